@@ -1,0 +1,127 @@
+/* config.h - the validated run configuration.
+ *
+ * An INI file (parsed with inih) plus `--set section.key=value` overrides become one bf_config.
+ * The INI is read only in src/host/config.c; everything else sees this struct. Every key has a
+ * type, a default, a range or a list of allowed values, and a one-line description in the key
+ * table of config.c, which also prints the config reference (`bioflex-train --help-config`).
+ * An unknown section or key, a wrong type or an out-of-range value is refused with
+ * "file:line: [section] key: problem (allowed: ...)" and BF_ERR_CONFIG (exit status 2). */
+#ifndef BIOFLEX_CONFIG_H
+#define BIOFLEX_CONFIG_H
+
+#include <stdio.h>
+
+#include "bioflex/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BF_PATH_MAX 512
+#define BF_LIST_MAX 16
+
+typedef enum { BF_DEVICE_AUTO = 0, BF_DEVICE_SEL_CPU = 1, BF_DEVICE_SEL_CUDA = 2 } bf_device_select;
+typedef enum { BF_DATASET_FASHION_MNIST = 0, BF_DATASET_MNIST, BF_DATASET_CIFAR10, BF_DATASET_PROCEDURAL } bf_dataset_kind;
+typedef enum { BF_ARCH_CNN = 0, BF_ARCH_VGG6, BF_ARCH_VGG11, BF_ARCH_VGG16, BF_ARCH_RESNET18, BF_ARCH_RESNET50 } bf_arch;
+typedef enum { BF_OPTIM_SGD = 0, BF_OPTIM_ADAMW } bf_optimizer_kind;
+typedef enum { BF_SCHED_CONSTANT = 0, BF_SCHED_STEP, BF_SCHED_MULTISTEP, BF_SCHED_COSINE } bf_schedule_kind;
+typedef enum { BF_SCHED_UNIT_EPOCH = 0, BF_SCHED_UNIT_STEP } bf_schedule_unit;
+
+typedef struct bf_run_config {
+    char dir[BF_PATH_MAX];     /* run directory: metrics.jsonl, checkpoints/ */
+    long seed;                 /* makes CPU runs repeat exactly */
+    bf_device_select device;   /* auto | cpu | cuda */
+    int gpus;                  /* data-parallel GPUs in this process */
+    int epochs;
+    int log_interval;          /* steps between metrics.jsonl lines and progress updates */
+    int eval_every;            /* epochs between full test-set evaluations (0 = only at the end) */
+    int checkpoint_every;      /* epochs between checkpoints (0 = only at the end) */
+    int precision;             /* bf_precision: fp32 | tf32 */
+    int threads;               /* CPU backend threads (0 = all cores) */
+} bf_run_config;
+
+typedef struct bf_data_config {
+    bf_dataset_kind dataset;
+    char path[BF_PATH_MAX];    /* directory with the dataset files ("" = the dataset's default) */
+    int batch_size;
+    int eval_batch_size;       /* 0 = batch_size */
+    int train_limit;           /* use only the first N training samples (0 = all) */
+    int test_limit;            /* use only the first N test samples (0 = all) */
+    int loader_threads;
+    int prefetch;              /* batches prepared ahead of the training step */
+    int shuffle;               /* reshuffle the training set every epoch (from the seed) */
+    int augment_flip;          /* random horizontal flip of training images */
+    int augment_crop_pad;      /* random crop after zero padding by this many pixels (0 = off) */
+    int normalize;             /* subtract the dataset mean and divide by its std per channel */
+    int procedural_classes;
+    int procedural_size;       /* image side in pixels */
+    int procedural_channels;
+    int procedural_train;      /* number of training samples */
+    int procedural_test;       /* number of test samples */
+} bf_data_config;
+
+typedef struct bf_model_config {
+    bf_arch arch;
+    int num_classes;           /* 0 = the dataset's */
+    float dropout;             /* classifier dropout probability */
+    int channels[BF_LIST_MAX]; /* arch = cnn: channels of each conv-BN-ReLU-maxpool stage */
+    int num_channels;
+    int hidden;                /* arch = cnn: width of the hidden classifier layer (0 = none) */
+    int batchnorm;             /* VGG/CNN: BatchNorm after every conv */
+    float bn_momentum;
+    float bn_eps;
+} bf_model_config;
+
+typedef struct bf_optim_config {
+    bf_optimizer_kind optimizer;
+    float lr;
+    float momentum;
+    int nesterov;
+    float weight_decay;
+    float beta1, beta2, eps;
+    float grad_clip_norm;      /* global-norm clipping (0 = off) */
+    float label_smoothing;
+} bf_optim_config;
+
+typedef struct bf_schedule_config {
+    bf_schedule_kind type;
+    bf_schedule_unit unit;     /* epoch: lr changes at epoch boundaries; step: every step */
+    int step_size;             /* step: decay every step_size units */
+    float gamma;               /* step, multistep: decay factor */
+    int milestones[BF_LIST_MAX];
+    int num_milestones;
+    float eta_min;             /* cosine: final learning rate */
+    int warmup;                /* linear warm-up length in units (0 = none) */
+    float warmup_start_factor; /* lr starts at lr * this factor */
+} bf_schedule_config;
+
+typedef struct bf_config {
+    char source[BF_PATH_MAX];  /* the INI file it came from */
+    bf_run_config run;
+    bf_data_config data;
+    bf_model_config model;
+    bf_optim_config optim;
+    bf_schedule_config schedule;
+} bf_config;
+
+/* Fills every field with its default. */
+void bf_config_defaults(bf_config *cfg);
+/* Parses and validates an INI file on top of the defaults. */
+bf_status bf_config_load(const char *path, bf_config *cfg);
+/* Applies one "section.key=value" override, validated like a file line (reported as "--set"). */
+bf_status bf_config_set(bf_config *cfg, const char *assignment);
+/* Checks relations between keys (e.g. milestones increasing); called after all overrides. */
+bf_status bf_config_validate(const bf_config *cfg);
+/* Writes the resolved configuration as INI (every key, so the file can be re-loaded). */
+void bf_config_print(const bf_config *cfg, FILE *out);
+/* Writes the config reference: every section and key, type, default, allowed values, meaning (Markdown). */
+void bf_config_print_reference(FILE *out);
+
+/* Name of an enum value as written in INI files ("fashion_mnist", "vgg16", ...). */
+const char *bf_dataset_name(bf_dataset_kind k);
+const char *bf_arch_name(bf_arch a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

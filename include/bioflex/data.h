@@ -1,0 +1,78 @@
+/* data.h - datasets and the batch loader.
+ *
+ * A dataset is held in memory as uint8 pixels (IDX, CIFAR-10) or generated on demand
+ * (procedural). The loader turns it into float batches on the host: worker threads fill a ring of
+ * `prefetch` batches ahead of the training step. Which samples form a batch and how each is
+ * augmented are pure functions of (seed, epoch, position) (see hash.h), never of thread timing,
+ * so runs repeat exactly and a resumed run sees the same data order. */
+#ifndef BIOFLEX_DATA_H
+#define BIOFLEX_DATA_H
+
+#include <stdint.h>
+
+#include "bioflex/config.h"
+#include "bioflex/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum bf_split { BF_SPLIT_TRAIN = 0, BF_SPLIT_TEST = 1 } bf_split;
+
+typedef struct bf_dataset {
+    char name[64];
+    int num_samples;
+    int c, h, w;
+    int num_classes;
+    float mean[3], std[3];       /* per-channel statistics of the training split, pixel scale [0, 1] */
+    uint8_t *pixels;             /* num_samples * c*h*w, CHW per sample; NULL for procedural */
+    int32_t *labels;             /* num_samples */
+    uint64_t procedural_seed;    /* procedural: content is a function of (seed, split, index) */
+    int split;
+} bf_dataset;
+
+/* Opens one split as configured (path, limits, procedural sizes). Errors name the file and the
+ * check that failed (missing file, bad magic, short file, label out of range, ...). */
+bf_status bf_dataset_open(const bf_data_config *cfg, long seed, bf_split split, bf_dataset **out);
+void bf_dataset_free(bf_dataset *d);
+
+/* Writes sample `index` as floats in [0, 1] (CHW) into out. */
+void bf_dataset_sample(const bf_dataset *d, int index, float *out);
+
+typedef struct bf_batch {
+    int n;               /* samples in this batch (the last batch of an epoch may be smaller) */
+    int index;           /* batch number within the epoch */
+    float *images;       /* n * c*h*w, normalised, host memory */
+    int32_t *labels;     /* n */
+} bf_batch;
+
+typedef struct bf_loader_options {
+    int batch_size;
+    int threads;
+    int prefetch;
+    int shuffle;         /* permute every epoch with (seed, epoch) */
+    int drop_last;       /* drop a last incomplete batch (training) */
+    int augment_flip;
+    int augment_crop_pad;
+    int normalize;
+    long seed;
+} bf_loader_options;
+
+typedef struct bf_loader bf_loader;
+
+bf_status bf_loader_create(const bf_dataset *d, const bf_loader_options *opt, bf_loader **out);
+void bf_loader_destroy(bf_loader *l);
+/* Batches per epoch. */
+int bf_loader_num_batches(const bf_loader *l);
+/* Starts an epoch at batch `first_batch` (non-zero when resuming inside an epoch). Any batches
+ * of a previous epoch not yet consumed are discarded. */
+bf_status bf_loader_start_epoch(bf_loader *l, int epoch, int first_batch);
+/* Blocks until the next batch of the epoch is ready; *out is NULL after the last batch.
+ * The batch stays valid until bf_loader_release. wait_ms (nullable) returns the time blocked. */
+bf_status bf_loader_next(bf_loader *l, bf_batch **out, double *wait_ms);
+void bf_loader_release(bf_loader *l, bf_batch *b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,51 @@
+/* hash.h - counter-based random numbers shared by the CPU and CUDA backends.
+ *
+ * Every random decision in bioflex (dropout masks, data augmentation, procedural data, shuffles)
+ * is a pure function of (seed, counter). That is what makes a CPU run repeat exactly, makes a
+ * resumed run bit-identical to an uninterrupted one (the "RNG state" is just the step counter),
+ * and lets the CUDA and CPU dropout kernels draw identical masks. The mixer is SplitMix64's
+ * finaliser, which passes BigCrush when fed a counter. */
+#ifndef BIOFLEX_HASH_H
+#define BIOFLEX_HASH_H
+
+#include <stdint.h>
+
+#if defined(__CUDACC__)
+#define BF_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define BF_HOST_DEVICE static inline
+#endif
+
+/* 64-bit mix of a 64-bit value. */
+BF_HOST_DEVICE uint64_t bf_hash64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+/* Hash of a (seed, counter) pair. */
+BF_HOST_DEVICE uint64_t bf_hash2(uint64_t seed, uint64_t counter) {
+    return bf_hash64(bf_hash64(seed) ^ counter);
+}
+
+/* Uniform float in [0, 1) with 24 random bits, identical on host and device. */
+BF_HOST_DEVICE float bf_uniform(uint64_t seed, uint64_t counter) {
+    return (float)(bf_hash2(seed, counter) >> 40) * (1.0f / 16777216.0f);
+}
+
+/* Derives an independent stream seed, e.g. bf_seed_derive(run_seed, BF_STREAM_DROPOUT, step). */
+BF_HOST_DEVICE uint64_t bf_seed_derive(uint64_t seed, uint64_t stream, uint64_t index) {
+    return bf_hash64(bf_hash2(seed, stream) ^ bf_hash64(index + 0x632BE59BD9B4E019ull));
+}
+
+/* Stream identifiers, so that no two uses of the run seed draw the same numbers. */
+enum {
+    BF_STREAM_INIT = 1,      /* weight initialisation */
+    BF_STREAM_SHUFFLE = 2,   /* per-epoch permutation of the training set */
+    BF_STREAM_AUGMENT = 3,   /* per-sample augmentation */
+    BF_STREAM_DROPOUT = 4,   /* dropout masks, per step and layer */
+    BF_STREAM_DATA = 5       /* procedural dataset content */
+};
+
+#endif

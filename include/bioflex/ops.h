@@ -1,0 +1,196 @@
+/* ops.h - the backend interface: one table of operations (bf_ops) implemented twice, by the CPU
+ * reference backend (src/kernels/ *_cpu.c: C11, OpenMP, OpenBLAS) and by the CUDA backend
+ * (src/kernels/ *.cu: cuDNN, cuBLAS, custom kernels). Layers, models, the training loop and the
+ * tests call only this table, so they are written once.
+ *
+ * Contract shared by both backends (tests/test_ops_cuda.c checks that they agree):
+ *   - Every float pointer is memory of the backend (host memory for CPU, device memory for CUDA)
+ *     obtained from bf_backend_alloc; tensors are fp32, contiguous, NCHW.
+ *   - Operations are asynchronous on CUDA (one stream per backend); results become visible to the
+ *     host after bf_backend_copy_to_host or bf_backend_synchronize.
+ *   - Backward operations OVERWRITE their outputs (dx, dw, dbias); the model adds gradients of a
+ *     tensor with several consumers with add_inplace.
+ *   - Weight layouts are PyTorch's: conv [c_out, c_in/groups, k_h, k_w], linear [out, in].
+ *   - Outputs may not alias inputs unless the function says so.
+ *   - A backend may keep scratch memory (im2col buffers, cuDNN workspace) that grows on first use
+ *     of a larger shape and is then reused: a training step after the first allocates nothing.
+ */
+#ifndef BIOFLEX_OPS_H
+#define BIOFLEX_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bioflex/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum bf_device_kind { BF_DEVICE_CPU = 0, BF_DEVICE_CUDA = 1 } bf_device_kind;
+
+/* fp32: IEEE fp32 arithmetic everywhere. tf32: cuDNN and cuBLAS may use TF32 tensor cores for
+ * fp32 data (the CPU backend ignores the setting). */
+typedef enum bf_precision { BF_PRECISION_FP32 = 0, BF_PRECISION_TF32 = 1 } bf_precision;
+
+typedef struct bf_conv2d_shape {
+    int n, c_in, h_in, w_in;
+    int c_out, k_h, k_w, stride, pad, groups;
+    int h_out, w_out; /* filled by bf_conv2d_shape_init */
+} bf_conv2d_shape;
+
+typedef struct bf_pool_shape {
+    int n, c, h_in, w_in;
+    int k, stride, pad;
+    int h_out, w_out; /* filled by bf_pool_shape_init */
+} bf_pool_shape;
+
+typedef struct bf_bn_shape {
+    int n, c, hw;    /* per-channel statistics over n*hw values */
+    float eps;       /* added to the variance, PyTorch default 1e-5 */
+    float momentum;  /* running = (1-momentum)*running + momentum*batch, PyTorch default 0.1 */
+} bf_bn_shape;
+
+typedef struct bf_linear_shape {
+    int n, in, out;
+} bf_linear_shape;
+
+/* Output sizes with PyTorch's floor formula; returns BF_ERR_ARG (with a message) when the
+ * output would be empty or the channel counts do not divide by groups. */
+bf_status bf_conv2d_shape_init(bf_conv2d_shape *s);
+bf_status bf_pool_shape_init(bf_pool_shape *s);
+
+typedef struct bf_backend bf_backend;
+
+typedef struct bf_ops {
+    /* ---- memory ---- */
+    bf_status (*alloc)(bf_backend *b, size_t bytes, void **ptr); /* zero-filled */
+    void (*free)(bf_backend *b, void *ptr);
+    bf_status (*copy_to_device)(bf_backend *b, void *dst, const void *src_host, size_t bytes);
+    bf_status (*copy_to_host)(bf_backend *b, void *dst_host, const void *src, size_t bytes); /* waits */
+    bf_status (*copy)(bf_backend *b, void *dst, const void *src, size_t bytes);           /* device to device */
+    bf_status (*synchronize)(bf_backend *b);
+
+    /* ---- elementwise and reductions ---- */
+    bf_status (*fill)(bf_backend *b, float *x, float value, size_t n);
+    bf_status (*scale)(bf_backend *b, float *x, float alpha, size_t n);                      /* x *= alpha */
+    bf_status (*add)(bf_backend *b, const float *x0, const float *x1, float *y, size_t n);   /* y = x0 + x1; y may alias */
+    bf_status (*add_inplace)(bf_backend *b, float *y, const float *x, size_t n);            /* y += x */
+    /* *out = sum of x[i]^2 (a device scalar), summed in a fixed order so results repeat. */
+    bf_status (*sum_squares)(bf_backend *b, const float *x, size_t n, float *out);
+    /* *acc += sum of x[i] (a device scalar accumulator, for losses and correct counts). */
+    bf_status (*accumulate_sum)(bf_backend *b, const float *x, size_t n, float *acc);
+
+    /* ---- convolution (cross-correlation, like PyTorch) ---- */
+    bf_status (*conv2d_forward)(bf_backend *b, const bf_conv2d_shape *s, const float *x,
+                                const float *w, const float *bias /* nullable */, float *y);
+    bf_status (*conv2d_backward_data)(bf_backend *b, const bf_conv2d_shape *s, const float *dy,
+                                      const float *w, float *dx);
+    bf_status (*conv2d_backward_filter)(bf_backend *b, const bf_conv2d_shape *s, const float *x,
+                                        const float *dy, float *dw, float *dbias /* nullable */);
+
+    /* ---- batch normalisation over (n, hw) per channel ----
+     * train: normalises with the batch statistics (biased variance), stores mean and 1/sqrt(var+eps)
+     * for the backward pass, and updates the running statistics with the UNBIASED variance
+     * (n*hw/(n*hw-1)), as PyTorch does. eval: normalises with the running statistics. */
+    bf_status (*batchnorm_forward_train)(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                         const float *gamma, const float *beta, float *y,
+                                         float *save_mean, float *save_invstd,
+                                         float *running_mean, float *running_var);
+    bf_status (*batchnorm_forward_eval)(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                        const float *gamma, const float *beta,
+                                        const float *running_mean, const float *running_var, float *y);
+    bf_status (*batchnorm_backward)(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                    const float *dy, const float *gamma, const float *save_mean,
+                                    const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+
+    /* ---- activations: y = max(x, 0); backward uses the OUTPUT y, so y may alias x and dx may alias dy */
+    bf_status (*relu_forward)(bf_backend *b, const float *x, float *y, size_t n);
+    bf_status (*relu_backward)(bf_backend *b, const float *y, const float *dy, float *dx, size_t n);
+
+    /* ---- pooling ----
+     * max: padding counts as -infinity; argmax holds, per output, the index h*w_in+w of the chosen
+     * input within its (n, c) plane, the first maximum in row-major window order on ties.
+     * avg: padding counts as zero and the divisor is k*k (PyTorch count_include_pad=True).
+     * backward overwrites all of dx. */
+    bf_status (*maxpool_forward)(bf_backend *b, const bf_pool_shape *s, const float *x, float *y,
+                                 int32_t *argmax);
+    bf_status (*maxpool_backward)(bf_backend *b, const bf_pool_shape *s, const float *dy,
+                                  const int32_t *argmax, float *dx);
+    bf_status (*avgpool_forward)(bf_backend *b, const bf_pool_shape *s, const float *x, float *y);
+    bf_status (*avgpool_backward)(bf_backend *b, const bf_pool_shape *s, const float *dy, float *dx);
+    /* mean over h*w per (n, c): x [n, c, hw] -> y [n, c] */
+    bf_status (*global_avgpool_forward)(bf_backend *b, int n, int c, int hw, const float *x, float *y);
+    bf_status (*global_avgpool_backward)(bf_backend *b, int n, int c, int hw, const float *dy, float *dx);
+
+    /* ---- fully connected: y[n, out] = x[n, in] * w[out, in]^T + bias ---- */
+    bf_status (*linear_forward)(bf_backend *b, const bf_linear_shape *s, const float *x,
+                                const float *w, const float *bias /* nullable */, float *y);
+    /* dx nullable (first layer), dbias nullable (no bias) */
+    bf_status (*linear_backward)(bf_backend *b, const bf_linear_shape *s, const float *x,
+                                 const float *w, const float *dy, float *dx, float *dw, float *dbias);
+
+    /* ---- dropout (inverted): element i is kept when bf_uniform(seed, i) >= p, and scaled by
+     * 1/(1-p). The backward recomputes the mask from (seed, i), so no mask is stored and the CPU
+     * and CUDA masks are identical. p = 0 copies. */
+    bf_status (*dropout_forward)(bf_backend *b, const float *x, float *y, size_t n, float p, uint64_t seed);
+    bf_status (*dropout_backward)(bf_backend *b, const float *dy, float *dx, size_t n, float p, uint64_t seed);
+
+    /* ---- loss and metrics ----
+     * Softmax cross-entropy with label smoothing eps: target = (1-eps)*onehot + eps/k.
+     * losses[i] = -sum_j target_j * log softmax(logits_i)_j (per sample).
+     * dlogits (nullable) = (softmax - target) * grad_scale; grad_scale is 1/batch for a mean loss. */
+    bf_status (*softmax_xent)(bf_backend *b, int n, int k, const float *logits, const int32_t *labels,
+                              float smoothing, float grad_scale, float *losses, float *dlogits);
+    /* correct1[i] = 1 if labels[i] is the arg-max, correct5[i] = 1 if it is among the min(5,k)
+     * largest logits (ties count in favour of the label: a label is in the top k when fewer than k
+     * logits are strictly greater). */
+    bf_status (*topk_correct)(bf_backend *b, int n, int k, const float *logits, const int32_t *labels,
+                              float *correct1, float *correct5);
+
+    /* ---- optimisers over a flat parameter buffer (PyTorch semantics) ----
+     * grad_scale (nullable device scalar) multiplies every gradient first: gradient clipping.
+     * SGD: g += wd*p; buf = momentum*buf + g (buf = g on the first step, when first_step != 0);
+     *      update = nesterov ? g + momentum*buf : buf; p -= lr*update.
+     * AdamW: p *= 1 - lr*wd; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+     *      p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps), with t = step (1-based). */
+    bf_status (*sgd_update)(bf_backend *b, float *params, const float *grads, float *momentum_buf,
+                            size_t n, float lr, float momentum, float weight_decay, int nesterov,
+                            int first_step, const float *grad_scale);
+    bf_status (*adamw_update)(bf_backend *b, float *params, const float *grads, float *m, float *v,
+                              size_t n, float lr, float beta1, float beta2, float eps,
+                              float weight_decay, long step, const float *grad_scale);
+    /* *scale = min(1, max_norm / (sqrt(*sum_squares) + 1e-6)), computed on the device. */
+    bf_status (*clip_scale)(bf_backend *b, const float *sum_squares, float max_norm, float *scale);
+} bf_ops;
+
+struct bf_backend {
+    const bf_ops *ops;
+    bf_device_kind kind;
+    int device_index;       /* CUDA device ordinal, 0 for CPU */
+    bf_precision precision;
+    int num_threads;        /* CPU backend: OpenMP threads */
+    void *impl;             /* backend-private state (handles, streams, workspaces, algorithm cache) */
+};
+
+/* The CPU reference backend. num_threads 0 = OpenMP's default. */
+bf_status bf_backend_create_cpu(int num_threads, bf_backend **out);
+/* The CUDA backend on one device; BF_ERR_UNAVAILABLE with a message when bioflex was built
+ * without CUDA or the device does not exist. */
+bf_status bf_backend_create_cuda(int device_index, bf_precision precision, bf_backend **out);
+void bf_backend_destroy(bf_backend *b);
+/* Number of usable CUDA devices (0 when built without CUDA or when the driver finds none). */
+int bf_cuda_device_count(void);
+/* 1 when the library was built with the CUDA backend. */
+int bf_cuda_built(void);
+
+/* Convenience wrappers that read like function calls: bf_alloc(b, bytes, &p). */
+static inline bf_status bf_alloc(bf_backend *b, size_t bytes, void **p) { return b->ops->alloc(b, bytes, p); }
+static inline void bf_free(bf_backend *b, void *p) { if (p) b->ops->free(b, p); }
+static inline bf_status bf_to_device(bf_backend *b, void *dst, const void *src, size_t bytes) { return b->ops->copy_to_device(b, dst, src, bytes); }
+static inline bf_status bf_to_host(bf_backend *b, void *dst, const void *src, size_t bytes) { return b->ops->copy_to_host(b, dst, src, bytes); }
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,26 @@
+/* shape.c - output sizes of convolutions and pools (PyTorch's floor formula). */
+#include "bioflex/ops.h"
+
+bf_status bf_conv2d_shape_init(bf_conv2d_shape *s) {
+    if (s->groups <= 0) s->groups = 1;
+    if (s->stride <= 0) return bf_error(BF_ERR_ARG, "conv2d: stride must be >= 1 (got %d)", s->stride);
+    if (s->c_in % s->groups || s->c_out % s->groups)
+        return bf_error(BF_ERR_ARG, "conv2d: channels %d -> %d do not divide by groups %d", s->c_in, s->c_out, s->groups);
+    s->h_out = (s->h_in + 2 * s->pad - s->k_h) / s->stride + 1;
+    s->w_out = (s->w_in + 2 * s->pad - s->k_w) / s->stride + 1;
+    if (s->h_in + 2 * s->pad < s->k_h || s->w_in + 2 * s->pad < s->k_w || s->h_out <= 0 || s->w_out <= 0)
+        return bf_error(BF_ERR_ARG, "conv2d: kernel %dx%d (pad %d) does not fit input %dx%d",
+                        s->k_h, s->k_w, s->pad, s->h_in, s->w_in);
+    return BF_OK;
+}
+
+bf_status bf_pool_shape_init(bf_pool_shape *s) {
+    if (s->stride <= 0) return bf_error(BF_ERR_ARG, "pool: stride must be >= 1 (got %d)", s->stride);
+    if (s->pad * 2 > s->k)
+        return bf_error(BF_ERR_ARG, "pool: padding %d exceeds half the kernel %d", s->pad, s->k);
+    s->h_out = (s->h_in + 2 * s->pad - s->k) / s->stride + 1;
+    s->w_out = (s->w_in + 2 * s->pad - s->k) / s->stride + 1;
+    if (s->h_in + 2 * s->pad < s->k || s->w_in + 2 * s->pad < s->k || s->h_out <= 0 || s->w_out <= 0)
+        return bf_error(BF_ERR_ARG, "pool: kernel %d (pad %d) does not fit input %dx%d", s->k, s->pad, s->h_in, s->w_in);
+    return BF_OK;
+}

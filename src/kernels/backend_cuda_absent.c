@@ -1,0 +1,14 @@
+/* backend_cuda_absent.c - stands in for the CUDA backend when bioflex is built without it
+ * (-DBIOFLEX_CUDA=OFF, or nvcc/cuDNN/cuBLAS not found). */
+#include "bioflex/ops.h"
+
+bf_status bf_backend_create_cuda(int device_index, bf_precision precision, bf_backend **out) {
+    (void)device_index;
+    (void)precision;
+    *out = 0;
+    return bf_error(BF_ERR_UNAVAILABLE, "bioflex was built without the CUDA backend "
+                                        "(reconfigure with -DBIOFLEX_CUDA=ON on a machine with nvcc, cuDNN 9 and cuBLAS)");
+}
+
+int bf_cuda_device_count(void) { return 0; }
+int bf_cuda_built(void) { return 0; }

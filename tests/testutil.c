@@ -1,0 +1,76 @@
+#include "testutil.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bioflex/hash.h"
+
+static int tests_passed, tests_failed;
+
+void bf_test_record(int ok, const char *file, int line, const char *fmt, ...) {
+    if (ok) {
+        tests_passed++;
+        return;
+    }
+    tests_failed++;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "FAIL %s:%d: ", file, line);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int bf_test_finish(void) {
+    printf("%d passed, %d failed\n", tests_passed, tests_failed);
+    return tests_failed == 0 && tests_passed > 0 ? 0 : 1;
+}
+
+void bf_test_skip(const char *why) {
+    printf("SKIPPED: %s\n", why);
+    exit(77);
+}
+
+double bf_test_max_violation(const float *a, const float *b, size_t n, double atol, double rtol,
+                             size_t *worst_index) {
+    double worst = 0;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        double x = a[i], y = b[i];
+        if (isnan(x) || isnan(y)) {
+            worst = INFINITY;
+            wi = i;
+            break;
+        }
+        double m = fabs(x) > fabs(y) ? fabs(x) : fabs(y);
+        double v = fabs(x - y) / (atol + rtol * m);
+        if (v > worst) {
+            worst = v;
+            wi = i;
+        }
+    }
+    if (worst_index) *worst_index = wi;
+    return worst;
+}
+
+void bf_test_fill_uniform(float *x, size_t n, float lo, float hi, unsigned long seed) {
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * bf_uniform(seed, i);
+}
+
+float *bf_test_upload(bf_backend *b, const float *host, size_t n) {
+    void *p = NULL;
+    if (bf_alloc(b, n * sizeof(float) + 16, &p) != BF_OK) return NULL;
+    if (host && bf_to_device(b, p, host, n * sizeof(float)) != BF_OK) return NULL;
+    return p;
+}
+
+float *bf_test_download(bf_backend *b, const float *dev, size_t n) {
+    float *h = malloc(n * sizeof(float) + 16);
+    if (h && bf_to_host(b, h, dev, n * sizeof(float)) != BF_OK) {
+        free(h);
+        return NULL;
+    }
+    return h;
+}

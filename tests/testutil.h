@@ -1,0 +1,46 @@
+/* testutil.h - a tiny assertion library for the ctest programs.
+ * CHECK(cond, ...) records a failure with file:line and a message and goes on; CHECK_CLOSE compares
+ * floats with an absolute+relative tolerance. A program returns bf_test_finish(), which prints
+ * "N passed, M failed" and exits non-zero on any failure. bf_test_skip() exits with 77, which ctest
+ * reports as skipped. */
+#ifndef BIOFLEX_TESTUTIL_H
+#define BIOFLEX_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "bioflex/ops.h"
+
+void bf_test_record(int ok, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+int bf_test_finish(void);
+void bf_test_skip(const char *why) __attribute__((noreturn));
+
+#define CHECK(cond, ...) bf_test_record(!!(cond), __FILE__, __LINE__, __VA_ARGS__)
+#define CHECK_OK(expr)                                                                       \
+    do {                                                                                     \
+        bf_status chk_s_ = (expr);                                                           \
+        bf_test_record(chk_s_ == BF_OK, __FILE__, __LINE__, "%s -> %s: %s", #expr,          \
+                       bf_status_name(chk_s_), bf_last_error());                             \
+    } while (0)
+#define CHECK_CLOSE(a, b, atol, rtol, what)                                                  \
+    do {                                                                                     \
+        double chk_a_ = (a), chk_b_ = (b);                                                   \
+        double chk_d_ = chk_a_ > chk_b_ ? chk_a_ - chk_b_ : chk_b_ - chk_a_;                 \
+        double chk_m_ = (chk_a_ > 0 ? chk_a_ : -chk_a_) > (chk_b_ > 0 ? chk_b_ : -chk_b_) ? (chk_a_ > 0 ? chk_a_ : -chk_a_) : (chk_b_ > 0 ? chk_b_ : -chk_b_); \
+        bf_test_record(chk_d_ <= (atol) + (rtol)*chk_m_, __FILE__, __LINE__,                 \
+                       "%s: %.9g vs %.9g (diff %.3g)", what, chk_a_, chk_b_, chk_d_);        \
+    } while (0)
+
+/* Largest |a-b| / (atol + rtol*max(|a|,|b|)) over two host arrays; <= 1 means all close. */
+double bf_test_max_violation(const float *a, const float *b, size_t n, double atol, double rtol,
+                             size_t *worst_index);
+
+/* Deterministic uniform floats in [lo, hi) for test inputs. */
+void bf_test_fill_uniform(float *x, size_t n, float lo, float hi, unsigned long seed);
+
+/* Copies host data into a new buffer of the backend / back to a new host buffer (free() it). */
+float *bf_test_upload(bf_backend *b, const float *host, size_t n);
+float *bf_test_download(bf_backend *b, const float *dev, size_t n);
+
+#endif
