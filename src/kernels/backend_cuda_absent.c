@@ -1,6 +1,7 @@
 /* backend_cuda_absent.c - stands in for the CUDA backend when bioflex is built without it
  * (-DBIOFLEX_CUDA=OFF, or nvcc/cuDNN/cuBLAS not found). */
 #include "bioflex/ops.h"
+#include "cpu_backend.h" /* declares bf_backend_destroy_cuda */
 
 bf_status bf_backend_create_cuda(int device_index, bf_precision precision, bf_backend **out) {
     (void)device_index;
@@ -12,3 +13,6 @@ bf_status bf_backend_create_cuda(int device_index, bf_precision precision, bf_ba
 
 int bf_cuda_device_count(void) { return 0; }
 int bf_cuda_built(void) { return 0; }
+
+/* No CUDA backend can have been created, so there is nothing to release. */
+void bf_backend_destroy_cuda(bf_backend *b) { (void)b; }

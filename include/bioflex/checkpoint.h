@@ -1,0 +1,49 @@
+/* checkpoint.h - saving and restoring a training run.
+ *
+ * A checkpoint is a directory <run dir>/checkpoints/epoch_NNNN/ holding
+ *   model.safetensors  the weights and batch-norm buffers under PyTorch state_dict names
+ *                      ("features.0.weight", "features.1.running_mean", ...), loadable with
+ *                      safetensors.torch.load_file and model.load_state_dict;
+ *   state.safetensors  optimiser state ("optimizer.momentum" or "optimizer.exp_avg" and
+ *                      "optimizer.exp_avg_sq", flat in parameter order) and, in its metadata, the
+ *                      epoch, step, seed, schedule position and data order.
+ * Both files carry a format version and a CRC-32 (safetensors.h). The directory is written as
+ * epoch_NNNN.tmp and renamed when both files are complete, then <run dir>/checkpoints/latest is
+ * replaced (write-to-temporary and rename) with its name: a crash at any point leaves the
+ * previous checkpoint intact and `latest` pointing at a complete one. */
+#ifndef BIOFLEX_CHECKPOINT_H
+#define BIOFLEX_CHECKPOINT_H
+
+#include "bioflex/config.h"
+#include "bioflex/model.h"
+#include "bioflex/train.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct bf_train_state {
+    int epoch;          /* epochs completed */
+    long step;          /* optimiser steps completed */
+    long seed;
+} bf_train_state;
+
+/* Writes a checkpoint for `state` under cfg->run.dir; *written (nullable, BF_PATH_MAX) gets its path. */
+bf_status bf_checkpoint_save(const bf_config *cfg, const bf_model *m, const bf_optimizer *opt,
+                             const bf_train_state *state, char *written);
+
+/* Resolves a --resume / --checkpoint argument: a checkpoint directory, or a run directory whose
+ * checkpoints/latest names one. */
+bf_status bf_checkpoint_resolve(const char *path, char *dir_out);
+
+/* Loads weights and buffers into m (shapes must match the built model). */
+bf_status bf_checkpoint_load_model(const char *dir, bf_model *m);
+/* Loads optimiser state and the training position; refuses a checkpoint of another optimiser,
+ * seed or parameter count with a message. */
+bf_status bf_checkpoint_load_state(const char *dir, const bf_config *cfg, const bf_model *m, bf_optimizer *opt,
+                                   bf_train_state *state);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

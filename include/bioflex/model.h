@@ -1,0 +1,169 @@
+/* model.h - a network is a list of layers with explicit inputs (so residual and top-down
+ * connections fit), one contiguous parameter buffer, one gradient buffer, and an activation
+ * arena sized when the model is built. Layers reach the hardware only through bf_ops.
+ *
+ * Building: bf_model_create, then bf_model_add_* in topological order (each returns the new
+ * layer's index, which later layers name as their input; BF_MODEL_INPUT is the image batch), then
+ * bf_model_finalize allocates everything and initialises the weights from the seed. */
+#ifndef BIOFLEX_MODEL_H
+#define BIOFLEX_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "bioflex/config.h"
+#include "bioflex/ops.h"
+#include "bioflex/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BF_MODEL_INPUT (-1)
+#define BF_NAME_MAX 96
+
+typedef enum bf_layer_kind {
+    BF_LAYER_CONV = 0,
+    BF_LAYER_BATCHNORM,
+    BF_LAYER_RELU,
+    BF_LAYER_MAXPOOL,
+    BF_LAYER_AVGPOOL,
+    BF_LAYER_GLOBAL_AVGPOOL,
+    BF_LAYER_LINEAR,
+    BF_LAYER_DROPOUT,
+    BF_LAYER_FLATTEN,
+    BF_LAYER_ADD,
+    BF_LAYER_KIND_COUNT
+} bf_layer_kind;
+
+/* How a parameter is initialised (PyTorch's schemes, drawn from the run seed on the host). */
+typedef enum bf_init {
+    BF_INIT_ZEROS = 0,
+    BF_INIT_ONES,
+    BF_INIT_KAIMING_NORMAL_FAN_OUT, /* N(0, 2/fan_out): torchvision VGG/ResNet convs */
+    BF_INIT_NORMAL_0_01,            /* N(0, 0.01^2): torchvision VGG linear layers */
+    BF_INIT_UNIFORM_FAN_IN          /* U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default Linear/Conv */
+} bf_init;
+
+/* A named slice of the parameter (or buffer) array, with its PyTorch state_dict name and shape. */
+typedef struct bf_param {
+    char name[BF_NAME_MAX];
+    size_t offset, count;
+    int ndim;
+    int64_t shape[4];
+    bf_init init;
+    int64_t fan_in, fan_out;
+    int layer;
+} bf_param;
+
+typedef struct bf_layer {
+    bf_layer_kind kind;
+    char name[BF_NAME_MAX];     /* PyTorch module path: "features.0", "layer1.0.conv1" */
+    int input[2];               /* producing layers (BF_MODEL_INPUT for the image batch) */
+    int num_inputs;
+    int num_consumers;
+    bf_shape out_shape;         /* at the model's maximum batch size */
+    /* hyper-parameters */
+    bf_conv2d_shape conv;
+    bf_pool_shape pool;
+    bf_bn_shape bn;
+    bf_linear_shape linear;
+    float dropout_p;
+    int has_bias;
+    /* parameters: indices into model->params (weight first, then bias / gamma, beta) */
+    int param_index[2];
+    int num_params;
+    int buffer_index[2];        /* batch-norm running mean and running variance (model->buffers) */
+    /* memory (backend) */
+    float *out;                 /* output activation; aliases the input for an in-place ReLU */
+    int in_place;
+    float *dout;                /* gradient of the output, from the gradient slots */
+    int32_t *argmax;            /* max-pool */
+    float *save_mean, *save_invstd; /* batch-norm */
+    int grad_slot;              /* which gradient slot holds dout during backward */
+} bf_layer;
+
+typedef struct bf_model {
+    bf_backend *backend;
+    bf_shape input_shape;       /* [max_batch, c, h, w] */
+    int num_classes;
+    char arch[32];
+    bf_layer *layers;
+    int num_layers, cap_layers;
+    bf_param *params;           /* trained parameters, in registration order */
+    int num_params;
+    size_t num_param_floats;
+    bf_param *buffers;          /* batch-norm running statistics */
+    int num_buffers;
+    size_t num_buffer_floats;
+    float *param_data;          /* backend memory: every parameter, contiguous */
+    float *grad_data;           /* backend memory: every gradient, same layout */
+    float *buffer_data;         /* backend memory: every running statistic */
+    int64_t num_batches_tracked;/* batch-norm forward passes in training mode (state_dict buffer) */
+    /* gradient slots: a few max-size buffers reused by dout of layers whose lifetimes don't overlap */
+    float **grad_slots;
+    int num_grad_slots;
+    size_t grad_slot_floats;
+    float *grad_scratch;        /* a backward writes here when its target already holds a gradient */
+    int batch;                  /* current batch size (<= input_shape.n) */
+    int training;               /* 1: batch statistics, dropout on */
+    uint64_t step;              /* training step counter; dropout masks are drawn from (seed, step, layer) */
+    long seed;
+    const float *input;         /* the image batch of the last forward pass (read by backward) */
+    size_t arena_bytes;         /* activations + gradient slots, as planned by bf_model_finalize */
+    void *arena;                /* backend memory holding every activation and layer scratch */
+    int build_failed;           /* a bf_model_add_* failed; bf_model_build_status says why */
+} bf_model;
+
+/* b may be NULL to plan a model without allocating memory (shapes, parameters, FLOPs only). */
+bf_status bf_model_create(bf_backend *b, bf_shape input_shape, long seed, bf_model **out);
+void bf_model_destroy(bf_model *m);
+
+int bf_model_add_conv(bf_model *m, const char *name, int input, int c_out, int k, int stride, int pad,
+                      int groups, int bias, bf_init weight_init);
+int bf_model_add_batchnorm(bf_model *m, const char *name, int input, float eps, float momentum);
+int bf_model_add_relu(bf_model *m, const char *name, int input);
+int bf_model_add_maxpool(bf_model *m, const char *name, int input, int k, int stride, int pad);
+int bf_model_add_avgpool(bf_model *m, const char *name, int input, int k, int stride, int pad);
+int bf_model_add_global_avgpool(bf_model *m, const char *name, int input);
+int bf_model_add_flatten(bf_model *m, const char *name, int input);
+int bf_model_add_linear(bf_model *m, const char *name, int input, int out_features, int bias,
+                        bf_init weight_init, bf_init bias_init);
+int bf_model_add_dropout(bf_model *m, const char *name, int input, float p);
+int bf_model_add_add(bf_model *m, const char *name, int input0, int input1);
+/* Output shape of a layer (or of the input, for BF_MODEL_INPUT) at the maximum batch size. */
+bf_shape bf_model_shape_of(const bf_model *m, int layer);
+/* The first error of any bf_model_add_* (they return -1 and remember it). */
+bf_status bf_model_build_status(const bf_model *m);
+
+/* Allocates parameters, gradients, buffers and the activation arena, and initialises weights. */
+bf_status bf_model_finalize(bf_model *m);
+
+/* Sets the batch size of the next passes (<= the maximum given at creation). */
+bf_status bf_model_set_batch(bf_model *m, int n);
+
+/* Forward pass of the image batch x (backend memory, [batch, c, h, w]); *logits points to the
+ * last layer's output [batch, num_classes]. */
+bf_status bf_model_forward(bf_model *m, const float *x, const float **logits);
+/* Backward pass from dlogits (backend memory); fills m->grad_data (overwrites). */
+bf_status bf_model_backward(bf_model *m, const float *dlogits);
+
+/* Builds the architecture named in cfg (cnn, vgg6/11/16, resnet18/50) for inputs of shape
+ * [max_batch, c, h, w] and finalizes it. */
+bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape input_shape,
+                         int num_classes, long seed, bf_model **out);
+
+/* The dropout seed of layer i in the current step: a function of (run seed, step, layer). */
+uint64_t bf_layer_dropout_seed(const bf_model *m, int i);
+
+/* Forward FLOPs of one sample for layer i (multiply-add = 2 FLOPs). */
+double bf_layer_flops(const bf_model *m, int i);
+const char *bf_layer_kind_name(bf_layer_kind k);
+/* Prints the model table: layer, kind, output shape, parameters, forward FLOPs, activation memory. */
+void bf_model_print_table(const bf_model *m, FILE *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,76 @@
+/* train.h - optimisers, learning-rate schedules, evaluation and the training loop. */
+#ifndef BIOFLEX_TRAIN_H
+#define BIOFLEX_TRAIN_H
+
+#include <stdio.h>
+
+#include "bioflex/config.h"
+#include "bioflex/data.h"
+#include "bioflex/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- learning-rate schedule ----
+ * t counts epochs (unit = epoch: the rate changes at epoch boundaries) or steps (unit = step);
+ * T is the run's length in that unit. During warm-up (t < warmup) the rate rises linearly from
+ * lr*warmup_start_factor to lr. After it: constant; step: lr*gamma^floor(t/step_size);
+ * multistep: lr*gamma^(number of milestones <= t); cosine: eta_min + (lr-eta_min)(1+cos(pi*u/U))/2
+ * with u = t-warmup, U = T-warmup. step_size and milestones count from the start of the run. */
+float bf_schedule_lr(const bf_optim_config *opt, const bf_schedule_config *sched, long step, int epoch,
+                     int steps_per_epoch, int total_epochs);
+
+/* ---- optimiser: state in one backend buffer, parallel to the parameter buffer ---- */
+typedef struct bf_optimizer {
+    bf_optimizer_kind kind;
+    bf_optim_config cfg;
+    size_t n;
+    float *state;      /* SGD: momentum [n]; AdamW: m [n] then v [n] */
+    long steps;        /* updates applied so far */
+} bf_optimizer;
+
+bf_status bf_optimizer_create(bf_backend *b, const bf_optim_config *cfg, size_t num_params, bf_optimizer **out);
+void bf_optimizer_destroy(bf_backend *b, bf_optimizer *o);
+/* Floats of state (n for SGD, 2n for AdamW). */
+size_t bf_optimizer_state_floats(const bf_optimizer *o);
+/* One update of params from grads, with gradients multiplied by *grad_scale (device, nullable). */
+bf_status bf_optimizer_step(bf_backend *b, bf_optimizer *o, float *params, const float *grads, float lr,
+                            const float *grad_scale);
+
+/* ---- evaluation ---- */
+typedef struct bf_eval_result {
+    double loss, top1, top5; /* mean loss, accuracies in [0, 1] */
+    int samples;
+} bf_eval_result;
+
+/* Runs the model in eval mode over every batch of the loader's epoch 0. */
+bf_status bf_evaluate(bf_model *m, bf_loader *loader, float label_smoothing, bf_eval_result *out);
+
+/* ---- the training run (bioflex-train) ---- */
+typedef struct bf_train_options {
+    const char *resume;  /* checkpoint or run directory to resume from (NULL = fresh start) */
+    int quiet;           /* no progress line (tests) */
+    FILE *log;           /* human-readable log (stdout when NULL) */
+} bf_train_options;
+
+typedef struct bf_train_result {
+    bf_eval_result final_eval;
+    int epochs_done;
+    long steps_done;
+    char checkpoint[BF_PATH_MAX]; /* the last checkpoint written */
+} bf_train_result;
+
+/* Creates the backend the config asks for (run.device, run.precision, run.threads). */
+bf_status bf_backend_from_config(const bf_config *cfg, bf_backend **out);
+
+/* Builds the configured architecture for a dataset's image shape, at the larger of the training
+ * and evaluation batch sizes. A NULL backend plans the model without allocating (--dry-run). */
+bf_status bf_run_build_model(const bf_config *cfg, bf_backend *b, const bf_dataset *train_set, bf_model **out);
+
+bf_status bf_train(const bf_config *cfg, const bf_train_options *opt, bf_train_result *result);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

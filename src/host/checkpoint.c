@@ -1,0 +1,253 @@
+/* checkpoint.c - model and training state to and from safetensors files (see checkpoint.h). */
+#include "bioflex/checkpoint.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bioflex/safetensors.h"
+#include "fsutil.h"
+
+/* ---- the tensor list of a model, in state_dict order ---- */
+
+static void describe(bf_st_tensor *t, const bf_param *p, const float *host_base) {
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", p->name);
+    t->dtype = BF_DTYPE_F32;
+    t->ndim = p->ndim;
+    for (int i = 0; i < p->ndim; i++) t->shape[i] = p->shape[i];
+    t->data = host_base ? host_base + p->offset : NULL;
+    t->nbytes = p->count * sizeof(float);
+}
+
+/* Fills tensors[] (capacity num_params + 3*num_layers) and returns the count. */
+static int model_tensors(const bf_model *m, const float *host_params, const float *host_buffers,
+                         const int64_t *batches_tracked, bf_st_tensor *tensors) {
+    int n = 0;
+    for (int i = 0; i < m->num_layers; i++) {
+        const bf_layer *l = &m->layers[i];
+        for (int p = 0; p < l->num_params; p++) describe(&tensors[n++], &m->params[l->param_index[p]], host_params);
+        if (l->kind != BF_LAYER_BATCHNORM) continue;
+        for (int p = 0; p < 2; p++) describe(&tensors[n++], &m->buffers[l->buffer_index[p]], host_buffers);
+        bf_st_tensor *t = &tensors[n++];
+        memset(t, 0, sizeof *t);
+        snprintf(t->name, sizeof t->name, "%s.num_batches_tracked", l->name);
+        t->dtype = BF_DTYPE_I64;
+        t->ndim = 0;
+        t->data = batches_tracked;
+        t->nbytes = sizeof(int64_t);
+    }
+    return n;
+}
+
+static bf_status download(bf_backend *b, const float *dev, size_t floats, float **host) {
+    *host = malloc((floats ? floats : 1) * sizeof(float));
+    if (!*host) return bf_error(BF_ERR_OOM, "checkpoint: out of host memory (%zu floats)", floats);
+    return floats ? bf_to_host(b, *host, dev, floats * sizeof(float)) : BF_OK;
+}
+
+static void meta_set(bf_st_meta *meta, int *n, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void meta_set(bf_st_meta *meta, int *n, const char *key, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    snprintf(meta[*n].key, sizeof meta[*n].key, "%s", key);
+    vsnprintf(meta[*n].value, sizeof meta[*n].value, fmt, ap);
+    va_end(ap);
+    (*n)++;
+}
+
+static bf_status write_model_file(const char *path, const bf_model *m) {
+    float *params = NULL, *buffers = NULL;
+    bf_st_tensor *tensors = malloc(((size_t)m->num_params + 3 * (size_t)m->num_layers + 1) * sizeof *tensors);
+    bf_status s = tensors ? BF_OK : bf_error(BF_ERR_OOM, "checkpoint: out of host memory");
+    if (s == BF_OK) s = download(m->backend, m->param_data, m->num_param_floats, &params);
+    if (s == BF_OK) s = download(m->backend, m->buffer_data, m->num_buffer_floats, &buffers);
+    if (s == BF_OK) {
+        int64_t tracked = m->num_batches_tracked;
+        int n = model_tensors(m, params, buffers, &tracked, tensors), nm = 0;
+        bf_st_meta meta[4];
+        meta_set(meta, &nm, "arch", "%s", m->arch);
+        meta_set(meta, &nm, "num_classes", "%d", m->num_classes);
+        s = bf_safetensors_write(path, tensors, n, meta, nm);
+    }
+    free(tensors);
+    free(params);
+    free(buffers);
+    return s;
+}
+
+static const char *optimizer_name(bf_optimizer_kind k) { return k == BF_OPTIM_ADAMW ? "adamw" : "sgd"; }
+
+static bf_status write_state_file(const char *path, const bf_config *cfg, const bf_model *m,
+                                  const bf_optimizer *opt, const bf_train_state *st) {
+    float *state = NULL;
+    bf_status s = download(m->backend, opt->state, bf_optimizer_state_floats(opt), &state);
+    if (s == BF_OK) {
+        bf_st_tensor t[2];
+        int nt = 0;
+        const char *names[2] = {opt->kind == BF_OPTIM_ADAMW ? "optimizer.exp_avg" : "optimizer.momentum", "optimizer.exp_avg_sq"};
+        for (int i = 0; i < (opt->kind == BF_OPTIM_ADAMW ? 2 : 1); i++, nt++) {
+            memset(&t[i], 0, sizeof t[i]);
+            snprintf(t[i].name, sizeof t[i].name, "%s", names[i]);
+            t[i].dtype = BF_DTYPE_F32;
+            t[i].ndim = 1;
+            t[i].shape[0] = (int64_t)opt->n;
+            t[i].data = state + (size_t)i * opt->n;
+            t[i].nbytes = opt->n * sizeof(float);
+        }
+        bf_st_meta meta[12];
+        int nm = 0;
+        meta_set(meta, &nm, "epoch", "%d", st->epoch);
+        meta_set(meta, &nm, "step", "%ld", st->step);
+        meta_set(meta, &nm, "seed", "%ld", st->seed);
+        meta_set(meta, &nm, "optimizer", "%s", optimizer_name(opt->kind));
+        meta_set(meta, &nm, "optimizer_steps", "%ld", opt->steps);
+        meta_set(meta, &nm, "num_params", "%zu", m->num_param_floats);
+        meta_set(meta, &nm, "arch", "%s", m->arch);
+        /* Every random draw is a function of (seed, step) or (seed, epoch): restoring these two
+         * restores the RNG, the dropout masks and the data order. */
+        meta_set(meta, &nm, "rng", "counter-based: seed %ld, step %ld", st->seed, st->step);
+        meta_set(meta, &nm, "data_order", "epoch %d, batch 0", st->epoch);
+        meta_set(meta, &nm, "config", "%s", cfg->source);
+        s = bf_safetensors_write(path, t, nt, meta, nm);
+    }
+    free(state);
+    return s;
+}
+
+bf_status bf_checkpoint_save(const bf_config *cfg, const bf_model *m, const bf_optimizer *opt,
+                             const bf_train_state *state, char *written) {
+    char root[BF_PATH_MAX + 32], final_dir[BF_PATH_MAX + 64], tmp_dir[BF_PATH_MAX + 80], path[BF_PATH_MAX + 128];
+    snprintf(root, sizeof root, "%s/checkpoints", cfg->run.dir);
+    BF_TRY(bf_mkdir_p(root));
+    snprintf(final_dir, sizeof final_dir, "%s/epoch_%04d", root, state->epoch);
+    snprintf(tmp_dir, sizeof tmp_dir, "%s.tmp", final_dir);
+    BF_TRY(bf_remove_tree(tmp_dir));
+    BF_TRY(bf_mkdir_p(tmp_dir));
+    snprintf(path, sizeof path, "%s/model.safetensors", tmp_dir);
+    BF_TRY(write_model_file(path, m));
+    snprintf(path, sizeof path, "%s/state.safetensors", tmp_dir);
+    BF_TRY(write_state_file(path, cfg, m, opt, state));
+    BF_TRY(bf_remove_tree(final_dir));
+    if (rename(tmp_dir, final_dir) != 0)
+        return bf_error(BF_ERR_IO, "checkpoint: cannot rename %s to %s: %s", tmp_dir, final_dir, strerror(errno));
+    bf_fsync_dir(root);
+    char name[32];
+    snprintf(name, sizeof name, "epoch_%04d\n", state->epoch);
+    snprintf(path, sizeof path, "%s/latest", root);
+    BF_TRY(bf_write_file_atomic(path, name, strlen(name)));
+    if (written) snprintf(written, BF_PATH_MAX, "%s", final_dir);
+    return BF_OK;
+}
+
+bf_status bf_checkpoint_resolve(const char *path, char *dir_out) {
+    char probe[BF_PATH_MAX + 64];
+    struct stat st;
+    snprintf(probe, sizeof probe, "%s/model.safetensors", path);
+    if (stat(probe, &st) == 0) {
+        snprintf(dir_out, BF_PATH_MAX, "%s", path);
+        return BF_OK;
+    }
+    snprintf(probe, sizeof probe, "%s/checkpoints/latest", path);
+    FILE *f = fopen(probe, "r");
+    if (!f)
+        return bf_error(BF_ERR_CHECKPOINT, "%s is neither a checkpoint directory (no model.safetensors) nor a run "
+                                           "directory with checkpoints/latest", path);
+    char name[64] = {0};
+    int ok = fgets(name, sizeof name, f) != NULL;
+    fclose(f);
+    name[strcspn(name, "\r\n")] = 0;
+    if (!ok || !name[0] || strchr(name, '/')) return bf_error(BF_ERR_CHECKPOINT, "%s: malformed (expected a checkpoint name)", probe);
+    snprintf(dir_out, BF_PATH_MAX, "%s/checkpoints/%s", path, name);
+    snprintf(probe, sizeof probe, "%s/model.safetensors", dir_out);
+    if (stat(probe, &st) != 0) return bf_error(BF_ERR_CHECKPOINT, "%s names %s, which has no model.safetensors", path, dir_out);
+    return BF_OK;
+}
+
+bf_status bf_checkpoint_load_model(const char *dir, bf_model *m) {
+    char path[BF_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    bf_st_file *f = NULL;
+    BF_TRY(bf_safetensors_read(path, &f));
+    float *params = malloc((m->num_param_floats + 1) * sizeof(float));
+    float *buffers = malloc((m->num_buffer_floats + 1) * sizeof(float));
+    bf_st_tensor *tensors = malloc(((size_t)m->num_params + 3 * (size_t)m->num_layers + 1) * sizeof *tensors);
+    bf_status s = params && buffers && tensors ? BF_OK : bf_error(BF_ERR_OOM, "checkpoint: out of host memory");
+    int64_t tracked = 0;
+    int n = s == BF_OK ? model_tensors(m, params, buffers, &tracked, tensors) : 0;
+    if (s == BF_OK && bf_safetensors_count(f) != n)
+        s = bf_error(BF_ERR_CHECKPOINT, "%s holds %d tensors, the %s model has %d: the checkpoint is of another model",
+                     path, bf_safetensors_count(f), m->arch, n);
+    for (int i = 0; i < n && s == BF_OK; i++)
+        s = bf_safetensors_copy_out(f, tensors[i].name, tensors[i].dtype, tensors[i].ndim, tensors[i].shape,
+                                    (void *)tensors[i].data);
+    if (s == BF_OK) s = bf_to_device(m->backend, m->param_data, params, m->num_param_floats * sizeof(float));
+    if (s == BF_OK && m->num_buffer_floats)
+        s = bf_to_device(m->backend, m->buffer_data, buffers, m->num_buffer_floats * sizeof(float));
+    if (s == BF_OK) m->num_batches_tracked = tracked;
+    free(params);
+    free(buffers);
+    free(tensors);
+    bf_safetensors_close(f);
+    return s;
+}
+
+static bf_status meta_long(const bf_st_file *f, const char *path, const char *key, long *out) {
+    const char *v = bf_safetensors_meta(f, key);
+    char *end = NULL;
+    if (!v) return bf_error(BF_ERR_CHECKPOINT, "%s: metadata key \"%s\" is missing", path, key);
+    errno = 0;
+    *out = strtol(v, &end, 10);
+    if (errno || end == v || *end) return bf_error(BF_ERR_CHECKPOINT, "%s: metadata \"%s\" = \"%s\" is not an integer", path, key, v);
+    return BF_OK;
+}
+
+bf_status bf_checkpoint_load_state(const char *dir, const bf_config *cfg, const bf_model *m, bf_optimizer *opt,
+                                   bf_train_state *state) {
+    char path[BF_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/state.safetensors", dir);
+    bf_st_file *f = NULL;
+    BF_TRY(bf_safetensors_read(path, &f));
+    long epoch = 0, step = 0, seed = 0, num_params = 0, opt_steps = 0;
+    bf_status s = meta_long(f, path, "epoch", &epoch);
+    if (s == BF_OK) s = meta_long(f, path, "step", &step);
+    if (s == BF_OK) s = meta_long(f, path, "seed", &seed);
+    if (s == BF_OK) s = meta_long(f, path, "num_params", &num_params);
+    if (s == BF_OK) s = meta_long(f, path, "optimizer_steps", &opt_steps);
+    const char *kind = bf_safetensors_meta(f, "optimizer");
+    if (s == BF_OK && (!kind || strcmp(kind, optimizer_name(opt->kind)) != 0))
+        s = bf_error(BF_ERR_CHECKPOINT, "%s was written by optimizer \"%s\", the config uses \"%s\" ([optim] optimizer)",
+                     path, kind ? kind : "?", optimizer_name(opt->kind));
+    if (s == BF_OK && (size_t)num_params != m->num_param_floats)
+        s = bf_error(BF_ERR_CHECKPOINT, "%s is for a model with %ld parameters, this %s has %zu", path, num_params,
+                     m->arch, m->num_param_floats);
+    if (s == BF_OK && seed != cfg->run.seed)
+        s = bf_error(BF_ERR_CHECKPOINT, "%s was trained with seed %ld but [run] seed = %ld: resuming would change the "
+                     "data order (set --set run.seed=%ld)", path, seed, cfg->run.seed, seed);
+    float *host = NULL;
+    if (s == BF_OK) {
+        host = malloc((bf_optimizer_state_floats(opt) + 1) * sizeof(float));
+        if (!host) s = bf_error(BF_ERR_OOM, "checkpoint: out of host memory");
+    }
+    int64_t shape[1] = {(int64_t)opt->n};
+    if (s == BF_OK)
+        s = bf_safetensors_copy_out(f, opt->kind == BF_OPTIM_ADAMW ? "optimizer.exp_avg" : "optimizer.momentum",
+                                    BF_DTYPE_F32, 1, shape, host);
+    if (s == BF_OK && opt->kind == BF_OPTIM_ADAMW)
+        s = bf_safetensors_copy_out(f, "optimizer.exp_avg_sq", BF_DTYPE_F32, 1, shape, host + opt->n);
+    if (s == BF_OK) s = bf_to_device(m->backend, opt->state, host, bf_optimizer_state_floats(opt) * sizeof(float));
+    if (s == BF_OK) {
+        opt->steps = opt_steps;
+        state->epoch = (int)epoch;
+        state->step = step;
+        state->seed = seed;
+    }
+    free(host);
+    bf_safetensors_close(f);
+    return s;
+}

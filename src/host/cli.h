@@ -1,0 +1,30 @@
+/* cli.h - internal: the command line shared by bioflex-train and bioflex-eval. Exit status:
+ * 0 success, 2 a bad command line or config, 1 a runtime failure. */
+#ifndef BIOFLEX_CLI_H
+#define BIOFLEX_CLI_H
+
+#include "bioflex/config.h"
+
+enum { BF_EXIT_OK = 0, BF_EXIT_RUNTIME = 1, BF_EXIT_USAGE = 2 };
+
+#define BF_CLI_MAX_SETS 64
+
+typedef struct bf_cli {
+    const char *config_path;
+    const char *device;                  /* --device cpu|cuda */
+    int gpus;                            /* --gpus N (0 = not given) */
+    const char *sets[BF_CLI_MAX_SETS];   /* --set section.key=value, in order */
+    int num_sets;
+    const char *resume;                  /* --resume DIR (train) */
+    const char *checkpoint;              /* --checkpoint DIR (eval) */
+    int dry_run, help, version, help_config;
+} bf_cli;
+
+/* Parses argv; on a usage error prints it with the usage text to stderr and returns BF_EXIT_USAGE. */
+int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, bf_cli *cli);
+
+/* Loads the config file, applies --device, --gpus and --set in order, and validates; on failure
+ * prints the message and returns BF_EXIT_USAGE. */
+int bf_cli_load_config(const bf_cli *cli, bf_config *cfg);
+
+#endif

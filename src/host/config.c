@@ -1,0 +1,851 @@
+/* config.c - the INI configuration: key table, parsing, validation, printing (see config.h).
+ *
+ * Everything about a key lives in one row of `key_table` below: its section and name, its type,
+ * where it is stored in bf_config, its allowed values, its default (as the text one would write
+ * in an INI file) and a one-line description. The parser, the defaults, the validator, the INI
+ * printer and the Markdown reference are all driven by that table, so they cannot disagree.
+ *
+ * One value goes through one function, set_value(), whether it comes from a default, a file line
+ * or a `--set` override. set_value() reports problems as "[section] key: problem (allowed: ...)";
+ * the caller prepends where the text came from ("file:line" or "--set section.key=value").
+ *
+ * Line numbers: Debian's libinih is built without INI_HANDLER_LINENO, so the handler is not told
+ * the line. We therefore give inih our own line reader (ini_parse_stream), which counts lines as
+ * inih asks for them; the handler runs while inih processes the line just read, so the count is
+ * the handler's line. The reader also sees section headers, which lets it reject an unknown
+ * section at its own line, even when the section holds no key. */
+#include "bioflex/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ini.h>
+
+#include "bioflex/ops.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* The key table                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum key_type {
+    KEY_INT,      /* int field */
+    KEY_LONG,     /* long field */
+    KEY_FLOAT,    /* float field */
+    KEY_BOOL,     /* int field holding 0 or 1 */
+    KEY_ENUM,     /* int-sized enum field; the INI text is one of the key's names */
+    KEY_STRING,   /* char[BF_PATH_MAX] field */
+    KEY_INT_LIST  /* int[BF_LIST_MAX] field plus an int count field */
+} key_type;
+
+/* Enum values are stored through an int pointer, which is only right if every enum is int-sized. */
+_Static_assert(sizeof(bf_device_select) == sizeof(int), "enum fields are accessed as int");
+_Static_assert(sizeof(bf_dataset_kind) == sizeof(int), "enum fields are accessed as int");
+_Static_assert(sizeof(bf_arch) == sizeof(int), "enum fields are accessed as int");
+_Static_assert(sizeof(bf_optimizer_kind) == sizeof(int), "enum fields are accessed as int");
+_Static_assert(sizeof(bf_schedule_kind) == sizeof(int), "enum fields are accessed as int");
+_Static_assert(sizeof(bf_schedule_unit) == sizeof(int), "enum fields are accessed as int");
+
+typedef struct enum_name {
+    const char *name;
+    int value;
+} enum_name; /* lists end with {NULL, 0} */
+
+/* Range flags of numeric keys (and of list entries). A range is min..max, both inclusive,
+ * unless a flag makes an end exclusive; max = INFINITY means "no upper limit". */
+enum { MIN_OPEN = 1u, MAX_OPEN = 2u, INCREASING = 4u /* lists: entries strictly increasing */ };
+
+typedef struct key_spec {
+    const char *section;
+    const char *key;
+    key_type type;
+    size_t offset;        /* of the value in bf_config */
+    size_t count_offset;  /* KEY_INT_LIST: of the entry count in bf_config */
+    double min, max;      /* numbers and list entries: allowed range; KEY_STRING: length range */
+    unsigned flags;       /* MIN_OPEN, MAX_OPEN, INCREASING */
+    int min_count;        /* KEY_INT_LIST: fewest entries (the most is BF_LIST_MAX) */
+    const enum_name *names; /* KEY_ENUM: the allowed names */
+    const char *def;      /* default, as INI text */
+    const char *doc;      /* one line for the reference */
+} key_spec;
+
+static const enum_name device_names[] = {
+    {"auto", BF_DEVICE_AUTO}, {"cpu", BF_DEVICE_SEL_CPU}, {"cuda", BF_DEVICE_SEL_CUDA}, {NULL, 0}};
+static const enum_name precision_names[] = {
+    {"fp32", BF_PRECISION_FP32}, {"tf32", BF_PRECISION_TF32}, {NULL, 0}};
+static const enum_name dataset_names[] = {
+    {"fashion_mnist", BF_DATASET_FASHION_MNIST}, {"mnist", BF_DATASET_MNIST},
+    {"cifar10", BF_DATASET_CIFAR10}, {"procedural", BF_DATASET_PROCEDURAL}, {NULL, 0}};
+/* procedural_channels is a number, but only 1 (gray) and 3 (RGB) make sense: an enum says so. */
+static const enum_name channel_count_names[] = {{"1", 1}, {"3", 3}, {NULL, 0}};
+static const enum_name arch_names[] = {
+    {"cnn", BF_ARCH_CNN}, {"vgg6", BF_ARCH_VGG6}, {"vgg11", BF_ARCH_VGG11},
+    {"vgg16", BF_ARCH_VGG16}, {"resnet18", BF_ARCH_RESNET18}, {"resnet50", BF_ARCH_RESNET50},
+    {NULL, 0}};
+static const enum_name optimizer_names[] = {
+    {"sgd", BF_OPTIM_SGD}, {"adamw", BF_OPTIM_ADAMW}, {NULL, 0}};
+static const enum_name schedule_names[] = {
+    {"constant", BF_SCHED_CONSTANT}, {"step", BF_SCHED_STEP},
+    {"multistep", BF_SCHED_MULTISTEP}, {"cosine", BF_SCHED_COSINE}, {NULL, 0}};
+static const enum_name unit_names[] = {
+    {"epoch", BF_SCHED_UNIT_EPOCH}, {"step", BF_SCHED_UNIT_STEP}, {NULL, 0}};
+
+/* One macro per key type keeps each row of the table on one or two lines. */
+#define OFF(field) offsetof(bf_config, field)
+#define NO_MAX INFINITY
+#define INT_KEY(sec_, key_, field_, lo_, hi_, def_, doc_) \
+    {.section = sec_, .key = key_, .type = KEY_INT, .offset = OFF(field_), .min = lo_, .max = hi_, .def = def_, .doc = doc_}
+#define LONG_KEY(sec_, key_, field_, lo_, hi_, def_, doc_) \
+    {.section = sec_, .key = key_, .type = KEY_LONG, .offset = OFF(field_), .min = lo_, .max = hi_, .def = def_, .doc = doc_}
+#define FLOAT_KEY(sec_, key_, field_, lo_, hi_, flags_, def_, doc_) \
+    {.section = sec_, .key = key_, .type = KEY_FLOAT, .offset = OFF(field_), .min = lo_, .max = hi_, .flags = flags_, .def = def_, .doc = doc_}
+#define BOOL_KEY(sec_, key_, field_, def_, doc_) \
+    {.section = sec_, .key = key_, .type = KEY_BOOL, .offset = OFF(field_), .def = def_, .doc = doc_}
+#define ENUM_KEY(sec_, key_, field_, names_, def_, doc_) \
+    {.section = sec_, .key = key_, .type = KEY_ENUM, .offset = OFF(field_), .names = names_, .def = def_, .doc = doc_}
+#define STRING_KEY(sec_, key_, field_, min_len_, def_, doc_) \
+    {.section = sec_, .key = key_, .type = KEY_STRING, .offset = OFF(field_), .min = min_len_, .max = BF_PATH_MAX - 1, .def = def_, .doc = doc_}
+#define LIST_KEY(sec_, key_, field_, count_, lo_, hi_, flags_, min_count_, def_, doc_) \
+    {.section = sec_, .key = key_, .type = KEY_INT_LIST, .offset = OFF(field_), .count_offset = OFF(count_), \
+     .min = lo_, .max = hi_, .flags = flags_, .min_count = min_count_, .def = def_, .doc = doc_}
+
+static const key_spec key_table[] = {
+    STRING_KEY("run", "dir", run.dir, 1, "runs/default", "run directory: metrics.jsonl, checkpoints/ and the resolved config"),
+    LONG_KEY("run", "seed", run.seed, 0, NO_MAX, "1", "random seed; CPU runs with the same seed repeat exactly"),
+    ENUM_KEY("run", "device", run.device, device_names, "auto", "where to train (auto = CUDA when a GPU is present, else the CPU)"),
+    INT_KEY("run", "gpus", run.gpus, 1, 64, "1", "data-parallel GPUs in this process"),
+    INT_KEY("run", "epochs", run.epochs, 1, 100000, "10", "passes over the training set"),
+    INT_KEY("run", "log_interval", run.log_interval, 1, NO_MAX, "50", "steps between metrics.jsonl lines and progress updates"),
+    INT_KEY("run", "eval_every", run.eval_every, 0, NO_MAX, "1", "epochs between test-set evaluations (0 = only at the end)"),
+    INT_KEY("run", "checkpoint_every", run.checkpoint_every, 0, NO_MAX, "1", "epochs between checkpoints (0 = only at the end)"),
+    ENUM_KEY("run", "precision", run.precision, precision_names, "fp32", "fp32 everywhere, or let cuDNN/cuBLAS use TF32 tensor cores (the CPU ignores it)"),
+    INT_KEY("run", "threads", run.threads, 0, 1024, "0", "CPU backend threads (0 = all cores)"),
+
+    ENUM_KEY("data", "dataset", data.dataset, dataset_names, "fashion_mnist", "which dataset to train on"),
+    STRING_KEY("data", "path", data.path, 0, "", "directory with the dataset files (empty = the dataset's default)"),
+    INT_KEY("data", "batch_size", data.batch_size, 1, 65536, "128", "training images per step"),
+    INT_KEY("data", "eval_batch_size", data.eval_batch_size, 0, 65536, "0", "images per evaluation batch (0 = batch_size)"),
+    INT_KEY("data", "train_limit", data.train_limit, 0, NO_MAX, "0", "use only the first N training samples (0 = all)"),
+    INT_KEY("data", "test_limit", data.test_limit, 0, NO_MAX, "0", "use only the first N test samples (0 = all)"),
+    INT_KEY("data", "loader_threads", data.loader_threads, 1, 64, "2", "threads that decode and augment batches"),
+    INT_KEY("data", "prefetch", data.prefetch, 1, 64, "4", "batches prepared ahead of the training step"),
+    BOOL_KEY("data", "shuffle", data.shuffle, "true", "reshuffle the training set every epoch (from the seed)"),
+    BOOL_KEY("data", "augment_flip", data.augment_flip, "false", "random horizontal flip of training images"),
+    INT_KEY("data", "augment_crop_pad", data.augment_crop_pad, 0, 64, "0", "random crop after zero padding by this many pixels (0 = off)"),
+    BOOL_KEY("data", "normalize", data.normalize, "true", "subtract the dataset mean and divide by its std per channel"),
+    INT_KEY("data", "procedural_classes", data.procedural_classes, 2, 1000, "10", "dataset = procedural: number of classes"),
+    INT_KEY("data", "procedural_size", data.procedural_size, 4, 512, "32", "dataset = procedural: image side in pixels"),
+    ENUM_KEY("data", "procedural_channels", data.procedural_channels, channel_count_names, "3", "dataset = procedural: 1 (gray) or 3 (RGB) channels"),
+    INT_KEY("data", "procedural_train", data.procedural_train, 1, NO_MAX, "5000", "dataset = procedural: number of training samples"),
+    INT_KEY("data", "procedural_test", data.procedural_test, 1, NO_MAX, "1000", "dataset = procedural: number of test samples"),
+
+    ENUM_KEY("model", "arch", model.arch, arch_names, "cnn", "network architecture"),
+    INT_KEY("model", "num_classes", model.num_classes, 0, 100000, "0", "output classes (0 = the dataset's)"),
+    FLOAT_KEY("model", "dropout", model.dropout, 0, 1, MAX_OPEN, "0.5", "classifier dropout probability"),
+    LIST_KEY("model", "channels", model.channels, model.num_channels, 1, 8192, 0, 1, "32,64", "arch = cnn: channels of each conv-BN-ReLU-maxpool stage"),
+    INT_KEY("model", "hidden", model.hidden, 0, NO_MAX, "128", "arch = cnn: width of the hidden classifier layer (0 = none)"),
+    BOOL_KEY("model", "batchnorm", model.batchnorm, "true", "cnn, vgg: BatchNorm after every conv"),
+    FLOAT_KEY("model", "bn_momentum", model.bn_momentum, 0, 1, 0, "0.1", "BatchNorm running-statistics momentum (PyTorch convention)"),
+    FLOAT_KEY("model", "bn_eps", model.bn_eps, 0, NO_MAX, MIN_OPEN, "1e-5", "added to the BatchNorm variance"),
+
+    ENUM_KEY("optim", "optimizer", optim.optimizer, optimizer_names, "sgd", "optimiser"),
+    FLOAT_KEY("optim", "lr", optim.lr, 0, NO_MAX, MIN_OPEN, "0.1", "learning rate (the peak, after warm-up)"),
+    FLOAT_KEY("optim", "momentum", optim.momentum, 0, 1, MAX_OPEN, "0.9", "sgd: momentum"),
+    BOOL_KEY("optim", "nesterov", optim.nesterov, "false", "sgd: Nesterov momentum"),
+    FLOAT_KEY("optim", "weight_decay", optim.weight_decay, 0, NO_MAX, 0, "0", "sgd: L2 term added to the gradient; adamw: decoupled decay"),
+    FLOAT_KEY("optim", "beta1", optim.beta1, 0, 1, MAX_OPEN, "0.9", "adamw: decay of the first-moment average"),
+    FLOAT_KEY("optim", "beta2", optim.beta2, 0, 1, MAX_OPEN, "0.999", "adamw: decay of the second-moment average"),
+    FLOAT_KEY("optim", "eps", optim.eps, 0, NO_MAX, MIN_OPEN, "1e-8", "adamw: added to the denominator"),
+    FLOAT_KEY("optim", "grad_clip_norm", optim.grad_clip_norm, 0, NO_MAX, 0, "0", "clip the global gradient norm to this (0 = off)"),
+    FLOAT_KEY("optim", "label_smoothing", optim.label_smoothing, 0, 1, MAX_OPEN, "0", "label smoothing of the cross-entropy targets"),
+
+    ENUM_KEY("schedule", "type", schedule.type, schedule_names, "constant", "learning-rate schedule after the warm-up"),
+    ENUM_KEY("schedule", "unit", schedule.unit, unit_names, "epoch", "epoch: lr changes at epoch boundaries; step: every step"),
+    INT_KEY("schedule", "step_size", schedule.step_size, 1, NO_MAX, "30", "type = step: multiply lr by gamma every step_size units"),
+    FLOAT_KEY("schedule", "gamma", schedule.gamma, 0, 1, MIN_OPEN, "0.1", "type = step, multistep: decay factor"),
+    LIST_KEY("schedule", "milestones", schedule.milestones, schedule.num_milestones, 1, NO_MAX, INCREASING, 0, "", "type = multistep: units at which lr is multiplied by gamma"),
+    FLOAT_KEY("schedule", "eta_min", schedule.eta_min, 0, NO_MAX, 0, "0", "type = cosine: final learning rate"),
+    INT_KEY("schedule", "warmup", schedule.warmup, 0, NO_MAX, "0", "linear warm-up length in units (0 = none)"),
+    FLOAT_KEY("schedule", "warmup_start_factor", schedule.warmup_start_factor, 0, 1, MIN_OPEN, "0.1", "the warm-up starts at lr * this factor"),
+};
+#define NUM_KEYS (sizeof key_table / sizeof key_table[0])
+
+typedef struct section_spec {
+    const char *name;
+    const char *doc;
+} section_spec;
+
+/* In the order of the key table, which is the order of printing. */
+static const section_spec section_table[] = {
+    {"run", "Where the run writes, how long it trains, and on which device."},
+    {"data", "Dataset, batching, loading and augmentation."},
+    {"model", "Architecture and its sizes."},
+    {"optim", "Optimiser and regularisation."},
+    {"schedule", "Learning-rate schedule and warm-up."},
+};
+#define NUM_SECTIONS (sizeof section_table / sizeof section_table[0])
+
+/* ------------------------------------------------------------------------------------------ */
+/* Looking things up                                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+static int find_section(const char *name) {
+    for (size_t i = 0; i < NUM_SECTIONS; i++)
+        if (strcmp(section_table[i].name, name) == 0) return (int)i;
+    return -1;
+}
+
+/* Index of the key in key_table, or -1. */
+static int find_key(const char *section, const char *key) {
+    for (size_t i = 0; i < NUM_KEYS; i++)
+        if (strcmp(key_table[i].section, section) == 0 && strcmp(key_table[i].key, key) == 0)
+            return (int)i;
+    return -1;
+}
+
+static const char *enum_value_name(const enum_name *names, int value) {
+    for (const enum_name *e = names; e->name; e++)
+        if (e->value == value) return e->name;
+    return NULL;
+}
+
+const char *bf_dataset_name(bf_dataset_kind k) {
+    const char *name = enum_value_name(dataset_names, (int)k);
+    return name ? name : "unknown";
+}
+
+const char *bf_arch_name(bf_arch a) {
+    const char *name = enum_value_name(arch_names, (int)a);
+    return name ? name : "unknown";
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Describing allowed values (for messages and the reference)                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A small append-only text buffer: writes past the end are dropped, never overflow. */
+typedef struct text {
+    char *buf;
+    size_t size, len;
+} text;
+
+static void text_add(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_add(text *t, const char *fmt, ...) {
+    if (t->len + 1 >= t->size) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(t->buf + t->len, t->size - t->len, fmt, ap);
+    va_end(ap);
+    if (n > 0) t->len = (size_t)n < t->size - t->len ? t->len + (size_t)n : t->size - 1;
+}
+
+static text text_on(char *buf, size_t size) {
+    buf[0] = '\0';
+    return (text){buf, size, 0};
+}
+
+/* "1..65536", ">= 0", "> 0", ">= 0 and < 1". */
+static void add_range(text *t, const key_spec *k) {
+    const char *lo_op = (k->flags & MIN_OPEN) ? ">" : ">=";
+    const char *hi_op = (k->flags & MAX_OPEN) ? "<" : "<=";
+    if (isinf(k->max))
+        text_add(t, "%s %g", lo_op, k->min);
+    else if (k->flags & (MIN_OPEN | MAX_OPEN))
+        text_add(t, "%s %g and %s %g", lo_op, k->min, hi_op, k->max);
+    else
+        text_add(t, "%g..%g", k->min, k->max);
+}
+
+static void add_enum_names(text *t, const enum_name *names) {
+    for (const enum_name *e = names; e->name; e++) text_add(t, "%s%s", e == names ? "" : ", ", e->name);
+}
+
+/* The allowed values of a key, as one phrase ("1..65536", "cnn, vgg6, ...", ...). */
+static const char *describe_allowed(const key_spec *k, char *buf, size_t size) {
+    text t = text_on(buf, size);
+    switch (k->type) {
+    case KEY_INT:
+    case KEY_LONG:
+    case KEY_FLOAT: add_range(&t, k); break;
+    case KEY_BOOL: text_add(&t, "true, false (or yes, no, on, off, 1, 0)"); break;
+    case KEY_ENUM: add_enum_names(&t, k->names); break;
+    case KEY_STRING:
+        text_add(&t, "%s %d characters", k->min > 0 ? "1 to" : "at most", (int)k->max);
+        break;
+    case KEY_INT_LIST:
+        text_add(&t, "%d to %d comma-separated integers, each ", k->min_count, BF_LIST_MAX);
+        add_range(&t, k);
+        if (k->flags & INCREASING) text_add(&t, ", strictly increasing");
+        break;
+    }
+    return buf;
+}
+
+static const char *type_name(key_type type) {
+    switch (type) {
+    case KEY_INT:
+    case KEY_LONG: return "integer";
+    case KEY_FLOAT: return "float";
+    case KEY_BOOL: return "bool";
+    case KEY_ENUM: return "enum";
+    case KEY_STRING: return "string";
+    case KEY_INT_LIST: return "integer list";
+    }
+    return "?";
+}
+
+/* Records "[section] key: <problem>" and returns BF_ERR_CONFIG. */
+static bf_status key_error(const key_spec *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static bf_status key_error(const key_spec *k, const char *fmt, ...) {
+    char problem[1536];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(problem, sizeof problem, fmt, ap);
+    va_end(ap);
+    return bf_error(BF_ERR_CONFIG, "[%s] %s: %s", k->section, k->key, problem);
+}
+
+/* "run, data, model, optim, schedule" */
+static const char *section_list(char *buf, size_t size) {
+    text t = text_on(buf, size);
+    for (size_t i = 0; i < NUM_SECTIONS; i++) text_add(&t, "%s%s", i ? ", " : "", section_table[i].name);
+    return buf;
+}
+
+/* "arch, num_classes, dropout, ..." for one section. */
+static const char *key_list(const char *section, char *buf, size_t size) {
+    text t = text_on(buf, size);
+    for (size_t i = 0; i < NUM_KEYS; i++)
+        if (strcmp(key_table[i].section, section) == 0) text_add(&t, "%s%s", t.len ? ", " : "", key_table[i].key);
+    return buf;
+}
+
+static bf_status unknown_section_error(const char *section) {
+    char allowed[256];
+    return bf_error(BF_ERR_CONFIG, "unknown section [%s] (allowed: %s)", section,
+                    section_list(allowed, sizeof allowed));
+}
+
+static bf_status unknown_key_error(const char *section, const char *key) {
+    char allowed[1024];
+    return bf_error(BF_ERR_CONFIG, "[%s] unknown key \"%s\" (allowed: %s)", section, key,
+                    key_list(section, allowed, sizeof allowed));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Parsing one value                                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum { NUM_OK, NUM_NOT_A_NUMBER, NUM_TOO_LARGE } number_result;
+
+/* A whole decimal number filling exactly text[0..len): no fraction, exponent or trailing text. */
+static number_result parse_whole(const char *s, size_t len, long long *out) {
+    char buf[64];
+    if (len == 0 || len >= sizeof buf) return len == 0 ? NUM_NOT_A_NUMBER : NUM_TOO_LARGE;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    /* strtoll would skip leading blanks and accept "0x"-less junk after the digits; require a
+     * sign or digit first and nothing after the digits. */
+    if (!(isdigit((unsigned char)buf[0]) || ((buf[0] == '-' || buf[0] == '+') && isdigit((unsigned char)buf[1]))))
+        return NUM_NOT_A_NUMBER;
+    char *end;
+    errno = 0;
+    long long v = strtoll(buf, &end, 10);
+    if (*end != '\0') return NUM_NOT_A_NUMBER;
+    if (errno == ERANGE) return NUM_TOO_LARGE;
+    *out = v;
+    return NUM_OK;
+}
+
+/* A finite decimal number with nothing after it (no "nan", "inf" or "0.1x"). */
+static int parse_real(const char *s, double *out) {
+    if (!(isdigit((unsigned char)s[0]) || s[0] == '.' || s[0] == '-' || s[0] == '+')) return 0;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || !isfinite(v)) return 0;
+    *out = v;
+    return 1;
+}
+
+static int in_range(const key_spec *k, double x) {
+    int above = (k->flags & MIN_OPEN) ? x > k->min : x >= k->min;
+    int below = isinf(k->max) ? 1 : (k->flags & MAX_OPEN) ? x < k->max : x <= k->max;
+    return above && below;
+}
+
+static int ascii_equal_nocase(const char *a, const char *b) {
+    for (; *a && *b; a++, b++)
+        if (tolower((unsigned char)*a) != tolower((unsigned char)*b)) return 0;
+    return *a == *b;
+}
+
+/* An integer of a KEY_INT or KEY_LONG key: whole, within the type, within the key's range. */
+static bf_status parse_integer_value(const key_spec *k, const char *value, long long *out) {
+    char allowed[256];
+    describe_allowed(k, allowed, sizeof allowed);
+    long long v = 0;
+    number_result r = parse_whole(value, strlen(value), &v);
+    long long type_max = k->type == KEY_INT ? INT_MAX : LONG_MAX;
+    long long type_min = k->type == KEY_INT ? INT_MIN : LONG_MIN;
+    if (r == NUM_NOT_A_NUMBER)
+        return key_error(k, "\"%s\" is not a whole number (expected an integer %s)", value, allowed);
+    if (r == NUM_TOO_LARGE || v > type_max || v < type_min)
+        return key_error(k, "%s is too large (allowed: %s, at most %lld)", value, allowed, type_max);
+    if (!in_range(k, (double)v)) return key_error(k, "%s is out of range (allowed: %s)", value, allowed);
+    *out = v;
+    return BF_OK;
+}
+
+/* The entries of a KEY_INT_LIST key ("32, 64"); "" is the empty list. */
+static bf_status parse_list_value(const key_spec *k, const char *value, int *entries, int *count) {
+    char allowed[256];
+    describe_allowed(k, allowed, sizeof allowed);
+    int n = 0;
+    const char *p = value;
+    while (isspace((unsigned char)*p)) p++;
+    while (*p) {
+        /* One entry runs to the next comma; blanks around it are ignored. */
+        const char *start = p, *comma = strchr(p, ',');
+        const char *stop = comma ? comma : p + strlen(p);
+        const char *end = stop;
+        while (end > start && isspace((unsigned char)end[-1])) end--;
+        while (start < end && isspace((unsigned char)*start)) start++;
+        int len = (int)(end - start);
+        if (len == 0) return key_error(k, "empty entry in \"%s\" (expected %s)", value, allowed);
+        if (n == BF_LIST_MAX) return key_error(k, "more than %d entries (allowed: %s)", BF_LIST_MAX, allowed);
+        long long v = 0;
+        number_result r = parse_whole(start, (size_t)len, &v);
+        if (r == NUM_NOT_A_NUMBER)
+            return key_error(k, "\"%.*s\" is not a whole number (expected %s)", len, start, allowed);
+        if (r == NUM_TOO_LARGE || v > INT_MAX || v < INT_MIN || !in_range(k, (double)v))
+            return key_error(k, "%.*s is out of range (allowed: %s)", len, start, allowed);
+        if ((k->flags & INCREASING) && n > 0 && v <= entries[n - 1])
+            return key_error(k, "%lld after %d: the entries must be strictly increasing (allowed: %s)", v,
+                             entries[n - 1], allowed);
+        entries[n++] = (int)v;
+        if (!comma) break;
+        p = comma + 1;
+        if (*p == '\0' || strspn(p, " \t") == strlen(p))
+            return key_error(k, "empty entry in \"%s\" (expected %s)", value, allowed);
+    }
+    if (n < k->min_count)
+        return key_error(k, "needs at least %d entr%s (allowed: %s)", k->min_count, k->min_count == 1 ? "y" : "ies", allowed);
+    *count = n;
+    return BF_OK;
+}
+
+/* Parses `value` for key `k` and stores it in cfg. The field is written only when the whole value
+ * is valid; problems are recorded as "[section] key: problem (allowed: ...)". */
+static bf_status set_value(bf_config *cfg, const key_spec *k, const char *value) {
+    char *field = (char *)cfg + k->offset;
+    char allowed[256];
+    describe_allowed(k, allowed, sizeof allowed);
+
+    switch (k->type) {
+    case KEY_INT:
+    case KEY_LONG: {
+        long long v = 0;
+        BF_TRY(parse_integer_value(k, value, &v));
+        if (k->type == KEY_INT)
+            *(int *)field = (int)v;
+        else
+            *(long *)field = (long)v;
+        return BF_OK;
+    }
+    case KEY_FLOAT: {
+        double d;
+        if (!parse_real(value, &d))
+            return key_error(k, "\"%s\" is not a number (expected a float %s)", value, allowed);
+        /* Check the value as it will be stored: 1e-50 becomes 0 and 1e40 infinity as floats. */
+        float f = (float)d;
+        if (!isfinite(f) || !in_range(k, (double)f))
+            return key_error(k, "%s is out of range (allowed: %s)", value, allowed);
+        *(float *)field = f;
+        return BF_OK;
+    }
+    case KEY_BOOL: {
+        static const char *const truthy[] = {"true", "yes", "on", "1"};
+        static const char *const falsy[] = {"false", "no", "off", "0"};
+        for (size_t i = 0; i < 4; i++) {
+            if (ascii_equal_nocase(value, truthy[i])) return *(int *)field = 1, BF_OK;
+            if (ascii_equal_nocase(value, falsy[i])) return *(int *)field = 0, BF_OK;
+        }
+        return key_error(k, "\"%s\" is not a boolean (allowed: %s)", value, allowed);
+    }
+    case KEY_ENUM:
+        for (const enum_name *e = k->names; e->name; e++)
+            if (strcmp(e->name, value) == 0) return *(int *)field = e->value, BF_OK;
+        return key_error(k, "\"%s\" is not allowed (allowed: %s)", value, allowed);
+    case KEY_STRING: {
+        size_t len = strlen(value);
+        if (len < (size_t)k->min) return key_error(k, "must not be empty");
+        if (len > (size_t)k->max)
+            return key_error(k, "is %zu characters long (at most %d characters)", len, (int)k->max);
+        /* Clear the whole array so that two equal configs are equal byte for byte. */
+        memset(field, 0, BF_PATH_MAX);
+        memcpy(field, value, len);
+        return BF_OK;
+    }
+    case KEY_INT_LIST: {
+        int entries[BF_LIST_MAX] = {0}, count = 0;
+        BF_TRY(parse_list_value(k, value, entries, &count));
+        memcpy(field, entries, sizeof entries);
+        *(int *)((char *)cfg + k->count_offset) = count;
+        return BF_OK;
+    }
+    }
+    return bf_error(BF_ERR_INTERNAL, "[%s] %s: unknown key type", k->section, k->key);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Formatting one value (for printing, and for re-checking a struct in bf_config_validate)    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Shortest "%g" text that reads back as the same float: 0.1f prints "0.1", not "0.100000001". */
+static void format_float(float f, char *buf, size_t size) {
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, size, "%.*g", digits, (double)f);
+        if (strtof(buf, NULL) == f) return;
+    }
+}
+
+/* The value of key k in cfg as INI text. A value no INI text could produce (an enum number
+ * without a name, a bool of 2, a string without its terminator) is written so that set_value
+ * rejects it, which is how bf_config_validate finds it. */
+static void format_value(const bf_config *cfg, const key_spec *k, char *buf, size_t size) {
+    const char *field = (const char *)cfg + k->offset;
+    text t = text_on(buf, size);
+    switch (k->type) {
+    case KEY_INT: text_add(&t, "%d", *(const int *)field); break;
+    case KEY_LONG: text_add(&t, "%ld", *(const long *)field); break;
+    case KEY_FLOAT: format_float(*(const float *)field, buf, size); break;
+    case KEY_BOOL: {
+        int v = *(const int *)field;
+        if (v == 0 || v == 1)
+            text_add(&t, "%s", v ? "true" : "false");
+        else
+            text_add(&t, "%d", v);
+        break;
+    }
+    case KEY_ENUM: {
+        const char *name = enum_value_name(k->names, *(const int *)field);
+        if (name)
+            text_add(&t, "%s", name);
+        else
+            text_add(&t, "%d", *(const int *)field);
+        break;
+    }
+    case KEY_STRING:
+        if (memchr(field, '\0', BF_PATH_MAX))
+            text_add(&t, "%s", field);
+        else
+            text_add(&t, "%.*s", BF_PATH_MAX, field); /* too long: set_value will refuse it */
+        break;
+    case KEY_INT_LIST: {
+        const int *entries = (const int *)field;
+        int count = *(const int *)((const char *)cfg + k->count_offset);
+        for (int i = 0; i < count && i < BF_LIST_MAX; i++) text_add(&t, "%s%d", i ? "," : "", entries[i]);
+        break;
+    }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Defaults                                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+void bf_config_defaults(bf_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < NUM_KEYS; i++) {
+        /* Every default is valid INI text (tests/test_config.c checks it); a failure here would
+         * be a typo in key_table, which the test catches. */
+        bf_status st = set_value(cfg, &key_table[i], key_table[i].def);
+        (void)st;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Loading a file                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+/* What the inih callbacks share while one file is parsed. */
+typedef struct load_ctx {
+    FILE *file;
+    const char *path;
+    bf_config *cfg;
+    int line;                    /* number of the line inih is processing */
+    int line_indented;           /* that line starts with whitespace */
+    int failed;                  /* a problem was recorded with bf_error: stop reading */
+    int failed_line;
+    int last_key;                /* index of the previous key handled, -1 before the first */
+    int set_on_line[NUM_KEYS];   /* where each key was set in this file (0 = not yet) */
+} load_ctx;
+
+/* Records "path:line: <the current message>" as the load's error and stops the parse. */
+static void fail_here(load_ctx *ctx) {
+    bf_error_context(BF_ERR_CONFIG, "%s:%d", ctx->path, ctx->line);
+    ctx->failed = 1;
+    ctx->failed_line = ctx->line;
+}
+
+/* A section header "[name]" on this line must name a known section. inih would only tell us the
+ * section with the next key, and not at all for an empty section. */
+static void check_section_header(load_ctx *ctx, const char *line) {
+    const char *p = line;
+    if (ctx->line == 1 && (unsigned char)p[0] == 0xEF && (unsigned char)p[1] == 0xBB && (unsigned char)p[2] == 0xBF)
+        p += 3; /* UTF-8 byte order mark, which inih skips too */
+    while (isspace((unsigned char)*p)) p++;
+    if (*p != '[') return;
+    const char *close = strchr(p, ']');
+    if (!close) return; /* inih reports this line as malformed */
+    char name[64];
+    int len = (int)(close - p - 1);
+    snprintf(name, sizeof name, "%.*s", len, p + 1);
+    if (len >= (int)sizeof name || find_section(name) < 0) {
+        unknown_section_error(name);
+        fail_here(ctx);
+    }
+}
+
+/* inih's line reader (an fgets replacement) that counts lines. Returning NULL ends the parse,
+ * which is how the first problem stops it. */
+static char *read_line(char *buf, int size, void *stream) {
+    load_ctx *ctx = stream;
+    if (ctx->failed || !fgets(buf, size, ctx->file)) return NULL;
+    ctx->line++;
+    size_t len = strlen(buf);
+    if (len > 0 && buf[len - 1] != '\n') {
+        /* Either the last line of the file without a newline, or a line longer than inih's line
+         * buffer, which inih would split into two lines and so spoil every later line number. */
+        int next = getc(ctx->file);
+        if (next != EOF) {
+            bf_error(BF_ERR_CONFIG, "line is longer than %d characters", size - 2);
+            fail_here(ctx);
+            return NULL;
+        }
+    }
+    ctx->line_indented = isspace((unsigned char)buf[0]) && buf[0] != '\n' && buf[0] != '\r';
+    check_section_header(ctx, buf);
+    return ctx->failed ? NULL : buf;
+}
+
+/* inih's handler: called with each "key = value" of the file. Returns 0 on a problem. */
+static int handle_key(void *user, const char *section, const char *key, const char *value
+#if INI_HANDLER_LINENO
+                      , int lineno /* unused: read_line counts lines whatever the build */
+#endif
+) {
+#if INI_HANDLER_LINENO
+    (void)lineno;
+#endif
+    load_ctx *ctx = user;
+    if (ctx->failed) return 0;
+    if (section[0] == '\0') {
+        char allowed[256];
+        bf_error(BF_ERR_CONFIG, "key \"%s\" is outside any section (put it under one of: %s)", key,
+                 section_list(allowed, sizeof allowed));
+        fail_here(ctx);
+        return 0;
+    }
+    if (find_section(section) < 0) { /* normally caught at the header by read_line */
+        unknown_section_error(section);
+        fail_here(ctx);
+        return 0;
+    }
+    int i = find_key(section, key);
+    if (i < 0) {
+        unknown_key_error(section, key);
+        fail_here(ctx);
+        return 0;
+    }
+    const key_spec *k = &key_table[i];
+    if (!value) { /* only with a libinih built with INI_ALLOW_NO_VALUE */
+        key_error(k, "missing \"= value\"");
+        fail_here(ctx);
+        return 0;
+    }
+    if (ctx->set_on_line[i]) {
+        /* inih reads an indented line after a key as more of that key's value (as Python's
+         * configparser does); say so rather than "set twice". */
+        if (ctx->line_indented && ctx->last_key == i)
+            key_error(k, "this line starts with whitespace, so it is read as a continuation of "
+                         "the value on line %d; remove the indentation", ctx->set_on_line[i]);
+        else
+            key_error(k, "set twice (on line %d and again here)", ctx->set_on_line[i]);
+        fail_here(ctx);
+        return 0;
+    }
+    if (set_value(ctx->cfg, k, value) != BF_OK) {
+        fail_here(ctx);
+        return 0;
+    }
+    ctx->set_on_line[i] = ctx->line;
+    ctx->last_key = i;
+    return 1;
+}
+
+bf_status bf_config_load(const char *path, bf_config *cfg) {
+    if (!path || !cfg) return bf_error(BF_ERR_ARG, "bf_config_load: path and cfg must not be NULL");
+    if (strlen(path) >= BF_PATH_MAX)
+        return bf_error(BF_ERR_ARG, "config path is longer than %d characters: %s", BF_PATH_MAX - 1, path);
+    FILE *file = fopen(path, "r");
+    if (!file) return bf_error(BF_ERR_IO, "cannot open config file %s: %s", path, strerror(errno));
+
+    /* Parse into a copy, so that cfg is untouched when the file is refused. */
+    bf_config parsed;
+    bf_config_defaults(&parsed);
+    memcpy(parsed.source, path, strlen(path) + 1);
+
+    load_ctx ctx = {.file = file, .path = path, .cfg = &parsed, .last_key = -1};
+    int first_error_line = ini_parse_stream(read_line, &ctx, handle_key, &ctx);
+    int read_failed = ferror(file);
+    fclose(file);
+
+    if (first_error_line == -2) return bf_error(BF_ERR_OOM, "%s: out of memory while parsing", path);
+    /* inih goes on after a malformed line, so its first error may come before ours. */
+    if (first_error_line > 0 && (!ctx.failed || first_error_line < ctx.failed_line))
+        return bf_error(BF_ERR_CONFIG,
+                        "%s:%d: cannot parse this line (expected \"[section]\", \"key = value\" or a comment)",
+                        path, first_error_line);
+    if (ctx.failed) return BF_ERR_CONFIG;
+    if (read_failed) return bf_error(BF_ERR_IO, "error reading config file %s", path);
+    *cfg = parsed;
+    return BF_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* --set overrides                                                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Copies s[0..len) without surrounding whitespace into buf (truncating to size). */
+static void copy_trimmed(char *buf, size_t size, const char *s, size_t len) {
+    while (len > 0 && isspace((unsigned char)*s)) s++, len--;
+    while (len > 0 && isspace((unsigned char)s[len - 1])) len--;
+    if (len >= size) len = size - 1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+}
+
+bf_status bf_config_set(bf_config *cfg, const char *assignment) {
+    if (!cfg || !assignment) return bf_error(BF_ERR_ARG, "bf_config_set: cfg and assignment must not be NULL");
+    const char *equals = strchr(assignment, '=');
+    const char *dot = equals ? memchr(assignment, '.', (size_t)(equals - assignment)) : NULL;
+    if (!equals || !dot)
+        return bf_error(BF_ERR_CONFIG, "--set %s: expected section.key=value (for example --set optim.lr=0.01)",
+                        assignment);
+
+    char section[64], key[64], value[BF_PATH_MAX + 1];
+    copy_trimmed(section, sizeof section, assignment, (size_t)(dot - assignment));
+    copy_trimmed(key, sizeof key, dot + 1, (size_t)(equals - dot - 1));
+    size_t value_len = strlen(equals + 1);
+    if (value_len >= sizeof value)
+        return bf_error(BF_ERR_CONFIG, "--set %.*s=...: the value is longer than %d characters",
+                        (int)(equals - assignment), assignment, (int)sizeof value - 1);
+    copy_trimmed(value, sizeof value, equals + 1, value_len);
+
+    bf_status st;
+    int i = find_key(section, key);
+    if (find_section(section) < 0)
+        st = unknown_section_error(section);
+    else if (i < 0)
+        st = unknown_key_error(section, key);
+    else
+        st = set_value(cfg, &key_table[i], value);
+    return st == BF_OK ? BF_OK : bf_error_context(st, "--set %s", assignment);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Validation                                                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+static bf_status invalid(const bf_config *cfg, bf_status st) {
+    if (cfg->source[0]) return bf_error_context(st, "invalid configuration (from %s and overrides)", cfg->source);
+    return bf_error_context(st, "invalid configuration");
+}
+
+bf_status bf_config_validate(const bf_config *cfg) {
+    if (!cfg) return bf_error(BF_ERR_ARG, "bf_config_validate: cfg must not be NULL");
+
+    /* Every field must hold a value its key accepts. A struct may have been filled by code rather
+     * than by the parser, so each value is written as INI text and parsed again, with the very
+     * checks a file line gets. */
+    bf_config scratch = *cfg;
+    for (size_t i = 0; i < NUM_KEYS; i++) {
+        const key_spec *k = &key_table[i];
+        if (k->type == KEY_INT_LIST) {
+            int count = *(const int *)((const char *)cfg + k->count_offset);
+            if (count < 0 || count > BF_LIST_MAX)
+                return invalid(cfg, key_error(k, "holds %d entries (allowed: 0..%d)", count, BF_LIST_MAX));
+        }
+        char value[BF_PATH_MAX + 64];
+        format_value(cfg, k, value, sizeof value);
+        bf_status st = set_value(&scratch, k, value);
+        if (st != BF_OK) return invalid(cfg, st);
+    }
+
+    /* Relations between keys. */
+    const bf_schedule_config *s = &cfg->schedule;
+    if (s->type == BF_SCHED_MULTISTEP && s->num_milestones == 0)
+        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[schedule] type = multistep needs [schedule] milestones "
+                                                    "(for example milestones = 30,60)"));
+    if (s->type == BF_SCHED_STEP && s->step_size < 1)
+        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[schedule] type = step needs [schedule] step_size >= 1"));
+    if (cfg->run.device == BF_DEVICE_SEL_CPU && cfg->run.gpus > 1)
+        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[run] gpus = %d needs [run] device = cuda or auto, not cpu",
+                                     cfg->run.gpus));
+    if (cfg->optim.optimizer == BF_OPTIM_SGD && cfg->optim.nesterov && cfg->optim.momentum <= 0)
+        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[optim] nesterov = true needs [optim] momentum > 0"));
+    return BF_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Printing                                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+void bf_config_print(const bf_config *cfg, FILE *out) {
+    int width = 0; /* align the '=' signs */
+    for (size_t i = 0; i < NUM_KEYS; i++) {
+        int len = (int)strlen(key_table[i].key);
+        if (len > width) width = len;
+    }
+    fprintf(out, "# bioflex configuration%s%s\n", cfg->source[0] ? " resolved from " : "", cfg->source);
+    const char *section = NULL;
+    for (size_t i = 0; i < NUM_KEYS; i++) {
+        const key_spec *k = &key_table[i];
+        if (!section || strcmp(section, k->section) != 0) {
+            section = k->section;
+            fprintf(out, "\n[%s]\n", section);
+        }
+        char value[BF_PATH_MAX + 64];
+        format_value(cfg, k, value, sizeof value);
+        /* "key =" with nothing after it is how an empty string or list reads back. */
+        fprintf(out, "%-*s =%s%s\n", width, k->key, value[0] ? " " : "", value);
+    }
+}
+
+void bf_config_print_reference(FILE *out) {
+    fprintf(out, "# bioflex configuration reference\n\n"
+                 "A run is configured by an INI file (`bioflex-train configs/quickstart.ini`) and by\n"
+                 "`--set section.key=value` overrides. Keys not given keep the defaults below. Comments start\n"
+                 "with `;` or `#` at the beginning of a line, or with ` ;` after a value. An unknown section\n"
+                 "or key, or a value outside the allowed ones, stops the run with the file, line and key.\n");
+    for (size_t s = 0; s < NUM_SECTIONS; s++) {
+        fprintf(out, "\n## [%s]\n\n%s\n\n", section_table[s].name, section_table[s].doc);
+        fprintf(out, "| key | type | default | allowed | meaning |\n|---|---|---|---|---|\n");
+        for (size_t i = 0; i < NUM_KEYS; i++) {
+            const key_spec *k = &key_table[i];
+            if (strcmp(k->section, section_table[s].name) != 0) continue;
+            char allowed[256];
+            describe_allowed(k, allowed, sizeof allowed);
+            fprintf(out, "| `%s` | %s | %s%s%s | %s | %s |\n", k->key, type_name(k->type),
+                    k->def[0] ? "`" : "", k->def[0] ? k->def : "(empty)", k->def[0] ? "`" : "", allowed, k->doc);
+        }
+    }
+}

@@ -1,0 +1,529 @@
+/* dataset.c - opening one split of a dataset (see data.h).
+ *
+ * Three sources, one result: a bf_dataset with labels in memory and pixels either in memory as
+ * uint8 CHW (IDX and CIFAR-10 files) or computed on demand (procedural data, pixels == NULL).
+ *
+ *  - IDX (MNIST, Fashion-MNIST): train-images-idx3-ubyte / train-labels-idx1-ubyte and the t10k-
+ *    pair, plain or gzip-compressed. zlib's gzread reads both transparently, so one reader serves.
+ *  - CIFAR-10 binary: data_batch_1..5.bin (train) and test_batch.bin, records of 1 label byte
+ *    followed by 3072 pixel bytes (1024 red, 1024 green, 1024 blue, row-major), which is CHW.
+ *  - procedural: oriented sinusoidal gratings, a pure function of (seed, split, index), for tests
+ *    and for smoke runs on machines without any dataset.
+ *
+ * Every failure names the file and the check that failed, because "format error" alone sends the
+ * user hunting; a missing file also says where the dataset can be obtained. */
+#include "bioflex/data.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include "bioflex/hash.h"
+
+#define PI_F 3.14159265358979f
+
+/* ---------------------------------------------------------------------------------------------
+ * Small helpers */
+
+static bf_dataset *dataset_new(const char *name) {
+    bf_dataset *d = calloc(1, sizeof *d);
+    if (!d) return NULL;
+    snprintf(d->name, sizeof d->name, "%s", name);
+    /* Unused channels get an identity normalisation, so a caller that loops to 3 is harmless. */
+    for (int ch = 0; ch < 3; ch++) {
+        d->mean[ch] = 0.0f;
+        d->std[ch] = 1.0f;
+    }
+    return d;
+}
+
+void bf_dataset_free(bf_dataset *d) {
+    if (!d) return;
+    free(d->pixels);
+    free(d->labels);
+    free(d);
+}
+
+/* The number of samples to keep: the first `limit` (0 or negative = all, more than there are =
+ * all). */
+static int apply_limit(int count, int limit) { return (limit > 0 && limit < count) ? limit : count; }
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static uint32_t read_be32(const unsigned char *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+/* Reads up to `bytes` bytes, in pieces because gzread takes an unsigned int length. Returns the
+ * number of bytes read (less than asked at the end of the data), or -1 on a decompression error. */
+static long long gz_read_all(gzFile f, void *buf, size_t bytes) {
+    unsigned char *p = buf;
+    size_t done = 0;
+    while (done < bytes) {
+        size_t want = bytes - done;
+        if (want > (1u << 30)) want = 1u << 30;
+        int got = gzread(f, p + done, (unsigned)want);
+        if (got < 0) return -1;
+        if (got == 0) break;
+        done += (size_t)got;
+    }
+    return (long long)done;
+}
+
+static const char *gz_error_text(gzFile f) {
+    int code = 0;
+    const char *msg = gzerror(f, &code);
+    return (msg && *msg) ? msg : "read error";
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * IDX files (MNIST, Fashion-MNIST)
+ *
+ * An IDX file is a big-endian header - magic 0x000008TT0D where TT = 08 (unsigned byte) and D is
+ * the number of dimensions - followed by D 32-bit sizes and the data. Images have D = 3
+ * (count, rows, cols), labels D = 1 (count). */
+
+#define IDX_MAGIC_IMAGES 0x00000803u
+#define IDX_MAGIC_LABELS 0x00000801u
+
+typedef struct idx_file {
+    char path[BF_PATH_MAX + 64]; /* the file actually read (with or without .gz) */
+    uint32_t dims[3];
+    int rank;
+    uint8_t *data;               /* product(dims) bytes */
+} idx_file;
+
+/* Opens dir/name, or dir/name.gz when the plain file is absent. */
+static bf_status idx_open(const char *dir, const char *name, const char *dataset_label,
+                          const char *where_to_get, char *path, size_t path_cap, gzFile *out) {
+    snprintf(path, path_cap, "%s/%s", dir, name);
+    if (!file_exists(path)) snprintf(path, path_cap, "%s/%s.gz", dir, name);
+    if (!file_exists(path))
+        return bf_error(BF_ERR_IO,
+                        "%s: cannot find %s/%s or %s/%s.gz; download %s from %s into %s "
+                        "or set data.path",
+                        dataset_label, dir, name, dir, name, dataset_label, where_to_get, dir);
+    *out = gzopen(path, "rb");
+    if (!*out) return bf_error(BF_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    return BF_OK;
+}
+
+/* Reads a whole IDX file of unsigned bytes with `rank` dimensions and validates it: magic,
+ * non-zero sizes, exactly as many data bytes as the header promises (a short file or trailing
+ * bytes both mean the file is not what its header says). */
+static bf_status idx_read(const char *dir, const char *name, uint32_t magic, int rank,
+                          const char *dataset_label, const char *where_to_get, idx_file *out) {
+    memset(out, 0, sizeof *out);
+    out->rank = rank;
+    gzFile f = NULL;
+    BF_TRY(idx_open(dir, name, dataset_label, where_to_get, out->path, sizeof out->path, &f));
+
+    bf_status st = BF_OK;
+    size_t header_bytes = 4 + 4 * (size_t)rank;
+    unsigned char header[16];
+    long long got = gz_read_all(f, header, header_bytes);
+    if (got < 0) {
+        st = bf_error(BF_ERR_FORMAT, "%s: cannot decompress: %s", out->path, gz_error_text(f));
+        goto done;
+    }
+    if ((size_t)got < header_bytes) {
+        st = bf_error(BF_ERR_FORMAT, "%s: truncated: expected a %zu-byte IDX header, file has %lld bytes",
+                      out->path, header_bytes, got);
+        goto done;
+    }
+    uint32_t file_magic = read_be32(header);
+    if (file_magic != magic) {
+        st = bf_error(BF_ERR_FORMAT,
+                      "%s: bad magic number 0x%08x (expected 0x%08x, an IDX file of %s); "
+                      "is this the right file?",
+                      out->path, file_magic, magic, rank == 3 ? "images" : "labels");
+        goto done;
+    }
+    /* Sizes: every dimension positive, and the total small enough to hold (a corrupt header could
+     * claim terabytes; refuse it before trying to allocate). */
+    size_t total = 1;
+    for (int i = 0; i < rank; i++) {
+        out->dims[i] = read_be32(header + 4 + 4 * i);
+        if (out->dims[i] == 0 || out->dims[i] > (1u << 30)) {
+            st = bf_error(BF_ERR_FORMAT, "%s: dimension %d of the header is %u (expected 1..2^30)",
+                          out->path, i, out->dims[i]);
+            goto done;
+        }
+        total *= out->dims[i];
+        if (total > ((size_t)1 << 34)) {
+            st = bf_error(BF_ERR_FORMAT, "%s: header claims more than 16 GiB of data", out->path);
+            goto done;
+        }
+    }
+    if (rank == 3 && (out->dims[1] > 4096 || out->dims[2] > 4096)) {
+        st = bf_error(BF_ERR_FORMAT, "%s: image size %ux%u is implausible (expected e.g. 28x28)",
+                      out->path, out->dims[1], out->dims[2]);
+        goto done;
+    }
+    out->data = malloc(total);
+    if (!out->data) {
+        st = bf_error(BF_ERR_OOM, "%s: cannot allocate %zu bytes", out->path, total);
+        goto done;
+    }
+    got = gz_read_all(f, out->data, total);
+    if (got < 0) {
+        st = bf_error(BF_ERR_FORMAT, "%s: cannot decompress: %s", out->path, gz_error_text(f));
+        goto done;
+    }
+    if ((size_t)got < total) {
+        st = bf_error(BF_ERR_FORMAT,
+                      "%s: truncated: header promises %zu bytes (%zu header + %zu data), file has %zu%s",
+                      out->path, header_bytes + total, header_bytes, total,
+                      header_bytes + (size_t)got, strstr(out->path, ".gz") ? " after decompression" : "");
+        goto done;
+    }
+    unsigned char extra;
+    if (gz_read_all(f, &extra, 1) != 0) {
+        st = bf_error(BF_ERR_FORMAT,
+                      "%s: longer than its header says (%zu bytes expected); the header may be corrupt",
+                      out->path, header_bytes + total);
+        goto done;
+    }
+
+done:
+    gzclose(f);
+    if (st != BF_OK) {
+        free(out->data);
+        out->data = NULL;
+    }
+    return st;
+}
+
+static bf_status open_idx(const bf_data_config *cfg, bf_split split, bf_dataset **out) {
+    int fashion = cfg->dataset == BF_DATASET_FASHION_MNIST;
+    const char *label = fashion ? "Fashion-MNIST" : "MNIST";
+    const char *where = fashion ? "https://github.com/zalandoresearch/fashion-mnist"
+                                : "https://ossci-datasets.s3.amazonaws.com/mnist/";
+    const char *dir = cfg->path[0] ? cfg->path
+                    : fashion      ? "/usr/share/datasets/fashion-mnist"
+                                   : "/usr/share/datasets/mnist";
+    const char *prefix = split == BF_SPLIT_TRAIN ? "train" : "t10k";
+    char images_name[64], labels_name[64];
+    snprintf(images_name, sizeof images_name, "%s-images-idx3-ubyte", prefix);
+    snprintf(labels_name, sizeof labels_name, "%s-labels-idx1-ubyte", prefix);
+
+    idx_file images, labels;
+    BF_TRY(idx_read(dir, images_name, IDX_MAGIC_IMAGES, 3, label, where, &images));
+    bf_status st = idx_read(dir, labels_name, IDX_MAGIC_LABELS, 1, label, where, &labels);
+    if (st != BF_OK) {
+        free(images.data);
+        return st;
+    }
+
+    bf_dataset *d = NULL;
+    if (images.dims[0] != labels.dims[0]) {
+        st = bf_error(BF_ERR_FORMAT, "%s has %u images but %s has %u labels", images.path,
+                      images.dims[0], labels.path, labels.dims[0]);
+        goto fail;
+    }
+    for (uint32_t i = 0; i < labels.dims[0]; i++) {
+        if (labels.data[i] >= 10) {
+            st = bf_error(BF_ERR_FORMAT, "%s: label %u of sample %u is out of range (expected 0..9)",
+                          labels.path, labels.data[i], i);
+            goto fail;
+        }
+    }
+    if (images.dims[0] > (uint32_t)(1u << 30)) {
+        st = bf_error(BF_ERR_FORMAT, "%s: too many images (%u)", images.path, images.dims[0]);
+        goto fail;
+    }
+
+    d = dataset_new(fashion ? "fashion_mnist" : "mnist");
+    if (!d) {
+        st = bf_error(BF_ERR_OOM, "cannot allocate the dataset");
+        goto fail;
+    }
+    d->split = split;
+    d->c = 1;
+    d->h = (int)images.dims[1];
+    d->w = (int)images.dims[2];
+    d->num_classes = 10;
+    d->num_samples = apply_limit((int)images.dims[0], split == BF_SPLIT_TRAIN ? cfg->train_limit : cfg->test_limit);
+    /* The published statistics of the full training set, so that every split and every limit is
+     * normalised the same way (as torchvision users do). */
+    d->mean[0] = fashion ? 0.2860f : 0.1307f;
+    d->std[0] = fashion ? 0.3530f : 0.3081f;
+
+    d->labels = malloc((size_t)d->num_samples * sizeof *d->labels);
+    if (!d->labels) {
+        st = bf_error(BF_ERR_OOM, "cannot allocate %d labels", d->num_samples);
+        goto fail;
+    }
+    for (int i = 0; i < d->num_samples; i++) d->labels[i] = labels.data[i];
+    free(labels.data);
+    labels.data = NULL;
+
+    /* Give back the memory of the images past the limit (if the shrink fails, the larger buffer
+     * serves just as well). */
+    size_t keep = (size_t)d->num_samples * (size_t)d->h * (size_t)d->w;
+    uint8_t *shrunk = realloc(images.data, keep);
+    d->pixels = shrunk ? shrunk : images.data;
+    images.data = NULL;
+    *out = d;
+    return BF_OK;
+
+fail:
+    free(images.data);
+    free(labels.data);
+    bf_dataset_free(d);
+    return st;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * CIFAR-10 binary version */
+
+#define CIFAR_PIXELS 3072
+#define CIFAR_RECORD (1 + CIFAR_PIXELS)
+#define CIFAR_TRAIN_FILES 5
+
+static bf_status open_cifar10(const bf_data_config *cfg, bf_split split, bf_dataset **out) {
+    const char *base = cfg->path[0] ? cfg->path : "/usr/share/datasets/cifar-10";
+    /* Accept both the directory holding the .bin files and its parent, where the official
+     * archive extracts to cifar-10-batches-bin/. */
+    char subdir[BF_PATH_MAX + 64];
+    snprintf(subdir, sizeof subdir, "%s/cifar-10-batches-bin", base);
+    struct stat st_dir;
+    const char *dir = (stat(subdir, &st_dir) == 0 && S_ISDIR(st_dir.st_mode)) ? subdir : base;
+
+    /* The files of this split, and their record counts from their sizes (checked before any is
+     * read, so a bad or missing later batch is reported before seconds of reading). */
+    char paths[CIFAR_TRAIN_FILES][BF_PATH_MAX + 128];
+    long records[CIFAR_TRAIN_FILES];
+    int nfiles = split == BF_SPLIT_TRAIN ? CIFAR_TRAIN_FILES : 1;
+    long total = 0;
+    for (int i = 0; i < nfiles; i++) {
+        if (split == BF_SPLIT_TRAIN)
+            snprintf(paths[i], sizeof paths[i], "%s/data_batch_%d.bin", dir, i + 1);
+        else
+            snprintf(paths[i], sizeof paths[i], "%s/test_batch.bin", dir);
+        struct stat st;
+        if (stat(paths[i], &st) != 0 || !S_ISREG(st.st_mode))
+            return bf_error(BF_ERR_IO,
+                            "CIFAR-10: cannot find %s; download the binary version "
+                            "(cifar-10-binary.tar.gz) from https://www.cs.toronto.edu/~kriz/cifar.html, "
+                            "extract it into %s or set data.path",
+                            paths[i], base);
+        if (st.st_size == 0 || st.st_size % CIFAR_RECORD != 0)
+            return bf_error(BF_ERR_FORMAT,
+                            "%s: size %lld is not a positive multiple of the %d-byte CIFAR-10 record "
+                            "(1 label byte + 3072 pixel bytes); the file is truncated or not CIFAR-10 binary",
+                            paths[i], (long long)st.st_size, CIFAR_RECORD);
+        records[i] = (long)(st.st_size / CIFAR_RECORD);
+        total += records[i];
+        if (total > (1L << 30)) return bf_error(BF_ERR_FORMAT, "%s: too many records", paths[i]);
+    }
+
+    int limit = split == BF_SPLIT_TRAIN ? cfg->train_limit : cfg->test_limit;
+    int n = apply_limit((int)total, limit);
+    bf_dataset *d = dataset_new("cifar10");
+    if (!d) return bf_error(BF_ERR_OOM, "cannot allocate the dataset");
+    d->split = split;
+    d->c = 3;
+    d->h = d->w = 32;
+    d->num_classes = 10;
+    d->num_samples = n;
+    static const float mean[3] = {0.4914f, 0.4822f, 0.4465f}, std[3] = {0.2470f, 0.2435f, 0.2616f};
+    memcpy(d->mean, mean, sizeof mean);
+    memcpy(d->std, std, sizeof std);
+    d->pixels = malloc((size_t)n * CIFAR_PIXELS);
+    d->labels = malloc((size_t)n * sizeof *d->labels);
+    if (!d->pixels || !d->labels) {
+        bf_dataset_free(d);
+        return bf_error(BF_ERR_OOM, "cannot allocate %d CIFAR-10 images", n);
+    }
+
+    /* Read record by record until `n` samples are in memory; a limit leaves later files unread. */
+    int filled = 0;
+    unsigned char record[CIFAR_RECORD];
+    for (int i = 0; i < nfiles && filled < n; i++) {
+        FILE *f = fopen(paths[i], "rb");
+        if (!f) {
+            bf_status s = bf_error(BF_ERR_IO, "cannot open %s: %s", paths[i], strerror(errno));
+            bf_dataset_free(d);
+            return s;
+        }
+        for (long r = 0; r < records[i] && filled < n; r++) {
+            if (fread(record, 1, CIFAR_RECORD, f) != CIFAR_RECORD) {
+                fclose(f);
+                bf_dataset_free(d);
+                return bf_error(BF_ERR_IO, "%s: read error at record %ld", paths[i], r);
+            }
+            if (record[0] >= 10) {
+                fclose(f);
+                bf_dataset_free(d);
+                return bf_error(BF_ERR_FORMAT, "%s: label %u of record %ld is out of range (expected 0..9)",
+                                paths[i], record[0], r);
+            }
+            d->labels[filled] = record[0];
+            memcpy(d->pixels + (size_t)filled * CIFAR_PIXELS, record + 1, CIFAR_PIXELS);
+            filled++;
+        }
+        fclose(f);
+    }
+    *out = d;
+    return BF_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Procedural data
+ *
+ * Class k is a sinusoidal grating at orientation pi*k/K (plus jitter of +-15% of the spacing
+ * between classes) and at one of three spatial frequencies (k mod 3), with a random phase, a
+ * random contrast, a random gain per channel and uniform pixel noise. A classifier has to find
+ * orientation and frequency regardless of phase - a small but real vision problem that a CNN
+ * learns in a few epochs and a linear model on raw pixels does not solve.
+ *
+ * Counters for the bf_seed_derive(seed, BF_STREAM_DATA, key) streams: the key of a sample's image
+ * is split * 2^32 + index; the key of a label block is (2 + split) * 2^32 + block. */
+
+/* Statistics are estimated on at most this many training samples: plenty for a per-channel mean,
+ * and it keeps opening a large procedural set cheap. */
+#define PROCEDURAL_STATS_SAMPLES 4096
+#define PROCEDURAL_MAX_CLASSES 1024
+
+/* Labels come in blocks of K consecutive indices; each block holds every class exactly once, in
+ * an order shuffled per block. The classes are thus balanced for any limit, and a sample's label
+ * depends only on (seed, split, index). */
+static int procedural_label(uint64_t seed, int split, int index, int num_classes) {
+    int block = index / num_classes, slot = index % num_classes;
+    uint64_t s = bf_seed_derive(seed, BF_STREAM_DATA, ((uint64_t)(2 + split) << 32) + (uint64_t)block);
+    /* Fisher-Yates on the identity, stopping once position `slot` is final (positions are fixed
+     * from the end down). Class counts are small (config allows up to 1000), so a stack array
+     * suffices. */
+    int perm[PROCEDURAL_MAX_CLASSES];
+    for (int i = 0; i < num_classes; i++) perm[i] = i;
+    for (int i = num_classes - 1; i >= slot && i > 0; i--) {
+        int j = (int)((double)bf_uniform(s, (uint64_t)i) * (i + 1));
+        if (j > i) j = i;
+        int t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    return perm[slot];
+}
+
+static void procedural_render(uint64_t seed, int split, int index, int label, int num_classes,
+                              int c, int h, int w, float *out) {
+    uint64_t s = bf_seed_derive(seed, BF_STREAM_DATA, ((uint64_t)split << 32) + (uint64_t)index);
+    float theta = PI_F * ((float)label + 0.3f * (bf_uniform(s, 0) - 0.5f)) / (float)num_classes;
+    /* Cycles per pixel, below 0.25 so that even the highest frequency is far from aliasing. */
+    float freq = (0.08f + 0.05f * (float)(label % 3)) * (1.0f + 0.2f * (bf_uniform(s, 1) - 0.5f));
+    float phase = 2.0f * PI_F * bf_uniform(s, 2);
+    float contrast = 0.25f + 0.5f * bf_uniform(s, 3);
+    float kx = 2.0f * PI_F * freq * cosf(theta), ky = 2.0f * PI_F * freq * sinf(theta);
+    float cx = 0.5f * (float)(w - 1), cy = 0.5f * (float)(h - 1);
+    for (int ch = 0; ch < c; ch++) {
+        float gain = 0.7f + 0.3f * bf_uniform(s, 4 + (uint64_t)ch);
+        float amplitude = 0.5f * contrast * gain;
+        for (int y = 0; y < h; y++) {
+            for (int x = 0; x < w; x++) {
+                size_t i = ((size_t)ch * h + y) * w + x;
+                float noise = 0.3f * (bf_uniform(s, 16 + i) - 0.5f);
+                float v = 0.5f + amplitude * sinf(kx * ((float)x - cx) + ky * ((float)y - cy) + phase) + noise;
+                v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+                /* Quantise to 8 bits like the file-backed datasets, so all data looks alike. */
+                out[i] = roundf(v * 255.0f) / 255.0f;
+            }
+        }
+    }
+}
+
+static bf_status open_procedural(const bf_data_config *cfg, long seed, bf_split split, bf_dataset **out) {
+    int c = cfg->procedural_channels, size = cfg->procedural_size, k = cfg->procedural_classes;
+    int count = split == BF_SPLIT_TRAIN ? cfg->procedural_train : cfg->procedural_test;
+    if (c < 1 || c > 3)
+        return bf_error(BF_ERR_CONFIG, "[data] procedural_channels = %d (allowed: 1..3)", c);
+    if (size < 2 || size > 1024)
+        return bf_error(BF_ERR_CONFIG, "[data] procedural_size = %d (allowed: 2..1024)", size);
+    if (k < 2 || k > PROCEDURAL_MAX_CLASSES)
+        return bf_error(BF_ERR_CONFIG, "[data] procedural_classes = %d (allowed: 2..%d)", k,
+                        PROCEDURAL_MAX_CLASSES);
+    if (count < 1 || count > (1 << 30))
+        return bf_error(BF_ERR_CONFIG, "[data] procedural_%s = %d (allowed: 1..2^30)",
+                        split == BF_SPLIT_TRAIN ? "train" : "test", count);
+
+    bf_dataset *d = dataset_new("procedural");
+    if (!d) return bf_error(BF_ERR_OOM, "cannot allocate the dataset");
+    d->split = split;
+    d->c = c;
+    d->h = d->w = size;
+    d->num_classes = k;
+    d->procedural_seed = (uint64_t)seed;
+    d->num_samples = apply_limit(count, split == BF_SPLIT_TRAIN ? cfg->train_limit : cfg->test_limit);
+    d->labels = malloc((size_t)d->num_samples * sizeof *d->labels);
+    size_t per_sample = (size_t)c * size * size;
+    float *image = malloc(per_sample * sizeof *image);
+    if (!d->labels || !image) {
+        free(image);
+        bf_dataset_free(d);
+        return bf_error(BF_ERR_OOM, "cannot allocate %d procedural labels", d->num_samples);
+    }
+    for (int i = 0; i < d->num_samples; i++) d->labels[i] = procedural_label(d->procedural_seed, split, i, k);
+
+    /* Per-channel mean and std of the training split (also when opening the test split, so both
+     * are normalised alike), over its first samples regardless of train_limit. */
+    int nstats = cfg->procedural_train < PROCEDURAL_STATS_SAMPLES ? cfg->procedural_train : PROCEDURAL_STATS_SAMPLES;
+    if (nstats < 1) nstats = 1;
+    double sum[3] = {0, 0, 0}, sumsq[3] = {0, 0, 0};
+    size_t plane = (size_t)size * size;
+    for (int i = 0; i < nstats; i++) {
+        int label = procedural_label(d->procedural_seed, BF_SPLIT_TRAIN, i, k);
+        procedural_render(d->procedural_seed, BF_SPLIT_TRAIN, i, label, k, c, size, size, image);
+        for (int ch = 0; ch < c; ch++) {
+            for (size_t p = 0; p < plane; p++) {
+                double v = image[ch * plane + p];
+                sum[ch] += v;
+                sumsq[ch] += v * v;
+            }
+        }
+    }
+    free(image);
+    double n = (double)nstats * (double)plane;
+    for (int ch = 0; ch < c; ch++) {
+        double mean = sum[ch] / n, var = sumsq[ch] / n - mean * mean;
+        d->mean[ch] = (float)mean;
+        d->std[ch] = (float)sqrt(var > 1e-12 ? var : 1e-12);
+    }
+    *out = d;
+    return BF_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Public entry points */
+
+bf_status bf_dataset_open(const bf_data_config *cfg, long seed, bf_split split, bf_dataset **out) {
+    if (!cfg || !out) return bf_error(BF_ERR_ARG, "bf_dataset_open: NULL argument");
+    *out = NULL;
+    if (split != BF_SPLIT_TRAIN && split != BF_SPLIT_TEST)
+        return bf_error(BF_ERR_ARG, "bf_dataset_open: unknown split %d", (int)split);
+    switch (cfg->dataset) {
+    case BF_DATASET_FASHION_MNIST:
+    case BF_DATASET_MNIST: return open_idx(cfg, split, out);
+    case BF_DATASET_CIFAR10: return open_cifar10(cfg, split, out);
+    case BF_DATASET_PROCEDURAL: return open_procedural(cfg, seed, split, out);
+    }
+    return bf_error(BF_ERR_ARG, "bf_dataset_open: unknown dataset kind %d", (int)cfg->dataset);
+}
+
+void bf_dataset_sample(const bf_dataset *d, int index, float *out) {
+    size_t n = (size_t)d->c * d->h * d->w;
+    if (d->pixels) {
+        const uint8_t *src = d->pixels + (size_t)index * n;
+        for (size_t i = 0; i < n; i++) out[i] = (float)src[i] / 255.0f;
+    } else {
+        procedural_render(d->procedural_seed, d->split, index, d->labels[index], d->num_classes,
+                          d->c, d->h, d->w, out);
+    }
+}

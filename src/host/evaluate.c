@@ -1,0 +1,57 @@
+/* evaluate.c - a full pass over a split in eval mode (running batch-norm statistics, no
+ * dropout): mean loss, top-1 and top-5 accuracy. Per-sample results are summed on the device
+ * and read back once at the end. */
+#include <stdlib.h>
+
+#include "bioflex/train.h"
+
+bf_status bf_evaluate(bf_model *m, bf_loader *loader, float label_smoothing, bf_eval_result *out) {
+    bf_backend *b = m->backend;
+    const bf_ops *ops = b->ops;
+    int max_n = m->input_shape.n, k = m->num_classes;
+    size_t image_floats = bf_shape_per_sample(m->input_shape);
+    float *x = NULL, *losses = NULL, *c1 = NULL, *c5 = NULL, *sums = NULL;
+    int32_t *labels = NULL;
+    bf_status s = bf_alloc(b, (size_t)max_n * image_floats * sizeof(float), (void **)&x);
+    if (s == BF_OK) s = bf_alloc(b, (size_t)max_n * sizeof(int32_t), (void **)&labels);
+    if (s == BF_OK) s = bf_alloc(b, (size_t)max_n * 3 * sizeof(float), (void **)&losses);
+    if (s == BF_OK) s = bf_alloc(b, 4 * sizeof(float), (void **)&sums);
+    c1 = losses ? losses + max_n : NULL;
+    c5 = losses ? losses + 2 * max_n : NULL;
+    int was_training = m->training, samples = 0;
+    m->training = 0;
+    if (s == BF_OK) s = bf_loader_start_epoch(loader, 0, 0);
+    while (s == BF_OK) {
+        bf_batch *batch = NULL;
+        s = bf_loader_next(loader, &batch, NULL);
+        if (s != BF_OK || !batch) break;
+        int n = batch->n;
+        if (n > max_n) s = bf_error(BF_ERR_ARG, "evaluate: batch of %d exceeds the model's %d", n, max_n);
+        if (s == BF_OK) s = bf_to_device(b, x, batch->images, (size_t)n * image_floats * sizeof(float));
+        if (s == BF_OK) s = bf_to_device(b, labels, batch->labels, (size_t)n * sizeof(int32_t));
+        bf_loader_release(loader, batch);
+        const float *logits = NULL;
+        if (s == BF_OK) s = bf_model_set_batch(m, n);
+        if (s == BF_OK) s = bf_model_forward(m, x, &logits);
+        if (s == BF_OK) s = ops->softmax_xent(b, n, k, logits, labels, label_smoothing, 1.0f, losses, NULL);
+        if (s == BF_OK) s = ops->topk_correct(b, n, k, logits, labels, c1, c5);
+        if (s == BF_OK) s = ops->accumulate_sum(b, losses, (size_t)n, sums + 0);
+        if (s == BF_OK) s = ops->accumulate_sum(b, c1, (size_t)n, sums + 1);
+        if (s == BF_OK) s = ops->accumulate_sum(b, c5, (size_t)n, sums + 2);
+        samples += n;
+    }
+    float host[4] = {0};
+    if (s == BF_OK) s = bf_to_host(b, host, sums, sizeof host);
+    m->training = was_training;
+    bf_model_set_batch(m, max_n);
+    bf_free(b, x);
+    bf_free(b, labels);
+    bf_free(b, losses);
+    bf_free(b, sums);
+    if (s != BF_OK) return bf_error_context(s, "evaluation");
+    out->samples = samples;
+    out->loss = samples ? host[0] / samples : 0;
+    out->top1 = samples ? host[1] / samples : 0;
+    out->top5 = samples ? host[2] / samples : 0;
+    return BF_OK;
+}

@@ -1,0 +1,18 @@
+/* fsutil.h - internal: the few file-system operations checkpoints and logs need. */
+#ifndef BIOFLEX_FSUTIL_H
+#define BIOFLEX_FSUTIL_H
+
+#include <stddef.h>
+
+#include "bioflex/status.h"
+
+/* mkdir -p */
+bf_status bf_mkdir_p(const char *path);
+/* rm -r (no error when absent) */
+bf_status bf_remove_tree(const char *path);
+/* Writes path.tmp, fsyncs it and renames it over path. */
+bf_status bf_write_file_atomic(const char *path, const void *data, size_t size);
+/* fsync a directory so a rename in it is durable (best effort). */
+void bf_fsync_dir(const char *path);
+
+#endif

@@ -1,0 +1,199 @@
+/* layers.c - forward and backward of each layer kind, through bf_ops only. Shapes stored in a
+ * layer are at the model's maximum batch; each call uses the current batch m->batch. */
+#include <string.h>
+
+#include "layers.h"
+
+const char *bf_layer_kind_name(bf_layer_kind k) {
+    static const char *names[BF_LAYER_KIND_COUNT] = {
+        "conv2d", "batchnorm", "relu", "maxpool", "avgpool", "global_avgpool", "linear", "dropout", "flatten", "add"};
+    return k >= 0 && k < BF_LAYER_KIND_COUNT ? names[k] : "?";
+}
+
+const float *bf_layer_input(const bf_model *m, const bf_layer *l, int j) {
+    int in = l->input[j];
+    return in == BF_MODEL_INPUT ? m->input : m->layers[in].out;
+}
+
+static float *param(const bf_model *m, const bf_layer *l, int slot) {
+    return l->param_index[slot] < 0 ? NULL : m->param_data + m->params[l->param_index[slot]].offset;
+}
+
+static float *grad(const bf_model *m, const bf_layer *l, int slot) {
+    return l->param_index[slot] < 0 ? NULL : m->grad_data + m->params[l->param_index[slot]].offset;
+}
+
+static float *buffer(const bf_model *m, const bf_layer *l, int slot) {
+    return m->buffer_data + m->buffers[l->buffer_index[slot]].offset;
+}
+
+static size_t per_batch(const bf_model *m, bf_shape s) { return (size_t)m->batch * bf_shape_per_sample(s); }
+
+bf_status bf_layer_forward(bf_model *m, int index) {
+    bf_layer *l = &m->layers[index];
+    bf_backend *b = m->backend;
+    const bf_ops *ops = b->ops;
+    const float *x = bf_layer_input(m, l, 0);
+    size_t count = per_batch(m, l->out_shape);
+    switch (l->kind) {
+    case BF_LAYER_CONV: {
+        bf_conv2d_shape s = l->conv;
+        s.n = m->batch;
+        return ops->conv2d_forward(b, &s, x, param(m, l, 0), param(m, l, 1), l->out);
+    }
+    case BF_LAYER_BATCHNORM: {
+        bf_bn_shape s = l->bn;
+        s.n = m->batch;
+        if (m->training)
+            return ops->batchnorm_forward_train(b, &s, x, param(m, l, 0), param(m, l, 1), l->out, l->save_mean,
+                                                l->save_invstd, buffer(m, l, 0), buffer(m, l, 1));
+        return ops->batchnorm_forward_eval(b, &s, x, param(m, l, 0), param(m, l, 1), buffer(m, l, 0), buffer(m, l, 1), l->out);
+    }
+    case BF_LAYER_RELU:
+        return ops->relu_forward(b, x, l->out, count);
+    case BF_LAYER_MAXPOOL: {
+        bf_pool_shape s = l->pool;
+        s.n = m->batch;
+        return ops->maxpool_forward(b, &s, x, l->out, l->argmax);
+    }
+    case BF_LAYER_AVGPOOL: {
+        bf_pool_shape s = l->pool;
+        s.n = m->batch;
+        return ops->avgpool_forward(b, &s, x, l->out);
+    }
+    case BF_LAYER_GLOBAL_AVGPOOL: {
+        bf_shape in = bf_model_shape_of(m, l->input[0]);
+        return ops->global_avgpool_forward(b, m->batch, in.c, in.h * in.w, x, l->out);
+    }
+    case BF_LAYER_LINEAR: {
+        bf_linear_shape s = l->linear;
+        s.n = m->batch;
+        return ops->linear_forward(b, &s, x, param(m, l, 0), param(m, l, 1), l->out);
+    }
+    case BF_LAYER_DROPOUT:
+        if (m->training && l->dropout_p > 0)
+            return ops->dropout_forward(b, x, l->out, count, l->dropout_p, bf_layer_dropout_seed(m, index));
+        return ops->copy(b, l->out, x, count * sizeof(float));
+    case BF_LAYER_FLATTEN:
+        return ops->copy(b, l->out, x, count * sizeof(float));
+    case BF_LAYER_ADD:
+        return ops->add(b, x, bf_layer_input(m, l, 1), l->out, count);
+    case BF_LAYER_KIND_COUNT:
+        break;
+    }
+    return bf_error(BF_ERR_INTERNAL, "unknown layer kind %d", (int)l->kind);
+}
+
+/* Where the backward of a consumer writes the gradient of input j: straight into the input's
+ * dout when it is the first consumer to get there, else into the scratch buffer, which
+ * finish_input_grad then adds on. */
+static float *input_grad_target(bf_model *m, const bf_layer *l, int j, const unsigned char *grad_written) {
+    int in = l->input[j];
+    if (in < 0) return NULL;
+    return grad_written[in] ? m->grad_scratch : m->layers[in].dout;
+}
+
+static bf_status finish_input_grad(bf_model *m, const bf_layer *l, int j, unsigned char *grad_written) {
+    int in = l->input[j];
+    if (in < 0) return BF_OK;
+    if (!grad_written[in]) {
+        grad_written[in] = 1;
+        return BF_OK;
+    }
+    bf_layer *src = &m->layers[in];
+    return m->backend->ops->add_inplace(m->backend, src->dout, m->grad_scratch, per_batch(m, src->out_shape));
+}
+
+bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written) {
+    bf_layer *l = &m->layers[index];
+    bf_backend *b = m->backend;
+    const bf_ops *ops = b->ops;
+    const float *x = bf_layer_input(m, l, 0);
+    const float *dy = l->dout;
+    float *dx = input_grad_target(m, l, 0, grad_written);
+    size_t count = per_batch(m, l->out_shape);
+    bf_status s = BF_OK;
+    switch (l->kind) {
+    case BF_LAYER_CONV: {
+        bf_conv2d_shape cs = l->conv;
+        cs.n = m->batch;
+        s = ops->conv2d_backward_filter(b, &cs, x, dy, grad(m, l, 0), grad(m, l, 1));
+        if (s == BF_OK && dx) s = ops->conv2d_backward_data(b, &cs, dy, param(m, l, 0), dx);
+        break;
+    }
+    case BF_LAYER_BATCHNORM: {
+        bf_bn_shape bs = l->bn;
+        bs.n = m->batch;
+        float *dx_or_scratch = dx ? dx : m->grad_scratch; /* BN on the raw input: dx unused */
+        s = ops->batchnorm_backward(b, &bs, x, dy, param(m, l, 0), l->save_mean, l->save_invstd, dx_or_scratch,
+                                    grad(m, l, 0), grad(m, l, 1));
+        break;
+    }
+    case BF_LAYER_RELU:
+        if (dx) s = ops->relu_backward(b, l->out, dy, dx, count);
+        break;
+    case BF_LAYER_MAXPOOL: {
+        bf_pool_shape ps = l->pool;
+        ps.n = m->batch;
+        if (dx) s = ops->maxpool_backward(b, &ps, dy, l->argmax, dx);
+        break;
+    }
+    case BF_LAYER_AVGPOOL: {
+        bf_pool_shape ps = l->pool;
+        ps.n = m->batch;
+        if (dx) s = ops->avgpool_backward(b, &ps, dy, dx);
+        break;
+    }
+    case BF_LAYER_GLOBAL_AVGPOOL: {
+        bf_shape in = bf_model_shape_of(m, l->input[0]);
+        if (dx) s = ops->global_avgpool_backward(b, m->batch, in.c, in.h * in.w, dy, dx);
+        break;
+    }
+    case BF_LAYER_LINEAR: {
+        bf_linear_shape ls = l->linear;
+        ls.n = m->batch;
+        s = ops->linear_backward(b, &ls, x, param(m, l, 0), dy, dx, grad(m, l, 0), grad(m, l, 1));
+        break;
+    }
+    case BF_LAYER_DROPOUT:
+        if (dx && m->training && l->dropout_p > 0)
+            s = ops->dropout_backward(b, dy, dx, count, l->dropout_p, bf_layer_dropout_seed(m, index));
+        else if (dx)
+            s = ops->copy(b, dx, dy, count * sizeof(float));
+        break;
+    case BF_LAYER_FLATTEN:
+        if (dx) s = ops->copy(b, dx, dy, count * sizeof(float));
+        break;
+    case BF_LAYER_ADD: {
+        if (dx) s = ops->copy(b, dx, dy, count * sizeof(float));
+        if (s == BF_OK) s = finish_input_grad(m, l, 0, grad_written);
+        float *dx1 = input_grad_target(m, l, 1, grad_written);
+        if (s == BF_OK && dx1) s = ops->copy(b, dx1, dy, count * sizeof(float));
+        if (s == BF_OK) s = finish_input_grad(m, l, 1, grad_written);
+        return s;
+    }
+    case BF_LAYER_KIND_COUNT:
+        return bf_error(BF_ERR_INTERNAL, "unknown layer kind %d", (int)l->kind);
+    }
+    if (s == BF_OK) s = finish_input_grad(m, l, 0, grad_written);
+    return s;
+}
+
+double bf_layer_flops(const bf_model *m, int i) {
+    const bf_layer *l = &m->layers[i];
+    double out = (double)bf_shape_per_sample(l->out_shape);
+    switch (l->kind) {
+    case BF_LAYER_CONV:
+        return out * (2.0 * l->conv.c_in / l->conv.groups * l->conv.k_h * l->conv.k_w + (l->has_bias ? 1 : 0));
+    case BF_LAYER_LINEAR:
+        return out * (2.0 * l->linear.in + (l->has_bias ? 1 : 0));
+    case BF_LAYER_BATCHNORM: return 2 * out;
+    case BF_LAYER_MAXPOOL:
+    case BF_LAYER_AVGPOOL: return out * l->pool.k * l->pool.k;
+    case BF_LAYER_GLOBAL_AVGPOOL: return (double)bf_shape_per_sample(bf_model_shape_of(m, l->input[0]));
+    case BF_LAYER_RELU:
+    case BF_LAYER_DROPOUT:
+    case BF_LAYER_ADD: return out;
+    default: return 0;
+    }
+}

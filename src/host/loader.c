@@ -1,0 +1,436 @@
+/* loader.c - the batch loader: worker threads prepare float batches ahead of the training step.
+ *
+ * Determinism first. What a batch contains is a pure function of (seed, epoch, batch index):
+ *  - the epoch's order is a Fisher-Yates shuffle driven by bf_seed_derive(seed, SHUFFLE, epoch),
+ *  - the sample at position p of epoch e is augmented with bf_seed_derive(seed, AUGMENT, e:p).
+ * Thread timing only decides *when* a batch is ready, never *what* it holds, so 1 thread and 8
+ * threads give bit-identical batches and a run resumed at batch k sees batches k, k+1, ... of
+ * the same epoch.
+ *
+ * Concurrency, in one paragraph. A ring of `prefetch` slots each holds one batch buffer. One mutex
+ * guards all bookkeeping. Workers claim batch numbers strictly in order (next_assign++) into any
+ * FREE slot, fill it without the lock, and mark it READY. The consumer (one thread) waits for the
+ * slot holding batch next_consume, so batches come out in order whichever worker finished first;
+ * it marks the slot HELD until bf_loader_release makes it FREE again. Because batch numbers are
+ * handed out in order, the batch the consumer waits for is always already in a slot or the next
+ * to be claimed - no deadlock as long as the consumer does not hold every slot (reported as an
+ * error instead of hanging). Starting an epoch bumps a generation number: work of the old epoch
+ * that is still being filled is thrown away when it finishes, and its READY slots are freed.
+ * Waiting uses two condition variables: `work_available` for workers, `batch_done` for the
+ * consumer. Nothing spins. */
+#include "bioflex/data.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bioflex/hash.h"
+
+/* Bounds on the options: more threads than this would only contend for the lock. */
+#define LOADER_MAX_THREADS 64
+
+typedef enum slot_state {
+    SLOT_FREE,    /* available to a worker */
+    SLOT_FILLING, /* a worker writes it (without holding the lock) */
+    SLOT_READY,   /* filled, waiting for the consumer */
+    SLOT_HELD     /* returned by bf_loader_next, not yet released */
+} slot_state;
+
+typedef struct loader_slot {
+    bf_batch batch;
+    slot_state state;
+    uint64_t generation; /* the epoch start this slot's content belongs to */
+    bf_status status;    /* outcome of filling, reported by bf_loader_next */
+    char error[256];     /* the worker's message when status != BF_OK (messages are per thread) */
+} loader_slot;
+
+typedef struct loader_worker {
+    bf_loader *loader;
+    float *scratch; /* one sample before augmentation */
+} loader_worker;
+
+struct bf_loader {
+    const bf_dataset *data;
+    bf_loader_options opt;
+    size_t sample_floats; /* c*h*w */
+    int num_batches;
+    int *order;           /* position in the epoch -> sample index */
+
+    loader_slot *slots;
+    int num_slots;
+    pthread_t *threads;
+    loader_worker *workers;
+    int num_threads;
+
+    pthread_mutex_t mutex;
+    pthread_cond_t work_available; /* a slot was freed, an epoch started, or shutdown */
+    pthread_cond_t batch_done;     /* a worker finished a batch */
+
+    /* Everything below is guarded by mutex. */
+    uint64_t generation; /* bumped by every bf_loader_start_epoch */
+    int started;         /* an epoch has been started */
+    int epoch;
+    int next_assign;     /* the next batch number a worker claims */
+    int next_consume;    /* the next batch number bf_loader_next returns */
+    int end_batch;       /* batches numbered below this belong to the epoch (0 while restarting) */
+    int busy;            /* workers filling a slot */
+    int shutting_down;
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Filling one batch (runs without the lock) */
+
+/* The augmentation counter of position p in epoch e: both fit in 32 bits, so the pair is unique. */
+static uint64_t augment_key(int epoch, int position) {
+    return ((uint64_t)(uint32_t)epoch << 32) | (uint32_t)position;
+}
+
+/* Random crop after zero padding, then random horizontal flip, as torchvision's RandomCrop(pad)
+ * + RandomHorizontalFlip do. Padding is 0 in pixel space [0, 1] (before normalisation). */
+static void augment_sample(const bf_loader *l, int epoch, int position, const float *src, float *dst) {
+    const bf_dataset *d = l->data;
+    int c = d->c, h = d->h, w = d->w, pad = l->opt.augment_crop_pad;
+    uint64_t s = bf_seed_derive((uint64_t)l->opt.seed, BF_STREAM_AUGMENT, augment_key(epoch, position));
+    int flip = l->opt.augment_flip && bf_uniform(s, 0) < 0.5f;
+    /* Offset of the crop window inside the padded image, 0..2*pad; the source pixel of output
+     * (y, x) is (y + dy - pad, x + dx - pad). */
+    int dx = 0, dy = 0;
+    if (pad > 0) {
+        dx = (int)((double)bf_uniform(s, 1) * (2 * pad + 1));
+        dy = (int)((double)bf_uniform(s, 2) * (2 * pad + 1));
+        if (dx > 2 * pad) dx = 2 * pad;
+        if (dy > 2 * pad) dy = 2 * pad;
+    }
+    for (int ch = 0; ch < c; ch++) {
+        const float *in = src + (size_t)ch * h * w;
+        float *out = dst + (size_t)ch * h * w;
+        for (int y = 0; y < h; y++) {
+            int sy = y + dy - pad;
+            for (int x = 0; x < w; x++) {
+                int xc = flip ? w - 1 - x : x; /* flip the cropped image */
+                int sx = xc + dx - pad;
+                out[y * w + x] = (sy >= 0 && sy < h && sx >= 0 && sx < w) ? in[sy * w + sx] : 0.0f;
+            }
+        }
+    }
+}
+
+static bf_status fill_batch(const bf_loader *l, int epoch, bf_batch *b, float *scratch) {
+    const bf_dataset *d = l->data;
+    int bs = l->opt.batch_size;
+    int first = b->index * bs;
+    int n = d->num_samples - first < bs ? d->num_samples - first : bs;
+    if (n <= 0) return bf_error(BF_ERR_INTERNAL, "loader: batch %d is past the end of the epoch", b->index);
+    int augment = l->opt.augment_flip || l->opt.augment_crop_pad > 0;
+    size_t plane = (size_t)d->h * d->w;
+    b->n = n;
+    for (int k = 0; k < n; k++) {
+        int position = first + k;
+        int index = l->order[position];
+        float *img = b->images + (size_t)k * l->sample_floats;
+        b->labels[k] = d->labels[index];
+        if (augment) {
+            bf_dataset_sample(d, index, scratch);
+            augment_sample(l, epoch, position, scratch, img);
+        } else {
+            bf_dataset_sample(d, index, img);
+        }
+        if (l->opt.normalize) {
+            for (int ch = 0; ch < d->c; ch++) {
+                float mean = d->mean[ch], inv_std = 1.0f / d->std[ch];
+                float *p = img + ch * plane;
+                for (size_t i = 0; i < plane; i++) p[i] = (p[i] - mean) * inv_std;
+            }
+        }
+    }
+    return BF_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Worker threads */
+
+/* Under the lock: gives the calling worker the next batch number and a free slot, or NULL when
+ * there is nothing to do (epoch fully claimed, or every slot in use). */
+static loader_slot *claim_work(bf_loader *l) {
+    if (l->next_assign >= l->end_batch) return NULL;
+    for (int i = 0; i < l->num_slots; i++) {
+        loader_slot *s = &l->slots[i];
+        if (s->state != SLOT_FREE) continue;
+        s->state = SLOT_FILLING;
+        s->generation = l->generation;
+        s->batch.index = l->next_assign++;
+        return s;
+    }
+    return NULL;
+}
+
+static void *worker_main(void *arg) {
+    loader_worker *self = arg;
+    bf_loader *l = self->loader;
+    pthread_mutex_lock(&l->mutex);
+    while (!l->shutting_down) {
+        loader_slot *slot = claim_work(l);
+        if (!slot) {
+            pthread_cond_wait(&l->work_available, &l->mutex);
+            continue;
+        }
+        /* Read what the fill needs while holding the lock; the order array is only rewritten by
+         * bf_loader_start_epoch after every busy worker has finished. */
+        uint64_t generation = slot->generation;
+        int epoch = l->epoch;
+        l->busy++;
+        pthread_mutex_unlock(&l->mutex);
+
+        bf_status st = fill_batch(l, epoch, &slot->batch, self->scratch);
+        const char *message = st == BF_OK ? "" : bf_last_error();
+
+        pthread_mutex_lock(&l->mutex);
+        l->busy--;
+        if (generation == l->generation) {
+            slot->state = SLOT_READY;
+            slot->status = st;
+            snprintf(slot->error, sizeof slot->error, "%s", message);
+        } else {
+            slot->state = SLOT_FREE; /* an epoch restart made this batch obsolete */
+            pthread_cond_broadcast(&l->work_available);
+        }
+        /* Wakes the consumer, and bf_loader_start_epoch waiting for busy == 0. */
+        pthread_cond_broadcast(&l->batch_done);
+    }
+    pthread_mutex_unlock(&l->mutex);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Life cycle */
+
+static void free_loader_memory(bf_loader *l) {
+    if (l->slots) {
+        for (int i = 0; i < l->num_slots; i++) {
+            free(l->slots[i].batch.images);
+            free(l->slots[i].batch.labels);
+        }
+    }
+    if (l->workers) {
+        for (int i = 0; i < l->num_threads; i++) free(l->workers[i].scratch);
+    }
+    free(l->slots);
+    free(l->workers);
+    free(l->threads);
+    free(l->order);
+    free(l);
+}
+
+/* Stops and joins the first `started` threads, then frees everything. */
+static void shutdown_loader(bf_loader *l, int started) {
+    pthread_mutex_lock(&l->mutex);
+    l->shutting_down = 1;
+    pthread_cond_broadcast(&l->work_available);
+    pthread_mutex_unlock(&l->mutex);
+    for (int i = 0; i < started; i++) pthread_join(l->threads[i], NULL);
+    pthread_cond_destroy(&l->batch_done);
+    pthread_cond_destroy(&l->work_available);
+    pthread_mutex_destroy(&l->mutex);
+    free_loader_memory(l);
+}
+
+bf_status bf_loader_create(const bf_dataset *d, const bf_loader_options *opt, bf_loader **out) {
+    if (!d || !opt || !out) return bf_error(BF_ERR_ARG, "bf_loader_create: NULL argument");
+    *out = NULL;
+    if (d->num_samples < 1) return bf_error(BF_ERR_ARG, "bf_loader_create: dataset %s is empty", d->name);
+    if (d->c < 1 || d->c > 3 || d->h < 1 || d->w < 1)
+        return bf_error(BF_ERR_ARG, "bf_loader_create: dataset %s has shape %dx%dx%d (channels must be 1..3)",
+                        d->name, d->c, d->h, d->w);
+    if (opt->batch_size < 1) return bf_error(BF_ERR_ARG, "bf_loader_create: batch_size %d < 1", opt->batch_size);
+    if (opt->augment_crop_pad < 0)
+        return bf_error(BF_ERR_ARG, "bf_loader_create: augment_crop_pad %d < 0", opt->augment_crop_pad);
+    if (opt->normalize) {
+        for (int ch = 0; ch < d->c; ch++)
+            if (!(d->std[ch] > 0.0f))
+                return bf_error(BF_ERR_ARG, "bf_loader_create: dataset %s has std %g in channel %d",
+                                d->name, d->std[ch], ch);
+    }
+
+    bf_loader *l = calloc(1, sizeof *l);
+    if (!l) return bf_error(BF_ERR_OOM, "bf_loader_create: out of memory");
+    l->data = d;
+    l->opt = *opt;
+    /* At least one worker and one slot; more slots than batches would never be used. */
+    l->num_threads = opt->threads < 1 ? 1 : opt->threads > LOADER_MAX_THREADS ? LOADER_MAX_THREADS : opt->threads;
+    l->sample_floats = (size_t)d->c * d->h * d->w;
+    l->num_batches = opt->drop_last ? d->num_samples / opt->batch_size
+                                    : (d->num_samples + opt->batch_size - 1) / opt->batch_size;
+    l->num_slots = opt->prefetch < 1 ? 1 : opt->prefetch;
+    if (l->num_batches > 0 && l->num_slots > l->num_batches) l->num_slots = l->num_batches;
+
+    l->order = malloc((size_t)d->num_samples * sizeof *l->order);
+    l->slots = calloc((size_t)l->num_slots, sizeof *l->slots);
+    l->threads = calloc((size_t)l->num_threads, sizeof *l->threads);
+    l->workers = calloc((size_t)l->num_threads, sizeof *l->workers);
+    int ok = l->order && l->slots && l->threads && l->workers;
+    for (int i = 0; ok && i < l->num_slots; i++) {
+        l->slots[i].batch.images = malloc((size_t)opt->batch_size * l->sample_floats * sizeof(float));
+        l->slots[i].batch.labels = malloc((size_t)opt->batch_size * sizeof(int32_t));
+        ok = l->slots[i].batch.images && l->slots[i].batch.labels;
+    }
+    for (int i = 0; ok && i < l->num_threads; i++) {
+        l->workers[i].loader = l;
+        l->workers[i].scratch = malloc(l->sample_floats * sizeof(float));
+        ok = l->workers[i].scratch != NULL;
+    }
+    if (!ok) {
+        free_loader_memory(l);
+        return bf_error(BF_ERR_OOM, "bf_loader_create: cannot allocate %d batches of %d samples",
+                        opt->prefetch, opt->batch_size);
+    }
+
+    pthread_mutex_init(&l->mutex, NULL);
+    pthread_cond_init(&l->work_available, NULL);
+    pthread_cond_init(&l->batch_done, NULL);
+    for (int i = 0; i < l->num_threads; i++) {
+        int err = pthread_create(&l->threads[i], NULL, worker_main, &l->workers[i]);
+        if (err != 0) {
+            shutdown_loader(l, i);
+            return bf_error(BF_ERR_INTERNAL, "bf_loader_create: cannot start loader thread %d: %s", i,
+                            strerror(err));
+        }
+    }
+    *out = l;
+    return BF_OK;
+}
+
+void bf_loader_destroy(bf_loader *l) {
+    if (!l) return;
+    /* Workers finish the batch they are filling (at most one each) and exit. */
+    shutdown_loader(l, l->num_threads);
+}
+
+int bf_loader_num_batches(const bf_loader *l) { return l->num_batches; }
+
+/* ---------------------------------------------------------------------------------------------
+ * Epochs and batches */
+
+/* The epoch's order: identity, or a Fisher-Yates shuffle driven by (seed, epoch). The product is
+ * taken in double: u * (i + 1) in float can round up to i + 1 for large i. */
+static void build_order(bf_loader *l, int epoch) {
+    int n = l->data->num_samples;
+    for (int i = 0; i < n; i++) l->order[i] = i;
+    if (!l->opt.shuffle) return;
+    uint64_t s = bf_seed_derive((uint64_t)l->opt.seed, BF_STREAM_SHUFFLE, (uint64_t)(uint32_t)epoch);
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)((double)bf_uniform(s, (uint64_t)i) * (double)(i + 1));
+        if (j > i) j = i;
+        int t = l->order[i];
+        l->order[i] = l->order[j];
+        l->order[j] = t;
+    }
+}
+
+bf_status bf_loader_start_epoch(bf_loader *l, int epoch, int first_batch) {
+    if (!l) return bf_error(BF_ERR_ARG, "bf_loader_start_epoch: NULL loader");
+    if (epoch < 0) return bf_error(BF_ERR_ARG, "bf_loader_start_epoch: epoch %d < 0", epoch);
+    if (first_batch < 0 || first_batch > l->num_batches)
+        return bf_error(BF_ERR_ARG, "bf_loader_start_epoch: first_batch %d outside 0..%d", first_batch,
+                        l->num_batches);
+    pthread_mutex_lock(&l->mutex);
+    /* Stop claims, invalidate work in flight, and wait for the workers filling old batches: they
+     * read the order array, which is about to change. */
+    l->generation++;
+    l->end_batch = 0;
+    l->next_assign = 0;
+    while (l->busy > 0) pthread_cond_wait(&l->batch_done, &l->mutex);
+    for (int i = 0; i < l->num_slots; i++) {
+        if (l->slots[i].state == SLOT_READY) l->slots[i].state = SLOT_FREE;
+        /* HELD slots stay with the consumer until it releases them. */
+    }
+    build_order(l, epoch);
+    l->epoch = epoch;
+    l->started = 1;
+    l->next_assign = first_batch;
+    l->next_consume = first_batch;
+    l->end_batch = l->num_batches;
+    pthread_cond_broadcast(&l->work_available);
+    pthread_mutex_unlock(&l->mutex);
+    return BF_OK;
+}
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
+}
+
+/* Under the lock: the READY slot holding batch `index` of the current epoch, or NULL. */
+static loader_slot *find_ready(bf_loader *l, int index) {
+    for (int i = 0; i < l->num_slots; i++) {
+        loader_slot *s = &l->slots[i];
+        if (s->state == SLOT_READY && s->generation == l->generation && s->batch.index == index) return s;
+    }
+    return NULL;
+}
+
+static int all_slots_held(const bf_loader *l) {
+    for (int i = 0; i < l->num_slots; i++)
+        if (l->slots[i].state != SLOT_HELD) return 0;
+    return 1;
+}
+
+bf_status bf_loader_next(bf_loader *l, bf_batch **out, double *wait_ms) {
+    if (wait_ms) *wait_ms = 0.0;
+    if (!l || !out) return bf_error(BF_ERR_ARG, "bf_loader_next: NULL argument");
+    *out = NULL;
+    pthread_mutex_lock(&l->mutex);
+    if (!l->started) {
+        pthread_mutex_unlock(&l->mutex);
+        return bf_error(BF_ERR_ARG, "bf_loader_next: no epoch started (call bf_loader_start_epoch first)");
+    }
+    if (l->next_consume >= l->end_batch) { /* the epoch is over */
+        pthread_mutex_unlock(&l->mutex);
+        return BF_OK;
+    }
+    double t0 = now_ms();
+    loader_slot *slot;
+    while (!(slot = find_ready(l, l->next_consume))) {
+        if (all_slots_held(l)) {
+            pthread_mutex_unlock(&l->mutex);
+            return bf_error(BF_ERR_ARG, "bf_loader_next: all %d batch slots are held; release batches "
+                                        "(bf_loader_release) before asking for more",
+                            l->num_slots);
+        }
+        pthread_cond_wait(&l->batch_done, &l->mutex);
+    }
+    if (wait_ms) *wait_ms = now_ms() - t0;
+    l->next_consume++;
+    if (slot->status != BF_OK) {
+        /* Give the slot back so that the next call can continue with the following batch. */
+        bf_status st = slot->status;
+        int index = slot->batch.index;
+        char message[sizeof slot->error];
+        memcpy(message, slot->error, sizeof message);
+        slot->state = SLOT_FREE;
+        pthread_cond_broadcast(&l->work_available);
+        pthread_mutex_unlock(&l->mutex);
+        return bf_error(st, "loader batch %d: %s", index, message);
+    }
+    slot->state = SLOT_HELD;
+    pthread_mutex_unlock(&l->mutex);
+    *out = &slot->batch;
+    return BF_OK;
+}
+
+void bf_loader_release(bf_loader *l, bf_batch *b) {
+    if (!l || !b) return;
+    pthread_mutex_lock(&l->mutex);
+    for (int i = 0; i < l->num_slots; i++) {
+        loader_slot *s = &l->slots[i];
+        if (&s->batch == b && s->state == SLOT_HELD) {
+            s->state = SLOT_FREE;
+            pthread_cond_broadcast(&l->work_available);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&l->mutex);
+}

@@ -1,0 +1,97 @@
+/* metrics.c - metrics.jsonl lines built with cJSON, and the human-readable progress. */
+#include "metrics.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <string.h>
+
+#include "fsutil.h"
+
+bf_status bf_metrics_open(bf_metrics_log *log, const char *run_dir, int progress) {
+    memset(log, 0, sizeof *log);
+    BF_TRY(bf_mkdir_p(run_dir));
+    char path[1100];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    log->jsonl = fopen(path, "a");
+    if (!log->jsonl) return bf_error(BF_ERR_IO, "cannot open %s for appending: %s", path, strerror(errno));
+    log->progress = progress;
+    return BF_OK;
+}
+
+void bf_metrics_close(bf_metrics_log *log) {
+    bf_metrics_break_line(log);
+    if (log->jsonl) fclose(log->jsonl);
+    log->jsonl = NULL;
+}
+
+void bf_metrics_break_line(bf_metrics_log *log) {
+    if (log->line_open) fputc('\n', stderr);
+    log->line_open = 0;
+}
+
+static void write_json(bf_metrics_log *log, cJSON *obj) {
+    char *text = cJSON_PrintUnformatted(obj);
+    if (text && log->jsonl) {
+        fprintf(log->jsonl, "%s\n", text);
+        fflush(log->jsonl);
+    }
+    cJSON_free(text);
+    cJSON_Delete(obj);
+}
+
+static void format_duration(double s, char *out, size_t n) {
+    long t = s > 0 ? (long)(s + 0.5) : 0;
+    if (t >= 3600) snprintf(out, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else snprintf(out, n, "%ldm%02lds", t / 60, t % 60);
+}
+
+void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "train");
+    cJSON_AddNumberToObject(o, "epoch", m->epoch);
+    cJSON_AddNumberToObject(o, "step", (double)m->step);
+    cJSON_AddNumberToObject(o, "loss", m->loss);
+    cJSON_AddNumberToObject(o, "accuracy", m->accuracy);
+    cJSON_AddNumberToObject(o, "lr", m->lr);
+    if (m->grad_norm >= 0) cJSON_AddNumberToObject(o, "grad_norm", m->grad_norm);
+    cJSON_AddNumberToObject(o, "ms_per_step", m->ms_per_step);
+    cJSON_AddNumberToObject(o, "images_per_s", m->images_per_s);
+    cJSON_AddNumberToObject(o, "data_wait_ms", m->data_wait_ms);
+    cJSON_AddNumberToObject(o, "model_tflops", m->tflops);
+    write_json(log, o);
+
+    char eta[32];
+    format_duration(m->eta_s, eta, sizeof eta);
+    char line[256];
+    snprintf(line, sizeof line, "epoch %d/%d  step %ld/%ld  loss %.4f  acc %5.1f%%  lr %.3g  %.0f img/s  wait %.1f ms  ETA %s",
+             m->epoch + 1, m->epochs, m->step_in_epoch, m->steps_per_epoch, m->loss, 100 * m->accuracy, m->lr,
+             m->images_per_s, m->data_wait_ms, eta);
+    if (log->progress) {
+        fprintf(stderr, "\r%-110s", line);
+        fflush(stderr);
+        log->line_open = 1;
+    } else if (text) {
+        fprintf(text, "%s\n", line);
+        fflush(text);
+    }
+}
+
+void bf_metrics_eval(bf_metrics_log *log, int epoch, long step, double loss, double top1, double top5, int samples,
+                     const char *split, FILE *text) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "eval");
+    cJSON_AddStringToObject(o, "split", split);
+    cJSON_AddNumberToObject(o, "epoch", epoch);
+    cJSON_AddNumberToObject(o, "step", (double)step);
+    cJSON_AddNumberToObject(o, "loss", loss);
+    cJSON_AddNumberToObject(o, "top1", top1);
+    cJSON_AddNumberToObject(o, "top5", top5);
+    cJSON_AddNumberToObject(o, "samples", samples);
+    write_json(log, o);
+    bf_metrics_break_line(log);
+    if (text) {
+        fprintf(text, "eval after epoch %d: %s loss %.4f  top-1 %.2f%%  top-5 %.2f%%  (%d images)\n", epoch, split, loss,
+                100 * top1, 100 * top5, samples);
+        fflush(text);
+    }
+}

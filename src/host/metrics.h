@@ -1,0 +1,31 @@
+/* metrics.h - internal: metrics.jsonl (one JSON object per line, appended and flushed, read by
+ * the plotting scripts in tools/) and the in-place progress line on a terminal. */
+#ifndef BIOFLEX_METRICS_H
+#define BIOFLEX_METRICS_H
+
+#include <stdio.h>
+
+#include "bioflex/status.h"
+
+typedef struct bf_train_metrics {
+    int epoch, epochs;
+    long step, steps_per_epoch, step_in_epoch;
+    double loss, accuracy, lr, grad_norm;
+    double ms_per_step, images_per_s, data_wait_ms, tflops, eta_s;
+} bf_train_metrics;
+
+typedef struct bf_metrics_log {
+    FILE *jsonl;     /* metrics.jsonl in the run directory */
+    int progress;    /* 1: redraw a progress line on stderr (a terminal) */
+    int line_open;   /* a progress line is on screen and must be ended before other output */
+} bf_metrics_log;
+
+bf_status bf_metrics_open(bf_metrics_log *log, const char *run_dir, int progress);
+void bf_metrics_close(bf_metrics_log *log);
+void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text);
+void bf_metrics_eval(bf_metrics_log *log, int epoch, long step, double loss, double top1, double top5, int samples,
+                     const char *split, FILE *text);
+/* Ends the progress line (if any) so the next text starts on a fresh line. */
+void bf_metrics_break_line(bf_metrics_log *log);
+
+#endif

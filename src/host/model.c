@@ -1,0 +1,246 @@
+/* model.c - the layer list: building it (shape inference and parameter registration), allocating
+ * its memory once, and initialising its weights. The forward and backward passes of each layer
+ * kind are in layers.c. */
+#include "bioflex/model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bioflex/hash.h"
+#include "layers.h"
+
+bf_status bf_model_create(bf_backend *b, bf_shape input_shape, long seed, bf_model **out) {
+    bf_model *m = calloc(1, sizeof *m);
+    if (!m) return bf_error(BF_ERR_OOM, "model: out of host memory");
+    m->backend = b;
+    m->input_shape = input_shape;
+    m->batch = input_shape.n;
+    m->seed = seed;
+    m->training = 1;
+    *out = m;
+    return BF_OK;
+}
+
+void bf_model_destroy(bf_model *m) {
+    if (!m) return;
+    bf_backend *b = m->backend;
+    if (b) {
+        bf_free(b, m->param_data);
+        bf_free(b, m->grad_data);
+        bf_free(b, m->buffer_data);
+        bf_free(b, m->arena);
+    }
+    free(m->grad_slots);
+    free(m->layers);
+    free(m->params);
+    free(m->buffers);
+    free(m);
+}
+
+/* ---- building ---- */
+
+bf_status bf_model_build_status(const bf_model *m) {
+    return m->build_failed ? BF_ERR_ARG : BF_OK;
+}
+
+/* Appends a layer after checking its inputs; returns NULL (and marks the model failed) on error. */
+static bf_layer *append_layer(bf_model *m, bf_layer_kind kind, const char *name, int input0, int input1) {
+    if (m->build_failed) return NULL;
+    int inputs[2] = {input0, input1};
+    int n_in = input1 == -2 ? 1 : 2;
+    for (int i = 0; i < n_in; i++) {
+        if (inputs[i] < BF_MODEL_INPUT || inputs[i] >= m->num_layers) {
+            m->build_failed = 1;
+            bf_error(BF_ERR_ARG, "model: layer %s names input %d, but only %d layers exist", name, inputs[i], m->num_layers);
+            return NULL;
+        }
+    }
+    if (m->num_layers == m->cap_layers) {
+        int cap = m->cap_layers ? 2 * m->cap_layers : 64;
+        bf_layer *grown = realloc(m->layers, (size_t)cap * sizeof *grown);
+        if (!grown) {
+            m->build_failed = 1;
+            bf_error(BF_ERR_OOM, "model: out of host memory");
+            return NULL;
+        }
+        m->layers = grown;
+        m->cap_layers = cap;
+    }
+    bf_layer *l = &m->layers[m->num_layers];
+    memset(l, 0, sizeof *l);
+    l->kind = kind;
+    snprintf(l->name, sizeof l->name, "%s", name);
+    l->num_inputs = n_in;
+    l->input[0] = input0;
+    l->input[1] = n_in == 2 ? input1 : BF_MODEL_INPUT;
+    l->param_index[0] = l->param_index[1] = -1;
+    l->buffer_index[0] = l->buffer_index[1] = -1;
+    l->grad_slot = -1;
+    for (int i = 0; i < n_in; i++)
+        if (inputs[i] >= 0) m->layers[inputs[i]].num_consumers++;
+    return l;
+}
+
+static int finish_layer(bf_model *m, bf_layer *l, bf_status s) {
+    if (s != BF_OK) {
+        m->build_failed = 1;
+        bf_error_context(s, "model: layer %s", l->name);
+        return -1;
+    }
+    return m->num_layers++;
+}
+
+bf_shape bf_model_shape_of(const bf_model *m, int layer) {
+    return layer == BF_MODEL_INPUT ? m->input_shape : m->layers[layer].out_shape;
+}
+
+static int register_param(bf_param **list, int *count, size_t *floats, const char *layer_name,
+                          const char *suffix, int ndim, const int64_t *shape, bf_init init,
+                          int64_t fan_in, int64_t fan_out, int layer) {
+    bf_param *grown = realloc(*list, (size_t)(*count + 1) * sizeof *grown);
+    if (!grown) return -1;
+    *list = grown;
+    bf_param *p = &grown[*count];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s.%s", layer_name, suffix);
+    p->ndim = ndim;
+    p->count = 1;
+    for (int i = 0; i < ndim; i++) {
+        p->shape[i] = shape[i];
+        p->count *= (size_t)shape[i];
+    }
+    p->offset = *floats;
+    p->init = init;
+    p->fan_in = fan_in;
+    p->fan_out = fan_out;
+    p->layer = layer;
+    *floats += p->count;
+    return (*count)++;
+}
+
+static int add_param(bf_model *m, bf_layer *l, int slot, const char *suffix, int ndim, const int64_t *shape,
+                     bf_init init, int64_t fan_in, int64_t fan_out) {
+    int i = register_param(&m->params, &m->num_params, &m->num_param_floats, l->name, suffix, ndim, shape,
+                           init, fan_in, fan_out, m->num_layers);
+    if (i < 0) return -1;
+    l->param_index[slot] = i;
+    l->num_params = slot + 1;
+    return i;
+}
+
+int bf_model_add_conv(bf_model *m, const char *name, int input, int c_out, int k, int stride, int pad,
+                      int groups, int bias, bf_init weight_init) {
+    bf_layer *l = append_layer(m, BF_LAYER_CONV, name, input, -2);
+    if (!l) return -1;
+    bf_shape in = bf_model_shape_of(m, input);
+    l->conv = (bf_conv2d_shape){.n = in.n, .c_in = in.c, .h_in = in.h, .w_in = in.w, .c_out = c_out,
+                                .k_h = k, .k_w = k, .stride = stride, .pad = pad, .groups = groups};
+    bf_status s = bf_conv2d_shape_init(&l->conv);
+    if (s == BF_OK) {
+        l->out_shape = (bf_shape){in.n, c_out, l->conv.h_out, l->conv.w_out};
+        int64_t w_shape[4] = {c_out, in.c / l->conv.groups, k, k};
+        int64_t fan_in = (int64_t)in.c / l->conv.groups * k * k, fan_out = (int64_t)c_out / l->conv.groups * k * k;
+        l->has_bias = bias;
+        add_param(m, l, 0, "weight", 4, w_shape, weight_init, fan_in, fan_out);
+        if (bias) {
+            int64_t b_shape[1] = {c_out};
+            /* PyTorch's Conv2d bias default is U(+-1/sqrt(fan_in)); torchvision VGG zeroes it. */
+            add_param(m, l, 1, "bias", 1, b_shape,
+                      weight_init == BF_INIT_UNIFORM_FAN_IN ? BF_INIT_UNIFORM_FAN_IN : BF_INIT_ZEROS, fan_in, fan_out);
+        }
+    }
+    return finish_layer(m, l, s);
+}
+
+int bf_model_add_batchnorm(bf_model *m, const char *name, int input, float eps, float momentum) {
+    bf_layer *l = append_layer(m, BF_LAYER_BATCHNORM, name, input, -2);
+    if (!l) return -1;
+    bf_shape in = bf_model_shape_of(m, input);
+    l->out_shape = in;
+    l->bn = (bf_bn_shape){.n = in.n, .c = in.c, .hw = in.h * in.w, .eps = eps, .momentum = momentum};
+    int64_t shape[1] = {in.c};
+    add_param(m, l, 0, "weight", 1, shape, BF_INIT_ONES, 0, 0);
+    add_param(m, l, 1, "bias", 1, shape, BF_INIT_ZEROS, 0, 0);
+    l->buffer_index[0] = register_param(&m->buffers, &m->num_buffers, &m->num_buffer_floats, l->name,
+                                        "running_mean", 1, shape, BF_INIT_ZEROS, 0, 0, m->num_layers);
+    l->buffer_index[1] = register_param(&m->buffers, &m->num_buffers, &m->num_buffer_floats, l->name,
+                                        "running_var", 1, shape, BF_INIT_ONES, 0, 0, m->num_layers);
+    return finish_layer(m, l, BF_OK);
+}
+
+int bf_model_add_relu(bf_model *m, const char *name, int input) {
+    bf_layer *l = append_layer(m, BF_LAYER_RELU, name, input, -2);
+    if (!l) return -1;
+    l->out_shape = bf_model_shape_of(m, input);
+    return finish_layer(m, l, BF_OK);
+}
+
+static int add_pool(bf_model *m, bf_layer_kind kind, const char *name, int input, int k, int stride, int pad) {
+    bf_layer *l = append_layer(m, kind, name, input, -2);
+    if (!l) return -1;
+    bf_shape in = bf_model_shape_of(m, input);
+    l->pool = (bf_pool_shape){.n = in.n, .c = in.c, .h_in = in.h, .w_in = in.w, .k = k, .stride = stride, .pad = pad};
+    bf_status s = bf_pool_shape_init(&l->pool);
+    l->out_shape = (bf_shape){in.n, in.c, l->pool.h_out, l->pool.w_out};
+    return finish_layer(m, l, s);
+}
+
+int bf_model_add_maxpool(bf_model *m, const char *name, int input, int k, int stride, int pad) {
+    return add_pool(m, BF_LAYER_MAXPOOL, name, input, k, stride, pad);
+}
+
+int bf_model_add_avgpool(bf_model *m, const char *name, int input, int k, int stride, int pad) {
+    return add_pool(m, BF_LAYER_AVGPOOL, name, input, k, stride, pad);
+}
+
+int bf_model_add_global_avgpool(bf_model *m, const char *name, int input) {
+    bf_layer *l = append_layer(m, BF_LAYER_GLOBAL_AVGPOOL, name, input, -2);
+    if (!l) return -1;
+    bf_shape in = bf_model_shape_of(m, input);
+    l->out_shape = (bf_shape){in.n, in.c, 1, 1};
+    return finish_layer(m, l, BF_OK);
+}
+
+int bf_model_add_flatten(bf_model *m, const char *name, int input) {
+    bf_layer *l = append_layer(m, BF_LAYER_FLATTEN, name, input, -2);
+    if (!l) return -1;
+    bf_shape in = bf_model_shape_of(m, input);
+    l->out_shape = (bf_shape){in.n, in.c * in.h * in.w, 1, 1};
+    return finish_layer(m, l, BF_OK);
+}
+
+int bf_model_add_linear(bf_model *m, const char *name, int input, int out_features, int bias,
+                        bf_init weight_init, bf_init bias_init) {
+    bf_layer *l = append_layer(m, BF_LAYER_LINEAR, name, input, -2);
+    if (!l) return -1;
+    bf_shape in = bf_model_shape_of(m, input);
+    int in_features = in.c * in.h * in.w;
+    l->linear = (bf_linear_shape){.n = in.n, .in = in_features, .out = out_features};
+    l->out_shape = (bf_shape){in.n, out_features, 1, 1};
+    l->has_bias = bias;
+    int64_t w_shape[2] = {out_features, in_features}, b_shape[1] = {out_features};
+    add_param(m, l, 0, "weight", 2, w_shape, weight_init, in_features, out_features);
+    if (bias) add_param(m, l, 1, "bias", 1, b_shape, bias_init, in_features, out_features);
+    return finish_layer(m, l, BF_OK);
+}
+
+int bf_model_add_dropout(bf_model *m, const char *name, int input, float p) {
+    bf_layer *l = append_layer(m, BF_LAYER_DROPOUT, name, input, -2);
+    if (!l) return -1;
+    l->out_shape = bf_model_shape_of(m, input);
+    l->dropout_p = p;
+    bf_status s = (p < 0 || p >= 1) ? bf_error(BF_ERR_ARG, "dropout p must be in [0, 1), got %g", p) : BF_OK;
+    return finish_layer(m, l, s);
+}
+
+int bf_model_add_add(bf_model *m, const char *name, int input0, int input1) {
+    bf_layer *l = append_layer(m, BF_LAYER_ADD, name, input0, input1);
+    if (!l) return -1;
+    bf_shape a = bf_model_shape_of(m, input0), b = bf_model_shape_of(m, input1);
+    l->out_shape = a;
+    bf_status s = memcmp(&a, &b, sizeof a) == 0 ? BF_OK
+                  : bf_error(BF_ERR_ARG, "add: input shapes [%d,%d,%d,%d] and [%d,%d,%d,%d] differ",
+                             a.n, a.c, a.h, a.w, b.n, b.c, b.h, b.w);
+    return finish_layer(m, l, s);
+}

@@ -1,0 +1,174 @@
+/* model_zoo.c - the architectures of the [model] section, with PyTorch state_dict names:
+ *   cnn      conv-BN-ReLU-maxpool stages of `channels`, then [hidden] and the classifier
+ *            (the quick start's small network);
+ *   vgg6/11/16 with batch-norm, as in FlexNet (../shared/specs/flexnet.md section 2.1): every
+ *            conv is 3x3 pad 1 with bias, followed by BN and ReLU; flatten with no adaptive pool;
+ *            classifier hidden-hidden-K with dropout, where hidden = 4096 shrinks to the flattened
+ *            size when that is <= 4096; VGG-16 with K=100 on 224x224 has 134,678,692 parameters;
+ *   resnet18/50 in torchvision's layout (BasicBlock / Bottleneck with stride on the 3x3).
+ * Initialisation follows torchvision: Kaiming-normal fan-out convs, BN weight 1 bias 0, VGG
+ * linear N(0, 0.01), ResNet fc PyTorch's default uniform. */
+#include <stdio.h>
+#include <string.h>
+
+#include "bioflex/model.h"
+
+/* conv -> [BN] -> ReLU under the Sequential `prefix`, numbering modules from *index. */
+static int conv_bn_relu(bf_model *m, const bf_model_config *cfg, const char *prefix, int *index, int input, int c_out) {
+    char name[BF_NAME_MAX];
+    snprintf(name, sizeof name, "%s.%d", prefix, (*index)++);
+    int x = bf_model_add_conv(m, name, input, c_out, 3, 1, 1, 1, 1, BF_INIT_KAIMING_NORMAL_FAN_OUT);
+    if (cfg->batchnorm) {
+        snprintf(name, sizeof name, "%s.%d", prefix, (*index)++);
+        x = bf_model_add_batchnorm(m, name, x, cfg->bn_eps, cfg->bn_momentum);
+    }
+    snprintf(name, sizeof name, "%s.%d", prefix, (*index)++);
+    return bf_model_add_relu(m, name, x);
+}
+
+static int maxpool2(bf_model *m, const char *prefix, int *index, int input) {
+    char name[BF_NAME_MAX];
+    snprintf(name, sizeof name, "%s.%d", prefix, (*index)++);
+    return bf_model_add_maxpool(m, name, input, 2, 2, 0);
+}
+
+/* classifier: [Linear(hidden) ReLU Dropout] x hidden_layers, Linear(K) */
+static int classifier(bf_model *m, int input, int hidden, int hidden_layers, float dropout, int num_classes,
+                      bf_init init, bf_init bias_init) {
+    char name[BF_NAME_MAX];
+    int idx = 0, x = bf_model_add_flatten(m, "flatten", input);
+    for (int i = 0; i < hidden_layers; i++) {
+        snprintf(name, sizeof name, "classifier.%d", idx++);
+        x = bf_model_add_linear(m, name, x, hidden, 1, init, bias_init);
+        snprintf(name, sizeof name, "classifier.%d", idx++);
+        x = bf_model_add_relu(m, name, x);
+        snprintf(name, sizeof name, "classifier.%d", idx++);
+        x = bf_model_add_dropout(m, name, x, dropout);
+    }
+    snprintf(name, sizeof name, "classifier.%d", idx++);
+    return bf_model_add_linear(m, name, x, num_classes, 1, init, bias_init);
+}
+
+static void build_cnn(bf_model *m, const bf_model_config *cfg, int num_classes) {
+    int idx = 0, x = BF_MODEL_INPUT;
+    for (int i = 0; i < cfg->num_channels; i++) {
+        x = conv_bn_relu(m, cfg, "features", &idx, x, cfg->channels[i]);
+        x = maxpool2(m, "features", &idx, x);
+    }
+    classifier(m, x, cfg->hidden, cfg->hidden > 0, cfg->dropout, num_classes, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+}
+
+/* VGG layer lists: channel counts, 0 = max-pool 2x2/2. */
+static const int vgg6_layers[] = {64, 64, 0, 128, 128, 0, -1};
+static const int vgg11_layers[] = {64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0, -1};
+static const int vgg16_layers[] = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0, -1};
+
+static void build_vgg(bf_model *m, const bf_model_config *cfg, const int *layers, int num_classes) {
+    int idx = 0, x = BF_MODEL_INPUT;
+    for (int i = 0; layers[i] >= 0; i++)
+        x = layers[i] ? conv_bn_relu(m, cfg, "features", &idx, x, layers[i]) : maxpool2(m, "features", &idx, x);
+    if (x < 0) return;
+    bf_shape s = bf_model_shape_of(m, x);
+    int flat = s.c * s.h * s.w, hidden = flat <= 4096 ? flat : 4096;
+    classifier(m, x, hidden, 2, cfg->dropout, num_classes, BF_INIT_NORMAL_0_01, BF_INIT_ZEROS);
+}
+
+static int resnet_conv_bn(bf_model *m, const bf_model_config *cfg, const char *block, const char *conv, const char *bn,
+                          int input, int c_out, int k, int stride, int pad) {
+    char name[BF_NAME_MAX];
+    snprintf(name, sizeof name, "%s%s", block, conv);
+    int x = bf_model_add_conv(m, name, input, c_out, k, stride, pad, 1, 0, BF_INIT_KAIMING_NORMAL_FAN_OUT);
+    snprintf(name, sizeof name, "%s%s", block, bn);
+    return bf_model_add_batchnorm(m, name, x, cfg->bn_eps, cfg->bn_momentum);
+}
+
+/* One residual block (torchvision BasicBlock when bottleneck == 0, else Bottleneck). */
+static int resnet_block(bf_model *m, const bf_model_config *cfg, const char *block, int input, int planes, int stride,
+                        int bottleneck) {
+    char name[BF_NAME_MAX];
+    int expansion = bottleneck ? 4 : 1, c_in = bf_model_shape_of(m, input).c, x;
+    if (bottleneck) {
+        x = resnet_conv_bn(m, cfg, block, ".conv1", ".bn1", input, planes, 1, 1, 0);
+        snprintf(name, sizeof name, "%s.relu1", block);
+        x = bf_model_add_relu(m, name, x);
+        x = resnet_conv_bn(m, cfg, block, ".conv2", ".bn2", x, planes, 3, stride, 1);
+        snprintf(name, sizeof name, "%s.relu2", block);
+        x = bf_model_add_relu(m, name, x);
+        x = resnet_conv_bn(m, cfg, block, ".conv3", ".bn3", x, planes * 4, 1, 1, 0);
+    } else {
+        x = resnet_conv_bn(m, cfg, block, ".conv1", ".bn1", input, planes, 3, stride, 1);
+        snprintf(name, sizeof name, "%s.relu1", block);
+        x = bf_model_add_relu(m, name, x);
+        x = resnet_conv_bn(m, cfg, block, ".conv2", ".bn2", x, planes, 3, 1, 1);
+    }
+    int shortcut = input;
+    if (stride != 1 || c_in != planes * expansion)
+        shortcut = resnet_conv_bn(m, cfg, block, ".downsample.0", ".downsample.1", input, planes * expansion, 1, stride, 0);
+    snprintf(name, sizeof name, "%s.add", block);
+    x = bf_model_add_add(m, name, x, shortcut);
+    snprintf(name, sizeof name, "%s.relu", block);
+    return bf_model_add_relu(m, name, x);
+}
+
+static void build_resnet(bf_model *m, const bf_model_config *cfg, const int blocks[4], int bottleneck, int num_classes) {
+    int x = resnet_conv_bn(m, cfg, "", "conv1", "bn1", BF_MODEL_INPUT, 64, 7, 2, 3);
+    x = bf_model_add_relu(m, "relu", x);
+    x = bf_model_add_maxpool(m, "maxpool", x, 3, 2, 1);
+    for (int stage = 0; stage < 4; stage++) {
+        for (int i = 0; i < blocks[stage]; i++) {
+            char block[BF_NAME_MAX];
+            snprintf(block, sizeof block, "layer%d.%d", stage + 1, i);
+            x = resnet_block(m, cfg, block, x, 64 << stage, (stage > 0 && i == 0) ? 2 : 1, bottleneck);
+        }
+    }
+    x = bf_model_add_global_avgpool(m, "avgpool", x);
+    x = bf_model_add_flatten(m, "flatten", x);
+    bf_model_add_linear(m, "fc", x, num_classes, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+}
+
+bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape input_shape, int num_classes, long seed,
+                         bf_model **out) {
+    bf_model *m = NULL;
+    BF_TRY(bf_model_create(b, input_shape, seed, &m));
+    static const int resnet18_blocks[4] = {2, 2, 2, 2}, resnet50_blocks[4] = {3, 4, 6, 3};
+    snprintf(m->arch, sizeof m->arch, "%s", bf_arch_name(cfg->arch));
+    switch (cfg->arch) {
+    case BF_ARCH_CNN: build_cnn(m, cfg, num_classes); break;
+    case BF_ARCH_VGG6: build_vgg(m, cfg, vgg6_layers, num_classes); break;
+    case BF_ARCH_VGG11: build_vgg(m, cfg, vgg11_layers, num_classes); break;
+    case BF_ARCH_VGG16: build_vgg(m, cfg, vgg16_layers, num_classes); break;
+    case BF_ARCH_RESNET18: build_resnet(m, cfg, resnet18_blocks, 0, num_classes); break;
+    case BF_ARCH_RESNET50: build_resnet(m, cfg, resnet50_blocks, 1, num_classes); break;
+    }
+    bf_status s = bf_model_finalize(m);
+    if (s != BF_OK) {
+        bf_model_destroy(m);
+        return bf_error_context(s, "building %s for input [%d, %d, %d, %d]", bf_arch_name(cfg->arch), input_shape.n,
+                                input_shape.c, input_shape.h, input_shape.w);
+    }
+    *out = m;
+    return BF_OK;
+}
+
+void bf_model_print_table(const bf_model *m, FILE *out) {
+    double total_flops = 0, total_act = 0;
+    fprintf(out, "%-28s %-14s %-20s %12s %12s %12s\n", "layer", "kind", "output (per batch)", "parameters",
+            "fwd MFLOP/img", "act. MiB");
+    for (int i = 0; i < m->num_layers; i++) {
+        const bf_layer *l = &m->layers[i];
+        size_t params = 0;
+        for (int p = 0; p < l->num_params; p++) params += m->params[l->param_index[p]].count;
+        char shape[48];
+        snprintf(shape, sizeof shape, "%dx%dx%dx%d", l->out_shape.n, l->out_shape.c, l->out_shape.h, l->out_shape.w);
+        double flops = bf_layer_flops(m, i);
+        double act = l->in_place ? 0 : bf_shape_count(l->out_shape) * 4.0 / 1048576.0;
+        total_flops += flops;
+        total_act += act;
+        fprintf(out, "%-28s %-14s %-20s %12zu %12.2f %12.1f%s\n", l->name, bf_layer_kind_name(l->kind), shape, params,
+                flops / 1e6, act, l->in_place ? " (in place)" : "");
+    }
+    fprintf(out, "total: %zu parameters (%.1f MiB), %.3f GFLOP forward per image, %.1f MiB activations at batch %d "
+                 "(+ %d gradient slots of %.1f MiB)\n",
+            m->num_param_floats, m->num_param_floats * 4.0 / 1048576.0, total_flops / 1e9, total_act, m->input_shape.n,
+            m->num_grad_slots + 1, m->grad_slot_floats * 4.0 / 1048576.0);
+}

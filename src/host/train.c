@@ -1,0 +1,240 @@
+/* train.c - the training run: datasets and loaders, the model, the optimiser, then per step
+ *   copy batch -> forward -> loss -> backward -> [grad norm, clip] -> optimiser,
+ * with losses and accuracies summed on the device and read back once per log interval (the only
+ * host synchronisation in the loop), a full test pass every eval_every epochs and a checkpoint
+ * every checkpoint_every epochs and at the end. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bioflex/checkpoint.h"
+#include "bioflex/train.h"
+#include "fsutil.h"
+#include "metrics.h"
+
+bf_status bf_backend_from_config(const bf_config *cfg, bf_backend **out) {
+    int want_cuda = cfg->run.device == BF_DEVICE_SEL_CUDA ||
+                    (cfg->run.device == BF_DEVICE_AUTO && bf_cuda_device_count() > 0);
+    if (want_cuda) return bf_backend_create_cuda(0, (bf_precision)cfg->run.precision, out);
+    return bf_backend_create_cpu(cfg->run.threads, out);
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* Everything a run holds; released by run_free in reverse order. */
+typedef struct run {
+    const bf_config *cfg;
+    FILE *text;
+    bf_backend *backend;
+    bf_dataset *train_set, *test_set;
+    bf_loader *train_loader, *test_loader;
+    bf_model *model;
+    bf_optimizer *opt;
+    bf_metrics_log log;
+    /* device buffers of the step */
+    float *x, *losses, *correct1, *correct5, *dlogits, *sums, *grad_sumsq, *clip;
+    int32_t *labels;
+    double flops_per_image; /* forward */
+} run;
+
+static void run_free(run *r) {
+    bf_backend *b = r->backend;
+    if (b) {
+        bf_free(b, r->x);
+        bf_free(b, r->labels);
+        bf_free(b, r->losses);
+        bf_free(b, r->dlogits);
+        bf_free(b, r->sums);
+        bf_optimizer_destroy(b, r->opt);
+    }
+    bf_model_destroy(r->model);
+    bf_loader_destroy(r->train_loader);
+    bf_loader_destroy(r->test_loader);
+    bf_dataset_free(r->train_set);
+    bf_dataset_free(r->test_set);
+    bf_metrics_close(&r->log);
+    if (b) bf_backend_destroy(b);
+}
+
+static bf_status open_data(run *r) {
+    const bf_config *cfg = r->cfg;
+    BF_TRY(bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TRAIN, &r->train_set));
+    BF_TRY(bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TEST, &r->test_set));
+    bf_loader_options o = {.batch_size = cfg->data.batch_size, .threads = cfg->data.loader_threads,
+                           .prefetch = cfg->data.prefetch, .shuffle = cfg->data.shuffle, .drop_last = 0,
+                           .augment_flip = cfg->data.augment_flip, .augment_crop_pad = cfg->data.augment_crop_pad,
+                           .normalize = cfg->data.normalize, .seed = cfg->run.seed};
+    BF_TRY(bf_loader_create(r->train_set, &o, &r->train_loader));
+    o.batch_size = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : cfg->data.batch_size;
+    o.shuffle = o.augment_flip = o.augment_crop_pad = 0;
+    return bf_loader_create(r->test_set, &o, &r->test_loader);
+}
+
+bf_status bf_run_build_model(const bf_config *cfg, bf_backend *b, const bf_dataset *d, bf_model **out) {
+    int classes = cfg->model.num_classes ? cfg->model.num_classes : d->num_classes;
+    if (classes < d->num_classes)
+        return bf_error(BF_ERR_CONFIG, "[model] num_classes = %d but dataset %s has %d classes", classes, d->name,
+                        d->num_classes);
+    int batch = cfg->data.batch_size, eval_batch = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : batch;
+    bf_shape in = {batch > eval_batch ? batch : eval_batch, d->c, d->h, d->w};
+    return bf_model_build(b, &cfg->model, in, classes, cfg->run.seed, out);
+}
+
+static bf_status alloc_step_buffers(run *r) {
+    bf_backend *b = r->backend;
+    int n = r->model->input_shape.n, k = r->model->num_classes;
+    BF_TRY(bf_alloc(b, bf_shape_count(r->model->input_shape) * sizeof(float), (void **)&r->x));
+    BF_TRY(bf_alloc(b, (size_t)n * sizeof(int32_t), (void **)&r->labels));
+    BF_TRY(bf_alloc(b, (size_t)n * 3 * sizeof(float), (void **)&r->losses));
+    r->correct1 = r->losses + n;
+    r->correct5 = r->losses + 2 * n;
+    BF_TRY(bf_alloc(b, (size_t)n * k * sizeof(float), (void **)&r->dlogits));
+    BF_TRY(bf_alloc(b, 8 * sizeof(float), (void **)&r->sums)); /* loss, correct1, correct5, -, sumsq, clip */
+    r->grad_sumsq = r->sums + 4;
+    r->clip = r->sums + 5;
+    for (int i = 0; i < r->model->num_layers; i++) r->flops_per_image += bf_layer_flops(r->model, i);
+    return BF_OK;
+}
+
+/* One optimisation step on one batch (no host synchronisation). */
+static bf_status train_step(run *r, const bf_batch *batch, long step, float lr, int want_norm) {
+    bf_backend *b = r->backend;
+    const bf_ops *ops = b->ops;
+    const bf_config *cfg = r->cfg;
+    bf_model *m = r->model;
+    int n = batch->n, k = m->num_classes;
+    BF_TRY(bf_to_device(b, r->x, batch->images, (size_t)n * bf_shape_per_sample(m->input_shape) * sizeof(float)));
+    BF_TRY(bf_to_device(b, r->labels, batch->labels, (size_t)n * sizeof(int32_t)));
+    BF_TRY(bf_model_set_batch(m, n));
+    m->training = 1;
+    m->step = (uint64_t)step;
+    const float *logits = NULL;
+    BF_TRY(bf_model_forward(m, r->x, &logits));
+    BF_TRY(ops->softmax_xent(b, n, k, logits, r->labels, cfg->optim.label_smoothing, 1.0f / n, r->losses, r->dlogits));
+    BF_TRY(ops->topk_correct(b, n, k, logits, r->labels, r->correct1, r->correct5));
+    BF_TRY(ops->accumulate_sum(b, r->losses, (size_t)n, r->sums + 0));
+    BF_TRY(ops->accumulate_sum(b, r->correct1, (size_t)n, r->sums + 1));
+    BF_TRY(bf_model_backward(m, r->dlogits));
+    const float *scale = NULL;
+    if (cfg->optim.grad_clip_norm > 0 || want_norm) BF_TRY(ops->sum_squares(b, m->grad_data, m->num_param_floats, r->grad_sumsq));
+    if (cfg->optim.grad_clip_norm > 0) {
+        BF_TRY(ops->clip_scale(b, r->grad_sumsq, cfg->optim.grad_clip_norm, r->clip));
+        scale = r->clip;
+    }
+    return bf_optimizer_step(b, r->opt, m->param_data, m->grad_data, lr, scale);
+}
+
+static bf_status evaluate_and_log(run *r, int epoch, long step, bf_eval_result *res) {
+    BF_TRY(bf_evaluate(r->model, r->test_loader, r->cfg->optim.label_smoothing, res));
+    bf_metrics_eval(&r->log, epoch, step, res->loss, res->top1, res->top5, res->samples, "test", r->text);
+    return BF_OK;
+}
+
+static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result) {
+    const bf_config *cfg = r->cfg;
+    bf_backend *b = r->backend;
+    int steps_per_epoch = bf_loader_num_batches(r->train_loader), epochs = cfg->run.epochs;
+    int last_eval_epoch = -1, last_ckpt_epoch = -1;
+    double run_start = now_s();
+    long first_step = st->step;
+    for (int epoch = st->epoch; epoch < epochs; epoch++) {
+        BF_TRY(bf_loader_start_epoch(r->train_loader, epoch, 0));
+        BF_TRY(b->ops->fill(b, r->sums, 0.0f, 4));
+        double interval_start = now_s(), wait_ms = 0;
+        int interval_images = 0, interval_steps = 0;
+        for (int i = 0;; i++) {
+            bf_batch *batch = NULL;
+            double waited = 0;
+            BF_TRY(bf_loader_next(r->train_loader, &batch, &waited));
+            if (!batch) break;
+            wait_ms += waited;
+            int log_now = (st->step + 1) % cfg->run.log_interval == 0 || i == steps_per_epoch - 1;
+            float lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, st->step, epoch, steps_per_epoch, epochs);
+            bf_status s = train_step(r, batch, st->step, lr, log_now);
+            interval_images += batch->n;
+            bf_loader_release(r->train_loader, batch);
+            BF_TRY(s);
+            st->step++;
+            interval_steps++;
+            if (!log_now) continue;
+            float sums[6];
+            BF_TRY(bf_to_host(b, sums, r->sums, sizeof sums)); /* the one synchronisation per interval */
+            double t = now_s(), dt = t - interval_start;
+            bf_train_metrics mt = {
+                .epoch = epoch, .epochs = epochs, .step = st->step, .steps_per_epoch = steps_per_epoch,
+                .step_in_epoch = i + 1, .loss = sums[0] / interval_images, .accuracy = sums[1] / interval_images,
+                .lr = lr, .grad_norm = sqrt(sums[4]), .ms_per_step = 1e3 * dt / interval_steps,
+                .images_per_s = interval_images / dt, .data_wait_ms = wait_ms / interval_steps,
+                .tflops = 3 * r->flops_per_image * interval_images / dt / 1e12};
+            long remaining = (long)epochs * steps_per_epoch - st->step;
+            mt.eta_s = remaining * (t - run_start) / (double)(st->step - first_step);
+            bf_metrics_train(&r->log, &mt, r->text);
+            if (!isfinite(mt.loss))
+                return bf_error(BF_ERR_INTERNAL, "the training loss became %g at step %ld (epoch %d): lower [optim] lr "
+                                "or set [optim] grad_clip_norm", mt.loss, st->step, epoch + 1);
+            BF_TRY(b->ops->fill(b, r->sums, 0.0f, 4));
+            interval_start = now_s();
+            interval_images = interval_steps = 0;
+            wait_ms = 0;
+        }
+        st->epoch = epoch + 1;
+        int last = st->epoch == epochs;
+        if (last || (cfg->run.eval_every > 0 && st->epoch % cfg->run.eval_every == 0)) {
+            BF_TRY(evaluate_and_log(r, st->epoch, st->step, &result->final_eval));
+            last_eval_epoch = st->epoch;
+        }
+        if (last || (cfg->run.checkpoint_every > 0 && st->epoch % cfg->run.checkpoint_every == 0)) {
+            BF_TRY(bf_checkpoint_save(cfg, r->model, r->opt, st, result->checkpoint));
+            last_ckpt_epoch = st->epoch;
+            bf_metrics_break_line(&r->log);
+            fprintf(r->text, "checkpoint: %s\n", result->checkpoint);
+        }
+    }
+    /* A resumed run that was already complete still reports its test accuracy. */
+    if (last_eval_epoch != st->epoch) BF_TRY(evaluate_and_log(r, st->epoch, st->step, &result->final_eval));
+    (void)last_ckpt_epoch;
+    result->epochs_done = st->epoch;
+    result->steps_done = st->step;
+    return BF_OK;
+}
+
+static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result *result) {
+    const bf_config *cfg = r->cfg;
+    BF_TRY(bf_backend_from_config(cfg, &r->backend));
+    BF_TRY(open_data(r));
+    BF_TRY(bf_run_build_model(cfg, r->backend, r->train_set, &r->model));
+    BF_TRY(bf_optimizer_create(r->backend, &cfg->optim, r->model->num_param_floats, &r->opt));
+    BF_TRY(alloc_step_buffers(r));
+    bf_train_state st = {.epoch = 0, .step = 0, .seed = cfg->run.seed};
+    if (opt && opt->resume) {
+        char dir[BF_PATH_MAX];
+        BF_TRY(bf_checkpoint_resolve(opt->resume, dir));
+        BF_TRY(bf_checkpoint_load_model(dir, r->model));
+        BF_TRY(bf_checkpoint_load_state(dir, cfg, r->model, r->opt, &st));
+        fprintf(r->text, "resumed from %s at epoch %d, step %ld\n", dir, st.epoch, st.step);
+    }
+    BF_TRY(bf_metrics_open(&r->log, cfg->run.dir, !(opt && opt->quiet) && isatty(fileno(stderr))));
+    fprintf(r->text, "%s backend%s, %s: %d train / %d test images, %s with %zu parameters, %d steps per epoch\n",
+            r->backend->kind == BF_DEVICE_CUDA ? "CUDA" : "CPU",
+            r->backend->kind == BF_DEVICE_CUDA ? (cfg->run.precision == BF_PRECISION_TF32 ? " (tf32)" : " (fp32)") : "",
+            r->train_set->name, r->train_set->num_samples, r->test_set->num_samples, r->model->arch,
+            r->model->num_param_floats, bf_loader_num_batches(r->train_loader));
+    return train_loop(r, &st, result);
+}
+
+bf_status bf_train(const bf_config *cfg, const bf_train_options *opt, bf_train_result *result) {
+    run r;
+    memset(&r, 0, sizeof r);
+    r.cfg = cfg;
+    r.text = opt && opt->log ? opt->log : stdout;
+    memset(result, 0, sizeof *result);
+    bf_status s = train_run(&r, opt, result);
+    run_free(&r);
+    return s;
+}

@@ -1,0 +1,169 @@
+/* backend_cpu.c - the CPU reference backend: host memory, copies, the scratch buffer, and the
+ * bf_ops table that gathers the ops implemented in the other *_cpu.c files. */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "cpu_backend.h"
+
+/* Every buffer is aligned to a cache line (and to the widest SIMD register, AVX-512). */
+enum { CPU_ALIGNMENT = 64 };
+
+static void *aligned_zalloc(size_t bytes) {
+    size_t rounded = (bytes + CPU_ALIGNMENT - 1) / CPU_ALIGNMENT * CPU_ALIGNMENT;
+    if (rounded == 0) rounded = CPU_ALIGNMENT; /* a zero-byte request still gets a unique pointer */
+    void *p = aligned_alloc(CPU_ALIGNMENT, rounded);
+    if (p) memset(p, 0, rounded);
+    return p;
+}
+
+static bf_status cpu_alloc(bf_backend *b, size_t bytes, void **ptr) {
+    (void)b;
+    *ptr = aligned_zalloc(bytes);
+    if (!*ptr) return bf_error(BF_ERR_OOM, "cpu backend: cannot allocate %zu bytes of host memory", bytes);
+    return BF_OK;
+}
+
+static void cpu_free(bf_backend *b, void *ptr) {
+    (void)b;
+    free(ptr);
+}
+
+/* Host and "device" are the same memory, so all three copies are memcpy. */
+static bf_status cpu_copy(bf_backend *b, void *dst, const void *src, size_t bytes) {
+    (void)b;
+    if (bytes == 0) return BF_OK;
+    if (!dst || !src) return bf_error(BF_ERR_ARG, "cpu backend: copy of %zu bytes with a NULL pointer", bytes);
+    memcpy(dst, src, bytes);
+    return BF_OK;
+}
+
+/* Every CPU op has finished when it returns. */
+static bf_status cpu_synchronize(bf_backend *b) {
+    (void)b;
+    return BF_OK;
+}
+
+bf_status bf_cpu_scratch(bf_backend *b, size_t bytes, void **out) {
+    bf_cpu_state *st = b->impl;
+    if (bytes > st->scratch_bytes) {
+        void *grown = aligned_zalloc(bytes);
+        if (!grown) {
+            *out = NULL;
+            return bf_error(BF_ERR_OOM, "cpu backend: cannot allocate %zu bytes of scratch memory", bytes);
+        }
+        free(st->scratch);
+        st->scratch = grown;
+        st->scratch_bytes = bytes;
+    }
+    *out = st->scratch;
+    return BF_OK;
+}
+
+static const bf_ops cpu_ops = {
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .copy_to_device = cpu_copy,
+    .copy_to_host = cpu_copy,
+    .copy = cpu_copy,
+    .synchronize = cpu_synchronize,
+
+    .fill = bf_cpu_fill,
+    .scale = bf_cpu_scale,
+    .add = bf_cpu_add,
+    .add_inplace = bf_cpu_add_inplace,
+    .sum_squares = bf_cpu_sum_squares,
+    .accumulate_sum = bf_cpu_accumulate_sum,
+
+    .conv2d_forward = bf_cpu_conv2d_forward,
+    .conv2d_backward_data = bf_cpu_conv2d_backward_data,
+    .conv2d_backward_filter = bf_cpu_conv2d_backward_filter,
+
+    .batchnorm_forward_train = bf_cpu_batchnorm_forward_train,
+    .batchnorm_forward_eval = bf_cpu_batchnorm_forward_eval,
+    .batchnorm_backward = bf_cpu_batchnorm_backward,
+
+    .relu_forward = bf_cpu_relu_forward,
+    .relu_backward = bf_cpu_relu_backward,
+
+    .maxpool_forward = bf_cpu_maxpool_forward,
+    .maxpool_backward = bf_cpu_maxpool_backward,
+    .avgpool_forward = bf_cpu_avgpool_forward,
+    .avgpool_backward = bf_cpu_avgpool_backward,
+    .global_avgpool_forward = bf_cpu_global_avgpool_forward,
+    .global_avgpool_backward = bf_cpu_global_avgpool_backward,
+
+    .linear_forward = bf_cpu_linear_forward,
+    .linear_backward = bf_cpu_linear_backward,
+
+    .dropout_forward = bf_cpu_dropout_forward,
+    .dropout_backward = bf_cpu_dropout_backward,
+
+    .softmax_xent = bf_cpu_softmax_xent,
+    .topk_correct = bf_cpu_topk_correct,
+
+    .sgd_update = bf_cpu_sgd_update,
+    .adamw_update = bf_cpu_adamw_update,
+    .clip_scale = bf_cpu_clip_scale,
+};
+
+#ifdef OPENBLAS_VERSION
+/* A DYNAMIC_ARCH OpenBLAS picks its kernels from the CPU model when it loads. Versions that do not
+ * know a recent CPU (0.3.21 on a Sapphire Rapids VM, for one) fall back to the SSE3 "Prescott"
+ * kernels, which makes every convolution 3-6x slower. The choice is made before any of our code
+ * runs, so the fix is an environment variable, and the best we can do is to say so. */
+static void warn_if_generic_blas_kernels(void) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    const char *core = openblas_get_corename();
+    if (core && strcmp(core, "Prescott") == 0 && __builtin_cpu_supports("avx2") && !getenv("OPENBLAS_CORETYPE"))
+        fprintf(stderr, "bioflex: OpenBLAS does not recognise this CPU and uses its slow generic kernels; "
+                        "set OPENBLAS_CORETYPE=Haswell (AVX2) or OPENBLAS_CORETYPE=SkylakeX (AVX-512) "
+                        "for 3-6x faster CPU training\n");
+#endif
+}
+#endif
+
+bf_status bf_backend_create_cpu(int num_threads, bf_backend **out) {
+    *out = NULL;
+    if (num_threads < 0) return bf_error(BF_ERR_ARG, "cpu backend: num_threads must be >= 0 (got %d)", num_threads);
+    if (num_threads == 0) num_threads = omp_get_max_threads();
+    if (num_threads > BF_CPU_MAX_THREADS) num_threads = BF_CPU_MAX_THREADS;
+
+    bf_backend *b = calloc(1, sizeof *b);
+    bf_cpu_state *st = calloc(1, sizeof *st);
+    if (!b || !st) {
+        free(b);
+        free(st);
+        return bf_error(BF_ERR_OOM, "cpu backend: cannot allocate the backend");
+    }
+    b->ops = &cpu_ops;
+    b->kind = BF_DEVICE_CPU;
+    b->device_index = 0;
+    b->precision = BF_PRECISION_FP32;
+    b->num_threads = num_threads;
+    b->impl = st;
+
+#ifdef OPENBLAS_VERSION
+    /* Our loops call sgemm from several OpenMP threads at once (one image each); OpenBLAS's own
+     * thread pool would then oversubscribe the cores. This setting is process-wide in OpenBLAS. */
+    openblas_set_num_threads(1);
+    warn_if_generic_blas_kernels();
+#endif
+    *out = b;
+    return BF_OK;
+}
+
+void bf_backend_destroy(bf_backend *b) {
+    if (!b) return;
+    if (b->kind == BF_DEVICE_CUDA) {
+        bf_backend_destroy_cuda(b);
+        return;
+    }
+    bf_cpu_state *st = b->impl;
+    if (st) free(st->scratch);
+    free(st);
+    free(b);
+}

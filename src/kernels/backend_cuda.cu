@@ -1,0 +1,293 @@
+/* backend_cuda.cu - the CUDA backend: creation and teardown (device, stream, cuDNN and cuBLAS
+ * handles), device memory, copies, the scratch and workspace buffers, and the bf_ops table that
+ * gathers the ops implemented in the other .cu files of src/kernels/. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_backend.h"
+
+/* cuBLAS workspace: NVIDIA recommends 32 MiB on Hopper and 4 MiB before; we give it 32 MiB on every
+ * device so that no GEMM ever falls back to a smaller algorithm or allocates on its own. */
+enum { CUBLAS_WORKSPACE_BYTES = 32 << 20 };
+
+/* ---- memory ---- */
+
+static bf_status cuda_alloc(bf_backend *b, size_t bytes, void **ptr) {
+    bf_cuda_impl *im;
+    if (!ptr) return bf_error(BF_ERR_ARG, "cuda backend: alloc without an output pointer");
+    *ptr = NULL;
+    BF_TRY(bf_cuda_enter(b, &im));
+    size_t rounded = bytes < 256 ? 256 : bytes; /* a zero-byte request still gets a unique pointer */
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, rounded);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return bf_error(BF_ERR_OOM, "cudaMalloc(%zu bytes) on device %d failed at %s:%d: %s", rounded,
+                        im->device, __FILE__, __LINE__, cudaGetErrorString(e));
+    }
+    /* zero-fill on the backend's stream and wait, so the memory reads as zeros from any stream */
+    e = cudaMemsetAsync(p, 0, rounded, im->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(im->stream);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        cudaFree(p);
+        return bf_error(BF_ERR_DEVICE, "zero-filling %zu bytes failed at %s:%d: %s", rounded, __FILE__,
+                        __LINE__, cudaGetErrorString(e));
+    }
+    *ptr = p;
+    return BF_OK;
+}
+
+/* cudaFree waits for the device, so memory still used by queued kernels is not released early. */
+static void cuda_free(bf_backend *b, void *ptr) {
+    bf_cuda_impl *im;
+    if (!ptr) return;
+    if (bf_cuda_enter(b, &im) != BF_OK) return;
+    if (cudaFree(ptr) != cudaSuccess) (void)cudaGetLastError(); /* nothing to report from a void op */
+}
+
+static bf_status cuda_copy_to_device(bf_backend *b, void *dst, const void *src_host, size_t bytes) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (bytes == 0) return BF_OK;
+    if (!dst || !src_host)
+        return bf_error(BF_ERR_ARG, "cuda backend: copy_to_device of %zu bytes with a NULL pointer", bytes);
+    BF_CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, im->stream));
+    /* The source may be pageable memory the caller reuses as soon as we return: with pageable memory
+     * cudaMemcpyAsync has staged the data before returning, and with pinned memory the caller owns
+     * the ordering (as with every async CUDA API). */
+    return BF_OK;
+}
+
+static bf_status cuda_copy_to_host(bf_backend *b, void *dst_host, const void *src, size_t bytes) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (bytes == 0) return BF_OK;
+    if (!dst_host || !src)
+        return bf_error(BF_ERR_ARG, "cuda backend: copy_to_host of %zu bytes with a NULL pointer", bytes);
+    BF_CUDA_CHECK(cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, im->stream));
+    BF_CUDA_CHECK(cudaStreamSynchronize(im->stream));
+    return BF_OK;
+}
+
+static bf_status cuda_copy(bf_backend *b, void *dst, const void *src, size_t bytes) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (bytes == 0 || dst == src) return BF_OK;
+    if (!dst || !src) return bf_error(BF_ERR_ARG, "cuda backend: copy of %zu bytes with a NULL pointer", bytes);
+    BF_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, im->stream));
+    return BF_OK;
+}
+
+static bf_status cuda_synchronize(bf_backend *b) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_CUDA_CHECK(cudaStreamSynchronize(im->stream));
+    return BF_OK;
+}
+
+/* ---- scratch and workspace ---- */
+
+bf_status bf_cuda_scratch(bf_cuda_impl *im, size_t bytes, void **out) {
+    *out = NULL;
+    if (bytes == 0) bytes = 256;
+    if (bytes > im->scratch_bytes) {
+        size_t grown = bytes + bytes / 4; /* a little headroom against a sequence of small growths */
+        grown = (grown + 255) & ~(size_t)255;
+        BF_CUDA_CHECK(cudaStreamSynchronize(im->stream));
+        if (im->scratch) BF_CUDA_CHECK(cudaFree(im->scratch));
+        im->scratch = NULL;
+        im->scratch_bytes = 0;
+        void *p = NULL;
+        cudaError_t e = cudaMalloc(&p, grown);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            return bf_error(BF_ERR_OOM, "cudaMalloc(%zu bytes) of scratch memory failed at %s:%d: %s", grown,
+                            __FILE__, __LINE__, cudaGetErrorString(e));
+        }
+        im->scratch = p;
+        im->scratch_bytes = grown;
+    }
+    *out = im->scratch;
+    return BF_OK;
+}
+
+bf_status bf_cuda_workspace_resize(bf_cuda_impl *im, size_t bytes) {
+    if (bytes == im->ws_bytes && (bytes == 0 || im->ws)) return BF_OK;
+    BF_CUDA_CHECK(cudaStreamSynchronize(im->stream));
+    if (im->ws) BF_CUDA_CHECK(cudaFree(im->ws));
+    im->ws = NULL;
+    im->ws_bytes = 0;
+    if (bytes == 0) return BF_OK;
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return bf_error(BF_ERR_OOM, "cudaMalloc(%zu bytes) of cuDNN workspace failed at %s:%d: %s", bytes,
+                        __FILE__, __LINE__, cudaGetErrorString(e));
+    }
+    im->ws = p;
+    im->ws_bytes = bytes;
+    return BF_OK;
+}
+
+/* ---- the table ---- */
+
+static const bf_ops cuda_ops = {
+    /* .alloc = */ cuda_alloc,
+    /* .free = */ cuda_free,
+    /* .copy_to_device = */ cuda_copy_to_device,
+    /* .copy_to_host = */ cuda_copy_to_host,
+    /* .copy = */ cuda_copy,
+    /* .synchronize = */ cuda_synchronize,
+
+    /* .fill = */ bf_cuda_fill,
+    /* .scale = */ bf_cuda_scale,
+    /* .add = */ bf_cuda_add,
+    /* .add_inplace = */ bf_cuda_add_inplace,
+    /* .sum_squares = */ bf_cuda_sum_squares,
+    /* .accumulate_sum = */ bf_cuda_accumulate_sum,
+
+    /* .conv2d_forward = */ bf_cuda_conv2d_forward,
+    /* .conv2d_backward_data = */ bf_cuda_conv2d_backward_data,
+    /* .conv2d_backward_filter = */ bf_cuda_conv2d_backward_filter,
+
+    /* .batchnorm_forward_train = */ bf_cuda_batchnorm_forward_train,
+    /* .batchnorm_forward_eval = */ bf_cuda_batchnorm_forward_eval,
+    /* .batchnorm_backward = */ bf_cuda_batchnorm_backward,
+
+    /* .relu_forward = */ bf_cuda_relu_forward,
+    /* .relu_backward = */ bf_cuda_relu_backward,
+
+    /* .maxpool_forward = */ bf_cuda_maxpool_forward,
+    /* .maxpool_backward = */ bf_cuda_maxpool_backward,
+    /* .avgpool_forward = */ bf_cuda_avgpool_forward,
+    /* .avgpool_backward = */ bf_cuda_avgpool_backward,
+    /* .global_avgpool_forward = */ bf_cuda_global_avgpool_forward,
+    /* .global_avgpool_backward = */ bf_cuda_global_avgpool_backward,
+
+    /* .linear_forward = */ bf_cuda_linear_forward,
+    /* .linear_backward = */ bf_cuda_linear_backward,
+
+    /* .dropout_forward = */ bf_cuda_dropout_forward,
+    /* .dropout_backward = */ bf_cuda_dropout_backward,
+
+    /* .softmax_xent = */ bf_cuda_softmax_xent,
+    /* .topk_correct = */ bf_cuda_topk_correct,
+
+    /* .sgd_update = */ bf_cuda_sgd_update,
+    /* .adamw_update = */ bf_cuda_adamw_update,
+    /* .clip_scale = */ bf_cuda_clip_scale,
+};
+/* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
+ * must be added above in the same place. */
+static_assert(sizeof(bf_ops) == 35 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+
+/* ---- creation and teardown ---- */
+
+/* Releases everything in im that exists (any subset, for a half-finished creation). */
+static void impl_release(bf_cuda_impl *im) {
+    if (!im) return;
+    if (im->stream) (void)cudaStreamSynchronize(im->stream);
+    bf_cuda_conv_cache_destroy(im);
+    if (im->cudnn) (void)cudnnDestroy(im->cudnn);
+    if (im->cublas) (void)cublasDestroy(im->cublas);
+    if (im->cublas_ws) (void)cudaFree(im->cublas_ws);
+    if (im->ws) (void)cudaFree(im->ws);
+    if (im->scratch) (void)cudaFree(im->scratch);
+    if (im->stream) (void)cudaStreamDestroy(im->stream);
+    (void)cudaGetLastError();
+    free(im);
+}
+
+/* Everything that can fail in creation; on failure the caller releases the half-built impl. */
+static bf_status impl_init(bf_cuda_impl *im, int device_index, bf_precision precision) {
+    im->device = device_index;
+    im->precision = precision;
+    BF_CUDA_CHECK(cudaSetDevice(device_index));
+    BF_CUDA_CHECK(cudaDeviceGetAttribute(&im->sm_count, cudaDevAttrMultiProcessorCount, device_index));
+    BF_CUDA_CHECK(cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking));
+
+    BF_CUDNN_CHECK(cudnnCreate(&im->cudnn));
+    BF_CUDNN_CHECK(cudnnSetStream(im->cudnn, im->stream));
+
+    BF_CUBLAS_CHECK(cublasCreate(&im->cublas));
+    BF_CUBLAS_CHECK(cublasSetStream(im->cublas, im->stream));
+    BF_CUBLAS_CHECK(cublasSetPointerMode(im->cublas, CUBLAS_POINTER_MODE_HOST));
+    /* fp32: no TF32 (CUBLAS_DEFAULT_MATH keeps fp32 GEMMs in fp32); tf32: tensor cores allowed */
+    BF_CUBLAS_CHECK(cublasSetMathMode(im->cublas, precision == BF_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                                                 : CUBLAS_DEFAULT_MATH));
+    cudaError_t e = cudaMalloc(&im->cublas_ws, CUBLAS_WORKSPACE_BYTES);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        im->cublas_ws = NULL;
+        return bf_error(BF_ERR_OOM, "cudaMalloc(%d bytes) of cuBLAS workspace failed at %s:%d: %s",
+                        (int)CUBLAS_WORKSPACE_BYTES, __FILE__, __LINE__, cudaGetErrorString(e));
+    }
+    im->cublas_ws_bytes = CUBLAS_WORKSPACE_BYTES;
+    /* cublasSetStream resets the workspace to the default pool, so the order matters here */
+    BF_CUBLAS_CHECK(cublasSetWorkspace(im->cublas, im->cublas_ws, im->cublas_ws_bytes));
+    return BF_OK;
+}
+
+extern "C" bf_status bf_backend_create_cuda(int device_index, bf_precision precision, bf_backend **out) {
+    if (!out) return bf_error(BF_ERR_ARG, "cuda backend: create without an output pointer");
+    *out = NULL;
+    if (precision != BF_PRECISION_FP32 && precision != BF_PRECISION_TF32)
+        return bf_error(BF_ERR_ARG, "cuda backend: unknown precision %d (allowed: fp32, tf32)", (int)precision);
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return bf_error(BF_ERR_UNAVAILABLE, "cuda backend: no usable CUDA device (cudaGetDeviceCount: %s)",
+                        cudaGetErrorString(e));
+    }
+    if (device_index < 0 || device_index >= count)
+        return bf_error(BF_ERR_UNAVAILABLE, "cuda backend: device %d does not exist (%d CUDA device%s found)",
+                        device_index, count, count == 1 ? "" : "s");
+
+    bf_backend *b = (bf_backend *)calloc(1, sizeof *b);
+    bf_cuda_impl *im = (bf_cuda_impl *)calloc(1, sizeof *im);
+    if (!b || !im) {
+        free(b);
+        free(im);
+        return bf_error(BF_ERR_OOM, "cuda backend: cannot allocate the backend");
+    }
+    bf_status st = impl_init(im, device_index, precision);
+    if (st != BF_OK) {
+        impl_release(im);
+        free(b);
+        return bf_error_context(st, "creating the CUDA backend on device %d", device_index);
+    }
+    b->ops = &cuda_ops;
+    b->kind = BF_DEVICE_CUDA;
+    b->device_index = device_index;
+    b->precision = precision;
+    b->num_threads = 0;
+    b->impl = im;
+    *out = b;
+    return BF_OK;
+}
+
+extern "C" void bf_backend_destroy_cuda(bf_backend *b) {
+    if (!b) return;
+    bf_cuda_impl *im = (bf_cuda_impl *)b->impl;
+    if (im) {
+        int current = -1;
+        if (cudaGetDevice(&current) != cudaSuccess || current != im->device) (void)cudaSetDevice(im->device);
+        impl_release(im);
+    }
+    b->impl = NULL;
+    free(b);
+}
+
+extern "C" int bf_cuda_device_count(void) {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return count;
+}
+
+extern "C" int bf_cuda_built(void) { return 1; }

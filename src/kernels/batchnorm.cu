@@ -1,0 +1,317 @@
+/* batchnorm.cu - batch normalisation over (n, hw) per channel on the GPU, and the per-channel sum
+ * used for convolution bias gradients (contracts in ops.h; the CPU twin is batchnorm_cpu.c).
+ *
+ * Custom kernels rather than cuDNN's (deprecated in cuDNN 9) batch-norm calls. Per-channel sums are
+ * deterministic and taken in double:
+ *   1. k_channel_partial: grid (c, chunks); block (ch, k) sums chunk k of the ch's n*hw values
+ *      (a fixed strided subset per thread, then a fixed block tree) into partial[ch][k];
+ *   2. a finalisation kernel, one thread per channel, adds partial[ch][0..chunks) in order and
+ *      derives the per-channel coefficients;
+ *   3. an apply kernel, one block per (n, c) plane, writes y or dx.
+ * The chunk count depends on n*hw only (never on the device), so results repeat everywhere.
+ * The batch variance is E[x^2] - E[x]^2 from double sums of float data, whose cancellation error
+ * (~1e-16 * mean^2/var) is far below fp32 resolution for any activation; it saves a pass over x. */
+#include <math.h>
+
+#include "cuda_backend.h"
+
+namespace { /* kernels and helpers are private to this file */
+
+enum { RED_SUM = 0, RED_STATS = 1, RED_BWD = 2 };
+
+enum { CHUNK_TARGET = 8192, CHUNK_MAX = 128 };
+
+/* Chunks per channel for m values per channel: about CHUNK_TARGET values each, at most CHUNK_MAX. */
+static unsigned chunks_for(size_t m) {
+    size_t k = bf_cuda_div_up(m, CHUNK_TARGET);
+    if (k > CHUNK_MAX) k = CHUNK_MAX;
+    if (k < 1) k = 1;
+    return (unsigned)k;
+}
+
+/* Threads per block for a per-plane kernel: the plane size rounded up to warps, 32..256. */
+static unsigned plane_threads(long hw) {
+    long t = (hw + 31) / 32 * 32;
+    if (t > BF_CUDA_THREADS) t = BF_CUDA_THREADS;
+    if (t < 32) t = 32;
+    return (unsigned)t;
+}
+
+/* Per (channel, chunk) partial sums over the values of channel ch of a [n, c, hw] tensor:
+ *   RED_SUM:   a0 = sum x
+ *   RED_STATS: a0 = sum x, a1 = sum x^2
+ *   RED_BWD:   a0 = sum dy, a1 = sum dy * xhat with xhat = (x - mean[ch]) * invstd[ch] (in float)
+ * partial[(ch*chunks + k)*2 + {0,1}]. Value m of a channel (0 <= m < count = n*hw) is sample m/hw,
+ * position m%hw; each thread walks its values without dividing in the loop. */
+template <int MODE>
+__global__ void k_channel_partial(const float *__restrict__ x, const float *__restrict__ dy,
+                                  const float *__restrict__ mean, const float *__restrict__ invstd, int c,
+                                  unsigned hw, unsigned count, unsigned per_chunk, double *__restrict__ partial) {
+    const int ch = blockIdx.x;
+    const unsigned chunk = blockIdx.y, chunks = gridDim.y;
+    const unsigned begin = chunk * per_chunk;
+    const unsigned end = begin + per_chunk < count ? begin + per_chunk : count;
+    float mu = 0.0f, is = 0.0f;
+    if (MODE == RED_BWD) {
+        mu = mean[ch];
+        is = invstd[ch];
+    }
+    double a0 = 0.0, a1 = 0.0;
+    unsigned m = begin + threadIdx.x;
+    if (m < end) {
+        unsigned i = m / hw, j = m - i * hw;
+        const unsigned q = blockDim.x / hw, r = blockDim.x - q * hw;
+        for (; m < end; m += blockDim.x) {
+            const size_t idx = ((size_t)i * c + ch) * hw + j;
+            if (MODE == RED_SUM) {
+                a0 += (double)x[idx];
+            } else if (MODE == RED_STATS) {
+                const double v = (double)x[idx];
+                a0 += v;
+                a1 += v * v;
+            } else {
+                const float g = dy[idx];
+                const float xhat = __fmul_rn(__fsub_rn(x[idx], mu), is);
+                a0 += (double)g;
+                a1 += (double)g * (double)xhat;
+            }
+            j += r;
+            i += q;
+            if (j >= hw) {
+                j -= hw;
+                i++;
+            }
+        }
+    }
+    a0 = bf_block_sum(a0);
+    if (MODE != RED_SUM) a1 = bf_block_sum(a1);
+    if (threadIdx.x == 0) {
+        const size_t o = ((size_t)ch * chunks + chunk) * 2;
+        partial[o] = a0;
+        partial[o + 1] = a1;
+    }
+}
+
+__device__ __forceinline__ void sum_chunks(const double *partial, int ch, unsigned chunks, double *s0, double *s1) {
+    double a0 = 0.0, a1 = 0.0;
+    const double *p = partial + (size_t)ch * chunks * 2;
+    for (unsigned k = 0; k < chunks; k++) {
+        a0 += p[2 * k];
+        a1 += p[2 * k + 1];
+    }
+    *s0 = a0;
+    *s1 = a1;
+}
+
+__global__ void k_channel_sum_final(const double *__restrict__ partial, unsigned chunks, int c, float *__restrict__ out) {
+    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) return;
+    double s0, s1;
+    sum_chunks(partial, ch, chunks, &s0, &s1);
+    out[ch] = (float)s0;
+}
+
+/* Batch statistics, running-statistics update, and the apply coefficients mean_out/scale_out. */
+__global__ void k_bn_stats_final(const double *__restrict__ partial, unsigned chunks, int c, double count,
+                                 float eps, float momentum, const float *__restrict__ gamma,
+                                 float *__restrict__ mean_out, float *__restrict__ scale_out,
+                                 float *__restrict__ save_mean, float *__restrict__ save_invstd,
+                                 float *__restrict__ running_mean, float *__restrict__ running_var) {
+    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) return;
+    double s0, s1;
+    sum_chunks(partial, ch, chunks, &s0, &s1);
+    const double mean = s0 / count;
+    double var = s1 / count - mean * mean; /* biased: what the batch is normalised with */
+    if (var < 0.0) var = 0.0;
+    const float invstd = (float)(1.0 / sqrt(var + (double)eps));
+    const double mom = (double)momentum;
+    mean_out[ch] = (float)mean;
+    scale_out[ch] = __fmul_rn(gamma[ch], invstd);
+    if (save_mean) save_mean[ch] = (float)mean;
+    if (save_invstd) save_invstd[ch] = invstd;
+    if (running_mean) running_mean[ch] = (float)((1.0 - mom) * running_mean[ch] + mom * mean);
+    if (running_var) running_var[ch] = (float)((1.0 - mom) * running_var[ch] + mom * var * (count / (count - 1.0)));
+}
+
+__global__ void k_bn_eval_coef(const float *__restrict__ gamma, const float *__restrict__ running_var, float eps,
+                               int c, float *__restrict__ scale_out) {
+    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) return;
+    const float invstd = (float)(1.0 / sqrt((double)running_var[ch] + (double)eps));
+    scale_out[ch] = __fmul_rn(gamma[ch], invstd);
+}
+
+__global__ void k_bn_bwd_final(const double *__restrict__ partial, unsigned chunks, int c, double count,
+                               float *__restrict__ dgamma, float *__restrict__ dbeta,
+                               float *__restrict__ mean_dy, float *__restrict__ mean_dy_xhat) {
+    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) return;
+    double s0, s1;
+    sum_chunks(partial, ch, chunks, &s0, &s1);
+    if (dbeta) dbeta[ch] = (float)s0;
+    if (dgamma) dgamma[ch] = (float)s1;
+    mean_dy[ch] = (float)(s0 / count);
+    mean_dy_xhat[ch] = (float)(s1 / count);
+}
+
+/* y = (x - mean[ch]) * scale[ch] + beta[ch], one block per (n, c) plane (grid-stride over planes).
+ * Rounded operations (no FMA contraction) give the CPU's result bit for bit from equal inputs. */
+__global__ void k_bn_apply(const float *__restrict__ x, float *__restrict__ y, const float *__restrict__ mean,
+                           const float *__restrict__ scale, const float *__restrict__ beta, size_t planes, int c,
+                           int hw) {
+    for (size_t p = blockIdx.x; p < planes; p += gridDim.x) {
+        const int ch = (int)(p % (size_t)c);
+        const float mu = mean[ch], sc = scale[ch], bt = beta[ch];
+        const float *xp = x + p * (size_t)hw;
+        float *yp = y + p * (size_t)hw;
+        for (int j = threadIdx.x; j < hw; j += blockDim.x) yp[j] = __fadd_rn(__fmul_rn(__fsub_rn(xp[j], mu), sc), bt);
+    }
+}
+
+/* dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)), as batchnorm_cpu.c evaluates it. */
+__global__ void k_bn_dx(const float *__restrict__ x, const float *__restrict__ dy, const float *__restrict__ gamma,
+                        const float *__restrict__ mean, const float *__restrict__ invstd,
+                        const float *__restrict__ mean_dy, const float *__restrict__ mean_dy_xhat,
+                        float *__restrict__ dx, size_t planes, int c, int hw) {
+    for (size_t p = blockIdx.x; p < planes; p += gridDim.x) {
+        const int ch = (int)(p % (size_t)c);
+        const float mu = mean[ch], is = invstd[ch], mdy = mean_dy[ch], mdx = mean_dy_xhat[ch];
+        const float sc = __fmul_rn(gamma[ch], is);
+        const float *xp = x + p * (size_t)hw, *dyp = dy + p * (size_t)hw;
+        float *dxp = dx + p * (size_t)hw;
+        for (int j = threadIdx.x; j < hw; j += blockDim.x) {
+            const float xhat = __fmul_rn(__fsub_rn(xp[j], mu), is);
+            dxp[j] = __fmul_rn(sc, __fsub_rn(__fsub_rn(dyp[j], mdy), __fmul_rn(xhat, mdx)));
+        }
+    }
+}
+
+/* ---- host side ---- */
+
+static bf_status check_bn(const bf_bn_shape *s, const char *op) {
+    if (!s) return bf_error(BF_ERR_ARG, "%s: NULL shape", op);
+    if (s->n <= 0 || s->c <= 0 || s->hw <= 0 || !(s->eps > 0.0f))
+        return bf_error(BF_ERR_ARG, "%s: invalid shape n=%d c=%d hw=%d eps=%g", op, s->n, s->c, s->hw, s->eps);
+    if ((size_t)s->n * (size_t)s->hw > (size_t)INT32_MAX)
+        return bf_error(BF_ERR_ARG, "%s: %d x %d values per channel is more than supported (2^31)", op, s->n, s->hw);
+    return BF_OK;
+}
+
+/* Launches the partial sums of one channel reduction; returns the partial buffer (in scratch, at
+ * offset 0) and the chunk count. `extra_floats` more floats are reserved after the partials. */
+template <int MODE>
+static bf_status channel_partials(bf_cuda_impl *im, int n, int c, long hw, const float *x, const float *dy,
+                                  const float *mean, const float *invstd, size_t extra_floats, double **partial_out,
+                                  float **extra_out, unsigned *chunks_out) {
+    const size_t count = (size_t)n * (size_t)hw;
+    const unsigned chunks = chunks_for(count);
+    const unsigned per_chunk = (unsigned)bf_cuda_div_up(count, chunks);
+    const size_t partial_doubles = (size_t)c * chunks * 2;
+    void *scratch;
+    BF_TRY(bf_cuda_scratch(im, partial_doubles * sizeof(double) + extra_floats * sizeof(float), &scratch));
+    double *partial = (double *)scratch;
+    dim3 grid((unsigned)c, chunks);
+    k_channel_partial<MODE><<<grid, BF_CUDA_THREADS, 0, im->stream>>>(x, dy, mean, invstd, c, (unsigned)hw,
+                                                                      (unsigned)count, per_chunk, partial);
+    BF_LAUNCH_CHECK("k_channel_partial");
+    *partial_out = partial;
+    if (extra_out) *extra_out = (float *)(partial + partial_doubles);
+    *chunks_out = chunks;
+    return BF_OK;
+}
+
+static unsigned plane_grid(const bf_cuda_impl *im, size_t planes) {
+    size_t cap = (size_t)(im->sm_count > 0 ? im->sm_count : 80) * 32;
+    return (unsigned)(planes < cap ? planes : cap);
+}
+
+}  // namespace
+
+extern "C" bf_status bf_cuda_channel_sum(bf_cuda_impl *im, int n, int c, long hw, const float *x, float *out) {
+    if (n <= 0 || c <= 0 || hw <= 0 || (size_t)n * (size_t)hw > (size_t)INT32_MAX)
+        return bf_error(BF_ERR_ARG, "channel sum: invalid shape n=%d c=%d hw=%ld", n, c, hw);
+    double *partial;
+    unsigned chunks;
+    BF_TRY(channel_partials<RED_SUM>(im, n, c, hw, x, NULL, NULL, NULL, 0, &partial, NULL, &chunks));
+    k_channel_sum_final<<<(unsigned)bf_cuda_div_up((size_t)c, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        partial, chunks, c, out);
+    BF_LAUNCH_CHECK("k_channel_sum_final");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_batchnorm_forward_train(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                                     const float *gamma, const float *beta, float *y,
+                                                     float *save_mean, float *save_invstd,
+                                                     float *running_mean, float *running_var) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_bn(s, "batchnorm_forward_train"));
+    if (!x || !gamma || !beta || !y) return bf_error(BF_ERR_ARG, "batchnorm_forward_train: NULL input or output");
+    const double count = (double)s->n * s->hw;
+    /* PyTorch refuses to train with one value per channel: the unbiased variance is undefined. */
+    if (count < 2)
+        return bf_error(BF_ERR_ARG, "batchnorm: training needs more than one value per channel (n=%d hw=%d)",
+                        s->n, s->hw);
+    double *partial;
+    float *coef; /* mean[c], scale[c] */
+    unsigned chunks;
+    BF_TRY(channel_partials<RED_STATS>(im, s->n, s->c, s->hw, x, NULL, NULL, NULL, 2 * (size_t)s->c, &partial,
+                                       &coef, &chunks));
+    float *mean = coef, *scale = coef + s->c;
+    k_bn_stats_final<<<(unsigned)bf_cuda_div_up((size_t)s->c, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        partial, chunks, s->c, count, s->eps, s->momentum, gamma, mean, scale, save_mean, save_invstd, running_mean,
+        running_var);
+    BF_LAUNCH_CHECK("k_bn_stats_final");
+    const size_t planes = (size_t)s->n * s->c;
+    k_bn_apply<<<plane_grid(im, planes), plane_threads(s->hw), 0, im->stream>>>(x, y, mean, scale, beta, planes,
+                                                                                 s->c, s->hw);
+    BF_LAUNCH_CHECK("k_bn_apply");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_batchnorm_forward_eval(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                                    const float *gamma, const float *beta,
+                                                    const float *running_mean, const float *running_var, float *y) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_bn(s, "batchnorm_forward_eval"));
+    if (!x || !gamma || !beta || !running_mean || !running_var || !y)
+        return bf_error(BF_ERR_ARG, "batchnorm_forward_eval: NULL input or output");
+    void *scratch;
+    BF_TRY(bf_cuda_scratch(im, (size_t)s->c * sizeof(float), &scratch));
+    float *scale = (float *)scratch;
+    k_bn_eval_coef<<<(unsigned)bf_cuda_div_up((size_t)s->c, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        gamma, running_var, s->eps, s->c, scale);
+    BF_LAUNCH_CHECK("k_bn_eval_coef");
+    const size_t planes = (size_t)s->n * s->c;
+    k_bn_apply<<<plane_grid(im, planes), plane_threads(s->hw), 0, im->stream>>>(x, y, running_mean, scale, beta,
+                                                                                 planes, s->c, s->hw);
+    BF_LAUNCH_CHECK("k_bn_apply");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_batchnorm_backward(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                                const float *dy, const float *gamma, const float *save_mean,
+                                                const float *save_invstd, float *dx, float *dgamma, float *dbeta) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_bn(s, "batchnorm_backward"));
+    if (!x || !dy || !gamma || !save_mean || !save_invstd || !dx)
+        return bf_error(BF_ERR_ARG, "batchnorm_backward: NULL input or output");
+    const double count = (double)s->n * s->hw;
+    double *partial;
+    float *coef; /* mean_dy[c], mean_dy_xhat[c] */
+    unsigned chunks;
+    BF_TRY(channel_partials<RED_BWD>(im, s->n, s->c, s->hw, x, dy, save_mean, save_invstd, 2 * (size_t)s->c,
+                                     &partial, &coef, &chunks));
+    float *mean_dy = coef, *mean_dy_xhat = coef + s->c;
+    k_bn_bwd_final<<<(unsigned)bf_cuda_div_up((size_t)s->c, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        partial, chunks, s->c, count, dgamma, dbeta, mean_dy, mean_dy_xhat);
+    BF_LAUNCH_CHECK("k_bn_bwd_final");
+    const size_t planes = (size_t)s->n * s->c;
+    k_bn_dx<<<plane_grid(im, planes), plane_threads(s->hw), 0, im->stream>>>(
+        x, dy, gamma, save_mean, save_invstd, mean_dy, mean_dy_xhat, dx, planes, s->c, s->hw);
+    BF_LAUNCH_CHECK("k_bn_dx");
+    return BF_OK;
+}

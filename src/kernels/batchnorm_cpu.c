@@ -1,0 +1,121 @@
+/* batchnorm_cpu.c - batch normalisation over (n, hw) per channel on the CPU (contract in ops.h).
+ *
+ * x is [n, c, hw]; channel ch of sample i is the plane x + (i*c + ch)*hw. Each thread handles
+ * whole channels, so every per-channel sum is taken by one thread in a fixed order, in double.
+ * The variance is computed in two passes (mean first, then squared deviations), which stays
+ * accurate when the mean is large compared with the spread. */
+#include <math.h>
+
+#include "cpu_backend.h"
+
+static bf_status check_shape(const bf_bn_shape *s) {
+    if (s->n <= 0 || s->c <= 0 || s->hw <= 0 || !(s->eps > 0.0f))
+        return bf_error(BF_ERR_ARG, "batchnorm: invalid shape n=%d c=%d hw=%d eps=%g", s->n, s->c, s->hw, s->eps);
+    return BF_OK;
+}
+
+static inline const float *plane(const bf_bn_shape *s, const float *base, int i, int ch) {
+    return base + ((size_t)i * s->c + ch) * s->hw;
+}
+
+static inline float *plane_mut(const bf_bn_shape *s, float *base, int i, int ch) {
+    return base + ((size_t)i * s->c + ch) * s->hw;
+}
+
+/* y = (x - mean) * (gamma * invstd) + beta over one channel. */
+static void normalise_channel(const bf_bn_shape *s, int ch, const float *x, float mean, float scale,
+                              float beta, float *y) {
+    for (int i = 0; i < s->n; i++) {
+        const float *xp = plane(s, x, i, ch);
+        float *yp = plane_mut(s, y, i, ch);
+        for (int j = 0; j < s->hw; j++) yp[j] = (xp[j] - mean) * scale + beta;
+    }
+}
+
+bf_status bf_cpu_batchnorm_forward_train(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                         const float *gamma, const float *beta, float *y,
+                                         float *save_mean, float *save_invstd,
+                                         float *running_mean, float *running_var) {
+    BF_TRY(check_shape(s));
+    const double count = (double)s->n * s->hw;
+    /* PyTorch refuses to train with one value per channel: the unbiased variance is undefined. */
+    if (count < 2) return bf_error(BF_ERR_ARG, "batchnorm: training needs more than one value per channel (n=%d hw=%d)", s->n, s->hw);
+    const double unbias = count / (count - 1);
+    const double momentum = s->momentum;
+
+#pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
+    for (int ch = 0; ch < s->c; ch++) {
+        double sum = 0;
+        for (int i = 0; i < s->n; i++) {
+            const float *xp = plane(s, x, i, ch);
+            for (int j = 0; j < s->hw; j++) sum += xp[j];
+        }
+        const double mean = sum / count;
+        double squares = 0;
+        for (int i = 0; i < s->n; i++) {
+            const float *xp = plane(s, x, i, ch);
+            for (int j = 0; j < s->hw; j++) {
+                double d = xp[j] - mean;
+                squares += d * d;
+            }
+        }
+        const double var = squares / count; /* biased: what the batch is normalised with */
+        const float invstd = (float)(1.0 / sqrt(var + s->eps));
+
+        if (save_mean) save_mean[ch] = (float)mean;
+        if (save_invstd) save_invstd[ch] = invstd;
+        if (running_mean) running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mean);
+        if (running_var) running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * var * unbias);
+        normalise_channel(s, ch, x, (float)mean, gamma[ch] * invstd, beta[ch], y);
+    }
+    return BF_OK;
+}
+
+bf_status bf_cpu_batchnorm_forward_eval(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                        const float *gamma, const float *beta,
+                                        const float *running_mean, const float *running_var, float *y) {
+    BF_TRY(check_shape(s));
+#pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
+    for (int ch = 0; ch < s->c; ch++) {
+        float invstd = (float)(1.0 / sqrt((double)running_var[ch] + s->eps));
+        normalise_channel(s, ch, x, running_mean[ch], gamma[ch] * invstd, beta[ch], y);
+    }
+    return BF_OK;
+}
+
+/* With xhat = (x - mean) * invstd and y = gamma * xhat + beta, over the count values of a channel:
+ *     dbeta = sum dy,  dgamma = sum dy * xhat,
+ *     dx = gamma * invstd * (dy - dbeta/count - xhat * dgamma/count). */
+bf_status bf_cpu_batchnorm_backward(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                    const float *dy, const float *gamma, const float *save_mean,
+                                    const float *save_invstd, float *dx, float *dgamma, float *dbeta) {
+    BF_TRY(check_shape(s));
+    const double count = (double)s->n * s->hw;
+
+#pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
+    for (int ch = 0; ch < s->c; ch++) {
+        const float mean = save_mean[ch], invstd = save_invstd[ch];
+        double sum_dy = 0, sum_dy_xhat = 0;
+        for (int i = 0; i < s->n; i++) {
+            const float *xp = plane(s, x, i, ch), *dyp = plane(s, dy, i, ch);
+            for (int j = 0; j < s->hw; j++) {
+                sum_dy += dyp[j];
+                sum_dy_xhat += (double)dyp[j] * ((xp[j] - mean) * invstd);
+            }
+        }
+        if (dbeta) dbeta[ch] = (float)sum_dy;
+        if (dgamma) dgamma[ch] = (float)sum_dy_xhat;
+
+        const float mean_dy = (float)(sum_dy / count), mean_dy_xhat = (float)(sum_dy_xhat / count);
+        const float scale = gamma[ch] * invstd;
+        for (int i = 0; i < s->n; i++) {
+            const float *xp = plane(s, x, i, ch), *dyp = plane(s, dy, i, ch);
+            float *dxp = plane_mut(s, dx, i, ch);
+            for (int j = 0; j < s->hw; j++) {
+                float xhat = (xp[j] - mean) * invstd;
+                dxp[j] = scale * (dyp[j] - mean_dy - xhat * mean_dy_xhat);
+            }
+        }
+    }
+    return BF_OK;
+}

@@ -1,0 +1,477 @@
+/* conv.cu - 2-D convolution (cross-correlation, PyTorch weight layout) on the GPU with cuDNN's
+ * convolution API (contract in ops.h; the CPU twin is conv_cpu.c).
+ *
+ * Algorithm cache. Every distinct (shape, precision) gets one entry, created on first use, holding
+ * its cuDNN descriptors (x, y, w, convolution with the group count) and, per direction (forward,
+ * backward data, backward filter), the algorithm, math type and workspace size chosen the first
+ * time that direction runs. The choice benchmarks the candidates on the caller's own buffers with
+ * cudnnFind*AlgorithmEx (the output buffer is overwritten by the trials, then by the real call) and
+ * takes the fastest one that succeeded; if none qualifies, cuDNN's heuristics (cudnnGet*_v7) are
+ * asked instead. Later calls with the same shape only look the entry up: no allocation, no search.
+ *
+ * Precision. fp32 sets CUDNN_FMA_MATH on the descriptor and accepts only algorithms that report
+ * CUDNN_FMA_MATH, so no TF32 tensor-core kernel can be chosen (CUDNN_DEFAULT_MATH would allow TF32
+ * on Ampere and later). tf32 searches with CUDNN_TENSOR_OP_MATH and runs each algorithm with the
+ * math type it was benchmarked with, as cuDNN requires.
+ *
+ * Workspace (impl->ws). The search may use up to SEARCH_WORKSPACE_LIMIT bytes (and no more than
+ * about half the free device memory): the workspace grows for the search, and afterwards is
+ * resized to the largest requirement of all algorithms chosen so far (impl->ws_needed), so after
+ * the first training step it has its final size and is never reallocated again.
+ *
+ * Bias: a per-plane kernel after the convolution; dbias: the deterministic per-channel sum of
+ * batchnorm.cu. Both avoid cuDNN's deprecated cudnnAddTensor / cudnnConvolutionBackwardBias. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_backend.h"
+
+namespace { /* kernels and helpers are private to this file */
+
+#define SEARCH_WORKSPACE_LIMIT ((size_t)1 << 30)
+
+enum { DIR_FWD = 0, DIR_BWD_DATA = 1, DIR_BWD_FILTER = 2, DIR_COUNT = 3 };
+static const char *const dir_names[DIR_COUNT] = {"forward", "backward-data", "backward-filter"};
+static const int dir_algo_counts[DIR_COUNT] = {CUDNN_CONVOLUTION_FWD_ALGO_COUNT, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                                               CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT};
+enum { MAX_ALGOS = 16 }; /* >= every *_ALGO_COUNT above */
+
+typedef struct conv_key {
+    int n, c_in, h_in, w_in, c_out, k_h, k_w, stride, pad, groups, precision;
+} conv_key;
+
+typedef struct conv_choice {
+    int found;
+    int algo;
+    cudnnMathType_t math;
+    size_t memory;
+} conv_choice;
+
+typedef struct conv_entry {
+    conv_key key;
+    cudnnTensorDescriptor_t x_desc, y_desc;
+    cudnnFilterDescriptor_t w_desc;
+    cudnnConvolutionDescriptor_t conv_desc;
+    cudnnMathType_t desc_math; /* the math type currently set on conv_desc */
+    conv_choice dir[DIR_COUNT];
+} conv_entry;
+
+}  // namespace
+
+struct bf_cuda_conv_cache {
+    conv_entry **entries; /* each entry allocated once, so pointers stay valid as the array grows */
+    int count, cap;
+    int last; /* index of the last hit: consecutive calls usually repeat a shape */
+};
+
+namespace {
+
+/* One benchmark or heuristic result, whatever the direction. */
+typedef struct perf_result {
+    int algo;
+    cudnnStatus_t status;
+    size_t memory;
+    cudnnMathType_t math;
+} perf_result;
+
+template <typename P>
+static void to_results(const P *p, int count, perf_result *out) {
+    for (int i = 0; i < count; i++) {
+        out[i].algo = (int)p[i].algo;
+        out[i].status = p[i].status;
+        out[i].memory = p[i].memory;
+        out[i].math = p[i].mathType;
+    }
+}
+
+static cudnnMathType_t base_math(bf_precision precision) {
+    return precision == BF_PRECISION_TF32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+}
+
+/* ---- bias kernel ---- */
+
+/* y[i, ch, :] += bias[ch], one block per (n, c) plane (grid-stride over planes). */
+__global__ void k_conv_bias(float *__restrict__ y, const float *__restrict__ bias, size_t planes, int c, int hw) {
+    for (size_t p = blockIdx.x; p < planes; p += gridDim.x) {
+        const float bv = bias[p % (size_t)c];
+        float *yp = y + p * (size_t)hw;
+        for (int j = threadIdx.x; j < hw; j += blockDim.x) yp[j] += bv;
+    }
+}
+
+/* ---- shape checks and the cache ---- */
+
+static bf_status check_conv(const bf_conv2d_shape *s, const char *op) {
+    if (!s) return bf_error(BF_ERR_ARG, "%s: NULL shape", op);
+    if (s->n <= 0 || s->c_in <= 0 || s->h_in <= 0 || s->w_in <= 0 || s->c_out <= 0 || s->k_h <= 0 || s->k_w <= 0 ||
+        s->groups <= 0 || s->stride <= 0 || s->pad < 0 || s->c_in % s->groups || s->c_out % s->groups ||
+        s->h_out <= 0 || s->w_out <= 0 || s->h_out != (s->h_in + 2 * s->pad - s->k_h) / s->stride + 1 ||
+        s->w_out != (s->w_in + 2 * s->pad - s->k_w) / s->stride + 1)
+        return bf_error(BF_ERR_ARG, "%s: invalid shape n=%d c_in=%d %dx%d c_out=%d k=%dx%d stride=%d pad=%d "
+                        "groups=%d out=%dx%d (initialise it with bf_conv2d_shape_init)", op, s->n, s->c_in, s->h_in,
+                        s->w_in, s->c_out, s->k_h, s->k_w, s->stride, s->pad, s->groups, s->h_out, s->w_out);
+    /* cuDNN's 4-d descriptors take int dimensions and strides */
+    if ((long long)s->n * s->c_in * s->h_in * s->w_in > INT32_MAX ||
+        (long long)s->n * s->c_out * s->h_out * s->w_out > INT32_MAX ||
+        (long long)s->c_out * (s->c_in / s->groups) * s->k_h * s->k_w > INT32_MAX)
+        return bf_error(BF_ERR_ARG, "%s: tensors of more than 2^31 elements are not supported (n=%d c_in=%d %dx%d "
+                        "c_out=%d)", op, s->n, s->c_in, s->h_in, s->w_in, s->c_out);
+    return BF_OK;
+}
+
+static void entry_free(conv_entry *e) {
+    if (!e) return;
+    if (e->x_desc) (void)cudnnDestroyTensorDescriptor(e->x_desc);
+    if (e->y_desc) (void)cudnnDestroyTensorDescriptor(e->y_desc);
+    if (e->w_desc) (void)cudnnDestroyFilterDescriptor(e->w_desc);
+    if (e->conv_desc) (void)cudnnDestroyConvolutionDescriptor(e->conv_desc);
+    free(e);
+}
+
+static bf_status set_math(conv_entry *e, cudnnMathType_t math) {
+    if (e->desc_math != math) {
+        BF_CUDNN_CHECK(cudnnSetConvolutionMathType(e->conv_desc, math));
+        e->desc_math = math;
+    }
+    return BF_OK;
+}
+
+/* Creates and sets the descriptors of a new entry (freed by the caller on failure). */
+static bf_status entry_init(conv_entry *e, const bf_conv2d_shape *s, bf_precision precision) {
+    BF_CUDNN_CHECK(cudnnCreateTensorDescriptor(&e->x_desc));
+    BF_CUDNN_CHECK(cudnnCreateTensorDescriptor(&e->y_desc));
+    BF_CUDNN_CHECK(cudnnCreateFilterDescriptor(&e->w_desc));
+    BF_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&e->conv_desc));
+    BF_CUDNN_CHECK(cudnnSetTensor4dDescriptor(e->x_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, s->n, s->c_in, s->h_in,
+                                              s->w_in));
+    BF_CUDNN_CHECK(cudnnSetFilter4dDescriptor(e->w_desc, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, s->c_out,
+                                              s->c_in / s->groups, s->k_h, s->k_w));
+    BF_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(e->conv_desc, s->pad, s->pad, s->stride, s->stride, 1, 1,
+                                                   CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    BF_CUDNN_CHECK(cudnnSetConvolutionGroupCount(e->conv_desc, s->groups));
+    BF_CUDNN_CHECK(cudnnSetConvolutionMathType(e->conv_desc, base_math(precision)));
+    e->desc_math = base_math(precision);
+    int on = 0, oc = 0, oh = 0, ow = 0;
+    BF_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(e->conv_desc, e->x_desc, e->w_desc, &on, &oc, &oh, &ow));
+    if (on != s->n || oc != s->c_out || oh != s->h_out || ow != s->w_out)
+        return bf_error(BF_ERR_INTERNAL, "conv2d: cuDNN computes output %dx%dx%dx%d, the shape says %dx%dx%dx%d", on, oc,
+                        oh, ow, s->n, s->c_out, s->h_out, s->w_out);
+    BF_CUDNN_CHECK(cudnnSetTensor4dDescriptor(e->y_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, s->n, s->c_out, s->h_out,
+                                              s->w_out));
+    return BF_OK;
+}
+
+static bf_status cache_get(bf_cuda_impl *im, const bf_conv2d_shape *s, conv_entry **out) {
+    conv_key key;
+    memset(&key, 0, sizeof key);
+    key.n = s->n;
+    key.c_in = s->c_in;
+    key.h_in = s->h_in;
+    key.w_in = s->w_in;
+    key.c_out = s->c_out;
+    key.k_h = s->k_h;
+    key.k_w = s->k_w;
+    key.stride = s->stride;
+    key.pad = s->pad;
+    key.groups = s->groups;
+    key.precision = (int)im->precision;
+
+    if (!im->conv_cache) {
+        im->conv_cache = (bf_cuda_conv_cache *)calloc(1, sizeof *im->conv_cache);
+        if (!im->conv_cache) return bf_error(BF_ERR_OOM, "conv2d: cannot allocate the algorithm cache");
+    }
+    bf_cuda_conv_cache *c = im->conv_cache;
+    if (c->last < c->count && memcmp(&c->entries[c->last]->key, &key, sizeof key) == 0) {
+        *out = c->entries[c->last];
+        return BF_OK;
+    }
+    for (int i = 0; i < c->count; i++)
+        if (memcmp(&c->entries[i]->key, &key, sizeof key) == 0) {
+            c->last = i;
+            *out = c->entries[i];
+            return BF_OK;
+        }
+
+    if (c->count == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 32;
+        conv_entry **grown = (conv_entry **)realloc(c->entries, (size_t)cap * sizeof *grown);
+        if (!grown) return bf_error(BF_ERR_OOM, "conv2d: cannot grow the algorithm cache to %d entries", cap);
+        c->entries = grown;
+        c->cap = cap;
+    }
+    conv_entry *e = (conv_entry *)calloc(1, sizeof *e);
+    if (!e) return bf_error(BF_ERR_OOM, "conv2d: cannot allocate an algorithm cache entry");
+    e->key = key;
+    bf_status st = entry_init(e, s, im->precision);
+    if (st != BF_OK) {
+        entry_free(e);
+        return st;
+    }
+    c->entries[c->count] = e;
+    c->last = c->count;
+    c->count++;
+    *out = e;
+    return BF_OK;
+}
+
+}  // namespace
+
+void bf_cuda_conv_cache_destroy(bf_cuda_impl *im) {
+    if (!im || !im->conv_cache) return;
+    bf_cuda_conv_cache *c = im->conv_cache;
+    for (int i = 0; i < c->count; i++) entry_free(c->entries[i]);
+    free(c->entries);
+    free(c);
+    im->conv_cache = NULL;
+}
+
+namespace {
+
+/* ---- the algorithm search ---- */
+
+static cudnnStatus_t algo_workspace(bf_cuda_impl *im, const conv_entry *e, int dir, int algo, size_t *bytes) {
+    switch (dir) {
+    case DIR_FWD:
+        return cudnnGetConvolutionForwardWorkspaceSize(im->cudnn, e->x_desc, e->w_desc, e->conv_desc, e->y_desc,
+                                                       (cudnnConvolutionFwdAlgo_t)algo, bytes);
+    case DIR_BWD_DATA:
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(im->cudnn, e->w_desc, e->y_desc, e->conv_desc, e->x_desc,
+                                                            (cudnnConvolutionBwdDataAlgo_t)algo, bytes);
+    default:
+        return cudnnGetConvolutionBackwardFilterWorkspaceSize(im->cudnn, e->x_desc, e->y_desc, e->conv_desc,
+                                                              e->w_desc, (cudnnConvolutionBwdFilterAlgo_t)algo, bytes);
+    }
+}
+
+/* Benchmarks every algorithm of a direction on the real buffers. Operands by direction:
+ *   forward:         a = x, b = w, out = y
+ *   backward data:   a = dy, b = w, out = dx
+ *   backward filter: a = x, b = dy, out = dw */
+static bf_status find_algos(bf_cuda_impl *im, const conv_entry *e, int dir, const void *a, const void *b, void *out,
+                            perf_result *res, int *count) {
+    int n = 0;
+    *count = 0;
+    switch (dir) {
+    case DIR_FWD: {
+        cudnnConvolutionFwdAlgoPerf_t p[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        BF_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(im->cudnn, e->x_desc, a, e->w_desc, b, e->conv_desc,
+                                                              e->y_desc, out, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, p,
+                                                              im->ws, im->ws_bytes));
+        if (n > CUDNN_CONVOLUTION_FWD_ALGO_COUNT) n = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
+        to_results(p, n, res);
+        break;
+    }
+    case DIR_BWD_DATA: {
+        cudnnConvolutionBwdDataAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        BF_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(im->cudnn, e->w_desc, b, e->y_desc, a, e->conv_desc,
+                                                                   e->x_desc, out, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                                                                   &n, p, im->ws, im->ws_bytes));
+        if (n > CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT) n = CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
+        to_results(p, n, res);
+        break;
+    }
+    default: {
+        cudnnConvolutionBwdFilterAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+        BF_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+            im->cudnn, e->x_desc, a, e->y_desc, b, e->conv_desc, e->w_desc, out,
+            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, p, im->ws, im->ws_bytes));
+        if (n > CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT) n = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
+        to_results(p, n, res);
+        break;
+    }
+    }
+    *count = n < 0 ? 0 : n;
+    return BF_OK;
+}
+
+/* cuDNN's heuristic ranking (no benchmarking), the fallback when no benchmarked algorithm fits. */
+static bf_status heuristic_algos(bf_cuda_impl *im, const conv_entry *e, int dir, perf_result *res, int *count) {
+    int n = 0;
+    *count = 0;
+    switch (dir) {
+    case DIR_FWD: {
+        cudnnConvolutionFwdAlgoPerf_t p[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        BF_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(im->cudnn, e->x_desc, e->w_desc, e->conv_desc, e->y_desc,
+                                                              CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, p));
+        if (n > CUDNN_CONVOLUTION_FWD_ALGO_COUNT) n = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
+        to_results(p, n, res);
+        break;
+    }
+    case DIR_BWD_DATA: {
+        cudnnConvolutionBwdDataAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        BF_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(im->cudnn, e->w_desc, e->y_desc, e->conv_desc,
+                                                                   e->x_desc, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                                                                   &n, p));
+        if (n > CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT) n = CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
+        to_results(p, n, res);
+        break;
+    }
+    default: {
+        cudnnConvolutionBwdFilterAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+        BF_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(im->cudnn, e->x_desc, e->y_desc, e->conv_desc,
+                                                                     e->w_desc, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+                                                                     &n, p));
+        if (n > CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT) n = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
+        to_results(p, n, res);
+        break;
+    }
+    }
+    *count = n < 0 ? 0 : n;
+    return BF_OK;
+}
+
+/* The first usable result (results come fastest first): it succeeded, fits in `limit` bytes of
+ * workspace and, in fp32, runs without tensor cores. -1 if none. */
+static int pick_result(const bf_cuda_impl *im, const perf_result *res, int count, size_t limit) {
+    for (int i = 0; i < count; i++) {
+        if (res[i].status != CUDNN_STATUS_SUCCESS || res[i].memory > limit) continue;
+        if (im->precision == BF_PRECISION_FP32 && res[i].math != CUDNN_FMA_MATH) continue;
+        return i;
+    }
+    return -1;
+}
+
+/* Workspace the search may use: SEARCH_WORKSPACE_LIMIT, but at most about half the free memory
+ * (plus the current workspace, which the resize releases first). */
+static size_t search_limit(const bf_cuda_impl *im) {
+    size_t limit = SEARCH_WORKSPACE_LIMIT, free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) {
+        size_t avail = free_bytes / 2 + im->ws_bytes;
+        if (avail < limit) limit = avail;
+    } else {
+        (void)cudaGetLastError();
+    }
+    if (limit < im->ws_needed) limit = im->ws_needed;
+    return limit;
+}
+
+static bf_status conv_search(bf_cuda_impl *im, conv_entry *e, int dir, const void *a, const void *b, void *out) {
+    BF_TRY(set_math(e, base_math(im->precision)));
+
+    /* 1. a workspace large enough for every candidate within the limit */
+    const size_t limit = search_limit(im);
+    size_t want = im->ws_needed;
+    for (int algo = 0; algo < dir_algo_counts[dir]; algo++) {
+        size_t bytes = 0;
+        if (algo_workspace(im, e, dir, algo, &bytes) == CUDNN_STATUS_SUCCESS && bytes <= limit && bytes > want)
+            want = bytes;
+    }
+    (void)cudaGetLastError(); /* an unsupported algorithm's query may leave a runtime error behind */
+    if (want > im->ws_bytes && bf_cuda_workspace_resize(im, want) != BF_OK) {
+        /* not that much memory: search with what the cached algorithms need (smaller ones compete) */
+        BF_TRY(bf_cuda_workspace_resize(im, im->ws_needed));
+    }
+
+    /* 2. benchmark; fall back to the heuristics if nothing usable came out */
+    perf_result res[MAX_ALGOS];
+    int count = 0;
+    BF_TRY(find_algos(im, e, dir, a, b, out, res, &count));
+    int pick = pick_result(im, res, count, im->ws_bytes);
+    if (pick < 0) {
+        BF_TRY(heuristic_algos(im, e, dir, res, &count));
+        pick = pick_result(im, res, count, limit);
+    }
+    if (pick < 0)
+        return bf_error(BF_ERR_DEVICE, "conv2d: cuDNN offers no %s %s algorithm for n=%d c_in=%d %dx%d c_out=%d "
+                        "k=%dx%d stride=%d pad=%d groups=%d", im->precision == BF_PRECISION_FP32 ? "fp32" : "tf32",
+                        dir_names[dir], e->key.n, e->key.c_in, e->key.h_in, e->key.w_in, e->key.c_out, e->key.k_h,
+                        e->key.k_w, e->key.stride, e->key.pad, e->key.groups);
+
+    conv_choice *ch = &e->dir[dir];
+    ch->algo = res[pick].algo;
+    ch->math = im->precision == BF_PRECISION_FP32 ? CUDNN_FMA_MATH : res[pick].math;
+    ch->memory = res[pick].memory;
+    ch->found = 1;
+
+    /* 3. keep exactly the workspace the chosen algorithms need */
+    if (ch->memory > im->ws_needed) im->ws_needed = ch->memory;
+    if (im->ws_bytes != im->ws_needed) {
+        bf_status st = bf_cuda_workspace_resize(im, im->ws_needed);
+        if (st != BF_OK) {
+            ch->found = 0; /* search again next time rather than run without a workspace */
+            return st;
+        }
+    }
+    return BF_OK;
+}
+
+/* Looks the shape up (creating the entry and choosing the direction's algorithm on first use), and
+ * readies the descriptor's math type and the workspace for the call. */
+static bf_status conv_prepare(bf_cuda_impl *im, const bf_conv2d_shape *s, int dir, const void *a, const void *b,
+                              void *out, conv_entry **entry) {
+    conv_entry *e;
+    BF_TRY(cache_get(im, s, &e));
+    if (!e->dir[dir].found) BF_TRY(conv_search(im, e, dir, a, b, out));
+    if (im->ws_bytes < e->dir[dir].memory) {
+        /* only after an earlier failed resize; ws_needed covers every cached choice */
+        BF_TRY(bf_cuda_workspace_resize(im, im->ws_needed > e->dir[dir].memory ? im->ws_needed : e->dir[dir].memory));
+    }
+    BF_TRY(set_math(e, e->dir[dir].math));
+    *entry = e;
+    return BF_OK;
+}
+
+static unsigned plane_threads(long hw) {
+    long t = (hw + 31) / 32 * 32;
+    if (t > BF_CUDA_THREADS) t = BF_CUDA_THREADS;
+    if (t < 32) t = 32;
+    return (unsigned)t;
+}
+
+}  // namespace
+
+/* ---- the ops ---- */
+
+extern "C" bf_status bf_cuda_conv2d_forward(bf_backend *b, const bf_conv2d_shape *s, const float *x,
+                                            const float *w, const float *bias, float *y) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_conv(s, "conv2d_forward"));
+    if (!x || !w || !y) return bf_error(BF_ERR_ARG, "conv2d_forward: NULL input, weight or output");
+    conv_entry *e;
+    BF_TRY(conv_prepare(im, s, DIR_FWD, x, w, y, &e));
+    const float one = 1.0f, zero = 0.0f;
+    BF_CUDNN_CHECK(cudnnConvolutionForward(im->cudnn, &one, e->x_desc, x, e->w_desc, w, e->conv_desc,
+                                           (cudnnConvolutionFwdAlgo_t)e->dir[DIR_FWD].algo, im->ws, im->ws_bytes,
+                                           &zero, e->y_desc, y));
+    if (bias) {
+        const size_t planes = (size_t)s->n * s->c_out;
+        const int hw = s->h_out * s->w_out;
+        const size_t cap = (size_t)(im->sm_count > 0 ? im->sm_count : 80) * 32;
+        k_conv_bias<<<(unsigned)(planes < cap ? planes : cap), plane_threads(hw), 0, im->stream>>>(y, bias, planes,
+                                                                                                   s->c_out, hw);
+        BF_LAUNCH_CHECK("k_conv_bias");
+    }
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_conv2d_backward_data(bf_backend *b, const bf_conv2d_shape *s, const float *dy,
+                                                  const float *w, float *dx) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_conv(s, "conv2d_backward_data"));
+    if (!dy || !w || !dx) return bf_error(BF_ERR_ARG, "conv2d_backward_data: NULL dy, weight or dx");
+    conv_entry *e;
+    BF_TRY(conv_prepare(im, s, DIR_BWD_DATA, dy, w, dx, &e));
+    const float one = 1.0f, zero = 0.0f;
+    BF_CUDNN_CHECK(cudnnConvolutionBackwardData(im->cudnn, &one, e->w_desc, w, e->y_desc, dy, e->conv_desc,
+                                                (cudnnConvolutionBwdDataAlgo_t)e->dir[DIR_BWD_DATA].algo, im->ws,
+                                                im->ws_bytes, &zero, e->x_desc, dx));
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_conv2d_backward_filter(bf_backend *b, const bf_conv2d_shape *s, const float *x,
+                                                    const float *dy, float *dw, float *dbias) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_conv(s, "conv2d_backward_filter"));
+    if (!x || !dy || !dw) return bf_error(BF_ERR_ARG, "conv2d_backward_filter: NULL x, dy or dw");
+    conv_entry *e;
+    BF_TRY(conv_prepare(im, s, DIR_BWD_FILTER, x, dy, dw, &e));
+    const float one = 1.0f, zero = 0.0f;
+    BF_CUDNN_CHECK(cudnnConvolutionBackwardFilter(im->cudnn, &one, e->x_desc, x, e->y_desc, dy, e->conv_desc,
+                                                  (cudnnConvolutionBwdFilterAlgo_t)e->dir[DIR_BWD_FILTER].algo, im->ws,
+                                                  im->ws_bytes, &zero, e->w_desc, dw));
+    if (dbias) BF_TRY(bf_cuda_channel_sum(im, s->n, s->c_out, (long)s->h_out * s->w_out, dy, dbias));
+    return BF_OK;
+}

@@ -1,0 +1,113 @@
+/* cpu_backend.h - internals shared by the CPU reference backend's files (src/kernels/ *_cpu.c).
+ *
+ * Each *_cpu.c file implements one family of the bf_ops table (ops.h) and exports its functions
+ * under the bf_cpu_ prefix; backend_cpu.c collects them into the table. Nothing here is public.
+ *
+ * Threading: every parallel loop uses OpenMP with `num_threads(bf_cpu_threads(b))` and a static
+ * schedule, and every reduction is summed in an order fixed by the data size and the thread count,
+ * so two runs with the same inputs and thread count give bit-identical results. OpenBLAS is asked
+ * to run single-threaded (see bf_backend_create_cpu) because the GEMMs are issued from inside our
+ * own parallel loops (one image per thread), which parallelises better than splitting each small
+ * GEMM and avoids oversubscribing the cores. */
+#ifndef BIOFLEX_CPU_BACKEND_H
+#define BIOFLEX_CPU_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bioflex/ops.h"
+
+/* Loops shorter than this run on one thread: forking a team costs more than it saves. */
+#define BF_CPU_PARALLEL_MIN 32768
+
+/* Upper bound on OpenMP threads, so per-thread partial sums fit in a stack array. */
+#define BF_CPU_MAX_THREADS 256
+
+/* Backend-private state behind bf_backend.impl. */
+typedef struct bf_cpu_state {
+    void *scratch;        /* im2col columns and per-thread partial sums; grows, never shrinks */
+    size_t scratch_bytes;
+} bf_cpu_state;
+
+static inline int bf_cpu_threads(const bf_backend *b) { return b->num_threads; }
+
+/* Returns scratch memory of at least `bytes` (64-byte aligned, contents undefined). It is
+ * reallocated only when a larger size is asked for, so a training step after the first
+ * allocates nothing. The pointer stays valid until the next call. */
+bf_status bf_cpu_scratch(bf_backend *b, size_t bytes, void **out);
+
+/* Rounds a float count up to a whole number of 64-byte cache lines, so that per-thread slices
+ * carved from one scratch buffer do not share a cache line. */
+static inline size_t bf_cpu_round_floats(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* Sum of x[i] (or of x[i]^2 when `squares`), accumulated in double over fixed per-thread blocks
+ * that are combined in thread order. */
+double bf_cpu_sum(const bf_backend *b, const float *x, size_t n, int squares);
+
+/* Provided by the CUDA backend (or by backend_cuda_absent.c): releases a CUDA backend. */
+void bf_backend_destroy_cuda(bf_backend *b);
+
+/* ---- elementwise_cpu.c ---- */
+bf_status bf_cpu_fill(bf_backend *b, float *x, float value, size_t n);
+bf_status bf_cpu_scale(bf_backend *b, float *x, float alpha, size_t n);
+bf_status bf_cpu_add(bf_backend *b, const float *x0, const float *x1, float *y, size_t n);
+bf_status bf_cpu_add_inplace(bf_backend *b, float *y, const float *x, size_t n);
+bf_status bf_cpu_sum_squares(bf_backend *b, const float *x, size_t n, float *out);
+bf_status bf_cpu_accumulate_sum(bf_backend *b, const float *x, size_t n, float *acc);
+bf_status bf_cpu_relu_forward(bf_backend *b, const float *x, float *y, size_t n);
+bf_status bf_cpu_relu_backward(bf_backend *b, const float *y, const float *dy, float *dx, size_t n);
+bf_status bf_cpu_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, float p, uint64_t seed);
+bf_status bf_cpu_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, float p, uint64_t seed);
+
+/* ---- conv_cpu.c ---- */
+bf_status bf_cpu_conv2d_forward(bf_backend *b, const bf_conv2d_shape *s, const float *x,
+                                const float *w, const float *bias, float *y);
+bf_status bf_cpu_conv2d_backward_data(bf_backend *b, const bf_conv2d_shape *s, const float *dy,
+                                      const float *w, float *dx);
+bf_status bf_cpu_conv2d_backward_filter(bf_backend *b, const bf_conv2d_shape *s, const float *x,
+                                        const float *dy, float *dw, float *dbias);
+
+/* ---- batchnorm_cpu.c ---- */
+bf_status bf_cpu_batchnorm_forward_train(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                         const float *gamma, const float *beta, float *y,
+                                         float *save_mean, float *save_invstd,
+                                         float *running_mean, float *running_var);
+bf_status bf_cpu_batchnorm_forward_eval(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                        const float *gamma, const float *beta,
+                                        const float *running_mean, const float *running_var, float *y);
+bf_status bf_cpu_batchnorm_backward(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                    const float *dy, const float *gamma, const float *save_mean,
+                                    const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+
+/* ---- pool_cpu.c ---- */
+bf_status bf_cpu_maxpool_forward(bf_backend *b, const bf_pool_shape *s, const float *x, float *y,
+                                 int32_t *argmax);
+bf_status bf_cpu_maxpool_backward(bf_backend *b, const bf_pool_shape *s, const float *dy,
+                                  const int32_t *argmax, float *dx);
+bf_status bf_cpu_avgpool_forward(bf_backend *b, const bf_pool_shape *s, const float *x, float *y);
+bf_status bf_cpu_avgpool_backward(bf_backend *b, const bf_pool_shape *s, const float *dy, float *dx);
+bf_status bf_cpu_global_avgpool_forward(bf_backend *b, int n, int c, int hw, const float *x, float *y);
+bf_status bf_cpu_global_avgpool_backward(bf_backend *b, int n, int c, int hw, const float *dy, float *dx);
+
+/* ---- linear_cpu.c ---- */
+bf_status bf_cpu_linear_forward(bf_backend *b, const bf_linear_shape *s, const float *x,
+                                const float *w, const float *bias, float *y);
+bf_status bf_cpu_linear_backward(bf_backend *b, const bf_linear_shape *s, const float *x,
+                                 const float *w, const float *dy, float *dx, float *dw, float *dbias);
+
+/* ---- loss_cpu.c ---- */
+bf_status bf_cpu_softmax_xent(bf_backend *b, int n, int k, const float *logits, const int32_t *labels,
+                              float smoothing, float grad_scale, float *losses, float *dlogits);
+bf_status bf_cpu_topk_correct(bf_backend *b, int n, int k, const float *logits, const int32_t *labels,
+                              float *correct1, float *correct5);
+
+/* ---- optim_cpu.c ---- */
+bf_status bf_cpu_sgd_update(bf_backend *b, float *params, const float *grads, float *momentum_buf,
+                            size_t n, float lr, float momentum, float weight_decay, int nesterov,
+                            int first_step, const float *grad_scale);
+bf_status bf_cpu_adamw_update(bf_backend *b, float *params, const float *grads, float *m, float *v,
+                              size_t n, float lr, float beta1, float beta2, float eps,
+                              float weight_decay, long step, const float *grad_scale);
+bf_status bf_cpu_clip_scale(bf_backend *b, const float *sum_squares, float max_norm, float *scale);
+
+#endif

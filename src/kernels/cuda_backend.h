@@ -1,0 +1,243 @@
+/* cuda_backend.h - internals shared by the CUDA backend's files (src/kernels/ *.cu).
+ *
+ * Each .cu file implements one family of the bf_ops table (ops.h) and exports its functions under
+ * the bf_cuda_ prefix; backend_cuda.cu collects them into the table and owns creation/teardown.
+ * Nothing here is public, and this header is only ever compiled by nvcc.
+ *
+ * Conventions of every op:
+ *   - it starts with bf_cuda_enter(), which makes the backend's device current for the calling host
+ *     thread (one host thread per GPU may drive several backends) and drops a stale, non-sticky
+ *     error left behind by an earlier runtime call, so a launch check reports only its own launch;
+ *   - it enqueues work on impl->stream only and never synchronises the device;
+ *   - every CUDA, cuDNN and cuBLAS call is checked with BF_CUDA_CHECK / BF_CUDNN_CHECK /
+ *     BF_CUBLAS_CHECK, every kernel launch with BF_LAUNCH_CHECK, and failures are reported as
+ *     BF_ERR_DEVICE "<call> failed at file:line: <error string>";
+ *   - reductions are deterministic: fixed launch shapes that depend on the problem size only, fixed
+ *     block-tree orders, partial sums combined in index order, no floating-point atomics.
+ */
+#ifndef BIOFLEX_CUDA_BACKEND_H
+#define BIOFLEX_CUDA_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include "bioflex/ops.h"
+
+/* ---- error checks ---- */
+
+/* A failed runtime call also sets the runtime's "last error"; it is read back (and so cleared) here,
+ * so that the next kernel-launch check does not report it a second time. */
+#define BF_CUDA_CHECK(call)                                                                     \
+    do {                                                                                        \
+        cudaError_t bf_cuda_e_ = (call);                                                        \
+        if (bf_cuda_e_ != cudaSuccess) {                                                        \
+            (void)cudaGetLastError();                                                           \
+            return bf_error(BF_ERR_DEVICE, "%s failed at %s:%d: %s", #call, __FILE__, __LINE__, \
+                            cudaGetErrorString(bf_cuda_e_));                                    \
+        }                                                                                       \
+    } while (0)
+
+#define BF_CUDNN_CHECK(call)                                                                    \
+    do {                                                                                        \
+        cudnnStatus_t bf_cudnn_s_ = (call);                                                     \
+        if (bf_cudnn_s_ != CUDNN_STATUS_SUCCESS) {                                              \
+            (void)cudaGetLastError();                                                           \
+            return bf_error(BF_ERR_DEVICE, "%s failed at %s:%d: %s", #call, __FILE__, __LINE__, \
+                            cudnnGetErrorString(bf_cudnn_s_));                                  \
+        }                                                                                       \
+    } while (0)
+
+#define BF_CUBLAS_CHECK(call)                                                                   \
+    do {                                                                                        \
+        cublasStatus_t bf_cublas_s_ = (call);                                                   \
+        if (bf_cublas_s_ != CUBLAS_STATUS_SUCCESS) {                                            \
+            (void)cudaGetLastError();                                                           \
+            return bf_error(BF_ERR_DEVICE, "%s failed at %s:%d: %s", #call, __FILE__, __LINE__, \
+                            cublasGetStatusString(bf_cublas_s_));                               \
+        }                                                                                       \
+    } while (0)
+
+/* After a <<<...>>> launch: reports a bad launch configuration or an earlier asynchronous fault. */
+#define BF_LAUNCH_CHECK(kernel_name)                                                             \
+    do {                                                                                         \
+        cudaError_t bf_launch_e_ = cudaGetLastError();                                           \
+        if (bf_launch_e_ != cudaSuccess)                                                         \
+            return bf_error(BF_ERR_DEVICE, "launch of %s failed at %s:%d: %s", kernel_name,      \
+                            __FILE__, __LINE__, cudaGetErrorString(bf_launch_e_));               \
+    } while (0)
+
+/* ---- backend-private state behind bf_backend.impl ---- */
+
+struct bf_cuda_conv_cache; /* conv.cu: descriptors and chosen algorithms per convolution shape */
+
+typedef struct bf_cuda_impl {
+    int device;               /* CUDA ordinal */
+    int sm_count;             /* multiprocessors, for grid-stride launch caps */
+    bf_precision precision;
+    cudaStream_t stream;      /* every op of this backend runs on it, in order */
+    cudnnHandle_t cudnn;      /* bound to stream */
+    cublasHandle_t cublas;    /* bound to stream, with its own workspace below */
+    void *cublas_ws;
+    size_t cublas_ws_bytes;
+    void *ws;                 /* cuDNN workspace: grows when a convolution needs more */
+    size_t ws_bytes;
+    size_t ws_needed;         /* the largest workspace any cached algorithm uses */
+    void *scratch;            /* partial sums of reductions: grows, never shrinks */
+    size_t scratch_bytes;
+    struct bf_cuda_conv_cache *conv_cache;
+} bf_cuda_impl;
+
+/* Makes the backend's device current for this host thread and clears a stale runtime error. */
+static inline bf_status bf_cuda_enter(bf_backend *b, bf_cuda_impl **out) {
+    if (!b || !b->impl || b->kind != BF_DEVICE_CUDA)
+        return bf_error(BF_ERR_ARG, "cuda backend: called with a backend that is not a CUDA backend");
+    bf_cuda_impl *im = (bf_cuda_impl *)b->impl;
+    int current = -1;
+    if (cudaGetDevice(&current) != cudaSuccess || current != im->device)
+        BF_CUDA_CHECK(cudaSetDevice(im->device));
+    (void)cudaGetLastError();
+    *out = im;
+    return BF_OK;
+}
+
+/* Scratch device memory of at least `bytes` (256-byte aligned, contents undefined), valid until the
+ * next call. Ops on one backend run in stream order, so one op may reuse what another left; growing
+ * waits for the stream first because queued kernels may still read the old buffer. */
+bf_status bf_cuda_scratch(bf_cuda_impl *im, size_t bytes, void **out);
+
+/* Resizes the cuDNN workspace to exactly `bytes` (waits for the stream first). On failure the
+ * workspace is left empty (ws = NULL, ws_bytes = 0) and BF_ERR_OOM is returned. */
+bf_status bf_cuda_workspace_resize(bf_cuda_impl *im, size_t bytes);
+
+/* conv.cu: releases the convolution descriptor/algorithm cache (called by the destructor). */
+void bf_cuda_conv_cache_destroy(bf_cuda_impl *im);
+
+/* ---- launch helpers ---- */
+
+#define BF_CUDA_THREADS 256
+
+/* Blocks for a grid-stride loop over n items: enough to cover n, capped at 32 blocks per SM
+ * (each thread then loops). n must be > 0. */
+static inline unsigned bf_cuda_grid(const bf_cuda_impl *im, size_t n, unsigned threads) {
+    size_t blocks = (n + threads - 1) / threads;
+    size_t cap = (size_t)(im->sm_count > 0 ? im->sm_count : 80) * 32;
+    if (blocks > cap) blocks = cap;
+    if (blocks < 1) blocks = 1;
+    return (unsigned)blocks;
+}
+
+static inline int bf_cuda_min_i(int a, int b) { return a < b ? a : b; }
+static inline size_t bf_cuda_div_up(size_t a, size_t b) { return (a + b - 1) / b; }
+
+/* ---- device helpers ---- */
+
+#ifdef __CUDACC__
+/* Sum over a warp in a fixed butterfly order; the total is valid in lane 0. */
+template <typename T>
+__device__ __forceinline__ T bf_warp_sum(T v) {
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+    return v;
+}
+
+/* Sum over a block (blockDim.x a multiple of 32, at most 1024) in a fixed order; the total is
+ * valid in thread 0. Every thread of the block must call it. Safe to call repeatedly. */
+template <typename T>
+__device__ __forceinline__ T bf_block_sum(T v) {
+    __shared__ T bf_block_sum_shared[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = bf_warp_sum(v);
+    __syncthreads(); /* an earlier call's readers are done with the shared slots */
+    if (lane == 0) bf_block_sum_shared[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        const int warps = (int)(blockDim.x >> 5);
+        v = lane < warps ? bf_block_sum_shared[lane] : T(0);
+        v = bf_warp_sum(v);
+    }
+    return v;
+}
+#endif
+
+/* ---- the op implementations (one family per .cu file) ---- */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Defined by backend_cuda.cu; called by bf_backend_destroy for a CUDA backend. Frees b itself. */
+void bf_backend_destroy_cuda(bf_backend *b);
+
+/* elementwise.cu */
+bf_status bf_cuda_fill(bf_backend *b, float *x, float value, size_t n);
+bf_status bf_cuda_scale(bf_backend *b, float *x, float alpha, size_t n);
+bf_status bf_cuda_add(bf_backend *b, const float *x0, const float *x1, float *y, size_t n);
+bf_status bf_cuda_add_inplace(bf_backend *b, float *y, const float *x, size_t n);
+bf_status bf_cuda_sum_squares(bf_backend *b, const float *x, size_t n, float *out);
+bf_status bf_cuda_accumulate_sum(bf_backend *b, const float *x, size_t n, float *acc);
+bf_status bf_cuda_relu_forward(bf_backend *b, const float *x, float *y, size_t n);
+bf_status bf_cuda_relu_backward(bf_backend *b, const float *y, const float *dy, float *dx, size_t n);
+bf_status bf_cuda_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, float p, uint64_t seed);
+bf_status bf_cuda_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, float p, uint64_t seed);
+
+/* conv.cu */
+bf_status bf_cuda_conv2d_forward(bf_backend *b, const bf_conv2d_shape *s, const float *x,
+                                 const float *w, const float *bias, float *y);
+bf_status bf_cuda_conv2d_backward_data(bf_backend *b, const bf_conv2d_shape *s, const float *dy,
+                                       const float *w, float *dx);
+bf_status bf_cuda_conv2d_backward_filter(bf_backend *b, const bf_conv2d_shape *s, const float *x,
+                                         const float *dy, float *dw, float *dbias);
+
+/* batchnorm.cu */
+bf_status bf_cuda_batchnorm_forward_train(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                          const float *gamma, const float *beta, float *y,
+                                          float *save_mean, float *save_invstd,
+                                          float *running_mean, float *running_var);
+bf_status bf_cuda_batchnorm_forward_eval(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                         const float *gamma, const float *beta,
+                                         const float *running_mean, const float *running_var, float *y);
+bf_status bf_cuda_batchnorm_backward(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                     const float *dy, const float *gamma, const float *save_mean,
+                                     const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+/* Per-channel sum of a [n, c, hw] tensor (conv dbias), deterministic. */
+bf_status bf_cuda_channel_sum(bf_cuda_impl *im, int n, int c, long hw, const float *x, float *out);
+
+/* pool.cu */
+bf_status bf_cuda_maxpool_forward(bf_backend *b, const bf_pool_shape *s, const float *x, float *y,
+                                  int32_t *argmax);
+bf_status bf_cuda_maxpool_backward(bf_backend *b, const bf_pool_shape *s, const float *dy,
+                                   const int32_t *argmax, float *dx);
+bf_status bf_cuda_avgpool_forward(bf_backend *b, const bf_pool_shape *s, const float *x, float *y);
+bf_status bf_cuda_avgpool_backward(bf_backend *b, const bf_pool_shape *s, const float *dy, float *dx);
+bf_status bf_cuda_global_avgpool_forward(bf_backend *b, int n, int c, int hw, const float *x, float *y);
+bf_status bf_cuda_global_avgpool_backward(bf_backend *b, int n, int c, int hw, const float *dy, float *dx);
+
+/* linear.cu */
+bf_status bf_cuda_linear_forward(bf_backend *b, const bf_linear_shape *s, const float *x,
+                                 const float *w, const float *bias, float *y);
+bf_status bf_cuda_linear_backward(bf_backend *b, const bf_linear_shape *s, const float *x,
+                                  const float *w, const float *dy, float *dx, float *dw, float *dbias);
+
+/* loss.cu */
+bf_status bf_cuda_softmax_xent(bf_backend *b, int n, int k, const float *logits, const int32_t *labels,
+                               float smoothing, float grad_scale, float *losses, float *dlogits);
+bf_status bf_cuda_topk_correct(bf_backend *b, int n, int k, const float *logits, const int32_t *labels,
+                               float *correct1, float *correct5);
+
+/* optim.cu */
+bf_status bf_cuda_sgd_update(bf_backend *b, float *params, const float *grads, float *momentum_buf,
+                             size_t n, float lr, float momentum, float weight_decay, int nesterov,
+                             int first_step, const float *grad_scale);
+bf_status bf_cuda_adamw_update(bf_backend *b, float *params, const float *grads, float *m, float *v,
+                               size_t n, float lr, float beta1, float beta2, float eps,
+                               float weight_decay, long step, const float *grad_scale);
+bf_status bf_cuda_clip_scale(bf_backend *b, const float *sum_squares, float max_norm, float *scale);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

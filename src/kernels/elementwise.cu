@@ -1,0 +1,225 @@
+/* elementwise.cu - fill, scale, add, deterministic reductions, ReLU and dropout on the GPU
+ * (contracts in ops.h; the CPU twins are in elementwise_cpu.c).
+ *
+ * Elementwise kernels are grid-stride loops over size_t indices. The two reductions (sum_squares,
+ * accumulate_sum) are deterministic: a first kernel with a block count that depends on n only has
+ * every thread accumulate a fixed strided subset in double, each block reduces in a fixed tree
+ * order into one partial sum, and a second one-block kernel adds the partials in a fixed order. */
+#include <math.h>
+
+#include "bioflex/hash.h"
+#include "cuda_backend.h"
+
+namespace { /* kernels and helpers are private to this file */
+
+/* ---- kernels ---- */
+
+__global__ void k_fill(float *__restrict__ x, float value, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] = value;
+}
+
+__global__ void k_scale(float *__restrict__ x, float alpha, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] *= alpha;
+}
+
+/* y may alias x0 or x1 (each element is read before it is written by the same thread). */
+__global__ void k_add(const float *x0, const float *x1, float *y, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = x0[i] + x1[i];
+}
+
+__global__ void k_add_inplace(float *__restrict__ y, const float *__restrict__ x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] += x[i];
+}
+
+/* x < 0 ? 0 : x, so that a NaN passes through (as in PyTorch and the CPU backend). y may alias x. */
+__global__ void k_relu_forward(const float *x, float *y, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float v = x[i];
+        y[i] = v < 0.0f ? 0.0f : v;
+    }
+}
+
+/* dx may alias dy. */
+__global__ void k_relu_backward(const float *y, const float *dy, float *dx, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+/* Inverted dropout with the mask recomputed from (seed, i): the same expression as the CPU, so the
+ * outputs are bit-identical. */
+__global__ void k_dropout(const float *in, float *out, size_t n, float p, float keep_scale, uint64_t seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = bf_uniform(seed, (uint64_t)i) >= p ? __fmul_rn(in[i], keep_scale) : 0.0f;
+}
+
+/* Pass 1 of a sum: block b writes partial[b] = sum over its threads of their strided elements. */
+template <bool SQUARES>
+__global__ void k_sum_partial(const float *__restrict__ x, size_t n, double *__restrict__ partial) {
+    double acc = 0.0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        double v = (double)x[i];
+        acc += SQUARES ? v * v : v;
+    }
+    acc = bf_block_sum(acc);
+    if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+/* Pass 2 (one block): total of partial[0..count); *out = total, or *out += total when ACCUMULATE. */
+template <bool ACCUMULATE>
+__global__ void k_sum_final(const double *__restrict__ partial, int count, float *out) {
+    double acc = 0.0;
+    for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partial[i];
+    acc = bf_block_sum(acc);
+    if (threadIdx.x == 0) *out = ACCUMULATE ? (float)((double)*out + acc) : (float)acc;
+}
+
+}  // namespace
+
+/* ---- host side ---- */
+
+#define ELEMENTWISE_ARGS(name, ...)                                                             \
+    do {                                                                                        \
+        const void *ptrs_[] = {__VA_ARGS__};                                                    \
+        for (size_t k_ = 0; k_ < sizeof ptrs_ / sizeof ptrs_[0]; k_++)                          \
+            if (!ptrs_[k_]) return bf_error(BF_ERR_ARG, "%s: NULL pointer for %zu elements", name, n); \
+    } while (0)
+
+extern "C" bf_status bf_cuda_fill(bf_backend *b, float *x, float value, size_t n) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (n == 0) return BF_OK;
+    ELEMENTWISE_ARGS("fill", x);
+    k_fill<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(x, value, n);
+    BF_LAUNCH_CHECK("k_fill");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_scale(bf_backend *b, float *x, float alpha, size_t n) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (n == 0) return BF_OK;
+    ELEMENTWISE_ARGS("scale", x);
+    k_scale<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(x, alpha, n);
+    BF_LAUNCH_CHECK("k_scale");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_add(bf_backend *b, const float *x0, const float *x1, float *y, size_t n) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (n == 0) return BF_OK;
+    ELEMENTWISE_ARGS("add", x0, x1, y);
+    k_add<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(x0, x1, y, n);
+    BF_LAUNCH_CHECK("k_add");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_add_inplace(bf_backend *b, float *y, const float *x, size_t n) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (n == 0) return BF_OK;
+    ELEMENTWISE_ARGS("add_inplace", y, x);
+    k_add_inplace<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(y, x, n);
+    BF_LAUNCH_CHECK("k_add_inplace");
+    return BF_OK;
+}
+
+/* Blocks of the first reduction pass: a function of n only (never of the device), at most 1024 so
+ * that the second pass is one block, and about 8 elements per thread before the cap. */
+static unsigned sum_blocks(size_t n) {
+    size_t blocks = bf_cuda_div_up(n, (size_t)BF_CUDA_THREADS * 8);
+    if (blocks > 1024) blocks = 1024;
+    if (blocks < 1) blocks = 1;
+    return (unsigned)blocks;
+}
+
+static bf_status launch_sum(bf_cuda_impl *im, const float *x, size_t n, float *out, bool squares, bool accumulate) {
+    unsigned blocks = sum_blocks(n);
+    void *scratch;
+    BF_TRY(bf_cuda_scratch(im, blocks * sizeof(double), &scratch));
+    double *partial = (double *)scratch;
+    if (n == 0) {
+        /* an empty sum is 0: one partial of zero keeps the code path (and the *out write) uniform */
+        BF_CUDA_CHECK(cudaMemsetAsync(partial, 0, sizeof(double), im->stream));
+    } else if (squares) {
+        k_sum_partial<true><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(x, n, partial);
+        BF_LAUNCH_CHECK("k_sum_partial<squares>");
+    } else {
+        k_sum_partial<false><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(x, n, partial);
+        BF_LAUNCH_CHECK("k_sum_partial");
+    }
+    if (accumulate) {
+        k_sum_final<true><<<1, 1024, 0, im->stream>>>(partial, (int)blocks, out);
+        BF_LAUNCH_CHECK("k_sum_final<accumulate>");
+    } else {
+        k_sum_final<false><<<1, 1024, 0, im->stream>>>(partial, (int)blocks, out);
+        BF_LAUNCH_CHECK("k_sum_final");
+    }
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_sum_squares(bf_backend *b, const float *x, size_t n, float *out) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (!out || (n > 0 && !x)) return bf_error(BF_ERR_ARG, "sum_squares: NULL pointer (n=%zu)", n);
+    return launch_sum(im, x, n, out, true, false);
+}
+
+extern "C" bf_status bf_cuda_accumulate_sum(bf_backend *b, const float *x, size_t n, float *acc) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (!acc || (n > 0 && !x)) return bf_error(BF_ERR_ARG, "accumulate_sum: NULL pointer (n=%zu)", n);
+    if (n == 0) return BF_OK; /* acc += 0 */
+    return launch_sum(im, x, n, acc, false, true);
+}
+
+extern "C" bf_status bf_cuda_relu_forward(bf_backend *b, const float *x, float *y, size_t n) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (n == 0) return BF_OK;
+    ELEMENTWISE_ARGS("relu_forward", x, y);
+    k_relu_forward<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(x, y, n);
+    BF_LAUNCH_CHECK("k_relu_forward");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_relu_backward(bf_backend *b, const float *y, const float *dy, float *dx, size_t n) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (n == 0) return BF_OK;
+    ELEMENTWISE_ARGS("relu_backward", y, dy, dx);
+    k_relu_backward<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(y, dy, dx, n);
+    BF_LAUNCH_CHECK("k_relu_backward");
+    return BF_OK;
+}
+
+static bf_status dropout_apply(bf_backend *b, const char *name, const float *in, float *out, size_t n, float p,
+                               uint64_t seed) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (!(p >= 0.0f && p <= 1.0f)) return bf_error(BF_ERR_ARG, "%s: p must be in [0, 1] (got %g)", name, p);
+    if (n == 0) return BF_OK;
+    ELEMENTWISE_ARGS(name, in, out);
+    if (p == 0.0f) {
+        if (out != in) BF_CUDA_CHECK(cudaMemcpyAsync(out, in, n * sizeof(float), cudaMemcpyDeviceToDevice, im->stream));
+        return BF_OK;
+    }
+    /* with p = 1 nothing survives and the infinite scale is never applied */
+    const float keep_scale = 1.0f / (1.0f - p);
+    k_dropout<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(in, out, n, p, keep_scale, seed);
+    BF_LAUNCH_CHECK("k_dropout");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, float p, uint64_t seed) {
+    return dropout_apply(b, "dropout_forward", x, y, n, p, seed);
+}
+
+extern "C" bf_status bf_cuda_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, float p,
+                                              uint64_t seed) {
+    return dropout_apply(b, "dropout_backward", dy, dx, n, p, seed);
+}

@@ -1,0 +1,66 @@
+/* optim_cpu.c - SGD and AdamW steps over a flat parameter buffer, and the gradient-clipping
+ * factor (PyTorch semantics, formulas in ops.h). Every element is updated on its own, so the
+ * loops are split statically over threads without affecting any result. */
+#include <math.h>
+
+#include "cpu_backend.h"
+
+static int loop_threads(const bf_backend *b, size_t n) {
+    return n >= BF_CPU_PARALLEL_MIN ? bf_cpu_threads(b) : 1;
+}
+
+/* PyTorch SGD with dampening 0:
+ *     g = grad*clip + wd*p;  buf = momentum*buf + g (buf = g on the first step);
+ *     update = nesterov ? g + momentum*buf : buf;  p -= lr*update.
+ * With momentum 0 there is no buffer (momentum_buf may be NULL) and update = g. */
+bf_status bf_cpu_sgd_update(bf_backend *b, float *params, const float *grads, float *momentum_buf,
+                            size_t n, float lr, float momentum, float weight_decay, int nesterov,
+                            int first_step, const float *grad_scale) {
+    if (momentum != 0.0f && !momentum_buf) return bf_error(BF_ERR_ARG, "sgd: momentum %g needs a momentum buffer", momentum);
+    const float clip = grad_scale ? *grad_scale : 1.0f;
+#pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float g = grads[i] * clip + weight_decay * params[i];
+        float update = g;
+        if (momentum != 0.0f) {
+            float buf = first_step ? g : momentum * momentum_buf[i] + g;
+            momentum_buf[i] = buf;
+            update = nesterov ? g + momentum * buf : buf;
+        }
+        params[i] -= lr * update;
+    }
+    return BF_OK;
+}
+
+/* PyTorch AdamW (decoupled weight decay, no amsgrad), step t counted from 1:
+ *     p *= 1 - lr*wd;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;
+ *     p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps)
+ * which is ops.h's lr * m_hat / (sqrt(v_hat) + eps) arranged as PyTorch evaluates it. */
+bf_status bf_cpu_adamw_update(bf_backend *b, float *params, const float *grads, float *m, float *v,
+                              size_t n, float lr, float beta1, float beta2, float eps,
+                              float weight_decay, long step, const float *grad_scale) {
+    if (step < 1) return bf_error(BF_ERR_ARG, "adamw: step must count from 1 (got %ld)", step);
+    const float clip = grad_scale ? *grad_scale : 1.0f;
+    const float decay = (float)(1.0 - (double)lr * weight_decay);
+    const float step_size = (float)(lr / (1.0 - pow(beta1, (double)step)));
+    const float correction2_sqrt = (float)sqrt(1.0 - pow(beta2, (double)step));
+    const float one_minus_beta1 = 1.0f - beta1, one_minus_beta2 = 1.0f - beta2;
+#pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float g = grads[i] * clip;
+        float mi = beta1 * m[i] + one_minus_beta1 * g;
+        float vi = beta2 * v[i] + one_minus_beta2 * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        float denom = sqrtf(vi) / correction2_sqrt + eps;
+        params[i] = params[i] * decay - step_size * mi / denom;
+    }
+    return BF_OK;
+}
+
+bf_status bf_cpu_clip_scale(bf_backend *b, const float *sum_squares, float max_norm, float *scale) {
+    (void)b;
+    float factor = (float)(max_norm / (sqrt((double)*sum_squares) + 1e-6));
+    *scale = factor < 1.0f ? factor : 1.0f;
+    return BF_OK;
+}

@@ -1,0 +1,247 @@
+/* pool.cu - max, average and global average pooling on the GPU (contracts in ops.h; the CPU twins
+ * are in pool_cpu.c).
+ *
+ * Forward: one thread per output. Backward: one thread per INPUT, gathering from the outputs whose
+ * window contains it, in ascending output order. This needs no atomics, overwrites all of dx, and
+ * adds the same terms in the same order as the CPU's scatter, so the results are bit-identical to
+ * it and repeat from run to run. */
+#include <math.h>
+
+#include "cuda_backend.h"
+
+namespace { /* kernels and helpers are private to this file */
+
+static bf_status check_pool(const bf_pool_shape *s, const char *op) {
+    if (!s) return bf_error(BF_ERR_ARG, "%s: NULL shape", op);
+    if (s->n <= 0 || s->c <= 0 || s->h_in <= 0 || s->w_in <= 0 || s->k <= 0 || s->stride <= 0 || s->pad < 0 ||
+        2 * s->pad > s->k || s->h_out <= 0 || s->w_out <= 0 ||
+        s->h_out != (s->h_in + 2 * s->pad - s->k) / s->stride + 1 ||
+        s->w_out != (s->w_in + 2 * s->pad - s->k) / s->stride + 1)
+        return bf_error(BF_ERR_ARG, "%s: invalid shape n=%d c=%d %dx%d k=%d stride=%d pad=%d out=%dx%d "
+                        "(initialise it with bf_pool_shape_init)", op, s->n, s->c, s->h_in, s->w_in, s->k,
+                        s->stride, s->pad, s->h_out, s->w_out);
+    if ((long long)s->h_in * s->w_in > INT32_MAX)
+        return bf_error(BF_ERR_ARG, "%s: plane %dx%d too large for int32 argmax", op, s->h_in, s->w_in);
+    return BF_OK;
+}
+
+/* Geometry passed by value to the kernels. */
+struct pool_geo {
+    int h_in, w_in, h_out, w_out, k, stride, pad;
+};
+
+static pool_geo geo_of(const bf_pool_shape *s) {
+    pool_geo g;
+    g.h_in = s->h_in;
+    g.w_in = s->w_in;
+    g.h_out = s->h_out;
+    g.w_out = s->w_out;
+    g.k = s->k;
+    g.stride = s->stride;
+    g.pad = s->pad;
+    return g;
+}
+
+/* Outputs o (along one axis) whose window [o*stride - pad, o*stride - pad + k) contains input i:
+ * o in [*lo, *hi). Empty when *lo >= *hi. */
+__device__ __forceinline__ void covering_outputs(int i, int stride, int pad, int k, int out_size, int *lo, int *hi) {
+    int first = i + pad - k + 1; /* o*stride >= first */
+    int l = first <= 0 ? 0 : (first + stride - 1) / stride;
+    int h = (i + pad) / stride + 1; /* o*stride <= i + pad; i + pad >= 0 */
+    if (h > out_size) h = out_size;
+    *lo = l;
+    *hi = h;
+}
+
+__global__ void k_maxpool_forward(const float *__restrict__ x, float *__restrict__ y, int32_t *__restrict__ argmax,
+                                  size_t total, pool_geo g) {
+    const size_t out_plane = (size_t)g.h_out * g.w_out, in_plane = (size_t)g.h_in * g.w_in;
+    for (size_t o = blockIdx.x * (size_t)blockDim.x + threadIdx.x; o < total; o += (size_t)gridDim.x * blockDim.x) {
+        const size_t p = o / out_plane;
+        const int r = (int)(o - p * out_plane);
+        const int oh = r / g.w_out, ow = r - oh * g.w_out;
+        const int hs = oh * g.stride - g.pad, ws = ow * g.stride - g.pad;
+        const int h0 = hs < 0 ? 0 : hs, w0 = ws < 0 ? 0 : ws;
+        const int h1 = hs + g.k < g.h_in ? hs + g.k : g.h_in, w1 = ws + g.k < g.w_in ? ws + g.k : g.w_in;
+        const float *xp = x + p * in_plane;
+        /* padding is -infinity, so only the clipped window competes; strictly greater replaces, so
+         * ties keep the first in row-major order; a NaN wins once, so that it propagates */
+        int best_index = -1;
+        float best = 0.0f;
+        for (int ih = h0; ih < h1; ih++)
+            for (int iw = w0; iw < w1; iw++) {
+                const float v = xp[ih * g.w_in + iw];
+                if (best_index < 0 || v > best || (v != v && best == best)) {
+                    best = v;
+                    best_index = ih * g.w_in + iw;
+                }
+            }
+        y[o] = best;
+        if (argmax) argmax[o] = best_index;
+    }
+}
+
+__global__ void k_maxpool_backward(const float *__restrict__ dy, const int32_t *__restrict__ argmax,
+                                   float *__restrict__ dx, size_t total, pool_geo g) {
+    const size_t out_plane = (size_t)g.h_out * g.w_out, in_plane = (size_t)g.h_in * g.w_in;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t p = i / in_plane;
+        const int r = (int)(i - p * in_plane);
+        const int ih = r / g.w_in, iw = r - ih * g.w_in;
+        int oh0, oh1, ow0, ow1;
+        covering_outputs(ih, g.stride, g.pad, g.k, g.h_out, &oh0, &oh1);
+        covering_outputs(iw, g.stride, g.pad, g.k, g.w_out, &ow0, &ow1);
+        const float *dyp = dy + p * out_plane;
+        const int32_t *ap = argmax + p * out_plane;
+        float acc = 0.0f;
+        for (int oh = oh0; oh < oh1; oh++)
+            for (int ow = ow0; ow < ow1; ow++) {
+                const int o = oh * g.w_out + ow;
+                if (ap[o] == r) acc += dyp[o];
+            }
+        dx[i] = acc;
+    }
+}
+
+__global__ void k_avgpool_forward(const float *__restrict__ x, float *__restrict__ y, size_t total, pool_geo g,
+                                  float inv_area) {
+    const size_t out_plane = (size_t)g.h_out * g.w_out, in_plane = (size_t)g.h_in * g.w_in;
+    for (size_t o = blockIdx.x * (size_t)blockDim.x + threadIdx.x; o < total; o += (size_t)gridDim.x * blockDim.x) {
+        const size_t p = o / out_plane;
+        const int r = (int)(o - p * out_plane);
+        const int oh = r / g.w_out, ow = r - oh * g.w_out;
+        const int hs = oh * g.stride - g.pad, ws = ow * g.stride - g.pad;
+        const int h0 = hs < 0 ? 0 : hs, w0 = ws < 0 ? 0 : ws;
+        const int h1 = hs + g.k < g.h_in ? hs + g.k : g.h_in, w1 = ws + g.k < g.w_in ? ws + g.k : g.w_in;
+        const float *xp = x + p * in_plane;
+        float sum = 0.0f;
+        for (int ih = h0; ih < h1; ih++)
+            for (int iw = w0; iw < w1; iw++) sum += xp[ih * g.w_in + iw];
+        y[o] = sum * inv_area;
+    }
+}
+
+/* Every window lies inside the padded input (floor mode), so each covering output contributes
+ * dy * 1/k^2 (count_include_pad). */
+__global__ void k_avgpool_backward(const float *__restrict__ dy, float *__restrict__ dx, size_t total, pool_geo g,
+                                   float inv_area) {
+    const size_t out_plane = (size_t)g.h_out * g.w_out, in_plane = (size_t)g.h_in * g.w_in;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t p = i / in_plane;
+        const int r = (int)(i - p * in_plane);
+        const int ih = r / g.w_in, iw = r - ih * g.w_in;
+        int oh0, oh1, ow0, ow1;
+        covering_outputs(ih, g.stride, g.pad, g.k, g.h_out, &oh0, &oh1);
+        covering_outputs(iw, g.stride, g.pad, g.k, g.w_out, &ow0, &ow1);
+        const float *dyp = dy + p * out_plane;
+        float acc = 0.0f;
+        for (int oh = oh0; oh < oh1; oh++)
+            for (int ow = ow0; ow < ow1; ow++) acc += __fmul_rn(dyp[oh * g.w_out + ow], inv_area); /* no FMA: as the CPU */
+        dx[i] = acc;
+    }
+}
+
+/* One warp per (n, c) plane: lanes take strided elements, summed in double in a fixed order. */
+__global__ void k_global_avgpool_forward(const float *__restrict__ x, float *__restrict__ y, size_t planes, int hw) {
+    const int lane = threadIdx.x & 31;
+    const size_t warps_per_block = blockDim.x >> 5;
+    for (size_t p = blockIdx.x * warps_per_block + (threadIdx.x >> 5); p < planes;
+         p += (size_t)gridDim.x * warps_per_block) {
+        const float *xp = x + p * (size_t)hw;
+        double sum = 0.0;
+        for (int j = lane; j < hw; j += 32) sum += (double)xp[j];
+        sum = bf_warp_sum(sum);
+        if (lane == 0) y[p] = (float)(sum / hw);
+    }
+}
+
+__global__ void k_global_avgpool_backward(const float *__restrict__ dy, float *__restrict__ dx, size_t total, int hw,
+                                          float inv_hw) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
+        dx[i] = dy[i / (size_t)hw] * inv_hw;
+}
+
+}  // namespace
+
+/* ---- host side ---- */
+
+extern "C" bf_status bf_cuda_maxpool_forward(bf_backend *b, const bf_pool_shape *s, const float *x, float *y,
+                                             int32_t *argmax) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_pool(s, "maxpool_forward"));
+    if (!x || !y) return bf_error(BF_ERR_ARG, "maxpool_forward: NULL input or output");
+    const size_t total = (size_t)s->n * s->c * s->h_out * s->w_out;
+    k_maxpool_forward<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        x, y, argmax, total, geo_of(s));
+    BF_LAUNCH_CHECK("k_maxpool_forward");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_maxpool_backward(bf_backend *b, const bf_pool_shape *s, const float *dy,
+                                              const int32_t *argmax, float *dx) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_pool(s, "maxpool_backward"));
+    if (!dy || !argmax || !dx) return bf_error(BF_ERR_ARG, "maxpool_backward: NULL pointer");
+    const size_t total = (size_t)s->n * s->c * s->h_in * s->w_in;
+    k_maxpool_backward<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        dy, argmax, dx, total, geo_of(s));
+    BF_LAUNCH_CHECK("k_maxpool_backward");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_avgpool_forward(bf_backend *b, const bf_pool_shape *s, const float *x, float *y) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_pool(s, "avgpool_forward"));
+    if (!x || !y) return bf_error(BF_ERR_ARG, "avgpool_forward: NULL input or output");
+    const size_t total = (size_t)s->n * s->c * s->h_out * s->w_out;
+    const float inv_area = 1.0f / (float)(s->k * s->k);
+    k_avgpool_forward<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        x, y, total, geo_of(s), inv_area);
+    BF_LAUNCH_CHECK("k_avgpool_forward");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_avgpool_backward(bf_backend *b, const bf_pool_shape *s, const float *dy, float *dx) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_pool(s, "avgpool_backward"));
+    if (!dy || !dx) return bf_error(BF_ERR_ARG, "avgpool_backward: NULL pointer");
+    const size_t total = (size_t)s->n * s->c * s->h_in * s->w_in;
+    const float inv_area = 1.0f / (float)(s->k * s->k);
+    k_avgpool_backward<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        dy, dx, total, geo_of(s), inv_area);
+    BF_LAUNCH_CHECK("k_avgpool_backward");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_global_avgpool_forward(bf_backend *b, int n, int c, int hw, const float *x, float *y) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (n <= 0 || c <= 0 || hw <= 0)
+        return bf_error(BF_ERR_ARG, "global avgpool: invalid shape n=%d c=%d hw=%d", n, c, hw);
+    if (!x || !y) return bf_error(BF_ERR_ARG, "global avgpool: NULL pointer");
+    const size_t planes = (size_t)n * c;
+    const unsigned warps_per_block = BF_CUDA_THREADS / 32;
+    k_global_avgpool_forward<<<bf_cuda_grid(im, planes, warps_per_block), BF_CUDA_THREADS, 0, im->stream>>>(
+        x, y, planes, hw);
+    BF_LAUNCH_CHECK("k_global_avgpool_forward");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_global_avgpool_backward(bf_backend *b, int n, int c, int hw, const float *dy,
+                                                     float *dx) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (n <= 0 || c <= 0 || hw <= 0)
+        return bf_error(BF_ERR_ARG, "global avgpool: invalid shape n=%d c=%d hw=%d", n, c, hw);
+    if (!dy || !dx) return bf_error(BF_ERR_ARG, "global avgpool: NULL pointer");
+    const size_t total = (size_t)n * c * hw;
+    const float inv_hw = 1.0f / (float)hw;
+    k_global_avgpool_backward<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        dy, dx, total, hw, inv_hw);
+    BF_LAUNCH_CHECK("k_global_avgpool_backward");
+    return BF_OK;
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Command-line behaviour of bioflex-train and bioflex-eval: exit status (0 ok, 2 bad command line
+# or config, 1 runtime failure), messages that name file:line, key and allowed values, --dry-run's
+# model table, and a tiny train -> eval -> corrupt -> refuse round trip on procedural data.
+set -u
+train="$1"; eval_="$2"; src="$3"
+tmp=$(mktemp -d /tmp/bioflex_cli_XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+passed=0; failed=0
+
+# expect NAME STATUS PATTERN -- command...: runs it, checks the exit status and that the output matches PATTERN
+expect() {
+  local name="$1" want="$2" pattern="$3"; shift 4
+  local out; out=$("$@" 2>&1); local got=$?
+  if [ "$got" -eq "$want" ] && grep -qE -- "$pattern" <<<"$out"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    echo "FAIL $name: exit $got (want $want), output should match /$pattern/:"; echo "$out" | tail -n 8
+  fi
+}
+
+cat > "$tmp/tiny.ini" <<INI
+[run]
+dir = $tmp/run
+device = cpu
+epochs = 2
+log_interval = 2
+[data]
+dataset = procedural
+procedural_train = 96
+procedural_test = 32
+procedural_size = 8
+procedural_classes = 3
+batch_size = 16
+[model]
+arch = cnn
+channels = 4
+hidden = 8
+[optim]
+optimizer = sgd
+lr = 0.05
+INI
+printf '[run]\nepochs = 2\n[modle]\narch = cnn\n' > "$tmp/badsection.ini"
+printf '[run]\nepochs = 2\n[model]\narhc = cnn\n' > "$tmp/badkey.ini"
+printf '[model]\narch = vgg19\n' > "$tmp/badenum.ini"
+printf '[data]\n\nbatch_size = 0\n' > "$tmp/badrange.ini"
+printf '[optim]\nlr = fast\n' > "$tmp/badtype.ini"
+
+expect "help" 0 "usage: bioflex-train" -- "$train" --help
+expect "version" 0 "bioflex-train [0-9]+\.[0-9]+" -- "$train" --version
+expect "help-config lists keys" 0 "label_smoothing" -- "$train" --help-config
+expect "no config" 2 "no config file" -- "$train"
+expect "unknown option" 2 "unknown option --frobnicate" -- "$train" --frobnicate "$tmp/tiny.ini"
+expect "bad --device" 2 "--device must be cpu, cuda or auto" -- "$train" --device tpu "$tmp/tiny.ini"
+expect "missing file" 2 "nonexistent.ini" -- "$train" "$tmp/nonexistent.ini"
+expect "unknown section" 2 "badsection.ini:3: .*modle.*allowed: run, data, model, optim, schedule" -- "$train" "$tmp/badsection.ini"
+expect "unknown key" 2 "badkey.ini:4: .*arhc.*allowed: .*arch" -- "$train" "$tmp/badkey.ini"
+expect "bad enum" 2 "badenum.ini:2: .*arch.*vgg19.*cnn, vgg6, vgg11, vgg16, resnet18, resnet50" -- "$train" "$tmp/badenum.ini"
+expect "out of range" 2 "badrange.ini:3: .*batch_size.*1\.\.65536" -- "$train" "$tmp/badrange.ini"
+expect "wrong type" 2 "badtype.ini:2: .*lr.*fast" -- "$train" "$tmp/badtype.ini"
+expect "bad --set key" 2 "--set optim.lrr=1.*lrr" -- "$train" --set optim.lrr=1 "$tmp/tiny.ini"
+expect "bad --set value" 2 "--set run.epochs=-1.*epochs" -- "$train" --set run.epochs=-1 "$tmp/tiny.ini"
+expect "bad --set form" 2 "section.key=value" -- "$train" --set epochs "$tmp/tiny.ini"
+expect "dry-run VGG-16 table" 0 "total: 134678692 parameters" -- "$train" --dry-run --set model.arch=vgg16 \
+  --set data.procedural_size=224 --set data.procedural_classes=100 "$tmp/tiny.ini"
+expect "dry-run prints the resolved config" 0 "procedural_classes *= *100" -- "$train" --dry-run --set model.arch=vgg16 \
+  --set data.procedural_size=224 --set data.procedural_classes=100 "$tmp/tiny.ini"
+expect "dry-run ResNet-50 table" 0 "layer4.2.conv3 +conv2d" -- "$train" --dry-run --set model.arch=resnet50 \
+  --set data.procedural_size=64 "$tmp/tiny.ini"
+expect "missing dataset is a runtime error" 1 "nowhere" -- "$train" --set data.dataset=mnist --set data.path="$tmp/nowhere" "$tmp/tiny.ini"
+
+expect "train" 0 "test accuracy: [0-9.]+% top-1" -- "$train" "$tmp/tiny.ini"
+[ -s "$tmp/run/metrics.jsonl" ] && grep -q '"type":"eval"' "$tmp/run/metrics.jsonl" && grep -q '"images_per_s"' "$tmp/run/metrics.jsonl" \
+  && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL metrics.jsonl lacks train/eval lines"; }
+[ -f "$tmp/run/config.ini" ] && [ -f "$tmp/run/checkpoints/epoch_0002/model.safetensors" ] && [ -f "$tmp/run/checkpoints/latest" ] \
+  && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL run directory lacks config.ini or checkpoints"; }
+expect "eval needs --checkpoint" 2 "--checkpoint DIR is required" -- "$eval_" "$tmp/tiny.ini"
+expect "eval a run directory" 0 "top-1 [0-9.]+%" -- "$eval_" --checkpoint "$tmp/run" "$tmp/tiny.ini"
+expect "resume a finished run" 0 "resumed from .*epoch_0002" -- "$train" --resume "$tmp/run" "$tmp/tiny.ini"
+expect "resume with more epochs" 0 "resumed from .*epoch 2" -- "$train" --resume "$tmp/run/checkpoints/epoch_0002" --set run.epochs=3 "$tmp/tiny.ini"
+cp -r "$tmp/run/checkpoints/epoch_0002" "$tmp/corrupt"
+printf '\x55' | dd of="$tmp/corrupt/model.safetensors" bs=1 seek=2000 conv=notrunc status=none
+expect "eval refuses a corrupt checkpoint" 1 "checksum" -- "$eval_" --checkpoint "$tmp/corrupt" "$tmp/tiny.ini"
+expect "eval refuses another model" 1 "shape" -- "$eval_" --checkpoint "$tmp/run" --set model.channels=6 "$tmp/tiny.ini"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

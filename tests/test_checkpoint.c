@@ -1,0 +1,212 @@
+/* test_checkpoint.c - checkpoints and exact resume on the CPU backend:
+ *   - a run stopped after epoch 1 and resumed ends with weights and optimiser state
+ *     bit-identical to an uninterrupted run (SGD with dropout, and AdamW);
+ *   - the weights file carries PyTorch state_dict names, shapes and the BN buffers;
+ *   - a corrupted, truncated or mismatched checkpoint is refused with a message naming the check. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bioflex/checkpoint.h"
+#include "bioflex/safetensors.h"
+#include "bioflex/train.h"
+#include "testutil.h"
+
+static char root[256];
+
+static void small_config(bf_config *cfg, const char *run, bf_optimizer_kind opt) {
+    bf_config_defaults(cfg);
+    snprintf(cfg->run.dir, sizeof cfg->run.dir, "%s/%s", root, run);
+    cfg->run.device = BF_DEVICE_SEL_CPU;
+    cfg->run.epochs = 3;
+    cfg->run.log_interval = 4;
+    cfg->run.threads = 2;
+    cfg->data.dataset = BF_DATASET_PROCEDURAL;
+    cfg->data.procedural_train = 200;
+    cfg->data.procedural_test = 64;
+    cfg->data.procedural_size = 12;
+    cfg->data.procedural_channels = 3;
+    cfg->data.procedural_classes = 4;
+    cfg->data.batch_size = 32;
+    cfg->data.loader_threads = 3;
+    cfg->data.augment_flip = 1;
+    cfg->model.arch = BF_ARCH_CNN;
+    cfg->model.channels[0] = 4;
+    cfg->model.channels[1] = 8;
+    cfg->model.num_channels = 2;
+    cfg->model.hidden = 16;
+    cfg->model.dropout = 0.3f;
+    cfg->optim.optimizer = opt;
+    cfg->optim.lr = opt == BF_OPTIM_ADAMW ? 0.01f : 0.05f;
+    cfg->optim.nesterov = 1;
+    cfg->optim.weight_decay = 1e-4f;
+    cfg->optim.grad_clip_norm = 5.0f;
+    cfg->schedule.type = BF_SCHED_COSINE;
+    cfg->schedule.unit = BF_SCHED_UNIT_STEP;
+    cfg->schedule.warmup = 3;
+}
+
+static FILE *quiet_log(void) { return fopen("/dev/null", "w"); }
+
+/* Every tensor of two safetensors files has identical bytes. */
+static int files_identical(const char *a, const char *b) {
+    bf_st_file *fa = NULL, *fb = NULL;
+    if (bf_safetensors_read(a, &fa) != BF_OK || bf_safetensors_read(b, &fb) != BF_OK) return 0;
+    int same = bf_safetensors_count(fa) == bf_safetensors_count(fb);
+    for (int i = 0; same && i < bf_safetensors_count(fa); i++) {
+        const bf_st_tensor *ta = bf_safetensors_at(fa, i), *tb = bf_safetensors_find(fb, ta->name);
+        same = tb && ta->nbytes == tb->nbytes && memcmp(ta->data, tb->data, ta->nbytes) == 0;
+        if (!same) fprintf(stderr, "tensor %s differs\n", ta->name);
+    }
+    bf_safetensors_close(fa);
+    bf_safetensors_close(fb);
+    return same;
+}
+
+static void test_exact_resume(bf_optimizer_kind opt, const char *tag) {
+    FILE *log = quiet_log();
+    bf_train_options quiet = {.quiet = 1, .log = log};
+    bf_config full, resumed;
+    char name[64];
+    snprintf(name, sizeof name, "full_%s", tag);
+    small_config(&full, name, opt);
+    bf_train_result r1, r2;
+    CHECK_OK(bf_train(&full, &quiet, &r1));
+    CHECK(r1.epochs_done == 3 && r1.steps_done == 21, "%s: 3 epochs of 7 steps (got %d, %ld)", tag, r1.epochs_done, r1.steps_done);
+
+    /* Resume a new run from the uninterrupted run's epoch-1 checkpoint: as if it had crashed there. */
+    snprintf(name, sizeof name, "resumed_%s", tag);
+    small_config(&resumed, name, opt);
+    char from[512];
+    snprintf(from, sizeof from, "%s/checkpoints/epoch_0001", full.run.dir);
+    bf_train_options resume = {.resume = from, .quiet = 1, .log = log};
+    CHECK_OK(bf_train(&resumed, &resume, &r2));
+    CHECK(r2.steps_done == 21, "%s: resumed run ends at step %ld", tag, r2.steps_done);
+
+    char a[600], b[600];
+    snprintf(a, sizeof a, "%s/checkpoints/epoch_0003/model.safetensors", full.run.dir);
+    snprintf(b, sizeof b, "%s/checkpoints/epoch_0003/model.safetensors", resumed.run.dir);
+    CHECK(files_identical(a, b), "%s: weights after resume are bit-identical to the uninterrupted run", tag);
+    snprintf(a, sizeof a, "%s/checkpoints/epoch_0003/state.safetensors", full.run.dir);
+    snprintf(b, sizeof b, "%s/checkpoints/epoch_0003/state.safetensors", resumed.run.dir);
+    CHECK(files_identical(a, b), "%s: optimiser state after resume is bit-identical", tag);
+    CHECK(r1.final_eval.top1 == r2.final_eval.top1 && r1.final_eval.loss == r2.final_eval.loss,
+          "%s: same final test metrics (%.6f vs %.6f)", tag, r1.final_eval.loss, r2.final_eval.loss);
+
+    /* A resumed run can also be pointed at the run directory: it takes checkpoints/latest. */
+    char dir[BF_PATH_MAX];
+    CHECK_OK(bf_checkpoint_resolve(full.run.dir, dir));
+    CHECK(strstr(dir, "epoch_0003") != NULL, "latest resolves to the last checkpoint (%s)", dir);
+    fclose(log);
+}
+
+static void test_weights_file(void) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/full_sgd/checkpoints/epoch_0003/model.safetensors", root);
+    bf_st_file *f = NULL;
+    CHECK_OK(bf_safetensors_read(path, &f));
+    if (!f) return;
+    const bf_st_tensor *w = bf_safetensors_find(f, "features.0.weight");
+    CHECK(w && w->ndim == 4 && w->shape[0] == 4 && w->shape[1] == 3 && w->shape[2] == 3, "features.0.weight [4,3,3,3]");
+    const bf_st_tensor *rv = bf_safetensors_find(f, "features.1.running_var");
+    CHECK(rv && rv->dtype == BF_DTYPE_F32 && rv->shape[0] == 4, "features.1.running_var [4]");
+    const bf_st_tensor *nb = bf_safetensors_find(f, "features.1.num_batches_tracked");
+    CHECK(nb && nb->dtype == BF_DTYPE_I64 && nb->ndim == 0 && *(const int64_t *)nb->data == 21,
+          "features.1.num_batches_tracked is an int64 scalar counting 21 training batches");
+    CHECK(bf_safetensors_find(f, "classifier.0.weight") && bf_safetensors_find(f, "classifier.3.bias"),
+          "classifier.0 (hidden) and classifier.3 (output) are present");
+    /* running_var moved away from its initial 1 */
+    int moved = 0;
+    for (int i = 0; rv && i < 4; i++) moved += ((const float *)rv->data)[i] != 1.0f;
+    CHECK(moved > 0, "batch-norm running statistics are saved");
+    bf_safetensors_close(f);
+}
+
+static bf_status load_into_fresh_model(const char *dir, bf_config *cfg) {
+    bf_backend *b = NULL;
+    bf_dataset *d = NULL;
+    bf_model *m = NULL;
+    bf_optimizer *opt = NULL;
+    bf_status s = bf_backend_create_cpu(1, &b);
+    if (s == BF_OK) s = bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TRAIN, &d);
+    if (s == BF_OK) s = bf_run_build_model(cfg, b, d, &m);
+    if (s == BF_OK) s = bf_optimizer_create(b, &cfg->optim, m->num_param_floats, &opt);
+    if (s == BF_OK) s = bf_checkpoint_load_model(dir, m);
+    bf_train_state st;
+    if (s == BF_OK) s = bf_checkpoint_load_state(dir, cfg, m, opt, &st);
+    if (opt) bf_optimizer_destroy(b, opt);
+    bf_model_destroy(m);
+    bf_dataset_free(d);
+    if (b) bf_backend_destroy(b);
+    return s;
+}
+
+static void copy_file(const char *from, const char *to) {
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s'/*.safetensors '%s'/", to, from, to);
+    CHECK(system(cmd) == 0, "%s", cmd);
+}
+
+static void test_refusals(void) {
+    bf_config cfg;
+    small_config(&cfg, "full_sgd", BF_OPTIM_SGD);
+    char good[600], bad[600], path[700];
+    snprintf(good, sizeof good, "%s/full_sgd/checkpoints/epoch_0002", root);
+    CHECK_OK(load_into_fresh_model(good, &cfg));
+
+    /* one flipped byte in the weights: checksum */
+    snprintf(bad, sizeof bad, "%s/corrupt", root);
+    copy_file(good, bad);
+    snprintf(path, sizeof path, "%s/model.safetensors", bad);
+    FILE *f = fopen(path, "r+b");
+    fseek(f, -10, SEEK_END);
+    int c = fgetc(f);
+    fseek(f, -10, SEEK_END);
+    fputc(c ^ 0x40, f);
+    fclose(f);
+    bf_status s = load_into_fresh_model(bad, &cfg);
+    CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "checksum"), "corrupt weights refused: %s", bf_last_error());
+
+    /* truncated optimiser state */
+    snprintf(bad, sizeof bad, "%s/truncated", root);
+    copy_file(good, bad);
+    snprintf(path, sizeof path, "%s/state.safetensors", bad);
+    CHECK(truncate(path, 100) == 0, "truncate");
+    s = load_into_fresh_model(bad, &cfg);
+    CHECK(s != BF_OK && strstr(bf_last_error(), "state.safetensors"), "truncated state refused: %s", bf_last_error());
+
+    /* another architecture */
+    bf_config other = cfg;
+    other.model.channels[1] = 16;
+    s = load_into_fresh_model(good, &other);
+    CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "shape"), "checkpoint of another model refused: %s", bf_last_error());
+
+    /* another optimiser, another seed */
+    other = cfg;
+    other.optim.optimizer = BF_OPTIM_ADAMW;
+    s = load_into_fresh_model(good, &other);
+    CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "optimizer"), "optimizer mismatch refused: %s", bf_last_error());
+    other = cfg;
+    other.run.seed = 99;
+    s = load_into_fresh_model(good, &other);
+    CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "seed"), "seed mismatch refused: %s", bf_last_error());
+
+    /* a path that is no checkpoint */
+    char dir[BF_PATH_MAX];
+    s = bf_checkpoint_resolve(root, dir);
+    CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "neither"), "non-checkpoint refused: %s", bf_last_error());
+}
+
+int main(void) {
+    snprintf(root, sizeof root, "/tmp/bioflex_test_checkpoint_XXXXXX");
+    if (!mkdtemp(root)) return 1;
+    test_exact_resume(BF_OPTIM_SGD, "sgd");
+    test_exact_resume(BF_OPTIM_ADAMW, "adamw");
+    test_weights_file();
+    test_refusals();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
+    return bf_test_finish();
+}

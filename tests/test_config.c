@@ -1,0 +1,526 @@
+/* test_config.c - the INI configuration (src/host/config.c): defaults, a full file, every kind of
+ * refused value with its file:line message, --set overrides, cross-key validation, and the
+ * print -> load round trip. Each case writes a small INI file under /tmp. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bioflex/config.h"
+#include "testutil.h"
+
+#ifndef BIOFLEX_SOURCE_DIR
+#define BIOFLEX_SOURCE_DIR "."
+#endif
+
+/* Every key the configuration must have, as "section.key" (the list config.h documents). */
+static const char *const all_keys[] = {
+    "run.dir", "run.seed", "run.device", "run.gpus", "run.epochs", "run.log_interval",
+    "run.eval_every", "run.checkpoint_every", "run.precision", "run.threads",
+    "data.dataset", "data.path", "data.batch_size", "data.eval_batch_size", "data.train_limit",
+    "data.test_limit", "data.loader_threads", "data.prefetch", "data.shuffle", "data.augment_flip",
+    "data.augment_crop_pad", "data.normalize", "data.procedural_classes", "data.procedural_size",
+    "data.procedural_channels", "data.procedural_train", "data.procedural_test",
+    "model.arch", "model.num_classes", "model.dropout", "model.channels", "model.hidden",
+    "model.batchnorm", "model.bn_momentum", "model.bn_eps",
+    "optim.optimizer", "optim.lr", "optim.momentum", "optim.nesterov", "optim.weight_decay",
+    "optim.beta1", "optim.beta2", "optim.eps", "optim.grad_clip_norm", "optim.label_smoothing",
+    "schedule.type", "schedule.unit", "schedule.step_size", "schedule.gamma", "schedule.milestones",
+    "schedule.eta_min", "schedule.warmup", "schedule.warmup_start_factor",
+};
+#define NUM_ALL_KEYS (sizeof all_keys / sizeof all_keys[0])
+
+/* Writes `text` to a new temporary file and puts its name in path (at least 64 bytes). */
+static int write_temp(const char *text, char *path) {
+    strcpy(path, "/tmp/bf_test_config_XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0) return 0;
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        return 0;
+    }
+    fputs(text, f);
+    fclose(f);
+    return 1;
+}
+
+/* Loads `text` as a file; the status, and the message in `message`. */
+static bf_status load_text(const char *text, bf_config *cfg, char *path, char *message, size_t size) {
+    if (!write_temp(text, path)) {
+        snprintf(message, size, "cannot write a temporary file");
+        return BF_ERR_IO;
+    }
+    bf_status st = bf_config_load(path, cfg);
+    snprintf(message, size, "%s", bf_last_error());
+    unlink(path);
+    return st;
+}
+
+/* Checks that `text` is refused with BF_ERR_CONFIG and a message that starts with "file:line:"
+ * and contains every one of the NULL-terminated `needles`. */
+static void expect_refused(const char *what, const char *text, int line, ...) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    bf_config before = cfg;
+    char path[64], message[2048], where[128];
+    bf_status st = load_text(text, &cfg, path, message, sizeof message);
+    CHECK(st == BF_ERR_CONFIG, "%s: status %s (%s)", what, bf_status_name(st), message);
+    snprintf(where, sizeof where, "%s:%d: ", path, line);
+    CHECK(strncmp(message, where, strlen(where)) == 0, "%s: message should start with \"%s\": %s", what, where,
+          message);
+    va_list ap;
+    va_start(ap, line);
+    for (const char *needle = va_arg(ap, const char *); needle; needle = va_arg(ap, const char *))
+        CHECK(strstr(message, needle) != NULL, "%s: message should contain \"%s\": %s", what, needle, message);
+    va_end(ap);
+    CHECK(memcmp(&cfg, &before, sizeof cfg) == 0, "%s: a refused file must leave the config untouched", what);
+}
+
+/* Checks that a --set is refused with a message containing every one of the `needles`. */
+static void expect_set_refused(const char *assignment, ...) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    bf_config before = cfg;
+    bf_status st = bf_config_set(&cfg, assignment);
+    const char *message = bf_last_error();
+    CHECK(st == BF_ERR_CONFIG, "--set %s: status %s (%s)", assignment, bf_status_name(st), message);
+    va_list ap;
+    va_start(ap, assignment);
+    for (const char *needle = va_arg(ap, const char *); needle; needle = va_arg(ap, const char *))
+        CHECK(strstr(message, needle) != NULL, "--set %s: message should contain \"%s\": %s", assignment, needle,
+              message);
+    va_end(ap);
+    CHECK(memcmp(&cfg, &before, sizeof cfg) == 0, "--set %s: a refused override must change nothing", assignment);
+}
+
+static void test_defaults(void) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    CHECK_OK(bf_config_validate(&cfg));
+    CHECK(strcmp(cfg.source, "") == 0, "defaults have no source");
+    CHECK(strcmp(cfg.run.dir, "runs/default") == 0, "run.dir default: %s", cfg.run.dir);
+    CHECK(cfg.run.seed == 1 && cfg.run.device == BF_DEVICE_AUTO && cfg.run.gpus == 1 && cfg.run.epochs == 10,
+          "run defaults");
+    CHECK(cfg.run.log_interval == 50 && cfg.run.eval_every == 1 && cfg.run.checkpoint_every == 1 &&
+              cfg.run.precision == BF_PRECISION_FP32 && cfg.run.threads == 0,
+          "run defaults (2)");
+    CHECK(cfg.data.dataset == BF_DATASET_FASHION_MNIST && cfg.data.path[0] == '\0' && cfg.data.batch_size == 128 &&
+              cfg.data.eval_batch_size == 0 && cfg.data.train_limit == 0 && cfg.data.test_limit == 0,
+          "data defaults");
+    CHECK(cfg.data.loader_threads == 2 && cfg.data.prefetch == 4 && cfg.data.shuffle == 1 &&
+              cfg.data.augment_flip == 0 && cfg.data.augment_crop_pad == 0 && cfg.data.normalize == 1,
+          "data defaults (2)");
+    CHECK(cfg.data.procedural_classes == 10 && cfg.data.procedural_size == 32 && cfg.data.procedural_channels == 3 &&
+              cfg.data.procedural_train == 5000 && cfg.data.procedural_test == 1000,
+          "procedural defaults");
+    CHECK(cfg.model.arch == BF_ARCH_CNN && cfg.model.num_classes == 0 && cfg.model.dropout == 0.5f &&
+              cfg.model.num_channels == 2 && cfg.model.channels[0] == 32 && cfg.model.channels[1] == 64 &&
+              cfg.model.hidden == 128 && cfg.model.batchnorm == 1 && cfg.model.bn_momentum == 0.1f &&
+              cfg.model.bn_eps == 1e-5f,
+          "model defaults");
+    CHECK(cfg.optim.optimizer == BF_OPTIM_SGD && cfg.optim.lr == 0.1f && cfg.optim.momentum == 0.9f &&
+              cfg.optim.nesterov == 0 && cfg.optim.weight_decay == 0 && cfg.optim.beta1 == 0.9f &&
+              cfg.optim.beta2 == 0.999f && cfg.optim.eps == 1e-8f && cfg.optim.grad_clip_norm == 0 &&
+              cfg.optim.label_smoothing == 0,
+          "optim defaults");
+    CHECK(cfg.schedule.type == BF_SCHED_CONSTANT && cfg.schedule.unit == BF_SCHED_UNIT_EPOCH &&
+              cfg.schedule.step_size == 30 && cfg.schedule.gamma == 0.1f && cfg.schedule.num_milestones == 0 &&
+              cfg.schedule.eta_min == 0 && cfg.schedule.warmup == 0 && cfg.schedule.warmup_start_factor == 0.1f,
+          "schedule defaults");
+    CHECK(strcmp(bf_dataset_name(BF_DATASET_CIFAR10), "cifar10") == 0, "dataset name");
+    CHECK(strcmp(bf_dataset_name(BF_DATASET_FASHION_MNIST), "fashion_mnist") == 0, "dataset name");
+    CHECK(strcmp(bf_arch_name(BF_ARCH_RESNET50), "resnet50") == 0, "arch name");
+    CHECK(strcmp(bf_arch_name(BF_ARCH_VGG11), "vgg11") == 0, "arch name");
+}
+
+/* A file that sets every key to a value other than its default. */
+static const char full_file[] =
+    "; a full configuration\n"
+    "# with both comment styles\n"
+    "[run]\n"
+    "dir = /tmp/some run dir\n"
+    "seed = 12345678901\n"
+    "device = cuda\n"
+    "gpus = 4\n"
+    "epochs = 90\n"
+    "log_interval = 7\n"
+    "eval_every = 0\n"
+    "checkpoint_every = 5\n"
+    "precision = tf32\n"
+    "threads = 3   ; inline comment\n"
+    "\n"
+    "[data]\n"
+    "dataset = procedural\n"
+    "path = /data/x\n"
+    "batch_size = 256\n"
+    "eval_batch_size = 1000\n"
+    "train_limit = 600\n"
+    "test_limit = 100\n"
+    "loader_threads = 8\n"
+    "prefetch = 16\n"
+    "shuffle = off\n"
+    "augment_flip = Yes\n"
+    "augment_crop_pad = 4\n"
+    "normalize = 0\n"
+    "procedural_classes = 100\n"
+    "procedural_size = 64\n"
+    "procedural_channels = 1\n"
+    "procedural_train = 123\n"
+    "procedural_test = 45\n"
+    "[model]\n"
+    "arch = resnet18\n"
+    "num_classes = 200\n"
+    "dropout = 0\n"
+    "channels = 16, 32 ,64,128\n"
+    "hidden = 0\n"
+    "batchnorm = false\n"
+    "bn_momentum = 1\n"
+    "bn_eps = 1e-3\n"
+    "[optim]\n"
+    "optimizer = adamw\n"
+    "lr = 3e-4\n"
+    "momentum = 0\n"
+    "nesterov = TRUE\n"
+    "weight_decay = 0.05\n"
+    "beta1 = 0.8\n"
+    "beta2 = 0.99\n"
+    "eps = 1e-6\n"
+    "grad_clip_norm = 1.5\n"
+    "label_smoothing = 0.1\n"
+    "[schedule]\n"
+    "type = multistep\n"
+    "unit = step\n"
+    "step_size = 1\n"
+    "gamma = 1\n"
+    "milestones = 100,200, 300\n"
+    "eta_min = 1e-5\n"
+    "warmup = 500\n"
+    "warmup_start_factor = 0.01\n";
+
+static void test_full_file(void) {
+    bf_config cfg;
+    char path[64], message[2048];
+    bf_status st = load_text(full_file, &cfg, path, message, sizeof message);
+    CHECK(st == BF_OK, "full file: %s", message);
+    if (st != BF_OK) return;
+    CHECK(strcmp(cfg.source, path) == 0, "source is the path: %s", cfg.source);
+    CHECK(strcmp(cfg.run.dir, "/tmp/some run dir") == 0, "dir: %s", cfg.run.dir);
+    CHECK(cfg.run.seed == 12345678901L, "seed %ld", cfg.run.seed);
+    CHECK(cfg.run.device == BF_DEVICE_SEL_CUDA && cfg.run.gpus == 4 && cfg.run.epochs == 90 &&
+              cfg.run.log_interval == 7 && cfg.run.eval_every == 0 && cfg.run.checkpoint_every == 5 &&
+              cfg.run.precision == BF_PRECISION_TF32 && cfg.run.threads == 3,
+          "run section");
+    CHECK(cfg.data.dataset == BF_DATASET_PROCEDURAL && strcmp(cfg.data.path, "/data/x") == 0 &&
+              cfg.data.batch_size == 256 && cfg.data.eval_batch_size == 1000 && cfg.data.train_limit == 600 &&
+              cfg.data.test_limit == 100 && cfg.data.loader_threads == 8 && cfg.data.prefetch == 16,
+          "data section");
+    CHECK(cfg.data.shuffle == 0 && cfg.data.augment_flip == 1 && cfg.data.augment_crop_pad == 4 &&
+              cfg.data.normalize == 0 && cfg.data.procedural_classes == 100 && cfg.data.procedural_size == 64 &&
+              cfg.data.procedural_channels == 1 && cfg.data.procedural_train == 123 &&
+              cfg.data.procedural_test == 45,
+          "data section (2)");
+    CHECK(cfg.model.arch == BF_ARCH_RESNET18 && cfg.model.num_classes == 200 && cfg.model.dropout == 0 &&
+              cfg.model.hidden == 0 && cfg.model.batchnorm == 0 && cfg.model.bn_momentum == 1 &&
+              cfg.model.bn_eps == 1e-3f,
+          "model section");
+    CHECK(cfg.model.num_channels == 4 && cfg.model.channels[0] == 16 && cfg.model.channels[1] == 32 &&
+              cfg.model.channels[2] == 64 && cfg.model.channels[3] == 128 && cfg.model.channels[4] == 0,
+          "channels list (%d entries)", cfg.model.num_channels);
+    CHECK(cfg.optim.optimizer == BF_OPTIM_ADAMW && cfg.optim.lr == 3e-4f && cfg.optim.momentum == 0 &&
+              cfg.optim.nesterov == 1 && cfg.optim.weight_decay == 0.05f && cfg.optim.beta1 == 0.8f &&
+              cfg.optim.beta2 == 0.99f && cfg.optim.eps == 1e-6f && cfg.optim.grad_clip_norm == 1.5f &&
+              cfg.optim.label_smoothing == 0.1f,
+          "optim section");
+    CHECK(cfg.schedule.type == BF_SCHED_MULTISTEP && cfg.schedule.unit == BF_SCHED_UNIT_STEP &&
+              cfg.schedule.step_size == 1 && cfg.schedule.gamma == 1 && cfg.schedule.eta_min == 1e-5f &&
+              cfg.schedule.warmup == 500 && cfg.schedule.warmup_start_factor == 0.01f,
+          "schedule section");
+    CHECK(cfg.schedule.num_milestones == 3 && cfg.schedule.milestones[0] == 100 &&
+              cfg.schedule.milestones[1] == 200 && cfg.schedule.milestones[2] == 300,
+          "milestones list (%d entries)", cfg.schedule.num_milestones);
+    /* adamw ignores nesterov, so momentum = 0 with nesterov = true is fine here. */
+    CHECK_OK(bf_config_validate(&cfg));
+
+    /* A file that sets nothing gives the defaults (plus its name as source). */
+    bf_config empty, defaults;
+    bf_config_defaults(&defaults);
+    st = load_text("; nothing\n[run]\n", &empty, path, message, sizeof message);
+    CHECK(st == BF_OK, "empty file: %s", message);
+    memcpy(defaults.source, empty.source, sizeof defaults.source);
+    CHECK(memcmp(&empty, &defaults, sizeof empty) == 0, "an empty file gives the defaults");
+
+    /* An empty list and an empty path are written "key =". */
+    st = load_text("[schedule]\nmilestones =\n[data]\npath =\n", &cfg, path, message, sizeof message);
+    CHECK(st == BF_OK && cfg.schedule.num_milestones == 0 && cfg.data.path[0] == '\0', "empty values: %s", message);
+}
+
+static void test_refused_files(void) {
+    /* The examples of the design. */
+    expect_refused("not a number", "[run]\nepochs = 3\n[optim]\n\n\n\n\n\n\n\n\nlr = abc\n", 12, "[optim] lr:",
+                   "\"abc\" is not a number", "float > 0", NULL);
+    expect_refused("unknown section", "[run]\nepochs = 3\n[modle]\narch = cnn\n", 3, "unknown section [modle]",
+                   "(allowed: run, data, model, optim, schedule)", NULL);
+    expect_refused("unknown empty section", "[run]\nepochs = 3\n\n[extra]\n", 4, "unknown section [extra]", NULL);
+    expect_refused("unknown key", "[model]\n\n\n\n\n\narhc = cnn\n", 7, "[model] unknown key \"arhc\"",
+                   "allowed: arch, num_classes, dropout, channels, hidden, batchnorm, bn_momentum, bn_eps", NULL);
+    expect_refused("enum", "[run]\n[model]\n\n\narch = vgg19\n", 5, "[model] arch: \"vgg19\" is not allowed",
+                   "(allowed: cnn, vgg6, vgg11, vgg16, resnet18, resnet50)", NULL);
+    expect_refused("out of range", "[data]\n\n\n\n\n\n\n\nbatch_size = 0\n", 9,
+                   "[data] batch_size: 0 is out of range (allowed: 1..65536)", NULL);
+    expect_refused("set twice", "[optim]\nlr = 0.1\n\n\n\n\n\n\nlr = 0.2\n", 9, "[optim] lr", "line 2", NULL);
+    expect_refused("set twice in two sections", "[optim]\nlr = 0.1\n[run]\n[optim]\nlr = 0.2\n", 5, "line 2", NULL);
+    expect_refused("outside a section", "epochs = 3\n[run]\n", 1, "\"epochs\"", "outside any section", "run, data",
+                   NULL);
+
+    /* Integers. */
+    expect_refused("fraction", "[run]\nepochs = 1.5\n", 2, "[run] epochs", "\"1.5\" is not a whole number",
+                   "1..100000", NULL);
+    expect_refused("trailing text", "[run]\nepochs = 12abc\n", 2, "\"12abc\" is not a whole number", NULL);
+    expect_refused("empty integer", "[run]\nepochs =\n", 2, "[run] epochs", "not a whole number", NULL);
+    expect_refused("hex", "[run]\nepochs = 0x10\n", 2, "not a whole number", NULL);
+    expect_refused("overflow", "[run]\nlog_interval = 99999999999\n", 2, "[run] log_interval", "too large", NULL);
+    expect_refused("long overflow", "[run]\nseed = 99999999999999999999999\n", 2, "[run] seed", "too large", NULL);
+    expect_refused("negative", "[run]\nseed = -1\n", 2, "[run] seed: -1 is out of range (allowed: >= 0)", NULL);
+    expect_refused("channel count", "[data]\nprocedural_channels = 2\n", 2, "[data] procedural_channels",
+                   "(allowed: 1, 3)", NULL);
+
+    /* Booleans. */
+    expect_refused("bool", "[data]\nshuffle = maybe\n", 2, "[data] shuffle: \"maybe\" is not a boolean",
+                   "true, false", NULL);
+
+    /* Floats. */
+    expect_refused("nan", "[optim]\nlr = nan\n", 2, "\"nan\" is not a number", NULL);
+    expect_refused("inf", "[optim]\nlr = inf\n", 2, "\"inf\" is not a number", NULL);
+    expect_refused("-inf", "[optim]\nweight_decay = -inf\n", 2, "\"-inf\" is not a number", NULL);
+    expect_refused("float garbage", "[optim]\nlr = 0.1x\n", 2, "\"0.1x\" is not a number", NULL);
+    expect_refused("empty float", "[optim]\nlr =\n", 2, "is not a number", NULL);
+    expect_refused("zero lr", "[optim]\nlr = 0\n", 2, "[optim] lr: 0 is out of range (allowed: > 0)", NULL);
+    expect_refused("dropout 1", "[model]\ndropout = 1\n", 2, "[model] dropout: 1 is out of range",
+                   ">= 0 and < 1", NULL);
+    expect_refused("gamma 0", "[schedule]\ngamma = 0\n", 2, "> 0 and <= 1", NULL);
+    expect_refused("underflow", "[model]\nbn_eps = 1e-50\n", 2, "[model] bn_eps: 1e-50 is out of range", NULL);
+    expect_refused("float overflow", "[optim]\nlr = 1e39\n", 2, "[optim] lr: 1e39 is out of range", NULL);
+
+    /* Lists. */
+    expect_refused("empty entry", "[model]\nchannels = 32,,64\n", 2, "[model] channels", "empty entry", NULL);
+    expect_refused("trailing comma", "[model]\nchannels = 32,64,\n", 2, "empty entry", NULL);
+    expect_refused("empty list", "[model]\nchannels =\n", 2, "[model] channels", "at least 1", NULL);
+    expect_refused("list entry range", "[model]\nchannels = 32,0\n", 2, "0 is out of range", "each 1..8192", NULL);
+    expect_refused("list entry type", "[model]\nchannels = 32,6x4\n", 2, "\"6x4\" is not a whole number", NULL);
+    expect_refused("list too long", "[model]\nchannels = 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17\n", 2,
+                   "more than 16 entries", NULL);
+    expect_refused("decreasing", "[schedule]\nmilestones = 30,20\n", 2, "[schedule] milestones", "strictly increasing",
+                   NULL);
+    expect_refused("repeated", "[schedule]\nmilestones = 30, 30\n", 2, "strictly increasing", NULL);
+
+    /* Strings. */
+    expect_refused("empty dir", "[run]\ndir =\n", 2, "[run] dir", "empty", NULL);
+
+    /* Lines inih cannot read, and the first problem wins. */
+    expect_refused("syntax", "[run]\nepochs = 3\njust some words\n", 3, "cannot parse", NULL);
+    expect_refused("no closing bracket", "[run\nepochs = 3\n", 1, "cannot parse", NULL);
+    expect_refused("syntax before bad value", "[run]\ngarbage\nepochs = x\n", 2, "cannot parse", NULL);
+    expect_refused("bad value before syntax", "[run]\nepochs = x\ngarbage\n", 2, "[run] epochs", NULL);
+    expect_refused("indented continuation", "[optim]\nlr = 0.1\n  momentum = 0.8\n", 3, "[optim] lr",
+                   "continuation", NULL);
+    char long_line[400];
+    snprintf(long_line, sizeof long_line, "[run]\ndir = %0300d\nepochs = 2\n", 7);
+    expect_refused("long line", long_line, 2, "longer than", NULL);
+
+    /* A missing file is an I/O error that names the file. */
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    bf_status st = bf_config_load("/tmp/bf_no_such_dir/missing.ini", &cfg);
+    CHECK(st == BF_ERR_IO, "missing file: %s", bf_status_name(st));
+    CHECK(strstr(bf_last_error(), "/tmp/bf_no_such_dir/missing.ini") != NULL, "missing file message: %s",
+          bf_last_error());
+
+    /* Line numbers hold on a file with a byte order mark, Windows line ends and no final newline. */
+    expect_refused("bom crlf", "\xEF\xBB\xBF[run]\r\nepochs = 3\r\n\r\nepochs = 4", 4, "line 2", NULL);
+}
+
+static void test_set(void) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    CHECK_OK(bf_config_set(&cfg, "optim.lr=0.01"));
+    CHECK(cfg.optim.lr == 0.01f, "lr %g", cfg.optim.lr);
+    CHECK_OK(bf_config_set(&cfg, " model.channels = 16, 32 ,64 "));
+    CHECK(cfg.model.num_channels == 3 && cfg.model.channels[2] == 64, "channels");
+    CHECK_OK(bf_config_set(&cfg, "run.dir=runs/x=y"));
+    CHECK(strcmp(cfg.run.dir, "runs/x=y") == 0, "dir with '=': %s", cfg.run.dir);
+    CHECK_OK(bf_config_set(&cfg, "schedule.milestones="));
+    CHECK(cfg.schedule.num_milestones == 0, "empty milestones");
+    CHECK_OK(bf_config_set(&cfg, "data.path="));
+    CHECK(cfg.data.path[0] == '\0', "empty path");
+    CHECK_OK(bf_config_set(&cfg, "model.arch=vgg16"));
+    CHECK(cfg.model.arch == BF_ARCH_VGG16, "arch");
+
+    expect_set_refused("optim.lr=abc", "--set optim.lr=abc: [optim] lr: \"abc\" is not a number (expected a float > 0)",
+                       NULL);
+    expect_set_refused("data.batch_size=0", "--set data.batch_size=0: [data] batch_size: 0 is out of range",
+                       "1..65536", NULL);
+    expect_set_refused("model.arch=vgg19", "\"vgg19\" is not allowed", "resnet50", NULL);
+    expect_set_refused("lr=0.1", "--set lr=0.1", "section.key=value", NULL);
+    expect_set_refused("optim.lr", "--set optim.lr", "section.key=value", NULL);
+    expect_set_refused("modle.arch=cnn", "--set modle.arch=cnn: unknown section [modle]", "run, data, model", NULL);
+    expect_set_refused("model.arhc=cnn", "[model] unknown key \"arhc\"", "arch, num_classes", NULL);
+    char too_long[BF_PATH_MAX + 32];
+    snprintf(too_long, sizeof too_long, "run.dir=%0*d", BF_PATH_MAX, 1);
+    expect_set_refused(too_long, "[run] dir", "at most 511 characters", NULL);
+}
+
+static void test_validate(void) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    cfg.schedule.type = BF_SCHED_MULTISTEP;
+    CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG && strstr(bf_last_error(), "[schedule] milestones"),
+          "multistep without milestones: %s", bf_last_error());
+    CHECK_OK(bf_config_set(&cfg, "schedule.milestones=30,60"));
+    CHECK_OK(bf_config_validate(&cfg));
+
+    bf_config_defaults(&cfg);
+    CHECK_OK(bf_config_set(&cfg, "run.device=cpu"));
+    CHECK_OK(bf_config_set(&cfg, "run.gpus=2"));
+    CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG && strstr(bf_last_error(), "[run] gpus") &&
+              strstr(bf_last_error(), "[run] device"),
+          "cpu with 2 gpus: %s", bf_last_error());
+
+    bf_config_defaults(&cfg);
+    CHECK_OK(bf_config_set(&cfg, "optim.nesterov=true"));
+    CHECK_OK(bf_config_set(&cfg, "optim.momentum=0"));
+    CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG && strstr(bf_last_error(), "[optim] momentum"),
+          "nesterov without momentum: %s", bf_last_error());
+
+    /* Values set by code get the same checks as values read from a file. */
+    bf_config_defaults(&cfg);
+    cfg.data.batch_size = 0;
+    CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG && strstr(bf_last_error(), "[data] batch_size: 0 is out of range"),
+          "batch_size 0 by code: %s", bf_last_error());
+    bf_config_defaults(&cfg);
+    cfg.model.arch = (bf_arch)99;
+    CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG && strstr(bf_last_error(), "[model] arch"),
+          "arch 99 by code: %s", bf_last_error());
+    bf_config_defaults(&cfg);
+    cfg.schedule.num_milestones = 2;
+    cfg.schedule.milestones[0] = 50;
+    cfg.schedule.milestones[1] = 10;
+    CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG && strstr(bf_last_error(), "strictly increasing"),
+          "milestones decreasing by code: %s", bf_last_error());
+    bf_config_defaults(&cfg);
+    cfg.model.num_channels = BF_LIST_MAX + 1;
+    CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG && strstr(bf_last_error(), "[model] channels"),
+          "17 channels by code: %s", bf_last_error());
+    bf_config_defaults(&cfg);
+    cfg.optim.lr = NAN;
+    CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG && strstr(bf_last_error(), "[optim] lr"), "lr nan by code: %s",
+          bf_last_error());
+    bf_config_defaults(&cfg);
+    cfg.data.shuffle = 2;
+    CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG && strstr(bf_last_error(), "[data] shuffle"),
+          "shuffle 2 by code: %s", bf_last_error());
+}
+
+/* Prints cfg, loads the printout and checks that it gives the same struct. */
+static void check_round_trip(const char *what, const bf_config *cfg) {
+    char path[64], printed[16384];
+    FILE *mem = fmemopen(printed, sizeof printed, "w");
+    if (!mem) {
+        CHECK(0, "fmemopen");
+        return;
+    }
+    bf_config_print(cfg, mem);
+    fclose(mem);
+    bf_config loaded;
+    char message[2048];
+    bf_status st = load_text(printed, &loaded, path, message, sizeof message);
+    CHECK(st == BF_OK, "%s: printout does not load: %s\n%s", what, message, printed);
+    bf_config expected = *cfg;
+    memcpy(expected.source, loaded.source, sizeof expected.source);
+    CHECK(memcmp(&expected, &loaded, sizeof loaded) == 0, "%s: print -> load changed the config:\n%s", what, printed);
+
+    /* The printout names every key, and the reference documents every key. */
+    for (size_t i = 0; i < NUM_ALL_KEYS; i++) {
+        const char *key = strchr(all_keys[i], '.') + 1;
+        char line_start[64];
+        snprintf(line_start, sizeof line_start, "\n%s ", key);
+        CHECK(strstr(printed, line_start) != NULL, "%s: printout lacks %s", what, all_keys[i]);
+    }
+}
+
+static void test_print(void) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    check_round_trip("defaults", &cfg);
+
+    char path[64], message[2048];
+    bf_status st = load_text(full_file, &cfg, path, message, sizeof message);
+    CHECK(st == BF_OK, "full file: %s", message);
+    check_round_trip("full file", &cfg);
+
+    /* Awkward floats must come back bit for bit. */
+    bf_config_defaults(&cfg);
+    CHECK_OK(bf_config_set(&cfg, "optim.lr=0.123456789"));
+    CHECK_OK(bf_config_set(&cfg, "model.bn_eps=1.17549435e-38"));
+    CHECK_OK(bf_config_set(&cfg, "optim.weight_decay=3.4e38"));
+    check_round_trip("awkward floats", &cfg);
+
+    /* Every key can be set through --set with the text the printout shows. */
+    char printed[16384];
+    FILE *mem = fmemopen(printed, sizeof printed, "w");
+    bf_config_defaults(&cfg);
+    bf_config_print(&cfg, mem);
+    fclose(mem);
+    for (size_t i = 0; i < NUM_ALL_KEYS; i++) {
+        const char *key = strchr(all_keys[i], '.') + 1;
+        char line_start[64], assignment[1024];
+        snprintf(line_start, sizeof line_start, "\n%s ", key);
+        const char *line = strstr(printed, line_start);
+        if (!line) continue; /* reported by check_round_trip */
+        const char *equals = strchr(line, '=');
+        const char *end = strchr(equals, '\n');
+        snprintf(assignment, sizeof assignment, "%s=%.*s", all_keys[i], (int)(end - equals - 1), equals + 1);
+        bf_config copy = cfg;
+        CHECK_OK(bf_config_set(&copy, assignment));
+        CHECK(memcmp(&copy, &cfg, sizeof cfg) == 0, "--set %s changed a default", assignment);
+    }
+
+    /* The reference: a table row for every key, and the allowed values. */
+    char reference[32768];
+    mem = fmemopen(reference, sizeof reference, "w");
+    bf_config_print_reference(mem);
+    fclose(mem);
+    for (size_t i = 0; i < NUM_ALL_KEYS; i++) {
+        const char *key = strchr(all_keys[i], '.') + 1;
+        char row[64];
+        snprintf(row, sizeof row, "| `%s` |", key);
+        CHECK(strstr(reference, row) != NULL, "reference lacks %s", all_keys[i]);
+    }
+    const char *sections[] = {"## [run]", "## [data]", "## [model]", "## [optim]", "## [schedule]"};
+    for (size_t i = 0; i < 5; i++) CHECK(strstr(reference, sections[i]) != NULL, "reference lacks %s", sections[i]);
+    CHECK(strstr(reference, "cnn, vgg6, vgg11, vgg16, resnet18, resnet50") != NULL, "reference lists the archs");
+    CHECK(strstr(reference, "1..65536") != NULL, "reference lists batch_size's range");
+}
+
+static void test_quickstart(void) {
+    const char *path = BIOFLEX_SOURCE_DIR "/configs/quickstart.ini";
+    bf_config cfg;
+    CHECK_OK(bf_config_load(path, &cfg));
+    CHECK_OK(bf_config_validate(&cfg));
+    CHECK(cfg.data.dataset == BF_DATASET_FASHION_MNIST && cfg.model.arch == BF_ARCH_CNN,
+          "quickstart trains a CNN on Fashion-MNIST");
+    CHECK(strcmp(cfg.source, path) == 0, "quickstart source: %s", cfg.source);
+}
+
+int main(void) {
+    test_defaults();
+    test_full_file();
+    test_refused_files();
+    test_set();
+    test_validate();
+    test_print();
+    test_quickstart();
+    return bf_test_finish();
+}

@@ -1,0 +1,834 @@
+/* test_data.c - datasets (IDX, CIFAR-10 binary, procedural) and the batch loader.
+ *
+ * File formats are tested on small files written to a fresh directory under /tmp, so every check
+ * but the real Fashion-MNIST one runs anywhere. The loader is tested on a synthetic in-memory
+ * dataset whose label is the sample index and whose pixels are a known function of
+ * (index, channel, y, x), so every output can be traced back to its sample. */
+#include <dirent.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "bioflex/data.h"
+#include "testutil.h"
+
+#define FASHION_DIR "/usr/share/datasets/fashion-mnist"
+
+/* ---------------------------------------------------------------------------------------------
+ * File helpers */
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Writes `n` bytes to path, gzip-compressed when gz is set. */
+static void write_bytes(const char *path, const void *data, size_t n, int gz) {
+    if (gz) {
+        gzFile f = gzopen(path, "wb");
+        CHECK(f != NULL, "cannot create %s", path);
+        if (!f) return;
+        CHECK(n == 0 || gzwrite(f, data, (unsigned)n) == (int)n, "gzwrite %s", path);
+        gzclose(f);
+    } else {
+        FILE *f = fopen(path, "wb");
+        CHECK(f != NULL, "cannot create %s", path);
+        if (!f) return;
+        CHECK(fwrite(data, 1, n, f) == n, "fwrite %s", path);
+        fclose(f);
+    }
+}
+
+static void put_be32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* Removes a directory tree made by this test (plain files and subdirectories only). */
+static void remove_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            remove_tree(path);
+        else
+            unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static bf_data_config base_config(bf_dataset_kind kind, const char *path) {
+    bf_data_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.dataset = kind;
+    snprintf(cfg.path, sizeof cfg.path, "%s", path ? path : "");
+    cfg.procedural_classes = 10;
+    cfg.procedural_size = 16;
+    cfg.procedural_channels = 3;
+    cfg.procedural_train = 500;
+    cfg.procedural_test = 200;
+    return cfg;
+}
+
+/* Opens and expects failure with `want`; the message must mention `needle`. */
+static void expect_open_error(const bf_data_config *cfg, bf_split split, bf_status want, const char *needle,
+                              const char *what) {
+    bf_dataset *d = NULL;
+    bf_status st = bf_dataset_open(cfg, 1, split, &d);
+    CHECK(st == want, "%s: expected %s, got %s (%s)", what, bf_status_name(want), bf_status_name(st),
+          bf_last_error());
+    CHECK(d == NULL, "%s: no dataset on failure", what);
+    CHECK(strstr(bf_last_error(), needle) != NULL, "%s: message '%s' should mention '%s'", what,
+          bf_last_error(), needle);
+    bf_dataset_free(d);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Real Fashion-MNIST */
+
+static void test_fashion_mnist(void) {
+    if (!file_exists(FASHION_DIR "/train-images-idx3-ubyte.gz")) {
+        printf("note: %s not found, real Fashion-MNIST checks skipped\n", FASHION_DIR);
+        return;
+    }
+    bf_data_config cfg = base_config(BF_DATASET_FASHION_MNIST, "");
+    bf_dataset *train = NULL, *test = NULL, *small = NULL;
+    CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &train));
+    CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TEST, &test));
+    if (!train || !test) goto done;
+
+    CHECK(train->num_samples == 60000, "train samples %d", train->num_samples);
+    CHECK(test->num_samples == 10000, "test samples %d", test->num_samples);
+    CHECK(train->c == 1 && train->h == 28 && train->w == 28, "shape %dx%dx%d", train->c, train->h, train->w);
+    CHECK(train->num_classes == 10, "classes %d", train->num_classes);
+    CHECK(strcmp(train->name, "fashion_mnist") == 0, "name %s", train->name);
+    CHECK(train->labels[0] == 9, "first train label %d (an ankle boot)", train->labels[0]);
+    CHECK(test->labels[0] == 9, "first test label %d", test->labels[0]);
+    CHECK_CLOSE(train->mean[0], 0.2860, 1e-6, 0, "published mean");
+    CHECK_CLOSE(test->std[0], 0.3530, 1e-6, 0, "test split uses the training std");
+
+    int max_pixel = 0, min_pixel = 255;
+    for (int i = 0; i < 28 * 28; i++) {
+        if (train->pixels[i] > max_pixel) max_pixel = train->pixels[i];
+        if (train->pixels[i] < min_pixel) min_pixel = train->pixels[i];
+    }
+    CHECK(max_pixel > 0 && min_pixel == 0, "image 0 pixel range %d..%d", min_pixel, max_pixel);
+
+    /* Fashion-MNIST is balanced: 6000 training images per class. */
+    int counts[10] = {0};
+    for (int i = 0; i < train->num_samples; i++) counts[train->labels[i]]++;
+    int balanced = 1;
+    for (int k = 0; k < 10; k++) balanced &= counts[k] == 6000;
+    CHECK(balanced, "6000 images per class (class 0 has %d)", counts[0]);
+
+    /* bf_dataset_sample is the pixels scaled to [0, 1]. */
+    float img[28 * 28];
+    bf_dataset_sample(train, 123, img);
+    int same = 1;
+    for (int i = 0; i < 28 * 28; i++) same &= img[i] == (float)train->pixels[123 * 784 + i] / 255.0f;
+    CHECK(same, "bf_dataset_sample == pixels / 255");
+
+    /* The mean over the whole training set agrees with the published value. */
+    double sum = 0;
+    for (size_t i = 0; i < (size_t)60000 * 784; i++) sum += train->pixels[i];
+    CHECK_CLOSE(sum / (60000.0 * 784 * 255), 0.2860, 1e-3, 0, "measured mean of the training set");
+
+    cfg.test_limit = 100;
+    CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TEST, &small));
+    if (small) {
+        CHECK(small->num_samples == 100, "test_limit 100 -> %d", small->num_samples);
+        CHECK(memcmp(small->pixels, test->pixels, 100 * 784) == 0, "limited pixels are the first ones");
+        CHECK(memcmp(small->labels, test->labels, 100 * sizeof(int32_t)) == 0, "limited labels");
+        bf_dataset_free(small);
+        small = NULL;
+    }
+    cfg.test_limit = 1000000;
+    CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TEST, &small));
+    if (small) CHECK(small->num_samples == 10000, "a limit above the count keeps all (%d)", small->num_samples);
+
+done:
+    bf_dataset_free(small);
+    bf_dataset_free(train);
+    bf_dataset_free(test);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * IDX files written here */
+
+#define IDX_N 37
+
+static uint8_t idx_pixel(int i, int p) { return (uint8_t)((i * 31 + p * 7) % 256); }
+
+/* Writes an IDX image/label pair. image_count/label_count are what the headers claim;
+ * images_written how many images' bytes actually follow (fewer = truncated file). */
+static void write_idx_pair(const char *dir, const char *prefix, int gz, uint32_t image_magic, int image_count,
+                           int images_written, int label_count, int bad_label_at) {
+    char path[512];
+    size_t bytes = 16 + (size_t)images_written * 784;
+    unsigned char *buf = malloc(bytes);
+    put_be32(buf, image_magic);
+    put_be32(buf + 4, (uint32_t)image_count);
+    put_be32(buf + 8, 28);
+    put_be32(buf + 12, 28);
+    for (int i = 0; i < images_written; i++)
+        for (int p = 0; p < 784; p++) buf[16 + i * 784 + p] = idx_pixel(i, p);
+    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte%s", dir, prefix, gz ? ".gz" : "");
+    write_bytes(path, buf, bytes, gz);
+    free(buf);
+
+    unsigned char *lab = malloc(8 + (size_t)label_count);
+    put_be32(lab, 0x00000801);
+    put_be32(lab + 4, (uint32_t)label_count);
+    for (int i = 0; i < label_count; i++) lab[8 + i] = (unsigned char)(i == bad_label_at ? 10 : i % 10);
+    snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte%s", dir, prefix, gz ? ".gz" : "");
+    write_bytes(path, lab, 8 + (size_t)label_count, gz);
+    free(lab);
+}
+
+static void check_idx_content(const bf_dataset *d, const char *what) {
+    CHECK(d->num_samples == IDX_N, "%s: %d samples", what, d->num_samples);
+    CHECK(d->c == 1 && d->h == 28 && d->w == 28, "%s: shape", what);
+    int pixels_ok = 1, labels_ok = 1;
+    for (int i = 0; i < IDX_N; i++) {
+        labels_ok &= d->labels[i] == i % 10;
+        for (int p = 0; p < 784; p++) pixels_ok &= d->pixels[i * 784 + p] == idx_pixel(i, p);
+    }
+    CHECK(pixels_ok, "%s: pixels read back as written", what);
+    CHECK(labels_ok, "%s: labels read back as written", what);
+}
+
+static void test_idx_files(const char *tmp) {
+    char plain[512], gz[512], bad[512];
+    snprintf(plain, sizeof plain, "%s/idx_plain", tmp);
+    snprintf(gz, sizeof gz, "%s/idx_gz", tmp);
+    snprintf(bad, sizeof bad, "%s/idx_bad", tmp);
+    mkdir(plain, 0755);
+    mkdir(gz, 0755);
+    mkdir(bad, 0755);
+    write_idx_pair(plain, "train", 0, 0x00000803, IDX_N, IDX_N, IDX_N, -1);
+    write_idx_pair(gz, "train", 1, 0x00000803, IDX_N, IDX_N, IDX_N, -1);
+
+    bf_data_config cfg = base_config(BF_DATASET_MNIST, plain);
+    bf_dataset *a = NULL, *b = NULL;
+    CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &a));
+    if (a) {
+        check_idx_content(a, "plain IDX");
+        CHECK(strcmp(a->name, "mnist") == 0, "name %s", a->name);
+        CHECK_CLOSE(a->mean[0], 0.1307, 1e-6, 0, "MNIST published mean");
+    }
+    cfg = base_config(BF_DATASET_MNIST, gz);
+    CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &b));
+    if (b) check_idx_content(b, "gzip IDX");
+    bf_dataset_free(a);
+    bf_dataset_free(b);
+
+    /* The test split is missing in these directories: an I/O error naming the file. */
+    cfg = base_config(BF_DATASET_MNIST, plain);
+    expect_open_error(&cfg, BF_SPLIT_TEST, BF_ERR_IO, "t10k-images-idx3-ubyte", "missing test split");
+
+    cfg = base_config(BF_DATASET_FASHION_MNIST, bad);
+    /* Truncated: the header promises 37 images, 20 follow. */
+    write_idx_pair(bad, "train", 0, 0x00000803, IDX_N, 20, IDX_N, -1);
+    expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, "train-images-idx3-ubyte", "truncated IDX");
+    expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, "truncated", "truncated IDX says so");
+    char expected_size[64];
+    snprintf(expected_size, sizeof expected_size, "%d", 16 + IDX_N * 784);
+    expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, expected_size, "truncated IDX gives the expected size");
+    snprintf(expected_size, sizeof expected_size, "%d", 16 + 20 * 784);
+    expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, expected_size, "truncated IDX gives the actual size");
+    remove_tree(bad);
+    mkdir(bad, 0755);
+
+    /* Truncated and compressed. */
+    write_idx_pair(bad, "train", 1, 0x00000803, IDX_N, 20, IDX_N, -1);
+    expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, "train-images-idx3-ubyte.gz", "truncated gzip IDX");
+    remove_tree(bad);
+    mkdir(bad, 0755);
+
+    /* Wrong magic (0x804: a 4-dimensional file). */
+    write_idx_pair(bad, "train", 0, 0x00000804, IDX_N, IDX_N, IDX_N, -1);
+    expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, "train-images-idx3-ubyte", "wrong magic");
+    expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, "magic", "wrong magic says so");
+
+    /* Counts disagree; a label out of range. */
+    write_idx_pair(bad, "train", 0, 0x00000803, IDX_N, IDX_N, IDX_N - 1, -1);
+    expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, "labels", "image and label counts differ");
+    write_idx_pair(bad, "train", 0, 0x00000803, IDX_N, IDX_N, IDX_N, 5);
+    expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, "train-labels-idx1-ubyte", "label 10");
+
+    /* A directory without the files. */
+    char empty[512];
+    snprintf(empty, sizeof empty, "%s/idx_empty", tmp);
+    mkdir(empty, 0755);
+    cfg = base_config(BF_DATASET_FASHION_MNIST, empty);
+    expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_IO, "train-images-idx3-ubyte", "missing files");
+    expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_IO, "fashion-mnist", "missing files says where to get them");
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * CIFAR-10 binary files written here */
+
+#define CIFAR_REC 3073
+
+static uint8_t cifar_pixel(int file, int r, int p) { return (uint8_t)((file * 50 + r * 13 + p) % 256); }
+static int cifar_label(int file, int r) { return (file + r) % 10; }
+
+/* File 0..4 = data_batch_1..5.bin, file 5 = test_batch.bin. */
+static void write_cifar_file(const char *dir, int file, int records, size_t extra_bytes) {
+    char path[512];
+    if (file < 5)
+        snprintf(path, sizeof path, "%s/data_batch_%d.bin", dir, file + 1);
+    else
+        snprintf(path, sizeof path, "%s/test_batch.bin", dir);
+    size_t bytes = (size_t)records * CIFAR_REC + extra_bytes;
+    unsigned char *buf = calloc(1, bytes);
+    for (int r = 0; r < records; r++) {
+        buf[r * CIFAR_REC] = (unsigned char)cifar_label(file, r);
+        for (int p = 0; p < 3072; p++) buf[r * CIFAR_REC + 1 + p] = cifar_pixel(file, r, p);
+    }
+    write_bytes(path, buf, bytes, 0);
+    free(buf);
+}
+
+static void test_cifar10(const char *tmp) {
+    char root[256], dir[512];
+    snprintf(root, sizeof root, "%s/cifar", tmp);
+    snprintf(dir, sizeof dir, "%s/cifar-10-batches-bin", root);
+    mkdir(root, 0755);
+    mkdir(dir, 0755);
+    for (int f = 0; f < 5; f++) write_cifar_file(dir, f, 3, 0);
+    write_cifar_file(dir, 5, 4, 0);
+
+    /* data.path may name the parent of cifar-10-batches-bin/ or the directory itself. */
+    const char *paths[2] = {root, dir};
+    for (int which = 0; which < 2; which++) {
+        bf_data_config cfg = base_config(BF_DATASET_CIFAR10, paths[which]);
+        bf_dataset *train = NULL, *test = NULL;
+        CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &train));
+        CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TEST, &test));
+        if (train) {
+            CHECK(train->num_samples == 15, "CIFAR train samples %d", train->num_samples);
+            CHECK(train->c == 3 && train->h == 32 && train->w == 32 && train->num_classes == 10, "CIFAR shape");
+            CHECK_CLOSE(train->mean[2], 0.4465, 1e-6, 0, "CIFAR published mean, blue");
+            CHECK_CLOSE(train->std[1], 0.2435, 1e-6, 0, "CIFAR published std, green");
+            int ok = 1;
+            for (int i = 0; i < 15; i++) {
+                int f = i / 3, r = i % 3;
+                ok &= train->labels[i] == cifar_label(f, r);
+                for (int p = 0; p < 3072; p++) ok &= train->pixels[(size_t)i * 3072 + p] == cifar_pixel(f, r, p);
+            }
+            CHECK(ok, "CIFAR training records read back in file order (path %d)", which);
+        }
+        if (test) {
+            CHECK(test->num_samples == 4, "CIFAR test samples %d", test->num_samples);
+            int ok = 1;
+            for (int r = 0; r < 4; r++) {
+                ok &= test->labels[r] == cifar_label(5, r);
+                ok &= test->pixels[(size_t)r * 3072 + 3071] == cifar_pixel(5, r, 3071);
+            }
+            CHECK(ok, "CIFAR test records");
+        }
+        bf_dataset_free(train);
+        bf_dataset_free(test);
+    }
+
+    /* A limit that ends inside the third file. */
+    bf_data_config cfg = base_config(BF_DATASET_CIFAR10, root);
+    cfg.train_limit = 7;
+    bf_dataset *lim = NULL;
+    CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &lim));
+    if (lim) {
+        CHECK(lim->num_samples == 7, "CIFAR train_limit 7 -> %d", lim->num_samples);
+        CHECK(lim->labels[6] == cifar_label(2, 0) && lim->pixels[6 * 3072 + 10] == cifar_pixel(2, 0, 10),
+              "7th sample is the first record of data_batch_3.bin");
+    }
+    bf_dataset_free(lim);
+    cfg.train_limit = 0;
+
+    /* A file whose size is not a multiple of the record size. */
+    write_cifar_file(dir, 2, 3, 5);
+    expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, "data_batch_3.bin", "CIFAR bad size");
+    write_cifar_file(dir, 2, 3, 0);
+
+    /* A missing batch file says which one and where to get it. */
+    char path[600];
+    snprintf(path, sizeof path, "%s/data_batch_5.bin", dir);
+    unlink(path);
+    expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_IO, "data_batch_5.bin", "CIFAR missing file");
+    expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_IO, "cs.toronto.edu", "CIFAR missing file: where to get it");
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Procedural data */
+
+static int samples_equal(const bf_dataset *a, const bf_dataset *b, int index) {
+    size_t n = (size_t)a->c * a->h * a->w;
+    float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+    bf_dataset_sample(a, index, x);
+    bf_dataset_sample(b, index, y);
+    int eq = memcmp(x, y, n * sizeof *x) == 0;
+    free(x);
+    free(y);
+    return eq;
+}
+
+static void test_procedural(void) {
+    bf_data_config cfg = base_config(BF_DATASET_PROCEDURAL, "");
+    bf_dataset *a = NULL, *b = NULL, *other = NULL, *test = NULL, *lim = NULL;
+    CHECK_OK(bf_dataset_open(&cfg, 7, BF_SPLIT_TRAIN, &a));
+    CHECK_OK(bf_dataset_open(&cfg, 7, BF_SPLIT_TRAIN, &b));
+    CHECK_OK(bf_dataset_open(&cfg, 8, BF_SPLIT_TRAIN, &other));
+    CHECK_OK(bf_dataset_open(&cfg, 7, BF_SPLIT_TEST, &test));
+    cfg.train_limit = 123;
+    CHECK_OK(bf_dataset_open(&cfg, 7, BF_SPLIT_TRAIN, &lim));
+    if (!a || !b || !other || !test || !lim) goto done;
+
+    CHECK(a->num_samples == 500 && test->num_samples == 200, "procedural sizes %d/%d", a->num_samples,
+          test->num_samples);
+    CHECK(a->c == 3 && a->h == 16 && a->w == 16 && a->num_classes == 10, "procedural shape");
+
+    int all_equal = 1;
+    for (int i = 0; i < a->num_samples; i++) all_equal &= a->labels[i] == b->labels[i] && samples_equal(a, b, i);
+    CHECK(all_equal, "same seed -> same labels and pixels");
+    int differs = 0;
+    for (int i = 0; i < 20; i++) differs += !samples_equal(a, other, i) || a->labels[i] != other->labels[i];
+    CHECK(differs == 20, "different seed -> different samples (%d of 20 differ)", differs);
+    CHECK(!samples_equal(a, test, 0), "train and test splits differ");
+
+    int counts[10] = {0}, in_range = 1;
+    for (int i = 0; i < a->num_samples; i++) {
+        int k = a->labels[i];
+        in_range &= k >= 0 && k < 10;
+        if (k >= 0 && k < 10) counts[k]++;
+    }
+    CHECK(in_range, "labels in 0..9");
+    int balanced = 1;
+    for (int k = 0; k < 10; k++) balanced &= counts[k] >= 40 && counts[k] <= 60;
+    CHECK(balanced, "classes roughly balanced (class 0: %d of 500)", counts[0]);
+
+    /* Pixels in [0, 1], with spread; statistics plausible and shared by both splits. */
+    float img[3 * 16 * 16];
+    float lo = 1, hi = 0;
+    for (int i = 0; i < 50; i++) {
+        bf_dataset_sample(a, i, img);
+        for (int p = 0; p < 3 * 16 * 16; p++) {
+            if (img[p] < lo) lo = img[p];
+            if (img[p] > hi) hi = img[p];
+        }
+    }
+    CHECK(lo >= 0.0f && hi <= 1.0f && hi - lo > 0.5f, "pixel range %g..%g", lo, hi);
+    for (int ch = 0; ch < 3; ch++) {
+        CHECK(a->mean[ch] > 0.3f && a->mean[ch] < 0.7f, "mean[%d] = %g", ch, a->mean[ch]);
+        CHECK(a->std[ch] > 0.05f && a->std[ch] < 0.5f, "std[%d] = %g", ch, a->std[ch]);
+        CHECK(a->mean[ch] == test->mean[ch] && a->std[ch] == test->std[ch], "test split uses training stats");
+    }
+
+    /* Two samples of one class are not copies of each other (random phase, contrast, noise). */
+    int j = 1;
+    while (j < a->num_samples && a->labels[j] != a->labels[0]) j++;
+    if (j < a->num_samples) {
+        float x[3 * 16 * 16];
+        bf_dataset_sample(a, 0, img);
+        bf_dataset_sample(a, j, x);
+        CHECK(memcmp(img, x, sizeof img) != 0, "samples 0 and %d of class %d differ", j, a->labels[0]);
+    }
+
+    CHECK(lim->num_samples == 123, "train_limit 123 -> %d", lim->num_samples);
+    CHECK(lim->labels[122] == a->labels[122] && samples_equal(lim, a, 122), "limited set is a prefix");
+
+    /* The largest class count the config allows: labels come in blocks holding every class once. */
+    bf_data_config many = base_config(BF_DATASET_PROCEDURAL, "");
+    many.procedural_classes = 1000;
+    many.procedural_train = 2000;
+    many.procedural_size = 4;
+    bf_dataset *m = NULL;
+    CHECK_OK(bf_dataset_open(&many, 7, BF_SPLIT_TRAIN, &m));
+    if (m) {
+        int *per_class = calloc(1000, sizeof *per_class), exact = 1;
+        for (int i = 0; i < m->num_samples; i++) per_class[m->labels[i]]++;
+        for (int k = 0; k < 1000; k++) exact &= per_class[k] == 2;
+        CHECK(exact, "1000 classes, 2000 samples: every class twice");
+        free(per_class);
+        bf_dataset_free(m);
+    }
+
+    cfg.procedural_channels = 4;
+    expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_CONFIG, "procedural_channels", "4 channels refused");
+
+done:
+    bf_dataset_free(a);
+    bf_dataset_free(b);
+    bf_dataset_free(other);
+    bf_dataset_free(test);
+    bf_dataset_free(lim);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Loader */
+
+/* Pixel (channel, y, x) of synthetic sample `id`, in 1..250 so that zero padding is recognisable. */
+static int synth_value(int id, int ch, int y, int x) { return 1 + (id * 3 + ch * 17 + y * 5 + x * 11) % 250; }
+
+/* A dataset built in memory: label = index, so outputs can be traced back to samples. */
+static bf_dataset *make_synth(int n, int c, int h, int w) {
+    bf_dataset *d = calloc(1, sizeof *d);
+    snprintf(d->name, sizeof d->name, "synthetic");
+    d->num_samples = n;
+    d->c = c;
+    d->h = h;
+    d->w = w;
+    d->num_classes = n;
+    d->pixels = malloc((size_t)n * c * h * w);
+    d->labels = malloc((size_t)n * sizeof *d->labels);
+    for (int i = 0; i < n; i++) {
+        d->labels[i] = i;
+        for (int ch = 0; ch < c; ch++)
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++)
+                    d->pixels[(((size_t)i * c + ch) * h + y) * w + x] = (uint8_t)synth_value(i, ch, y, x);
+    }
+    for (int ch = 0; ch < 3; ch++) {
+        d->mean[ch] = 0.5f - 0.1f * (float)ch;
+        d->std[ch] = 0.25f + 0.05f * (float)ch;
+    }
+    return d;
+}
+
+static bf_loader_options plain_options(int batch_size, int threads) {
+    bf_loader_options o;
+    memset(&o, 0, sizeof o);
+    o.batch_size = batch_size;
+    o.threads = threads;
+    o.prefetch = 3;
+    o.seed = 42;
+    return o;
+}
+
+/* One epoch's output, copied out of the loader. */
+typedef struct epoch_data {
+    int batches, samples;
+    int sizes[256];
+    float *images;
+    int32_t *labels;
+} epoch_data;
+
+static void epoch_free(epoch_data *e) {
+    free(e->images);
+    free(e->labels);
+    memset(e, 0, sizeof *e);
+}
+
+/* Runs batches first_batch.. of `epoch` and copies them out; checks that they come in order. */
+static epoch_data run_epoch(bf_loader *l, const bf_dataset *d, int epoch, int first_batch) {
+    epoch_data e;
+    memset(&e, 0, sizeof e);
+    size_t sf = (size_t)d->c * d->h * d->w;
+    e.images = malloc((size_t)d->num_samples * sf * sizeof(float));
+    e.labels = malloc((size_t)d->num_samples * sizeof(int32_t));
+    CHECK_OK(bf_loader_start_epoch(l, epoch, first_batch));
+    int in_order = 1;
+    for (;;) {
+        bf_batch *b = NULL;
+        double wait = -1;
+        bf_status st = bf_loader_next(l, &b, &wait);
+        if (st != BF_OK) {
+            CHECK(0, "bf_loader_next: %s", bf_last_error());
+            break;
+        }
+        if (!b) break;
+        CHECK(wait >= 0, "wait_ms %g >= 0", wait);
+        in_order &= b->index == first_batch + e.batches;
+        if (e.batches < 256) e.sizes[e.batches] = b->n;
+        memcpy(e.images + (size_t)e.samples * sf, b->images, (size_t)b->n * sf * sizeof(float));
+        memcpy(e.labels + e.samples, b->labels, (size_t)b->n * sizeof(int32_t));
+        e.samples += b->n;
+        e.batches++;
+        bf_loader_release(l, b);
+    }
+    CHECK(in_order, "batches come in order from %d", first_batch);
+    return e;
+}
+
+static void test_loader_coverage(void) {
+    bf_dataset *d = make_synth(103, 1, 4, 4);
+    for (int shuffle = 0; shuffle <= 1; shuffle++) {
+        for (int drop_last = 0; drop_last <= 1; drop_last++) {
+            bf_loader_options o = plain_options(10, 2);
+            o.shuffle = shuffle;
+            o.drop_last = drop_last;
+            bf_loader *l = NULL;
+            CHECK_OK(bf_loader_create(d, &o, &l));
+            if (!l) continue;
+            int want_batches = drop_last ? 10 : 11;
+            CHECK(bf_loader_num_batches(l) == want_batches, "num_batches %d", bf_loader_num_batches(l));
+            for (int epoch = 0; epoch < 2; epoch++) {
+                epoch_data e = run_epoch(l, d, epoch, 0);
+                CHECK(e.batches == want_batches, "shuffle %d drop_last %d: %d batches", shuffle, drop_last, e.batches);
+                CHECK(e.samples == (drop_last ? 100 : 103), "%d samples", e.samples);
+                CHECK(drop_last || e.sizes[10] == 3, "last batch holds the remaining 3 (%d)", e.sizes[10]);
+                int seen[103] = {0}, consistent = 1, identity = 1;
+                for (int i = 0; i < e.samples; i++) {
+                    int id = e.labels[i];
+                    if (id < 0 || id >= 103) {
+                        consistent = 0;
+                        continue;
+                    }
+                    seen[id]++;
+                    identity &= id == i;
+                    /* The image belongs to the label: pixel (0,0,1) of sample id. */
+                    consistent &= e.images[(size_t)i * 16 + 1] == (float)synth_value(id, 0, 0, 1) / 255.0f;
+                }
+                int once = 1;
+                for (int i = 0; i < 103; i++) once &= drop_last ? seen[i] <= 1 : seen[i] == 1;
+                CHECK(once, "shuffle %d drop_last %d epoch %d: every sample exactly once", shuffle, drop_last, epoch);
+                CHECK(consistent, "images match their labels");
+                CHECK(shuffle ? !identity : identity, "shuffle %d: identity order %d", shuffle, identity);
+                epoch_free(&e);
+            }
+            /* After the end, next keeps answering NULL. */
+            bf_batch *b = (bf_batch *)1;
+            CHECK_OK(bf_loader_next(l, &b, NULL));
+            CHECK(b == NULL, "NULL after the epoch");
+            bf_loader_destroy(l);
+        }
+    }
+    bf_dataset_free(d);
+}
+
+static void test_loader_shuffle_and_determinism(void) {
+    bf_dataset *d = make_synth(103, 3, 6, 6);
+    bf_loader_options o = plain_options(8, 1);
+    o.shuffle = 1;
+    o.augment_flip = 1;
+    o.augment_crop_pad = 2;
+    o.normalize = 1;
+    bf_loader *one = NULL, *four = NULL;
+    CHECK_OK(bf_loader_create(d, &o, &one));
+    o.threads = 4;
+    o.prefetch = 5;
+    CHECK_OK(bf_loader_create(d, &o, &four));
+    if (!one || !four) goto done;
+    size_t floats = (size_t)103 * 3 * 36;
+
+    epoch_data e0 = run_epoch(one, d, 0, 0);
+    epoch_data e1 = run_epoch(one, d, 1, 0);
+    CHECK(memcmp(e0.labels, e1.labels, 103 * sizeof(int32_t)) != 0, "epochs 0 and 1 have different orders");
+
+    /* 1 thread and 4 threads: bit-identical batches, for two epochs. */
+    epoch_data f0 = run_epoch(four, d, 0, 0);
+    epoch_data f1 = run_epoch(four, d, 1, 0);
+    CHECK(memcmp(e0.labels, f0.labels, 103 * sizeof(int32_t)) == 0, "epoch 0 order, 1 vs 4 threads");
+    CHECK(memcmp(e0.images, f0.images, floats * sizeof(float)) == 0, "epoch 0 images, 1 vs 4 threads");
+    CHECK(memcmp(e1.labels, f1.labels, 103 * sizeof(int32_t)) == 0, "epoch 1 order, 1 vs 4 threads");
+    CHECK(memcmp(e1.images, f1.images, floats * sizeof(float)) == 0, "epoch 1 images, 1 vs 4 threads");
+
+    /* Resuming at batch k gives batches k.. of the full epoch, also when the previous epoch was
+     * abandoned half-way with batches pending. */
+    CHECK_OK(bf_loader_start_epoch(four, 0, 0));
+    bf_batch *b = NULL;
+    CHECK_OK(bf_loader_next(four, &b, NULL));
+    if (b) bf_loader_release(four, b);
+    int k = 5;
+    epoch_data r = run_epoch(four, d, 1, k);
+    CHECK(r.batches == 13 - k, "resumed epoch has %d batches", r.batches);
+    CHECK(r.samples == 103 - k * 8, "resumed epoch has %d samples", r.samples);
+    size_t off = (size_t)k * 8;
+    CHECK(memcmp(r.labels, e1.labels + off, (size_t)r.samples * sizeof(int32_t)) == 0, "resumed labels");
+    CHECK(memcmp(r.images, e1.images + off * 3 * 36, (size_t)r.samples * 3 * 36 * sizeof(float)) == 0,
+          "resumed images");
+    epoch_free(&r);
+
+    /* Starting at the end: nothing left. */
+    r = run_epoch(four, d, 1, bf_loader_num_batches(four));
+    CHECK(r.batches == 0, "first_batch == num_batches gives no batch");
+    epoch_free(&r);
+    CHECK(bf_loader_start_epoch(four, 1, 14) == BF_ERR_ARG, "first_batch past the end refused");
+
+    epoch_free(&e0);
+    epoch_free(&e1);
+    epoch_free(&f0);
+    epoch_free(&f1);
+done:
+    bf_loader_destroy(one);
+    bf_loader_destroy(four);
+    bf_dataset_free(d);
+}
+
+static void test_loader_normalize(void) {
+    bf_dataset *d = make_synth(20, 3, 4, 4);
+    bf_loader_options o = plain_options(4, 2);
+    o.normalize = 1;
+    bf_loader *l = NULL;
+    CHECK_OK(bf_loader_create(d, &o, &l));
+    if (l) {
+        epoch_data e = run_epoch(l, d, 0, 0);
+        /* Sample 5, channel 2, y 1, x 3. */
+        float expect = ((float)synth_value(5, 2, 1, 3) / 255.0f - d->mean[2]) / d->std[2];
+        CHECK_CLOSE(e.images[5 * 48 + 2 * 16 + 1 * 4 + 3], expect, 1e-6, 1e-6, "normalised pixel");
+        expect = ((float)synth_value(0, 0, 0, 0) / 255.0f - 0.5f) / 0.25f;
+        CHECK_CLOSE(e.images[0], expect, 1e-6, 1e-6, "normalised pixel, channel 0");
+        epoch_free(&e);
+    }
+    bf_loader_destroy(l);
+    bf_dataset_free(d);
+}
+
+/* Whether `out` is sample `id` shifted by (sy, sx) - out(y, x) = in(y + sy, x + sx), zero outside
+ * - and mirrored when flip is set. */
+static int is_augmented(const float *out, int id, int c, int h, int w, int flip, int sy, int sx) {
+    for (int ch = 0; ch < c; ch++)
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                int xc = flip ? w - 1 - x : x;
+                int iy = y + sy, ix = xc + sx;
+                float want = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? (float)synth_value(id, ch, iy, ix) / 255.0f : 0.0f;
+                if (out[(ch * h + y) * w + x] != want) return 0;
+            }
+    return 1;
+}
+
+static void test_loader_augment(void) {
+    const int n = 64, c = 2, h = 5, w = 5, pad = 2;
+    bf_dataset *d = make_synth(n, c, h, w);
+    for (int mode = 0; mode < 3; mode++) { /* flip only, crop only, both */
+        bf_loader_options o = plain_options(16, 2);
+        o.shuffle = 1;
+        o.augment_flip = mode != 1;
+        o.augment_crop_pad = mode != 0 ? pad : 0;
+        bf_loader *l = NULL;
+        CHECK_OK(bf_loader_create(d, &o, &l));
+        if (!l) continue;
+        epoch_data e = run_epoch(l, d, 3, 0);
+        int seen[64] = {0}, explained = 1, flipped = 0, shifted = 0;
+        for (int i = 0; i < e.samples; i++) {
+            int id = e.labels[i];
+            seen[id]++;
+            const float *img = e.images + (size_t)i * c * h * w;
+            int found = 0;
+            for (int flip = 0; flip <= o.augment_flip && !found; flip++)
+                for (int sy = -o.augment_crop_pad; sy <= o.augment_crop_pad && !found; sy++)
+                    for (int sx = -o.augment_crop_pad; sx <= o.augment_crop_pad && !found; sx++)
+                        if (is_augmented(img, id, c, h, w, flip, sy, sx)) {
+                            found = 1;
+                            flipped += flip;
+                            shifted += sy != 0 || sx != 0;
+                        }
+            explained &= found;
+        }
+        int once = 1;
+        for (int i = 0; i < n; i++) once &= seen[i] == 1;
+        CHECK(once, "augment mode %d: every label exactly once", mode);
+        CHECK(explained, "augment mode %d: every image is a flip/crop of its sample", mode);
+        if (o.augment_flip) CHECK(flipped > 8 && flipped < 56, "mode %d: %d of 64 flipped", mode, flipped);
+        if (o.augment_crop_pad) CHECK(shifted > 32, "mode %d: %d of 64 shifted", mode, shifted);
+        epoch_free(&e);
+        bf_loader_destroy(l);
+    }
+    bf_dataset_free(d);
+}
+
+/* The loader on procedural data (pixels generated on demand, when the dataset does so). */
+static void test_loader_procedural(void) {
+    bf_data_config cfg = base_config(BF_DATASET_PROCEDURAL, "");
+    bf_dataset *d = NULL;
+    CHECK_OK(bf_dataset_open(&cfg, 3, BF_SPLIT_TRAIN, &d));
+    if (!d) return;
+    bf_loader_options o = plain_options(32, 2);
+    o.shuffle = 1;
+    o.normalize = 1;
+    o.augment_flip = 1;
+    bf_loader *l = NULL;
+    CHECK_OK(bf_loader_create(d, &o, &l));
+    if (l) {
+        epoch_data e = run_epoch(l, d, 0, 0);
+        CHECK(e.samples == 500, "procedural epoch of %d samples", e.samples);
+        int counts[10] = {0}, expected[10] = {0}, ok = 1;
+        for (int i = 0; i < 500; i++) {
+            counts[e.labels[i]]++;
+            expected[d->labels[i]]++;
+        }
+        for (int k = 0; k < 10; k++) ok &= counts[k] == expected[k];
+        CHECK(ok, "procedural label multiset preserved");
+        double sum = 0;
+        for (size_t i = 0; i < (size_t)500 * 3 * 256; i++) sum += e.images[i];
+        CHECK(sum / (500.0 * 3 * 256) > -0.2 && sum / (500.0 * 3 * 256) < 0.2, "normalised mean %g near 0",
+              sum / (500.0 * 3 * 256));
+        epoch_free(&e);
+    }
+    bf_loader_destroy(l);
+    bf_dataset_free(d);
+}
+
+static void test_loader_misuse_and_teardown(void) {
+    bf_dataset *d = make_synth(200, 3, 8, 8);
+    bf_loader_options o = plain_options(4, 2);
+    o.prefetch = 1;
+    bf_loader *l = NULL;
+    bf_batch *b = NULL, *b2 = NULL;
+
+    /* next before any epoch; holding every slot - errors, not hangs. */
+    CHECK_OK(bf_loader_create(d, &o, &l));
+    if (l) {
+        CHECK(bf_loader_next(l, &b, NULL) == BF_ERR_ARG, "next before start_epoch refused");
+        CHECK_OK(bf_loader_start_epoch(l, 0, 0));
+        CHECK_OK(bf_loader_next(l, &b, NULL));
+        CHECK(bf_loader_next(l, &b2, NULL) == BF_ERR_ARG && b2 == NULL, "next with every slot held refused");
+        bf_loader_release(l, b);
+        CHECK_OK(bf_loader_next(l, &b2, NULL));
+        CHECK(b2 && b2->index == 1, "after release the loader continues with batch 1");
+        bf_loader_release(l, b2);
+        bf_loader_destroy(l);
+    }
+
+    /* Destroy mid-epoch: with a batch held, with batches pending, and never started. */
+    o.prefetch = 4;
+    o.threads = 3;
+    for (int variant = 0; variant < 3; variant++) {
+        l = NULL;
+        CHECK_OK(bf_loader_create(d, &o, &l));
+        if (!l) continue;
+        if (variant < 2) CHECK_OK(bf_loader_start_epoch(l, 0, 0));
+        if (variant == 0) CHECK_OK(bf_loader_next(l, &b, NULL));
+        bf_loader_destroy(l);
+        CHECK(1, "destroy variant %d returned", variant);
+    }
+
+    /* Bad options. */
+    o.batch_size = 0;
+    CHECK(bf_loader_create(d, &o, &l) == BF_ERR_ARG, "batch_size 0 refused");
+    bf_dataset_free(d);
+}
+
+int main(void) {
+    /* A hang in the loader must fail the test, not stall ctest until its timeout. */
+    alarm(120);
+    char tmp[] = "/tmp/bioflex_test_data_XXXXXX";
+    if (!mkdtemp(tmp)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_fashion_mnist();
+    test_idx_files(tmp);
+    test_cifar10(tmp);
+    test_procedural();
+    test_loader_coverage();
+    test_loader_shuffle_and_determinism();
+    test_loader_normalize();
+    test_loader_augment();
+    test_loader_procedural();
+    test_loader_misuse_and_teardown();
+    remove_tree(tmp);
+    return bf_test_finish();
+}

@@ -1,0 +1,96 @@
+/* test_train_cuda.c (label gpu) - three full training steps of a small VGG (VGG-6 with batch-norm,
+ * dropout, SGD with Nesterov momentum and weight decay, label smoothing, gradient clipping) on
+ * the CPU backend and on the CUDA backend (fp32) from identical weights and batches: the losses,
+ * gradients and weights after every step must agree. Skipped without a GPU. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bioflex/train.h"
+#include "testutil.h"
+
+enum { N = 8, C = 3, HW = 16, K = 10, STEPS = 3 };
+
+typedef struct side {
+    bf_backend *b;
+    bf_model *m;
+    bf_optimizer *opt;
+    float *x, *losses, *dlogits, *sumsq, *clip;
+    int32_t *labels;
+} side;
+
+static void side_init(side *s, bf_backend *b, const bf_config *cfg) {
+    memset(s, 0, sizeof *s);
+    s->b = b;
+    CHECK_OK(bf_model_build(b, &cfg->model, (bf_shape){N, C, HW, HW}, K, cfg->run.seed, &s->m));
+    CHECK_OK(bf_optimizer_create(b, &cfg->optim, s->m->num_param_floats, &s->opt));
+    s->x = bf_test_upload(b, NULL, N * C * HW * HW);
+    s->losses = bf_test_upload(b, NULL, N);
+    s->dlogits = bf_test_upload(b, NULL, N * K);
+    s->sumsq = bf_test_upload(b, NULL, 2);
+    s->clip = s->sumsq + 1;
+    bf_alloc(b, N * sizeof(int32_t), (void **)&s->labels);
+}
+
+static void side_step(side *s, const bf_config *cfg, const float *x, const int32_t *labels, long step) {
+    bf_backend *b = s->b;
+    const bf_ops *ops = b->ops;
+    bf_to_device(b, s->x, x, N * C * HW * HW * sizeof(float));
+    bf_to_device(b, s->labels, labels, N * sizeof(int32_t));
+    s->m->step = (uint64_t)step;
+    const float *logits = NULL;
+    CHECK_OK(bf_model_forward(s->m, s->x, &logits));
+    CHECK_OK(ops->softmax_xent(b, N, K, logits, s->labels, cfg->optim.label_smoothing, 1.0f / N, s->losses, s->dlogits));
+    CHECK_OK(bf_model_backward(s->m, s->dlogits));
+    CHECK_OK(ops->sum_squares(b, s->m->grad_data, s->m->num_param_floats, s->sumsq));
+    CHECK_OK(ops->clip_scale(b, s->sumsq, cfg->optim.grad_clip_norm, s->clip));
+    CHECK_OK(bf_optimizer_step(b, s->opt, s->m->param_data, s->m->grad_data, cfg->optim.lr, s->clip));
+}
+
+static void compare(const char *what, side *cpu, side *gpu, const float *a_dev, const float *b_dev, size_t n,
+                    double atol, double rtol, int step) {
+    float *a = bf_test_download(cpu->b, a_dev, n), *b = bf_test_download(gpu->b, b_dev, n);
+    size_t worst = 0;
+    double v = bf_test_max_violation(a, b, n, atol, rtol, &worst);
+    printf("step %d %-10s max violation %.3f (index %zu: cpu %.8g cuda %.8g)\n", step, what, v, worst, a[worst], b[worst]);
+    CHECK(v <= 1.0, "step %d: %s differ between CPU and CUDA (violation %.3g at %zu)", step, what, v, worst);
+    free(a);
+    free(b);
+}
+
+int main(void) {
+    if (!bf_cuda_built()) bf_test_skip("bioflex was built without the CUDA backend");
+    if (bf_cuda_device_count() == 0) bf_test_skip("no CUDA device");
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    cfg.model.arch = BF_ARCH_VGG6;
+    cfg.model.dropout = 0.5f;
+    cfg.optim.optimizer = BF_OPTIM_SGD;
+    cfg.optim.lr = 0.02f;
+    cfg.optim.nesterov = 1;
+    cfg.optim.weight_decay = 5e-4f;
+    cfg.optim.label_smoothing = 0.1f;
+    cfg.optim.grad_clip_norm = 1.0f;
+    bf_backend *cb = NULL, *gb = NULL;
+    CHECK_OK(bf_backend_create_cpu(0, &cb));
+    CHECK_OK(bf_backend_create_cuda(0, BF_PRECISION_FP32, &gb));
+    if (!cb || !gb) return bf_test_finish();
+    side cpu, gpu;
+    side_init(&cpu, cb, &cfg);
+    side_init(&gpu, gb, &cfg);
+    static float x[N * C * HW * HW];
+    int32_t labels[N];
+    for (int step = 0; step < STEPS; step++) {
+        bf_test_fill_uniform(x, N * C * HW * HW, -2, 2, 100 + step);
+        for (int i = 0; i < N; i++) labels[i] = (i * 7 + step) % K;
+        side_step(&cpu, &cfg, x, labels, step);
+        side_step(&gpu, &cfg, x, labels, step);
+        compare("losses", &cpu, &gpu, cpu.losses, gpu.losses, N, 1e-5, 1e-4, step);
+        compare("gradients", &cpu, &gpu, cpu.m->grad_data, gpu.m->grad_data, cpu.m->num_param_floats, 1e-5, 2e-3, step);
+        compare("weights", &cpu, &gpu, cpu.m->param_data, gpu.m->param_data, cpu.m->num_param_floats, 1e-6, 1e-3, step);
+        compare("bn stats", &cpu, &gpu, cpu.m->buffer_data, gpu.m->buffer_data, cpu.m->num_buffer_floats, 1e-5, 1e-3, step);
+    }
+    bf_backend_destroy(cb);
+    bf_backend_destroy(gb);
+    return bf_test_finish();
+}
