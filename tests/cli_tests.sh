@@ -84,5 +84,14 @@ printf '\x55' | dd of="$tmp/corrupt/model.safetensors" bs=1 seek=2000 conv=notru
 expect "eval refuses a corrupt checkpoint" 1 "checksum" -- "$eval_" --checkpoint "$tmp/corrupt" "$tmp/tiny.ini"
 expect "eval refuses another model" 1 "shape" -- "$eval_" --checkpoint "$tmp/run" --set model.channels=6 "$tmp/tiny.ini"
 
+# The README's config reference is the generated one (tools/update_readme_config.sh).
+if python3 - "$train" "$src/README.md" <<'PY'
+import subprocess, sys
+ref = subprocess.run([sys.argv[1], "--help-config"], check=True, capture_output=True, text=True).stdout
+ref = "\n".join(("#" + l if l.startswith("#") else l) for l in ref.strip().splitlines())
+sys.exit(0 if ref in open(sys.argv[2]).read() else 1)
+PY
+then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL README config reference is stale: run tools/update_readme_config.sh"; fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -343,6 +343,13 @@ static void test_pooling(bf_backend *b) {
     CHECK_OK(bf_to_host(b, harg, argmax, sizeof harg));
     CHECK(hy[0] == -5 && hy[3] == -5, "maxpool padding is -infinity (got %g)", hy[0]);
     CHECK(harg[0] == 0 && harg[1] == 1 && harg[2] == 4 && harg[3] == 5, "maxpool ties pick the first valid input");
+    /* A NaN propagates (as in PyTorch), and argmax may be omitted. */
+    negative[6] = NAN;
+    CHECK_OK(bf_to_device(b, x, negative, sizeof negative));
+    CHECK_OK(b->ops->maxpool_forward(b, &s, x, y, NULL));
+    CHECK_OK(bf_to_host(b, hy, y, sizeof hy));
+    CHECK(isnan(hy[1]) && isnan(hy[3]) && hy[0] == -5 && hy[2] == -5, "maxpool propagates NaN (%g %g %g %g)", hy[0],
+          hy[1], hy[2], hy[3]);
 
     /* Hand-checked average pool: x[i] = i on 5x5, k3 s2 p1, padding counted in the divisor. */
     float ramp[25], avg[9];

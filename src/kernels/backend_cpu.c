@@ -49,7 +49,7 @@ static bf_status cpu_synchronize(bf_backend *b) {
 
 bf_status bf_cpu_scratch(bf_backend *b, size_t bytes, void **out) {
     bf_cpu_state *st = b->impl;
-    if (bytes > st->scratch_bytes) {
+    if (bytes > st->scratch_bytes || !st->scratch) {
         void *grown = aligned_zalloc(bytes);
         if (!grown) {
             *out = NULL;
@@ -147,9 +147,11 @@ bf_status bf_backend_create_cpu(int num_threads, bf_backend **out) {
     b->impl = st;
 
 #ifdef OPENBLAS_VERSION
-    /* Our loops call sgemm from several OpenMP threads at once (one image each); OpenBLAS's own
-     * thread pool would then oversubscribe the cores. This setting is process-wide in OpenBLAS. */
-    openblas_set_num_threads(1);
+    /* Our loops call sgemm from several OpenMP threads at once (one image each); a pthreads
+     * OpenBLAS would add its own thread pool on top and oversubscribe the cores. The setting is
+     * process-wide. An OpenMP OpenBLAS already runs single-threaded inside a parallel region, and
+     * its set_num_threads would also change OpenMP's default for everyone, so it is left alone. */
+    if (openblas_get_parallel() == OPENBLAS_THREAD) openblas_set_num_threads(1);
     warn_if_generic_blas_kernels();
 #endif
     *out = b;

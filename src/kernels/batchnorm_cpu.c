@@ -46,18 +46,12 @@ bf_status bf_cpu_batchnorm_forward_train(bf_backend *b, const bf_bn_shape *s, co
 #pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
     for (int ch = 0; ch < s->c; ch++) {
         double sum = 0;
-        for (int i = 0; i < s->n; i++) {
-            const float *xp = plane(s, x, i, ch);
-            for (int j = 0; j < s->hw; j++) sum += xp[j];
-        }
+        for (int i = 0; i < s->n; i++) sum += bf_cpu_lane_sum(plane(s, x, i, ch), (size_t)s->hw);
         const double mean = sum / count;
         double squares = 0;
         for (int i = 0; i < s->n; i++) {
             const float *xp = plane(s, x, i, ch);
-            for (int j = 0; j < s->hw; j++) {
-                double d = xp[j] - mean;
-                squares += d * d;
-            }
+            squares += bf_cpu_lane_dot(xp, mean, xp, mean, (size_t)s->hw);
         }
         const double var = squares / count; /* biased: what the batch is normalised with */
         const float invstd = (float)(1.0 / sqrt(var + s->eps));
@@ -95,14 +89,13 @@ bf_status bf_cpu_batchnorm_backward(bf_backend *b, const bf_bn_shape *s, const f
 #pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
     for (int ch = 0; ch < s->c; ch++) {
         const float mean = save_mean[ch], invstd = save_invstd[ch];
-        double sum_dy = 0, sum_dy_xhat = 0;
+        double sum_dy = 0, sum_dy_centred = 0;
         for (int i = 0; i < s->n; i++) {
             const float *xp = plane(s, x, i, ch), *dyp = plane(s, dy, i, ch);
-            for (int j = 0; j < s->hw; j++) {
-                sum_dy += dyp[j];
-                sum_dy_xhat += (double)dyp[j] * ((xp[j] - mean) * invstd);
-            }
+            sum_dy += bf_cpu_lane_sum(dyp, (size_t)s->hw);
+            sum_dy_centred += bf_cpu_lane_dot(dyp, 0, xp, mean, (size_t)s->hw);
         }
+        const double sum_dy_xhat = sum_dy_centred * invstd;
         if (dbeta) dbeta[ch] = (float)sum_dy;
         if (dgamma) dgamma[ch] = (float)sum_dy_xhat;
 

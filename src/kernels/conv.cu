@@ -321,13 +321,17 @@ static bf_status heuristic_algos(bf_cuda_impl *im, const conv_entry *e, int dir,
 }
 
 /* The first usable result (results come fastest first): it succeeded, fits in `limit` bytes of
- * workspace and, in fp32, runs without tensor cores. -1 if none. */
+ * workspace and, in fp32, was measured without tensor cores (CUDNN_FMA_MATH). Should cuDNN report
+ * no FMA result at all, an fp32 search accepts a CUDNN_DEFAULT_MATH one as second choice; it is
+ * still run with CUDNN_FMA_MATH set (conv_search), so it cannot use TF32. -1 if none. */
 static int pick_result(const bf_cuda_impl *im, const perf_result *res, int count, size_t limit) {
-    for (int i = 0; i < count; i++) {
-        if (res[i].status != CUDNN_STATUS_SUCCESS || res[i].memory > limit) continue;
-        if (im->precision == BF_PRECISION_FP32 && res[i].math != CUDNN_FMA_MATH) continue;
-        return i;
-    }
+    const bool fp32 = im->precision == BF_PRECISION_FP32;
+    for (int pass = 0; pass < (fp32 ? 2 : 1); pass++)
+        for (int i = 0; i < count; i++) {
+            if (res[i].status != CUDNN_STATUS_SUCCESS || res[i].memory > limit) continue;
+            if (fp32 && res[i].math != (pass == 0 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH)) continue;
+            return i;
+        }
     return -1;
 }
 

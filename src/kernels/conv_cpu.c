@@ -45,18 +45,6 @@ static bf_status conv_geometry_init(const bf_conv2d_shape *s, conv_geometry *g) 
     return BF_OK;
 }
 
-/* Output positions o in [*lo, *hi) whose input position o*stride - pad + k lies in [0, size). */
-static void valid_outputs(int size, int out_size, int stride, int pad, int k, int *lo, int *hi) {
-    int first = pad - k;            /* need o*stride >= first */
-    int last = size - 1 + pad - k;  /* need o*stride <= last */
-    int l = first <= 0 ? 0 : (first + stride - 1) / stride;
-    int h = last < 0 ? 0 : last / stride + 1;
-    if (h > out_size) h = out_size;
-    if (l > h) l = h;
-    *lo = l;
-    *hi = h;
-}
-
 /* Unrolls cin_g channels of one image (x) into col[k_g, hw_out]; padding reads as zero. Row
  * (c, ki, kj) of col holds, for every output position, the input under kernel tap (ki, kj). */
 static void im2col(const bf_conv2d_shape *s, int channels, const float *x, float *col) {
@@ -65,7 +53,7 @@ static void im2col(const bf_conv2d_shape *s, int channels, const float *x, float
             for (int kj = 0; kj < s->k_w; kj++) {
                 float *row = col + ((size_t)(c * s->k_h + ki) * s->k_w + kj) * s->h_out * s->w_out;
                 int ow_lo, ow_hi;
-                valid_outputs(s->w_in, s->w_out, s->stride, s->pad, kj, &ow_lo, &ow_hi);
+                bf_cpu_valid_outputs(s->w_in, s->w_out, s->stride, s->pad, kj, &ow_lo, &ow_hi);
                 for (int oh = 0; oh < s->h_out; oh++) {
                     float *dst = row + (size_t)oh * s->w_out;
                     int ih = oh * s->stride - s->pad + ki;
@@ -93,7 +81,7 @@ static void col2im(const bf_conv2d_shape *s, int channels, const float *col, flo
             for (int kj = 0; kj < s->k_w; kj++) {
                 const float *row = col + ((size_t)(c * s->k_h + ki) * s->k_w + kj) * s->h_out * s->w_out;
                 int ow_lo, ow_hi;
-                valid_outputs(s->w_in, s->w_out, s->stride, s->pad, kj, &ow_lo, &ow_hi);
+                bf_cpu_valid_outputs(s->w_in, s->w_out, s->stride, s->pad, kj, &ow_lo, &ow_hi);
                 for (int oh = 0; oh < s->h_out; oh++) {
                     int ih = oh * s->stride - s->pad + ki;
                     if (ih < 0 || ih >= s->h_in) continue;
@@ -171,10 +159,7 @@ static void conv_bias_gradient(const bf_backend *b, const bf_conv2d_shape *s, in
 #pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
     for (int o = 0; o < s->c_out; o++) {
         double sum = 0;
-        for (int n = 0; n < s->n; n++) {
-            const float *plane = dy + ((size_t)n * s->c_out + o) * hw_out;
-            for (int i = 0; i < hw_out; i++) sum += plane[i];
-        }
+        for (int n = 0; n < s->n; n++) sum += bf_cpu_lane_sum(dy + ((size_t)n * s->c_out + o) * hw_out, (size_t)hw_out);
         dbias[o] = (float)sum;
     }
 }

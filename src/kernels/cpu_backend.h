@@ -29,16 +29,64 @@ typedef struct bf_cpu_state {
     size_t scratch_bytes;
 } bf_cpu_state;
 
-static inline int bf_cpu_threads(const bf_backend *b) { return b->num_threads; }
+/* The backend's OpenMP thread count, kept within [1, BF_CPU_MAX_THREADS] even if a caller
+ * changed the public field after creation. */
+static inline int bf_cpu_threads(const bf_backend *b) {
+    int t = b->num_threads;
+    return t < 1 ? 1 : t > BF_CPU_MAX_THREADS ? BF_CPU_MAX_THREADS : t;
+}
 
 /* Returns scratch memory of at least `bytes` (64-byte aligned, contents undefined). It is
  * reallocated only when a larger size is asked for, so a training step after the first
- * allocates nothing. The pointer stays valid until the next call. */
+ * allocates nothing. The pointer stays valid until the next call. Like a CUDA stream, a backend
+ * serves one host thread at a time, so ops never compete for the scratch buffer. */
 bf_status bf_cpu_scratch(bf_backend *b, size_t bytes, void **out);
 
 /* Rounds a float count up to a whole number of 64-byte cache lines, so that per-thread slices
  * carved from one scratch buffer do not share a cache line. */
 static inline size_t bf_cpu_round_floats(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* Output positions o in [*lo, *hi) of a sliding window (size out_size) whose input position
+ * o*stride - pad + k lies inside [0, size): the unclipped part of a row for kernel tap k. */
+static inline void bf_cpu_valid_outputs(int size, int out_size, int stride, int pad, int k, int *lo, int *hi) {
+    int first = pad - k;           /* need o*stride >= first */
+    int last = size - 1 + pad - k; /* need o*stride <= last */
+    int l = first <= 0 ? 0 : (first + stride - 1) / stride;
+    int h = last < 0 ? 0 : last / stride + 1;
+    if (h > out_size) h = out_size;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+/* Sums in double with BF_CPU_LANES interleaved partial sums, added in lane order at the end.
+ * A plain `double sum; sum += x[i]` is one serial chain of dependent additions that the compiler
+ * may not reorder; independent lanes let it vectorise while the order stays fixed. */
+#define BF_CPU_LANES 8
+
+/* sum of x[i] */
+static inline double bf_cpu_lane_sum(const float *x, size_t n) {
+    double lane[BF_CPU_LANES] = {0};
+    size_t i = 0;
+    for (; i + BF_CPU_LANES <= n; i += BF_CPU_LANES)
+        for (int l = 0; l < BF_CPU_LANES; l++) lane[l] += x[i + l];
+    double sum = 0;
+    for (; i < n; i++) sum += x[i];
+    for (int l = 0; l < BF_CPU_LANES; l++) sum += lane[l];
+    return sum;
+}
+
+/* sum of (x[i] - shift) * (y[i] - shift_y); with y == x and equal shifts, a sum of squares */
+static inline double bf_cpu_lane_dot(const float *x, double shift, const float *y, double shift_y, size_t n) {
+    double lane[BF_CPU_LANES] = {0};
+    size_t i = 0;
+    for (; i + BF_CPU_LANES <= n; i += BF_CPU_LANES)
+        for (int l = 0; l < BF_CPU_LANES; l++) lane[l] += (x[i + l] - shift) * (y[i + l] - shift_y);
+    double sum = 0;
+    for (; i < n; i++) sum += (x[i] - shift) * (y[i] - shift_y);
+    for (int l = 0; l < BF_CPU_LANES; l++) sum += lane[l];
+    return sum;
+}
 
 /* Sum of x[i] (or of x[i]^2 when `squares`), accumulated in double over fixed per-thread blocks
  * that are combined in thread order. */

@@ -43,9 +43,8 @@ double bf_cpu_sum(const bf_backend *b, const float *x, size_t n, int squares) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int t = 0; t < threads; t++) {
         size_t begin = n * (size_t)t / (size_t)threads, end = n * (size_t)(t + 1) / (size_t)threads;
-        double sum = 0;
-        for (size_t i = begin; i < end; i++) sum += squares ? (double)x[i] * x[i] : (double)x[i];
-        partial[t] = sum;
+        partial[t] = squares ? bf_cpu_lane_dot(x + begin, 0, x + begin, 0, end - begin)
+                             : bf_cpu_lane_sum(x + begin, end - begin);
     }
     double total = 0;
     for (int t = 0; t < threads; t++) total += partial[t];
@@ -72,7 +71,10 @@ bf_status bf_cpu_relu_forward(bf_backend *b, const float *x, float *y, size_t n)
 
 bf_status bf_cpu_relu_backward(bf_backend *b, const float *y, const float *dy, float *dx, size_t n) {
 #pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
-    for (size_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float g = dy[i]; /* loaded unconditionally, so the select vectorises */
+        dx[i] = y[i] > 0.0f ? g : 0.0f;
+    }
     return BF_OK;
 }
 
