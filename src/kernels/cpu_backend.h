@@ -5,10 +5,11 @@
  *
  * Threading: every parallel loop uses OpenMP with `num_threads(bf_cpu_threads(b))` and a static
  * schedule, and every reduction is summed in an order fixed by the data size and the thread count,
- * so two runs with the same inputs and thread count give bit-identical results. OpenBLAS is asked
- * to run single-threaded (see bf_backend_create_cpu) because the GEMMs are issued from inside our
- * own parallel loops (one image per thread), which parallelises better than splitting each small
- * GEMM and avoids oversubscribing the cores. */
+ * so two runs with the same inputs and thread count give bit-identical results (the schedule only
+ * decides which thread computes what, never how it is summed). OpenBLAS runs single-threaded
+ * (see bf_backend_create_cpu) because the GEMMs are issued from inside our own parallel loops
+ * (one image per thread), which parallelises better than splitting each small GEMM and avoids
+ * oversubscribing the cores. */
 #ifndef BIOFLEX_CPU_BACKEND_H
 #define BIOFLEX_CPU_BACKEND_H
 

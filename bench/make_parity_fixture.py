@@ -1,0 +1,151 @@
+#!/usr/bin/python3
+"""Writes tests/fixtures/parity_cnn.safetensors, the PyTorch reference that
+tests/test_pytorch_parity.c compares bioflex against (llm.c style: PyTorch computes, C compares).
+
+The network is bioflex's arch = cnn (src/host/model_zoo.c) with channels = 4,8, hidden = 16,
+dropout = 0, batchnorm on, for an input of [6, 3, 12, 12] and K = 5 classes:
+
+    features.0 Conv2d(3, 4, 3, padding=1)  features.1 BatchNorm2d(4)  features.2 ReLU  features.3 MaxPool2d(2, 2)
+    features.4 Conv2d(4, 8, 3, padding=1)  features.5 BatchNorm2d(8)  features.6 ReLU  features.7 MaxPool2d(2, 2)
+    flatten
+    classifier.0 Linear(72, 16)  classifier.1 ReLU  classifier.2 Dropout(0)  classifier.3 Linear(16, 5)
+
+with torch.manual_seed(0) and PyTorch's default initialisation. The file holds:
+
+    input, labels (I32)                     the batch (randn, randint)
+    <state_dict name>                       every initial state_dict entry (BN running statistics and
+                                            num_batches_tracked, I64 0-d, included)
+    expected.logits, expected.loss          first forward pass in train mode; the loss is
+                                            CrossEntropyLoss(label_smoothing=0.1), mean over the batch
+    grad.<param>                            gradient of that loss for every parameter
+    after2.<name>                           every parameter, BN running_mean / running_var and
+                                            num_batches_tracked after two SGD steps (lr 0.05,
+                                            momentum 0.9, nesterov, weight_decay 1e-3)
+    adamw_after2.<name>                     the same after two AdamW steps (lr 0.01, betas 0.9/0.999,
+                                            eps 1e-8, weight_decay 0.01) from the same initial state
+
+Each optimiser run, in train mode on the same batch, is exactly what the C test does:
+    step A: zero_grad, forward, loss, backward (the logits, loss and gradients recorded), step
+    step B: zero_grad, forward, loss, backward, step
+so the batch-norm running statistics see the same two forward passes.
+
+Needs only torch (no safetensors package): the file is written by hand.
+
+    /usr/bin/python3 bench/make_parity_fixture.py [output path]
+"""
+import json
+import os
+import struct
+import sys
+
+import torch
+import torch.nn as nn
+
+N, C, H, W, K = 6, 3, 12, 12, 5
+CHANNELS, HIDDEN = (4, 8), 16
+SMOOTHING = 0.1
+SGD = dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)
+ADAMW = dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+
+
+class CNN(nn.Module):
+    """bioflex arch = cnn: conv-BN-ReLU-maxpool stages, flatten, [Linear ReLU Dropout] Linear."""
+
+    def __init__(self):
+        super().__init__()
+        layers, c, hw = [], C, H
+        for ch in CHANNELS:
+            layers += [nn.Conv2d(c, ch, 3, padding=1), nn.BatchNorm2d(ch), nn.ReLU(), nn.MaxPool2d(2, 2)]
+            c, hw = ch, hw // 2
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Linear(c * hw * hw, HIDDEN), nn.ReLU(), nn.Dropout(0.0),
+                                        nn.Linear(HIDDEN, K))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def write_safetensors(path, tensors, metadata):
+    """tensors: list of (name, torch tensor) in file order; F32, I32 and I64 only."""
+    dtypes = {torch.float32: "F32", torch.int32: "I32", torch.int64: "I64"}
+    header, blobs, offset = {"__metadata__": metadata}, [], 0
+    for name, t in tensors:
+        t = t.detach().contiguous().cpu()
+        data = t.numpy().tobytes() if t.dim() > 0 else t.reshape(1).numpy().tobytes()
+        assert sys.byteorder == "little"
+        header[name] = {"dtype": dtypes[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+    os.replace(tmp, path)
+
+
+def train_two_steps(model, opt, criterion, x, y, record=None):
+    """Step A (records logits, loss and gradients into `record` when given) and step B."""
+    model.train()
+    for step in range(2):
+        opt.zero_grad()
+        logits = model(x)
+        loss = criterion(logits, y)
+        loss.backward()
+        if step == 0 and record is not None:
+            record.append(("expected.logits", logits.detach().clone()))
+            record.append(("expected.loss", loss.detach().clone()))
+            for name, p in model.named_parameters():
+                record.append(("grad." + name, p.grad.detach().clone()))
+        opt.step()
+
+
+def state_after(model, prefix):
+    """Parameters and buffers (running statistics, num_batches_tracked) under prefix."""
+    return [(prefix + name, t.detach().clone()) for name, t in model.state_dict().items()]
+
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                                              "tests", "fixtures", "parity_cnn.safetensors")
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = CNN()
+    x = torch.randn(N, C, H, W)
+    y = torch.randint(0, K, (N,))
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    criterion = nn.CrossEntropyLoss(label_smoothing=SMOOTHING)
+
+    tensors = [("input", x), ("labels", y.to(torch.int32))]
+    tensors += list(initial.items())
+
+    record = []
+    train_two_steps(model, torch.optim.SGD(model.parameters(), **SGD), criterion, x, y, record)
+    tensors += record
+    tensors += state_after(model, "after2.")
+
+    adam_model = CNN()
+    adam_model.load_state_dict(initial)
+    train_two_steps(adam_model, torch.optim.AdamW(adam_model.parameters(), **ADAMW), criterion, x, y)
+    tensors += state_after(adam_model, "adamw_after2.")
+
+    metadata = {
+        "torch_version": torch.__version__,
+        "generator": "bench/make_parity_fixture.py",
+        "description": ("PyTorch reference for tests/test_pytorch_parity.c: bioflex arch=cnn, channels 4,8, hidden 16, "
+                        "dropout 0, batchnorm, input [6,3,12,12], K=5, torch.manual_seed(0) default init; "
+                        "CrossEntropyLoss(label_smoothing=0.1) mean; 2 steps of SGD(lr=0.05, momentum=0.9, "
+                        "nesterov=True, weight_decay=1e-3) -> after2.*, 2 steps of AdamW(lr=0.01, betas=(0.9,0.999), "
+                        "eps=1e-8, weight_decay=0.01) -> adamw_after2.*, each step forward+backward in train mode"),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    write_safetensors(out, tensors, metadata)
+    print("wrote %s: %d tensors, %d bytes, loss %.6f" % (out, len(tensors), os.path.getsize(out),
+                                                         float(record[1][1])))
+
+
+if __name__ == "__main__":
+    main()
