@@ -21,7 +21,14 @@ extern "C" {
 #define BF_LIST_MAX 16
 
 typedef enum { BF_DEVICE_AUTO = 0, BF_DEVICE_SEL_CPU = 1, BF_DEVICE_SEL_CUDA = 2 } bf_device_select;
-typedef enum { BF_DATASET_FASHION_MNIST = 0, BF_DATASET_MNIST, BF_DATASET_CIFAR10, BF_DATASET_PROCEDURAL } bf_dataset_kind;
+typedef enum {
+    BF_DATASET_FASHION_MNIST = 0,
+    BF_DATASET_MNIST,
+    BF_DATASET_CIFAR10,
+    BF_DATASET_PROCEDURAL,
+    BF_DATASET_IMAGENET100, /* 3x224x224, 100 classes: needs the JPEG pipeline (not built yet; --dry-run works) */
+    BF_DATASET_IMAGENET     /* 3x224x224, 1000 classes: likewise */
+} bf_dataset_kind;
 typedef enum { BF_ARCH_CNN = 0, BF_ARCH_VGG6, BF_ARCH_VGG11, BF_ARCH_VGG16, BF_ARCH_RESNET18, BF_ARCH_RESNET50 } bf_arch;
 typedef enum { BF_OPTIM_SGD = 0, BF_OPTIM_ADAMW } bf_optimizer_kind;
 typedef enum { BF_SCHED_CONSTANT = 0, BF_SCHED_STEP, BF_SCHED_MULTISTEP, BF_SCHED_COSINE } bf_schedule_kind;
@@ -70,6 +77,16 @@ typedef struct bf_model_config {
     int batchnorm;             /* VGG/CNN: BatchNorm after every conv */
     float bn_momentum;
     float bn_eps;
+    /* flexible neurons (FlexNet): cnn and vgg convs become flex layers */
+    int flex;                  /* every conv becomes a flex layer */
+    int fully_flex;            /* the 2x2 max-pools become flex layers too */
+    int flex_joint;            /* bf_flex_joint: channelwise_max | mask */
+    int flex_channels;         /* bf_flex_channel_rule: expand | bilinear */
+    int flex_tie;              /* bf_flex_tie_rule: split | pool */
+    int flex_mask;             /* bf_flex_mask */
+    float flex_mask_factor;    /* sigmoid_mul multiplier */
+    int flex_logits_bn;        /* batch-norm on the mask logits */
+    int threshold_mode;        /* bf_threshold_mode: learned | frozen_random */
 } bf_model_config;
 
 typedef struct bf_optim_config {

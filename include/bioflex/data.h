@@ -36,6 +36,10 @@ typedef struct bf_dataset {
 bf_status bf_dataset_open(const bf_data_config *cfg, long seed, bf_split split, bf_dataset **out);
 void bf_dataset_free(bf_dataset *d);
 
+/* The image shape and class count a config's dataset has, without reading any file (--dry-run,
+ * and datasets that cannot be opened yet). */
+void bf_dataset_shape(const bf_data_config *cfg, int *c, int *h, int *w, int *num_classes);
+
 /* Writes sample `index` as floats in [0, 1] (CHW) into out. */
 void bf_dataset_sample(const bf_dataset *d, int index, float *out);
 

@@ -34,6 +34,7 @@ typedef enum bf_layer_kind {
     BF_LAYER_DROPOUT,
     BF_LAYER_FLATTEN,
     BF_LAYER_ADD,
+    BF_LAYER_FLEX,          /* flexible neuron: per element the conv or the widened max-pool (layer_flex.c) */
     BF_LAYER_KIND_COUNT
 } bf_layer_kind;
 
@@ -43,8 +44,27 @@ typedef enum bf_init {
     BF_INIT_ONES,
     BF_INIT_KAIMING_NORMAL_FAN_OUT, /* N(0, 2/fan_out): torchvision VGG/ResNet convs */
     BF_INIT_NORMAL_0_01,            /* N(0, 0.01^2): torchvision VGG linear layers */
-    BF_INIT_UNIFORM_FAN_IN          /* U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default Linear/Conv */
+    BF_INIT_UNIFORM_FAN_IN,         /* U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default Linear/Conv */
+    BF_INIT_KAIMING_UNIFORM         /* U(-sqrt(6/fan_in), sqrt(6/fan_in)): kaiming_uniform_(a=0), the flex threshold */
 } bf_init;
+
+/* How a flex layer joins its branches and where its threshold comes from (flexnet.md 1.4-1.6). */
+typedef enum bf_flex_joint { BF_FLEX_JOINT_MAX = 0, BF_FLEX_JOINT_MASK = 1 } bf_flex_joint;
+typedef enum bf_threshold_mode {
+    BF_THRESHOLD_LEARNED = 0,   /* a trained parameter (the method as described) */
+    BF_THRESHOLD_FROZEN_RANDOM  /* kept at its random start, as FlexNet's GPU runs had it (a buffer) */
+} bf_threshold_mode;
+
+typedef struct bf_flex_options {
+    bf_flex_joint joint;
+    bf_flex_channel_rule channels;
+    bf_flex_tie_rule ties;
+    bf_flex_mask mask;
+    float mask_factor;          /* SIGMOID_MUL's multiplier */
+    int logits_bn;              /* batch-norm on the logits (bn_logits) */
+    bf_threshold_mode threshold_mode;
+    float bn_eps, bn_momentum;
+} bf_flex_options;
 
 /* A named slice of the parameter (or buffer) array, with its PyTorch state_dict name and shape. */
 typedef struct bf_param {
@@ -71,10 +91,17 @@ typedef struct bf_layer {
     bf_linear_shape linear;
     float dropout_p;
     int has_bias;
-    /* parameters: indices into model->params (weight first, then bias / gamma, beta) */
-    int param_index[2];
+    bf_flex_shape flex;         /* flex: branch shapes (the pool branch is `pool`, the conv `conv`) */
+    bf_flex_options flex_opt;
+    float *flex_conv;           /* flex: conv branch output C [n, c_out, hw] */
+    float *flex_pooled;         /* flex: pool branch P [n, c_in, hw] (argmax in `argmax`) */
+    float *flex_widened, *flex_logits, *flex_logits_bn, *flex_mask; /* flex, mask joint */
+    float *flex_stats;          /* flex: device accumulator of conv wins (or of the mask) since the last log */
+    /* parameters: indices into model->params (weight first, then bias / gamma, beta; a flex layer:
+     * flex_conv.weight, flex_conv.bias, threshold, bn_logits.weight, bn_logits.bias), -1 = none */
+    int param_index[5];
     int num_params;
-    int buffer_index[2];        /* batch-norm running mean and running variance (model->buffers) */
+    int buffer_index[3];        /* running mean and variance (batch-norm, bn_logits), frozen flex threshold */
     /* memory (backend) */
     float *out;                 /* output activation; aliases the input for an in-place ReLU */
     int in_place;
@@ -114,6 +141,9 @@ typedef struct bf_model {
     size_t arena_bytes;         /* activations + gradient slots, as planned by bf_model_finalize */
     void *arena;                /* backend memory holding every activation and layer scratch */
     int build_failed;           /* a bf_model_add_* failed; bf_model_build_status says why */
+    float *flex_scratch;        /* backend memory for the backward of one flex layer at a time */
+    size_t flex_scratch_floats;
+    double flex_samples;        /* training samples since the flex monitors were last reset */
 } bf_model;
 
 /* b may be NULL to plan a model without allocating memory (shapes, parameters, FLOPs only). */
@@ -132,6 +162,11 @@ int bf_model_add_linear(bf_model *m, const char *name, int input, int out_featur
                         bf_init weight_init, bf_init bias_init);
 int bf_model_add_dropout(bf_model *m, const char *name, int input, float p);
 int bf_model_add_add(bf_model *m, const char *name, int input0, int input1);
+/* A flex layer: conv (c_out, k, stride, pad, with bias) and a max-pool of the input with the same
+ * window, joined per element as `opt` says. Parameters: flex_conv.weight/bias, threshold (mask
+ * joint), bn_logits.* (logits_bn), under the layer's name as in FlexNet's state_dict. */
+int bf_model_add_flex(bf_model *m, const char *name, int input, int c_out, int k, int stride, int pad,
+                      bf_init weight_init, const bf_flex_options *opt);
 /* Output shape of a layer (or of the input, for BF_MODEL_INPUT) at the maximum batch size. */
 bf_shape bf_model_shape_of(const bf_model *m, int layer);
 /* The first error of any bf_model_add_* (they return -1 and remember it). */
@@ -153,6 +188,11 @@ bf_status bf_model_backward(bf_model *m, const float *dlogits);
  * [max_batch, c, h, w] and finalizes it. */
 bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape input_shape,
                          int num_classes, long seed, bf_model **out);
+
+/* Reads and resets the flex monitors: ratio[j] for the j-th flex layer (the fraction of elements
+ * where the conv won, or the mean mask), names[j] its name; returns the number of flex layers
+ * (up to max). This synchronises with the device: call it at log intervals. */
+int bf_model_flex_monitor(bf_model *m, double *ratio, const char **names, int max);
 
 /* The dropout seed of layer i in the current step: a function of (run seed, step, layer). */
 uint64_t bf_layer_dropout_seed(const bf_model *m, int i);

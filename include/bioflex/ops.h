@@ -55,6 +55,53 @@ typedef struct bf_linear_shape {
     int n, in, out;
 } bf_linear_shape;
 
+/* Flexible neurons (FlexNet, ../shared/specs/flexnet.md section 1): every output element is the
+ * conv response C or the widened max-pool P~ of the input, per element. The pool branch is a
+ * max-pool of x with the conv's kernel, stride and padding (maxpool_forward, [n, c_in, h, w] ->
+ * P [n, c_in, h_out, w_out]); "widening" maps P to the conv's c_out channels:
+ *   EXPAND   (FlexNet): c_out % c_in == 0: channel j copies P channel j / (c_out/c_in) (block
+ *            copy); otherwise channel j copies P channel j % c_in (tiling; c_out < c_in takes the
+ *            first c_out channels);
+ *   BILINEAR (PlasticFlex, FlexNet's older flex_v1/v2): linear interpolation along the channel
+ *            axis as F.interpolate(align_corners=False): src = max(0, (j + 0.5) * c_in / c_out - 0.5),
+ *            i0 = floor(src), i1 = min(i0 + 1, c_in - 1), t = src - i0,
+ *            P~_j = (1 - t) * P_i0 + t * P_i1.
+ * The backward of widening (fold-back) sums each widened gradient into the P channels it came
+ * from with the same weights. */
+typedef enum bf_flex_channel_rule { BF_FLEX_CHANNELS_EXPAND = 0, BF_FLEX_CHANNELS_BILINEAR = 1 } bf_flex_channel_rule;
+/* Ties C == P~ of the channel-wise max: SPLIT gives each branch half the gradient (torch.maximum,
+ * FlexNet); POOL gives it all to the pool branch (the older stack-and-argmax code, PlasticFlex). */
+typedef enum bf_flex_tie_rule { BF_FLEX_TIE_SPLIT = 0, BF_FLEX_TIE_POOL = 1 } bf_flex_tie_rule;
+/* Masks of the mask joint (flexnet.md 1.5), M = mask(L) with L the logits:
+ *   SIGMOID_HARD: clamp(L/6 + 1/2, 0, 1), dM/dL = 1/6 strictly inside (-3, 3), else 0;
+ *   SIGMOID_MUL:  sigmoid(f*L), dM/dL = f*s*(1-s);
+ *   STE_FPBP: 1[L > 0.5], identity backward;   STE_FPBS: 1[L > 0.5], backward sigmoid'(L);
+ *   STE_FSBP: 1[sigmoid(L) > 0.5], identity;   STE_FSBS: 1[sigmoid(L) > 0.5], sigmoid'(L);
+ *   STOCHASTIC_{FP,FS,FC}{BP,BS}: stochastic rounding of L (FP), sigmoid(L) (FS) or clamp(L,0,1) (FC):
+ *            v = that value, M = floor(v) + 1[u < v - floor(v)] with u = bf_uniform(seed, i);
+ *            backward identity (BP) or sigmoid'(L) (BS). */
+typedef enum bf_flex_mask {
+    BF_FLEX_MASK_SIGMOID_HARD = 0,
+    BF_FLEX_MASK_SIGMOID_MUL,
+    BF_FLEX_MASK_STE_FPBP,
+    BF_FLEX_MASK_STE_FPBS,
+    BF_FLEX_MASK_STE_FSBP,
+    BF_FLEX_MASK_STE_FSBS,
+    BF_FLEX_MASK_STOCHASTIC_FPBP,
+    BF_FLEX_MASK_STOCHASTIC_FPBS,
+    BF_FLEX_MASK_STOCHASTIC_FSBP,
+    BF_FLEX_MASK_STOCHASTIC_FSBS,
+    BF_FLEX_MASK_STOCHASTIC_FCBP,
+    BF_FLEX_MASK_STOCHASTIC_FCBS,
+    BF_FLEX_MASK_COUNT
+} bf_flex_mask;
+
+typedef struct bf_flex_shape {
+    int n, c_in, c_out, hw;       /* P is [n, c_in, hw], C, P~, y are [n, c_out, hw] (hw = h_out*w_out) */
+    bf_flex_channel_rule channels;
+    bf_flex_tie_rule ties;
+} bf_flex_shape;
+
 /* Output sizes with PyTorch's floor formula; returns BF_ERR_ARG (with a message) when the
  * output would be empty or the channel counts do not divide by groups. */
 bf_status bf_conv2d_shape_init(bf_conv2d_shape *s);
@@ -162,6 +209,36 @@ typedef struct bf_ops {
                               float weight_decay, long step, const float *grad_scale);
     /* *scale = min(1, max_norm / (sqrt(*sum_squares) + 1e-6)), computed on the device. */
     bf_status (*clip_scale)(bf_backend *b, const float *sum_squares, float max_norm, float *scale);
+
+    /* ---- flexible neurons (see bf_flex_shape) ----
+     * widen: pooled [n, c_in, hw] -> widened [n, c_out, hw]; backward (fold-back) overwrites dpooled. */
+    bf_status (*flex_widen_forward)(bf_backend *b, const bf_flex_shape *s, const float *pooled, float *widened);
+    bf_status (*flex_widen_backward)(bf_backend *b, const bf_flex_shape *s, const float *dwidened, float *dpooled);
+    /* Channel-wise max joint: y = max(conv, widen(pooled)) per element, computing the widening on
+     * the fly. conv_wins (nullable device scalar) += the number of elements with conv > widened
+     * (strict: ties count as pool), for the conv-ratio monitor. */
+    bf_status (*flex_max_forward)(bf_backend *b, const bf_flex_shape *s, const float *conv, const float *pooled,
+                                  float *y, float *conv_wins);
+    /* dconv = dy where conv > P~, dy/2 on ties under SPLIT (0 under POOL), else 0; the rest of dy
+     * goes to P~ and is folded back into dpooled [n, c_in, hw]. Both overwritten. */
+    bf_status (*flex_max_backward)(bf_backend *b, const bf_flex_shape *s, const float *conv, const float *pooled,
+                                   const float *dy, float *dconv, float *dpooled);
+    /* Mask joint. logits [n, c_out, hw] = widened - threshold[c_out, hw] (broadcast over n). */
+    bf_status (*flex_logits_forward)(bf_backend *b, const bf_flex_shape *s, const float *widened,
+                                     const float *threshold, float *logits);
+    /* mask [n, c_out, hw] = mask(logits) (see bf_flex_mask; factor is SIGMOID_MUL's f; seed draws the
+     * stochastic roundings); y = widened * (1 - mask) + conv * mask. conv_mask_sum (nullable device
+     * scalar) += sum of the mask (the conv ratio of a soft mask). */
+    bf_status (*flex_mask_forward)(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
+                                   uint64_t seed, const float *logits, const float *conv, const float *widened,
+                                   float *mask, float *y, float *conv_mask_sum);
+    /* From dy: dconv = dy*M; dlogits = dy*(conv - widened)*dM/dL (the mask's backward rule);
+     * dwidened = dy*(1 - M) (the caller adds dlogits' share). All overwritten. */
+    bf_status (*flex_mask_backward)(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
+                                    const float *logits, const float *mask, const float *conv, const float *widened,
+                                    const float *dy, float *dconv, float *dlogits, float *dwidened);
+    /* dthreshold[c_out*hw] = -sum over n of dlogits[n, c_out*hw] (fixed order, overwritten). */
+    bf_status (*flex_threshold_backward)(bf_backend *b, const bf_flex_shape *s, const float *dlogits, float *dthreshold);
 } bf_ops;
 
 struct bf_backend {

@@ -24,18 +24,23 @@ static void describe(bf_st_tensor *t, const bf_param *p, const float *host_base)
     t->nbytes = p->count * sizeof(float);
 }
 
-/* Fills tensors[] (capacity num_params + 3*num_layers) and returns the count. */
+/* Fills tensors[] (capacity num_params + 4*num_layers) in state_dict order: per layer its
+ * parameters, its buffers, and num_batches_tracked where it has a batch-norm. Returns the count. */
 static int model_tensors(const bf_model *m, const float *host_params, const float *host_buffers,
                          const int64_t *batches_tracked, bf_st_tensor *tensors) {
     int n = 0;
     for (int i = 0; i < m->num_layers; i++) {
         const bf_layer *l = &m->layers[i];
-        for (int p = 0; p < l->num_params; p++) describe(&tensors[n++], &m->params[l->param_index[p]], host_params);
-        if (l->kind != BF_LAYER_BATCHNORM) continue;
-        for (int p = 0; p < 2; p++) describe(&tensors[n++], &m->buffers[l->buffer_index[p]], host_buffers);
+        for (int p = 0; p < l->num_params; p++)
+            if (l->param_index[p] >= 0) describe(&tensors[n++], &m->params[l->param_index[p]], host_params);
+        for (int p = 0; p < 3; p++)
+            if (l->buffer_index[p] >= 0) describe(&tensors[n++], &m->buffers[l->buffer_index[p]], host_buffers);
+        int has_bn = l->kind == BF_LAYER_BATCHNORM || (l->kind == BF_LAYER_FLEX && l->buffer_index[0] >= 0);
+        if (!has_bn) continue;
         bf_st_tensor *t = &tensors[n++];
         memset(t, 0, sizeof *t);
-        snprintf(t->name, sizeof t->name, "%s.num_batches_tracked", l->name);
+        snprintf(t->name, sizeof t->name, "%s.%s", l->name,
+                 l->kind == BF_LAYER_FLEX ? "bn_logits.num_batches_tracked" : "num_batches_tracked");
         t->dtype = BF_DTYPE_I64;
         t->ndim = 0;
         t->data = batches_tracked;
@@ -63,7 +68,7 @@ static void meta_set(bf_st_meta *meta, int *n, const char *key, const char *fmt,
 
 static bf_status write_model_file(const char *path, const bf_model *m) {
     float *params = NULL, *buffers = NULL;
-    bf_st_tensor *tensors = malloc(((size_t)m->num_params + 3 * (size_t)m->num_layers + 1) * sizeof *tensors);
+    bf_st_tensor *tensors = malloc(((size_t)m->num_params + 4 * (size_t)m->num_layers + 1) * sizeof *tensors);
     bf_status s = tensors ? BF_OK : bf_error(BF_ERR_OOM, "checkpoint: out of host memory");
     if (s == BF_OK) s = download(m->backend, m->param_data, m->num_param_floats, &params);
     if (s == BF_OK) s = download(m->backend, m->buffer_data, m->num_buffer_floats, &buffers);
@@ -176,7 +181,7 @@ bf_status bf_checkpoint_load_model(const char *dir, bf_model *m) {
     BF_TRY(bf_safetensors_read(path, &f));
     float *params = malloc((m->num_param_floats + 1) * sizeof(float));
     float *buffers = malloc((m->num_buffer_floats + 1) * sizeof(float));
-    bf_st_tensor *tensors = malloc(((size_t)m->num_params + 3 * (size_t)m->num_layers + 1) * sizeof *tensors);
+    bf_st_tensor *tensors = malloc(((size_t)m->num_params + 4 * (size_t)m->num_layers + 1) * sizeof *tensors);
     bf_status s = params && buffers && tensors ? BF_OK : bf_error(BF_ERR_OOM, "checkpoint: out of host memory");
     int64_t tracked = 0;
     int n = s == BF_OK ? model_tensors(m, params, buffers, &tracked, tensors) : 0;

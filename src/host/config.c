@@ -81,13 +81,22 @@ static const enum_name precision_names[] = {
     {"fp32", BF_PRECISION_FP32}, {"tf32", BF_PRECISION_TF32}, {NULL, 0}};
 static const enum_name dataset_names[] = {
     {"fashion_mnist", BF_DATASET_FASHION_MNIST}, {"mnist", BF_DATASET_MNIST},
-    {"cifar10", BF_DATASET_CIFAR10}, {"procedural", BF_DATASET_PROCEDURAL}, {NULL, 0}};
+    {"cifar10", BF_DATASET_CIFAR10}, {"procedural", BF_DATASET_PROCEDURAL},
+    {"imagenet100", BF_DATASET_IMAGENET100}, {"imagenet", BF_DATASET_IMAGENET}, {NULL, 0}};
 /* procedural_channels is a number, but only 1 (gray) and 3 (RGB) make sense: an enum says so. */
 static const enum_name channel_count_names[] = {{"1", 1}, {"3", 3}, {NULL, 0}};
 static const enum_name arch_names[] = {
     {"cnn", BF_ARCH_CNN}, {"vgg6", BF_ARCH_VGG6}, {"vgg11", BF_ARCH_VGG11},
     {"vgg16", BF_ARCH_VGG16}, {"resnet18", BF_ARCH_RESNET18}, {"resnet50", BF_ARCH_RESNET50},
     {NULL, 0}};
+static const enum_name flex_joint_names[] = {{"channelwise_max", 0}, {"mask", 1}, {NULL, 0}};
+static const enum_name flex_channel_names[] = {{"expand", 0}, {"bilinear", 1}, {NULL, 0}};
+static const enum_name flex_tie_names[] = {{"split", 0}, {"pool", 1}, {NULL, 0}};
+static const enum_name flex_mask_names[] = {
+    {"sigmoid_hard", 0}, {"sigmoid_mul", 1}, {"ste_fpbp", 2}, {"ste_fpbs", 3}, {"ste_fsbp", 4}, {"ste_fsbs", 5},
+    {"stochastic_fpbp", 6}, {"stochastic_fpbs", 7}, {"stochastic_fsbp", 8}, {"stochastic_fsbs", 9},
+    {"stochastic_fcbp", 10}, {"stochastic_fcbs", 11}, {NULL, 0}};
+static const enum_name threshold_mode_names[] = {{"learned", 0}, {"frozen_random", 1}, {NULL, 0}};
 static const enum_name optimizer_names[] = {
     {"sgd", BF_OPTIM_SGD}, {"adamw", BF_OPTIM_ADAMW}, {NULL, 0}};
 static const enum_name schedule_names[] = {
@@ -127,7 +136,7 @@ static const key_spec key_table[] = {
     ENUM_KEY("run", "precision", run.precision, precision_names, "fp32", "fp32 everywhere, or let cuDNN/cuBLAS use TF32 tensor cores (the CPU ignores it)"),
     INT_KEY("run", "threads", run.threads, 0, 1024, "0", "CPU backend threads (0 = all cores)"),
 
-    ENUM_KEY("data", "dataset", data.dataset, dataset_names, "fashion_mnist", "which dataset to train on"),
+    ENUM_KEY("data", "dataset", data.dataset, dataset_names, "fashion_mnist", "which dataset to train on (imagenet100 and imagenet: --dry-run only until the JPEG pipeline lands)"),
     STRING_KEY("data", "path", data.path, 0, "", "directory with the dataset files (empty = the dataset's default)"),
     INT_KEY("data", "batch_size", data.batch_size, 1, 65536, "128", "training images per step"),
     INT_KEY("data", "eval_batch_size", data.eval_batch_size, 0, 65536, "0", "images per evaluation batch (0 = batch_size)"),
@@ -153,6 +162,15 @@ static const key_spec key_table[] = {
     BOOL_KEY("model", "batchnorm", model.batchnorm, "true", "cnn, vgg: BatchNorm after every conv"),
     FLOAT_KEY("model", "bn_momentum", model.bn_momentum, 0, 1, 0, "0.1", "BatchNorm running-statistics momentum (PyTorch convention)"),
     FLOAT_KEY("model", "bn_eps", model.bn_eps, 0, NO_MAX, MIN_OPEN, "1e-5", "added to the BatchNorm variance"),
+    BOOL_KEY("model", "flex", model.flex, "false", "cnn, vgg: every conv becomes a flex layer (per element the conv or the max-pool of the input)"),
+    BOOL_KEY("model", "fully_flex", model.fully_flex, "false", "cnn, vgg with flex: the 2x2 max-pools become flex layers too"),
+    ENUM_KEY("model", "flex_joint", model.flex_joint, flex_joint_names, "channelwise_max", "flex: elementwise max of the branches, or a mask from the thresholded pool"),
+    ENUM_KEY("model", "flex_channels", model.flex_channels, flex_channel_names, "expand", "flex: widen the pool to the conv's channels by block copy/tiling (FlexNet) or linear interpolation (PlasticFlex)"),
+    ENUM_KEY("model", "flex_tie", model.flex_tie, flex_tie_names, "split", "flex channelwise_max: a tie splits the gradient (torch.maximum) or gives it to the pool (older code)"),
+    ENUM_KEY("model", "flex_mask", model.flex_mask, flex_mask_names, "sigmoid_hard", "flex mask: the mask function of the logits"),
+    FLOAT_KEY("model", "flex_mask_factor", model.flex_mask_factor, 0, NO_MAX, MIN_OPEN, "1", "flex mask sigmoid_mul: the multiplier f in sigmoid(f*L)"),
+    BOOL_KEY("model", "flex_logits_bn", model.flex_logits_bn, "false", "flex mask: batch-norm on the logits (bn_logits)"),
+    ENUM_KEY("model", "threshold_mode", model.threshold_mode, threshold_mode_names, "learned", "flex mask: a learned threshold, or frozen at its random start (FlexNet's GPU runs)"),
 
     ENUM_KEY("optim", "optimizer", optim.optimizer, optimizer_names, "sgd", "optimiser"),
     FLOAT_KEY("optim", "lr", optim.lr, 0, NO_MAX, MIN_OPEN, "0.1", "learning rate (the peak, after warm-up)"),

@@ -513,8 +513,27 @@ bf_status bf_dataset_open(const bf_data_config *cfg, long seed, bf_split split, 
     case BF_DATASET_MNIST: return open_idx(cfg, split, out);
     case BF_DATASET_CIFAR10: return open_cifar10(cfg, split, out);
     case BF_DATASET_PROCEDURAL: return open_procedural(cfg, seed, split, out);
+    case BF_DATASET_IMAGENET100:
+    case BF_DATASET_IMAGENET:
+        return bf_error(BF_ERR_UNAVAILABLE, "dataset %s needs the libjpeg-turbo ImageNet pipeline, which is not built "
+                        "yet: use --dry-run to inspect the model, or train on fashion_mnist, mnist, cifar10 or procedural",
+                        bf_dataset_name(cfg->dataset));
     }
     return bf_error(BF_ERR_ARG, "bf_dataset_open: unknown dataset kind %d", (int)cfg->dataset);
+}
+
+void bf_dataset_shape(const bf_data_config *cfg, int *c, int *h, int *w, int *num_classes) {
+    switch (cfg->dataset) {
+    case BF_DATASET_FASHION_MNIST:
+    case BF_DATASET_MNIST: *c = 1, *h = *w = 28, *num_classes = 10; return;
+    case BF_DATASET_CIFAR10: *c = 3, *h = *w = 32, *num_classes = 10; return;
+    case BF_DATASET_PROCEDURAL:
+        *c = cfg->procedural_channels, *h = *w = cfg->procedural_size, *num_classes = cfg->procedural_classes;
+        return;
+    case BF_DATASET_IMAGENET100: *c = 3, *h = *w = 224, *num_classes = 100; return;
+    case BF_DATASET_IMAGENET: *c = 3, *h = *w = 224, *num_classes = 1000; return;
+    }
+    *c = *h = *w = *num_classes = 0;
 }
 
 void bf_dataset_sample(const bf_dataset *d, int index, float *out) {

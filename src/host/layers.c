@@ -6,7 +6,8 @@
 
 const char *bf_layer_kind_name(bf_layer_kind k) {
     static const char *names[BF_LAYER_KIND_COUNT] = {
-        "conv2d", "batchnorm", "relu", "maxpool", "avgpool", "global_avgpool", "linear", "dropout", "flatten", "add"};
+        "conv2d", "batchnorm", "relu", "maxpool", "avgpool", "global_avgpool", "linear", "dropout", "flatten", "add",
+        "flex"};
     return k >= 0 && k < BF_LAYER_KIND_COUNT ? names[k] : "?";
 }
 
@@ -78,6 +79,8 @@ bf_status bf_layer_forward(bf_model *m, int index) {
         return ops->copy(b, l->out, x, count * sizeof(float));
     case BF_LAYER_ADD:
         return ops->add(b, x, bf_layer_input(m, l, 1), l->out, count);
+    case BF_LAYER_FLEX:
+        return bf_flex_forward(m, index);
     case BF_LAYER_KIND_COUNT:
         break;
     }
@@ -172,6 +175,9 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
         if (s == BF_OK) s = finish_input_grad(m, l, 1, grad_written);
         return s;
     }
+    case BF_LAYER_FLEX:
+        s = bf_flex_backward(m, index, dx);
+        break;
     case BF_LAYER_KIND_COUNT:
         return bf_error(BF_ERR_INTERNAL, "unknown layer kind %d", (int)l->kind);
     }
@@ -185,6 +191,9 @@ double bf_layer_flops(const bf_model *m, int i) {
     switch (l->kind) {
     case BF_LAYER_CONV:
         return out * (2.0 * l->conv.c_in / l->conv.groups * l->conv.k_h * l->conv.k_w + (l->has_bias ? 1 : 0));
+    case BF_LAYER_FLEX: /* the conv, the pool over c_in maps, and one compare or blend per output */
+        return out * (2.0 * l->conv.c_in * l->conv.k_h * l->conv.k_w + 2) +
+               (double)l->flex.c_in * l->flex.hw * l->pool.k * l->pool.k;
     case BF_LAYER_LINEAR:
         return out * (2.0 * l->linear.in + (l->has_bias ? 1 : 0));
     case BF_LAYER_BATCHNORM: return 2 * out;

@@ -12,4 +12,17 @@ bf_status bf_layer_forward(bf_model *m, int index);
  * layer, that input's output gradient (written, or added when another consumer already wrote it). */
 bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written);
 
+/* The flex layer (layer_flex.c): arena bytes of its private buffers, their placement (returns
+ * the advanced cursor), the backward scratch it needs (shared by all flex layers), and its passes. */
+size_t bf_flex_arena_bytes(const bf_layer *l);
+char *bf_flex_place(bf_layer *l, char *cursor);
+size_t bf_flex_scratch_floats(const bf_layer *l);
+bf_status bf_flex_forward(bf_model *m, int index);
+/* Writes the gradient of the layer's input into dx (nullable: the model input needs none). */
+bf_status bf_flex_backward(bf_model *m, int index, float *dx);
+
+/* Arena alignment shared by model_memory.c and layer_flex.c. */
+#define BF_ARENA_ALIGN 256
+static inline size_t bf_arena_align(size_t x) { return (x + BF_ARENA_ALIGN - 1) / BF_ARENA_ALIGN * BF_ARENA_ALIGN; }
+
 #endif

@@ -21,11 +21,15 @@ static const char usage[] =
     "  --help-config      print every config section and key with its type, default and allowed values\n"
     "exit status: 0 success, 2 bad command line or config, 1 runtime failure\n";
 
+/* Plans the model from the dataset's known shape: no file is read and nothing is allocated. */
 static int dry_run(const bf_config *cfg) {
-    bf_dataset *train = NULL;
+    bf_dataset shape;
+    memset(&shape, 0, sizeof shape);
+    snprintf(shape.name, sizeof shape.name, "%s", bf_dataset_name(cfg->data.dataset));
+    bf_dataset_shape(&cfg->data, &shape.c, &shape.h, &shape.w, &shape.num_classes);
+    bf_dataset *train = &shape;
     bf_model *m = NULL;
-    bf_status s = bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TRAIN, &train);
-    if (s == BF_OK) s = bf_run_build_model(cfg, NULL, train, &m);
+    bf_status s = bf_run_build_model(cfg, NULL, train, &m);
     if (s == BF_OK) {
         printf("\nmodel %s for %s images %dx%dx%d, %d classes:\n", m->arch, train->name, train->c, train->h, train->w,
                m->num_classes);
@@ -35,7 +39,6 @@ static int dry_run(const bf_config *cfg) {
                m->num_param_floats * 4.0 * (cfg->optim.optimizer == BF_OPTIM_ADAMW ? 4 : 3) / 1048576.0);
     }
     bf_model_destroy(m);
-    bf_dataset_free(train);
     if (s != BF_OK) {
         fprintf(stderr, "error: %s\n", bf_last_error());
         return s == BF_ERR_CONFIG ? BF_EXIT_USAGE : BF_EXIT_RUNTIME;

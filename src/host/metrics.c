@@ -58,6 +58,17 @@ void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text
     cJSON_AddNumberToObject(o, "images_per_s", m->images_per_s);
     cJSON_AddNumberToObject(o, "data_wait_ms", m->data_wait_ms);
     cJSON_AddNumberToObject(o, "model_tflops", m->tflops);
+    if (m->num_flex > 0) {
+        /* per flex layer, in layer order; "binariness" (flexnet.md section 6) is 1 for the
+         * channel-wise max, whose routing is binary by construction */
+        cJSON *ratios = cJSON_AddObjectToObject(o, "conv_ratio");
+        double mean = 0;
+        for (int i = 0; i < m->num_flex; i++) {
+            cJSON_AddNumberToObject(ratios, m->flex_names[i], m->flex_conv_ratio[i]);
+            mean += m->flex_conv_ratio[i] / m->num_flex;
+        }
+        cJSON_AddNumberToObject(o, "mean_conv_ratio", mean);
+    }
     write_json(log, o);
 
     char eta[32];

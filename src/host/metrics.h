@@ -12,6 +12,9 @@ typedef struct bf_train_metrics {
     long step, steps_per_epoch, step_in_epoch;
     double loss, accuracy, lr, grad_norm;
     double ms_per_step, images_per_s, data_wait_ms, tflops, eta_s;
+    int num_flex;               /* flex layers: the fraction of elements where the conv won */
+    const char *const *flex_names;
+    const double *flex_conv_ratio;
 } bf_train_metrics;
 
 typedef struct bf_metrics_log {

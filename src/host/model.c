@@ -74,8 +74,8 @@ static bf_layer *append_layer(bf_model *m, bf_layer_kind kind, const char *name,
     l->num_inputs = n_in;
     l->input[0] = input0;
     l->input[1] = n_in == 2 ? input1 : BF_MODEL_INPUT;
-    l->param_index[0] = l->param_index[1] = -1;
-    l->buffer_index[0] = l->buffer_index[1] = -1;
+    for (int i = 0; i < 5; i++) l->param_index[i] = -1;
+    for (int i = 0; i < 3; i++) l->buffer_index[i] = -1;
     l->grad_slot = -1;
     for (int i = 0; i < n_in; i++)
         if (inputs[i] >= 0) m->layers[inputs[i]].num_consumers++;
@@ -242,5 +242,54 @@ int bf_model_add_add(bf_model *m, const char *name, int input0, int input1) {
     bf_status s = memcmp(&a, &b, sizeof a) == 0 ? BF_OK
                   : bf_error(BF_ERR_ARG, "add: input shapes [%d,%d,%d,%d] and [%d,%d,%d,%d] differ",
                              a.n, a.c, a.h, a.w, b.n, b.c, b.h, b.w);
+    return finish_layer(m, l, s);
+}
+
+int bf_model_add_flex(bf_model *m, const char *name, int input, int c_out, int k, int stride, int pad,
+                      bf_init weight_init, const bf_flex_options *opt) {
+    bf_layer *l = append_layer(m, BF_LAYER_FLEX, name, input, -2);
+    if (!l) return -1;
+    bf_shape in = bf_model_shape_of(m, input);
+    l->conv = (bf_conv2d_shape){.n = in.n, .c_in = in.c, .h_in = in.h, .w_in = in.w, .c_out = c_out,
+                                .k_h = k, .k_w = k, .stride = stride, .pad = pad, .groups = 1};
+    l->pool = (bf_pool_shape){.n = in.n, .c = in.c, .h_in = in.h, .w_in = in.w, .k = k, .stride = stride, .pad = pad};
+    bf_status s = bf_conv2d_shape_init(&l->conv);
+    /* PyTorch's max-pool refuses padding above half the kernel; the flex pool branch shares the
+     * conv's padding, so a k=1 conv with padding cannot be flex. */
+    if (s == BF_OK) s = bf_pool_shape_init(&l->pool);
+    if (s == BF_OK) {
+        int hw = l->conv.h_out * l->conv.w_out;
+        l->flex_opt = *opt;
+        l->flex = (bf_flex_shape){.n = in.n, .c_in = in.c, .c_out = c_out, .hw = hw,
+                                  .channels = opt->channels, .ties = opt->ties};
+        l->out_shape = (bf_shape){in.n, c_out, l->conv.h_out, l->conv.w_out};
+        l->has_bias = 1; /* FlexNet's flex_conv always has a bias */
+        int64_t w_shape[4] = {c_out, in.c, k, k}, b_shape[1] = {c_out};
+        int64_t fan_in = (int64_t)in.c * k * k, fan_out = (int64_t)c_out * k * k;
+        add_param(m, l, 0, "flex_conv.weight", 4, w_shape, weight_init, fan_in, fan_out);
+        add_param(m, l, 1, "flex_conv.bias", 1, b_shape,
+                  weight_init == BF_INIT_UNIFORM_FAN_IN ? BF_INIT_UNIFORM_FAN_IN : BF_INIT_ZEROS, fan_in, fan_out);
+        if (opt->joint == BF_FLEX_JOINT_MASK) {
+            /* threshold [c_out, h_out, w_out]: kaiming_uniform_ on a 3-D tensor takes fan_in = h*w */
+            int64_t t_shape[3] = {c_out, l->conv.h_out, l->conv.w_out};
+            if (opt->threshold_mode == BF_THRESHOLD_LEARNED) {
+                add_param(m, l, 2, "threshold", 3, t_shape, BF_INIT_KAIMING_UNIFORM, hw, hw);
+            } else {
+                l->buffer_index[2] = register_param(&m->buffers, &m->num_buffers, &m->num_buffer_floats, l->name,
+                                                    "threshold", 3, t_shape, BF_INIT_KAIMING_UNIFORM, hw, hw,
+                                                    m->num_layers);
+            }
+            if (opt->logits_bn) {
+                int64_t c_shape[1] = {c_out};
+                add_param(m, l, 3, "bn_logits.weight", 1, c_shape, BF_INIT_ONES, 0, 0);
+                add_param(m, l, 4, "bn_logits.bias", 1, c_shape, BF_INIT_ZEROS, 0, 0);
+                l->bn = (bf_bn_shape){.n = in.n, .c = c_out, .hw = hw, .eps = opt->bn_eps, .momentum = opt->bn_momentum};
+                l->buffer_index[0] = register_param(&m->buffers, &m->num_buffers, &m->num_buffer_floats, l->name,
+                                                    "bn_logits.running_mean", 1, c_shape, BF_INIT_ZEROS, 0, 0, m->num_layers);
+                l->buffer_index[1] = register_param(&m->buffers, &m->num_buffers, &m->num_buffer_floats, l->name,
+                                                    "bn_logits.running_var", 1, c_shape, BF_INIT_ONES, 0, 0, m->num_layers);
+            }
+        }
+    }
     return finish_layer(m, l, s);
 }

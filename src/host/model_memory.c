@@ -12,9 +12,7 @@
 #include "bioflex/model.h"
 #include "layers.h"
 
-#define ARENA_ALIGN 256
-
-static size_t align_up(size_t x) { return (x + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN; }
+static size_t align_up(size_t x) { return bf_arena_align(x); }
 
 /* A ReLU may overwrite its input when nothing else reads that input: every layer kind here
  * computes its backward from its own input (or, for ReLU, its output), never from its output. */
@@ -28,6 +26,7 @@ static size_t layer_arena_bytes(const bf_model *m, const bf_layer *l) {
     if (!l->in_place) bytes += align_up(count * sizeof(float));
     if (l->kind == BF_LAYER_MAXPOOL) bytes += align_up(count * sizeof(int32_t));
     if (l->kind == BF_LAYER_BATCHNORM) bytes += 2 * align_up((size_t)l->bn.c * sizeof(float));
+    if (l->kind == BF_LAYER_FLEX) bytes += bf_flex_arena_bytes(l);
     return bytes;
 }
 
@@ -93,6 +92,11 @@ static void init_param(const bf_param *p, uint64_t seed, float *out) {
         case BF_INIT_ONES: out[i] = 1; break;
         case BF_INIT_KAIMING_NORMAL_FAN_OUT: out[i] = normal_sample(seed, i) * sqrtf(2.0f / (float)p->fan_out); break;
         case BF_INIT_NORMAL_0_01: out[i] = normal_sample(seed, i) * 0.01f; break;
+        case BF_INIT_KAIMING_UNIFORM: {
+            float bound = sqrtf(6.0f / (float)p->fan_in);
+            out[i] = (2.0f * bf_uniform(seed, i) - 1.0f) * bound;
+            break;
+        }
         case BF_INIT_UNIFORM_FAN_IN: {
             float bound = 1.0f / sqrtf((float)p->fan_in);
             out[i] = (2.0f * bf_uniform(seed, i) - 1.0f) * bound;
@@ -109,7 +113,9 @@ static bf_status init_weights(bf_model *m) {
     for (int i = 0; i < m->num_params; i++)
         init_param(&m->params[i], bf_seed_derive((uint64_t)m->seed, BF_STREAM_INIT, (uint64_t)i), host + m->params[i].offset);
     bf_status s = bf_to_device(b, m->param_data, host, m->num_param_floats * sizeof(float));
-    for (int i = 0; i < m->num_buffers && s == BF_OK; i++) init_param(&m->buffers[i], 0, host + m->buffers[i].offset);
+    for (int i = 0; i < m->num_buffers && s == BF_OK; i++)
+        init_param(&m->buffers[i], bf_seed_derive((uint64_t)m->seed, BF_STREAM_INIT, 1000000u + (uint64_t)i),
+                   host + m->buffers[i].offset);
     if (s == BF_OK && m->num_buffers)
         s = bf_to_device(b, m->buffer_data, host, m->num_buffer_floats * sizeof(float));
     free(host);
@@ -129,6 +135,12 @@ bf_status bf_model_finalize(bf_model *m) {
     for (int i = 0; i < m->num_layers; i++) arena_bytes += layer_arena_bytes(m, &m->layers[i]);
     size_t slot_bytes = align_up(m->grad_slot_floats * sizeof(float));
     arena_bytes += slot_bytes * (size_t)(m->num_grad_slots + 1); /* + the accumulation scratch */
+    m->flex_scratch_floats = 0;
+    for (int i = 0; i < m->num_layers; i++) {
+        size_t f = bf_flex_scratch_floats(&m->layers[i]);
+        if (f > m->flex_scratch_floats) m->flex_scratch_floats = f;
+    }
+    arena_bytes += align_up(m->flex_scratch_floats * sizeof(float));
     m->arena_bytes = arena_bytes;
     if (!b) return BF_OK; /* planning only (--dry-run): shapes, parameters and memory, no allocation */
 
@@ -153,6 +165,7 @@ bf_status bf_model_finalize(bf_model *m) {
             l->argmax = (int32_t *)cursor;
             cursor += align_up(count * sizeof(int32_t));
         }
+        if (l->kind == BF_LAYER_FLEX) cursor = bf_flex_place(l, cursor);
         if (l->kind == BF_LAYER_BATCHNORM) {
             l->save_mean = (float *)cursor;
             cursor += align_up((size_t)l->bn.c * sizeof(float));
@@ -167,6 +180,8 @@ bf_status bf_model_finalize(bf_model *m) {
         cursor += slot_bytes;
     }
     m->grad_scratch = (float *)cursor;
+    cursor += slot_bytes;
+    m->flex_scratch = m->flex_scratch_floats ? (float *)cursor : NULL;
     for (int i = 0; i < m->num_layers; i++)
         if (m->layers[i].grad_slot >= 0) m->layers[i].dout = m->grad_slots[m->layers[i].grad_slot];
     return init_weights(m);
@@ -185,7 +200,10 @@ bf_status bf_model_forward(bf_model *m, const float *x, const float **logits) {
         bf_status s = bf_layer_forward(m, i);
         if (s != BF_OK) return bf_error_context(s, "forward of %s (%s)", m->layers[i].name, bf_layer_kind_name(m->layers[i].kind));
     }
-    if (m->training) m->num_batches_tracked++;
+    if (m->training) {
+        m->num_batches_tracked++;
+        m->flex_samples += m->batch;
+    }
     *logits = m->layers[m->num_layers - 1].out;
     return BF_OK;
 }

@@ -5,6 +5,8 @@
  *            conv is 3x3 pad 1 with bias, followed by BN and ReLU; flatten with no adaptive pool;
  *            classifier hidden-hidden-K with dropout, where hidden = 4096 shrinks to the flattened
  *            size when that is <= 4096; VGG-16 with K=100 on 224x224 has 134,678,692 parameters;
+ *   flex = true turns every cnn/vgg conv into a flex layer (layer_flex.c) and fully_flex the
+ *            2x2 max-pools too, named like FlexNet's Flex2D (features.0.flex_conv.weight);
  *   resnet18/50 in torchvision's layout (BasicBlock / Bottleneck with stride on the 3x3).
  * Initialisation follows torchvision: Kaiming-normal fan-out convs, BN weight 1 bias 0, VGG
  * linear N(0, 0.01), ResNet fc PyTorch's default uniform. */
@@ -13,11 +15,21 @@
 
 #include "bioflex/model.h"
 
-/* conv -> [BN] -> ReLU under the Sequential `prefix`, numbering modules from *index. */
+static bf_flex_options flex_options(const bf_model_config *cfg) {
+    return (bf_flex_options){.joint = (bf_flex_joint)cfg->flex_joint, .channels = (bf_flex_channel_rule)cfg->flex_channels,
+                             .ties = (bf_flex_tie_rule)cfg->flex_tie, .mask = (bf_flex_mask)cfg->flex_mask,
+                             .mask_factor = cfg->flex_mask_factor, .logits_bn = cfg->flex_logits_bn,
+                             .threshold_mode = (bf_threshold_mode)cfg->threshold_mode, .bn_eps = cfg->bn_eps,
+                             .bn_momentum = cfg->bn_momentum};
+}
+
+/* conv (or flex) -> [BN] -> ReLU under the Sequential `prefix`, numbering modules from *index. */
 static int conv_bn_relu(bf_model *m, const bf_model_config *cfg, const char *prefix, int *index, int input, int c_out) {
     char name[BF_NAME_MAX];
     snprintf(name, sizeof name, "%s.%d", prefix, (*index)++);
-    int x = bf_model_add_conv(m, name, input, c_out, 3, 1, 1, 1, 1, BF_INIT_KAIMING_NORMAL_FAN_OUT);
+    bf_flex_options flex = flex_options(cfg);
+    int x = cfg->flex ? bf_model_add_flex(m, name, input, c_out, 3, 1, 1, BF_INIT_KAIMING_NORMAL_FAN_OUT, &flex)
+                      : bf_model_add_conv(m, name, input, c_out, 3, 1, 1, 1, 1, BF_INIT_KAIMING_NORMAL_FAN_OUT);
     if (cfg->batchnorm) {
         snprintf(name, sizeof name, "%s.%d", prefix, (*index)++);
         x = bf_model_add_batchnorm(m, name, x, cfg->bn_eps, cfg->bn_momentum);
@@ -26,9 +38,14 @@ static int conv_bn_relu(bf_model *m, const bf_model_config *cfg, const char *pre
     return bf_model_add_relu(m, name, x);
 }
 
-static int maxpool2(bf_model *m, const char *prefix, int *index, int input) {
+/* A 2x2/2 max-pool, or with fully_flex a flex layer C->C with a 2x2/2 conv against the 2x2 max. */
+static int maxpool2(bf_model *m, const bf_model_config *cfg, const char *prefix, int *index, int input) {
     char name[BF_NAME_MAX];
     snprintf(name, sizeof name, "%s.%d", prefix, (*index)++);
+    if (cfg->flex && cfg->fully_flex) {
+        bf_flex_options flex = flex_options(cfg);
+        return bf_model_add_flex(m, name, input, bf_model_shape_of(m, input).c, 2, 2, 0, BF_INIT_KAIMING_NORMAL_FAN_OUT, &flex);
+    }
     return bf_model_add_maxpool(m, name, input, 2, 2, 0);
 }
 
@@ -53,7 +70,7 @@ static void build_cnn(bf_model *m, const bf_model_config *cfg, int num_classes) 
     int idx = 0, x = BF_MODEL_INPUT;
     for (int i = 0; i < cfg->num_channels; i++) {
         x = conv_bn_relu(m, cfg, "features", &idx, x, cfg->channels[i]);
-        x = maxpool2(m, "features", &idx, x);
+        x = maxpool2(m, cfg, "features", &idx, x);
     }
     classifier(m, x, cfg->hidden, cfg->hidden > 0, cfg->dropout, num_classes, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
 }
@@ -66,7 +83,7 @@ static const int vgg16_layers[] = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512
 static void build_vgg(bf_model *m, const bf_model_config *cfg, const int *layers, int num_classes) {
     int idx = 0, x = BF_MODEL_INPUT;
     for (int i = 0; layers[i] >= 0; i++)
-        x = layers[i] ? conv_bn_relu(m, cfg, "features", &idx, x, layers[i]) : maxpool2(m, "features", &idx, x);
+        x = layers[i] ? conv_bn_relu(m, cfg, "features", &idx, x, layers[i]) : maxpool2(m, cfg, "features", &idx, x);
     if (x < 0) return;
     bf_shape s = bf_model_shape_of(m, x);
     int flat = s.c * s.h * s.w, hidden = flat <= 4096 ? flat : 4096;
@@ -157,7 +174,8 @@ void bf_model_print_table(const bf_model *m, FILE *out) {
     for (int i = 0; i < m->num_layers; i++) {
         const bf_layer *l = &m->layers[i];
         size_t params = 0;
-        for (int p = 0; p < l->num_params; p++) params += m->params[l->param_index[p]].count;
+        for (int p = 0; p < l->num_params; p++)
+            if (l->param_index[p] >= 0) params += m->params[l->param_index[p]].count;
         char shape[48];
         snprintf(shape, sizeof shape, "%dx%dx%dx%d", l->out_shape.n, l->out_shape.c, l->out_shape.h, l->out_shape.w);
         double flops = bf_layer_flops(m, i);

@@ -21,6 +21,8 @@ bf_status bf_backend_from_config(const bf_config *cfg, bf_backend **out) {
     return bf_backend_create_cpu(cfg->run.threads, out);
 }
 
+#define BF_MAX_FLEX_LOG 128
+
 static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -41,6 +43,9 @@ typedef struct run {
     float *x, *losses, *correct1, *correct5, *dlogits, *sums, *grad_sumsq, *clip;
     int32_t *labels;
     double flops_per_image; /* forward */
+    double flex_ratio[BF_MAX_FLEX_LOG]; /* conv ratio of each flex layer over the last log interval */
+    const char *flex_names[BF_MAX_FLEX_LOG];
+    int num_flex;
 } run;
 
 static void run_free(run *r) {
@@ -172,9 +177,13 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
                 .lr = lr, .grad_norm = sqrt(sums[4]), .ms_per_step = 1e3 * dt / interval_steps,
                 .images_per_s = interval_images / dt, .data_wait_ms = wait_ms / interval_steps,
                 .tflops = 3 * r->flops_per_image * interval_images / dt / 1e12};
+            mt.num_flex = bf_model_flex_monitor(r->model, r->flex_ratio, r->flex_names, BF_MAX_FLEX_LOG);
+            mt.flex_names = r->flex_names;
+            mt.flex_conv_ratio = r->flex_ratio;
             long remaining = (long)epochs * steps_per_epoch - st->step;
             mt.eta_s = remaining * (t - run_start) / (double)(st->step - first_step);
             bf_metrics_train(&r->log, &mt, r->text);
+            r->num_flex = mt.num_flex;
             if (!isfinite(mt.loss))
                 return bf_error(BF_ERR_INTERNAL, "the training loss became %g at step %ld (epoch %d): lower [optim] lr "
                                 "or set [optim] grad_clip_norm", mt.loss, st->step, epoch + 1);
@@ -199,6 +208,10 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
     /* A resumed run that was already complete still reports its test accuracy. */
     if (last_eval_epoch != st->epoch) BF_TRY(evaluate_and_log(r, st->epoch, st->step, &result->final_eval));
     (void)last_ckpt_epoch;
+    if (r->num_flex > 0) {
+        fprintf(r->text, "flex layers, fraction of elements where the conv won (last log interval):\n");
+        for (int i = 0; i < r->num_flex; i++) fprintf(r->text, "  %-24s %.4f\n", r->flex_names[i], r->flex_ratio[i]);
+    }
     result->epochs_done = st->epoch;
     result->steps_done = st->step;
     return BF_OK;

@@ -1,6 +1,7 @@
 /* backend_cpu.c - the CPU reference backend: host memory, copies, the scratch buffer, and the
  * bf_ops table that gathers the ops implemented in the other *_cpu.c files. */
 #include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +109,15 @@ static const bf_ops cpu_ops = {
     .sgd_update = bf_cpu_sgd_update,
     .adamw_update = bf_cpu_adamw_update,
     .clip_scale = bf_cpu_clip_scale,
+
+    .flex_widen_forward = bf_cpu_flex_widen_forward,
+    .flex_widen_backward = bf_cpu_flex_widen_backward,
+    .flex_max_forward = bf_cpu_flex_max_forward,
+    .flex_max_backward = bf_cpu_flex_max_backward,
+    .flex_logits_forward = bf_cpu_flex_logits_forward,
+    .flex_mask_forward = bf_cpu_flex_mask_forward,
+    .flex_mask_backward = bf_cpu_flex_mask_backward,
+    .flex_threshold_backward = bf_cpu_flex_threshold_backward,
 };
 
 #ifdef OPENBLAS_VERSION
@@ -152,7 +162,8 @@ bf_status bf_backend_create_cpu(int num_threads, bf_backend **out) {
      * process-wide. An OpenMP OpenBLAS already runs single-threaded inside a parallel region, and
      * its set_num_threads would also change OpenMP's default for everyone, so it is left alone. */
     if (openblas_get_parallel() == OPENBLAS_THREAD) openblas_set_num_threads(1);
-    warn_if_generic_blas_kernels();
+    static pthread_once_t warn_once = PTHREAD_ONCE_INIT; /* one warning per process, not per backend */
+    pthread_once(&warn_once, warn_if_generic_blas_kernels);
 #endif
     *out = b;
     return BF_OK;

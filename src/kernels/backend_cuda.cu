@@ -178,10 +178,19 @@ static const bf_ops cuda_ops = {
     /* .sgd_update = */ bf_cuda_sgd_update,
     /* .adamw_update = */ bf_cuda_adamw_update,
     /* .clip_scale = */ bf_cuda_clip_scale,
+
+    /* .flex_widen_forward = */ bf_cuda_flex_widen_forward,
+    /* .flex_widen_backward = */ bf_cuda_flex_widen_backward,
+    /* .flex_max_forward = */ bf_cuda_flex_max_forward,
+    /* .flex_max_backward = */ bf_cuda_flex_max_backward,
+    /* .flex_logits_forward = */ bf_cuda_flex_logits_forward,
+    /* .flex_mask_forward = */ bf_cuda_flex_mask_forward,
+    /* .flex_mask_backward = */ bf_cuda_flex_mask_backward,
+    /* .flex_threshold_backward = */ bf_cuda_flex_threshold_backward,
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 35 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 43 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

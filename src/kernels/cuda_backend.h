@@ -236,6 +236,24 @@ bf_status bf_cuda_adamw_update(bf_backend *b, float *params, const float *grads,
                                float weight_decay, long step, const float *grad_scale);
 bf_status bf_cuda_clip_scale(bf_backend *b, const float *sum_squares, float max_norm, float *scale);
 
+/* flex.cu */
+bf_status bf_cuda_flex_widen_forward(bf_backend *b, const bf_flex_shape *s, const float *pooled, float *widened);
+bf_status bf_cuda_flex_widen_backward(bf_backend *b, const bf_flex_shape *s, const float *dwidened, float *dpooled);
+bf_status bf_cuda_flex_max_forward(bf_backend *b, const bf_flex_shape *s, const float *conv, const float *pooled,
+                                   float *y, float *conv_wins);
+bf_status bf_cuda_flex_max_backward(bf_backend *b, const bf_flex_shape *s, const float *conv, const float *pooled,
+                                    const float *dy, float *dconv, float *dpooled);
+bf_status bf_cuda_flex_logits_forward(bf_backend *b, const bf_flex_shape *s, const float *widened,
+                                      const float *threshold, float *logits);
+bf_status bf_cuda_flex_mask_forward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
+                                    uint64_t seed, const float *logits, const float *conv, const float *widened,
+                                    float *mask, float *y, float *conv_mask_sum);
+bf_status bf_cuda_flex_mask_backward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
+                                     const float *logits, const float *mask, const float *conv, const float *widened,
+                                     const float *dy, float *dconv, float *dlogits, float *dwidened);
+bf_status bf_cuda_flex_threshold_backward(bf_backend *b, const bf_flex_shape *s, const float *dlogits,
+                                          float *dthreshold);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,174 @@
+/* layer_flex.c - the flex layer (FlexNet's Flex2D, ../shared/specs/flexnet.md section 1):
+ *   C  = conv(x)                      cuDNN / im2col, like a conv layer
+ *   P  = maxpool(x), same window      padding never wins a max
+ *   channelwise_max:  y = max(C, widen(P))                   (one fused op each way)
+ *   mask:             L = widen(P) - T, [L = BN(L)], M = mask(L), y = widen(P)(1-M) + C M
+ * The backward routes dy to the branches, folds the pool share back to the input channels,
+ * scatters it through the pool's argmax, and adds it to the conv's input gradient. Its scratch
+ * (dC, dP, the pool's dx, and the mask path's gradients) is shared by all flex layers of a model,
+ * since only one layer's backward runs at a time. Monitors (conv wins, or the mask sum) are summed
+ * on the device in training mode and read by bf_model_flex_monitor at log intervals. */
+#include <string.h>
+
+#include "layers.h"
+
+static size_t branch_floats(const bf_layer *l) { return (size_t)l->flex.n * l->flex.c_out * l->flex.hw; }
+static size_t pooled_floats(const bf_layer *l) { return (size_t)l->flex.n * l->flex.c_in * l->flex.hw; }
+static size_t input_floats(const bf_layer *l) { return (size_t)l->conv.n * l->conv.c_in * l->conv.h_in * l->conv.w_in; }
+static int is_mask(const bf_layer *l) { return l->flex_opt.joint == BF_FLEX_JOINT_MASK; }
+
+size_t bf_flex_arena_bytes(const bf_layer *l) {
+    size_t bytes = bf_arena_align(branch_floats(l) * sizeof(float))       /* C */
+                   + bf_arena_align(pooled_floats(l) * sizeof(float))     /* P */
+                   + bf_arena_align(pooled_floats(l) * sizeof(int32_t))   /* argmax */
+                   + bf_arena_align(sizeof(float));                       /* monitor */
+    if (is_mask(l)) {
+        bytes += 3 * bf_arena_align(branch_floats(l) * sizeof(float)); /* widened, logits, mask */
+        if (l->flex_opt.logits_bn)
+            bytes += bf_arena_align(branch_floats(l) * sizeof(float)) + 2 * bf_arena_align((size_t)l->flex.c_out * sizeof(float));
+    }
+    return bytes;
+}
+
+static float *take(char **cursor, size_t bytes) {
+    float *p = (float *)*cursor;
+    *cursor += bf_arena_align(bytes);
+    return p;
+}
+
+char *bf_flex_place(bf_layer *l, char *cursor) {
+    l->flex_conv = take(&cursor, branch_floats(l) * sizeof(float));
+    l->flex_pooled = take(&cursor, pooled_floats(l) * sizeof(float));
+    l->argmax = (int32_t *)take(&cursor, pooled_floats(l) * sizeof(int32_t));
+    l->flex_stats = take(&cursor, sizeof(float));
+    if (is_mask(l)) {
+        l->flex_widened = take(&cursor, branch_floats(l) * sizeof(float));
+        l->flex_logits = take(&cursor, branch_floats(l) * sizeof(float));
+        l->flex_mask = take(&cursor, branch_floats(l) * sizeof(float));
+        if (l->flex_opt.logits_bn) {
+            l->flex_logits_bn = take(&cursor, branch_floats(l) * sizeof(float));
+            l->save_mean = take(&cursor, (size_t)l->flex.c_out * sizeof(float));
+            l->save_invstd = take(&cursor, (size_t)l->flex.c_out * sizeof(float));
+        }
+    }
+    return cursor;
+}
+
+size_t bf_flex_scratch_floats(const bf_layer *l) {
+    if (l->kind != BF_LAYER_FLEX) return 0;
+    size_t floats = branch_floats(l) + pooled_floats(l) + input_floats(l); /* dC, dP, pool dx */
+    if (is_mask(l)) floats += 3 * branch_floats(l);                        /* dL (post-BN), dL, dP~ */
+    return floats;
+}
+
+static float *param(const bf_model *m, const bf_layer *l, int slot) {
+    return l->param_index[slot] < 0 ? NULL : m->param_data + m->params[l->param_index[slot]].offset;
+}
+
+static float *grad(const bf_model *m, const bf_layer *l, int slot) {
+    return l->param_index[slot] < 0 ? NULL : m->grad_data + m->params[l->param_index[slot]].offset;
+}
+
+static float *buffer(const bf_model *m, const bf_layer *l, int slot) {
+    return l->buffer_index[slot] < 0 ? NULL : m->buffer_data + m->buffers[l->buffer_index[slot]].offset;
+}
+
+/* The threshold is a parameter when learned, a buffer when frozen. */
+static const float *threshold(const bf_model *m, const bf_layer *l) {
+    return l->param_index[2] >= 0 ? param(m, l, 2) : buffer(m, l, 2);
+}
+
+/* The layer's shapes at the current batch size. */
+static void current_shapes(const bf_model *m, const bf_layer *l, bf_conv2d_shape *cs, bf_pool_shape *ps,
+                           bf_flex_shape *fs, bf_bn_shape *bs) {
+    *cs = l->conv;
+    *ps = l->pool;
+    *fs = l->flex;
+    *bs = l->bn;
+    cs->n = ps->n = fs->n = bs->n = m->batch;
+}
+
+bf_status bf_flex_forward(bf_model *m, int index) {
+    bf_layer *l = &m->layers[index];
+    bf_backend *b = m->backend;
+    const bf_ops *ops = b->ops;
+    const float *x = bf_layer_input(m, l, 0);
+    bf_conv2d_shape cs;
+    bf_pool_shape ps;
+    bf_flex_shape fs;
+    bf_bn_shape bs;
+    current_shapes(m, l, &cs, &ps, &fs, &bs);
+    float *stats = m->training ? l->flex_stats : NULL;
+    BF_TRY(ops->conv2d_forward(b, &cs, x, param(m, l, 0), param(m, l, 1), l->flex_conv));
+    BF_TRY(ops->maxpool_forward(b, &ps, x, l->flex_pooled, l->argmax));
+    if (!is_mask(l)) return ops->flex_max_forward(b, &fs, l->flex_conv, l->flex_pooled, l->out, stats);
+
+    BF_TRY(ops->flex_widen_forward(b, &fs, l->flex_pooled, l->flex_widened));
+    BF_TRY(ops->flex_logits_forward(b, &fs, l->flex_widened, threshold(m, l), l->flex_logits));
+    const float *logits = l->flex_logits;
+    if (l->flex_opt.logits_bn) {
+        if (m->training)
+            BF_TRY(ops->batchnorm_forward_train(b, &bs, l->flex_logits, param(m, l, 3), param(m, l, 4), l->flex_logits_bn,
+                                                l->save_mean, l->save_invstd, buffer(m, l, 0), buffer(m, l, 1)));
+        else
+            BF_TRY(ops->batchnorm_forward_eval(b, &bs, l->flex_logits, param(m, l, 3), param(m, l, 4), buffer(m, l, 0),
+                                               buffer(m, l, 1), l->flex_logits_bn));
+        logits = l->flex_logits_bn;
+    }
+    return ops->flex_mask_forward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, bf_layer_dropout_seed(m, index),
+                                  logits, l->flex_conv, l->flex_widened, l->flex_mask, l->out, stats);
+}
+
+bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
+    bf_layer *l = &m->layers[index];
+    bf_backend *b = m->backend;
+    const bf_ops *ops = b->ops;
+    const float *x = bf_layer_input(m, l, 0);
+    bf_conv2d_shape cs;
+    bf_pool_shape ps;
+    bf_flex_shape fs;
+    bf_bn_shape bs;
+    current_shapes(m, l, &cs, &ps, &fs, &bs);
+    size_t branch = (size_t)fs.n * fs.c_out * fs.hw, pooled = (size_t)fs.n * fs.c_in * fs.hw;
+    size_t input = (size_t)cs.n * cs.c_in * cs.h_in * cs.w_in;
+    float *dconv = m->flex_scratch, *dpooled = dconv + branch, *dx_pool = dpooled + pooled;
+    if (!is_mask(l)) {
+        BF_TRY(ops->flex_max_backward(b, &fs, l->flex_conv, l->flex_pooled, l->dout, dconv, dpooled));
+    } else {
+        float *dlogits_used = dx_pool + input, *dlogits = dlogits_used + branch, *dwidened = dlogits + branch;
+        const float *logits = l->flex_opt.logits_bn ? l->flex_logits_bn : l->flex_logits;
+        BF_TRY(ops->flex_mask_backward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, logits, l->flex_mask,
+                                       l->flex_conv, l->flex_widened, l->dout, dconv, dlogits_used, dwidened));
+        if (l->flex_opt.logits_bn)
+            BF_TRY(ops->batchnorm_backward(b, &bs, l->flex_logits, dlogits_used, param(m, l, 3), l->save_mean,
+                                           l->save_invstd, dlogits, grad(m, l, 3), grad(m, l, 4)));
+        else
+            dlogits = dlogits_used;
+        /* L = widen(P) - T: the logits' gradient reaches the pool branch and (negated) the threshold */
+        BF_TRY(ops->add_inplace(b, dwidened, dlogits, branch));
+        if (l->param_index[2] >= 0) BF_TRY(ops->flex_threshold_backward(b, &fs, dlogits, grad(m, l, 2)));
+        BF_TRY(ops->flex_widen_backward(b, &fs, dwidened, dpooled));
+    }
+    BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, grad(m, l, 0), grad(m, l, 1)));
+    if (!dx) return BF_OK;
+    BF_TRY(ops->conv2d_backward_data(b, &cs, dconv, param(m, l, 0), dx));
+    BF_TRY(ops->maxpool_backward(b, &ps, dpooled, l->argmax, dx_pool));
+    return ops->add_inplace(b, dx, dx_pool, input);
+}
+
+int bf_model_flex_monitor(bf_model *m, double *ratio, const char **names, int max) {
+    int count = 0;
+    for (int i = 0; i < m->num_layers && count < max; i++) {
+        bf_layer *l = &m->layers[i];
+        if (l->kind != BF_LAYER_FLEX) continue;
+        float sum = 0;
+        if (bf_to_host(m->backend, &sum, l->flex_stats, sizeof sum) != BF_OK) sum = 0;
+        double elements = m->flex_samples * l->flex.c_out * l->flex.hw;
+        ratio[count] = elements > 0 ? sum / elements : 0;
+        names[count] = l->name;
+        m->backend->ops->fill(m->backend, l->flex_stats, 0.0f, 1);
+        count++;
+    }
+    m->flex_samples = 0;
+    return count;
+}

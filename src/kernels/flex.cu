@@ -1,0 +1,397 @@
+/* flex.cu - flexible-neuron ops on the GPU (contracts in ops.h at bf_flex_shape and the flex_* members
+ * of bf_ops; the CPU twins are in flex_cpu.c).
+ *
+ * Every kernel is one thread per output element in a grid-stride loop, and computes with the same
+ * IEEE expressions as the CPU (explicit __f*_rn intrinsics, so nvcc cannot contract them into FMAs):
+ * widening, the max joint, the fold-back and the threshold gradient are bit-identical to the CPU.
+ * No float atomics anywhere:
+ *   - the fold-back (widen backward and the pool share of max backward) is a gather: each pooled
+ *     element sums, in ascending output channel j and tap order, the gradients of the channels
+ *     whose taps name it;
+ *   - the threshold gradient sums over n in ascending order per element;
+ *   - conv_wins and conv_mask_sum: per-thread double sums over a block count that depends on the
+ *     element count only, a fixed block tree, then one thread adds the partials in index order. */
+#include <math.h>
+
+#include "bioflex/hash.h"
+#include "cuda_backend.h"
+
+namespace { /* kernels and helpers are private to this file */
+
+/* The shape as the kernels need it; scale = c_in/c_out is rounded on the host, as the CPU does. */
+struct flex_geo {
+    int c_in, c_out, hw, bilinear;
+    float scale;
+};
+
+/* Output channel j reads pooled channel i0 (weight w0) and, for BILINEAR, i1 (w1); i1 < 0: one tap. */
+struct flex_taps {
+    int i0, i1;
+    float w0, w1;
+};
+
+__device__ __forceinline__ flex_taps taps_of(const flex_geo &g, int j) {
+    flex_taps t = {0, -1, 1.0f, 0.0f};
+    if (!g.bilinear) {
+        t.i0 = g.c_out % g.c_in == 0 ? j / (g.c_out / g.c_in) : j % g.c_in;
+        return t;
+    }
+    float src = __fsub_rn(__fmul_rn(g.scale, (float)j + 0.5f), 0.5f); /* PyTorch's float source index */
+    if (src < 0.0f) src = 0.0f;
+    t.i0 = (int)src;
+    t.i1 = t.i0 + 1 < g.c_in ? t.i0 + 1 : g.c_in - 1;
+    t.w1 = __fsub_rn(src, (float)t.i0);
+    t.w0 = __fsub_rn(1.0f, t.w1);
+    return t;
+}
+
+/* Output channels j = lo, lo+step, ... < hi that may tap pooled channel i (a superset for BILINEAR;
+ * taps_of decides). Same ranges as flex_cpu.c, so the same terms are added in the same order. */
+__device__ __forceinline__ void fold_candidates(const flex_geo &g, int i, int *lo, int *hi, int *step) {
+    *step = 1;
+    if (!g.bilinear) {
+        if (g.c_out % g.c_in == 0) {
+            const int r = g.c_out / g.c_in;
+            *lo = i * r;
+            *hi = *lo + r;
+        } else {
+            *lo = i;
+            *hi = g.c_out;
+            *step = g.c_in;
+        }
+        return;
+    }
+    const double ratio = (double)g.c_out / g.c_in;
+    const int l = (int)floor((i - 0.5) * ratio - 0.5) - 1, h = (int)ceil((i + 1.5) * ratio - 0.5) + 1;
+    *lo = l < 0 ? 0 : l;
+    *hi = h > g.c_out ? g.c_out : h;
+}
+
+/* The widened value at position p of one sample's pooled block pn [c_in, hw]. */
+__device__ __forceinline__ float widen_at(const flex_taps &t, const float *pn, size_t hw, size_t p) {
+    const float v = pn[(size_t)t.i0 * hw + p];
+    return t.i1 < 0 ? v : __fadd_rn(__fmul_rn(t.w0, v), __fmul_rn(t.w1, pn[(size_t)t.i1 * hw + p]));
+}
+
+/* Element idx of a [n, c, hw] tensor -> (sample, channel, position). */
+__device__ __forceinline__ void split_index(size_t idx, int c, int hw, size_t *sample, int *channel, size_t *p) {
+    const size_t plane = idx / (size_t)hw;
+    *p = idx - plane * (size_t)hw;
+    *sample = plane / (size_t)c;
+    *channel = (int)(plane - *sample * (size_t)c);
+}
+
+#define GRID_STRIDE(i, total) \
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
+
+__global__ void k_widen_forward(const float *__restrict__ pooled, float *__restrict__ widened, size_t total,
+                                flex_geo g) {
+    GRID_STRIDE(idx, total) {
+        size_t n, p;
+        int j;
+        split_index(idx, g.c_out, g.hw, &n, &j, &p);
+        widened[idx] = widen_at(taps_of(g, j), pooled + n * g.c_in * (size_t)g.hw, (size_t)g.hw, p);
+    }
+}
+
+/* dpooled = fold-back of dy - dconv (max joint) or of dy (dconv NULL: widening); see flex_cpu.c. */
+__global__ void k_fold_back(const float *__restrict__ dy, const float *__restrict__ dconv, float *__restrict__ dpooled,
+                            size_t total, flex_geo g) {
+    GRID_STRIDE(idx, total) {
+        size_t n, p;
+        int i, lo, hi, step;
+        split_index(idx, g.c_in, g.hw, &n, &i, &p);
+        fold_candidates(g, i, &lo, &hi, &step);
+        const size_t base = n * g.c_out * (size_t)g.hw + p;
+        float acc = 0.0f;
+        for (int j = lo; j < hi; j += step) {
+            const flex_taps t = taps_of(g, j);
+            if (t.i0 != i && t.i1 != i) continue;
+            const size_t o = base + (size_t)j * g.hw;
+            const float gv = dconv ? __fsub_rn(dy[o], dconv[o]) : dy[o];
+            if (t.i0 == i) acc = __fadd_rn(acc, t.i1 < 0 ? gv : __fmul_rn(t.w0, gv));
+            if (t.i1 == i) acc = __fadd_rn(acc, __fmul_rn(t.w1, gv));
+        }
+        dpooled[idx] = acc;
+    }
+}
+
+/* y = max(conv, widened); with COUNT, block b writes partial[b] = its number of strict conv wins. */
+template <bool COUNT>
+__global__ void k_max_forward(const float *__restrict__ conv, const float *__restrict__ pooled, float *__restrict__ y,
+                              size_t total, flex_geo g, double *__restrict__ partial) {
+    double wins = 0.0;
+    GRID_STRIDE(idx, total) {
+        size_t n, p;
+        int j;
+        split_index(idx, g.c_out, g.hw, &n, &j, &p);
+        const float c = conv[idx], w = widen_at(taps_of(g, j), pooled + n * g.c_in * (size_t)g.hw, (size_t)g.hw, p);
+        const bool conv_wins = c > w; /* strict: a tie counts as pool */
+        y[idx] = conv_wins || c != c ? c : w; /* a NaN on either side propagates */
+        wins += conv_wins ? 1.0 : 0.0;
+    }
+    if (COUNT) {
+        wins = bf_block_sum(wins);
+        if (threadIdx.x == 0) partial[blockIdx.x] = wins;
+    }
+}
+
+__global__ void k_max_backward_conv(const float *__restrict__ conv, const float *__restrict__ pooled,
+                                    const float *__restrict__ dy, float *__restrict__ dconv, size_t total, flex_geo g,
+                                    float tie_share) {
+    GRID_STRIDE(idx, total) {
+        size_t n, p;
+        int j;
+        split_index(idx, g.c_out, g.hw, &n, &j, &p);
+        const float c = conv[idx], w = widen_at(taps_of(g, j), pooled + n * g.c_in * (size_t)g.hw, (size_t)g.hw, p);
+        const float gv = dy[idx];
+        dconv[idx] = c > w ? gv : c == w ? __fmul_rn(gv, tie_share) : 0.0f;
+    }
+}
+
+__global__ void k_logits(const float *__restrict__ widened, const float *__restrict__ threshold,
+                         float *__restrict__ logits, size_t total, size_t per_sample) {
+    GRID_STRIDE(idx, total) logits[idx] = __fsub_rn(widened[idx], threshold[idx % per_sample]);
+}
+
+/* The logistic function in double, rounded once to float, exactly as flex_cpu.c (see there). */
+__device__ __forceinline__ float sigmoid(float x) { return (float)(1.0 / (1.0 + exp(-(double)x))); }
+
+__device__ __forceinline__ float mask_of(bf_flex_mask kind, float factor, uint64_t seed, size_t i, float L) {
+    switch (kind) {
+    case BF_FLEX_MASK_SIGMOID_HARD: {
+        const float v = __fadd_rn(__fdiv_rn(L, 6.0f), 0.5f);
+        return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+    }
+    case BF_FLEX_MASK_SIGMOID_MUL: return sigmoid(__fmul_rn(factor, L));
+    case BF_FLEX_MASK_STE_FPBP:
+    case BF_FLEX_MASK_STE_FPBS: return L > 0.5f ? 1.0f : 0.0f;
+    case BF_FLEX_MASK_STE_FSBP:
+    case BF_FLEX_MASK_STE_FSBS: return sigmoid(L) > 0.5f ? 1.0f : 0.0f;
+    default: break;
+    }
+    float v = L;
+    if (kind == BF_FLEX_MASK_STOCHASTIC_FSBP || kind == BF_FLEX_MASK_STOCHASTIC_FSBS) v = sigmoid(L);
+    if (kind == BF_FLEX_MASK_STOCHASTIC_FCBP || kind == BF_FLEX_MASK_STOCHASTIC_FCBS)
+        v = L < 0.0f ? 0.0f : L > 1.0f ? 1.0f : L;
+    const float lower = floorf(v);
+    return lower + (bf_uniform(seed, (uint64_t)i) < __fsub_rn(v, lower) ? 1.0f : 0.0f);
+}
+
+__device__ __forceinline__ float mask_grad(bf_flex_mask kind, float factor, float L, float m) {
+    switch (kind) {
+    case BF_FLEX_MASK_SIGMOID_HARD: return L > -3.0f && L < 3.0f ? 1.0f / 6.0f : 0.0f;
+    case BF_FLEX_MASK_SIGMOID_MUL: return __fmul_rn(__fmul_rn(factor, m), __fsub_rn(1.0f, m));
+    case BF_FLEX_MASK_STE_FPBS:
+    case BF_FLEX_MASK_STE_FSBS:
+    case BF_FLEX_MASK_STOCHASTIC_FPBS:
+    case BF_FLEX_MASK_STOCHASTIC_FSBS:
+    case BF_FLEX_MASK_STOCHASTIC_FCBS: {
+        const float sg = sigmoid(L);
+        return __fmul_rn(sg, __fsub_rn(1.0f, sg));
+    }
+    default: return 1.0f;
+    }
+}
+
+/* mask and y = widened*(1-M) + conv*M; with SUM, block b writes partial[b] = its sum of M. */
+template <bool SUM>
+__global__ void k_mask_forward(bf_flex_mask kind, float factor, uint64_t seed, const float *__restrict__ logits,
+                               const float *__restrict__ conv, const float *__restrict__ widened,
+                               float *__restrict__ mask, float *__restrict__ y, size_t total,
+                               double *__restrict__ partial) {
+    double sum = 0.0;
+    GRID_STRIDE(idx, total) {
+        const float m = mask_of(kind, factor, seed, idx, logits[idx]);
+        mask[idx] = m;
+        y[idx] = __fadd_rn(__fmul_rn(widened[idx], __fsub_rn(1.0f, m)), __fmul_rn(conv[idx], m));
+        sum += (double)m;
+    }
+    if (SUM) {
+        sum = bf_block_sum(sum);
+        if (threadIdx.x == 0) partial[blockIdx.x] = sum;
+    }
+}
+
+__global__ void k_mask_backward(bf_flex_mask kind, float factor, const float *__restrict__ logits,
+                                const float *__restrict__ mask, const float *__restrict__ conv,
+                                const float *__restrict__ widened, const float *__restrict__ dy,
+                                float *__restrict__ dconv, float *__restrict__ dlogits, float *__restrict__ dwidened,
+                                size_t total) {
+    GRID_STRIDE(idx, total) {
+        const float m = mask[idx], gv = dy[idx];
+        dconv[idx] = __fmul_rn(gv, m);
+        dwidened[idx] = __fmul_rn(gv, __fsub_rn(1.0f, m));
+        dlogits[idx] = __fmul_rn(__fmul_rn(gv, __fsub_rn(conv[idx], widened[idx])),
+                                 mask_grad(kind, factor, logits[idx], m));
+    }
+}
+
+/* dthreshold[k] = -sum over n (ascending, in double) of dlogits[n, k]; consecutive threads read
+ * consecutive k, so every load of the loop is coalesced. */
+__global__ void k_threshold_backward(const float *__restrict__ dlogits, float *__restrict__ dthreshold, int n,
+                                     size_t per_sample) {
+    GRID_STRIDE(k, per_sample) {
+        double sum = 0.0;
+        for (int s = 0; s < n; s++) sum += (double)dlogits[(size_t)s * per_sample + k];
+        dthreshold[k] = (float)-sum;
+    }
+}
+
+/* One block: *out += the partials, added in a fixed tree order. */
+__global__ void k_accumulate_partials(const double *__restrict__ partial, int count, float *out) {
+    double acc = 0.0;
+    for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partial[i];
+    acc = bf_block_sum(acc);
+    if (threadIdx.x == 0) *out = (float)((double)*out + acc);
+}
+
+/* ---- host helpers ---- */
+
+bf_status check_shape(const bf_flex_shape *s, const char *op) {
+    if (!s) return bf_error(BF_ERR_ARG, "%s: NULL shape", op);
+    if (s->n <= 0 || s->c_in <= 0 || s->c_out <= 0 || s->hw <= 0 ||
+        (s->channels != BF_FLEX_CHANNELS_EXPAND && s->channels != BF_FLEX_CHANNELS_BILINEAR) ||
+        (s->ties != BF_FLEX_TIE_SPLIT && s->ties != BF_FLEX_TIE_POOL))
+        return bf_error(BF_ERR_ARG, "%s: invalid shape n=%d c_in=%d c_out=%d hw=%d channels=%d ties=%d", op, s->n,
+                        s->c_in, s->c_out, s->hw, (int)s->channels, (int)s->ties);
+    return BF_OK;
+}
+
+bf_status check_kind(bf_flex_mask kind, const char *op) {
+    if ((int)kind < 0 || kind >= BF_FLEX_MASK_COUNT) return bf_error(BF_ERR_ARG, "%s: unknown mask kind %d", op, (int)kind);
+    return BF_OK;
+}
+
+flex_geo geo_of(const bf_flex_shape *s) {
+    flex_geo g;
+    g.c_in = s->c_in;
+    g.c_out = s->c_out;
+    g.hw = s->hw;
+    g.bilinear = s->channels == BF_FLEX_CHANNELS_BILINEAR;
+    g.scale = (float)s->c_in / (float)s->c_out;
+    return g;
+}
+
+size_t out_elements(const bf_flex_shape *s) { return (size_t)s->n * s->c_out * s->hw; }
+
+/* Blocks of a counting/summing launch: a function of the element count only (never of the device),
+ * at most 1024 so that one block adds the partials, about 8 elements per thread before the cap. */
+unsigned reduce_blocks(size_t n) {
+    size_t blocks = bf_cuda_div_up(n, (size_t)BF_CUDA_THREADS * 8);
+    return (unsigned)(blocks > 1024 ? 1024 : blocks < 1 ? 1 : blocks);
+}
+
+}  // namespace
+
+/* The start of every op: device current, shape valid, no NULL tensor; declares im. */
+#define FLEX_ENTER(op, ...)                                                           \
+    bf_cuda_impl *im;                                                                 \
+    BF_TRY(bf_cuda_enter(b, &im));                                                    \
+    BF_TRY(check_shape(s, op));                                                       \
+    do {                                                                              \
+        const void *req_[] = {__VA_ARGS__};                                           \
+        for (size_t k_ = 0; k_ < sizeof req_ / sizeof req_[0]; k_++)                  \
+            if (!req_[k_]) return bf_error(BF_ERR_ARG, "%s: NULL tensor pointer", op); \
+    } while (0)
+
+#define LAUNCH_ELEMENTWISE(kernel, total, ...)                                                                   \
+    do {                                                                                                         \
+        kernel<<<bf_cuda_grid(im, (total), BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(__VA_ARGS__); \
+        BF_LAUNCH_CHECK(#kernel);                                                                                \
+    } while (0)
+
+extern "C" bf_status bf_cuda_flex_widen_forward(bf_backend *b, const bf_flex_shape *s, const float *pooled,
+                                                float *widened) {
+    FLEX_ENTER("flex_widen_forward", pooled, widened);
+    LAUNCH_ELEMENTWISE(k_widen_forward, out_elements(s), pooled, widened, out_elements(s), geo_of(s));
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_flex_widen_backward(bf_backend *b, const bf_flex_shape *s, const float *dwidened,
+                                                 float *dpooled) {
+    FLEX_ENTER("flex_widen_backward", dwidened, dpooled);
+    const size_t in_total = (size_t)s->n * s->c_in * s->hw;
+    LAUNCH_ELEMENTWISE(k_fold_back, in_total, dwidened, (const float *)NULL, dpooled, in_total, geo_of(s));
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_flex_max_forward(bf_backend *b, const bf_flex_shape *s, const float *conv,
+                                              const float *pooled, float *y, float *conv_wins) {
+    FLEX_ENTER("flex_max_forward", conv, pooled, y);
+    const size_t total = out_elements(s);
+    if (!conv_wins) {
+        LAUNCH_ELEMENTWISE(k_max_forward<false>, total, conv, pooled, y, total, geo_of(s), (double *)NULL);
+        return BF_OK;
+    }
+    const unsigned blocks = reduce_blocks(total);
+    void *partial;
+    BF_TRY(bf_cuda_scratch(im, blocks * sizeof(double), &partial));
+    k_max_forward<true><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(conv, pooled, y, total, geo_of(s),
+                                                                     (double *)partial);
+    BF_LAUNCH_CHECK("k_max_forward<count>");
+    k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial, (int)blocks, conv_wins);
+    BF_LAUNCH_CHECK("k_accumulate_partials");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_flex_max_backward(bf_backend *b, const bf_flex_shape *s, const float *conv,
+                                               const float *pooled, const float *dy, float *dconv, float *dpooled) {
+    FLEX_ENTER("flex_max_backward", conv, pooled, dy, dconv, dpooled);
+    const size_t total = out_elements(s), in_total = (size_t)s->n * s->c_in * s->hw;
+    const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
+    LAUNCH_ELEMENTWISE(k_max_backward_conv, total, conv, pooled, dy, dconv, total, geo_of(s), tie_share);
+    /* the pool branch gets dy - dconv, folded back (reads the dconv just written, in stream order) */
+    LAUNCH_ELEMENTWISE(k_fold_back, in_total, dy, (const float *)dconv, dpooled, in_total, geo_of(s));
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_flex_logits_forward(bf_backend *b, const bf_flex_shape *s, const float *widened,
+                                                 const float *threshold, float *logits) {
+    FLEX_ENTER("flex_logits_forward", widened, threshold, logits);
+    const size_t total = out_elements(s), per_sample = (size_t)s->c_out * s->hw;
+    LAUNCH_ELEMENTWISE(k_logits, total, widened, threshold, logits, total, per_sample);
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_flex_mask_forward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
+                                               uint64_t seed, const float *logits, const float *conv,
+                                               const float *widened, float *mask, float *y, float *conv_mask_sum) {
+    FLEX_ENTER("flex_mask_forward", logits, conv, widened, mask, y);
+    BF_TRY(check_kind(kind, "flex_mask_forward"));
+    const size_t total = out_elements(s);
+    if (!conv_mask_sum) {
+        LAUNCH_ELEMENTWISE(k_mask_forward<false>, total, kind, factor, seed, logits, conv, widened, mask, y, total,
+                           (double *)NULL);
+        return BF_OK;
+    }
+    const unsigned blocks = reduce_blocks(total);
+    void *partial;
+    BF_TRY(bf_cuda_scratch(im, blocks * sizeof(double), &partial));
+    k_mask_forward<true><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(kind, factor, seed, logits, conv, widened, mask,
+                                                                      y, total, (double *)partial);
+    BF_LAUNCH_CHECK("k_mask_forward<sum>");
+    k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial, (int)blocks, conv_mask_sum);
+    BF_LAUNCH_CHECK("k_accumulate_partials");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_flex_mask_backward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind,
+                                                float factor, const float *logits, const float *mask,
+                                                const float *conv, const float *widened, const float *dy,
+                                                float *dconv, float *dlogits, float *dwidened) {
+    FLEX_ENTER("flex_mask_backward", logits, mask, conv, widened, dy, dconv, dlogits, dwidened);
+    BF_TRY(check_kind(kind, "flex_mask_backward"));
+    const size_t total = out_elements(s);
+    LAUNCH_ELEMENTWISE(k_mask_backward, total, kind, factor, logits, mask, conv, widened, dy, dconv, dlogits, dwidened,
+                       total);
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_flex_threshold_backward(bf_backend *b, const bf_flex_shape *s, const float *dlogits,
+                                                     float *dthreshold) {
+    FLEX_ENTER("flex_threshold_backward", dlogits, dthreshold);
+    const size_t per_sample = (size_t)s->c_out * s->hw;
+    LAUNCH_ELEMENTWISE(k_threshold_backward, per_sample, dlogits, dthreshold, s->n, per_sample);
+    return BF_OK;
+}

@@ -1,0 +1,299 @@
+/* flex_cpu.c - flexible-neuron ops on the CPU (contracts in ops.h at bf_flex_shape and the flex_*
+ * members of bf_ops; FlexNet spec sections 1.2-1.7, PlasticFlex spec section 2).
+ *
+ * Widening maps output channel j to at most two pooled channels ("taps") with weights; every op
+ * computes the taps of a channel with the same float expressions as flex.cu, so the widened values
+ * and the fold-back sums are bit-identical on both backends. The fold-back (widen backward) is a
+ * gather: each pooled channel i sums, in ascending j, the gradients of the output channels j whose
+ * taps name i. Threads take whole (n, channel) planes, so no two threads write the same element and
+ * the summation order never depends on the thread count. */
+#include <math.h>
+#include <string.h>
+
+#include "bioflex/hash.h"
+#include "cpu_backend.h"
+
+/* Output channel j reads pooled channel i0 (weight w0) and, for BILINEAR, i1 (weight w1); i1 < 0
+ * means a single tap (EXPAND copies, so no multiply may turn an inf into a NaN). */
+typedef struct flex_taps {
+    int i0, i1;
+    float w0, w1;
+} flex_taps;
+
+static flex_taps taps_of(const bf_flex_shape *s, int j) {
+    flex_taps t = {0, -1, 1.0f, 0.0f};
+    if (s->channels == BF_FLEX_CHANNELS_EXPAND) {
+        t.i0 = s->c_out % s->c_in == 0 ? j / (s->c_out / s->c_in) : j % s->c_in;
+        return t;
+    }
+    /* F.interpolate(align_corners=False) as PyTorch computes it: scale and source index in float */
+    const float scale = (float)s->c_in / (float)s->c_out;
+    float src = scale * ((float)j + 0.5f) - 0.5f;
+    if (src < 0.0f) src = 0.0f;
+    t.i0 = (int)src;
+    t.i1 = t.i0 + 1 < s->c_in ? t.i0 + 1 : s->c_in - 1;
+    t.w1 = src - (float)t.i0;
+    t.w0 = 1.0f - t.w1;
+    return t;
+}
+
+/* Output channels j = lo, lo+step, ... < hi that may have pooled channel i among their taps (a
+ * superset for BILINEAR, whose i0 is i-1 or i there; taps_of decides membership). */
+static void fold_candidates(const bf_flex_shape *s, int i, int *lo, int *hi, int *step) {
+    *step = 1;
+    if (s->channels == BF_FLEX_CHANNELS_EXPAND) {
+        if (s->c_out % s->c_in == 0) {
+            const int r = s->c_out / s->c_in;
+            *lo = i * r;
+            *hi = *lo + r;
+        } else { /* tiling: j = i, i + c_in, ...; empty when i >= c_out */
+            *lo = i;
+            *hi = s->c_out;
+            *step = s->c_in;
+        }
+        return;
+    }
+    const double ratio = (double)s->c_out / s->c_in; /* i0(j) in {i-1, i} <=> j in [(i-0.5)r-0.5, (i+1.5)r-0.5) */
+    int l = (int)floor((i - 0.5) * ratio - 0.5) - 1, h = (int)ceil((i + 1.5) * ratio - 0.5) + 1;
+    *lo = l < 0 ? 0 : l;
+    *hi = h > s->c_out ? s->c_out : h;
+}
+
+/* The widened value at position p of a (sample) pooled block pn [c_in, hw]. */
+static inline float widen_at(const flex_taps *t, const float *pn, size_t hw, size_t p) {
+    float v = pn[(size_t)t->i0 * hw + p];
+    return t->i1 < 0 ? v : t->w0 * v + t->w1 * pn[(size_t)t->i1 * hw + p];
+}
+
+static bf_status check_shape(const bf_flex_shape *s, const char *op) {
+    if (!s) return bf_error(BF_ERR_ARG, "%s: NULL shape", op);
+    if (s->n <= 0 || s->c_in <= 0 || s->c_out <= 0 || s->hw <= 0 ||
+        (s->channels != BF_FLEX_CHANNELS_EXPAND && s->channels != BF_FLEX_CHANNELS_BILINEAR) ||
+        (s->ties != BF_FLEX_TIE_SPLIT && s->ties != BF_FLEX_TIE_POOL))
+        return bf_error(BF_ERR_ARG, "%s: invalid shape n=%d c_in=%d c_out=%d hw=%d channels=%d ties=%d", op, s->n,
+                        s->c_in, s->c_out, s->hw, (int)s->channels, (int)s->ties);
+    return BF_OK;
+}
+
+static bf_status check_kind(bf_flex_mask kind, const char *op) {
+    if ((int)kind < 0 || kind >= BF_FLEX_MASK_COUNT)
+        return bf_error(BF_ERR_ARG, "%s: unknown mask kind %d", op, (int)kind);
+    return BF_OK;
+}
+
+#define REQUIRE(op, ...)                                                              \
+    do {                                                                              \
+        const void *req_[] = {__VA_ARGS__};                                           \
+        for (size_t k_ = 0; k_ < sizeof req_ / sizeof req_[0]; k_++)                  \
+            if (!req_[k_]) return bf_error(BF_ERR_ARG, "%s: NULL tensor pointer", op); \
+    } while (0)
+
+/* Threads for a loop over `planes` planes holding `total` elements: one for short loops. */
+static int plane_threads(const bf_backend *b, size_t total) {
+    return total >= BF_CPU_PARALLEL_MIN ? bf_cpu_threads(b) : 1;
+}
+
+bf_status bf_cpu_flex_widen_forward(bf_backend *b, const bf_flex_shape *s, const float *pooled, float *widened) {
+    BF_TRY(check_shape(s, "flex_widen_forward"));
+    REQUIRE("flex_widen_forward", pooled, widened);
+    const size_t hw = (size_t)s->hw;
+    const long planes = (long)s->n * s->c_out;
+#pragma omp parallel for num_threads(plane_threads(b, planes * hw)) schedule(static)
+    for (long q = 0; q < planes; q++) {
+        const flex_taps t = taps_of(s, (int)(q % s->c_out));
+        const float *pn = pooled + (size_t)(q / s->c_out) * s->c_in * hw;
+        float *out = widened + (size_t)q * hw;
+        for (size_t p = 0; p < hw; p++) out[p] = widen_at(&t, pn, hw, p);
+    }
+    return BF_OK;
+}
+
+/* dpooled[n, i] = sum over candidate j ascending of w * g[n, j], with g = dy - dconv (the pool
+ * branch's share of a max joint) or g = dy when dconv is NULL (plain widening). The two taps of
+ * one j are added separately, first i0 then i1, as PyTorch's backward does. */
+static void fold_back(bf_backend *b, const bf_flex_shape *s, const float *dy, const float *dconv, float *dpooled) {
+    const size_t hw = (size_t)s->hw;
+    const long planes = (long)s->n * s->c_in;
+#pragma omp parallel for num_threads(plane_threads(b, (size_t)s->n * s->c_out * hw)) schedule(static)
+    for (long q = 0; q < planes; q++) {
+        const int i = (int)(q % s->c_in);
+        const size_t sample = (size_t)(q / s->c_in) * s->c_out * hw;
+        float *dp = dpooled + (size_t)q * hw;
+        memset(dp, 0, hw * sizeof(float));
+        int lo, hi, step;
+        fold_candidates(s, i, &lo, &hi, &step);
+        for (int j = lo; j < hi; j += step) {
+            const flex_taps t = taps_of(s, j);
+            const float *gy = dy + sample + (size_t)j * hw;
+            const float *gc = dconv ? dconv + sample + (size_t)j * hw : NULL;
+            for (int tap = 0; tap < 2; tap++) {
+                if ((tap == 0 ? t.i0 : t.i1) != i) continue;
+                const float w = tap == 0 ? t.w0 : t.w1;
+                if (t.i1 < 0) { /* EXPAND: a copy, added unscaled */
+                    for (size_t p = 0; p < hw; p++) dp[p] += gc ? gy[p] - gc[p] : gy[p];
+                } else {
+                    for (size_t p = 0; p < hw; p++) dp[p] += w * (gc ? gy[p] - gc[p] : gy[p]);
+                }
+            }
+        }
+    }
+}
+
+bf_status bf_cpu_flex_widen_backward(bf_backend *b, const bf_flex_shape *s, const float *dwidened, float *dpooled) {
+    BF_TRY(check_shape(s, "flex_widen_backward"));
+    REQUIRE("flex_widen_backward", dwidened, dpooled);
+    fold_back(b, s, dwidened, NULL, dpooled);
+    return BF_OK;
+}
+
+bf_status bf_cpu_flex_max_forward(bf_backend *b, const bf_flex_shape *s, const float *conv, const float *pooled,
+                                  float *y, float *conv_wins) {
+    BF_TRY(check_shape(s, "flex_max_forward"));
+    REQUIRE("flex_max_forward", conv, pooled, y);
+    const size_t hw = (size_t)s->hw;
+    const long planes = (long)s->n * s->c_out;
+    long wins = 0; /* an integer reduction is exact, so OpenMP's combining order does not matter */
+#pragma omp parallel for num_threads(plane_threads(b, planes * hw)) schedule(static) reduction(+ : wins)
+    for (long q = 0; q < planes; q++) {
+        const flex_taps t = taps_of(s, (int)(q % s->c_out));
+        const float *pn = pooled + (size_t)(q / s->c_out) * s->c_in * hw;
+        const float *cq = conv + (size_t)q * hw;
+        float *yq = y + (size_t)q * hw;
+        for (size_t p = 0; p < hw; p++) {
+            const float c = cq[p], w = widen_at(&t, pn, hw, p);
+            const int conv_wins_here = c > w; /* strict: a tie counts as pool */
+            yq[p] = conv_wins_here || c != c ? c : w; /* a NaN on either side propagates, as torch.maximum */
+            wins += conv_wins_here;
+        }
+    }
+    if (conv_wins) *conv_wins = (float)((double)*conv_wins + (double)wins);
+    return BF_OK;
+}
+
+bf_status bf_cpu_flex_max_backward(bf_backend *b, const bf_flex_shape *s, const float *conv, const float *pooled,
+                                   const float *dy, float *dconv, float *dpooled) {
+    BF_TRY(check_shape(s, "flex_max_backward"));
+    REQUIRE("flex_max_backward", conv, pooled, dy, dconv, dpooled);
+    const size_t hw = (size_t)s->hw;
+    const long planes = (long)s->n * s->c_out;
+    const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
+#pragma omp parallel for num_threads(plane_threads(b, planes * hw)) schedule(static)
+    for (long q = 0; q < planes; q++) {
+        const flex_taps t = taps_of(s, (int)(q % s->c_out));
+        const float *pn = pooled + (size_t)(q / s->c_out) * s->c_in * hw;
+        const float *cq = conv + (size_t)q * hw, *gq = dy + (size_t)q * hw;
+        float *dq = dconv + (size_t)q * hw;
+        for (size_t p = 0; p < hw; p++) {
+            const float c = cq[p], w = widen_at(&t, pn, hw, p), g = gq[p];
+            dq[p] = c > w ? g : c == w ? g * tie_share : 0.0f;
+        }
+    }
+    /* the pool branch gets the rest, dy - dconv (flexnet.md 1.7 step 2), folded back */
+    fold_back(b, s, dy, dconv, dpooled);
+    return BF_OK;
+}
+
+bf_status bf_cpu_flex_logits_forward(bf_backend *b, const bf_flex_shape *s, const float *widened,
+                                     const float *threshold, float *logits) {
+    BF_TRY(check_shape(s, "flex_logits_forward"));
+    REQUIRE("flex_logits_forward", widened, threshold, logits);
+    const size_t per_sample = (size_t)s->c_out * s->hw;
+#pragma omp parallel for num_threads(plane_threads(b, per_sample * s->n)) schedule(static)
+    for (int n = 0; n < s->n; n++)
+        for (size_t k = 0; k < per_sample; k++)
+            logits[n * per_sample + k] = widened[n * per_sample + k] - threshold[k];
+    return BF_OK;
+}
+
+/* The logistic function in double, rounded once to float: the CUDA backend computes the same
+ * expression, and double keeps its result identical to ours (float expf differs by an ulp between
+ * libm and CUDA), which the thresholded masks and stochastic roundings need. */
+static inline float sigmoid(float x) { return (float)(1.0 / (1.0 + exp(-(double)x))); }
+
+/* M = mask(L) for element i (see bf_flex_mask). */
+static inline float mask_of(bf_flex_mask kind, float factor, uint64_t seed, size_t i, float L) {
+    switch (kind) {
+    case BF_FLEX_MASK_SIGMOID_HARD: {
+        const float v = L / 6.0f + 0.5f;
+        return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; /* a NaN stays NaN */
+    }
+    case BF_FLEX_MASK_SIGMOID_MUL: return sigmoid(factor * L);
+    case BF_FLEX_MASK_STE_FPBP:
+    case BF_FLEX_MASK_STE_FPBS: return L > 0.5f ? 1.0f : 0.0f;
+    case BF_FLEX_MASK_STE_FSBP:
+    case BF_FLEX_MASK_STE_FSBS: return sigmoid(L) > 0.5f ? 1.0f : 0.0f;
+    default: break;
+    }
+    float v = L; /* stochastic rounding of L (FP), sigmoid(L) (FS) or clamp(L, 0, 1) (FC) */
+    if (kind == BF_FLEX_MASK_STOCHASTIC_FSBP || kind == BF_FLEX_MASK_STOCHASTIC_FSBS) v = sigmoid(L);
+    if (kind == BF_FLEX_MASK_STOCHASTIC_FCBP || kind == BF_FLEX_MASK_STOCHASTIC_FCBS)
+        v = L < 0.0f ? 0.0f : L > 1.0f ? 1.0f : L;
+    const float lower = floorf(v);
+    return lower + (bf_uniform(seed, (uint64_t)i) < v - lower ? 1.0f : 0.0f);
+}
+
+/* dM/dL under the mask's backward rule; m is the forward mask value. */
+static inline float mask_grad(bf_flex_mask kind, float factor, float L, float m) {
+    switch (kind) {
+    case BF_FLEX_MASK_SIGMOID_HARD: return L > -3.0f && L < 3.0f ? 1.0f / 6.0f : 0.0f;
+    case BF_FLEX_MASK_SIGMOID_MUL: return factor * m * (1.0f - m); /* m = sigmoid(f*L) */
+    case BF_FLEX_MASK_STE_FPBS:
+    case BF_FLEX_MASK_STE_FSBS:
+    case BF_FLEX_MASK_STOCHASTIC_FPBS:
+    case BF_FLEX_MASK_STOCHASTIC_FSBS:
+    case BF_FLEX_MASK_STOCHASTIC_FCBS: {
+        const float sg = sigmoid(L); /* sigmoid'(L) of the raw logits, per ops.h */
+        return sg * (1.0f - sg);
+    }
+    default: return 1.0f; /* the *BP rules: identity (straight-through) */
+    }
+}
+
+bf_status bf_cpu_flex_mask_forward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
+                                   uint64_t seed, const float *logits, const float *conv, const float *widened,
+                                   float *mask, float *y, float *conv_mask_sum) {
+    BF_TRY(check_shape(s, "flex_mask_forward"));
+    BF_TRY(check_kind(kind, "flex_mask_forward"));
+    REQUIRE("flex_mask_forward", logits, conv, widened, mask, y);
+    const size_t total = (size_t)s->n * s->c_out * s->hw;
+#pragma omp parallel for num_threads(plane_threads(b, total)) schedule(static)
+    for (size_t i = 0; i < total; i++) {
+        const float m = mask_of(kind, factor, seed, i, logits[i]);
+        mask[i] = m;
+        y[i] = widened[i] * (1.0f - m) + conv[i] * m;
+    }
+    if (conv_mask_sum) *conv_mask_sum = (float)((double)*conv_mask_sum + bf_cpu_sum(b, mask, total, 0));
+    return BF_OK;
+}
+
+bf_status bf_cpu_flex_mask_backward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
+                                    const float *logits, const float *mask, const float *conv, const float *widened,
+                                    const float *dy, float *dconv, float *dlogits, float *dwidened) {
+    BF_TRY(check_shape(s, "flex_mask_backward"));
+    BF_TRY(check_kind(kind, "flex_mask_backward"));
+    REQUIRE("flex_mask_backward", logits, mask, conv, widened, dy, dconv, dlogits, dwidened);
+    const size_t total = (size_t)s->n * s->c_out * s->hw;
+#pragma omp parallel for num_threads(plane_threads(b, total)) schedule(static)
+    for (size_t i = 0; i < total; i++) {
+        const float m = mask[i], g = dy[i];
+        dconv[i] = g * m;
+        dwidened[i] = g * (1.0f - m);
+        dlogits[i] = g * (conv[i] - widened[i]) * mask_grad(kind, factor, logits[i], m);
+    }
+    return BF_OK;
+}
+
+bf_status bf_cpu_flex_threshold_backward(bf_backend *b, const bf_flex_shape *s, const float *dlogits,
+                                         float *dthreshold) {
+    BF_TRY(check_shape(s, "flex_threshold_backward"));
+    REQUIRE("flex_threshold_backward", dlogits, dthreshold);
+    const size_t per_sample = (size_t)s->c_out * s->hw;
+    /* one element per iteration, its n terms summed in double in ascending n, as flex.cu does */
+#pragma omp parallel for num_threads(plane_threads(b, per_sample * s->n)) schedule(static)
+    for (size_t k = 0; k < per_sample; k++) {
+        double sum = 0.0;
+        for (int n = 0; n < s->n; n++) sum += dlogits[n * per_sample + k];
+        dthreshold[k] = (float)-sum;
+    }
+    return BF_OK;
+}

@@ -1,0 +1,165 @@
+/* test_flex_model.c - flex layers inside a model (layer_flex.c), on the CPU backend:
+ *   - FlexNet's state_dict names and the parameter count (flex VGG-16 = vanilla VGG-16);
+ *   - finite-difference gradients of every parameter of small flex networks, for the channel-wise
+ *     max (expand and bilinear widening, split ties) and for the mask joint (hard sigmoid with a
+ *     learned threshold and batch-norm on the logits; sigmoid_mul with a frozen threshold),
+ *     including the input gradient through both branches (a conv layer before the flex layer);
+ *   - the conv-ratio monitor against a count made on the host. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bioflex/model.h"
+#include "testutil.h"
+
+enum { N = 3, C = 2, H = 6, K = 4 };
+
+static int find_param(const bf_model *m, const char *name) {
+    for (int i = 0; i < m->num_params; i++)
+        if (!strcmp(m->params[i].name, name)) return i;
+    return -1;
+}
+
+static int find_buffer(const bf_model *m, const char *name) {
+    for (int i = 0; i < m->num_buffers; i++)
+        if (!strcmp(m->buffers[i].name, name)) return i;
+    return -1;
+}
+
+static void test_names_and_counts(void) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    cfg.model.arch = BF_ARCH_VGG16;
+    cfg.model.flex = 1;
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 224, 224}, 100, 1, &m));
+    if (!m) return;
+    CHECK(m->num_param_floats == 134678692, "flex VGG-16 (channel-wise max) has vanilla's 134,678,692 parameters, got %zu",
+          m->num_param_floats);
+    CHECK(find_param(m, "features.0.flex_conv.weight") >= 0 && find_param(m, "features.0.flex_conv.bias") >= 0 &&
+              find_param(m, "features.40.flex_conv.weight") >= 0 && find_param(m, "features.41.running_var") < 0 &&
+              find_buffer(m, "features.41.running_var") >= 0,
+          "FlexNet state_dict names (features.N.flex_conv.weight)");
+    bf_model_destroy(m);
+
+    cfg.model.flex_joint = BF_FLEX_JOINT_MASK;
+    cfg.model.flex_logits_bn = 1;
+    cfg.model.fully_flex = 1;
+    CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 32, 32}, 10, 1, &m));
+    if (!m) return;
+    int t = find_param(m, "features.0.threshold");
+    CHECK(t >= 0 && m->params[t].shape[0] == 64 && m->params[t].shape[1] == 32 && m->params[t].shape[2] == 32,
+          "mask joint: a learned threshold [64, 32, 32]");
+    CHECK(find_param(m, "features.0.bn_logits.weight") >= 0 && find_buffer(m, "features.0.bn_logits.running_mean") >= 0,
+          "mask joint with logits batch-norm: bn_logits.*");
+    CHECK(find_param(m, "features.6.flex_conv.weight") >= 0 && m->params[find_param(m, "features.6.flex_conv.weight")].shape[2] == 2,
+          "fully_flex: the first 2x2 max-pool is a flex layer with a 2x2 conv");
+    bf_model_destroy(m);
+}
+
+static double loss_of(bf_model *m, const float *x, const int32_t *labels, float *losses) {
+    const float *logits = NULL;
+    if (bf_model_forward(m, x, &logits) != BF_OK) return NAN;
+    m->backend->ops->softmax_xent(m->backend, N, K, logits, labels, 0.0f, 1.0f / N, losses, NULL);
+    double s = 0;
+    for (int i = 0; i < N; i++) s += losses[i];
+    return s / N;
+}
+
+/* conv -> flex -> BN -> ReLU -> flex(stride 2) -> GAP -> linear; FD over every parameter. */
+static void check_gradients(const char *label, const bf_flex_options *opt) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, 11, &m));
+    int x = bf_model_add_conv(m, "stem", BF_MODEL_INPUT, 3, 3, 1, 1, 1, 1, BF_INIT_UNIFORM_FAN_IN);
+    x = bf_model_add_flex(m, "flex1", x, 6, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, opt);
+    x = bf_model_add_batchnorm(m, "bn", x, 1e-5f, 0.1f);
+    x = bf_model_add_relu(m, "relu", x);
+    x = bf_model_add_flex(m, "flex2", x, 4, 3, 2, 1, BF_INIT_UNIFORM_FAN_IN, opt);
+    x = bf_model_add_global_avgpool(m, "gap", x);
+    x = bf_model_add_flatten(m, "flatten", x);
+    bf_model_add_linear(m, "fc", x, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    CHECK_OK(bf_model_finalize(m));
+    if (!m->param_data) return;
+
+    static float xh[N * C * H * H];
+    bf_test_fill_uniform(xh, N * C * H * H, -1, 1, 5);
+    int32_t labels[N] = {0, 2, 3};
+    float losses[N], dlogits[N * K];
+    const float *logits = NULL;
+    m->step = 3;
+    CHECK_OK(bf_model_forward(m, xh, &logits));
+    CHECK_OK(b->ops->softmax_xent(b, N, K, logits, labels, 0.0f, 1.0f / N, losses, dlogits));
+    CHECK_OK(bf_model_backward(m, dlogits));
+    float *grads = bf_test_download(b, m->grad_data, m->num_param_floats);
+    double l0 = loss_of(m, xh, labels, losses);
+    int checked = 0, bad = 0, kinks = 0;
+    for (size_t i = 0; i < m->num_param_floats; i++) {
+        float saved = m->param_data[i];
+        const float h = 1e-3f;
+        m->param_data[i] = saved + h;
+        double lp = loss_of(m, xh, labels, losses);
+        m->param_data[i] = saved - h;
+        double lm = loss_of(m, xh, labels, losses);
+        m->param_data[i] = saved;
+        double numeric = (lp - lm) / (2 * h), fwd = (lp - l0) / h, bwd = (l0 - lm) / h;
+        double tol = 1e-3 + 2e-2 * fabs(grads[i]);
+        if (fabs(fwd - bwd) > 2 * tol) { /* a max, a ReLU or a routing switched inside the step */
+            kinks++;
+            continue;
+        }
+        checked++;
+        if (fabs(numeric - grads[i]) > tol && bad++ < 5)
+            fprintf(stderr, "%s: param %zu: numeric %.6g analytic %.6g\n", label, i, numeric, grads[i]);
+    }
+    printf("%s: %d parameters checked, %d skipped at kinks\n", label, checked, kinks);
+    CHECK(checked > 100 && kinks < checked / 10, "%s: %d checked, %d kinks", label, checked, kinks);
+    CHECK(bad == 0, "%s: %d of %d parameter gradients disagree with finite differences", label, bad, checked);
+
+    if (opt->joint == BF_FLEX_JOINT_MAX) {
+        /* conv ratio of flex1 over the forward passes since the last reset, against a host count */
+        double ratio[4];
+        const char *names[4];
+        bf_model_flex_monitor(m, ratio, names, 4); /* reset */
+        CHECK_OK(bf_model_forward(m, xh, &logits));
+        const bf_layer *f = &m->layers[1];
+        size_t elems = (size_t)N * f->flex.c_out * f->flex.hw, wins = 0;
+        int ratio_per = f->flex.c_out / f->flex.c_in; /* 3 -> 6: block copy, channel j from j/2 */
+        for (int n = 0; n < N; n++)
+            for (int j = 0; j < f->flex.c_out; j++)
+                for (int p = 0; p < f->flex.hw; p++) {
+                    float conv = f->flex_conv[((size_t)n * f->flex.c_out + j) * f->flex.hw + p];
+                    float pool = f->flex_pooled[((size_t)n * f->flex.c_in + j / ratio_per) * f->flex.hw + p];
+                    wins += conv > pool;
+                }
+        int nf = bf_model_flex_monitor(m, ratio, names, 4);
+        if (opt->channels == BF_FLEX_CHANNELS_EXPAND)
+            CHECK(nf == 2 && !strcmp(names[0], "flex1") && fabs(ratio[0] - (double)wins / elems) < 1e-9,
+                  "%s: conv ratio of flex1 %.6f, host count %.6f", label, nf ? ratio[0] : -1, (double)wins / elems);
+    }
+    free(grads);
+    bf_model_destroy(m);
+    bf_backend_destroy(b);
+}
+
+int main(void) {
+    test_names_and_counts();
+    bf_flex_options max_expand = {.joint = BF_FLEX_JOINT_MAX, .channels = BF_FLEX_CHANNELS_EXPAND, .ties = BF_FLEX_TIE_SPLIT};
+    check_gradients("channelwise_max, expand", &max_expand);
+    bf_flex_options max_bilinear = max_expand;
+    max_bilinear.channels = BF_FLEX_CHANNELS_BILINEAR;
+    check_gradients("channelwise_max, bilinear", &max_bilinear);
+    bf_flex_options mask_hard = {.joint = BF_FLEX_JOINT_MASK, .channels = BF_FLEX_CHANNELS_EXPAND,
+                                 .mask = BF_FLEX_MASK_SIGMOID_HARD, .mask_factor = 1, .logits_bn = 1,
+                                 .threshold_mode = BF_THRESHOLD_LEARNED, .bn_eps = 1e-5f, .bn_momentum = 0.1f};
+    check_gradients("mask sigmoid_hard, logits BN, learned threshold", &mask_hard);
+    bf_flex_options mask_mul = mask_hard;
+    mask_mul.mask = BF_FLEX_MASK_SIGMOID_MUL;
+    mask_mul.mask_factor = 2;
+    mask_mul.logits_bn = 0;
+    mask_mul.threshold_mode = BF_THRESHOLD_FROZEN_RANDOM;
+    mask_mul.channels = BF_FLEX_CHANNELS_BILINEAR;
+    check_gradients("mask sigmoid_mul, bilinear, frozen threshold", &mask_mul);
+    return bf_test_finish();
+}
