@@ -119,9 +119,9 @@ static void check_gradients(const char *label, const bf_flex_options *opt) {
 
     if (opt->joint == BF_FLEX_JOINT_MAX) {
         /* conv ratio of flex1 over the forward passes since the last reset, against a host count */
-        double ratio[4];
+        double ratio[4], homogeneity[4];
         const char *names[4];
-        bf_model_flex_monitor(m, ratio, names, 4); /* reset */
+        bf_model_flex_monitor(m, ratio, homogeneity, names, 4); /* reset */
         CHECK_OK(bf_model_forward(m, xh, &logits));
         const bf_layer *f = &m->layers[1];
         size_t elems = (size_t)N * f->flex.c_out * f->flex.hw, wins = 0;
@@ -133,10 +133,28 @@ static void check_gradients(const char *label, const bf_flex_options *opt) {
                     float pool = f->flex_pooled[((size_t)n * f->flex.c_in + j / ratio_per) * f->flex.hw + p];
                     wins += conv > pool;
                 }
-        int nf = bf_model_flex_monitor(m, ratio, names, 4);
+        int nf = bf_model_flex_monitor(m, ratio, homogeneity, names, 4);
+        CHECK(nf == 2 && homogeneity[0] == 1.0, "%s: a channel-wise max is binary (homogeneity 1)", label);
         if (opt->channels == BF_FLEX_CHANNELS_EXPAND)
             CHECK(nf == 2 && !strcmp(names[0], "flex1") && fabs(ratio[0] - (double)wins / elems) < 1e-9,
                   "%s: conv ratio of flex1 %.6f, host count %.6f", label, nf ? ratio[0] : -1, (double)wins / elems);
+    }
+    if (opt->joint == BF_FLEX_JOINT_MASK) {
+        /* the mask statistics of the last training batch, against a host count */
+        double ratio[4], homogeneity[4];
+        const char *names[4];
+        CHECK_OK(bf_model_forward(m, xh, &logits));
+        const bf_layer *f = &m->layers[1];
+        size_t elems = (size_t)N * f->flex.c_out * f->flex.hw;
+        double chosen = 0, binary = 0;
+        for (size_t i = 0; i < elems; i++) {
+            chosen += f->flex_mask[i] > 0.5f;
+            binary += fabs(f->flex_mask[i] - 0.5) * 2;
+        }
+        int nf = bf_model_flex_monitor(m, ratio, homogeneity, names, 4);
+        CHECK(nf == 2 && fabs(ratio[0] - chosen / elems) < 1e-6 && fabs(homogeneity[0] - binary / elems) < 1e-5,
+              "%s: mask conv ratio %.6f (host %.6f), homogeneity %.6f (host %.6f)", label, nf ? ratio[0] : -1,
+              chosen / elems, nf ? homogeneity[0] : -1, binary / elems);
     }
     free(grads);
     bf_model_destroy(m);

@@ -384,6 +384,15 @@ static void test_args(void) {
     CHECK(cpu->ops->flex_threshold_backward(cpu, &ok, x, NULL) == BF_ERR_ARG, "NULL output accepted");
 }
 
+/* flex_mask_stats: count of mask > 0.5 and sum of |mask - 0.5| * 2, by hand */
+static void test_mask_stats_cpu(bf_backend *b) {
+    const float mask[6] = {0.0f, 1.0f, 0.5f, 0.75f, 0.25f, 0.9f};
+    float out[2] = {-1, -1};
+    CHECK_OK(b->ops->flex_mask_stats(b, mask, 6, out));
+    CHECK_CLOSE(out[0], 3.0, 0, 0, "mask stats: 1, 0.75 and 0.9 choose the conv");
+    CHECK_CLOSE(out[1], 1 + 1 + 0 + 0.5 + 0.5 + 0.8, 1e-6, 1e-6, "mask stats: binariness sum");
+}
+
 int main(void) {
     CHECK_OK(bf_backend_create_cpu(2, &cpu));
     if (!cpu) return bf_test_finish();
@@ -394,6 +403,7 @@ int main(void) {
     test_stochastic();
     test_logits_threshold();
     test_args();
+    test_mask_stats_cpu(cpu);
 
     printf("finite-difference gradient checks (step %g, tolerance %g):\n", STEP, TOLERANCE);
     grad_widen(BF_FLEX_CHANNELS_EXPAND, 3, 8);

@@ -186,6 +186,21 @@ static void test_mask(int n, int c_out, int hw) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
 }
 
+/* Mask statistics (count of M > 0.5, sum of |M - 0.5| * 2) over masks with exact 0, 1 and 0.5 entries. */
+static void test_mask_stats(size_t n) {
+    float *h = malloc(n * sizeof(float) + 16);
+    if (!h) exit(1);
+    bf_test_fill_uniform(h, n, 0, 1, next_seed++);
+    for (size_t i = 0; i < n; i += 7) h[i] = (float)(i % 3) * 0.5f;
+    pair mask = pair_from(h, n), out = pair_out(2);
+    CHECK_OK(cpu->ops->flex_mask_stats(cpu, mask.c, n, out.c));
+    CHECK_OK(gpu->ops->flex_mask_stats(gpu, mask.g, n, out.g));
+    compare("flex_mask_stats", out, 0, 1e-6);
+    pair_free(&mask);
+    pair_free(&out);
+    free(h);
+}
+
 int main(void) {
     if (!bf_cuda_built()) bf_test_skip("bioflex was built without the CUDA backend");
     if (bf_cuda_device_count() == 0) bf_test_skip("no CUDA device");
@@ -203,6 +218,8 @@ int main(void) {
     test_max_and_widen(BF_FLEX_CHANNELS_BILINEAR, 8, 64, 128, 196);
     test_mask(2, 5, 37);
     test_mask(8, 64, 196);
+    test_mask_stats(1000);
+    test_mask_stats(8 * 64 * 196);
     CHECK_OK(gpu->ops->synchronize(gpu));
 
     bf_backend_destroy(gpu);

@@ -189,10 +189,12 @@ bf_status bf_model_backward(bf_model *m, const float *dlogits);
 bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape input_shape,
                          int num_classes, long seed, bf_model **out);
 
-/* Reads and resets the flex monitors: ratio[j] for the j-th flex layer (the fraction of elements
- * where the conv won, or the mean mask), names[j] its name; returns the number of flex layers
- * (up to max). This synchronises with the device: call it at log intervals. */
-int bf_model_flex_monitor(bf_model *m, double *ratio, const char **names, int max);
+/* Reads and resets the flex monitors of the j-th flex layer: ratio[j], the fraction of elements
+ * where the conv won (channel-wise max: over the training batches since the last call; mask:
+ * mask > 0.5 in the last training batch), homogeneity[j] (mean |M - 0.5| * 2; 1 for the
+ * channel-wise max) and names[j]; returns the number of flex layers (up to max). This
+ * synchronises with the device: call it at log intervals. */
+int bf_model_flex_monitor(bf_model *m, double *ratio, double *homogeneity, const char **names, int max);
 
 /* The dropout seed of layer i in the current step: a function of (run seed, step, layer). */
 uint64_t bf_layer_dropout_seed(const bf_model *m, int i);

@@ -239,6 +239,10 @@ typedef struct bf_ops {
                                     const float *dy, float *dconv, float *dlogits, float *dwidened);
     /* dthreshold[c_out*hw] = -sum over n of dlogits[n, c_out*hw] (fixed order, overwritten). */
     bf_status (*flex_threshold_backward)(bf_backend *b, const bf_flex_shape *s, const float *dlogits, float *dthreshold);
+    /* Routing statistics of a mask of n elements (flexnet.md section 6), written to out[0..1]:
+     * out[0] = the number of elements with mask > 0.5 (conv chosen), out[1] = the sum of
+     * |mask - 0.5| * 2 (the "homogeneity" or binariness; 1 per element of a binary mask). */
+    bf_status (*flex_mask_stats)(bf_backend *b, const float *mask, size_t n, float *out);
 } bf_ops;
 
 struct bf_backend {

@@ -21,7 +21,7 @@ size_t bf_flex_arena_bytes(const bf_layer *l) {
     size_t bytes = bf_arena_align(branch_floats(l) * sizeof(float))       /* C */
                    + bf_arena_align(pooled_floats(l) * sizeof(float))     /* P */
                    + bf_arena_align(pooled_floats(l) * sizeof(int32_t))   /* argmax */
-                   + bf_arena_align(sizeof(float));                       /* monitor */
+                   + bf_arena_align(4 * sizeof(float));                   /* monitors */
     if (is_mask(l)) {
         bytes += 3 * bf_arena_align(branch_floats(l) * sizeof(float)); /* widened, logits, mask */
         if (l->flex_opt.logits_bn)
@@ -40,7 +40,7 @@ char *bf_flex_place(bf_layer *l, char *cursor) {
     l->flex_conv = take(&cursor, branch_floats(l) * sizeof(float));
     l->flex_pooled = take(&cursor, pooled_floats(l) * sizeof(float));
     l->argmax = (int32_t *)take(&cursor, pooled_floats(l) * sizeof(int32_t));
-    l->flex_stats = take(&cursor, sizeof(float));
+    l->flex_stats = take(&cursor, 4 * sizeof(float));
     if (is_mask(l)) {
         l->flex_widened = take(&cursor, branch_floats(l) * sizeof(float));
         l->flex_logits = take(&cursor, branch_floats(l) * sizeof(float));
@@ -156,15 +156,30 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
     return ops->add_inplace(b, dx, dx_pool, input);
 }
 
-int bf_model_flex_monitor(bf_model *m, double *ratio, const char **names, int max) {
+/* Channel-wise max: the fraction of elements where the conv won, summed on the device over the
+ * interval; its routing is binary by construction, so its homogeneity is 1 (flexnet.md section 6
+ * notes the reference logs 0 there because its monitor never runs). Mask joint: as the reference,
+ * the fraction of mask entries > 0.5 and the mean |M - 0.5| * 2 of the last training batch. */
+int bf_model_flex_monitor(bf_model *m, double *ratio, double *homogeneity, const char **names, int max) {
     int count = 0;
     for (int i = 0; i < m->num_layers && count < max; i++) {
         bf_layer *l = &m->layers[i];
         if (l->kind != BF_LAYER_FLEX) continue;
-        float sum = 0;
-        if (bf_to_host(m->backend, &sum, l->flex_stats, sizeof sum) != BF_OK) sum = 0;
-        double elements = m->flex_samples * l->flex.c_out * l->flex.hw;
-        ratio[count] = elements > 0 ? sum / elements : 0;
+        float stats[3] = {0, 0, 0};
+        double elements;
+        if (is_mask(l)) {
+            elements = (double)m->batch * l->flex.c_out * l->flex.hw;
+            if (m->flex_samples > 0 &&
+                m->backend->ops->flex_mask_stats(m->backend, l->flex_mask, (size_t)elements, l->flex_stats + 1) == BF_OK)
+                bf_to_host(m->backend, stats, l->flex_stats, 3 * sizeof(float));
+            ratio[count] = elements > 0 ? stats[1] / elements : 0;
+            homogeneity[count] = elements > 0 ? stats[2] / elements : 0;
+        } else {
+            if (bf_to_host(m->backend, stats, l->flex_stats, sizeof(float)) != BF_OK) stats[0] = 0;
+            elements = m->flex_samples * l->flex.c_out * l->flex.hw;
+            ratio[count] = elements > 0 ? stats[0] / elements : 0;
+            homogeneity[count] = 1.0;
+        }
         names[count] = l->name;
         m->backend->ops->fill(m->backend, l->flex_stats, 0.0f, 1);
         count++;

@@ -59,15 +59,18 @@ void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text
     cJSON_AddNumberToObject(o, "data_wait_ms", m->data_wait_ms);
     cJSON_AddNumberToObject(o, "model_tflops", m->tflops);
     if (m->num_flex > 0) {
-        /* per flex layer, in layer order; "binariness" (flexnet.md section 6) is 1 for the
-         * channel-wise max, whose routing is binary by construction */
+        /* per flex layer, in layer order, and their means (flexnet.md section 6) */
         cJSON *ratios = cJSON_AddObjectToObject(o, "conv_ratio");
-        double mean = 0;
+        cJSON *homogeneity = cJSON_AddObjectToObject(o, "homogeneity");
+        double mean_ratio = 0, mean_homogeneity = 0;
         for (int i = 0; i < m->num_flex; i++) {
             cJSON_AddNumberToObject(ratios, m->flex_names[i], m->flex_conv_ratio[i]);
-            mean += m->flex_conv_ratio[i] / m->num_flex;
+            cJSON_AddNumberToObject(homogeneity, m->flex_names[i], m->flex_homogeneity[i]);
+            mean_ratio += m->flex_conv_ratio[i] / m->num_flex;
+            mean_homogeneity += m->flex_homogeneity[i] / m->num_flex;
         }
-        cJSON_AddNumberToObject(o, "mean_conv_ratio", mean);
+        cJSON_AddNumberToObject(o, "mean_conv_ratio", mean_ratio);
+        cJSON_AddNumberToObject(o, "mean_homogeneity", mean_homogeneity);
     }
     write_json(log, o);
 

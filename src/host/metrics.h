@@ -15,6 +15,7 @@ typedef struct bf_train_metrics {
     int num_flex;               /* flex layers: the fraction of elements where the conv won */
     const char *const *flex_names;
     const double *flex_conv_ratio;
+    const double *flex_homogeneity;
 } bf_train_metrics;
 
 typedef struct bf_metrics_log {

@@ -44,6 +44,7 @@ typedef struct run {
     int32_t *labels;
     double flops_per_image; /* forward */
     double flex_ratio[BF_MAX_FLEX_LOG]; /* conv ratio of each flex layer over the last log interval */
+    double flex_homogeneity[BF_MAX_FLEX_LOG];
     const char *flex_names[BF_MAX_FLEX_LOG];
     int num_flex;
 } run;
@@ -177,9 +178,10 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
                 .lr = lr, .grad_norm = sqrt(sums[4]), .ms_per_step = 1e3 * dt / interval_steps,
                 .images_per_s = interval_images / dt, .data_wait_ms = wait_ms / interval_steps,
                 .tflops = 3 * r->flops_per_image * interval_images / dt / 1e12};
-            mt.num_flex = bf_model_flex_monitor(r->model, r->flex_ratio, r->flex_names, BF_MAX_FLEX_LOG);
+            mt.num_flex = bf_model_flex_monitor(r->model, r->flex_ratio, r->flex_homogeneity, r->flex_names, BF_MAX_FLEX_LOG);
             mt.flex_names = r->flex_names;
             mt.flex_conv_ratio = r->flex_ratio;
+            mt.flex_homogeneity = r->flex_homogeneity;
             long remaining = (long)epochs * steps_per_epoch - st->step;
             mt.eta_s = remaining * (t - run_start) / (double)(st->step - first_step);
             bf_metrics_train(&r->log, &mt, r->text);
@@ -209,8 +211,9 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
     if (last_eval_epoch != st->epoch) BF_TRY(evaluate_and_log(r, st->epoch, st->step, &result->final_eval));
     (void)last_ckpt_epoch;
     if (r->num_flex > 0) {
-        fprintf(r->text, "flex layers, fraction of elements where the conv won (last log interval):\n");
-        for (int i = 0; i < r->num_flex; i++) fprintf(r->text, "  %-24s %.4f\n", r->flex_names[i], r->flex_ratio[i]);
+        fprintf(r->text, "flex layers (last log interval):  %-24s %10s %12s\n", "layer", "conv ratio", "homogeneity");
+        for (int i = 0; i < r->num_flex; i++)
+            fprintf(r->text, "%34s%-24s %10.4f %12.4f\n", "", r->flex_names[i], r->flex_ratio[i], r->flex_homogeneity[i]);
     }
     result->epochs_done = st->epoch;
     result->steps_done = st->step;

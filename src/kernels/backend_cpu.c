@@ -118,6 +118,7 @@ static const bf_ops cpu_ops = {
     .flex_mask_forward = bf_cpu_flex_mask_forward,
     .flex_mask_backward = bf_cpu_flex_mask_backward,
     .flex_threshold_backward = bf_cpu_flex_threshold_backward,
+    .flex_mask_stats = bf_cpu_flex_mask_stats,
 };
 
 #ifdef OPENBLAS_VERSION

@@ -187,10 +187,11 @@ static const bf_ops cuda_ops = {
     /* .flex_mask_forward = */ bf_cuda_flex_mask_forward,
     /* .flex_mask_backward = */ bf_cuda_flex_mask_backward,
     /* .flex_threshold_backward = */ bf_cuda_flex_threshold_backward,
+    /* .flex_mask_stats = */ bf_cuda_flex_mask_stats,
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 43 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 44 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

@@ -253,6 +253,7 @@ bf_status bf_cuda_flex_mask_backward(bf_backend *b, const bf_flex_shape *s, bf_f
                                      const float *dy, float *dconv, float *dlogits, float *dwidened);
 bf_status bf_cuda_flex_threshold_backward(bf_backend *b, const bf_flex_shape *s, const float *dlogits,
                                           float *dthreshold);
+bf_status bf_cuda_flex_mask_stats(bf_backend *b, const float *mask, size_t n, float *out);
 
 #ifdef __cplusplus
 }

@@ -238,6 +238,18 @@ __global__ void k_threshold_backward(const float *__restrict__ dlogits, float *_
     }
 }
 
+/* Per-block partial sums of a mask statistic: BINARINESS = 0: count of mask > 0.5; 1: |mask-0.5|*2. */
+template <int BINARINESS>
+__global__ void k_mask_stat(const float *__restrict__ mask, size_t total, double *__restrict__ partial) {
+    double sum = 0.0;
+    GRID_STRIDE(idx, total) {
+        const float m = mask[idx];
+        sum += BINARINESS ? fabs((double)m - 0.5) * 2.0 : (m > 0.5f ? 1.0 : 0.0);
+    }
+    sum = bf_block_sum(sum);
+    if (threadIdx.x == 0) partial[blockIdx.x] = sum;
+}
+
 /* One block: *out += the partials, added in a fixed tree order. */
 __global__ void k_accumulate_partials(const double *__restrict__ partial, int count, float *out) {
     double acc = 0.0;
@@ -393,5 +405,25 @@ extern "C" bf_status bf_cuda_flex_threshold_backward(bf_backend *b, const bf_fle
     FLEX_ENTER("flex_threshold_backward", dlogits, dthreshold);
     const size_t per_sample = (size_t)s->c_out * s->hw;
     LAUNCH_ELEMENTWISE(k_threshold_backward, per_sample, dlogits, dthreshold, s->n, per_sample);
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_flex_mask_stats(bf_backend *b, const float *mask, size_t n, float *out) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (!mask || !out) return bf_error(BF_ERR_ARG, "flex_mask_stats: NULL argument");
+    const unsigned blocks = reduce_blocks(n);
+    void *partial;
+    BF_TRY(bf_cuda_scratch(im, blocks * sizeof(double), &partial));
+    BF_CUDA_CHECK(cudaMemsetAsync(out, 0, 2 * sizeof(float), im->stream));
+    /* the two statistics share the scratch one after the other, in stream order */
+    k_mask_stat<0><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(mask, n, (double *)partial);
+    BF_LAUNCH_CHECK("k_mask_stat<count>");
+    k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial, (int)blocks, out);
+    BF_LAUNCH_CHECK("k_accumulate_partials");
+    k_mask_stat<1><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(mask, n, (double *)partial);
+    BF_LAUNCH_CHECK("k_mask_stat<binariness>");
+    k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial, (int)blocks, out + 1);
+    BF_LAUNCH_CHECK("k_accumulate_partials");
     return BF_OK;
 }

@@ -297,3 +297,17 @@ bf_status bf_cpu_flex_threshold_backward(bf_backend *b, const bf_flex_shape *s, 
     }
     return BF_OK;
 }
+
+bf_status bf_cpu_flex_mask_stats(bf_backend *b, const float *mask, size_t n, float *out) {
+    (void)b;
+    REQUIRE("flex_mask_stats", mask, out);
+    /* runs at log intervals only: one sequential pass in double keeps it simple and repeatable */
+    double chosen = 0.0, binariness = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        chosen += mask[i] > 0.5f ? 1.0 : 0.0;
+        binariness += fabs((double)mask[i] - 0.5) * 2.0;
+    }
+    out[0] = (float)chosen;
+    out[1] = (float)binariness;
+    return BF_OK;
+}
