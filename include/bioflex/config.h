@@ -77,6 +77,7 @@ typedef struct bf_model_config {
     int batchnorm;             /* VGG/CNN: BatchNorm after every conv */
     float bn_momentum;
     float bn_eps;
+    int conv_init_fan_in;      /* cnn, vgg: Kaiming-normal convs with fan_in (FlexNet) instead of fan_out (torchvision) */
     /* flexible neurons (FlexNet): cnn and vgg convs become flex layers */
     int flex;                  /* every conv becomes a flex layer */
     int fully_flex;            /* the 2x2 max-pools become flex layers too */

@@ -43,6 +43,7 @@ typedef enum bf_init {
     BF_INIT_ZEROS = 0,
     BF_INIT_ONES,
     BF_INIT_KAIMING_NORMAL_FAN_OUT, /* N(0, 2/fan_out): torchvision VGG/ResNet convs */
+    BF_INIT_KAIMING_NORMAL_FAN_IN,  /* N(0, 2/fan_in): FlexNet's apply_kaiming_initialization (conv bias 0) */
     BF_INIT_NORMAL_0_01,            /* N(0, 0.01^2): torchvision VGG linear layers */
     BF_INIT_UNIFORM_FAN_IN,         /* U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default Linear/Conv */
     BF_INIT_KAIMING_UNIFORM         /* U(-sqrt(6/fan_in), sqrt(6/fan_in)): kaiming_uniform_(a=0), the flex threshold */

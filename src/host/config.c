@@ -96,6 +96,7 @@ static const enum_name flex_mask_names[] = {
     {"sigmoid_hard", 0}, {"sigmoid_mul", 1}, {"ste_fpbp", 2}, {"ste_fpbs", 3}, {"ste_fsbp", 4}, {"ste_fsbs", 5},
     {"stochastic_fpbp", 6}, {"stochastic_fpbs", 7}, {"stochastic_fsbp", 8}, {"stochastic_fsbs", 9},
     {"stochastic_fcbp", 10}, {"stochastic_fcbs", 11}, {NULL, 0}};
+static const enum_name conv_init_names[] = {{"fan_out", 0}, {"fan_in", 1}, {NULL, 0}};
 static const enum_name threshold_mode_names[] = {{"learned", 0}, {"frozen_random", 1}, {NULL, 0}};
 static const enum_name optimizer_names[] = {
     {"sgd", BF_OPTIM_SGD}, {"adamw", BF_OPTIM_ADAMW}, {NULL, 0}};
@@ -162,6 +163,7 @@ static const key_spec key_table[] = {
     BOOL_KEY("model", "batchnorm", model.batchnorm, "true", "cnn, vgg: BatchNorm after every conv"),
     FLOAT_KEY("model", "bn_momentum", model.bn_momentum, 0, 1, 0, "0.1", "BatchNorm running-statistics momentum (PyTorch convention)"),
     FLOAT_KEY("model", "bn_eps", model.bn_eps, 0, NO_MAX, MIN_OPEN, "1e-5", "added to the BatchNorm variance"),
+    ENUM_KEY("model", "conv_init", model.conv_init_fan_in, conv_init_names, "fan_out", "cnn, vgg: Kaiming-normal conv weights scaled by fan_out (torchvision) or fan_in (FlexNet's reference code); biases 0"),
     BOOL_KEY("model", "flex", model.flex, "false", "cnn, vgg: every conv becomes a flex layer (per element the conv or the max-pool of the input)"),
     BOOL_KEY("model", "fully_flex", model.fully_flex, "false", "cnn, vgg with flex: the 2x2 max-pools become flex layers too"),
     ENUM_KEY("model", "flex_joint", model.flex_joint, flex_joint_names, "channelwise_max", "flex: elementwise max of the branches, or a mask from the thresholded pool"),

@@ -91,6 +91,7 @@ static void init_param(const bf_param *p, uint64_t seed, float *out) {
         case BF_INIT_ZEROS: out[i] = 0; break;
         case BF_INIT_ONES: out[i] = 1; break;
         case BF_INIT_KAIMING_NORMAL_FAN_OUT: out[i] = normal_sample(seed, i) * sqrtf(2.0f / (float)p->fan_out); break;
+        case BF_INIT_KAIMING_NORMAL_FAN_IN: out[i] = normal_sample(seed, i) * sqrtf(2.0f / (float)p->fan_in); break;
         case BF_INIT_NORMAL_0_01: out[i] = normal_sample(seed, i) * 0.01f; break;
         case BF_INIT_KAIMING_UNIFORM: {
             float bound = sqrtf(6.0f / (float)p->fan_in);

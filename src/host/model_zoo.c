@@ -15,6 +15,10 @@
 
 #include "bioflex/model.h"
 
+static bf_init conv_init(const bf_model_config *cfg) {
+    return cfg->conv_init_fan_in ? BF_INIT_KAIMING_NORMAL_FAN_IN : BF_INIT_KAIMING_NORMAL_FAN_OUT;
+}
+
 static bf_flex_options flex_options(const bf_model_config *cfg) {
     return (bf_flex_options){.joint = (bf_flex_joint)cfg->flex_joint, .channels = (bf_flex_channel_rule)cfg->flex_channels,
                              .ties = (bf_flex_tie_rule)cfg->flex_tie, .mask = (bf_flex_mask)cfg->flex_mask,
@@ -28,8 +32,9 @@ static int conv_bn_relu(bf_model *m, const bf_model_config *cfg, const char *pre
     char name[BF_NAME_MAX];
     snprintf(name, sizeof name, "%s.%d", prefix, (*index)++);
     bf_flex_options flex = flex_options(cfg);
-    int x = cfg->flex ? bf_model_add_flex(m, name, input, c_out, 3, 1, 1, BF_INIT_KAIMING_NORMAL_FAN_OUT, &flex)
-                      : bf_model_add_conv(m, name, input, c_out, 3, 1, 1, 1, 1, BF_INIT_KAIMING_NORMAL_FAN_OUT);
+    bf_init init = conv_init(cfg);
+    int x = cfg->flex ? bf_model_add_flex(m, name, input, c_out, 3, 1, 1, init, &flex)
+                      : bf_model_add_conv(m, name, input, c_out, 3, 1, 1, 1, 1, init);
     if (cfg->batchnorm) {
         snprintf(name, sizeof name, "%s.%d", prefix, (*index)++);
         x = bf_model_add_batchnorm(m, name, x, cfg->bn_eps, cfg->bn_momentum);
@@ -44,7 +49,7 @@ static int maxpool2(bf_model *m, const bf_model_config *cfg, const char *prefix,
     snprintf(name, sizeof name, "%s.%d", prefix, (*index)++);
     if (cfg->flex && cfg->fully_flex) {
         bf_flex_options flex = flex_options(cfg);
-        return bf_model_add_flex(m, name, input, bf_model_shape_of(m, input).c, 2, 2, 0, BF_INIT_KAIMING_NORMAL_FAN_OUT, &flex);
+        return bf_model_add_flex(m, name, input, bf_model_shape_of(m, input).c, 2, 2, 0, conv_init(cfg), &flex);
     }
     return bf_model_add_maxpool(m, name, input, 2, 2, 0);
 }
