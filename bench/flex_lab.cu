@@ -1,0 +1,882 @@
+/* flex_lab.cu - kernel lab (the llm.c dev/cuda pattern, ../shared/specs/engine-anchors.md 1.3) for
+ * the flex layer's channel-wise max joint, forward and backward, WITHOUT the convolution, at the
+ * FlexNet VGG-16 shapes (every flex layer is 3x3, stride 1, pad 1; EXPAND widening; SPLIT ties):
+ *
+ *   forward:  P, argmax = maxpool3x3(x)                    x [n, c_in, h, w], P [n, c_in, hw]
+ *             P~ = widen(P)  (channel j copies P channel j/(c_out/c_in), or j % c_in when c_in
+ *                             does not divide c_out; ops.h bf_flex_shape)
+ *             y = max(C, P~),  conv_wins += #(C > P~)       C, y [n, c_out, hw]
+ *   backward: dC = dy where C > P~, dy/2 on ties, else 0;  dP~ = dy - dC
+ *             dP = fold-back(dP~) (sum over the channels j that copy P channel i)
+ *             dx_pool = maxpool_backward(dP, argmax)
+ *
+ * C (the conv branch's output) and dy are random inputs; the conv and its two backward passes are
+ * not run, nor the add of dx_pool into the conv's dx. Inputs are multiples of 1/8 (x in [-2, 2],
+ * C in [-2, 4]) so that conv wins, pool wins AND exact ties all occur and the tie rule is checked.
+ *
+ * Versions (the table prints both, and the speed-up of 1 over 0):
+ *   0  unfused: the sequence PyTorch eager runs for FlexNet's Flex2D, one kernel per op, written in
+ *      this file (version-0 kernels are named *_kernel0):
+ *        (a) widen_kernel0: P~ materialised (FlexNet's channel_expand_view copies; it is skipped
+ *            when c_in == c_out, where FlexNet uses P itself);
+ *        (b) max_kernel0: y = torch.maximum(C, P~);
+ *        (c) mask_kernel0: is_conv = (C > P~) as a byte tensor, and count_kernel0 (+ a one-thread
+ *            finish) summing it into conv_wins: FlexNet's conv_ratio monitor;
+ *        (d) split_kernel0: torch.maximum's backward from the saved C and P~: dy -> dC and dP~;
+ *        (e) fold_kernel0: channel_expand's backward, dP~ -> dP (skipped when c_in == c_out: the
+ *            split writes dP directly).
+ *      The elementwise kernels use 16-byte vector loads when hw % 4 == 0 (all VGG shapes), as
+ *      PyTorch's do, so version 0 is a fair eager baseline rather than a straw man.
+ *   1  the library's fused ops through the public bf_ops table, i.e. exactly what layer_flex.c
+ *      runs in training: maxpool_forward + flex_max_forward (with the conv_wins monitor);
+ *      flex_max_backward + maxpool_backward.
+ *   The max-pool and its backward are the library's kernels in BOTH versions (PyTorch eager also
+ *   runs one max_pool2d_with_indices kernel each way); the "pool" row times them alone, so the
+ *   joint's own time is the version's time minus the pool row.
+ *
+ * Byte model (what each step must minimally move: every tensor it reads or writes crosses DRAM
+ * once, nothing is reused across kernels; 4 bytes per float and int32, 1 per is_conv byte;
+ * X = n*c_in*h*w input elements, Np = n*c_in*hw pooled elements, Nc = n*c_out*hw branch elements;
+ * GB = 1e9 bytes; the one-float monitors are ignored):
+ *   pool fwd:    read x, write P and argmax                           4X + 8Np
+ *   pool bwd:    read dP and argmax, write dx_pool                     8Np + 4X
+ *   version 1 fwd = pool fwd + flex_max_forward (read C and P, write y)        + 8Nc + 4Np
+ *   version 1 bwd = flex_max_backward (read C, P, dy; write dC, dP) + pool bwd + 12Nc + 8Np
+ *     (counted at the op's contract, not at its current two-kernel implementation, which re-reads
+ *      dy and dC in the fold-back: its %peak is therefore measured against the ideal fused op.)
+ *   version 0 fwd = pool fwd + (a) read P, write P~ [4Np + 4Nc, only when c_in != c_out]
+ *                   + (b) read C, P~, write y [12Nc] + (c) read C, P~, write is_conv [9Nc]
+ *                   + sum of is_conv [1Nc]
+ *   version 0 bwd = (d) read C, P~, dy, write dC, dP~ [20Nc]
+ *                   + (e) read dP~, write dP [4Nc + 4Np, only when c_in != c_out] + pool bwd
+ *   GB/s = bytes / mean time; %peak = GB/s over the device's peak DRAM bandwidth.
+ *
+ * Correctness: before any timing, every version's outputs (P, y, conv_wins, dC, dP, dx_pool) are
+ * compared with the CPU reference backend (bf_backend_create_cpu) on the batch-32 3->64 @224x224
+ * and 64->128 @112x112 shapes; version 0 is checked with its vector and its scalar kernels.
+ * Outputs are poisoned (all bits set: NaN) before each run, so an unwritten element fails. The
+ * program prints the largest |gpu - cpu| and the largest violation |gpu - cpu| / (1e-6 + 1e-5|cpu|)
+ * per tensor (<= 1 passes; both versions are expected to be bit-exact) and exits 1 on a mismatch.
+ *
+ * Timing: CUDA events on the backend's stream around each forward or backward pass, mean over
+ * --repeats runs after one warm-up run, with the L2 cache flushed before every run (a cudaMemset of
+ * a buffer twice cudaDeviceProp.l2CacheSize, outside the timed region). Each case allocates its
+ * buffers and is skipped (with a line saying so) when they exceed 40% of free device memory.
+ *
+ * Build and run (needs the CUDA backend: nvcc, cuDNN 9 and cuBLAS):
+ *   cmake -S . -B build -DBIOFLEX_CUDA=ON && cmake --build build -j --target bench_flex_lab
+ *   ./build/bench/bench_flex_lab                  # batch 32 and 128, 50 repeats
+ *   ./build/bench/bench_flex_lab --batch 128 --repeats 100
+ *   ./build/bench/bench_flex_lab --peak-gbs 2039  # e.g. H100 PCIe; overrides the queried peak
+ * Options: --batch N (default: both 32 and 128), --repeats N (default 50), --peak-gbs X (default:
+ * memory clock x bus width x 2 from cudaDeviceGetAttribute, or 3350, H100 SXM, when the driver
+ * reports no memory clock). Exit status 0 all checks passed, 1 a mismatch or CUDA error, 2 a bad
+ * command line. It uses device 0 (select another with CUDA_VISIBLE_DEVICES). The batch-128
+ * 64->64 @224x224 case needs about 15 GB of device memory, the CPU check about 2.5 GB of host memory.
+ *
+ * The file includes the backend's private header (src/kernels/cuda_backend.h) for one thing only:
+ * the backend's stream, on which the version-0 kernels are launched and the events recorded. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime.h>
+
+#include "bioflex/hash.h"
+#include "bioflex/ops.h"
+#include "cuda_backend.h"
+
+/* ---- error checks: a lab fails loudly and stops ---- */
+
+#define CK(call)                                                                                    \
+    do {                                                                                            \
+        cudaError_t ck_e_ = (call);                                                                 \
+        if (ck_e_ != cudaSuccess) {                                                                 \
+            fprintf(stderr, "error: %s failed at %s:%d: %s\n", #call, __FILE__, __LINE__,          \
+                    cudaGetErrorString(ck_e_));                                                     \
+            exit(1);                                                                                \
+        }                                                                                           \
+    } while (0)
+
+#define BFK(call)                                                                                   \
+    do {                                                                                            \
+        bf_status bfk_s_ = (call);                                                                  \
+        if (bfk_s_ != BF_OK) {                                                                      \
+            fprintf(stderr, "error: %s failed at %s:%d: %s: %s\n", #call, __FILE__, __LINE__,      \
+                    bf_status_name(bfk_s_), bf_last_error());                                       \
+            exit(1);                                                                                \
+        }                                                                                           \
+    } while (0)
+
+/* After a <<<...>>> launch: a bad configuration, or an earlier asynchronous fault. */
+#define LAUNCH_CHECK(name)                                                                          \
+    do {                                                                                            \
+        cudaError_t lc_e_ = cudaGetLastError();                                                     \
+        if (lc_e_ != cudaSuccess) {                                                                 \
+            fprintf(stderr, "error: launch of %s failed at %s:%d: %s\n", name, __FILE__, __LINE__, \
+                    cudaGetErrorString(lc_e_));                                                     \
+            exit(1);                                                                                \
+        }                                                                                           \
+    } while (0)
+
+#define LAB_THREADS 256
+
+/* ---- version 0: the unfused kernels ---- */
+
+/* EXPAND widening: output channel j copies P channel j / ratio (ratio = c_out / c_in when c_in
+ * divides c_out) or j % c_in (ratio = 0: tiling, FlexNet's channel_repeat). */
+struct lab_geo {
+    int c_in, c_out, hw, ratio;
+};
+
+__device__ __forceinline__ int src_channel(const lab_geo &g, int j) { return g.ratio ? j / g.ratio : j % g.c_in; }
+
+/* V consecutive floats / bytes; V = 4 loads and stores 16 (4) bytes at once. Callers guarantee
+ * V-element alignment: every offset is a multiple of V (hw % V == 0, cudaMalloc aligns to 256). */
+template <int V>
+struct fvec {
+    float v[V];
+};
+template <int V>
+struct bvec {
+    uint8_t v[V];
+};
+
+template <int V>
+__device__ __forceinline__ fvec<V> load_f(const float *p) {
+    static_assert(V == 1 || V == 4, "V is 1 or 4");
+    fvec<V> r;
+    if constexpr (V == 4) {
+        const float4 q = *reinterpret_cast<const float4 *>(p);
+        r.v[0] = q.x;
+        r.v[1] = q.y;
+        r.v[2] = q.z;
+        r.v[3] = q.w;
+    } else {
+        r.v[0] = *p;
+    }
+    return r;
+}
+
+template <int V>
+__device__ __forceinline__ void store_f(float *p, const fvec<V> &r) {
+    if constexpr (V == 4) {
+        *reinterpret_cast<float4 *>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
+    } else {
+        *p = r.v[0];
+    }
+}
+
+template <int V>
+__device__ __forceinline__ bvec<V> load_b(const uint8_t *p) {
+    bvec<V> r;
+    if constexpr (V == 4) {
+        const uchar4 q = *reinterpret_cast<const uchar4 *>(p);
+        r.v[0] = q.x;
+        r.v[1] = q.y;
+        r.v[2] = q.z;
+        r.v[3] = q.w;
+    } else {
+        r.v[0] = *p;
+    }
+    return r;
+}
+
+template <int V>
+__device__ __forceinline__ void store_b(uint8_t *p, const bvec<V> &r) {
+    if constexpr (V == 4) {
+        *reinterpret_cast<uchar4 *>(p) = make_uchar4(r.v[0], r.v[1], r.v[2], r.v[3]);
+    } else {
+        *p = r.v[0];
+    }
+}
+
+#define LAB_GRID_STRIDE(i, total) \
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
+
+/* (a) P~ [n, c_out, hw] = widen(P [n, c_in, hw]); `vecs` = n*c_out*hw / V. */
+template <int V>
+__global__ void widen_kernel0(const float *__restrict__ pooled, float *__restrict__ widened, size_t vecs, lab_geo g) {
+    const size_t hw = (size_t)g.hw;
+    LAB_GRID_STRIDE(v, vecs) {
+        const size_t idx = v * V, plane = idx / hw, p = idx - plane * hw; /* V | hw: one plane */
+        const size_t n = plane / (size_t)g.c_out;
+        const int j = (int)(plane - n * (size_t)g.c_out);
+        const size_t src = (n * (size_t)g.c_in + (size_t)src_channel(g, j)) * hw + p;
+        store_f<V>(widened + idx, load_f<V>(pooled + src));
+    }
+}
+
+/* (b) y = torch.maximum(C, P~): a NaN on either side propagates. */
+template <int V>
+__global__ void max_kernel0(const float *__restrict__ conv, const float *__restrict__ widened, float *__restrict__ y,
+                            size_t vecs) {
+    LAB_GRID_STRIDE(v, vecs) {
+        const fvec<V> c = load_f<V>(conv + v * V), w = load_f<V>(widened + v * V);
+        fvec<V> o;
+#pragma unroll
+        for (int k = 0; k < V; k++) o.v[k] = c.v[k] > w.v[k] || c.v[k] != c.v[k] ? c.v[k] : w.v[k];
+        store_f<V>(y + v * V, o);
+    }
+}
+
+/* (c) is_conv = (C > P~), strict: a tie counts as pool. */
+template <int V>
+__global__ void mask_kernel0(const float *__restrict__ conv, const float *__restrict__ widened,
+                             uint8_t *__restrict__ is_conv, size_t vecs) {
+    LAB_GRID_STRIDE(v, vecs) {
+        const fvec<V> c = load_f<V>(conv + v * V), w = load_f<V>(widened + v * V);
+        bvec<V> m;
+#pragma unroll
+        for (int k = 0; k < V; k++) m.v[k] = c.v[k] > w.v[k] ? 1 : 0;
+        store_b<V>(is_conv + v * V, m);
+    }
+}
+
+/* (c) sum of is_conv: per-block integer sums added atomically (integers: exact in any order). */
+template <int V>
+__global__ void count_kernel0(const uint8_t *__restrict__ is_conv, size_t vecs, unsigned long long *__restrict__ counter) {
+    unsigned long long local = 0;
+    LAB_GRID_STRIDE(v, vecs) {
+        const bvec<V> m = load_b<V>(is_conv + v * V);
+#pragma unroll
+        for (int k = 0; k < V; k++) local += m.v[k];
+    }
+    local = bf_block_sum(local); /* every thread of the block calls it */
+    if (threadIdx.x == 0 && local) atomicAdd(counter, local);
+}
+
+/* conv_wins += the count (rounded as the library does), and the counter is reset for the next pass. */
+__global__ void count_finish_kernel0(unsigned long long *counter, float *conv_wins) {
+    *conv_wins = (float)((double)*conv_wins + (double)*counter);
+    *counter = 0;
+}
+
+/* (d) torch.maximum's backward: dC = dy where C > P~, dy*conv_tie on ties, else 0; dP~ = dy where
+ * P~ wins, dy*pool_tie on ties, 0 where C wins (conv_tie + pool_tie = 1; SPLIT: 0.5 each). */
+template <int V>
+__global__ void split_kernel0(const float *__restrict__ conv, const float *__restrict__ widened,
+                              const float *__restrict__ dy, float *__restrict__ dconv, float *__restrict__ dwidened,
+                              size_t vecs, float conv_tie, float pool_tie) {
+    LAB_GRID_STRIDE(v, vecs) {
+        const fvec<V> c = load_f<V>(conv + v * V), w = load_f<V>(widened + v * V), g = load_f<V>(dy + v * V);
+        fvec<V> dc, dw;
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            const bool conv_wins = c.v[k] > w.v[k], tie = c.v[k] == w.v[k];
+            dc.v[k] = conv_wins ? g.v[k] : tie ? __fmul_rn(g.v[k], conv_tie) : 0.0f;
+            dw.v[k] = conv_wins ? 0.0f : tie ? __fmul_rn(g.v[k], pool_tie) : g.v[k];
+        }
+        store_f<V>(dconv + v * V, dc);
+        store_f<V>(dwidened + v * V, dw);
+    }
+}
+
+/* (e) dP [n, c_in, hw] = sum over the output channels j that copy P channel i, ascending j (the
+ * CPU reference's order), of dP~ [n, j, hw]; `vecs` = n*c_in*hw / V. */
+template <int V>
+__global__ void fold_kernel0(const float *__restrict__ dwidened, float *__restrict__ dpooled, size_t vecs, lab_geo g) {
+    const size_t hw = (size_t)g.hw;
+    LAB_GRID_STRIDE(v, vecs) {
+        const size_t idx = v * V, plane = idx / hw, p = idx - plane * hw;
+        const size_t n = plane / (size_t)g.c_in;
+        const int i = (int)(plane - n * (size_t)g.c_in);
+        int lo, hi, step;
+        if (g.ratio) {
+            lo = i * g.ratio;
+            hi = lo + g.ratio;
+            step = 1;
+        } else { /* tiling: j = i, i + c_in, ... (none when i >= c_out) */
+            lo = i;
+            hi = g.c_out;
+            step = g.c_in;
+        }
+        const float *base = dwidened + n * (size_t)g.c_out * hw + p;
+        fvec<V> acc;
+#pragma unroll
+        for (int k = 0; k < V; k++) acc.v[k] = 0.0f;
+        for (int j = lo; j < hi; j += step) {
+            const fvec<V> d = load_f<V>(base + (size_t)j * hw);
+#pragma unroll
+            for (int k = 0; k < V; k++) acc.v[k] = __fadd_rn(acc.v[k], d.v[k]);
+        }
+        store_f<V>(dpooled + idx, acc);
+    }
+}
+
+/* Test data: levels > 0: lo + step * (hash % levels) (exact multiples of step); else lo + step * U[0,1). */
+__global__ void init_kernel(float *__restrict__ a, size_t n, uint64_t seed, float lo, float step, unsigned levels) {
+    LAB_GRID_STRIDE(i, n) {
+        a[i] = levels ? lo + step * (float)(unsigned)(bf_hash2(seed, i) % levels) : lo + step * bf_uniform(seed, i);
+    }
+}
+
+/* ---- host side ---- */
+
+static int g_sm_count = 1;
+
+/* Blocks for a grid-stride loop over `items`: enough to cover them, at most 32 per SM. */
+static unsigned lab_blocks(size_t items) {
+    size_t blocks = (items + LAB_THREADS - 1) / LAB_THREADS;
+    const size_t cap = (size_t)g_sm_count * 32;
+    if (blocks > cap) blocks = cap;
+    if (blocks < 1) blocks = 1;
+    return (unsigned)blocks;
+}
+
+typedef struct lab_shape {
+    const char *name;
+    int c_in, c_out, h; /* square h x h input and output */
+    int count;          /* layers of VGG-16 with this shape */
+} lab_shape;
+
+/* FlexNet VGG-16 at a 224x224 input: the 13 conv layers, 9 distinct shapes. */
+static const lab_shape k_shapes[] = {
+    {"conv1_1", 3, 64, 224, 1},      {"conv1_2", 64, 64, 224, 1},    {"conv2_1", 64, 128, 112, 1},
+    {"conv2_2", 128, 128, 112, 1},   {"conv3_1", 128, 256, 56, 1},   {"conv3_2-3", 256, 256, 56, 2},
+    {"conv4_1", 256, 512, 28, 1},    {"conv4_2-3", 512, 512, 28, 2}, {"conv5_1-3", 512, 512, 14, 3},
+};
+#define NUM_SHAPES ((int)(sizeof k_shapes / sizeof k_shapes[0]))
+
+typedef struct lab_case {
+    bf_backend *b;
+    cudaStream_t stream;
+    bf_pool_shape ps;
+    bf_flex_shape fs;
+    lab_geo g;
+    int vec;                  /* version 0's vector width: 4 when hw % 4 == 0, else 1 */
+    size_t nx, np, nc;        /* elements of x, P, C */
+    float *x, *P, *C, *y, *dy, *dconv, *dP, *dx, *wins;
+    float *Pw, *dPw;          /* version 0's P~ and dP~; NULL when c_in == c_out (identity) */
+    int32_t *argmax;
+    uint8_t *is_conv;
+    unsigned long long *counter;
+} lab_case;
+
+/* The shapes of one case (no allocation). */
+static void case_shapes(lab_case *c, const lab_shape *sh, int n) {
+    memset(c, 0, sizeof *c);
+    c->ps.n = n;
+    c->ps.c = sh->c_in;
+    c->ps.h_in = c->ps.w_in = sh->h;
+    c->ps.k = 3;
+    c->ps.stride = 1;
+    c->ps.pad = 1;
+    BFK(bf_pool_shape_init(&c->ps));
+    c->fs.n = n;
+    c->fs.c_in = sh->c_in;
+    c->fs.c_out = sh->c_out;
+    c->fs.hw = c->ps.h_out * c->ps.w_out;
+    c->fs.channels = BF_FLEX_CHANNELS_EXPAND;
+    c->fs.ties = BF_FLEX_TIE_SPLIT;
+    c->g.c_in = sh->c_in;
+    c->g.c_out = sh->c_out;
+    c->g.hw = c->fs.hw;
+    c->g.ratio = sh->c_out % sh->c_in == 0 ? sh->c_out / sh->c_in : 0;
+    c->vec = c->fs.hw % 4 == 0 ? 4 : 1;
+    c->nx = (size_t)n * sh->c_in * sh->h * sh->h;
+    c->np = (size_t)n * sh->c_in * c->fs.hw;
+    c->nc = (size_t)n * sh->c_out * c->fs.hw;
+}
+
+static int case_widens(const lab_case *c) { return c->fs.c_in != c->fs.c_out; }
+
+/* Device bytes of all buffers of a case (both versions). */
+static size_t case_bytes(const lab_case *c) {
+    size_t floats = 2 * c->nx + 2 * c->np + 4 * c->nc + (case_widens(c) ? 2 * c->nc : 0) + 1;
+    return floats * sizeof(float) + c->np * sizeof(int32_t) + c->nc + sizeof(unsigned long long) + 16 * 256;
+}
+
+static void *dev_alloc(bf_backend *b, size_t bytes) {
+    void *p = NULL;
+    BFK(bf_alloc(b, bytes, &p)); /* zero-filled */
+    return p;
+}
+
+static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
+    c->b = b;
+    c->stream = stream;
+    c->x = (float *)dev_alloc(b, c->nx * sizeof(float));
+    c->dx = (float *)dev_alloc(b, c->nx * sizeof(float));
+    c->P = (float *)dev_alloc(b, c->np * sizeof(float));
+    c->dP = (float *)dev_alloc(b, c->np * sizeof(float));
+    c->argmax = (int32_t *)dev_alloc(b, c->np * sizeof(int32_t));
+    c->C = (float *)dev_alloc(b, c->nc * sizeof(float));
+    c->y = (float *)dev_alloc(b, c->nc * sizeof(float));
+    c->dy = (float *)dev_alloc(b, c->nc * sizeof(float));
+    c->dconv = (float *)dev_alloc(b, c->nc * sizeof(float));
+    c->is_conv = (uint8_t *)dev_alloc(b, c->nc);
+    c->wins = (float *)dev_alloc(b, sizeof(float));
+    c->counter = (unsigned long long *)dev_alloc(b, sizeof(unsigned long long));
+    if (case_widens(c)) {
+        c->Pw = (float *)dev_alloc(b, c->nc * sizeof(float));
+        c->dPw = (float *)dev_alloc(b, c->nc * sizeof(float));
+    }
+}
+
+static void case_free(lab_case *c) {
+    void *ptrs[] = {c->x, c->dx, c->P, c->dP, c->argmax, c->C, c->y, c->dy, c->dconv, c->is_conv, c->wins,
+                    c->counter, c->Pw, c->dPw};
+    BFK(c->b->ops->synchronize(c->b));
+    for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) bf_free(c->b, ptrs[i]);
+}
+
+static void launch_init(lab_case *c, float *a, size_t n, uint64_t seed, float lo, float step, unsigned levels) {
+    init_kernel<<<lab_blocks(n), LAB_THREADS, 0, c->stream>>>(a, n, seed, lo, step, levels);
+    LAUNCH_CHECK("init_kernel");
+}
+
+/* x: multiples of 1/8 in [-2, 2]; C: multiples of 1/8 in [-2, 4] (so conv wins often, and ties
+ * occur); dy: uniform in [-1, 1). */
+static void case_init(lab_case *c) {
+    launch_init(c, c->x, c->nx, 11, -2.0f, 0.125f, 33);
+    launch_init(c, c->C, c->nc, 12, -2.0f, 0.125f, 49);
+    launch_init(c, c->dy, c->nc, 13, -1.0f, 2.0f, 0);
+    CK(cudaStreamSynchronize(c->stream));
+}
+
+/* Every output to all-ones bits (a float NaN, argmax -1), the monitor to 0. */
+static void case_poison(lab_case *c) {
+    CK(cudaMemsetAsync(c->P, 0xFF, c->np * sizeof(float), c->stream));
+    CK(cudaMemsetAsync(c->argmax, 0xFF, c->np * sizeof(int32_t), c->stream));
+    CK(cudaMemsetAsync(c->dP, 0xFF, c->np * sizeof(float), c->stream));
+    CK(cudaMemsetAsync(c->dx, 0xFF, c->nx * sizeof(float), c->stream));
+    CK(cudaMemsetAsync(c->y, 0xFF, c->nc * sizeof(float), c->stream));
+    CK(cudaMemsetAsync(c->dconv, 0xFF, c->nc * sizeof(float), c->stream));
+    CK(cudaMemsetAsync(c->is_conv, 0xFF, c->nc, c->stream));
+    if (c->Pw) CK(cudaMemsetAsync(c->Pw, 0xFF, c->nc * sizeof(float), c->stream));
+    if (c->dPw) CK(cudaMemsetAsync(c->dPw, 0xFF, c->nc * sizeof(float), c->stream));
+    CK(cudaMemsetAsync(c->wins, 0, sizeof(float), c->stream));
+    CK(cudaStreamSynchronize(c->stream));
+}
+
+/* ---- the passes (enqueue only) ---- */
+
+static void pool_forward(lab_case *c) { BFK(c->b->ops->maxpool_forward(c->b, &c->ps, c->x, c->P, c->argmax)); }
+static void pool_backward(lab_case *c) { BFK(c->b->ops->maxpool_backward(c->b, &c->ps, c->dP, c->argmax, c->dx)); }
+
+static void v1_forward(lab_case *c) {
+    pool_forward(c);
+    BFK(c->b->ops->flex_max_forward(c->b, &c->fs, c->C, c->P, c->y, c->wins));
+}
+
+static void v1_backward(lab_case *c) {
+    BFK(c->b->ops->flex_max_backward(c->b, &c->fs, c->C, c->P, c->dy, c->dconv, c->dP));
+    pool_backward(c);
+}
+
+template <int V>
+static void v0_forward_t(lab_case *c) {
+    pool_forward(c);
+    const size_t vecs = c->nc / V;
+    const float *widened = c->P;
+    if (case_widens(c)) {
+        widen_kernel0<V><<<lab_blocks(vecs), LAB_THREADS, 0, c->stream>>>(c->P, c->Pw, vecs, c->g);
+        LAUNCH_CHECK("widen_kernel0");
+        widened = c->Pw;
+    }
+    max_kernel0<V><<<lab_blocks(vecs), LAB_THREADS, 0, c->stream>>>(c->C, widened, c->y, vecs);
+    LAUNCH_CHECK("max_kernel0");
+    mask_kernel0<V><<<lab_blocks(vecs), LAB_THREADS, 0, c->stream>>>(c->C, widened, c->is_conv, vecs);
+    LAUNCH_CHECK("mask_kernel0");
+    count_kernel0<V><<<lab_blocks(vecs), LAB_THREADS, 0, c->stream>>>(c->is_conv, vecs, c->counter);
+    LAUNCH_CHECK("count_kernel0");
+    count_finish_kernel0<<<1, 1, 0, c->stream>>>(c->counter, c->wins);
+    LAUNCH_CHECK("count_finish_kernel0");
+}
+
+template <int V>
+static void v0_backward_t(lab_case *c) {
+    const size_t vecs = c->nc / V;
+    const float conv_tie = c->fs.ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f, pool_tie = 1.0f - conv_tie;
+    const float *widened = case_widens(c) ? c->Pw : c->P;   /* saved by the forward */
+    float *dwidened = case_widens(c) ? c->dPw : c->dP;      /* identity widening: dP~ is dP */
+    split_kernel0<V><<<lab_blocks(vecs), LAB_THREADS, 0, c->stream>>>(c->C, widened, c->dy, c->dconv, dwidened, vecs,
+                                                                      conv_tie, pool_tie);
+    LAUNCH_CHECK("split_kernel0");
+    if (case_widens(c)) {
+        const size_t in_vecs = c->np / V;
+        fold_kernel0<V><<<lab_blocks(in_vecs), LAB_THREADS, 0, c->stream>>>(c->dPw, c->dP, in_vecs, c->g);
+        LAUNCH_CHECK("fold_kernel0");
+    }
+    pool_backward(c);
+}
+
+static void v0_forward(lab_case *c) {
+    if (c->vec == 4) v0_forward_t<4>(c);
+    else v0_forward_t<1>(c);
+}
+
+static void v0_backward(lab_case *c) {
+    if (c->vec == 4) v0_backward_t<4>(c);
+    else v0_backward_t<1>(c);
+}
+
+/* ---- byte model (see the top of the file) ---- */
+
+static double bytes_pool_fwd(const lab_case *c) { return 4.0 * c->nx + 8.0 * c->np; }
+static double bytes_pool_bwd(const lab_case *c) { return 8.0 * c->np + 4.0 * c->nx; }
+static double bytes_v1_fwd(const lab_case *c) { return bytes_pool_fwd(c) + 8.0 * c->nc + 4.0 * c->np; }
+static double bytes_v1_bwd(const lab_case *c) { return 12.0 * c->nc + 8.0 * c->np + bytes_pool_bwd(c); }
+static double bytes_v0_fwd(const lab_case *c) {
+    return bytes_pool_fwd(c) + (case_widens(c) ? 4.0 * c->np + 4.0 * c->nc : 0.0) + 12.0 * c->nc + 9.0 * c->nc +
+           1.0 * c->nc;
+}
+static double bytes_v0_bwd(const lab_case *c) {
+    return 20.0 * c->nc + (case_widens(c) ? 4.0 * c->nc + 4.0 * c->np : 0.0) + bytes_pool_bwd(c);
+}
+
+/* ---- validation against the CPU reference ---- */
+
+/* |got - ref| <= atol + rtol*|ref| passes; both versions are expected to be bit-exact. */
+static int compare(const char *what, const float *got, const float *ref, size_t n) {
+    const double atol = 1e-6, rtol = 1e-5;
+    double max_abs = 0.0, max_viol = 0.0;
+    size_t exact = 0, bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t gb, rb;
+        memcpy(&gb, &got[i], sizeof gb);
+        memcpy(&rb, &ref[i], sizeof rb);
+        if (gb == rb) {
+            exact++;
+            continue;
+        }
+        double d, viol;
+        if (isnan(ref[i])) {
+            d = viol = isnan(got[i]) ? 0.0 : INFINITY;
+        } else if (isinf(ref[i])) {
+            d = viol = got[i] == ref[i] ? 0.0 : INFINITY;
+        } else {
+            d = fabs((double)got[i] - (double)ref[i]); /* NaN when got is NaN */
+            viol = d / (atol + rtol * fabs((double)ref[i]));
+            if (isnan(d)) d = viol = INFINITY;
+        }
+        if (d > max_abs) max_abs = d;
+        if (viol > max_viol) max_viol = viol;
+        if (!(viol <= 1.0)) {
+            if (bad < 5) fprintf(stderr, "      %s[%zu]: gpu %.9g cpu %.9g\n", what, i, got[i], ref[i]);
+            bad++;
+        }
+    }
+    printf("      %-8s max|gpu-cpu| %.3e  max violation %.3e  bit-exact %zu/%zu  %s\n", what, max_abs, max_viol,
+           exact, n, bad ? "MISMATCH" : "ok");
+    if (bad) fprintf(stderr, "error: %s: %zu of %zu elements outside tolerance\n", what, bad, n);
+    return bad == 0;
+}
+
+/* One GPU tensor copied back and compared. */
+static int check(lab_case *c, const char *what, const float *dev, const float *ref, size_t n, float *host) {
+    BFK(bf_to_host(c->b, host, dev, n * sizeof(float)));
+    return compare(what, host, ref, n);
+}
+
+static void *host_alloc(bf_backend *cpu, size_t bytes) {
+    void *p = NULL;
+    BFK(bf_alloc(cpu, bytes, &p));
+    return p;
+}
+
+/* Runs every version on one shape at batch n and compares with the CPU backend; returns 1 on pass. */
+static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, const lab_shape *sh, int n) {
+    lab_case c;
+    case_shapes(&c, sh, n);
+    case_alloc(&c, b, stream);
+    case_init(&c);
+
+    /* the CPU reference, from the same inputs */
+    const bf_ops *ref_ops = cpu->ops;
+    float *x = (float *)host_alloc(cpu, c.nx * sizeof(float)), *dx = (float *)host_alloc(cpu, c.nx * sizeof(float));
+    float *P = (float *)host_alloc(cpu, c.np * sizeof(float)), *dP = (float *)host_alloc(cpu, c.np * sizeof(float));
+    int32_t *argmax = (int32_t *)host_alloc(cpu, c.np * sizeof(int32_t));
+    float *C = (float *)host_alloc(cpu, c.nc * sizeof(float)), *y = (float *)host_alloc(cpu, c.nc * sizeof(float));
+    float *dy = (float *)host_alloc(cpu, c.nc * sizeof(float)), *dconv = (float *)host_alloc(cpu, c.nc * sizeof(float));
+    float *wins = (float *)host_alloc(cpu, sizeof(float)); /* zero */
+    size_t host_floats = c.nc > c.nx ? c.nc : c.nx;
+    if (c.np > host_floats) host_floats = c.np;
+    float *host = (float *)host_alloc(cpu, host_floats * sizeof(float));
+    BFK(bf_to_host(b, x, c.x, c.nx * sizeof(float)));
+    BFK(bf_to_host(b, C, c.C, c.nc * sizeof(float)));
+    BFK(bf_to_host(b, dy, c.dy, c.nc * sizeof(float)));
+    BFK(ref_ops->maxpool_forward(cpu, &c.ps, x, P, argmax));
+    BFK(ref_ops->flex_max_forward(cpu, &c.fs, C, P, y, wins));
+    BFK(ref_ops->flex_max_backward(cpu, &c.fs, C, P, dy, dconv, dP));
+    BFK(ref_ops->maxpool_backward(cpu, &c.ps, dP, argmax, dx));
+
+    /* how often each branch wins, so that the tie rule is known to be exercised */
+    size_t conv_wins = 0, ties = 0;
+    const size_t hw = (size_t)c.fs.hw;
+    for (size_t q = 0; q < (size_t)n * c.fs.c_out; q++) {
+        const size_t sample = q / (size_t)c.fs.c_out;
+        const int j = (int)(q - sample * (size_t)c.fs.c_out);
+        const int i = c.g.ratio ? j / c.g.ratio : j % c.fs.c_in;
+        const float *pq = P + (sample * (size_t)c.fs.c_in + (size_t)i) * hw, *cq = C + q * hw;
+        for (size_t p = 0; p < hw; p++) {
+            conv_wins += cq[p] > pq[p];
+            ties += cq[p] == pq[p];
+        }
+    }
+    printf("  %s %d->%d @%dx%d, n=%d: %zu elements, conv wins %.1f%%, ties %.2f%%, pool wins %.1f%%\n", sh->name,
+           sh->c_in, sh->c_out, sh->h, sh->h, n, c.nc, 100.0 * conv_wins / c.nc, 100.0 * ties / c.nc,
+           100.0 * (c.nc - conv_wins - ties) / c.nc);
+    if (ties == 0) printf("    (no ties: the tie rule is not exercised on this shape)\n");
+    if ((float)conv_wins != *wins) {
+        fprintf(stderr, "error: the CPU reference counted %.0f conv wins, the direct count is %zu\n", *wins, conv_wins);
+        exit(1);
+    }
+
+    int ok = 1;
+    const int vec_default = c.vec;
+    for (int pass = 0; pass < 3; pass++) {
+        const char *label;
+        if (pass == 0) label = "version 1 (library, fused)";
+        else if (pass == 1) label = vec_default == 4 ? "version 0 (unfused, 16-byte vectors)" : "version 0 (unfused)";
+        else label = "version 0 (unfused, scalar kernels)";
+        if (pass == 2 && vec_default == 1) continue; /* already ran scalar in pass 1 */
+        c.vec = pass == 2 ? 1 : vec_default;
+        case_poison(&c);
+        if (pass == 0) {
+            v1_forward(&c);
+            v1_backward(&c);
+        } else {
+            v0_forward(&c);
+            v0_backward(&c);
+        }
+        CK(cudaStreamSynchronize(stream));
+        CK(cudaGetLastError());
+        printf("    %s\n", label);
+        ok &= check(&c, "P", c.P, P, c.np, host);
+        ok &= check(&c, "y", c.y, y, c.nc, host);
+        ok &= check(&c, "conv_wins", c.wins, wins, 1, host);
+        ok &= check(&c, "dconv", c.dconv, dconv, c.nc, host);
+        ok &= check(&c, "dpooled", c.dP, dP, c.np, host);
+        ok &= check(&c, "dx_pool", c.dx, dx, c.nx, host);
+    }
+    c.vec = vec_default;
+
+    void *host_ptrs[] = {x, dx, P, dP, argmax, C, y, dy, dconv, wins, host};
+    for (size_t k = 0; k < sizeof host_ptrs / sizeof host_ptrs[0]; k++) bf_free(cpu, host_ptrs[k]);
+    case_free(&c);
+    return ok;
+}
+
+/* ---- timing ---- */
+
+typedef struct lab_timer {
+    cudaStream_t stream;
+    cudaEvent_t start, stop;
+    void *flush;
+    size_t flush_bytes;
+    int repeats;
+} lab_timer;
+
+/* Mean milliseconds of fn over t->repeats runs, each after an L2 flush outside the timed region. */
+static double time_pass(lab_timer *t, lab_case *c, void (*fn)(lab_case *)) {
+    double total = 0.0;
+    for (int r = 0; r < t->repeats; r++) {
+        CK(cudaMemsetAsync(t->flush, r & 0xFF, t->flush_bytes, t->stream));
+        CK(cudaEventRecord(t->start, t->stream));
+        fn(c);
+        CK(cudaEventRecord(t->stop, t->stream));
+        CK(cudaEventSynchronize(t->stop));
+        float ms = 0.0f;
+        CK(cudaEventElapsedTime(&ms, t->start, t->stop));
+        total += ms;
+    }
+    CK(cudaGetLastError()); /* an asynchronous fault inside fn */
+    return total / t->repeats;
+}
+
+static void print_row(const char *lead, const char *version, double fwd_ms, double fwd_bytes, double bwd_ms,
+                      double bwd_bytes, double peak_gbs, const char *tail) {
+    const double fwd_gbs = fwd_bytes / (fwd_ms * 1e-3) / 1e9, bwd_gbs = bwd_bytes / (bwd_ms * 1e-3) / 1e9;
+    printf("%-34s %-18s %9.4f %7.0f %5.1f%% %9.4f %7.0f %5.1f%% %9.4f  %s\n", lead, version, fwd_ms, fwd_gbs,
+           100.0 * fwd_gbs / peak_gbs, bwd_ms, bwd_gbs, 100.0 * bwd_gbs / peak_gbs, fwd_ms + bwd_ms, tail);
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: bench_flex_lab [--batch N] [--repeats N] [--peak-gbs X]\n"
+               "  --batch N      batch size (default: 32 and 128)\n"
+               "  --repeats N    timed runs per pass, after one warm-up (default 50)\n"
+               "  --peak-gbs X   peak DRAM bandwidth in GB/s for %%peak (default: queried, else 3350)\n");
+}
+
+int main(int argc, char **argv) {
+    int batch = 0, repeats = 50;
+    double peak_arg = 0.0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        const char *opt = argv[i];
+        if (i + 1 >= argc) {
+            fprintf(stderr, "error: %s needs a value\n", opt);
+            usage(stderr);
+            return 2;
+        }
+        const char *val = argv[++i];
+        char *end = NULL;
+        if (!strcmp(opt, "--batch")) {
+            long v = strtol(val, &end, 10);
+            if (*end || v < 1 || v > 65536) {
+                fprintf(stderr, "error: --batch wants an integer in 1..65536, got %s\n", val);
+                return 2;
+            }
+            batch = (int)v;
+        } else if (!strcmp(opt, "--repeats")) {
+            long v = strtol(val, &end, 10);
+            if (*end || v < 1 || v > 1000000) {
+                fprintf(stderr, "error: --repeats wants an integer in 1..1000000, got %s\n", val);
+                return 2;
+            }
+            repeats = (int)v;
+        } else if (!strcmp(opt, "--peak-gbs")) {
+            double v = strtod(val, &end);
+            if (*end || !(v > 0.0) || !(v < 1e6)) {
+                fprintf(stderr, "error: --peak-gbs wants a positive number, got %s\n", val);
+                return 2;
+            }
+            peak_arg = v;
+        } else {
+            fprintf(stderr, "error: unknown option %s\n", opt);
+            usage(stderr);
+            return 2;
+        }
+    }
+
+    if (!bf_cuda_built()) {
+        fprintf(stderr, "error: bioflex was built without the CUDA backend\n");
+        return 1;
+    }
+    if (bf_cuda_device_count() < 1) {
+        fprintf(stderr, "error: no CUDA device found\n");
+        return 1;
+    }
+    bf_backend *b = NULL, *cpu = NULL;
+    BFK(bf_backend_create_cuda(0, BF_PRECISION_FP32, &b));
+    BFK(bf_backend_create_cpu(0, &cpu));
+    const cudaStream_t stream = ((const bf_cuda_impl *)b->impl)->stream;
+    const int dev = b->device_index;
+
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, dev));
+    g_sm_count = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
+    /* CUDA 13 removed cudaDeviceProp.memoryClockRate; the attribute remains (kHz). */
+    int mem_khz = 0, bus_bits = 0;
+    if (cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        mem_khz = 0;
+    }
+    if (cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        bus_bits = 0;
+    }
+    const double queried_gbs = 2.0 * (double)mem_khz * 1e3 * ((double)bus_bits / 8.0) / 1e9;
+    double peak_gbs;
+    const char *peak_from;
+    if (peak_arg > 0.0) {
+        peak_gbs = peak_arg;
+        peak_from = "--peak-gbs";
+    } else if (queried_gbs > 0.0) {
+        peak_gbs = queried_gbs;
+        peak_from = "2 x memory clock x bus width";
+    } else {
+        peak_gbs = 3350.0;
+        peak_from = "default, H100 SXM (the driver reported no memory clock)";
+    }
+
+    lab_timer t;
+    t.stream = stream;
+    t.repeats = repeats;
+    t.flush_bytes = 2 * (size_t)(prop.l2CacheSize > 0 ? prop.l2CacheSize : 64 << 20);
+    CK(cudaMalloc(&t.flush, t.flush_bytes));
+    CK(cudaEventCreate(&t.start));
+    CK(cudaEventCreate(&t.stop));
+
+    printf("flex joint kernel lab: %s, %d SMs, L2 %.1f MiB (flush buffer %.1f MiB), peak %.0f GB/s (%s)\n",
+           prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1048576.0, t.flush_bytes / 1048576.0, peak_gbs,
+           peak_from);
+    if (mem_khz > 0 && bus_bits > 0)
+        printf("  memory clock %.0f MHz, bus %d bits -> %.0f GB/s\n", mem_khz / 1e3, bus_bits, queried_gbs);
+    printf("  channels EXPAND, ties SPLIT, maxpool 3x3 stride 1 pad 1, fp32; %d timed runs per pass\n\n", repeats);
+
+    /* ---- correctness first ---- */
+    printf("validation against the CPU reference backend (batch 32):\n");
+    int ok = 1;
+    ok &= validate_shape(b, stream, cpu, &k_shapes[0], 32); /* 3 -> 64 @224: tiling */
+    ok &= validate_shape(b, stream, cpu, &k_shapes[2], 32); /* 64 -> 128 @112: block copy */
+    if (!ok) {
+        fprintf(stderr, "\nerror: VALIDATION FAILED: a version does not match the CPU reference; no timings\n");
+        return 1;
+    }
+    printf("All results match.\n\n");
+
+    /* ---- timings ---- */
+    const int batches_default[] = {32, 128};
+    const int nb = batch ? 1 : 2;
+    printf("%-34s %-18s %9s %7s %6s %9s %7s %6s %9s  %s\n", "layer (count)  c_in->c_out @hw  n", "version", "fwd ms",
+           "GB/s", "%peak", "bwd ms", "GB/s", "%peak", "f+b ms", "speed-up of 1 over 0");
+    for (int bi = 0; bi < nb; bi++) {
+        const int n = batch ? batch : batches_default[bi];
+        double sum_pool = 0.0, sum_v0 = 0.0, sum_v1 = 0.0;
+        int skipped = 0;
+        for (int si = 0; si < NUM_SHAPES; si++) {
+            const lab_shape *sh = &k_shapes[si];
+            char lead[96];
+            snprintf(lead, sizeof lead, "%s (%d) %d->%d @%d n=%d", sh->name, sh->count, sh->c_in, sh->c_out, sh->h, n);
+            lab_case c;
+            case_shapes(&c, sh, n);
+            size_t free_b = 0, total_b = 0;
+            CK(cudaMemGetInfo(&free_b, &total_b));
+            const size_t need = case_bytes(&c);
+            if ((double)need > 0.4 * (double)free_b) {
+                printf("%-34s skipped: buffers need %.2f GB, more than 40%% of the %.2f GB free\n", lead, need / 1e9,
+                       free_b / 1e9);
+                skipped = 1;
+                continue;
+            }
+            case_alloc(&c, b, stream);
+            case_init(&c);
+            /* warm-up: first launches, the library's scratch growth (it synchronises), clocks */
+            pool_forward(&c);
+            pool_backward(&c);
+            v1_forward(&c);
+            v1_backward(&c);
+            v0_forward(&c);
+            v0_backward(&c);
+            CK(cudaStreamSynchronize(stream));
+            CK(cudaGetLastError());
+
+            const double pool_f = time_pass(&t, &c, pool_forward), pool_b = time_pass(&t, &c, pool_backward);
+            const double v0_f = time_pass(&t, &c, v0_forward), v0_b = time_pass(&t, &c, v0_backward);
+            const double v1_f = time_pass(&t, &c, v1_forward), v1_b = time_pass(&t, &c, v1_backward);
+
+            char tail[96];
+            snprintf(tail, sizeof tail, "x%.2f (fwd x%.2f, bwd x%.2f)", (v0_f + v0_b) / (v1_f + v1_b), v0_f / v1_f,
+                     v0_b / v1_b);
+            print_row(lead, "pool (in both)", pool_f, bytes_pool_fwd(&c), pool_b, bytes_pool_bwd(&c), peak_gbs, "");
+            print_row("", "0 unfused", v0_f, bytes_v0_fwd(&c), v0_b, bytes_v0_bwd(&c), peak_gbs, "");
+            print_row("", "1 fused (library)", v1_f, bytes_v1_fwd(&c), v1_b, bytes_v1_bwd(&c), peak_gbs, tail);
+            sum_pool += sh->count * (pool_f + pool_b);
+            sum_v0 += sh->count * (v0_f + v0_b);
+            sum_v1 += sh->count * (v1_f + v1_b);
+            case_free(&c);
+        }
+        if (skipped)
+            printf("VGG-16 batch %d: some shapes were skipped, no per-step total\n\n", n);
+        else
+            printf("VGG-16 batch %d, 13 flex layers, fwd+bwd per step (pool and joint, no conv): version 0 %.3f ms, "
+                   "version 1 %.3f ms, speed-up x%.2f (pool alone %.3f ms; joint alone x%.2f)\n\n",
+                   n, sum_v0, sum_v1, sum_v0 / sum_v1, sum_pool,
+                   sum_v1 > sum_pool ? (sum_v0 - sum_pool) / (sum_v1 - sum_pool) : 0.0);
+    }
+
+    CK(cudaEventDestroy(t.start));
+    CK(cudaEventDestroy(t.stop));
+    CK(cudaFree(t.flush));
+    bf_backend_destroy(cpu);
+    bf_backend_destroy(b);
+    return 0;
+}
