@@ -262,12 +262,12 @@ static void test_refused_files(void) {
     expect_refused("not a number", "[run]\nepochs = 3\n[optim]\n\n\n\n\n\n\n\n\nlr = abc\n", 12, "[optim] lr:",
                    "\"abc\" is not a number", "float > 0", NULL);
     expect_refused("unknown section", "[run]\nepochs = 3\n[modle]\narch = cnn\n", 3, "unknown section [modle]",
-                   "(allowed: run, data, model, optim, schedule)", NULL);
+                   "(allowed: run, data, model, optim, schedule, spiking)", NULL);
     expect_refused("unknown empty section", "[run]\nepochs = 3\n\n[extra]\n", 4, "unknown section [extra]", NULL);
     expect_refused("unknown key", "[model]\n\n\n\n\n\narhc = cnn\n", 7, "[model] unknown key \"arhc\"",
                    "allowed: arch, num_classes, dropout, channels, hidden, batchnorm, bn_momentum, bn_eps", NULL);
     expect_refused("enum", "[run]\n[model]\n\n\narch = vgg19\n", 5, "[model] arch: \"vgg19\" is not allowed",
-                   "(allowed: cnn, vgg6, vgg11, vgg16, resnet18, resnet50)", NULL);
+                   "(allowed: cnn, vgg6, vgg11, vgg16, resnet18, resnet50, plasticflex_vgg6, plasticflex_vgg11, plasticflex_vgg16)", NULL);
     expect_refused("out of range", "[data]\n\n\n\n\n\n\n\nbatch_size = 0\n", 9,
                    "[data] batch_size: 0 is out of range (allowed: 1..65536)", NULL);
     expect_refused("set twice", "[optim]\nlr = 0.1\n\n\n\n\n\n\nlr = 0.2\n", 9, "[optim] lr", "line 2", NULL);

@@ -37,6 +37,8 @@ static void test_parameter_counts(void) {
         {BF_ARCH_VGG11, 1000, 3, 224, 132868840},  /* torchvision vgg11_bn */
         {BF_ARCH_RESNET18, 1000, 3, 224, 11689512},/* torchvision resnet18 */
         {BF_ARCH_RESNET50, 1000, 3, 224, 25557032},/* torchvision resnet50 */
+        /* PlasticFlex VGG-11 on CIFAR-10 (plasticflex.md section 4: about 13.25 M, fc1 0.525 M) */
+        {BF_ARCH_PF_VGG11, 10, 3, 32, 13253834},
         /* CIFAR-10 VGG-16: flatten 512 <= 4096, so the classifier is 512-512-10 (flexnet.md 2.1) */
         {BF_ARCH_VGG16, 10, 3, 32, 14714688 + 8448 + 512 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10},
     };

@@ -29,7 +29,17 @@ typedef enum {
     BF_DATASET_IMAGENET100, /* 3x224x224, 100 classes: needs the JPEG pipeline (not built yet; --dry-run works) */
     BF_DATASET_IMAGENET     /* 3x224x224, 1000 classes: likewise */
 } bf_dataset_kind;
-typedef enum { BF_ARCH_CNN = 0, BF_ARCH_VGG6, BF_ARCH_VGG11, BF_ARCH_VGG16, BF_ARCH_RESNET18, BF_ARCH_RESNET50 } bf_arch;
+typedef enum {
+    BF_ARCH_CNN = 0,
+    BF_ARCH_VGG6,
+    BF_ARCH_VGG11,
+    BF_ARCH_VGG16,
+    BF_ARCH_RESNET18,
+    BF_ARCH_RESNET50,
+    BF_ARCH_PF_VGG6,   /* PlasticFlex VGGs: learned 2x2/2 downsampling convs instead of max-pools */
+    BF_ARCH_PF_VGG11,
+    BF_ARCH_PF_VGG16
+} bf_arch;
 typedef enum { BF_OPTIM_SGD = 0, BF_OPTIM_ADAMW } bf_optimizer_kind;
 typedef enum { BF_SCHED_CONSTANT = 0, BF_SCHED_STEP, BF_SCHED_MULTISTEP, BF_SCHED_COSINE } bf_schedule_kind;
 typedef enum { BF_SCHED_UNIT_EPOCH = 0, BF_SCHED_UNIT_STEP } bf_schedule_unit;
@@ -67,6 +77,21 @@ typedef struct bf_data_config {
     int procedural_test;       /* number of test samples */
 } bf_data_config;
 
+/* Spiking networks (plasticflex.md sections 3, 9): neuron = none trains the ANN (ReLU). Otherwise
+ * every ReLU of cnn/vgg becomes a neuron layer, the input is encoded over time_steps steps, the
+ * stateless layers fold time into the batch, and the logits are the mean over time. */
+typedef struct bf_spiking_config {
+    int neuron;                /* -1 = none (ReLU), else bf_neuron_kind: lif | if | clamp01 | step */
+    int time_steps;
+    int encoding;              /* 0 direct (the same image every step), 1 rate (Bernoulli of the clamped pixel) */
+    float decay, threshold;
+    int reset;                 /* bf_reset_mode */
+    int detach_reset;
+    int use_stbp;              /* backprop through the membrane over time */
+    int surrogate;             /* bf_surrogate */
+    float alpha, width, height;
+} bf_spiking_config;
+
 typedef struct bf_model_config {
     bf_arch arch;
     int num_classes;           /* 0 = the dataset's */
@@ -88,6 +113,7 @@ typedef struct bf_model_config {
     float flex_mask_factor;    /* sigmoid_mul multiplier */
     int flex_logits_bn;        /* batch-norm on the mask logits */
     int threshold_mode;        /* bf_threshold_mode: learned | frozen_random */
+    bf_spiking_config spiking; /* the [spiking] section */
 } bf_model_config;
 
 typedef struct bf_optim_config {
@@ -112,6 +138,7 @@ typedef struct bf_schedule_config {
     int warmup;                /* linear warm-up length in units (0 = none) */
     float warmup_start_factor; /* lr starts at lr * this factor */
 } bf_schedule_config;
+
 
 typedef struct bf_config {
     char source[BF_PATH_MAX];  /* the INI file it came from */

@@ -35,6 +35,9 @@ typedef enum bf_layer_kind {
     BF_LAYER_FLATTEN,
     BF_LAYER_ADD,
     BF_LAYER_FLEX,          /* flexible neuron: per element the conv or the widened max-pool (layer_flex.c) */
+    BF_LAYER_ENCODE,        /* spiking input: the image batch over T time steps, [N, ...] -> [T*N, ...] */
+    BF_LAYER_NEURON,        /* spiking neurons over the layer's T steps (LIF, IF, clamp01, step) */
+    BF_LAYER_TIME_MEAN,     /* readout: the mean over T, [T*N, ...] -> [N, ...] */
     BF_LAYER_KIND_COUNT
 } bf_layer_kind;
 
@@ -84,7 +87,8 @@ typedef struct bf_layer {
     int input[2];               /* producing layers (BF_MODEL_INPUT for the image batch) */
     int num_inputs;
     int num_consumers;
-    bf_shape out_shape;         /* at the model's maximum batch size */
+    bf_shape out_shape;         /* at the model's maximum batch size (times time_steps) */
+    int time_steps;             /* T when the layer works on [T*N, ...] (between encode and time mean), else 1 */
     /* hyper-parameters */
     bf_conv2d_shape conv;
     bf_pool_shape pool;
@@ -98,6 +102,10 @@ typedef struct bf_layer {
     float *flex_pooled;         /* flex: pool branch P [n, c_in, hw] (argmax in `argmax`) */
     float *flex_widened, *flex_logits, *flex_logits_bn, *flex_mask; /* flex, mask joint */
     float *flex_stats;          /* flex: device accumulator of conv wins (or of the mask) since the last log */
+    bf_neuron_params neuron;    /* neuron: the dynamics, surrogate and T */
+    int encoding;               /* encode: 0 direct, 1 rate (Bernoulli) */
+    float *neuron_charge;       /* neuron, LIF/IF: H[t] saved for the backward */
+    float *neuron_stats;        /* neuron: device accumulators {spikes, silent elements} since the last log */
     /* parameters: indices into model->params (weight first, then bias / gamma, beta; a flex layer:
      * flex_conv.weight, flex_conv.bias, threshold, bn_logits.weight, bn_logits.bias), -1 = none */
     int param_index[5];
@@ -145,6 +153,7 @@ typedef struct bf_model {
     float *flex_scratch;        /* backend memory for the backward of one flex layer at a time */
     size_t flex_scratch_floats;
     double flex_samples;        /* training samples since the flex monitors were last reset */
+    double spike_samples;       /* training samples since the spike monitors were last reset */
 } bf_model;
 
 /* b may be NULL to plan a model without allocating memory (shapes, parameters, FLOPs only). */
@@ -163,6 +172,12 @@ int bf_model_add_linear(bf_model *m, const char *name, int input, int out_featur
                         bf_init weight_init, bf_init bias_init);
 int bf_model_add_dropout(bf_model *m, const char *name, int input, float p);
 int bf_model_add_add(bf_model *m, const char *name, int input0, int input1);
+/* Spiking: encode the input over T steps (encoding 0 direct, 1 rate), a neuron layer (its T is
+ * the input's), and the mean over the T steps of the input. */
+int bf_model_add_encode(bf_model *m, const char *name, int input, int time_steps, int encoding);
+int bf_model_add_neuron(bf_model *m, const char *name, int input, const bf_neuron_params *p);
+int bf_model_add_time_mean(bf_model *m, const char *name, int input);
+
 /* A flex layer: conv (c_out, k, stride, pad, with bias) and a max-pool of the input with the same
  * window, joined per element as `opt` says. Parameters: flex_conv.weight/bias, threshold (mask
  * joint), bn_logits.* (logits_bn), under the layer's name as in FlexNet's state_dict. */
@@ -196,6 +211,14 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
  * channel-wise max) and names[j]; returns the number of flex layers (up to max). This
  * synchronises with the device: call it at log intervals. */
 int bf_model_flex_monitor(bf_model *m, double *ratio, double *homogeneity, const char **names, int max);
+
+/* Reads and resets the spike monitors of the j-th neuron layer: rate[j] the mean firing rate (spikes
+ * per element and step), silent[j] the fraction of elements that never fired in their T steps,
+ * names[j]; returns the number of neuron layers (up to max). Synchronises: call at log intervals. */
+int bf_model_spike_monitor(bf_model *m, double *rate, double *silent, const char **names, int max);
+
+/* The batch a layer's ops see: the model's current batch times the layer's time steps. */
+static inline int bf_layer_batch(const bf_model *m, const bf_layer *l) { return m->batch * l->time_steps; }
 
 /* The dropout seed of layer i in the current step: a function of (run seed, step, layer). */
 uint64_t bf_layer_dropout_seed(const bf_model *m, int i);

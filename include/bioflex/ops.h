@@ -96,6 +96,50 @@ typedef enum bf_flex_mask {
     BF_FLEX_MASK_COUNT
 } bf_flex_mask;
 
+/* Spiking neurons (plasticflex.md sections 3 and 9; SpikingJelly's multi-step neurons). A neuron
+ * layer sees its input as [T, n]: T time steps of n elements (batch x features), time outermost.
+ * LIF/IF, per element, from V[-1] = 0:
+ *   H[t] = decay * V[t-1] + X[t]                (IF: decay is taken as 1)
+ *   S[t] = 1[H[t] - threshold >= 0]              the output spike, 0 or 1
+ *   V[t] = H[t] * (1 - S[t])        reset HARD (to zero)
+ *        = H[t] - threshold * S[t]  reset SOFT (by subtraction)
+ *        = H[t]                     reset NONE
+ * Backward through time (STBP/BPTT) with the surrogate dS/dH = g(u), u = H[t] - threshold:
+ *   dH[t] = dY[t] * g(u) + dV[t] * dV/dH,  dX[t] = dH[t],  dV[t-1] = decay * dH[t]   (dV[T-1] = 0)
+ *   dV/dH = (1 - S) - H * g(u)   HARD   (the second term dropped when detach_reset)
+ *         = 1 - threshold * g(u) SOFT   (likewise)
+ *         = 1                    NONE
+ * through_time = 0 drops the temporal path (dV[t-1] = 0): each step is trained on its own.
+ * Stateless activations of the reference code, per element of [T, n]:
+ *   CLAMP01: y = clamp(x, 0, 1), dy/dx = 1 for 0 <= x <= 1 (inclusive), else 0;
+ *   STEP:    y = 1[x > 0] (threshold ignored), dy/dx = g(x).
+ * Surrogates g(u):
+ *   SIGMOID:     alpha * s * (1 - s), s = sigmoid(alpha * u)
+ *   ARCTAN:      (alpha / 2) / (1 + (pi/2 * alpha * u)^2)
+ *   RECTANGULAR: height * 1[|u| < width / 2]
+ *   TRIANGLE:    height * max(0, 1 - |u| / width)
+ *   TANH:        height * (1 - tanh(u)^2)   (height 0.3: the reference's 0.3*tanh') */
+typedef enum bf_neuron_kind { BF_NEURON_LIF = 0, BF_NEURON_IF, BF_NEURON_CLAMP01, BF_NEURON_STEP } bf_neuron_kind;
+typedef enum bf_reset_mode { BF_RESET_HARD = 0, BF_RESET_SOFT, BF_RESET_NONE } bf_reset_mode;
+typedef enum bf_surrogate {
+    BF_SURROGATE_SIGMOID = 0,
+    BF_SURROGATE_ARCTAN,
+    BF_SURROGATE_RECTANGULAR,
+    BF_SURROGATE_TRIANGLE,
+    BF_SURROGATE_TANH
+} bf_surrogate;
+
+typedef struct bf_neuron_params {
+    bf_neuron_kind kind;
+    int T;                  /* time steps */
+    float decay, threshold;
+    bf_reset_mode reset;
+    int detach_reset;
+    int through_time;       /* 1: backprop through the membrane over all T (STBP) */
+    bf_surrogate surrogate;
+    float alpha, width, height;
+} bf_neuron_params;
+
 typedef struct bf_flex_shape {
     int n, c_in, c_out, hw;       /* P is [n, c_in, hw], C, P~, y are [n, c_out, hw] (hw = h_out*w_out) */
     bf_flex_channel_rule channels;
@@ -243,6 +287,18 @@ typedef struct bf_ops {
      * out[0] = the number of elements with mask > 0.5 (conv chosen), out[1] = the sum of
      * |mask - 0.5| * 2 (the "homogeneity" or binariness; 1 per element of a binary mask). */
     bf_status (*flex_mask_stats)(bf_backend *b, const float *mask, size_t n, float *out);
+
+    /* ---- spiking neurons (see bf_neuron_params): x, y, charge are [T, n] ----
+     * forward: y = the spikes (or the stateless activation); charge (LIF/IF: H[t], kept for the
+     * backward; unused and nullable for CLAMP01/STEP). stats (nullable, 2 device scalars) +=
+     * {number of spikes (sum of y), number of the n elements that stayed silent over all T}. */
+    bf_status (*neuron_forward)(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, float *y,
+                                float *charge, float *stats);
+    /* dx = the gradient of the loss with respect to x, from dy, back through time; overwrites dx. */
+    bf_status (*neuron_backward)(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x,
+                                 const float *y, const float *charge, const float *dy, float *dx);
+    /* Rate coding: y[t*n + i] = 1[bf_uniform(seed, t*n + i) < clamp(x[i], 0, 1)] for t < T (x is [n]). */
+    bf_status (*spike_encode_rate)(bf_backend *b, const float *x, float *y, size_t n, int T, uint64_t seed);
 } bf_ops;
 
 struct bf_backend {

@@ -88,7 +88,8 @@ static const enum_name channel_count_names[] = {{"1", 1}, {"3", 3}, {NULL, 0}};
 static const enum_name arch_names[] = {
     {"cnn", BF_ARCH_CNN}, {"vgg6", BF_ARCH_VGG6}, {"vgg11", BF_ARCH_VGG11},
     {"vgg16", BF_ARCH_VGG16}, {"resnet18", BF_ARCH_RESNET18}, {"resnet50", BF_ARCH_RESNET50},
-    {NULL, 0}};
+    {"plasticflex_vgg6", BF_ARCH_PF_VGG6}, {"plasticflex_vgg11", BF_ARCH_PF_VGG11},
+    {"plasticflex_vgg16", BF_ARCH_PF_VGG16}, {NULL, 0}};
 static const enum_name flex_joint_names[] = {{"channelwise_max", 0}, {"mask", 1}, {NULL, 0}};
 static const enum_name flex_channel_names[] = {{"expand", 0}, {"bilinear", 1}, {NULL, 0}};
 static const enum_name flex_tie_names[] = {{"split", 0}, {"pool", 1}, {NULL, 0}};
@@ -98,6 +99,13 @@ static const enum_name flex_mask_names[] = {
     {"stochastic_fcbp", 10}, {"stochastic_fcbs", 11}, {NULL, 0}};
 static const enum_name conv_init_names[] = {{"fan_out", 0}, {"fan_in", 1}, {NULL, 0}};
 static const enum_name threshold_mode_names[] = {{"learned", 0}, {"frozen_random", 1}, {NULL, 0}};
+static const enum_name neuron_names[] = {
+    {"none", -1}, {"lif", BF_NEURON_LIF}, {"if", BF_NEURON_IF}, {"clamp01", BF_NEURON_CLAMP01}, {"step", BF_NEURON_STEP}, {NULL, 0}};
+static const enum_name encoding_names[] = {{"direct", 0}, {"rate", 1}, {NULL, 0}};
+static const enum_name reset_names[] = {{"hard", BF_RESET_HARD}, {"soft", BF_RESET_SOFT}, {"none", BF_RESET_NONE}, {NULL, 0}};
+static const enum_name surrogate_names[] = {
+    {"sigmoid", BF_SURROGATE_SIGMOID}, {"arctan", BF_SURROGATE_ARCTAN}, {"rectangular", BF_SURROGATE_RECTANGULAR},
+    {"triangle", BF_SURROGATE_TRIANGLE}, {"tanh", BF_SURROGATE_TANH}, {NULL, 0}};
 static const enum_name optimizer_names[] = {
     {"sgd", BF_OPTIM_SGD}, {"adamw", BF_OPTIM_ADAMW}, {NULL, 0}};
 static const enum_name schedule_names[] = {
@@ -193,6 +201,20 @@ static const key_spec key_table[] = {
     FLOAT_KEY("schedule", "eta_min", schedule.eta_min, 0, NO_MAX, 0, "0", "type = cosine: final learning rate"),
     INT_KEY("schedule", "warmup", schedule.warmup, 0, NO_MAX, "0", "linear warm-up length in units (0 = none)"),
     FLOAT_KEY("schedule", "warmup_start_factor", schedule.warmup_start_factor, 0, 1, MIN_OPEN, "0.1", "the warm-up starts at lr * this factor"),
+
+    ENUM_KEY("spiking", "neuron", model.spiking.neuron, neuron_names, "none", "none: an ANN with ReLU; lif, if: spiking neurons over time_steps; clamp01, step: the reference code's stateless activations"),
+    INT_KEY("spiking", "time_steps", model.spiking.time_steps, 1, 1024, "4", "time steps T (the reference's stateless activations use 1)"),
+    ENUM_KEY("spiking", "encoding", model.spiking.encoding, encoding_names, "direct", "direct: the same image every step; rate: Bernoulli spikes with probability clamp(pixel, 0, 1) (use with normalize = false)"),
+    FLOAT_KEY("spiking", "decay", model.spiking.decay, 0, 1, 0, "0.95", "lif: membrane decay per step (spiking_decay of the reference)"),
+    FLOAT_KEY("spiking", "threshold", model.spiking.threshold, 0, NO_MAX, MIN_OPEN, "1.0", "lif, if: firing threshold (spiking_threshold of the reference)"),
+    ENUM_KEY("spiking", "reset", model.spiking.reset, reset_names, "hard", "lif, if: after a spike the membrane goes to zero (hard), drops by the threshold (soft), or stays (none)"),
+    BOOL_KEY("spiking", "detach_reset", model.spiking.detach_reset, "false", "lif, if: no gradient through the reset's dependence on the spike"),
+    BOOL_KEY("spiking", "use_stbp", model.spiking.use_stbp, "true", "lif, if: backprop through the membrane over all time steps (STBP); false trains each step on its own"),
+    BOOL_KEY("spiking", "use_STBP", model.spiking.use_stbp, "true", "alias of use_stbp (the reference code's spelling)"),
+    ENUM_KEY("spiking", "surrogate", model.spiking.surrogate, surrogate_names, "tanh", "spike derivative in the backward pass: sigmoid(alpha), arctan(alpha), rectangular(width, height), triangle(width, height), tanh(height: height*tanh')"),
+    FLOAT_KEY("spiking", "alpha", model.spiking.alpha, 0, NO_MAX, MIN_OPEN, "4.0", "surrogate sigmoid, arctan: sharpness"),
+    FLOAT_KEY("spiking", "width", model.spiking.width, 0, NO_MAX, MIN_OPEN, "2.0", "surrogate rectangular, triangle: support width around the threshold"),
+    FLOAT_KEY("spiking", "height", model.spiking.height, 0, NO_MAX, MIN_OPEN, "0.3", "surrogate rectangular, triangle, tanh: peak value (0.3 as the reference)"),
 };
 #define NUM_KEYS (sizeof key_table / sizeof key_table[0])
 
@@ -208,6 +230,7 @@ static const section_spec section_table[] = {
     {"model", "Architecture and its sizes."},
     {"optim", "Optimiser and regularisation."},
     {"schedule", "Learning-rate schedule and warm-up."},
+    {"spiking", "Spiking neurons over time (PlasticFlex); neuron = none trains the ANN."},
 };
 #define NUM_SECTIONS (sizeof section_table / sizeof section_table[0])
 
@@ -331,7 +354,7 @@ static bf_status key_error(const key_spec *k, const char *fmt, ...) {
     return bf_error(BF_ERR_CONFIG, "[%s] %s: %s", k->section, k->key, problem);
 }
 
-/* "run, data, model, optim, schedule" */
+/* "run, data, model, optim, schedule, spiking" */
 static const char *section_list(char *buf, size_t size) {
     text t = text_on(buf, size);
     for (size_t i = 0; i < NUM_SECTIONS; i++) text_add(&t, "%s%s", i ? ", " : "", section_table[i].name);

@@ -85,7 +85,7 @@ static void current_shapes(const bf_model *m, const bf_layer *l, bf_conv2d_shape
     *ps = l->pool;
     *fs = l->flex;
     *bs = l->bn;
-    cs->n = ps->n = fs->n = bs->n = m->batch;
+    cs->n = ps->n = fs->n = bs->n = bf_layer_batch(m, l);
 }
 
 bf_status bf_flex_forward(bf_model *m, int index) {
@@ -168,7 +168,7 @@ int bf_model_flex_monitor(bf_model *m, double *ratio, double *homogeneity, const
         float stats[3] = {0, 0, 0};
         double elements;
         if (is_mask(l)) {
-            elements = (double)m->batch * l->flex.c_out * l->flex.hw;
+            elements = (double)bf_layer_batch(m, l) * l->flex.c_out * l->flex.hw;
             if (m->flex_samples > 0 &&
                 m->backend->ops->flex_mask_stats(m->backend, l->flex_mask, (size_t)elements, l->flex_stats + 1) == BF_OK)
                 bf_to_host(m->backend, stats, l->flex_stats, 3 * sizeof(float));
@@ -176,7 +176,7 @@ int bf_model_flex_monitor(bf_model *m, double *ratio, double *homogeneity, const
             homogeneity[count] = elements > 0 ? stats[2] / elements : 0;
         } else {
             if (bf_to_host(m->backend, stats, l->flex_stats, sizeof(float)) != BF_OK) stats[0] = 0;
-            elements = m->flex_samples * l->flex.c_out * l->flex.hw;
+            elements = m->flex_samples * l->time_steps * l->flex.c_out * l->flex.hw;
             ratio[count] = elements > 0 ? stats[0] / elements : 0;
             homogeneity[count] = 1.0;
         }

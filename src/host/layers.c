@@ -1,5 +1,6 @@
 /* layers.c - forward and backward of each layer kind, through bf_ops only. Shapes stored in a
- * layer are at the model's maximum batch; each call uses the current batch m->batch. */
+ * layer are at the model's maximum batch; each call uses the current batch, bf_layer_batch: the
+ * model's batch times the layer's time steps (spiking layers fold time into the batch). */
 #include <string.h>
 
 #include "layers.h"
@@ -7,7 +8,7 @@
 const char *bf_layer_kind_name(bf_layer_kind k) {
     static const char *names[BF_LAYER_KIND_COUNT] = {
         "conv2d", "batchnorm", "relu", "maxpool", "avgpool", "global_avgpool", "linear", "dropout", "flatten", "add",
-        "flex"};
+        "flex", "encode", "neuron", "time_mean"};
     return k >= 0 && k < BF_LAYER_KIND_COUNT ? names[k] : "?";
 }
 
@@ -28,23 +29,26 @@ static float *buffer(const bf_model *m, const bf_layer *l, int slot) {
     return m->buffer_data + m->buffers[l->buffer_index[slot]].offset;
 }
 
-static size_t per_batch(const bf_model *m, bf_shape s) { return (size_t)m->batch * bf_shape_per_sample(s); }
+/* Elements of a layer's output in the current batch (time steps folded in). */
+static size_t per_batch(const bf_model *m, const bf_layer *l) {
+    return (size_t)bf_layer_batch(m, l) * bf_shape_per_sample(l->out_shape);
+}
 
 bf_status bf_layer_forward(bf_model *m, int index) {
     bf_layer *l = &m->layers[index];
     bf_backend *b = m->backend;
     const bf_ops *ops = b->ops;
     const float *x = bf_layer_input(m, l, 0);
-    size_t count = per_batch(m, l->out_shape);
+    size_t count = per_batch(m, l);
     switch (l->kind) {
     case BF_LAYER_CONV: {
         bf_conv2d_shape s = l->conv;
-        s.n = m->batch;
+        s.n = bf_layer_batch(m, l);
         return ops->conv2d_forward(b, &s, x, param(m, l, 0), param(m, l, 1), l->out);
     }
     case BF_LAYER_BATCHNORM: {
         bf_bn_shape s = l->bn;
-        s.n = m->batch;
+        s.n = bf_layer_batch(m, l);
         if (m->training)
             return ops->batchnorm_forward_train(b, &s, x, param(m, l, 0), param(m, l, 1), l->out, l->save_mean,
                                                 l->save_invstd, buffer(m, l, 0), buffer(m, l, 1));
@@ -54,21 +58,21 @@ bf_status bf_layer_forward(bf_model *m, int index) {
         return ops->relu_forward(b, x, l->out, count);
     case BF_LAYER_MAXPOOL: {
         bf_pool_shape s = l->pool;
-        s.n = m->batch;
+        s.n = bf_layer_batch(m, l);
         return ops->maxpool_forward(b, &s, x, l->out, l->argmax);
     }
     case BF_LAYER_AVGPOOL: {
         bf_pool_shape s = l->pool;
-        s.n = m->batch;
+        s.n = bf_layer_batch(m, l);
         return ops->avgpool_forward(b, &s, x, l->out);
     }
     case BF_LAYER_GLOBAL_AVGPOOL: {
         bf_shape in = bf_model_shape_of(m, l->input[0]);
-        return ops->global_avgpool_forward(b, m->batch, in.c, in.h * in.w, x, l->out);
+        return ops->global_avgpool_forward(b, bf_layer_batch(m, l), in.c, in.h * in.w, x, l->out);
     }
     case BF_LAYER_LINEAR: {
         bf_linear_shape s = l->linear;
-        s.n = m->batch;
+        s.n = bf_layer_batch(m, l);
         return ops->linear_forward(b, &s, x, param(m, l, 0), param(m, l, 1), l->out);
     }
     case BF_LAYER_DROPOUT:
@@ -81,6 +85,10 @@ bf_status bf_layer_forward(bf_model *m, int index) {
         return ops->add(b, x, bf_layer_input(m, l, 1), l->out, count);
     case BF_LAYER_FLEX:
         return bf_flex_forward(m, index);
+    case BF_LAYER_ENCODE:
+    case BF_LAYER_NEURON:
+    case BF_LAYER_TIME_MEAN:
+        return bf_spiking_forward(m, index);
     case BF_LAYER_KIND_COUNT:
         break;
     }
@@ -104,7 +112,7 @@ static bf_status finish_input_grad(bf_model *m, const bf_layer *l, int j, unsign
         return BF_OK;
     }
     bf_layer *src = &m->layers[in];
-    return m->backend->ops->add_inplace(m->backend, src->dout, m->grad_scratch, per_batch(m, src->out_shape));
+    return m->backend->ops->add_inplace(m->backend, src->dout, m->grad_scratch, per_batch(m, src));
 }
 
 bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written) {
@@ -114,19 +122,19 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
     const float *x = bf_layer_input(m, l, 0);
     const float *dy = l->dout;
     float *dx = input_grad_target(m, l, 0, grad_written);
-    size_t count = per_batch(m, l->out_shape);
+    size_t count = per_batch(m, l);
     bf_status s = BF_OK;
     switch (l->kind) {
     case BF_LAYER_CONV: {
         bf_conv2d_shape cs = l->conv;
-        cs.n = m->batch;
+        cs.n = bf_layer_batch(m, l);
         s = ops->conv2d_backward_filter(b, &cs, x, dy, grad(m, l, 0), grad(m, l, 1));
         if (s == BF_OK && dx) s = ops->conv2d_backward_data(b, &cs, dy, param(m, l, 0), dx);
         break;
     }
     case BF_LAYER_BATCHNORM: {
         bf_bn_shape bs = l->bn;
-        bs.n = m->batch;
+        bs.n = bf_layer_batch(m, l);
         float *dx_or_scratch = dx ? dx : m->grad_scratch; /* BN on the raw input: dx unused */
         s = ops->batchnorm_backward(b, &bs, x, dy, param(m, l, 0), l->save_mean, l->save_invstd, dx_or_scratch,
                                     grad(m, l, 0), grad(m, l, 1));
@@ -137,24 +145,24 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
         break;
     case BF_LAYER_MAXPOOL: {
         bf_pool_shape ps = l->pool;
-        ps.n = m->batch;
+        ps.n = bf_layer_batch(m, l);
         if (dx) s = ops->maxpool_backward(b, &ps, dy, l->argmax, dx);
         break;
     }
     case BF_LAYER_AVGPOOL: {
         bf_pool_shape ps = l->pool;
-        ps.n = m->batch;
+        ps.n = bf_layer_batch(m, l);
         if (dx) s = ops->avgpool_backward(b, &ps, dy, dx);
         break;
     }
     case BF_LAYER_GLOBAL_AVGPOOL: {
         bf_shape in = bf_model_shape_of(m, l->input[0]);
-        if (dx) s = ops->global_avgpool_backward(b, m->batch, in.c, in.h * in.w, dy, dx);
+        if (dx) s = ops->global_avgpool_backward(b, bf_layer_batch(m, l), in.c, in.h * in.w, dy, dx);
         break;
     }
     case BF_LAYER_LINEAR: {
         bf_linear_shape ls = l->linear;
-        ls.n = m->batch;
+        ls.n = bf_layer_batch(m, l);
         s = ops->linear_backward(b, &ls, x, param(m, l, 0), dy, dx, grad(m, l, 0), grad(m, l, 1));
         break;
     }
@@ -178,6 +186,11 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
     case BF_LAYER_FLEX:
         s = bf_flex_backward(m, index, dx);
         break;
+    case BF_LAYER_ENCODE:
+    case BF_LAYER_NEURON:
+    case BF_LAYER_TIME_MEAN:
+        s = bf_spiking_backward(m, index, dx);
+        break;
     case BF_LAYER_KIND_COUNT:
         return bf_error(BF_ERR_INTERNAL, "unknown layer kind %d", (int)l->kind);
     }
@@ -185,8 +198,14 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
     return s;
 }
 
+/* Per image: a layer inside the time steps runs T times. */
+static double layer_flops_per_step(const bf_model *m, const bf_layer *l);
+
 double bf_layer_flops(const bf_model *m, int i) {
-    const bf_layer *l = &m->layers[i];
+    return layer_flops_per_step(m, &m->layers[i]) * m->layers[i].time_steps;
+}
+
+static double layer_flops_per_step(const bf_model *m, const bf_layer *l) {
     double out = (double)bf_shape_per_sample(l->out_shape);
     switch (l->kind) {
     case BF_LAYER_CONV:
@@ -202,7 +221,8 @@ double bf_layer_flops(const bf_model *m, int i) {
     case BF_LAYER_GLOBAL_AVGPOOL: return (double)bf_shape_per_sample(bf_model_shape_of(m, l->input[0]));
     case BF_LAYER_RELU:
     case BF_LAYER_DROPOUT:
-    case BF_LAYER_ADD: return out;
+    case BF_LAYER_ADD:
+    case BF_LAYER_NEURON: return out;
     default: return 0;
     }
 }

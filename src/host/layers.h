@@ -21,6 +21,12 @@ bf_status bf_flex_forward(bf_model *m, int index);
 /* Writes the gradient of the layer's input into dx (nullable: the model input needs none). */
 bf_status bf_flex_backward(bf_model *m, int index, float *dx);
 
+/* The spiking layers (layer_spiking.c): encode, neuron, time mean. */
+size_t bf_spiking_arena_bytes(const bf_layer *l);
+char *bf_spiking_place(bf_layer *l, char *cursor);
+bf_status bf_spiking_forward(bf_model *m, int index);
+bf_status bf_spiking_backward(bf_model *m, int index, float *dx);
+
 /* Arena alignment shared by model_memory.c and layer_flex.c. */
 #define BF_ARENA_ALIGN 256
 static inline size_t bf_arena_align(size_t x) { return (x + BF_ARENA_ALIGN - 1) / BF_ARENA_ALIGN * BF_ARENA_ALIGN; }

@@ -72,6 +72,18 @@ void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text
         cJSON_AddNumberToObject(o, "mean_conv_ratio", mean_ratio);
         cJSON_AddNumberToObject(o, "mean_homogeneity", mean_homogeneity);
     }
+    if (m->num_neuron > 0) {
+        /* per neuron layer: spikes per neuron and step, and the fraction silent over all steps */
+        cJSON *rates = cJSON_AddObjectToObject(o, "firing_rate");
+        cJSON *silent = cJSON_AddObjectToObject(o, "silent");
+        double mean_rate = 0;
+        for (int i = 0; i < m->num_neuron; i++) {
+            cJSON_AddNumberToObject(rates, m->neuron_names[i], m->firing_rate[i]);
+            cJSON_AddNumberToObject(silent, m->neuron_names[i], m->silent[i]);
+            mean_rate += m->firing_rate[i] / m->num_neuron;
+        }
+        cJSON_AddNumberToObject(o, "mean_firing_rate", mean_rate);
+    }
     write_json(log, o);
 
     char eta[32];

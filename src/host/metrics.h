@@ -16,6 +16,9 @@ typedef struct bf_train_metrics {
     const char *const *flex_names;
     const double *flex_conv_ratio;
     const double *flex_homogeneity;
+    int num_neuron;             /* neuron layers: firing rate and the fraction of silent neurons */
+    const char *const *neuron_names;
+    const double *firing_rate, *silent;
 } bf_train_metrics;
 
 typedef struct bf_metrics_log {

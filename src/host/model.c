@@ -79,6 +79,7 @@ static bf_layer *append_layer(bf_model *m, bf_layer_kind kind, const char *name,
     l->grad_slot = -1;
     for (int i = 0; i < n_in; i++)
         if (inputs[i] >= 0) m->layers[inputs[i]].num_consumers++;
+    l->time_steps = input0 >= 0 ? m->layers[input0].time_steps : 1;
     return l;
 }
 
@@ -291,5 +292,38 @@ int bf_model_add_flex(bf_model *m, const char *name, int input, int c_out, int k
             }
         }
     }
+    return finish_layer(m, l, s);
+}
+
+int bf_model_add_encode(bf_model *m, const char *name, int input, int time_steps, int encoding) {
+    bf_layer *l = append_layer(m, BF_LAYER_ENCODE, name, input, -2);
+    if (!l) return -1;
+    bf_shape in = bf_model_shape_of(m, input);
+    bf_status s = BF_OK;
+    if (time_steps < 1) s = bf_error(BF_ERR_ARG, "encode: time_steps must be >= 1 (got %d)", time_steps);
+    if (l->time_steps != 1) s = bf_error(BF_ERR_ARG, "encode: the input already has %d time steps", l->time_steps);
+    l->time_steps = time_steps;
+    l->encoding = encoding;
+    l->out_shape = (bf_shape){in.n * time_steps, in.c, in.h, in.w};
+    return finish_layer(m, l, s);
+}
+
+int bf_model_add_neuron(bf_model *m, const char *name, int input, const bf_neuron_params *p) {
+    bf_layer *l = append_layer(m, BF_LAYER_NEURON, name, input, -2);
+    if (!l) return -1;
+    l->out_shape = bf_model_shape_of(m, input);
+    l->neuron = *p;
+    l->neuron.T = l->time_steps; /* the steps of the tensor it sees */
+    return finish_layer(m, l, BF_OK);
+}
+
+int bf_model_add_time_mean(bf_model *m, const char *name, int input) {
+    bf_layer *l = append_layer(m, BF_LAYER_TIME_MEAN, name, input, -2);
+    if (!l) return -1;
+    bf_shape in = bf_model_shape_of(m, input);
+    bf_status s = l->time_steps > 1 || in.n % l->time_steps == 0 ? BF_OK : bf_error(BF_ERR_ARG, "time mean: no time steps");
+    l->out_shape = (bf_shape){in.n / l->time_steps, in.c, in.h, in.w};
+    l->neuron.T = l->time_steps;
+    l->time_steps = 1;
     return finish_layer(m, l, s);
 }

@@ -27,6 +27,7 @@ static size_t layer_arena_bytes(const bf_model *m, const bf_layer *l) {
     if (l->kind == BF_LAYER_MAXPOOL) bytes += align_up(count * sizeof(int32_t));
     if (l->kind == BF_LAYER_BATCHNORM) bytes += 2 * align_up((size_t)l->bn.c * sizeof(float));
     if (l->kind == BF_LAYER_FLEX) bytes += bf_flex_arena_bytes(l);
+    bytes += bf_spiking_arena_bytes(l);
     return bytes;
 }
 
@@ -167,6 +168,7 @@ bf_status bf_model_finalize(bf_model *m) {
             cursor += align_up(count * sizeof(int32_t));
         }
         if (l->kind == BF_LAYER_FLEX) cursor = bf_flex_place(l, cursor);
+        cursor = bf_spiking_place(l, cursor);
         if (l->kind == BF_LAYER_BATCHNORM) {
             l->save_mean = (float *)cursor;
             cursor += align_up((size_t)l->bn.c * sizeof(float));
@@ -204,6 +206,7 @@ bf_status bf_model_forward(bf_model *m, const float *x, const float **logits) {
     if (m->training) {
         m->num_batches_tracked++;
         m->flex_samples += m->batch;
+        m->spike_samples += m->batch;
     }
     *logits = m->layers[m->num_layers - 1].out;
     return BF_OK;

@@ -5,6 +5,7 @@
  *            conv is 3x3 pad 1 with bias, followed by BN and ReLU; flatten with no adaptive pool;
  *            classifier hidden-hidden-K with dropout, where hidden = 4096 shrinks to the flattened
  *            size when that is <= 4096; VGG-16 with K=100 on 224x224 has 134,678,692 parameters;
+ *   plasticflex_vgg6/11/16 as PlasticFlex builds them (learned 2x2/2 downsampling convs);
  *   flex = true turns every cnn/vgg conv into a flex layer (layer_flex.c) and fully_flex the
  *            2x2 max-pools too, named like FlexNet's Flex2D (features.0.flex_conv.weight);
  *   resnet18/50 in torchvision's layout (BasicBlock / Bottleneck with stride on the 3x3).
@@ -14,6 +15,29 @@
 #include <string.h>
 
 #include "bioflex/model.h"
+
+static int spiking(const bf_model_config *cfg) { return cfg->spiking.neuron >= 0; }
+
+/* The activation: ReLU, or with [spiking] neuron set, a neuron layer over the time steps. */
+static int activation(bf_model *m, const bf_model_config *cfg, const char *name, int input) {
+    if (!spiking(cfg)) return bf_model_add_relu(m, name, input);
+    const bf_spiking_config *sp = &cfg->spiking;
+    bf_neuron_params p = {.kind = (bf_neuron_kind)sp->neuron, .decay = sp->decay, .threshold = sp->threshold,
+                          .reset = (bf_reset_mode)sp->reset, .detach_reset = sp->detach_reset,
+                          .through_time = sp->use_stbp, .surrogate = (bf_surrogate)sp->surrogate,
+                          .alpha = sp->alpha, .width = sp->width, .height = sp->height};
+    return bf_model_add_neuron(m, name, input, &p);
+}
+
+/* Spiking: the input over T steps first, the mean of the logits over the steps last. */
+static int network_input(bf_model *m, const bf_model_config *cfg) {
+    if (!spiking(cfg)) return BF_MODEL_INPUT;
+    return bf_model_add_encode(m, "encode", BF_MODEL_INPUT, cfg->spiking.time_steps, cfg->spiking.encoding);
+}
+
+static int network_output(bf_model *m, const bf_model_config *cfg, int logits) {
+    return spiking(cfg) && logits >= 0 ? bf_model_add_time_mean(m, "readout", logits) : logits;
+}
 
 static bf_init conv_init(const bf_model_config *cfg) {
     return cfg->conv_init_fan_in ? BF_INIT_KAIMING_NORMAL_FAN_IN : BF_INIT_KAIMING_NORMAL_FAN_OUT;
@@ -40,7 +64,7 @@ static int conv_bn_relu(bf_model *m, const bf_model_config *cfg, const char *pre
         x = bf_model_add_batchnorm(m, name, x, cfg->bn_eps, cfg->bn_momentum);
     }
     snprintf(name, sizeof name, "%s.%d", prefix, (*index)++);
-    return bf_model_add_relu(m, name, x);
+    return activation(m, cfg, name, x);
 }
 
 /* A 2x2/2 max-pool, or with fully_flex a flex layer C->C with a 2x2/2 conv against the 2x2 max. */
@@ -54,30 +78,31 @@ static int maxpool2(bf_model *m, const bf_model_config *cfg, const char *prefix,
     return bf_model_add_maxpool(m, name, input, 2, 2, 0);
 }
 
-/* classifier: [Linear(hidden) ReLU Dropout] x hidden_layers, Linear(K) */
-static int classifier(bf_model *m, int input, int hidden, int hidden_layers, float dropout, int num_classes,
-                      bf_init init, bf_init bias_init) {
+/* classifier: [Linear(hidden) activation Dropout] x hidden_layers, Linear(K) */
+static int classifier(bf_model *m, const bf_model_config *cfg, int input, int hidden, int hidden_layers, float dropout,
+                      int num_classes, bf_init init, bf_init bias_init) {
     char name[BF_NAME_MAX];
     int idx = 0, x = bf_model_add_flatten(m, "flatten", input);
     for (int i = 0; i < hidden_layers; i++) {
         snprintf(name, sizeof name, "classifier.%d", idx++);
         x = bf_model_add_linear(m, name, x, hidden, 1, init, bias_init);
         snprintf(name, sizeof name, "classifier.%d", idx++);
-        x = bf_model_add_relu(m, name, x);
+        x = activation(m, cfg, name, x);
         snprintf(name, sizeof name, "classifier.%d", idx++);
         x = bf_model_add_dropout(m, name, x, dropout);
     }
     snprintf(name, sizeof name, "classifier.%d", idx++);
-    return bf_model_add_linear(m, name, x, num_classes, 1, init, bias_init);
+    return network_output(m, cfg, bf_model_add_linear(m, name, x, num_classes, 1, init, bias_init));
 }
 
 static void build_cnn(bf_model *m, const bf_model_config *cfg, int num_classes) {
-    int idx = 0, x = BF_MODEL_INPUT;
+    int idx = 0, x = network_input(m, cfg);
     for (int i = 0; i < cfg->num_channels; i++) {
         x = conv_bn_relu(m, cfg, "features", &idx, x, cfg->channels[i]);
         x = maxpool2(m, cfg, "features", &idx, x);
     }
-    classifier(m, x, cfg->hidden, cfg->hidden > 0, cfg->dropout, num_classes, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    classifier(m, cfg, x, cfg->hidden, cfg->hidden > 0, cfg->dropout, num_classes, BF_INIT_UNIFORM_FAN_IN,
+               BF_INIT_UNIFORM_FAN_IN);
 }
 
 /* VGG layer lists: channel counts, 0 = max-pool 2x2/2. */
@@ -86,13 +111,49 @@ static const int vgg11_layers[] = {64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512,
 static const int vgg16_layers[] = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0, -1};
 
 static void build_vgg(bf_model *m, const bf_model_config *cfg, const int *layers, int num_classes) {
-    int idx = 0, x = BF_MODEL_INPUT;
+    int idx = 0, x = network_input(m, cfg);
     for (int i = 0; layers[i] >= 0; i++)
         x = layers[i] ? conv_bn_relu(m, cfg, "features", &idx, x, layers[i]) : maxpool2(m, cfg, "features", &idx, x);
     if (x < 0) return;
     bf_shape s = bf_model_shape_of(m, x);
     int flat = s.c * s.h * s.w, hidden = flat <= 4096 ? flat : 4096;
-    classifier(m, x, hidden, 2, cfg->dropout, num_classes, BF_INIT_NORMAL_0_01, BF_INIT_ZEROS);
+    classifier(m, cfg, x, hidden, 2, cfg->dropout, num_classes, BF_INIT_NORMAL_0_01, BF_INIT_ZEROS);
+}
+
+/* PlasticFlex VGGs (plasticflex.md section 4). Positive entries are c3(c): a 3x3 pad-1 conv (or
+ * flex) with BN and the activation; negative entries are d2(c): a learned 2x2 stride-2 conv (or
+ * flex) with no BN and no activation, in place of a max-pool. The classifier is fc1 (flat -> D),
+ * act, dropout, fc2 (D -> D), act, dropout, fc3 (D -> K), all trained (the reference never trained
+ * its lazily built fc1). */
+static const int pf_vgg6_layers[] = {64, 64, -64, 128, 128, -128, 0};
+static const int pf_vgg11_layers[] = {64, -64, 128, -128, 256, 256, -256, 512, 512, -512, 512, 512, -512, 0};
+static const int pf_vgg16_layers[] = {64, 64, -64, 128, 128, -128, 256, 256, 256, -256,
+                                      512, 512, 512, -512, 512, 512, 512, -512, 0};
+
+static void build_plasticflex_vgg(bf_model *m, const bf_model_config *cfg, const int *layers, int dense,
+                                  int num_classes) {
+    char name[BF_NAME_MAX];
+    int idx = 0, x = network_input(m, cfg);
+    bf_flex_options flex = flex_options(cfg);
+    for (int i = 0; layers[i] != 0; i++) {
+        if (layers[i] > 0) {
+            x = conv_bn_relu(m, cfg, "features", &idx, x, layers[i]);
+            continue;
+        }
+        snprintf(name, sizeof name, "features.%d", idx++);
+        x = cfg->flex ? bf_model_add_flex(m, name, x, -layers[i], 2, 2, 0, conv_init(cfg), &flex)
+                      : bf_model_add_conv(m, name, x, -layers[i], 2, 2, 0, 1, 1, conv_init(cfg));
+    }
+    x = bf_model_add_flatten(m, "flatten", x);
+    const char *fc_names[3] = {"fc1", "fc2", "fc3"};
+    for (int j = 0; j < 2; j++) {
+        x = bf_model_add_linear(m, fc_names[j], x, dense, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+        snprintf(name, sizeof name, "%s_act", fc_names[j]);
+        x = activation(m, cfg, name, x);
+        snprintf(name, sizeof name, "%s_dropout", fc_names[j]);
+        x = bf_model_add_dropout(m, name, x, cfg->dropout);
+    }
+    network_output(m, cfg, bf_model_add_linear(m, "fc3", x, num_classes, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN));
 }
 
 static int resnet_conv_bn(bf_model *m, const bf_model_config *cfg, const char *block, const char *conv, const char *bn,
@@ -159,8 +220,19 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
     case BF_ARCH_VGG6: build_vgg(m, cfg, vgg6_layers, num_classes); break;
     case BF_ARCH_VGG11: build_vgg(m, cfg, vgg11_layers, num_classes); break;
     case BF_ARCH_VGG16: build_vgg(m, cfg, vgg16_layers, num_classes); break;
-    case BF_ARCH_RESNET18: build_resnet(m, cfg, resnet18_blocks, 0, num_classes); break;
-    case BF_ARCH_RESNET50: build_resnet(m, cfg, resnet50_blocks, 1, num_classes); break;
+    case BF_ARCH_PF_VGG6: build_plasticflex_vgg(m, cfg, pf_vgg6_layers, 256, num_classes); break;
+    case BF_ARCH_PF_VGG11: build_plasticflex_vgg(m, cfg, pf_vgg11_layers, 1024, num_classes); break;
+    case BF_ARCH_PF_VGG16: build_plasticflex_vgg(m, cfg, pf_vgg16_layers, 4096, num_classes); break;
+    case BF_ARCH_RESNET18:
+    case BF_ARCH_RESNET50:
+        if (spiking(cfg)) {
+            bf_model_destroy(m);
+            return bf_error(BF_ERR_CONFIG, "[spiking] neuron = %s works with arch = cnn, vgg6, vgg11 and vgg16, not %s",
+                            cfg->spiking.neuron == BF_NEURON_LIF ? "lif" : "a spiking neuron", bf_arch_name(cfg->arch));
+        }
+        if (cfg->arch == BF_ARCH_RESNET18) build_resnet(m, cfg, resnet18_blocks, 0, num_classes);
+        else build_resnet(m, cfg, resnet50_blocks, 1, num_classes);
+        break;
     }
     bf_status s = bf_model_finalize(m);
     if (s != BF_OK) {

@@ -45,6 +45,9 @@ typedef struct run {
     double flops_per_image; /* forward */
     double flex_ratio[BF_MAX_FLEX_LOG]; /* conv ratio of each flex layer over the last log interval */
     double flex_homogeneity[BF_MAX_FLEX_LOG];
+    double firing_rate[BF_MAX_FLEX_LOG], silent[BF_MAX_FLEX_LOG]; /* per neuron layer, last log interval */
+    const char *neuron_names[BF_MAX_FLEX_LOG];
+    int num_neuron;
     const char *flex_names[BF_MAX_FLEX_LOG];
     int num_flex;
 } run;
@@ -182,10 +185,15 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
             mt.flex_names = r->flex_names;
             mt.flex_conv_ratio = r->flex_ratio;
             mt.flex_homogeneity = r->flex_homogeneity;
+            mt.num_neuron = bf_model_spike_monitor(r->model, r->firing_rate, r->silent, r->neuron_names, BF_MAX_FLEX_LOG);
+            mt.neuron_names = r->neuron_names;
+            mt.firing_rate = r->firing_rate;
+            mt.silent = r->silent;
             long remaining = (long)epochs * steps_per_epoch - st->step;
             mt.eta_s = remaining * (t - run_start) / (double)(st->step - first_step);
             bf_metrics_train(&r->log, &mt, r->text);
             r->num_flex = mt.num_flex;
+            r->num_neuron = mt.num_neuron;
             if (!isfinite(mt.loss))
                 return bf_error(BF_ERR_INTERNAL, "the training loss became %g at step %ld (epoch %d): lower [optim] lr "
                                 "or set [optim] grad_clip_norm", mt.loss, st->step, epoch + 1);
@@ -210,6 +218,11 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
     /* A resumed run that was already complete still reports its test accuracy. */
     if (last_eval_epoch != st->epoch) BF_TRY(evaluate_and_log(r, st->epoch, st->step, &result->final_eval));
     (void)last_ckpt_epoch;
+    if (r->num_neuron > 0) {
+        fprintf(r->text, "neuron layers (last log interval): %-24s %12s %10s\n", "layer", "firing rate", "silent");
+        for (int i = 0; i < r->num_neuron; i++)
+            fprintf(r->text, "%34s %-24s %12.4f %10.4f\n", "", r->neuron_names[i], r->firing_rate[i], r->silent[i]);
+    }
     if (r->num_flex > 0) {
         fprintf(r->text, "flex layers (last log interval):  %-24s %10s %12s\n", "layer", "conv ratio", "homogeneity");
         for (int i = 0; i < r->num_flex; i++)

@@ -102,6 +102,7 @@ static const bf_ops cpu_ops = {
 
     .dropout_forward = bf_cpu_dropout_forward,
     .dropout_backward = bf_cpu_dropout_backward,
+    .spike_encode_rate = bf_cpu_spike_encode_rate,
 
     .softmax_xent = bf_cpu_softmax_xent,
     .topk_correct = bf_cpu_topk_correct,
@@ -119,6 +120,9 @@ static const bf_ops cpu_ops = {
     .flex_mask_backward = bf_cpu_flex_mask_backward,
     .flex_threshold_backward = bf_cpu_flex_threshold_backward,
     .flex_mask_stats = bf_cpu_flex_mask_stats,
+
+    .neuron_forward = bf_cpu_neuron_forward,
+    .neuron_backward = bf_cpu_neuron_backward,
 };
 
 #ifdef OPENBLAS_VERSION

@@ -181,6 +181,7 @@ bf_status bf_cuda_accumulate_sum(bf_backend *b, const float *x, size_t n, float 
 bf_status bf_cuda_relu_forward(bf_backend *b, const float *x, float *y, size_t n);
 bf_status bf_cuda_relu_backward(bf_backend *b, const float *y, const float *dy, float *dx, size_t n);
 bf_status bf_cuda_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, float p, uint64_t seed);
+bf_status bf_cuda_spike_encode_rate(bf_backend *b, const float *x, float *y, size_t n, int T, uint64_t seed);
 bf_status bf_cuda_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, float p, uint64_t seed);
 
 /* conv.cu */
@@ -254,6 +255,12 @@ bf_status bf_cuda_flex_mask_backward(bf_backend *b, const bf_flex_shape *s, bf_f
 bf_status bf_cuda_flex_threshold_backward(bf_backend *b, const bf_flex_shape *s, const float *dlogits,
                                           float *dthreshold);
 bf_status bf_cuda_flex_mask_stats(bf_backend *b, const float *mask, size_t n, float *out);
+
+/* neuron.cu */
+bf_status bf_cuda_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, float *y,
+                                 float *charge, float *stats);
+bf_status bf_cuda_neuron_backward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, const float *y,
+                                  const float *charge, const float *dy, float *dx);
 
 #ifdef __cplusplus
 }

@@ -56,6 +56,15 @@ __global__ void k_dropout(const float *in, float *out, size_t n, float p, float 
         out[i] = bf_uniform(seed, (uint64_t)i) >= p ? __fmul_rn(in[i], keep_scale) : 0.0f;
 }
 
+/* Rate coding, the same expression as the CPU: a spike when the counter's uniform is below the pixel. */
+__global__ void k_encode_rate(const float *x, float *y, size_t n, size_t total, uint64_t seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        float p = x[i % n];
+        p = p < 0.0f ? 0.0f : (p > 1.0f ? 1.0f : p);
+        y[i] = bf_uniform(seed, (uint64_t)i) < p ? 1.0f : 0.0f;
+    }
+}
+
 /* Pass 1 of a sum: block b writes partial[b] = sum over its threads of their strided elements. */
 template <bool SQUARES>
 __global__ void k_sum_partial(const float *__restrict__ x, size_t n, double *__restrict__ partial) {
@@ -222,4 +231,15 @@ extern "C" bf_status bf_cuda_dropout_forward(bf_backend *b, const float *x, floa
 extern "C" bf_status bf_cuda_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, float p,
                                               uint64_t seed) {
     return dropout_apply(b, "dropout_backward", dy, dx, n, p, seed);
+}
+
+extern "C" bf_status bf_cuda_spike_encode_rate(bf_backend *b, const float *x, float *y, size_t n, int T, uint64_t seed) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (!x || !y || T < 1) return bf_error(BF_ERR_ARG, "spike_encode_rate: NULL tensor or T = %d < 1", T);
+    const size_t total = n * (size_t)T;
+    if (total == 0) return BF_OK;
+    k_encode_rate<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(x, y, n, total, seed);
+    BF_LAUNCH_CHECK("k_encode_rate");
+    return BF_OK;
 }

@@ -109,3 +109,16 @@ bf_status bf_cpu_dropout_forward(bf_backend *b, const float *x, float *y, size_t
 bf_status bf_cpu_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, float p, uint64_t seed) {
     return dropout_apply(b, dy, dx, n, p, seed);
 }
+
+/* Rate coding: the pixel (clamped to [0, 1]) is the probability of a spike at each of T steps. */
+bf_status bf_cpu_spike_encode_rate(bf_backend *b, const float *x, float *y, size_t n, int T, uint64_t seed) {
+    if (!x || !y || T < 1) return bf_error(BF_ERR_ARG, "spike_encode_rate: NULL tensor or T = %d < 1", T);
+    const size_t total = n * (size_t)T;
+#pragma omp parallel for num_threads(loop_threads(b, total)) schedule(static)
+    for (size_t i = 0; i < total; i++) {
+        float p = x[i % n];
+        p = p < 0.0f ? 0.0f : (p > 1.0f ? 1.0f : p);
+        y[i] = bf_uniform(seed, i) < p ? 1.0f : 0.0f;
+    }
+    return BF_OK;
+}

@@ -1,0 +1,105 @@
+/* layer_spiking.c - the layers of spiking networks (plasticflex.md sections 3 and 9):
+ *   encode     [N, ...] -> [T*N, ...]: the same image at every step (direct), or Bernoulli spikes
+ *              with the pixel as probability (rate); time is the outer dimension;
+ *   neuron     LIF / IF over the T steps of [T*N, ...] in one op each way (BPTT in the backward),
+ *              or the reference code's stateless clamp01 / step;
+ *   time mean  [T*N, ...] -> [N, ...]: the readout, the mean over the steps.
+ * Stateless layers between encode and time mean see a batch of T*N (bf_layer_batch), as
+ * SpikingJelly's multi-step mode folds time into the batch. Neuron layers count spikes and silent
+ * elements on the device in training mode; bf_model_spike_monitor reads them at log intervals. */
+#include "layers.h"
+
+static size_t step_elements(const bf_model *m, const bf_layer *l) {
+    return (size_t)m->batch * bf_shape_per_sample(l->out_shape);
+}
+
+size_t bf_spiking_arena_bytes(const bf_layer *l) {
+    if (l->kind != BF_LAYER_NEURON) return 0;
+    size_t bytes = bf_arena_align(2 * sizeof(float)); /* stats */
+    if (l->neuron.kind == BF_NEURON_LIF || l->neuron.kind == BF_NEURON_IF)
+        bytes += bf_arena_align(bf_shape_count(l->out_shape) * sizeof(float)); /* charge */
+    return bytes;
+}
+
+char *bf_spiking_place(bf_layer *l, char *cursor) {
+    if (l->kind != BF_LAYER_NEURON) return cursor;
+    l->neuron_stats = (float *)cursor;
+    cursor += bf_arena_align(2 * sizeof(float));
+    if (l->neuron.kind == BF_NEURON_LIF || l->neuron.kind == BF_NEURON_IF) {
+        l->neuron_charge = (float *)cursor;
+        cursor += bf_arena_align(bf_shape_count(l->out_shape) * sizeof(float));
+    }
+    return cursor;
+}
+
+bf_status bf_spiking_forward(bf_model *m, int index) {
+    bf_layer *l = &m->layers[index];
+    bf_backend *b = m->backend;
+    const bf_ops *ops = b->ops;
+    const float *x = bf_layer_input(m, l, 0);
+    switch (l->kind) {
+    case BF_LAYER_ENCODE: {
+        size_t n = step_elements(m, l);
+        if (l->encoding == 1)
+            return ops->spike_encode_rate(b, x, l->out, n, l->time_steps, bf_layer_dropout_seed(m, index));
+        for (int t = 0; t < l->time_steps; t++) BF_TRY(ops->copy(b, l->out + (size_t)t * n, x, n * sizeof(float)));
+        return BF_OK;
+    }
+    case BF_LAYER_NEURON:
+        return ops->neuron_forward(b, &l->neuron, step_elements(m, l), x, l->out, l->neuron_charge,
+                                   m->training ? l->neuron_stats : NULL);
+    case BF_LAYER_TIME_MEAN: {
+        size_t n = step_elements(m, l);
+        int T = l->neuron.T;
+        BF_TRY(ops->copy(b, l->out, x, n * sizeof(float)));
+        for (int t = 1; t < T; t++) BF_TRY(ops->add_inplace(b, l->out, x + (size_t)t * n, n));
+        return ops->scale(b, l->out, 1.0f / (float)T, n);
+    }
+    default:
+        return bf_error(BF_ERR_INTERNAL, "layer %s is not a spiking layer", l->name);
+    }
+}
+
+bf_status bf_spiking_backward(bf_model *m, int index, float *dx) {
+    bf_layer *l = &m->layers[index];
+    bf_backend *b = m->backend;
+    const bf_ops *ops = b->ops;
+    if (!dx) return BF_OK;
+    switch (l->kind) {
+    case BF_LAYER_ENCODE: { /* direct coding: the input was used at every step */
+        size_t n = step_elements(m, l);
+        BF_TRY(ops->copy(b, dx, l->dout, n * sizeof(float)));
+        for (int t = 1; t < l->time_steps; t++) BF_TRY(ops->add_inplace(b, dx, l->dout + (size_t)t * n, n));
+        return BF_OK;
+    }
+    case BF_LAYER_NEURON:
+        return ops->neuron_backward(b, &l->neuron, step_elements(m, l), bf_layer_input(m, l, 0), l->out,
+                                    l->neuron_charge, l->dout, dx);
+    case BF_LAYER_TIME_MEAN: {
+        size_t n = step_elements(m, l);
+        int T = l->neuron.T;
+        for (int t = 0; t < T; t++) BF_TRY(ops->copy(b, dx + (size_t)t * n, l->dout, n * sizeof(float)));
+        return ops->scale(b, dx, 1.0f / (float)T, (size_t)T * n);
+    }
+    default:
+        return bf_error(BF_ERR_INTERNAL, "layer %s is not a spiking layer", l->name);
+    }
+}
+
+int bf_model_spike_monitor(bf_model *m, double *rate, double *silent, const char **names, int max) {
+    int count = 0;
+    for (int i = 0; i < m->num_layers && count < max; i++) {
+        bf_layer *l = &m->layers[i];
+        if (l->kind != BF_LAYER_NEURON) continue;
+        float stats[2] = {0, 0};
+        if (bf_to_host(m->backend, stats, l->neuron_stats, sizeof stats) != BF_OK) stats[0] = stats[1] = 0;
+        double elements = m->spike_samples * bf_shape_per_sample(l->out_shape);
+        rate[count] = elements > 0 ? stats[0] / (elements * l->neuron.T) : 0;
+        silent[count] = elements > 0 ? stats[1] / elements : 0;
+        names[count] = l->name;
+        m->backend->ops->fill(m->backend, l->neuron_stats, 0.0f, 2);
+        count++;
+    }
+    m->spike_samples = 0;
+    return count;
+}

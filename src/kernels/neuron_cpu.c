@@ -1,0 +1,244 @@
+/* neuron_cpu.c - spiking-neuron ops on the CPU (contract in ops.h at bf_neuron_kind and the neuron_*
+ * members of bf_ops; plasticflex.md sections 3 and 9.3; the CUDA twin is neuron.cu).
+ *
+ * x, y, charge and the gradients are [T, n]: element i of step t is at t*n + i. Every element's T
+ * steps run in order (the membrane of step t needs step t-1); elements are independent, so threads
+ * take contiguous blocks of elements, and within a block a tile of NEURON_TILE elements advances one
+ * step at a time, so every step reads and writes NEURON_TILE consecutive floats of each tensor
+ * instead of one float per cache line.
+ *
+ * The float expressions are the ones neuron.cu evaluates with explicit __f*_rn intrinsics (ISO C
+ * mode does not contract a*b+c into an FMA), so spikes, charges and the rectangular and triangle
+ * surrogates are bit-identical on both backends; the sigmoid, arctan and tanh surrogates are
+ * evaluated in double and rounded once, which keeps them identical too (the libm and CUDA float
+ * versions differ by an ulp). The backward pass recomputes S[t] = 1[H[t] - threshold >= 0] from the
+ * charge, exactly as the forward pass did, so it does not read y (one tensor less to stream, as
+ * SpikingJelly's BPTT kernels do).
+ *
+ * The statistics are summed in double: per element over t, then over the elements of a thread's
+ * block in index order, then over the blocks in thread order, so the result repeats for a given
+ * thread count (spike counts are integers, hence exact in any order). */
+#include <math.h>
+#include <stdint.h>
+
+#include "cpu_backend.h"
+
+/* Elements advanced together one step at a time: 64 floats = 4 cache lines per tensor and step. */
+#define NEURON_TILE 64
+
+/* The parameters as the loops use them: IF is LIF with decay 1 (1*v == v exactly). */
+typedef struct neuron_consts {
+    bf_neuron_kind kind;
+    bf_reset_mode reset;
+    bf_surrogate surrogate;
+    int T, detach, through_time;
+    float decay, threshold, alpha, width, height;
+} neuron_consts;
+
+static bf_status check_params(const bf_neuron_params *p, size_t n, const char *op) {
+    if (!p) return bf_error(BF_ERR_ARG, "%s: NULL neuron parameters", op);
+    if ((int)p->kind < (int)BF_NEURON_LIF || (int)p->kind > (int)BF_NEURON_STEP)
+        return bf_error(BF_ERR_ARG, "%s: unknown neuron kind %d", op, (int)p->kind);
+    if (p->T < 1) return bf_error(BF_ERR_ARG, "%s: T must be >= 1 (got %d)", op, p->T);
+    if ((int)p->reset < (int)BF_RESET_HARD || (int)p->reset > (int)BF_RESET_NONE)
+        return bf_error(BF_ERR_ARG, "%s: unknown reset mode %d", op, (int)p->reset);
+    if ((int)p->surrogate < (int)BF_SURROGATE_SIGMOID || (int)p->surrogate > (int)BF_SURROGATE_TANH)
+        return bf_error(BF_ERR_ARG, "%s: unknown surrogate %d", op, (int)p->surrogate);
+    if (p->kind != BF_NEURON_CLAMP01 &&
+        (p->surrogate == BF_SURROGATE_RECTANGULAR || p->surrogate == BF_SURROGATE_TRIANGLE) && !(p->width > 0.0f))
+        return bf_error(BF_ERR_ARG, "%s: the surrogate's width must be > 0 (got %g)", op, (double)p->width);
+    if (n > SIZE_MAX / sizeof(float) / (size_t)p->T)
+        return bf_error(BF_ERR_ARG, "%s: T=%d x n=%zu elements overflow", op, p->T, n);
+    return BF_OK;
+}
+
+static neuron_consts consts_of(const bf_neuron_params *p) {
+    neuron_consts c;
+    c.kind = p->kind;
+    c.reset = p->reset;
+    c.surrogate = p->surrogate;
+    c.T = p->T;
+    c.detach = p->detach_reset != 0;
+    c.through_time = p->through_time != 0;
+    c.decay = p->kind == BF_NEURON_IF ? 1.0f : p->decay;
+    c.threshold = p->threshold;
+    c.alpha = p->alpha;
+    c.width = p->width;
+    c.height = p->height;
+    return c;
+}
+
+#define REQUIRE(op, ...)                                                              \
+    do {                                                                              \
+        const void *req_[] = {__VA_ARGS__};                                           \
+        for (size_t k_ = 0; k_ < sizeof req_ / sizeof req_[0]; k_++)                  \
+            if (!req_[k_]) return bf_error(BF_ERR_ARG, "%s: NULL tensor pointer", op); \
+    } while (0)
+
+static int is_stateful(bf_neuron_kind k) { return k == BF_NEURON_LIF || k == BF_NEURON_IF; }
+
+/* Threads for `total` neuron-steps: one for short loops, never more than there are elements. */
+static int neuron_threads(const bf_backend *b, size_t n, size_t total) {
+    int t = total >= BF_CPU_PARALLEL_MIN ? bf_cpu_threads(b) : 1;
+    return (size_t)t > n ? (int)(n > 0 ? n : 1) : t;
+}
+
+/* g(u), the surrogate dS/dH (see bf_surrogate); the same expressions as neuron.cu's. */
+static inline float surrogate_grad(const neuron_consts *c, float u) {
+    switch (c->surrogate) {
+    case BF_SURROGATE_SIGMOID: {
+        const double a = c->alpha, s = 1.0 / (1.0 + exp(-(a * (double)u)));
+        return (float)(a * s * (1.0 - s));
+    }
+    case BF_SURROGATE_ARCTAN: {
+        const double k = 1.5707963267948966 * (double)c->alpha * (double)u; /* (pi/2 * alpha) * u */
+        return (float)((double)c->alpha * 0.5 / (1.0 + k * k));
+    }
+    case BF_SURROGATE_RECTANGULAR: return fabsf(u) < c->width * 0.5f ? c->height : 0.0f;
+    case BF_SURROGATE_TRIANGLE: {
+        const float r = 1.0f - fabsf(u) / c->width;
+        return r > 0.0f ? c->height * r : 0.0f;
+    }
+    case BF_SURROGATE_TANH: {
+        const double th = tanh((double)u);
+        return (float)((double)c->height * (1.0 - th * th));
+    }
+    }
+    return 0.0f;
+}
+
+/* ---- forward ---- */
+
+/* Elements [lo, hi): y (and for LIF/IF the charge) of all T steps; adds the block's number of
+ * spikes (sum of y) and of silent elements (all y zero) to *spikes and *silent. */
+static void forward_block(const neuron_consts *c, size_t n, size_t lo, size_t hi, const float *x, float *y,
+                          float *charge, double *spikes, double *silent) {
+    for (size_t i0 = lo; i0 < hi; i0 += NEURON_TILE) {
+        const size_t m = hi - i0 < NEURON_TILE ? hi - i0 : NEURON_TILE;
+        float v[NEURON_TILE] = {0};
+        double ysum[NEURON_TILE] = {0};
+        for (int t = 0; t < c->T; t++) {
+            const size_t base = (size_t)t * n + i0;
+            const float *xt = x + base;
+            float *yt = y + base;
+            if (c->kind == BF_NEURON_CLAMP01) {
+                for (size_t k = 0; k < m; k++) { /* a NaN passes through, as torch.clamp */
+                    const float xv = xt[k], out = xv < 0.0f ? 0.0f : xv > 1.0f ? 1.0f : xv;
+                    yt[k] = out;
+                    ysum[k] += out;
+                }
+            } else if (c->kind == BF_NEURON_STEP) {
+                for (size_t k = 0; k < m; k++) {
+                    const float out = xt[k] > 0.0f ? 1.0f : 0.0f;
+                    yt[k] = out;
+                    ysum[k] += out;
+                }
+            } else {
+                float *ht = charge + base;
+                for (size_t k = 0; k < m; k++) {
+                    const float h = c->decay * v[k] + xt[k]; /* two roundings, no FMA: as neuron.cu */
+                    const float u = h - c->threshold;
+                    const int s = u >= 0.0f;
+                    ht[k] = h;
+                    yt[k] = s ? 1.0f : 0.0f;
+                    ysum[k] += s ? 1.0 : 0.0;
+                    /* HARD: H*(1-S); SOFT: H - threshold*S (= u when S = 1); NONE: H */
+                    v[k] = !s || c->reset == BF_RESET_NONE ? h : c->reset == BF_RESET_HARD ? 0.0f : u;
+                }
+            }
+        }
+        for (size_t k = 0; k < m; k++) {
+            *spikes += ysum[k];
+            *silent += ysum[k] == 0.0 ? 1.0 : 0.0; /* y >= 0 (or NaN), so a zero sum means all zero */
+        }
+    }
+}
+
+bf_status bf_cpu_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, float *y,
+                                float *charge, float *stats) {
+    BF_TRY(check_params(p, n, "neuron_forward"));
+    if (n == 0) return BF_OK;
+    REQUIRE("neuron_forward", x, y);
+    if (is_stateful(p->kind)) REQUIRE("neuron_forward (charge of LIF/IF)", charge);
+    const neuron_consts c = consts_of(p);
+    const int threads = neuron_threads(b, n, n * (size_t)c.T);
+    double spikes[BF_CPU_MAX_THREADS], silent[BF_CPU_MAX_THREADS];
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int t = 0; t < threads; t++) {
+        const size_t lo = n * (size_t)t / (size_t)threads, hi = n * (size_t)(t + 1) / (size_t)threads;
+        spikes[t] = silent[t] = 0.0;
+        forward_block(&c, n, lo, hi, x, y, charge, &spikes[t], &silent[t]);
+    }
+    if (stats) {
+        double total_spikes = 0.0, total_silent = 0.0;
+        for (int t = 0; t < threads; t++) {
+            total_spikes += spikes[t];
+            total_silent += silent[t];
+        }
+        stats[0] = (float)((double)stats[0] + total_spikes);
+        stats[1] = (float)((double)stats[1] + total_silent);
+    }
+    return BF_OK;
+}
+
+/* ---- backward ---- */
+
+/* LIF/IF elements [lo, hi): BPTT from t = T-1 down to 0 with dV carried per element. */
+static void bptt_block(const neuron_consts *c, size_t n, size_t lo, size_t hi, const float *charge, const float *dy,
+                       float *dx) {
+    for (size_t i0 = lo; i0 < hi; i0 += NEURON_TILE) {
+        const size_t m = hi - i0 < NEURON_TILE ? hi - i0 : NEURON_TILE;
+        float dv[NEURON_TILE] = {0}; /* dL/dV[t], zero after the last step */
+        for (int t = c->T - 1; t >= 0; t--) {
+            const size_t base = (size_t)t * n + i0;
+            const float *ht = charge + base, *gt = dy + base;
+            float *dxt = dx + base;
+            for (size_t k = 0; k < m; k++) {
+                const float h = ht[k], u = h - c->threshold, g = surrogate_grad(c, u);
+                float dh = gt[k] * g;
+                if (c->through_time) {
+                    const float s = u >= 0.0f ? 1.0f : 0.0f; /* the forward's spike, recomputed */
+                    float dvdh = 1.0f;                        /* NONE */
+                    if (c->reset == BF_RESET_HARD)
+                        dvdh = c->detach ? 1.0f - s : (1.0f - s) - h * g;
+                    else if (c->reset == BF_RESET_SOFT)
+                        dvdh = c->detach ? 1.0f : 1.0f - c->threshold * g;
+                    dh = dh + dv[k] * dvdh;
+                    dv[k] = c->decay * dh; /* dL/dV[t-1] */
+                }
+                dxt[k] = dh;
+            }
+        }
+    }
+}
+
+bf_status bf_cpu_neuron_backward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, const float *y,
+                                 const float *charge, const float *dy, float *dx) {
+    (void)y; /* S is recomputed from the charge */
+    BF_TRY(check_params(p, n, "neuron_backward"));
+    if (n == 0) return BF_OK;
+    REQUIRE("neuron_backward", dy, dx);
+    const neuron_consts c = consts_of(p);
+    const size_t total = n * (size_t)c.T;
+    if (is_stateful(c.kind)) {
+        REQUIRE("neuron_backward (charge of LIF/IF)", charge);
+        const int threads = neuron_threads(b, n, total);
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int t = 0; t < threads; t++)
+            bptt_block(&c, n, n * (size_t)t / (size_t)threads, n * (size_t)(t + 1) / (size_t)threads, charge, dy, dx);
+        return BF_OK;
+    }
+    REQUIRE("neuron_backward (x of CLAMP01/STEP)", x);
+    const int threads = total >= BF_CPU_PARALLEL_MIN ? bf_cpu_threads(b) : 1;
+    if (c.kind == BF_NEURON_CLAMP01) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (size_t i = 0; i < total; i++) {
+            const float xv = x[i], g = dy[i];
+            dx[i] = xv >= 0.0f && xv <= 1.0f ? g : 0.0f; /* inclusive at 0 and 1, as torch.clamp */
+        }
+    } else { /* STEP: dy/dx = g(x), the threshold ignored */
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (size_t i = 0; i < total; i++) dx[i] = dy[i] * surrogate_grad(&c, x[i]);
+    }
+    return BF_OK;
+}

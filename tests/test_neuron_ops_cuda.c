@@ -1,0 +1,183 @@
+/* test_neuron_ops_cuda.c - the spiking-neuron ops of the CUDA backend against the CPU reference, for
+ * every kind, reset mode, surrogate, detach_reset and through_time setting, T in {1, 4, 16}, and a
+ * small and a large n (8*64*32*32, many blocks and a grid-stride loop).
+ *
+ * neuron.cu evaluates the same float expressions as neuron_cpu.c (explicit __f*_rn, no FMA) and the
+ * transcendental surrogates in double, so spikes, charges and the spike statistics must be
+ * bit-identical, and the gradients are compared with a tight tolerance (an ulp of the double exp or
+ * tanh may round a surrogate differently). Outputs start as garbage, so an op that leaves part of
+ * its output unwritten fails; the GPU statistics are computed twice and must repeat bit for bit.
+ * Skipped (exit 77) without a CUDA build or device. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bioflex/hash.h"
+#include "bioflex/ops.h"
+#include "testutil.h"
+
+static bf_backend *cpu, *gpu;
+static unsigned long next_seed = 9100;
+
+typedef struct pair { /* one tensor on both backends */
+    float *c, *g;
+    size_t n;
+} pair;
+
+static pair pair_from(const float *host, size_t n) {
+    pair p = {bf_test_upload(cpu, host, n), bf_test_upload(gpu, host, n), n};
+    if (!p.c || !p.g) {
+        fprintf(stderr, "cannot allocate %zu floats: %s\n", n, bf_last_error());
+        exit(1);
+    }
+    return p;
+}
+static pair pair_rand(size_t n, float lo, float hi) {
+    float *h = malloc(n * sizeof(float) + 16);
+    if (!h) exit(1);
+    bf_test_fill_uniform(h, n, lo, hi, next_seed++);
+    pair p = pair_from(h, n);
+    free(h);
+    return p;
+}
+static pair pair_out(size_t n) { return pair_rand(n, 1e3f, 2e3f); } /* garbage no op leaves behind */
+static void pair_free(pair *p) {
+    bf_free(cpu, p->c);
+    bf_free(gpu, p->g);
+}
+
+/* atol < 0: bit-identical (a zero's sign aside); otherwise bf_test_max_violation <= 1. */
+static void compare(const char *what, pair p, double atol, double rtol) {
+    float *a = bf_test_download(cpu, p.c, p.n), *b = bf_test_download(gpu, p.g, p.n);
+    CHECK(a && b, "%s: download failed: %s", what, bf_last_error());
+    if (a && b) {
+        size_t bad = 0, first = 0;
+        for (size_t i = 0; i < p.n; i++)
+            if (!(a[i] == b[i] || (a[i] != a[i] && b[i] != b[i])) && bad++ == 0) first = i;
+        if (atol < 0) {
+            CHECK(bad == 0, "%s: %zu of %zu differ, first %zu: cpu %.9g cuda %.9g", what, bad, p.n, first, a[first],
+                  b[first]);
+        } else {
+            size_t worst = 0;
+            double v = bf_test_max_violation(a, b, p.n, atol, rtol, &worst);
+            if (v > 1.0 || bad > 0)
+                printf("  %-60s %zu of %zu not identical, max violation %.3g\n", what, bad, p.n, v);
+            CHECK(v <= 1.0, "%s: element %zu cpu %.9g cuda %.9g (violation %.3g)", what, worst, a[worst], b[worst], v);
+        }
+    }
+    free(a);
+    free(b);
+}
+
+static void check_repeats(const char *what, const float *first, const float *again, size_t n) {
+    float *a = bf_test_download(gpu, first, n), *b = bf_test_download(gpu, again, n);
+    CHECK(a && b && memcmp(a, b, n * sizeof(float)) == 0, "%s: two GPU runs differ", what);
+    free(a);
+    free(b);
+}
+
+#define EXACT -1.0, 0.0
+#define TIGHT 1e-6, 1e-5
+
+static const char *kind_name[] = {"lif", "if", "clamp01", "step"};
+static const char *reset_name[] = {"hard", "soft", "none"};
+static const char *surr_name[] = {"sigmoid", "arctan", "rect", "triangle", "tanh"};
+
+/* One (kind, reset, T, n): the forward pass, then the backward pass for every surrogate, detach and
+ * through_time setting. */
+static void test_case(bf_neuron_kind kind, bf_reset_mode reset, int T, size_t n) {
+    const size_t total = (size_t)T * n;
+    const int stateful = kind == BF_NEURON_LIF || kind == BF_NEURON_IF;
+    char what[160];
+    float *h = malloc(total * sizeof(float) + 16);
+    if (!h) exit(1);
+    /* inputs around the threshold 1 (and STEP's 0, CLAMP01's 0 and 1), with exact hits */
+    bf_test_fill_uniform(h, total, kind == BF_NEURON_STEP ? -1.0f : -0.5f, 1.5f, next_seed++);
+    for (size_t i = 0; i < total; i += 13) h[i] = kind == BF_NEURON_STEP ? 0.0f : 1.0f;
+    for (size_t i = 5; i < total; i += 17) h[i] = 0.0f;
+    pair x = pair_from(h, total), y = pair_out(total), q = pair_out(total), y2 = pair_out(total),
+         q2 = pair_out(total), dy = pair_rand(total, -1, 1), dx = pair_out(total);
+    free(h);
+    const float init[2] = {7.0f, 3.0f};
+    pair st = pair_from(init, 2), st2 = pair_from(init, 2);
+
+    bf_neuron_params p = {.kind = kind, .T = T, .decay = 0.9f, .threshold = 1.0f, .reset = reset,
+                          .alpha = 4.0f, .width = 1.0f, .height = 0.3f};
+    CHECK_OK(cpu->ops->neuron_forward(cpu, &p, n, x.c, y.c, stateful ? q.c : NULL, st.c));
+    CHECK_OK(gpu->ops->neuron_forward(gpu, &p, n, x.g, y.g, stateful ? q.g : NULL, st.g));
+    CHECK_OK(gpu->ops->neuron_forward(gpu, &p, n, x.g, y2.g, stateful ? q2.g : NULL, st2.g));
+    snprintf(what, sizeof what, "forward %s/%s T=%d n=%zu", kind_name[kind], reset_name[reset], T, n);
+    compare(what, y, EXACT);
+    if (stateful) compare(what, q, EXACT);
+    if (kind == BF_NEURON_CLAMP01) {
+        compare(what, st, 1e-3, 1e-6); /* a sum of fractions, added in different orders */
+    } else {
+        compare(what, st, EXACT);
+    }
+    check_repeats(what, st.g, st2.g, 2);
+    check_repeats(what, y.g, y2.g, total);
+    /* without statistics (the other launch path) */
+    CHECK_OK(gpu->ops->neuron_forward(gpu, &p, n, x.g, y2.g, stateful ? q2.g : NULL, NULL));
+    check_repeats(what, y.g, y2.g, total);
+    if (stateful) check_repeats(what, q.g, q2.g, total);
+
+    for (int surr = 0; surr < 5; surr++)
+        for (int detach = 0; detach < 2; detach++)
+            for (int through = 0; through < 2; through++) {
+                if (kind == BF_NEURON_CLAMP01 && surr > 0) continue; /* no surrogate */
+                if (!stateful && (detach || !through)) continue;  /* no state */
+                p.surrogate = surr;
+                p.detach_reset = detach;
+                p.through_time = through;
+                CHECK_OK(cpu->ops->neuron_backward(cpu, &p, n, x.c, y.c, stateful ? q.c : NULL, dy.c, dx.c));
+                CHECK_OK(gpu->ops->neuron_backward(gpu, &p, n, x.g, y.g, stateful ? q.g : NULL, dy.g, dx.g));
+                snprintf(what, sizeof what, "backward %s/%s %s detach=%d through=%d T=%d n=%zu", kind_name[kind],
+                         reset_name[reset], surr_name[surr], detach, through, T, n);
+                compare(what, dx, TIGHT);
+            }
+    pair *all[] = {&x, &y, &q, &y2, &q2, &dy, &dx, &st, &st2};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
+}
+
+/* Argument errors and n = 0 as on the CPU. */
+static void test_arguments(void) {
+    pair x = pair_rand(8, 0, 1), y = pair_out(8);
+    bf_neuron_params p = {.kind = BF_NEURON_LIF, .T = 2, .decay = 0.5f, .threshold = 1.0f};
+    CHECK(gpu->ops->neuron_forward(gpu, &p, 4, x.g, y.g, NULL, NULL) == BF_ERR_ARG, "LIF without charge accepted");
+    CHECK_OK(gpu->ops->neuron_forward(gpu, &p, 0, NULL, NULL, NULL, NULL));
+    p.T = 0;
+    CHECK(gpu->ops->neuron_forward(gpu, &p, 4, x.g, y.g, y.g, NULL) == BF_ERR_ARG, "T = 0 accepted");
+    p.T = 2;
+    p.surrogate = (bf_surrogate)9;
+    CHECK(gpu->ops->neuron_backward(gpu, &p, 4, x.g, y.g, y.g, x.g, y.g) == BF_ERR_ARG, "surrogate 9 accepted");
+    p.surrogate = BF_SURROGATE_SIGMOID;
+    p.kind = BF_NEURON_STEP;
+    CHECK(gpu->ops->neuron_backward(gpu, &p, 4, NULL, y.g, NULL, x.g, y.g) == BF_ERR_ARG, "STEP without x accepted");
+    pair_free(&x);
+    pair_free(&y);
+}
+
+int main(void) {
+    if (!bf_cuda_built()) bf_test_skip("bioflex was built without the CUDA backend");
+    if (bf_cuda_device_count() == 0) bf_test_skip("no CUDA device");
+    CHECK_OK(bf_backend_create_cpu(0, &cpu));
+    CHECK_OK(bf_backend_create_cuda(0, BF_PRECISION_FP32, &gpu));
+    if (!cpu || !gpu) return bf_test_finish();
+
+    const int Ts[] = {1, 4, 16};
+    const size_t ns[] = {1000, (size_t)8 * 64 * 32 * 32};
+    for (size_t b = 0; b < 2; b++)
+        for (size_t a = 0; a < 3; a++)
+            for (int kind = 0; kind < 4; kind++)
+                for (int reset = 0; reset < 3; reset++) {
+                    if (kind >= BF_NEURON_CLAMP01 && reset > 0) continue;
+                    test_case(kind, reset, Ts[a], ns[b]);
+                }
+    test_arguments();
+    CHECK_OK(gpu->ops->synchronize(gpu));
+
+    bf_backend_destroy(gpu);
+    bf_backend_destroy(cpu);
+    return bf_test_finish();
+}
