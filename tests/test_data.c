@@ -5,6 +5,7 @@
  * dataset whose label is the sample index and whose pixels are a known function of
  * (index, channel, y, x), so every output can be traced back to its sample. */
 #include <dirent.h>
+#include <math.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -811,6 +812,88 @@ static void test_loader_misuse_and_teardown(void) {
     bf_dataset_free(d);
 }
 
+/* PlasticFlex's subsets (balanced per class, random) and per-access Gaussian input noise. */
+static void test_subsets_and_noise(void) {
+    if (access("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", R_OK) != 0) {
+        printf("note: Fashion-MNIST not installed, subset checks skipped\n");
+        return;
+    }
+    bf_data_config cfg = base_config(BF_DATASET_FASHION_MNIST, "");
+    cfg.subset = 1;
+    cfg.subset_size = 100;
+    cfg.subset_seed = 42;
+    bf_dataset *a = NULL, *b = NULL, *t = NULL;
+    CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &a));
+    CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &b));
+    CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TEST, &t));
+    if (a && b && t) {
+        int per_class[10] = {0};
+        for (int i = 0; i < a->num_samples; i++) per_class[a->labels[i]]++;
+        int balanced = a->num_samples == 1000;
+        for (int c = 0; c < 10; c++) balanced &= per_class[c] == 100;
+        CHECK(balanced, "balanced subset: 100 per class, 1000 in all (got %d)", a->num_samples);
+        CHECK(t->num_samples == 1000, "the test split is subset the same way (%d)", t->num_samples);
+        CHECK(memcmp(a->pixels, b->pixels, (size_t)a->num_samples * 784) == 0 &&
+                  memcmp(a->labels, b->labels, (size_t)a->num_samples * sizeof(int32_t)) == 0,
+              "the same subset_seed gives the same subset");
+    }
+    bf_dataset_free(a);
+    bf_dataset_free(b);
+    bf_dataset_free(t);
+    cfg.subset = 2;
+    cfg.subset_size = 500;
+    CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &a));
+    if (a) CHECK(a->num_samples == 500, "random subset of 500 (got %d)", a->num_samples);
+    cfg.subset_seed = 43;
+    CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &b));
+    if (a && b) CHECK(memcmp(a->labels, b->labels, 500 * sizeof(int32_t)) != 0, "another subset_seed, another subset");
+    bf_dataset_free(b);
+    cfg.subset_size = 70000;
+    CHECK(bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &b) == BF_ERR_CONFIG && strstr(bf_last_error(), "subset_size"),
+          "a subset larger than the split is refused: %s", bf_last_error());
+
+    /* noise: mean ~0, std ~0.1 around the clean batch; the same (epoch, position) repeats, another epoch differs */
+    if (a) {
+        bf_loader_options o = {.batch_size = 100, .threads = 2, .prefetch = 2, .normalize = 1, .seed = 7};
+        bf_loader *clean = NULL, *noisy = NULL;
+        CHECK_OK(bf_loader_create(a, &o, &clean));
+        o.noise_std = 0.1f;
+        CHECK_OK(bf_loader_create(a, &o, &noisy));
+        bf_batch *bc = NULL, *bn = NULL;
+        CHECK_OK(bf_loader_start_epoch(clean, 0, 0));
+        CHECK_OK(bf_loader_start_epoch(noisy, 0, 0));
+        CHECK_OK(bf_loader_next(clean, &bc, NULL));
+        CHECK_OK(bf_loader_next(noisy, &bn, NULL));
+        double sum = 0, sq = 0;
+        size_t n = 100 * 784;
+        float *first = malloc(n * sizeof(float));
+        for (size_t i = 0; bc && bn && i < n; i++) {
+            double d = bn->images[i] - bc->images[i];
+            sum += d;
+            sq += d * d;
+            first[i] = bn->images[i];
+        }
+        double mean = sum / n, sd = sqrt(sq / n - mean * mean);
+        CHECK(fabs(mean) < 0.002 && fabs(sd - 0.1) < 0.002, "noise mean %.5f, std %.5f", mean, sd);
+        bf_loader_release(clean, bc);
+        bf_loader_release(noisy, bn);
+        CHECK_OK(bf_loader_start_epoch(noisy, 0, 0));
+        CHECK_OK(bf_loader_next(noisy, &bn, NULL));
+        CHECK(bn && memcmp(bn->images, first, n * sizeof(float)) == 0, "the noise of (epoch, position) repeats");
+        bf_loader_release(noisy, bn);
+        CHECK_OK(bf_loader_start_epoch(noisy, 1, 0));
+        CHECK_OK(bf_loader_next(noisy, &bn, NULL));
+        int same_batch_other_noise = 1;
+        for (size_t i = 0; bn && i < n; i++) same_batch_other_noise &= bn->images[i] == first[i];
+        CHECK(!same_batch_other_noise, "epoch 1 draws new noise");
+        bf_loader_release(noisy, bn);
+        free(first);
+        bf_loader_destroy(clean);
+        bf_loader_destroy(noisy);
+    }
+    bf_dataset_free(a);
+}
+
 int main(void) {
     /* A hang in the loader must fail the test, not stall ctest until its timeout. */
     alarm(120);
@@ -829,6 +912,7 @@ int main(void) {
     test_loader_augment();
     test_loader_procedural();
     test_loader_misuse_and_teardown();
+    test_subsets_and_noise();
     remove_tree(tmp);
     return bf_test_finish();
 }

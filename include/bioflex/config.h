@@ -70,6 +70,11 @@ typedef struct bf_data_config {
     int augment_flip;          /* random horizontal flip of training images */
     int augment_crop_pad;      /* random crop after zero padding by this many pixels (0 = off) */
     int normalize;             /* subtract the dataset mean and divide by its std per channel */
+    float input_noise_std;     /* additive Gaussian noise after normalisation, drawn anew at every access */
+    int noise_splits;          /* 0 train, 1 test, 2 both (the PlasticFlex reference adds it to both) */
+    int subset;                /* 0 none, 1 balanced (subset_size per class), 2 random (subset_size in all) */
+    int subset_size;
+    long subset_seed;          /* the subset is drawn once from this seed, for both splits */
     int procedural_classes;
     int procedural_size;       /* image side in pixels */
     int procedural_channels;

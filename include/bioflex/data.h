@@ -59,6 +59,7 @@ typedef struct bf_loader_options {
     int augment_flip;
     int augment_crop_pad;
     int normalize;
+    float noise_std;     /* additive N(0, noise_std^2) after normalisation, from (seed, epoch, position) */
     long seed;
 } bf_loader_options;
 

@@ -45,7 +45,9 @@ enum {
     BF_STREAM_SHUFFLE = 2,   /* per-epoch permutation of the training set */
     BF_STREAM_AUGMENT = 3,   /* per-sample augmentation */
     BF_STREAM_DROPOUT = 4,   /* dropout masks, per step and layer */
-    BF_STREAM_DATA = 5       /* procedural dataset content */
+    BF_STREAM_DATA = 5,      /* procedural dataset content */
+    BF_STREAM_NOISE = 6,     /* additive input noise */
+    BF_STREAM_SUBSET = 7     /* dataset subsets */
 };
 
 #endif

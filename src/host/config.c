@@ -106,6 +106,8 @@ static const enum_name reset_names[] = {{"hard", BF_RESET_HARD}, {"soft", BF_RES
 static const enum_name surrogate_names[] = {
     {"sigmoid", BF_SURROGATE_SIGMOID}, {"arctan", BF_SURROGATE_ARCTAN}, {"rectangular", BF_SURROGATE_RECTANGULAR},
     {"triangle", BF_SURROGATE_TRIANGLE}, {"tanh", BF_SURROGATE_TANH}, {NULL, 0}};
+static const enum_name noise_split_names[] = {{"train", 0}, {"test", 1}, {"both", 2}, {NULL, 0}};
+static const enum_name subset_names[] = {{"none", 0}, {"balanced", 1}, {"random", 2}, {NULL, 0}};
 static const enum_name optimizer_names[] = {
     {"sgd", BF_OPTIM_SGD}, {"adamw", BF_OPTIM_ADAMW}, {NULL, 0}};
 static const enum_name schedule_names[] = {
@@ -157,6 +159,11 @@ static const key_spec key_table[] = {
     BOOL_KEY("data", "augment_flip", data.augment_flip, "false", "random horizontal flip of training images"),
     INT_KEY("data", "augment_crop_pad", data.augment_crop_pad, 0, 64, "0", "random crop after zero padding by this many pixels (0 = off)"),
     BOOL_KEY("data", "normalize", data.normalize, "true", "subtract the dataset mean and divide by its std per channel"),
+    FLOAT_KEY("data", "input_noise_std", data.input_noise_std, 0, NO_MAX, 0, "0", "additive Gaussian noise (std, after normalisation), drawn anew at every access; 0.1 reproduces PlasticFlex's CIFAR-10"),
+    ENUM_KEY("data", "noise_splits", data.noise_splits, noise_split_names, "both", "which splits get input_noise_std"),
+    ENUM_KEY("data", "subset", data.subset, subset_names, "none", "use a subset of each split: balanced (subset_size per class) or random (subset_size samples), after the limits"),
+    INT_KEY("data", "subset_size", data.subset_size, 1, NO_MAX, "100", "subset: samples per class (balanced) or in all (random)"),
+    LONG_KEY("data", "subset_seed", data.subset_seed, 0, NO_MAX, "42", "subset: the seed it is drawn from (42 as the PlasticFlex reference)"),
     INT_KEY("data", "procedural_classes", data.procedural_classes, 2, 1000, "10", "dataset = procedural: number of classes"),
     INT_KEY("data", "procedural_size", data.procedural_size, 4, 512, "32", "dataset = procedural: image side in pixels"),
     ENUM_KEY("data", "procedural_channels", data.procedural_channels, channel_count_names, "3", "dataset = procedural: 1 (gray) or 3 (RGB) channels"),

@@ -503,7 +503,89 @@ static bf_status open_procedural(const bf_data_config *cfg, long seed, bf_split 
 /* ---------------------------------------------------------------------------------------------
  * Public entry points */
 
+/* Marks `want` of the n candidates in cand[] as chosen (a partial Fisher-Yates shuffle driven by
+ * the seed), leaving the chosen ones in cand[0..want). */
+static void choose(int32_t *cand, int n, int want, uint64_t seed) {
+    for (int i = 0; i < want; i++) {
+        int j = i + (int)(bf_uniform(seed, (uint64_t)i) * (double)(n - i));
+        if (j >= n) j = n - 1;
+        int32_t t = cand[i];
+        cand[i] = cand[j];
+        cand[j] = t;
+    }
+}
+
+static int compare_index(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Keeps a subset of a stored split (plasticflex.md 5.2): subset_size per class (balanced) or in
+ * all (random), drawn from subset_seed, in their original order. */
+static bf_status apply_subset(const bf_data_config *cfg, bf_split split, bf_dataset *d) {
+    if (!d->pixels)
+        return bf_error(BF_ERR_CONFIG, "[data] subset needs a stored dataset (fashion_mnist, mnist, cifar10), not %s", d->name);
+    int n = d->num_samples, want = cfg->subset == 1 ? cfg->subset_size * d->num_classes : cfg->subset_size;
+    if (want > n)
+        return bf_error(BF_ERR_CONFIG, "[data] subset_size = %d asks for %d samples, the %s split of %s has %d", cfg->subset_size,
+                        want, split == BF_SPLIT_TRAIN ? "train" : "test", d->name, n);
+    int32_t *keep = malloc((size_t)n * sizeof *keep), *cand = malloc((size_t)n * sizeof *cand);
+    if (!keep || !cand) {
+        free(keep);
+        free(cand);
+        return bf_error(BF_ERR_OOM, "subset: out of host memory");
+    }
+    int kept = 0;
+    bf_status s = BF_OK;
+    uint64_t seed = bf_seed_derive((uint64_t)cfg->subset_seed, BF_STREAM_SUBSET, (uint64_t)split);
+    if (cfg->subset == 2) {
+        for (int i = 0; i < n; i++) cand[i] = i;
+        choose(cand, n, want, seed);
+        memcpy(keep, cand, (size_t)want * sizeof *keep);
+        kept = want;
+    } else {
+        for (int c = 0; c < d->num_classes && s == BF_OK; c++) {
+            int count = 0;
+            for (int i = 0; i < n; i++)
+                if (d->labels[i] == c) cand[count++] = i;
+            if (count < cfg->subset_size) {
+                s = bf_error(BF_ERR_CONFIG, "[data] subset = balanced: class %d has %d samples, subset_size = %d", c, count,
+                             cfg->subset_size);
+                break;
+            }
+            choose(cand, count, cfg->subset_size, bf_seed_derive(seed, BF_STREAM_SUBSET, (uint64_t)c));
+            memcpy(keep + kept, cand, (size_t)cfg->subset_size * sizeof *keep);
+            kept += cfg->subset_size;
+        }
+    }
+    if (s == BF_OK) {
+        qsort(keep, (size_t)kept, sizeof *keep, compare_index);
+        size_t sample = (size_t)d->c * d->h * d->w;
+        for (int i = 0; i < kept; i++) { /* ascending, so compaction in place never overwrites a kept sample */
+            memmove(d->pixels + (size_t)i * sample, d->pixels + (size_t)keep[i] * sample, sample);
+            d->labels[i] = d->labels[keep[i]];
+        }
+        d->num_samples = kept;
+    }
+    free(keep);
+    free(cand);
+    return s;
+}
+
+static bf_status open_split(const bf_data_config *cfg, long seed, bf_split split, bf_dataset **out);
+
 bf_status bf_dataset_open(const bf_data_config *cfg, long seed, bf_split split, bf_dataset **out) {
+    BF_TRY(open_split(cfg, seed, split, out));
+    if (cfg->subset == 0) return BF_OK;
+    bf_status s = apply_subset(cfg, split, *out);
+    if (s != BF_OK) {
+        bf_dataset_free(*out);
+        *out = NULL;
+    }
+    return s;
+}
+
+static bf_status open_split(const bf_data_config *cfg, long seed, bf_split split, bf_dataset **out) {
     if (!cfg || !out) return bf_error(BF_ERR_ARG, "bf_dataset_open: NULL argument");
     *out = NULL;
     if (split != BF_SPLIT_TRAIN && split != BF_SPLIT_TEST)

@@ -20,6 +20,7 @@
  * consumer. Nothing spins. */
 #include "bioflex/data.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -118,6 +119,16 @@ static void augment_sample(const bf_loader *l, int epoch, int position, const fl
     }
 }
 
+/* Additive Gaussian noise (Box-Muller on counter-based uniforms), a function of (seed, epoch,
+ * position): drawn anew at every access, as the PlasticFlex reference does, yet repeatable. */
+static void add_noise(const bf_loader *l, int epoch, int position, float *img) {
+    uint64_t seed = bf_seed_derive((uint64_t)l->opt.seed, BF_STREAM_NOISE, ((uint64_t)epoch << 32) | (uint32_t)position);
+    for (size_t i = 0; i < l->sample_floats; i++) {
+        double u1 = 1.0 - bf_uniform(seed, 2 * i), u2 = bf_uniform(seed, 2 * i + 1);
+        img[i] += l->opt.noise_std * (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+    }
+}
+
 static bf_status fill_batch(const bf_loader *l, int epoch, bf_batch *b, float *scratch) {
     const bf_dataset *d = l->data;
     int bs = l->opt.batch_size;
@@ -145,6 +156,7 @@ static bf_status fill_batch(const bf_loader *l, int epoch, bf_batch *b, float *s
                 for (size_t i = 0; i < plane; i++) p[i] = (p[i] - mean) * inv_std;
             }
         }
+        if (l->opt.noise_std > 0) add_noise(l, epoch, position, img);
     }
     return BF_OK;
 }

@@ -78,10 +78,12 @@ static bf_status open_data(run *r) {
     bf_loader_options o = {.batch_size = cfg->data.batch_size, .threads = cfg->data.loader_threads,
                            .prefetch = cfg->data.prefetch, .shuffle = cfg->data.shuffle, .drop_last = 0,
                            .augment_flip = cfg->data.augment_flip, .augment_crop_pad = cfg->data.augment_crop_pad,
-                           .normalize = cfg->data.normalize, .seed = cfg->run.seed};
+                           .normalize = cfg->data.normalize, .seed = cfg->run.seed,
+                           .noise_std = cfg->data.noise_splits != 1 ? cfg->data.input_noise_std : 0.0f};
     BF_TRY(bf_loader_create(r->train_set, &o, &r->train_loader));
     o.batch_size = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : cfg->data.batch_size;
     o.shuffle = o.augment_flip = o.augment_crop_pad = 0;
+    o.noise_std = cfg->data.noise_splits != 0 ? cfg->data.input_noise_std : 0.0f;
     return bf_loader_create(r->test_set, &o, &r->test_loader);
 }
 
