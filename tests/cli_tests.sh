@@ -84,6 +84,11 @@ printf '\x55' | dd of="$tmp/corrupt/model.safetensors" bs=1 seek=2000 conv=notru
 expect "eval refuses a corrupt checkpoint" 1 "checksum" -- "$eval_" --checkpoint "$tmp/corrupt" "$tmp/tiny.ini"
 expect "eval refuses another model" 1 "shape" -- "$eval_" --checkpoint "$tmp/run" --set model.channels=6 "$tmp/tiny.ini"
 
+# Every shipped config is valid and plans (dry-run) as it stands.
+for f in "$src"/configs/*.ini "$src"/configs/*/*.ini; do
+  expect "dry-run $(basename "$f")" 0 "total: [0-9]+ parameters" -- "$train" --dry-run "$f"
+done
+
 # The README's config reference is the generated one (tools/update_readme_config.sh).
 if python3 - "$train" "$src/README.md" <<'PY'
 import subprocess, sys
