@@ -42,6 +42,26 @@ static void test_names_and_counts(void) {
           "FlexNet state_dict names (features.N.flex_conv.weight)");
     bf_model_destroy(m);
 
+    /* per layer: flex_layers = 0, 3 makes the first and the fourth conv flex, the others plain */
+    cfg.model.arch = BF_ARCH_VGG11;
+    cfg.model.flex_layers[0] = 0;
+    cfg.model.flex_layers[1] = 3;
+    cfg.model.num_flex_layers = 2;
+    CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 32, 32}, 10, 1, &m));
+    if (m) {
+        int site = 0, ok = 1;
+        for (int i = 0; i < m->num_layers; i++) {
+            bf_layer_kind k = m->layers[i].kind;
+            if (k != BF_LAYER_CONV && k != BF_LAYER_FLEX) continue;
+            ok &= (k == BF_LAYER_FLEX) == (site == 0 || site == 3);
+            site++;
+        }
+        CHECK(ok && site == 8, "flex_layers = 0, 3: only convs 0 and 3 of VGG-11's 8 are flex");
+        bf_model_destroy(m);
+    }
+    cfg.model.num_flex_layers = 0;
+    cfg.model.arch = BF_ARCH_VGG16;
+
     cfg.model.flex_joint = BF_FLEX_JOINT_MASK;
     cfg.model.flex_logits_bn = 1;
     cfg.model.fully_flex = 1;

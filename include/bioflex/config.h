@@ -111,6 +111,8 @@ typedef struct bf_model_config {
     /* flexible neurons (FlexNet): cnn and vgg convs become flex layers */
     int flex;                  /* every conv becomes a flex layer */
     int fully_flex;            /* the 2x2 max-pools become flex layers too */
+    int flex_layers[BF_LIST_MAX]; /* with flex: only these conv sites (0 = the first conv) become flex; empty = all */
+    int num_flex_layers;
     int flex_joint;            /* bf_flex_joint: channelwise_max | mask */
     int flex_channels;         /* bf_flex_channel_rule: expand | bilinear */
     int flex_tie;              /* bf_flex_tie_rule: split | pool */

@@ -180,6 +180,7 @@ static const key_spec key_table[] = {
     FLOAT_KEY("model", "bn_eps", model.bn_eps, 0, NO_MAX, MIN_OPEN, "1e-5", "added to the BatchNorm variance"),
     ENUM_KEY("model", "conv_init", model.conv_init_fan_in, conv_init_names, "fan_out", "cnn, vgg: Kaiming-normal conv weights scaled by fan_out (torchvision) or fan_in (FlexNet's reference code); biases 0"),
     BOOL_KEY("model", "flex", model.flex, "false", "cnn, vgg: every conv becomes a flex layer (per element the conv or the max-pool of the input)"),
+    LIST_KEY("model", "flex_layers", model.flex_layers, model.num_flex_layers, 0, 4096, INCREASING, 0, "", "flex: only these convs (counted from 0 in network order) become flex layers; empty = every conv"),
     BOOL_KEY("model", "fully_flex", model.fully_flex, "false", "cnn, vgg with flex: the 2x2 max-pools become flex layers too"),
     ENUM_KEY("model", "flex_joint", model.flex_joint, flex_joint_names, "channelwise_max", "flex: elementwise max of the branches, or a mask from the thresholded pool"),
     ENUM_KEY("model", "flex_channels", model.flex_channels, flex_channel_names, "expand", "flex: widen the pool to the conv's channels by block copy/tiling (FlexNet) or linear interpolation (PlasticFlex)"),

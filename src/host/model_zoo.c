@@ -43,6 +43,18 @@ static bf_init conv_init(const bf_model_config *cfg) {
     return cfg->conv_init_fan_in ? BF_INIT_KAIMING_NORMAL_FAN_IN : BF_INIT_KAIMING_NORMAL_FAN_OUT;
 }
 
+/* Whether the next conv of the network is a flex layer: flex on, and flex_layers empty or naming
+ * this conv (convs are counted in network order, flex or not). */
+static int flex_here(const bf_model *m, const bf_model_config *cfg) {
+    if (!cfg->flex) return 0;
+    if (cfg->num_flex_layers == 0) return 1;
+    int site = 0;
+    for (int i = 0; i < m->num_layers; i++) site += m->layers[i].kind == BF_LAYER_CONV || m->layers[i].kind == BF_LAYER_FLEX;
+    for (int i = 0; i < cfg->num_flex_layers; i++)
+        if (cfg->flex_layers[i] == site) return 1;
+    return 0;
+}
+
 static bf_flex_options flex_options(const bf_model_config *cfg) {
     return (bf_flex_options){.joint = (bf_flex_joint)cfg->flex_joint, .channels = (bf_flex_channel_rule)cfg->flex_channels,
                              .ties = (bf_flex_tie_rule)cfg->flex_tie, .mask = (bf_flex_mask)cfg->flex_mask,
@@ -57,7 +69,7 @@ static int conv_bn_relu(bf_model *m, const bf_model_config *cfg, const char *pre
     snprintf(name, sizeof name, "%s.%d", prefix, (*index)++);
     bf_flex_options flex = flex_options(cfg);
     bf_init init = conv_init(cfg);
-    int x = cfg->flex ? bf_model_add_flex(m, name, input, c_out, 3, 1, 1, init, &flex)
+    int x = flex_here(m, cfg) ? bf_model_add_flex(m, name, input, c_out, 3, 1, 1, init, &flex)
                       : bf_model_add_conv(m, name, input, c_out, 3, 1, 1, 1, 1, init);
     if (cfg->batchnorm) {
         snprintf(name, sizeof name, "%s.%d", prefix, (*index)++);
@@ -141,7 +153,7 @@ static void build_plasticflex_vgg(bf_model *m, const bf_model_config *cfg, const
             continue;
         }
         snprintf(name, sizeof name, "features.%d", idx++);
-        x = cfg->flex ? bf_model_add_flex(m, name, x, -layers[i], 2, 2, 0, conv_init(cfg), &flex)
+        x = flex_here(m, cfg) ? bf_model_add_flex(m, name, x, -layers[i], 2, 2, 0, conv_init(cfg), &flex)
                       : bf_model_add_conv(m, name, x, -layers[i], 2, 2, 0, 1, 1, conv_init(cfg));
     }
     x = bf_model_add_flatten(m, "flatten", x);
