@@ -84,6 +84,20 @@ printf '\x55' | dd of="$tmp/corrupt/model.safetensors" bs=1 seek=2000 conv=notru
 expect "eval refuses a corrupt checkpoint" 1 "checksum" -- "$eval_" --checkpoint "$tmp/corrupt" "$tmp/tiny.ini"
 expect "eval refuses another model" 1 "shape" -- "$eval_" --checkpoint "$tmp/run" --set model.channels=6 "$tmp/tiny.ini"
 
+# A spiking run logs firing rates and writes spike rasters (T rows of raster_neurons spikes).
+expect "spiking train" 0 "neuron layers" -- "$train" --set run.dir="$tmp/spk" --set spiking.neuron=lif \
+  --set spiking.time_steps=3 --set spiking.raster_neurons=5 --set run.epochs=1 "$tmp/tiny.ini"
+if python3 - "$tmp/spk" <<'PY'
+import json, sys
+d = sys.argv[1]
+rasters = [json.loads(l) for l in open(d + "/spikes.jsonl")]
+metrics = [json.loads(l) for l in open(d + "/metrics.jsonl")]
+ok = rasters and all(len(r["spikes"]) == 3 and all(len(row) == 5 and set(row) <= {0, 1} for row in r["spikes"]) for r in rasters)
+ok = ok and any("firing_rate" in m and 0 <= m["mean_firing_rate"] <= 1 for m in metrics)
+sys.exit(0 if ok else 1)
+PY
+then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL spikes.jsonl / firing_rate"; fi
+
 # Every shipped config is valid and plans (dry-run) as it stands.
 for f in "$src"/configs/*.ini "$src"/configs/*/*.ini; do
   expect "dry-run $(basename "$f")" 0 "total: [0-9]+ parameters" -- "$train" --dry-run "$f"

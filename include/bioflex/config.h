@@ -95,6 +95,7 @@ typedef struct bf_spiking_config {
     int use_stbp;              /* backprop through the membrane over time */
     int surrogate;             /* bf_surrogate */
     float alpha, width, height;
+    int raster_neurons;        /* > 0: at every log interval, spikes.jsonl gets this many neurons' spikes per layer */
 } bf_spiking_config;
 
 typedef struct bf_model_config {

@@ -217,6 +217,10 @@ int bf_model_flex_monitor(bf_model *m, double *ratio, double *homogeneity, const
  * names[j]; returns the number of neuron layers (up to max). Synchronises: call at log intervals. */
 int bf_model_spike_monitor(bf_model *m, double *rate, double *silent, const char **names, int max);
 
+/* Copies the spikes of the first k neurons of the first sample of the last batch of neuron layer
+ * `index`, every step: out[t*k + j] for t < T (host memory, T*k floats). Synchronises. */
+bf_status bf_model_spike_raster(bf_model *m, int index, int k, float *out);
+
 /* The batch a layer's ops see: the model's current batch times the layer's time steps. */
 static inline int bf_layer_batch(const bf_model *m, const bf_layer *l) { return m->batch * l->time_steps; }
 

@@ -103,3 +103,14 @@ int bf_model_spike_monitor(bf_model *m, double *rate, double *silent, const char
     m->spike_samples = 0;
     return count;
 }
+
+bf_status bf_model_spike_raster(bf_model *m, int index, int k, float *out) {
+    const bf_layer *l = &m->layers[index];
+    if (l->kind != BF_LAYER_NEURON) return bf_error(BF_ERR_ARG, "spike raster: %s is not a neuron layer", l->name);
+    size_t per_sample = bf_shape_per_sample(l->out_shape), step = (size_t)m->batch * per_sample;
+    if ((size_t)k > per_sample) k = (int)per_sample;
+    /* [T, N, features]: sample 0 of step t starts at t * N * features */
+    for (int t = 0; t < l->neuron.T; t++)
+        BF_TRY(bf_to_host(m->backend, out + (size_t)t * k, l->out + (size_t)t * step, (size_t)k * sizeof(float)));
+    return BF_OK;
+}

@@ -15,13 +15,15 @@ bf_status bf_metrics_open(bf_metrics_log *log, const char *run_dir, int progress
     log->jsonl = fopen(path, "a");
     if (!log->jsonl) return bf_error(BF_ERR_IO, "cannot open %s for appending: %s", path, strerror(errno));
     log->progress = progress;
+    snprintf(log->dir, sizeof log->dir, "%s", run_dir);
     return BF_OK;
 }
 
 void bf_metrics_close(bf_metrics_log *log) {
     bf_metrics_break_line(log);
     if (log->jsonl) fclose(log->jsonl);
-    log->jsonl = NULL;
+    if (log->spikes) fclose(log->spikes);
+    log->jsonl = log->spikes = NULL;
 }
 
 void bf_metrics_break_line(bf_metrics_log *log) {
@@ -120,4 +122,29 @@ void bf_metrics_eval(bf_metrics_log *log, int epoch, long step, double loss, dou
                 100 * top1, 100 * top5, samples);
         fflush(text);
     }
+}
+
+void bf_metrics_spikes(bf_metrics_log *log, long step, const char *layer, int T, int k, const float *spikes) {
+    if (!log->spikes) {
+        char path[1100];
+        snprintf(path, sizeof path, "%s/spikes.jsonl", log->dir);
+        log->spikes = fopen(path, "a");
+        if (!log->spikes) return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "step", (double)step);
+    cJSON_AddStringToObject(o, "layer", layer);
+    cJSON *rows = cJSON_AddArrayToObject(o, "spikes");
+    for (int t = 0; t < T; t++) {
+        cJSON *row = cJSON_CreateArray();
+        for (int j = 0; j < k; j++) cJSON_AddItemToArray(row, cJSON_CreateNumber(spikes[(size_t)t * k + j]));
+        cJSON_AddItemToArray(rows, row);
+    }
+    char *text = cJSON_PrintUnformatted(o);
+    if (text) {
+        fprintf(log->spikes, "%s\n", text);
+        fflush(log->spikes);
+    }
+    cJSON_free(text);
+    cJSON_Delete(o);
 }

@@ -23,6 +23,8 @@ typedef struct bf_train_metrics {
 
 typedef struct bf_metrics_log {
     FILE *jsonl;     /* metrics.jsonl in the run directory */
+    FILE *spikes;    /* spikes.jsonl, opened on the first raster */
+    char dir[1024];
     int progress;    /* 1: redraw a progress line on stderr (a terminal) */
     int line_open;   /* a progress line is on screen and must be ended before other output */
 } bf_metrics_log;
@@ -32,6 +34,8 @@ void bf_metrics_close(bf_metrics_log *log);
 void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text);
 void bf_metrics_eval(bf_metrics_log *log, int epoch, long step, double loss, double top1, double top5, int samples,
                      const char *split, FILE *text);
+/* Appends one raster {"step", "layer", "spikes": [[T rows of k 0/1]]} to spikes.jsonl. */
+void bf_metrics_spikes(bf_metrics_log *log, long step, const char *layer, int T, int k, const float *spikes);
 /* Ends the progress line (if any) so the next text starts on a fresh line. */
 void bf_metrics_break_line(bf_metrics_log *log);
 

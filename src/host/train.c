@@ -141,6 +141,25 @@ static bf_status train_step(run *r, const bf_batch *batch, long step, float lr, 
     return bf_optimizer_step(b, r->opt, m->param_data, m->grad_data, lr, scale);
 }
 
+/* [spiking] raster_neurons: the spikes of the first neurons of every neuron layer, at log intervals. */
+static bf_status write_rasters(run *r, long step) {
+    int k = r->cfg->model.spiking.raster_neurons;
+    if (k <= 0) return BF_OK;
+    bf_model *m = r->model;
+    for (int i = 0; i < m->num_layers; i++) {
+        const bf_layer *l = &m->layers[i];
+        if (l->kind != BF_LAYER_NEURON) continue;
+        int kk = k < (int)bf_shape_per_sample(l->out_shape) ? k : (int)bf_shape_per_sample(l->out_shape);
+        float *buf = malloc((size_t)l->neuron.T * kk * sizeof(float));
+        if (!buf) return bf_error(BF_ERR_OOM, "spike raster: out of host memory");
+        bf_status s = bf_model_spike_raster(m, i, kk, buf);
+        if (s == BF_OK) bf_metrics_spikes(&r->log, step, l->name, l->neuron.T, kk, buf);
+        free(buf);
+        BF_TRY(s);
+    }
+    return BF_OK;
+}
+
 static bf_status evaluate_and_log(run *r, int epoch, long step, bf_eval_result *res) {
     BF_TRY(bf_evaluate(r->model, r->test_loader, r->cfg->optim.label_smoothing, res));
     bf_metrics_eval(&r->log, epoch, step, res->loss, res->top1, res->top5, res->samples, "test", r->text);
@@ -194,6 +213,7 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
             long remaining = (long)epochs * steps_per_epoch - st->step;
             mt.eta_s = remaining * (t - run_start) / (double)(st->step - first_step);
             bf_metrics_train(&r->log, &mt, r->text);
+            BF_TRY(write_rasters(r, st->step));
             r->num_flex = mt.num_flex;
             r->num_neuron = mt.num_neuron;
             if (!isfinite(mt.loss))

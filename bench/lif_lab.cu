@@ -1,0 +1,849 @@
+/* lif_lab.cu - kernel lab (the llm.c dev/cuda pattern, ../shared/specs/engine-anchors.md 1.3) for
+ * the fused spiking-neuron kernels (src/kernels/neuron.cu): an LIF layer over T time steps,
+ * forward and backward through time, at the LIF layers of PlasticFlex's CIFAR-10 VGG-11
+ * (plasticflex.md section 4; configs/plasticflex/cifar10_vgg11_snn_lif.ini):
+ *
+ *   c3(3->64)    64x32x32   1 layer         c3(256->512), c3(512->512)   512x4x4   2 layers
+ *   c3(64->128)  128x16x16  1 layer         c3(512->512) x 2             512x2x2   2 layers
+ *   c3(128->256), c3(256->256)  256x8x8  2  fc1, fc2 activations         1024      2 layers
+ *
+ * (the first five are also the ReLU positions of the plain VGG-11 on 32x32; the two classifier
+ * neurons are PlasticFlex's D = 1024 ones). A layer sees [T, n] tensors, n = batch x features,
+ * time outermost (ops.h at bf_neuron_kind). The neuron is the one of the shipped configs: LIF,
+ * decay 0.95, threshold 1, HARD reset, reset not detached, trained through time (STBP), surrogate
+ * TANH of height 0.3:
+ *   forward   H[t] = decay*V[t-1] + X[t],  S[t] = 1[H[t] - 1 >= 0],  V[t] = H[t]*(1 - S[t]),  V[-1] = 0
+ *   backward  g = 0.3*(1 - tanh(H[t] - 1)^2),  dH = dY[t]*g + dV[t]*((1 - S[t]) - H[t]*g),
+ *             dX[t] = dH,  dV[t-1] = decay*dH,  dV[T-1] = 0,  for t = T-1 .. 0
+ *
+ * Versions (the table prints both, and the speed-up of 1 over 0):
+ *   0  unfused: the per-step sequence of PyTorch eager / SpikingJelly's "torch" backend (a Python
+ *      loop over t, autograd through time), written in this file (kernels named *_kernel0):
+ *        forward  cudaMemset V = 0 (torch.full_like), then per step t = 0 .. T-1:
+ *                   charge_kernel0  H[t] = decay*V + X[t]     (read V, X[t]; write H[t], saved)
+ *                   spike_kernel0   S[t] = 1[H[t] - 1 >= 0]   (read H[t]; write S[t] = Y[t], saved)
+ *                   reset_kernel0   V = H[t]*(1 - S[t])       (read H[t], S[t]; write V)
+ *        backward cudaMemset dV = 0, then per step t = T-1 .. 0:
+ *                   surrogate_kernel0  G = g(H[t] - 1)          (read H[t]; write G)
+ *                   dh_kernel0         dX[t] = dY[t]*G + dV*((1 - S[t]) - H[t]*G)
+ *                                      (read dY[t], G, H[t], S[t], dV; write dX[t])
+ *                   carry_kernel0      dV = decay*dX[t]         (read dX[t]; write dV; not at t = 0)
+ *      i.e. 3T kernels + 1 memset each way. Real eager code launches more (the charge is a mul and an
+ *      add, the reset three ops, autograd splits dH into the surrogate path and the reset path, and
+ *      x_seq[t] / torch.stack add copies), so version 0 is a generous eager baseline: it has eager's
+ *      structure (one launch per op per step, every intermediate through DRAM) with the fewest
+ *      kernels. Its kernels use 16-byte vector loads when n % 4 == 0 (every shape here), as
+ *      PyTorch's elementwise kernels do. They use the library's float arithmetic (__f*_rn, no FMA
+ *      contraction, the tanh surrogate in double rounded once), so both versions are expected to be
+ *      bit-exact with the CPU reference; only the kernel structure differs.
+ *   1  the library's fused ops through the public bf_ops table, i.e. what layer_spiking.c runs:
+ *      b->ops->neuron_forward (one kernel, all T steps, V in a register) and b->ops->neuron_backward
+ *      (one kernel, t = T-1 .. 0, dV in a register, S recomputed from the charge). The timed
+ *      forward passes stats = NULL; the row "1 +spike stats" times the forward with the spike
+ *      monitor that training mode passes (two more small kernels).
+ *
+ * Byte model (the minimal traffic of the op at its contract, the same for both versions so that the
+ * GB/s are comparable: every [T, n] tensor crosses DRAM exactly once, 4 bytes per float, GB = 1e9
+ * bytes; the spike monitor's two floats are ignored):
+ *   forward:  read x, write y and charge    12*T*n bytes
+ *   backward: read charge and dy, write dx  12*T*n bytes
+ *   GB/s = bytes / mean time (effective bandwidth); %peak = GB/s over the peak DRAM bandwidth.
+ * For reference, version 0 actually moves (32T + 4)*n bytes forward and (40T - 4)*n backward, so
+ * with both versions at the same DRAM bandwidth version 1 would be (32T+4)/(12T) (about 2.7x) faster
+ * forward and (40T-4)/(12T) (about 3.3x) backward; small layers are launch-bound instead, and there
+ * the gap grows with T.
+ *
+ * Correctness: before any timing, every version's outputs (y, charge, dx; version 1 also the spike
+ * monitor) are compared with the CPU reference backend (bf_backend_create_cpu) on 20 samples of the
+ * 64x32x32 layer (n = 1,310,720: beyond one element per thread of the library's 4096-block grid, so
+ * its grid-stride loop runs; fewer samples for T > 16) at every T of the run, and on an odd
+ * n = 1155 at T = 5 (the scalar kernels and partial blocks). Spikes and charges must be exact;
+ * dx must satisfy |gpu - cpu| <= 1e-5*|cpu| + 1e-7 (the 1e-7 floor keeps an ulp on a dx that
+ * cancels to about 0 from failing; the expected result is bit-exact, the bit-exact counts are
+ * printed). x is drawn uniform in [-1, 1.5) and dy in [-1, 1), which fires 10-50% of the
+ * neuron-steps (about 20%); the CPU run reports the rate and a rate outside 10-50% fails the check.
+ * Outputs are poisoned (all bits set: NaN) before each run, so an unwritten element fails. Version 0
+ * is checked with its vector and its scalar kernels, version 1 with and without the monitor. Any
+ * mismatch prints the first elements and exits 1 before timing.
+ *
+ * Timing: CUDA events on the backend's stream around each forward or backward pass, mean over
+ * --repeats runs after one warm-up run, with the L2 cache flushed before every run (a cudaMemset of
+ * a buffer twice cudaDeviceProp.l2CacheSize, outside the timed region). Each case allocates its
+ * buffers and is skipped (with a line saying so) when they exceed 40% of free device memory.
+ *
+ * Build and run (needs the CUDA backend: nvcc, cuDNN 9 and cuBLAS):
+ *   cmake -S . -B build -DBIOFLEX_CUDA=ON && cmake --build build -j --target bench_lif_lab
+ *   ./build/bench/bench_lif_lab                     # batch 256, T = 4, 8 and 16, 50 repeats
+ *   ./build/bench/bench_lif_lab --T 4 --repeats 100
+ *   ./build/bench/bench_lif_lab --peak-gbs 2039     # e.g. H100 PCIe; overrides the queried peak
+ * Options: --batch N (default 256), --T LIST (comma-separated time steps, each 1..1024, default
+ * 4,8,16), --repeats N (default 50), --peak-gbs X (default: memory clock x bus width x 2 from
+ * cudaDeviceGetAttribute, or 3350, H100 SXM, when the driver reports no memory clock). Exit status 0
+ * all checks passed, 1 a mismatch or CUDA error, 2 a bad command line. It uses device 0 (select
+ * another with CUDA_VISIBLE_DEVICES). Batch 256 at T = 16 needs about 5.5 GB of device memory for
+ * the largest layer; the CPU check about 0.5 GB of host memory.
+ *
+ * The file includes the backend's private header (src/kernels/cuda_backend.h) for the backend's
+ * stream (on which the version-0 kernels are launched and the events recorded) and bf_block_sum. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime.h>
+
+#include "bioflex/hash.h"
+#include "bioflex/ops.h"
+#include "cuda_backend.h"
+
+/* ---- error checks: a lab fails loudly and stops ---- */
+
+#define CK(call)                                                                                    \
+    do {                                                                                            \
+        cudaError_t ck_e_ = (call);                                                                 \
+        if (ck_e_ != cudaSuccess) {                                                                 \
+            fprintf(stderr, "error: %s failed at %s:%d: %s\n", #call, __FILE__, __LINE__,          \
+                    cudaGetErrorString(ck_e_));                                                     \
+            exit(1);                                                                                \
+        }                                                                                           \
+    } while (0)
+
+#define BFK(call)                                                                                   \
+    do {                                                                                            \
+        bf_status bfk_s_ = (call);                                                                  \
+        if (bfk_s_ != BF_OK) {                                                                      \
+            fprintf(stderr, "error: %s failed at %s:%d: %s: %s\n", #call, __FILE__, __LINE__,      \
+                    bf_status_name(bfk_s_), bf_last_error());                                       \
+            exit(1);                                                                                \
+        }                                                                                           \
+    } while (0)
+
+/* After a <<<...>>> launch: a bad configuration, or an earlier asynchronous fault. */
+#define LAUNCH_CHECK(name)                                                                          \
+    do {                                                                                            \
+        cudaError_t lc_e_ = cudaGetLastError();                                                     \
+        if (lc_e_ != cudaSuccess) {                                                                 \
+            fprintf(stderr, "error: launch of %s failed at %s:%d: %s\n", name, __FILE__, __LINE__, \
+                    cudaGetErrorString(lc_e_));                                                     \
+            exit(1);                                                                                \
+        }                                                                                           \
+    } while (0)
+
+#define LAB_THREADS 256
+#define LAB_MAX_T 1024   /* as the config's [spiking] time_steps */
+#define LAB_MAX_TLIST 16 /* values of --T */
+
+/* ---- version 0: the unfused per-step kernels ---- */
+
+/* V consecutive floats; V = 4 loads and stores 16 bytes at once. Callers guarantee V-element
+ * alignment: every step starts at t*n with n % V == 0, and cudaMalloc aligns to 256 bytes. */
+template <int V>
+struct fvec {
+    float v[V];
+};
+
+template <int V>
+__device__ __forceinline__ fvec<V> load_f(const float *p) {
+    static_assert(V == 1 || V == 4, "V is 1 or 4");
+    fvec<V> r;
+    if constexpr (V == 4) {
+        const float4 q = *reinterpret_cast<const float4 *>(p);
+        r.v[0] = q.x;
+        r.v[1] = q.y;
+        r.v[2] = q.z;
+        r.v[3] = q.w;
+    } else {
+        r.v[0] = *p;
+    }
+    return r;
+}
+
+template <int V>
+__device__ __forceinline__ void store_f(float *p, const fvec<V> &r) {
+    if constexpr (V == 4) {
+        *reinterpret_cast<float4 *>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
+    } else {
+        *p = r.v[0];
+    }
+}
+
+#define LAB_GRID_STRIDE(i, total) \
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
+
+/* The TANH surrogate g(u) = height*(1 - tanh(u)^2), evaluated as neuron.cu and neuron_cpu.c do
+ * (in double, rounded once), so version 0 computes the same floats as the library. */
+__device__ __forceinline__ float tanh_surrogate0(float u, float height) {
+    const double th = tanh((double)u);
+    return (float)__dmul_rn((double)height, __dsub_rn(1.0, __dmul_rn(th, th)));
+}
+
+/* Every kernel below works on one time step: `vecs` = n / V vectors of the step's n elements, and
+ * the [T, n] pointers passed in already point at step t (t*n floats in). */
+
+/* forward (1): H[t] = decay*V + X[t] (two roundings, no FMA, as the library) */
+template <int V>
+__global__ void charge_kernel0(const float *__restrict__ vmem, const float *__restrict__ xt, float *__restrict__ ht,
+                               size_t vecs, float decay) {
+    LAB_GRID_STRIDE(k, vecs) {
+        const fvec<V> v = load_f<V>(vmem + k * V), x = load_f<V>(xt + k * V);
+        fvec<V> h;
+#pragma unroll
+        for (int e = 0; e < V; e++) h.v[e] = __fadd_rn(__fmul_rn(decay, v.v[e]), x.v[e]);
+        store_f<V>(ht + k * V, h);
+    }
+}
+
+/* forward (2): S[t] = 1[H[t] - threshold >= 0] (SpikingJelly's heaviside(v - v_threshold)) */
+template <int V>
+__global__ void spike_kernel0(const float *__restrict__ ht, float *__restrict__ st, size_t vecs, float threshold) {
+    LAB_GRID_STRIDE(k, vecs) {
+        const fvec<V> h = load_f<V>(ht + k * V);
+        fvec<V> s;
+#pragma unroll
+        for (int e = 0; e < V; e++) s.v[e] = __fsub_rn(h.v[e], threshold) >= 0.0f ? 1.0f : 0.0f;
+        store_f<V>(st + k * V, s);
+    }
+}
+
+/* forward (3): hard reset V = H[t]*(1 - S[t]) */
+template <int V>
+__global__ void reset_kernel0(const float *__restrict__ ht, const float *__restrict__ st, float *__restrict__ vmem,
+                              size_t vecs) {
+    LAB_GRID_STRIDE(k, vecs) {
+        const fvec<V> h = load_f<V>(ht + k * V), s = load_f<V>(st + k * V);
+        fvec<V> v;
+#pragma unroll
+        for (int e = 0; e < V; e++) v.v[e] = __fmul_rn(h.v[e], __fsub_rn(1.0f, s.v[e]));
+        store_f<V>(vmem + k * V, v);
+    }
+}
+
+/* backward (1): G = g(H[t] - threshold) */
+template <int V>
+__global__ void surrogate_kernel0(const float *__restrict__ ht, float *__restrict__ g, size_t vecs, float threshold,
+                                  float height) {
+    LAB_GRID_STRIDE(k, vecs) {
+        const fvec<V> h = load_f<V>(ht + k * V);
+        fvec<V> r;
+#pragma unroll
+        for (int e = 0; e < V; e++) r.v[e] = tanh_surrogate0(__fsub_rn(h.v[e], threshold), height);
+        store_f<V>(g + k * V, r);
+    }
+}
+
+/* backward (2): dX[t] = dH = dY[t]*G + dV*((1 - S[t]) - H[t]*G), in the library's rounding order */
+template <int V>
+__global__ void dh_kernel0(const float *__restrict__ dyt, const float *__restrict__ g, const float *__restrict__ ht,
+                           const float *__restrict__ st, const float *__restrict__ dv, float *__restrict__ dxt,
+                           size_t vecs) {
+    LAB_GRID_STRIDE(k, vecs) {
+        const fvec<V> dy = load_f<V>(dyt + k * V), gg = load_f<V>(g + k * V), h = load_f<V>(ht + k * V),
+                      s = load_f<V>(st + k * V), d = load_f<V>(dv + k * V);
+        fvec<V> dh;
+#pragma unroll
+        for (int e = 0; e < V; e++) {
+            const float dvdh = __fsub_rn(__fsub_rn(1.0f, s.v[e]), __fmul_rn(h.v[e], gg.v[e]));
+            dh.v[e] = __fadd_rn(__fmul_rn(dy.v[e], gg.v[e]), __fmul_rn(d.v[e], dvdh));
+        }
+        store_f<V>(dxt + k * V, dh);
+    }
+}
+
+/* backward (3): dV[t-1] = decay*dH[t] */
+template <int V>
+__global__ void carry_kernel0(const float *__restrict__ dxt, float *__restrict__ dv, size_t vecs, float decay) {
+    LAB_GRID_STRIDE(k, vecs) {
+        const fvec<V> dh = load_f<V>(dxt + k * V);
+        fvec<V> r;
+#pragma unroll
+        for (int e = 0; e < V; e++) r.v[e] = __fmul_rn(decay, dh.v[e]);
+        store_f<V>(dv + k * V, r);
+    }
+}
+
+/* Test data: a[i] = lo + span * U[0,1) from the counter-based hash (i over the whole [T, n]). */
+__global__ void init_kernel(float *__restrict__ a, size_t n, uint64_t seed, float lo, float span) {
+    LAB_GRID_STRIDE(i, n) { a[i] = lo + span * bf_uniform(seed, i); }
+}
+
+/* ---- host side ---- */
+
+static int g_sm_count = 1;
+
+/* Blocks for a grid-stride loop over `items`: enough to cover them, at most 32 per SM. */
+static unsigned lab_blocks(size_t items) {
+    size_t blocks = (items + LAB_THREADS - 1) / LAB_THREADS;
+    const size_t cap = (size_t)g_sm_count * 32;
+    if (blocks > cap) blocks = cap;
+    if (blocks < 1) blocks = 1;
+    return (unsigned)blocks;
+}
+
+typedef struct lab_shape {
+    const char *name;
+    int c, h;  /* activation per sample: c x h x h (h = 1 for a classifier layer) */
+    int count; /* LIF layers of PlasticFlex VGG-11 with this activation size */
+} lab_shape;
+
+/* PlasticFlex VGG-11 on CIFAR-10 (32x32): 10 LIF layers, 6 distinct sizes. */
+static const lab_shape k_shapes[] = {
+    {"c3 3->64", 64, 32, 1},         {"c3 64->128", 128, 16, 1},    {"c3 128/256->256", 256, 8, 2},
+    {"c3 256/512->512", 512, 4, 2},  {"c3 512->512 @2", 512, 2, 2}, {"fc1/fc2 act", 1024, 1, 2},
+};
+#define NUM_SHAPES ((int)(sizeof k_shapes / sizeof k_shapes[0]))
+
+typedef struct lab_case {
+    bf_backend *b;
+    cudaStream_t stream;
+    bf_neuron_params p;
+    size_t n;                     /* elements per step */
+    size_t total;                 /* T*n */
+    int vec;                      /* version 0's vector width: 4 when n % 4 == 0, else 1 */
+    float *x, *y, *charge, *dy, *dx; /* [T, n] */
+    float *vmem, *g, *dv;         /* version 0's per-step state [n]: membrane V, surrogate G, dL/dV */
+    float *stats;                 /* the spike monitor, 2 floats */
+} lab_case;
+
+/* The neuron of configs/plasticflex/cifar10_vgg11_snn_lif.ini (alpha and width: the config's
+ * defaults, unused by TANH). */
+static bf_neuron_params lif_params(int T) {
+    bf_neuron_params p;
+    memset(&p, 0, sizeof p);
+    p.kind = BF_NEURON_LIF;
+    p.T = T;
+    p.decay = 0.95f;
+    p.threshold = 1.0f;
+    p.reset = BF_RESET_HARD;
+    p.detach_reset = 0;
+    p.through_time = 1;
+    p.surrogate = BF_SURROGATE_TANH;
+    p.alpha = 4.0f;
+    p.width = 2.0f;
+    p.height = 0.3f;
+    return p;
+}
+
+/* The sizes of one case (no allocation). */
+static void case_shapes(lab_case *c, size_t n, int T) {
+    memset(c, 0, sizeof *c);
+    c->p = lif_params(T);
+    c->n = n;
+    c->total = n * (size_t)T;
+    c->vec = n % 4 == 0 ? 4 : 1;
+}
+
+/* Device bytes of all buffers of a case (both versions), with 256-byte rounding per buffer. */
+static size_t case_bytes(const lab_case *c) { return (5 * c->total + 3 * c->n + 2) * sizeof(float) + 9 * 256; }
+
+static void *dev_alloc(bf_backend *b, size_t bytes) {
+    void *p = NULL;
+    BFK(bf_alloc(b, bytes, &p)); /* zero-filled */
+    return p;
+}
+
+static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
+    c->b = b;
+    c->stream = stream;
+    const size_t tb = c->total * sizeof(float), nb = c->n * sizeof(float);
+    c->x = (float *)dev_alloc(b, tb);
+    c->y = (float *)dev_alloc(b, tb);
+    c->charge = (float *)dev_alloc(b, tb);
+    c->dy = (float *)dev_alloc(b, tb);
+    c->dx = (float *)dev_alloc(b, tb);
+    c->vmem = (float *)dev_alloc(b, nb);
+    c->g = (float *)dev_alloc(b, nb);
+    c->dv = (float *)dev_alloc(b, nb);
+    c->stats = (float *)dev_alloc(b, 2 * sizeof(float));
+}
+
+static void case_free(lab_case *c) {
+    void *ptrs[] = {c->x, c->y, c->charge, c->dy, c->dx, c->vmem, c->g, c->dv, c->stats};
+    BFK(c->b->ops->synchronize(c->b));
+    for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) bf_free(c->b, ptrs[i]);
+}
+
+static void launch_init(lab_case *c, float *a, size_t n, uint64_t seed, float lo, float span) {
+    init_kernel<<<lab_blocks(n), LAB_THREADS, 0, c->stream>>>(a, n, seed, lo, span);
+    LAUNCH_CHECK("init_kernel");
+}
+
+/* x uniform in [-1, 1.5) (fires about 20% of the neuron-steps), dy uniform in [-1, 1). */
+static void case_init(lab_case *c) {
+    launch_init(c, c->x, c->total, 21, -1.0f, 2.5f);
+    launch_init(c, c->dy, c->total, 22, -1.0f, 2.0f);
+    CK(cudaStreamSynchronize(c->stream));
+    CK(cudaGetLastError());
+}
+
+/* Every output and version 0's state to all-ones bits (a float NaN), the monitor to 0. */
+static void case_poison(lab_case *c) {
+    const size_t tb = c->total * sizeof(float), nb = c->n * sizeof(float);
+    CK(cudaMemsetAsync(c->y, 0xFF, tb, c->stream));
+    CK(cudaMemsetAsync(c->charge, 0xFF, tb, c->stream));
+    CK(cudaMemsetAsync(c->dx, 0xFF, tb, c->stream));
+    CK(cudaMemsetAsync(c->vmem, 0xFF, nb, c->stream));
+    CK(cudaMemsetAsync(c->g, 0xFF, nb, c->stream));
+    CK(cudaMemsetAsync(c->dv, 0xFF, nb, c->stream));
+    CK(cudaMemsetAsync(c->stats, 0, 2 * sizeof(float), c->stream));
+    CK(cudaStreamSynchronize(c->stream));
+}
+
+/* ---- the passes (enqueue only) ---- */
+
+static void v1_forward(lab_case *c) {
+    BFK(c->b->ops->neuron_forward(c->b, &c->p, c->n, c->x, c->y, c->charge, NULL));
+}
+
+static void v1_forward_stats(lab_case *c) {
+    BFK(c->b->ops->neuron_forward(c->b, &c->p, c->n, c->x, c->y, c->charge, c->stats));
+}
+
+static void v1_backward(lab_case *c) {
+    BFK(c->b->ops->neuron_backward(c->b, &c->p, c->n, c->x, c->y, c->charge, c->dy, c->dx));
+}
+
+template <int V>
+static void v0_forward_t(lab_case *c) {
+    const size_t n = c->n, vecs = n / V;
+    const unsigned blocks = lab_blocks(vecs);
+    const float decay = c->p.decay, threshold = c->p.threshold;
+    CK(cudaMemsetAsync(c->vmem, 0, n * sizeof(float), c->stream)); /* V[-1] = 0 */
+    for (int t = 0; t < c->p.T; t++) {
+        const size_t off = (size_t)t * n;
+        charge_kernel0<V><<<blocks, LAB_THREADS, 0, c->stream>>>(c->vmem, c->x + off, c->charge + off, vecs, decay);
+        LAUNCH_CHECK("charge_kernel0");
+        spike_kernel0<V><<<blocks, LAB_THREADS, 0, c->stream>>>(c->charge + off, c->y + off, vecs, threshold);
+        LAUNCH_CHECK("spike_kernel0");
+        reset_kernel0<V><<<blocks, LAB_THREADS, 0, c->stream>>>(c->charge + off, c->y + off, c->vmem, vecs);
+        LAUNCH_CHECK("reset_kernel0");
+    }
+}
+
+template <int V>
+static void v0_backward_t(lab_case *c) {
+    const size_t n = c->n, vecs = n / V;
+    const unsigned blocks = lab_blocks(vecs);
+    const float decay = c->p.decay, threshold = c->p.threshold, height = c->p.height;
+    CK(cudaMemsetAsync(c->dv, 0, n * sizeof(float), c->stream)); /* dV[T-1] = 0 */
+    for (int t = c->p.T - 1; t >= 0; t--) {
+        const size_t off = (size_t)t * n;
+        surrogate_kernel0<V><<<blocks, LAB_THREADS, 0, c->stream>>>(c->charge + off, c->g, vecs, threshold, height);
+        LAUNCH_CHECK("surrogate_kernel0");
+        dh_kernel0<V><<<blocks, LAB_THREADS, 0, c->stream>>>(c->dy + off, c->g, c->charge + off, c->y + off, c->dv,
+                                                             c->dx + off, vecs);
+        LAUNCH_CHECK("dh_kernel0");
+        if (t > 0) { /* dV[-1] feeds nothing: V[-1] is a constant */
+            carry_kernel0<V><<<blocks, LAB_THREADS, 0, c->stream>>>(c->dx + off, c->dv, vecs, decay);
+            LAUNCH_CHECK("carry_kernel0");
+        }
+    }
+}
+
+static void v0_forward(lab_case *c) {
+    if (c->vec == 4) v0_forward_t<4>(c);
+    else v0_forward_t<1>(c);
+}
+
+static void v0_backward(lab_case *c) {
+    if (c->vec == 4) v0_backward_t<4>(c);
+    else v0_backward_t<1>(c);
+}
+
+/* ---- byte model (see the top of the file): the same for both versions ---- */
+
+static double bytes_fwd(const lab_case *c) { return 12.0 * (double)c->total; } /* x in, y and charge out */
+static double bytes_bwd(const lab_case *c) { return 12.0 * (double)c->total; } /* charge and dy in, dx out */
+
+/* ---- validation against the CPU reference ---- */
+
+/* atol = rtol = 0: the values must be equal (a NaN never is); else |got - ref| <= atol + rtol*|ref|.
+ * Prints the largest |gpu - cpu| and the largest relative difference |gpu - cpu| / |cpu|. */
+static int compare(const char *what, const float *got, const float *ref, size_t n, double atol, double rtol) {
+    const int exact_mode = atol == 0.0 && rtol == 0.0;
+    double max_abs = 0.0, max_rel = 0.0;
+    size_t exact = 0, bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t gb, rb;
+        memcpy(&gb, &got[i], sizeof gb);
+        memcpy(&rb, &ref[i], sizeof rb);
+        if (gb == rb) {
+            exact++;
+            continue;
+        }
+        const double g = (double)got[i], r = (double)ref[i];
+        double d = fabs(g - r); /* NaN when either is NaN */
+        if (isnan(d)) d = INFINITY;
+        const double rel = r != 0.0 ? d / fabs(r) : (d > 0.0 ? INFINITY : 0.0);
+        if (d > max_abs) max_abs = d;
+        if (rel > max_rel) max_rel = rel;
+        const int pass = exact_mode ? got[i] == ref[i] : d <= atol + rtol * fabs(r);
+        if (!pass) {
+            if (bad < 5) fprintf(stderr, "      %s[%zu]: gpu %.9g cpu %.9g\n", what, i, got[i], ref[i]);
+            bad++;
+        }
+    }
+    printf("      %-7s max|gpu-cpu| %.3e  max rel %.3e  bit-exact %zu/%zu  %s\n", what, max_abs, max_rel, exact, n,
+           bad ? "MISMATCH" : "ok");
+    if (bad) fprintf(stderr, "error: %s: %zu of %zu elements outside tolerance\n", what, bad, n);
+    return bad == 0;
+}
+
+/* One GPU tensor copied back and compared. */
+static int check(lab_case *c, const char *what, const float *dev, const float *ref, size_t n, float *host, double atol,
+                 double rtol) {
+    BFK(bf_to_host(c->b, host, dev, n * sizeof(float)));
+    return compare(what, host, ref, n, atol, rtol);
+}
+
+static void *host_alloc(bf_backend *cpu, size_t bytes) {
+    void *p = NULL;
+    BFK(bf_alloc(cpu, bytes, &p));
+    return p;
+}
+
+/* Runs every version on n elements per step over T steps and compares with the CPU backend;
+ * returns 1 on pass. */
+static int validate_case(bf_backend *b, cudaStream_t stream, bf_backend *cpu, const char *label, size_t n, int T) {
+    const double dx_atol = 1e-7, dx_rtol = 1e-5;
+    lab_case c;
+    case_shapes(&c, n, T);
+    case_alloc(&c, b, stream);
+    case_init(&c);
+
+    /* the CPU reference, from the same inputs */
+    const bf_ops *ref_ops = cpu->ops;
+    const size_t tb = c.total * sizeof(float);
+    float *x = (float *)host_alloc(cpu, tb), *y = (float *)host_alloc(cpu, tb);
+    float *charge = (float *)host_alloc(cpu, tb), *dy = (float *)host_alloc(cpu, tb);
+    float *dx = (float *)host_alloc(cpu, tb), *host = (float *)host_alloc(cpu, tb);
+    float *stats = (float *)host_alloc(cpu, 2 * sizeof(float)); /* zero */
+    BFK(bf_to_host(b, x, c.x, tb));
+    BFK(bf_to_host(b, dy, c.dy, tb));
+    BFK(ref_ops->neuron_forward(cpu, &c.p, n, x, y, charge, stats));
+    BFK(ref_ops->neuron_backward(cpu, &c.p, n, x, y, charge, dy, dx));
+
+    /* the firing rate, counted directly, and the monitor checked against the count */
+    size_t spikes = 0, silent = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t s = 0;
+        for (int t = 0; t < T; t++) s += y[(size_t)t * n + i] != 0.0f;
+        spikes += s;
+        silent += s == 0;
+    }
+    const double rate = (double)spikes / (double)c.total;
+    printf("  %s: n=%zu T=%d, %zu neuron-steps, firing rate %.1f%%, silent elements %.1f%%\n", label, n, T, c.total,
+           100.0 * rate, 100.0 * (double)silent / (double)n);
+    int ok = 1;
+    if (stats[0] != (float)spikes || stats[1] != (float)silent) {
+        fprintf(stderr, "error: the CPU monitor says %.0f spikes and %.0f silent, the direct count %zu and %zu\n",
+                stats[0], stats[1], spikes, silent);
+        ok = 0;
+    }
+    if (!(rate >= 0.10 && rate <= 0.50)) {
+        fprintf(stderr, "error: firing rate %.1f%% is outside 10-50%%: the check would not be representative\n",
+                100.0 * rate);
+        ok = 0;
+    }
+
+    for (int pass = 0; pass < 4; pass++) {
+        const char *what;
+        if (pass == 0) what = "version 1 (library, fused), no monitor";
+        else if (pass == 1) what = "version 1 (library, fused), spike monitor";
+        else if (pass == 2) what = c.vec == 4 ? "version 0 (unfused, 16-byte vectors)" : "version 0 (unfused)";
+        else what = "version 0 (unfused, scalar kernels)";
+        if (pass == 3 && c.vec == 1) continue; /* already ran scalar in pass 2 */
+        const int vec_default = c.vec;
+        if (pass == 3) c.vec = 1;
+        case_poison(&c);
+        if (pass == 0) v1_forward(&c);
+        else if (pass == 1) v1_forward_stats(&c);
+        else v0_forward(&c);
+        if (pass < 2) v1_backward(&c);
+        else v0_backward(&c);
+        CK(cudaStreamSynchronize(stream));
+        CK(cudaGetLastError());
+        c.vec = vec_default;
+        printf("    %s\n", what);
+        ok &= check(&c, "y", c.y, y, c.total, host, 0.0, 0.0);
+        ok &= check(&c, "charge", c.charge, charge, c.total, host, 0.0, 0.0);
+        ok &= check(&c, "dx", c.dx, dx, c.total, host, dx_atol, dx_rtol);
+        if (pass == 1) ok &= check(&c, "stats", c.stats, stats, 2, host, 0.0, 0.0);
+    }
+
+    void *host_ptrs[] = {x, y, charge, dy, dx, host, stats};
+    for (size_t k = 0; k < sizeof host_ptrs / sizeof host_ptrs[0]; k++) bf_free(cpu, host_ptrs[k]);
+    case_free(&c);
+    return ok;
+}
+
+/* ---- timing ---- */
+
+typedef struct lab_timer {
+    cudaStream_t stream;
+    cudaEvent_t start, stop;
+    void *flush;
+    size_t flush_bytes;
+    int repeats;
+} lab_timer;
+
+/* Mean milliseconds of fn over t->repeats runs, each after an L2 flush outside the timed region. */
+static double time_pass(lab_timer *t, lab_case *c, void (*fn)(lab_case *)) {
+    double total = 0.0;
+    for (int r = 0; r < t->repeats; r++) {
+        CK(cudaMemsetAsync(t->flush, r & 0xFF, t->flush_bytes, t->stream));
+        CK(cudaEventRecord(t->start, t->stream));
+        fn(c);
+        CK(cudaEventRecord(t->stop, t->stream));
+        CK(cudaEventSynchronize(t->stop));
+        float ms = 0.0f;
+        CK(cudaEventElapsedTime(&ms, t->start, t->stop));
+        total += ms;
+    }
+    CK(cudaGetLastError()); /* an asynchronous fault inside fn */
+    return total / t->repeats;
+}
+
+/* One table row; bwd_ms < 0 prints the backward columns as "-". */
+static void print_row(const char *lead, const char *version, double fwd_ms, double fwd_bytes, double bwd_ms,
+                      double bwd_bytes, double peak_gbs, const char *tail) {
+    const double fwd_gbs = fwd_bytes / (fwd_ms * 1e-3) / 1e9;
+    if (bwd_ms < 0.0) {
+        printf("%-40s %-17s %9.4f %7.0f %5.1f%% %9s %7s %6s %9s  %s\n", lead, version, fwd_ms, fwd_gbs,
+               100.0 * fwd_gbs / peak_gbs, "-", "-", "-", "-", tail);
+        return;
+    }
+    const double bwd_gbs = bwd_bytes / (bwd_ms * 1e-3) / 1e9;
+    printf("%-40s %-17s %9.4f %7.0f %5.1f%% %9.4f %7.0f %5.1f%% %9.4f  %s\n", lead, version, fwd_ms, fwd_gbs,
+           100.0 * fwd_gbs / peak_gbs, bwd_ms, bwd_gbs, 100.0 * bwd_gbs / peak_gbs, fwd_ms + bwd_ms, tail);
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: bench_lif_lab [--batch N] [--T LIST] [--repeats N] [--peak-gbs X]\n"
+               "  --batch N      batch size (default 256)\n"
+               "  --T LIST       comma-separated time steps, each 1..%d (default 4,8,16)\n"
+               "  --repeats N    timed runs per pass, after one warm-up (default 50)\n"
+               "  --peak-gbs X   peak DRAM bandwidth in GB/s for %%peak (default: queried, else 3350)\n",
+            LAB_MAX_T);
+}
+
+/* "4,8,16" -> Ts[], returns the count, or 0 on a malformed list. */
+static int parse_tlist(const char *s, int *Ts) {
+    int count = 0;
+    const char *p = s;
+    for (;;) {
+        char *end = NULL;
+        const long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > LAB_MAX_T || count >= LAB_MAX_TLIST) return 0;
+        Ts[count++] = (int)v;
+        if (*end == '\0') return count;
+        if (*end != ',') return 0;
+        p = end + 1;
+    }
+}
+
+int main(int argc, char **argv) {
+    int batch = 256, repeats = 50;
+    int Ts[LAB_MAX_TLIST] = {4, 8, 16}, nT = 3;
+    double peak_arg = 0.0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        const char *opt = argv[i];
+        if (i + 1 >= argc) {
+            fprintf(stderr, "error: %s needs a value\n", opt);
+            usage(stderr);
+            return 2;
+        }
+        const char *val = argv[++i];
+        char *end = NULL;
+        if (!strcmp(opt, "--batch")) {
+            long v = strtol(val, &end, 10);
+            if (end == val || *end || v < 1 || v > 65536) {
+                fprintf(stderr, "error: --batch wants an integer in 1..65536, got %s\n", val);
+                return 2;
+            }
+            batch = (int)v;
+        } else if (!strcmp(opt, "--T")) {
+            int parsed[LAB_MAX_TLIST];
+            const int count = parse_tlist(val, parsed);
+            if (!count) {
+                fprintf(stderr, "error: --T wants up to %d comma-separated integers in 1..%d, got %s\n", LAB_MAX_TLIST,
+                        LAB_MAX_T, val);
+                return 2;
+            }
+            memcpy(Ts, parsed, (size_t)count * sizeof(int));
+            nT = count;
+        } else if (!strcmp(opt, "--repeats")) {
+            long v = strtol(val, &end, 10);
+            if (end == val || *end || v < 1 || v > 1000000) {
+                fprintf(stderr, "error: --repeats wants an integer in 1..1000000, got %s\n", val);
+                return 2;
+            }
+            repeats = (int)v;
+        } else if (!strcmp(opt, "--peak-gbs")) {
+            double v = strtod(val, &end);
+            if (end == val || *end || !(v > 0.0) || !(v < 1e6)) {
+                fprintf(stderr, "error: --peak-gbs wants a positive number, got %s\n", val);
+                return 2;
+            }
+            peak_arg = v;
+        } else {
+            fprintf(stderr, "error: unknown option %s\n", opt);
+            usage(stderr);
+            return 2;
+        }
+    }
+
+    if (!bf_cuda_built()) {
+        fprintf(stderr, "error: bioflex was built without the CUDA backend\n");
+        return 1;
+    }
+    if (bf_cuda_device_count() < 1) {
+        fprintf(stderr, "error: no CUDA device found\n");
+        return 1;
+    }
+    bf_backend *b = NULL, *cpu = NULL;
+    BFK(bf_backend_create_cuda(0, BF_PRECISION_FP32, &b));
+    BFK(bf_backend_create_cpu(0, &cpu));
+    const cudaStream_t stream = ((const bf_cuda_impl *)b->impl)->stream;
+    const int dev = b->device_index;
+
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, dev));
+    g_sm_count = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
+    /* CUDA 13 removed cudaDeviceProp.memoryClockRate; the attribute remains (kHz). */
+    int mem_khz = 0, bus_bits = 0;
+    if (cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        mem_khz = 0;
+    }
+    if (cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        bus_bits = 0;
+    }
+    const double queried_gbs = 2.0 * (double)mem_khz * 1e3 * ((double)bus_bits / 8.0) / 1e9;
+    double peak_gbs;
+    const char *peak_from;
+    if (peak_arg > 0.0) {
+        peak_gbs = peak_arg;
+        peak_from = "--peak-gbs";
+    } else if (queried_gbs > 0.0) {
+        peak_gbs = queried_gbs;
+        peak_from = "2 x memory clock x bus width";
+    } else {
+        peak_gbs = 3350.0;
+        peak_from = "default, H100 SXM (the driver reported no memory clock)";
+    }
+
+    lab_timer t;
+    t.stream = stream;
+    t.repeats = repeats;
+    t.flush_bytes = 2 * (size_t)(prop.l2CacheSize > 0 ? prop.l2CacheSize : 64 << 20);
+    CK(cudaMalloc(&t.flush, t.flush_bytes));
+    CK(cudaEventCreate(&t.start));
+    CK(cudaEventCreate(&t.stop));
+
+    printf("LIF neuron kernel lab: %s, %d SMs, L2 %.1f MiB (flush buffer %.1f MiB), peak %.0f GB/s (%s)\n", prop.name,
+           prop.multiProcessorCount, prop.l2CacheSize / 1048576.0, t.flush_bytes / 1048576.0, peak_gbs, peak_from);
+    if (mem_khz > 0 && bus_bits > 0)
+        printf("  memory clock %.0f MHz, bus %d bits -> %.0f GB/s\n", mem_khz / 1e3, bus_bits, queried_gbs);
+    printf("  LIF decay 0.95, threshold 1, hard reset (not detached), STBP, surrogate 0.3*tanh', fp32; "
+           "%d timed runs per pass\n",
+           repeats);
+    printf("  byte model (both versions): fwd 12*T*n (x in; y, charge out), bwd 12*T*n (charge, dy in; dx out)\n\n");
+
+    /* ---- correctness first ---- */
+    printf("validation against the CPU reference backend:\n");
+    int ok = 1;
+    for (int ti = 0; ti < nT; ti++) {
+        const int T = Ts[ti];
+        const size_t samples = T <= 16 ? 20 : (320 / (size_t)T > 0 ? 320 / (size_t)T : 1);
+        char label[64];
+        snprintf(label, sizeof label, "64x32x32, %zu samples", samples);
+        ok &= validate_case(b, stream, cpu, label, samples * 64 * 32 * 32, T);
+    }
+    ok &= validate_case(b, stream, cpu, "odd size (scalar kernels, partial blocks)", 1155, 5);
+    if (!ok) {
+        fprintf(stderr, "\nerror: VALIDATION FAILED: a version does not match the CPU reference; no timings\n");
+        return 1;
+    }
+    printf("All results match.\n\n");
+
+    /* ---- timings ---- */
+    for (int ti = 0; ti < nT; ti++) {
+        const int T = Ts[ti];
+        printf("T = %d, batch %d (version 0: %d launches forward, %d backward; at equal bandwidth version 1 would "
+               "be x%.2f forward, x%.2f backward)\n",
+               T, batch, 3 * T + 1, 3 * T, (32.0 * T + 4.0) / (12.0 * T), (40.0 * T - 4.0) / (12.0 * T));
+        printf("%-40s %-17s %9s %7s %6s %9s %7s %6s %9s  %s\n", "layer (count)  activation  n", "version", "fwd ms",
+               "GB/s", "%peak", "bwd ms", "GB/s", "%peak", "f+b ms", "speed-up of 1 over 0");
+        double sum_v0 = 0.0, sum_v1 = 0.0, sum_v0f = 0.0, sum_v1f = 0.0, sum_v0b = 0.0, sum_v1b = 0.0;
+        int skipped = 0, layers = 0;
+        for (int si = 0; si < NUM_SHAPES; si++) {
+            const lab_shape *sh = &k_shapes[si];
+            const size_t n = (size_t)batch * (size_t)sh->c * (size_t)sh->h * (size_t)sh->h;
+            char lead[96];
+            if (sh->h > 1)
+                snprintf(lead, sizeof lead, "%s (%d) %dx%dx%d n=%zu", sh->name, sh->count, sh->c, sh->h, sh->h, n);
+            else
+                snprintf(lead, sizeof lead, "%s (%d) %d n=%zu", sh->name, sh->count, sh->c, n);
+            layers += sh->count;
+            lab_case c;
+            case_shapes(&c, n, T);
+            size_t free_b = 0, total_b = 0;
+            CK(cudaMemGetInfo(&free_b, &total_b));
+            const size_t need = case_bytes(&c);
+            if ((double)need > 0.4 * (double)free_b) {
+                printf("%-40s skipped: buffers need %.2f GB, more than 40%% of the %.2f GB free\n", lead, need / 1e9,
+                       free_b / 1e9);
+                skipped = 1;
+                continue;
+            }
+            case_alloc(&c, b, stream);
+            case_init(&c);
+            /* warm-up: first launches, the library's scratch growth for the monitor (it synchronises), clocks */
+            v0_forward(&c);
+            v0_backward(&c);
+            v1_forward_stats(&c);
+            v1_forward(&c);
+            v1_backward(&c);
+            CK(cudaStreamSynchronize(stream));
+            CK(cudaGetLastError());
+
+            const double v0_f = time_pass(&t, &c, v0_forward), v0_b = time_pass(&t, &c, v0_backward);
+            const double v1_f = time_pass(&t, &c, v1_forward), v1_b = time_pass(&t, &c, v1_backward);
+            const double v1s_f = time_pass(&t, &c, v1_forward_stats);
+
+            char tail[96], tail_s[64];
+            snprintf(tail, sizeof tail, "x%.2f (fwd x%.2f, bwd x%.2f)", (v0_f + v0_b) / (v1_f + v1_b), v0_f / v1_f,
+                     v0_b / v1_b);
+            snprintf(tail_s, sizeof tail_s, "fwd x%.2f", v0_f / v1s_f);
+            print_row(lead, "0 unfused", v0_f, bytes_fwd(&c), v0_b, bytes_bwd(&c), peak_gbs, "");
+            print_row("", "1 fused (library)", v1_f, bytes_fwd(&c), v1_b, bytes_bwd(&c), peak_gbs, tail);
+            print_row("", "1 +spike stats", v1s_f, bytes_fwd(&c), -1.0, 0.0, peak_gbs, tail_s);
+            sum_v0f += sh->count * v0_f;
+            sum_v0b += sh->count * v0_b;
+            sum_v1f += sh->count * v1_f;
+            sum_v1b += sh->count * v1_b;
+            sum_v0 += sh->count * (v0_f + v0_b);
+            sum_v1 += sh->count * (v1_f + v1_b);
+            case_free(&c);
+        }
+        if (skipped)
+            printf("PlasticFlex VGG-11, T = %d, batch %d: some layers were skipped, no per-step total\n\n", T, batch);
+        else
+            printf("PlasticFlex VGG-11, T = %d, batch %d, %d LIF layers, fwd+bwd per step: version 0 %.3f ms, version 1 "
+                   "%.3f ms, speed-up x%.2f (fwd x%.2f, bwd x%.2f)\n\n",
+                   T, batch, layers, sum_v0, sum_v1, sum_v0 / sum_v1, sum_v0f / sum_v1f, sum_v0b / sum_v1b);
+    }
+
+    CK(cudaEventDestroy(t.start));
+    CK(cudaEventDestroy(t.stop));
+    CK(cudaFree(t.flush));
+    bf_backend_destroy(cpu);
+    bf_backend_destroy(b);
+    return 0;
+}
