@@ -181,6 +181,44 @@ static void check_gradients(const char *label, const bf_flex_options *opt) {
     bf_backend_destroy(b);
 }
 
+/* threshold_mode = resample_each_forward: a new U(+-sqrt(6/(C*H*W))) threshold at every step */
+static void test_resampled_threshold(const bf_flex_options *opt) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, 3, &m));
+    int x = bf_model_add_flex(m, "flex1", BF_MODEL_INPUT, 6, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, opt);
+    x = bf_model_add_global_avgpool(m, "gap", x);
+    bf_model_add_flatten(m, "flatten", x);
+    CHECK_OK(bf_model_finalize(m));
+    if (!m->param_data) return;
+    static float xh[N * C * H * H];
+    bf_test_fill_uniform(xh, N * C * H * H, -1, 1, 4);
+    const float *logits = NULL;
+    const bf_layer *f = &m->layers[0];
+    const float *t = m->buffer_data + m->buffers[f->buffer_index[2]].offset;
+    size_t count = (size_t)f->flex.c_out * f->flex.hw;
+    float bound = sqrtf(6.0f / (float)count), *first = malloc(count * sizeof(float));
+    m->step = 1;
+    CHECK_OK(bf_model_forward(m, xh, &logits));
+    memcpy(first, t, count * sizeof(float));
+    m->step = 2;
+    CHECK_OK(bf_model_forward(m, xh, &logits));
+    int within = 1, differs = 0;
+    double mean = 0;
+    for (size_t i = 0; i < count; i++) {
+        within &= fabsf(first[i]) <= bound && fabsf(t[i]) <= bound;
+        differs += first[i] != t[i];
+        mean += first[i] / count;
+    }
+    CHECK(within && differs > (int)count / 2 && fabs(mean) < bound / 3,
+          "resampled threshold: within +-%.3f, redrawn at the next step (%d of %zu differ), mean %.4f", bound, differs,
+          count, mean);
+    free(first);
+    bf_model_destroy(m);
+    bf_backend_destroy(b);
+}
+
 int main(void) {
     test_names_and_counts();
     bf_flex_options max_expand = {.joint = BF_FLEX_JOINT_MAX, .channels = BF_FLEX_CHANNELS_EXPAND, .ties = BF_FLEX_TIE_SPLIT};
@@ -199,5 +237,10 @@ int main(void) {
     mask_mul.threshold_mode = BF_THRESHOLD_FROZEN_RANDOM;
     mask_mul.channels = BF_FLEX_CHANNELS_BILINEAR;
     check_gradients("mask sigmoid_mul, bilinear, frozen threshold", &mask_mul);
+    bf_flex_options mask_resample = mask_hard;
+    mask_resample.logits_bn = 0;
+    mask_resample.threshold_mode = BF_THRESHOLD_RESAMPLE;
+    check_gradients("mask sigmoid_hard, threshold resampled each forward", &mask_resample);
+    test_resampled_threshold(&mask_resample);
     return bf_test_finish();
 }

@@ -219,6 +219,13 @@ int main(void) {
     test_mask(2, 5, 37);
     test_mask(8, 64, 196);
     test_mask_stats(1000);
+    {
+        pair u = pair_out(100003); /* fill_uniform: the same counter-based draws on both backends */
+        CHECK_OK(cpu->ops->fill_uniform(cpu, u.c, u.n, -0.25f, 0.75f, 99));
+        CHECK_OK(gpu->ops->fill_uniform(gpu, u.g, u.n, -0.25f, 0.75f, 99));
+        compare("fill_uniform", u, -1, 0);
+        pair_free(&u);
+    }
     test_mask_stats(8 * 64 * 196);
     CHECK_OK(gpu->ops->synchronize(gpu));
 

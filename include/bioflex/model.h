@@ -56,7 +56,8 @@ typedef enum bf_init {
 typedef enum bf_flex_joint { BF_FLEX_JOINT_MAX = 0, BF_FLEX_JOINT_MASK = 1 } bf_flex_joint;
 typedef enum bf_threshold_mode {
     BF_THRESHOLD_LEARNED = 0,   /* a trained parameter (the method as described) */
-    BF_THRESHOLD_FROZEN_RANDOM  /* kept at its random start, as FlexNet's GPU runs had it (a buffer) */
+    BF_THRESHOLD_FROZEN_RANDOM, /* kept at its random start, as FlexNet's GPU runs had it (a buffer) */
+    BF_THRESHOLD_RESAMPLE       /* drawn anew at every forward, U(+-sqrt(6/(C*H*W))), as PlasticFlex's code does */
 } bf_threshold_mode;
 
 typedef struct bf_flex_options {

@@ -299,6 +299,8 @@ typedef struct bf_ops {
                                  const float *y, const float *charge, const float *dy, float *dx);
     /* Rate coding: y[t*n + i] = 1[bf_uniform(seed, t*n + i) < clamp(x[i], 0, 1)] for t < T (x is [n]). */
     bf_status (*spike_encode_rate)(bf_backend *b, const float *x, float *y, size_t n, int T, uint64_t seed);
+    /* x[i] = lo + (hi - lo) * bf_uniform(seed, i): random draws on the device, identical on both backends. */
+    bf_status (*fill_uniform)(bf_backend *b, float *x, size_t n, float lo, float hi, uint64_t seed);
 } bf_ops;
 
 struct bf_backend {

@@ -98,7 +98,8 @@ static const enum_name flex_mask_names[] = {
     {"stochastic_fpbp", 6}, {"stochastic_fpbs", 7}, {"stochastic_fsbp", 8}, {"stochastic_fsbs", 9},
     {"stochastic_fcbp", 10}, {"stochastic_fcbs", 11}, {NULL, 0}};
 static const enum_name conv_init_names[] = {{"fan_out", 0}, {"fan_in", 1}, {NULL, 0}};
-static const enum_name threshold_mode_names[] = {{"learned", 0}, {"frozen_random", 1}, {NULL, 0}};
+static const enum_name threshold_mode_names[] = {
+    {"learned", 0}, {"frozen_random", 1}, {"resample_each_forward", 2}, {NULL, 0}};
 static const enum_name neuron_names[] = {
     {"none", -1}, {"lif", BF_NEURON_LIF}, {"if", BF_NEURON_IF}, {"clamp01", BF_NEURON_CLAMP01}, {"step", BF_NEURON_STEP}, {NULL, 0}};
 static const enum_name encoding_names[] = {{"direct", 0}, {"rate", 1}, {NULL, 0}};
@@ -188,7 +189,7 @@ static const key_spec key_table[] = {
     ENUM_KEY("model", "flex_mask", model.flex_mask, flex_mask_names, "sigmoid_hard", "flex mask: the mask function of the logits"),
     FLOAT_KEY("model", "flex_mask_factor", model.flex_mask_factor, 0, NO_MAX, MIN_OPEN, "1", "flex mask sigmoid_mul: the multiplier f in sigmoid(f*L)"),
     BOOL_KEY("model", "flex_logits_bn", model.flex_logits_bn, "false", "flex mask: batch-norm on the logits (bn_logits)"),
-    ENUM_KEY("model", "threshold_mode", model.threshold_mode, threshold_mode_names, "learned", "flex mask: a learned threshold, or frozen at its random start (FlexNet's GPU runs)"),
+    ENUM_KEY("model", "threshold_mode", model.threshold_mode, threshold_mode_names, "learned", "flex mask: a learned threshold, frozen at its random start (FlexNet's GPU runs), or drawn anew at every forward (PlasticFlex's published runs)"),
 
     ENUM_KEY("optim", "optimizer", optim.optimizer, optimizer_names, "sgd", "optimiser"),
     FLOAT_KEY("optim", "lr", optim.lr, 0, NO_MAX, MIN_OPEN, "0.1", "learning rate (the peak, after warm-up)"),

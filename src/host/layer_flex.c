@@ -8,7 +8,10 @@
  * (dC, dP, the pool's dx, and the mask path's gradients) is shared by all flex layers of a model,
  * since only one layer's backward runs at a time. Monitors (conv wins, or the mask sum) are summed
  * on the device in training mode and read by bf_model_flex_monitor at log intervals. */
+#include <math.h>
 #include <string.h>
+
+#include "bioflex/hash.h"
 
 #include "layers.h"
 
@@ -104,6 +107,12 @@ bf_status bf_flex_forward(bf_model *m, int index) {
     if (!is_mask(l)) return ops->flex_max_forward(b, &fs, l->flex_conv, l->flex_pooled, l->out, stats);
 
     BF_TRY(ops->flex_widen_forward(b, &fs, l->flex_pooled, l->flex_widened));
+    if (l->flex_opt.threshold_mode == BF_THRESHOLD_RESAMPLE) {
+        /* PlasticFlex re-draws its threshold with kaiming_uniform_ on every forward pass */
+        float bound = sqrtf(6.0f / (float)((size_t)l->flex.c_out * l->flex.hw));
+        BF_TRY(ops->fill_uniform(b, buffer(m, l, 2), (size_t)l->flex.c_out * l->flex.hw, -bound, bound,
+                                 bf_seed_derive((uint64_t)m->seed, BF_STREAM_INIT, m->step * 4096u + (uint64_t)index)));
+    }
     BF_TRY(ops->flex_logits_forward(b, &fs, l->flex_widened, threshold(m, l), l->flex_logits));
     const float *logits = l->flex_logits;
     if (l->flex_opt.logits_bn) {

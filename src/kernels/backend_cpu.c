@@ -103,6 +103,7 @@ static const bf_ops cpu_ops = {
     .dropout_forward = bf_cpu_dropout_forward,
     .dropout_backward = bf_cpu_dropout_backward,
     .spike_encode_rate = bf_cpu_spike_encode_rate,
+    .fill_uniform = bf_cpu_fill_uniform,
 
     .softmax_xent = bf_cpu_softmax_xent,
     .topk_correct = bf_cpu_topk_correct,

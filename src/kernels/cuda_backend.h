@@ -181,6 +181,7 @@ bf_status bf_cuda_accumulate_sum(bf_backend *b, const float *x, size_t n, float 
 bf_status bf_cuda_relu_forward(bf_backend *b, const float *x, float *y, size_t n);
 bf_status bf_cuda_relu_backward(bf_backend *b, const float *y, const float *dy, float *dx, size_t n);
 bf_status bf_cuda_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, float p, uint64_t seed);
+bf_status bf_cuda_fill_uniform(bf_backend *b, float *x, size_t n, float lo, float hi, uint64_t seed);
 bf_status bf_cuda_spike_encode_rate(bf_backend *b, const float *x, float *y, size_t n, int T, uint64_t seed);
 bf_status bf_cuda_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, float p, uint64_t seed);
 

@@ -65,6 +65,12 @@ __global__ void k_encode_rate(const float *x, float *y, size_t n, size_t total, 
     }
 }
 
+/* The same expression as the CPU: lo + (hi - lo) * u without a fused multiply-add. */
+__global__ void k_fill_uniform(float *x, size_t n, float lo, float span, uint64_t seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] = __fadd_rn(lo, __fmul_rn(span, bf_uniform(seed, (uint64_t)i)));
+}
+
 /* Pass 1 of a sum: block b writes partial[b] = sum over its threads of their strided elements. */
 template <bool SQUARES>
 __global__ void k_sum_partial(const float *__restrict__ x, size_t n, double *__restrict__ partial) {
@@ -241,5 +247,15 @@ extern "C" bf_status bf_cuda_spike_encode_rate(bf_backend *b, const float *x, fl
     if (total == 0) return BF_OK;
     k_encode_rate<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(x, y, n, total, seed);
     BF_LAUNCH_CHECK("k_encode_rate");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_fill_uniform(bf_backend *b, float *x, size_t n, float lo, float hi, uint64_t seed) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (!x) return bf_error(BF_ERR_ARG, "fill_uniform: NULL tensor");
+    if (n == 0) return BF_OK;
+    k_fill_uniform<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(x, n, lo, hi - lo, seed);
+    BF_LAUNCH_CHECK("k_fill_uniform");
     return BF_OK;
 }

@@ -122,3 +122,10 @@ bf_status bf_cpu_spike_encode_rate(bf_backend *b, const float *x, float *y, size
     }
     return BF_OK;
 }
+
+bf_status bf_cpu_fill_uniform(bf_backend *b, float *x, size_t n, float lo, float hi, uint64_t seed) {
+    if (!x) return bf_error(BF_ERR_ARG, "fill_uniform: NULL tensor");
+#pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * bf_uniform(seed, i);
+    return BF_OK;
+}
