@@ -87,41 +87,7 @@
 #include "bioflex/hash.h"
 #include "bioflex/ops.h"
 #include "cuda_backend.h"
-
-/* ---- error checks: a lab fails loudly and stops ---- */
-
-#define CK(call)                                                                                    \
-    do {                                                                                            \
-        cudaError_t ck_e_ = (call);                                                                 \
-        if (ck_e_ != cudaSuccess) {                                                                 \
-            fprintf(stderr, "error: %s failed at %s:%d: %s\n", #call, __FILE__, __LINE__,          \
-                    cudaGetErrorString(ck_e_));                                                     \
-            exit(1);                                                                                \
-        }                                                                                           \
-    } while (0)
-
-#define BFK(call)                                                                                   \
-    do {                                                                                            \
-        bf_status bfk_s_ = (call);                                                                  \
-        if (bfk_s_ != BF_OK) {                                                                      \
-            fprintf(stderr, "error: %s failed at %s:%d: %s: %s\n", #call, __FILE__, __LINE__,      \
-                    bf_status_name(bfk_s_), bf_last_error());                                       \
-            exit(1);                                                                                \
-        }                                                                                           \
-    } while (0)
-
-/* After a <<<...>>> launch: a bad configuration, or an earlier asynchronous fault. */
-#define LAUNCH_CHECK(name)                                                                          \
-    do {                                                                                            \
-        cudaError_t lc_e_ = cudaGetLastError();                                                     \
-        if (lc_e_ != cudaSuccess) {                                                                 \
-            fprintf(stderr, "error: launch of %s failed at %s:%d: %s\n", name, __FILE__, __LINE__, \
-                    cudaGetErrorString(lc_e_));                                                     \
-            exit(1);                                                                                \
-        }                                                                                           \
-    } while (0)
-
-#define LAB_THREADS 256
+#include "lab_util.cuh"
 
 /* ---- version 0: the unfused kernels ---- */
 
@@ -133,41 +99,12 @@ struct lab_geo {
 
 __device__ __forceinline__ int src_channel(const lab_geo &g, int j) { return g.ratio ? j / g.ratio : j % g.c_in; }
 
-/* V consecutive floats / bytes; V = 4 loads and stores 16 (4) bytes at once. Callers guarantee
- * V-element alignment: every offset is a multiple of V (hw % V == 0, cudaMalloc aligns to 256). */
-template <int V>
-struct fvec {
-    float v[V];
-};
+/* V consecutive bytes (lab_util.cuh has the floats); V = 4 loads and stores 4 bytes at once. Callers
+ * guarantee V-element alignment: every offset is a multiple of V (hw % V == 0, cudaMalloc aligns to 256). */
 template <int V>
 struct bvec {
     uint8_t v[V];
 };
-
-template <int V>
-__device__ __forceinline__ fvec<V> load_f(const float *p) {
-    static_assert(V == 1 || V == 4, "V is 1 or 4");
-    fvec<V> r;
-    if constexpr (V == 4) {
-        const float4 q = *reinterpret_cast<const float4 *>(p);
-        r.v[0] = q.x;
-        r.v[1] = q.y;
-        r.v[2] = q.z;
-        r.v[3] = q.w;
-    } else {
-        r.v[0] = *p;
-    }
-    return r;
-}
-
-template <int V>
-__device__ __forceinline__ void store_f(float *p, const fvec<V> &r) {
-    if constexpr (V == 4) {
-        *reinterpret_cast<float4 *>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
-    } else {
-        *p = r.v[0];
-    }
-}
 
 template <int V>
 __device__ __forceinline__ bvec<V> load_b(const uint8_t *p) {
@@ -192,9 +129,6 @@ __device__ __forceinline__ void store_b(uint8_t *p, const bvec<V> &r) {
         *p = r.v[0];
     }
 }
-
-#define LAB_GRID_STRIDE(i, total) \
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
 
 /* (a) P~ [n, c_out, hw] = widen(P [n, c_in, hw]); `vecs` = n*c_out*hw / V. */
 template <int V>
@@ -315,17 +249,6 @@ __global__ void init_kernel(float *__restrict__ a, size_t n, uint64_t seed, floa
 
 /* ---- host side ---- */
 
-static int g_sm_count = 1;
-
-/* Blocks for a grid-stride loop over `items`: enough to cover them, at most 32 per SM. */
-static unsigned lab_blocks(size_t items) {
-    size_t blocks = (items + LAB_THREADS - 1) / LAB_THREADS;
-    const size_t cap = (size_t)g_sm_count * 32;
-    if (blocks > cap) blocks = cap;
-    if (blocks < 1) blocks = 1;
-    return (unsigned)blocks;
-}
-
 typedef struct lab_shape {
     const char *name;
     int c_in, c_out, h; /* square h x h input and output */
@@ -387,12 +310,6 @@ static int case_widens(const lab_case *c) { return c->fs.c_in != c->fs.c_out; }
 static size_t case_bytes(const lab_case *c) {
     size_t floats = 2 * c->nx + 2 * c->np + 4 * c->nc + (case_widens(c) ? 2 * c->nc : 0) + 1;
     return floats * sizeof(float) + c->np * sizeof(int32_t) + c->nc + sizeof(unsigned long long) + 16 * 256;
-}
-
-static void *dev_alloc(bf_backend *b, size_t bytes) {
-    void *p = NULL;
-    BFK(bf_alloc(b, bytes, &p)); /* zero-filled */
-    return p;
 }
 
 static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
@@ -572,12 +489,6 @@ static int check(lab_case *c, const char *what, const float *dev, const float *r
     return compare(what, host, ref, n);
 }
 
-static void *host_alloc(bf_backend *cpu, size_t bytes) {
-    void *p = NULL;
-    BFK(bf_alloc(cpu, bytes, &p));
-    return p;
-}
-
 /* Runs every version on one shape at batch n and compares with the CPU backend; returns 1 on pass. */
 static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, const lab_shape *sh, int n) {
     lab_case c;
@@ -661,40 +572,6 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
     return ok;
 }
 
-/* ---- timing ---- */
-
-typedef struct lab_timer {
-    cudaStream_t stream;
-    cudaEvent_t start, stop;
-    void *flush;
-    size_t flush_bytes;
-    int repeats;
-} lab_timer;
-
-/* Mean milliseconds of fn over t->repeats runs, each after an L2 flush outside the timed region. */
-static double time_pass(lab_timer *t, lab_case *c, void (*fn)(lab_case *)) {
-    double total = 0.0;
-    for (int r = 0; r < t->repeats; r++) {
-        CK(cudaMemsetAsync(t->flush, r & 0xFF, t->flush_bytes, t->stream));
-        CK(cudaEventRecord(t->start, t->stream));
-        fn(c);
-        CK(cudaEventRecord(t->stop, t->stream));
-        CK(cudaEventSynchronize(t->stop));
-        float ms = 0.0f;
-        CK(cudaEventElapsedTime(&ms, t->start, t->stop));
-        total += ms;
-    }
-    CK(cudaGetLastError()); /* an asynchronous fault inside fn */
-    return total / t->repeats;
-}
-
-static void print_row(const char *lead, const char *version, double fwd_ms, double fwd_bytes, double bwd_ms,
-                      double bwd_bytes, double peak_gbs, const char *tail) {
-    const double fwd_gbs = fwd_bytes / (fwd_ms * 1e-3) / 1e9, bwd_gbs = bwd_bytes / (bwd_ms * 1e-3) / 1e9;
-    printf("%-34s %-18s %9.4f %7.0f %5.1f%% %9.4f %7.0f %5.1f%% %9.4f  %s\n", lead, version, fwd_ms, fwd_gbs,
-           100.0 * fwd_gbs / peak_gbs, bwd_ms, bwd_gbs, 100.0 * bwd_gbs / peak_gbs, fwd_ms + bwd_ms, tail);
-}
-
 static void usage(FILE *f) {
     fprintf(f, "usage: bench_flex_lab [--batch N] [--repeats N] [--peak-gbs X]\n"
                "  --batch N      batch size (default: 32 and 128)\n"
@@ -703,103 +580,17 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    int batch = 0, repeats = 50;
-    double peak_arg = 0.0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        const char *opt = argv[i];
-        if (i + 1 >= argc) {
-            fprintf(stderr, "error: %s needs a value\n", opt);
-            usage(stderr);
-            return 2;
-        }
-        const char *val = argv[++i];
-        char *end = NULL;
-        if (!strcmp(opt, "--batch")) {
-            long v = strtol(val, &end, 10);
-            if (*end || v < 1 || v > 65536) {
-                fprintf(stderr, "error: --batch wants an integer in 1..65536, got %s\n", val);
-                return 2;
-            }
-            batch = (int)v;
-        } else if (!strcmp(opt, "--repeats")) {
-            long v = strtol(val, &end, 10);
-            if (*end || v < 1 || v > 1000000) {
-                fprintf(stderr, "error: --repeats wants an integer in 1..1000000, got %s\n", val);
-                return 2;
-            }
-            repeats = (int)v;
-        } else if (!strcmp(opt, "--peak-gbs")) {
-            double v = strtod(val, &end);
-            if (*end || !(v > 0.0) || !(v < 1e6)) {
-                fprintf(stderr, "error: --peak-gbs wants a positive number, got %s\n", val);
-                return 2;
-            }
-            peak_arg = v;
-        } else {
-            fprintf(stderr, "error: unknown option %s\n", opt);
-            usage(stderr);
-            return 2;
-        }
-    }
+    lab_options o = {0, 50, 0.0}; /* batch 0: both 32 and 128 */
+    const int parsed = lab_parse_options(argc, argv, &o, usage, NULL, NULL);
+    if (parsed >= 0) return parsed;
+    const int batch = o.batch, repeats = o.repeats;
 
-    if (!bf_cuda_built()) {
-        fprintf(stderr, "error: bioflex was built without the CUDA backend\n");
-        return 1;
-    }
-    if (bf_cuda_device_count() < 1) {
-        fprintf(stderr, "error: no CUDA device found\n");
-        return 1;
-    }
-    bf_backend *b = NULL, *cpu = NULL;
-    BFK(bf_backend_create_cuda(0, BF_PRECISION_FP32, &b));
-    BFK(bf_backend_create_cpu(0, &cpu));
-    const cudaStream_t stream = ((const bf_cuda_impl *)b->impl)->stream;
-    const int dev = b->device_index;
-
-    cudaDeviceProp prop;
-    CK(cudaGetDeviceProperties(&prop, dev));
-    g_sm_count = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
-    /* CUDA 13 removed cudaDeviceProp.memoryClockRate; the attribute remains (kHz). */
-    int mem_khz = 0, bus_bits = 0;
-    if (cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, dev) != cudaSuccess) {
-        (void)cudaGetLastError();
-        mem_khz = 0;
-    }
-    if (cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev) != cudaSuccess) {
-        (void)cudaGetLastError();
-        bus_bits = 0;
-    }
-    const double queried_gbs = 2.0 * (double)mem_khz * 1e3 * ((double)bus_bits / 8.0) / 1e9;
-    double peak_gbs;
-    const char *peak_from;
-    if (peak_arg > 0.0) {
-        peak_gbs = peak_arg;
-        peak_from = "--peak-gbs";
-    } else if (queried_gbs > 0.0) {
-        peak_gbs = queried_gbs;
-        peak_from = "2 x memory clock x bus width";
-    } else {
-        peak_gbs = 3350.0;
-        peak_from = "default, H100 SXM (the driver reported no memory clock)";
-    }
-
-    lab_timer t;
-    t.stream = stream;
-    t.repeats = repeats;
-    t.flush_bytes = 2 * (size_t)(prop.l2CacheSize > 0 ? prop.l2CacheSize : 64 << 20);
-    CK(cudaMalloc(&t.flush, t.flush_bytes));
-    CK(cudaEventCreate(&t.start));
-    CK(cudaEventCreate(&t.stop));
-
-    printf("flex joint kernel lab: %s, %d SMs, L2 %.1f MiB (flush buffer %.1f MiB), peak %.0f GB/s (%s)\n",
-           prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1048576.0, t.flush_bytes / 1048576.0, peak_gbs,
-           peak_from);
-    if (mem_khz > 0 && bus_bits > 0)
-        printf("  memory clock %.0f MHz, bus %d bits -> %.0f GB/s\n", mem_khz / 1e3, bus_bits, queried_gbs);
+    lab_device d;
+    if (lab_device_open(&d, "flex joint kernel lab", &o)) return 1;
+    bf_backend *b = d.b, *cpu = d.cpu;
+    const cudaStream_t stream = d.stream;
+    lab_timer *t = &d.timer;
+    const lab_table tb = {34, 18, d.peak_gbs};
     printf("  channels EXPAND, ties SPLIT, maxpool 3x3 stride 1 pad 1, fp32; %d timed runs per pass\n\n", repeats);
 
     /* ---- correctness first ---- */
@@ -807,17 +598,12 @@ int main(int argc, char **argv) {
     int ok = 1;
     ok &= validate_shape(b, stream, cpu, &k_shapes[0], 32); /* 3 -> 64 @224: tiling */
     ok &= validate_shape(b, stream, cpu, &k_shapes[2], 32); /* 64 -> 128 @112: block copy */
-    if (!ok) {
-        fprintf(stderr, "\nerror: VALIDATION FAILED: a version does not match the CPU reference; no timings\n");
-        return 1;
-    }
-    printf("All results match.\n\n");
+    if (!lab_validated(ok)) return 1;
 
     /* ---- timings ---- */
     const int batches_default[] = {32, 128};
     const int nb = batch ? 1 : 2;
-    printf("%-34s %-18s %9s %7s %6s %9s %7s %6s %9s  %s\n", "layer (count)  c_in->c_out @hw  n", "version", "fwd ms",
-           "GB/s", "%peak", "bwd ms", "GB/s", "%peak", "f+b ms", "speed-up of 1 over 0");
+    lab_print_header(&tb, "layer (count)  c_in->c_out @hw  n");
     for (int bi = 0; bi < nb; bi++) {
         const int n = batch ? batch : batches_default[bi];
         double sum_pool = 0.0, sum_v0 = 0.0, sum_v1 = 0.0;
@@ -828,12 +614,7 @@ int main(int argc, char **argv) {
             snprintf(lead, sizeof lead, "%s (%d) %d->%d @%d n=%d", sh->name, sh->count, sh->c_in, sh->c_out, sh->h, n);
             lab_case c;
             case_shapes(&c, sh, n);
-            size_t free_b = 0, total_b = 0;
-            CK(cudaMemGetInfo(&free_b, &total_b));
-            const size_t need = case_bytes(&c);
-            if ((double)need > 0.4 * (double)free_b) {
-                printf("%-34s skipped: buffers need %.2f GB, more than 40%% of the %.2f GB free\n", lead, need / 1e9,
-                       free_b / 1e9);
+            if (!lab_fits(&tb, lead, case_bytes(&c))) {
                 skipped = 1;
                 continue;
             }
@@ -849,16 +630,16 @@ int main(int argc, char **argv) {
             CK(cudaStreamSynchronize(stream));
             CK(cudaGetLastError());
 
-            const double pool_f = time_pass(&t, &c, pool_forward), pool_b = time_pass(&t, &c, pool_backward);
-            const double v0_f = time_pass(&t, &c, v0_forward), v0_b = time_pass(&t, &c, v0_backward);
-            const double v1_f = time_pass(&t, &c, v1_forward), v1_b = time_pass(&t, &c, v1_backward);
+            const double pool_f = time_pass(t, &c, pool_forward), pool_b = time_pass(t, &c, pool_backward);
+            const double v0_f = time_pass(t, &c, v0_forward), v0_b = time_pass(t, &c, v0_backward);
+            const double v1_f = time_pass(t, &c, v1_forward), v1_b = time_pass(t, &c, v1_backward);
 
             char tail[96];
             snprintf(tail, sizeof tail, "x%.2f (fwd x%.2f, bwd x%.2f)", (v0_f + v0_b) / (v1_f + v1_b), v0_f / v1_f,
                      v0_b / v1_b);
-            print_row(lead, "pool (in both)", pool_f, bytes_pool_fwd(&c), pool_b, bytes_pool_bwd(&c), peak_gbs, "");
-            print_row("", "0 unfused", v0_f, bytes_v0_fwd(&c), v0_b, bytes_v0_bwd(&c), peak_gbs, "");
-            print_row("", "1 fused (library)", v1_f, bytes_v1_fwd(&c), v1_b, bytes_v1_bwd(&c), peak_gbs, tail);
+            lab_print_row(&tb, lead, "pool (in both)", pool_f, bytes_pool_fwd(&c), pool_b, bytes_pool_bwd(&c), "");
+            lab_print_row(&tb, "", "0 unfused", v0_f, bytes_v0_fwd(&c), v0_b, bytes_v0_bwd(&c), "");
+            lab_print_row(&tb, "", "1 fused (library)", v1_f, bytes_v1_fwd(&c), v1_b, bytes_v1_bwd(&c), tail);
             sum_pool += sh->count * (pool_f + pool_b);
             sum_v0 += sh->count * (v0_f + v0_b);
             sum_v1 += sh->count * (v1_f + v1_b);
@@ -873,10 +654,6 @@ int main(int argc, char **argv) {
                    sum_v1 > sum_pool ? (sum_v0 - sum_pool) / (sum_v1 - sum_pool) : 0.0);
     }
 
-    CK(cudaEventDestroy(t.start));
-    CK(cudaEventDestroy(t.stop));
-    CK(cudaFree(t.flush));
-    bf_backend_destroy(cpu);
-    bf_backend_destroy(b);
+    lab_device_close(&d);
     return 0;
 }

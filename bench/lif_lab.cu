@@ -96,80 +96,12 @@
 #include "bioflex/hash.h"
 #include "bioflex/ops.h"
 #include "cuda_backend.h"
+#include "lab_util.cuh"
 
-/* ---- error checks: a lab fails loudly and stops ---- */
-
-#define CK(call)                                                                                    \
-    do {                                                                                            \
-        cudaError_t ck_e_ = (call);                                                                 \
-        if (ck_e_ != cudaSuccess) {                                                                 \
-            fprintf(stderr, "error: %s failed at %s:%d: %s\n", #call, __FILE__, __LINE__,          \
-                    cudaGetErrorString(ck_e_));                                                     \
-            exit(1);                                                                                \
-        }                                                                                           \
-    } while (0)
-
-#define BFK(call)                                                                                   \
-    do {                                                                                            \
-        bf_status bfk_s_ = (call);                                                                  \
-        if (bfk_s_ != BF_OK) {                                                                      \
-            fprintf(stderr, "error: %s failed at %s:%d: %s: %s\n", #call, __FILE__, __LINE__,      \
-                    bf_status_name(bfk_s_), bf_last_error());                                       \
-            exit(1);                                                                                \
-        }                                                                                           \
-    } while (0)
-
-/* After a <<<...>>> launch: a bad configuration, or an earlier asynchronous fault. */
-#define LAUNCH_CHECK(name)                                                                          \
-    do {                                                                                            \
-        cudaError_t lc_e_ = cudaGetLastError();                                                     \
-        if (lc_e_ != cudaSuccess) {                                                                 \
-            fprintf(stderr, "error: launch of %s failed at %s:%d: %s\n", name, __FILE__, __LINE__, \
-                    cudaGetErrorString(lc_e_));                                                     \
-            exit(1);                                                                                \
-        }                                                                                           \
-    } while (0)
-
-#define LAB_THREADS 256
 #define LAB_MAX_T 1024   /* as the config's [spiking] time_steps */
 #define LAB_MAX_TLIST 16 /* values of --T */
 
 /* ---- version 0: the unfused per-step kernels ---- */
-
-/* V consecutive floats; V = 4 loads and stores 16 bytes at once. Callers guarantee V-element
- * alignment: every step starts at t*n with n % V == 0, and cudaMalloc aligns to 256 bytes. */
-template <int V>
-struct fvec {
-    float v[V];
-};
-
-template <int V>
-__device__ __forceinline__ fvec<V> load_f(const float *p) {
-    static_assert(V == 1 || V == 4, "V is 1 or 4");
-    fvec<V> r;
-    if constexpr (V == 4) {
-        const float4 q = *reinterpret_cast<const float4 *>(p);
-        r.v[0] = q.x;
-        r.v[1] = q.y;
-        r.v[2] = q.z;
-        r.v[3] = q.w;
-    } else {
-        r.v[0] = *p;
-    }
-    return r;
-}
-
-template <int V>
-__device__ __forceinline__ void store_f(float *p, const fvec<V> &r) {
-    if constexpr (V == 4) {
-        *reinterpret_cast<float4 *>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
-    } else {
-        *p = r.v[0];
-    }
-}
-
-#define LAB_GRID_STRIDE(i, total) \
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
 
 /* The TANH surrogate g(u) = height*(1 - tanh(u)^2), evaluated as neuron.cu and neuron_cpu.c do
  * (in double, rounded once), so version 0 computes the same floats as the library. */
@@ -179,7 +111,8 @@ __device__ __forceinline__ float tanh_surrogate0(float u, float height) {
 }
 
 /* Every kernel below works on one time step: `vecs` = n / V vectors of the step's n elements, and
- * the [T, n] pointers passed in already point at step t (t*n floats in). */
+ * the [T, n] pointers passed in already point at step t (t*n floats in). The V-float vectors
+ * (lab_util.cuh's fvec) are aligned because every step starts at t*n with n % V == 0. */
 
 /* forward (1): H[t] = decay*V + X[t] (two roundings, no FMA, as the library) */
 template <int V>
@@ -269,17 +202,6 @@ __global__ void init_kernel(float *__restrict__ a, size_t n, uint64_t seed, floa
 
 /* ---- host side ---- */
 
-static int g_sm_count = 1;
-
-/* Blocks for a grid-stride loop over `items`: enough to cover them, at most 32 per SM. */
-static unsigned lab_blocks(size_t items) {
-    size_t blocks = (items + LAB_THREADS - 1) / LAB_THREADS;
-    const size_t cap = (size_t)g_sm_count * 32;
-    if (blocks > cap) blocks = cap;
-    if (blocks < 1) blocks = 1;
-    return (unsigned)blocks;
-}
-
 typedef struct lab_shape {
     const char *name;
     int c, h;  /* activation per sample: c x h x h (h = 1 for a classifier layer) */
@@ -335,12 +257,6 @@ static void case_shapes(lab_case *c, size_t n, int T) {
 
 /* Device bytes of all buffers of a case (both versions), with 256-byte rounding per buffer. */
 static size_t case_bytes(const lab_case *c) { return (5 * c->total + 3 * c->n + 2) * sizeof(float) + 9 * 256; }
-
-static void *dev_alloc(bf_backend *b, size_t bytes) {
-    void *p = NULL;
-    BFK(bf_alloc(b, bytes, &p)); /* zero-filled */
-    return p;
-}
 
 static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
     c->b = b;
@@ -496,12 +412,6 @@ static int check(lab_case *c, const char *what, const float *dev, const float *r
     return compare(what, host, ref, n, atol, rtol);
 }
 
-static void *host_alloc(bf_backend *cpu, size_t bytes) {
-    void *p = NULL;
-    BFK(bf_alloc(cpu, bytes, &p));
-    return p;
-}
-
 /* Runs every version on n elements per step over T steps and compares with the CPU backend;
  * returns 1 on pass. */
 static int validate_case(bf_backend *b, cudaStream_t stream, bf_backend *cpu, const char *label, size_t n, int T) {
@@ -577,47 +487,6 @@ static int validate_case(bf_backend *b, cudaStream_t stream, bf_backend *cpu, co
     return ok;
 }
 
-/* ---- timing ---- */
-
-typedef struct lab_timer {
-    cudaStream_t stream;
-    cudaEvent_t start, stop;
-    void *flush;
-    size_t flush_bytes;
-    int repeats;
-} lab_timer;
-
-/* Mean milliseconds of fn over t->repeats runs, each after an L2 flush outside the timed region. */
-static double time_pass(lab_timer *t, lab_case *c, void (*fn)(lab_case *)) {
-    double total = 0.0;
-    for (int r = 0; r < t->repeats; r++) {
-        CK(cudaMemsetAsync(t->flush, r & 0xFF, t->flush_bytes, t->stream));
-        CK(cudaEventRecord(t->start, t->stream));
-        fn(c);
-        CK(cudaEventRecord(t->stop, t->stream));
-        CK(cudaEventSynchronize(t->stop));
-        float ms = 0.0f;
-        CK(cudaEventElapsedTime(&ms, t->start, t->stop));
-        total += ms;
-    }
-    CK(cudaGetLastError()); /* an asynchronous fault inside fn */
-    return total / t->repeats;
-}
-
-/* One table row; bwd_ms < 0 prints the backward columns as "-". */
-static void print_row(const char *lead, const char *version, double fwd_ms, double fwd_bytes, double bwd_ms,
-                      double bwd_bytes, double peak_gbs, const char *tail) {
-    const double fwd_gbs = fwd_bytes / (fwd_ms * 1e-3) / 1e9;
-    if (bwd_ms < 0.0) {
-        printf("%-40s %-17s %9.4f %7.0f %5.1f%% %9s %7s %6s %9s  %s\n", lead, version, fwd_ms, fwd_gbs,
-               100.0 * fwd_gbs / peak_gbs, "-", "-", "-", "-", tail);
-        return;
-    }
-    const double bwd_gbs = bwd_bytes / (bwd_ms * 1e-3) / 1e9;
-    printf("%-40s %-17s %9.4f %7.0f %5.1f%% %9.4f %7.0f %5.1f%% %9.4f  %s\n", lead, version, fwd_ms, fwd_gbs,
-           100.0 * fwd_gbs / peak_gbs, bwd_ms, bwd_gbs, 100.0 * bwd_gbs / peak_gbs, fwd_ms + bwd_ms, tail);
-}
-
 static void usage(FILE *f) {
     fprintf(f, "usage: bench_lif_lab [--batch N] [--T LIST] [--repeats N] [--peak-gbs X]\n"
                "  --batch N      batch size (default 256)\n"
@@ -642,114 +511,40 @@ static int parse_tlist(const char *s, int *Ts) {
     }
 }
 
+/* --T LIST (lab_option_fn); user: the lab_tlist to fill. */
+typedef struct lab_tlist {
+    int Ts[LAB_MAX_TLIST], count;
+} lab_tlist;
+
+static int tlist_option(const char *opt, const char *val, void *user) {
+    if (strcmp(opt, "--T")) return 0;
+    lab_tlist *tl = (lab_tlist *)user;
+    int parsed[LAB_MAX_TLIST];
+    const int count = parse_tlist(val, parsed);
+    if (!count) {
+        fprintf(stderr, "error: --T wants up to %d comma-separated integers in 1..%d, got %s\n", LAB_MAX_TLIST,
+                LAB_MAX_T, val);
+        return 2;
+    }
+    memcpy(tl->Ts, parsed, (size_t)count * sizeof(int));
+    tl->count = count;
+    return 1;
+}
+
 int main(int argc, char **argv) {
-    int batch = 256, repeats = 50;
-    int Ts[LAB_MAX_TLIST] = {4, 8, 16}, nT = 3;
-    double peak_arg = 0.0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        const char *opt = argv[i];
-        if (i + 1 >= argc) {
-            fprintf(stderr, "error: %s needs a value\n", opt);
-            usage(stderr);
-            return 2;
-        }
-        const char *val = argv[++i];
-        char *end = NULL;
-        if (!strcmp(opt, "--batch")) {
-            long v = strtol(val, &end, 10);
-            if (end == val || *end || v < 1 || v > 65536) {
-                fprintf(stderr, "error: --batch wants an integer in 1..65536, got %s\n", val);
-                return 2;
-            }
-            batch = (int)v;
-        } else if (!strcmp(opt, "--T")) {
-            int parsed[LAB_MAX_TLIST];
-            const int count = parse_tlist(val, parsed);
-            if (!count) {
-                fprintf(stderr, "error: --T wants up to %d comma-separated integers in 1..%d, got %s\n", LAB_MAX_TLIST,
-                        LAB_MAX_T, val);
-                return 2;
-            }
-            memcpy(Ts, parsed, (size_t)count * sizeof(int));
-            nT = count;
-        } else if (!strcmp(opt, "--repeats")) {
-            long v = strtol(val, &end, 10);
-            if (end == val || *end || v < 1 || v > 1000000) {
-                fprintf(stderr, "error: --repeats wants an integer in 1..1000000, got %s\n", val);
-                return 2;
-            }
-            repeats = (int)v;
-        } else if (!strcmp(opt, "--peak-gbs")) {
-            double v = strtod(val, &end);
-            if (end == val || *end || !(v > 0.0) || !(v < 1e6)) {
-                fprintf(stderr, "error: --peak-gbs wants a positive number, got %s\n", val);
-                return 2;
-            }
-            peak_arg = v;
-        } else {
-            fprintf(stderr, "error: unknown option %s\n", opt);
-            usage(stderr);
-            return 2;
-        }
-    }
+    lab_options o = {256, 50, 0.0};
+    lab_tlist tl = {{4, 8, 16}, 3};
+    const int parsed = lab_parse_options(argc, argv, &o, usage, tlist_option, &tl);
+    if (parsed >= 0) return parsed;
+    const int batch = o.batch, repeats = o.repeats, nT = tl.count;
+    const int *Ts = tl.Ts;
 
-    if (!bf_cuda_built()) {
-        fprintf(stderr, "error: bioflex was built without the CUDA backend\n");
-        return 1;
-    }
-    if (bf_cuda_device_count() < 1) {
-        fprintf(stderr, "error: no CUDA device found\n");
-        return 1;
-    }
-    bf_backend *b = NULL, *cpu = NULL;
-    BFK(bf_backend_create_cuda(0, BF_PRECISION_FP32, &b));
-    BFK(bf_backend_create_cpu(0, &cpu));
-    const cudaStream_t stream = ((const bf_cuda_impl *)b->impl)->stream;
-    const int dev = b->device_index;
-
-    cudaDeviceProp prop;
-    CK(cudaGetDeviceProperties(&prop, dev));
-    g_sm_count = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
-    /* CUDA 13 removed cudaDeviceProp.memoryClockRate; the attribute remains (kHz). */
-    int mem_khz = 0, bus_bits = 0;
-    if (cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, dev) != cudaSuccess) {
-        (void)cudaGetLastError();
-        mem_khz = 0;
-    }
-    if (cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev) != cudaSuccess) {
-        (void)cudaGetLastError();
-        bus_bits = 0;
-    }
-    const double queried_gbs = 2.0 * (double)mem_khz * 1e3 * ((double)bus_bits / 8.0) / 1e9;
-    double peak_gbs;
-    const char *peak_from;
-    if (peak_arg > 0.0) {
-        peak_gbs = peak_arg;
-        peak_from = "--peak-gbs";
-    } else if (queried_gbs > 0.0) {
-        peak_gbs = queried_gbs;
-        peak_from = "2 x memory clock x bus width";
-    } else {
-        peak_gbs = 3350.0;
-        peak_from = "default, H100 SXM (the driver reported no memory clock)";
-    }
-
-    lab_timer t;
-    t.stream = stream;
-    t.repeats = repeats;
-    t.flush_bytes = 2 * (size_t)(prop.l2CacheSize > 0 ? prop.l2CacheSize : 64 << 20);
-    CK(cudaMalloc(&t.flush, t.flush_bytes));
-    CK(cudaEventCreate(&t.start));
-    CK(cudaEventCreate(&t.stop));
-
-    printf("LIF neuron kernel lab: %s, %d SMs, L2 %.1f MiB (flush buffer %.1f MiB), peak %.0f GB/s (%s)\n", prop.name,
-           prop.multiProcessorCount, prop.l2CacheSize / 1048576.0, t.flush_bytes / 1048576.0, peak_gbs, peak_from);
-    if (mem_khz > 0 && bus_bits > 0)
-        printf("  memory clock %.0f MHz, bus %d bits -> %.0f GB/s\n", mem_khz / 1e3, bus_bits, queried_gbs);
+    lab_device d;
+    if (lab_device_open(&d, "LIF neuron kernel lab", &o)) return 1;
+    bf_backend *b = d.b, *cpu = d.cpu;
+    const cudaStream_t stream = d.stream;
+    lab_timer *t = &d.timer;
+    const lab_table tb = {40, 17, d.peak_gbs};
     printf("  LIF decay 0.95, threshold 1, hard reset (not detached), STBP, surrogate 0.3*tanh', fp32; "
            "%d timed runs per pass\n",
            repeats);
@@ -766,11 +561,7 @@ int main(int argc, char **argv) {
         ok &= validate_case(b, stream, cpu, label, samples * 64 * 32 * 32, T);
     }
     ok &= validate_case(b, stream, cpu, "odd size (scalar kernels, partial blocks)", 1155, 5);
-    if (!ok) {
-        fprintf(stderr, "\nerror: VALIDATION FAILED: a version does not match the CPU reference; no timings\n");
-        return 1;
-    }
-    printf("All results match.\n\n");
+    if (!lab_validated(ok)) return 1;
 
     /* ---- timings ---- */
     for (int ti = 0; ti < nT; ti++) {
@@ -778,8 +569,7 @@ int main(int argc, char **argv) {
         printf("T = %d, batch %d (version 0: %d launches forward, %d backward; at equal bandwidth version 1 would "
                "be x%.2f forward, x%.2f backward)\n",
                T, batch, 3 * T + 1, 3 * T, (32.0 * T + 4.0) / (12.0 * T), (40.0 * T - 4.0) / (12.0 * T));
-        printf("%-40s %-17s %9s %7s %6s %9s %7s %6s %9s  %s\n", "layer (count)  activation  n", "version", "fwd ms",
-               "GB/s", "%peak", "bwd ms", "GB/s", "%peak", "f+b ms", "speed-up of 1 over 0");
+        lab_print_header(&tb, "layer (count)  activation  n");
         double sum_v0 = 0.0, sum_v1 = 0.0, sum_v0f = 0.0, sum_v1f = 0.0, sum_v0b = 0.0, sum_v1b = 0.0;
         int skipped = 0, layers = 0;
         for (int si = 0; si < NUM_SHAPES; si++) {
@@ -793,12 +583,7 @@ int main(int argc, char **argv) {
             layers += sh->count;
             lab_case c;
             case_shapes(&c, n, T);
-            size_t free_b = 0, total_b = 0;
-            CK(cudaMemGetInfo(&free_b, &total_b));
-            const size_t need = case_bytes(&c);
-            if ((double)need > 0.4 * (double)free_b) {
-                printf("%-40s skipped: buffers need %.2f GB, more than 40%% of the %.2f GB free\n", lead, need / 1e9,
-                       free_b / 1e9);
+            if (!lab_fits(&tb, lead, case_bytes(&c))) {
                 skipped = 1;
                 continue;
             }
@@ -813,17 +598,17 @@ int main(int argc, char **argv) {
             CK(cudaStreamSynchronize(stream));
             CK(cudaGetLastError());
 
-            const double v0_f = time_pass(&t, &c, v0_forward), v0_b = time_pass(&t, &c, v0_backward);
-            const double v1_f = time_pass(&t, &c, v1_forward), v1_b = time_pass(&t, &c, v1_backward);
-            const double v1s_f = time_pass(&t, &c, v1_forward_stats);
+            const double v0_f = time_pass(t, &c, v0_forward), v0_b = time_pass(t, &c, v0_backward);
+            const double v1_f = time_pass(t, &c, v1_forward), v1_b = time_pass(t, &c, v1_backward);
+            const double v1s_f = time_pass(t, &c, v1_forward_stats);
 
             char tail[96], tail_s[64];
             snprintf(tail, sizeof tail, "x%.2f (fwd x%.2f, bwd x%.2f)", (v0_f + v0_b) / (v1_f + v1_b), v0_f / v1_f,
                      v0_b / v1_b);
             snprintf(tail_s, sizeof tail_s, "fwd x%.2f", v0_f / v1s_f);
-            print_row(lead, "0 unfused", v0_f, bytes_fwd(&c), v0_b, bytes_bwd(&c), peak_gbs, "");
-            print_row("", "1 fused (library)", v1_f, bytes_fwd(&c), v1_b, bytes_bwd(&c), peak_gbs, tail);
-            print_row("", "1 +spike stats", v1s_f, bytes_fwd(&c), -1.0, 0.0, peak_gbs, tail_s);
+            lab_print_row(&tb, lead, "0 unfused", v0_f, bytes_fwd(&c), v0_b, bytes_bwd(&c), "");
+            lab_print_row(&tb, "", "1 fused (library)", v1_f, bytes_fwd(&c), v1_b, bytes_bwd(&c), tail);
+            lab_print_row(&tb, "", "1 +spike stats", v1s_f, bytes_fwd(&c), -1.0, 0.0, tail_s);
             sum_v0f += sh->count * v0_f;
             sum_v0b += sh->count * v0_b;
             sum_v1f += sh->count * v1_f;
@@ -840,10 +625,6 @@ int main(int argc, char **argv) {
                    T, batch, layers, sum_v0, sum_v1, sum_v0 / sum_v1, sum_v0f / sum_v1f, sum_v0b / sum_v1b);
     }
 
-    CK(cudaEventDestroy(t.start));
-    CK(cudaEventDestroy(t.stop));
-    CK(cudaFree(t.flush));
-    bf_backend_destroy(cpu);
-    bf_backend_destroy(b);
+    lab_device_close(&d);
     return 0;
 }

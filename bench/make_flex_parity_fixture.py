@@ -61,18 +61,17 @@ top two values of a max-pool window of flex2 (whose input is a ReLU output, i.e.
 given) are positive, different and within 1e-5 of each other (exact ties are plateaus of flex1's
 pool branch: exact on both sides, and both keep the first maximum). Change SEEDS when that happens.
 
-Needs only torch (no safetensors package): the file is written by hand.
+Needs only torch (no safetensors package): the file is written by hand (bench/parity_fixture_util.py).
 
     /usr/bin/python3 bench/make_flex_parity_fixture.py [output path]
 """
-import json
-import os
-import struct
 import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from parity_fixture_util import fixture_path, sgd_variant, variants_metadata, write_fixture
 
 N, C_IN, H, W, K = 4, 3, 8, 8, 5
 SMOOTHING = 0.1
@@ -199,29 +198,6 @@ class Net(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-def write_safetensors(path, tensors, metadata):
-    """tensors: list of (name, torch tensor) in file order; F32, I32 and I64 only."""
-    dtypes = {torch.float32: "F32", torch.int32: "I32", torch.int64: "I64"}
-    header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name, t in tensors:
-        t = t.detach().contiguous().cpu()
-        data = t.numpy().tobytes() if t.dim() > 0 else t.reshape(1).numpy().tobytes()
-        assert sys.byteorder == "little"
-        assert name not in header, name
-        header[name] = {"dtype": dtypes[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
-
-
 def check_margins(name, variant, margins):
     """Refuses a batch that sits on a kink (see the top of the file)."""
     problems = []
@@ -238,41 +214,14 @@ def check_margins(name, variant, margins):
 
 def make_variant(name, variant):
     """All tensors of one variant, under "<name>."; returns (tensors, loss, margins)."""
-    torch.manual_seed(SEEDS[name])
-    model = Net(variant)
-    x = torch.randn(N, C_IN, H, W)
-    y = torch.randint(0, K, (N,))
-    pre = name + "."
-    tensors = [(pre + "input", x), (pre + "labels", y.to(torch.int32))]
-    tensors += [(pre + k, v.detach().clone()) for k, v in model.state_dict().items()]
-
-    criterion = nn.CrossEntropyLoss(label_smoothing=SMOOTHING)
-    opt = torch.optim.SGD(model.parameters(), **SGD)
-    buffers = [k for k, _ in model.named_buffers()]
-    model.train()
-    loss0 = None
-    for step in range(2):
-        opt.zero_grad()
-        logits = model(x)
-        loss = criterion(logits, y)
-        loss.backward()
-        if step == 0:
-            loss0 = float(loss)
-            tensors.append((pre + "expected.logits", logits.detach().clone()))
-            tensors.append((pre + "expected.loss", loss.detach().clone()))
-            for pname, p in model.named_parameters():
-                tensors.append((pre + "grad." + pname, p.grad.detach().clone()))
-            state = model.state_dict()
-            tensors += [(pre + "stats1." + b, state[b].detach().clone()) for b in buffers]
-        opt.step()
-    tensors += [(pre + "after2." + k, v.detach().clone()) for k, v in model.state_dict().items()]
+    model, tensors, loss0 = sgd_variant(name + ".", SEEDS[name], lambda: Net(variant), (N, C_IN, H, W), K,
+                                        nn.CrossEntropyLoss(label_smoothing=SMOOTHING), SGD, stats1=True)
     check_margins(name, variant, model.margins)
     return tensors, loss0, dict(model.margins)
 
 
 def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
-                                                              "tests", "fixtures", "parity_flex.safetensors")
+    out = sys.argv[1] if len(sys.argv) > 1 else fixture_path("parity_flex.safetensors")
     torch.set_num_threads(1)
     tensors, summary = [], []
     for name, variant in VARIANTS.items():
@@ -281,24 +230,15 @@ def main():
         summary.append("%s: seed %d, loss %.6f, margins %s" % (
             name, SEEDS[name], loss, ", ".join("%s %.3g" % kv for kv in sorted(margins.items()))))
 
-    metadata = {
-        "torch_version": torch.__version__,
-        "generator": "bench/make_flex_parity_fixture.py",
-        "variants": ",".join(VARIANTS),
-        "seeds": json.dumps(SEEDS, separators=(",", ":")),
-        "description": ("PyTorch reference for tests/test_pytorch_parity_flex.c: flex1 Flex2D(3->6,k3,s1,p1) -> "
-                        "BatchNorm2d(6) -> ReLU -> flex2 Flex2D(6->4,k3,s2,p1) -> global avg pool -> flatten -> "
-                        "Linear(4,5), input [4,3,8,8]; variants max_expand, max_bilinear, mask_hard_bn "
-                        "(SIGMOID_HARD, bn_logits, expand), mask_mul (SIGMOID_MUL f=2, bilinear); PyTorch default "
-                        "init, thresholds kaiming_uniform_; CrossEntropyLoss(label_smoothing=0.1) mean; 2 steps of "
-                        "SGD(lr=0.05, momentum=0.9) -> <v>.after2.*, BN buffers after the first forward -> "
-                        "<v>.stats1.*, each step forward+backward in train mode"),
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    write_safetensors(out, tensors, metadata)
-    print("wrote %s: %d tensors, %d bytes" % (out, len(tensors), os.path.getsize(out)))
-    for line in summary:
-        print("  " + line)
+    description = ("PyTorch reference for tests/test_pytorch_parity_flex.c: flex1 Flex2D(3->6,k3,s1,p1) -> "
+                   "BatchNorm2d(6) -> ReLU -> flex2 Flex2D(6->4,k3,s2,p1) -> global avg pool -> flatten -> "
+                   "Linear(4,5), input [4,3,8,8]; variants max_expand, max_bilinear, mask_hard_bn "
+                   "(SIGMOID_HARD, bn_logits, expand), mask_mul (SIGMOID_MUL f=2, bilinear); PyTorch default "
+                   "init, thresholds kaiming_uniform_; CrossEntropyLoss(label_smoothing=0.1) mean; 2 steps of "
+                   "SGD(lr=0.05, momentum=0.9) -> <v>.after2.*, BN buffers after the first forward -> "
+                   "<v>.stats1.*, each step forward+backward in train mode")
+    metadata = variants_metadata("bench/make_flex_parity_fixture.py", VARIANTS, SEEDS, description)
+    write_fixture(out, tensors, metadata, summary)
 
 
 if __name__ == "__main__":

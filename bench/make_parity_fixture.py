@@ -41,17 +41,17 @@ step B differs by momentum * (difference of the biases after step A). adamw_afte
 test remove that term and compare the rest of running_mean exactly; the biases themselves are
 only checked against AdamW's step bound.
 
-Needs only torch (no safetensors package): the file is written by hand.
+Needs only torch (no safetensors package): the file is written by hand (bench/parity_fixture_util.py).
 
     /usr/bin/python3 bench/make_parity_fixture.py [output path]
 """
-import json
 import os
-import struct
 import sys
 
 import torch
 import torch.nn as nn
+
+from parity_fixture_util import fixture_path, two_steps, write_safetensors
 
 N, C, H, W, K = 6, 3, 12, 12, 5
 CHANNELS, HIDDEN = (4, 8), 16
@@ -77,28 +77,6 @@ class CNN(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
-def write_safetensors(path, tensors, metadata):
-    """tensors: list of (name, torch tensor) in file order; F32, I32 and I64 only."""
-    dtypes = {torch.float32: "F32", torch.int32: "I32", torch.int64: "I64"}
-    header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name, t in tensors:
-        t = t.detach().contiguous().cpu()
-        data = t.numpy().tobytes() if t.dim() > 0 else t.reshape(1).numpy().tobytes()
-        assert sys.byteorder == "little"
-        header[name] = {"dtype": dtypes[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
-
-
 def gauge_biases(model):
     """Names of conv biases read only by the batch-norm that follows them."""
     mods = list(model.features.named_children())
@@ -106,34 +84,14 @@ def gauge_biases(model):
             if isinstance(mod, nn.Conv2d) and mod.bias is not None and isinstance(nxt, nn.BatchNorm2d)]
 
 
-def train_two_steps(model, opt, criterion, x, y, record=None, after1=None):
-    """Step A (records logits, loss and gradients into `record` when given; the gauge biases after
-    the step into `after1` as (prefix, list)) and step B."""
-    model.train()
-    for step in range(2):
-        opt.zero_grad()
-        logits = model(x)
-        loss = criterion(logits, y)
-        loss.backward()
-        if step == 0 and record is not None:
-            record.append(("expected.logits", logits.detach().clone()))
-            record.append(("expected.loss", loss.detach().clone()))
-            for name, p in model.named_parameters():
-                record.append(("grad." + name, p.grad.detach().clone()))
-        opt.step()
-        if step == 0 and after1 is not None:
-            params = dict(model.named_parameters())
-            after1[1].extend((after1[0] + name, params[name].detach().clone()) for name in gauge_biases(model))
-
-
-def state_after(model, prefix):
-    """Parameters and buffers (running statistics, num_batches_tracked) under prefix."""
-    return [(prefix + name, t.detach().clone()) for name, t in model.state_dict().items()]
+def gauge_biases_after(model):
+    """adamw_after1.<name> for every gauge bias: its value after AdamW's step A."""
+    params = dict(model.named_parameters())
+    return [("adamw_after1." + name, params[name].detach().clone()) for name in gauge_biases(model)]
 
 
 def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
-                                                              "tests", "fixtures", "parity_cnn.safetensors")
+    out = sys.argv[1] if len(sys.argv) > 1 else fixture_path("parity_cnn.safetensors")
     torch.manual_seed(0)
     torch.set_num_threads(1)
     model = CNN()
@@ -145,18 +103,13 @@ def main():
     tensors = [("input", x), ("labels", y.to(torch.int32))]
     tensors += list(initial.items())
 
-    record = []
-    train_two_steps(model, torch.optim.SGD(model.parameters(), **SGD), criterion, x, y, record)
-    tensors += record
-    tensors += state_after(model, "after2.")
+    recorded, loss = two_steps(model, torch.optim.SGD(model.parameters(), **SGD), criterion, x, y)
+    tensors += recorded
 
     adam_model = CNN()
     adam_model.load_state_dict(initial)
-    adam_after1 = []
-    train_two_steps(adam_model, torch.optim.AdamW(adam_model.parameters(), **ADAMW), criterion, x, y,
-                    after1=("adamw_after1.", adam_after1))
-    tensors += adam_after1
-    tensors += state_after(adam_model, "adamw_after2.")
+    tensors += two_steps(adam_model, torch.optim.AdamW(adam_model.parameters(), **ADAMW), criterion, x, y,
+                         record=False, after_step_a=gauge_biases_after, after="adamw_after2.")[0]
 
     metadata = {
         "torch_version": torch.__version__,
@@ -168,10 +121,8 @@ def main():
                         "eps=1e-8, weight_decay=0.01) -> adamw_after2.* (adamw_after1.*: conv biases before BN after the first "
                         "step), each step forward+backward in train mode"),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     write_safetensors(out, tensors, metadata)
-    print("wrote %s: %d tensors, %d bytes, loss %.6f" % (out, len(tensors), os.path.getsize(out),
-                                                         float(record[1][1])))
+    print("wrote %s: %d tensors, %d bytes, loss %.6f" % (out, len(tensors), os.path.getsize(out), loss))
 
 
 if __name__ == "__main__":

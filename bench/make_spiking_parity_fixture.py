@@ -66,18 +66,17 @@ almost saturated: the firing rate (clamp01: the mean output and the fraction of 
 inside (0, 1)) must lie in [5%, 95%] in both forward passes, so that the comparison exercises
 spikes, silences, resets and the surrogate. Change SEEDS when that happens.
 
-Needs only torch (no safetensors package): the file is written by hand.
+Needs only torch (no safetensors package): the file is written by hand (bench/parity_fixture_util.py).
 
     /usr/bin/python3 bench/make_spiking_parity_fixture.py [output path]
 """
-import json
-import os
-import struct
 import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from parity_fixture_util import fixture_path, sgd_variant, variants_metadata, write_fixture
 
 N, C, H, W, K = 4, 1, 8, 8, 3
 SGD = dict(lr=0.1, momentum=0.9, nesterov=False, weight_decay=0.0)
@@ -227,29 +226,6 @@ class Net(nn.Module):
         return h.reshape(T, n, K).mean(0)           # the readout
 
 
-def write_safetensors(path, tensors, metadata):
-    """tensors: list of (name, torch tensor) in file order; F32, I32 and I64 only."""
-    dtypes = {torch.float32: "F32", torch.int32: "I32", torch.int64: "I64"}
-    header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name, t in tensors:
-        t = t.detach().contiguous().cpu()
-        data = t.numpy().tobytes() if t.dim() > 0 else t.reshape(1).numpy().tobytes()
-        assert sys.byteorder == "little"
-        assert name not in header, name
-        header[name] = {"dtype": dtypes[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
-
-
 def check(name, p, model):
     """Refuses a batch that sits on a kink or a neuron layer that barely fires (see the top)."""
     m, problems = model.margins, []
@@ -272,37 +248,15 @@ def check(name, p, model):
     assert not problems, "%s, seed %d: %s; change SEEDS" % (name, SEEDS[name], "; ".join(problems))
 
 
+def fired(model):
+    """fired.<layer>: each neuron layer's [output sum, silent elements] in the last forward pass."""
+    return [("fired." + layer, getattr(model, layer).fired.clone()) for layer in ("lif1", "lif2")]
+
+
 def make_variant(name, p):
     """All tensors of one variant, under "<name>."; returns (tensors, summary line)."""
-    torch.manual_seed(SEEDS[name])
-    model = Net(p)
-    x = torch.randn(N, C, H, W)
-    y = torch.randint(0, K, (N,))
-    pre = name + "."
-    tensors = [(pre + "input", x), (pre + "labels", y.to(torch.int32))]
-    tensors += [(pre + k, v.detach().clone()) for k, v in model.state_dict().items()]
-
-    criterion = nn.CrossEntropyLoss()
-    opt = torch.optim.SGD(model.parameters(), **SGD)
-    buffers = [k for k, _ in model.named_buffers()]
-    model.train()
-    loss0 = None
-    for step in range(2):
-        opt.zero_grad()
-        logits = model(x)
-        loss = criterion(logits, y)
-        loss.backward()
-        if step == 0:
-            loss0 = float(loss)
-            tensors.append((pre + "expected.logits", logits.detach().clone()))
-            tensors.append((pre + "expected.loss", loss.detach().clone()))
-            for pname, prm in model.named_parameters():
-                tensors.append((pre + "grad." + pname, prm.grad.detach().clone()))
-            state = model.state_dict()
-            tensors += [(pre + "stats1." + b, state[b].detach().clone()) for b in buffers]
-            tensors += [(pre + "fired." + layer, getattr(model, layer).fired.clone()) for layer in ("lif1", "lif2")]
-        opt.step()
-    tensors += [(pre + "after2." + k, v.detach().clone()) for k, v in model.state_dict().items()]
+    model, tensors, loss0 = sgd_variant(name + ".", SEEDS[name], lambda: Net(p), (N, C, H, W), K,
+                                        nn.CrossEntropyLoss(), SGD, stats1=True, extra=fired)
     check(name, p, model)
     rates = "; ".join("%s %s" % (layer, " / ".join(",".join("%.3f" % r for r in rs)
                                                  for rs in getattr(model, layer).rates))
@@ -313,8 +267,7 @@ def make_variant(name, p):
 
 
 def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
-                                                              "tests", "fixtures", "parity_spiking.safetensors")
+    out = sys.argv[1] if len(sys.argv) > 1 else fixture_path("parity_spiking.safetensors")
     torch.set_num_threads(1)
     tensors, summary = [], []
     for name, p in VARIANTS.items():
@@ -322,27 +275,18 @@ def main():
         tensors += t
         summary.append(line)
 
-    metadata = {
-        "torch_version": torch.__version__,
-        "generator": "bench/make_spiking_parity_fixture.py",
-        "variants": ",".join(VARIANTS),
-        "seeds": json.dumps(SEEDS, separators=(",", ":")),
-        "description": ("PyTorch reference for tests/test_pytorch_parity_spiking.c: input [4,1,8,8] direct-encoded "
-                        "over T steps (time outermost, [T*N,...]) -> conv Conv2d(1,4,3,p1) -> bn BatchNorm2d(4) over "
-                        "T*N -> lif1 -> MaxPool2d(2,2) -> flatten -> fc1 Linear(64,8) -> lif2 -> fc2 Linear(8,3) -> "
-                        "mean over T; neurons looped over T in plain PyTorch (autograd.Function spike with the "
-                        "surrogate gradient, BPTT by autograd), parameters in params.<variant>; PyTorch default "
-                        "init; CrossEntropyLoss() mean; 2 steps of SGD(lr=0.1, momentum=0.9) -> <v>.after2.*, BN "
-                        "buffers after the first forward -> <v>.stats1.*, output sum and silent elements per neuron "
-                        "layer in the first forward -> <v>.fired.*, each step forward+backward in train mode"),
-    }
+    description = ("PyTorch reference for tests/test_pytorch_parity_spiking.c: input [4,1,8,8] direct-encoded "
+                   "over T steps (time outermost, [T*N,...]) -> conv Conv2d(1,4,3,p1) -> bn BatchNorm2d(4) over "
+                   "T*N -> lif1 -> MaxPool2d(2,2) -> flatten -> fc1 Linear(64,8) -> lif2 -> fc2 Linear(8,3) -> "
+                   "mean over T; neurons looped over T in plain PyTorch (autograd.Function spike with the "
+                   "surrogate gradient, BPTT by autograd), parameters in params.<variant>; PyTorch default "
+                   "init; CrossEntropyLoss() mean; 2 steps of SGD(lr=0.1, momentum=0.9) -> <v>.after2.*, BN "
+                   "buffers after the first forward -> <v>.stats1.*, output sum and silent elements per neuron "
+                   "layer in the first forward -> <v>.fired.*, each step forward+backward in train mode")
+    metadata = variants_metadata("bench/make_spiking_parity_fixture.py", VARIANTS, SEEDS, description)
     for name, p in VARIANTS.items():
         metadata["params." + name] = params_string(p)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    write_safetensors(out, tensors, metadata)
-    print("wrote %s: %d tensors, %d bytes" % (out, len(tensors), os.path.getsize(out)))
-    for line in summary:
-        print("  " + line)
+    write_fixture(out, tensors, metadata, summary)
 
 
 if __name__ == "__main__":

@@ -13,43 +13,15 @@
 #include <string.h>
 
 #include "bioflex/ops.h"
+#include "cuda_pair.h"
 #include "testutil.h"
 
 static bf_backend *cpu, *gpu;
-static unsigned long next_seed = 5000;
-
-typedef struct pair { /* one tensor on both backends */
-    float *c, *g;
-    size_t n;
-} pair;
-
-static pair pair_from(const float *host, size_t n) {
-    pair p = {bf_test_upload(cpu, host, n), bf_test_upload(gpu, host, n), n};
-    if (!p.c || !p.g) {
-        fprintf(stderr, "cannot allocate %zu floats: %s\n", n, bf_last_error());
-        exit(1);
-    }
-    return p;
-}
-static pair pair_rand(size_t n, float lo, float hi) {
-    float *h = malloc(n * sizeof(float) + 16);
-    if (!h) exit(1);
-    bf_test_fill_uniform(h, n, lo, hi, next_seed++);
-    pair p = pair_from(h, n);
-    free(h);
-    return p;
-}
-static pair pair_out(size_t n) { return pair_rand(n, 1e3f, 2e3f); } /* garbage no op leaves behind */
-static void pair_free(pair *p) {
-    bf_free(cpu, p->c);
-    bf_free(gpu, p->g);
-}
 
 /* atol < 0: bit-identical; otherwise bf_test_max_violation <= 1. */
 static void compare(const char *what, pair p, double atol, double rtol) {
-    float *a = bf_test_download(cpu, p.c, p.n), *b = bf_test_download(gpu, p.g, p.n);
-    CHECK(a && b, "%s: download failed: %s", what, bf_last_error());
-    if (a && b) {
+    float *a, *b;
+    if (pair_download(what, p, &a, &b)) {
         if (atol < 0) {
             size_t bad = 0, first = 0;
             for (size_t i = 0; i < p.n; i++)
@@ -63,14 +35,6 @@ static void compare(const char *what, pair p, double atol, double rtol) {
             CHECK(v <= 1.0, "%s: element %zu cpu %.9g cuda %.9g (violation %.3g)", what, worst, a[worst], b[worst], v);
         }
     }
-    free(a);
-    free(b);
-}
-
-/* Runs a GPU reduction's output again and demands the same bits. */
-static void check_repeats(const char *what, const float *first, const float *again, size_t n) {
-    float *a = bf_test_download(gpu, first, n), *b = bf_test_download(gpu, again, n);
-    CHECK(a && b && memcmp(a, b, n * sizeof(float)) == 0, "%s: two GPU runs differ", what);
     free(a);
     free(b);
 }
@@ -97,7 +61,7 @@ static void test_max_and_widen(bf_flex_channel_rule rule, int n, int c_in, int c
 
     /* conv with exact ties every third element (the CPU's widened values) */
     float *h = malloc(no * sizeof(float)), *wide = bf_test_download(cpu, W.c, no);
-    bf_test_fill_uniform(h, no, -1, 1, next_seed++);
+    bf_test_fill_uniform(h, no, -1, 1, pair_next_seed());
     for (size_t i = 0; i < no; i += 3) h[i] = wide[i];
     pair C = pair_from(h, no), Y = pair_out(no), dy = pair_rand(no, -1, 1), dC = pair_out(no), wins = pair_from(h, 1),
          Y2 = pair_out(no), wins2 = pair_from(h, 1);
@@ -190,7 +154,7 @@ static void test_mask(int n, int c_out, int hw) {
 static void test_mask_stats(size_t n) {
     float *h = malloc(n * sizeof(float) + 16);
     if (!h) exit(1);
-    bf_test_fill_uniform(h, n, 0, 1, next_seed++);
+    bf_test_fill_uniform(h, n, 0, 1, pair_next_seed());
     for (size_t i = 0; i < n; i += 7) h[i] = (float)(i % 3) * 0.5f;
     pair mask = pair_from(h, n), out = pair_out(2);
     CHECK_OK(cpu->ops->flex_mask_stats(cpu, mask.c, n, out.c));
@@ -202,11 +166,7 @@ static void test_mask_stats(size_t n) {
 }
 
 int main(void) {
-    if (!bf_cuda_built()) bf_test_skip("bioflex was built without the CUDA backend");
-    if (bf_cuda_device_count() == 0) bf_test_skip("no CUDA device");
-    CHECK_OK(bf_backend_create_cpu(0, &cpu));
-    CHECK_OK(bf_backend_create_cuda(0, BF_PRECISION_FP32, &gpu));
-    if (!cpu || !gpu) return bf_test_finish();
+    if (!pair_open(&cpu, &gpu, 5000)) return bf_test_finish();
 
     /* {c_in, c_out}: divisible, tiling, c_out < c_in, identity, VGG's first layer, a bilinear odd ratio */
     const int channels[][2] = {{4, 8}, {3, 8}, {8, 3}, {5, 5}, {3, 64}, {5, 13}};

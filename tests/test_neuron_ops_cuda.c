@@ -15,43 +15,15 @@
 
 #include "bioflex/hash.h"
 #include "bioflex/ops.h"
+#include "cuda_pair.h"
 #include "testutil.h"
 
 static bf_backend *cpu, *gpu;
-static unsigned long next_seed = 9100;
-
-typedef struct pair { /* one tensor on both backends */
-    float *c, *g;
-    size_t n;
-} pair;
-
-static pair pair_from(const float *host, size_t n) {
-    pair p = {bf_test_upload(cpu, host, n), bf_test_upload(gpu, host, n), n};
-    if (!p.c || !p.g) {
-        fprintf(stderr, "cannot allocate %zu floats: %s\n", n, bf_last_error());
-        exit(1);
-    }
-    return p;
-}
-static pair pair_rand(size_t n, float lo, float hi) {
-    float *h = malloc(n * sizeof(float) + 16);
-    if (!h) exit(1);
-    bf_test_fill_uniform(h, n, lo, hi, next_seed++);
-    pair p = pair_from(h, n);
-    free(h);
-    return p;
-}
-static pair pair_out(size_t n) { return pair_rand(n, 1e3f, 2e3f); } /* garbage no op leaves behind */
-static void pair_free(pair *p) {
-    bf_free(cpu, p->c);
-    bf_free(gpu, p->g);
-}
 
 /* atol < 0: bit-identical (a zero's sign aside); otherwise bf_test_max_violation <= 1. */
 static void compare(const char *what, pair p, double atol, double rtol) {
-    float *a = bf_test_download(cpu, p.c, p.n), *b = bf_test_download(gpu, p.g, p.n);
-    CHECK(a && b, "%s: download failed: %s", what, bf_last_error());
-    if (a && b) {
+    float *a, *b;
+    if (pair_download(what, p, &a, &b)) {
         size_t bad = 0, first = 0;
         for (size_t i = 0; i < p.n; i++)
             if (!(a[i] == b[i] || (a[i] != a[i] && b[i] != b[i])) && bad++ == 0) first = i;
@@ -66,13 +38,6 @@ static void compare(const char *what, pair p, double atol, double rtol) {
             CHECK(v <= 1.0, "%s: element %zu cpu %.9g cuda %.9g (violation %.3g)", what, worst, a[worst], b[worst], v);
         }
     }
-    free(a);
-    free(b);
-}
-
-static void check_repeats(const char *what, const float *first, const float *again, size_t n) {
-    float *a = bf_test_download(gpu, first, n), *b = bf_test_download(gpu, again, n);
-    CHECK(a && b && memcmp(a, b, n * sizeof(float)) == 0, "%s: two GPU runs differ", what);
     free(a);
     free(b);
 }
@@ -93,7 +58,7 @@ static void test_case(bf_neuron_kind kind, bf_reset_mode reset, int T, size_t n)
     float *h = malloc(total * sizeof(float) + 16);
     if (!h) exit(1);
     /* inputs around the threshold 1 (and STEP's 0, CLAMP01's 0 and 1), with exact hits */
-    bf_test_fill_uniform(h, total, kind == BF_NEURON_STEP ? -1.0f : -0.5f, 1.5f, next_seed++);
+    bf_test_fill_uniform(h, total, kind == BF_NEURON_STEP ? -1.0f : -0.5f, 1.5f, pair_next_seed());
     for (size_t i = 0; i < total; i += 13) h[i] = kind == BF_NEURON_STEP ? 0.0f : 1.0f;
     for (size_t i = 5; i < total; i += 17) h[i] = 0.0f;
     pair x = pair_from(h, total), y = pair_out(total), q = pair_out(total), y2 = pair_out(total),
@@ -159,11 +124,7 @@ static void test_arguments(void) {
 }
 
 int main(void) {
-    if (!bf_cuda_built()) bf_test_skip("bioflex was built without the CUDA backend");
-    if (bf_cuda_device_count() == 0) bf_test_skip("no CUDA device");
-    CHECK_OK(bf_backend_create_cpu(0, &cpu));
-    CHECK_OK(bf_backend_create_cuda(0, BF_PRECISION_FP32, &gpu));
-    if (!cpu || !gpu) return bf_test_finish();
+    if (!pair_open(&cpu, &gpu, 9100)) return bf_test_finish();
 
     const int Ts[] = {1, 4, 16};
     const size_t ns[] = {1000, (size_t)8 * 64 * 32 * 32};

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "bioflex/ops.h"
+#include "cuda_pair.h"
 #include "testutil.h"
 
 static bf_backend *cpu, *gpu;
@@ -21,47 +22,10 @@ static bf_backend *cpu, *gpu;
 #define RED_ATOL 1e-4
 #define RED_RTOL 1e-3
 
-/* One tensor on both backends. */
-typedef struct pair {
-    float *c, *g;
-    size_t n;
-} pair;
-
-static unsigned long next_seed = 1000;
-
-static pair pair_from(const float *host, size_t n) {
-    pair p = {bf_test_upload(cpu, host, n), bf_test_upload(gpu, host, n), n};
-    if (!p.c || !p.g) {
-        fprintf(stderr, "cannot allocate %zu floats: %s\n", n, bf_last_error());
-        exit(1);
-    }
-    return p;
-}
-
-/* Uniform values in [lo, hi), the same on both backends. */
-static pair pair_rand(size_t n, float lo, float hi) {
-    float *h = malloc(n * sizeof(float) + 16);
-    if (!h) exit(1);
-    bf_test_fill_uniform(h, n, lo, hi, next_seed++);
-    pair p = pair_from(h, n);
-    free(h);
-    return p;
-}
-
-/* Garbage for outputs: large values that no correct op leaves behind. */
-static pair pair_out(size_t n) { return pair_rand(n, 1e3f, 2e3f); }
-
-static void pair_free(pair *p) {
-    bf_free(cpu, p->c);
-    bf_free(gpu, p->g);
-    p->c = p->g = NULL;
-}
-
 /* Downloads both sides and compares them; prints the largest violation. */
 static void compare(const char *what, pair p, double atol, double rtol) {
-    float *a = bf_test_download(cpu, p.c, p.n), *b = bf_test_download(gpu, p.g, p.n);
-    CHECK(a && b, "%s: download failed: %s", what, bf_last_error());
-    if (!a || !b) {
+    float *a, *b;
+    if (!pair_download(what, p, &a, &b)) {
         free(a);
         free(b);
         return;
@@ -76,9 +40,8 @@ static void compare(const char *what, pair p, double atol, double rtol) {
 
 /* Same, but demands bit-identical results. */
 static void compare_exact(const char *what, pair p) {
-    float *a = bf_test_download(cpu, p.c, p.n), *b = bf_test_download(gpu, p.g, p.n);
-    CHECK(a && b, "%s: download failed: %s", what, bf_last_error());
-    if (a && b) {
+    float *a, *b;
+    if (pair_download(what, p, &a, &b)) {
         size_t bad = 0, first = 0;
         for (size_t i = 0; i < p.n; i++)
             if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
@@ -344,7 +307,7 @@ static void test_pool_case(const char *name, int n, int c, int h, int w, int k, 
     /* coarse values so that windows hold ties: the first-maximum rule is exercised */
     float *hx = malloc(nx * sizeof(float));
     if (!hx) exit(1);
-    bf_test_fill_uniform(hx, nx, 0, 4, next_seed++);
+    bf_test_fill_uniform(hx, nx, 0, 4, pair_next_seed());
     for (size_t i = 0; i < nx; i++) hx[i] = floorf(hx[i]) - 2.0f;
     pair x = pair_from(hx, nx);
     free(hx);
@@ -448,7 +411,7 @@ static void test_loss_case(int n, int k, float smoothing, int quantise) {
     float *hz = malloc((size_t)n * k * sizeof(float));
     int32_t *hl = malloc((size_t)n * sizeof(int32_t));
     if (!hz || !hl) exit(1);
-    bf_test_fill_uniform(hz, (size_t)n * k, -4, 4, next_seed++);
+    bf_test_fill_uniform(hz, (size_t)n * k, -4, 4, pair_next_seed());
     if (quantise)
         for (size_t i = 0; i < (size_t)n * k; i++) hz[i] = floorf(hz[i]);
     for (int i = 0; i < n; i++) hl[i] = (int32_t)((i * 7 + 3) % k);
@@ -550,11 +513,7 @@ static void test_optim(void) {
 }
 
 int main(void) {
-    if (!bf_cuda_built()) bf_test_skip("bioflex was built without the CUDA backend");
-    if (bf_cuda_device_count() == 0) bf_test_skip("no CUDA device");
-    CHECK_OK(bf_backend_create_cpu(0, &cpu));
-    CHECK_OK(bf_backend_create_cuda(0, BF_PRECISION_FP32, &gpu));
-    if (!cpu || !gpu) return bf_test_finish();
+    if (!pair_open(&cpu, &gpu, 1000)) return bf_test_finish();
 
     test_elementwise();
     test_conv();

@@ -1,0 +1,68 @@
+/* cuda_pair.c - see cuda_pair.h. */
+#include "cuda_pair.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+static bf_backend *cpu, *gpu;
+static unsigned long next_seed;
+
+int pair_open(bf_backend **cpu_out, bf_backend **gpu_out, unsigned long first_seed) {
+    if (!bf_cuda_built()) bf_test_skip("bioflex was built without the CUDA backend");
+    if (bf_cuda_device_count() == 0) bf_test_skip("no CUDA device");
+    CHECK_OK(bf_backend_create_cpu(0, cpu_out));
+    CHECK_OK(bf_backend_create_cuda(0, BF_PRECISION_FP32, gpu_out));
+    pair_setup(*cpu_out, *gpu_out, first_seed);
+    return *cpu_out && *gpu_out;
+}
+
+void pair_setup(bf_backend *cpu_backend, bf_backend *gpu_backend, unsigned long first_seed) {
+    cpu = cpu_backend;
+    gpu = gpu_backend;
+    next_seed = first_seed;
+}
+
+unsigned long pair_next_seed(void) { return next_seed++; }
+
+pair pair_from(const float *host, size_t n) {
+    pair p = {bf_test_upload(cpu, host, n), bf_test_upload(gpu, host, n), n};
+    if (!p.c || !p.g) {
+        fprintf(stderr, "cannot allocate %zu floats: %s\n", n, bf_last_error());
+        exit(1);
+    }
+    return p;
+}
+
+pair pair_rand(size_t n, float lo, float hi) {
+    float *h = malloc(n * sizeof(float) + 16);
+    if (!h) exit(1);
+    bf_test_fill_uniform(h, n, lo, hi, pair_next_seed());
+    pair p = pair_from(h, n);
+    free(h);
+    return p;
+}
+
+pair pair_out(size_t n) { return pair_rand(n, 1e3f, 2e3f); }
+
+void pair_free(pair *p) {
+    bf_free(cpu, p->c);
+    bf_free(gpu, p->g);
+    p->c = p->g = NULL;
+}
+
+int pair_download(const char *what, pair p, float **cpu_host, float **gpu_host) {
+    *cpu_host = bf_test_download(cpu, p.c, p.n);
+    *gpu_host = bf_test_download(gpu, p.g, p.n);
+    CHECK(*cpu_host && *gpu_host, "%s: download failed: %s", what, bf_last_error());
+    return *cpu_host && *gpu_host;
+}
+
+void check_repeats(const char *what, const float *first, const float *again, size_t n) {
+    float *a = bf_test_download(gpu, first, n), *b = bf_test_download(gpu, again, n);
+    CHECK(a && b && memcmp(a, b, n * sizeof(float)) == 0, "%s: two GPU runs differ", what);
+    free(a);
+    free(b);
+}
