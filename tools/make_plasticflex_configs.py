@@ -44,7 +44,8 @@ def write(name, ds, mode, flex):
 ; {d['note']}
 ; Recipe of the reference: SGD lr 0.1, momentum 0.9, weight decay 1e-5, cosine over 120 epochs
 ; stepped per epoch, batch 128, cross-entropy without smoothing. Differences on purpose: fc1 is
-; trained, the whole test set is evaluated, and a learned flex threshold is a real parameter.
+; trained (freeze_fc1 = true keeps it at its random init, as the reference code did), the whole
+; test set is evaluated, and a learned flex threshold is a real parameter.
 [run]
 dir = runs/plasticflex/{name}
 epochs = 120
@@ -61,6 +62,7 @@ noise_splits = both
 arch = {d['arch']}
 dropout = {d['dropout']}
 conv_init = fan_in
+freeze_fc1 = false
 {flex_block}
 [optim]
 optimizer = sgd

@@ -109,6 +109,7 @@ typedef struct bf_model_config {
     float bn_momentum;
     float bn_eps;
     int conv_init_fan_in;      /* cnn, vgg: Kaiming-normal convs with fan_in (FlexNet) instead of fan_out (torchvision) */
+    int freeze_fc1;            /* plasticflex_vgg*: fc1 kept at its random init (the reference code's untrained fc1) */
     /* flexible neurons (FlexNet): cnn and vgg convs become flex layers */
     int flex;                  /* every conv becomes a flex layer */
     int fully_flex;            /* the 2x2 max-pools become flex layers too */

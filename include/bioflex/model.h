@@ -97,6 +97,7 @@ typedef struct bf_layer {
     bf_linear_shape linear;
     float dropout_p;
     int has_bias;
+    int frozen;                 /* linear: weight and bias live in buffer slots 0 and 1, untrained */
     bf_flex_shape flex;         /* flex: branch shapes (the pool branch is `pool`, the conv `conv`) */
     bf_flex_options flex_opt;
     float *flex_conv;           /* flex: conv branch output C [n, c_out, hw] */
@@ -111,7 +112,8 @@ typedef struct bf_layer {
      * flex_conv.weight, flex_conv.bias, threshold, bn_logits.weight, bn_logits.bias), -1 = none */
     int param_index[5];
     int num_params;
-    int buffer_index[3];        /* running mean and variance (batch-norm, bn_logits), frozen flex threshold */
+    int buffer_index[3];        /* running mean and variance (batch-norm, bn_logits), frozen flex threshold,
+                                 * frozen linear weight and bias */
     /* memory (backend) */
     float *out;                 /* output activation; aliases the input for an in-place ReLU */
     int in_place;
@@ -171,6 +173,10 @@ int bf_model_add_global_avgpool(bf_model *m, const char *name, int input);
 int bf_model_add_flatten(bf_model *m, const char *name, int input);
 int bf_model_add_linear(bf_model *m, const char *name, int input, int out_features, int bias,
                         bf_init weight_init, bf_init bias_init);
+/* A linear layer whose weight and bias are buffers kept at their random start: never trained, still
+ * saved in checkpoints (PlasticFlex's reference builds fc1 after its optimiser, so fc1 stays random). */
+int bf_model_add_frozen_linear(bf_model *m, const char *name, int input, int out_features, int bias,
+                               bf_init weight_init, bf_init bias_init);
 int bf_model_add_dropout(bf_model *m, const char *name, int input, float p);
 int bf_model_add_add(bf_model *m, const char *name, int input0, int input1);
 /* Spiking: encode the input over T steps (encoding 0 direct, 1 rate), a neuron layer (its T is

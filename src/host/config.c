@@ -179,6 +179,7 @@ static const key_spec key_table[] = {
     BOOL_KEY("model", "batchnorm", model.batchnorm, "true", "cnn, vgg: BatchNorm after every conv"),
     FLOAT_KEY("model", "bn_momentum", model.bn_momentum, 0, 1, 0, "0.1", "BatchNorm running-statistics momentum (PyTorch convention)"),
     FLOAT_KEY("model", "bn_eps", model.bn_eps, 0, NO_MAX, MIN_OPEN, "1e-5", "added to the BatchNorm variance"),
+    BOOL_KEY("model", "freeze_fc1", model.freeze_fc1, "false", "plasticflex_vgg*: keep fc1 at its random init, never trained, as the PlasticFlex reference code does (it builds fc1 after its optimiser)"),
     ENUM_KEY("model", "conv_init", model.conv_init_fan_in, conv_init_names, "fan_out", "cnn, vgg: Kaiming-normal conv weights scaled by fan_out (torchvision) or fan_in (FlexNet's reference code); biases 0"),
     BOOL_KEY("model", "flex", model.flex, "false", "cnn, vgg: every conv becomes a flex layer (per element the conv or the max-pool of the input)"),
     LIST_KEY("model", "flex_layers", model.flex_layers, model.num_flex_layers, 0, 4096, INCREASING, 0, "", "flex: only these convs (counted from 0 in network order) become flex layers; empty = every conv"),
@@ -850,6 +851,10 @@ bf_status bf_config_validate(const bf_config *cfg) {
                                                     "(for example milestones = 30,60)"));
     if (s->type == BF_SCHED_STEP && s->step_size < 1)
         return invalid(cfg, bf_error(BF_ERR_CONFIG, "[schedule] type = step needs [schedule] step_size >= 1"));
+    bf_arch arch = cfg->model.arch;
+    if (cfg->model.freeze_fc1 && arch != BF_ARCH_PF_VGG6 && arch != BF_ARCH_PF_VGG11 && arch != BF_ARCH_PF_VGG16)
+        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[model] freeze_fc1 = true needs [model] arch = plasticflex_vgg6, "
+                                                    "plasticflex_vgg11 or plasticflex_vgg16 (got %s)", bf_arch_name(arch)));
     if (cfg->run.device == BF_DEVICE_SEL_CPU && cfg->run.gpus > 1)
         return invalid(cfg, bf_error(BF_ERR_CONFIG, "[run] gpus = %d needs [run] device = cuda or auto, not cpu",
                                      cfg->run.gpus));

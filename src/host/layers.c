@@ -73,6 +73,8 @@ bf_status bf_layer_forward(bf_model *m, int index) {
     case BF_LAYER_LINEAR: {
         bf_linear_shape s = l->linear;
         s.n = bf_layer_batch(m, l);
+        if (l->frozen)
+            return ops->linear_forward(b, &s, x, buffer(m, l, 0), l->has_bias ? buffer(m, l, 1) : NULL, l->out);
         return ops->linear_forward(b, &s, x, param(m, l, 0), param(m, l, 1), l->out);
     }
     case BF_LAYER_DROPOUT:
@@ -163,7 +165,10 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
     case BF_LAYER_LINEAR: {
         bf_linear_shape ls = l->linear;
         ls.n = bf_layer_batch(m, l);
-        s = ops->linear_backward(b, &ls, x, param(m, l, 0), dy, dx, grad(m, l, 0), grad(m, l, 1));
+        if (l->frozen) /* only dx: the weight and bias are not trained */
+            s = dx ? ops->linear_backward(b, &ls, x, buffer(m, l, 0), dy, dx, NULL, NULL) : BF_OK;
+        else
+            s = ops->linear_backward(b, &ls, x, param(m, l, 0), dy, dx, grad(m, l, 0), grad(m, l, 1));
         break;
     }
     case BF_LAYER_DROPOUT:

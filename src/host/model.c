@@ -211,8 +211,8 @@ int bf_model_add_flatten(bf_model *m, const char *name, int input) {
     return finish_layer(m, l, BF_OK);
 }
 
-int bf_model_add_linear(bf_model *m, const char *name, int input, int out_features, int bias,
-                        bf_init weight_init, bf_init bias_init) {
+static int add_linear(bf_model *m, const char *name, int input, int out_features, int bias, bf_init weight_init,
+                      bf_init bias_init, int frozen) {
     bf_layer *l = append_layer(m, BF_LAYER_LINEAR, name, input, -2);
     if (!l) return -1;
     bf_shape in = bf_model_shape_of(m, input);
@@ -220,10 +220,29 @@ int bf_model_add_linear(bf_model *m, const char *name, int input, int out_featur
     l->linear = (bf_linear_shape){.n = in.n, .in = in_features, .out = out_features};
     l->out_shape = (bf_shape){in.n, out_features, 1, 1};
     l->has_bias = bias;
+    l->frozen = frozen;
     int64_t w_shape[2] = {out_features, in_features}, b_shape[1] = {out_features};
-    add_param(m, l, 0, "weight", 2, w_shape, weight_init, in_features, out_features);
-    if (bias) add_param(m, l, 1, "bias", 1, b_shape, bias_init, in_features, out_features);
+    if (frozen) {
+        l->buffer_index[0] = register_param(&m->buffers, &m->num_buffers, &m->num_buffer_floats, l->name, "weight", 2,
+                                            w_shape, weight_init, in_features, out_features, m->num_layers);
+        if (bias)
+            l->buffer_index[1] = register_param(&m->buffers, &m->num_buffers, &m->num_buffer_floats, l->name, "bias",
+                                                1, b_shape, bias_init, in_features, out_features, m->num_layers);
+    } else {
+        add_param(m, l, 0, "weight", 2, w_shape, weight_init, in_features, out_features);
+        if (bias) add_param(m, l, 1, "bias", 1, b_shape, bias_init, in_features, out_features);
+    }
     return finish_layer(m, l, BF_OK);
+}
+
+int bf_model_add_linear(bf_model *m, const char *name, int input, int out_features, int bias,
+                        bf_init weight_init, bf_init bias_init) {
+    return add_linear(m, name, input, out_features, bias, weight_init, bias_init, 0);
+}
+
+int bf_model_add_frozen_linear(bf_model *m, const char *name, int input, int out_features, int bias,
+                               bf_init weight_init, bf_init bias_init) {
+    return add_linear(m, name, input, out_features, bias, weight_init, bias_init, 1);
 }
 
 int bf_model_add_dropout(bf_model *m, const char *name, int input, float p) {

@@ -159,7 +159,9 @@ static void build_plasticflex_vgg(bf_model *m, const bf_model_config *cfg, const
     x = bf_model_add_flatten(m, "flatten", x);
     const char *fc_names[3] = {"fc1", "fc2", "fc3"};
     for (int j = 0; j < 2; j++) {
-        x = bf_model_add_linear(m, fc_names[j], x, dense, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+        x = j == 0 && cfg->freeze_fc1
+                ? bf_model_add_frozen_linear(m, fc_names[j], x, dense, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN)
+                : bf_model_add_linear(m, fc_names[j], x, dense, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
         snprintf(name, sizeof name, "%s_act", fc_names[j]);
         x = activation(m, cfg, name, x);
         snprintf(name, sizeof name, "%s_dropout", fc_names[j]);
@@ -265,6 +267,9 @@ void bf_model_print_table(const bf_model *m, FILE *out) {
         size_t params = 0;
         for (int p = 0; p < l->num_params; p++)
             if (l->param_index[p] >= 0) params += m->params[l->param_index[p]].count;
+        if (l->frozen) /* weight and bias are buffers: shown, but not in the trained total */
+            for (int p = 0; p < 2; p++)
+                if (l->buffer_index[p] >= 0) params += m->buffers[l->buffer_index[p]].count;
         char shape[48];
         snprintf(shape, sizeof shape, "%dx%dx%dx%d", l->out_shape.n, l->out_shape.c, l->out_shape.h, l->out_shape.w);
         double flops = bf_layer_flops(m, i);
@@ -272,7 +277,7 @@ void bf_model_print_table(const bf_model *m, FILE *out) {
         total_flops += flops;
         total_act += act;
         fprintf(out, "%-28s %-14s %-20s %12zu %12.2f %12.1f%s\n", l->name, bf_layer_kind_name(l->kind), shape, params,
-                flops / 1e6, act, l->in_place ? " (in place)" : "");
+                flops / 1e6, act, l->in_place ? " (in place)" : l->frozen ? " (frozen)" : "");
     }
     fprintf(out, "total: %zu parameters (%.1f MiB), %.3f GFLOP forward per image, %.1f MiB activations at batch %d "
                  "(+ %d gradient slots of %.1f MiB)\n",

@@ -59,13 +59,14 @@ extern "C" bf_status bf_cuda_linear_backward(bf_backend *b, const bf_linear_shap
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
     BF_TRY(check_linear(s, "linear_backward"));
-    if (!x || !w || !dy || !dw) return bf_error(BF_ERR_ARG, "linear_backward: NULL input or dw");
+    if (!x || !w || !dy) return bf_error(BF_ERR_ARG, "linear_backward: NULL x, w or dy");
     const float one = 1.0f, zero = 0.0f;
     if (dx)
         BF_CUBLAS_CHECK(cublasSgemm(im->cublas, CUBLAS_OP_N, CUBLAS_OP_N, s->in, s->n, s->out, &one, w, s->in, dy,
                                     s->out, &zero, dx, s->in));
-    BF_CUBLAS_CHECK(cublasSgemm(im->cublas, CUBLAS_OP_N, CUBLAS_OP_T, s->in, s->out, s->n, &one, x, s->in, dy, s->out,
-                                &zero, dw, s->in));
+    if (dw)
+        BF_CUBLAS_CHECK(cublasSgemm(im->cublas, CUBLAS_OP_N, CUBLAS_OP_T, s->in, s->out, s->n, &one, x, s->in, dy,
+                                    s->out, &zero, dw, s->in));
     if (dbias) {
         k_column_sums<<<(unsigned)bf_cuda_div_up((size_t)s->out, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
             dy, dbias, s->n, s->out);

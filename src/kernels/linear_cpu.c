@@ -58,7 +58,7 @@ bf_status bf_cpu_linear_backward(bf_backend *b, const bf_linear_shape *s, const 
                                  const float *w, const float *dy, float *dx, float *dw, float *dbias) {
     BF_TRY(check_shape(s));
     if (dx) parallel_sgemm(b, CblasNoTrans, CblasNoTrans, s->n, s->in, s->out, dy, s->out, w, s->in, 0.0f, dx, s->in);
-    parallel_sgemm(b, CblasTrans, CblasNoTrans, s->out, s->in, s->n, dy, s->out, x, s->in, 0.0f, dw, s->in);
+    if (dw) parallel_sgemm(b, CblasTrans, CblasNoTrans, s->out, s->in, s->n, dy, s->out, x, s->in, 0.0f, dw, s->in);
     if (dbias) {
         int threads = (long)s->n * s->out < BF_CPU_PARALLEL_MIN ? 1 : bf_cpu_threads(b);
 #pragma omp parallel for num_threads(threads) schedule(static)
