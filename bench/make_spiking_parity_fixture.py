@@ -17,10 +17,15 @@ torch.autograd.Function with the surrogate gradient, and autograd doing the BPTT
           = H - threshold * S' reset soft
     clamp01 (the reference's stateless activation): torch.clamp(x, 0, 1) per step.
 
-The network (input [N = 4, 1, 8, 8], K = 3 classes, direct encoding: the same image at each of
-the T steps):
+The network (input [N = 4, 1, 8, 8], K = 3 classes; direct encoding, the same image at each of
+the T steps, or rate coding, Bernoulli spikes of the clamped pixel):
 
-    encode  x.repeat(T, 1, 1, 1): [T*N, 1, 8, 8], time outermost (bioflex's time folding)
+    encode  direct: x.repeat(T, 1, 1, 1): [T*N, 1, 8, 8], time outermost (bioflex's time folding)
+            rate:   S[t*n + i] = 1[u < clamp(x[i], 0, 1)], u = bf_uniform(seed, t*n + i) over the
+                    n = N*1*8*8 inputs, the contract in ops.h; hash.h's counter RNG is ported to numpy
+                    below, and the seed is bioflex's for layer 0 at model step s (the C test sets
+                    step 0 for the first forward pass, 1 for the second): bf_seed_derive(1,
+                    BF_STREAM_DROPOUT, s * 4096 + 0) with the test's model seed 1
     conv    Conv2d(1, 4, 3, padding=1)          on the T*N folded batch
     bn      BatchNorm2d(4)                      statistics over all T*N samples, as bioflex
     lif1    the neuron, looping over T on [T, N, 4, 8, 8]
@@ -38,6 +43,8 @@ under "params.<variant>", in the format the C test prints its own and compares):
     lif_soft_sigmoid  LIF decay 0.95, threshold 1, soft reset, detached, sigmoid surrogate alpha 4, T 4
     if_hard_rect      IF, threshold 1, hard reset (not detached), rectangular surrogate width 2 height 0.3, T 4
     clamp01_T1        clamp01, T 1
+    lif_rate_sigmoid  LIF decay 0.9, threshold 0.5, hard reset, not detached, sigmoid alpha 4, T 4,
+                      rate coding
 
 PyTorch's default initialisation after torch.manual_seed(SEEDS[variant]), then the batch
 (randn, randint). For each variant the file holds:
@@ -72,6 +79,7 @@ Needs only torch (no safetensors package): the file is written by hand (bench/pa
 """
 import sys
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -87,27 +95,64 @@ POOL_MARGIN = 1e-5     # top-1 minus top-2 of a max-pool window with a positive 
 RATE_RANGE = (0.05, 0.95)
 
 VARIANTS = {
-    "lif_hard_tanh": dict(kind="lif", T=4, decay=0.95, threshold=1.0, reset="hard", detach_reset=False,
+    "lif_hard_tanh": dict(kind="lif", T=4, encoding="direct", decay=0.95, threshold=1.0, reset="hard", detach_reset=False,
                           surrogate="tanh", alpha=0.0, width=0.0, height=0.3),
-    "lif_soft_sigmoid": dict(kind="lif", T=4, decay=0.95, threshold=1.0, reset="soft", detach_reset=True,
+    "lif_soft_sigmoid": dict(kind="lif", T=4, encoding="direct", decay=0.95, threshold=1.0, reset="soft", detach_reset=True,
                              surrogate="sigmoid", alpha=4.0, width=0.0, height=0.0),
-    "if_hard_rect": dict(kind="if", T=4, decay=1.0, threshold=1.0, reset="hard", detach_reset=False,
+    "if_hard_rect": dict(kind="if", T=4, encoding="direct", decay=1.0, threshold=1.0, reset="hard", detach_reset=False,
                          surrogate="rectangular", alpha=0.0, width=2.0, height=0.3),
-    "clamp01_T1": dict(kind="clamp01", T=1, decay=0.0, threshold=0.0, reset="hard", detach_reset=False,
+    "clamp01_T1": dict(kind="clamp01", T=1, encoding="direct", decay=0.0, threshold=0.0, reset="hard", detach_reset=False,
                        surrogate="sigmoid", alpha=0.0, width=0.0, height=0.0),
+    "lif_rate_sigmoid": dict(kind="lif", T=4, encoding="rate", decay=0.9, threshold=0.5, reset="hard",
+                             detach_reset=False, surrogate="sigmoid", alpha=4.0, width=0.0, height=0.0),
 }
 # Seed 0 passes every check but only 1.2e-4 from a spike threshold (clamp01_T1: 2.3e-5 from a
 # clamp corner); these seeds keep every variant at least 3e-4 from any kink in both forward passes
-# (min |H - threshold|: 2.8e-3, 9.1e-4, 1.4e-3; rectangular edge 3.2e-4; clamp01 7.6e-4).
-SEEDS = {"lif_hard_tanh": 10, "lif_soft_sigmoid": 5, "if_hard_rect": 9, "clamp01_T1": 8}
+# (min |H - threshold|: 2.8e-3, 9.1e-4, 1.4e-3; rectangular edge 3.2e-4; clamp01 7.6e-4;
+# lif_rate_sigmoid 1.2e-3 with firing rates 0.3 in both layers).
+SEEDS = {"lif_hard_tanh": 10, "lif_soft_sigmoid": 5, "if_hard_rect": 9, "clamp01_T1": 8, "lif_rate_sigmoid": 4}
+MODEL_SEED, STREAM_DROPOUT, ENCODE_LAYER = 1, 4, 0  # the C test's model seed, hash.h's stream, layer 0
 
 
 def params_string(p):
     """The variant's neuron parameters as one line; tests/test_pytorch_parity_spiking.c prints its
     own with the same format ("%g" of the float values) and requires the same line."""
-    return ("kind=%s T=%d decay=%g threshold=%g reset=%s detach_reset=%d surrogate=%s alpha=%g width=%g height=%g"
-            % (p["kind"], p["T"], p["decay"], p["threshold"], p["reset"], int(p["detach_reset"]), p["surrogate"],
-               p["alpha"], p["width"], p["height"]))
+    return ("kind=%s T=%d encoding=%s decay=%g threshold=%g reset=%s detach_reset=%d surrogate=%s alpha=%g width=%g "
+            "height=%g" % (p["kind"], p["T"], p["encoding"], p["decay"], p["threshold"], p["reset"],
+                           int(p["detach_reset"]), p["surrogate"], p["alpha"], p["width"], p["height"]))
+
+
+# ---- include/bioflex/hash.h in numpy (uint64 arithmetic wraps like C's) ----
+def _hash64(x):
+    x = np.asarray(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _hash2(seed, counter):
+    return _hash64(_hash64(seed) ^ np.asarray(counter, dtype=np.uint64))
+
+
+def bf_uniform(seed, counter):
+    """[0, 1) floats with 24 random bits: exactly representable, so fp32 comparisons agree with C."""
+    return (_hash2(seed, counter) >> np.uint64(40)).astype(np.float32) * np.float32(1.0 / 16777216.0)
+
+
+def bf_seed_derive(seed, stream, index):
+    with np.errstate(over="ignore"):
+        return _hash64(_hash2(seed, stream) ^ _hash64(np.uint64(index) + np.uint64(0x632BE59BD9B4E019)))
+
+
+def rate_encode(x, T, step):
+    """ops.h's spike_encode_rate with bioflex's seed for the encode layer at model step `step`."""
+    seed = bf_seed_derive(MODEL_SEED, STREAM_DROPOUT, step * 4096 + ENCODE_LAYER)
+    n = x.numel()
+    u = torch.from_numpy(bf_uniform(seed, np.arange(T * n, dtype=np.uint64)))
+    p = torch.clamp(x, 0, 1).reshape(1, n)
+    return (u.reshape(T, n) < p).to(x.dtype).reshape(T * x.shape[0], *x.shape[1:])
 
 
 def surrogate_grad(p, u):
@@ -204,6 +249,8 @@ class Net(nn.Module):
     def __init__(self, p):
         super().__init__()
         self.T = p["T"]
+        self.encoding = p["encoding"]
+        self.forwards = 0  # the model step of the next forward pass (rate coding's seed)
         self.conv = nn.Conv2d(C, 4, 3, padding=1)
         self.bn = nn.BatchNorm2d(4)
         self.lif1 = Neuron(p)
@@ -217,7 +264,11 @@ class Net(nn.Module):
 
     def forward(self, x):
         T, n = self.T, x.shape[0]
-        h = x.repeat(T, 1, 1, 1)                    # direct encoding, [T*N, C, H, W], time outermost
+        if self.encoding == "rate":
+            h = rate_encode(x, T, self.forwards)    # [T*N, C, H, W], time outermost
+        else:
+            h = x.repeat(T, 1, 1, 1)                # direct encoding, [T*N, C, H, W], time outermost
+        self.forwards += 1
         h = self.lif1(self.bn(self.conv(h)))
         with torch.no_grad():
             self.margins["pool_gap"] = min(self.margins.get("pool_gap", float("inf")), pool_gap(h))
@@ -275,8 +326,9 @@ def main():
         tensors += t
         summary.append(line)
 
-    description = ("PyTorch reference for tests/test_pytorch_parity_spiking.c: input [4,1,8,8] direct-encoded "
-                   "over T steps (time outermost, [T*N,...]) -> conv Conv2d(1,4,3,p1) -> bn BatchNorm2d(4) over "
+    description = ("PyTorch reference for tests/test_pytorch_parity_spiking.c: input [4,1,8,8] direct- or "
+                   "rate-encoded (hash.h's counter RNG ported to numpy, bioflex's layer-0 seed at model step 0 "
+                   "then 1) over T steps (time outermost, [T*N,...]) -> conv Conv2d(1,4,3,p1) -> bn BatchNorm2d(4) over "
                    "T*N -> lif1 -> MaxPool2d(2,2) -> flatten -> fc1 Linear(64,8) -> lif2 -> fc2 Linear(8,3) -> "
                    "mean over T; neurons looped over T in plain PyTorch (autograd.Function spike with the "
                    "surrogate gradient, BPTT by autograd), parameters in params.<variant>; PyTorch default "

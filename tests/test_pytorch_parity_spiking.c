@@ -5,18 +5,21 @@
  * T steps, the spike an autograd.Function with the surrogate gradient, BPTT by autograd; not from
  * bioflex's code), in the network
  *
- *     encode (direct, T steps, [T*N, ...] time outermost) -> conv Conv2d(1, 4, 3, pad 1)
+ *     encode (direct or rate, T steps, [T*N, ...] time outermost) -> conv Conv2d(1, 4, 3, pad 1)
  *     -> bn BatchNorm2d(4) (statistics over all T*N samples) -> lif1 -> pool MaxPool2d(2, 2)
  *     -> flatten -> fc1 Linear(64, 8) -> lif2 -> fc2 Linear(8, 3) -> readout (mean over T)
  *                                                                    input [4, 1, 8, 8], K = 3
  *
- * for four variants, each under its prefix "<variant>.":
+ * for five variants, each under its prefix "<variant>.":
  *     lif_hard_tanh     LIF decay 0.95, threshold 1, hard reset (not detached: the -H*g(u) term of
  *                       dV/dH is on), 0.3 tanh' surrogate, T 4
  *     lif_soft_sigmoid  LIF decay 0.95, threshold 1, soft reset, detached, sigmoid surrogate alpha 4, T 4
  *     if_hard_rect      IF, threshold 1, hard reset (not detached), rectangular surrogate width 2
  *                       height 0.3, T 4
  *     clamp01_T1        the reference's stateless clamp01, T 1
+ *     lif_rate_sigmoid  LIF decay 0.9, threshold 0.5, hard reset, sigmoid alpha 4, T 4, Bernoulli rate
+ *                       coding: the script draws the spikes with a numpy port of hash.h and bioflex's
+ *                       seed for the encode layer (model seed 1, step 0 then 1)
  * with the initial state_dict, a batch, the logits, the cross-entropy (mean, no smoothing), every
  * parameter gradient, the batch-norm buffers after the first forward pass (stats1.*), each neuron
  * layer's output sum and silent elements in that pass (fired.*) and the whole state_dict after two
@@ -73,6 +76,7 @@ static bf_parity px; /* the fixture and the backend */
 typedef struct variant {
     const char *name;
     int T;
+    int encoding; /* 0 direct, 1 rate (Bernoulli spikes from hash.h's counter RNG, ported to the script) */
     bf_neuron_params p;
 } variant;
 
@@ -105,8 +109,9 @@ static const char *surrogate_name(bf_surrogate s) {
 static void params_line(const variant *v, char *out, size_t cap) {
     const bf_neuron_params *p = &v->p;
     snprintf(out, cap,
-             "kind=%s T=%d decay=%g threshold=%g reset=%s detach_reset=%d surrogate=%s alpha=%g width=%g height=%g",
-             kind_name(p->kind), v->T, (double)p->decay, (double)p->threshold, reset_name(p->reset),
+             "kind=%s T=%d encoding=%s decay=%g threshold=%g reset=%s detach_reset=%d surrogate=%s alpha=%g width=%g "
+             "height=%g",
+             kind_name(p->kind), v->T, v->encoding ? "rate" : "direct", (double)p->decay, (double)p->threshold, reset_name(p->reset),
              p->detach_reset != 0, surrogate_name(p->surrogate), (double)p->alpha, (double)p->width,
              (double)p->height);
 }
@@ -152,6 +157,13 @@ static void compare_fired(void *user, bf_model *m) {
     }
 }
 
+/* Rate coding draws its spikes from (model seed, step, layer): the script uses step 0 for the first
+ * forward pass and 1 for the second. */
+static void next_model_step(void *user, bf_model *m, int step) {
+    (void)user;
+    m->step = step + 1;
+}
+
 static void run_variant(const variant *v) {
     char prefix[64], name[BF_NAME_MAX + 64], line[256];
     snprintf(prefix, sizeof prefix, "%s.", v->name);
@@ -165,7 +177,7 @@ static void run_variant(const variant *v) {
     bf_model *m = NULL;
     CHECK_OK(bf_model_create(px.backend, (bf_shape){N, C, H, W}, 1, &m));
     if (!m) return;
-    int x = bf_model_add_encode(m, "encode", BF_MODEL_INPUT, v->T, 0);
+    int x = bf_model_add_encode(m, "encode", BF_MODEL_INPUT, v->T, v->encoding);
     x = bf_model_add_conv(m, "conv", x, 4, 3, 1, 1, 1, 1, BF_INIT_UNIFORM_FAN_IN);
     x = bf_model_add_batchnorm(m, "bn", x, 1e-5f, 0.1f); /* PyTorch's BatchNorm2d defaults */
     x = bf_model_add_neuron(m, "lif1", x, &v->p);
@@ -195,7 +207,8 @@ static void run_variant(const variant *v) {
     bf_parity_two_steps(&px, m, &bt,
                         &(bf_parity_steps){.prefix = prefix, .oc = &sgd, .check_first = 1,
                                            .loss_what = "mean cross-entropy", .check_stats1 = 1, .what = "sgd",
-                                           .after = "after2.", .after_loss = compare_fired, .user = &fc});
+                                           .after = "after2.", .after_loss = compare_fired,
+                                           .after_step = next_model_step, .user = &fc});
     bf_parity_batch_free(&px, &bt);
     bf_model_destroy(m);
 }
@@ -209,18 +222,21 @@ int main(void) {
     /* The fields a kind does not use (IF's decay, clamp01's dynamics and surrogate) are set to what
      * the script's params line says, so the lines compare equal; bioflex ignores them. */
     const variant variants[] = {
-        {"lif_hard_tanh", 4,
+        {"lif_hard_tanh", 4, 0,
          {.kind = BF_NEURON_LIF, .decay = 0.95f, .threshold = 1.0f, .reset = BF_RESET_HARD, .detach_reset = 0,
           .through_time = 1, .surrogate = BF_SURROGATE_TANH, .alpha = 0, .width = 0, .height = 0.3f}},
-        {"lif_soft_sigmoid", 4,
+        {"lif_soft_sigmoid", 4, 0,
          {.kind = BF_NEURON_LIF, .decay = 0.95f, .threshold = 1.0f, .reset = BF_RESET_SOFT, .detach_reset = 1,
           .through_time = 1, .surrogate = BF_SURROGATE_SIGMOID, .alpha = 4.0f, .width = 0, .height = 0}},
-        {"if_hard_rect", 4,
+        {"if_hard_rect", 4, 0,
          {.kind = BF_NEURON_IF, .decay = 1.0f, .threshold = 1.0f, .reset = BF_RESET_HARD, .detach_reset = 0,
           .through_time = 1, .surrogate = BF_SURROGATE_RECTANGULAR, .alpha = 0, .width = 2.0f, .height = 0.3f}},
-        {"clamp01_T1", 1,
+        {"clamp01_T1", 1, 0,
          {.kind = BF_NEURON_CLAMP01, .decay = 0, .threshold = 0, .reset = BF_RESET_HARD, .detach_reset = 0,
           .through_time = 1, .surrogate = BF_SURROGATE_SIGMOID, .alpha = 0, .width = 0, .height = 0}},
+        {"lif_rate_sigmoid", 4, 1,
+         {.kind = BF_NEURON_LIF, .decay = 0.9f, .threshold = 0.5f, .reset = BF_RESET_HARD, .detach_reset = 0,
+          .through_time = 1, .surrogate = BF_SURROGATE_SIGMOID, .alpha = 4.0f, .width = 0, .height = 0}},
     };
     for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) run_variant(&variants[i]);
 
