@@ -52,6 +52,7 @@ typedef struct bf_run_config {
     int epochs;
     int log_interval;          /* steps between metrics.jsonl lines and progress updates */
     int eval_every;            /* epochs between full test-set evaluations (0 = only at the end) */
+    int val_batches;           /* > 0: periodic evaluations use this many random test batches (PlasticFlex's reference) */
     int checkpoint_every;      /* epochs between checkpoints (0 = only at the end) */
     int precision;             /* bf_precision: fp32 | tf32 */
     int threads;               /* CPU backend threads (0 = all cores) */

@@ -46,6 +46,10 @@ typedef struct bf_eval_result {
 
 /* Runs the model in eval mode over every batch of the loader's epoch 0. */
 bf_status bf_evaluate(bf_model *m, bf_loader *loader, float label_smoothing, bf_eval_result *out);
+/* The same over the first max_batches batches (0 = all) of the loader's `epoch`: with a shuffling
+ * loader, a random subset of the split that changes every epoch. */
+bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smoothing, int epoch, int max_batches,
+                              bf_eval_result *out);
 
 /* ---- the training run (bioflex-train) ---- */
 typedef struct bf_train_options {

@@ -144,6 +144,7 @@ static const key_spec key_table[] = {
     INT_KEY("run", "epochs", run.epochs, 1, 100000, "10", "passes over the training set"),
     INT_KEY("run", "log_interval", run.log_interval, 1, NO_MAX, "50", "steps between metrics.jsonl lines and progress updates"),
     INT_KEY("run", "eval_every", run.eval_every, 0, NO_MAX, "1", "epochs between test-set evaluations (0 = only at the end)"),
+    INT_KEY("run", "val_batches", run.val_batches, 0, NO_MAX, "0", "periodic evaluations score only this many test batches, drawn at random every epoch, as the PlasticFlex reference code does (0 = the whole test set); the final evaluation always scores the whole test set"),
     INT_KEY("run", "checkpoint_every", run.checkpoint_every, 0, NO_MAX, "1", "epochs between checkpoints (0 = only at the end)"),
     ENUM_KEY("run", "precision", run.precision, precision_names, "fp32", "fp32 everywhere, or let cuDNN/cuBLAS use TF32 tensor cores (the CPU ignores it)"),
     INT_KEY("run", "threads", run.threads, 0, 1024, "0", "CPU backend threads (0 = all cores)"),

@@ -1,11 +1,16 @@
-/* evaluate.c - a full pass over a split in eval mode (running batch-norm statistics, no
- * dropout): mean loss, top-1 and top-5 accuracy. Per-sample results are summed on the device
+/* evaluate.c - a pass over a split (or its first batches) in eval mode (running batch-norm
+ * statistics, no dropout): mean loss, top-1 and top-5 accuracy. Per-sample results are summed on the device
  * and read back once at the end. */
 #include <stdlib.h>
 
 #include "bioflex/train.h"
 
 bf_status bf_evaluate(bf_model *m, bf_loader *loader, float label_smoothing, bf_eval_result *out) {
+    return bf_evaluate_batches(m, loader, label_smoothing, 0, 0, out);
+}
+
+bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smoothing, int epoch, int max_batches,
+                              bf_eval_result *out) {
     bf_backend *b = m->backend;
     const bf_ops *ops = b->ops;
     int max_n = m->input_shape.n, k = m->num_classes;
@@ -18,10 +23,10 @@ bf_status bf_evaluate(bf_model *m, bf_loader *loader, float label_smoothing, bf_
     if (s == BF_OK) s = bf_alloc(b, 4 * sizeof(float), (void **)&sums);
     c1 = losses ? losses + max_n : NULL;
     c5 = losses ? losses + 2 * max_n : NULL;
-    int was_training = m->training, samples = 0;
+    int was_training = m->training, samples = 0, batches = 0;
     m->training = 0;
-    if (s == BF_OK) s = bf_loader_start_epoch(loader, 0, 0);
-    while (s == BF_OK) {
+    if (s == BF_OK) s = bf_loader_start_epoch(loader, epoch, 0);
+    while (s == BF_OK && (max_batches <= 0 || batches++ < max_batches)) {
         bf_batch *batch = NULL;
         s = bf_loader_next(loader, &batch, NULL);
         if (s != BF_OK || !batch) break;

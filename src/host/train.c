@@ -82,7 +82,8 @@ static bf_status open_data(run *r) {
                            .noise_std = cfg->data.noise_splits != 1 ? cfg->data.input_noise_std : 0.0f};
     BF_TRY(bf_loader_create(r->train_set, &o, &r->train_loader));
     o.batch_size = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : cfg->data.batch_size;
-    o.shuffle = o.augment_flip = o.augment_crop_pad = 0;
+    o.shuffle = cfg->run.val_batches > 0; /* random test batches each epoch; a full pass is the same either way */
+    o.augment_flip = o.augment_crop_pad = 0;
     o.noise_std = cfg->data.noise_splits != 0 ? cfg->data.input_noise_std : 0.0f;
     return bf_loader_create(r->test_set, &o, &r->test_loader);
 }
@@ -160,9 +161,13 @@ static bf_status write_rasters(run *r, long step) {
     return BF_OK;
 }
 
-static bf_status evaluate_and_log(run *r, int epoch, long step, bf_eval_result *res) {
-    BF_TRY(bf_evaluate(r->model, r->test_loader, r->cfg->optim.label_smoothing, res));
-    bf_metrics_eval(&r->log, epoch, step, res->loss, res->top1, res->top5, res->samples, "test", r->text);
+/* final: the whole test set; otherwise [run] val_batches random batches when set. */
+static bf_status evaluate_and_log(run *r, int epoch, long step, int final, bf_eval_result *res) {
+    int batches = final ? 0 : r->cfg->run.val_batches;
+    BF_TRY(bf_evaluate_batches(r->model, r->test_loader, r->cfg->optim.label_smoothing, batches ? epoch : 0, batches,
+                               res));
+    bf_metrics_eval(&r->log, epoch, step, res->loss, res->top1, res->top5, res->samples,
+                    batches ? "test_batches" : "test", r->text);
     return BF_OK;
 }
 
@@ -227,7 +232,7 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
         st->epoch = epoch + 1;
         int last = st->epoch == epochs;
         if (last || (cfg->run.eval_every > 0 && st->epoch % cfg->run.eval_every == 0)) {
-            BF_TRY(evaluate_and_log(r, st->epoch, st->step, &result->final_eval));
+            BF_TRY(evaluate_and_log(r, st->epoch, st->step, last, &result->final_eval));
             last_eval_epoch = st->epoch;
         }
         if (last || (cfg->run.checkpoint_every > 0 && st->epoch % cfg->run.checkpoint_every == 0)) {
@@ -238,7 +243,7 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
         }
     }
     /* A resumed run that was already complete still reports its test accuracy. */
-    if (last_eval_epoch != st->epoch) BF_TRY(evaluate_and_log(r, st->epoch, st->step, &result->final_eval));
+    if (last_eval_epoch != st->epoch) BF_TRY(evaluate_and_log(r, st->epoch, st->step, 1, &result->final_eval));
     (void)last_ckpt_epoch;
     if (r->num_neuron > 0) {
         fprintf(r->text, "neuron layers (last log interval): %-24s %12s %10s\n", "layer", "firing rate", "silent");

@@ -1,0 +1,114 @@
+/* test_val_batches.c - `[run] val_batches` (PlasticFlex's reference scores one random test batch per
+ * epoch), on the CPU with procedural data:
+ *   - bf_evaluate_batches over 1 batch of a shuffling loader scores batch_size images, the same ones
+ *     for the same epoch and different ones at different epochs; 0 batches = the whole split;
+ *   - a training run logs the periodic evaluations as "test_batches" with val_batches * batch
+ *     images and the final one as "test" over the whole test set. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bioflex/train.h"
+#include "testutil.h"
+
+static void set_procedural(bf_config *cfg) {
+    bf_config_defaults(cfg);
+    cfg->run.device = BF_DEVICE_SEL_CPU;
+    cfg->run.threads = 1;
+    cfg->run.epochs = 2;
+    cfg->run.eval_every = 1;
+    cfg->run.checkpoint_every = 0;
+    cfg->run.val_batches = 1;
+    cfg->data.dataset = BF_DATASET_PROCEDURAL;
+    cfg->data.procedural_train = 64;
+    cfg->data.procedural_test = 40;
+    cfg->data.procedural_size = 8;
+    cfg->data.batch_size = 16;
+    cfg->data.eval_batch_size = 8;
+    cfg->model.arch = BF_ARCH_CNN;
+    cfg->model.channels[0] = 4;
+    cfg->model.num_channels = 1;
+    cfg->model.hidden = 0;
+}
+
+/* The labels of the first test batch a shuffling loader gives at `epoch`. */
+static void first_labels(bf_loader *l, int epoch, int32_t *out, int n) {
+    bf_batch *b = NULL;
+    CHECK_OK(bf_loader_start_epoch(l, epoch, 0));
+    CHECK_OK(bf_loader_next(l, &b, NULL));
+    if (!b) return;
+    memcpy(out, b->labels, (size_t)n * sizeof(int32_t));
+    bf_loader_release(l, b);
+}
+
+static void test_evaluate_batches(void) {
+    bf_config cfg;
+    set_procedural(&cfg);
+    bf_dataset *test = NULL;
+    CHECK_OK(bf_dataset_open(&cfg.data, cfg.run.seed, BF_SPLIT_TEST, &test));
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    bf_model *m = NULL;
+    CHECK_OK(bf_run_build_model(&cfg, b, test, &m));
+    if (!test || !m) return;
+    bf_loader_options o = {.batch_size = 8, .threads = 1, .prefetch = 2, .shuffle = 1, .normalize = 1, .seed = 5};
+    bf_loader *shuffled = NULL;
+    CHECK_OK(bf_loader_create(test, &o, &shuffled));
+    bf_eval_result one, other;
+    CHECK_OK(bf_evaluate_batches(m, shuffled, 0.0f, 3, 1, &one));
+    CHECK(one.samples == 8, "one batch of 8 scored, got %d", one.samples);
+    CHECK_OK(bf_evaluate_batches(m, shuffled, 0.0f, 3, 1, &other));
+    CHECK(one.loss == other.loss && one.top1 == other.top1, "the same epoch scores the same batch");
+
+    /* epochs 3 and 4 draw different batches */
+    int32_t a[8], c[8];
+    first_labels(shuffled, 3, a, 8);
+    first_labels(shuffled, 4, c, 8);
+    CHECK(memcmp(a, c, sizeof a) != 0, "epochs 3 and 4 start with different test batches");
+
+    /* the whole split: 40 samples whatever the batch limit says when it is 0 */
+    bf_eval_result full;
+    CHECK_OK(bf_evaluate_batches(m, shuffled, 0.0f, 3, 0, &full));
+    CHECK(full.samples == 40, "max_batches = 0 scores all 40 test images, got %d", full.samples);
+    bf_loader_destroy(shuffled);
+    bf_model_destroy(m);
+    bf_backend_destroy(b);
+    bf_dataset_free(test);
+}
+
+static void test_training_log(void) {
+    char dir[] = "/tmp/bioflex_valb_XXXXXX";
+    if (!mkdtemp(dir)) return;
+    bf_config cfg;
+    set_procedural(&cfg);
+    snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s/run", dir);
+    bf_train_options opt = {.quiet = 1, .log = stdout};
+    bf_train_result r;
+    CHECK_OK(bf_train(&cfg, &opt, &r));
+    CHECK(r.final_eval.samples == 40, "the final evaluation scores the whole test set (40), got %d",
+          r.final_eval.samples);
+
+    char path[BF_PATH_MAX + 32], line[4096];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", cfg.run.dir);
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL, "%s exists", path);
+    int partial = 0, final = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        if (!strstr(line, "\"split\"")) continue;
+        if (strstr(line, "\"split\":\"test_batches\"")) partial += strstr(line, "\"samples\":8") != NULL;
+        if (strstr(line, "\"split\":\"test\"")) final += strstr(line, "\"samples\":40") != NULL;
+    }
+    if (f) fclose(f);
+    CHECK(partial == 1, "epoch 1: one \"test_batches\" evaluation of 8 images (found %d)", partial);
+    CHECK(final == 1, "epoch 2 (the last): one \"test\" evaluation of 40 images (found %d)", final);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
+int main(void) {
+    test_evaluate_batches();
+    test_training_log();
+    return bf_test_finish();
+}
