@@ -232,6 +232,24 @@ static void test_idx_files(const char *tmp) {
     cfg = base_config(BF_DATASET_MNIST, gz);
     CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &b));
     if (b) check_idx_content(b, "gzip IDX");
+    bf_dataset_free(b);
+
+    /* gray_to_rgb (the PlasticFlex reference's MNIST): three identical planes, statistics repeated */
+    cfg = base_config(BF_DATASET_MNIST, plain);
+    cfg.gray_to_rgb = 1;
+    b = NULL;
+    CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &b));
+    int c = 0, h = 0, w = 0, k = 0;
+    bf_dataset_shape(&cfg, &c, &h, &w, &k);
+    CHECK(c == 3 && h == 28 && k == 10, "gray_to_rgb: bf_dataset_shape says 3x%dx%d (c = %d)", h, w, c);
+    if (a && b) {
+        int same = b->c == 3 && b->num_samples == a->num_samples;
+        for (int i = 0; same && i < a->num_samples; i++)
+            for (int ch = 0; ch < 3; ch++)
+                same &= !memcmp(b->pixels + ((size_t)i * 3 + ch) * 784, a->pixels + (size_t)i * 784, 784);
+        CHECK(same, "gray_to_rgb: every image is its gray plane three times");
+        CHECK(b->mean[2] == a->mean[0] && b->std[1] == a->std[0], "gray_to_rgb: mean and std repeated per channel");
+    }
     bf_dataset_free(a);
     bf_dataset_free(b);
 
@@ -357,6 +375,16 @@ static void test_cifar10(const char *tmp) {
     }
     bf_dataset_free(lim);
     cfg.train_limit = 0;
+
+    /* cifar10_std = reference: the PlasticFlex reference's std, the usual mean */
+    cfg.cifar10_std = 1;
+    lim = NULL;
+    CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TEST, &lim));
+    if (lim)
+        CHECK(lim->std[0] == 0.2023f && lim->std[1] == 0.1994f && lim->std[2] == 0.2010f && lim->mean[0] == 0.4914f,
+              "cifar10_std = reference: std (%g, %g, %g)", lim->std[0], lim->std[1], lim->std[2]);
+    bf_dataset_free(lim);
+    cfg.cifar10_std = 0;
 
     /* A file whose size is not a multiple of the record size. */
     write_cifar_file(dir, 2, 3, 5);

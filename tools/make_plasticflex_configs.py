@@ -19,11 +19,15 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
 DATASETS = {
     "cifar10_vgg11": dict(dataset="cifar10", arch="plasticflex_vgg11", dropout=0.5, noise=0.1,
                           note="CIFAR-10 binary batches in [data] path (data_batch_1..5.bin, test_batch.bin).\n"
-                               "; The reference normalised with std (0.2023, 0.1994, 0.2010); bioflex uses the true\n"
-                               "; (0.2470, 0.2435, 0.2616). input_noise_std = 0.1 on both splits reproduces its loader."),
+                               "; The reference normalised with std (0.2023, 0.1994, 0.2010) (cifar10_std = reference);\n"
+                               "; bioflex defaults to the true (0.2470, 0.2435, 0.2616). input_noise_std = 0.1 on both\n"
+                               "; splits reproduces its loader.",
+                          reference_inputs="cifar10_std = true"),
     "mnist_vgg6": dict(dataset="mnist", arch="plasticflex_vgg6", dropout=0.3, noise=0.0,
-                       note="MNIST IDX files in [data] path. The reference repeated the gray channel three times;\n"
-                            "; bioflex feeds the single channel (the first conv has 64*1*9 instead of 64*3*9 weights)."),
+                       note="MNIST IDX files in [data] path. The reference repeated the gray channel three times\n"
+                            "; (gray_to_rgb = true); bioflex feeds the single channel by default (the first conv has\n"
+                            "; 64*1*9 instead of 64*3*9 weights).",
+                       reference_inputs="gray_to_rgb = false"),
 }
 
 MODES = {
@@ -59,6 +63,7 @@ dataset = {d['dataset']}
 batch_size = 128
 input_noise_std = {d['noise']}
 noise_splits = both
+{d['reference_inputs']}
 
 [model]
 arch = {d['arch']}

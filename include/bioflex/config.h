@@ -76,6 +76,8 @@ typedef struct bf_data_config {
     int subset;                /* 0 none, 1 balanced (subset_size per class), 2 random (subset_size in all) */
     int subset_size;
     long subset_seed;          /* the subset is drawn once from this seed, for both splits */
+    int gray_to_rgb;           /* repeat a one-channel image into 3 channels (PlasticFlex's MNIST) */
+    int cifar10_std;           /* 0 the true std, 1 the PlasticFlex reference's (0.2023, 0.1994, 0.2010) */
     int procedural_classes;
     int procedural_size;       /* image side in pixels */
     int procedural_channels;

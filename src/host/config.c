@@ -109,6 +109,7 @@ static const enum_name surrogate_names[] = {
     {"triangle", BF_SURROGATE_TRIANGLE}, {"tanh", BF_SURROGATE_TANH}, {NULL, 0}};
 static const enum_name noise_split_names[] = {{"train", 0}, {"test", 1}, {"both", 2}, {NULL, 0}};
 static const enum_name subset_names[] = {{"none", 0}, {"balanced", 1}, {"random", 2}, {NULL, 0}};
+static const enum_name cifar10_std_names[] = {{"true", 0}, {"reference", 1}, {NULL, 0}};
 static const enum_name optimizer_names[] = {
     {"sgd", BF_OPTIM_SGD}, {"adamw", BF_OPTIM_ADAMW}, {NULL, 0}};
 static const enum_name schedule_names[] = {
@@ -166,6 +167,8 @@ static const key_spec key_table[] = {
     ENUM_KEY("data", "subset", data.subset, subset_names, "none", "use a subset of each split: balanced (subset_size per class) or random (subset_size samples), after the limits"),
     INT_KEY("data", "subset_size", data.subset_size, 1, NO_MAX, "100", "subset: samples per class (balanced) or in all (random)"),
     LONG_KEY("data", "subset_seed", data.subset_seed, 0, NO_MAX, "42", "subset: the seed it is drawn from (42 as the PlasticFlex reference)"),
+    BOOL_KEY("data", "gray_to_rgb", data.gray_to_rgb, "false", "repeat a one-channel dataset's image into 3 channels (the PlasticFlex reference's MNIST)"),
+    ENUM_KEY("data", "cifar10_std", data.cifar10_std, cifar10_std_names, "true", "cifar10 normalisation std: the true per-channel std (0.2470, 0.2435, 0.2616) or the (0.2023, 0.1994, 0.2010) of the PlasticFlex reference (and many CIFAR scripts)"),
     INT_KEY("data", "procedural_classes", data.procedural_classes, 2, 1000, "10", "dataset = procedural: number of classes"),
     INT_KEY("data", "procedural_size", data.procedural_size, 4, 512, "32", "dataset = procedural: image side in pixels"),
     ENUM_KEY("data", "procedural_channels", data.procedural_channels, channel_count_names, "3", "dataset = procedural: 1 (gray) or 3 (RGB) channels"),

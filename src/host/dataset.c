@@ -574,10 +574,33 @@ static bf_status apply_subset(const bf_data_config *cfg, bf_split split, bf_data
 
 static bf_status open_split(const bf_data_config *cfg, long seed, bf_split split, bf_dataset **out);
 
+/* The PlasticFlex reference's input conventions, as options (plasticflex.md section 5): MNIST
+ * repeated into 3 channels, and CIFAR-10 divided by the widely copied (0.2023, 0.1994, 0.2010),
+ * which is not CIFAR-10's std. */
+static bf_status apply_reference_inputs(const bf_data_config *cfg, bf_dataset *d) {
+    if (cfg->cifar10_std == 1 && cfg->dataset == BF_DATASET_CIFAR10) {
+        static const float reference_std[3] = {0.2023f, 0.1994f, 0.2010f};
+        memcpy(d->std, reference_std, sizeof reference_std);
+    }
+    if (!cfg->gray_to_rgb || d->c != 1) return BF_OK;
+    if (!d->pixels)
+        return bf_error(BF_ERR_CONFIG, "[data] gray_to_rgb needs a stored dataset (fashion_mnist, mnist), not %s", d->name);
+    size_t plane = (size_t)d->h * d->w;
+    uint8_t *rgb = malloc((size_t)d->num_samples * 3 * plane);
+    if (!rgb) return bf_error(BF_ERR_OOM, "gray_to_rgb: out of host memory for %d images", d->num_samples);
+    for (int i = 0; i < d->num_samples; i++)
+        for (int ch = 0; ch < 3; ch++) memcpy(rgb + ((size_t)i * 3 + ch) * plane, d->pixels + (size_t)i * plane, plane);
+    free(d->pixels);
+    d->pixels = rgb;
+    d->c = 3;
+    for (int ch = 1; ch < 3; ch++) d->mean[ch] = d->mean[0], d->std[ch] = d->std[0];
+    return BF_OK;
+}
+
 bf_status bf_dataset_open(const bf_data_config *cfg, long seed, bf_split split, bf_dataset **out) {
     BF_TRY(open_split(cfg, seed, split, out));
-    if (cfg->subset == 0) return BF_OK;
-    bf_status s = apply_subset(cfg, split, *out);
+    bf_status s = cfg->subset ? apply_subset(cfg, split, *out) : BF_OK;
+    if (s == BF_OK) s = apply_reference_inputs(cfg, *out);
     if (s != BF_OK) {
         bf_dataset_free(*out);
         *out = NULL;
@@ -604,7 +627,14 @@ static bf_status open_split(const bf_data_config *cfg, long seed, bf_split split
     return bf_error(BF_ERR_ARG, "bf_dataset_open: unknown dataset kind %d", (int)cfg->dataset);
 }
 
+static void dataset_kind_shape(const bf_data_config *cfg, int *c, int *h, int *w, int *num_classes);
+
 void bf_dataset_shape(const bf_data_config *cfg, int *c, int *h, int *w, int *num_classes) {
+    dataset_kind_shape(cfg, c, h, w, num_classes);
+    if (cfg->gray_to_rgb && *c == 1) *c = 3;
+}
+
+static void dataset_kind_shape(const bf_data_config *cfg, int *c, int *h, int *w, int *num_classes) {
     switch (cfg->dataset) {
     case BF_DATASET_FASHION_MNIST:
     case BF_DATASET_MNIST: *c = 1, *h = *w = 28, *num_classes = 10; return;
