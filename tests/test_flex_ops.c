@@ -169,6 +169,15 @@ static void test_max_case(bf_flex_channel_rule rule, bf_flex_tie_rule ties) {
 static double sigmoid_d(double x) { return 1.0 / (1.0 + exp(-x)); }
 static int kind_is(bf_flex_mask k, bf_flex_mask a, bf_flex_mask b) { return k == a || k == b; }
 
+/* The value a stochastic mask rounds: sigmoid(L) (FS), clamp(L, 0, 1) (FC) or L (FP). */
+static double squashed(bf_flex_mask k, double L) {
+    if (kind_is(k, BF_FLEX_MASK_STOCHASTIC_FSBP, BF_FLEX_MASK_STOCHASTIC_FSBS) || k == BF_FLEX_MASK_STOCHASTIC_FSBS_SQUASHED)
+        return sigmoid_d(L);
+    if (kind_is(k, BF_FLEX_MASK_STOCHASTIC_FCBP, BF_FLEX_MASK_STOCHASTIC_FCBS) || k == BF_FLEX_MASK_STOCHASTIC_FCBS_SQUASHED)
+        return fmin(1, fmax(0, L));
+    return L;
+}
+
 /* reference mask; *ambiguous when a stochastic draw lies within rounding of its threshold */
 static double ref_mask(bf_flex_mask k, double f, uint64_t seed, size_t i, double L, int *ambiguous) {
     *ambiguous = 0;
@@ -176,9 +185,7 @@ static double ref_mask(bf_flex_mask k, double f, uint64_t seed, size_t i, double
     if (k == BF_FLEX_MASK_SIGMOID_MUL) return sigmoid_d(f * L);
     if (kind_is(k, BF_FLEX_MASK_STE_FPBP, BF_FLEX_MASK_STE_FPBS)) return L > 0.5;
     if (kind_is(k, BF_FLEX_MASK_STE_FSBP, BF_FLEX_MASK_STE_FSBS)) return sigmoid_d(L) > 0.5;
-    double v = kind_is(k, BF_FLEX_MASK_STOCHASTIC_FSBP, BF_FLEX_MASK_STOCHASTIC_FSBS)   ? sigmoid_d(L)
-               : kind_is(k, BF_FLEX_MASK_STOCHASTIC_FCBP, BF_FLEX_MASK_STOCHASTIC_FCBS) ? fmin(1, fmax(0, L))
-                                                                                        : L;
+    double v = squashed(k, L);
     double u = bf_uniform(seed, i), frac = v - floor(v);
     *ambiguous = fabs(u - frac) < 1e-6;
     return floor(v) + (u < frac);
@@ -189,6 +196,10 @@ static double ref_rule(bf_flex_mask k, double f, double L, double m) {
     case BF_FLEX_MASK_SIGMOID_MUL: return f * m * (1 - m);
     case BF_FLEX_MASK_STE_FPBS: case BF_FLEX_MASK_STE_FSBS: case BF_FLEX_MASK_STOCHASTIC_FPBS:
     case BF_FLEX_MASK_STOCHASTIC_FSBS: case BF_FLEX_MASK_STOCHASTIC_FCBS: return sigmoid_d(L) * (1 - sigmoid_d(L));
+    case BF_FLEX_MASK_STOCHASTIC_FSBS_SQUASHED: case BF_FLEX_MASK_STOCHASTIC_FCBS_SQUASHED: {
+        double s = sigmoid_d(squashed(k, L)); /* the reference's quirk: sigmoid' at the squashed value */
+        return s * (1 - s);
+    }
     default: return 1;
     }
 }
@@ -227,23 +238,28 @@ static void test_mask_kind(bf_flex_mask k) {
 }
 
 /* Stochastic roundings: repeatable for a seed, different for another, unbiased (mean of M close
- * to the mean of the rounded value), and BS/BP variants draw the same forward mask. */
+ * to the mean of the rounded value), and BS/BP variants draw the same forward mask (the reference's
+ * squashed-BS kinds the same as their BS kind). */
+static bf_flex_mask forward_twin(bf_flex_mask k) {
+    if (k == BF_FLEX_MASK_STOCHASTIC_FSBS_SQUASHED) return BF_FLEX_MASK_STOCHASTIC_FSBS;
+    if (k == BF_FLEX_MASK_STOCHASTIC_FCBS_SQUASHED) return BF_FLEX_MASK_STOCHASTIC_FCBS;
+    return k ^ 1; /* FPBP <-> FPBS, ... */
+}
+
 static void test_stochastic(void) {
     bf_flex_shape s = {.n = 4, .c_in = 50, .c_out = 50, .hw = 1000}; /* 200000 elements: the threaded path */
     const size_t no = outs(&s);
     float *L = rnd(no, -1.5f, 2.5f), *C = rnd(no, -1, 1), *Wd = rnd(no, -1, 1), *M1 = buf(no), *M2 = buf(no), *Y = buf(no);
-    for (bf_flex_mask k = BF_FLEX_MASK_STOCHASTIC_FPBP; k <= BF_FLEX_MASK_STOCHASTIC_FCBS; k++) {
+    for (bf_flex_mask k = BF_FLEX_MASK_STOCHASTIC_FPBP; k < BF_FLEX_MASK_COUNT; k++) {
         CHECK_OK(cpu->ops->flex_mask_forward(cpu, &s, k, 1, 42, L, C, Wd, M1, Y, NULL));
-        CHECK_OK(cpu->ops->flex_mask_forward(cpu, &s, k ^ 1, 1, 42, L, C, Wd, M2, Y, NULL)); /* the BP/BS twin */
+        CHECK_OK(cpu->ops->flex_mask_forward(cpu, &s, forward_twin(k), 1, 42, L, C, Wd, M2, Y, NULL));
         CHECK(memcmp(M1, M2, no * sizeof(float)) == 0, "stochastic kind %d: same seed, different masks", k);
         CHECK_OK(cpu->ops->flex_mask_forward(cpu, &s, k, 1, 43, L, C, Wd, M2, Y, NULL));
         size_t differ = 0, off_grid = 0;
         double sum_m = 0, sum_v = 0, var = 0;
         for (size_t i = 0; i < no; i++) {
             differ += M1[i] != M2[i];
-            double v = kind_is(k, BF_FLEX_MASK_STOCHASTIC_FSBP, BF_FLEX_MASK_STOCHASTIC_FSBS)   ? sigmoid_d(L[i])
-                       : kind_is(k, BF_FLEX_MASK_STOCHASTIC_FCBP, BF_FLEX_MASK_STOCHASTIC_FCBS) ? fmin(1, fmax(0, L[i]))
-                                                                                                : L[i];
+            double v = squashed(k, L[i]);
             double frac = v - floor(v);
             off_grid += M1[i] != floor(v) && M1[i] != floor(v) + 1;
             sum_m += M1[i], sum_v += v, var += frac * (1 - frac);

@@ -79,7 +79,9 @@ typedef enum bf_flex_tie_rule { BF_FLEX_TIE_SPLIT = 0, BF_FLEX_TIE_POOL = 1 } bf
  *   STE_FSBP: 1[sigmoid(L) > 0.5], identity;   STE_FSBS: 1[sigmoid(L) > 0.5], sigmoid'(L);
  *   STOCHASTIC_{FP,FS,FC}{BP,BS}: stochastic rounding of L (FP), sigmoid(L) (FS) or clamp(L,0,1) (FC):
  *            v = that value, M = floor(v) + 1[u < v - floor(v)] with u = bf_uniform(seed, i);
- *            backward identity (BP) or sigmoid'(L) (BS). */
+ *            backward identity (BP) or sigmoid'(L) (BS);
+ *   STOCHASTIC_{FS,FC}BS_SQUASHED: the reference code's FSBS/FCBS (plasticflex.md 2.4): the same forward,
+ *            backward sigmoid'(v) at the already squashed v = sigmoid(L) or clamp(L, 0, 1). */
 typedef enum bf_flex_mask {
     BF_FLEX_MASK_SIGMOID_HARD = 0,
     BF_FLEX_MASK_SIGMOID_MUL,
@@ -93,6 +95,8 @@ typedef enum bf_flex_mask {
     BF_FLEX_MASK_STOCHASTIC_FSBS,
     BF_FLEX_MASK_STOCHASTIC_FCBP,
     BF_FLEX_MASK_STOCHASTIC_FCBS,
+    BF_FLEX_MASK_STOCHASTIC_FSBS_SQUASHED,
+    BF_FLEX_MASK_STOCHASTIC_FCBS_SQUASHED,
     BF_FLEX_MASK_COUNT
 } bf_flex_mask;
 

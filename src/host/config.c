@@ -96,7 +96,8 @@ static const enum_name flex_tie_names[] = {{"split", 0}, {"pool", 1}, {NULL, 0}}
 static const enum_name flex_mask_names[] = {
     {"sigmoid_hard", 0}, {"sigmoid_mul", 1}, {"ste_fpbp", 2}, {"ste_fpbs", 3}, {"ste_fsbp", 4}, {"ste_fsbs", 5},
     {"stochastic_fpbp", 6}, {"stochastic_fpbs", 7}, {"stochastic_fsbp", 8}, {"stochastic_fsbs", 9},
-    {"stochastic_fcbp", 10}, {"stochastic_fcbs", 11}, {NULL, 0}};
+    {"stochastic_fcbp", 10}, {"stochastic_fcbs", 11}, {"stochastic_fsbs_reference", 12},
+    {"stochastic_fcbs_reference", 13}, {NULL, 0}};
 static const enum_name conv_init_names[] = {{"fan_out", 0}, {"fan_in", 1}, {NULL, 0}};
 static const enum_name threshold_mode_names[] = {
     {"learned", 0}, {"frozen_random", 1}, {"resample_each_forward", 2}, {NULL, 0}};

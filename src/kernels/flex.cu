@@ -171,8 +171,11 @@ __device__ __forceinline__ float mask_of(bf_flex_mask kind, float factor, uint64
     default: break;
     }
     float v = L;
-    if (kind == BF_FLEX_MASK_STOCHASTIC_FSBP || kind == BF_FLEX_MASK_STOCHASTIC_FSBS) v = sigmoid(L);
-    if (kind == BF_FLEX_MASK_STOCHASTIC_FCBP || kind == BF_FLEX_MASK_STOCHASTIC_FCBS)
+    if (kind == BF_FLEX_MASK_STOCHASTIC_FSBP || kind == BF_FLEX_MASK_STOCHASTIC_FSBS ||
+        kind == BF_FLEX_MASK_STOCHASTIC_FSBS_SQUASHED)
+        v = sigmoid(L);
+    if (kind == BF_FLEX_MASK_STOCHASTIC_FCBP || kind == BF_FLEX_MASK_STOCHASTIC_FCBS ||
+        kind == BF_FLEX_MASK_STOCHASTIC_FCBS_SQUASHED)
         v = L < 0.0f ? 0.0f : L > 1.0f ? 1.0f : L;
     const float lower = floorf(v);
     return lower + (bf_uniform(seed, (uint64_t)i) < __fsub_rn(v, lower) ? 1.0f : 0.0f);
@@ -188,6 +191,14 @@ __device__ __forceinline__ float mask_grad(bf_flex_mask kind, float factor, floa
     case BF_FLEX_MASK_STOCHASTIC_FSBS:
     case BF_FLEX_MASK_STOCHASTIC_FCBS: {
         const float sg = sigmoid(L);
+        return __fmul_rn(sg, __fsub_rn(1.0f, sg));
+    }
+    case BF_FLEX_MASK_STOCHASTIC_FSBS_SQUASHED: {
+        const float sg = sigmoid(sigmoid(L));
+        return __fmul_rn(sg, __fsub_rn(1.0f, sg));
+    }
+    case BF_FLEX_MASK_STOCHASTIC_FCBS_SQUASHED: {
+        const float sg = sigmoid(L < 0.0f ? 0.0f : L > 1.0f ? 1.0f : L);
         return __fmul_rn(sg, __fsub_rn(1.0f, sg));
     }
     default: return 1.0f;

@@ -225,8 +225,11 @@ static inline float mask_of(bf_flex_mask kind, float factor, uint64_t seed, size
     default: break;
     }
     float v = L; /* stochastic rounding of L (FP), sigmoid(L) (FS) or clamp(L, 0, 1) (FC) */
-    if (kind == BF_FLEX_MASK_STOCHASTIC_FSBP || kind == BF_FLEX_MASK_STOCHASTIC_FSBS) v = sigmoid(L);
-    if (kind == BF_FLEX_MASK_STOCHASTIC_FCBP || kind == BF_FLEX_MASK_STOCHASTIC_FCBS)
+    if (kind == BF_FLEX_MASK_STOCHASTIC_FSBP || kind == BF_FLEX_MASK_STOCHASTIC_FSBS ||
+        kind == BF_FLEX_MASK_STOCHASTIC_FSBS_SQUASHED)
+        v = sigmoid(L);
+    if (kind == BF_FLEX_MASK_STOCHASTIC_FCBP || kind == BF_FLEX_MASK_STOCHASTIC_FCBS ||
+        kind == BF_FLEX_MASK_STOCHASTIC_FCBS_SQUASHED)
         v = L < 0.0f ? 0.0f : L > 1.0f ? 1.0f : L;
     const float lower = floorf(v);
     return lower + (bf_uniform(seed, (uint64_t)i) < v - lower ? 1.0f : 0.0f);
@@ -243,6 +246,14 @@ static inline float mask_grad(bf_flex_mask kind, float factor, float L, float m)
     case BF_FLEX_MASK_STOCHASTIC_FSBS:
     case BF_FLEX_MASK_STOCHASTIC_FCBS: {
         const float sg = sigmoid(L); /* sigmoid'(L) of the raw logits, per ops.h */
+        return sg * (1.0f - sg);
+    }
+    case BF_FLEX_MASK_STOCHASTIC_FSBS_SQUASHED: { /* the reference: sigmoid' at the squashed value */
+        const float sg = sigmoid(sigmoid(L));
+        return sg * (1.0f - sg);
+    }
+    case BF_FLEX_MASK_STOCHASTIC_FCBS_SQUASHED: {
+        const float sg = sigmoid(L < 0.0f ? 0.0f : L > 1.0f ? 1.0f : L);
         return sg * (1.0f - sg);
     }
     default: return 1.0f; /* the *BP rules: identity (straight-through) */
