@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The GPU checks of the open issues in one call, for a session that is lent a GPU machine
+# (the device has no inih, cJSON or TurboJPEG: run `bash ../shared/tools/gpu-deps.sh` here first
+# and carry `.deps`). Builds with CUDA, runs the `gpu` tests, then the benchmarks and kernel labs,
+# and writes every log under $OUT (or ./gpu_verify_out): build.log, ctest_gpu.log, one log per
+# benchmark, and summary.txt with the exit status of each step. A failing step does not stop the
+# ones after it.
+#   bash tools/gpu_verify.sh [quick]     quick: the gpu tests and the labs at one batch size only
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-$PWD/gpu_verify_out}
+mkdir -p "$out"
+mode=${1:-full}
+deps=$PWD/.deps/usr
+if [ -d "$deps" ]; then
+  export LD_LIBRARY_PATH=$deps/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+  prefix=(-DCMAKE_PREFIX_PATH="$deps")
+else
+  prefix=()
+fi
+jobs=$(nproc)
+summary=$out/summary.txt
+: >"$summary"
+
+step() { # step NAME TIMEOUT_S COMMAND...: runs it with a time limit, logs to $out/NAME.log
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  printf '%-28s rc=%-3d %4ds\n' "$name" "$rc" $((SECONDS - t0)) | tee -a "$summary"
+  return 0
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/gpu.txt" 2>&1
+step build 420 bash -c "cmake -S . -B build -DBIOFLEX_CUDA=ON -DCMAKE_BUILD_TYPE=Release ${prefix[*]} && cmake --build build -j $jobs"
+step ctest_gpu 300 ctest --test-dir build -L gpu --output-on-failure
+if [ "$mode" = quick ]; then
+  step flex_lab 120 ./build/bench/bench_flex_lab --batch 32 --repeats 20
+  step lif_lab 120 ./build/bench/bench_lif_lab --batch 256 --repeats 20
+else
+  step flex_lab 240 ./build/bench/bench_flex_lab
+  step lif_lab 240 ./build/bench/bench_lif_lab
+  step vgg16_side_by_side 400 bash bench/vgg16_side_by_side.sh 128 224
+fi
+cat "$summary"
