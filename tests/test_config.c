@@ -262,7 +262,7 @@ static void test_refused_files(void) {
     expect_refused("not a number", "[run]\nepochs = 3\n[optim]\n\n\n\n\n\n\n\n\nlr = abc\n", 12, "[optim] lr:",
                    "\"abc\" is not a number", "float > 0", NULL);
     expect_refused("unknown section", "[run]\nepochs = 3\n[modle]\narch = cnn\n", 3, "unknown section [modle]",
-                   "(allowed: run, data, model, optim, schedule, spiking)", NULL);
+                   "(allowed: run, data, model, optim, schedule, spiking, butd)", NULL);
     expect_refused("unknown empty section", "[run]\nepochs = 3\n\n[extra]\n", 4, "unknown section [extra]", NULL);
     expect_refused("unknown key", "[model]\n\n\n\n\n\narhc = cnn\n", 7, "[model] unknown key \"arhc\"",
                    "allowed: arch, num_classes, dropout, channels, hidden, batchnorm, bn_momentum, bn_eps", NULL);

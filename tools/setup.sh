@@ -4,7 +4,8 @@
 # the CUDA backend is built as well.
 set -euo pipefail
 packages=(build-essential cmake pkg-config zlib1g-dev libinih-dev libopenblas-dev libcjson-dev
-          libturbojpeg0-dev dataset-fashion-mnist python3)
+          libturbojpeg0-dev libjpeg62-turbo-dev dataset-fashion-mnist python3
+          libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

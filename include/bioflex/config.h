@@ -26,8 +26,12 @@ typedef enum {
     BF_DATASET_MNIST,
     BF_DATASET_CIFAR10,
     BF_DATASET_PROCEDURAL,
-    BF_DATASET_IMAGENET100, /* 3x224x224, 100 classes: needs the JPEG pipeline (not built yet; --dry-run works) */
-    BF_DATASET_IMAGENET     /* 3x224x224, 1000 classes: likewise */
+    BF_DATASET_IMAGENET100, /* 3 x image_size^2, 100 classes: Kaggle layout (train.X1..4, val.X, Labels.json), JPEG */
+    BF_DATASET_IMAGENET,    /* 3 x image_size^2, 1000 classes: ILSVRC layout (train/<wnid>, val/<wnid>), JPEG */
+    BF_DATASET_MULTI_MNIST, /* 1x28x28, 2 tasks (left, right digit) of 10 classes, generated from MNIST IDX files */
+    BF_DATASET_MULTI_FASHION_MNIST, /* likewise from Fashion-MNIST */
+    BF_DATASET_CELEBA,      /* 3x218x178 aligned faces, 40 binary attribute tasks */
+    BF_DATASET_IMAGEFOLDER  /* JPEGs in train/CLASS/ and val/CLASS/ (the torchvision ImageFolder layout), decoded by the loader */
 } bf_dataset_kind;
 typedef enum {
     BF_ARCH_CNN = 0,
@@ -56,6 +60,9 @@ typedef struct bf_run_config {
     int checkpoint_every;      /* epochs between checkpoints (0 = only at the end) */
     int precision;             /* bf_precision: fp32 | tf32 */
     int threads;               /* CPU backend threads (0 = all cores) */
+    float collective_timeout;  /* seconds a data-parallel collective may wait for the other ranks */
+    int sync_bn;               /* data parallelism: batch-norm statistics over every rank's batch (CPU backend) */
+    char rendezvous[BF_PATH_MAX]; /* --gpus across nodes without MPI: file on a shared filesystem for NCCL's id */
 } bf_run_config;
 
 typedef struct bf_data_config {
@@ -83,6 +90,13 @@ typedef struct bf_data_config {
     int procedural_channels;
     int procedural_train;      /* number of training samples */
     int procedural_test;       /* number of test samples */
+    /* JPEG datasets (imagefolder, imagenet100, imagenet), see image.h */
+    char class_list[BF_PATH_MAX]; /* file of class folder names, one a line: selects and orders classes ("" = all) */
+    int image_size;            /* output side in pixels */
+    int train_transform;       /* bf_image_transform: squash | random_resized_crop */
+    float crop_scale_min, crop_scale_max; /* random_resized_crop: area fraction range */
+    float crop_ratio_min, crop_ratio_max; /* random_resized_crop: aspect ratio range */
+    int val_resize;            /* 0: squash validation images; > 0: shorter side to this, then centre crop */
 } bf_data_config;
 
 /* Spiking networks (plasticflex.md sections 3, 9): neuron = none trains the ANN (ReLU). Otherwise
@@ -151,6 +165,20 @@ typedef struct bf_schedule_config {
     float warmup_start_factor; /* lr starts at lr * this factor */
 } bf_schedule_config;
 
+/* [butd]: bottom-up/top-down networks with Counter-Hebb learning (include/bioflex/butd.h). */
+typedef struct bf_butd_config {
+    int network;               /* 0 none (an ordinary [model] run), 1 fc, 2 simple, 3 resnet18 (no BN) */
+    int learning;              /* bf_butd_learning: backprop | counter_hebb */
+    int shared_weights;        /* weights = shared (1) | separate (0) */
+    int symmetric_init;        /* separate: B starts as W^T */
+    int guided;                /* instruction pass + GaLU (needs a multi-task dataset) */
+    int hidden;                /* fc and simple: last_hidden_size */
+    int depth;                 /* fc: hidden layers */
+    int channels[BF_LIST_MAX]; /* simple: conv_channels */
+    int num_channels;
+    int task_embedding;        /* guided: task_embedding_size (0 = none) */
+    float noise_std;           /* > 0: every update times one N(1, noise_std) scalar per layer and step */
+} bf_butd_config;
 
 typedef struct bf_config {
     char source[BF_PATH_MAX];  /* the INI file it came from */
@@ -159,6 +187,7 @@ typedef struct bf_config {
     bf_model_config model;
     bf_optim_config optim;
     bf_schedule_config schedule;
+    bf_butd_config butd;
 } bf_config;
 
 /* Fills every field with its default. */

@@ -1,7 +1,7 @@
 /* data.h - datasets and the batch loader.
  *
- * A dataset is held in memory as uint8 pixels (IDX, CIFAR-10) or generated on demand
- * (procedural). The loader turns it into float batches on the host: worker threads fill a ring of
+ * A dataset is held in memory as uint8 pixels (IDX, CIFAR-10), generated on demand
+ * (procedural), or kept as JPEG file paths decoded by the loader's workers (image.h). The loader turns it into float batches on the host: worker threads fill a ring of
  * `prefetch` batches ahead of the training step. Which samples form a batch and how each is
  * augmented are pure functions of (seed, epoch, position) (see hash.h), never of thread timing,
  * so runs repeat exactly and a resumed run sees the same data order. */
@@ -19,6 +19,9 @@ extern "C" {
 
 typedef enum bf_split { BF_SPLIT_TRAIN = 0, BF_SPLIT_TEST = 1 } bf_split;
 
+/* File-backed (JPEG) datasets: paths and transform, see image.h. */
+typedef struct bf_image_files bf_image_files;
+
 typedef struct bf_dataset {
     char name[64];
     int num_samples;
@@ -29,6 +32,13 @@ typedef struct bf_dataset {
     int32_t *labels;             /* num_samples */
     uint64_t procedural_seed;    /* procedural: content is a function of (seed, split, index) */
     int split;
+    /* Multi-task datasets (Multi-MNIST: 2 tasks of 10 classes; CelebA: 40 attributes of 2 classes);
+     * num_tasks = 0 for an ordinary single-task dataset. The label of sample i for task k is
+     * task_labels[i * num_tasks + k]; num_classes = task_classes and labels[] holds task 0's labels. */
+    int num_tasks;
+    int task_classes;
+    int32_t *task_labels;        /* num_samples * num_tasks, NULL when num_tasks = 0 */
+    bf_image_files *files;       /* JPEG datasets: decoded on demand by the loader (image.h); else NULL */
 } bf_dataset;
 
 /* Opens one split as configured (path, limits, procedural sizes). Errors name the file and the
@@ -40,6 +50,10 @@ void bf_dataset_free(bf_dataset *d);
  * and datasets that cannot be opened yet). */
 void bf_dataset_shape(const bf_data_config *cfg, int *c, int *h, int *w, int *num_classes);
 
+/* The number of tasks a config's dataset has (2 for multi_mnist and multi_fashion_mnist, 40 for
+ * celeba, 0 for a single-task dataset), without reading any file. */
+int bf_dataset_num_tasks(const bf_data_config *cfg);
+
 /* Writes sample `index` as floats in [0, 1] (CHW) into out. */
 void bf_dataset_sample(const bf_dataset *d, int index, float *out);
 
@@ -47,8 +61,11 @@ typedef struct bf_batch {
     int n;               /* samples in this batch (the last batch of an epoch may be smaller) */
     int index;           /* batch number within the epoch */
     float *images;       /* n * c*h*w, normalised, host memory */
-    int32_t *labels;     /* n */
+    int32_t *labels;     /* n; for a multi-task dataset the label of sample j for task tasks[j] */
+    int32_t *tasks;      /* n task indices (the BU-TD instruction); NULL for a single-task dataset */
 } bf_batch;
+
+#define BF_TASK_RANDOM (-1) /* bf_loader_options.task: a random task per sample */
 
 typedef struct bf_loader_options {
     int batch_size;
@@ -61,6 +78,12 @@ typedef struct bf_loader_options {
     int normalize;
     float noise_std;     /* additive N(0, noise_std^2) after normalisation, from (seed, epoch, position) */
     long seed;
+    int rank, world;     /* data parallelism: this rank's shard of every global batch of batch_size * world
+                            positions (world 0 or 1 = the whole epoch) */
+    int task;            /* multi-task datasets: -1 = a random task per sample from (seed, epoch, position)
+                            (training), k >= 0 = every sample gets task k (guided evaluation); ignored for
+                            single-task datasets. A zero-initialised options struct means task 0:
+                            set BF_TASK_RANDOM explicitly to train on random tasks */
 } bf_loader_options;
 
 typedef struct bf_loader bf_loader;
@@ -76,6 +99,9 @@ bf_status bf_loader_start_epoch(bf_loader *l, int epoch, int first_batch);
  * The batch stays valid until bf_loader_release. wait_ms (nullable) returns the time blocked. */
 bf_status bf_loader_next(bf_loader *l, bf_batch **out, double *wait_ms);
 void bf_loader_release(bf_loader *l, bf_batch *b);
+/* Images of a file-backed dataset skipped as undecodable since the loader was created (each was
+ * replaced by another sample). */
+long bf_loader_skipped_images(const bf_loader *l);
 
 #ifdef __cplusplus
 }

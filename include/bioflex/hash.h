@@ -47,7 +47,9 @@ enum {
     BF_STREAM_DROPOUT = 4,   /* dropout masks, per step and layer */
     BF_STREAM_DATA = 5,      /* procedural dataset content */
     BF_STREAM_NOISE = 6,     /* additive input noise */
-    BF_STREAM_SUBSET = 7     /* dataset subsets */
+    BF_STREAM_SUBSET = 7,    /* dataset subsets */
+    BF_STREAM_TASK = 8,      /* multi-task datasets: the random task of each training sample */
+    BF_STREAM_MULTI = 9      /* Multi-MNIST generation: the partner digit and its placement */
 };
 
 #endif

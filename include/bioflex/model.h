@@ -157,6 +157,14 @@ typedef struct bf_model {
     size_t flex_scratch_floats;
     double flex_samples;        /* training samples since the flex monitors were last reset */
     double spike_samples;       /* training samples since the spike monitors were last reset */
+    /* Called by bf_model_backward after each layer's backward, when that layer's parameter
+     * gradients are final (data parallelism starts their all-reduce there); NULL = none. */
+    bf_status (*on_layer_backward)(void *ctx, struct bf_model *m, int layer);
+    void *on_layer_backward_ctx;
+    /* Synchronised batch-norm ([run] sync_bn): sums n doubles over every data-parallel rank, in
+     * place; NULL = batch-norm uses this rank's batch alone. */
+    bf_status (*sync_sums)(void *ctx, double *sums, size_t n);
+    void *sync_ctx;
 } bf_model;
 
 /* b may be NULL to plan a model without allocating memory (shapes, parameters, FLOPs only). */

@@ -305,6 +305,24 @@ typedef struct bf_ops {
     bf_status (*spike_encode_rate)(bf_backend *b, const float *x, float *y, size_t n, int T, uint64_t seed);
     /* x[i] = lo + (hi - lo) * bf_uniform(seed, i): random draws on the device, identical on both backends. */
     bf_status (*fill_uniform)(bf_backend *b, float *x, size_t n, float lo, float hi, uint64_t seed);
+
+    /* ---- Counter-Hebb updates of BU-TD networks (specs/butd-counterhebb.md section 2.1) ----
+     * bu [n, in] is the BU activity below the layer, td [n, out] the TD (error-pass) activity above
+     * it. Overwrites dw [out, in] = (1/n) sum_n td (x) bu and dbias (nullable) = (1/n) sum_n td;
+     * dw_td (nullable) gets the mirror update of a separate TD weight stored [in, out]: dw^T. */
+    bf_status (*counter_hebb_linear)(bf_backend *b, const bf_linear_shape *s, const float *bu, const float *td,
+                                     float *dw, float *dbias, float *dw_td);
+    /* Conv: dw = (sum over n and positions of td at the output position x the BU receptive field) / n,
+     * i.e. the weight gradient given td as the output gradient, divided by n; dbias (nullable) =
+     * (1/n) sum over n, h, w of td; dw_td (nullable, same layout as w) = dw. */
+    bf_status (*counter_hebb_conv2d)(bf_backend *b, const bf_conv2d_shape *s, const float *bu, const float *td,
+                                     float *dw, float *dbias, float *dw_td);
+
+    /* ---- JPEG batches (image.h): uint8 NHWC RGB -> float NCHW, normalised ----
+     * dst[n, c, y, x] = (src[n, y, x, c] / 255 - mean[c]) / std[c] for c < 3; mean and std are host
+     * arrays of 3. The loader ships bytes (4x less to copy than floats) and the device converts. */
+    bf_status (*image_u8_to_float)(bf_backend *b, const uint8_t *src, float *dst, int n, int h, int w,
+                                   const float *mean, const float *std);
 } bf_ops;
 
 struct bf_backend {

@@ -82,7 +82,10 @@ static const enum_name precision_names[] = {
 static const enum_name dataset_names[] = {
     {"fashion_mnist", BF_DATASET_FASHION_MNIST}, {"mnist", BF_DATASET_MNIST},
     {"cifar10", BF_DATASET_CIFAR10}, {"procedural", BF_DATASET_PROCEDURAL},
-    {"imagenet100", BF_DATASET_IMAGENET100}, {"imagenet", BF_DATASET_IMAGENET}, {NULL, 0}};
+    {"imagenet100", BF_DATASET_IMAGENET100}, {"imagenet", BF_DATASET_IMAGENET},
+    {"multi_mnist", BF_DATASET_MULTI_MNIST}, {"multi_fashion_mnist", BF_DATASET_MULTI_FASHION_MNIST},
+    {"celeba", BF_DATASET_CELEBA}, {"imagefolder", BF_DATASET_IMAGEFOLDER}, {NULL, 0}};
+static const enum_name train_transform_names[] = {{"squash", 0}, {"random_resized_crop", 1}, {NULL, 0}};
 /* procedural_channels is a number, but only 1 (gray) and 3 (RGB) make sense: an enum says so. */
 static const enum_name channel_count_names[] = {{"1", 1}, {"3", 3}, {NULL, 0}};
 static const enum_name arch_names[] = {
@@ -116,6 +119,9 @@ static const enum_name optimizer_names[] = {
 static const enum_name schedule_names[] = {
     {"constant", BF_SCHED_CONSTANT}, {"step", BF_SCHED_STEP},
     {"multistep", BF_SCHED_MULTISTEP}, {"cosine", BF_SCHED_COSINE}, {NULL, 0}};
+static const enum_name butd_network_names[] = {{"none", 0}, {"fc", 1}, {"simple", 2}, {"resnet18", 3}, {NULL, 0}};
+static const enum_name butd_learning_names[] = {{"backprop", 0}, {"counter_hebb", 1}, {NULL, 0}};
+static const enum_name butd_weights_names[] = {{"separate", 0}, {"shared", 1}, {NULL, 0}};
 static const enum_name unit_names[] = {
     {"epoch", BF_SCHED_UNIT_EPOCH}, {"step", BF_SCHED_UNIT_STEP}, {NULL, 0}};
 
@@ -150,9 +156,12 @@ static const key_spec key_table[] = {
     INT_KEY("run", "checkpoint_every", run.checkpoint_every, 0, NO_MAX, "1", "epochs between checkpoints (0 = only at the end)"),
     ENUM_KEY("run", "precision", run.precision, precision_names, "fp32", "fp32 everywhere, or let cuDNN/cuBLAS use TF32 tensor cores (the CPU ignores it)"),
     INT_KEY("run", "threads", run.threads, 0, 1024, "0", "CPU backend threads (0 = all cores)"),
+    BOOL_KEY("run", "sync_bn", run.sync_bn, "false", "data parallelism: batch-norm normalises with the statistics of the global batch (summed over every rank) instead of each rank's own; CPU backend (mpirun) only"),
+    STRING_KEY("run", "rendezvous", run.rendezvous, 0, "", "--gpus across nodes without MPI: a file on a filesystem every node shares, through which rank 0 passes NCCL's unique id (use a fresh path per job, e.g. with $SLURM_JOB_ID); ranks come from SLURM_PROCID/SLURM_NTASKS; empty = MPI"),
+    FLOAT_KEY("run", "collective_timeout", run.collective_timeout, 0, NO_MAX, MIN_OPEN, "300", "seconds a data-parallel all-reduce or broadcast (mpirun, --gpus) may wait for the other ranks before the run stops with an error naming the dead or stuck rank"),
 
-    ENUM_KEY("data", "dataset", data.dataset, dataset_names, "fashion_mnist", "which dataset to train on (imagenet100 and imagenet: --dry-run only until the JPEG pipeline lands)"),
-    STRING_KEY("data", "path", data.path, 0, "", "directory with the dataset files (empty = the dataset's default)"),
+    ENUM_KEY("data", "dataset", data.dataset, dataset_names, "fashion_mnist", "which dataset to train on (imagefolder, imagenet100, imagenet: JPEG files decoded by the loader)"),
+    STRING_KEY("data", "path", data.path, 0, "", "directory with the dataset files (empty = the dataset's default; multi_mnist and multi_fashion_mnist: the directory of the MNIST / Fashion-MNIST IDX files they are generated from; celeba: the directory holding img_align_celeba/, list_attr_celeba.txt and list_eval_partition.txt)"),
     INT_KEY("data", "batch_size", data.batch_size, 1, 65536, "128", "training images per step"),
     INT_KEY("data", "eval_batch_size", data.eval_batch_size, 0, 65536, "0", "images per evaluation batch (0 = batch_size)"),
     INT_KEY("data", "train_limit", data.train_limit, 0, NO_MAX, "0", "use only the first N training samples (0 = all)"),
@@ -175,6 +184,14 @@ static const key_spec key_table[] = {
     ENUM_KEY("data", "procedural_channels", data.procedural_channels, channel_count_names, "3", "dataset = procedural: 1 (gray) or 3 (RGB) channels"),
     INT_KEY("data", "procedural_train", data.procedural_train, 1, NO_MAX, "5000", "dataset = procedural: number of training samples"),
     INT_KEY("data", "procedural_test", data.procedural_test, 1, NO_MAX, "1000", "dataset = procedural: number of test samples"),
+    STRING_KEY("data", "class_list", data.class_list, 0, "", "imagefolder, imagenet100, imagenet: a file of class folder names (WNIDs), one a line, that selects the classes and gives their label order (empty = imagenet100: Labels.json order, else sorted folder names)"),
+    INT_KEY("data", "image_size", data.image_size, 8, 1024, "224", "imagefolder, imagenet100, imagenet: side of the square training and validation images"),
+    ENUM_KEY("data", "train_transform", data.train_transform, train_transform_names, "squash", "imagefolder, imagenet100, imagenet: training crop: squash (whole image resized to image_size, FlexNet Exp 2/4) or random_resized_crop (torchvision); flips follow augment_flip"),
+    FLOAT_KEY("data", "crop_scale_min", data.crop_scale_min, 0, 1, MIN_OPEN, "0.08", "random_resized_crop: smallest crop area as a fraction of the image"),
+    FLOAT_KEY("data", "crop_scale_max", data.crop_scale_max, 0, 1, MIN_OPEN, "1", "random_resized_crop: largest crop area as a fraction of the image"),
+    FLOAT_KEY("data", "crop_ratio_min", data.crop_ratio_min, 0, NO_MAX, MIN_OPEN, "0.75", "random_resized_crop: smallest aspect ratio (width / height)"),
+    FLOAT_KEY("data", "crop_ratio_max", data.crop_ratio_max, 0, NO_MAX, MIN_OPEN, "1.3333333", "random_resized_crop: largest aspect ratio (width / height)"),
+    INT_KEY("data", "val_resize", data.val_resize, 0, 4096, "0", "imagefolder, imagenet100, imagenet: 0 squashes validation images to image_size (FlexNet); N > 0 resizes the shorter side to N, then centre crops image_size (torchvision: 256)"),
 
     ENUM_KEY("model", "arch", model.arch, arch_names, "cnn", "network architecture"),
     INT_KEY("model", "num_classes", model.num_classes, 0, 100000, "0", "output classes (0 = the dataset's)"),
@@ -231,6 +248,17 @@ static const key_spec key_table[] = {
     FLOAT_KEY("spiking", "width", model.spiking.width, 0, NO_MAX, MIN_OPEN, "2.0", "surrogate rectangular, triangle: support width around the threshold"),
     INT_KEY("spiking", "raster_neurons", model.spiking.raster_neurons, 0, 4096, "0", "> 0: at every log interval write the spikes of this many neurons of each neuron layer (first sample of the batch, every step) to spikes.jsonl in the run directory, for raster plots"),
     FLOAT_KEY("spiking", "height", model.spiking.height, 0, NO_MAX, MIN_OPEN, "0.3", "surrogate rectangular, triangle, tanh: peak value (0.3 as the reference)"),
+
+    ENUM_KEY("butd", "network", butd.network, butd_network_names, "none", "none: an ordinary [model] run; fc: Flatten -> depth x (Linear -> ReLU) -> head; simple: conv5x5 -> depthwise k2 s2 -> conv5x5 -> depthwise k3 s2 -> Linear(hidden) -> head (the reference's BUTDSimpleNet); resnet18: CIFAR-style ResNet-18 without BN, pooling or average pool (stem conv3x3 64, 4 stages of 2 basic blocks, flatten -> head)"),
+    ENUM_KEY("butd", "learning", butd.learning, butd_learning_names, "counter_hebb", "counter_hebb: TD error pass + Counter-Hebb update; backprop: the engine's backward through the BU weights"),
+    ENUM_KEY("butd", "weights", butd.shared_weights, butd_weights_names, "shared", "shared: the TD pass uses W itself; separate: its own weight B, given the transposed update"),
+    BOOL_KEY("butd", "symmetric_init", butd.symmetric_init, "false", "weights = separate: B starts as W^T (otherwise an independent kaiming_uniform draw, as the reference)"),
+    BOOL_KEY("butd", "guided", butd.guided, "false", "instruction pass (one-hot task -> fixed random task head -> TD) and GaLU-gated BU pass; needs a multi-task dataset"),
+    INT_KEY("butd", "hidden", butd.hidden, 1, NO_MAX, "500", "last_hidden_size: width of the last hidden layer"),
+    INT_KEY("butd", "depth", butd.depth, 1, 64, "1", "network = fc: number of hidden layers"),
+    LIST_KEY("butd", "conv_channels", butd.channels, butd.num_channels, 1, NO_MAX, 0, 2, "32,32", "network = simple: channels of the two 5x5 convs"),
+    INT_KEY("butd", "task_embedding", butd.task_embedding, 0, NO_MAX, "50", "guided: task_embedding_size, the task head's hidden width (0 = one layer)"),
+    FLOAT_KEY("butd", "noise_std", butd.noise_std, 0, NO_MAX, 0, "0", "> 0: every update is multiplied by one N(1, noise_std) scalar per layer and step (the reference's AddNoise)"),
 };
 #define NUM_KEYS (sizeof key_table / sizeof key_table[0])
 
@@ -247,6 +275,7 @@ static const section_spec section_table[] = {
     {"optim", "Optimiser and regularisation."},
     {"schedule", "Learning-rate schedule and warm-up."},
     {"spiking", "Spiking neurons over time (PlasticFlex); neuron = none trains the ANN."},
+    {"butd", "Bottom-up/top-down networks with Counter-Hebb learning; network = none trains [model]."},
 };
 #define NUM_SECTIONS (sizeof section_table / sizeof section_table[0])
 
@@ -865,6 +894,26 @@ bf_status bf_config_validate(const bf_config *cfg) {
                                      cfg->run.gpus));
     if (cfg->optim.optimizer == BF_OPTIM_SGD && cfg->optim.nesterov && cfg->optim.momentum <= 0)
         return invalid(cfg, bf_error(BF_ERR_CONFIG, "[optim] nesterov = true needs [optim] momentum > 0"));
+    bf_dataset_kind ds = cfg->data.dataset;
+    int multi_task = ds == BF_DATASET_MULTI_MNIST || ds == BF_DATASET_MULTI_FASHION_MNIST || ds == BF_DATASET_CELEBA;
+    if (multi_task && cfg->data.subset)
+        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[data] subset needs a single-task dataset (fashion_mnist, mnist, "
+                                                    "cifar10), not the multi-task %s", bf_dataset_name(ds)));
+    const bf_data_config *d = &cfg->data;
+    if (d->crop_scale_min > d->crop_scale_max)
+        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[data] crop_scale_min = %g is above crop_scale_max = %g",
+                                     d->crop_scale_min, d->crop_scale_max));
+    if (d->crop_ratio_min > d->crop_ratio_max)
+        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[data] crop_ratio_min = %g is above crop_ratio_max = %g",
+                                     d->crop_ratio_min, d->crop_ratio_max));
+    int jpeg = ds == BF_DATASET_IMAGEFOLDER || ds == BF_DATASET_IMAGENET100 || ds == BF_DATASET_IMAGENET;
+    if (jpeg && d->augment_crop_pad > 0)
+        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[data] augment_crop_pad = %d does not apply to the JPEG dataset %s: "
+                                                    "use train_transform = random_resized_crop", d->augment_crop_pad,
+                                     bf_dataset_name(ds)));
+    if (d->val_resize > 0 && d->val_resize < d->image_size)
+        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[data] val_resize = %d is below image_size = %d (the centre crop "
+                                                    "must fit; 0 = squash)", d->val_resize, d->image_size));
     return BF_OK;
 }
 

@@ -23,6 +23,8 @@
 #include <zlib.h>
 
 #include "bioflex/hash.h"
+#include "bioflex/image.h"
+#include "dataset_tasks.h"
 
 #define PI_F 3.14159265358979f
 
@@ -45,6 +47,8 @@ void bf_dataset_free(bf_dataset *d) {
     if (!d) return;
     free(d->pixels);
     free(d->labels);
+    free(d->task_labels);
+    bf_image_files_free(d->files);
     free(d);
 }
 
@@ -523,8 +527,8 @@ static int compare_index(const void *a, const void *b) {
 /* Keeps a subset of a stored split (plasticflex.md 5.2): subset_size per class (balanced) or in
  * all (random), drawn from subset_seed, in their original order. */
 static bf_status apply_subset(const bf_data_config *cfg, bf_split split, bf_dataset *d) {
-    if (!d->pixels)
-        return bf_error(BF_ERR_CONFIG, "[data] subset needs a stored dataset (fashion_mnist, mnist, cifar10), not %s", d->name);
+    if (!d->pixels || d->num_tasks > 0)
+        return bf_error(BF_ERR_CONFIG, "[data] subset needs a stored single-task dataset (fashion_mnist, mnist, cifar10), not %s", d->name);
     int n = d->num_samples, want = cfg->subset == 1 ? cfg->subset_size * d->num_classes : cfg->subset_size;
     if (want > n)
         return bf_error(BF_ERR_CONFIG, "[data] subset_size = %d asks for %d samples, the %s split of %s has %d", cfg->subset_size,
@@ -618,11 +622,12 @@ static bf_status open_split(const bf_data_config *cfg, long seed, bf_split split
     case BF_DATASET_MNIST: return open_idx(cfg, split, out);
     case BF_DATASET_CIFAR10: return open_cifar10(cfg, split, out);
     case BF_DATASET_PROCEDURAL: return open_procedural(cfg, seed, split, out);
+    case BF_DATASET_MULTI_MNIST:
+    case BF_DATASET_MULTI_FASHION_MNIST: return bf_multi_digits_open(cfg, seed, split, out);
+    case BF_DATASET_CELEBA: return bf_celeba_open(cfg, split, out);
     case BF_DATASET_IMAGENET100:
     case BF_DATASET_IMAGENET:
-        return bf_error(BF_ERR_UNAVAILABLE, "dataset %s needs the libjpeg-turbo ImageNet pipeline, which is not built "
-                        "yet: use --dry-run to inspect the model, or train on fashion_mnist, mnist, cifar10 or procedural",
-                        bf_dataset_name(cfg->dataset));
+    case BF_DATASET_IMAGEFOLDER: return bf_dataset_open_images(cfg, split, out); /* dataset_imagefolder.c */
     }
     return bf_error(BF_ERR_ARG, "bf_dataset_open: unknown dataset kind %d", (int)cfg->dataset);
 }
@@ -634,6 +639,15 @@ void bf_dataset_shape(const bf_data_config *cfg, int *c, int *h, int *w, int *nu
     if (cfg->gray_to_rgb && *c == 1) *c = 3;
 }
 
+int bf_dataset_num_tasks(const bf_data_config *cfg) {
+    switch (cfg->dataset) {
+    case BF_DATASET_MULTI_MNIST:
+    case BF_DATASET_MULTI_FASHION_MNIST: return 2;
+    case BF_DATASET_CELEBA: return 40;
+    default: return 0;
+    }
+}
+
 static void dataset_kind_shape(const bf_data_config *cfg, int *c, int *h, int *w, int *num_classes) {
     switch (cfg->dataset) {
     case BF_DATASET_FASHION_MNIST:
@@ -642,8 +656,13 @@ static void dataset_kind_shape(const bf_data_config *cfg, int *c, int *h, int *w
     case BF_DATASET_PROCEDURAL:
         *c = cfg->procedural_channels, *h = *w = cfg->procedural_size, *num_classes = cfg->procedural_classes;
         return;
-    case BF_DATASET_IMAGENET100: *c = 3, *h = *w = 224, *num_classes = 100; return;
-    case BF_DATASET_IMAGENET: *c = 3, *h = *w = 224, *num_classes = 1000; return;
+    case BF_DATASET_IMAGENET100: *c = 3, *h = *w = cfg->image_size, *num_classes = 100; return;
+    case BF_DATASET_IMAGENET: *c = 3, *h = *w = cfg->image_size, *num_classes = 1000; return;
+    case BF_DATASET_IMAGEFOLDER: /* the class folders (or class_list lines) are counted */
+        *c = 3, *h = *w = cfg->image_size, *num_classes = bf_image_class_count(cfg); return;
+    case BF_DATASET_MULTI_MNIST:
+    case BF_DATASET_MULTI_FASHION_MNIST: *c = 1, *h = *w = 28, *num_classes = 10; return; /* per task (2 tasks) */
+    case BF_DATASET_CELEBA: *c = 3, *h = 218, *w = 178, *num_classes = 2; return;          /* per task (40 tasks) */
     }
     *c = *h = *w = *num_classes = 0;
 }

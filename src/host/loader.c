@@ -22,6 +22,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,7 @@
 #include <time.h>
 
 #include "bioflex/hash.h"
+#include "bioflex/image.h"
 
 /* Bounds on the options: more threads than this would only contend for the lock. */
 #define LOADER_MAX_THREADS 64
@@ -51,6 +53,7 @@ typedef struct loader_slot {
 typedef struct loader_worker {
     bf_loader *loader;
     float *scratch; /* one sample before augmentation */
+    bf_image_worker image; /* JPEG datasets: this thread's decoder and buffers */
 } loader_worker;
 
 struct bf_loader {
@@ -59,6 +62,7 @@ struct bf_loader {
     size_t sample_floats; /* c*h*w */
     int num_batches;
     int *order;           /* position in the epoch -> sample index */
+    atomic_long skipped;  /* JPEG datasets: undecodable images replaced so far */
 
     loader_slot *slots;
     int num_slots;
@@ -129,10 +133,57 @@ static void add_noise(const bf_loader *l, int epoch, int position, float *img) {
     }
 }
 
-static bf_status fill_batch(const bf_loader *l, int epoch, bf_batch *b, float *scratch) {
+/* The epoch position of a batch's first sample. With data parallelism, rank r of w takes the r-th
+ * slice of batch_size positions of every global batch of batch_size * w, so the ranks together see
+ * the global batches one process would, with the same augmentation (keyed by position). */
+static int batch_first_position(const bf_loader *l, int index) {
+    int world = l->opt.world > 1 ? l->opt.world : 1;
+    return (index * world + (world > 1 ? l->opt.rank : 0)) * l->opt.batch_size;
+}
+
+/* Multi-task datasets: the task (instruction) of the sample at `position` of `epoch`. Random tasks
+ * are keyed by position like augmentation, so they repeat exactly for a (seed, epoch) and do not
+ * depend on which sample the shuffle put there. */
+static int sample_task(const bf_loader *l, int epoch, int position) {
+    if (l->opt.task >= 0) return l->opt.task;
+    uint64_t s = bf_seed_derive((uint64_t)l->opt.seed, BF_STREAM_TASK, (uint64_t)epoch);
+    int t = (int)(bf_uniform(s, (uint64_t)position) * (float)l->data->num_tasks);
+    return t < l->data->num_tasks ? t : l->data->num_tasks - 1;
+}
+
+/* How many bad images are named on stderr; the rest are only counted. */
+#define LOADER_WARN_SKIPS 10
+#define LOADER_REPLACE_TRIES 32
+
+/* JPEG datasets: decodes and transforms the sample at `position`. A file that cannot be decoded is
+ * skipped, counted and replaced by another sample chosen from (seed, epoch, position, try), so the
+ * batch keeps its shape and the replacement repeats exactly; *index and the label follow it. */
+static bf_status load_file_sample(bf_loader *l, loader_worker *w, int epoch, int position, int *index, float *img) {
+    const bf_dataset *d = l->data;
+    uint64_t key = augment_key(epoch, position);
+    uint64_t seed = bf_seed_derive((uint64_t)l->opt.seed, BF_STREAM_AUGMENT, key);
+    for (int attempt = 0; attempt < LOADER_REPLACE_TRIES; attempt++) {
+        bf_status st = bf_image_load_sample(d, *index, seed, &w->image, img);
+        if (st == BF_OK) return BF_OK;
+        if (st != BF_ERR_FORMAT && st != BF_ERR_IO) return st;
+        long count = atomic_fetch_add(&l->skipped, 1) + 1;
+        if (count <= LOADER_WARN_SKIPS)
+            fprintf(stderr, "warning: skipping image (%s)%s\n", bf_last_error(),
+                    count == LOADER_WARN_SKIPS ? "; further skips are only counted (skipped_images in metrics.jsonl)" : "");
+        uint64_t pick = bf_hash2(bf_seed_derive((uint64_t)l->opt.seed, BF_STREAM_AUGMENT, key), 0x5EEDull + (uint64_t)attempt);
+        *index = (int)(pick % (uint64_t)d->num_samples);
+    }
+    return bf_error(BF_ERR_FORMAT, "loader: %d images in a row around position %d could not be decoded; is the "
+                                   "dataset readable?", LOADER_REPLACE_TRIES, position);
+}
+
+long bf_loader_skipped_images(const bf_loader *l) { return l ? atomic_load(&((bf_loader *)l)->skipped) : 0; }
+
+static bf_status fill_batch(bf_loader *l, int epoch, bf_batch *b, loader_worker *w) {
+    float *scratch = w->scratch;
     const bf_dataset *d = l->data;
     int bs = l->opt.batch_size;
-    int first = b->index * bs;
+    int first = batch_first_position(l, b->index);
     int n = d->num_samples - first < bs ? d->num_samples - first : bs;
     if (n <= 0) return bf_error(BF_ERR_INTERNAL, "loader: batch %d is past the end of the epoch", b->index);
     int augment = l->opt.augment_flip || l->opt.augment_crop_pad > 0;
@@ -142,8 +193,17 @@ static bf_status fill_batch(const bf_loader *l, int epoch, bf_batch *b, float *s
         int position = first + k;
         int index = l->order[position];
         float *img = b->images + (size_t)k * l->sample_floats;
-        b->labels[k] = d->labels[index];
-        if (augment) {
+        if (d->files) BF_TRY(load_file_sample(l, w, epoch, position, &index, img));
+        if (d->num_tasks > 0) {
+            int task = sample_task(l, epoch, position);
+            b->tasks[k] = task;
+            b->labels[k] = d->task_labels[(size_t)index * d->num_tasks + task];
+        } else {
+            b->labels[k] = d->labels[index];
+        }
+        if (d->files) {
+            /* decoded, cropped and flipped above */
+        } else if (augment) {
             bf_dataset_sample(d, index, scratch);
             augment_sample(l, epoch, position, scratch, img);
         } else {
@@ -196,7 +256,7 @@ static void *worker_main(void *arg) {
         l->busy++;
         pthread_mutex_unlock(&l->mutex);
 
-        bf_status st = fill_batch(l, epoch, &slot->batch, self->scratch);
+        bf_status st = fill_batch(l, epoch, &slot->batch, self);
         const char *message = st == BF_OK ? "" : bf_last_error();
 
         pthread_mutex_lock(&l->mutex);
@@ -224,10 +284,14 @@ static void free_loader_memory(bf_loader *l) {
         for (int i = 0; i < l->num_slots; i++) {
             free(l->slots[i].batch.images);
             free(l->slots[i].batch.labels);
+            free(l->slots[i].batch.tasks);
         }
     }
     if (l->workers) {
-        for (int i = 0; i < l->num_threads; i++) free(l->workers[i].scratch);
+        for (int i = 0; i < l->num_threads; i++) {
+            free(l->workers[i].scratch);
+            bf_image_worker_free(&l->workers[i].image);
+        }
     }
     free(l->slots);
     free(l->workers);
@@ -257,8 +321,13 @@ bf_status bf_loader_create(const bf_dataset *d, const bf_loader_options *opt, bf
         return bf_error(BF_ERR_ARG, "bf_loader_create: dataset %s has shape %dx%dx%d (channels must be 1..3)",
                         d->name, d->c, d->h, d->w);
     if (opt->batch_size < 1) return bf_error(BF_ERR_ARG, "bf_loader_create: batch_size %d < 1", opt->batch_size);
+    if (opt->world > 1 && (opt->rank < 0 || opt->rank >= opt->world))
+        return bf_error(BF_ERR_ARG, "bf_loader_create: rank %d outside 0..%d", opt->rank, opt->world - 1);
     if (opt->augment_crop_pad < 0)
         return bf_error(BF_ERR_ARG, "bf_loader_create: augment_crop_pad %d < 0", opt->augment_crop_pad);
+    if (d->num_tasks > 0 && (opt->task < BF_TASK_RANDOM || opt->task >= d->num_tasks || !d->task_labels))
+        return bf_error(BF_ERR_ARG, "bf_loader_create: task %d for dataset %s (allowed: -1 = random, 0..%d)",
+                        opt->task, d->name, d->num_tasks - 1);
     if (opt->normalize) {
         for (int ch = 0; ch < d->c; ch++)
             if (!(d->std[ch] > 0.0f))
@@ -275,6 +344,13 @@ bf_status bf_loader_create(const bf_dataset *d, const bf_loader_options *opt, bf
     l->sample_floats = (size_t)d->c * d->h * d->w;
     l->num_batches = opt->drop_last ? d->num_samples / opt->batch_size
                                     : (d->num_samples + opt->batch_size - 1) / opt->batch_size;
+    if (opt->world > 1) {
+        /* Data parallelism: whole global batches, or (not drop_last) the batches in which this
+         * rank's slice still holds samples. */
+        long global = (long)opt->batch_size * opt->world, offset = (long)opt->rank * opt->batch_size;
+        l->num_batches = opt->drop_last ? (int)(d->num_samples / global)
+                                        : d->num_samples > offset ? (int)((d->num_samples - offset + global - 1) / global) : 0;
+    }
     l->num_slots = opt->prefetch < 1 ? 1 : opt->prefetch;
     if (l->num_batches > 0 && l->num_slots > l->num_batches) l->num_slots = l->num_batches;
 
@@ -287,11 +363,16 @@ bf_status bf_loader_create(const bf_dataset *d, const bf_loader_options *opt, bf
         l->slots[i].batch.images = malloc((size_t)opt->batch_size * l->sample_floats * sizeof(float));
         l->slots[i].batch.labels = malloc((size_t)opt->batch_size * sizeof(int32_t));
         ok = l->slots[i].batch.images && l->slots[i].batch.labels;
+        if (ok && d->num_tasks > 0) {
+            l->slots[i].batch.tasks = malloc((size_t)opt->batch_size * sizeof(int32_t));
+            ok = l->slots[i].batch.tasks != NULL;
+        }
     }
     for (int i = 0; ok && i < l->num_threads; i++) {
         l->workers[i].loader = l;
         l->workers[i].scratch = malloc(l->sample_floats * sizeof(float));
         ok = l->workers[i].scratch != NULL;
+        if (ok && d->files) ok = bf_image_worker_init(&l->workers[i].image, d->w) == BF_OK;
     }
     if (!ok) {
         free_loader_memory(l);

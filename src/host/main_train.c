@@ -2,7 +2,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bioflex/butd.h"
 #include "bioflex/checkpoint.h"
+#include "bioflex/comm.h"
 #include "bioflex/train.h"
 #include "cli.h"
 #include "fsutil.h"
@@ -28,6 +30,21 @@ static int dry_run(const bf_config *cfg) {
     snprintf(shape.name, sizeof shape.name, "%s", bf_dataset_name(cfg->data.dataset));
     bf_dataset_shape(&cfg->data, &shape.c, &shape.h, &shape.w, &shape.num_classes);
     bf_dataset *train = &shape;
+    if (cfg->butd.network != 0) { /* a BU-TD network ([butd], butd_zoo.c), planned without memory */
+        bf_butd_net *net = NULL;
+        int classes = cfg->model.num_classes ? cfg->model.num_classes : train->num_classes;
+        bf_status bs = bf_butd_build(NULL, &cfg->butd, train->c, train->h, train->w, cfg->data.batch_size, classes,
+                                     bf_dataset_num_tasks(&cfg->data), cfg->run.seed, &net);
+        if (bs != BF_OK) {
+            fprintf(stderr, "error: %s\n", bf_last_error());
+            return bs == BF_ERR_CONFIG ? BF_EXIT_USAGE : BF_EXIT_RUNTIME;
+        }
+        printf("\nBU-TD network for %s images %dx%dx%d, %d classes:\n", train->name, train->c, train->h, train->w,
+               classes);
+        bf_butd_print_table(net, stdout);
+        bf_butd_destroy(net);
+        return BF_EXIT_OK;
+    }
     bf_model *m = NULL;
     bf_status s = bf_run_build_model(cfg, NULL, train, &m);
     if (s == BF_OK) {
@@ -65,17 +82,15 @@ int main(int argc, char **argv) {
     bf_config cfg;
     rc = bf_cli_load_config(&cli, &cfg);
     if (rc != BF_EXIT_OK) return rc;
-    if (cfg.run.gpus > 1) {
-        fprintf(stderr, "error: [run] gpus = %d: multi-GPU data parallelism is not available in this build yet; "
-                        "use gpus = 1\n", cfg.run.gpus);
-        return BF_EXIT_USAGE;
+    int lead = bf_comm_launcher_rank() == 0; /* under mpirun/srun only rank 0 prints and writes */
+    if (lead) {
+        printf("# resolved configuration (%s)\n", cfg.source);
+        bf_config_print(&cfg, stdout);
     }
-    printf("# resolved configuration (%s)\n", cfg.source);
-    bf_config_print(&cfg, stdout);
     if (cli.dry_run) return dry_run(&cfg);
 
     /* Keep the resolved config beside the metrics, so a run directory documents itself. */
-    if (bf_mkdir_p(cfg.run.dir) == BF_OK) {
+    if (lead && bf_mkdir_p(cfg.run.dir) == BF_OK) {
         char path[BF_PATH_MAX + 32];
         snprintf(path, sizeof path, "%s/config.ini", cfg.run.dir);
         FILE *f = fopen(path, "w");
@@ -91,7 +106,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "\nerror: %s\n", bf_last_error());
         return s == BF_ERR_CONFIG ? BF_EXIT_USAGE : BF_EXIT_RUNTIME;
     }
-    printf("test accuracy: %.2f%% top-1, %.2f%% top-5, loss %.4f (%d images, %d epochs, %ld steps)\n",
+    if (lead) printf("test accuracy: %.2f%% top-1, %.2f%% top-5, loss %.4f (%d images, %d epochs, %ld steps)\n",
            100 * result.final_eval.top1, 100 * result.final_eval.top5, result.final_eval.loss, result.final_eval.samples,
            result.epochs_done, result.steps_done);
     return BF_EXIT_OK;

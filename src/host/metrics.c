@@ -59,6 +59,7 @@ void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text
     cJSON_AddNumberToObject(o, "ms_per_step", m->ms_per_step);
     cJSON_AddNumberToObject(o, "images_per_s", m->images_per_s);
     cJSON_AddNumberToObject(o, "data_wait_ms", m->data_wait_ms);
+    if (m->skipped_images) cJSON_AddNumberToObject(o, "skipped_images", (double)*m->skipped_images);
     cJSON_AddNumberToObject(o, "model_tflops", m->tflops);
     if (m->num_flex > 0) {
         /* per flex layer, in layer order, and their means (flexnet.md section 6) */

@@ -19,6 +19,7 @@ typedef struct bf_train_metrics {
     int num_neuron;             /* neuron layers: firing rate and the fraction of silent neurons */
     const char *const *neuron_names;
     const double *firing_rate, *silent;
+    const long *skipped_images; /* JPEG datasets: undecodable training images skipped so far; NULL for others */
 } bf_train_metrics;
 
 typedef struct bf_metrics_log {

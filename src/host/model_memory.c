@@ -223,6 +223,7 @@ bf_status bf_model_backward(bf_model *m, const float *dlogits) {
     for (int i = m->num_layers - 1; i >= 0 && s == BF_OK; i--) {
         if (!grad_written[i]) continue; /* no path from the loss (e.g. an unused branch) */
         s = bf_layer_backward(m, i, grad_written);
+        if (s == BF_OK && m->on_layer_backward) s = m->on_layer_backward(m->on_layer_backward_ctx, m, i);
         if (s != BF_OK) bf_error_context(s, "backward of %s (%s)", m->layers[i].name, bf_layer_kind_name(m->layers[i].kind));
     }
     if (grad_written != written) free(grad_written);

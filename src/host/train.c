@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include "bioflex/checkpoint.h"
+#include "bioflex/butd.h"
 #include "bioflex/train.h"
+#include "data_parallel.h"
 #include "fsutil.h"
 #include "metrics.h"
 
@@ -39,6 +41,7 @@ typedef struct run {
     bf_model *model;
     bf_optimizer *opt;
     bf_metrics_log log;
+    bf_data_parallel dp; /* rank and world of a data-parallel run (mpirun); one rank otherwise */
     /* device buffers of the step */
     float *x, *losses, *correct1, *correct5, *dlogits, *sums, *grad_sumsq, *clip;
     int32_t *labels;
@@ -80,11 +83,15 @@ static bf_status open_data(run *r) {
                            .augment_flip = cfg->data.augment_flip, .augment_crop_pad = cfg->data.augment_crop_pad,
                            .normalize = cfg->data.normalize, .seed = cfg->run.seed,
                            .noise_std = cfg->data.noise_splits != 1 ? cfg->data.input_noise_std : 0.0f};
+    bf_dp_loader_options(&r->dp, &o, 1);
+    BF_TRY(bf_dp_check_data(&r->dp, r->train_set));
     BF_TRY(bf_loader_create(r->train_set, &o, &r->train_loader));
     o.batch_size = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : cfg->data.batch_size;
     o.shuffle = cfg->run.val_batches > 0; /* random test batches each epoch; a full pass is the same either way */
     o.augment_flip = o.augment_crop_pad = 0;
     o.noise_std = cfg->data.noise_splits != 0 ? cfg->data.input_noise_std : 0.0f;
+    o.drop_last = 0;
+    bf_dp_loader_options(&r->dp, &o, 0);
     return bf_loader_create(r->test_set, &o, &r->test_loader);
 }
 
@@ -133,6 +140,7 @@ static bf_status train_step(run *r, const bf_batch *batch, long step, float lr, 
     BF_TRY(ops->accumulate_sum(b, r->losses, (size_t)n, r->sums + 0));
     BF_TRY(ops->accumulate_sum(b, r->correct1, (size_t)n, r->sums + 1));
     BF_TRY(bf_model_backward(m, r->dlogits));
+    BF_TRY(bf_dp_average_gradients(&r->dp, m));
     const float *scale = NULL;
     if (cfg->optim.grad_clip_norm > 0 || want_norm) BF_TRY(ops->sum_squares(b, m->grad_data, m->num_param_floats, r->grad_sumsq));
     if (cfg->optim.grad_clip_norm > 0) {
@@ -166,6 +174,7 @@ static bf_status evaluate_and_log(run *r, int epoch, long step, int final, bf_ev
     int batches = final ? 0 : r->cfg->run.val_batches;
     BF_TRY(bf_evaluate_batches(r->model, r->test_loader, r->cfg->optim.label_smoothing, batches ? epoch : 0, batches,
                                res));
+    BF_TRY(bf_dp_reduce_eval(&r->dp, res));
     bf_metrics_eval(&r->log, epoch, step, res->loss, res->top1, res->top5, res->samples,
                     batches ? "test_batches" : "test", r->text);
     return BF_OK;
@@ -199,7 +208,9 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
             interval_steps++;
             if (!log_now) continue;
             float sums[6];
+            BF_TRY(bf_dp_sum_floats(&r->dp, b, r->sums, 2)); /* loss and top-1 of all ranks */
             BF_TRY(bf_to_host(b, sums, r->sums, sizeof sums)); /* the one synchronisation per interval */
+            interval_images *= r->dp.world;
             double t = now_s(), dt = t - interval_start;
             bf_train_metrics mt = {
                 .epoch = epoch, .epochs = epochs, .step = st->step, .steps_per_epoch = steps_per_epoch,
@@ -215,6 +226,8 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
             mt.neuron_names = r->neuron_names;
             mt.firing_rate = r->firing_rate;
             mt.silent = r->silent;
+            long skipped = bf_loader_skipped_images(r->train_loader);
+            if (r->train_set->files) mt.skipped_images = &skipped;
             long remaining = (long)epochs * steps_per_epoch - st->step;
             mt.eta_s = remaining * (t - run_start) / (double)(st->step - first_step);
             bf_metrics_train(&r->log, &mt, r->text);
@@ -236,7 +249,8 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
             last_eval_epoch = st->epoch;
         }
         if (last || (cfg->run.checkpoint_every > 0 && st->epoch % cfg->run.checkpoint_every == 0)) {
-            BF_TRY(bf_checkpoint_save(cfg, r->model, r->opt, st, result->checkpoint));
+            if (bf_dp_writes_checkpoints(&r->dp)) BF_TRY(bf_checkpoint_save(cfg, r->model, r->opt, st, result->checkpoint));
+            BF_TRY(bf_dp_checkpoint_written(&r->dp));
             last_ckpt_epoch = st->epoch;
             bf_metrics_break_line(&r->log);
             fprintf(r->text, "checkpoint: %s\n", result->checkpoint);
@@ -262,7 +276,7 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
 
 static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result *result) {
     const bf_config *cfg = r->cfg;
-    BF_TRY(bf_backend_from_config(cfg, &r->backend));
+    BF_TRY(bf_dp_create_backend(&r->dp, cfg, &r->backend));
     BF_TRY(open_data(r));
     BF_TRY(bf_run_build_model(cfg, r->backend, r->train_set, &r->model));
     BF_TRY(bf_optimizer_create(r->backend, &cfg->optim, r->model->num_param_floats, &r->opt));
@@ -275,7 +289,8 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
         BF_TRY(bf_checkpoint_load_state(dir, cfg, r->model, r->opt, &st));
         fprintf(r->text, "resumed from %s at epoch %d, step %ld\n", dir, st.epoch, st.step);
     }
-    BF_TRY(bf_metrics_open(&r->log, cfg->run.dir, !(opt && opt->quiet) && isatty(fileno(stderr))));
+    BF_TRY(bf_dp_attach_model(&r->dp, r->model));
+    BF_TRY(bf_dp_metrics_open(&r->dp, &r->log, cfg->run.dir, !(opt && opt->quiet) && isatty(fileno(stderr))));
     fprintf(r->text, "%s backend%s, %s: %d train / %d test images, %s with %zu parameters, %d steps per epoch\n",
             r->backend->kind == BF_DEVICE_CUDA ? "CUDA" : "CPU",
             r->backend->kind == BF_DEVICE_CUDA ? (cfg->run.precision == BF_PRECISION_TF32 ? " (tf32)" : " (fp32)") : "",
@@ -285,12 +300,23 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
 }
 
 bf_status bf_train(const bf_config *cfg, const bf_train_options *opt, bf_train_result *result) {
+    if (cfg->butd.network != 0) return bf_butd_train(cfg, opt, result); /* BU-TD networks: butd_train.c */
+    if (cfg->run.gpus > 1) return bf_train_gpus(cfg, opt, cfg->run.gpus, result);
+    return bf_train_rank(cfg, opt, NULL, result);
+}
+
+bf_status bf_train_rank(const bf_config *cfg, const bf_train_options *opt, bf_comm *comm, bf_train_result *result) {
     run r;
     memset(&r, 0, sizeof r);
     r.cfg = cfg;
     r.text = opt && opt->log ? opt->log : stdout;
     memset(result, 0, sizeof *result);
-    bf_status s = train_run(&r, opt, result);
+    bf_status s = bf_dp_start(&r.dp, cfg, comm, &r.cfg);
+    if (s == BF_OK) {
+        r.text = bf_dp_text(&r.dp, r.text);
+        s = train_run(&r, opt, result);
+    }
     run_free(&r);
+    bf_dp_stop(&r.dp, s != BF_OK);
     return s;
 }

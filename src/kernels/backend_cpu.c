@@ -124,6 +124,11 @@ static const bf_ops cpu_ops = {
 
     .neuron_forward = bf_cpu_neuron_forward,
     .neuron_backward = bf_cpu_neuron_backward,
+
+    .counter_hebb_linear = bf_cpu_counter_hebb_linear,
+    .counter_hebb_conv2d = bf_cpu_counter_hebb_conv2d,
+
+    .image_u8_to_float = bf_cpu_image_u8_to_float,
 };
 
 #ifdef OPENBLAS_VERSION

@@ -193,10 +193,15 @@ static const bf_ops cuda_ops = {
     /* .neuron_backward = */ bf_cuda_neuron_backward,
     /* .spike_encode_rate = */ bf_cuda_spike_encode_rate,
     /* .fill_uniform = */ bf_cuda_fill_uniform,
+
+    /* .counter_hebb_linear = */ bf_cuda_counter_hebb_linear,
+    /* .counter_hebb_conv2d = */ bf_cuda_counter_hebb_conv2d,
+
+    /* .image_u8_to_float = */ bf_cuda_image_u8_to_float,
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 48 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 51 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

@@ -140,6 +140,12 @@ bf_status bf_cpu_avgpool_backward(bf_backend *b, const bf_pool_shape *s, const f
 bf_status bf_cpu_global_avgpool_forward(bf_backend *b, int n, int c, int hw, const float *x, float *y);
 bf_status bf_cpu_global_avgpool_backward(bf_backend *b, int n, int c, int hw, const float *dy, float *dx);
 
+/* ---- counter_hebb_cpu.c ---- */
+bf_status bf_cpu_counter_hebb_linear(bf_backend *b, const bf_linear_shape *s, const float *bu, const float *td,
+                                     float *dw, float *dbias, float *dw_td);
+bf_status bf_cpu_counter_hebb_conv2d(bf_backend *b, const bf_conv2d_shape *s, const float *bu, const float *td,
+                                     float *dw, float *dbias, float *dw_td);
+
 /* ---- linear_cpu.c ---- */
 bf_status bf_cpu_linear_forward(bf_backend *b, const bf_linear_shape *s, const float *x,
                                 const float *w, const float *bias, float *y);
@@ -185,5 +191,9 @@ bf_status bf_cpu_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_t
                                 float *charge, float *stats);
 bf_status bf_cpu_neuron_backward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, const float *y,
                                  const float *charge, const float *dy, float *dx);
+
+/* ---- image_ops_cpu.c ---- */
+bf_status bf_cpu_image_u8_to_float(bf_backend *b, const uint8_t *src, float *dst, int n, int h, int w, const float *mean,
+                                   const float *std);
 
 #endif

@@ -217,6 +217,11 @@ bf_status bf_cuda_avgpool_backward(bf_backend *b, const bf_pool_shape *s, const 
 bf_status bf_cuda_global_avgpool_forward(bf_backend *b, int n, int c, int hw, const float *x, float *y);
 bf_status bf_cuda_global_avgpool_backward(bf_backend *b, int n, int c, int hw, const float *dy, float *dx);
 
+/* counter_hebb.cu */
+bf_status bf_cuda_counter_hebb_linear(bf_backend *b, const bf_linear_shape *s, const float *bu, const float *td,
+                                      float *dw, float *dbias, float *dw_td);
+bf_status bf_cuda_counter_hebb_conv2d(bf_backend *b, const bf_conv2d_shape *s, const float *bu, const float *td,
+                                      float *dw, float *dbias, float *dw_td);
 /* linear.cu */
 bf_status bf_cuda_linear_forward(bf_backend *b, const bf_linear_shape *s, const float *x,
                                  const float *w, const float *bias, float *y);
@@ -262,6 +267,10 @@ bf_status bf_cuda_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_
                                  float *charge, float *stats);
 bf_status bf_cuda_neuron_backward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, const float *y,
                                   const float *charge, const float *dy, float *dx);
+
+/* image_ops.cu */
+bf_status bf_cuda_image_u8_to_float(bf_backend *b, const uint8_t *src, float *dst, int n, int h, int w,
+                                    const float *mean, const float *std);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""scaling_model.py - predicted data-parallel efficiency at 2..64 GPUs from measured figures.
+
+Model (per training step, weak scaling: the per-GPU batch stays fixed):
+  t_step   measured step time on one GPU (ms), e.g. from `bioflex-train` metrics.jsonl ms_per_step
+           or bench_train_throughput;
+  t_comm   ring all-reduce of the gradient: 2 (N-1)/N * bytes / busbw, where busbw is the bus
+           bandwidth bench_allreduce (or nccl-tests) measured: NVLink inside a node, the network
+           (InfiniBand/RoCE) once N spans nodes;
+  overlap  buckets are all-reduced while the backward pass still runs: communication can hide
+           behind the backward (about 2/3 of the step) except the last bucket, which is launched
+           after the first layer's backward and is always exposed;
+  exposed  = max(t_comm - overlap_fraction * t_backward, t_last_bucket);
+  efficiency(N) = t_step / (t_step + exposed).
+
+Usage: scaling_model.py --step-ms 180 --grad-mib 528 [--nvlink-gbs 350] [--net-gbs 40]
+                        [--gpus-per-node 8] [--overlap 0.9] [--bucket-mib 25]
+Without arguments it prints the two reference cases of issue 7 (VGG-16-BN and ResNet-50, batch 128
+per GPU on H100/H200-class GPUs) with placeholder step times: replace them with measured ones.
+"""
+import argparse
+
+
+def exposed_ms(n, grad_bytes, busbw_gbs, t_backward_ms, overlap, bucket_bytes):
+    if n <= 1:
+        return 0.0
+    ring = 2.0 * (n - 1) / n
+    t_comm = ring * grad_bytes / (busbw_gbs * 1e9) * 1e3
+    t_last = ring * min(bucket_bytes, grad_bytes) / (busbw_gbs * 1e9) * 1e3
+    return max(t_comm - overlap * t_backward_ms, t_last)
+
+
+def table(name, step_ms, grad_mib, nvlink_gbs, net_gbs, gpus_per_node, overlap, bucket_mib):
+    grad = grad_mib * 1048576.0
+    bucket = bucket_mib * 1048576.0
+    t_bwd = step_ms * 2.0 / 3.0
+    print(f"{name}: step {step_ms:.1f} ms on 1 GPU, gradient {grad_mib:.1f} MiB, NVLink busbw {nvlink_gbs} GB/s, "
+          f"network busbw {net_gbs} GB/s, {gpus_per_node} GPUs/node, overlap {overlap}")
+    print(f"{'GPUs':>6} {'busbw':>8} {'t_comm ms':>10} {'exposed ms':>11} {'efficiency':>11}")
+    for n in (1, 2, 4, 8, 16, 32, 64):
+        bw = nvlink_gbs if n <= gpus_per_node else net_gbs
+        t_comm = 2.0 * (n - 1) / n * grad / (bw * 1e9) * 1e3 if n > 1 else 0.0
+        e = exposed_ms(n, grad, bw, t_bwd, overlap, bucket)
+        print(f"{n:>6} {bw:>8.0f} {t_comm:>10.2f} {e:>11.2f} {100 * step_ms / (step_ms + e):>10.1f}%")
+    print()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", default="model")
+    p.add_argument("--step-ms", type=float)
+    p.add_argument("--grad-mib", type=float)
+    p.add_argument("--nvlink-gbs", type=float, default=350.0)
+    p.add_argument("--net-gbs", type=float, default=40.0)
+    p.add_argument("--gpus-per-node", type=int, default=8)
+    p.add_argument("--overlap", type=float, default=0.9)
+    p.add_argument("--bucket-mib", type=float, default=25.0)
+    a = p.parse_args()
+    if a.step_ms and a.grad_mib:
+        table(a.name, a.step_ms, a.grad_mib, a.nvlink_gbs, a.net_gbs, a.gpus_per_node, a.overlap, a.bucket_mib)
+        return
+    # Gradient sizes from the model zoo (bench_allreduce prints them); step times are placeholders.
+    table("vgg16_bn (placeholder step time)", 400.0, 527.8, a.nvlink_gbs, a.net_gbs, a.gpus_per_node, a.overlap,
+          a.bucket_mib)
+    table("resnet50 (placeholder step time)", 250.0, 97.5, a.nvlink_gbs, a.net_gbs, a.gpus_per_node, a.overlap,
+          a.bucket_mib)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+/* butd.h - bottom-up / top-down (BU-TD) networks with Counter-Hebb learning
+ * (Abel & Ullman, NeurIPS 2024; ../shared/specs/butd-counterhebb.md).
+ *
+ * A BU-TD network is a chain of levels 0..L (level 0 = the image). Layer i (Linear or Conv2d) maps
+ * level i to level i+1; every core layer applies ReLU, and the last layer is the linear prediction
+ * head. The TD network mirrors it: every level has a counter activity td[l], reached from td[l+1]
+ * by the transposed op (x * W for Linear, conv-transpose = conv backward-data for Conv2d) with the
+ * same weight W (shared) or its own weight B (separate: Linear B is [in, out], Conv B has W's layout).
+ * A Linear layer after a conv reads the NCHW activity as a flat vector (PyTorch's Flatten).
+ *
+ * One training step runs three passes:
+ *   1. bf_butd_instruct (guided nets only): one-hot task -> fixed random ReLU task head -> down the
+ *      core with the TD op + ReLU, storing td[l] for every core output level;
+ *   2. bf_butd_forward: BU pass, a = ReLU(z) * 1[td > 0] (GaLU) when guided;
+ *   3. bf_butd_backward: the TD error pass from the per-sample loss gradient at the logits, with the
+ *      bias blocked and GaLU against the BU activity (1[a > 0]), then the update of every layer
+ *      written into grad_data: Counter-Hebb (TD activity above x BU activity below, batch mean) or
+ *      backprop (the engine's backward ops, always through W).
+ * Parameters and gradients are one contiguous buffer each, in the layout of bf_param, so the
+ * engine's optimisers and checkpoints apply unchanged. The task head is not trained (as in the
+ * reference): its weights live in a separate buffer. */
+#ifndef BIOFLEX_BUTD_H
+#define BIOFLEX_BUTD_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "bioflex/config.h"
+#include "bioflex/model.h"
+#include "bioflex/ops.h"
+#include "bioflex/train.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum bf_butd_learning { BF_BUTD_BACKPROP = 0, BF_BUTD_COUNTER_HEBB = 1 } bf_butd_learning;
+/* BLOCK: a residual basic block, mirrored (spec section 1.4): BU u = ReLU(conv1 x) (GaLU), s = conv2 u
+ * + id(x) (id = x, or a 1x1 strided conv when the shape changes), a = ReLU(s) (GaLU); TD: the sum
+ * splits, conv2^T then conv1^T on one path and id^T on the other. Convs are bias-free; the 1x1
+ * downsample always uses its W (the reference builds it shared). */
+typedef enum bf_butd_layer_kind { BF_BUTD_LINEAR = 0, BF_BUTD_CONV = 1, BF_BUTD_BLOCK = 2 } bf_butd_layer_kind;
+
+typedef struct bf_butd_options {
+    bf_butd_learning learning;
+    int shared_weights;      /* 1: the TD op uses W itself; 0: a separate weight B */
+    int symmetric_init;      /* separate weights: B starts as W^T instead of an independent draw */
+    int guided;              /* run the instruction pass and gate the BU pass with it */
+    int num_tasks;           /* guided: length of the one-hot instruction */
+    int task_embedding;      /* guided: hidden width of the task head (0 = one layer) */
+    float noise_std;         /* > 0: every update is multiplied by one N(1, noise_std) scalar per layer and step */
+    long seed;
+} bf_butd_options;
+
+typedef struct bf_butd_layer {
+    bf_butd_layer_kind kind;
+    char name[BF_NAME_MAX];
+    bf_conv2d_shape conv;    /* at the maximum batch */
+    bf_linear_shape linear;  /* at the maximum batch */
+    int relu;                /* core layers 1 (ReLU, GaLU when guided); the prediction head 0 */
+    int in_size, out_size;   /* floats per sample */
+    int out_c, out_h, out_w;
+    int w, bias, td_w;       /* indices into params (-1 = none); a block's conv1 */
+    /* residual block: conv1 is `conv` */
+    bf_conv2d_shape conv2, down;
+    int has_down;
+    int w2, td_w2, wd;       /* conv2 weight, its separate TD weight, the downsample weight */
+    float *u, *td_u;         /* BU activity after conv1 (+ReLU, GaLU) and its TD counter */
+} bf_butd_layer;
+
+typedef struct bf_butd_net {
+    bf_backend *backend;
+    bf_butd_options opt;
+    int in_c, in_h, in_w;
+    int max_batch, batch;
+    int num_classes;
+    bf_butd_layer *layers;   /* core layers then the head (the last) */
+    int num_layers, cap_layers;
+    int has_head;
+    bf_butd_layer task_head[2]; /* BU direction: core output -> [embedding ->] tasks; used transposed */
+    int num_task_layers;
+    bf_param *params;        /* trained parameters: W, bias, B per layer */
+    int num_params;
+    size_t num_param_floats;
+    float *param_data, *grad_data;
+    float *task_data;        /* the fixed task head weights */
+    size_t num_task_floats;
+    float **act;             /* act[l], l = 1..L: BU activity at level l; act[0] is the input */
+    float **td;              /* td[l]: TD activity at level l (instruction, then error) */
+    float *task_onehot;      /* [max_batch, num_tasks] */
+    float *task_hidden;      /* [max_batch, task_embedding] */
+    float *scratch;          /* [max_batch, largest level] */
+    uint64_t step;           /* updates so far (noise draws) */
+    int build_failed;
+} bf_butd_net;
+
+/* The input is [max_batch, c, h, w]. b == NULL plans the network (shapes and parameter counts)
+ * without allocating anything: --dry-run. */
+bf_status bf_butd_create(bf_backend *b, int c, int h, int w, int max_batch, const bf_butd_options *opt,
+                         bf_butd_net **out);
+void bf_butd_destroy(bf_butd_net *net);
+/* Writes every trained parameter (and the fixed task head) to a safetensors file, under the
+ * reference's state_dict names (core_net.i.weight, .bias, .back_weight, head.*, task_head.i.weight). */
+bf_status bf_butd_save(const bf_butd_net *net, const char *path);
+/* Prints the layer table (name, kind, output shape, parameters) and "total: N parameters". */
+void bf_butd_print_table(const bf_butd_net *net, FILE *out);
+/* Core layers, bottom to top (ReLU, and GaLU when guided). Return the layer index or -1. */
+int bf_butd_add_conv(bf_butd_net *net, const char *name, int c_out, int k, int stride, int pad, int groups, int bias);
+int bf_butd_add_linear(bf_butd_net *net, const char *name, int out_features, int bias);
+/* A residual basic block without batch-norm: 3x3 convs (stride on the first), 1x1 downsample when
+ * the stride or the channel count changes. */
+int bf_butd_add_block(bf_butd_net *net, const char *name, int c_out, int stride);
+/* The prediction head (plain linear), then allocation and initialisation from opt.seed: BU weights
+ * and biases U(+-1/sqrt(fan_in)) (PyTorch's default), separate B kaiming_uniform(a=0) with fan_in
+ * from B's own shape (or W^T with symmetric_init), the task head PyTorch's default. */
+bf_status bf_butd_finalize(bf_butd_net *net, int num_classes);
+
+bf_status bf_butd_set_batch(bf_butd_net *net, int n);
+/* Pass 1: tasks (host memory, batch entries in [0, num_tasks)). */
+bf_status bf_butd_instruct(bf_butd_net *net, const int32_t *tasks);
+/* Pass 2: x is backend memory [batch, c, h, w]; *logits is [batch, num_classes]. */
+bf_status bf_butd_forward(bf_butd_net *net, const float *x, const float **logits);
+/* Pass 3 and the update: dlogits (backend memory) is the PER-SAMPLE loss gradient at the logits
+ * (softmax - onehot for cross-entropy, not divided by the batch). Overwrites grad_data with the
+ * gradient of the batch-mean loss (backprop) or the Counter-Hebb update. */
+bf_status bf_butd_backward(bf_butd_net *net, const float *dlogits);
+
+/* Builds the network [butd] describes (fc, simple) for inputs c x h x w. */
+bf_status bf_butd_build(bf_backend *b, const bf_butd_config *cfg, int c, int h, int w, int max_batch,
+                        int num_classes, int num_tasks, long seed, bf_butd_net **out);
+
+/* bioflex-train for a config with [butd] network != none (bf_train calls it): Adam(W) with the
+ * configured schedule, the three passes per step, evaluation on the test split every epoch. */
+bf_status bf_butd_train(const bf_config *cfg, const bf_train_options *opt, bf_train_result *result);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,442 @@
+/* butd_net.c - building a BU-TD network: layers, parameter layout, memory and initialisation
+ * (see include/bioflex/butd.h; the passes are in butd_passes.c). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bioflex/butd.h"
+#include "bioflex/hash.h"
+#include "bioflex/safetensors.h"
+
+bf_status bf_butd_create(bf_backend *b, int c, int h, int w, int max_batch, const bf_butd_options *opt,
+                         bf_butd_net **out) {
+    *out = NULL; /* b == NULL plans the network without allocating (--dry-run) */
+    if (c <= 0 || h <= 0 || w <= 0 || max_batch <= 0)
+        return bf_error(BF_ERR_ARG, "butd: bad input shape %dx%dx%d, batch %d", c, h, w, max_batch);
+    if (opt->guided && opt->num_tasks <= 0)
+        return bf_error(BF_ERR_ARG, "butd: a guided network needs num_tasks > 0 (got %d)", opt->num_tasks);
+    bf_butd_net *net = calloc(1, sizeof *net);
+    if (!net) return bf_error(BF_ERR_OOM, "butd: out of memory");
+    net->backend = b;
+    net->opt = *opt;
+    net->in_c = c;
+    net->in_h = h;
+    net->in_w = w;
+    net->max_batch = net->batch = max_batch;
+    *out = net;
+    return BF_OK;
+}
+
+static bf_butd_layer *push_layer(bf_butd_net *net) {
+    if (net->has_head) {
+        bf_error(BF_ERR_ARG, "butd: no layer may follow the prediction head");
+        net->build_failed = 1;
+        return NULL;
+    }
+    if (net->num_layers == net->cap_layers) {
+        int cap = net->cap_layers ? 2 * net->cap_layers : 8;
+        bf_butd_layer *l = realloc(net->layers, (size_t)cap * sizeof *l);
+        if (!l) {
+            bf_error(BF_ERR_OOM, "butd: out of memory");
+            net->build_failed = 1;
+            return NULL;
+        }
+        net->layers = l;
+        net->cap_layers = cap;
+    }
+    bf_butd_layer *l = &net->layers[net->num_layers];
+    memset(l, 0, sizeof *l);
+    l->w = l->bias = l->td_w = l->w2 = l->td_w2 = l->wd = -1;
+    return l;
+}
+
+/* The output shape of the level the next layer reads. */
+static void top_shape(const bf_butd_net *net, int *c, int *h, int *w) {
+    if (net->num_layers == 0) {
+        *c = net->in_c, *h = net->in_h, *w = net->in_w;
+        return;
+    }
+    const bf_butd_layer *l = &net->layers[net->num_layers - 1];
+    *c = l->out_c, *h = l->out_h, *w = l->out_w;
+}
+
+int bf_butd_add_conv(bf_butd_net *net, const char *name, int c_out, int k, int stride, int pad, int groups, int bias) {
+    if (net->build_failed) return -1;
+    int c, h, w;
+    top_shape(net, &c, &h, &w);
+    bf_butd_layer *l = push_layer(net);
+    if (!l) return -1;
+    l->kind = BF_BUTD_CONV;
+    snprintf(l->name, sizeof l->name, "%s", name);
+    bf_conv2d_shape s = {.n = net->max_batch, .c_in = c, .h_in = h, .w_in = w, .c_out = c_out, .k_h = k, .k_w = k,
+                         .stride = stride, .pad = pad, .groups = groups};
+    if (bf_conv2d_shape_init(&s) != BF_OK) {
+        net->build_failed = 1;
+        return -1;
+    }
+    l->conv = s;
+    l->relu = 1;
+    l->bias = bias; /* a flag until finalize turns it into an index */
+    l->in_size = c * h * w;
+    l->out_c = c_out, l->out_h = s.h_out, l->out_w = s.w_out;
+    l->out_size = c_out * s.h_out * s.w_out;
+    return net->num_layers++;
+}
+
+int bf_butd_add_block(bf_butd_net *net, const char *name, int c_out, int stride) {
+    if (net->build_failed) return -1;
+    int c, h, w;
+    top_shape(net, &c, &h, &w);
+    bf_butd_layer *l = push_layer(net);
+    if (!l) return -1;
+    l->kind = BF_BUTD_BLOCK;
+    snprintf(l->name, sizeof l->name, "%s", name);
+    bf_conv2d_shape c1 = {.n = net->max_batch, .c_in = c, .h_in = h, .w_in = w, .c_out = c_out, .k_h = 3, .k_w = 3,
+                          .stride = stride, .pad = 1, .groups = 1};
+    if (bf_conv2d_shape_init(&c1) != BF_OK) {
+        net->build_failed = 1;
+        return -1;
+    }
+    bf_conv2d_shape c2 = {.n = net->max_batch, .c_in = c_out, .h_in = c1.h_out, .w_in = c1.w_out, .c_out = c_out,
+                          .k_h = 3, .k_w = 3, .stride = 1, .pad = 1, .groups = 1};
+    bf_conv2d_shape d = {.n = net->max_batch, .c_in = c, .h_in = h, .w_in = w, .c_out = c_out, .k_h = 1, .k_w = 1,
+                         .stride = stride, .pad = 0, .groups = 1};
+    if (bf_conv2d_shape_init(&c2) != BF_OK || bf_conv2d_shape_init(&d) != BF_OK) {
+        net->build_failed = 1;
+        return -1;
+    }
+    l->conv = c1, l->conv2 = c2, l->down = d;
+    l->has_down = stride != 1 || c != c_out;
+    l->relu = 1;
+    l->bias = 0;
+    l->in_size = c * h * w;
+    l->out_c = c_out, l->out_h = c1.h_out, l->out_w = c1.w_out;
+    l->out_size = c_out * c1.h_out * c1.w_out;
+    return net->num_layers++;
+}
+
+static int add_linear(bf_butd_net *net, const char *name, int out_features, int bias, int relu) {
+    if (net->build_failed) return -1;
+    int c, h, w;
+    top_shape(net, &c, &h, &w);
+    bf_butd_layer *l = push_layer(net);
+    if (!l) return -1;
+    if (out_features <= 0) {
+        bf_error(BF_ERR_ARG, "butd: layer %s: out_features %d", name, out_features);
+        net->build_failed = 1;
+        return -1;
+    }
+    l->kind = BF_BUTD_LINEAR;
+    snprintf(l->name, sizeof l->name, "%s", name);
+    l->in_size = c * h * w; /* an NCHW activity read flat, as PyTorch's Flatten */
+    l->linear = (bf_linear_shape){.n = net->max_batch, .in = l->in_size, .out = out_features};
+    l->relu = relu;
+    l->bias = bias;
+    l->out_c = out_features, l->out_h = 1, l->out_w = 1;
+    l->out_size = out_features;
+    return net->num_layers++;
+}
+
+int bf_butd_add_linear(bf_butd_net *net, const char *name, int out_features, int bias) {
+    return add_linear(net, name, out_features, bias, 1);
+}
+
+/* ---- parameters ---- */
+
+static int add_param(bf_butd_net *net, const char *layer, const char *what, int ndim, const int64_t *shape,
+                     int64_t fan_in, int layer_index) {
+    bf_param *p = realloc(net->params, (size_t)(net->num_params + 1) * sizeof *p);
+    if (!p) return -1;
+    net->params = p;
+    bf_param *q = &p[net->num_params];
+    memset(q, 0, sizeof *q);
+    snprintf(q->name, sizeof q->name, "%s.%s", layer, what);
+    q->ndim = ndim;
+    q->count = 1;
+    for (int i = 0; i < ndim; i++) {
+        q->shape[i] = shape[i];
+        q->count *= (size_t)shape[i];
+    }
+    q->offset = net->num_param_floats;
+    q->fan_in = fan_in;
+    q->layer = layer_index;
+    net->num_param_floats += q->count;
+    return net->num_params++;
+}
+
+static void weight_shape(const bf_butd_layer *l, int64_t *shape, int *ndim, int64_t *fan_in) {
+    if (l->kind != BF_BUTD_LINEAR) { /* a block: its conv1 */
+        shape[0] = l->conv.c_out, shape[1] = l->conv.c_in / l->conv.groups, shape[2] = l->conv.k_h,
+        shape[3] = l->conv.k_w;
+        *ndim = 4;
+        *fan_in = shape[1] * shape[2] * shape[3];
+    } else {
+        shape[0] = l->linear.out, shape[1] = l->linear.in;
+        *ndim = 2;
+        *fan_in = shape[1];
+    }
+}
+
+/* U(-bound, bound) draws for one parameter from its own seed: the same weights on every backend. */
+static void fill_uniform_host(float *x, size_t n, float bound, uint64_t seed) {
+    for (size_t i = 0; i < n; i++) x[i] = bound * (2.0f * bf_uniform(seed, (uint64_t)i) - 1.0f);
+}
+
+static bf_status allocate_levels(bf_butd_net *net) {
+    bf_backend *b = net->backend;
+    int L = net->num_layers;
+    net->act = calloc((size_t)L + 1, sizeof(float *));
+    net->td = calloc((size_t)L + 1, sizeof(float *));
+    if (!net->act || !net->td) return bf_error(BF_ERR_OOM, "butd: out of memory");
+    size_t largest = (size_t)net->in_c * net->in_h * net->in_w;
+    for (int i = 0; i < L; i++) {
+        size_t bytes = (size_t)net->max_batch * net->layers[i].out_size * sizeof(float);
+        BF_TRY(bf_alloc(b, bytes, (void **)&net->act[i + 1]));
+        BF_TRY(bf_alloc(b, bytes, (void **)&net->td[i + 1]));
+        if ((size_t)net->layers[i].out_size > largest) largest = (size_t)net->layers[i].out_size;
+        if (net->layers[i].kind == BF_BUTD_BLOCK) {
+            BF_TRY(bf_alloc(b, bytes, (void **)&net->layers[i].u));
+            BF_TRY(bf_alloc(b, bytes, (void **)&net->layers[i].td_u));
+        }
+    }
+    BF_TRY(bf_alloc(b, (size_t)net->max_batch * largest * sizeof(float), (void **)&net->scratch));
+    return BF_OK;
+}
+
+/* The fixed random task head (never trained, as the reference): BU direction core output ->
+ * [embedding ->] tasks, PyTorch's default Linear init, in its own buffer task_data. */
+static bf_status build_task_head(bf_butd_net *net) {
+    const bf_butd_options *o = &net->opt;
+    int core_out = net->layers[net->num_layers - 2].out_size;
+    int sizes[3], n = 0;
+    sizes[n++] = core_out;
+    if (o->task_embedding > 0) sizes[n++] = o->task_embedding;
+    sizes[n++] = o->num_tasks;
+    net->num_task_layers = n - 1;
+    size_t offset = 0;
+    for (int i = 0; i < n - 1; i++) {
+        bf_butd_layer *l = &net->task_head[i];
+        memset(l, 0, sizeof *l);
+        l->kind = BF_BUTD_LINEAR;
+        snprintf(l->name, sizeof l->name, "task_head.%d", i);
+        l->linear = (bf_linear_shape){.n = net->max_batch, .in = sizes[i], .out = sizes[i + 1]};
+        l->in_size = sizes[i], l->out_size = sizes[i + 1];
+        l->w = (int)offset; /* offset into task_data */
+        offset += (size_t)sizes[i] * sizes[i + 1];
+    }
+    net->num_task_floats = offset;
+    bf_backend *b = net->backend;
+    float *host = malloc(offset * sizeof(float));
+    if (!host) return bf_error(BF_ERR_OOM, "butd: out of memory");
+    for (int i = 0; i < n - 1; i++) {
+        const bf_butd_layer *l = &net->task_head[i];
+        /* PyTorch's default Linear init: U(+-1/sqrt(fan_in)), fan_in = the BU input width. */
+        fill_uniform_host(host + l->w, (size_t)l->in_size * l->out_size, 1.0f / sqrtf((float)l->in_size),
+                          bf_seed_derive((uint64_t)o->seed, BF_STREAM_INIT, 100000u + (uint64_t)i));
+    }
+    bf_status s = bf_alloc(b, offset * sizeof(float), (void **)&net->task_data);
+    if (s == BF_OK) s = bf_to_device(b, net->task_data, host, offset * sizeof(float));
+    free(host);
+    BF_TRY(s);
+    int widest = o->task_embedding > 0 ? o->task_embedding : 1;
+    BF_TRY(bf_alloc(b, (size_t)net->max_batch * o->num_tasks * sizeof(float), (void **)&net->task_onehot));
+    BF_TRY(bf_alloc(b, (size_t)net->max_batch * widest * sizeof(float), (void **)&net->task_hidden));
+    return BF_OK;
+}
+
+bf_status bf_butd_finalize(bf_butd_net *net, int num_classes) {
+    if (net->build_failed) return bf_error(BF_ERR_ARG, "butd: building failed: %s", bf_last_error());
+    if (net->num_layers == 0) return bf_error(BF_ERR_ARG, "butd: no core layer before the head");
+    if (add_linear(net, "head", num_classes, 1, 0) < 0) return bf_error(BF_ERR_ARG, "butd: head: %s", bf_last_error());
+    net->has_head = 1;
+    net->num_classes = num_classes;
+    const bf_butd_options *o = &net->opt;
+    /* Parameter layout: per layer W, bias, then B (separate weights). */
+    for (int i = 0; i < net->num_layers; i++) {
+        bf_butd_layer *l = &net->layers[i];
+        int64_t shape[4], fan_in;
+        int ndim, has_bias = l->bias;
+        weight_shape(l, shape, &ndim, &fan_in);
+        if (l->kind == BF_BUTD_BLOCK) {
+            char n1[BF_NAME_MAX], n2[BF_NAME_MAX], nd[BF_NAME_MAX];
+            snprintf(n1, sizeof n1, "%.80s.conv1", l->name);
+            snprintf(n2, sizeof n2, "%.80s.conv2", l->name);
+            snprintf(nd, sizeof nd, "%.80s.downsample", l->name);
+            int64_t s2[4] = {l->conv2.c_out, l->conv2.c_in, 3, 3}, sd[4] = {l->down.c_out, l->down.c_in, 1, 1};
+            l->w = add_param(net, n1, "weight", 4, shape, fan_in, i);
+            if (!o->shared_weights) l->td_w = add_param(net, n1, "back_weight", 4, shape, fan_in, i);
+            l->w2 = add_param(net, n2, "weight", 4, s2, s2[1] * 9, i);
+            if (!o->shared_weights) l->td_w2 = add_param(net, n2, "back_weight", 4, s2, s2[1] * 9, i);
+            if (l->has_down) l->wd = add_param(net, nd, "weight", 4, sd, sd[1], i);
+            l->bias = -1;
+            continue;
+        }
+        l->w = add_param(net, l->name, "weight", ndim, shape, fan_in, i);
+        l->bias = -1;
+        if (has_bias) {
+            int64_t bshape[1] = {shape[0]};
+            l->bias = add_param(net, l->name, "bias", 1, bshape, fan_in, i);
+        }
+        if (!o->shared_weights) {
+            int64_t tshape[4] = {shape[0], shape[1], shape[2], shape[3]};
+            int64_t td_fan_in = fan_in;
+            if (l->kind == BF_BUTD_LINEAR) {
+                tshape[0] = shape[1], tshape[1] = shape[0]; /* [in, out] */
+                td_fan_in = tshape[1];                      /* torch's fan_in of B's own shape */
+            }
+            l->td_w = add_param(net, l->name, "back_weight", ndim, tshape, td_fan_in, i);
+        }
+        if (l->w < 0 || (has_bias && l->bias < 0) || (!o->shared_weights && l->td_w < 0))
+            return bf_error(BF_ERR_OOM, "butd: out of memory");
+    }
+    bf_backend *b = net->backend;
+    if (!b) return BF_OK; /* planned only */
+    size_t bytes = net->num_param_floats * sizeof(float);
+    float *host = malloc(bytes);
+    if (!host) return bf_error(BF_ERR_OOM, "butd: out of memory");
+    for (int i = 0; i < net->num_layers; i++) {
+        const bf_butd_layer *l = &net->layers[i];
+        if (l->kind == BF_BUTD_BLOCK) { /* bias-free convs: W default init, B as W (symmetric) or its own draw */
+            int ws[3] = {l->w, l->w2, l->wd}, ts[3] = {l->td_w, l->td_w2, -1};
+            for (int k = 0; k < 3; k++) {
+                if (ws[k] < 0) continue;
+                const bf_param *pw = &net->params[ws[k]];
+                fill_uniform_host(host + pw->offset, pw->count, 1.0f / sqrtf((float)pw->fan_in),
+                                  bf_seed_derive((uint64_t)o->seed, BF_STREAM_INIT, (uint64_t)ws[k]));
+                if (ts[k] < 0) continue;
+                const bf_param *pt = &net->params[ts[k]];
+                if (o->symmetric_init)
+                    memcpy(host + pt->offset, host + pw->offset, pt->count * sizeof(float));
+                else
+                    fill_uniform_host(host + pt->offset, pt->count, sqrtf(6.0f / (float)pt->fan_in),
+                                      bf_seed_derive((uint64_t)o->seed, BF_STREAM_INIT, (uint64_t)ts[k]));
+            }
+            continue;
+        }
+        const bf_param *w = &net->params[l->w];
+        float bound = 1.0f / sqrtf((float)w->fan_in); /* kaiming_uniform(a=sqrt 5) = U(+-1/sqrt(fan_in)) */
+        fill_uniform_host(host + w->offset, w->count, bound, bf_seed_derive((uint64_t)o->seed, BF_STREAM_INIT, (uint64_t)l->w));
+        if (l->bias >= 0) {
+            const bf_param *p = &net->params[l->bias];
+            fill_uniform_host(host + p->offset, p->count, bound,
+                              bf_seed_derive((uint64_t)o->seed, BF_STREAM_INIT, (uint64_t)l->bias));
+        }
+        if (l->td_w >= 0) {
+            const bf_param *t = &net->params[l->td_w];
+            if (o->symmetric_init && l->kind == BF_BUTD_LINEAR) {
+                int out = l->linear.out, in = l->linear.in;
+                for (int r = 0; r < out; r++)
+                    for (int c = 0; c < in; c++) host[t->offset + (size_t)c * out + r] = host[w->offset + (size_t)r * in + c];
+            } else if (o->symmetric_init) {
+                memcpy(host + t->offset, host + w->offset, t->count * sizeof(float));
+            } else {
+                /* kaiming_uniform_(a=0): U(+-sqrt(6/fan_in)), fan_in from B's own shape (spec 2.3). */
+                fill_uniform_host(host + t->offset, t->count, sqrtf(6.0f / (float)t->fan_in),
+                                  bf_seed_derive((uint64_t)o->seed, BF_STREAM_INIT, (uint64_t)l->td_w));
+            }
+        }
+    }
+    bf_status s = bf_alloc(b, bytes, (void **)&net->param_data);
+    if (s == BF_OK) s = bf_alloc(b, bytes, (void **)&net->grad_data);
+    if (s == BF_OK) s = bf_to_device(b, net->param_data, host, bytes);
+    free(host);
+    BF_TRY(s);
+    BF_TRY(allocate_levels(net));
+    if (o->guided) {
+        if (net->num_layers < 2) return bf_error(BF_ERR_ARG, "butd: a guided network needs a core layer");
+        BF_TRY(build_task_head(net));
+    }
+    return BF_OK;
+}
+
+bf_status bf_butd_set_batch(bf_butd_net *net, int n) {
+    if (n <= 0 || n > net->max_batch)
+        return bf_error(BF_ERR_ARG, "butd: batch %d outside 1..%d", n, net->max_batch);
+    net->batch = n;
+    for (int i = 0; i < net->num_layers; i++) {
+        net->layers[i].conv.n = n;
+        net->layers[i].conv2.n = n;
+        net->layers[i].down.n = n;
+        net->layers[i].linear.n = n;
+    }
+    for (int i = 0; i < net->num_task_layers; i++) net->task_head[i].linear.n = n;
+    return BF_OK;
+}
+
+bf_status bf_butd_save(const bf_butd_net *net, const char *path) {
+    bf_backend *b = net->backend;
+    int count = net->num_params + net->num_task_layers;
+    float *host = malloc((net->num_param_floats + net->num_task_floats + 1) * sizeof(float));
+    bf_st_tensor *t = calloc((size_t)count + 1, sizeof *t);
+    if (!host || !t) {
+        free(host), free(t);
+        return bf_error(BF_ERR_OOM, "butd: out of memory");
+    }
+    bf_status s = bf_to_host(b, host, net->param_data, net->num_param_floats * sizeof(float));
+    if (s == BF_OK && net->num_task_floats)
+        s = bf_to_host(b, host + net->num_param_floats, net->task_data, net->num_task_floats * sizeof(float));
+    for (int p = 0; p < net->num_params; p++) {
+        const bf_param *q = &net->params[p];
+        snprintf(t[p].name, sizeof t[p].name, "%s", q->name);
+        t[p].dtype = BF_DTYPE_F32;
+        t[p].ndim = q->ndim;
+        for (int d = 0; d < q->ndim; d++) t[p].shape[d] = q->shape[d];
+        t[p].data = host + q->offset;
+        t[p].nbytes = q->count * sizeof(float);
+    }
+    for (int i = 0; i < net->num_task_layers; i++) { /* the fixed task head, as the reference's state_dict */
+        const bf_butd_layer *l = &net->task_head[i];
+        bf_st_tensor *e = &t[net->num_params + i];
+        snprintf(e->name, sizeof e->name, "%s.weight", l->name);
+        e->dtype = BF_DTYPE_F32;
+        e->ndim = 2;
+        e->shape[0] = l->out_size, e->shape[1] = l->in_size;
+        e->data = host + net->num_param_floats + l->w;
+        e->nbytes = (size_t)l->in_size * l->out_size * sizeof(float);
+    }
+    bf_st_meta meta[1] = {{"bioflex_network", "butd"}};
+    if (s == BF_OK) s = bf_safetensors_write(path, t, count, meta, 1);
+    free(host);
+    free(t);
+    return s;
+}
+
+void bf_butd_print_table(const bf_butd_net *net, FILE *out) {
+    static const char *kinds[] = {"linear", "conv", "block"};
+    fprintf(out, "%-20s %-7s %-16s %12s\n", "layer", "kind", "output", "parameters");
+    for (int i = 0; i < net->num_layers; i++) {
+        const bf_butd_layer *l = &net->layers[i];
+        size_t count = 0;
+        for (int p = 0; p < net->num_params; p++)
+            if (net->params[p].layer == i) count += net->params[p].count;
+        char shape[32];
+        snprintf(shape, sizeof shape, "%dx%dx%d", l->out_c, l->out_h, l->out_w);
+        fprintf(out, "%-20s %-7s %-16s %12zu\n", l->name, kinds[l->kind], shape, count);
+    }
+    fprintf(out, "total: %zu parameters (%.1f MiB)%s\n", net->num_param_floats, net->num_param_floats * 4.0 / 1048576.0,
+            net->opt.guided ? ", plus the fixed task head" : "");
+}
+
+void bf_butd_destroy(bf_butd_net *net) {
+    if (!net) return;
+    bf_backend *b = net->backend;
+    for (int i = 1; net->act && i <= net->num_layers; i++) {
+        bf_free(b, net->act[i]);
+        bf_free(b, net->td[i]);
+    }
+    for (int i = 0; i < net->num_layers; i++) {
+        bf_free(b, net->layers[i].u);
+        bf_free(b, net->layers[i].td_u);
+    }
+    free(net->act);
+    free(net->td);
+    bf_free(b, net->scratch); /* every pointer is NULL in a planned network */
+    bf_free(b, net->param_data);
+    bf_free(b, net->grad_data);
+    bf_free(b, net->task_data);
+    bf_free(b, net->task_onehot);
+    bf_free(b, net->task_hidden);
+    free(net->params);
+    free(net->layers);
+    free(net);
+}

@@ -1,0 +1,242 @@
+/* butd_passes.c - the three passes of a BU-TD network and its update (include/bioflex/butd.h,
+ * specs/butd-counterhebb.md sections 1-2). Every operation goes through bf_ops, so the CPU and
+ * CUDA backends share this file. GaLU x * 1[g > 0] is relu_backward(y = g, dy = x): the ReLU
+ * derivative mask read from the gate. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bioflex/butd.h"
+#include "bioflex/hash.h"
+
+static float *param(const bf_butd_net *net, float *base, int index) {
+    return index < 0 ? NULL : base + net->params[index].offset;
+}
+
+/* GaLU in place: x *= 1[gate > 0]. */
+static bf_status galu(bf_backend *b, float *x, const float *gate, size_t n) {
+    return b->ops->relu_backward(b, gate, x, x, n);
+}
+
+/* The TD op of layer l: below [n, in_size] = the transposed op of above [n, out_size], through W
+ * (use_bu_weight, or shared weights) or the separate B. No bias (it is blocked or absent). */
+static bf_status td_op(bf_butd_net *net, const bf_butd_layer *l, int use_bu_weight, const float *above, float *below) {
+    bf_backend *b = net->backend;
+    int td_own = l->td_w >= 0 && !use_bu_weight;
+    const float *w = param(net, net->param_data, td_own ? l->td_w : l->w);
+    if (l->kind == BF_BUTD_CONV) /* conv-transpose at the stored BU input shape = backward-data */
+        return b->ops->conv2d_backward_data(b, &l->conv, above, w, below);
+    if (td_own) { /* B is [in, out]: below = above * B^T, a linear layer from out to in */
+        bf_linear_shape t = {.n = l->linear.n, .in = l->linear.out, .out = l->linear.in};
+        return b->ops->linear_forward(b, &t, above, w, NULL, below);
+    }
+    /* below = above * W: the input gradient of the linear layer. */
+    return b->ops->linear_backward(b, &l->linear, below, w, above, below, NULL, NULL);
+}
+
+static bf_status block_td(bf_butd_net *net, const bf_butd_layer *l, int i, int error_pass, int use_bu_weight);
+
+bf_status bf_butd_instruct(bf_butd_net *net, const int32_t *tasks) {
+    if (!net->opt.guided) return bf_error(BF_ERR_ARG, "butd: bf_butd_instruct on an unguided network");
+    if (!tasks) return bf_error(BF_ERR_ARG, "butd: a guided network needs a task per sample (the dataset has none)");
+    bf_backend *b = net->backend;
+    int n = net->batch, T = net->opt.num_tasks;
+    float *onehot = calloc((size_t)n * T, sizeof(float));
+    if (!onehot) return bf_error(BF_ERR_OOM, "butd: out of memory");
+    for (int j = 0; j < n; j++) {
+        if (tasks[j] < 0 || tasks[j] >= T) {
+            free(onehot);
+            return bf_error(BF_ERR_ARG, "butd: task %d of sample %d outside 0..%d", tasks[j], j, T - 1);
+        }
+        onehot[(size_t)j * T + tasks[j]] = 1.0f;
+    }
+    bf_status s = bf_to_device(b, net->task_onehot, onehot, (size_t)n * T * sizeof(float));
+    free(onehot);
+    BF_TRY(s);
+    /* Task head, transposed, top to bottom, ReLU after each layer, no gate, no bias. */
+    const float *x = net->task_onehot;
+    int core_top = net->num_layers - 1; /* the head reads level core_top */
+    for (int i = net->num_task_layers - 1; i >= 0; i--) {
+        const bf_butd_layer *l = &net->task_head[i];
+        float *y = i == 0 ? net->td[core_top] : net->task_hidden;
+        const float *w = net->task_data + l->w;
+        BF_TRY(b->ops->linear_backward(b, &l->linear, y, w, x, y, NULL, NULL));
+        BF_TRY(b->ops->relu_forward(b, y, y, (size_t)n * l->in_size));
+        x = y;
+    }
+    /* Down the core: td[i] = ReLU(TD op of layer i (td[i+1])), for the levels above the image. */
+    for (int i = core_top - 1; i >= 0; i--) {
+        const bf_butd_layer *l = &net->layers[i];
+        if (l->kind == BF_BUTD_BLOCK) { /* its inner level is gated too, even for the first block */
+            BF_TRY(block_td(net, l, i, 0, 0));
+            continue;
+        }
+        if (i == 0) break;
+        BF_TRY(td_op(net, l, 0, net->td[i + 1], net->td[i]));
+        BF_TRY(b->ops->relu_forward(b, net->td[i], net->td[i], (size_t)n * l->in_size));
+    }
+    return BF_OK;
+}
+
+/* Residual block, BU: u = ReLU(conv1 x) (GaLU with td_u), s = conv2 u + id(x), a = ReLU(s) (GaLU). */
+static bf_status block_forward(bf_butd_net *net, const bf_butd_layer *l, int i) {
+    bf_backend *b = net->backend;
+    size_t nu = (size_t)net->batch * l->out_size;
+    const float *x = net->act[i];
+    float *y = net->act[i + 1];
+    BF_TRY(b->ops->conv2d_forward(b, &l->conv, x, param(net, net->param_data, l->w), NULL, l->u));
+    BF_TRY(b->ops->relu_forward(b, l->u, l->u, nu));
+    if (net->opt.guided) BF_TRY(galu(b, l->u, l->td_u, nu));
+    BF_TRY(b->ops->conv2d_forward(b, &l->conv2, l->u, param(net, net->param_data, l->w2), NULL, y));
+    if (l->has_down) {
+        BF_TRY(b->ops->conv2d_forward(b, &l->down, x, param(net, net->param_data, l->wd), NULL, net->scratch));
+        BF_TRY(b->ops->add_inplace(b, y, net->scratch, nu));
+    } else {
+        BF_TRY(b->ops->add_inplace(b, y, x, nu));
+    }
+    BF_TRY(b->ops->relu_forward(b, y, y, nu));
+    if (net->opt.guided) BF_TRY(galu(b, y, net->td[i + 1], nu));
+    return BF_OK;
+}
+
+/* Residual block, TD, from above = td[i+1]: td_u = conv2^T(above) then ReLU (instruction) or
+ * x 1[u > 0] (error); below = conv1^T(td_u) + id^T(above), then ReLU or x 1[x > 0]. below may be
+ * NULL (the image level: only td_u is needed). */
+static bf_status block_td(bf_butd_net *net, const bf_butd_layer *l, int i, int error_pass, int use_bu_weight) {
+    bf_backend *b = net->backend;
+    size_t nu = (size_t)net->batch * l->out_size, nx = (size_t)net->batch * l->in_size;
+    const float *above = net->td[i + 1];
+    int own = !use_bu_weight && l->td_w >= 0;
+    BF_TRY(b->ops->conv2d_backward_data(b, &l->conv2, above, param(net, net->param_data, own ? l->td_w2 : l->w2),
+                                        l->td_u));
+    if (error_pass)
+        BF_TRY(galu(b, l->td_u, l->u, nu));
+    else
+        BF_TRY(b->ops->relu_forward(b, l->td_u, l->td_u, nu));
+    if (i == 0) return BF_OK;
+    float *below = net->td[i];
+    BF_TRY(b->ops->conv2d_backward_data(b, &l->conv, l->td_u, param(net, net->param_data, own ? l->td_w : l->w),
+                                        below));
+    if (l->has_down) {
+        BF_TRY(b->ops->conv2d_backward_data(b, &l->down, above, param(net, net->param_data, l->wd), net->scratch));
+        BF_TRY(b->ops->add_inplace(b, below, net->scratch, nx));
+    } else {
+        BF_TRY(b->ops->add_inplace(b, below, above, nx));
+    }
+    if (error_pass) return galu(b, below, net->act[i], nx);
+    return b->ops->relu_forward(b, below, below, nx);
+}
+
+bf_status bf_butd_forward(bf_butd_net *net, const float *x, const float **logits) {
+    bf_backend *b = net->backend;
+    int n = net->batch;
+    net->act[0] = (float *)x;
+    for (int i = 0; i < net->num_layers; i++) {
+        const bf_butd_layer *l = &net->layers[i];
+        const float *w = param(net, net->param_data, l->w), *bias = param(net, net->param_data, l->bias);
+        float *y = net->act[i + 1];
+        if (l->kind == BF_BUTD_BLOCK) {
+            BF_TRY(block_forward(net, l, i));
+            continue;
+        }
+        if (l->kind == BF_BUTD_CONV)
+            BF_TRY(b->ops->conv2d_forward(b, &l->conv, net->act[i], w, bias, y));
+        else
+            BF_TRY(b->ops->linear_forward(b, &l->linear, net->act[i], w, bias, y));
+        size_t count = (size_t)n * l->out_size;
+        if (l->relu) BF_TRY(b->ops->relu_forward(b, y, y, count));
+        if (l->relu && net->opt.guided) BF_TRY(galu(b, y, net->td[i + 1], count));
+    }
+    *logits = net->act[net->num_layers];
+    return BF_OK;
+}
+
+/* One N(1, std) draw per (weight, step): `which` is 2 * the weight's parameter index (+1 for its
+ * separate TD weight). Box-Muller on the counter RNG. */
+static float noise_factor(const bf_butd_net *net, int which) {
+    uint64_t s = bf_seed_derive(bf_seed_derive((uint64_t)net->opt.seed, BF_STREAM_NOISE, net->step), 0x42757464u,
+                                (uint64_t)which);
+    float u1 = bf_uniform(s, 0), u2 = bf_uniform(s, 1);
+    if (u1 < 1e-12f) u1 = 1e-12f;
+    return 1.0f + net->opt.noise_std * sqrtf(-2.0f * logf(u1)) * cosf(6.28318530718f * u2);
+}
+
+/* One conv's update: Counter-Hebb (mirror into dtd) or backprop (the weight gradient / n). */
+static bf_status conv_update(bf_butd_net *net, const bf_conv2d_shape *s, const float *bu, const float *td, int w,
+                             int td_w) {
+    bf_backend *b = net->backend;
+    float *dw = param(net, net->grad_data, w), *dtd = param(net, net->grad_data, td_w);
+    size_t count = net->params[w].count;
+    if (net->opt.learning == BF_BUTD_COUNTER_HEBB) {
+        BF_TRY(b->ops->counter_hebb_conv2d(b, s, bu, td, dw, NULL, dtd));
+        if (net->opt.noise_std > 0.0f) {
+            BF_TRY(b->ops->scale(b, dw, noise_factor(net, 2 * w), count));
+            if (dtd) BF_TRY(b->ops->scale(b, dtd, noise_factor(net, 2 * w + 1), count));
+        }
+        return BF_OK;
+    }
+    BF_TRY(b->ops->conv2d_backward_filter(b, s, bu, td, dw, NULL));
+    BF_TRY(b->ops->scale(b, dw, 1.0f / (float)net->batch, count));
+    return dtd ? b->ops->fill(b, dtd, 0.0f, count) : BF_OK;
+}
+
+/* The update of layer i from the BU activity below (act[i]) and the TD activity above (td[i+1]). */
+static bf_status layer_update(bf_butd_net *net, int i) {
+    bf_backend *b = net->backend;
+    const bf_butd_layer *l = &net->layers[i];
+    if (l->kind == BF_BUTD_BLOCK) { /* needs td_u: called after block_td */
+        BF_TRY(conv_update(net, &l->conv2, l->u, net->td[i + 1], l->w2, l->td_w2));
+        BF_TRY(conv_update(net, &l->conv, net->act[i], l->td_u, l->w, l->td_w));
+        if (l->has_down) BF_TRY(conv_update(net, &l->down, net->act[i], net->td[i + 1], l->wd, -1));
+        return BF_OK;
+    }
+    float *dw = param(net, net->grad_data, l->w), *db = param(net, net->grad_data, l->bias);
+    float *dtd = param(net, net->grad_data, l->td_w);
+    const float *bu = net->act[i], *td = net->td[i + 1];
+    int n = net->batch;
+    if (net->opt.learning == BF_BUTD_COUNTER_HEBB) {
+        if (l->kind == BF_BUTD_CONV)
+            BF_TRY(b->ops->counter_hebb_conv2d(b, &l->conv, bu, td, dw, db, dtd));
+        else
+            BF_TRY(b->ops->counter_hebb_linear(b, &l->linear, bu, td, dw, db, dtd));
+        if (net->opt.noise_std > 0.0f) {
+            /* AddNoise: W and B each get their own scalar. */
+            const bf_param *pw = &net->params[l->w];
+            BF_TRY(b->ops->scale(b, dw, noise_factor(net, 2 * l->w), pw->count));
+            if (db) BF_TRY(b->ops->scale(b, db, noise_factor(net, 2 * l->w), net->params[l->bias].count));
+            if (dtd) BF_TRY(b->ops->scale(b, dtd, noise_factor(net, 2 * l->w + 1), pw->count));
+        }
+        return BF_OK;
+    }
+    /* Backprop: the engine's weight-gradient ops, then 1/n for the batch-mean loss. B gets nothing. */
+    if (l->kind == BF_BUTD_CONV)
+        BF_TRY(b->ops->conv2d_backward_filter(b, &l->conv, bu, td, dw, db));
+    else
+        BF_TRY(b->ops->linear_backward(b, &l->linear, bu, param(net, net->param_data, l->w), td, NULL, dw, db));
+    BF_TRY(b->ops->scale(b, dw, 1.0f / (float)n, net->params[l->w].count));
+    if (db) BF_TRY(b->ops->scale(b, db, 1.0f / (float)n, net->params[l->bias].count));
+    if (dtd) BF_TRY(b->ops->fill(b, dtd, 0.0f, net->params[l->td_w].count));
+    return BF_OK;
+}
+
+bf_status bf_butd_backward(bf_butd_net *net, const float *dlogits) {
+    bf_backend *b = net->backend;
+    int L = net->num_layers, n = net->batch;
+    BF_TRY(b->ops->copy(b, net->td[L], dlogits, (size_t)n * net->layers[L - 1].out_size * sizeof(float)));
+    int bu_weights = net->opt.learning == BF_BUTD_BACKPROP;
+    for (int i = L - 1; i >= 0; i--) {
+        const bf_butd_layer *l = &net->layers[i];
+        if (l->kind == BF_BUTD_BLOCK) { /* the TD pass inside the block first: conv1's update reads td_u */
+            BF_TRY(block_td(net, l, i, 1, bu_weights));
+            BF_TRY(layer_update(net, i));
+            continue;
+        }
+        BF_TRY(layer_update(net, i));
+        if (i == 0) break; /* the TD activity at the image level is not used */
+        BF_TRY(td_op(net, l, bu_weights, net->td[i + 1], net->td[i]));
+        /* Bias blocked; GaLU against the BU counter activity: 1[a > 0] is ReLU' times the attention gate. */
+        BF_TRY(galu(b, net->td[i], net->act[i], (size_t)n * l->in_size));
+    }
+    net->step++;
+    return BF_OK;
+}

@@ -1,0 +1,239 @@
+/* butd_train.c - the training run of a BU-TD network (bioflex-train with [butd] network != none).
+ * Per step: (guided: instruction pass) -> BU pass -> loss -> TD error pass + update into grad_data
+ * -> the engine's optimiser. The learning rate follows [optim] and [schedule] (the configs in
+ * configs/butd/ use Adam and lr * 0.95^epoch, the reference recipe). The test split is scored
+ * after every epoch. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bioflex/butd.h"
+#include "fsutil.h"
+#include "task_eval.h"
+
+typedef struct butd_run {
+    const bf_config *cfg;
+    bf_backend *backend;
+    bf_dataset *train_set, *test_set;
+    bf_loader *train_loader, *test_loader;
+    bf_butd_net *net;
+    bf_optimizer *optim;
+    bf_loader_options test_options; /* the base of guided per-task evaluation */
+    bf_metrics_log log;             /* metrics.jsonl in run.dir: one eval line per epoch */
+    float *x, *dlogits, *losses, *correct1, *correct5, *sums;
+    int32_t *labels;
+} butd_run;
+
+static void run_free(butd_run *r) {
+    bf_backend *b = r->backend;
+    if (b) {
+        bf_free(b, r->x);
+        bf_free(b, r->dlogits);
+        bf_free(b, r->losses);
+        bf_free(b, r->labels);
+        bf_free(b, r->sums);
+        if (r->optim) bf_optimizer_destroy(b, r->optim);
+    }
+    bf_butd_destroy(r->net);
+    bf_loader_destroy(r->train_loader);
+    bf_loader_destroy(r->test_loader);
+    bf_dataset_free(r->train_set);
+    bf_dataset_free(r->test_set);
+    bf_metrics_close(&r->log);
+    if (b) bf_backend_destroy(b);
+}
+
+static bf_status open_data(butd_run *r) {
+    const bf_config *cfg = r->cfg;
+    BF_TRY(bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TRAIN, &r->train_set));
+    BF_TRY(bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TEST, &r->test_set));
+    bf_loader_options o = {.batch_size = cfg->data.batch_size, .threads = cfg->data.loader_threads,
+                           .prefetch = cfg->data.prefetch, .shuffle = cfg->data.shuffle,
+                           .normalize = cfg->data.normalize, .seed = cfg->run.seed,
+                           /* guided: one random task per training sample, as the reference; unguided: task 0 */
+                           .task = cfg->butd.guided ? BF_TASK_RANDOM : 0};
+    BF_TRY(bf_loader_create(r->train_set, &o, &r->train_loader));
+    o.batch_size = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : cfg->data.batch_size;
+    o.shuffle = 0;
+    o.task = 0; /* guided evaluation scores every task itself (bf_evaluate_tasks) */
+    r->test_options = o;
+    return bf_loader_create(r->test_set, &o, &r->test_loader);
+}
+
+static bf_status setup(butd_run *r) {
+    const bf_config *cfg = r->cfg;
+    BF_TRY(bf_metrics_open(&r->log, cfg->run.dir, 0));
+    BF_TRY(bf_backend_from_config(cfg, &r->backend));
+    BF_TRY(open_data(r));
+    const bf_dataset *d = r->train_set;
+    int batch = cfg->data.batch_size, eval_batch = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : batch;
+    int max_batch = batch > eval_batch ? batch : eval_batch;
+    int classes = cfg->model.num_classes ? cfg->model.num_classes : d->num_classes;
+    /* The instruction is the one-hot task of a multi-task dataset (bf_butd_build refuses a guided
+     * config on a single-task dataset). An unguided net on a multi-task dataset learns task 0's labels. */
+    int num_tasks = d->num_tasks;
+    BF_TRY(bf_butd_build(r->backend, &cfg->butd, d->c, d->h, d->w, max_batch, classes, num_tasks, cfg->run.seed,
+                         &r->net));
+    BF_TRY(bf_optimizer_create(r->backend, &cfg->optim, r->net->num_param_floats, &r->optim));
+    bf_backend *b = r->backend;
+    size_t per = (size_t)d->c * d->h * d->w;
+    BF_TRY(bf_alloc(b, (size_t)max_batch * per * sizeof(float), (void **)&r->x));
+    BF_TRY(bf_alloc(b, (size_t)max_batch * classes * sizeof(float), (void **)&r->dlogits));
+    BF_TRY(bf_alloc(b, (size_t)max_batch * 3 * sizeof(float), (void **)&r->losses));
+    r->correct1 = r->losses + max_batch;
+    r->correct5 = r->losses + 2 * max_batch;
+    BF_TRY(bf_alloc(b, (size_t)max_batch * sizeof(int32_t), (void **)&r->labels));
+    BF_TRY(bf_alloc(b, 4 * sizeof(float), (void **)&r->sums));
+    return BF_OK;
+}
+
+/* Uploads a batch and runs the instruction and BU passes; leaves the logits in *logits. */
+static bf_status forward_batch(butd_run *r, const bf_batch *batch, const float **logits) {
+    bf_backend *b = r->backend;
+    const bf_dataset *d = r->train_set;
+    int n = batch->n;
+    BF_TRY(bf_to_device(b, r->x, batch->images, (size_t)n * d->c * d->h * d->w * sizeof(float)));
+    BF_TRY(bf_to_device(b, r->labels, batch->labels, (size_t)n * sizeof(int32_t)));
+    BF_TRY(bf_butd_set_batch(r->net, n));
+    if (r->net->opt.guided) BF_TRY(bf_butd_instruct(r->net, batch->tasks));
+    return bf_butd_forward(r->net, r->x, logits);
+}
+
+/* Guided evaluation: the predicted class of each sample for its task (bf_evaluate_tasks). */
+static bf_status predict_tasks(void *ctx, const bf_batch *batch, int32_t *predictions, double *loss_sum) {
+    butd_run *r = ctx;
+    bf_backend *b = r->backend;
+    int k = r->net->num_classes, n = batch->n;
+    const float *logits = NULL;
+    BF_TRY(forward_batch(r, batch, &logits));
+    BF_TRY(b->ops->softmax_xent(b, n, k, logits, r->labels, 0.0f, 1.0f, r->losses, NULL));
+    float *host = malloc((size_t)n * (k + 1) * sizeof(float));
+    if (!host) return bf_error(BF_ERR_OOM, "butd: out of memory");
+    bf_status s = bf_to_host(b, host, logits, (size_t)n * k * sizeof(float));
+    if (s == BF_OK) s = bf_to_host(b, host + (size_t)n * k, r->losses, (size_t)n * sizeof(float));
+    for (int j = 0; s == BF_OK && j < n; j++) {
+        int best = 0;
+        for (int c = 1; c < k; c++)
+            if (host[(size_t)j * k + c] > host[(size_t)j * k + best]) best = c;
+        predictions[j] = best;
+        *loss_sum += host[(size_t)n * k + j];
+    }
+    free(host);
+    return s;
+}
+
+/* Test accuracy over the whole test split. */
+static bf_status evaluate(butd_run *r, double *loss, double *top1, int *samples) {
+    bf_backend *b = r->backend;
+    int k = r->net->num_classes, total = 0;
+    BF_TRY(b->ops->fill(b, r->sums, 0.0f, 4));
+    BF_TRY(bf_loader_start_epoch(r->test_loader, 0, 0));
+    for (;;) {
+        bf_batch *batch = NULL;
+        BF_TRY(bf_loader_next(r->test_loader, &batch, NULL));
+        if (!batch) break;
+        const float *logits = NULL;
+        bf_status s = forward_batch(r, batch, &logits);
+        if (s == BF_OK) s = b->ops->softmax_xent(b, batch->n, k, logits, r->labels, 0.0f, 1.0f, r->losses, NULL);
+        if (s == BF_OK) s = b->ops->topk_correct(b, batch->n, k, logits, r->labels, r->correct1, r->correct5);
+        if (s == BF_OK) s = b->ops->accumulate_sum(b, r->losses, (size_t)batch->n, r->sums + 0);
+        if (s == BF_OK) s = b->ops->accumulate_sum(b, r->correct1, (size_t)batch->n, r->sums + 1);
+        total += batch->n;
+        bf_loader_release(r->test_loader, batch);
+        BF_TRY(s);
+    }
+    float h[2];
+    BF_TRY(bf_to_host(b, h, r->sums, sizeof h));
+    *loss = total ? h[0] / total : 0.0;
+    *top1 = total ? h[1] / total : 0.0;
+    *samples = total;
+    return BF_OK;
+}
+
+static bf_status train_epoch(butd_run *r, int epoch, long *step, double *train_loss) {
+    bf_backend *b = r->backend;
+    const bf_config *cfg = r->cfg;
+    int k = r->net->num_classes, steps_per_epoch = bf_loader_num_batches(r->train_loader), seen = 0;
+    float lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, *step, epoch, steps_per_epoch, cfg->run.epochs);
+    BF_TRY(b->ops->fill(b, r->sums, 0.0f, 4));
+    BF_TRY(bf_loader_start_epoch(r->train_loader, epoch, 0));
+    for (;;) {
+        bf_batch *batch = NULL;
+        BF_TRY(bf_loader_next(r->train_loader, &batch, NULL));
+        if (!batch) break;
+        if (cfg->schedule.unit == BF_SCHED_UNIT_STEP)
+            lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, *step, epoch, steps_per_epoch, cfg->run.epochs);
+        const float *logits = NULL;
+        bf_status s = forward_batch(r, batch, &logits);
+        /* The per-sample gradient at the logits (softmax - onehot, not divided by n): the TD error input. */
+        if (s == BF_OK)
+            s = b->ops->softmax_xent(b, batch->n, k, logits, r->labels, cfg->optim.label_smoothing, 1.0f, r->losses,
+                                     r->dlogits);
+        if (s == BF_OK) s = b->ops->accumulate_sum(b, r->losses, (size_t)batch->n, r->sums + 0);
+        if (s == BF_OK) s = bf_butd_backward(r->net, r->dlogits);
+        if (s == BF_OK) s = bf_optimizer_step(b, r->optim, r->net->param_data, r->net->grad_data, lr, NULL);
+        seen += batch->n;
+        bf_loader_release(r->train_loader, batch);
+        BF_TRY(s);
+        (*step)++;
+    }
+    float h;
+    BF_TRY(bf_to_host(b, &h, r->sums, sizeof h));
+    *train_loss = seen ? h / seen : 0.0;
+    return BF_OK;
+}
+
+bf_status bf_butd_train(const bf_config *cfg, const bf_train_options *opt, bf_train_result *result) {
+    butd_run r;
+    memset(&r, 0, sizeof r);
+    memset(result, 0, sizeof *result);
+    r.cfg = cfg;
+    FILE *text = opt && opt->log ? opt->log : stdout;
+    int quiet = opt && opt->quiet;
+    if (opt && opt->resume) {
+        return bf_error(BF_ERR_CONFIG, "[butd] networks cannot resume from a checkpoint yet (--resume %s)",
+                        opt->resume);
+    }
+    bf_status s = setup(&r);
+    long step = 0;
+    static const char *learning[] = {"backprop", "counter_hebb"};
+    if (s == BF_OK && !quiet)
+        fprintf(text, "butd: %d layers, %zu parameters, learning %s, weights %s%s\n", r.net->num_layers,
+                r.net->num_param_floats, learning[cfg->butd.learning], cfg->butd.shared_weights ? "shared" : "separate",
+                cfg->butd.guided ? ", guided" : "");
+    for (int epoch = 0; s == BF_OK && epoch < cfg->run.epochs; epoch++) {
+        double t0 = (double)clock(), train_loss = 0, loss = 0, top1 = 0;
+        int samples = 0;
+        s = train_epoch(&r, epoch, &step, &train_loss);
+        if (s == BF_OK && cfg->butd.guided) {
+            bf_task_eval_result te;
+            s = bf_evaluate_tasks(r.test_set, &r.test_options, 0, 0, predict_tasks, &r, &te);
+            if (s == BF_OK) bf_metrics_eval_tasks(&r.log, epoch + 1, step, &te, "test", quiet ? NULL : text);
+            loss = te.mean_loss, top1 = te.mean_accuracy, samples = te.samples;
+        } else if (s == BF_OK) {
+            s = evaluate(&r, &loss, &top1, &samples);
+            if (s == BF_OK) bf_metrics_eval(&r.log, epoch + 1, step, loss, top1, 0.0, samples, "test", NULL);
+        }
+        if (s != BF_OK) break;
+        if (!quiet)
+            fprintf(text, "epoch %d: train loss %.4f, test loss %.4f, test accuracy %.2f %%%s (%.1f s cpu)\n", epoch + 1,
+                    train_loss, loss, 100.0 * top1, cfg->butd.guided ? " (mean over tasks)" : "",
+                    ((double)clock() - t0) / CLOCKS_PER_SEC);
+        fflush(text);
+        result->final_eval.loss = loss;
+        result->final_eval.top1 = top1;
+        result->final_eval.samples = samples;
+        result->epochs_done = epoch + 1;
+        result->steps_done = step;
+    }
+    if (s == BF_OK && r.net) { /* the trained weights, beside the run's config */
+        s = bf_mkdir_p(cfg->run.dir);
+        if (s == BF_OK) {
+            snprintf(result->checkpoint, sizeof result->checkpoint, "%s/butd_model.safetensors", cfg->run.dir);
+            s = bf_butd_save(r.net, result->checkpoint);
+        }
+        if (s == BF_OK && !quiet) fprintf(text, "butd: weights written to %s\n", result->checkpoint);
+    }
+    run_free(&r);
+    return s;
+}

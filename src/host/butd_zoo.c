@@ -1,0 +1,53 @@
+/* butd_zoo.c - the BU-TD architectures of the reference (specs/butd-counterhebb.md section 4):
+ * fc (BUTDFCNet), simple (BUTDSimpleNet) and resnet18 (BUTDResNet with norm_layer = "no_norm"). */
+#include "bioflex/butd.h"
+
+bf_status bf_butd_build(bf_backend *b, const bf_butd_config *cfg, int c, int h, int w, int max_batch,
+                        int num_classes, int num_tasks, long seed, bf_butd_net **out) {
+    bf_butd_options opt = {.learning = (bf_butd_learning)cfg->learning, .shared_weights = cfg->shared_weights,
+                           .symmetric_init = cfg->symmetric_init, .guided = cfg->guided, .num_tasks = num_tasks,
+                           .task_embedding = cfg->task_embedding, .noise_std = cfg->noise_std, .seed = seed};
+    if (cfg->guided && num_tasks <= 0)
+        return bf_error(BF_ERR_CONFIG, "[butd] guided = true needs a multi-task dataset ([data] dataset = "
+                                       "multi_mnist | multi_fashion_mnist | celeba)");
+    bf_butd_net *net = NULL;
+    BF_TRY(bf_butd_create(b, c, h, w, max_batch, &opt, &net));
+    char name[32];
+    switch (cfg->network) {
+    case 1: /* fc: Flatten -> depth x Linear(hidden) + ReLU -> head */
+        for (int i = 0; i < cfg->depth; i++) {
+            snprintf(name, sizeof name, "core_net.%d", i);
+            bf_butd_add_linear(net, name, cfg->hidden, 1);
+        }
+        break;
+    case 2: { /* simple: conv5 -> depthwise k2 s2 -> conv5 -> depthwise k3 s2 -> Linear(hidden) */
+        int c1 = cfg->channels[0], c2 = cfg->num_channels > 1 ? cfg->channels[1] : c1;
+        bf_butd_add_conv(net, "core_net.0", c1, 5, 1, 0, 1, 1);
+        bf_butd_add_conv(net, "core_net.1", c1, 2, 2, 0, c1, 1);
+        bf_butd_add_conv(net, "core_net.2", c2, 5, 1, 0, 1, 1);
+        bf_butd_add_conv(net, "core_net.3", c2, 3, 2, 0, c2, 1);
+        bf_butd_add_linear(net, "core_net.4", cfg->hidden, 1);
+        break;
+    }
+    case 3: { /* resnet18, no BN: stem conv3x3 s1 p1 (no bias) + ReLU, 4 stages x 2 blocks, flatten */
+        static const int widths[4] = {64, 128, 256, 512};
+        bf_butd_add_conv(net, "conv1", 64, 3, 1, 1, 1, 0);
+        for (int stage = 0; stage < 4; stage++)
+            for (int k = 0; k < 2; k++) {
+                snprintf(name, sizeof name, "layer%d.%d", stage + 1, k);
+                bf_butd_add_block(net, name, widths[stage], stage > 0 && k == 0 ? 2 : 1);
+            }
+        break;
+    }
+    default:
+        bf_butd_destroy(net);
+        return bf_error(BF_ERR_CONFIG, "[butd] network: %d is not a BU-TD network (fc | simple | resnet18)", cfg->network);
+    }
+    bf_status s = bf_butd_finalize(net, num_classes);
+    if (s != BF_OK) {
+        bf_butd_destroy(net);
+        return s;
+    }
+    *out = net;
+    return BF_OK;
+}

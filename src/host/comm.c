@@ -1,0 +1,137 @@
+/* comm.c - the communicator front end: the one-rank "self" communicator, reading the launcher's
+ * world size from the environment, the collectives' dispatch, the config-hash check and the
+ * rendezvous file. MPI and NCCL live in comm_mpi.c and comm_nccl.c. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bioflex/comm.h"
+
+/* ---- self: one rank ---- */
+static bf_status self_allreduce_float(bf_comm *c, float *buf, size_t n, bf_reduce_op op) { return BF_OK; }
+static bf_status self_allreduce_double(bf_comm *c, double *buf, size_t n) { return BF_OK; }
+static bf_status self_broadcast(bf_comm *c, void *buf, size_t bytes, int root) { return BF_OK; }
+static bf_status self_barrier(bf_comm *c) { return BF_OK; }
+static void self_destroy(bf_comm *c, int failed) {}
+
+static const bf_comm_impl self_impl = {self_allreduce_float, self_allreduce_double, self_broadcast, self_barrier,
+                                       self_destroy};
+
+bf_status bf_comm_create_self(bf_comm **out) {
+    bf_comm *c = calloc(1, sizeof *c);
+    if (!c) return bf_error(BF_ERR_OOM, "communicator: out of memory");
+    c->kind = BF_COMM_SELF;
+    c->world = c->local_world = 1;
+    c->device = -1;
+    c->impl = &self_impl;
+    *out = c;
+    return BF_OK;
+}
+
+/* ---- the launcher's world ---- */
+static int env_int(const char *name) {
+    const char *v = getenv(name);
+    return v && *v ? atoi(v) : 0;
+}
+
+int bf_comm_launcher_world(void) {
+    static const char *names[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        int n = env_int(names[i]);
+        /* SLURM_NTASKS is also set inside an allocation for a plain `./bioflex-train` run on the
+         * batch host: only count it when srun started this process as one of its tasks. */
+        if (i == 4 && !getenv("SLURM_PROCID")) continue;
+        if (n > 0) return n;
+    }
+    return 1;
+}
+
+int bf_comm_launcher_rank(void) {
+    static const char *names[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"};
+    if (bf_comm_launcher_world() <= 1) return 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (getenv(names[i]) && *getenv(names[i])) return env_int(names[i]);
+    return 0;
+}
+
+bf_status bf_comm_create_world(double timeout_s, bf_comm **out) {
+    int world = bf_comm_launcher_world();
+    if (world <= 1) return bf_comm_create_self(out);
+    if (!bf_comm_mpi_built())
+        return bf_error(BF_ERR_UNAVAILABLE, "this process is one of %d ranks started by mpirun/srun, but bioflex was "
+                        "built without MPI, so every rank would train alone: install an MPI (tools/setup.sh installs "
+                        "libopenmpi-dev) and configure with -DBIOFLEX_MPI=ON", world);
+    return bf_comm_create_mpi(timeout_s, out);
+}
+
+/* ---- collectives ---- */
+bf_status bf_comm_allreduce_float(bf_comm *c, float *buf, size_t n, bf_reduce_op op) {
+    return c->world == 1 ? BF_OK : c->impl->allreduce_float(c, buf, n, op);
+}
+bf_status bf_comm_allreduce_double(bf_comm *c, double *buf, size_t n) {
+    return c->world == 1 ? BF_OK : c->impl->allreduce_double(c, buf, n);
+}
+bf_status bf_comm_broadcast(bf_comm *c, void *buf, size_t bytes, int root) {
+    return c->world == 1 ? BF_OK : c->impl->broadcast(c, buf, bytes, root);
+}
+bf_status bf_comm_barrier(bf_comm *c) { return c->world == 1 ? BF_OK : c->impl->barrier(c); }
+
+bf_status bf_comm_check_same(bf_comm *c, uint64_t value, const char *what) {
+    if (c->world == 1) return BF_OK;
+    /* Rank 0's value travels to everyone; each rank adds "I differ" (its rank + 1 at slot 0, a
+     * count at slot 1), so every rank learns the same verdict and stops together. */
+    uint64_t root = value;
+    BF_TRY(bf_comm_broadcast(c, &root, sizeof root, 0));
+    int differs = root != value;
+    double votes[2] = {differs ? (double)(c->rank + 1) : 0.0, differs ? 1.0 : 0.0};
+    BF_TRY(bf_comm_allreduce_double(c, votes, 2));
+    if (votes[1] == 0) return BF_OK;
+    if (differs)
+        return bf_error(BF_ERR_CONFIG, "rank %d's %s (hash %016llx) differs from rank 0's (%016llx): every rank must "
+                        "run the same config file and --set overrides", c->rank, what, (unsigned long long)value,
+                        (unsigned long long)root);
+    return bf_error(BF_ERR_CONFIG, "%d rank(s) have a different %s from rank 0: every rank must run the same "
+                    "config file and --set overrides", (int)votes[1], what);
+}
+
+void bf_comm_destroy(bf_comm *c, int failed) {
+    if (!c) return;
+    c->impl->destroy(c, failed);
+    free(c);
+}
+
+/* ---- rendezvous file ---- */
+bf_status bf_comm_rendezvous_file(const char *path, int rank, void *data, size_t bytes, double timeout_s) {
+    if (rank == 0) {
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+        FILE *f = fopen(tmp, "wb");
+        if (!f) return bf_error(BF_ERR_IO, "rendezvous file %s: cannot write: %s", tmp, strerror(errno));
+        size_t w = fwrite(data, 1, bytes, f);
+        int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
+        bad |= fclose(f) != 0;
+        if (w != bytes || bad || rename(tmp, path) != 0) {
+            remove(tmp);
+            return bf_error(BF_ERR_IO, "rendezvous file %s: cannot write: %s", path, strerror(errno));
+        }
+        return BF_OK;
+    }
+    struct timespec start, now, nap = {0, 50 * 1000 * 1000};
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        FILE *f = fopen(path, "rb");
+        if (f) {
+            size_t r = fread(data, 1, bytes, f);
+            fclose(f);
+            if (r == bytes) return BF_OK;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) * 1e-9 > timeout_s)
+            return bf_error(BF_ERR_IO, "rendezvous file %s: rank 0 did not write it within %.0f s ([run] "
+                            "collective_timeout); is it on a filesystem every node shares?", path, timeout_s);
+        nanosleep(&nap, NULL);
+    }
+}

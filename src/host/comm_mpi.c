@@ -1,0 +1,169 @@
+/* comm_mpi.c - the MPI communicator: one rank per process, host buffers (the CPU backend's
+ * memory), started by mpirun or srun.
+ *
+ * Every collective is the non-blocking MPI call (MPI_Iallreduce, MPI_Ibcast, MPI_Ibarrier) polled
+ * with MPI_Test against a deadline of [run] collective_timeout seconds: blocking MPI calls wait
+ * forever for a rank that hangs, and with some launchers for one that died. On a timeout the rank
+ * reports which collective stalled, and bf_comm_destroy(c, failed = 1) aborts the whole job. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "bioflex/comm.h"
+
+#ifndef BIOFLEX_HAVE_MPI
+
+int bf_comm_mpi_built(void) { return 0; }
+bf_status bf_comm_create_mpi(double timeout_s, bf_comm **out) {
+    *out = NULL;
+    return bf_error(BF_ERR_UNAVAILABLE, "bioflex was built without MPI (configure with -DBIOFLEX_MPI=ON after "
+                    "installing libopenmpi-dev)");
+}
+
+#else
+
+#include <mpi.h>
+
+int bf_comm_mpi_built(void) { return 1; }
+
+typedef struct mpi_state {
+    MPI_Comm world;
+    int initialised_here; /* we called MPI_Init, so we call MPI_Finalize */
+} mpi_state;
+
+/* MPI counts are int: big buffers go in pieces of at most this many elements. */
+#define MPI_CHUNK (1 << 28)
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static bf_status mpi_fail(int err, const char *what) {
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(err, text, &len);
+    return bf_error(BF_ERR_DEVICE, "MPI %s failed: %s", what, text);
+}
+
+/* Polls one request until done or the deadline. The first polls spin (a collective between
+ * healthy ranks ends in microseconds to milliseconds); later ones sleep briefly so a long wait
+ * does not steal a core from the loader threads. */
+static bf_status wait_request(bf_comm *c, MPI_Request *req, const char *what, size_t n) {
+    double deadline = now_s() + c->timeout_s;
+    struct timespec nap = {0, 50 * 1000};
+    for (long polls = 0;; polls++) {
+        int done = 0;
+        int err = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (err != MPI_SUCCESS) return mpi_fail(err, what);
+        if (done) return BF_OK;
+        if (polls > 2000) {
+            if (now_s() > deadline)
+                return bf_error(BF_ERR_DEVICE, "%s of %zu elements did not complete within %.0f s "
+                                "([run] collective_timeout): another rank has died or hangs", what,
+                                n, c->timeout_s);
+            nanosleep(&nap, NULL);
+        }
+    }
+}
+
+static bf_status mpi_allreduce(bf_comm *c, void *buf, size_t n, MPI_Datatype type, size_t elem, const char *what) {
+    mpi_state *s = c->state;
+    for (size_t off = 0; off < n; off += MPI_CHUNK) {
+        int count = (int)(n - off < MPI_CHUNK ? n - off : MPI_CHUNK);
+        MPI_Request req;
+        int err = MPI_Iallreduce(MPI_IN_PLACE, (char *)buf + off * elem, count, type, MPI_SUM, s->world, &req);
+        if (err != MPI_SUCCESS) return mpi_fail(err, what);
+        BF_TRY(wait_request(c, &req, what, n));
+    }
+    return BF_OK;
+}
+
+static bf_status mpi_allreduce_float(bf_comm *c, float *buf, size_t n, bf_reduce_op op) {
+    BF_TRY(mpi_allreduce(c, buf, n, MPI_FLOAT, sizeof(float), "all-reduce (float)"));
+    if (op == BF_REDUCE_AVG) {
+        float inv = 1.0f / (float)c->world;
+        for (size_t i = 0; i < n; i++) buf[i] *= inv;
+    }
+    return BF_OK;
+}
+
+static bf_status mpi_allreduce_double(bf_comm *c, double *buf, size_t n) {
+    return mpi_allreduce(c, buf, n, MPI_DOUBLE, sizeof(double), "all-reduce (double)");
+}
+
+static bf_status mpi_broadcast(bf_comm *c, void *buf, size_t bytes, int root) {
+    mpi_state *s = c->state;
+    for (size_t off = 0; off < bytes; off += MPI_CHUNK) {
+        int count = (int)(bytes - off < MPI_CHUNK ? bytes - off : MPI_CHUNK);
+        MPI_Request req;
+        int err = MPI_Ibcast((char *)buf + off, count, MPI_BYTE, root, s->world, &req);
+        if (err != MPI_SUCCESS) return mpi_fail(err, "broadcast");
+        BF_TRY(wait_request(c, &req, "broadcast", bytes));
+    }
+    return BF_OK;
+}
+
+static bf_status mpi_barrier(bf_comm *c) {
+    mpi_state *s = c->state;
+    MPI_Request req;
+    int err = MPI_Ibarrier(s->world, &req);
+    if (err != MPI_SUCCESS) return mpi_fail(err, "barrier");
+    return wait_request(c, &req, "barrier", 0);
+}
+
+static void mpi_destroy(bf_comm *c, int failed) {
+    mpi_state *s = c->state;
+    if (!s) return;
+    if (failed && c->world > 1) {
+        /* The other ranks may be dead or blocked in a collective: MPI_Finalize would wait for them.
+         * Say why first, since MPI_Abort ends this process before the caller can print. */
+        fprintf(stderr, "rank %d of %d: error: %s\nrank %d: aborting the MPI job\n", c->rank, c->world,
+                bf_last_error(), c->rank);
+        fflush(stderr);
+        MPI_Abort(s->world, 1);
+    }
+    MPI_Comm_free(&s->world);
+    if (s->initialised_here) MPI_Finalize();
+    free(s);
+}
+
+static const bf_comm_impl mpi_impl = {mpi_allreduce_float, mpi_allreduce_double, mpi_broadcast, mpi_barrier,
+                                      mpi_destroy};
+
+bf_status bf_comm_create_mpi(double timeout_s, bf_comm **out) {
+    *out = NULL;
+    int initialised = 0, provided = 0;
+    MPI_Initialized(&initialised);
+    /* Only the training thread calls MPI; loader threads never do. */
+    if (!initialised && MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        return bf_error(BF_ERR_DEVICE, "MPI_Init_thread failed (is this process started by mpirun or srun?)");
+    bf_comm *c = calloc(1, sizeof *c);
+    mpi_state *s = calloc(1, sizeof *s);
+    if (!c || !s) {
+        free(c);
+        free(s);
+        return bf_error(BF_ERR_OOM, "MPI communicator: out of memory");
+    }
+    s->initialised_here = !initialised;
+    /* A duplicate keeps our traffic apart from any other MPI user; errors come back as codes. */
+    MPI_Comm_dup(MPI_COMM_WORLD, &s->world);
+    MPI_Comm_set_errhandler(s->world, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(s->world, &c->rank);
+    MPI_Comm_size(s->world, &c->world);
+    MPI_Comm node;
+    MPI_Comm_split_type(s->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &c->local_rank);
+    MPI_Comm_size(node, &c->local_world);
+    MPI_Comm_free(&node);
+    c->kind = BF_COMM_MPI;
+    c->timeout_s = timeout_s;
+    c->device = -1;
+    c->impl = &mpi_impl;
+    c->state = s;
+    *out = c;
+    return BF_OK;
+}
+
+#endif

@@ -1,0 +1,236 @@
+/* data_parallel.c - the training run as one of several data-parallel ranks (see data_parallel.h). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bioflex/hash.h"
+#include "data_parallel.h"
+
+/* A hash of the resolved config as bf_config_print writes it: equal text, equal runs. */
+static bf_status config_hash(const bf_config *cfg, uint64_t *out) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return bf_error(BF_ERR_OOM, "data parallel: cannot hash the config (out of memory)");
+    bf_config_print(cfg, f);
+    fclose(f);
+    uint64_t h = 0x6269666c6578ull;
+    for (size_t i = 0; i < len; i++) h = bf_hash2(h, (uint64_t)(unsigned char)text[i] + ((uint64_t)i << 8));
+    free(text);
+    *out = h;
+    return BF_OK;
+}
+
+bf_status bf_dp_start(bf_data_parallel *dp, const bf_config *cfg, bf_comm *comm, const bf_config **run_cfg) {
+    memset(dp, 0, sizeof *dp);
+    *run_cfg = cfg;
+    dp->comm = comm;
+    if (!comm) {
+        BF_TRY(bf_comm_create_world(cfg->run.collective_timeout, &dp->comm));
+        dp->owns_comm = 1;
+    }
+    dp->rank = dp->comm->rank;
+    dp->world = dp->comm->world;
+    if (dp->world == 1) return BF_OK;
+    uint64_t h = 0;
+    BF_TRY(config_hash(cfg, &h));
+    BF_TRY(bf_comm_check_same(dp->comm, h, "resolved config"));
+    if (cfg->data.batch_size % dp->world != 0)
+        return bf_error(BF_ERR_CONFIG, "[data] batch_size = %d is the global batch and must be divisible by the %d "
+                        "data-parallel ranks (each rank trains on batch_size / ranks samples)", cfg->data.batch_size,
+                        dp->world);
+    if (cfg->run.sync_bn && dp->comm->kind != BF_COMM_MPI)
+        return bf_error(BF_ERR_CONFIG, "[run] sync_bn = true is implemented for the CPU backend over MPI (mpirun) "
+                        "only, not for --gpus; set sync_bn = false");
+    dp->sync_bn = cfg->run.sync_bn;
+    dp->local = *cfg;
+    dp->local.data.batch_size = cfg->data.batch_size / dp->world;
+    int eval = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : cfg->data.batch_size;
+    dp->local.data.eval_batch_size = (eval + dp->world - 1) / dp->world;
+    dp->quiet_text = fopen("/dev/null", "w");
+    if (!dp->quiet_text) return bf_error(BF_ERR_IO, "data parallel: cannot open /dev/null");
+    *run_cfg = &dp->local;
+    return BF_OK;
+}
+
+bf_status bf_dp_create_backend(const bf_data_parallel *dp, const bf_config *cfg, bf_backend **out) {
+    if (dp->comm->kind == BF_COMM_NCCL)
+        return bf_backend_create_cuda(dp->comm->device, (bf_precision)cfg->run.precision, out);
+    int gpus = bf_cuda_device_count();
+    int want_cuda = cfg->run.device == BF_DEVICE_SEL_CUDA || (cfg->run.device == BF_DEVICE_AUTO && gpus > 0);
+    if (dp->world > 1 && want_cuda && gpus > 0)
+        return bf_backend_create_cuda(dp->comm->local_rank % gpus, (bf_precision)cfg->run.precision, out);
+    return bf_backend_from_config(cfg, out);
+}
+
+void bf_dp_loader_options(const bf_data_parallel *dp, bf_loader_options *o, int training) {
+    o->rank = dp->rank;
+    o->world = dp->world;
+    if (training && dp->world > 1) o->drop_last = 1;
+}
+
+bf_status bf_dp_check_data(const bf_data_parallel *dp, const bf_dataset *train_set) {
+    if (dp->world == 1) return BF_OK;
+    int global = dp->local.data.batch_size * dp->world;
+    if (train_set->num_samples < global)
+        return bf_error(BF_ERR_CONFIG, "too few samples per rank: dataset %s has %d training samples, fewer than one "
+                        "global batch of %d ([data] batch_size) over %d ranks; lower batch_size or the number of ranks",
+                        train_set->name, train_set->num_samples, global, dp->world);
+    return BF_OK;
+}
+
+/* ---- NCCL gradient buckets ----
+ * Parameters sit in one buffer; the backward pass finishes layers from the last to the first. After
+ * layer i, every gradient at or above ready_below[i] (the end of the highest parameter of a layer
+ * before i) is final. Once a bucket's worth of final gradients is pending, its all-reduce is
+ * launched on the NCCL stream, which first waits for the compute stream's work so far: the
+ * transfer overlaps the backward of the earlier layers. */
+#define BUCKET_BYTES (25u << 20) /* PyTorch DDP's default bucket size */
+
+static bf_status launch_bucket(bf_data_parallel *dp, size_t from) {
+    bf_model *m = dp->model;
+    if (from >= dp->pending_end) return BF_OK;
+    BF_TRY(bf_cuda_stream_handoff(m->backend, bf_comm_nccl_stream(dp->comm), 1));
+    BF_TRY(bf_comm_nccl_allreduce_async(dp->comm, m->grad_data + from, dp->pending_end - from, BF_REDUCE_AVG));
+    dp->pending_end = from;
+    return BF_OK;
+}
+
+static bf_status on_layer_backward(void *ctx, bf_model *m, int layer) {
+    bf_data_parallel *dp = ctx;
+    size_t ready = dp->ready_below[layer];
+    if (dp->pending_end > ready && dp->pending_end - ready >= dp->bucket_floats) return launch_bucket(dp, ready);
+    return BF_OK;
+}
+
+static bf_status plan_buckets(bf_data_parallel *dp, bf_model *m) {
+    dp->ready_below = calloc((size_t)m->num_layers + 1, sizeof *dp->ready_below);
+    if (!dp->ready_below) return bf_error(BF_ERR_OOM, "data parallel: out of host memory");
+    /* ready_below[i] = max end of the parameters of layers < i */
+    for (int i = 0; i < m->num_layers; i++) {
+        size_t end = 0;
+        for (int p = 0; p < m->num_params; p++)
+            if (m->params[p].layer < i && m->params[p].offset + m->params[p].count > end)
+                end = m->params[p].offset + m->params[p].count;
+        dp->ready_below[i] = end;
+    }
+    dp->model = m;
+    dp->bucket_floats = BUCKET_BYTES / sizeof(float);
+    dp->pending_end = m->num_param_floats;
+    m->on_layer_backward = on_layer_backward;
+    m->on_layer_backward_ctx = dp;
+    return BF_OK;
+}
+
+/* Runs fn over n backend floats: in place on the CPU backend (its memory is host memory),
+ * through a host copy on others (MPI moves host memory). */
+static bf_status on_host(bf_data_parallel *dp, bf_backend *b, float *buf, size_t n,
+                         bf_status (*fn)(bf_data_parallel *, float *, size_t)) {
+    if (b->kind == BF_DEVICE_CPU) return fn(dp, buf, n);
+    if (dp->comm->kind == BF_COMM_NCCL) {
+        /* NCCL moves device memory on its own stream: order it after the compute stream's work,
+         * and the compute stream's next work after the collective. */
+        void *stream = bf_comm_nccl_stream(dp->comm);
+        BF_TRY(bf_cuda_stream_handoff(b, stream, 1));
+        BF_TRY(fn(dp, buf, n));
+        return bf_cuda_stream_handoff(b, stream, 0);
+    }
+    if (dp->staging_floats < n) {
+        float *p = realloc(dp->staging, n * sizeof(float));
+        if (!p) return bf_error(BF_ERR_OOM, "data parallel: cannot stage %zu floats on the host", n);
+        dp->staging = p;
+        dp->staging_floats = n;
+    }
+    BF_TRY(bf_to_host(b, dp->staging, buf, n * sizeof(float)));
+    BF_TRY(fn(dp, dp->staging, n));
+    return bf_to_device(b, buf, dp->staging, n * sizeof(float));
+}
+
+static bf_status broadcast_floats(bf_data_parallel *dp, float *buf, size_t n) {
+    return bf_comm_broadcast(dp->comm, buf, n * sizeof(float), 0);
+}
+static bf_status average_floats(bf_data_parallel *dp, float *buf, size_t n) {
+    return bf_comm_allreduce_float(dp->comm, buf, n, BF_REDUCE_AVG);
+}
+static bf_status sum_floats(bf_data_parallel *dp, float *buf, size_t n) {
+    return bf_comm_allreduce_float(dp->comm, buf, n, BF_REDUCE_SUM);
+}
+
+static bf_status sync_sums(void *ctx, double *sums, size_t n) {
+    bf_data_parallel *dp = ctx;
+    return bf_comm_allreduce_double(dp->comm, sums, n);
+}
+
+bf_status bf_dp_attach_model(bf_data_parallel *dp, bf_model *m) {
+    if (dp->comm->kind == BF_COMM_NCCL) BF_TRY(plan_buckets(dp, m));
+    if (dp->sync_bn) {
+        if (m->backend->kind != BF_DEVICE_CPU)
+            return bf_error(BF_ERR_CONFIG, "[run] sync_bn = true is implemented for the CPU backend only; set "
+                            "sync_bn = false or [run] device = cpu");
+        m->sync_sums = sync_sums;
+        m->sync_ctx = dp;
+    }
+    if (dp->world == 1 && dp->comm->kind != BF_COMM_NCCL) return BF_OK;
+    BF_TRY(on_host(dp, m->backend, m->param_data, m->num_param_floats, broadcast_floats));
+    if (m->num_buffer_floats) BF_TRY(on_host(dp, m->backend, m->buffer_data, m->num_buffer_floats, broadcast_floats));
+    return bf_comm_broadcast(dp->comm, &m->num_batches_tracked, sizeof m->num_batches_tracked, 0);
+}
+
+bf_status bf_dp_average_gradients(bf_data_parallel *dp, bf_model *m) {
+    if (dp->comm->kind == BF_COMM_NCCL) {
+        /* The last bucket, then the compute stream waits for every bucket before the norm/optimiser. */
+        BF_TRY(launch_bucket(dp, 0));
+        dp->pending_end = m->num_param_floats;
+        return bf_cuda_stream_handoff(m->backend, bf_comm_nccl_stream(dp->comm), 0);
+    }
+    if (dp->world == 1) return BF_OK;
+    /* Each rank's loss is the mean over its equal-sized batch, so the mean of the ranks' gradients
+     * is the gradient of the mean loss over the global batch: what one process would compute. */
+    return on_host(dp, m->backend, m->grad_data, m->num_param_floats, average_floats);
+}
+
+bf_status bf_dp_sum_floats(bf_data_parallel *dp, bf_backend *b, float *buf, size_t n) {
+    /* With NCCL this also waits (with the timeout) for the gradient buckets of the interval, so a
+     * dead peer is reported here instead of hanging the next host copy. */
+    if (dp->comm->kind == BF_COMM_NCCL) BF_TRY(bf_comm_nccl_wait(dp->comm, "gradient all-reduce"));
+    if (dp->world == 1 && dp->comm->kind != BF_COMM_NCCL) return BF_OK;
+    return on_host(dp, b, buf, n, sum_floats);
+}
+
+bf_status bf_dp_reduce_eval(bf_data_parallel *dp, bf_eval_result *res) {
+    if (dp->world == 1) return BF_OK;
+    double sums[4] = {res->loss * res->samples, res->top1 * res->samples, res->top5 * res->samples, res->samples};
+    BF_TRY(bf_comm_allreduce_double(dp->comm, sums, 4));
+    res->samples = (int)sums[3];
+    res->loss = sums[3] > 0 ? sums[0] / sums[3] : 0;
+    res->top1 = sums[3] > 0 ? sums[1] / sums[3] : 0;
+    res->top5 = sums[3] > 0 ? sums[2] / sums[3] : 0;
+    return BF_OK;
+}
+
+bf_status bf_dp_metrics_open(bf_data_parallel *dp, bf_metrics_log *log, const char *run_dir, int progress) {
+    if (dp->rank == 0) return bf_metrics_open(log, run_dir, progress);
+    /* No files: metrics lines are skipped without a jsonl file, and a raster cannot open
+     * /dev/null/spikes.jsonl, so it is skipped too. */
+    memset(log, 0, sizeof *log);
+    snprintf(log->dir, sizeof log->dir, "/dev/null");
+    return BF_OK;
+}
+
+FILE *bf_dp_text(bf_data_parallel *dp, FILE *text) { return dp->rank == 0 || !dp->quiet_text ? text : dp->quiet_text; }
+
+int bf_dp_writes_checkpoints(const bf_data_parallel *dp) { return dp->rank == 0; }
+
+bf_status bf_dp_checkpoint_written(bf_data_parallel *dp) { return bf_comm_barrier(dp->comm); }
+
+void bf_dp_stop(bf_data_parallel *dp, int failed) {
+    /* The model (and its hook pointing here) is already destroyed by the run. */
+    dp->model = NULL;
+    free(dp->ready_below);
+    dp->ready_below = NULL;
+    if (dp->owns_comm) bf_comm_destroy(dp->comm, failed);
+    dp->comm = NULL;
+    if (dp->quiet_text) fclose(dp->quiet_text);
+    dp->quiet_text = NULL;
+    free(dp->staging);
+    dp->staging = NULL;
+}

@@ -1,0 +1,79 @@
+/* data_parallel.h - internal: what the training run does differently when it is one of several
+ * data-parallel ranks (mpirun/srun with the MPI communicator). With one rank every function here
+ * is a no-op, so the single-process run is unchanged.
+ *
+ *   start: the communicator, a check that every rank resolved the same config, the per-rank
+ *          batch (global [data] batch_size / world) and the data shard of this rank;
+ *   model: parameters and buffers broadcast from rank 0 (they are equal anyway when the seeds are,
+ *          but a resumed or hand-edited rank must not drift);
+ *   step:  gradients averaged over the ranks after the backward pass, before the gradient norm,
+ *          clipping and the optimiser, which then run identically on every rank;
+ *   logs:  the loss/accuracy sums of an interval and the evaluation counts summed over the ranks;
+ *          rank 0 alone writes metrics.jsonl, the text log and checkpoints. */
+#ifndef BIOFLEX_DATA_PARALLEL_H
+#define BIOFLEX_DATA_PARALLEL_H
+
+#include <stdio.h>
+
+#include "bioflex/comm.h"
+#include "bioflex/config.h"
+#include "bioflex/data.h"
+#include "bioflex/model.h"
+#include "bioflex/train.h"
+#include "metrics.h"
+
+typedef struct bf_data_parallel {
+    bf_comm *comm;
+    int owns_comm;    /* 0: the --gpus driver made the communicator and releases it */
+    int sync_bn;      /* [run] sync_bn with more than one rank */
+    int rank, world;
+    bf_config local;  /* the config with this rank's batch sizes: what the run builds from */
+    FILE *quiet_text; /* /dev/null: the text log of ranks other than 0 */
+    float *staging;   /* host copy of device buffers for MPI when the backend is not the CPU */
+    size_t staging_floats;
+    /* NCCL gradient buckets, launched from the backward pass (on_layer_backward) */
+    bf_model *model;
+    size_t *ready_below;  /* per layer: gradients at offsets >= this are final after its backward */
+    size_t pending_end;   /* gradients [0, pending_end) are not yet being all-reduced this step */
+    size_t bucket_floats; /* launch once this many final floats are pending */
+} bf_data_parallel;
+
+/* One rank of a training run. comm NULL: join the launcher's world (mpirun/srun) or run alone;
+ * otherwise the rank of that communicator (one GPU thread of --gpus; not released here). */
+bf_status bf_train_rank(const bf_config *cfg, const bf_train_options *opt, bf_comm *comm, bf_train_result *result);
+/* --gpus N: one host thread per GPU, NCCL communicators made in one group (train_gpus.c). With
+ * mpirun/srun, each process drives `gpus` GPUs and MPI carries NCCL's unique id. */
+bf_status bf_train_gpus(const bf_config *cfg, const bf_train_options *opt, int gpus, bf_train_result *result);
+
+/* Joins the launcher's world and derives this rank's config. *run_cfg points at the config the
+ * run must use (cfg itself with one rank). */
+bf_status bf_dp_start(bf_data_parallel *dp, const bf_config *cfg, bf_comm *comm, const bf_config **run_cfg);
+/* The backend of this rank: the configured one, on the rank's GPU with NCCL, on GPU
+ * local_rank % visible GPUs for MPI ranks that use CUDA. */
+bf_status bf_dp_create_backend(const bf_data_parallel *dp, const bf_config *cfg, bf_backend **out);
+/* Loader options of this rank: its shard of every epoch; a partial last global batch is dropped
+ * in training (every rank must take the same number of steps). */
+void bf_dp_loader_options(const bf_data_parallel *dp, bf_loader_options *o, int training);
+/* Errors when the training split gives a rank no full batch. */
+bf_status bf_dp_check_data(const bf_data_parallel *dp, const bf_dataset *train_set);
+/* Rank 0's parameters and buffers to every rank; with NCCL also plans the gradient buckets and
+ * hooks the backward pass so each bucket's all-reduce starts as soon as its gradients are final. */
+bf_status bf_dp_attach_model(bf_data_parallel *dp, bf_model *m);
+/* Gradients (m->grad_data) averaged over the ranks. */
+bf_status bf_dp_average_gradients(bf_data_parallel *dp, bf_model *m);
+/* Sums n backend floats over the ranks, in place. */
+bf_status bf_dp_sum_floats(bf_data_parallel *dp, bf_backend *b, float *buf, size_t n);
+/* The evaluation of every rank's shard combined into the whole split's. */
+bf_status bf_dp_reduce_eval(bf_data_parallel *dp, bf_eval_result *res);
+/* Metrics files on rank 0; nothing is written by the others. */
+bf_status bf_dp_metrics_open(bf_data_parallel *dp, bf_metrics_log *log, const char *run_dir, int progress);
+/* The text log of this rank (the given one on rank 0, /dev/null elsewhere). */
+FILE *bf_dp_text(bf_data_parallel *dp, FILE *text);
+/* Whether this rank writes checkpoints. */
+int bf_dp_writes_checkpoints(const bf_data_parallel *dp);
+/* Waits until rank 0 has written a checkpoint, so no rank runs ahead and reads a half-written one. */
+bf_status bf_dp_checkpoint_written(bf_data_parallel *dp);
+/* Leaves the world; failed != 0 aborts the job so the other ranks do not wait for this one. */
+void bf_dp_stop(bf_data_parallel *dp, int failed);
+
+#endif

@@ -1,0 +1,358 @@
+/* dataset_imagefolder.c - JPEG datasets on disk: a list of files and labels, decoded later.
+ *
+ * Three layouts (data.path is the root):
+ *  - imagefolder: train/<class>/<image> and val/<class>/<image> (torchvision's ImageFolder).
+ *  - imagenet100, the Kaggle ambityga/imagenet100 layout: train.X1 .. train.X4/<wnid>/ (the classes
+ *    spread over the shards; every shard present is scanned), val.X/<wnid>/ and Labels.json. The
+ *    label of a class is its position in Labels.json (insertion order), as in FlexNet's reference
+ *    code - not the sorted WNID order (flexnet.md section 4). configs/flexnet/imagenet100_classes.txt
+ *    ships that order, for copies of the dataset without Labels.json (class_list = that file).
+ *  - imagenet (ILSVRC-2012): train/<wnid>/ and val/<wnid>/. The validation images must be in class
+ *    folders, the layout torchvision and most scripts use (the official flat val/ plus
+ *    LOC_val_solution.csv is reorganised by the well-known valprep.sh); labels are sorted WNIDs.
+ * data.class_list (a file of folder names, one a line) selects and orders the classes of any
+ * layout. Files ending .jpg/.jpeg (any case) are taken, sorted by name within a class, classes in
+ * label order, so the list is the same on every machine. A limit keeps an evenly spaced subset,
+ * so every class stays represented. Missing directories and empty classes fail here, at open. */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include <cjson/cJSON.h>
+
+#include "bioflex/image.h"
+
+#define MAX_ROOTS 8
+#define MAX_CLASSES 100000
+
+typedef struct name_list {
+    char **items;
+    int count, cap;
+} name_list;
+
+static void names_free(name_list *l) {
+    for (int i = 0; i < l->count; i++) free(l->items[i]);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+static bf_status names_add(name_list *l, const char *name) {
+    if (l->count == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 64;
+        char **p = realloc(l->items, (size_t)cap * sizeof *p);
+        if (!p) return bf_error(BF_ERR_OOM, "out of memory listing files");
+        l->items = p;
+        l->cap = cap;
+    }
+    l->items[l->count] = strdup(name);
+    if (!l->items[l->count]) return bf_error(BF_ERR_OOM, "out of memory listing files");
+    l->count++;
+    return BF_OK;
+}
+
+static int compare_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int is_jpeg_name(const char *name) {
+    const char *dot = strrchr(name, '.');
+    return dot && (strcasecmp(dot, ".jpg") == 0 || strcasecmp(dot, ".jpeg") == 0);
+}
+
+/* Entries of `dir` (sorted): subdirectories when want_dirs, else JPEG-named files. */
+static bf_status list_dir(const char *dir, int want_dirs, name_list *out) {
+    DIR *d = opendir(dir);
+    if (!d) return bf_error(BF_ERR_IO, "cannot open directory %s: %s", dir, strerror(errno));
+    struct dirent *e;
+    char path[BF_PATH_MAX * 2];
+    bf_status st = BF_OK;
+    while (st == BF_OK && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (want_dirs ? is_dir(path) : (!is_dir(path) && is_jpeg_name(e->d_name))) st = names_add(out, e->d_name);
+    }
+    closedir(d);
+    if (st == BF_OK && out->count > 1) qsort(out->items, (size_t)out->count, sizeof *out->items, compare_names);
+    return st;
+}
+
+/* Class names from a file, one a line (blank lines and '#' comments ignored). */
+static bf_status read_class_list(const char *path, name_list *out) {
+    FILE *f = fopen(path, "r");
+    if (!f) return bf_error(BF_ERR_IO, "[data] class_list = %s: cannot open: %s", path, strerror(errno));
+    char line[512];
+    bf_status st = BF_OK;
+    while (st == BF_OK && fgets(line, sizeof line, f)) {
+        char *s = line, *end;
+        while (isspace((unsigned char)*s)) s++;
+        end = s + strlen(s);
+        while (end > s && isspace((unsigned char)end[-1])) *--end = '\0';
+        if (!*s || *s == '#') continue;
+        if (strlen(s) >= 64) st = bf_error(BF_ERR_FORMAT, "%s: class name '%s' is longer than 63 characters", path, s);
+        else st = names_add(out, s);
+    }
+    fclose(f);
+    if (st == BF_OK && out->count == 0) st = bf_error(BF_ERR_FORMAT, "%s: no class names (one a line expected)", path);
+    return st;
+}
+
+/* Labels.json's keys in file order (cJSON keeps insertion order). */
+static bf_status read_labels_json(const char *path, name_list *out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return bf_error(BF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = size > 0 ? malloc((size_t)size + 1) : NULL;
+    if (!text || fread(text, 1, (size_t)size, f) != (size_t)size) {
+        free(text);
+        fclose(f);
+        return bf_error(BF_ERR_IO, "%s: cannot read", path);
+    }
+    fclose(f);
+    text[size] = '\0';
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return bf_error(BF_ERR_FORMAT, "%s: not a JSON object mapping WNID -> class name", path);
+    }
+    bf_status st = BF_OK;
+    for (cJSON *it = root->child; it && st == BF_OK; it = it->next) st = names_add(out, it->string);
+    cJSON_Delete(root);
+    return st;
+}
+
+void bf_image_files_free(bf_image_files *f) {
+    if (!f) return;
+    free(f->paths);
+    free(f->path_storage);
+    free(f->class_names);
+    free(f);
+}
+
+static bf_status open_layout(const bf_data_config *cfg, bf_split split, char roots[MAX_ROOTS][BF_PATH_MAX + 16],
+                             int *num_roots, name_list *classes) {
+    const char *base = cfg->path;
+    const char *kind = bf_dataset_name(cfg->dataset);
+    if (!base[0]) return bf_error(BF_ERR_CONFIG, "dataset = %s needs [data] path (the dataset's root directory)", kind);
+    if (!is_dir(base)) return bf_error(BF_ERR_IO, "dataset = %s: [data] path %s is not a directory", kind, base);
+    *num_roots = 0;
+    if (cfg->dataset == BF_DATASET_IMAGENET100) {
+        if (split == BF_SPLIT_TRAIN) {
+            for (int i = 1; i <= 4; i++) {
+                snprintf(roots[*num_roots], BF_PATH_MAX + 16, "%s/train.X%d", base, i);
+                if (is_dir(roots[*num_roots])) (*num_roots)++;
+            }
+        } else {
+            snprintf(roots[0], BF_PATH_MAX + 16, "%s/val.X", base);
+            if (is_dir(roots[0])) *num_roots = 1;
+        }
+        if (*num_roots == 0)
+            return bf_error(BF_ERR_IO, "imagenet100: %s has no %s (expected the Kaggle layout train.X1..train.X4, "
+                                       "val.X, Labels.json)", base, split == BF_SPLIT_TRAIN ? "train.X1..4" : "val.X");
+    } else {
+        snprintf(roots[0], BF_PATH_MAX + 16, "%s/%s", base, split == BF_SPLIT_TRAIN ? "train" : "val");
+        if (!is_dir(roots[0]))
+            return bf_error(BF_ERR_IO, "%s: missing directory %s (expected %s/train/<class>/*.JPEG and "
+                                       "%s/val/<class>/*.JPEG)", kind, roots[0], base, base);
+        *num_roots = 1;
+    }
+    if (cfg->class_list[0]) return read_class_list(cfg->class_list, classes);
+    char labels[BF_PATH_MAX + 16];
+    snprintf(labels, sizeof labels, "%s/Labels.json", base);
+    if (cfg->dataset == BF_DATASET_IMAGENET100) {
+        struct stat st;
+        if (stat(labels, &st) != 0)
+            return bf_error(BF_ERR_IO, "imagenet100: %s is missing; it gives the label order. Set [data] class_list "
+                                       "= configs/flexnet/imagenet100_classes.txt (the same order) instead", labels);
+        return read_labels_json(labels, classes);
+    }
+    /* All class folders of all roots, sorted and without duplicates. */
+    name_list all = {0};
+    for (int r = 0; r < *num_roots; r++) BF_TRY(list_dir(roots[r], 1, &all));
+    if (all.count > 1) qsort(all.items, (size_t)all.count, sizeof *all.items, compare_names);
+    bf_status st = BF_OK;
+    for (int i = 0; i < all.count && st == BF_OK; i++)
+        if (i == 0 || strcmp(all.items[i], all.items[i - 1]) != 0) st = names_add(classes, all.items[i]);
+    names_free(&all);
+    if (st == BF_OK && classes->count == 0) st = bf_error(BF_ERR_IO, "%s: %s has no class folders", kind, roots[0]);
+    return st;
+}
+
+bf_status bf_dataset_open_images(const bf_data_config *cfg, bf_split split, bf_dataset **out) {
+    *out = NULL;
+    char roots[MAX_ROOTS][BF_PATH_MAX + 16];
+    int num_roots = 0;
+    name_list classes = {0}, files = {0};
+    int32_t *labels = NULL;
+    bf_status st = open_layout(cfg, split, roots, &num_roots, &classes);
+    int expected = cfg->dataset == BF_DATASET_IMAGENET100 ? 100 : cfg->dataset == BF_DATASET_IMAGENET ? 1000 : 0;
+    if (st == BF_OK && classes.count > MAX_CLASSES) st = bf_error(BF_ERR_FORMAT, "too many classes (%d)", classes.count);
+    if (st == BF_OK && expected && !cfg->class_list[0] && classes.count != expected)
+        st = bf_error(BF_ERR_FORMAT, "%s: found %d classes, expected %d (set [data] class_list to use a subset)",
+                      bf_dataset_name(cfg->dataset), classes.count, expected);
+    /* Files: class by class in label order, every root, each folder sorted. */
+    int cap_labels = 0;
+    char dir[BF_PATH_MAX * 2];
+    for (int c = 0; c < classes.count && st == BF_OK; c++) {
+        int before = files.count, found_dir = 0;
+        for (int r = 0; r < num_roots && st == BF_OK; r++) {
+            snprintf(dir, sizeof dir, "%s/%s", roots[r], classes.items[c]);
+            if (!is_dir(dir)) continue;
+            found_dir = 1;
+            name_list names = {0};
+            st = list_dir(dir, 0, &names);
+            for (int i = 0; i < names.count && st == BF_OK; i++) {
+                char path[BF_PATH_MAX * 3];
+                snprintf(path, sizeof path, "%s/%s", dir, names.items[i]);
+                st = names_add(&files, path);
+            }
+            names_free(&names);
+        }
+        if (st != BF_OK) break;
+        if (!found_dir)
+            st = bf_error(BF_ERR_IO, "%s: class %s (label %d) has no folder in %s%s", bf_dataset_name(cfg->dataset),
+                          classes.items[c], c, roots[0], num_roots > 1 ? " or the other train.X shards" : "");
+        else if (files.count == before)
+            st = bf_error(BF_ERR_IO, "%s: class %s (label %d) has no .jpg/.jpeg images in %s",
+                          bf_dataset_name(cfg->dataset), classes.items[c], c, dir);
+        if (st == BF_OK && files.count > cap_labels) {
+            cap_labels = files.cap;
+            int32_t *p = realloc(labels, (size_t)cap_labels * sizeof *p);
+            if (!p) st = bf_error(BF_ERR_OOM, "out of memory for labels");
+            else labels = p;
+        }
+        for (int i = before; st == BF_OK && i < files.count; i++) labels[i] = c;
+    }
+
+    bf_dataset *d = NULL;
+    bf_image_files *f = NULL;
+    if (st == BF_OK) {
+        d = calloc(1, sizeof *d);
+        f = calloc(1, sizeof *f);
+        if (!d || !f) st = bf_error(BF_ERR_OOM, "out of memory for the dataset");
+    }
+    if (st == BF_OK) {
+        /* An evenly spaced subset under a limit keeps every class. */
+        int limit = split == BF_SPLIT_TRAIN ? cfg->train_limit : cfg->test_limit;
+        int n = (limit > 0 && limit < files.count) ? limit : files.count;
+        size_t bytes = 0;
+        for (int i = 0; i < n; i++) bytes += strlen(files.items[(long long)i * files.count / n]) + 1;
+        f->paths = malloc((size_t)n * sizeof *f->paths);
+        f->path_storage = malloc(bytes);
+        f->class_names = calloc((size_t)classes.count, sizeof *f->class_names);
+        d->labels = malloc((size_t)n * sizeof *d->labels);
+        if (!f->paths || !f->path_storage || !f->class_names || !d->labels) {
+            st = bf_error(BF_ERR_OOM, "out of memory for %d file names", n);
+        } else {
+            char *p = f->path_storage;
+            for (int i = 0; i < n; i++) {
+                int src = (int)((long long)i * files.count / n);
+                size_t len = strlen(files.items[src]) + 1;
+                memcpy(p, files.items[src], len);
+                f->paths[i] = p;
+                p += len;
+                d->labels[i] = labels[src];
+            }
+            for (int c = 0; c < classes.count; c++)
+                snprintf(f->class_names[c], sizeof f->class_names[c], "%s", classes.items[c]);
+            snprintf(d->name, sizeof d->name, "%s", bf_dataset_name(cfg->dataset));
+            d->num_samples = n;
+            d->c = 3;
+            d->h = d->w = cfg->image_size;
+            d->num_classes = classes.count;
+            d->split = split;
+            /* The ImageNet statistics everyone normalises with (torchvision's, FlexNet's). */
+            static const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+            memcpy(d->mean, mean, sizeof mean);
+            memcpy(d->std, std, sizeof std);
+            bf_image_plan_options *plan = &f->plan;
+            plan->size = cfg->image_size;
+            plan->scale_min = cfg->crop_scale_min;
+            plan->scale_max = cfg->crop_scale_max;
+            plan->ratio_min = cfg->crop_ratio_min;
+            plan->ratio_max = cfg->crop_ratio_max;
+            if (split == BF_SPLIT_TRAIN) {
+                plan->transform = cfg->train_transform ? BF_TRANSFORM_RANDOM_RESIZED_CROP : BF_TRANSFORM_SQUASH;
+                plan->flip = cfg->augment_flip;
+            } else {
+                plan->transform = cfg->val_resize > 0 ? BF_TRANSFORM_CENTER : BF_TRANSFORM_SQUASH;
+                plan->resize = cfg->val_resize;
+            }
+            d->files = f;
+        }
+    }
+    names_free(&classes);
+    names_free(&files);
+    free(labels);
+    if (st != BF_OK) {
+        if (d && !d->files) bf_image_files_free(f);
+        bf_dataset_free(d);
+        return st;
+    }
+    *out = d;
+    return BF_OK;
+}
+
+/* --------------------------------------------------------------------------- one sample */
+
+bf_status bf_image_worker_init(bf_image_worker *w, int size) {
+    memset(w, 0, sizeof *w);
+    BF_TRY(bf_jpeg_decoder_create(&w->decoder));
+    w->out = malloc((size_t)size * size * 3);
+    if (!w->out) {
+        bf_jpeg_decoder_free(w->decoder);
+        w->decoder = NULL;
+        return bf_error(BF_ERR_OOM, "cannot allocate an image buffer");
+    }
+    return BF_OK;
+}
+
+void bf_image_worker_free(bf_image_worker *w) {
+    if (!w) return;
+    bf_jpeg_decoder_free(w->decoder);
+    free(w->decoded.pixels);
+    bf_resampler_free(&w->resampler);
+    free(w->out);
+    memset(w, 0, sizeof *w);
+}
+
+bf_status bf_image_load_sample(const bf_dataset *d, int index, uint64_t seed, bf_image_worker *w, float *dst) {
+    const bf_image_files *f = d->files;
+    int iw, ih;
+    BF_TRY(bf_jpeg_load(w->decoder, f->paths[index], &iw, &ih));
+    bf_image_plan plan = bf_image_plan_make(&f->plan, iw, ih, seed);
+    bf_rect in_crop;
+    double scale;
+    BF_TRY(bf_jpeg_decode_region(w->decoder, plan.crop, d->w, d->h, &w->decoded, &in_crop, &scale));
+    BF_TRY(bf_image_resample(&w->resampler, &w->decoded, in_crop, d->w, d->h, plan.flip, w->out));
+    /* HWC bytes -> CHW floats in [0, 1] */
+    size_t plane = (size_t)d->w * d->h;
+    for (size_t i = 0; i < plane; i++)
+        for (int c = 0; c < 3; c++) dst[c * plane + i] = (float)w->out[3 * i + c] * (1.0f / 255.0f);
+    return BF_OK;
+}
+
+int bf_image_class_count(const bf_data_config *cfg) {
+    name_list names = {0};
+    bf_status st = BF_ERR_IO;
+    if (cfg->class_list[0]) {
+        st = read_class_list(cfg->class_list, &names);
+    } else if (cfg->path[0]) {
+        char dir[BF_PATH_MAX + 16];
+        snprintf(dir, sizeof dir, "%s/train", cfg->path);
+        st = is_dir(dir) ? list_dir(dir, 1, &names) : BF_ERR_IO;
+    }
+    int count = st == BF_OK ? names.count : 0;
+    names_free(&names);
+    return count;
+}

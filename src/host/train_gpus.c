@@ -1,0 +1,100 @@
+/* train_gpus.c - `bioflex-train --gpus N`: one host thread per GPU, each with its own CUDA backend,
+ * model replica, optimiser and data shard (bf_train_rank with an NCCL communicator).
+ *
+ * The N communicators of this process are made in one NCCL group. Launched by mpirun/srun with
+ * several processes (one per node, each driving its `gpus` local GPUs), MPI only carries rank 0's
+ * NCCL unique id ([run] rendezvous: a file on a shared filesystem instead, for clusters without a
+ * working MPI); process p's GPU i is rank p*gpus + i, and NCCL moves every tensor. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data_parallel.h"
+
+typedef struct gpu_thread {
+    const bf_config *cfg;
+    const bf_train_options *opt;
+    bf_comm *comm;
+    bf_train_result result;
+    bf_status status;
+    char error[1024]; /* bf_last_error is per thread: copied for the caller */
+} gpu_thread;
+
+static void *gpu_main(void *arg) {
+    gpu_thread *t = arg;
+    t->status = bf_train_rank(t->cfg, t->opt, t->comm, &t->result);
+    if (t->status != BF_OK) snprintf(t->error, sizeof t->error, "%s", bf_last_error());
+    return NULL;
+}
+
+/* Rank 0's NCCL unique id for every process: made here when this process is the whole world, sent
+ * by MPI when mpirun/srun started several. */
+static bf_status exchange_id(const bf_config *cfg, int gpus, unsigned char id[128], bf_comm **mpi, int *procs,
+                             int *proc_rank) {
+    *procs = 1;
+    *proc_rank = 0;
+    if (bf_comm_launcher_world() <= 1) return bf_comm_nccl_unique_id(id);
+    if (cfg->run.rendezvous[0]) {
+        /* No MPI: the launcher's environment gives the layout, a shared file carries the id. */
+        *procs = bf_comm_launcher_world();
+        *proc_rank = bf_comm_launcher_rank();
+        if (*proc_rank == 0) BF_TRY(bf_comm_nccl_unique_id(id));
+        return bf_comm_rendezvous_file(cfg->run.rendezvous, *proc_rank, id, 128, cfg->run.collective_timeout);
+    }
+    BF_TRY(bf_comm_create_world(cfg->run.collective_timeout, mpi));
+    *procs = (*mpi)->world;
+    *proc_rank = (*mpi)->rank;
+    BF_TRY(bf_comm_check_same(*mpi, (uint64_t)gpus, "[run] gpus"));
+    if (*proc_rank == 0) BF_TRY(bf_comm_nccl_unique_id(id));
+    return bf_comm_broadcast(*mpi, id, 128, 0);
+}
+
+bf_status bf_train_gpus(const bf_config *cfg, const bf_train_options *opt, int gpus, bf_train_result *result) {
+    memset(result, 0, sizeof *result);
+    if (!bf_comm_nccl_built())
+        return bf_error(BF_ERR_UNAVAILABLE, "[run] gpus = %d needs NCCL, and this bioflex was built without it (CUDA "
+                        "backend plus nccl.h, e.g. in /usr/local/cuda); use gpus = 1", gpus);
+    int visible = bf_cuda_device_count();
+    if (gpus > visible) {
+        const char *vis = getenv("CUDA_VISIBLE_DEVICES");
+        return bf_error(BF_ERR_CONFIG, "[run] gpus = %d but this process sees %d GPU(s) (CUDA_VISIBLE_DEVICES=%s)",
+                        gpus, visible, vis ? vis : "unset");
+    }
+    unsigned char id[128];
+    bf_comm *mpi = NULL;
+    int procs = 1, proc_rank = 0;
+    bf_status s = exchange_id(cfg, gpus, id, &mpi, &procs, &proc_rank);
+    bf_comm **comms = calloc((size_t)gpus, sizeof *comms);
+    gpu_thread *threads = calloc((size_t)gpus, sizeof *threads);
+    pthread_t *tids = calloc((size_t)gpus, sizeof *tids);
+    int *devices = calloc((size_t)gpus, sizeof *devices);
+    if (s == BF_OK && !(comms && threads && tids && devices)) s = bf_error(BF_ERR_OOM, "--gpus: out of host memory");
+    for (int i = 0; s == BF_OK && i < gpus; i++) devices[i] = i;
+    if (s == BF_OK)
+        s = bf_comm_create_nccl_group(gpus, devices, proc_rank * gpus, procs * gpus, id, cfg->run.collective_timeout,
+                                      comms);
+    int started = 0;
+    for (int i = 0; s == BF_OK && i < gpus; i++) {
+        threads[i] = (gpu_thread){.cfg = cfg, .opt = opt, .comm = comms[i]};
+        if (pthread_create(&tids[i], NULL, gpu_main, &threads[i]) != 0)
+            s = bf_error(BF_ERR_INTERNAL, "--gpus: cannot start the thread of GPU %d", i);
+        else started++;
+    }
+    int failed = s != BF_OK;
+    for (int i = 0; i < started; i++) {
+        pthread_join(tids[i], NULL);
+        if (threads[i].status != BF_OK && !failed) {
+            failed = 1;
+            s = bf_error(threads[i].status, "GPU %d (rank %d): %s", i, comms[i]->rank, threads[i].error);
+        }
+    }
+    if (started > 0 && s == BF_OK) *result = threads[0].result; /* rank 0 of this process: logs, checkpoints */
+    for (int i = 0; comms && i < gpus; i++) bf_comm_destroy(comms[i], failed);
+    if (mpi) bf_comm_destroy(mpi, failed);
+    free(comms);
+    free(threads);
+    free(tids);
+    free(devices);
+    return s;
+}

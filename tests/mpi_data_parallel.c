@@ -1,0 +1,257 @@
+/* mpi_data_parallel.c - data parallelism over MPI on the CPU backend (registered as the ctest
+ * mpi_data_parallel when CMake found MPI).
+ *
+ * Run by ctest without arguments it is the driver: it trains a tiny CNN without batch-norm or
+ * dropout (so the ranks' forward passes do not depend on how the batch is split) once in one
+ * process and once under `mpirun -np 2` with the same global batch, and checks
+ *   - the final weights agree to 1e-6 relative (read from both checkpoints' model.safetensors);
+ *   - the evaluation covers the whole test split once, and the MPI run wrote each checkpoint and
+ *     each metrics line once (rank 0 only);
+ *   - with batch-norm and [run] sync_bn the same holds (and with local statistics it does not);
+ *   - a run resumed in one process from a checkpoint of the 2-rank run ends at the same weights;
+ *   - mismatched configs between ranks and a global batch the ranks cannot split fail with a message;
+ *   - a rank that hangs, and a rank that dies, make the other stop within the collective timeout.
+ * The last two run this program itself under mpirun with --hang-rank / --die-rank. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bioflex/comm.h"
+#include "bioflex/safetensors.h"
+#include "testutil.h"
+
+#ifndef BIOFLEX_MPIEXEC
+#define BIOFLEX_MPIEXEC "mpirun"
+#endif
+#define TRAIN BIOFLEX_BINARY_DIR "/bioflex-train"
+/* Root in CI containers, 2 ranks on however many cores there are; `timeout` keeps a broken
+ * collective from hanging the test itself. */
+#define MPIRUN "timeout 120 " BIOFLEX_MPIEXEC " --allow-run-as-root --oversubscribe -np 2 "
+
+static char tmp[256];
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* Runs a shell command with its output in log; returns its exit status. */
+static int run(const char *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int run(const char *log, const char *fmt, ...) {
+    char cmd[2048], full[2400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    snprintf(full, sizeof full, "OMP_WAIT_POLICY=passive %s > %s/%s 2>&1", cmd, tmp, log);
+    int rc = system(full);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+/* How often `needle` occurs in the file tmp/name. */
+static int count_in_file(const char *name, const char *needle) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", tmp, name);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        for (const char *p = line; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    fclose(f);
+    return n;
+}
+
+/* Every tensor of two model.safetensors files equal to 1e-6 relative (1e-7 absolute near 0). */
+static void compare_weights(const char *dir_a, const char *dir_b, const char *what) {
+    char pa[512], pb[512];
+    snprintf(pa, sizeof pa, "%s/%s/model.safetensors", tmp, dir_a);
+    snprintf(pb, sizeof pb, "%s/%s/model.safetensors", tmp, dir_b);
+    bf_st_file *a = NULL, *b = NULL;
+    CHECK_OK(bf_safetensors_read(pa, &a));
+    CHECK_OK(bf_safetensors_read(pb, &b));
+    if (!a || !b) {
+        bf_safetensors_close(a);
+        bf_safetensors_close(b);
+        return;
+    }
+    CHECK(bf_safetensors_count(a) == bf_safetensors_count(b), "%s: %d vs %d tensors", what, bf_safetensors_count(a),
+          bf_safetensors_count(b));
+    size_t floats = 0;
+    double worst = 0, max_abs = 0;
+    for (int i = 0; i < bf_safetensors_count(a); i++) {
+        const bf_st_tensor *ta = bf_safetensors_at(a, i), *tb = bf_safetensors_find(b, ta->name);
+        CHECK(tb != NULL, "%s: tensor %s missing from %s", what, ta->name, pb);
+        if (!tb || ta->dtype != BF_DTYPE_F32) continue;
+        CHECK(ta->nbytes == tb->nbytes, "%s: %s has %zu vs %zu bytes", what, ta->name, ta->nbytes, tb->nbytes);
+        if (ta->nbytes != tb->nbytes) continue;
+        size_t n = ta->nbytes / sizeof(float), at = 0;
+        const float *x = ta->data, *y = tb->data;
+        double v = bf_test_max_violation(x, y, n, 1e-7, 1e-6, &at);
+        CHECK(v <= 1.0, "%s: %s[%zu] = %.9g vs %.9g (beyond 1e-6 relative)", what, ta->name, at, x[at], y[at]);
+        for (size_t k = 0; k < n; k++) max_abs = fmax(max_abs, fabs((double)x[k] - y[k]));
+        worst = fmax(worst, v);
+        floats += n;
+    }
+    CHECK(floats > 100, "%s: compared only %zu floats", what, floats);
+    printf("%s: %zu weights, max |diff| %.3g, worst tolerance use %.3f\n", what, floats, max_abs, worst);
+    bf_safetensors_close(a);
+    bf_safetensors_close(b);
+}
+
+/* The largest |a - b| over the float tensors two model.safetensors files share. */
+static double max_abs_diff(const char *dir_a, const char *dir_b) {
+    char pa[512], pb[512];
+    snprintf(pa, sizeof pa, "%s/%s/model.safetensors", tmp, dir_a);
+    snprintf(pb, sizeof pb, "%s/%s/model.safetensors", tmp, dir_b);
+    bf_st_file *a = NULL, *b = NULL;
+    CHECK_OK(bf_safetensors_read(pa, &a));
+    CHECK_OK(bf_safetensors_read(pb, &b));
+    double d = 0;
+    for (int i = 0; a && b && i < bf_safetensors_count(a); i++) {
+        const bf_st_tensor *ta = bf_safetensors_at(a, i), *tb = bf_safetensors_find(b, ta->name);
+        if (!tb || ta->dtype != BF_DTYPE_F32 || ta->nbytes != tb->nbytes) continue;
+        for (size_t k = 0; k < ta->nbytes / sizeof(float); k++)
+            d = fmax(d, fabs((double)((const float *)ta->data)[k] - ((const float *)tb->data)[k]));
+    }
+    bf_safetensors_close(a);
+    bf_safetensors_close(b);
+    return d;
+}
+
+/* Weights that moved: the comparison above means something only if training changed them. */
+static void check_trained(const char *dir_first, const char *dir_last) {
+    char pa[512], pb[512];
+    snprintf(pa, sizeof pa, "%s/%s/model.safetensors", tmp, dir_first);
+    snprintf(pb, sizeof pb, "%s/%s/model.safetensors", tmp, dir_last);
+    bf_st_file *a = NULL, *b = NULL;
+    CHECK_OK(bf_safetensors_read(pa, &a));
+    CHECK_OK(bf_safetensors_read(pb, &b));
+    double moved = 0;
+    for (int i = 0; a && b && i < bf_safetensors_count(a); i++) {
+        const bf_st_tensor *ta = bf_safetensors_at(a, i), *tb = bf_safetensors_find(b, ta->name);
+        if (!tb || ta->dtype != BF_DTYPE_F32 || ta->nbytes != tb->nbytes) continue;
+        for (size_t k = 0; k < ta->nbytes / sizeof(float); k++)
+            moved = fmax(moved, fabs((double)((const float *)ta->data)[k] - ((const float *)tb->data)[k]));
+    }
+    CHECK(moved > 1e-3, "the weights moved only %g between epochs 1 and 2", moved);
+    bf_safetensors_close(a);
+    bf_safetensors_close(b);
+}
+
+static void write_config(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/tiny.ini", tmp);
+    FILE *f = fopen(path, "w");
+    /* 96 training samples = 6 global batches of 16 = 2 ranks x 8; 40 test images do not divide
+     * into the ranks' evaluation batches, so the last one is partial and rank 1's is empty. */
+    fprintf(f, "[run]\ndevice = cpu\nepochs = 2\nlog_interval = 2\nthreads = 1\ncollective_timeout = 60\n"
+               "[data]\ndataset = procedural\nprocedural_train = 96\nprocedural_test = 40\nprocedural_size = 8\n"
+               "procedural_classes = 3\nbatch_size = 16\nloader_threads = 1\naugment_flip = true\n"
+               "[model]\narch = cnn\nchannels = 4,6\nhidden = 8\nbatchnorm = false\ndropout = 0\n"
+               "[optim]\noptimizer = sgd\nlr = 0.05\nmomentum = 0.9\nweight_decay = 0.0005\ngrad_clip_norm = 5\n");
+    fclose(f);
+}
+
+static void driver(const char *self) {
+    snprintf(tmp, sizeof tmp, "/tmp/bioflex_mpi_XXXXXX");
+    if (!mkdtemp(tmp)) bf_test_skip("cannot make a temporary directory");
+    write_config();
+    char cfg[300];
+    snprintf(cfg, sizeof cfg, "%s/tiny.ini", tmp);
+
+    int rc = run("single.log", "%s %s --set run.dir=%s/single", TRAIN, cfg, tmp);
+    CHECK(rc == 0, "single-process run exited %d (see %s/single.log)", rc, tmp);
+    rc = run("mpi.log", MPIRUN "%s %s --set run.dir=%s/mpi", TRAIN, cfg, tmp);
+    CHECK(rc == 0, "mpirun -np 2 run exited %d (see %s/mpi.log)", rc, tmp);
+    compare_weights("single/checkpoints/epoch_0002", "mpi/checkpoints/epoch_0002", "2 ranks vs 1 process");
+    check_trained("single/checkpoints/epoch_0001", "single/checkpoints/epoch_0002");
+    /* Rank 0 alone writes: one checkpoint line per epoch and as many metrics lines as one process. */
+    CHECK(count_in_file("mpi.log", "checkpoint: ") == 2, "checkpoint lines: %d, want 2",
+          count_in_file("mpi.log", "checkpoint: "));
+    CHECK(count_in_file("mpi/metrics.jsonl", "\"step\"") == count_in_file("single/metrics.jsonl", "\"step\""),
+          "metrics lines: %d with 2 ranks, %d with one", count_in_file("mpi/metrics.jsonl", "\"step\""),
+          count_in_file("single/metrics.jsonl", "\"step\""));
+    CHECK(count_in_file("mpi.log", "test accuracy:") == 1, "final result lines: %d, want 1 (rank 0 only)",
+          count_in_file("mpi.log", "test accuracy:"));
+    CHECK(count_in_file("mpi.log", "(40 images)") >= 1, "the evaluation of 2 ranks covers the 40 test images");
+
+    /* Batch-norm: with [run] sync_bn the 2 ranks normalise over the global batch, as one process
+     * does, so the weights and running statistics agree; with local statistics they must not. */
+    rc = run("bn_single.log", "%s %s --set run.dir=%s/bn_single --set model.batchnorm=true", TRAIN, cfg, tmp);
+    CHECK(rc == 0, "single-process batch-norm run exited %d", rc);
+    rc = run("bn_sync.log", MPIRUN "%s %s --set run.dir=%s/bn_sync --set model.batchnorm=true --set run.sync_bn=true",
+             TRAIN, cfg, tmp);
+    CHECK(rc == 0, "mpirun sync_bn run exited %d (see %s/bn_sync.log)", rc, tmp);
+    compare_weights("bn_single/checkpoints/epoch_0002", "bn_sync/checkpoints/epoch_0002", "sync_bn: 2 ranks vs 1 process");
+    rc = run("bn_local.log", MPIRUN "%s %s --set run.dir=%s/bn_local --set model.batchnorm=true", TRAIN, cfg, tmp);
+    CHECK(rc == 0, "mpirun local batch-norm run exited %d", rc);
+    CHECK(max_abs_diff("bn_single/checkpoints/epoch_0002", "bn_local/checkpoints/epoch_0002") > 1e-5,
+          "local batch-norm statistics on 2 ranks should differ from one process's");
+
+    /* Resume with another world size: 1 epoch on 2 ranks, the second in one process. */
+    rc = run("mpi1.log", MPIRUN "%s %s --set run.dir=%s/half --set run.epochs=1", TRAIN, cfg, tmp);
+    CHECK(rc == 0, "1-epoch mpirun run exited %d", rc);
+    rc = run("resume.log", "%s %s --set run.dir=%s/half --resume %s/half", TRAIN, cfg, tmp, tmp);
+    CHECK(rc == 0, "resume in one process exited %d (see %s/resume.log)", rc, tmp);
+    compare_weights("single/checkpoints/epoch_0002", "half/checkpoints/epoch_0002", "2 ranks then resumed on 1");
+
+    /* Configs that differ between ranks (MPMD: rank 0 gets another learning rate). */
+    rc = run("mismatch.log", "timeout 120 " BIOFLEX_MPIEXEC " --allow-run-as-root --oversubscribe -np 1 %s %s "
+             "--set run.dir=%s/mm --set optim.lr=0.1 : -np 1 %s %s --set run.dir=%s/mm", TRAIN, cfg, tmp, TRAIN, cfg, tmp);
+    CHECK(rc != 0 && count_in_file("mismatch.log", "differs from rank 0") >= 1,
+          "mismatched configs: exit %d, want an error naming the rank that differs", rc);
+    rc = run("indivisible.log", MPIRUN "%s %s --set run.dir=%s/ind --set data.batch_size=15", TRAIN, cfg, tmp);
+    CHECK(rc != 0 && count_in_file("indivisible.log", "must be divisible by the 2") >= 1,
+          "batch 15 on 2 ranks: exit %d, want a divisibility error", rc);
+    rc = run("few.log", MPIRUN "%s %s --set run.dir=%s/few --set data.batch_size=128", TRAIN, cfg, tmp);
+    CHECK(rc != 0 && count_in_file("few.log", "too few samples per rank") >= 1,
+          "batch 128 over 96 samples: exit %d, want a too-few-samples error", rc);
+
+    /* A rank that hangs: the other reports the stalled collective within the 2 s timeout. */
+    double t0 = now_s();
+    rc = run("hang.log", MPIRUN "%s --hang-rank", self);
+    double hang_s = now_s() - t0;
+    CHECK(rc != 0 && rc != 124, "hung rank: mpirun exited %d, want a failure before the 120 s guard", rc);
+    CHECK(count_in_file("hang.log", "did not complete within 2 s") >= 1, "hung rank: no timeout message");
+    CHECK(hang_s < 30, "hung rank: the job took %.1f s to stop", hang_s);
+    /* A rank that dies: the job ends (mpirun or the timeout stops rank 0). */
+    t0 = now_s();
+    rc = run("die.log", MPIRUN "%s --die-rank", self);
+    double die_s = now_s() - t0;
+    CHECK(rc != 0 && rc != 124, "dead rank: mpirun exited %d, want a failure before the 120 s guard", rc);
+    CHECK(die_s < 30, "dead rank: the job took %.1f s to stop", die_s);
+    printf("hung rank stopped the job in %.1f s, dead rank in %.1f s (logs in %s)\n", hang_s, die_s, tmp);
+}
+
+/* Under mpirun: rank 1 hangs or dies, rank 0 all-reduces with a 2 s timeout. */
+static int faulty_rank(int die) {
+    bf_comm *c = NULL;
+    if (bf_comm_create_world(2.0, &c) != BF_OK) {
+        fprintf(stderr, "error: %s\n", bf_last_error());
+        return 1;
+    }
+    float x[4] = {1, 2, 3, 4};
+    bf_status s = bf_comm_allreduce_float(c, x, 4, BF_REDUCE_SUM); /* a healthy first collective */
+    if (s == BF_OK && c->rank == 1) {
+        if (die) _exit(3);
+        sleep(100);
+    }
+    if (s == BF_OK) s = bf_comm_allreduce_float(c, x, 4, BF_REDUCE_SUM);
+    bf_comm_destroy(c, s != BF_OK); /* on failure: prints the message and aborts the job */
+    return s == BF_OK ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--hang-rank") == 0) return faulty_rank(0);
+    if (argc > 1 && strcmp(argv[1], "--die-rank") == 0) return faulty_rank(1);
+    if (!bf_comm_mpi_built()) bf_test_skip("bioflex was built without MPI");
+    driver(argv[0]);
+    return bf_test_finish();
+}

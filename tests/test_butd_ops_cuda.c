@@ -1,0 +1,54 @@
+/* test_butd_ops_cuda.c - the Counter-Hebb ops (bf_ops.counter_hebb_linear / counter_hebb_conv2d) on
+ * CUDA against the CPU reference, on the same inputs: the update, the bias and the mirror update of
+ * a separate TD weight (skipped, exit 77, without a GPU). */
+#include <stdlib.h>
+
+#include "cuda_pair.h"
+#include "testutil.h"
+
+static void compare(const char *what, pair p, double atol, double rtol) {
+    float *a, *b;
+    if (pair_download(what, p, &a, &b)) {
+        size_t worst = 0;
+        double v = bf_test_max_violation(a, b, p.n, atol, rtol, &worst);
+        CHECK(v <= 1.0, "%s: element %zu cpu %.9g cuda %.9g (violation %.3g)", what, worst, a[worst], b[worst], v);
+        free(a), free(b);
+    }
+}
+
+int main(void) {
+    bf_backend *cpu = NULL, *gpu = NULL;
+    if (!pair_open(&cpu, &gpu, 4242)) return bf_test_finish();
+    /* Linear: a batch of 37 (odd sizes catch layout mistakes), 129 -> 65, gated TD activity (zeros). */
+    bf_linear_shape ls = {.n = 37, .in = 129, .out = 65};
+    pair bu = pair_rand((size_t)ls.n * ls.in, 0, 2), td = pair_rand((size_t)ls.n * ls.out, -1, 1);
+    pair dw = pair_out((size_t)ls.out * ls.in), db = pair_out((size_t)ls.out), dt = pair_out((size_t)ls.out * ls.in);
+    CHECK_OK(cpu->ops->counter_hebb_linear(cpu, &ls, bu.c, td.c, dw.c, db.c, dt.c));
+    CHECK_OK(gpu->ops->counter_hebb_linear(gpu, &ls, bu.g, td.g, dw.g, db.g, dt.g));
+    compare("counter_hebb_linear dw", dw, 1e-6, 1e-5);
+    compare("counter_hebb_linear dbias", db, 1e-6, 1e-5);
+    compare("counter_hebb_linear dw_td (transpose)", dt, 1e-6, 1e-5);
+    pair_free(&bu), pair_free(&td), pair_free(&dw), pair_free(&db), pair_free(&dt);
+
+    /* Conv: stride 2, pad 1, groups 2 (and a depthwise one), as the BU-TD SimpleNet uses. */
+    bf_conv2d_shape shapes[2] = {
+        {.n = 5, .c_in = 6, .h_in = 13, .w_in = 11, .c_out = 8, .k_h = 3, .k_w = 3, .stride = 2, .pad = 1, .groups = 2},
+        {.n = 4, .c_in = 8, .h_in = 10, .w_in = 10, .c_out = 8, .k_h = 2, .k_w = 2, .stride = 2, .pad = 0, .groups = 8}};
+    for (int k = 0; k < 2; k++) {
+        bf_conv2d_shape s = shapes[k];
+        CHECK_OK(bf_conv2d_shape_init(&s));
+        size_t nx = (size_t)s.n * s.c_in * s.h_in * s.w_in, ny = (size_t)s.n * s.c_out * s.h_out * s.w_out;
+        size_t nw = (size_t)s.c_out * (s.c_in / s.groups) * s.k_h * s.k_w;
+        pair x = pair_rand(nx, 0, 2), y = pair_rand(ny, -1, 1), w = pair_out(nw), b = pair_out((size_t)s.c_out),
+             t = pair_out(nw);
+        CHECK_OK(cpu->ops->counter_hebb_conv2d(cpu, &s, x.c, y.c, w.c, b.c, t.c));
+        CHECK_OK(gpu->ops->counter_hebb_conv2d(gpu, &s, x.g, y.g, w.g, b.g, t.g));
+        compare(k ? "counter_hebb_conv2d dw (depthwise)" : "counter_hebb_conv2d dw (grouped, stride 2)", w, 1e-5, 1e-4);
+        compare("counter_hebb_conv2d dbias", b, 1e-6, 1e-5);
+        compare("counter_hebb_conv2d dw_td (copy)", t, 1e-5, 1e-4);
+        pair_free(&x), pair_free(&y), pair_free(&w), pair_free(&b), pair_free(&t);
+    }
+    bf_backend_destroy(cpu);
+    bf_backend_destroy(gpu);
+    return bf_test_finish();
+}

@@ -1,0 +1,147 @@
+/* test_comm.c - the communicator front end without a launcher (comm.h):
+ *   - the one-rank communicator: rank 0 of 1, collectives leave buffers as they are;
+ *   - the launcher's world and rank from Open MPI / Slurm variables (SLURM_NTASKS alone, as in a
+ *     batch script outside srun, does not count);
+ *   - a process started as one of several ranks refuses to run alone when MPI is not built;
+ *   - the rendezvous file: rank 0 writes it (atomically), another rank waits for it and reads the
+ *     bytes, and a missing file times out with a message naming it;
+ *   - the loader's data-parallel shards: ranks together cover every position of the epoch once. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bioflex/comm.h"
+#include "bioflex/data.h"
+#include "testutil.h"
+
+static void clear_launcher_env(void) {
+    const char *names[] = {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "PMI_SIZE", "PMI_RANK", "PMIX_SIZE",
+                           "PMIX_RANK", "MPI_LOCALNRANKS", "SLURM_NTASKS", "SLURM_PROCID"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) unsetenv(names[i]);
+}
+
+static void test_self(void) {
+    bf_comm *c = NULL;
+    CHECK_OK(bf_comm_create_self(&c));
+    if (!c) return;
+    CHECK(c->rank == 0 && c->world == 1 && c->kind == BF_COMM_SELF, "self: rank %d of %d", c->rank, c->world);
+    float x[3] = {1, 2, 3};
+    double d[2] = {4, 5};
+    CHECK_OK(bf_comm_allreduce_float(c, x, 3, BF_REDUCE_AVG));
+    CHECK_OK(bf_comm_allreduce_double(c, d, 2));
+    CHECK_OK(bf_comm_broadcast(c, x, sizeof x, 0));
+    CHECK_OK(bf_comm_barrier(c));
+    CHECK_OK(bf_comm_check_same(c, 42, "config"));
+    CHECK(x[0] == 1 && x[1] == 2 && x[2] == 3 && d[0] == 4 && d[1] == 5, "self collectives changed the buffers");
+    bf_comm_destroy(c, 0);
+}
+
+static void test_launcher_env(void) {
+    clear_launcher_env();
+    CHECK(bf_comm_launcher_world() == 1 && bf_comm_launcher_rank() == 0, "alone: world %d rank %d",
+          bf_comm_launcher_world(), bf_comm_launcher_rank());
+    setenv("SLURM_NTASKS", "4", 1);
+    CHECK(bf_comm_launcher_world() == 1, "SLURM_NTASKS without SLURM_PROCID: world %d, want 1",
+          bf_comm_launcher_world());
+    setenv("SLURM_PROCID", "3", 1);
+    CHECK(bf_comm_launcher_world() == 4 && bf_comm_launcher_rank() == 3, "srun task: world %d rank %d",
+          bf_comm_launcher_world(), bf_comm_launcher_rank());
+    clear_launcher_env();
+    setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+    setenv("OMPI_COMM_WORLD_RANK", "1", 1);
+    CHECK(bf_comm_launcher_world() == 2 && bf_comm_launcher_rank() == 1, "mpirun: world %d rank %d",
+          bf_comm_launcher_world(), bf_comm_launcher_rank());
+    if (!bf_comm_mpi_built()) {
+        bf_comm *c = NULL;
+        CHECK(bf_comm_create_world(5, &c) == BF_ERR_UNAVAILABLE && strstr(bf_last_error(), "built without MPI"),
+              "2 ranks without MPI: %s", bf_last_error());
+    }
+    clear_launcher_env();
+}
+
+static void test_rendezvous(void) {
+    char dir[] = "/tmp/bioflex_rdv_XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(0, "mkdtemp");
+        return;
+    }
+    char path[256];
+    snprintf(path, sizeof path, "%s/id", dir);
+    unsigned char id[128], got[128];
+    for (int i = 0; i < 128; i++) id[i] = (unsigned char)(i * 7 + 3);
+    pid_t child = fork();
+    if (child == 0) { /* rank 0, a little late */
+        struct timespec late = {0, 200 * 1000 * 1000};
+        nanosleep(&late, NULL);
+        _exit(bf_comm_rendezvous_file(path, 0, id, sizeof id, 5) == BF_OK ? 0 : 1);
+    }
+    memset(got, 0, sizeof got);
+    CHECK_OK(bf_comm_rendezvous_file(path, 1, got, sizeof got, 10));
+    int status = 0;
+    waitpid(child, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "rank 0 could not write the rendezvous file");
+    CHECK(memcmp(id, got, sizeof id) == 0, "rank 1 read other bytes than rank 0 wrote");
+    char missing[300];
+    snprintf(missing, sizeof missing, "%s/never", dir);
+    CHECK(bf_comm_rendezvous_file(missing, 2, got, sizeof got, 0.3) == BF_ERR_IO && strstr(bf_last_error(), "never") &&
+              strstr(bf_last_error(), "collective_timeout"),
+          "missing rendezvous file: %s", bf_last_error());
+    remove(path);
+    rmdir(dir);
+}
+
+/* 3 ranks x batch 4 over 30 samples: whole global batches of 12 (drop_last: 2 per rank, 24
+ * positions), or (evaluation) every position once with partial / empty last batches. */
+static void test_loader_shards(void) {
+    bf_data_config dc;
+    memset(&dc, 0, sizeof dc);
+    bf_dataset d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.name, sizeof d.name, "labels");
+    d.num_samples = 30;
+    d.c = d.h = d.w = 1;
+    d.num_classes = 30;
+    uint8_t pixels[30];
+    int32_t labels[30];
+    for (int i = 0; i < 30; i++) pixels[i] = (uint8_t)i, labels[i] = i;
+    d.pixels = pixels;
+    d.labels = labels;
+    d.std[0] = 1;
+    for (int drop = 1; drop >= 0; drop--) {
+        int seen[30] = {0}, total = 0;
+        for (int r = 0; r < 3; r++) {
+            bf_loader_options o = {.batch_size = 4, .threads = 1, .prefetch = 2, .shuffle = 1, .drop_last = drop,
+                                   .seed = 5, .rank = r, .world = 3};
+            bf_loader *l = NULL;
+            CHECK_OK(bf_loader_create(&d, &o, &l));
+            if (!l) return;
+            int want = drop ? 2 : (r < 2 ? 3 : 2); /* rank 2's third slice starts at 32 > 30 */
+            CHECK(bf_loader_num_batches(l) == want, "drop_last %d rank %d: %d batches, want %d", drop, r,
+                  bf_loader_num_batches(l), want);
+            CHECK_OK(bf_loader_start_epoch(l, 1, 0));
+            for (;;) {
+                bf_batch *b = NULL;
+                CHECK_OK(bf_loader_next(l, &b, NULL));
+                if (!b) break;
+                for (int k = 0; k < b->n; k++) seen[b->labels[k]]++;
+                total += b->n;
+                bf_loader_release(l, b);
+            }
+            bf_loader_destroy(l);
+        }
+        int twice = 0;
+        for (int i = 0; i < 30; i++) twice += seen[i] > 1;
+        CHECK(twice == 0, "drop_last %d: %d samples seen by two ranks", drop, twice);
+        CHECK(total == (drop ? 24 : 30), "drop_last %d: %d samples over the ranks, want %d", drop, total, drop ? 24 : 30);
+    }
+}
+
+int main(void) {
+    test_self();
+    test_launcher_env();
+    test_rendezvous();
+    test_loader_shards();
+    return bf_test_finish();
+}

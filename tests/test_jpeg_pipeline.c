@@ -1,0 +1,401 @@
+/* test_jpeg_pipeline.c - JPEG datasets: decoding, crops, resampling, layouts, the loader's skips.
+ *
+ * A tiny synthetic tree (bf_jpeg_synth_tree, the generator behind tools/make_jpeg_tree) is written
+ * to a fresh /tmp directory. Decoded pixels are checked against an independent reference: a full
+ * decode with TurboJPEG's tjDecompress2, cropped, and a direct (non-separable, double precision)
+ * evaluation of the triangle filter. */
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <turbojpeg.h>
+
+#include "bioflex/data.h"
+#include "bioflex/image.h"
+#include "testutil.h"
+
+static char root[256];
+
+static void remove_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[1024];
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(p);
+        else unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* Full decode with TurboJPEG at a scaling factor num/8 (RGB; CMYK converted like Adobe files). */
+static uint8_t *reference_decode(const char *path, int num, int *w, int *h) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc((size_t)n);
+    if (fread(buf, 1, (size_t)n, f) != (size_t)n) n = 0;
+    fclose(f);
+    tjhandle tj = tjInitDecompress();
+    int iw, ih, sub, cs;
+    uint8_t *out = NULL;
+    if (tjDecompressHeader3(tj, buf, (unsigned long)n, &iw, &ih, &sub, &cs) == 0) {
+        *w = TJSCALED(iw, ((tjscalingfactor){num, 8}));
+        *h = TJSCALED(ih, ((tjscalingfactor){num, 8}));
+        int cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK;
+        uint8_t *raw = malloc((size_t)*w * *h * (cmyk ? 4 : 3));
+        if (tjDecompress2(tj, buf, (unsigned long)n, raw, *w, 0, *h, cmyk ? TJPF_CMYK : TJPF_RGB, 0) == 0) {
+            if (cmyk) {
+                out = malloc((size_t)*w * *h * 3);
+                for (int i = 0; i < *w * *h; i++)
+                    for (int c = 0; c < 3; c++) out[3 * i + c] = (uint8_t)((raw[4 * i + c] * raw[4 * i + 3] + 127) / 255);
+                free(raw);
+            } else {
+                out = raw;
+            }
+        } else {
+            free(raw);
+        }
+    }
+    tjDestroy(tj);
+    free(buf);
+    return out;
+}
+
+/* The triangle filter straight from its definition: output pixel (x, y) of a crop resized to
+ * ow x oh is the normalised weighted sum of every source pixel, weight tri(dx/fx) * tri(dy/fy). */
+static double reference_pixel(const uint8_t *img, int w, int h, bf_rect crop, int ow, int oh, int x, int y, int c) {
+    double sx = crop.w / ow, sy = crop.h / oh, fx = sx > 1 ? sx : 1, fy = sy > 1 ? sy : 1;
+    double cx = crop.x + (x + 0.5) * sx, cy = crop.y + (y + 0.5) * sy;
+    double sum = 0, total = 0;
+    for (int j = 0; j < h; j++) {
+        double ty = fabs((j + 0.5 - cy) / fy);
+        if (ty >= 1) continue;
+        for (int i = 0; i < w; i++) {
+            double tx = fabs((i + 0.5 - cx) / fx);
+            if (tx >= 1) continue;
+            double wt = (1 - tx) * (1 - ty);
+            sum += wt * img[((size_t)j * w + i) * 3 + c];
+            total += wt;
+        }
+    }
+    return sum / total;
+}
+
+static void test_decode(void) {
+    bf_jpeg_decoder *dec = NULL;
+    CHECK_OK(bf_jpeg_decoder_create(&dec));
+    bf_image_u8 out = {0};
+    const char *good[] = {"class_000/class_000_00000.JPEG", "class_001/class_001_00001.JPEG", "class_000/zz_gray.JPEG",
+                          "class_000/zz_cmyk.JPEG", "class_000/zz_progressive.JPEG"};
+    for (int g = 0; g < 5; g++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/if/train/%s", root, good[g]);
+        int w = 0, h = 0, rw = 0, rh = 0;
+        CHECK_OK(bf_jpeg_load(dec, path, &w, &h));
+        uint8_t *ref = reference_decode(path, 8, &rw, &rh);
+        CHECK(ref && rw == w && rh == h, "%s: reference decode %dx%d vs header %dx%d", good[g], rw, rh, w, h);
+        if (!ref) continue;
+        /* A crop at full scale: the decoded region must equal the same pixels of the full decode. */
+        bf_rect crop = {123.4, 77.7, 200, 150}, in;
+        double scale = 0;
+        CHECK_OK(bf_jpeg_decode_region(dec, crop, 200, 150, &out, &in, &scale));
+        CHECK(scale == 1.0, "%s: scale %g for a crop no larger than the output", good[g], scale);
+        int ox = (int)lround(crop.x - in.x), oy = (int)lround(crop.y - in.y), maxdiff = 0;
+        CHECK(ox <= 123 && oy == 77 && out.w >= 200 && out.h >= 150, "%s: region at %d,%d size %dx%d", good[g], ox, oy,
+              out.w, out.h);
+        for (int y = 0; y < out.h; y++)
+            for (int x = 0; x < out.w * 3; x++) {
+                int d = abs((int)out.pixels[(size_t)y * out.w * 3 + x] - (int)ref[((size_t)(y + oy) * w + ox) * 3 + x]);
+                if (d > maxdiff) maxdiff = d;
+            }
+        /* libjpeg-turbo's cropped path upsamples chroma with different edge context (and without
+         * SIMD), so a few levels of difference are expected; a wrong offset gives tens. */
+        CHECK(maxdiff <= 3, "%s: cropped decode differs from the full decode by %d", good[g], maxdiff);
+        free(ref);
+        /* DCT scaling: a crop 4x larger than the output decodes at 1/4, as tjDecompress2 at 1/4 does. */
+        CHECK_OK(bf_jpeg_load(dec, path, &w, &h));
+        bf_rect big = {0, 0, w, h};
+        CHECK_OK(bf_jpeg_decode_region(dec, big, w / 4 - 1, h / 4 - 1, &out, &in, &scale));
+        CHECK(scale == 0.25, "%s: scale %g for a 4x reduction (expected 0.25)", good[g], scale);
+        ref = reference_decode(path, 2, &rw, &rh);
+        CHECK(ref && rw == out.w && rh == out.h, "%s: 1/4 decode %dx%d vs reference %dx%d", good[g], out.w, out.h, rw, rh);
+        if (ref && rw == out.w && rh == out.h) {
+            maxdiff = 0;
+            for (size_t i = 0; i < (size_t)rw * rh * 3; i++) {
+                int d = abs((int)out.pixels[i] - (int)ref[i]);
+                if (d > maxdiff) maxdiff = d;
+            }
+            CHECK(maxdiff <= 1, "%s: 1/4-scaled decode differs from TurboJPEG's by %d", good[g], maxdiff);
+        }
+        free(ref);
+    }
+    /* The undecodable files: each a BF_ERR_FORMAT naming the file, and the decoder stays usable. */
+    const char *bad[] = {"zz_png.JPEG", "zz_truncated.JPEG", "zz_corrupt.JPEG", "zz_empty.JPEG"};
+    for (int b = 0; b < 4; b++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/if/train/class_000/%s", root, bad[b]);
+        int w = 0, h = 0;
+        bf_status st = bf_jpeg_load(dec, path, &w, &h);
+        if (st == BF_OK) {
+            bf_rect in, all = {0, 0, w, h};
+            double scale;
+            st = bf_jpeg_decode_region(dec, all, 224, 224, &out, &in, &scale);
+        }
+        CHECK(st == BF_ERR_FORMAT && strstr(bf_last_error(), bad[b]), "%s: %s (%s)", bad[b], bf_status_name(st),
+              bf_last_error());
+    }
+    char path[512];
+    int w, h;
+    snprintf(path, sizeof path, "%s/if/train/class_000/class_000_00001.JPEG", root);
+    CHECK_OK(bf_jpeg_load(dec, path, &w, &h));
+    free(out.pixels);
+    bf_jpeg_decoder_free(dec);
+}
+
+static void test_resample(void) {
+    /* A random 37x29 image resized to 10x7 (antialiased), to 50x40 (enlarged) and a crop of it
+     * flipped, against the direct evaluation of the filter. */
+    int w = 37, h = 29;
+    bf_image_u8 src = {0};
+    CHECK_OK(bf_image_reserve(&src, w, h));
+    for (int i = 0; i < w * h * 3; i++) src.pixels[i] = (uint8_t)((i * 7919u + (unsigned)(i / 3) * 31u) % 256u);
+    bf_resampler r = {0};
+    struct { bf_rect crop; int ow, oh, flip; } cases[] = {
+        {{0, 0, 37, 29}, 10, 7, 0}, {{0, 0, 37, 29}, 50, 40, 0}, {{5.5, 3.25, 20, 15}, 8, 6, 1}};
+    for (int k = 0; k < 3; k++) {
+        uint8_t out[50 * 40 * 3];
+        CHECK_OK(bf_image_resample(&r, &src, cases[k].crop, cases[k].ow, cases[k].oh, cases[k].flip, out));
+        double worst = 0;
+        for (int y = 0; y < cases[k].oh; y++)
+            for (int x = 0; x < cases[k].ow; x++)
+                for (int c = 0; c < 3; c++) {
+                    int xs = cases[k].flip ? cases[k].ow - 1 - x : x;
+                    double want = reference_pixel(src.pixels, w, h, cases[k].crop, cases[k].ow, cases[k].oh, xs, y, c);
+                    double d = fabs(want - out[((size_t)y * cases[k].ow + x) * 3 + c]);
+                    if (d > worst) worst = d;
+                }
+        CHECK(worst <= 0.51, "resample case %d: worst difference %.3f from the direct filter", k, worst);
+    }
+    bf_resampler_free(&r);
+    free(src.pixels);
+}
+
+static void test_plans(void) {
+    bf_image_plan_options o = {.transform = BF_TRANSFORM_RANDOM_RESIZED_CROP, .size = 224, .scale_min = 0.08f,
+                               .scale_max = 1.0f, .ratio_min = 0.75f, .ratio_max = 4.0f / 3.0f, .flip = 1};
+    int flips = 0;
+    for (int s = 0; s < 2000; s++) {
+        bf_image_plan p = bf_image_plan_make(&o, 500, 375, (uint64_t)s * 7 + 1), q = bf_image_plan_make(&o, 500, 375, (uint64_t)s * 7 + 1);
+        CHECK(p.crop.x == q.crop.x && p.crop.y == q.crop.y && p.crop.w == q.crop.w && p.crop.h == q.crop.h && p.flip == q.flip,
+              "plan %d is not a function of its seed", s);
+        double area = p.crop.w * p.crop.h / (500.0 * 375.0), ratio = p.crop.w / p.crop.h;
+        int ok = p.crop.x >= 0 && p.crop.y >= 0 && p.crop.x + p.crop.w <= 500 && p.crop.y + p.crop.h <= 375 &&
+                 area >= 0.075 && area <= 1.0 && ratio > 0.72 && ratio < 1.38;
+        if (!ok) CHECK(0, "plan %d: crop %g,%g %gx%g (area %.3f ratio %.3f)", s, p.crop.x, p.crop.y, p.crop.w, p.crop.h, area, ratio);
+        flips += p.flip;
+    }
+    CHECK(flips > 900 && flips < 1100, "%d flips in 2000 (expected about 1000)", flips);
+    /* torchvision's fallback: an image too wide for any attempt gets the central crop at max ratio. */
+    bf_image_plan p = bf_image_plan_make(&o, 1000, 10, 5);
+    CHECK(p.crop.w == 13 && p.crop.h == 10 && p.crop.x == 493 && p.crop.y == 0, "fallback crop %g,%g %gx%g", p.crop.x,
+          p.crop.y, p.crop.w, p.crop.h);
+    o.transform = BF_TRANSFORM_CENTER;
+    o.resize = 256;
+    p = bf_image_plan_make(&o, 500, 375, 1);
+    CHECK_CLOSE(p.crop.w, 224.0 * 375 / 256, 1e-9, 0, "centre crop side");
+    CHECK_CLOSE(p.crop.x, (500 - 224.0 * 375 / 256) / 2, 1e-9, 0, "centre crop x");
+}
+
+static void set(bf_config *cfg, const char *a) { CHECK_OK(bf_config_set(cfg, a)); }
+
+static void test_datasets(void) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    char a[512];
+    set(&cfg, "data.dataset = imagefolder");
+    snprintf(a, sizeof a, "data.path = %s/if", root);
+    set(&cfg, a);
+    set(&cfg, "data.image_size = 32");
+    bf_dataset *d = NULL;
+    CHECK_OK(bf_dataset_open(&cfg.data, 1, BF_SPLIT_TRAIN, &d));
+    if (d) {
+        CHECK(d->num_classes == 3 && d->num_samples == 3 * 4 + BF_SYNTH_EDGE_FILES && d->c == 3 && d->h == 32,
+              "imagefolder train: %d classes, %d samples, %dx%dx%d", d->num_classes, d->num_samples, d->c, d->h, d->w);
+        int sorted = 1;
+        for (int i = 1; i < d->num_samples; i++) sorted &= d->labels[i] >= d->labels[i - 1];
+        CHECK(sorted && d->labels[0] == 0 && d->labels[d->num_samples - 1] == 2, "labels in class order");
+    }
+
+    /* The loader: every epoch position gets a decodable image; the 4 bad files are skipped and
+     * replaced; the same seed gives the same batches and the same count. */
+    float *first = NULL;
+    long skipped[2] = {0, 0};
+    for (int run = 0; run < 2 && d; run++) {
+        bf_loader_options o = {.batch_size = 5, .threads = run + 1, .prefetch = 2, .shuffle = 1, .normalize = 1,
+                               .seed = 3};
+        bf_loader *l = NULL;
+        CHECK_OK(bf_loader_create(d, &o, &l));
+        if (!l) break;
+        CHECK_OK(bf_loader_start_epoch(l, 0, 0));
+        bf_batch *b;
+        int seen = 0;
+        size_t floats = (size_t)3 * 32 * 32;
+        if (run == 0) first = malloc((size_t)d->num_samples * floats * sizeof(float));
+        while (bf_loader_next(l, &b, NULL) == BF_OK && b) {
+            for (int k = 0; k < b->n; k++) {
+                CHECK(b->labels[k] >= 0 && b->labels[k] < 3, "label %d", b->labels[k]);
+                float *img = b->images + (size_t)k * floats;
+                if (run == 0) memcpy(first + (size_t)(seen + k) * floats, img, floats * sizeof(float));
+                else if (memcmp(first + (size_t)(seen + k) * floats, img, floats * sizeof(float)) != 0)
+                    CHECK(0, "position %d differs between 1 and 2 loader threads", seen + k);
+            }
+            seen += b->n;
+            bf_loader_release(l, b);
+        }
+        CHECK(seen == d->num_samples, "epoch delivered %d of %d samples", seen, d->num_samples);
+        skipped[run] = bf_loader_skipped_images(l);
+        bf_loader_destroy(l);
+    }
+    /* Resuming inside the epoch: batch 2 onwards are the same images as in the full epoch. */
+    if (d && first) {
+        bf_loader_options o = {.batch_size = 5, .threads = 2, .prefetch = 2, .shuffle = 1, .normalize = 1, .seed = 3};
+        bf_loader *l = NULL;
+        CHECK_OK(bf_loader_create(d, &o, &l));
+        bf_batch *b = NULL;
+        if (l) {
+            CHECK_OK(bf_loader_start_epoch(l, 0, 2));
+            CHECK_OK(bf_loader_next(l, &b, NULL));
+            size_t floats = (size_t)3 * 32 * 32;
+            CHECK(b && b->index == 2 && memcmp(b->images, first + 10 * floats, (size_t)b->n * floats * sizeof(float)) == 0,
+                  "resumed batch 2 differs from batch 2 of the full epoch");
+            if (b) bf_loader_release(l, b);
+            bf_loader_destroy(l);
+        }
+    }
+    CHECK(skipped[0] >= BF_SYNTH_BAD_FILES && skipped[0] == skipped[1], "skipped %ld and %ld (expected the same, >= %d)",
+          skipped[0], skipped[1], BF_SYNTH_BAD_FILES);
+    free(first);
+
+    /* A squashed sample against the reference: TurboJPEG's decode at the same DCT scale (500 px ->
+     * 32 px decodes at 1/8) and the direct filter over the whole (scaled) image. */
+    if (d) {
+        bf_image_worker w;
+        CHECK_OK(bf_image_worker_init(&w, 32));
+        float img[3 * 32 * 32];
+        CHECK_OK(bf_image_load_sample(d, 1, 42, &w, img));
+        int rw, rh, fw, fh;
+        uint8_t *full = reference_decode(d->files->paths[1], 8, &fw, &fh);
+        uint8_t *ref = reference_decode(d->files->paths[1], 1, &rw, &rh);
+        free(full);
+        double worst = 0, s = (double)rw / fw;
+        bf_rect all = {0, 0, fw * s, fh * s};
+        for (int y = 0; ref && y < 32; y++)
+            for (int x = 0; x < 32; x++)
+                for (int c = 0; c < 3; c++) {
+                    double want = reference_pixel(ref, rw, rh, all, 32, 32, x, y, c);
+                    double diff = fabs(want - 255.0 * img[(size_t)c * 1024 + y * 32 + x]);
+                    if (diff > worst) worst = diff;
+                }
+        CHECK(ref && worst < 1.5, "squashed sample vs reference decode + filter: worst %.1f levels", worst);
+        free(ref);
+        bf_image_worker_free(&w);
+    }
+    bf_dataset_free(d);
+    d = NULL;
+
+    /* class_list selects and orders; val has no bad files. */
+    char list[512];
+    snprintf(list, sizeof list, "%s/classes.txt", root);
+    FILE *f = fopen(list, "w");
+    fprintf(f, "# two classes, reversed\nclass_002\n\nclass_000\n");
+    fclose(f);
+    snprintf(a, sizeof a, "data.class_list = %s", list);
+    set(&cfg, a);
+    CHECK_OK(bf_dataset_open(&cfg.data, 1, BF_SPLIT_TEST, &d));
+    if (d) {
+        CHECK(d->num_classes == 2 && d->num_samples == 4 && d->labels[0] == 0 && strstr(d->files->paths[0], "class_002"),
+              "class_list: %d classes, %d samples, first %s", d->num_classes, d->num_samples, d->files->paths[0]);
+        bf_dataset_free(d);
+        d = NULL;
+    }
+    set(&cfg, "data.class_list = ");
+
+    /* Kaggle layout: labels follow Labels.json (reversed WNIDs), over both train shards. */
+    set(&cfg, "data.dataset = imagenet100");
+    snprintf(a, sizeof a, "data.path = %s/kg", root);
+    set(&cfg, a);
+    bf_status st = bf_dataset_open(&cfg.data, 1, BF_SPLIT_TRAIN, &d);
+    CHECK(st == BF_ERR_FORMAT && strstr(bf_last_error(), "expected 100"), "imagenet100 with 3 classes: %s", bf_last_error());
+    set(&cfg, "data.dataset = imagenet100");
+    snprintf(list, sizeof list, "%s/kg_classes.txt", root);
+    f = fopen(list, "w");
+    fprintf(f, "n00001002\nn00001001\nn00001000\n");
+    fclose(f);
+    snprintf(a, sizeof a, "data.class_list = %s", list);
+    set(&cfg, a);
+    CHECK_OK(bf_dataset_open(&cfg.data, 1, BF_SPLIT_TRAIN, &d));
+    if (d) {
+        CHECK(d->num_classes == 3 && d->num_samples == 6 && strstr(d->files->paths[0], "train.X1/n00001002") &&
+              strstr(d->files->paths[2], "train.X2/n00001001") && d->labels[2] == 1,
+              "kaggle: %d classes %d samples, %s label %d", d->num_classes, d->num_samples, d->files->paths[2], d->labels[2]);
+        bf_dataset_free(d);
+        d = NULL;
+    }
+    set(&cfg, "data.class_list = ");
+
+    /* Errors at open: no path, a missing directory, an empty class. */
+    set(&cfg, "data.dataset = imagefolder");
+    snprintf(a, sizeof a, "data.path = %s/nowhere", root);
+    set(&cfg, a);
+    st = bf_dataset_open(&cfg.data, 1, BF_SPLIT_TRAIN, &d);
+    CHECK(st == BF_ERR_IO && strstr(bf_last_error(), "nowhere"), "missing dir: %s", bf_last_error());
+    snprintf(a, sizeof a, "%s/if/train/class_empty", root);
+    mkdir(a, 0755);
+    snprintf(a, sizeof a, "data.path = %s/if", root);
+    set(&cfg, a);
+    st = bf_dataset_open(&cfg.data, 1, BF_SPLIT_TRAIN, &d);
+    CHECK(st == BF_ERR_IO && strstr(bf_last_error(), "class_empty"), "empty class: %s", bf_last_error());
+    set(&cfg, "data.path = ");
+    st = bf_dataset_open(&cfg.data, 1, BF_SPLIT_TRAIN, &d);
+    CHECK(st == BF_ERR_CONFIG && strstr(bf_last_error(), "data] path"), "no path: %s", bf_last_error());
+    /* Config validation of the crop keys. */
+    set(&cfg, "data.crop_scale_min = 0.9");
+    set(&cfg, "data.crop_scale_max = 0.5");
+    CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG && strstr(bf_last_error(), "crop_scale_min"), "scale range: %s",
+          bf_last_error());
+    CHECK(bf_config_set(&cfg, "data.train_transform = crop") != BF_OK && strstr(bf_last_error(), "random_resized_crop"),
+          "train_transform error names the allowed values: %s", bf_last_error());
+}
+
+int main(void) {
+    snprintf(root, sizeof root, "/tmp/bioflex_test_jpeg_%d", (int)getpid());
+    remove_tree(root);
+    mkdir(root, 0755);
+    char dir[300];
+    bf_jpeg_synth_options o = {.layout = BF_SYNTH_IMAGEFOLDER, .classes = 3, .train_per_class = 4, .val_per_class = 2,
+                               .quality = 90, .edge_cases = 1, .seed = 7};
+    snprintf(dir, sizeof dir, "%s/if", root);
+    CHECK_OK(bf_jpeg_synth_tree(dir, &o));
+    o.layout = BF_SYNTH_KAGGLE;
+    o.train_per_class = 2;
+    o.edge_cases = 0;
+    snprintf(dir, sizeof dir, "%s/kg", root);
+    CHECK_OK(bf_jpeg_synth_tree(dir, &o));
+    test_decode();
+    test_resample();
+    test_plans();
+    test_datasets();
+    remove_tree(root);
+    return bf_test_finish();
+}

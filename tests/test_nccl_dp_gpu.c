@@ -1,0 +1,103 @@
+/* test_nccl_dp_gpu.c - the NCCL data-parallel path with one rank gives the plain path's results
+ * (issue 7, point 5). Needs a GPU and a build with NCCL; exits 77 (skipped) otherwise.
+ *   - a one-rank NCCL communicator: all-reduce (sum, average), broadcast and the host-count
+ *     all-reduce leave the values as they are;
+ *   - a few epochs of a tiny CNN trained by bf_train (plain) and by bf_train_gpus(1) (NCCL buckets
+ *     launched from the backward pass, stream hand-offs) end with the same weights and accuracy. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bioflex/comm.h"
+#include "bioflex/safetensors.h"
+#include "bioflex/train.h"
+#include "data_parallel.h"
+#include "testutil.h"
+
+static void check_one_rank_collectives(bf_backend *b, bf_comm *c) {
+    enum { N = 1000 };
+    float host[N], back[N];
+    bf_test_fill_uniform(host, N, -1, 1, 7);
+    float *dev = bf_test_upload(b, host, N);
+    CHECK(dev != NULL, "upload");
+    if (!dev) return;
+    void *stream = bf_comm_nccl_stream(c);
+    CHECK_OK(bf_cuda_stream_handoff(b, stream, 1));
+    CHECK_OK(bf_comm_nccl_allreduce_async(c, dev, N, BF_REDUCE_AVG));
+    CHECK_OK(bf_comm_nccl_allreduce_async(c, dev, N, BF_REDUCE_SUM));
+    CHECK_OK(bf_cuda_stream_handoff(b, stream, 0));
+    CHECK_OK(bf_comm_nccl_wait(c, "test all-reduce"));
+    CHECK_OK(bf_to_host(b, back, dev, sizeof back));
+    CHECK(memcmp(host, back, sizeof host) == 0, "one-rank all-reduce changed the values");
+    double counts[3] = {1.5, 2, 40};
+    CHECK_OK(c->impl->allreduce_double(c, counts, 3));
+    CHECK(counts[0] == 1.5 && counts[1] == 2 && counts[2] == 40, "one-rank count all-reduce: %g %g %g", counts[0],
+          counts[1], counts[2]);
+    uint64_t v = 0x1234567890abcdefull;
+    CHECK_OK(c->impl->broadcast(c, &v, sizeof v, 0));
+    CHECK(v == 0x1234567890abcdefull, "one-rank broadcast of a host value");
+    bf_free(b, dev);
+}
+
+static void compare_checkpoints(const char *a_dir, const char *b_dir) {
+    char pa[600], pb[600];
+    snprintf(pa, sizeof pa, "%s/model.safetensors", a_dir);
+    snprintf(pb, sizeof pb, "%s/model.safetensors", b_dir);
+    bf_st_file *a = NULL, *b = NULL;
+    CHECK_OK(bf_safetensors_read(pa, &a));
+    CHECK_OK(bf_safetensors_read(pb, &b));
+    size_t floats = 0;
+    for (int i = 0; a && b && i < bf_safetensors_count(a); i++) {
+        const bf_st_tensor *ta = bf_safetensors_at(a, i), *tb = bf_safetensors_find(b, ta->name);
+        CHECK(tb && tb->nbytes == ta->nbytes, "tensor %s missing or resized", ta->name);
+        if (!tb || tb->nbytes != ta->nbytes || ta->dtype != BF_DTYPE_F32) continue;
+        size_t n = ta->nbytes / sizeof(float), at = 0;
+        double v = bf_test_max_violation(ta->data, tb->data, n, 1e-7, 1e-6, &at);
+        CHECK(v <= 1, "%s[%zu]: plain %.9g vs NCCL %.9g", ta->name, at, ((const float *)ta->data)[at],
+              ((const float *)tb->data)[at]);
+        floats += n;
+    }
+    CHECK(floats > 100, "compared %zu weights", floats);
+    bf_safetensors_close(a);
+    bf_safetensors_close(b);
+}
+
+int main(void) {
+    if (bf_cuda_device_count() < 1) bf_test_skip("no CUDA device");
+    if (!bf_comm_nccl_built()) bf_test_skip("bioflex was built without NCCL");
+
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cuda(0, BF_PRECISION_FP32, &b));
+    bf_comm *c = NULL;
+    int device = 0;
+    CHECK_OK(bf_comm_create_nccl_group(1, &device, 0, 1, NULL, 30.0, &c));
+    if (b && c) check_one_rank_collectives(b, c);
+
+    char tmp[] = "/tmp/bioflex_nccl_XXXXXX";
+    if (!mkdtemp(tmp)) bf_test_skip("cannot make a temporary directory");
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    const char *sets[] = {"run.device=cuda", "run.epochs=2", "run.log_interval=3", "data.dataset=procedural",
+                          "data.procedural_train=256", "data.procedural_test=64", "data.procedural_size=16",
+                          "data.procedural_classes=4", "data.batch_size=32", "model.arch=cnn", "model.channels=8,16",
+                          "model.hidden=32", "model.batchnorm=true", "model.dropout=0", "optim.optimizer=sgd",
+                          "optim.lr=0.05", "optim.momentum=0.9", "optim.grad_clip_norm=5"};
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) CHECK_OK(bf_config_set(&cfg, sets[i]));
+    CHECK_OK(bf_config_validate(&cfg));
+    bf_train_options opt = {.quiet = 1, .log = stderr};
+    bf_train_result plain, nccl;
+    snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s/plain", tmp);
+    CHECK_OK(bf_train(&cfg, &opt, &plain));
+    snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s/nccl", tmp);
+    CHECK_OK(bf_train_gpus(&cfg, &opt, 1, &nccl));
+    CHECK(plain.steps_done == nccl.steps_done && plain.steps_done == 16, "steps %ld vs %ld", plain.steps_done,
+          nccl.steps_done);
+    CHECK_CLOSE(plain.final_eval.top1, nccl.final_eval.top1, 1e-9, 0, "test top-1, plain vs NCCL");
+    CHECK_CLOSE(plain.final_eval.loss, nccl.final_eval.loss, 1e-6, 1e-5, "test loss, plain vs NCCL");
+    compare_checkpoints(plain.checkpoint, nccl.checkpoint);
+    bf_comm_destroy(c, 0);
+    bf_backend_destroy(b);
+    return bf_test_finish();
+}
