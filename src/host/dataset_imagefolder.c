@@ -7,9 +7,9 @@
  *    label of a class is its position in Labels.json (insertion order), as in FlexNet's reference
  *    code - not the sorted WNID order (flexnet.md section 4). configs/flexnet/imagenet100_classes.txt
  *    ships that order, for copies of the dataset without Labels.json (class_list = that file).
- *  - imagenet (ILSVRC-2012): train/<wnid>/ and val/<wnid>/. The validation images must be in class
- *    folders, the layout torchvision and most scripts use (the official flat val/ plus
- *    LOC_val_solution.csv is reorganised by the well-known valprep.sh); labels are sorted WNIDs.
+ *  - imagenet (ILSVRC-2012): train/<wnid>/ and val/<wnid>/ (the layout torchvision and most scripts
+ *    use), or the official flat val/ with [data] val_labels naming LOC_val_solution.csv (the WNID of
+ *    each image is the first word of its PredictionString); labels are sorted WNIDs.
  * data.class_list (a file of folder names, one a line) selects and orders the classes of any
  * layout. Files ending .jpg/.jpeg (any case) are taken, sorted by name within a class, classes in
  * label order, so the list is the same on every machine. A limit keeps an evenly spaced subset,
@@ -139,6 +139,121 @@ void bf_image_files_free(bf_image_files *f) {
     free(f);
 }
 
+/* ILSVRC's official validation layout: every image directly in val/, the labels in a CSV. */
+static int flat_val(const bf_data_config *cfg, bf_split split) {
+    return cfg->dataset == BF_DATASET_IMAGENET && split == BF_SPLIT_TEST && cfg->val_labels[0];
+}
+
+typedef struct val_label {
+    char *image; /* ImageId: the file name without its extension */
+    int label;   /* index into the classes, -1 for a class that is not selected */
+} val_label;
+
+static int compare_val_labels(const void *a, const void *b) {
+    return strcmp(((const val_label *)a)->image, ((const val_label *)b)->image);
+}
+
+static int class_index(const name_list *classes, const char *wnid) {
+    for (int c = 0; c < classes->count; c++)
+        if (!strcmp(classes->items[c], wnid)) return c;
+    return -1;
+}
+
+/* Reads LOC_val_solution.csv ("ImageId,PredictionString", the string "wnid x0 y0 x1 y1 ..."), sorted
+ * by ImageId. */
+static bf_status read_val_labels(const char *path, const name_list *classes, val_label **out, int *count) {
+    FILE *f = fopen(path, "r");
+    if (!f) return bf_error(BF_ERR_IO, "[data] val_labels = %s: cannot open: %s", path, strerror(errno));
+    val_label *v = NULL;
+    int n = 0, cap = 0, lineno = 0;
+    char line[4096];
+    bf_status st = BF_OK;
+    while (st == BF_OK && fgets(line, sizeof line, f)) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[0] || (lineno == 1 && !strncmp(line, "ImageId", 7))) continue;
+        char *comma = strchr(line, ',');
+        char *wnid = comma ? comma + 1 : NULL;
+        while (wnid && isspace((unsigned char)*wnid)) wnid++;
+        if (!comma || comma == line || !wnid || !*wnid) {
+            st = bf_error(BF_ERR_FORMAT, "%s:%d: expected ImageId,PredictionString (a WNID first), got '%s'", path,
+                          lineno, line);
+            break;
+        }
+        *comma = '\0';
+        wnid[strcspn(wnid, " \t")] = '\0';
+        if (n == cap) {
+            cap = cap ? 2 * cap : 1024;
+            val_label *p = realloc(v, (size_t)cap * sizeof *p);
+            if (!p) {
+                st = bf_error(BF_ERR_OOM, "out of memory reading %s", path);
+                break;
+            }
+            v = p;
+        }
+        v[n].image = strdup(line);
+        v[n].label = class_index(classes, wnid);
+        if (!v[n].image) st = bf_error(BF_ERR_OOM, "out of memory reading %s", path);
+        else n++;
+    }
+    fclose(f);
+    if (st == BF_OK && n == 0) st = bf_error(BF_ERR_FORMAT, "%s: no ImageId,PredictionString lines", path);
+    if (st != BF_OK) {
+        for (int i = 0; i < n; i++) free(v[i].image);
+        free(v);
+        return st;
+    }
+    qsort(v, (size_t)n, sizeof *v, compare_val_labels);
+    *out = v;
+    *count = n;
+    return BF_OK;
+}
+
+/* The files of a flat val/ in name order with their labels from the CSV; images of classes outside
+ * `classes` are left out, an image missing from the CSV or a class without images is an error. */
+static bf_status collect_flat_val(const bf_data_config *cfg, const char *root, const name_list *classes,
+                                  name_list *files, int32_t **labels) {
+    val_label *v = NULL;
+    int nv = 0;
+    BF_TRY(read_val_labels(cfg->val_labels, classes, &v, &nv));
+    name_list names = {0};
+    bf_status st = list_dir(root, 0, &names);
+    int *per_class = calloc((size_t)classes->count, sizeof *per_class);
+    int32_t *lab = malloc(((size_t)names.count + 1) * sizeof *lab);
+    if (st == BF_OK && (!per_class || !lab)) st = bf_error(BF_ERR_OOM, "out of memory listing %s", root);
+    for (int i = 0; i < names.count && st == BF_OK; i++) {
+        char key[256], path[BF_PATH_MAX * 3];
+        snprintf(key, sizeof key, "%s", names.items[i]);
+        char *dot = strrchr(key, '.');
+        if (dot) *dot = '\0';
+        val_label probe = {.image = key}, *hit = bsearch(&probe, v, (size_t)nv, sizeof *v, compare_val_labels);
+        if (!hit) {
+            st = bf_error(BF_ERR_FORMAT, "imagenet: %s/%s has no line in [data] val_labels = %s", root, names.items[i],
+                          cfg->val_labels);
+            break;
+        }
+        if (hit->label < 0) continue;
+        snprintf(path, sizeof path, "%s/%s", root, names.items[i]);
+        lab[files->count] = hit->label;
+        per_class[hit->label]++;
+        st = names_add(files, path);
+    }
+    for (int c = 0; c < classes->count && st == BF_OK; c++)
+        if (per_class[c] == 0)
+            st = bf_error(BF_ERR_IO, "imagenet: class %s (label %d) has no validation image in %s (per %s)",
+                          classes->items[c], c, root, cfg->val_labels);
+    names_free(&names);
+    free(per_class);
+    for (int i = 0; i < nv; i++) free(v[i].image);
+    free(v);
+    if (st != BF_OK) {
+        free(lab);
+        return st;
+    }
+    *labels = lab;
+    return BF_OK;
+}
+
 static bf_status open_layout(const bf_data_config *cfg, bf_split split, char roots[MAX_ROOTS][BF_PATH_MAX + 16],
                              int *num_roots, name_list *classes) {
     const char *base = cfg->path;
@@ -160,6 +275,9 @@ static bf_status open_layout(const bf_data_config *cfg, bf_split split, char roo
             return bf_error(BF_ERR_IO, "imagenet100: %s has no %s (expected the Kaggle layout train.X1..train.X4, "
                                        "val.X, Labels.json)", base, split == BF_SPLIT_TRAIN ? "train.X1..4" : "val.X");
     } else {
+        if (cfg->val_labels[0] && cfg->dataset != BF_DATASET_IMAGENET)
+            return bf_error(BF_ERR_CONFIG, "[data] val_labels is for dataset = imagenet (ILSVRC's flat val/), not %s",
+                            kind);
         snprintf(roots[0], BF_PATH_MAX + 16, "%s/%s", base, split == BF_SPLIT_TRAIN ? "train" : "val");
         if (!is_dir(roots[0]))
             return bf_error(BF_ERR_IO, "%s: missing directory %s (expected %s/train/<class>/*.JPEG and "
@@ -176,9 +294,15 @@ static bf_status open_layout(const bf_data_config *cfg, bf_split split, char roo
                                        "= configs/flexnet/imagenet100_classes.txt (the same order) instead", labels);
         return read_labels_json(labels, classes);
     }
-    /* All class folders of all roots, sorted and without duplicates. */
+    /* All class folders of all roots, sorted and without duplicates (a flat val/ has none: its
+     * classes are the training set's). */
     name_list all = {0};
-    for (int r = 0; r < *num_roots; r++) BF_TRY(list_dir(roots[r], 1, &all));
+    if (flat_val(cfg, split)) {
+        char train_root[BF_PATH_MAX + 16];
+        snprintf(train_root, sizeof train_root, "%s/train", base);
+        BF_TRY(list_dir(train_root, 1, &all));
+    }
+    for (int r = 0; r < *num_roots && !flat_val(cfg, split); r++) BF_TRY(list_dir(roots[r], 1, &all));
     if (all.count > 1) qsort(all.items, (size_t)all.count, sizeof *all.items, compare_names);
     bf_status st = BF_OK;
     for (int i = 0; i < all.count && st == BF_OK; i++)
@@ -200,10 +324,11 @@ bf_status bf_dataset_open_images(const bf_data_config *cfg, bf_split split, bf_d
     if (st == BF_OK && expected && !cfg->class_list[0] && classes.count != expected)
         st = bf_error(BF_ERR_FORMAT, "%s: found %d classes, expected %d (set [data] class_list to use a subset)",
                       bf_dataset_name(cfg->dataset), classes.count, expected);
-    /* Files: class by class in label order, every root, each folder sorted. */
+    /* Files: class by class in label order, every root, each folder sorted (a flat val/: name order). */
     int cap_labels = 0;
     char dir[BF_PATH_MAX * 2];
-    for (int c = 0; c < classes.count && st == BF_OK; c++) {
+    if (st == BF_OK && flat_val(cfg, split)) st = collect_flat_val(cfg, roots[0], &classes, &files, &labels);
+    for (int c = 0; c < classes.count && st == BF_OK && !flat_val(cfg, split); c++) {
         int before = files.count, found_dir = 0;
         for (int r = 0; r < num_roots && st == BF_OK; r++) {
             snprintf(dir, sizeof dir, "%s/%s", roots[r], classes.items[c]);
