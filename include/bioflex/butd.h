@@ -102,6 +102,9 @@ void bf_butd_destroy(bf_butd_net *net);
 /* Writes every trained parameter (and the fixed task head) to a safetensors file, under the
  * reference's state_dict names (core_net.i.weight, .bias, .back_weight, head.*, task_head.i.weight). */
 bf_status bf_butd_save(const bf_butd_net *net, const char *path);
+/* Reads such a file back into a network of the same shape (--resume); every tensor is checked by
+ * name, dtype and shape, with a message naming the file and the tensor. */
+bf_status bf_butd_load(bf_butd_net *net, const char *path);
 /* Prints the layer table (name, kind, output shape, parameters) and "total: N parameters". */
 void bf_butd_print_table(const bf_butd_net *net, FILE *out);
 /* Core layers, bottom to top (ReLU, and GaLU when guided). Return the layer index or -1. */

@@ -43,6 +43,21 @@ bf_status bf_checkpoint_load_model(const char *dir, bf_model *m);
 bf_status bf_checkpoint_load_state(const char *dir, const bf_config *cfg, const bf_model *m, bf_optimizer *opt,
                                    bf_train_state *state);
 
+/* The same for a network that is not a bf_model (a BU-TD network): what the state file needs to
+ * know of it, and a function that writes its model.safetensors. */
+typedef struct bf_checkpoint_subject {
+    bf_backend *backend;
+    size_t num_param_floats;
+    const char *arch;
+    bf_status (*write_model)(const char *path, const void *model);
+    const void *model;
+} bf_checkpoint_subject;
+
+bf_status bf_checkpoint_save_subject(const bf_config *cfg, const bf_checkpoint_subject *subject,
+                                     const bf_optimizer *opt, const bf_train_state *state, char *written);
+bf_status bf_checkpoint_load_state_subject(const char *dir, const bf_config *cfg, const bf_checkpoint_subject *subject,
+                                           bf_optimizer *opt, bf_train_state *state);
+
 #ifdef __cplusplus
 }
 #endif

@@ -401,6 +401,35 @@ bf_status bf_butd_save(const bf_butd_net *net, const char *path) {
     return s;
 }
 
+bf_status bf_butd_load(bf_butd_net *net, const char *path) {
+    bf_st_file *f = NULL;
+    BF_TRY(bf_safetensors_read(path, &f));
+    float *host = malloc((net->num_param_floats + net->num_task_floats + 1) * sizeof(float));
+    bf_status s = host ? BF_OK : bf_error(BF_ERR_OOM, "butd: out of memory");
+    const char *kind = bf_safetensors_meta(f, "bioflex_network");
+    if (s == BF_OK && (!kind || strcmp(kind, "butd") != 0))
+        s = bf_error(BF_ERR_CHECKPOINT, "%s is not a BU-TD network's weights (metadata bioflex_network = %s)", path,
+                     kind ? kind : "missing");
+    for (int p = 0; p < net->num_params && s == BF_OK; p++) {
+        const bf_param *q = &net->params[p];
+        s = bf_safetensors_copy_out(f, q->name, BF_DTYPE_F32, q->ndim, q->shape, host + q->offset);
+    }
+    for (int i = 0; i < net->num_task_layers && s == BF_OK; i++) {
+        const bf_butd_layer *l = &net->task_head[i];
+        char name[BF_NAME_MAX + 16];
+        int64_t shape[2] = {l->out_size, l->in_size};
+        snprintf(name, sizeof name, "%s.weight", l->name);
+        s = bf_safetensors_copy_out(f, name, BF_DTYPE_F32, 2, shape, host + net->num_param_floats + l->w);
+    }
+    if (s == BF_OK) s = bf_to_device(net->backend, net->param_data, host, net->num_param_floats * sizeof(float));
+    if (s == BF_OK && net->num_task_floats)
+        s = bf_to_device(net->backend, net->task_data, host + net->num_param_floats,
+                         net->num_task_floats * sizeof(float));
+    free(host);
+    bf_safetensors_close(f);
+    return s;
+}
+
 void bf_butd_print_table(const bf_butd_net *net, FILE *out) {
     static const char *kinds[] = {"linear", "conv", "block"};
     fprintf(out, "%-20s %-7s %-16s %12s\n", "layer", "kind", "output", "parameters");

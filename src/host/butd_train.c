@@ -2,12 +2,15 @@
  * Per step: (guided: instruction pass) -> BU pass -> loss -> TD error pass + update into grad_data
  * -> the engine's optimiser. The learning rate follows [optim] and [schedule] (the configs in
  * configs/butd/ use Adam and lr * 0.95^epoch, the reference recipe). The test split is scored
- * after every epoch. */
+ * after every epoch. Checkpoints (checkpoint.h, the BU-TD weights as model.safetensors) are written
+ * every checkpoint_every epochs and at the end; --resume continues from one at its epoch boundary,
+ * where the data order and learning rate depend only on (seed, epoch, step). */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "bioflex/butd.h"
+#include "bioflex/checkpoint.h"
 #include "fsutil.h"
 #include "task_eval.h"
 
@@ -183,6 +186,25 @@ static bf_status train_epoch(butd_run *r, int epoch, long *step, double *train_l
     return BF_OK;
 }
 
+static bf_status write_butd_model(const char *path, const void *net) { return bf_butd_save(net, path); }
+
+static bf_checkpoint_subject checkpoint_subject(const butd_run *r) {
+    return (bf_checkpoint_subject){.backend = r->backend, .num_param_floats = r->net->num_param_floats,
+                                   .arch = "butd", .write_model = write_butd_model, .model = r->net};
+}
+
+/* Restores weights, optimiser state and the training position from --resume. */
+static bf_status resume_run(butd_run *r, const char *from, bf_train_state *st, FILE *text, int quiet) {
+    char dir[BF_PATH_MAX], path[BF_PATH_MAX + 32];
+    BF_TRY(bf_checkpoint_resolve(from, dir));
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    BF_TRY(bf_butd_load(r->net, path));
+    bf_checkpoint_subject subject = checkpoint_subject(r);
+    BF_TRY(bf_checkpoint_load_state_subject(dir, r->cfg, &subject, r->optim, st));
+    if (!quiet) fprintf(text, "resumed from %s at epoch %d, step %ld\n", dir, st->epoch, st->step);
+    return BF_OK;
+}
+
 bf_status bf_butd_train(const bf_config *cfg, const bf_train_options *opt, bf_train_result *result) {
     butd_run r;
     memset(&r, 0, sizeof r);
@@ -190,18 +212,16 @@ bf_status bf_butd_train(const bf_config *cfg, const bf_train_options *opt, bf_tr
     r.cfg = cfg;
     FILE *text = opt && opt->log ? opt->log : stdout;
     int quiet = opt && opt->quiet;
-    if (opt && opt->resume) {
-        return bf_error(BF_ERR_CONFIG, "[butd] networks cannot resume from a checkpoint yet (--resume %s)",
-                        opt->resume);
-    }
     bf_status s = setup(&r);
-    long step = 0;
+    bf_train_state st = {.epoch = 0, .step = 0, .seed = cfg->run.seed};
+    if (s == BF_OK && opt && opt->resume) s = resume_run(&r, opt->resume, &st, text, quiet);
+    long step = st.step;
     static const char *learning[] = {"backprop", "counter_hebb"};
     if (s == BF_OK && !quiet)
         fprintf(text, "butd: %d layers, %zu parameters, learning %s, weights %s%s\n", r.net->num_layers,
                 r.net->num_param_floats, learning[cfg->butd.learning], cfg->butd.shared_weights ? "shared" : "separate",
                 cfg->butd.guided ? ", guided" : "");
-    for (int epoch = 0; s == BF_OK && epoch < cfg->run.epochs; epoch++) {
+    for (int epoch = st.epoch; s == BF_OK && epoch < cfg->run.epochs; epoch++) {
         double t0 = (double)clock(), train_loss = 0, loss = 0, top1 = 0;
         int samples = 0;
         s = train_epoch(&r, epoch, &step, &train_loss);
@@ -225,6 +245,14 @@ bf_status bf_butd_train(const bf_config *cfg, const bf_train_options *opt, bf_tr
         result->final_eval.samples = samples;
         result->epochs_done = epoch + 1;
         result->steps_done = step;
+        int every = cfg->run.checkpoint_every;
+        if (epoch + 1 == cfg->run.epochs || (every > 0 && (epoch + 1) % every == 0)) {
+            bf_checkpoint_subject subject = checkpoint_subject(&r);
+            st = (bf_train_state){.epoch = epoch + 1, .step = step, .seed = cfg->run.seed};
+            char written[BF_PATH_MAX];
+            s = bf_checkpoint_save_subject(cfg, &subject, r.optim, &st, written);
+            if (s == BF_OK && !quiet) fprintf(text, "checkpoint: %s\n", written);
+        }
     }
     if (s == BF_OK && r.net) { /* the trained weights, beside the run's config */
         s = bf_mkdir_p(cfg->run.dir);

@@ -88,7 +88,7 @@ static bf_status write_model_file(const char *path, const bf_model *m) {
 
 static const char *optimizer_name(bf_optimizer_kind k) { return k == BF_OPTIM_ADAMW ? "adamw" : "sgd"; }
 
-static bf_status write_state_file(const char *path, const bf_config *cfg, const bf_model *m,
+static bf_status write_state_file(const char *path, const bf_config *cfg, const bf_checkpoint_subject *m,
                                   const bf_optimizer *opt, const bf_train_state *st) {
     float *state = NULL;
     bf_status s = download(m->backend, opt->state, bf_optimizer_state_floats(opt), &state);
@@ -125,8 +125,21 @@ static bf_status write_state_file(const char *path, const bf_config *cfg, const 
     return s;
 }
 
+static bf_status write_bf_model(const char *path, const void *model) { return write_model_file(path, model); }
+
+static bf_checkpoint_subject model_subject(const bf_model *m) {
+    return (bf_checkpoint_subject){.backend = m->backend, .num_param_floats = m->num_param_floats, .arch = m->arch,
+                                   .write_model = write_bf_model, .model = m};
+}
+
 bf_status bf_checkpoint_save(const bf_config *cfg, const bf_model *m, const bf_optimizer *opt,
                              const bf_train_state *state, char *written) {
+    bf_checkpoint_subject subject = model_subject(m);
+    return bf_checkpoint_save_subject(cfg, &subject, opt, state, written);
+}
+
+bf_status bf_checkpoint_save_subject(const bf_config *cfg, const bf_checkpoint_subject *m, const bf_optimizer *opt,
+                                     const bf_train_state *state, char *written) {
     char root[BF_PATH_MAX + 32], final_dir[BF_PATH_MAX + 64], tmp_dir[BF_PATH_MAX + 80], path[BF_PATH_MAX + 128];
     snprintf(root, sizeof root, "%s/checkpoints", cfg->run.dir);
     BF_TRY(bf_mkdir_p(root));
@@ -135,7 +148,7 @@ bf_status bf_checkpoint_save(const bf_config *cfg, const bf_model *m, const bf_o
     BF_TRY(bf_remove_tree(tmp_dir));
     BF_TRY(bf_mkdir_p(tmp_dir));
     snprintf(path, sizeof path, "%s/model.safetensors", tmp_dir);
-    BF_TRY(write_model_file(path, m));
+    BF_TRY(m->write_model(path, m->model));
     snprintf(path, sizeof path, "%s/state.safetensors", tmp_dir);
     BF_TRY(write_state_file(path, cfg, m, opt, state));
     BF_TRY(bf_remove_tree(final_dir));
@@ -214,6 +227,12 @@ static bf_status meta_long(const bf_st_file *f, const char *path, const char *ke
 
 bf_status bf_checkpoint_load_state(const char *dir, const bf_config *cfg, const bf_model *m, bf_optimizer *opt,
                                    bf_train_state *state) {
+    bf_checkpoint_subject subject = model_subject(m);
+    return bf_checkpoint_load_state_subject(dir, cfg, &subject, opt, state);
+}
+
+bf_status bf_checkpoint_load_state_subject(const char *dir, const bf_config *cfg, const bf_checkpoint_subject *m,
+                                           bf_optimizer *opt, bf_train_state *state) {
     char path[BF_PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/state.safetensors", dir);
     bf_st_file *f = NULL;
