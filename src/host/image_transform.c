@@ -114,6 +114,46 @@ static int taps_for(double length, int out_size, int in_size) {
     return taps < in_size ? taps : in_size;
 }
 
+static uint8_t to_byte(float v) {
+    v += 0.5f;
+    return (uint8_t)(v < 0.0f ? 0 : v > 255.0f ? 255 : (int)v);
+}
+
+/* The same filter, vertical pass first: each output row is a weighted sum of whole source rows
+ * (bytes to floats, over the columns the horizontal pass reads), then gathered horizontally. */
+static bf_status resample_vertical_first(bf_resampler *r, const bf_image_u8 *src, const float *wx, const int *bx,
+                                         int taps_x, const float *wy, const int *by, int taps_y, int out_w, int out_h,
+                                         int flip, uint8_t *out) {
+    int col0 = bx[0], col1 = bx[out_w - 1] + taps_x;
+    size_t width = (size_t)(col1 - col0) * 3, stride = (size_t)out_w * 3;
+    if (!grow((void **)&r->rows, &r->rows_cap, width * sizeof(float)))
+        return bf_error(BF_ERR_OOM, "resampler: out of memory");
+    float *line = r->rows;
+    for (int y = 0; y < out_h; y++) {
+        const float *wt = wy + (size_t)y * taps_y;
+        for (size_t i = 0; i < width; i++) line[i] = 0.0f;
+        for (int j = 0; j < taps_y; j++) {
+            float wj = wt[j];
+            const uint8_t *row = src->pixels + ((size_t)(by[y] + j) * src->w + col0) * 3;
+            if (wj != 0.0f)
+                for (size_t i = 0; i < width; i++) line[i] += wj * (float)row[i];
+        }
+        uint8_t *dst = out + (size_t)y * stride;
+        for (int x = 0; x < out_w; x++) {
+            const float *w = wx + (size_t)x * taps_x, *p = line + (size_t)(bx[x] - col0) * 3;
+            float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f;
+            for (int j = 0; j < taps_x; j++) {
+                s0 += w[j] * p[3 * j];
+                s1 += w[j] * p[3 * j + 1];
+                s2 += w[j] * p[3 * j + 2];
+            }
+            int o = flip ? out_w - 1 - x : x;
+            dst[3 * o] = to_byte(s0), dst[3 * o + 1] = to_byte(s1), dst[3 * o + 2] = to_byte(s2);
+        }
+    }
+    return BF_OK;
+}
+
 bf_status bf_image_resample(bf_resampler *r, const bf_image_u8 *src, bf_rect crop, int out_w, int out_h, int flip,
                             uint8_t *out) {
     if (out_w < 1 || out_h < 1 || src->w < 1 || src->h < 1)
@@ -145,6 +185,9 @@ bf_status bf_image_resample(bf_resampler *r, const bf_image_u8 *src, bf_rect cro
 
     /* Horizontal pass over the source rows the vertical pass reads. */
     int row0 = by[0], row1 = by[out_h - 1] + taps_y;
+    /* The horizontal pass gathers (scalar), the vertical one streams whole rows (vectorised): when
+     * the crop has more rows than the output, filtering vertically first gathers over fewer rows. */
+    if (row1 - row0 > out_h) return resample_vertical_first(r, src, wx, bx, taps_x, wy, by, taps_y, out_w, out_h, flip, out);
     size_t rows_bytes = (size_t)(row1 - row0) * stride * sizeof(float);
     if (!grow((void **)&r->rows, &r->rows_cap, rows_bytes)) return bf_error(BF_ERR_OOM, "resampler: out of memory");
     for (int y = row0; y < row1; y++) {
