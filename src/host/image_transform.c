@@ -110,7 +110,9 @@ static void filter_weights(double start, double length, int in_size, int out_siz
 
 static int taps_for(double length, int out_size, int in_size) {
     double scale = length / out_size;
-    int taps = (int)ceil((scale > 1.0 ? scale : 1.0) * 2.0) + 1;
+    /* Enlarging, the triangle has support 1: the pixels j with |j + 0.5 - center| < 1 are at most two
+     * (a third in the window would have weight exactly 0). */
+    int taps = scale <= 1.0 ? 2 : (int)ceil(scale * 2.0) + 1;
     return taps < in_size ? taps : in_size;
 }
 
