@@ -89,6 +89,10 @@ typedef struct bf_loader_options {
 typedef struct bf_loader bf_loader;
 
 bf_status bf_loader_create(const bf_dataset *d, const bf_loader_options *opt, bf_loader **out);
+/* The options a config gives a split: training batches shuffled and augmented, test batches in
+ * order (shuffled only for [run] val_batches), noise on the splits noise_splits names; one rank,
+ * task 0. Callers adjust what is theirs (data-parallel rank, random tasks). */
+bf_loader_options bf_loader_options_from_config(const bf_config *cfg, bf_split split);
 void bf_loader_destroy(bf_loader *l);
 /* Batches per epoch. */
 int bf_loader_num_batches(const bf_loader *l);

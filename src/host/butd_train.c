@@ -50,16 +50,13 @@ static bf_status open_data(butd_run *r) {
     const bf_config *cfg = r->cfg;
     BF_TRY(bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TRAIN, &r->train_set));
     BF_TRY(bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TEST, &r->test_set));
-    bf_loader_options o = {.batch_size = cfg->data.batch_size, .threads = cfg->data.loader_threads,
-                           .prefetch = cfg->data.prefetch, .shuffle = cfg->data.shuffle,
-                           .normalize = cfg->data.normalize, .seed = cfg->run.seed,
-                           /* guided: one random task per training sample, as the reference; unguided: task 0 */
-                           .task = cfg->butd.guided ? BF_TASK_RANDOM : 0};
+    bf_loader_options o = bf_loader_options_from_config(cfg, BF_SPLIT_TRAIN);
+    /* guided: one random task per training sample, as the reference; unguided: task 0 */
+    o.task = cfg->butd.guided ? BF_TASK_RANDOM : 0;
     BF_TRY(bf_loader_create(r->train_set, &o, &r->train_loader));
-    o.batch_size = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : cfg->data.batch_size;
-    o.shuffle = 0;
-    o.task = 0; /* guided evaluation scores every task itself (bf_evaluate_tasks) */
-    r->test_options = o;
+    o = bf_loader_options_from_config(cfg, BF_SPLIT_TEST);
+    o.shuffle = 0; /* every epoch scores the whole test split */
+    r->test_options = o; /* task 0: guided evaluation scores every task itself (bf_evaluate_tasks) */
     return bf_loader_create(r->test_set, &o, &r->test_loader);
 }
 

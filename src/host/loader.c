@@ -313,6 +313,23 @@ static void shutdown_loader(bf_loader *l, int started) {
     free_loader_memory(l);
 }
 
+bf_loader_options bf_loader_options_from_config(const bf_config *cfg, bf_split split) {
+    const bf_data_config *d = &cfg->data;
+    int train = split == BF_SPLIT_TRAIN;
+    int noisy = train ? d->noise_splits != 1 : d->noise_splits != 0;
+    return (bf_loader_options){
+        .batch_size = train || !d->eval_batch_size ? d->batch_size : d->eval_batch_size,
+        .threads = d->loader_threads,
+        .prefetch = d->prefetch,
+        .shuffle = train ? d->shuffle : cfg->run.val_batches > 0, /* a full test pass is the same in any order */
+        .augment_flip = train && d->augment_flip,
+        .augment_crop_pad = train ? d->augment_crop_pad : 0,
+        .normalize = d->normalize,
+        .noise_std = noisy ? d->input_noise_std : 0.0f,
+        .seed = cfg->run.seed,
+    };
+}
+
 bf_status bf_loader_create(const bf_dataset *d, const bf_loader_options *opt, bf_loader **out) {
     if (!d || !opt || !out) return bf_error(BF_ERR_ARG, "bf_loader_create: NULL argument");
     *out = NULL;

@@ -78,19 +78,11 @@ static bf_status open_data(run *r) {
     const bf_config *cfg = r->cfg;
     BF_TRY(bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TRAIN, &r->train_set));
     BF_TRY(bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TEST, &r->test_set));
-    bf_loader_options o = {.batch_size = cfg->data.batch_size, .threads = cfg->data.loader_threads,
-                           .prefetch = cfg->data.prefetch, .shuffle = cfg->data.shuffle, .drop_last = 0,
-                           .augment_flip = cfg->data.augment_flip, .augment_crop_pad = cfg->data.augment_crop_pad,
-                           .normalize = cfg->data.normalize, .seed = cfg->run.seed,
-                           .noise_std = cfg->data.noise_splits != 1 ? cfg->data.input_noise_std : 0.0f};
+    bf_loader_options o = bf_loader_options_from_config(cfg, BF_SPLIT_TRAIN);
     bf_dp_loader_options(&r->dp, &o, 1);
     BF_TRY(bf_dp_check_data(&r->dp, r->train_set));
     BF_TRY(bf_loader_create(r->train_set, &o, &r->train_loader));
-    o.batch_size = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : cfg->data.batch_size;
-    o.shuffle = cfg->run.val_batches > 0; /* random test batches each epoch; a full pass is the same either way */
-    o.augment_flip = o.augment_crop_pad = 0;
-    o.noise_std = cfg->data.noise_splits != 0 ? cfg->data.input_noise_std : 0.0f;
-    o.drop_last = 0;
+    o = bf_loader_options_from_config(cfg, BF_SPLIT_TEST);
     bf_dp_loader_options(&r->dp, &o, 0);
     return bf_loader_create(r->test_set, &o, &r->test_loader);
 }
