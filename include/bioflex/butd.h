@@ -88,6 +88,7 @@ typedef struct bf_butd_net {
     float **act;             /* act[l], l = 1..L: BU activity at level l; act[0] is the input */
     float **td;              /* td[l]: TD activity at level l (instruction, then error) */
     float *task_onehot;      /* [max_batch, num_tasks] */
+    float *task_onehot_host; /* its host staging, allocated once: a training step allocates nothing */
     float *task_hidden;      /* [max_batch, task_embedding] */
     float *scratch;          /* [max_batch, largest level] */
     uint64_t step;           /* updates so far (noise draws) */

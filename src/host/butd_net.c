@@ -240,6 +240,8 @@ static bf_status build_task_head(bf_butd_net *net) {
     BF_TRY(s);
     int widest = o->task_embedding > 0 ? o->task_embedding : 1;
     BF_TRY(bf_alloc(b, (size_t)net->max_batch * o->num_tasks * sizeof(float), (void **)&net->task_onehot));
+    net->task_onehot_host = malloc((size_t)net->max_batch * o->num_tasks * sizeof(float));
+    if (!net->task_onehot_host) return bf_error(BF_ERR_OOM, "butd: out of host memory for the instruction");
     BF_TRY(bf_alloc(b, (size_t)net->max_batch * widest * sizeof(float), (void **)&net->task_hidden));
     return BF_OK;
 }
@@ -465,6 +467,7 @@ void bf_butd_destroy(bf_butd_net *net) {
     bf_free(b, net->task_data);
     bf_free(b, net->task_onehot);
     bf_free(b, net->task_hidden);
+    free(net->task_onehot_host);
     free(net->params);
     free(net->layers);
     free(net);

@@ -41,18 +41,14 @@ bf_status bf_butd_instruct(bf_butd_net *net, const int32_t *tasks) {
     if (!tasks) return bf_error(BF_ERR_ARG, "butd: a guided network needs a task per sample (the dataset has none)");
     bf_backend *b = net->backend;
     int n = net->batch, T = net->opt.num_tasks;
-    float *onehot = calloc((size_t)n * T, sizeof(float));
-    if (!onehot) return bf_error(BF_ERR_OOM, "butd: out of memory");
+    float *onehot = net->task_onehot_host;
+    memset(onehot, 0, (size_t)n * T * sizeof(float));
     for (int j = 0; j < n; j++) {
-        if (tasks[j] < 0 || tasks[j] >= T) {
-            free(onehot);
+        if (tasks[j] < 0 || tasks[j] >= T)
             return bf_error(BF_ERR_ARG, "butd: task %d of sample %d outside 0..%d", tasks[j], j, T - 1);
-        }
         onehot[(size_t)j * T + tasks[j]] = 1.0f;
     }
-    bf_status s = bf_to_device(b, net->task_onehot, onehot, (size_t)n * T * sizeof(float));
-    free(onehot);
-    BF_TRY(s);
+    BF_TRY(bf_to_device(b, net->task_onehot, onehot, (size_t)n * T * sizeof(float)));
     /* Task head, transposed, top to bottom, ReLU after each layer, no gate, no bias. */
     const float *x = net->task_onehot;
     int core_top = net->num_layers - 1; /* the head reads level core_top */
