@@ -127,22 +127,8 @@ static double max_abs_diff(const char *dir_a, const char *dir_b) {
 
 /* Weights that moved: the comparison above means something only if training changed them. */
 static void check_trained(const char *dir_first, const char *dir_last) {
-    char pa[512], pb[512];
-    snprintf(pa, sizeof pa, "%s/%s/model.safetensors", tmp, dir_first);
-    snprintf(pb, sizeof pb, "%s/%s/model.safetensors", tmp, dir_last);
-    bf_st_file *a = NULL, *b = NULL;
-    CHECK_OK(bf_safetensors_read(pa, &a));
-    CHECK_OK(bf_safetensors_read(pb, &b));
-    double moved = 0;
-    for (int i = 0; a && b && i < bf_safetensors_count(a); i++) {
-        const bf_st_tensor *ta = bf_safetensors_at(a, i), *tb = bf_safetensors_find(b, ta->name);
-        if (!tb || ta->dtype != BF_DTYPE_F32 || ta->nbytes != tb->nbytes) continue;
-        for (size_t k = 0; k < ta->nbytes / sizeof(float); k++)
-            moved = fmax(moved, fabs((double)((const float *)ta->data)[k] - ((const float *)tb->data)[k]));
-    }
+    double moved = max_abs_diff(dir_first, dir_last);
     CHECK(moved > 1e-3, "the weights moved only %g between epochs 1 and 2", moved);
-    bf_safetensors_close(a);
-    bf_safetensors_close(b);
 }
 
 static void write_config(void) {
