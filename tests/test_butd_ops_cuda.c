@@ -1,6 +1,7 @@
-/* test_butd_ops_cuda.c - the Counter-Hebb ops (bf_ops.counter_hebb_linear / counter_hebb_conv2d) on
- * CUDA against the CPU reference, on the same inputs: the update, the bias and the mirror update of
- * a separate TD weight (skipped, exit 77, without a GPU). */
+/* test_butd_ops_cuda.c - the BU-TD ops on CUDA against the CPU reference, on the same inputs: the
+ * Counter-Hebb ops (bf_ops.counter_hebb_linear / counter_hebb_conv2d: the update, the bias and the
+ * mirror update of a separate TD weight), binary_xent (the per-task binary heads' loss) and mul
+ * (skipped, exit 77, without a GPU). */
 #include <stdlib.h>
 
 #include "cuda_pair.h"
@@ -48,6 +49,30 @@ int main(void) {
         compare("counter_hebb_conv2d dw_td (copy)", t, 1e-5, 1e-4);
         pair_free(&x), pair_free(&y), pair_free(&w), pair_free(&b), pair_free(&t);
     }
+    /* binary_xent: 1000 logits over a wide range (large |y| checks the overflow-free form). */
+    enum { NB = 1000 };
+    int32_t labels[NB];
+    for (int i = 0; i < NB; i++) labels[i] = (i * 7 + i / 3) % 2;
+    int32_t *lc = NULL, *lg = NULL;
+    CHECK_OK(bf_alloc(cpu, sizeof labels, (void **)&lc));
+    CHECK_OK(bf_alloc(gpu, sizeof labels, (void **)&lg));
+    CHECK_OK(bf_to_device(cpu, lc, labels, sizeof labels));
+    CHECK_OK(bf_to_device(gpu, lg, labels, sizeof labels));
+    pair y = pair_rand(NB, -40, 40), loss = pair_out(NB), dy = pair_out(NB), hit = pair_out(NB);
+    CHECK_OK(cpu->ops->binary_xent(cpu, NB, y.c, lc, loss.c, dy.c, hit.c));
+    CHECK_OK(gpu->ops->binary_xent(gpu, NB, y.g, lg, loss.g, dy.g, hit.g));
+    compare("binary_xent loss", loss, 1e-6, 1e-6);
+    compare("binary_xent dlogits", dy, 1e-6, 1e-6);
+    compare("binary_xent correct", hit, 0, 0);
+    pair_free(&y), pair_free(&loss), pair_free(&dy), pair_free(&hit);
+
+    /* mul: the trained task head's straight-through factor (butd_passes.c). */
+    pair m0 = pair_rand(4099, -2, 2), m1 = pair_rand(4099, 0, 3), prod = pair_out(4099);
+    CHECK_OK(cpu->ops->mul(cpu, m0.c, m1.c, prod.c, 4099));
+    CHECK_OK(gpu->ops->mul(gpu, m0.g, m1.g, prod.g, 4099));
+    compare("mul", prod, 0, 0);
+    pair_free(&m0), pair_free(&m1), pair_free(&prod);
+    bf_free(cpu, lc), bf_free(gpu, lg);
     bf_backend_destroy(cpu);
     bf_backend_destroy(gpu);
     return bf_test_finish();

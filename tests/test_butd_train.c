@@ -1,6 +1,7 @@
 /* test_butd_train.c - bioflex-train's BU-TD path end to end (bf_train -> butd_train.c): a small fc
  * BU-TD net learns the procedural dataset with Counter-Hebb (separate weights) and with backprop,
- * well above chance, and a guided config on a single-task dataset is refused with a message. */
+ * well above chance, a binary version learns with one logit and BCE ([butd] loss = bce), and a
+ * guided config on a single-task dataset is refused with a message. */
 #include <stdio.h>
 #include <string.h>
 
@@ -46,6 +47,24 @@ int main(void) {
         }
         CHECK(res.final_eval.top1 > 0.5, "%s/%s: test accuracy %.3f > 0.5 (chance 0.1)", runs[i][0], runs[i][1],
               res.final_eval.top1);
+    }
+    { /* two classes, one logit, sigmoid BCE: the loss the per-task binary heads use */
+        bf_config cfg;
+        configure(&cfg, "counter_hebb", "shared");
+        CHECK_OK(bf_config_set(&cfg, "data.procedural_classes=2"));
+        CHECK_OK(bf_config_set(&cfg, "butd.loss=bce"));
+        bf_train_options opt = {.quiet = 1};
+        bf_train_result res;
+        CHECK_OK(bf_train(&cfg, &opt, &res));
+        printf("counter_hebb, shared weights, 2 classes with BCE: test accuracy %.3f, loss %.3f\n",
+               res.final_eval.top1, res.final_eval.loss);
+        CHECK(res.final_eval.top1 > 0.8, "bce: test accuracy %.3f > 0.8 (chance 0.5)", res.final_eval.top1);
+        CHECK(res.final_eval.loss < 0.6, "bce: test loss %.3f < log 2 = 0.693 (chance)", res.final_eval.loss);
+        bf_st_file *f = NULL;
+        CHECK_OK(bf_safetensors_read(res.checkpoint, &f));
+        const bf_st_tensor *head = f ? bf_safetensors_find(f, "head.weight") : NULL;
+        CHECK(head && head->shape[0] == 1, "bce: the head has one output");
+        if (f) bf_safetensors_close(f);
     }
     bf_config cfg;
     configure(&cfg, "counter_hebb", "shared");

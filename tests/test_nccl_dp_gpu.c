@@ -1,7 +1,7 @@
 /* test_nccl_dp_gpu.c - the NCCL data-parallel path with one rank gives the plain path's results
  * (issue 7, point 5). Needs a GPU and a build with NCCL; exits 77 (skipped) otherwise.
- *   - a one-rank NCCL communicator: all-reduce (sum, average), broadcast and the host-count
- *     all-reduce leave the values as they are;
+ *   - a one-rank NCCL communicator: all-reduce (sum, average, device doubles), broadcast and the
+ *     host-count all-reduce leave the values as they are;
  *   - a few epochs of a tiny CNN trained by bf_train (plain) and by bf_train_gpus(1) (NCCL buckets
  *     launched from the backward pass, stream hand-offs) end with the same weights and accuracy. */
 #include <math.h>
@@ -31,6 +31,20 @@ static void check_one_rank_collectives(bf_backend *b, bf_comm *c) {
     CHECK_OK(bf_comm_nccl_wait(c, "test all-reduce"));
     CHECK_OK(bf_to_host(b, back, dev, sizeof back));
     CHECK(memcmp(host, back, sizeof host) == 0, "one-rank all-reduce changed the values");
+    /* device doubles (sync_bn's per-channel sums), ordered by the same stream hand-offs */
+    double sums[5] = {1.25, -3, 1e300, 0, 42}, sums_back[5];
+    double *dsums = NULL;
+    CHECK_OK(bf_alloc(b, sizeof sums, (void **)&dsums));
+    if (dsums) {
+        CHECK_OK(bf_to_device(b, dsums, sums, sizeof sums));
+        CHECK_OK(bf_cuda_stream_handoff(b, stream, 1));
+        CHECK_OK(bf_comm_nccl_allreduce_double_async(c, dsums, 5));
+        CHECK_OK(bf_cuda_stream_handoff(b, stream, 0));
+        CHECK_OK(bf_comm_nccl_wait(c, "test all-reduce of doubles"));
+        CHECK_OK(bf_to_host(b, sums_back, dsums, sizeof sums_back));
+        CHECK(memcmp(sums, sums_back, sizeof sums) == 0, "one-rank all-reduce of device doubles changed the values");
+        bf_free(b, dsums);
+    }
     double counts[3] = {1.5, 2, 40};
     CHECK_OK(c->impl->allreduce_double(c, counts, 3));
     CHECK(counts[0] == 1.5 && counts[1] == 2 && counts[2] == 40, "one-rank count all-reduce: %g %g %g", counts[0],

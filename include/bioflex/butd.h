@@ -18,7 +18,8 @@
  *      backprop (the engine's backward ops, always through W).
  * Parameters and gradients are one contiguous buffer each, in the layout of bf_param, so the
  * engine's optimisers and checkpoints apply unchanged. The task head is not trained (as in the
- * reference): its weights live in a separate buffer. */
+ * reference): its weights live in a separate buffer; opt.train_task_head trains it (its weights
+ * then join the parameters, see butd_task_head.c). */
 #ifndef BIOFLEX_BUTD_H
 #define BIOFLEX_BUTD_H
 
@@ -35,6 +36,8 @@ extern "C" {
 #endif
 
 typedef enum bf_butd_learning { BF_BUTD_BACKPROP = 0, BF_BUTD_COUNTER_HEBB = 1 } bf_butd_learning;
+/* The loss at the logits: softmax cross-entropy, or one logit per sample with sigmoid BCE. */
+typedef enum bf_butd_loss { BF_BUTD_LOSS_CROSS_ENTROPY = 0, BF_BUTD_LOSS_BCE = 1 } bf_butd_loss;
 /* BLOCK: a residual basic block, mirrored (spec section 1.4): BU u = ReLU(conv1 x) (GaLU), s = conv2 u
  * + id(x) (id = x, or a 1x1 strided conv when the shape changes), a = ReLU(s) (GaLU); TD: the sum
  * splits, conv2^T then conv1^T on one path and id^T on the other. Convs are bias-free; the 1x1
@@ -49,8 +52,27 @@ typedef struct bf_butd_options {
     int num_tasks;           /* guided: length of the one-hot instruction */
     int task_embedding;      /* guided: hidden width of the task head (0 = one layer) */
     float noise_std;         /* > 0: every update is multiplied by one N(1, noise_std) scalar per layer and step */
+    int batch_norm;          /* convs and blocks added from now on get batch-norm with a TD copy (backprop only) */
+    int train_task_head;     /* guided: the task head is trained (straight-through gates, butd_task_head.c) */
     long seed;
 } bf_butd_options;
+
+/* Batch-norm after one conv, as the reference's BUTDBatchNorm2d (spec section 1.4): the BU pass
+ * normalises the conv output z (gamma and beta trained, running statistics in state_data); the TD
+ * direction has its own, independent batch-norm over the channels of the transposed op's output,
+ * applied in the instruction pass. Its affine parameters stay at (1, 0): the reference trains these
+ * networks with backprop, and the instruction pass carries no gradient. The error pass is exact
+ * backprop through the BU batch-norm (learning = counter_hebb is refused: the TD copy is not the
+ * batch-norm Jacobian). */
+typedef struct bf_butd_norm {
+    char name[BF_NAME_MAX];
+    bf_bn_shape bu, td;      /* BU: the conv's output; TD: the transposed op's output (at the maximum batch) */
+    int gamma, beta;         /* parameter indices */
+    size_t state;            /* offset in state_data: running mean, var [bu.c each], TD running mean, var [td.c each] */
+    float *z;                /* the conv output the last BU pass normalised (the backward reads it) */
+    float *save;             /* [2 bu.c]: its batch mean and 1/sqrt(var + eps) */
+    float *td_save;          /* [2 td.c]: the TD copy's (written by the op, read by nothing) */
+} bf_butd_norm;
 
 typedef struct bf_butd_layer {
     bf_butd_layer_kind kind;
@@ -66,6 +88,7 @@ typedef struct bf_butd_layer {
     int has_down;
     int w2, td_w2, wd;       /* conv2 weight, its separate TD weight, the downsample weight */
     float *u, *td_u;         /* BU activity after conv1 (+ReLU, GaLU) and its TD counter */
+    bf_butd_norm *norm[3];   /* batch-norm after conv (or a block's conv1), conv2, the downsample; NULL = none */
 } bf_butd_layer;
 
 typedef struct bf_butd_net {
@@ -83,7 +106,12 @@ typedef struct bf_butd_net {
     int num_params;
     size_t num_param_floats;
     float *param_data, *grad_data;
-    float *task_data;        /* the fixed task head weights */
+    float *task_data;        /* the task head weights: own buffer (fixed), or inside param_data (trained) */
+    int task_param;          /* train_task_head: index of task_head.0.weight in params; -1 = fixed */
+    float **bu_ungated;      /* train_task_head: per level, the BU activity before its gate (ReLU(z)) */
+    float **gate_grad;       /* train_task_head: per level, the loss gradient at the gate's TD input */
+    float **td_instruction;  /* train_task_head: per level, the instruction pass's TD activity */
+    float *task_hidden_grad; /* train_task_head: [max_batch, task_embedding] */
     size_t num_task_floats;
     float **act;             /* act[l], l = 1..L: BU activity at level l; act[0] is the input */
     float **td;              /* td[l]: TD activity at level l (instruction, then error) */
@@ -91,6 +119,11 @@ typedef struct bf_butd_net {
     float *task_onehot_host; /* its host staging, allocated once: a training step allocates nothing */
     float *task_hidden;      /* [max_batch, task_embedding] */
     float *scratch;          /* [max_batch, largest level] */
+    float *scratch2;         /* the same size, only with batch-norm */
+    int training;            /* 1: batch-norm uses and updates batch statistics; 0: running statistics */
+    float *state_data;       /* batch-norm running statistics (saved with the weights) */
+    size_t num_state_floats;
+    float *norm_ones, *norm_zeros; /* the TD copies' fixed gamma and beta, [widest channel count] */
     uint64_t step;           /* updates so far (noise draws) */
     int build_failed;
 } bf_butd_net;
@@ -106,14 +139,23 @@ bf_status bf_butd_save(const bf_butd_net *net, const char *path);
 /* Reads such a file back into a network of the same shape (--resume); every tensor is checked by
  * name, dtype and shape, with a message naming the file and the tensor. */
 bf_status bf_butd_load(bf_butd_net *net, const char *path);
+/* Batch-norm running statistics as tensors (saved with the weights), 4 per norm:
+ * <name>.running_mean, .running_var, .back_running_mean, .back_running_var; entry k
+ * (0 <= k < bf_butd_norm_state_count) lies at state_data + *offset. */
+int bf_butd_norm_state_count(const bf_butd_net *net);
+void bf_butd_norm_state_entry(const bf_butd_net *net, int k, char *name, size_t name_size, size_t *offset,
+                              int64_t *count);
+
 /* Prints the layer table (name, kind, output shape, parameters) and "total: N parameters". */
 void bf_butd_print_table(const bf_butd_net *net, FILE *out);
 /* Core layers, bottom to top (ReLU, and GaLU when guided). Return the layer index or -1. */
 int bf_butd_add_conv(bf_butd_net *net, const char *name, int c_out, int k, int stride, int pad, int groups, int bias);
 int bf_butd_add_linear(bf_butd_net *net, const char *name, int out_features, int bias);
-/* A residual basic block without batch-norm: 3x3 convs (stride on the first), 1x1 downsample when
+/* A residual basic block (batch-norm after each conv when opt.batch_norm): 3x3 convs (stride on the first), 1x1 downsample when
  * the stride or the channel count changes. */
 int bf_butd_add_block(bf_butd_net *net, const char *name, int c_out, int stride);
+/* Batch-norm for evaluation (0: running statistics) or training (1, the default). */
+void bf_butd_set_training(bf_butd_net *net, int training);
 /* The prediction head (plain linear), then allocation and initialisation from opt.seed: BU weights
  * and biases U(+-1/sqrt(fan_in)) (PyTorch's default), separate B kaiming_uniform(a=0) with fan_in
  * from B's own shape (or W^T with symmetric_init), the task head PyTorch's default. */
@@ -129,6 +171,9 @@ bf_status bf_butd_forward(bf_butd_net *net, const float *x, const float **logits
  * gradient of the batch-mean loss (backprop) or the Counter-Hebb update. */
 bf_status bf_butd_backward(bf_butd_net *net, const float *dlogits);
 
+/* The prediction head's width for a dataset with `classes` classes (per task): [model]
+ * num_classes or the dataset's, and 1 with [butd] loss = bce, which needs binary labels. */
+bf_status bf_butd_outputs(const bf_config *cfg, const char *dataset, int classes, int *outputs);
 /* Builds the network [butd] describes (fc, simple) for inputs c x h x w. */
 bf_status bf_butd_build(bf_backend *b, const bf_butd_config *cfg, int c, int h, int w, int max_batch,
                         int num_classes, int num_tasks, long seed, bf_butd_net **out);

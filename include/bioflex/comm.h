@@ -95,6 +95,9 @@ void *bf_comm_nccl_stream(bf_comm *c);
 /* Enqueues an all-reduce of device floats on the communicator's stream and returns at once (the
  * gradient buckets of the backward pass); the caller orders streams (bf_cuda_stream_handoff). */
 bf_status bf_comm_nccl_allreduce_async(bf_comm *c, float *buf, size_t n, bf_reduce_op op);
+/* The same for device doubles, summed: synchronised batch-norm's per-channel sums, which stay on
+ * the device so a training step needs no host synchronisation. */
+bf_status bf_comm_nccl_allreduce_double_async(bf_comm *c, double *buf, size_t n);
 /* Waits, with the timeout, until everything enqueued on the communicator's stream is done. */
 bf_status bf_comm_nccl_wait(bf_comm *c, const char *what);
 

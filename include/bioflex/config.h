@@ -61,7 +61,7 @@ typedef struct bf_run_config {
     int precision;             /* bf_precision: fp32 | tf32 */
     int threads;               /* CPU backend threads (0 = all cores) */
     float collective_timeout;  /* seconds a data-parallel collective may wait for the other ranks */
-    int sync_bn;               /* data parallelism: batch-norm statistics over every rank's batch (CPU backend) */
+    int sync_bn;               /* data parallelism: batch-norm statistics over every rank's batch */
     char rendezvous[BF_PATH_MAX]; /* --gpus across nodes without MPI: file on a shared filesystem for NCCL's id */
 } bf_run_config;
 
@@ -168,7 +168,7 @@ typedef struct bf_schedule_config {
 
 /* [butd]: bottom-up/top-down networks with Counter-Hebb learning (include/bioflex/butd.h). */
 typedef struct bf_butd_config {
-    int network;               /* 0 none (an ordinary [model] run), 1 fc, 2 simple, 3 resnet18 (no BN) */
+    int network;               /* 0 none (an ordinary [model] run), 1 fc, 2 simple, 3 resnet18 */
     int learning;              /* bf_butd_learning: backprop | counter_hebb */
     int shared_weights;        /* weights = shared (1) | separate (0) */
     int symmetric_init;        /* separate: B starts as W^T */
@@ -179,6 +179,9 @@ typedef struct bf_butd_config {
     int num_channels;
     int task_embedding;        /* guided: task_embedding_size (0 = none) */
     float noise_std;           /* > 0: every update times one N(1, noise_std) scalar per layer and step */
+    int batch_norm;            /* resnet18: BN after every conv, with its own TD copy (backprop only) */
+    int loss;                  /* bf_butd_loss: cross_entropy | bce (one logit per sample, binary tasks) */
+    int train_task_head;       /* guided: train the task head (straight-through gates) */
 } bf_butd_config;
 
 typedef struct bf_config {

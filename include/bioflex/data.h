@@ -1,13 +1,16 @@
 /* data.h - datasets and the batch loader.
  *
  * A dataset is held in memory as uint8 pixels (IDX, CIFAR-10), generated on demand
- * (procedural), or kept as JPEG file paths decoded by the loader's workers (image.h). The loader turns it into float batches on the host: worker threads fill a ring of
- * `prefetch` batches ahead of the training step. Which samples form a batch and how each is
+ * (procedural), or kept as JPEG file paths decoded by the loader's workers (image.h). The loader turns it into batches on the host: worker threads fill a ring of
+ * `prefetch` batches ahead of the training step, either normalised floats (NCHW) or, for 3-channel
+ * image datasets that ask for it (bf_loader_options.u8_hwc), raw uint8 NHWC pixels that the device
+ * normalises itself (image_u8_to_float; batch_upload.h) - 4x less host memory and copy volume. Which samples form a batch and how each is
  * augmented are pure functions of (seed, epoch, position) (see hash.h), never of thread timing,
  * so runs repeat exactly and a resumed run sees the same data order. */
 #ifndef BIOFLEX_DATA_H
 #define BIOFLEX_DATA_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "bioflex/config.h"
@@ -60,12 +63,24 @@ void bf_dataset_sample(const bf_dataset *d, int index, float *out);
 typedef struct bf_batch {
     int n;               /* samples in this batch (the last batch of an epoch may be smaller) */
     int index;           /* batch number within the epoch */
-    float *images;       /* n * c*h*w, normalised, host memory */
+    float *images;       /* n * c*h*w, normalised, host memory; NULL when the loader emits uint8 */
+    uint8_t *pixels;     /* u8_hwc loaders: n * h*w*3 bytes, NHWC RGB, augmented but not normalised (the
+                            input of image_u8_to_float), in memory from bf_loader_options.host_alloc;
+                            else NULL */
     int32_t *labels;     /* n; for a multi-task dataset the label of sample j for task tasks[j] */
     int32_t *tasks;      /* n task indices (the BU-TD instruction); NULL for a single-task dataset */
 } bf_batch;
 
 #define BF_TASK_RANDOM (-1) /* bf_loader_options.task: a random task per sample */
+
+/* Where a loader's ring of uint8 batches lives: the CUDA backend hands out page-locked memory
+ * (cudaHostAlloc) so that copies run asynchronously on their own stream; NULL functions mean
+ * malloc/free. Called only by bf_loader_create and bf_loader_destroy, on the caller's thread. */
+typedef struct bf_host_allocator {
+    void *(*alloc)(void *ctx, size_t bytes); /* NULL on failure */
+    void (*free)(void *ctx, void *p);
+    void *ctx;
+} bf_host_allocator;
 
 typedef struct bf_loader_options {
     int batch_size;
@@ -84,7 +99,23 @@ typedef struct bf_loader_options {
                             (training), k >= 0 = every sample gets task k (guided evaluation); ignored for
                             single-task datasets. A zero-initialised options struct means task 0:
                             set BF_TASK_RANDOM explicitly to train on random tasks */
+    int u8_hwc;          /* 1: batches of uint8 NHWC pixels (bf_batch.pixels) instead of floats; crop, flip
+                            and the sample order are the float path's, normalisation is left to the device
+                            (bf_loader_image_format gives mean and std). Needs bf_loader_u8_applies */
+    bf_host_allocator host_alloc; /* memory of the uint8 ring (u8_hwc); zero = malloc */
 } bf_loader_options;
+
+/* Whether a dataset can be loaded as uint8 with these options: 3-channel images held as bytes (JPEG
+ * files, CIFAR-10, gray_to_rgb digits) and no input noise (noise is added to normalised floats). */
+int bf_loader_u8_applies(const bf_dataset *d, const bf_loader_options *opt);
+
+/* What a loader's batches hold, for whoever turns them into the model's input. */
+typedef struct bf_image_format {
+    int u8_hwc;             /* batches carry pixels (uint8 NHWC RGB), else images (float NCHW) */
+    int c, h, w;
+    float mean[3], std[3];  /* the normalisation still to apply to u8 batches: the dataset's statistics,
+                               or 0 and 1 when the loader was created without normalize */
+} bf_image_format;
 
 typedef struct bf_loader bf_loader;
 
@@ -94,6 +125,7 @@ bf_status bf_loader_create(const bf_dataset *d, const bf_loader_options *opt, bf
  * task 0. Callers adjust what is theirs (data-parallel rank, random tasks). */
 bf_loader_options bf_loader_options_from_config(const bf_config *cfg, bf_split split);
 void bf_loader_destroy(bf_loader *l);
+bf_image_format bf_loader_image_format(const bf_loader *l);
 /* Batches per epoch. */
 int bf_loader_num_batches(const bf_loader *l);
 /* Starts an epoch at batch `first_batch` (non-zero when resuming inside an epoch). Any batches

@@ -161,10 +161,15 @@ typedef struct bf_model {
      * gradients are final (data parallelism starts their all-reduce there); NULL = none. */
     bf_status (*on_layer_backward)(void *ctx, struct bf_model *m, int layer);
     void *on_layer_backward_ctx;
-    /* Synchronised batch-norm ([run] sync_bn): sums n doubles over every data-parallel rank, in
-     * place; NULL = batch-norm uses this rank's batch alone. */
+    /* Synchronised batch-norm ([run] sync_bn): sums n doubles of BACKEND memory (device memory on
+     * CUDA) over every data-parallel rank, in place, in the backend's stream order; NULL =
+     * batch-norm uses this rank's batch alone. */
     bf_status (*sync_sums)(void *ctx, double *sums, size_t n);
     void *sync_ctx;
+    /* Backend memory for those sums: 2 * (the widest batch-norm's channels) + 1 doubles, planned
+     * by bf_model_finalize for every model with a batch-norm layer (NULL without one). */
+    double *bn_sync_sums;
+    size_t bn_sync_doubles;
 } bf_model;
 
 /* b may be NULL to plan a model without allocating memory (shapes, parameters, FLOPs only). */

@@ -323,6 +323,53 @@ typedef struct bf_ops {
      * arrays of 3. The loader ships bytes (4x less to copy than floats) and the device converts. */
     bf_status (*image_u8_to_float)(bf_backend *b, const uint8_t *src, float *dst, int n, int h, int w,
                                    const float *mean, const float *std);
+
+    /* ---- binary heads: one logit per sample, label 0 or 1 (BU-TD's per-task CelebA heads) ----
+     * losses[i] = BCE-with-logits = max(y,0) - y*t + log(1 + exp(-|y|)); dlogits (nullable) =
+     * sigmoid(y) - t, per sample (not divided by n); correct (nullable) = 1 when (y > 0) == t. */
+    bf_status (*binary_xent)(bf_backend *b, int n, const float *logits, const int32_t *labels, float *losses,
+                             float *dlogits, float *correct);
+
+    /* ---- synchronised batch-norm ([run] sync_bn): the batch-norm ops cut at their per-channel
+     * sums, so data-parallel ranks can all-reduce the sums in between and normalise with the
+     * statistics of the global batch:
+     *   forward:  batchnorm_sync_sums -> all-reduce stats -> batchnorm_sync_sqdev -> all-reduce sq
+     *             -> batchnorm_sync_forward_apply
+     *   backward: batchnorm_sync_backward_sums -> all-reduce sums -> batchnorm_sync_backward_apply
+     * The sums are doubles in backend memory (stats [c+1], sq [c], backward sums [2c+1]); the last
+     * slot of stats and of the backward sums holds the number of values summed (n*hw), so after
+     * the all-reduce it is the global count. Variance in two passes (mean first), sums in double,
+     * deterministic. With nothing between the steps (one rank) the results are those of
+     * batchnorm_forward_train and batchnorm_backward. */
+    /* stats[ch] = sum of channel ch's n*hw values, stats[c] = n*hw. */
+    bf_status (*batchnorm_sync_sums)(bf_backend *b, const bf_bn_shape *s, const float *x, double *stats);
+    /* sq[ch] = sum over channel ch of (x - mean)^2 in double, mean = stats[ch] / stats[c]
+     * (stats: the all-reduced totals). */
+    bf_status (*batchnorm_sync_sqdev)(bf_backend *b, const bf_bn_shape *s, const float *x, const double *stats,
+                                      double *sq);
+    /* With count = stats[c], mean = stats[ch]/count, var = sq[ch]/count (biased):
+     * y = (x - mean) * (gamma * invstd) + beta, invstd = 1/sqrt(var + eps); save_mean, save_invstd
+     * and the running statistics (all nullable) as batchnorm_forward_train, the running variance
+     * with the global count's unbiased var * count/(count - 1). count < 2: the CPU returns
+     * BF_ERR_ARG; CUDA, which cannot read the device sums without waiting, leaves running_var. */
+    bf_status (*batchnorm_sync_forward_apply)(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                              const double *stats, const double *sq, const float *gamma,
+                                              const float *beta, float *y, float *save_mean, float *save_invstd,
+                                              float *running_mean, float *running_var);
+    /* sums[ch] = sum dy, sums[c+ch] = invstd * sum dy*(x - mean) (= sum dy*xhat), sums[2c] = n*hw,
+     * with mean/invstd the forward's saved values; dbeta = sums[ch] and dgamma = sums[c+ch] as floats
+     * (nullable): this rank's share, which the gradient average over the ranks completes. */
+    bf_status (*batchnorm_sync_backward_sums)(bf_backend *b, const bf_bn_shape *s, const float *x, const float *dy,
+                                              const float *save_mean, const float *save_invstd, double *sums,
+                                              float *dgamma, float *dbeta);
+    /* dx = gamma*invstd * (dy - sums[ch]/count - xhat * sums[c+ch]/count), count = sums[2c]
+     * (the all-reduced sums): batchnorm_backward's dx over the global batch. */
+    bf_status (*batchnorm_sync_backward_apply)(bf_backend *b, const bf_bn_shape *s, const float *x, const float *dy,
+                                               const float *gamma, const float *save_mean, const float *save_invstd,
+                                               const double *sums, float *dx);
+
+    /* ---- y = x0 * x1 elementwise (y may alias either): BU-TD's straight-through task-head gradient */
+    bf_status (*mul)(bf_backend *b, const float *x0, const float *x1, float *y, size_t n);
 } bf_ops;
 
 struct bf_backend {

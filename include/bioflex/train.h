@@ -56,6 +56,8 @@ typedef struct bf_train_options {
     const char *resume;  /* checkpoint or run directory to resume from (NULL = fresh start) */
     int quiet;           /* no progress line (tests) */
     FILE *log;           /* human-readable log (stdout when NULL) */
+    int float_batches;   /* 1: JPEG datasets also load as normalised floats on the host instead of uint8
+                            batches normalised by the backend (the results are the same bits; tests) */
 } bf_train_options;
 
 typedef struct bf_train_result {

@@ -7,6 +7,8 @@
 #include "bioflex/butd.h"
 #include "bioflex/hash.h"
 #include "bioflex/safetensors.h"
+#include "butd_norm.h"
+#include "butd_task_head.h"
 
 bf_status bf_butd_create(bf_backend *b, int c, int h, int w, int max_batch, const bf_butd_options *opt,
                          bf_butd_net **out) {
@@ -15,6 +17,10 @@ bf_status bf_butd_create(bf_backend *b, int c, int h, int w, int max_batch, cons
         return bf_error(BF_ERR_ARG, "butd: bad input shape %dx%dx%d, batch %d", c, h, w, max_batch);
     if (opt->guided && opt->num_tasks <= 0)
         return bf_error(BF_ERR_ARG, "butd: a guided network needs num_tasks > 0 (got %d)", opt->num_tasks);
+    if (opt->batch_norm && opt->learning == BF_BUTD_COUNTER_HEBB)
+        return bf_error(BF_ERR_CONFIG, "[butd] batch_norm = true needs learning = backprop: the reference's TD "
+                                       "batch-norm is not the batch-norm Jacobian, so Counter-Hebb is not defined "
+                                       "through it (its celeb_a config trains with backprop)");
     bf_butd_net *net = calloc(1, sizeof *net);
     if (!net) return bf_error(BF_ERR_OOM, "butd: out of memory");
     net->backend = b;
@@ -23,6 +29,8 @@ bf_status bf_butd_create(bf_backend *b, int c, int h, int w, int max_batch, cons
     net->in_h = h;
     net->in_w = w;
     net->max_batch = net->batch = max_batch;
+    net->training = 1;
+    net->task_param = -1;
     *out = net;
     return BF_OK;
 }
@@ -80,6 +88,15 @@ int bf_butd_add_conv(bf_butd_net *net, const char *name, int c_out, int k, int s
     l->in_size = c * h * w;
     l->out_c = c_out, l->out_h = s.h_out, l->out_w = s.w_out;
     l->out_size = c_out * s.h_out * s.w_out;
+    if (net->opt.batch_norm) { /* "conv1" -> "bn1", as torchvision's ResNet */
+        char bn[BF_NAME_MAX];
+        if (strncmp(name, "conv", 4) == 0)
+            snprintf(bn, sizeof bn, "bn%.100s", name + 4);
+        else
+            snprintf(bn, sizeof bn, "%.100s.bn", name);
+        l->norm[0] = bf_butd_norm_new(bn, net->max_batch, c_out, s.h_out * s.w_out, c, h * w);
+        if (!l->norm[0]) net->build_failed = 1;
+    }
     return net->num_layers++;
 }
 
@@ -112,6 +129,18 @@ int bf_butd_add_block(bf_butd_net *net, const char *name, int c_out, int stride)
     l->in_size = c * h * w;
     l->out_c = c_out, l->out_h = c1.h_out, l->out_w = c1.w_out;
     l->out_size = c_out * c1.h_out * c1.w_out;
+    if (net->opt.batch_norm) { /* TD copies over the transposed ops' outputs: conv1^T and the downsample's
+                                * give the block's input channels, conv2^T conv1's output channels */
+        char bn[3][BF_NAME_MAX];
+        snprintf(bn[0], sizeof bn[0], "%.100s.bn1", name);
+        snprintf(bn[1], sizeof bn[1], "%.100s.bn2", name);
+        snprintf(bn[2], sizeof bn[2], "%.100s.downsample.bn", name);
+        int plane = c1.h_out * c1.w_out;
+        l->norm[0] = bf_butd_norm_new(bn[0], net->max_batch, c_out, plane, c, h * w);
+        l->norm[1] = bf_butd_norm_new(bn[1], net->max_batch, c_out, plane, c_out, plane);
+        if (l->has_down) l->norm[2] = bf_butd_norm_new(bn[2], net->max_batch, c_out, plane, c, h * w);
+        if (!l->norm[0] || !l->norm[1] || (l->has_down && !l->norm[2])) net->build_failed = 1;
+    }
     return net->num_layers++;
 }
 
@@ -200,12 +229,15 @@ static bf_status allocate_levels(bf_butd_net *net) {
         }
     }
     BF_TRY(bf_alloc(b, (size_t)net->max_batch * largest * sizeof(float), (void **)&net->scratch));
+    if (net->num_state_floats) /* batch-norm's TD copies and backward need a second one */
+        BF_TRY(bf_alloc(b, (size_t)net->max_batch * largest * sizeof(float), (void **)&net->scratch2));
     return BF_OK;
 }
 
-/* The fixed random task head (never trained, as the reference): BU direction core output ->
- * [embedding ->] tasks, PyTorch's default Linear init, in its own buffer task_data. */
-static bf_status build_task_head(bf_butd_net *net) {
+/* The task head's shapes: BU direction core output -> [embedding ->] tasks. A fixed head (the
+ * reference's) keeps its weights in task_data; a trained one (opt.train_task_head) adds them to the
+ * parameters, task_head.0.weight first, and task_data then points at them. */
+static bf_status plan_task_head(bf_butd_net *net) {
     const bf_butd_options *o = &net->opt;
     int core_out = net->layers[net->num_layers - 2].out_size;
     int sizes[3], n = 0;
@@ -213,6 +245,7 @@ static bf_status build_task_head(bf_butd_net *net) {
     if (o->task_embedding > 0) sizes[n++] = o->task_embedding;
     sizes[n++] = o->num_tasks;
     net->num_task_layers = n - 1;
+    net->task_param = -1;
     size_t offset = 0;
     for (int i = 0; i < n - 1; i++) {
         bf_butd_layer *l = &net->task_head[i];
@@ -223,8 +256,22 @@ static bf_status build_task_head(bf_butd_net *net) {
         l->in_size = sizes[i], l->out_size = sizes[i + 1];
         l->w = (int)offset; /* offset into task_data */
         offset += (size_t)sizes[i] * sizes[i + 1];
+        if (o->train_task_head) {
+            int64_t shape[2] = {sizes[i + 1], sizes[i]};
+            int p = add_param(net, l->name, "weight", 2, shape, sizes[i], net->num_layers);
+            if (p < 0) return bf_error(BF_ERR_OOM, "butd: out of memory");
+            if (i == 0) net->task_param = p;
+        }
     }
     net->num_task_floats = offset;
+    return BF_OK;
+}
+
+/* Task head memory and its PyTorch-default init, and the straight-through buffers when trained. */
+static bf_status build_task_head(bf_butd_net *net) {
+    const bf_butd_options *o = &net->opt;
+    int n = net->num_task_layers + 1;
+    size_t offset = net->num_task_floats;
     bf_backend *b = net->backend;
     float *host = malloc(offset * sizeof(float));
     if (!host) return bf_error(BF_ERR_OOM, "butd: out of memory");
@@ -234,15 +281,26 @@ static bf_status build_task_head(bf_butd_net *net) {
         fill_uniform_host(host + l->w, (size_t)l->in_size * l->out_size, 1.0f / sqrtf((float)l->in_size),
                           bf_seed_derive((uint64_t)o->seed, BF_STREAM_INIT, 100000u + (uint64_t)i));
     }
-    bf_status s = bf_alloc(b, offset * sizeof(float), (void **)&net->task_data);
+    bf_status s = BF_OK;
+    if (net->task_param >= 0) /* trained: a part of param_data */
+        net->task_data = net->param_data + net->params[net->task_param].offset;
+    else
+        s = bf_alloc(b, offset * sizeof(float), (void **)&net->task_data);
     if (s == BF_OK) s = bf_to_device(b, net->task_data, host, offset * sizeof(float));
     free(host);
     BF_TRY(s);
+    if (net->task_param >= 0) BF_TRY(bf_butd_task_head_allocate(net));
     int widest = o->task_embedding > 0 ? o->task_embedding : 1;
     BF_TRY(bf_alloc(b, (size_t)net->max_batch * o->num_tasks * sizeof(float), (void **)&net->task_onehot));
     net->task_onehot_host = malloc((size_t)net->max_batch * o->num_tasks * sizeof(float));
     if (!net->task_onehot_host) return bf_error(BF_ERR_OOM, "butd: out of host memory for the instruction");
     BF_TRY(bf_alloc(b, (size_t)net->max_batch * widest * sizeof(float), (void **)&net->task_hidden));
+    return BF_OK;
+}
+
+static bf_status add_norm_params(bf_butd_net *net, bf_butd_layer *l, int i) {
+    for (int j = 0; j < 3; j++)
+        if (l->norm[j]) BF_TRY(bf_butd_norm_add_params(net, l->norm[j], i));
     return BF_OK;
 }
 
@@ -253,6 +311,7 @@ bf_status bf_butd_finalize(bf_butd_net *net, int num_classes) {
     net->has_head = 1;
     net->num_classes = num_classes;
     const bf_butd_options *o = &net->opt;
+    if (o->train_task_head) BF_TRY(bf_butd_task_head_check(net));
     /* Parameter layout: per layer W, bias, then B (separate weights). */
     for (int i = 0; i < net->num_layers; i++) {
         bf_butd_layer *l = &net->layers[i];
@@ -271,6 +330,7 @@ bf_status bf_butd_finalize(bf_butd_net *net, int num_classes) {
             if (!o->shared_weights) l->td_w2 = add_param(net, n2, "back_weight", 4, s2, s2[1] * 9, i);
             if (l->has_down) l->wd = add_param(net, nd, "weight", 4, sd, sd[1], i);
             l->bias = -1;
+            BF_TRY(add_norm_params(net, l, i));
             continue;
         }
         l->w = add_param(net, l->name, "weight", ndim, shape, fan_in, i);
@@ -290,11 +350,16 @@ bf_status bf_butd_finalize(bf_butd_net *net, int num_classes) {
         }
         if (l->w < 0 || (has_bias && l->bias < 0) || (!o->shared_weights && l->td_w < 0))
             return bf_error(BF_ERR_OOM, "butd: out of memory");
+        BF_TRY(add_norm_params(net, l, i));
+    }
+    if (o->guided) {
+        if (net->num_layers < 2) return bf_error(BF_ERR_ARG, "butd: a guided network needs a core layer");
+        BF_TRY(plan_task_head(net)); /* after the core's parameters: a trained head's come last */
     }
     bf_backend *b = net->backend;
     if (!b) return BF_OK; /* planned only */
     size_t bytes = net->num_param_floats * sizeof(float);
-    float *host = malloc(bytes);
+    float *host = calloc(net->num_param_floats + 1, sizeof(float)); /* a trained task head is filled later */
     if (!host) return bf_error(BF_ERR_OOM, "butd: out of memory");
     for (int i = 0; i < net->num_layers; i++) {
         const bf_butd_layer *l = &net->layers[i];
@@ -338,16 +403,21 @@ bf_status bf_butd_finalize(bf_butd_net *net, int num_classes) {
             }
         }
     }
+    float *state = malloc((net->num_state_floats + 1) * sizeof(float));
+    if (!state) {
+        free(host);
+        return bf_error(BF_ERR_OOM, "butd: out of memory");
+    }
+    bf_butd_norm_init(net, host, state);
     bf_status s = bf_alloc(b, bytes, (void **)&net->param_data);
     if (s == BF_OK) s = bf_alloc(b, bytes, (void **)&net->grad_data);
     if (s == BF_OK) s = bf_to_device(b, net->param_data, host, bytes);
+    if (s == BF_OK) s = bf_butd_norm_allocate(net, state);
     free(host);
+    free(state);
     BF_TRY(s);
     BF_TRY(allocate_levels(net));
-    if (o->guided) {
-        if (net->num_layers < 2) return bf_error(BF_ERR_ARG, "butd: a guided network needs a core layer");
-        BF_TRY(build_task_head(net));
-    }
+    if (o->guided) BF_TRY(build_task_head(net));
     return BF_OK;
 }
 
@@ -362,20 +432,25 @@ bf_status bf_butd_set_batch(bf_butd_net *net, int n) {
         net->layers[i].linear.n = n;
     }
     for (int i = 0; i < net->num_task_layers; i++) net->task_head[i].linear.n = n;
+    bf_butd_norm_set_batch(net, n);
     return BF_OK;
 }
 
+void bf_butd_set_training(bf_butd_net *net, int training) { net->training = training; }
+
 bf_status bf_butd_save(const bf_butd_net *net, const char *path) {
     bf_backend *b = net->backend;
-    int count = net->num_params + net->num_task_layers;
-    float *host = malloc((net->num_param_floats + net->num_task_floats + 1) * sizeof(float));
+    int fixed_head = net->task_param < 0 ? net->num_task_layers : 0; /* a trained head is among the params */
+    int num_state = bf_butd_norm_state_count(net), count = net->num_params + fixed_head + num_state;
+    size_t state_at = net->num_param_floats + net->num_task_floats; /* the running statistics after both */
+    float *host = malloc((state_at + net->num_state_floats + 1) * sizeof(float));
     bf_st_tensor *t = calloc((size_t)count + 1, sizeof *t);
     if (!host || !t) {
         free(host), free(t);
         return bf_error(BF_ERR_OOM, "butd: out of memory");
     }
     bf_status s = bf_to_host(b, host, net->param_data, net->num_param_floats * sizeof(float));
-    if (s == BF_OK && net->num_task_floats)
+    if (s == BF_OK && fixed_head)
         s = bf_to_host(b, host + net->num_param_floats, net->task_data, net->num_task_floats * sizeof(float));
     for (int p = 0; p < net->num_params; p++) {
         const bf_param *q = &net->params[p];
@@ -386,7 +461,7 @@ bf_status bf_butd_save(const bf_butd_net *net, const char *path) {
         t[p].data = host + q->offset;
         t[p].nbytes = q->count * sizeof(float);
     }
-    for (int i = 0; i < net->num_task_layers; i++) { /* the fixed task head, as the reference's state_dict */
+    for (int i = 0; i < fixed_head; i++) { /* the fixed task head, as the reference's state_dict */
         const bf_butd_layer *l = &net->task_head[i];
         bf_st_tensor *e = &t[net->num_params + i];
         snprintf(e->name, sizeof e->name, "%s.weight", l->name);
@@ -395,6 +470,16 @@ bf_status bf_butd_save(const bf_butd_net *net, const char *path) {
         e->shape[0] = l->out_size, e->shape[1] = l->in_size;
         e->data = host + net->num_param_floats + l->w;
         e->nbytes = (size_t)l->in_size * l->out_size * sizeof(float);
+    }
+    if (s == BF_OK && num_state) s = bf_to_host(b, host + state_at, net->state_data, net->num_state_floats * sizeof(float));
+    for (int k = 0; k < num_state; k++) { /* batch-norm running statistics, BU and TD */
+        bf_st_tensor *e = &t[net->num_params + fixed_head + k];
+        size_t offset;
+        bf_butd_norm_state_entry(net, k, e->name, sizeof e->name, &offset, &e->shape[0]);
+        e->dtype = BF_DTYPE_F32;
+        e->ndim = 1;
+        e->data = host + state_at + offset;
+        e->nbytes = (size_t)e->shape[0] * sizeof(float);
     }
     bf_st_meta meta[1] = {{"bioflex_network", "butd"}};
     if (s == BF_OK) s = bf_safetensors_write(path, t, count, meta, 1);
@@ -406,7 +491,8 @@ bf_status bf_butd_save(const bf_butd_net *net, const char *path) {
 bf_status bf_butd_load(bf_butd_net *net, const char *path) {
     bf_st_file *f = NULL;
     BF_TRY(bf_safetensors_read(path, &f));
-    float *host = malloc((net->num_param_floats + net->num_task_floats + 1) * sizeof(float));
+    size_t state_at = net->num_param_floats + net->num_task_floats;
+    float *host = malloc((state_at + net->num_state_floats + 1) * sizeof(float));
     bf_status s = host ? BF_OK : bf_error(BF_ERR_OOM, "butd: out of memory");
     const char *kind = bf_safetensors_meta(f, "bioflex_network");
     if (s == BF_OK && (!kind || strcmp(kind, "butd") != 0))
@@ -416,15 +502,26 @@ bf_status bf_butd_load(bf_butd_net *net, const char *path) {
         const bf_param *q = &net->params[p];
         s = bf_safetensors_copy_out(f, q->name, BF_DTYPE_F32, q->ndim, q->shape, host + q->offset);
     }
-    for (int i = 0; i < net->num_task_layers && s == BF_OK; i++) {
+    int fixed_head = net->task_param < 0 ? net->num_task_layers : 0; /* a trained head is among the params */
+    for (int i = 0; i < fixed_head && s == BF_OK; i++) {
         const bf_butd_layer *l = &net->task_head[i];
         char name[BF_NAME_MAX + 16];
         int64_t shape[2] = {l->out_size, l->in_size};
         snprintf(name, sizeof name, "%s.weight", l->name);
         s = bf_safetensors_copy_out(f, name, BF_DTYPE_F32, 2, shape, host + net->num_param_floats + l->w);
     }
+    int num_state = bf_butd_norm_state_count(net);
+    for (int k = 0; k < num_state && s == BF_OK; k++) {
+        char name[BF_NAME_MAX + 32];
+        size_t offset;
+        int64_t shape[1];
+        bf_butd_norm_state_entry(net, k, name, sizeof name, &offset, &shape[0]);
+        s = bf_safetensors_copy_out(f, name, BF_DTYPE_F32, 1, shape, host + state_at + offset);
+    }
+    if (s == BF_OK && num_state)
+        s = bf_to_device(net->backend, net->state_data, host + state_at, net->num_state_floats * sizeof(float));
     if (s == BF_OK) s = bf_to_device(net->backend, net->param_data, host, net->num_param_floats * sizeof(float));
-    if (s == BF_OK && net->num_task_floats)
+    if (s == BF_OK && fixed_head)
         s = bf_to_device(net->backend, net->task_data, host + net->num_param_floats,
                          net->num_task_floats * sizeof(float));
     free(host);
@@ -445,7 +542,7 @@ void bf_butd_print_table(const bf_butd_net *net, FILE *out) {
         fprintf(out, "%-20s %-7s %-16s %12zu\n", l->name, kinds[l->kind], shape, count);
     }
     fprintf(out, "total: %zu parameters (%.1f MiB)%s\n", net->num_param_floats, net->num_param_floats * 4.0 / 1048576.0,
-            net->opt.guided ? ", plus the fixed task head" : "");
+            !net->opt.guided ? "" : net->task_param >= 0 ? ", the trained task head among them" : ", plus the fixed task head");
 }
 
 void bf_butd_destroy(bf_butd_net *net) {
@@ -459,12 +556,15 @@ void bf_butd_destroy(bf_butd_net *net) {
         bf_free(b, net->layers[i].u);
         bf_free(b, net->layers[i].td_u);
     }
+    bf_butd_norm_free(net);
     free(net->act);
     free(net->td);
+    bf_free(b, net->scratch2);
     bf_free(b, net->scratch); /* every pointer is NULL in a planned network */
     bf_free(b, net->param_data);
     bf_free(b, net->grad_data);
-    bf_free(b, net->task_data);
+    if (net->task_param < 0) bf_free(b, net->task_data); /* else a part of param_data */
+    bf_butd_task_head_free(net);
     bf_free(b, net->task_onehot);
     bf_free(b, net->task_hidden);
     free(net->task_onehot_host);

@@ -1,13 +1,17 @@
 /* butd_passes.c - the three passes of a BU-TD network and its update (include/bioflex/butd.h,
  * specs/butd-counterhebb.md sections 1-2). Every operation goes through bf_ops, so the CPU and
  * CUDA backends share this file. GaLU x * 1[g > 0] is relu_backward(y = g, dy = x): the ReLU
- * derivative mask read from the gate. */
+ * derivative mask read from the gate. Batch-norm (butd_norm.c) sits between a conv and what
+ * follows it: BU it normalises the conv output kept in norm->z, TD its copy normalises the
+ * transposed op's output (instruction pass), and the error pass backprops through the BU one. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bioflex/butd.h"
 #include "bioflex/hash.h"
+#include "butd_norm.h"
+#include "butd_task_head.h"
 
 static float *param(const bf_butd_net *net, float *base, int index) {
     return index < 0 ? NULL : base + net->params[index].offset;
@@ -68,9 +72,14 @@ bf_status bf_butd_instruct(bf_butd_net *net, const int32_t *tasks) {
             continue;
         }
         if (i == 0) break;
-        BF_TRY(td_op(net, l, 0, net->td[i + 1], net->td[i]));
+        bf_butd_norm *norm = l->norm[0];
+        BF_TRY(td_op(net, l, 0, net->td[i + 1], norm ? net->scratch : net->td[i]));
+        if (norm) BF_TRY(bf_butd_norm_td(net, norm, net->scratch, net->td[i]));
         BF_TRY(b->ops->relu_forward(b, net->td[i], net->td[i], (size_t)n * l->in_size));
     }
+    /* A trained task head needs the gates' TD activity after the error pass overwrote td[]. */
+    for (int l = 1; net->task_param >= 0 && l <= core_top; l++)
+        BF_TRY(b->ops->copy(b, net->td_instruction[l], net->td[l], (size_t)n * net->layers[l - 1].out_size * sizeof(float)));
     return BF_OK;
 }
 
@@ -80,12 +89,17 @@ static bf_status block_forward(bf_butd_net *net, const bf_butd_layer *l, int i) 
     size_t nu = (size_t)net->batch * l->out_size;
     const float *x = net->act[i];
     float *y = net->act[i + 1];
-    BF_TRY(b->ops->conv2d_forward(b, &l->conv, x, param(net, net->param_data, l->w), NULL, l->u));
+    bf_butd_norm *n1 = l->norm[0], *n2 = l->norm[1], *nd = l->norm[2];
+    BF_TRY(b->ops->conv2d_forward(b, &l->conv, x, param(net, net->param_data, l->w), NULL, n1 ? n1->z : l->u));
+    if (n1) BF_TRY(bf_butd_norm_bu(net, n1, l->u));
     BF_TRY(b->ops->relu_forward(b, l->u, l->u, nu));
     if (net->opt.guided) BF_TRY(galu(b, l->u, l->td_u, nu));
-    BF_TRY(b->ops->conv2d_forward(b, &l->conv2, l->u, param(net, net->param_data, l->w2), NULL, y));
+    BF_TRY(b->ops->conv2d_forward(b, &l->conv2, l->u, param(net, net->param_data, l->w2), NULL, n2 ? n2->z : y));
+    if (n2) BF_TRY(bf_butd_norm_bu(net, n2, y));
     if (l->has_down) {
-        BF_TRY(b->ops->conv2d_forward(b, &l->down, x, param(net, net->param_data, l->wd), NULL, net->scratch));
+        BF_TRY(b->ops->conv2d_forward(b, &l->down, x, param(net, net->param_data, l->wd), NULL,
+                                      nd ? nd->z : net->scratch));
+        if (nd) BF_TRY(bf_butd_norm_bu(net, nd, net->scratch));
         BF_TRY(b->ops->add_inplace(b, y, net->scratch, nu));
     } else {
         BF_TRY(b->ops->add_inplace(b, y, x, nu));
@@ -103,8 +117,11 @@ static bf_status block_td(bf_butd_net *net, const bf_butd_layer *l, int i, int e
     size_t nu = (size_t)net->batch * l->out_size, nx = (size_t)net->batch * l->in_size;
     const float *above = net->td[i + 1];
     int own = !use_bu_weight && l->td_w >= 0;
+    bf_butd_norm *n1 = l->norm[0], *n2 = l->norm[1], *nd = l->norm[2];
+    if (n1 && error_pass) return bf_error(BF_ERR_ARG, "butd: the error pass of a block with batch-norm is block_backprop");
     BF_TRY(b->ops->conv2d_backward_data(b, &l->conv2, above, param(net, net->param_data, own ? l->td_w2 : l->w2),
-                                        l->td_u));
+                                        n2 ? net->scratch : l->td_u));
+    if (n2) BF_TRY(bf_butd_norm_td(net, n2, net->scratch, l->td_u));
     if (error_pass)
         BF_TRY(galu(b, l->td_u, l->u, nu));
     else
@@ -112,10 +129,12 @@ static bf_status block_td(bf_butd_net *net, const bf_butd_layer *l, int i, int e
     if (i == 0) return BF_OK;
     float *below = net->td[i];
     BF_TRY(b->ops->conv2d_backward_data(b, &l->conv, l->td_u, param(net, net->param_data, own ? l->td_w : l->w),
-                                        below));
+                                        n1 ? net->scratch : below));
+    if (n1) BF_TRY(bf_butd_norm_td(net, n1, net->scratch, below));
     if (l->has_down) {
         BF_TRY(b->ops->conv2d_backward_data(b, &l->down, above, param(net, net->param_data, l->wd), net->scratch));
-        BF_TRY(b->ops->add_inplace(b, below, net->scratch, nx));
+        if (nd) BF_TRY(bf_butd_norm_td(net, nd, net->scratch, net->scratch2));
+        BF_TRY(b->ops->add_inplace(b, below, nd ? net->scratch2 : net->scratch, nx));
     } else {
         BF_TRY(b->ops->add_inplace(b, below, above, nx));
     }
@@ -135,12 +154,15 @@ bf_status bf_butd_forward(bf_butd_net *net, const float *x, const float **logits
             BF_TRY(block_forward(net, l, i));
             continue;
         }
-        if (l->kind == BF_BUTD_CONV)
-            BF_TRY(b->ops->conv2d_forward(b, &l->conv, net->act[i], w, bias, y));
-        else
+        if (l->kind == BF_BUTD_CONV) {
+            BF_TRY(b->ops->conv2d_forward(b, &l->conv, net->act[i], w, bias, l->norm[0] ? l->norm[0]->z : y));
+            if (l->norm[0]) BF_TRY(bf_butd_norm_bu(net, l->norm[0], y));
+        } else
             BF_TRY(b->ops->linear_forward(b, &l->linear, net->act[i], w, bias, y));
         size_t count = (size_t)n * l->out_size;
         if (l->relu) BF_TRY(b->ops->relu_forward(b, y, y, count));
+        if (l->relu && net->task_param >= 0) /* ReLU(z) before its gate: the straight-through gradient's factor */
+            BF_TRY(b->ops->copy(b, net->bu_ungated[i + 1], y, count * sizeof(float)));
         if (l->relu && net->opt.guided) BF_TRY(galu(b, y, net->td[i + 1], count));
     }
     *logits = net->act[net->num_layers];
@@ -176,8 +198,10 @@ static bf_status conv_update(bf_butd_net *net, const bf_conv2d_shape *s, const f
     return dtd ? b->ops->fill(b, dtd, 0.0f, count) : BF_OK;
 }
 
-/* The update of layer i from the BU activity below (act[i]) and the TD activity above (td[i+1]). */
-static bf_status layer_update(bf_butd_net *net, int i) {
+/* The update of layer i from the BU activity below (act[i]) and the TD activity above: td, the
+ * activity at the conv or linear output (td[i+1], or the gradient behind its batch-norm); a block
+ * reads td[i+1] and td_u itself. */
+static bf_status layer_update(bf_butd_net *net, int i, const float *td) {
     bf_backend *b = net->backend;
     const bf_butd_layer *l = &net->layers[i];
     if (l->kind == BF_BUTD_BLOCK) { /* needs td_u: called after block_td */
@@ -188,7 +212,7 @@ static bf_status layer_update(bf_butd_net *net, int i) {
     }
     float *dw = param(net, net->grad_data, l->w), *db = param(net, net->grad_data, l->bias);
     float *dtd = param(net, net->grad_data, l->td_w);
-    const float *bu = net->act[i], *td = net->td[i + 1];
+    const float *bu = net->act[i];
     int n = net->batch;
     if (net->opt.learning == BF_BUTD_COUNTER_HEBB) {
         if (l->kind == BF_BUTD_CONV)
@@ -215,6 +239,34 @@ static bf_status layer_update(bf_butd_net *net, int i) {
     return BF_OK;
 }
 
+/* Backprop through a residual block with batch-norm (learning = backprop): the gradient at each
+ * conv's output passes its batch-norm first (into scratch2), then the weight gradient and the
+ * transposed conv follow as without it. */
+static bf_status block_backprop(bf_butd_net *net, const bf_butd_layer *l, int i) {
+    bf_backend *b = net->backend;
+    size_t nu = (size_t)net->batch * l->out_size, nx = (size_t)net->batch * l->in_size;
+    const float *above = net->td[i + 1], *x = net->act[i];
+    float *dz = net->scratch2, *below = i > 0 ? net->td[i] : NULL;
+    BF_TRY(bf_butd_norm_backward(net, l->norm[1], above, dz));
+    BF_TRY(conv_update(net, &l->conv2, l->u, dz, l->w2, l->td_w2));
+    BF_TRY(b->ops->conv2d_backward_data(b, &l->conv2, dz, param(net, net->param_data, l->w2), l->td_u));
+    BF_TRY(galu(b, l->td_u, l->u, nu));
+    BF_TRY(bf_butd_norm_backward(net, l->norm[0], l->td_u, dz));
+    BF_TRY(conv_update(net, &l->conv, x, dz, l->w, l->td_w));
+    if (below) BF_TRY(b->ops->conv2d_backward_data(b, &l->conv, dz, param(net, net->param_data, l->w), below));
+    if (l->has_down) {
+        BF_TRY(bf_butd_norm_backward(net, l->norm[2], above, dz));
+        BF_TRY(conv_update(net, &l->down, x, dz, l->wd, -1));
+        if (below) {
+            BF_TRY(b->ops->conv2d_backward_data(b, &l->down, dz, param(net, net->param_data, l->wd), net->scratch));
+            BF_TRY(b->ops->add_inplace(b, below, net->scratch, nx));
+        }
+    } else if (below) {
+        BF_TRY(b->ops->add_inplace(b, below, above, nx));
+    }
+    return below ? galu(b, below, x, nx) : BF_OK;
+}
+
 bf_status bf_butd_backward(bf_butd_net *net, const float *dlogits) {
     bf_backend *b = net->backend;
     int L = net->num_layers, n = net->batch;
@@ -222,17 +274,30 @@ bf_status bf_butd_backward(bf_butd_net *net, const float *dlogits) {
     int bu_weights = net->opt.learning == BF_BUTD_BACKPROP;
     for (int i = L - 1; i >= 0; i--) {
         const bf_butd_layer *l = &net->layers[i];
-        if (l->kind == BF_BUTD_BLOCK) { /* the TD pass inside the block first: conv1's update reads td_u */
-            BF_TRY(block_td(net, l, i, 1, bu_weights));
-            BF_TRY(layer_update(net, i));
+        if (l->kind == BF_BUTD_BLOCK && l->norm[0]) {
+            BF_TRY(block_backprop(net, l, i));
             continue;
         }
-        BF_TRY(layer_update(net, i));
+        if (l->kind == BF_BUTD_BLOCK) { /* the TD pass inside the block first: conv1's update reads td_u */
+            BF_TRY(block_td(net, l, i, 1, bu_weights));
+            BF_TRY(layer_update(net, i, NULL));
+            continue;
+        }
+        const float *delta = net->td[i + 1]; /* at the layer's output; behind its batch-norm if any */
+        if (l->norm[0]) {
+            BF_TRY(bf_butd_norm_backward(net, l->norm[0], delta, net->scratch2));
+            delta = net->scratch2;
+        }
+        BF_TRY(layer_update(net, i, delta));
         if (i == 0) break; /* the TD activity at the image level is not used */
-        BF_TRY(td_op(net, l, bu_weights, net->td[i + 1], net->td[i]));
+        BF_TRY(td_op(net, l, bu_weights, delta, net->td[i]));
+        /* dL/da before the gate, times ReLU(z): the gate's straight-through gradient (trained task head). */
+        if (net->task_param >= 0)
+            BF_TRY(b->ops->mul(b, net->td[i], net->bu_ungated[i], net->gate_grad[i], (size_t)n * l->in_size));
         /* Bias blocked; GaLU against the BU counter activity: 1[a > 0] is ReLU' times the attention gate. */
         BF_TRY(galu(b, net->td[i], net->act[i], (size_t)n * l->in_size));
     }
+    if (net->task_param >= 0) BF_TRY(bf_butd_task_head_backward(net));
     net->step++;
     return BF_OK;
 }

@@ -1,6 +1,7 @@
 /* butd_train.c - the training run of a BU-TD network (bioflex-train with [butd] network != none).
  * Per step: (guided: instruction pass) -> BU pass -> loss -> TD error pass + update into grad_data
- * -> the engine's optimiser. The learning rate follows [optim] and [schedule] (the configs in
+ * -> the engine's optimiser. The loss is softmax cross-entropy, or with [butd] loss = bce one
+ * logit per sample and sigmoid BCE (the per-task binary heads of CelebA). The learning rate follows [optim] and [schedule] (the configs in
  * configs/butd/ use Adam and lr * 0.95^epoch, the reference recipe). The test split is scored
  * after every epoch. Checkpoints (checkpoint.h, the BU-TD weights as model.safetensors) are written
  * every checkpoint_every epochs and at the end; --resume continues from one at its epoch boundary,
@@ -68,7 +69,8 @@ static bf_status setup(butd_run *r) {
     const bf_dataset *d = r->train_set;
     int batch = cfg->data.batch_size, eval_batch = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : batch;
     int max_batch = batch > eval_batch ? batch : eval_batch;
-    int classes = cfg->model.num_classes ? cfg->model.num_classes : d->num_classes;
+    int classes = 0;
+    BF_TRY(bf_butd_outputs(cfg, d->name, d->num_classes, &classes));
     /* The instruction is the one-hot task of a multi-task dataset (bf_butd_build refuses a guided
      * config on a single-task dataset). An unguided net on a multi-task dataset learns task 0's labels. */
     int num_tasks = d->num_tasks;
@@ -85,6 +87,18 @@ static bf_status setup(butd_run *r) {
     BF_TRY(bf_alloc(b, (size_t)max_batch * sizeof(int32_t), (void **)&r->labels));
     BF_TRY(bf_alloc(b, 4 * sizeof(float), (void **)&r->sums));
     return BF_OK;
+}
+
+/* The per-sample losses of a batch's logits (and, when dlogits is not NULL, the per-sample
+ * gradient at the logits: the TD error pass's input; correct: 1 per right prediction). */
+static bf_status batch_loss(butd_run *r, int n, const float *logits, float *dlogits, float *correct) {
+    bf_backend *b = r->backend;
+    if (r->cfg->butd.loss == BF_BUTD_LOSS_BCE)
+        return b->ops->binary_xent(b, n, logits, r->labels, r->losses, dlogits, correct);
+    int k = r->net->num_classes;
+    BF_TRY(b->ops->softmax_xent(b, n, k, logits, r->labels, dlogits ? r->cfg->optim.label_smoothing : 0.0f, 1.0f,
+                                r->losses, dlogits));
+    return correct ? b->ops->topk_correct(b, n, k, logits, r->labels, correct, r->correct5) : BF_OK;
 }
 
 /* Uploads a batch and runs the instruction and BU passes; leaves the logits in *logits. */
@@ -106,7 +120,7 @@ static bf_status predict_tasks(void *ctx, const bf_batch *batch, int32_t *predic
     int k = r->net->num_classes, n = batch->n;
     const float *logits = NULL;
     BF_TRY(forward_batch(r, batch, &logits));
-    BF_TRY(b->ops->softmax_xent(b, n, k, logits, r->labels, 0.0f, 1.0f, r->losses, NULL));
+    BF_TRY(batch_loss(r, n, logits, NULL, NULL));
     float *host = malloc((size_t)n * (k + 1) * sizeof(float));
     if (!host) return bf_error(BF_ERR_OOM, "butd: out of memory");
     bf_status s = bf_to_host(b, host, logits, (size_t)n * k * sizeof(float));
@@ -115,7 +129,7 @@ static bf_status predict_tasks(void *ctx, const bf_batch *batch, int32_t *predic
         int best = 0;
         for (int c = 1; c < k; c++)
             if (host[(size_t)j * k + c] > host[(size_t)j * k + best]) best = c;
-        predictions[j] = best;
+        predictions[j] = k == 1 ? host[j] > 0.0f : best; /* one logit: class 1 when it is > 0 */
         *loss_sum += host[(size_t)n * k + j];
     }
     free(host);
@@ -125,7 +139,7 @@ static bf_status predict_tasks(void *ctx, const bf_batch *batch, int32_t *predic
 /* Test accuracy over the whole test split. */
 static bf_status evaluate(butd_run *r, double *loss, double *top1, int *samples) {
     bf_backend *b = r->backend;
-    int k = r->net->num_classes, total = 0;
+    int total = 0;
     BF_TRY(b->ops->fill(b, r->sums, 0.0f, 4));
     BF_TRY(bf_loader_start_epoch(r->test_loader, 0, 0));
     for (;;) {
@@ -134,8 +148,7 @@ static bf_status evaluate(butd_run *r, double *loss, double *top1, int *samples)
         if (!batch) break;
         const float *logits = NULL;
         bf_status s = forward_batch(r, batch, &logits);
-        if (s == BF_OK) s = b->ops->softmax_xent(b, batch->n, k, logits, r->labels, 0.0f, 1.0f, r->losses, NULL);
-        if (s == BF_OK) s = b->ops->topk_correct(b, batch->n, k, logits, r->labels, r->correct1, r->correct5);
+        if (s == BF_OK) s = batch_loss(r, batch->n, logits, NULL, r->correct1);
         if (s == BF_OK) s = b->ops->accumulate_sum(b, r->losses, (size_t)batch->n, r->sums + 0);
         if (s == BF_OK) s = b->ops->accumulate_sum(b, r->correct1, (size_t)batch->n, r->sums + 1);
         total += batch->n;
@@ -153,7 +166,7 @@ static bf_status evaluate(butd_run *r, double *loss, double *top1, int *samples)
 static bf_status train_epoch(butd_run *r, int epoch, long *step, double *train_loss) {
     bf_backend *b = r->backend;
     const bf_config *cfg = r->cfg;
-    int k = r->net->num_classes, steps_per_epoch = bf_loader_num_batches(r->train_loader), seen = 0;
+    int steps_per_epoch = bf_loader_num_batches(r->train_loader), seen = 0;
     float lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, *step, epoch, steps_per_epoch, cfg->run.epochs);
     BF_TRY(b->ops->fill(b, r->sums, 0.0f, 4));
     BF_TRY(bf_loader_start_epoch(r->train_loader, epoch, 0));
@@ -166,9 +179,7 @@ static bf_status train_epoch(butd_run *r, int epoch, long *step, double *train_l
         const float *logits = NULL;
         bf_status s = forward_batch(r, batch, &logits);
         /* The per-sample gradient at the logits (softmax - onehot, not divided by n): the TD error input. */
-        if (s == BF_OK)
-            s = b->ops->softmax_xent(b, batch->n, k, logits, r->labels, cfg->optim.label_smoothing, 1.0f, r->losses,
-                                     r->dlogits);
+        if (s == BF_OK) s = batch_loss(r, batch->n, logits, r->dlogits, NULL);
         if (s == BF_OK) s = b->ops->accumulate_sum(b, r->losses, (size_t)batch->n, r->sums + 0);
         if (s == BF_OK) s = bf_butd_backward(r->net, r->dlogits);
         if (s == BF_OK) s = bf_optimizer_step(b, r->optim, r->net->param_data, r->net->grad_data, lr, NULL);
@@ -222,6 +233,7 @@ bf_status bf_butd_train(const bf_config *cfg, const bf_train_options *opt, bf_tr
         double t0 = (double)clock(), train_loss = 0, loss = 0, top1 = 0;
         int samples = 0;
         s = train_epoch(&r, epoch, &step, &train_loss);
+        bf_butd_set_training(r.net, 0); /* batch-norm: running statistics */
         if (s == BF_OK && cfg->butd.guided) {
             bf_task_eval_result te;
             s = bf_evaluate_tasks(r.test_set, &r.test_options, 0, 0, predict_tasks, &r, &te);
@@ -231,6 +243,7 @@ bf_status bf_butd_train(const bf_config *cfg, const bf_train_options *opt, bf_tr
             s = evaluate(&r, &loss, &top1, &samples);
             if (s == BF_OK) bf_metrics_eval(&r.log, epoch + 1, step, loss, top1, 0.0, samples, "test", NULL);
         }
+        bf_butd_set_training(r.net, 1);
         if (s != BF_OK) break;
         if (!quiet)
             fprintf(text, "epoch %d: train loss %.4f, test loss %.4f, test accuracy %.2f %%%s (%.1f s cpu)\n", epoch + 1,

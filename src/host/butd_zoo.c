@@ -1,15 +1,20 @@
 /* butd_zoo.c - the BU-TD architectures of the reference (specs/butd-counterhebb.md section 4):
- * fc (BUTDFCNet), simple (BUTDSimpleNet) and resnet18 (BUTDResNet with norm_layer = "no_norm"). */
+ * fc (BUTDFCNet), simple (BUTDSimpleNet) and resnet18 (BUTDResNet: norm_layer = "no_norm", or
+ * batch-norm with TD copies when [butd] batch_norm = true, the celeb_a config). */
 #include "bioflex/butd.h"
 
 bf_status bf_butd_build(bf_backend *b, const bf_butd_config *cfg, int c, int h, int w, int max_batch,
                         int num_classes, int num_tasks, long seed, bf_butd_net **out) {
     bf_butd_options opt = {.learning = (bf_butd_learning)cfg->learning, .shared_weights = cfg->shared_weights,
                            .symmetric_init = cfg->symmetric_init, .guided = cfg->guided, .num_tasks = num_tasks,
-                           .task_embedding = cfg->task_embedding, .noise_std = cfg->noise_std, .seed = seed};
+                           .task_embedding = cfg->task_embedding, .noise_std = cfg->noise_std,
+                           .batch_norm = cfg->batch_norm, .train_task_head = cfg->train_task_head, .seed = seed};
     if (cfg->guided && num_tasks <= 0)
         return bf_error(BF_ERR_CONFIG, "[butd] guided = true needs a multi-task dataset ([data] dataset = "
                                        "multi_mnist | multi_fashion_mnist | celeba)");
+    if (cfg->batch_norm && cfg->network != 3)
+        return bf_error(BF_ERR_CONFIG, "[butd] batch_norm = true applies to network = resnet18 only (the reference's "
+                                       "fc and simple nets have no batch-norm)");
     bf_butd_net *net = NULL;
     BF_TRY(bf_butd_create(b, c, h, w, max_batch, &opt, &net));
     char name[32];
@@ -29,7 +34,7 @@ bf_status bf_butd_build(bf_backend *b, const bf_butd_config *cfg, int c, int h, 
         bf_butd_add_linear(net, "core_net.4", cfg->hidden, 1);
         break;
     }
-    case 3: { /* resnet18, no BN: stem conv3x3 s1 p1 (no bias) + ReLU, 4 stages x 2 blocks, flatten */
+    case 3: { /* resnet18: stem conv3x3 s1 p1 (no bias) [+ BN] + ReLU, 4 stages x 2 blocks, flatten */
         static const int widths[4] = {64, 128, 256, 512};
         bf_butd_add_conv(net, "conv1", 64, 3, 1, 1, 1, 0);
         for (int stage = 0; stage < 4; stage++)
@@ -49,5 +54,18 @@ bf_status bf_butd_build(bf_backend *b, const bf_butd_config *cfg, int c, int h, 
         return s;
     }
     *out = net;
+    return BF_OK;
+}
+
+bf_status bf_butd_outputs(const bf_config *cfg, const char *dataset, int classes, int *outputs) {
+    *outputs = cfg->model.num_classes ? cfg->model.num_classes : classes;
+    if (cfg->butd.loss != BF_BUTD_LOSS_BCE) return BF_OK;
+    /* one logit per sample: the label of the sample's task is 0 or 1 */
+    if (classes != 2)
+        return bf_error(BF_ERR_CONFIG, "[butd] loss = bce needs binary labels (2 classes per task); dataset %s has %d: "
+                                       "use loss = cross_entropy", dataset, classes);
+    if (cfg->optim.label_smoothing > 0)
+        return bf_error(BF_ERR_CONFIG, "[optim] label_smoothing applies to [butd] loss = cross_entropy only");
+    *outputs = 1;
     return BF_OK;
 }

@@ -39,6 +39,9 @@ void *bf_comm_nccl_stream(bf_comm *c) { return NULL; }
 bf_status bf_comm_nccl_allreduce_async(bf_comm *c, float *buf, size_t n, bf_reduce_op op) {
     return bf_error(BF_ERR_UNAVAILABLE, "bioflex was built without NCCL");
 }
+bf_status bf_comm_nccl_allreduce_double_async(bf_comm *c, double *buf, size_t n) {
+    return bf_error(BF_ERR_UNAVAILABLE, "bioflex was built without NCCL");
+}
 bf_status bf_comm_nccl_wait(bf_comm *c, const char *what) { return bf_error(BF_ERR_UNAVAILABLE, "bioflex was built without NCCL"); }
 
 #else
@@ -119,6 +122,15 @@ bf_status bf_comm_nccl_allreduce_async(bf_comm *c, float *buf, size_t n, bf_redu
     nccl_state *s = c->state;
     CUDA_TRY(cudaSetDevice(s->device));
     NCCL_TRY(ncclAllReduce(buf, buf, n, ncclFloat, op == BF_REDUCE_AVG ? ncclAvg : ncclSum, s->comm, s->stream));
+    return BF_OK;
+}
+
+bf_status bf_comm_nccl_allreduce_double_async(bf_comm *c, double *buf, size_t n) {
+    if (!c || c->kind != BF_COMM_NCCL)
+        return bf_error(BF_ERR_ARG, "bf_comm_nccl_allreduce_double_async: not an NCCL communicator");
+    nccl_state *s = c->state;
+    CUDA_TRY(cudaSetDevice(s->device));
+    NCCL_TRY(ncclAllReduce(buf, buf, n, ncclDouble, ncclSum, s->comm, s->stream));
     return BF_OK;
 }
 

@@ -122,6 +122,7 @@ static const enum_name schedule_names[] = {
 static const enum_name butd_network_names[] = {{"none", 0}, {"fc", 1}, {"simple", 2}, {"resnet18", 3}, {NULL, 0}};
 static const enum_name butd_learning_names[] = {{"backprop", 0}, {"counter_hebb", 1}, {NULL, 0}};
 static const enum_name butd_weights_names[] = {{"separate", 0}, {"shared", 1}, {NULL, 0}};
+static const enum_name butd_loss_names[] = {{"cross_entropy", 0}, {"bce", 1}, {NULL, 0}};
 static const enum_name unit_names[] = {
     {"epoch", BF_SCHED_UNIT_EPOCH}, {"step", BF_SCHED_UNIT_STEP}, {NULL, 0}};
 
@@ -156,7 +157,7 @@ static const key_spec key_table[] = {
     INT_KEY("run", "checkpoint_every", run.checkpoint_every, 0, NO_MAX, "1", "epochs between checkpoints (0 = only at the end)"),
     ENUM_KEY("run", "precision", run.precision, precision_names, "fp32", "fp32 everywhere, or let cuDNN/cuBLAS use TF32 tensor cores (the CPU ignores it)"),
     INT_KEY("run", "threads", run.threads, 0, 1024, "0", "CPU backend threads (0 = all cores)"),
-    BOOL_KEY("run", "sync_bn", run.sync_bn, "false", "data parallelism: batch-norm normalises with the statistics of the global batch (summed over every rank) instead of each rank's own; CPU backend (mpirun) only"),
+    BOOL_KEY("run", "sync_bn", run.sync_bn, "false", "data parallelism: batch-norm normalises with the statistics of the global batch (summed over every rank) instead of each rank's own (batch-norm layers; a flex layer's logits batch-norm stays per rank); CPU ranks over MPI (mpirun), GPUs over NCCL (--gpus) or MPI"),
     STRING_KEY("run", "rendezvous", run.rendezvous, 0, "", "--gpus across nodes without MPI: a file on a filesystem every node shares, through which rank 0 passes NCCL's unique id (use a fresh path per job, e.g. with $SLURM_JOB_ID); ranks come from SLURM_PROCID/SLURM_NTASKS; empty = MPI"),
     FLOAT_KEY("run", "collective_timeout", run.collective_timeout, 0, NO_MAX, MIN_OPEN, "300", "seconds a data-parallel all-reduce or broadcast (mpirun, --gpus) may wait for the other ranks before the run stops with an error naming the dead or stuck rank"),
 
@@ -250,7 +251,7 @@ static const key_spec key_table[] = {
     INT_KEY("spiking", "raster_neurons", model.spiking.raster_neurons, 0, 4096, "0", "> 0: at every log interval write the spikes of this many neurons of each neuron layer (first sample of the batch, every step) to spikes.jsonl in the run directory, for raster plots"),
     FLOAT_KEY("spiking", "height", model.spiking.height, 0, NO_MAX, MIN_OPEN, "0.3", "surrogate rectangular, triangle, tanh: peak value (0.3 as the reference)"),
 
-    ENUM_KEY("butd", "network", butd.network, butd_network_names, "none", "none: an ordinary [model] run; fc: Flatten -> depth x (Linear -> ReLU) -> head; simple: conv5x5 -> depthwise k2 s2 -> conv5x5 -> depthwise k3 s2 -> Linear(hidden) -> head (the reference's BUTDSimpleNet); resnet18: CIFAR-style ResNet-18 without BN, pooling or average pool (stem conv3x3 64, 4 stages of 2 basic blocks, flatten -> head)"),
+    ENUM_KEY("butd", "network", butd.network, butd_network_names, "none", "none: an ordinary [model] run; fc: Flatten -> depth x (Linear -> ReLU) -> head; simple: conv5x5 -> depthwise k2 s2 -> conv5x5 -> depthwise k3 s2 -> Linear(hidden) -> head (the reference's BUTDSimpleNet); resnet18: CIFAR-style ResNet-18 without pooling or average pool (stem conv3x3 64, 4 stages of 2 basic blocks, flatten -> head), batch-norm as batch_norm says"),
     ENUM_KEY("butd", "learning", butd.learning, butd_learning_names, "counter_hebb", "counter_hebb: TD error pass + Counter-Hebb update; backprop: the engine's backward through the BU weights"),
     ENUM_KEY("butd", "weights", butd.shared_weights, butd_weights_names, "shared", "shared: the TD pass uses W itself; separate: its own weight B, given the transposed update"),
     BOOL_KEY("butd", "symmetric_init", butd.symmetric_init, "false", "weights = separate: B starts as W^T (otherwise an independent kaiming_uniform draw, as the reference)"),
@@ -260,6 +261,9 @@ static const key_spec key_table[] = {
     LIST_KEY("butd", "conv_channels", butd.channels, butd.num_channels, 1, NO_MAX, 0, 2, "32,32", "network = simple: channels of the two 5x5 convs"),
     INT_KEY("butd", "task_embedding", butd.task_embedding, 0, NO_MAX, "50", "guided: task_embedding_size, the task head's hidden width (0 = one layer)"),
     FLOAT_KEY("butd", "noise_std", butd.noise_std, 0, NO_MAX, 0, "0", "> 0: every update is multiplied by one N(1, noise_std) scalar per layer and step (the reference's AddNoise)"),
+    BOOL_KEY("butd", "batch_norm", butd.batch_norm, "false", "network = resnet18: batch-norm after every conv, each with its own TD copy that normalises the instruction pass (the reference's celeb_a norm_layer); learning = backprop only"),
+    BOOL_KEY("butd", "train_task_head", butd.train_task_head, "false", "guided: train the task head (the reference keeps it a fixed random network) by backprop through the instruction pass, the GaLU gate 1[td > 0] taken as having derivative 1 (straight-through; its true derivative is 0); the core weights still learn by [butd] learning alone; network = fc | simple, no batch_norm"),
+    ENUM_KEY("butd", "loss", butd.loss, butd_loss_names, "cross_entropy", "cross_entropy: softmax over num_classes logits; bce: one logit per sample with sigmoid binary cross-entropy, label 0 or 1, predicted 1 when the logit is > 0 (the reference's per-task binary heads, CelebA attributes)"),
 };
 #define NUM_KEYS (sizeof key_table / sizeof key_table[0])
 

@@ -38,9 +38,6 @@ bf_status bf_dp_start(bf_data_parallel *dp, const bf_config *cfg, bf_comm *comm,
         return bf_error(BF_ERR_CONFIG, "[data] batch_size = %d is the global batch and must be divisible by the %d "
                         "data-parallel ranks (each rank trains on batch_size / ranks samples)", cfg->data.batch_size,
                         dp->world);
-    if (cfg->run.sync_bn && dp->comm->kind != BF_COMM_MPI)
-        return bf_error(BF_ERR_CONFIG, "[run] sync_bn = true is implemented for the CPU backend over MPI (mpirun) "
-                        "only, not for --gpus; set sync_bn = false");
     dp->sync_bn = cfg->run.sync_bn;
     dp->local = *cfg;
     dp->local.data.batch_size = cfg->data.batch_size / dp->world;
@@ -155,17 +152,37 @@ static bf_status sum_floats(bf_data_parallel *dp, float *buf, size_t n) {
     return bf_comm_allreduce_float(dp->comm, buf, n, BF_REDUCE_SUM);
 }
 
+/* The model's sync_bn hook: sums n doubles of backend memory over the ranks.
+ *   - NCCL (--gpus): an all-reduce of the device buffer on the communicator's stream, fenced by
+ *     stream hand-offs like the gradient buckets, so the host never waits inside the step and the
+ *     sums stay in the collective order every rank shares (the backward's buckets and BN sums);
+ *   - MPI with the CPU backend: in place (backend memory is host memory);
+ *   - MPI with a CUDA backend (one GPU per process): through a host copy. */
 static bf_status sync_sums(void *ctx, double *sums, size_t n) {
     bf_data_parallel *dp = ctx;
-    return bf_comm_allreduce_double(dp->comm, sums, n);
+    bf_backend *b = dp->model->backend;
+    if (dp->comm->kind == BF_COMM_NCCL) {
+        void *stream = bf_comm_nccl_stream(dp->comm);
+        BF_TRY(bf_cuda_stream_handoff(b, stream, 1));
+        BF_TRY(bf_comm_nccl_allreduce_double_async(dp->comm, sums, n));
+        return bf_cuda_stream_handoff(b, stream, 0);
+    }
+    if (b->kind == BF_DEVICE_CPU) return bf_comm_allreduce_double(dp->comm, sums, n);
+    if (dp->sync_staging_doubles < n) {
+        double *p = realloc(dp->sync_staging, n * sizeof(double));
+        if (!p) return bf_error(BF_ERR_OOM, "sync_bn: cannot stage %zu doubles on the host", n);
+        dp->sync_staging = p;
+        dp->sync_staging_doubles = n;
+    }
+    BF_TRY(bf_to_host(b, dp->sync_staging, sums, n * sizeof(double)));
+    BF_TRY(bf_comm_allreduce_double(dp->comm, dp->sync_staging, n));
+    return bf_to_device(b, sums, dp->sync_staging, n * sizeof(double));
 }
 
 bf_status bf_dp_attach_model(bf_data_parallel *dp, bf_model *m) {
     if (dp->comm->kind == BF_COMM_NCCL) BF_TRY(plan_buckets(dp, m));
     if (dp->sync_bn) {
-        if (m->backend->kind != BF_DEVICE_CPU)
-            return bf_error(BF_ERR_CONFIG, "[run] sync_bn = true is implemented for the CPU backend only; set "
-                            "sync_bn = false or [run] device = cpu");
+        dp->model = m;
         m->sync_sums = sync_sums;
         m->sync_ctx = dp;
     }
@@ -233,4 +250,6 @@ void bf_dp_stop(bf_data_parallel *dp, int failed) {
     dp->quiet_text = NULL;
     free(dp->staging);
     dp->staging = NULL;
+    free(dp->sync_staging);
+    dp->sync_staging = NULL;
 }

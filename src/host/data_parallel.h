@@ -7,7 +7,8 @@
  *   model: parameters and buffers broadcast from rank 0 (they are equal anyway when the seeds are,
  *          but a resumed or hand-edited rank must not drift);
  *   step:  gradients averaged over the ranks after the backward pass, before the gradient norm,
- *          clipping and the optimiser, which then run identically on every rank;
+ *          clipping and the optimiser, which then run identically on every rank; with [run]
+ *          sync_bn, batch-norm's per-channel sums all-reduced inside the passes (sync_bn.c);
  *   logs:  the loss/accuracy sums of an interval and the evaluation counts summed over the ranks;
  *          rank 0 alone writes metrics.jsonl, the text log and checkpoints. */
 #ifndef BIOFLEX_DATA_PARALLEL_H
@@ -31,8 +32,10 @@ typedef struct bf_data_parallel {
     FILE *quiet_text; /* /dev/null: the text log of ranks other than 0 */
     float *staging;   /* host copy of device buffers for MPI when the backend is not the CPU */
     size_t staging_floats;
+    double *sync_staging; /* host copy of sync_bn's sums for MPI when the backend is not the CPU */
+    size_t sync_staging_doubles;
     /* NCCL gradient buckets, launched from the backward pass (on_layer_backward) */
-    bf_model *model;
+    bf_model *model;      /* also read by the sync_bn hook, for its backend */
     size_t *ready_below;  /* per layer: gradients at offsets >= this are final after its backward */
     size_t pending_end;   /* gradients [0, pending_end) are not yet being all-reduced this step */
     size_t bucket_floats; /* launch once this many final floats are pending */

@@ -451,7 +451,7 @@ void bf_image_worker_free(bf_image_worker *w) {
     memset(w, 0, sizeof *w);
 }
 
-bf_status bf_image_load_sample(const bf_dataset *d, int index, uint64_t seed, bf_image_worker *w, float *dst) {
+bf_status bf_image_load_sample_u8(const bf_dataset *d, int index, uint64_t seed, bf_image_worker *w, uint8_t *dst) {
     const bf_image_files *f = d->files;
     int iw, ih;
     BF_TRY(bf_jpeg_load(w->decoder, f->paths[index], &iw, &ih));
@@ -459,11 +459,12 @@ bf_status bf_image_load_sample(const bf_dataset *d, int index, uint64_t seed, bf
     bf_rect in_crop;
     double scale;
     BF_TRY(bf_jpeg_decode_region(w->decoder, plan.crop, d->w, d->h, &w->decoded, &in_crop, &scale));
-    BF_TRY(bf_image_resample(&w->resampler, &w->decoded, in_crop, d->w, d->h, plan.flip, w->out));
-    /* HWC bytes -> CHW floats in [0, 1] */
-    size_t plane = (size_t)d->w * d->h;
-    for (size_t i = 0; i < plane; i++)
-        for (int c = 0; c < 3; c++) dst[c * plane + i] = (float)w->out[3 * i + c] * (1.0f / 255.0f);
+    return bf_image_resample(&w->resampler, &w->decoded, in_crop, d->w, d->h, plan.flip, dst);
+}
+
+bf_status bf_image_load_sample(const bf_dataset *d, int index, uint64_t seed, bf_image_worker *w, float *dst) {
+    BF_TRY(bf_image_load_sample_u8(d, index, seed, w, w->out));
+    bf_image_to_chw_float(w->out, (size_t)d->w * d->h, dst);
     return BF_OK;
 }
 

@@ -3,6 +3,7 @@
  * and read back once at the end. */
 #include <stdlib.h>
 
+#include "batch_upload.h"
 #include "bioflex/train.h"
 
 bf_status bf_evaluate(bf_model *m, bf_loader *loader, float label_smoothing, bf_eval_result *out) {
@@ -17,10 +18,12 @@ bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smooth
     size_t image_floats = bf_shape_per_sample(m->input_shape);
     float *x = NULL, *losses = NULL, *c1 = NULL, *c5 = NULL, *sums = NULL;
     int32_t *labels = NULL;
+    bf_batch_uploader *upload = NULL; /* float batches are copied, uint8 ones normalised on the backend */
     bf_status s = bf_alloc(b, (size_t)max_n * image_floats * sizeof(float), (void **)&x);
     if (s == BF_OK) s = bf_alloc(b, (size_t)max_n * sizeof(int32_t), (void **)&labels);
     if (s == BF_OK) s = bf_alloc(b, (size_t)max_n * 3 * sizeof(float), (void **)&losses);
     if (s == BF_OK) s = bf_alloc(b, 4 * sizeof(float), (void **)&sums);
+    if (s == BF_OK) s = bf_batch_uploader_create(b, &upload);
     c1 = losses ? losses + max_n : NULL;
     c5 = losses ? losses + 2 * max_n : NULL;
     int was_training = m->training, samples = 0, batches = 0;
@@ -32,9 +35,10 @@ bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smooth
         if (s != BF_OK || !batch) break;
         int n = batch->n;
         if (n > max_n) s = bf_error(BF_ERR_ARG, "evaluate: batch of %d exceeds the model's %d", n, max_n);
-        if (s == BF_OK) s = bf_to_device(b, x, batch->images, (size_t)n * image_floats * sizeof(float));
+        if (s == BF_OK) s = bf_batch_upload(upload, loader, batch, x);
         if (s == BF_OK) s = bf_to_device(b, labels, batch->labels, (size_t)n * sizeof(int32_t));
-        bf_loader_release(loader, batch);
+        bf_status released = bf_batch_upload_release(upload, loader, batch);
+        if (s == BF_OK) s = released;
         const float *logits = NULL;
         if (s == BF_OK) s = bf_model_set_batch(m, n);
         if (s == BF_OK) s = bf_model_forward(m, x, &logits);
@@ -49,6 +53,7 @@ bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smooth
     if (s == BF_OK) s = bf_to_host(b, host, sums, sizeof host);
     m->training = was_training;
     bf_model_set_batch(m, max_n);
+    bf_batch_uploader_destroy(upload);
     bf_free(b, x);
     bf_free(b, labels);
     bf_free(b, losses);

@@ -1,4 +1,5 @@
-/* loader.c - the batch loader: worker threads prepare float batches ahead of the training step.
+/* loader.c - the batch loader: worker threads prepare batches ahead of the training step, as
+ * normalised floats or (u8_hwc) as raw NHWC bytes that the device converts (batch_upload.h).
  *
  * Determinism first. What a batch contains is a pure function of (seed, epoch, batch index):
  *  - the epoch's order is a Fisher-Yates shuffle driven by bf_seed_derive(seed, SHUFFLE, epoch),
@@ -17,7 +18,10 @@
  * error instead of hanging). Starting an epoch bumps a generation number: work of the old epoch
  * that is still being filled is thrown away when it finishes, and its READY slots are freed.
  * Waiting uses two condition variables: `work_available` for workers, `batch_done` for the
- * consumer. Nothing spins. */
+ * consumer. Nothing spins.
+ *
+ * Memory: every slot's buffers are allocated once by bf_loader_create (the uint8 ring from the
+ * caller's allocator, page-locked on CUDA); filling a batch allocates nothing. */
 #include "bioflex/data.h"
 
 #include <math.h>
@@ -93,22 +97,28 @@ static uint64_t augment_key(int epoch, int position) {
     return ((uint64_t)(uint32_t)epoch << 32) | (uint32_t)position;
 }
 
+/* The crop and flip of the sample at (epoch, position): offset (dx, dy) of the crop window inside the
+ * image padded by `pad`, 0..2*pad, so the source pixel of output (y, x) is (y + dy - pad, x + dx -
+ * pad) with x mirrored first when flipped. Shared by the float and the uint8 paths. */
+static void augment_plan(const bf_loader *l, int epoch, int position, int *flip, int *dx, int *dy) {
+    int pad = l->opt.augment_crop_pad;
+    uint64_t s = bf_seed_derive((uint64_t)l->opt.seed, BF_STREAM_AUGMENT, augment_key(epoch, position));
+    *flip = l->opt.augment_flip && bf_uniform(s, 0) < 0.5f;
+    *dx = *dy = 0;
+    if (pad > 0) {
+        *dx = (int)((double)bf_uniform(s, 1) * (2 * pad + 1));
+        *dy = (int)((double)bf_uniform(s, 2) * (2 * pad + 1));
+        if (*dx > 2 * pad) *dx = 2 * pad;
+        if (*dy > 2 * pad) *dy = 2 * pad;
+    }
+}
+
 /* Random crop after zero padding, then random horizontal flip, as torchvision's RandomCrop(pad)
  * + RandomHorizontalFlip do. Padding is 0 in pixel space [0, 1] (before normalisation). */
 static void augment_sample(const bf_loader *l, int epoch, int position, const float *src, float *dst) {
     const bf_dataset *d = l->data;
-    int c = d->c, h = d->h, w = d->w, pad = l->opt.augment_crop_pad;
-    uint64_t s = bf_seed_derive((uint64_t)l->opt.seed, BF_STREAM_AUGMENT, augment_key(epoch, position));
-    int flip = l->opt.augment_flip && bf_uniform(s, 0) < 0.5f;
-    /* Offset of the crop window inside the padded image, 0..2*pad; the source pixel of output
-     * (y, x) is (y + dy - pad, x + dx - pad). */
-    int dx = 0, dy = 0;
-    if (pad > 0) {
-        dx = (int)((double)bf_uniform(s, 1) * (2 * pad + 1));
-        dy = (int)((double)bf_uniform(s, 2) * (2 * pad + 1));
-        if (dx > 2 * pad) dx = 2 * pad;
-        if (dy > 2 * pad) dy = 2 * pad;
-    }
+    int c = d->c, h = d->h, w = d->w, pad = l->opt.augment_crop_pad, flip, dx, dy;
+    augment_plan(l, epoch, position, &flip, &dx, &dy);
     for (int ch = 0; ch < c; ch++) {
         const float *in = src + (size_t)ch * h * w;
         float *out = dst + (size_t)ch * h * w;
@@ -119,6 +129,25 @@ static void augment_sample(const bf_loader *l, int epoch, int position, const fl
                 int sx = xc + dx - pad;
                 out[y * w + x] = (sy >= 0 && sy < h && sx >= 0 && sx < w) ? in[sy * w + sx] : 0.0f;
             }
+        }
+    }
+}
+
+/* The uint8 twin of augment_sample for stored 3-channel datasets: CHW bytes in, the same crop and
+ * flip out as HWC bytes (padding is byte 0, i.e. 0.0 before normalisation). Without augmentation
+ * the plan is the identity, so this also serves as the plain CHW -> HWC copy. */
+static void augment_sample_u8(const bf_loader *l, int epoch, int position, const uint8_t *src, uint8_t *dst) {
+    const bf_dataset *d = l->data;
+    int h = d->h, w = d->w, pad = l->opt.augment_crop_pad, flip = 0, dx = 0, dy = 0;
+    if (l->opt.augment_flip || pad > 0) augment_plan(l, epoch, position, &flip, &dx, &dy);
+    size_t plane = (size_t)h * w;
+    for (int y = 0; y < h; y++) {
+        int sy = y + dy - pad;
+        for (int x = 0; x < w; x++) {
+            int sx = (flip ? w - 1 - x : x) + dx - pad;
+            int inside = sy >= 0 && sy < h && sx >= 0 && sx < w;
+            uint8_t *out = dst + 3 * ((size_t)y * w + x);
+            for (int ch = 0; ch < 3; ch++) out[ch] = inside ? src[ch * plane + (size_t)sy * w + sx] : 0;
         }
     }
 }
@@ -155,15 +184,18 @@ static int sample_task(const bf_loader *l, int epoch, int position) {
 #define LOADER_WARN_SKIPS 10
 #define LOADER_REPLACE_TRIES 32
 
-/* JPEG datasets: decodes and transforms the sample at `position`. A file that cannot be decoded is
- * skipped, counted and replaced by another sample chosen from (seed, epoch, position, try), so the
- * batch keeps its shape and the replacement repeats exactly; *index and the label follow it. */
-static bf_status load_file_sample(bf_loader *l, loader_worker *w, int epoch, int position, int *index, float *img) {
+/* JPEG datasets: decodes and transforms the sample at `position` into img (floats in [0, 1], CHW) or,
+ * when img is NULL, into px (bytes, HWC). A file that cannot be decoded is skipped, counted and
+ * replaced by another sample chosen from (seed, epoch, position, try), so the batch keeps its shape
+ * and the replacement repeats exactly - on both paths; *index and the label follow it. */
+static bf_status load_file_sample(bf_loader *l, loader_worker *w, int epoch, int position, int *index, float *img,
+                                  uint8_t *px) {
     const bf_dataset *d = l->data;
     uint64_t key = augment_key(epoch, position);
     uint64_t seed = bf_seed_derive((uint64_t)l->opt.seed, BF_STREAM_AUGMENT, key);
     for (int attempt = 0; attempt < LOADER_REPLACE_TRIES; attempt++) {
-        bf_status st = bf_image_load_sample(d, *index, seed, &w->image, img);
+        bf_status st = img ? bf_image_load_sample(d, *index, seed, &w->image, img)
+                           : bf_image_load_sample_u8(d, *index, seed, &w->image, px);
         if (st == BF_OK) return BF_OK;
         if (st != BF_ERR_FORMAT && st != BF_ERR_IO) return st;
         long count = atomic_fetch_add(&l->skipped, 1) + 1;
@@ -179,6 +211,18 @@ static bf_status load_file_sample(bf_loader *l, loader_worker *w, int epoch, int
 
 long bf_loader_skipped_images(const bf_loader *l) { return l ? atomic_load(&((bf_loader *)l)->skipped) : 0; }
 
+/* The label (and, for a multi-task dataset, the task) of batch entry k, sample `index`. */
+static void set_label(const bf_loader *l, bf_batch *b, int k, int epoch, int position, int index) {
+    const bf_dataset *d = l->data;
+    if (d->num_tasks > 0) {
+        int task = sample_task(l, epoch, position);
+        b->tasks[k] = task;
+        b->labels[k] = d->task_labels[(size_t)index * d->num_tasks + task];
+    } else {
+        b->labels[k] = d->labels[index];
+    }
+}
+
 static bf_status fill_batch(bf_loader *l, int epoch, bf_batch *b, loader_worker *w) {
     float *scratch = w->scratch;
     const bf_dataset *d = l->data;
@@ -192,15 +236,17 @@ static bf_status fill_batch(bf_loader *l, int epoch, bf_batch *b, loader_worker 
     for (int k = 0; k < n; k++) {
         int position = first + k;
         int index = l->order[position];
-        float *img = b->images + (size_t)k * l->sample_floats;
-        if (d->files) BF_TRY(load_file_sample(l, w, epoch, position, &index, img));
-        if (d->num_tasks > 0) {
-            int task = sample_task(l, epoch, position);
-            b->tasks[k] = task;
-            b->labels[k] = d->task_labels[(size_t)index * d->num_tasks + task];
-        } else {
-            b->labels[k] = d->labels[index];
+        if (l->opt.u8_hwc) {
+            /* Bytes for the device to normalise: the same decode, crop and flip as below. */
+            uint8_t *px = b->pixels + (size_t)k * l->sample_floats;
+            if (d->files) BF_TRY(load_file_sample(l, w, epoch, position, &index, NULL, px));
+            else augment_sample_u8(l, epoch, position, d->pixels + (size_t)index * l->sample_floats, px);
+            set_label(l, b, k, epoch, position, index);
+            continue;
         }
+        float *img = b->images + (size_t)k * l->sample_floats;
+        if (d->files) BF_TRY(load_file_sample(l, w, epoch, position, &index, img, NULL));
+        set_label(l, b, k, epoch, position, index);
         if (d->files) {
             /* decoded, cropped and flipped above */
         } else if (augment) {
@@ -279,9 +325,26 @@ static void *worker_main(void *arg) {
 /* ---------------------------------------------------------------------------------------------
  * Life cycle */
 
+/* The uint8 ring's memory comes from the caller's allocator (page-locked on CUDA), or malloc. */
+static void *ring_alloc(const bf_loader *l, size_t bytes) {
+    const bf_host_allocator *a = &l->opt.host_alloc;
+    return a->alloc ? a->alloc(a->ctx, bytes) : malloc(bytes);
+}
+
+static void ring_free(const bf_loader *l, void *p) {
+    const bf_host_allocator *a = &l->opt.host_alloc;
+    if (!p) return;
+    if (a->alloc) {
+        if (a->free) a->free(a->ctx, p);
+    } else {
+        free(p);
+    }
+}
+
 static void free_loader_memory(bf_loader *l) {
     if (l->slots) {
         for (int i = 0; i < l->num_slots; i++) {
+            ring_free(l, l->slots[i].batch.pixels);
             free(l->slots[i].batch.images);
             free(l->slots[i].batch.labels);
             free(l->slots[i].batch.tasks);
@@ -345,6 +408,9 @@ bf_status bf_loader_create(const bf_dataset *d, const bf_loader_options *opt, bf
     if (d->num_tasks > 0 && (opt->task < BF_TASK_RANDOM || opt->task >= d->num_tasks || !d->task_labels))
         return bf_error(BF_ERR_ARG, "bf_loader_create: task %d for dataset %s (allowed: -1 = random, 0..%d)",
                         opt->task, d->name, d->num_tasks - 1);
+    if (opt->u8_hwc && !bf_loader_u8_applies(d, opt))
+        return bf_error(BF_ERR_ARG, "bf_loader_create: dataset %s cannot be loaded as uint8 batches (needs 3 channels "
+                        "of stored or JPEG pixels and no input noise)", d->name);
     if (opt->normalize) {
         for (int ch = 0; ch < d->c; ch++)
             if (!(d->std[ch] > 0.0f))
@@ -377,9 +443,11 @@ bf_status bf_loader_create(const bf_dataset *d, const bf_loader_options *opt, bf
     l->workers = calloc((size_t)l->num_threads, sizeof *l->workers);
     int ok = l->order && l->slots && l->threads && l->workers;
     for (int i = 0; ok && i < l->num_slots; i++) {
-        l->slots[i].batch.images = malloc((size_t)opt->batch_size * l->sample_floats * sizeof(float));
-        l->slots[i].batch.labels = malloc((size_t)opt->batch_size * sizeof(int32_t));
-        ok = l->slots[i].batch.images && l->slots[i].batch.labels;
+        bf_batch *b = &l->slots[i].batch;
+        if (opt->u8_hwc) b->pixels = ring_alloc(l, (size_t)opt->batch_size * l->sample_floats);
+        else b->images = malloc((size_t)opt->batch_size * l->sample_floats * sizeof(float));
+        b->labels = malloc((size_t)opt->batch_size * sizeof(int32_t));
+        ok = (b->images || b->pixels) && b->labels;
         if (ok && d->num_tasks > 0) {
             l->slots[i].batch.tasks = malloc((size_t)opt->batch_size * sizeof(int32_t));
             ok = l->slots[i].batch.tasks != NULL;
@@ -410,6 +478,20 @@ bf_status bf_loader_create(const bf_dataset *d, const bf_loader_options *opt, bf
     }
     *out = l;
     return BF_OK;
+}
+
+int bf_loader_u8_applies(const bf_dataset *d, const bf_loader_options *opt) {
+    return d && opt && d->c == 3 && (d->files || d->pixels) && !(opt->noise_std > 0);
+}
+
+bf_image_format bf_loader_image_format(const bf_loader *l) {
+    const bf_dataset *d = l->data;
+    bf_image_format f = {.u8_hwc = l->opt.u8_hwc, .c = d->c, .h = d->h, .w = d->w};
+    for (int ch = 0; ch < 3; ch++) {
+        f.mean[ch] = l->opt.normalize ? d->mean[ch] : 0.0f;
+        f.std[ch] = l->opt.normalize ? d->std[ch] : 1.0f;
+    }
+    return f;
 }
 
 void bf_loader_destroy(bf_loader *l) {

@@ -32,15 +32,17 @@ static int dry_run(const bf_config *cfg) {
     bf_dataset *train = &shape;
     if (cfg->butd.network != 0) { /* a BU-TD network ([butd], butd_zoo.c), planned without memory */
         bf_butd_net *net = NULL;
-        int classes = cfg->model.num_classes ? cfg->model.num_classes : train->num_classes;
-        bf_status bs = bf_butd_build(NULL, &cfg->butd, train->c, train->h, train->w, cfg->data.batch_size, classes,
+        int classes = 0;
+        bf_status bs = bf_butd_outputs(cfg, train->name, train->num_classes, &classes);
+        if (bs == BF_OK)
+            bs = bf_butd_build(NULL, &cfg->butd, train->c, train->h, train->w, cfg->data.batch_size, classes,
                                      bf_dataset_num_tasks(&cfg->data), cfg->run.seed, &net);
         if (bs != BF_OK) {
             fprintf(stderr, "error: %s\n", bf_last_error());
             return bs == BF_ERR_CONFIG ? BF_EXIT_USAGE : BF_EXIT_RUNTIME;
         }
-        printf("\nBU-TD network for %s images %dx%dx%d, %d classes:\n", train->name, train->c, train->h, train->w,
-               classes);
+        printf("\nBU-TD network for %s images %dx%dx%d, %d output%s:\n", train->name, train->c, train->h, train->w,
+               classes, classes == 1 ? " (binary heads, BCE)" : "s");
         bf_butd_print_table(net, stdout);
         bf_butd_destroy(net);
         return BF_EXIT_OK;

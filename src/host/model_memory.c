@@ -143,6 +143,13 @@ bf_status bf_model_finalize(bf_model *m) {
         if (f > m->flex_scratch_floats) m->flex_scratch_floats = f;
     }
     arena_bytes += align_up(m->flex_scratch_floats * sizeof(float));
+    /* Synchronised batch-norm's per-channel sums (sync_bn.c): kept even when sync_bn is off, since
+     * data parallelism is attached after finalize; a few KiB at most. */
+    m->bn_sync_doubles = 0;
+    for (int i = 0; i < m->num_layers; i++)
+        if (m->layers[i].kind == BF_LAYER_BATCHNORM && 2 * (size_t)m->layers[i].bn.c + 1 > m->bn_sync_doubles)
+            m->bn_sync_doubles = 2 * (size_t)m->layers[i].bn.c + 1;
+    arena_bytes += align_up(m->bn_sync_doubles * sizeof(double));
     m->arena_bytes = arena_bytes;
     if (!b) return BF_OK; /* planning only (--dry-run): shapes, parameters and memory, no allocation */
 
@@ -185,6 +192,8 @@ bf_status bf_model_finalize(bf_model *m) {
     m->grad_scratch = (float *)cursor;
     cursor += slot_bytes;
     m->flex_scratch = m->flex_scratch_floats ? (float *)cursor : NULL;
+    cursor += align_up(m->flex_scratch_floats * sizeof(float));
+    m->bn_sync_sums = m->bn_sync_doubles ? (double *)cursor : NULL;
     for (int i = 0; i < m->num_layers; i++)
         if (m->layers[i].grad_slot >= 0) m->layers[i].dout = m->grad_slots[m->layers[i].grad_slot];
     return init_weights(m);

@@ -1,7 +1,8 @@
-/* sync_bn.h - internal: synchronised batch-norm ([run] sync_bn = true) for data parallelism on the
- * CPU backend. The batch statistics (forward) and the two gradient sums of the backward are summed
- * over every rank through the model's sync_sums hook, so N ranks with batch b normalise exactly as
- * one process with batch N*b does. Same contract as the ops.h batch-norm ops; host memory. */
+/* sync_bn.h - internal: synchronised batch-norm ([run] sync_bn = true) for data parallelism on
+ * every backend. The batch statistics (forward) and the two gradient sums of the backward are
+ * summed over every rank through the model's sync_sums hook, so N ranks with batch b normalise
+ * exactly as one process with batch N*b does. Same contract as the ops.h batch-norm ops; backend
+ * memory. */
 #ifndef BIOFLEX_SYNC_BN_H
 #define BIOFLEX_SYNC_BN_H
 

@@ -129,6 +129,14 @@ static const bf_ops cpu_ops = {
     .counter_hebb_conv2d = bf_cpu_counter_hebb_conv2d,
 
     .image_u8_to_float = bf_cpu_image_u8_to_float,
+    .binary_xent = bf_cpu_binary_xent,
+
+    .batchnorm_sync_sums = bf_cpu_batchnorm_sync_sums,
+    .batchnorm_sync_sqdev = bf_cpu_batchnorm_sync_sqdev,
+    .batchnorm_sync_forward_apply = bf_cpu_batchnorm_sync_forward_apply,
+    .batchnorm_sync_backward_sums = bf_cpu_batchnorm_sync_backward_sums,
+    .batchnorm_sync_backward_apply = bf_cpu_batchnorm_sync_backward_apply,
+    .mul = bf_cpu_mul,
 };
 
 #ifdef OPENBLAS_VERSION

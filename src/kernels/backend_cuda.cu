@@ -198,10 +198,18 @@ static const bf_ops cuda_ops = {
     /* .counter_hebb_conv2d = */ bf_cuda_counter_hebb_conv2d,
 
     /* .image_u8_to_float = */ bf_cuda_image_u8_to_float,
+    /* .binary_xent = */ bf_cuda_binary_xent,
+
+    /* .batchnorm_sync_sums = */ bf_cuda_batchnorm_sync_sums,
+    /* .batchnorm_sync_sqdev = */ bf_cuda_batchnorm_sync_sqdev,
+    /* .batchnorm_sync_forward_apply = */ bf_cuda_batchnorm_sync_forward_apply,
+    /* .batchnorm_sync_backward_sums = */ bf_cuda_batchnorm_sync_backward_sums,
+    /* .batchnorm_sync_backward_apply = */ bf_cuda_batchnorm_sync_backward_apply,
+    /* .mul = */ bf_cuda_mul,
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 51 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 58 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

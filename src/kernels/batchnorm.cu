@@ -10,14 +10,16 @@
  *   3. an apply kernel, one block per (n, c) plane, writes y or dx.
  * The chunk count depends on n*hw only (never on the device), so results repeat everywhere.
  * The batch variance is E[x^2] - E[x]^2 from double sums of float data, whose cancellation error
- * (~1e-16 * mean^2/var) is far below fp32 resolution for any activation; it saves a pass over x. */
+ * (~1e-16 * mean^2/var) is far below fp32 resolution for any activation; it saves a pass over x.
+ * Synchronised batch-norm (batchnorm_sync_*) instead keeps the CPU's two passes (mean, then squared
+ * deviations from the global mean): its sums cross ranks, and its CPU twin is batchnorm_sync_cpu.c. */
 #include <math.h>
 
 #include "cuda_backend.h"
 
 namespace { /* kernels and helpers are private to this file */
 
-enum { RED_SUM = 0, RED_STATS = 1, RED_BWD = 2 };
+enum { RED_SUM = 0, RED_STATS = 1, RED_BWD = 2, RED_SQDEV = 3, RED_SYNC_BWD = 4 };
 
 enum { CHUNK_TARGET = 8192, CHUNK_MAX = 128 };
 
@@ -41,21 +43,23 @@ static unsigned plane_threads(long hw) {
  *   RED_SUM:   a0 = sum x
  *   RED_STATS: a0 = sum x, a1 = sum x^2
  *   RED_BWD:   a0 = sum dy, a1 = sum dy * xhat with xhat = (x - mean[ch]) * invstd[ch] (in float)
+ *   RED_SQDEV: a0 = sum (x - m)^2 in double, m = stats[ch] / stats[c] (synchronised batch-norm)
+ *   RED_SYNC_BWD: a0 = sum dy, a1 = sum dy * (x - mean[ch]) in double (as batchnorm_sync_cpu.c)
  * partial[(ch*chunks + k)*2 + {0,1}]. Value m of a channel (0 <= m < count = n*hw) is sample m/hw,
  * position m%hw; each thread walks its values without dividing in the loop. */
 template <int MODE>
 __global__ void k_channel_partial(const float *__restrict__ x, const float *__restrict__ dy,
-                                  const float *__restrict__ mean, const float *__restrict__ invstd, int c,
-                                  unsigned hw, unsigned count, unsigned per_chunk, double *__restrict__ partial) {
+                                  const float *__restrict__ mean, const float *__restrict__ invstd,
+                                  const double *__restrict__ stats, int c, unsigned hw, unsigned count,
+                                  unsigned per_chunk, double *__restrict__ partial) {
     const int ch = blockIdx.x;
     const unsigned chunk = blockIdx.y, chunks = gridDim.y;
     const unsigned begin = chunk * per_chunk;
     const unsigned end = begin + per_chunk < count ? begin + per_chunk : count;
     float mu = 0.0f, is = 0.0f;
-    if (MODE == RED_BWD) {
-        mu = mean[ch];
-        is = invstd[ch];
-    }
+    if (MODE == RED_BWD || MODE == RED_SYNC_BWD) mu = mean[ch];
+    if (MODE == RED_BWD) is = invstd[ch];
+    const double dmean = MODE == RED_SQDEV ? stats[ch] / stats[c] : (double)mu;
     double a0 = 0.0, a1 = 0.0;
     unsigned m = begin + threadIdx.x;
     if (m < end) {
@@ -69,6 +73,13 @@ __global__ void k_channel_partial(const float *__restrict__ x, const float *__re
                 const double v = (double)x[idx];
                 a0 += v;
                 a1 += v * v;
+            } else if (MODE == RED_SQDEV) {
+                const double d = (double)x[idx] - dmean;
+                a0 += d * d;
+            } else if (MODE == RED_SYNC_BWD) {
+                const double g = (double)dy[idx];
+                a0 += g;
+                a1 += g * ((double)x[idx] - dmean);
             } else {
                 const float g = dy[idx];
                 const float xhat = __fmul_rn(__fsub_rn(x[idx], mu), is);
@@ -84,7 +95,7 @@ __global__ void k_channel_partial(const float *__restrict__ x, const float *__re
         }
     }
     a0 = bf_block_sum(a0);
-    if (MODE != RED_SUM) a1 = bf_block_sum(a1);
+    if (MODE != RED_SUM && MODE != RED_SQDEV) a1 = bf_block_sum(a1);
     if (threadIdx.x == 0) {
         const size_t o = ((size_t)ch * chunks + chunk) * 2;
         partial[o] = a0;
@@ -187,6 +198,80 @@ __global__ void k_bn_dx(const float *__restrict__ x, const float *__restrict__ d
     }
 }
 
+/* ---- synchronised batch-norm: per-channel steps around the all-reduce (batchnorm_sync_cpu.c's twin) ----
+ * Rounded intrinsics where the CPU rounds each operation, so equal sums give equal bits. */
+
+/* stats[ch] = the channel's sum (ch < c), stats[c] = this rank's count; c + 1 threads. */
+__global__ void k_sync_sums_final(const double *__restrict__ partial, unsigned chunks, int c, double count,
+                                  double *__restrict__ stats) {
+    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch > c) return;
+    if (ch == c) {
+        stats[c] = count;
+        return;
+    }
+    double s0, s1;
+    sum_chunks(partial, ch, chunks, &s0, &s1);
+    stats[ch] = s0;
+}
+
+__global__ void k_sync_sqdev_final(const double *__restrict__ partial, unsigned chunks, int c, double *__restrict__ sq) {
+    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) return;
+    double s0, s1;
+    sum_chunks(partial, ch, chunks, &s0, &s1);
+    sq[ch] = s0;
+}
+
+/* The global batch's statistics from the all-reduced sums: apply coefficients, saved values and
+ * the running statistics (count >= 2 always holds under data parallelism: 2+ ranks of 1+ samples). */
+__global__ void k_sync_forward_coef(const double *__restrict__ stats, const double *__restrict__ sq, int c, float eps,
+                                    float momentum, const float *__restrict__ gamma, float *__restrict__ mean_out,
+                                    float *__restrict__ scale_out, float *__restrict__ save_mean,
+                                    float *__restrict__ save_invstd, float *__restrict__ running_mean,
+                                    float *__restrict__ running_var) {
+    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) return;
+    const double count = stats[c];
+    const double mean = stats[ch] / count;
+    const double var = sq[ch] / count; /* biased: what the batch is normalised with */
+    const float invstd = (float)(1.0 / sqrt(__dadd_rn(var, (double)eps)));
+    const double mom = (double)momentum, keep = 1.0 - mom;
+    mean_out[ch] = (float)mean;
+    scale_out[ch] = __fmul_rn(gamma[ch], invstd);
+    if (save_mean) save_mean[ch] = (float)mean;
+    if (save_invstd) save_invstd[ch] = invstd;
+    if (running_mean) running_mean[ch] = (float)__dadd_rn(__dmul_rn(keep, (double)running_mean[ch]), __dmul_rn(mom, mean));
+    if (running_var && count >= 2.0) /* the CPU refuses count < 2; the device cannot report it */
+        running_var[ch] = (float)__dadd_rn(__dmul_rn(keep, (double)running_var[ch]),
+                                           __dmul_rn(__dmul_rn(mom, var), count / (count - 1.0)));
+}
+
+/* sums[ch] = sum dy, sums[c+ch] = invstd * sum dy (x - mean), sums[2c] = count; this rank's dgamma/dbeta. */
+__global__ void k_sync_backward_final(const double *__restrict__ partial, unsigned chunks, int c, double count,
+                                      const float *__restrict__ invstd, double *__restrict__ sums,
+                                      float *__restrict__ dgamma, float *__restrict__ dbeta) {
+    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) return;
+    double s0, s1;
+    sum_chunks(partial, ch, chunks, &s0, &s1);
+    const double dy_xhat = __dmul_rn(s1, (double)invstd[ch]);
+    sums[ch] = s0;
+    sums[c + ch] = dy_xhat;
+    if (ch == 0) sums[2 * c] = count;
+    if (dbeta) dbeta[ch] = (float)s0;
+    if (dgamma) dgamma[ch] = (float)dy_xhat;
+}
+
+__global__ void k_sync_backward_coef(const double *__restrict__ sums, int c, float *__restrict__ mean_dy,
+                                     float *__restrict__ mean_dy_xhat) {
+    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) return;
+    const double count = sums[2 * c];
+    mean_dy[ch] = (float)(sums[ch] / count);
+    mean_dy_xhat[ch] = (float)(sums[c + ch] / count);
+}
+
 /* ---- host side ---- */
 
 static bf_status check_bn(const bf_bn_shape *s, const char *op) {
@@ -203,7 +288,7 @@ static bf_status check_bn(const bf_bn_shape *s, const char *op) {
 template <int MODE>
 static bf_status channel_partials(bf_cuda_impl *im, int n, int c, long hw, const float *x, const float *dy,
                                   const float *mean, const float *invstd, size_t extra_floats, double **partial_out,
-                                  float **extra_out, unsigned *chunks_out) {
+                                  float **extra_out, unsigned *chunks_out, const double *stats = NULL) {
     const size_t count = (size_t)n * (size_t)hw;
     const unsigned chunks = chunks_for(count);
     const unsigned per_chunk = (unsigned)bf_cuda_div_up(count, chunks);
@@ -212,7 +297,7 @@ static bf_status channel_partials(bf_cuda_impl *im, int n, int c, long hw, const
     BF_TRY(bf_cuda_scratch(im, partial_doubles * sizeof(double) + extra_floats * sizeof(float), &scratch));
     double *partial = (double *)scratch;
     dim3 grid((unsigned)c, chunks);
-    k_channel_partial<MODE><<<grid, BF_CUDA_THREADS, 0, im->stream>>>(x, dy, mean, invstd, c, (unsigned)hw,
+    k_channel_partial<MODE><<<grid, BF_CUDA_THREADS, 0, im->stream>>>(x, dy, mean, invstd, stats, c, (unsigned)hw,
                                                                       (unsigned)count, per_chunk, partial);
     BF_LAUNCH_CHECK("k_channel_partial");
     *partial_out = partial;
@@ -309,6 +394,101 @@ extern "C" bf_status bf_cuda_batchnorm_backward(bf_backend *b, const bf_bn_shape
     k_bn_bwd_final<<<(unsigned)bf_cuda_div_up((size_t)s->c, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
         partial, chunks, s->c, count, dgamma, dbeta, mean_dy, mean_dy_xhat);
     BF_LAUNCH_CHECK("k_bn_bwd_final");
+    const size_t planes = (size_t)s->n * s->c;
+    k_bn_dx<<<plane_grid(im, planes), plane_threads(s->hw), 0, im->stream>>>(
+        x, dy, gamma, save_mean, save_invstd, mean_dy, mean_dy_xhat, dx, planes, s->c, s->hw);
+    BF_LAUNCH_CHECK("k_bn_dx");
+    return BF_OK;
+}
+
+/* ---- synchronised batch-norm (contracts in ops.h) ---- */
+
+static unsigned channel_blocks(size_t threads) { return (unsigned)bf_cuda_div_up(threads, BF_CUDA_THREADS); }
+
+extern "C" bf_status bf_cuda_batchnorm_sync_sums(bf_backend *b, const bf_bn_shape *s, const float *x, double *stats) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_bn(s, "batchnorm_sync_sums"));
+    if (!x || !stats) return bf_error(BF_ERR_ARG, "batchnorm_sync_sums: NULL input or output");
+    double *partial;
+    unsigned chunks;
+    BF_TRY(channel_partials<RED_SUM>(im, s->n, s->c, s->hw, x, NULL, NULL, NULL, 0, &partial, NULL, &chunks));
+    k_sync_sums_final<<<channel_blocks((size_t)s->c + 1), BF_CUDA_THREADS, 0, im->stream>>>(
+        partial, chunks, s->c, (double)s->n * s->hw, stats);
+    BF_LAUNCH_CHECK("k_sync_sums_final");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_batchnorm_sync_sqdev(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                                  const double *stats, double *sq) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_bn(s, "batchnorm_sync_sqdev"));
+    if (!x || !stats || !sq) return bf_error(BF_ERR_ARG, "batchnorm_sync_sqdev: NULL input or output");
+    double *partial;
+    unsigned chunks;
+    BF_TRY(channel_partials<RED_SQDEV>(im, s->n, s->c, s->hw, x, NULL, NULL, NULL, 0, &partial, NULL, &chunks, stats));
+    k_sync_sqdev_final<<<channel_blocks((size_t)s->c), BF_CUDA_THREADS, 0, im->stream>>>(partial, chunks, s->c, sq);
+    BF_LAUNCH_CHECK("k_sync_sqdev_final");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_batchnorm_sync_forward_apply(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                                          const double *stats, const double *sq, const float *gamma,
+                                                          const float *beta, float *y, float *save_mean,
+                                                          float *save_invstd, float *running_mean,
+                                                          float *running_var) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_bn(s, "batchnorm_sync_forward_apply"));
+    if (!x || !stats || !sq || !gamma || !beta || !y)
+        return bf_error(BF_ERR_ARG, "batchnorm_sync_forward_apply: NULL input or output");
+    void *scratch;
+    BF_TRY(bf_cuda_scratch(im, 2 * (size_t)s->c * sizeof(float), &scratch));
+    float *mean = (float *)scratch, *scale = mean + s->c;
+    k_sync_forward_coef<<<channel_blocks((size_t)s->c), BF_CUDA_THREADS, 0, im->stream>>>(
+        stats, sq, s->c, s->eps, s->momentum, gamma, mean, scale, save_mean, save_invstd, running_mean, running_var);
+    BF_LAUNCH_CHECK("k_sync_forward_coef");
+    const size_t planes = (size_t)s->n * s->c;
+    k_bn_apply<<<plane_grid(im, planes), plane_threads(s->hw), 0, im->stream>>>(x, y, mean, scale, beta, planes,
+                                                                                 s->c, s->hw);
+    BF_LAUNCH_CHECK("k_bn_apply");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_batchnorm_sync_backward_sums(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                                          const float *dy, const float *save_mean,
+                                                          const float *save_invstd, double *sums, float *dgamma,
+                                                          float *dbeta) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_bn(s, "batchnorm_sync_backward_sums"));
+    if (!x || !dy || !save_mean || !save_invstd || !sums)
+        return bf_error(BF_ERR_ARG, "batchnorm_sync_backward_sums: NULL input or output");
+    double *partial;
+    unsigned chunks;
+    BF_TRY(channel_partials<RED_SYNC_BWD>(im, s->n, s->c, s->hw, x, dy, save_mean, NULL, 0, &partial, NULL, &chunks));
+    k_sync_backward_final<<<channel_blocks((size_t)s->c), BF_CUDA_THREADS, 0, im->stream>>>(
+        partial, chunks, s->c, (double)s->n * s->hw, save_invstd, sums, dgamma, dbeta);
+    BF_LAUNCH_CHECK("k_sync_backward_final");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_batchnorm_sync_backward_apply(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                                           const float *dy, const float *gamma,
+                                                           const float *save_mean, const float *save_invstd,
+                                                           const double *sums, float *dx) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_bn(s, "batchnorm_sync_backward_apply"));
+    if (!x || !dy || !gamma || !save_mean || !save_invstd || !sums || !dx)
+        return bf_error(BF_ERR_ARG, "batchnorm_sync_backward_apply: NULL input or output");
+    void *scratch;
+    BF_TRY(bf_cuda_scratch(im, 2 * (size_t)s->c * sizeof(float), &scratch));
+    float *mean_dy = (float *)scratch, *mean_dy_xhat = mean_dy + s->c;
+    k_sync_backward_coef<<<channel_blocks((size_t)s->c), BF_CUDA_THREADS, 0, im->stream>>>(sums, s->c, mean_dy,
+                                                                                          mean_dy_xhat);
+    BF_LAUNCH_CHECK("k_sync_backward_coef");
     const size_t planes = (size_t)s->n * s->c;
     k_bn_dx<<<plane_grid(im, planes), plane_threads(s->hw), 0, im->stream>>>(
         x, dy, gamma, save_mean, save_invstd, mean_dy, mean_dy_xhat, dx, planes, s->c, s->hw);

@@ -175,6 +175,7 @@ void bf_backend_destroy_cuda(bf_backend *b);
 bf_status bf_cuda_fill(bf_backend *b, float *x, float value, size_t n);
 bf_status bf_cuda_scale(bf_backend *b, float *x, float alpha, size_t n);
 bf_status bf_cuda_add(bf_backend *b, const float *x0, const float *x1, float *y, size_t n);
+bf_status bf_cuda_mul(bf_backend *b, const float *x0, const float *x1, float *y, size_t n);
 bf_status bf_cuda_add_inplace(bf_backend *b, float *y, const float *x, size_t n);
 bf_status bf_cuda_sum_squares(bf_backend *b, const float *x, size_t n, float *out);
 bf_status bf_cuda_accumulate_sum(bf_backend *b, const float *x, size_t n, float *acc);
@@ -206,6 +207,20 @@ bf_status bf_cuda_batchnorm_backward(bf_backend *b, const bf_bn_shape *s, const 
                                      const float *save_invstd, float *dx, float *dgamma, float *dbeta);
 /* Per-channel sum of a [n, c, hw] tensor (conv dbias), deterministic. */
 bf_status bf_cuda_channel_sum(bf_cuda_impl *im, int n, int c, long hw, const float *x, float *out);
+/* Synchronised batch-norm's steps (contracts in ops.h). */
+bf_status bf_cuda_batchnorm_sync_sums(bf_backend *b, const bf_bn_shape *s, const float *x, double *stats);
+bf_status bf_cuda_batchnorm_sync_sqdev(bf_backend *b, const bf_bn_shape *s, const float *x, const double *stats,
+                                       double *sq);
+bf_status bf_cuda_batchnorm_sync_forward_apply(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                               const double *stats, const double *sq, const float *gamma,
+                                               const float *beta, float *y, float *save_mean, float *save_invstd,
+                                               float *running_mean, float *running_var);
+bf_status bf_cuda_batchnorm_sync_backward_sums(bf_backend *b, const bf_bn_shape *s, const float *x, const float *dy,
+                                               const float *save_mean, const float *save_invstd, double *sums,
+                                               float *dgamma, float *dbeta);
+bf_status bf_cuda_batchnorm_sync_backward_apply(bf_backend *b, const bf_bn_shape *s, const float *x, const float *dy,
+                                                const float *gamma, const float *save_mean, const float *save_invstd,
+                                                const double *sums, float *dx);
 
 /* pool.cu */
 bf_status bf_cuda_maxpool_forward(bf_backend *b, const bf_pool_shape *s, const float *x, float *y,
@@ -229,6 +244,8 @@ bf_status bf_cuda_linear_backward(bf_backend *b, const bf_linear_shape *s, const
                                   const float *w, const float *dy, float *dx, float *dw, float *dbias);
 
 /* loss.cu */
+bf_status bf_cuda_binary_xent(bf_backend *b, int n, const float *logits, const int32_t *labels, float *losses,
+                              float *dlogits, float *correct);
 bf_status bf_cuda_softmax_xent(bf_backend *b, int n, int k, const float *logits, const int32_t *labels,
                                float smoothing, float grad_scale, float *losses, float *dlogits);
 bf_status bf_cuda_topk_correct(bf_backend *b, int n, int k, const float *logits, const int32_t *labels,

@@ -30,6 +30,11 @@ __global__ void k_add(const float *x0, const float *x1, float *y, size_t n) {
         y[i] = x0[i] + x1[i];
 }
 
+__global__ void k_mul(const float *x0, const float *x1, float *y, size_t n) { /* y may alias */
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = x0[i] * x1[i];
+}
+
 __global__ void k_add_inplace(float *y, const float *x, size_t n) { /* x may equal y (doubling) */
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         y[i] += x[i];
@@ -130,6 +135,16 @@ extern "C" bf_status bf_cuda_add(bf_backend *b, const float *x0, const float *x1
     ELEMENTWISE_ARGS("add", x0, x1, y);
     k_add<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(x0, x1, y, n);
     BF_LAUNCH_CHECK("k_add");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_mul(bf_backend *b, const float *x0, const float *x1, float *y, size_t n) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (n == 0) return BF_OK;
+    ELEMENTWISE_ARGS("mul", x0, x1, y);
+    k_mul<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(x0, x1, y, n);
+    BF_LAUNCH_CHECK("k_mul");
     return BF_OK;
 }
 

@@ -29,6 +29,12 @@ bf_status bf_cpu_add(bf_backend *b, const float *x0, const float *x1, float *y, 
     return BF_OK;
 }
 
+bf_status bf_cpu_mul(bf_backend *b, const float *x0, const float *x1, float *y, size_t n) {
+#pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
+    for (size_t i = 0; i < n; i++) y[i] = x0[i] * x1[i];
+    return BF_OK;
+}
+
 bf_status bf_cpu_add_inplace(bf_backend *b, float *y, const float *x, size_t n) {
 #pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
     for (size_t i = 0; i < n; i++) y[i] += x[i];

@@ -74,6 +74,19 @@ __global__ void k_topk_correct(int n, int k, int top5, const float *__restrict__
     }
 }
 
+/* A grid-stride loop over the samples; the same double formulas as loss_cpu.c. A label outside {0, 1} gives NaN. */
+__global__ void k_binary_xent(int n, const float *__restrict__ logits, const int32_t *__restrict__ labels,
+                              float *__restrict__ losses, float *__restrict__ dlogits, float *__restrict__ correct) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        const double y = logits[i];
+        const int32_t label = labels[i];
+        const double t = label == 0 || label == 1 ? (double)label : nan("");
+        if (losses) losses[i] = (float)((y > 0 ? y : 0) - y * t + log1p(exp(-fabs(y))));
+        if (dlogits) dlogits[i] = (float)(1.0 / (1.0 + exp(-y)) - t);
+        if (correct) correct[i] = label == 0 || label == 1 ? ((y > 0) == (label == 1) ? 1.0f : 0.0f) : 0.0f;
+    }
+}
+
 static unsigned row_blocks(const bf_cuda_impl *im, int n) {
     return bf_cuda_grid(im, (size_t)n, WARPS_PER_BLOCK);
 }
@@ -105,5 +118,17 @@ extern "C" bf_status bf_cuda_topk_correct(bf_backend *b, int n, int k, const flo
     k_topk_correct<<<row_blocks(im, n), BF_CUDA_THREADS, 0, im->stream>>>(n, k, top5, logits, labels, correct1,
                                                                          correct5);
     BF_LAUNCH_CHECK("k_topk_correct");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_binary_xent(bf_backend *b, int n, const float *logits, const int32_t *labels,
+                                         float *losses, float *dlogits, float *correct) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (n <= 0) return bf_error(BF_ERR_ARG, "binary_xent: invalid batch n=%d", n);
+    if (!logits || !labels) return bf_error(BF_ERR_ARG, "binary_xent: NULL logits or labels");
+    k_binary_xent<<<bf_cuda_grid(im, (size_t)n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        n, logits, labels, losses, dlogits, correct);
+    BF_LAUNCH_CHECK("k_binary_xent");
     return BF_OK;
 }

@@ -70,3 +70,18 @@ bf_status bf_cpu_topk_correct(bf_backend *b, int n, int k, const float *logits, 
     }
     return BF_OK;
 }
+
+/* Binary heads: with t in {0, 1}, loss = log(1 + exp(-y)) for t = 1 and log(1 + exp(y)) for t = 0,
+ * written max(y,0) - y t + log1p(exp(-|y|)) so that neither exp overflows. */
+bf_status bf_cpu_binary_xent(bf_backend *b, int n, const float *logits, const int32_t *labels, float *losses,
+                             float *dlogits, float *correct) {
+    BF_TRY(check_labels(n, 2, labels, "binary_xent"));
+#pragma omp parallel for num_threads(row_threads(b, n, 1)) schedule(static)
+    for (int i = 0; i < n; i++) {
+        const double y = logits[i], t = labels[i];
+        if (losses) losses[i] = (float)((y > 0 ? y : 0) - y * t + log1p(exp(-fabs(y))));
+        if (dlogits) dlogits[i] = (float)(1.0 / (1.0 + exp(-y)) - t);
+        if (correct) correct[i] = (y > 0) == (labels[i] == 1) ? 1.0f : 0.0f;
+    }
+    return BF_OK;
+}

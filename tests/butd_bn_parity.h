@@ -1,0 +1,132 @@
+/* butd_bn_parity.h - one guided BU-TD training step of the reference's celeb_a setup, scaled
+ * down, against PyTorch (tests/fixtures/butd_guided_bn.safetensors, bench/make_butd_bn_parity_fixture.py):
+ * a ResNet whose batch-norms have TD copies, shared weights, one-logit BCE heads (binary_xent),
+ * backprop, Adam; then the running statistics (BU and TD) and an eval-mode pass. Run on the CPU by
+ * test_butd_parity_bn.c and on CUDA by test_butd_parity_bn_cuda.c, on px->backend. */
+#ifndef BIOFLEX_TEST_BUTD_BN_PARITY_H
+#define BIOFLEX_TEST_BUTD_BN_PARITY_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "bioflex/butd.h"
+#include "bioflex/train.h"
+#include "parity_util.h"
+#include "testutil.h"
+
+#ifndef BIOFLEX_SOURCE_DIR
+#define BIOFLEX_SOURCE_DIR "."
+#endif
+
+enum { N = 8, T = 4, C = 3, H = 7, W = 6 };
+
+/* Every trained parameter, compared with the fixture's "<prefix><name>". */
+static void compare_params(const bf_parity *px, const bf_butd_net *net, const float *data, const char *what,
+                           const char *prefix) {
+    float *host = bf_test_download(px->backend, data, net->num_param_floats);
+    char name[BF_NAME_MAX + 16];
+    for (int p = 0; p < net->num_params; p++) {
+        snprintf(name, sizeof name, "%s%s", prefix, net->params[p].name);
+        bf_parity_compare(px, what, name, host + net->params[p].offset, net->params[p].count);
+    }
+    free(host);
+}
+
+/* Logits of the instruction and BU passes (train or eval mode) against "name". */
+static void compare_logits(const bf_parity *px, bf_butd_net *net, const int32_t *tasks, const float *x,
+                           const char *what, const char *name, const float **logits) {
+    CHECK_OK(bf_butd_instruct(net, tasks));
+    CHECK_OK(bf_butd_forward(net, x, logits));
+    float *lh = bf_test_download(px->backend, *logits, N);
+    bf_parity_compare(px, what, name, lh, N);
+    free(lh);
+}
+
+#define BUTD_BN_FIXTURE BIOFLEX_SOURCE_DIR "/tests/fixtures/butd_guided_bn.safetensors"
+#define BUTD_BN_SCRIPT "bench/make_butd_bn_parity_fixture.py"
+
+static void run_bn_parity(bf_parity *pxp) {
+    bf_parity px = *pxp;
+    px.atol = 1e-5;
+    px.rtol = 1e-4;
+    px.name_width = 52;
+    bf_backend *b = px.backend;
+    bf_butd_options opt = {.learning = BF_BUTD_BACKPROP, .shared_weights = 1, .guided = 1, .num_tasks = T,
+                           .task_embedding = 5, .batch_norm = 1, .seed = 1};
+    bf_butd_net *net = NULL;
+    CHECK_OK(bf_butd_create(b, C, H, W, N, &opt, &net));
+    bf_butd_add_conv(net, "conv1", 4, 3, 1, 1, 1, 0);
+    bf_butd_add_block(net, "layer1.0", 4, 1);
+    bf_butd_add_block(net, "layer2.0", 6, 2);
+    CHECK_OK(bf_butd_finalize(net, 1));
+
+    float *host = malloc(net->num_param_floats * sizeof(float));
+    for (int p = 0; p < net->num_params; p++) {
+        const bf_param *q = &net->params[p];
+        CHECK_OK(bf_safetensors_copy_out(px.fixture, q->name, BF_DTYPE_F32, q->ndim, q->shape, host + q->offset));
+    }
+    CHECK_OK(bf_to_device(b, net->param_data, host, net->num_param_floats * sizeof(float)));
+    float *task = malloc(net->num_task_floats * sizeof(float));
+    for (int i = 0; i < net->num_task_layers; i++) {
+        const bf_butd_layer *l = &net->task_head[i];
+        char name[32];
+        snprintf(name, sizeof name, "task_head.%d.weight", i);
+        int64_t shape[2] = {l->out_size, l->in_size};
+        CHECK_OK(bf_safetensors_copy_out(px.fixture, name, BF_DTYPE_F32, 2, shape, task + l->w));
+    }
+    CHECK_OK(bf_to_device(b, net->task_data, task, net->num_task_floats * sizeof(float)));
+
+    float xh[N * C * H * W];
+    int32_t tasks[N], labels[N];
+    int64_t xs[4] = {N, C, H, W}, ns[1] = {N};
+    CHECK_OK(bf_safetensors_copy_out(px.fixture, "input", BF_DTYPE_F32, 4, xs, xh));
+    CHECK_OK(bf_safetensors_copy_out(px.fixture, "tasks", BF_DTYPE_I32, 1, ns, tasks));
+    CHECK_OK(bf_safetensors_copy_out(px.fixture, "labels", BF_DTYPE_I32, 1, ns, labels));
+    float *x = bf_test_upload(b, xh, N * C * H * W);
+    int32_t *dlabels = NULL;
+    float *losses = NULL, *dl = NULL;
+    CHECK_OK(bf_alloc(b, sizeof labels, (void **)&dlabels));
+    CHECK_OK(bf_alloc(b, N * sizeof(float), (void **)&losses));
+    CHECK_OK(bf_alloc(b, N * sizeof(float), (void **)&dl));
+    CHECK_OK(bf_to_device(b, dlabels, labels, sizeof labels));
+
+    /* The training step: the TD copies normalise with the mixed-task batch's statistics. */
+    const float *logits = NULL;
+    compare_logits(&px, net, tasks, x, "pass 2", "expected.logits", &logits);
+    CHECK_OK(b->ops->binary_xent(b, N, logits, dlabels, losses, dl, NULL));
+    float *loss = bf_test_download(b, losses, N);
+    float mean = 0;
+    for (int i = 0; i < N; i++) mean += loss[i] / N;
+    bf_parity_compare(&px, "loss", "expected.loss", &mean, 1);
+    CHECK_OK(bf_butd_backward(net, dl));
+    compare_params(&px, net, net->grad_data, "backprop", "grad.");
+    bf_optim_config oc = {.optimizer = BF_OPTIM_ADAMW, .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
+    bf_optimizer *o = NULL;
+    CHECK_OK(bf_optimizer_create(b, &oc, net->num_param_floats, &o));
+    CHECK_OK(bf_optimizer_step(b, o, net->param_data, net->grad_data, oc.lr, NULL));
+    compare_params(&px, net, net->param_data, "adam step", "after1.");
+
+    /* Running statistics, BU and TD, as the checkpoint names them. */
+    float *state = bf_test_download(b, net->state_data, net->num_state_floats);
+    int entries = bf_butd_norm_state_count(net);
+    CHECK(entries == 4 * 6, "6 batch-norms x 4 statistics, got %d", entries);
+    for (int k = 0; k < entries; k++) {
+        char name[BF_NAME_MAX + 32], fixture[BF_NAME_MAX + 48];
+        size_t offset;
+        int64_t count;
+        bf_butd_norm_state_entry(net, k, name, sizeof name, &offset, &count);
+        snprintf(fixture, sizeof fixture, "stats1.%s", name);
+        bf_parity_compare(&px, "running statistics", fixture, state + offset, (size_t)count);
+    }
+
+    /* Eval mode: running statistics in both directions, with the stepped weights. */
+    bf_butd_set_training(net, 0);
+    compare_logits(&px, net, tasks, x, "eval passes", "eval.logits", &logits);
+
+    bf_optimizer_destroy(b, o);
+    free(state), free(loss), free(host), free(task);
+    bf_free(b, x), bf_free(b, dlabels), bf_free(b, losses), bf_free(b, dl);
+    bf_butd_destroy(net);
+}
+
+#endif
