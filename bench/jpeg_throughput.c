@@ -1,6 +1,11 @@
 /* jpeg_throughput.c - images/s of decode + RandomResizedCrop(224) + flip, on 1 core and on all.
  *
- *   bench_jpeg_throughput DIR [seconds_per_run] [size]
+ *   bench_jpeg_throughput DIR [seconds_per_run] [size] [threads]
+ *
+ * threads 0 (the default) runs 1 thread, then one per core; any other value runs just that many,
+ * e.g. 1 for interleaved A/B runs of two builds on a shared machine. Besides wall-clock images/s
+ * every run prints the process's CPU time per image (getrusage, user + system, all threads): on a
+ * machine shared with other work that is the figure to compare.
  *
  * DIR is an imagefolder tree (e.g. from bioflex-make-jpeg-tree, or a bioflex-prep copy). Every
  * thread has its own decoder and buffers, exactly as a loader worker does, and walks the training
@@ -10,6 +15,7 @@
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "bioflex/config.h"
@@ -23,10 +29,11 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* CPU seconds of the whole process (every thread), user + system. */
 static double cpu_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
 /* Returns images per wall-clock second; *per_cpu_s gets images per CPU-second of this process,
@@ -58,7 +65,7 @@ static double run(const bf_dataset *d, int threads, double seconds, long *skippe
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_jpeg_throughput DIR [seconds_per_run] [size]\n");
+        fprintf(stderr, "usage: bench_jpeg_throughput DIR [seconds_per_run] [size] [threads]\n");
         return 2;
     }
     double seconds = argc > 2 ? atof(argv[2]) : 5.0;
@@ -81,16 +88,22 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s\n", bf_last_error());
         return 1;
     }
-    int cores = omp_get_num_procs();
+    int cores = omp_get_num_procs(), only = argc > 4 ? atoi(argv[4]) : 0;
     printf("%s: %d training files, RandomResizedCrop(%d) + flip, %.0f s per run\n", argv[1], d->num_samples, d->w,
            seconds);
     long skipped;
     double cpu;
-    double one = run(d, 1, seconds, &skipped, &cpu);
-    printf("1 thread:   %8.1f images/s wall, %8.1f images per CPU-second (%ld undecodable skipped)\n", one, cpu, skipped);
-    if (cores > 1) {
-        double all = run(d, cores, seconds, &skipped, &cpu);
-        printf("%d threads: %8.1f images/s wall = %.1f per core, %8.1f images per CPU-second\n", cores, all, all / cores, cpu);
+    if (only <= 1) {
+        double one = run(d, 1, seconds, &skipped, &cpu);
+        printf("1 thread:   %8.1f images/s wall, %8.1f images per CPU-second = %.1f us CPU per image (%ld undecodable "
+               "skipped)\n",
+               one, cpu, 1e6 / cpu, skipped);
+    }
+    int threads = only > 1 ? only : only == 0 && cores > 1 ? cores : 0;
+    if (threads > 1) {
+        double all = run(d, threads, seconds, &skipped, &cpu);
+        printf("%d threads: %8.1f images/s wall = %.1f per thread, %8.1f images per CPU-second = %.1f us CPU per image\n",
+               threads, all, all / threads, cpu, 1e6 / cpu);
     }
     bf_dataset_free(d);
     return 0;

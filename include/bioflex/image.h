@@ -107,12 +107,16 @@ typedef struct bf_image_plan {
  * random area and log-uniform ratio, then the central crop clamped to the ratio range. */
 bf_image_plan bf_image_plan_make(const bf_image_plan_options *opt, int w, int h, uint64_t seed);
 
-/* Per-thread buffers of the resampler (filter weights and the horizontally filtered rows). */
+/* Per-thread buffers of the resampler, grown as needed and reused: fixed-point filter weights (and
+ * the SIMD layout of the horizontal ones), the first source pixel of each output column and row,
+ * the first pass's rows and one row of accumulators. Zero-initialise. */
 typedef struct bf_resampler {
-    float *weights;
+    int16_t *coefs;
+    int32_t *pairs;
     int *bounds;
-    float *rows;
-    size_t weights_cap, bounds_cap, rows_cap;
+    int16_t *rows;
+    int32_t *acc;
+    size_t coefs_cap, pairs_cap, bounds_cap, rows_cap, acc_cap;
 } bf_resampler;
 
 void bf_resampler_free(bf_resampler *r);
@@ -122,6 +126,10 @@ void bf_resampler_free(bf_resampler *r);
  * mirrored left-right. */
 bf_status bf_image_resample(bf_resampler *r, const bf_image_u8 *src, bf_rect crop, int out_w, int out_h, int flip,
                             uint8_t *out);
+
+/* HWC RGB bytes (`pixels` of them) -> CHW floats in [0, 1], three planes of `pixels`: each value is
+ * byte * (1.0f / 255.0f), the same float whichever code path (SIMD or not) computes it. */
+void bf_image_to_chw_float(const uint8_t *hwc, size_t pixels, float *chw);
 
 /* Grows an image buffer to hold w x h RGB (keeps it when large enough). */
 bf_status bf_image_reserve(bf_image_u8 *img, int w, int h);

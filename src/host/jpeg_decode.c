@@ -194,12 +194,16 @@ bf_status bf_jpeg_decode_region(bf_jpeg_decoder *dec, bf_rect crop, int min_w, i
     }
     if (y0 > 0) jpeg_skip_scanlines(ci, (JDIMENSION)y0);
     for (int r = 0; r < rows;) {
-        uint8_t *dst = out->pixels + (size_t)r * width * 3;
-        JSAMPROW row = cmyk ? dec->row : dst;
-        JDIMENSION got = jpeg_read_scanlines(ci, &row, 1);
+        /* RGB rows go straight into `out`, several per call (libjpeg produces a row group of up to
+         * max_v_samp_factor rows at a time, and each call has its overhead); CMYK goes one row at
+         * a time through dec->row to be converted. */
+        JSAMPROW dst[16];
+        int want = cmyk ? 1 : rows - r < 16 ? rows - r : 16;
+        for (int k = 0; k < want; k++) dst[k] = cmyk ? dec->row : out->pixels + (size_t)(r + k) * width * 3;
+        JDIMENSION got = jpeg_read_scanlines(ci, dst, (JDIMENSION)want);
         if (got == 0) break; /* suspended: cannot happen with a memory source, but never loop */
-        if (cmyk) cmyk_to_rgb(dec->row, dst, (int)width, ci->saw_Adobe_marker);
-        r++;
+        if (cmyk) cmyk_to_rgb(dec->row, out->pixels + (size_t)r * width * 3, (int)width, ci->saw_Adobe_marker);
+        r += (int)got;
     }
     int bad = dec->err.bad_data;
     /* Rows below the crop are not needed; aborting leaves the decompressor ready for the next file. */
