@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Writes tests/fixtures/butd_task_head.safetensors, the PyTorch reference of one guided BU-TD
-backprop step with a TRAINED task head ([butd] train_task_head) that tests/test_butd_task_head.c
+backprop step with a TRAINED task head ([butd] train_task_head) that tests/test_butd_parity.c
 compares bioflex against.
 
 The GaLU gate 1[h > 0] has derivative 0, so the reference's task head never learns. This option

@@ -15,6 +15,10 @@ Model (per training step, weak scaling: the per-GPU batch stays fixed):
 
 Usage: scaling_model.py --step-ms 180 --grad-mib 528 [--nvlink-gbs 350] [--net-gbs 40]
                         [--gpus-per-node 8] [--overlap 0.9] [--bucket-mib 25]
+                        [--measured N:STEP_MS[:EXPOSED_MS]]...
+--measured adds what a run on N GPUs measured (bench/dp_overhead.sh --gpus N prints the line): its
+step time gives the measured weak-scaling efficiency t_step / STEP_MS, and its comm_exposed_ms from
+metrics.jsonl the exposed time, both beside the model's prediction at N.
 Without arguments it prints the two reference cases of issue 7 (VGG-16-BN and ResNet-50, batch 128
 per GPU on H100/H200-class GPUs) with placeholder step times: replace them with measured ones.
 """
@@ -45,6 +49,18 @@ def table(name, step_ms, grad_mib, nvlink_gbs, net_gbs, gpus_per_node, overlap, 
     print()
 
 
+def measured(spec, step_ms, grad_mib, nvlink_gbs, net_gbs, gpus_per_node, overlap, bucket_mib):
+    """One --measured N:STEP_MS[:EXPOSED_MS] beside the model's figures at N GPUs."""
+    parts = spec.split(":")
+    n, t = int(parts[0]), float(parts[1])
+    bw = nvlink_gbs if n <= gpus_per_node else net_gbs
+    e = exposed_ms(n, grad_mib * 1048576.0, bw, step_ms * 2.0 / 3.0, overlap, bucket_mib * 1048576.0)
+    line = f"measured at {n} GPUs: step {t:.1f} ms, efficiency {100 * step_ms / t:.1f}%"
+    if len(parts) > 2:
+        line += f", exposed {float(parts[2]):.2f} ms"
+    print(line + f"  (model: exposed {e:.2f} ms, efficiency {100 * step_ms / (step_ms + e):.1f}%)")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", default="model")
@@ -55,9 +71,13 @@ def main():
     p.add_argument("--gpus-per-node", type=int, default=8)
     p.add_argument("--overlap", type=float, default=0.9)
     p.add_argument("--bucket-mib", type=float, default=25.0)
+    p.add_argument("--measured", action="append", default=[], metavar="N:STEP_MS[:EXPOSED_MS]",
+                   help="step time (and comm_exposed_ms) a run on N GPUs measured, per-GPU batch as for --step-ms")
     a = p.parse_args()
     if a.step_ms and a.grad_mib:
         table(a.name, a.step_ms, a.grad_mib, a.nvlink_gbs, a.net_gbs, a.gpus_per_node, a.overlap, a.bucket_mib)
+        for spec in a.measured:
+            measured(spec, a.step_ms, a.grad_mib, a.nvlink_gbs, a.net_gbs, a.gpus_per_node, a.overlap, a.bucket_mib)
         return
     # Gradient sizes from the model zoo (bench_allreduce prints them); step times are placeholders.
     table("vgg16_bn (placeholder step time)", 400.0, 527.8, a.nvlink_gbs, a.net_gbs, a.gpus_per_node, a.overlap,

@@ -11,6 +11,7 @@
 
 #include "bioflex/butd.h"
 #include "bioflex/train.h"
+#include "butd_fixture.h"
 #include "parity_util.h"
 #include "testutil.h"
 
@@ -19,18 +20,6 @@
 #endif
 
 enum { N = 8, T = 4, C = 3, H = 7, W = 6 };
-
-/* Every trained parameter, compared with the fixture's "<prefix><name>". */
-static void compare_params(const bf_parity *px, const bf_butd_net *net, const float *data, const char *what,
-                           const char *prefix) {
-    float *host = bf_test_download(px->backend, data, net->num_param_floats);
-    char name[BF_NAME_MAX + 16];
-    for (int p = 0; p < net->num_params; p++) {
-        snprintf(name, sizeof name, "%s%s", prefix, net->params[p].name);
-        bf_parity_compare(px, what, name, host + net->params[p].offset, net->params[p].count);
-    }
-    free(host);
-}
 
 /* Logits of the instruction and BU passes (train or eval mode) against "name". */
 static void compare_logits(const bf_parity *px, bf_butd_net *net, const int32_t *tasks, const float *x,
@@ -60,29 +49,10 @@ static void run_bn_parity(bf_parity *pxp) {
     bf_butd_add_block(net, "layer2.0", 6, 2);
     CHECK_OK(bf_butd_finalize(net, 1));
 
-    float *host = malloc(net->num_param_floats * sizeof(float));
-    for (int p = 0; p < net->num_params; p++) {
-        const bf_param *q = &net->params[p];
-        CHECK_OK(bf_safetensors_copy_out(px.fixture, q->name, BF_DTYPE_F32, q->ndim, q->shape, host + q->offset));
-    }
-    CHECK_OK(bf_to_device(b, net->param_data, host, net->num_param_floats * sizeof(float)));
-    float *task = malloc(net->num_task_floats * sizeof(float));
-    for (int i = 0; i < net->num_task_layers; i++) {
-        const bf_butd_layer *l = &net->task_head[i];
-        char name[32];
-        snprintf(name, sizeof name, "task_head.%d.weight", i);
-        int64_t shape[2] = {l->out_size, l->in_size};
-        CHECK_OK(bf_safetensors_copy_out(px.fixture, name, BF_DTYPE_F32, 2, shape, task + l->w));
-    }
-    CHECK_OK(bf_to_device(b, net->task_data, task, net->num_task_floats * sizeof(float)));
+    butd_fixture_load_weights(&px, net);
 
-    float xh[N * C * H * W];
     int32_t tasks[N], labels[N];
-    int64_t xs[4] = {N, C, H, W}, ns[1] = {N};
-    CHECK_OK(bf_safetensors_copy_out(px.fixture, "input", BF_DTYPE_F32, 4, xs, xh));
-    CHECK_OK(bf_safetensors_copy_out(px.fixture, "tasks", BF_DTYPE_I32, 1, ns, tasks));
-    CHECK_OK(bf_safetensors_copy_out(px.fixture, "labels", BF_DTYPE_I32, 1, ns, labels));
-    float *x = bf_test_upload(b, xh, N * C * H * W);
+    float *x = butd_fixture_batch(&px, N, C, H, W, tasks, labels);
     int32_t *dlabels = NULL;
     float *losses = NULL, *dl = NULL;
     CHECK_OK(bf_alloc(b, sizeof labels, (void **)&dlabels));
@@ -99,12 +69,12 @@ static void run_bn_parity(bf_parity *pxp) {
     for (int i = 0; i < N; i++) mean += loss[i] / N;
     bf_parity_compare(&px, "loss", "expected.loss", &mean, 1);
     CHECK_OK(bf_butd_backward(net, dl));
-    compare_params(&px, net, net->grad_data, "backprop", "grad.");
+    butd_fixture_compare_params(&px, net, net->grad_data, "backprop", "grad.");
     bf_optim_config oc = {.optimizer = BF_OPTIM_ADAMW, .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
     bf_optimizer *o = NULL;
     CHECK_OK(bf_optimizer_create(b, &oc, net->num_param_floats, &o));
     CHECK_OK(bf_optimizer_step(b, o, net->param_data, net->grad_data, oc.lr, NULL));
-    compare_params(&px, net, net->param_data, "adam step", "after1.");
+    butd_fixture_compare_params(&px, net, net->param_data, "adam step", "after1.");
 
     /* Running statistics, BU and TD, as the checkpoint names them. */
     float *state = bf_test_download(b, net->state_data, net->num_state_floats);
@@ -124,7 +94,7 @@ static void run_bn_parity(bf_parity *pxp) {
     compare_logits(&px, net, tasks, x, "eval passes", "eval.logits", &logits);
 
     bf_optimizer_destroy(b, o);
-    free(state), free(loss), free(host), free(task);
+    free(state), free(loss);
     bf_free(b, x), bf_free(b, dlabels), bf_free(b, losses), bf_free(b, dl);
     bf_butd_destroy(net);
 }

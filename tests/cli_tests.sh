@@ -53,6 +53,17 @@ expect "help-config lists keys" 0 "label_smoothing" -- "$train" --help-config
 expect "no config" 2 "no config file" -- "$train"
 expect "unknown option" 2 "unknown option --frobnicate" -- "$train" --frobnicate "$tmp/tiny.ini"
 expect "bad --device" 2 "--device must be cpu, cuda or auto" -- "$train" --device tpu "$tmp/tiny.ini"
+# [run] force_nccl sends a one-GPU run through the NCCL path (bench/dp_overhead.sh): refused on the
+# CPU; without a GPU, bf_train_gpus is reached and says what is missing (NCCL, or a GPU).
+expect "force_nccl on cpu" 2 "force_nccl = true needs \\[run\\] device" -- "$train" "$tmp/tiny.ini" --set run.force_nccl=true
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  out=$("$train" "$tmp/tiny.ini" --set run.device=auto --set run.force_nccl=true --set run.dir="$tmp/fn" 2>&1); got=$?
+  if { [ $got -eq 1 ] && grep -q "force_nccl needs NCCL" <<<"$out"; } || { [ $got -eq 2 ] && grep -q "sees 0 GPU" <<<"$out"; }; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1)); echo "FAIL force_nccl without a GPU: exit $got:"; echo "$out" | tail -n 4
+  fi
+fi
 expect "missing file" 2 "nonexistent.ini" -- "$train" "$tmp/nonexistent.ini"
 expect "unknown section" 2 "badsection.ini:3: .*modle.*allowed: run, data, model, optim, schedule, spiking" -- "$train" "$tmp/badsection.ini"
 expect "unknown key" 2 "badkey.ini:4: .*arhc.*allowed: .*arch" -- "$train" "$tmp/badkey.ini"

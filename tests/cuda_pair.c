@@ -66,3 +66,31 @@ void check_repeats(const char *what, const float *first, const float *again, siz
     free(a);
     free(b);
 }
+
+void pair_compare(const char *what, pair p, double atol, double rtol) {
+    float *a = NULL, *b = NULL;
+    if (pair_download(what, p, &a, &b)) {
+        size_t worst = 0;
+        double v = bf_test_max_violation(a, b, p.n, atol, rtol, &worst);
+        printf("  %-44s max violation %8.3g  (n=%zu)\n", what, v, p.n);
+        CHECK(v <= 1.0, "%s: element %zu cpu %.9g cuda %.9g (violation %.3g)", what, worst, a[worst], b[worst], v);
+    }
+    free(a);
+    free(b);
+}
+
+void pair_compare_exact(const char *what, pair p) {
+    float *a = NULL, *b = NULL;
+    if (pair_download(what, p, &a, &b)) {
+        size_t bad = 0, first = 0;
+        for (size_t i = 0; i < p.n; i++)
+            if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
+                if (!bad) first = i;
+                bad++;
+            }
+        printf("  %-44s %zu of %zu elements differ\n", what, bad, p.n);
+        CHECK(bad == 0, "%s: %zu elements differ, first %zu: cpu %.9g cuda %.9g", what, bad, first, a[first], b[first]);
+    }
+    free(a);
+    free(b);
+}

@@ -31,6 +31,11 @@ void pair_free(pair *p);
  * when they did. */
 int pair_download(const char *what, pair p, float **cpu_host, float **gpu_host);
 
+/* Downloads both sides and CHECKs bf_test_max_violation(cpu, cuda, atol, rtol) <= 1, printing it. */
+void pair_compare(const char *what, pair p, double atol, double rtol);
+/* The same, demanding bit-identical results. */
+void pair_compare_exact(const char *what, pair p);
+
 /* Downloads two GPU results of the same computation and demands the same bits. */
 void check_repeats(const char *what, const float *first, const float *again, size_t n);
 

@@ -8,6 +8,8 @@
  *   - the evaluation covers the whole test split once, and the MPI run wrote each checkpoint and
  *     each metrics line once (rank 0 only);
  *   - with batch-norm and [run] sync_bn the same holds (and with local statistics it does not);
+ *   - every metrics line of the 2-rank run logs comm_exposed_ms, the time inside the gradient
+ *     all-reduce per step: > 0 and < ms_per_step; the single-process run logs none;
  *   - a run resumed in one process from a checkpoint of the 2-rank run ends at the same weights;
  *   - mismatched configs between ranks and a global batch the ranks cannot split fail with a message;
  *   - a rank that hangs, and a rank that dies, make the other stop within the collective timeout.
@@ -66,6 +68,38 @@ static int count_in_file(const char *name, const char *needle) {
         for (const char *p = line; (p = strstr(p, needle)); p += strlen(needle)) n++;
     fclose(f);
     return n;
+}
+
+/* The number after "key": in a metrics.jsonl line, or -1 when the line has no such key. */
+static double json_number(const char *line, const char *key) {
+    char quoted[64];
+    snprintf(quoted, sizeof quoted, "\"%s\":", key);
+    const char *p = strstr(line, quoted);
+    return p ? strtod(p + strlen(quoted), NULL) : -1;
+}
+
+/* comm_exposed_ms in the train lines of tmp/name: in every line, within (0, ms_per_step), when
+ * want is set; in none otherwise. Returns the number of train lines. */
+static int check_comm_exposed(const char *name, int want) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", tmp, name);
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL, "cannot read %s", path);
+    if (!f) return 0;
+    char line[4096];
+    int lines = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (!strstr(line, "\"type\":\"train\"")) continue;
+        lines++;
+        double comm = json_number(line, "comm_exposed_ms"), step = json_number(line, "ms_per_step");
+        if (want)
+            CHECK(comm > 0 && comm < step, "%s: comm_exposed_ms %g should be in (0, ms_per_step = %g)", name, comm, step);
+        else
+            CHECK(comm < 0, "%s: a single-process run logs comm_exposed_ms (%g)", name, comm);
+    }
+    fclose(f);
+    CHECK(lines > 0, "%s: no train lines", name);
+    return lines;
 }
 
 /* Every tensor of two model.safetensors files equal to 1e-6 relative (1e-7 absolute near 0). */
@@ -167,6 +201,9 @@ static void driver(const char *self) {
     CHECK(count_in_file("mpi.log", "test accuracy:") == 1, "final result lines: %d, want 1 (rank 0 only)",
           count_in_file("mpi.log", "test accuracy:"));
     CHECK(count_in_file("mpi.log", "(40 images)") >= 1, "the evaluation of 2 ranks covers the 40 test images");
+    /* Exposed communication: the 2 ranks time their gradient all-reduce, one process has none. */
+    printf("comm_exposed_ms in (0, ms_per_step) in %d metrics lines of 2 ranks, absent in %d of one process\n",
+           check_comm_exposed("mpi/metrics.jsonl", 1), check_comm_exposed("single/metrics.jsonl", 0));
 
     /* Batch-norm: with [run] sync_bn the 2 ranks normalise over the global batch, as one process
      * does, so the weights and running statistics agree; with local statistics they must not. */

@@ -22,25 +22,9 @@
 #include "bioflex/data.h"
 #include "bioflex/image.h"
 #include "bioflex/train.h"
+#include "fsutil.h"
 #include "testutil.h"
-
-static char root[256];
-
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[1024];
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(p);
-        else unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
+#include "upload_cases.h"
 
 /* A host allocator that counts, to see the ring allocated once per slot. */
 typedef struct counting {
@@ -100,23 +84,9 @@ static double compare_epoch(bf_backend *cpu, bf_loader *fl, bf_loader *ul, int e
     return worst;
 }
 
-static void set(bf_config *cfg, const char *a) { CHECK_OK(bf_config_set(cfg, a)); }
-
-static void jpeg_config(bf_config *cfg) {
-    char a[512];
-    bf_config_defaults(cfg);
-    set(cfg, "data.dataset = imagefolder");
-    snprintf(a, sizeof a, "data.path = %s/if", root);
-    set(cfg, a);
-    set(cfg, "data.image_size = 24");
-    set(cfg, "data.train_transform = random_resized_crop");
-    set(cfg, "data.augment_flip = true");
-    set(cfg, "data.val_resize = 28");
-}
-
 static void test_jpeg(bf_backend *cpu) {
     bf_config cfg;
-    jpeg_config(&cfg);
+    jpeg_config(&cfg, 24, 28);
     bf_dataset *d = NULL;
     CHECK_OK(bf_dataset_open(&cfg.data, 1, BF_SPLIT_TRAIN, &d));
     if (!d) return;
@@ -233,19 +203,6 @@ static void test_stored(bf_backend *cpu) {
     bf_dataset_free(d);
 }
 
-static char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)size + 1);
-    *n = fread(buf, 1, (size_t)size, f);
-    buf[*n] = '\0';
-    fclose(f);
-    return buf;
-}
-
 /* metrics.jsonl without the fields that measure time or race with the workers (skipped_images at a
  * log line counts what the workers have decoded so far, including prefetched batches). */
 static void strip_timing(char *text) {
@@ -268,7 +225,7 @@ static void test_train(void) {
     size_t weight_bytes[2] = {0, 0}, n;
     for (int run = 0; run < 2; run++) {
         bf_config cfg;
-        jpeg_config(&cfg);
+        jpeg_config(&cfg, 24, 28);
         set(&cfg, "data.batch_size = 8");
         set(&cfg, "data.loader_threads = 2");
         set(&cfg, "model.arch = cnn");
@@ -287,10 +244,10 @@ static void test_train(void) {
         fclose(log);
         char path[BF_PATH_MAX + 64];
         snprintf(path, sizeof path, "%s/metrics.jsonl", cfg.run.dir);
-        metrics[run] = read_all(path, &n);
+        metrics[run] = bf_test_read_file(path, &n);
         if (metrics[run]) strip_timing(metrics[run]);
         snprintf(path, sizeof path, "%s/checkpoints/epoch_0002/model.safetensors", cfg.run.dir);
-        weights[run] = read_all(path, &weight_bytes[run]);
+        weights[run] = bf_test_read_file(path, &weight_bytes[run]);
     }
     CHECK(res[0].final_eval.samples == res[1].final_eval.samples && res[0].final_eval.loss == res[1].final_eval.loss &&
               res[0].final_eval.top1 == res[1].final_eval.top1,
@@ -308,14 +265,7 @@ static void test_train(void) {
 }
 
 int main(void) {
-    snprintf(root, sizeof root, "/tmp/bioflex_test_upload_%d", (int)getpid());
-    remove_tree(root);
-    mkdir(root, 0755);
-    char dir[300];
-    bf_jpeg_synth_options o = {.layout = BF_SYNTH_IMAGEFOLDER, .classes = 3, .train_per_class = 5, .val_per_class = 3,
-                               .width = 60, .height = 45, .quality = 90, .edge_cases = 1, .seed = 5};
-    snprintf(dir, sizeof dir, "%s/if", root);
-    CHECK_OK(bf_jpeg_synth_tree(dir, &o));
+    make_tree("upload", 5, 60, 45, 5);
     bf_backend *cpu = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &cpu));
     if (cpu) {
@@ -324,6 +274,6 @@ int main(void) {
         bf_backend_destroy(cpu);
     }
     test_train();
-    remove_tree(root);
+    bf_remove_tree(root);
     return bf_test_finish();
 }

@@ -20,42 +20,13 @@
 #include "bioflex/image.h"
 #include "bioflex/train.h"
 #include "cuda_pair.h"
+#include "fsutil.h"
 #include "testutil.h"
-
-static char root[256];
-
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[1024];
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(p);
-        else unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static void set(bf_config *cfg, const char *a) { CHECK_OK(bf_config_set(cfg, a)); }
-
-static void jpeg_config(bf_config *cfg) {
-    char a[512];
-    bf_config_defaults(cfg);
-    set(cfg, "data.dataset = imagefolder");
-    snprintf(a, sizeof a, "data.path = %s/if", root);
-    set(cfg, a);
-    set(cfg, "data.image_size = 40");
-    set(cfg, "data.train_transform = random_resized_crop");
-    set(cfg, "data.augment_flip = true");
-}
+#include "upload_cases.h"
 
 static void test_epoch(bf_backend *gpu) {
     bf_config cfg;
-    jpeg_config(&cfg);
+    jpeg_config(&cfg, 40, 0);
     bf_dataset *d = NULL;
     CHECK_OK(bf_dataset_open(&cfg.data, 1, BF_SPLIT_TRAIN, &d));
     if (!d) return;
@@ -118,26 +89,13 @@ static void test_epoch(bf_backend *gpu) {
     bf_dataset_free(d);
 }
 
-static char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)size + 1);
-    *n = fread(buf, 1, (size_t)size, f);
-    buf[*n] = '\0';
-    fclose(f);
-    return buf;
-}
-
 static void test_train(void) {
     bf_train_result res[2];
     char *weights[2] = {NULL, NULL};
     size_t bytes[2] = {0, 0};
     for (int run = 0; run < 2; run++) {
         bf_config cfg;
-        jpeg_config(&cfg);
+        jpeg_config(&cfg, 40, 0);
         set(&cfg, "data.batch_size = 8");
         set(&cfg, "model.arch = cnn");
         set(&cfg, "model.channels = 4,8");
@@ -153,7 +111,7 @@ static void test_train(void) {
         fclose(log);
         char path[BF_PATH_MAX + 64];
         snprintf(path, sizeof path, "%s/checkpoints/epoch_0002/model.safetensors", cfg.run.dir);
-        weights[run] = read_all(path, &bytes[run]);
+        weights[run] = bf_test_read_file(path, &bytes[run]);
     }
     CHECK(res[0].final_eval.loss == res[1].final_eval.loss && res[0].final_eval.top1 == res[1].final_eval.top1,
           "CUDA bf_train: the same final evaluation with uint8 and float batches (loss %.9g vs %.9g)",
@@ -167,18 +125,11 @@ static void test_train(void) {
 int main(void) {
     bf_backend *cpu = NULL, *gpu = NULL;
     if (!pair_open(&cpu, &gpu, 1)) return bf_test_finish();
-    snprintf(root, sizeof root, "/tmp/bioflex_test_upload_cuda_%d", (int)getpid());
-    remove_tree(root);
-    mkdir(root, 0755);
-    char dir[300];
-    bf_jpeg_synth_options o = {.layout = BF_SYNTH_IMAGEFOLDER, .classes = 3, .train_per_class = 8, .val_per_class = 3,
-                               .width = 80, .height = 60, .quality = 90, .edge_cases = 1, .seed = 6};
-    snprintf(dir, sizeof dir, "%s/if", root);
-    CHECK_OK(bf_jpeg_synth_tree(dir, &o));
+    make_tree("upload_cuda", 8, 80, 60, 6);
     test_epoch(gpu);
     bf_backend_destroy(gpu);
     bf_backend_destroy(cpu);
     test_train();
-    remove_tree(root);
+    bf_remove_tree(root);
     return bf_test_finish();
 }

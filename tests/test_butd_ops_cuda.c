@@ -7,16 +7,6 @@
 #include "cuda_pair.h"
 #include "testutil.h"
 
-static void compare(const char *what, pair p, double atol, double rtol) {
-    float *a, *b;
-    if (pair_download(what, p, &a, &b)) {
-        size_t worst = 0;
-        double v = bf_test_max_violation(a, b, p.n, atol, rtol, &worst);
-        CHECK(v <= 1.0, "%s: element %zu cpu %.9g cuda %.9g (violation %.3g)", what, worst, a[worst], b[worst], v);
-        free(a), free(b);
-    }
-}
-
 int main(void) {
     bf_backend *cpu = NULL, *gpu = NULL;
     if (!pair_open(&cpu, &gpu, 4242)) return bf_test_finish();
@@ -26,9 +16,9 @@ int main(void) {
     pair dw = pair_out((size_t)ls.out * ls.in), db = pair_out((size_t)ls.out), dt = pair_out((size_t)ls.out * ls.in);
     CHECK_OK(cpu->ops->counter_hebb_linear(cpu, &ls, bu.c, td.c, dw.c, db.c, dt.c));
     CHECK_OK(gpu->ops->counter_hebb_linear(gpu, &ls, bu.g, td.g, dw.g, db.g, dt.g));
-    compare("counter_hebb_linear dw", dw, 1e-6, 1e-5);
-    compare("counter_hebb_linear dbias", db, 1e-6, 1e-5);
-    compare("counter_hebb_linear dw_td (transpose)", dt, 1e-6, 1e-5);
+    pair_compare("counter_hebb_linear dw", dw, 1e-6, 1e-5);
+    pair_compare("counter_hebb_linear dbias", db, 1e-6, 1e-5);
+    pair_compare("counter_hebb_linear dw_td (transpose)", dt, 1e-6, 1e-5);
     pair_free(&bu), pair_free(&td), pair_free(&dw), pair_free(&db), pair_free(&dt);
 
     /* Conv: stride 2, pad 1, groups 2 (and a depthwise one), as the BU-TD SimpleNet uses. */
@@ -44,9 +34,9 @@ int main(void) {
              t = pair_out(nw);
         CHECK_OK(cpu->ops->counter_hebb_conv2d(cpu, &s, x.c, y.c, w.c, b.c, t.c));
         CHECK_OK(gpu->ops->counter_hebb_conv2d(gpu, &s, x.g, y.g, w.g, b.g, t.g));
-        compare(k ? "counter_hebb_conv2d dw (depthwise)" : "counter_hebb_conv2d dw (grouped, stride 2)", w, 1e-5, 1e-4);
-        compare("counter_hebb_conv2d dbias", b, 1e-6, 1e-5);
-        compare("counter_hebb_conv2d dw_td (copy)", t, 1e-5, 1e-4);
+        pair_compare(k ? "counter_hebb_conv2d dw (depthwise)" : "counter_hebb_conv2d dw (grouped, stride 2)", w, 1e-5, 1e-4);
+        pair_compare("counter_hebb_conv2d dbias", b, 1e-6, 1e-5);
+        pair_compare("counter_hebb_conv2d dw_td (copy)", t, 1e-5, 1e-4);
         pair_free(&x), pair_free(&y), pair_free(&w), pair_free(&b), pair_free(&t);
     }
     /* binary_xent: 1000 logits over a wide range (large |y| checks the overflow-free form). */
@@ -61,16 +51,16 @@ int main(void) {
     pair y = pair_rand(NB, -40, 40), loss = pair_out(NB), dy = pair_out(NB), hit = pair_out(NB);
     CHECK_OK(cpu->ops->binary_xent(cpu, NB, y.c, lc, loss.c, dy.c, hit.c));
     CHECK_OK(gpu->ops->binary_xent(gpu, NB, y.g, lg, loss.g, dy.g, hit.g));
-    compare("binary_xent loss", loss, 1e-6, 1e-6);
-    compare("binary_xent dlogits", dy, 1e-6, 1e-6);
-    compare("binary_xent correct", hit, 0, 0);
+    pair_compare("binary_xent loss", loss, 1e-6, 1e-6);
+    pair_compare("binary_xent dlogits", dy, 1e-6, 1e-6);
+    pair_compare("binary_xent correct", hit, 0, 0);
     pair_free(&y), pair_free(&loss), pair_free(&dy), pair_free(&hit);
 
     /* mul: the trained task head's straight-through factor (butd_passes.c). */
     pair m0 = pair_rand(4099, -2, 2), m1 = pair_rand(4099, 0, 3), prod = pair_out(4099);
     CHECK_OK(cpu->ops->mul(cpu, m0.c, m1.c, prod.c, 4099));
     CHECK_OK(gpu->ops->mul(gpu, m0.g, m1.g, prod.g, 4099));
-    compare("mul", prod, 0, 0);
+    pair_compare("mul", prod, 0, 0);
     pair_free(&m0), pair_free(&m1), pair_free(&prod);
     bf_free(cpu, lc), bf_free(gpu, lg);
     bf_backend_destroy(cpu);

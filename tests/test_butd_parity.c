@@ -1,11 +1,16 @@
 /* test_butd_parity.c - one guided BU-TD training step (instruction pass, gated BU pass, TD error
- * pass, Counter-Hebb update with separate TD weights, Adam) against PyTorch: the fixture
- * tests/fixtures/butd_guided.safetensors of bench/make_butd_parity_fixture.py. */
+ * pass, update, Adam) against PyTorch, for two fixtures of the same small multi-task net:
+ *   butd_guided.safetensors (bench/make_butd_parity_fixture.py): Counter-Hebb, separate TD weights;
+ *   butd_task_head.safetensors (bench/make_butd_task_head_fixture.py): backprop, shared weights and
+ *     the task head trained ([butd] train_task_head) through straight-through gates, against
+ *     autograd; then the trained head saved once among the parameters, and blocks refused. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "bioflex/butd.h"
 #include "bioflex/train.h"
+#include "butd_fixture.h"
 #include "parity_util.h"
 #include "testutil.h"
 
@@ -15,49 +20,30 @@
 
 enum { N = 6, T = 3, K = 5 };
 
-int main(void) {
-    bf_parity px;
-    if (!bf_parity_open(&px, BIOFLEX_SOURCE_DIR "/tests/fixtures/butd_guided.safetensors",
-                        "bench/make_butd_parity_fixture.py", 1))
-        return bf_test_finish();
-    px.atol = 1e-6;
-    px.rtol = 1e-4;
-    px.name_width = 36;
-    bf_backend *b = px.backend;
-    bf_butd_options opt = {.learning = BF_BUTD_COUNTER_HEBB, .shared_weights = 0, .guided = 1, .num_tasks = T,
-                           .task_embedding = 6, .seed = 1};
+/* conv 1->4 k3, depthwise k2 s2, conv 4->6 k3 s2 p1, linear 54->10, head 10->5; task head 10->6->3. */
+static bf_butd_net *small_net(bf_backend *b, const bf_butd_options *opt) {
     bf_butd_net *net = NULL;
-    CHECK_OK(bf_butd_create(b, 1, 12, 12, N, &opt, &net));
+    CHECK_OK(bf_butd_create(b, 1, 12, 12, N, opt, &net));
+    if (!net) return NULL;
     bf_butd_add_conv(net, "core_net.0", 4, 3, 1, 0, 1, 1);
     bf_butd_add_conv(net, "core_net.1", 4, 2, 2, 0, 4, 1);
     bf_butd_add_conv(net, "core_net.2", 6, 3, 2, 1, 1, 1);
     bf_butd_add_linear(net, "core_net.3", 10, 1);
     CHECK_OK(bf_butd_finalize(net, K));
+    return net;
+}
 
-    /* The fixture's weights: every trained parameter by name, then the fixed task head. */
-    float *host = malloc(net->num_param_floats * sizeof(float));
-    for (int p = 0; p < net->num_params; p++) {
-        const bf_param *q = &net->params[p];
-        CHECK_OK(bf_safetensors_copy_out(px.fixture, q->name, BF_DTYPE_F32, q->ndim, q->shape, host + q->offset));
-    }
-    CHECK_OK(bf_to_device(b, net->param_data, host, net->num_param_floats * sizeof(float)));
-    float *task = malloc(net->num_task_floats * sizeof(float));
-    for (int i = 0; i < net->num_task_layers; i++) {
-        const bf_butd_layer *l = &net->task_head[i];
-        char name[32];
-        snprintf(name, sizeof name, "task_head.%d.weight", i);
-        int64_t shape[2] = {l->out_size, l->in_size};
-        CHECK_OK(bf_safetensors_copy_out(px.fixture, name, BF_DTYPE_F32, 2, shape, task + l->w));
-    }
-    CHECK_OK(bf_to_device(b, net->task_data, task, net->num_task_floats * sizeof(float)));
-
-    float xh[N * 144];
+/* The step against the fixture; returns the stepped network (NULL when the fixture is missing). */
+static bf_butd_net *guided_step(bf_parity *px, const bf_butd_options *opt, const char *update) {
+    px->atol = 1e-6;
+    px->rtol = 1e-4;
+    px->name_width = 36;
+    bf_backend *b = px->backend;
+    bf_butd_net *net = small_net(b, opt);
+    if (!net) return NULL;
+    butd_fixture_load_weights(px, net);
     int32_t tasks[N], labels[N];
-    int64_t xs[4] = {N, 1, 12, 12}, ns[1] = {N};
-    CHECK_OK(bf_safetensors_copy_out(px.fixture, "input", BF_DTYPE_F32, 4, xs, xh));
-    CHECK_OK(bf_safetensors_copy_out(px.fixture, "tasks", BF_DTYPE_I32, 1, ns, tasks));
-    CHECK_OK(bf_safetensors_copy_out(px.fixture, "labels", BF_DTYPE_I32, 1, ns, labels));
-    float *x = bf_test_upload(b, xh, N * 144);
+    float *x = butd_fixture_batch(px, N, 1, 12, 12, tasks, labels);
     int32_t *dlabels = NULL;
     float *losses = NULL, *dl = NULL;
     CHECK_OK(bf_alloc(b, sizeof labels, (void **)&dlabels));
@@ -69,32 +55,67 @@ int main(void) {
     CHECK_OK(bf_butd_instruct(net, tasks));
     CHECK_OK(bf_butd_forward(net, x, &logits));
     float *lh = bf_test_download(b, logits, N * K);
-    bf_parity_compare(&px, "pass 2", "expected.logits", lh, N * K);
+    bf_parity_compare(px, "pass 2", "expected.logits", lh, N * K);
     CHECK_OK(b->ops->softmax_xent(b, N, K, logits, dlabels, 0.0f, 1.0f, losses, dl));
     float *loss = bf_test_download(b, losses, N);
     float mean = 0;
     for (int i = 0; i < N; i++) mean += loss[i] / N;
-    bf_parity_compare(&px, "loss", "expected.loss", &mean, 1);
+    bf_parity_compare(px, "loss", "expected.loss", &mean, 1);
     CHECK_OK(bf_butd_backward(net, dl));
-    float *g = bf_test_download(b, net->grad_data, net->num_param_floats);
-    char name[BF_NAME_MAX + 16];
-    for (int p = 0; p < net->num_params; p++) {
-        snprintf(name, sizeof name, "grad.%s", net->params[p].name);
-        bf_parity_compare(&px, "counter-hebb", name, g + net->params[p].offset, net->params[p].count);
-    }
+    butd_fixture_compare_params(px, net, net->grad_data, update, "grad.");
     bf_optim_config oc = {.optimizer = BF_OPTIM_ADAMW, .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
     bf_optimizer *o = NULL;
     CHECK_OK(bf_optimizer_create(b, &oc, net->num_param_floats, &o));
     CHECK_OK(bf_optimizer_step(b, o, net->param_data, net->grad_data, oc.lr, NULL));
-    float *after = bf_test_download(b, net->param_data, net->num_param_floats);
-    for (int p = 0; p < net->num_params; p++) {
-        snprintf(name, sizeof name, "after1.%s", net->params[p].name);
-        bf_parity_compare(&px, "adam step", name, after + net->params[p].offset, net->params[p].count);
-    }
+    butd_fixture_compare_params(px, net, net->param_data, "adam step", "after1.");
     bf_optimizer_destroy(b, o);
-    free(after), free(g), free(loss), free(lh), free(host), free(task);
+    free(loss), free(lh);
     bf_free(b, x), bf_free(b, dlabels), bf_free(b, losses), bf_free(b, dl);
-    bf_butd_destroy(net);
-    bf_parity_close(&px);
+    return net;
+}
+
+/* A trained task head is saved once, among the parameters, and reloads; blocks are refused. */
+static void trained_head_checks(bf_backend *b, bf_butd_net *net, const bf_butd_options *opt) {
+    CHECK(net->task_param >= 0 && net->task_data == net->param_data + net->params[net->task_param].offset,
+          "the trained task head's weights are parameters");
+    const char *path = "/tmp/bioflex_test_butd_task_head.safetensors";
+    CHECK_OK(bf_butd_save(net, path));
+    bf_st_file *f = NULL;
+    CHECK_OK(bf_safetensors_read(path, &f));
+    if (f) {
+        CHECK(bf_safetensors_find(f, "task_head.1.weight") != NULL, "task_head.1.weight saved");
+        CHECK(bf_safetensors_count(f) == net->num_params, "%d tensors saved for %d parameters",
+              bf_safetensors_count(f), net->num_params);
+        bf_safetensors_close(f);
+    }
+    CHECK_OK(bf_butd_load(net, path));
+    remove(path);
+    bf_butd_net *blocks = NULL;
+    CHECK_OK(bf_butd_create(b, 1, 12, 12, N, opt, &blocks));
+    bf_butd_add_conv(blocks, "conv1", 4, 3, 1, 1, 1, 0);
+    bf_butd_add_block(blocks, "layer1.0", 4, 1);
+    bf_status s = bf_butd_finalize(blocks, K);
+    CHECK(s == BF_ERR_CONFIG && strstr(bf_last_error(), "train_task_head"), "blocks refused: %s", bf_last_error());
+    bf_butd_destroy(blocks);
+}
+
+int main(void) {
+    bf_parity px;
+    if (bf_parity_open(&px, BIOFLEX_SOURCE_DIR "/tests/fixtures/butd_guided.safetensors",
+                       "bench/make_butd_parity_fixture.py", 1)) {
+        bf_butd_options opt = {.learning = BF_BUTD_COUNTER_HEBB, .shared_weights = 0, .guided = 1, .num_tasks = T,
+                               .task_embedding = 6, .seed = 1};
+        bf_butd_destroy(guided_step(&px, &opt, "counter-hebb"));
+        bf_parity_close(&px);
+    }
+    if (bf_parity_open(&px, BIOFLEX_SOURCE_DIR "/tests/fixtures/butd_task_head.safetensors",
+                       "bench/make_butd_task_head_fixture.py", 1)) {
+        bf_butd_options opt = {.learning = BF_BUTD_BACKPROP, .shared_weights = 1, .guided = 1, .num_tasks = T,
+                               .task_embedding = 6, .train_task_head = 1, .seed = 1};
+        bf_butd_net *net = guided_step(&px, &opt, "straight-through");
+        if (net) trained_head_checks(px.backend, net, &opt);
+        bf_butd_destroy(net);
+        bf_parity_close(&px);
+    }
     return bf_test_finish();
 }

@@ -388,6 +388,17 @@ static void test_validate(void) {
               strstr(bf_last_error(), "[run] device"),
           "cpu with 2 gpus: %s", bf_last_error());
 
+    /* [run] force_nccl: off by default (gpus = 1 is the plain path); the NCCL path needs a GPU. */
+    bf_config_defaults(&cfg);
+    CHECK(cfg.run.force_nccl == 0, "force_nccl defaults to false");
+    CHECK_OK(bf_config_set(&cfg, "run.force_nccl=true"));
+    CHECK(cfg.run.force_nccl == 1, "run.force_nccl=true sets it");
+    CHECK_OK(bf_config_validate(&cfg));
+    CHECK_OK(bf_config_set(&cfg, "run.device=cpu"));
+    CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG && strstr(bf_last_error(), "[run] force_nccl") &&
+              strstr(bf_last_error(), "[run] device"),
+          "cpu with force_nccl: %s", bf_last_error());
+
     bf_config_defaults(&cfg);
     CHECK_OK(bf_config_set(&cfg, "optim.nesterov=true"));
     CHECK_OK(bf_config_set(&cfg, "optim.momentum=0"));

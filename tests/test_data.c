@@ -15,6 +15,7 @@
 #include <zlib.h>
 
 #include "bioflex/data.h"
+#include "fsutil.h"
 #include "testutil.h"
 
 #define FASHION_DIR "/usr/share/datasets/fashion-mnist"
@@ -49,25 +50,6 @@ static void put_be32(unsigned char *p, uint32_t v) {
     p[1] = (unsigned char)(v >> 16);
     p[2] = (unsigned char)(v >> 8);
     p[3] = (unsigned char)v;
-}
-
-/* Removes a directory tree made by this test (plain files and subdirectories only). */
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char path[1024];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-            remove_tree(path);
-        else
-            unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
 }
 
 static bf_data_config base_config(bf_dataset_kind kind, const char *path) {
@@ -267,13 +249,13 @@ static void test_idx_files(const char *tmp) {
     expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, expected_size, "truncated IDX gives the expected size");
     snprintf(expected_size, sizeof expected_size, "%d", 16 + 20 * 784);
     expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, expected_size, "truncated IDX gives the actual size");
-    remove_tree(bad);
+    bf_remove_tree(bad);
     mkdir(bad, 0755);
 
     /* Truncated and compressed. */
     write_idx_pair(bad, "train", 1, 0x00000803, IDX_N, 20, IDX_N, -1);
     expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, "train-images-idx3-ubyte.gz", "truncated gzip IDX");
-    remove_tree(bad);
+    bf_remove_tree(bad);
     mkdir(bad, 0755);
 
     /* Wrong magic (0x804: a 4-dimensional file). */
@@ -941,6 +923,6 @@ int main(void) {
     test_loader_procedural();
     test_loader_misuse_and_teardown();
     test_subsets_and_noise();
-    remove_tree(tmp);
+    bf_remove_tree(tmp);
     return bf_test_finish();
 }

@@ -16,25 +16,10 @@
 
 #include "bioflex/data.h"
 #include "bioflex/image.h"
+#include "fsutil.h"
 #include "testutil.h"
 
 static char root[256];
-
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[1024];
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(p);
-        else unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 /* Full decode with TurboJPEG at a scaling factor num/8 (RGB; CMYK converted like Adobe files). */
 static uint8_t *reference_decode(const char *path, int num, int *w, int *h) {
@@ -472,7 +457,7 @@ static void test_datasets(void) {
 
 int main(void) {
     snprintf(root, sizeof root, "/tmp/bioflex_test_jpeg_%d", (int)getpid());
-    remove_tree(root);
+    bf_remove_tree(root);
     mkdir(root, 0755);
     char dir[300];
     bf_jpeg_synth_options o = {.layout = BF_SYNTH_IMAGEFOLDER, .classes = 3, .train_per_class = 4, .val_per_class = 2,
@@ -489,6 +474,6 @@ int main(void) {
     test_resample_fixed_point();
     test_plans();
     test_datasets();
-    remove_tree(root);
+    bf_remove_tree(root);
     return bf_test_finish();
 }

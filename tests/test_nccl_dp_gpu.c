@@ -2,8 +2,11 @@
  * (issue 7, point 5). Needs a GPU and a build with NCCL; exits 77 (skipped) otherwise.
  *   - a one-rank NCCL communicator: all-reduce (sum, average, device doubles), broadcast and the
  *     host-count all-reduce leave the values as they are;
- *   - a few epochs of a tiny CNN trained by bf_train (plain) and by bf_train_gpus(1) (NCCL buckets
- *     launched from the backward pass, stream hand-offs) end with the same weights and accuracy. */
+ *   - a few epochs of a tiny CNN trained by bf_train (plain) and by bf_train with [run] force_nccl
+ *     (bf_train_gpus(1): NCCL buckets launched from the backward pass, stream hand-offs) end with the
+ *     same weights and accuracy;
+ *   - the NCCL run logs comm_exposed_ms (timing events around the compute stream's wait for the
+ *     buckets) in every metrics line, within [0, ms_per_step); the plain run logs none. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +81,35 @@ static void compare_checkpoints(const char *a_dir, const char *b_dir) {
     bf_safetensors_close(b);
 }
 
+/* The number after "key": in a metrics.jsonl line, or -1 when the line has no such key. */
+static double json_number(const char *line, const char *key) {
+    char quoted[64];
+    snprintf(quoted, sizeof quoted, "\"%s\":", key);
+    const char *p = strstr(line, quoted);
+    return p ? strtod(p + strlen(quoted), NULL) : -1;
+}
+
+/* comm_exposed_ms in every train line of run_dir/metrics.jsonl, in [0, ms_per_step), when want is
+ * set; in none otherwise. */
+static void check_comm_exposed(const char *run_dir, int want) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL, "cannot read %s", path);
+    if (!f) return;
+    char line[4096];
+    int lines = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (!strstr(line, "\"type\":\"train\"")) continue;
+        lines++;
+        double comm = json_number(line, "comm_exposed_ms"), step = json_number(line, "ms_per_step");
+        if (want) CHECK(comm >= 0 && comm < step, "%s: comm_exposed_ms %g, ms_per_step %g", path, comm, step);
+        else CHECK(comm < 0, "%s: the plain run logs comm_exposed_ms (%g)", path, comm);
+    }
+    fclose(f);
+    CHECK(lines > 0, "%s: no train lines", path);
+}
+
 int main(void) {
     if (bf_cuda_device_count() < 1) bf_test_skip("no CUDA device");
     if (!bf_comm_nccl_built()) bf_test_skip("bioflex was built without NCCL");
@@ -105,12 +137,18 @@ int main(void) {
     snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s/plain", tmp);
     CHECK_OK(bf_train(&cfg, &opt, &plain));
     snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s/nccl", tmp);
-    CHECK_OK(bf_train_gpus(&cfg, &opt, 1, &nccl));
+    CHECK_OK(bf_config_set(&cfg, "run.force_nccl=true"));
+    CHECK_OK(bf_train(&cfg, &opt, &nccl));
     CHECK(plain.steps_done == nccl.steps_done && plain.steps_done == 16, "steps %ld vs %ld", plain.steps_done,
           nccl.steps_done);
     CHECK_CLOSE(plain.final_eval.top1, nccl.final_eval.top1, 1e-9, 0, "test top-1, plain vs NCCL");
     CHECK_CLOSE(plain.final_eval.loss, nccl.final_eval.loss, 1e-6, 1e-5, "test loss, plain vs NCCL");
     compare_checkpoints(plain.checkpoint, nccl.checkpoint);
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/plain", tmp);
+    check_comm_exposed(dir, 0);
+    snprintf(dir, sizeof dir, "%s/nccl", tmp);
+    check_comm_exposed(dir, 1);
     bf_comm_destroy(c, 0);
     bf_backend_destroy(b);
     return bf_test_finish();

@@ -22,39 +22,6 @@ static bf_backend *cpu, *gpu;
 #define RED_ATOL 1e-4
 #define RED_RTOL 1e-3
 
-/* Downloads both sides and compares them; prints the largest violation. */
-static void compare(const char *what, pair p, double atol, double rtol) {
-    float *a, *b;
-    if (!pair_download(what, p, &a, &b)) {
-        free(a);
-        free(b);
-        return;
-    }
-    size_t worst = 0;
-    double v = bf_test_max_violation(a, b, p.n, atol, rtol, &worst);
-    printf("  %-44s max violation %8.3g  (n=%zu)\n", what, v, p.n);
-    CHECK(v <= 1.0, "%s: element %zu cpu %.9g cuda %.9g (violation %.3g)", what, worst, a[worst], b[worst], v);
-    free(a);
-    free(b);
-}
-
-/* Same, but demands bit-identical results. */
-static void compare_exact(const char *what, pair p) {
-    float *a, *b;
-    if (pair_download(what, p, &a, &b)) {
-        size_t bad = 0, first = 0;
-        for (size_t i = 0; i < p.n; i++)
-            if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
-                if (!bad) first = i;
-                bad++;
-            }
-        printf("  %-44s %zu of %zu elements differ\n", what, bad, p.n);
-        CHECK(bad == 0, "%s: %zu elements differ, first %zu: cpu %.9g cuda %.9g", what, bad, first, a[first], b[first]);
-    }
-    free(a);
-    free(b);
-}
-
 /* int32 buffers (labels, argmax). */
 typedef struct ipair {
     int32_t *c, *g;
@@ -108,42 +75,42 @@ static void test_elementwise(void) {
 
     CHECK_OK(cpu->ops->fill(cpu, y.c, 0.375f, n));
     CHECK_OK(gpu->ops->fill(gpu, y.g, 0.375f, n));
-    compare_exact("fill", y);
+    pair_compare_exact("fill", y);
 
     CHECK_OK(cpu->ops->copy(cpu, y.c, x.c, n * sizeof(float)));
     CHECK_OK(gpu->ops->copy(gpu, y.g, x.g, n * sizeof(float)));
     CHECK_OK(cpu->ops->scale(cpu, y.c, -1.7f, n));
     CHECK_OK(gpu->ops->scale(gpu, y.g, -1.7f, n));
-    compare("copy + scale", y, EW_ATOL, EW_RTOL);
+    pair_compare("copy + scale", y, EW_ATOL, EW_RTOL);
 
     CHECK_OK(cpu->ops->add(cpu, x.c, x1.c, y.c, n));
     CHECK_OK(gpu->ops->add(gpu, x.g, x1.g, y.g, n));
-    compare("add", y, EW_ATOL, EW_RTOL);
+    pair_compare("add", y, EW_ATOL, EW_RTOL);
 
     CHECK_OK(cpu->ops->add(cpu, y.c, x1.c, y.c, n)); /* y may alias */
     CHECK_OK(gpu->ops->add(gpu, y.g, x1.g, y.g, n));
-    compare("add (aliased output)", y, EW_ATOL, EW_RTOL);
+    pair_compare("add (aliased output)", y, EW_ATOL, EW_RTOL);
 
     CHECK_OK(cpu->ops->add_inplace(cpu, y.c, x.c, n));
     CHECK_OK(gpu->ops->add_inplace(gpu, y.g, x.g, n));
-    compare("add_inplace", y, EW_ATOL, EW_RTOL);
+    pair_compare("add_inplace", y, EW_ATOL, EW_RTOL);
 
     /* reductions into device scalars */
     const float acc0 = 1.5f;
     pair s = pair_from(&acc0, 1);
     CHECK_OK(cpu->ops->sum_squares(cpu, x.c, n, s.c));
     CHECK_OK(gpu->ops->sum_squares(gpu, x.g, n, s.g));
-    compare("sum_squares", s, 1e-6, 1e-5);
+    pair_compare("sum_squares", s, 1e-6, 1e-5);
     CHECK_OK(cpu->ops->sum_squares(cpu, x.c, 7, s.c));
     CHECK_OK(gpu->ops->sum_squares(gpu, x.g, 7, s.g));
-    compare("sum_squares (n=7)", s, 1e-6, 1e-5);
+    pair_compare("sum_squares (n=7)", s, 1e-6, 1e-5);
 
     pair acc = pair_from(&acc0, 1);
     CHECK_OK(cpu->ops->accumulate_sum(cpu, x.c, n, acc.c));
     CHECK_OK(gpu->ops->accumulate_sum(gpu, x.g, n, acc.g));
     CHECK_OK(cpu->ops->accumulate_sum(cpu, x1.c, n, acc.c));
     CHECK_OK(gpu->ops->accumulate_sum(gpu, x1.g, n, acc.g));
-    compare("accumulate_sum (twice)", acc, 1e-4, 1e-5);
+    pair_compare("accumulate_sum (twice)", acc, 1e-4, 1e-5);
 
     /* repeatability of the device reduction */
     float r1 = 0, r2 = 0;
@@ -157,22 +124,22 @@ static void test_elementwise(void) {
     pair dy = pair_rand(n, -1, 1), dx = pair_out(n);
     CHECK_OK(cpu->ops->relu_forward(cpu, x.c, y.c, n));
     CHECK_OK(gpu->ops->relu_forward(gpu, x.g, y.g, n));
-    compare_exact("relu_forward", y);
+    pair_compare_exact("relu_forward", y);
     CHECK_OK(cpu->ops->relu_backward(cpu, y.c, dy.c, dx.c, n));
     CHECK_OK(gpu->ops->relu_backward(gpu, y.g, dy.g, dx.g, n));
-    compare_exact("relu_backward", dx);
+    pair_compare_exact("relu_backward", dx);
 
     /* dropout: identical masks, so identical outputs */
     const uint64_t seed = 0x5eed1234abcdull;
     CHECK_OK(cpu->ops->dropout_forward(cpu, x.c, y.c, n, 0.3f, seed));
     CHECK_OK(gpu->ops->dropout_forward(gpu, x.g, y.g, n, 0.3f, seed));
-    compare_exact("dropout_forward p=0.3", y);
+    pair_compare_exact("dropout_forward p=0.3", y);
     CHECK_OK(cpu->ops->dropout_backward(cpu, dy.c, dx.c, n, 0.3f, seed));
     CHECK_OK(gpu->ops->dropout_backward(gpu, dy.g, dx.g, n, 0.3f, seed));
-    compare_exact("dropout_backward p=0.3", dx);
+    pair_compare_exact("dropout_backward p=0.3", dx);
     CHECK_OK(cpu->ops->dropout_forward(cpu, x.c, y.c, n, 0.0f, seed));
     CHECK_OK(gpu->ops->dropout_forward(gpu, x.g, y.g, n, 0.0f, seed));
-    compare_exact("dropout_forward p=0 (copy)", y);
+    pair_compare_exact("dropout_forward p=0 (copy)", y);
 
     pair_free(&x);
     pair_free(&x1);
@@ -200,14 +167,14 @@ static void test_conv_case(const char *name, int n, int c_in, int h, int w, int 
     CHECK_OK(cpu->ops->conv2d_forward(cpu, &s, x.c, wt.c, with_bias ? bias.c : NULL, y.c));
     CHECK_OK(gpu->ops->conv2d_forward(gpu, &s, x.g, wt.g, with_bias ? bias.g : NULL, y.g));
     snprintf(what, sizeof what, "conv %s forward", name);
-    compare(what, y, RED_ATOL, RED_RTOL);
+    pair_compare(what, y, RED_ATOL, RED_RTOL);
 
     /* second call: the cached algorithm, and the same result */
     float *first = bf_test_download(gpu, y.g, ny);
     CHECK_OK(gpu->ops->fill(gpu, y.g, 12345.0f, ny));
     CHECK_OK(gpu->ops->conv2d_forward(gpu, &s, x.g, wt.g, with_bias ? bias.g : NULL, y.g));
     snprintf(what, sizeof what, "conv %s forward (cached algorithm)", name);
-    compare(what, y, RED_ATOL, RED_RTOL);
+    pair_compare(what, y, RED_ATOL, RED_RTOL);
     float *second = bf_test_download(gpu, y.g, ny);
     CHECK(first && second && memcmp(first, second, ny * sizeof(float)) == 0,
           "conv %s: the forward pass does not repeat bit for bit", name);
@@ -217,22 +184,22 @@ static void test_conv_case(const char *name, int n, int c_in, int h, int w, int 
     CHECK_OK(cpu->ops->conv2d_backward_data(cpu, &s, dy.c, wt.c, dx.c));
     CHECK_OK(gpu->ops->conv2d_backward_data(gpu, &s, dy.g, wt.g, dx.g));
     snprintf(what, sizeof what, "conv %s backward data", name);
-    compare(what, dx, RED_ATOL, RED_RTOL);
+    pair_compare(what, dx, RED_ATOL, RED_RTOL);
 
     CHECK_OK(cpu->ops->conv2d_backward_filter(cpu, &s, x.c, dy.c, dw.c, with_bias ? db.c : NULL));
     CHECK_OK(gpu->ops->conv2d_backward_filter(gpu, &s, x.g, dy.g, dw.g, with_bias ? db.g : NULL));
     snprintf(what, sizeof what, "conv %s backward filter", name);
-    compare(what, dw, RED_ATOL, RED_RTOL);
+    pair_compare(what, dw, RED_ATOL, RED_RTOL);
     if (with_bias) {
         snprintf(what, sizeof what, "conv %s dbias", name);
-        compare(what, db, RED_ATOL, RED_RTOL);
+        pair_compare(what, db, RED_ATOL, RED_RTOL);
     }
 
     /* the cached backward algorithms again */
     CHECK_OK(gpu->ops->fill(gpu, dx.g, 777.0f, nx));
     CHECK_OK(gpu->ops->conv2d_backward_data(gpu, &s, dy.g, wt.g, dx.g));
     snprintf(what, sizeof what, "conv %s backward data (cached)", name);
-    compare(what, dx, RED_ATOL, RED_RTOL);
+    pair_compare(what, dx, RED_ATOL, RED_RTOL);
 
     pair_free(&x);
     pair_free(&wt);
@@ -265,26 +232,26 @@ static void test_bn_case(int n, int c, int hw, float lo, float hi) {
 
     CHECK_OK(cpu->ops->batchnorm_forward_train(cpu, &s, x.c, gamma.c, beta.c, y.c, smean.c, sinv.c, rmean.c, rvar.c));
     CHECK_OK(gpu->ops->batchnorm_forward_train(gpu, &s, x.g, gamma.g, beta.g, y.g, smean.g, sinv.g, rmean.g, rvar.g));
-    compare("bn train y", y, RED_ATOL, RED_RTOL);
-    compare("bn train save_mean", smean, RED_ATOL, RED_RTOL);
-    compare("bn train save_invstd", sinv, RED_ATOL, RED_RTOL);
-    compare("bn train running_mean", rmean, RED_ATOL, RED_RTOL);
-    compare("bn train running_var", rvar, RED_ATOL, RED_RTOL);
+    pair_compare("bn train y", y, RED_ATOL, RED_RTOL);
+    pair_compare("bn train save_mean", smean, RED_ATOL, RED_RTOL);
+    pair_compare("bn train save_invstd", sinv, RED_ATOL, RED_RTOL);
+    pair_compare("bn train running_mean", rmean, RED_ATOL, RED_RTOL);
+    pair_compare("bn train running_var", rvar, RED_ATOL, RED_RTOL);
 
     CHECK_OK(cpu->ops->batchnorm_forward_eval(cpu, &s, x.c, gamma.c, beta.c, rmean.c, rvar.c, y.c));
     CHECK_OK(gpu->ops->batchnorm_forward_eval(gpu, &s, x.g, gamma.g, beta.g, rmean.g, rvar.g, y.g));
-    compare("bn eval y", y, RED_ATOL, RED_RTOL);
+    pair_compare("bn eval y", y, RED_ATOL, RED_RTOL);
 
     CHECK_OK(cpu->ops->batchnorm_backward(cpu, &s, x.c, dy.c, gamma.c, smean.c, sinv.c, dx.c, dgamma.c, dbeta.c));
     CHECK_OK(gpu->ops->batchnorm_backward(gpu, &s, x.g, dy.g, gamma.g, smean.g, sinv.g, dx.g, dgamma.g, dbeta.g));
-    compare("bn backward dx", dx, RED_ATOL, RED_RTOL);
-    compare("bn backward dgamma", dgamma, RED_ATOL, RED_RTOL);
-    compare("bn backward dbeta", dbeta, RED_ATOL, RED_RTOL);
+    pair_compare("bn backward dx", dx, RED_ATOL, RED_RTOL);
+    pair_compare("bn backward dgamma", dgamma, RED_ATOL, RED_RTOL);
+    pair_compare("bn backward dbeta", dbeta, RED_ATOL, RED_RTOL);
 
     /* training without the optional outputs */
     CHECK_OK(gpu->ops->batchnorm_forward_train(gpu, &s, x.g, gamma.g, beta.g, y.g, NULL, NULL, NULL, NULL));
     CHECK_OK(cpu->ops->batchnorm_forward_train(cpu, &s, x.c, gamma.c, beta.c, y.c, NULL, NULL, NULL, NULL));
-    compare("bn train y (no saved/running stats)", y, RED_ATOL, RED_RTOL);
+    pair_compare("bn train y (no saved/running stats)", y, RED_ATOL, RED_RTOL);
 
     pair *all[] = {&x, &gamma, &beta, &rmean, &rvar, &y, &smean, &sinv, &dy, &dx, &dgamma, &dbeta};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
@@ -318,25 +285,25 @@ static void test_pool_case(const char *name, int n, int c, int h, int w, int k, 
     CHECK_OK(cpu->ops->maxpool_forward(cpu, &s, x.c, y.c, am.c));
     CHECK_OK(gpu->ops->maxpool_forward(gpu, &s, x.g, y.g, am.g));
     snprintf(what, sizeof what, "maxpool %s forward", name);
-    compare_exact(what, y);
+    pair_compare_exact(what, y);
     snprintf(what, sizeof what, "maxpool %s argmax", name);
     compare_ints(what, am);
     CHECK_OK(cpu->ops->maxpool_backward(cpu, &s, dy.c, am.c, dx.c));
     CHECK_OK(gpu->ops->maxpool_backward(gpu, &s, dy.g, am.g, dx.g));
     snprintf(what, sizeof what, "maxpool %s backward", name);
-    compare(what, dx, EW_ATOL, EW_RTOL);
+    pair_compare(what, dx, EW_ATOL, EW_RTOL);
 
     pair xr = pair_rand(nx, -1, 1);
     CHECK_OK(cpu->ops->avgpool_forward(cpu, &s, xr.c, y.c));
     CHECK_OK(gpu->ops->avgpool_forward(gpu, &s, xr.g, y.g));
     snprintf(what, sizeof what, "avgpool %s forward", name);
-    compare(what, y, EW_ATOL, EW_RTOL);
+    pair_compare(what, y, EW_ATOL, EW_RTOL);
     CHECK_OK(cpu->ops->fill(cpu, dx.c, 999.0f, nx));
     CHECK_OK(gpu->ops->fill(gpu, dx.g, 999.0f, nx));
     CHECK_OK(cpu->ops->avgpool_backward(cpu, &s, dy.c, dx.c));
     CHECK_OK(gpu->ops->avgpool_backward(gpu, &s, dy.g, dx.g));
     snprintf(what, sizeof what, "avgpool %s backward", name);
-    compare(what, dx, EW_ATOL, EW_RTOL);
+    pair_compare(what, dx, EW_ATOL, EW_RTOL);
 
     pair_free(&x);
     pair_free(&xr);
@@ -357,10 +324,10 @@ static void test_pool(void) {
     pair dy = pair_rand((size_t)n * c, -1, 1), dx = pair_out((size_t)n * c * hw);
     CHECK_OK(cpu->ops->global_avgpool_forward(cpu, n, c, hw, x.c, y.c));
     CHECK_OK(gpu->ops->global_avgpool_forward(gpu, n, c, hw, x.g, y.g));
-    compare("global avgpool forward", y, EW_ATOL, EW_RTOL);
+    pair_compare("global avgpool forward", y, EW_ATOL, EW_RTOL);
     CHECK_OK(cpu->ops->global_avgpool_backward(cpu, n, c, hw, dy.c, dx.c));
     CHECK_OK(gpu->ops->global_avgpool_backward(gpu, n, c, hw, dy.g, dx.g));
-    compare("global avgpool backward", dx, EW_ATOL, EW_RTOL);
+    pair_compare("global avgpool backward", dx, EW_ATOL, EW_RTOL);
     pair_free(&x);
     pair_free(&y);
     pair_free(&dy);
@@ -378,22 +345,22 @@ static void test_linear_case(int n, int in, int out) {
 
     CHECK_OK(cpu->ops->linear_forward(cpu, &s, x.c, w.c, bias.c, y.c));
     CHECK_OK(gpu->ops->linear_forward(gpu, &s, x.g, w.g, bias.g, y.g));
-    compare("linear forward (bias)", y, RED_ATOL, RED_RTOL);
+    pair_compare("linear forward (bias)", y, RED_ATOL, RED_RTOL);
     CHECK_OK(cpu->ops->linear_forward(cpu, &s, x.c, w.c, NULL, y.c));
     CHECK_OK(gpu->ops->linear_forward(gpu, &s, x.g, w.g, NULL, y.g));
-    compare("linear forward (no bias)", y, RED_ATOL, RED_RTOL);
+    pair_compare("linear forward (no bias)", y, RED_ATOL, RED_RTOL);
 
     CHECK_OK(cpu->ops->linear_backward(cpu, &s, x.c, w.c, dy.c, dx.c, dw.c, db.c));
     CHECK_OK(gpu->ops->linear_backward(gpu, &s, x.g, w.g, dy.g, dx.g, dw.g, db.g));
-    compare("linear backward dx", dx, RED_ATOL, RED_RTOL);
-    compare("linear backward dw", dw, RED_ATOL, RED_RTOL);
-    compare("linear backward dbias", db, RED_ATOL, RED_RTOL);
+    pair_compare("linear backward dx", dx, RED_ATOL, RED_RTOL);
+    pair_compare("linear backward dw", dw, RED_ATOL, RED_RTOL);
+    pair_compare("linear backward dbias", db, RED_ATOL, RED_RTOL);
 
     CHECK_OK(cpu->ops->fill(cpu, dw.c, 5.0f, dw.n));
     CHECK_OK(gpu->ops->fill(gpu, dw.g, 5.0f, dw.n));
     CHECK_OK(cpu->ops->linear_backward(cpu, &s, x.c, w.c, dy.c, NULL, dw.c, NULL));
     CHECK_OK(gpu->ops->linear_backward(gpu, &s, x.g, w.g, dy.g, NULL, dw.g, NULL));
-    compare("linear backward dw (no dx, no dbias)", dw, RED_ATOL, RED_RTOL);
+    pair_compare("linear backward dw (no dx, no dbias)", dw, RED_ATOL, RED_RTOL);
 
     pair *all[] = {&x, &w, &bias, &y, &dy, &dx, &dw, &db};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
@@ -425,16 +392,16 @@ static void test_loss_case(int n, int k, float smoothing, int quantise) {
 
     CHECK_OK(cpu->ops->softmax_xent(cpu, n, k, z.c, labels.c, smoothing, grad_scale, loss.c, dz.c));
     CHECK_OK(gpu->ops->softmax_xent(gpu, n, k, z.g, labels.g, smoothing, grad_scale, loss.g, dz.g));
-    compare("softmax_xent losses", loss, EW_ATOL, EW_RTOL);
-    compare("softmax_xent dlogits", dz, 1e-7, EW_RTOL);
+    pair_compare("softmax_xent losses", loss, EW_ATOL, EW_RTOL);
+    pair_compare("softmax_xent dlogits", dz, 1e-7, EW_RTOL);
     CHECK_OK(cpu->ops->softmax_xent(cpu, n, k, z.c, labels.c, 0.0f, 1.0f, loss.c, NULL));
     CHECK_OK(gpu->ops->softmax_xent(gpu, n, k, z.g, labels.g, 0.0f, 1.0f, loss.g, NULL));
-    compare("softmax_xent losses (no smoothing, no dlogits)", loss, EW_ATOL, EW_RTOL);
+    pair_compare("softmax_xent losses (no smoothing, no dlogits)", loss, EW_ATOL, EW_RTOL);
 
     CHECK_OK(cpu->ops->topk_correct(cpu, n, k, z.c, labels.c, c1.c, c5.c));
     CHECK_OK(gpu->ops->topk_correct(gpu, n, k, z.g, labels.g, c1.g, c5.g));
-    compare_exact("topk correct1", c1);
-    compare_exact("topk correct5", c5);
+    pair_compare_exact("topk correct1", c1);
+    pair_compare_exact("topk correct5", c5);
 
     pair_free(&z);
     pair_free(&loss);
@@ -463,19 +430,19 @@ static void test_optim(void) {
     /* SGD: nesterov + weight decay, first step then a second step with gradient scaling */
     CHECK_OK(cpu->ops->sgd_update(cpu, p.c, g.c, buf.c, n, 0.1f, 0.9f, 1e-4f, 1, 1, NULL));
     CHECK_OK(gpu->ops->sgd_update(gpu, p.g, g.g, buf.g, n, 0.1f, 0.9f, 1e-4f, 1, 1, NULL));
-    compare("sgd nesterov first step params", p, EW_ATOL, EW_RTOL);
-    compare("sgd nesterov first step buffer", buf, EW_ATOL, EW_RTOL);
+    pair_compare("sgd nesterov first step params", p, EW_ATOL, EW_RTOL);
+    pair_compare("sgd nesterov first step buffer", buf, EW_ATOL, EW_RTOL);
     CHECK_OK(cpu->ops->sgd_update(cpu, p.c, g.c, buf.c, n, 0.1f, 0.9f, 1e-4f, 1, 0, gs.c));
     CHECK_OK(gpu->ops->sgd_update(gpu, p.g, g.g, buf.g, n, 0.1f, 0.9f, 1e-4f, 1, 0, gs.g));
-    compare("sgd nesterov step 2 (grad_scale) params", p, EW_ATOL, EW_RTOL);
-    compare("sgd nesterov step 2 (grad_scale) buffer", buf, EW_ATOL, EW_RTOL);
+    pair_compare("sgd nesterov step 2 (grad_scale) params", p, EW_ATOL, EW_RTOL);
+    pair_compare("sgd nesterov step 2 (grad_scale) buffer", buf, EW_ATOL, EW_RTOL);
     CHECK_OK(cpu->ops->sgd_update(cpu, p.c, g.c, buf.c, n, 0.05f, 0.9f, 5e-4f, 0, 0, NULL));
     CHECK_OK(gpu->ops->sgd_update(gpu, p.g, g.g, buf.g, n, 0.05f, 0.9f, 5e-4f, 0, 0, NULL));
-    compare("sgd momentum params", p, EW_ATOL, EW_RTOL);
-    compare("sgd momentum buffer", buf, EW_ATOL, EW_RTOL);
+    pair_compare("sgd momentum params", p, EW_ATOL, EW_RTOL);
+    pair_compare("sgd momentum buffer", buf, EW_ATOL, EW_RTOL);
     CHECK_OK(cpu->ops->sgd_update(cpu, p.c, g.c, NULL, n, 0.05f, 0.0f, 0.0f, 0, 0, NULL));
     CHECK_OK(gpu->ops->sgd_update(gpu, p.g, g.g, NULL, n, 0.05f, 0.0f, 0.0f, 0, 0, NULL));
-    compare("sgd plain (no momentum buffer) params", p, EW_ATOL, EW_RTOL);
+    pair_compare("sgd plain (no momentum buffer) params", p, EW_ATOL, EW_RTOL);
 
     /* AdamW: steps 1..3, comparing after 1 and after 3 */
     pair m = pair_from(NULL, n), v = pair_from(NULL, n);
@@ -488,11 +455,11 @@ static void test_optim(void) {
         if (step == 1 || step == 3) {
             char what[96];
             snprintf(what, sizeof what, "adamw step %ld params", step);
-            compare(what, p, EW_ATOL, EW_RTOL);
+            pair_compare(what, p, EW_ATOL, EW_RTOL);
             snprintf(what, sizeof what, "adamw step %ld m", step);
-            compare(what, m, EW_ATOL, EW_RTOL);
+            pair_compare(what, m, EW_ATOL, EW_RTOL);
             snprintf(what, sizeof what, "adamw step %ld v", step);
-            compare(what, v, 1e-7, EW_RTOL);
+            pair_compare(what, v, 1e-7, EW_RTOL);
         }
     }
 
@@ -501,12 +468,12 @@ static void test_optim(void) {
     pair ss = pair_from(&big, 1), sc = pair_out(1);
     CHECK_OK(cpu->ops->clip_scale(cpu, ss.c, 1.0f, sc.c));
     CHECK_OK(gpu->ops->clip_scale(gpu, ss.g, 1.0f, sc.g));
-    compare("clip_scale (clipping)", sc, 1e-7, 1e-6);
+    pair_compare("clip_scale (clipping)", sc, 1e-7, 1e-6);
     CHECK_OK(bf_to_device(cpu, ss.c, &small, sizeof small));
     CHECK_OK(bf_to_device(gpu, ss.g, &small, sizeof small));
     CHECK_OK(cpu->ops->clip_scale(cpu, ss.c, 1.0f, sc.c));
     CHECK_OK(gpu->ops->clip_scale(gpu, ss.g, 1.0f, sc.g));
-    compare("clip_scale (no clipping)", sc, 1e-7, 1e-6);
+    pair_compare("clip_scale (no clipping)", sc, 1e-7, 1e-6);
 
     pair *all[] = {&p, &g, &buf, &gs, &m, &v, &g2, &ss, &sc};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);

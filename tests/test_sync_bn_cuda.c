@@ -59,34 +59,6 @@ static void compare_doubles(const char *what, dpair p, double atol, double rtol)
     free(g);
 }
 
-static void compare(const char *what, pair p, double atol, double rtol) {
-    float *a, *b;
-    if (pair_download(what, p, &a, &b)) {
-        size_t at = 0;
-        double v = bf_test_max_violation(a, b, p.n, atol, rtol, &at);
-        printf("  %-44s max violation %8.3g  (n=%zu)\n", what, v, p.n);
-        CHECK(v <= 1.0, "%s: element %zu cpu %.9g cuda %.9g (violation %.3g)", what, at, a[at], b[at], v);
-    }
-    free(a);
-    free(b);
-}
-
-static void compare_exact(const char *what, pair p) {
-    float *a, *b;
-    if (pair_download(what, p, &a, &b)) {
-        size_t bad = 0, first = 0;
-        for (size_t i = 0; i < p.n; i++)
-            if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
-                if (!bad) first = i;
-                bad++;
-            }
-        printf("  %-44s %zu of %zu elements differ\n", what, bad, p.n);
-        CHECK(bad == 0, "%s: %zu elements differ, first %zu: cpu %.9g cuda %.9g", what, bad, first, a[first], b[first]);
-    }
-    free(a);
-    free(b);
-}
-
 static void test_case(int n, int c, int hw, float lo, float hi) {
     const bf_bn_shape s = {n, c, hw, 1e-5f, 0.1f};
     printf("sync batchnorm n=%d c=%d hw=%d, x in [%g, %g)\n", n, c, hw, lo, hi);
@@ -113,22 +85,22 @@ static void test_case(int n, int c, int hw, float lo, float hi) {
                                                     rmean.c, rvar.c));
     CHECK_OK(gpu->ops->batchnorm_sync_forward_apply(gpu, &s, x.g, stats.g, sq.g, gamma.g, beta.g, y.g, smean.g, sinv.g,
                                                     rmean.g, rvar.g));
-    compare_exact("sync_forward_apply y", y);
-    compare_exact("sync_forward_apply save_mean", smean);
-    compare_exact("sync_forward_apply save_invstd", sinv);
-    compare_exact("sync_forward_apply running_mean", rmean);
-    compare_exact("sync_forward_apply running_var", rvar);
+    pair_compare_exact("sync_forward_apply y", y);
+    pair_compare_exact("sync_forward_apply save_mean", smean);
+    pair_compare_exact("sync_forward_apply save_invstd", sinv);
+    pair_compare_exact("sync_forward_apply running_mean", rmean);
+    pair_compare_exact("sync_forward_apply running_var", rvar);
 
     CHECK_OK(cpu->ops->batchnorm_sync_backward_sums(cpu, &s, x.c, dy.c, smean.c, sinv.c, sums.c, dgamma.c, dbeta.c));
     CHECK_OK(gpu->ops->batchnorm_sync_backward_sums(gpu, &s, x.g, dy.g, smean.g, sinv.g, sums.g, dgamma.g, dbeta.g));
     compare_doubles("sync_backward_sums (dy, dy*xhat, count)", sums, 1e-9, 1e-10);
-    compare("sync_backward_sums dgamma", dgamma, 1e-6, 1e-6);
-    compare("sync_backward_sums dbeta", dbeta, 1e-6, 1e-6);
+    pair_compare("sync_backward_sums dgamma", dgamma, 1e-6, 1e-6);
+    pair_compare("sync_backward_sums dbeta", dbeta, 1e-6, 1e-6);
     dpair_sync_to_gpu(sums);
 
     CHECK_OK(cpu->ops->batchnorm_sync_backward_apply(cpu, &s, x.c, dy.c, gamma.c, smean.c, sinv.c, sums.c, dx.c));
     CHECK_OK(gpu->ops->batchnorm_sync_backward_apply(gpu, &s, x.g, dy.g, gamma.g, smean.g, sinv.g, sums.g, dx.g));
-    compare_exact("sync_backward_apply dx", dx);
+    pair_compare_exact("sync_backward_apply dx", dx);
 
     /* ---- the whole chain on each backend, nothing between the steps (one rank) ---- */
     CHECK_OK(cpu->ops->batchnorm_sync_sums(cpu, &s, x.c, stats.c));
@@ -143,9 +115,9 @@ static void test_case(int n, int c, int hw, float lo, float hi) {
                                                     NULL, NULL));
     CHECK_OK(gpu->ops->batchnorm_sync_backward_sums(gpu, &s, x.g, dy.g, smean.g, sinv.g, sums.g, NULL, NULL));
     CHECK_OK(gpu->ops->batchnorm_sync_backward_apply(gpu, &s, x.g, dy.g, gamma.g, smean.g, sinv.g, sums.g, dx.g));
-    compare("chain y", y, RED_ATOL, RED_RTOL);
-    compare("chain save_invstd", sinv, RED_ATOL, RED_RTOL);
-    compare("chain dx", dx, RED_ATOL, RED_RTOL);
+    pair_compare("chain y", y, RED_ATOL, RED_RTOL);
+    pair_compare("chain save_invstd", sinv, RED_ATOL, RED_RTOL);
+    pair_compare("chain dx", dx, RED_ATOL, RED_RTOL);
 
     /* ---- the GPU sums repeat ---- */
     double *first = malloc(nc * sizeof(double)), *again = malloc(nc * sizeof(double));

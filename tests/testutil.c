@@ -74,3 +74,20 @@ float *bf_test_download(bf_backend *b, const float *dev, size_t n) {
     }
     return h;
 }
+
+char *bf_test_read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = size >= 0 ? malloc((size_t)size + 1) : NULL;
+    if (!buf) {
+        fclose(f);
+        return NULL;
+    }
+    *n = fread(buf, 1, (size_t)size, f);
+    buf[*n] = '\0';
+    fclose(f);
+    return buf;
+}

@@ -36,6 +36,9 @@ void bf_test_skip(const char *why) __attribute__((noreturn));
 double bf_test_max_violation(const float *a, const float *b, size_t n, double atol, double rtol,
                              size_t *worst_index);
 
+/* A whole file, NUL-terminated (n = its size); NULL when it cannot be read. free() it. */
+char *bf_test_read_file(const char *path, size_t *n);
+
 /* Deterministic uniform floats in [lo, hi) for test inputs. */
 void bf_test_fill_uniform(float *x, size_t n, float lo, float hi, unsigned long seed);
 

@@ -7,8 +7,7 @@
 #include "bioflex/butd.h"
 #include "bioflex/hash.h"
 #include "bioflex/safetensors.h"
-#include "butd_norm.h"
-#include "butd_task_head.h"
+#include "butd_internal.h"
 
 bf_status bf_butd_create(bf_backend *b, int c, int h, int w, int max_batch, const bf_butd_options *opt,
                          bf_butd_net **out) {
@@ -172,8 +171,8 @@ int bf_butd_add_linear(bf_butd_net *net, const char *name, int out_features, int
 
 /* ---- parameters ---- */
 
-static int add_param(bf_butd_net *net, const char *layer, const char *what, int ndim, const int64_t *shape,
-                     int64_t fan_in, int layer_index) {
+int bf_butd_param_add(bf_butd_net *net, const char *layer, const char *what, int ndim, const int64_t *shape,
+                      int64_t fan_in, int layer_index) {
     bf_param *p = realloc(net->params, (size_t)(net->num_params + 1) * sizeof *p);
     if (!p) return -1;
     net->params = p;
@@ -258,7 +257,7 @@ static bf_status plan_task_head(bf_butd_net *net) {
         offset += (size_t)sizes[i] * sizes[i + 1];
         if (o->train_task_head) {
             int64_t shape[2] = {sizes[i + 1], sizes[i]};
-            int p = add_param(net, l->name, "weight", 2, shape, sizes[i], net->num_layers);
+            int p = bf_butd_param_add(net, l->name, "weight", 2, shape, sizes[i], net->num_layers);
             if (p < 0) return bf_error(BF_ERR_OOM, "butd: out of memory");
             if (i == 0) net->task_param = p;
         }
@@ -324,20 +323,20 @@ bf_status bf_butd_finalize(bf_butd_net *net, int num_classes) {
             snprintf(n2, sizeof n2, "%.80s.conv2", l->name);
             snprintf(nd, sizeof nd, "%.80s.downsample", l->name);
             int64_t s2[4] = {l->conv2.c_out, l->conv2.c_in, 3, 3}, sd[4] = {l->down.c_out, l->down.c_in, 1, 1};
-            l->w = add_param(net, n1, "weight", 4, shape, fan_in, i);
-            if (!o->shared_weights) l->td_w = add_param(net, n1, "back_weight", 4, shape, fan_in, i);
-            l->w2 = add_param(net, n2, "weight", 4, s2, s2[1] * 9, i);
-            if (!o->shared_weights) l->td_w2 = add_param(net, n2, "back_weight", 4, s2, s2[1] * 9, i);
-            if (l->has_down) l->wd = add_param(net, nd, "weight", 4, sd, sd[1], i);
+            l->w = bf_butd_param_add(net, n1, "weight", 4, shape, fan_in, i);
+            if (!o->shared_weights) l->td_w = bf_butd_param_add(net, n1, "back_weight", 4, shape, fan_in, i);
+            l->w2 = bf_butd_param_add(net, n2, "weight", 4, s2, s2[1] * 9, i);
+            if (!o->shared_weights) l->td_w2 = bf_butd_param_add(net, n2, "back_weight", 4, s2, s2[1] * 9, i);
+            if (l->has_down) l->wd = bf_butd_param_add(net, nd, "weight", 4, sd, sd[1], i);
             l->bias = -1;
             BF_TRY(add_norm_params(net, l, i));
             continue;
         }
-        l->w = add_param(net, l->name, "weight", ndim, shape, fan_in, i);
+        l->w = bf_butd_param_add(net, l->name, "weight", ndim, shape, fan_in, i);
         l->bias = -1;
         if (has_bias) {
             int64_t bshape[1] = {shape[0]};
-            l->bias = add_param(net, l->name, "bias", 1, bshape, fan_in, i);
+            l->bias = bf_butd_param_add(net, l->name, "bias", 1, bshape, fan_in, i);
         }
         if (!o->shared_weights) {
             int64_t tshape[4] = {shape[0], shape[1], shape[2], shape[3]};
@@ -346,7 +345,7 @@ bf_status bf_butd_finalize(bf_butd_net *net, int num_classes) {
                 tshape[0] = shape[1], tshape[1] = shape[0]; /* [in, out] */
                 td_fan_in = tshape[1];                      /* torch's fan_in of B's own shape */
             }
-            l->td_w = add_param(net, l->name, "back_weight", ndim, tshape, td_fan_in, i);
+            l->td_w = bf_butd_param_add(net, l->name, "back_weight", ndim, tshape, td_fan_in, i);
         }
         if (l->w < 0 || (has_bias && l->bias < 0) || (!o->shared_weights && l->td_w < 0))
             return bf_error(BF_ERR_OOM, "butd: out of memory");

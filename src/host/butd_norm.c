@@ -1,10 +1,10 @@
-/* butd_norm.c - batch-norm inside BU-TD networks (see butd_norm.h and the bf_butd_norm comment in
+/* butd_norm.c - batch-norm inside BU-TD networks (see butd_internal.h and the bf_butd_norm comment in
  * include/bioflex/butd.h; spec section 1.4, "BatchNorm"). Every operation is a bf_ops batch-norm
  * op, so the CPU and CUDA backends share this file. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "butd_norm.h"
+#include "butd_internal.h"
 
 #define NORM_EPS 1e-5f     /* PyTorch's BatchNorm2d defaults, as the reference */
 #define NORM_MOMENTUM 0.1f
@@ -30,26 +30,10 @@ static bf_butd_norm *norm_at(const bf_butd_net *net, int k) {
     return NULL;
 }
 
-static int add_vector(bf_butd_net *net, const char *norm, const char *what, int c, int layer) {
-    bf_param *p = realloc(net->params, (size_t)(net->num_params + 1) * sizeof *p);
-    if (!p) return -1;
-    net->params = p;
-    bf_param *q = &p[net->num_params];
-    memset(q, 0, sizeof *q);
-    snprintf(q->name, sizeof q->name, "%.100s.%s", norm, what);
-    q->ndim = 1;
-    q->shape[0] = c;
-    q->count = (size_t)c;
-    q->offset = net->num_param_floats;
-    q->fan_in = c;
-    q->layer = layer;
-    net->num_param_floats += q->count;
-    return net->num_params++;
-}
-
 bf_status bf_butd_norm_add_params(bf_butd_net *net, bf_butd_norm *norm, int layer) {
-    norm->gamma = add_vector(net, norm->name, "weight", norm->bu.c, layer);
-    norm->beta = add_vector(net, norm->name, "bias", norm->bu.c, layer);
+    int64_t shape[1] = {norm->bu.c};
+    norm->gamma = bf_butd_param_add(net, norm->name, "weight", 1, shape, norm->bu.c, layer);
+    norm->beta = bf_butd_param_add(net, norm->name, "bias", 1, shape, norm->bu.c, layer);
     if (norm->gamma < 0 || norm->beta < 0) return bf_error(BF_ERR_OOM, "butd: out of memory");
     norm->state = net->num_state_floats;
     net->num_state_floats += 2 * (size_t)norm->bu.c + 2 * (size_t)norm->td.c;

@@ -10,8 +10,7 @@
 
 #include "bioflex/butd.h"
 #include "bioflex/hash.h"
-#include "butd_norm.h"
-#include "butd_task_head.h"
+#include "butd_internal.h"
 
 static float *param(const bf_butd_net *net, float *base, int index) {
     return index < 0 ? NULL : base + net->params[index].offset;

@@ -18,7 +18,7 @@
  * activations, which is why blocks and batch-norm (ResNet-18) are not covered. */
 #include <stdlib.h>
 
-#include "butd_task_head.h"
+#include "butd_internal.h"
 
 bf_status bf_butd_task_head_check(const bf_butd_net *net) {
     if (!net->opt.guided) return bf_error(BF_ERR_CONFIG, "[butd] train_task_head = true needs guided = true");

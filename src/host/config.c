@@ -159,6 +159,7 @@ static const key_spec key_table[] = {
     INT_KEY("run", "threads", run.threads, 0, 1024, "0", "CPU backend threads (0 = all cores)"),
     BOOL_KEY("run", "sync_bn", run.sync_bn, "false", "data parallelism: batch-norm normalises with the statistics of the global batch (summed over every rank) instead of each rank's own (batch-norm layers; a flex layer's logits batch-norm stays per rank); CPU ranks over MPI (mpirun), GPUs over NCCL (--gpus) or MPI"),
     STRING_KEY("run", "rendezvous", run.rendezvous, 0, "", "--gpus across nodes without MPI: a file on a filesystem every node shares, through which rank 0 passes NCCL's unique id (use a fresh path per job, e.g. with $SLURM_JOB_ID); ranks come from SLURM_PROCID/SLURM_NTASKS; empty = MPI"),
+    BOOL_KEY("run", "force_nccl", run.force_nccl, "false", "gpus = 1 still trains through the NCCL data-parallel path (a one-rank communicator, gradient buckets, stream hand-offs) instead of the plain one: to measure that path's overhead (bench/dp_overhead.sh); needs a build with NCCL (under mpirun: one process per node)"),
     FLOAT_KEY("run", "collective_timeout", run.collective_timeout, 0, NO_MAX, MIN_OPEN, "300", "seconds a data-parallel all-reduce or broadcast (mpirun, --gpus) may wait for the other ranks before the run stops with an error naming the dead or stuck rank"),
 
     ENUM_KEY("data", "dataset", data.dataset, dataset_names, "fashion_mnist", "which dataset to train on (imagefolder, imagenet100, imagenet: JPEG files decoded by the loader)"),
@@ -897,6 +898,8 @@ bf_status bf_config_validate(const bf_config *cfg) {
     if (cfg->run.device == BF_DEVICE_SEL_CPU && cfg->run.gpus > 1)
         return invalid(cfg, bf_error(BF_ERR_CONFIG, "[run] gpus = %d needs [run] device = cuda or auto, not cpu",
                                      cfg->run.gpus));
+    if (cfg->run.device == BF_DEVICE_SEL_CPU && cfg->run.force_nccl)
+        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[run] force_nccl = true needs [run] device = cuda or auto, not cpu"));
     if (cfg->optim.optimizer == BF_OPTIM_SGD && cfg->optim.nesterov && cfg->optim.momentum <= 0)
         return invalid(cfg, bf_error(BF_ERR_CONFIG, "[optim] nesterov = true needs [optim] momentum > 0"));
     bf_dataset_kind ds = cfg->data.dataset;

@@ -1,6 +1,7 @@
 /* data_parallel.c - the training run as one of several data-parallel ranks (see data_parallel.h). */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bioflex/hash.h"
 #include "data_parallel.h"
@@ -111,6 +112,7 @@ static bf_status plan_buckets(bf_data_parallel *dp, bf_model *m) {
         dp->ready_below[i] = end;
     }
     dp->model = m;
+    BF_TRY(bf_wait_timer_create(m->backend, &dp->wait_timer));
     dp->bucket_floats = BUCKET_BYTES / sizeof(float);
     dp->pending_end = m->num_param_floats;
     m->on_layer_backward = on_layer_backward;
@@ -145,9 +147,24 @@ static bf_status on_host(bf_data_parallel *dp, bf_backend *b, float *buf, size_t
 static bf_status broadcast_floats(bf_data_parallel *dp, float *buf, size_t n) {
     return bf_comm_broadcast(dp->comm, buf, n * sizeof(float), 0);
 }
-static bf_status average_floats(bf_data_parallel *dp, float *buf, size_t n) {
-    return bf_comm_allreduce_float(dp->comm, buf, n, BF_REDUCE_AVG);
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
 }
+
+/* The gradient all-reduce over MPI. It blocks the step, so all of its wall time is exposed; timed
+ * here rather than around on_host so that a GPU rank's host copies, which first wait for the
+ * backward pass to finish, do not count as communication. */
+static bf_status average_floats(bf_data_parallel *dp, float *buf, size_t n) {
+    double t0 = now_ms();
+    BF_TRY(bf_comm_allreduce_float(dp->comm, buf, n, BF_REDUCE_AVG));
+    dp->comm_ms += now_ms() - t0;
+    dp->comm_steps++;
+    return BF_OK;
+}
+
 static bf_status sum_floats(bf_data_parallel *dp, float *buf, size_t n) {
     return bf_comm_allreduce_float(dp->comm, buf, n, BF_REDUCE_SUM);
 }
@@ -194,15 +211,32 @@ bf_status bf_dp_attach_model(bf_data_parallel *dp, bf_model *m) {
 
 bf_status bf_dp_average_gradients(bf_data_parallel *dp, bf_model *m) {
     if (dp->comm->kind == BF_COMM_NCCL) {
-        /* The last bucket, then the compute stream waits for every bucket before the norm/optimiser. */
+        /* The last bucket, then the compute stream waits for every bucket before the norm/optimiser.
+         * The timing events around that wait measure what the backward did not hide. */
         BF_TRY(launch_bucket(dp, 0));
         dp->pending_end = m->num_param_floats;
-        return bf_cuda_stream_handoff(m->backend, bf_comm_nccl_stream(dp->comm), 0);
+        BF_TRY(bf_wait_timer_begin(dp->wait_timer));
+        BF_TRY(bf_cuda_stream_handoff(m->backend, bf_comm_nccl_stream(dp->comm), 0));
+        return bf_wait_timer_end(dp->wait_timer);
     }
     if (dp->world == 1) return BF_OK;
     /* Each rank's loss is the mean over its equal-sized batch, so the mean of the ranks' gradients
      * is the gradient of the mean loss over the global batch: what one process would compute. */
     return on_host(dp, m->backend, m->grad_data, m->num_param_floats, average_floats);
+}
+
+int bf_dp_active(const bf_data_parallel *dp) { return dp->world > 1 || dp->comm->kind == BF_COMM_NCCL; }
+
+bf_status bf_dp_interval_comm_ms(bf_data_parallel *dp, double *ms) {
+    *ms = 0;
+    if (dp->wait_timer) {
+        int waits = 0;
+        return bf_wait_timer_read(dp->wait_timer, ms, &waits);
+    }
+    if (dp->comm_steps > 0) *ms = dp->comm_ms / dp->comm_steps;
+    dp->comm_ms = 0;
+    dp->comm_steps = 0;
+    return BF_OK;
 }
 
 bf_status bf_dp_sum_floats(bf_data_parallel *dp, bf_backend *b, float *buf, size_t n) {
@@ -242,6 +276,8 @@ bf_status bf_dp_checkpoint_written(bf_data_parallel *dp) { return bf_comm_barrie
 void bf_dp_stop(bf_data_parallel *dp, int failed) {
     /* The model (and its hook pointing here) is already destroyed by the run. */
     dp->model = NULL;
+    bf_wait_timer_destroy(dp->wait_timer); /* needs only the device, not the destroyed backend */
+    dp->wait_timer = NULL;
     free(dp->ready_below);
     dp->ready_below = NULL;
     if (dp->owns_comm) bf_comm_destroy(dp->comm, failed);

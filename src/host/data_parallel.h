@@ -10,7 +10,8 @@
  *          clipping and the optimiser, which then run identically on every rank; with [run]
  *          sync_bn, batch-norm's per-channel sums all-reduced inside the passes (sync_bn.c);
  *   logs:  the loss/accuracy sums of an interval and the evaluation counts summed over the ranks;
- *          rank 0 alone writes metrics.jsonl, the text log and checkpoints. */
+ *          rank 0 alone writes metrics.jsonl, the text log and checkpoints; the exposed
+ *          communication per step (comm_exposed_ms) is rank 0's own. */
 #ifndef BIOFLEX_DATA_PARALLEL_H
 #define BIOFLEX_DATA_PARALLEL_H
 
@@ -22,6 +23,7 @@
 #include "bioflex/model.h"
 #include "bioflex/train.h"
 #include "metrics.h"
+#include "wait_timer.h"
 
 typedef struct bf_data_parallel {
     bf_comm *comm;
@@ -39,6 +41,12 @@ typedef struct bf_data_parallel {
     size_t *ready_below;  /* per layer: gradients at offsets >= this are final after its backward */
     size_t pending_end;   /* gradients [0, pending_end) are not yet being all-reduced this step */
     size_t bucket_floats; /* launch once this many final floats are pending */
+    /* Exposed communication: the part of the gradient all-reduce the step waits for.
+     *   NCCL: GPU time the compute stream is held by its wait for the buckets (wait_timer.h);
+     *   MPI:  host wall time inside the blocking gradient all-reduce. */
+    bf_wait_timer *wait_timer;
+    double comm_ms;       /* MPI: summed over the steps of the current log interval */
+    int comm_steps;
 } bf_data_parallel;
 
 /* One rank of a training run. comm NULL: join the launcher's world (mpirun/srun) or run alone;
@@ -64,6 +72,13 @@ bf_status bf_dp_check_data(const bf_data_parallel *dp, const bf_dataset *train_s
 bf_status bf_dp_attach_model(bf_data_parallel *dp, bf_model *m);
 /* Gradients (m->grad_data) averaged over the ranks. */
 bf_status bf_dp_average_gradients(bf_data_parallel *dp, bf_model *m);
+/* Whether gradients are all-reduced in this run: several ranks, or the NCCL path with one
+ * ([run] force_nccl); the plain single-process run is not. */
+int bf_dp_active(const bf_data_parallel *dp);
+/* The mean exposed communication per step, in ms, over the steps since the last call (0 when none
+ * was timed). Call once per log interval, after the interval's host synchronisation (the read of
+ * the loss sums): the NCCL timing events are complete then. */
+bf_status bf_dp_interval_comm_ms(bf_data_parallel *dp, double *ms);
 /* Sums n backend floats over the ranks, in place. */
 bf_status bf_dp_sum_floats(bf_data_parallel *dp, bf_backend *b, float *buf, size_t n);
 /* The evaluation of every rank's shard combined into the whole split's. */

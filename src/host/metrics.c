@@ -59,6 +59,14 @@ void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text
     cJSON_AddNumberToObject(o, "ms_per_step", m->ms_per_step);
     cJSON_AddNumberToObject(o, "images_per_s", m->images_per_s);
     cJSON_AddNumberToObject(o, "data_wait_ms", m->data_wait_ms);
+    /* comm_exposed_ms: in data-parallel runs (mpirun, --gpus, [run] force_nccl), the mean per step
+     * of this interval of the communication the step waited for, on rank 0:
+     *   - NCCL: GPU time the compute stream was held by its wait for the gradient buckets (what the
+     *     backward pass did not hide), from timing events read at the interval's synchronisation;
+     *   - MPI: host wall time inside the blocking gradient all-reduce.
+     * sync_bn's all-reduces are not counted. The plain single-process run has no communication and
+     * no such field (absent rather than 0, so 0 means a data-parallel run that hid it all). */
+    if (m->comm_exposed_ms) cJSON_AddNumberToObject(o, "comm_exposed_ms", *m->comm_exposed_ms);
     if (m->skipped_images) cJSON_AddNumberToObject(o, "skipped_images", (double)*m->skipped_images);
     cJSON_AddNumberToObject(o, "model_tflops", m->tflops);
     if (m->num_flex > 0) {

@@ -20,6 +20,8 @@ typedef struct bf_train_metrics {
     const char *const *neuron_names;
     const double *firing_rate, *silent;
     const long *skipped_images; /* JPEG datasets: undecodable training images skipped so far; NULL for others */
+    const double *comm_exposed_ms; /* data-parallel runs: mean ms per step the gradient all-reduce held
+                                    * the step (metrics.c); NULL for the plain single-process run */
 } bf_train_metrics;
 
 typedef struct bf_metrics_log {

@@ -238,6 +238,9 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
             mt.silent = r->silent;
             long skipped = bf_loader_skipped_images(r->train_loader);
             if (r->train_set->files) mt.skipped_images = &skipped;
+            double comm_ms = 0; /* read after the synchronisation above: its events are complete */
+            BF_TRY(bf_dp_interval_comm_ms(&r->dp, &comm_ms));
+            if (bf_dp_active(&r->dp)) mt.comm_exposed_ms = &comm_ms;
             long remaining = (long)epochs * steps_per_epoch - st->step;
             mt.eta_s = remaining * (t - run_start) / (double)(st->step - first_step);
             bf_metrics_train(&r->log, &mt, r->text);
@@ -311,7 +314,8 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
 
 bf_status bf_train(const bf_config *cfg, const bf_train_options *opt, bf_train_result *result) {
     if (cfg->butd.network != 0) return bf_butd_train(cfg, opt, result); /* BU-TD networks: butd_train.c */
-    if (cfg->run.gpus > 1) return bf_train_gpus(cfg, opt, cfg->run.gpus, result);
+    /* force_nccl: one GPU through the data-parallel path, to measure what it costs over the plain one. */
+    if (cfg->run.gpus > 1 || cfg->run.force_nccl) return bf_train_gpus(cfg, opt, cfg->run.gpus, result);
     return bf_train_rank(cfg, opt, NULL, result);
 }
 

@@ -52,9 +52,12 @@ static bf_status exchange_id(const bf_config *cfg, int gpus, unsigned char id[12
 
 bf_status bf_train_gpus(const bf_config *cfg, const bf_train_options *opt, int gpus, bf_train_result *result) {
     memset(result, 0, sizeof *result);
-    if (!bf_comm_nccl_built())
-        return bf_error(BF_ERR_UNAVAILABLE, "[run] gpus = %d needs NCCL, and this bioflex was built without it (CUDA "
-                        "backend plus nccl.h, e.g. in /usr/local/cuda); use gpus = 1", gpus);
+    if (!bf_comm_nccl_built()) {
+        char what[64] = "[run] force_nccl"; /* what sends gpus = 1 here */
+        if (gpus > 1) snprintf(what, sizeof what, "[run] gpus = %d", gpus);
+        return bf_error(BF_ERR_UNAVAILABLE, "%s needs NCCL, and this bioflex was built without it (CUDA backend plus "
+                        "nccl.h, e.g. in /usr/local/cuda); use %s", what, gpus > 1 ? "gpus = 1" : "force_nccl = false");
+    }
     int visible = bf_cuda_device_count();
     if (gpus > visible) {
         const char *vis = getenv("CUDA_VISIBLE_DEVICES");

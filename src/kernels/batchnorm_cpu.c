@@ -77,6 +77,22 @@ bf_status bf_cpu_batchnorm_forward_eval(bf_backend *b, const bf_bn_shape *s, con
     return BF_OK;
 }
 
+
+/* dx of channel ch: gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)), the means given (over
+ * this batch, or over every rank's for synchronised batch-norm). */
+void bf_cpu_bn_dx_channel(const bf_bn_shape *s, const float *x, const float *dy, const float *gamma, int ch, float mean,
+                          float invstd, float mean_dy, float mean_dy_xhat, float *dx) {
+    const float scale = gamma[ch] * invstd;
+    for (int i = 0; i < s->n; i++) {
+        const float *xp = plane(s, x, i, ch), *dyp = plane(s, dy, i, ch);
+        float *dxp = plane_mut(s, dx, i, ch);
+        for (int j = 0; j < s->hw; j++) {
+            float xhat = (xp[j] - mean) * invstd;
+            dxp[j] = scale * (dyp[j] - mean_dy - xhat * mean_dy_xhat);
+        }
+    }
+}
+
 /* With xhat = (x - mean) * invstd and y = gamma * xhat + beta, over the count values of a channel:
  *     dbeta = sum dy,  dgamma = sum dy * xhat,
  *     dx = gamma * invstd * (dy - dbeta/count - xhat * dgamma/count). */
@@ -99,16 +115,8 @@ bf_status bf_cpu_batchnorm_backward(bf_backend *b, const bf_bn_shape *s, const f
         if (dbeta) dbeta[ch] = (float)sum_dy;
         if (dgamma) dgamma[ch] = (float)sum_dy_xhat;
 
-        const float mean_dy = (float)(sum_dy / count), mean_dy_xhat = (float)(sum_dy_xhat / count);
-        const float scale = gamma[ch] * invstd;
-        for (int i = 0; i < s->n; i++) {
-            const float *xp = plane(s, x, i, ch), *dyp = plane(s, dy, i, ch);
-            float *dxp = plane_mut(s, dx, i, ch);
-            for (int j = 0; j < s->hw; j++) {
-                float xhat = (xp[j] - mean) * invstd;
-                dxp[j] = scale * (dyp[j] - mean_dy - xhat * mean_dy_xhat);
-            }
-        }
+        bf_cpu_bn_dx_channel(s, x, dy, gamma, ch, mean, invstd, (float)(sum_dy / count), (float)(sum_dy_xhat / count),
+                             dx);
     }
     return BF_OK;
 }

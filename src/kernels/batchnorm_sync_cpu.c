@@ -124,16 +124,8 @@ bf_status bf_cpu_batchnorm_sync_backward_apply(bf_backend *b, const bf_bn_shape 
     if (!(count > 0)) return bf_error(BF_ERR_ARG, "batchnorm_sync_backward_apply: the summed count is %g", count);
 #pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
     for (int ch = 0; ch < c; ch++) {
-        const float mean = save_mean[ch], invstd = save_invstd[ch], scale = gamma[ch] * invstd;
-        const float mean_dy = (float)(sums[ch] / count), mean_dy_xhat = (float)(sums[c + ch] / count);
-        for (int i = 0; i < s->n; i++) {
-            const float *xp = plane(s, x, i, ch), *dyp = plane(s, dy, i, ch);
-            float *dxp = plane_mut(s, dx, i, ch);
-            for (int j = 0; j < s->hw; j++) {
-                float xhat = (xp[j] - mean) * invstd;
-                dxp[j] = scale * (dyp[j] - mean_dy - xhat * mean_dy_xhat);
-            }
-        }
+        bf_cpu_bn_dx_channel(s, x, dy, gamma, ch, save_mean[ch], save_invstd[ch], (float)(sums[ch] / count),
+                             (float)(sums[c + ch] / count), dx);
     }
     return BF_OK;
 }

@@ -131,6 +131,9 @@ bf_status bf_cpu_batchnorm_backward(bf_backend *b, const bf_bn_shape *s, const f
                                     const float *dy, const float *gamma, const float *save_mean,
                                     const float *save_invstd, float *dx, float *dgamma, float *dbeta);
 
+/* batchnorm_cpu.c: dx of one channel from the means of dy and dy*xhat (shared with the sync ops). */
+void bf_cpu_bn_dx_channel(const bf_bn_shape *s, const float *x, const float *dy, const float *gamma, int ch, float mean,
+                          float invstd, float mean_dy, float mean_dy_xhat, float *dx);
 /* ---- batchnorm_sync_cpu.c ---- */
 bf_status bf_cpu_batchnorm_sync_sums(bf_backend *b, const bf_bn_shape *s, const float *x, double *stats);
 bf_status bf_cpu_batchnorm_sync_sqdev(bf_backend *b, const bf_bn_shape *s, const float *x, const double *stats,

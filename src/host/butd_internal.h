@@ -1,11 +1,17 @@
-/* butd_norm.h - batch-norm inside BU-TD networks (the bf_butd_norm of include/bioflex/butd.h):
- * building, memory, the three uses (BU, TD copy, backprop) and the running statistics' tensors.
- * Private to src/host/butd_*.c. */
-#ifndef BIOFLEX_BUTD_NORM_H
-#define BIOFLEX_BUTD_NORM_H
+/* butd_internal.h - what the BU-TD files (src/host/butd_*.c) share besides include/bioflex/butd.h:
+ * the parameter layout, batch-norm inside BU-TD networks (butd_norm.c) and the trained task head
+ * (butd_task_head.c). Private to src/host/butd_*.c. */
+#ifndef BIOFLEX_BUTD_INTERNAL_H
+#define BIOFLEX_BUTD_INTERNAL_H
 
 #include "bioflex/butd.h"
 
+/* Appends a parameter "<layer>.<what>" of the given shape at the end of the parameter buffer's
+ * layout (butd_net.c); returns its index, -1 when out of memory. */
+int bf_butd_param_add(bf_butd_net *net, const char *layer, const char *what, int ndim, const int64_t *shape,
+                      int64_t fan_in, int layer_index);
+
+/* ---- batch-norm (butd_norm.c) ---- */
 /* A norm for a conv with c x hw outputs whose transposed op has td_c x td_hw outputs (host struct,
  * no backend memory yet). NULL when out of memory (the error is set). */
 bf_butd_norm *bf_butd_norm_new(const char *name, int max_batch, int c, int hw, int td_c, int td_hw);
@@ -25,5 +31,15 @@ bf_status bf_butd_norm_td(bf_butd_net *net, bf_butd_norm *norm, const float *x, 
 /* Backprop through the last BU pass: dz from dy (per-sample loss gradients, not divided by the
  * batch) and gamma's and beta's gradients of the batch-mean loss into grad_data. */
 bf_status bf_butd_norm_backward(bf_butd_net *net, bf_butd_norm *norm, const float *dy, float *dz);
+
+/* ---- the trained task head ([butd] train_task_head, butd_task_head.c) ---- */
+/* The network it applies to: guided, plain conv and linear layers (no block, no batch-norm). */
+bf_status bf_butd_task_head_check(const bf_butd_net *net);
+/* The per-level buffers the straight-through gradient needs. */
+bf_status bf_butd_task_head_allocate(bf_butd_net *net);
+void bf_butd_task_head_free(bf_butd_net *net);
+/* After the error pass: the gradient of the batch-mean loss for the task head's weights, into
+ * grad_data (their place in the parameters). */
+bf_status bf_butd_task_head_backward(bf_butd_net *net);
 
 #endif
