@@ -17,7 +17,10 @@
 #
 # Figures are means over the log intervals after the first (warm-up and cuDNN's algorithm search);
 # a data_wait_ms that is not small against ms/step means the procedural loader, not the GPU, set
-# the pace: raise --loader-threads or lower N.
+# the pace: raise --loader-threads or lower N. Each loader thread renders whole batches (several ms
+# per 224x224 image on one core), so every thread gets a prefetch slot. Opening the dataset renders
+# up to 4096 images on one core for its normalisation statistics (twice): tens of seconds per run
+# at 224, the same for both runs.
 #
 #   bash bench/dp_overhead.sh [--arch vgg16] [--batch 128] [--size 224] [--steps 40] [--interval 10]
 #        [--gpus N] [--device cuda|cpu] [--precision fp32|tf32] [--classes 100]
@@ -61,6 +64,7 @@ dataset = procedural
 procedural_size = $size
 procedural_classes = $classes
 loader_threads = $loader_threads
+prefetch = $(( loader_threads > 4 ? loader_threads : 4 ))
 [model]
 arch = $arch
 [optim]

@@ -1,9 +1,14 @@
 #!/usr/bin/python3
-"""Writes tests/fixtures/butd_task_head.safetensors, the PyTorch reference of one guided BU-TD
-backprop step with a TRAINED task head ([butd] train_task_head) that tests/test_butd_parity.c
-compares bioflex against.
+"""Writes two PyTorch references that tests/test_butd_parity.c compares bioflex against, one guided
+BU-TD step each of the same small net with shared weights:
 
-The GaLU gate 1[h > 0] has derivative 0, so the reference's task head never learns. This option
+  tests/fixtures/butd_task_head.safetensors: backprop with a TRAINED task head ([butd]
+    train_task_head);
+  tests/fixtures/butd_multi_decoders.safetensors: [butd] multi_decoders, the head giving 5
+    outputs per task and the sample's task picking its own; autograd's gradient, which
+    Counter-Hebb with shared weights must equal (the error scattered into the task's slice).
+
+Trained task head: the GaLU gate 1[h > 0] has derivative 0, so the reference's task head never learns. This option
 takes the gate's derivative as 1 (the straight-through estimator), written here the usual way:
 gate(h) = (h > 0) + h - h.detach(). Only the task head learns through it: the core weights are
 used detached in the instruction pass and learn by backprop through the BU pass alone.
@@ -22,9 +27,10 @@ holds input, tasks, labels, every initial weight (task_head.0.weight [6, 10], ta
 [3, 6] among them), expected.logits, expected.loss, grad.<name> and after1.<name> for every
 trained parameter, the task head's included.
 
-    /usr/bin/python3 bench/make_butd_task_head_fixture.py [output path]
+    /usr/bin/python3 bench/make_butd_task_head_fixture.py [output directory]
 """
 import math
+import os
 import sys
 
 import torch
@@ -38,7 +44,7 @@ SPECS = [("core_net.0", "conv", (4, 1, 3, 3), dict(stride=1, padding=0, groups=1
          ("core_net.1", "conv", (4, 1, 2, 2), dict(stride=2, padding=0, groups=4)),
          ("core_net.2", "conv", (6, 4, 3, 3), dict(stride=2, padding=1, groups=1)),
          ("core_net.3", "linear", (10, 54), None),
-         ("head", "linear", (5, 10), None)]
+         ("head", "linear", (5, 10), None)]  # (5 * T, 10) with multi_decoders
 
 
 def uniform(shape, bound):
@@ -63,17 +69,19 @@ def td_op(layer, above, bu_shape):
                               output_padding=op)
 
 
-def gate(h):
-    """1[h > 0] forward, derivative 1 backward (straight-through)."""
-    return (h > 0).float() + h - h.detach()
+def gate(h, straight_through):
+    """1[h > 0] forward; derivative 1 backward when straight_through, else none (the reference)."""
+    g = (h > 0).float()
+    return g + h - h.detach() if straight_through else g
 
 
-def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else fixture_path("butd_task_head.safetensors")
+def write_step(out, trained_head, decoders):
     torch.manual_seed(0)
     torch.set_num_threads(1)
     layers = []
     for name, kind, shape, args in SPECS:
+        if name == "head":
+            shape = (K * decoders, 10)
         bound = 1 / math.sqrt(math.prod(shape[1:]))
         layers.append(dict(name=name, kind=kind, w=uniform(shape, bound), b=uniform((shape[0],), bound), args=args))
     task_head = [uniform((6, 10), 1 / math.sqrt(10)), uniform((T, 6), 1 / math.sqrt(6))]
@@ -83,8 +91,10 @@ def main():
     params = []
     for l in layers:
         params += [(l["name"] + ".weight", l["w"]), (l["name"] + ".bias", l["b"])]
-    params += [("task_head.0.weight", task_head[0]), ("task_head.1.weight", task_head[1])]
-    initial = [(name, p.detach().clone()) for name, p in params]
+    heads = [("task_head.0.weight", task_head[0]), ("task_head.1.weight", task_head[1])]
+    if trained_head:
+        params += heads
+    initial = [(name, p.detach().clone()) for name, p in params + ([] if trained_head else heads)]
 
     with torch.no_grad():  # the BU shapes, so the TD pass knows where to reshape
         shapes = [x.shape]
@@ -99,8 +109,8 @@ def main():
     a = x  # pass 2
     for i, l in enumerate(layers):
         z = bu_op(l, a)
-        a = torch.relu(z) * gate(td[i + 1].reshape(z.shape)) if i < core else z
-    logits = a
+        a = torch.relu(z) * gate(td[i + 1].reshape(z.shape), trained_head) if i < core else z
+    logits = a.reshape(N, decoders, K)[torch.arange(N), tasks % decoders]  # decoders = 1: a itself
     loss = F.cross_entropy(logits, labels)
     loss.backward()
     grads = [("grad." + name, p.grad.detach().clone()) for name, p in params]
@@ -110,9 +120,16 @@ def main():
 
     tensors = [("input", x), ("tasks", tasks.to(torch.int32)), ("labels", labels.to(torch.int32))] + initial
     tensors += [("expected.logits", logits.detach()), ("expected.loss", loss.detach())] + grads + after
+    what = "the task head trained through straight-through gates" if trained_head else "multi_decoders"
     metadata = {"torch_version": torch.__version__, "generator": "bench/make_butd_task_head_fixture.py",
-                "description": "one guided BU-TD backprop step with the task head trained through straight-through gates"}
+                "description": "one guided BU-TD backprop step, shared weights, " + what}
     write_fixture(out, tensors, metadata, ["loss %.6f" % float(loss)])
+
+
+def main():
+    folder = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(fixture_path("x"))
+    write_step(os.path.join(folder, "butd_task_head.safetensors"), trained_head=True, decoders=1)
+    write_step(os.path.join(folder, "butd_multi_decoders.safetensors"), trained_head=False, decoders=T)
 
 
 if __name__ == "__main__":

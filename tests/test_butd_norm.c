@@ -2,7 +2,8 @@
  * batch-norm and binary heads: the running statistics survive bf_butd_save / bf_butd_load (the
  * checkpoint of --resume) so that a reloaded network predicts the same; Counter-Hebb with
  * batch-norm is refused with a message; binary_xent against its closed form, also where exp
- * would overflow; mul (the trained task head's straight-through factor), in place too. */
+ * would overflow; mul (the trained task head's straight-through factor), in place too; the
+ * multi_decoders slice ops against direct indexing, and bad tasks refused. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,26 @@ static void test_mul(bf_backend *b) {
         CHECK(y[i] == want[i] && x0[i] == want[i], "mul[%d] = %g and in place %g, want %g", i, y[i], x0[i], want[i]);
 }
 
+static void test_task_slices(bf_backend *b) {
+    enum { NS = 3, KS = 2, TS = 3 };
+    float full[NS * TS * KS], slice[NS * KS], back[NS * TS * KS];
+    for (int i = 0; i < NS * TS * KS; i++) full[i] = (float)i;
+    const int32_t tasks[NS] = {2, 0, 1};
+    CHECK_OK(b->ops->task_slice_gather(b, NS, KS, TS, tasks, full, slice));
+    const float want[NS * KS] = {4, 5, 6, 7, 14, 15}; /* sample i, task t: full[(i*3 + t)*2 + j] */
+    CHECK(memcmp(slice, want, sizeof want) == 0, "task_slice_gather: %g %g %g %g %g %g", slice[0], slice[1], slice[2],
+          slice[3], slice[4], slice[5]);
+    CHECK_OK(b->ops->task_slice_scatter(b, NS, KS, TS, tasks, slice, back));
+    for (int i = 0; i < NS * TS * KS; i++) {
+        int sample = i / (TS * KS), task = i % (TS * KS) / KS;
+        float expect = task == tasks[sample] ? full[i] : 0.0f;
+        CHECK(back[i] == expect, "task_slice_scatter[%d] = %g, want %g", i, back[i], expect);
+    }
+    const int32_t bad[NS] = {0, 3, 1};
+    CHECK(b->ops->task_slice_gather(b, NS, KS, TS, bad, full, slice) == BF_ERR_ARG, "task 3 of 3 refused: %s",
+          bf_last_error());
+}
+
 int main(void) {
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &b));
@@ -133,6 +154,7 @@ int main(void) {
     test_refusal(b);
     test_binary_xent(b);
     test_mul(b);
+    test_task_slices(b);
     bf_backend_destroy(b);
     return bf_test_finish();
 }

@@ -1,6 +1,7 @@
 /* test_butd_ops_cuda.c - the BU-TD ops on CUDA against the CPU reference, on the same inputs: the
  * Counter-Hebb ops (bf_ops.counter_hebb_linear / counter_hebb_conv2d: the update, the bias and the
- * mirror update of a separate TD weight), binary_xent (the per-task binary heads' loss) and mul
+ * mirror update of a separate TD weight), binary_xent (the per-task binary heads' loss), mul and the
+ * multi_decoders slice ops
  * (skipped, exit 77, without a GPU). */
 #include <stdlib.h>
 
@@ -62,6 +63,25 @@ int main(void) {
     CHECK_OK(gpu->ops->mul(gpu, m0.g, m1.g, prod.g, 4099));
     pair_compare("mul", prod, 0, 0);
     pair_free(&m0), pair_free(&m1), pair_free(&prod);
+
+    /* task_slice_gather / scatter: multi_decoders' per-task heads, 37 samples, 4 tasks of 5. */
+    enum { NS = 37, KS = 5, TS = 4 };
+    int32_t task_of[NS];
+    for (int i = 0; i < NS; i++) task_of[i] = (i * 3 + 1) % TS;
+    int32_t *tc = NULL, *tg = NULL;
+    CHECK_OK(bf_alloc(cpu, sizeof task_of, (void **)&tc));
+    CHECK_OK(bf_alloc(gpu, sizeof task_of, (void **)&tg));
+    CHECK_OK(bf_to_device(cpu, tc, task_of, sizeof task_of));
+    CHECK_OK(bf_to_device(gpu, tg, task_of, sizeof task_of));
+    pair full = pair_rand(NS * TS * KS, -1, 1), slice = pair_out(NS * KS), back = pair_out(NS * TS * KS);
+    CHECK_OK(cpu->ops->task_slice_gather(cpu, NS, KS, TS, tc, full.c, slice.c));
+    CHECK_OK(gpu->ops->task_slice_gather(gpu, NS, KS, TS, tg, full.g, slice.g));
+    pair_compare_exact("task_slice_gather", slice);
+    CHECK_OK(cpu->ops->task_slice_scatter(cpu, NS, KS, TS, tc, slice.c, back.c));
+    CHECK_OK(gpu->ops->task_slice_scatter(gpu, NS, KS, TS, tg, slice.g, back.g));
+    pair_compare_exact("task_slice_scatter", back);
+    pair_free(&full), pair_free(&slice), pair_free(&back);
+    bf_free(cpu, tc), bf_free(gpu, tg);
     bf_free(cpu, lc), bf_free(gpu, lg);
     bf_backend_destroy(cpu);
     bf_backend_destroy(gpu);

@@ -3,7 +3,9 @@
  *   butd_guided.safetensors (bench/make_butd_parity_fixture.py): Counter-Hebb, separate TD weights;
  *   butd_task_head.safetensors (bench/make_butd_task_head_fixture.py): backprop, shared weights and
  *     the task head trained ([butd] train_task_head) through straight-through gates, against
- *     autograd; then the trained head saved once among the parameters, and blocks refused. */
+ *     autograd; then the trained head saved once among the parameters, and blocks refused;
+ *   butd_multi_decoders.safetensors (the same script): multi_decoders (5 outputs per task, the
+ *     sample's task picking its own), Counter-Hebb with shared weights against autograd. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +117,13 @@ int main(void) {
         bf_butd_net *net = guided_step(&px, &opt, "straight-through");
         if (net) trained_head_checks(px.backend, net, &opt);
         bf_butd_destroy(net);
+        bf_parity_close(&px);
+    }
+    if (bf_parity_open(&px, BIOFLEX_SOURCE_DIR "/tests/fixtures/butd_multi_decoders.safetensors",
+                       "bench/make_butd_task_head_fixture.py", 1)) {
+        bf_butd_options opt = {.learning = BF_BUTD_COUNTER_HEBB, .shared_weights = 1, .guided = 1, .num_tasks = T,
+                               .task_embedding = 6, .multi_decoders = 1, .seed = 1};
+        bf_butd_destroy(guided_step(&px, &opt, "multi-decoder counter-hebb"));
         bf_parity_close(&px);
     }
     return bf_test_finish();

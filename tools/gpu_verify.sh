@@ -44,5 +44,6 @@ else
   step butd_step 120 ./build/bench/bench_butd_step cuda 500
   step butd_step_pytorch 120 python3 bench/butd_step_pytorch.py cuda 500
   step allreduce_nccl 120 ./build/bench/bench_allreduce --gpus "$(nvidia-smi -L | wc -l)"
+  step data_wait 420 bash bench/data_wait.sh --build build
 fi
 cat "$summary"

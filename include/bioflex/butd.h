@@ -54,6 +54,7 @@ typedef struct bf_butd_options {
     float noise_std;         /* > 0: every update is multiplied by one N(1, noise_std) scalar per layer and step */
     int batch_norm;          /* convs and blocks added from now on get batch-norm with a TD copy (backprop only) */
     int train_task_head;     /* guided: the task head is trained (straight-through gates, butd_task_head.c) */
+    int multi_decoders;      /* guided: the head has num_classes outputs per task; the sample's task picks its own */
     long seed;
 } bf_butd_options;
 
@@ -112,6 +113,8 @@ typedef struct bf_butd_net {
     float **gate_grad;       /* train_task_head: per level, the loss gradient at the gate's TD input */
     float **td_instruction;  /* train_task_head: per level, the instruction pass's TD activity */
     float *task_hidden_grad; /* train_task_head: [max_batch, task_embedding] */
+    int32_t *task_ids;       /* multi_decoders: the batch's tasks in backend memory [max_batch] */
+    float *logits;           /* multi_decoders: the tasks' slices of the head output [max_batch, num_classes] */
     size_t num_task_floats;
     float **act;             /* act[l], l = 1..L: BU activity at level l; act[0] is the input */
     float **td;              /* td[l]: TD activity at level l (instruction, then error) */

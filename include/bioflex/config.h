@@ -183,6 +183,7 @@ typedef struct bf_butd_config {
     int batch_norm;            /* resnet18: BN after every conv, with its own TD copy (backprop only) */
     int loss;                  /* bf_butd_loss: cross_entropy | bce (one logit per sample, binary tasks) */
     int train_task_head;       /* guided: train the task head (straight-through gates) */
+    int multi_decoders;        /* guided: num_classes head outputs per task */
 } bf_butd_config;
 
 typedef struct bf_config {

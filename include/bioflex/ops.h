@@ -370,6 +370,14 @@ typedef struct bf_ops {
 
     /* ---- y = x0 * x1 elementwise (y may alias either): BU-TD's straight-through task-head gradient */
     bf_status (*mul)(bf_backend *b, const float *x0, const float *x1, float *y, size_t n);
+
+    /* ---- one head per task (BU-TD multi_decoders): full is [n, num_tasks * k], task t's k outputs
+     * at columns t*k .. t*k+k-1; tasks (backend memory) in [0, num_tasks).
+     * gather: out[i, j] = full[i, tasks[i]*k + j]; scatter: full = 0 except those columns = in[i, j]. */
+    bf_status (*task_slice_gather)(bf_backend *b, int n, int k, int num_tasks, const int32_t *tasks,
+                                   const float *full, float *out);
+    bf_status (*task_slice_scatter)(bf_backend *b, int n, int k, int num_tasks, const int32_t *tasks,
+                                    const float *in, float *full);
 } bf_ops;
 
 struct bf_backend {

@@ -16,6 +16,8 @@ bf_status bf_butd_create(bf_backend *b, int c, int h, int w, int max_batch, cons
         return bf_error(BF_ERR_ARG, "butd: bad input shape %dx%dx%d, batch %d", c, h, w, max_batch);
     if (opt->guided && opt->num_tasks <= 0)
         return bf_error(BF_ERR_ARG, "butd: a guided network needs num_tasks > 0 (got %d)", opt->num_tasks);
+    if (opt->multi_decoders && !opt->guided)
+        return bf_error(BF_ERR_CONFIG, "[butd] multi_decoders = true needs guided = true (the task picks the decoder)");
     if (opt->batch_norm && opt->learning == BF_BUTD_COUNTER_HEBB)
         return bf_error(BF_ERR_CONFIG, "[butd] batch_norm = true needs learning = backprop: the reference's TD "
                                        "batch-norm is not the batch-norm Jacobian, so Counter-Hebb is not defined "
@@ -306,7 +308,9 @@ static bf_status add_norm_params(bf_butd_net *net, bf_butd_layer *l, int i) {
 bf_status bf_butd_finalize(bf_butd_net *net, int num_classes) {
     if (net->build_failed) return bf_error(BF_ERR_ARG, "butd: building failed: %s", bf_last_error());
     if (net->num_layers == 0) return bf_error(BF_ERR_ARG, "butd: no core layer before the head");
-    if (add_linear(net, "head", num_classes, 1, 0) < 0) return bf_error(BF_ERR_ARG, "butd: head: %s", bf_last_error());
+    int decoders = net->opt.multi_decoders ? net->opt.num_tasks : 1; /* one head of num_classes per task */
+    if (add_linear(net, "head", num_classes * decoders, 1, 0) < 0)
+        return bf_error(BF_ERR_ARG, "butd: head: %s", bf_last_error());
     net->has_head = 1;
     net->num_classes = num_classes;
     const bf_butd_options *o = &net->opt;
@@ -417,6 +421,10 @@ bf_status bf_butd_finalize(bf_butd_net *net, int num_classes) {
     BF_TRY(s);
     BF_TRY(allocate_levels(net));
     if (o->guided) BF_TRY(build_task_head(net));
+    if (o->multi_decoders) {
+        BF_TRY(bf_alloc(b, (size_t)net->max_batch * sizeof(int32_t), (void **)&net->task_ids));
+        BF_TRY(bf_alloc(b, (size_t)net->max_batch * num_classes * sizeof(float), (void **)&net->logits));
+    }
     return BF_OK;
 }
 
@@ -565,6 +573,8 @@ void bf_butd_destroy(bf_butd_net *net) {
     if (net->task_param < 0) bf_free(b, net->task_data); /* else a part of param_data */
     bf_butd_task_head_free(net);
     bf_free(b, net->task_onehot);
+    bf_free(b, net->task_ids);
+    bf_free(b, net->logits);
     bf_free(b, net->task_hidden);
     free(net->task_onehot_host);
     free(net->params);

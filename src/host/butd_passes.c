@@ -52,6 +52,7 @@ bf_status bf_butd_instruct(bf_butd_net *net, const int32_t *tasks) {
         onehot[(size_t)j * T + tasks[j]] = 1.0f;
     }
     BF_TRY(bf_to_device(b, net->task_onehot, onehot, (size_t)n * T * sizeof(float)));
+    if (net->opt.multi_decoders) BF_TRY(bf_to_device(b, net->task_ids, tasks, (size_t)n * sizeof(int32_t)));
     /* Task head, transposed, top to bottom, ReLU after each layer, no gate, no bias. */
     const float *x = net->task_onehot;
     int core_top = net->num_layers - 1; /* the head reads level core_top */
@@ -165,6 +166,11 @@ bf_status bf_butd_forward(bf_butd_net *net, const float *x, const float **logits
         if (l->relu && net->opt.guided) BF_TRY(galu(b, y, net->td[i + 1], count));
     }
     *logits = net->act[net->num_layers];
+    if (net->opt.multi_decoders) { /* each sample's own decoder */
+        BF_TRY(b->ops->task_slice_gather(b, n, net->num_classes, net->opt.num_tasks, net->task_ids, *logits,
+                                         net->logits));
+        *logits = net->logits;
+    }
     return BF_OK;
 }
 
@@ -269,7 +275,11 @@ static bf_status block_backprop(bf_butd_net *net, const bf_butd_layer *l, int i)
 bf_status bf_butd_backward(bf_butd_net *net, const float *dlogits) {
     bf_backend *b = net->backend;
     int L = net->num_layers, n = net->batch;
-    BF_TRY(b->ops->copy(b, net->td[L], dlogits, (size_t)n * net->layers[L - 1].out_size * sizeof(float)));
+    if (net->opt.multi_decoders) /* the other tasks' decoders get no error */
+        BF_TRY(b->ops->task_slice_scatter(b, n, net->num_classes, net->opt.num_tasks, net->task_ids, dlogits,
+                                          net->td[L]));
+    else
+        BF_TRY(b->ops->copy(b, net->td[L], dlogits, (size_t)n * net->layers[L - 1].out_size * sizeof(float)));
     int bu_weights = net->opt.learning == BF_BUTD_BACKPROP;
     for (int i = L - 1; i >= 0; i--) {
         const bf_butd_layer *l = &net->layers[i];

@@ -8,7 +8,8 @@ bf_status bf_butd_build(bf_backend *b, const bf_butd_config *cfg, int c, int h, 
     bf_butd_options opt = {.learning = (bf_butd_learning)cfg->learning, .shared_weights = cfg->shared_weights,
                            .symmetric_init = cfg->symmetric_init, .guided = cfg->guided, .num_tasks = num_tasks,
                            .task_embedding = cfg->task_embedding, .noise_std = cfg->noise_std,
-                           .batch_norm = cfg->batch_norm, .train_task_head = cfg->train_task_head, .seed = seed};
+                           .batch_norm = cfg->batch_norm, .train_task_head = cfg->train_task_head,
+                           .multi_decoders = cfg->multi_decoders, .seed = seed};
     if (cfg->guided && num_tasks <= 0)
         return bf_error(BF_ERR_CONFIG, "[butd] guided = true needs a multi-task dataset ([data] dataset = "
                                        "multi_mnist | multi_fashion_mnist | celeba)");

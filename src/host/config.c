@@ -264,6 +264,7 @@ static const key_spec key_table[] = {
     FLOAT_KEY("butd", "noise_std", butd.noise_std, 0, NO_MAX, 0, "0", "> 0: every update is multiplied by one N(1, noise_std) scalar per layer and step (the reference's AddNoise)"),
     BOOL_KEY("butd", "batch_norm", butd.batch_norm, "false", "network = resnet18: batch-norm after every conv, each with its own TD copy that normalises the instruction pass (the reference's celeb_a norm_layer); learning = backprop only"),
     BOOL_KEY("butd", "train_task_head", butd.train_task_head, "false", "guided: train the task head (the reference keeps it a fixed random network) by backprop through the instruction pass, the GaLU gate 1[td > 0] taken as having derivative 1 (straight-through; its true derivative is 0); the core weights still learn by [butd] learning alone; network = fc | simple, no batch_norm"),
+    BOOL_KEY("butd", "multi_decoders", butd.multi_decoders, "false", "guided: one decoder per task, the head having num_classes outputs for each task and the sample's task selecting its own (the reference's multi_decoders; its Counter-Hebb version hard-codes 2 tasks, here any number)"),
     ENUM_KEY("butd", "loss", butd.loss, butd_loss_names, "cross_entropy", "cross_entropy: softmax over num_classes logits; bce: one logit per sample with sigmoid binary cross-entropy, label 0 or 1, predicted 1 when the logit is > 0 (the reference's per-task binary heads, CelebA attributes)"),
 };
 #define NUM_KEYS (sizeof key_table / sizeof key_table[0])

@@ -137,6 +137,8 @@ static const bf_ops cpu_ops = {
     .batchnorm_sync_backward_sums = bf_cpu_batchnorm_sync_backward_sums,
     .batchnorm_sync_backward_apply = bf_cpu_batchnorm_sync_backward_apply,
     .mul = bf_cpu_mul,
+    .task_slice_gather = bf_cpu_task_slice_gather,
+    .task_slice_scatter = bf_cpu_task_slice_scatter,
 };
 
 #ifdef OPENBLAS_VERSION

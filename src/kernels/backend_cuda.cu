@@ -206,10 +206,12 @@ static const bf_ops cuda_ops = {
     /* .batchnorm_sync_backward_sums = */ bf_cuda_batchnorm_sync_backward_sums,
     /* .batchnorm_sync_backward_apply = */ bf_cuda_batchnorm_sync_backward_apply,
     /* .mul = */ bf_cuda_mul,
+    /* .task_slice_gather = */ bf_cuda_task_slice_gather,
+    /* .task_slice_scatter = */ bf_cuda_task_slice_scatter,
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 58 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 60 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

@@ -101,6 +101,10 @@ bf_status bf_cpu_fill(bf_backend *b, float *x, float value, size_t n);
 bf_status bf_cpu_scale(bf_backend *b, float *x, float alpha, size_t n);
 bf_status bf_cpu_add(bf_backend *b, const float *x0, const float *x1, float *y, size_t n);
 bf_status bf_cpu_mul(bf_backend *b, const float *x0, const float *x1, float *y, size_t n);
+bf_status bf_cpu_task_slice_gather(bf_backend *b, int n, int k, int num_tasks, const int32_t *tasks, const float *full,
+                                   float *out);
+bf_status bf_cpu_task_slice_scatter(bf_backend *b, int n, int k, int num_tasks, const int32_t *tasks, const float *in,
+                                    float *full);
 bf_status bf_cpu_add_inplace(bf_backend *b, float *y, const float *x, size_t n);
 bf_status bf_cpu_sum_squares(bf_backend *b, const float *x, size_t n, float *out);
 bf_status bf_cpu_accumulate_sum(bf_backend *b, const float *x, size_t n, float *acc);

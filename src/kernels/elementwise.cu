@@ -35,6 +35,27 @@ __global__ void k_mul(const float *x0, const float *x1, float *y, size_t n) { /*
         y[i] = x0[i] * x1[i];
 }
 
+/* One thread per output value: sample i, column j of its task's k. A task outside [0, num_tasks)
+ * (device memory, not checked without a synchronisation) gives NaN instead of reading out of bounds. */
+__global__ void k_task_slice_gather(int n, int k, int num_tasks, const int32_t *tasks, const float *full, float *out) {
+    size_t total = (size_t)n * k;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < total; e += (size_t)gridDim.x * blockDim.x) {
+        size_t i = e / k, j = e % k;
+        int t = tasks[i];
+        out[e] = t >= 0 && t < num_tasks ? full[(i * num_tasks + t) * k + j] : nanf("");
+    }
+}
+
+/* One thread per full value: zero outside the sample's task slice. */
+__global__ void k_task_slice_scatter(int n, int k, int num_tasks, const int32_t *tasks, const float *in, float *full) {
+    size_t width = (size_t)num_tasks * k, total = (size_t)n * width;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < total; e += (size_t)gridDim.x * blockDim.x) {
+        size_t i = e / width, col = e % width;
+        int t = tasks[i];
+        full[e] = t < 0 || t >= num_tasks ? nanf("") : (int)(col / k) == t ? in[i * k + col % k] : 0.0f;
+    }
+}
+
 __global__ void k_add_inplace(float *y, const float *x, size_t n) { /* x may equal y (doubling) */
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         y[i] += x[i];
@@ -272,5 +293,33 @@ extern "C" bf_status bf_cuda_fill_uniform(bf_backend *b, float *x, size_t n, flo
     if (n == 0) return BF_OK;
     k_fill_uniform<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(x, n, lo, hi - lo, seed);
     BF_LAUNCH_CHECK("k_fill_uniform");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_task_slice_gather(bf_backend *b, int n, int k, int num_tasks, const int32_t *tasks,
+                                               const float *full, float *out) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (n <= 0 || k <= 0 || num_tasks <= 0)
+        return bf_error(BF_ERR_ARG, "task_slice_gather: invalid shape n=%d k=%d num_tasks=%d", n, k, num_tasks);
+    if (!tasks || !full || !out) return bf_error(BF_ERR_ARG, "task_slice_gather: NULL pointer");
+    size_t total = (size_t)n * k;
+    k_task_slice_gather<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(n, k, num_tasks,
+                                                                                                     tasks, full, out);
+    BF_LAUNCH_CHECK("k_task_slice_gather");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_task_slice_scatter(bf_backend *b, int n, int k, int num_tasks, const int32_t *tasks,
+                                                const float *in, float *full) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (n <= 0 || k <= 0 || num_tasks <= 0)
+        return bf_error(BF_ERR_ARG, "task_slice_scatter: invalid shape n=%d k=%d num_tasks=%d", n, k, num_tasks);
+    if (!tasks || !in || !full) return bf_error(BF_ERR_ARG, "task_slice_scatter: NULL pointer");
+    size_t total = (size_t)n * num_tasks * k;
+    k_task_slice_scatter<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        n, k, num_tasks, tasks, in, full);
+    BF_LAUNCH_CHECK("k_task_slice_scatter");
     return BF_OK;
 }

@@ -1,8 +1,11 @@
-/* elementwise_cpu.c - CPU fill, scale, add, reductions, ReLU and dropout (contracts in ops.h).
+/* elementwise_cpu.c - CPU fill, scale, add, mul, reductions, ReLU, dropout and the per-task head
+ * slices (contracts in ops.h).
  *
  * Elementwise loops are split statically over threads; since every element is computed on its
  * own, the split never changes a result. Reductions go through bf_cpu_sum, whose summation order
  * depends only on n and the thread count. */
+#include <string.h>
+
 #include "bioflex/hash.h"
 #include "cpu_backend.h"
 
@@ -133,5 +136,33 @@ bf_status bf_cpu_fill_uniform(bf_backend *b, float *x, size_t n, float lo, float
     if (!x) return bf_error(BF_ERR_ARG, "fill_uniform: NULL tensor");
 #pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
     for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * bf_uniform(seed, i);
+    return BF_OK;
+}
+
+static bf_status check_task_slices(int n, int k, int num_tasks, const int32_t *tasks, const char *op) {
+    if (n <= 0 || k <= 0 || num_tasks <= 0)
+        return bf_error(BF_ERR_ARG, "%s: invalid shape n=%d k=%d num_tasks=%d", op, n, k, num_tasks);
+    for (int i = 0; i < n; i++)
+        if (tasks[i] < 0 || tasks[i] >= num_tasks)
+            return bf_error(BF_ERR_ARG, "%s: task %d of sample %d is outside [0, %d)", op, (int)tasks[i], i, num_tasks);
+    return BF_OK;
+}
+
+bf_status bf_cpu_task_slice_gather(bf_backend *b, int n, int k, int num_tasks, const int32_t *tasks, const float *full,
+                                   float *out) {
+    (void)b;
+    BF_TRY(check_task_slices(n, k, num_tasks, tasks, "task_slice_gather"));
+    for (int i = 0; i < n; i++)
+        memcpy(out + (size_t)i * k, full + ((size_t)i * num_tasks + tasks[i]) * k, (size_t)k * sizeof(float));
+    return BF_OK;
+}
+
+bf_status bf_cpu_task_slice_scatter(bf_backend *b, int n, int k, int num_tasks, const int32_t *tasks, const float *in,
+                                    float *full) {
+    (void)b;
+    BF_TRY(check_task_slices(n, k, num_tasks, tasks, "task_slice_scatter"));
+    memset(full, 0, (size_t)n * num_tasks * k * sizeof(float));
+    for (int i = 0; i < n; i++)
+        memcpy(full + ((size_t)i * num_tasks + tasks[i]) * k, in + (size_t)i * k, (size_t)k * sizeof(float));
     return BF_OK;
 }
