@@ -37,6 +37,7 @@ step ctest_gpu 300 ctest --test-dir build -L gpu --output-on-failure
 if [ "$mode" = quick ]; then
   step flex_lab 120 ./build/bench/bench_flex_lab --batch 32 --repeats 20
   step lif_lab 120 ./build/bench/bench_lif_lab --batch 256 --repeats 20
+  step dp_overhead 300 bash bench/dp_overhead.sh --steps 20 --interval 5
 else
   step flex_lab 240 ./build/bench/bench_flex_lab
   step lif_lab 240 ./build/bench/bench_lif_lab
@@ -45,5 +46,8 @@ else
   step butd_step_pytorch 120 python3 bench/butd_step_pytorch.py cuda 500
   step allreduce_nccl 120 ./build/bench/bench_allreduce --gpus "$(nvidia-smi -L | wc -l)"
   step data_wait 420 bash bench/data_wait.sh --build build
+  step dp_overhead 480 bash bench/dp_overhead.sh --arch vgg16 --batch 128 --size 224 --steps 40
+  ngpu=$(nvidia-smi -L | wc -l)
+  if [ "$ngpu" -gt 1 ]; then step dp_scaling 600 bash bench/dp_overhead.sh --gpus "$ngpu"; fi
 fi
 cat "$summary"
