@@ -11,6 +11,7 @@
 
 #include "bioflex/checkpoint.h"
 #include "bioflex/butd.h"
+#include "bioflex/comm.h"
 #include "bioflex/train.h"
 #include "batch_upload.h"
 #include "data_parallel.h"
@@ -313,7 +314,14 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
 }
 
 bf_status bf_train(const bf_config *cfg, const bf_train_options *opt, bf_train_result *result) {
-    if (cfg->butd.network != 0) return bf_butd_train(cfg, opt, result); /* BU-TD networks: butd_train.c */
+    if (cfg->butd.network != 0) { /* BU-TD networks: butd_train.c, one process on one device */
+        if (cfg->run.gpus > 1 || cfg->run.force_nccl || bf_comm_launcher_world() > 1)
+            return bf_error(BF_ERR_CONFIG, "[butd] networks train in one process on one device: data parallelism "
+                                           "(--gpus N, force_nccl, an mpirun/srun world of several ranks) is not "
+                                           "wired to BU-TD training yet (here gpus = %d, force_nccl = %d, %d ranks)",
+                            cfg->run.gpus, cfg->run.force_nccl, bf_comm_launcher_world());
+        return bf_butd_train(cfg, opt, result);
+    }
     /* force_nccl: one GPU through the data-parallel path, to measure what it costs over the plain one. */
     if (cfg->run.gpus > 1 || cfg->run.force_nccl) return bf_train_gpus(cfg, opt, cfg->run.gpus, result);
     return bf_train_rank(cfg, opt, NULL, result);
