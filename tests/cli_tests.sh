@@ -64,8 +64,6 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
     failed=$((failed + 1)); echo "FAIL force_nccl without a GPU: exit $got:"; echo "$out" | tail -n 4
   fi
 fi
-# BU-TD training is single-process: several ranks are refused, not silently run as one (or N).
-expect "butd under mpirun refused" 2 "not wired to BU-TD training yet.*2 ranks" -- env OMPI_COMM_WORLD_SIZE=2 OMPI_COMM_WORLD_RANK=0 "$train" "$src/configs/butd/mnist.ini" --set run.device=cpu
 expect "missing file" 2 "nonexistent.ini" -- "$train" "$tmp/nonexistent.ini"
 expect "unknown section" 2 "badsection.ini:3: .*modle.*allowed: run, data, model, optim, schedule, spiking" -- "$train" "$tmp/badsection.ini"
 expect "unknown key" 2 "badkey.ini:4: .*arhc.*allowed: .*arch" -- "$train" "$tmp/badkey.ini"

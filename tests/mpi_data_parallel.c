@@ -10,6 +10,7 @@
  *   - with batch-norm and [run] sync_bn the same holds (and with local statistics it does not);
  *   - every metrics line of the 2-rank run logs comm_exposed_ms, the time inside the gradient
  *     all-reduce per step: > 0 and < ms_per_step; the single-process run logs none;
+ *   - a BU-TD network (Counter-Hebb, separate weights; its own training loop) agrees the same way;
  *   - a run resumed in one process from a checkpoint of the 2-rank run ends at the same weights;
  *   - mismatched configs between ranks and a global batch the ranks cannot split fail with a message;
  *   - a rank that hangs, and a rank that dies, make the other stop within the collective timeout.
@@ -181,6 +182,18 @@ static void driver(const char *self) {
     /* Exposed communication: the 2 ranks time their gradient all-reduce, one process has none. */
     printf("comm_exposed_ms in (0, ms_per_step) in %d metrics lines of 2 ranks, absent in %d of one process\n",
            check_comm_exposed("mpi/metrics.jsonl", 1), check_comm_exposed("single/metrics.jsonl", 0));
+
+    /* BU-TD (butd_train.c, its own loop): Counter-Hebb with separate weights, grad_data averaged. */
+    const char *butd = "--set butd.network=fc --set butd.hidden=16 --set butd.weights=separate "
+                       "--set butd.learning=counter_hebb";
+    rc = run("butd_single.log", "%s %s --set run.dir=%s/butd_single %s", TRAIN, cfg, tmp, butd);
+    CHECK(rc == 0, "single-process BU-TD run exited %d (see %s/butd_single.log)", rc, tmp);
+    rc = run("butd_mpi.log", MPIRUN "%s %s --set run.dir=%s/butd_mpi %s", TRAIN, cfg, tmp, butd);
+    CHECK(rc == 0, "mpirun -np 2 BU-TD run exited %d (see %s/butd_mpi.log)", rc, tmp);
+    compare_weights("butd_single/checkpoints/epoch_0002", "butd_mpi/checkpoints/epoch_0002", "BU-TD: 2 ranks vs 1 process");
+    check_trained("butd_single/checkpoints/epoch_0001", "butd_single/checkpoints/epoch_0002");
+    CHECK(count_in_file("butd_mpi.log", "checkpoint: ") == 2, "BU-TD checkpoint lines: %d, want 2 (rank 0 only)",
+          count_in_file("butd_mpi.log", "checkpoint: "));
 
     /* Batch-norm: with [run] sync_bn the 2 ranks normalise over the global batch, as one process
      * does, so the weights and running statistics agree; with local statistics they must not. */

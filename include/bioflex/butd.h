@@ -181,9 +181,9 @@ bf_status bf_butd_outputs(const bf_config *cfg, const char *dataset, int classes
 bf_status bf_butd_build(bf_backend *b, const bf_butd_config *cfg, int c, int h, int w, int max_batch,
                         int num_classes, int num_tasks, long seed, bf_butd_net **out);
 
-/* bioflex-train for a config with [butd] network != none (bf_train calls it): Adam(W) with the
- * configured schedule, the three passes per step, evaluation on the test split every epoch. */
-bf_status bf_butd_train(const bf_config *cfg, const bf_train_options *opt, bf_train_result *result);
+/* bioflex-train trains a config with [butd] network != none through bf_train: Adam(W) with the
+ * configured schedule, the three passes per step, evaluation on the test split every epoch, and
+ * data parallelism (--gpus N, mpirun) by averaging grad_data over the ranks (butd_train.c). */
 
 #ifdef __cplusplus
 }

@@ -5,18 +5,25 @@
  * configs/butd/ use Adam and lr * 0.95^epoch, the reference recipe). The test split is scored
  * after every epoch. Checkpoints (checkpoint.h, the BU-TD weights as model.safetensors) are written
  * every checkpoint_every epochs and at the end; --resume continues from one at its epoch boundary,
- * where the data order and learning rate depend only on (seed, epoch, step). */
+ * where the data order and learning rate depend only on (seed, epoch, step).
+ *
+ * Data parallelism (--gpus N, mpirun; data_parallel.h): every rank trains on its shard of each
+ * epoch with the per-rank batch, and grad_data is averaged over the ranks before the optimiser, so
+ * the ranks stay identical; batch-norm uses each rank's own statistics. Every rank scores the
+ * whole test split (the same numbers, the weights being equal); rank 0 alone logs and writes. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "bioflex/butd.h"
 #include "bioflex/checkpoint.h"
+#include "data_parallel.h"
 #include "fsutil.h"
 #include "task_eval.h"
 
 typedef struct butd_run {
-    const bf_config *cfg;
+    const bf_config *cfg;           /* this rank's (per-rank batch) */
+    bf_data_parallel *dp;
     bf_backend *backend;
     bf_dataset *train_set, *test_set;
     bf_loader *train_loader, *test_loader;
@@ -43,7 +50,7 @@ static void run_free(butd_run *r) {
     bf_loader_destroy(r->test_loader);
     bf_dataset_free(r->train_set);
     bf_dataset_free(r->test_set);
-    bf_metrics_close(&r->log);
+    if (r->dp->rank == 0) bf_metrics_close(&r->log);
     if (b) bf_backend_destroy(b);
 }
 
@@ -51,7 +58,9 @@ static bf_status open_data(butd_run *r) {
     const bf_config *cfg = r->cfg;
     BF_TRY(bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TRAIN, &r->train_set));
     BF_TRY(bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TEST, &r->test_set));
+    BF_TRY(bf_dp_check_data(r->dp, r->train_set));
     bf_loader_options o = bf_loader_options_from_config(cfg, BF_SPLIT_TRAIN);
+    bf_dp_loader_options(r->dp, &o, 1); /* this rank's shard of every epoch */
     /* guided: one random task per training sample, as the reference; unguided: task 0 */
     o.task = cfg->butd.guided ? BF_TASK_RANDOM : 0;
     BF_TRY(bf_loader_create(r->train_set, &o, &r->train_loader));
@@ -63,8 +72,11 @@ static bf_status open_data(butd_run *r) {
 
 static bf_status setup(butd_run *r) {
     const bf_config *cfg = r->cfg;
-    BF_TRY(bf_metrics_open(&r->log, cfg->run.dir, 0));
-    BF_TRY(bf_backend_from_config(cfg, &r->backend));
+    if (cfg->run.sync_bn && r->dp->world > 1 && cfg->butd.batch_norm)
+        return bf_error(BF_ERR_CONFIG, "[run] sync_bn = true is not wired into BU-TD batch-norm (with its TD copies) "
+                                       "yet: set sync_bn = false (each rank normalises with its own batch)");
+    BF_TRY(bf_dp_metrics_open(r->dp, &r->log, cfg->run.dir, 0));
+    BF_TRY(bf_dp_create_backend(r->dp, cfg, &r->backend));
     BF_TRY(open_data(r));
     const bf_dataset *d = r->train_set;
     int batch = cfg->data.batch_size, eval_batch = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : batch;
@@ -163,6 +175,15 @@ static bf_status evaluate(butd_run *r, double *loss, double *top1, int *samples)
     return BF_OK;
 }
 
+/* grad_data averaged over the ranks (a no-op in a plain single-process run). */
+static bf_status average_gradients(butd_run *r) {
+    if (!bf_dp_active(r->dp)) return BF_OK;
+    bf_butd_net *net = r->net;
+    BF_TRY(bf_dp_sum_floats(r->dp, r->backend, net->grad_data, net->num_param_floats));
+    if (r->dp->world == 1) return BF_OK;
+    return r->backend->ops->scale(r->backend, net->grad_data, 1.0f / (float)r->dp->world, net->num_param_floats);
+}
+
 static bf_status train_epoch(butd_run *r, int epoch, long *step, double *train_loss) {
     bf_backend *b = r->backend;
     const bf_config *cfg = r->cfg;
@@ -182,11 +203,16 @@ static bf_status train_epoch(butd_run *r, int epoch, long *step, double *train_l
         if (s == BF_OK) s = batch_loss(r, batch->n, logits, r->dlogits, NULL);
         if (s == BF_OK) s = b->ops->accumulate_sum(b, r->losses, (size_t)batch->n, r->sums + 0);
         if (s == BF_OK) s = bf_butd_backward(r->net, r->dlogits);
+        if (s == BF_OK) s = average_gradients(r);
         if (s == BF_OK) s = bf_optimizer_step(b, r->optim, r->net->param_data, r->net->grad_data, lr, NULL);
         seen += batch->n;
         bf_loader_release(r->train_loader, batch);
         BF_TRY(s);
         (*step)++;
+    }
+    if (r->dp->world > 1) { /* the training loss of the whole epoch, every rank's shard */
+        BF_TRY(bf_dp_sum_floats(r->dp, b, r->sums, 1));
+        seen *= r->dp->world;
     }
     float h;
     BF_TRY(bf_to_host(b, &h, r->sums, sizeof h));
@@ -213,12 +239,13 @@ static bf_status resume_run(butd_run *r, const char *from, bf_train_state *st, F
     return BF_OK;
 }
 
-bf_status bf_butd_train(const bf_config *cfg, const bf_train_options *opt, bf_train_result *result) {
+bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, bf_data_parallel *dp, FILE *text,
+                             bf_train_result *result) {
     butd_run r;
     memset(&r, 0, sizeof r);
     memset(result, 0, sizeof *result);
     r.cfg = cfg;
-    FILE *text = opt && opt->log ? opt->log : stdout;
+    r.dp = dp;
     int quiet = opt && opt->quiet;
     bf_status s = setup(&r);
     bf_train_state st = {.epoch = 0, .step = 0, .seed = cfg->run.seed};
@@ -260,11 +287,14 @@ bf_status bf_butd_train(const bf_config *cfg, const bf_train_options *opt, bf_tr
             bf_checkpoint_subject subject = checkpoint_subject(&r);
             st = (bf_train_state){.epoch = epoch + 1, .step = step, .seed = cfg->run.seed};
             char written[BF_PATH_MAX];
-            s = bf_checkpoint_save_subject(cfg, &subject, r.optim, &st, written);
-            if (s == BF_OK && !quiet) fprintf(text, "checkpoint: %s\n", written);
+            if (bf_dp_writes_checkpoints(dp)) {
+                s = bf_checkpoint_save_subject(cfg, &subject, r.optim, &st, written);
+                if (s == BF_OK && !quiet) fprintf(text, "checkpoint: %s\n", written);
+            }
+            if (s == BF_OK) s = bf_dp_checkpoint_written(dp); /* no rank runs ahead of rank 0's files */
         }
     }
-    if (s == BF_OK && r.net) { /* the trained weights, beside the run's config */
+    if (s == BF_OK && r.net && bf_dp_writes_checkpoints(dp)) { /* the trained weights, beside the run's config */
         s = bf_mkdir_p(cfg->run.dir);
         if (s == BF_OK) {
             snprintf(result->checkpoint, sizeof result->checkpoint, "%s/butd_model.safetensors", cfg->run.dir);

@@ -56,6 +56,11 @@ bf_status bf_train_rank(const bf_config *cfg, const bf_train_options *opt, bf_co
  * mpirun/srun, each process drives `gpus` GPUs and MPI carries NCCL's unique id. */
 bf_status bf_train_gpus(const bf_config *cfg, const bf_train_options *opt, int gpus, bf_train_result *result);
 
+/* The BU-TD training run of one rank (butd_train.c): bf_train_rank calls it for a config with
+ * [butd] network != none. text is the rank's text log (bf_dp_text). */
+bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, bf_data_parallel *dp, FILE *text,
+                             bf_train_result *result);
+
 /* Joins the launcher's world and derives this rank's config. *run_cfg points at the config the
  * run must use (cfg itself with one rank). */
 bf_status bf_dp_start(bf_data_parallel *dp, const bf_config *cfg, bf_comm *comm, const bf_config **run_cfg);

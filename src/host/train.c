@@ -11,7 +11,6 @@
 
 #include "bioflex/checkpoint.h"
 #include "bioflex/butd.h"
-#include "bioflex/comm.h"
 #include "bioflex/train.h"
 #include "batch_upload.h"
 #include "data_parallel.h"
@@ -314,14 +313,6 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
 }
 
 bf_status bf_train(const bf_config *cfg, const bf_train_options *opt, bf_train_result *result) {
-    if (cfg->butd.network != 0) { /* BU-TD networks: butd_train.c, one process on one device */
-        if (cfg->run.gpus > 1 || cfg->run.force_nccl || bf_comm_launcher_world() > 1)
-            return bf_error(BF_ERR_CONFIG, "[butd] networks train in one process on one device: data parallelism "
-                                           "(--gpus N, force_nccl, an mpirun/srun world of several ranks) is not "
-                                           "wired to BU-TD training yet (here gpus = %d, force_nccl = %d, %d ranks)",
-                            cfg->run.gpus, cfg->run.force_nccl, bf_comm_launcher_world());
-        return bf_butd_train(cfg, opt, result);
-    }
     /* force_nccl: one GPU through the data-parallel path, to measure what it costs over the plain one. */
     if (cfg->run.gpus > 1 || cfg->run.force_nccl) return bf_train_gpus(cfg, opt, cfg->run.gpus, result);
     return bf_train_rank(cfg, opt, NULL, result);
@@ -336,7 +327,10 @@ bf_status bf_train_rank(const bf_config *cfg, const bf_train_options *opt, bf_co
     bf_status s = bf_dp_start(&r.dp, cfg, comm, &r.cfg);
     if (s == BF_OK) {
         r.text = bf_dp_text(&r.dp, r.text);
-        s = train_run(&r, opt, result);
+        if (r.cfg->butd.network != 0) /* BU-TD networks: butd_train.c */
+            s = bf_butd_train_rank(r.cfg, opt, &r.dp, r.text, result);
+        else
+            s = train_run(&r, opt, result);
     }
     run_free(&r);
     bf_dp_stop(&r.dp, s != BF_OK);
