@@ -10,7 +10,8 @@
  *   - with batch-norm and [run] sync_bn the same holds (and with local statistics it does not);
  *   - every metrics line of the 2-rank run logs comm_exposed_ms, the time inside the gradient
  *     all-reduce per step: > 0 and < ms_per_step; the single-process run logs none;
- *   - a BU-TD network (Counter-Hebb, separate weights; its own training loop) agrees the same way;
+ *   - a BU-TD network (Counter-Hebb, separate weights; its own training loop) agrees the same way,
+ *     and so does a guided one on part of Multi-Fashion-MNIST, with the same per-task evaluation;
  *   - a run resumed in one process from a checkpoint of the 2-rank run ends at the same weights;
  *   - mismatched configs between ranks and a global batch the ranks cannot split fail with a message;
  *   - a rank that hangs, and a rank that dies, make the other stop within the collective timeout.
@@ -143,6 +144,27 @@ static void check_trained(const char *dir_first, const char *dir_last) {
     CHECK(moved > 1e-3, "the weights moved only %g between epochs 1 and 2", moved);
 }
 
+/* The test loss and accuracy of a BU-TD run's last epoch line ("... test loss L, test accuracy A
+ * %..."), the same in both logs: the sharded evaluation summed over the ranks scores what one
+ * process does. */
+static void same_final_eval(const char *log_a, const char *log_b, const char *what) {
+    char last[2][512] = {"", ""};
+    const char *logs[2] = {log_a, log_b};
+    for (int i = 0; i < 2; i++) {
+        char path[512], line[512];
+        snprintf(path, sizeof path, "%s/%s", tmp, logs[i]);
+        FILE *f = fopen(path, "r");
+        while (f && fgets(line, sizeof line, f)) {
+            const char *p = strstr(line, "test loss");
+            if (strncmp(line, "epoch ", 6) == 0 && p) snprintf(last[i], sizeof last[i], "%.*s", (int)strcspn(p, "("), p);
+        }
+        if (f) fclose(f);
+    }
+    CHECK(last[0][0] && strcmp(last[0], last[1]) == 0, "%s: final evaluation '%s' (1 process) vs '%s' (2 ranks)", what,
+          last[0], last[1]);
+    printf("%s: final evaluation %s in both\n", what, last[0]);
+}
+
 static void write_config(void) {
     char path[512];
     snprintf(path, sizeof path, "%s/tiny.ini", tmp);
@@ -194,6 +216,18 @@ static void driver(const char *self) {
     check_trained("butd_single/checkpoints/epoch_0001", "butd_single/checkpoints/epoch_0002");
     CHECK(count_in_file("butd_mpi.log", "checkpoint: ") == 2, "BU-TD checkpoint lines: %d, want 2 (rank 0 only)",
           count_in_file("butd_mpi.log", "checkpoint: "));
+    same_final_eval("butd_single.log", "butd_mpi.log", "BU-TD");
+    /* Guided, on Multi-Fashion-MNIST (part of it): the per-task evaluation is sharded and summed. */
+    const char *guided = "--set data.dataset=multi_fashion_mnist --set data.train_limit=96 --set data.test_limit=40 "
+                         "--set butd.network=simple --set butd.conv_channels=4,4 --set butd.hidden=8 "
+                         "--set butd.task_embedding=6 --set butd.guided=true --set butd.learning=counter_hebb";
+    rc = run("guided_single.log", "%s %s --set run.dir=%s/guided_single %s", TRAIN, cfg, tmp, guided);
+    CHECK(rc == 0, "single-process guided BU-TD run exited %d (see %s/guided_single.log)", rc, tmp);
+    rc = run("guided_mpi.log", MPIRUN "%s %s --set run.dir=%s/guided_mpi %s", TRAIN, cfg, tmp, guided);
+    CHECK(rc == 0, "mpirun -np 2 guided BU-TD run exited %d (see %s/guided_mpi.log)", rc, tmp);
+    compare_weights("guided_single/checkpoints/epoch_0002", "guided_mpi/checkpoints/epoch_0002",
+                    "guided BU-TD: 2 ranks vs 1 process");
+    same_final_eval("guided_single.log", "guided_mpi.log", "guided BU-TD");
 
     /* Batch-norm: with [run] sync_bn the 2 ranks normalise over the global batch, as one process
      * does, so the weights and running statistics agree; with local statistics they must not. */

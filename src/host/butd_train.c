@@ -9,8 +9,8 @@
  *
  * Data parallelism (--gpus N, mpirun; data_parallel.h): every rank trains on its shard of each
  * epoch with the per-rank batch, and grad_data is averaged over the ranks before the optimiser, so
- * the ranks stay identical; batch-norm uses each rank's own statistics. Every rank scores the
- * whole test split (the same numbers, the weights being equal); rank 0 alone logs and writes. */
+ * the ranks stay identical; batch-norm uses each rank's own statistics. Evaluation is sharded too,
+ * its counts summed over the ranks; rank 0 alone logs and writes. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -65,6 +65,7 @@ static bf_status open_data(butd_run *r) {
     o.task = cfg->butd.guided ? BF_TASK_RANDOM : 0;
     BF_TRY(bf_loader_create(r->train_set, &o, &r->train_loader));
     o = bf_loader_options_from_config(cfg, BF_SPLIT_TEST);
+    bf_dp_loader_options(r->dp, &o, 0); /* each rank scores its shard; the counts are summed */
     o.shuffle = 0; /* every epoch scores the whole test split */
     r->test_options = o; /* task 0: guided evaluation scores every task itself (bf_evaluate_tasks) */
     return bf_loader_create(r->test_set, &o, &r->test_loader);
@@ -169,9 +170,35 @@ static bf_status evaluate(butd_run *r, double *loss, double *top1, int *samples)
     }
     float h[2];
     BF_TRY(bf_to_host(b, h, r->sums, sizeof h));
-    *loss = total ? h[0] / total : 0.0;
-    *top1 = total ? h[1] / total : 0.0;
-    *samples = total;
+    double sums[3] = {h[0], h[1], total}; /* every rank's shard */
+    if (r->dp->world > 1) BF_TRY(bf_comm_allreduce_double(r->dp->comm, sums, 3));
+    *loss = sums[2] > 0 ? sums[0] / sums[2] : 0.0;
+    *top1 = sums[2] > 0 ? sums[1] / sums[2] : 0.0;
+    *samples = (int)sums[2];
+    return BF_OK;
+}
+
+/* Guided evaluation over every rank's shard: per task, the correct answers and losses summed. */
+static bf_status reduce_task_eval(const butd_run *r, bf_task_eval_result *te) {
+    if (r->dp->world == 1) return BF_OK;
+    int T = te->num_tasks;
+    double sums[2 * BF_MAX_TASKS + 1];
+    for (int k = 0; k < T; k++) { /* a rank whose shard is empty adds nothing (its fractions are not numbers) */
+        sums[k] = te->samples ? te->task_accuracy[k] * te->samples : 0.0;
+        sums[T + k] = te->samples ? te->task_loss[k] * te->samples : 0.0;
+    }
+    sums[2 * T] = te->samples;
+    BF_TRY(bf_comm_allreduce_double(r->dp->comm, sums, (size_t)2 * T + 1));
+    double n = sums[2 * T], acc = 0, loss = 0;
+    for (int k = 0; k < T; k++) {
+        te->task_accuracy[k] = n > 0 ? sums[k] / n : 0.0;
+        te->task_loss[k] = n > 0 ? sums[T + k] / n : 0.0;
+        acc += te->task_accuracy[k] / T;
+        loss += te->task_loss[k] / T;
+    }
+    te->samples = (int)n;
+    te->mean_accuracy = acc;
+    te->mean_loss = loss;
     return BF_OK;
 }
 
@@ -264,6 +291,7 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
         if (s == BF_OK && cfg->butd.guided) {
             bf_task_eval_result te;
             s = bf_evaluate_tasks(r.test_set, &r.test_options, 0, 0, predict_tasks, &r, &te);
+            if (s == BF_OK) s = reduce_task_eval(&r, &te);
             if (s == BF_OK) bf_metrics_eval_tasks(&r.log, epoch + 1, step, &te, "test", quiet ? NULL : text);
             loss = te.mean_loss, top1 = te.mean_accuracy, samples = te.samples;
         } else if (s == BF_OK) {
