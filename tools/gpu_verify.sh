@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of the open issues in one call, for a session that is lent a GPU machine
-# (the device has no inih, cJSON or TurboJPEG: run `bash ../shared/tools/gpu-deps.sh` here first
-# and carry `.deps`). Builds with CUDA, runs the `gpu` tests, then the benchmarks and kernel labs,
+# (the device has no inih, cJSON or TurboJPEG, and maybe no libjpeg headers: run
+# `bash ../shared/tools/gpu-deps.sh libjpeg62-turbo libjpeg62-turbo-dev` here first and carry
+# `.deps`). Builds with CUDA, runs the `gpu` tests, then the benchmarks and kernel labs,
 # and writes every log under $OUT (or ./gpu_verify_out): build.log, ctest_gpu.log, one log per
 # benchmark, and summary.txt with the exit status of each step. A failing step does not stop the
 # ones after it.
