@@ -479,8 +479,32 @@ static void test_optim(void) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
 }
 
+/* bf_cuda_memory_bytes: what the backend's own cudaMalloc calls hold, and its high-water mark
+ * (the benchmarks' "peak GiB"). */
+static void test_memory_counter(void) {
+    size_t live0 = 0, live1 = 0, live2 = 0, peak = 0;
+    bf_cuda_memory_bytes(gpu, 1, &live0, NULL);
+    void *p = NULL;
+    CHECK_OK(bf_alloc(gpu, (size_t)1 << 20, &p));
+    bf_cuda_memory_bytes(gpu, 0, &live1, &peak);
+    CHECK(live1 == live0 + ((size_t)1 << 20), "live bytes %zu after 1 MiB, were %zu", live1, live0);
+    CHECK(peak >= live1, "peak %zu below live %zu", peak, live1);
+    bf_free(gpu, p);
+    bf_cuda_memory_bytes(gpu, 0, &live2, &peak);
+    CHECK(live2 == live0 && peak >= live1, "after the free: live %zu (want %zu), peak %zu (want >= %zu)", live2, live0,
+          peak, live1);
+    bf_cuda_memory_bytes(gpu, 1, NULL, NULL);
+    bf_cuda_memory_bytes(gpu, 0, NULL, &peak);
+    CHECK(peak == live2, "peak %zu after a reset, want the live %zu", peak, live2);
+    size_t cpu_live = 1, cpu_peak = 1;
+    bf_cuda_memory_bytes(cpu, 0, &cpu_live, &cpu_peak);
+    CHECK(cpu_live == 0 && cpu_peak == 0, "a CPU backend reads 0 (%zu, %zu)", cpu_live, cpu_peak);
+}
+
 int main(void) {
     if (!pair_open(&cpu, &gpu, 1000)) return bf_test_finish();
+
+    test_memory_counter();
 
     test_elementwise();
     test_conv();

@@ -43,6 +43,8 @@ else
   step flex_lab 240 ./build/bench/bench_flex_lab
   step lif_lab 240 ./build/bench/bench_lif_lab
   step vgg16_side_by_side 400 bash bench/vgg16_side_by_side.sh 128 224
+  step flexnet_side_by_side 600 bash bench/flexnet_side_by_side.sh --batch 128 --size 224
+  step spiking_side_by_side 300 bash bench/spiking_side_by_side.sh --batch 256 --time-steps "4 8"
   step butd_step 120 ./build/bench/bench_butd_step cuda 500
   step butd_step_pytorch 120 python3 bench/butd_step_pytorch.py cuda 500
   step allreduce_nccl 120 ./build/bench/bench_allreduce --gpus "$(nvidia-smi -L | wc -l)"

@@ -399,6 +399,14 @@ void bf_backend_destroy(bf_backend *b);
 int bf_cuda_device_count(void);
 /* 1 when the library was built with the CUDA backend. */
 int bf_cuda_built(void);
+/* Device memory a CUDA backend holds through its own cudaMalloc calls: the blocks of ops->alloc
+ * (as cudaMalloc'd, at least 256 bytes each), the scratch buffer and the cuDNN and cuBLAS
+ * workspaces; not the CUDA context, nor what cuDNN, cuBLAS or NCCL allocate internally. *live:
+ * the bytes held now; *peak: the most held at any moment since the backend was created or since
+ * the last call with reset_peak != 0, which after reporting sets the peak to the live bytes (a
+ * benchmark resets after its warm-up steps, whose cuDNN algorithm search uses a larger
+ * workspace). Either pointer may be NULL; both read 0 for a CPU backend or without CUDA. */
+void bf_cuda_memory_bytes(bf_backend *b, int reset_peak, size_t *live, size_t *peak);
 
 /* Convenience wrappers that read like function calls: bf_alloc(b, bytes, &p). */
 static inline bf_status bf_alloc(bf_backend *b, size_t bytes, void **p) { return b->ops->alloc(b, bytes, p); }

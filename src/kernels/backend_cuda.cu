@@ -12,6 +12,37 @@ enum { CUBLAS_WORKSPACE_BYTES = 32 << 20 };
 
 /* ---- memory ---- */
 
+/* Accounting (bf_cuda_memory_bytes): every cudaMalloc/cudaFree of this file moves live_bytes, and
+ * peak_bytes keeps its highest value. */
+static void account(bf_cuda_impl *im, size_t added, size_t released) {
+    im->live_bytes = im->live_bytes + added - released;
+    if (im->live_bytes > im->peak_bytes) im->peak_bytes = im->live_bytes;
+}
+
+/* Records a new ops->alloc block; 0 when the table cannot grow. */
+static int block_add(bf_cuda_impl *im, void *ptr, size_t bytes) {
+    if (im->num_blocks == im->cap_blocks) {
+        int cap = im->cap_blocks ? 2 * im->cap_blocks : 256;
+        bf_cuda_block *grown = (bf_cuda_block *)realloc(im->blocks, (size_t)cap * sizeof *grown);
+        if (!grown) return 0;
+        im->blocks = grown;
+        im->cap_blocks = cap;
+    }
+    im->blocks[im->num_blocks++] = bf_cuda_block{ptr, bytes};
+    account(im, bytes, 0);
+    return 1;
+}
+
+/* Forgets a block being freed (searching from the newest: buffers are mostly freed in reverse). */
+static void block_remove(bf_cuda_impl *im, void *ptr) {
+    for (int i = im->num_blocks - 1; i >= 0; i--) {
+        if (im->blocks[i].ptr != ptr) continue;
+        account(im, 0, im->blocks[i].bytes);
+        im->blocks[i] = im->blocks[--im->num_blocks];
+        return;
+    }
+}
+
 static bf_status cuda_alloc(bf_backend *b, size_t bytes, void **ptr) {
     bf_cuda_impl *im;
     if (!ptr) return bf_error(BF_ERR_ARG, "cuda backend: alloc without an output pointer");
@@ -34,6 +65,10 @@ static bf_status cuda_alloc(bf_backend *b, size_t bytes, void **ptr) {
         return bf_error(BF_ERR_DEVICE, "zero-filling %zu bytes failed at %s:%d: %s", rounded, __FILE__,
                         __LINE__, cudaGetErrorString(e));
     }
+    if (!block_add(im, p, rounded)) {
+        cudaFree(p);
+        return bf_error(BF_ERR_OOM, "cuda backend: cannot grow the table of allocated blocks");
+    }
     *ptr = p;
     return BF_OK;
 }
@@ -43,6 +78,7 @@ static void cuda_free(bf_backend *b, void *ptr) {
     bf_cuda_impl *im;
     if (!ptr) return;
     if (bf_cuda_enter(b, &im) != BF_OK) return;
+    block_remove(im, ptr);
     if (cudaFree(ptr) != cudaSuccess) (void)cudaGetLastError(); /* nothing to report from a void op */
 }
 
@@ -96,6 +132,7 @@ bf_status bf_cuda_scratch(bf_cuda_impl *im, size_t bytes, void **out) {
         grown = (grown + 255) & ~(size_t)255;
         BF_CUDA_CHECK(cudaStreamSynchronize(im->stream));
         if (im->scratch) BF_CUDA_CHECK(cudaFree(im->scratch));
+        account(im, 0, im->scratch_bytes);
         im->scratch = NULL;
         im->scratch_bytes = 0;
         void *p = NULL;
@@ -107,6 +144,7 @@ bf_status bf_cuda_scratch(bf_cuda_impl *im, size_t bytes, void **out) {
         }
         im->scratch = p;
         im->scratch_bytes = grown;
+        account(im, grown, 0);
     }
     *out = im->scratch;
     return BF_OK;
@@ -116,6 +154,7 @@ bf_status bf_cuda_workspace_resize(bf_cuda_impl *im, size_t bytes) {
     if (bytes == im->ws_bytes && (bytes == 0 || im->ws)) return BF_OK;
     BF_CUDA_CHECK(cudaStreamSynchronize(im->stream));
     if (im->ws) BF_CUDA_CHECK(cudaFree(im->ws));
+    account(im, 0, im->ws_bytes);
     im->ws = NULL;
     im->ws_bytes = 0;
     if (bytes == 0) return BF_OK;
@@ -128,6 +167,7 @@ bf_status bf_cuda_workspace_resize(bf_cuda_impl *im, size_t bytes) {
     }
     im->ws = p;
     im->ws_bytes = bytes;
+    account(im, bytes, 0);
     return BF_OK;
 }
 
@@ -227,6 +267,7 @@ static void impl_release(bf_cuda_impl *im) {
     if (im->scratch) (void)cudaFree(im->scratch);
     if (im->stream) (void)cudaStreamDestroy(im->stream);
     (void)cudaGetLastError();
+    free(im->blocks); /* the table only: blocks still allocated belong to their owners */
     free(im);
 }
 
@@ -255,6 +296,7 @@ static bf_status impl_init(bf_cuda_impl *im, int device_index, bf_precision prec
                         (int)CUBLAS_WORKSPACE_BYTES, __FILE__, __LINE__, cudaGetErrorString(e));
     }
     im->cublas_ws_bytes = CUBLAS_WORKSPACE_BYTES;
+    account(im, CUBLAS_WORKSPACE_BYTES, 0);
     /* cublasSetStream resets the workspace to the default pool, so the order matters here */
     BF_CUBLAS_CHECK(cublasSetWorkspace(im->cublas, im->cublas_ws, im->cublas_ws_bytes));
     return BF_OK;
@@ -321,3 +363,10 @@ extern "C" int bf_cuda_device_count(void) {
 }
 
 extern "C" int bf_cuda_built(void) { return 1; }
+
+extern "C" void bf_cuda_memory_bytes(bf_backend *b, int reset_peak, size_t *live, size_t *peak) {
+    bf_cuda_impl *im = b && b->kind == BF_DEVICE_CUDA ? (bf_cuda_impl *)b->impl : NULL;
+    if (live) *live = im ? im->live_bytes : 0;
+    if (peak) *peak = im ? im->peak_bytes : 0;
+    if (im && reset_peak) im->peak_bytes = im->live_bytes;
+}

@@ -14,5 +14,12 @@ bf_status bf_backend_create_cuda(int device_index, bf_precision precision, bf_ba
 int bf_cuda_device_count(void) { return 0; }
 int bf_cuda_built(void) { return 0; }
 
+void bf_cuda_memory_bytes(bf_backend *b, int reset_peak, size_t *live, size_t *peak) {
+    (void)b;
+    (void)reset_peak;
+    if (live) *live = 0;
+    if (peak) *peak = 0;
+}
+
 /* No CUDA backend can have been created, so there is nothing to release. */
 void bf_backend_destroy_cuda(bf_backend *b) { (void)b; }

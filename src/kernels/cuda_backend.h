@@ -74,6 +74,12 @@
 
 struct bf_cuda_conv_cache; /* conv.cu: descriptors and chosen algorithms per convolution shape */
 
+/* One live block of ops->alloc and its size (cudaMalloc'd bytes), so that free can account for it. */
+typedef struct bf_cuda_block {
+    void *ptr;
+    size_t bytes;
+} bf_cuda_block;
+
 typedef struct bf_cuda_impl {
     int device;               /* CUDA ordinal */
     int sm_count;             /* multiprocessors, for grid-stride launch caps */
@@ -89,6 +95,11 @@ typedef struct bf_cuda_impl {
     void *scratch;            /* partial sums of reductions: grows, never shrinks */
     size_t scratch_bytes;
     struct bf_cuda_conv_cache *conv_cache;
+    /* Accounting of this backend's own cudaMalloc'd memory (bf_cuda_memory_bytes in ops.h): the
+     * ops->alloc blocks, scratch, and the cuDNN and cuBLAS workspaces, now and at its highest. */
+    size_t live_bytes, peak_bytes;
+    bf_cuda_block *blocks;    /* the live ops->alloc blocks (unordered) */
+    int num_blocks, cap_blocks;
 } bf_cuda_impl;
 
 /* Makes the backend's device current for this host thread and clears a stale runtime error. */
