@@ -1,8 +1,9 @@
 /* butd_train.c - the training run of a BU-TD network (bioflex-train with [butd] network != none).
  * Per step: (guided: instruction pass) -> BU pass -> loss -> TD error pass + update into grad_data
  * -> the engine's optimiser. The loss is softmax cross-entropy, or with [butd] loss = bce one
- * logit per sample and sigmoid BCE (the per-task binary heads of CelebA). The learning rate follows [optim] and [schedule] (the configs in
- * configs/butd/ use Adam and lr * 0.95^epoch, the reference recipe). The test split is scored
+ * logit per sample and sigmoid BCE (the per-task binary heads of CelebA). The learning rate
+ * follows [optim] and [schedule] (the configs in configs/butd/ use Adam and lr * 0.95^epoch, the
+ * reference recipe). The test split is scored
  * after every epoch. Checkpoints (checkpoint.h, the BU-TD weights as model.safetensors) are written
  * every checkpoint_every epochs and at the end; --resume continues from one at its epoch boundary,
  * where the data order and learning rate depend only on (seed, epoch, step).
