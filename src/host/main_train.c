@@ -108,8 +108,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "\nerror: %s\n", bf_last_error());
         return s == BF_ERR_CONFIG ? BF_EXIT_USAGE : BF_EXIT_RUNTIME;
     }
-    if (lead) printf("test accuracy: %.2f%% top-1, %.2f%% top-5, loss %.4f (%d images, %d epochs, %ld steps)\n",
-           100 * result.final_eval.top1, 100 * result.final_eval.top5, result.final_eval.loss, result.final_eval.samples,
-           result.epochs_done, result.steps_done);
+    if (lead && cfg.butd.network != 0) /* BU-TD: one accuracy (the mean over tasks when guided), no top-5 */
+        printf("test accuracy: %.2f%%%s, loss %.4f (%d images, %d epochs, %ld steps)\n", 100 * result.final_eval.top1,
+               cfg.butd.guided ? " (mean over tasks)" : "", result.final_eval.loss, result.final_eval.samples,
+               result.epochs_done, result.steps_done);
+    else if (lead)
+        printf("test accuracy: %.2f%% top-1, %.2f%% top-5, loss %.4f (%d images, %d epochs, %ld steps)\n",
+               100 * result.final_eval.top1, 100 * result.final_eval.top5, result.final_eval.loss,
+               result.final_eval.samples, result.epochs_done, result.steps_done);
     return BF_EXIT_OK;
 }
