@@ -127,6 +127,12 @@ typedef struct bf_butd_net {
     float *state_data;       /* batch-norm running statistics (saved with the weights) */
     size_t num_state_floats;
     float *norm_ones, *norm_zeros; /* the TD copies' fixed gamma and beta, [widest channel count] */
+    /* [run] sync_bn over data-parallel ranks (set by the training run; NULL: each rank's own
+     * statistics): the hook that sums backend doubles over the ranks, and its buffer. */
+    bf_status (*sync_sums)(void *ctx, double *sums, size_t n);
+    void *sync_ctx;
+    double *bn_sync_sums;
+    size_t bn_sync_doubles;
     uint64_t step;           /* updates so far (noise draws) */
     int build_failed;
 } bf_butd_net;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "butd_internal.h"
+#include "sync_bn.h"
 
 #define NORM_EPS 1e-5f     /* PyTorch's BatchNorm2d defaults, as the reference */
 #define NORM_MOMENTUM 0.1f
@@ -74,6 +75,8 @@ bf_status bf_butd_norm_allocate(bf_butd_net *net, const float *host_state) {
     BF_TRY(bf_to_device(b, net->state_data, host_state, net->num_state_floats * sizeof(float)));
     BF_TRY(bf_alloc(b, (size_t)widest * sizeof(float), (void **)&net->norm_ones));
     BF_TRY(bf_alloc(b, (size_t)widest * sizeof(float), (void **)&net->norm_zeros)); /* alloc zero-fills */
+    net->bn_sync_doubles = 2 * (size_t)widest + 1; /* sync_bn's per-channel sums, when a run sets the hook */
+    BF_TRY(bf_alloc(b, net->bn_sync_doubles * sizeof(double), (void **)&net->bn_sync_sums));
     return b->ops->fill(b, net->norm_ones, 1.0f, (size_t)widest);
 }
 
@@ -99,6 +102,11 @@ void bf_butd_norm_free(bf_butd_net *net) {
     bf_free(b, net->state_data);
     bf_free(b, net->norm_ones);
     bf_free(b, net->norm_zeros);
+    bf_free(b, net->bn_sync_sums);
+}
+
+static bf_bn_sync net_sync(const bf_butd_net *net) {
+    return (bf_bn_sync){net->backend, net->sync_sums, net->sync_ctx, net->bn_sync_sums, net->bn_sync_doubles};
 }
 
 bf_status bf_butd_norm_bu(bf_butd_net *net, bf_butd_norm *norm, float *y) {
@@ -107,6 +115,10 @@ bf_status bf_butd_norm_bu(bf_butd_net *net, bf_butd_norm *norm, float *y) {
     const float *beta = net->param_data + net->params[norm->beta].offset;
     float *mean = net->state_data + norm->state, *var = mean + norm->bu.c;
     if (!net->training) return b->ops->batchnorm_forward_eval(b, &norm->bu, norm->z, gamma, beta, mean, var, y);
+    bf_bn_sync sync = net_sync(net);
+    if (net->sync_sums) /* [run] sync_bn: the statistics of every rank's batch */
+        return bf_sync_bn_forward_train(&sync, &norm->bu, norm->z, gamma, beta, y, norm->save,
+                                        norm->save + norm->bu.c, mean, var);
     return b->ops->batchnorm_forward_train(b, &norm->bu, norm->z, gamma, beta, y, norm->save, norm->save + norm->bu.c,
                                            mean, var);
 }
@@ -116,6 +128,10 @@ bf_status bf_butd_norm_td(bf_butd_net *net, bf_butd_norm *norm, const float *x, 
     float *mean = net->state_data + norm->state + 2 * (size_t)norm->bu.c, *var = mean + norm->td.c;
     if (!net->training)
         return b->ops->batchnorm_forward_eval(b, &norm->td, x, net->norm_ones, net->norm_zeros, mean, var, y);
+    bf_bn_sync sync = net_sync(net);
+    if (net->sync_sums) /* the TD copy too: its statistics are the global batch's task mix */
+        return bf_sync_bn_forward_train(&sync, &norm->td, x, net->norm_ones, net->norm_zeros, y, norm->td_save,
+                                        norm->td_save + norm->td.c, mean, var);
     return b->ops->batchnorm_forward_train(b, &norm->td, x, net->norm_ones, net->norm_zeros, y, norm->td_save,
                                            norm->td_save + norm->td.c, mean, var);
 }
@@ -125,8 +141,13 @@ bf_status bf_butd_norm_backward(bf_butd_net *net, bf_butd_norm *norm, const floa
     float *dgamma = net->grad_data + net->params[norm->gamma].offset;
     float *dbeta = net->grad_data + net->params[norm->beta].offset;
     const float *gamma = net->param_data + net->params[norm->gamma].offset;
-    BF_TRY(b->ops->batchnorm_backward(b, &norm->bu, norm->z, dy, gamma, norm->save, norm->save + norm->bu.c, dz,
-                                      dgamma, dbeta));
+    bf_bn_sync sync = net_sync(net);
+    if (net->sync_sums) /* dz over every rank's batch; dgamma and dbeta this rank's, averaged with the weights */
+        BF_TRY(bf_sync_bn_backward(&sync, &norm->bu, norm->z, dy, gamma, norm->save, norm->save + norm->bu.c, dz,
+                                   dgamma, dbeta));
+    else
+        BF_TRY(b->ops->batchnorm_backward(b, &norm->bu, norm->z, dy, gamma, norm->save, norm->save + norm->bu.c, dz,
+                                          dgamma, dbeta));
     /* dy holds per-sample gradients: gamma and beta get the batch mean, as the weights do. */
     BF_TRY(b->ops->scale(b, dgamma, 1.0f / (float)norm->bu.n, (size_t)norm->bu.c));
     return b->ops->scale(b, dbeta, 1.0f / (float)norm->bu.n, (size_t)norm->bu.c);

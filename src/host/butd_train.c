@@ -10,7 +10,8 @@
  *
  * Data parallelism (--gpus N, mpirun; data_parallel.h): every rank trains on its shard of each
  * epoch with the per-rank batch, and grad_data is averaged over the ranks before the optimiser, so
- * the ranks stay identical; batch-norm uses each rank's own statistics. Evaluation is sharded too,
+ * the ranks stay identical; batch-norm uses each rank's own statistics, or with [run] sync_bn the
+ * global batch's (BU and TD copies, as one process would). Evaluation is sharded too,
  * its counts summed over the ranks; rank 0 alone logs and writes. */
 #include <stdlib.h>
 #include <string.h>
@@ -74,9 +75,6 @@ static bf_status open_data(butd_run *r) {
 
 static bf_status setup(butd_run *r) {
     const bf_config *cfg = r->cfg;
-    if (cfg->run.sync_bn && r->dp->world > 1 && cfg->butd.batch_norm)
-        return bf_error(BF_ERR_CONFIG, "[run] sync_bn = true is not wired into BU-TD batch-norm (with its TD copies) "
-                                       "yet: set sync_bn = false (each rank normalises with its own batch)");
     BF_TRY(bf_dp_metrics_open(r->dp, &r->log, cfg->run.dir, 0));
     BF_TRY(bf_dp_create_backend(r->dp, cfg, &r->backend));
     BF_TRY(open_data(r));
@@ -90,6 +88,8 @@ static bf_status setup(butd_run *r) {
     int num_tasks = d->num_tasks;
     BF_TRY(bf_butd_build(r->backend, &cfg->butd, d->c, d->h, d->w, max_batch, classes, num_tasks, cfg->run.seed,
                          &r->net));
+    /* [run] sync_bn: batch-norm (BU and the TD copies) over every rank's batch */
+    bf_dp_sync_hook(r->dp, r->backend, &r->net->sync_sums, &r->net->sync_ctx);
     BF_TRY(bf_optimizer_create(r->backend, &cfg->optim, r->net->num_param_floats, &r->optim));
     bf_backend *b = r->backend;
     size_t per = (size_t)d->c * d->h * d->w;

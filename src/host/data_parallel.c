@@ -177,7 +177,7 @@ static bf_status sum_floats(bf_data_parallel *dp, float *buf, size_t n) {
  *   - MPI with a CUDA backend (one GPU per process): through a host copy. */
 static bf_status sync_sums(void *ctx, double *sums, size_t n) {
     bf_data_parallel *dp = ctx;
-    bf_backend *b = dp->model->backend;
+    bf_backend *b = dp->sync_backend;
     if (dp->comm->kind == BF_COMM_NCCL) {
         void *stream = bf_comm_nccl_stream(dp->comm);
         BF_TRY(bf_cuda_stream_handoff(b, stream, 1));
@@ -196,10 +196,20 @@ static bf_status sync_sums(void *ctx, double *sums, size_t n) {
     return bf_to_device(b, sums, dp->sync_staging, n * sizeof(double));
 }
 
+void bf_dp_sync_hook(bf_data_parallel *dp, bf_backend *b, bf_status (**sums)(void *, double *, size_t), void **ctx) {
+    *sums = NULL;
+    *ctx = NULL;
+    if (!dp->sync_bn) return;
+    dp->sync_backend = b;
+    *sums = sync_sums;
+    *ctx = dp;
+}
+
 bf_status bf_dp_attach_model(bf_data_parallel *dp, bf_model *m) {
     if (dp->comm->kind == BF_COMM_NCCL) BF_TRY(plan_buckets(dp, m));
     if (dp->sync_bn) {
         dp->model = m;
+        dp->sync_backend = m->backend;
         m->sync_sums = sync_sums;
         m->sync_ctx = dp;
     }

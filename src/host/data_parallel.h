@@ -37,7 +37,8 @@ typedef struct bf_data_parallel {
     double *sync_staging; /* host copy of sync_bn's sums for MPI when the backend is not the CPU */
     size_t sync_staging_doubles;
     /* NCCL gradient buckets, launched from the backward pass (on_layer_backward) */
-    bf_model *model;      /* also read by the sync_bn hook, for its backend */
+    bf_model *model;
+    bf_backend *sync_backend; /* the sync_bn hook's backend (the model's, or a BU-TD network's) */
     size_t *ready_below;  /* per layer: gradients at offsets >= this are final after its backward */
     size_t pending_end;   /* gradients [0, pending_end) are not yet being all-reduced this step */
     size_t bucket_floats; /* launch once this many final floats are pending */
@@ -75,6 +76,9 @@ bf_status bf_dp_check_data(const bf_data_parallel *dp, const bf_dataset *train_s
 /* Rank 0's parameters and buffers to every rank; with NCCL also plans the gradient buckets and
  * hooks the backward pass so each bucket's all-reduce starts as soon as its gradients are final. */
 bf_status bf_dp_attach_model(bf_data_parallel *dp, bf_model *m);
+/* The sync_bn hook for a network that is not a bf_model (a BU-TD network's batch-norms): *sums
+ * and *ctx are NULL unless [run] sync_bn applies (several ranks). */
+void bf_dp_sync_hook(bf_data_parallel *dp, bf_backend *b, bf_status (**sums)(void *, double *, size_t), void **ctx);
 /* Gradients (m->grad_data) averaged over the ranks. */
 bf_status bf_dp_average_gradients(bf_data_parallel *dp, bf_model *m);
 /* Whether gradients are all-reduced in this run: several ranks, or the NCCL path with one

@@ -50,8 +50,9 @@ bf_status bf_layer_forward(bf_model *m, int index) {
     case BF_LAYER_BATCHNORM: {
         bf_bn_shape s = l->bn;
         s.n = bf_layer_batch(m, l);
+        bf_bn_sync sync = bf_model_bn_sync(m);
         if (m->training && m->sync_sums)
-            return bf_sync_bn_forward_train(m, &s, x, param(m, l, 0), param(m, l, 1), l->out, l->save_mean,
+            return bf_sync_bn_forward_train(&sync, &s, x, param(m, l, 0), param(m, l, 1), l->out, l->save_mean,
                                             l->save_invstd, buffer(m, l, 0), buffer(m, l, 1));
         if (m->training)
             return ops->batchnorm_forward_train(b, &s, x, param(m, l, 0), param(m, l, 1), l->out, l->save_mean,
@@ -142,8 +143,9 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
         bf_bn_shape bs = l->bn;
         bs.n = bf_layer_batch(m, l);
         float *dx_or_scratch = dx ? dx : m->grad_scratch; /* BN on the raw input: dx unused */
+        bf_bn_sync sync = bf_model_bn_sync(m);
         if (m->sync_sums)
-            s = bf_sync_bn_backward(m, &bs, x, dy, param(m, l, 0), l->save_mean, l->save_invstd, dx_or_scratch,
+            s = bf_sync_bn_backward(&sync, &bs, x, dy, param(m, l, 0), l->save_mean, l->save_invstd, dx_or_scratch,
                                     grad(m, l, 0), grad(m, l, 1));
         else
             s = ops->batchnorm_backward(b, &bs, x, dy, param(m, l, 0), l->save_mean, l->save_invstd, dx_or_scratch,
