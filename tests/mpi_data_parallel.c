@@ -220,10 +220,12 @@ static void driver(const char *self) {
     same_final_eval("butd_single.log", "butd_mpi.log", "BU-TD");
     /* BU-TD ResNet-18 with batch-norm (BU and TD copies), backprop, one epoch: with [run] sync_bn the
      * 2 ranks normalise over the global batch as one process does; with local statistics they do
-     * not. This net on 96 samples is chaotic (one process with 2 threads instead of 1 ends epoch 1
-     * 9e-3 away, epoch 2 0.15), so it is compared after epoch 1 on max |diff|: sync 4.8e-7, local 0.2. */
+     * not. This net is chaotic: rounding differences grow by orders of magnitude with every step,
+     * and by how much depends on the CPU's BLAS kernels (after 6 steps the synced ranks ended 4.8e-7
+     * from one process on one machine and 2.1e-5 on another). So it is compared after 3 steps (48
+     * samples, one epoch) on max |diff|: sync 1.8e-7, local 0.1. */
     const char *bn = "--set butd.network=resnet18 --set butd.batch_norm=true --set butd.learning=backprop "
-                     "--set optim.lr=0.002 --set run.epochs=1";
+                     "--set optim.lr=0.002 --set run.epochs=1 --set data.procedural_train=48";
     rc = run("butd_bn_single.log", "%s %s --set run.dir=%s/butd_bn_single %s", TRAIN, cfg, tmp, bn);
     CHECK(rc == 0, "single-process BU-TD batch-norm run exited %d (see %s/butd_bn_single.log)", rc, tmp);
     rc = run("butd_bn_sync.log", MPIRUN "%s %s --set run.dir=%s/butd_bn_sync --set run.sync_bn=true %s", TRAIN, cfg,
@@ -235,7 +237,7 @@ static void driver(const char *self) {
     double local = max_abs_diff("butd_bn_single/checkpoints/epoch_0001", "butd_bn_local/checkpoints/epoch_0001");
     printf("BU-TD batch-norm, 2 ranks vs 1 process after one epoch: max |diff| %.3g with sync_bn, %.3g without\n",
            synced, local);
-    CHECK(synced < 1e-5, "BU-TD sync_bn: 2 ranks %g away from one process", synced);
+    CHECK(synced < 1e-4, "BU-TD sync_bn: 2 ranks %g away from one process", synced);
     CHECK(local > 1e-3, "BU-TD local batch-norm statistics on 2 ranks should differ from one process's (%g)", local);
 
     /* Guided, on Multi-Fashion-MNIST (part of it): the per-task evaluation is sharded and summed. */

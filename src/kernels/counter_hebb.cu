@@ -7,9 +7,11 @@
 static __global__ void k_column_mean(const float *td, float *dbias, int n, int out, float inv_n) {
     int o = blockIdx.x * blockDim.x + threadIdx.x;
     if (o >= out) return;
-    float sum = 0.0f;
+    /* in double, in sample order, scaled in double: counter_hebb_cpu.c's expression, so the bias is
+     * bit-identical to the CPU's (a float sum over a large batch drifts from it) */
+    double sum = 0.0;
     for (int j = 0; j < n; j++) sum += td[(size_t)j * out + o];
-    dbias[o] = sum * inv_n;
+    dbias[o] = (float)(sum * inv_n);
 }
 
 /* dw_td[i, o] = dw[o, i] */

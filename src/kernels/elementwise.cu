@@ -75,11 +75,12 @@ __global__ void k_relu_backward(const float *y, const float *dy, float *dx, size
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
-/* Inverted dropout with the mask recomputed from (seed, i): the same expression as the CPU, so the
- * outputs are bit-identical. */
+/* Inverted dropout with the mask recomputed from (seed, i): the same expression as the CPU,
+ * in * (keep * keep_scale), so the outputs are bit-identical. A dropped element is in * 0, not a
+ * literal 0: a negative input gives -0 (and a NaN stays NaN) exactly as on the CPU. */
 __global__ void k_dropout(const float *in, float *out, size_t n, float p, float keep_scale, uint64_t seed) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = bf_uniform(seed, (uint64_t)i) >= p ? __fmul_rn(in[i], keep_scale) : 0.0f;
+        out[i] = __fmul_rn(in[i], bf_uniform(seed, (uint64_t)i) >= p ? keep_scale : 0.0f);
 }
 
 /* Rate coding, the same expression as the CPU: a spike when the counter's uniform is below the pixel. */
@@ -259,7 +260,12 @@ static bf_status dropout_apply(bf_backend *b, const char *name, const float *in,
         if (out != in) BF_CUDA_CHECK(cudaMemcpyAsync(out, in, n * sizeof(float), cudaMemcpyDeviceToDevice, im->stream));
         return BF_OK;
     }
-    /* with p = 1 nothing survives and the infinite scale is never applied */
+    /* p = 1: nothing survives; zeros, as the CPU's fill (in * 0 would keep the signs of zero and NaNs,
+     * and the scale would be infinite) */
+    if (p == 1.0f) {
+        BF_CUDA_CHECK(cudaMemsetAsync(out, 0, n * sizeof(float), im->stream));
+        return BF_OK;
+    }
     const float keep_scale = 1.0f / (1.0f - p);
     k_dropout<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(in, out, n, p, keep_scale, seed);
     BF_LAUNCH_CHECK("k_dropout");
