@@ -385,6 +385,14 @@ static bf_status conv_search(bf_cuda_impl *im, conv_entry *e, int dir, const voi
     ch->algo = res[pick].algo;
     ch->math = im->precision == BF_PRECISION_FP32 ? CUDNN_FMA_MATH : res[pick].math;
     ch->memory = res[pick].memory;
+    if (im->precision == BF_PRECISION_FP32) {
+        /* a CUDNN_DEFAULT_MATH pick runs with CUDNN_FMA_MATH (the descriptor's math now): its
+         * workspace is asked for again under that math, keeping the larger size */
+        size_t bytes = 0;
+        if (algo_workspace(im, e, dir, ch->algo, &bytes) == CUDNN_STATUS_SUCCESS && bytes > ch->memory)
+            ch->memory = bytes;
+        (void)cudaGetLastError();
+    }
     ch->found = 1;
 
     /* 3. keep exactly the workspace the chosen algorithms need */
