@@ -6,7 +6,8 @@
  *     (bf_train_gpus(1): NCCL buckets launched from the backward pass, stream hand-offs) end with the
  *     same weights and accuracy;
  *   - the NCCL run logs comm_exposed_ms (timing events around the compute stream's wait for the
- *     buckets) in every metrics line, within [0, ms_per_step); the plain run logs none. */
+ *     buckets) in every metrics line, within [0, ms_per_step); the plain run logs none;
+ *   - the same for a BU-TD network (its own training loop and gradient average). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,10 +60,8 @@ static void check_one_rank_collectives(bf_backend *b, bf_comm *c) {
     bf_free(b, dev);
 }
 
-static void compare_checkpoints(const char *a_dir, const char *b_dir) {
-    char pa[600], pb[600];
-    snprintf(pa, sizeof pa, "%s/model.safetensors", a_dir);
-    snprintf(pb, sizeof pb, "%s/model.safetensors", b_dir);
+/* The weights of two safetensors files, plain run vs NCCL run, to 1e-6 relative. */
+static void compare_weights(const char *pa, const char *pb) {
     bf_st_file *a = NULL, *b = NULL;
     CHECK_OK(bf_safetensors_read(pa, &a));
     CHECK_OK(bf_safetensors_read(pb, &b));
@@ -123,12 +122,32 @@ int main(void) {
           nccl.steps_done);
     CHECK_CLOSE(plain.final_eval.top1, nccl.final_eval.top1, 1e-9, 0, "test top-1, plain vs NCCL");
     CHECK_CLOSE(plain.final_eval.loss, nccl.final_eval.loss, 1e-6, 1e-5, "test loss, plain vs NCCL");
-    compare_checkpoints(plain.checkpoint, nccl.checkpoint);
+    char pa[700], pb[700];
+    snprintf(pa, sizeof pa, "%s/model.safetensors", plain.checkpoint);
+    snprintf(pb, sizeof pb, "%s/model.safetensors", nccl.checkpoint);
+    compare_weights(pa, pb);
     char dir[600];
     snprintf(dir, sizeof dir, "%s/plain", tmp);
     check_comm_exposed(dir, 0);
     snprintf(dir, sizeof dir, "%s/nccl", tmp);
     check_comm_exposed(dir, 1);
+
+    /* BU-TD (butd_train.c's loop): its gradients averaged by bf_dp_average_floats, enqueued on the
+     * communicator's stream without a host wait; Counter-Hebb with separate weights. */
+    const char *butd[] = {"butd.network=fc", "butd.hidden=16", "butd.weights=separate", "butd.learning=counter_hebb"};
+    for (size_t i = 0; i < sizeof butd / sizeof butd[0]; i++) CHECK_OK(bf_config_set(&cfg, butd[i]));
+    CHECK_OK(bf_config_set(&cfg, "run.force_nccl=false"));
+    snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s/butd_plain", tmp);
+    CHECK_OK(bf_config_validate(&cfg));
+    CHECK_OK(bf_train(&cfg, &opt, &plain));
+    CHECK_OK(bf_config_set(&cfg, "run.force_nccl=true"));
+    snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s/butd_nccl", tmp);
+    CHECK_OK(bf_train(&cfg, &opt, &nccl));
+    CHECK(plain.steps_done == nccl.steps_done && plain.steps_done == 16, "BU-TD steps %ld vs %ld", plain.steps_done,
+          nccl.steps_done);
+    CHECK_CLOSE(plain.final_eval.top1, nccl.final_eval.top1, 1e-9, 0, "BU-TD test accuracy, plain vs NCCL");
+    compare_weights(plain.checkpoint, nccl.checkpoint);
+
     bf_comm_destroy(c, 0);
     bf_backend_destroy(b);
     return bf_test_finish();

@@ -90,6 +90,11 @@ static bf_status setup(butd_run *r) {
                          &r->net));
     /* [run] sync_bn: batch-norm (BU and the TD copies) over every rank's batch */
     bf_dp_sync_hook(r->dp, r->backend, &r->net->sync_sums, &r->net->sync_ctx);
+    /* rank 0's weights everywhere: equal anyway when the seeds are, but no rank may drift */
+    BF_TRY(bf_dp_broadcast_floats(r->dp, r->backend, r->net->param_data, r->net->num_param_floats));
+    BF_TRY(bf_dp_broadcast_floats(r->dp, r->backend, r->net->state_data, r->net->num_state_floats));
+    if (r->net->task_data && r->net->task_param < 0) /* the fixed task head, in its own buffer */
+        BF_TRY(bf_dp_broadcast_floats(r->dp, r->backend, r->net->task_data, r->net->num_task_floats));
     BF_TRY(bf_optimizer_create(r->backend, &cfg->optim, r->net->num_param_floats, &r->optim));
     bf_backend *b = r->backend;
     size_t per = (size_t)d->c * d->h * d->w;
@@ -203,13 +208,13 @@ static bf_status reduce_task_eval(const butd_run *r, bf_task_eval_result *te) {
     return BF_OK;
 }
 
-/* grad_data averaged over the ranks (a no-op in a plain single-process run). */
-static bf_status average_gradients(butd_run *r) {
+/* grad_data averaged over the ranks (a no-op in a plain single-process run); with NCCL without a
+ * host wait, so the step's host work overlaps the collective. Every log interval the peers are
+ * checked: a dead one is reported with the collective timeout instead of hanging a later wait. */
+static bf_status average_gradients(butd_run *r, long step) {
     if (!bf_dp_active(r->dp)) return BF_OK;
-    bf_butd_net *net = r->net;
-    BF_TRY(bf_dp_sum_floats(r->dp, r->backend, net->grad_data, net->num_param_floats));
-    if (r->dp->world == 1) return BF_OK;
-    return r->backend->ops->scale(r->backend, net->grad_data, 1.0f / (float)r->dp->world, net->num_param_floats);
+    BF_TRY(bf_dp_average_floats(r->dp, r->backend, r->net->grad_data, r->net->num_param_floats));
+    return (step + 1) % r->cfg->run.log_interval == 0 ? bf_dp_check_peers(r->dp) : BF_OK;
 }
 
 static bf_status train_epoch(butd_run *r, int epoch, long *step, double *train_loss) {
@@ -231,7 +236,7 @@ static bf_status train_epoch(butd_run *r, int epoch, long *step, double *train_l
         if (s == BF_OK) s = batch_loss(r, batch->n, logits, r->dlogits, NULL);
         if (s == BF_OK) s = b->ops->accumulate_sum(b, r->losses, (size_t)batch->n, r->sums + 0);
         if (s == BF_OK) s = bf_butd_backward(r->net, r->dlogits);
-        if (s == BF_OK) s = average_gradients(r);
+        if (s == BF_OK) s = average_gradients(r, *step);
         if (s == BF_OK) s = bf_optimizer_step(b, r->optim, r->net->param_data, r->net->grad_data, lr, NULL);
         seen += batch->n;
         bf_loader_release(r->train_loader, batch);

@@ -214,8 +214,8 @@ bf_status bf_dp_attach_model(bf_data_parallel *dp, bf_model *m) {
         m->sync_ctx = dp;
     }
     if (dp->world == 1 && dp->comm->kind != BF_COMM_NCCL) return BF_OK;
-    BF_TRY(on_host(dp, m->backend, m->param_data, m->num_param_floats, broadcast_floats));
-    if (m->num_buffer_floats) BF_TRY(on_host(dp, m->backend, m->buffer_data, m->num_buffer_floats, broadcast_floats));
+    BF_TRY(bf_dp_broadcast_floats(dp, m->backend, m->param_data, m->num_param_floats));
+    BF_TRY(bf_dp_broadcast_floats(dp, m->backend, m->buffer_data, m->num_buffer_floats));
     return bf_comm_broadcast(dp->comm, &m->num_batches_tracked, sizeof m->num_batches_tracked, 0);
 }
 
@@ -247,6 +247,27 @@ bf_status bf_dp_interval_comm_ms(bf_data_parallel *dp, double *ms) {
     dp->comm_ms = 0;
     dp->comm_steps = 0;
     return BF_OK;
+}
+
+bf_status bf_dp_broadcast_floats(bf_data_parallel *dp, bf_backend *b, float *buf, size_t n) {
+    if (n == 0 || (dp->world == 1 && dp->comm->kind != BF_COMM_NCCL)) return BF_OK;
+    return on_host(dp, b, buf, n, broadcast_floats);
+}
+
+bf_status bf_dp_average_floats(bf_data_parallel *dp, bf_backend *b, float *buf, size_t n) {
+    if (dp->comm->kind == BF_COMM_NCCL) {
+        /* enqueued between two stream hand-offs: the host goes on to the next step */
+        void *stream = bf_comm_nccl_stream(dp->comm);
+        BF_TRY(bf_cuda_stream_handoff(b, stream, 1));
+        BF_TRY(bf_comm_nccl_allreduce_async(dp->comm, buf, n, BF_REDUCE_AVG));
+        return bf_cuda_stream_handoff(b, stream, 0);
+    }
+    if (dp->world == 1) return BF_OK;
+    return on_host(dp, b, buf, n, average_floats);
+}
+
+bf_status bf_dp_check_peers(bf_data_parallel *dp) {
+    return dp->comm->kind == BF_COMM_NCCL ? bf_comm_nccl_wait(dp->comm, "gradient all-reduce") : BF_OK;
 }
 
 bf_status bf_dp_sum_floats(bf_data_parallel *dp, bf_backend *b, float *buf, size_t n) {

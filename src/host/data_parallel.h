@@ -88,6 +88,16 @@ int bf_dp_active(const bf_data_parallel *dp);
  * was timed). Call once per log interval, after the interval's host synchronisation (the read of
  * the loss sums): the NCCL timing events are complete then. */
 bf_status bf_dp_interval_comm_ms(bf_data_parallel *dp, double *ms);
+/* Rank 0's n backend floats to every rank (a network that is not a bf_model: BU-TD's). */
+bf_status bf_dp_broadcast_floats(bf_data_parallel *dp, bf_backend *b, float *buf, size_t n);
+/* n backend floats averaged over the ranks, in place (a BU-TD network's gradients). With NCCL the
+ * all-reduce is enqueued on the communicator's stream between the compute stream's work before and
+ * after it: no host wait. */
+bf_status bf_dp_average_floats(bf_data_parallel *dp, bf_backend *b, float *buf, size_t n);
+/* With NCCL: waits, with the collective timeout, for the collectives enqueued so far, so a dead
+ * peer is reported instead of hanging the next host wait. Once per log interval of a loop that
+ * otherwise never waits on the communicator. */
+bf_status bf_dp_check_peers(bf_data_parallel *dp);
 /* Sums n backend floats over the ranks, in place. */
 bf_status bf_dp_sum_floats(bf_data_parallel *dp, bf_backend *b, float *buf, size_t n);
 /* The evaluation of every rank's shard combined into the whole split's. */

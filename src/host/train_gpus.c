@@ -6,9 +6,12 @@
  * NCCL unique id ([run] rendezvous: a file on a shared filesystem instead, for clusters without a
  * working MPI); process p's GPU i is rank p*gpus + i, and NCCL moves every tensor. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "data_parallel.h"
 
@@ -19,13 +22,56 @@ typedef struct gpu_thread {
     bf_train_result result;
     bf_status status;
     char error[1024]; /* bf_last_error is per thread: copied for the caller */
+    atomic_int *failures; /* shared by the threads: how many have failed so far */
+    int fail_order;       /* this thread's place among them (0: the first to fail) */
+    atomic_int done;      /* set when bf_train_rank has returned */
 } gpu_thread;
 
 static void *gpu_main(void *arg) {
     gpu_thread *t = arg;
     t->status = bf_train_rank(t->cfg, t->opt, t->comm, &t->result);
-    if (t->status != BF_OK) snprintf(t->error, sizeof t->error, "%s", bf_last_error());
+    if (t->status != BF_OK) {
+        snprintf(t->error, sizeof t->error, "%s", bf_last_error());
+        t->fail_order = atomic_fetch_add(t->failures, 1);
+    }
+    atomic_store(&t->done, 1);
     return NULL;
+}
+
+static double monotonic_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* Waits until every thread has returned. A thread that failed leaves its peers waiting for it: in
+ * a collective, whose wait has the timeout, but also in host waits that have none (an upload's
+ * event, a copy from pageable memory, both behind the last step's all-reduce). So once one has
+ * failed, the others get the collective timeout plus a margin to stop on their own; after that
+ * the process ends with the first failure's message instead of hanging (mpirun/srun then stop
+ * the other processes). */
+static void wait_for_threads(gpu_thread *threads, const pthread_t *tids, int started, double timeout_s) {
+    double first_failure = -1;
+    const struct timespec pause = {.tv_sec = 0, .tv_nsec = 50 * 1000 * 1000};
+    for (;;) {
+        int running = 0, first = -1;
+        for (int i = 0; i < started; i++) {
+            if (!atomic_load(&threads[i].done)) running++;
+            else if (threads[i].status != BF_OK && (first < 0 || threads[i].fail_order < threads[first].fail_order))
+                first = i;
+        }
+        if (!running) break;
+        if (first >= 0 && first_failure < 0) first_failure = monotonic_s();
+        if (first >= 0 && monotonic_s() - first_failure > timeout_s + 30) {
+            fprintf(stderr, "error: GPU %d (rank %d): %s\nerror: %d GPU thread(s) still waiting %.0f s after that "
+                    "failure: ending the process\n", first, threads[first].comm->rank, threads[first].error, running,
+                    timeout_s + 30);
+            fflush(NULL);
+            _exit(1);
+        }
+        nanosleep(&pause, NULL);
+    }
+    for (int i = 0; i < started; i++) pthread_join(tids[i], NULL);
 }
 
 /* Rank 0's NCCL unique id for every process: made here when this process is the whole world, sent
@@ -78,19 +124,23 @@ bf_status bf_train_gpus(const bf_config *cfg, const bf_train_options *opt, int g
         s = bf_comm_create_nccl_group(gpus, devices, proc_rank * gpus, procs * gpus, id, cfg->run.collective_timeout,
                                       comms);
     int started = 0;
+    atomic_int failures = 0;
     for (int i = 0; s == BF_OK && i < gpus; i++) {
-        threads[i] = (gpu_thread){.cfg = cfg, .opt = opt, .comm = comms[i]};
+        threads[i] = (gpu_thread){.cfg = cfg, .opt = opt, .comm = comms[i], .failures = &failures};
         if (pthread_create(&tids[i], NULL, gpu_main, &threads[i]) != 0)
             s = bf_error(BF_ERR_INTERNAL, "--gpus: cannot start the thread of GPU %d", i);
         else started++;
     }
-    int failed = s != BF_OK;
+    wait_for_threads(threads, tids, started, cfg->run.collective_timeout);
+    int failed = s != BF_OK, first = -1;
     for (int i = 0; i < started; i++) {
-        pthread_join(tids[i], NULL);
-        if (threads[i].status != BF_OK && !failed) {
-            failed = 1;
-            s = bf_error(threads[i].status, "GPU %d (rank %d): %s", i, comms[i]->rank, threads[i].error);
-        }
+        /* Report the thread that failed first: the others usually fail later because of it (a
+         * collective that timed out waiting for it), and their message would hide the cause. */
+        if (threads[i].status != BF_OK && (first < 0 || threads[i].fail_order < threads[first].fail_order)) first = i;
+    }
+    if (first >= 0 && !failed) {
+        failed = 1;
+        s = bf_error(threads[first].status, "GPU %d (rank %d): %s", first, comms[first]->rank, threads[first].error);
     }
     if (started > 0 && s == BF_OK) *result = threads[0].result; /* rank 0 of this process: logs, checkpoints */
     for (int i = 0; comms && i < gpus; i++) bf_comm_destroy(comms[i], failed);
