@@ -108,7 +108,10 @@ int main(void) {
                           "data.procedural_train=256", "data.procedural_test=64", "data.procedural_size=16",
                           "data.procedural_classes=4", "data.batch_size=32", "model.arch=cnn", "model.channels=8,16",
                           "model.hidden=32", "model.batchnorm=true", "model.dropout=0", "optim.optimizer=sgd",
-                          "optim.lr=0.05", "optim.momentum=0.9", "optim.grad_clip_norm=5"};
+                          "optim.lr=0.05", "optim.momentum=0.9", "optim.grad_clip_norm=5",
+                          /* the same convolution algorithms in both runs, none summing with atomics:
+                           * the comparison then sees only what the NCCL path changes */
+                          "run.deterministic=true"};
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) CHECK_OK(bf_config_set(&cfg, sets[i]));
     CHECK_OK(bf_config_validate(&cfg));
     bf_train_options opt = {.quiet = 1, .log = stderr};

@@ -1,7 +1,8 @@
 /* test_train_cuda.c (label gpu) - three full training steps of a small VGG (VGG-6 with batch-norm,
  * dropout, SGD with Nesterov momentum and weight decay, label smoothing, gradient clipping) on
  * the CPU backend and on the CUDA backend (fp32) from identical weights and batches: the losses,
- * gradients and weights after every step must agree. Skipped without a GPU. */
+ * gradients and weights after every step must agree. Two more CUDA backends set deterministic
+ * ([run] deterministic) take the same steps bit for bit. Skipped without a GPU. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,17 @@ static void compare(const char *what, side *cpu, side *gpu, const float *a_dev, 
     free(b);
 }
 
+/* Two deterministic CUDA sides after the same step: equal bit for bit. */
+static void compare_exact(const char *what, side *a, side *b, const float *a_dev, const float *b_dev, size_t n, int step) {
+    float *x = bf_test_download(a->b, a_dev, n), *y = bf_test_download(b->b, b_dev, n);
+    size_t differ = 0;
+    for (size_t i = 0; i < n; i++) differ += memcmp(&x[i], &y[i], sizeof(float)) != 0;
+    printf("step %d %-10s deterministic runs: %zu of %zu differ\n", step, what, differ, n);
+    CHECK(differ == 0, "step %d: %s of two deterministic CUDA runs differ in %zu of %zu values", step, what, differ, n);
+    free(x);
+    free(y);
+}
+
 int main(void) {
     if (!bf_cuda_built()) bf_test_skip("bioflex was built without the CUDA backend");
     if (bf_cuda_device_count() == 0) bf_test_skip("no CUDA device");
@@ -71,13 +83,18 @@ int main(void) {
     cfg.optim.weight_decay = 5e-4f;
     cfg.optim.label_smoothing = 0.1f;
     cfg.optim.grad_clip_norm = 1.0f;
-    bf_backend *cb = NULL, *gb = NULL;
+    bf_backend *cb = NULL, *gb = NULL, *db[2] = {NULL, NULL};
     CHECK_OK(bf_backend_create_cpu(0, &cb));
     CHECK_OK(bf_backend_create_cuda(0, BF_PRECISION_FP32, &gb));
-    if (!cb || !gb) return bf_test_finish();
-    side cpu, gpu;
+    for (int i = 0; i < 2; i++) {
+        CHECK_OK(bf_backend_create_cuda(0, BF_PRECISION_FP32, &db[i]));
+        if (db[i]) CHECK_OK(bf_cuda_set_deterministic(db[i], 1));
+    }
+    if (!cb || !gb || !db[0] || !db[1]) return bf_test_finish();
+    side cpu, gpu, det[2];
     side_init(&cpu, cb, &cfg);
     side_init(&gpu, gb, &cfg);
+    for (int i = 0; i < 2; i++) side_init(&det[i], db[i], &cfg);
     static float x[N * C * HW * HW];
     int32_t labels[N];
     for (int step = 0; step < STEPS; step++) {
@@ -89,8 +106,18 @@ int main(void) {
         compare("gradients", &cpu, &gpu, cpu.m->grad_data, gpu.m->grad_data, cpu.m->num_param_floats, 1e-5, 2e-3, step);
         compare("weights", &cpu, &gpu, cpu.m->param_data, gpu.m->param_data, cpu.m->num_param_floats, 1e-6, 1e-3, step);
         compare("bn stats", &cpu, &gpu, cpu.m->buffer_data, gpu.m->buffer_data, cpu.m->num_buffer_floats, 1e-5, 1e-3, step);
+        for (int i = 0; i < 2; i++) side_step(&det[i], &cfg, x, labels, step);
+        compare("det weights", &cpu, &det[0], cpu.m->param_data, det[0].m->param_data, cpu.m->num_param_floats, 1e-6,
+                1e-3, step);
+        compare_exact("gradients", &det[0], &det[1], det[0].m->grad_data, det[1].m->grad_data, cpu.m->num_param_floats,
+                      step);
+        compare_exact("weights", &det[0], &det[1], det[0].m->param_data, det[1].m->param_data, cpu.m->num_param_floats,
+                      step);
+        compare_exact("bn stats", &det[0], &det[1], det[0].m->buffer_data, det[1].m->buffer_data,
+                      cpu.m->num_buffer_floats, step);
     }
     bf_backend_destroy(cb);
     bf_backend_destroy(gb);
+    for (int i = 0; i < 2; i++) bf_backend_destroy(db[i]);
     return bf_test_finish();
 }

@@ -395,6 +395,12 @@ bf_status bf_backend_create_cpu(int num_threads, bf_backend **out);
  * without CUDA or the device does not exist. */
 bf_status bf_backend_create_cuda(int device_index, bf_precision precision, bf_backend **out);
 void bf_backend_destroy(bf_backend *b);
+/* [run] deterministic: the CUDA backend's convolutions use the first CUDNN_DETERMINISTIC algorithm
+ * in cuDNN's heuristic order instead of the fastest one measured (timings vary, and some fast
+ * algorithms sum with floating-point atomics), so runs with the same seed repeat bit for bit, at
+ * some cost in speed. Algorithms chosen before are searched again. The CPU backend is always
+ * deterministic: a no-op there (and when bioflex was built without CUDA). */
+bf_status bf_cuda_set_deterministic(bf_backend *b, int on);
 /* Number of usable CUDA devices (0 when built without CUDA or when the driver finds none). */
 int bf_cuda_device_count(void);
 /* 1 when the library was built with the CUDA backend. */

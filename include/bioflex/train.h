@@ -67,8 +67,10 @@ typedef struct bf_train_result {
     char checkpoint[BF_PATH_MAX]; /* the last checkpoint written */
 } bf_train_result;
 
-/* Creates the backend the config asks for (run.device, run.precision, run.threads). */
+/* Creates the backend the config asks for (run.device, run.precision, run.threads, run.deterministic). */
 bf_status bf_backend_from_config(const bf_config *cfg, bf_backend **out);
+/* The CUDA backend on one device, with the config's precision and determinism. */
+bf_status bf_backend_cuda_from_config(const bf_config *cfg, int device, bf_backend **out);
 
 /* Builds the configured architecture for a dataset's image shape, at the larger of the training
  * and evaluation batch sizes. A NULL backend plans the model without allocating (--dry-run). */

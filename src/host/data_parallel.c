@@ -51,13 +51,12 @@ bf_status bf_dp_start(bf_data_parallel *dp, const bf_config *cfg, bf_comm *comm,
 }
 
 bf_status bf_dp_create_backend(const bf_data_parallel *dp, const bf_config *cfg, bf_backend **out) {
-    if (dp->comm->kind == BF_COMM_NCCL)
-        return bf_backend_create_cuda(dp->comm->device, (bf_precision)cfg->run.precision, out);
     int gpus = bf_cuda_device_count();
     int want_cuda = cfg->run.device == BF_DEVICE_SEL_CUDA || (cfg->run.device == BF_DEVICE_AUTO && gpus > 0);
-    if (dp->world > 1 && want_cuda && gpus > 0)
-        return bf_backend_create_cuda(dp->comm->local_rank % gpus, (bf_precision)cfg->run.precision, out);
-    return bf_backend_from_config(cfg, out);
+    int device = -1; /* the configured backend, as in a single-process run */
+    if (dp->comm->kind == BF_COMM_NCCL) device = dp->comm->device;
+    else if (dp->world > 1 && want_cuda && gpus > 0) device = dp->comm->local_rank % gpus;
+    return device < 0 ? bf_backend_from_config(cfg, out) : bf_backend_cuda_from_config(cfg, device, out);
 }
 
 void bf_dp_loader_options(const bf_data_parallel *dp, bf_loader_options *o, int training) {

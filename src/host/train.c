@@ -17,10 +17,20 @@
 #include "fsutil.h"
 #include "metrics.h"
 
+bf_status bf_backend_cuda_from_config(const bf_config *cfg, int device, bf_backend **out) {
+    BF_TRY(bf_backend_create_cuda(device, (bf_precision)cfg->run.precision, out));
+    bf_status s = bf_cuda_set_deterministic(*out, cfg->run.deterministic);
+    if (s != BF_OK) {
+        bf_backend_destroy(*out);
+        *out = NULL;
+    }
+    return s;
+}
+
 bf_status bf_backend_from_config(const bf_config *cfg, bf_backend **out) {
     int want_cuda = cfg->run.device == BF_DEVICE_SEL_CUDA ||
                     (cfg->run.device == BF_DEVICE_AUTO && bf_cuda_device_count() > 0);
-    if (want_cuda) return bf_backend_create_cuda(0, (bf_precision)cfg->run.precision, out);
+    if (want_cuda) return bf_backend_cuda_from_config(cfg, 0, out);
     return bf_backend_create_cpu(cfg->run.threads, out);
 }
 

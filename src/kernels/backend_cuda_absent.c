@@ -12,6 +12,11 @@ bf_status bf_backend_create_cuda(int device_index, bf_precision precision, bf_ba
 }
 
 int bf_cuda_device_count(void) { return 0; }
+
+bf_status bf_cuda_set_deterministic(bf_backend *b, int on) {
+    (void)b, (void)on;
+    return BF_OK;
+}
 int bf_cuda_built(void) { return 0; }
 
 void bf_cuda_memory_bytes(bf_backend *b, int reset_peak, size_t *live, size_t *peak) {

@@ -72,6 +72,7 @@ typedef struct perf_result {
     cudnnStatus_t status;
     size_t memory;
     cudnnMathType_t math;
+    cudnnDeterminism_t determinism;
 } perf_result;
 
 template <typename P>
@@ -81,6 +82,7 @@ static void to_results(const P *p, int count, perf_result *out) {
         out[i].status = p[i].status;
         out[i].memory = p[i].memory;
         out[i].math = p[i].mathType;
+        out[i].determinism = p[i].determinism;
     }
 }
 
@@ -216,6 +218,17 @@ static bf_status cache_get(bf_cuda_impl *im, const bf_conv2d_shape *s, conv_entr
 
 }  // namespace
 
+extern "C" bf_status bf_cuda_set_deterministic(bf_backend *b, int on) {
+    if (!b || b->kind != BF_DEVICE_CUDA) return BF_OK; /* the CPU backend is deterministic already */
+    bf_cuda_impl *im = (bf_cuda_impl *)b->impl;
+    if (im->deterministic != (on != 0)) {
+        BF_CUDA_CHECK(cudaSetDevice(im->device));
+        bf_cuda_conv_cache_destroy(im); /* choices made under the other rule are searched again */
+        im->deterministic = on != 0;
+    }
+    return BF_OK;
+}
+
 void bf_cuda_conv_cache_destroy(bf_cuda_impl *im) {
     if (!im || !im->conv_cache) return;
     bf_cuda_conv_cache *c = im->conv_cache;
@@ -321,7 +334,8 @@ static bf_status heuristic_algos(bf_cuda_impl *im, const conv_entry *e, int dir,
 }
 
 /* The first usable result (results come fastest first): it succeeded, fits in `limit` bytes of
- * workspace and, in fp32, was measured without tensor cores (CUDNN_FMA_MATH). Should cuDNN report
+ * workspace, is CUDNN_DETERMINISTIC when the backend is set deterministic, and, in fp32, was
+ * measured without tensor cores (CUDNN_FMA_MATH). Should cuDNN report
  * no FMA result at all, an fp32 search accepts a CUDNN_DEFAULT_MATH one as second choice; it is
  * still run with CUDNN_FMA_MATH set (conv_search), so it cannot use TF32. -1 if none. */
 static int pick_result(const bf_cuda_impl *im, const perf_result *res, int count, size_t limit) {
@@ -329,6 +343,7 @@ static int pick_result(const bf_cuda_impl *im, const perf_result *res, int count
     for (int pass = 0; pass < (fp32 ? 2 : 1); pass++)
         for (int i = 0; i < count; i++) {
             if (res[i].status != CUDNN_STATUS_SUCCESS || res[i].memory > limit) continue;
+            if (im->deterministic && res[i].determinism != CUDNN_DETERMINISTIC) continue;
             if (fp32 && res[i].math != (pass == 0 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH)) continue;
             return i;
         }
@@ -349,11 +364,10 @@ static size_t search_limit(const bf_cuda_impl *im) {
     return limit;
 }
 
-static bf_status conv_search(bf_cuda_impl *im, conv_entry *e, int dir, const void *a, const void *b, void *out) {
-    BF_TRY(set_math(e, base_math(im->precision)));
-
-    /* 1. a workspace large enough for every candidate within the limit */
-    const size_t limit = search_limit(im);
+/* The fastest usable algorithm by cuDNN's benchmark on the real buffers, with a workspace large
+ * enough for every candidate within `limit`; cuDNN's heuristics if nothing usable came out. */
+static bf_status benchmark_pick(bf_cuda_impl *im, conv_entry *e, int dir, const void *a, const void *b, void *out,
+                                size_t limit, perf_result *res, int *count, int *pick) {
     size_t want = im->ws_needed;
     for (int algo = 0; algo < dir_algo_counts[dir]; algo++) {
         size_t bytes = 0;
@@ -365,20 +379,33 @@ static bf_status conv_search(bf_cuda_impl *im, conv_entry *e, int dir, const voi
         /* not that much memory: search with what the cached algorithms need (smaller ones compete) */
         BF_TRY(bf_cuda_workspace_resize(im, im->ws_needed));
     }
+    BF_TRY(find_algos(im, e, dir, a, b, out, res, count));
+    *pick = pick_result(im, res, *count, im->ws_bytes);
+    if (*pick < 0) {
+        BF_TRY(heuristic_algos(im, e, dir, res, count));
+        *pick = pick_result(im, res, *count, limit);
+    }
+    return BF_OK;
+}
 
-    /* 2. benchmark; fall back to the heuristics if nothing usable came out */
+/* Chooses and caches the algorithm of one direction: benchmarked (the default), or with
+ * bf_cuda_set_deterministic the first deterministic one in cuDNN's heuristic order, which no
+ * timing noise can change between runs or ranks. */
+static bf_status conv_search(bf_cuda_impl *im, conv_entry *e, int dir, const void *a, const void *b, void *out) {
+    BF_TRY(set_math(e, base_math(im->precision)));
+    const size_t limit = search_limit(im);
     perf_result res[MAX_ALGOS];
-    int count = 0;
-    BF_TRY(find_algos(im, e, dir, a, b, out, res, &count));
-    int pick = pick_result(im, res, count, im->ws_bytes);
-    if (pick < 0) {
+    int count = 0, pick = -1;
+    if (im->deterministic) {
         BF_TRY(heuristic_algos(im, e, dir, res, &count));
         pick = pick_result(im, res, count, limit);
+    } else {
+        BF_TRY(benchmark_pick(im, e, dir, a, b, out, limit, res, &count, &pick));
     }
     if (pick < 0)
-        return bf_error(BF_ERR_DEVICE, "conv2d: cuDNN offers no %s %s algorithm for n=%d c_in=%d %dx%d c_out=%d "
-                        "k=%dx%d stride=%d pad=%d groups=%d", im->precision == BF_PRECISION_FP32 ? "fp32" : "tf32",
-                        dir_names[dir], e->key.n, e->key.c_in, e->key.h_in, e->key.w_in, e->key.c_out, e->key.k_h,
+        return bf_error(BF_ERR_DEVICE, "conv2d: cuDNN offers no %s%s %s algorithm for n=%d c_in=%d %dx%d c_out=%d "
+                        "k=%dx%d stride=%d pad=%d groups=%d", im->deterministic ? "deterministic " : "",
+                        im->precision == BF_PRECISION_FP32 ? "fp32" : "tf32", dir_names[dir], e->key.n, e->key.c_in, e->key.h_in, e->key.w_in, e->key.c_out, e->key.k_h,
                         e->key.k_w, e->key.stride, e->key.pad, e->key.groups);
 
     conv_choice *ch = &e->dir[dir];
