@@ -427,6 +427,11 @@ static void test_linear_case(bf_backend *b, bf_linear_shape s, int with_bias, co
     CHECK_OK(b->ops->linear_backward(b, &s, x, w, dy, NULL, dw, NULL)); /* first layer: no dx */
     snprintf(what, sizeof what, "%s dw without dx", name);
     check_buffer(b, dw, rdw, nw, 1e-5, 1e-5, what);
+    CHECK_OK(b->ops->fill(b, dx, 0, nx));
+    CHECK_OK(b->ops->linear_backward(b, &s, NULL, w, dy, dx, NULL, NULL)); /* dx alone: x not needed */
+    snprintf(what, sizeof what, "%s dx alone (x NULL)", name);
+    check_buffer(b, dx, rdx, nx, 1e-5, 1e-5, what);
+    CHECK(b->ops->linear_backward(b, &s, NULL, w, dy, dx, dw, NULL) == BF_ERR_ARG, "%s: NULL x with dw accepted", name);
     free(hx); free(hw); free(hb); free(hdy); free(ry); free(rdx); free(rdw); free(rdb);
     bf_free(b, x); bf_free(b, w); bf_free(b, bias); bf_free(b, dy);
     bf_free(b, y); bf_free(b, dx); bf_free(b, dw); bf_free(b, db);

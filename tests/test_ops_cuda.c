@@ -361,6 +361,13 @@ static void test_linear_case(int n, int in, int out) {
     CHECK_OK(cpu->ops->linear_backward(cpu, &s, x.c, w.c, dy.c, NULL, dw.c, NULL));
     CHECK_OK(gpu->ops->linear_backward(gpu, &s, x.g, w.g, dy.g, NULL, dw.g, NULL));
     pair_compare("linear backward dw (no dx, no dbias)", dw, RED_ATOL, RED_RTOL);
+    CHECK_OK(cpu->ops->fill(cpu, dx.c, 5.0f, dx.n));
+    CHECK_OK(gpu->ops->fill(gpu, dx.g, 5.0f, dx.n));
+    CHECK_OK(cpu->ops->linear_backward(cpu, &s, NULL, w.c, dy.c, dx.c, NULL, NULL));
+    CHECK_OK(gpu->ops->linear_backward(gpu, &s, NULL, w.g, dy.g, dx.g, NULL, NULL));
+    pair_compare("linear backward dx alone (x NULL: BU-TD's transposed passes)", dx, RED_ATOL, RED_RTOL);
+    CHECK(gpu->ops->linear_backward(gpu, &s, NULL, w.g, dy.g, dx.g, dw.g, NULL) == BF_ERR_ARG,
+          "CUDA linear_backward accepted NULL x with dw");
 
     pair *all[] = {&x, &w, &bias, &y, &dy, &dx, &dw, &db};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);

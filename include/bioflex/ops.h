@@ -221,7 +221,8 @@ typedef struct bf_ops {
     /* ---- fully connected: y[n, out] = x[n, in] * w[out, in]^T + bias ---- */
     bf_status (*linear_forward)(bf_backend *b, const bf_linear_shape *s, const float *x,
                                 const float *w, const float *bias /* nullable */, float *y);
-    /* dx nullable (first layer), dw nullable (a frozen weight), dbias nullable (no bias or frozen) */
+    /* dx nullable (first layer), dw nullable (a frozen weight), dbias nullable (no bias or frozen);
+     * x is read only for dw: nullable when dw is (BU-TD's transposed passes need dx alone) */
     bf_status (*linear_backward)(bf_backend *b, const bf_linear_shape *s, const float *x,
                                  const float *w, const float *dy, float *dx, float *dw, float *dbias);
 

@@ -34,7 +34,7 @@ static bf_status td_op(bf_butd_net *net, const bf_butd_layer *l, int use_bu_weig
         return b->ops->linear_forward(b, &t, above, w, NULL, below);
     }
     /* below = above * W: the input gradient of the linear layer. */
-    return b->ops->linear_backward(b, &l->linear, below, w, above, below, NULL, NULL);
+    return b->ops->linear_backward(b, &l->linear, NULL, w, above, below, NULL, NULL);
 }
 
 static bf_status block_td(bf_butd_net *net, const bf_butd_layer *l, int i, int error_pass, int use_bu_weight);
@@ -60,7 +60,7 @@ bf_status bf_butd_instruct(bf_butd_net *net, const int32_t *tasks) {
         const bf_butd_layer *l = &net->task_head[i];
         float *y = i == 0 ? net->td[core_top] : net->task_hidden;
         const float *w = net->task_data + l->w;
-        BF_TRY(b->ops->linear_backward(b, &l->linear, y, w, x, y, NULL, NULL));
+        BF_TRY(b->ops->linear_backward(b, &l->linear, NULL, w, x, y, NULL, NULL));
         BF_TRY(b->ops->relu_forward(b, y, y, (size_t)n * l->in_size));
         x = y;
     }

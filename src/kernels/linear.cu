@@ -59,7 +59,7 @@ extern "C" bf_status bf_cuda_linear_backward(bf_backend *b, const bf_linear_shap
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
     BF_TRY(check_linear(s, "linear_backward"));
-    if (!x || !w || !dy) return bf_error(BF_ERR_ARG, "linear_backward: NULL x, w or dy");
+    if (!w || !dy || (dw && !x)) return bf_error(BF_ERR_ARG, "linear_backward: NULL w or dy, or NULL x with dw");
     const float one = 1.0f, zero = 0.0f;
     if (dx)
         BF_CUBLAS_CHECK(cublasSgemm(im->cublas, CUBLAS_OP_N, CUBLAS_OP_N, s->in, s->n, s->out, &one, w, s->in, dy,

@@ -57,6 +57,7 @@ bf_status bf_cpu_linear_forward(bf_backend *b, const bf_linear_shape *s, const f
 bf_status bf_cpu_linear_backward(bf_backend *b, const bf_linear_shape *s, const float *x,
                                  const float *w, const float *dy, float *dx, float *dw, float *dbias) {
     BF_TRY(check_shape(s));
+    if (!w || !dy || (dw && !x)) return bf_error(BF_ERR_ARG, "linear_backward: NULL w or dy, or NULL x with dw");
     if (dx) parallel_sgemm(b, CblasNoTrans, CblasNoTrans, s->n, s->in, s->out, dy, s->out, w, s->in, 0.0f, dx, s->in);
     if (dw) parallel_sgemm(b, CblasTrans, CblasNoTrans, s->out, s->in, s->n, dy, s->out, x, s->in, 0.0f, dw, s->in);
     if (dbias) {
