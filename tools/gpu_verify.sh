@@ -1,46 +1,92 @@
 #!/usr/bin/env bash
 # The GPU checks of the open issues in one call, for a session that is lent a GPU machine
-# (the device has no inih, cJSON or TurboJPEG, and maybe no libjpeg headers: run
-# `bash ../shared/tools/gpu-deps.sh libjpeg62-turbo libjpeg62-turbo-dev` here first and carry
-# `.deps`). Builds with CUDA, runs the `gpu` tests, then the benchmarks and kernel labs,
-# and writes every log under $OUT (or ./gpu_verify_out): build.log, ctest_gpu.log, one log per
-# benchmark, and summary.txt with the exit status of each step. A failing step does not stop the
-# ones after it.
+# (the device has no inih, cJSON or TurboJPEG, and maybe no libjpeg headers or pkg-config: run
+# `bash ../shared/tools/gpu-deps.sh libjpeg62-turbo libjpeg62-turbo-dev pkgconf pkgconf-bin libpkgconf3`
+# here first and carry `.deps`). Builds with CUDA, runs the `gpu` tests, then the benchmarks and
+# kernel labs, and writes every log under $OUT (or ./gpu_verify_out) in at most five files (the device
+# tool returns at most 8): gpu.txt (the machine and its tools), build.log, ctest_gpu.log, bench.log
+# (every benchmark's output, one after another, each under a `==== NAME` header) and summary.txt
+# with the exit status of each step. A failing step does not stop the ones after it.
 #   bash tools/gpu_verify.sh [tests|quick|targets|full]
 #     tests:   build, then the `gpu` tests (every CUDA op against the CPU, the parity steps, NCCL)
 #     quick:   tests, the kernel labs at one batch size and a short dp_overhead
 #     targets: build (incremental), then the issues' target benchmarks, most important first
 #     full:    tests, then targets (the default)
-# With little device time (15 minutes a session), run `tests` first, then `targets` in a second call
-# at once (the machine and its build/ stay warm only briefly); summary.txt grows step by step, so a
-# run cut off by its time limit still reports what finished.
+# With little device time (15 minutes a session, a fresh machine's start included, and a machine stays
+# warm only 30 s after a call), run `full` in one call with the longest timeout (600 s): a second call
+# usually finds the machine gone and pays its start and the build again. summary.txt and bench.log
+# grow step by step, so a run cut off by its time limit still returns what finished.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
+mode=${1:-full}
+case $mode in tests|quick|targets|full) ;; *) echo "unknown mode $mode (tests, quick, targets, full)" >&2; exit 2 ;; esac
 out=${OUT:-$PWD/gpu_verify_out}
 mkdir -p "$out"
-mode=${1:-full}
+prefix=()
 deps=$PWD/.deps/usr
 if [ -d "$deps" ]; then
   export LD_LIBRARY_PATH=$deps/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-  prefix=(-DCMAKE_PREFIX_PATH="$deps")
-else
-  prefix=()
+  # The unpacked Debian .pc files say prefix=/usr: the sysroot points their -I and -L into .deps (and
+  # CMake finds an unpacked pkg-config in .deps/usr/bin through the prefix path).
+  export PKG_CONFIG_SYSROOT_DIR=$PWD/.deps
+  prefix+=("$deps")
 fi
+command -v nvcc >/dev/null || export PATH=$PATH:/usr/local/cuda/bin
 jobs=$(nproc)
 summary=$out/summary.txt
 : >"$summary"
+: >"$out/bench.log"
 
-step() { # step NAME TIMEOUT_S COMMAND...: runs it with a time limit, logs to $out/NAME.log
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  echo "nvcc: $(nvcc --version 2>&1 | tail -n 1)"
+  echo "cmake: $(cmake --version 2>&1 | head -n 1)"
+  echo "pkg-config: $(command -v pkg-config || echo MISSING)"
+  python3 -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__, "cudnn", torch.backends.cudnn.version())'
+  df -h /dev/shm | tail -n 1
+} >"$out/gpu.txt" 2>&1
+
+# cuDNN and NCCL: the system's where there are any, else the PyTorch wheels' (nvidia-cudnn-cu13,
+# nvidia-nccl-cu13), which lack the unversioned libcudnn.so / libnccl.so that find_library wants:
+# build/wheel_libs/NAME/{include,lib} links them for CMake.
+site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null)
+for spec in cudnn:cudnn_version.h:libcudnn.so.9 nccl:nccl.h:libnccl.so.2; do
+  IFS=: read -r name header lib <<<"$spec"
+  found=""
+  for d in /usr/include /usr/include/x86_64-linux-gnu /usr/local/cuda/include /usr/local/cuda/targets/x86_64-linux/include; do
+    [ -e "$d/$header" ] && found=$d
+  done
+  if [ -z "$found" ] && [ -n "$site" ] && [ -d "$site/nvidia" ]; then
+    h=$(find "$site/nvidia/$name" "$site/nvidia" -name "$header" -print -quit 2>/dev/null)
+    l=$(find "$site/nvidia/$name" "$site/nvidia" -name "$lib" -print -quit 2>/dev/null)
+    if [ -n "$h" ] && [ -n "$l" ]; then
+      shim=$PWD/build/wheel_libs/$name
+      rm -rf "$shim" && mkdir -p "$shim/lib"
+      ln -s "$(dirname "$h")" "$shim/include"
+      ln -s "$l" "$shim/lib/${lib%.*}" && ln -s "$l" "$shim/lib/$lib"
+      LD_LIBRARY_PATH=$(dirname "$l"):${LD_LIBRARY_PATH:-}; export LD_LIBRARY_PATH
+      prefix+=("$shim")
+      found="$(dirname "$h") (PyTorch's wheel)"
+    fi
+  fi
+  echo "$name: ${found:-NOT FOUND}" >>"$out/gpu.txt"
+done
+prefix_path=$(IFS=';'; echo "${prefix[*]}")
+
+step() { # step NAME TIMEOUT_S COMMAND...: runs it with a time limit; logs to $out/NAME.log (build,
+         # ctest_gpu) or appends to $out/bench.log
   local name=$1 limit=$2; shift 2
-  local t0=$SECONDS
-  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  local t0=$SECONDS log=$out/bench.log
+  case $name in build|ctest_gpu) log=$out/$name.log; : >"$log" ;; esac
+  printf '==== %s: %s\n' "$name" "$*" >>"$log"
+  timeout -k 10 "$limit" "$@" >>"$log" 2>&1
   local rc=$?
   printf '%-28s rc=%-3d %4ds\n' "$name" "$rc" $((SECONDS - t0)) | tee -a "$summary"
   return 0
 }
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/gpu.txt" 2>&1
-step build 420 bash -c "cmake -S . -B build -DBIOFLEX_CUDA=ON -DCMAKE_BUILD_TYPE=Release ${prefix[*]} && cmake --build build -j $jobs"
+# shellcheck disable=SC2016 # $1 and $2 are the inner shell's: the prefix path (;-separated) and the jobs
+step build 420 bash -c 'cmake -S . -B build -DBIOFLEX_CUDA=ON -DCMAKE_BUILD_TYPE=Release ${1:+"-DCMAKE_PREFIX_PATH=$1"} &&
+  cmake --build build -j "$2"' _ "$prefix_path" "$jobs"
 if [ "$mode" != targets ]; then
   step ctest_gpu 300 ctest --test-dir build -L gpu --output-on-failure
 fi
