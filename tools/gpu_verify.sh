@@ -78,7 +78,8 @@ step() { # step NAME TIMEOUT_S COMMAND...: runs it with a time limit; logs to $o
   local t0=$SECONDS log=$out/bench.log
   case $name in build|ctest_gpu) log=$out/$name.log; : >"$log" ;; esac
   printf '==== %s: %s\n' "$name" "$*" >>"$log"
-  timeout -k 10 "$limit" "$@" >>"$log" 2>&1
+  # line-buffered: a program killed at its limit still leaves every line it printed
+  timeout -k 10 "$limit" stdbuf -oL -eL "$@" >>"$log" 2>&1
   local rc=$?
   printf '%-28s rc=%-3d %4ds\n' "$name" "$rc" $((SECONDS - t0)) | tee -a "$summary"
   return 0
