@@ -166,35 +166,64 @@ __global__ void k_bn_bwd_final(const double *__restrict__ partial, unsigned chun
     mean_dy_xhat[ch] = (float)(s1 / count);
 }
 
-/* y = (x - mean[ch]) * scale[ch] + beta[ch], one block per (n, c) plane (grid-stride over planes).
- * Rounded operations (no FMA contraction) give the CPU's result bit for bit from equal inputs. */
+/* The apply and dx kernels walk a [n, c, hw] tensor one way or the other (bn_launch picks):
+ *   hw >= SMALL_PLANE: one block per (n, c) plane, grid-stride over planes, no division per element;
+ *   smaller planes (a batch-norm after a linear layer has hw = 1) would leave most of such a block
+ *   idle: a flat grid-stride loop over the elements instead, the channel from the element index. */
+enum { SMALL_PLANE = 32 };
+
+/* y = (x - mean[ch]) * scale[ch] + beta[ch]. Rounded operations (no FMA contraction) give the
+ * CPU's result bit for bit from equal inputs. */
+__device__ __forceinline__ float bn_apply_one(float x, float mu, float sc, float bt) {
+    return __fadd_rn(__fmul_rn(__fsub_rn(x, mu), sc), bt);
+}
+
 __global__ void k_bn_apply(const float *__restrict__ x, float *__restrict__ y, const float *__restrict__ mean,
                            const float *__restrict__ scale, const float *__restrict__ beta, size_t planes, int c,
                            int hw) {
+    if (hw < SMALL_PLANE) {
+        const size_t total = planes * (size_t)hw;
+        for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+            const int ch = (int)((i / (size_t)hw) % (size_t)c);
+            y[i] = bn_apply_one(x[i], mean[ch], scale[ch], beta[ch]);
+        }
+        return;
+    }
     for (size_t p = blockIdx.x; p < planes; p += gridDim.x) {
         const int ch = (int)(p % (size_t)c);
         const float mu = mean[ch], sc = scale[ch], bt = beta[ch];
         const float *xp = x + p * (size_t)hw;
         float *yp = y + p * (size_t)hw;
-        for (int j = threadIdx.x; j < hw; j += blockDim.x) yp[j] = __fadd_rn(__fmul_rn(__fsub_rn(xp[j], mu), sc), bt);
+        for (int j = threadIdx.x; j < hw; j += blockDim.x) yp[j] = bn_apply_one(xp[j], mu, sc, bt);
     }
 }
 
 /* dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)), as batchnorm_cpu.c evaluates it. */
+__device__ __forceinline__ float bn_dx_one(float x, float dy, float mu, float is, float sc, float mdy, float mdx) {
+    const float xhat = __fmul_rn(__fsub_rn(x, mu), is);
+    return __fmul_rn(sc, __fsub_rn(__fsub_rn(dy, mdy), __fmul_rn(xhat, mdx)));
+}
+
 __global__ void k_bn_dx(const float *__restrict__ x, const float *__restrict__ dy, const float *__restrict__ gamma,
                         const float *__restrict__ mean, const float *__restrict__ invstd,
                         const float *__restrict__ mean_dy, const float *__restrict__ mean_dy_xhat,
                         float *__restrict__ dx, size_t planes, int c, int hw) {
+    if (hw < SMALL_PLANE) {
+        const size_t total = planes * (size_t)hw;
+        for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+            const int ch = (int)((i / (size_t)hw) % (size_t)c);
+            const float is = invstd[ch];
+            dx[i] = bn_dx_one(x[i], dy[i], mean[ch], is, __fmul_rn(gamma[ch], is), mean_dy[ch], mean_dy_xhat[ch]);
+        }
+        return;
+    }
     for (size_t p = blockIdx.x; p < planes; p += gridDim.x) {
         const int ch = (int)(p % (size_t)c);
         const float mu = mean[ch], is = invstd[ch], mdy = mean_dy[ch], mdx = mean_dy_xhat[ch];
         const float sc = __fmul_rn(gamma[ch], is);
         const float *xp = x + p * (size_t)hw, *dyp = dy + p * (size_t)hw;
         float *dxp = dx + p * (size_t)hw;
-        for (int j = threadIdx.x; j < hw; j += blockDim.x) {
-            const float xhat = __fmul_rn(__fsub_rn(xp[j], mu), is);
-            dxp[j] = __fmul_rn(sc, __fsub_rn(__fsub_rn(dyp[j], mdy), __fmul_rn(xhat, mdx)));
-        }
+        for (int j = threadIdx.x; j < hw; j += blockDim.x) dxp[j] = bn_dx_one(xp[j], dyp[j], mu, is, sc, mdy, mdx);
     }
 }
 
@@ -311,6 +340,12 @@ static unsigned plane_grid(const bf_cuda_impl *im, size_t planes) {
     return (unsigned)(planes < cap ? planes : cap);
 }
 
+/* Launch shape of k_bn_apply / k_bn_dx: a block per plane, or for small planes a flat grid. */
+static dim3 bn_grid(const bf_cuda_impl *im, size_t planes, int hw) {
+    return hw < SMALL_PLANE ? dim3(bf_cuda_grid(im, planes * (size_t)hw, BF_CUDA_THREADS)) : dim3(plane_grid(im, planes));
+}
+static dim3 bn_threads(int hw) { return dim3(hw < SMALL_PLANE ? BF_CUDA_THREADS : plane_threads(hw)); }
+
 }  // namespace
 
 extern "C" bf_status bf_cuda_channel_sum(bf_cuda_impl *im, int n, int c, long hw, const float *x, float *out) {
@@ -349,7 +384,7 @@ extern "C" bf_status bf_cuda_batchnorm_forward_train(bf_backend *b, const bf_bn_
         running_var);
     BF_LAUNCH_CHECK("k_bn_stats_final");
     const size_t planes = (size_t)s->n * s->c;
-    k_bn_apply<<<plane_grid(im, planes), plane_threads(s->hw), 0, im->stream>>>(x, y, mean, scale, beta, planes,
+    k_bn_apply<<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(x, y, mean, scale, beta, planes,
                                                                                  s->c, s->hw);
     BF_LAUNCH_CHECK("k_bn_apply");
     return BF_OK;
@@ -370,7 +405,7 @@ extern "C" bf_status bf_cuda_batchnorm_forward_eval(bf_backend *b, const bf_bn_s
         gamma, running_var, s->eps, s->c, scale);
     BF_LAUNCH_CHECK("k_bn_eval_coef");
     const size_t planes = (size_t)s->n * s->c;
-    k_bn_apply<<<plane_grid(im, planes), plane_threads(s->hw), 0, im->stream>>>(x, y, running_mean, scale, beta,
+    k_bn_apply<<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(x, y, running_mean, scale, beta,
                                                                                  planes, s->c, s->hw);
     BF_LAUNCH_CHECK("k_bn_apply");
     return BF_OK;
@@ -395,7 +430,7 @@ extern "C" bf_status bf_cuda_batchnorm_backward(bf_backend *b, const bf_bn_shape
         partial, chunks, s->c, count, dgamma, dbeta, mean_dy, mean_dy_xhat);
     BF_LAUNCH_CHECK("k_bn_bwd_final");
     const size_t planes = (size_t)s->n * s->c;
-    k_bn_dx<<<plane_grid(im, planes), plane_threads(s->hw), 0, im->stream>>>(
+    k_bn_dx<<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(
         x, dy, gamma, save_mean, save_invstd, mean_dy, mean_dy_xhat, dx, planes, s->c, s->hw);
     BF_LAUNCH_CHECK("k_bn_dx");
     return BF_OK;
@@ -450,7 +485,7 @@ extern "C" bf_status bf_cuda_batchnorm_sync_forward_apply(bf_backend *b, const b
         stats, sq, s->c, s->eps, s->momentum, gamma, mean, scale, save_mean, save_invstd, running_mean, running_var);
     BF_LAUNCH_CHECK("k_sync_forward_coef");
     const size_t planes = (size_t)s->n * s->c;
-    k_bn_apply<<<plane_grid(im, planes), plane_threads(s->hw), 0, im->stream>>>(x, y, mean, scale, beta, planes,
+    k_bn_apply<<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(x, y, mean, scale, beta, planes,
                                                                                  s->c, s->hw);
     BF_LAUNCH_CHECK("k_bn_apply");
     return BF_OK;
@@ -490,7 +525,7 @@ extern "C" bf_status bf_cuda_batchnorm_sync_backward_apply(bf_backend *b, const 
                                                                                           mean_dy_xhat);
     BF_LAUNCH_CHECK("k_sync_backward_coef");
     const size_t planes = (size_t)s->n * s->c;
-    k_bn_dx<<<plane_grid(im, planes), plane_threads(s->hw), 0, im->stream>>>(
+    k_bn_dx<<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(
         x, dy, gamma, save_mean, save_invstd, mean_dy, mean_dy_xhat, dx, planes, s->c, s->hw);
     BF_LAUNCH_CHECK("k_bn_dx");
     return BF_OK;
