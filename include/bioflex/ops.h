@@ -161,6 +161,9 @@ typedef struct bf_ops {
     /* ---- memory ---- */
     bf_status (*alloc)(bf_backend *b, size_t bytes, void **ptr); /* zero-filled */
     void (*free)(bf_backend *b, void *ptr);
+    /* src_host is ordinary (pageable) memory the caller may reuse or free as soon as this returns:
+     * CUDA stages it before returning. Pinned memory would be read later, in stream order: copy it
+     * with its own fence, as batch_upload.cu does. */
     bf_status (*copy_to_device)(bf_backend *b, void *dst, const void *src_host, size_t bytes);
     bf_status (*copy_to_host)(bf_backend *b, void *dst_host, const void *src, size_t bytes); /* waits */
     bf_status (*copy)(bf_backend *b, void *dst, const void *src, size_t bytes);           /* device to device */
