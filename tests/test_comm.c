@@ -49,6 +49,16 @@ static void test_launcher_env(void) {
     CHECK(bf_comm_launcher_world() == 4 && bf_comm_launcher_rank() == 3, "srun task: world %d rank %d",
           bf_comm_launcher_world(), bf_comm_launcher_rank());
     clear_launcher_env();
+    /* MPICH's per-node count is not the world size (one rank per node would read as a world of 1):
+     * ignored, the world comes from PMI_SIZE */
+    setenv("MPI_LOCALNRANKS", "2", 1);
+    CHECK(bf_comm_launcher_world() == 1, "MPI_LOCALNRANKS alone read as world %d", bf_comm_launcher_world());
+    setenv("MPI_LOCALNRANKS", "1", 1);
+    setenv("PMI_SIZE", "4", 1);
+    setenv("PMI_RANK", "2", 1);
+    CHECK(bf_comm_launcher_world() == 4 && bf_comm_launcher_rank() == 2, "mpiexec.hydra: world %d rank %d",
+          bf_comm_launcher_world(), bf_comm_launcher_rank());
+    clear_launcher_env();
     setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
     setenv("OMPI_COMM_WORLD_RANK", "1", 1);
     CHECK(bf_comm_launcher_world() == 2 && bf_comm_launcher_rank() == 1, "mpirun: world %d rank %d",

@@ -38,12 +38,14 @@ static int env_int(const char *name) {
 }
 
 int bf_comm_launcher_world(void) {
-    static const char *names[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS"};
+    /* Not MPI_LOCALNRANKS (MPICH's ranks on this node): one rank per node would read as a world of
+     * one and every node would train alone. */
+    static const char *names[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_NTASKS"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         int n = env_int(names[i]);
         /* SLURM_NTASKS is also set inside an allocation for a plain `./bioflex-train` run on the
          * batch host: only count it when srun started this process as one of its tasks. */
-        if (i == 4 && !getenv("SLURM_PROCID")) continue;
+        if (i == 3 && !getenv("SLURM_PROCID")) continue;
         if (n > 0) return n;
     }
     return 1;
