@@ -74,6 +74,51 @@ static void wait_for_threads(gpu_thread *threads, const pthread_t *tids, int sta
     for (int i = 0; i < started; i++) pthread_join(tids[i], NULL);
 }
 
+/* Making the communicators blocks until every rank has joined, with no timeout of NCCL's own: a
+ * process that failed before joining (an unreadable rendezvous file, a bad config) would leave the
+ * others waiting forever. A watchdog thread ends the process after collective_timeout instead. */
+typedef struct init_watchdog {
+    pthread_mutex_t lock;
+    pthread_cond_t done_signal;
+    int done;
+    double timeout_s;
+} init_watchdog;
+
+static void *init_watchdog_main(void *arg) {
+    init_watchdog *w = arg;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += (time_t)w->timeout_s + 1;
+    pthread_mutex_lock(&w->lock);
+    while (!w->done && pthread_cond_timedwait(&w->done_signal, &w->lock, &deadline) == 0) {}
+    int done = w->done;
+    pthread_mutex_unlock(&w->lock);
+    if (!done) {
+        fprintf(stderr, "error: the NCCL communicators were not made within %.0f s ([run] collective_timeout): a "
+                "rank did not join (see the other processes' logs); ending the process\n", w->timeout_s);
+        fflush(NULL);
+        _exit(1);
+    }
+    return NULL;
+}
+
+static bf_status create_comms_watched(const bf_config *cfg, int gpus, const int *devices, int first_rank, int world,
+                                      const unsigned char id[128], bf_comm **comms) {
+    init_watchdog w = {.lock = PTHREAD_MUTEX_INITIALIZER, .done_signal = PTHREAD_COND_INITIALIZER,
+                       .timeout_s = cfg->run.collective_timeout};
+    pthread_t watcher;
+    int watching = pthread_create(&watcher, NULL, init_watchdog_main, &w) == 0;
+    bf_status s = bf_comm_create_nccl_group(gpus, devices, first_rank, world, id, cfg->run.collective_timeout, comms);
+    if (watching) {
+        pthread_mutex_lock(&w.lock);
+        w.done = 1;
+        pthread_cond_signal(&w.done_signal);
+        pthread_mutex_unlock(&w.lock);
+        pthread_join(watcher, NULL);
+    }
+    return s;
+}
+
 /* Rank 0's NCCL unique id for every process: made here when this process is the whole world, sent
  * by MPI when mpirun/srun started several. */
 static bf_status exchange_id(const bf_config *cfg, int gpus, unsigned char id[128], bf_comm **mpi, int *procs,
@@ -121,8 +166,7 @@ bf_status bf_train_gpus(const bf_config *cfg, const bf_train_options *opt, int g
     if (s == BF_OK && !(comms && threads && tids && devices)) s = bf_error(BF_ERR_OOM, "--gpus: out of host memory");
     for (int i = 0; s == BF_OK && i < gpus; i++) devices[i] = i;
     if (s == BF_OK)
-        s = bf_comm_create_nccl_group(gpus, devices, proc_rank * gpus, procs * gpus, id, cfg->run.collective_timeout,
-                                      comms);
+        s = create_comms_watched(cfg, gpus, devices, proc_rank * gpus, procs * gpus, id, comms);
     int started = 0;
     atomic_int failures = 0;
     for (int i = 0; s == BF_OK && i < gpus; i++) {
