@@ -141,6 +141,23 @@ static bf_status exchange_id(const bf_config *cfg, int gpus, unsigned char id[12
     return bf_comm_broadcast(*mpi, id, 128, 0);
 }
 
+/* This process's place among the processes of its node (0 when it is alone there). */
+static int local_process(const bf_comm *mpi) {
+    if (mpi) return mpi->local_rank;
+    static const char *names[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (getenv(names[i]) && *getenv(names[i])) return atoi(getenv(names[i]));
+    return 0;
+}
+
+/* The first of this process's GPUs: with several --gpus processes on a node that all see every
+ * GPU, process k takes GPUs k*gpus .. k*gpus+gpus-1; when each sees only its own (srun
+ * --gpus-per-task, CUDA_VISIBLE_DEVICES per process), or it is alone, GPU 0 onwards. */
+static int first_device(const bf_comm *mpi, int gpus, int visible) {
+    int k = local_process(mpi);
+    return k > 0 && (long)(k + 1) * gpus <= visible ? k * gpus : 0;
+}
+
 bf_status bf_train_gpus(const bf_config *cfg, const bf_train_options *opt, int gpus, bf_train_result *result) {
     memset(result, 0, sizeof *result);
     if (!bf_comm_nccl_built()) {
@@ -164,7 +181,8 @@ bf_status bf_train_gpus(const bf_config *cfg, const bf_train_options *opt, int g
     pthread_t *tids = calloc((size_t)gpus, sizeof *tids);
     int *devices = calloc((size_t)gpus, sizeof *devices);
     if (s == BF_OK && !(comms && threads && tids && devices)) s = bf_error(BF_ERR_OOM, "--gpus: out of host memory");
-    for (int i = 0; s == BF_OK && i < gpus; i++) devices[i] = i;
+    int first_gpu = s == BF_OK ? first_device(mpi, gpus, visible) : 0;
+    for (int i = 0; s == BF_OK && i < gpus; i++) devices[i] = first_gpu + i;
     if (s == BF_OK)
         s = create_comms_watched(cfg, gpus, devices, proc_rank * gpus, procs * gpus, id, comms);
     int started = 0;
