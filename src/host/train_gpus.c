@@ -88,7 +88,8 @@ static void *init_watchdog_main(void *arg) {
     init_watchdog *w = arg;
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += (time_t)w->timeout_s + 1;
+    /* config.c caps collective_timeout at 1e7 s; the clamp keeps the time_t conversion defined for any caller */
+    deadline.tv_sec += (time_t)(w->timeout_s < 1e7 ? w->timeout_s : 1e7) + 1;
     pthread_mutex_lock(&w->lock);
     while (!w->done && pthread_cond_timedwait(&w->done_signal, &w->lock, &deadline) == 0) {}
     int done = w->done;
