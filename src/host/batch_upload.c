@@ -49,9 +49,10 @@ bf_status bf_batch_upload(bf_batch_uploader *u, const bf_loader *l, const bf_bat
     if (!f.u8_hwc) return bf_to_device(u->backend, dst, b->images, (size_t)b->n * f.c * f.h * f.w * sizeof(float));
     if (!b->pixels) return bf_error(BF_ERR_ARG, "bf_batch_upload: a uint8 loader's batch without pixels");
     if (!u->cuda) return u->backend->ops->image_u8_to_float(u->backend, b->pixels, dst, b->n, f.h, f.w, f.mean, f.std);
-    BF_TRY(bf_cuda_uploader_convert(u->cuda, b->pixels, b->n, f.h, f.w, f.mean, f.std, dst));
+    /* In flight before the call: a failure after the copy was enqueued must still make
+     * bf_batch_upload_release wait for it before the loader refills the slot. */
     u->in_flight = b;
-    return BF_OK;
+    return bf_cuda_uploader_convert(u->cuda, b->pixels, b->n, f.h, f.w, f.mean, f.std, dst);
 }
 
 bf_status bf_batch_upload_release(bf_batch_uploader *u, bf_loader *l, bf_batch *b) {
