@@ -149,6 +149,8 @@ typedef struct bf_model {
     int training;               /* 1: batch statistics, dropout on */
     uint64_t step;              /* training step counter; dropout masks are drawn from (seed, step, layer) */
     long seed;
+    int noise_rank;             /* data-parallel rank (0 alone): folded into dropout, stochastic-mask and
+                                 * rate-coding draws so ranks draw independent noise, as independent workers would */
     const float *input;         /* the image batch of the last forward pass (read by backward) */
     size_t arena_bytes;         /* activations + gradient slots, as planned by bf_model_finalize */
     void *arena;                /* backend memory holding every activation and layer scratch */
@@ -244,7 +246,8 @@ bf_status bf_model_spike_raster(bf_model *m, int index, int k, float *out);
 /* The batch a layer's ops see: the model's current batch times the layer's time steps. */
 static inline int bf_layer_batch(const bf_model *m, const bf_layer *l) { return m->batch * l->time_steps; }
 
-/* The dropout seed of layer i in the current step: a function of (run seed, step, layer). */
+/* The dropout seed of layer i in the current step: a function of (run seed, step, layer), and of
+ * noise_rank when it is not 0 (rank 0 draws what a single process draws). */
 uint64_t bf_layer_dropout_seed(const bf_model *m, int i);
 
 /* Forward FLOPs of one sample for layer i (multiply-add = 2 FLOPs). */

@@ -240,5 +240,6 @@ bf_status bf_model_backward(bf_model *m, const float *dlogits) {
 }
 
 uint64_t bf_layer_dropout_seed(const bf_model *m, int i) {
-    return bf_seed_derive((uint64_t)m->seed, BF_STREAM_DROPOUT, m->step * 4096u + (uint64_t)i);
+    uint64_t stream = bf_seed_derive((uint64_t)m->seed, BF_STREAM_DROPOUT, m->step * 4096u + (uint64_t)i);
+    return m->noise_rank ? bf_seed_derive(stream, BF_STREAM_DROPOUT, (uint64_t)m->noise_rank) : stream;
 }
