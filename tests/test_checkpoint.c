@@ -98,6 +98,14 @@ static void test_exact_resume(bf_optimizer_kind opt, const char *tag) {
     char dir[BF_PATH_MAX];
     CHECK_OK(bf_checkpoint_resolve(full.run.dir, dir));
     CHECK(strstr(dir, "epoch_0003") != NULL, "latest resolves to the last checkpoint (%s)", dir);
+    /* ... or at its checkpoints/ directory, or the latest file itself: the same checkpoint */
+    char via[BF_PATH_MAX + 32], other[BF_PATH_MAX];
+    snprintf(via, sizeof via, "%s/checkpoints", full.run.dir);
+    CHECK_OK(bf_checkpoint_resolve(via, other));
+    CHECK(strcmp(other, dir) == 0, "checkpoints/ resolves like the run directory (%s vs %s)", other, dir);
+    snprintf(via, sizeof via, "%s/checkpoints/latest", full.run.dir);
+    CHECK_OK(bf_checkpoint_resolve(via, other));
+    CHECK(strcmp(other, dir) == 0, "checkpoints/latest resolves like the run directory (%s vs %s)", other, dir);
     fclose(log);
 }
 
@@ -195,7 +203,7 @@ static void test_refusals(void) {
     /* a path that is no checkpoint */
     char dir[BF_PATH_MAX];
     s = bf_checkpoint_resolve(root, dir);
-    CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "neither"), "non-checkpoint refused: %s", bf_last_error());
+    CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "not a checkpoint"), "non-checkpoint refused: %s", bf_last_error());
 }
 
 int main(void) {

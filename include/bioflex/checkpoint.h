@@ -32,8 +32,8 @@ typedef struct bf_train_state {
 bf_status bf_checkpoint_save(const bf_config *cfg, const bf_model *m, const bf_optimizer *opt,
                              const bf_train_state *state, char *written);
 
-/* Resolves a --resume / --checkpoint argument: a checkpoint directory, or a run directory whose
- * checkpoints/latest names one. */
+/* Resolves a --resume / --checkpoint argument: a checkpoint directory, a run directory whose
+ * checkpoints/latest names one, that checkpoints/ directory, or the latest file itself. */
 bf_status bf_checkpoint_resolve(const char *path, char *dir_out);
 
 /* Loads weights and buffers into m (shapes must match the built model). */

@@ -163,6 +163,27 @@ bf_status bf_checkpoint_save_subject(const bf_config *cfg, const bf_checkpoint_s
     return BF_OK;
 }
 
+/* Reads a `latest` file (one checkpoint name) into dir_out: that name beside the file. */
+static bf_status follow_latest(const char *latest, const char *given, char *dir_out) {
+    FILE *f = fopen(latest, "r");
+    if (!f) return bf_error(BF_ERR_IO, "%s: cannot open: %s", latest, strerror(errno));
+    char name[64] = {0};
+    int ok = fgets(name, sizeof name, f) != NULL;
+    fclose(f);
+    name[strcspn(name, "\r\n")] = 0;
+    if (!ok || !name[0] || strchr(name, '/')) return bf_error(BF_ERR_CHECKPOINT, "%s: malformed (expected a checkpoint name)", latest);
+    const char *slash = strrchr(latest, '/');
+    int dir_len = slash ? (int)(slash - latest) : 1;
+    snprintf(dir_out, BF_PATH_MAX, "%.*s/%s", dir_len, slash ? latest : ".", name);
+    char probe[BF_PATH_MAX + 64];
+    struct stat st;
+    snprintf(probe, sizeof probe, "%s/model.safetensors", dir_out);
+    if (stat(probe, &st) != 0) return bf_error(BF_ERR_CHECKPOINT, "%s names %s, which has no model.safetensors", given, dir_out);
+    return BF_OK;
+}
+
+/* Accepts what a researcher is likely to pass: a checkpoint directory, a run directory, its
+ * checkpoints/ directory, or the checkpoints/latest file itself. */
 bf_status bf_checkpoint_resolve(const char *path, char *dir_out) {
     char probe[BF_PATH_MAX + 64];
     struct stat st;
@@ -171,20 +192,14 @@ bf_status bf_checkpoint_resolve(const char *path, char *dir_out) {
         snprintf(dir_out, BF_PATH_MAX, "%s", path);
         return BF_OK;
     }
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) return follow_latest(path, path, dir_out);
     snprintf(probe, sizeof probe, "%s/checkpoints/latest", path);
-    FILE *f = fopen(probe, "r");
-    if (!f)
-        return bf_error(BF_ERR_CHECKPOINT, "%s is neither a checkpoint directory (no model.safetensors) nor a run "
-                                           "directory with checkpoints/latest", path);
-    char name[64] = {0};
-    int ok = fgets(name, sizeof name, f) != NULL;
-    fclose(f);
-    name[strcspn(name, "\r\n")] = 0;
-    if (!ok || !name[0] || strchr(name, '/')) return bf_error(BF_ERR_CHECKPOINT, "%s: malformed (expected a checkpoint name)", probe);
-    snprintf(dir_out, BF_PATH_MAX, "%s/checkpoints/%s", path, name);
-    snprintf(probe, sizeof probe, "%s/model.safetensors", dir_out);
-    if (stat(probe, &st) != 0) return bf_error(BF_ERR_CHECKPOINT, "%s names %s, which has no model.safetensors", path, dir_out);
-    return BF_OK;
+    if (stat(probe, &st) == 0) return follow_latest(probe, path, dir_out);
+    snprintf(probe, sizeof probe, "%s/latest", path);
+    if (stat(probe, &st) == 0) return follow_latest(probe, path, dir_out);
+    return bf_error(BF_ERR_CHECKPOINT, "%s is not a checkpoint: expected a checkpoint directory (with model.safetensors), "
+                                       "a run directory (with checkpoints/latest), its checkpoints/ directory or the "
+                                       "latest file", path);
 }
 
 bf_status bf_checkpoint_load_model(const char *dir, bf_model *m) {
