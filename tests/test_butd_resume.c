@@ -1,8 +1,11 @@
 /* test_butd_resume.c - checkpoints and --resume of BU-TD runs (butd_train.c), on the CPU:
  *   - a Counter-Hebb run (separate weights, Adam) of 2 epochs, and one of 1 epoch resumed for the
  *     second from its checkpoint, end with bit-identical weights (task head included);
+ *   - a run stopped on request (bf_train_options.stop) after every step and resumed each time ends
+ *     bit-identical to the straight run (every position inside an epoch resumes exactly);
  *   - checkpoints/epoch_0001 holds model.safetensors and state.safetensors, `latest` names the last;
  *   - a checkpoint of another network shape is refused with a message naming the tensor. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,10 +45,11 @@ static int differing_tensors(const char *a_path, const char *b_path) {
 }
 
 int main(void) {
-    char root[] = "/tmp/bioflex_butd_resume_XXXXXX", straight[128], split[128], path[256];
+    char root[] = "/tmp/bioflex_butd_resume_XXXXXX", straight[128], split[128], stepped[128], path[256];
     if (!mkdtemp(root)) return 1;
     snprintf(straight, sizeof straight, "%s/straight", root);
     snprintf(split, sizeof split, "%s/split", root);
+    snprintf(stepped, sizeof stepped, "%s/stepped", root);
     bf_train_options quiet = {.quiet = 1};
     bf_train_result res;
     bf_config cfg;
@@ -70,6 +74,25 @@ int main(void) {
     snprintf(a, sizeof a, "%s/checkpoints/epoch_0001/model.safetensors", straight);
     differ = differing_tensors(a, b);
     CHECK(differ > 0, "the weights after epoch 1 and after epoch 2 differ (the comparison can fail: %d)", differ);
+
+    /* Stopped after every one of the 2 x 20 steps (the request stays set), resumed each time. */
+    volatile sig_atomic_t stop = 1;
+    bf_train_options stopping = {.quiet = 1, .stop = &stop};
+    configure(&cfg, stepped, 2);
+    int runs = 0, bad_steps = 0;
+    do {
+        if (bf_train(&cfg, &stopping, &res) != BF_OK) break;
+        runs++;
+        bad_steps += res.steps_done != runs;
+        stopping.resume = stepped;
+    } while (res.interrupted && runs < 50);
+    CHECK(runs == 40 && !res.interrupted && bad_steps == 0,
+          "one step per run: 40 runs, the last completes (got %d, interrupted %d, %d off)", runs, res.interrupted,
+          bad_steps);
+    snprintf(a, sizeof a, "%s/butd_model.safetensors", straight);
+    snprintf(b, sizeof b, "%s/butd_model.safetensors", stepped);
+    differ = differing_tensors(a, b);
+    CHECK(differ == 0, "2 epochs straight and stopped after every step: %d tensors differ", differ);
 
     FILE *f = NULL;
     snprintf(path, sizeof path, "%s/checkpoints/latest", split);

@@ -2,7 +2,13 @@
  *   - a run stopped after epoch 1 and resumed ends with weights and optimiser state
  *     bit-identical to an uninterrupted run (SGD with dropout, and AdamW);
  *   - the weights file carries PyTorch state_dict names, shapes and the BN buffers;
+ *   - a run stopped on request (bf_train_options.stop, a signal in bioflex-train) after every single
+ *     step and resumed each time ends bit-identical too: each position inside an epoch and at its
+ *     end resumes exactly, and only the newest checkpoint inside an epoch is kept;
+ *   - [run] checkpoint_every_steps writes checkpoints inside the epoch;
  *   - a corrupted, truncated or mismatched checkpoint is refused with a message naming the check. */
+#include <dirent.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +115,77 @@ static void test_exact_resume(bf_optimizer_kind opt, const char *tag) {
     fclose(log);
 }
 
+/* How many step_ checkpoint directories dir/checkpoints holds. */
+static int step_checkpoints(const char *run_dir) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/checkpoints", run_dir);
+    DIR *d = opendir(path);
+    if (!d) return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) n += strncmp(e->d_name, "step_", 5) == 0;
+    closedir(d);
+    return n;
+}
+
+static void test_stop_every_step(void) {
+    FILE *log = quiet_log();
+    bf_config full, stepped;
+    small_config(&full, "stop_full", BF_OPTIM_SGD);
+    small_config(&stepped, "stop_stepped", BF_OPTIM_SGD);
+    full.run.checkpoint_every = stepped.run.checkpoint_every = 0; /* the only epoch checkpoint: the last */
+    bf_train_result r1, r2;
+    bf_train_options quiet = {.quiet = 1, .log = log};
+    CHECK_OK(bf_train(&full, &quiet, &r1));
+    CHECK(!r1.interrupted && r1.steps_done == 21, "uninterrupted: 21 steps (got %ld)", r1.steps_done);
+
+    /* The request stays set, so every run (fresh or resumed) trains one step and stops. */
+    volatile sig_atomic_t stop = 1;
+    bf_train_options o = {.quiet = 1, .log = log, .stop = &stop};
+    int runs = 0, bad_steps = 0, bad_dirs = 0;
+    do {
+        if (bf_train(&stepped, &o, &r2) != BF_OK) break;
+        runs++;
+        bad_steps += r2.steps_done != runs;
+        bad_dirs += r2.interrupted && step_checkpoints(stepped.run.dir) != 1;
+        o.resume = stepped.run.dir;
+    } while (r2.interrupted && runs < 30);
+    CHECK(runs == 21 && !r2.interrupted, "one step per run: 21 runs, the last one completes (got %d, interrupted %d)",
+          runs, r2.interrupted);
+    CHECK(bad_steps == 0, "every run ends one step further (%d did not)", bad_steps);
+    CHECK(bad_dirs == 0, "a stopped run leaves exactly one step_ checkpoint (%d runs did not)", bad_dirs);
+    CHECK(step_checkpoints(stepped.run.dir) == 0, "the final epoch checkpoint removes the step_ ones (%d left)",
+          step_checkpoints(stepped.run.dir));
+    const char *files[2] = {"model.safetensors", "state.safetensors"};
+    for (int f = 0; f < 2; f++) {
+        char a[600], b[600];
+        snprintf(a, sizeof a, "%s/checkpoints/epoch_0003/%s", full.run.dir, files[f]);
+        snprintf(b, sizeof b, "%s/checkpoints/epoch_0003/%s", stepped.run.dir, files[f]);
+        CHECK(files_identical(a, b), "stopped after every step: %s bit-identical to the uninterrupted run", files[f]);
+    }
+    CHECK(r1.final_eval.loss == r2.final_eval.loss && r1.final_eval.top1 == r2.final_eval.top1,
+          "stopped after every step: same final test metrics (%.6f vs %.6f)", r1.final_eval.loss, r2.final_eval.loss);
+
+    /* checkpoint_every_steps: checkpoints inside the epoch (the log names them), none left at the end. */
+    bf_config every;
+    small_config(&every, "every_steps", BF_OPTIM_SGD);
+    every.run.epochs = 1;
+    every.run.checkpoint_every_steps = 3;
+    char log_path[600];
+    snprintf(log_path, sizeof log_path, "%s/every_steps.log", root);
+    FILE *text = fopen(log_path, "w+");
+    bf_train_options logged = {.quiet = 1, .log = text};
+    CHECK_OK(bf_train(&every, &logged, &r1));
+    char line[1024], found[2][64] = {"step_000000003", "step_000000006"};
+    int seen[2] = {0, 0};
+    rewind(text);
+    while (fgets(line, sizeof line, text))
+        for (int k = 0; k < 2; k++) seen[k] |= strstr(line, "checkpoint:") && strstr(line, found[k]);
+    fclose(text);
+    CHECK(seen[0] && seen[1], "checkpoint_every_steps = 3 wrote step 3 and step 6 (%d, %d)", seen[0], seen[1]);
+    CHECK(step_checkpoints(every.run.dir) == 0, "the epoch checkpoint replaced them (%d left)", step_checkpoints(every.run.dir));
+    fclose(log);
+}
+
 static void test_weights_file(void) {
     char path[600];
     snprintf(path, sizeof path, "%s/full_sgd/checkpoints/epoch_0003/model.safetensors", root);
@@ -211,6 +288,7 @@ int main(void) {
     if (!mkdtemp(root)) return 1;
     test_exact_resume(BF_OPTIM_SGD, "sgd");
     test_exact_resume(BF_OPTIM_ADAMW, "adamw");
+    test_stop_every_step();
     test_weights_file();
     test_refusals();
     char cmd[300];

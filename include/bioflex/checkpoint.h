@@ -26,9 +26,13 @@ typedef struct bf_train_state {
     int epoch;          /* epochs completed */
     long step;          /* optimiser steps completed */
     long seed;
+    int batch_in_epoch; /* batches of epoch `epoch` already trained: > 0 for a checkpoint inside an
+                           epoch ([run] checkpoint_every_steps, or a run stopped by a signal) */
 } bf_train_state;
 
-/* Writes a checkpoint for `state` under cfg->run.dir; *written (nullable, BF_PATH_MAX) gets its path. */
+/* Writes a checkpoint for `state` under cfg->run.dir; *written (nullable, BF_PATH_MAX) gets its path.
+ * At an epoch boundary it is checkpoints/epoch_NNNN (kept); inside an epoch checkpoints/step_NNNNNNNNN,
+ * and only the newest of those is kept: writing any checkpoint removes the older step_ ones. */
 bf_status bf_checkpoint_save(const bf_config *cfg, const bf_model *m, const bf_optimizer *opt,
                              const bf_train_state *state, char *written);
 

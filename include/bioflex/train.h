@@ -2,6 +2,7 @@
 #ifndef BIOFLEX_TRAIN_H
 #define BIOFLEX_TRAIN_H
 
+#include <signal.h>
 #include <stdio.h>
 
 #include "bioflex/config.h"
@@ -58,6 +59,11 @@ typedef struct bf_train_options {
     FILE *log;           /* human-readable log (stdout when NULL) */
     int float_batches;   /* 1: JPEG datasets also load as normalised floats on the host instead of uint8
                             batches normalised by the backend (the results are the same bits; tests) */
+    /* Nullable; becomes non-zero (bioflex-train: on SIGINT/SIGTERM) to ask the run to stop early:
+     * it finishes the step, writes a checkpoint of that position and returns with
+     * result->interrupted set. Alone the run looks after every step; with several ranks every rank
+     * must stop at the same step, so they agree at log intervals. */
+    const volatile sig_atomic_t *stop;
 } bf_train_options;
 
 typedef struct bf_train_result {
@@ -65,6 +71,7 @@ typedef struct bf_train_result {
     int epochs_done;
     long steps_done;
     char checkpoint[BF_PATH_MAX]; /* the last checkpoint written */
+    int interrupted;              /* stopped early by opt->stop; resume from `checkpoint` */
 } bf_train_result;
 
 /* Creates the backend the config asks for (run.device, run.precision, run.threads, run.deterministic). */

@@ -5,8 +5,9 @@
  * follows [optim] and [schedule] (the configs in configs/butd/ use Adam and lr * 0.95^epoch, the
  * reference recipe). The test split is scored
  * after every epoch. Checkpoints (checkpoint.h, the BU-TD weights as model.safetensors) are written
- * every checkpoint_every epochs and at the end; --resume continues from one at its epoch boundary,
- * where the data order and learning rate depend only on (seed, epoch, step).
+ * every checkpoint_every epochs and at the end, every checkpoint_every_steps steps inside an epoch,
+ * and when a stop request (bf_train_options.stop) ends the run early; --resume continues from any
+ * of them exactly: the data order and learning rate depend only on (seed, epoch, batch, step).
  *
  * Data parallelism (--gpus N, mpirun; data_parallel.h): every rank trains on its shard of each
  * epoch with the per-rank batch, and grad_data is averaged over the ranks before the optimiser, so
@@ -35,6 +36,8 @@ typedef struct butd_run {
     bf_metrics_log log;             /* metrics.jsonl in run.dir: one eval line per epoch */
     float *x, *dlogits, *losses, *correct1, *correct5, *sums;
     int32_t *labels;
+    const volatile sig_atomic_t *stop; /* bf_train_options.stop */
+    FILE *text;                        /* NULL: quiet */
 } butd_run;
 
 static void run_free(butd_run *r) {
@@ -217,31 +220,67 @@ static bf_status average_gradients(butd_run *r, long step) {
     return (step + 1) % r->cfg->run.log_interval == 0 ? bf_dp_check_peers(r->dp) : BF_OK;
 }
 
-static bf_status train_epoch(butd_run *r, int epoch, long *step, double *train_loss) {
+static bf_status write_butd_model(const char *path, const void *net) { return bf_butd_save(net, path); }
+
+static bf_checkpoint_subject checkpoint_subject(const butd_run *r) {
+    return (bf_checkpoint_subject){.backend = r->backend, .num_param_floats = r->net->num_param_floats,
+                                   .arch = "butd", .write_model = write_butd_model, .model = r->net};
+}
+
+/* A checkpoint of st's position, written by rank 0 while the other ranks wait for it. */
+static bf_status save_checkpoint(butd_run *r, const bf_train_state *st, char *written) {
+    bf_status s = BF_OK;
+    if (bf_dp_writes_checkpoints(r->dp)) {
+        bf_checkpoint_subject subject = checkpoint_subject(r);
+        s = bf_checkpoint_save_subject(r->cfg, &subject, r->optim, st, written);
+        if (s == BF_OK && r->text) fprintf(r->text, "checkpoint: %s\n", written);
+    }
+    return s == BF_OK ? bf_dp_checkpoint_written(r->dp) : s; /* no rank runs ahead of rank 0's files */
+}
+
+/* Trains epoch `epoch` from batch st->batch_in_epoch on, advancing st. *stopped: a stop request
+ * ended it early, after a checkpoint of the position (written to `written`). */
+static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double *train_loss, char *written,
+                             int *stopped) {
     bf_backend *b = r->backend;
     const bf_config *cfg = r->cfg;
     int steps_per_epoch = bf_loader_num_batches(r->train_loader), seen = 0;
-    float lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, *step, epoch, steps_per_epoch, cfg->run.epochs);
+    float lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, st->step, epoch, steps_per_epoch, cfg->run.epochs);
+    *stopped = 0;
     BF_TRY(b->ops->fill(b, r->sums, 0.0f, 4));
-    BF_TRY(bf_loader_start_epoch(r->train_loader, epoch, 0));
+    BF_TRY(bf_loader_start_epoch(r->train_loader, epoch, st->batch_in_epoch));
     for (;;) {
         bf_batch *batch = NULL;
         BF_TRY(bf_loader_next(r->train_loader, &batch, NULL));
         if (!batch) break;
         if (cfg->schedule.unit == BF_SCHED_UNIT_STEP)
-            lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, *step, epoch, steps_per_epoch, cfg->run.epochs);
+            lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, st->step, epoch, steps_per_epoch, cfg->run.epochs);
         const float *logits = NULL;
         bf_status s = forward_batch(r, batch, &logits);
         /* The per-sample gradient at the logits (softmax - onehot, not divided by n): the TD error input. */
         if (s == BF_OK) s = batch_loss(r, batch->n, logits, r->dlogits, NULL);
         if (s == BF_OK) s = b->ops->accumulate_sum(b, r->losses, (size_t)batch->n, r->sums + 0);
         if (s == BF_OK) s = bf_butd_backward(r->net, r->dlogits);
-        if (s == BF_OK) s = average_gradients(r, *step);
+        if (s == BF_OK) s = average_gradients(r, st->step);
         if (s == BF_OK) s = bf_optimizer_step(b, r->optim, r->net->param_data, r->net->grad_data, lr, NULL);
         seen += batch->n;
         bf_loader_release(r->train_loader, batch);
         BF_TRY(s);
-        (*step)++;
+        st->step++;
+        st->batch_in_epoch++;
+        /* A stop request: alone looked at after every step, with several ranks at log intervals. */
+        int stop = 0, last_in_epoch = st->batch_in_epoch == steps_per_epoch, every = cfg->run.checkpoint_every_steps;
+        if (r->dp->world > 1 ? st->step % cfg->run.log_interval == 0 : r->stop != NULL)
+            BF_TRY(bf_dp_agree_stop(r->dp, r->stop && *r->stop, &stop));
+        if (stop && !(last_in_epoch && epoch == cfg->run.epochs - 1)) { /* the run's last step just finishes it */
+            BF_TRY(save_checkpoint(r, st, written));
+            if (r->text)
+                fprintf(r->text, "stopped on request after step %ld (epoch %d, batch %d of %d); continue with "
+                        "--resume %s\n", st->step, epoch + 1, st->batch_in_epoch, steps_per_epoch, cfg->run.dir);
+            *stopped = 1;
+            return BF_OK;
+        }
+        if (every > 0 && st->step % every == 0 && !last_in_epoch) BF_TRY(save_checkpoint(r, st, written));
     }
     if (r->dp->world > 1) { /* the training loss of the whole epoch, every rank's shard */
         BF_TRY(bf_dp_sum_floats(r->dp, b, r->sums, 1));
@@ -253,13 +292,6 @@ static bf_status train_epoch(butd_run *r, int epoch, long *step, double *train_l
     return BF_OK;
 }
 
-static bf_status write_butd_model(const char *path, const void *net) { return bf_butd_save(net, path); }
-
-static bf_checkpoint_subject checkpoint_subject(const butd_run *r) {
-    return (bf_checkpoint_subject){.backend = r->backend, .num_param_floats = r->net->num_param_floats,
-                                   .arch = "butd", .write_model = write_butd_model, .model = r->net};
-}
-
 /* Restores weights, optimiser state and the training position from --resume. */
 static bf_status resume_run(butd_run *r, const char *from, bf_train_state *st, FILE *text, int quiet) {
     char dir[BF_PATH_MAX], path[BF_PATH_MAX + 32];
@@ -268,7 +300,15 @@ static bf_status resume_run(butd_run *r, const char *from, bf_train_state *st, F
     BF_TRY(bf_butd_load(r->net, path));
     bf_checkpoint_subject subject = checkpoint_subject(r);
     BF_TRY(bf_checkpoint_load_state_subject(dir, r->cfg, &subject, r->optim, st));
-    if (!quiet) fprintf(text, "resumed from %s at epoch %d, step %ld\n", dir, st->epoch, st->step);
+    if (!quiet && st->batch_in_epoch > 0)
+        fprintf(text, "resumed from %s in epoch %d after batch %d (step %ld)\n", dir, st->epoch + 1, st->batch_in_epoch,
+                st->step);
+    else if (!quiet) fprintf(text, "resumed from %s after epoch %d (step %ld)\n", dir, st->epoch, st->step);
+    int batches = bf_loader_num_batches(r->train_loader);
+    if (st->batch_in_epoch > batches)
+        return bf_error(BF_ERR_CHECKPOINT, "%s stopped after batch %d of epoch %d, but this run has %d batches per "
+                        "epoch ([data] batch_size, the dataset or the number of ranks changed)", dir,
+                        st->batch_in_epoch, st->epoch + 1, batches);
     return BF_OK;
 }
 
@@ -280,10 +320,13 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
     r.cfg = cfg;
     r.dp = dp;
     int quiet = opt && opt->quiet;
+    r.stop = opt ? opt->stop : NULL;
+    r.text = quiet ? NULL : text;
     bf_status s = setup(&r);
     bf_train_state st = {.epoch = 0, .step = 0, .seed = cfg->run.seed};
     if (s == BF_OK && opt && opt->resume) s = resume_run(&r, opt->resume, &st, text, quiet);
-    long step = st.step;
+    char written[BF_PATH_MAX] = "";
+    int stopped = 0;
     static const char *learning[] = {"backprop", "counter_hebb"};
     if (s == BF_OK && !quiet)
         fprintf(text, "butd: %d layers, %zu parameters, learning %s, weights %s%s\n", r.net->num_layers,
@@ -292,7 +335,15 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
     for (int epoch = st.epoch; s == BF_OK && epoch < cfg->run.epochs; epoch++) {
         double t0 = (double)clock(), train_loss = 0, loss = 0, top1 = 0;
         int samples = 0;
-        s = train_epoch(&r, epoch, &step, &train_loss);
+        s = train_epoch(&r, epoch, &st, &train_loss, written, &stopped);
+        if (s == BF_OK && stopped) {
+            snprintf(result->checkpoint, sizeof result->checkpoint, "%s", written);
+            result->interrupted = 1;
+            result->epochs_done = st.epoch;
+            result->steps_done = st.step;
+            break;
+        }
+        long step = st.step;
         bf_butd_set_training(r.net, 0); /* batch-norm: running statistics */
         if (s == BF_OK && cfg->butd.guided) {
             bf_task_eval_result te;
@@ -316,19 +367,12 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
         result->final_eval.samples = samples;
         result->epochs_done = epoch + 1;
         result->steps_done = step;
+        st.epoch = epoch + 1;
+        st.batch_in_epoch = 0;
         int every = cfg->run.checkpoint_every;
-        if (epoch + 1 == cfg->run.epochs || (every > 0 && (epoch + 1) % every == 0)) {
-            bf_checkpoint_subject subject = checkpoint_subject(&r);
-            st = (bf_train_state){.epoch = epoch + 1, .step = step, .seed = cfg->run.seed};
-            char written[BF_PATH_MAX];
-            if (bf_dp_writes_checkpoints(dp)) {
-                s = bf_checkpoint_save_subject(cfg, &subject, r.optim, &st, written);
-                if (s == BF_OK && !quiet) fprintf(text, "checkpoint: %s\n", written);
-            }
-            if (s == BF_OK) s = bf_dp_checkpoint_written(dp); /* no rank runs ahead of rank 0's files */
-        }
+        if (epoch + 1 == cfg->run.epochs || (every > 0 && (epoch + 1) % every == 0)) s = save_checkpoint(&r, &st, written);
     }
-    if (s == BF_OK && r.net && bf_dp_writes_checkpoints(dp)) { /* the trained weights, beside the run's config */
+    if (s == BF_OK && !stopped && r.net && bf_dp_writes_checkpoints(dp)) { /* the trained weights, beside the run's config */
         s = bf_mkdir_p(cfg->run.dir);
         if (s == BF_OK) {
             snprintf(result->checkpoint, sizeof result->checkpoint, "%s/butd_model.safetensors", cfg->run.dir);

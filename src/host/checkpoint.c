@@ -2,10 +2,12 @@
 #include "bioflex/checkpoint.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -117,7 +119,8 @@ static bf_status write_state_file(const char *path, const bf_config *cfg, const 
         /* Every random draw is a function of (seed, step) or (seed, epoch): restoring these two
          * restores the RNG, the dropout masks and the data order. */
         meta_set(meta, &nm, "rng", "counter-based: seed %ld, step %ld", st->seed, st->step);
-        meta_set(meta, &nm, "data_order", "epoch %d, batch 0", st->epoch);
+        meta_set(meta, &nm, "data_order", "epoch %d, batch %d", st->epoch, st->batch_in_epoch);
+        meta_set(meta, &nm, "batch_in_epoch", "%d", st->batch_in_epoch);
         meta_set(meta, &nm, "config", "%s", cfg->source);
         s = bf_safetensors_write(path, t, nt, meta, nm);
     }
@@ -138,12 +141,31 @@ bf_status bf_checkpoint_save(const bf_config *cfg, const bf_model *m, const bf_o
     return bf_checkpoint_save_subject(cfg, &subject, opt, state, written);
 }
 
+/* Checkpoints inside an epoch are for resuming only: once `latest` names a newer checkpoint, the
+ * older step_ directories (and any step_*.tmp a crash left) are removed, so frequent ones do not
+ * fill the disk. Epoch checkpoints are kept. */
+static bf_status remove_older_step_checkpoints(const char *root, const char *keep) {
+    DIR *d = opendir(root);
+    if (!d) return bf_error(BF_ERR_IO, "checkpoint: cannot list %s: %s", root, strerror(errno));
+    bf_status s = BF_OK;
+    struct dirent *e;
+    while (s == BF_OK && (e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "step_", 5) != 0 || strcmp(e->d_name, keep) == 0) continue;
+        char path[BF_PATH_MAX + 300];
+        snprintf(path, sizeof path, "%s/%s", root, e->d_name);
+        s = bf_remove_tree(path);
+    }
+    closedir(d);
+    return s;
+}
+
 bf_status bf_checkpoint_save_subject(const bf_config *cfg, const bf_checkpoint_subject *m, const bf_optimizer *opt,
                                      const bf_train_state *state, char *written) {
     char root[BF_PATH_MAX + 32], final_dir[BF_PATH_MAX + 64], tmp_dir[BF_PATH_MAX + 80], path[BF_PATH_MAX + 128];
     snprintf(root, sizeof root, "%s/checkpoints", cfg->run.dir);
     BF_TRY(bf_mkdir_p(root));
-    snprintf(final_dir, sizeof final_dir, "%s/epoch_%04d", root, state->epoch);
+    if (state->batch_in_epoch > 0) snprintf(final_dir, sizeof final_dir, "%s/step_%09ld", root, state->step);
+    else snprintf(final_dir, sizeof final_dir, "%s/epoch_%04d", root, state->epoch);
     snprintf(tmp_dir, sizeof tmp_dir, "%s.tmp", final_dir);
     BF_TRY(bf_remove_tree(tmp_dir));
     BF_TRY(bf_mkdir_p(tmp_dir));
@@ -156,9 +178,10 @@ bf_status bf_checkpoint_save_subject(const bf_config *cfg, const bf_checkpoint_s
         return bf_error(BF_ERR_IO, "checkpoint: cannot rename %s to %s: %s", tmp_dir, final_dir, strerror(errno));
     bf_fsync_dir(root);
     char name[32];
-    snprintf(name, sizeof name, "epoch_%04d\n", state->epoch);
+    snprintf(name, sizeof name, "%s\n", strrchr(final_dir, '/') + 1);
     snprintf(path, sizeof path, "%s/latest", root);
     BF_TRY(bf_write_file_atomic(path, name, strlen(name)));
+    BF_TRY(remove_older_step_checkpoints(root, strrchr(final_dir, '/') + 1));
     if (written) snprintf(written, BF_PATH_MAX, "%s", final_dir);
     return BF_OK;
 }
@@ -258,6 +281,10 @@ bf_status bf_checkpoint_load_state_subject(const char *dir, const bf_config *cfg
     if (s == BF_OK) s = meta_long(f, path, "seed", &seed);
     if (s == BF_OK) s = meta_long(f, path, "num_params", &num_params);
     if (s == BF_OK) s = meta_long(f, path, "optimizer_steps", &opt_steps);
+    long batch_in_epoch = 0; /* absent in checkpoints written before mid-epoch ones existed: 0 */
+    if (s == BF_OK && bf_safetensors_meta(f, "batch_in_epoch")) s = meta_long(f, path, "batch_in_epoch", &batch_in_epoch);
+    if (s == BF_OK && (batch_in_epoch < 0 || batch_in_epoch > INT_MAX))
+        s = bf_error(BF_ERR_CHECKPOINT, "%s: metadata \"batch_in_epoch\" = %ld is out of range", path, batch_in_epoch);
     const char *kind = bf_safetensors_meta(f, "optimizer");
     if (s == BF_OK && (!kind || strcmp(kind, optimizer_name(opt->kind)) != 0))
         s = bf_error(BF_ERR_CHECKPOINT, "%s was written by optimizer \"%s\", the config uses \"%s\" ([optim] optimizer)",
@@ -285,6 +312,7 @@ bf_status bf_checkpoint_load_state_subject(const char *dir, const bf_config *cfg
         state->epoch = (int)epoch;
         state->step = step;
         state->seed = seed;
+        state->batch_in_epoch = (int)batch_in_epoch;
     }
     free(host);
     bf_safetensors_close(f);

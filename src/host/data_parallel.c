@@ -289,6 +289,13 @@ bf_status bf_dp_reduce_eval(bf_data_parallel *dp, bf_eval_result *res) {
     return BF_OK;
 }
 
+bf_status bf_dp_agree_stop(bf_data_parallel *dp, int local, int *stop) {
+    double requests = local ? 1.0 : 0.0;
+    BF_TRY(bf_comm_allreduce_double(dp->comm, &requests, 1)); /* nothing to do for one rank */
+    *stop = requests > 0;
+    return BF_OK;
+}
+
 bf_status bf_dp_metrics_open(bf_data_parallel *dp, bf_metrics_log *log, const char *run_dir, int progress) {
     if (dp->rank == 0) return bf_metrics_open(log, run_dir, progress);
     /* No files: metrics lines are skipped without a jsonl file, and a raster cannot open

@@ -102,6 +102,9 @@ bf_status bf_dp_check_peers(bf_data_parallel *dp);
 bf_status bf_dp_sum_floats(bf_data_parallel *dp, bf_backend *b, float *buf, size_t n);
 /* The evaluation of every rank's shard combined into the whole split's. */
 bf_status bf_dp_reduce_eval(bf_data_parallel *dp, bf_eval_result *res);
+/* *stop = whether any rank asked to stop (local: this rank's request). A collective when there are
+ * several ranks: every rank calls it at the same step. */
+bf_status bf_dp_agree_stop(bf_data_parallel *dp, int local, int *stop);
 /* Metrics files on rank 0; nothing is written by the others. */
 bf_status bf_dp_metrics_open(bf_data_parallel *dp, bf_metrics_log *log, const char *run_dir, int progress);
 /* The text log of this rank (the given one on rank 0, /dev/null elsewhere). */

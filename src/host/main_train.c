@@ -1,4 +1,5 @@
 /* bioflex-train - trains the network an INI file describes (see the README's config reference). */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,7 +22,28 @@ static const char usage[] =
     "  --dry-run          print the resolved config and the model table (layers, shapes, parameters, FLOPs,\n"
     "                     activation memory), then exit\n"
     "  --help-config      print every config section and key with its type, default and allowed values\n"
-    "exit status: 0 success, 2 bad command line or config, 1 runtime failure\n";
+    "\n"
+    "SIGINT (Ctrl-C) or SIGTERM stops the run after the current step with a checkpoint of that position\n"
+    "(several ranks: at the next log interval); a second signal ends it at once.\n"
+    "exit status: 0 success, 2 bad command line or config, 1 runtime failure, 128+signal stopped by a signal\n";
+
+/* The signal that asked the run to stop (0: none). A handler can only talk to the program through
+ * a sig_atomic_t, so this is the program's one global; the run reads it through
+ * bf_train_options.stop. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig) { stop_signal = sig; }
+
+/* SA_RESETHAND: the first SIGINT/SIGTERM asks for a clean stop, a second one kills as usual. */
+static void catch_stop_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESETHAND | SA_RESTART; /* restart: a read in a loader thread must not fail with EINTR */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
 
 /* Plans the model from the dataset's known shape: no file is read and nothing is allocated. */
 static int dry_run(const bf_config *cfg) {
@@ -101,13 +123,16 @@ int main(int argc, char **argv) {
             fclose(f);
         }
     }
-    bf_train_options opt = {.resume = cli.resume, .quiet = 0, .log = stdout};
+    bf_train_options opt = {.resume = cli.resume, .quiet = 0, .log = stdout, .stop = &stop_signal};
     bf_train_result result;
+    catch_stop_signals();
     bf_status s = bf_train(&cfg, &opt, &result);
     if (s != BF_OK) {
         fprintf(stderr, "\nerror: %s\n", bf_last_error());
         return s == BF_ERR_CONFIG ? BF_EXIT_USAGE : BF_EXIT_RUNTIME;
     }
+    if (result.interrupted) /* the run printed where it stopped and how to continue */
+        return 128 + (stop_signal ? stop_signal : SIGTERM); /* another rank's signal stopped this one */
     if (lead && cfg.butd.network != 0) /* BU-TD: one accuracy (the mean over tasks when guided), no top-5 */
         printf("test accuracy: %.2f%%%s, loss %.4f (%d images, %d epochs, %ld steps)\n", 100 * result.final_eval.top1,
                cfg.butd.guided ? " (mean over tasks)" : "", result.final_eval.loss, result.final_eval.samples,

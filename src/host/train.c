@@ -2,7 +2,9 @@
  *   copy batch -> forward -> loss -> backward -> [grad norm, clip] -> optimiser,
  * with losses and accuracies summed on the device and read back once per log interval (the only
  * host synchronisation in the loop), a full test pass every eval_every epochs and a checkpoint
- * every checkpoint_every epochs and at the end. */
+ * every checkpoint_every epochs and at the end (and every checkpoint_every_steps steps inside an
+ * epoch). A stop request (bf_train_options.stop) ends the run after a step with a checkpoint of
+ * that position; resuming from it continues as if nothing had happened. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +56,7 @@ typedef struct run {
     bf_optimizer *opt;
     bf_metrics_log log;
     bf_data_parallel dp; /* rank and world of a data-parallel run (mpirun); one rank otherwise */
+    const volatile sig_atomic_t *stop; /* bf_train_options.stop: asks the run to stop early */
     /* device buffers of the step */
     float *x, *losses, *correct1, *correct5, *dlogits, *sums, *grad_sumsq, *clip;
     int32_t *labels;
@@ -199,6 +202,15 @@ static bf_status evaluate_and_log(run *r, int epoch, long step, int final, bf_ev
     return BF_OK;
 }
 
+/* A checkpoint of st's position, written by rank 0 while the other ranks wait for it. */
+static bf_status save_checkpoint(run *r, const bf_train_state *st, bf_train_result *result) {
+    if (bf_dp_writes_checkpoints(&r->dp)) BF_TRY(bf_checkpoint_save(r->cfg, r->model, r->opt, st, result->checkpoint));
+    BF_TRY(bf_dp_checkpoint_written(&r->dp));
+    bf_metrics_break_line(&r->log);
+    fprintf(r->text, "checkpoint: %s\n", result->checkpoint);
+    return BF_OK;
+}
+
 static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result) {
     const bf_config *cfg = r->cfg;
     bf_backend *b = r->backend;
@@ -207,11 +219,12 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
     double run_start = now_s();
     long first_step = st->step;
     for (int epoch = st->epoch; epoch < epochs; epoch++) {
-        BF_TRY(bf_loader_start_epoch(r->train_loader, epoch, 0));
+        int first_batch = st->batch_in_epoch; /* > 0 when resuming from a checkpoint inside this epoch */
+        BF_TRY(bf_loader_start_epoch(r->train_loader, epoch, first_batch));
         BF_TRY(b->ops->fill(b, r->sums, 0.0f, 4));
         double interval_start = now_s(), wait_ms = 0;
         int interval_images = 0, interval_steps = 0;
-        for (int i = 0;; i++) {
+        for (int i = first_batch;; i++) {
             bf_batch *batch = NULL;
             double waited = 0;
             BF_TRY(bf_loader_next(r->train_loader, &batch, &waited));
@@ -225,58 +238,73 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
             BF_TRY(s);
             BF_TRY(released);
             st->step++;
+            st->batch_in_epoch = i + 1;
             interval_steps++;
-            if (!log_now) continue;
-            float sums[6];
-            BF_TRY(bf_dp_sum_floats(&r->dp, b, r->sums, 2)); /* loss and top-1 of all ranks */
-            BF_TRY(bf_to_host(b, sums, r->sums, sizeof sums)); /* the one synchronisation per interval */
-            interval_images *= r->dp.world;
-            double t = now_s(), dt = t - interval_start;
-            bf_train_metrics mt = {
-                .epoch = epoch, .epochs = epochs, .step = st->step, .steps_per_epoch = steps_per_epoch,
-                .step_in_epoch = i + 1, .loss = sums[0] / interval_images, .accuracy = sums[1] / interval_images,
-                .lr = lr, .grad_norm = sqrt(sums[4]), .ms_per_step = 1e3 * dt / interval_steps,
-                .images_per_s = interval_images / dt, .data_wait_ms = wait_ms / interval_steps,
-                .tflops = 3 * r->flops_per_image * interval_images / dt / 1e12};
-            mt.num_flex = bf_model_flex_monitor(r->model, r->flex_ratio, r->flex_homogeneity, r->flex_names, BF_MAX_FLEX_LOG);
-            mt.flex_names = r->flex_names;
-            mt.flex_conv_ratio = r->flex_ratio;
-            mt.flex_homogeneity = r->flex_homogeneity;
-            mt.num_neuron = bf_model_spike_monitor(r->model, r->firing_rate, r->silent, r->neuron_names, BF_MAX_FLEX_LOG);
-            mt.neuron_names = r->neuron_names;
-            mt.firing_rate = r->firing_rate;
-            mt.silent = r->silent;
-            long skipped = bf_loader_skipped_images(r->train_loader);
-            if (r->train_set->files) mt.skipped_images = &skipped;
-            double comm_ms = 0; /* read after the synchronisation above: its events are complete */
-            BF_TRY(bf_dp_interval_comm_ms(&r->dp, &comm_ms));
-            if (bf_dp_active(&r->dp)) mt.comm_exposed_ms = &comm_ms;
-            long remaining = (long)epochs * steps_per_epoch - st->step;
-            mt.eta_s = remaining * (t - run_start) / (double)(st->step - first_step);
-            bf_metrics_train(&r->log, &mt, r->text);
-            BF_TRY(write_rasters(r, st->step));
-            r->num_flex = mt.num_flex;
-            r->num_neuron = mt.num_neuron;
-            if (!isfinite(mt.loss))
-                return bf_error(BF_ERR_INTERNAL, "the training loss became %g at step %ld (epoch %d): lower [optim] lr "
-                                "or set [optim] grad_clip_norm", mt.loss, st->step, epoch + 1);
-            BF_TRY(b->ops->fill(b, r->sums, 0.0f, 4));
-            interval_start = now_s();
-            interval_images = interval_steps = 0;
-            wait_ms = 0;
+            if (log_now) {
+                float sums[6];
+                BF_TRY(bf_dp_sum_floats(&r->dp, b, r->sums, 2)); /* loss and top-1 of all ranks */
+                BF_TRY(bf_to_host(b, sums, r->sums, sizeof sums)); /* the one synchronisation per interval */
+                interval_images *= r->dp.world;
+                double t = now_s(), dt = t - interval_start;
+                bf_train_metrics mt = {
+                    .epoch = epoch, .epochs = epochs, .step = st->step, .steps_per_epoch = steps_per_epoch,
+                    .step_in_epoch = i + 1, .loss = sums[0] / interval_images, .accuracy = sums[1] / interval_images,
+                    .lr = lr, .grad_norm = sqrt(sums[4]), .ms_per_step = 1e3 * dt / interval_steps,
+                    .images_per_s = interval_images / dt, .data_wait_ms = wait_ms / interval_steps,
+                    .tflops = 3 * r->flops_per_image * interval_images / dt / 1e12};
+                mt.num_flex = bf_model_flex_monitor(r->model, r->flex_ratio, r->flex_homogeneity, r->flex_names, BF_MAX_FLEX_LOG);
+                mt.flex_names = r->flex_names;
+                mt.flex_conv_ratio = r->flex_ratio;
+                mt.flex_homogeneity = r->flex_homogeneity;
+                mt.num_neuron = bf_model_spike_monitor(r->model, r->firing_rate, r->silent, r->neuron_names, BF_MAX_FLEX_LOG);
+                mt.neuron_names = r->neuron_names;
+                mt.firing_rate = r->firing_rate;
+                mt.silent = r->silent;
+                long skipped = bf_loader_skipped_images(r->train_loader);
+                if (r->train_set->files) mt.skipped_images = &skipped;
+                double comm_ms = 0; /* read after the synchronisation above: its events are complete */
+                BF_TRY(bf_dp_interval_comm_ms(&r->dp, &comm_ms));
+                if (bf_dp_active(&r->dp)) mt.comm_exposed_ms = &comm_ms;
+                long remaining = (long)epochs * steps_per_epoch - st->step;
+                mt.eta_s = remaining * (t - run_start) / (double)(st->step - first_step);
+                bf_metrics_train(&r->log, &mt, r->text);
+                BF_TRY(write_rasters(r, st->step));
+                r->num_flex = mt.num_flex;
+                r->num_neuron = mt.num_neuron;
+                if (!isfinite(mt.loss))
+                    return bf_error(BF_ERR_INTERNAL, "the training loss became %g at step %ld (epoch %d): lower [optim] lr "
+                                    "or set [optim] grad_clip_norm", mt.loss, st->step, epoch + 1);
+                BF_TRY(b->ops->fill(b, r->sums, 0.0f, 4));
+                interval_start = now_s();
+                interval_images = interval_steps = 0;
+                wait_ms = 0;
+            }
+            /* A stop request (a signal) or a checkpoint inside the epoch. */
+            int stop = 0;
+            if (r->dp.world > 1 ? log_now : r->stop != NULL)
+                BF_TRY(bf_dp_agree_stop(&r->dp, r->stop && *r->stop, &stop));
+            int last_in_epoch = i == steps_per_epoch - 1, every = cfg->run.checkpoint_every_steps;
+            if (stop && !(last_in_epoch && epoch == epochs - 1)) { /* the run's last step just finishes it */
+                BF_TRY(save_checkpoint(r, st, result));
+                fprintf(r->text, "stopped on request after step %ld (epoch %d, batch %d of %d); continue with "
+                        "--resume %s\n", st->step, epoch + 1, i + 1, steps_per_epoch, cfg->run.dir);
+                result->interrupted = 1;
+                result->epochs_done = st->epoch;
+                result->steps_done = st->step;
+                return BF_OK;
+            }
+            if (every > 0 && st->step % every == 0 && !last_in_epoch) BF_TRY(save_checkpoint(r, st, result));
         }
         st->epoch = epoch + 1;
+        st->batch_in_epoch = 0;
         int last = st->epoch == epochs;
         if (last || (cfg->run.eval_every > 0 && st->epoch % cfg->run.eval_every == 0)) {
             BF_TRY(evaluate_and_log(r, st->epoch, st->step, last, &result->final_eval));
             last_eval_epoch = st->epoch;
         }
         if (last || (cfg->run.checkpoint_every > 0 && st->epoch % cfg->run.checkpoint_every == 0)) {
-            if (bf_dp_writes_checkpoints(&r->dp)) BF_TRY(bf_checkpoint_save(cfg, r->model, r->opt, st, result->checkpoint));
-            BF_TRY(bf_dp_checkpoint_written(&r->dp));
+            BF_TRY(save_checkpoint(r, st, result));
             last_ckpt_epoch = st->epoch;
-            bf_metrics_break_line(&r->log);
-            fprintf(r->text, "checkpoint: %s\n", result->checkpoint);
         }
     }
     /* A resumed run that was already complete still reports its test accuracy. */
@@ -299,6 +327,7 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
 
 static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result *result) {
     const bf_config *cfg = r->cfg;
+    r->stop = opt ? opt->stop : NULL;
     BF_TRY(bf_dp_create_backend(&r->dp, cfg, &r->backend));
     BF_TRY(open_data(r, opt && opt->float_batches));
     BF_TRY(bf_run_build_model(cfg, r->backend, r->train_set, &r->model));
@@ -310,7 +339,15 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
         BF_TRY(bf_checkpoint_resolve(opt->resume, dir));
         BF_TRY(bf_checkpoint_load_model(dir, r->model));
         BF_TRY(bf_checkpoint_load_state(dir, cfg, r->model, r->opt, &st));
-        fprintf(r->text, "resumed from %s at epoch %d, step %ld\n", dir, st.epoch, st.step);
+        if (st.batch_in_epoch > 0)
+            fprintf(r->text, "resumed from %s in epoch %d after batch %d (step %ld)\n", dir, st.epoch + 1,
+                    st.batch_in_epoch, st.step);
+        else fprintf(r->text, "resumed from %s after epoch %d (step %ld)\n", dir, st.epoch, st.step);
+        int batches = bf_loader_num_batches(r->train_loader);
+        if (st.batch_in_epoch > batches)
+            return bf_error(BF_ERR_CHECKPOINT, "%s stopped after batch %d of epoch %d, but this run has %d batches per "
+                            "epoch ([data] batch_size, the dataset or the number of ranks changed)", dir,
+                            st.batch_in_epoch, st.epoch + 1, batches);
     }
     BF_TRY(bf_dp_attach_model(&r->dp, r->model));
     BF_TRY(bf_dp_metrics_open(&r->dp, &r->log, cfg->run.dir, !(opt && opt->quiet) && isatty(fileno(stderr))));
