@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bioflex/butd.h"
 #include "bioflex/checkpoint.h"
@@ -32,15 +33,29 @@ static const char usage[] =
  * bf_train_options.stop. */
 static volatile sig_atomic_t stop_signal;
 
-static void on_stop_signal(int sig) { stop_signal = sig; }
+/* The first SIGINT/SIGTERM asks for a clean stop and gives both signals back their default
+ * action, so a second one of either kind ends the run at once. Only async-signal-safe calls. */
+static void on_stop_signal(int sig) {
+    static const char note[] = "\nbioflex-train: stopping after the current step with a checkpoint (a second signal ends "
+                               "the run at once)\n";
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGINT, &dfl, NULL);
+    sigaction(SIGTERM, &dfl, NULL);
+    stop_signal = sig;
+    ssize_t ignored = write(STDERR_FILENO, note, sizeof note - 1); /* write is async-signal-safe; printf is not */
+    (void)ignored;
+}
 
-/* SA_RESETHAND: the first SIGINT/SIGTERM asks for a clean stop, a second one kills as usual. */
 static void catch_stop_signals(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
-    sa.sa_flags = SA_RESETHAND | SA_RESTART; /* restart: a read in a loader thread must not fail with EINTR */
+    sa.sa_flags = SA_RESTART; /* a read in a loader thread must not fail with EINTR */
     sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGINT); /* one handler at a time: the second signal meets the default action */
+    sigaddset(&sa.sa_mask, SIGTERM);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 }
