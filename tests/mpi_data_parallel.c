@@ -14,6 +14,8 @@
  *     and so does a guided one on part of Multi-Fashion-MNIST, with the same per-task evaluation,
  *     and a BU-TD ResNet-18 with batch-norm and [run] sync_bn (BU and TD statistics, running ones too);
  *   - a run resumed in one process from a checkpoint of the 2-rank run ends at the same weights;
+ *   - SIGTERM to rank 1 alone stops both ranks at the same step with one checkpoint of that
+ *     position (inside an epoch), and the run resumed from it ends where an uninterrupted one does;
  *   - mismatched configs between ranks and a global batch the ranks cannot split fail with a message;
  *   - a rank that hangs, and a rank that dies, make the other stop within the collective timeout.
  * The last two run this program itself under mpirun with --hang-rank / --die-rank. */
@@ -271,6 +273,49 @@ static void driver(const char *self) {
     rc = run("resume.log", "%s %s --set run.dir=%s/half --resume %s/half", TRAIN, cfg, tmp, tmp);
     CHECK(rc == 0, "resume in one process exited %d (see %s/resume.log)", rc, tmp);
     compare_weights("single/checkpoints/epoch_0002", "half/checkpoints/epoch_0002", "2 ranks then resumed on 1");
+
+    /* SIGTERM to rank 1 only (a shell that signals itself, then execs bioflex-train): the ranks agree
+     * at a log interval, rank 0 writes the checkpoint, both exit 128 + 15. The run is long (no
+     * evaluation or checkpoint per epoch), so the signal 2 s in always lands during training. */
+    const char *endless = "--set run.epochs=100000 --set run.eval_every=0 --set run.checkpoint_every=0";
+    rc = run("stop.log", "timeout 120 " BIOFLEX_MPIEXEC " --allow-run-as-root --oversubscribe -np 1 %s %s "
+             "--set run.dir=%s/stop %s : -np 1 sh -c '(sleep 2; kill -TERM $$) & exec %s %s --set run.dir=%s/stop %s'",
+             TRAIN, cfg, tmp, endless, TRAIN, cfg, tmp, endless);
+    long stop_step = -1;
+    int stop_epoch = -1;
+    char path[600], line[1024], latest[64] = "";
+    snprintf(path, sizeof path, "%s/stop.log", tmp);
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "stopped on request after step ");
+        if (p) sscanf(p, "stopped on request after step %ld (epoch %d,", &stop_step, &stop_epoch);
+    }
+    if (f) fclose(f);
+    snprintf(path, sizeof path, "%s/stop/checkpoints/latest", tmp);
+    if ((f = fopen(path, "r"))) {
+        if (!fgets(latest, sizeof latest, f)) latest[0] = 0;
+        fclose(f);
+    }
+    latest[strcspn(latest, "\n")] = 0;
+    char want[64];
+    snprintf(want, sizeof want, "step_%09ld", stop_step);
+    CHECK(rc == 128 + 15, "SIGTERM to rank 1: mpirun exited %d, want 143 (see %s/stop.log)", rc, tmp);
+    CHECK(count_in_file("stop.log", "stopped on request") == 1 && stop_step > 0 && stop_step % 2 == 0,
+          "one stop line at a log interval (every 2 steps): step %ld", stop_step);
+    CHECK(strcmp(latest, want) == 0, "latest names the stop checkpoint %s (got '%s')", want, latest);
+    if (stop_step > 0 && stop_epoch > 0) { /* the constant schedule does not depend on run.epochs */
+        rc = run("stop_resume.log", MPIRUN "%s %s --set run.dir=%s/stop --resume %s/stop --set run.epochs=%d "
+                 "--set run.eval_every=0 --set run.checkpoint_every=0", TRAIN, cfg, tmp, tmp, stop_epoch);
+        CHECK(rc == 0, "resuming the stopped run exited %d (see %s/stop_resume.log)", rc, tmp);
+        rc = run("stop_ref.log", MPIRUN "%s %s --set run.dir=%s/stop_ref --set run.epochs=%d --set run.eval_every=0 "
+                 "--set run.checkpoint_every=0", TRAIN, cfg, tmp, stop_epoch);
+        CHECK(rc == 0, "the uninterrupted reference run exited %d", rc);
+        char a[64], b[64];
+        snprintf(a, sizeof a, "stop_ref/checkpoints/epoch_%04d", stop_epoch);
+        snprintf(b, sizeof b, "stop/checkpoints/epoch_%04d", stop_epoch);
+        compare_weights(a, b, "stopped by SIGTERM to rank 1 at a log interval, resumed");
+        printf("SIGTERM to rank 1: both ranks stopped after step %ld (epoch %d)\n", stop_step, stop_epoch);
+    }
 
     /* Configs that differ between ranks (MPMD: rank 0 gets another learning rate). */
     rc = run("mismatch.log", "timeout 120 " BIOFLEX_MPIEXEC " --allow-run-as-root --oversubscribe -np 1 %s %s "
