@@ -6,6 +6,7 @@
  *     step and resumed each time ends bit-identical too: each position inside an epoch and at its
  *     end resumes exactly, and only the newest checkpoint inside an epoch is kept;
  *   - [run] checkpoint_every_steps writes checkpoints inside the epoch;
+ *   - a fresh run in a directory that holds a run warns and names --resume;
  *   - a corrupted, truncated or mismatched checkpoint is refused with a message naming the check. */
 #include <dirent.h>
 #include <signal.h>
@@ -183,6 +184,16 @@ static void test_stop_every_step(void) {
     fclose(text);
     CHECK(seen[0] && seen[1], "checkpoint_every_steps = 3 wrote step 3 and step 6 (%d, %d)", seen[0], seen[1]);
     CHECK(step_checkpoints(every.run.dir) == 0, "the epoch checkpoint replaced them (%d left)", step_checkpoints(every.run.dir));
+
+    /* The same config again, fresh: it warns that the directory holds a run and names --resume. */
+    text = fopen(log_path, "w+");
+    logged.log = text;
+    CHECK_OK(bf_train(&every, &logged, &r1));
+    int warned = 0;
+    rewind(text);
+    while (fgets(line, sizeof line, text)) warned |= strstr(line, "already holds a run") && strstr(line, "--resume");
+    fclose(text);
+    CHECK(warned, "a fresh run in a used run directory warns and names --resume");
     fclose(log);
 }
 

@@ -359,6 +359,21 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
     return train_loop(r, &st, result);
 }
 
+/* A fresh run in a directory that already holds one mixes two runs' metrics and checkpoints; most
+ * often the researcher meant --resume, so say so (the run goes on: re-running a config is legal). */
+static void warn_if_run_exists(const char *dir, FILE *text) {
+    char path[BF_PATH_MAX + 32], name[64] = "";
+    snprintf(path, sizeof path, "%s/checkpoints/latest", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    if (!fgets(name, sizeof name, f)) name[0] = 0;
+    fclose(f);
+    name[strcspn(name, "\r\n")] = 0;
+    fprintf(text, "warning: %s already holds a run (checkpoints/latest: %s); this fresh run appends to its "
+            "metrics.jsonl and replaces its checkpoints as it writes its own (to continue it instead: --resume %s)\n",
+            dir, name, dir);
+}
+
 bf_status bf_train(const bf_config *cfg, const bf_train_options *opt, bf_train_result *result) {
     /* force_nccl: one GPU through the data-parallel path, to measure what it costs over the plain one. */
     if (cfg->run.gpus > 1 || cfg->run.force_nccl) return bf_train_gpus(cfg, opt, cfg->run.gpus, result);
@@ -374,6 +389,7 @@ bf_status bf_train_rank(const bf_config *cfg, const bf_train_options *opt, bf_co
     bf_status s = bf_dp_start(&r.dp, cfg, comm, &r.cfg);
     if (s == BF_OK) {
         r.text = bf_dp_text(&r.dp, r.text);
+        if (!(opt && opt->resume)) warn_if_run_exists(cfg->run.dir, r.text);
         if (r.cfg->butd.network != 0) /* BU-TD networks: butd_train.c */
             s = bf_butd_train_rank(r.cfg, opt, &r.dp, r.text, result);
         else
