@@ -3,6 +3,7 @@
  *     second from its checkpoint, end with bit-identical weights (task head included);
  *   - a run stopped on request (bf_train_options.stop) after every step and resumed each time ends
  *     bit-identical to the straight run (every position inside an epoch resumes exactly);
+ *   - a complete run resumed again trains nothing and reports the same test score;
  *   - checkpoints/epoch_0001 holds model.safetensors and state.safetensors, `latest` names the last;
  *   - a checkpoint of another network shape is refused with a message naming the tensor. */
 #include <signal.h>
@@ -65,6 +66,13 @@ int main(void) {
     CHECK_OK(bf_train(&cfg, &resume, &res));
     CHECK(res.epochs_done == 2 && res.final_eval.samples == 100, "the resumed run did epoch 2 (%d) and scored the test set",
           res.epochs_done);
+    /* Resumed once more, already complete: nothing to train, and it still reports the test score. */
+    bf_train_result again;
+    CHECK_OK(bf_train(&cfg, &resume, &again));
+    CHECK(again.epochs_done == 2 && again.steps_done == res.steps_done && again.final_eval.samples == 100 &&
+              again.final_eval.top1 == res.final_eval.top1 && again.final_eval.loss == res.final_eval.loss,
+          "a complete run resumed reports its score: %d epochs, %d samples, top-1 %.4f (want %.4f)", again.epochs_done,
+          again.final_eval.samples, again.final_eval.top1, res.final_eval.top1);
 
     char a[256], b[256];
     snprintf(a, sizeof a, "%s/butd_model.safetensors", straight);

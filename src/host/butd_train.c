@@ -312,6 +312,24 @@ static bf_status resume_run(butd_run *r, const char *from, bf_train_state *st, F
     return BF_OK;
 }
 
+/* The test split scored in evaluation mode (guided: every task), logged as after `epoch` epochs. */
+static bf_status score_test_set(butd_run *r, int epoch, long step, double *loss, double *top1, int *samples) {
+    bf_status s;
+    bf_butd_set_training(r->net, 0); /* batch-norm: running statistics */
+    if (r->cfg->butd.guided) {
+        bf_task_eval_result te = {0};
+        s = bf_evaluate_tasks(r->test_set, &r->test_options, 0, 0, predict_tasks, r, &te);
+        if (s == BF_OK) s = reduce_task_eval(r, &te);
+        if (s == BF_OK) bf_metrics_eval_tasks(&r->log, epoch, step, &te, "test", r->text);
+        *loss = te.mean_loss, *top1 = te.mean_accuracy, *samples = te.samples;
+    } else {
+        s = evaluate(r, loss, top1, samples);
+        if (s == BF_OK) bf_metrics_eval(&r->log, epoch, step, *loss, *top1, 0.0, *samples, "test", NULL);
+    }
+    bf_butd_set_training(r->net, 1);
+    return s;
+}
+
 bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, bf_data_parallel *dp, FILE *text,
                              bf_train_result *result) {
     butd_run r;
@@ -344,18 +362,7 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
             break;
         }
         long step = st.step;
-        bf_butd_set_training(r.net, 0); /* batch-norm: running statistics */
-        if (s == BF_OK && cfg->butd.guided) {
-            bf_task_eval_result te;
-            s = bf_evaluate_tasks(r.test_set, &r.test_options, 0, 0, predict_tasks, &r, &te);
-            if (s == BF_OK) s = reduce_task_eval(&r, &te);
-            if (s == BF_OK) bf_metrics_eval_tasks(&r.log, epoch + 1, step, &te, "test", quiet ? NULL : text);
-            loss = te.mean_loss, top1 = te.mean_accuracy, samples = te.samples;
-        } else if (s == BF_OK) {
-            s = evaluate(&r, &loss, &top1, &samples);
-            if (s == BF_OK) bf_metrics_eval(&r.log, epoch + 1, step, loss, top1, 0.0, samples, "test", NULL);
-        }
-        bf_butd_set_training(r.net, 1);
+        if (s == BF_OK) s = score_test_set(&r, epoch + 1, step, &loss, &top1, &samples);
         if (s != BF_OK) break;
         if (!quiet)
             fprintf(text, "epoch %d: train loss %.4f, test loss %.4f, test accuracy %.2f %%%s (%.1f s cpu)\n", epoch + 1,
@@ -371,6 +378,14 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
         st.batch_in_epoch = 0;
         int every = cfg->run.checkpoint_every;
         if (epoch + 1 == cfg->run.epochs || (every > 0 && (epoch + 1) % every == 0)) s = save_checkpoint(&r, &st, written);
+    }
+    if (s == BF_OK && !stopped && result->epochs_done == 0) { /* resumed from the end: still report the test score */
+        double loss = 0, top1 = 0;
+        int samples = 0;
+        s = score_test_set(&r, st.epoch, st.step, &loss, &top1, &samples);
+        result->final_eval = (bf_eval_result){.loss = loss, .top1 = top1, .samples = samples};
+        result->epochs_done = st.epoch;
+        result->steps_done = st.step;
     }
     if (s == BF_OK && !stopped && r.net && bf_dp_writes_checkpoints(dp)) { /* the trained weights, beside the run's config */
         s = bf_mkdir_p(cfg->run.dir);
