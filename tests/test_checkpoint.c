@@ -7,8 +7,12 @@
  *     end resumes exactly, and only the newest checkpoint inside an epoch is kept;
  *   - [run] checkpoint_every_steps writes checkpoints inside the epoch;
  *   - a fresh run in a directory that holds a run warns and names --resume;
+ *   - [model] init_weights loads a weights file by name (init_exclude keeps prefixes at their
+ *     initialisation), refuses a file of another shape naming the tensor, and a run started from
+ *     trained weights with a vanishing learning rate scores what they score;
  *   - a corrupted, truncated or mismatched checkpoint is refused with a message naming the check. */
 #include <dirent.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +25,7 @@
 #include "testutil.h"
 
 static char root[256];
+static double trained_loss = -1; /* the final test loss of test_exact_resume's SGD run (full_sgd) */
 
 static void small_config(bf_config *cfg, const char *run, bf_optimizer_kind opt) {
     bf_config_defaults(cfg);
@@ -81,6 +86,7 @@ static void test_exact_resume(bf_optimizer_kind opt, const char *tag) {
     bf_train_result r1, r2;
     CHECK_OK(bf_train(&full, &quiet, &r1));
     CHECK(r1.epochs_done == 3 && r1.steps_done == 21, "%s: 3 epochs of 7 steps (got %d, %ld)", tag, r1.epochs_done, r1.steps_done);
+    if (opt == BF_OPTIM_SGD) trained_loss = r1.final_eval.loss;
 
     /* Resume a new run from the uninterrupted run's epoch-1 checkpoint: as if it had crashed there. */
     snprintf(name, sizeof name, "resumed_%s", tag);
@@ -197,6 +203,102 @@ static void test_stop_every_step(void) {
     fclose(log);
 }
 
+/* A model of cfg's architecture for the procedural data of small_config, on the CPU. */
+static bf_model *fresh_model(const bf_config *cfg, bf_backend *b) {
+    bf_dataset d;
+    memset(&d, 0, sizeof d);
+    d.c = cfg->data.procedural_channels, d.h = d.w = cfg->data.procedural_size;
+    d.num_classes = cfg->data.procedural_classes;
+    bf_model *m = NULL;
+    CHECK_OK(bf_run_build_model(cfg, b, &d, &m));
+    return m;
+}
+
+/* 1 when the floats of parameter p of a and b are identical. */
+static int same_param(const bf_model *a, const bf_model *b, int p) {
+    return memcmp(a->param_data + a->params[p].offset, b->param_data + b->params[p].offset,
+                  a->params[p].count * sizeof(float)) == 0;
+}
+
+static void test_init_weights(void) {
+    bf_config cfg, other;
+    small_config(&cfg, "full_sgd", BF_OPTIM_SGD); /* trained by test_exact_resume */
+    char trained[600];
+    snprintf(trained, sizeof trained, "%s/checkpoints/epoch_0003", cfg.run.dir);
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    bf_model *source = fresh_model(&cfg, b), *init = fresh_model(&cfg, b), *loaded = fresh_model(&cfg, b);
+    bf_model *partial = fresh_model(&cfg, b);
+    if (!source || !init || !loaded || !partial) return;
+    CHECK_OK(bf_checkpoint_load_model(trained, source));
+    CHECK_OK(bf_checkpoint_init_weights(trained, "", loaded)); /* a checkpoint directory */
+    char file[700];
+    snprintf(file, sizeof file, "%s/model.safetensors", trained);
+    CHECK_OK(bf_checkpoint_init_weights(file, " classifier.3 ,features.9", partial)); /* a file, a new head */
+    int all = 1, kept = 1, taken = 1, head = 0;
+    for (int p = 0; p < source->num_params; p++) {
+        all &= same_param(source, loaded, p);
+        int is_head = strncmp(source->params[p].name, "classifier.3.", 13) == 0;
+        head += is_head;
+        if (is_head) kept &= same_param(init, partial, p) && !same_param(source, partial, p);
+        else taken &= same_param(source, partial, p);
+    }
+    CHECK(all, "init_weights loads every parameter of the checkpoint");
+    CHECK(head == 2 && kept && taken, "init_exclude = classifier.3: its %d tensors keep their initialisation, the rest "
+          "come from the file (%d, %d)", head, kept, taken);
+    CHECK(memcmp(source->buffer_data, loaded->buffer_data, source->num_buffer_floats * sizeof(float)) == 0 &&
+              loaded->num_batches_tracked == source->num_batches_tracked,
+          "init_weights loads the running statistics and num_batches_tracked");
+    /* "classifier" as a prefix of whole components: "classifier.3" does not exclude "classifier.30" and "class"
+     * excludes nothing, so the file's tensors must all be there */
+    bf_status s = bf_checkpoint_init_weights(file, "class", partial);
+    CHECK(s == BF_OK, "a prefix that is not a whole name component excludes nothing: %s", s ? bf_last_error() : "ok");
+
+    other = cfg;
+    other.model.hidden = 24;
+    bf_model *wider = fresh_model(&other, b);
+    s = wider ? bf_checkpoint_init_weights(trained, "", wider) : BF_ERR_INTERNAL;
+    CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "classifier.0.weight") && strstr(bf_last_error(), "shape"),
+          "another hidden width is refused naming the tensor and its shape: %s", bf_last_error());
+    s = wider ? bf_checkpoint_init_weights(trained, "classifier", wider) : BF_ERR_INTERNAL;
+    CHECK(s == BF_OK, "... and loads with the classifier excluded: %s", s ? bf_last_error() : "ok");
+    other.model.num_channels = 1; /* fewer convs: the file holds tensors this model lacks */
+    bf_model *shallow = fresh_model(&other, b);
+    s = shallow ? bf_checkpoint_init_weights(trained, "classifier", shallow) : BF_ERR_INTERNAL;
+    CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "does not have"),
+          "a file with tensors the model lacks is refused: %s", bf_last_error());
+    bf_model_destroy(shallow);
+    bf_model_destroy(wider);
+    bf_model_destroy(source);
+    bf_model_destroy(init);
+    bf_model_destroy(loaded);
+    bf_model_destroy(partial);
+    bf_backend_destroy(b);
+
+    /* Through bf_train: trained weights, a learning rate of 1e-12 and frozen running statistics score
+     * what the trained run scored; from scratch the same run scores much worse. */
+    FILE *log = quiet_log();
+    bf_config again;
+    small_config(&again, "from_trained", BF_OPTIM_SGD);
+    again.run.epochs = 1;
+    again.optim.lr = 1e-12f;
+    again.optim.weight_decay = 0;
+    again.model.bn_momentum = 0; /* the running statistics stay the loaded ones */
+    snprintf(again.model.init_weights, sizeof again.model.init_weights, "%s", trained);
+    bf_train_options quiet = {.quiet = 1, .log = log};
+    bf_train_result r, fresh;
+    CHECK_OK(bf_train(&again, &quiet, &r));
+    again.model.init_weights[0] = 0;
+    snprintf(again.run.dir, sizeof again.run.dir, "%s/from_scratch", root);
+    CHECK_OK(bf_train(&again, &quiet, &fresh));
+    printf("init_weights run: test loss %.4f (from scratch with the same lr: %.4f)\n", r.final_eval.loss,
+           fresh.final_eval.loss);
+    CHECK(fabs(r.final_eval.loss - trained_loss) < 1e-5 && fresh.final_eval.loss > trained_loss + 0.1,
+          "started from trained weights: test loss %.5f, the trained run's %.5f (from scratch: %.5f)", r.final_eval.loss,
+          trained_loss, fresh.final_eval.loss);
+    fclose(log);
+}
+
 static void test_weights_file(void) {
     char path[600];
     snprintf(path, sizeof path, "%s/full_sgd/checkpoints/epoch_0003/model.safetensors", root);
@@ -300,6 +402,7 @@ int main(void) {
     test_exact_resume(BF_OPTIM_SGD, "sgd");
     test_exact_resume(BF_OPTIM_ADAMW, "adamw");
     test_stop_every_step();
+    test_init_weights();
     test_weights_file();
     test_refusals();
     char cmd[300];

@@ -42,6 +42,16 @@ bf_status bf_checkpoint_resolve(const char *path, char *dir_out);
 
 /* Loads weights and buffers into m (shapes must match the built model). */
 bf_status bf_checkpoint_load_model(const char *dir, bf_model *m);
+
+/* [model] init_weights: copies the weights and buffers of `path` (a safetensors file, or a
+ * checkpoint/run directory's model.safetensors) into m, by state_dict name, except the tensors
+ * whose names start with one of the comma-separated prefixes of `exclude` (they keep their
+ * initialisation). Every other tensor of the model must be in the file with its shape, and every
+ * tensor of the file must be one of the model's (or excluded): a mismatch names the tensor. */
+bf_status bf_checkpoint_init_weights(const char *path, const char *exclude, bf_model *m);
+/* The weights file `path` names (BF_PATH_MAX): itself when it is a file (other than a `latest`
+ * pointer), else the model.safetensors of the checkpoint it resolves to (bf_checkpoint_resolve). */
+bf_status bf_checkpoint_weights_file(const char *path, char *file_out);
 /* Loads optimiser state and the training position; refuses a checkpoint of another optimiser,
  * seed or parameter count with a message. */
 bf_status bf_checkpoint_load_state(const char *dir, const bf_config *cfg, const bf_model *m, bf_optimizer *opt,

@@ -131,6 +131,9 @@ typedef struct bf_model_config {
     float bn_eps;
     int conv_init_fan_in;      /* cnn, vgg: Kaiming-normal convs with fan_in (FlexNet) instead of fan_out (torchvision) */
     int freeze_fc1;            /* plasticflex_vgg*: fc1 kept at its random init (the reference code's untrained fc1) */
+    char init_weights[BF_PATH_MAX]; /* start from these weights: a safetensors file (bioflex's or PyTorch's) or a
+                                       checkpoint/run directory ("" = random initialisation) */
+    char init_exclude[BF_PATH_MAX]; /* comma-separated tensor-name prefixes kept at their random init (a new head) */
     /* flexible neurons (FlexNet): cnn and vgg convs become flex layers */
     int flex;                  /* every conv becomes a flex layer */
     int fully_flex;            /* the 2x2 max-pools become flex layers too */

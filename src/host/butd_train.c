@@ -312,6 +312,19 @@ static bf_status resume_run(butd_run *r, const char *from, bf_train_state *st, F
     return BF_OK;
 }
 
+/* [model] init_weights: the whole BU-TD network from a file or checkpoint (bf_butd_load checks
+ * every tensor); the exclusion list of [model] networks has no BU-TD meaning yet. */
+static bf_status init_weights(butd_run *r, FILE *text, int quiet) {
+    if (r->cfg->model.init_exclude[0])
+        return bf_error(BF_ERR_CONFIG, "[model] init_exclude = %s: BU-TD networks ([butd] network) load every tensor of "
+                        "init_weights; leave init_exclude empty", r->cfg->model.init_exclude);
+    char file[BF_PATH_MAX];
+    BF_TRY(bf_checkpoint_weights_file(r->cfg->model.init_weights, file));
+    BF_TRY(bf_butd_load(r->net, file));
+    if (!quiet) fprintf(text, "initial weights from %s\n", file);
+    return BF_OK;
+}
+
 /* The test split scored in evaluation mode (guided: every task), logged as after `epoch` epochs. */
 static bf_status score_test_set(butd_run *r, int epoch, long step, double *loss, double *top1, int *samples) {
     bf_status s;
@@ -342,6 +355,7 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
     r.text = quiet ? NULL : text;
     bf_status s = setup(&r);
     bf_train_state st = {.epoch = 0, .step = 0, .seed = cfg->run.seed};
+    if (s == BF_OK && cfg->model.init_weights[0] && !(opt && opt->resume)) s = init_weights(&r, text, quiet);
     if (s == BF_OK && opt && opt->resume) s = resume_run(&r, opt->resume, &st, text, quiet);
     char written[BF_PATH_MAX] = "";
     int stopped = 0;

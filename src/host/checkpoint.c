@@ -253,6 +253,83 @@ bf_status bf_checkpoint_load_model(const char *dir, bf_model *m) {
     return s;
 }
 
+/* Whether `name` starts with one of the comma-separated prefixes (spaces around them ignored). A
+ * prefix matches whole name components: "fc" excludes "fc.weight" but not "fc2.weight". */
+static int excluded(const char *name, const char *prefixes) {
+    for (const char *p = prefixes; p && *p;) {
+        while (*p == ' ' || *p == ',') p++;
+        size_t len = strcspn(p, ",");
+        while (len > 0 && p[len - 1] == ' ') len--;
+        if (len > 0 && strncmp(name, p, len) == 0 && (name[len] == '\0' || name[len] == '.')) return 1;
+        p += strcspn(p, ",");
+    }
+    return 0;
+}
+
+bf_status bf_checkpoint_weights_file(const char *path, char *file_out) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && strcmp(strrchr(path, '/') ? strrchr(path, '/') + 1 : path, "latest")) {
+        snprintf(file_out, BF_PATH_MAX, "%s", path);
+        return BF_OK;
+    }
+    char dir[BF_PATH_MAX];
+    BF_TRY(bf_checkpoint_resolve(path, dir));
+    if (strlen(dir) + sizeof "/model.safetensors" > BF_PATH_MAX)
+        return bf_error(BF_ERR_ARG, "checkpoint path too long: %s", dir);
+    snprintf(file_out, BF_PATH_MAX, "%s/model.safetensors", dir);
+    return BF_OK;
+}
+
+bf_status bf_checkpoint_init_weights(const char *path, const char *exclude, bf_model *m) {
+    char file[BF_PATH_MAX];
+    BF_TRY(bf_checkpoint_weights_file(path, file));
+    bf_st_file *f = NULL;
+    BF_TRY(bf_safetensors_read(file, &f));
+    float *params = NULL, *buffers = NULL; /* start from the model's own initialisation: excluded tensors keep it */
+    bf_st_tensor *tensors = malloc(((size_t)m->num_params + 4 * (size_t)m->num_layers + 1) * sizeof *tensors);
+    bf_status s = tensors ? BF_OK : bf_error(BF_ERR_OOM, "init_weights: out of host memory");
+    if (s == BF_OK) s = download(m->backend, m->param_data, m->num_param_floats, &params);
+    if (s == BF_OK) s = download(m->backend, m->buffer_data, m->num_buffer_floats, &buffers);
+    int64_t tracked = m->num_batches_tracked, from_file = -1;
+    int n = s == BF_OK ? model_tensors(m, params, buffers, &tracked, tensors) : 0, copied = 0;
+    for (int i = 0; i < n && s == BF_OK; i++) {
+        if (excluded(tensors[i].name, exclude)) continue;
+        if (!bf_safetensors_find(f, tensors[i].name))
+            s = bf_error(BF_ERR_CHECKPOINT, "[model] init_weights: %s has no tensor %s, which this %s model has (leave "
+                         "it at its initialisation with [model] init_exclude)", file, tensors[i].name, m->arch);
+        else if (tensors[i].dtype == BF_DTYPE_I64) /* one counter for the model: the first batch-norm's */
+            s = from_file < 0 ? bf_safetensors_copy_out(f, tensors[i].name, BF_DTYPE_I64, 0, NULL, &from_file) : BF_OK;
+        else
+            s = bf_safetensors_copy_out(f, tensors[i].name, tensors[i].dtype, tensors[i].ndim, tensors[i].shape,
+                                        (void *)tensors[i].data);
+        if (s == BF_ERR_CHECKPOINT) { /* a shape or dtype mismatch: most often a head for another number of classes */
+            char why[512];
+            snprintf(why, sizeof why, "%s", bf_last_error());
+            s = bf_error(s, "[model] init_weights: %s (to keep this model's own %s, add its layer to [model] init_exclude)",
+                         why, tensors[i].name);
+        }
+        copied++;
+    }
+    for (int i = 0; i < bf_safetensors_count(f) && s == BF_OK; i++) { /* e.g. "module." prefixes of a DDP state_dict */
+        const char *name = bf_safetensors_at(f, i)->name;
+        int known = excluded(name, exclude);
+        for (int k = 0; k < n && !known; k++) known = strcmp(tensors[k].name, name) == 0;
+        if (!known)
+            s = bf_error(BF_ERR_CHECKPOINT, "[model] init_weights: %s holds %s, which this %s model does not have (another "
+                         "architecture or naming?)", file, name, m->arch);
+    }
+    if (s == BF_OK) s = bf_to_device(m->backend, m->param_data, params, m->num_param_floats * sizeof(float));
+    if (s == BF_OK && m->num_buffer_floats)
+        s = bf_to_device(m->backend, m->buffer_data, buffers, m->num_buffer_floats * sizeof(float));
+    if (s == BF_OK && from_file >= 0) m->num_batches_tracked = from_file;
+    if (s == BF_OK && copied == 0) s = bf_error(BF_ERR_CHECKPOINT, "[model] init_weights: init_exclude leaves nothing to load from %s", file);
+    free(params);
+    free(buffers);
+    free(tensors);
+    bf_safetensors_close(f);
+    return s;
+}
+
 static bf_status meta_long(const bf_st_file *f, const char *path, const char *key, long *out) {
     const char *v = bf_safetensors_meta(f, key);
     char *end = NULL;

@@ -206,6 +206,8 @@ static const key_spec key_table[] = {
     BOOL_KEY("model", "batchnorm", model.batchnorm, "true", "cnn, vgg: BatchNorm after every conv"),
     FLOAT_KEY("model", "bn_momentum", model.bn_momentum, 0, 1, 0, "0.1", "BatchNorm running-statistics momentum (PyTorch convention)"),
     FLOAT_KEY("model", "bn_eps", model.bn_eps, 0, NO_MAX, MIN_OPEN, "1e-5", "added to the BatchNorm variance"),
+    STRING_KEY("model", "init_weights", model.init_weights, 0, "", "start training from these weights instead of a random initialisation: a safetensors file with PyTorch state_dict names (a bioflex model.safetensors, or one saved from PyTorch with safetensors.torch.save_file(model.state_dict(), path)) or a checkpoint or run directory; the optimiser starts fresh; ignored by --resume"),
+    STRING_KEY("model", "init_exclude", model.init_exclude, 0, "", "init_weights: comma-separated tensor-name prefixes left at their random initialisation and not required in the file (e.g. classifier.6 for a new head with another number of classes)"),
     BOOL_KEY("model", "freeze_fc1", model.freeze_fc1, "false", "plasticflex_vgg*: keep fc1 at its random init, never trained, as the PlasticFlex reference code does (it builds fc1 after its optimiser)"),
     ENUM_KEY("model", "conv_init", model.conv_init_fan_in, conv_init_names, "fan_out", "cnn, vgg: Kaiming-normal conv weights scaled by fan_out (torchvision) or fan_in (FlexNet's reference code); biases 0"),
     BOOL_KEY("model", "flex", model.flex, "false", "cnn, vgg: every conv becomes a flex layer (per element the conv or the max-pool of the input)"),

@@ -334,6 +334,11 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
     BF_TRY(bf_optimizer_create(r->backend, &cfg->optim, r->model->num_param_floats, &r->opt));
     BF_TRY(alloc_step_buffers(r));
     bf_train_state st = {.epoch = 0, .step = 0, .seed = cfg->run.seed};
+    if (cfg->model.init_weights[0] && !(opt && opt->resume)) {
+        BF_TRY(bf_checkpoint_init_weights(cfg->model.init_weights, cfg->model.init_exclude, r->model));
+        fprintf(r->text, "initial weights from %s%s%s\n", cfg->model.init_weights,
+                cfg->model.init_exclude[0] ? ", except " : "", cfg->model.init_exclude);
+    }
     if (opt && opt->resume) {
         char dir[BF_PATH_MAX];
         BF_TRY(bf_checkpoint_resolve(opt->resume, dir));
