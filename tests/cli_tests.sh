@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Command-line behaviour of bioflex-train and bioflex-eval: exit status (0 ok, 2 bad command line
 # or config, 1 runtime failure), messages that name file:line, key and allowed values, --dry-run's
-# model table, and a tiny train -> eval -> corrupt -> refuse round trip on procedural data.
+# model table, a tiny train -> eval -> corrupt -> refuse round trip on procedural data, a run
+# stopped by SIGTERM and resumed, and tools/plot_metrics.py on a run's metrics.
 set -u
 train="$1"; eval_="$2"; src="$3"
 tmp=$(mktemp -d /tmp/bioflex_cli_XXXXXX)
@@ -108,6 +109,57 @@ ok = ok and any("firing_rate" in m and 0 <= m["mean_firing_rate"] <= 1 for m in 
 sys.exit(0 if ok else 1)
 PY
 then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL spikes.jsonl / firing_rate"; fi
+
+# SIGTERM: the run finishes its step, checkpoints that position, names --resume and exits 128 + 15;
+# the resumed run completes. The run is long, so the signal 1 s in lands during training.
+"$train" "$tmp/tiny.ini" --set run.dir="$tmp/sig" --set run.epochs=100000 --set run.eval_every=0 \
+  --set run.checkpoint_every=0 > "$tmp/sig.log" 2>&1 &
+pid=$!
+sleep 1
+kill -TERM "$pid"
+wait "$pid"; got=$?
+latest=$(cat "$tmp/sig/checkpoints/latest" 2>/dev/null)
+stop_epoch=$(sed -n 's/.*stopped on request after step [0-9]* (epoch \([0-9]*\),.*/\1/p' "$tmp/sig.log")
+if [ "$got" -eq 143 ] && [ -n "$stop_epoch" ] && [[ "$latest" == step_* ]] && grep -q -- "--resume $tmp/sig" "$tmp/sig.log"; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); echo "FAIL SIGTERM: exit $got (want 143), latest '$latest'"; tail -n 4 "$tmp/sig.log"
+fi
+expect "resume after SIGTERM" 0 "resumed from .*$latest" -- "$train" "$tmp/tiny.ini" --set run.dir="$tmp/sig" \
+  --resume "$tmp/sig" --set run.epochs="${stop_epoch:-1}" --set run.eval_every=0 --set run.checkpoint_every=0
+
+# tools/plot_metrics.py: its summary agrees with what bioflex-train printed; a step logged twice
+# (a run resumed from an earlier checkpoint) counts once, the last record; plots where matplotlib is.
+"$train" "$tmp/tiny.ini" --set run.dir="$tmp/plot" --set model.flex=true --set spiking.neuron=lif \
+  --set spiking.time_steps=2 --set spiking.raster_neurons=4 > "$tmp/plot.log" 2>&1
+printed=$(sed -n 's/^test accuracy: \([0-9.]*\)% top-1.*/\1/p' "$tmp/plot.log")
+python3 - "$tmp/plot/metrics.jsonl" <<'PY'
+import json, sys
+path = sys.argv[1]
+train = [json.loads(l) for l in open(path) if '"type":"train"' in l]
+again = dict(train[-1], loss=123.0)  # the last step logged once more, as a resumed run would
+open(path, "a").write(json.dumps(again) + "\n")
+PY
+summary=$(python3 "$src/tools/plot_metrics.py" "$tmp/plot" --summary 2>&1)
+row=$(tail -n 1 <<<"$summary")
+if [ -n "$printed" ] && grep -q " ${printed}% " <<<"$row " && grep -q " 123.0000 " <<<"$row" && grep -q "mean_conv_ratio" <<<"$summary" \
+   && grep -q "mean_firing_rate" <<<"$summary"; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); echo "FAIL plot_metrics --summary (bioflex-train printed ${printed}%):"; echo "$summary"
+fi
+if python3 -c "import matplotlib" 2>/dev/null; then
+  python3 "$src/tools/plot_metrics.py" "$tmp/plot" "$tmp/run" -o "$tmp/curves.png" > /dev/null &&
+    python3 "$src/tools/plot_metrics.py" "$tmp/plot" --raster features.2 -o "$tmp/raster.png" > /dev/null
+  if [ "$(head -c 4 "$tmp/curves.png" 2>/dev/null | od -An -c | tr -d ' ')" = "211PNG" ] &&
+     [ "$(head -c 4 "$tmp/raster.png" 2>/dev/null | od -An -c | tr -d ' ')" = "211PNG" ]; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1)); echo "FAIL plot_metrics: no PNG written"
+  fi
+else
+  echo "note: no matplotlib here; plot_metrics.py's plots not checked (its --summary is)"
+fi
 
 # Every shipped config is valid and plans (dry-run) as it stands.
 for f in "$src"/configs/*.ini "$src"/configs/*/*.ini; do
