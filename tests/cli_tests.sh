@@ -95,6 +95,15 @@ cp -r "$tmp/run/checkpoints/epoch_0002" "$tmp/corrupt"
 printf '\x55' | dd of="$tmp/corrupt/model.safetensors" bs=1 seek=2000 conv=notrunc status=none
 expect "eval refuses a corrupt checkpoint" 1 "checksum" -- "$eval_" --checkpoint "$tmp/corrupt" "$tmp/tiny.ini"
 expect "eval refuses another model" 1 "shape" -- "$eval_" --checkpoint "$tmp/run" --set model.channels=6 "$tmp/tiny.ini"
+# bioflex-eval on a BU-TD config scores the BU-TD network (the accuracy training printed last), and
+# writes nothing to the run directory.
+butd=(--set butd.network=fc --set butd.hidden=16 --set butd.learning=counter_hebb --set run.dir="$tmp/butd")
+"$train" "${butd[@]}" "$tmp/tiny.ini" > "$tmp/butd.log" 2>&1
+trained=$(sed -n 's/^test accuracy: \([0-9.]*%\), loss \([0-9.]*\).*/\1 \2/p' "$tmp/butd.log")
+lines=$(wc -l < "$tmp/butd/metrics.jsonl")
+expect "eval a BU-TD run" 0 "accuracy ${trained%% *}" -- "$eval_" --checkpoint "$tmp/butd" "${butd[@]}" "$tmp/tiny.ini"
+[ -n "$trained" ] && [ "$(wc -l < "$tmp/butd/metrics.jsonl")" -eq "$lines" ] && passed=$((passed + 1)) ||
+  { failed=$((failed + 1)); echo "FAIL BU-TD eval: training printed '$trained', metrics.jsonl grew"; }
 
 # A spiking run logs firing rates and writes spike rasters (T rows of raster_neurons spikes).
 expect "spiking train" 0 "neuron layers" -- "$train" --set run.dir="$tmp/spk" --set spiking.neuron=lif \

@@ -38,6 +38,7 @@ typedef struct butd_run {
     int32_t *labels;
     const volatile sig_atomic_t *stop; /* bf_train_options.stop */
     FILE *text;                        /* NULL: quiet */
+    int evaluate_only;                 /* bioflex-eval: no metrics.jsonl */
 } butd_run;
 
 static void run_free(butd_run *r) {
@@ -78,7 +79,7 @@ static bf_status open_data(butd_run *r) {
 
 static bf_status setup(butd_run *r) {
     const bf_config *cfg = r->cfg;
-    BF_TRY(bf_dp_metrics_open(r->dp, &r->log, cfg->run.dir, 0));
+    if (!r->evaluate_only) BF_TRY(bf_dp_metrics_open(r->dp, &r->log, cfg->run.dir, 0));
     BF_TRY(bf_dp_create_backend(r->dp, cfg, &r->backend));
     BF_TRY(open_data(r));
     const bf_dataset *d = r->train_set;
@@ -325,15 +326,18 @@ static bf_status init_weights(butd_run *r, FILE *text, int quiet) {
     return BF_OK;
 }
 
-/* The test split scored in evaluation mode (guided: every task), logged as after `epoch` epochs. */
-static bf_status score_test_set(butd_run *r, int epoch, long step, double *loss, double *top1, int *samples) {
+/* The test split scored in evaluation mode (guided: every task, into *tasks when not NULL), logged
+ * as after `epoch` epochs. */
+static bf_status score_test_set(butd_run *r, int epoch, long step, double *loss, double *top1, int *samples,
+                                bf_task_eval_result *tasks) {
     bf_status s;
     bf_butd_set_training(r->net, 0); /* batch-norm: running statistics */
     if (r->cfg->butd.guided) {
         bf_task_eval_result te = {0};
         s = bf_evaluate_tasks(r->test_set, &r->test_options, 0, 0, predict_tasks, r, &te);
         if (s == BF_OK) s = reduce_task_eval(r, &te);
-        if (s == BF_OK) bf_metrics_eval_tasks(&r->log, epoch, step, &te, "test", r->text);
+        if (s == BF_OK) bf_metrics_eval_tasks(&r->log, epoch, step, &te, "test", r->evaluate_only ? NULL : r->text);
+        if (tasks) *tasks = te;
         *loss = te.mean_loss, *top1 = te.mean_accuracy, *samples = te.samples;
     } else {
         s = evaluate(r, loss, top1, samples);
@@ -376,7 +380,7 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
             break;
         }
         long step = st.step;
-        if (s == BF_OK) s = score_test_set(&r, epoch + 1, step, &loss, &top1, &samples);
+        if (s == BF_OK) s = score_test_set(&r, epoch + 1, step, &loss, &top1, &samples, NULL);
         if (s != BF_OK) break;
         if (!quiet)
             fprintf(text, "epoch %d: train loss %.4f, test loss %.4f, test accuracy %.2f %%%s (%.1f s cpu)\n", epoch + 1,
@@ -396,7 +400,7 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
     if (s == BF_OK && !stopped && result->epochs_done == 0) { /* resumed from the end: still report the test score */
         double loss = 0, top1 = 0;
         int samples = 0;
-        s = score_test_set(&r, st.epoch, st.step, &loss, &top1, &samples);
+        s = score_test_set(&r, st.epoch, st.step, &loss, &top1, &samples, NULL);
         result->final_eval = (bf_eval_result){.loss = loss, .top1 = top1, .samples = samples};
         result->epochs_done = st.epoch;
         result->steps_done = st.step;
@@ -410,5 +414,31 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
         if (s == BF_OK && !quiet) fprintf(text, "butd: weights written to %s\n", result->checkpoint);
     }
     run_free(&r);
+    return s;
+}
+
+bf_status bf_butd_evaluate_checkpoint(const bf_config *cfg, const char *checkpoint, bf_eval_result *out,
+                                      bf_task_eval_result *tasks, char *file) {
+    memset(out, 0, sizeof *out);
+    bf_comm *self = NULL;
+    BF_TRY(bf_comm_create_self(&self));
+    bf_data_parallel dp;
+    const bf_config *run_cfg = cfg;
+    bf_status s = bf_dp_start(&dp, cfg, self, &run_cfg); /* one rank: the whole test split here */
+    butd_run r;
+    memset(&r, 0, sizeof r);
+    r.cfg = run_cfg;
+    r.dp = &dp;
+    r.evaluate_only = 1;
+    if (s == BF_OK) s = bf_checkpoint_weights_file(checkpoint, file);
+    if (s == BF_OK) s = setup(&r);
+    if (s == BF_OK) s = bf_butd_load(r.net, file);
+    double loss = 0, top1 = 0;
+    int samples = 0;
+    if (s == BF_OK) s = score_test_set(&r, 0, 0, &loss, &top1, &samples, tasks);
+    *out = (bf_eval_result){.loss = loss, .top1 = top1, .samples = samples};
+    run_free(&r);
+    bf_dp_stop(&dp, s != BF_OK);
+    bf_comm_destroy(self, s != BF_OK);
     return s;
 }

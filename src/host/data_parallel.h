@@ -61,6 +61,13 @@ bf_status bf_train_gpus(const bf_config *cfg, const bf_train_options *opt, int g
  * [butd] network != none. text is the rank's text log (bf_dp_text). */
 bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, bf_data_parallel *dp, FILE *text,
                              bf_train_result *result);
+/* bioflex-eval for a BU-TD config (butd_train.c): the network in `checkpoint` (a weights file, or a
+ * checkpoint or run directory) scored on the test split as training scores it; guided networks
+ * score every task (*tasks, nullable, gets each one's accuracy; out->top1 is their mean). Writes
+ * nothing to the run directory. *file (BF_PATH_MAX) gets the weights file read. */
+struct bf_task_eval_result;
+bf_status bf_butd_evaluate_checkpoint(const bf_config *cfg, const char *checkpoint, bf_eval_result *out,
+                                      struct bf_task_eval_result *tasks, char *file);
 
 /* Joins the launcher's world and derives this rank's config. *run_cfg points at the config the
  * run must use (cfg itself with one rank). */

@@ -5,6 +5,8 @@
 #include "bioflex/checkpoint.h"
 #include "bioflex/train.h"
 #include "cli.h"
+#include "data_parallel.h"
+#include "task_eval.h"
 
 static const char usage[] =
     "usage: bioflex-eval --checkpoint DIR [--device cpu|cuda] [--set section.key=value]... cfg.ini\n"
@@ -13,7 +15,8 @@ static const char usage[] =
     "  --checkpoint DIR   a checkpoint directory, or a run directory (its latest checkpoint)\n"
     "  --device cpu|cuda  backend to evaluate on (default: [run] device)\n"
     "  --set s.k=v        override a config key (e.g. data.test_limit=1000)\n"
-    "prints test loss, top-1 and top-5 accuracy; exit status 0 success, 2 bad command line or config, 1 failure\n";
+    "prints test loss, top-1 and top-5 accuracy (BU-TD networks: accuracy, per task when guided);\n"
+    "exit status 0 success, 2 bad command line or config, 1 failure\n";
 
 static bf_status evaluate_checkpoint(const bf_config *cfg, const char *checkpoint, bf_eval_result *res, char *dir) {
     bf_backend *b = NULL;
@@ -63,6 +66,19 @@ int main(int argc, char **argv) {
     if (rc != BF_EXIT_OK) return rc;
     bf_eval_result res;
     char dir[BF_PATH_MAX];
+    if (cfg.butd.network != 0) { /* a BU-TD network ([butd]): one accuracy, per task when guided */
+        bf_task_eval_result tasks = {0};
+        bf_status s = bf_butd_evaluate_checkpoint(&cfg, cli.checkpoint, &res, &tasks, dir);
+        if (s != BF_OK) {
+            fprintf(stderr, "error: %s\n", bf_last_error());
+            return s == BF_ERR_CONFIG ? BF_EXIT_USAGE : BF_EXIT_RUNTIME;
+        }
+        printf("checkpoint %s\ntest: loss %.4f  accuracy %.2f%%%s  (%d images)\n", dir, res.loss, 100 * res.top1,
+               cfg.butd.guided ? " (mean over tasks)" : "", res.samples);
+        for (int k = 0; cfg.butd.guided && k < tasks.num_tasks; k++)
+            printf("  task %d: accuracy %.2f%%  loss %.4f\n", k, 100 * tasks.task_accuracy[k], tasks.task_loss[k]);
+        return BF_EXIT_OK;
+    }
     bf_status s = evaluate_checkpoint(&cfg, cli.checkpoint, &res, dir);
     if (s != BF_OK) {
         fprintf(stderr, "error: %s\n", bf_last_error());
