@@ -42,6 +42,8 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const char *checkpoin
 }
 
 int main(int argc, char **argv) {
+    /* Line-buffered even into a file (a Slurm log): stdout and stderr lines then keep their order. */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     bf_cli cli;
     int rc = bf_cli_parse(argc, argv, "bioflex-eval", usage, &cli);
     if (rc != BF_EXIT_OK) return rc;

@@ -103,6 +103,8 @@ static int dry_run(const bf_config *cfg) {
 }
 
 int main(int argc, char **argv) {
+    /* Line-buffered even into a file (a Slurm log): stdout and stderr lines then keep their order. */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     bf_cli cli;
     int rc = bf_cli_parse(argc, argv, "bioflex-train", usage, &cli);
     if (rc != BF_EXIT_OK) return rc;
