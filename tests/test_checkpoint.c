@@ -7,6 +7,7 @@
  *     end resumes exactly, and only the newest checkpoint inside an epoch is kept;
  *   - [run] checkpoint_every_steps writes checkpoints inside the epoch;
  *   - a fresh run in a directory that holds a run warns and names --resume;
+ *   - [run] keep_best keeps checkpoints/best at the evaluation with the highest top-1;
  *   - [model] init_weights loads a weights file by name (init_exclude keeps prefixes at their
  *     initialisation), refuses a file of another shape naming the tensor, and a run started from
  *     trained weights with a vanishing learning rate scores what they score;
@@ -299,6 +300,64 @@ static void test_init_weights(void) {
     fclose(log);
 }
 
+/* keep_best: checkpoints/best holds the epoch whose evaluation (metrics.jsonl) had the highest top-1. */
+static void test_keep_best(void) {
+    FILE *log = quiet_log();
+    bf_config cfg;
+    small_config(&cfg, "best", BF_OPTIM_SGD);
+    cfg.run.keep_best = 1;
+    bf_train_options quiet = {.quiet = 1, .log = log};
+    bf_train_result r;
+    CHECK_OK(bf_train(&cfg, &quiet, &r));
+    /* Resumed for 2 more epochs at a learning rate that wrecks the network: those evaluations are
+     * worse, so the best must stay among the first 3 (the resumed run starts from the best on disk). */
+    cfg.run.epochs = 5;
+    cfg.optim.lr = 5.0f;
+    cfg.schedule.type = BF_SCHED_CONSTANT;
+    bf_train_options resume = {.quiet = 1, .log = log, .resume = cfg.run.dir};
+    CHECK_OK(bf_train(&cfg, &resume, &r));
+    char path[600], line[2048];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", cfg.run.dir);
+    FILE *f = fopen(path, "r");
+    double best = -1;
+    int best_epoch = -1, evals = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        const char *e = strstr(line, "\"epoch\":"), *t = strstr(line, "\"top1\":");
+        if (!strstr(line, "\"type\":\"eval\"") || !e || !t) continue;
+        double top1 = atof(t + 7);
+        evals++;
+        if (top1 > best) best = top1, best_epoch = atoi(e + 8);
+    }
+    if (f) fclose(f);
+    double stored = bf_checkpoint_best_top1(cfg.run.dir);
+    snprintf(path, sizeof path, "%s/checkpoints/best/state.safetensors", cfg.run.dir);
+    bf_st_file *st = NULL;
+    long epoch = -1;
+    if (bf_safetensors_read(path, &st) == BF_OK) {
+        const char *v = bf_safetensors_meta(st, "epoch");
+        epoch = v ? atol(v) : -1;
+        bf_safetensors_close(st);
+    }
+    printf("keep_best: %d evaluations, the best top-1 %.4f after epoch %d\n", evals, best, best_epoch);
+    CHECK(best_epoch <= 3, "the wrecked epochs 4 and 5 should not be the best (got epoch %d)", best_epoch);
+    CHECK(evals == 5 && fabs(stored - best) < 1e-6 && epoch == best_epoch,
+          "checkpoints/best: top-1 %.6f after epoch %ld, metrics.jsonl's best %.6f after epoch %d (%d evaluations)",
+          stored, epoch, best, best_epoch, evals);
+    snprintf(path, sizeof path, "%s/checkpoints/latest", cfg.run.dir);
+    char latest[64] = "";
+    if ((f = fopen(path, "r"))) {
+        if (!fgets(latest, sizeof latest, f)) latest[0] = 0;
+        fclose(f);
+    }
+    CHECK(strncmp(latest, "epoch_0005", 10) == 0, "best leaves latest alone (%s)", latest);
+    bf_config other;
+    small_config(&other, "no_best", BF_OPTIM_SGD);
+    other.run.epochs = 1;
+    CHECK_OK(bf_train(&other, &quiet, &r));
+    CHECK(bf_checkpoint_best_top1(other.run.dir) < 0, "without keep_best there is no checkpoints/best");
+    fclose(log);
+}
+
 static void test_weights_file(void) {
     char path[600];
     snprintf(path, sizeof path, "%s/full_sgd/checkpoints/epoch_0003/model.safetensors", root);
@@ -403,6 +462,7 @@ int main(void) {
     test_exact_resume(BF_OPTIM_ADAMW, "adamw");
     test_stop_every_step();
     test_init_weights();
+    test_keep_best();
     test_weights_file();
     test_refusals();
     char cmd[300];

@@ -28,6 +28,7 @@ typedef struct bf_train_state {
     long seed;
     int batch_in_epoch; /* batches of epoch `epoch` already trained: > 0 for a checkpoint inside an
                            epoch ([run] checkpoint_every_steps, or a run stopped by a signal) */
+    double eval_top1;   /* the evaluation's top-1 at this point, written as metadata (< 0: none) */
 } bf_train_state;
 
 /* Writes a checkpoint for `state` under cfg->run.dir; *written (nullable, BF_PATH_MAX) gets its path.
@@ -35,6 +36,13 @@ typedef struct bf_train_state {
  * and only the newest of those is kept: writing any checkpoint removes the older step_ ones. */
 bf_status bf_checkpoint_save(const bf_config *cfg, const bf_model *m, const bf_optimizer *opt,
                              const bf_train_state *state, char *written);
+
+/* [run] keep_best: writes checkpoints/best (state->eval_top1 in its metadata); `latest` and the
+ * other checkpoints are left as they are. */
+bf_status bf_checkpoint_save_best(const bf_config *cfg, const bf_model *m, const bf_optimizer *opt,
+                                  const bf_train_state *state, char *written);
+/* The top-1 stored in run_dir's checkpoints/best, or -1 when there is none. */
+double bf_checkpoint_best_top1(const char *run_dir);
 
 /* Resolves a --resume / --checkpoint argument: a checkpoint directory, a run directory whose
  * checkpoints/latest names one, that checkpoints/ directory, or the latest file itself. */

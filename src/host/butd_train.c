@@ -358,7 +358,7 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
     r.stop = opt ? opt->stop : NULL;
     r.text = quiet ? NULL : text;
     bf_status s = setup(&r);
-    bf_train_state st = {.epoch = 0, .step = 0, .seed = cfg->run.seed};
+    bf_train_state st = {.epoch = 0, .step = 0, .seed = cfg->run.seed, .eval_top1 = -1};
     if (s == BF_OK && cfg->model.init_weights[0] && !(opt && opt->resume)) s = init_weights(&r, text, quiet);
     if (s == BF_OK && opt && opt->resume) s = resume_run(&r, opt->resume, &st, text, quiet);
     char written[BF_PATH_MAX] = "";

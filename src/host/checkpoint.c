@@ -107,7 +107,7 @@ static bf_status write_state_file(const char *path, const bf_config *cfg, const 
             t[i].data = state + (size_t)i * opt->n;
             t[i].nbytes = opt->n * sizeof(float);
         }
-        bf_st_meta meta[12];
+        bf_st_meta meta[14];
         int nm = 0;
         meta_set(meta, &nm, "epoch", "%d", st->epoch);
         meta_set(meta, &nm, "step", "%ld", st->step);
@@ -121,6 +121,7 @@ static bf_status write_state_file(const char *path, const bf_config *cfg, const 
         meta_set(meta, &nm, "rng", "counter-based: seed %ld, step %ld", st->seed, st->step);
         meta_set(meta, &nm, "data_order", "epoch %d, batch %d", st->epoch, st->batch_in_epoch);
         meta_set(meta, &nm, "batch_in_epoch", "%d", st->batch_in_epoch);
+        if (st->eval_top1 >= 0) meta_set(meta, &nm, "eval_top1", "%.17g", st->eval_top1);
         meta_set(meta, &nm, "config", "%s", cfg->source);
         s = bf_safetensors_write(path, t, nt, meta, nm);
     }
@@ -159,13 +160,13 @@ static bf_status remove_older_step_checkpoints(const char *root, const char *kee
     return s;
 }
 
-bf_status bf_checkpoint_save_subject(const bf_config *cfg, const bf_checkpoint_subject *m, const bf_optimizer *opt,
-                                     const bf_train_state *state, char *written) {
-    char root[BF_PATH_MAX + 32], final_dir[BF_PATH_MAX + 64], tmp_dir[BF_PATH_MAX + 80], path[BF_PATH_MAX + 128];
+/* Writes checkpoints/<name> (complete or not at all: a .tmp directory renamed into place). */
+static bf_status write_checkpoint_dir(const bf_config *cfg, const bf_checkpoint_subject *m, const bf_optimizer *opt,
+                                      const bf_train_state *state, const char *name, char *final_dir) {
+    char root[BF_PATH_MAX + 32], tmp_dir[BF_PATH_MAX + 80], path[BF_PATH_MAX + 128];
     snprintf(root, sizeof root, "%s/checkpoints", cfg->run.dir);
     BF_TRY(bf_mkdir_p(root));
-    if (state->batch_in_epoch > 0) snprintf(final_dir, sizeof final_dir, "%s/step_%09ld", root, state->step);
-    else snprintf(final_dir, sizeof final_dir, "%s/epoch_%04d", root, state->epoch);
+    snprintf(final_dir, BF_PATH_MAX + 64, "%s/%s", root, name);
     snprintf(tmp_dir, sizeof tmp_dir, "%s.tmp", final_dir);
     BF_TRY(bf_remove_tree(tmp_dir));
     BF_TRY(bf_mkdir_p(tmp_dir));
@@ -177,13 +178,43 @@ bf_status bf_checkpoint_save_subject(const bf_config *cfg, const bf_checkpoint_s
     if (rename(tmp_dir, final_dir) != 0)
         return bf_error(BF_ERR_IO, "checkpoint: cannot rename %s to %s: %s", tmp_dir, final_dir, strerror(errno));
     bf_fsync_dir(root);
-    char name[32];
-    snprintf(name, sizeof name, "%s\n", strrchr(final_dir, '/') + 1);
+    return BF_OK;
+}
+
+bf_status bf_checkpoint_save_subject(const bf_config *cfg, const bf_checkpoint_subject *m, const bf_optimizer *opt,
+                                     const bf_train_state *state, char *written) {
+    char name[64], final_dir[BF_PATH_MAX + 64], root[BF_PATH_MAX + 32], path[BF_PATH_MAX + 64];
+    if (state->batch_in_epoch > 0) snprintf(name, sizeof name, "step_%09ld", state->step);
+    else snprintf(name, sizeof name, "epoch_%04d", state->epoch);
+    BF_TRY(write_checkpoint_dir(cfg, m, opt, state, name, final_dir));
+    snprintf(root, sizeof root, "%s/checkpoints", cfg->run.dir);
     snprintf(path, sizeof path, "%s/latest", root);
-    BF_TRY(bf_write_file_atomic(path, name, strlen(name)));
-    BF_TRY(remove_older_step_checkpoints(root, strrchr(final_dir, '/') + 1));
+    char line[80];
+    snprintf(line, sizeof line, "%s\n", name);
+    BF_TRY(bf_write_file_atomic(path, line, strlen(line)));
+    BF_TRY(remove_older_step_checkpoints(root, name));
     if (written) snprintf(written, BF_PATH_MAX, "%s", final_dir);
     return BF_OK;
+}
+
+bf_status bf_checkpoint_save_best(const bf_config *cfg, const bf_model *m, const bf_optimizer *opt,
+                                  const bf_train_state *state, char *written) {
+    bf_checkpoint_subject subject = model_subject(m);
+    char final_dir[BF_PATH_MAX + 64];
+    BF_TRY(write_checkpoint_dir(cfg, &subject, opt, state, "best", final_dir));
+    if (written) snprintf(written, BF_PATH_MAX, "%s", final_dir);
+    return BF_OK;
+}
+
+double bf_checkpoint_best_top1(const char *run_dir) {
+    char path[BF_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/checkpoints/best/state.safetensors", run_dir);
+    bf_st_file *f = NULL;
+    if (access(path, R_OK) != 0 || bf_safetensors_read(path, &f) != BF_OK) return -1;
+    const char *v = bf_safetensors_meta(f, "eval_top1");
+    double top1 = v ? strtod(v, NULL) : -1;
+    bf_safetensors_close(f);
+    return top1;
 }
 
 /* Reads a `latest` file (one checkpoint name) into dir_out: that name beside the file. */

@@ -57,6 +57,7 @@ typedef struct run {
     bf_metrics_log log;
     bf_data_parallel dp; /* rank and world of a data-parallel run (mpirun); one rank otherwise */
     const volatile sig_atomic_t *stop; /* bf_train_options.stop: asks the run to stop early */
+    double best_top1;                  /* [run] keep_best: the best evaluation so far (-1: none) */
     /* device buffers of the step */
     float *x, *losses, *correct1, *correct5, *dlogits, *sums, *grad_sumsq, *clip;
     int32_t *labels;
@@ -191,14 +192,23 @@ static bf_status write_rasters(run *r, long step) {
     return BF_OK;
 }
 
-/* final: the whole test set; otherwise [run] val_batches random batches when set. */
-static bf_status evaluate_and_log(run *r, int epoch, long step, int final, bf_eval_result *res) {
-    int batches = final ? 0 : r->cfg->run.val_batches;
+/* final: the whole test set; otherwise [run] val_batches random batches when set. With [run]
+ * keep_best, a better top-1 than any before replaces checkpoints/best (st: the position there). */
+static bf_status evaluate_and_log(run *r, const bf_train_state *st, int final, bf_eval_result *res) {
+    int batches = final ? 0 : r->cfg->run.val_batches, epoch = st->epoch;
     BF_TRY(bf_evaluate_batches(r->model, r->test_loader, r->cfg->optim.label_smoothing, batches ? epoch : 0, batches,
                                res));
     BF_TRY(bf_dp_reduce_eval(&r->dp, res));
-    bf_metrics_eval(&r->log, epoch, step, res->loss, res->top1, res->top5, res->samples,
+    bf_metrics_eval(&r->log, epoch, st->step, res->loss, res->top1, res->top5, res->samples,
                     batches ? "test_batches" : "test", r->text);
+    if (!r->cfg->run.keep_best || res->top1 <= r->best_top1) return BF_OK;
+    r->best_top1 = res->top1; /* the same on every rank: the counts were reduced */
+    bf_train_state best = *st;
+    best.eval_top1 = res->top1;
+    char written[BF_PATH_MAX] = "";
+    if (bf_dp_writes_checkpoints(&r->dp)) BF_TRY(bf_checkpoint_save_best(r->cfg, r->model, r->opt, &best, written));
+    BF_TRY(bf_dp_checkpoint_written(&r->dp));
+    fprintf(r->text, "best top-1 so far (%.2f%%): %s\n", 100 * res->top1, written);
     return BF_OK;
 }
 
@@ -299,7 +309,7 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
         st->batch_in_epoch = 0;
         int last = st->epoch == epochs;
         if (last || (cfg->run.eval_every > 0 && st->epoch % cfg->run.eval_every == 0)) {
-            BF_TRY(evaluate_and_log(r, st->epoch, st->step, last, &result->final_eval));
+            BF_TRY(evaluate_and_log(r, st, last, &result->final_eval));
             last_eval_epoch = st->epoch;
         }
         if (last || (cfg->run.checkpoint_every > 0 && st->epoch % cfg->run.checkpoint_every == 0)) {
@@ -308,7 +318,7 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
         }
     }
     /* A resumed run that was already complete still reports its test accuracy. */
-    if (last_eval_epoch != st->epoch) BF_TRY(evaluate_and_log(r, st->epoch, st->step, 1, &result->final_eval));
+    if (last_eval_epoch != st->epoch) BF_TRY(evaluate_and_log(r, st, 1, &result->final_eval));
     (void)last_ckpt_epoch;
     if (r->num_neuron > 0) {
         fprintf(r->text, "neuron layers (last log interval): %-24s %12s %10s\n", "layer", "firing rate", "silent");
@@ -333,12 +343,14 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
     BF_TRY(bf_run_build_model(cfg, r->backend, r->train_set, &r->model));
     BF_TRY(bf_optimizer_create(r->backend, &cfg->optim, r->model->num_param_floats, &r->opt));
     BF_TRY(alloc_step_buffers(r));
-    bf_train_state st = {.epoch = 0, .step = 0, .seed = cfg->run.seed};
+    bf_train_state st = {.epoch = 0, .step = 0, .seed = cfg->run.seed, .eval_top1 = -1};
     if (cfg->model.init_weights[0] && !(opt && opt->resume)) {
         BF_TRY(bf_checkpoint_init_weights(cfg->model.init_weights, cfg->model.init_exclude, r->model));
         fprintf(r->text, "initial weights from %s%s%s\n", cfg->model.init_weights,
                 cfg->model.init_exclude[0] ? ", except " : "", cfg->model.init_exclude);
     }
+    /* keep_best: a resumed run goes on from the best its directory holds; a fresh one starts over */
+    r->best_top1 = opt && opt->resume ? bf_checkpoint_best_top1(cfg->run.dir) : -1;
     if (opt && opt->resume) {
         char dir[BF_PATH_MAX];
         BF_TRY(bf_checkpoint_resolve(opt->resume, dir));
