@@ -7,7 +7,8 @@
  *     end resumes exactly, and only the newest checkpoint inside an epoch is kept;
  *   - [run] checkpoint_every_steps writes checkpoints inside the epoch;
  *   - a fresh run in a directory that holds a run warns and names --resume;
- *   - [run] keep_best keeps checkpoints/best at the evaluation with the highest top-1;
+ *   - [run] keep_best keeps checkpoints/best at the evaluation with the highest top-1, and
+ *     keep_checkpoints removes the older epoch checkpoints;
  *   - [model] init_weights loads a weights file by name (init_exclude keeps prefixes at their
  *     initialisation), refuses a file of another shape naming the tensor, and a run started from
  *     trained weights with a vanishing learning rate scores what they score;
@@ -306,6 +307,7 @@ static void test_keep_best(void) {
     bf_config cfg;
     small_config(&cfg, "best", BF_OPTIM_SGD);
     cfg.run.keep_best = 1;
+    cfg.run.keep_checkpoints = 2;
     bf_train_options quiet = {.quiet = 1, .log = log};
     bf_train_result r;
     CHECK_OK(bf_train(&cfg, &quiet, &r));
@@ -350,6 +352,17 @@ static void test_keep_best(void) {
         fclose(f);
     }
     CHECK(strncmp(latest, "epoch_0005", 10) == 0, "best leaves latest alone (%s)", latest);
+    /* keep_checkpoints = 2: epochs 4 and 5 and best are what is left */
+    snprintf(path, sizeof path, "%s/checkpoints", cfg.run.dir);
+    DIR *d = opendir(path);
+    char names[256] = "";
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;)
+        if (e->d_name[0] != '.' && strcmp(e->d_name, "latest") != 0 && strlen(names) + strlen(e->d_name) + 2 < sizeof names)
+            strcat(strcat(names, " "), e->d_name);
+    if (d) closedir(d);
+    CHECK(strstr(names, "epoch_0004") && strstr(names, "epoch_0005") && strstr(names, "best") &&
+              !strstr(names, "epoch_0001") && !strstr(names, "epoch_0002") && !strstr(names, "epoch_0003"),
+          "keep_checkpoints = 2 leaves epochs 4, 5 and best (found:%s)", names);
     bf_config other;
     small_config(&other, "no_best", BF_OPTIM_SGD);
     other.run.epochs = 1;

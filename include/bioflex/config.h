@@ -60,6 +60,7 @@ typedef struct bf_run_config {
     int checkpoint_every;      /* epochs between checkpoints (0 = only at the end) */
     int checkpoint_every_steps;/* steps between checkpoints inside an epoch (0 = none; only the newest is kept) */
     int keep_best;             /* also keep checkpoints/best: the evaluation with the highest top-1 so far */
+    int keep_checkpoints;      /* epoch checkpoints kept: the newest N (0 = all) */
     int precision;             /* bf_precision: fp32 | tf32 */
     int threads;               /* CPU backend threads (0 = all cores) */
     float collective_timeout;  /* seconds a data-parallel collective may wait for the other ranks */

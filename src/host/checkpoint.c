@@ -160,6 +160,27 @@ static bf_status remove_older_step_checkpoints(const char *root, const char *kee
     return s;
 }
 
+/* [run] keep_checkpoints: removes epoch_NNNN of epochs <= last_to_remove. Epochs above it stay,
+ * also those a previous, longer run left (a run resumed from an earlier epoch overwrites them as it
+ * gets there). */
+static bf_status remove_old_epoch_checkpoints(const char *root, int last_to_remove) {
+    if (last_to_remove < 1) return BF_OK;
+    DIR *d = opendir(root);
+    if (!d) return bf_error(BF_ERR_IO, "checkpoint: cannot list %s: %s", root, strerror(errno));
+    bf_status s = BF_OK;
+    struct dirent *e;
+    while (s == BF_OK && (e = readdir(d)) != NULL) {
+        int epoch = 0, end = 0;
+        if (sscanf(e->d_name, "epoch_%d%n", &epoch, &end) != 1 || e->d_name[end] != '\0' || epoch > last_to_remove)
+            continue;
+        char path[BF_PATH_MAX + 300];
+        snprintf(path, sizeof path, "%s/%s", root, e->d_name);
+        s = bf_remove_tree(path);
+    }
+    closedir(d);
+    return s;
+}
+
 /* Writes checkpoints/<name> (complete or not at all: a .tmp directory renamed into place). */
 static bf_status write_checkpoint_dir(const bf_config *cfg, const bf_checkpoint_subject *m, const bf_optimizer *opt,
                                       const bf_train_state *state, const char *name, char *final_dir) {
@@ -193,6 +214,8 @@ bf_status bf_checkpoint_save_subject(const bf_config *cfg, const bf_checkpoint_s
     snprintf(line, sizeof line, "%s\n", name);
     BF_TRY(bf_write_file_atomic(path, line, strlen(line)));
     BF_TRY(remove_older_step_checkpoints(root, name));
+    if (state->batch_in_epoch == 0 && cfg->run.keep_checkpoints > 0)
+        BF_TRY(remove_old_epoch_checkpoints(root, state->epoch - cfg->run.keep_checkpoints));
     if (written) snprintf(written, BF_PATH_MAX, "%s", final_dir);
     return BF_OK;
 }

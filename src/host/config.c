@@ -155,6 +155,7 @@ static const key_spec key_table[] = {
     INT_KEY("run", "eval_every", run.eval_every, 0, NO_MAX, "1", "epochs between test-set evaluations (0 = only at the end)"),
     INT_KEY("run", "val_batches", run.val_batches, 0, NO_MAX, "0", "periodic evaluations score only this many test batches, drawn at random every epoch, as the PlasticFlex reference code does (0 = the whole test set); the final evaluation always scores the whole test set"),
     INT_KEY("run", "checkpoint_every", run.checkpoint_every, 0, NO_MAX, "1", "epochs between checkpoints (0 = only at the end)"),
+    INT_KEY("run", "keep_checkpoints", run.keep_checkpoints, 0, NO_MAX, "0", "epoch checkpoints kept on disk: writing epoch k removes those of epochs <= k - N (0 = keep all; a VGG-16 checkpoint with SGD momentum is about 1 GB)"),
     BOOL_KEY("run", "keep_best", run.keep_best, "false", "[model] networks: also keep checkpoints/best, a checkpoint of the weights whenever an evaluation (eval_every, val_batches) reaches a higher top-1 than any before in the run; its top-1 is in its metadata, and a resumed run only replaces it with a better one"),
     INT_KEY("run", "checkpoint_every_steps", run.checkpoint_every_steps, 0, NO_MAX, "0", "optimiser steps between checkpoints inside an epoch, for long epochs (0 = none); only the newest of these is kept, and a run stopped by SIGINT or SIGTERM writes one too"),
     ENUM_KEY("run", "precision", run.precision, precision_names, "fp32", "fp32 everywhere, or let cuDNN/cuBLAS use TF32 tensor cores (the CPU ignores it)"),
