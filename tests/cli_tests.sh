@@ -91,6 +91,10 @@ expect "eval needs --checkpoint" 2 "--checkpoint DIR is required" -- "$eval_" "$
 expect "eval a run directory" 0 "top-1 [0-9.]+%" -- "$eval_" --checkpoint "$tmp/run" "$tmp/tiny.ini"
 expect "resume a finished run" 0 "resumed from .*epoch_0002" -- "$train" --resume "$tmp/run" "$tmp/tiny.ini"
 expect "resume with more epochs" 0 "resumed from .*epoch 2" -- "$train" --resume "$tmp/run/checkpoints/epoch_0002" --set run.epochs=3 "$tmp/tiny.ini"
+# The run directory records every start (time, host, version, command line) and the config's provenance.
+[ "$(tail -n 3 "$tmp/run/invocations.log" | grep -c -- "--resume")" -eq 2 ] \
+  && head -n 1 "$tmp/run/config.ini" | grep -qE "^# [0-9T:-]+Z host .*bioflex-train [0-9.]+" \
+  && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL invocations.log / config.ini header"; cat "$tmp/run/invocations.log"; }
 cp -r "$tmp/run/checkpoints/epoch_0002" "$tmp/corrupt"
 printf '\x55' | dd of="$tmp/corrupt/model.safetensors" bs=1 seek=2000 conv=notrunc status=none
 expect "eval refuses a corrupt checkpoint" 1 "checksum" -- "$eval_" --checkpoint "$tmp/corrupt" "$tmp/tiny.ini"

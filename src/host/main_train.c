@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bioflex/butd.h"
@@ -58,6 +59,18 @@ static void catch_stop_signals(void) {
     sigaddset(&sa.sa_mask, SIGTERM);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+}
+
+/* "2026-12-04T06:30:00Z host gpu-node-3, bioflex-train 0.1.0 (CUDA backend built)": when, where and which. */
+static void describe_start(char *out, size_t size) {
+    char when[32] = "?", host[64] = "?";
+    time_t now = time(NULL);
+    struct tm utc;
+    if (gmtime_r(&now, &utc)) strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &utc);
+    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "?");
+    host[sizeof host - 1] = 0;
+    snprintf(out, size, "%s host %s, bioflex-train %s (CUDA backend %s)", when, host, BIOFLEX_VERSION,
+             bf_cuda_built() ? "built" : "not built");
 }
 
 /* Plans the model from the dataset's known shape: no file is read and nothing is allocated. */
@@ -130,13 +143,23 @@ int main(int argc, char **argv) {
     }
     if (cli.dry_run) return dry_run(&cfg);
 
-    /* Keep the resolved config beside the metrics, so a run directory documents itself. */
+    /* Keep the resolved config beside the metrics, so a run directory documents itself, and one
+     * line per start (version, host, time, command) so a resumed run keeps its history. */
     if (lead && bf_mkdir_p(cfg.run.dir) == BF_OK) {
-        char path[BF_PATH_MAX + 32];
+        char path[BF_PATH_MAX + 32], started[160];
+        describe_start(started, sizeof started);
         snprintf(path, sizeof path, "%s/config.ini", cfg.run.dir);
         FILE *f = fopen(path, "w");
         if (f) {
+            fprintf(f, "# %s\n", started);
             bf_config_print(&cfg, f);
+            fclose(f);
+        }
+        snprintf(path, sizeof path, "%s/invocations.log", cfg.run.dir);
+        if ((f = fopen(path, "a"))) {
+            fprintf(f, "%s:", started);
+            for (int i = 0; i < argc; i++) fprintf(f, " %s", argv[i]);
+            fputc('\n', f);
             fclose(f);
         }
     }
