@@ -4,6 +4,7 @@
  *   - a run stopped on request (bf_train_options.stop) after every step and resumed each time ends
  *     bit-identical to the straight run (every position inside an epoch resumes exactly);
  *   - a complete run resumed again trains nothing and reports the same test score;
+ *   - keep_best keeps checkpoints/best at the best epoch's evaluation;
  *   - checkpoints/epoch_0001 holds model.safetensors and state.safetensors, `latest` names the last;
  *   - a checkpoint of another network shape is refused with a message naming the tensor. */
 #include <signal.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bioflex/checkpoint.h"
 #include "bioflex/safetensors.h"
 #include "bioflex/train.h"
 #include "testutil.h"
@@ -102,7 +104,24 @@ int main(void) {
     differ = differing_tensors(a, b);
     CHECK(differ == 0, "2 epochs straight and stopped after every step: %d tensors differ", differ);
 
-    FILE *f = NULL;
+    /* keep_best: checkpoints/best holds the best of the epochs' evaluations in metrics.jsonl */
+    char best_dir[160];
+    snprintf(best_dir, sizeof best_dir, "%s/best", root);
+    configure(&cfg, best_dir, 3);
+    CHECK_OK(bf_config_set(&cfg, "run.keep_best=true"));
+    CHECK_OK(bf_train(&cfg, &quiet, &res));
+    double best = -1;
+    snprintf(path, sizeof path, "%s/metrics.jsonl", best_dir);
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    while (f && fgets(line, sizeof line, f)) {
+        const char *t = strstr(line, "\"top1\":");
+        if (t && atof(t + 7) > best) best = atof(t + 7);
+    }
+    if (f) fclose(f);
+    double stored = bf_checkpoint_best_top1(best_dir);
+    CHECK(best > 0 && stored == best, "BU-TD keep_best: checkpoints/best holds %.4f, the best evaluation %.4f", stored, best);
+
     snprintf(path, sizeof path, "%s/checkpoints/latest", split);
     char name[32] = {0};
     if ((f = fopen(path, "r"))) {

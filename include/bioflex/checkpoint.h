@@ -77,6 +77,8 @@ typedef struct bf_checkpoint_subject {
 
 bf_status bf_checkpoint_save_subject(const bf_config *cfg, const bf_checkpoint_subject *subject,
                                      const bf_optimizer *opt, const bf_train_state *state, char *written);
+bf_status bf_checkpoint_save_best_subject(const bf_config *cfg, const bf_checkpoint_subject *subject,
+                                          const bf_optimizer *opt, const bf_train_state *state, char *written);
 bf_status bf_checkpoint_load_state_subject(const char *dir, const bf_config *cfg, const bf_checkpoint_subject *subject,
                                            bf_optimizer *opt, bf_train_state *state);
 

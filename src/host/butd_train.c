@@ -239,6 +239,21 @@ static bf_status save_checkpoint(butd_run *r, const bf_train_state *st, char *wr
     return s == BF_OK ? bf_dp_checkpoint_written(r->dp) : s; /* no rank runs ahead of rank 0's files */
 }
 
+/* [run] keep_best: checkpoints/best at st, the evaluation's accuracy (the mean over tasks when
+ * guided) in its metadata. */
+static bf_status save_best(butd_run *r, const bf_train_state *st, double top1, double *best_top1) {
+    *best_top1 = top1; /* the same on every rank: the counts were reduced */
+    bf_train_state best = *st;
+    best.eval_top1 = top1;
+    char written[BF_PATH_MAX] = "";
+    if (bf_dp_writes_checkpoints(r->dp)) {
+        bf_checkpoint_subject subject = checkpoint_subject(r);
+        BF_TRY(bf_checkpoint_save_best_subject(r->cfg, &subject, r->optim, &best, written));
+        if (r->text) fprintf(r->text, "best accuracy so far (%.2f%%): %s\n", 100 * top1, written);
+    }
+    return bf_dp_checkpoint_written(r->dp);
+}
+
 /* Trains epoch `epoch` from batch st->batch_in_epoch on, advancing st. *stopped: a stop request
  * ended it early, after a checkpoint of the position (written to `written`). */
 static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double *train_loss, char *written,
@@ -363,6 +378,8 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
     if (s == BF_OK && opt && opt->resume) s = resume_run(&r, opt->resume, &st, text, quiet);
     char written[BF_PATH_MAX] = "";
     int stopped = 0;
+    /* keep_best: a resumed run goes on from the best its directory holds; a fresh one starts over */
+    double best_top1 = opt && opt->resume ? bf_checkpoint_best_top1(cfg->run.dir) : -1;
     static const char *learning[] = {"backprop", "counter_hebb"};
     if (s == BF_OK && !quiet)
         fprintf(text, "butd: %d layers, %zu parameters, learning %s, weights %s%s\n", r.net->num_layers,
@@ -394,6 +411,7 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
         result->steps_done = step;
         st.epoch = epoch + 1;
         st.batch_in_epoch = 0;
+        if (s == BF_OK && cfg->run.keep_best && top1 > best_top1) s = save_best(&r, &st, top1, &best_top1);
         int every = cfg->run.checkpoint_every;
         if (epoch + 1 == cfg->run.epochs || (every > 0 && (epoch + 1) % every == 0)) s = save_checkpoint(&r, &st, written);
     }

@@ -220,13 +220,18 @@ bf_status bf_checkpoint_save_subject(const bf_config *cfg, const bf_checkpoint_s
     return BF_OK;
 }
 
+bf_status bf_checkpoint_save_best_subject(const bf_config *cfg, const bf_checkpoint_subject *m,
+                                          const bf_optimizer *opt, const bf_train_state *state, char *written) {
+    char final_dir[BF_PATH_MAX + 64];
+    BF_TRY(write_checkpoint_dir(cfg, m, opt, state, "best", final_dir));
+    if (written) snprintf(written, BF_PATH_MAX, "%s", final_dir);
+    return BF_OK;
+}
+
 bf_status bf_checkpoint_save_best(const bf_config *cfg, const bf_model *m, const bf_optimizer *opt,
                                   const bf_train_state *state, char *written) {
     bf_checkpoint_subject subject = model_subject(m);
-    char final_dir[BF_PATH_MAX + 64];
-    BF_TRY(write_checkpoint_dir(cfg, &subject, opt, state, "best", final_dir));
-    if (written) snprintf(written, BF_PATH_MAX, "%s", final_dir);
-    return BF_OK;
+    return bf_checkpoint_save_best_subject(cfg, &subject, opt, state, written);
 }
 
 double bf_checkpoint_best_top1(const char *run_dir) {
