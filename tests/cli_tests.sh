@@ -108,6 +108,9 @@ lines=$(wc -l < "$tmp/butd/metrics.jsonl")
 expect "eval a BU-TD run" 0 "accuracy ${trained%% *}" -- "$eval_" --checkpoint "$tmp/butd" "${butd[@]}" "$tmp/tiny.ini"
 [ -n "$trained" ] && [ "$(wc -l < "$tmp/butd/metrics.jsonl")" -eq "$lines" ] && passed=$((passed + 1)) ||
   { failed=$((failed + 1)); echo "FAIL BU-TD eval: training printed '$trained', metrics.jsonl grew"; }
+# BU-TD training logs a train line per log interval too: 2 epochs of 6 steps, every 2 steps.
+[ "$(grep -c '"type":"train".*"loss":[0-9.]*,"accuracy":[0-9.]*' "$tmp/butd/metrics.jsonl")" -eq 6 ] && passed=$((passed + 1)) ||
+  { failed=$((failed + 1)); echo "FAIL BU-TD metrics.jsonl train lines:"; grep train "$tmp/butd/metrics.jsonl" | head -3; }
 
 # A spiking run logs firing rates and writes spike rasters (T rows of raster_neurons spikes).
 expect "spiking train" 0 "neuron layers" -- "$train" --set run.dir="$tmp/spk" --set spiking.neuron=lif \

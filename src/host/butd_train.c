@@ -108,7 +108,8 @@ static bf_status setup(butd_run *r) {
     r->correct1 = r->losses + max_batch;
     r->correct5 = r->losses + 2 * max_batch;
     BF_TRY(bf_alloc(b, (size_t)max_batch * sizeof(int32_t), (void **)&r->labels));
-    BF_TRY(bf_alloc(b, 4 * sizeof(float), (void **)&r->sums));
+    /* [0] the epoch's loss, [1..3] evaluation counts, [4] [5] the log interval's loss and correct answers */
+    BF_TRY(bf_alloc(b, 8 * sizeof(float), (void **)&r->sums));
     return BF_OK;
 }
 
@@ -256,6 +257,36 @@ static bf_status save_best(butd_run *r, const bf_train_state *st, double top1, d
 
 /* Trains epoch `epoch` from batch st->batch_in_epoch on, advancing st. *stopped: a stop request
  * ended it early, after a checkpoint of the position (written to `written`). */
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* What a log interval of BU-TD training measured, summed over the ranks (a collective: every rank
+ * calls it at the same steps), as one metrics.jsonl train line. */
+typedef struct log_interval {
+    double start, wait_ms;
+    int images, steps;
+} log_interval;
+
+static bf_status log_train(butd_run *r, int epoch, int steps_per_epoch, const bf_train_state *st, float lr,
+                           log_interval *iv) {
+    bf_backend *b = r->backend;
+    float sums[2];
+    BF_TRY(bf_dp_sum_floats(r->dp, b, r->sums + 4, 2));
+    BF_TRY(bf_to_host(b, sums, r->sums + 4, sizeof sums)); /* the one synchronisation per interval */
+    double dt = now_s() - iv->start, images = (double)iv->images * r->dp->world;
+    bf_train_metrics mt = {.epoch = epoch, .epochs = r->cfg->run.epochs, .step = st->step,
+                           .steps_per_epoch = steps_per_epoch, .step_in_epoch = st->batch_in_epoch,
+                           .loss = sums[0] / images, .accuracy = sums[1] / images, .lr = lr, .grad_norm = -1,
+                           .ms_per_step = 1e3 * dt / iv->steps, .images_per_s = images / dt,
+                           .data_wait_ms = iv->wait_ms / iv->steps};
+    bf_metrics_train(&r->log, &mt, NULL); /* metrics.jsonl only: the console keeps one line per epoch */
+    *iv = (log_interval){.start = now_s()};
+    return b->ops->fill(b, r->sums + 4, 0.0f, 2);
+}
+
 static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double *train_loss, char *written,
                              int *stopped) {
     bf_backend *b = r->backend;
@@ -263,29 +294,38 @@ static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double 
     int steps_per_epoch = bf_loader_num_batches(r->train_loader), seen = 0;
     float lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, st->step, epoch, steps_per_epoch, cfg->run.epochs);
     *stopped = 0;
-    BF_TRY(b->ops->fill(b, r->sums, 0.0f, 4));
+    BF_TRY(b->ops->fill(b, r->sums, 0.0f, 8));
     BF_TRY(bf_loader_start_epoch(r->train_loader, epoch, st->batch_in_epoch));
+    log_interval iv = {.start = now_s()};
     for (;;) {
         bf_batch *batch = NULL;
-        BF_TRY(bf_loader_next(r->train_loader, &batch, NULL));
+        double waited = 0;
+        BF_TRY(bf_loader_next(r->train_loader, &batch, &waited));
         if (!batch) break;
+        iv.wait_ms += waited;
         if (cfg->schedule.unit == BF_SCHED_UNIT_STEP)
             lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, st->step, epoch, steps_per_epoch, cfg->run.epochs);
         const float *logits = NULL;
         bf_status s = forward_batch(r, batch, &logits);
         /* The per-sample gradient at the logits (softmax - onehot, not divided by n): the TD error input. */
-        if (s == BF_OK) s = batch_loss(r, batch->n, logits, r->dlogits, NULL);
+        if (s == BF_OK) s = batch_loss(r, batch->n, logits, r->dlogits, r->correct1);
         if (s == BF_OK) s = b->ops->accumulate_sum(b, r->losses, (size_t)batch->n, r->sums + 0);
+        if (s == BF_OK) s = b->ops->accumulate_sum(b, r->losses, (size_t)batch->n, r->sums + 4);
+        if (s == BF_OK) s = b->ops->accumulate_sum(b, r->correct1, (size_t)batch->n, r->sums + 5);
         if (s == BF_OK) s = bf_butd_backward(r->net, r->dlogits);
         if (s == BF_OK) s = average_gradients(r, st->step);
         if (s == BF_OK) s = bf_optimizer_step(b, r->optim, r->net->param_data, r->net->grad_data, lr, NULL);
-        seen += batch->n;
+        int n = batch->n;
+        seen += n;
         bf_loader_release(r->train_loader, batch);
         BF_TRY(s);
         st->step++;
         st->batch_in_epoch++;
-        /* A stop request: alone looked at after every step, with several ranks at log intervals. */
+        iv.images += n;
+        iv.steps++;
         int stop = 0, last_in_epoch = st->batch_in_epoch == steps_per_epoch, every = cfg->run.checkpoint_every_steps;
+        if (st->step % cfg->run.log_interval == 0 || last_in_epoch) BF_TRY(log_train(r, epoch, steps_per_epoch, st, lr, &iv));
+        /* A stop request: alone looked at after every step, with several ranks at log intervals. */
         if (r->dp->world > 1 ? st->step % cfg->run.log_interval == 0 : r->stop != NULL)
             BF_TRY(bf_dp_agree_stop(r->dp, r->stop && *r->stop, &stop));
         if (stop && !(last_in_epoch && epoch == cfg->run.epochs - 1)) { /* the run's last step just finishes it */

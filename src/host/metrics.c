@@ -68,7 +68,7 @@ void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text
      * no such field (absent rather than 0, so 0 means a data-parallel run that hid it all). */
     if (m->comm_exposed_ms) cJSON_AddNumberToObject(o, "comm_exposed_ms", *m->comm_exposed_ms);
     if (m->skipped_images) cJSON_AddNumberToObject(o, "skipped_images", (double)*m->skipped_images);
-    cJSON_AddNumberToObject(o, "model_tflops", m->tflops);
+    if (m->tflops > 0) cJSON_AddNumberToObject(o, "model_tflops", m->tflops); /* BU-TD runs do not count FLOPs */
     if (m->num_flex > 0) {
         /* per flex layer, in layer order, and their means (flexnet.md section 6) */
         cJSON *ratios = cJSON_AddObjectToObject(o, "conv_ratio");
