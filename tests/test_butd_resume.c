@@ -24,7 +24,8 @@ static void configure(bf_config *cfg, const char *dir, int epochs) {
                           "data.procedural_size=8", "data.procedural_channels=1", "data.procedural_train=400",
                           "data.procedural_test=100", "data.batch_size=20", "optim.optimizer=adamw", "optim.lr=0.002",
                           "optim.weight_decay=0", "schedule.type=step", "schedule.step_size=1", "schedule.gamma=0.95",
-                          "butd.network=fc", "butd.hidden=32", "butd.learning=counter_hebb", "butd.weights=separate"};
+                          "butd.network=fc", "butd.hidden=32", "butd.learning=counter_hebb", "butd.weights=separate",
+                          "butd.noise_std=0.2"}; /* weight noise: its draws must resume too */
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) CHECK_OK(bf_config_set(cfg, sets[i]));
     snprintf(cfg->run.dir, sizeof cfg->run.dir, "%s", dir);
     cfg->run.epochs = epochs;

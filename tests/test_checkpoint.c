@@ -363,6 +363,21 @@ static void test_keep_best(void) {
     CHECK(strstr(names, "epoch_0004") && strstr(names, "epoch_0005") && strstr(names, "best") &&
               !strstr(names, "epoch_0001") && !strstr(names, "epoch_0002") && !strstr(names, "epoch_0003"),
           "keep_checkpoints = 2 leaves epochs 4, 5 and best (found:%s)", names);
+    /* ... counting checkpoints, not epochs: every 2nd epoch written, the newest 2 are epochs 4 and 6 */
+    bf_config sparse;
+    small_config(&sparse, "sparse", BF_OPTIM_SGD);
+    sparse.run.epochs = 6;
+    sparse.run.checkpoint_every = 2;
+    sparse.run.keep_checkpoints = 2;
+    CHECK_OK(bf_train(&sparse, &quiet, &r));
+    const char *want[3] = {"epoch_0002", "epoch_0004", "epoch_0006"};
+    int present[3];
+    for (int k = 0; k < 3; k++) {
+        snprintf(path, sizeof path, "%s/checkpoints/%s", sparse.run.dir, want[k]);
+        present[k] = access(path, F_OK) == 0;
+    }
+    CHECK(!present[0] && present[1] && present[2], "checkpoint_every = 2, keep_checkpoints = 2: epochs 4 and 6 stay "
+          "(2: %d, 4: %d, 6: %d)", present[0], present[1], present[2]);
     bf_config other;
     small_config(&other, "no_best", BF_OPTIM_SGD);
     other.run.epochs = 1;

@@ -44,6 +44,10 @@ bf_status bf_checkpoint_save_best(const bf_config *cfg, const bf_model *m, const
 /* The top-1 stored in run_dir's checkpoints/best, or -1 when there is none. */
 double bf_checkpoint_best_top1(const char *run_dir);
 
+/* Whether the end of the run's epoch `epochs_done` gets a checkpoint: the last epoch and every
+ * [run] checkpoint_every. */
+int bf_epoch_checkpoint_due(const bf_config *cfg, int epochs_done);
+
 /* Resolves a --resume / --checkpoint argument: a checkpoint directory, a run directory whose
  * checkpoints/latest names one, that checkpoints/ directory, or the latest file itself. */
 bf_status bf_checkpoint_resolve(const char *path, char *dir_out);

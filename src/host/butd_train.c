@@ -326,7 +326,7 @@ static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double 
         int stop = 0, last_in_epoch = st->batch_in_epoch == steps_per_epoch, every = cfg->run.checkpoint_every_steps;
         if (st->step % cfg->run.log_interval == 0 || last_in_epoch) BF_TRY(log_train(r, epoch, steps_per_epoch, st, lr, &iv));
         /* A stop request: alone looked at after every step, with several ranks at log intervals. */
-        if (r->dp->world > 1 ? st->step % cfg->run.log_interval == 0 : r->stop != NULL)
+        if (r->dp->world > 1 ? st->step % cfg->run.log_interval == 0 || last_in_epoch : r->stop != NULL)
             BF_TRY(bf_dp_agree_stop(r->dp, r->stop && *r->stop, &stop));
         if (stop && !(last_in_epoch && epoch == cfg->run.epochs - 1)) { /* the run's last step just finishes it */
             BF_TRY(save_checkpoint(r, st, written));
@@ -336,7 +336,9 @@ static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double 
             *stopped = 1;
             return BF_OK;
         }
-        if (every > 0 && st->step % every == 0 && !last_in_epoch) BF_TRY(save_checkpoint(r, st, written));
+        /* at an epoch's end only when no epoch checkpoint follows */
+        if (every > 0 && st->step % every == 0 && !(last_in_epoch && bf_epoch_checkpoint_due(cfg, epoch + 1)))
+            BF_TRY(save_checkpoint(r, st, written));
     }
     if (r->dp->world > 1) { /* the training loss of the whole epoch, every rank's shard */
         BF_TRY(bf_dp_sum_floats(r->dp, b, r->sums, 1));
@@ -416,10 +418,12 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
     bf_train_state st = {.epoch = 0, .step = 0, .seed = cfg->run.seed, .eval_top1 = -1};
     if (s == BF_OK && cfg->model.init_weights[0] && !(opt && opt->resume)) s = init_weights(&r, text, quiet);
     if (s == BF_OK && opt && opt->resume) s = resume_run(&r, opt->resume, &st, text, quiet);
+    if (s == BF_OK) r.net->step = (uint64_t)st.step; /* the weight-noise draws ([butd] noise_std) go on from there */
     char written[BF_PATH_MAX] = "";
     int stopped = 0;
     /* keep_best: a resumed run goes on from the best its directory holds; a fresh one starts over */
     double best_top1 = opt && opt->resume ? bf_checkpoint_best_top1(cfg->run.dir) : -1;
+    if (s == BF_OK) s = bf_comm_broadcast(dp->comm, &best_top1, sizeof best_top1, 0); /* rank 0's files decide */
     static const char *learning[] = {"backprop", "counter_hebb"};
     if (s == BF_OK && !quiet)
         fprintf(text, "butd: %d layers, %zu parameters, learning %s, weights %s%s\n", r.net->num_layers,
@@ -452,8 +456,7 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
         st.epoch = epoch + 1;
         st.batch_in_epoch = 0;
         if (s == BF_OK && cfg->run.keep_best && top1 > best_top1) s = save_best(&r, &st, top1, &best_top1);
-        int every = cfg->run.checkpoint_every;
-        if (epoch + 1 == cfg->run.epochs || (every > 0 && (epoch + 1) % every == 0)) s = save_checkpoint(&r, &st, written);
+        if (s == BF_OK && bf_epoch_checkpoint_due(cfg, epoch + 1)) s = save_checkpoint(&r, &st, written);
     }
     if (s == BF_OK && !stopped && result->epochs_done == 0) { /* resumed from the end: still report the test score */
         double loss = 0, top1 = 0;

@@ -160,24 +160,34 @@ static bf_status remove_older_step_checkpoints(const char *root, const char *kee
     return s;
 }
 
-/* [run] keep_checkpoints: removes epoch_NNNN of epochs <= last_to_remove. Epochs above it stay,
- * also those a previous, longer run left (a run resumed from an earlier epoch overwrites them as it
- * gets there). */
-static bf_status remove_old_epoch_checkpoints(const char *root, int last_to_remove) {
-    if (last_to_remove < 1) return BF_OK;
+static int descending(const void *a, const void *b) { return *(const int *)b - *(const int *)a; }
+
+/* [run] keep_checkpoints: of the epoch_NNNN checkpoints up to the one just written (epoch `newest`),
+ * the `keep` newest stay and the others are removed. Later epochs stay too: a previous, longer run
+ * left them, and a run resumed from an earlier epoch overwrites them as it gets there. */
+static bf_status keep_newest_epoch_checkpoints(const char *root, int newest, int keep) {
     DIR *d = opendir(root);
     if (!d) return bf_error(BF_ERR_IO, "checkpoint: cannot list %s: %s", root, strerror(errno));
+    int *epochs = NULL, n = 0, cap = 0;
     bf_status s = BF_OK;
-    struct dirent *e;
-    while (s == BF_OK && (e = readdir(d)) != NULL) {
+    for (struct dirent *e; s == BF_OK && (e = readdir(d)) != NULL;) {
         int epoch = 0, end = 0;
-        if (sscanf(e->d_name, "epoch_%d%n", &epoch, &end) != 1 || e->d_name[end] != '\0' || epoch > last_to_remove)
-            continue;
-        char path[BF_PATH_MAX + 300];
-        snprintf(path, sizeof path, "%s/%s", root, e->d_name);
-        s = bf_remove_tree(path);
+        if (sscanf(e->d_name, "epoch_%d%n", &epoch, &end) != 1 || e->d_name[end] != '\0' || epoch > newest) continue;
+        if (n == cap) {
+            int *grown = realloc(epochs, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *epochs);
+            if (!grown) s = bf_error(BF_ERR_OOM, "checkpoint: out of memory listing %s", root);
+            else epochs = grown;
+        }
+        if (s == BF_OK) epochs[n++] = epoch;
     }
     closedir(d);
+    if (s == BF_OK) qsort(epochs, (size_t)n, sizeof *epochs, descending);
+    for (int i = keep; s == BF_OK && i < n; i++) {
+        char path[BF_PATH_MAX + 64];
+        snprintf(path, sizeof path, "%s/epoch_%04d", root, epochs[i]);
+        s = bf_remove_tree(path);
+    }
+    free(epochs);
     return s;
 }
 
@@ -195,11 +205,17 @@ static bf_status write_checkpoint_dir(const bf_config *cfg, const bf_checkpoint_
     BF_TRY(m->write_model(path, m->model));
     snprintf(path, sizeof path, "%s/state.safetensors", tmp_dir);
     BF_TRY(write_state_file(path, cfg, m, opt, state));
-    BF_TRY(bf_remove_tree(final_dir));
+    /* The previous one (best, or an epoch written again) moves aside until the new one is in place,
+     * so a crash in between leaves a complete copy under one of the two names. */
+    char old_dir[BF_PATH_MAX + 80];
+    snprintf(old_dir, sizeof old_dir, "%s.old", final_dir);
+    BF_TRY(bf_remove_tree(old_dir));
+    if (rename(final_dir, old_dir) != 0 && errno != ENOENT)
+        return bf_error(BF_ERR_IO, "checkpoint: cannot move %s aside: %s", final_dir, strerror(errno));
     if (rename(tmp_dir, final_dir) != 0)
         return bf_error(BF_ERR_IO, "checkpoint: cannot rename %s to %s: %s", tmp_dir, final_dir, strerror(errno));
     bf_fsync_dir(root);
-    return BF_OK;
+    return bf_remove_tree(old_dir);
 }
 
 bf_status bf_checkpoint_save_subject(const bf_config *cfg, const bf_checkpoint_subject *m, const bf_optimizer *opt,
@@ -215,7 +231,7 @@ bf_status bf_checkpoint_save_subject(const bf_config *cfg, const bf_checkpoint_s
     BF_TRY(bf_write_file_atomic(path, line, strlen(line)));
     BF_TRY(remove_older_step_checkpoints(root, name));
     if (state->batch_in_epoch == 0 && cfg->run.keep_checkpoints > 0)
-        BF_TRY(remove_old_epoch_checkpoints(root, state->epoch - cfg->run.keep_checkpoints));
+        BF_TRY(keep_newest_epoch_checkpoints(root, state->epoch, cfg->run.keep_checkpoints));
     if (written) snprintf(written, BF_PATH_MAX, "%s", final_dir);
     return BF_OK;
 }
@@ -232,6 +248,11 @@ bf_status bf_checkpoint_save_best(const bf_config *cfg, const bf_model *m, const
                                   const bf_train_state *state, char *written) {
     bf_checkpoint_subject subject = model_subject(m);
     return bf_checkpoint_save_best_subject(cfg, &subject, opt, state, written);
+}
+
+int bf_epoch_checkpoint_due(const bf_config *cfg, int epochs_done) {
+    int every = cfg->run.checkpoint_every;
+    return epochs_done == cfg->run.epochs || (every > 0 && epochs_done % every == 0);
 }
 
 double bf_checkpoint_best_top1(const char *run_dir) {

@@ -26,7 +26,7 @@ static const char usage[] =
     "  --help-config      print every config section and key with its type, default and allowed values\n"
     "\n"
     "SIGINT (Ctrl-C) or SIGTERM stops the run after the current step with a checkpoint of that position\n"
-    "(several ranks: at the next log interval); a second signal ends it at once.\n"
+    "(several ranks: at the next log interval); a second Ctrl-C ends it at once.\n"
     "exit status: 0 success, 2 bad command line or config, 1 runtime failure, 128+signal stopped by a signal\n";
 
 /* The signal that asked the run to stop (0: none). A handler can only talk to the program through
@@ -34,16 +34,18 @@ static const char usage[] =
  * bf_train_options.stop. */
 static volatile sig_atomic_t stop_signal;
 
-/* The first SIGINT/SIGTERM asks for a clean stop and gives both signals back their default
- * action, so a second one of either kind ends the run at once. Only async-signal-safe calls. */
+/* The first SIGINT/SIGTERM asks for a clean stop. SIGINT gets its default action back, so a second
+ * Ctrl-C ends the run at once; SIGTERM stays caught, because launchers repeat it (Open MPI's mpirun
+ * forwards it and then sends its own before SIGKILL; Slurm may too), and a repeat must not undo
+ * the stop that is under way. Only async-signal-safe calls. */
 static void on_stop_signal(int sig) {
-    static const char note[] = "\nbioflex-train: stopping after the current step with a checkpoint (a second signal ends "
+    static const char note[] = "\nbioflex-train: stopping after the current step with a checkpoint (Ctrl-C again ends "
                                "the run at once)\n";
+    if (stop_signal) return; /* a repeated SIGTERM */
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
     sigaction(SIGINT, &dfl, NULL);
-    sigaction(SIGTERM, &dfl, NULL);
     stop_signal = sig;
     ssize_t ignored = write(STDERR_FILENO, note, sizeof note - 1); /* write is async-signal-safe; printf is not */
     (void)ignored;
@@ -53,12 +55,18 @@ static void catch_stop_signals(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
-    sa.sa_flags = SA_RESTART; /* a read in a loader thread must not fail with EINTR */
+    /* No SA_RESTART: a progress line blocked on a launcher that stopped reading our output (mpirun
+     * shutting down) returns EINTR, and the run goes on to its checkpoint. Reads of regular files
+     * (the loaders) are not interrupted by signals. */
+    sa.sa_flags = 0;
     sigemptyset(&sa.sa_mask);
-    sigaddset(&sa.sa_mask, SIGINT); /* one handler at a time: the second signal meets the default action */
+    sigaddset(&sa.sa_mask, SIGINT); /* one handler at a time */
     sigaddset(&sa.sa_mask, SIGTERM);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* A launcher that is shutting down (mpirun after SIGTERM) closes our stdout: a progress line must
+     * then fail quietly (EPIPE) instead of killing the run before it writes its checkpoint. */
+    signal(SIGPIPE, SIG_IGN);
 }
 
 /* "2026-12-04T06:30:00Z host gpu-node-3, bioflex-train 0.1.0 (CUDA backend built)": when, where and which. */

@@ -277,7 +277,12 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
                 if (bf_dp_active(&r->dp)) mt.comm_exposed_ms = &comm_ms;
                 long remaining = (long)epochs * steps_per_epoch - st->step;
                 mt.eta_s = remaining * (t - run_start) / (double)(st->step - first_step);
-                bf_metrics_train(&r->log, &mt, r->text);
+                /* Once a stop is requested, no progress line: a launcher that is shutting down (mpirun
+             * after SIGTERM) stops reading our output, and a blocked write would keep the run from
+             * its checkpoint. The checkpoint is written before anything else is printed. */
+            int stopping = r->stop && *r->stop;
+            if (stopping) r->log.progress = 0;
+            bf_metrics_train(&r->log, &mt, stopping ? NULL : r->text);
                 BF_TRY(write_rasters(r, st->step));
                 r->num_flex = mt.num_flex;
                 r->num_neuron = mt.num_neuron;
@@ -303,7 +308,9 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
                 result->steps_done = st->step;
                 return BF_OK;
             }
-            if (every > 0 && st->step % every == 0 && !last_in_epoch) BF_TRY(save_checkpoint(r, st, result));
+            /* at an epoch's end only when no epoch checkpoint follows */
+            if (every > 0 && st->step % every == 0 && !(last_in_epoch && bf_epoch_checkpoint_due(cfg, epoch + 1)))
+                BF_TRY(save_checkpoint(r, st, result));
         }
         st->epoch = epoch + 1;
         st->batch_in_epoch = 0;
@@ -312,7 +319,7 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
             BF_TRY(evaluate_and_log(r, st, last, &result->final_eval));
             last_eval_epoch = st->epoch;
         }
-        if (last || (cfg->run.checkpoint_every > 0 && st->epoch % cfg->run.checkpoint_every == 0)) {
+        if (bf_epoch_checkpoint_due(cfg, st->epoch)) {
             BF_TRY(save_checkpoint(r, st, result));
             last_ckpt_epoch = st->epoch;
         }
@@ -351,6 +358,7 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
     }
     /* keep_best: a resumed run goes on from the best its directory holds; a fresh one starts over */
     r->best_top1 = opt && opt->resume ? bf_checkpoint_best_top1(cfg->run.dir) : -1;
+    BF_TRY(bf_comm_broadcast(r->dp.comm, &r->best_top1, sizeof r->best_top1, 0)); /* rank 0's files decide */
     if (opt && opt->resume) {
         char dir[BF_PATH_MAX];
         BF_TRY(bf_checkpoint_resolve(opt->resume, dir));
