@@ -7,7 +7,8 @@
  *   - the final weights agree to 1e-6 relative (read from both checkpoints' model.safetensors);
  *   - the evaluation covers the whole test split once, and the MPI run wrote each checkpoint and
  *     each metrics line once (rank 0 only);
- *   - with batch-norm and [run] sync_bn the same holds (and with local statistics it does not);
+ *   - with batch-norm and [run] sync_bn the same holds (and with local statistics it does not), and
+ *     the 2 ranks' evaluation (rank 0's running statistics) scores what bioflex-eval does;
  *   - every metrics line of the 2-rank run logs comm_exposed_ms, the time inside the gradient
  *     all-reduce per step: > 0 and < ms_per_step; the single-process run logs none;
  *   - a BU-TD network (Counter-Hebb, separate weights; its own training loop) agrees the same way,
@@ -266,6 +267,28 @@ static void driver(const char *self) {
     CHECK(rc == 0, "mpirun local batch-norm run exited %d", rc);
     CHECK(max_abs_diff("bn_single/checkpoints/epoch_0002", "bn_local/checkpoints/epoch_0002") > 1e-5,
           "local batch-norm statistics on 2 ranks should differ from one process's");
+    /* The 2 ranks' (sharded) final evaluation uses rank 0's running statistics, the checkpoint's:
+     * it scores exactly what bioflex-eval scores from that checkpoint in one process. */
+    rc = run("bn_local_eval.log", "%s/bioflex-eval --checkpoint %s/bn_local %s --set model.batchnorm=true", BIOFLEX_BINARY_DIR,
+             tmp, cfg);
+    double train_top1 = -1, train_loss = -1, eval_top1 = -2, eval_loss = -2;
+    {
+        char log_path[600], text[512];
+        snprintf(log_path, sizeof log_path, "%s/bn_local.log", tmp);
+        FILE *log = fopen(log_path, "r");
+        while (log && fgets(text, sizeof text, log))
+            if (!strncmp(text, "test accuracy:", 14))
+                sscanf(text, "test accuracy: %lf%% top-1, %*f%% top-5, loss %lf", &train_top1, &train_loss);
+        if (log) fclose(log);
+        snprintf(log_path, sizeof log_path, "%s/bn_local_eval.log", tmp);
+        log = fopen(log_path, "r");
+        while (log && fgets(text, sizeof text, log))
+            if (!strncmp(text, "test:", 5)) sscanf(text, "test: loss %lf top-1 %lf%%", &eval_loss, &eval_top1);
+        if (log) fclose(log);
+    }
+    CHECK(rc == 0 && train_top1 == eval_top1 && train_loss == eval_loss,
+          "2 ranks' final evaluation %.2f%% / %.4f, bioflex-eval of their checkpoint %.2f%% / %.4f", train_top1, train_loss,
+          eval_top1, eval_loss);
 
     /* Resume with another world size: 1 epoch on 2 ranks, the second in one process. */
     rc = run("mpi1.log", MPIRUN "%s %s --set run.dir=%s/half --set run.epochs=1", TRAIN, cfg, tmp);

@@ -387,7 +387,9 @@ static bf_status init_weights(butd_run *r, FILE *text, int quiet) {
  * as after `epoch` epochs. */
 static bf_status score_test_set(butd_run *r, int epoch, long step, double *loss, double *top1, int *samples,
                                 bf_task_eval_result *tasks) {
-    bf_status s;
+    /* rank 0's running statistics everywhere, as its checkpoint holds them (see train.c) */
+    bf_status s = r->dp->world > 1 ? bf_dp_broadcast_floats(r->dp, r->backend, r->net->state_data, r->net->num_state_floats) : BF_OK;
+    if (s != BF_OK) return s;
     bf_butd_set_training(r->net, 0); /* batch-norm: running statistics */
     if (r->cfg->butd.guided) {
         bf_task_eval_result te = {0};

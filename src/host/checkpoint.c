@@ -295,7 +295,18 @@ bf_status bf_checkpoint_resolve(const char *path, char *dir_out) {
         snprintf(dir_out, BF_PATH_MAX, "%s", path);
         return BF_OK;
     }
-    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) return follow_latest(path, path, dir_out);
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+        size_t len = strlen(base);
+        if (strcmp(base, "latest") == 0) return follow_latest(path, path, dir_out);
+        if (len > 12 && strcmp(base + len - 12, ".safetensors") == 0) { /* a checkpoint's file: its directory */
+            snprintf(dir_out, BF_PATH_MAX, "%.*s", base == path ? 1 : (int)(base - path - 1), base == path ? "." : path);
+            snprintf(probe, sizeof probe, "%s/model.safetensors", dir_out);
+            if (stat(probe, &st) == 0) return BF_OK;
+        }
+        return bf_error(BF_ERR_CHECKPOINT, "%s is a file, not a checkpoint: give the checkpoint directory (with "
+                        "model.safetensors and state.safetensors), the run directory or checkpoints/latest", path);
+    }
     snprintf(probe, sizeof probe, "%s/checkpoints/latest", path);
     if (stat(probe, &st) == 0) return follow_latest(probe, path, dir_out);
     snprintf(probe, sizeof probe, "%s/latest", path);
@@ -339,7 +350,7 @@ static int excluded(const char *name, const char *prefixes) {
     for (const char *p = prefixes; p && *p;) {
         while (*p == ' ' || *p == ',') p++;
         size_t len = strcspn(p, ",");
-        while (len > 0 && p[len - 1] == ' ') len--;
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '.')) len--; /* "classifier.6." = "classifier.6" */
         if (len > 0 && strncmp(name, p, len) == 0 && (name[len] == '\0' || name[len] == '.')) return 1;
         p += strcspn(p, ",");
     }

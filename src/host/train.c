@@ -196,6 +196,9 @@ static bf_status write_rasters(run *r, long step) {
  * keep_best, a better top-1 than any before replaces checkpoints/best (st: the position there). */
 static bf_status evaluate_and_log(run *r, const bf_train_state *st, int final, bf_eval_result *res) {
     int batches = final ? 0 : r->cfg->run.val_batches, epoch = st->epoch;
+    /* Every rank scores its shard with rank 0's running statistics, the ones its checkpoint holds
+     * (PyTorch DDP's broadcast_buffers), so the logged score is bioflex-eval's of that checkpoint. */
+    if (r->dp.world > 1) BF_TRY(bf_dp_broadcast_floats(&r->dp, r->backend, r->model->buffer_data, r->model->num_buffer_floats));
     BF_TRY(bf_evaluate_batches(r->model, r->test_loader, r->cfg->optim.label_smoothing, batches ? epoch : 0, batches,
                                res));
     BF_TRY(bf_dp_reduce_eval(&r->dp, res));
