@@ -127,11 +127,12 @@ PY
 then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL spikes.jsonl / firing_rate"; fi
 
 # SIGTERM: the run finishes its step, checkpoints that position, names --resume and exits 128 + 15;
-# the resumed run completes. The run is long, so the signal 1 s in lands during training.
+# the resumed run completes. The signal goes once training has logged (the handler is in place by
+# then); the run is long enough that it always lands during training.
 "$train" "$tmp/tiny.ini" --set run.dir="$tmp/sig" --set run.epochs=100000 --set run.eval_every=0 \
   --set run.checkpoint_every=0 > "$tmp/sig.log" 2>&1 &
 pid=$!
-sleep 1
+for _ in $(seq 600); do [ -s "$tmp/sig/metrics.jsonl" ] && break; sleep 0.1; done
 kill -TERM "$pid"
 wait "$pid"; got=$?
 latest=$(cat "$tmp/sig/checkpoints/latest" 2>/dev/null)

@@ -298,12 +298,14 @@ static void driver(const char *self) {
     compare_weights("single/checkpoints/epoch_0002", "half/checkpoints/epoch_0002", "2 ranks then resumed on 1");
 
     /* SIGTERM to rank 1 only (a shell that signals itself, then execs bioflex-train): the ranks agree
-     * at a log interval, rank 0 writes the checkpoint, both exit 128 + 15. The run is long (no
-     * evaluation or checkpoint per epoch), so the signal 2 s in always lands during training. */
+     * at a log interval, rank 0 writes the checkpoint, both exit 128 + 15. The signal goes once rank
+     * 0 has logged a step (both ranks are training then, their handlers in place); the run is long
+     * (no evaluation or checkpoint per epoch), so it always lands during training. */
     const char *endless = "--set run.epochs=100000 --set run.eval_every=0 --set run.checkpoint_every=0";
     rc = run("stop.log", "timeout 120 " BIOFLEX_MPIEXEC " --allow-run-as-root --oversubscribe -np 1 %s %s "
-             "--set run.dir=%s/stop %s : -np 1 sh -c '(sleep 2; kill -TERM $$) & exec %s %s --set run.dir=%s/stop %s'",
-             TRAIN, cfg, tmp, endless, TRAIN, cfg, tmp, endless);
+             "--set run.dir=%s/stop %s : -np 1 sh -c '(for i in $(seq 600); do [ -s %s/stop/metrics.jsonl ] && break; "
+             "sleep 0.1; done; kill -TERM $$) & exec %s %s --set run.dir=%s/stop %s'",
+             TRAIN, cfg, tmp, endless, tmp, TRAIN, cfg, tmp, endless);
     long stop_step = -1;
     int stop_epoch = -1;
     char path[600], line[1024], latest[64] = "";

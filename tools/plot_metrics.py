@@ -56,8 +56,10 @@ class Run:
         self.dir = run_dir
         self.name = os.path.basename(os.path.normpath(run_dir))
         self.train = last_per_key([r for r in records if r.get("type") == "train"], "step")
-        # eval: the whole test split ("test") or a few random batches ("test_batches"); eval_tasks: guided BU-TD
-        evals = [r for r in records if r.get("type") == "eval" and r.get("split") == "test"]
+        # eval: the whole test split ("test") or a few random batches ("test_batches", [run] val_batches;
+        # the last of an epoch is kept, the whole split where both exist); eval_tasks: guided BU-TD
+        evals = [r for r in records if r.get("type") == "eval" and r.get("split") == "test_batches"]
+        evals += [r for r in records if r.get("type") == "eval" and r.get("split") == "test"]
         evals += [dict(r, top1=r["accuracy"]) for r in records if r.get("type") == "eval_tasks"]
         self.evals = last_per_key(evals, "epoch")
 
@@ -147,8 +149,8 @@ def plot(runs, out):
                 ax.plot(data[0], data[1], label=run.name)
         ax.set_title(title)
         ax.set_xlabel(x)
-        if field == "lr":
-            ax.set_yscale("log")
+        if field == "lr" and all(v > 0 for run in runs for v in run.series("lr")[1]):
+            ax.set_yscale("log")  # linear when a rate of 0 (warm-up start, eta_min = 0) would vanish
         if field == "top1":
             ax.set_ylabel("%")
         ax.grid(alpha=0.3)

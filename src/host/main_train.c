@@ -166,7 +166,8 @@ int main(int argc, char **argv) {
         snprintf(path, sizeof path, "%s/invocations.log", cfg.run.dir);
         if ((f = fopen(path, "a"))) {
             fprintf(f, "%s:", started);
-            for (int i = 0; i < argc; i++) fprintf(f, " %s", argv[i]);
+            for (int i = 0; i < argc; i++) /* quoted where a shell would need it, so the line can be rerun */
+                fprintf(f, strpbrk(argv[i], " \t'\"$\\;&|<>*?()") ? " '%s'" : " %s", argv[i]);
             fputc('\n', f);
             fclose(f);
         }
