@@ -15,6 +15,7 @@
  *     and so does a guided one on part of Multi-Fashion-MNIST, with the same per-task evaluation,
  *     and a BU-TD ResNet-18 with batch-norm and [run] sync_bn (BU and TD statistics, running ones too);
  *   - a run resumed in one process from a checkpoint of the 2-rank run ends at the same weights;
+ *   - SIGTERM to mpirun itself leaves a step checkpoint before Open MPI kills the ranks;
  *   - SIGTERM to rank 1 alone stops both ranks at the same step with one checkpoint of that
  *     position (inside an epoch), and the run resumed from it ends where an uninterrupted one does;
  *   - mismatched configs between ranks and a global batch the ranks cannot split fail with a message;
@@ -341,6 +342,21 @@ static void driver(const char *self) {
         compare_weights(a, b, "stopped by SIGTERM to rank 1 at a log interval, resumed");
         printf("SIGTERM to rank 1: both ranks stopped after step %ld (epoch %d)\n", stop_step, stop_epoch);
     }
+
+    /* SIGTERM to mpirun itself (a job's time limit, Ctrl-C): Open MPI forwards it, stops reading the
+     * ranks' output and kills them 1 s later. Rank 0 must not block on a progress line it can no
+     * longer write, so the checkpoint is there before the kill. */
+    rc = run("stop_mpirun.log", "sh -c '" MPIRUN "%s %s --set run.dir=%s/stop_mpirun %s & m=$!; for i in $(seq 600); do "
+             "[ -s %s/stop_mpirun/metrics.jsonl ] && break; sleep 0.1; done; sleep 0.5; kill -TERM $m; wait $m'",
+             TRAIN, cfg, tmp, endless, tmp);
+    char mpirun_latest[64] = "";
+    snprintf(path, sizeof path, "%s/stop_mpirun/checkpoints/latest", tmp);
+    if ((f = fopen(path, "r"))) {
+        if (!fgets(mpirun_latest, sizeof mpirun_latest, f)) mpirun_latest[0] = 0;
+        fclose(f);
+    }
+    CHECK(strncmp(mpirun_latest, "step_", 5) == 0, "SIGTERM to mpirun: latest names a step checkpoint (got '%s', "
+          "mpirun exited %d; see %s/stop_mpirun.log)", mpirun_latest, rc, tmp);
 
     /* Configs that differ between ranks (MPMD: rank 0 gets another learning rate). */
     rc = run("mismatch.log", "timeout 120 " BIOFLEX_MPIEXEC " --allow-run-as-root --oversubscribe -np 1 %s %s "
