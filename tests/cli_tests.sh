@@ -2,7 +2,7 @@
 # Command-line behaviour of bioflex-train and bioflex-eval: exit status (0 ok, 2 bad command line
 # or config, 1 runtime failure), messages that name file:line, key and allowed values, --dry-run's
 # model table, a tiny train -> eval -> corrupt -> refuse round trip on procedural data, a run
-# stopped by SIGTERM and resumed, and tools/plot_metrics.py on a run's metrics.
+# stopped by SIGTERM and resumed, stopped by SIGUSR1, and tools/plot_metrics.py on a run's metrics.
 set -u
 train="$1"; eval_="$2"; src="$3"
 tmp=$(mktemp -d /tmp/bioflex_cli_XXXXXX)
@@ -144,6 +144,20 @@ else
 fi
 expect "resume after SIGTERM" 0 "resumed from .*$latest" -- "$train" "$tmp/tiny.ini" --set run.dir="$tmp/sig" \
   --resume "$tmp/sig" --set run.epochs="${stop_epoch:-1}" --set run.eval_every=0 --set run.checkpoint_every=0
+
+# SIGUSR1 (what to send through mpirun, and Slurm's --signal=USR1@...) stops the same way: 128 + 10.
+"$train" "$tmp/tiny.ini" --set run.dir="$tmp/usr1" --set run.epochs=100000 --set run.eval_every=0 \
+  --set run.checkpoint_every=0 > "$tmp/usr1.log" 2>&1 &
+pid=$!
+for _ in $(seq 600); do [ -s "$tmp/usr1/metrics.jsonl" ] && break; sleep 0.1; done
+kill -USR1 "$pid"
+wait "$pid"; got=$?
+latest=$(cat "$tmp/usr1/checkpoints/latest" 2>/dev/null)
+if [ "$got" -eq 138 ] && [[ "$latest" == step_* ]] && grep -q "stopped on request" "$tmp/usr1.log"; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); echo "FAIL SIGUSR1: exit $got (want 138), latest '$latest'"; tail -n 4 "$tmp/usr1.log"
+fi
 
 # tools/plot_metrics.py: its summary agrees with what bioflex-train printed; a step logged twice
 # (a run resumed from an earlier checkpoint) counts once, the last record; plots where matplotlib is.

@@ -343,20 +343,31 @@ static void driver(const char *self) {
         printf("SIGTERM to rank 1: both ranks stopped after step %ld (epoch %d)\n", stop_step, stop_epoch);
     }
 
-    /* SIGTERM to mpirun itself (a job's time limit, Ctrl-C): Open MPI forwards it, stops reading the
-     * ranks' output and kills them 1 s later. Rank 0 must not block on a progress line it can no
-     * longer write, so the checkpoint is there before the kill. */
-    rc = run("stop_mpirun.log", "sh -c '" MPIRUN "%s %s --set run.dir=%s/stop_mpirun %s & m=$!; for i in $(seq 600); do "
-             "[ -s %s/stop_mpirun/metrics.jsonl ] && break; sleep 0.1; done; sleep 0.5; kill -TERM $m; wait $m'",
-             TRAIN, cfg, tmp, endless, tmp);
+    /* SIGUSR1 to mpirun itself (the way README advises to stop an mpirun job): Open MPI forwards it
+     * to every rank at once and keeps reading their output until they exit, so the ranks agree on a
+     * step, write its checkpoint and exit with 128 + SIGUSR1. (SIGTERM to mpirun reaches the ranks
+     * only after odls_base_sigkill_timeout seconds of not reading their output, then SIGKILL.) The
+     * signal goes to mpirun alone, once, not through timeout(1), which also signals its group. */
+    rc = run("stop_mpirun.log", "timeout 150 sh -c '" BIOFLEX_MPIEXEC " --allow-run-as-root --oversubscribe -np 2 "
+             "%s %s --set run.dir=%s/stop_mpirun %s --set run.log_interval=1000 --set data.procedural_train=16000 & "
+             "m=$!; for i in $(seq 600); do [ -s %s/stop_mpirun/metrics.jsonl ] && break; sleep 0.1; done; sleep 0.5; "
+             "kill -USR1 $m; wait $m'", TRAIN, cfg, tmp, endless, tmp);
     char mpirun_latest[64] = "";
     snprintf(path, sizeof path, "%s/stop_mpirun/checkpoints/latest", tmp);
     if ((f = fopen(path, "r"))) {
         if (!fgets(mpirun_latest, sizeof mpirun_latest, f)) mpirun_latest[0] = 0;
         fclose(f);
     }
-    CHECK(strncmp(mpirun_latest, "step_", 5) == 0, "SIGTERM to mpirun: latest names a step checkpoint (got '%s', "
-          "mpirun exited %d; see %s/stop_mpirun.log)", mpirun_latest, rc, tmp);
+    CHECK(strncmp(mpirun_latest, "step_", 5) == 0 && count_in_file("stop_mpirun.log", "stopped on request") == 1,
+          "SIGUSR1 to mpirun: latest names a step checkpoint and rank 0 says it stopped (got '%s', mpirun exited "
+          "%d; see %s/stop_mpirun.log)", mpirun_latest, rc, tmp);
+    if (strncmp(mpirun_latest, "step_", 5) == 0) { /* the stopped run goes on from its checkpoint */
+        rc = run("stop_mpirun_resume.log", MPIRUN "%s %s --set run.dir=%s/stop_mpirun --resume %s/stop_mpirun "
+                 "--set run.log_interval=1000 --set data.procedural_train=16000 --set run.epochs=%ld --set run.eval_every=0 "
+                 "--set run.checkpoint_every=0", TRAIN, cfg, tmp, tmp, atol(mpirun_latest + 5) / 1000 + 1);
+        CHECK(rc == 0 && count_in_file("stop_mpirun_resume.log", "resum") >= 1,
+              "resuming the run stopped through mpirun exited %d (see %s/stop_mpirun_resume.log)", rc, tmp);
+    }
 
     /* Configs that differ between ranks (MPMD: rank 0 gets another learning rate). */
     rc = run("mismatch.log", "timeout 120 " BIOFLEX_MPIEXEC " --allow-run-as-root --oversubscribe -np 1 %s %s "

@@ -59,7 +59,7 @@ typedef struct bf_train_options {
     FILE *log;           /* human-readable log (stdout when NULL) */
     int float_batches;   /* 1: JPEG datasets also load as normalised floats on the host instead of uint8
                             batches normalised by the backend (the results are the same bits; tests) */
-    /* Nullable; becomes non-zero (bioflex-train: on SIGINT/SIGTERM) to ask the run to stop early:
+    /* Nullable; becomes non-zero (bioflex-train: on SIGINT, SIGTERM or SIGUSR1) to ask the run to stop early:
      * it finishes the step, writes a checkpoint of that position and returns with
      * result->interrupted set. Alone the run looks after every step; with several ranks every rank
      * must stop at the same step, so they agree at log intervals. */

@@ -25,46 +25,58 @@ static const char usage[] =
     "                     activation memory), then exit\n"
     "  --help-config      print every config section and key with its type, default and allowed values\n"
     "\n"
-    "SIGINT (Ctrl-C) or SIGTERM stops the run after the current step with a checkpoint of that position\n"
-    "(several ranks: at the next log interval); a second Ctrl-C ends it at once.\n"
+    "SIGINT (Ctrl-C), SIGTERM or SIGUSR1 stops the run after the current step with a checkpoint of that\n"
+    "position (several ranks: at the next log interval); a second Ctrl-C ends it at once. Under Open MPI's\n"
+    "mpirun send SIGUSR1 to mpirun: it forwards that at once (SIGTERM only after odls_base_sigkill_timeout).\n"
     "exit status: 0 success, 2 bad command line or config, 1 runtime failure, 128+signal stopped by a signal\n";
 
 /* The signal that asked the run to stop (0: none). A handler can only talk to the program through
  * a sig_atomic_t, so this is the program's one global; the run reads it through
  * bf_train_options.stop. */
 static volatile sig_atomic_t stop_signal;
+/* Whether the handler may say so on stderr: only on a terminal of our own. Under a launcher
+ * (mpirun's pseudo-terminal) nobody may be reading any more, and a write there could block the
+ * handler for good. */
+static int note_on_signal;
 
-/* The first SIGINT/SIGTERM asks for a clean stop. SIGINT gets its default action back, so a second
- * Ctrl-C ends the run at once; SIGTERM stays caught, because launchers repeat it (Open MPI's mpirun
- * forwards it and then sends its own before SIGKILL; Slurm may too), and a repeat must not undo
- * the stop that is under way. Only async-signal-safe calls. */
+/* The first SIGINT, SIGTERM or SIGUSR1 asks for a clean stop. SIGINT gets its default action back,
+ * so a second Ctrl-C ends the run at once; SIGTERM and SIGUSR1 stay caught, because launchers repeat
+ * them (Slurm may), and a repeat must not undo the stop that is under way. SIGUSR1 is the one to
+ * send through Open MPI's mpirun: it forwards SIGUSR1 to the ranks at once and waits for them,
+ * whereas on SIGTERM it stops reading their output, sleeps odls_base_sigkill_timeout seconds (1 by
+ * default), and only then sends SIGTERM, then SIGKILL as long again after it. Only
+ * async-signal-safe calls. */
 static void on_stop_signal(int sig) {
     static const char note[] = "\nbioflex-train: stopping after the current step with a checkpoint (Ctrl-C again ends "
                                "the run at once)\n";
-    if (stop_signal) return; /* a repeated SIGTERM */
+    if (stop_signal) return; /* a repeated SIGTERM or SIGUSR1 */
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
     sigaction(SIGINT, &dfl, NULL);
     stop_signal = sig;
-    ssize_t ignored = write(STDERR_FILENO, note, sizeof note - 1); /* write is async-signal-safe; printf is not */
-    (void)ignored;
+    if (note_on_signal) {
+        ssize_t ignored = write(STDERR_FILENO, note, sizeof note - 1); /* async-signal-safe; printf is not */
+        (void)ignored;
+    }
 }
 
 static void catch_stop_signals(void) {
+    note_on_signal = isatty(STDERR_FILENO) && bf_comm_launcher_world() == 1;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
-    /* No SA_RESTART: a progress line blocked on a launcher that stopped reading our output (mpirun
-     * shutting down) returns EINTR, and the run goes on to its checkpoint. Reads of regular files
-     * (the loaders) are not interrupted by signals. */
-    sa.sa_flags = 0;
+    /* SA_RESTART: the signal lands in any thread, MPI's and NCCL's included, and their system calls
+     * must not fail with EINTR (without it, a collective in flight was seen to hang). */
+    sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
     sigaddset(&sa.sa_mask, SIGINT); /* one handler at a time */
     sigaddset(&sa.sa_mask, SIGTERM);
+    sigaddset(&sa.sa_mask, SIGUSR1);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    /* A launcher that is shutting down (mpirun after SIGTERM) closes our stdout: a progress line must
+    sigaction(SIGUSR1, &sa, NULL);
+    /* A launcher that is shutting down closes our stdout: a progress line must
      * then fail quietly (EPIPE) instead of killing the run before it writes its checkpoint. */
     signal(SIGPIPE, SIG_IGN);
 }

@@ -280,12 +280,12 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
                 if (bf_dp_active(&r->dp)) mt.comm_exposed_ms = &comm_ms;
                 long remaining = (long)epochs * steps_per_epoch - st->step;
                 mt.eta_s = remaining * (t - run_start) / (double)(st->step - first_step);
-                /* Once a stop is requested, no progress line: a launcher that is shutting down (mpirun
-             * after SIGTERM) stops reading our output, and a blocked write would keep the run from
-             * its checkpoint. The checkpoint is written before anything else is printed. */
-            int stopping = r->stop && *r->stop;
-            if (stopping) r->log.progress = 0;
-            bf_metrics_train(&r->log, &mt, stopping ? NULL : r->text);
+                /* Once a stop is requested, no progress line: a launcher that is shutting down may
+                 * stop reading our output, and a blocked write would keep the run from its
+                 * checkpoint. The checkpoint is written before anything else is printed. */
+                int stopping = r->stop && *r->stop;
+                if (stopping) r->log.progress = 0;
+                bf_metrics_train(&r->log, &mt, stopping ? NULL : r->text);
                 BF_TRY(write_rasters(r, st->step));
                 r->num_flex = mt.num_flex;
                 r->num_neuron = mt.num_neuron;
