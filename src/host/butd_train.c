@@ -214,12 +214,11 @@ static bf_status reduce_task_eval(const butd_run *r, bf_task_eval_result *te) {
 }
 
 /* grad_data averaged over the ranks (a no-op in a plain single-process run); with NCCL without a
- * host wait, so the step's host work overlaps the collective. Every log interval the peers are
- * checked: a dead one is reported with the collective timeout instead of hanging a later wait. */
-static bf_status average_gradients(butd_run *r, long step) {
+ * host wait, so the step's host work overlaps the collective. The next step's start waits for it
+ * with the collective timeout (bf_dp_check_peers in train_epoch). */
+static bf_status average_gradients(butd_run *r) {
     if (!bf_dp_active(r->dp)) return BF_OK;
-    BF_TRY(bf_dp_average_floats(r->dp, r->backend, r->net->grad_data, r->net->num_param_floats));
-    return (step + 1) % r->cfg->run.log_interval == 0 ? bf_dp_check_peers(r->dp) : BF_OK;
+    return bf_dp_average_floats(r->dp, r->backend, r->net->grad_data, r->net->num_param_floats);
 }
 
 static bf_status write_butd_model(const char *path, const void *net) { return bf_butd_save(net, path); }
@@ -231,8 +230,8 @@ static bf_checkpoint_subject checkpoint_subject(const butd_run *r) {
 
 /* A checkpoint of st's position, written by rank 0 while the other ranks wait for it. */
 static bf_status save_checkpoint(butd_run *r, const bf_train_state *st, char *written) {
-    bf_status s = BF_OK;
-    if (bf_dp_writes_checkpoints(r->dp)) {
+    bf_status s = bf_dp_check_peers(r->dp); /* the copy to the host would wait untimed for the all-reduce */
+    if (s == BF_OK && bf_dp_writes_checkpoints(r->dp)) {
         bf_checkpoint_subject subject = checkpoint_subject(r);
         s = bf_checkpoint_save_subject(r->cfg, &subject, r->optim, st, written);
         if (s == BF_OK && r->text) fprintf(r->text, "checkpoint: %s\n", written);
@@ -306,14 +305,17 @@ static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double 
         if (cfg->schedule.unit == BF_SCHED_UNIT_STEP)
             lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, st->step, epoch, steps_per_epoch, cfg->run.epochs);
         const float *logits = NULL;
-        bf_status s = forward_batch(r, batch, &logits);
+        /* NCCL: the previous step's all-reduce, waited for with the collective timeout, so a dead or
+         * stuck peer is reported instead of hanging this step's untimed host copies behind it. */
+        bf_status s = bf_dp_check_peers(r->dp);
+        if (s == BF_OK) s = forward_batch(r, batch, &logits);
         /* The per-sample gradient at the logits (softmax - onehot, not divided by n): the TD error input. */
         if (s == BF_OK) s = batch_loss(r, batch->n, logits, r->dlogits, r->correct1);
         if (s == BF_OK) s = b->ops->accumulate_sum(b, r->losses, (size_t)batch->n, r->sums + 0);
         if (s == BF_OK) s = b->ops->accumulate_sum(b, r->losses, (size_t)batch->n, r->sums + 4);
         if (s == BF_OK) s = b->ops->accumulate_sum(b, r->correct1, (size_t)batch->n, r->sums + 5);
         if (s == BF_OK) s = bf_butd_backward(r->net, r->dlogits);
-        if (s == BF_OK) s = average_gradients(r, st->step);
+        if (s == BF_OK) s = average_gradients(r);
         if (s == BF_OK) s = bf_optimizer_step(b, r->optim, r->net->param_data, r->net->grad_data, lr, NULL);
         int n = batch->n;
         seen += n;

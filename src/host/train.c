@@ -144,13 +144,19 @@ static bf_status alloc_step_buffers(run *r) {
     return BF_OK;
 }
 
-/* One optimisation step on one batch (no host synchronisation). */
+/* One optimisation step on one batch (no host synchronisation, but with NCCL a wait for the previous
+ * step's all-reduce). */
 static bf_status train_step(run *r, const bf_batch *batch, long step, float lr, int want_norm) {
     bf_backend *b = r->backend;
     const bf_ops *ops = b->ops;
     const bf_config *cfg = r->cfg;
     bf_model *m = r->model;
     int n = batch->n, k = m->num_classes;
+    /* NCCL: the previous step's gradient all-reduce, waited for with [run] collective_timeout (a dead
+     * or stuck peer aborts the communicator with an error naming it). The host waits of this step (the
+     * batch upload's ring slot, a pageable copy) queue behind that all-reduce and have no timeout of
+     * their own. The GPU stays busy meanwhile with the previous step's optimiser update. */
+    BF_TRY(bf_dp_check_peers(&r->dp));
     BF_TRY(bf_batch_upload(r->upload, r->train_loader, batch, r->x));
     BF_TRY(bf_to_device(b, r->labels, batch->labels, (size_t)n * sizeof(int32_t)));
     BF_TRY(bf_model_set_batch(m, n));
@@ -217,6 +223,7 @@ static bf_status evaluate_and_log(run *r, const bf_train_state *st, int final, b
 
 /* A checkpoint of st's position, written by rank 0 while the other ranks wait for it. */
 static bf_status save_checkpoint(run *r, const bf_train_state *st, bf_train_result *result) {
+    BF_TRY(bf_dp_check_peers(&r->dp)); /* the copy to the host would wait untimed for the all-reduce */
     if (bf_dp_writes_checkpoints(&r->dp)) BF_TRY(bf_checkpoint_save(r->cfg, r->model, r->opt, st, result->checkpoint));
     BF_TRY(bf_dp_checkpoint_written(&r->dp));
     bf_metrics_break_line(&r->log);

@@ -37,8 +37,10 @@ static flex_taps taps_of(const bf_flex_shape *s, int j) {
     return t;
 }
 
-/* Output channels j = lo, lo+step, ... < hi that may have pooled channel i among their taps (a
- * superset for BILINEAR, whose i0 is i-1 or i there; taps_of decides membership). */
+/* Output channels j = lo, lo+step, ... < hi that may have pooled channel i among their taps (for
+ * BILINEAR a superset of the taps with nonzero weight, whose i0 is i-1 or i there: a zero-weight tap
+ * clamped at the left edge is skipped, so a non-finite gradient there does not reach channel i as
+ * 0*inf = NaN; taps_of decides membership). */
 static void fold_candidates(const bf_flex_shape *s, int i, int *lo, int *hi, int *step) {
     *step = 1;
     if (s->channels == BF_FLEX_CHANNELS_EXPAND) {
