@@ -10,11 +10,11 @@ check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "
 
 "$make_tree" "$dir/kg" --layout kaggle --classes 3 --train 5 --val 2 2>/dev/null
 check "kaggle tree: Labels.json and shards" '[ -f "$dir/kg/Labels.json" ] && [ -d "$dir/kg/train.X1" ] && [ -d "$dir/kg/train.X2" ] && [ -d "$dir/kg/val.X" ]'
-check "kaggle tree: 15 + 7 edge-case train files" '[ "$(find "$dir/kg"/train.X* -name "*.JPEG" | wc -l)" -eq 22 ]'
+check "kaggle tree: 15 + 8 edge-case train files" '[ "$(find "$dir/kg"/train.X* -name "*.JPEG" | wc -l)" -eq 23 ]'
 
 out=$("$prep" "$dir/kg" "$dir/small" --shorter 64 --quality 85 2>"$dir/prep.err")
 check "prep exit 0" '[ $? -eq 0 ]'
-check "prep summary: 24 written (15 + 3 good edge cases train, 6 val), 4 skipped" '[[ "$out" == *"24 images written"*"4 skipped"* ]]'
+check "prep summary: 25 written (15 + 4 good edge cases train, 6 val), 4 skipped" '[[ "$out" == *"25 images written"*"4 skipped"* ]]'
 check "prep names the bad files" 'grep -q "zz_truncated.JPEG" "$dir/prep.err" && grep -q "zz_png.JPEG" "$dir/prep.err"'
 check "prep copies Labels.json" 'cmp -s "$dir/kg/Labels.json" "$dir/small/Labels.json"'
 check "prep shrinks the files" '[ "$(du -sk "$dir/small" | cut -f1)" -lt "$(du -sk "$dir/kg" | cut -f1)" ]'

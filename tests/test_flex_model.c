@@ -59,6 +59,36 @@ static void test_names_and_counts(void) {
         CHECK(ok && site == 8, "flex_layers = 0, 3: only convs 0 and 3 of VGG-11's 8 are flex");
         bf_model_destroy(m);
     }
+    /* with fully_flex the pools become flex too, but flex_layers still counts convs: conv 1 is
+     * features.4 of the CNN (conv, BN, ReLU, pool, conv...), conv 0 stays plain */
+    cfg.model.arch = BF_ARCH_CNN;
+    cfg.model.fully_flex = 1;
+    cfg.model.flex_layers[0] = 1;
+    cfg.model.num_flex_layers = 1;
+    CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 1, 28, 28}, 10, 1, &m));
+    if (m) {
+        CHECK(m->layers[0].kind == BF_LAYER_CONV && m->layers[3].kind == BF_LAYER_FLEX && m->layers[3].flex_pool_site &&
+                  m->layers[4].kind == BF_LAYER_FLEX && !m->layers[4].flex_pool_site,
+              "fully_flex with flex_layers = 1: conv 0 plain, pools flex, conv 1 (features.4) flex");
+        bf_model_destroy(m);
+    }
+    /* what would be ignored is refused: a conv past the last, flex ResNets, fully_flex without pools */
+    cfg.model.fully_flex = 0;
+    cfg.model.flex_layers[0] = 2;
+    CHECK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 1, 28, 28}, 10, 1, &m) == BF_ERR_CONFIG &&
+              strstr(bf_last_error(), "flex_layers names conv 2, but cnn has 2 convs"),
+          "flex_layers = 2 on a 2-conv CNN is refused (got: %s)", bf_last_error());
+    cfg.model.num_flex_layers = 0;
+    cfg.model.arch = BF_ARCH_RESNET18;
+    CHECK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 32, 32}, 10, 1, &m) == BF_ERR_CONFIG &&
+              strstr(bf_last_error(), "not resnet18"),
+          "flex ResNet-18 is refused (got: %s)", bf_last_error());
+    cfg.model.arch = BF_ARCH_PF_VGG6;
+    cfg.model.fully_flex = 1;
+    CHECK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 1, 28, 28}, 10, 1, &m) == BF_ERR_CONFIG &&
+              strstr(bf_last_error(), "no max-pools"),
+          "fully_flex on plasticflex_vgg6 (no max-pools) is refused (got: %s)", bf_last_error());
+    cfg.model.fully_flex = 0;
     cfg.model.num_flex_layers = 0;
     cfg.model.arch = BF_ARCH_VGG16;
 

@@ -179,8 +179,53 @@ static void test_residual_network_gradients(void) {
     bf_backend_destroy(b);
 }
 
+/* [model] linear_init: torchvision's N(0, 0.01) with zero biases, or nn.Linear's own
+ * U(+-1/sqrt(fan_in)) for weights and biases (FlexNet's reference keeps it). */
+static void test_linear_init(void) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    if (!b) return;
+    for (int pytorch = 0; pytorch <= 1; pytorch++) {
+        bf_config cfg;
+        bf_config_defaults(&cfg);
+        cfg.model.arch = BF_ARCH_VGG6;
+        cfg.model.linear_init_pytorch = pytorch;
+        bf_model *m = NULL;
+        CHECK_OK(bf_model_build(b, &cfg.model, (bf_shape){2, 3, 16, 16}, 10, 3, &m)); /* flatten 128*4*4 = 2048 */
+        if (!m) continue;
+        float *p = bf_test_download(b, m->param_data, m->num_param_floats);
+        int wi = -1, bi = -1;
+        for (int i = 0; i < m->num_params; i++) {
+            if (!strcmp(m->params[i].name, "classifier.0.weight")) wi = i;
+            if (!strcmp(m->params[i].name, "classifier.0.bias")) bi = i;
+        }
+        CHECK(p && wi >= 0 && bi >= 0, "classifier.0 weight and bias");
+        if (p && wi >= 0 && bi >= 0) {
+            const bf_param *w = &m->params[wi], *bias = &m->params[bi];
+            double sum2 = 0, max_w = 0, max_b = 0, bound = 1.0 / sqrt((double)w->shape[1]);
+            for (size_t i = 0; i < w->count; i++) {
+                sum2 += (double)p[w->offset + i] * p[w->offset + i];
+                max_w = fmax(max_w, fabs(p[w->offset + i]));
+            }
+            for (size_t i = 0; i < bias->count; i++) max_b = fmax(max_b, fabs(p[bias->offset + i]));
+            double std = sqrt(sum2 / w->count);
+            if (pytorch)
+                CHECK(max_w <= bound && max_w > 0.99 * bound && max_b <= bound && max_b > 0.5 * bound &&
+                          fabs(std - bound / sqrt(3.0)) < 0.02 * bound,
+                      "pytorch_default: |w| <= 1/sqrt(2048) = %.4f (max %.4f, std %.5f), biases U too (max %.4f)", bound,
+                      max_w, std, max_b);
+            else
+                CHECK(fabs(std - 0.01) < 0.0005 && max_b == 0, "normal: std %.5f (want 0.01), biases 0 (max %g)", std, max_b);
+        }
+        free(p);
+        bf_model_destroy(m);
+    }
+    bf_backend_destroy(b);
+}
+
 int main(void) {
     test_parameter_counts();
+    test_linear_init();
     test_residual_network_gradients();
     return bf_test_finish();
 }

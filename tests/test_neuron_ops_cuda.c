@@ -7,6 +7,11 @@
  * bit-identical, and the gradients are compared with a tight tolerance (an ulp of the double exp or
  * tanh may round a surrogate differently). Outputs start as garbage, so an op that leaves part of
  * its output unwritten fails; the GPU statistics are computed twice and must repeat bit for bit.
+ *
+ * The rate coding op (spike_encode_rate) draws from the counter-based bf_uniform(seed, t*n + i) on
+ * both backends, so its spikes must be bit-identical too: T in {1, 3, 4, 16}, n not a multiple of
+ * the block size, and a large [T, n] for the grid-stride loop (tests/test_spike_encode.c checks
+ * the CPU op against its contract).
  * Skipped (exit 77) without a CUDA build or device. */
 #include <math.h>
 #include <stdio.h>
@@ -107,6 +112,28 @@ static void test_case(bf_neuron_kind kind, bf_reset_mode reset, int T, size_t n)
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
 }
 
+/* Rate coding: inputs in [-0.5, 1.5) (clamped) with exact 0 and 1; the GPU runs twice. */
+static void test_encode_rate(int T, size_t n, uint64_t seed) {
+    const size_t total = (size_t)T * n;
+    char what[96];
+    float *h = malloc(n * sizeof(float) + 16);
+    if (!h) exit(1);
+    bf_test_fill_uniform(h, n, -0.5f, 1.5f, pair_next_seed());
+    for (size_t i = 0; i < n; i += 7) h[i] = 1.0f;
+    for (size_t i = 3; i < n; i += 11) h[i] = 0.0f;
+    pair x = pair_from(h, n), y = pair_out(total), y2 = pair_out(total);
+    free(h);
+    CHECK_OK(cpu->ops->spike_encode_rate(cpu, x.c, y.c, n, T, seed));
+    CHECK_OK(gpu->ops->spike_encode_rate(gpu, x.g, y.g, n, T, seed));
+    CHECK_OK(gpu->ops->spike_encode_rate(gpu, x.g, y2.g, n, T, seed));
+    snprintf(what, sizeof what, "spike_encode_rate T=%d n=%zu seed=%llx", T, n, (unsigned long long)seed);
+    compare(what, y, EXACT);
+    check_repeats(what, y.g, y2.g, total);
+    pair_free(&x);
+    pair_free(&y);
+    pair_free(&y2);
+}
+
 /* Argument errors and n = 0 as on the CPU. */
 static void test_arguments(void) {
     pair x = pair_rand(8, 0, 1), y = pair_out(8);
@@ -121,6 +148,9 @@ static void test_arguments(void) {
     p.surrogate = BF_SURROGATE_SIGMOID;
     p.kind = BF_NEURON_STEP;
     CHECK(gpu->ops->neuron_backward(gpu, &p, 4, NULL, y.g, NULL, x.g, y.g) == BF_ERR_ARG, "STEP without x accepted");
+    CHECK(gpu->ops->spike_encode_rate(gpu, x.g, y.g, 4, 0, 1) == BF_ERR_ARG, "spike_encode_rate: T = 0 accepted");
+    CHECK(gpu->ops->spike_encode_rate(gpu, NULL, y.g, 4, 2, 1) == BF_ERR_ARG, "spike_encode_rate: NULL x accepted");
+    CHECK_OK(gpu->ops->spike_encode_rate(gpu, x.g, y.g, 0, 2, 1));
     pair_free(&x);
     pair_free(&y);
 }
@@ -137,6 +167,10 @@ int main(void) {
                     if (kind >= BF_NEURON_CLAMP01 && reset > 0) continue;
                     test_case(kind, reset, Ts[a], ns[b]);
                 }
+    test_encode_rate(1, 1000, 11);
+    test_encode_rate(4, 1000, 12);
+    test_encode_rate(3, 4099, 0x9E3779B97F4A7C15ull); /* a seed with the high bits set */
+    test_encode_rate(16, (size_t)8 * 64 * 32 * 32, 13); /* more elements than threads: the grid-stride loop */
     test_arguments();
     CHECK_OK(gpu->ops->synchronize(gpu));
 

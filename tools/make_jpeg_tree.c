@@ -5,8 +5,8 @@
  *
  * imagefolder writes ROOT/train/class_NNN/ and ROOT/val/class_NNN/; kaggle writes the ImageNet-100
  * Kaggle layout (train.X1, train.X2, val.X, Labels.json). By default images have realistic mixed
- * sizes (mostly 500x375) at quality 90, and class 0 of train holds the 7 edge-case files (gray,
- * CMYK, progressive, and 4 undecodable ones: PNG, truncated, corrupt, empty). See jpeg_synth.c. */
+ * sizes (mostly 500x375) at quality 90, and class 0 of train holds the 8 edge-case files (gray,
+ * CMYK, YCCK, progressive, and 4 undecodable ones: PNG, truncated, corrupt, empty). See jpeg_synth.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

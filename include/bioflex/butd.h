@@ -40,14 +40,18 @@ typedef enum bf_butd_learning { BF_BUTD_BACKPROP = 0, BF_BUTD_COUNTER_HEBB = 1 }
 typedef enum bf_butd_loss { BF_BUTD_LOSS_CROSS_ENTROPY = 0, BF_BUTD_LOSS_BCE = 1 } bf_butd_loss;
 /* BLOCK: a residual basic block, mirrored (spec section 1.4): BU u = ReLU(conv1 x) (GaLU), s = conv2 u
  * + id(x) (id = x, or a 1x1 strided conv when the shape changes), a = ReLU(s) (GaLU); TD: the sum
- * splits, conv2^T then conv1^T on one path and id^T on the other. Convs are bias-free; the 1x1
- * downsample always uses its W (the reference builds it shared). */
+ * splits, conv2^T then conv1^T on one path and id^T on the other. Convs are bias-free. With separate
+ * weights the 1x1 downsample has its own B like every other conv, unless downsample_always_shared
+ * (the reference builds it shared: its weight-symmetry study). */
 typedef enum bf_butd_layer_kind { BF_BUTD_LINEAR = 0, BF_BUTD_CONV = 1, BF_BUTD_BLOCK = 2 } bf_butd_layer_kind;
 
 typedef struct bf_butd_options {
     bf_butd_learning learning;
     int shared_weights;      /* 1: the TD op uses W itself; 0: a separate weight B */
     int symmetric_init;      /* separate weights: B starts as W^T instead of an independent draw */
+    int td_init_legacy;      /* independent B: U(+-1/sqrt(fan_in)) (the reference's older a = sqrt 5)
+                                instead of U(+-sqrt(6/fan_in)) (its current a = 0) */
+    int downsample_always_shared; /* separate weights: residual 1x1 downsamples still use W (no B) */
     int guided;              /* run the instruction pass and gate the BU pass with it */
     int num_tasks;           /* guided: length of the one-hot instruction */
     int task_embedding;      /* guided: hidden width of the task head (0 = one layer) */
@@ -87,7 +91,8 @@ typedef struct bf_butd_layer {
     /* residual block: conv1 is `conv` */
     bf_conv2d_shape conv2, down;
     int has_down;
-    int w2, td_w2, wd;       /* conv2 weight, its separate TD weight, the downsample weight */
+    int w2, td_w2;           /* conv2 weight, its separate TD weight */
+    int wd, td_wd;           /* the downsample weight, its separate TD weight (none: downsample_always_shared) */
     float *u, *td_u;         /* BU activity after conv1 (+ReLU, GaLU) and its TD counter */
     bf_butd_norm *norm[3];   /* batch-norm after conv (or a block's conv1), conv2, the downsample; NULL = none */
 } bf_butd_layer;
@@ -167,7 +172,8 @@ int bf_butd_add_block(bf_butd_net *net, const char *name, int c_out, int stride)
 void bf_butd_set_training(bf_butd_net *net, int training);
 /* The prediction head (plain linear), then allocation and initialisation from opt.seed: BU weights
  * and biases U(+-1/sqrt(fan_in)) (PyTorch's default), separate B kaiming_uniform(a=0) with fan_in
- * from B's own shape (or W^T with symmetric_init), the task head PyTorch's default. */
+ * from B's own shape (a = sqrt 5 with td_init_legacy; W^T with symmetric_init), the task head
+ * PyTorch's default. */
 bf_status bf_butd_finalize(bf_butd_net *net, int num_classes);
 
 bf_status bf_butd_set_batch(bf_butd_net *net, int n);

@@ -88,6 +88,7 @@ typedef struct bf_data_config {
     int subset;                /* 0 none, 1 balanced (subset_size per class), 2 random (subset_size in all) */
     int subset_size;
     long subset_seed;          /* the subset is drawn once from this seed, for both splits */
+    long multi_seed;           /* multi_mnist, multi_fashion_mnist: the partner draws (not the run seed) */
     int gray_to_rgb;           /* repeat a one-channel image into 3 channels (PlasticFlex's MNIST) */
     int cifar10_std;           /* 0 the true std, 1 the PlasticFlex reference's (0.2023, 0.1994, 0.2010) */
     int procedural_classes;
@@ -132,6 +133,8 @@ typedef struct bf_model_config {
     float bn_momentum;
     float bn_eps;
     int conv_init_fan_in;      /* cnn, vgg: Kaiming-normal convs with fan_in (FlexNet) instead of fan_out (torchvision) */
+    int linear_init_pytorch;   /* vgg: classifier Linear layers U(+-1/sqrt(fan_in)) with such biases (PyTorch's
+                                  default, FlexNet's reference) instead of N(0, 0.01) and 0 (torchvision) */
     int freeze_fc1;            /* plasticflex_vgg*: fc1 kept at its random init (the reference code's untrained fc1) */
     char init_weights[BF_PATH_MAX]; /* start from these weights: a safetensors file (bioflex's or PyTorch's) or a
                                        checkpoint/run directory ("" = random initialisation) */
@@ -180,6 +183,8 @@ typedef struct bf_butd_config {
     int learning;              /* bf_butd_learning: backprop | counter_hebb */
     int shared_weights;        /* weights = shared (1) | separate (0) */
     int symmetric_init;        /* separate: B starts as W^T */
+    int td_init_legacy;        /* separate, not symmetric_init: B drawn as the older reference code did */
+    int downsample_always_shared; /* separate: residual 1x1 downsample convs still share W (reference) */
     int guided;                /* instruction pass + GaLU (needs a multi-task dataset) */
     int hidden;                /* fc and simple: last_hidden_size */
     int depth;                 /* fc: hidden layers */

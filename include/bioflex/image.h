@@ -69,13 +69,13 @@ typedef struct bf_jpeg_synth_options {
     int train_per_class, val_per_class;
     int width, height;          /* 0 = realistic mixed sizes (mostly 500x375) */
     int quality;                /* JPEG quality, e.g. 90 */
-    int edge_cases;             /* plant the 7 edge-case files in class 0 of train (4 undecodable) */
+    int edge_cases;             /* plant the 8 edge-case files in class 0 of train (4 undecodable) */
     uint64_t seed;
     int progress;               /* print progress on stderr */
 } bf_jpeg_synth_options;
 
 #define BF_SYNTH_BAD_FILES 4    /* png, truncated, corrupt, empty */
-#define BF_SYNTH_EDGE_FILES 7   /* those plus gray, cmyk, progressive */
+#define BF_SYNTH_EDGE_FILES 8   /* those plus gray, cmyk, ycck, progressive */
 
 /* Writes a synthetic ImageNet-like tree of JPEGs under root (created if needed). */
 bf_status bf_jpeg_synth_tree(const char *root, const bf_jpeg_synth_options *opt);

@@ -100,6 +100,7 @@ typedef struct bf_layer {
     int frozen;                 /* linear: weight and bias live in buffer slots 0 and 1, untrained */
     bf_flex_shape flex;         /* flex: branch shapes (the pool branch is `pool`, the conv `conv`) */
     bf_flex_options flex_opt;
+    int flex_pool_site;         /* flex: stands in for a 2x2 max-pool ([model] fully_flex), not for a conv */
     float *flex_conv;           /* flex: conv branch output C [n, c_out, hw] */
     float *flex_pooled;         /* flex: pool branch P [n, c_in, hw] (argmax in `argmax`) */
     float *flex_widened, *flex_logits, *flex_logits_bn, *flex_mask; /* flex, mask joint */

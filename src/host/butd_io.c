@@ -57,6 +57,23 @@ bf_status bf_butd_save(const bf_butd_net *net, const char *path) {
     return s;
 }
 
+static int is_downsample_back_weight(const bf_butd_net *net, int p) {
+    for (int i = 0; i < net->num_layers; i++)
+        if (net->layers[i].td_wd == p) return 1;
+    return 0;
+}
+
+/* Weights of a separate-weight ResNet whose 1x1 downsamples shared W (the reference's, or
+ * bioflex's before they had a B) lack the downsamples' back_weight: the message says how they load. */
+static bf_status explain_missing(const bf_butd_net *net, const bf_st_file *f, int p, bf_status s) {
+    if (s != BF_ERR_CHECKPOINT || !is_downsample_back_weight(net, p) || bf_safetensors_find(f, net->params[p].name))
+        return s;
+    char message[1024];
+    snprintf(message, sizeof message, "%s", bf_last_error());
+    return bf_error(s, "%s; weights saved with the 1x1 downsamples sharing W load with [butd] "
+                       "downsample_always_shared = true", message);
+}
+
 bf_status bf_butd_load(bf_butd_net *net, const char *path) {
     bf_st_file *f = NULL;
     BF_TRY(bf_safetensors_read(path, &f));
@@ -69,7 +86,8 @@ bf_status bf_butd_load(bf_butd_net *net, const char *path) {
                      kind ? kind : "missing");
     for (int p = 0; p < net->num_params && s == BF_OK; p++) {
         const bf_param *q = &net->params[p];
-        s = bf_safetensors_copy_out(f, q->name, BF_DTYPE_F32, q->ndim, q->shape, host + q->offset);
+        s = explain_missing(net, f, p, bf_safetensors_copy_out(f, q->name, BF_DTYPE_F32, q->ndim, q->shape,
+                                                               host + q->offset));
     }
     int fixed_head = net->task_param < 0 ? net->num_task_layers : 0; /* a trained head is among the params */
     for (int i = 0; i < fixed_head && s == BF_OK; i++) {

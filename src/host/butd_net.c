@@ -54,7 +54,7 @@ static bf_butd_layer *push_layer(bf_butd_net *net) {
     }
     bf_butd_layer *l = &net->layers[net->num_layers];
     memset(l, 0, sizeof *l);
-    l->w = l->bias = l->td_w = l->w2 = l->td_w2 = l->wd = -1;
+    l->w = l->bias = l->td_w = l->w2 = l->td_w2 = l->wd = l->td_wd = -1;
     return l;
 }
 
@@ -211,6 +211,13 @@ static void fill_uniform_host(float *x, size_t n, float bound, uint64_t seed) {
     for (size_t i = 0; i < n; i++) x[i] = bound * (2.0f * bf_uniform(seed, (uint64_t)i) - 1.0f);
 }
 
+/* The bound of an independent draw of B, fan_in from B's own shape (spec 2.3): kaiming_uniform_
+ * with a = 0, U(+-sqrt(6/fan_in)) (the reference's current code), or with a = sqrt 5,
+ * U(+-1/sqrt(fan_in)) (its older code, [butd] td_init = legacy). */
+static float td_init_bound(const bf_butd_options *o, const bf_param *b) {
+    return o->td_init_legacy ? 1.0f / sqrtf((float)b->fan_in) : sqrtf(6.0f / (float)b->fan_in);
+}
+
 static bf_status allocate_levels(bf_butd_net *net) {
     bf_backend *b = net->backend;
     int L = net->num_layers;
@@ -304,6 +311,29 @@ static bf_status add_norm_params(bf_butd_net *net, bf_butd_layer *l, int i) {
     return BF_OK;
 }
 
+/* A block's parameters, per conv W then its B (separate weights): conv1, conv2, the downsample.
+ * The downsample gets no B with downsample_always_shared (the reference's quirk, spec section 1.4). */
+static bf_status add_block_params(bf_butd_net *net, bf_butd_layer *l, int i, const int64_t *s1, int64_t fan_in1) {
+    const bf_butd_options *o = &net->opt;
+    char n1[BF_NAME_MAX], n2[BF_NAME_MAX], nd[BF_NAME_MAX];
+    snprintf(n1, sizeof n1, "%.80s.conv1", l->name);
+    snprintf(n2, sizeof n2, "%.80s.conv2", l->name);
+    snprintf(nd, sizeof nd, "%.80s.downsample", l->name);
+    int64_t s2[4] = {l->conv2.c_out, l->conv2.c_in, 3, 3}, sd[4] = {l->down.c_out, l->down.c_in, 1, 1};
+    int separate = !o->shared_weights, down_separate = separate && !o->downsample_always_shared;
+    l->w = bf_butd_param_add(net, n1, "weight", 4, s1, fan_in1, i);
+    if (separate) l->td_w = bf_butd_param_add(net, n1, "back_weight", 4, s1, fan_in1, i);
+    l->w2 = bf_butd_param_add(net, n2, "weight", 4, s2, s2[1] * 9, i);
+    if (separate) l->td_w2 = bf_butd_param_add(net, n2, "back_weight", 4, s2, s2[1] * 9, i);
+    if (l->has_down) l->wd = bf_butd_param_add(net, nd, "weight", 4, sd, sd[1], i);
+    if (l->has_down && down_separate) l->td_wd = bf_butd_param_add(net, nd, "back_weight", 4, sd, sd[1], i);
+    l->bias = -1;
+    if (l->w < 0 || l->w2 < 0 || (separate && (l->td_w < 0 || l->td_w2 < 0)) || (l->has_down && l->wd < 0) ||
+        (l->has_down && down_separate && l->td_wd < 0))
+        return bf_error(BF_ERR_OOM, "butd: out of memory");
+    return add_norm_params(net, l, i);
+}
+
 bf_status bf_butd_finalize(bf_butd_net *net, int num_classes) {
     if (net->build_failed) return bf_error(BF_ERR_ARG, "butd: building failed: %s", bf_last_error());
     if (net->num_layers == 0) return bf_error(BF_ERR_ARG, "butd: no core layer before the head");
@@ -321,18 +351,7 @@ bf_status bf_butd_finalize(bf_butd_net *net, int num_classes) {
         int ndim, has_bias = l->bias;
         weight_shape(l, shape, &ndim, &fan_in);
         if (l->kind == BF_BUTD_BLOCK) {
-            char n1[BF_NAME_MAX], n2[BF_NAME_MAX], nd[BF_NAME_MAX];
-            snprintf(n1, sizeof n1, "%.80s.conv1", l->name);
-            snprintf(n2, sizeof n2, "%.80s.conv2", l->name);
-            snprintf(nd, sizeof nd, "%.80s.downsample", l->name);
-            int64_t s2[4] = {l->conv2.c_out, l->conv2.c_in, 3, 3}, sd[4] = {l->down.c_out, l->down.c_in, 1, 1};
-            l->w = bf_butd_param_add(net, n1, "weight", 4, shape, fan_in, i);
-            if (!o->shared_weights) l->td_w = bf_butd_param_add(net, n1, "back_weight", 4, shape, fan_in, i);
-            l->w2 = bf_butd_param_add(net, n2, "weight", 4, s2, s2[1] * 9, i);
-            if (!o->shared_weights) l->td_w2 = bf_butd_param_add(net, n2, "back_weight", 4, s2, s2[1] * 9, i);
-            if (l->has_down) l->wd = bf_butd_param_add(net, nd, "weight", 4, sd, sd[1], i);
-            l->bias = -1;
-            BF_TRY(add_norm_params(net, l, i));
+            BF_TRY(add_block_params(net, l, i, shape, fan_in));
             continue;
         }
         l->w = bf_butd_param_add(net, l->name, "weight", ndim, shape, fan_in, i);
@@ -366,7 +385,7 @@ bf_status bf_butd_finalize(bf_butd_net *net, int num_classes) {
     for (int i = 0; i < net->num_layers; i++) {
         const bf_butd_layer *l = &net->layers[i];
         if (l->kind == BF_BUTD_BLOCK) { /* bias-free convs: W default init, B as W (symmetric) or its own draw */
-            int ws[3] = {l->w, l->w2, l->wd}, ts[3] = {l->td_w, l->td_w2, -1};
+            int ws[3] = {l->w, l->w2, l->wd}, ts[3] = {l->td_w, l->td_w2, l->td_wd};
             for (int k = 0; k < 3; k++) {
                 if (ws[k] < 0) continue;
                 const bf_param *pw = &net->params[ws[k]];
@@ -377,7 +396,7 @@ bf_status bf_butd_finalize(bf_butd_net *net, int num_classes) {
                 if (o->symmetric_init)
                     memcpy(host + pt->offset, host + pw->offset, pt->count * sizeof(float));
                 else
-                    fill_uniform_host(host + pt->offset, pt->count, sqrtf(6.0f / (float)pt->fan_in),
+                    fill_uniform_host(host + pt->offset, pt->count, td_init_bound(o, pt),
                                       bf_seed_derive((uint64_t)o->seed, BF_STREAM_INIT, (uint64_t)ts[k]));
             }
             continue;
@@ -399,8 +418,7 @@ bf_status bf_butd_finalize(bf_butd_net *net, int num_classes) {
             } else if (o->symmetric_init) {
                 memcpy(host + t->offset, host + w->offset, t->count * sizeof(float));
             } else {
-                /* kaiming_uniform_(a=0): U(+-sqrt(6/fan_in)), fan_in from B's own shape (spec 2.3). */
-                fill_uniform_host(host + t->offset, t->count, sqrtf(6.0f / (float)t->fan_in),
+                fill_uniform_host(host + t->offset, t->count, td_init_bound(o, t),
                                   bf_seed_derive((uint64_t)o->seed, BF_STREAM_INIT, (uint64_t)l->td_w));
             }
         }

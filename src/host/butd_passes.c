@@ -131,8 +131,9 @@ static bf_status block_td(bf_butd_net *net, const bf_butd_layer *l, int i, int e
     BF_TRY(b->ops->conv2d_backward_data(b, &l->conv, l->td_u, param(net, net->param_data, own ? l->td_w : l->w),
                                         n1 ? net->scratch : below));
     if (n1) BF_TRY(bf_butd_norm_td(net, n1, net->scratch, below));
-    if (l->has_down) {
-        BF_TRY(b->ops->conv2d_backward_data(b, &l->down, above, param(net, net->param_data, l->wd), net->scratch));
+    if (l->has_down) { /* no B of its own with downsample_always_shared: W then */
+        int down_w = own && l->td_wd >= 0 ? l->td_wd : l->wd;
+        BF_TRY(b->ops->conv2d_backward_data(b, &l->down, above, param(net, net->param_data, down_w), net->scratch));
         if (nd) BF_TRY(bf_butd_norm_td(net, nd, net->scratch, net->scratch2));
         BF_TRY(b->ops->add_inplace(b, below, nd ? net->scratch2 : net->scratch, nx));
     } else {
@@ -212,7 +213,7 @@ static bf_status layer_update(bf_butd_net *net, int i, const float *td) {
     if (l->kind == BF_BUTD_BLOCK) { /* needs td_u: called after block_td */
         BF_TRY(conv_update(net, &l->conv2, l->u, net->td[i + 1], l->w2, l->td_w2));
         BF_TRY(conv_update(net, &l->conv, net->act[i], l->td_u, l->w, l->td_w));
-        if (l->has_down) BF_TRY(conv_update(net, &l->down, net->act[i], net->td[i + 1], l->wd, -1));
+        if (l->has_down) BF_TRY(conv_update(net, &l->down, net->act[i], net->td[i + 1], l->wd, l->td_wd));
         return BF_OK;
     }
     float *dw = param(net, net->grad_data, l->w), *db = param(net, net->grad_data, l->bias);
@@ -261,7 +262,7 @@ static bf_status block_backprop(bf_butd_net *net, const bf_butd_layer *l, int i)
     if (below) BF_TRY(b->ops->conv2d_backward_data(b, &l->conv, dz, param(net, net->param_data, l->w), below));
     if (l->has_down) {
         BF_TRY(bf_butd_norm_backward(net, l->norm[2], above, dz));
-        BF_TRY(conv_update(net, &l->down, x, dz, l->wd, -1));
+        BF_TRY(conv_update(net, &l->down, x, dz, l->wd, l->td_wd));
         if (below) {
             BF_TRY(b->ops->conv2d_backward_data(b, &l->down, dz, param(net, net->param_data, l->wd), net->scratch));
             BF_TRY(b->ops->add_inplace(b, below, net->scratch, nx));

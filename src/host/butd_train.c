@@ -3,17 +3,19 @@
  * -> the engine's optimiser. The loss is softmax cross-entropy, or with [butd] loss = bce one
  * logit per sample and sigmoid BCE (the per-task binary heads of CelebA). The learning rate
  * follows [optim] and [schedule] (the configs in configs/butd/ use Adam and lr * 0.95^epoch, the
- * reference recipe). The test split is scored
- * after every epoch. Checkpoints (checkpoint.h, the BU-TD weights as model.safetensors) are written
- * every checkpoint_every epochs and at the end, every checkpoint_every_steps steps inside an epoch,
- * and when a stop request (bf_train_options.stop) ends the run early; --resume continues from any
- * of them exactly: the data order and learning rate depend only on (seed, epoch, batch, step).
+ * reference recipe); [optim] grad_clip_norm clips the update's global norm as in the main loop. The
+ * test split is scored after every epoch. Checkpoints (checkpoint.h, the BU-TD weights as
+ * model.safetensors) are written every checkpoint_every epochs and at the end, every
+ * checkpoint_every_steps steps inside an epoch, and when a stop request (bf_train_options.stop)
+ * ends the run early; --resume continues from any of them exactly: the data order and learning
+ * rate depend only on (seed, epoch, batch, step).
  *
  * Data parallelism (--gpus N, mpirun; data_parallel.h): every rank trains on its shard of each
  * epoch with the per-rank batch, and grad_data is averaged over the ranks before the optimiser, so
  * the ranks stay identical; batch-norm uses each rank's own statistics, or with [run] sync_bn the
  * global batch's (BU and TD copies, as one process would). Evaluation is sharded too,
  * its counts summed over the ranks; rank 0 alone logs and writes. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -34,7 +36,7 @@ typedef struct butd_run {
     bf_optimizer *optim;
     bf_loader_options test_options; /* the base of guided per-task evaluation */
     bf_metrics_log log;             /* metrics.jsonl in run.dir: one eval line per epoch */
-    float *x, *dlogits, *losses, *correct1, *correct5, *sums;
+    float *x, *dlogits, *losses, *correct1, *correct5, *sums, *grad_sumsq, *clip;
     int32_t *labels;
     const volatile sig_atomic_t *stop; /* bf_train_options.stop */
     FILE *text;                        /* NULL: quiet */
@@ -108,8 +110,11 @@ static bf_status setup(butd_run *r) {
     r->correct1 = r->losses + max_batch;
     r->correct5 = r->losses + 2 * max_batch;
     BF_TRY(bf_alloc(b, (size_t)max_batch * sizeof(int32_t), (void **)&r->labels));
-    /* [0] the epoch's loss, [1..3] evaluation counts, [4] [5] the log interval's loss and correct answers */
+    /* [0] the epoch's loss, [1..3] evaluation counts, [4] [5] the log interval's loss and correct answers,
+     * [6] the update's sum of squares, [7] its clip factor */
     BF_TRY(bf_alloc(b, 8 * sizeof(float), (void **)&r->sums));
+    r->grad_sumsq = r->sums + 6;
+    r->clip = r->sums + 7;
     return BF_OK;
 }
 
@@ -221,6 +226,22 @@ static bf_status average_gradients(butd_run *r) {
     return bf_dp_average_floats(r->dp, r->backend, r->net->grad_data, r->net->num_param_floats);
 }
 
+/* The optimiser step on the averaged update, clipped to [optim] grad_clip_norm as the main loop
+ * (train.c) does: the global norm (the same on every rank) scales it by min(1, clip / norm) on the
+ * device. want_norm: the norm is logged after this step. */
+static bf_status optimizer_step(butd_run *r, float lr, int want_norm) {
+    bf_backend *b = r->backend;
+    const bf_butd_net *net = r->net;
+    float clip = r->cfg->optim.grad_clip_norm;
+    const float *scale = NULL;
+    if (clip > 0 || want_norm) BF_TRY(b->ops->sum_squares(b, net->grad_data, net->num_param_floats, r->grad_sumsq));
+    if (clip > 0) {
+        BF_TRY(b->ops->clip_scale(b, r->grad_sumsq, clip, r->clip));
+        scale = r->clip;
+    }
+    return bf_optimizer_step(b, r->optim, net->param_data, net->grad_data, lr, scale);
+}
+
 static bf_status write_butd_model(const char *path, const void *net) { return bf_butd_save(net, path); }
 
 static bf_checkpoint_subject checkpoint_subject(const butd_run *r) {
@@ -272,13 +293,13 @@ typedef struct log_interval {
 static bf_status log_train(butd_run *r, int epoch, int steps_per_epoch, const bf_train_state *st, float lr,
                            log_interval *iv) {
     bf_backend *b = r->backend;
-    float sums[2];
-    BF_TRY(bf_dp_sum_floats(r->dp, b, r->sums + 4, 2));
+    float sums[3]; /* the interval's loss and correct answers, the last update's sum of squares */
+    BF_TRY(bf_dp_sum_floats(r->dp, b, r->sums + 4, 2)); /* not the sum of squares: every rank holds the same */
     BF_TRY(bf_to_host(b, sums, r->sums + 4, sizeof sums)); /* the one synchronisation per interval */
     double dt = now_s() - iv->start, images = (double)iv->images * r->dp->world;
     bf_train_metrics mt = {.epoch = epoch, .epochs = r->cfg->run.epochs, .step = st->step,
                            .steps_per_epoch = steps_per_epoch, .step_in_epoch = st->batch_in_epoch,
-                           .loss = sums[0] / images, .accuracy = sums[1] / images, .lr = lr, .grad_norm = -1,
+                           .loss = sums[0] / images, .accuracy = sums[1] / images, .lr = lr, .grad_norm = sqrt(sums[2]),
                            .ms_per_step = 1e3 * dt / iv->steps, .images_per_s = images / dt,
                            .data_wait_ms = iv->wait_ms / iv->steps};
     bf_metrics_train(&r->log, &mt, NULL); /* metrics.jsonl only: the console keeps one line per epoch */
@@ -302,6 +323,8 @@ static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double 
         BF_TRY(bf_loader_next(r->train_loader, &batch, &waited));
         if (!batch) break;
         iv.wait_ms += waited;
+        /* this step ends a log interval: its update's norm is logged */
+        int log_now = (st->step + 1) % cfg->run.log_interval == 0 || st->batch_in_epoch + 1 == steps_per_epoch;
         if (cfg->schedule.unit == BF_SCHED_UNIT_STEP)
             lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, st->step, epoch, steps_per_epoch, cfg->run.epochs);
         const float *logits = NULL;
@@ -316,7 +339,7 @@ static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double 
         if (s == BF_OK) s = b->ops->accumulate_sum(b, r->correct1, (size_t)batch->n, r->sums + 5);
         if (s == BF_OK) s = bf_butd_backward(r->net, r->dlogits);
         if (s == BF_OK) s = average_gradients(r);
-        if (s == BF_OK) s = bf_optimizer_step(b, r->optim, r->net->param_data, r->net->grad_data, lr, NULL);
+        if (s == BF_OK) s = optimizer_step(r, lr, log_now);
         int n = batch->n;
         seen += n;
         bf_loader_release(r->train_loader, batch);
@@ -326,9 +349,9 @@ static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double 
         iv.images += n;
         iv.steps++;
         int stop = 0, last_in_epoch = st->batch_in_epoch == steps_per_epoch, every = cfg->run.checkpoint_every_steps;
-        if (st->step % cfg->run.log_interval == 0 || last_in_epoch) BF_TRY(log_train(r, epoch, steps_per_epoch, st, lr, &iv));
+        if (log_now) BF_TRY(log_train(r, epoch, steps_per_epoch, st, lr, &iv));
         /* A stop request: alone looked at after every step, with several ranks at log intervals. */
-        if (r->dp->world > 1 ? st->step % cfg->run.log_interval == 0 || last_in_epoch : r->stop != NULL)
+        if (r->dp->world > 1 ? log_now : r->stop != NULL)
             BF_TRY(bf_dp_agree_stop(r->dp, r->stop && *r->stop, &stop));
         if (stop && !(last_in_epoch && epoch == cfg->run.epochs - 1)) { /* the run's last step just finishes it */
             BF_TRY(save_checkpoint(r, st, written));

@@ -4,7 +4,10 @@
  * Every collective is the non-blocking MPI call (MPI_Iallreduce, MPI_Ibcast, MPI_Ibarrier) polled
  * with MPI_Test against a deadline of [run] collective_timeout seconds: blocking MPI calls wait
  * forever for a rank that hangs, and with some launchers for one that died. On a timeout the rank
- * reports which collective stalled, and bf_comm_destroy(c, failed = 1) aborts the whole job. */
+ * reports which collective stalled, and bf_comm_destroy(c, failed = 1) aborts the whole job.
+ *
+ * A failed MPI call is reported with the call, file and line and MPI's error text (MPI_TRY), as
+ * comm_nccl.c reports CUDA and NCCL errors. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -40,12 +43,18 @@ static double now_s(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-static bf_status mpi_fail(int err, const char *what) {
+/* "MPI <what>: <call> failed at <file>:<line>: <MPI's error text>" */
+static bf_status mpi_fail(int err, const char *what, const char *call, const char *file, int line) {
     char text[MPI_MAX_ERROR_STRING];
     int len = 0;
-    MPI_Error_string(err, text, &len);
-    return bf_error(BF_ERR_DEVICE, "MPI %s failed: %s", what, text);
+    if (MPI_Error_string(err, text, &len) != MPI_SUCCESS) snprintf(text, sizeof text, "MPI error code %d", err);
+    return bf_error(BF_ERR_DEVICE, "MPI %s: %s failed at %s:%d: %s", what, call, file, line, text);
 }
+#define MPI_TRY(what, call)                                                                                   \
+    do {                                                                                                      \
+        int mpi_e_ = (call);                                                                                  \
+        if (mpi_e_ != MPI_SUCCESS) return mpi_fail(mpi_e_, (what), #call, __FILE__, __LINE__);               \
+    } while (0)
 
 /* Polls one request until done or the deadline. The first polls spin (a collective between
  * healthy ranks ends in microseconds to milliseconds); later ones sleep briefly so a long wait
@@ -55,8 +64,7 @@ static bf_status wait_request(bf_comm *c, MPI_Request *req, const char *what, si
     struct timespec nap = {0, 50 * 1000};
     for (long polls = 0;; polls++) {
         int done = 0;
-        int err = MPI_Test(req, &done, MPI_STATUS_IGNORE);
-        if (err != MPI_SUCCESS) return mpi_fail(err, what);
+        MPI_TRY(what, MPI_Test(req, &done, MPI_STATUS_IGNORE));
         if (done) return BF_OK;
         if (polls > 2000) {
             if (now_s() > deadline)
@@ -73,8 +81,7 @@ static bf_status mpi_allreduce(bf_comm *c, void *buf, size_t n, MPI_Datatype typ
     for (size_t off = 0; off < n; off += MPI_CHUNK) {
         int count = (int)(n - off < MPI_CHUNK ? n - off : MPI_CHUNK);
         MPI_Request req;
-        int err = MPI_Iallreduce(MPI_IN_PLACE, (char *)buf + off * elem, count, type, MPI_SUM, s->world, &req);
-        if (err != MPI_SUCCESS) return mpi_fail(err, what);
+        MPI_TRY(what, MPI_Iallreduce(MPI_IN_PLACE, (char *)buf + off * elem, count, type, MPI_SUM, s->world, &req));
         BF_TRY(wait_request(c, &req, what, n));
     }
     return BF_OK;
@@ -98,8 +105,7 @@ static bf_status mpi_broadcast(bf_comm *c, void *buf, size_t bytes, int root) {
     for (size_t off = 0; off < bytes; off += MPI_CHUNK) {
         int count = (int)(bytes - off < MPI_CHUNK ? bytes - off : MPI_CHUNK);
         MPI_Request req;
-        int err = MPI_Ibcast((char *)buf + off, count, MPI_BYTE, root, s->world, &req);
-        if (err != MPI_SUCCESS) return mpi_fail(err, "broadcast");
+        MPI_TRY("broadcast", MPI_Ibcast((char *)buf + off, count, MPI_BYTE, root, s->world, &req));
         BF_TRY(wait_request(c, &req, "broadcast", bytes));
     }
     return BF_OK;
@@ -108,8 +114,7 @@ static bf_status mpi_broadcast(bf_comm *c, void *buf, size_t bytes, int root) {
 static bf_status mpi_barrier(bf_comm *c) {
     mpi_state *s = c->state;
     MPI_Request req;
-    int err = MPI_Ibarrier(s->world, &req);
-    if (err != MPI_SUCCESS) return mpi_fail(err, "barrier");
+    MPI_TRY("barrier", MPI_Ibarrier(s->world, &req));
     return wait_request(c, &req, "barrier", 0);
 }
 
@@ -132,13 +137,40 @@ static void mpi_destroy(bf_comm *c, int failed) {
 static const bf_comm_impl mpi_impl = {mpi_allreduce_float, mpi_allreduce_double, mpi_broadcast, mpi_barrier,
                                       mpi_destroy};
 
+/* This rank's place on its node. */
+static bf_status mpi_node_place(bf_comm *c, MPI_Comm node) {
+    MPI_TRY("setup", MPI_Comm_rank(node, &c->local_rank));
+    MPI_TRY("setup", MPI_Comm_size(node, &c->local_world));
+    return BF_OK;
+}
+
+/* A duplicate of MPI_COMM_WORLD keeps our traffic apart from any other MPI user; errors on it come
+ * back as codes (the calls before MPI_Comm_set_errhandler abort the job on an error, MPI's default). */
+static bf_status mpi_setup(bf_comm *c, mpi_state *s) {
+    MPI_TRY("setup", MPI_Comm_dup(MPI_COMM_WORLD, &s->world));
+    MPI_TRY("setup", MPI_Comm_set_errhandler(s->world, MPI_ERRORS_RETURN));
+    MPI_TRY("setup", MPI_Comm_rank(s->world, &c->rank));
+    MPI_TRY("setup", MPI_Comm_size(s->world, &c->world));
+    MPI_Comm node;
+    MPI_TRY("setup", MPI_Comm_split_type(s->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node));
+    bf_status st = mpi_node_place(c, node);
+    MPI_Comm_free(&node);
+    return st;
+}
+
 bf_status bf_comm_create_mpi(double timeout_s, bf_comm **out) {
     *out = NULL;
     int initialised = 0, provided = 0;
     MPI_Initialized(&initialised);
-    /* Only the training thread calls MPI; loader threads never do. */
-    if (!initialised && MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
-        return bf_error(BF_ERR_DEVICE, "MPI_Init_thread failed (is this process started by mpirun or srun?)");
+    /* Only the training thread calls MPI; loader threads never do. MPI_Error_string may not be
+     * called before a successful MPI_Init (MPI 3), so the code is reported as a number. */
+    if (!initialised) {
+        int err = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+        if (err != MPI_SUCCESS)
+            return bf_error(BF_ERR_DEVICE, "MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) failed at "
+                            "%s:%d: MPI error code %d (is this process started by mpirun or srun?)", __FILE__,
+                            __LINE__, err);
+    }
     bf_comm *c = calloc(1, sizeof *c);
     mpi_state *s = calloc(1, sizeof *s);
     if (!c || !s) {
@@ -147,16 +179,14 @@ bf_status bf_comm_create_mpi(double timeout_s, bf_comm **out) {
         return bf_error(BF_ERR_OOM, "MPI communicator: out of memory");
     }
     s->initialised_here = !initialised;
-    /* A duplicate keeps our traffic apart from any other MPI user; errors come back as codes. */
-    MPI_Comm_dup(MPI_COMM_WORLD, &s->world);
-    MPI_Comm_set_errhandler(s->world, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(s->world, &c->rank);
-    MPI_Comm_size(s->world, &c->world);
-    MPI_Comm node;
-    MPI_Comm_split_type(s->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node);
-    MPI_Comm_rank(node, &c->local_rank);
-    MPI_Comm_size(node, &c->local_world);
-    MPI_Comm_free(&node);
+    bf_status st = mpi_setup(c, s);
+    if (st != BF_OK) {
+        /* Neither MPI_Comm_free nor MPI_Finalize (collectives: they could wait for the other ranks).
+         * A process that exits without MPI_Finalize makes mpirun end the whole job. */
+        free(c);
+        free(s);
+        return st;
+    }
     c->kind = BF_COMM_MPI;
     c->timeout_s = timeout_s;
     c->device = -1;

@@ -9,7 +9,10 @@
  *
  * Timeouts: a blocking wait on a stream never returns when a peer died. We poll cudaStreamQuery
  * and ncclCommGetAsyncError until a deadline, and abort the communicator (ncclCommAbort) when it
- * passes, which releases the kernels stuck in the collective. */
+ * passes, which releases the kernels stuck in the collective.
+ *
+ * A failed CUDA or NCCL call is reported with the call, file and line and the library's error text
+ * (CUDA_TRY, NCCL_TRY; CUDA_CHECK and NCCL_CHECK where a failure must clean up first). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +33,8 @@ int bf_comm_nccl_built(void) { return 0; }
 bf_status bf_comm_create_nccl_group(int count, const int *devices, int first_rank, int world, const void *unique_id,
                                     double timeout_s, bf_comm **out) {
     return bf_error(BF_ERR_UNAVAILABLE, "bioflex was built without NCCL (it needs the CUDA backend and nccl.h, "
-                    "e.g. /usr/local/cuda/include/nccl.h): multi-GPU training is not available");
+                    "e.g. /usr/local/cuda/include/nccl.h, and is left out with -DBIOFLEX_NCCL=OFF): multi-GPU "
+                    "training is not available");
 }
 bf_status bf_comm_nccl_unique_id(void *id_out) {
     return bf_error(BF_ERR_UNAVAILABLE, "bioflex was built without NCCL");
@@ -74,6 +78,21 @@ typedef struct nccl_state {
             return bf_error(BF_ERR_DEVICE, "%s failed at %s:%d: %s", #call, __FILE__, __LINE__,               \
                             cudaGetErrorString(e_));                                                          \
     } while (0)
+/* The same reports into st, after a context: "<what>: <call> failed at <file>:<line>: <text>". */
+#define NCCL_CHECK(st, what, call)                                                                            \
+    do {                                                                                                      \
+        ncclResult_t r_ = (call);                                                                             \
+        if (r_ != ncclSuccess)                                                                                \
+            (st) = bf_error(BF_ERR_DEVICE, "%s: %s failed at %s:%d: %s", (what), #call, __FILE__, __LINE__,   \
+                            ncclGetErrorString(r_));                                                          \
+    } while (0)
+#define CUDA_CHECK(st, what, call)                                                                            \
+    do {                                                                                                      \
+        cudaError_t e_ = (call);                                                                              \
+        if (e_ != cudaSuccess)                                                                                \
+            (st) = bf_error(BF_ERR_DEVICE, "%s: %s failed at %s:%d: %s", (what), #call, __FILE__, __LINE__,   \
+                            cudaGetErrorString(e_));                                                          \
+    } while (0)
 
 static double now_s(void) {
     struct timespec t;
@@ -90,14 +109,15 @@ static bf_status wait_stream(bf_comm *c, const char *what) {
         cudaError_t q = cudaStreamQuery(s->stream);
         if (q == cudaSuccess) return BF_OK;
         if (q != cudaErrorNotReady)
-            return bf_error(BF_ERR_DEVICE, "rank %d: %s: %s", c->rank, what, cudaGetErrorString(q));
+            return bf_error(BF_ERR_DEVICE, "rank %d: %s: cudaStreamQuery(s->stream) failed at %s:%d: %s", c->rank, what,
+                            __FILE__, __LINE__, cudaGetErrorString(q));
         ncclResult_t async = ncclSuccess;
         ncclCommGetAsyncError(s->comm, &async);
         if (async != ncclSuccess && async != ncclInProgress) {
             ncclCommAbort(s->comm);
             s->aborted = 1;
-            return bf_error(BF_ERR_DEVICE, "rank %d: %s: NCCL reported %s (another rank failed)", c->rank, what,
-                            ncclGetErrorString(async));
+            return bf_error(BF_ERR_DEVICE, "rank %d: %s: NCCL reported %s (ncclCommGetAsyncError at %s:%d; another "
+                            "rank failed)", c->rank, what, ncclGetErrorString(async), __FILE__, __LINE__);
         }
         if (now_s() > deadline) {
             ncclCommAbort(s->comm);
@@ -216,14 +236,20 @@ bf_status bf_comm_create_nccl_group(int count, const int *devices, int first_ran
                                     double timeout_s, bf_comm **out) {
     _Static_assert(sizeof(ncclUniqueId) == 128, "the unique id is exchanged as 128 bytes");
     int visible = 0;
-    if (cudaGetDeviceCount(&visible) != cudaSuccess) visible = 0;
+    char why[256] = ""; /* why this process sees no GPU, for the message below */
+    cudaError_t count_e = cudaGetDeviceCount(&visible);
+    if (count_e != cudaSuccess) {
+        visible = 0;
+        snprintf(why, sizeof why, "; cudaGetDeviceCount(&visible) failed at %s:%d: %s", __FILE__, __LINE__,
+                 cudaGetErrorString(count_e));
+    }
     if (count < 1 || first_rank < 0 || first_rank + count > world)
         return bf_error(BF_ERR_ARG, "NCCL: %d GPUs from rank %d do not fit a world of %d ranks", count, first_rank, world);
     for (int i = 0; i < count; i++)
         if (devices[i] < 0 || devices[i] >= visible)
             return bf_error(BF_ERR_CONFIG, "[run] gpus = %d needs GPU %d but this process sees %d GPU(s) "
-                            "(CUDA_VISIBLE_DEVICES=%s)", count, devices[i], visible,
-                            getenv("CUDA_VISIBLE_DEVICES") ? getenv("CUDA_VISIBLE_DEVICES") : "unset");
+                            "(CUDA_VISIBLE_DEVICES=%s%s)", count, devices[i], visible,
+                            getenv("CUDA_VISIBLE_DEVICES") ? getenv("CUDA_VISIBLE_DEVICES") : "unset", why);
     ncclUniqueId id;
     if (unique_id) memcpy(&id, unique_id, sizeof id);
     else if (world == count) NCCL_TRY(ncclGetUniqueId(&id));
@@ -232,23 +258,26 @@ bf_status bf_comm_create_nccl_group(int count, const int *devices, int first_ran
     nccl_state *states = calloc((size_t)count, sizeof *states);
     if (!states) return bf_error(BF_ERR_OOM, "NCCL: out of memory");
     bf_status st = BF_OK;
+    char what[128];
     for (int i = 0; i < count && st == BF_OK; i++) {
         states[i].device = devices[i];
-        if (cudaSetDevice(devices[i]) != cudaSuccess ||
-            cudaStreamCreateWithFlags(&states[i].stream, cudaStreamNonBlocking) != cudaSuccess)
-            st = bf_error(BF_ERR_DEVICE, "NCCL: cannot create a stream on GPU %d", devices[i]);
+        snprintf(what, sizeof what, "NCCL: cannot create a stream on GPU %d", devices[i]);
+        CUDA_CHECK(st, what, cudaSetDevice(devices[i]));
+        if (st == BF_OK) CUDA_CHECK(st, what, cudaStreamCreateWithFlags(&states[i].stream, cudaStreamNonBlocking));
     }
     if (st == BF_OK) {
-        ncclResult_t r = ncclGroupStart();
-        for (int i = 0; i < count && r == ncclSuccess; i++) {
-            cudaSetDevice(devices[i]);
-            r = ncclCommInitRank(&states[i].comm, world, id, first_rank + i);
+        snprintf(what, sizeof what, "ncclCommInitRank (%d GPUs, ranks %d..%d of %d)", count, first_rank,
+                 first_rank + count - 1, world);
+        NCCL_CHECK(st, what, ncclGroupStart());
+        if (st == BF_OK) {
+            for (int i = 0; i < count && st == BF_OK; i++) {
+                CUDA_CHECK(st, what, cudaSetDevice(devices[i]));
+                if (st == BF_OK) NCCL_CHECK(st, what, ncclCommInitRank(&states[i].comm, world, id, first_rank + i));
+            }
+            /* the group is closed whatever happened; the first failure is the one reported */
+            if (st == BF_OK) NCCL_CHECK(st, what, ncclGroupEnd());
+            else ncclGroupEnd();
         }
-        ncclResult_t r2 = ncclGroupEnd();
-        if (r == ncclSuccess) r = r2;
-        if (r != ncclSuccess)
-            st = bf_error(BF_ERR_DEVICE, "ncclCommInitRank (%d GPUs, ranks %d..%d of %d) failed: %s", count, first_rank,
-                          first_rank + count - 1, world, ncclGetErrorString(r));
     }
     for (int i = 0; i < count && st == BF_OK; i++) {
         bf_comm *c = calloc(1, sizeof *c);

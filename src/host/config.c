@@ -102,6 +102,7 @@ static const enum_name flex_mask_names[] = {
     {"stochastic_fcbp", 10}, {"stochastic_fcbs", 11}, {"stochastic_fsbs_reference", 12},
     {"stochastic_fcbs_reference", 13}, {NULL, 0}};
 static const enum_name conv_init_names[] = {{"fan_out", 0}, {"fan_in", 1}, {NULL, 0}};
+static const enum_name linear_init_names[] = {{"normal", 0}, {"pytorch_default", 1}, {NULL, 0}};
 static const enum_name threshold_mode_names[] = {
     {"learned", 0}, {"frozen_random", 1}, {"resample_each_forward", 2}, {NULL, 0}};
 static const enum_name neuron_names[] = {
@@ -122,6 +123,7 @@ static const enum_name schedule_names[] = {
 static const enum_name butd_network_names[] = {{"none", 0}, {"fc", 1}, {"simple", 2}, {"resnet18", 3}, {NULL, 0}};
 static const enum_name butd_learning_names[] = {{"backprop", 0}, {"counter_hebb", 1}, {NULL, 0}};
 static const enum_name butd_weights_names[] = {{"separate", 0}, {"shared", 1}, {NULL, 0}};
+static const enum_name butd_td_init_names[] = {{"current", 0}, {"legacy", 1}, {NULL, 0}};
 static const enum_name butd_loss_names[] = {{"cross_entropy", 0}, {"bce", 1}, {NULL, 0}};
 static const enum_name unit_names[] = {
     {"epoch", BF_SCHED_UNIT_EPOCH}, {"step", BF_SCHED_UNIT_STEP}, {NULL, 0}};
@@ -183,6 +185,7 @@ static const key_spec key_table[] = {
     ENUM_KEY("data", "subset", data.subset, subset_names, "none", "use a subset of each split: balanced (subset_size per class) or random (subset_size samples), after the limits"),
     INT_KEY("data", "subset_size", data.subset_size, 1, NO_MAX, "100", "subset: samples per class (balanced) or in all (random)"),
     LONG_KEY("data", "subset_seed", data.subset_seed, 0, NO_MAX, "42", "subset: the seed it is drawn from (42 as the PlasticFlex reference)"),
+    LONG_KEY("data", "multi_seed", data.multi_seed, 0, NO_MAX, "42", "multi_mnist, multi_fashion_mnist: the seed the partner digits are drawn from (not [run] seed, so runs with several seeds train on one dataset; the reference draws them unseeded)"),
     BOOL_KEY("data", "gray_to_rgb", data.gray_to_rgb, "false", "repeat a one-channel dataset's image into 3 channels (the PlasticFlex reference's MNIST)"),
     ENUM_KEY("data", "cifar10_std", data.cifar10_std, cifar10_std_names, "true", "cifar10 normalisation std: the true per-channel std (0.2470, 0.2435, 0.2616) or the (0.2023, 0.1994, 0.2010) of the PlasticFlex reference (and many CIFAR scripts)"),
     INT_KEY("data", "procedural_classes", data.procedural_classes, 2, 1000, "10", "dataset = procedural: number of classes"),
@@ -212,9 +215,10 @@ static const key_spec key_table[] = {
     STRING_KEY("model", "init_exclude", model.init_exclude, 0, "", "init_weights: comma-separated tensor-name prefixes left at their random initialisation and not required in the file (e.g. classifier.6 for a new head with another number of classes)"),
     BOOL_KEY("model", "freeze_fc1", model.freeze_fc1, "false", "plasticflex_vgg*: keep fc1 at its random init, never trained, as the PlasticFlex reference code does (it builds fc1 after its optimiser)"),
     ENUM_KEY("model", "conv_init", model.conv_init_fan_in, conv_init_names, "fan_out", "cnn, vgg: Kaiming-normal conv weights scaled by fan_out (torchvision) or fan_in (FlexNet's reference code); biases 0"),
-    BOOL_KEY("model", "flex", model.flex, "false", "cnn, vgg: every conv becomes a flex layer (per element the conv or the max-pool of the input)"),
+    ENUM_KEY("model", "linear_init", model.linear_init_pytorch, linear_init_names, "normal", "vgg: classifier Linear weights N(0, 0.01) with biases 0 (torchvision), or pytorch_default: weights and biases U(+-1/sqrt(fan_in)) (nn.Linear's own init, kept by FlexNet's reference code); cnn and plasticflex_vgg always use the latter"),
+    BOOL_KEY("model", "flex", model.flex, "false", "cnn, vgg, plasticflex_vgg: every conv becomes a flex layer (per element the conv or the max-pool of the input); not resnet"),
     LIST_KEY("model", "flex_layers", model.flex_layers, model.num_flex_layers, 0, 4096, INCREASING, 0, "", "flex: only these convs (counted from 0 in network order) become flex layers; empty = every conv"),
-    BOOL_KEY("model", "fully_flex", model.fully_flex, "false", "cnn, vgg with flex: the 2x2 max-pools become flex layers too"),
+    BOOL_KEY("model", "fully_flex", model.fully_flex, "false", "cnn, vgg with flex: the 2x2 max-pools become flex layers too (every one, whatever flex_layers says; flex_layers counts convs only)"),
     ENUM_KEY("model", "flex_joint", model.flex_joint, flex_joint_names, "channelwise_max", "flex: elementwise max of the branches, or a mask from the thresholded pool"),
     ENUM_KEY("model", "flex_channels", model.flex_channels, flex_channel_names, "expand", "flex: widen the pool to the conv's channels by block copy/tiling (FlexNet) or linear interpolation (PlasticFlex)"),
     ENUM_KEY("model", "flex_tie", model.flex_tie, flex_tie_names, "split", "flex channelwise_max: a tie splits the gradient (torch.maximum) or gives it to the pool (older code)"),
@@ -244,7 +248,7 @@ static const key_spec key_table[] = {
     FLOAT_KEY("schedule", "warmup_start_factor", schedule.warmup_start_factor, 0, 1, MIN_OPEN, "0.1", "the warm-up starts at lr * this factor"),
 
     ENUM_KEY("spiking", "neuron", model.spiking.neuron, neuron_names, "none", "none: an ANN with ReLU; lif, if: spiking neurons over time_steps; clamp01, step: the reference code's stateless activations"),
-    INT_KEY("spiking", "time_steps", model.spiking.time_steps, 1, 1024, "4", "time steps T (the reference's stateless activations use 1)"),
+    INT_KEY("spiking", "time_steps", model.spiking.time_steps, 1, 1024, "10", "time steps T (10 as the reference's forward_STBP; its stateless activations, clamp01 and step, use 1)"),
     ENUM_KEY("spiking", "encoding", model.spiking.encoding, encoding_names, "direct", "direct: the same image every step; rate: Bernoulli spikes with probability clamp(pixel, 0, 1) (use with normalize = false)"),
     FLOAT_KEY("spiking", "decay", model.spiking.decay, 0, 1, 0, "0.95", "lif: membrane decay per step (spiking_decay of the reference)"),
     FLOAT_KEY("spiking", "threshold", model.spiking.threshold, 0, NO_MAX, MIN_OPEN, "1.0", "lif, if: firing threshold (spiking_threshold of the reference)"),
@@ -262,6 +266,8 @@ static const key_spec key_table[] = {
     ENUM_KEY("butd", "learning", butd.learning, butd_learning_names, "counter_hebb", "counter_hebb: TD error pass + Counter-Hebb update; backprop: the engine's backward through the BU weights"),
     ENUM_KEY("butd", "weights", butd.shared_weights, butd_weights_names, "shared", "shared: the TD pass uses W itself; separate: its own weight B, given the transposed update"),
     BOOL_KEY("butd", "symmetric_init", butd.symmetric_init, "false", "weights = separate: B starts as W^T (otherwise an independent kaiming_uniform draw, as the reference)"),
+    ENUM_KEY("butd", "td_init", butd.td_init_legacy, butd_td_init_names, "current", "weights = separate, symmetric_init = false: how B is drawn; current: kaiming_uniform with a = 0 from B's own shape (the reference's current code); legacy: a = sqrt(5), U(+-1/sqrt(fan_in)) (its older code)"),
+    BOOL_KEY("butd", "downsample_always_shared", butd.downsample_always_shared, "false", "network = resnet18, weights = separate: the residual 1x1 downsample convs still share W, as the reference code does (its weight-symmetry study); false: they get their own B like every other layer"),
     BOOL_KEY("butd", "guided", butd.guided, "false", "instruction pass (one-hot task -> fixed random task head -> TD) and GaLU-gated BU pass; needs a multi-task dataset"),
     INT_KEY("butd", "hidden", butd.hidden, 1, NO_MAX, "500", "last_hidden_size: width of the last hidden layer"),
     INT_KEY("butd", "depth", butd.depth, 1, 64, "1", "network = fc: number of hidden layers"),

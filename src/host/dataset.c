@@ -623,7 +623,7 @@ static bf_status open_split(const bf_data_config *cfg, long seed, bf_split split
     case BF_DATASET_CIFAR10: return open_cifar10(cfg, split, out);
     case BF_DATASET_PROCEDURAL: return open_procedural(cfg, seed, split, out);
     case BF_DATASET_MULTI_MNIST:
-    case BF_DATASET_MULTI_FASHION_MNIST: return bf_multi_digits_open(cfg, seed, split, out);
+    case BF_DATASET_MULTI_FASHION_MNIST: return bf_multi_digits_open(cfg, cfg->multi_seed, split, out);
     case BF_DATASET_CELEBA: return bf_celeba_open(cfg, split, out);
     case BF_DATASET_IMAGENET100:
     case BF_DATASET_IMAGENET:

@@ -8,7 +8,7 @@
  *
  * One deliberate difference: the reference draws partners with unseeded numpy randomness, so
  * every machine gets different pairs. Here partner j of sample i is a pure function of
- * (run seed, split, i) through the counter RNG (BF_STREAM_MULTI), so a config reproduces its data
+ * ([data] multi_seed, split, i) through the counter RNG (BF_STREAM_MULTI), so a config reproduces its data
  * exactly; generation is cheap (no cache file). Limits apply to the generated samples; partners
  * are always drawn from the whole split. Normalisation uses the MNIST statistics (0.1307, 0.3081)
  * for both digit sets, as the reference does. */

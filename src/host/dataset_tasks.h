@@ -9,7 +9,7 @@
 
 /* Multi-MNIST / Multi-Fashion-MNIST (cfg->dataset = multi_mnist | multi_fashion_mnist): 1x28x28,
  * task 0 = the upper-left digit, task 1 = the lower-right digit, 10 classes each. The partner
- * digits are drawn from (seed, split). */
+ * digits are drawn from (seed, split); bf_dataset_open passes [data] multi_seed. */
 bf_status bf_multi_digits_open(const bf_data_config *cfg, long seed, bf_split split, bf_dataset **out);
 
 /* The Multi-MNIST composition of two 28x28 digits: a 36x36 canvas with `left` at [0:28, 0:28] and

@@ -4,7 +4,8 @@
  * rectangles, and pixel noise - content with edges and texture, so JPEG sizes and decode times
  * resemble photos rather than flat colour. Everything is a function of (seed, class, index).
  * The edge cases of a real crawl are planted in class 0 of the training split:
- *   good but unusual: gray.JPEG (1 channel), cmyk.JPEG (Adobe CMYK), progressive.JPEG;
+ *   good but unusual: gray.JPEG (1 channel), cmyk.JPEG (Adobe CMYK), ycck.JPEG (Adobe YCCK: the same
+ *   CMYK stored as YCbCr + K, Adobe transform 2, as Photoshop writes it), progressive.JPEG;
  *   bad (the loader must skip them): png.JPEG (a PNG), truncated.JPEG, corrupt.JPEG, empty.JPEG. */
 #include <errno.h>
 #include <math.h>
@@ -55,9 +56,11 @@ static void render(uint64_t seed, int cls, int w, int h, uint8_t *rgb) {
     }
 }
 
-/* Encodes to memory (buffer from libjpeg's allocator, freed by the caller with free()). */
-static int encode(const uint8_t *pixels, int w, int h, int comps, J_COLOR_SPACE cs, int quality, int progressive,
-                  unsigned char **buf, unsigned long *size) {
+/* Encodes to memory (buffer from libjpeg's allocator, freed by the caller with free()). `cs` is the
+ * colour space of `pixels`, `stored` the one written to the file (RGB is stored as YCbCr, CMYK as
+ * CMYK or YCCK). */
+static int encode(const uint8_t *pixels, int w, int h, int comps, J_COLOR_SPACE cs, J_COLOR_SPACE stored, int quality,
+                  int progressive, unsigned char **buf, unsigned long *size) {
     struct jpeg_compress_struct ci;
     struct jpeg_error_mgr err;
     ci.err = jpeg_std_error(&err); /* a failure here is a bug (valid input), so the default exit is fine */
@@ -70,6 +73,9 @@ static int encode(const uint8_t *pixels, int w, int h, int comps, J_COLOR_SPACE 
     ci.input_components = comps;
     ci.in_color_space = cs;
     jpeg_set_defaults(&ci);
+    /* Also sets the Adobe marker's transform for CMYK (0) and YCCK (2); for RGB and gray it is the
+     * default set_defaults chose, so those files do not change. */
+    jpeg_set_colorspace(&ci, stored);
     jpeg_set_quality(&ci, quality, TRUE);
     if (progressive) jpeg_simple_progression(&ci);
     jpeg_start_compress(&ci, TRUE);
@@ -124,9 +130,10 @@ static bf_status write_image(const char *path, uint64_t seed, int cls, const bf_
     if (strcmp(kind, "gray") == 0) {
         for (size_t i = 0; i < (size_t)w * h; i++)
             rgb[i] = (uint8_t)((299 * rgb[3 * i] + 587 * rgb[3 * i + 1] + 114 * rgb[3 * i + 2]) / 1000);
-        encode(rgb, w, h, 1, JCS_GRAYSCALE, o->quality, 0, &buf, &size);
-    } else if (strcmp(kind, "cmyk") == 0) {
-        /* Adobe-style inverted CMYK of the same picture: stored c' = 255 - C etc. */
+        encode(rgb, w, h, 1, JCS_GRAYSCALE, JCS_GRAYSCALE, o->quality, 0, &buf, &size);
+    } else if (strcmp(kind, "cmyk") == 0 || strcmp(kind, "ycck") == 0) {
+        /* Adobe-style inverted CMYK of the same picture: stored c' = 255 - C etc. YCCK holds the same
+         * values: libjpeg turns the inverted C, M, Y into YCbCr before the DCT and back after it. */
         uint8_t *cmyk = malloc((size_t)w * h * 4);
         if (!cmyk) return bf_error(BF_ERR_OOM, "out of memory");
         for (size_t i = 0; i < (size_t)w * h; i++) {
@@ -137,10 +144,10 @@ static bf_status write_image(const char *path, uint64_t seed, int cls, const bf_
             cmyk[4 * i + 2] = (uint8_t)(k ? b * 255 / k : 0);
             cmyk[4 * i + 3] = (uint8_t)k;
         }
-        encode(cmyk, w, h, 4, JCS_CMYK, o->quality, 0, &buf, &size);
+        encode(cmyk, w, h, 4, JCS_CMYK, strcmp(kind, "ycck") == 0 ? JCS_YCCK : JCS_CMYK, o->quality, 0, &buf, &size);
         free(cmyk);
     } else {
-        encode(rgb, w, h, 3, JCS_RGB, o->quality, strcmp(kind, "progressive") == 0, &buf, &size);
+        encode(rgb, w, h, 3, JCS_RGB, JCS_YCbCr, o->quality, strcmp(kind, "progressive") == 0, &buf, &size);
     }
     if (strcmp(kind, "truncated") == 0) {
         size = (unsigned long)scan_start(buf, size) + 100; /* the header and a sliver of the first rows */
@@ -161,8 +168,16 @@ static bf_status write_image(const char *path, uint64_t seed, int cls, const bf_
     return st;
 }
 
-static const char *const edge_kinds[] = {"gray", "cmyk", "progressive", "png", "truncated", "corrupt", "empty"};
-#define NUM_EDGE_KINDS 7
+/* The edge-case files, zz_<kind>.JPEG, and the picture each shows (the index its seed is derived
+ * from). ycck shows cmyk's picture, so the two files differ only in how the same CMYK is stored and
+ * a test can compare their decodes; every other kind keeps a picture of its own. */
+static const struct edge_file {
+    const char *kind;
+    int picture;
+} edge_files[] = {{"gray", 0},  {"cmyk", 1},      {"ycck", 1},    {"progressive", 2},
+                  {"png", 3},   {"truncated", 4}, {"corrupt", 5}, {"empty", 6}};
+#define NUM_EDGE_FILES (int)(sizeof edge_files / sizeof edge_files[0])
+_Static_assert(sizeof edge_files / sizeof edge_files[0] == BF_SYNTH_EDGE_FILES, "image.h counts the edge-case files");
 
 bf_status bf_jpeg_synth_tree(const char *root, const bf_jpeg_synth_options *o) {
     if (o->classes < 1 || o->classes > 1000) return bf_error(BF_ERR_ARG, "synthetic tree: classes %d (1..1000)", o->classes);
@@ -202,9 +217,10 @@ bf_status bf_jpeg_synth_tree(const char *root, const bf_jpeg_synth_options *o) {
                 st = write_image(path, seed, c, o, rgb, "plain");
             }
             if (split == 0 && c == 0 && o->edge_cases) {
-                for (int e = 0; e < NUM_EDGE_KINDS && st == BF_OK; e++) {
-                    snprintf(path, sizeof path, "%s/zz_%s.JPEG", dir, edge_kinds[e]);
-                    st = write_image(path, bf_seed_derive(o->seed, 999, (uint64_t)e), c, o, rgb, edge_kinds[e]);
+                for (int e = 0; e < NUM_EDGE_FILES && st == BF_OK; e++) {
+                    const struct edge_file *f = &edge_files[e];
+                    snprintf(path, sizeof path, "%s/zz_%s.JPEG", dir, f->kind);
+                    st = write_image(path, bf_seed_derive(o->seed, 999, (uint64_t)f->picture), c, o, rgb, f->kind);
                 }
             }
             if (o->progress) fprintf(stderr, "\r%s: %s %d/%d classes", root, split ? "val" : "train", c + 1, o->classes);

@@ -43,13 +43,21 @@ static bf_init conv_init(const bf_model_config *cfg) {
     return cfg->conv_init_fan_in ? BF_INIT_KAIMING_NORMAL_FAN_IN : BF_INIT_KAIMING_NORMAL_FAN_OUT;
 }
 
+/* The convs built so far, flex or not ([model] flex_layers counts them from 0 in network order);
+ * the flex layers that stand in for max-pools (fully_flex) are not convs. */
+static int convs_so_far(const bf_model *m) {
+    int convs = 0;
+    for (int i = 0; i < m->num_layers; i++)
+        convs += m->layers[i].kind == BF_LAYER_CONV || (m->layers[i].kind == BF_LAYER_FLEX && !m->layers[i].flex_pool_site);
+    return convs;
+}
+
 /* Whether the next conv of the network is a flex layer: flex on, and flex_layers empty or naming
- * this conv (convs are counted in network order, flex or not). */
+ * this conv. */
 static int flex_here(const bf_model *m, const bf_model_config *cfg) {
     if (!cfg->flex) return 0;
     if (cfg->num_flex_layers == 0) return 1;
-    int site = 0;
-    for (int i = 0; i < m->num_layers; i++) site += m->layers[i].kind == BF_LAYER_CONV || m->layers[i].kind == BF_LAYER_FLEX;
+    int site = convs_so_far(m);
     for (int i = 0; i < cfg->num_flex_layers; i++)
         if (cfg->flex_layers[i] == site) return 1;
     return 0;
@@ -85,7 +93,9 @@ static int maxpool2(bf_model *m, const bf_model_config *cfg, const char *prefix,
     snprintf(name, sizeof name, "%s.%d", prefix, (*index)++);
     if (cfg->flex && cfg->fully_flex) {
         bf_flex_options flex = flex_options(cfg);
-        return bf_model_add_flex(m, name, input, bf_model_shape_of(m, input).c, 2, 2, 0, conv_init(cfg), &flex);
+        int x = bf_model_add_flex(m, name, input, bf_model_shape_of(m, input).c, 2, 2, 0, conv_init(cfg), &flex);
+        if (x >= 0) m->layers[x].flex_pool_site = 1;
+        return x;
     }
     return bf_model_add_maxpool(m, name, input, 2, 2, 0);
 }
@@ -129,7 +139,10 @@ static void build_vgg(bf_model *m, const bf_model_config *cfg, const int *layers
     if (x < 0) return;
     bf_shape s = bf_model_shape_of(m, x);
     int flat = s.c * s.h * s.w, hidden = flat <= 4096 ? flat : 4096;
-    classifier(m, cfg, x, hidden, 2, cfg->dropout, num_classes, BF_INIT_NORMAL_0_01, BF_INIT_ZEROS);
+    if (cfg->linear_init_pytorch)
+        classifier(m, cfg, x, hidden, 2, cfg->dropout, num_classes, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    else
+        classifier(m, cfg, x, hidden, 2, cfg->dropout, num_classes, BF_INIT_NORMAL_0_01, BF_INIT_ZEROS);
 }
 
 /* PlasticFlex VGGs (plasticflex.md section 4). Positive entries are c3(c): a 3x3 pad-1 conv (or
@@ -223,6 +236,23 @@ static void build_resnet(bf_model *m, const bf_model_config *cfg, const int bloc
     bf_model_add_linear(m, "fc", x, num_classes, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
 }
 
+/* A flex_layers entry past the network's last conv, or fully_flex where there are no max-pools,
+ * would otherwise be ignored without a word. */
+static bf_status check_flex_sites(const bf_model *m, const bf_model_config *cfg) {
+    if (!cfg->flex) return BF_OK;
+    int convs = convs_so_far(m);
+    for (int i = 0; i < cfg->num_flex_layers; i++)
+        if (cfg->flex_layers[i] >= convs)
+            return bf_error(BF_ERR_CONFIG, "[model] flex_layers names conv %d, but %s has %d convs (0 to %d)",
+                            cfg->flex_layers[i], bf_arch_name(cfg->arch), convs, convs - 1);
+    int pools = 0;
+    for (int i = 0; i < m->num_layers; i++) pools += m->layers[i].flex_pool_site || m->layers[i].kind == BF_LAYER_MAXPOOL;
+    if (cfg->fully_flex && pools == 0)
+        return bf_error(BF_ERR_CONFIG, "[model] fully_flex = true: %s has no max-pools to make flex (its downsampling "
+                        "convs are convs: flex_layers covers them)", bf_arch_name(cfg->arch));
+    return BF_OK;
+}
+
 bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape input_shape, int num_classes, long seed,
                          bf_model **out) {
     bf_model *m = NULL;
@@ -239,6 +269,11 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
     case BF_ARCH_PF_VGG16: build_plasticflex_vgg(m, cfg, pf_vgg16_layers, 4096, num_classes); break;
     case BF_ARCH_RESNET18:
     case BF_ARCH_RESNET50:
+        if (cfg->flex) { /* FlexNet's flex layers are VGG ones (flexnet.md section 2) */
+            bf_model_destroy(m);
+            return bf_error(BF_ERR_CONFIG, "[model] flex = true works with arch = cnn, vgg6, vgg11, vgg16 and "
+                            "plasticflex_vgg6/11/16, not %s", bf_arch_name(cfg->arch));
+        }
         if (spiking(cfg)) {
             bf_model_destroy(m);
             return bf_error(BF_ERR_CONFIG, "[spiking] neuron = %s works with arch = cnn, vgg6, vgg11 and vgg16, not %s",
@@ -248,7 +283,8 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
         else build_resnet(m, cfg, resnet50_blocks, 1, num_classes);
         break;
     }
-    bf_status s = bf_model_finalize(m);
+    bf_status s = check_flex_sites(m, cfg);
+    if (s == BF_OK) s = bf_model_finalize(m);
     if (s != BF_OK) {
         bf_model_destroy(m);
         return bf_error_context(s, "building %s for input [%d, %d, %d, %d]", bf_arch_name(cfg->arch), input_shape.n,
