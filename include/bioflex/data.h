@@ -42,6 +42,7 @@ typedef struct bf_dataset {
     int task_classes;
     int32_t *task_labels;        /* num_samples * num_tasks, NULL when num_tasks = 0 */
     bf_image_files *files;       /* JPEG datasets: decoded on demand by the loader (image.h); else NULL */
+    int skipped_images;          /* datasets decoded at open (celeba): unreadable images left out, warned */
 } bf_dataset;
 
 /* Opens one split as configured (path, limits, procedural sizes). Errors name the file and the

@@ -143,12 +143,14 @@ done:
     return BF_OK;
 }
 
-/* Decodes one JPEG into CHW uint8. Errors go to `err` (the caller runs in parallel). */
+/* Decodes one JPEG into CHW uint8: 1 done, 0 a bad image (unreadable, not a JPEG, truncated, not
+ * 178x218 RGB: skipped like the loader skips one), -1 a missing file (the lists and the directory
+ * disagree: an error). Messages go to `err` (the caller runs in parallel). */
 static int decode_one(tjhandle tj, const char *path, uint8_t *chw, uint8_t *hwc, char *err, size_t err_cap) {
     FILE *f = fopen(path, "rb");
     if (!f) {
         snprintf(err, err_cap, "celeba: cannot open %s: %s", path, strerror(errno));
-        return 0;
+        return -1;
     }
     fseek(f, 0, SEEK_END);
     long size = ftell(f);
@@ -217,9 +219,19 @@ bf_status bf_celeba_open(const bf_data_config *cfg, bf_split split, bf_dataset *
         d->labels[i] = entries[i].attr[0];
     }
 
-    /* Decode in parallel; the first failure (lowest index) is reported. */
+    /* Decode in parallel. A bad image is left out and warned about (DESIGN: a corrupt image never
+     * stops a run); a missing file or no decoder is an error, the lowest index reported. */
+    int *status = calloc((size_t)n + 1, sizeof *status);
+    char **errors = calloc((size_t)n + 1, sizeof *errors); /* a copy of each failure's message */
     int failed_at = n;
     char first_error[BF_PATH_MAX + 256] = "";
+    if (!status || !errors) {
+        free(status);
+        free(errors);
+        free(entries);
+        bf_dataset_free(d);
+        return bf_error(BF_ERR_OOM, "celeba: out of memory");
+    }
 #pragma omp parallel
     {
         tjhandle tj = tjInitDecompress();
@@ -227,14 +239,15 @@ bf_status bf_celeba_open(const bf_data_config *cfg, bf_split split, bf_dataset *
         char err[BF_PATH_MAX + 256], path[BF_PATH_MAX + 128];
 #pragma omp for schedule(dynamic, 16)
         for (int i = 0; i < n; i++) {
-            int ok = 0;
             if (!tj || !hwc) {
                 snprintf(err, sizeof err, "celeba: cannot create a JPEG decoder");
+                status[i] = -1;
             } else {
                 snprintf(path, sizeof path, "%s/img_align_celeba/%s", dir, entries[i].file);
-                ok = decode_one(tj, path, d->pixels + (size_t)i * sample, hwc, err, sizeof err);
+                status[i] = decode_one(tj, path, d->pixels + (size_t)i * sample, hwc, err, sizeof err);
             }
-            if (!ok) {
+            if (status[i] == 0 && (errors[i] = malloc(strlen(err) + 1))) memcpy(errors[i], err, strlen(err) + 1);
+            if (status[i] < 0) {
 #pragma omp critical(celeba_error)
                 if (i < failed_at) {
                     failed_at = i;
@@ -247,8 +260,39 @@ bf_status bf_celeba_open(const bf_data_config *cfg, bf_split split, bf_dataset *
     }
     free(entries);
     if (failed_at < n) {
+        for (int i = 0; i < n; i++) free(errors[i]);
+        free(status);
+        free(errors);
         bf_dataset_free(d);
         return bf_error(BF_ERR_FORMAT, "%s", first_error);
+    }
+    /* Keep the good images in order: samples, labels and task labels move down together. */
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        if (status[i] == 0) {
+            fprintf(stderr, "warning: skipping image (%s)\n", errors[i] ? errors[i] : "celeba: unreadable");
+            free(errors[i]);
+            continue;
+        }
+        if (kept != i) {
+            memmove(d->pixels + (size_t)kept * sample, d->pixels + (size_t)i * sample, sample);
+            memmove(d->task_labels + (size_t)kept * CELEBA_TASKS, d->task_labels + (size_t)i * CELEBA_TASKS,
+                    CELEBA_TASKS * sizeof *d->task_labels);
+            d->labels[kept] = d->labels[i];
+        }
+        kept++;
+    }
+    free(status);
+    free(errors);
+    d->skipped_images = n - kept;
+    d->num_samples = kept;
+    if (d->skipped_images > 0)
+        fprintf(stderr, "warning: celeba %s: %d of %d images unreadable, left out\n",
+                split == BF_SPLIT_TRAIN ? "train" : "test", d->skipped_images, n);
+    if (kept == 0 && n > 0) {
+        bf_dataset_free(d);
+        return bf_error(BF_ERR_FORMAT, "celeba: none of the %d %s images in %s/img_align_celeba could be decoded", n,
+                        split == BF_SPLIT_TRAIN ? "train" : "test", dir);
     }
     *out = d;
     return BF_OK;
