@@ -367,6 +367,20 @@ static void test_cifar10(const char *tmp) {
               "cifar10_std = reference: std (%g, %g, %g)", lim->std[0], lim->std[1], lim->std[2]);
     bf_dataset_free(lim);
     cfg.cifar10_std = 0;
+    /* norm_stats: the BU-TD reference's 0.5 everywhere, or MNIST's statistics on every channel */
+    for (int stats = 1; stats <= 2; stats++) {
+        cfg.norm_stats = stats;
+        lim = NULL;
+        CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TEST, &lim));
+        float mean = stats == 1 ? 0.1307f : 0.5f, std = stats == 1 ? 0.3081f : 0.5f;
+        if (lim)
+            CHECK(lim->mean[0] == mean && lim->mean[2] == mean && lim->std[0] == std && lim->std[1] == std &&
+                      lim->std[2] == std,
+                  "norm_stats = %s: mean (%g, %g, %g), std (%g, %g, %g)", stats == 1 ? "mnist" : "half", lim->mean[0],
+                  lim->mean[1], lim->mean[2], lim->std[0], lim->std[1], lim->std[2]);
+        bf_dataset_free(lim);
+    }
+    cfg.norm_stats = 0;
 
     /* A file whose size is not a multiple of the record size. */
     write_cifar_file(dir, 2, 3, 5);

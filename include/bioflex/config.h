@@ -91,6 +91,7 @@ typedef struct bf_data_config {
     long multi_seed;           /* multi_mnist, multi_fashion_mnist: the partner draws (not the run seed) */
     int gray_to_rgb;           /* repeat a one-channel image into 3 channels (PlasticFlex's MNIST) */
     int cifar10_std;           /* 0 the true std, 1 the PlasticFlex reference's (0.2023, 0.1994, 0.2010) */
+    int norm_stats;            /* normalize with: 0 the dataset's statistics, 1 MNIST's (0.1307, 0.3081), 2 (0.5, 0.5) */
     int procedural_classes;
     int procedural_size;       /* image side in pixels */
     int procedural_channels;

@@ -115,6 +115,7 @@ static const enum_name surrogate_names[] = {
 static const enum_name noise_split_names[] = {{"train", 0}, {"test", 1}, {"both", 2}, {NULL, 0}};
 static const enum_name subset_names[] = {{"none", 0}, {"balanced", 1}, {"random", 2}, {NULL, 0}};
 static const enum_name cifar10_std_names[] = {{"true", 0}, {"reference", 1}, {NULL, 0}};
+static const enum_name norm_stats_names[] = {{"dataset", 0}, {"mnist", 1}, {"half", 2}, {NULL, 0}};
 static const enum_name optimizer_names[] = {
     {"sgd", BF_OPTIM_SGD}, {"adamw", BF_OPTIM_ADAMW}, {NULL, 0}};
 static const enum_name schedule_names[] = {
@@ -188,6 +189,7 @@ static const key_spec key_table[] = {
     LONG_KEY("data", "multi_seed", data.multi_seed, 0, NO_MAX, "42", "multi_mnist, multi_fashion_mnist: the seed the partner digits are drawn from (not [run] seed, so runs with several seeds train on one dataset; the reference draws them unseeded)"),
     BOOL_KEY("data", "gray_to_rgb", data.gray_to_rgb, "false", "repeat a one-channel dataset's image into 3 channels (the PlasticFlex reference's MNIST)"),
     ENUM_KEY("data", "cifar10_std", data.cifar10_std, cifar10_std_names, "true", "cifar10 normalisation std: the true per-channel std (0.2470, 0.2435, 0.2616) or the (0.2023, 0.1994, 0.2010) of the PlasticFlex reference (and many CIFAR scripts)"),
+    ENUM_KEY("data", "norm_stats", data.norm_stats, norm_stats_names, "dataset", "the mean and std normalize uses: dataset: its own mean and std (Fashion-MNIST (0.2860, 0.3530), CIFAR-10's, ImageNet's, ...); mnist: MNIST's (0.1307, 0.3081) on every channel (the BU-TD reference uses them for Fashion-MNIST too); half: mean 0.5, std 0.5 on every channel (the BU-TD reference's CIFAR-10)"),
     INT_KEY("data", "procedural_classes", data.procedural_classes, 2, 1000, "10", "dataset = procedural: number of classes"),
     INT_KEY("data", "procedural_size", data.procedural_size, 4, 512, "32", "dataset = procedural: image side in pixels"),
     ENUM_KEY("data", "procedural_channels", data.procedural_channels, channel_count_names, "3", "dataset = procedural: 1 (gray) or 3 (RGB) channels"),
@@ -921,6 +923,9 @@ bf_status bf_config_validate(const bf_config *cfg) {
         return invalid(cfg, bf_error(BF_ERR_CONFIG, "[data] subset needs a single-task dataset (fashion_mnist, mnist, "
                                                     "cifar10), not the multi-task %s", bf_dataset_name(ds)));
     const bf_data_config *d = &cfg->data;
+    if (d->norm_stats != 0 && d->cifar10_std != 0)
+        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[data] norm_stats = %s and cifar10_std = reference both set the "
+                                                    "std: keep one", d->norm_stats == 1 ? "mnist" : "half"));
     if (d->crop_scale_min > d->crop_scale_max)
         return invalid(cfg, bf_error(BF_ERR_CONFIG, "[data] crop_scale_min = %g is above crop_scale_max = %g",
                                      d->crop_scale_min, d->crop_scale_max));

@@ -578,14 +578,20 @@ static bf_status apply_subset(const bf_data_config *cfg, bf_split split, bf_data
 
 static bf_status open_split(const bf_data_config *cfg, long seed, bf_split split, bf_dataset **out);
 
-/* The PlasticFlex reference's input conventions, as options (plasticflex.md section 5): MNIST
- * repeated into 3 channels, and CIFAR-10 divided by the widely copied (0.2023, 0.1994, 0.2010),
- * which is not CIFAR-10's std. */
+/* The reference codes' input conventions, as options: PlasticFlex's (plasticflex.md section 5)
+ * MNIST repeated into 3 channels and CIFAR-10 divided by the widely copied (0.2023, 0.1994,
+ * 0.2010), which is not CIFAR-10's std; BU-TD's (butd-counterhebb.md section 3) MNIST statistics for
+ * Fashion-MNIST and 0.5 for CIFAR-10 ([data] norm_stats). */
 static bf_status apply_reference_inputs(const bf_data_config *cfg, bf_dataset *d) {
     if (cfg->cifar10_std == 1 && cfg->dataset == BF_DATASET_CIFAR10) {
         static const float reference_std[3] = {0.2023f, 0.1994f, 0.2010f};
         memcpy(d->std, reference_std, sizeof reference_std);
     }
+    if (cfg->norm_stats != 0) /* the BU-TD reference's conventions: MNIST's statistics, or 0.5 */
+        for (int ch = 0; ch < 3; ch++) {
+            d->mean[ch] = cfg->norm_stats == 1 ? 0.1307f : 0.5f;
+            d->std[ch] = cfg->norm_stats == 1 ? 0.3081f : 0.5f;
+        }
     if (!cfg->gray_to_rgb || d->c != 1) return BF_OK;
     if (!d->pixels)
         return bf_error(BF_ERR_CONFIG, "[data] gray_to_rgb needs a stored dataset (fashion_mnist, mnist), not %s", d->name);
