@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Writes configs/plasticflex/{cifar10_vgg11,mnist_vgg6}_{ann,snn_clamp01,snn_step,snn_lif,snn_lif_nostbp}[_flex].ini:
-the PlasticFlex reference grid (../shared/specs/plasticflex.md sections 1 and 5) in bioflex's terms.
+"""Writes configs/plasticflex/{cifar10_vgg11,mnist_vgg6,fashion_mnist_vgg6}_{ann,snn_clamp01,snn_step,snn_lif,snn_lif_nostbp}[_flex].ini:
+the PlasticFlex reference grid (../shared/specs/plasticflex.md sections 1 and 5) in bioflex's terms,
+with the reference optimiser (SGD 0.1, momentum 0.9, weight decay 1e-5, cosine), and the MNIST grid
+again on Fashion-MNIST.
 
   ann               ReLU network                              (reference "ANN")
   snn_clamp01       the reference's stateless clamp(x, 0, 1)  (reference "SNN" and "SNN_BP": what its configs built)
@@ -28,6 +30,12 @@ DATASETS = {
                             "; (gray_to_rgb = true); bioflex feeds the single channel by default (the first conv has\n"
                             "; 64*1*9 instead of 64*3*9 weights).",
                        reference_inputs="gray_to_rgb = false"),
+    # Not in the reference: the MNIST grid on Fashion-MNIST, whose files come with Debian's
+    # dataset-fashion-mnist (the default path), so every cell runs on a machine without downloads.
+    "fashion_mnist_vgg6": dict(dataset="fashion_mnist", arch="plasticflex_vgg6", dropout=0.3, noise=0.0,
+                               note="Fashion-MNIST IDX files (Debian's dataset-fashion-mnist, the default path): the\n"
+                                    "; MNIST grid on a dataset that runs here. On a CPU, --set run.epochs=N shortens it.",
+                               reference_inputs="gray_to_rgb = false"),
 }
 
 MODES = {
