@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bioflex/butd.h"
 #include "bioflex/checkpoint.h"
@@ -81,7 +82,9 @@ static bf_status open_data(butd_run *r) {
 
 static bf_status setup(butd_run *r) {
     const bf_config *cfg = r->cfg;
-    if (!r->evaluate_only) BF_TRY(bf_dp_metrics_open(r->dp, &r->log, cfg->run.dir, 0));
+    /* the in-place progress line only on a terminal; a log file keeps one line per epoch */
+    int progress = r->text != NULL && isatty(fileno(stderr));
+    if (!r->evaluate_only) BF_TRY(bf_dp_metrics_open(r->dp, &r->log, cfg->run.dir, progress));
     BF_TRY(bf_dp_create_backend(r->dp, cfg, &r->backend));
     BF_TRY(open_data(r));
     const bf_dataset *d = r->train_set;
@@ -252,6 +255,7 @@ static bf_checkpoint_subject checkpoint_subject(const butd_run *r) {
 /* A checkpoint of st's position, written by rank 0 while the other ranks wait for it. */
 static bf_status save_checkpoint(butd_run *r, const bf_train_state *st, char *written) {
     bf_status s = bf_dp_check_peers(r->dp); /* the copy to the host would wait untimed for the all-reduce */
+    bf_metrics_break_line(&r->log);
     if (s == BF_OK && bf_dp_writes_checkpoints(r->dp)) {
         bf_checkpoint_subject subject = checkpoint_subject(r);
         s = bf_checkpoint_save_subject(r->cfg, &subject, r->optim, st, written);
@@ -275,8 +279,6 @@ static bf_status save_best(butd_run *r, const bf_train_state *st, double top1, d
     return bf_dp_checkpoint_written(r->dp);
 }
 
-/* Trains epoch `epoch` from batch st->batch_in_epoch on, advancing st. *stopped: a stop request
- * ended it early, after a checkpoint of the position (written to `written`). */
 static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -301,12 +303,17 @@ static bf_status log_train(butd_run *r, int epoch, int steps_per_epoch, const bf
                            .steps_per_epoch = steps_per_epoch, .step_in_epoch = st->batch_in_epoch,
                            .loss = sums[0] / images, .accuracy = sums[1] / images, .lr = lr, .grad_norm = sqrt(sums[2]),
                            .ms_per_step = 1e3 * dt / iv->steps, .images_per_s = images / dt,
-                           .data_wait_ms = iv->wait_ms / iv->steps};
-    bf_metrics_train(&r->log, &mt, NULL); /* metrics.jsonl only: the console keeps one line per epoch */
+                           .data_wait_ms = iv->wait_ms / iv->steps,
+                           .eta_s = ((double)r->cfg->run.epochs * steps_per_epoch - st->step) * dt / iv->steps};
+    /* Once a stop is requested, no progress line: a launcher shutting down may stop reading it. */
+    if (r->stop && *r->stop) r->log.progress = 0;
+    bf_metrics_train(&r->log, &mt, NULL); /* the progress line on a terminal, else metrics.jsonl only */
     *iv = (log_interval){.start = now_s()};
     return b->ops->fill(b, r->sums + 4, 0.0f, 2);
 }
 
+/* Trains epoch `epoch` from batch st->batch_in_epoch on, advancing st. *stopped: a stop request
+ * ended it early, after a checkpoint of the position (written to `written`). */
 static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double *train_loss, char *written,
                              int *stopped) {
     bf_backend *b = r->backend;
@@ -470,6 +477,7 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
         long step = st.step;
         if (s == BF_OK) s = score_test_set(&r, epoch + 1, step, &loss, &top1, &samples, NULL);
         if (s != BF_OK) break;
+        bf_metrics_break_line(&r.log);
         if (!quiet)
             fprintf(text, "epoch %d: train loss %.4f, test loss %.4f, test accuracy %.2f %%%s (%.1f s cpu)\n", epoch + 1,
                     train_loss, loss, 100.0 * top1, cfg->butd.guided ? " (mean over tasks)" : "",
