@@ -409,6 +409,10 @@ bf_status bf_cuda_set_deterministic(bf_backend *b, int on);
 int bf_cuda_device_count(void);
 /* 1 when the library was built with the CUDA backend. */
 int bf_cuda_built(void);
+/* The device a CUDA backend runs on: compute capability, multiprocessors and the maximum SM clock
+ * in kHz (for the peak FLOP rate of model FLOP utilisation, bf_peak_tflops). BF_ERR_UNAVAILABLE
+ * for a CPU backend or a build without CUDA. */
+bf_status bf_cuda_device_shape(const bf_backend *b, int *cc_major, int *cc_minor, int *sms, int *clock_khz);
 /* Device memory a CUDA backend holds through its own cudaMalloc calls: the blocks of ops->alloc
  * (as cudaMalloc'd, at least 256 bytes each), the scratch buffer and the cuDNN and cuBLAS
  * workspaces; not the CUDA context, nor what cuDNN, cuBLAS or NCCL allocate internally. *live:

@@ -47,6 +47,21 @@ static void format_duration(double s, char *out, size_t n) {
     else snprintf(out, n, "%ldm%02lds", t / 60, t % 60);
 }
 
+double bf_peak_tflops(int cc_major, int cc_minor, int sms, int clock_khz, bf_precision precision) {
+    /* dense FLOPs per clock per SM: an FMA is 2; from NVIDIA's architecture whitepapers (A100: 64
+     * fp32 lanes, 512 TF32 FMAs; GA10x and Ada: 128 fp32 lanes, 128 TF32 FMAs; H100: 128 fp32
+     * lanes, 1024 TF32 FMAs) */
+    static const struct { int major, minor, fp32, tf32; } table[] = {
+        {8, 0, 128, 1024}, {8, 6, 256, 256}, {8, 9, 256, 256}, {9, 0, 256, 2048},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (table[i].major == cc_major && table[i].minor == cc_minor) {
+            int per_clock = precision == BF_PRECISION_TF32 ? table[i].tf32 : table[i].fp32;
+            return (double)sms * clock_khz * 1e3 * per_clock / 1e12;
+        }
+    return 0;
+}
+
 void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "train");
@@ -69,6 +84,7 @@ void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text
     if (m->comm_exposed_ms) cJSON_AddNumberToObject(o, "comm_exposed_ms", *m->comm_exposed_ms);
     if (m->skipped_images) cJSON_AddNumberToObject(o, "skipped_images", (double)*m->skipped_images);
     if (m->tflops > 0) cJSON_AddNumberToObject(o, "model_tflops", m->tflops); /* BU-TD runs do not count FLOPs */
+    if (m->mfu > 0) cJSON_AddNumberToObject(o, "mfu", m->mfu); /* GPU runs on a known architecture */
     if (m->num_flex > 0) {
         /* per flex layer, in layer order, and their means (flexnet.md section 6) */
         cJSON *ratios = cJSON_AddObjectToObject(o, "conv_ratio");

@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 
+#include "bioflex/ops.h"
 #include "bioflex/status.h"
 
 typedef struct bf_train_metrics {
@@ -22,7 +23,15 @@ typedef struct bf_train_metrics {
     const long *skipped_images; /* JPEG datasets: undecodable training images skipped so far; NULL for others */
     const double *comm_exposed_ms; /* data-parallel runs: mean ms per step the gradient all-reduce held
                                     * the step (metrics.c); NULL for the plain single-process run */
+    double mfu;                 /* model FLOP utilisation: tflops / the GPU's peak (0: not known, CPU) */
 } bf_train_metrics;
+
+/* Dense peak TFLOP/s of a GPU of compute capability major.minor with `sms` multiprocessors at
+ * clock_khz, for fp32 (CUDA cores) or tf32 (tensor cores): sms x clock x FLOPs per clock per SM
+ * (sm_80, 86, 89 and 90); 0 for an architecture it does not know. The maximum clock
+ * (bf_cuda_device_shape) is above the one NVIDIA quotes its peaks at (H100 SXM: 1.98 against
+ * 1.83 GHz), so a utilisation against it reads a little low. */
+double bf_peak_tflops(int cc_major, int cc_minor, int sms, int clock_khz, bf_precision precision);
 
 typedef struct bf_metrics_log {
     FILE *jsonl;     /* metrics.jsonl in the run directory */

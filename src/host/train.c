@@ -62,6 +62,7 @@ typedef struct run {
     float *x, *losses, *correct1, *correct5, *dlogits, *sums, *grad_sumsq, *clip;
     int32_t *labels;
     double flops_per_image; /* forward */
+    double peak_tflops;     /* the GPU's dense peak in this precision (0: a CPU, or a GPU not in the table) */
     double flex_ratio[BF_MAX_FLEX_LOG]; /* conv ratio of each flex layer over the last log interval */
     double flex_homogeneity[BF_MAX_FLEX_LOG];
     double firing_rate[BF_MAX_FLEX_LOG], silent[BF_MAX_FLEX_LOG]; /* per neuron layer, last log interval */
@@ -141,6 +142,9 @@ static bf_status alloc_step_buffers(run *r) {
     r->grad_sumsq = r->sums + 4;
     r->clip = r->sums + 5;
     for (int i = 0; i < r->model->num_layers; i++) r->flops_per_image += bf_layer_flops(r->model, i);
+    int major, minor, sms, clock_khz;
+    if (b->kind == BF_DEVICE_CUDA && bf_cuda_device_shape(b, &major, &minor, &sms, &clock_khz) == BF_OK)
+        r->peak_tflops = bf_peak_tflops(major, minor, sms, clock_khz, b->precision);
     return BF_OK;
 }
 
@@ -272,6 +276,8 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
                     .lr = lr, .grad_norm = sqrt(sums[4]), .ms_per_step = 1e3 * dt / interval_steps,
                     .images_per_s = interval_images / dt, .data_wait_ms = wait_ms / interval_steps,
                     .tflops = 3 * r->flops_per_image * interval_images / dt / 1e12};
+                /* over every rank's GPU: the images above are the global batch's */
+                if (r->peak_tflops > 0) mt.mfu = mt.tflops / (r->peak_tflops * r->dp.world);
                 mt.num_flex = bf_model_flex_monitor(r->model, r->flex_ratio, r->flex_homogeneity, r->flex_names, BF_MAX_FLEX_LOG);
                 mt.flex_names = r->flex_names;
                 mt.flex_conv_ratio = r->flex_ratio;

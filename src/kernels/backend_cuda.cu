@@ -364,6 +364,21 @@ extern "C" int bf_cuda_device_count(void) {
 
 extern "C" int bf_cuda_built(void) { return 1; }
 
+extern "C" bf_status bf_cuda_device_shape(const bf_backend *b, int *cc_major, int *cc_minor, int *sms, int *clock_khz) {
+    if (!b || b->kind != BF_DEVICE_CUDA) return bf_error(BF_ERR_UNAVAILABLE, "bf_cuda_device_shape: not a CUDA backend");
+    const int d = b->device_index;
+    /* attributes, not cudaDeviceProp: CUDA 13 dropped its clockRate field */
+    if (cudaDeviceGetAttribute(cc_major, cudaDevAttrComputeCapabilityMajor, d) != cudaSuccess ||
+        cudaDeviceGetAttribute(cc_minor, cudaDevAttrComputeCapabilityMinor, d) != cudaSuccess ||
+        cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, d) != cudaSuccess ||
+        cudaDeviceGetAttribute(clock_khz, cudaDevAttrClockRate, d) != cudaSuccess) {
+        cudaError_t e = cudaGetLastError();
+        return bf_error(BF_ERR_DEVICE, "cudaDeviceGetAttribute failed for device %d at %s:%d: %s", d, __FILE__, __LINE__,
+                        cudaGetErrorString(e));
+    }
+    return BF_OK;
+}
+
 extern "C" void bf_cuda_memory_bytes(bf_backend *b, int reset_peak, size_t *live, size_t *peak) {
     bf_cuda_impl *im = b && b->kind == BF_DEVICE_CUDA ? (bf_cuda_impl *)b->impl : NULL;
     if (live) *live = im ? im->live_bytes : 0;

@@ -19,6 +19,11 @@ bf_status bf_cuda_set_deterministic(bf_backend *b, int on) {
 }
 int bf_cuda_built(void) { return 0; }
 
+bf_status bf_cuda_device_shape(const bf_backend *b, int *cc_major, int *cc_minor, int *sms, int *clock_khz) {
+    (void)b, (void)cc_major, (void)cc_minor, (void)sms, (void)clock_khz;
+    return bf_error(BF_ERR_UNAVAILABLE, "bioflex was built without the CUDA backend");
+}
+
 void bf_cuda_memory_bytes(bf_backend *b, int reset_peak, size_t *live, size_t *peak) {
     (void)b;
     (void)reset_peak;
