@@ -7,7 +7,8 @@
  *   - the final weights agree to 1e-6 relative (read from both checkpoints' model.safetensors);
  *   - the evaluation covers the whole test split once, and the MPI run wrote each checkpoint and
  *     each metrics line once (rank 0 only);
- *   - with batch-norm and [run] sync_bn the same holds (and with local statistics it does not), and
+ *   - with batch-norm and [run] sync_bn the same holds (and with local statistics it does not), also
+ *     for a flex layer's logits batch-norm, and
  *     the 2 ranks' evaluation (rank 0's running statistics) scores what bioflex-eval does;
  *   - every metrics line of the 2-rank run logs comm_exposed_ms, the time inside the gradient
  *     all-reduce per step: > 0 and < ms_per_step; the single-process run logs none;
@@ -268,6 +269,20 @@ static void driver(const char *self) {
     CHECK(rc == 0, "mpirun local batch-norm run exited %d", rc);
     CHECK(max_abs_diff("bn_single/checkpoints/epoch_0002", "bn_local/checkpoints/epoch_0002") > 1e-5,
           "local batch-norm statistics on 2 ranks should differ from one process's");
+
+    /* A flex layer's logits batch-norm (mask joint, no other batch-norm) follows sync_bn too. */
+    const char *flex = "--set model.flex=true --set model.flex_joint=mask --set model.flex_logits_bn=true";
+    rc = run("flexbn_single.log", "%s %s --set run.dir=%s/flexbn_single %s", TRAIN, cfg, tmp, flex);
+    CHECK(rc == 0, "single-process flex logits batch-norm run exited %d (see %s/flexbn_single.log)", rc, tmp);
+    rc = run("flexbn_sync.log", MPIRUN "%s %s --set run.dir=%s/flexbn_sync --set run.sync_bn=true %s", TRAIN, cfg, tmp,
+             flex);
+    CHECK(rc == 0, "mpirun flex logits sync_bn run exited %d (see %s/flexbn_sync.log)", rc, tmp);
+    compare_weights("flexbn_single/checkpoints/epoch_0002", "flexbn_sync/checkpoints/epoch_0002",
+                    "flex logits sync_bn: 2 ranks vs 1 process");
+    rc = run("flexbn_local.log", MPIRUN "%s %s --set run.dir=%s/flexbn_local %s", TRAIN, cfg, tmp, flex);
+    CHECK(rc == 0, "mpirun flex logits local batch-norm run exited %d", rc);
+    CHECK(max_abs_diff("flexbn_single/checkpoints/epoch_0002", "flexbn_local/checkpoints/epoch_0002") > 1e-5,
+          "local flex logits batch-norm statistics on 2 ranks should differ from one process's");
     /* The 2 ranks' (sharded) final evaluation uses rank 0's running statistics, the checkpoint's:
      * it scores exactly what bioflex-eval scores from that checkpoint in one process. */
     rc = run("bn_local_eval.log", "%s/bioflex-eval --checkpoint %s/bn_local %s --set model.batchnorm=true", BIOFLEX_BINARY_DIR,

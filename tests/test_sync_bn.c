@@ -7,7 +7,8 @@
  *     two ranks' dgamma/dbeta adding up to the whole batch's;
  *   - with one rank the ops chain to exactly batchnorm_forward_train / batchnorm_backward;
  *   - a model with a sync_sums hook that does nothing (one rank) trains bit for bit as without it,
- *     calling the hook three times per batch-norm layer and step (two forward, one backward);
+ *     calling the hook three times per batch-norm layer and step (two forward, one backward), also
+ *     with a flex layer whose mask joint batch-normalises its logits;
  *   - bad arguments are refused with a message. */
 #include <math.h>
 #include <stdlib.h>
@@ -206,14 +207,23 @@ static bf_status one_rank_sums(void *ctx, double *sums, size_t n) {
     return BF_OK;
 }
 
-static bf_model *small_model(bf_backend *b) {
+/* With flex_bn, conv2 is a flex layer whose mask joint batch-normalises its logits: a third
+ * batch-norm that sync_bn must reach. */
+static bf_model *small_model(bf_backend *b, int flex_bn) {
     bf_model *m = NULL;
     CHECK_OK(bf_model_create(b, (bf_shape){N, 3, 8, 8}, 5, &m));
     if (!m) return NULL;
     int x = bf_model_add_conv(m, "conv1", BF_MODEL_INPUT, 6, 3, 1, 1, 1, 0, BF_INIT_UNIFORM_FAN_IN);
     x = bf_model_add_batchnorm(m, "bn1", x, 1e-5f, 0.1f);
     x = bf_model_add_relu(m, "relu1", x);
-    x = bf_model_add_conv(m, "conv2", x, 9, 3, 2, 1, 1, 0, BF_INIT_UNIFORM_FAN_IN);
+    const bf_flex_options opt = {.joint = BF_FLEX_JOINT_MASK, .channels = BF_FLEX_CHANNELS_EXPAND,
+                                 .ties = BF_FLEX_TIE_SPLIT, .mask = BF_FLEX_MASK_SIGMOID_HARD, .mask_factor = 1.0f,
+                                 .logits_bn = 1, .threshold_mode = BF_THRESHOLD_LEARNED, .bn_eps = 1e-5f,
+                                 .bn_momentum = 0.1f};
+    if (flex_bn)
+        x = bf_model_add_flex(m, "conv2", x, 9, 3, 2, 1, BF_INIT_UNIFORM_FAN_IN, &opt);
+    else
+        x = bf_model_add_conv(m, "conv2", x, 9, 3, 2, 1, 1, 0, BF_INIT_UNIFORM_FAN_IN);
     x = bf_model_add_batchnorm(m, "bn2", x, 1e-5f, 0.1f);
     x = bf_model_add_global_avgpool(m, "gap", x);
     x = bf_model_add_flatten(m, "flatten", x);
@@ -237,8 +247,8 @@ static void model_step(bf_backend *b, bf_model *m, const float *x, const int32_t
     *buffers_out = bf_test_download(b, m->buffer_data, m->num_buffer_floats);
 }
 
-static void test_model_one_rank(bf_backend *b) {
-    bf_model *plain = small_model(b), *synced = small_model(b);
+static void test_model_one_rank(bf_backend *b, int flex_bn) {
+    bf_model *plain = small_model(b, flex_bn), *synced = small_model(b, flex_bn);
     if (!plain || !synced || !plain->param_data || !synced->param_data) goto done;
     float x[N * 3 * 8 * 8];
     bf_test_fill_uniform(x, N * 3 * 8 * 8, -1, 1, 31);
@@ -249,7 +259,8 @@ static void test_model_one_rank(bf_backend *b) {
         model_step(b, plain, x, labels, &lp, &gp, &bp);
         hook_calls = 0;
         model_step(b, synced, x, labels, &ls, &gs, &bs);
-        CHECK(hook_calls == 6, "the hook runs 3 times per batch-norm layer and step (got %d for 2 layers)", hook_calls);
+        CHECK(hook_calls == (flex_bn ? 9 : 6), "the hook runs 3 times per batch-norm and step (got %d for %d)",
+              hook_calls, flex_bn ? 3 : 2);
         if (lp && ls) check_same(ls, lp, N * 4, "model with a one-rank sync_bn hook: logits");
         if (gp && gs) check_same(gs, gp, plain->num_param_floats, "model with a one-rank sync_bn hook: gradients");
         if (bp && bs) check_same(bs, bp, plain->num_buffer_floats, "model with a one-rank sync_bn hook: running stats");
@@ -267,7 +278,8 @@ int main(void) {
     test_ops_against_double(b);
     test_ranks_match_plain(b);
     test_refusals(b);
-    test_model_one_rank(b);
+    test_model_one_rank(b, 0);
+    test_model_one_rank(b, 1);
     bf_backend_destroy(b);
     return bf_test_finish();
 }

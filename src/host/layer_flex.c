@@ -14,6 +14,7 @@
 #include "bioflex/hash.h"
 
 #include "layers.h"
+#include "sync_bn.h"
 
 static size_t branch_floats(const bf_layer *l) { return (size_t)l->flex.n * l->flex.c_out * l->flex.hw; }
 static size_t pooled_floats(const bf_layer *l) { return (size_t)l->flex.n * l->flex.c_in * l->flex.hw; }
@@ -116,7 +117,12 @@ bf_status bf_flex_forward(bf_model *m, int index) {
     BF_TRY(ops->flex_logits_forward(b, &fs, l->flex_widened, threshold(m, l), l->flex_logits));
     const float *logits = l->flex_logits;
     if (l->flex_opt.logits_bn) {
-        if (m->training)
+        bf_bn_sync sync = bf_model_bn_sync(m);
+        if (m->training && m->sync_sums) /* [run] sync_bn: the logits' statistics over every rank's batch */
+            BF_TRY(bf_sync_bn_forward_train(&sync, &bs, l->flex_logits, param(m, l, 3), param(m, l, 4),
+                                            l->flex_logits_bn, l->save_mean, l->save_invstd, buffer(m, l, 0),
+                                            buffer(m, l, 1)));
+        else if (m->training)
             BF_TRY(ops->batchnorm_forward_train(b, &bs, l->flex_logits, param(m, l, 3), param(m, l, 4), l->flex_logits_bn,
                                                 l->save_mean, l->save_invstd, buffer(m, l, 0), buffer(m, l, 1)));
         else
@@ -148,7 +154,11 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
         const float *logits = l->flex_opt.logits_bn ? l->flex_logits_bn : l->flex_logits;
         BF_TRY(ops->flex_mask_backward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, logits, l->flex_mask,
                                        l->flex_conv, l->flex_widened, l->dout, dconv, dlogits_used, dwidened));
-        if (l->flex_opt.logits_bn)
+        bf_bn_sync sync = bf_model_bn_sync(m);
+        if (l->flex_opt.logits_bn && m->sync_sums)
+            BF_TRY(bf_sync_bn_backward(&sync, &bs, l->flex_logits, dlogits_used, param(m, l, 3), l->save_mean,
+                                       l->save_invstd, dlogits, grad(m, l, 3), grad(m, l, 4)));
+        else if (l->flex_opt.logits_bn)
             BF_TRY(ops->batchnorm_backward(b, &bs, l->flex_logits, dlogits_used, param(m, l, 3), l->save_mean,
                                            l->save_invstd, dlogits, grad(m, l, 3), grad(m, l, 4)));
         else

@@ -146,9 +146,11 @@ bf_status bf_model_finalize(bf_model *m) {
     /* Synchronised batch-norm's per-channel sums (sync_bn.c): kept even when sync_bn is off, since
      * data parallelism is attached after finalize; a few KiB at most. */
     m->bn_sync_doubles = 0;
-    for (int i = 0; i < m->num_layers; i++)
-        if (m->layers[i].kind == BF_LAYER_BATCHNORM && 2 * (size_t)m->layers[i].bn.c + 1 > m->bn_sync_doubles)
-            m->bn_sync_doubles = 2 * (size_t)m->layers[i].bn.c + 1;
+    for (int i = 0; i < m->num_layers; i++) {
+        const bf_layer *l = &m->layers[i];
+        const int normalises = l->kind == BF_LAYER_BATCHNORM || (l->kind == BF_LAYER_FLEX && l->flex_opt.logits_bn);
+        if (normalises && 2 * (size_t)l->bn.c + 1 > m->bn_sync_doubles) m->bn_sync_doubles = 2 * (size_t)l->bn.c + 1;
+    }
     arena_bytes += align_up(m->bn_sync_doubles * sizeof(double));
     m->arena_bytes = arena_bytes;
     if (!b) return BF_OK; /* planning only (--dry-run): shapes, parameters and memory, no allocation */
