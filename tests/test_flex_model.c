@@ -173,16 +173,26 @@ static void check_gradients(const char *label, const bf_flex_options *opt) {
         const char *names[4];
         bf_model_flex_monitor(m, ratio, homogeneity, names, 4); /* reset */
         CHECK_OK(bf_model_forward(m, xh, &logits));
+        /* the branches recomputed from flex1's input (the stem's output) with the plain ops */
         const bf_layer *f = &m->layers[1];
-        size_t elems = (size_t)N * f->flex.c_out * f->flex.hw, wins = 0;
+        size_t elems = (size_t)N * f->flex.c_out * f->flex.hw, pooled = (size_t)N * f->flex.c_in * f->flex.hw, wins = 0;
+        bf_conv2d_shape cs = f->conv;
+        bf_pool_shape ps = f->pool;
+        cs.n = ps.n = N;
+        float *conv = malloc(elems * sizeof(float)), *pool = malloc(pooled * sizeof(float));
+        int32_t *argmax = malloc(pooled * sizeof(int32_t));
+        CHECK_OK(b->ops->conv2d_forward(b, &cs, m->layers[0].out, m->param_data + m->params[f->param_index[0]].offset,
+                                        m->param_data + m->params[f->param_index[1]].offset, conv));
+        CHECK_OK(b->ops->maxpool_forward(b, &ps, m->layers[0].out, pool, argmax));
         int ratio_per = f->flex.c_out / f->flex.c_in; /* 3 -> 6: block copy, channel j from j/2 */
         for (int n = 0; n < N; n++)
             for (int j = 0; j < f->flex.c_out; j++)
                 for (int p = 0; p < f->flex.hw; p++) {
-                    float conv = f->flex_conv[((size_t)n * f->flex.c_out + j) * f->flex.hw + p];
-                    float pool = f->flex_pooled[((size_t)n * f->flex.c_in + j / ratio_per) * f->flex.hw + p];
-                    wins += conv > pool;
+                    float c = conv[((size_t)n * f->flex.c_out + j) * f->flex.hw + p];
+                    float w = pool[((size_t)n * f->flex.c_in + j / ratio_per) * f->flex.hw + p];
+                    wins += c > w;
                 }
+        free(conv), free(pool), free(argmax);
         int nf = bf_model_flex_monitor(m, ratio, homogeneity, names, 4);
         CHECK(nf == 2 && homogeneity[0] == 1.0, "%s: a channel-wise max is binary (homogeneity 1)", label);
         if (opt->channels == BF_FLEX_CHANNELS_EXPAND)

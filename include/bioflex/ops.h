@@ -154,6 +154,9 @@ typedef struct bf_flex_shape {
  * output would be empty or the channel counts do not divide by groups. */
 bf_status bf_conv2d_shape_init(bf_conv2d_shape *s);
 bf_status bf_pool_shape_init(bf_pool_shape *s);
+/* BF_OK when ps is a valid pool over [n, c_in, h, w] whose output has the flex shape's n, c_in and
+ * hw, with k*k <= 255 (the flex_pool_* ops' window bytes); else BF_ERR_ARG naming op and both shapes. */
+bf_status bf_flex_pool_shape_check(const bf_pool_shape *ps, const bf_flex_shape *s, const char *op);
 
 typedef struct bf_backend bf_backend;
 
@@ -275,6 +278,32 @@ typedef struct bf_ops {
      * goes to P~ and is folded back into dpooled [n, c_in, hw]. Both overwritten. */
     bf_status (*flex_max_backward)(bf_backend *b, const bf_flex_shape *s, const float *conv, const float *pooled,
                                    const float *dy, float *dconv, float *dpooled);
+    /* Fused channel-wise max (what a flex layer with the max joint runs; flexnet.md 1.2-1.4, 1.7):
+     * the pool branch, widening, joint and bookkeeping in one pass each way, never storing P or P~.
+     * ps is the pool branch over x [n, c_in, h_in, w_in] (ps->n == s->n, ps->c == s->c_in,
+     * ps->h_out * ps->w_out == s->hw, ps->k * ps->k <= 255).
+     * forward: y [n, c_out, hw] holds the conv output C on entry and max(C, P~) on return (as
+     *   flex_max_forward: a NaN on either side propagates). window [n, c_in, hw], one byte per
+     *   pooled element: its maximum's place in the k*k window, kh*k + kw (as maxpool_forward: the
+     *   first maximum in row-major order, a NaN wins, padding never does); written only for the
+     *   pooled channels some output channel taps, the others are left as they were. winners, one
+     *   bit per element e of y (bit e%32 of word e/32, (n*c_out*hw + 31)/32 words, the last word's
+     *   spare bits 0): 1 where C >= P~, the conv won or tied. conv_wins as flex_max_forward.
+     * backward: dconv [n, c_out, hw] = dy where C > P~, dy/2 on ties under SPLIT (0 under POOL),
+     *   else 0, overwritten. A tie is told from a conv win by y == P~ (P recomputed from x and
+     *   window): y must be as forward left it. dpooled (nullable: then only dconv) [n, c_in, hw] =
+     *   the fold-back of dy - dconv, as flex_max_backward, overwritten. Both results are
+     *   bit-identical to maxpool_forward + flex_max_forward + flex_max_backward on every backend. */
+    bf_status (*flex_pool_max_forward)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
+                                       float *y, uint8_t *window, uint32_t *winners, float *conv_wins);
+    bf_status (*flex_pool_max_backward)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
+                                        const float *y, const uint8_t *window, const uint32_t *winners,
+                                        const float *dy, float *dconv, float *dpooled);
+    /* dx [n, c_in, h_in, w_in] += maxpool_backward of dpooled through window (the pool branch's
+     * share of the input gradient, added after the conv's backward-data wrote dx; each input
+     * element sums its windows in ascending output order, as maxpool_backward, then adds). */
+    bf_status (*flex_pool_scatter_add)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                       const uint8_t *window, const float *dpooled, float *dx);
     /* Mask joint. logits [n, c_out, hw] = widened - threshold[c_out, hw] (broadcast over n). */
     bf_status (*flex_logits_forward)(bf_backend *b, const bf_flex_shape *s, const float *widened,
                                      const float *threshold, float *logits);

@@ -1,13 +1,17 @@
 /* layer_flex.c - the flex layer (FlexNet's Flex2D, ../shared/specs/flexnet.md section 1):
  *   C  = conv(x)                      cuDNN / im2col, like a conv layer
  *   P  = maxpool(x), same window      padding never wins a max
- *   channelwise_max:  y = max(C, widen(P))                   (one fused op each way)
+ *   channelwise_max:  y = max(C, widen(P))
  *   mask:             L = widen(P) - T, [L = BN(L)], M = mask(L), y = widen(P)(1-M) + C M
- * The backward routes dy to the branches, folds the pool share back to the input channels,
- * scatters it through the pool's argmax, and adds it to the conv's input gradient. Its scratch
- * (dC, dP, the pool's dx, and the mask path's gradients) is shared by all flex layers of a model,
- * since only one layer's backward runs at a time. Monitors (conv wins, or the mask sum) are summed
- * on the device in training mode and read by bf_model_flex_monitor at log intervals. */
+ * The channel-wise max runs fused (ops.h flex_pool_max_*): the conv writes C into the layer's
+ * output, one op turns it into y in place computing P on the fly, and the layer keeps only a byte
+ * per pooled element (where its window's maximum was) and a bit per output element (conv won or
+ * tied) for the backward, which routes dy to dC and the pool's share in one pass and scatters that
+ * share into dx after the conv's backward-data. The mask joint runs op by op, keeping C, P, P~, L
+ * and M. The backward's scratch (dC, dP, and for the mask the pool's dx and the mask path's
+ * gradients) is shared by all flex layers of a model, since only one layer's backward runs at a
+ * time. Monitors (conv wins, or the mask sum) are summed on the device in training mode and read
+ * by bf_model_flex_monitor at log intervals. */
 #include <math.h>
 #include <string.h>
 
@@ -21,16 +25,19 @@ static size_t pooled_floats(const bf_layer *l) { return (size_t)l->flex.n * l->f
 static size_t input_floats(const bf_layer *l) { return (size_t)l->conv.n * l->conv.c_in * l->conv.h_in * l->conv.w_in; }
 static int is_mask(const bf_layer *l) { return l->flex_opt.joint == BF_FLEX_JOINT_MASK; }
 
+static size_t winner_words(const bf_layer *l) { return (branch_floats(l) + 31) / 32; }
+
 size_t bf_flex_arena_bytes(const bf_layer *l) {
-    size_t bytes = bf_arena_align(branch_floats(l) * sizeof(float))       /* C */
-                   + bf_arena_align(pooled_floats(l) * sizeof(float))     /* P */
-                   + bf_arena_align(pooled_floats(l) * sizeof(int32_t))   /* argmax */
-                   + bf_arena_align(4 * sizeof(float));                   /* monitors */
-    if (is_mask(l)) {
-        bytes += 3 * bf_arena_align(branch_floats(l) * sizeof(float)); /* widened, logits, mask */
-        if (l->flex_opt.logits_bn)
-            bytes += bf_arena_align(branch_floats(l) * sizeof(float)) + 2 * bf_arena_align((size_t)l->flex.c_out * sizeof(float));
-    }
+    size_t bytes = bf_arena_align(4 * sizeof(float)); /* monitors */
+    if (!is_mask(l))
+        return bytes + bf_arena_align(pooled_floats(l)) /* window bytes */
+               + bf_arena_align(winner_words(l) * sizeof(uint32_t));
+    bytes += bf_arena_align(branch_floats(l) * sizeof(float))       /* C */
+             + bf_arena_align(pooled_floats(l) * sizeof(float))     /* P */
+             + bf_arena_align(pooled_floats(l) * sizeof(int32_t))   /* argmax */
+             + 3 * bf_arena_align(branch_floats(l) * sizeof(float)); /* widened, logits, mask */
+    if (l->flex_opt.logits_bn)
+        bytes += bf_arena_align(branch_floats(l) * sizeof(float)) + 2 * bf_arena_align((size_t)l->flex.c_out * sizeof(float));
     return bytes;
 }
 
@@ -41,28 +48,31 @@ static float *take(char **cursor, size_t bytes) {
 }
 
 char *bf_flex_place(bf_layer *l, char *cursor) {
+    l->flex_stats = take(&cursor, 4 * sizeof(float));
+    if (!is_mask(l)) {
+        l->flex_window = (uint8_t *)take(&cursor, pooled_floats(l));
+        l->flex_winners = (uint32_t *)take(&cursor, winner_words(l) * sizeof(uint32_t));
+        return cursor;
+    }
     l->flex_conv = take(&cursor, branch_floats(l) * sizeof(float));
     l->flex_pooled = take(&cursor, pooled_floats(l) * sizeof(float));
     l->argmax = (int32_t *)take(&cursor, pooled_floats(l) * sizeof(int32_t));
-    l->flex_stats = take(&cursor, 4 * sizeof(float));
-    if (is_mask(l)) {
-        l->flex_widened = take(&cursor, branch_floats(l) * sizeof(float));
-        l->flex_logits = take(&cursor, branch_floats(l) * sizeof(float));
-        l->flex_mask = take(&cursor, branch_floats(l) * sizeof(float));
-        if (l->flex_opt.logits_bn) {
-            l->flex_logits_bn = take(&cursor, branch_floats(l) * sizeof(float));
-            l->save_mean = take(&cursor, (size_t)l->flex.c_out * sizeof(float));
-            l->save_invstd = take(&cursor, (size_t)l->flex.c_out * sizeof(float));
-        }
+    l->flex_widened = take(&cursor, branch_floats(l) * sizeof(float));
+    l->flex_logits = take(&cursor, branch_floats(l) * sizeof(float));
+    l->flex_mask = take(&cursor, branch_floats(l) * sizeof(float));
+    if (l->flex_opt.logits_bn) {
+        l->flex_logits_bn = take(&cursor, branch_floats(l) * sizeof(float));
+        l->save_mean = take(&cursor, (size_t)l->flex.c_out * sizeof(float));
+        l->save_invstd = take(&cursor, (size_t)l->flex.c_out * sizeof(float));
     }
     return cursor;
 }
 
 size_t bf_flex_scratch_floats(const bf_layer *l) {
     if (l->kind != BF_LAYER_FLEX) return 0;
-    size_t floats = branch_floats(l) + pooled_floats(l) + input_floats(l); /* dC, dP, pool dx */
-    if (is_mask(l)) floats += 3 * branch_floats(l);                        /* dL (post-BN), dL, dP~ */
-    return floats;
+    if (!is_mask(l)) return branch_floats(l) + pooled_floats(l); /* dC, dP */
+    /* dC, dP, the pool's dx, dL (post-BN), dL, dP~ */
+    return branch_floats(l) + pooled_floats(l) + input_floats(l) + 3 * branch_floats(l);
 }
 
 static float *param(const bf_model *m, const bf_layer *l, int slot) {
@@ -103,9 +113,12 @@ bf_status bf_flex_forward(bf_model *m, int index) {
     bf_bn_shape bs;
     current_shapes(m, l, &cs, &ps, &fs, &bs);
     float *stats = m->training ? l->flex_stats : NULL;
+    if (!is_mask(l)) { /* C straight into the output, turned into y in place */
+        BF_TRY(ops->conv2d_forward(b, &cs, x, param(m, l, 0), param(m, l, 1), l->out));
+        return ops->flex_pool_max_forward(b, &ps, &fs, x, l->out, l->flex_window, l->flex_winners, stats);
+    }
     BF_TRY(ops->conv2d_forward(b, &cs, x, param(m, l, 0), param(m, l, 1), l->flex_conv));
     BF_TRY(ops->maxpool_forward(b, &ps, x, l->flex_pooled, l->argmax));
-    if (!is_mask(l)) return ops->flex_max_forward(b, &fs, l->flex_conv, l->flex_pooled, l->out, stats);
 
     BF_TRY(ops->flex_widen_forward(b, &fs, l->flex_pooled, l->flex_widened));
     if (l->flex_opt.threshold_mode == BF_THRESHOLD_RESAMPLE) {
@@ -147,27 +160,31 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
     size_t branch = (size_t)fs.n * fs.c_out * fs.hw, pooled = (size_t)fs.n * fs.c_in * fs.hw;
     size_t input = (size_t)cs.n * cs.c_in * cs.h_in * cs.w_in;
     float *dconv = m->flex_scratch, *dpooled = dconv + branch, *dx_pool = dpooled + pooled;
-    if (!is_mask(l)) {
-        BF_TRY(ops->flex_max_backward(b, &fs, l->flex_conv, l->flex_pooled, l->dout, dconv, dpooled));
-    } else {
-        float *dlogits_used = dx_pool + input, *dlogits = dlogits_used + branch, *dwidened = dlogits + branch;
-        const float *logits = l->flex_opt.logits_bn ? l->flex_logits_bn : l->flex_logits;
-        BF_TRY(ops->flex_mask_backward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, logits, l->flex_mask,
-                                       l->flex_conv, l->flex_widened, l->dout, dconv, dlogits_used, dwidened));
-        bf_bn_sync sync = bf_model_bn_sync(m);
-        if (l->flex_opt.logits_bn && m->sync_sums)
-            BF_TRY(bf_sync_bn_backward(&sync, &bs, l->flex_logits, dlogits_used, param(m, l, 3), l->save_mean,
-                                       l->save_invstd, dlogits, grad(m, l, 3), grad(m, l, 4)));
-        else if (l->flex_opt.logits_bn)
-            BF_TRY(ops->batchnorm_backward(b, &bs, l->flex_logits, dlogits_used, param(m, l, 3), l->save_mean,
-                                           l->save_invstd, dlogits, grad(m, l, 3), grad(m, l, 4)));
-        else
-            dlogits = dlogits_used;
-        /* L = widen(P) - T: the logits' gradient reaches the pool branch and (negated) the threshold */
-        BF_TRY(ops->add_inplace(b, dwidened, dlogits, branch));
-        if (l->param_index[2] >= 0) BF_TRY(ops->flex_threshold_backward(b, &fs, dlogits, grad(m, l, 2)));
-        BF_TRY(ops->flex_widen_backward(b, &fs, dwidened, dpooled));
+    if (!is_mask(l)) { /* y (the output, which no in-place ReLU overwrites) tells ties from conv wins */
+        BF_TRY(ops->flex_pool_max_backward(b, &ps, &fs, x, l->out, l->flex_window, l->flex_winners, l->dout, dconv,
+                                           dx ? dpooled : NULL));
+        BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, grad(m, l, 0), grad(m, l, 1)));
+        if (!dx) return BF_OK;
+        BF_TRY(ops->conv2d_backward_data(b, &cs, dconv, param(m, l, 0), dx));
+        return ops->flex_pool_scatter_add(b, &ps, &fs, l->flex_window, dpooled, dx);
     }
+    float *dlogits_used = dx_pool + input, *dlogits = dlogits_used + branch, *dwidened = dlogits + branch;
+    const float *logits = l->flex_opt.logits_bn ? l->flex_logits_bn : l->flex_logits;
+    BF_TRY(ops->flex_mask_backward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, logits, l->flex_mask,
+                                   l->flex_conv, l->flex_widened, l->dout, dconv, dlogits_used, dwidened));
+    bf_bn_sync sync = bf_model_bn_sync(m);
+    if (l->flex_opt.logits_bn && m->sync_sums)
+        BF_TRY(bf_sync_bn_backward(&sync, &bs, l->flex_logits, dlogits_used, param(m, l, 3), l->save_mean,
+                                   l->save_invstd, dlogits, grad(m, l, 3), grad(m, l, 4)));
+    else if (l->flex_opt.logits_bn)
+        BF_TRY(ops->batchnorm_backward(b, &bs, l->flex_logits, dlogits_used, param(m, l, 3), l->save_mean,
+                                       l->save_invstd, dlogits, grad(m, l, 3), grad(m, l, 4)));
+    else
+        dlogits = dlogits_used;
+    /* L = widen(P) - T: the logits' gradient reaches the pool branch and (negated) the threshold */
+    BF_TRY(ops->add_inplace(b, dwidened, dlogits, branch));
+    if (l->param_index[2] >= 0) BF_TRY(ops->flex_threshold_backward(b, &fs, dlogits, grad(m, l, 2)));
+    BF_TRY(ops->flex_widen_backward(b, &fs, dwidened, dpooled));
     BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, grad(m, l, 0), grad(m, l, 1)));
     if (!dx) return BF_OK;
     BF_TRY(ops->conv2d_backward_data(b, &cs, dconv, param(m, l, 0), dx));

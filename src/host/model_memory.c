@@ -15,9 +15,12 @@
 static size_t align_up(size_t x) { return bf_arena_align(x); }
 
 /* A ReLU may overwrite its input when nothing else reads that input: every layer kind here
- * computes its backward from its own input (or, for ReLU, its output), never from its output. */
+ * computes its backward from its own input (or, for ReLU, its output), never from its output,
+ * except a flex layer with the channel-wise max, whose backward tells ties by its output. */
 static int relu_can_be_in_place(const bf_model *m, const bf_layer *l) {
-    return l->kind == BF_LAYER_RELU && l->input[0] != BF_MODEL_INPUT && m->layers[l->input[0]].num_consumers == 1;
+    if (l->kind != BF_LAYER_RELU || l->input[0] == BF_MODEL_INPUT) return 0;
+    const bf_layer *in = &m->layers[l->input[0]];
+    return in->num_consumers == 1 && !(in->kind == BF_LAYER_FLEX && in->flex_opt.joint == BF_FLEX_JOINT_MAX);
 }
 
 /* Bytes of arena one layer needs: its output (unless it aliases its input) and its scratch. */

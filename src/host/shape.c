@@ -1,4 +1,5 @@
-/* shape.c - output sizes of convolutions and pools (PyTorch's floor formula). */
+/* shape.c - output sizes of convolutions and pools (PyTorch's floor formula), and the fit of a
+ * flex layer's pool branch to its flex shape. */
 #include "bioflex/ops.h"
 
 bf_status bf_conv2d_shape_init(bf_conv2d_shape *s) {
@@ -22,5 +23,18 @@ bf_status bf_pool_shape_init(bf_pool_shape *s) {
     s->w_out = (s->w_in + 2 * s->pad - s->k) / s->stride + 1;
     if (s->h_in + 2 * s->pad < s->k || s->w_in + 2 * s->pad < s->k || s->h_out <= 0 || s->w_out <= 0)
         return bf_error(BF_ERR_ARG, "pool: kernel %d (pad %d) does not fit input %dx%d", s->k, s->pad, s->h_in, s->w_in);
+    return BF_OK;
+}
+
+bf_status bf_flex_pool_shape_check(const bf_pool_shape *ps, const bf_flex_shape *s, const char *op) {
+    if (!ps || !s) return bf_error(BF_ERR_ARG, "%s: NULL shape", op);
+    bf_pool_shape expect = *ps;
+    if (ps->k <= 0 || ps->k * ps->k > 255 || bf_pool_shape_init(&expect) != BF_OK || expect.h_out != ps->h_out ||
+        expect.w_out != ps->w_out || ps->n != s->n || ps->c != s->c_in || (long)ps->h_out * ps->w_out != s->hw)
+        return bf_error(BF_ERR_ARG,
+                        "%s: pool shape n=%d c=%d %dx%d k=%d stride=%d pad=%d -> %dx%d does not fit the flex shape "
+                        "n=%d c_in=%d hw=%d (or k*k > 255, or pad > k/2)",
+                        op, ps->n, ps->c, ps->h_in, ps->w_in, ps->k, ps->stride, ps->pad, ps->h_out, ps->w_out, s->n,
+                        s->c_in, s->hw);
     return BF_OK;
 }

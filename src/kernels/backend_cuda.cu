@@ -223,6 +223,9 @@ static const bf_ops cuda_ops = {
     /* .flex_widen_backward = */ bf_cuda_flex_widen_backward,
     /* .flex_max_forward = */ bf_cuda_flex_max_forward,
     /* .flex_max_backward = */ bf_cuda_flex_max_backward,
+    /* .flex_pool_max_forward = */ bf_cuda_flex_pool_max_forward,
+    /* .flex_pool_max_backward = */ bf_cuda_flex_pool_max_backward,
+    /* .flex_pool_scatter_add = */ bf_cuda_flex_pool_scatter_add,
     /* .flex_logits_forward = */ bf_cuda_flex_logits_forward,
     /* .flex_mask_forward = */ bf_cuda_flex_mask_forward,
     /* .flex_mask_backward = */ bf_cuda_flex_mask_backward,
@@ -251,7 +254,7 @@ static const bf_ops cuda_ops = {
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 60 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 63 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

@@ -295,6 +295,15 @@ bf_status bf_cuda_flex_threshold_backward(bf_backend *b, const bf_flex_shape *s,
                                           float *dthreshold);
 bf_status bf_cuda_flex_mask_stats(bf_backend *b, const float *mask, size_t n, float *out);
 
+/* flex_pool.cu */
+bf_status bf_cuda_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
+                                        float *y, uint8_t *window, uint32_t *winners, float *conv_wins);
+bf_status bf_cuda_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                         const float *x, const float *y, const uint8_t *window,
+                                         const uint32_t *winners, const float *dy, float *dconv, float *dpooled);
+bf_status bf_cuda_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                        const uint8_t *window, const float *dpooled, float *dx);
+
 /* neuron.cu */
 bf_status bf_cuda_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, float *y,
                                  float *charge, float *stats);

@@ -14,76 +14,9 @@
 #include <math.h>
 
 #include "bioflex/hash.h"
-#include "cuda_backend.h"
+#include "flex_common.cuh"
 
-namespace { /* kernels and helpers are private to this file */
-
-/* The shape as the kernels need it; scale = c_in/c_out is rounded on the host, as the CPU does. */
-struct flex_geo {
-    int c_in, c_out, hw, bilinear;
-    float scale;
-};
-
-/* Output channel j reads pooled channel i0 (weight w0) and, for BILINEAR, i1 (w1); i1 < 0: one tap. */
-struct flex_taps {
-    int i0, i1;
-    float w0, w1;
-};
-
-__device__ __forceinline__ flex_taps taps_of(const flex_geo &g, int j) {
-    flex_taps t = {0, -1, 1.0f, 0.0f};
-    if (!g.bilinear) {
-        t.i0 = g.c_out % g.c_in == 0 ? j / (g.c_out / g.c_in) : j % g.c_in;
-        return t;
-    }
-    float src = __fsub_rn(__fmul_rn(g.scale, (float)j + 0.5f), 0.5f); /* PyTorch's float source index */
-    if (src < 0.0f) src = 0.0f;
-    t.i0 = (int)src;
-    t.i1 = t.i0 + 1 < g.c_in ? t.i0 + 1 : g.c_in - 1;
-    t.w1 = __fsub_rn(src, (float)t.i0);
-    t.w0 = __fsub_rn(1.0f, t.w1);
-    return t;
-}
-
-/* Output channels j = lo, lo+step, ... < hi that may tap pooled channel i (for BILINEAR a superset of
- * the taps with nonzero weight: a zero-weight tap clamped at the edge is skipped; taps_of decides).
- * Same ranges as flex_cpu.c, so the same terms are added in the same order. */
-__device__ __forceinline__ void fold_candidates(const flex_geo &g, int i, int *lo, int *hi, int *step) {
-    *step = 1;
-    if (!g.bilinear) {
-        if (g.c_out % g.c_in == 0) {
-            const int r = g.c_out / g.c_in;
-            *lo = i * r;
-            *hi = *lo + r;
-        } else {
-            *lo = i;
-            *hi = g.c_out;
-            *step = g.c_in;
-        }
-        return;
-    }
-    const double ratio = (double)g.c_out / g.c_in;
-    const int l = (int)floor((i - 0.5) * ratio - 0.5) - 1, h = (int)ceil((i + 1.5) * ratio - 0.5) + 1;
-    *lo = l < 0 ? 0 : l;
-    *hi = h > g.c_out ? g.c_out : h;
-}
-
-/* The widened value at position p of one sample's pooled block pn [c_in, hw]. */
-__device__ __forceinline__ float widen_at(const flex_taps &t, const float *pn, size_t hw, size_t p) {
-    const float v = pn[(size_t)t.i0 * hw + p];
-    return t.i1 < 0 ? v : __fadd_rn(__fmul_rn(t.w0, v), __fmul_rn(t.w1, pn[(size_t)t.i1 * hw + p]));
-}
-
-/* Element idx of a [n, c, hw] tensor -> (sample, channel, position). */
-__device__ __forceinline__ void split_index(size_t idx, int c, int hw, size_t *sample, int *channel, size_t *p) {
-    const size_t plane = idx / (size_t)hw;
-    *p = idx - plane * (size_t)hw;
-    *sample = plane / (size_t)c;
-    *channel = (int)(plane - *sample * (size_t)c);
-}
-
-#define GRID_STRIDE(i, total) \
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
+namespace { /* kernels are private to this file */
 
 __global__ void k_widen_forward(const float *__restrict__ pooled, float *__restrict__ widened, size_t total,
                                 flex_geo g) {
@@ -262,68 +195,9 @@ __global__ void k_mask_stat(const float *__restrict__ mask, size_t total, double
     if (threadIdx.x == 0) partial[blockIdx.x] = sum;
 }
 
-/* One block: *out += the partials, added in a fixed tree order. */
-__global__ void k_accumulate_partials(const double *__restrict__ partial, int count, float *out) {
-    double acc = 0.0;
-    for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partial[i];
-    acc = bf_block_sum(acc);
-    if (threadIdx.x == 0) *out = (float)((double)*out + acc);
-}
-
-/* ---- host helpers ---- */
-
-bf_status check_shape(const bf_flex_shape *s, const char *op) {
-    if (!s) return bf_error(BF_ERR_ARG, "%s: NULL shape", op);
-    if (s->n <= 0 || s->c_in <= 0 || s->c_out <= 0 || s->hw <= 0 ||
-        (s->channels != BF_FLEX_CHANNELS_EXPAND && s->channels != BF_FLEX_CHANNELS_BILINEAR) ||
-        (s->ties != BF_FLEX_TIE_SPLIT && s->ties != BF_FLEX_TIE_POOL))
-        return bf_error(BF_ERR_ARG, "%s: invalid shape n=%d c_in=%d c_out=%d hw=%d channels=%d ties=%d", op, s->n,
-                        s->c_in, s->c_out, s->hw, (int)s->channels, (int)s->ties);
-    return BF_OK;
-}
-
-bf_status check_kind(bf_flex_mask kind, const char *op) {
-    if ((int)kind < 0 || kind >= BF_FLEX_MASK_COUNT) return bf_error(BF_ERR_ARG, "%s: unknown mask kind %d", op, (int)kind);
-    return BF_OK;
-}
-
-flex_geo geo_of(const bf_flex_shape *s) {
-    flex_geo g;
-    g.c_in = s->c_in;
-    g.c_out = s->c_out;
-    g.hw = s->hw;
-    g.bilinear = s->channels == BF_FLEX_CHANNELS_BILINEAR;
-    g.scale = (float)s->c_in / (float)s->c_out;
-    return g;
-}
-
-size_t out_elements(const bf_flex_shape *s) { return (size_t)s->n * s->c_out * s->hw; }
-
-/* Blocks of a counting/summing launch: a function of the element count only (never of the device),
- * at most 1024 so that one block adds the partials, about 8 elements per thread before the cap. */
-unsigned reduce_blocks(size_t n) {
-    size_t blocks = bf_cuda_div_up(n, (size_t)BF_CUDA_THREADS * 8);
-    return (unsigned)(blocks > 1024 ? 1024 : blocks < 1 ? 1 : blocks);
-}
 
 }  // namespace
 
-/* The start of every op: device current, shape valid, no NULL tensor; declares im. */
-#define FLEX_ENTER(op, ...)                                                           \
-    bf_cuda_impl *im;                                                                 \
-    BF_TRY(bf_cuda_enter(b, &im));                                                    \
-    BF_TRY(check_shape(s, op));                                                       \
-    do {                                                                              \
-        const void *req_[] = {__VA_ARGS__};                                           \
-        for (size_t k_ = 0; k_ < sizeof req_ / sizeof req_[0]; k_++)                  \
-            if (!req_[k_]) return bf_error(BF_ERR_ARG, "%s: NULL tensor pointer", op); \
-    } while (0)
-
-#define LAUNCH_ELEMENTWISE(kernel, total, ...)                                                                   \
-    do {                                                                                                         \
-        kernel<<<bf_cuda_grid(im, (total), BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(__VA_ARGS__); \
-        BF_LAUNCH_CHECK(#kernel);                                                                                \
-    } while (0)
 
 extern "C" bf_status bf_cuda_flex_widen_forward(bf_backend *b, const bf_flex_shape *s, const float *pooled,
                                                 float *widened) {

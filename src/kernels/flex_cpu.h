@@ -1,0 +1,93 @@
+/* flex_cpu.h - internal: what the flex CPU files (flex_cpu.c, flex_pool_cpu.c) share: the channel
+ * taps of the widening, the fold-back candidates, and argument checks. Every function computes with
+ * the same float expressions as its twin in flex_common.cuh, so both backends agree bit for bit. */
+#ifndef BIOFLEX_FLEX_CPU_H
+#define BIOFLEX_FLEX_CPU_H
+
+#include <math.h>
+
+#include "cpu_backend.h"
+
+/* Output channel j reads pooled channel i0 (weight w0) and, for BILINEAR, i1 (weight w1); i1 < 0
+ * means a single tap (EXPAND copies, so no multiply may turn an inf into a NaN). */
+typedef struct flex_taps {
+    int i0, i1;
+    float w0, w1;
+} flex_taps;
+
+static inline flex_taps taps_of(const bf_flex_shape *s, int j) {
+    flex_taps t = {0, -1, 1.0f, 0.0f};
+    if (s->channels == BF_FLEX_CHANNELS_EXPAND) {
+        t.i0 = s->c_out % s->c_in == 0 ? j / (s->c_out / s->c_in) : j % s->c_in;
+        return t;
+    }
+    /* F.interpolate(align_corners=False) as PyTorch computes it: scale and source index in float */
+    const float scale = (float)s->c_in / (float)s->c_out;
+    float src = scale * ((float)j + 0.5f) - 0.5f;
+    if (src < 0.0f) src = 0.0f;
+    t.i0 = (int)src;
+    t.i1 = t.i0 + 1 < s->c_in ? t.i0 + 1 : s->c_in - 1;
+    t.w1 = src - (float)t.i0;
+    t.w0 = 1.0f - t.w1;
+    return t;
+}
+
+/* Output channels j = lo, lo+step, ... < hi that may have pooled channel i among their taps (for
+ * BILINEAR a superset of the taps with nonzero weight, whose i0 is i-1 or i there: a zero-weight tap
+ * clamped at the left edge is skipped, so a non-finite gradient there does not reach channel i as
+ * 0*inf = NaN; taps_of decides membership). */
+static inline void fold_candidates(const bf_flex_shape *s, int i, int *lo, int *hi, int *step) {
+    *step = 1;
+    if (s->channels == BF_FLEX_CHANNELS_EXPAND) {
+        if (s->c_out % s->c_in == 0) {
+            const int r = s->c_out / s->c_in;
+            *lo = i * r;
+            *hi = *lo + r;
+        } else { /* tiling: j = i, i + c_in, ...; empty when i >= c_out */
+            *lo = i;
+            *hi = s->c_out;
+            *step = s->c_in;
+        }
+        return;
+    }
+    const double ratio = (double)s->c_out / s->c_in; /* i0(j) in {i-1, i} <=> j in [(i-0.5)r-0.5, (i+1.5)r-0.5) */
+    int l = (int)floor((i - 0.5) * ratio - 0.5) - 1, h = (int)ceil((i + 1.5) * ratio - 0.5) + 1;
+    *lo = l < 0 ? 0 : l;
+    *hi = h > s->c_out ? s->c_out : h;
+}
+
+/* The widened value at position p of a (sample) pooled block pn [c_in, hw]. */
+static inline float widen_at(const flex_taps *t, const float *pn, size_t hw, size_t p) {
+    float v = pn[(size_t)t->i0 * hw + p];
+    return t->i1 < 0 ? v : t->w0 * v + t->w1 * pn[(size_t)t->i1 * hw + p];
+}
+
+static inline bf_status check_shape(const bf_flex_shape *s, const char *op) {
+    if (!s) return bf_error(BF_ERR_ARG, "%s: NULL shape", op);
+    if (s->n <= 0 || s->c_in <= 0 || s->c_out <= 0 || s->hw <= 0 ||
+        (s->channels != BF_FLEX_CHANNELS_EXPAND && s->channels != BF_FLEX_CHANNELS_BILINEAR) ||
+        (s->ties != BF_FLEX_TIE_SPLIT && s->ties != BF_FLEX_TIE_POOL))
+        return bf_error(BF_ERR_ARG, "%s: invalid shape n=%d c_in=%d c_out=%d hw=%d channels=%d ties=%d", op, s->n,
+                        s->c_in, s->c_out, s->hw, (int)s->channels, (int)s->ties);
+    return BF_OK;
+}
+
+static inline bf_status check_kind(bf_flex_mask kind, const char *op) {
+    if ((int)kind < 0 || kind >= BF_FLEX_MASK_COUNT)
+        return bf_error(BF_ERR_ARG, "%s: unknown mask kind %d", op, (int)kind);
+    return BF_OK;
+}
+
+#define REQUIRE(op, ...)                                                              \
+    do {                                                                              \
+        const void *req_[] = {__VA_ARGS__};                                           \
+        for (size_t k_ = 0; k_ < sizeof req_ / sizeof req_[0]; k_++)                  \
+            if (!req_[k_]) return bf_error(BF_ERR_ARG, "%s: NULL tensor pointer", op); \
+    } while (0)
+
+/* Threads for a loop over `planes` planes holding `total` elements: one for short loops. */
+static inline int plane_threads(const bf_backend *b, size_t total) {
+    return total >= BF_CPU_PARALLEL_MIN ? bf_cpu_threads(b) : 1;
+}
+
+#endif

@@ -1,0 +1,195 @@
+/* test_flex_pool_ops.c - the fused channel-wise max ops of the CPU backend (ops.h
+ * flex_pool_max_forward, flex_pool_max_backward, flex_pool_scatter_add) against the op-by-op
+ * sequence they replace, which test_flex_ops.c checks against naive references and finite
+ * differences: maxpool_forward + flex_max_forward, flex_max_backward, maxpool_backward + add.
+ * The contract says bit-identical, so every float is compared by its bits.
+ *
+ * Cases cover both channel rules (EXPAND by block copy, by tiling, and narrowing; BILINEAR widening
+ * and narrowing), both tie rules, the VGG window (3x3, stride 1, pad 1), the fully_flex 2x2/2 window
+ * and a 3x3/2 one, on sizes where neither hw nor the element count is a multiple of 32 (so the
+ * winners bitmap's last word is partial). Inputs are multiples of 1/8, so ties between the branches
+ * are common (each case checks it met some), and one case carries NaNs on both branches. Window
+ * bytes of channels that no output channel taps must be left as they were. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bioflex/ops.h"
+#include "testutil.h"
+
+typedef struct pool_case {
+    const char *name;
+    int n, c_in, c_out, h, w, k, stride, pad;
+    bf_flex_channel_rule channels;
+    bf_flex_tie_rule ties;
+    int nan;
+} pool_case;
+
+static const pool_case k_cases[] = {
+    {"expand 3->6, 3x3/1", 2, 3, 6, 7, 9, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND, BF_FLEX_TIE_SPLIT, 0},
+    {"expand 3->6, ties to pool", 2, 3, 6, 7, 9, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND, BF_FLEX_TIE_POOL, 0},
+    {"expand 4->6 (tiling), 3x3/2", 3, 4, 6, 9, 7, 3, 2, 1, BF_FLEX_CHANNELS_EXPAND, BF_FLEX_TIE_SPLIT, 0},
+    {"expand 6->4 (narrowing), 2x2/2", 2, 6, 4, 10, 6, 2, 2, 0, BF_FLEX_CHANNELS_EXPAND, BF_FLEX_TIE_SPLIT, 0},
+    {"expand 5->5, NaNs", 2, 5, 5, 6, 7, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND, BF_FLEX_TIE_SPLIT, 1},
+    {"bilinear 3->8, 3x3/1", 2, 3, 8, 7, 9, 3, 1, 1, BF_FLEX_CHANNELS_BILINEAR, BF_FLEX_TIE_POOL, 0},
+    {"bilinear 8->3, 2x2/2", 2, 8, 3, 11, 9, 2, 2, 0, BF_FLEX_CHANNELS_BILINEAR, BF_FLEX_TIE_SPLIT, 0},
+    {"bilinear 4->7, NaNs", 1, 4, 7, 5, 6, 3, 1, 1, BF_FLEX_CHANNELS_BILINEAR, BF_FLEX_TIE_SPLIT, 1},
+};
+
+static void *host(size_t bytes) {
+    void *p = calloc(1, bytes + 16);
+    if (!p) exit(1);
+    return p;
+}
+
+/* Multiples of 1/8 in [lo, lo + levels/8). */
+static float *eighths(size_t n, float lo, int levels, unsigned seed) {
+    float *p = host(n * sizeof(float));
+    srand(seed);
+    for (size_t i = 0; i < n; i++) p[i] = lo + (float)(rand() % levels) / 8.0f;
+    return p;
+}
+
+static size_t differing_bits(const float *a, const float *b, size_t n) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    return bad;
+}
+
+/* Whether some output channel's taps (either, any weight) name pooled channel i. */
+static int tapped(const bf_flex_shape *s, int i) {
+    for (int j = 0; j < s->c_out; j++) {
+        if (s->channels == BF_FLEX_CHANNELS_EXPAND) {
+            if ((s->c_out % s->c_in == 0 ? j / (s->c_out / s->c_in) : j % s->c_in) == i) return 1;
+            continue;
+        }
+        float src = (float)s->c_in / (float)s->c_out * ((float)j + 0.5f) - 0.5f;
+        if (src < 0.0f) src = 0.0f;
+        const int i0 = (int)src, i1 = i0 + 1 < s->c_in ? i0 + 1 : s->c_in - 1;
+        if (i0 == i || i1 == i) return 1;
+    }
+    return 0;
+}
+
+static void run_case(bf_backend *b, const pool_case *pc) {
+    bf_pool_shape ps = {.n = pc->n, .c = pc->c_in, .h_in = pc->h, .w_in = pc->w, .k = pc->k, .stride = pc->stride,
+                        .pad = pc->pad};
+    CHECK_OK(bf_pool_shape_init(&ps));
+    const int hw = ps.h_out * ps.w_out;
+    bf_flex_shape s = {.n = pc->n, .c_in = pc->c_in, .c_out = pc->c_out, .hw = hw, .channels = pc->channels,
+                       .ties = pc->ties};
+    const size_t nx = (size_t)pc->n * pc->c_in * pc->h * pc->w, np = (size_t)pc->n * pc->c_in * hw;
+    const size_t nc = (size_t)pc->n * pc->c_out * hw, words = (nc + 31) / 32;
+    CHECK(nc % 32 != 0, "%s: the element count %zu leaves a partial last word", pc->name, nc);
+    float *x = eighths(nx, -1.0f, 17, 11), *conv = eighths(nc, -1.0f, 21, 12), *dy = eighths(nc, -2.0f, 33, 13);
+    if (pc->nan) {
+        x[5] = NAN;            /* a window holding a NaN pools to NaN, and so does its widening */
+        conv[nc / 2] = NAN;    /* a NaN conv response wins */
+        conv[nc / 3] = -NAN;
+    }
+
+    /* the op-by-op sequence */
+    float *P = host(np * sizeof(float)), *widened = host(nc * sizeof(float)), *y_ref = host(nc * sizeof(float));
+    int32_t *argmax = host(np * sizeof(int32_t));
+    float wins_ref = 5.0f;
+    CHECK_OK(b->ops->maxpool_forward(b, &ps, x, P, argmax));
+    CHECK_OK(b->ops->flex_widen_forward(b, &s, P, widened));
+    CHECK_OK(b->ops->flex_max_forward(b, &s, conv, P, y_ref, &wins_ref));
+    float *dconv_ref = host(nc * sizeof(float)), *dP_ref = host(np * sizeof(float));
+    CHECK_OK(b->ops->flex_max_backward(b, &s, conv, P, dy, dconv_ref, dP_ref));
+    float *dx_ref = eighths(nx, -1.0f, 16, 14), *dx_pool = host(nx * sizeof(float));
+    float *dx = host(nx * sizeof(float));
+    memcpy(dx, dx_ref, nx * sizeof(float));
+    CHECK_OK(b->ops->maxpool_backward(b, &ps, dP_ref, argmax, dx_pool));
+    for (size_t i = 0; i < nx; i++) dx_ref[i] += dx_pool[i];
+
+    /* fused forward: y starts as C */
+    float *y = host(nc * sizeof(float)), wins = 5.0f;
+    memcpy(y, conv, nc * sizeof(float));
+    uint8_t *window = host(np);
+    uint32_t *winners = host(words * sizeof(uint32_t));
+    memset(window, 0xAB, np);
+    memset(winners, 0xFF, words * sizeof(uint32_t));
+    CHECK_OK(b->ops->flex_pool_max_forward(b, &ps, &s, x, y, window, winners, &wins));
+    CHECK(differing_bits(y, y_ref, nc) == 0, "%s: y differs from maxpool + flex_max_forward in %zu of %zu elements",
+          pc->name, differing_bits(y, y_ref, nc), nc);
+    CHECK(wins == wins_ref && wins > 5.0f, "%s: conv_wins %g, op by op %g", pc->name, wins, wins_ref);
+
+    size_t bad_bits = 0, ties = 0, bad_window = 0, untapped = 0;
+    for (size_t e = 0; e < words * 32; e++) {
+        const int bit = (int)((winners[e / 32] >> (e % 32)) & 1u);
+        const int want = e < nc && conv[e] >= widened[e];
+        bad_bits += bit != want;
+        ties += e < nc && conv[e] == widened[e];
+    }
+    for (size_t q = 0; q < (size_t)pc->n * pc->c_in; q++) {
+        const int is_tapped = tapped(&s, (int)(q % pc->c_in));
+        untapped += !is_tapped;
+        for (int p = 0; p < hw; p++) {
+            const uint8_t byte = window[q * hw + p];
+            if (!is_tapped) {
+                bad_window += byte != 0xAB;
+                continue;
+            }
+            const int oh = p / ps.w_out, ow = p % ps.w_out;
+            const int ih = oh * ps.stride - ps.pad + byte / ps.k, iw = ow * ps.stride - ps.pad + byte % ps.k;
+            bad_window += byte >= ps.k * ps.k || ih * ps.w_in + iw != argmax[q * hw + p];
+        }
+    }
+    CHECK(bad_bits == 0, "%s: %zu winner bits differ from C >= P~ (spare bits must be 0)", pc->name, bad_bits);
+    /* (narrowing by interpolation weighs with fractions like 5/6, so its P~ are never multiples of 1/8) */
+    const int interpolates = pc->channels == BF_FLEX_CHANNELS_BILINEAR && pc->c_in > pc->c_out;
+    CHECK(pc->nan || interpolates || ties > 0, "%s: the data makes ties (%zu)", pc->name, ties);
+    CHECK(bad_window == 0, "%s: %zu window bytes disagree with maxpool's argmax (or touched an untapped channel)",
+          pc->name, bad_window);
+
+    /* fused backward, with and without the pool share */
+    float *dconv = host(nc * sizeof(float)), *dP = host(np * sizeof(float)), *dconv_only = host(nc * sizeof(float));
+    memset(dP, 0xFF, np * sizeof(float));
+    CHECK_OK(b->ops->flex_pool_max_backward(b, &ps, &s, x, y, window, winners, dy, dconv, dP));
+    CHECK_OK(b->ops->flex_pool_max_backward(b, &ps, &s, x, y, window, winners, dy, dconv_only, NULL));
+    CHECK(differing_bits(dconv, dconv_ref, nc) == 0, "%s: dconv differs from flex_max_backward in %zu elements",
+          pc->name, differing_bits(dconv, dconv_ref, nc));
+    CHECK(differing_bits(dconv_only, dconv_ref, nc) == 0, "%s: dconv without dpooled differs in %zu elements",
+          pc->name, differing_bits(dconv_only, dconv_ref, nc));
+    CHECK(differing_bits(dP, dP_ref, np) == 0, "%s: dpooled differs from flex_max_backward in %zu elements", pc->name,
+          differing_bits(dP, dP_ref, np));
+    CHECK_OK(b->ops->flex_pool_scatter_add(b, &ps, &s, window, dP, dx));
+    CHECK(differing_bits(dx, dx_ref, nx) == 0, "%s: dx + scatter differs from dx + maxpool_backward in %zu elements",
+          pc->name, differing_bits(dx, dx_ref, nx));
+    printf("%-32s %6zu elements, %5zu ties, %zu untapped pooled planes: bit-identical\n", pc->name, nc, ties, untapped);
+
+    free(x), free(conv), free(dy), free(P), free(widened), free(y_ref), free(argmax), free(dconv_ref), free(dP_ref);
+    free(dx_ref), free(dx_pool), free(dx), free(y), free(window), free(winners), free(dconv), free(dP), free(dconv_only);
+}
+
+static void test_refusals(bf_backend *b) {
+    bf_pool_shape ps = {.n = 1, .c = 2, .h_in = 6, .w_in = 6, .k = 3, .stride = 1, .pad = 1};
+    CHECK_OK(bf_pool_shape_init(&ps));
+    bf_flex_shape s = {.n = 1, .c_in = 2, .c_out = 4, .hw = 36, .channels = BF_FLEX_CHANNELS_EXPAND,
+                       .ties = BF_FLEX_TIE_SPLIT};
+    float x[72] = {0}, y[144] = {0}, dx[72] = {0};
+    uint8_t window[72];
+    uint32_t winners[5];
+    CHECK_OK(b->ops->flex_pool_max_forward(b, &ps, &s, x, y, window, winners, NULL));
+    bf_pool_shape wrong_c = ps, wide = ps;
+    wrong_c.c = 3;
+    wide.k = 16, wide.pad = 0, wide.h_in = wide.w_in = 21;
+    CHECK_OK(bf_pool_shape_init(&wide));
+    CHECK(b->ops->flex_pool_max_forward(b, &wrong_c, &s, x, y, window, winners, NULL) == BF_ERR_ARG &&
+              strstr(bf_last_error(), "flex_pool_max_forward") && strstr(bf_last_error(), "c_in=2"),
+          "a pool of 3 channels under a flex of 2 is refused, naming the op and shapes: %s", bf_last_error());
+    CHECK(b->ops->flex_pool_max_backward(b, &wide, &s, x, y, window, winners, y, y, NULL) == BF_ERR_ARG,
+          "a 16x16 window (256 places, more than a byte) is refused: %s", bf_last_error());
+    CHECK(b->ops->flex_pool_scatter_add(b, &ps, &s, window, NULL, dx) == BF_ERR_ARG, "a NULL dpooled is refused");
+}
+
+int main(void) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(2, &b));
+    if (!b) return bf_test_finish();
+    for (size_t i = 0; i < sizeof k_cases / sizeof k_cases[0]; i++) run_case(b, &k_cases[i]);
+    test_refusals(b);
+    bf_backend_destroy(b);
+    return bf_test_finish();
+}
