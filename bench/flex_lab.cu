@@ -14,7 +14,9 @@
  * not run, nor the add of dx_pool into the conv's dx. Inputs are multiples of 1/8 (x in [-2, 2],
  * C in [-2, 4]) so that conv wins, pool wins AND exact ties all occur and the tie rule is checked.
  *
- * Versions (the table prints both, and the speed-up of 1 over 0):
+ * Versions (the table prints all three, the speed-ups of 1 over 0 and of 2 over 0 and over 1, and
+ * the memory each keeps from the forward for the backward; version 2's row reads "xA over 0, xB
+ * over 1 (fwd xC/xD, bwd xE/xF)": forward and backward alone, over 0 / over 1):
  *   0  unfused: the sequence PyTorch eager runs for FlexNet's Flex2D, one kernel per op, written in
  *      this file (version-0 kernels are named *_kernel0):
  *        (a) widen_kernel0: P~ materialised (FlexNet's channel_expand_view copies; it is skipped
@@ -30,12 +32,26 @@
  *   1  the library's fused ops through the public bf_ops table, i.e. exactly what layer_flex.c
  *      runs in training: maxpool_forward + flex_max_forward (with the conv_wins monitor);
  *      flex_max_backward + maxpool_backward.
- *   The max-pool and its backward are the library's kernels in BOTH versions (PyTorch eager also
- *   runs one max_pool2d_with_indices kernel each way); the "pool" row times them alone, so the
- *   joint's own time is the version's time minus the pool row.
+ *   2  the library's fused pool-and-joint ops through the public bf_ops table (what a flex layer
+ *      with the max joint runs once layer_flex.c uses them; ops.h flex_pool_max_forward):
+ *        forward:  flex_pool_max_forward: the pool branch's window maxima are taken straight from x,
+ *                  y = max(C, P~) is written IN PLACE over C (the conv writes C into y), and only
+ *                  a window byte per pooled element and a winners bit per element are kept; P, P~
+ *                  and argmax are never stored;
+ *        backward: flex_pool_max_backward (dC, and dP from P re-read at the window's place) +
+ *                  flex_pool_scatter_add (dx += maxpool_backward(dP), through the window bytes).
+ *      Outside the timed region: the copy of C into y before each forward (in a layer the conv
+ *      writes there, so it costs nothing), and zeroing dx before each backward (scatter_add adds,
+ *      in a layer onto the conv's dx; versions 0 and 1 overwrite dx_pool instead, and their add
+ *      into the conv's dx is not run).
+ *   The max-pool and its backward are the library's kernels in versions 0 and 1 (PyTorch eager
+ *   also runs one max_pool2d_with_indices kernel each way); the "pool" row times them alone, so
+ *   those versions' joint time is their time minus the pool row. Version 2 has no separate pool:
+ *   compare its whole time with the others'.
  *
  * Byte model (what each step must minimally move: every tensor it reads or writes crosses DRAM
- * once, nothing is reused across kernels; 4 bytes per float and int32, 1 per is_conv byte;
+ * once, nothing is reused across kernels; 4 bytes per float and int32, 1 per is_conv or window
+ * byte, 1/8 per winners bit;
  * X = n*c_in*h*w input elements, Np = n*c_in*hw pooled elements, Nc = n*c_out*hw branch elements;
  * GB = 1e9 bytes; the one-float monitors are ignored):
  *   pool fwd:    read x, write P and argmax                           4X + 8Np
@@ -49,19 +65,36 @@
  *                   + sum of is_conv [1Nc]
  *   version 0 bwd = (d) read C, P~, dy, write dC, dP~ [20Nc]
  *                   + (e) read dP~, write dP [4Nc + 4Np, only when c_in != c_out] + pool bwd
+ *   version 2 fwd = read x once [4X] + read C and write y [8Nc] + write window [1Np]
+ *                   + write winners [Nc/8]
+ *   version 2 bwd = route: read window [1Np], x at the chosen places [4Np], y [4Nc], winners
+ *                   [Nc/8], dy [4Nc]; write dC [4Nc] and dP [4Np]
+ *                   + scatter: read window [1Np] and dP [4Np], read and write dx [8X]
+ *     (x is counted once although neighbouring windows overlap: they come from L1/L2.)
  *   GB/s = bytes / mean time; %peak = GB/s over the device's peak DRAM bandwidth.
  *
- * Correctness: before any timing, every version's outputs (P, y, conv_wins, dC, dP, dx_pool) are
- * compared with the CPU reference backend (bf_backend_create_cpu) on the batch-32 3->64 @224x224
- * and 64->128 @112x112 shapes; version 0 is checked with its vector and its scalar kernels.
- * Outputs are poisoned (all bits set: NaN) before each run, so an unwritten element fails. The
- * program prints the largest |gpu - cpu| and the largest violation |gpu - cpu| / (1e-6 + 1e-5|cpu|)
- * per tensor (<= 1 passes; both versions are expected to be bit-exact) and exits 1 on a mismatch.
+ * Memory kept from the forward for the backward (besides y, the next layer's input, and x, the
+ * conv's; argmax counted at 4 bytes, a float's size):
+ *   version 0: C, P~ and argmax [8Nc + 4Np] (P itself instead of P~ when c_in == c_out: 4Nc + 8Np);
+ *   version 1: C, P and argmax [4Nc + 8Np];
+ *   version 2: the window bytes and the winners bits [1Np + Nc/8] (C is y's buffer, overwritten).
+ *
+ * Correctness: before any timing, every version's outputs (P, y, conv_wins, dC, dP, dx_pool; no P
+ * in version 2, which does not store it) are compared with the CPU reference backend
+ * (bf_backend_create_cpu: maxpool_forward, flex_max_forward, flex_max_backward, maxpool_backward)
+ * on the batch-32 3->64 @224x224, 64->128 @112x112 and 512->512 @14x14 shapes; version 0 is
+ * checked with its vector and its scalar kernels. Version 2's window bytes are also checked against
+ * the CPU's argmax (as kh*k + kw) and its winners bits against C >= P~. Outputs are poisoned (all
+ * bits set: NaN) before each run, so an unwritten element fails. The program prints the largest
+ * |gpu - cpu| and the largest violation |gpu - cpu| / (1e-6 + 1e-5|cpu|) per tensor (<= 1 passes;
+ * every version is expected to be bit-exact) and exits 1 on a mismatch.
  *
  * Timing: CUDA events on the backend's stream around each forward or backward pass, mean over
  * --repeats runs after one warm-up run, with the L2 cache flushed before every run (a cudaMemset of
- * a buffer twice cudaDeviceProp.l2CacheSize, outside the timed region). Each case allocates its
- * buffers and is skipped (with a line saying so) when they exceed 40% of free device memory.
+ * a buffer twice cudaDeviceProp.l2CacheSize, outside the timed region; version 2's preparation,
+ * the copy of C into y or the zeroing of dx, runs before the flush, also untimed). Each case
+ * allocates its buffers and is skipped (with a line saying so) when they exceed 40% of free device
+ * memory.
  *
  * Build and run (needs the CUDA backend: nvcc, cuDNN 9 and cuBLAS):
  *   cmake -S . -B build -DBIOFLEX_CUDA=ON && cmake --build build -j --target bench_flex_lab
@@ -72,7 +105,7 @@
  * memory clock x bus width x 2 from cudaDeviceGetAttribute, or 3350, H100 SXM, when the driver
  * reports no memory clock). Exit status 0 all checks passed, 1 a mismatch or CUDA error, 2 a bad
  * command line. It uses device 0 (select another with CUDA_VISIBLE_DEVICES). The batch-128
- * 64->64 @224x224 case needs about 15 GB of device memory, the CPU check about 2.5 GB of host memory.
+ * 64->64 @224x224 case needs about 16 GB of device memory, the CPU check about 2.5 GB of host memory.
  *
  * The file includes the backend's private header (src/kernels/cuda_backend.h) for one thing only:
  * the backend's stream, on which the version-0 kernels are launched and the events recorded. */
@@ -271,11 +304,14 @@ typedef struct lab_case {
     lab_geo g;
     int vec;                  /* version 0's vector width: 4 when hw % 4 == 0, else 1 */
     size_t nx, np, nc;        /* elements of x, P, C */
+    size_t words;             /* version 2's winners words, (nc + 31) / 32 */
     float *x, *P, *C, *y, *dy, *dconv, *dP, *dx, *wins;
     float *Pw, *dPw;          /* version 0's P~ and dP~; NULL when c_in == c_out (identity) */
     int32_t *argmax;
     uint8_t *is_conv;
     unsigned long long *counter;
+    uint8_t *window;          /* version 2: one byte per pooled element */
+    uint32_t *winners;        /* version 2: one bit per element of y */
 } lab_case;
 
 /* The shapes of one case (no allocation). */
@@ -302,14 +338,16 @@ static void case_shapes(lab_case *c, const lab_shape *sh, int n) {
     c->nx = (size_t)n * sh->c_in * sh->h * sh->h;
     c->np = (size_t)n * sh->c_in * c->fs.hw;
     c->nc = (size_t)n * sh->c_out * c->fs.hw;
+    c->words = (c->nc + 31) / 32;
 }
 
 static int case_widens(const lab_case *c) { return c->fs.c_in != c->fs.c_out; }
 
-/* Device bytes of all buffers of a case (both versions). */
+/* Device bytes of all buffers of a case (all versions). */
 static size_t case_bytes(const lab_case *c) {
     size_t floats = 2 * c->nx + 2 * c->np + 4 * c->nc + (case_widens(c) ? 2 * c->nc : 0) + 1;
-    return floats * sizeof(float) + c->np * sizeof(int32_t) + c->nc + sizeof(unsigned long long) + 16 * 256;
+    return floats * sizeof(float) + c->np * sizeof(int32_t) + c->nc + sizeof(unsigned long long) + c->np +
+           c->words * sizeof(uint32_t) + 18 * 256;
 }
 
 static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
@@ -327,6 +365,8 @@ static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
     c->is_conv = (uint8_t *)dev_alloc(b, c->nc);
     c->wins = (float *)dev_alloc(b, sizeof(float));
     c->counter = (unsigned long long *)dev_alloc(b, sizeof(unsigned long long));
+    c->window = (uint8_t *)dev_alloc(b, c->np);
+    c->winners = (uint32_t *)dev_alloc(b, c->words * sizeof(uint32_t));
     if (case_widens(c)) {
         c->Pw = (float *)dev_alloc(b, c->nc * sizeof(float));
         c->dPw = (float *)dev_alloc(b, c->nc * sizeof(float));
@@ -334,8 +374,8 @@ static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
 }
 
 static void case_free(lab_case *c) {
-    void *ptrs[] = {c->x, c->dx, c->P, c->dP, c->argmax, c->C, c->y, c->dy, c->dconv, c->is_conv, c->wins,
-                    c->counter, c->Pw, c->dPw};
+    void *ptrs[] = {c->x,     c->dx,      c->P,    c->dP,      c->argmax, c->C,   c->y,      c->dy,
+                    c->dconv, c->is_conv, c->wins, c->counter, c->Pw,     c->dPw, c->window, c->winners};
     BFK(c->b->ops->synchronize(c->b));
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) bf_free(c->b, ptrs[i]);
 }
@@ -354,7 +394,7 @@ static void case_init(lab_case *c) {
     CK(cudaStreamSynchronize(c->stream));
 }
 
-/* Every output to all-ones bits (a float NaN, argmax -1), the monitor to 0. */
+/* Every output to all-ones bits (a float NaN, argmax -1, window 255), the monitor to 0. */
 static void case_poison(lab_case *c) {
     CK(cudaMemsetAsync(c->P, 0xFF, c->np * sizeof(float), c->stream));
     CK(cudaMemsetAsync(c->argmax, 0xFF, c->np * sizeof(int32_t), c->stream));
@@ -363,6 +403,8 @@ static void case_poison(lab_case *c) {
     CK(cudaMemsetAsync(c->y, 0xFF, c->nc * sizeof(float), c->stream));
     CK(cudaMemsetAsync(c->dconv, 0xFF, c->nc * sizeof(float), c->stream));
     CK(cudaMemsetAsync(c->is_conv, 0xFF, c->nc, c->stream));
+    CK(cudaMemsetAsync(c->window, 0xFF, c->np, c->stream));
+    CK(cudaMemsetAsync(c->winners, 0xFF, c->words * sizeof(uint32_t), c->stream));
     if (c->Pw) CK(cudaMemsetAsync(c->Pw, 0xFF, c->nc * sizeof(float), c->stream));
     if (c->dPw) CK(cudaMemsetAsync(c->dPw, 0xFF, c->nc * sizeof(float), c->stream));
     CK(cudaMemsetAsync(c->wins, 0, sizeof(float), c->stream));
@@ -421,6 +463,25 @@ static void v0_backward_t(lab_case *c) {
     pool_backward(c);
 }
 
+/* Version 2. Its preparations are enqueued outside the timed region (see time_prepared): y starts as
+ * C (in a layer the conv writes C there), and dx as zero (scatter_add adds onto the conv's dx). */
+static void v2_prepare_forward(lab_case *c) {
+    CK(cudaMemcpyAsync(c->y, c->C, c->nc * sizeof(float), cudaMemcpyDeviceToDevice, c->stream));
+}
+
+static void v2_prepare_backward(lab_case *c) { CK(cudaMemsetAsync(c->dx, 0, c->nx * sizeof(float), c->stream)); }
+
+static void v2_forward(lab_case *c) {
+    BFK(c->b->ops->flex_pool_max_forward(c->b, &c->ps, &c->fs, c->x, c->y, c->window, c->winners, c->wins));
+}
+
+/* Needs y, window and winners as version 2's forward left them. */
+static void v2_backward(lab_case *c) {
+    BFK(c->b->ops->flex_pool_max_backward(c->b, &c->ps, &c->fs, c->x, c->y, c->window, c->winners, c->dy, c->dconv,
+                                          c->dP));
+    BFK(c->b->ops->flex_pool_scatter_add(c->b, &c->ps, &c->fs, c->window, c->dP, c->dx));
+}
+
 static void v0_forward(lab_case *c) {
     if (c->vec == 4) v0_forward_t<4>(c);
     else v0_forward_t<1>(c);
@@ -444,10 +505,25 @@ static double bytes_v0_fwd(const lab_case *c) {
 static double bytes_v0_bwd(const lab_case *c) {
     return 20.0 * c->nc + (case_widens(c) ? 4.0 * c->nc + 4.0 * c->np : 0.0) + bytes_pool_bwd(c);
 }
+static double bytes_v2_fwd(const lab_case *c) { return 4.0 * c->nx + 8.0 * c->nc + 1.0 * c->np + c->nc / 8.0; }
+static double bytes_v2_bwd(const lab_case *c) {
+    /* route: window, x at the chosen places, y, winners, dy; dC, dP. scatter: window, dP; dx both ways */
+    const double route = 1.0 * c->np + 4.0 * c->np + 4.0 * c->nc + c->nc / 8.0 + 4.0 * c->nc + 4.0 * c->nc +
+                         4.0 * c->np;
+    const double scatter = 1.0 * c->np + 4.0 * c->np + 8.0 * c->nx;
+    return route + scatter;
+}
+
+/* Bytes kept from the forward for the backward (see the top of the file). */
+static double kept_v0(const lab_case *c) {
+    return 4.0 * c->nc + (case_widens(c) ? 4.0 * c->nc : 4.0 * c->np) + 4.0 * c->np;
+}
+static double kept_v1(const lab_case *c) { return 4.0 * c->nc + 8.0 * c->np; }
+static double kept_v2(const lab_case *c) { return 1.0 * c->np + 4.0 * c->words; }
 
 /* ---- validation against the CPU reference ---- */
 
-/* |got - ref| <= atol + rtol*|ref| passes; both versions are expected to be bit-exact. */
+/* |got - ref| <= atol + rtol*|ref| passes; every version is expected to be bit-exact. */
 static int compare(const char *what, const float *got, const float *ref, size_t n) {
     const double atol = 1e-6, rtol = 1e-5;
     double max_abs = 0.0, max_viol = 0.0;
@@ -487,6 +563,54 @@ static int compare(const char *what, const float *got, const float *ref, size_t 
 static int check(lab_case *c, const char *what, const float *dev, const float *ref, size_t n, float *host) {
     BFK(bf_to_host(c->b, host, dev, n * sizeof(float)));
     return compare(what, host, ref, n);
+}
+
+/* Version 2's window bytes against the CPU's argmax (plane index ih*w_in + iw, as kh*k + kw within the
+ * window) and its winners bits against C >= P~ (the last word's spare bits 0); returns 1 on pass. */
+static int check_window_winners(lab_case *c, const float *P, const int32_t *argmax, const float *C) {
+    uint8_t *window = (uint8_t *)malloc(c->np + 16);
+    uint32_t *winners = (uint32_t *)malloc(c->words * sizeof(uint32_t) + 16);
+    if (!window || !winners) {
+        fprintf(stderr, "error: out of host memory\n");
+        exit(1);
+    }
+    BFK(bf_to_host(c->b, window, c->window, c->np));
+    BFK(bf_to_host(c->b, winners, c->winners, c->words * sizeof(uint32_t)));
+    const bf_pool_shape *ps = &c->ps;
+    const size_t hw = (size_t)c->fs.hw;
+    size_t bad_window = 0, bad_bits = 0;
+    for (size_t q = 0; q < c->np / hw; q++)
+        for (size_t p = 0; p < hw; p++) {
+            const int oh = (int)(p / ps->w_out), ow = (int)(p % ps->w_out), a = argmax[q * hw + p];
+            const int kh = a / ps->w_in - (oh * ps->stride - ps->pad), kw = a % ps->w_in - (ow * ps->stride - ps->pad);
+            if (window[q * hw + p] != kh * ps->k + kw) {
+                if (bad_window < 5)
+                    fprintf(stderr, "      window[%zu]: gpu %d, cpu argmax %d = place %d\n", q * hw + p,
+                            window[q * hw + p], a, kh * ps->k + kw);
+                bad_window++;
+            }
+        }
+    for (size_t e = 0; e < c->words * 32; e++) {
+        int want = 0;
+        if (e < c->nc) {
+            const size_t q = e / hw, p = e - q * hw, sample = q / (size_t)c->fs.c_out;
+            const int j = (int)(q - sample * (size_t)c->fs.c_out), i = c->g.ratio ? j / c->g.ratio : j % c->fs.c_in;
+            want = C[e] >= P[(sample * (size_t)c->fs.c_in + (size_t)i) * hw + p];
+        }
+        if ((int)((winners[e / 32] >> (e % 32)) & 1u) != want) {
+            if (bad_bits < 5) fprintf(stderr, "      winners bit %zu: gpu %d, C >= P~ %d\n", e, !want, want);
+            bad_bits++;
+        }
+    }
+    printf("      %-8s equal to the CPU argmax %zu/%zu  %s\n", "window", c->np - bad_window, c->np,
+           bad_window ? "MISMATCH" : "ok");
+    printf("      %-8s equal to C >= P~ %zu/%zu  %s\n", "winners", c->words * 32 - bad_bits, c->words * 32,
+           bad_bits ? "MISMATCH" : "ok");
+    if (bad_window) fprintf(stderr, "error: window: %zu of %zu bytes differ\n", bad_window, c->np);
+    if (bad_bits) fprintf(stderr, "error: winners: %zu of %zu bits differ\n", bad_bits, c->words * 32);
+    free(window);
+    free(winners);
+    return bad_window == 0 && bad_bits == 0;
 }
 
 /* Runs every version on one shape at batch n and compares with the CPU backend; returns 1 on pass. */
@@ -539,15 +663,21 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
 
     int ok = 1;
     const int vec_default = c.vec;
-    for (int pass = 0; pass < 3; pass++) {
+    for (int pass = 0; pass < 4; pass++) {
         const char *label;
-        if (pass == 0) label = "version 1 (library, fused)";
-        else if (pass == 1) label = vec_default == 4 ? "version 0 (unfused, 16-byte vectors)" : "version 0 (unfused)";
+        if (pass == 0) label = "version 2 (library, fused pool and joint)";
+        else if (pass == 1) label = "version 1 (library, fused)";
+        else if (pass == 2) label = vec_default == 4 ? "version 0 (unfused, 16-byte vectors)" : "version 0 (unfused)";
         else label = "version 0 (unfused, scalar kernels)";
-        if (pass == 2 && vec_default == 1) continue; /* already ran scalar in pass 1 */
-        c.vec = pass == 2 ? 1 : vec_default;
+        if (pass == 3 && vec_default == 1) continue; /* already ran scalar in pass 2 */
+        c.vec = pass == 3 ? 1 : vec_default;
         case_poison(&c);
         if (pass == 0) {
+            v2_prepare_forward(&c);
+            v2_forward(&c);
+            v2_prepare_backward(&c);
+            v2_backward(&c);
+        } else if (pass == 1) {
             v1_forward(&c);
             v1_backward(&c);
         } else {
@@ -557,7 +687,8 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
         CK(cudaStreamSynchronize(stream));
         CK(cudaGetLastError());
         printf("    %s\n", label);
-        ok &= check(&c, "P", c.P, P, c.np, host);
+        if (pass == 0) ok &= check_window_winners(&c, P, argmax, C); /* P is not stored */
+        else ok &= check(&c, "P", c.P, P, c.np, host);
         ok &= check(&c, "y", c.y, y, c.nc, host);
         ok &= check(&c, "conv_wins", c.wins, wins, 1, host);
         ok &= check(&c, "dconv", c.dconv, dconv, c.nc, host);
@@ -570,6 +701,31 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
     for (size_t k = 0; k < sizeof host_ptrs / sizeof host_ptrs[0]; k++) bf_free(cpu, host_ptrs[k]);
     case_free(&c);
     return ok;
+}
+
+/* time_pass with a preparation that is not timed: prep, then the L2 flush, then fn between the events. */
+static double time_prepared(lab_timer *t, lab_case *c, void (*prep)(lab_case *), void (*fn)(lab_case *)) {
+    double total = 0.0;
+    for (int r = 0; r < t->repeats; r++) {
+        prep(c);
+        CK(cudaMemsetAsync(t->flush, r & 0xFF, t->flush_bytes, t->stream));
+        CK(cudaEventRecord(t->start, t->stream));
+        fn(c);
+        CK(cudaEventRecord(t->stop, t->stream));
+        CK(cudaEventSynchronize(t->stop));
+        float ms = 0.0f;
+        CK(cudaEventElapsedTime(&ms, t->start, t->stop));
+        total += ms;
+    }
+    CK(cudaGetLastError()); /* an asynchronous fault inside prep or fn */
+    return total / t->repeats;
+}
+
+/* lab_print_header with this lab's last column (three versions, and the memory each keeps). */
+static void print_header(const lab_table *tb) {
+    printf("%-*s %-*s %9s %7s %6s %9s %7s %6s %9s  %s\n", tb->lead_width, "layer (count)  c_in->c_out @hw  n",
+           tb->version_width, "version", "fwd ms", "GB/s", "%peak", "bwd ms", "GB/s", "%peak", "f+b ms",
+           "speed-up (f+b; fwd, bwd); memory kept fwd->bwd");
 }
 
 static void usage(FILE *f) {
@@ -598,15 +754,17 @@ int main(int argc, char **argv) {
     int ok = 1;
     ok &= validate_shape(b, stream, cpu, &k_shapes[0], 32); /* 3 -> 64 @224: tiling */
     ok &= validate_shape(b, stream, cpu, &k_shapes[2], 32); /* 64 -> 128 @112: block copy */
+    ok &= validate_shape(b, stream, cpu, &k_shapes[8], 32); /* 512 -> 512 @14: identity, hw % 32 != 0 */
     if (!lab_validated(ok)) return 1;
 
     /* ---- timings ---- */
     const int batches_default[] = {32, 128};
     const int nb = batch ? 1 : 2;
-    lab_print_header(&tb, "layer (count)  c_in->c_out @hw  n");
+    print_header(&tb);
     for (int bi = 0; bi < nb; bi++) {
         const int n = batch ? batch : batches_default[bi];
-        double sum_pool = 0.0, sum_v0 = 0.0, sum_v1 = 0.0;
+        double sum_pool = 0.0, sum_v0 = 0.0, sum_v1 = 0.0, sum_v2 = 0.0;
+        double kept0 = 0.0, kept1 = 0.0, kept2 = 0.0;
         int skipped = 0;
         for (int si = 0; si < NUM_SHAPES; si++) {
             const lab_shape *sh = &k_shapes[si];
@@ -620,38 +778,62 @@ int main(int argc, char **argv) {
             }
             case_alloc(&c, b, stream);
             case_init(&c);
-            /* warm-up: first launches, the library's scratch growth (it synchronises), clocks */
+            /* warm-up: first launches, the library's scratch growth (it synchronises), clocks; version
+             * 2's forward before its backward, which reads its window and winners */
             pool_forward(&c);
             pool_backward(&c);
             v1_forward(&c);
             v1_backward(&c);
             v0_forward(&c);
             v0_backward(&c);
+            v2_prepare_forward(&c);
+            v2_forward(&c);
+            v2_prepare_backward(&c);
+            v2_backward(&c);
             CK(cudaStreamSynchronize(stream));
             CK(cudaGetLastError());
 
             const double pool_f = time_pass(t, &c, pool_forward), pool_b = time_pass(t, &c, pool_backward);
             const double v0_f = time_pass(t, &c, v0_forward), v0_b = time_pass(t, &c, v0_backward);
             const double v1_f = time_pass(t, &c, v1_forward), v1_b = time_pass(t, &c, v1_backward);
+            /* the forward first: the backward times read the window, winners and y it left */
+            const double v2_f = time_prepared(t, &c, v2_prepare_forward, v2_forward);
+            const double v2_b = time_prepared(t, &c, v2_prepare_backward, v2_backward);
 
-            char tail[96];
-            snprintf(tail, sizeof tail, "x%.2f (fwd x%.2f, bwd x%.2f)", (v0_f + v0_b) / (v1_f + v1_b), v0_f / v1_f,
-                     v0_b / v1_b);
-            lab_print_row(&tb, lead, "pool (in both)", pool_f, bytes_pool_fwd(&c), pool_b, bytes_pool_bwd(&c), "");
-            lab_print_row(&tb, "", "0 unfused", v0_f, bytes_v0_fwd(&c), v0_b, bytes_v0_bwd(&c), "");
-            lab_print_row(&tb, "", "1 fused (library)", v1_f, bytes_v1_fwd(&c), v1_b, bytes_v1_bwd(&c), tail);
+            char tail0[64], tail1[160], tail2[192];
+            snprintf(tail0, sizeof tail0, "kept %.1f MB", kept_v0(&c) / 1e6);
+            snprintf(tail1, sizeof tail1, "x%.2f over 0 (fwd x%.2f, bwd x%.2f); kept %.1f MB",
+                     (v0_f + v0_b) / (v1_f + v1_b), v0_f / v1_f, v0_b / v1_b, kept_v1(&c) / 1e6);
+            snprintf(tail2, sizeof tail2,
+                     "x%.2f over 0, x%.2f over 1 (fwd x%.2f/x%.2f, bwd x%.2f/x%.2f); kept %.1f MB",
+                     (v0_f + v0_b) / (v2_f + v2_b), (v1_f + v1_b) / (v2_f + v2_b), v0_f / v2_f, v1_f / v2_f,
+                     v0_b / v2_b, v1_b / v2_b, kept_v2(&c) / 1e6);
+            lab_print_row(&tb, lead, "pool (in 0 and 1)", pool_f, bytes_pool_fwd(&c), pool_b, bytes_pool_bwd(&c), "");
+            lab_print_row(&tb, "", "0 unfused", v0_f, bytes_v0_fwd(&c), v0_b, bytes_v0_bwd(&c), tail0);
+            lab_print_row(&tb, "", "1 fused (library)", v1_f, bytes_v1_fwd(&c), v1_b, bytes_v1_bwd(&c), tail1);
+            lab_print_row(&tb, "", "2 fused pool+joint", v2_f, bytes_v2_fwd(&c), v2_b, bytes_v2_bwd(&c), tail2);
             sum_pool += sh->count * (pool_f + pool_b);
             sum_v0 += sh->count * (v0_f + v0_b);
             sum_v1 += sh->count * (v1_f + v1_b);
+            sum_v2 += sh->count * (v2_f + v2_b);
+            kept0 += sh->count * kept_v0(&c);
+            kept1 += sh->count * kept_v1(&c);
+            kept2 += sh->count * kept_v2(&c);
             case_free(&c);
         }
-        if (skipped)
+        if (skipped) {
             printf("VGG-16 batch %d: some shapes were skipped, no per-step total\n\n", n);
-        else
-            printf("VGG-16 batch %d, 13 flex layers, fwd+bwd per step (pool and joint, no conv): version 0 %.3f ms, "
-                   "version 1 %.3f ms, speed-up x%.2f (pool alone %.3f ms; joint alone x%.2f)\n\n",
-                   n, sum_v0, sum_v1, sum_v0 / sum_v1, sum_pool,
-                   sum_v1 > sum_pool ? (sum_v0 - sum_pool) / (sum_v1 - sum_pool) : 0.0);
+            continue;
+        }
+        printf("VGG-16 batch %d, 13 flex layers, fwd+bwd per step (pool and joint, no conv): version 0 %.3f ms, "
+               "version 1 %.3f ms, speed-up x%.2f (pool alone %.3f ms; joint alone x%.2f)\n",
+               n, sum_v0, sum_v1, sum_v0 / sum_v1, sum_pool,
+               sum_v1 > sum_pool ? (sum_v0 - sum_pool) / (sum_v1 - sum_pool) : 0.0);
+        printf("  version 2 %.3f ms: x%.2f over version 0, x%.2f over version 1\n", sum_v2, sum_v0 / sum_v2,
+               sum_v1 / sum_v2);
+        printf("  memory kept from forward to backward: version 0 %.2f GB, version 1 %.2f GB, version 2 %.2f GB "
+               "(x%.1f less than version 1)\n\n",
+               kept0 / 1e9, kept1 / 1e9, kept2 / 1e9, kept1 / kept2);
     }
 
     lab_device_close(&d);

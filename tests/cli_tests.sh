@@ -126,38 +126,28 @@ sys.exit(0 if ok else 1)
 PY
 then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL spikes.jsonl / firing_rate"; fi
 
-# SIGTERM: the run finishes its step, checkpoints that position, names --resume and exits 128 + 15;
+# SIGTERM (Slurm, kill) and SIGUSR1 (what to send through mpirun, and Slurm's --signal=USR1@...):
+# the run finishes its step, checkpoints that position, names --resume and exits 128 + the signal;
 # the resumed run completes. The signal goes once training has logged (the handler is in place by
 # then); the run is long enough that it always lands during training.
-"$train" "$tmp/tiny.ini" --set run.dir="$tmp/sig" --set run.epochs=100000 --set run.eval_every=0 \
-  --set run.checkpoint_every=0 > "$tmp/sig.log" 2>&1 &
-pid=$!
-for _ in $(seq 600); do [ -s "$tmp/sig/metrics.jsonl" ] && break; sleep 0.1; done
-kill -TERM "$pid"
-wait "$pid"; got=$?
-latest=$(cat "$tmp/sig/checkpoints/latest" 2>/dev/null)
-stop_epoch=$(sed -n 's/.*stopped on request after step [0-9]* (epoch \([0-9]*\),.*/\1/p' "$tmp/sig.log")
-if [ "$got" -eq 143 ] && [ -n "$stop_epoch" ] && [[ "$latest" == step_* ]] && grep -q -- "--resume $tmp/sig" "$tmp/sig.log"; then
-  passed=$((passed + 1))
-else
-  failed=$((failed + 1)); echo "FAIL SIGTERM: exit $got (want 143), latest '$latest'"; tail -n 4 "$tmp/sig.log"
-fi
-expect "resume after SIGTERM" 0 "resumed from .*$latest" -- "$train" "$tmp/tiny.ini" --set run.dir="$tmp/sig" \
-  --resume "$tmp/sig" --set run.epochs="${stop_epoch:-1}" --set run.eval_every=0 --set run.checkpoint_every=0
-
-# SIGUSR1 (what to send through mpirun, and Slurm's --signal=USR1@...) stops the same way: 128 + 10.
-"$train" "$tmp/tiny.ini" --set run.dir="$tmp/usr1" --set run.epochs=100000 --set run.eval_every=0 \
-  --set run.checkpoint_every=0 > "$tmp/usr1.log" 2>&1 &
-pid=$!
-for _ in $(seq 600); do [ -s "$tmp/usr1/metrics.jsonl" ] && break; sleep 0.1; done
-kill -USR1 "$pid"
-wait "$pid"; got=$?
-latest=$(cat "$tmp/usr1/checkpoints/latest" 2>/dev/null)
-if [ "$got" -eq 138 ] && [[ "$latest" == step_* ]] && grep -q "stopped on request" "$tmp/usr1.log"; then
-  passed=$((passed + 1))
-else
-  failed=$((failed + 1)); echo "FAIL SIGUSR1: exit $got (want 138), latest '$latest'"; tail -n 4 "$tmp/usr1.log"
-fi
+for stop in TERM:143 USR1:138; do
+  sig=${stop%%:*} want=${stop##*:} dir="$tmp/sig_${stop%%:*}"
+  "$train" "$tmp/tiny.ini" --set run.dir="$dir" --set run.epochs=100000 --set run.eval_every=0 \
+    --set run.checkpoint_every=0 > "$dir.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 600); do [ -s "$dir/metrics.jsonl" ] && break; sleep 0.1; done
+  kill -"$sig" "$pid"
+  wait "$pid"; got=$?
+  latest=$(cat "$dir/checkpoints/latest" 2>/dev/null)
+  stop_epoch=$(sed -n 's/.*stopped on request after step [0-9]* (epoch \([0-9]*\),.*/\1/p' "$dir.log")
+  if [ "$got" -eq "$want" ] && [ -n "$stop_epoch" ] && [[ "$latest" == step_* ]] && grep -q -- "--resume $dir" "$dir.log"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1)); echo "FAIL SIG$sig: exit $got (want $want), latest '$latest'"; tail -n 4 "$dir.log"
+  fi
+  expect "resume after SIG$sig" 0 "resumed from .*$latest" -- "$train" "$tmp/tiny.ini" --set run.dir="$dir" \
+    --resume "$dir" --set run.epochs="${stop_epoch:-1}" --set run.eval_every=0 --set run.checkpoint_every=0
+done
 
 # tools/plot_metrics.py: its summary agrees with what bioflex-train printed; a step logged twice
 # (a run resumed from an earlier checkpoint) counts once, the last record; plots where matplotlib is.

@@ -6,7 +6,16 @@
  * bit-identical; arithmetic results are compared with a tight tolerance, the reductions over all
  * elements (whose summation orders differ) with a looser one. Outputs start as garbage, so an op
  * that leaves part of its output unwritten fails. The GPU reductions are also run twice, to check
- * that they repeat bit for bit. Skipped (exit 77) without a CUDA build or device. */
+ * that they repeat bit for bit.
+ *
+ * The fused channel-wise max (flex_pool_max_forward, flex_pool_max_backward, flex_pool_scatter_add;
+ * flex_pool.cu against flex_pool_cpu.c) is checked bit for bit, every tensor: y, the window bytes
+ * (poisoned first, so untapped channels must keep the poison), the winners words (the last one
+ * partial), conv_wins (accumulated onto a nonzero start, and a run without it), dconv and dpooled
+ * (and dconv alone, and under EXPAND dconv written over dy), and dx after the scatter-add onto random values; also against the CUDA op-by-op
+ * sequence the ops replace. Every channel rule x pool window (3x3/1 pad 1, 2x2/2, 3x3/2 pad 1) x tie
+ * rule, on inputs in multiples of 1/8 with ties injected, plus NaNs and larger shapes; and the
+ * shapes and NULL tensors the CUDA ops refuse. Skipped (exit 77) without a CUDA build or device. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +175,363 @@ static void test_mask_stats(size_t n) {
     free(h);
 }
 
+/* ---- the fused channel-wise max: flex_pool_max_forward, flex_pool_max_backward, flex_pool_scatter_add ----
+ * Every result must have the CPU's bits (a NaN matches any NaN: x86 and CUDA give an arithmetic NaN
+ * different payloads), and the op-by-op sequence they replace on the GPU. Each case prints one line;
+ * a mismatch is a CHECK failure naming the case, the tensor and the first differing element. */
+
+typedef struct pool_case {
+    char name[96];
+    int n, c_in, c_out, h, w, k, stride, pad;
+    bf_flex_channel_rule channels;
+    bf_flex_tie_rule ties;
+    int nan; /* NaNs in x (so in P and P~) and in C */
+} pool_case;
+
+/* One case's tensors: the pairs hold the same inputs on both backends and each backend's results; the
+ * *_g pointers are the CUDA op-by-op sequence (maxpool_forward + flex_max_forward, flex_max_backward,
+ * maxpool_backward + add_inplace). */
+typedef struct pool_run {
+    bf_pool_shape ps;
+    bf_flex_shape s;
+    size_t nx, np, nc, words;                 /* elements of x, of P (window bytes), of C and y; winners words */
+    pair x, y, dy, dP;                          /* y: C on entry, the forward's output after */
+    void *window_c, *window_g, *winners_c, *winners_g;
+    float *conv_g, *P_g, *dP_g;                 /* the op-by-op sequence on the GPU */
+    int32_t *argmax_g;
+} pool_run;
+
+static const char *g_case;   /* the case being checked, for the messages */
+static int g_case_bad;       /* its comparisons that failed */
+
+/* A buffer of the backend with every byte set to fill (host == NULL) or holding host's bytes. */
+static void *raw_upload(bf_backend *b, const void *host, size_t bytes, int fill) {
+    void *p = NULL, *h = malloc(bytes + 16);
+    if (!h || bf_alloc(b, bytes + 16, &p) != BF_OK) {
+        fprintf(stderr, "cannot allocate %zu bytes: %s\n", bytes, bf_last_error());
+        exit(1);
+    }
+    if (host) memcpy(h, host, bytes);
+    else memset(h, fill, bytes);
+    CHECK_OK(bf_to_device(b, p, h, bytes));
+    free(h);
+    return p;
+}
+
+static void *raw_download(bf_backend *b, const void *dev, size_t bytes) {
+    void *h = malloc(bytes + 16);
+    if (!h) exit(1);
+    CHECK_OK(bf_to_host(b, h, dev, bytes));
+    return h;
+}
+
+/* Multiples of 1/8 in [lo, lo + levels/8): ties between the branches are common. */
+static float *eighths(size_t n, float lo, int levels) {
+    float *h = malloc(n * sizeof(float) + 16);
+    if (!h) exit(1);
+    bf_test_fill_uniform(h, n, 0.0f, (float)levels, pair_next_seed());
+    for (size_t i = 0; i < n; i++) h[i] = lo + floorf(h[i]) / 8.0f;
+    return h;
+}
+
+static uint32_t float_bits(float v) {
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return u;
+}
+
+/* ref (on backend rb) and got (on the GPU), n floats: the same bits, or both NaN. */
+static void same_floats(const char *what, bf_backend *rb, const float *ref, const float *got, size_t n) {
+    float *a = raw_download(rb, ref, n * sizeof(float)), *b = raw_download(gpu, got, n * sizeof(float));
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++)
+        if (float_bits(a[i]) != float_bits(b[i]) && !(a[i] != a[i] && b[i] != b[i]) && bad++ == 0) first = i;
+    g_case_bad += bad != 0;
+    CHECK(bad == 0, "%s: %s: %zu of %zu differ, first [%zu]: %s %.9g (0x%08x), cuda %.9g (0x%08x)", g_case, what, bad,
+          n, first, rb == cpu ? "cpu" : "op by op", a[first], float_bits(a[first]), b[first], float_bits(b[first]));
+    free(a);
+    free(b);
+}
+
+/* ref (on the CPU) and got (on the GPU), bytes / elem elements of elem (1 or 4) bytes: every byte the same. */
+static void same_raw(const char *what, const void *ref, const void *got, size_t bytes, size_t elem) {
+    uint8_t *a = raw_download(cpu, ref, bytes), *b = raw_download(gpu, got, bytes);
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < bytes / elem; i++)
+        if (memcmp(a + i * elem, b + i * elem, elem) != 0 && bad++ == 0) first = i;
+    g_case_bad += bad != 0;
+    uint32_t va = 0, vb = 0;
+    memcpy(&va, a + first * elem, elem); /* little endian: the element's value */
+    memcpy(&vb, b + first * elem, elem);
+    CHECK(bad == 0, "%s: %s: %zu of %zu differ, first [%zu]: cpu 0x%0*x, cuda 0x%0*x", g_case, what, bad, bytes / elem,
+          first, (int)(2 * elem), va, (int)(2 * elem), vb);
+    free(a);
+    free(b);
+}
+
+/* flex_pool_max_forward: y (from C), window (every byte 0xAB before: the channels no output channel
+ * taps must keep it), winners (all bits set before: the last word's spare bits must come back 0) and
+ * conv_wins (5 before: it accumulates) on both backends; again on the GPU without conv_wins (another
+ * launch configuration); and y against the GPU's maxpool_forward + flex_max_forward. */
+static void check_pool_forward(pool_run *r, const float *conv, size_t conv_wins) {
+    const float start = 5.0f;
+    pair wins = pair_from(&start, 1);
+    r->window_c = raw_upload(cpu, NULL, r->np, 0xAB);
+    r->window_g = raw_upload(gpu, NULL, r->np, 0xAB);
+    r->winners_c = raw_upload(cpu, NULL, r->words * sizeof(uint32_t), 0xFF);
+    r->winners_g = raw_upload(gpu, NULL, r->words * sizeof(uint32_t), 0xFF);
+    CHECK_OK(cpu->ops->flex_pool_max_forward(cpu, &r->ps, &r->s, r->x.c, r->y.c, r->window_c, r->winners_c, wins.c));
+    CHECK_OK(gpu->ops->flex_pool_max_forward(gpu, &r->ps, &r->s, r->x.g, r->y.g, r->window_g, r->winners_g, wins.g));
+    same_floats("forward y", cpu, r->y.c, r->y.g, r->nc);
+    same_raw("forward window", r->window_c, r->window_g, r->np, 1);
+    same_raw("forward winners", r->winners_c, r->winners_g, r->words * sizeof(uint32_t), 4);
+    same_floats("forward conv_wins", cpu, wins.c, wins.g, 1);
+    float got = 0.0f;
+    CHECK_OK(bf_to_host(gpu, &got, wins.g, sizeof got));
+    CHECK(got == start + (float)conv_wins, "%s: conv_wins %.1f, expected %.1f + %zu", g_case, got, start, conv_wins);
+    g_case_bad += got != start + (float)conv_wins;
+
+    float *y2 = bf_test_upload(gpu, conv, r->nc);
+    void *window2 = raw_upload(gpu, NULL, r->np, 0xAB);
+    void *winners2 = raw_upload(gpu, NULL, r->words * sizeof(uint32_t), 0xFF);
+    CHECK_OK(gpu->ops->flex_pool_max_forward(gpu, &r->ps, &r->s, r->x.g, y2, window2, winners2, NULL));
+    same_floats("forward y (conv_wins NULL)", cpu, r->y.c, y2, r->nc);
+    same_raw("forward window (conv_wins NULL)", r->window_c, window2, r->np, 1);
+    same_raw("forward winners (conv_wins NULL)", r->winners_c, winners2, r->words * sizeof(uint32_t), 4);
+
+    float *y_ref = bf_test_upload(gpu, NULL, r->nc);
+    CHECK_OK(gpu->ops->maxpool_forward(gpu, &r->ps, r->x.g, r->P_g, r->argmax_g));
+    CHECK_OK(gpu->ops->flex_max_forward(gpu, &r->s, r->conv_g, r->P_g, y_ref, NULL));
+    same_floats("forward y vs CUDA maxpool_forward + flex_max_forward", gpu, y_ref, r->y.g, r->nc);
+
+    bf_free(gpu, y2);
+    bf_free(gpu, window2);
+    bf_free(gpu, winners2);
+    bf_free(gpu, y_ref);
+    pair_free(&wins);
+}
+
+/* flex_pool_max_backward from each backend's own forward results: dconv and dpooled (garbage before),
+ * then dconv alone (dpooled NULL) on the GPU; both against the GPU's flex_max_backward. */
+static void check_pool_backward(pool_run *r) {
+    pair dconv = pair_out(r->nc);
+    r->dP = pair_out(r->np);
+    CHECK_OK(cpu->ops->flex_pool_max_backward(cpu, &r->ps, &r->s, r->x.c, r->y.c, r->window_c, r->winners_c, r->dy.c,
+                                              dconv.c, r->dP.c));
+    CHECK_OK(gpu->ops->flex_pool_max_backward(gpu, &r->ps, &r->s, r->x.g, r->y.g, r->window_g, r->winners_g, r->dy.g,
+                                              dconv.g, r->dP.g));
+    same_floats("backward dconv", cpu, dconv.c, dconv.g, r->nc);
+    same_floats("backward dpooled", cpu, r->dP.c, r->dP.g, r->np);
+
+    float *dconv2 = bf_test_upload(gpu, NULL, r->nc);
+    CHECK_OK(gpu->ops->fill(gpu, dconv2, 1e3f, r->nc));
+    CHECK_OK(gpu->ops->flex_pool_max_backward(gpu, &r->ps, &r->s, r->x.g, r->y.g, r->window_g, r->winners_g, r->dy.g,
+                                              dconv2, NULL));
+    same_floats("backward dconv (dpooled NULL)", cpu, dconv.c, dconv2, r->nc);
+    if (r->s.channels == BF_FLEX_CHANNELS_EXPAND) { /* dconv written over dy, as the flex layer does */
+        float *inplace = bf_test_upload(gpu, NULL, r->nc), *dP2 = bf_test_upload(gpu, NULL, r->np);
+        CHECK_OK(gpu->ops->copy(gpu, inplace, r->dy.g, r->nc * sizeof(float)));
+        CHECK_OK(gpu->ops->flex_pool_max_backward(gpu, &r->ps, &r->s, r->x.g, r->y.g, r->window_g, r->winners_g,
+                                                  inplace, inplace, dP2));
+        same_floats("backward dconv written over dy", cpu, dconv.c, inplace, r->nc);
+        same_floats("backward dpooled with dconv over dy", cpu, r->dP.c, dP2, r->np);
+        bf_free(gpu, inplace);
+        bf_free(gpu, dP2);
+    }
+
+    float *dconv_ref = bf_test_upload(gpu, NULL, r->nc);
+    CHECK_OK(gpu->ops->flex_max_backward(gpu, &r->s, r->conv_g, r->P_g, r->dy.g, dconv_ref, r->dP_g));
+    same_floats("backward dconv vs CUDA flex_max_backward", gpu, dconv_ref, dconv.g, r->nc);
+    same_floats("backward dpooled vs CUDA flex_max_backward", gpu, r->dP_g, r->dP.g, r->np);
+
+    bf_free(gpu, dconv2);
+    bf_free(gpu, dconv_ref);
+    pair_free(&dconv);
+}
+
+/* flex_pool_scatter_add into dx holding random values (it adds), from each backend's dpooled; and
+ * against dx + the GPU's maxpool_backward. */
+static void check_pool_scatter(pool_run *r, const float *dx0) {
+    pair dx = pair_from(dx0, r->nx);
+    CHECK_OK(cpu->ops->flex_pool_scatter_add(cpu, &r->ps, &r->s, r->window_c, r->dP.c, dx.c));
+    CHECK_OK(gpu->ops->flex_pool_scatter_add(gpu, &r->ps, &r->s, r->window_g, r->dP.g, dx.g));
+    same_floats("scatter_add dx", cpu, dx.c, dx.g, r->nx);
+
+    float *dx_ref = bf_test_upload(gpu, dx0, r->nx), *dx_pool = bf_test_upload(gpu, NULL, r->nx);
+    CHECK_OK(gpu->ops->maxpool_backward(gpu, &r->ps, r->dP_g, r->argmax_g, dx_pool));
+    CHECK_OK(gpu->ops->add_inplace(gpu, dx_ref, dx_pool, r->nx));
+    same_floats("scatter_add dx vs CUDA maxpool_backward + add_inplace", gpu, dx_ref, dx.g, r->nx);
+
+    bf_free(gpu, dx_ref);
+    bf_free(gpu, dx_pool);
+    pair_free(&dx);
+}
+
+static void test_pool_case(const pool_case *pc) {
+    pool_run r;
+    memset(&r, 0, sizeof r);
+    r.ps = (bf_pool_shape){.n = pc->n, .c = pc->c_in, .h_in = pc->h, .w_in = pc->w, .k = pc->k, .stride = pc->stride,
+                           .pad = pc->pad};
+    CHECK_OK(bf_pool_shape_init(&r.ps));
+    r.s = (bf_flex_shape){.n = pc->n, .c_in = pc->c_in, .c_out = pc->c_out, .hw = r.ps.h_out * r.ps.w_out,
+                          .channels = pc->channels, .ties = pc->ties};
+    r.nx = (size_t)pc->n * pc->c_in * pc->h * pc->w;
+    r.np = (size_t)pc->n * pc->c_in * r.s.hw;
+    r.nc = (size_t)pc->n * pc->c_out * r.s.hw;
+    r.words = (r.nc + 31) / 32;
+    g_case = pc->name;
+    g_case_bad = 0;
+    CHECK(r.s.hw % 32 != 0 && r.nc % 32 != 0, "%s: hw %d and %zu elements: neither should be a multiple of 32",
+          pc->name, r.s.hw, r.nc);
+
+    float *x = eighths(r.nx, -1.0f, 17), *conv = eighths(r.nc, -1.0f, 21), *dy = eighths(r.nc, -2.0f, 33);
+    float *dx0 = eighths(r.nx, -1.0f, 16);
+    if (pc->nan) {
+        x[5] = NAN; /* its windows pool to NaN, and so do their widenings */
+        x[r.nx - 2] = NAN;
+        conv[r.nc / 2] = NAN; /* a NaN conv response wins */
+        conv[r.nc / 3] = -NAN;
+    }
+    /* P~ on the CPU, op by op; C takes its value at every fifth element, so every case has ties
+     * (narrowing by interpolation weighs with fractions, which seldom meet a multiple of 1/8) */
+    float *P = bf_test_upload(cpu, NULL, r.np), *W = bf_test_upload(cpu, NULL, r.nc);
+    int32_t *argmax = raw_upload(cpu, NULL, r.np * sizeof(int32_t), 0);
+    CHECK_OK(cpu->ops->maxpool_forward(cpu, &r.ps, x, P, argmax));
+    CHECK_OK(cpu->ops->flex_widen_forward(cpu, &r.s, P, W));
+    float *wide = bf_test_download(cpu, W, r.nc);
+    size_t ties = 0, conv_wins = 0;
+    for (size_t e = 0; e < r.nc; e++) {
+        if (e % 5 == 0 && e != r.nc / 2 && e != r.nc / 3) conv[e] = wide[e];
+        ties += conv[e] == wide[e];
+        conv_wins += conv[e] > wide[e];
+    }
+    CHECK(ties > 0, "%s: no ties", pc->name);
+
+    r.x = pair_from(x, r.nx);
+    r.y = pair_from(conv, r.nc);
+    r.dy = pair_from(dy, r.nc);
+    r.conv_g = bf_test_upload(gpu, conv, r.nc);
+    r.P_g = bf_test_upload(gpu, NULL, r.np);
+    r.dP_g = bf_test_upload(gpu, NULL, r.np);
+    r.argmax_g = raw_upload(gpu, NULL, r.np * sizeof(int32_t), 0xFF);
+
+    check_pool_forward(&r, conv, conv_wins);
+    check_pool_backward(&r);
+    check_pool_scatter(&r, dx0);
+    printf("  %-50s %6zu elements, %5zu ties, %5zu conv wins: %s\n", pc->name, r.nc, ties, conv_wins,
+           g_case_bad ? "MISMATCH" : "bit-identical");
+
+    pair *pairs[] = {&r.x, &r.y, &r.dy, &r.dP};
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) pair_free(pairs[i]);
+    void *gpu_bufs[] = {r.window_g, r.winners_g, r.conv_g, r.P_g, r.dP_g, r.argmax_g};
+    for (size_t i = 0; i < sizeof gpu_bufs / sizeof gpu_bufs[0]; i++) bf_free(gpu, gpu_bufs[i]);
+    void *cpu_bufs[] = {r.window_c, r.winners_c, P, W, argmax};
+    for (size_t i = 0; i < sizeof cpu_bufs / sizeof cpu_bufs[0]; i++) bf_free(cpu, cpu_bufs[i]);
+    free(x), free(conv), free(dy), free(dx0), free(wide);
+}
+
+/* Every channel rule x pool window x tie rule, at batch 2 on odd output sizes (so neither hw nor the
+ * element count is a multiple of 32: the winners' last word is partial), then NaNs and larger shapes. */
+static void test_pool_cases(void) {
+    static const struct {
+        const char *name;
+        int c_in, c_out;
+        bf_flex_channel_rule rule;
+    } channels[] = {
+        {"expand 3->6", 3, 6, BF_FLEX_CHANNELS_EXPAND},   {"expand 4->6 (tiling)", 4, 6, BF_FLEX_CHANNELS_EXPAND},
+        {"expand 6->4", 6, 4, BF_FLEX_CHANNELS_EXPAND},   {"bilinear 3->8", 3, 8, BF_FLEX_CHANNELS_BILINEAR},
+        {"bilinear 8->3", 8, 3, BF_FLEX_CHANNELS_BILINEAR},
+    };
+    static const struct {
+        const char *name;
+        int h, w, k, stride, pad;
+    } windows[] = {
+        {"3x3/1 pad 1 @7x9", 7, 9, 3, 1, 1},    /* VGG's flex layers: 7x9 out */
+        {"2x2/2 @11x15", 11, 15, 2, 2, 0},      /* fully_flex: 5x7 out, the last row and column unused */
+        {"3x3/2 pad 1 @10x13", 10, 13, 3, 2, 1}, /* 5x7 out, the last column's windows clipped */
+    };
+    printf("flex_pool ops, CUDA against the CPU and against the CUDA op-by-op sequence:\n");
+    for (size_t c = 0; c < sizeof channels / sizeof channels[0]; c++)
+        for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++)
+            for (int ties = 0; ties < 2; ties++) {
+                pool_case pc = {.n = 2, .c_in = channels[c].c_in, .c_out = channels[c].c_out, .h = windows[w].h,
+                                .w = windows[w].w, .k = windows[w].k, .stride = windows[w].stride,
+                                .pad = windows[w].pad, .channels = channels[c].rule, .ties = ties};
+                snprintf(pc.name, sizeof pc.name, "%s, %s, %s", channels[c].name, windows[w].name,
+                         ties == BF_FLEX_TIE_SPLIT ? "split" : "pool");
+                test_pool_case(&pc);
+            }
+    static const pool_case extra[] = {
+        {"expand 3->6, 3x3/1 @7x9, split, NaNs", 2, 3, 6, 7, 9, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
+         BF_FLEX_TIE_SPLIT, 1},
+        {"bilinear 4->7, 3x3/2 @10x13, split, NaNs", 2, 4, 7, 10, 13, 3, 2, 1, BF_FLEX_CHANNELS_BILINEAR,
+         BF_FLEX_TIE_SPLIT, 1},
+        {"expand 48->120 (tiling), 3x3/1 @29x27, n=3, split", 3, 48, 120, 29, 27, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
+         BF_FLEX_TIE_SPLIT, 0},
+        {"bilinear 24->100, 3x3/2 @29x27, n=3, pool", 3, 24, 100, 29, 27, 3, 2, 1, BF_FLEX_CHANNELS_BILINEAR,
+         BF_FLEX_TIE_POOL, 0},
+    };
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) test_pool_case(&extra[i]);
+}
+
+/* Shapes and pointers the CUDA ops must refuse with BF_ERR_ARG, before touching any tensor. */
+static void test_pool_refusals(void) {
+    bf_pool_shape ps = {.n = 1, .c = 2, .h_in = 6, .w_in = 6, .k = 3, .stride = 1, .pad = 1};
+    CHECK_OK(bf_pool_shape_init(&ps));
+    const bf_flex_shape s = {.n = 1, .c_in = 2, .c_out = 4, .hw = 36, .channels = BF_FLEX_CHANNELS_EXPAND,
+                             .ties = BF_FLEX_TIE_SPLIT};
+    float *x = bf_test_upload(gpu, NULL, 72), *dP = bf_test_upload(gpu, NULL, 72), *dx = bf_test_upload(gpu, NULL, 72);
+    float *y = bf_test_upload(gpu, NULL, 144), *dy = bf_test_upload(gpu, NULL, 144);
+    float *dconv = bf_test_upload(gpu, NULL, 144);
+    void *window = raw_upload(gpu, NULL, 72, 0), *winners = raw_upload(gpu, NULL, 5 * sizeof(uint32_t), 0);
+    CHECK_OK(gpu->ops->flex_pool_max_forward(gpu, &ps, &s, x, y, window, winners, NULL));
+    CHECK_OK(gpu->ops->flex_pool_max_backward(gpu, &ps, &s, x, y, window, winners, dy, dconv, NULL));
+    CHECK_OK(gpu->ops->flex_pool_scatter_add(gpu, &ps, &s, window, dP, dx));
+    CHECK_OK(gpu->ops->fill(gpu, y, 7.0f, 144));
+
+    bf_pool_shape wrong_c = ps, wrong_n = ps, wide = ps, stale = ps;
+    wrong_c.c = 3;
+    wrong_n.n = 2;
+    CHECK_OK(bf_pool_shape_init(&wrong_c));
+    CHECK_OK(bf_pool_shape_init(&wrong_n));
+    wide.k = 16, wide.pad = 0, wide.h_in = wide.w_in = 21; /* 6x6 out, but 256 places: more than a byte */
+    CHECK_OK(bf_pool_shape_init(&wide));
+    stale.h_in = 7; /* h_out left at 6: not what bf_pool_shape_init gives */
+    bf_flex_shape wrong_hw = s;
+    wrong_hw.hw = 35;
+
+    CHECK(gpu->ops->flex_pool_max_forward(gpu, &wrong_c, &s, x, y, window, winners, NULL) == BF_ERR_ARG &&
+              strstr(bf_last_error(), "flex_pool_max_forward") != NULL,
+          "cuda: a pool of 3 channels under a flex of 2 is refused, naming the op: %s", bf_last_error());
+    CHECK(gpu->ops->flex_pool_max_forward(gpu, &wide, &s, x, y, window, winners, NULL) == BF_ERR_ARG,
+          "cuda: a 16x16 window is refused by the forward: %s", bf_last_error());
+    CHECK(gpu->ops->flex_pool_max_forward(gpu, &stale, &s, x, y, window, winners, NULL) == BF_ERR_ARG,
+          "cuda: a pool shape whose h_out does not follow from h_in is refused: %s", bf_last_error());
+    CHECK(gpu->ops->flex_pool_max_forward(gpu, &ps, &s, x, y, NULL, winners, NULL) == BF_ERR_ARG,
+          "cuda: a NULL window is refused: %s", bf_last_error());
+    CHECK(gpu->ops->flex_pool_max_backward(gpu, &wrong_n, &s, x, y, window, winners, dy, dconv, dP) == BF_ERR_ARG,
+          "cuda: a pool of batch 2 under a flex of batch 1 is refused by the backward: %s", bf_last_error());
+    CHECK(gpu->ops->flex_pool_max_backward(gpu, &wide, &s, x, y, window, winners, dy, dconv, NULL) == BF_ERR_ARG,
+          "cuda: a 16x16 window is refused by the backward: %s", bf_last_error());
+    CHECK(gpu->ops->flex_pool_max_backward(gpu, &ps, &s, x, y, window, winners, dy, NULL, dP) == BF_ERR_ARG,
+          "cuda: a NULL dconv is refused: %s", bf_last_error());
+    CHECK(gpu->ops->flex_pool_scatter_add(gpu, &ps, &wrong_hw, window, dP, dx) == BF_ERR_ARG,
+          "cuda: a flex hw of 35 under a 6x6 pool is refused by the scatter: %s", bf_last_error());
+    CHECK(gpu->ops->flex_pool_scatter_add(gpu, &wrong_c, &s, window, dP, dx) == BF_ERR_ARG,
+          "cuda: a pool of 3 channels is refused by the scatter: %s", bf_last_error());
+    CHECK(gpu->ops->flex_pool_scatter_add(gpu, &ps, &s, window, NULL, dx) == BF_ERR_ARG,
+          "cuda: a NULL dpooled is refused by the scatter: %s", bf_last_error());
+    float *yh = bf_test_download(gpu, y, 144);
+    size_t touched = 0;
+    for (size_t i = 0; yh && i < 144; i++) touched += yh[i] != 7.0f;
+    CHECK(yh && touched == 0, "cuda: the refused forwards left y alone (%zu elements changed)", touched);
+    printf("  refusals (pool channels, batch, hw, a 16x16 window, a stale h_out, NULL tensors): %s\n",
+           yh && touched == 0 ? "ok" : "FAILED");
+    free(yh);
+    void *bufs[] = {x, y, dy, dconv, dP, dx, window, winners};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) bf_free(gpu, bufs[i]);
+}
+
 int main(void) {
     if (!pair_open(&cpu, &gpu, 5000)) return bf_test_finish();
 
@@ -188,6 +554,8 @@ int main(void) {
         pair_free(&u);
     }
     test_mask_stats(8 * 64 * 196);
+    test_pool_cases();
+    test_pool_refusals();
     CHECK_OK(gpu->ops->synchronize(gpu));
 
     bf_backend_destroy(gpu);

@@ -9,7 +9,8 @@
  * and a 3x3/2 one, on sizes where neither hw nor the element count is a multiple of 32 (so the
  * winners bitmap's last word is partial). Inputs are multiples of 1/8, so ties between the branches
  * are common (each case checks it met some), and one case carries NaNs on both branches. Window
- * bytes of channels that no output channel taps must be left as they were. */
+ * bytes of channels that no output channel taps must be left as they were. Under EXPAND the
+ * backward also runs with dconv written over dy, which the contract allows. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +155,15 @@ static void run_case(bf_backend *b, const pool_case *pc) {
           pc->name, differing_bits(dconv_only, dconv_ref, nc));
     CHECK(differing_bits(dP, dP_ref, np) == 0, "%s: dpooled differs from flex_max_backward in %zu elements", pc->name,
           differing_bits(dP, dP_ref, np));
+    if (pc->channels == BF_FLEX_CHANNELS_EXPAND) { /* dconv may overwrite dy there */
+        float *inplace = host(nc * sizeof(float)), *dP2 = host(np * sizeof(float));
+        memcpy(inplace, dy, nc * sizeof(float));
+        CHECK_OK(b->ops->flex_pool_max_backward(b, &ps, &s, x, y, window, winners, inplace, inplace, dP2));
+        CHECK(differing_bits(inplace, dconv_ref, nc) == 0 && differing_bits(dP2, dP_ref, np) == 0,
+              "%s: dconv written over dy: %zu dconv and %zu dpooled elements differ", pc->name,
+              differing_bits(inplace, dconv_ref, nc), differing_bits(dP2, dP_ref, np));
+        free(inplace), free(dP2);
+    }
     CHECK_OK(b->ops->flex_pool_scatter_add(b, &ps, &s, window, dP, dx));
     CHECK(differing_bits(dx, dx_ref, nx) == 0, "%s: dx + scatter differs from dx + maxpool_backward in %zu elements",
           pc->name, differing_bits(dx, dx_ref, nx));

@@ -61,6 +61,8 @@ static void test_parameter_counts(void) {
         bf_shape s = bf_model_shape_of(vgg, vgg->num_layers - 1);
         CHECK(s.c == 100 && vgg->num_grad_slots == 2, "VGG-16 logits %d, gradient slots %d (a chain needs 2)", s.c,
               vgg->num_grad_slots);
+        CHECK(vgg->grad_scratch_floats == 0,
+              "a chain needs no accumulation scratch (%zu floats planned)", vgg->grad_scratch_floats);
         bf_model_destroy(vgg);
     }
     bf_model *r50 = plan(BF_ARCH_RESNET50, 1000, 3, 224, 1);
@@ -69,6 +71,9 @@ static void test_parameter_counts(void) {
                   has_param(r50, "layer1.0.downsample.0.weight", 256) && has_param(r50, "layer4.2.conv3.weight", 2048) &&
                   has_param(r50, "layer4.2.bn3.bias", 2048) && has_param(r50, "fc.weight", 1000),
               "ResNet-50 state_dict names follow torchvision");
+        CHECK(r50->grad_scratch_floats == 2 * 256 * 56 * 56, /* batch 2 */
+              "ResNet-50's accumulation scratch holds its largest shared output, a layer1 block's 256x56x56 (got %zu)",
+              r50->grad_scratch_floats);
         bf_model_destroy(r50);
     }
 }

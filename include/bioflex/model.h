@@ -148,6 +148,7 @@ typedef struct bf_model {
     int num_grad_slots;
     size_t grad_slot_floats;
     float *grad_scratch;        /* a backward writes here when its target already holds a gradient */
+    size_t grad_scratch_floats; /* its size: the largest output with several consumers, or 0 (a chain) */
     int batch;                  /* current batch size (<= input_shape.n) */
     int training;               /* 1: batch statistics, dropout on */
     uint64_t step;              /* training step counter; dropout masks are drawn from (seed, step, layer) */

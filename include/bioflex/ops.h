@@ -154,8 +154,11 @@ typedef struct bf_flex_shape {
  * output would be empty or the channel counts do not divide by groups. */
 bf_status bf_conv2d_shape_init(bf_conv2d_shape *s);
 bf_status bf_pool_shape_init(bf_pool_shape *s);
-/* BF_OK when ps is a valid pool over [n, c_in, h, w] whose output has the flex shape's n, c_in and
- * hw, with k*k <= 255 (the flex_pool_* ops' window bytes); else BF_ERR_ARG naming op and both shapes. */
+/* BF_OK when every size of s is positive and its rules are known; else BF_ERR_ARG naming op. */
+bf_status bf_flex_shape_check(const bf_flex_shape *s, const char *op);
+/* BF_OK when s is valid and ps is a valid pool over [n, c_in, h, w] whose output has the flex
+ * shape's n, c_in and hw, with k*k <= 255 (the flex_pool_* ops' window bytes); else BF_ERR_ARG
+ * naming op and both shapes. */
 bf_status bf_flex_pool_shape_check(const bf_pool_shape *ps, const bf_flex_shape *s, const char *op);
 
 typedef struct bf_backend bf_backend;
@@ -290,8 +293,9 @@ typedef struct bf_ops {
      *   bit per element e of y (bit e%32 of word e/32, (n*c_out*hw + 31)/32 words, the last word's
      *   spare bits 0): 1 where C >= P~, the conv won or tied. conv_wins as flex_max_forward.
      * backward: dconv [n, c_out, hw] = dy where C > P~, dy/2 on ties under SPLIT (0 under POOL),
-     *   else 0, overwritten. A tie is told from a conv win by y == P~ (P recomputed from x and
-     *   window): y must be as forward left it. dpooled (nullable: then only dconv) [n, c_in, hw] =
+     *   else 0, overwritten; under EXPAND dconv may be dy itself (each element of dy has one tap,
+     *   so it is read once, before its dconv is written). A tie is told from a conv win by y == P~
+     *   (P recomputed from x and window): x and y must be as forward left them. dpooled (nullable: then only dconv) [n, c_in, hw] =
      *   the fold-back of dy - dconv, as flex_max_backward, overwritten. Both results are
      *   bit-identical to maxpool_forward + flex_max_forward + flex_max_backward on every backend. */
     bf_status (*flex_pool_max_forward)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
@@ -301,7 +305,9 @@ typedef struct bf_ops {
                                         const float *dy, float *dconv, float *dpooled);
     /* dx [n, c_in, h_in, w_in] += maxpool_backward of dpooled through window (the pool branch's
      * share of the input gradient, added after the conv's backward-data wrote dx; each input
-     * element sums its windows in ascending output order, as maxpool_backward, then adds). */
+     * element sums its windows in ascending output order, as maxpool_backward, then adds). Zeros
+     * of dpooled are skipped without reading their window byte, so dpooled must be 0 on pooled
+     * channels no output channel taps (whose bytes forward left unwritten), as the backward makes it. */
     bf_status (*flex_pool_scatter_add)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                        const uint8_t *window, const float *dpooled, float *dx);
     /* Mask joint. logits [n, c_out, hw] = widened - threshold[c_out, hw] (broadcast over n). */

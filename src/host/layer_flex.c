@@ -68,9 +68,17 @@ char *bf_flex_place(bf_layer *l, char *cursor) {
     return cursor;
 }
 
-size_t bf_flex_scratch_floats(const bf_layer *l) {
+/* The max joint's dC overwrites dy under EXPAND (ops.h allows it there): dy is a gradient slot that
+ * nothing reads after this backward, except in the last layer, where it is the caller's dlogits. */
+static int dconv_in_place(const bf_model *m, int index) {
+    const bf_layer *l = &m->layers[index];
+    return !is_mask(l) && l->flex_opt.channels == BF_FLEX_CHANNELS_EXPAND && index != m->num_layers - 1;
+}
+
+size_t bf_flex_scratch_floats(const bf_model *m, int index) {
+    const bf_layer *l = &m->layers[index];
     if (l->kind != BF_LAYER_FLEX) return 0;
-    if (!is_mask(l)) return branch_floats(l) + pooled_floats(l); /* dC, dP */
+    if (!is_mask(l)) return (dconv_in_place(m, index) ? 0 : branch_floats(l)) + pooled_floats(l); /* [dC,] dP */
     /* dC, dP, the pool's dx, dL (post-BN), dL, dP~ */
     return branch_floats(l) + pooled_floats(l) + input_floats(l) + 3 * branch_floats(l);
 }
@@ -161,6 +169,10 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
     size_t input = (size_t)cs.n * cs.c_in * cs.h_in * cs.w_in;
     float *dconv = m->flex_scratch, *dpooled = dconv + branch, *dx_pool = dpooled + pooled;
     if (!is_mask(l)) { /* y (the output, which no in-place ReLU overwrites) tells ties from conv wins */
+        if (dconv_in_place(m, index)) {
+            dconv = l->dout;
+            dpooled = m->flex_scratch;
+        }
         BF_TRY(ops->flex_pool_max_backward(b, &ps, &fs, x, l->out, l->flex_window, l->flex_winners, l->dout, dconv,
                                            dx ? dpooled : NULL));
         BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, grad(m, l, 0), grad(m, l, 1)));

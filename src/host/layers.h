@@ -16,7 +16,7 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
  * the advanced cursor), the backward scratch it needs (shared by all flex layers), and its passes. */
 size_t bf_flex_arena_bytes(const bf_layer *l);
 char *bf_flex_place(bf_layer *l, char *cursor);
-size_t bf_flex_scratch_floats(const bf_layer *l);
+size_t bf_flex_scratch_floats(const bf_model *m, int index);
 bf_status bf_flex_forward(bf_model *m, int index);
 /* Writes the gradient of the layer's input into dx (nullable: the model input needs none). */
 bf_status bf_flex_backward(bf_model *m, int index, float *dx);

@@ -2,7 +2,8 @@
  * one for running statistics, and one arena for every activation, so a training step allocates
  * nothing. Output gradients share a few max-size "gradient slots": dout of layer i is live from
  * the backward of its last consumer down to its own backward, and layers whose intervals do not
- * overlap reuse a slot (a VGG needs two). Weights are initialised here, on the host, from the
+ * overlap reuse a slot (a VGG needs two); the accumulation scratch, for layers with several
+ * consumers, is sized by them (a chain has none). Weights are initialised here, on the host, from the
  * seed, so the CPU and CUDA backends start from identical weights. */
 #include <math.h>
 #include <stdlib.h>
@@ -78,6 +79,15 @@ static bf_status plan_gradient_slots(bf_model *m) {
         }
     m->num_grad_slots = slots;
     m->grad_slot_floats = max_floats;
+    /* The accumulation scratch holds a second consumer's gradient before it is added to the first
+     * one's (layers.c), and a batch-norm on the raw input's unused dx: a chain needs none. */
+    m->grad_scratch_floats = 0;
+    for (size_t i = 0; i < L; i++) {
+        const bf_layer *l = &m->layers[i];
+        size_t need = l->num_consumers > 1 ? bf_shape_count(l->out_shape) : 0;
+        if (l->kind == BF_LAYER_BATCHNORM && l->input[0] == BF_MODEL_INPUT) need = bf_shape_count(m->input_shape);
+        if (need > m->grad_scratch_floats) m->grad_scratch_floats = need;
+    }
     free(last_consumer);
     free(slot_free);
     return BF_OK;
@@ -139,10 +149,10 @@ bf_status bf_model_finalize(bf_model *m) {
     size_t arena_bytes = 0;
     for (int i = 0; i < m->num_layers; i++) arena_bytes += layer_arena_bytes(m, &m->layers[i]);
     size_t slot_bytes = align_up(m->grad_slot_floats * sizeof(float));
-    arena_bytes += slot_bytes * (size_t)(m->num_grad_slots + 1); /* + the accumulation scratch */
+    arena_bytes += slot_bytes * (size_t)m->num_grad_slots + align_up(m->grad_scratch_floats * sizeof(float));
     m->flex_scratch_floats = 0;
     for (int i = 0; i < m->num_layers; i++) {
-        size_t f = bf_flex_scratch_floats(&m->layers[i]);
+        size_t f = bf_flex_scratch_floats(m, i);
         if (f > m->flex_scratch_floats) m->flex_scratch_floats = f;
     }
     arena_bytes += align_up(m->flex_scratch_floats * sizeof(float));
@@ -194,8 +204,8 @@ bf_status bf_model_finalize(bf_model *m) {
         m->grad_slots[s2] = (float *)cursor;
         cursor += slot_bytes;
     }
-    m->grad_scratch = (float *)cursor;
-    cursor += slot_bytes;
+    m->grad_scratch = m->grad_scratch_floats ? (float *)cursor : NULL;
+    cursor += align_up(m->grad_scratch_floats * sizeof(float));
     m->flex_scratch = m->flex_scratch_floats ? (float *)cursor : NULL;
     cursor += align_up(m->flex_scratch_floats * sizeof(float));
     m->bn_sync_sums = m->bn_sync_doubles ? (double *)cursor : NULL;

@@ -316,7 +316,7 @@ void bf_model_print_table(const bf_model *m, FILE *out) {
                 flops / 1e6, act, l->in_place ? " (in place)" : l->frozen ? " (frozen)" : "");
     }
     fprintf(out, "total: %zu parameters (%.1f MiB), %.3f GFLOP forward per image, %.1f MiB activations at batch %d "
-                 "(+ %d gradient slots of %.1f MiB)\n",
+                 "(+ %d gradient slots of %.1f MiB, %.1f MiB accumulation scratch)\n",
             m->num_param_floats, m->num_param_floats * 4.0 / 1048576.0, total_flops / 1e9, total_act, m->input_shape.n,
-            m->num_grad_slots + 1, m->grad_slot_floats * 4.0 / 1048576.0);
+            m->num_grad_slots, m->grad_slot_floats * 4.0 / 1048576.0, m->grad_scratch_floats * 4.0 / 1048576.0);
 }

@@ -27,7 +27,8 @@ bf_status bf_pool_shape_init(bf_pool_shape *s) {
 }
 
 bf_status bf_flex_pool_shape_check(const bf_pool_shape *ps, const bf_flex_shape *s, const char *op) {
-    if (!ps || !s) return bf_error(BF_ERR_ARG, "%s: NULL shape", op);
+    BF_TRY(bf_flex_shape_check(s, op));
+    if (!ps) return bf_error(BF_ERR_ARG, "%s: NULL pool shape", op);
     bf_pool_shape expect = *ps;
     if (ps->k <= 0 || ps->k * ps->k > 255 || bf_pool_shape_init(&expect) != BF_OK || expect.h_out != ps->h_out ||
         expect.w_out != ps->w_out || ps->n != s->n || ps->c != s->c_in || (long)ps->h_out * ps->w_out != s->hw)
@@ -36,5 +37,15 @@ bf_status bf_flex_pool_shape_check(const bf_pool_shape *ps, const bf_flex_shape 
                         "n=%d c_in=%d hw=%d (or k*k > 255, or pad > k/2)",
                         op, ps->n, ps->c, ps->h_in, ps->w_in, ps->k, ps->stride, ps->pad, ps->h_out, ps->w_out, s->n,
                         s->c_in, s->hw);
+    return BF_OK;
+}
+
+bf_status bf_flex_shape_check(const bf_flex_shape *s, const char *op) {
+    if (!s) return bf_error(BF_ERR_ARG, "%s: NULL shape", op);
+    if (s->n <= 0 || s->c_in <= 0 || s->c_out <= 0 || s->hw <= 0 ||
+        (s->channels != BF_FLEX_CHANNELS_EXPAND && s->channels != BF_FLEX_CHANNELS_BILINEAR) ||
+        (s->ties != BF_FLEX_TIE_SPLIT && s->ties != BF_FLEX_TIE_POOL))
+        return bf_error(BF_ERR_ARG, "%s: invalid shape n=%d c_in=%d c_out=%d hw=%d channels=%d ties=%d", op, s->n,
+                        s->c_in, s->c_out, s->hw, (int)s->channels, (int)s->ties);
     return BF_OK;
 }

@@ -88,16 +88,6 @@ __global__ void k_accumulate_partials(const double *__restrict__ partial, int co
 
 /* ---- host helpers ---- */
 
-inline bf_status check_shape(const bf_flex_shape *s, const char *op) {
-    if (!s) return bf_error(BF_ERR_ARG, "%s: NULL shape", op);
-    if (s->n <= 0 || s->c_in <= 0 || s->c_out <= 0 || s->hw <= 0 ||
-        (s->channels != BF_FLEX_CHANNELS_EXPAND && s->channels != BF_FLEX_CHANNELS_BILINEAR) ||
-        (s->ties != BF_FLEX_TIE_SPLIT && s->ties != BF_FLEX_TIE_POOL))
-        return bf_error(BF_ERR_ARG, "%s: invalid shape n=%d c_in=%d c_out=%d hw=%d channels=%d ties=%d", op, s->n,
-                        s->c_in, s->c_out, s->hw, (int)s->channels, (int)s->ties);
-    return BF_OK;
-}
-
 inline bf_status check_kind(bf_flex_mask kind, const char *op) {
     if ((int)kind < 0 || kind >= BF_FLEX_MASK_COUNT) return bf_error(BF_ERR_ARG, "%s: unknown mask kind %d", op, (int)kind);
     return BF_OK;
@@ -128,7 +118,7 @@ inline unsigned reduce_blocks(size_t n) {
 #define FLEX_ENTER(op, ...)                                                           \
     bf_cuda_impl *im;                                                                 \
     BF_TRY(bf_cuda_enter(b, &im));                                                    \
-    BF_TRY(check_shape(s, op));                                                       \
+    BF_TRY(bf_flex_shape_check(s, op));                                                       \
     do {                                                                              \
         const void *req_[] = {__VA_ARGS__};                                           \
         for (size_t k_ = 0; k_ < sizeof req_ / sizeof req_[0]; k_++)                  \

@@ -14,7 +14,7 @@
 #include "flex_cpu.h"
 
 bf_status bf_cpu_flex_widen_forward(bf_backend *b, const bf_flex_shape *s, const float *pooled, float *widened) {
-    BF_TRY(check_shape(s, "flex_widen_forward"));
+    BF_TRY(bf_flex_shape_check(s, "flex_widen_forward"));
     REQUIRE("flex_widen_forward", pooled, widened);
     const size_t hw = (size_t)s->hw;
     const long planes = (long)s->n * s->c_out;
@@ -60,7 +60,7 @@ static void fold_back(bf_backend *b, const bf_flex_shape *s, const float *dy, co
 }
 
 bf_status bf_cpu_flex_widen_backward(bf_backend *b, const bf_flex_shape *s, const float *dwidened, float *dpooled) {
-    BF_TRY(check_shape(s, "flex_widen_backward"));
+    BF_TRY(bf_flex_shape_check(s, "flex_widen_backward"));
     REQUIRE("flex_widen_backward", dwidened, dpooled);
     fold_back(b, s, dwidened, NULL, dpooled);
     return BF_OK;
@@ -68,7 +68,7 @@ bf_status bf_cpu_flex_widen_backward(bf_backend *b, const bf_flex_shape *s, cons
 
 bf_status bf_cpu_flex_max_forward(bf_backend *b, const bf_flex_shape *s, const float *conv, const float *pooled,
                                   float *y, float *conv_wins) {
-    BF_TRY(check_shape(s, "flex_max_forward"));
+    BF_TRY(bf_flex_shape_check(s, "flex_max_forward"));
     REQUIRE("flex_max_forward", conv, pooled, y);
     const size_t hw = (size_t)s->hw;
     const long planes = (long)s->n * s->c_out;
@@ -92,7 +92,7 @@ bf_status bf_cpu_flex_max_forward(bf_backend *b, const bf_flex_shape *s, const f
 
 bf_status bf_cpu_flex_max_backward(bf_backend *b, const bf_flex_shape *s, const float *conv, const float *pooled,
                                    const float *dy, float *dconv, float *dpooled) {
-    BF_TRY(check_shape(s, "flex_max_backward"));
+    BF_TRY(bf_flex_shape_check(s, "flex_max_backward"));
     REQUIRE("flex_max_backward", conv, pooled, dy, dconv, dpooled);
     const size_t hw = (size_t)s->hw;
     const long planes = (long)s->n * s->c_out;
@@ -115,7 +115,7 @@ bf_status bf_cpu_flex_max_backward(bf_backend *b, const bf_flex_shape *s, const 
 
 bf_status bf_cpu_flex_logits_forward(bf_backend *b, const bf_flex_shape *s, const float *widened,
                                      const float *threshold, float *logits) {
-    BF_TRY(check_shape(s, "flex_logits_forward"));
+    BF_TRY(bf_flex_shape_check(s, "flex_logits_forward"));
     REQUIRE("flex_logits_forward", widened, threshold, logits);
     const size_t per_sample = (size_t)s->c_out * s->hw;
 #pragma omp parallel for num_threads(plane_threads(b, per_sample * s->n)) schedule(static)
@@ -183,7 +183,7 @@ static inline float mask_grad(bf_flex_mask kind, float factor, float L, float m)
 bf_status bf_cpu_flex_mask_forward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
                                    uint64_t seed, const float *logits, const float *conv, const float *widened,
                                    float *mask, float *y, float *conv_mask_sum) {
-    BF_TRY(check_shape(s, "flex_mask_forward"));
+    BF_TRY(bf_flex_shape_check(s, "flex_mask_forward"));
     BF_TRY(check_kind(kind, "flex_mask_forward"));
     REQUIRE("flex_mask_forward", logits, conv, widened, mask, y);
     const size_t total = (size_t)s->n * s->c_out * s->hw;
@@ -200,7 +200,7 @@ bf_status bf_cpu_flex_mask_forward(bf_backend *b, const bf_flex_shape *s, bf_fle
 bf_status bf_cpu_flex_mask_backward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
                                     const float *logits, const float *mask, const float *conv, const float *widened,
                                     const float *dy, float *dconv, float *dlogits, float *dwidened) {
-    BF_TRY(check_shape(s, "flex_mask_backward"));
+    BF_TRY(bf_flex_shape_check(s, "flex_mask_backward"));
     BF_TRY(check_kind(kind, "flex_mask_backward"));
     REQUIRE("flex_mask_backward", logits, mask, conv, widened, dy, dconv, dlogits, dwidened);
     const size_t total = (size_t)s->n * s->c_out * s->hw;
@@ -216,7 +216,7 @@ bf_status bf_cpu_flex_mask_backward(bf_backend *b, const bf_flex_shape *s, bf_fl
 
 bf_status bf_cpu_flex_threshold_backward(bf_backend *b, const bf_flex_shape *s, const float *dlogits,
                                          float *dthreshold) {
-    BF_TRY(check_shape(s, "flex_threshold_backward"));
+    BF_TRY(bf_flex_shape_check(s, "flex_threshold_backward"));
     REQUIRE("flex_threshold_backward", dlogits, dthreshold);
     const size_t per_sample = (size_t)s->c_out * s->hw;
     /* one element per iteration, its n terms summed in double in ascending n, as flex.cu does */

@@ -62,16 +62,6 @@ static inline float widen_at(const flex_taps *t, const float *pn, size_t hw, siz
     return t->i1 < 0 ? v : t->w0 * v + t->w1 * pn[(size_t)t->i1 * hw + p];
 }
 
-static inline bf_status check_shape(const bf_flex_shape *s, const char *op) {
-    if (!s) return bf_error(BF_ERR_ARG, "%s: NULL shape", op);
-    if (s->n <= 0 || s->c_in <= 0 || s->c_out <= 0 || s->hw <= 0 ||
-        (s->channels != BF_FLEX_CHANNELS_EXPAND && s->channels != BF_FLEX_CHANNELS_BILINEAR) ||
-        (s->ties != BF_FLEX_TIE_SPLIT && s->ties != BF_FLEX_TIE_POOL))
-        return bf_error(BF_ERR_ARG, "%s: invalid shape n=%d c_in=%d c_out=%d hw=%d channels=%d ties=%d", op, s->n,
-                        s->c_in, s->c_out, s->hw, (int)s->channels, (int)s->ties);
-    return BF_OK;
-}
-
 static inline bf_status check_kind(bf_flex_mask kind, const char *op) {
     if ((int)kind < 0 || kind >= BF_FLEX_MASK_COUNT)
         return bf_error(BF_ERR_ARG, "%s: unknown mask kind %d", op, (int)kind);

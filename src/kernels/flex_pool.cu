@@ -21,24 +21,9 @@
 #include <math.h>
 
 #include "flex_common.cuh"
+#include "pool_common.cuh"
 
 namespace { /* kernels are private to this file */
-
-/* The pool branch's window over x as the kernels need it. */
-struct pool_geo {
-    int h_in, w_in, k, stride, pad, w_out;
-};
-
-pool_geo pool_geo_of(const bf_pool_shape *ps) {
-    pool_geo g;
-    g.h_in = ps->h_in;
-    g.w_in = ps->w_in;
-    g.k = ps->k;
-    g.stride = ps->stride;
-    g.pad = ps->pad;
-    g.w_out = ps->w_out;
-    return g;
-}
 
 /* Window (oh, ow)'s maximum in one input plane: the first in row-major order, a NaN winning,
  * padding never; *place = kh * k + kw. */
@@ -118,9 +103,10 @@ __global__ void k_pool_max_forward(const float *__restrict__ x, float *__restric
     }
 }
 
+/* dy and dconv are not __restrict__: under EXPAND they may be one buffer (ops.h). */
 __global__ void k_pool_max_route(const float *__restrict__ x, const float *__restrict__ y,
                                  const uint8_t *__restrict__ window, const uint32_t *__restrict__ winners,
-                                 const float *__restrict__ dy, float *__restrict__ dconv, float *__restrict__ dpooled,
+                                 const float *dy, float *dconv, float *__restrict__ dpooled,
                                  size_t pooled_total, flex_geo g, pool_geo pg, float tie_share) {
     const size_t in_plane = (size_t)pg.h_in * pg.w_in, hw = (size_t)g.hw;
     GRID_STRIDE(idx, pooled_total) {
@@ -154,20 +140,19 @@ __global__ void k_pool_max_route(const float *__restrict__ x, const float *__res
 }
 
 __global__ void k_pool_scatter_add(const uint8_t *__restrict__ window, const float *__restrict__ dpooled,
-                                   float *__restrict__ dx, size_t input_total, pool_geo pg, int h_out, int hw) {
+                                   float *__restrict__ dx, size_t input_total, pool_geo pg, int hw) {
     const size_t in_plane = (size_t)pg.h_in * pg.w_in;
     GRID_STRIDE(idx, input_total) {
         const size_t plane = idx / in_plane, at = idx - plane * in_plane;
         const int h = (int)(at / pg.w_in), w = (int)(at - (size_t)h * pg.w_in);
         const float *dp = dpooled + plane * hw;
         const uint8_t *wq = window + plane * hw;
-        const int oh_num = h + pg.pad - pg.k + 1, ow_num = w + pg.pad - pg.k + 1;
-        const int oh_lo = oh_num <= 0 ? 0 : (oh_num + pg.stride - 1) / pg.stride;
-        const int ow_lo = ow_num <= 0 ? 0 : (ow_num + pg.stride - 1) / pg.stride;
-        const int oh_hi = min((h + pg.pad) / pg.stride, h_out - 1), ow_hi = min((w + pg.pad) / pg.stride, pg.w_out - 1);
+        int oh_lo, oh_hi, ow_lo, ow_hi;
+        covering_outputs(h, pg.stride, pg.pad, pg.k, pg.h_out, &oh_lo, &oh_hi);
+        covering_outputs(w, pg.stride, pg.pad, pg.k, pg.w_out, &ow_lo, &ow_hi);
         float acc = 0.0f;
-        for (int oh = oh_lo; oh <= oh_hi; oh++)
-            for (int ow = ow_lo; ow <= ow_hi; ow++) {
+        for (int oh = oh_lo; oh < oh_hi; oh++)
+            for (int ow = ow_lo; ow < ow_hi; ow++) {
                 const size_t o = (size_t)oh * pg.w_out + ow;
                 const float v = dp[o];
                 if (v != 0.0f && window_offset(pg, oh, ow, wq[o]) == at) acc = __fadd_rn(acc, v);
@@ -218,7 +203,6 @@ extern "C" bf_status bf_cuda_flex_pool_scatter_add(bf_backend *b, const bf_pool_
     FLEX_ENTER("flex_pool_scatter_add", window, dpooled, dx);
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_scatter_add"));
     const size_t input_total = (size_t)s->n * s->c_in * ps->h_in * ps->w_in;
-    LAUNCH_ELEMENTWISE(k_pool_scatter_add, input_total, window, dpooled, dx, input_total, pool_geo_of(ps), ps->h_out,
-                       s->hw);
+    LAUNCH_ELEMENTWISE(k_pool_scatter_add, input_total, window, dpooled, dx, input_total, pool_geo_of(ps), s->hw);
     return BF_OK;
 }

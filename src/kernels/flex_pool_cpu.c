@@ -55,7 +55,6 @@ static inline int first_tapper(const bf_flex_shape *s, int j, int i) {
 
 bf_status bf_cpu_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
                                        float *y, uint8_t *window, uint32_t *winners, float *conv_wins) {
-    BF_TRY(check_shape(s, "flex_pool_max_forward"));
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_forward"));
     REQUIRE("flex_pool_max_forward", x, y, window, winners);
     const size_t hw = (size_t)s->hw, in_plane = (size_t)ps->h_in * ps->w_in;
@@ -94,7 +93,6 @@ bf_status bf_cpu_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, c
 bf_status bf_cpu_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                         const float *x, const float *y, const uint8_t *window,
                                         const uint32_t *winners, const float *dy, float *dconv, float *dpooled) {
-    BF_TRY(check_shape(s, "flex_pool_max_backward"));
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_backward"));
     REQUIRE("flex_pool_max_backward", x, y, window, winners, dy, dconv);
     const size_t hw = (size_t)s->hw, in_plane = (size_t)ps->h_in * ps->w_in;
@@ -121,7 +119,7 @@ bf_status bf_cpu_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, 
                     w = t.w0 * v0 + t.w1 * v1;
                 }
                 const size_t e = (n * s->c_out + (size_t)j) * hw + p;
-                const float g = dy[e];
+                const float g = dy[e]; /* read before dconv[e] is written: they may alias (EXPAND) */
                 const float dc = (winners[e / 32] >> (e % 32)) & 1u ? (y[e] == w ? g * tie_share : g) : 0.0f;
                 if (t.i0 == i) dconv[e] = dc;
                 const float gp = g - dc; /* the pool branch's share, folded back as flex_cpu.c's fold_back */
@@ -136,7 +134,6 @@ bf_status bf_cpu_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, 
 
 bf_status bf_cpu_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                        const uint8_t *window, const float *dpooled, float *dx) {
-    BF_TRY(check_shape(s, "flex_pool_scatter_add"));
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_scatter_add"));
     REQUIRE("flex_pool_scatter_add", window, dpooled, dx);
     const size_t hw = (size_t)s->hw, in_plane = (size_t)ps->h_in * ps->w_in;

@@ -7,7 +7,7 @@
  * it and repeat from run to run. */
 #include <math.h>
 
-#include "cuda_backend.h"
+#include "pool_common.cuh"
 
 namespace { /* kernels and helpers are private to this file */
 
@@ -23,34 +23,6 @@ static bf_status check_pool(const bf_pool_shape *s, const char *op) {
     if ((long long)s->h_in * s->w_in > INT32_MAX)
         return bf_error(BF_ERR_ARG, "%s: plane %dx%d too large for int32 argmax", op, s->h_in, s->w_in);
     return BF_OK;
-}
-
-/* Geometry passed by value to the kernels. */
-struct pool_geo {
-    int h_in, w_in, h_out, w_out, k, stride, pad;
-};
-
-static pool_geo geo_of(const bf_pool_shape *s) {
-    pool_geo g;
-    g.h_in = s->h_in;
-    g.w_in = s->w_in;
-    g.h_out = s->h_out;
-    g.w_out = s->w_out;
-    g.k = s->k;
-    g.stride = s->stride;
-    g.pad = s->pad;
-    return g;
-}
-
-/* Outputs o (along one axis) whose window [o*stride - pad, o*stride - pad + k) contains input i:
- * o in [*lo, *hi). Empty when *lo >= *hi. */
-__device__ __forceinline__ void covering_outputs(int i, int stride, int pad, int k, int out_size, int *lo, int *hi) {
-    int first = i + pad - k + 1; /* o*stride >= first */
-    int l = first <= 0 ? 0 : (first + stride - 1) / stride;
-    int h = (i + pad) / stride + 1; /* o*stride <= i + pad; i + pad >= 0 */
-    if (h > out_size) h = out_size;
-    *lo = l;
-    *hi = h;
 }
 
 __global__ void k_maxpool_forward(const float *__restrict__ x, float *__restrict__ y, int32_t *__restrict__ argmax,
@@ -173,7 +145,7 @@ extern "C" bf_status bf_cuda_maxpool_forward(bf_backend *b, const bf_pool_shape 
     if (!x || !y) return bf_error(BF_ERR_ARG, "maxpool_forward: NULL input or output");
     const size_t total = (size_t)s->n * s->c * s->h_out * s->w_out;
     k_maxpool_forward<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
-        x, y, argmax, total, geo_of(s));
+        x, y, argmax, total, pool_geo_of(s));
     BF_LAUNCH_CHECK("k_maxpool_forward");
     return BF_OK;
 }
@@ -186,7 +158,7 @@ extern "C" bf_status bf_cuda_maxpool_backward(bf_backend *b, const bf_pool_shape
     if (!dy || !argmax || !dx) return bf_error(BF_ERR_ARG, "maxpool_backward: NULL pointer");
     const size_t total = (size_t)s->n * s->c * s->h_in * s->w_in;
     k_maxpool_backward<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
-        dy, argmax, dx, total, geo_of(s));
+        dy, argmax, dx, total, pool_geo_of(s));
     BF_LAUNCH_CHECK("k_maxpool_backward");
     return BF_OK;
 }
@@ -199,7 +171,7 @@ extern "C" bf_status bf_cuda_avgpool_forward(bf_backend *b, const bf_pool_shape 
     const size_t total = (size_t)s->n * s->c * s->h_out * s->w_out;
     const float inv_area = 1.0f / (float)(s->k * s->k);
     k_avgpool_forward<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
-        x, y, total, geo_of(s), inv_area);
+        x, y, total, pool_geo_of(s), inv_area);
     BF_LAUNCH_CHECK("k_avgpool_forward");
     return BF_OK;
 }
@@ -212,7 +184,7 @@ extern "C" bf_status bf_cuda_avgpool_backward(bf_backend *b, const bf_pool_shape
     const size_t total = (size_t)s->n * s->c * s->h_in * s->w_in;
     const float inv_area = 1.0f / (float)(s->k * s->k);
     k_avgpool_backward<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
-        dy, dx, total, geo_of(s), inv_area);
+        dy, dx, total, pool_geo_of(s), inv_area);
     BF_LAUNCH_CHECK("k_avgpool_backward");
     return BF_OK;
 }
