@@ -10,11 +10,19 @@
  * winners bitmap's last word is partial). Inputs are multiples of 1/8, so ties between the branches
  * are common (each case checks it met some), and one case carries NaNs on both branches. Window
  * bytes of channels that no output channel taps must be left as they were. Under EXPAND the
- * backward also runs with dconv written over dy, which the contract allows. */
+ * backward also runs with dconv written over dy, which the contract allows.
+ *
+ * The CUDA kernels (flex_pool.cu) cannot run without a GPU, and the CPU ops compute through
+ * the op-by-op sequence, so the kernels' own algorithm is emulated here loop for loop (one
+ * iteration per CUDA thread, a warp's ballot as 32 lanes' bits) and must give the same bits too:
+ * the window-max scan, which output channel writes a window byte, the winner word per warp, the
+ * route per pooled element over its candidate channels, and the gather of the scatter-add that
+ * skips zeros. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../src/kernels/flex_cpu.h" /* taps_of, fold_candidates, widen_at: for the emulation below */
 #include "bioflex/ops.h"
 #include "testutil.h"
 
@@ -72,6 +80,151 @@ static int tapped(const bf_flex_shape *s, int i) {
     return 0;
 }
 
+/* ---- flex_pool.cu's kernels, one loop iteration per CUDA thread ---- */
+
+static float emu_window_max(const bf_pool_shape *ps, const float *plane, int oh, int ow, uint8_t *place) {
+    const int hs = oh * ps->stride - ps->pad, ws = ow * ps->stride - ps->pad;
+    const int h0 = hs < 0 ? 0 : hs, h1 = hs + ps->k < ps->h_in ? hs + ps->k : ps->h_in;
+    const int w0 = ws < 0 ? 0 : ws, w1 = ws + ps->k < ps->w_in ? ws + ps->k : ps->w_in;
+    float best = plane[(size_t)h0 * ps->w_in + w0];
+    int at = (h0 - hs) * ps->k + (w0 - ws);
+    for (int ih = h0; ih < h1; ih++)
+        for (int iw = w0; iw < w1; iw++) {
+            const float v = plane[(size_t)ih * ps->w_in + iw];
+            if (v > best || (v != v && best == best)) {
+                best = v;
+                at = (ih - hs) * ps->k + (iw - ws);
+            }
+        }
+    *place = (uint8_t)at;
+    return best;
+}
+
+static size_t emu_window_offset(const bf_pool_shape *ps, int oh, int ow, uint8_t place) {
+    return (size_t)(oh * ps->stride - ps->pad + place / ps->k) * ps->w_in + (size_t)(ow * ps->stride - ps->pad + place % ps->k);
+}
+
+static int emu_first_tapper(const bf_flex_shape *s, int j, int i) {
+    if (s->channels == BF_FLEX_CHANNELS_EXPAND)
+        return s->c_out % s->c_in == 0 ? j % (s->c_out / s->c_in) == 0 : j < s->c_in;
+    if (j == 0) return 1;
+    const flex_taps before = taps_of(s, j - 1);
+    return before.i0 != i && before.i1 != i;
+}
+
+/* k_pool_max_forward: thread e of warp e/32; the ballot is the lanes' bits. Returns the strict wins. */
+static long emu_forward(const bf_pool_shape *ps, const bf_flex_shape *s, const float *x, float *y, uint8_t *window,
+                        uint32_t *winners) {
+    const size_t hw = (size_t)s->hw, in_plane = (size_t)ps->h_in * ps->w_in, total = (size_t)s->n * s->c_out * hw;
+    long wins = 0;
+    for (size_t e0 = 0; e0 < total; e0 += 32) {
+        uint32_t ballot = 0;
+        for (unsigned lane = 0; lane < 32; lane++) {
+            const size_t e = e0 + lane;
+            if (e >= total) continue;
+            const size_t plane = e / hw, p = e % hw, n = plane / s->c_out;
+            const int j = (int)(plane % s->c_out), oh = (int)(p / ps->w_out), ow = (int)(p % ps->w_out);
+            const flex_taps t = taps_of(s, j);
+            const float *xn = x + n * s->c_in * in_plane;
+            uint8_t at0, at1 = 0;
+            const float v0 = emu_window_max(ps, xn + (size_t)t.i0 * in_plane, oh, ow, &at0);
+            float w = v0;
+            if (t.i1 >= 0) w = t.w0 * v0 + t.w1 * emu_window_max(ps, xn + (size_t)t.i1 * in_plane, oh, ow, &at1);
+            if (emu_first_tapper(s, j, t.i0)) window[(n * s->c_in + t.i0) * hw + p] = at0;
+            if (t.i1 >= 0 && t.i1 != t.i0 && emu_first_tapper(s, j, t.i1)) window[(n * s->c_in + t.i1) * hw + p] = at1;
+            const float c = y[e];
+            y[e] = c > w || c != c ? c : w;
+            ballot |= (uint32_t)(c >= w) << lane;
+            wins += c > w;
+        }
+        winners[e0 / 32] = ballot;
+    }
+    return wins;
+}
+
+/* k_pool_max_route: one thread per pooled element. */
+static void emu_route(const bf_pool_shape *ps, const bf_flex_shape *s, const float *x, const float *y,
+                      const uint8_t *window, const uint32_t *winners, const float *dy, float *dconv, float *dpooled) {
+    const size_t hw = (size_t)s->hw, in_plane = (size_t)ps->h_in * ps->w_in;
+    const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
+    for (size_t idx = 0; idx < (size_t)s->n * s->c_in * hw; idx++) {
+        const size_t plane = idx / hw, p = idx % hw, n = plane / s->c_in;
+        const int i = (int)(plane % s->c_in), oh = (int)(p / ps->w_out), ow = (int)(p % ps->w_out);
+        const float *xn = x + n * s->c_in * in_plane;
+        const uint8_t *wn = window + n * s->c_in * hw;
+        int lo, hi, step;
+        fold_candidates(s, i, &lo, &hi, &step);
+        float acc = 0.0f;
+        for (int j = lo; j < hi; j += step) {
+            const flex_taps t = taps_of(s, j);
+            if (t.i0 != i && t.i1 != i) continue;
+            const float v0 = xn[(size_t)t.i0 * in_plane + emu_window_offset(ps, oh, ow, wn[(size_t)t.i0 * hw + p])];
+            float w = v0;
+            if (t.i1 >= 0)
+                w = t.w0 * v0 + t.w1 * xn[(size_t)t.i1 * in_plane + emu_window_offset(ps, oh, ow, wn[(size_t)t.i1 * hw + p])];
+            const size_t e = (n * s->c_out + (size_t)j) * hw + p;
+            const float g = dy[e];
+            const float dc = (winners[e / 32] >> (e % 32)) & 1u ? (y[e] == w ? g * tie_share : g) : 0.0f;
+            if (t.i0 == i) dconv[e] = dc;
+            const float gp = g - dc;
+            if (t.i0 == i) acc += t.i1 < 0 ? gp : t.w0 * gp;
+            if (t.i1 == i) acc += t.w1 * gp;
+        }
+        dpooled[idx] = acc;
+    }
+}
+
+/* k_pool_scatter_add: one thread per input element, its covering windows in ascending order. */
+static void emu_scatter_add(const bf_pool_shape *ps, const bf_flex_shape *s, const uint8_t *window,
+                            const float *dpooled, float *dx) {
+    const size_t in_plane = (size_t)ps->h_in * ps->w_in;
+    for (size_t idx = 0; idx < (size_t)s->n * s->c_in * in_plane; idx++) {
+        const size_t plane = idx / in_plane, at = idx % in_plane;
+        const int h = (int)(at / ps->w_in), w = (int)(at % ps->w_in);
+        const int oh_first = h + ps->pad - ps->k + 1, ow_first = w + ps->pad - ps->k + 1;
+        const int oh_lo = oh_first <= 0 ? 0 : (oh_first + ps->stride - 1) / ps->stride;
+        const int ow_lo = ow_first <= 0 ? 0 : (ow_first + ps->stride - 1) / ps->stride;
+        int oh_hi = (h + ps->pad) / ps->stride + 1, ow_hi = (w + ps->pad) / ps->stride + 1;
+        if (oh_hi > ps->h_out) oh_hi = ps->h_out;
+        if (ow_hi > ps->w_out) ow_hi = ps->w_out;
+        float acc = 0.0f;
+        for (int oh = oh_lo; oh < oh_hi; oh++)
+            for (int ow = ow_lo; ow < ow_hi; ow++) {
+                const size_t o = plane * s->hw + (size_t)oh * ps->w_out + ow;
+                if (dpooled[o] != 0.0f && emu_window_offset(ps, oh, ow, window[o]) == at) acc += dpooled[o];
+            }
+        dx[idx] += acc;
+    }
+}
+
+/* The emulated kernels from the same inputs: every result with the ops' bits. */
+static void check_emulation(const pool_case *pc, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
+                            const float *conv, const float *dy, const float *y, const uint8_t *window,
+                            const uint32_t *winners, long wins, const float *dconv, const float *dP,
+                            const float *dx0, const float *dx) {
+    const size_t nx = (size_t)s->n * s->c_in * ps->h_in * ps->w_in, np = (size_t)s->n * s->c_in * s->hw;
+    const size_t nc = (size_t)s->n * s->c_out * s->hw, words = (nc + 31) / 32;
+    float *ey = host(nc * sizeof(float)), *edconv = host(nc * sizeof(float)), *edP = host(np * sizeof(float));
+    float *edx = host(nx * sizeof(float));
+    uint8_t *ewindow = host(np);
+    uint32_t *ewinners = host(words * sizeof(uint32_t));
+    memcpy(ey, conv, nc * sizeof(float));
+    memcpy(edx, dx0, nx * sizeof(float));
+    memset(ewindow, 0xAB, np);
+    const long ewins = emu_forward(ps, s, x, ey, ewindow, ewinners);
+    emu_route(ps, s, x, ey, ewindow, ewinners, dy, edconv, edP);
+    emu_scatter_add(ps, s, ewindow, edP, edx);
+    CHECK(differing_bits(ey, y, nc) == 0 && ewins == wins && !memcmp(ewindow, window, np) &&
+              !memcmp(ewinners, winners, words * sizeof(uint32_t)),
+          "%s: the CUDA forward's algorithm differs: y %zu, wins %ld vs %ld, window %d, winners %d", pc->name,
+          differing_bits(ey, y, nc), ewins, wins, memcmp(ewindow, window, np) != 0,
+          memcmp(ewinners, winners, words * sizeof(uint32_t)) != 0);
+    CHECK(differing_bits(edconv, dconv, nc) == 0 && differing_bits(edP, dP, np) == 0 && differing_bits(edx, dx, nx) == 0,
+          "%s: the CUDA backward's algorithm differs: dconv %zu, dpooled %zu, dx %zu elements", pc->name,
+          differing_bits(edconv, dconv, nc), differing_bits(edP, dP, np), differing_bits(edx, dx, nx));
+    free(ey), free(edconv), free(edP), free(edx), free(ewindow), free(ewinners);
+}
+
 static void run_case(bf_backend *b, const pool_case *pc) {
     bf_pool_shape ps = {.n = pc->n, .c = pc->c_in, .h_in = pc->h, .w_in = pc->w, .k = pc->k, .stride = pc->stride,
                         .pad = pc->pad};
@@ -99,8 +252,9 @@ static void run_case(bf_backend *b, const pool_case *pc) {
     float *dconv_ref = host(nc * sizeof(float)), *dP_ref = host(np * sizeof(float));
     CHECK_OK(b->ops->flex_max_backward(b, &s, conv, P, dy, dconv_ref, dP_ref));
     float *dx_ref = eighths(nx, -1.0f, 16, 14), *dx_pool = host(nx * sizeof(float));
-    float *dx = host(nx * sizeof(float));
+    float *dx = host(nx * sizeof(float)), *dx0 = host(nx * sizeof(float));
     memcpy(dx, dx_ref, nx * sizeof(float));
+    memcpy(dx0, dx_ref, nx * sizeof(float));
     CHECK_OK(b->ops->maxpool_backward(b, &ps, dP_ref, argmax, dx_pool));
     for (size_t i = 0; i < nx; i++) dx_ref[i] += dx_pool[i];
 
@@ -167,10 +321,11 @@ static void run_case(bf_backend *b, const pool_case *pc) {
     CHECK_OK(b->ops->flex_pool_scatter_add(b, &ps, &s, window, dP, dx));
     CHECK(differing_bits(dx, dx_ref, nx) == 0, "%s: dx + scatter differs from dx + maxpool_backward in %zu elements",
           pc->name, differing_bits(dx, dx_ref, nx));
+    check_emulation(pc, &ps, &s, x, conv, dy, y, window, winners, (long)(wins - 5.0f), dconv, dP, dx0, dx);
     printf("%-32s %6zu elements, %5zu ties, %zu untapped pooled planes: bit-identical\n", pc->name, nc, ties, untapped);
 
     free(x), free(conv), free(dy), free(P), free(widened), free(y_ref), free(argmax), free(dconv_ref), free(dP_ref);
-    free(dx_ref), free(dx_pool), free(dx), free(y), free(window), free(winners), free(dconv), free(dP), free(dconv_only);
+    free(dx_ref), free(dx_pool), free(dx), free(dx0), free(y), free(window), free(winners), free(dconv), free(dP), free(dconv_only);
 }
 
 static void test_refusals(bf_backend *b) {
