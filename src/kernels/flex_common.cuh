@@ -39,8 +39,8 @@ __device__ __forceinline__ flex_taps taps_of(const flex_geo &g, int j) {
 }
 
 /* Output channels j = lo, lo+step, ... < hi that may tap pooled channel i (for BILINEAR a superset of
- * the taps with nonzero weight: a zero-weight tap clamped at the edge is skipped; taps_of decides).
- * Same ranges as flex_cpu.c, so the same terms are added in the same order. */
+ * the channels tapping i with nonzero weight; taps_of decides; see flex_cpu.h on the zero-weight
+ * taps at the left edge). Same ranges as flex_cpu.h, so the same terms are added in the same order. */
 __device__ __forceinline__ void fold_candidates(const flex_geo &g, int i, int *lo, int *hi, int *step) {
     *step = 1;
     if (!g.bilinear) {

@@ -33,9 +33,10 @@ static inline flex_taps taps_of(const bf_flex_shape *s, int j) {
 }
 
 /* Output channels j = lo, lo+step, ... < hi that may have pooled channel i among their taps (for
- * BILINEAR a superset of the taps with nonzero weight, whose i0 is i-1 or i there: a zero-weight tap
- * clamped at the left edge is skipped, so a non-finite gradient there does not reach channel i as
- * 0*inf = NaN; taps_of decides membership). */
+ * BILINEAR a superset of the channels tapping i with nonzero weight, whose i0 is i-1 or i; taps_of
+ * decides membership). The zero-weight taps of channels clamped at the left edge fall inside or
+ * outside the range depending on the ratio: inside, they add 0*g, a NaN only when g is infinite
+ * (PyTorch adds them all). The CUDA twin uses the same ranges, so both add the same terms. */
 static inline void fold_candidates(const bf_flex_shape *s, int i, int *lo, int *hi, int *step) {
     *step = 1;
     if (s->channels == BF_FLEX_CHANNELS_EXPAND) {
