@@ -463,7 +463,7 @@ static void v0_backward_t(lab_case *c) {
     pool_backward(c);
 }
 
-/* Version 2. Its preparations are enqueued outside the timed region (see time_prepared): y starts as
+/* Version 2. Its preparations are enqueued outside the timed region (time_pass with a preparation): y starts as
  * C (in a layer the conv writes C there), and dx as zero (scatter_add adds onto the conv's dx). */
 static void v2_prepare_forward(lab_case *c) {
     CK(cudaMemcpyAsync(c->y, c->C, c->nc * sizeof(float), cudaMemcpyDeviceToDevice, c->stream));
@@ -703,24 +703,6 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
     return ok;
 }
 
-/* time_pass with a preparation that is not timed: prep, then the L2 flush, then fn between the events. */
-static double time_prepared(lab_timer *t, lab_case *c, void (*prep)(lab_case *), void (*fn)(lab_case *)) {
-    double total = 0.0;
-    for (int r = 0; r < t->repeats; r++) {
-        prep(c);
-        CK(cudaMemsetAsync(t->flush, r & 0xFF, t->flush_bytes, t->stream));
-        CK(cudaEventRecord(t->start, t->stream));
-        fn(c);
-        CK(cudaEventRecord(t->stop, t->stream));
-        CK(cudaEventSynchronize(t->stop));
-        float ms = 0.0f;
-        CK(cudaEventElapsedTime(&ms, t->start, t->stop));
-        total += ms;
-    }
-    CK(cudaGetLastError()); /* an asynchronous fault inside prep or fn */
-    return total / t->repeats;
-}
-
 /* lab_print_header with this lab's last column (three versions, and the memory each keeps). */
 static void print_header(const lab_table *tb) {
     printf("%-*s %-*s %9s %7s %6s %9s %7s %6s %9s  %s\n", tb->lead_width, "layer (count)  c_in->c_out @hw  n",
@@ -797,8 +779,8 @@ int main(int argc, char **argv) {
             const double v0_f = time_pass(t, &c, v0_forward), v0_b = time_pass(t, &c, v0_backward);
             const double v1_f = time_pass(t, &c, v1_forward), v1_b = time_pass(t, &c, v1_backward);
             /* the forward first: the backward times read the window, winners and y it left */
-            const double v2_f = time_prepared(t, &c, v2_prepare_forward, v2_forward);
-            const double v2_b = time_prepared(t, &c, v2_prepare_backward, v2_backward);
+            const double v2_f = time_pass(t, &c, v2_forward, v2_prepare_forward);
+            const double v2_b = time_pass(t, &c, v2_backward, v2_prepare_backward);
 
             char tail0[64], tail1[160], tail2[192];
             snprintf(tail0, sizeof tail0, "kept %.1f MB", kept_v0(&c) / 1e6);

@@ -201,11 +201,13 @@ typedef struct lab_timer {
     int repeats;
 } lab_timer;
 
-/* Mean milliseconds of fn over t->repeats runs, each after an L2 flush outside the timed region. */
+/* Mean milliseconds of fn over t->repeats runs, each after an L2 flush outside the timed region,
+ * and before that, when given, a preparation that is not timed either (prep, flush, fn). */
 template <typename Case>
-static double time_pass(lab_timer *t, Case *c, void (*fn)(Case *)) {
+static double time_pass(lab_timer *t, Case *c, void (*fn)(Case *), void (*prep)(Case *) = nullptr) {
     double total = 0.0;
     for (int r = 0; r < t->repeats; r++) {
+        if (prep) prep(c);
         CK(cudaMemsetAsync(t->flush, r & 0xFF, t->flush_bytes, t->stream));
         CK(cudaEventRecord(t->start, t->stream));
         fn(c);
@@ -215,7 +217,7 @@ static double time_pass(lab_timer *t, Case *c, void (*fn)(Case *)) {
         CK(cudaEventElapsedTime(&ms, t->start, t->stop));
         total += ms;
     }
-    CK(cudaGetLastError()); /* an asynchronous fault inside fn */
+    CK(cudaGetLastError()); /* an asynchronous fault inside prep or fn */
     return total / t->repeats;
 }
 

@@ -8,6 +8,7 @@
 #include <math.h>
 
 #include "cuda_backend.h"
+#include "require.h"
 
 namespace {
 
@@ -118,12 +119,8 @@ inline unsigned reduce_blocks(size_t n) {
 #define FLEX_ENTER(op, ...)                                                           \
     bf_cuda_impl *im;                                                                 \
     BF_TRY(bf_cuda_enter(b, &im));                                                    \
-    BF_TRY(bf_flex_shape_check(s, op));                                                       \
-    do {                                                                              \
-        const void *req_[] = {__VA_ARGS__};                                           \
-        for (size_t k_ = 0; k_ < sizeof req_ / sizeof req_[0]; k_++)                  \
-            if (!req_[k_]) return bf_error(BF_ERR_ARG, "%s: NULL tensor pointer", op); \
-    } while (0)
+    BF_TRY(bf_flex_shape_check(s, op));                                               \
+    REQUIRE(op, __VA_ARGS__)
 
 #define LAUNCH_ELEMENTWISE(kernel, total, ...)                                                                   \
     do {                                                                                                         \

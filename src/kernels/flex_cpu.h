@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "cpu_backend.h"
+#include "require.h"
 
 /* Output channel j reads pooled channel i0 (weight w0) and, for BILINEAR, i1 (weight w1); i1 < 0
  * means a single tap (EXPAND copies, so no multiply may turn an inf into a NaN). */
@@ -68,13 +69,6 @@ static inline bf_status check_kind(bf_flex_mask kind, const char *op) {
         return bf_error(BF_ERR_ARG, "%s: unknown mask kind %d", op, (int)kind);
     return BF_OK;
 }
-
-#define REQUIRE(op, ...)                                                              \
-    do {                                                                              \
-        const void *req_[] = {__VA_ARGS__};                                           \
-        for (size_t k_ = 0; k_ < sizeof req_ / sizeof req_[0]; k_++)                  \
-            if (!req_[k_]) return bf_error(BF_ERR_ARG, "%s: NULL tensor pointer", op); \
-    } while (0)
 
 /* Threads for a loop over `planes` planes holding `total` elements: one for short loops. */
 static inline int plane_threads(const bf_backend *b, size_t total) {

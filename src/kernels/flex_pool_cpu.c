@@ -34,6 +34,13 @@ static inline void window_origin(const bf_pool_shape *ps, size_t p, int *hs, int
     *ws = (int)(p % (size_t)ps->w_out) * ps->stride - ps->pad;
 }
 
+/* The offset in its input plane of the element pooled position p's window byte names. */
+static inline int32_t chosen_offset(const bf_pool_shape *ps, size_t p, uint8_t place) {
+    int hs, ws;
+    window_origin(ps, p, &hs, &ws);
+    return (hs + place / ps->k) * ps->w_in + ws + place % ps->k;
+}
+
 /* Carves n bytes (rounded to 64) off a scratch cursor. */
 static void *carve(char **cursor, size_t bytes) {
     void *p = *cursor;
@@ -118,12 +125,7 @@ bf_status bf_cpu_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, 
             memset(Pq, 0, hw * sizeof(float));
             continue;
         }
-        for (size_t p = 0; p < hw; p++) {
-            const uint8_t place = window[(size_t)q * hw + p];
-            int hs, ws;
-            window_origin(ps, p, &hs, &ws);
-            Pq[p] = xq[(size_t)(hs + place / ps->k) * ps->w_in + (size_t)(ws + place % ps->k)];
-        }
+        for (size_t p = 0; p < hw; p++) Pq[p] = xq[chosen_offset(ps, p, window[(size_t)q * hw + p])];
     }
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
 #pragma omp parallel for num_threads(plane_threads(b, nc)) schedule(static)
@@ -164,12 +166,7 @@ bf_status bf_cpu_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, c
             memset(aq, 0, hw * sizeof(int32_t));
             continue;
         }
-        for (size_t p = 0; p < hw; p++) {
-            const uint8_t place = window[(size_t)q * hw + p];
-            int hs, ws;
-            window_origin(ps, p, &hs, &ws);
-            aq[p] = (hs + place / ps->k) * ps->w_in + ws + place % ps->k;
-        }
+        for (size_t p = 0; p < hw; p++) aq[p] = chosen_offset(ps, p, window[(size_t)q * hw + p]);
     }
     BF_TRY(bf_cpu_maxpool_backward(b, ps, dpooled, argmax, dx_pool));
 #pragma omp parallel for num_threads(plane_threads(b, nx)) schedule(static)

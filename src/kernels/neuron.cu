@@ -19,6 +19,7 @@
 #include <math.h>
 
 #include "cuda_backend.h"
+#include "require.h"
 
 namespace { /* kernels and helpers are private to this file */
 
@@ -225,13 +226,6 @@ bf_status launch_backward(bf_cuda_impl *im, const float *x, const float *charge,
 }
 
 }  // namespace
-
-#define REQUIRE(op, ...)                                                              \
-    do {                                                                              \
-        const void *req_[] = {__VA_ARGS__};                                           \
-        for (size_t k_ = 0; k_ < sizeof req_ / sizeof req_[0]; k_++)                  \
-            if (!req_[k_]) return bf_error(BF_ERR_ARG, "%s: NULL tensor pointer", op); \
-    } while (0)
 
 extern "C" bf_status bf_cuda_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x,
                                             float *y, float *charge, float *stats) {

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "cpu_backend.h"
+#include "require.h"
 
 /* Elements advanced together one step at a time: 64 floats = 4 cache lines per tensor and step. */
 #define NEURON_TILE 64
@@ -67,13 +68,6 @@ static neuron_consts consts_of(const bf_neuron_params *p) {
     c.height = p->height;
     return c;
 }
-
-#define REQUIRE(op, ...)                                                              \
-    do {                                                                              \
-        const void *req_[] = {__VA_ARGS__};                                           \
-        for (size_t k_ = 0; k_ < sizeof req_ / sizeof req_[0]; k_++)                  \
-            if (!req_[k_]) return bf_error(BF_ERR_ARG, "%s: NULL tensor pointer", op); \
-    } while (0)
 
 static int is_stateful(bf_neuron_kind k) { return k == BF_NEURON_LIF || k == BF_NEURON_IF; }
 
