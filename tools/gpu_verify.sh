@@ -8,7 +8,8 @@
 # (every benchmark's output, one after another, each under a `==== NAME` header) and summary.txt
 # with the exit status of each step. A failing step does not stop the ones after it.
 #   bash tools/gpu_verify.sh [tests|quick|targets|full]
-#     tests:   build, then the `gpu` tests (every CUDA op against the CPU, the parity steps, NCCL)
+#     tests:   build, then the `gpu` tests (every CUDA op against the CPU, the parity steps, NCCL), and
+#              compute-sanitizer's memcheck and initcheck over the flex ops' CUDA test
 #     quick:   tests, the kernel labs at one batch size and a short dp_overhead
 #     targets: build (incremental), then the issues' target benchmarks, most important first
 #     full:    tests, then targets (the default)
@@ -90,6 +91,10 @@ step build 420 bash -c 'cmake -S . -B build -DBIOFLEX_CUDA=ON -DCMAKE_BUILD_TYPE
   cmake --build build -j "$2"' _ "$prefix_path" "$jobs"
 if [ "$mode" != targets ]; then
   step ctest_gpu 300 ctest --test-dir build -L gpu --output-on-failure
+  # the fused flex kernels' first run: out-of-bounds or uninitialised reads fail the step
+  command -v compute-sanitizer >/dev/null || export PATH=$PATH:/usr/local/cuda/bin
+  step sanitize_flex 180 compute-sanitizer --tool memcheck --error-exitcode 1 ./build/tests/test_flex_ops_cuda
+  step initcheck_flex 180 compute-sanitizer --tool initcheck --error-exitcode 1 ./build/tests/test_flex_ops_cuda
 fi
 if [ "$mode" = quick ]; then
   step flex_lab 120 ./build/bench/bench_flex_lab --batch 32 --repeats 20
