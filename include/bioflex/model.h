@@ -105,7 +105,7 @@ typedef struct bf_layer {
     float *flex_pooled;         /* flex, mask joint: pool branch P [n, c_in, hw] (argmax in `argmax`) */
     uint8_t *flex_window;       /* flex, max joint: each pooled element's argmax in its window (ops.h) */
     uint32_t *flex_winners;     /* flex, max joint: one bit per output element, conv won or tied */
-    float *flex_widened, *flex_logits, *flex_logits_bn, *flex_mask; /* flex, mask joint */
+    float *flex_logits_bn, *flex_mask; /* flex, mask joint (P~ and the raw logits: shared scratch) */
     float *flex_stats;          /* flex: device accumulator of conv wins (or of the mask) since the last log */
     bf_neuron_params neuron;    /* neuron: the dynamics, surrogate and T */
     int encoding;               /* encode: 0 direct, 1 rate (Bernoulli) */

@@ -35,7 +35,7 @@ size_t bf_flex_arena_bytes(const bf_layer *l) {
     bytes += bf_arena_align(branch_floats(l) * sizeof(float))       /* C */
              + bf_arena_align(pooled_floats(l) * sizeof(float))     /* P */
              + bf_arena_align(pooled_floats(l) * sizeof(int32_t))   /* argmax */
-             + 3 * bf_arena_align(branch_floats(l) * sizeof(float)); /* widened, logits, mask */
+             + bf_arena_align(branch_floats(l) * sizeof(float));    /* mask (the monitor reads it) */
     if (l->flex_opt.logits_bn)
         bytes += bf_arena_align(branch_floats(l) * sizeof(float)) + 2 * bf_arena_align((size_t)l->flex.c_out * sizeof(float));
     return bytes;
@@ -57,8 +57,6 @@ char *bf_flex_place(bf_layer *l, char *cursor) {
     l->flex_conv = take(&cursor, branch_floats(l) * sizeof(float));
     l->flex_pooled = take(&cursor, pooled_floats(l) * sizeof(float));
     l->argmax = (int32_t *)take(&cursor, pooled_floats(l) * sizeof(int32_t));
-    l->flex_widened = take(&cursor, branch_floats(l) * sizeof(float));
-    l->flex_logits = take(&cursor, branch_floats(l) * sizeof(float));
     l->flex_mask = take(&cursor, branch_floats(l) * sizeof(float));
     if (l->flex_opt.logits_bn) {
         l->flex_logits_bn = take(&cursor, branch_floats(l) * sizeof(float));
@@ -79,8 +77,20 @@ size_t bf_flex_scratch_floats(const bf_model *m, int index) {
     const bf_layer *l = &m->layers[index];
     if (l->kind != BF_LAYER_FLEX) return 0;
     if (!is_mask(l)) return (dconv_in_place(m, index) ? 0 : branch_floats(l)) + pooled_floats(l); /* [dC,] dP */
-    /* dC, dP, the pool's dx, dL (post-BN), dL, dP~ */
-    return branch_floats(l) + pooled_floats(l) + input_floats(l) + 3 * branch_floats(l);
+    /* dC, dP, the pool's dx, dL (post-BN), dL, dP~, then P~ and L (mask_scratch) */
+    return branch_floats(l) + pooled_floats(l) + input_floats(l) + 5 * branch_floats(l);
+}
+
+/* The mask joint's P~ and L (the logits before their batch-norm) live in the shared scratch, after
+ * the backward's gradients: the forward computes them there, and the backward computes them again
+ * from P and T (the same ops on the same inputs, so the same bits) rather than keeping two
+ * branch-sized tensors per layer from forward to backward. */
+static void mask_scratch(const bf_model *m, const bf_layer *l, float **widened, float **logits) {
+    const size_t branch = (size_t)bf_layer_batch(m, l) * l->flex.c_out * l->flex.hw;
+    const size_t pooled = (size_t)bf_layer_batch(m, l) * l->flex.c_in * l->flex.hw;
+    const size_t input = (size_t)bf_layer_batch(m, l) * l->conv.c_in * l->conv.h_in * l->conv.w_in;
+    *widened = m->flex_scratch + 4 * branch + pooled + input;
+    *logits = *widened + branch;
 }
 
 static float *param(const bf_model *m, const bf_layer *l, int slot) {
@@ -128,31 +138,33 @@ bf_status bf_flex_forward(bf_model *m, int index) {
     BF_TRY(ops->conv2d_forward(b, &cs, x, param(m, l, 0), param(m, l, 1), l->flex_conv));
     BF_TRY(ops->maxpool_forward(b, &ps, x, l->flex_pooled, l->argmax));
 
-    BF_TRY(ops->flex_widen_forward(b, &fs, l->flex_pooled, l->flex_widened));
+    float *widened, *logits_raw;
+    mask_scratch(m, l, &widened, &logits_raw);
+    BF_TRY(ops->flex_widen_forward(b, &fs, l->flex_pooled, widened));
     if (l->flex_opt.threshold_mode == BF_THRESHOLD_RESAMPLE) {
         /* PlasticFlex re-draws its threshold with kaiming_uniform_ on every forward pass */
         float bound = sqrtf(6.0f / (float)((size_t)l->flex.c_out * l->flex.hw));
         BF_TRY(ops->fill_uniform(b, buffer(m, l, 2), (size_t)l->flex.c_out * l->flex.hw, -bound, bound,
                                  bf_seed_derive((uint64_t)m->seed, BF_STREAM_INIT, m->step * 4096u + (uint64_t)index)));
     }
-    BF_TRY(ops->flex_logits_forward(b, &fs, l->flex_widened, threshold(m, l), l->flex_logits));
-    const float *logits = l->flex_logits;
+    BF_TRY(ops->flex_logits_forward(b, &fs, widened, threshold(m, l), logits_raw));
+    const float *logits = logits_raw;
     if (l->flex_opt.logits_bn) {
         bf_bn_sync sync = bf_model_bn_sync(m);
         if (m->training && m->sync_sums) /* [run] sync_bn: the logits' statistics over every rank's batch */
-            BF_TRY(bf_sync_bn_forward_train(&sync, &bs, l->flex_logits, param(m, l, 3), param(m, l, 4),
+            BF_TRY(bf_sync_bn_forward_train(&sync, &bs, logits_raw, param(m, l, 3), param(m, l, 4),
                                             l->flex_logits_bn, l->save_mean, l->save_invstd, buffer(m, l, 0),
                                             buffer(m, l, 1)));
         else if (m->training)
-            BF_TRY(ops->batchnorm_forward_train(b, &bs, l->flex_logits, param(m, l, 3), param(m, l, 4), l->flex_logits_bn,
+            BF_TRY(ops->batchnorm_forward_train(b, &bs, logits_raw, param(m, l, 3), param(m, l, 4), l->flex_logits_bn,
                                                 l->save_mean, l->save_invstd, buffer(m, l, 0), buffer(m, l, 1)));
         else
-            BF_TRY(ops->batchnorm_forward_eval(b, &bs, l->flex_logits, param(m, l, 3), param(m, l, 4), buffer(m, l, 0),
+            BF_TRY(ops->batchnorm_forward_eval(b, &bs, logits_raw, param(m, l, 3), param(m, l, 4), buffer(m, l, 0),
                                                buffer(m, l, 1), l->flex_logits_bn));
         logits = l->flex_logits_bn;
     }
     return ops->flex_mask_forward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, bf_layer_dropout_seed(m, index),
-                                  logits, l->flex_conv, l->flex_widened, l->flex_mask, l->out, stats);
+                                  logits, l->flex_conv, widened, l->flex_mask, l->out, stats);
 }
 
 bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
@@ -181,15 +193,19 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
         return ops->flex_pool_scatter_add(b, &ps, &fs, l->flex_window, dpooled, dx);
     }
     float *dlogits_used = dx_pool + input, *dlogits = dlogits_used + branch, *dwidened = dlogits + branch;
-    const float *logits = l->flex_opt.logits_bn ? l->flex_logits_bn : l->flex_logits;
+    float *widened, *logits_raw;
+    mask_scratch(m, l, &widened, &logits_raw);
+    BF_TRY(ops->flex_widen_forward(b, &fs, l->flex_pooled, widened)); /* as the forward did (T unchanged) */
+    BF_TRY(ops->flex_logits_forward(b, &fs, widened, threshold(m, l), logits_raw));
+    const float *logits = l->flex_opt.logits_bn ? l->flex_logits_bn : logits_raw;
     BF_TRY(ops->flex_mask_backward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, logits, l->flex_mask,
-                                   l->flex_conv, l->flex_widened, l->dout, dconv, dlogits_used, dwidened));
+                                   l->flex_conv, widened, l->dout, dconv, dlogits_used, dwidened));
     bf_bn_sync sync = bf_model_bn_sync(m);
     if (l->flex_opt.logits_bn && m->sync_sums)
-        BF_TRY(bf_sync_bn_backward(&sync, &bs, l->flex_logits, dlogits_used, param(m, l, 3), l->save_mean,
+        BF_TRY(bf_sync_bn_backward(&sync, &bs, logits_raw, dlogits_used, param(m, l, 3), l->save_mean,
                                    l->save_invstd, dlogits, grad(m, l, 3), grad(m, l, 4)));
     else if (l->flex_opt.logits_bn)
-        BF_TRY(ops->batchnorm_backward(b, &bs, l->flex_logits, dlogits_used, param(m, l, 3), l->save_mean,
+        BF_TRY(ops->batchnorm_backward(b, &bs, logits_raw, dlogits_used, param(m, l, 3), l->save_mean,
                                        l->save_invstd, dlogits, grad(m, l, 3), grad(m, l, 4)));
     else
         dlogits = dlogits_used;
