@@ -15,7 +15,8 @@
  * (and dconv alone, and under EXPAND dconv written over dy), and dx after the scatter-add onto random values; also against the CUDA op-by-op
  * sequence the ops replace. Every channel rule x pool window (3x3/1 pad 1, 2x2/2, 3x3/2 pad 1) x tie
  * rule, on inputs in multiples of 1/8 with ties injected, plus NaNs and larger shapes; and the
- * shapes and NULL tensors the CUDA ops refuse. Skipped (exit 77) without a CUDA build or device. */
+ * shapes and NULL tensors the CUDA ops refuse. The mask joint's pool branch (flex_pool_forward,
+ * flex_pool_gather) is checked on the same cases. Skipped (exit 77) without a CUDA build or device. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -349,6 +350,29 @@ static void check_pool_backward(pool_run *r) {
     pair_free(&dconv);
 }
 
+/* The mask joint's pool branch: flex_pool_forward (P and a byte for every channel) and
+ * flex_pool_gather (P read back at the bytes), CUDA against CPU, and P against maxpool_forward. */
+static void check_pool_branch(pool_run *r) {
+    pair P = pair_out(r->np), P2 = pair_out(r->np);
+    void *win_c = raw_upload(cpu, NULL, r->np, 0xAB), *win_g = raw_upload(gpu, NULL, r->np, 0xCD);
+    CHECK_OK(cpu->ops->flex_pool_forward(cpu, &r->ps, &r->s, r->x.c, P.c, win_c));
+    CHECK_OK(gpu->ops->flex_pool_forward(gpu, &r->ps, &r->s, r->x.g, P.g, win_g));
+    same_floats("pool branch P", cpu, P.c, P.g, r->np);
+    same_raw("pool branch window bytes (every channel)", win_c, win_g, r->np, 1);
+    CHECK_OK(gpu->ops->flex_pool_gather(gpu, &r->ps, &r->s, r->x.g, win_g, P2.g));
+    same_floats("pool branch P gathered back", cpu, P.c, P2.g, r->np);
+    float *P_ref = bf_test_upload(gpu, NULL, r->np);
+    int32_t *arg_ref = raw_upload(gpu, NULL, r->np * sizeof(int32_t), 0);
+    CHECK_OK(gpu->ops->maxpool_forward(gpu, &r->ps, r->x.g, P_ref, arg_ref));
+    same_floats("pool branch P vs CUDA maxpool_forward", gpu, P_ref, P.g, r->np);
+    bf_free(gpu, P_ref);
+    bf_free(gpu, arg_ref);
+    bf_free(cpu, win_c);
+    bf_free(gpu, win_g);
+    pair_free(&P);
+    pair_free(&P2);
+}
+
 /* flex_pool_scatter_add into dx holding random values (it adds), from each backend's dpooled; and
  * against dx + the GPU's maxpool_backward. */
 static void check_pool_scatter(pool_run *r, const float *dx0) {
@@ -418,6 +442,7 @@ static void test_pool_case(const pool_case *pc) {
     check_pool_forward(&r, conv, conv_wins);
     check_pool_backward(&r);
     check_pool_scatter(&r, dx0);
+    check_pool_branch(&r);
     printf("  %-50s %6zu elements, %5zu ties, %5zu conv wins: %s\n", pc->name, r.nc, ties, conv_wins,
            g_case_bad ? "MISMATCH" : "bit-identical");
 

@@ -1,5 +1,6 @@
 /* test_flex_pool_ops.c - the fused channel-wise max ops of the CPU backend (ops.h
- * flex_pool_max_forward, flex_pool_max_backward, flex_pool_scatter_add) against the op-by-op
+ * flex_pool_max_forward, flex_pool_max_backward, flex_pool_scatter_add; and the mask joint's
+ * flex_pool_forward and flex_pool_gather against maxpool_forward) against the op-by-op
  * sequence they replace, which test_flex_ops.c checks against naive references and finite
  * differences: maxpool_forward + flex_max_forward, flex_max_backward, maxpool_backward + add.
  * The contract says bit-identical, so every float is compared by its bits.
@@ -322,6 +323,22 @@ static void run_case(bf_backend *b, const pool_case *pc) {
     CHECK(differing_bits(dx, dx_ref, nx) == 0, "%s: dx + scatter differs from dx + maxpool_backward in %zu elements",
           pc->name, differing_bits(dx, dx_ref, nx));
     check_emulation(pc, &ps, &s, x, conv, dy, y, window, winners, (long)(wins - 5.0f), dconv, dP, dx0, dx);
+
+    /* the mask joint's pool branch: maxpool's P, a byte for every channel, and P read back */
+    float *P2 = host(np * sizeof(float)), *P3 = host(np * sizeof(float));
+    uint8_t *all_windows = host(np);
+    size_t bad_bytes = 0;
+    CHECK_OK(b->ops->flex_pool_forward(b, &ps, &s, x, P2, all_windows));
+    CHECK_OK(b->ops->flex_pool_gather(b, &ps, &s, x, all_windows, P3));
+    for (size_t q = 0; q < np; q++) {
+        const int p = (int)(q % hw), oh = p / ps.w_out, ow = p % ps.w_out;
+        const int ih = oh * ps.stride - ps.pad + all_windows[q] / ps.k, iw = ow * ps.stride - ps.pad + all_windows[q] % ps.k;
+        bad_bytes += ih * ps.w_in + iw != argmax[q];
+    }
+    CHECK(differing_bits(P2, P, np) == 0 && differing_bits(P3, P, np) == 0 && bad_bytes == 0,
+          "%s: flex_pool_forward / gather against maxpool_forward: P %zu, P again %zu, window bytes %zu differ",
+          pc->name, differing_bits(P2, P, np), differing_bits(P3, P, np), bad_bytes);
+    free(P2), free(P3), free(all_windows);
     printf("%-32s %6zu elements, %5zu ties, %zu untapped pooled planes: bit-identical\n", pc->name, nc, ties, untapped);
 
     free(x), free(conv), free(dy), free(P), free(widened), free(y_ref), free(argmax), free(dconv_ref), free(dP_ref);

@@ -102,8 +102,7 @@ typedef struct bf_layer {
     bf_flex_options flex_opt;
     int flex_pool_site;         /* flex: stands in for a 2x2 max-pool ([model] fully_flex), not for a conv */
     float *flex_conv;           /* flex, mask joint: conv branch output C [n, c_out, hw] */
-    float *flex_pooled;         /* flex, mask joint: pool branch P [n, c_in, hw] (argmax in `argmax`) */
-    uint8_t *flex_window;       /* flex, max joint: each pooled element's argmax in its window (ops.h) */
+    uint8_t *flex_window;       /* flex: each pooled element's argmax in its window (ops.h) */
     uint32_t *flex_winners;     /* flex, max joint: one bit per output element, conv won or tied */
     float *flex_logits_bn, *flex_mask; /* flex, mask joint (P~ and the raw logits: shared scratch) */
     float *flex_stats;          /* flex: device accumulator of conv wins (or of the mask) since the last log */

@@ -310,6 +310,14 @@ typedef struct bf_ops {
      * channels no output channel taps (whose bytes forward left unwritten), as the backward makes it. */
     bf_status (*flex_pool_scatter_add)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                        const uint8_t *window, const float *dpooled, float *dx);
+    /* The pool branch alone, for the mask joint: pooled [n, c_in, hw] = maxpool(x) over ps (as
+     * maxpool_forward) and window, one byte per pooled element, its maximum's place kh*k + kw, for
+     * every pooled channel (ps and s as for flex_pool_max_forward). */
+    bf_status (*flex_pool_forward)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
+                                   float *pooled, uint8_t *window);
+    /* pooled again from x and the window bytes flex_pool_forward wrote: the same bits. */
+    bf_status (*flex_pool_gather)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
+                                  const uint8_t *window, float *pooled);
     /* Mask joint. logits [n, c_out, hw] = widened - threshold[c_out, hw] (broadcast over n). */
     bf_status (*flex_logits_forward)(bf_backend *b, const bf_flex_shape *s, const float *widened,
                                      const float *threshold, float *logits);

@@ -7,10 +7,11 @@
  * output, one op turns it into y in place computing P on the fly, and the layer keeps only a byte
  * per pooled element (where its window's maximum was) and a bit per output element (conv won or
  * tied) for the backward, which routes dy to dC and the pool's share in one pass and scatters that
- * share into dx after the conv's backward-data. The mask joint runs op by op, keeping C, P, P~, L
- * and M. The backward's scratch (dC, dP, and for the mask the pool's dx and the mask path's
- * gradients) is shared by all flex layers of a model, since only one layer's backward runs at a
- * time. Monitors (conv wins, or the mask sum) are summed on the device in training mode and read
+ * share into dx after the conv's backward-data. The mask joint runs op by op, keeping C, M, the
+ * batch-normalised L and the same window bytes; P, P~ and the raw L go to the shared scratch in
+ * the forward and are computed again there in the backward (mask_scratch_of). The scratch (dC,
+ * dP, the mask path's gradients) is shared by all flex layers of a model, since only one layer's
+ * forward or backward runs at a time. Monitors (conv wins, or the mask sum) are summed on the device in training mode and read
  * by bf_model_flex_monitor at log intervals. */
 #include <math.h>
 #include <string.h>
@@ -22,7 +23,6 @@
 
 static size_t branch_floats(const bf_layer *l) { return (size_t)l->flex.n * l->flex.c_out * l->flex.hw; }
 static size_t pooled_floats(const bf_layer *l) { return (size_t)l->flex.n * l->flex.c_in * l->flex.hw; }
-static size_t input_floats(const bf_layer *l) { return (size_t)l->conv.n * l->conv.c_in * l->conv.h_in * l->conv.w_in; }
 static int is_mask(const bf_layer *l) { return l->flex_opt.joint == BF_FLEX_JOINT_MASK; }
 
 static size_t winner_words(const bf_layer *l) { return (branch_floats(l) + 31) / 32; }
@@ -33,8 +33,7 @@ size_t bf_flex_arena_bytes(const bf_layer *l) {
         return bytes + bf_arena_align(pooled_floats(l)) /* window bytes */
                + bf_arena_align(winner_words(l) * sizeof(uint32_t));
     bytes += bf_arena_align(branch_floats(l) * sizeof(float))       /* C */
-             + bf_arena_align(pooled_floats(l) * sizeof(float))     /* P */
-             + bf_arena_align(pooled_floats(l) * sizeof(int32_t))   /* argmax */
+             + bf_arena_align(pooled_floats(l))                     /* window bytes */
              + bf_arena_align(branch_floats(l) * sizeof(float));    /* mask (the monitor reads it) */
     if (l->flex_opt.logits_bn)
         bytes += bf_arena_align(branch_floats(l) * sizeof(float)) + 2 * bf_arena_align((size_t)l->flex.c_out * sizeof(float));
@@ -49,14 +48,12 @@ static float *take(char **cursor, size_t bytes) {
 
 char *bf_flex_place(bf_layer *l, char *cursor) {
     l->flex_stats = take(&cursor, 4 * sizeof(float));
+    l->flex_window = (uint8_t *)take(&cursor, pooled_floats(l));
     if (!is_mask(l)) {
-        l->flex_window = (uint8_t *)take(&cursor, pooled_floats(l));
         l->flex_winners = (uint32_t *)take(&cursor, winner_words(l) * sizeof(uint32_t));
         return cursor;
     }
     l->flex_conv = take(&cursor, branch_floats(l) * sizeof(float));
-    l->flex_pooled = take(&cursor, pooled_floats(l) * sizeof(float));
-    l->argmax = (int32_t *)take(&cursor, pooled_floats(l) * sizeof(int32_t));
     l->flex_mask = take(&cursor, branch_floats(l) * sizeof(float));
     if (l->flex_opt.logits_bn) {
         l->flex_logits_bn = take(&cursor, branch_floats(l) * sizeof(float));
@@ -77,20 +74,32 @@ size_t bf_flex_scratch_floats(const bf_model *m, int index) {
     const bf_layer *l = &m->layers[index];
     if (l->kind != BF_LAYER_FLEX) return 0;
     if (!is_mask(l)) return (dconv_in_place(m, index) ? 0 : branch_floats(l)) + pooled_floats(l); /* [dC,] dP */
-    /* dC, dP, the pool's dx, dL (post-BN), dL, dP~, then P~ and L (mask_scratch) */
-    return branch_floats(l) + pooled_floats(l) + input_floats(l) + 5 * branch_floats(l);
+    /* dC, dP, dL (post-BN), dL, dP~, then P~, L and P (mask_scratch) */
+    return 2 * pooled_floats(l) + 6 * branch_floats(l);
 }
 
-/* The mask joint's P~ and L (the logits before their batch-norm) live in the shared scratch, after
- * the backward's gradients: the forward computes them there, and the backward computes them again
- * from P and T (the same ops on the same inputs, so the same bits) rather than keeping two
- * branch-sized tensors per layer from forward to backward. */
-static void mask_scratch(const bf_model *m, const bf_layer *l, float **widened, float **logits) {
+/* The mask joint's P, P~ and L (the logits before their batch-norm) live in the shared scratch,
+ * after the backward's gradients: the forward computes them there, and the backward computes them
+ * again from x, the window bytes and T (the same ops on the same inputs, so the same bits) rather
+ * than keeping them per layer from forward to backward. */
+typedef struct mask_scratch {
+    float *dconv, *dpooled, *dlogits_used, *dlogits, *dwidened; /* the backward's gradients */
+    float *widened, *logits, *pooled;
+} mask_scratch;
+
+static mask_scratch mask_scratch_of(const bf_model *m, const bf_layer *l) {
     const size_t branch = (size_t)bf_layer_batch(m, l) * l->flex.c_out * l->flex.hw;
     const size_t pooled = (size_t)bf_layer_batch(m, l) * l->flex.c_in * l->flex.hw;
-    const size_t input = (size_t)bf_layer_batch(m, l) * l->conv.c_in * l->conv.h_in * l->conv.w_in;
-    *widened = m->flex_scratch + 4 * branch + pooled + input;
-    *logits = *widened + branch;
+    mask_scratch w;
+    w.dconv = m->flex_scratch;
+    w.dpooled = w.dconv + branch;
+    w.dlogits_used = w.dpooled + pooled;
+    w.dlogits = w.dlogits_used + branch;
+    w.dwidened = w.dlogits + branch;
+    w.widened = w.dwidened + branch;
+    w.logits = w.widened + branch;
+    w.pooled = w.logits + branch;
+    return w;
 }
 
 static float *param(const bf_model *m, const bf_layer *l, int slot) {
@@ -136,11 +145,10 @@ bf_status bf_flex_forward(bf_model *m, int index) {
         return ops->flex_pool_max_forward(b, &ps, &fs, x, l->out, l->flex_window, l->flex_winners, stats);
     }
     BF_TRY(ops->conv2d_forward(b, &cs, x, param(m, l, 0), param(m, l, 1), l->flex_conv));
-    BF_TRY(ops->maxpool_forward(b, &ps, x, l->flex_pooled, l->argmax));
-
-    float *widened, *logits_raw;
-    mask_scratch(m, l, &widened, &logits_raw);
-    BF_TRY(ops->flex_widen_forward(b, &fs, l->flex_pooled, widened));
+    const mask_scratch w = mask_scratch_of(m, l);
+    float *widened = w.widened, *logits_raw = w.logits;
+    BF_TRY(ops->flex_pool_forward(b, &ps, &fs, x, w.pooled, l->flex_window));
+    BF_TRY(ops->flex_widen_forward(b, &fs, w.pooled, widened));
     if (l->flex_opt.threshold_mode == BF_THRESHOLD_RESAMPLE) {
         /* PlasticFlex re-draws its threshold with kaiming_uniform_ on every forward pass */
         float bound = sqrtf(6.0f / (float)((size_t)l->flex.c_out * l->flex.hw));
@@ -177,10 +185,8 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
     bf_flex_shape fs;
     bf_bn_shape bs;
     current_shapes(m, l, &cs, &ps, &fs, &bs);
-    size_t branch = (size_t)fs.n * fs.c_out * fs.hw, pooled = (size_t)fs.n * fs.c_in * fs.hw;
-    size_t input = (size_t)cs.n * cs.c_in * cs.h_in * cs.w_in;
-    float *dconv = m->flex_scratch, *dpooled = dconv + branch, *dx_pool = dpooled + pooled;
     if (!is_mask(l)) { /* y (the output, which no in-place ReLU overwrites) tells ties from conv wins */
+        float *dconv = m->flex_scratch, *dpooled = dconv + (size_t)fs.n * fs.c_out * fs.hw;
         if (dconv_in_place(m, index)) {
             dconv = l->dout;
             dpooled = m->flex_scratch;
@@ -192,32 +198,33 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
         BF_TRY(ops->conv2d_backward_data(b, &cs, dconv, param(m, l, 0), dx));
         return ops->flex_pool_scatter_add(b, &ps, &fs, l->flex_window, dpooled, dx);
     }
-    float *dlogits_used = dx_pool + input, *dlogits = dlogits_used + branch, *dwidened = dlogits + branch;
-    float *widened, *logits_raw;
-    mask_scratch(m, l, &widened, &logits_raw);
-    BF_TRY(ops->flex_widen_forward(b, &fs, l->flex_pooled, widened)); /* as the forward did (T unchanged) */
-    BF_TRY(ops->flex_logits_forward(b, &fs, widened, threshold(m, l), logits_raw));
-    const float *logits = l->flex_opt.logits_bn ? l->flex_logits_bn : logits_raw;
+    const size_t branch = (size_t)fs.n * fs.c_out * fs.hw;
+    const mask_scratch w = mask_scratch_of(m, l);
+    float *dlogits = w.dlogits;
+    /* P, P~ and L as the forward had them (T unchanged since) */
+    BF_TRY(ops->flex_pool_gather(b, &ps, &fs, x, l->flex_window, w.pooled));
+    BF_TRY(ops->flex_widen_forward(b, &fs, w.pooled, w.widened));
+    BF_TRY(ops->flex_logits_forward(b, &fs, w.widened, threshold(m, l), w.logits));
+    const float *logits = l->flex_opt.logits_bn ? l->flex_logits_bn : w.logits;
     BF_TRY(ops->flex_mask_backward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, logits, l->flex_mask,
-                                   l->flex_conv, widened, l->dout, dconv, dlogits_used, dwidened));
+                                   l->flex_conv, w.widened, l->dout, w.dconv, w.dlogits_used, w.dwidened));
     bf_bn_sync sync = bf_model_bn_sync(m);
     if (l->flex_opt.logits_bn && m->sync_sums)
-        BF_TRY(bf_sync_bn_backward(&sync, &bs, logits_raw, dlogits_used, param(m, l, 3), l->save_mean,
+        BF_TRY(bf_sync_bn_backward(&sync, &bs, w.logits, w.dlogits_used, param(m, l, 3), l->save_mean,
                                    l->save_invstd, dlogits, grad(m, l, 3), grad(m, l, 4)));
     else if (l->flex_opt.logits_bn)
-        BF_TRY(ops->batchnorm_backward(b, &bs, logits_raw, dlogits_used, param(m, l, 3), l->save_mean,
+        BF_TRY(ops->batchnorm_backward(b, &bs, w.logits, w.dlogits_used, param(m, l, 3), l->save_mean,
                                        l->save_invstd, dlogits, grad(m, l, 3), grad(m, l, 4)));
     else
-        dlogits = dlogits_used;
+        dlogits = w.dlogits_used;
     /* L = widen(P) - T: the logits' gradient reaches the pool branch and (negated) the threshold */
-    BF_TRY(ops->add_inplace(b, dwidened, dlogits, branch));
+    BF_TRY(ops->add_inplace(b, w.dwidened, dlogits, branch));
     if (l->param_index[2] >= 0) BF_TRY(ops->flex_threshold_backward(b, &fs, dlogits, grad(m, l, 2)));
-    BF_TRY(ops->flex_widen_backward(b, &fs, dwidened, dpooled));
-    BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, grad(m, l, 0), grad(m, l, 1)));
+    BF_TRY(ops->flex_widen_backward(b, &fs, w.dwidened, w.dpooled));
+    BF_TRY(ops->conv2d_backward_filter(b, &cs, x, w.dconv, grad(m, l, 0), grad(m, l, 1)));
     if (!dx) return BF_OK;
-    BF_TRY(ops->conv2d_backward_data(b, &cs, dconv, param(m, l, 0), dx));
-    BF_TRY(ops->maxpool_backward(b, &ps, dpooled, l->argmax, dx_pool));
-    return ops->add_inplace(b, dx, dx_pool, input);
+    BF_TRY(ops->conv2d_backward_data(b, &cs, w.dconv, param(m, l, 0), dx));
+    return ops->flex_pool_scatter_add(b, &ps, &fs, l->flex_window, w.dpooled, dx);
 }
 
 /* Channel-wise max: the fraction of elements where the conv won, summed on the device over the

@@ -226,6 +226,8 @@ static const bf_ops cuda_ops = {
     /* .flex_pool_max_forward = */ bf_cuda_flex_pool_max_forward,
     /* .flex_pool_max_backward = */ bf_cuda_flex_pool_max_backward,
     /* .flex_pool_scatter_add = */ bf_cuda_flex_pool_scatter_add,
+    /* .flex_pool_forward = */ bf_cuda_flex_pool_forward,
+    /* .flex_pool_gather = */ bf_cuda_flex_pool_gather,
     /* .flex_logits_forward = */ bf_cuda_flex_logits_forward,
     /* .flex_mask_forward = */ bf_cuda_flex_mask_forward,
     /* .flex_mask_backward = */ bf_cuda_flex_mask_backward,
@@ -254,7 +256,7 @@ static const bf_ops cuda_ops = {
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 63 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 65 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

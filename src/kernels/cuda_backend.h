@@ -303,6 +303,10 @@ bf_status bf_cuda_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps,
                                          const uint32_t *winners, const float *dy, float *dconv, float *dpooled);
 bf_status bf_cuda_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                         const uint8_t *window, const float *dpooled, float *dx);
+bf_status bf_cuda_flex_pool_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
+                                    float *pooled, uint8_t *window);
+bf_status bf_cuda_flex_pool_gather(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
+                                   const uint8_t *window, float *pooled);
 
 /* neuron.cu */
 bf_status bf_cuda_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, float *y,

@@ -17,6 +17,8 @@
  *   k_pool_scatter_add   one thread per input element: the windows that contain it, in ascending
  *                        output order, add their dpooled where their byte chose it (a gather, so no
  *                        atomics), and the sum is added to dx.
+ *   k_pool_forward,      the mask joint's pool branch: one thread per pooled element writes its
+ *   k_pool_gather        window maximum and byte, and reads the maximum back from x at the byte.
  * conv_wins: per-thread double counts, block sums, and the partials added in index order. */
 #include <math.h>
 
@@ -161,6 +163,30 @@ __global__ void k_pool_scatter_add(const uint8_t *__restrict__ window, const flo
     }
 }
 
+/* k_pool_forward: one thread per pooled element, the window maximum and its byte (every channel). */
+__global__ void k_pool_forward(const float *__restrict__ x, float *__restrict__ pooled, uint8_t *__restrict__ window,
+                               size_t pooled_total, pool_geo pg, int hw) {
+    const size_t in_plane = (size_t)pg.h_in * pg.w_in;
+    GRID_STRIDE(idx, pooled_total) {
+        const size_t plane = idx / (size_t)hw, p = idx - plane * (size_t)hw;
+        const int oh = (int)(p / pg.w_out), ow = (int)(p - (size_t)oh * pg.w_out);
+        unsigned at;
+        pooled[idx] = window_max(pg, x + plane * in_plane, oh, ow, &at);
+        window[idx] = (uint8_t)at;
+    }
+}
+
+/* k_pool_gather: one thread per pooled element, the input element its byte names. */
+__global__ void k_pool_gather(const float *__restrict__ x, const uint8_t *__restrict__ window,
+                              float *__restrict__ pooled, size_t pooled_total, pool_geo pg, int hw) {
+    const size_t in_plane = (size_t)pg.h_in * pg.w_in;
+    GRID_STRIDE(idx, pooled_total) {
+        const size_t plane = idx / (size_t)hw, p = idx - plane * (size_t)hw;
+        const int oh = (int)(p / pg.w_out), ow = (int)(p - (size_t)oh * pg.w_out);
+        pooled[idx] = x[plane * in_plane + window_offset(pg, oh, ow, window[idx])];
+    }
+}
+
 }  // namespace
 
 extern "C" bf_status bf_cuda_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
@@ -204,5 +230,23 @@ extern "C" bf_status bf_cuda_flex_pool_scatter_add(bf_backend *b, const bf_pool_
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_scatter_add"));
     const size_t input_total = (size_t)s->n * s->c_in * ps->h_in * ps->w_in;
     LAUNCH_ELEMENTWISE(k_pool_scatter_add, input_total, window, dpooled, dx, input_total, pool_geo_of(ps), s->hw);
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_flex_pool_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                               const float *x, float *pooled, uint8_t *window) {
+    FLEX_ENTER("flex_pool_forward", x, pooled, window);
+    BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_forward"));
+    const size_t pooled_total = (size_t)s->n * s->c_in * s->hw;
+    LAUNCH_ELEMENTWISE(k_pool_forward, pooled_total, x, pooled, window, pooled_total, pool_geo_of(ps), s->hw);
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_flex_pool_gather(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                              const float *x, const uint8_t *window, float *pooled) {
+    FLEX_ENTER("flex_pool_gather", x, window, pooled);
+    BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_gather"));
+    const size_t pooled_total = (size_t)s->n * s->c_in * s->hw;
+    LAUNCH_ELEMENTWISE(k_pool_gather, pooled_total, x, window, pooled, pooled_total, pool_geo_of(ps), s->hw);
     return BF_OK;
 }

@@ -12,6 +12,8 @@
  *             dy - dconv (each dy read before its dconv is written, so they may alias under
  *             EXPAND); the share folded back with flex_widen_backward.
  *   scatter:  the window bytes as int32 argmax -> maxpool_backward into scratch -> added to dx.
+ *   flex_pool_forward / flex_pool_gather (the mask joint's pool branch): maxpool_forward with its
+ *             argmax turned into window bytes; P read back from x at the bytes.
  * Every float expression is the op-by-op sequence's, so the results are bit-identical to it (and
  * to flex_pool.cu). */
 #include <string.h>
@@ -41,6 +43,15 @@ static inline int32_t chosen_offset(const bf_pool_shape *ps, size_t p, uint8_t p
     return (hs + place / ps->k) * ps->w_in + ws + place % ps->k;
 }
 
+/* One pooled plane's window bytes from maxpool's int32 argmax (an offset in the input plane). */
+static void window_bytes(const bf_pool_shape *ps, size_t hw, const int32_t *argmax, uint8_t *window) {
+    for (size_t p = 0; p < hw; p++) {
+        int hs, ws;
+        window_origin(ps, p, &hs, &ws);
+        window[p] = (uint8_t)((argmax[p] / ps->w_in - hs) * ps->k + (argmax[p] % ps->w_in - ws));
+    }
+}
+
 /* Carves n bytes (rounded to 64) off a scratch cursor. */
 static void *carve(char **cursor, size_t bytes) {
     void *p = *cursor;
@@ -65,15 +76,8 @@ bf_status bf_cpu_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, c
 
     const long pooled_planes = (long)s->n * s->c_in, planes = (long)s->n * s->c_out;
 #pragma omp parallel for num_threads(plane_threads(b, np)) schedule(static)
-    for (long q = 0; q < pooled_planes; q++) {
-        if (!tapped[q % s->c_in]) continue; /* the contract leaves those bytes as they were */
-        for (size_t p = 0; p < hw; p++) {
-            const int32_t at = argmax[(size_t)q * hw + p];
-            int hs, ws;
-            window_origin(ps, p, &hs, &ws);
-            window[(size_t)q * hw + p] = (uint8_t)((at / ps->w_in - hs) * ps->k + (at % ps->w_in - ws));
-        }
-    }
+    for (long q = 0; q < pooled_planes; q++) /* the contract leaves untapped channels' bytes as they were */
+        if (tapped[q % s->c_in]) window_bytes(ps, hw, argmax + (size_t)q * hw, window + (size_t)q * hw);
     long wins = 0; /* an integer reduction is exact, so OpenMP's combining order does not matter */
 #pragma omp parallel for num_threads(plane_threads(b, nc)) schedule(static) reduction(+ : wins)
     for (long q = 0; q < planes; q++) {
@@ -171,5 +175,32 @@ bf_status bf_cpu_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, c
     BF_TRY(bf_cpu_maxpool_backward(b, ps, dpooled, argmax, dx_pool));
 #pragma omp parallel for num_threads(plane_threads(b, nx)) schedule(static)
     for (long i = 0; i < (long)nx; i++) dx[i] += dx_pool[i];
+    return BF_OK;
+}
+
+bf_status bf_cpu_flex_pool_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
+                                   float *pooled, uint8_t *window) {
+    BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_forward"));
+    REQUIRE("flex_pool_forward", x, pooled, window);
+    const size_t hw = (size_t)s->hw, np = (size_t)s->n * s->c_in * hw;
+    void *argmax;
+    BF_TRY(bf_cpu_scratch(b, np * sizeof(int32_t), &argmax));
+    BF_TRY(bf_cpu_maxpool_forward(b, ps, x, pooled, argmax)); /* argmax given: maxpool takes no scratch */
+    const long planes = (long)s->n * s->c_in;
+#pragma omp parallel for num_threads(plane_threads(b, np)) schedule(static)
+    for (long q = 0; q < planes; q++) window_bytes(ps, hw, (const int32_t *)argmax + (size_t)q * hw, window + (size_t)q * hw);
+    return BF_OK;
+}
+
+bf_status bf_cpu_flex_pool_gather(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
+                                  const uint8_t *window, float *pooled) {
+    BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_gather"));
+    REQUIRE("flex_pool_gather", x, window, pooled);
+    const size_t hw = (size_t)s->hw, in_plane = (size_t)ps->h_in * ps->w_in;
+    const long planes = (long)s->n * s->c_in;
+#pragma omp parallel for num_threads(plane_threads(b, (size_t)planes * hw)) schedule(static)
+    for (long q = 0; q < planes; q++)
+        for (size_t p = 0; p < hw; p++)
+            pooled[(size_t)q * hw + p] = x[(size_t)q * in_plane + chosen_offset(ps, p, window[(size_t)q * hw + p])];
     return BF_OK;
 }
