@@ -1,6 +1,8 @@
 /* flex_pool.cu - the fused channel-wise max flex on the GPU (contract in ops.h at
- * flex_pool_max_forward; the CPU twin is flex_pool_cpu.c, with the same loop structure and the
- * same IEEE expressions, so every result is bit-identical to it).
+ * flex_pool_max_forward; the CPU twin is flex_pool_cpu.c, which computes through the op-by-op
+ * sequence; every result is bit-identical to it, the same IEEE expressions in another order of
+ * loops). tests/test_flex_pool_ops.c emulates these kernels loop for loop on the CPU: a change
+ * here belongs there too.
  *
  * What a flex layer keeps between its forward and backward is the conv branch's output, overwritten
  * in place by y, plus one byte per pooled element (where its window's maximum was) and one bit per
@@ -54,7 +56,8 @@ __device__ __forceinline__ size_t window_offset(const pool_geo &pg, int oh, int 
     return (size_t)ih * pg.w_in + iw;
 }
 
-/* Whether output channel j is the first that taps pooled channel i (see flex_pool_cpu.c). */
+/* Whether output channel j is the first that taps pooled channel i, so its thread writes i's window
+ * byte: EXPAND by its formula; BILINEAR's taps grow with j, so if j-1 misses i, every j' < j does. */
 __device__ __forceinline__ bool first_tapper(const flex_geo &g, int j, int i) {
     if (!g.bilinear) return g.c_out % g.c_in == 0 ? j % (g.c_out / g.c_in) == 0 : j < g.c_in;
     if (j == 0) return true;
