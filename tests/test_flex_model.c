@@ -229,13 +229,30 @@ static void check_gradients(const char *label, const bf_flex_options *opt) {
         double ratio[4], homogeneity[4];
         const char *names[4];
         CHECK_OK(bf_model_forward(m, xh, &logits));
+        /* flex1's mask rebuilt here with the plain ops from its input, T, C and (with BN) its
+         * batch-normalised logits: the layer keeps no mask, the monitor computes it again */
         const bf_layer *f = &m->layers[1];
-        size_t elems = (size_t)N * f->flex.c_out * f->flex.hw;
+        size_t elems = (size_t)N * f->flex.c_out * f->flex.hw, pooled = (size_t)N * f->flex.c_in * f->flex.hw;
+        bf_pool_shape ps = f->pool;
+        bf_flex_shape fs = f->flex;
+        ps.n = fs.n = N;
+        float *P = malloc(pooled * sizeof(float)), *W = malloc(elems * sizeof(float)), *L = malloc(elems * sizeof(float));
+        float *M = malloc(elems * sizeof(float)), *Y = malloc(elems * sizeof(float));
+        int32_t *argmax = malloc(pooled * sizeof(int32_t));
+        const float *T = f->param_index[2] >= 0 ? m->param_data + m->params[f->param_index[2]].offset
+                                                : m->buffer_data + m->buffers[f->buffer_index[2]].offset;
+        CHECK_OK(b->ops->maxpool_forward(b, &ps, m->layers[0].out, P, argmax));
+        CHECK_OK(b->ops->flex_widen_forward(b, &fs, P, W));
+        CHECK_OK(b->ops->flex_logits_forward(b, &fs, W, T, L));
+        CHECK_OK(b->ops->flex_mask_forward(b, &fs, opt->mask, opt->mask_factor, bf_layer_dropout_seed(m, 1),
+                                           opt->logits_bn ? f->flex_logits_bn : L, f->flex_conv, W, M, Y, NULL));
         double chosen = 0, binary = 0;
         for (size_t i = 0; i < elems; i++) {
-            chosen += f->flex_mask[i] > 0.5f;
-            binary += fabs(f->flex_mask[i] - 0.5) * 2;
+            chosen += M[i] > 0.5f;
+            binary += fabs(M[i] - 0.5) * 2;
         }
+        CHECK(memcmp(Y, f->out, elems * sizeof(float)) == 0, "%s: the rebuilt mask gives flex1's output", label);
+        free(P), free(W), free(L), free(M), free(Y), free(argmax);
         int nf = bf_model_flex_monitor(m, ratio, homogeneity, names, 4);
         CHECK(nf == 2 && fabs(ratio[0] - chosen / elems) < 1e-6 && fabs(homogeneity[0] - binary / elems) < 1e-5,
               "%s: mask conv ratio %.6f (host %.6f), homogeneity %.6f (host %.6f)", label, nf ? ratio[0] : -1,

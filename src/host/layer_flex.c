@@ -7,12 +7,12 @@
  * output, one op turns it into y in place computing P on the fly, and the layer keeps only a byte
  * per pooled element (where its window's maximum was) and a bit per output element (conv won or
  * tied) for the backward, which routes dy to dC and the pool's share in one pass and scatters that
- * share into dx after the conv's backward-data. The mask joint runs op by op, keeping C, M, the
- * batch-normalised L and the same window bytes; P, P~ and the raw L go to the shared scratch in
- * the forward and are computed again there in the backward (mask_scratch_of). The scratch (dC,
- * dP, the mask path's gradients) is shared by all flex layers of a model, since only one layer's
- * forward or backward runs at a time. Monitors (conv wins, or the mask sum) are summed on the device in training mode and read
- * by bf_model_flex_monitor at log intervals. */
+ * share into dx after the conv's backward-data. The mask joint runs op by op, keeping C, the
+ * batch-normalised L and the same window bytes; P, P~, the raw L and M go to the shared scratch
+ * in the forward and are computed again there in the backward and by the monitor (mask_again).
+ * The scratch (dC, dP, the mask path's gradients) is shared by all flex layers of a model, since
+ * only one layer's forward or backward runs at a time. Monitors (conv wins, or the mask sum) are
+ * summed on the device in training mode and read by bf_model_flex_monitor at log intervals. */
 #include <math.h>
 #include <string.h>
 
@@ -33,8 +33,7 @@ size_t bf_flex_arena_bytes(const bf_layer *l) {
         return bytes + bf_arena_align(pooled_floats(l)) /* window bytes */
                + bf_arena_align(winner_words(l) * sizeof(uint32_t));
     bytes += bf_arena_align(branch_floats(l) * sizeof(float))       /* C */
-             + bf_arena_align(pooled_floats(l))                     /* window bytes */
-             + bf_arena_align(branch_floats(l) * sizeof(float));    /* mask (the monitor reads it) */
+             + bf_arena_align(pooled_floats(l));                    /* window bytes */
     if (l->flex_opt.logits_bn)
         bytes += bf_arena_align(branch_floats(l) * sizeof(float)) + 2 * bf_arena_align((size_t)l->flex.c_out * sizeof(float));
     return bytes;
@@ -54,7 +53,6 @@ char *bf_flex_place(bf_layer *l, char *cursor) {
         return cursor;
     }
     l->flex_conv = take(&cursor, branch_floats(l) * sizeof(float));
-    l->flex_mask = take(&cursor, branch_floats(l) * sizeof(float));
     if (l->flex_opt.logits_bn) {
         l->flex_logits_bn = take(&cursor, branch_floats(l) * sizeof(float));
         l->save_mean = take(&cursor, (size_t)l->flex.c_out * sizeof(float));
@@ -74,17 +72,17 @@ size_t bf_flex_scratch_floats(const bf_model *m, int index) {
     const bf_layer *l = &m->layers[index];
     if (l->kind != BF_LAYER_FLEX) return 0;
     if (!is_mask(l)) return (dconv_in_place(m, index) ? 0 : branch_floats(l)) + pooled_floats(l); /* [dC,] dP */
-    /* dC, dP, dL (post-BN), dL, dP~, then P~, L and P (mask_scratch) */
-    return 2 * pooled_floats(l) + 6 * branch_floats(l);
+    /* dC, dP, dL (post-BN), dL, dP~, then P~, L, P and M (mask_scratch) */
+    return 2 * pooled_floats(l) + 7 * branch_floats(l);
 }
 
-/* The mask joint's P, P~ and L (the logits before their batch-norm) live in the shared scratch,
- * after the backward's gradients: the forward computes them there, and the backward computes them
- * again from x, the window bytes and T (the same ops on the same inputs, so the same bits) rather
- * than keeping them per layer from forward to backward. */
+/* The mask joint's P, P~, L (the logits before their batch-norm) and M live in the shared scratch,
+ * after the backward's gradients: the forward computes them there, and the backward and the
+ * monitor compute them again from x, the window bytes, T, C and the batch-normalised logits (the
+ * same ops on the same inputs, the same seed: the same bits) rather than keeping them per layer. */
 typedef struct mask_scratch {
     float *dconv, *dpooled, *dlogits_used, *dlogits, *dwidened; /* the backward's gradients */
-    float *widened, *logits, *pooled;
+    float *widened, *logits, *pooled, *mask;
 } mask_scratch;
 
 static mask_scratch mask_scratch_of(const bf_model *m, const bf_layer *l) {
@@ -99,6 +97,7 @@ static mask_scratch mask_scratch_of(const bf_model *m, const bf_layer *l) {
     w.widened = w.dwidened + branch;
     w.logits = w.widened + branch;
     w.pooled = w.logits + branch;
+    w.mask = w.pooled + pooled;
     return w;
 }
 
@@ -172,7 +171,27 @@ bf_status bf_flex_forward(bf_model *m, int index) {
         logits = l->flex_logits_bn;
     }
     return ops->flex_mask_forward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, bf_layer_dropout_seed(m, index),
-                                  logits, l->flex_conv, widened, l->flex_mask, l->out, stats);
+                                  logits, l->flex_conv, widened, w.mask, l->out, stats);
+}
+
+/* The mask joint's P, P~, L and M in the scratch again, as the last forward computed them (T and
+ * the step's seed unchanged since); *logits = the logits M was computed from. y goes to a scratch
+ * gradient that the backward overwrites next. */
+static bf_status mask_again(bf_model *m, int index, const mask_scratch *w, const float **logits) {
+    bf_layer *l = &m->layers[index];
+    bf_backend *b = m->backend;
+    const bf_ops *ops = b->ops;
+    bf_conv2d_shape cs;
+    bf_pool_shape ps;
+    bf_flex_shape fs;
+    bf_bn_shape bs;
+    current_shapes(m, l, &cs, &ps, &fs, &bs);
+    BF_TRY(ops->flex_pool_gather(b, &ps, &fs, bf_layer_input(m, l, 0), l->flex_window, w->pooled));
+    BF_TRY(ops->flex_widen_forward(b, &fs, w->pooled, w->widened));
+    BF_TRY(ops->flex_logits_forward(b, &fs, w->widened, threshold(m, l), w->logits));
+    *logits = l->flex_opt.logits_bn ? l->flex_logits_bn : w->logits;
+    return ops->flex_mask_forward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, bf_layer_dropout_seed(m, index),
+                                  *logits, l->flex_conv, w->widened, w->mask, w->dlogits_used, NULL);
 }
 
 bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
@@ -201,12 +220,9 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
     const size_t branch = (size_t)fs.n * fs.c_out * fs.hw;
     const mask_scratch w = mask_scratch_of(m, l);
     float *dlogits = w.dlogits;
-    /* P, P~ and L as the forward had them (T unchanged since) */
-    BF_TRY(ops->flex_pool_gather(b, &ps, &fs, x, l->flex_window, w.pooled));
-    BF_TRY(ops->flex_widen_forward(b, &fs, w.pooled, w.widened));
-    BF_TRY(ops->flex_logits_forward(b, &fs, w.widened, threshold(m, l), w.logits));
-    const float *logits = l->flex_opt.logits_bn ? l->flex_logits_bn : w.logits;
-    BF_TRY(ops->flex_mask_backward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, logits, l->flex_mask,
+    const float *logits;
+    BF_TRY(mask_again(m, index, &w, &logits));
+    BF_TRY(ops->flex_mask_backward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, logits, w.mask,
                                    l->flex_conv, w.widened, l->dout, w.dconv, w.dlogits_used, w.dwidened));
     bf_bn_sync sync = bf_model_bn_sync(m);
     if (l->flex_opt.logits_bn && m->sync_sums)
@@ -240,8 +256,10 @@ int bf_model_flex_monitor(bf_model *m, double *ratio, double *homogeneity, const
         double elements;
         if (is_mask(l)) {
             elements = (double)bf_layer_batch(m, l) * l->flex.c_out * l->flex.hw;
-            if (m->flex_samples > 0 &&
-                m->backend->ops->flex_mask_stats(m->backend, l->flex_mask, (size_t)elements, l->flex_stats + 1) == BF_OK)
+            const mask_scratch w = mask_scratch_of(m, l);
+            const float *logits;
+            if (m->flex_samples > 0 && mask_again(m, i, &w, &logits) == BF_OK &&
+                m->backend->ops->flex_mask_stats(m->backend, w.mask, (size_t)elements, l->flex_stats + 1) == BF_OK)
                 bf_to_host(m->backend, stats, l->flex_stats, 3 * sizeof(float));
             ratio[count] = elements > 0 ? stats[1] / elements : 0;
             homogeneity[count] = elements > 0 ? stats[2] / elements : 0;
