@@ -2,7 +2,10 @@
  * dropout, SGD with Nesterov momentum and weight decay, label smoothing, gradient clipping) on
  * the CPU backend and on the CUDA backend (fp32) from identical weights and batches: the losses,
  * gradients and weights after every step must agree. Two more CUDA backends set deterministic
- * ([run] deterministic) take the same steps bit for bit. Skipped without a GPU. */
+ * ([run] deterministic) take the same steps bit for bit. The same again for two flex VGG-6s: every
+ * conv and pool a fused channel-wise max flex layer (fully_flex), and every conv a mask-joint flex
+ * layer (bilinear widening, logits batch-norm, hard sigmoid), the layer code of both joints end to
+ * end on the GPU. Skipped without a GPU. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +34,13 @@ static void side_init(side *s, bf_backend *b, const bf_config *cfg) {
     s->sumsq = bf_test_upload(b, NULL, 2);
     s->clip = s->sumsq + 1;
     bf_alloc(b, N * sizeof(int32_t), (void **)&s->labels);
+}
+
+static void side_free(side *s) {
+    bf_optimizer_destroy(s->b, s->opt);
+    bf_model_destroy(s->m);
+    void *bufs[] = {s->x, s->losses, s->dlogits, s->sumsq, s->labels};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) bf_free(s->b, bufs[i]);
 }
 
 static void side_step(side *s, const bf_config *cfg, const float *x, const int32_t *labels, long step) {
@@ -85,6 +95,40 @@ static void compare_exact(const char *what, side *a, side *b, const float *a_dev
     free(y);
 }
 
+/* STEPS steps of the network cfg describes on the CPU, the CUDA and two deterministic CUDA backends. */
+static void run_network(const char *label, const bf_config *cfg, bf_backend *cb, bf_backend *gb, bf_backend *db[2]) {
+    printf("%s\n", label);
+    side cpu, gpu, det[2];
+    side_init(&cpu, cb, cfg);
+    side_init(&gpu, gb, cfg);
+    for (int i = 0; i < 2; i++) side_init(&det[i], db[i], cfg);
+    if (!cpu.m || !gpu.m || !det[0].m || !det[1].m) return;
+    static float x[N * C * HW * HW];
+    int32_t labels[N];
+    for (int step = 0; step < STEPS; step++) {
+        bf_test_fill_uniform(x, N * C * HW * HW, -2, 2, 100 + step);
+        for (int i = 0; i < N; i++) labels[i] = (i * 7 + step) % K;
+        side_step(&cpu, cfg, x, labels, step);
+        side_step(&gpu, cfg, x, labels, step);
+        compare("losses", &cpu, &gpu, cpu.losses, gpu.losses, N, 1e-5, 1e-4, step);
+        compare("gradients", &cpu, &gpu, cpu.m->grad_data, gpu.m->grad_data, cpu.m->num_param_floats, 1e-5, 2e-3, step);
+        compare("weights", &cpu, &gpu, cpu.m->param_data, gpu.m->param_data, cpu.m->num_param_floats, 1e-6, 1e-3, step);
+        compare("bn stats", &cpu, &gpu, cpu.m->buffer_data, gpu.m->buffer_data, cpu.m->num_buffer_floats, 1e-5, 1e-3, step);
+        for (int i = 0; i < 2; i++) side_step(&det[i], cfg, x, labels, step);
+        compare("det weights", &cpu, &det[0], cpu.m->param_data, det[0].m->param_data, cpu.m->num_param_floats, 1e-6,
+                1e-3, step);
+        compare_exact("gradients", &det[0], &det[1], det[0].m->grad_data, det[1].m->grad_data, cpu.m->num_param_floats,
+                      step);
+        compare_exact("weights", &det[0], &det[1], det[0].m->param_data, det[1].m->param_data, cpu.m->num_param_floats,
+                      step);
+        compare_exact("bn stats", &det[0], &det[1], det[0].m->buffer_data, det[1].m->buffer_data,
+                      cpu.m->num_buffer_floats, step);
+    }
+    side_free(&cpu);
+    side_free(&gpu);
+    for (int i = 0; i < 2; i++) side_free(&det[i]);
+}
+
 int main(void) {
     if (!bf_cuda_built()) bf_test_skip("bioflex was built without the CUDA backend");
     if (bf_cuda_device_count() == 0) bf_test_skip("no CUDA device");
@@ -106,31 +150,16 @@ int main(void) {
         if (db[i]) CHECK_OK(bf_cuda_set_deterministic(db[i], 1));
     }
     if (!cb || !gb || !db[0] || !db[1]) return bf_test_finish();
-    side cpu, gpu, det[2];
-    side_init(&cpu, cb, &cfg);
-    side_init(&gpu, gb, &cfg);
-    for (int i = 0; i < 2; i++) side_init(&det[i], db[i], &cfg);
-    static float x[N * C * HW * HW];
-    int32_t labels[N];
-    for (int step = 0; step < STEPS; step++) {
-        bf_test_fill_uniform(x, N * C * HW * HW, -2, 2, 100 + step);
-        for (int i = 0; i < N; i++) labels[i] = (i * 7 + step) % K;
-        side_step(&cpu, &cfg, x, labels, step);
-        side_step(&gpu, &cfg, x, labels, step);
-        compare("losses", &cpu, &gpu, cpu.losses, gpu.losses, N, 1e-5, 1e-4, step);
-        compare("gradients", &cpu, &gpu, cpu.m->grad_data, gpu.m->grad_data, cpu.m->num_param_floats, 1e-5, 2e-3, step);
-        compare("weights", &cpu, &gpu, cpu.m->param_data, gpu.m->param_data, cpu.m->num_param_floats, 1e-6, 1e-3, step);
-        compare("bn stats", &cpu, &gpu, cpu.m->buffer_data, gpu.m->buffer_data, cpu.m->num_buffer_floats, 1e-5, 1e-3, step);
-        for (int i = 0; i < 2; i++) side_step(&det[i], &cfg, x, labels, step);
-        compare("det weights", &cpu, &det[0], cpu.m->param_data, det[0].m->param_data, cpu.m->num_param_floats, 1e-6,
-                1e-3, step);
-        compare_exact("gradients", &det[0], &det[1], det[0].m->grad_data, det[1].m->grad_data, cpu.m->num_param_floats,
-                      step);
-        compare_exact("weights", &det[0], &det[1], det[0].m->param_data, det[1].m->param_data, cpu.m->num_param_floats,
-                      step);
-        compare_exact("bn stats", &det[0], &det[1], det[0].m->buffer_data, det[1].m->buffer_data,
-                      cpu.m->num_buffer_floats, step);
-    }
+    run_network("VGG-6", &cfg, cb, gb, db);
+    cfg.model.flex = 1;
+    cfg.model.fully_flex = 1;
+    run_network("flex VGG-6, channel-wise max, fully flex", &cfg, cb, gb, db);
+    cfg.model.fully_flex = 0;
+    cfg.model.flex_joint = BF_FLEX_JOINT_MASK;
+    cfg.model.flex_channels = BF_FLEX_CHANNELS_BILINEAR;
+    cfg.model.flex_logits_bn = 1;
+    cfg.model.flex_mask = BF_FLEX_MASK_SIGMOID_HARD;
+    run_network("flex VGG-6, mask joint (bilinear, logits batch-norm, hard sigmoid)", &cfg, cb, gb, db);
     bf_backend_destroy(cb);
     bf_backend_destroy(gb);
     for (int i = 0; i < 2; i++) bf_backend_destroy(db[i]);
