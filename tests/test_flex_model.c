@@ -229,8 +229,8 @@ static void check_gradients(const char *label, const bf_flex_options *opt) {
         double ratio[4], homogeneity[4];
         const char *names[4];
         CHECK_OK(bf_model_forward(m, xh, &logits));
-        /* flex1's mask rebuilt here with the plain ops from its input, T, C and (with BN) its
-         * batch-normalised logits: the layer keeps no mask, the monitor computes it again */
+        /* flex1's mask rebuilt here with the plain ops from its input, T, C and (with BN) the saved
+         * batch statistics: the layer keeps no mask, the monitor computes it again */
         const bf_layer *f = &m->layers[1];
         size_t elems = (size_t)N * f->flex.c_out * f->flex.hw, pooled = (size_t)N * f->flex.c_in * f->flex.hw;
         bf_pool_shape ps = f->pool;
@@ -244,8 +244,17 @@ static void check_gradients(const char *label, const bf_flex_options *opt) {
         CHECK_OK(b->ops->maxpool_forward(b, &ps, m->layers[0].out, P, argmax));
         CHECK_OK(b->ops->flex_widen_forward(b, &fs, P, W));
         CHECK_OK(b->ops->flex_logits_forward(b, &fs, W, T, L));
+        float *Lbn = malloc(elems * sizeof(float));
+        if (opt->logits_bn) { /* with the statistics the training forward saved */
+            bf_bn_shape bs = f->bn;
+            bs.n = N;
+            CHECK_OK(b->ops->batchnorm_forward_saved(b, &bs, L, m->param_data + m->params[f->param_index[3]].offset,
+                                                     m->param_data + m->params[f->param_index[4]].offset,
+                                                     f->save_mean, f->save_invstd, Lbn));
+        }
         CHECK_OK(b->ops->flex_mask_forward(b, &fs, opt->mask, opt->mask_factor, bf_layer_dropout_seed(m, 1),
-                                           opt->logits_bn ? f->flex_logits_bn : L, f->flex_conv, W, M, Y, NULL));
+                                           opt->logits_bn ? Lbn : L, f->flex_conv, W, M, Y, NULL));
+        free(Lbn);
         double chosen = 0, binary = 0;
         for (size_t i = 0; i < elems; i++) {
             chosen += M[i] > 0.5f;
@@ -253,7 +262,16 @@ static void check_gradients(const char *label, const bf_flex_options *opt) {
         }
         CHECK(memcmp(Y, f->out, elems * sizeof(float)) == 0, "%s: the rebuilt mask gives flex1's output", label);
         free(P), free(W), free(L), free(M), free(Y), free(argmax);
+        /* an optimiser step between the forward and the monitor (as in training) must not change
+         * what it reports: the statistics are of the forward's mask */
+        float *params = bf_test_download(b, m->param_data, m->num_param_floats);
+        float *buffers = bf_test_download(b, m->buffer_data, m->num_buffer_floats);
+        for (size_t i = 0; i < m->num_param_floats; i++) m->param_data[i] += 0.25f;
+        for (size_t i = 0; i < m->num_buffer_floats; i++) m->buffer_data[i] += 0.25f; /* a frozen threshold too */
         int nf = bf_model_flex_monitor(m, ratio, homogeneity, names, 4);
+        if (params) memcpy(m->param_data, params, m->num_param_floats * sizeof(float));
+        if (buffers) memcpy(m->buffer_data, buffers, m->num_buffer_floats * sizeof(float));
+        free(params), free(buffers);
         CHECK(nf == 2 && fabs(ratio[0] - chosen / elems) < 1e-6 && fabs(homogeneity[0] - binary / elems) < 1e-5,
               "%s: mask conv ratio %.6f (host %.6f), homogeneity %.6f (host %.6f)", label, nf ? ratio[0] : -1,
               chosen / elems, nf ? homogeneity[0] : -1, binary / elems);

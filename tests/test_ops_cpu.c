@@ -231,6 +231,11 @@ static void test_batchnorm(bf_backend *b) {
     check_buffer(b, invstd, rinv, 4, 1e-6, 1e-6, "batchnorm saved invstd");
     check_buffer(b, rm, rrm, 4, 1e-6, 1e-6, "batchnorm running mean");
     check_buffer(b, rv, rrv, 4, 1e-6, 1e-6, "batchnorm running variance (unbiased)");
+    /* the output again from the saved statistics: the same bits */
+    float *y_again = bf_test_upload(b, NULL, count);
+    CHECK_OK(b->ops->batchnorm_forward_saved(b, &s, x, gamma, beta, mean, invstd, y_again));
+    CHECK(memcmp(y_again, y, count * sizeof(float)) == 0, "batchnorm_forward_saved gives the train output bit for bit");
+    bf_free(b, y_again);
     CHECK_OK(b->ops->batchnorm_backward(b, &s, x, dy, gamma, mean, invstd, dx, dgamma, dbeta));
     check_buffer(b, dx, rdx, count, 1e-5, 1e-5, "batchnorm dx");
     check_buffer(b, dgamma, rdg, 4, 1e-5, 1e-5, "batchnorm dgamma");

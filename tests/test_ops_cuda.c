@@ -238,6 +238,18 @@ static void test_bn_case(int n, int c, int hw, float lo, float hi) {
     pair_compare("bn train running_mean", rmean, RED_ATOL, RED_RTOL);
     pair_compare("bn train running_var", rvar, RED_ATOL, RED_RTOL);
 
+    /* the output again from the saved statistics: the train output's bits on each backend */
+    pair y2 = pair_out(nx);
+    CHECK_OK(cpu->ops->batchnorm_forward_saved(cpu, &s, x.c, gamma.c, beta.c, smean.c, sinv.c, y2.c));
+    CHECK_OK(gpu->ops->batchnorm_forward_saved(gpu, &s, x.g, gamma.g, beta.g, smean.g, sinv.g, y2.g));
+    pair_compare("bn forward_saved y", y2, RED_ATOL, RED_RTOL);
+    {
+        float *a = bf_test_download(gpu, y.g, nx), *b2 = bf_test_download(gpu, y2.g, nx);
+        CHECK(a && b2 && memcmp(a, b2, nx * sizeof(float)) == 0, "bn forward_saved on CUDA gives its train output bit for bit");
+        free(a);
+        free(b2);
+    }
+    pair_free(&y2);
     CHECK_OK(cpu->ops->batchnorm_forward_eval(cpu, &s, x.c, gamma.c, beta.c, rmean.c, rvar.c, y.c));
     CHECK_OK(gpu->ops->batchnorm_forward_eval(gpu, &s, x.g, gamma.g, beta.g, rmean.g, rvar.g, y.g));
     pair_compare("bn eval y", y, RED_ATOL, RED_RTOL);

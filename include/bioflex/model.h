@@ -104,7 +104,6 @@ typedef struct bf_layer {
     float *flex_conv;           /* flex, mask joint: conv branch output C [n, c_out, hw] */
     uint8_t *flex_window;       /* flex: each pooled element's argmax in its window (ops.h) */
     uint32_t *flex_winners;     /* flex, max joint: one bit per output element, conv won or tied */
-    float *flex_logits_bn;      /* flex, mask joint: the batch-normalised logits (P, P~, L, M: scratch) */
     float *flex_stats;          /* flex: device accumulator of conv wins (or of the mask) since the last log */
     bf_neuron_params neuron;    /* neuron: the dynamics, surrogate and T */
     int encoding;               /* encode: 0 direct, 1 rate (Bernoulli) */
@@ -161,6 +160,9 @@ typedef struct bf_model {
     float *flex_scratch;        /* backend memory for the backward of one flex layer at a time */
     size_t flex_scratch_floats;
     double flex_samples;        /* training samples since the flex monitors were last reset */
+    int flex_monitor_due;       /* 1 (the default): training forwards take the mask joint's routing
+                                 * statistics for bf_model_flex_monitor; a loop that knows which steps
+                                 * it logs sets it per step and spares the others the reductions */
     double spike_samples;       /* training samples since the spike monitors were last reset */
     /* Called by bf_model_backward after each layer's backward, when that layer's parameter
      * gradients are final (data parallelism starts their all-reduce there); NULL = none. */

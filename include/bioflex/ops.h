@@ -204,6 +204,12 @@ typedef struct bf_ops {
     bf_status (*batchnorm_forward_eval)(bf_backend *b, const bf_bn_shape *s, const float *x,
                                         const float *gamma, const float *beta,
                                         const float *running_mean, const float *running_var, float *y);
+    /* y again as batchnorm_forward_train (or synchronised batch-norm) wrote it, from the statistics
+     * it saved, bit for bit; nothing else is written: a batch-norm output computed again in the
+     * backward instead of kept (the flex mask joint's logits). */
+    bf_status (*batchnorm_forward_saved)(bf_backend *b, const bf_bn_shape *s, const float *x, const float *gamma,
+                                         const float *beta, const float *save_mean, const float *save_invstd,
+                                         float *y);
     bf_status (*batchnorm_backward)(bf_backend *b, const bf_bn_shape *s, const float *x,
                                     const float *dy, const float *gamma, const float *save_mean,
                                     const float *save_invstd, float *dx, float *dgamma, float *dbeta);

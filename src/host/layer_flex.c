@@ -9,7 +9,7 @@
  * tied) for the backward, which routes dy to dC and the pool's share in one pass and scatters that
  * share into dx after the conv's backward-data. The mask joint runs op by op, keeping C, the
  * batch-normalised L and the same window bytes; P, P~, the raw L and M go to the shared scratch
- * in the forward and are computed again there in the backward and by the monitor (mask_again).
+ * in the forward and are computed again there in the backward (mask_again).
  * The scratch (dC, dP, the mask path's gradients) is shared by all flex layers of a model, since
  * only one layer's forward or backward runs at a time. Monitors (conv wins, or the mask sum) are
  * summed on the device in training mode and read by bf_model_flex_monitor at log intervals. */
@@ -34,8 +34,7 @@ size_t bf_flex_arena_bytes(const bf_layer *l) {
                + bf_arena_align(winner_words(l) * sizeof(uint32_t));
     bytes += bf_arena_align(branch_floats(l) * sizeof(float))       /* C */
              + bf_arena_align(pooled_floats(l));                    /* window bytes */
-    if (l->flex_opt.logits_bn)
-        bytes += bf_arena_align(branch_floats(l) * sizeof(float)) + 2 * bf_arena_align((size_t)l->flex.c_out * sizeof(float));
+    if (l->flex_opt.logits_bn) bytes += 2 * bf_arena_align((size_t)l->flex.c_out * sizeof(float)); /* saved stats */
     return bytes;
 }
 
@@ -54,7 +53,6 @@ char *bf_flex_place(bf_layer *l, char *cursor) {
     }
     l->flex_conv = take(&cursor, branch_floats(l) * sizeof(float));
     if (l->flex_opt.logits_bn) {
-        l->flex_logits_bn = take(&cursor, branch_floats(l) * sizeof(float));
         l->save_mean = take(&cursor, (size_t)l->flex.c_out * sizeof(float));
         l->save_invstd = take(&cursor, (size_t)l->flex.c_out * sizeof(float));
     }
@@ -72,17 +70,18 @@ size_t bf_flex_scratch_floats(const bf_model *m, int index) {
     const bf_layer *l = &m->layers[index];
     if (l->kind != BF_LAYER_FLEX) return 0;
     if (!is_mask(l)) return (dconv_in_place(m, index) ? 0 : branch_floats(l)) + pooled_floats(l); /* [dC,] dP */
-    /* dC, dP, dL (post-BN), dL, dP~, then P~, L, P and M (mask_scratch) */
-    return 2 * pooled_floats(l) + 7 * branch_floats(l);
+    /* dC, dP, dL (post-BN), dL, dP~, then P~, L, P, M and the normalised L (mask_scratch) */
+    return 2 * pooled_floats(l) + 8 * branch_floats(l);
 }
 
-/* The mask joint's P, P~, L (the logits before their batch-norm) and M live in the shared scratch,
- * after the backward's gradients: the forward computes them there, and the backward and the
- * monitor compute them again from x, the window bytes, T, C and the batch-normalised logits (the
- * same ops on the same inputs, the same seed: the same bits) rather than keeping them per layer. */
+/* The mask joint's P, P~, L, its batch-normalised L and M live in the shared scratch, after the
+ * backward's gradients: the forward computes them there (and the mask's routing statistics when
+ * a monitor is due), and the backward computes them again from x, the window bytes, T, the saved
+ * batch statistics and C (the same ops on the same inputs, the same seed: the same bits) rather
+ * than keeping them per layer. */
 typedef struct mask_scratch {
     float *dconv, *dpooled, *dlogits_used, *dlogits, *dwidened; /* the backward's gradients */
-    float *widened, *logits, *pooled, *mask;
+    float *widened, *logits, *pooled, *mask, *logits_bn;
 } mask_scratch;
 
 static mask_scratch mask_scratch_of(const bf_model *m, const bf_layer *l) {
@@ -98,6 +97,7 @@ static mask_scratch mask_scratch_of(const bf_model *m, const bf_layer *l) {
     w.logits = w.widened + branch;
     w.pooled = w.logits + branch;
     w.mask = w.pooled + pooled;
+    w.logits_bn = w.mask + branch;
     return w;
 }
 
@@ -160,23 +160,28 @@ bf_status bf_flex_forward(bf_model *m, int index) {
         bf_bn_sync sync = bf_model_bn_sync(m);
         if (m->training && m->sync_sums) /* [run] sync_bn: the logits' statistics over every rank's batch */
             BF_TRY(bf_sync_bn_forward_train(&sync, &bs, logits_raw, param(m, l, 3), param(m, l, 4),
-                                            l->flex_logits_bn, l->save_mean, l->save_invstd, buffer(m, l, 0),
+                                            w.logits_bn, l->save_mean, l->save_invstd, buffer(m, l, 0),
                                             buffer(m, l, 1)));
         else if (m->training)
-            BF_TRY(ops->batchnorm_forward_train(b, &bs, logits_raw, param(m, l, 3), param(m, l, 4), l->flex_logits_bn,
+            BF_TRY(ops->batchnorm_forward_train(b, &bs, logits_raw, param(m, l, 3), param(m, l, 4), w.logits_bn,
                                                 l->save_mean, l->save_invstd, buffer(m, l, 0), buffer(m, l, 1)));
         else
             BF_TRY(ops->batchnorm_forward_eval(b, &bs, logits_raw, param(m, l, 3), param(m, l, 4), buffer(m, l, 0),
-                                               buffer(m, l, 1), l->flex_logits_bn));
-        logits = l->flex_logits_bn;
+                                               buffer(m, l, 1), w.logits_bn));
+        logits = w.logits_bn;
     }
-    return ops->flex_mask_forward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, bf_layer_dropout_seed(m, index),
-                                  logits, l->flex_conv, widened, w.mask, l->out, stats);
+    BF_TRY(ops->flex_mask_forward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, bf_layer_dropout_seed(m, index),
+                                  logits, l->flex_conv, widened, w.mask, l->out, stats));
+    /* the routing statistics of this batch's mask, which nothing keeps, for a monitor due after it */
+    if (m->training && m->flex_monitor_due)
+        BF_TRY(ops->flex_mask_stats(b, w.mask, (size_t)fs.n * fs.c_out * fs.hw, l->flex_stats + 1));
+    return BF_OK;
 }
 
-/* The mask joint's P, P~, L and M in the scratch again, as the last forward computed them (T and
- * the step's seed unchanged since); *logits = the logits M was computed from. y goes to a scratch
- * gradient that the backward overwrites next. */
+/* The mask joint's P, P~, L, its batch-normalised L and M in the scratch again, as the forward
+ * computed them: for the backward, before the optimiser changes T, gamma and beta (the step's seed
+ * is unchanged too); *logits = the logits M was computed from. y goes to a scratch gradient that
+ * the backward overwrites next. */
 static bf_status mask_again(bf_model *m, int index, const mask_scratch *w, const float **logits) {
     bf_layer *l = &m->layers[index];
     bf_backend *b = m->backend;
@@ -189,7 +194,12 @@ static bf_status mask_again(bf_model *m, int index, const mask_scratch *w, const
     BF_TRY(ops->flex_pool_gather(b, &ps, &fs, bf_layer_input(m, l, 0), l->flex_window, w->pooled));
     BF_TRY(ops->flex_widen_forward(b, &fs, w->pooled, w->widened));
     BF_TRY(ops->flex_logits_forward(b, &fs, w->widened, threshold(m, l), w->logits));
-    *logits = l->flex_opt.logits_bn ? l->flex_logits_bn : w->logits;
+    *logits = w->logits;
+    if (l->flex_opt.logits_bn) { /* normalised with the statistics the training forward saved */
+        BF_TRY(ops->batchnorm_forward_saved(b, &bs, w->logits, param(m, l, 3), param(m, l, 4), l->save_mean,
+                                            l->save_invstd, w->logits_bn));
+        *logits = w->logits_bn;
+    }
     return ops->flex_mask_forward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, bf_layer_dropout_seed(m, index),
                                   *logits, l->flex_conv, w->widened, w->mask, w->dlogits_used, NULL);
 }
@@ -256,11 +266,7 @@ int bf_model_flex_monitor(bf_model *m, double *ratio, double *homogeneity, const
         double elements;
         if (is_mask(l)) {
             elements = (double)bf_layer_batch(m, l) * l->flex.c_out * l->flex.hw;
-            const mask_scratch w = mask_scratch_of(m, l);
-            const float *logits;
-            if (m->flex_samples > 0 && mask_again(m, i, &w, &logits) == BF_OK &&
-                m->backend->ops->flex_mask_stats(m->backend, w.mask, (size_t)elements, l->flex_stats + 1) == BF_OK)
-                bf_to_host(m->backend, stats, l->flex_stats, 3 * sizeof(float));
+            if (m->flex_samples > 0) bf_to_host(m->backend, stats, l->flex_stats, 3 * sizeof(float));
             ratio[count] = elements > 0 ? stats[1] / elements : 0;
             homogeneity[count] = elements > 0 ? stats[2] / elements : 0;
         } else {

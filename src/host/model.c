@@ -18,6 +18,7 @@ bf_status bf_model_create(bf_backend *b, bf_shape input_shape, long seed, bf_mod
     m->batch = input_shape.n;
     m->seed = seed;
     m->training = 1;
+    m->flex_monitor_due = 1;
     *out = m;
     return BF_OK;
 }

@@ -166,6 +166,7 @@ static bf_status train_step(run *r, const bf_batch *batch, long step, float lr, 
     BF_TRY(bf_model_set_batch(m, n));
     m->training = 1;
     m->step = (uint64_t)step;
+    m->flex_monitor_due = want_norm; /* the steps that end a log interval */
     const float *logits = NULL;
     BF_TRY(bf_model_forward(m, r->x, &logits));
     BF_TRY(ops->softmax_xent(b, n, k, logits, r->labels, cfg->optim.label_smoothing, 1.0f / n, r->losses, r->dlogits));

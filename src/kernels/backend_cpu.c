@@ -85,6 +85,7 @@ static const bf_ops cpu_ops = {
 
     .batchnorm_forward_train = bf_cpu_batchnorm_forward_train,
     .batchnorm_forward_eval = bf_cpu_batchnorm_forward_eval,
+    .batchnorm_forward_saved = bf_cpu_batchnorm_forward_saved,
     .batchnorm_backward = bf_cpu_batchnorm_backward,
 
     .relu_forward = bf_cpu_relu_forward,

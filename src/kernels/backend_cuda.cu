@@ -194,6 +194,7 @@ static const bf_ops cuda_ops = {
 
     /* .batchnorm_forward_train = */ bf_cuda_batchnorm_forward_train,
     /* .batchnorm_forward_eval = */ bf_cuda_batchnorm_forward_eval,
+    /* .batchnorm_forward_saved = */ bf_cuda_batchnorm_forward_saved,
     /* .batchnorm_backward = */ bf_cuda_batchnorm_backward,
 
     /* .relu_forward = */ bf_cuda_relu_forward,
@@ -256,7 +257,7 @@ static const bf_ops cuda_ops = {
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 65 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 66 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

@@ -153,6 +153,14 @@ __global__ void k_bn_eval_coef(const float *__restrict__ gamma, const float *__r
     scale_out[ch] = __fmul_rn(gamma[ch], invstd);
 }
 
+/* scale = gamma * the saved invstd, as k_bn_stats_final and k_sync_forward_coef computed it. */
+__global__ void k_bn_saved_coef(const float *__restrict__ gamma, const float *__restrict__ save_invstd, int c,
+                                float *__restrict__ scale_out) {
+    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) return;
+    scale_out[ch] = __fmul_rn(gamma[ch], save_invstd[ch]);
+}
+
 __global__ void k_bn_bwd_final(const double *__restrict__ partial, unsigned chunks, int c, double count,
                                float *__restrict__ dgamma, float *__restrict__ dbeta,
                                float *__restrict__ mean_dy, float *__restrict__ mean_dy_xhat) {
@@ -407,6 +415,27 @@ extern "C" bf_status bf_cuda_batchnorm_forward_eval(bf_backend *b, const bf_bn_s
     const size_t planes = (size_t)s->n * s->c;
     k_bn_apply<<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(x, y, running_mean, scale, beta,
                                                                                  planes, s->c, s->hw);
+    BF_LAUNCH_CHECK("k_bn_apply");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_batchnorm_forward_saved(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                                     const float *gamma, const float *beta, const float *save_mean,
+                                                     const float *save_invstd, float *y) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_bn(s, "batchnorm_forward_saved"));
+    if (!x || !gamma || !beta || !save_mean || !save_invstd || !y)
+        return bf_error(BF_ERR_ARG, "batchnorm_forward_saved: NULL input or output");
+    void *scratch;
+    BF_TRY(bf_cuda_scratch(im, (size_t)s->c * sizeof(float), &scratch));
+    float *scale = (float *)scratch;
+    k_bn_saved_coef<<<(unsigned)bf_cuda_div_up((size_t)s->c, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        gamma, save_invstd, s->c, scale);
+    BF_LAUNCH_CHECK("k_bn_saved_coef");
+    const size_t planes = (size_t)s->n * s->c;
+    k_bn_apply<<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(x, y, save_mean, scale, beta, planes,
+                                                                                 s->c, s->hw);
     BF_LAUNCH_CHECK("k_bn_apply");
     return BF_OK;
 }

@@ -65,6 +65,18 @@ bf_status bf_cpu_batchnorm_forward_train(bf_backend *b, const bf_bn_shape *s, co
     return BF_OK;
 }
 
+bf_status bf_cpu_batchnorm_forward_saved(bf_backend *b, const bf_bn_shape *s, const float *x, const float *gamma,
+                                         const float *beta, const float *save_mean, const float *save_invstd,
+                                         float *y) {
+    BF_TRY(check_shape(s));
+    if (!x || !gamma || !beta || !save_mean || !save_invstd || !y)
+        return bf_error(BF_ERR_ARG, "batchnorm_forward_saved: NULL input or output");
+    /* the training forward normalised with (float)mean = save_mean and gamma * invstd */
+#pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
+    for (int ch = 0; ch < s->c; ch++) normalise_channel(s, ch, x, save_mean[ch], gamma[ch] * save_invstd[ch], beta[ch], y);
+    return BF_OK;
+}
+
 bf_status bf_cpu_batchnorm_forward_eval(bf_backend *b, const bf_bn_shape *s, const float *x,
                                         const float *gamma, const float *beta,
                                         const float *running_mean, const float *running_var, float *y) {

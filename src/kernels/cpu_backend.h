@@ -131,6 +131,8 @@ bf_status bf_cpu_batchnorm_forward_train(bf_backend *b, const bf_bn_shape *s, co
 bf_status bf_cpu_batchnorm_forward_eval(bf_backend *b, const bf_bn_shape *s, const float *x,
                                         const float *gamma, const float *beta,
                                         const float *running_mean, const float *running_var, float *y);
+bf_status bf_cpu_batchnorm_forward_saved(bf_backend *b, const bf_bn_shape *s, const float *x, const float *gamma,
+                                         const float *beta, const float *save_mean, const float *save_invstd, float *y);
 bf_status bf_cpu_batchnorm_backward(bf_backend *b, const bf_bn_shape *s, const float *x,
                                     const float *dy, const float *gamma, const float *save_mean,
                                     const float *save_invstd, float *dx, float *dgamma, float *dbeta);
