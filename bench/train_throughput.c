@@ -153,6 +153,7 @@ int main(int argc, char **argv) {
         }
         const float *logits = NULL;
         m->step = (uint64_t)step;
+        m->flex_monitor_due = 0; /* as a training run between its log steps */
         if (s == BF_OK) s = bf_model_forward(m, x, &logits);
         if (s == BF_OK) s = b->ops->softmax_xent(b, batch, classes, logits, labels, 0, 1.0f / batch, losses, dlogits);
         if (s == BF_OK) s = bf_model_backward(m, dlogits);
