@@ -301,9 +301,10 @@ typedef struct bf_ops {
      * backward: dconv [n, c_out, hw] = dy where C > P~, dy/2 on ties under SPLIT (0 under POOL),
      *   else 0, overwritten; under EXPAND dconv may be dy itself (each element of dy has one tap,
      *   so it is read once, before its dconv is written). A tie is told from a conv win by y == P~
-     *   (P recomputed from x and window): x and y must be as forward left them. dpooled (nullable: then only dconv) [n, c_in, hw] =
-     *   the fold-back of dy - dconv, as flex_max_backward, overwritten. Both results are
-     *   bit-identical to maxpool_forward + flex_max_forward + flex_max_backward on every backend. */
+     *   (P recomputed from x and window): x and y must be as forward left them. dpooled [n, c_in,
+     *   hw] (nullable: then only dconv) = the fold-back of dy - dconv, as flex_max_backward,
+     *   overwritten. All results are bit-identical to maxpool_forward + flex_max_forward +
+     *   flex_max_backward on every backend. */
     bf_status (*flex_pool_max_forward)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
                                        float *y, uint8_t *window, uint32_t *winners, float *conv_wins);
     bf_status (*flex_pool_max_backward)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
