@@ -16,9 +16,10 @@
  * The CUDA kernels (flex_pool.cu) cannot run without a GPU, and the CPU ops compute through
  * the op-by-op sequence, so the kernels' own algorithm is emulated here loop for loop (one
  * iteration per CUDA thread, a warp's ballot as 32 lanes' bits) and must give the same bits too:
- * the window-max scan, which output channel writes a window byte, the winner word per warp, the
- * route per pooled element over its candidate channels, and the gather of the scatter-add that
- * skips zeros. */
+ * the window-max scan, EXPAND's walk over pooled planes (a warp's ballot ORed into the one or two
+ * words of the bitmap its 32 positions straddle), BILINEAR's walk over output elements (which
+ * output channel writes a window byte, a warp's ballot as one word), the route per pooled element
+ * over its candidate channels, and the gather of the scatter-add that skips zeros. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,20 +84,24 @@ static int tapped(const bf_flex_shape *s, int i) {
 
 /* ---- flex_pool.cu's kernels, one loop iteration per CUDA thread ---- */
 
+/* window_max in pool_common.cuh: every place of the window in row-major order, padding skipped. */
 static float emu_window_max(const bf_pool_shape *ps, const float *plane, int oh, int ow, uint8_t *place) {
     const int hs = oh * ps->stride - ps->pad, ws = ow * ps->stride - ps->pad;
-    const int h0 = hs < 0 ? 0 : hs, h1 = hs + ps->k < ps->h_in ? hs + ps->k : ps->h_in;
-    const int w0 = ws < 0 ? 0 : ws, w1 = ws + ps->k < ps->w_in ? ws + ps->k : ps->w_in;
-    float best = plane[(size_t)h0 * ps->w_in + w0];
-    int at = (h0 - hs) * ps->k + (w0 - ws);
-    for (int ih = h0; ih < h1; ih++)
-        for (int iw = w0; iw < w1; iw++) {
+    float best = 0.0f;
+    int at = -1;
+    for (int kh = 0; kh < ps->k; kh++) {
+        const int ih = hs + kh;
+        if (ih < 0 || ih >= ps->h_in) continue;
+        for (int kw = 0; kw < ps->k; kw++) {
+            const int iw = ws + kw;
+            if (iw < 0 || iw >= ps->w_in) continue;
             const float v = plane[(size_t)ih * ps->w_in + iw];
-            if (v > best || (v != v && best == best)) {
+            if (at < 0 || v > best || (v != v && best == best)) {
                 best = v;
-                at = (ih - hs) * ps->k + (iw - ws);
+                at = kh * ps->k + kw;
             }
         }
+    }
     *place = (uint8_t)at;
     return best;
 }
@@ -106,16 +111,61 @@ static size_t emu_window_offset(const bf_pool_shape *ps, int oh, int ow, uint8_t
 }
 
 static int emu_first_tapper(const bf_flex_shape *s, int j, int i) {
-    if (s->channels == BF_FLEX_CHANNELS_EXPAND)
-        return s->c_out % s->c_in == 0 ? j % (s->c_out / s->c_in) == 0 : j < s->c_in;
     if (j == 0) return 1;
     const flex_taps before = taps_of(s, j - 1);
     return before.i0 != i && before.i1 != i;
 }
 
-/* k_pool_max_forward: thread e of warp e/32; the ballot is the lanes' bits. Returns the strict wins. */
-static long emu_forward(const bf_pool_shape *ps, const bf_flex_shape *s, const float *x, float *y, uint8_t *window,
-                        uint32_t *winners) {
+/* store_winner_bits: a warp's ballot for 32 consecutive positions of one output plane, lane 0's
+ * element e, ORed into the one or two words it straddles. */
+static void emu_store_bits(uint32_t *winners, size_t e_lane0, uint32_t bits) {
+    if (bits == 0) return;
+    const unsigned off = (unsigned)(e_lane0 % 32);
+    winners[e_lane0 / 32] |= bits << off;
+    if (off != 0 && (bits >> (32u - off)) != 0) winners[e_lane0 / 32 + 1] |= bits >> (32u - off);
+}
+
+/* k_pool_max_forward_expand: per pooled plane (n, i) and warp of 32 positions, the window maxima,
+ * then each tapping channel's plane. The op zeroes the bitmap first. Returns the strict wins. */
+static long emu_forward_expand(const bf_pool_shape *ps, const bf_flex_shape *s, const float *x, float *y,
+                               uint8_t *window, uint32_t *winners) {
+    const size_t hw = (size_t)s->hw, in_plane = (size_t)ps->h_in * ps->w_in;
+    memset(winners, 0, ((size_t)s->n * s->c_out * hw + 31) / 32 * sizeof(uint32_t));
+    long wins = 0;
+    float pooled[32];
+    for (size_t plane = 0; plane < (size_t)s->n * s->c_in; plane++) {
+        const size_t n = plane / s->c_in;
+        const int i = (int)(plane % s->c_in);
+        int lo, hi, step;
+        fold_candidates(s, i, &lo, &hi, &step);
+        if (lo >= hi) continue;
+        for (size_t p0 = 0; p0 < hw; p0 += 32) {
+            for (unsigned lane = 0; lane < 32 && p0 + lane < hw; lane++) {
+                const size_t p = p0 + lane;
+                pooled[lane] = emu_window_max(ps, x + plane * in_plane, (int)(p / ps->w_out), (int)(p % ps->w_out),
+                                              &window[plane * hw + p]);
+            }
+            for (int j = lo; j < hi; j += step) {
+                const size_t base = (n * s->c_out + (size_t)j) * hw;
+                uint32_t ballot = 0;
+                for (unsigned lane = 0; lane < 32 && p0 + lane < hw; lane++) {
+                    const size_t e = base + p0 + lane;
+                    const float c = y[e];
+                    y[e] = c > pooled[lane] || c != c ? c : pooled[lane];
+                    ballot |= (uint32_t)(c >= pooled[lane]) << lane;
+                    wins += c > pooled[lane];
+                }
+                emu_store_bits(winners, base + p0, ballot);
+            }
+        }
+    }
+    return wins;
+}
+
+/* k_pool_max_forward_bilinear: thread e of warp e/32; the ballot is the lanes' bits. Returns the
+ * strict wins. */
+static long emu_forward_bilinear(const bf_pool_shape *ps, const bf_flex_shape *s, const float *x, float *y,
+                                 uint8_t *window, uint32_t *winners) {
     const size_t hw = (size_t)s->hw, in_plane = (size_t)ps->h_in * ps->w_in, total = (size_t)s->n * s->c_out * hw;
     long wins = 0;
     for (size_t e0 = 0; e0 < total; e0 += 32) {
@@ -127,12 +177,11 @@ static long emu_forward(const bf_pool_shape *ps, const bf_flex_shape *s, const f
             const int j = (int)(plane % s->c_out), oh = (int)(p / ps->w_out), ow = (int)(p % ps->w_out);
             const flex_taps t = taps_of(s, j);
             const float *xn = x + n * s->c_in * in_plane;
-            uint8_t at0, at1 = 0;
+            uint8_t at0, at1;
             const float v0 = emu_window_max(ps, xn + (size_t)t.i0 * in_plane, oh, ow, &at0);
-            float w = v0;
-            if (t.i1 >= 0) w = t.w0 * v0 + t.w1 * emu_window_max(ps, xn + (size_t)t.i1 * in_plane, oh, ow, &at1);
+            const float w = t.w0 * v0 + t.w1 * emu_window_max(ps, xn + (size_t)t.i1 * in_plane, oh, ow, &at1);
             if (emu_first_tapper(s, j, t.i0)) window[(n * s->c_in + t.i0) * hw + p] = at0;
-            if (t.i1 >= 0 && t.i1 != t.i0 && emu_first_tapper(s, j, t.i1)) window[(n * s->c_in + t.i1) * hw + p] = at1;
+            if (t.i1 != t.i0 && emu_first_tapper(s, j, t.i1)) window[(n * s->c_in + t.i1) * hw + p] = at1;
             const float c = y[e];
             y[e] = c > w || c != c ? c : w;
             ballot |= (uint32_t)(c >= w) << lane;
@@ -212,7 +261,9 @@ static void check_emulation(const pool_case *pc, const bf_pool_shape *ps, const 
     memcpy(ey, conv, nc * sizeof(float));
     memcpy(edx, dx0, nx * sizeof(float));
     memset(ewindow, 0xAB, np);
-    const long ewins = emu_forward(ps, s, x, ey, ewindow, ewinners);
+    memset(ewinners, 0xFF, words * sizeof(uint32_t)); /* every bit must be written */
+    const long ewins = s->channels == BF_FLEX_CHANNELS_EXPAND ? emu_forward_expand(ps, s, x, ey, ewindow, ewinners)
+                                                              : emu_forward_bilinear(ps, s, x, ey, ewindow, ewinners);
     emu_route(ps, s, x, ey, ewindow, ewinners, dy, edconv, edP);
     emu_scatter_add(ps, s, ewindow, edP, edx);
     CHECK(differing_bits(ey, y, nc) == 0 && ewins == wins && !memcmp(ewindow, window, np) &&

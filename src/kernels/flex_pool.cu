@@ -6,21 +6,26 @@
  *
  * What a flex layer keeps between its forward and backward is the conv branch's output, overwritten
  * in place by y, plus one byte per pooled element (where its window's maximum was) and one bit per
- * output element (conv won or tied). P and P~ are never written to memory:
- *   k_pool_max_forward   one thread per output element e, a grid-stride loop over whole warps: the
- *                        thread takes its tap(s)' window maxima straight from x (neighbouring
- *                        threads read neighbouring windows, so x comes from L1/L2), writes y in
- *                        place, and the warp's __ballot_sync of "C >= P~" is its 32-bit word of the
- *                        winners bitmap (e of lane 0 is a multiple of 32), stored by lane 0.
- *   k_pool_max_route     one thread per pooled element (n, i, p): P_i is one load of x at the place
- *                        the window byte names; over the candidate output channels j in ascending
- *                        order it writes dconv (the channel's tap i0 writes it) and sums the pool
- *                        share of the fold-back, as flex.cu's k_fold_back: dpooled.
+ * output element (conv won or tied). P and P~ are never written to memory.
+ *
+ * EXPAND (FlexNet's rule) runs over pooled planes: blockIdx.x is the pooled plane (n, i), threads
+ * walk its positions, so a window maximum is taken once however many output channels tap it (21
+ * in VGG-16's first layer, 3 -> 64) and no thread divides a 64-bit index:
+ *   k_pool_max_forward_expand  window maximum and byte, then for each tapping channel: y in place,
+ *                              and the warp's ballot of "C >= P~" ORed into the winners bitmap at
+ *                              the element's bit (a plane need not start on a word boundary).
+ *   k_pool_max_route_expand    P read back from x at the byte; for each tapping channel dconv, and
+ *                              the sum of the pool shares: dpooled.
+ * BILINEAR (an output channel mixes two pooled channels) keeps one thread per output element:
+ *   k_pool_max_forward_bilinear, whose warps' ballots are whole words of the bitmap, and
+ *   k_pool_max_route_bilinear over the candidate channels of each pooled element.
+ * Both rules:
  *   k_pool_scatter_add   one thread per input element: the windows that contain it, in ascending
  *                        output order, add their dpooled where their byte chose it (a gather, so no
  *                        atomics), and the sum is added to dx.
  *   k_pool_forward,      the mask joint's pool branch: one thread per pooled element writes its
  *   k_pool_gather        window maximum and byte, and reads the maximum back from x at the byte.
+ * The windows of FlexNet (3x3 stride 1, 2x2 stride 2) are compiled in (pool_common.cuh).
  * conv_wins: per-thread double counts, block sums, and the partials added in index order. */
 #include <math.h>
 
@@ -29,46 +34,112 @@
 
 namespace { /* kernels are private to this file */
 
-/* Window (oh, ow)'s maximum in one input plane: the first in row-major order, a NaN winning,
- * padding never; *place = kh * k + kw. */
-__device__ __forceinline__ float window_max(const pool_geo &pg, const float *__restrict__ plane, int oh, int ow,
-                                            unsigned *place) {
-    const int hs = oh * pg.stride - pg.pad, ws = ow * pg.stride - pg.pad;
-    const int h0 = hs < 0 ? 0 : hs, h1 = hs + pg.k < pg.h_in ? hs + pg.k : pg.h_in;
-    const int w0 = ws < 0 ? 0 : ws, w1 = ws + pg.k < pg.w_in ? ws + pg.k : pg.w_in;
-    float best = plane[(size_t)h0 * pg.w_in + w0];
-    int at = (h0 - hs) * pg.k + (w0 - ws);
-    for (int ih = h0; ih < h1; ih++)
-        for (int iw = w0; iw < w1; iw++) {
-            const float v = plane[(size_t)ih * pg.w_in + iw];
-            if (v > best || (v != v && best == best)) {
-                best = v;
-                at = (ih - hs) * pg.k + (iw - ws);
+/* ---- EXPAND (block copy or tiling; every FlexNet layer): one thread per pooled element ----
+ * Pooled channel i is tapped by output channels j = lo, lo+step, ... < hi (fold_candidates: none
+ * when tiling narrows and i >= c_out), each with weight 1, so its window maximum is the P~ of all of
+ * them: taken once, then applied to each tapping channel's plane. */
+
+/* The winners bits of one warp's 32 consecutive positions of output plane base: the ballot, shifted
+ * to element e = base + p of lane 0 and ORed into the word(s) it straddles (a plane rarely starts
+ * on a word boundary; the op zeroes the bitmap first). Lane 0 stores; the call is warp-wide. */
+__device__ __forceinline__ void store_winner_bits(uint32_t *__restrict__ winners, size_t e_lane0, bool lane0_valid,
+                                                  bool bit) {
+    const unsigned bits = __ballot_sync(0xffffffffu, bit);
+    if ((threadIdx.x & 31u) != 0 || !lane0_valid || bits == 0) return;
+    const unsigned off = (unsigned)(e_lane0 & 31u);
+    atomicOr(&winners[e_lane0 >> 5], bits << off);
+    if (off != 0 && (bits >> (32u - off)) != 0) atomicOr(&winners[(e_lane0 >> 5) + 1], bits >> (32u - off));
+}
+
+/* grid (n * c_in pooled planes, tiles); the position loop is the same for every thread of a block
+ * (the ballot needs whole warps): p0 walks the block's tiles, p = p0 + threadIdx.x. */
+template <int K, int S, bool COUNT>
+__global__ void k_pool_max_forward_expand(const float *__restrict__ x, float *__restrict__ y,
+                                          uint8_t *__restrict__ window, uint32_t *__restrict__ winners, flex_geo g,
+                                          pool_geo pg, double *__restrict__ partial) {
+    const int plane = (int)blockIdx.x, n = plane / g.c_in, i = plane - n * g.c_in;
+    int lo, hi, step;
+    fold_candidates(g, i, &lo, &hi, &step);
+    double wins = 0.0;
+    if (lo < hi) { /* the same for the whole block */
+        const float *xq = x + (size_t)plane * pg.h_in * pg.w_in;
+        for (int p0 = (int)(blockIdx.y * blockDim.x); p0 < g.hw; p0 += (int)(gridDim.y * blockDim.x)) {
+            const int p = p0 + (int)threadIdx.x, p_lane0 = p - (int)(threadIdx.x & 31u);
+            const bool valid = p < g.hw;
+            float pooled = 0.0f;
+            if (valid) {
+                const int oh = p / pg.w_out, ow = p - oh * pg.w_out;
+                int at;
+                pooled = window_max<K, S>(pg, xq, oh, ow, &at);
+                window[(size_t)plane * g.hw + p] = (uint8_t)at;
+            }
+            for (int j = lo; j < hi; j += step) {
+                const size_t base = ((size_t)n * g.c_out + (size_t)j) * (size_t)g.hw;
+                bool conv_or_tie = false;
+                if (valid) {
+                    const float c = y[base + p];
+                    const bool conv_wins = c > pooled; /* strict: a tie counts as pool */
+                    y[base + p] = conv_wins || c != c ? c : pooled;
+                    conv_or_tie = c >= pooled;
+                    wins += conv_wins ? 1.0 : 0.0;
+                }
+                store_winner_bits(winners, base + (size_t)p_lane0, p_lane0 < g.hw, conv_or_tie);
             }
         }
-    *place = (unsigned)at;
-    return best;
+    }
+    if (COUNT) {
+        wins = bf_block_sum(wins);
+        if (threadIdx.x == 0) partial[(size_t)blockIdx.y * gridDim.x + blockIdx.x] = wins;
+    }
 }
 
-/* The offset in its plane of the input element window (oh, ow) chose. */
-__device__ __forceinline__ size_t window_offset(const pool_geo &pg, int oh, int ow, unsigned place) {
-    const int ih = oh * pg.stride - pg.pad + (int)(place / pg.k), iw = ow * pg.stride - pg.pad + (int)(place % pg.k);
-    return (size_t)ih * pg.w_in + iw;
+/* dy and dconv are not __restrict__: they may be one buffer (ops.h). P is read back from x at the
+ * window byte once; the tapping channels follow in ascending order, as flex.cu's k_fold_back. */
+template <int K, int S>
+__global__ void k_pool_max_route_expand(const float *__restrict__ x, const float *__restrict__ y,
+                                        const uint8_t *__restrict__ window, const uint32_t *__restrict__ winners,
+                                        const float *dy, float *dconv, float *__restrict__ dpooled, flex_geo g,
+                                        pool_geo pg, float tie_share) {
+    const int plane = (int)blockIdx.x, n = plane / g.c_in, i = plane - n * g.c_in;
+    int lo, hi, step;
+    fold_candidates(g, i, &lo, &hi, &step);
+    const float *xq = x + (size_t)plane * pg.h_in * pg.w_in;
+    PLANE_POSITIONS(p, g.hw) {
+        const size_t q = (size_t)plane * g.hw + p;
+        float acc = 0.0f;
+        if (lo < hi) { /* an untapped channel's bytes were never written: 0 without reading them */
+            const int oh = p / pg.w_out, ow = p - oh * pg.w_out;
+            const float pooled = xq[window_offset<K, S>(pg, oh, ow, window[q])];
+            for (int j = lo; j < hi; j += step) {
+                const size_t e = ((size_t)n * g.c_out + (size_t)j) * (size_t)g.hw + p;
+                const float gv = dy[e];
+                const float dc =
+                    (winners[e >> 5] >> (e & 31)) & 1u ? (y[e] == pooled ? __fmul_rn(gv, tie_share) : gv) : 0.0f;
+                dconv[e] = dc;
+                acc = __fadd_rn(acc, __fsub_rn(gv, dc));
+            }
+        }
+        if (dpooled) dpooled[q] = acc;
+    }
 }
+
+/* ---- BILINEAR (the older interpolating rule; an output channel mixes two pooled channels):
+ * one thread per output element, a grid-stride loop over whole warps ---- */
 
 /* Whether output channel j is the first that taps pooled channel i, so its thread writes i's window
- * byte: EXPAND by its formula; BILINEAR's taps grow with j, so if j-1 misses i, every j' < j does. */
+ * byte: BILINEAR's taps grow with j, so if j-1 misses i, every j' < j does. */
 __device__ __forceinline__ bool first_tapper(const flex_geo &g, int j, int i) {
-    if (!g.bilinear) return g.c_out % g.c_in == 0 ? j % (g.c_out / g.c_in) == 0 : j < g.c_in;
     if (j == 0) return true;
     const flex_taps before = taps_of(g, j - 1);
     return before.i0 != i && before.i1 != i;
 }
 
+/* The warp's __ballot_sync of "C >= P~" is its 32-bit word of the winners bitmap (e of lane 0 is
+ * a multiple of 32), stored by lane 0. */
 template <bool COUNT>
-__global__ void k_pool_max_forward(const float *__restrict__ x, float *__restrict__ y, uint8_t *__restrict__ window,
-                                   uint32_t *__restrict__ winners, size_t total, flex_geo g, pool_geo pg,
-                                   double *__restrict__ partial) {
+__global__ void k_pool_max_forward_bilinear(const float *__restrict__ x, float *__restrict__ y,
+                                            uint8_t *__restrict__ window, uint32_t *__restrict__ winners,
+                                            size_t total, flex_geo g, pool_geo pg, double *__restrict__ partial) {
     const unsigned lane = threadIdx.x & 31u;
     const size_t in_plane = (size_t)pg.h_in * pg.w_in, hw = (size_t)g.hw;
     double wins = 0.0;
@@ -84,15 +155,12 @@ __global__ void k_pool_max_forward(const float *__restrict__ x, float *__restric
             const int oh = (int)(p / pg.w_out), ow = (int)(p - (size_t)oh * pg.w_out);
             const flex_taps t = taps_of(g, j);
             const float *xn = x + n * g.c_in * in_plane;
-            unsigned at0, at1 = 0;
-            const float v0 = window_max(pg, xn + (size_t)t.i0 * in_plane, oh, ow, &at0);
-            float w = v0;
-            if (t.i1 >= 0) {
-                const float v1 = window_max(pg, xn + (size_t)t.i1 * in_plane, oh, ow, &at1);
-                w = __fadd_rn(__fmul_rn(t.w0, v0), __fmul_rn(t.w1, v1)); /* widen_at's expression */
-            }
+            int at0, at1;
+            const float v0 = window_max<0, 0>(pg, xn + (size_t)t.i0 * in_plane, oh, ow, &at0);
+            const float v1 = window_max<0, 0>(pg, xn + (size_t)t.i1 * in_plane, oh, ow, &at1);
+            const float w = __fadd_rn(__fmul_rn(t.w0, v0), __fmul_rn(t.w1, v1)); /* widen_at's expression */
             if (first_tapper(g, j, t.i0)) window[(n * g.c_in + t.i0) * hw + p] = (uint8_t)at0;
-            if (t.i1 >= 0 && t.i1 != t.i0 && first_tapper(g, j, t.i1)) window[(n * g.c_in + t.i1) * hw + p] = (uint8_t)at1;
+            if (t.i1 != t.i0 && first_tapper(g, j, t.i1)) window[(n * g.c_in + t.i1) * hw + p] = (uint8_t)at1;
             const float c = y[e];
             const bool conv_wins = c > w; /* strict: a tie counts as pool */
             y[e] = conv_wins || c != c ? c : w;
@@ -108,11 +176,14 @@ __global__ void k_pool_max_forward(const float *__restrict__ x, float *__restric
     }
 }
 
-/* dy and dconv are not __restrict__: under EXPAND they may be one buffer (ops.h). */
-__global__ void k_pool_max_route(const float *__restrict__ x, const float *__restrict__ y,
-                                 const uint8_t *__restrict__ window, const uint32_t *__restrict__ winners,
-                                 const float *dy, float *dconv, float *__restrict__ dpooled,
-                                 size_t pooled_total, flex_geo g, pool_geo pg, float tie_share) {
+/* One thread per pooled element (n, i, p): P_i is one load of x at the place the window byte
+ * names; over the candidate output channels j in ascending order it writes dconv (the channel's
+ * tap i0 writes it) and sums the pool share of the fold-back, as flex.cu's k_fold_back: dpooled.
+ * dy and dconv are not __restrict__ (ops.h). */
+__global__ void k_pool_max_route_bilinear(const float *__restrict__ x, const float *__restrict__ y,
+                                          const uint8_t *__restrict__ window, const uint32_t *__restrict__ winners,
+                                          const float *dy, float *dconv, float *__restrict__ dpooled,
+                                          size_t pooled_total, flex_geo g, pool_geo pg, float tie_share) {
     const size_t in_plane = (size_t)pg.h_in * pg.w_in, hw = (size_t)g.hw;
     GRID_STRIDE(idx, pooled_total) {
         size_t n, p;
@@ -126,68 +197,130 @@ __global__ void k_pool_max_route(const float *__restrict__ x, const float *__res
         for (int j = lo; j < hi; j += step) {
             const flex_taps t = taps_of(g, j);
             if (t.i0 != i && t.i1 != i) continue;
-            const float v0 = xn[(size_t)t.i0 * in_plane + window_offset(pg, oh, ow, wn[(size_t)t.i0 * hw + p])];
-            float w = v0;
-            if (t.i1 >= 0) {
-                const float v1 = xn[(size_t)t.i1 * in_plane + window_offset(pg, oh, ow, wn[(size_t)t.i1 * hw + p])];
-                w = __fadd_rn(__fmul_rn(t.w0, v0), __fmul_rn(t.w1, v1));
-            }
+            const float v0 = xn[(size_t)t.i0 * in_plane + window_offset<0, 0>(pg, oh, ow, wn[(size_t)t.i0 * hw + p])];
+            const float v1 = xn[(size_t)t.i1 * in_plane + window_offset<0, 0>(pg, oh, ow, wn[(size_t)t.i1 * hw + p])];
+            const float w = __fadd_rn(__fmul_rn(t.w0, v0), __fmul_rn(t.w1, v1));
             const size_t e = (n * g.c_out + (size_t)j) * hw + p;
             const float gv = dy[e];
             const float dc = (winners[e >> 5] >> (e & 31)) & 1u ? (y[e] == w ? __fmul_rn(gv, tie_share) : gv) : 0.0f;
             if (t.i0 == i) dconv[e] = dc;
             const float gp = __fsub_rn(gv, dc);
-            if (t.i0 == i) acc = __fadd_rn(acc, t.i1 < 0 ? gp : __fmul_rn(t.w0, gp));
+            if (t.i0 == i) acc = __fadd_rn(acc, __fmul_rn(t.w0, gp));
             if (t.i1 == i) acc = __fadd_rn(acc, __fmul_rn(t.w1, gp));
         }
         if (dpooled) dpooled[idx] = acc;
     }
 }
 
+/* ---- both rules: the pool branch's gradient into dx, and the mask joint's pool branch ---- */
+
+/* One thread per input element of a plane: the windows that contain it, in ascending output
+ * order, add their dpooled where their byte chose it (a gather, so no atomics), and the sum is
+ * added to dx. Zeros are skipped before their byte is read. */
+template <int K, int S>
 __global__ void k_pool_scatter_add(const uint8_t *__restrict__ window, const float *__restrict__ dpooled,
-                                   float *__restrict__ dx, size_t input_total, pool_geo pg, int hw) {
-    const size_t in_plane = (size_t)pg.h_in * pg.w_in;
-    GRID_STRIDE(idx, input_total) {
-        const size_t plane = idx / in_plane, at = idx - plane * in_plane;
-        const int h = (int)(at / pg.w_in), w = (int)(at - (size_t)h * pg.w_in);
-        const float *dp = dpooled + plane * hw;
-        const uint8_t *wq = window + plane * hw;
+                                   float *__restrict__ dx, pool_geo pg, int hw) {
+    const int in_plane = pg.h_in * pg.w_in, k = window_k<K>(pg), stride = window_stride<S>(pg);
+    const float *dp = dpooled + (size_t)blockIdx.x * hw;
+    const uint8_t *wq = window + (size_t)blockIdx.x * hw;
+    float *dxq = dx + (size_t)blockIdx.x * in_plane;
+    PLANE_POSITIONS(at, in_plane) {
+        const int h = at / pg.w_in, w = at - h * pg.w_in;
         int oh_lo, oh_hi, ow_lo, ow_hi;
-        covering_outputs(h, pg.stride, pg.pad, pg.k, pg.h_out, &oh_lo, &oh_hi);
-        covering_outputs(w, pg.stride, pg.pad, pg.k, pg.w_out, &ow_lo, &ow_hi);
+        covering_outputs(h, stride, pg.pad, k, pg.h_out, &oh_lo, &oh_hi);
+        covering_outputs(w, stride, pg.pad, k, pg.w_out, &ow_lo, &ow_hi);
         float acc = 0.0f;
         for (int oh = oh_lo; oh < oh_hi; oh++)
             for (int ow = ow_lo; ow < ow_hi; ow++) {
-                const size_t o = (size_t)oh * pg.w_out + ow;
+                const int o = oh * pg.w_out + ow;
                 const float v = dp[o];
-                if (v != 0.0f && window_offset(pg, oh, ow, wq[o]) == at) acc = __fadd_rn(acc, v);
+                if (v != 0.0f && window_offset<K, S>(pg, oh, ow, wq[o]) == at) acc = __fadd_rn(acc, v);
             }
-        dx[idx] = __fadd_rn(dx[idx], acc);
+        dxq[at] = __fadd_rn(dxq[at], acc);
     }
 }
 
 /* k_pool_forward: one thread per pooled element, the window maximum and its byte (every channel). */
-__global__ void k_pool_forward(const float *__restrict__ x, float *__restrict__ pooled, uint8_t *__restrict__ window,
-                               size_t pooled_total, pool_geo pg, int hw) {
-    const size_t in_plane = (size_t)pg.h_in * pg.w_in;
-    GRID_STRIDE(idx, pooled_total) {
-        const size_t plane = idx / (size_t)hw, p = idx - plane * (size_t)hw;
-        const int oh = (int)(p / pg.w_out), ow = (int)(p - (size_t)oh * pg.w_out);
-        unsigned at;
-        pooled[idx] = window_max(pg, x + plane * in_plane, oh, ow, &at);
-        window[idx] = (uint8_t)at;
+template <int K, int S>
+__global__ void k_pool_forward(const float *__restrict__ x, float *__restrict__ pooled,
+                               uint8_t *__restrict__ window, pool_geo pg, int hw) {
+    const float *xq = x + (size_t)blockIdx.x * pg.h_in * pg.w_in;
+    PLANE_POSITIONS(p, hw) {
+        const size_t q = (size_t)blockIdx.x * hw + p;
+        const int oh = p / pg.w_out, ow = p - oh * pg.w_out;
+        int at;
+        pooled[q] = window_max<K, S>(pg, xq, oh, ow, &at);
+        window[q] = (uint8_t)at;
     }
 }
 
 /* k_pool_gather: one thread per pooled element, the input element its byte names. */
+template <int K, int S>
 __global__ void k_pool_gather(const float *__restrict__ x, const uint8_t *__restrict__ window,
-                              float *__restrict__ pooled, size_t pooled_total, pool_geo pg, int hw) {
-    const size_t in_plane = (size_t)pg.h_in * pg.w_in;
-    GRID_STRIDE(idx, pooled_total) {
-        const size_t plane = idx / (size_t)hw, p = idx - plane * (size_t)hw;
-        const int oh = (int)(p / pg.w_out), ow = (int)(p - (size_t)oh * pg.w_out);
-        pooled[idx] = x[plane * in_plane + window_offset(pg, oh, ow, window[idx])];
+                              float *__restrict__ pooled, pool_geo pg, int hw) {
+    const float *xq = x + (size_t)blockIdx.x * pg.h_in * pg.w_in;
+    PLANE_POSITIONS(p, hw) {
+        const size_t q = (size_t)blockIdx.x * hw + p;
+        const int oh = p / pg.w_out, ow = p - oh * pg.w_out;
+        pooled[q] = xq[window_offset<K, S>(pg, oh, ow, window[q])];
     }
+}
+
+/* Launches KERNEL<K, S, ...> with the window size and stride compiled in for the two windows
+ * FlexNet uses (3x3 stride 1: a flex conv's pool branch; 2x2 stride 2: fully_flex's pools), read
+ * from the geometry for any other. */
+#define LAUNCH_WINDOW(ps, KERNEL, EXTRA, l, ...)                                                    \
+    do {                                                                                            \
+        if ((ps)->k == 3 && (ps)->stride == 1)                                                      \
+            KERNEL<3, 1 EXTRA><<<(l).grid, (l).threads, 0, im->stream>>>(__VA_ARGS__);              \
+        else if ((ps)->k == 2 && (ps)->stride == 2)                                                 \
+            KERNEL<2, 2 EXTRA><<<(l).grid, (l).threads, 0, im->stream>>>(__VA_ARGS__);              \
+        else                                                                                        \
+            KERNEL<0, 0 EXTRA><<<(l).grid, (l).threads, 0, im->stream>>>(__VA_ARGS__);              \
+        BF_LAUNCH_CHECK(#KERNEL);                                                                   \
+    } while (0)
+#define NO_EXTRA
+#define COUNTING , true
+#define NOT_COUNTING , false
+
+static bf_status forward_expand(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
+                                float *y, uint8_t *window, uint32_t *winners, float *conv_wins) {
+    const size_t words = bf_cuda_div_up(out_elements(s), 32);
+    BF_CUDA_CHECK(cudaMemsetAsync(winners, 0, words * sizeof(uint32_t), im->stream)); /* the kernel ORs bits in */
+    const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)s->hw);
+    if (!conv_wins) {
+        LAUNCH_WINDOW(ps, k_pool_max_forward_expand, NOT_COUNTING, l, x, y, window, winners, geo_of(s),
+                      pool_geo_of(ps), (double *)NULL);
+        return BF_OK;
+    }
+    const size_t blocks = (size_t)l.grid.x * l.grid.y;
+    void *partial;
+    BF_TRY(bf_cuda_scratch(im, blocks * sizeof(double), &partial));
+    LAUNCH_WINDOW(ps, k_pool_max_forward_expand, COUNTING, l, x, y, window, winners, geo_of(s), pool_geo_of(ps),
+                  (double *)partial);
+    /* the counts are whole numbers, exact in double, so the blocks' order cannot change the sum */
+    k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial, (int)blocks, conv_wins);
+    BF_LAUNCH_CHECK("k_accumulate_partials");
+    return BF_OK;
+}
+
+static bf_status forward_bilinear(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
+                                  float *y, uint8_t *window, uint32_t *winners, float *conv_wins) {
+    const size_t total = out_elements(s);
+    if (!conv_wins) {
+        LAUNCH_ELEMENTWISE(k_pool_max_forward_bilinear<false>, total, x, y, window, winners, total, geo_of(s),
+                           pool_geo_of(ps), (double *)NULL);
+        return BF_OK;
+    }
+    const unsigned blocks = reduce_blocks(total);
+    void *partial;
+    BF_TRY(bf_cuda_scratch(im, blocks * sizeof(double), &partial));
+    k_pool_max_forward_bilinear<true><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(
+        x, y, window, winners, total, geo_of(s), pool_geo_of(ps), (double *)partial);
+    BF_LAUNCH_CHECK("k_pool_max_forward_bilinear<count>");
+    k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial, (int)blocks, conv_wins);
+    BF_LAUNCH_CHECK("k_accumulate_partials");
+    return BF_OK;
 }
 
 }  // namespace
@@ -197,21 +330,8 @@ extern "C" bf_status bf_cuda_flex_pool_max_forward(bf_backend *b, const bf_pool_
                                                    float *conv_wins) {
     FLEX_ENTER("flex_pool_max_forward", x, y, window, winners);
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_forward"));
-    const size_t total = out_elements(s);
-    if (!conv_wins) {
-        LAUNCH_ELEMENTWISE(k_pool_max_forward<false>, total, x, y, window, winners, total, geo_of(s), pool_geo_of(ps),
-                           (double *)NULL);
-        return BF_OK;
-    }
-    const unsigned blocks = reduce_blocks(total);
-    void *partial;
-    BF_TRY(bf_cuda_scratch(im, blocks * sizeof(double), &partial));
-    k_pool_max_forward<true><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(x, y, window, winners, total, geo_of(s),
-                                                                         pool_geo_of(ps), (double *)partial);
-    BF_LAUNCH_CHECK("k_pool_max_forward<count>");
-    k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial, (int)blocks, conv_wins);
-    BF_LAUNCH_CHECK("k_accumulate_partials");
-    return BF_OK;
+    if (s->channels == BF_FLEX_CHANNELS_BILINEAR) return forward_bilinear(im, ps, s, x, y, window, winners, conv_wins);
+    return forward_expand(im, ps, s, x, y, window, winners, conv_wins);
 }
 
 extern "C" bf_status bf_cuda_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
@@ -222,8 +342,14 @@ extern "C" bf_status bf_cuda_flex_pool_max_backward(bf_backend *b, const bf_pool
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_backward"));
     const size_t pooled_total = (size_t)s->n * s->c_in * s->hw;
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
-    LAUNCH_ELEMENTWISE(k_pool_max_route, pooled_total, x, y, window, winners, dy, dconv, dpooled, pooled_total,
-                       geo_of(s), pool_geo_of(ps), tie_share);
+    if (s->channels == BF_FLEX_CHANNELS_BILINEAR) {
+        LAUNCH_ELEMENTWISE(k_pool_max_route_bilinear, pooled_total, x, y, window, winners, dy, dconv, dpooled,
+                           pooled_total, geo_of(s), pool_geo_of(ps), tie_share);
+        return BF_OK;
+    }
+    const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)s->hw);
+    LAUNCH_WINDOW(ps, k_pool_max_route_expand, NO_EXTRA, l, x, y, window, winners, dy, dconv, dpooled, geo_of(s),
+                  pool_geo_of(ps), tie_share);
     return BF_OK;
 }
 
@@ -231,8 +357,8 @@ extern "C" bf_status bf_cuda_flex_pool_scatter_add(bf_backend *b, const bf_pool_
                                                    const uint8_t *window, const float *dpooled, float *dx) {
     FLEX_ENTER("flex_pool_scatter_add", window, dpooled, dx);
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_scatter_add"));
-    const size_t input_total = (size_t)s->n * s->c_in * ps->h_in * ps->w_in;
-    LAUNCH_ELEMENTWISE(k_pool_scatter_add, input_total, window, dpooled, dx, input_total, pool_geo_of(ps), s->hw);
+    const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)ps->h_in * ps->w_in);
+    LAUNCH_WINDOW(ps, k_pool_scatter_add, NO_EXTRA, l, window, dpooled, dx, pool_geo_of(ps), s->hw);
     return BF_OK;
 }
 
@@ -240,8 +366,8 @@ extern "C" bf_status bf_cuda_flex_pool_forward(bf_backend *b, const bf_pool_shap
                                                const float *x, float *pooled, uint8_t *window) {
     FLEX_ENTER("flex_pool_forward", x, pooled, window);
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_forward"));
-    const size_t pooled_total = (size_t)s->n * s->c_in * s->hw;
-    LAUNCH_ELEMENTWISE(k_pool_forward, pooled_total, x, pooled, window, pooled_total, pool_geo_of(ps), s->hw);
+    const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)s->hw);
+    LAUNCH_WINDOW(ps, k_pool_forward, NO_EXTRA, l, x, pooled, window, pool_geo_of(ps), s->hw);
     return BF_OK;
 }
 
@@ -249,7 +375,7 @@ extern "C" bf_status bf_cuda_flex_pool_gather(bf_backend *b, const bf_pool_shape
                                               const float *x, const uint8_t *window, float *pooled) {
     FLEX_ENTER("flex_pool_gather", x, window, pooled);
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_gather"));
-    const size_t pooled_total = (size_t)s->n * s->c_in * s->hw;
-    LAUNCH_ELEMENTWISE(k_pool_gather, pooled_total, x, window, pooled, pooled_total, pool_geo_of(ps), s->hw);
+    const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)s->hw);
+    LAUNCH_WINDOW(ps, k_pool_gather, NO_EXTRA, l, x, window, pooled, pool_geo_of(ps), s->hw);
     return BF_OK;
 }
