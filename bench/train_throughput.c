@@ -113,9 +113,11 @@ int main(int argc, char **argv) {
 
     cfg.optim.lr = 0.01f;
     bf_precision prec = strcmp(precision, "tf32") ? BF_PRECISION_FP32 : BF_PRECISION_TF32;
+    cfg.run.precision = (int)prec;
     int cuda = strcmp(device, "cpu") != 0;
     bf_backend *b = NULL;
-    s = cuda ? bf_backend_create_cuda(0, prec, &b) : bf_backend_create_cpu(0, &b);
+    /* as bioflex-train makes it: [run] deterministic and conv_workspace_mib apply (--set run.KEY=...) */
+    s = cuda ? bf_backend_cuda_from_config(&cfg, 0, &b) : bf_backend_create_cpu(0, &b);
     bf_model *m = NULL;
     bf_optimizer *opt = NULL;
     if (s == BF_OK) s = bf_model_build(b, &cfg.model, (bf_shape){batch, 3, size, size}, classes, 1, &m);

@@ -455,6 +455,11 @@ void bf_backend_destroy(bf_backend *b);
  * some cost in speed. Algorithms chosen before are searched again. The CPU backend is always
  * deterministic: a no-op there (and when bioflex was built without CUDA). */
 bf_status bf_cuda_set_deterministic(bf_backend *b, int on);
+/* [run] conv_workspace_mib: the most cuDNN workspace a convolution algorithm may need to be chosen
+ * (1 GiB by default, and never more than about half the free device memory). Some fast TF32
+ * algorithms for large activations need more: a larger limit may buy speed for memory. Algorithms
+ * chosen before are searched again. A no-op on the CPU backend. */
+bf_status bf_cuda_set_conv_workspace_limit(bf_backend *b, size_t bytes);
 /* Number of usable CUDA devices (0 when built without CUDA or when the driver finds none). */
 int bf_cuda_device_count(void);
 /* 1 when the library was built with the CUDA backend. */

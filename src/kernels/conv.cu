@@ -14,7 +14,8 @@
  * on Ampere and later). tf32 searches with CUDNN_TENSOR_OP_MATH and runs each algorithm with the
  * math type it was benchmarked with, as cuDNN requires.
  *
- * Workspace (impl->ws). The search may use up to SEARCH_WORKSPACE_LIMIT bytes (and no more than
+ * Workspace (impl->ws). The search may use up to impl->conv_search_limit bytes ([run]
+ * conv_workspace_mib, 1 GiB by default; no more than
  * about half the free device memory): the workspace grows for the search, and afterwards is
  * resized to the largest requirement of all algorithms chosen so far (impl->ws_needed), so after
  * the first training step it has its final size and is never reallocated again.
@@ -28,7 +29,6 @@
 
 namespace { /* kernels and helpers are private to this file */
 
-#define SEARCH_WORKSPACE_LIMIT ((size_t)1 << 30)
 
 enum { DIR_FWD = 0, DIR_BWD_DATA = 1, DIR_BWD_FILTER = 2, DIR_COUNT = 3 };
 static const char *const dir_names[DIR_COUNT] = {"forward", "backward-data", "backward-filter"};
@@ -229,6 +229,17 @@ extern "C" bf_status bf_cuda_set_deterministic(bf_backend *b, int on) {
     return BF_OK;
 }
 
+extern "C" bf_status bf_cuda_set_conv_workspace_limit(bf_backend *b, size_t bytes) {
+    if (!b || b->kind != BF_DEVICE_CUDA) return BF_OK; /* the CPU backend has no convolution workspace */
+    bf_cuda_impl *im = (bf_cuda_impl *)b->impl;
+    if (im->conv_search_limit != bytes) {
+        BF_CUDA_CHECK(cudaSetDevice(im->device));
+        bf_cuda_conv_cache_destroy(im); /* choices made under the other limit are searched again */
+        im->conv_search_limit = bytes;
+    }
+    return BF_OK;
+}
+
 void bf_cuda_conv_cache_destroy(bf_cuda_impl *im) {
     if (!im || !im->conv_cache) return;
     bf_cuda_conv_cache *c = im->conv_cache;
@@ -350,10 +361,10 @@ static int pick_result(const bf_cuda_impl *im, const perf_result *res, int count
     return -1;
 }
 
-/* Workspace the search may use: SEARCH_WORKSPACE_LIMIT, but at most about half the free memory
- * (plus the current workspace, which the resize releases first). */
+/* Workspace the search may use: conv_search_limit, but at most about half the free memory (plus
+ * the current workspace, which the resize releases first). */
 static size_t search_limit(const bf_cuda_impl *im) {
-    size_t limit = SEARCH_WORKSPACE_LIMIT, free_bytes = 0, total_bytes = 0;
+    size_t limit = im->conv_search_limit, free_bytes = 0, total_bytes = 0;
     if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) {
         size_t avail = free_bytes / 2 + im->ws_bytes;
         if (avail < limit) limit = avail;

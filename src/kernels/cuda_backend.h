@@ -85,6 +85,7 @@ typedef struct bf_cuda_impl {
     int sm_count;             /* multiprocessors, for grid-stride launch caps */
     bf_precision precision;
     int deterministic;        /* bf_cuda_set_deterministic: cuDNN algorithms by heuristics, deterministic only */
+    size_t conv_search_limit; /* bf_cuda_set_conv_workspace_limit: the most workspace a convolution may use */
     cudaStream_t stream;      /* every op of this backend runs on it, in order */
     cudnnHandle_t cudnn;      /* bound to stream */
     cublasHandle_t cublas;    /* bound to stream, with its own workspace below */
