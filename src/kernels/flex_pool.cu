@@ -266,20 +266,6 @@ __global__ void k_pool_gather(const float *__restrict__ x, const uint8_t *__rest
     }
 }
 
-/* Launches KERNEL<K, S, ...> with the window size and stride compiled in for the two windows
- * FlexNet uses (3x3 stride 1: a flex conv's pool branch; 2x2 stride 2: fully_flex's pools), read
- * from the geometry for any other. */
-#define LAUNCH_WINDOW(ps, KERNEL, EXTRA, l, ...)                                                    \
-    do {                                                                                            \
-        if ((ps)->k == 3 && (ps)->stride == 1)                                                      \
-            KERNEL<3, 1 EXTRA><<<(l).grid, (l).threads, 0, im->stream>>>(__VA_ARGS__);              \
-        else if ((ps)->k == 2 && (ps)->stride == 2)                                                 \
-            KERNEL<2, 2 EXTRA><<<(l).grid, (l).threads, 0, im->stream>>>(__VA_ARGS__);              \
-        else                                                                                        \
-            KERNEL<0, 0 EXTRA><<<(l).grid, (l).threads, 0, im->stream>>>(__VA_ARGS__);              \
-        BF_LAUNCH_CHECK(#KERNEL);                                                                   \
-    } while (0)
-#define NO_EXTRA
 #define COUNTING , true
 #define NOT_COUNTING , false
 

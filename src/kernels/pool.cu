@@ -1,6 +1,8 @@
 /* pool.cu - max, average and global average pooling on the GPU (contracts in ops.h; the CPU twins
  * are in pool_cpu.c).
  *
+ * Max pooling runs over planes (blockIdx.x the (n, c) plane; pool_common.cuh), with VGG's 2x2/2
+ * and FlexNet's 3x3/1 windows compiled in, so no thread divides a 64-bit flat index.
  * Forward: one thread per output. Backward: one thread per INPUT, gathering from the outputs whose
  * window contains it, in ascending output order. This needs no atomics, overwrites all of dx, and
  * adds the same terms in the same order as the CPU's scatter, so the results are bit-identical to
@@ -25,53 +27,43 @@ static bf_status check_pool(const bf_pool_shape *s, const char *op) {
     return BF_OK;
 }
 
+/* One thread per output of a plane (blockIdx.x): padding is -infinity, so only the clipped window
+ * competes; strictly greater replaces, so ties keep the first in row-major order; a NaN wins once,
+ * so that it propagates (window_max). */
+template <int K, int S>
 __global__ void k_maxpool_forward(const float *__restrict__ x, float *__restrict__ y, int32_t *__restrict__ argmax,
-                                  size_t total, pool_geo g) {
-    const size_t out_plane = (size_t)g.h_out * g.w_out, in_plane = (size_t)g.h_in * g.w_in;
-    for (size_t o = blockIdx.x * (size_t)blockDim.x + threadIdx.x; o < total; o += (size_t)gridDim.x * blockDim.x) {
-        const size_t p = o / out_plane;
-        const int r = (int)(o - p * out_plane);
+                                  pool_geo g) {
+    const int out_plane = g.h_out * g.w_out;
+    const float *xp = x + (size_t)blockIdx.x * g.h_in * g.w_in;
+    PLANE_POSITIONS(r, out_plane) {
+        const size_t o = (size_t)blockIdx.x * out_plane + r;
         const int oh = r / g.w_out, ow = r - oh * g.w_out;
-        const int hs = oh * g.stride - g.pad, ws = ow * g.stride - g.pad;
-        const int h0 = hs < 0 ? 0 : hs, w0 = ws < 0 ? 0 : ws;
-        const int h1 = hs + g.k < g.h_in ? hs + g.k : g.h_in, w1 = ws + g.k < g.w_in ? ws + g.k : g.w_in;
-        const float *xp = x + p * in_plane;
-        /* padding is -infinity, so only the clipped window competes; strictly greater replaces, so
-         * ties keep the first in row-major order; a NaN wins once, so that it propagates */
-        int best_index = -1;
-        float best = 0.0f;
-        for (int ih = h0; ih < h1; ih++)
-            for (int iw = w0; iw < w1; iw++) {
-                const float v = xp[ih * g.w_in + iw];
-                if (best_index < 0 || v > best || (v != v && best == best)) {
-                    best = v;
-                    best_index = ih * g.w_in + iw;
-                }
-            }
-        y[o] = best;
-        if (argmax) argmax[o] = best_index;
+        int place;
+        y[o] = window_max<K, S>(g, xp, oh, ow, &place);
+        if (argmax) argmax[o] = window_offset<K, S>(g, oh, ow, (unsigned)place);
     }
 }
 
+/* One thread per input of a plane: the outputs whose window contains it, in ascending order. */
+template <int K, int S>
 __global__ void k_maxpool_backward(const float *__restrict__ dy, const int32_t *__restrict__ argmax,
-                                   float *__restrict__ dx, size_t total, pool_geo g) {
-    const size_t out_plane = (size_t)g.h_out * g.w_out, in_plane = (size_t)g.h_in * g.w_in;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        const size_t p = i / in_plane;
-        const int r = (int)(i - p * in_plane);
+                                   float *__restrict__ dx, pool_geo g) {
+    const int in_plane = g.h_in * g.w_in;
+    const size_t out_plane = (size_t)g.h_out * g.w_out;
+    const float *dyp = dy + blockIdx.x * out_plane;
+    const int32_t *ap = argmax + blockIdx.x * out_plane;
+    PLANE_POSITIONS(r, in_plane) {
         const int ih = r / g.w_in, iw = r - ih * g.w_in;
         int oh0, oh1, ow0, ow1;
-        covering_outputs(ih, g.stride, g.pad, g.k, g.h_out, &oh0, &oh1);
-        covering_outputs(iw, g.stride, g.pad, g.k, g.w_out, &ow0, &ow1);
-        const float *dyp = dy + p * out_plane;
-        const int32_t *ap = argmax + p * out_plane;
+        covering_outputs(ih, window_stride<S>(g), g.pad, window_k<K>(g), g.h_out, &oh0, &oh1);
+        covering_outputs(iw, window_stride<S>(g), g.pad, window_k<K>(g), g.w_out, &ow0, &ow1);
         float acc = 0.0f;
         for (int oh = oh0; oh < oh1; oh++)
             for (int ow = ow0; ow < ow1; ow++) {
                 const int o = oh * g.w_out + ow;
                 if (ap[o] == r) acc += dyp[o];
             }
-        dx[i] = acc;
+        dx[(size_t)blockIdx.x * in_plane + r] = acc;
     }
 }
 
@@ -143,10 +135,8 @@ extern "C" bf_status bf_cuda_maxpool_forward(bf_backend *b, const bf_pool_shape 
     BF_TRY(bf_cuda_enter(b, &im));
     BF_TRY(check_pool(s, "maxpool_forward"));
     if (!x || !y) return bf_error(BF_ERR_ARG, "maxpool_forward: NULL input or output");
-    const size_t total = (size_t)s->n * s->c * s->h_out * s->w_out;
-    k_maxpool_forward<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
-        x, y, argmax, total, pool_geo_of(s));
-    BF_LAUNCH_CHECK("k_maxpool_forward");
+    const plane_launch l = plane_launch_of((size_t)s->n * s->c, (size_t)s->h_out * s->w_out);
+    LAUNCH_WINDOW(s, k_maxpool_forward, NO_EXTRA, l, x, y, argmax, pool_geo_of(s));
     return BF_OK;
 }
 
@@ -156,10 +146,8 @@ extern "C" bf_status bf_cuda_maxpool_backward(bf_backend *b, const bf_pool_shape
     BF_TRY(bf_cuda_enter(b, &im));
     BF_TRY(check_pool(s, "maxpool_backward"));
     if (!dy || !argmax || !dx) return bf_error(BF_ERR_ARG, "maxpool_backward: NULL pointer");
-    const size_t total = (size_t)s->n * s->c * s->h_in * s->w_in;
-    k_maxpool_backward<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
-        dy, argmax, dx, total, pool_geo_of(s));
-    BF_LAUNCH_CHECK("k_maxpool_backward");
+    const plane_launch l = plane_launch_of((size_t)s->n * s->c, (size_t)s->h_in * s->w_in);
+    LAUNCH_WINDOW(s, k_maxpool_backward, NO_EXTRA, l, dy, argmax, dx, pool_geo_of(s));
     return BF_OK;
 }
 

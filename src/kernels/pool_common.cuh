@@ -102,4 +102,20 @@ inline plane_launch plane_launch_of(size_t planes, size_t plane_size) {
 
 }  // namespace
 
+/* Launches KERNEL<K, S EXTRA> (EXTRA: NO_EXTRA, or more template arguments with their leading
+ * comma) over plane_launch l on im->stream, with the window size and stride compiled in for the
+ * two windows VGG and FlexNet use (2x2 stride 2: VGG's pools and fully_flex's; 3x3 stride 1: a flex
+ * conv's pool branch), read from the geometry for any other. */
+#define LAUNCH_WINDOW(ps, KERNEL, EXTRA, l, ...)                                                    \
+    do {                                                                                            \
+        if ((ps)->k == 3 && (ps)->stride == 1)                                                      \
+            KERNEL<3, 1 EXTRA><<<(l).grid, (l).threads, 0, im->stream>>>(__VA_ARGS__);              \
+        else if ((ps)->k == 2 && (ps)->stride == 2)                                                 \
+            KERNEL<2, 2 EXTRA><<<(l).grid, (l).threads, 0, im->stream>>>(__VA_ARGS__);              \
+        else                                                                                        \
+            KERNEL<0, 0 EXTRA><<<(l).grid, (l).threads, 0, im->stream>>>(__VA_ARGS__);              \
+        BF_LAUNCH_CHECK(#KERNEL);                                                                   \
+    } while (0)
+#define NO_EXTRA
+
 #endif
