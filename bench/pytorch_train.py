@@ -225,6 +225,9 @@ def main():
                    help="bf16: autocast to bfloat16 (bioflex has no bf16; for reference only)")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--profile", action="store_true",
+                   help="CUDA: only the timed steps run between cudaProfilerStart and Stop, for "
+                        "ncu --profile-from-start off (bench/kernel_profile.sh)")
     p.add_argument("--threads", type=int, default=0, help="CPU: torch.set_num_threads (0: PyTorch's default)")
     a = p.parse_args()
     if a.arch is None:
@@ -254,6 +257,8 @@ def main():
             if cuda:
                 peak_all = torch.cuda.max_memory_allocated()  # the peak so far; then count from here
                 torch.cuda.reset_peak_memory_stats()
+                if a.profile:
+                    torch.cuda.profiler.start()
             t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         with autocast:
@@ -262,6 +267,8 @@ def main():
         opt.step()
     sync()
     dt = time.perf_counter() - t0
+    if cuda and a.profile:
+        torch.cuda.profiler.stop()
     label = a.arch + ("[" + ",".join((["flex"] if a.flex else []) + (["lif,T=%d" % a.spiking] if a.spiking else []))
                       + "]" if a.flex or a.spiking else "")
     if cuda:

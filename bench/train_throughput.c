@@ -38,7 +38,10 @@ static double now_s(void) {
 static void usage(FILE *out) {
     fprintf(out, "usage: bench_train_throughput [--device cuda|cpu] [--arch vgg16] [--batch 128] [--size 224]\n"
                  "                              [--classes 100] [--precision fp32|tf32] [--steps 30] [--warmup 5]\n"
-                 "                              [--set section.key=value]... [--label NAME]\n"
+                 "                              [--set section.key=value]... [--label NAME] [--profile 1]\n"
+                 "  --profile 1: only the timed steps run between cudaProfilerStart and Stop, for\n"
+                 "  ncu --profile-from-start off (bench/kernel_profile.sh); the images/s it prints are then not\n"
+                 "  a throughput\n"
                  "  e.g. --set model.flex=true (FlexNet VGG-16), or --arch plasticflex_vgg11 --size 32 --classes 10\n"
                  "       --set spiking.neuron=lif --set spiking.time_steps=4 (spiking VGG-11)\n");
 }
@@ -47,7 +50,7 @@ int main(int argc, char **argv) {
     const char *device = "cuda", *arch = "vgg16", *precision = "fp32", *name = NULL;
     const char *sets[MAX_SETS];
     int num_sets = 0;
-    int batch = 128, size = 224, classes = 100, steps = 30, warmup = 5;
+    int batch = 128, size = 224, classes = 100, steps = 30, warmup = 5, profile = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
@@ -68,6 +71,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i - 1], "--classes")) classes = atoi(v);
         else if (!strcmp(argv[i - 1], "--steps")) steps = atoi(v);
         else if (!strcmp(argv[i - 1], "--warmup")) warmup = atoi(v);
+        else if (!strcmp(argv[i - 1], "--profile")) profile = atoi(v);
         else if (!strcmp(argv[i - 1], "--set")) {
             if (num_sets == MAX_SETS) {
                 fprintf(stderr, "at most %d --set options\n", MAX_SETS);
@@ -151,6 +155,7 @@ int main(int argc, char **argv) {
         if (step == warmup) {
             s = b->ops->synchronize(b);
             bf_cuda_memory_bytes(b, 1, NULL, &peak_all); /* the peak so far; then count from here */
+            if (s == BF_OK && profile) s = bf_cuda_profiler(b, 1);
             t0 = now_s();
         }
         const float *logits = NULL;
@@ -162,6 +167,7 @@ int main(int argc, char **argv) {
         if (s == BF_OK) s = bf_optimizer_step(b, opt, m->param_data, m->grad_data, cfg.optim.lr, NULL);
     }
     if (s == BF_OK) s = b->ops->synchronize(b);
+    if (s == BF_OK && profile) s = bf_cuda_profiler(b, 0);
     if (s != BF_OK) {
         fprintf(stderr, "error: %s\n", bf_last_error());
         return 1;

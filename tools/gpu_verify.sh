@@ -3,16 +3,18 @@
 # (the device has no inih, cJSON or TurboJPEG, and maybe no libjpeg headers or pkg-config: run
 # `bash ../shared/tools/gpu-deps.sh libjpeg62-turbo libjpeg62-turbo-dev pkgconf pkgconf-bin libpkgconf3`
 # here first and carry `.deps`). Builds with CUDA, runs the `gpu` tests, then the benchmarks and
-# kernel labs, and writes every log under $OUT (or ./gpu_verify_out) in at most five files (the device
-# tool returns at most 8): gpu.txt (the machine and its tools), build.log, ctest_gpu.log, bench.log
-# (every benchmark's output, one after another, each under a `==== NAME` header) and summary.txt
-# with the exit status of each step. A failing step does not stop the ones after it.
-#   bash tools/gpu_verify.sh [tests|quick|targets|full]
+# kernel labs, and writes every log under $OUT (or ./gpu_verify_out) in at most seven files (the
+# device tool returns at most 8): gpu.txt (the machine and its tools), build.log, ctest_gpu.log,
+# bench.log (every benchmark's output, one after another, each under a `==== NAME` header),
+# summary.txt with the exit status of each step, and bench/kernel_profile.sh's two CSVs. A failing step does not stop the ones after it.
+#   [GPU_VERIFY_BUDGET_S=SECONDS] bash tools/gpu_verify.sh [tests|quick|targets|full]
 #     tests:   build, then the `gpu` tests (every CUDA op against the CPU, the parity steps, NCCL), and
 #              compute-sanitizer's memcheck and initcheck over the flex ops' CUDA test
 #     quick:   tests, the kernel labs at one batch size and a short dp_overhead
 #     targets: build (incremental), then the issues' target benchmarks, most important first
 #     full:    tests, then targets (the default)
+# GPU_VERIFY_BUDGET_S cuts every step's limit to what is left of that many seconds and skips the
+# steps that would start with under 20 s left (call the device with a timeout a little above it).
 # With little device time (15 minutes a session, a fresh machine's start included, and a machine stays
 # warm only 30 s after a call), run `full` in one call with the longest timeout (600 s): a second call
 # usually finds the machine gone and pays its start and the build again. summary.txt and bench.log
@@ -118,6 +120,8 @@ elif [ "$mode" = targets ] || [ "$mode" = full ]; then
   step flex_lab 240 ./build/bench/bench_flex_lab                                         # issue 3
   step lif_lab 240 ./build/bench/bench_lif_lab                                           # issue 4
   step vgg16_side_by_side 400 bash bench/vgg16_side_by_side.sh 128 224                    # issue 2
+  # where VGG-16's TF32 step time goes, ours beside PyTorch's (CSVs under $out)
+  step kernel_profile 240 bash bench/kernel_profile.sh vgg16 2
   step flexnet_side_by_side 600 bash bench/flexnet_side_by_side.sh --batch 128 --size 224 # issue 3
   step spiking_side_by_side 300 bash bench/spiking_side_by_side.sh --batch 256 --time-steps "4 8" # issue 4
   step butd_step 120 ./build/bench/bench_butd_step cuda 500                               # issue 5

@@ -460,6 +460,10 @@ bf_status bf_cuda_set_deterministic(bf_backend *b, int on);
  * algorithms for large activations need more: a larger limit may buy speed for memory. Algorithms
  * chosen before are searched again. A no-op on the CPU backend. */
 bf_status bf_cuda_set_conv_workspace_limit(bf_backend *b, size_t bytes);
+/* Brackets what a profiler attached with "ncu --profile-from-start off" records (cudaProfilerStart
+ * with on != 0, cudaProfilerStop with 0): bench_train_throughput --profile brackets its timed
+ * steps, for bench/kernel_profile.sh. A no-op on the CPU backend and without CUDA. */
+bf_status bf_cuda_profiler(bf_backend *b, int on);
 /* Number of usable CUDA devices (0 when built without CUDA or when the driver finds none). */
 int bf_cuda_device_count(void);
 /* 1 when the library was built with the CUDA backend. */

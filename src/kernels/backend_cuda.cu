@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cuda_profiler_api.h>
+
 #include "cuda_backend.h"
 
 /* cuBLAS workspace: NVIDIA recommends 32 MiB on Hopper and 4 MiB before; we give it 32 MiB on every
@@ -383,6 +385,14 @@ extern "C" bf_status bf_cuda_device_shape(const bf_backend *b, int *cc_major, in
         return bf_error(BF_ERR_DEVICE, "cudaDeviceGetAttribute failed for device %d at %s:%d: %s", d, __FILE__, __LINE__,
                         cudaGetErrorString(e));
     }
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_profiler(bf_backend *b, int on) {
+    if (!b || b->kind != BF_DEVICE_CUDA) return BF_OK;
+    bf_cuda_impl *im = (bf_cuda_impl *)b->impl;
+    BF_CUDA_CHECK(cudaSetDevice(im->device));
+    BF_CUDA_CHECK(on ? cudaProfilerStart() : cudaProfilerStop());
     return BF_OK;
 }
 

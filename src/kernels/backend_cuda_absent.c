@@ -21,6 +21,10 @@ bf_status bf_cuda_set_conv_workspace_limit(bf_backend *b, size_t bytes) {
     (void)b, (void)bytes;
     return BF_OK;
 }
+bf_status bf_cuda_profiler(bf_backend *b, int on) {
+    (void)b, (void)on;
+    return BF_OK;
+}
 int bf_cuda_built(void) { return 0; }
 
 bf_status bf_cuda_device_shape(const bf_backend *b, int *cc_major, int *cc_minor, int *sms, int *clock_khz) {
