@@ -34,7 +34,7 @@
  *      structure (one launch per op per step, every intermediate through DRAM) with the fewest
  *      kernels. Its kernels use 16-byte vector loads when n % 4 == 0 (every shape here), as
  *      PyTorch's elementwise kernels do. They use the library's float arithmetic (__f*_rn, no FMA
- *      contraction, the tanh surrogate in double rounded once), so both versions are expected to be
+ *      contraction, the tanh surrogate of surrogate.h), so both versions are expected to be
  *      bit-exact with the CPU reference; only the kernel structure differs.
  *   1  the library's fused ops through the public bf_ops table, i.e. what layer_spiking.c runs:
  *      b->ops->neuron_forward (one kernel, all T steps, V in a register) and b->ops->neuron_backward
@@ -97,6 +97,7 @@
 #include "bioflex/ops.h"
 #include "cuda_backend.h"
 #include "lab_util.cuh"
+#include "surrogate.h"
 
 #define LAB_MAX_T 1024   /* as the config's [spiking] time_steps */
 #define LAB_MAX_TLIST 16 /* values of --T */
@@ -104,10 +105,9 @@
 /* ---- version 0: the unfused per-step kernels ---- */
 
 /* The TANH surrogate g(u) = height*(1 - tanh(u)^2), evaluated as neuron.cu and neuron_cpu.c do
- * (in double, rounded once), so version 0 computes the same floats as the library. */
+ * (surrogate.h: float, its own exponential), so version 0 computes the same floats as the library. */
 __device__ __forceinline__ float tanh_surrogate0(float u, float height) {
-    const double th = tanh((double)u);
-    return (float)__dmul_rn((double)height, __dsub_rn(1.0, __dmul_rn(th, th)));
+    return bf_surrogate_grad(BF_SURROGATE_TANH, 0.0f, 0.0f, height, u);
 }
 
 /* Every kernel below works on one time step: `vecs` = n / V vectors of the step's n elements, and

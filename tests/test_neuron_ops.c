@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "bioflex/hash.h"
+#include "../src/kernels/surrogate.h" /* bf_surrogate_grad, bf_surrogate_exp_neg: float, shared with neuron.cu */
 #include "bioflex/ops.h"
 #include "testutil.h"
 
@@ -529,11 +530,52 @@ static void test_arguments(void) {
     bf_free(cpu, h);
 }
 
+/* surrogate.h's float surrogates and exponential against double references, on a dense grid:
+ * within a few float ulps everywhere (their whole point is to match double's answers closely while
+ * staying cheap and identical on both backends), a NaN propagates, g(0) is the peak exactly. */
+static void test_surrogate_accuracy(void) {
+    double worst_exp = 0.0;
+    for (int i = 0; i < 800000; i++) { /* (-80, 0]: below -80 it returns 0 by definition */
+        const float x = -80.0f * (float)i / 800000.0f;
+        const double want = exp((double)x), got = bf_surrogate_exp_neg(x);
+        const double rel = fabs(got - want) / want;
+        if (rel > worst_exp) worst_exp = rel;
+    }
+    CHECK(worst_exp < 3.6e-7, "bf_surrogate_exp_neg: worst relative error %.3g over [-80, 0] (want < 3 ulps)", worst_exp);
+    CHECK(bf_surrogate_exp_neg(-80.5f) == 0.0f && bf_surrogate_exp_neg(0.0f) == 1.0f, "exp_neg at its ends");
+    const bf_surrogate kinds[] = {BF_SURROGATE_SIGMOID, BF_SURROGATE_ARCTAN, BF_SURROGATE_TANH};
+    for (int k = 0; k < 3; k++) {
+        const bf_neuron_params p = params(BF_NEURON_LIF, 1, 1.0f, 1.0f, BF_RESET_HARD, 0, 1, kinds[k]);
+        double worst = 0.0;
+        for (int i = -400000; i <= 400000; i++) {
+            const float u = (float)i / 20000.0f; /* [-20, 20] */
+            /* the smooth bells without ref_g's cancellation in 1 - s or 1 - tanh^2 at large |u| */
+            const double z = exp(-(kinds[k] == BF_SURROGATE_TANH ? 2.0 : (double)p.alpha) * fabs((double)u));
+            const double want = kinds[k] == BF_SURROGATE_SIGMOID ? p.alpha * z / ((1 + z) * (1 + z))
+                                : kinds[k] == BF_SURROGATE_TANH  ? p.height * 4 * z / ((1 + z) * (1 + z))
+                                                                 : ref_g(&p, (double)u);
+            const double got = bf_surrogate_grad(kinds[k], p.alpha, p.width, p.height, u);
+            const double rel = fabs(got - want) / (want + 1e-30);
+            if (want > 1e-30 && rel > worst) worst = rel;
+        }
+        CHECK(worst < 6e-7, "surrogate %d: worst relative error %.3g over u in [-20, 20] (want < 5 ulps)", (int)kinds[k],
+              worst);
+        const float peak = bf_surrogate_grad(kinds[k], p.alpha, p.width, p.height, 0.0f);
+        CHECK(peak == (float)ref_g(&p, 0.0), "surrogate %d: g(0) = %.9g, want %.9g", (int)kinds[k], (double)peak,
+              ref_g(&p, 0.0));
+        CHECK(isnan(bf_surrogate_grad(kinds[k], p.alpha, p.width, p.height, NAN)), "surrogate %d: g(NaN) is not NaN",
+              (int)kinds[k]);
+        printf("  surrogate %d (float, surrogate.h): worst relative error %.3g against double\n", (int)kinds[k], worst);
+    }
+    printf("  bf_surrogate_exp_neg: worst relative error %.3g against exp\n", worst_exp);
+}
+
 int main(void) {
     CHECK_OK(bf_backend_create_cpu(2, &cpu));
     if (!cpu) return bf_test_finish();
 
     test_forward_by_hand();
+    test_surrogate_accuracy();
     const int Ts[] = {1, 4, 16};
     const size_t ns[] = {37, 200};
     for (int kind = 0; kind < 4; kind++)

@@ -9,9 +9,8 @@
  * The stateless activations (CLAMP01, STEP) go through the same kernels.
  *
  * Float arithmetic uses explicit __f*_rn intrinsics (no FMA contraction) in the order neuron_cpu.c
- * evaluates it, so spikes, charges and the rectangular and triangle surrogates are bit-identical to
- * the CPU; the sigmoid, arctan and tanh surrogates are computed in double and rounded once, which
- * keeps them identical too. The backward pass recomputes S from the charge instead of reading y.
+ * evaluates it, and the surrogates come from surrogate.h (float, each operation rounded, its own
+ * exponential), so spikes, charges and gradients are bit-identical to the CPU. The backward pass recomputes S from the charge instead of reading y.
  *
  * Statistics (spikes, silent elements): per-thread double sums, a fixed block tree, one partial per
  * block, and one block that adds the partials; the grid depends on n only, never on the device, and
@@ -20,6 +19,7 @@
 
 #include "cuda_backend.h"
 #include "require.h"
+#include "surrogate.h"
 
 namespace { /* kernels and helpers are private to this file */
 
@@ -36,28 +36,9 @@ struct neuron_consts {
 #define GRID_STRIDE(i, total) \
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
 
-/* g(u), the surrogate dS/dH (see bf_surrogate); the same expressions as neuron_cpu.c's. */
+/* g(u), the surrogate dS/dH (see bf_surrogate): surrogate.h, shared with neuron_cpu.c. */
 __device__ __forceinline__ float surrogate_grad(const neuron_consts &c, float u) {
-    switch (c.surrogate) {
-    case BF_SURROGATE_SIGMOID: {
-        const double a = c.alpha, s = 1.0 / (1.0 + exp(-__dmul_rn(a, (double)u)));
-        return (float)__dmul_rn(__dmul_rn(a, s), 1.0 - s);
-    }
-    case BF_SURROGATE_ARCTAN: {
-        const double k = __dmul_rn(__dmul_rn(1.5707963267948966, (double)c.alpha), (double)u);
-        return (float)__ddiv_rn(__dmul_rn((double)c.alpha, 0.5), __dadd_rn(1.0, __dmul_rn(k, k)));
-    }
-    case BF_SURROGATE_RECTANGULAR: return fabsf(u) < __fmul_rn(c.width, 0.5f) ? c.height : 0.0f;
-    case BF_SURROGATE_TRIANGLE: {
-        const float r = __fsub_rn(1.0f, __fdiv_rn(fabsf(u), c.width));
-        return r > 0.0f ? __fmul_rn(c.height, r) : 0.0f;
-    }
-    case BF_SURROGATE_TANH: {
-        const double th = tanh((double)u);
-        return (float)__dmul_rn((double)c.height, __dsub_rn(1.0, __dmul_rn(th, th)));
-    }
-    }
-    return 0.0f;
+    return bf_surrogate_grad(c.surrogate, c.alpha, c.width, c.height, u);
 }
 
 /* y (and for LIF/IF the charge) of all T steps of each element; with STATS, block b writes

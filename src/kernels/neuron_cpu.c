@@ -8,10 +8,9 @@
  * instead of one float per cache line.
  *
  * The float expressions are the ones neuron.cu evaluates with explicit __f*_rn intrinsics (ISO C
- * mode does not contract a*b+c into an FMA), so spikes, charges and the rectangular and triangle
- * surrogates are bit-identical on both backends; the sigmoid, arctan and tanh surrogates are
- * evaluated in double and rounded once, which keeps them identical too (the libm and CUDA float
- * versions differ by an ulp). The backward pass recomputes S[t] = 1[H[t] - threshold >= 0] from the
+ * mode does not contract a*b+c into an FMA), and the surrogates come from surrogate.h (float, its
+ * own exponential: the libm and CUDA expf and tanhf differ in their last bits), so spikes, charges
+ * and gradients are bit-identical on both backends. The backward pass recomputes S[t] = 1[H[t] - threshold >= 0] from the
  * charge, exactly as the forward pass did, so it does not read y (one tensor less to stream, as
  * SpikingJelly's BPTT kernels do).
  *
@@ -23,6 +22,7 @@
 
 #include "cpu_backend.h"
 #include "require.h"
+#include "surrogate.h"
 
 /* Elements advanced together one step at a time: 64 floats = 4 cache lines per tensor and step. */
 #define NEURON_TILE 64
@@ -77,28 +77,9 @@ static int neuron_threads(const bf_backend *b, size_t n, size_t total) {
     return (size_t)t > n ? (int)(n > 0 ? n : 1) : t;
 }
 
-/* g(u), the surrogate dS/dH (see bf_surrogate); the same expressions as neuron.cu's. */
+/* g(u), the surrogate dS/dH (see bf_surrogate): surrogate.h, shared with neuron.cu. */
 static inline float surrogate_grad(const neuron_consts *c, float u) {
-    switch (c->surrogate) {
-    case BF_SURROGATE_SIGMOID: {
-        const double a = c->alpha, s = 1.0 / (1.0 + exp(-(a * (double)u)));
-        return (float)(a * s * (1.0 - s));
-    }
-    case BF_SURROGATE_ARCTAN: {
-        const double k = 1.5707963267948966 * (double)c->alpha * (double)u; /* (pi/2 * alpha) * u */
-        return (float)((double)c->alpha * 0.5 / (1.0 + k * k));
-    }
-    case BF_SURROGATE_RECTANGULAR: return fabsf(u) < c->width * 0.5f ? c->height : 0.0f;
-    case BF_SURROGATE_TRIANGLE: {
-        const float r = 1.0f - fabsf(u) / c->width;
-        return r > 0.0f ? c->height * r : 0.0f;
-    }
-    case BF_SURROGATE_TANH: {
-        const double th = tanh((double)u);
-        return (float)((double)c->height * (1.0 - th * th));
-    }
-    }
-    return 0.0f;
+    return bf_surrogate_grad(c->surrogate, c->alpha, c->width, c->height, u);
 }
 
 /* ---- forward ---- */
