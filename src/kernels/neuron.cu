@@ -2,15 +2,17 @@
  * members of bf_ops; the CPU twin is neuron_cpu.c).
  *
  * One fused kernel per direction, as SpikingJelly's multi-step CUDA neurons: one thread per element
- * of the [T, n] tensors, looping over all T steps with the state in registers, so every tensor is
- * streamed through exactly once (forward: x in, y and charge out; backward: charge and dy in, dx
+ * of the [T, n] tensors (per 4 consecutive elements, moved as 16-byte vectors, when n % 4 == 0 and
+ * the tensors are aligned), looping over all T steps with the state in registers, so every tensor
+ * is streamed through exactly once (forward: x in, y and charge out; backward: charge and dy in, dx
  * out; consecutive threads touch consecutive floats of each step, so every access is coalesced).
  * The forward pass carries the membrane V; the backward pass walks t = T-1 .. 0 carrying dL/dV.
  * The stateless activations (CLAMP01, STEP) go through the same kernels.
  *
  * Float arithmetic uses explicit __f*_rn intrinsics (no FMA contraction) in the order neuron_cpu.c
  * evaluates it, and the surrogates come from surrogate.h (float, each operation rounded, its own
- * exponential), so spikes, charges and gradients are bit-identical to the CPU. The backward pass recomputes S from the charge instead of reading y.
+ * exponential), so spikes, charges and gradients are bit-identical to the CPU. The backward pass
+ * recomputes S from the charge instead of reading y.
  *
  * Statistics (spikes, silent elements): per-thread double sums, a fixed block tree, one partial per
  * block, and one block that adds the partials; the grid depends on n only, never on the device, and
@@ -41,39 +43,66 @@ __device__ __forceinline__ float surrogate_grad(const neuron_consts &c, float u)
     return bf_surrogate_grad(c.surrogate, c.alpha, c.width, c.height, u);
 }
 
-/* y (and for LIF/IF the charge) of all T steps of each element; with STATS, block b writes
- * partial[b] = its number of spikes (sum of y) and partial[gridDim.x + b] = its silent elements. */
-template <int OP, bool STATS>
+/* V consecutive floats, moved by one 16-byte load or store when V = 4 (the op checks alignment). */
+template <int V>
+struct alignas(4 * V) fvec {
+    float v[V];
+};
+
+template <int V>
+__device__ __forceinline__ fvec<V> load_vec(const float *p) {
+    return *reinterpret_cast<const fvec<V> *>(p);
+}
+
+template <int V>
+__device__ __forceinline__ void store_vec(float *p, const fvec<V> &x) {
+    *reinterpret_cast<fvec<V> *>(p) = x;
+}
+
+/* y (and for LIF/IF the charge) of all T steps of each element; a thread takes V consecutive
+ * elements (V = 4: 16-byte accesses, fewer instructions and more bytes in flight per thread). With
+ * STATS, block b writes partial[b] = its number of spikes (sum of y) and partial[gridDim.x + b] =
+ * its silent elements. */
+template <int OP, bool STATS, int V>
 __global__ void k_neuron_forward(const float *__restrict__ x, float *__restrict__ y, float *__restrict__ charge,
                                  size_t n, neuron_consts c, double *__restrict__ partial) {
     double spikes = 0.0, silent = 0.0;
-    GRID_STRIDE(i, n) {
-        float v = 0.0f;
-        double ysum = 0.0;
-        size_t idx = i;
-#pragma unroll 4
+    GRID_STRIDE(iv, n / V) {
+        float v[V];
+        double ysum[V];
+#pragma unroll
+        for (int k = 0; k < V; k++) v[k] = 0.0f, ysum[k] = 0.0;
+        size_t idx = iv * V;
+#pragma unroll 2
         for (int t = 0; t < c.T; t++, idx += n) {
-            const float xv = x[idx];
-            float out;
-            if (OP == OP_CLAMP01) {
-                out = xv < 0.0f ? 0.0f : xv > 1.0f ? 1.0f : xv; /* a NaN passes through */
-            } else if (OP == OP_STEP) {
-                out = xv > 0.0f ? 1.0f : 0.0f;
-            } else {
-                const float h = __fadd_rn(__fmul_rn(c.decay, v), xv);
-                const float u = __fsub_rn(h, c.threshold);
-                const bool s = u >= 0.0f;
-                charge[idx] = h;
-                out = s ? 1.0f : 0.0f;
-                /* HARD: H*(1-S); SOFT: H - threshold*S (= u when S = 1); NONE: H */
-                v = !s || OP == OP_NONE ? h : OP == OP_HARD ? 0.0f : u;
+            const fvec<V> xv = load_vec<V>(x + idx);
+            fvec<V> out, h;
+#pragma unroll
+            for (int k = 0; k < V; k++) {
+                const float xk = xv.v[k];
+                if (OP == OP_CLAMP01) {
+                    out.v[k] = xk < 0.0f ? 0.0f : xk > 1.0f ? 1.0f : xk; /* a NaN passes through */
+                } else if (OP == OP_STEP) {
+                    out.v[k] = xk > 0.0f ? 1.0f : 0.0f;
+                } else {
+                    h.v[k] = __fadd_rn(__fmul_rn(c.decay, v[k]), xk);
+                    const float u = __fsub_rn(h.v[k], c.threshold);
+                    const bool s = u >= 0.0f;
+                    out.v[k] = s ? 1.0f : 0.0f;
+                    /* HARD: H*(1-S); SOFT: H - threshold*S (= u when S = 1); NONE: H */
+                    v[k] = !s || OP == OP_NONE ? h.v[k] : OP == OP_HARD ? 0.0f : u;
+                }
+                if (STATS) ysum[k] += (double)out.v[k];
             }
-            y[idx] = out;
-            if (STATS) ysum += (double)out;
+            if (OP != OP_CLAMP01 && OP != OP_STEP) store_vec<V>(charge + idx, h);
+            store_vec<V>(y + idx, out);
         }
         if (STATS) {
-            spikes += ysum;
-            silent += ysum == 0.0 ? 1.0 : 0.0;
+#pragma unroll
+            for (int k = 0; k < V; k++) {
+                spikes += ysum[k];
+                silent += ysum[k] == 0.0 ? 1.0 : 0.0;
+            }
         }
     }
     if (STATS) {
@@ -84,38 +113,51 @@ __global__ void k_neuron_forward(const float *__restrict__ x, float *__restrict_
     }
 }
 
-/* dx of all T steps of each element. LIF/IF (OP a reset mode): BPTT from t = T-1 down to 0 with
- * dL/dV carried in a register; CLAMP01 and STEP: elementwise. */
-template <int OP>
+/* dx of all T steps of each element (V consecutive ones per thread, as the forward). LIF/IF (OP a
+ * reset mode): BPTT from t = T-1 down to 0 with dL/dV carried in a register; CLAMP01 and STEP:
+ * elementwise. */
+template <int OP, int V>
 __global__ void k_neuron_backward(const float *__restrict__ x, const float *__restrict__ charge,
                                   const float *__restrict__ dy, float *__restrict__ dx, size_t n, neuron_consts c) {
-    GRID_STRIDE(i, n) {
-        if (OP == OP_CLAMP01 || OP == OP_STEP) {
-            size_t idx = i;
+    GRID_STRIDE(iv, n / V) {
+        if constexpr (OP == OP_CLAMP01 || OP == OP_STEP) {
+            size_t idx = iv * V;
             for (int t = 0; t < c.T; t++, idx += n) {
-                const float xv = x[idx], g = dy[idx];
-                dx[idx] = OP == OP_CLAMP01 ? (xv >= 0.0f && xv <= 1.0f ? g : 0.0f)
-                                           : __fmul_rn(g, surrogate_grad(c, xv));
+                const fvec<V> xv = load_vec<V>(x + idx), g = load_vec<V>(dy + idx);
+                fvec<V> d;
+#pragma unroll
+                for (int k = 0; k < V; k++)
+                    d.v[k] = OP == OP_CLAMP01 ? (xv.v[k] >= 0.0f && xv.v[k] <= 1.0f ? g.v[k] : 0.0f)
+                                              : __fmul_rn(g.v[k], surrogate_grad(c, xv.v[k]));
+                store_vec<V>(dx + idx, d);
             }
-            continue;
-        }
-        float dv = 0.0f; /* dL/dV[t], zero after the last step */
-        size_t idx = (size_t)(c.T - 1) * n + i;
-#pragma unroll 4
-        for (int t = c.T - 1; t >= 0; t--, idx -= n) {
-            const float h = charge[idx], u = __fsub_rn(h, c.threshold), g = surrogate_grad(c, u);
-            float dh = __fmul_rn(dy[idx], g);
-            if (c.through_time) {
-                const float s = u >= 0.0f ? 1.0f : 0.0f; /* the forward's spike, recomputed */
-                float dvdh = 1.0f;                        /* NONE */
-                if (OP == OP_HARD)
-                    dvdh = c.detach ? __fsub_rn(1.0f, s) : __fsub_rn(__fsub_rn(1.0f, s), __fmul_rn(h, g));
-                else if (OP == OP_SOFT)
-                    dvdh = c.detach ? 1.0f : __fsub_rn(1.0f, __fmul_rn(c.threshold, g));
-                dh = __fadd_rn(dh, __fmul_rn(dv, dvdh));
-                dv = __fmul_rn(c.decay, dh); /* dL/dV[t-1] */
+        } else {
+            float dv[V]; /* dL/dV[t], zero after the last step */
+#pragma unroll
+            for (int k = 0; k < V; k++) dv[k] = 0.0f;
+            size_t idx = (size_t)(c.T - 1) * n + iv * V;
+#pragma unroll 2
+            for (int t = c.T - 1; t >= 0; t--, idx -= n) {
+                const fvec<V> hv = load_vec<V>(charge + idx), gy = load_vec<V>(dy + idx);
+                fvec<V> d;
+#pragma unroll
+                for (int k = 0; k < V; k++) {
+                    const float h = hv.v[k], u = __fsub_rn(h, c.threshold), g = surrogate_grad(c, u);
+                    float dh = __fmul_rn(gy.v[k], g);
+                    if (c.through_time) {
+                        const float s = u >= 0.0f ? 1.0f : 0.0f; /* the forward's spike, recomputed */
+                        float dvdh = 1.0f;                        /* NONE */
+                        if (OP == OP_HARD)
+                            dvdh = c.detach ? __fsub_rn(1.0f, s) : __fsub_rn(__fsub_rn(1.0f, s), __fmul_rn(h, g));
+                        else if (OP == OP_SOFT)
+                            dvdh = c.detach ? 1.0f : __fsub_rn(1.0f, __fmul_rn(c.threshold, g));
+                        dh = __fadd_rn(dh, __fmul_rn(dv[k], dvdh));
+                        dv[k] = __fmul_rn(c.decay, dh); /* dL/dV[t-1] */
+                    }
+                    d.v[k] = dh;
+                }
+                store_vec<V>(dx + idx, d);
             }
-            dx[idx] = dh;
         }
     }
 }
@@ -170,39 +212,75 @@ int op_of(const bf_neuron_params *p) {
 
 bool is_stateful(const bf_neuron_params *p) { return p->kind == BF_NEURON_LIF || p->kind == BF_NEURON_IF; }
 
-/* Blocks of both kernels: one thread per element, capped at 4096 blocks (about 8 resident waves of
- * an H100's threads; beyond that threads loop). A function of n only, so the statistics' partials
- * and their summation order never depend on the device. */
-unsigned neuron_blocks(size_t n) {
-    const size_t blocks = bf_cuda_div_up(n, BF_CUDA_THREADS);
+/* Blocks of both kernels: one thread per item (an element, or V of them), capped at 4096 blocks
+ * (about 8 resident waves of an H100's threads; beyond that threads loop). A function of the item
+ * count only, so the statistics' partials never depend on the device (and they count whole spikes
+ * and elements, exact in double, so no order of adding them changes the sums). */
+unsigned neuron_blocks(size_t items) {
+    const size_t blocks = bf_cuda_div_up(items, BF_CUDA_THREADS);
     return (unsigned)(blocks > 4096 ? 4096 : blocks < 1 ? 1 : blocks);
 }
 
-template <int OP, bool STATS>
+/* 4 when n is a multiple of 4 and every tensor is 16-byte aligned (then each step's row t*n is too):
+ * the kernels take 16-byte vectors; else 1. */
+int vector_width(size_t n, const void *p0, const void *p1, const void *p2) {
+    const uintptr_t bits = (uintptr_t)p0 | (uintptr_t)p1 | (uintptr_t)p2;
+    return n % 4 == 0 && bits % 16 == 0 ? 4 : 1;
+}
+
+template <int OP, bool STATS, int V>
 bf_status launch_forward(bf_cuda_impl *im, unsigned blocks, const float *x, float *y, float *charge, size_t n,
                          const neuron_consts &c, double *partial) {
-    k_neuron_forward<OP, STATS><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(x, y, charge, n, c, partial);
+    k_neuron_forward<OP, STATS, V><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(x, y, charge, n, c, partial);
     BF_LAUNCH_CHECK("k_neuron_forward");
     return BF_OK;
 }
 
-template <bool STATS>
+template <bool STATS, int V>
 bf_status dispatch_forward(bf_cuda_impl *im, int op, unsigned blocks, const float *x, float *y, float *charge,
                            size_t n, const neuron_consts &c, double *partial) {
     switch (op) {
-    case OP_HARD: return launch_forward<OP_HARD, STATS>(im, blocks, x, y, charge, n, c, partial);
-    case OP_SOFT: return launch_forward<OP_SOFT, STATS>(im, blocks, x, y, charge, n, c, partial);
-    case OP_NONE: return launch_forward<OP_NONE, STATS>(im, blocks, x, y, charge, n, c, partial);
-    case OP_CLAMP01: return launch_forward<OP_CLAMP01, STATS>(im, blocks, x, y, charge, n, c, partial);
-    default: return launch_forward<OP_STEP, STATS>(im, blocks, x, y, charge, n, c, partial);
+    case OP_HARD: return launch_forward<OP_HARD, STATS, V>(im, blocks, x, y, charge, n, c, partial);
+    case OP_SOFT: return launch_forward<OP_SOFT, STATS, V>(im, blocks, x, y, charge, n, c, partial);
+    case OP_NONE: return launch_forward<OP_NONE, STATS, V>(im, blocks, x, y, charge, n, c, partial);
+    case OP_CLAMP01: return launch_forward<OP_CLAMP01, STATS, V>(im, blocks, x, y, charge, n, c, partial);
+    default: return launch_forward<OP_STEP, STATS, V>(im, blocks, x, y, charge, n, c, partial);
     }
 }
 
-template <int OP>
+template <int OP, int V>
 bf_status launch_backward(bf_cuda_impl *im, const float *x, const float *charge, const float *dy, float *dx, size_t n,
                           const neuron_consts &c) {
-    k_neuron_backward<OP><<<neuron_blocks(n), BF_CUDA_THREADS, 0, im->stream>>>(x, charge, dy, dx, n, c);
+    k_neuron_backward<OP, V><<<neuron_blocks(n / V), BF_CUDA_THREADS, 0, im->stream>>>(x, charge, dy, dx, n, c);
     BF_LAUNCH_CHECK("k_neuron_backward");
+    return BF_OK;
+}
+
+template <int V>
+bf_status dispatch_backward(bf_cuda_impl *im, int op, const float *x, const float *charge, const float *dy, float *dx,
+                            size_t n, const neuron_consts &c) {
+    switch (op) {
+    case OP_HARD: return launch_backward<OP_HARD, V>(im, x, charge, dy, dx, n, c);
+    case OP_SOFT: return launch_backward<OP_SOFT, V>(im, x, charge, dy, dx, n, c);
+    case OP_NONE: return launch_backward<OP_NONE, V>(im, x, charge, dy, dx, n, c);
+    case OP_CLAMP01: return launch_backward<OP_CLAMP01, V>(im, x, charge, dy, dx, n, c);
+    default: return launch_backward<OP_STEP, V>(im, x, charge, dy, dx, n, c);
+    }
+}
+
+/* The forward with or without statistics, at vector width V. */
+template <int V>
+bf_status run_forward(bf_cuda_impl *im, int op, const float *x, float *y, float *charge, size_t n,
+                      const neuron_consts &c, float *stats) {
+    const unsigned blocks = neuron_blocks(n / V);
+    if (!stats) return dispatch_forward<false, V>(im, op, blocks, x, y, charge, n, c, (double *)NULL);
+    void *partial;
+    BF_TRY(bf_cuda_scratch(im, 2 * (size_t)blocks * sizeof(double), &partial));
+    BF_TRY((dispatch_forward<true, V>(im, op, blocks, x, y, charge, n, c, (double *)partial)));
+    k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial, (int)blocks, stats);
+    BF_LAUNCH_CHECK("k_accumulate_partials");
+    k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial + blocks, (int)blocks, stats + 1);
+    BF_LAUNCH_CHECK("k_accumulate_partials");
     return BF_OK;
 }
 
@@ -218,16 +296,9 @@ extern "C" bf_status bf_cuda_neuron_forward(bf_backend *b, const bf_neuron_param
     if (is_stateful(p)) REQUIRE("neuron_forward (charge of LIF/IF)", charge);
     const neuron_consts c = consts_of(p);
     const int op = op_of(p);
-    const unsigned blocks = neuron_blocks(n);
-    if (!stats) return dispatch_forward<false>(im, op, blocks, x, y, charge, n, c, (double *)NULL);
-    void *partial;
-    BF_TRY(bf_cuda_scratch(im, 2 * (size_t)blocks * sizeof(double), &partial));
-    BF_TRY(dispatch_forward<true>(im, op, blocks, x, y, charge, n, c, (double *)partial));
-    k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial, (int)blocks, stats);
-    BF_LAUNCH_CHECK("k_accumulate_partials");
-    k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial + blocks, (int)blocks, stats + 1);
-    BF_LAUNCH_CHECK("k_accumulate_partials");
-    return BF_OK;
+    /* the charge is unused (maybe NULL) for the stateless kinds: x stands in for its alignment */
+    if (vector_width(n, x, y, is_stateful(p) ? charge : x) == 4) return run_forward<4>(im, op, x, y, charge, n, c, stats);
+    return run_forward<1>(im, op, x, y, charge, n, c, stats);
 }
 
 extern "C" bf_status bf_cuda_neuron_backward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x,
@@ -243,11 +314,7 @@ extern "C" bf_status bf_cuda_neuron_backward(bf_backend *b, const bf_neuron_para
     else
         REQUIRE("neuron_backward (x of CLAMP01/STEP)", x);
     const neuron_consts c = consts_of(p);
-    switch (op_of(p)) {
-    case OP_HARD: return launch_backward<OP_HARD>(im, x, charge, dy, dx, n, c);
-    case OP_SOFT: return launch_backward<OP_SOFT>(im, x, charge, dy, dx, n, c);
-    case OP_NONE: return launch_backward<OP_NONE>(im, x, charge, dy, dx, n, c);
-    case OP_CLAMP01: return launch_backward<OP_CLAMP01>(im, x, charge, dy, dx, n, c);
-    default: return launch_backward<OP_STEP>(im, x, charge, dy, dx, n, c);
-    }
+    const float *in = is_stateful(p) ? charge : x; /* what the backward reads beside dy */
+    if (vector_width(n, in, dy, dx) == 4) return dispatch_backward<4>(im, op_of(p), x, charge, dy, dx, n, c);
+    return dispatch_backward<1>(im, op_of(p), x, charge, dy, dx, n, c);
 }
