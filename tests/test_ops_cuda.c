@@ -527,6 +527,16 @@ int main(void) {
 
     test_elementwise();
     test_conv();
+    /* the same cases through cuDNN's graph API ([run] conv_api = graph): it must make plans (else
+     * the legacy algorithms would run and this would test nothing new) with the same results */
+    CHECK_OK(bf_cuda_set_conv_api(gpu, 1));
+    printf("convolutions through cuDNN's graph API:\n");
+    test_conv();
+    const int plans = bf_cuda_conv_graph_plan_count(gpu);
+    CHECK(plans >= 10, "the graph API made %d plans for the last case's 3 directions and the others' (want >= 10)",
+          plans);
+    printf("  %d graph plans in the cache\n", plans);
+    CHECK_OK(bf_cuda_set_conv_api(gpu, 0));
     test_batchnorm();
     test_pool();
     test_linear();

@@ -460,6 +460,15 @@ bf_status bf_cuda_set_deterministic(bf_backend *b, int on);
  * algorithms for large activations need more: a larger limit may buy speed for memory. Algorithms
  * chosen before are searched again. A no-op on the CPU backend. */
 bf_status bf_cuda_set_conv_workspace_limit(bf_backend *b, size_t bytes);
+/* [run] conv_api = graph (graph != 0): each convolution shape and direction also gets a plan of
+ * cuDNN's graph (backend) API, the fastest of the engines its heuristics offer under the same
+ * precision, determinism and workspace rules, which runs instead of the legacy algorithm whenever
+ * the call's tensors have the alignment it was made for (conv_graph.cu). legacy (0, the default):
+ * the legacy convolution API alone. Choices made before are searched again. A no-op on the CPU. */
+bf_status bf_cuda_set_conv_api(bf_backend *b, int graph);
+/* How many graph-API plans the backend's convolution cache holds (0 for a CPU backend, without
+ * CUDA, or under conv_api = legacy): for tests and diagnostics. */
+int bf_cuda_conv_graph_plan_count(const bf_backend *b);
 /* Brackets what a profiler attached with "ncu --profile-from-start off" records (cudaProfilerStart
  * with on != 0, cudaProfilerStop with 0): bench_train_throughput --profile brackets its timed
  * steps, for bench/kernel_profile.sh. A no-op on the CPU backend and without CUDA. */

@@ -79,6 +79,7 @@ static const enum_name device_names[] = {
     {"auto", BF_DEVICE_AUTO}, {"cpu", BF_DEVICE_SEL_CPU}, {"cuda", BF_DEVICE_SEL_CUDA}, {NULL, 0}};
 static const enum_name precision_names[] = {
     {"fp32", BF_PRECISION_FP32}, {"tf32", BF_PRECISION_TF32}, {NULL, 0}};
+static const enum_name conv_api_names[] = {{"legacy", 0}, {"graph", 1}, {NULL, 0}};
 static const enum_name dataset_names[] = {
     {"fashion_mnist", BF_DATASET_FASHION_MNIST}, {"mnist", BF_DATASET_MNIST},
     {"cifar10", BF_DATASET_CIFAR10}, {"procedural", BF_DATASET_PROCEDURAL},
@@ -165,6 +166,7 @@ static const key_spec key_table[] = {
     INT_KEY("run", "threads", run.threads, 0, 1024, "0", "CPU backend threads (0 = all cores)"),
     BOOL_KEY("run", "sync_bn", run.sync_bn, "false", "data parallelism: batch-norm normalises with the statistics of the global batch (summed over every rank) instead of each rank's own (batch-norm layers, a flex layer's logits batch-norm, BU-TD batch-norm and its TD copies); CPU ranks over MPI (mpirun), GPUs over NCCL (--gpus) or MPI"),
     STRING_KEY("run", "rendezvous", run.rendezvous, 0, "", "--gpus across nodes without MPI: a file on a filesystem every node shares, through which rank 0 passes NCCL's unique id (use a fresh path per job, e.g. with $SLURM_JOB_ID); ranks come from SLURM_PROCID/SLURM_NTASKS; empty = MPI"),
+    ENUM_KEY("run", "conv_api", run.conv_api, conv_api_names, "legacy", "CUDA: cuDNN's legacy convolution API alone, or also a plan of its graph API per convolution (the fastest of the engines its heuristics offer, as PyTorch 2 chooses), run where the tensors' alignment allows"),
     INT_KEY("run", "conv_workspace_mib", run.conv_workspace_mib, 0, 1048576, "1024", "CUDA: the most workspace (MiB) a cuDNN convolution algorithm may need to be chosen (never more than about half the free GPU memory); some fast TF32 algorithms on large activations need more than the default, a larger limit may trade memory for speed"),
     BOOL_KEY("run", "deterministic", run.deterministic, "false", "CUDA: convolutions use deterministic cuDNN algorithms in cuDNN's heuristic order instead of the fastest measured, so two runs with the same seed give the same weights bit for bit (slower; the CPU is always deterministic)"),
     BOOL_KEY("run", "force_nccl", run.force_nccl, "false", "gpus = 1 still trains through the NCCL data-parallel path (a one-rank communicator, gradient buckets, stream hand-offs) instead of the plain one: to measure that path's overhead (bench/dp_overhead.sh); needs a build with NCCL (under mpirun: one process per node)"),

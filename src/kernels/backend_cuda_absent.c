@@ -17,6 +17,14 @@ bf_status bf_cuda_set_deterministic(bf_backend *b, int on) {
     (void)b, (void)on;
     return BF_OK;
 }
+int bf_cuda_conv_graph_plan_count(const bf_backend *b) {
+    (void)b;
+    return 0;
+}
+bf_status bf_cuda_set_conv_api(bf_backend *b, int graph) {
+    (void)b, (void)graph;
+    return BF_OK;
+}
 bf_status bf_cuda_set_conv_workspace_limit(bf_backend *b, size_t bytes) {
     (void)b, (void)bytes;
     return BF_OK;

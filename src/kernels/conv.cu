@@ -20,11 +20,17 @@
  * resized to the largest requirement of all algorithms chosen so far (impl->ws_needed), so after
  * the first training step it has its final size and is never reallocated again.
  *
+ * Graph API ([run] conv_api = graph, bf_cuda_set_conv_api): each direction also gets an execution
+ * plan of cuDNN's graph API, timed among the engines its heuristics offer (conv_graph.cu), and runs
+ * it whenever the call's pointers have the alignment it was made for; the legacy algorithm stays
+ * the fallback. Its workspace counts in ws_needed like an algorithm's.
+ *
  * Bias: a per-plane kernel after the convolution; dbias: the deterministic per-channel sum of
  * batchnorm.cu. Both avoid cuDNN's deprecated cudnnAddTensor / cudnnConvolutionBackwardBias. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv_graph.h"
 #include "cuda_backend.h"
 
 namespace { /* kernels and helpers are private to this file */
@@ -45,6 +51,7 @@ typedef struct conv_choice {
     int algo;
     cudnnMathType_t math;
     size_t memory;
+    bf_conv_plan *plan; /* conv_api = graph: the graph API's plan, or NULL (then the algorithm runs) */
 } conv_choice;
 
 typedef struct conv_entry {
@@ -127,6 +134,7 @@ static void entry_free(conv_entry *e) {
     if (e->y_desc) (void)cudnnDestroyTensorDescriptor(e->y_desc);
     if (e->w_desc) (void)cudnnDestroyFilterDescriptor(e->w_desc);
     if (e->conv_desc) (void)cudnnDestroyConvolutionDescriptor(e->conv_desc);
+    for (int d = 0; d < DIR_COUNT; d++) bf_conv_graph_free(e->dir[d].plan);
     free(e);
 }
 
@@ -225,6 +233,26 @@ extern "C" bf_status bf_cuda_set_deterministic(bf_backend *b, int on) {
         BF_CUDA_CHECK(cudaSetDevice(im->device));
         bf_cuda_conv_cache_destroy(im); /* choices made under the other rule are searched again */
         im->deterministic = on != 0;
+    }
+    return BF_OK;
+}
+
+extern "C" int bf_cuda_conv_graph_plan_count(const bf_backend *b) {
+    if (!b || b->kind != BF_DEVICE_CUDA) return 0;
+    const bf_cuda_conv_cache *c = ((const bf_cuda_impl *)b->impl)->conv_cache;
+    int plans = 0;
+    for (int i = 0; c && i < c->count; i++)
+        for (int d = 0; d < DIR_COUNT; d++) plans += c->entries[i]->dir[d].plan != NULL;
+    return plans;
+}
+
+extern "C" bf_status bf_cuda_set_conv_api(bf_backend *b, int graph) {
+    if (!b || b->kind != BF_DEVICE_CUDA) return BF_OK; /* the CPU backend has its own convolution */
+    bf_cuda_impl *im = (bf_cuda_impl *)b->impl;
+    if (im->conv_api_graph != (graph != 0)) {
+        BF_CUDA_CHECK(cudaSetDevice(im->device));
+        bf_cuda_conv_cache_destroy(im); /* shapes chosen under the other API are searched again */
+        im->conv_api_graph = graph != 0;
     }
     return BF_OK;
 }
@@ -402,7 +430,8 @@ static bf_status benchmark_pick(bf_cuda_impl *im, conv_entry *e, int dir, const 
 /* Chooses and caches the algorithm of one direction: benchmarked (the default), or with
  * bf_cuda_set_deterministic the first deterministic one in cuDNN's heuristic order, which no
  * timing noise can change between runs or ranks. */
-static bf_status conv_search(bf_cuda_impl *im, conv_entry *e, int dir, const void *a, const void *b, void *out) {
+static bf_status conv_search(bf_cuda_impl *im, const bf_conv2d_shape *s, conv_entry *e, int dir, const void *a,
+                             const void *b, void *out) {
     BF_TRY(set_math(e, base_math(im->precision)));
     const size_t limit = search_limit(im);
     perf_result res[MAX_ALGOS];
@@ -432,6 +461,15 @@ static bf_status conv_search(bf_cuda_impl *im, conv_entry *e, int dir, const voi
         (void)cudaGetLastError();
     }
     ch->found = 1;
+    if (im->conv_api_graph) { /* and the graph API's plan, within the same workspace limit */
+        size_t plan_bytes = 0;
+        bf_status st = bf_conv_graph_plan(im, s, dir, a, b, out, limit, &ch->plan, &plan_bytes);
+        if (st != BF_OK) {
+            ch->found = 0;
+            return st;
+        }
+        if (plan_bytes > ch->memory) ch->memory = plan_bytes;
+    }
 
     /* 3. keep exactly the workspace the chosen algorithms need */
     if (ch->memory > im->ws_needed) im->ws_needed = ch->memory;
@@ -451,7 +489,7 @@ static bf_status conv_prepare(bf_cuda_impl *im, const bf_conv2d_shape *s, int di
                               void *out, conv_entry **entry) {
     conv_entry *e;
     BF_TRY(cache_get(im, s, &e));
-    if (!e->dir[dir].found) BF_TRY(conv_search(im, e, dir, a, b, out));
+    if (!e->dir[dir].found) BF_TRY(conv_search(im, s, e, dir, a, b, out));
     if (im->ws_bytes < e->dir[dir].memory) {
         /* only after an earlier failed resize; ws_needed covers every cached choice */
         BF_TRY(bf_cuda_workspace_resize(im, im->ws_needed > e->dir[dir].memory ? im->ws_needed : e->dir[dir].memory));
@@ -481,9 +519,13 @@ extern "C" bf_status bf_cuda_conv2d_forward(bf_backend *b, const bf_conv2d_shape
     conv_entry *e;
     BF_TRY(conv_prepare(im, s, DIR_FWD, x, w, y, &e));
     const float one = 1.0f, zero = 0.0f;
-    BF_CUDNN_CHECK(cudnnConvolutionForward(im->cudnn, &one, e->x_desc, x, e->w_desc, w, e->conv_desc,
-                                           (cudnnConvolutionFwdAlgo_t)e->dir[DIR_FWD].algo, im->ws, im->ws_bytes,
-                                           &zero, e->y_desc, y));
+    const bf_conv_plan *plan = e->dir[DIR_FWD].plan;
+    if (bf_conv_graph_fits(plan, x, w, y))
+        BF_TRY(bf_conv_graph_run(im, plan, x, w, y));
+    else
+        BF_CUDNN_CHECK(cudnnConvolutionForward(im->cudnn, &one, e->x_desc, x, e->w_desc, w, e->conv_desc,
+                                               (cudnnConvolutionFwdAlgo_t)e->dir[DIR_FWD].algo, im->ws, im->ws_bytes,
+                                               &zero, e->y_desc, y));
     if (bias) {
         const size_t planes = (size_t)s->n * s->c_out;
         const int hw = s->h_out * s->w_out;
@@ -504,9 +546,13 @@ extern "C" bf_status bf_cuda_conv2d_backward_data(bf_backend *b, const bf_conv2d
     conv_entry *e;
     BF_TRY(conv_prepare(im, s, DIR_BWD_DATA, dy, w, dx, &e));
     const float one = 1.0f, zero = 0.0f;
-    BF_CUDNN_CHECK(cudnnConvolutionBackwardData(im->cudnn, &one, e->w_desc, w, e->y_desc, dy, e->conv_desc,
-                                                (cudnnConvolutionBwdDataAlgo_t)e->dir[DIR_BWD_DATA].algo, im->ws,
-                                                im->ws_bytes, &zero, e->x_desc, dx));
+    const bf_conv_plan *plan = e->dir[DIR_BWD_DATA].plan;
+    if (bf_conv_graph_fits(plan, dy, w, dx))
+        BF_TRY(bf_conv_graph_run(im, plan, dy, w, dx));
+    else
+        BF_CUDNN_CHECK(cudnnConvolutionBackwardData(im->cudnn, &one, e->w_desc, w, e->y_desc, dy, e->conv_desc,
+                                                    (cudnnConvolutionBwdDataAlgo_t)e->dir[DIR_BWD_DATA].algo, im->ws,
+                                                    im->ws_bytes, &zero, e->x_desc, dx));
     return BF_OK;
 }
 
@@ -519,9 +565,13 @@ extern "C" bf_status bf_cuda_conv2d_backward_filter(bf_backend *b, const bf_conv
     conv_entry *e;
     BF_TRY(conv_prepare(im, s, DIR_BWD_FILTER, x, dy, dw, &e));
     const float one = 1.0f, zero = 0.0f;
-    BF_CUDNN_CHECK(cudnnConvolutionBackwardFilter(im->cudnn, &one, e->x_desc, x, e->y_desc, dy, e->conv_desc,
-                                                  (cudnnConvolutionBwdFilterAlgo_t)e->dir[DIR_BWD_FILTER].algo, im->ws,
-                                                  im->ws_bytes, &zero, e->w_desc, dw));
+    const bf_conv_plan *plan = e->dir[DIR_BWD_FILTER].plan;
+    if (bf_conv_graph_fits(plan, x, dy, dw))
+        BF_TRY(bf_conv_graph_run(im, plan, x, dy, dw));
+    else
+        BF_CUDNN_CHECK(cudnnConvolutionBackwardFilter(im->cudnn, &one, e->x_desc, x, e->y_desc, dy, e->conv_desc,
+                                                      (cudnnConvolutionBwdFilterAlgo_t)e->dir[DIR_BWD_FILTER].algo,
+                                                      im->ws, im->ws_bytes, &zero, e->w_desc, dw));
     if (dbias) BF_TRY(bf_cuda_channel_sum(im, s->n, s->c_out, (long)s->h_out * s->w_out, dy, dbias));
     return BF_OK;
 }
