@@ -120,14 +120,14 @@ elif [ "$mode" = targets ] || [ "$mode" = full ]; then
   step flex_lab 240 ./build/bench/bench_flex_lab                                         # issue 3
   step lif_lab 240 ./build/bench/bench_lif_lab                                           # issue 4
   step vgg16_side_by_side 400 bash bench/vgg16_side_by_side.sh 128 224                    # issue 2
-  # where VGG-16's TF32 step time goes, ours beside PyTorch's (CSVs under $out)
-  step kernel_profile 240 bash bench/kernel_profile.sh vgg16 2
-  step flexnet_side_by_side 600 bash bench/flexnet_side_by_side.sh --batch 128 --size 224 # issue 3
+  step flexnet_side_by_side 300 bash bench/flexnet_side_by_side.sh --batch 128 --size 224 --precisions tf32 # issue 3
   step spiking_side_by_side 300 bash bench/spiking_side_by_side.sh --batch 256 --time-steps "4 8" # issue 4
   step butd_step 120 ./build/bench/bench_butd_step cuda 500                               # issue 5
   step butd_step_pytorch 120 python3 bench/butd_step_pytorch.py cuda 500
   step dp_overhead 480 bash bench/dp_overhead.sh --arch vgg16 --batch 128 --size 224 --steps 40 # issue 7
   step data_wait 420 bash bench/data_wait.sh --build build                               # issue 6
+  # where VGG-16's TF32 step time goes, ours beside PyTorch's (CSVs under $out): a diagnosis, last
+  step kernel_profile 240 bash bench/kernel_profile.sh vgg16 2
   step allreduce_nccl 120 ./build/bench/bench_allreduce --gpus "$(nvidia-smi -L | wc -l)"
   ngpu=$(nvidia-smi -L | wc -l)
   if [ "$ngpu" -gt 1 ]; then step dp_scaling 600 bash bench/dp_overhead.sh --gpus "$ngpu"; fi
