@@ -19,7 +19,9 @@
 
 #include "conv_graph.h"
 
-enum { UID_A = 1, UID_B = 2, UID_OUT = 3, MAX_CONFIGS = 32, TIMED_RUNS = 3 };
+/* MAX_PLANS: the plans timed per shape and direction, the heuristics' first usable ones (each costs
+ * a warm-up and TIMED_RUNS runs of the convolution during the first training step). */
+enum { UID_A = 1, UID_B = 2, UID_OUT = 3, MAX_CONFIGS = 32, MAX_PLANS = 10, TIMED_RUNS = 2 };
 
 /* Every descriptor a plan's construction creates (tensors, convolution, operation, graph, heuristics,
  * engine configurations and their engines), so one call destroys them all. The chosen plan keeps
@@ -256,11 +258,11 @@ bf_status bf_conv_graph_plan(bf_cuda_impl *im, const bf_conv2d_shape *s, int dir
     heuristic_configs(&set, graph, CUDNN_HEUR_MODE_A, cfgs, &num_cfgs);
     heuristic_configs(&set, graph, CUDNN_HEUR_MODE_FALLBACK, cfgs, &num_cfgs);
 
-    /* finalise a plan for every allowed configuration that fits the workspace limit */
-    cudnnBackendDescriptor_t plans[MAX_CONFIGS];
-    size_t plan_ws[MAX_CONFIGS], most_ws = 0;
+    /* finalise a plan for the first MAX_PLANS allowed configurations that fit the workspace limit */
+    cudnnBackendDescriptor_t plans[MAX_PLANS];
+    size_t plan_ws[MAX_PLANS], most_ws = 0;
     int num_plans = 0;
-    for (int i = 0; i < num_cfgs; i++) {
+    for (int i = 0; i < num_cfgs && num_plans < MAX_PLANS; i++) {
         if (!config_allowed(&set, cfgs[i], tf32, deterministic)) continue;
         cudnnBackendDescriptor_t p;
         int64_t ws = 0, got = 0;
