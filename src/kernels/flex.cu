@@ -1,8 +1,9 @@
 /* flex.cu - flexible-neuron ops on the GPU (contracts in ops.h at bf_flex_shape and the flex_* members
  * of bf_ops; the CPU twins are in flex_cpu.c).
  *
- * Every kernel is one thread per output element in a grid-stride loop, and computes with the same
- * IEEE expressions as the CPU (explicit __f*_rn intrinsics, so nvcc cannot contract them into FMAs):
+ * Every kernel is one thread per output element (the widening, max, fold-back and logits kernels
+ * as plane kernels, pool_common.cuh; the mask kernels in a flat grid-stride loop), computing with
+ * the same IEEE expressions as the CPU (explicit __f*_rn intrinsics, so nvcc cannot contract them):
  * widening, the max joint, the fold-back and the threshold gradient are bit-identical to the CPU.
  * No float atomics anywhere:
  *   - the fold-back (widen backward and the pool share of max backward) is a gather: each pooled
@@ -10,33 +11,36 @@
  *     whose taps name it;
  *   - the threshold gradient sums over n in ascending order per element;
  *   - conv_wins and conv_mask_sum: per-thread double sums over a block count that depends on the
- *     element count only, a fixed block tree, then one thread adds the partials in index order. */
+ *     shape only, a fixed block tree, then one block adds the partials (whole-number counts, and
+ *     the mask sum in a fixed order). */
 #include <math.h>
 
 #include "bioflex/hash.h"
 #include "flex_common.cuh"
+#include "pool_common.cuh"
 
 namespace { /* kernels are private to this file */
 
-__global__ void k_widen_forward(const float *__restrict__ pooled, float *__restrict__ widened, size_t total,
-                                flex_geo g) {
-    GRID_STRIDE(idx, total) {
-        size_t n, p;
-        int j;
-        split_index(idx, g.c_out, g.hw, &n, &j, &p);
-        widened[idx] = widen_at(taps_of(g, j), pooled + n * g.c_in * (size_t)g.hw, (size_t)g.hw, p);
-    }
+/* The kernels over [n, c, hw] planes run as pool_common.cuh's plane kernels: blockIdx.x is the
+ * plane, so a block's channel and taps are found once and no thread divides a 64-bit index. */
+
+/* grid: the n * c_out output planes. */
+__global__ void k_widen_forward(const float *__restrict__ pooled, float *__restrict__ widened, flex_geo g) {
+    const int plane = (int)blockIdx.x, n = plane / g.c_out, j = plane - n * g.c_out;
+    const flex_taps t = taps_of(g, j);
+    const float *pn = pooled + (size_t)n * g.c_in * g.hw;
+    PLANE_POSITIONS(p, g.hw) widened[(size_t)plane * g.hw + p] = widen_at(t, pn, (size_t)g.hw, (size_t)p);
 }
 
-/* dpooled = fold-back of dy - dconv (max joint) or of dy (dconv NULL: widening); see flex_cpu.c. */
+/* dpooled = fold-back of dy - dconv (max joint) or of dy (dconv NULL: widening); see flex_cpu.c.
+ * grid: the n * c_in pooled planes. */
 __global__ void k_fold_back(const float *__restrict__ dy, const float *__restrict__ dconv, float *__restrict__ dpooled,
-                            size_t total, flex_geo g) {
-    GRID_STRIDE(idx, total) {
-        size_t n, p;
-        int i, lo, hi, step;
-        split_index(idx, g.c_in, g.hw, &n, &i, &p);
-        fold_candidates(g, i, &lo, &hi, &step);
-        const size_t base = n * g.c_out * (size_t)g.hw + p;
+                            flex_geo g) {
+    const int plane = (int)blockIdx.x, n = plane / g.c_in, i = plane - n * g.c_in;
+    int lo, hi, step;
+    fold_candidates(g, i, &lo, &hi, &step);
+    PLANE_POSITIONS(p, g.hw) {
+        const size_t base = (size_t)n * g.c_out * g.hw + p;
         float acc = 0.0f;
         for (int j = lo; j < hi; j += step) {
             const flex_taps t = taps_of(g, j);
@@ -46,46 +50,56 @@ __global__ void k_fold_back(const float *__restrict__ dy, const float *__restric
             if (t.i0 == i) acc = __fadd_rn(acc, t.i1 < 0 ? gv : __fmul_rn(t.w0, gv));
             if (t.i1 == i) acc = __fadd_rn(acc, __fmul_rn(t.w1, gv));
         }
-        dpooled[idx] = acc;
+        dpooled[(size_t)plane * g.hw + p] = acc;
     }
 }
 
-/* y = max(conv, widened); with COUNT, block b writes partial[b] = its number of strict conv wins. */
+/* y = max(conv, widened); with COUNT, block (x, y) writes partial[y * gridDim.x + x] = its number of
+ * strict conv wins. grid: the n * c_out output planes. */
 template <bool COUNT>
 __global__ void k_max_forward(const float *__restrict__ conv, const float *__restrict__ pooled, float *__restrict__ y,
-                              size_t total, flex_geo g, double *__restrict__ partial) {
+                              flex_geo g, double *__restrict__ partial) {
+    const int plane = (int)blockIdx.x, n = plane / g.c_out, j = plane - n * g.c_out;
+    const flex_taps t = taps_of(g, j);
+    const float *pn = pooled + (size_t)n * g.c_in * g.hw;
     double wins = 0.0;
-    GRID_STRIDE(idx, total) {
-        size_t n, p;
-        int j;
-        split_index(idx, g.c_out, g.hw, &n, &j, &p);
-        const float c = conv[idx], w = widen_at(taps_of(g, j), pooled + n * g.c_in * (size_t)g.hw, (size_t)g.hw, p);
+    PLANE_POSITIONS(p, g.hw) {
+        const size_t idx = (size_t)plane * g.hw + p;
+        const float c = conv[idx], w = widen_at(t, pn, (size_t)g.hw, (size_t)p);
         const bool conv_wins = c > w; /* strict: a tie counts as pool */
         y[idx] = conv_wins || c != c ? c : w; /* a NaN on either side propagates */
         wins += conv_wins ? 1.0 : 0.0;
     }
     if (COUNT) {
         wins = bf_block_sum(wins);
-        if (threadIdx.x == 0) partial[blockIdx.x] = wins;
+        if (threadIdx.x == 0) partial[(size_t)blockIdx.y * gridDim.x + blockIdx.x] = wins;
     }
 }
 
+/* grid: the n * c_out output planes. */
 __global__ void k_max_backward_conv(const float *__restrict__ conv, const float *__restrict__ pooled,
-                                    const float *__restrict__ dy, float *__restrict__ dconv, size_t total, flex_geo g,
+                                    const float *__restrict__ dy, float *__restrict__ dconv, flex_geo g,
                                     float tie_share) {
-    GRID_STRIDE(idx, total) {
-        size_t n, p;
-        int j;
-        split_index(idx, g.c_out, g.hw, &n, &j, &p);
-        const float c = conv[idx], w = widen_at(taps_of(g, j), pooled + n * g.c_in * (size_t)g.hw, (size_t)g.hw, p);
+    const int plane = (int)blockIdx.x, n = plane / g.c_out, j = plane - n * g.c_out;
+    const flex_taps t = taps_of(g, j);
+    const float *pn = pooled + (size_t)n * g.c_in * g.hw;
+    PLANE_POSITIONS(p, g.hw) {
+        const size_t idx = (size_t)plane * g.hw + p;
+        const float c = conv[idx], w = widen_at(t, pn, (size_t)g.hw, (size_t)p);
         const float gv = dy[idx];
         dconv[idx] = c > w ? gv : c == w ? __fmul_rn(gv, tie_share) : 0.0f;
     }
 }
 
+/* grid: the n * c_out output planes; the threshold is [c_out, hw], the same for every sample. */
 __global__ void k_logits(const float *__restrict__ widened, const float *__restrict__ threshold,
-                         float *__restrict__ logits, size_t total, size_t per_sample) {
-    GRID_STRIDE(idx, total) logits[idx] = __fsub_rn(widened[idx], threshold[idx % per_sample]);
+                         float *__restrict__ logits, flex_geo g) {
+    const int plane = (int)blockIdx.x, j = plane % g.c_out;
+    const float *tj = threshold + (size_t)j * g.hw;
+    PLANE_POSITIONS(p, g.hw) {
+        const size_t idx = (size_t)plane * g.hw + p;
+        logits[idx] = __fsub_rn(widened[idx], tj[p]);
+    }
 }
 
 /* The logistic function in double, rounded once to float, exactly as flex_cpu.c (see there). */
@@ -202,32 +216,31 @@ __global__ void k_mask_stat(const float *__restrict__ mask, size_t total, double
 extern "C" bf_status bf_cuda_flex_widen_forward(bf_backend *b, const bf_flex_shape *s, const float *pooled,
                                                 float *widened) {
     FLEX_ENTER("flex_widen_forward", pooled, widened);
-    LAUNCH_ELEMENTWISE(k_widen_forward, out_elements(s), pooled, widened, out_elements(s), geo_of(s));
+    LAUNCH_PLANES(k_widen_forward, out_planes(s), s->hw, pooled, widened, geo_of(s));
     return BF_OK;
 }
 
 extern "C" bf_status bf_cuda_flex_widen_backward(bf_backend *b, const bf_flex_shape *s, const float *dwidened,
                                                  float *dpooled) {
     FLEX_ENTER("flex_widen_backward", dwidened, dpooled);
-    const size_t in_total = (size_t)s->n * s->c_in * s->hw;
-    LAUNCH_ELEMENTWISE(k_fold_back, in_total, dwidened, (const float *)NULL, dpooled, in_total, geo_of(s));
+    LAUNCH_PLANES(k_fold_back, in_planes(s), s->hw, dwidened, (const float *)NULL, dpooled, geo_of(s));
     return BF_OK;
 }
 
 extern "C" bf_status bf_cuda_flex_max_forward(bf_backend *b, const bf_flex_shape *s, const float *conv,
                                               const float *pooled, float *y, float *conv_wins) {
     FLEX_ENTER("flex_max_forward", conv, pooled, y);
-    const size_t total = out_elements(s);
     if (!conv_wins) {
-        LAUNCH_ELEMENTWISE(k_max_forward<false>, total, conv, pooled, y, total, geo_of(s), (double *)NULL);
+        LAUNCH_PLANES(k_max_forward<false>, out_planes(s), s->hw, conv, pooled, y, geo_of(s), (double *)NULL);
         return BF_OK;
     }
-    const unsigned blocks = reduce_blocks(total);
+    const plane_launch l = plane_launch_of(out_planes(s), (size_t)s->hw);
+    const size_t blocks = (size_t)l.grid.x * l.grid.y;
     void *partial;
     BF_TRY(bf_cuda_scratch(im, blocks * sizeof(double), &partial));
-    k_max_forward<true><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(conv, pooled, y, total, geo_of(s),
-                                                                     (double *)partial);
+    k_max_forward<true><<<l.grid, l.threads, 0, im->stream>>>(conv, pooled, y, geo_of(s), (double *)partial);
     BF_LAUNCH_CHECK("k_max_forward<count>");
+    /* the counts are whole numbers, exact in double, so the blocks' order cannot change the sum */
     k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial, (int)blocks, conv_wins);
     BF_LAUNCH_CHECK("k_accumulate_partials");
     return BF_OK;
@@ -236,19 +249,17 @@ extern "C" bf_status bf_cuda_flex_max_forward(bf_backend *b, const bf_flex_shape
 extern "C" bf_status bf_cuda_flex_max_backward(bf_backend *b, const bf_flex_shape *s, const float *conv,
                                                const float *pooled, const float *dy, float *dconv, float *dpooled) {
     FLEX_ENTER("flex_max_backward", conv, pooled, dy, dconv, dpooled);
-    const size_t total = out_elements(s), in_total = (size_t)s->n * s->c_in * s->hw;
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
-    LAUNCH_ELEMENTWISE(k_max_backward_conv, total, conv, pooled, dy, dconv, total, geo_of(s), tie_share);
+    LAUNCH_PLANES(k_max_backward_conv, out_planes(s), s->hw, conv, pooled, dy, dconv, geo_of(s), tie_share);
     /* the pool branch gets dy - dconv, folded back (reads the dconv just written, in stream order) */
-    LAUNCH_ELEMENTWISE(k_fold_back, in_total, dy, (const float *)dconv, dpooled, in_total, geo_of(s));
+    LAUNCH_PLANES(k_fold_back, in_planes(s), s->hw, dy, (const float *)dconv, dpooled, geo_of(s));
     return BF_OK;
 }
 
 extern "C" bf_status bf_cuda_flex_logits_forward(bf_backend *b, const bf_flex_shape *s, const float *widened,
                                                  const float *threshold, float *logits) {
     FLEX_ENTER("flex_logits_forward", widened, threshold, logits);
-    const size_t total = out_elements(s), per_sample = (size_t)s->c_out * s->hw;
-    LAUNCH_ELEMENTWISE(k_logits, total, widened, threshold, logits, total, per_sample);
+    LAUNCH_PLANES(k_logits, out_planes(s), s->hw, widened, threshold, logits, geo_of(s));
     return BF_OK;
 }
 

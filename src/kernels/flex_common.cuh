@@ -105,6 +105,8 @@ inline flex_geo geo_of(const bf_flex_shape *s) {
 }
 
 inline size_t out_elements(const bf_flex_shape *s) { return (size_t)s->n * s->c_out * s->hw; }
+inline size_t out_planes(const bf_flex_shape *s) { return (size_t)s->n * s->c_out; }
+inline size_t in_planes(const bf_flex_shape *s) { return (size_t)s->n * s->c_in; }
 
 /* Blocks of a counting/summing launch: a function of the element count only (never of the device),
  * at most 1024 so that one block adds the partials, about 8 elements per thread before the cap. */
@@ -121,6 +123,14 @@ inline unsigned reduce_blocks(size_t n) {
     BF_TRY(bf_cuda_enter(b, &im));                                                    \
     BF_TRY(bf_flex_shape_check(s, op));                                               \
     REQUIRE(op, __VA_ARGS__)
+
+/* kernel over `planes` planes of `plane_size` positions (pool_common.cuh's plane_launch_of). */
+#define LAUNCH_PLANES(kernel, planes, plane_size, ...)                                     \
+    do {                                                                                   \
+        const plane_launch lp_ = plane_launch_of((planes), (size_t)(plane_size));          \
+        kernel<<<lp_.grid, lp_.threads, 0, im->stream>>>(__VA_ARGS__);                     \
+        BF_LAUNCH_CHECK(#kernel);                                                          \
+    } while (0)
 
 #define LAUNCH_ELEMENTWISE(kernel, total, ...)                                                                   \
     do {                                                                                                         \
