@@ -3,25 +3,33 @@
 # TF32 (target: bioflex >= 1.0x PyTorch). Build first (tools/build.sh). bioflex also runs with
 # cuDNN's graph API ([run] conv_api = graph: the engines PyTorch 2 chooses among) in both precisions,
 # and in TF32 with an 8 GiB cuDNN workspace limit ([run] conv_workspace_mib; 1 GiB by default):
-# some fast TF32 convolutions of the 224x224 layers may need more than 1 GiB.
+# some fast TF32 convolutions of the 224x224 layers may need more than 1 GiB. A run that fails
+# prints its error and the others go on.
 #   bash bench/vgg16_side_by_side.sh [batch] [size]
-set -euo pipefail
-cd "$(dirname "$0")/.."
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
 batch=${1:-128}; size=${2:-224}
-rate() { sed -E 's/.*: ([0-9.]+) images\/s.*/\1/' <<<"$1"; }
+ours() { # ours PRECISION [--set ...]: bioflex's result line (or its error, and status 1)
+  local precision=$1; shift
+  ./build/bench/bench_train_throughput --device cuda --arch vgg16 --batch "$batch" --size "$size" --classes 100 \
+    --precision "$precision" "$@" 2>&1
+}
+ratio() { # ratio NAME OURS THEIRS: their images/s quotient, when both lines have one
+  local a b
+  a=$(sed -nE 's/.*: ([0-9.]+) images\/s.*/\1/p' <<<"$2"); b=$(sed -nE 's/.*: ([0-9.]+) images\/s.*/\1/p' <<<"$3")
+  if [ -n "$a" ] && [ -n "$b" ]; then python3 -c "print(f'$1: bioflex / pytorch = {$a / $b:.2f}x')"; else echo "$1: no ratio (a run failed)"; fi
+}
 for precision in fp32 tf32; do
-  ours=$(./build/bench/bench_train_throughput --device cuda --arch vgg16 --batch "$batch" --size "$size" --classes 100 --precision "$precision")
-  theirs=$(python3 bench/pytorch_train.py --arch vgg16 --batch "$batch" --size "$size" --classes 100 --precision "$precision")
-  echo "$ours"; echo "$theirs"
-  python3 -c "print(f'$precision: bioflex / pytorch = {$(rate "$ours") / $(rate "$theirs"):.2f}x')"
-  graph=$(./build/bench/bench_train_throughput --device cuda --arch vgg16 --batch "$batch" --size "$size" --classes 100 \
-    --precision "$precision" --set run.conv_api=graph)
+  mine=$(ours "$precision")
+  theirs=$(python3 bench/pytorch_train.py --arch vgg16 --batch "$batch" --size "$size" --classes 100 --precision "$precision" 2>&1)
+  echo "$mine"; echo "$theirs"
+  ratio "$precision" "$mine" "$theirs"
+  graph=$(ours "$precision" --set run.conv_api=graph)
   echo "$graph"
-  python3 -c "print(f'$precision, conv_api = graph: bioflex / pytorch = {$(rate "$graph") / $(rate "$theirs"):.2f}x')"
+  ratio "$precision, conv_api = graph" "$graph" "$theirs"
   if [ "$precision" = tf32 ]; then
-    wide=$(./build/bench/bench_train_throughput --device cuda --arch vgg16 --batch "$batch" --size "$size" --classes 100 \
-      --precision tf32 --set run.conv_workspace_mib=8192)
+    wide=$(ours tf32 --set run.conv_workspace_mib=8192)
     echo "$wide"
-    python3 -c "print(f'tf32, conv workspace 8 GiB: bioflex / pytorch = {$(rate "$wide") / $(rate "$theirs"):.2f}x')"
+    ratio "tf32, conv workspace 8 GiB" "$wide" "$theirs"
   fi
 done
