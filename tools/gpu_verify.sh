@@ -2,7 +2,8 @@
 # The GPU checks of the open issues in one call, for a session that is lent a GPU machine
 # (the device has no inih, cJSON or TurboJPEG, and maybe no libjpeg headers or pkg-config: run
 # `bash ../shared/tools/gpu-deps.sh libjpeg62-turbo libjpeg62-turbo-dev pkgconf pkgconf-bin libpkgconf3`
-# here first and carry `.deps`). Builds with CUDA, runs the `gpu` tests, then the benchmarks and
+# here first and carry `.deps`; and `bash tools/gpu_data.sh`, carrying `.data` too, for the
+# Fashion-MNIST accuracy runs). Builds with CUDA, runs the `gpu` tests, then the benchmarks and
 # kernel labs, and writes every log under $OUT (or ./gpu_verify_out) in at most seven files (the
 # device tool returns at most 8): gpu.txt (the machine and its tools), build.log, ctest_gpu.log,
 # bench.log (every benchmark's output, one after another, each under a `==== NAME` header),
@@ -122,6 +123,16 @@ elif [ "$mode" = targets ] || [ "$mode" = full ]; then
   step vgg16_side_by_side 400 bash bench/vgg16_side_by_side.sh 128 224                    # issue 2
   step flexnet_side_by_side 300 bash bench/flexnet_side_by_side.sh --batch 128 --size 224 --precisions tf32 # issue 3
   step spiking_side_by_side 300 bash bench/spiking_side_by_side.sh --batch 256 --time-steps "4 8" # issue 4
+  # issue 4's accuracy target, a spiking flex VGG on Fashion-MNIST (T = 4), when tools/gpu_data.sh
+  # copied the data into .data and the call carries it: the PlasticFlex reference config (mask joint,
+  # BN logits, bilinear), then FlexNet's channel-wise max, 10 epochs each (cosine over 10)
+  if [ -d .data/fashion-mnist ]; then
+    snn=(./build/bioflex-train configs/plasticflex/fashion_mnist_vgg6_snn_lif_flex.ini --device cuda
+         --set data.path=.data/fashion-mnist --set run.epochs=10)
+    step snn_flex_vgg6_mask 240 "${snn[@]}" --set run.dir=/tmp/runs/snn_flex_vgg6_mask
+    step snn_flex_vgg6_max 240 "${snn[@]}" --set run.dir=/tmp/runs/snn_flex_vgg6_max \
+      --set model.flex_joint=channelwise_max --set model.flex_channels=expand --set model.flex_logits_bn=false
+  fi
   step butd_step 120 ./build/bench/bench_butd_step cuda 500                               # issue 5
   step butd_step_pytorch 120 python3 bench/butd_step_pytorch.py cuda 500
   step dp_overhead 480 bash bench/dp_overhead.sh --arch vgg16 --batch 128 --size 224 --steps 40 # issue 7
