@@ -126,6 +126,9 @@ static int dry_run(const bf_config *cfg) {
         printf("planned device memory: %.1f MiB activations and gradient slots, %.1f MiB parameters + gradients + "
                "optimizer state\n", m->arena_bytes / 1048576.0,
                m->num_param_floats * 4.0 * (cfg->optim.optimizer == BF_OPTIM_ADAMW ? 4 : 3) / 1048576.0);
+        if (cfg->run.device != BF_DEVICE_SEL_CPU) /* chosen at the first step, within the key's limit */
+            printf("on a GPU, plus the cuDNN workspace the chosen convolution algorithms need: at most %d MiB "
+                   "([run] conv_workspace_mib)\n", cfg->run.conv_workspace_mib);
     }
     bf_model_destroy(m);
     if (s != BF_OK) {
