@@ -158,18 +158,38 @@ bf_status bf_cpu_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_t
 
 /* ---- backward ---- */
 
+/* g(H - threshold) for a tile of m charges: the surrogate kind is switched on once, outside the
+ * loops, so that each loop runs one inlined, branch-free surrogate and vectorises. */
+static void surrogate_tile(const neuron_consts *c, const float *h, size_t m, float *g) {
+    const float thr = c->threshold, alpha = c->alpha, width = c->width, height = c->height;
+    switch (c->surrogate) {
+#define SURROGATE_LOOP(kind)                                                             \
+    case kind:                                                                           \
+        for (size_t k = 0; k < m; k++) g[k] = bf_surrogate_grad(kind, alpha, width, height, h[k] - thr); \
+        return;
+        SURROGATE_LOOP(BF_SURROGATE_SIGMOID)
+        SURROGATE_LOOP(BF_SURROGATE_ARCTAN)
+        SURROGATE_LOOP(BF_SURROGATE_RECTANGULAR)
+        SURROGATE_LOOP(BF_SURROGATE_TRIANGLE)
+        SURROGATE_LOOP(BF_SURROGATE_TANH)
+#undef SURROGATE_LOOP
+    }
+}
+
 /* LIF/IF elements [lo, hi): BPTT from t = T-1 down to 0 with dV carried per element. */
 static void bptt_block(const neuron_consts *c, size_t n, size_t lo, size_t hi, const float *charge, const float *dy,
                        float *dx) {
     for (size_t i0 = lo; i0 < hi; i0 += NEURON_TILE) {
         const size_t m = hi - i0 < NEURON_TILE ? hi - i0 : NEURON_TILE;
         float dv[NEURON_TILE] = {0}; /* dL/dV[t], zero after the last step */
+        float gs[NEURON_TILE];
         for (int t = c->T - 1; t >= 0; t--) {
             const size_t base = (size_t)t * n + i0;
             const float *ht = charge + base, *gt = dy + base;
             float *dxt = dx + base;
+            surrogate_tile(c, ht, m, gs);
             for (size_t k = 0; k < m; k++) {
-                const float h = ht[k], u = h - c->threshold, g = surrogate_grad(c, u);
+                const float h = ht[k], u = h - c->threshold, g = gs[k];
                 float dh = gt[k] * g;
                 if (c->through_time) {
                     const float s = u >= 0.0f ? 1.0f : 0.0f; /* the forward's spike, recomputed */

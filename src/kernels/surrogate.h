@@ -16,7 +16,6 @@
 #ifndef BIOFLEX_SURROGATE_H
 #define BIOFLEX_SURROGATE_H
 
-#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -37,14 +36,16 @@
 #endif
 
 /* e^x for x <= 0, to within about 2 ulps; 0 below -80 (where e^x < 2e-35: never a subnormal, whose
- * rounding the two backends might treat differently). x = k ln2 + r with k = rint(x / ln2) and ln2
- * split in two (its high part has 16 bits, so k * hi is exact), |r| <= ln2/2; e^r by its Taylor
- * series to r^7 (truncation error < 5e-9 relative); then scaled by 2^k, built from its bits. */
+ * rounding the two backends might treat differently); a NaN propagates. x = k ln2 + r with k the
+ * integer nearest x / ln2 and ln2 split in two (its high part has 16 bits, so k * hi is exact),
+ * |r| <= ln2/2; e^r by its Taylor series to r^7 (truncation error < 5e-9 relative); then scaled by
+ * 2^k, built from its bits. Branch-free (every value computed, then selected) and without rintf
+ * (k by adding and subtracting 1.5 * 2^23, which rounds to the nearest integer, ties to even, for
+ * |x / ln2| < 2^22), so that the CPU's loops over it vectorise on plain SSE2. */
 BF_SURR_FN float bf_surrogate_exp_neg(float x) {
-    if (x != x) return x; /* a NaN propagates */
-    if (!(x > -80.0f)) return 0.0f;
-    const float k = rintf(BF_SURR_MUL(x, 1.44269502f));
-    const float r = BF_SURR_SUB(BF_SURR_SUB(x, BF_SURR_MUL(k, 0.693145751953125f)), BF_SURR_MUL(k, 1.42860677e-06f));
+    const float xc = x > -80.0f ? x : -80.0f; /* also a NaN's stand-in */
+    const float k = BF_SURR_SUB(BF_SURR_ADD(BF_SURR_MUL(xc, 1.44269502f), 12582912.0f), 12582912.0f);
+    const float r = BF_SURR_SUB(BF_SURR_SUB(xc, BF_SURR_MUL(k, 0.693145751953125f)), BF_SURR_MUL(k, 1.42860677e-06f));
     float p = 1.98412698e-4f; /* 1/7!, then 1/6!, ... as literals: no compiler's constant folding */
     p = BF_SURR_ADD(BF_SURR_MUL(p, r), 1.38888889e-3f);
     p = BF_SURR_ADD(BF_SURR_MUL(p, r), 8.33333333e-3f);
@@ -53,10 +54,11 @@ BF_SURR_FN float bf_surrogate_exp_neg(float x) {
     p = BF_SURR_ADD(BF_SURR_MUL(p, r), 0.5f);
     p = BF_SURR_ADD(BF_SURR_MUL(p, r), 1.0f);
     p = BF_SURR_ADD(BF_SURR_MUL(p, r), 1.0f);
-    const uint32_t bits = (uint32_t)((int)k + 127) << 23; /* 2^k, -116 <= k <= 0 */
+    const uint32_t bits = (uint32_t)((int32_t)k + 127) << 23; /* 2^k, -116 <= k <= 0 */
     float scale;
     memcpy(&scale, &bits, sizeof scale);
-    return BF_SURR_MUL(p, scale);
+    const float e = BF_SURR_MUL(p, scale);
+    return x != x ? x : x > -80.0f ? e : 0.0f;
 }
 
 /* z / (1 + z)^2 for z in [0, 1]: s(1 - s) of the logistic s at the z = e^-|v| above. */
