@@ -463,6 +463,8 @@ static bf_status conv_search(bf_cuda_impl *im, const bf_conv2d_shape *s, conv_en
     ch->found = 1;
     if (im->conv_api_graph) { /* and the graph API's plan, within the same workspace limit */
         size_t plan_bytes = 0;
+        bf_conv_graph_free(ch->plan); /* one left by a search that failed after making it */
+        ch->plan = NULL;
         bf_status st = bf_conv_graph_plan(im, s, dir, a, b, out, limit, &ch->plan, &plan_bytes);
         if (st != BF_OK) {
             ch->found = 0;

@@ -23,10 +23,11 @@
  * a warm-up and TIMED_RUNS runs of the convolution during the first training step). */
 enum { UID_A = 1, UID_B = 2, UID_OUT = 3, MAX_CONFIGS = 32, MAX_PLANS = 10, TIMED_RUNS = 2 };
 
-/* Every descriptor a plan's construction creates (tensors, convolution, operation, graph, heuristics,
- * engine configurations and their engines), so one call destroys them all. The chosen plan keeps
- * its set alive: the documentation does not promise that a finalised plan owns what it was made
- * from. The candidate plans are not in it. */
+/* Every descriptor a plan's construction creates (tensors, convolution, operation, graph, the two
+ * heuristics and their engine configurations, at most MAX_CONFIGS each), so one call destroys them
+ * all. The chosen plan keeps its set alive: the documentation does not promise that a finalised
+ * plan owns what it was made from. The candidate plans and the engines read for their notes are
+ * not in it. */
 struct descriptor_set {
     cudnnBackendDescriptor_t d[16 + 2 * MAX_CONFIGS];
     int count;
@@ -43,7 +44,7 @@ namespace {
 
 static cudnnStatus_t create(descriptor_set *set, cudnnBackendDescriptorType_t type, cudnnBackendDescriptor_t *out) {
     *out = NULL;
-    if (set->count == (int)(sizeof set->d / sizeof set->d[0])) return CUDNN_STATUS_ALLOC_FAILED;
+    if (set->count == (int)(sizeof set->d / sizeof set->d[0])) return CUDNN_STATUS_BAD_PARAM; /* the set is full */
     cudnnStatus_t st = cudnnBackendCreateDescriptor(type, out);
     if (st == CUDNN_STATUS_SUCCESS) set->d[set->count++] = *out;
     return st;
@@ -123,24 +124,19 @@ static cudnnStatus_t make_operation(descriptor_set *set, int dir, cudnnBackendDe
     return cudnnBackendFinalize(*op);
 }
 
-/* Whether an engine configuration may run under the backend's rules: its engine's numerical and
- * behaviour notes. */
-static bool config_allowed(descriptor_set *set, cudnnBackendDescriptor_t cfg, bool tf32, bool deterministic) {
-    cudnnBackendDescriptor_t engine;
+/* Whether an engine configuration may run under the backend's rules, from its engine's numerical
+ * and behaviour notes (the engine descriptor is a copy, destroyed here, as cudnn-frontend does). */
+static bool engine_notes_allow(cudnnBackendDescriptor_t engine, bool tf32, bool deterministic) {
     int64_t got = 0;
-    if (create(set, CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine) != CUDNN_STATUS_SUCCESS) return false;
-    if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &got, &engine) !=
-            CUDNN_STATUS_SUCCESS ||
-        got != 1)
-        return false;
     cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
     if (cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
                                  CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &got, notes) != CUDNN_STATUS_SUCCESS)
         return false;
     for (int64_t i = 0; i < got; i++) {
-        /* fp32 means fp32: no TF32 tensor cores (the float tensor-core note), no down-converted inputs */
-        if (!tf32 && (notes[i] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE || notes[i] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS))
-            return false;
+        /* never inputs converted below fp32 (PyTorch refuses them too; TF32 is not such a
+         * conversion); and fp32 means fp32: no tensor-core engine at all, which for float data is TF32 */
+        if (notes[i] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS) return false;
+        if (!tf32 && notes[i] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE) return false;
         if (deterministic && notes[i] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) return false;
     }
     cudnnBackendBehaviorNote_t behaviour[CUDNN_BEHAVIOR_NOTE_TYPE_COUNT];
@@ -152,9 +148,22 @@ static bool config_allowed(descriptor_set *set, cudnnBackendDescriptor_t cfg, bo
     return true;
 }
 
-/* The heuristics' engine configurations of one mode, appended to cfgs (at most MAX_CONFIGS in all). */
+static bool config_allowed(cudnnBackendDescriptor_t cfg, bool tf32, bool deterministic) {
+    cudnnBackendDescriptor_t engine;
+    int64_t got = 0;
+    if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine) != CUDNN_STATUS_SUCCESS) return false;
+    const bool allowed = cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                                  &got, &engine) == CUDNN_STATUS_SUCCESS &&
+                         got == 1 && engine_notes_allow(engine, tf32, deterministic);
+    cudnnBackendDestroyDescriptor(engine);
+    return allowed;
+}
+
+/* The heuristics' engine configurations of one mode that the rules allow (config_allowed), in the
+ * heuristics' order, appended to cfgs (at most MAX_CONFIGS in all; each mode's list is read whole,
+ * at most MAX_CONFIGS of it, and filtered before the cap counts). */
 static void heuristic_configs(descriptor_set *set, cudnnBackendDescriptor_t graph, cudnnBackendHeurMode_t mode,
-                              cudnnBackendDescriptor_t *cfgs, int *count) {
+                              bool tf32, bool deterministic, cudnnBackendDescriptor_t *cfgs, int *count) {
     cudnnBackendDescriptor_t heur;
     int64_t available = 0;
     if (create(set, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur) != CUDNN_STATUS_SUCCESS ||
@@ -166,7 +175,7 @@ static void heuristic_configs(descriptor_set *set, cudnnBackendDescriptor_t grap
         cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &available,
                                  NULL) != CUDNN_STATUS_SUCCESS)
         return;
-    int64_t want = available < MAX_CONFIGS - *count ? available : MAX_CONFIGS - *count;
+    const int64_t want = available < MAX_CONFIGS ? available : MAX_CONFIGS;
     if (want <= 0) return;
     cudnnBackendDescriptor_t fresh[MAX_CONFIGS];
     for (int64_t i = 0; i < want; i++)
@@ -175,7 +184,8 @@ static void heuristic_configs(descriptor_set *set, cudnnBackendDescriptor_t grap
     if (cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, want, &got,
                                  fresh) != CUDNN_STATUS_SUCCESS)
         return;
-    for (int64_t i = 0; i < got && i < want; i++) cfgs[(*count)++] = fresh[i];
+    for (int64_t i = 0; i < got && i < want && *count < MAX_CONFIGS; i++)
+        if (config_allowed(fresh[i], tf32, deterministic)) cfgs[(*count)++] = fresh[i];
 }
 
 static cudnnStatus_t run_plan(bf_cuda_impl *im, cudnnBackendDescriptor_t plan, const void *a, const void *b,
@@ -255,15 +265,14 @@ bf_status bf_conv_graph_plan(bf_cuda_impl *im, const bf_conv2d_shape *s, int dir
         destroy_all(&set);
         return BF_OK; /* no graph for this shape: conv.cu keeps its legacy algorithm */
     }
-    heuristic_configs(&set, graph, CUDNN_HEUR_MODE_A, cfgs, &num_cfgs);
-    heuristic_configs(&set, graph, CUDNN_HEUR_MODE_FALLBACK, cfgs, &num_cfgs);
+    heuristic_configs(&set, graph, CUDNN_HEUR_MODE_A, tf32, deterministic, cfgs, &num_cfgs);
+    heuristic_configs(&set, graph, CUDNN_HEUR_MODE_FALLBACK, tf32, deterministic, cfgs, &num_cfgs);
 
     /* finalise a plan for the first MAX_PLANS allowed configurations that fit the workspace limit */
     cudnnBackendDescriptor_t plans[MAX_PLANS];
     size_t plan_ws[MAX_PLANS], most_ws = 0;
     int num_plans = 0;
     for (int i = 0; i < num_cfgs && num_plans < MAX_PLANS; i++) {
-        if (!config_allowed(&set, cfgs[i], tf32, deterministic)) continue;
         cudnnBackendDescriptor_t p;
         int64_t ws = 0, got = 0;
         if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &p) != CUDNN_STATUS_SUCCESS) break;
@@ -281,21 +290,33 @@ bf_status bf_conv_graph_plan(bf_cuda_impl *im, const bf_conv2d_shape *s, int dir
         plans[num_plans] = p;
         plan_ws[num_plans++] = (size_t)ws;
         if ((size_t)ws > most_ws) most_ws = (size_t)ws;
-        if (deterministic) break; /* the first usable one in heuristic order: no timing noise */
     }
     (void)cudaGetLastError();
 
     int best = -1;
-    if (num_plans > 0 && most_ws > im->ws_bytes) {
-        bf_status st = bf_cuda_workspace_resize(im, most_ws);
-        if (st != BF_OK) {
+    if (num_plans > 0 && most_ws > im->ws_bytes && bf_cuda_workspace_resize(im, most_ws) != BF_OK) {
+        /* no room to try them all: back to what the algorithms chosen so far need, and only the
+         * plans that fit it are candidates (none: conv.cu keeps its legacy algorithm) */
+        if (bf_cuda_workspace_resize(im, im->ws_needed) != BF_OK) {
             destroy_plans(plans, num_plans, -1);
             destroy_all(&set);
-            return st;
+            return bf_error(BF_ERR_OOM, "conv graph: cannot restore the %zu-byte cuDNN workspace", im->ws_needed);
         }
+        int kept = 0;
+        for (int i = 0; i < num_plans; i++) {
+            if (plan_ws[i] <= im->ws_bytes) {
+                plans[kept] = plans[i];
+                plan_ws[kept++] = plan_ws[i];
+            } else {
+                cudnnBackendDestroyDescriptor(plans[i]);
+            }
+        }
+        num_plans = kept;
     }
-    if (deterministic) {
-        best = num_plans > 0 ? 0 : -1;
+    if (deterministic) { /* the first in heuristic order that runs: no timing noise */
+        for (int i = 0; i < num_plans && best < 0; i++)
+            if (run_plan(im, plans[i], a, b, out) == CUDNN_STATUS_SUCCESS) best = i;
+        (void)cudaGetLastError();
     } else if (num_plans > 0) {
         cudaEvent_t start, stop;
         if (cudaEventCreate(&start) != cudaSuccess) {

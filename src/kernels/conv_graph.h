@@ -21,7 +21,8 @@ enum { BF_CONV_GRAPH_FWD = 0, BF_CONV_GRAPH_BWD_DATA = 1, BF_CONV_GRAPH_BWD_FILT
  * down-converting engine; deterministic: none marked non-deterministic) and those needing runtime
  * compilation or more than ws_limit bytes of workspace; the first ten that finalise are timed on the
  * real buffers a, b, out (out is overwritten) and the fastest kept, or when deterministic the first
- * one is kept untimed. *plan = NULL with BF_OK when no engine qualifies; *workspace = the
+ * one that runs is kept untimed. If the workspace cannot grow to try them, only the plans that fit
+ * the workspace already needed are tried. *plan = NULL with BF_OK when no engine qualifies; *workspace = the
  * plan's workspace bytes. May grow im's workspace for the timing. */
 bf_status bf_conv_graph_plan(bf_cuda_impl *im, const bf_conv2d_shape *s, int dir, const void *a, const void *b,
                              void *out, size_t ws_limit, bf_conv_plan **plan, size_t *workspace);
