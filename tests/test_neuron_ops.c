@@ -522,6 +522,13 @@ static void test_arguments(void) {
     p.surrogate = BF_SURROGATE_TRIANGLE;
     p.width = 0.0f;
     CHECK(cpu->ops->neuron_backward(cpu, &p, 4, x, y, h, x, y) == BF_ERR_ARG, "triangle width 0 accepted");
+    p.width = 1.0f;
+    p.surrogate = BF_SURROGATE_SIGMOID;
+    p.alpha = -4.0f; /* surrogate.h's exponential takes -alpha|u| <= 0 only */
+    CHECK(cpu->ops->neuron_backward(cpu, &p, 4, x, y, h, x, y) == BF_ERR_ARG, "sigmoid alpha -4 accepted");
+    p.surrogate = BF_SURROGATE_ARCTAN;
+    p.alpha = 0.0f;
+    CHECK(cpu->ops->neuron_backward(cpu, &p, 4, x, y, h, x, y) == BF_ERR_ARG, "arctan alpha 0 accepted");
     p.kind = BF_NEURON_CLAMP01; /* no surrogate, so the width does not matter; x is needed */
     CHECK_OK(cpu->ops->neuron_backward(cpu, &p, 4, x, NULL, NULL, x, y));
     CHECK(cpu->ops->neuron_backward(cpu, &p, 4, NULL, y, h, x, y) == BF_ERR_ARG, "CLAMP01 backward without x accepted");

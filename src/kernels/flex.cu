@@ -10,9 +10,10 @@
  *     element sums, in ascending output channel j and tap order, the gradients of the channels
  *     whose taps name it;
  *   - the threshold gradient sums over n in ascending order per element;
- *   - conv_wins and conv_mask_sum: per-thread double sums over a block count that depends on the
- *     shape only, a fixed block tree, then one block adds the partials (whole-number counts, and
- *     the mask sum in a fixed order). */
+ *   - conv_wins: per-thread counts, block sums, then one 64-bit integer that every block adds to
+ *     atomically (whole numbers: exact in any order; flex_common.cuh's add_block_count);
+ *   - conv_mask_sum: per-thread double sums over a block count that depends on the element count
+ *     only, a fixed block tree, then one block adds the partials in index order. */
 #include <math.h>
 
 #include "bioflex/hash.h"
@@ -54,11 +55,11 @@ __global__ void k_fold_back(const float *__restrict__ dy, const float *__restric
     }
 }
 
-/* y = max(conv, widened); with COUNT, block (x, y) writes partial[y * gridDim.x + x] = its number of
- * strict conv wins. grid: the n * c_out output planes. */
+/* y = max(conv, widened); with COUNT, *wins_total += the number of strict conv wins
+ * (add_block_count). grid: the n * c_out output planes. */
 template <bool COUNT>
 __global__ void k_max_forward(const float *__restrict__ conv, const float *__restrict__ pooled, float *__restrict__ y,
-                              flex_geo g, double *__restrict__ partial) {
+                              flex_geo g, unsigned long long *__restrict__ wins_total) {
     const int plane = (int)blockIdx.x, n = plane / g.c_out, j = plane - n * g.c_out;
     const flex_taps t = taps_of(g, j);
     const float *pn = pooled + (size_t)n * g.c_in * g.hw;
@@ -70,10 +71,7 @@ __global__ void k_max_forward(const float *__restrict__ conv, const float *__res
         y[idx] = conv_wins || c != c ? c : w; /* a NaN on either side propagates */
         wins += conv_wins ? 1.0 : 0.0;
     }
-    if (COUNT) {
-        wins = bf_block_sum(wins);
-        if (threadIdx.x == 0) partial[(size_t)blockIdx.y * gridDim.x + blockIdx.x] = wins;
-    }
+    if (COUNT) add_block_count(wins, wins_total);
 }
 
 /* grid: the n * c_out output planes. */
@@ -231,18 +229,16 @@ extern "C" bf_status bf_cuda_flex_max_forward(bf_backend *b, const bf_flex_shape
                                               const float *pooled, float *y, float *conv_wins) {
     FLEX_ENTER("flex_max_forward", conv, pooled, y);
     if (!conv_wins) {
-        LAUNCH_PLANES(k_max_forward<false>, out_planes(s), s->hw, conv, pooled, y, geo_of(s), (double *)NULL);
+        LAUNCH_PLANES(k_max_forward<false>, out_planes(s), s->hw, conv, pooled, y, geo_of(s),
+                      (unsigned long long *)NULL);
         return BF_OK;
     }
-    const plane_launch l = plane_launch_of(out_planes(s), (size_t)s->hw);
-    const size_t blocks = (size_t)l.grid.x * l.grid.y;
-    void *partial;
-    BF_TRY(bf_cuda_scratch(im, blocks * sizeof(double), &partial));
-    k_max_forward<true><<<l.grid, l.threads, 0, im->stream>>>(conv, pooled, y, geo_of(s), (double *)partial);
-    BF_LAUNCH_CHECK("k_max_forward<count>");
-    /* the counts are whole numbers, exact in double, so the blocks' order cannot change the sum */
-    k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial, (int)blocks, conv_wins);
-    BF_LAUNCH_CHECK("k_accumulate_partials");
+    void *total;
+    BF_TRY(bf_cuda_scratch(im, sizeof(unsigned long long), &total));
+    BF_CUDA_CHECK(cudaMemsetAsync(total, 0, sizeof(unsigned long long), im->stream));
+    LAUNCH_PLANES(k_max_forward<true>, out_planes(s), s->hw, conv, pooled, y, geo_of(s), (unsigned long long *)total);
+    k_add_count<<<1, 1, 0, im->stream>>>((const unsigned long long *)total, conv_wins);
+    BF_LAUNCH_CHECK("k_add_count");
     return BF_OK;
 }
 

@@ -87,6 +87,19 @@ __global__ void k_accumulate_partials(const double *__restrict__ partial, int co
     if (threadIdx.x == 0) *out = (float)((double)*out + acc);
 }
 
+/* The count of a plane-kernel launch (one block per plane and tile: too many blocks for a partial
+ * each): every block adds its whole-number count to one 64-bit integer, exact in any order, so the
+ * total repeats bit for bit; k_add_count then adds it to *out as the partial sums do. Every thread
+ * of the block must call it. */
+__device__ __forceinline__ void add_block_count(double count, unsigned long long *total) {
+    count = bf_block_sum(count);
+    if (threadIdx.x == 0 && count != 0.0) atomicAdd(total, (unsigned long long)count);
+}
+
+__global__ void k_add_count(const unsigned long long *__restrict__ total, float *out) {
+    *out = (float)((double)*out + (double)*total);
+}
+
 /* ---- host helpers ---- */
 
 inline bf_status check_kind(bf_flex_mask kind, const char *op) {

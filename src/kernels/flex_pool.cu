@@ -26,7 +26,9 @@
  *   k_pool_forward,      the mask joint's pool branch: one thread per pooled element writes its
  *   k_pool_gather        window maximum and byte, and reads the maximum back from x at the byte.
  * The windows of FlexNet (3x3 stride 1, 2x2 stride 2) are compiled in (pool_common.cuh).
- * conv_wins: per-thread double counts, block sums, and the partials added in index order. */
+ * conv_wins: per-thread double counts, block sums, and then (EXPAND) one 64-bit integer every block
+ * adds to atomically (whole numbers: exact in any order) or (BILINEAR) the partials added in index
+ * order. */
 #include <math.h>
 
 #include "flex_common.cuh"
@@ -56,7 +58,7 @@ __device__ __forceinline__ void store_winner_bits(uint32_t *__restrict__ winners
 template <int K, int S, bool COUNT>
 __global__ void k_pool_max_forward_expand(const float *__restrict__ x, float *__restrict__ y,
                                           uint8_t *__restrict__ window, uint32_t *__restrict__ winners, flex_geo g,
-                                          pool_geo pg, double *__restrict__ partial) {
+                                          pool_geo pg, unsigned long long *__restrict__ wins_total) {
     const int plane = (int)blockIdx.x, n = plane / g.c_in, i = plane - n * g.c_in;
     int lo, hi, step;
     fold_candidates(g, i, &lo, &hi, &step);
@@ -87,10 +89,7 @@ __global__ void k_pool_max_forward_expand(const float *__restrict__ x, float *__
             }
         }
     }
-    if (COUNT) {
-        wins = bf_block_sum(wins);
-        if (threadIdx.x == 0) partial[(size_t)blockIdx.y * gridDim.x + blockIdx.x] = wins;
-    }
+    if (COUNT) add_block_count(wins, wins_total);
 }
 
 /* dy and dconv are not __restrict__: they may be one buffer (ops.h). P is read back from x at the
@@ -276,17 +275,16 @@ static bf_status forward_expand(bf_cuda_impl *im, const bf_pool_shape *ps, const
     const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)s->hw);
     if (!conv_wins) {
         LAUNCH_WINDOW(ps, k_pool_max_forward_expand, NOT_COUNTING, l, x, y, window, winners, geo_of(s),
-                      pool_geo_of(ps), (double *)NULL);
+                      pool_geo_of(ps), (unsigned long long *)NULL);
         return BF_OK;
     }
-    const size_t blocks = (size_t)l.grid.x * l.grid.y;
-    void *partial;
-    BF_TRY(bf_cuda_scratch(im, blocks * sizeof(double), &partial));
+    void *total;
+    BF_TRY(bf_cuda_scratch(im, sizeof(unsigned long long), &total));
+    BF_CUDA_CHECK(cudaMemsetAsync(total, 0, sizeof(unsigned long long), im->stream));
     LAUNCH_WINDOW(ps, k_pool_max_forward_expand, COUNTING, l, x, y, window, winners, geo_of(s), pool_geo_of(ps),
-                  (double *)partial);
-    /* the counts are whole numbers, exact in double, so the blocks' order cannot change the sum */
-    k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial, (int)blocks, conv_wins);
-    BF_LAUNCH_CHECK("k_accumulate_partials");
+                  (unsigned long long *)total);
+    k_add_count<<<1, 1, 0, im->stream>>>((const unsigned long long *)total, conv_wins);
+    BF_LAUNCH_CHECK("k_add_count");
     return BF_OK;
 }
 

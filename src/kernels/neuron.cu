@@ -185,6 +185,9 @@ bf_status check_params(const bf_neuron_params *p, size_t n, const char *op) {
     if (p->kind != BF_NEURON_CLAMP01 &&
         (p->surrogate == BF_SURROGATE_RECTANGULAR || p->surrogate == BF_SURROGATE_TRIANGLE) && !(p->width > 0.0f))
         return bf_error(BF_ERR_ARG, "%s: the surrogate's width must be > 0 (got %g)", op, (double)p->width);
+    if (p->kind != BF_NEURON_CLAMP01 && (p->surrogate == BF_SURROGATE_SIGMOID || p->surrogate == BF_SURROGATE_ARCTAN) &&
+        !(p->alpha > 0.0f)) /* surrogate.h's exponential takes arguments <= 0 only */
+        return bf_error(BF_ERR_ARG, "%s: the surrogate's alpha must be > 0 (got %g)", op, (double)p->alpha);
     if (n > SIZE_MAX / sizeof(float) / (size_t)p->T)
         return bf_error(BF_ERR_ARG, "%s: T=%d x n=%zu elements overflow", op, p->T, n);
     return BF_OK;
@@ -214,8 +217,9 @@ bool is_stateful(const bf_neuron_params *p) { return p->kind == BF_NEURON_LIF ||
 
 /* Blocks of both kernels: one thread per item (an element, or V of them), capped at 4096 blocks
  * (about 8 resident waves of an H100's threads; beyond that threads loop). A function of the item
- * count only, so the statistics' partials never depend on the device (and they count whole spikes
- * and elements, exact in double, so no order of adding them changes the sums). */
+ * count only, so the statistics' partials never depend on the device. Spikes and silent elements
+ * are whole numbers, exact in double, so the vector width cannot change their sums either; CLAMP01's
+ * outputs are not, so its forward always runs one element per thread (run_forward's caller). */
 unsigned neuron_blocks(size_t items) {
     const size_t blocks = bf_cuda_div_up(items, BF_CUDA_THREADS);
     return (unsigned)(blocks > 4096 ? 4096 : blocks < 1 ? 1 : blocks);
@@ -297,7 +301,8 @@ extern "C" bf_status bf_cuda_neuron_forward(bf_backend *b, const bf_neuron_param
     const neuron_consts c = consts_of(p);
     const int op = op_of(p);
     /* the charge is unused (maybe NULL) for the stateless kinds: x stands in for its alignment */
-    if (vector_width(n, x, y, is_stateful(p) ? charge : x) == 4) return run_forward<4>(im, op, x, y, charge, n, c, stats);
+    if (op != OP_CLAMP01 && vector_width(n, x, y, is_stateful(p) ? charge : x) == 4)
+        return run_forward<4>(im, op, x, y, charge, n, c, stats);
     return run_forward<1>(im, op, x, y, charge, n, c, stats);
 }
 

@@ -48,6 +48,9 @@ static bf_status check_params(const bf_neuron_params *p, size_t n, const char *o
     if (p->kind != BF_NEURON_CLAMP01 &&
         (p->surrogate == BF_SURROGATE_RECTANGULAR || p->surrogate == BF_SURROGATE_TRIANGLE) && !(p->width > 0.0f))
         return bf_error(BF_ERR_ARG, "%s: the surrogate's width must be > 0 (got %g)", op, (double)p->width);
+    if (p->kind != BF_NEURON_CLAMP01 && (p->surrogate == BF_SURROGATE_SIGMOID || p->surrogate == BF_SURROGATE_ARCTAN) &&
+        !(p->alpha > 0.0f)) /* surrogate.h's exponential takes arguments <= 0 only */
+        return bf_error(BF_ERR_ARG, "%s: the surrogate's alpha must be > 0 (got %g)", op, (double)p->alpha);
     if (n > SIZE_MAX / sizeof(float) / (size_t)p->T)
         return bf_error(BF_ERR_ARG, "%s: T=%d x n=%zu elements overflow", op, p->T, n);
     return BF_OK;
