@@ -521,7 +521,7 @@ extern "C" bf_status bf_cuda_conv2d_forward(bf_backend *b, const bf_conv2d_shape
     conv_entry *e;
     BF_TRY(conv_prepare(im, s, DIR_FWD, x, w, y, &e));
     const float one = 1.0f, zero = 0.0f;
-    const bf_conv_plan *plan = e->dir[DIR_FWD].plan;
+    bf_conv_plan *plan = e->dir[DIR_FWD].plan;
     if (bf_conv_graph_fits(plan, x, w, y))
         BF_TRY(bf_conv_graph_run(im, plan, x, w, y));
     else
@@ -548,7 +548,7 @@ extern "C" bf_status bf_cuda_conv2d_backward_data(bf_backend *b, const bf_conv2d
     conv_entry *e;
     BF_TRY(conv_prepare(im, s, DIR_BWD_DATA, dy, w, dx, &e));
     const float one = 1.0f, zero = 0.0f;
-    const bf_conv_plan *plan = e->dir[DIR_BWD_DATA].plan;
+    bf_conv_plan *plan = e->dir[DIR_BWD_DATA].plan;
     if (bf_conv_graph_fits(plan, dy, w, dx))
         BF_TRY(bf_conv_graph_run(im, plan, dy, w, dx));
     else
@@ -567,7 +567,7 @@ extern "C" bf_status bf_cuda_conv2d_backward_filter(bf_backend *b, const bf_conv
     conv_entry *e;
     BF_TRY(conv_prepare(im, s, DIR_BWD_FILTER, x, dy, dw, &e));
     const float one = 1.0f, zero = 0.0f;
-    const bf_conv_plan *plan = e->dir[DIR_BWD_FILTER].plan;
+    bf_conv_plan *plan = e->dir[DIR_BWD_FILTER].plan;
     if (bf_conv_graph_fits(plan, x, dy, dw))
         BF_TRY(bf_conv_graph_run(im, plan, x, dy, dw));
     else

@@ -12,8 +12,8 @@
  * float compute, symmetric padding, no dilation; groups follow from the weight's shape), one
  * convolution operation, an operation graph on the backend's handle, heuristics in mode A then
  * FALLBACK, and one execution plan per usable engine configuration; the plans not chosen are
- * destroyed before returning. A variant pack (operand and workspace pointers) is made per
- * call: the pointers change from call to call. */
+ * destroyed before returning. A plan keeps the variant pack (operand and workspace pointers) of its
+ * last call and makes a new one only when a pointer changes (a training step repeats its pointers). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +38,10 @@ struct bf_conv_plan {
     size_t workspace;
     int64_t alignment; /* bytes: the operands' alignment when the plan was made (16 at most) */
     descriptor_set made_from;
+    /* the variant pack of the last call and what it holds: a training step passes the same arena
+     * pointers every time, so the pack is made once rather than on every call */
+    cudnnBackendDescriptor_t pack;
+    void *pack_ptrs[3], *pack_ws;
 };
 
 namespace {
@@ -188,20 +192,30 @@ static void heuristic_configs(descriptor_set *set, cudnnBackendDescriptor_t grap
         if (config_allowed(fresh[i], tf32, deterministic)) cfgs[(*count)++] = fresh[i];
 }
 
+/* A finalised variant pack: the operands a, b, out (uids 1..3) and the workspace. */
+static cudnnStatus_t make_pack(void *const ptrs[3], void *ws, cudnnBackendDescriptor_t *pack) {
+    const int64_t uids[3] = {UID_A, UID_B, UID_OUT};
+    TRY_CUDNN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, pack));
+    cudnnStatus_t st = cudnnBackendSetAttribute(*pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 3, uids);
+    if (st == CUDNN_STATUS_SUCCESS)
+        st = cudnnBackendSetAttribute(*pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 3, ptrs);
+    if (st == CUDNN_STATUS_SUCCESS)
+        st = cudnnBackendSetAttribute(*pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
+    if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(*pack);
+    if (st != CUDNN_STATUS_SUCCESS) {
+        cudnnBackendDestroyDescriptor(*pack);
+        *pack = NULL;
+    }
+    return st;
+}
+
+/* One run with a pack made for it (the trials: each candidate plan runs a few times). */
 static cudnnStatus_t run_plan(bf_cuda_impl *im, cudnnBackendDescriptor_t plan, const void *a, const void *b,
                               void *out) {
-    const int64_t uids[3] = {UID_A, UID_B, UID_OUT};
-    void *ptrs[3] = {(void *)a, (void *)b, out};
-    void *ws = im->ws;
+    void *const ptrs[3] = {(void *)a, (void *)b, out};
     cudnnBackendDescriptor_t pack;
-    TRY_CUDNN(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack));
-    cudnnStatus_t st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 3, uids);
-    if (st == CUDNN_STATUS_SUCCESS)
-        st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 3, ptrs);
-    if (st == CUDNN_STATUS_SUCCESS)
-        st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
-    if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(pack);
-    if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendExecute(im->cudnn, plan, pack);
+    TRY_CUDNN(make_pack(ptrs, im->ws, &pack));
+    const cudnnStatus_t st = cudnnBackendExecute(im->cudnn, plan, pack);
     cudnnBackendDestroyDescriptor(pack);
     return st;
 }
@@ -358,16 +372,25 @@ int bf_conv_graph_fits(const bf_conv_plan *plan, const void *a, const void *b, c
     return plan && alignment_of(a, b, out) >= plan->alignment;
 }
 
-bf_status bf_conv_graph_run(bf_cuda_impl *im, const bf_conv_plan *plan, const void *a, const void *b, void *out) {
+bf_status bf_conv_graph_run(bf_cuda_impl *im, bf_conv_plan *plan, const void *a, const void *b, void *out) {
     if (im->ws_bytes < plan->workspace)
         return bf_error(BF_ERR_DEVICE, "conv graph: workspace %zu bytes, the plan needs %zu", im->ws_bytes,
                         plan->workspace);
-    BF_CUDNN_CHECK(run_plan(im, plan->plan, a, b, out));
+    void *const ptrs[3] = {(void *)a, (void *)b, out};
+    if (!plan->pack || memcmp(ptrs, plan->pack_ptrs, sizeof ptrs) != 0 || plan->pack_ws != im->ws) {
+        if (plan->pack) cudnnBackendDestroyDescriptor(plan->pack);
+        plan->pack = NULL;
+        BF_CUDNN_CHECK(make_pack(ptrs, im->ws, &plan->pack));
+        memcpy(plan->pack_ptrs, ptrs, sizeof ptrs);
+        plan->pack_ws = im->ws;
+    }
+    BF_CUDNN_CHECK(cudnnBackendExecute(im->cudnn, plan->plan, plan->pack));
     return BF_OK;
 }
 
 void bf_conv_graph_free(bf_conv_plan *plan) {
     if (!plan) return;
+    if (plan->pack) cudnnBackendDestroyDescriptor(plan->pack);
     cudnnBackendDestroyDescriptor(plan->plan);
     destroy_all(&plan->made_from);
     free(plan);

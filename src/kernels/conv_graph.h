@@ -30,8 +30,9 @@ bf_status bf_conv_graph_plan(bf_cuda_impl *im, const bf_conv2d_shape *s, int dir
 /* 1 when a, b and out have the byte alignment the plan was made for. */
 int bf_conv_graph_fits(const bf_conv_plan *plan, const void *a, const void *b, const void *out);
 
-/* Runs the plan on im's stream with im's workspace (at least the plan's workspace bytes). */
-bf_status bf_conv_graph_run(bf_cuda_impl *im, const bf_conv_plan *plan, const void *a, const void *b, void *out);
+/* Runs the plan on im's stream with im's workspace (at least the plan's workspace bytes); the plan
+ * keeps the variant pack of its last call, reused while the pointers stay the same. */
+bf_status bf_conv_graph_run(bf_cuda_impl *im, bf_conv_plan *plan, const void *a, const void *b, void *out);
 
 void bf_conv_graph_free(bf_conv_plan *plan);
 
