@@ -137,7 +137,7 @@ static void test_encode_rate(int T, size_t n, uint64_t seed) {
 /* Argument errors and n = 0 as on the CPU. */
 static void test_arguments(void) {
     pair x = pair_rand(8, 0, 1), y = pair_out(8);
-    bf_neuron_params p = {.kind = BF_NEURON_LIF, .T = 2, .decay = 0.5f, .threshold = 1.0f};
+    bf_neuron_params p = {.kind = BF_NEURON_LIF, .T = 2, .decay = 0.5f, .threshold = 1.0f, .alpha = 4.0f};
     CHECK(gpu->ops->neuron_forward(gpu, &p, 4, x.g, y.g, NULL, NULL) == BF_ERR_ARG, "LIF without charge accepted");
     CHECK_OK(gpu->ops->neuron_forward(gpu, &p, 0, NULL, NULL, NULL, NULL));
     p.T = 0;
@@ -146,6 +146,9 @@ static void test_arguments(void) {
     p.surrogate = (bf_surrogate)9;
     CHECK(gpu->ops->neuron_backward(gpu, &p, 4, x.g, y.g, y.g, x.g, y.g) == BF_ERR_ARG, "surrogate 9 accepted");
     p.surrogate = BF_SURROGATE_SIGMOID;
+    p.alpha = 0.0f;
+    CHECK(gpu->ops->neuron_forward(gpu, &p, 4, x.g, y.g, y.g, NULL) == BF_ERR_ARG, "sigmoid with alpha = 0 accepted");
+    p.alpha = 4.0f;
     p.kind = BF_NEURON_STEP;
     CHECK(gpu->ops->neuron_backward(gpu, &p, 4, NULL, y.g, NULL, x.g, y.g) == BF_ERR_ARG, "STEP without x accepted");
     CHECK(gpu->ops->spike_encode_rate(gpu, x.g, y.g, 4, 0, 1) == BF_ERR_ARG, "spike_encode_rate: T = 0 accepted");

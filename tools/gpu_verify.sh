@@ -117,17 +117,19 @@ if [ "$mode" = quick ]; then
   step lif_lab 120 ./build/bench/bench_lif_lab --batch 256 --repeats 20
   step dp_overhead 300 bash bench/dp_overhead.sh --steps 20 --interval 5
 elif [ "$mode" = targets ] || [ "$mode" = full ]; then
-  # the kernel labs first: short, and the custom kernels' only measurements; then the issues'
-  # single-figure targets (BU-TD step, data wait, NCCL overhead), then the throughput comparisons
+  # the kernel labs first: short, and the custom kernels' only measurements; then the throughput
+  # comparisons the open issues hinge on (VGG-16, FlexNet), then the single-figure targets (BU-TD
+  # step, spiking, NCCL overhead, data wait), then the long accuracy runs and the profile
   step flex_lab 240 ./build/bench/bench_flex_lab                                         # issue 3
   step lif_lab 240 ./build/bench/bench_lif_lab                                           # issue 4
+  step vgg16_side_by_side 400 bash bench/vgg16_side_by_side.sh 128 224                    # issue 2
+  step flexnet_side_by_side 300 bash bench/flexnet_side_by_side.sh --batch 128 --size 224 --precisions tf32 --steps 20 # issue 3
   step butd_step 120 ./build/bench/bench_butd_step cuda 500                               # issue 5
   step butd_step_pytorch 120 python3 bench/butd_step_pytorch.py cuda 500
-  step data_wait 420 bash bench/data_wait.sh --build build                               # issue 6
-  step dp_overhead 480 bash bench/dp_overhead.sh --arch vgg16 --batch 128 --size 224 --steps 40 # issue 7
-  step allreduce_nccl 120 ./build/bench/bench_allreduce --gpus "$(nvidia-smi -L | wc -l)"
-  step vgg16_side_by_side 400 bash bench/vgg16_side_by_side.sh 128 224                    # issue 2
   step spiking_side_by_side 300 bash bench/spiking_side_by_side.sh --batch 256 --time-steps "4 8" # issue 4
+  step dp_overhead 480 bash bench/dp_overhead.sh --arch vgg16 --batch 128 --size 224 --steps 20 # issue 7
+  step data_wait 420 bash bench/data_wait.sh --build build                               # issue 6
+  step allreduce_nccl 120 ./build/bench/bench_allreduce --gpus "$(nvidia-smi -L | wc -l)"
   # issue 4's accuracy target, a spiking flex VGG on Fashion-MNIST (T = 4), when tools/gpu_data.sh
   # copied the data into .data and the call carries it: FlexNet's channel-wise max, then the
   # PlasticFlex reference config (mask joint, BN logits, bilinear), 10 epochs each (cosine over 10)
@@ -138,7 +140,6 @@ elif [ "$mode" = targets ] || [ "$mode" = full ]; then
       --set model.flex_joint=channelwise_max --set model.flex_channels=expand --set model.flex_logits_bn=false
     step snn_flex_vgg6_mask 240 "${snn[@]}" --set run.dir=/tmp/runs/snn_flex_vgg6_mask
   fi
-  step flexnet_side_by_side 300 bash bench/flexnet_side_by_side.sh --batch 128 --size 224 --precisions tf32 # issue 3
   # where VGG-16's TF32 step time goes, ours beside PyTorch's (CSVs under $out): a diagnosis, last
   step kernel_profile 240 bash bench/kernel_profile.sh vgg16 2
   ngpu=$(nvidia-smi -L | wc -l)
