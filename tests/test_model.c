@@ -1,15 +1,18 @@
 /* test_model.c - the model zoo and the layer graph:
  *   - parameter counts and state_dict names of VGG-6/11/16 and ResNet-18/50 against torchvision
  *     and the FlexNet spec (VGG-16-BN, K=100, 224x224: 134,678,692);
+ *   - the memory plan of the zoo's networks: no gradient shares a byte with a live activation or
+ *     another live gradient (check_memory_plan);
  *   - a finite-difference check of a whole residual network's parameter gradients, which tests
- *     the backward plumbing (gradient slots, accumulation where a tensor has two consumers,
- *     in-place ReLU) on top of the per-op checks of test_ops_grad;
+ *     the backward plumbing (gradients placed over dead activations, accumulation where a tensor
+ *     has two consumers, in-place ReLU) on top of the per-op checks of test_ops_grad;
  *   - dropout masks that differ between data-parallel ranks (noise_rank). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bioflex/model.h"
+#include "layers.h"
 #include "testutil.h"
 
 static bf_model *plan(bf_arch arch, int classes, int c, int hw, int batchnorm) {
@@ -59,8 +62,12 @@ static void test_parameter_counts(void) {
                   has_param(vgg, "classifier.3.weight", 4096) && has_param(vgg, "classifier.6.bias", 100),
               "VGG-16 state_dict names follow torchvision's vgg16_bn");
         bf_shape s = bf_model_shape_of(vgg, vgg->num_layers - 1);
-        CHECK(s.c == 100 && vgg->num_grad_slots == 2, "VGG-16 logits %d, gradient slots %d (a chain needs 2)", s.c,
-              vgg->num_grad_slots);
+        /* a chain: at most two gradients live at once (dout and din of conv1_2, 64x224x224 each), and
+         * all but the first few (the classifier and conv5, 1.1 MB at batch 2) lie over dead activations */
+        const size_t largest = 2 * 64 * 224 * 224 * sizeof(float);
+        CHECK(s.c == 100 && vgg->grad_live_bytes == 2 * largest && vgg->grad_bytes < largest / 10,
+              "VGG-16 logits %d; gradients: %zu bytes live at most (expected %zu), %zu beyond the activations (expected "
+              "under %zu)", s.c, vgg->grad_live_bytes, 2 * largest, vgg->grad_bytes, largest / 10);
         CHECK(vgg->grad_scratch_floats == 0,
               "a chain needs no accumulation scratch (%zu floats planned)", vgg->grad_scratch_floats);
         bf_model_destroy(vgg);
@@ -76,6 +83,57 @@ static void test_parameter_counts(void) {
               r50->grad_scratch_floats);
         bf_model_destroy(r50);
     }
+}
+
+/* [lo, hi) of a buffer of n elements of `size` bytes at p, as integers (NULL: empty). */
+typedef struct span { uintptr_t lo, hi; const char *what; int layer; } span;
+static span span_of(const void *p, size_t n, size_t size, const char *what, int layer) {
+    uintptr_t lo = (uintptr_t)p;
+    return (span){lo, p ? lo + n * size : lo, what, layer};
+}
+static int overlap(span a, span b) { return a.lo < b.hi && b.lo < a.hi && a.lo < a.hi && b.lo < b.hi; }
+
+/* Replays the backward order over a model allocated by bf_model_finalize and checks that no
+ * gradient (or flex backward scratch) live during a layer's backward shares a byte with another live
+ * one or with an activation that backward or a later one may read: the outputs (and argmax) of that
+ * layer and every layer below it, and the logits. A wrong plan fails here, on the CPU, before it
+ * corrupts a training step. */
+static void check_memory_plan(const bf_model *m, const char *what) {
+    const int L = m->num_layers;
+    int *last_consumer = malloc((size_t)L * sizeof(int));
+    span *live = malloc((4 * (size_t)L + 4) * sizeof(span));
+    if (!last_consumer || !live) exit(1);
+    for (int i = 0; i < L; i++) last_consumer[i] = -1;
+    for (int t = 0; t < L; t++)
+        for (int j = 0; j < m->layers[t].num_inputs; j++)
+            if (m->layers[t].input[j] >= 0) last_consumer[m->layers[t].input[j]] = t;
+    int bad = 0;
+    for (int t = L - 1; t >= 0 && !bad; t--) {
+        int n_grad = 0, n = 0;
+        for (int i = 0; i < L - 1; i++) /* gradients live while layer t's backward runs */
+            if (i <= t && last_consumer[i] >= t && m->layers[i].num_consumers > 0)
+                live[n_grad++] = span_of(m->layers[i].dout, bf_shape_count(m->layers[i].out_shape), sizeof(float), "dout", i);
+        if (m->layers[t].bwd_scratch)
+            live[n_grad++] = span_of(m->layers[t].bwd_scratch, bf_flex_backward_scratch_floats(m, t), sizeof(float),
+                                     "flex scratch", t);
+        n = n_grad;
+        for (int i = 0; i < L; i++) /* activations still to be read */
+            if (i <= t || i == L - 1) {
+                const bf_layer *l = &m->layers[i];
+                live[n++] = span_of(l->out, bf_shape_count(l->out_shape), sizeof(float), "output", i);
+                if (l->argmax) live[n++] = span_of(l->argmax, bf_shape_count(l->out_shape), sizeof(int32_t), "argmax", i);
+            }
+        for (int a = 0; a < n_grad && !bad; a++)
+            for (int c = 0; c < n && !bad; c++)
+                if (c != a && overlap(live[a], live[c])) {
+                    CHECK(0, "%s: during the backward of %s, the %s of %s overlaps the %s of %s", what,
+                          m->layers[t].name, live[a].what, m->layers[live[a].layer].name, live[c].what,
+                          m->layers[live[c].layer].name);
+                    bad = 1;
+                }
+    }
+    free(last_consumer);
+    free(live);
 }
 
 /* Sum of per-sample cross-entropy losses of the current parameters, in double. */
@@ -119,7 +177,7 @@ static void test_residual_network_gradients(void) {
     if (bf_model_build_status(m) != BF_OK || !m->param_data) return;
     CHECK(m->layers[2].in_place == 1 && m->layers[7].in_place == 1,
           "a ReLU whose input has one consumer runs in place (%d, %d)", m->layers[2].in_place, m->layers[7].in_place);
-    CHECK(m->num_grad_slots == 3, "the residual network needs 3 gradient slots (got %d)", m->num_grad_slots);
+    check_memory_plan(m, "the residual network");
 
     float xh[N * C * H * H];
     bf_test_fill_uniform(xh, N * C * H * H, -1, 1, 3);
@@ -228,8 +286,48 @@ static void test_linear_init(void) {
     bf_backend_destroy(b);
 }
 
+/* The memory plan of the zoo's networks, allocated on the CPU at small sizes: chains, residual
+ * blocks, flex layers (the max joint's backward scratch) and spiking layers over T steps. */
+static void test_memory_plans(void) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    if (!b) return;
+    struct { const char *what; bf_arch arch; int c, hw, flex, neuron, raster; } cases[] = {
+        {"VGG-11", BF_ARCH_VGG11, 3, 32, 0, -1, 0},
+        {"ResNet-18", BF_ARCH_RESNET18, 3, 32, 0, -1, 0},
+        {"ResNet-50", BF_ARCH_RESNET50, 3, 32, 0, -1, 0},
+        {"flex VGG-16", BF_ARCH_VGG16, 3, 32, 1, -1, 0},
+        {"PlasticFlex VGG-6, flex, LIF", BF_ARCH_PF_VGG6, 1, 28, 1, BF_NEURON_LIF, 0},
+        {"PlasticFlex VGG-11, LIF, spike rasters", BF_ARCH_PF_VGG11, 3, 32, 0, BF_NEURON_LIF, 4},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        bf_config cfg;
+        bf_config_defaults(&cfg);
+        cfg.model.arch = cases[i].arch;
+        cfg.model.flex = cases[i].flex;
+        cfg.model.spiking.neuron = cases[i].neuron;
+        cfg.model.spiking.time_steps = 2;
+        cfg.model.spiking.raster_neurons = cases[i].raster;
+        bf_model *m = NULL;
+        CHECK_OK(bf_model_build(b, &cfg.model, (bf_shape){2, cases[i].c, cases[i].hw, cases[i].hw}, 10, 1, &m));
+        if (!m) continue;
+        check_memory_plan(m, cases[i].what);
+        int kept = 1;
+        for (int l = 0; l < m->num_layers; l++) /* with rasters, no gradient overwrites a neuron output */
+            if (cases[i].raster && m->layers[l].kind == BF_LAYER_NEURON)
+                for (int g = 0; g < m->num_layers - 1; g++)
+                    if (m->layers[g].dout && overlap(span_of(m->layers[l].out, bf_shape_count(m->layers[l].out_shape), 4, "", l),
+                                                     span_of(m->layers[g].dout, bf_shape_count(m->layers[g].out_shape), 4, "", g)))
+                        kept = 0;
+        CHECK(kept, "%s: a gradient lies over a neuron output that the spike raster reads after the step", cases[i].what);
+        bf_model_destroy(m);
+    }
+    bf_backend_destroy(b);
+}
+
 int main(void) {
     test_parameter_counts();
+    test_memory_plans();
     test_linear_init();
     test_residual_network_gradients();
     return bf_test_finish();

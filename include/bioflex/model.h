@@ -118,10 +118,11 @@ typedef struct bf_layer {
     /* memory (backend) */
     float *out;                 /* output activation; aliases the input for an in-place ReLU */
     int in_place;
-    float *dout;                /* gradient of the output, from the gradient slots */
+    float *dout;                /* gradient of the output, placed by the memory plan */
     int32_t *argmax;            /* max-pool */
     float *save_mean, *save_invstd; /* batch-norm */
-    int grad_slot;              /* which gradient slot holds dout during backward */
+    float *bwd_scratch;         /* flex with the max joint: its backward's dC and dP, placed like a gradient */
+    size_t dout_at, bwd_scratch_at; /* their offsets in the arena (SIZE_MAX: none) */
 } bf_layer;
 
 typedef struct bf_model {
@@ -141,10 +142,13 @@ typedef struct bf_model {
     float *grad_data;           /* backend memory: every gradient, same layout */
     float *buffer_data;         /* backend memory: every running statistic */
     int64_t num_batches_tracked;/* batch-norm forward passes in training mode (state_dict buffer) */
-    /* gradient slots: a few max-size buffers reused by dout of layers whose lifetimes don't overlap */
-    float **grad_slots;
-    int num_grad_slots;
-    size_t grad_slot_floats;
+    /* The memory plan (model_memory.c): the activations that only this step's backward reads
+     * ("transient") come first in the arena, in layer order, and every output gradient is placed
+     * over those already dead when its backward writes it, or beyond them where none fits. */
+    size_t transient_bytes;     /* those activations */
+    size_t grad_bytes;          /* gradient memory beyond them (the rest reuses dead activations) */
+    size_t grad_live_bytes;     /* the most gradient memory live at once, wherever placed */
+    int keep_neuron_outputs;    /* 1: neuron layers' outputs outlive the backward (spike rasters read them) */
     float *grad_scratch;        /* a backward writes here when its target already holds a gradient */
     size_t grad_scratch_floats; /* its size: the largest output with several consumers, or 0 (a chain) */
     int batch;                  /* current batch size (<= input_shape.n) */
@@ -154,10 +158,10 @@ typedef struct bf_model {
     int noise_rank;             /* data-parallel rank (0 alone): folded into dropout, stochastic-mask and
                                  * rate-coding draws so ranks draw independent noise, as independent workers would */
     const float *input;         /* the image batch of the last forward pass (read by backward) */
-    size_t arena_bytes;         /* activations + gradient slots, as planned by bf_model_finalize */
+    size_t arena_bytes;         /* activations, gradients and scratch, as planned by bf_model_finalize */
     void *arena;                /* backend memory holding every activation and layer scratch */
     int build_failed;           /* a bf_model_add_* failed; bf_model_build_status says why */
-    float *flex_scratch;        /* backend memory for the backward of one flex layer at a time */
+    float *flex_scratch;        /* backend memory for the mask joint of one flex layer at a time */
     size_t flex_scratch_floats;
     double flex_samples;        /* training samples since the flex monitors were last reset */
     int flex_monitor_due;       /* 1 (the default): training forwards take the mask joint's routing

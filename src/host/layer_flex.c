@@ -59,7 +59,7 @@ char *bf_flex_place(bf_layer *l, char *cursor) {
     return cursor;
 }
 
-/* The max joint's dC overwrites dy under EXPAND (ops.h allows it there): dy is a gradient slot that
+/* The max joint's dC overwrites dy under EXPAND (ops.h allows it there): dy is a gradient buffer that
  * nothing reads after this backward, except in the last layer, where it is the caller's dlogits. */
 static int dconv_in_place(const bf_model *m, int index) {
     const bf_layer *l = &m->layers[index];
@@ -68,10 +68,15 @@ static int dconv_in_place(const bf_model *m, int index) {
 
 size_t bf_flex_scratch_floats(const bf_model *m, int index) {
     const bf_layer *l = &m->layers[index];
-    if (l->kind != BF_LAYER_FLEX) return 0;
-    if (!is_mask(l)) return (dconv_in_place(m, index) ? 0 : branch_floats(l)) + pooled_floats(l); /* [dC,] dP */
+    if (l->kind != BF_LAYER_FLEX || !is_mask(l)) return 0;
     /* dC, dP, dL (post-BN), dL, dP~, then P~, L, P, M and the normalised L (mask_scratch) */
     return 2 * pooled_floats(l) + 8 * branch_floats(l);
+}
+
+size_t bf_flex_backward_scratch_floats(const bf_model *m, int index) {
+    const bf_layer *l = &m->layers[index];
+    if (l->kind != BF_LAYER_FLEX || is_mask(l)) return 0;
+    return (dconv_in_place(m, index) ? 0 : branch_floats(l)) + pooled_floats(l); /* [dC,] dP */
 }
 
 /* The mask joint's P, P~, L, its batch-normalised L and M live in the shared scratch, after the
@@ -215,10 +220,10 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
     bf_bn_shape bs;
     current_shapes(m, l, &cs, &ps, &fs, &bs);
     if (!is_mask(l)) { /* y (the output, which no in-place ReLU overwrites) tells ties from conv wins */
-        float *dconv = m->flex_scratch, *dpooled = dconv + (size_t)fs.n * fs.c_out * fs.hw;
+        float *dconv = l->bwd_scratch, *dpooled = dconv + (size_t)fs.n * fs.c_out * fs.hw;
         if (dconv_in_place(m, index)) {
             dconv = l->dout;
-            dpooled = m->flex_scratch;
+            dpooled = l->bwd_scratch;
         }
         BF_TRY(ops->flex_pool_max_backward(b, &ps, &fs, x, l->out, l->flex_window, l->flex_winners, l->dout, dconv,
                                            dx ? dpooled : NULL));

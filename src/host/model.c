@@ -32,7 +32,6 @@ void bf_model_destroy(bf_model *m) {
         bf_free(b, m->buffer_data);
         bf_free(b, m->arena);
     }
-    free(m->grad_slots);
     free(m->layers);
     free(m->params);
     free(m->buffers);
@@ -77,7 +76,7 @@ static bf_layer *append_layer(bf_model *m, bf_layer_kind kind, const char *name,
     l->input[1] = n_in == 2 ? input1 : BF_MODEL_INPUT;
     for (int i = 0; i < 5; i++) l->param_index[i] = -1;
     for (int i = 0; i < 3; i++) l->buffer_index[i] = -1;
-    l->grad_slot = -1;
+    l->dout_at = l->bwd_scratch_at = SIZE_MAX;
     for (int i = 0; i < n_in; i++)
         if (inputs[i] >= 0) m->layers[inputs[i]].num_consumers++;
     l->time_steps = input0 >= 0 ? m->layers[input0].time_steps : 1;

@@ -1,11 +1,24 @@
 /* model_memory.c - finalising a built model: one allocation for parameters, one for gradients,
- * one for running statistics, and one arena for every activation, so a training step allocates
- * nothing. Output gradients share a few max-size "gradient slots": dout of layer i is live from
- * the backward of its last consumer down to its own backward, and layers whose intervals do not
- * overlap reuse a slot (a VGG needs two); the accumulation scratch, for layers with several
- * consumers, is sized by them (a chain has none). Weights are initialised here, on the host, from the
- * seed, so the CPU and CUDA backends start from identical weights. */
+ * one for running statistics, and one arena for every activation, gradient and scratch, so a
+ * training step allocates nothing. Weights are initialised here, on the host, from the seed, so
+ * the CPU and CUDA backends start from identical weights.
+ *
+ * The memory plan. A training step's largest memory is the activations its forward keeps for the
+ * backward. The backward frees them from the top down: once layer t's backward has run, every
+ * output of the layers above t is dead (their consumers, all above them, ran before). So the
+ * activations that only the step's own passes read ("transient": every output but the logits, a
+ * max-pool's argmax) come first in the arena, in layer order, and each output gradient dout(i),
+ * live from the backward of its last consumer c down to its own, is placed at the lowest offset
+ * above the activations of layers > c that no gradient live at the same time occupies; above the
+ * transient activations where none fits (the classifier's first gradients, while everything below
+ * is alive). A flex layer's max-joint backward scratch is placed the same way, live during that
+ * backward alone. On VGG-16 this puts every gradient but the first few over dead activations, where
+ * separate max-size slots cost two of the largest activation (3.1 GiB at batch 128, 224x224). The
+ * price: a backward consumes its forward's activations, so a second backward needs a new forward
+ * (every caller runs forward, backward, in that order); the logits stay readable after it, and
+ * with [spiking] raster_neurons the neuron layers' outputs too (the raster is read after the step). */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,72 +37,114 @@ static int relu_can_be_in_place(const bf_model *m, const bf_layer *l) {
     return in->num_consumers == 1 && !(in->kind == BF_LAYER_FLEX && in->flex_opt.joint == BF_FLEX_JOINT_MAX);
 }
 
-/* Bytes of arena one layer needs: its output (unless it aliases its input) and its scratch. */
-static size_t layer_arena_bytes(const bf_model *m, const bf_layer *l) {
+/* Whether layer i's output (and argmax) is read by this step's passes alone (see the file comment). */
+static int is_transient(const bf_model *m, int i) {
+    if (i == m->num_layers - 1) return 0; /* the logits: the caller's loss and accuracy read them */
+    return !(m->keep_neuron_outputs && m->layers[i].kind == BF_LAYER_NEURON);
+}
+
+/* Bytes of layer i's output (unless it aliases its input) and argmax. */
+static size_t output_bytes(const bf_layer *l) {
     size_t bytes = 0, count = bf_shape_count(l->out_shape);
     if (!l->in_place) bytes += align_up(count * sizeof(float));
     if (l->kind == BF_LAYER_MAXPOOL) bytes += align_up(count * sizeof(int32_t));
+    return bytes;
+}
+
+/* Bytes of arena that layer i keeps outside the transient region: its output when not transient,
+ * and its private buffers (batch-norm's saved statistics, a flex or neuron layer's own). */
+static size_t kept_bytes(const bf_model *m, int i) {
+    const bf_layer *l = &m->layers[i];
+    size_t bytes = is_transient(m, i) ? 0 : output_bytes(l);
     if (l->kind == BF_LAYER_BATCHNORM) bytes += 2 * align_up((size_t)l->bn.c * sizeof(float));
     if (l->kind == BF_LAYER_FLEX) bytes += bf_flex_arena_bytes(l);
     bytes += bf_spiking_arena_bytes(l);
     return bytes;
 }
 
-/* Assigns gradient slots by replaying the backward order (see the file comment). */
-static bf_status plan_gradient_slots(bf_model *m) {
-    if (m->num_layers <= 0 || m->num_layers > 1000000) return bf_error(BF_ERR_ARG, "model: %d layers", m->num_layers);
-    size_t L = (size_t)m->num_layers;
+/* A block of gradient memory, [lo, hi) in the arena, freed after the backward of layer `owner`. */
+typedef struct placed_block {
+    size_t lo, hi;
+    int owner;
+} placed_block;
+
+/* The lowest offset >= from where `size` bytes overlap none of the live blocks (a block in the way
+ * moves the candidate to its end: every offset in between overlaps that block too). */
+static size_t first_fit(const placed_block *live, int n, size_t from, size_t size) {
+    size_t at = from;
+    for (int moved = 1; moved;) {
+        moved = 0;
+        for (int k = 0; k < n; k++)
+            if (at < live[k].hi && live[k].lo < at + size) {
+                at = live[k].hi;
+                moved = 1;
+            }
+    }
+    return at;
+}
+
+/* Places every output gradient and max-joint flex scratch by replaying the backward order;
+ * region_start[t]: the offset of layer t's transient output (region_start[L]: the region's end). */
+static bf_status plan_gradients(bf_model *m, const size_t *region_start) {
+    const int L = m->num_layers;
     int *last_consumer = malloc((size_t)L * sizeof(int));
-    int *slot_free = calloc((size_t)L + 1, sizeof(int));
-    if (!last_consumer || !slot_free) {
+    placed_block *live = malloc((2 * (size_t)L + 1) * sizeof(placed_block));
+    if (!last_consumer || !live) {
         free(last_consumer);
-        free(slot_free);
+        free(live);
         return bf_error(BF_ERR_OOM, "model: out of host memory");
     }
-    for (size_t i = 0; i < L; i++) last_consumer[i] = -1;
-    for (int t = 0; t < (int)L; t++)
+    for (int i = 0; i < L; i++) last_consumer[i] = -1;
+    for (int t = 0; t < L; t++)
         for (int j = 0; j < m->layers[t].num_inputs; j++)
             if (m->layers[t].input[j] >= 0) last_consumer[m->layers[t].input[j]] = t;
-    int slots = 0;
-    size_t max_floats = 0;
-    for (size_t i = 0; i < L; i++) {
-        size_t c = bf_shape_count(m->layers[i].out_shape);
-        if (c > max_floats) max_floats = c;
-    }
-    /* The last layer's gradient (dlogits) is given by the caller; every other layer gets a slot
-     * when its last consumer's backward runs, and returns it after its own backward. */
-    for (int t = (int)L - 1; t >= 0; t--) {
+    int n_live = 0;
+    size_t top = region_start[L], live_bytes = 0, live_peak = 0;
+    for (int t = L - 1; t >= 0; t--) {
         bf_layer *l = &m->layers[t];
-        for (int j = 0; j < l->num_inputs; j++) {
+        const size_t dead_from = region_start[t + 1]; /* the outputs of the layers above t */
+        for (int j = 0; j < l->num_inputs; j++) { /* the gradients this backward writes first */
             int in = l->input[j];
-            if (in < 0 || last_consumer[in] != t || m->layers[in].grad_slot >= 0) continue;
-            int s = 0;
-            while (s < slots && !slot_free[s]) s++;
-            if (s == slots) slots++;
-            slot_free[s] = 0;
-            m->layers[in].grad_slot = s;
+            if (in < 0 || last_consumer[in] != t || m->layers[in].dout_at != SIZE_MAX) continue;
+            size_t size = align_up(bf_shape_count(m->layers[in].out_shape) * sizeof(float));
+            size_t at = first_fit(live, n_live, dead_from, size);
+            m->layers[in].dout_at = at;
+            live[n_live++] = (placed_block){at, at + size, in};
+            live_bytes += size;
+            if (at + size > top) top = at + size;
         }
-        if (l->grad_slot >= 0) slot_free[l->grad_slot] = 1;
+        size_t scratch = align_up(bf_flex_backward_scratch_floats(m, t) * sizeof(float));
+        if (scratch) { /* live during this backward alone */
+            size_t at = first_fit(live, n_live, dead_from, scratch);
+            l->bwd_scratch_at = at;
+            if (at + scratch > top) top = at + scratch;
+        }
+        if (live_bytes + scratch > live_peak) live_peak = live_bytes + scratch;
+        for (int k = 0; k < n_live;) /* t's own gradient dies with its backward */
+            if (live[k].owner == t) {
+                live_bytes -= live[k].hi - live[k].lo;
+                live[k] = live[--n_live];
+            } else {
+                k++;
+            }
     }
-    for (int i = 0; i < (int)L; i++)
-        if (m->layers[i].grad_slot < 0 && i != (int)L - 1 && m->layers[i].num_consumers > 0) {
-            free(last_consumer);
-            free(slot_free);
-            return bf_error(BF_ERR_INTERNAL, "model: layer %s got no gradient slot", m->layers[i].name);
-        }
-    m->num_grad_slots = slots;
-    m->grad_slot_floats = max_floats;
+    free(last_consumer);
+    free(live);
+    for (int i = 0; i < L - 1; i++)
+        if (m->layers[i].dout_at == SIZE_MAX && m->layers[i].num_consumers > 0)
+            return bf_error(BF_ERR_INTERNAL, "model: layer %s got no gradient memory", m->layers[i].name);
+    m->transient_bytes = region_start[L];
+    m->grad_bytes = top - region_start[L];
+    m->grad_live_bytes = live_peak;
     /* The accumulation scratch holds a second consumer's gradient before it is added to the first
      * one's (layers.c), and a batch-norm on the raw input's unused dx: a chain needs none. */
     m->grad_scratch_floats = 0;
-    for (size_t i = 0; i < L; i++) {
-        const bf_layer *l = &m->layers[i];
-        size_t need = l->num_consumers > 1 ? bf_shape_count(l->out_shape) : 0;
-        if (l->kind == BF_LAYER_BATCHNORM && l->input[0] == BF_MODEL_INPUT) need = bf_shape_count(m->input_shape);
+    for (int i = 0; i < L; i++) {
+        const bf_layer *li = &m->layers[i];
+        size_t need = li->num_consumers > 1 ? bf_shape_count(li->out_shape) : 0;
+        if (li->kind == BF_LAYER_BATCHNORM && li->input[0] == BF_MODEL_INPUT) need = bf_shape_count(m->input_shape);
         if (need > m->grad_scratch_floats) m->grad_scratch_floats = need;
     }
-    free(last_consumer);
-    free(slot_free);
     return BF_OK;
 }
 
@@ -139,19 +194,29 @@ static bf_status init_weights(bf_model *m) {
 
 bf_status bf_model_finalize(bf_model *m) {
     BF_TRY(bf_model_build_status(m));
-    if (m->num_layers == 0) return bf_error(BF_ERR_ARG, "model: no layers");
+    if (m->num_layers <= 0 || m->num_layers > 1000000) return bf_error(BF_ERR_ARG, "model: %d layers", m->num_layers);
     bf_backend *b = m->backend;
-    bf_shape last = m->layers[m->num_layers - 1].out_shape;
+    const int L = m->num_layers;
+    bf_shape last = m->layers[L - 1].out_shape;
     m->num_classes = last.c * last.h * last.w;
-    for (int i = 0; i < m->num_layers; i++) m->layers[i].in_place = relu_can_be_in_place(m, &m->layers[i]);
-    BF_TRY(plan_gradient_slots(m));
+    for (int i = 0; i < L; i++) m->layers[i].in_place = relu_can_be_in_place(m, &m->layers[i]);
 
-    size_t arena_bytes = 0;
-    for (int i = 0; i < m->num_layers; i++) arena_bytes += layer_arena_bytes(m, &m->layers[i]);
-    size_t slot_bytes = align_up(m->grad_slot_floats * sizeof(float));
-    arena_bytes += slot_bytes * (size_t)m->num_grad_slots + align_up(m->grad_scratch_floats * sizeof(float));
+    /* 1. the transient outputs, in layer order, from offset 0; the gradients over and after them */
+    size_t *region_start = malloc(((size_t)L + 1) * sizeof(size_t));
+    if (!region_start) return bf_error(BF_ERR_OOM, "model: out of host memory");
+    region_start[0] = 0;
+    for (int i = 0; i < L; i++)
+        region_start[i + 1] = region_start[i] + (is_transient(m, i) ? output_bytes(&m->layers[i]) : 0);
+    for (int i = 0; i < L; i++) m->layers[i].dout_at = m->layers[i].bwd_scratch_at = SIZE_MAX;
+    bf_status planned = plan_gradients(m, region_start);
+    free(region_start);
+    BF_TRY(planned);
+    /* 2. what every layer keeps, the accumulation scratch, the mask joint's scratch */
+    size_t arena_bytes = m->transient_bytes + m->grad_bytes;
+    for (int i = 0; i < L; i++) arena_bytes += kept_bytes(m, i);
+    arena_bytes += align_up(m->grad_scratch_floats * sizeof(float));
     m->flex_scratch_floats = 0;
-    for (int i = 0; i < m->num_layers; i++) {
+    for (int i = 0; i < L; i++) {
         size_t f = bf_flex_scratch_floats(m, i);
         if (f > m->flex_scratch_floats) m->flex_scratch_floats = f;
     }
@@ -159,7 +224,7 @@ bf_status bf_model_finalize(bf_model *m) {
     /* Synchronised batch-norm's per-channel sums (sync_bn.c): kept even when sync_bn is off, since
      * data parallelism is attached after finalize; a few KiB at most. */
     m->bn_sync_doubles = 0;
-    for (int i = 0; i < m->num_layers; i++) {
+    for (int i = 0; i < L; i++) {
         const bf_layer *l = &m->layers[i];
         const int normalises = l->kind == BF_LAYER_BATCHNORM || (l->kind == BF_LAYER_FLEX && l->flex_opt.logits_bn);
         if (normalises && 2 * (size_t)l->bn.c + 1 > m->bn_sync_doubles) m->bn_sync_doubles = 2 * (size_t)l->bn.c + 1;
@@ -175,19 +240,20 @@ bf_status bf_model_finalize(bf_model *m) {
     if (s != BF_OK)
         return bf_error_context(s, "model: allocating %.1f MiB of activations for batch %d", arena_bytes / 1048576.0, m->input_shape.n);
 
-    char *cursor = m->arena;
-    for (int i = 0; i < m->num_layers; i++) {
+    char *base = m->arena, *transient = base, *cursor = base + m->transient_bytes + m->grad_bytes;
+    for (int i = 0; i < L; i++) {
         bf_layer *l = &m->layers[i];
+        char **at = is_transient(m, i) ? &transient : &cursor;
         size_t count = bf_shape_count(l->out_shape);
         if (l->in_place) {
             l->out = m->layers[l->input[0]].out;
         } else {
-            l->out = (float *)cursor;
-            cursor += align_up(count * sizeof(float));
+            l->out = (float *)*at;
+            *at += align_up(count * sizeof(float));
         }
         if (l->kind == BF_LAYER_MAXPOOL) {
-            l->argmax = (int32_t *)cursor;
-            cursor += align_up(count * sizeof(int32_t));
+            l->argmax = (int32_t *)*at;
+            *at += align_up(count * sizeof(int32_t));
         }
         if (l->kind == BF_LAYER_FLEX) cursor = bf_flex_place(l, cursor);
         cursor = bf_spiking_place(l, cursor);
@@ -197,20 +263,14 @@ bf_status bf_model_finalize(bf_model *m) {
             l->save_invstd = (float *)cursor;
             cursor += align_up((size_t)l->bn.c * sizeof(float));
         }
-    }
-    m->grad_slots = calloc((size_t)m->num_grad_slots + 1, sizeof(float *));
-    if (!m->grad_slots) return bf_error(BF_ERR_OOM, "model: out of host memory");
-    for (int s2 = 0; s2 < m->num_grad_slots; s2++) {
-        m->grad_slots[s2] = (float *)cursor;
-        cursor += slot_bytes;
+        if (l->dout_at != SIZE_MAX) l->dout = (float *)(base + l->dout_at);
+        if (l->bwd_scratch_at != SIZE_MAX) l->bwd_scratch = (float *)(base + l->bwd_scratch_at);
     }
     m->grad_scratch = m->grad_scratch_floats ? (float *)cursor : NULL;
     cursor += align_up(m->grad_scratch_floats * sizeof(float));
     m->flex_scratch = m->flex_scratch_floats ? (float *)cursor : NULL;
     cursor += align_up(m->flex_scratch_floats * sizeof(float));
     m->bn_sync_sums = m->bn_sync_doubles ? (double *)cursor : NULL;
-    for (int i = 0; i < m->num_layers; i++)
-        if (m->layers[i].grad_slot >= 0) m->layers[i].dout = m->grad_slots[m->layers[i].grad_slot];
     return init_weights(m);
 }
 

@@ -283,6 +283,7 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
         else build_resnet(m, cfg, resnet50_blocks, 1, num_classes);
         break;
     }
+    m->keep_neuron_outputs = cfg->spiking.raster_neurons > 0; /* train.c reads them after the step */
     bf_status s = check_flex_sites(m, cfg);
     if (s == BF_OK) s = bf_model_finalize(m);
     if (s != BF_OK) {
@@ -316,7 +317,8 @@ void bf_model_print_table(const bf_model *m, FILE *out) {
                 flops / 1e6, act, l->in_place ? " (in place)" : l->frozen ? " (frozen)" : "");
     }
     fprintf(out, "total: %zu parameters (%.1f MiB), %.3f GFLOP forward per image, %.1f MiB activations at batch %d "
-                 "(+ %d gradient slots of %.1f MiB, %.1f MiB accumulation scratch)\n",
+                 "(+ gradients: %.1f MiB at most live at once, %.1f MiB of them beyond the activations they reuse; "
+                 "%.1f MiB accumulation scratch)\n",
             m->num_param_floats, m->num_param_floats * 4.0 / 1048576.0, total_flops / 1e9, total_act, m->input_shape.n,
-            m->num_grad_slots, m->grad_slot_floats * 4.0 / 1048576.0, m->grad_scratch_floats * 4.0 / 1048576.0);
+            m->grad_live_bytes / 1048576.0, m->grad_bytes / 1048576.0, m->grad_scratch_floats * 4.0 / 1048576.0);
 }
