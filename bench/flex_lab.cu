@@ -48,13 +48,18 @@
  *   also runs one max_pool2d_with_indices kernel each way); the "pool" row times them alone, so
  *   those versions' joint time is their time minus the pool row. Version 2 has no separate pool:
  *   compare its whole time with the others'.
+ *   Pool v1 (the "pool v1 (sliding)" row, forward only, with its speed-up over the pool row's
+ *   forward): a candidate for the library's 3x3 stride-1 max-pool forward, written in this file
+ *   (pool_forward_kernel1): each input element is loaded from global memory once (halos aside),
+ *   coalesced (float4 when w % 4 == 0), the 3-wide row maxima come from warp shuffles and slide
+ *   down the rows in registers; same outputs (P and argmax) and byte count as the library's.
  *
  * Byte model (what each step must minimally move: every tensor it reads or writes crosses DRAM
  * once, nothing is reused across kernels; 4 bytes per float and int32, 1 per is_conv or window
  * byte, 1/8 per winners bit;
  * X = n*c_in*h*w input elements, Np = n*c_in*hw pooled elements, Nc = n*c_out*hw branch elements;
  * GB = 1e9 bytes; the one-float monitors are ignored):
- *   pool fwd:    read x, write P and argmax                           4X + 8Np
+ *   pool fwd:    read x, write P and argmax                           4X + 8Np   (also pool v1)
  *   pool bwd:    read dP and argmax, write dx_pool                     8Np + 4X
  *   version 1 fwd = pool fwd + flex_max_forward (read C and P, write y)        + 8Nc + 4Np
  *   version 1 bwd = flex_max_backward (read C, P, dy; write dC, dP) + pool bwd + 12Nc + 8Np
@@ -84,10 +89,12 @@
  * (bf_backend_create_cpu: maxpool_forward, flex_max_forward, flex_max_backward, maxpool_backward)
  * on the batch-32 3->64 @224x224, 64->128 @112x112 and 512->512 @14x14 shapes; version 0 is
  * checked with its vector and its scalar kernels. Version 2's window bytes are also checked against
- * the CPU's argmax (as kh*k + kw) and its winners bits against C >= P~. Outputs are poisoned (all
- * bits set: NaN) before each run, so an unwritten element fails. The program prints the largest
- * |gpu - cpu| and the largest violation |gpu - cpu| / (1e-6 + 1e-5|cpu|) per tensor (<= 1 passes;
- * every version is expected to be bit-exact) and exits 1 on a mismatch.
+ * the CPU's argmax (as kh*k + kw) and its winners bits against C >= P~. Pool v1's P and argmax are
+ * checked on the same shapes (argmax bit for bit), and, bit for bit in y and argmax, on small and
+ * odd shapes whose inputs are full of ties, -0/+0, -inf and NaNs (validate_pool_v1_edges). Outputs
+ * are poisoned (all bits set: NaN) before each run, so an unwritten element fails. The program
+ * prints the largest |gpu - cpu| and the largest violation |gpu - cpu| / (1e-6 + 1e-5|cpu|) per
+ * tensor (<= 1 passes; every version is expected to be bit-exact) and exits 1 on a mismatch.
  *
  * Timing: CUDA events on the backend's stream around each forward or backward pass, mean over
  * --repeats runs after one warm-up run, with the L2 cache flushed before every run (a cudaMemset of
@@ -273,6 +280,178 @@ __global__ void fold_kernel0(const float *__restrict__ dwidened, float *__restri
     }
 }
 
+/* ---- pool v1: the 3x3 stride-1 pad-1 max-pool forward as a sliding window ----
+ *
+ * The library's k_maxpool_forward gives each output its own thread and 9 bounds-checked loads
+ * (window_max); on the H200 it stays near a quarter of DRAM bandwidth, which points at instructions
+ * and L1 traffic, not DRAM, as its limit. This version loads each input element from global memory
+ * once per band it lies in (a band's two halo rows are its neighbours' rows too: L1/L2 hits):
+ *   - a GROUP of G lanes (G a power of two, 1..32) takes one ITEM: a band of `rows` output rows of
+ *     one (n, c) plane and one column strip of 32*V columns (the whole row when it fits, so a
+ *     narrow plane's warp holds several groups instead of idle lanes); lane l of the group owns the
+ *     V columns c0 = (strip*G + l)*V .. c0+V-1 (V = 4, a float4, when w % 4 == 0, else 1);
+ *   - the group walks down its band's input rows (one halo row above and below): each row is one
+ *     coalesced load per lane, loaded two rows ahead; the columns left and right of a lane's V
+ *     come from its neighbours by __shfl_up_sync / __shfl_down_sync (within the group: width G),
+ *     and only at a strip's edge from global memory (rows wider than 32*V: an L1/L2 hit);
+ *   - separable maximum: each row's 3-wide maxima are kept for the last three rows in registers,
+ *     and output row oh is the maximum over rows oh-1, oh, oh+1 of those.
+ * Bit-identical to window_max (y and argmax): its rule (the first in-bounds element initialises; v
+ * replaces when v > best, or when v is NaN and best is not) picks the first NaN in scan order if
+ * there is one, else the first maximum. Taken along kw within each row, then along kh over the
+ * rows' winners, it picks the same element: the first row holding a NaN holds the window's first
+ * NaN, and without NaNs the first row reaching the maximum holds its first occurrence (-0 and +0
+ * compare equal, so the earlier one stays, as in the row-major scan). Padding rows and columns are
+ * skipped, never -infinity, so a window of NaN-free -infinities still reports an in-bounds place.
+ * The loop count is the same for every lane (rows + 2) so that the shuffles see the whole warp;
+ * lanes without work (past the row's end, past the last item) load and store nothing. */
+struct slide_geo {
+    int h, w;       /* the plane; 3x3, stride 1, pad 1 keeps its size */
+    int log2_group; /* G = 1 << log2_group lanes per item */
+    int strips;     /* column strips per row: 1 when the row fits in G lanes (then G < 32 is allowed) */
+    int bands;      /* row bands per plane */
+    int rows;       /* output rows per band; the last band may have fewer */
+    size_t items;   /* planes * bands * strips */
+};
+
+/* window_max's replacement rule, v > best || (v != v && best == best), in two comparisons: once best
+ * is a NaN nothing replaces it; otherwise v replaces it unless v <= best (false for a NaN v). */
+__device__ __forceinline__ bool pool_better(float v, float best) { return best == best && !(v <= best); }
+
+/* One input row as a lane sees it: its V columns and, at a strip's edges, the column beyond. */
+template <int V>
+struct slide_row {
+    fvec<V> v;
+    float left, right;
+};
+
+/* Input row ih (zeros where nothing is loaded: a row outside the band or plane, a lane past the row). */
+template <int V>
+__device__ __forceinline__ slide_row<V> slide_load(const float *__restrict__ xp, int ih, int w, bool row_ok,
+                                                   bool cols, bool edge_l, bool edge_r, int c0) {
+    slide_row<V> r;
+#pragma unroll
+    for (int j = 0; j < V; j++) r.v.v[j] = 0.0f;
+    r.left = r.right = 0.0f;
+    if (row_ok) {
+        const float *row = xp + ih * w + c0; /* ih*w: h*w <= INT32_MAX (the library's argmax limit) */
+        if (cols) r.v = load_f<V>(row);
+        if (edge_l) r.left = row[-1];
+        if (edge_r) r.right = row[V];
+    }
+    return r;
+}
+
+template <int V>
+__global__ void __launch_bounds__(LAB_THREADS) pool_forward_kernel1(const float *__restrict__ x,
+                                                                    float *__restrict__ y,
+                                                                    int32_t *__restrict__ argmax, slide_geo g) {
+    const unsigned full = 0xffffffffu;
+    const int lane = (int)(threadIdx.x & 31), G = 1 << g.log2_group, gl = lane & (G - 1);
+    const size_t warp = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const size_t item = (warp << (5 - g.log2_group)) + (size_t)(lane >> g.log2_group);
+    const bool live = item < g.items;
+    const size_t it = live ? item : 0;
+    const int strip = (int)(it % (size_t)g.strips);
+    const size_t rest = it / (size_t)g.strips;
+    const int band = (int)(rest % (size_t)g.bands);
+    const size_t plane = rest / (size_t)g.bands;
+    const int h = g.h, w = g.w;
+    const int c0 = (strip * G + gl) * V;
+    const int r0 = band * g.rows, r1 = min(r0 + g.rows, h); /* output rows [r0, r1); input rows r0-1 .. r1 */
+    const bool cols = live && c0 < w;
+    const bool edge_l = cols && gl == 0 && c0 > 0;     /* column c0-1 is in the strip to the left */
+    const bool edge_r = cols && gl == G - 1 && c0 + V < w; /* column c0+V is in the strip to the right */
+    const float *xp = x + plane * (size_t)h * (size_t)w;
+    float *yp = y + plane * (size_t)h * (size_t)w;
+    int32_t *ap = argmax + plane * (size_t)h * (size_t)w;
+
+    /* the 3-wide row maxima of input rows oh-1 (a), oh (b) and oh+1 (c): values, and their offsets
+     * in the plane (ih*w + iw, the argmax's form) */
+    float va[V], vb[V], vc[V];
+    int ca[V], cb[V], cc[V];
+#pragma unroll
+    for (int j = 0; j < V; j++) {
+        va[j] = vb[j] = vc[j] = 0.0f;
+        ca[j] = cb[j] = cc[j] = 0;
+    }
+    const int steps = g.rows + 2; /* the same in every lane: the shuffles need the whole warp */
+    int ih = r0 - 1;
+    /* rows are loaded two ahead of their use (ih <= r1 ends the band: at most steps rows) */
+    slide_row<V> cur = slide_load<V>(xp, ih, w, live && ih >= 0 && ih <= r1 && ih < h, cols, edge_l, edge_r, c0);
+    slide_row<V> nxt = slide_load<V>(xp, ih + 1, w, live && ih + 1 <= r1 && ih + 1 < h, cols, edge_l, edge_r, c0);
+#pragma unroll 1
+    for (int t = 0; t < steps; t++, ih++) {
+        /* row ih+2's loads first, so that two rows are in flight during this row's work */
+        const int in = ih + 2;
+        const slide_row<V> far = slide_load<V>(xp, in, w, live && in <= r1 && in < h, cols, edge_l, edge_r, c0);
+        float left = __shfl_up_sync(full, cur.v.v[V - 1], 1, G);
+        float right = __shfl_down_sync(full, cur.v.v[0], 1, G);
+        if (edge_l) left = cur.left;
+        if (edge_r) right = cur.right;
+        const int base = (ih < h ? ih : h - 1) * w; /* clamped: past the plane's end, ih*w could overflow */
+#pragma unroll
+        for (int j = 0; j < V; j++) {
+            va[j] = vb[j];
+            ca[j] = cb[j];
+            vb[j] = vc[j];
+            cb[j] = cc[j];
+            /* row ih's window around column ow, in kw order over the in-bounds columns */
+            const int ow = c0 + j;
+            const float lv = j == 0 ? left : cur.v.v[j > 0 ? j - 1 : 0], mv = cur.v.v[j];
+            const float rv = j == V - 1 ? right : cur.v.v[j < V - 1 ? j + 1 : 0];
+            float best = mv;
+            int at = ow;
+            if (ow > 0) {
+                best = lv;
+                at = ow - 1;
+                if (pool_better(mv, best)) {
+                    best = mv;
+                    at = ow;
+                }
+            }
+            if (ow + 1 < w && pool_better(rv, best)) {
+                best = rv;
+                at = ow + 1;
+            }
+            vc[j] = best;
+            cc[j] = base + at;
+        }
+        const int oh = ih - 1; /* rows oh-1, oh, oh+1 are now in a, b, c */
+        if (cols && oh >= r0 && oh < r1) {
+            fvec<V> out;
+            int32_t where[V];
+#pragma unroll
+            for (int j = 0; j < V; j++) { /* in kh order over the in-bounds rows */
+                float best = vb[j];
+                int at = cb[j];
+                if (oh > 0) {
+                    best = va[j];
+                    at = ca[j];
+                    if (pool_better(vb[j], best)) {
+                        best = vb[j];
+                        at = cb[j];
+                    }
+                }
+                if (oh + 1 < h && pool_better(vc[j], best)) {
+                    best = vc[j];
+                    at = cc[j];
+                }
+                out.v[j] = best;
+                where[j] = at;
+            }
+            store_f<V>(yp + oh * w + c0, out);
+            if constexpr (V == 4) {
+                *reinterpret_cast<int4 *>(ap + oh * w + c0) = make_int4(where[0], where[1], where[2], where[3]);
+            } else {
+                ap[oh * w + c0] = where[0];
+            }
+        }
+        cur = nxt;
+        nxt = far;
+    }
+}
+
 /* Test data: levels > 0: lo + step * (hash % levels) (exact multiples of step); else lo + step * U[0,1). */
 __global__ void init_kernel(float *__restrict__ a, size_t n, uint64_t seed, float lo, float step, unsigned levels) {
     LAB_GRID_STRIDE(i, n) {
@@ -415,6 +594,51 @@ static void case_poison(lab_case *c) {
 
 static void pool_forward(lab_case *c) { BFK(c->b->ops->maxpool_forward(c->b, &c->ps, c->x, c->P, c->argmax)); }
 static void pool_backward(lab_case *c) { BFK(c->b->ops->maxpool_backward(c->b, &c->ps, c->dP, c->argmax, c->dx)); }
+
+/* Pool v1's launch for an n x c x h x w input (3x3, stride 1, pad 1): V = 4 when w % 4 == 0 (rows
+ * then start 16-byte aligned), else 1; a row of L = ceil(w / V) lane-columns takes the smallest
+ * power-of-two group >= L, or strips of 32 lanes when L > 32. Bands of at most 32 rows (each band
+ * re-reads 2 halo rows, mostly from L2: its neighbour band is the next group or warp), halved down
+ * to 4 while there are fewer than 32 warps per SM to hide DRAM latency (e.g. conv1_1's 3 channels). */
+static slide_geo slide_geo_of(int planes, int h, int w, int *vec, unsigned *blocks) {
+    slide_geo g;
+    const int V = w % 4 == 0 ? 4 : 1, L = (w + V - 1) / V;
+    g.h = h;
+    g.w = w;
+    g.log2_group = 0;
+    while ((1 << g.log2_group) < L && g.log2_group < 5) g.log2_group++;
+    g.strips = L > 32 ? (L + 31) / 32 : 1;
+    const size_t groups_per_warp = (size_t)32 >> g.log2_group, warps_per_block = LAB_THREADS / 32;
+    int rows = h < 32 ? h : 32;
+    for (;;) {
+        g.rows = rows;
+        g.bands = (h + rows - 1) / rows;
+        g.items = (size_t)planes * g.bands * g.strips;
+        const size_t warps = (g.items + groups_per_warp - 1) / groups_per_warp;
+        if (rows <= 4 || warps >= (size_t)32 * g_sm_count) break;
+        rows = (rows + 1) / 2;
+    }
+    const size_t warps = (g.items + groups_per_warp - 1) / groups_per_warp;
+    *vec = V;
+    *blocks = (unsigned)((warps + warps_per_block - 1) / warps_per_block);
+    return g;
+}
+
+/* Pool v1 (the sliding window above): y and argmax of x, as the library's maxpool_forward. */
+static void launch_pool_v1(cudaStream_t stream, const bf_pool_shape *s, const float *x, float *y, int32_t *argmax) {
+    if (s->k != 3 || s->stride != 1 || s->pad != 1) {
+        fprintf(stderr, "error: pool v1 is the 3x3 stride-1 pad-1 window only\n");
+        exit(1);
+    }
+    int vec;
+    unsigned blocks;
+    const slide_geo g = slide_geo_of(s->n * s->c, s->h_in, s->w_in, &vec, &blocks);
+    if (vec == 4) pool_forward_kernel1<4><<<blocks, LAB_THREADS, 0, stream>>>(x, y, argmax, g);
+    else pool_forward_kernel1<1><<<blocks, LAB_THREADS, 0, stream>>>(x, y, argmax, g);
+    LAUNCH_CHECK("pool_forward_kernel1");
+}
+
+static void pool_forward_v1(lab_case *c) { launch_pool_v1(c->stream, &c->ps, c->x, c->P, c->argmax); }
 
 static void v1_forward(lab_case *c) {
     pool_forward(c);
@@ -565,6 +789,22 @@ static int check(lab_case *c, const char *what, const float *dev, const float *r
     return compare(what, host, ref, n);
 }
 
+/* A GPU tensor of 32-bit words (floats or int32) copied back and compared bit for bit: pool v1's
+ * argmax, and its y where NaN payloads must match too (compare() lets any NaN pass for a NaN). */
+static int check_bits(bf_backend *b, const char *what, const void *dev, const void *ref, size_t n, void *host) {
+    BFK(bf_to_host(b, host, dev, n * sizeof(uint32_t)));
+    const uint32_t *got = (const uint32_t *)host, *want = (const uint32_t *)ref;
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        if (got[i] != want[i]) {
+            if (bad < 5) fprintf(stderr, "      %s[%zu]: gpu 0x%08x cpu 0x%08x\n", what, i, got[i], want[i]);
+            bad++;
+        }
+    printf("      %-8s bit-exact %zu/%zu  %s\n", what, n - bad, n, bad ? "MISMATCH" : "ok");
+    if (bad) fprintf(stderr, "error: %s: %zu of %zu words differ\n", what, bad, n);
+    return bad == 0;
+}
+
 /* Version 2's window bytes against the CPU's argmax (plane index ih*w_in + iw, as kh*k + kw within the
  * window) and its winners bits against C >= P~ (the last word's spare bits 0); returns 1 on pass. */
 static int check_window_winners(lab_case *c, const float *P, const int32_t *argmax, const float *C) {
@@ -697,9 +937,75 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
     }
     c.vec = vec_default;
 
+    /* pool v1 against the CPU's maxpool_forward: P and argmax, bit for bit */
+    case_poison(&c);
+    pool_forward_v1(&c);
+    CK(cudaStreamSynchronize(stream));
+    CK(cudaGetLastError());
+    printf("    pool v1 (sliding window)\n");
+    ok &= check(&c, "P", c.P, P, c.np, host);
+    ok &= check_bits(b, "argmax", c.argmax, argmax, c.np, host);
+
     void *host_ptrs[] = {x, dx, P, dP, argmax, C, y, dy, dconv, wins, host};
     for (size_t k = 0; k < sizeof host_ptrs / sizeof host_ptrs[0]; k++) bf_free(cpu, host_ptrs[k]);
     case_free(&c);
+    return ok;
+}
+
+/* Pool v1 on shapes the VGG ones miss (1x1, odd and narrow widths, several column strips, float4
+ * rows of one lane, more than 65535 planes) and on inputs made for the tie and NaN rule: values
+ * from {-0, +0, 1, 2, -inf}, so most windows tie, and 3% NaNs, each with its own payload, so that
+ * y and argmax both show which NaN won. Compared bit for bit with the CPU's maxpool_forward. */
+static int validate_pool_v1_edges(bf_backend *b, cudaStream_t stream, bf_backend *cpu) {
+    static const int shapes[][4] = {/* n, c, h, w */
+                                    {1, 1, 1, 1},    {1, 3, 2, 3},   {2, 5, 7, 7},    {1, 7, 14, 14},
+                                    {3, 2, 13, 17},  {1, 2, 224, 224}, {1, 1, 5, 300}, {1, 1, 9, 301},
+                                    {2, 1, 3, 129},  {1, 3, 40, 4},  {1, 2, 1, 260},  {64, 1100, 3, 3}};
+    int ok = 1;
+    uint64_t state = 0x9E3779B97F4A7C15ull;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        bf_pool_shape ps;
+        memset(&ps, 0, sizeof ps);
+        ps.n = shapes[si][0];
+        ps.c = shapes[si][1];
+        ps.h_in = shapes[si][2];
+        ps.w_in = shapes[si][3];
+        ps.k = 3;
+        ps.stride = 1;
+        ps.pad = 1;
+        BFK(bf_pool_shape_init(&ps));
+        const size_t nx = (size_t)ps.n * ps.c * ps.h_in * ps.w_in, np = (size_t)ps.n * ps.c * ps.h_out * ps.w_out;
+        uint32_t *x = (uint32_t *)host_alloc(cpu, nx * sizeof(uint32_t));
+        float *y = (float *)host_alloc(cpu, np * sizeof(float));
+        int32_t *argmax = (int32_t *)host_alloc(cpu, np * sizeof(int32_t));
+        void *host = host_alloc(cpu, np * sizeof(uint32_t));
+        static const uint32_t levels[5] = {0x80000000u, 0x00000000u, 0x3f800000u, 0x40000000u, 0xff800000u};
+        size_t nans = 0;
+        for (size_t i = 0; i < nx; i++) {
+            state = state * 6364136223846793005ull + 1442695040888963407ull;
+            const unsigned r = (unsigned)(state >> 33);
+            x[i] = r % 100 < 3 ? 0x7fc00000u | (uint32_t)(i & 0x3fffff) : levels[(r >> 8) % 5];
+            nans += r % 100 < 3;
+        }
+        float *dx = (float *)dev_alloc(b, nx * sizeof(float)), *dy = (float *)dev_alloc(b, np * sizeof(float));
+        int32_t *da = (int32_t *)dev_alloc(b, np * sizeof(int32_t));
+        BFK(bf_to_device(b, dx, x, nx * sizeof(float)));
+        CK(cudaMemsetAsync(dy, 0xFF, np * sizeof(float), stream));
+        CK(cudaMemsetAsync(da, 0xFF, np * sizeof(int32_t), stream));
+        BFK(cpu->ops->maxpool_forward(cpu, &ps, (const float *)x, y, argmax));
+        launch_pool_v1(stream, &ps, dx, dy, da);
+        CK(cudaStreamSynchronize(stream));
+        CK(cudaGetLastError());
+        printf("    n=%d c=%d %dx%d (%zu NaNs)\n", ps.n, ps.c, ps.h_in, ps.w_in, nans);
+        ok &= check_bits(b, "y", dy, y, np, host);
+        ok &= check_bits(b, "argmax", da, argmax, np, host);
+        BFK(b->ops->synchronize(b));
+        bf_free(b, dx);
+        bf_free(b, dy);
+        bf_free(b, da);
+        void *host_ptrs[] = {x, y, argmax, host};
+        for (size_t k = 0; k < sizeof host_ptrs / sizeof host_ptrs[0]; k++) bf_free(cpu, host_ptrs[k]);
+    }
     return ok;
 }
 
@@ -737,6 +1043,8 @@ int main(int argc, char **argv) {
     ok &= validate_shape(b, stream, cpu, &k_shapes[0], 32); /* 3 -> 64 @224: tiling */
     ok &= validate_shape(b, stream, cpu, &k_shapes[2], 32); /* 64 -> 128 @112: block copy */
     ok &= validate_shape(b, stream, cpu, &k_shapes[8], 32); /* 512 -> 512 @14: identity, hw % 32 != 0 */
+    printf("  pool v1 (sliding window) on edge shapes, ties, -0/+0, -inf and NaNs:\n");
+    ok &= validate_pool_v1_edges(b, stream, cpu);
     if (!lab_validated(ok)) return 1;
 
     /* ---- timings ---- */
@@ -746,6 +1054,7 @@ int main(int argc, char **argv) {
     for (int bi = 0; bi < nb; bi++) {
         const int n = batch ? batch : batches_default[bi];
         double sum_pool = 0.0, sum_v0 = 0.0, sum_v1 = 0.0, sum_v2 = 0.0;
+        double sum_pool_f = 0.0, sum_pool1_f = 0.0; /* the pool forward alone: library, pool v1 */
         double kept0 = 0.0, kept1 = 0.0, kept2 = 0.0;
         int skipped = 0;
         for (int si = 0; si < NUM_SHAPES; si++) {
@@ -764,6 +1073,7 @@ int main(int argc, char **argv) {
              * 2's forward before its backward, which reads its window and winners */
             pool_forward(&c);
             pool_backward(&c);
+            pool_forward_v1(&c);
             v1_forward(&c);
             v1_backward(&c);
             v0_forward(&c);
@@ -776,13 +1086,15 @@ int main(int argc, char **argv) {
             CK(cudaGetLastError());
 
             const double pool_f = time_pass(t, &c, pool_forward), pool_b = time_pass(t, &c, pool_backward);
+            const double pool1_f = time_pass(t, &c, pool_forward_v1);
             const double v0_f = time_pass(t, &c, v0_forward), v0_b = time_pass(t, &c, v0_backward);
             const double v1_f = time_pass(t, &c, v1_forward), v1_b = time_pass(t, &c, v1_backward);
             /* the forward first: the backward times read the window, winners and y it left */
             const double v2_f = time_pass(t, &c, v2_forward, v2_prepare_forward);
             const double v2_b = time_pass(t, &c, v2_backward, v2_prepare_backward);
 
-            char tail0[64], tail1[160], tail2[192];
+            char tail0[64], tail1[160], tail2[192], tail_pool1[64];
+            snprintf(tail_pool1, sizeof tail_pool1, "fwd x%.2f over the library's pool", pool_f / pool1_f);
             snprintf(tail0, sizeof tail0, "kept %.1f MB", kept_v0(&c) / 1e6);
             snprintf(tail1, sizeof tail1, "x%.2f over 0 (fwd x%.2f, bwd x%.2f); kept %.1f MB",
                      (v0_f + v0_b) / (v1_f + v1_b), v0_f / v1_f, v0_b / v1_b, kept_v1(&c) / 1e6);
@@ -791,10 +1103,13 @@ int main(int argc, char **argv) {
                      (v0_f + v0_b) / (v2_f + v2_b), (v1_f + v1_b) / (v2_f + v2_b), v0_f / v2_f, v1_f / v2_f,
                      v0_b / v2_b, v1_b / v2_b, kept_v2(&c) / 1e6);
             lab_print_row(&tb, lead, "pool (in 0 and 1)", pool_f, bytes_pool_fwd(&c), pool_b, bytes_pool_bwd(&c), "");
+            lab_print_row(&tb, "", "pool v1 (sliding)", pool1_f, bytes_pool_fwd(&c), -1.0, 0.0, tail_pool1);
             lab_print_row(&tb, "", "0 unfused", v0_f, bytes_v0_fwd(&c), v0_b, bytes_v0_bwd(&c), tail0);
             lab_print_row(&tb, "", "1 fused (library)", v1_f, bytes_v1_fwd(&c), v1_b, bytes_v1_bwd(&c), tail1);
             lab_print_row(&tb, "", "2 fused pool+joint", v2_f, bytes_v2_fwd(&c), v2_b, bytes_v2_bwd(&c), tail2);
             sum_pool += sh->count * (pool_f + pool_b);
+            sum_pool_f += sh->count * pool_f;
+            sum_pool1_f += sh->count * pool1_f;
             sum_v0 += sh->count * (v0_f + v0_b);
             sum_v1 += sh->count * (v1_f + v1_b);
             sum_v2 += sh->count * (v2_f + v2_b);
@@ -813,6 +1128,8 @@ int main(int argc, char **argv) {
                sum_v1 > sum_pool ? (sum_v0 - sum_pool) / (sum_v1 - sum_pool) : 0.0);
         printf("  version 2 %.3f ms: x%.2f over version 0, x%.2f over version 1\n", sum_v2, sum_v0 / sum_v2,
                sum_v1 / sum_v2);
+        printf("  pool forward alone: library %.3f ms, pool v1 (sliding window) %.3f ms, x%.2f\n", sum_pool_f,
+               sum_pool1_f, sum_pool_f / sum_pool1_f);
         printf("  memory kept from forward to backward: version 0 %.2f GB, version 1 %.2f GB, version 2 %.2f GB "
                "(x%.1f less than version 1)\n\n",
                kept0 / 1e9, kept1 / 1e9, kept2 / 1e9, kept1 / kept2);
