@@ -15,7 +15,7 @@
  * math type it was benchmarked with, as cuDNN requires.
  *
  * Workspace (impl->ws). The search may use up to impl->conv_search_limit bytes ([run]
- * conv_workspace_mib, 1 GiB by default; no more than
+ * conv_workspace_mib, 8 GiB by default; no more than
  * about half the free device memory): the workspace grows for the search, and afterwards is
  * resized to the largest requirement of all algorithms chosen so far (impl->ws_needed), so after
  * the first training step it has its final size and is never reallocated again.
