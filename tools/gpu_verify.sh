@@ -128,6 +128,9 @@ elif [ "$mode" = targets ] || [ "$mode" = full ]; then
   step butd_step_pytorch 120 python3 bench/butd_step_pytorch.py cuda 500
   step spiking_side_by_side 300 bash bench/spiking_side_by_side.sh --batch 256 --time-steps "4 8" # issue 4
   step dp_overhead 480 bash bench/dp_overhead.sh --arch vgg16 --batch 128 --size 224 --steps 20 # issue 7
+  # the scaling model's other reference case (issue 7): ResNet-50's measured step time
+  step resnet50_step 120 ./build/bench/bench_train_throughput --device cuda --arch resnet50 --batch 128 --size 224 \
+    --classes 1000 --precision fp32
   step data_wait 420 bash bench/data_wait.sh --build build --precision tf32 --steps 40 --no-torchvision # issue 6, at the TF32 rate
   step allreduce_nccl 120 ./build/bench/bench_allreduce --gpus "$(nvidia-smi -L | wc -l)"
   # issue 4's accuracy target, a spiking flex VGG on Fashion-MNIST (T = 4), when tools/gpu_data.sh
