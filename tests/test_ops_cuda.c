@@ -277,7 +277,10 @@ static void test_batchnorm(void) {
 
 /* ---- pooling ---- */
 
-static void test_pool_case(const char *name, int n, int c, int h, int w, int k, int stride, int pad) {
+/* specials: some inputs NaN (each its own payload) or -0, and some output gradients -0, where the
+ * rules show: a NaN wins its window once, -0 ties +0 (the first stays), and a routed -0 arrives as
+ * +0 on both backends. */
+static void test_pool_case(const char *name, int n, int c, int h, int w, int k, int stride, int pad, int specials) {
     bf_pool_shape s = {n, c, h, w, k, stride, pad, 0, 0};
     CHECK_OK(bf_pool_shape_init(&s));
     printf("pool %s: n=%d c=%d %dx%d k=%d stride=%d pad=%d -> %dx%d\n", name, n, c, h, w, k, stride, pad, s.h_out,
@@ -288,9 +291,26 @@ static void test_pool_case(const char *name, int n, int c, int h, int w, int k, 
     if (!hx) exit(1);
     bf_test_fill_uniform(hx, nx, 0, 4, pair_next_seed());
     for (size_t i = 0; i < nx; i++) hx[i] = floorf(hx[i]) - 2.0f;
+    for (size_t i = 0; specials && i < nx; i++) {
+        if (i % 37 == 5) {
+            uint32_t bits = 0x7fc00000u | (uint32_t)(i & 0xffff); /* a quiet NaN naming its element */
+            memcpy(&hx[i], &bits, sizeof bits);
+        } else if (i % 11 == 3) {
+            hx[i] = -0.0f;
+        }
+    }
     pair x = pair_from(hx, nx);
     free(hx);
     pair y = pair_out(ny), dy = pair_rand(ny, -1, 1), dx = pair_out(nx);
+    if (specials) { /* -0 gradients: rewrite every fifth on both sides */
+        float *hdy = malloc(ny * sizeof(float));
+        if (!hdy) exit(1);
+        CHECK_OK(bf_to_host(cpu, hdy, dy.c, ny * sizeof(float)));
+        for (size_t i = 0; i < ny; i += 5) hdy[i] = -0.0f;
+        CHECK_OK(bf_to_device(cpu, dy.c, hdy, ny * sizeof(float)));
+        CHECK_OK(bf_to_device(gpu, dy.g, hdy, ny * sizeof(float)));
+        free(hdy);
+    }
     ipair am = ipair_from(NULL, ny);
     char what[128];
 
@@ -303,7 +323,7 @@ static void test_pool_case(const char *name, int n, int c, int h, int w, int k, 
     CHECK_OK(cpu->ops->maxpool_backward(cpu, &s, dy.c, am.c, dx.c));
     CHECK_OK(gpu->ops->maxpool_backward(gpu, &s, dy.g, am.g, dx.g));
     snprintf(what, sizeof what, "maxpool %s backward", name);
-    pair_compare(what, dx, EW_ATOL, EW_RTOL);
+    pair_compare_exact(what, dx); /* each input's terms in the same order on both backends */
 
     pair xr = pair_rand(nx, -1, 1);
     CHECK_OK(cpu->ops->avgpool_forward(cpu, &s, xr.c, y.c));
@@ -326,9 +346,13 @@ static void test_pool_case(const char *name, int n, int c, int h, int w, int k, 
 }
 
 static void test_pool(void) {
-    test_pool_case("3x3/s2/p1 (overlapping)", 2, 3, 9, 9, 3, 2, 1);
-    test_pool_case("2x2/s2", 2, 3, 8, 7, 2, 2, 0);
-    test_pool_case("3x3/s1/p1", 1, 2, 5, 6, 3, 1, 1);
+    test_pool_case("3x3/s2/p1 (overlapping)", 2, 3, 9, 9, 3, 2, 1, 0);
+    test_pool_case("2x2/s2", 2, 3, 8, 7, 2, 2, 0, 0);
+    /* VGG's pools: rows of whole float4s take the two-outputs-per-thread kernels, 14 wide the general */
+    test_pool_case("2x2/s2 on float4 rows", 2, 5, 12, 16, 2, 2, 0, 1);
+    test_pool_case("2x2/s2 VGG conv3", 2, 3, 56, 56, 2, 2, 0, 1);
+    test_pool_case("2x2/s2 VGG conv5", 2, 3, 14, 14, 2, 2, 0, 1);
+    test_pool_case("3x3/s1/p1", 1, 2, 5, 6, 3, 1, 1, 1);
 
     const int n = 3, c = 5, hw = 49;
     printf("global avgpool n=%d c=%d hw=%d\n", n, c, hw);

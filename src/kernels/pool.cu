@@ -6,7 +6,8 @@
  * Forward: one thread per output. Backward: one thread per INPUT, gathering from the outputs whose
  * window contains it, in ascending output order. This needs no atomics, overwrites all of dx, and
  * adds the same terms in the same order as the CPU's scatter, so the results are bit-identical to
- * it and repeat from run to run. */
+ * it and repeat from run to run. VGG's exactly tiling 2x2/2 pools on float4 rows take two outputs
+ * per thread, forward and backward (k_maxpool2x2_*_pairs), with the same results. */
 #include <math.h>
 
 #include "pool_common.cuh"
@@ -65,6 +66,81 @@ __global__ void k_maxpool_backward(const float *__restrict__ dy, const int32_t *
             }
         dx[(size_t)blockIdx.x * in_plane + r] = acc;
     }
+}
+
+/* ---- VGG's 2x2 stride-2 max-pool, two outputs per thread ----
+ * The general kernels above spend about a quarter of the GPU's bandwidth on VGG's pools (each
+ * thread one output, four scalar loads; backward, each input gathering from its window's output).
+ * When the windows tile the plane exactly (2x2, stride 2, no padding, even sides) and rows hold
+ * whole float4s (w_in % 4 == 0: VGG's 224, 112, 56 and 28), one thread takes two horizontally
+ * adjacent outputs: their two input rows are one float4 each, the outputs a float2 and an int2;
+ * backward, the same thread writes both windows' four dx as two float4s, since each input lies in
+ * exactly one window. Same rules, same bits as the general kernels: window_max's scan order (row
+ * major, the first maximum, a NaN once), and dx = 0 + dy where the argmax names the input (so a
+ * -0 gradient arrives as +0, as the CPU's zeroed sum gives), 0 elsewhere. */
+
+/* window_max's replacement rule: strictly greater, or the first NaN over a number. */
+__device__ __forceinline__ void take_if_better(float v, int at, float *best, int *best_at) {
+    if (v > *best || (v != v && *best == *best)) {
+        *best = v;
+        *best_at = at;
+    }
+}
+
+/* One 2x2 window from its top row (a, b) and bottom row (c, d), top left element at input offset at. */
+__device__ __forceinline__ float max2x2(float a, float b, float c, float d, int at, int w_in, int *place) {
+    float best = a;
+    int best_at = at;
+    take_if_better(b, at + 1, &best, &best_at);
+    take_if_better(c, at + w_in, &best, &best_at);
+    take_if_better(d, at + w_in + 1, &best, &best_at);
+    *place = best_at;
+    return best;
+}
+
+__global__ void k_maxpool2x2_forward_pairs(const float *__restrict__ x, float *__restrict__ y,
+                                           int32_t *__restrict__ argmax, int h_out, int w_out) {
+    const int w_in = 2 * w_out, half = w_out / 2, out_plane = h_out * w_out;
+    const float *xp = x + (size_t)blockIdx.x * 4 * out_plane;
+    PLANE_POSITIONS(r, h_out * half) {
+        const int oh = r / half, q = r - oh * half, at = 2 * oh * w_in + 4 * q;
+        const float4 top = *reinterpret_cast<const float4 *>(xp + at);
+        const float4 bottom = *reinterpret_cast<const float4 *>(xp + at + w_in);
+        int place0, place1;
+        const float y0 = max2x2(top.x, top.y, bottom.x, bottom.y, at, w_in, &place0);
+        const float y1 = max2x2(top.z, top.w, bottom.z, bottom.w, at + 2, w_in, &place1);
+        const size_t o = (size_t)blockIdx.x * out_plane + (size_t)oh * w_out + 2 * q;
+        *reinterpret_cast<float2 *>(y + o) = make_float2(y0, y1);
+        if (argmax) *reinterpret_cast<int2 *>(argmax + o) = make_int2(place0, place1);
+    }
+}
+
+/* dx of one window's element at input offset at: dy where the argmax names it. */
+__device__ __forceinline__ float routed(float dy, int place, int at) { return place == at ? __fadd_rn(0.0f, dy) : 0.0f; }
+
+__global__ void k_maxpool2x2_backward_pairs(const float *__restrict__ dy, const int32_t *__restrict__ argmax,
+                                            float *__restrict__ dx, int h_out, int w_out) {
+    const int w_in = 2 * w_out, half = w_out / 2, out_plane = h_out * w_out;
+    float *dxp = dx + (size_t)blockIdx.x * 4 * out_plane;
+    PLANE_POSITIONS(r, h_out * half) {
+        const int oh = r / half, q = r - oh * half, at = 2 * oh * w_in + 4 * q;
+        const size_t o = (size_t)blockIdx.x * out_plane + (size_t)oh * w_out + 2 * q;
+        const float2 g = *reinterpret_cast<const float2 *>(dy + o);
+        const int2 place = *reinterpret_cast<const int2 *>(argmax + o);
+        *reinterpret_cast<float4 *>(dxp + at) = make_float4(routed(g.x, place.x, at), routed(g.x, place.x, at + 1),
+                                                            routed(g.y, place.y, at + 2), routed(g.y, place.y, at + 3));
+        *reinterpret_cast<float4 *>(dxp + at + w_in) =
+            make_float4(routed(g.x, place.x, at + w_in), routed(g.x, place.x, at + w_in + 1),
+                        routed(g.y, place.y, at + w_in + 2), routed(g.y, place.y, at + w_in + 3));
+    }
+}
+
+/* Whether the two-outputs-per-thread kernels apply: exact 2x2/2 tiling, float4 rows, and the
+ * pointers aligned for the vector accesses (16 bytes for input-sized, 8 for output-sized ones). */
+static bool pairs_apply(const bf_pool_shape *s, const void *in16, const void *out8a, const void *out8b) {
+    const uintptr_t in = (uintptr_t)in16, out = (uintptr_t)out8a | (uintptr_t)out8b;
+    return s->k == 2 && s->stride == 2 && s->pad == 0 && s->h_in == 2 * s->h_out && s->w_in == 2 * s->w_out &&
+           s->w_in % 4 == 0 && in % 16 == 0 && out % 8 == 0;
 }
 
 __global__ void k_avgpool_forward(const float *__restrict__ x, float *__restrict__ y, size_t total, pool_geo g,
@@ -135,6 +211,12 @@ extern "C" bf_status bf_cuda_maxpool_forward(bf_backend *b, const bf_pool_shape 
     BF_TRY(bf_cuda_enter(b, &im));
     BF_TRY(check_pool(s, "maxpool_forward"));
     if (!x || !y) return bf_error(BF_ERR_ARG, "maxpool_forward: NULL input or output");
+    if (pairs_apply(s, x, y, argmax)) {
+        const plane_launch l = plane_launch_of((size_t)s->n * s->c, (size_t)s->h_out * (s->w_out / 2));
+        k_maxpool2x2_forward_pairs<<<l.grid, l.threads, 0, im->stream>>>(x, y, argmax, s->h_out, s->w_out);
+        BF_LAUNCH_CHECK("k_maxpool2x2_forward_pairs");
+        return BF_OK;
+    }
     const plane_launch l = plane_launch_of((size_t)s->n * s->c, (size_t)s->h_out * s->w_out);
     LAUNCH_WINDOW(s, k_maxpool_forward, NO_EXTRA, l, x, y, argmax, pool_geo_of(s));
     return BF_OK;
@@ -146,6 +228,12 @@ extern "C" bf_status bf_cuda_maxpool_backward(bf_backend *b, const bf_pool_shape
     BF_TRY(bf_cuda_enter(b, &im));
     BF_TRY(check_pool(s, "maxpool_backward"));
     if (!dy || !argmax || !dx) return bf_error(BF_ERR_ARG, "maxpool_backward: NULL pointer");
+    if (pairs_apply(s, dx, dy, argmax)) {
+        const plane_launch l = plane_launch_of((size_t)s->n * s->c, (size_t)s->h_out * (s->w_out / 2));
+        k_maxpool2x2_backward_pairs<<<l.grid, l.threads, 0, im->stream>>>(dy, argmax, dx, s->h_out, s->w_out);
+        BF_LAUNCH_CHECK("k_maxpool2x2_backward_pairs");
+        return BF_OK;
+    }
     const plane_launch l = plane_launch_of((size_t)s->n * s->c, (size_t)s->h_in * s->w_in);
     LAUNCH_WINDOW(s, k_maxpool_backward, NO_EXTRA, l, dy, argmax, dx, pool_geo_of(s));
     return BF_OK;
