@@ -136,6 +136,9 @@ elif [ "$mode" = targets ] || [ "$mode" = full ]; then
     step snn_flex_vgg6_max 240 "${snn[@]}" --set run.epochs=20 --set run.dir=/tmp/runs/snn_flex_vgg6_max \
       --set model.flex_joint=channelwise_max --set model.flex_channels=expand --set model.flex_logits_bn=false
   fi
+  # where VGG-16's step time goes, ours beside PyTorch's, per kernel (CSVs under $out): what the
+  # fp32 gap (0.97x) is made of
+  step kernel_profile 180 bash bench/kernel_profile.sh vgg16_fp32 2
   # the scaling model's other reference case (issue 7): ResNet-50's measured step time
   step resnet50_step 120 ./build/bench/bench_train_throughput --device cuda --arch resnet50 --batch 128 --size 224 \
     --classes 1000 --precision fp32
@@ -147,8 +150,6 @@ elif [ "$mode" = targets ] || [ "$mode" = full ]; then
   step butd_step_pytorch 120 python3 bench/butd_step_pytorch.py cuda 500
   step dp_overhead 480 bash bench/dp_overhead.sh --arch vgg16 --batch 128 --size 224 --steps 20 # issue 7
   step allreduce_nccl 120 ./build/bench/bench_allreduce --gpus "$(nvidia-smi -L | wc -l)"
-  # where VGG-16's TF32 step time goes, ours beside PyTorch's (CSVs under $out): a diagnosis, last
-  step kernel_profile 240 bash bench/kernel_profile.sh vgg16 2
   ngpu=$(nvidia-smi -L | wc -l)
   if [ "$ngpu" -gt 1 ]; then step dp_scaling 600 bash bench/dp_overhead.sh --gpus "$ngpu"; fi
   [ "$mode" = full ] && step initcheck_flex 180 compute-sanitizer --tool initcheck --error-exitcode 1 ./build/tests/test_flex_ops_cuda
