@@ -53,6 +53,16 @@
  *   (pool_forward_kernel1): each input element is loaded from global memory once (halos aside),
  *   coalesced (float4 when w % 4 == 0), the 3-wide row maxima come from warp shuffles and slide
  *   down the rows in registers; same outputs (P and argmax) and byte count as the library's.
+ *   3  lab, sliding-window fused forward (the "3 sliding fused" row, forward only, with its
+ *      speed-up over version 2's forward; flex_lab_v3.cuh, flex_forward_kernel3): the library's
+ *      flex_pool_max_forward for EXPAND and the 3x3 stride-1 window, built on pool v1's sliding
+ *      window: each window maximum is made once in registers, then for every output channel that
+ *      copies its pooled channel C is read and y written coalesced (float4), and the winners bits
+ *      are gathered by warp shuffles into whole words with plain stores (atomicOr only for words
+ *      straddling rows, strips or planes; the bitmap is zeroed first unless w % 32 == 0). Same four
+ *      outputs as version 2, bit for bit, and the same preparation (y starts as C); its backward
+ *      would be version 2's. A shape it does not support (not EXPAND, not 3x3/s1/p1) prints a
+ *      "skipped" row with the reason.
  *
  * Byte model (what each step must minimally move: every tensor it reads or writes crosses DRAM
  * once, nothing is reused across kernels; 4 bytes per float and int32, 1 per is_conv or window
@@ -71,7 +81,7 @@
  *   version 0 bwd = (d) read C, P~, dy, write dC, dP~ [20Nc]
  *                   + (e) read dP~, write dP [4Nc + 4Np, only when c_in != c_out] + pool bwd
  *   version 2 fwd = read x once [4X] + read C and write y [8Nc] + write window [1Np]
- *                   + write winners [Nc/8]
+ *                   + write winners [Nc/8]                                       (also version 3)
  *   version 2 bwd = route: read window [1Np], x at the chosen places [4Np], y [4Nc], winners
  *                   [Nc/8], dy [4Nc]; write dC [4Nc] and dP [4Np]
  *                   + scatter: read window [1Np] and dP [4Np], read and write dx [8X]
@@ -82,7 +92,8 @@
  * conv's; argmax counted at 4 bytes, a float's size):
  *   version 0: C, P~ and argmax [8Nc + 4Np] (P itself instead of P~ when c_in == c_out: 4Nc + 8Np);
  *   version 1: C, P and argmax [4Nc + 8Np];
- *   version 2: the window bytes and the winners bits [1Np + Nc/8] (C is y's buffer, overwritten).
+ *   version 2: the window bytes and the winners bits [1Np + Nc/8] (C is y's buffer, overwritten);
+ *   version 3: the same as version 2 (its outputs are version 2's).
  *
  * Correctness: before any timing, every version's outputs (P, y, conv_wins, dC, dP, dx_pool; no P
  * in version 2, which does not store it) are compared with the CPU reference backend
@@ -91,7 +102,12 @@
  * checked with its vector and its scalar kernels. Version 2's window bytes are also checked against
  * the CPU's argmax (as kh*k + kw) and its winners bits against C >= P~. Pool v1's P and argmax are
  * checked on the same shapes (argmax bit for bit), and, bit for bit in y and argmax, on small and
- * odd shapes whose inputs are full of ties, -0/+0, -inf and NaNs (validate_pool_v1_edges). Outputs
+ * odd shapes whose inputs are full of ties, -0/+0, -inf and NaNs (validate_pool_v1_edges). Version
+ * 3's y, conv_wins, window and winners are checked on the same shapes against the CPU as version 2's
+ * are, bit for bit against version 2's four outputs, and through the library's backward run on them
+ * (dconv, dpooled, dx_pool against the CPU); and bit for bit against the CPU backend's
+ * flex_pool_max_forward on small, odd and tiling shapes (5->13, 8->3 with untapped channels) whose x
+ * and C are full of ties, -0/+0, -inf and NaNs (validate_v3_edges). Outputs
  * are poisoned (all bits set: NaN) before each run, so an unwritten element fails. The program
  * prints the largest |gpu - cpu| and the largest violation |gpu - cpu| / (1e-6 + 1e-5|cpu|) per
  * tensor (<= 1 passes; every version is expected to be bit-exact) and exits 1 on a mismatch.
@@ -592,6 +608,7 @@ static void case_poison(lab_case *c) {
 
 /* ---- the passes (enqueue only) ---- */
 
+
 static void pool_forward(lab_case *c) { BFK(c->b->ops->maxpool_forward(c->b, &c->ps, c->x, c->P, c->argmax)); }
 static void pool_backward(lab_case *c) { BFK(c->b->ops->maxpool_backward(c->b, &c->ps, c->dP, c->argmax, c->dx)); }
 
@@ -706,6 +723,16 @@ static void v2_backward(lab_case *c) {
     BFK(c->b->ops->flex_pool_scatter_add(c->b, &c->ps, &c->fs, c->window, c->dP, c->dx));
 }
 
+#include "flex_lab_v3.cuh" /* version 3's kernel and launch (after pool v1 and slide_geo_of, which it uses) */
+
+/* Version 3 (flex_lab_v3.cuh): flex_pool_max_forward's outputs from pool v1's sliding window; the same
+ * preparation as version 2 (y starts as C). Its conv_wins counter is version 0's (left at zero). */
+static const char *v3_why_not(const lab_case *c) { return v3_unsupported(&c->ps, &c->fs); }
+
+static void v3_forward(lab_case *c) {
+    launch_v3_forward(c->stream, &c->ps, &c->fs, c->x, c->y, c->window, c->winners, c->wins, c->counter);
+}
+
 static void v0_forward(lab_case *c) {
     if (c->vec == 4) v0_forward_t<4>(c);
     else v0_forward_t<1>(c);
@@ -802,6 +829,20 @@ static int check_bits(bf_backend *b, const char *what, const void *dev, const vo
         }
     printf("      %-8s bit-exact %zu/%zu  %s\n", what, n - bad, n, bad ? "MISMATCH" : "ok");
     if (bad) fprintf(stderr, "error: %s: %zu of %zu words differ\n", what, bad, n);
+    return bad == 0;
+}
+
+/* Bytes compared bit for bit (version 3's window and winners against version 2's, both on the host). */
+static int same_bytes(const char *what, const void *got, const void *want, size_t n) {
+    const uint8_t *g = (const uint8_t *)got, *r = (const uint8_t *)want;
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        if (g[i] != r[i]) {
+            if (bad < 5) fprintf(stderr, "      %s byte %zu: 0x%02x, want 0x%02x\n", what, i, g[i], r[i]);
+            bad++;
+        }
+    printf("      %-8s bit-exact %zu/%zu bytes  %s\n", what, n - bad, n, bad ? "MISMATCH" : "ok");
+    if (bad) fprintf(stderr, "error: %s: %zu of %zu bytes differ\n", what, bad, n);
     return bad == 0;
 }
 
@@ -937,6 +978,62 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
     }
     c.vec = vec_default;
 
+    /* version 3 (forward only): against the CPU as version 2 is checked, then bit for bit against
+     * version 2's four outputs, and the library's backward run on its outputs */
+    const char *why3 = v3_why_not(&c);
+    if (why3) {
+        printf("    version 3 (lab, sliding-window fused forward): skipped: %s\n", why3);
+    } else {
+        uint8_t *win2 = (uint8_t *)malloc(c.np + 16), *bits2 = (uint8_t *)malloc(c.words * sizeof(uint32_t) + 16);
+        uint8_t *got = (uint8_t *)malloc((c.np > c.words * 4 ? c.np : c.words * 4) + 16);
+        float *y2 = (float *)malloc(c.nc * sizeof(float) + 16), wins2 = 0.0f, wins3 = 0.0f;
+        if (!win2 || !bits2 || !got || !y2) {
+            fprintf(stderr, "error: out of host memory\n");
+            exit(1);
+        }
+        case_poison(&c);
+        v2_prepare_forward(&c);
+        v2_forward(&c);
+        CK(cudaStreamSynchronize(stream));
+        BFK(bf_to_host(b, y2, c.y, c.nc * sizeof(float)));
+        BFK(bf_to_host(b, win2, c.window, c.np));
+        BFK(bf_to_host(b, bits2, c.winners, c.words * sizeof(uint32_t)));
+        BFK(bf_to_host(b, &wins2, c.wins, sizeof(float)));
+        case_poison(&c);
+        v2_prepare_forward(&c);
+        v3_forward(&c);
+        CK(cudaStreamSynchronize(stream));
+        CK(cudaGetLastError());
+        printf("    version 3 (lab, sliding-window fused forward)\n");
+        ok &= check_window_winners(&c, P, argmax, C);
+        ok &= check(&c, "y", c.y, y, c.nc, host);
+        ok &= check(&c, "conv_wins", c.wins, wins, 1, host);
+        printf("      against version 2:\n");
+        ok &= check_bits(b, "y", c.y, y2, c.nc, host);
+        BFK(bf_to_host(b, got, c.window, c.np));
+        ok &= same_bytes("window", got, win2, c.np);
+        BFK(bf_to_host(b, got, c.winners, c.words * sizeof(uint32_t)));
+        ok &= same_bytes("winners", got, bits2, c.words * sizeof(uint32_t));
+        BFK(bf_to_host(b, &wins3, c.wins, sizeof(float)));
+        printf("      %-8s %.0f, version 2 %.0f  %s\n", "conv_wins", wins3, wins2, wins3 == wins2 ? "ok" : "MISMATCH");
+        if (wins3 != wins2) {
+            fprintf(stderr, "error: conv_wins: version 3 %.0f, version 2 %.0f\n", wins3, wins2);
+            ok = 0;
+        }
+        printf("      the library's backward on version 3's outputs:\n");
+        v2_prepare_backward(&c);
+        v2_backward(&c);
+        CK(cudaStreamSynchronize(stream));
+        CK(cudaGetLastError());
+        ok &= check(&c, "dconv", c.dconv, dconv, c.nc, host);
+        ok &= check(&c, "dpooled", c.dP, dP, c.np, host);
+        ok &= check(&c, "dx_pool", c.dx, dx, c.nx, host);
+        free(win2);
+        free(bits2);
+        free(got);
+        free(y2);
+    }
+
     /* pool v1 against the CPU's maxpool_forward: P and argmax, bit for bit */
     case_poison(&c);
     pool_forward_v1(&c);
@@ -1009,6 +1106,93 @@ static int validate_pool_v1_edges(bf_backend *b, cudaStream_t stream, bf_backend
     return ok;
 }
 
+/* Version 3 on shapes and channel counts the VGG ones miss (1x1, odd widths, planes and rows that
+ * straddle bitmap words, several column strips, tiling with c_in not dividing c_out, c_in > c_out
+ * with untapped channels) on inputs made for the tie and NaN rules: x from {-0, +0, 1, 2, -inf} with
+ * 3% NaNs (own payloads), C from {-0, +0, 1, 2, -inf} with 3% NaNs too, so that pool and conv tie
+ * often. Compared bit for bit with the CPU backend's flex_pool_max_forward: y, window (both poisoned
+ * first, so that the untapped channels' bytes must stay as they were), winners and conv_wins. */
+static int validate_v3_edges(bf_backend *b, cudaStream_t stream, bf_backend *cpu) {
+    static const int shapes[][5] = {/* n, c_in, c_out, h, w */
+                                    {1, 1, 1, 1, 1},     {2, 3, 64, 7, 7},    {3, 5, 13, 13, 17}, {2, 8, 3, 14, 14},
+                                    {1, 64, 128, 14, 14}, {1, 3, 64, 56, 56}, {2, 64, 64, 13, 17}, {1, 2, 4, 5, 300},
+                                    {1, 4, 7, 9, 301},   {2, 2, 2, 3, 129},   {1, 3, 6, 40, 4},   {1, 2, 3, 1, 260},
+                                    {2, 4, 4, 28, 28},   {1, 2, 4, 112, 112}, {1, 3, 5, 32, 64},  {1, 2, 2, 224, 224},
+                                    {5, 7, 7, 2, 3}};
+    int ok = 1;
+    uint64_t state = 0x2545F4914F6CDD1Dull;
+    static const uint32_t levels[5] = {0x80000000u, 0x00000000u, 0x3f800000u, 0x40000000u, 0xff800000u};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        bf_pool_shape ps;
+        memset(&ps, 0, sizeof ps);
+        ps.n = shapes[si][0];
+        ps.c = shapes[si][1];
+        ps.h_in = shapes[si][3];
+        ps.w_in = shapes[si][4];
+        ps.k = 3;
+        ps.stride = 1;
+        ps.pad = 1;
+        BFK(bf_pool_shape_init(&ps));
+        bf_flex_shape fs;
+        memset(&fs, 0, sizeof fs);
+        fs.n = ps.n;
+        fs.c_in = ps.c;
+        fs.c_out = shapes[si][2];
+        fs.hw = ps.h_out * ps.w_out;
+        fs.channels = BF_FLEX_CHANNELS_EXPAND;
+        fs.ties = BF_FLEX_TIE_SPLIT;
+        const char *why = v3_unsupported(&ps, &fs);
+        printf("    n=%d %d->%d %dx%d", ps.n, fs.c_in, fs.c_out, ps.h_in, ps.w_in);
+        if (why) {
+            printf(": skipped: %s\n", why);
+            continue;
+        }
+        const size_t nx = (size_t)ps.n * ps.c * ps.h_in * ps.w_in, np = (size_t)fs.n * fs.c_in * fs.hw;
+        const size_t nc = (size_t)fs.n * fs.c_out * fs.hw, words = (nc + 31) / 32;
+        uint32_t *x = (uint32_t *)host_alloc(cpu, nx * sizeof(uint32_t));
+        uint32_t *y = (uint32_t *)host_alloc(cpu, nc * sizeof(uint32_t));
+        uint8_t *window = (uint8_t *)host_alloc(cpu, np);
+        uint32_t *winners = (uint32_t *)host_alloc(cpu, words * sizeof(uint32_t));
+        void *host = host_alloc(cpu, (nc > np ? nc : np) * sizeof(uint32_t) + 16);
+        float *wins = (float *)host_alloc(cpu, sizeof(float));
+        size_t nans = 0;
+        for (size_t i = 0; i < nx + nc; i++) {
+            state = state * 6364136223846793005ull + 1442695040888963407ull;
+            const unsigned r = (unsigned)(state >> 33);
+            const uint32_t v = r % 100 < 3 ? 0x7fc00000u | (uint32_t)(i & 0x3fffff) : levels[(r >> 8) % 5];
+            nans += r % 100 < 3;
+            if (i < nx) x[i] = v;
+            else y[i - nx] = v;
+        }
+        memset(window, 0xFF, np);
+        float *dx = (float *)dev_alloc(b, nx * sizeof(float)), *dy = (float *)dev_alloc(b, nc * sizeof(float));
+        float *dwins = (float *)dev_alloc(b, sizeof(float)); /* zero, as wins */
+        uint8_t *dwin = (uint8_t *)dev_alloc(b, np);
+        uint32_t *dbits = (uint32_t *)dev_alloc(b, words * sizeof(uint32_t));
+        unsigned long long *counter = (unsigned long long *)dev_alloc(b, sizeof(unsigned long long));
+        BFK(bf_to_device(b, dx, x, nx * sizeof(float)));
+        BFK(bf_to_device(b, dy, y, nc * sizeof(float))); /* y starts as C */
+        CK(cudaMemsetAsync(dwin, 0xFF, np, stream));
+        CK(cudaMemsetAsync(dbits, 0xFF, words * sizeof(uint32_t), stream));
+        launch_v3_forward(stream, &ps, &fs, dx, dy, dwin, dbits, dwins, counter);
+        CK(cudaStreamSynchronize(stream));
+        CK(cudaGetLastError());
+        BFK(cpu->ops->flex_pool_max_forward(cpu, &ps, &fs, (const float *)x, (float *)y, window, winners, wins));
+        printf(" (%zu NaNs, %.0f conv wins)\n", nans, *wins);
+        ok &= check_bits(b, "y", dy, y, nc, host);
+        BFK(bf_to_host(b, host, dwin, np));
+        ok &= same_bytes("window", host, window, np);
+        ok &= check_bits(b, "winners", dbits, winners, words, host);
+        ok &= check_bits(b, "wins", dwins, wins, 1, host);
+        BFK(b->ops->synchronize(b));
+        void *dev_ptrs[] = {dx, dy, dwins, dwin, dbits, counter};
+        for (size_t k = 0; k < sizeof dev_ptrs / sizeof dev_ptrs[0]; k++) bf_free(b, dev_ptrs[k]);
+        void *host_ptrs[] = {x, y, window, winners, host, wins};
+        for (size_t k = 0; k < sizeof host_ptrs / sizeof host_ptrs[0]; k++) bf_free(cpu, host_ptrs[k]);
+    }
+    return ok;
+}
+
 /* lab_print_header with this lab's last column (three versions, and the memory each keeps). */
 static void print_header(const lab_table *tb) {
     printf("%-*s %-*s %9s %7s %6s %9s %7s %6s %9s  %s\n", tb->lead_width, "layer (count)  c_in->c_out @hw  n",
@@ -1045,6 +1229,8 @@ int main(int argc, char **argv) {
     ok &= validate_shape(b, stream, cpu, &k_shapes[8], 32); /* 512 -> 512 @14: identity, hw % 32 != 0 */
     printf("  pool v1 (sliding window) on edge shapes, ties, -0/+0, -inf and NaNs:\n");
     ok &= validate_pool_v1_edges(b, stream, cpu);
+    printf("  version 3 (sliding-window fused forward) on edge shapes and channel counts, ties, -0/+0, -inf, NaNs:\n");
+    ok &= validate_v3_edges(b, stream, cpu);
     if (!lab_validated(ok)) return 1;
 
     /* ---- timings ---- */
@@ -1055,6 +1241,8 @@ int main(int argc, char **argv) {
         const int n = batch ? batch : batches_default[bi];
         double sum_pool = 0.0, sum_v0 = 0.0, sum_v1 = 0.0, sum_v2 = 0.0;
         double sum_pool_f = 0.0, sum_pool1_f = 0.0; /* the pool forward alone: library, pool v1 */
+        double sum_v2_f = 0.0, sum_v3_f = 0.0;      /* the fused forward alone: version 2, version 3 */
+        int v3_skipped = 0;
         double kept0 = 0.0, kept1 = 0.0, kept2 = 0.0;
         int skipped = 0;
         for (int si = 0; si < NUM_SHAPES; si++) {
@@ -1082,6 +1270,11 @@ int main(int argc, char **argv) {
             v2_forward(&c);
             v2_prepare_backward(&c);
             v2_backward(&c);
+            const char *why3 = v3_why_not(&c);
+            if (!why3) {
+                v2_prepare_forward(&c);
+                v3_forward(&c);
+            }
             CK(cudaStreamSynchronize(stream));
             CK(cudaGetLastError());
 
@@ -1092,6 +1285,8 @@ int main(int argc, char **argv) {
             /* the forward first: the backward times read the window, winners and y it left */
             const double v2_f = time_pass(t, &c, v2_forward, v2_prepare_forward);
             const double v2_b = time_pass(t, &c, v2_backward, v2_prepare_backward);
+            /* version 3 last: its outputs are version 2's bit for bit, but nothing timed after it reads them */
+            const double v3_f = why3 ? -1.0 : time_pass(t, &c, v3_forward, v2_prepare_forward);
 
             char tail0[64], tail1[160], tail2[192], tail_pool1[64];
             snprintf(tail_pool1, sizeof tail_pool1, "fwd x%.2f over the library's pool", pool_f / pool1_f);
@@ -1107,6 +1302,16 @@ int main(int argc, char **argv) {
             lab_print_row(&tb, "", "0 unfused", v0_f, bytes_v0_fwd(&c), v0_b, bytes_v0_bwd(&c), tail0);
             lab_print_row(&tb, "", "1 fused (library)", v1_f, bytes_v1_fwd(&c), v1_b, bytes_v1_bwd(&c), tail1);
             lab_print_row(&tb, "", "2 fused pool+joint", v2_f, bytes_v2_fwd(&c), v2_b, bytes_v2_bwd(&c), tail2);
+            if (why3) {
+                printf("%-*s %-*s skipped: %s\n", tb.lead_width, "", tb.version_width, "3 sliding fused", why3);
+                v3_skipped = 1;
+            } else {
+                char tail3[64];
+                snprintf(tail3, sizeof tail3, "fwd x%.2f over version 2's forward", v2_f / v3_f);
+                lab_print_row(&tb, "", "3 sliding fused", v3_f, bytes_v2_fwd(&c), -1.0, 0.0, tail3);
+                sum_v3_f += sh->count * v3_f;
+            }
+            sum_v2_f += sh->count * v2_f;
             sum_pool += sh->count * (pool_f + pool_b);
             sum_pool_f += sh->count * pool_f;
             sum_pool1_f += sh->count * pool1_f;
@@ -1130,6 +1335,12 @@ int main(int argc, char **argv) {
                sum_v1 / sum_v2);
         printf("  pool forward alone: library %.3f ms, pool v1 (sliding window) %.3f ms, x%.2f\n", sum_pool_f,
                sum_pool1_f, sum_pool_f / sum_pool1_f);
+        if (v3_skipped)
+            printf("  fused forward alone: version 2 %.3f ms; version 3 skipped on some shapes, no total\n", sum_v2_f);
+        else
+            printf("  fused forward alone: version 2 %.3f ms, version 3 (sliding window) %.3f ms, x%.2f; "
+                   "with version 2's backward, fwd+bwd %.3f ms\n",
+                   sum_v2_f, sum_v3_f, sum_v2_f / sum_v3_f, sum_v2 - sum_v2_f + sum_v3_f);
         printf("  memory kept from forward to backward: version 0 %.2f GB, version 1 %.2f GB, version 2 %.2f GB "
                "(x%.1f less than version 1)\n\n",
                kept0 / 1e9, kept1 / 1e9, kept2 / 1e9, kept1 / kept2);
