@@ -63,6 +63,12 @@
  *      outputs as version 2, bit for bit, and the same preparation (y starts as C); its backward
  *      would be version 2's. A shape it does not support (not EXPAND, not 3x3/s1/p1) prints a
  *      "skipped" row with the reason.
+ *   Scatter (the "scatter (library)" and "scatter v1 (slide)" rows, backward only): the backward's
+ *      last step alone, dx += maxpool_backward(dP) through the window bytes, the library's
+ *      flex_pool_scatter_add (one thread per input gathering from its 9 windows) against scatter v1
+ *      (flex_lab_scatter.cuh: a sliding window, each dP and byte loaded once, neighbours by shuffles,
+ *      dx read and written once), validated bit for bit against the CPU's dx_pool first. Byte model:
+ *      read window and dP, read and write dx: 1Np + 4Np + 8X.
  *
  * Byte model (what each step must minimally move: every tensor it reads or writes crosses DRAM
  * once, nothing is reused across kernels; 4 bytes per float and int32, 1 per is_conv or window
@@ -724,6 +730,21 @@ static void v2_backward(lab_case *c) {
 }
 
 #include "flex_lab_v3.cuh" /* version 3's kernel and launch (after pool v1 and slide_geo_of, which it uses) */
+#include "flex_lab_scatter.cuh" /* scatter v1: the backward's pool scatter, sliding window (stands alone) */
+
+/* The backward's last step alone, dx += maxpool_backward(dP) through the window bytes: the library's
+ * flex_pool_scatter_add and scatter v1 (3x3/1 only; prepared by v2_prepare_backward, dx = 0). */
+static void scatter_library(lab_case *c) {
+    BFK(c->b->ops->flex_pool_scatter_add(c->b, &c->ps, &c->fs, c->window, c->dP, c->dx));
+}
+static void scatter_v1(lab_case *c) {
+    lab_scatter_v1(c->window, c->dP, c->dx, c->fs.n * c->fs.c_in, c->ps.h_in, c->ps.w_in, c->stream);
+}
+static const char *scatter_v1_why_not(const lab_case *c) {
+    if (c->ps.k != 3 || c->ps.stride != 1 || c->ps.pad != 1) return "not a 3x3/1/1 window";
+    return lab_scatter_v1_supported(c->ps.h_in, c->ps.w_in) ? NULL : "plane too large";
+}
+static double bytes_scatter(const lab_case *c) { return 1.0 * c->np + 4.0 * c->np + 8.0 * c->nx; }
 
 /* Version 3 (flex_lab_v3.cuh): flex_pool_max_forward's outputs from pool v1's sliding window; the same
  * preparation as version 2 (y starts as C). Its conv_wins counter is version 0's (left at zero). */
@@ -1043,6 +1064,21 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
     ok &= check(&c, "P", c.P, P, c.np, host);
     ok &= check_bits(b, "argmax", c.argmax, argmax, c.np, host);
 
+    /* scatter v1 on version 2's window bytes and dP: dx from zero, bit for bit the CPU's dx_pool */
+    if (!scatter_v1_why_not(&c)) {
+        case_poison(&c);
+        v2_prepare_forward(&c);
+        v2_forward(&c);
+        v2_prepare_backward(&c);
+        v2_backward(&c);
+        v2_prepare_backward(&c);
+        scatter_v1(&c);
+        CK(cudaStreamSynchronize(stream));
+        CK(cudaGetLastError());
+        printf("    scatter v1 (sliding window) on version 2's window bytes and dP\n");
+        ok &= check_bits(b, "dx_pool", c.dx, dx, c.nx, host);
+    }
+
     void *host_ptrs[] = {x, dx, P, dP, argmax, C, y, dy, dconv, wins, host};
     for (size_t k = 0; k < sizeof host_ptrs / sizeof host_ptrs[0]; k++) bf_free(cpu, host_ptrs[k]);
     case_free(&c);
@@ -1242,7 +1278,8 @@ int main(int argc, char **argv) {
         double sum_pool = 0.0, sum_v0 = 0.0, sum_v1 = 0.0, sum_v2 = 0.0;
         double sum_pool_f = 0.0, sum_pool1_f = 0.0; /* the pool forward alone: library, pool v1 */
         double sum_v2_f = 0.0, sum_v3_f = 0.0;      /* the fused forward alone: version 2, version 3 */
-        int v3_skipped = 0;
+        int v3_skipped = 0, scatter_skipped = 0;
+        double sum_sc_lib = 0.0, sum_sc_v1 = 0.0; /* the backward's scatter alone: library, scatter v1 */
         double kept0 = 0.0, kept1 = 0.0, kept2 = 0.0;
         int skipped = 0;
         for (int si = 0; si < NUM_SHAPES; si++) {
@@ -1287,6 +1324,11 @@ int main(int argc, char **argv) {
             const double v2_b = time_pass(t, &c, v2_backward, v2_prepare_backward);
             /* version 3 last: its outputs are version 2's bit for bit, but nothing timed after it reads them */
             const double v3_f = why3 ? -1.0 : time_pass(t, &c, v3_forward, v2_prepare_forward);
+            /* the scatter alone, on the window bytes and dP the passes above left (version 2's, or
+             * version 3's: the same bits) */
+            const char *why_s = scatter_v1_why_not(&c);
+            const double sc_lib = time_pass(t, &c, scatter_library, v2_prepare_backward);
+            const double sc_v1 = why_s ? -1.0 : time_pass(t, &c, scatter_v1, v2_prepare_backward);
 
             char tail0[64], tail1[160], tail2[192], tail_pool1[64];
             snprintf(tail_pool1, sizeof tail_pool1, "fwd x%.2f over the library's pool", pool_f / pool1_f);
@@ -1311,6 +1353,17 @@ int main(int argc, char **argv) {
                 lab_print_row(&tb, "", "3 sliding fused", v3_f, bytes_v2_fwd(&c), -1.0, 0.0, tail3);
                 sum_v3_f += sh->count * v3_f;
             }
+            lab_print_row(&tb, "", "scatter (library)", -1.0, 0.0, sc_lib, bytes_scatter(&c), "the backward's dx += scatter(dP)");
+            if (why_s) {
+                printf("%-*s %-*s skipped: %s\n", tb.lead_width, "", tb.version_width, "scatter v1", why_s);
+                scatter_skipped = 1;
+            } else {
+                char tail_s[64];
+                snprintf(tail_s, sizeof tail_s, "x%.2f over the library's scatter", sc_lib / sc_v1);
+                lab_print_row(&tb, "", "scatter v1 (slide)", -1.0, 0.0, sc_v1, bytes_scatter(&c), tail_s);
+                sum_sc_v1 += sh->count * sc_v1;
+            }
+            sum_sc_lib += sh->count * sc_lib;
             sum_v2_f += sh->count * v2_f;
             sum_pool += sh->count * (pool_f + pool_b);
             sum_pool_f += sh->count * pool_f;
@@ -1341,6 +1394,11 @@ int main(int argc, char **argv) {
             printf("  fused forward alone: version 2 %.3f ms, version 3 (sliding window) %.3f ms, x%.2f; "
                    "with version 2's backward, fwd+bwd %.3f ms\n",
                    sum_v2_f, sum_v3_f, sum_v2_f / sum_v3_f, sum_v2 - sum_v2_f + sum_v3_f);
+        if (scatter_skipped)
+            printf("  backward's scatter alone: library %.3f ms; scatter v1 skipped on some shapes\n", sum_sc_lib);
+        else
+            printf("  backward's scatter alone: library %.3f ms, scatter v1 (sliding window) %.3f ms, x%.2f\n",
+                   sum_sc_lib, sum_sc_v1, sum_sc_lib / sum_sc_v1);
         printf("  memory kept from forward to backward: version 0 %.2f GB, version 1 %.2f GB, version 2 %.2f GB "
                "(x%.1f less than version 1)\n\n",
                kept0 / 1e9, kept1 / 1e9, kept2 / 1e9, kept1 / kept2);

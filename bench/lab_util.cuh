@@ -315,6 +315,12 @@ static inline void lab_print_header(const lab_table *tb, const char *lead_title)
 static inline void lab_print_row(const lab_table *tb, const char *lead, const char *version, double fwd_ms,
                                  double fwd_bytes, double bwd_ms, double bwd_bytes, const char *tail) {
     const double fwd_gbs = fwd_bytes / (fwd_ms * 1e-3) / 1e9;
+    if (fwd_ms < 0.0) { /* a backward-only row */
+        const double bwd_gbs = bwd_bytes / (bwd_ms * 1e-3) / 1e9;
+        printf("%-*s %-*s %9s %7s %6s %9.4f %7.0f %5.1f%% %9s  %s\n", tb->lead_width, lead, tb->version_width, version,
+               "-", "-", "-", bwd_ms, bwd_gbs, 100.0 * bwd_gbs / tb->peak_gbs, "-", tail);
+        return;
+    }
     if (bwd_ms < 0.0) {
         printf("%-*s %-*s %9.4f %7.0f %5.1f%% %9s %7s %6s %9s  %s\n", tb->lead_width, lead, tb->version_width, version,
                fwd_ms, fwd_gbs, 100.0 * fwd_gbs / tb->peak_gbs, "-", "-", "-", "-", tail);
