@@ -170,6 +170,10 @@ int main(void) {
                     if (kind >= BF_NEURON_CLAMP01 && reset > 0) continue;
                     test_case(kind, reset, Ts[a], ns[b]);
                 }
+    /* enough elements for the 16-byte-vector kernels (vector_width: n/4 threads fill the GPU) */
+    for (int kind = 0; kind < 4; kind++)
+        for (int reset = 0; reset < 3; reset++)
+            if (kind < BF_NEURON_CLAMP01 || reset == 0) test_case(kind, reset, 4, (size_t)32 * 64 * 32 * 32);
     test_encode_rate(1, 1000, 11);
     test_encode_rate(4, 1000, 12);
     test_encode_rate(3, 4099, 0x9E3779B97F4A7C15ull); /* a seed with the high bits set */
