@@ -3,6 +3,8 @@
 # same GPU (issue 3). For each precision it runs
 #   bioflex flex     bench_train_throughput --arch vgg16 --set model.flex=true (channel-wise max,
 #                    expand, split ties: FlexNet's CHANNELWISE_MAXPOOL Flex2D on all 13 convs)
+#   bioflex flex slide  the same with --set run.flex_kernels=slide (the flex layers' pool-and-max
+#                    forward and pool scatter by the sliding-window kernels, src/kernels/flex_slide.cuh)
 #   bioflex vanilla  bench_train_throughput --arch vgg16 (VGG-16-BN)
 #   PyTorch flex     bench/pytorch_train.py --flex (the same network in eager PyTorch)
 # and prints images/s, peak GiB (device memory during the timed steps, reset after the warm-up on
@@ -10,6 +12,7 @@
 #   bioflex flex / PyTorch flex images/s   >= 1.5   (target in TF32)
 #   bioflex flex / bioflex vanilla images/s >= 0.9   (same precision)
 #   bioflex flex / PyTorch flex peak GiB    <= 0.6
+# each for bioflex flex and for bioflex flex slide, and slide's speed-up over the default kernels.
 # It checks that both flex networks have the same parameter count. The figures are printed, never
 # asserted: the exit status is 0 whether or not a target is met. Build first (tools/build.sh).
 #
@@ -55,6 +58,8 @@ flex=(--set model.flex=true --set model.flex_joint=channelwise_max --set model.f
 ips() { sed -E 's/.*: ([0-9.]+) images\/s.*/\1/' <<<"$1"; }
 peak() { if [[ $1 =~ peak\ ([0-9.]+)\ GiB ]]; then echo "${BASH_REMATCH[1]}"; else echo n/a; fi; }
 params() { sed -E 's/.* ([0-9]+) params.*/\1/' <<<"$1"; }
+# speedup A B: "A/B = R" without a target (slide's speed-up over the default kernels)
+speedup() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx\n", a / b }'; }
 # ratio A B OP TARGET: "A/B = R (target OP TARGET: met|NOT met)", or n/a when a figure is missing
 ratio() {
   if [ "$1" = n/a ] || [ "$2" = n/a ]; then echo "n/a (no device memory count on $device)"; return; fi
@@ -68,6 +73,9 @@ echo "FlexNet VGG-16 side by side: $device, batch $batch, ${size}x${size}, $clas
 for precision in $precisions; do
   ours_flex=$("$bench" "${common[@]}" --arch vgg16 --precision "$precision" "${flex[@]}" --label "vgg16[flex]")
   echo "$ours_flex"
+  ours_slide=$("$bench" "${common[@]}" --arch vgg16 --precision "$precision" "${flex[@]}" \
+    --set run.flex_kernels=slide --label "vgg16[flex,slide]")
+  echo "$ours_slide"
   ours_vanilla=$("$bench" "${common[@]}" --arch vgg16 --precision "$precision")
   echo "$ours_vanilla"
   theirs_flex=$("$python" bench/pytorch_train.py "${common[@]}" --arch vgg16 --flex --precision "$precision")
@@ -80,4 +88,8 @@ for precision in $precisions; do
   echo "$precision: bioflex flex / PyTorch flex images/s   = $(ratio "$(ips "$ours_flex")" "$(ips "$theirs_flex")" ">=" 1.5)$note"
   echo "$precision: bioflex flex / bioflex vanilla images/s = $(ratio "$(ips "$ours_flex")" "$(ips "$ours_vanilla")" ">=" 0.9)"
   echo "$precision: bioflex flex / PyTorch flex peak GiB    = $(ratio "$(peak "$ours_flex")" "$(peak "$theirs_flex")" "<=" 0.6)"
+  echo "$precision: bioflex flex slide / PyTorch flex images/s   = $(ratio "$(ips "$ours_slide")" "$(ips "$theirs_flex")" ">=" 1.5)$note"
+  echo "$precision: bioflex flex slide / bioflex vanilla images/s = $(ratio "$(ips "$ours_slide")" "$(ips "$ours_vanilla")" ">=" 0.9)"
+  echo "$precision: bioflex flex slide / PyTorch flex peak GiB    = $(ratio "$(peak "$ours_slide")" "$(peak "$theirs_flex")" "<=" 0.6)"
+  echo "$precision: bioflex flex slide / bioflex flex images/s    = $(speedup "$(ips "$ours_slide")" "$(ips "$ours_flex")")"
 done

@@ -120,7 +120,7 @@ int main(int argc, char **argv) {
     cfg.run.precision = (int)prec;
     int cuda = strcmp(device, "cpu") != 0;
     bf_backend *b = NULL;
-    /* as bioflex-train makes it: [run] deterministic and conv_workspace_mib apply (--set run.KEY=...) */
+    /* as bioflex-train makes it: [run] deterministic, conv_workspace_mib, conv_api and flex_kernels apply (--set run.KEY=...) */
     s = cuda ? bf_backend_cuda_from_config(&cfg, 0, &b) : bf_backend_create_cpu(0, &b);
     bf_model *m = NULL;
     bf_optimizer *opt = NULL;

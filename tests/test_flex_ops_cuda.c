@@ -16,7 +16,10 @@
  * sequence the ops replace. Every channel rule x pool window (3x3/1 pad 1, 2x2/2, 3x3/2 pad 1) x tie
  * rule, on inputs in multiples of 1/8 with ties injected, plus NaNs and larger shapes; and the
  * shapes and NULL tensors the CUDA ops refuse. The mask joint's pool branch (flex_pool_forward,
- * flex_pool_gather) is checked on the same cases. Skipped (exit 77) without a CUDA build or device. */
+ * flex_pool_gather) is checked on the same cases. The fused-op cases run under both kernel sets
+ * (bf_cuda_set_flex_kernels: fused, then slide, whose sliding-window kernels take EXPAND with the
+ * 3x3/1 pad 1 window), slide's with more shapes of its own (vector widths, column strips, whole
+ * winners words, NaNs and -0). Skipped (exit 77) without a CUDA build or device. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,7 +189,8 @@ typedef struct pool_case {
     int n, c_in, c_out, h, w, k, stride, pad;
     bf_flex_channel_rule channels;
     bf_flex_tie_rule ties;
-    int nan; /* NaNs in x (so in P and P~) and in C */
+    int nan;         /* NaNs in x (so in P and P~) and in C; 2: also -0 in x and C */
+    int full_words;  /* hw or the element count a multiple of 32 on purpose (slide's own cases) */
 } pool_case;
 
 /* One case's tensors: the pairs hold the same inputs on both backends and each backend's results; the
@@ -405,8 +409,8 @@ static void test_pool_case(const pool_case *pc) {
     r.words = (r.nc + 31) / 32;
     g_case = pc->name;
     g_case_bad = 0;
-    CHECK(r.s.hw % 32 != 0 && r.nc % 32 != 0, "%s: hw %d and %zu elements: neither should be a multiple of 32",
-          pc->name, r.s.hw, r.nc);
+    CHECK(pc->full_words || (r.s.hw % 32 != 0 && r.nc % 32 != 0),
+          "%s: hw %d and %zu elements: neither should be a multiple of 32", pc->name, r.s.hw, r.nc);
 
     float *x = eighths(r.nx, -1.0f, 17), *conv = eighths(r.nc, -1.0f, 21), *dy = eighths(r.nc, -2.0f, 33);
     float *dx0 = eighths(r.nx, -1.0f, 16);
@@ -415,6 +419,11 @@ static void test_pool_case(const pool_case *pc) {
         x[r.nx - 2] = NAN;
         conv[r.nc / 2] = NAN; /* a NaN conv response wins */
         conv[r.nc / 3] = -NAN;
+    }
+    if (pc->nan > 1) { /* -0 beside +0 in the windows, and C of -0 against P~ of +0 (a tie) */
+        for (size_t i = 3; i < r.nx; i += 11) x[i] = x[i] == 0.0f ? -0.0f : x[i];
+        for (size_t i = 7; i < r.nc; i += 13) conv[i] = conv[i] == 0.0f ? -0.0f : conv[i];
+        x[1] = -0.0f;
     }
     /* P~ on the CPU, op by op; C takes its value at every fifth element, so every case has ties
      * (narrowing by interpolation weighs with fractions, which seldom meet a multiple of 1/8) */
@@ -456,8 +465,9 @@ static void test_pool_case(const pool_case *pc) {
 }
 
 /* Every channel rule x pool window x tie rule, at batch 2 on odd output sizes (so neither hw nor the
- * element count is a multiple of 32: the winners' last word is partial), then NaNs and larger shapes. */
-static void test_pool_cases(void) {
+ * element count is a multiple of 32: the winners' last word is partial), then NaNs and larger shapes;
+ * under kernels (bf_cuda_set_flex_kernels: 0 fused, 1 slide). */
+static void test_pool_cases(int kernels) {
     static const struct {
         const char *name;
         int c_in, c_out;
@@ -475,7 +485,9 @@ static void test_pool_cases(void) {
         {"2x2/2 @11x15", 11, 15, 2, 2, 0},      /* fully_flex: 5x7 out, the last row and column unused */
         {"3x3/2 pad 1 @10x13", 10, 13, 3, 2, 1}, /* 5x7 out, the last column's windows clipped */
     };
-    printf("flex_pool ops, CUDA against the CPU and against the CUDA op-by-op sequence:\n");
+    CHECK_OK(bf_cuda_set_flex_kernels(gpu, kernels));
+    printf("flex_pool ops (flex_kernels = %s), CUDA against the CPU and against the CUDA op-by-op sequence:\n",
+           kernels ? "slide" : "fused");
     for (size_t c = 0; c < sizeof channels / sizeof channels[0]; c++)
         for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++)
             for (int ties = 0; ties < 2; ties++) {
@@ -488,15 +500,41 @@ static void test_pool_cases(void) {
             }
     static const pool_case extra[] = {
         {"expand 3->6, 3x3/1 @7x9, split, NaNs", 2, 3, 6, 7, 9, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
-         BF_FLEX_TIE_SPLIT, 1},
+         BF_FLEX_TIE_SPLIT, 1, 0},
         {"bilinear 4->7, 3x3/2 @10x13, split, NaNs", 2, 4, 7, 10, 13, 3, 2, 1, BF_FLEX_CHANNELS_BILINEAR,
-         BF_FLEX_TIE_SPLIT, 1},
+         BF_FLEX_TIE_SPLIT, 1, 0},
         {"expand 48->120 (tiling), 3x3/1 @29x27, n=3, split", 3, 48, 120, 29, 27, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
-         BF_FLEX_TIE_SPLIT, 0},
+         BF_FLEX_TIE_SPLIT, 0, 0},
         {"bilinear 24->100, 3x3/2 @29x27, n=3, pool", 3, 24, 100, 29, 27, 3, 2, 1, BF_FLEX_CHANNELS_BILINEAR,
-         BF_FLEX_TIE_POOL, 0},
+         BF_FLEX_TIE_POOL, 0, 0},
     };
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) test_pool_case(&extra[i]);
+    if (!kernels) return;
+    /* slide's own (EXPAND, 3x3/1 pad 1): its forward's V = 4 (w % 4 == 0) and V = 1, the scatter's
+     * V = 4, 2 and 1; groups of 2..32 lanes, column strips (w > 32*V), bands; block copy with 1, 2
+     * and 21+ taps, tiling (5->13) and narrowing (8->3: pooled channels nobody taps keep the poison);
+     * winners words whole (w % 32 == 0: plain stores over the 0xFF poison, no zeroing) or straddling */
+    static const pool_case slide[] = {
+        {"slide: expand 3->64, 3x3/1 @9x16, split, NaNs -0", 2, 3, 64, 9, 16, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
+         BF_FLEX_TIE_SPLIT, 2, 1},
+        {"slide: expand 64->128, 3x3/1 @56x56, split", 2, 64, 128, 56, 56, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
+         BF_FLEX_TIE_SPLIT, 0, 1},
+        {"slide: expand 5->13 (tiling), 3x3/1 @11x13, pool, NaNs -0", 2, 5, 13, 11, 13, 3, 1, 1,
+         BF_FLEX_CHANNELS_EXPAND, BF_FLEX_TIE_POOL, 2, 0},
+        {"slide: expand 8->3, 3x3/1 @13x7, split, NaNs -0", 2, 8, 3, 13, 7, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
+         BF_FLEX_TIE_SPLIT, 2, 0},
+        {"slide: expand 4->8, 3x3/1 @15x14, split", 3, 4, 8, 15, 14, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
+         BF_FLEX_TIE_SPLIT, 0, 0},
+        {"slide: expand 3->6, 3x3/1 @5x132 (strips, V=4), split, NaNs", 2, 3, 6, 5, 132, 3, 1, 1,
+         BF_FLEX_CHANNELS_EXPAND, BF_FLEX_TIE_SPLIT, 1, 0},
+        {"slide: expand 2->4, 3x3/1 @3x130 (strips, V=1/2), pool", 2, 2, 4, 3, 130, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
+         BF_FLEX_TIE_POOL, 0, 0},
+        {"slide: expand 4->4, 3x3/1 @37x64 (bands, whole words), split", 1, 4, 4, 37, 64, 3, 1, 1,
+         BF_FLEX_CHANNELS_EXPAND, BF_FLEX_TIE_SPLIT, 1, 1},
+        {"slide: expand 1->8, 3x3/1 @1x1, split", 1, 1, 8, 1, 1, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND, BF_FLEX_TIE_SPLIT,
+         0, 0},
+    };
+    for (size_t i = 0; i < sizeof slide / sizeof slide[0]; i++) test_pool_case(&slide[i]);
 }
 
 /* Shapes and pointers the CUDA ops must refuse with BF_ERR_ARG, before touching any tensor. */
@@ -579,7 +617,9 @@ int main(void) {
         pair_free(&u);
     }
     test_mask_stats(8 * 64 * 196);
-    test_pool_cases();
+    test_pool_cases(0);
+    test_pool_cases(1);
+    CHECK_OK(bf_cuda_set_flex_kernels(gpu, 0));
     test_pool_refusals();
     CHECK_OK(gpu->ops->synchronize(gpu));
 

@@ -68,6 +68,7 @@ typedef struct bf_run_config {
     char rendezvous[BF_PATH_MAX]; /* --gpus across nodes without MPI: file on a shared filesystem for NCCL's id */
     int deterministic;         /* CUDA: deterministic cuDNN algorithms chosen by heuristics (bf_cuda_set_deterministic) */
     int conv_api;              /* CUDA: 0 legacy, 1 graph (bf_cuda_set_conv_api) */
+    int flex_kernels;          /* CUDA: 0 fused, 1 slide (bf_cuda_set_flex_kernels) */
     int conv_workspace_mib;    /* CUDA: the cuDNN workspace limit of the algorithm search (bf_cuda_set_conv_workspace_limit) */
     int force_nccl;            /* gpus = 1 still trains through NCCL (to measure that path's overhead) */
 } bf_run_config;

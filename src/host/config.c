@@ -80,6 +80,7 @@ static const enum_name device_names[] = {
 static const enum_name precision_names[] = {
     {"fp32", BF_PRECISION_FP32}, {"tf32", BF_PRECISION_TF32}, {NULL, 0}};
 static const enum_name conv_api_names[] = {{"legacy", 0}, {"graph", 1}, {NULL, 0}};
+static const enum_name flex_kernels_names[] = {{"fused", 0}, {"slide", 1}, {NULL, 0}};
 static const enum_name dataset_names[] = {
     {"fashion_mnist", BF_DATASET_FASHION_MNIST}, {"mnist", BF_DATASET_MNIST},
     {"cifar10", BF_DATASET_CIFAR10}, {"procedural", BF_DATASET_PROCEDURAL},
@@ -167,6 +168,7 @@ static const key_spec key_table[] = {
     BOOL_KEY("run", "sync_bn", run.sync_bn, "false", "data parallelism: batch-norm normalises with the statistics of the global batch (summed over every rank) instead of each rank's own (batch-norm layers, a flex layer's logits batch-norm, BU-TD batch-norm and its TD copies); CPU ranks over MPI (mpirun), GPUs over NCCL (--gpus) or MPI"),
     STRING_KEY("run", "rendezvous", run.rendezvous, 0, "", "--gpus across nodes without MPI: a file on a filesystem every node shares, through which rank 0 passes NCCL's unique id (use a fresh path per job, e.g. with $SLURM_JOB_ID); ranks come from SLURM_PROCID/SLURM_NTASKS; empty = MPI"),
     ENUM_KEY("run", "conv_api", run.conv_api, conv_api_names, "legacy", "CUDA: cuDNN's legacy convolution API alone, or also a plan of its graph API per convolution (the fastest of the engines its heuristics offer, as PyTorch 2 chooses), run where the tensors' alignment allows"),
+    ENUM_KEY("run", "flex_kernels", run.flex_kernels, flex_kernels_names, "fused", "CUDA: the kernels of a flex layer's fused pool-and-max (flex_pool_max_forward, flex_pool_scatter_add): fused (a thread per pooled or output element), or slide (sliding windows: each input row loaded once, window maxima slid down the rows in registers) where they apply, EXPAND channels and the 3x3 stride-1 pad-1 window (every FlexNet flex layer); the same results bit for bit"),
     INT_KEY("run", "conv_workspace_mib", run.conv_workspace_mib, 0, 1048576, "8192", "CUDA: the most workspace (MiB) a cuDNN convolution algorithm may need to be chosen (never more than about half the free GPU memory at the search); the workspace kept is what the chosen algorithms need (3.3 GiB for VGG-16 at batch 128 in TF32, where a 1 GiB limit ran 1.6x slower); a smaller limit trades speed for memory"),
     BOOL_KEY("run", "deterministic", run.deterministic, "false", "CUDA: convolutions use deterministic cuDNN algorithms in cuDNN's heuristic order instead of the fastest measured, so two runs with the same seed give the same weights bit for bit (slower; the CPU is always deterministic)"),
     BOOL_KEY("run", "force_nccl", run.force_nccl, "false", "gpus = 1 still trains through the NCCL data-parallel path (a one-rank communicator, gradient buckets, stream hand-offs) instead of the plain one: to measure that path's overhead (bench/dp_overhead.sh); needs a build with NCCL (under mpirun: one process per node)"),

@@ -25,6 +25,10 @@ bf_status bf_cuda_set_conv_api(bf_backend *b, int graph) {
     (void)b, (void)graph;
     return BF_OK;
 }
+bf_status bf_cuda_set_flex_kernels(bf_backend *b, int slide) {
+    (void)b, (void)slide;
+    return BF_OK;
+}
 bf_status bf_cuda_set_conv_workspace_limit(bf_backend *b, size_t bytes) {
     (void)b, (void)bytes;
     return BF_OK;

@@ -87,6 +87,7 @@ typedef struct bf_cuda_impl {
     int deterministic;        /* bf_cuda_set_deterministic: cuDNN algorithms by heuristics, deterministic only */
     size_t conv_search_limit; /* bf_cuda_set_conv_workspace_limit: the most workspace a convolution may use */
     int conv_api_graph;       /* bf_cuda_set_conv_api: also plan each convolution with cuDNN's graph API */
+    int flex_slide;           /* bf_cuda_set_flex_kernels: flex_pool.cu's sliding-window kernels (flex_slide.cuh) */
     cudaStream_t stream;      /* every op of this backend runs on it, in order */
     cudnnHandle_t cudnn;      /* bound to stream */
     cublasHandle_t cublas;    /* bound to stream, with its own workspace below */

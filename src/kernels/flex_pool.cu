@@ -28,10 +28,16 @@
  * The windows of FlexNet (3x3 stride 1, 2x2 stride 2) are compiled in (pool_common.cuh).
  * conv_wins: per-thread double counts, block sums, and then (EXPAND) one 64-bit integer every block
  * adds to atomically (whole numbers: exact in any order) or (BILINEAR) the partials added in index
- * order. */
+ * order.
+ * [run] flex_kernels = slide (bf_cuda_set_flex_kernels): for EXPAND and the 3x3 stride-1 pad-1
+ * window, flex_pool_max_forward and flex_pool_scatter_add run flex_slide.cuh's sliding-window
+ * kernels instead of k_pool_max_forward_expand and k_pool_scatter_add, with the same bits
+ * (slide_takes and, for the forward, slide_forward_aligned say which calls; the others run the
+ * kernels here). */
 #include <math.h>
 
 #include "flex_common.cuh"
+#include "flex_slide.cuh" /* [run] flex_kernels = slide: the sliding-window forward and scatter */
 #include "pool_common.cuh"
 
 namespace { /* kernels are private to this file */
@@ -309,12 +315,20 @@ static bf_status forward_bilinear(bf_cuda_impl *im, const bf_pool_shape *ps, con
 
 }  // namespace
 
+extern "C" bf_status bf_cuda_set_flex_kernels(bf_backend *b, int slide) {
+    if (!b || b->kind != BF_DEVICE_CUDA) return BF_OK; /* the CPU backend has one set of kernels */
+    ((bf_cuda_impl *)b->impl)->flex_slide = slide != 0;
+    return BF_OK;
+}
+
 extern "C" bf_status bf_cuda_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                                    const float *x, float *y, uint8_t *window, uint32_t *winners,
                                                    float *conv_wins) {
     FLEX_ENTER("flex_pool_max_forward", x, y, window, winners);
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_forward"));
     if (s->channels == BF_FLEX_CHANNELS_BILINEAR) return forward_bilinear(im, ps, s, x, y, window, winners, conv_wins);
+    if (im->flex_slide && slide_takes(im, ps, s) && slide_forward_aligned(ps, x, y, window))
+        return slide_max_forward(im, ps, s, x, y, window, winners, conv_wins);
     return forward_expand(im, ps, s, x, y, window, winners, conv_wins);
 }
 
@@ -341,6 +355,7 @@ extern "C" bf_status bf_cuda_flex_pool_scatter_add(bf_backend *b, const bf_pool_
                                                    const uint8_t *window, const float *dpooled, float *dx) {
     FLEX_ENTER("flex_pool_scatter_add", window, dpooled, dx);
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_scatter_add"));
+    if (im->flex_slide && slide_takes(im, ps, s)) return slide_scatter_add(im, ps, s, window, dpooled, dx);
     const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)ps->h_in * ps->w_in);
     LAUNCH_WINDOW(ps, k_pool_scatter_add, NO_EXTRA, l, window, dpooled, dx, pool_geo_of(ps), s->hw);
     return BF_OK;
