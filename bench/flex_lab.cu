@@ -53,9 +53,9 @@
  *   (pool_forward_kernel1): each input element is loaded from global memory once (halos aside),
  *   coalesced (float4 when w % 4 == 0), the 3-wide row maxima come from warp shuffles and slide
  *   down the rows in registers; same outputs (P and argmax) and byte count as the library's.
- *   3  lab, sliding-window fused forward (the "3 sliding fused" row, forward only, with its
- *      speed-up over version 2's forward; flex_lab_v3.cuh, flex_forward_kernel3): the library's
- *      flex_pool_max_forward for EXPAND and the 3x3 stride-1 window, built on pool v1's sliding
+ *   3  sliding-window fused forward (the "3 sliding fused" row, forward only, with its speed-up
+ *      over version 2's forward): the library's flex_pool_max_forward under [run] flex_kernels =
+ *      slide (src/kernels/flex_slide.cuh), for EXPAND and the 3x3 stride-1 window, built on pool v1's sliding
  *      window: each window maximum is made once in registers, then for every output channel that
  *      copies its pooled channel C is read and y written coalesced (float4), and the winners bits
  *      are gathered by warp shuffles into whole words with plain stores (atomicOr only for words
@@ -66,8 +66,8 @@
  *   Scatter (the "scatter (library)" and "scatter v1 (slide)" rows, backward only): the backward's
  *      last step alone, dx += maxpool_backward(dP) through the window bytes, the library's
  *      flex_pool_scatter_add (one thread per input gathering from its 9 windows) against scatter v1
- *      (flex_lab_scatter.cuh: a sliding window, each dP and byte loaded once, neighbours by shuffles,
- *      dx read and written once), validated bit for bit against the CPU's dx_pool first. Byte model:
+ *      (the same call under flex_kernels = slide, src/kernels/flex_slide.cuh: a sliding window, each
+ *      dP and byte loaded once, neighbours by shuffles, dx read and written once), validated bit for bit against the CPU's dx_pool first. Byte model:
  *      read window and dP, read and write dx: 1Np + 4Np + 8X.
  *
  * Byte model (what each step must minimally move: every tensor it reads or writes crosses DRAM
@@ -729,29 +729,38 @@ static void v2_backward(lab_case *c) {
     BFK(c->b->ops->flex_pool_scatter_add(c->b, &c->ps, &c->fs, c->window, c->dP, c->dx));
 }
 
-#include "flex_lab_v3.cuh" /* version 3's kernel and launch (after pool v1 and slide_geo_of, which it uses) */
-#include "flex_lab_scatter.cuh" /* scatter v1: the backward's pool scatter, sliding window (stands alone) */
+/* Version 3 and scatter v1 are the library's `[run] flex_kernels = slide` kernels
+ * (src/kernels/flex_slide.cuh: a fused forward on pool v1's sliding window, and the backward's pool
+ * scatter the same way), run through the ops table with the backend switched to them for the call.
+ * They apply to EXPAND and the 3x3/1/1 window (every lab shape; elsewhere the library would quietly
+ * run version 2's kernels, so the lab skips such shapes itself). */
+static const char *slide_why_not(const bf_pool_shape *ps, const bf_flex_shape *fs) {
+    if (fs->channels != BF_FLEX_CHANNELS_EXPAND) return "channels rule is not EXPAND";
+    if (ps->k != 3 || ps->stride != 1 || ps->pad != 1) return "pool is not 3x3 stride 1 pad 1";
+    return NULL;
+}
 
 /* The backward's last step alone, dx += maxpool_backward(dP) through the window bytes: the library's
- * flex_pool_scatter_add and scatter v1 (3x3/1 only; prepared by v2_prepare_backward, dx = 0). */
+ * flex_pool_scatter_add with either kernel set (prepared by v2_prepare_backward, dx = 0). */
 static void scatter_library(lab_case *c) {
     BFK(c->b->ops->flex_pool_scatter_add(c->b, &c->ps, &c->fs, c->window, c->dP, c->dx));
 }
 static void scatter_v1(lab_case *c) {
-    lab_scatter_v1(c->window, c->dP, c->dx, c->fs.n * c->fs.c_in, c->ps.h_in, c->ps.w_in, c->stream);
+    BFK(bf_cuda_set_flex_kernels(c->b, 1));
+    scatter_library(c);
+    BFK(bf_cuda_set_flex_kernels(c->b, 0));
 }
-static const char *scatter_v1_why_not(const lab_case *c) {
-    if (c->ps.k != 3 || c->ps.stride != 1 || c->ps.pad != 1) return "not a 3x3/1/1 window";
-    return lab_scatter_v1_supported(c->ps.h_in, c->ps.w_in) ? NULL : "plane too large";
-}
+static const char *scatter_v1_why_not(const lab_case *c) { return slide_why_not(&c->ps, &c->fs); }
 static double bytes_scatter(const lab_case *c) { return 1.0 * c->np + 4.0 * c->np + 8.0 * c->nx; }
 
-/* Version 3 (flex_lab_v3.cuh): flex_pool_max_forward's outputs from pool v1's sliding window; the same
- * preparation as version 2 (y starts as C). Its conv_wins counter is version 0's (left at zero). */
-static const char *v3_why_not(const lab_case *c) { return v3_unsupported(&c->ps, &c->fs); }
+/* Version 3: flex_pool_max_forward with the slide kernels; the same preparation as version 2 (y
+ * starts as C). */
+static const char *v3_why_not(const lab_case *c) { return slide_why_not(&c->ps, &c->fs); }
 
 static void v3_forward(lab_case *c) {
-    launch_v3_forward(c->stream, &c->ps, &c->fs, c->x, c->y, c->window, c->winners, c->wins, c->counter);
+    BFK(bf_cuda_set_flex_kernels(c->b, 1));
+    BFK(c->b->ops->flex_pool_max_forward(c->b, &c->ps, &c->fs, c->x, c->y, c->window, c->winners, c->wins));
+    BFK(bf_cuda_set_flex_kernels(c->b, 0));
 }
 
 static void v0_forward(lab_case *c) {
@@ -1003,7 +1012,7 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
      * version 2's four outputs, and the library's backward run on its outputs */
     const char *why3 = v3_why_not(&c);
     if (why3) {
-        printf("    version 3 (lab, sliding-window fused forward): skipped: %s\n", why3);
+        printf("    version 3 (library, flex_kernels = slide): skipped: %s\n", why3);
     } else {
         uint8_t *win2 = (uint8_t *)malloc(c.np + 16), *bits2 = (uint8_t *)malloc(c.words * sizeof(uint32_t) + 16);
         uint8_t *got = (uint8_t *)malloc((c.np > c.words * 4 ? c.np : c.words * 4) + 16);
@@ -1025,7 +1034,7 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
         v3_forward(&c);
         CK(cudaStreamSynchronize(stream));
         CK(cudaGetLastError());
-        printf("    version 3 (lab, sliding-window fused forward)\n");
+        printf("    version 3 (library, flex_kernels = slide)\n");
         ok &= check_window_winners(&c, P, argmax, C);
         ok &= check(&c, "y", c.y, y, c.nc, host);
         ok &= check(&c, "conv_wins", c.wins, wins, 1, host);
@@ -1177,7 +1186,7 @@ static int validate_v3_edges(bf_backend *b, cudaStream_t stream, bf_backend *cpu
         fs.hw = ps.h_out * ps.w_out;
         fs.channels = BF_FLEX_CHANNELS_EXPAND;
         fs.ties = BF_FLEX_TIE_SPLIT;
-        const char *why = v3_unsupported(&ps, &fs);
+        const char *why = slide_why_not(&ps, &fs);
         printf("    n=%d %d->%d %dx%d", ps.n, fs.c_in, fs.c_out, ps.h_in, ps.w_in);
         if (why) {
             printf(": skipped: %s\n", why);
@@ -1205,12 +1214,13 @@ static int validate_v3_edges(bf_backend *b, cudaStream_t stream, bf_backend *cpu
         float *dwins = (float *)dev_alloc(b, sizeof(float)); /* zero, as wins */
         uint8_t *dwin = (uint8_t *)dev_alloc(b, np);
         uint32_t *dbits = (uint32_t *)dev_alloc(b, words * sizeof(uint32_t));
-        unsigned long long *counter = (unsigned long long *)dev_alloc(b, sizeof(unsigned long long));
         BFK(bf_to_device(b, dx, x, nx * sizeof(float)));
         BFK(bf_to_device(b, dy, y, nc * sizeof(float))); /* y starts as C */
         CK(cudaMemsetAsync(dwin, 0xFF, np, stream));
         CK(cudaMemsetAsync(dbits, 0xFF, words * sizeof(uint32_t), stream));
-        launch_v3_forward(stream, &ps, &fs, dx, dy, dwin, dbits, dwins, counter);
+        BFK(bf_cuda_set_flex_kernels(b, 1));
+        BFK(b->ops->flex_pool_max_forward(b, &ps, &fs, dx, dy, dwin, dbits, dwins));
+        BFK(bf_cuda_set_flex_kernels(b, 0));
         CK(cudaStreamSynchronize(stream));
         CK(cudaGetLastError());
         BFK(cpu->ops->flex_pool_max_forward(cpu, &ps, &fs, (const float *)x, (float *)y, window, winners, wins));
@@ -1221,7 +1231,7 @@ static int validate_v3_edges(bf_backend *b, cudaStream_t stream, bf_backend *cpu
         ok &= check_bits(b, "winners", dbits, winners, words, host);
         ok &= check_bits(b, "wins", dwins, wins, 1, host);
         BFK(b->ops->synchronize(b));
-        void *dev_ptrs[] = {dx, dy, dwins, dwin, dbits, counter};
+        void *dev_ptrs[] = {dx, dy, dwins, dwin, dbits};
         for (size_t k = 0; k < sizeof dev_ptrs / sizeof dev_ptrs[0]; k++) bf_free(b, dev_ptrs[k]);
         void *host_ptrs[] = {x, y, window, winners, host, wins};
         for (size_t k = 0; k < sizeof host_ptrs / sizeof host_ptrs[0]; k++) bf_free(cpu, host_ptrs[k]);

@@ -6,11 +6,10 @@
  *   k_slide_max_forward   flex_pool_max_forward (y in place over C, window bytes, winners bits,
  *                         conv_wins);
  *   k_slide_scatter_add   flex_pool_scatter_add (dx += maxpool_backward(dpooled) through the bytes).
- * They were written and measured in the flex kernel lab (bench/flex_lab.cu: "pool v1", "version 3"
- * in bench/flex_lab_v3.cuh, "scatter v1" in bench/flex_lab_scatter.cuh) and checked there, before
- * any GPU run, by lane-by-lane CPU emulations against C transcriptions of the library's kernels;
- * the copies here differ from the lab's only in the backend's conventions (stream, SM count,
- * bf_status returns, the scratch counter) and in one shared split (slide_geo_of) for both kernels.
+ * They were written in the flex kernel lab (bench/flex_lab.cu's "pool v1", whose sliding window they
+ * build on) and checked, before any GPU run, by lane-by-lane CPU emulations against C
+ * transcriptions of the library's kernels; the lab now times them here, through the ops table, as
+ * its "version 3" and "scatter v1" rows.
  * tests/test_flex_ops_cuda.c runs its fused-op cases under both kernel sets.
  *
  * ---- the sliding window (the lab's pool v1) ----
