@@ -36,43 +36,15 @@
 
 #include "cuda_backend.h"
 #include "flex_common.cuh" /* k_add_count */
+#include "vector_access.cuh" /* fvec, load_vec, store_vec */
 
 namespace { /* kernels are private to the including file */
 
 #define SLIDE_THREADS 256 /* threads per block of both kernels (their __launch_bounds__) */
 
-/* ---- vectors of V consecutive elements: V = 4 loads and stores 16 (floats) or 4 (bytes) bytes at
- * once. Callers guarantee the alignment: every offset a multiple of V, the base pointers aligned. */
-
-template <int V>
-struct fvec {
-    float v[V];
-};
-
-template <int V>
-__device__ __forceinline__ fvec<V> load_f(const float *p) {
-    static_assert(V == 1 || V == 4, "V is 1 or 4");
-    fvec<V> r;
-    if constexpr (V == 4) {
-        const float4 q = *reinterpret_cast<const float4 *>(p);
-        r.v[0] = q.x;
-        r.v[1] = q.y;
-        r.v[2] = q.z;
-        r.v[3] = q.w;
-    } else {
-        r.v[0] = *p;
-    }
-    return r;
-}
-
-template <int V>
-__device__ __forceinline__ void store_f(float *p, const fvec<V> &r) {
-    if constexpr (V == 4) {
-        *reinterpret_cast<float4 *>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
-    } else {
-        *p = r.v[0];
-    }
-}
+/* ---- vectors of V consecutive elements: V = 4 loads and stores 16 (floats: vector_access.cuh) or
+ * 4 (bytes) bytes at once. Callers guarantee the alignment: every offset a multiple of V, the base
+ * pointers aligned. */
 
 template <int V>
 struct bvec {
@@ -206,7 +178,7 @@ __device__ __forceinline__ slide_row<V> slide_load(const float *__restrict__ xp,
     r.left = r.right = 0.0f;
     if (row_ok) {
         const float *row = xp + ih * w + c0; /* h*w fits in an int (slide_takes) */
-        if (cols) r.v = load_f<V>(row);
+        if (cols) r.v = load_vec<V>(row);
         if (edge_l) r.left = row[-1];
         if (edge_r) r.right = row[V];
     }
@@ -294,7 +266,7 @@ __global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_MIN_BLOCKS(V, U))
             const bool next_out = cols && ih >= r0 && ih < r1;
 #pragma unroll
             for (int u = 0; u < U; u++)
-                if (next_out && lo + u * step < hi) cn[u] = load_f<V>(yc + (size_t)u * tap_stride + (size_t)ih * w + c0);
+                if (next_out && lo + u * step < hi) cn[u] = load_vec<V>(yc + (size_t)u * tap_stride + (size_t)ih * w + c0);
         }
         float left = __shfl_up_sync(full, cur.v.v[V - 1], 1, G);
         float right = __shfl_down_sync(full, cur.v.v[0], 1, G);
@@ -358,7 +330,7 @@ __global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_MIN_BLOCKS(V, U))
                 if constexpr (!PRE) { /* the chunk's loads together, before any of them is used */
 #pragma unroll
                     for (int u = 0; u < U; u++)
-                        if (out && lo + (k0 + u) * step < hi) cc[u] = load_f<V>(yc + (size_t)(k0 + u) * tap_stride + off);
+                        if (out && lo + (k0 + u) * step < hi) cc[u] = load_vec<V>(yc + (size_t)(k0 + u) * tap_stride + off);
                 }
 #pragma unroll
                 for (int u = 0; u < U; u++) {
@@ -375,7 +347,7 @@ __global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_MIN_BLOCKS(V, U))
                         wins += act && cw ? 1u : 0u;
                     }
                     const size_t e = e_first + (size_t)k * tap_stride + off;
-                    if (act) store_f<V>(yc + (size_t)k * tap_stride + off, o);
+                    if (act) store_vec<V>(yc + (size_t)k * tap_stride + off, o);
                     const unsigned pos = (unsigned)e & 31u;
                     unsigned bits = act ? nib << pos : 0u;
 #pragma unroll

@@ -22,6 +22,7 @@
 #include "cuda_backend.h"
 #include "require.h"
 #include "surrogate.h"
+#include "vector_access.cuh" /* fvec, load_vec, store_vec: 16-byte accesses when V = 4 (the op checks alignment) */
 
 namespace { /* kernels and helpers are private to this file */
 
@@ -43,21 +44,6 @@ __device__ __forceinline__ float surrogate_grad(const neuron_consts &c, float u)
     return bf_surrogate_grad(c.surrogate, c.alpha, c.width, c.height, u);
 }
 
-/* V consecutive floats, moved by one 16-byte load or store when V = 4 (the op checks alignment). */
-template <int V>
-struct alignas(4 * V) fvec {
-    float v[V];
-};
-
-template <int V>
-__device__ __forceinline__ fvec<V> load_vec(const float *p) {
-    return *reinterpret_cast<const fvec<V> *>(p);
-}
-
-template <int V>
-__device__ __forceinline__ void store_vec(float *p, const fvec<V> &x) {
-    *reinterpret_cast<fvec<V> *>(p) = x;
-}
 
 /* y (and for LIF/IF the charge) of all T steps of each element; a thread takes V consecutive
  * elements (V = 4: 16-byte accesses, fewer instructions and more bytes in flight per thread). With
