@@ -19,8 +19,10 @@ Usage: scaling_model.py --step-ms 180 --grad-mib 528 [--nvlink-gbs 350] [--net-g
 --measured adds what a run on N GPUs measured (bench/dp_overhead.sh --gpus N prints the line): its
 step time gives the measured weak-scaling efficiency t_step / STEP_MS, and its comm_exposed_ms from
 metrics.jsonl the exposed time, both beside the model's prediction at N.
-Without arguments it prints the two reference cases of issue 7 (VGG-16-BN and ResNet-50, batch 128
-per GPU on H100/H200-class GPUs) with placeholder step times: replace them with measured ones.
+Without arguments it prints the reference cases of issue 7 (VGG-16-BN and ResNet-50, batch 128
+per GPU on H100/H200-class GPUs): VGG-16-BN with the step times one H200 measured, ResNet-50 with a
+placeholder step time. The last column is the least bus bandwidth at which the model predicts 90 %
+efficiency at that GPU count: what a measured busbw has to beat.
 """
 import argparse
 
@@ -34,18 +36,32 @@ def exposed_ms(n, grad_bytes, busbw_gbs, t_backward_ms, overlap, bucket_bytes):
     return max(t_comm - overlap * t_backward_ms, t_last)
 
 
+def busbw_needed(n, grad_bytes, step_ms, overlap, bucket_bytes, efficiency=0.9):
+    """The least bus bandwidth (GB/s) at which the model predicts `efficiency` at n GPUs: exposed
+    time may be step * (1/efficiency - 1); exposed = max(t_comm - overlap * t_backward, t_last),
+    both terms inversely proportional to the bandwidth."""
+    if n <= 1:
+        return 0.0
+    allowed = step_ms * (1.0 / efficiency - 1.0)
+    ring = 2.0 * (n - 1) / n
+    comm_ms_at_1gbs = ring * grad_bytes / 1e9 * 1e3  # t_comm at 1 GB/s
+    last_ms_at_1gbs = ring * min(bucket_bytes, grad_bytes) / 1e9 * 1e3
+    return max(comm_ms_at_1gbs / (allowed + overlap * step_ms * 2.0 / 3.0), last_ms_at_1gbs / allowed)
+
+
 def table(name, step_ms, grad_mib, nvlink_gbs, net_gbs, gpus_per_node, overlap, bucket_mib):
     grad = grad_mib * 1048576.0
     bucket = bucket_mib * 1048576.0
     t_bwd = step_ms * 2.0 / 3.0
     print(f"{name}: step {step_ms:.1f} ms on 1 GPU, gradient {grad_mib:.1f} MiB, NVLink busbw {nvlink_gbs} GB/s, "
           f"network busbw {net_gbs} GB/s, {gpus_per_node} GPUs/node, overlap {overlap}")
-    print(f"{'GPUs':>6} {'busbw':>8} {'t_comm ms':>10} {'exposed ms':>11} {'efficiency':>11}")
+    print(f"{'GPUs':>6} {'busbw':>8} {'t_comm ms':>10} {'exposed ms':>11} {'efficiency':>11} {'busbw for 90%':>14}")
     for n in (1, 2, 4, 8, 16, 32, 64):
         bw = nvlink_gbs if n <= gpus_per_node else net_gbs
         t_comm = 2.0 * (n - 1) / n * grad / (bw * 1e9) * 1e3 if n > 1 else 0.0
         e = exposed_ms(n, grad, bw, t_bwd, overlap, bucket)
-        print(f"{n:>6} {bw:>8.0f} {t_comm:>10.2f} {e:>11.2f} {100 * step_ms / (step_ms + e):>10.1f}%")
+        need = busbw_needed(n, grad, step_ms, overlap, bucket)
+        print(f"{n:>6} {bw:>8.0f} {t_comm:>10.2f} {e:>11.2f} {100 * step_ms / (step_ms + e):>10.1f}% {need:>9.1f} GB/s")
     print()
 
 
@@ -79,8 +95,12 @@ def main():
         for spec in a.measured:
             measured(spec, a.step_ms, a.grad_mib, a.nvlink_gbs, a.net_gbs, a.gpus_per_node, a.overlap, a.bucket_mib)
         return
-    # Gradient sizes from the model zoo (bench_allreduce prints them); step times are placeholders.
-    table("vgg16_bn (placeholder step time)", 400.0, 527.8, a.nvlink_gbs, a.net_gbs, a.gpus_per_node, a.overlap,
+    # Gradient sizes from the model zoo (bench_allreduce prints them). VGG-16-BN's step times were
+    # measured on one H200 at batch 128 (README "Measured results": 237.4 ms fp32 in
+    # bench/dp_overhead.sh, 128 / 1,173 images/s = 109.1 ms TF32); ResNet-50's is a placeholder.
+    table("vgg16_bn fp32 (H200, measured step)", 237.4, 527.8, a.nvlink_gbs, a.net_gbs, a.gpus_per_node, a.overlap,
+          a.bucket_mib)
+    table("vgg16_bn tf32 (H200, measured step)", 109.1, 527.8, a.nvlink_gbs, a.net_gbs, a.gpus_per_node, a.overlap,
           a.bucket_mib)
     table("resnet50 (placeholder step time)", 250.0, 97.5, a.nvlink_gbs, a.net_gbs, a.gpus_per_node, a.overlap,
           a.bucket_mib)

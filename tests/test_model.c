@@ -93,21 +93,57 @@ static span span_of(const void *p, size_t n, size_t size, const char *what, int 
 }
 static int overlap(span a, span b) { return a.lo < b.hi && b.lo < a.hi && a.lo < a.hi && b.lo < b.hi; }
 
-/* Replays the backward order over a model allocated by bf_model_finalize and checks that no
- * gradient (or flex backward scratch) live during a layer's backward shares a byte with another live
- * one or with an activation that backward or a later one may read: the outputs (and argmax) of that
- * layer and every layer below it, and the logits. A wrong plan fails here, on the CPU, before it
- * corrupts a training step. */
+/* The buffers an activation of layer i occupies while it is kept: its output (unless it aliases
+ * its input: an in-place ReLU), or with packed spikes their bits; a max-pool's argmax; a LIF/IF
+ * layer's charge (unless it overwrites the input's output, which is then counted as that). */
+static int kept_spans(const bf_model *m, int i, span *out) {
+    const bf_layer *l = &m->layers[i];
+    const size_t count = bf_shape_count(l->out_shape);
+    int n = 0;
+    if (l->spike_bits) out[n++] = span_of(l->spike_bits, (count + 31) / 32, sizeof(uint32_t), "spike bits", i);
+    else if (!l->in_place) out[n++] = span_of(l->out, count, sizeof(float), "output", i);
+    if (l->argmax) out[n++] = span_of(l->argmax, count, sizeof(int32_t), "argmax", i);
+    if (l->neuron_charge && !l->charge_in_place) out[n++] = span_of(l->neuron_charge, count, sizeof(float), "charge", i);
+    return n;
+}
+
+static int report_overlaps(const bf_model *m, const span *live, int n, int first_checked, const char *what,
+                           const char *pass, int t) {
+    for (int a = 0; a < first_checked; a++)
+        for (int c = 0; c < n; c++)
+            if (c != a && overlap(live[a], live[c])) {
+                CHECK(0, "%s: during the %s of %s, the %s of %s overlaps the %s of %s", what, pass, m->layers[t].name,
+                      live[a].what, m->layers[live[a].layer].name, live[c].what, m->layers[live[c].layer].name);
+                return 1;
+            }
+    return 0;
+}
+
+/* Replays both passes over a model allocated by bf_model_finalize and checks that no two buffers
+ * live at the same time share a byte. Forward of layer t: what layers <= t keep, and the float
+ * spikes of packed layers whose consumers have not all run. Backward of t: every gradient (and
+ * flex backward scratch, and spikes restored from bits, live from their first reader's backward
+ * on) against each other and against what that backward or a later one may read: what layers
+ * <= t keep, and the logits. A wrong plan fails here, on the CPU, before it corrupts a step. */
 static void check_memory_plan(const bf_model *m, const char *what) {
     const int L = m->num_layers;
     int *last_consumer = malloc((size_t)L * sizeof(int));
-    span *live = malloc((4 * (size_t)L + 4) * sizeof(span));
+    span *live = malloc((6 * (size_t)L + 4) * sizeof(span));
     if (!last_consumer || !live) exit(1);
     for (int i = 0; i < L; i++) last_consumer[i] = -1;
     for (int t = 0; t < L; t++)
         for (int j = 0; j < m->layers[t].num_inputs; j++)
             if (m->layers[t].input[j] >= 0) last_consumer[m->layers[t].input[j]] = t;
     int bad = 0;
+    for (int t = 0; t < L && !bad; t++) {
+        int n = 0;
+        for (int i = 0; i <= t; i++) {
+            n += kept_spans(m, i, live + n);
+            if (m->layers[i].spike_bits && last_consumer[i] >= t)
+                live[n++] = span_of(m->layers[i].out, bf_shape_count(m->layers[i].out_shape), sizeof(float), "float spikes", i);
+        }
+        bad = report_overlaps(m, live, n, n, what, "forward", t);
+    }
     for (int t = L - 1; t >= 0 && !bad; t--) {
         int n_grad = 0, n = 0;
         for (int i = 0; i < L - 1; i++) /* gradients live while layer t's backward runs */
@@ -116,21 +152,14 @@ static void check_memory_plan(const bf_model *m, const char *what) {
         if (m->layers[t].bwd_scratch)
             live[n_grad++] = span_of(m->layers[t].bwd_scratch, bf_flex_backward_scratch_floats(m, t), sizeof(float),
                                      "flex scratch", t);
+        for (int i = 0; i < t; i++) /* restored from their first reader's backward on (conservatively) */
+            if (m->layers[i].spikes_unpacked && m->layers[i].unpack_before >= t)
+                live[n_grad++] = span_of(m->layers[i].spikes_unpacked, bf_shape_count(m->layers[i].out_shape),
+                                         sizeof(float), "restored spikes", i);
         n = n_grad;
         for (int i = 0; i < L; i++) /* activations still to be read */
-            if (i <= t || i == L - 1) {
-                const bf_layer *l = &m->layers[i];
-                live[n++] = span_of(l->out, bf_shape_count(l->out_shape), sizeof(float), "output", i);
-                if (l->argmax) live[n++] = span_of(l->argmax, bf_shape_count(l->out_shape), sizeof(int32_t), "argmax", i);
-            }
-        for (int a = 0; a < n_grad && !bad; a++)
-            for (int c = 0; c < n && !bad; c++)
-                if (c != a && overlap(live[a], live[c])) {
-                    CHECK(0, "%s: during the backward of %s, the %s of %s overlaps the %s of %s", what,
-                          m->layers[t].name, live[a].what, m->layers[live[a].layer].name, live[c].what,
-                          m->layers[live[c].layer].name);
-                    bad = 1;
-                }
+            if (i <= t || i == L - 1) n += kept_spans(m, i, live + n);
+        bad = report_overlaps(m, live, n, n_grad, what, "backward", t);
     }
     free(last_consumer);
     free(live);
@@ -286,6 +315,23 @@ static void test_linear_init(void) {
     bf_backend_destroy(b);
 }
 
+/* Which layers the spiking rules applied to: every LIF/IF layer after a batch-norm writes its
+ * charge over the batch-norm's output; spikes of LIF, IF and STEP are packed unless rasters read
+ * them; CLAMP01's outputs (not 0 or 1) never are. */
+static void check_spiking_rules(const bf_model *m, const char *what, int raster) {
+    for (int i = 0; i < m->num_layers; i++) {
+        const bf_layer *l = &m->layers[i];
+        if (l->kind != BF_LAYER_NEURON) continue;
+        const int stateful = l->neuron.kind == BF_NEURON_LIF || l->neuron.kind == BF_NEURON_IF;
+        const int after_bn = l->input[0] >= 0 && m->layers[l->input[0]].kind == BF_LAYER_BATCHNORM;
+        CHECK(!(stateful && after_bn) || (l->charge_in_place && l->neuron_charge == m->layers[l->input[0]].out),
+              "%s: the charge of %s overwrites its batch-norm's output", what, l->name);
+        const int packable = l->neuron.kind != BF_NEURON_CLAMP01 && !raster;
+        CHECK(packable == (l->spike_bits != NULL), "%s: %s's spikes %s packed", what, l->name,
+              packable ? "are" : "are not");
+    }
+}
+
 /* The memory plan of the zoo's networks, allocated on the CPU at small sizes: chains, residual
  * blocks, flex layers (the max joint's backward scratch) and spiking layers over T steps. */
 static void test_memory_plans(void) {
@@ -299,6 +345,9 @@ static void test_memory_plans(void) {
         {"flex VGG-16", BF_ARCH_VGG16, 3, 32, 1, -1, 0},
         {"PlasticFlex VGG-6, flex, LIF", BF_ARCH_PF_VGG6, 1, 28, 1, BF_NEURON_LIF, 0},
         {"PlasticFlex VGG-11, LIF, spike rasters", BF_ARCH_PF_VGG11, 3, 32, 0, BF_NEURON_LIF, 4},
+        {"PlasticFlex VGG-11, LIF", BF_ARCH_PF_VGG11, 3, 32, 0, BF_NEURON_LIF, 0},
+        {"PlasticFlex VGG-6, step", BF_ARCH_PF_VGG6, 1, 28, 0, BF_NEURON_STEP, 0},
+        {"PlasticFlex VGG-6, clamp01", BF_ARCH_PF_VGG6, 1, 28, 0, BF_NEURON_CLAMP01, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         bf_config cfg;
@@ -320,14 +369,38 @@ static void test_memory_plans(void) {
                                                      span_of(m->layers[g].dout, bf_shape_count(m->layers[g].out_shape), 4, "", g)))
                         kept = 0;
         CHECK(kept, "%s: a gradient lies over a neuron output that the spike raster reads after the step", cases[i].what);
+        check_spiking_rules(m, cases[i].what, cases[i].raster);
         bf_model_destroy(m);
     }
     bf_backend_destroy(b);
 }
 
+/* PlasticFlex VGG-11 at T = 8, batch 256 (the issue's memory benchmark), planned without memory:
+ * charge in place and packed spikes take over a quarter of the plan. */
+static void test_spiking_memory_saving(void) {
+    size_t arena[2];
+    for (int pack = 0; pack < 2; pack++) {
+        bf_config cfg;
+        bf_config_defaults(&cfg);
+        cfg.model.arch = BF_ARCH_PF_VGG11;
+        cfg.model.spiking.neuron = BF_NEURON_LIF;
+        cfg.model.spiking.time_steps = 8;
+        cfg.model.spiking.pack_spikes = pack;
+        bf_model *m = NULL;
+        CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){256, 3, 32, 32}, 10, 1, &m));
+        arena[pack] = m ? m->arena_bytes : 0;
+        bf_model_destroy(m);
+    }
+    const double mib = 1048576.0;
+    CHECK(arena[1] < arena[0] * 0.75 && arena[1] > 0,
+          "PlasticFlex VGG-11, T = 8, batch 256: %.1f MiB planned with packed spikes, %.1f MiB without", arena[1] / mib,
+          arena[0] / mib);
+}
+
 int main(void) {
     test_parameter_counts();
     test_memory_plans();
+    test_spiking_memory_saving();
     test_linear_init();
     test_residual_network_gradients();
     return bf_test_finish();

@@ -1,7 +1,9 @@
 /* test_neuron_ops.c - the spiking-neuron ops of the CPU backend (ops.h, bf_neuron_params): forward
  * values and statistics against a naive double reference, the BPTT gradient against an independent
  * naive reference, finite differences of a smooth relaxation, T = 1 against the stateless step,
- * thread-count determinism and argument checks.
+ * thread-count determinism and argument checks; the charge written over x (as the memory plan runs
+ * the forward) against separate buffers; spikes as bits (spikes_pack/unpack) against the layout
+ * of their contract.
  *
  * Most inputs are "dyadic": multiples of 1/64 in [-1, 2) with decay 0.5 (or IF's 1) and threshold
  * 1 or 0.75. Then every float operation of the op is exact (at most 22 fractional bits over 16 steps,
@@ -577,12 +579,60 @@ static void test_surrogate_accuracy(void) {
     printf("  bf_surrogate_exp_neg: worst relative error %.3g against exp\n", worst_exp);
 }
 
+/* The forward with charge == x gives the spikes and charges of separate buffers, bit for bit. */
+static void test_charge_over_input(bf_neuron_kind kind, bf_reset_mode reset) {
+    const int T = 5;
+    const size_t n = 70000; /* above the threading threshold: two threads */
+    bf_neuron_params p = params(kind, T, 0.9f, 1.0f, reset, 0, 1, BF_SURROGATE_TANH);
+    float *x = rnd((size_t)T * n, -0.5f, 1.5f), *y = garbage((size_t)T * n), *h = garbage((size_t)T * n);
+    float *y2 = garbage((size_t)T * n), *xh = buf((size_t)T * n);
+    memcpy(xh, x, (size_t)T * n * sizeof(float));
+    CHECK_OK(cpu->ops->neuron_forward(cpu, &p, n, x, y, h, NULL));
+    CHECK_OK(cpu->ops->neuron_forward(cpu, &p, n, xh, y2, xh, NULL));
+    CHECK(!memcmp(y, y2, (size_t)T * n * sizeof(float)) && !memcmp(h, xh, (size_t)T * n * sizeof(float)),
+          "%s/%s: the charge over x gives the same spikes and charges", kind_name[kind], reset_name[reset]);
+    float *all[] = {x, y, h, y2, xh};
+    for (int i = 0; i < 5; i++) bf_free(cpu, all[i]);
+}
+
+/* spikes_pack: bit k of word w is y[32w + k] != 0, a partial last word's high bits 0; unpack
+ * gives the 0/1 spikes back exactly; n = 0 touches nothing. */
+static void test_spike_bits(size_t n) {
+    const size_t words = (n + 31) / 32;
+    float *y = rnd(n, 0.0f, 1.0f), *back = garbage(n);
+    for (size_t i = 0; i < n; i++) y[i] = y[i] < 0.4f ? 1.0f : 0.0f;
+    uint32_t *bits = (uint32_t *)garbage(words + 1);
+    bits[words] = 0xdeadbeefu;
+    CHECK_OK(cpu->ops->spikes_pack(cpu, y, bits, n));
+    int layout = 1;
+    for (size_t w = 0; w < words; w++)
+        for (size_t k = 0; k < 32; k++) {
+            const size_t i = w * 32 + k;
+            const unsigned expect = i < n && y[i] != 0.0f;
+            if (((bits[w] >> k) & 1u) != expect) layout = 0;
+        }
+    CHECK(layout && bits[words] == 0xdeadbeefu, "spikes_pack n=%zu: bit k of word w is y[32w+k], nothing beyond", n);
+    CHECK_OK(cpu->ops->spikes_unpack(cpu, bits, back, n));
+    CHECK(!memcmp(y, back, n * sizeof(float)), "spikes_unpack n=%zu restores the spikes exactly", n);
+    CHECK_OK(cpu->ops->spikes_pack(cpu, NULL, NULL, 0));
+    CHECK_OK(cpu->ops->spikes_unpack(cpu, NULL, NULL, 0));
+    CHECK(cpu->ops->spikes_pack(cpu, NULL, bits, n) == BF_ERR_ARG, "spikes_pack: NULL y accepted");
+    bf_free(cpu, y);
+    bf_free(cpu, back);
+    bf_free(cpu, bits);
+}
+
 int main(void) {
     CHECK_OK(bf_backend_create_cpu(2, &cpu));
     if (!cpu) return bf_test_finish();
 
     test_forward_by_hand();
     test_surrogate_accuracy();
+    for (int reset = 0; reset < 3; reset++) test_charge_over_input(BF_NEURON_LIF, reset);
+    test_charge_over_input(BF_NEURON_IF, BF_RESET_SOFT);
+    test_spike_bits(1);
+    test_spike_bits(63);
+    test_spike_bits(300001);
     const int Ts[] = {1, 4, 16};
     const size_t ns[] = {37, 200};
     for (int kind = 0; kind < 4; kind++)

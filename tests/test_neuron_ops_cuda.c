@@ -8,6 +8,9 @@
  * tanh may round a surrogate differently). Outputs start as garbage, so an op that leaves part of
  * its output unwritten fails; the GPU statistics are computed twice and must repeat bit for bit.
  *
+ * The spikes-as-bits ops (spikes_pack, spikes_unpack): words bit-identical to the CPU's, spikes
+ * restored exactly; the LIF forward with the charge written over x (as the memory plan runs it).
+ *
  * The rate coding op (spike_encode_rate) draws from the counter-based bf_uniform(seed, t*n + i) on
  * both backends, so its spikes must be bit-identical too: T in {1, 3, 4, 16}, n not a multiple of
  * the block size, and a large [T, n] for the grid-stride loop (tests/test_spike_encode.c checks
@@ -93,6 +96,13 @@ static void test_case(bf_neuron_kind kind, bf_reset_mode reset, int T, size_t n)
     CHECK_OK(gpu->ops->neuron_forward(gpu, &p, n, x.g, y2.g, stateful ? q2.g : NULL, NULL));
     check_repeats(what, y.g, y2.g, total);
     if (stateful) check_repeats(what, q.g, q2.g, total);
+    if (stateful) { /* the charge over x itself, as the memory plan passes it (ops.h) */
+        CHECK_OK(gpu->ops->copy(gpu, q2.g, x.g, total * sizeof(float)));
+        CHECK_OK(gpu->ops->neuron_forward(gpu, &p, n, q2.g, y2.g, q2.g, NULL));
+        snprintf(what, sizeof what, "forward %s/%s T=%d n=%zu, charge over x", kind_name[kind], reset_name[reset], T, n);
+        check_repeats(what, y.g, y2.g, total);
+        check_repeats(what, q.g, q2.g, total);
+    }
 
     for (int surr = 0; surr < 5; surr++)
         for (int detach = 0; detach < 2; detach++)
@@ -132,6 +142,36 @@ static void test_encode_rate(int T, size_t n, uint64_t seed) {
     pair_free(&x);
     pair_free(&y);
     pair_free(&y2);
+}
+
+/* Spikes as bits (spikes_pack, spikes_unpack): n not a multiple of 32 (a partial last word) and
+ * a large n for the grid-stride loops; the words must be bit-identical to the CPU's, and unpacking
+ * either side's words must give back the spikes exactly. */
+static void test_pack(size_t n) {
+    char what[64];
+    const size_t words = (n + 31) / 32;
+    float *h = malloc(n * sizeof(float) + 16);
+    if (!h) exit(1);
+    bf_test_fill_uniform(h, n, 0.0f, 1.0f, pair_next_seed());
+    for (size_t i = 0; i < n; i++) h[i] = h[i] < 0.3f ? 1.0f : 0.0f;
+    pair y = pair_from(h, n), bits = pair_out(words + 1), back = pair_out(n);
+    CHECK_OK(cpu->ops->spikes_pack(cpu, y.c, (uint32_t *)bits.c, n));
+    CHECK_OK(gpu->ops->spikes_pack(gpu, y.g, (uint32_t *)bits.g, n));
+    float *wc = NULL, *wg = NULL;
+    snprintf(what, sizeof what, "spikes_pack n=%zu", n);
+    if (pair_download(what, bits, &wc, &wg))
+        CHECK(!memcmp(wc, wg, words * sizeof(uint32_t)), "%s: the words equal the CPU's", what);
+    free(wc);
+    free(wg);
+    CHECK_OK(cpu->ops->spikes_unpack(cpu, (const uint32_t *)bits.c, back.c, n));
+    CHECK_OK(gpu->ops->spikes_unpack(gpu, (const uint32_t *)bits.g, back.g, n));
+    snprintf(what, sizeof what, "spikes_unpack n=%zu", n);
+    compare(what, back, EXACT);
+    pair_compare_exact(what, (pair){.c = y.c, .g = back.g, .n = n}); /* the spikes themselves */
+    free(h);
+    pair_free(&y);
+    pair_free(&bits);
+    pair_free(&back);
 }
 
 /* Argument errors and n = 0 as on the CPU. */
@@ -178,6 +218,9 @@ int main(void) {
     test_encode_rate(4, 1000, 12);
     test_encode_rate(3, 4099, 0x9E3779B97F4A7C15ull); /* a seed with the high bits set */
     test_encode_rate(16, (size_t)8 * 64 * 32 * 32, 13); /* more elements than threads: the grid-stride loop */
+    test_pack(1);
+    test_pack(1000);
+    test_pack((size_t)16 * 64 * 32 * 32 * 8 + 7); /* more words than the grid's warps, a partial last word */
     test_arguments();
     CHECK_OK(gpu->ops->synchronize(gpu));
 

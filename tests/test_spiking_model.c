@@ -5,11 +5,15 @@
  *   - finite-difference gradients through encode -> conv -> BN -> neuron -> ... -> time mean with
  *     the differentiable clamp01 neuron over T = 3 steps (the plumbing of the time dimension; the
  *     LIF backward itself is checked against a naive BPTT in test_neuron_ops);
+ *   - packed spikes ([spiking] pack_spikes, model_memory.c) change nothing: PlasticFlex VGG-6 with
+ *     flex layers (which read their spiking input in the backward) gives bit-identical gradients
+ *     over two steps with and without them, and the plan packs and restores what it should;
  *   - a LIF network learns: procedural data, 3 epochs, test accuracy far above chance. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bioflex/hash.h"
 #include "bioflex/train.h"
 #include "testutil.h"
 
@@ -92,6 +96,72 @@ static void test_time_folding_gradients(void) {
     bf_backend_destroy(b);
 }
 
+/* Parameter gradients of two forward-backward steps (different inputs, no update between) of
+ * PlasticFlex VGG-6 with flex layers and LIF neurons, into grads[2][count]. */
+static size_t vgg6_gradients(int pack, float **grads) {
+    enum { B = 2, S = 28 };
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    if (!b) return 0;
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    cfg.model.arch = BF_ARCH_PF_VGG6;
+    cfg.model.flex = 1;
+    cfg.model.spiking.neuron = BF_NEURON_LIF;
+    cfg.model.spiking.time_steps = 3;
+    cfg.model.spiking.decay = 0.9f;
+    cfg.model.spiking.threshold = 0.3f; /* spikes in every layer at this small scale */
+    cfg.model.spiking.pack_spikes = pack;
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_build(b, &cfg.model, (bf_shape){B, 1, S, S}, 10, 1, &m));
+    if (!m) {
+        bf_backend_destroy(b);
+        return 0;
+    }
+    int packed = 0;
+    for (int i = 0; i < m->num_layers; i++) packed += m->layers[i].spike_bits != NULL;
+    CHECK(pack ? packed >= 3 : packed == 0, "pack_spikes = %d: %d neuron layers keep bits", pack, packed);
+    float x[B * S * S], losses[B], *dlogits = NULL;
+    int32_t labels[B] = {3, 7};
+    CHECK_OK(bf_alloc(b, (size_t)B * 10 * sizeof(float), (void **)&dlogits));
+    size_t count = m->num_param_floats;
+    for (int step = 0; step < 2; step++) {
+        for (int i = 0; i < B * S * S; i++) x[i] = 2.0f * bf_uniform(11 + step, (uint64_t)i);
+        const float *logits = NULL;
+        CHECK_OK(bf_model_forward(m, x, &logits));
+        CHECK_OK(b->ops->softmax_xent(b, B, 10, logits, labels, 0.0f, 1.0f / B, losses, dlogits));
+        CHECK_OK(b->ops->fill(b, m->grad_data, 0.0f, count));
+        CHECK_OK(bf_model_backward(m, dlogits));
+        grads[step] = malloc(count * sizeof(float));
+        if (grads[step]) memcpy(grads[step], m->grad_data, count * sizeof(float));
+        for (int i = 0; i < m->num_layers; i++) /* the consumers' backward ran on the restored copies */
+            if (m->layers[i].spikes_unpacked)
+                CHECK(m->layers[i].spikes_restored, "%s's spikes were restored for the backward", m->layers[i].name);
+    }
+    bf_free(b, dlogits);
+    bf_model_destroy(m);
+    bf_backend_destroy(b);
+    return count;
+}
+
+static void test_packed_spikes_change_nothing(void) {
+    float *plain[2] = {NULL, NULL}, *packed[2] = {NULL, NULL};
+    size_t n = vgg6_gradients(0, plain), n_packed = vgg6_gradients(1, packed);
+    CHECK(n == n_packed && n > 0, "the same parameters (%zu, %zu)", n, n_packed);
+    for (int step = 0; step < 2; step++) {
+        if (!plain[step] || !packed[step] || n != n_packed) continue;
+        double norm = 0;
+        for (size_t i = 0; i < n; i++) norm += fabs(plain[step][i]);
+        CHECK(norm > 0, "step %d: the gradients are not all zero", step);
+        CHECK(!memcmp(plain[step], packed[step], n * sizeof(float)),
+              "step %d: the gradients with packed spikes equal those without, bit for bit", step);
+    }
+    for (int step = 0; step < 2; step++) {
+        free(plain[step]);
+        free(packed[step]);
+    }
+}
+
 static void test_lif_network_learns(void) {
     char dir[] = "/tmp/bioflex_spiking_XXXXXX";
     if (!mkdtemp(dir)) return;
@@ -132,6 +202,7 @@ static void test_lif_network_learns(void) {
 
 int main(void) {
     test_time_folding_gradients();
+    test_packed_spikes_change_nothing();
     test_lif_network_learns();
     return bf_test_finish();
 }

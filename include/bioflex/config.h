@@ -124,6 +124,7 @@ typedef struct bf_spiking_config {
     int surrogate;             /* bf_surrogate */
     float alpha, width, height;
     int raster_neurons;        /* > 0: at every log interval, spikes.jsonl gets this many neurons' spikes per layer */
+    int pack_spikes;           /* 1: spikes kept for the backward as bits (model_memory.c) */
 } bf_spiking_config;
 
 typedef struct bf_model_config {

@@ -108,6 +108,14 @@ typedef struct bf_layer {
     bf_neuron_params neuron;    /* neuron: the dynamics, surrogate and T */
     int encoding;               /* encode: 0 direct, 1 rate (Bernoulli) */
     float *neuron_charge;       /* neuron, LIF/IF: H[t] saved for the backward */
+    int charge_in_place;        /* neuron: the charge overwrites the input's output, which nothing reads
+                                 * after this forward (the memory plan, model_memory.c) */
+    int spikes_packed;          /* neuron: y is kept as bits (below); planned by bf_model_finalize */
+    uint32_t *spike_bits;       /* neuron with packed spikes ([spiking] pack_spikes): y as bits, kept for
+                                 * the consumers' backward; NULL: y itself is kept */
+    float *spikes_unpacked;     /* ... y restored from them before the first backward that reads it */
+    int spikes_restored;        /* 1 from that restore until the next forward: inputs read spikes_unpacked */
+    int unpack_before;          /* the consumer whose backward restores them (-1: none reads y) */
     float *neuron_stats;        /* neuron: device accumulators {spikes, silent elements} since the last log */
     /* parameters: indices into model->params (weight first, then bias / gamma, beta; a flex layer:
      * flex_conv.weight, flex_conv.bias, threshold, bn_logits.weight, bn_logits.bias), -1 = none */
@@ -122,7 +130,7 @@ typedef struct bf_layer {
     int32_t *argmax;            /* max-pool */
     float *save_mean, *save_invstd; /* batch-norm */
     float *bwd_scratch;         /* flex with the max joint: its backward's dC and dP, placed like a gradient */
-    size_t dout_at, bwd_scratch_at; /* their offsets in the arena (SIZE_MAX: none) */
+    size_t dout_at, bwd_scratch_at, unpack_at; /* their offsets in the arena (SIZE_MAX: none) */
 } bf_layer;
 
 typedef struct bf_model {
@@ -146,9 +154,13 @@ typedef struct bf_model {
      * ("transient") come first in the arena, in layer order, and every output gradient is placed
      * over those already dead when its backward writes it, or beyond them where none fits. */
     size_t transient_bytes;     /* those activations */
-    size_t grad_bytes;          /* gradient memory beyond them (the rest reuses dead activations) */
+    size_t grad_bytes;          /* memory beyond them: gradients that fit over no dead activation, and
+                                 * forward_only_bytes */
     size_t grad_live_bytes;     /* the most gradient memory live at once, wherever placed */
     int keep_neuron_outputs;    /* 1: neuron layers' outputs outlive the backward (spike rasters read them) */
+    int pack_spikes;            /* 1: spiking layers keep their spikes for the backward as bits */
+    size_t forward_only_bytes;  /* the packed layers' float spikes (live only until their consumers'
+                                 * forward) beyond the transient activations: part of grad_bytes */
     float *grad_scratch;        /* a backward writes here when its target already holds a gradient */
     size_t grad_scratch_floats; /* its size: the largest output with several consumers, or 0 (a chain) */
     int batch;                  /* current batch size (<= input_shape.n) */

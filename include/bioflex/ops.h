@@ -349,12 +349,20 @@ typedef struct bf_ops {
     /* ---- spiking neurons (see bf_neuron_params): x, y, charge are [T, n] ----
      * forward: y = the spikes (or the stateless activation); charge (LIF/IF: H[t], kept for the
      * backward; unused and nullable for CLAMP01/STEP). stats (nullable, 2 device scalars) +=
-     * {number of spikes (sum of y), number of the n elements that stayed silent over all T}. */
+     * {number of spikes (sum of y), number of the n elements that stayed silent over all T}.
+     * charge may be x itself (the memory plan overwrites a dead input with it): every x[t*n + i]
+     * is read before charge[t*n + i] is written, and by the same thread. */
     bf_status (*neuron_forward)(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, float *y,
                                 float *charge, float *stats);
-    /* dx = the gradient of the loss with respect to x, from dy, back through time; overwrites dx. */
+    /* dx = the gradient of the loss with respect to x, from dy, back through time; overwrites dx.
+     * LIF/IF read the charge (not x); CLAMP01/STEP read x; none reads y (nullable). */
     bf_status (*neuron_backward)(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x,
                                  const float *y, const float *charge, const float *dy, float *dx);
+    /* Spikes kept for the backward as bits (the memory plan's pack_spikes): bit k of bits[w] is
+     * y[32w + k] != 0, the unused high bits of the last word 0; unpack writes y[i] = that bit, 0.0f
+     * or 1.0f, so it restores exactly spikes that were 0 or 1. */
+    bf_status (*spikes_pack)(bf_backend *b, const float *y, uint32_t *bits, size_t n);
+    bf_status (*spikes_unpack)(bf_backend *b, const uint32_t *bits, float *y, size_t n);
     /* Rate coding: y[t*n + i] = 1[bf_uniform(seed, t*n + i) < clamp(x[i], 0, 1)] for t < T (x is [n]). */
     bf_status (*spike_encode_rate)(bf_backend *b, const float *x, float *y, size_t n, int T, uint64_t seed);
     /* x[i] = lo + (hi - lo) * bf_uniform(seed, i): random draws on the device, identical on both backends. */

@@ -16,7 +16,7 @@ static size_t step_elements(const bf_model *m, const bf_layer *l) {
 size_t bf_spiking_arena_bytes(const bf_layer *l) {
     if (l->kind != BF_LAYER_NEURON) return 0;
     size_t bytes = bf_arena_align(2 * sizeof(float)); /* stats */
-    if (l->neuron.kind == BF_NEURON_LIF || l->neuron.kind == BF_NEURON_IF)
+    if ((l->neuron.kind == BF_NEURON_LIF || l->neuron.kind == BF_NEURON_IF) && !l->charge_in_place)
         bytes += bf_arena_align(bf_shape_count(l->out_shape) * sizeof(float)); /* charge */
     return bytes;
 }
@@ -25,7 +25,7 @@ char *bf_spiking_place(bf_layer *l, char *cursor) {
     if (l->kind != BF_LAYER_NEURON) return cursor;
     l->neuron_stats = (float *)cursor;
     cursor += bf_arena_align(2 * sizeof(float));
-    if (l->neuron.kind == BF_NEURON_LIF || l->neuron.kind == BF_NEURON_IF) {
+    if ((l->neuron.kind == BF_NEURON_LIF || l->neuron.kind == BF_NEURON_IF) && !l->charge_in_place) {
         l->neuron_charge = (float *)cursor;
         cursor += bf_arena_align(bf_shape_count(l->out_shape) * sizeof(float));
     }
@@ -45,9 +45,14 @@ bf_status bf_spiking_forward(bf_model *m, int index) {
         for (int t = 0; t < l->time_steps; t++) BF_TRY(ops->copy(b, l->out + (size_t)t * n, x, n * sizeof(float)));
         return BF_OK;
     }
-    case BF_LAYER_NEURON:
-        return ops->neuron_forward(b, &l->neuron, step_elements(m, l), x, l->out, l->neuron_charge,
-                                   m->training ? l->neuron_stats : NULL);
+    case BF_LAYER_NEURON: {
+        BF_TRY(ops->neuron_forward(b, &l->neuron, step_elements(m, l), x, l->out, l->neuron_charge,
+                                   m->training ? l->neuron_stats : NULL));
+        l->spikes_restored = 0;
+        if (!l->spikes_packed) return BF_OK;
+        /* the bits outlive l->out, which the plan reuses once the consumers' forwards have read it */
+        return ops->spikes_pack(b, l->out, l->spike_bits, step_elements(m, l) * (size_t)l->neuron.T);
+    }
     case BF_LAYER_TIME_MEAN: {
         size_t n = step_elements(m, l);
         int T = l->neuron.T;
@@ -73,8 +78,8 @@ bf_status bf_spiking_backward(bf_model *m, int index, float *dx) {
         return BF_OK;
     }
     case BF_LAYER_NEURON:
-        return ops->neuron_backward(b, &l->neuron, step_elements(m, l), bf_layer_input(m, l, 0), l->out,
-                                    l->neuron_charge, l->dout, dx);
+        return ops->neuron_backward(b, &l->neuron, step_elements(m, l), bf_layer_input(m, l, 0), NULL,
+                                    l->neuron_charge, l->dout, dx); /* y is never read (ops.h) */
     case BF_LAYER_TIME_MEAN: {
         size_t n = step_elements(m, l);
         int T = l->neuron.T;

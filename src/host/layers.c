@@ -13,9 +13,11 @@ const char *bf_layer_kind_name(bf_layer_kind k) {
     return k >= 0 && k < BF_LAYER_KIND_COUNT ? names[k] : "?";
 }
 
+/* Packed spikes: the float output until the backward restores them (model_memory.c), then the copy. */
 const float *bf_layer_input(const bf_model *m, const bf_layer *l, int j) {
     int in = l->input[j];
-    return in == BF_MODEL_INPUT ? m->input : m->layers[in].out;
+    if (in == BF_MODEL_INPUT) return m->input;
+    return m->layers[in].spikes_restored ? m->layers[in].spikes_unpacked : m->layers[in].out;
 }
 
 static float *param(const bf_model *m, const bf_layer *l, int slot) {

@@ -284,6 +284,7 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
         break;
     }
     m->keep_neuron_outputs = cfg->spiking.raster_neurons > 0; /* train.c reads them after the step */
+    m->pack_spikes = cfg->spiking.pack_spikes;
     bf_status s = check_flex_sites(m, cfg);
     if (s == BF_OK) s = bf_model_finalize(m);
     if (s != BF_OK) {
@@ -313,8 +314,14 @@ void bf_model_print_table(const bf_model *m, FILE *out) {
         double act = l->in_place ? 0 : bf_shape_count(l->out_shape) * 4.0 / 1048576.0;
         total_flops += flops;
         total_act += act;
+        const char *note = l->in_place          ? " (in place)"
+                           : l->frozen          ? " (frozen)"
+                           : l->spikes_packed && l->charge_in_place ? " (kept as bits; charge over its input)"
+                           : l->spikes_packed   ? " (kept as bits)"
+                           : l->charge_in_place ? " (charge over its input)"
+                                                : "";
         fprintf(out, "%-28s %-14s %-20s %12zu %12.2f %12.1f%s\n", l->name, bf_layer_kind_name(l->kind), shape, params,
-                flops / 1e6, act, l->in_place ? " (in place)" : l->frozen ? " (frozen)" : "");
+                flops / 1e6, act, note);
     }
     fprintf(out, "total: %zu parameters (%.1f MiB), %.3f GFLOP forward per image, %.1f MiB activations at batch %d "
                  "(+ gradients: %.1f MiB at most live at once, %.1f MiB of them beyond the activations they reuse; "

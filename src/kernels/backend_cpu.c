@@ -130,6 +130,8 @@ static const bf_ops cpu_ops = {
 
     .neuron_forward = bf_cpu_neuron_forward,
     .neuron_backward = bf_cpu_neuron_backward,
+    .spikes_pack = bf_cpu_spikes_pack,
+    .spikes_unpack = bf_cpu_spikes_unpack,
 
     .counter_hebb_linear = bf_cpu_counter_hebb_linear,
     .counter_hebb_conv2d = bf_cpu_counter_hebb_conv2d,

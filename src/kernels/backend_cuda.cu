@@ -239,6 +239,8 @@ static const bf_ops cuda_ops = {
 
     /* .neuron_forward = */ bf_cuda_neuron_forward,
     /* .neuron_backward = */ bf_cuda_neuron_backward,
+    /* .spikes_pack = */ bf_cuda_spikes_pack,
+    /* .spikes_unpack = */ bf_cuda_spikes_unpack,
     /* .spike_encode_rate = */ bf_cuda_spike_encode_rate,
     /* .fill_uniform = */ bf_cuda_fill_uniform,
 
@@ -259,7 +261,7 @@ static const bf_ops cuda_ops = {
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 66 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 68 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

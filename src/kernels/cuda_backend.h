@@ -318,6 +318,8 @@ bf_status bf_cuda_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_
                                  float *charge, float *stats);
 bf_status bf_cuda_neuron_backward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, const float *y,
                                   const float *charge, const float *dy, float *dx);
+bf_status bf_cuda_spikes_pack(bf_backend *b, const float *y, uint32_t *bits, size_t n);
+bf_status bf_cuda_spikes_unpack(bf_backend *b, const uint32_t *bits, float *y, size_t n);
 
 /* image_ops.cu */
 bf_status bf_cuda_image_u8_to_float(bf_backend *b, const uint8_t *src, float *dst, int n, int h, int w,

@@ -48,9 +48,10 @@ __device__ __forceinline__ float surrogate_grad(const neuron_consts &c, float u)
 /* y (and for LIF/IF the charge) of all T steps of each element; a thread takes V consecutive
  * elements (V = 4: 16-byte accesses, fewer instructions and more bytes in flight per thread). With
  * STATS, block b writes partial[b] = its number of spikes (sum of y) and partial[gridDim.x + b] =
- * its silent elements. */
+ * its silent elements. x and charge are not __restrict__: the memory plan may pass the same
+ * buffer for both (ops.h), and each thread loads x[idx] before it stores charge[idx]. */
 template <int OP, bool STATS, int V>
-__global__ void k_neuron_forward(const float *__restrict__ x, float *__restrict__ y, float *__restrict__ charge,
+__global__ void k_neuron_forward(const float *x, float *__restrict__ y, float *charge,
                                  size_t n, neuron_consts c, double *__restrict__ partial) {
     double spikes = 0.0, silent = 0.0;
     GRID_STRIDE(iv, n / V) {
@@ -146,6 +147,22 @@ __global__ void k_neuron_backward(const float *__restrict__ x, const float *__re
             }
         }
     }
+}
+
+/* Bit k of bits[w] = y[32w + k] != 0: one warp per word, each lane votes for its element (the
+ * lanes of a warp walk the words together, so every __ballot_sync has all 32 of them). */
+__global__ void k_spikes_pack(const float *__restrict__ y, uint32_t *__restrict__ bits, size_t n) {
+    const size_t words = (n + 31) / 32, warps = (size_t)gridDim.x * blockDim.x / 32;
+    const unsigned lane = threadIdx.x % 32;
+    for (size_t w = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32; w < words; w += warps) {
+        const size_t i = w * 32 + lane;
+        const unsigned word = __ballot_sync(0xffffffffu, i < n && y[i] != 0.0f);
+        if (lane == 0) bits[w] = word;
+    }
+}
+
+__global__ void k_spikes_unpack(const uint32_t *__restrict__ bits, float *__restrict__ y, size_t n) {
+    GRID_STRIDE(i, n) y[i] = (bits[i / 32] >> (i % 32)) & 1u ? 1.0f : 0.0f;
 }
 
 /* One block: *out += the partials, added in a fixed tree order. */
@@ -312,4 +329,25 @@ extern "C" bf_status bf_cuda_neuron_backward(bf_backend *b, const bf_neuron_para
     const float *in = is_stateful(p) ? charge : x; /* what the backward reads beside dy */
     if (vector_width(im, n, in, dy, dx) == 4) return dispatch_backward<4>(im, op_of(p), x, charge, dy, dx, n, c);
     return dispatch_backward<1>(im, op_of(p), x, charge, dy, dx, n, c);
+}
+
+extern "C" bf_status bf_cuda_spikes_pack(bf_backend *b, const float *y, uint32_t *bits, size_t n) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (n == 0) return BF_OK;
+    REQUIRE("spikes_pack", y, bits);
+    static_assert(BF_CUDA_THREADS % 32 == 0, "k_spikes_pack needs whole warps");
+    k_spikes_pack<<<neuron_blocks((n + 31) / 32 * 32), BF_CUDA_THREADS, 0, im->stream>>>(y, bits, n);
+    BF_LAUNCH_CHECK("k_spikes_pack");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_spikes_unpack(bf_backend *b, const uint32_t *bits, float *y, size_t n) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (n == 0) return BF_OK;
+    REQUIRE("spikes_unpack", bits, y);
+    k_spikes_unpack<<<neuron_blocks(n), BF_CUDA_THREADS, 0, im->stream>>>(bits, y, n);
+    BF_LAUNCH_CHECK("k_spikes_unpack");
+    return BF_OK;
 }

@@ -240,3 +240,29 @@ bf_status bf_cpu_neuron_backward(bf_backend *b, const bf_neuron_params *p, size_
     }
     return BF_OK;
 }
+
+/* ---- spikes kept as bits (ops.h at spikes_pack) ---- */
+
+bf_status bf_cpu_spikes_pack(bf_backend *b, const float *y, uint32_t *bits, size_t n) {
+    if (n == 0) return BF_OK;
+    REQUIRE("spikes_pack", y, bits);
+    const size_t words = (n + 31) / 32;
+    const int threads = n >= BF_CPU_PARALLEL_MIN ? bf_cpu_threads(b) : 1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (size_t w = 0; w < words; w++) {
+        const size_t lo = w * 32, m = n - lo < 32 ? n - lo : 32;
+        uint32_t word = 0;
+        for (size_t k = 0; k < m; k++) word |= (uint32_t)(y[lo + k] != 0.0f) << k;
+        bits[w] = word;
+    }
+    return BF_OK;
+}
+
+bf_status bf_cpu_spikes_unpack(bf_backend *b, const uint32_t *bits, float *y, size_t n) {
+    if (n == 0) return BF_OK;
+    REQUIRE("spikes_unpack", bits, y);
+    const int threads = n >= BF_CPU_PARALLEL_MIN ? bf_cpu_threads(b) : 1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (size_t i = 0; i < n; i++) y[i] = (bits[i / 32] >> (i % 32)) & 1u ? 1.0f : 0.0f;
+    return BF_OK;
+}
