@@ -69,6 +69,7 @@ typedef struct bf_run_config {
     int deterministic;         /* CUDA: deterministic cuDNN algorithms chosen by heuristics (bf_cuda_set_deterministic) */
     int conv_api;              /* CUDA: 0 legacy, 1 graph (bf_cuda_set_conv_api) */
     int flex_kernels;          /* CUDA: 0 fused, 1 slide (bf_cuda_set_flex_kernels) */
+    int conv_workspace_reuse;  /* CUDA: convolutions may run in dead activation memory (bf_cuda_set_conv_workspace_reuse) */
     int conv_workspace_mib;    /* CUDA: the cuDNN workspace limit of the algorithm search (bf_cuda_set_conv_workspace_limit) */
     int force_nccl;            /* gpus = 1 still trains through NCCL (to measure that path's overhead) */
 } bf_run_config;

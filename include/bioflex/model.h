@@ -131,6 +131,10 @@ typedef struct bf_layer {
     float *save_mean, *save_invstd; /* batch-norm */
     float *bwd_scratch;         /* flex with the max joint: its backward's dC and dP, placed like a gradient */
     size_t dout_at, bwd_scratch_at, unpack_at; /* their offsets in the arena (SIZE_MAX: none) */
+    /* The largest block of the arena dead during this layer's forward ([0]) and backward ([1]):
+     * its convolutions' workspace when their algorithm fits (conv_workspace_hint) */
+    void *ws_free[2];
+    size_t ws_free_at[2], ws_free_bytes[2];
 } bf_layer;
 
 typedef struct bf_model {

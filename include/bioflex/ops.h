@@ -192,6 +192,10 @@ typedef struct bf_ops {
                                       const float *w, float *dx);
     bf_status (*conv2d_backward_filter)(bf_backend *b, const bf_conv2d_shape *s, const float *x,
                                         const float *dy, float *dw, float *dbias /* nullable */);
+    /* Memory the convolutions that follow may use as their workspace (NULL, 0: none), until the
+     * next hint: the memory plan hands over activation memory that is dead during a layer's pass
+     * (model_memory.c). A backend whose convolutions need no workspace ignores it (the CPU's). */
+    bf_status (*conv_workspace_hint)(bf_backend *b, void *p, size_t bytes);
 
     /* ---- batch normalisation over (n, hw) per channel ----
      * train: normalises with the batch statistics (biased variance), stores mean and 1/sqrt(var+eps)
@@ -469,6 +473,11 @@ bf_status bf_cuda_set_deterministic(bf_backend *b, int on);
  * GiB than with 1 on an H200): a smaller limit trades speed for memory. Algorithms chosen before
  * are searched again. A no-op on the CPU backend. */
 bf_status bf_cuda_set_conv_workspace_limit(bf_backend *b, size_t bytes);
+/* [run] conv_workspace_reuse (on by default): convolutions run in the dead activation memory a
+ * model's plan hints (conv_workspace_hint) when their algorithm's workspace fits there, so the
+ * shared workspace keeps only what the other calls need. Off: every call uses the shared one. A
+ * no-op on the CPU backend. */
+bf_status bf_cuda_set_conv_workspace_reuse(bf_backend *b, int on);
 /* [run] conv_api = graph (graph != 0): each convolution shape and direction also gets a plan of
  * cuDNN's graph (backend) API, the fastest of the engines its heuristics offer under the same
  * precision, determinism and workspace rules, which runs instead of the legacy algorithm whenever

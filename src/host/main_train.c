@@ -126,9 +126,19 @@ static int dry_run(const bf_config *cfg) {
         printf("planned device memory: %.1f MiB activations, gradients and scratch, %.1f MiB parameters + gradients + "
                "optimizer state\n", m->arena_bytes / 1048576.0,
                m->num_param_floats * 4.0 * (cfg->optim.optimizer == BF_OPTIM_ADAMW ? 4 : 3) / 1048576.0);
-        if (cfg->run.device != BF_DEVICE_SEL_CPU) /* chosen at the first step, within the key's limit */
+        if (cfg->run.device != BF_DEVICE_SEL_CPU) { /* chosen at the first step, within the key's limit */
+            double least = -1;
+            for (int i = 0; i < m->num_layers; i++)
+                if (m->layers[i].kind == BF_LAYER_CONV || m->layers[i].kind == BF_LAYER_FLEX)
+                    for (int pass = 0; pass < 2; pass++)
+                        if (least < 0 || m->layers[i].ws_free_bytes[pass] < least) least = m->layers[i].ws_free_bytes[pass];
             printf("on a GPU, plus the cuDNN workspace the chosen convolution algorithms need: at most %d MiB "
-                   "([run] conv_workspace_mib)\n", cfg->run.conv_workspace_mib);
+                   "([run] conv_workspace_mib)", cfg->run.conv_workspace_mib);
+            if (cfg->run.conv_workspace_reuse && least >= 0)
+                printf(", less what fits in the activation memory dead during each convolution (at least %.1f MiB "
+                       "there for every one: [run] conv_workspace_reuse)", least / 1048576.0);
+            printf("\n");
+        }
     }
     bf_model_destroy(m);
     if (s != BF_OK) {

@@ -243,6 +243,58 @@ static bf_status plan_gradients(bf_model *m, const size_t *region_start, size_t 
     return BF_OK;
 }
 
+static int by_start(const void *a, const void *b) {
+    const placed_block *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* The largest run of [from, to) that none of the n blocks overlaps (sorts them): its size, and
+ * its start in *at. */
+static size_t largest_gap(placed_block *blocks, int n, size_t from, size_t to, size_t *at) {
+    qsort(blocks, (size_t)n, sizeof *blocks, by_start);
+    size_t best = 0, cur = from;
+    *at = from;
+    for (int k = 0; k <= n && cur < to; k++) {
+        const size_t end = k < n && blocks[k].lo < to ? blocks[k].lo : to;
+        if (end > cur && end - cur > best) {
+            best = end - cur;
+            *at = cur;
+        }
+        if (k < n && blocks[k].hi > cur) cur = blocks[k].hi;
+    }
+    return best;
+}
+
+/* Workspace hints: for each layer's forward and backward, the largest block of [0, top) that no
+ * buffer live during that pass holds, by replaying both passes as the plan placed them. Forward
+ * of t: the outputs of the layers above t are not written yet, gradients not at all; only packed
+ * float spikes still to be read are live there. Backward of t: the outputs of the layers above t
+ * are dead, except where gradients, restored spikes and t's backward scratch now lie. */
+static void plan_workspace_hints(bf_model *m, const size_t *region_start, const size_t *fwd_at, size_t top,
+                                 const int *last_consumer, const int *lowest_reader, placed_block *live) {
+    const int L = m->num_layers;
+    for (int t = 0; t < L; t++) {
+        int n = 0;
+        for (int i = 0; i <= t; i++)
+            if (m->layers[i].spikes_packed && last_consumer[i] >= t)
+                live[n++] = (placed_block){fwd_at[i], fwd_at[i] + align_up(bf_shape_count(m->layers[i].out_shape) * sizeof(float)), i, 0};
+        bf_layer *l = &m->layers[t];
+        l->ws_free_bytes[0] = largest_gap(live, n, region_start[t + 1], top, &l->ws_free_at[0]);
+        n = 0;
+        for (int i = 0; i <= t; i++) {
+            const bf_layer *li = &m->layers[i];
+            const size_t bytes = align_up(bf_shape_count(li->out_shape) * sizeof(float));
+            if (li->dout_at != SIZE_MAX && last_consumer[i] >= t) live[n++] = (placed_block){li->dout_at, li->dout_at + bytes, i, 1};
+            if (li->unpack_at != SIZE_MAX && lowest_reader[i] <= t && li->unpack_before >= t)
+                live[n++] = (placed_block){li->unpack_at, li->unpack_at + bytes, i, 0};
+        }
+        if (l->bwd_scratch_at != SIZE_MAX)
+            live[n++] = (placed_block){l->bwd_scratch_at,
+                                       l->bwd_scratch_at + align_up(bf_flex_backward_scratch_floats(m, t) * sizeof(float)), t, 0};
+        l->ws_free_bytes[1] = largest_gap(live, n, region_start[t + 1], top, &l->ws_free_at[1]);
+    }
+}
+
 /* Standard normal from two counter-based uniforms (Box-Muller). */
 static float normal_sample(uint64_t seed, uint64_t i) {
     double u1 = 1.0 - bf_uniform(seed, 2 * i), u2 = bf_uniform(seed, 2 * i + 1);
@@ -322,6 +374,9 @@ bf_status bf_model_finalize(bf_model *m) {
         m->forward_only_bytes = forward_top - region_start[L];
         plan_unpack_readers(m, lowest_reader);
         planned = plan_gradients(m, region_start, forward_top, last_consumer, lowest_reader, live);
+        if (planned == BF_OK)
+            plan_workspace_hints(m, region_start, fwd_at, m->transient_bytes + m->grad_bytes, last_consumer,
+                                 lowest_reader, live);
     }
     free(region_start);
     free(last_consumer);
@@ -394,6 +449,7 @@ bf_status bf_model_finalize(bf_model *m) {
         }
         if (l->dout_at != SIZE_MAX) l->dout = (float *)(base + l->dout_at);
         if (l->bwd_scratch_at != SIZE_MAX) l->bwd_scratch = (float *)(base + l->bwd_scratch_at);
+        for (int pass = 0; pass < 2; pass++) l->ws_free[pass] = l->ws_free_bytes[pass] ? base + l->ws_free_at[pass] : NULL;
     }
     m->grad_scratch = m->grad_scratch_floats ? (float *)cursor : NULL;
     cursor += align_up(m->grad_scratch_floats * sizeof(float));
@@ -411,12 +467,24 @@ bf_status bf_model_set_batch(bf_model *m, int n) {
     return BF_OK;
 }
 
+/* Hands layer i's dead memory of this pass to the backend's convolutions (i < 0: none). */
+static bf_status hint_workspace(bf_model *m, int i, int pass) {
+    const bf_ops *ops = m->backend->ops;
+    if (i < 0) return ops->conv_workspace_hint(m->backend, NULL, 0);
+    return ops->conv_workspace_hint(m->backend, m->layers[i].ws_free[pass], m->layers[i].ws_free_bytes[pass]);
+}
+
 bf_status bf_model_forward(bf_model *m, const float *x, const float **logits) {
     m->input = x;
     for (int i = 0; i < m->num_layers; i++) {
-        bf_status s = bf_layer_forward(m, i);
-        if (s != BF_OK) return bf_error_context(s, "forward of %s (%s)", m->layers[i].name, bf_layer_kind_name(m->layers[i].kind));
+        bf_status s = hint_workspace(m, i, 0);
+        if (s == BF_OK) s = bf_layer_forward(m, i);
+        if (s != BF_OK) {
+            hint_workspace(m, -1, 0);
+            return bf_error_context(s, "forward of %s (%s)", m->layers[i].name, bf_layer_kind_name(m->layers[i].kind));
+        }
     }
+    BF_TRY(hint_workspace(m, -1, 0)); /* no hint outlives the pass: other code shares the backend */
     if (m->training) {
         m->num_batches_tracked++;
         m->flex_samples += m->batch;
@@ -451,12 +519,14 @@ bf_status bf_model_backward(bf_model *m, const float *dlogits) {
     for (int i = m->num_layers - 1; i >= 0 && s == BF_OK; i--) {
         s = restore_spikes(m, i);
         if (s != BF_OK || !grad_written[i]) continue; /* no path from the loss (e.g. an unused branch) */
-        s = bf_layer_backward(m, i, grad_written);
+        s = hint_workspace(m, i, 1);
+        if (s == BF_OK) s = bf_layer_backward(m, i, grad_written);
         if (s == BF_OK && m->on_layer_backward) s = m->on_layer_backward(m->on_layer_backward_ctx, m, i);
         if (s != BF_OK) bf_error_context(s, "backward of %s (%s)", m->layers[i].name, bf_layer_kind_name(m->layers[i].kind));
     }
     if (grad_written != written) free(grad_written);
-    return s;
+    bf_status cleared = hint_workspace(m, -1, 1);
+    return s != BF_OK ? s : cleared;
 }
 
 uint64_t bf_layer_dropout_seed(const bf_model *m, int i) {

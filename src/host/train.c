@@ -23,6 +23,7 @@ bf_status bf_backend_cuda_from_config(const bf_config *cfg, int device, bf_backe
     BF_TRY(bf_backend_create_cuda(device, (bf_precision)cfg->run.precision, out));
     bf_status s = bf_cuda_set_deterministic(*out, cfg->run.deterministic);
     if (s == BF_OK) s = bf_cuda_set_conv_workspace_limit(*out, (size_t)cfg->run.conv_workspace_mib << 20);
+    if (s == BF_OK) s = bf_cuda_set_conv_workspace_reuse(*out, cfg->run.conv_workspace_reuse);
     if (s == BF_OK) s = bf_cuda_set_conv_api(*out, cfg->run.conv_api);
     if (s == BF_OK) s = bf_cuda_set_flex_kernels(*out, cfg->run.flex_kernels);
     if (s != BF_OK) {

@@ -82,6 +82,7 @@ static const bf_ops cpu_ops = {
     .conv2d_forward = bf_cpu_conv2d_forward,
     .conv2d_backward_data = bf_cpu_conv2d_backward_data,
     .conv2d_backward_filter = bf_cpu_conv2d_backward_filter,
+    .conv_workspace_hint = bf_cpu_conv_workspace_hint,
 
     .batchnorm_forward_train = bf_cpu_batchnorm_forward_train,
     .batchnorm_forward_eval = bf_cpu_batchnorm_forward_eval,

@@ -193,6 +193,7 @@ static const bf_ops cuda_ops = {
     /* .conv2d_forward = */ bf_cuda_conv2d_forward,
     /* .conv2d_backward_data = */ bf_cuda_conv2d_backward_data,
     /* .conv2d_backward_filter = */ bf_cuda_conv2d_backward_filter,
+    /* .conv_workspace_hint = */ bf_cuda_conv_workspace_hint,
 
     /* .batchnorm_forward_train = */ bf_cuda_batchnorm_forward_train,
     /* .batchnorm_forward_eval = */ bf_cuda_batchnorm_forward_eval,
@@ -261,7 +262,7 @@ static const bf_ops cuda_ops = {
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 68 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 69 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

@@ -20,6 +20,14 @@
  * resized to the largest requirement of all algorithms chosen so far (impl->ws_needed), so after
  * the first training step it has its final size and is never reallocated again.
  *
+ * Workspace hints (conv_workspace_hint): a model's memory plan hands each layer's pass the largest
+ * block of activation memory dead during it. A call whose chosen algorithm fits there runs in it,
+ * and only the calls that do not fit count in ws_needed, so the shared workspace holds just what
+ * those need (on PlasticFlex's VGG-11 at T = 8 or VGG-16's early layers, the search's fastest
+ * algorithms need hundreds of MiB to GiB: memory the dead activations already hold). The search
+ * itself still grows the shared workspace for its trials (the first step only). The graph API
+ * ignores hints: its execution plans are bound to one workspace pointer.
+ *
  * Graph API ([run] conv_api = graph, bf_cuda_set_conv_api): each direction also gets an execution
  * plan of cuDNN's graph API, timed among the engines its heuristics offer (conv_graph.cu), and runs
  * it whenever the call's pointers have the alignment it was made for; the legacy algorithm stays
@@ -257,6 +265,14 @@ extern "C" bf_status bf_cuda_set_conv_api(bf_backend *b, int graph) {
     return BF_OK;
 }
 
+extern "C" bf_status bf_cuda_set_conv_workspace_reuse(bf_backend *b, int on) {
+    if (!b || b->kind != BF_DEVICE_CUDA) return BF_OK; /* the CPU backend has no convolution workspace */
+    bf_cuda_impl *im = (bf_cuda_impl *)b->impl;
+    im->ws_reuse_off = !on;
+    if (!on) im->ws_hint = NULL, im->ws_hint_bytes = 0;
+    return BF_OK;
+}
+
 extern "C" bf_status bf_cuda_set_conv_workspace_limit(bf_backend *b, size_t bytes) {
     if (!b || b->kind != BF_DEVICE_CUDA) return BF_OK; /* the CPU backend has no convolution workspace */
     bf_cuda_impl *im = (bf_cuda_impl *)b->impl;
@@ -389,6 +405,11 @@ static int pick_result(const bf_cuda_impl *im, const perf_result *res, int count
     return -1;
 }
 
+/* Whether the call may run in the hinted memory (never with the graph API, see the file comment). */
+static bool hint_fits(const bf_cuda_impl *im, const conv_choice *ch) {
+    return im->ws_hint && !im->conv_api_graph && ch->memory <= im->ws_hint_bytes;
+}
+
 /* Workspace the search may use: conv_search_limit, but at most about half the free memory (plus
  * the current workspace, which the resize releases first). */
 static size_t search_limit(const bf_cuda_impl *im) {
@@ -473,8 +494,8 @@ static bf_status conv_search(bf_cuda_impl *im, const bf_conv2d_shape *s, conv_en
         if (plan_bytes > ch->memory) ch->memory = plan_bytes;
     }
 
-    /* 3. keep exactly the workspace the chosen algorithms need */
-    if (ch->memory > im->ws_needed) im->ws_needed = ch->memory;
+    /* 3. keep exactly the workspace the chosen algorithms need, beyond what the hint holds */
+    if (!hint_fits(im, ch) && ch->memory > im->ws_needed) im->ws_needed = ch->memory;
     if (im->ws_bytes != im->ws_needed) {
         bf_status st = bf_cuda_workspace_resize(im, im->ws_needed);
         if (st != BF_OK) {
@@ -486,17 +507,27 @@ static bf_status conv_search(bf_cuda_impl *im, const bf_conv2d_shape *s, conv_en
 }
 
 /* Looks the shape up (creating the entry and choosing the direction's algorithm on first use), and
- * readies the descriptor's math type and the workspace for the call. */
+ * readies the descriptor's math type and the call's workspace: the hint when the choice fits
+ * there, else the shared one, grown to the choice when it is smaller (a layer of a cached shape
+ * whose hint is smaller than the first one's, or an earlier failed resize). */
 static bf_status conv_prepare(bf_cuda_impl *im, const bf_conv2d_shape *s, int dir, const void *a, const void *b,
-                              void *out, conv_entry **entry) {
+                              void *out, conv_entry **entry, void **ws, size_t *ws_bytes) {
     conv_entry *e;
     BF_TRY(cache_get(im, s, &e));
     if (!e->dir[dir].found) BF_TRY(conv_search(im, s, e, dir, a, b, out));
-    if (im->ws_bytes < e->dir[dir].memory) {
-        /* only after an earlier failed resize; ws_needed covers every cached choice */
-        BF_TRY(bf_cuda_workspace_resize(im, im->ws_needed > e->dir[dir].memory ? im->ws_needed : e->dir[dir].memory));
+    const conv_choice *ch = &e->dir[dir];
+    if (hint_fits(im, ch)) {
+        *ws = im->ws_hint;
+        *ws_bytes = im->ws_hint_bytes;
+    } else {
+        if (im->ws_bytes < ch->memory) {
+            if (ch->memory > im->ws_needed) im->ws_needed = ch->memory;
+            BF_TRY(bf_cuda_workspace_resize(im, im->ws_needed));
+        }
+        *ws = im->ws;
+        *ws_bytes = im->ws_bytes;
     }
-    BF_TRY(set_math(e, e->dir[dir].math));
+    BF_TRY(set_math(e, ch->math));
     *entry = e;
     return BF_OK;
 }
@@ -519,14 +550,16 @@ extern "C" bf_status bf_cuda_conv2d_forward(bf_backend *b, const bf_conv2d_shape
     BF_TRY(check_conv(s, "conv2d_forward"));
     if (!x || !w || !y) return bf_error(BF_ERR_ARG, "conv2d_forward: NULL input, weight or output");
     conv_entry *e;
-    BF_TRY(conv_prepare(im, s, DIR_FWD, x, w, y, &e));
+    void *ws;
+    size_t ws_bytes;
+    BF_TRY(conv_prepare(im, s, DIR_FWD, x, w, y, &e, &ws, &ws_bytes));
     const float one = 1.0f, zero = 0.0f;
     bf_conv_plan *plan = e->dir[DIR_FWD].plan;
     if (bf_conv_graph_fits(plan, x, w, y))
         BF_TRY(bf_conv_graph_run(im, plan, x, w, y));
     else
         BF_CUDNN_CHECK(cudnnConvolutionForward(im->cudnn, &one, e->x_desc, x, e->w_desc, w, e->conv_desc,
-                                               (cudnnConvolutionFwdAlgo_t)e->dir[DIR_FWD].algo, im->ws, im->ws_bytes,
+                                               (cudnnConvolutionFwdAlgo_t)e->dir[DIR_FWD].algo, ws, ws_bytes,
                                                &zero, e->y_desc, y));
     if (bias) {
         const size_t planes = (size_t)s->n * s->c_out;
@@ -546,15 +579,17 @@ extern "C" bf_status bf_cuda_conv2d_backward_data(bf_backend *b, const bf_conv2d
     BF_TRY(check_conv(s, "conv2d_backward_data"));
     if (!dy || !w || !dx) return bf_error(BF_ERR_ARG, "conv2d_backward_data: NULL dy, weight or dx");
     conv_entry *e;
-    BF_TRY(conv_prepare(im, s, DIR_BWD_DATA, dy, w, dx, &e));
+    void *ws;
+    size_t ws_bytes;
+    BF_TRY(conv_prepare(im, s, DIR_BWD_DATA, dy, w, dx, &e, &ws, &ws_bytes));
     const float one = 1.0f, zero = 0.0f;
     bf_conv_plan *plan = e->dir[DIR_BWD_DATA].plan;
     if (bf_conv_graph_fits(plan, dy, w, dx))
         BF_TRY(bf_conv_graph_run(im, plan, dy, w, dx));
     else
         BF_CUDNN_CHECK(cudnnConvolutionBackwardData(im->cudnn, &one, e->w_desc, w, e->y_desc, dy, e->conv_desc,
-                                                    (cudnnConvolutionBwdDataAlgo_t)e->dir[DIR_BWD_DATA].algo, im->ws,
-                                                    im->ws_bytes, &zero, e->x_desc, dx));
+                                                    (cudnnConvolutionBwdDataAlgo_t)e->dir[DIR_BWD_DATA].algo, ws,
+                                                    ws_bytes, &zero, e->x_desc, dx));
     return BF_OK;
 }
 
@@ -565,7 +600,9 @@ extern "C" bf_status bf_cuda_conv2d_backward_filter(bf_backend *b, const bf_conv
     BF_TRY(check_conv(s, "conv2d_backward_filter"));
     if (!x || !dy || !dw) return bf_error(BF_ERR_ARG, "conv2d_backward_filter: NULL x, dy or dw");
     conv_entry *e;
-    BF_TRY(conv_prepare(im, s, DIR_BWD_FILTER, x, dy, dw, &e));
+    void *ws;
+    size_t ws_bytes;
+    BF_TRY(conv_prepare(im, s, DIR_BWD_FILTER, x, dy, dw, &e, &ws, &ws_bytes));
     const float one = 1.0f, zero = 0.0f;
     bf_conv_plan *plan = e->dir[DIR_BWD_FILTER].plan;
     if (bf_conv_graph_fits(plan, x, dy, dw))
@@ -573,7 +610,16 @@ extern "C" bf_status bf_cuda_conv2d_backward_filter(bf_backend *b, const bf_conv
     else
         BF_CUDNN_CHECK(cudnnConvolutionBackwardFilter(im->cudnn, &one, e->x_desc, x, e->y_desc, dy, e->conv_desc,
                                                       (cudnnConvolutionBwdFilterAlgo_t)e->dir[DIR_BWD_FILTER].algo,
-                                                      im->ws, im->ws_bytes, &zero, e->w_desc, dw));
+                                                      ws, ws_bytes, &zero, e->w_desc, dw));
     if (dbias) BF_TRY(bf_cuda_channel_sum(im, s->n, s->c_out, (long)s->h_out * s->w_out, dy, dbias));
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_conv_workspace_hint(bf_backend *b, void *p, size_t bytes) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    const bool use = p && bytes && !im->ws_reuse_off;
+    im->ws_hint = use ? p : NULL;
+    im->ws_hint_bytes = use ? bytes : 0;
     return BF_OK;
 }

@@ -206,3 +206,11 @@ bf_status bf_cpu_conv2d_backward_filter(bf_backend *b, const bf_conv2d_shape *s,
     if (dbias) conv_bias_gradient(b, s, g.hw_out, dy, dbias);
     return BF_OK;
 }
+
+/* The CPU convolutions (im2col into their own scratch, OpenBLAS) take no workspace from outside. */
+bf_status bf_cpu_conv_workspace_hint(bf_backend *b, void *p, size_t bytes) {
+    (void)b;
+    (void)p;
+    (void)bytes;
+    return BF_OK;
+}

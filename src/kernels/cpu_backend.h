@@ -122,6 +122,7 @@ bf_status bf_cpu_conv2d_backward_data(bf_backend *b, const bf_conv2d_shape *s, c
                                       const float *w, float *dx);
 bf_status bf_cpu_conv2d_backward_filter(bf_backend *b, const bf_conv2d_shape *s, const float *x,
                                         const float *dy, float *dw, float *dbias);
+bf_status bf_cpu_conv_workspace_hint(bf_backend *b, void *p, size_t bytes);
 
 /* ---- batchnorm_cpu.c ---- */
 bf_status bf_cpu_batchnorm_forward_train(bf_backend *b, const bf_bn_shape *s, const float *x,

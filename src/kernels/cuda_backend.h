@@ -95,7 +95,10 @@ typedef struct bf_cuda_impl {
     size_t cublas_ws_bytes;
     void *ws;                 /* cuDNN workspace: grows when a convolution needs more */
     size_t ws_bytes;
-    size_t ws_needed;         /* the largest workspace any cached algorithm uses */
+    size_t ws_needed;         /* the largest workspace a call that could not use its hint needed */
+    void *ws_hint;            /* conv_workspace_hint: dead activation memory the next convolutions may use */
+    size_t ws_hint_bytes;
+    int ws_reuse_off;         /* [run] conv_workspace_reuse = false: hints are ignored */
     void *scratch;            /* partial sums of reductions: grows, never shrinks */
     size_t scratch_bytes;
     struct bf_cuda_conv_cache *conv_cache;
@@ -212,6 +215,7 @@ bf_status bf_cuda_conv2d_backward_data(bf_backend *b, const bf_conv2d_shape *s, 
                                        const float *w, float *dx);
 bf_status bf_cuda_conv2d_backward_filter(bf_backend *b, const bf_conv2d_shape *s, const float *x,
                                          const float *dy, float *dw, float *dbias);
+bf_status bf_cuda_conv_workspace_hint(bf_backend *b, void *p, size_t bytes);
 
 /* batchnorm.cu */
 bf_status bf_cuda_batchnorm_forward_train(bf_backend *b, const bf_bn_shape *s, const float *x,
