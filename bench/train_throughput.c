@@ -17,7 +17,8 @@
  * Peak memory (CUDA): the backend's own device memory (bf_cuda_memory_bytes: every buffer, the
  * scratch and the cuDNN/cuBLAS workspaces, not the CUDA context), reset after the warm-up steps,
  * so "peak" is the most held during the timed steps; "with warm-up" is the most since the backend
- * was created (it includes cuDNN's algorithm search). bench/pytorch_train.py reports
+ * was created (it includes cuDNN's algorithm search). Beside them: the model's arena (activations,
+ * gradients, scratch: the memory plan) and the separate cuDNN workspace at the end. bench/pytorch_train.py reports
  * torch.cuda.max_memory_allocated the same two ways. The CPU backend keeps no count: "n/a". */
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,9 +178,11 @@ int main(int argc, char **argv) {
     if (peak > peak_all) peak_all = peak;
     float loss0 = 0;
     bf_to_host(b, &loss0, losses, sizeof loss0);
-    char memory[96];
+    char memory[192];
     const double gib = 1024.0 * 1024.0 * 1024.0;
-    if (cuda) snprintf(memory, sizeof memory, "peak %.2f GiB (with warm-up %.2f GiB)", peak / gib, peak_all / gib);
+    if (cuda) /* what the peak is made of: the planned arena, and the separate cuDNN workspace */
+        snprintf(memory, sizeof memory, "peak %.2f GiB (with warm-up %.2f GiB; arena %.2f GiB, cuDNN workspace %.2f GiB)",
+                 peak / gib, peak_all / gib, m->arena_bytes / gib, bf_cuda_conv_workspace_bytes(b) / gib);
     else snprintf(memory, sizeof memory, "peak n/a");
     printf("bioflex %s %s %s batch %d %dx%d: %.1f images/s, %.1f ms/step, %.1f model TFLOP/s, %zu params, %s "
            "(loss %.3f)\n",

@@ -514,6 +514,9 @@ bf_status bf_cuda_device_shape(const bf_backend *b, int *cc_major, int *cc_minor
  * benchmark resets after its warm-up steps, whose cuDNN algorithm search uses a larger
  * workspace). Either pointer may be NULL; both read 0 for a CPU backend or without CUDA. */
 void bf_cuda_memory_bytes(bf_backend *b, int reset_peak, size_t *live, size_t *peak);
+/* The bytes of the separate cuDNN workspace now (part of bf_cuda_memory_bytes' count): what the
+ * convolutions that did not fit in their hinted dead memory need; 0 on the CPU or without CUDA. */
+size_t bf_cuda_conv_workspace_bytes(bf_backend *b);
 
 /* Convenience wrappers that read like function calls: bf_alloc(b, bytes, &p). */
 static inline bf_status bf_alloc(bf_backend *b, size_t bytes, void **p) { return b->ops->alloc(b, bytes, p); }

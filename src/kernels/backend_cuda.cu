@@ -400,6 +400,10 @@ extern "C" bf_status bf_cuda_profiler(bf_backend *b, int on) {
     return BF_OK;
 }
 
+extern "C" size_t bf_cuda_conv_workspace_bytes(bf_backend *b) {
+    return b && b->kind == BF_DEVICE_CUDA ? ((bf_cuda_impl *)b->impl)->ws_bytes : 0;
+}
+
 extern "C" void bf_cuda_memory_bytes(bf_backend *b, int reset_peak, size_t *live, size_t *peak) {
     bf_cuda_impl *im = b && b->kind == BF_DEVICE_CUDA ? (bf_cuda_impl *)b->impl : NULL;
     if (live) *live = im ? im->live_bytes : 0;

@@ -48,6 +48,11 @@ bf_status bf_cuda_device_shape(const bf_backend *b, int *cc_major, int *cc_minor
     return bf_error(BF_ERR_UNAVAILABLE, "bioflex was built without the CUDA backend");
 }
 
+size_t bf_cuda_conv_workspace_bytes(bf_backend *b) {
+    (void)b;
+    return 0;
+}
+
 void bf_cuda_memory_bytes(bf_backend *b, int reset_peak, size_t *live, size_t *peak) {
     (void)b;
     (void)reset_peak;
