@@ -60,9 +60,14 @@ __global__ void k_neuron_forward(const float *x, float *__restrict__ y, float *c
 #pragma unroll
         for (int k = 0; k < V; k++) v[k] = 0.0f, ysum[k] = 0.0;
         size_t idx = iv * V;
+        fvec<V> xv = load_vec<V>(x + idx);
 #pragma unroll 2
         for (int t = 0; t < c.T; t++, idx += n) {
-            const fvec<V> xv = load_vec<V>(x + idx);
+            /* step t+1's input before step t's stores: the compiler may not move a load of x past a
+             * store to charge (they may be one buffer), so the overlap of loads with the arithmetic
+             * is written out here (reading x[t+1] before writing charge[t] is safe either way) */
+            fvec<V> xnext = xv;
+            if (t + 1 < c.T) xnext = load_vec<V>(x + idx + n);
             fvec<V> out, h;
 #pragma unroll
             for (int k = 0; k < V; k++) {
@@ -83,6 +88,7 @@ __global__ void k_neuron_forward(const float *x, float *__restrict__ y, float *c
             }
             if (OP != OP_CLAMP01 && OP != OP_STEP) store_vec<V>(charge + idx, h);
             store_vec<V>(y + idx, out);
+            xv = xnext;
         }
         if (STATS) {
 #pragma unroll
