@@ -3,7 +3,8 @@
  *     TFLOP/s at 1.41 GHz; H100 SXM: 67 fp32 at its 1.98 GHz and 495 TF32 at 1.83 GHz; L40S: 91.6
  *     TF32 at 2.52 GHz),
  *     0 for an architecture not in the table;
- *   - a train line carries "mfu" when it is known and leaves it out otherwise. */
+ *   - a train line carries "mfu" when it is known and leaves it out otherwise, and likewise
+ *     "device_peak_gib" (a GPU run's) when given. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,9 +40,10 @@ static void test_mfu_field(void) {
         CHECK(mkdtemp(dir) != NULL, "temporary directory");
         bf_metrics_log log;
         CHECK_OK(bf_metrics_open(&log, dir, 0));
+        const double peak_gib = 2.75;
         bf_train_metrics m = {.epochs = 1, .step = 10, .steps_per_epoch = 10, .step_in_epoch = 10, .loss = 1, .lr = 0.1,
                               .grad_norm = -1, .ms_per_step = 2, .images_per_s = 500, .tflops = 12.5,
-                              .mfu = known ? 0.25 : 0};
+                              .mfu = known ? 0.25 : 0, .device_peak_gib = known ? &peak_gib : NULL};
         bf_metrics_train(&log, &m, NULL);
         bf_metrics_close(&log);
         char line[2048];
@@ -51,6 +53,10 @@ static void test_mfu_field(void) {
             CHECK(strstr(line, "\"mfu\":0.25") != NULL, "mfu logged when known: %s", line);
         else
             CHECK(strstr(line, "\"mfu\"") == NULL, "no mfu when the peak is unknown: %s", line);
+        if (known)
+            CHECK(strstr(line, "\"device_peak_gib\":2.75") != NULL, "device_peak_gib logged when given: %s", line);
+        else
+            CHECK(strstr(line, "device_peak_gib") == NULL, "no device_peak_gib on the CPU: %s", line);
         char path[600];
         snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
         unlink(path);

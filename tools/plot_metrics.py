@@ -90,6 +90,9 @@ class Run:
             for field in ("mean_conv_ratio", "mean_firing_rate", "skipped_images"):
                 if field in last:
                     s[field] = last[field]
+            peaks = [r["device_peak_gib"] for r in self.train if "device_peak_gib" in r]  # GPU runs
+            if peaks:
+                s["peak_gib"] = max(peaks)
         if self.evals:
             best = max(self.evals, key=lambda r: r["top1"])
             s["test_top1"] = self.evals[-1]["top1"]
@@ -102,7 +105,7 @@ class Run:
 def print_summary(runs):
     columns = [("run", "{}"), ("steps", "{}"), ("epochs", "{}"), ("train_loss", "{:.4f}"), ("train_acc", "{:.2%}"),
                ("test_top1", "{:.2%}"), ("best_top1", "{:.2%}"), ("best_epoch", "{}"), ("images_per_s", "{:.0f}"),
-               ("data_wait", "{:.1%}"), ("mean_conv_ratio", "{:.3f}"), ("mean_firing_rate", "{:.3f}"),
+               ("data_wait", "{:.1%}"), ("peak_gib", "{:.2f}"), ("mean_conv_ratio", "{:.3f}"), ("mean_firing_rate", "{:.3f}"),
                ("skipped_images", "{}")]
     rows = [r.summary() for r in runs]
     shown = [(c, f) for c, f in columns if any(c in r for r in rows)]

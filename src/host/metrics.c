@@ -85,6 +85,8 @@ void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text
     if (m->skipped_images) cJSON_AddNumberToObject(o, "skipped_images", (double)*m->skipped_images);
     if (m->tflops > 0) cJSON_AddNumberToObject(o, "model_tflops", m->tflops); /* BU-TD runs do not count FLOPs */
     if (m->mfu > 0) cJSON_AddNumberToObject(o, "mfu", m->mfu); /* GPU runs on a known architecture */
+    /* rank 0's GPU: every buffer, scratch and workspace of its backend, not the CUDA context */
+    if (m->device_peak_gib) cJSON_AddNumberToObject(o, "device_peak_gib", *m->device_peak_gib);
     if (m->num_flex > 0) {
         /* per flex layer, in layer order, and their means (flexnet.md section 6) */
         cJSON *ratios = cJSON_AddObjectToObject(o, "conv_ratio");

@@ -24,6 +24,8 @@ typedef struct bf_train_metrics {
     const double *comm_exposed_ms; /* data-parallel runs: mean ms per step the gradient all-reduce held
                                     * the step (metrics.c); NULL for the plain single-process run */
     double mfu;                 /* model FLOP utilisation: tflops / the GPU's peak (0: not known, CPU) */
+    const double *device_peak_gib; /* CUDA: the most device memory the backend held during the interval
+                                    * (bf_cuda_memory_bytes); NULL on the CPU */
 } bf_train_metrics;
 
 /* Dense peak TFLOP/s of a GPU of compute capability major.minor with `sms` multiprocessors at

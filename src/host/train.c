@@ -296,6 +296,10 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
                 double comm_ms = 0; /* read after the synchronisation above: its events are complete */
                 BF_TRY(bf_dp_interval_comm_ms(&r->dp, &comm_ms));
                 if (bf_dp_active(&r->dp)) mt.comm_exposed_ms = &comm_ms;
+                size_t peak_bytes = 0; /* this interval's peak: the count restarts from what is held now */
+                bf_cuda_memory_bytes(b, 1, NULL, &peak_bytes);
+                const double peak_gib = (double)peak_bytes / (1024.0 * 1024.0 * 1024.0);
+                if (b->kind == BF_DEVICE_CUDA) mt.device_peak_gib = &peak_gib;
                 long remaining = (long)epochs * steps_per_epoch - st->step;
                 mt.eta_s = remaining * (t - run_start) / (double)(st->step - first_step);
                 /* Once a stop is requested, no progress line: a launcher that is shutting down may
