@@ -162,7 +162,8 @@ typedef struct bf_model {
                                  * forward_only_bytes */
     size_t grad_live_bytes;     /* the most gradient memory live at once, wherever placed */
     int keep_neuron_outputs;    /* 1: neuron layers' outputs outlive the backward (spike rasters read them) */
-    int pack_spikes;            /* 1: spiking layers keep their spikes for the backward as bits */
+    int pack_spikes;            /* 1 (the default): spiking layers keep their spikes for the backward as
+                                 * bits; read by bf_model_finalize */
     size_t forward_only_bytes;  /* the packed layers' float spikes (live only until their consumers'
                                  * forward) beyond the transient activations: part of grad_bytes */
     float *grad_scratch;        /* a backward writes here when its target already holds a gradient */
