@@ -370,6 +370,10 @@ static void test_pooling(bf_backend *b) {
 
     test_pool_case(b, (bf_pool_shape){.n = 2, .c = 3, .h_in = 7, .w_in = 6, .k = 3, .stride = 2, .pad = 1}, 1, NULL, "maxpool k3 s2 p1");
     test_pool_case(b, (bf_pool_shape){.n = 2, .c = 3, .h_in = 8, .w_in = 8, .k = 2, .stride = 2, .pad = 0}, 1, NULL, "maxpool k2 s2");
+    /* stride 1 has its own loop (the flex layers' pool branch), also on planes narrower than k */
+    test_pool_case(b, (bf_pool_shape){.n = 2, .c = 3, .h_in = 5, .w_in = 6, .k = 3, .stride = 1, .pad = 1}, 1, NULL, "maxpool k3 s1 p1");
+    test_pool_case(b, (bf_pool_shape){.n = 1, .c = 2, .h_in = 7, .w_in = 9, .k = 5, .stride = 1, .pad = 2}, 1, NULL, "maxpool k5 s1 p2");
+    test_pool_case(b, (bf_pool_shape){.n = 2, .c = 2, .h_in = 3, .w_in = 2, .k = 5, .stride = 1, .pad = 2}, 1, NULL, "maxpool k5 s1 p2 on 3x2");
     test_pool_case(b, (bf_pool_shape){.n = 2, .c = 3, .h_in = 7, .w_in = 6, .k = 3, .stride = 2, .pad = 1}, 0, NULL, "avgpool k3 s2 p1");
     test_pool_case(b, (bf_pool_shape){.n = 1, .c = 2, .h_in = 5, .w_in = 5, .k = 3, .stride = 1, .pad = 1}, 0, NULL, "avgpool k3 s1 p1");
 

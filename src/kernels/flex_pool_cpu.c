@@ -30,26 +30,50 @@ static void mark_tapped(const bf_flex_shape *s, uint8_t *tapped) {
     }
 }
 
-/* Where pooled position p's window starts (possibly in the padding). */
-static inline void window_origin(const bf_pool_shape *ps, size_t p, int *hs, int *ws) {
-    *hs = (int)(p / (size_t)ps->w_out) * ps->stride - ps->pad;
-    *ws = (int)(p % (size_t)ps->w_out) * ps->stride - ps->pad;
+/* Window arithmetic without a division per element. A pooled position p's window has its corner
+ * at input-plane offset origin[p] (in the padding it may be negative or fall in the row before);
+ * window place (dh, dw), the byte dh * k + dw, lies delta[place] = dh * w_in + dw further on, and
+ * place_of[d] inverts that for the d = argmax - origin that maxpool's winners can have. The inverse
+ * is one-to-one only while k <= w_in; planes narrower than the kernel (a 3x3 flex on 2x2 maps)
+ * divide instead, and are too small for it to matter. */
+typedef struct window_table {
+    int32_t *origin;            /* [hw] */
+    uint8_t *place_of;          /* [(k - 1) * w_in + k], or NULL where only delta is needed */
+    int32_t delta[255];         /* k * k <= 255, as bf_flex_pool_shape_check ensures */
+} window_table;
+
+static size_t window_table_bytes(const bf_pool_shape *ps, int with_place_of) {
+    const size_t hw = (size_t)ps->h_out * ps->w_out, span = (size_t)(ps->k - 1) * ps->w_in + ps->k;
+    return 64 + hw * sizeof(int32_t) + (with_place_of ? 64 + span : 0);
 }
 
-/* The offset in its input plane of the element pooled position p's window byte names. */
-static inline int32_t chosen_offset(const bf_pool_shape *ps, size_t p, uint8_t place) {
-    int hs, ws;
-    window_origin(ps, p, &hs, &ws);
-    return (hs + place / ps->k) * ps->w_in + ws + place % ps->k;
+static void window_table_fill(const bf_pool_shape *ps, window_table *wt) {
+    for (int oh = 0, p = 0; oh < ps->h_out; oh++)
+        for (int ow = 0; ow < ps->w_out; ow++, p++)
+            wt->origin[p] = (oh * ps->stride - ps->pad) * ps->w_in + ow * ps->stride - ps->pad;
+    for (int place = 0; place < ps->k * ps->k; place++) {
+        wt->delta[place] = place / ps->k * ps->w_in + place % ps->k;
+        if (wt->place_of && ps->k <= ps->w_in) wt->place_of[wt->delta[place]] = (uint8_t)place;
+    }
 }
 
 /* One pooled plane's window bytes from maxpool's int32 argmax (an offset in the input plane). */
-static void window_bytes(const bf_pool_shape *ps, size_t hw, const int32_t *argmax, uint8_t *window) {
+static void window_bytes(const bf_pool_shape *ps, const window_table *wt, size_t hw, const int32_t *argmax,
+                         uint8_t *window) {
+    if (ps->k <= ps->w_in) {
+        for (size_t p = 0; p < hw; p++) window[p] = wt->place_of[argmax[p] - wt->origin[p]];
+        return;
+    }
     for (size_t p = 0; p < hw; p++) {
-        int hs, ws;
-        window_origin(ps, p, &hs, &ws);
+        const int hs = (int)(p / (size_t)ps->w_out) * ps->stride - ps->pad;
+        const int ws = (int)(p % (size_t)ps->w_out) * ps->stride - ps->pad;
         window[p] = (uint8_t)((argmax[p] / ps->w_in - hs) * ps->k + (argmax[p] % ps->w_in - ws));
     }
+}
+
+/* The offset in its input plane of the element pooled position p's window byte names. */
+static inline int32_t chosen_offset(const window_table *wt, size_t p, uint8_t place) {
+    return wt->origin[p] + wt->delta[place];
 }
 
 /* Carves n bytes (rounded to 64) off a scratch cursor. */
@@ -66,18 +90,22 @@ bf_status bf_cpu_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, c
     const size_t hw = (size_t)s->hw, np = (size_t)s->n * s->c_in * hw, nc = (size_t)s->n * s->c_out * hw;
     const size_t words = (nc + 31) / 32;
     void *scratch;
-    BF_TRY(bf_cpu_scratch(b, 4 * 64 + np * (sizeof(float) + sizeof(int32_t)) + nc + (size_t)s->c_in, &scratch));
+    BF_TRY(bf_cpu_scratch(b, 4 * 64 + np * (sizeof(float) + sizeof(int32_t)) + nc + (size_t)s->c_in +
+                                 window_table_bytes(ps, 1), &scratch));
     char *cursor = scratch;
     float *P = carve(&cursor, np * sizeof(float));
     int32_t *argmax = carve(&cursor, np * sizeof(int32_t));
     uint8_t *conv_or_tie = carve(&cursor, nc), *tapped = carve(&cursor, (size_t)s->c_in);
+    window_table wt = {.origin = carve(&cursor, hw * sizeof(int32_t)),
+                       .place_of = carve(&cursor, (size_t)(ps->k - 1) * ps->w_in + ps->k)};
+    window_table_fill(ps, &wt);
     BF_TRY(bf_cpu_maxpool_forward(b, ps, x, P, argmax)); /* argmax given: maxpool takes no scratch */
     mark_tapped(s, tapped);
 
     const long pooled_planes = (long)s->n * s->c_in, planes = (long)s->n * s->c_out;
 #pragma omp parallel for num_threads(plane_threads(b, np)) schedule(static)
     for (long q = 0; q < pooled_planes; q++) /* the contract leaves untapped channels' bytes as they were */
-        if (tapped[q % s->c_in]) window_bytes(ps, hw, argmax + (size_t)q * hw, window + (size_t)q * hw);
+        if (tapped[q % s->c_in]) window_bytes(ps, &wt, hw, argmax + (size_t)q * hw, window + (size_t)q * hw);
     long wins = 0; /* an integer reduction is exact, so OpenMP's combining order does not matter */
 #pragma omp parallel for num_threads(plane_threads(b, nc)) schedule(static) reduction(+ : wins)
     for (long q = 0; q < planes; q++) {
@@ -112,12 +140,14 @@ bf_status bf_cpu_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, 
     const size_t hw = (size_t)s->hw, np = (size_t)s->n * s->c_in * hw, nc = (size_t)s->n * s->c_out * hw;
     const size_t in_plane = (size_t)ps->h_in * ps->w_in;
     void *scratch;
-    BF_TRY(bf_cpu_scratch(b, 3 * 64 + np * sizeof(float) + (dpooled ? nc * sizeof(float) : 0) + (size_t)s->c_in,
-                          &scratch));
+    BF_TRY(bf_cpu_scratch(b, 3 * 64 + np * sizeof(float) + (dpooled ? nc * sizeof(float) : 0) + (size_t)s->c_in +
+                                 window_table_bytes(ps, 0), &scratch));
     char *cursor = scratch;
     float *P = carve(&cursor, np * sizeof(float));
     float *pool_share = dpooled ? carve(&cursor, nc * sizeof(float)) : NULL;
     uint8_t *tapped = carve(&cursor, (size_t)s->c_in);
+    window_table wt = {.origin = carve(&cursor, hw * sizeof(int32_t))};
+    window_table_fill(ps, &wt);
     mark_tapped(s, tapped);
 
     const long pooled_planes = (long)s->n * s->c_in, planes = (long)s->n * s->c_out;
@@ -129,7 +159,7 @@ bf_status bf_cpu_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, 
             memset(Pq, 0, hw * sizeof(float));
             continue;
         }
-        for (size_t p = 0; p < hw; p++) Pq[p] = xq[chosen_offset(ps, p, window[(size_t)q * hw + p])];
+        for (size_t p = 0; p < hw; p++) Pq[p] = xq[chosen_offset(&wt, p, window[(size_t)q * hw + p])];
     }
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
 #pragma omp parallel for num_threads(plane_threads(b, nc)) schedule(static)
@@ -156,11 +186,14 @@ bf_status bf_cpu_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, c
     const size_t hw = (size_t)s->hw, np = (size_t)s->n * s->c_in * hw;
     const size_t nx = (size_t)s->n * s->c_in * ps->h_in * ps->w_in;
     void *scratch;
-    BF_TRY(bf_cpu_scratch(b, 3 * 64 + np * sizeof(int32_t) + nx * sizeof(float) + (size_t)s->c_in, &scratch));
+    BF_TRY(bf_cpu_scratch(b, 3 * 64 + np * sizeof(int32_t) + nx * sizeof(float) + (size_t)s->c_in +
+                                 window_table_bytes(ps, 0), &scratch));
     char *cursor = scratch;
     int32_t *argmax = carve(&cursor, np * sizeof(int32_t));
     float *dx_pool = carve(&cursor, nx * sizeof(float));
     uint8_t *tapped = carve(&cursor, (size_t)s->c_in);
+    window_table wt = {.origin = carve(&cursor, hw * sizeof(int32_t))};
+    window_table_fill(ps, &wt);
     mark_tapped(s, tapped);
     const long pooled_planes = (long)s->n * s->c_in;
 #pragma omp parallel for num_threads(plane_threads(b, np)) schedule(static)
@@ -170,7 +203,7 @@ bf_status bf_cpu_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, c
             memset(aq, 0, hw * sizeof(int32_t));
             continue;
         }
-        for (size_t p = 0; p < hw; p++) aq[p] = chosen_offset(ps, p, window[(size_t)q * hw + p]);
+        for (size_t p = 0; p < hw; p++) aq[p] = chosen_offset(&wt, p, window[(size_t)q * hw + p]);
     }
     BF_TRY(bf_cpu_maxpool_backward(b, ps, dpooled, argmax, dx_pool));
 #pragma omp parallel for num_threads(plane_threads(b, nx)) schedule(static)
@@ -183,12 +216,17 @@ bf_status bf_cpu_flex_pool_forward(bf_backend *b, const bf_pool_shape *ps, const
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_forward"));
     REQUIRE("flex_pool_forward", x, pooled, window);
     const size_t hw = (size_t)s->hw, np = (size_t)s->n * s->c_in * hw;
-    void *argmax;
-    BF_TRY(bf_cpu_scratch(b, np * sizeof(int32_t), &argmax));
+    void *scratch;
+    BF_TRY(bf_cpu_scratch(b, 64 + np * sizeof(int32_t) + window_table_bytes(ps, 1), &scratch));
+    char *cursor = scratch;
+    int32_t *argmax = carve(&cursor, np * sizeof(int32_t));
+    window_table wt = {.origin = carve(&cursor, hw * sizeof(int32_t)),
+                       .place_of = carve(&cursor, (size_t)(ps->k - 1) * ps->w_in + ps->k)};
+    window_table_fill(ps, &wt);
     BF_TRY(bf_cpu_maxpool_forward(b, ps, x, pooled, argmax)); /* argmax given: maxpool takes no scratch */
     const long planes = (long)s->n * s->c_in;
 #pragma omp parallel for num_threads(plane_threads(b, np)) schedule(static)
-    for (long q = 0; q < planes; q++) window_bytes(ps, hw, (const int32_t *)argmax + (size_t)q * hw, window + (size_t)q * hw);
+    for (long q = 0; q < planes; q++) window_bytes(ps, &wt, hw, argmax + (size_t)q * hw, window + (size_t)q * hw);
     return BF_OK;
 }
 
@@ -197,10 +235,15 @@ bf_status bf_cpu_flex_pool_gather(bf_backend *b, const bf_pool_shape *ps, const 
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_gather"));
     REQUIRE("flex_pool_gather", x, window, pooled);
     const size_t hw = (size_t)s->hw, in_plane = (size_t)ps->h_in * ps->w_in;
+    void *scratch;
+    BF_TRY(bf_cpu_scratch(b, window_table_bytes(ps, 0), &scratch));
+    char *cursor = scratch;
+    window_table wt = {.origin = carve(&cursor, hw * sizeof(int32_t))};
+    window_table_fill(ps, &wt);
     const long planes = (long)s->n * s->c_in;
 #pragma omp parallel for num_threads(plane_threads(b, (size_t)planes * hw)) schedule(static)
     for (long q = 0; q < planes; q++)
         for (size_t p = 0; p < hw; p++)
-            pooled[(size_t)q * hw + p] = x[(size_t)q * in_plane + chosen_offset(ps, p, window[(size_t)q * hw + p])];
+            pooled[(size_t)q * hw + p] = x[(size_t)q * in_plane + chosen_offset(&wt, p, window[(size_t)q * hw + p])];
     return BF_OK;
 }

@@ -49,9 +49,24 @@ static void maxpool_plane(const bf_pool_shape *s, const float *xp, float *yp, in
         for (int ih = h0; ih < h1; ih++)
             for (int kj = 0; kj < s->k; kj++) {
                 int lo, hi, offset = kj - s->pad; /* input column = ow*stride + offset */
-                bf_cpu_valid_outputs(s->w_in, s->w_out, stride, s->pad, kj, &lo, &hi);
                 const float *x_row = xp + (size_t)ih * s->w_in;
                 const int row_start = ih * s->w_in + offset;
+                if (stride == 1) { /* the flex layers' 3x3 pools: contiguous loads, no gather, and
+                                    * bf_cpu_valid_outputs without its divisions (a 28-wide row is
+                                    * only a few vectors: two divisions per tap cost as much) */
+                    lo = offset < 0 ? -offset : 0;
+                    hi = s->w_in - offset < s->w_out ? s->w_in - offset : s->w_out;
+                    const float *x_tap = x_row + offset;
+#pragma omp simd
+                    for (int ow = lo; ow < hi; ow++) {
+                        float v = x_tap[ow], best = y_row[ow];
+                        int better = (v > best) | ((v != v) & (best == best));
+                        y_row[ow] = better ? v : best;
+                        arg_row[ow] = better ? row_start + ow : arg_row[ow];
+                    }
+                    continue;
+                }
+                bf_cpu_valid_outputs(s->w_in, s->w_out, stride, s->pad, kj, &lo, &hi);
 #pragma omp simd
                 for (int ow = lo; ow < hi; ow++) {
                     float v = x_row[ow * stride + offset], best = y_row[ow];
