@@ -30,6 +30,13 @@ static void mark_tapped(const bf_flex_shape *s, uint8_t *tapped) {
     }
 }
 
+/* Carves n bytes (rounded to 64) off a scratch cursor. */
+static void *carve(char **cursor, size_t bytes) {
+    void *p = *cursor;
+    *cursor += (bytes + 63) & ~(size_t)63;
+    return p;
+}
+
 /* Window arithmetic without a division per element. A pooled position p's window has its corner
  * at input-plane offset origin[p] (in the padding it may be negative or fall in the row before);
  * window place (dh, dw), the byte dh * k + dw, lies delta[place] = dh * w_in + dw further on, and
@@ -57,6 +64,14 @@ static void window_table_fill(const bf_pool_shape *ps, window_table *wt) {
     }
 }
 
+/* The table of ps's windows, carved off a scratch cursor (window_table_bytes(ps, with_place_of)). */
+static window_table window_table_carve(const bf_pool_shape *ps, char **cursor, int with_place_of) {
+    window_table wt = {.origin = carve(cursor, (size_t)ps->h_out * ps->w_out * sizeof(int32_t))};
+    if (with_place_of) wt.place_of = carve(cursor, (size_t)(ps->k - 1) * ps->w_in + ps->k);
+    window_table_fill(ps, &wt);
+    return wt;
+}
+
 /* One pooled plane's window bytes from maxpool's int32 argmax (an offset in the input plane). */
 static void window_bytes(const bf_pool_shape *ps, const window_table *wt, size_t hw, const int32_t *argmax,
                          uint8_t *window) {
@@ -76,13 +91,6 @@ static inline int32_t chosen_offset(const window_table *wt, size_t p, uint8_t pl
     return wt->origin[p] + wt->delta[place];
 }
 
-/* Carves n bytes (rounded to 64) off a scratch cursor. */
-static void *carve(char **cursor, size_t bytes) {
-    void *p = *cursor;
-    *cursor += (bytes + 63) & ~(size_t)63;
-    return p;
-}
-
 bf_status bf_cpu_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
                                        float *y, uint8_t *window, uint32_t *winners, float *conv_wins) {
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_forward"));
@@ -96,9 +104,7 @@ bf_status bf_cpu_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, c
     float *P = carve(&cursor, np * sizeof(float));
     int32_t *argmax = carve(&cursor, np * sizeof(int32_t));
     uint8_t *conv_or_tie = carve(&cursor, nc), *tapped = carve(&cursor, (size_t)s->c_in);
-    window_table wt = {.origin = carve(&cursor, hw * sizeof(int32_t)),
-                       .place_of = carve(&cursor, (size_t)(ps->k - 1) * ps->w_in + ps->k)};
-    window_table_fill(ps, &wt);
+    const window_table wt = window_table_carve(ps, &cursor, 1);
     BF_TRY(bf_cpu_maxpool_forward(b, ps, x, P, argmax)); /* argmax given: maxpool takes no scratch */
     mark_tapped(s, tapped);
 
@@ -146,8 +152,7 @@ bf_status bf_cpu_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, 
     float *P = carve(&cursor, np * sizeof(float));
     float *pool_share = dpooled ? carve(&cursor, nc * sizeof(float)) : NULL;
     uint8_t *tapped = carve(&cursor, (size_t)s->c_in);
-    window_table wt = {.origin = carve(&cursor, hw * sizeof(int32_t))};
-    window_table_fill(ps, &wt);
+    const window_table wt = window_table_carve(ps, &cursor, 0);
     mark_tapped(s, tapped);
 
     const long pooled_planes = (long)s->n * s->c_in, planes = (long)s->n * s->c_out;
@@ -192,8 +197,7 @@ bf_status bf_cpu_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, c
     int32_t *argmax = carve(&cursor, np * sizeof(int32_t));
     float *dx_pool = carve(&cursor, nx * sizeof(float));
     uint8_t *tapped = carve(&cursor, (size_t)s->c_in);
-    window_table wt = {.origin = carve(&cursor, hw * sizeof(int32_t))};
-    window_table_fill(ps, &wt);
+    const window_table wt = window_table_carve(ps, &cursor, 0);
     mark_tapped(s, tapped);
     const long pooled_planes = (long)s->n * s->c_in;
 #pragma omp parallel for num_threads(plane_threads(b, np)) schedule(static)
@@ -220,9 +224,7 @@ bf_status bf_cpu_flex_pool_forward(bf_backend *b, const bf_pool_shape *ps, const
     BF_TRY(bf_cpu_scratch(b, 64 + np * sizeof(int32_t) + window_table_bytes(ps, 1), &scratch));
     char *cursor = scratch;
     int32_t *argmax = carve(&cursor, np * sizeof(int32_t));
-    window_table wt = {.origin = carve(&cursor, hw * sizeof(int32_t)),
-                       .place_of = carve(&cursor, (size_t)(ps->k - 1) * ps->w_in + ps->k)};
-    window_table_fill(ps, &wt);
+    const window_table wt = window_table_carve(ps, &cursor, 1);
     BF_TRY(bf_cpu_maxpool_forward(b, ps, x, pooled, argmax)); /* argmax given: maxpool takes no scratch */
     const long planes = (long)s->n * s->c_in;
 #pragma omp parallel for num_threads(plane_threads(b, np)) schedule(static)
@@ -238,8 +240,7 @@ bf_status bf_cpu_flex_pool_gather(bf_backend *b, const bf_pool_shape *ps, const 
     void *scratch;
     BF_TRY(bf_cpu_scratch(b, window_table_bytes(ps, 0), &scratch));
     char *cursor = scratch;
-    window_table wt = {.origin = carve(&cursor, hw * sizeof(int32_t))};
-    window_table_fill(ps, &wt);
+    const window_table wt = window_table_carve(ps, &cursor, 0);
     const long planes = (long)s->n * s->c_in;
 #pragma omp parallel for num_threads(plane_threads(b, (size_t)planes * hw)) schedule(static)
     for (long q = 0; q < planes; q++)
