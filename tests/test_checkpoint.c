@@ -124,6 +124,46 @@ static void test_exact_resume(bf_optimizer_kind opt, const char *tag) {
     fclose(log);
 }
 
+/* Whether the file at path has a line holding both needles. */
+static int log_has_line(const char *path, const char *a, const char *b) {
+    FILE *f = fopen(path, "r");
+    char line[2048];
+    int found = 0;
+    while (f && fgets(line, sizeof line, f)) found |= strstr(line, a) && strstr(line, b);
+    if (f) fclose(f);
+    return found;
+}
+
+/* A run resumed with more epochs continues on another cosine: the log says so, with both schedules
+ * and the rate it now has; resumed under the same schedule, it says nothing. Uses full_sgd. */
+static void test_schedule_change_noted(void) {
+    bf_config extended;
+    small_config(&extended, "extended", BF_OPTIM_SGD);
+    extended.run.epochs = 4;
+    char from[512], log_path[600];
+    snprintf(from, sizeof from, "%s/full_sgd/checkpoints/epoch_0001", root);
+    snprintf(log_path, sizeof log_path, "%s/extended.log", root);
+    FILE *text = fopen(log_path, "w");
+    bf_train_options resume = {.resume = from, .quiet = 1, .log = text};
+    bf_train_result r;
+    CHECK_OK(bf_train(&extended, &resume, &r));
+    fclose(text);
+    /* step 7 of 28, 3 warm-up steps: 0.05 * (1 + cos(pi * 4 / 25)) / 2 */
+    CHECK(log_has_line(log_path, "note: ", "\"cosine per step from lr 0.05 to 0 over 3 epochs, after 3 steps of linear "
+                       "warm-up from 0.1 x lr\"; this run's is \"cosine per step from lr 0.05 to 0 over 4 epochs, after 3 "
+                       "steps of linear warm-up from 0.1 x lr\": the rate now follows this run's, 0.0469077 at step 7"),
+          "resuming a 3-epoch cosine run with run.epochs = 4 names both schedules and the rate at step 7");
+
+    bf_config same;
+    small_config(&same, "same_schedule", BF_OPTIM_SGD);
+    text = fopen(log_path, "w");
+    resume.log = text;
+    CHECK_OK(bf_train(&same, &resume, &r));
+    fclose(text);
+    CHECK(log_has_line(log_path, "resumed from", "epoch_0001") && !log_has_line(log_path, "note: ", "schedule"),
+          "resumed under the same schedule: the log says nothing of it");
+}
+
 /* How many step_ checkpoint directories dir/checkpoints holds. */
 static int step_checkpoints(const char *run_dir) {
     char path[600];
@@ -488,6 +528,7 @@ int main(void) {
     if (!mkdtemp(root)) return 1;
     test_exact_resume(BF_OPTIM_SGD, "sgd");
     test_exact_resume(BF_OPTIM_ADAMW, "adamw");
+    test_schedule_change_noted();
     test_stop_every_step();
     test_init_weights();
     test_keep_best();

@@ -29,6 +29,8 @@ typedef struct bf_train_state {
     int batch_in_epoch; /* batches of epoch `epoch` already trained: > 0 for a checkpoint inside an
                            epoch ([run] checkpoint_every_steps, or a run stopped by a signal) */
     double eval_top1;   /* the evaluation's top-1 at this point, written as metadata (< 0: none) */
+    char lr_schedule[256]; /* read back: the schedule the checkpoint's run had (bf_schedule_describe;
+                              empty when the checkpoint predates it); writing uses the config's */
 } bf_train_state;
 
 /* Writes a checkpoint for `state` under cfg->run.dir; *written (nullable, BF_PATH_MAX) gets its path.

@@ -22,6 +22,18 @@ extern "C" {
 float bf_schedule_lr(const bf_optim_config *opt, const bf_schedule_config *sched, long step, int epoch,
                      int steps_per_epoch, int total_epochs);
 
+/* The schedule as one phrase ("cosine per step from lr 0.002 to 0 over 4 epochs"), naming only what
+ * decides the rate: a checkpoint stores it, so that a resumed run can tell that it changed. */
+void bf_schedule_describe(const bf_optim_config *opt, const bf_schedule_config *sched, int total_epochs, char *out,
+                          size_t out_size);
+
+/* After --resume: the rate is a function of the position and of this run's config, so a run
+ * resumed with another [run] epochs, [optim] lr or [schedule] (most often one extended to more
+ * epochs) continues on another curve, and the rate can jump. When `saved` (the checkpoint's
+ * phrase; empty for checkpoints older than it) differs from this run's, says so on `text`. */
+void bf_schedule_note_resume(FILE *text, const char *checkpoint, const char *saved, const bf_config *cfg, long step,
+                             int epoch, int steps_per_epoch);
+
 /* ---- optimiser: state in one backend buffer, parallel to the parameter buffer ---- */
 typedef struct bf_optimizer {
     bf_optimizer_kind kind;

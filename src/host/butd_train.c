@@ -399,6 +399,7 @@ static bf_status resume_run(butd_run *r, const char *from, bf_train_state *st, F
         return bf_error(BF_ERR_CHECKPOINT, "%s stopped after batch %d of epoch %d, but this run has %d batches per "
                         "epoch ([data] batch_size, the dataset or the number of ranks changed)", dir,
                         st->batch_in_epoch, st->epoch + 1, batches);
+    if (!quiet) bf_schedule_note_resume(text, dir, st->lr_schedule, r->cfg, st->step, st->epoch, batches);
     return BF_OK;
 }
 

@@ -123,6 +123,9 @@ static bf_status write_state_file(const char *path, const bf_config *cfg, const 
         meta_set(meta, &nm, "batch_in_epoch", "%d", st->batch_in_epoch);
         if (st->eval_top1 >= 0) meta_set(meta, &nm, "eval_top1", "%.17g", st->eval_top1);
         meta_set(meta, &nm, "config", "%s", cfg->source);
+        char schedule[256];
+        bf_schedule_describe(&cfg->optim, &cfg->schedule, cfg->run.epochs, schedule, sizeof schedule);
+        meta_set(meta, &nm, "lr_schedule", "%s", schedule);
         s = bf_safetensors_write(path, t, nt, meta, nm);
     }
     free(state);
@@ -481,6 +484,8 @@ bf_status bf_checkpoint_load_state_subject(const char *dir, const bf_config *cfg
         state->step = step;
         state->seed = seed;
         state->batch_in_epoch = (int)batch_in_epoch;
+        const char *schedule = bf_safetensors_meta(f, "lr_schedule");
+        snprintf(state->lr_schedule, sizeof state->lr_schedule, "%s", schedule ? schedule : "");
     }
     free(host);
     bf_safetensors_close(f);

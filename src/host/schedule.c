@@ -1,6 +1,8 @@
 /* schedule.c - the learning rate as a pure function of the training position (see train.h), so
  * that a resumed run continues the schedule exactly where it stopped. */
 #include <math.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "bioflex/train.h"
 
@@ -32,4 +34,41 @@ float bf_schedule_lr(const bf_optim_config *opt, const bf_schedule_config *sched
     }
     }
     return (float)lr;
+}
+
+/* %g keeps the phrase short and exact enough to compare: a config's values are floats. */
+void bf_schedule_describe(const bf_optim_config *opt, const bf_schedule_config *sched, int total_epochs, char *out,
+                          size_t out_size) {
+    const char *unit = sched->unit == BF_SCHED_UNIT_STEP ? "step" : "epoch";
+    int n = 0;
+    switch (sched->type) {
+    case BF_SCHED_CONSTANT:
+        n = snprintf(out, out_size, "constant lr %g", opt->lr);
+        break;
+    case BF_SCHED_STEP:
+        n = snprintf(out, out_size, "lr %g times %g every %d %ss", opt->lr, sched->gamma, sched->step_size, unit);
+        break;
+    case BF_SCHED_MULTISTEP:
+        n = snprintf(out, out_size, "lr %g times %g at %s", opt->lr, sched->gamma, unit);
+        for (int i = 0; i < sched->num_milestones && n >= 0 && (size_t)n < out_size; i++)
+            n += snprintf(out + n, out_size - (size_t)n, "%s%d", i ? "," : " ", sched->milestones[i]);
+        break;
+    case BF_SCHED_COSINE:
+        n = snprintf(out, out_size, "cosine per %s from lr %g to %g over %d epochs", unit, opt->lr, sched->eta_min,
+                     total_epochs);
+        break;
+    }
+    if (sched->warmup > 0 && n >= 0 && (size_t)n < out_size)
+        snprintf(out + n, out_size - (size_t)n, ", after %d %ss of linear warm-up from %g x lr", sched->warmup, unit,
+                 sched->warmup_start_factor);
+}
+
+void bf_schedule_note_resume(FILE *text, const char *checkpoint, const char *saved, const bf_config *cfg, long step,
+                             int epoch, int steps_per_epoch) {
+    char now[256];
+    bf_schedule_describe(&cfg->optim, &cfg->schedule, cfg->run.epochs, now, sizeof now);
+    if (!saved[0] || strcmp(saved, now) == 0) return;
+    float lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, step, epoch, steps_per_epoch, cfg->run.epochs);
+    fprintf(text, "note: %s was written under the learning-rate schedule \"%s\"; this run's is \"%s\": the rate now "
+            "follows this run's, %g at step %ld\n", checkpoint, saved, now, lr, step);
 }

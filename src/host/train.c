@@ -398,6 +398,7 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
             return bf_error(BF_ERR_CHECKPOINT, "%s stopped after batch %d of epoch %d, but this run has %d batches per "
                             "epoch ([data] batch_size, the dataset or the number of ranks changed)", dir,
                             st.batch_in_epoch, st.epoch + 1, batches);
+        bf_schedule_note_resume(r->text, dir, st.lr_schedule, cfg, st.step, st.epoch, batches);
     }
     BF_TRY(bf_dp_attach_model(&r->dp, r->model));
     BF_TRY(bf_dp_metrics_open(&r->dp, &r->log, cfg->run.dir, !(opt && opt->quiet) && isatty(fileno(stderr))));
