@@ -224,24 +224,18 @@ static void test_stop_every_step(void) {
     FILE *text = fopen(log_path, "w+");
     bf_train_options logged = {.quiet = 1, .log = text};
     CHECK_OK(bf_train(&every, &logged, &r1));
-    char line[1024], found[2][64] = {"step_000000003", "step_000000006"};
-    int seen[2] = {0, 0};
-    rewind(text);
-    while (fgets(line, sizeof line, text))
-        for (int k = 0; k < 2; k++) seen[k] |= strstr(line, "checkpoint:") && strstr(line, found[k]);
     fclose(text);
-    CHECK(seen[0] && seen[1], "checkpoint_every_steps = 3 wrote step 3 and step 6 (%d, %d)", seen[0], seen[1]);
+    int seen3 = log_has_line(log_path, "checkpoint:", "step_000000003");
+    int seen6 = log_has_line(log_path, "checkpoint:", "step_000000006");
+    CHECK(seen3 && seen6, "checkpoint_every_steps = 3 wrote step 3 and step 6 (%d, %d)", seen3, seen6);
     CHECK(step_checkpoints(every.run.dir) == 0, "the epoch checkpoint replaced them (%d left)", step_checkpoints(every.run.dir));
 
     /* The same config again, fresh: it warns that the directory holds a run and names --resume. */
     text = fopen(log_path, "w+");
     logged.log = text;
     CHECK_OK(bf_train(&every, &logged, &r1));
-    int warned = 0;
-    rewind(text);
-    while (fgets(line, sizeof line, text)) warned |= strstr(line, "already holds a run") && strstr(line, "--resume");
     fclose(text);
-    CHECK(warned, "a fresh run in a used run directory warns and names --resume");
+    CHECK(log_has_line(log_path, "already holds a run", "--resume"), "a fresh run in a used run directory warns and names --resume");
     fclose(log);
 }
 
