@@ -95,6 +95,12 @@ expect "resume with more epochs" 0 "resumed from .*epoch 2" -- "$train" --resume
 [ "$(tail -n 3 "$tmp/run/invocations.log" | grep -c -- "--resume")" -eq 2 ] \
   && head -n 1 "$tmp/run/config.ini" | grep -qE "^# [0-9T:-]+Z host .*bioflex-train [0-9.]+" \
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL invocations.log / config.ini header"; cat "$tmp/run/invocations.log"; }
+# A refused resume leaves the run directory's config.ini (it describes the checkpoints) as it was.
+cp "$tmp/run/config.ini" "$tmp/config_before.ini"
+expect "resume under another optimizer is refused" 1 "optimizer \"sgd\", the config uses \"adamw\"" -- \
+  "$train" --resume "$tmp/run" --set optim.optimizer=adamw "$tmp/tiny.ini"
+cmp -s "$tmp/run/config.ini" "$tmp/config_before.ini" && passed=$((passed + 1)) \
+  || { failed=$((failed + 1)); echo "FAIL a refused resume rewrote config.ini"; diff "$tmp/config_before.ini" "$tmp/run/config.ini"; }
 cp -r "$tmp/run/checkpoints/epoch_0002" "$tmp/corrupt"
 printf '\x55' | dd of="$tmp/corrupt/model.safetensors" bs=1 seek=2000 conv=notrunc status=none
 expect "eval refuses a corrupt checkpoint" 1 "checksum" -- "$eval_" --checkpoint "$tmp/corrupt" "$tmp/tiny.ini"

@@ -19,7 +19,9 @@
  *   - SIGTERM to mpirun itself leaves a step checkpoint before Open MPI kills the ranks;
  *   - SIGTERM to rank 1 alone stops both ranks at the same step with one checkpoint of that
  *     position (inside an epoch), and the run resumed from it ends where an uninterrupted one does;
- *   - mismatched configs between ranks and a global batch the ranks cannot split fail with a message;
+ *   - mismatched configs between ranks, different data files under the same config, a global batch
+ *     the ranks cannot split, and tasks that Slurm started without an MPI plugin fail with a message;
+ *     a global batch that does not divide the data is noted;
  *   - a rank that hangs, and a rank that dies, make the other stop within the collective timeout.
  * The last two run this program itself under mpirun with --hang-rank / --die-rank. */
 #include <math.h>
@@ -183,6 +185,23 @@ static void write_config(void) {
                "[model]\narch = cnn\nchannels = 4,6\nhidden = 8\nbatchnorm = false\ndropout = 0\n"
                "[optim]\noptimizer = sgd\nlr = 0.05\nmomentum = 0.9\nweight_decay = 0.0005\ngrad_clip_norm = 5\n");
     fclose(f);
+}
+
+/* MNIST-named IDX files of n 28x28 images (labels 0..2) in dir, for the split prefix. */
+static void write_idx(const char *dir, const char *prefix, int n) {
+    char path[600];
+    const unsigned char images[16] = {0, 0, 8, 3, n >> 24, n >> 16, n >> 8, n, 0, 0, 0, 28, 0, 0, 0, 28};
+    const unsigned char labels[8] = {0, 0, 8, 1, n >> 24, n >> 16, n >> 8, n};
+    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, prefix);
+    FILE *f = fopen(path, "wb");
+    CHECK(f && fwrite(images, 1, 16, f) == 16, "write %s", path);
+    for (int i = 0; f && i < n * 28 * 28; i++) fputc((i * 7) & 255, f);
+    if (f) fclose(f);
+    snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, prefix);
+    f = fopen(path, "wb");
+    CHECK(f && fwrite(labels, 1, 8, f) == 8, "write %s", path);
+    for (int i = 0; f && i < n; i++) fputc(i % 3, f);
+    if (f) fclose(f);
 }
 
 static void driver(const char *self) {
@@ -395,6 +414,34 @@ static void driver(const char *self) {
     rc = run("few.log", MPIRUN "%s %s --set run.dir=%s/few --set data.batch_size=128", TRAIN, cfg, tmp);
     CHECK(rc != 0 && count_in_file("few.log", "too few samples per rank") >= 1,
           "batch 128 over 96 samples: exit %d, want a too-few-samples error", rc);
+
+    /* Ranks that read different data under the same config (a relative [data] path from two working
+     * directories) stop at start, before their collectives fall out of step. */
+    for (int r = 0; r < 2; r++) {
+        char dir[400];
+        snprintf(dir, sizeof dir, "%s/wd%d/idx", tmp, r);
+        char cmd[500];
+        snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
+        CHECK(system(cmd) == 0, "mkdir %s", dir);
+        write_idx(dir, "train", r == 0 ? 96 : 112);
+        write_idx(dir, "t10k", 16);
+    }
+    rc = run("other_data.log", "timeout 120 " BIOFLEX_MPIEXEC " --allow-run-as-root --oversubscribe "
+             "-np 1 -wdir %s/wd0 %s %s --set run.dir=%s/od --set data.dataset=mnist --set data.path=idx : "
+             "-np 1 -wdir %s/wd1 %s %s --set run.dir=%s/od --set data.dataset=mnist --set data.path=idx",
+             tmp, TRAIN, cfg, tmp, tmp, TRAIN, cfg, tmp);
+    CHECK(rc != 0 && count_in_file("other_data.log", "rank 1's dataset (sample counts") >= 1,
+          "different data files on the two ranks: exit %d, want an error naming rank 1's dataset", rc);
+    /* srun without an MPI plugin: each task is an MPI world of one; it must not train alone. */
+    rc = run("no_pmi.log", "SLURM_PROCID=0 SLURM_NTASKS=2 timeout 120 %s %s --set run.dir=%s/no_pmi", TRAIN, cfg, tmp);
+    CHECK(rc == 2 && count_in_file("no_pmi.log", "the launcher started 2 ranks") >= 1 &&
+              count_in_file("no_pmi.log", "MPI sees a world of 1") >= 1,
+          "SLURM_NTASKS=2 without mpirun or a PMI: exit %d, want 2 and the launcher's world against MPI's", rc);
+    /* 100 samples in global batches of 16: each epoch leaves 4 out, and the log says so. */
+    rc = run("left_out.log", MPIRUN "%s %s --set run.dir=%s/left_out --set data.procedural_train=100 --set run.epochs=1",
+             TRAIN, cfg, tmp);
+    CHECK(rc == 0 && count_in_file("left_out.log", "leaves out the last 4 of its permutation") == 1,
+          "100 samples over 2 ranks x 8: exit %d, want one note of the 4 samples left out", rc);
 
     /* A rank that hangs: the other reports the stalled collective within the 2 s timeout. */
     double t0 = now_s();

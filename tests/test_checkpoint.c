@@ -160,8 +160,50 @@ static void test_schedule_change_noted(void) {
     resume.log = text;
     CHECK_OK(bf_train(&same, &resume, &r));
     fclose(text);
-    CHECK(log_has_line(log_path, "resumed from", "epoch_0001") && !log_has_line(log_path, "note: ", "schedule"),
-          "resumed under the same schedule: the log says nothing of it");
+    CHECK(log_has_line(log_path, "resumed from", "epoch_0001") && !log_has_line(log_path, "note: ", "schedule") &&
+              !log_has_line(log_path, "note: ", "trained on"),
+          "resumed under the same schedule and data: the log says nothing of them");
+}
+
+/* The data order inside an epoch depends on the training set and the global batch: a checkpoint
+ * inside an epoch resumed with another batch size is refused (naming both), resumed with the same
+ * one it finishes; at an epoch boundary another batch size is only noted. */
+static void test_data_change_on_resume(void) {
+    bf_config cfg;
+    small_config(&cfg, "data_change", BF_OPTIM_SGD);
+    cfg.run.epochs = 1;
+    volatile sig_atomic_t stop = 1; /* set from the start: the run stops after its first step */
+    FILE *quiet = quiet_log();
+    bf_train_options first = {.quiet = 1, .log = quiet, .stop = &stop};
+    bf_train_result r;
+    CHECK_OK(bf_train(&cfg, &first, &r));
+    CHECK(r.interrupted && r.steps_done == 1, "a stop requested before the first step stops after it (%ld steps)",
+          r.steps_done);
+
+    bf_config wider = cfg;
+    wider.data.batch_size = 2 * cfg.data.batch_size;
+    bf_train_options resume = {.resume = cfg.run.dir, .quiet = 1, .log = quiet};
+    bf_status s = bf_train(&wider, &resume, &r);
+    CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "inside epoch 1 (after batch 1)") &&
+              strstr(bf_last_error(), "\"procedural, 200 training samples in global batches of 32\"") &&
+              strstr(bf_last_error(), "\"procedural, 200 training samples in global batches of 64\""),
+          "a checkpoint inside an epoch resumed with another batch size is refused, naming both: %s", bf_last_error());
+    CHECK_OK(bf_train(&cfg, &resume, &r));
+    CHECK(!r.interrupted && r.epochs_done == 1 && r.steps_done == 7, "resumed with its own batch size, the epoch "
+          "finishes (%d epochs, %ld steps)", r.epochs_done, r.steps_done);
+
+    char log_path[600];
+    snprintf(log_path, sizeof log_path, "%s/data_change.log", root);
+    FILE *text = fopen(log_path, "w");
+    wider.run.epochs = 2;
+    resume.log = text;
+    CHECK_OK(bf_train(&wider, &resume, &r));
+    fclose(text);
+    CHECK(log_has_line(log_path, "note: ", "was trained on \"procedural, 200 training samples in global batches of 32\"; "
+                       "this run trains on \"procedural, 200 training samples in global batches of 64\": from epoch 2 on"),
+          "an epoch checkpoint resumed with another batch size notes both");
+    CHECK(r.steps_done == 7 + 4, "the second epoch ran in batches of 64 (%ld steps in all)", r.steps_done);
+    fclose(quiet);
 }
 
 /* How many step_ checkpoint directories dir/checkpoints holds. */
@@ -523,6 +565,7 @@ int main(void) {
     test_exact_resume(BF_OPTIM_SGD, "sgd");
     test_exact_resume(BF_OPTIM_ADAMW, "adamw");
     test_schedule_change_noted();
+    test_data_change_on_resume();
     test_stop_every_step();
     test_init_weights();
     test_keep_best();

@@ -33,7 +33,7 @@ static void test_self(void) {
     CHECK_OK(bf_comm_allreduce_double(c, d, 2));
     CHECK_OK(bf_comm_broadcast(c, x, sizeof x, 0));
     CHECK_OK(bf_comm_barrier(c));
-    CHECK_OK(bf_comm_check_same(c, 42, "config"));
+    CHECK_OK(bf_comm_check_same(c, 42, "config", "the same config"));
     CHECK(x[0] == 1 && x[1] == 2 && x[2] == 3 && d[0] == 4 && d[1] == 5, "self collectives changed the buffers");
     bf_comm_destroy(c, 0);
 }

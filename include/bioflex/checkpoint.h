@@ -31,7 +31,20 @@ typedef struct bf_train_state {
     double eval_top1;   /* the evaluation's top-1 at this point, written as metadata (< 0: none) */
     char lr_schedule[256]; /* read back: the schedule the checkpoint's run had (bf_schedule_describe;
                               empty when the checkpoint predates it); writing uses the config's */
+    char data[192];        /* the data the order depends on (bf_resume_describe_data), written as
+                              metadata when set, read back (empty when the checkpoint predates it) */
 } bf_train_state;
+
+/* The training data and global batch (batch_size over all ranks) as one phrase, for
+ * bf_train_state.data: "fashion_mnist, 60000 training samples in global batches of 128". */
+void bf_resume_describe_data(const char *dataset, int train_samples, int global_batch, char *out, size_t out_size);
+
+/* After a checkpoint in `dir` loaded into `saved`: prints where the run resumes (text nullable: say
+ * nothing), refuses a checkpoint inside an epoch whose data phrase differs from data_now (the rest
+ * of that epoch's order would not be the one it started) or whose position is past this run's
+ * batches_per_epoch, and notes a data or schedule change at an epoch boundary. resume.c. */
+bf_status bf_resume_check(FILE *text, const char *dir, const bf_train_state *saved, const char *data_now,
+                          int batches_per_epoch, const bf_config *cfg);
 
 /* Writes a checkpoint for `state` under cfg->run.dir; *written (nullable, BF_PATH_MAX) gets its path.
  * At an epoch boundary it is checkpoints/epoch_NNNN (kept); inside an epoch checkpoints/step_NNNNNNNNN,

@@ -73,9 +73,10 @@ bf_status bf_comm_allreduce_double(bf_comm *c, double *buf, size_t n);
 bf_status bf_comm_broadcast(bf_comm *c, void *buf, size_t bytes, int root);
 bf_status bf_comm_barrier(bf_comm *c);
 
-/* Checks that every rank holds the same 64-bit value (a hash of the resolved config): on a
- * mismatch every rank returns BF_ERR_CONFIG naming `what` and the first rank that differs. */
-bf_status bf_comm_check_same(bf_comm *c, uint64_t value, const char *what);
+/* Checks that every rank holds the same 64-bit value (a hash of the resolved config, of the data):
+ * on a mismatch every rank returns BF_ERR_CONFIG naming `what`, the first rank that differs and
+ * `fix` (what every rank must share, e.g. "the same config file and --set overrides"). */
+bf_status bf_comm_check_same(bf_comm *c, uint64_t value, const char *what, const char *fix);
 
 /* Releases the communicator. failed != 0 after an error: MPI aborts the job instead of waiting in
  * MPI_Finalize for ranks that may be dead; NCCL aborts its communicator. */

@@ -76,6 +76,11 @@ typedef struct bf_train_options {
      * result->interrupted set. Alone the run looks after every step; with several ranks every rank
      * must stop at the same step, so they agree at log intervals. */
     const volatile sig_atomic_t *stop;
+    /* Nullable; called once, on rank 0, when the run is set up and any --resume has loaded and
+     * passed its checks, before the first step: bioflex-train writes the run directory's
+     * config.ini there, so that a refused resume leaves the one of the run it refused to continue. */
+    void (*started)(void *user);
+    void *started_user;
 } bf_train_options;
 
 typedef struct bf_train_result {

@@ -67,7 +67,7 @@ static bf_status open_data(butd_run *r) {
     const bf_config *cfg = r->cfg;
     BF_TRY(bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TRAIN, &r->train_set));
     BF_TRY(bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TEST, &r->test_set));
-    BF_TRY(bf_dp_check_data(r->dp, r->train_set));
+    BF_TRY(bf_dp_check_data(r->dp, r->train_set, r->test_set, r->text));
     bf_loader_options o = bf_loader_options_from_config(cfg, BF_SPLIT_TRAIN);
     bf_dp_loader_options(r->dp, &o, 1); /* this rank's shard of every epoch */
     /* guided: one random task per training sample, as the reference; unguided: task 0 */
@@ -382,25 +382,17 @@ static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double 
     return BF_OK;
 }
 
-/* Restores weights, optimiser state and the training position from --resume. */
-static bf_status resume_run(butd_run *r, const char *from, bf_train_state *st, FILE *text, int quiet) {
+/* Restores weights, optimiser state and the training position from --resume (resume.c checks
+ * that the position fits this run's data). */
+static bf_status resume_run(butd_run *r, const char *from, bf_train_state *st, const char *data_now, FILE *text,
+                            int quiet) {
     char dir[BF_PATH_MAX], path[BF_PATH_MAX + 32];
     BF_TRY(bf_checkpoint_resolve(from, dir));
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     BF_TRY(bf_butd_load(r->net, path));
     bf_checkpoint_subject subject = checkpoint_subject(r);
     BF_TRY(bf_checkpoint_load_state_subject(dir, r->cfg, &subject, r->optim, st));
-    if (!quiet && st->batch_in_epoch > 0)
-        fprintf(text, "resumed from %s in epoch %d after batch %d (step %ld)\n", dir, st->epoch + 1, st->batch_in_epoch,
-                st->step);
-    else if (!quiet) fprintf(text, "resumed from %s after epoch %d (step %ld)\n", dir, st->epoch, st->step);
-    int batches = bf_loader_num_batches(r->train_loader);
-    if (st->batch_in_epoch > batches)
-        return bf_error(BF_ERR_CHECKPOINT, "%s stopped after batch %d of epoch %d, but this run has %d batches per "
-                        "epoch ([data] batch_size, the dataset or the number of ranks changed)", dir,
-                        st->batch_in_epoch, st->epoch + 1, batches);
-    if (!quiet) bf_schedule_note_resume(text, dir, st->lr_schedule, r->cfg, st->step, st->epoch, batches);
-    return BF_OK;
+    return bf_resume_check(quiet ? NULL : text, dir, st, data_now, bf_loader_num_batches(r->train_loader), r->cfg);
 }
 
 /* [model] init_weights: the whole BU-TD network from a file or checkpoint (bf_butd_load checks
@@ -452,7 +444,13 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
     bf_status s = setup(&r);
     bf_train_state st = {.epoch = 0, .step = 0, .seed = cfg->run.seed, .eval_top1 = -1};
     if (s == BF_OK && cfg->model.init_weights[0] && !(opt && opt->resume)) s = init_weights(&r, text, quiet);
-    if (s == BF_OK && opt && opt->resume) s = resume_run(&r, opt->resume, &st, text, quiet);
+    char data_now[sizeof st.data] = "";
+    if (s == BF_OK)
+        bf_resume_describe_data(r.train_set->name, r.train_set->num_samples, cfg->data.batch_size * dp->world,
+                                data_now, sizeof data_now);
+    if (s == BF_OK && opt && opt->resume) s = resume_run(&r, opt->resume, &st, data_now, text, quiet);
+    snprintf(st.data, sizeof st.data, "%s", data_now); /* what this run's checkpoints store */
+    if (s == BF_OK && opt && opt->started && dp->rank == 0) opt->started(opt->started_user);
     if (s == BF_OK) r.net->step = (uint64_t)st.step; /* the weight-noise draws ([butd] noise_std) go on from there */
     char written[BF_PATH_MAX] = "";
     int stopped = 0;

@@ -107,7 +107,7 @@ static bf_status write_state_file(const char *path, const bf_config *cfg, const 
             t[i].data = state + (size_t)i * opt->n;
             t[i].nbytes = opt->n * sizeof(float);
         }
-        bf_st_meta meta[14];
+        bf_st_meta meta[16];
         int nm = 0;
         meta_set(meta, &nm, "epoch", "%d", st->epoch);
         meta_set(meta, &nm, "step", "%ld", st->step);
@@ -126,6 +126,7 @@ static bf_status write_state_file(const char *path, const bf_config *cfg, const 
         char schedule[256];
         bf_schedule_describe(&cfg->optim, &cfg->schedule, cfg->run.epochs, schedule, sizeof schedule);
         meta_set(meta, &nm, "lr_schedule", "%s", schedule);
+        if (st->data[0]) meta_set(meta, &nm, "data", "%s", st->data);
         s = bf_safetensors_write(path, t, nt, meta, nm);
     }
     free(state);
@@ -486,6 +487,8 @@ bf_status bf_checkpoint_load_state_subject(const char *dir, const bf_config *cfg
         state->batch_in_epoch = (int)batch_in_epoch;
         const char *schedule = bf_safetensors_meta(f, "lr_schedule");
         snprintf(state->lr_schedule, sizeof state->lr_schedule, "%s", schedule ? schedule : "");
+        const char *data = bf_safetensors_meta(f, "data");
+        snprintf(state->data, sizeof state->data, "%s", data ? data : "");
     }
     free(host);
     bf_safetensors_close(f);

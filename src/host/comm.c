@@ -81,7 +81,7 @@ bf_status bf_comm_broadcast(bf_comm *c, void *buf, size_t bytes, int root) {
 }
 bf_status bf_comm_barrier(bf_comm *c) { return c->world == 1 ? BF_OK : c->impl->barrier(c); }
 
-bf_status bf_comm_check_same(bf_comm *c, uint64_t value, const char *what) {
+bf_status bf_comm_check_same(bf_comm *c, uint64_t value, const char *what, const char *fix) {
     if (c->world == 1) return BF_OK;
     /* Rank 0's value travels to everyone; each rank adds "I differ" (its rank + 1 at slot 0, a
      * count at slot 1), so every rank learns the same verdict and stops together. */
@@ -93,10 +93,9 @@ bf_status bf_comm_check_same(bf_comm *c, uint64_t value, const char *what) {
     if (votes[1] == 0) return BF_OK;
     if (differs)
         return bf_error(BF_ERR_CONFIG, "rank %d's %s (hash %016llx) differs from rank 0's (%016llx): every rank must "
-                        "run the same config file and --set overrides", c->rank, what, (unsigned long long)value,
-                        (unsigned long long)root);
-    return bf_error(BF_ERR_CONFIG, "%d rank(s) have a different %s from rank 0: every rank must run the same "
-                    "config file and --set overrides", (int)votes[1], what);
+                        "use %s", c->rank, what, (unsigned long long)value, (unsigned long long)root, fix);
+    return bf_error(BF_ERR_CONFIG, "%d rank(s) have a different %s from rank 0: every rank must use %s", (int)votes[1],
+                    what, fix);
 }
 
 void bf_comm_destroy(bf_comm *c, int failed) {

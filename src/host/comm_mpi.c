@@ -187,6 +187,21 @@ bf_status bf_comm_create_mpi(double timeout_s, bf_comm **out) {
         free(s);
         return st;
     }
+    /* srun without an MPI plugin (or an MPI that cannot read this launcher's environment) starts
+     * every task as a world of its own: each would train alone on all the data and write the same
+     * checkpoints. Each process can see that, and finalise, since it has no peers to wait for. */
+    int launched = bf_comm_launcher_world();
+    if (c->world != launched) {
+        int world = c->world;
+        free(c);
+        free(s);
+        if (world == 1 && !initialised) MPI_Finalize();
+        return bf_error(BF_ERR_CONFIG, "the launcher started %d ranks (its environment: OMPI_COMM_WORLD_SIZE, "
+                        "PMI_SIZE, PMIX_SIZE or SLURM_NTASKS), but MPI sees a world of %d: the ranks cannot reach "
+                        "each other. Under Slurm start them with an MPI plugin (srun --mpi=pmix, `srun --mpi=list` "
+                        "shows those there are) or with mpirun; or give [run] rendezvous a shared file for --gpus",
+                        launched, world);
+    }
     c->kind = BF_COMM_MPI;
     c->timeout_s = timeout_s;
     c->device = -1;

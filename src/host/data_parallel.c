@@ -34,7 +34,7 @@ bf_status bf_dp_start(bf_data_parallel *dp, const bf_config *cfg, bf_comm *comm,
     if (dp->world == 1) return BF_OK;
     uint64_t h = 0;
     BF_TRY(config_hash(cfg, &h));
-    BF_TRY(bf_comm_check_same(dp->comm, h, "resolved config"));
+    BF_TRY(bf_comm_check_same(dp->comm, h, "resolved config", "the same config file and --set overrides"));
     if (cfg->data.batch_size % dp->world != 0)
         return bf_error(BF_ERR_CONFIG, "[data] batch_size = %d is the global batch and must be divisible by the %d "
                         "data-parallel ranks (each rank trains on batch_size / ranks samples)", cfg->data.batch_size,
@@ -65,13 +65,36 @@ void bf_dp_loader_options(const bf_data_parallel *dp, bf_loader_options *o, int 
     if (training && dp->world > 1) o->drop_last = 1;
 }
 
-bf_status bf_dp_check_data(const bf_data_parallel *dp, const bf_dataset *train_set) {
+/* The shapes, sizes and labels of a split: ranks that read other files (a relative [data] path
+ * from other working directories, a node-local copy that differs) hash differently. */
+static uint64_t dataset_hash(uint64_t h, const bf_dataset *d) {
+    for (const char *p = d->name; *p; p++) h = bf_hash2(h, (uint64_t)(unsigned char)*p);
+    int64_t sizes[7] = {d->num_samples, d->c, d->h, d->w, d->num_classes, d->num_tasks, d->task_classes};
+    for (int i = 0; i < 7; i++) h = bf_hash2(h, (uint64_t)sizes[i]);
+    for (int i = 0; d->labels && i < d->num_samples; i++) h = bf_hash2(h, (uint64_t)(uint32_t)d->labels[i]);
+    return h;
+}
+
+bf_status bf_dp_check_data(const bf_data_parallel *dp, const bf_dataset *train_set, const bf_dataset *test_set,
+                           FILE *text) {
     if (dp->world == 1) return BF_OK;
+    /* Different data on different ranks would desynchronise the collectives (other batch counts) or,
+     * worse, train on a mixture without a word. */
+    BF_TRY(bf_comm_check_same(dp->comm, dataset_hash(dataset_hash(0x64617461ull, train_set), test_set),
+                              "dataset (sample counts, image shape, classes, labels)",
+                              "the same data files ([data] path: an absolute path on a filesystem every node shares, "
+                              "or identical copies)"));
     int global = dp->local.data.batch_size * dp->world;
     if (train_set->num_samples < global)
         return bf_error(BF_ERR_CONFIG, "too few samples per rank: dataset %s has %d training samples, fewer than one "
                         "global batch of %d ([data] batch_size) over %d ranks; lower batch_size or the number of ranks",
                         train_set->name, train_set->num_samples, global, dp->world);
+    int left_out = train_set->num_samples % global;
+    if (left_out && text)
+        fprintf(text, "note: %d training samples are not a whole number of global batches of %d over %d ranks: every "
+                "epoch leaves out the last %d of its permutation (one process would train them as a smaller last "
+                "batch, so runs agree with one process only when the global batch divides the data)\n",
+                train_set->num_samples, global, dp->world, left_out);
     return BF_OK;
 }
 

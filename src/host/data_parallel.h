@@ -78,8 +78,11 @@ bf_status bf_dp_create_backend(const bf_data_parallel *dp, const bf_config *cfg,
 /* Loader options of this rank: its shard of every epoch; a partial last global batch is dropped
  * in training (every rank must take the same number of steps). */
 void bf_dp_loader_options(const bf_data_parallel *dp, bf_loader_options *o, int training);
-/* Errors when the training split gives a rank no full batch. */
-bf_status bf_dp_check_data(const bf_data_parallel *dp, const bf_dataset *train_set);
+/* Errors when the ranks opened different data (a hash of both splits' sizes, shapes and labels) or
+ * when the training split gives a rank no full batch; notes on text (nullable) the samples each
+ * epoch leaves out when the global batch does not divide the training split. */
+bf_status bf_dp_check_data(const bf_data_parallel *dp, const bf_dataset *train_set, const bf_dataset *test_set,
+                           FILE *text);
 /* Rank 0's parameters and buffers to every rank; with NCCL also plans the gradient buckets and
  * hooks the backward pass so each bucket's all-reduce starts as soon as its gradients are final. */
 bf_status bf_dp_attach_model(bf_data_parallel *dp, bf_model *m);

@@ -148,6 +148,40 @@ static int dry_run(const bf_config *cfg) {
     return BF_EXIT_OK;
 }
 
+/* What record_run writes into the run directory. */
+typedef struct run_record {
+    const bf_config *cfg;
+    int argc;
+    char **argv;
+} run_record;
+
+/* Keeps the resolved config beside the metrics, so a run directory documents itself, and one line
+ * per start (version, host, time, command) so a resumed run keeps its history. Called by rank 0
+ * once the run has started (bf_train_options.started): after a resume has loaded, so a refused
+ * --resume leaves the config of the run it refused to continue. */
+static void record_run(void *user) {
+    const run_record *rec = user;
+    const bf_config *cfg = rec->cfg;
+    if (bf_mkdir_p(cfg->run.dir) != BF_OK) return;
+    char path[BF_PATH_MAX + 32], started[160];
+    describe_start(started, sizeof started);
+    snprintf(path, sizeof path, "%s/config.ini", cfg->run.dir);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fprintf(f, "# %s\n", started);
+        bf_config_print(cfg, f);
+        fclose(f);
+    }
+    snprintf(path, sizeof path, "%s/invocations.log", cfg->run.dir);
+    if ((f = fopen(path, "a"))) {
+        fprintf(f, "%s:", started);
+        for (int i = 0; i < rec->argc; i++) /* quoted where a shell would need it, so the line can be rerun */
+            fprintf(f, strpbrk(rec->argv[i], " \t'\"$\\;&|<>*?()") ? " '%s'" : " %s", rec->argv[i]);
+        fputc('\n', f);
+        fclose(f);
+    }
+}
+
 int main(int argc, char **argv) {
     /* Line-buffered even into a file (a Slurm log): stdout and stderr lines then keep their order. */
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -176,28 +210,9 @@ int main(int argc, char **argv) {
     }
     if (cli.dry_run) return dry_run(&cfg);
 
-    /* Keep the resolved config beside the metrics, so a run directory documents itself, and one
-     * line per start (version, host, time, command) so a resumed run keeps its history. */
-    if (lead && bf_mkdir_p(cfg.run.dir) == BF_OK) {
-        char path[BF_PATH_MAX + 32], started[160];
-        describe_start(started, sizeof started);
-        snprintf(path, sizeof path, "%s/config.ini", cfg.run.dir);
-        FILE *f = fopen(path, "w");
-        if (f) {
-            fprintf(f, "# %s\n", started);
-            bf_config_print(&cfg, f);
-            fclose(f);
-        }
-        snprintf(path, sizeof path, "%s/invocations.log", cfg.run.dir);
-        if ((f = fopen(path, "a"))) {
-            fprintf(f, "%s:", started);
-            for (int i = 0; i < argc; i++) /* quoted where a shell would need it, so the line can be rerun */
-                fprintf(f, strpbrk(argv[i], " \t'\"$\\;&|<>*?()") ? " '%s'" : " %s", argv[i]);
-            fputc('\n', f);
-            fclose(f);
-        }
-    }
-    bf_train_options opt = {.resume = cli.resume, .quiet = 0, .log = stdout, .stop = &stop_signal};
+    run_record record = {.cfg = &cfg, .argc = argc, .argv = argv};
+    bf_train_options opt = {.resume = cli.resume, .quiet = 0, .log = stdout, .stop = &stop_signal,
+                            .started = record_run, .started_user = &record};
     bf_train_result result;
     catch_stop_signals();
     bf_status s = bf_train(&cfg, &opt, &result);

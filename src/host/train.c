@@ -114,7 +114,7 @@ static bf_status open_data(run *r, int float_batches) {
     bf_loader_options o = bf_loader_options_from_config(cfg, BF_SPLIT_TRAIN);
     bf_dp_loader_options(&r->dp, &o, 1);
     choose_batch_format(r, r->train_set, float_batches, &o);
-    BF_TRY(bf_dp_check_data(&r->dp, r->train_set));
+    BF_TRY(bf_dp_check_data(&r->dp, r->train_set, r->test_set, r->text));
     BF_TRY(bf_loader_create(r->train_set, &o, &r->train_loader));
     o = bf_loader_options_from_config(cfg, BF_SPLIT_TEST);
     bf_dp_loader_options(&r->dp, &o, 0);
@@ -384,22 +384,19 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
     /* keep_best: a resumed run goes on from the best its directory holds; a fresh one starts over */
     r->best_top1 = opt && opt->resume ? bf_checkpoint_best_top1(cfg->run.dir) : -1;
     BF_TRY(bf_comm_broadcast(r->dp.comm, &r->best_top1, sizeof r->best_top1, 0)); /* rank 0's files decide */
+    int batches = bf_loader_num_batches(r->train_loader);
+    char data_now[sizeof st.data];
+    bf_resume_describe_data(r->train_set->name, r->train_set->num_samples, cfg->data.batch_size * r->dp.world,
+                            data_now, sizeof data_now);
     if (opt && opt->resume) {
         char dir[BF_PATH_MAX];
         BF_TRY(bf_checkpoint_resolve(opt->resume, dir));
         BF_TRY(bf_checkpoint_load_model(dir, r->model));
         BF_TRY(bf_checkpoint_load_state(dir, cfg, r->model, r->opt, &st));
-        if (st.batch_in_epoch > 0)
-            fprintf(r->text, "resumed from %s in epoch %d after batch %d (step %ld)\n", dir, st.epoch + 1,
-                    st.batch_in_epoch, st.step);
-        else fprintf(r->text, "resumed from %s after epoch %d (step %ld)\n", dir, st.epoch, st.step);
-        int batches = bf_loader_num_batches(r->train_loader);
-        if (st.batch_in_epoch > batches)
-            return bf_error(BF_ERR_CHECKPOINT, "%s stopped after batch %d of epoch %d, but this run has %d batches per "
-                            "epoch ([data] batch_size, the dataset or the number of ranks changed)", dir,
-                            st.batch_in_epoch, st.epoch + 1, batches);
-        bf_schedule_note_resume(r->text, dir, st.lr_schedule, cfg, st.step, st.epoch, batches);
+        BF_TRY(bf_resume_check(r->text, dir, &st, data_now, batches, cfg));
     }
+    snprintf(st.data, sizeof st.data, "%s", data_now); /* what this run's checkpoints store */
+    if (opt && opt->started && r->dp.rank == 0) opt->started(opt->started_user);
     BF_TRY(bf_dp_attach_model(&r->dp, r->model));
     BF_TRY(bf_dp_metrics_open(&r->dp, &r->log, cfg->run.dir, !(opt && opt->quiet) && isatty(fileno(stderr))));
     fprintf(r->text, "%s backend%s, %s: %d train / %d test images, %s with %zu parameters, %d steps per epoch\n",

@@ -137,7 +137,7 @@ static bf_status exchange_id(const bf_config *cfg, int gpus, unsigned char id[12
     BF_TRY(bf_comm_create_world(cfg->run.collective_timeout, mpi));
     *procs = (*mpi)->world;
     *proc_rank = (*mpi)->rank;
-    BF_TRY(bf_comm_check_same(*mpi, (uint64_t)gpus, "[run] gpus"));
+    BF_TRY(bf_comm_check_same(*mpi, (uint64_t)gpus, "[run] gpus", "the same --gpus"));
     if (*proc_rank == 0) BF_TRY(bf_comm_nccl_unique_id(id));
     return bf_comm_broadcast(*mpi, id, 128, 0);
 }

@@ -1,0 +1,44 @@
+/* resume.c - what a run resumed with --resume checks and says once its checkpoint has loaded
+ * (bioflex-train's networks and the BU-TD trainer share it).
+ *
+ * The data order is a function of the seed, the epoch, the training set and the global batch: a
+ * checkpoint inside an epoch goes on with that epoch's permutation from batch k on, which is only
+ * the same order when the data and the global batch are the ones the checkpoint was trained with.
+ * A checkpoint stores them as one phrase (the "data" metadata); a resume inside an epoch under
+ * another phrase is refused, and one at an epoch boundary (the next epoch draws a new permutation)
+ * is noted. The learning-rate schedule's phrase is compared the same way (schedule.c). */
+#include <stdio.h>
+#include <string.h>
+
+#include "bioflex/checkpoint.h"
+
+void bf_resume_describe_data(const char *dataset, int train_samples, int global_batch, char *out, size_t out_size) {
+    snprintf(out, out_size, "%s, %d training samples in global batches of %d", dataset, train_samples, global_batch);
+}
+
+bf_status bf_resume_check(FILE *text, const char *dir, const bf_train_state *saved, const char *data_now,
+                          int batches_per_epoch, const bf_config *cfg) {
+    if (text && saved->batch_in_epoch > 0)
+        fprintf(text, "resumed from %s in epoch %d after batch %d (step %ld)\n", dir, saved->epoch + 1,
+                saved->batch_in_epoch, saved->step);
+    else if (text)
+        fprintf(text, "resumed from %s after epoch %d (step %ld)\n", dir, saved->epoch, saved->step);
+    int data_changed = saved->data[0] && data_now && strcmp(saved->data, data_now) != 0;
+    if (saved->batch_in_epoch > 0 && data_changed)
+        return bf_error(BF_ERR_CHECKPOINT, "%s stopped inside epoch %d (after batch %d) of a run on \"%s\", but this run "
+                        "trains on \"%s\": the rest of that epoch's order cannot be continued. Resume with the "
+                        "checkpoint's [data] batch_size, dataset and limits (the global batch is batch_size over all "
+                        "ranks, so the number of ranks may change), or from an epoch checkpoint (checkpoints/epoch_NNNN)",
+                        dir, saved->epoch + 1, saved->batch_in_epoch, saved->data, data_now);
+    /* checkpoints older than the "data" phrase: at least the position must exist in this run */
+    if (saved->batch_in_epoch > batches_per_epoch)
+        return bf_error(BF_ERR_CHECKPOINT, "%s stopped after batch %d of epoch %d, but this run has %d batches per "
+                        "epoch ([data] batch_size, the dataset or the number of ranks changed)", dir,
+                        saved->batch_in_epoch, saved->epoch + 1, batches_per_epoch);
+    if (text && data_changed)
+        fprintf(text, "note: %s was trained on \"%s\"; this run trains on \"%s\": from epoch %d on, the order "
+                "follows this run's\n", dir, saved->data, data_now, saved->epoch + 1);
+    if (text)
+        bf_schedule_note_resume(text, dir, saved->lr_schedule, cfg, saved->step, saved->epoch, batches_per_epoch);
+    return BF_OK;
+}
