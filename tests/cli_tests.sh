@@ -73,6 +73,8 @@ expect "out of range" 2 "badrange.ini:3: .*batch_size.*1\.\.65536" -- "$train" "
 expect "wrong type" 2 "badtype.ini:2: .*lr.*fast" -- "$train" "$tmp/badtype.ini"
 expect "bad --set key" 2 "--set optim.lrr=1.*lrr" -- "$train" --set optim.lrr=1 "$tmp/tiny.ini"
 expect "bad --set value" 2 "--set run.epochs=-1.*epochs" -- "$train" --set run.epochs=-1 "$tmp/tiny.ini"
+expect "spike_count readout needs neurons" 2 "readout = spike_count needs \\[spiking\\] neuron" -- "$train" --set spiking.readout=spike_count "$tmp/tiny.ini"
+expect "rate coding needs neurons" 2 "encoding = rate needs \\[spiking\\] neuron" -- "$train" --set spiking.encoding=rate "$tmp/tiny.ini"
 expect "bad --set form" 2 "section.key=value" -- "$train" --set epochs "$tmp/tiny.ini"
 expect "dry-run VGG-16 table" 0 "total: 134678692 parameters" -- "$train" --dry-run --set model.arch=vgg16 \
   --set data.procedural_size=224 --set data.procedural_classes=100 "$tmp/tiny.ini"

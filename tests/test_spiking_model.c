@@ -8,7 +8,10 @@
  *   - packed spikes ([spiking] pack_spikes, model_memory.c) change nothing: PlasticFlex VGG-6 with
  *     flex layers (which read their spiking input in the backward) gives bit-identical gradients
  *     over two steps with and without them, and the plan packs and restores what it should;
- *   - a LIF network learns: procedural data, 3 epochs, test accuracy far above chance. */
+ *   - [spiking] readout = spike_count: a neuron layer after the logits, whose firing rates equal the
+ *     LIF worked out by hand on the per-step logits of the mean_output network of the same seed;
+ *   - a LIF network learns: procedural data, 3 epochs, test accuracy far above chance, with either
+ *     readout (spike_count's loss above the floor that rates in [0, 1] impose). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,7 +165,7 @@ static void test_packed_spikes_change_nothing(void) {
     }
 }
 
-static void test_lif_network_learns(void) {
+static void test_lif_network_learns(int spike_count) {
     char dir[] = "/tmp/bioflex_spiking_XXXXXX";
     if (!mkdtemp(dir)) return;
     bf_config cfg;
@@ -186,6 +189,7 @@ static void test_lif_network_learns(void) {
     cfg.model.dropout = 0;
     cfg.model.spiking.neuron = BF_NEURON_LIF;
     cfg.model.spiking.time_steps = 4;
+    cfg.model.spiking.readout = spike_count;
     cfg.optim.optimizer = BF_OPTIM_ADAMW;
     cfg.optim.lr = 0.003f;
     FILE *quiet = fopen("/dev/null", "w");
@@ -193,16 +197,89 @@ static void test_lif_network_learns(void) {
     bf_train_result r;
     CHECK_OK(bf_train(&cfg, &opt, &r));
     fclose(quiet);
-    printf("LIF CNN (T = 4) on 4-class procedural gratings: test top-1 %.1f%% (chance 25%%)\n", 100 * r.final_eval.top1);
+    printf("LIF CNN (T = 4, readout %s) on 4-class procedural gratings: test top-1 %.1f%% (chance 25%%), loss %.4f\n",
+           spike_count ? "spike_count" : "mean_output", 100 * r.final_eval.top1, r.final_eval.loss);
     CHECK(r.final_eval.top1 >= 0.6, "a LIF network trained through time learns: %.3f >= 0.6", r.final_eval.top1);
+    /* rates in [0, 1] as logits: the cross-entropy cannot fall below log(1 + 3/e) with 4 classes */
+    if (spike_count)
+        CHECK(r.final_eval.loss >= log(1 + 3 / exp(1.0)) - 1e-4, "spike_count: the loss sees firing rates (%.4f >= %.4f)",
+              r.final_eval.loss, log(1 + 3 / exp(1.0)));
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
 }
 
+/* [spiking] readout = spike_count: the logits feed a neuron layer and the readout is its firing rate.
+ * Built from one seed with either readout, the two networks share every parameter, so the rates must
+ * be the LIF of the mean_output network's per-step logits, worked out here by hand; and a network
+ * trained on its rates learns, with a loss above the floor that rates in [0, 1] impose. */
+static void test_spike_count_readout(void) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    bf_model_config mc;
+    bf_config defaults;
+    bf_config_defaults(&defaults);
+    mc = defaults.model;
+    mc.arch = BF_ARCH_CNN;
+    mc.channels[0] = 4;
+    mc.num_channels = 1;
+    mc.hidden = 8;
+    mc.dropout = 0;
+    mc.spiking.neuron = BF_NEURON_LIF;
+    mc.spiking.time_steps = 5;
+    mc.spiking.decay = 0.9f;
+    mc.spiking.threshold = 0.5f;
+    mc.spiking.pack_spikes = 0;
+    enum { B = 6, S = 8, CLASSES = 3, STEPS = 5 };
+    bf_model *mean = NULL, *count = NULL;
+    CHECK_OK(bf_model_build(b, &mc, (bf_shape){B, 1, S, S}, CLASSES, 11, &mean));
+    mc.spiking.readout = 1;
+    CHECK_OK(bf_model_build(b, &mc, (bf_shape){B, 1, S, S}, CLASSES, 11, &count));
+    if (!mean || !count) return;
+    int last = count->num_layers - 1;
+    CHECK(count->num_layers == mean->num_layers + 1 && count->layers[last].kind == BF_LAYER_TIME_MEAN &&
+              count->layers[last - 1].kind == BF_LAYER_NEURON && strcmp(count->layers[last - 1].name, "readout_neuron") == 0,
+          "spike_count puts a neuron layer between the last linear layer and the readout");
+    CHECK(count->num_param_floats == mean->num_param_floats &&
+              memcmp(count->param_data, mean->param_data, mean->num_param_floats * sizeof(float)) == 0,
+          "the readout neuron adds no parameters and the same seed draws the same weights");
+
+    static float x[B * S * S];
+    bf_test_fill_uniform(x, B * S * S, -2.0f, 2.0f, 5);
+    const float *mean_out = NULL, *rates = NULL;
+    CHECK_OK(bf_model_forward(mean, x, &mean_out));
+    CHECK_OK(bf_model_forward(count, x, &rates));
+    const float *per_step = mean->layers[mean->num_layers - 2].out; /* the last linear layer, [T*B, CLASSES] */
+    int compared = 0, wrong = 0, fired_some = 0;
+    for (int i = 0; i < B * CLASSES; i++) {
+        float v = 0, spikes = 0;
+        int near = 0;
+        for (int t = 0; t < STEPS; t++) {
+            float h = mc.spiking.decay * v;
+            h += per_step[(size_t)t * B * CLASSES + i];
+            near |= fabsf(h - mc.spiking.threshold) < 1e-4f;
+            int fired = h >= mc.spiking.threshold;
+            spikes += fired;
+            v = fired ? 0.0f : h; /* hard reset */
+        }
+        if (near) continue;
+        compared++;
+        wrong += rates[i] != spikes / STEPS;
+        fired_some += spikes > 0 && spikes < STEPS;
+    }
+    CHECK(fired_some >= 3, "the test needs outputs that fire at some steps and not at others (%d)", fired_some);
+    CHECK(compared >= B * CLASSES - 2 && wrong == 0, "the readout is the LIF firing rate of the per-step logits "
+          "(%d of %d differ)", wrong, compared);
+    bf_model_destroy(mean);
+    bf_model_destroy(count);
+    bf_backend_destroy(b);
+}
+
 int main(void) {
     test_time_folding_gradients();
     test_packed_spikes_change_nothing();
-    test_lif_network_learns();
+    test_spike_count_readout();
+    test_lif_network_learns(0);
+    test_lif_network_learns(1);
     return bf_test_finish();
 }

@@ -118,6 +118,8 @@ typedef struct bf_spiking_config {
     int neuron;                /* -1 = none (ReLU), else bf_neuron_kind: lif | if | clamp01 | step */
     int time_steps;
     int encoding;              /* 0 direct (the same image every step), 1 rate (Bernoulli of the clamped pixel) */
+    int readout;               /* 0 mean_output: the mean over T of the logits; 1 spike_count: of the spikes
+                                  of a neuron layer after the last layer (each class's firing rate) */
     float decay, threshold;
     int reset;                 /* bf_reset_mode */
     int detach_reset;

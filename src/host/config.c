@@ -110,6 +110,7 @@ static const enum_name threshold_mode_names[] = {
 static const enum_name neuron_names[] = {
     {"none", -1}, {"lif", BF_NEURON_LIF}, {"if", BF_NEURON_IF}, {"clamp01", BF_NEURON_CLAMP01}, {"step", BF_NEURON_STEP}, {NULL, 0}};
 static const enum_name encoding_names[] = {{"direct", 0}, {"rate", 1}, {NULL, 0}};
+static const enum_name readout_names[] = {{"mean_output", 0}, {"spike_count", 1}, {NULL, 0}};
 static const enum_name reset_names[] = {{"hard", BF_RESET_HARD}, {"soft", BF_RESET_SOFT}, {"none", BF_RESET_NONE}, {NULL, 0}};
 static const enum_name surrogate_names[] = {
     {"sigmoid", BF_SURROGATE_SIGMOID}, {"arctan", BF_SURROGATE_ARCTAN}, {"rectangular", BF_SURROGATE_RECTANGULAR},
@@ -258,6 +259,7 @@ static const key_spec key_table[] = {
     ENUM_KEY("spiking", "neuron", model.spiking.neuron, neuron_names, "none", "none: an ANN with ReLU; lif, if: spiking neurons over time_steps; clamp01, step: the reference code's stateless activations"),
     INT_KEY("spiking", "time_steps", model.spiking.time_steps, 1, 1024, "10", "time steps T (10 as the reference's forward_STBP; its stateless activations, clamp01 and step, use 1)"),
     ENUM_KEY("spiking", "encoding", model.spiking.encoding, encoding_names, "direct", "direct: the same image every step; rate: Bernoulli spikes with probability clamp(pixel, 0, 1) (use with normalize = false)"),
+    ENUM_KEY("spiking", "readout", model.spiking.readout, readout_names, "mean_output", "mean_output: the mean over T of the last layer's output (the logits; the reference's forward_STBP); spike_count: the last layer feeds a neuron layer of its own and the loss gets the mean over T of its spikes, each class's firing rate in [0, 1], the class that fires most wins"),
     FLOAT_KEY("spiking", "decay", model.spiking.decay, 0, 1, 0, "0.95", "lif: membrane decay per step (spiking_decay of the reference)"),
     FLOAT_KEY("spiking", "threshold", model.spiking.threshold, 0, NO_MAX, MIN_OPEN, "1.0", "lif, if: firing threshold (spiking_threshold of the reference)"),
     ENUM_KEY("spiking", "reset", model.spiking.reset, reset_names, "hard", "lif, if: after a spike the membrane goes to zero (hard), drops by the threshold (soft), or stays (none)"),
@@ -913,6 +915,13 @@ bf_status bf_config_validate(const bf_config *cfg) {
                                                     "(for example milestones = 30,60)"));
     if (s->type == BF_SCHED_STEP && s->step_size < 1)
         return invalid(cfg, bf_error(BF_ERR_CONFIG, "[schedule] type = step needs [schedule] step_size >= 1"));
+    const bf_spiking_config *sp = &cfg->model.spiking;
+    if (sp->neuron < 0 && sp->readout != 0)
+        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[spiking] readout = spike_count needs [spiking] neuron = lif, if, "
+                                                    "clamp01 or step (neuron = none is an ANN, which has no spikes)"));
+    if (sp->neuron < 0 && sp->encoding != 0)
+        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[spiking] encoding = rate needs [spiking] neuron = lif, if, clamp01 "
+                                                    "or step (neuron = none is an ANN, which sees each image once)"));
     bf_arch arch = cfg->model.arch;
     if (cfg->model.freeze_fc1 && arch != BF_ARCH_PF_VGG6 && arch != BF_ARCH_PF_VGG11 && arch != BF_ARCH_PF_VGG16)
         return invalid(cfg, bf_error(BF_ERR_CONFIG, "[model] freeze_fc1 = true needs [model] arch = plasticflex_vgg6, "

@@ -29,14 +29,18 @@ static int activation(bf_model *m, const bf_model_config *cfg, const char *name,
     return bf_model_add_neuron(m, name, input, &p);
 }
 
-/* Spiking: the input over T steps first, the mean of the logits over the steps last. */
+/* Spiking: the input over T steps first, the mean of the logits (or of the output neurons'
+ * spikes, [spiking] readout = spike_count) over the steps last. */
 static int network_input(bf_model *m, const bf_model_config *cfg) {
     if (!spiking(cfg)) return BF_MODEL_INPUT;
     return bf_model_add_encode(m, "encode", BF_MODEL_INPUT, cfg->spiking.time_steps, cfg->spiking.encoding);
 }
 
 static int network_output(bf_model *m, const bf_model_config *cfg, int logits) {
-    return spiking(cfg) && logits >= 0 ? bf_model_add_time_mean(m, "readout", logits) : logits;
+    if (!spiking(cfg) || logits < 0) return logits;
+    /* spike_count: the classes spike too, and the loss sees their firing rates */
+    if (cfg->spiking.readout == 1) logits = activation(m, cfg, "readout_neuron", logits);
+    return bf_model_add_time_mean(m, "readout", logits);
 }
 
 static bf_init conv_init(const bf_model_config *cfg) {
