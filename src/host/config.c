@@ -694,6 +694,12 @@ void bf_config_defaults(bf_config *cfg) {
 /* ------------------------------------------------------------------------------------------ */
 
 /* What the inih callbacks share while one file is parsed. */
+/* libinih reads lines into a buffer fixed when it was built (200 bytes in Debian's), shorter than a
+ * long path (string keys allow 511 characters). read_line reads such a line whole, keeps its value
+ * here and hands inih "key =" with this mark for a value, which handle_key swaps back. */
+#define LONG_LINE_MAX 2048
+#define LONG_VALUE_MARK "\x1e"
+
 typedef struct load_ctx {
     FILE *file;
     const char *path;
@@ -704,6 +710,8 @@ typedef struct load_ctx {
     int failed_line;
     int last_key;                /* index of the previous key handled, -1 before the first */
     int set_on_line[NUM_KEYS];   /* where each key was set in this file (0 = not yet) */
+    char long_value[LONG_LINE_MAX]; /* the value of a "key = value" line longer than inih's buffer */
+    int has_long_value;          /* handle_key takes long_value for LONG_VALUE_MARK */
 } load_ctx;
 
 /* Records "path:line: <the current message>" as the load's error and stops the parse. */
@@ -732,6 +740,45 @@ static void check_section_header(load_ctx *ctx, const char *line) {
     }
 }
 
+/* A line longer than inih's buffer (size bytes), whose start is in buf: reads the rest. A comment
+ * becomes an empty comment; a "key = value" line keeps its value (after the first '=' or ':', with
+ * blanks and a " ;" comment trimmed, as inih trims) in ctx->long_value and leaves "key ="
+ * LONG_VALUE_MARK in buf. 0 (with bf_error) for any other line or one over LONG_LINE_MAX. */
+static int take_long_line(load_ctx *ctx, char *buf, int size) {
+    char line[LONG_LINE_MAX + 2];
+    size_t len = strlen(buf);
+    memcpy(line, buf, len + 1);
+    while (len < sizeof line - 1 && !strchr(line + len - 1, '\n') && fgets(line + len, (int)(sizeof line - len), ctx->file))
+        len += strlen(line + len);
+    if (len >= sizeof line - 1 && line[len - 1] != '\n') {
+        bf_error(BF_ERR_CONFIG, "line is longer than %d characters", LONG_LINE_MAX);
+        return 0;
+    }
+    const char *first = line + strspn(line, " \t");
+    if (*first == ';' || *first == '#') { /* a long comment: inih gets an empty one */
+        snprintf(buf, (size_t)size, ";\n");
+        return 1;
+    }
+    size_t delim = strcspn(line, "=:");
+    if (line[delim] == '\0' || *first == '[' || delim + 4 > (size_t)size) {
+        bf_error(BF_ERR_CONFIG, "line is longer than %d characters and is not a \"key = value\" line", size - 2);
+        return 0;
+    }
+    char *value = line + delim + 1;
+    value += strspn(value, " \t");
+    for (char *c = value; *c; c++) /* an inline comment: ';' after a blank */
+        if (*c == ';' && c > value && (c[-1] == ' ' || c[-1] == '\t')) {
+            *c = '\0';
+            break;
+        }
+    size_t vlen = strlen(value);
+    while (vlen > 0 && isspace((unsigned char)value[vlen - 1])) value[--vlen] = '\0';
+    snprintf(ctx->long_value, sizeof ctx->long_value, "%s", value);
+    ctx->has_long_value = 1;
+    snprintf(buf, (size_t)size, "%.*s=" LONG_VALUE_MARK "\n", (int)delim, line);
+    return 1;
+}
+
 /* inih's line reader (an fgets replacement) that counts lines. Returning NULL ends the parse,
  * which is how the first problem stops it. */
 static char *read_line(char *buf, int size, void *stream) {
@@ -744,9 +791,11 @@ static char *read_line(char *buf, int size, void *stream) {
          * buffer, which inih would split into two lines and so spoil every later line number. */
         int next = getc(ctx->file);
         if (next != EOF) {
-            bf_error(BF_ERR_CONFIG, "line is longer than %d characters", size - 2);
-            fail_here(ctx);
-            return NULL;
+            ungetc(next, ctx->file);
+            if (!take_long_line(ctx, buf, size)) {
+                fail_here(ctx);
+                return NULL;
+            }
         }
     }
     ctx->line_indented = isspace((unsigned char)buf[0]) && buf[0] != '\n' && buf[0] != '\r';
@@ -784,6 +833,8 @@ static int handle_key(void *user, const char *section, const char *key, const ch
         return 0;
     }
     const key_spec *k = &key_table[i];
+    if (value && ctx->has_long_value && strcmp(value, LONG_VALUE_MARK) == 0) value = ctx->long_value;
+    ctx->has_long_value = 0;
     if (!value) { /* only with a libinih built with INI_ALLOW_NO_VALUE */
         key_error(k, "missing \"= value\"");
         fail_here(ctx);
@@ -989,7 +1040,8 @@ void bf_config_print_reference(FILE *out) {
                  "A run is configured by an INI file (`bioflex-train configs/quickstart.ini`) and by\n"
                  "`--set section.key=value` overrides. Keys not given keep the defaults below. Comments start\n"
                  "with `;` or `#` at the beginning of a line, or with ` ;` after a value. An unknown section\n"
-                 "or key, or a value outside the allowed ones, stops the run with the file, line and key.\n");
+                 "or key, or a value outside the allowed ones, stops the run with the file, line and key.\n"
+                 "Lines may be up to 2048 characters long (a long `dir` path, say); a longer one is refused.\n");
     for (size_t s = 0; s < NUM_SECTIONS; s++) {
         fprintf(out, "\n## [%s]\n\n%s\n\n", section_table[s].name, section_table[s].doc);
         fprintf(out, "| key | type | default | allowed | meaning |\n|---|---|---|---|---|\n");
