@@ -10,6 +10,8 @@
  *     over two steps with and without them, and the plan packs and restores what it should;
  *   - [spiking] readout = spike_count: a neuron layer after the logits, whose firing rates equal the
  *     LIF worked out by hand on the per-step logits of the mean_output network of the same seed;
+ *   - rate coding in evaluation (evaluate.c): every batch draws its own input spikes, an evaluation
+ *     repeats exactly, and the training step counter is left as it was;
  *   - a LIF network learns: procedural data, 3 epochs, test accuracy far above chance, with either
  *     readout (spike_count's loss above the floor that rates in [0, 1] impose). */
 #include <math.h>
@@ -275,7 +277,73 @@ static void test_spike_count_readout(void) {
     bf_backend_destroy(b);
 }
 
+/* A test split of 2 * E_B copies of one image: two batches that hold the same samples. Direct coding
+ * gives both the same loss, so the two-batch mean equals the one-batch loss exactly; rate coding draws
+ * new spikes for the second batch, so it may not (the first-batch draws would repeat under a counter
+ * that stays the same through the evaluation). */
+enum { E_B = 8, E_S = 8, E_CLASSES = 3 };
+
+static void eval_losses(int encoding, double *one_batch, double *two_batches, double *again) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    bf_model_config mc = cfg.model;
+    mc.arch = BF_ARCH_CNN;
+    mc.channels[0] = 4;
+    mc.num_channels = 1;
+    mc.hidden = 8;
+    mc.dropout = 0;
+    mc.spiking.neuron = BF_NEURON_LIF;
+    mc.spiking.time_steps = 4;
+    mc.spiking.threshold = 0.3f;
+    mc.spiking.encoding = encoding;
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_build(b, &mc, (bf_shape){E_B, 1, E_S, E_S}, E_CLASSES, 3, &m));
+    static uint8_t pixels[2 * E_B * E_S * E_S];
+    static int32_t labels[2 * E_B];
+    for (int i = 0; i < 2 * E_B; i++) {
+        labels[i] = 1;
+        for (int p = 0; p < E_S * E_S; p++) pixels[i * E_S * E_S + p] = (uint8_t)((p * 37) % 256);
+    }
+    bf_dataset d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.name, sizeof d.name, "one image");
+    d.num_samples = 2 * E_B, d.c = 1, d.h = d.w = E_S, d.num_classes = E_CLASSES;
+    d.mean[0] = 0.0f, d.std[0] = 1.0f;
+    d.pixels = pixels, d.labels = labels, d.split = BF_SPLIT_TEST;
+    cfg.data.batch_size = E_B;
+    cfg.data.normalize = 0;
+    bf_loader_options lo = bf_loader_options_from_config(&cfg, BF_SPLIT_TEST);
+    bf_loader *loader = NULL;
+    CHECK_OK(bf_loader_create(&d, &lo, &loader));
+    if (!m || !loader) return;
+    m->step = 17; /* as if training were at step 17 */
+    bf_eval_result r1, r2, r3;
+    CHECK_OK(bf_evaluate_batches(m, loader, 0.0f, 0, 1, &r1));
+    CHECK_OK(bf_evaluate_batches(m, loader, 0.0f, 0, 2, &r2));
+    CHECK_OK(bf_evaluate_batches(m, loader, 0.0f, 0, 2, &r3));
+    CHECK(r1.samples == E_B && r2.samples == 2 * E_B, "the evaluations see 1 and 2 batches (%d, %d samples)",
+          r1.samples, r2.samples);
+    CHECK(m->step == 17 && m->training, "an evaluation leaves the step counter and the training mode as they were");
+    *one_batch = r1.loss, *two_batches = r2.loss, *again = r3.loss;
+    bf_loader_destroy(loader);
+    bf_model_destroy(m);
+    bf_backend_destroy(b);
+}
+
+static void test_rate_coding_in_evaluation(void) {
+    double direct1, direct2, direct3, rate1, rate2, rate3;
+    eval_losses(0, &direct1, &direct2, &direct3);
+    eval_losses(1, &rate1, &rate2, &rate3);
+    CHECK(fabs(direct1 - direct2) < 1e-6, "direct coding: two equal batches have one loss (%.7f, %.7f)", direct1, direct2);
+    CHECK(fabs(rate1 - rate2) > 1e-5, "rate coding: the second batch draws new spikes, so the mean over two equal "
+          "batches is not the first batch's loss (%.7f, %.7f)", rate1, rate2);
+    CHECK(rate2 == rate3, "rate coding: an evaluation repeats exactly (%.7f, %.7f)", rate2, rate3);
+}
+
 int main(void) {
+    test_rate_coding_in_evaluation();
     test_time_folding_gradients();
     test_packed_spikes_change_nothing();
     test_spike_count_readout();

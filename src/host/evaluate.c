@@ -1,10 +1,18 @@
 /* evaluate.c - a pass over a split (or its first batches) in eval mode (running batch-norm
  * statistics, no dropout): mean loss, top-1 and top-5 accuracy. Per-sample results are summed on the device
- * and read back once at the end. */
+ * and read back once at the end.
+ *
+ * What a forward pass draws at random in eval mode (rate-coded input spikes, re-drawn flex thresholds)
+ * is keyed by the model's step counter. Each batch gets its own counter value, EVAL_STEP_BASE + its
+ * index, far above any training step: every batch sees fresh draws, an evaluation repeats exactly, and
+ * none of its draws are the training steps'. The training counter is restored afterwards. */
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "batch_upload.h"
 #include "bioflex/train.h"
+
+#define EVAL_STEP_BASE (UINT64_C(1) << 40)
 
 bf_status bf_evaluate(bf_model *m, bf_loader *loader, float label_smoothing, bf_eval_result *out) {
     return bf_evaluate_batches(m, loader, label_smoothing, 0, 0, out);
@@ -27,6 +35,7 @@ bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smooth
     c1 = losses ? losses + max_n : NULL;
     c5 = losses ? losses + 2 * max_n : NULL;
     int was_training = m->training, samples = 0, batches = 0;
+    uint64_t training_step = m->step;
     m->training = 0;
     if (s == BF_OK) s = bf_loader_start_epoch(loader, epoch, 0);
     while (s == BF_OK && (max_batches <= 0 || batches++ < max_batches)) {
@@ -40,6 +49,7 @@ bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smooth
         bf_status released = bf_batch_upload_release(upload, loader, batch);
         if (s == BF_OK) s = released;
         const float *logits = NULL;
+        m->step = EVAL_STEP_BASE + (uint64_t)batch->index;
         if (s == BF_OK) s = bf_model_set_batch(m, n);
         if (s == BF_OK) s = bf_model_forward(m, x, &logits);
         if (s == BF_OK) s = ops->softmax_xent(b, n, k, logits, labels, label_smoothing, 1.0f, losses, NULL);
@@ -52,6 +62,7 @@ bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smooth
     float host[4] = {0};
     if (s == BF_OK) s = bf_to_host(b, host, sums, sizeof host);
     m->training = was_training;
+    m->step = training_step;
     bf_model_set_batch(m, max_n);
     bf_batch_uploader_destroy(upload);
     bf_free(b, x);

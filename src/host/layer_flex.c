@@ -157,7 +157,7 @@ bf_status bf_flex_forward(bf_model *m, int index) {
         /* PlasticFlex re-draws its threshold with kaiming_uniform_ on every forward pass */
         float bound = sqrtf(6.0f / (float)((size_t)l->flex.c_out * l->flex.hw));
         BF_TRY(ops->fill_uniform(b, buffer(m, l, 2), (size_t)l->flex.c_out * l->flex.hw, -bound, bound,
-                                 bf_seed_derive((uint64_t)m->seed, BF_STREAM_INIT, m->step * 4096u + (uint64_t)index)));
+                                 bf_seed_derive((uint64_t)m->seed, BF_STREAM_THRESHOLD, m->step * 4096u + (uint64_t)index)));
     }
     BF_TRY(ops->flex_logits_forward(b, &fs, widened, threshold(m, l), logits_raw));
     const float *logits = logits_raw;
