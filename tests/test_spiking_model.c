@@ -211,6 +211,21 @@ static void test_lif_network_learns(int spike_count) {
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
 }
 
+/* A one-conv LIF CNN (4 channels, hidden 8, no dropout) over T steps, the other keys at their defaults. */
+static bf_model_config tiny_lif_cnn(int time_steps) {
+    bf_config defaults;
+    bf_config_defaults(&defaults);
+    bf_model_config mc = defaults.model;
+    mc.arch = BF_ARCH_CNN;
+    mc.channels[0] = 4;
+    mc.num_channels = 1;
+    mc.hidden = 8;
+    mc.dropout = 0;
+    mc.spiking.neuron = BF_NEURON_LIF;
+    mc.spiking.time_steps = time_steps;
+    return mc;
+}
+
 /* [spiking] readout = spike_count: the logits feed a neuron layer and the readout is its firing rate.
  * Built from one seed with either readout, the two networks share every parameter, so the rates must
  * be the LIF of the mean_output network's per-step logits, worked out here by hand; and a network
@@ -218,17 +233,7 @@ static void test_lif_network_learns(int spike_count) {
 static void test_spike_count_readout(void) {
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &b));
-    bf_model_config mc;
-    bf_config defaults;
-    bf_config_defaults(&defaults);
-    mc = defaults.model;
-    mc.arch = BF_ARCH_CNN;
-    mc.channels[0] = 4;
-    mc.num_channels = 1;
-    mc.hidden = 8;
-    mc.dropout = 0;
-    mc.spiking.neuron = BF_NEURON_LIF;
-    mc.spiking.time_steps = 5;
+    bf_model_config mc = tiny_lif_cnn(5);
     mc.spiking.decay = 0.9f;
     mc.spiking.threshold = 0.5f;
     mc.spiking.pack_spikes = 0;
@@ -288,14 +293,7 @@ static void eval_losses(int encoding, double *one_batch, double *two_batches, do
     CHECK_OK(bf_backend_create_cpu(1, &b));
     bf_config cfg;
     bf_config_defaults(&cfg);
-    bf_model_config mc = cfg.model;
-    mc.arch = BF_ARCH_CNN;
-    mc.channels[0] = 4;
-    mc.num_channels = 1;
-    mc.hidden = 8;
-    mc.dropout = 0;
-    mc.spiking.neuron = BF_NEURON_LIF;
-    mc.spiking.time_steps = 4;
+    bf_model_config mc = tiny_lif_cnn(4);
     mc.spiking.threshold = 0.3f;
     mc.spiking.encoding = encoding;
     bf_model *m = NULL;
