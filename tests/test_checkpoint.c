@@ -529,6 +529,25 @@ static void test_refusals(void) {
     bf_status s = load_into_fresh_model(bad, &cfg);
     CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "checksum"), "corrupt weights refused: %s", bf_last_error());
 
+    /* the training position edited in place in the state file's header: the checksum covers it */
+    snprintf(bad, sizeof bad, "%s/edited_step", root);
+    copy_file(good, bad);
+    snprintf(path, sizeof path, "%s/state.safetensors", bad);
+    size_t size = 0;
+    char *bytes = bf_test_read_file(path, &size);
+    char *step = bytes ? strstr(bytes + 8, "\"epoch\":\"2\"") : NULL;
+    CHECK(step != NULL, "the state file of epoch 2 says \"epoch\":\"2\"");
+    if (step) {
+        step[9] = '1';
+        f = fopen(path, "wb");
+        fwrite(bytes, 1, size, f);
+        fclose(f);
+        s = load_into_fresh_model(bad, &cfg);
+        CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "checksum mismatch"), "an edited epoch is refused: %s",
+              bf_last_error());
+    }
+    free(bytes);
+
     /* truncated optimiser state */
     snprintf(bad, sizeof bad, "%s/truncated", root);
     copy_file(good, bad);

@@ -4,9 +4,10 @@
  * that the bytes on disk are standard safetensors (checked here independently with cJSON and
  * zlib); the atomic write (no "<path>.tmp" left behind, also after a failed write); and that every
  * check on read refuses a damaged file with a message saying which check failed: truncation at
- * several points, a flipped data byte, a newer format version, bad header fields, and copy_out
+ * several points, a flipped data byte, a header byte edited in place (the checksum covers the header),
+ * a newer format version, bad header fields, and copy_out
  * with the wrong name, dtype or shape. If python3 has the `safetensors` package, it must load
- * the file too (skipped with a note otherwise). */
+ * the file too (skipped with a note otherwise). Files of format version 1 (data-only checksum) are read. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdint.h>
@@ -164,6 +165,19 @@ static void raw_close(raw_file *r) {
     free(r->bytes);
 }
 
+/* The checksum a version-2 file should carry, worked out here independently: zlib's CRC-32 of the
+ * header text with the digits after "checksum":" read as 00000000, then of the data section. */
+static unsigned long header_and_data_crc(const raw_file *r) {
+    char *text = malloc(r->header_len + 1);
+    memcpy(text, r->bytes + 8, r->header_len);
+    text[r->header_len] = '\0';
+    char *digits = strstr(text, "\"checksum\":\"");
+    if (digits) memcpy(digits + strlen("\"checksum\":\""), "00000000", 8);
+    unsigned long crc = crc32(crc32(0L, Z_NULL, 0), (const unsigned char *)text, (uInt)r->header_len);
+    free(text);
+    return crc32(crc, r->data, (uInt)r->data_size);
+}
+
 /* Reads `path` expecting a refusal with a checkpoint (or I/O) error whose message names the file
  * and contains `what`. */
 static void expect_refused(const char *path, const char *what, const char *label) {
@@ -220,7 +234,7 @@ static void test_round_trip(const char *path, const sample *s) {
     const char *version = bf_safetensors_meta(f, "format_version");
     const char *checksum = bf_safetensors_meta(f, "checksum");
     CHECK(format && strcmp(format, "bioflex") == 0, "meta format");
-    CHECK(version && strcmp(version, "1") == 0, "meta format_version");
+    CHECK(version && strcmp(version, "2") == 0, "meta format_version");
     CHECK(checksum && strlen(checksum) == 8 && strspn(checksum, "0123456789abcdef") == 8, "meta checksum %s",
           checksum ? checksum : "(none)");
     for (int i = 0; i < NUM_SAMPLE_META; i++) {
@@ -295,13 +309,13 @@ static void test_bytes_are_safetensors(const char *path, const sample *s) {
         CHECK(cJSON_IsString(m), "metadata %s is a string", m->string);
     const cJSON *checksum = cJSON_GetObjectItemCaseSensitive(meta, "checksum");
     char expected[16];
-    snprintf(expected, sizeof expected, "%08lx", crc32(crc32(0L, Z_NULL, 0), r.data, (uInt)r.data_size));
+    snprintf(expected, sizeof expected, "%08lx", header_and_data_crc(&r));
     CHECK(cJSON_IsString(checksum) && strcmp(checksum->valuestring, expected) == 0,
-          "checksum in header is zlib crc32 of the data section (%s)", expected);
+          "checksum in header is zlib crc32 of the header (its digits zeroed) and the data section (%s)", expected);
     const cJSON *format = cJSON_GetObjectItemCaseSensitive(meta, "format");
     const cJSON *version = cJSON_GetObjectItemCaseSensitive(meta, "format_version");
     CHECK(cJSON_IsString(format) && strcmp(format->valuestring, "bioflex") == 0, "format in header");
-    CHECK(cJSON_IsString(version) && strcmp(version->valuestring, "1") == 0, "format_version in header");
+    CHECK(cJSON_IsString(version) && strcmp(version->valuestring, "2") == 0, "format_version in header");
     const cJSON *note = cJSON_GetObjectItemCaseSensitive(meta, "note");
     CHECK(cJSON_IsString(note) && strcmp(note->valuestring, SAMPLE_META[1].value) == 0, "caller metadata in header");
     raw_close(&r);
@@ -352,6 +366,33 @@ static void test_corrupt_data(const char *path) {
     free(bytes);
 }
 
+/* The checksum covers the header too: one metadata value or one shape digit changed in place, with
+ * the file's length and layout kept, is refused like a flipped data byte. */
+static void test_edited_header_bytes(const char *path) {
+    const char *edits[][3] = {{"\"model\":\"vgg16\"", "\"model\":\"vgg19\"", "a metadata value edited in place"},
+                              {"\"shape\":[2,3,1,2]", "\"shape\":[3,2,1,2]", "a tensor shape edited in place"}};
+    for (int e = 0; e < 2; e++) {
+        size_t size;
+        unsigned char *bytes = slurp(path, &size);
+        if (!bytes) return;
+        size_t header_end = 8 + (size_t)read_u64_le(bytes);
+        unsigned char *hit = NULL;
+        size_t len = strlen(edits[e][0]);
+        for (size_t i = 8; !hit && i + len <= header_end; i++)
+            if (memcmp(bytes + i, edits[e][0], len) == 0) hit = bytes + i;
+        CHECK(hit != NULL, "%s: the header holds %s", edits[e][2], edits[e][0]);
+        if (hit) {
+            memcpy(hit, edits[e][1], len);
+            char bad_path[256];
+            sibling(bad_path, sizeof bad_path, path, "edited_bytes.safetensors");
+            spit(bad_path, bytes, size);
+            expect_refused(bad_path, "computed", edits[e][2]);
+            CHECK(strstr(bf_last_error(), "over the header and data") != NULL, "%s: %s", edits[e][2], bf_last_error());
+        }
+        free(bytes);
+    }
+}
+
 /* Rewrites the header of `path` through `edit` into a new file and expects it refused with `what`
  * (or accepted when `what` is NULL). */
 static void check_edited_header(const char *path, void (*edit)(cJSON *header), const char *what, const char *label) {
@@ -378,12 +419,12 @@ static void check_edited_header(const char *path, void (*edit)(cJSON *header), c
 static cJSON *meta_of(cJSON *header) { return cJSON_GetObjectItemCaseSensitive(header, "__metadata__"); }
 static cJSON *weight_of(cJSON *header) { return cJSON_GetObjectItemCaseSensitive(header, "features.0.weight"); }
 
-static void edit_version_2(cJSON *h) {
-    cJSON_ReplaceItemInObjectCaseSensitive(meta_of(h), "format_version", cJSON_CreateString("2"));
+static void edit_version_3(cJSON *h) {
+    cJSON_ReplaceItemInObjectCaseSensitive(meta_of(h), "format_version", cJSON_CreateString("3"));
 }
 /* A newer version that also uses a dtype unknown here: the version is the message that helps. */
-static void edit_version_2_bf16(cJSON *h) {
-    edit_version_2(h);
+static void edit_version_3_bf16(cJSON *h) {
+    edit_version_3(h);
     cJSON_ReplaceItemInObjectCaseSensitive(weight_of(h), "dtype", cJSON_CreateString("BF16"));
 }
 static void edit_drop_checksum(cJSON *h) { cJSON_DeleteItemFromObjectCaseSensitive(meta_of(h), "checksum"); }
@@ -409,9 +450,37 @@ static void edit_offsets_past_end(cJSON *h) {
     cJSON_ReplaceItemInArray(offsets, 1, cJSON_CreateNumber(1000048));
 }
 
+/* Files of format version 1, whose checksum covers the data section only, are still read; a flipped
+ * data byte in one is still refused. */
+static void test_version_1_files(const char *path) {
+    raw_file r;
+    if (!raw_open(path, &r) || !r.header) {
+        CHECK(0, "cannot parse %s", path);
+        raw_close(&r);
+        return;
+    }
+    char data_crc[16];
+    snprintf(data_crc, sizeof data_crc, "%08lx", crc32(crc32(0L, Z_NULL, 0), r.data, (uInt)r.data_size));
+    cJSON_ReplaceItemInObjectCaseSensitive(meta_of(r.header), "format_version", cJSON_CreateString("1"));
+    cJSON_ReplaceItemInObjectCaseSensitive(meta_of(r.header), "checksum", cJSON_CreateString(data_crc));
+    char old[256];
+    sibling(old, sizeof old, path, "version1.safetensors");
+    write_with_header(old, r.header, r.data, r.data_size);
+    r.data[r.data_size / 2] ^= 0x10;
+    char flipped[256];
+    sibling(flipped, sizeof flipped, path, "version1_flipped.safetensors");
+    write_with_header(flipped, r.header, r.data, r.data_size);
+    raw_close(&r);
+    bf_st_file *f = NULL;
+    CHECK_OK(bf_safetensors_read(old, &f));
+    CHECK(f && bf_safetensors_count(f) == NUM_TENSORS, "a version-1 file is read with its %d tensors", NUM_TENSORS);
+    bf_safetensors_close(f);
+    expect_refused(flipped, "over the data —", "version 1, flipped data byte");
+}
+
 static void test_bad_headers(const char *path) {
-    check_edited_header(path, edit_version_2, "format version 2, this bioflex reads 1", "format_version 2");
-    check_edited_header(path, edit_version_2_bf16, "format version 2, this bioflex reads 1", "version 2 + BF16");
+    check_edited_header(path, edit_version_3, "format version 3, this bioflex reads 1 and 2", "format_version 3");
+    check_edited_header(path, edit_version_3_bf16, "format version 3, this bioflex reads 1 and 2", "version 3 + BF16");
     check_edited_header(path, edit_drop_checksum, "must have metadata", "bioflex file without checksum");
     check_edited_header(path, edit_bad_checksum_text, "is not 8 hex digits", "malformed checksum");
     check_edited_header(path, edit_numeric_metadata, "metadata value of \"epoch\" is not a string", "numeric metadata");
@@ -558,7 +627,7 @@ static const char PY_CHECK[] =
     "with safe_open(sys.argv[1], framework=fw) as f:\n"
     "    meta = f.metadata()\n"
     "    t = {k: f.get_tensor(k) for k in f.keys()}\n"
-    "assert meta['format'] == 'bioflex' and meta['format_version'] == '1' and meta['model'] == 'vgg16', meta\n"
+    "assert meta['format'] == 'bioflex' and meta['format_version'] == '2' and meta['model'] == 'vgg16', meta\n"
     "def check(name, dtype, shape, values):\n"
     "    x = t[name]\n"
     "    assert dtype in str(x.dtype), (name, x.dtype)\n"
@@ -606,7 +675,9 @@ int main(void) {
     test_bytes_are_safetensors(path, &s);
     test_truncated(path);
     test_corrupt_data(path);
+    test_edited_header_bytes(path);
     test_bad_headers(path);
+    test_version_1_files(path);
     test_copy_out_mismatch(path);
     test_write_errors(path, &s);
     test_overwrite_and_big(big);

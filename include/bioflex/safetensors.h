@@ -3,7 +3,9 @@
  * Format: 8-byte little-endian header length N, N bytes of JSON (cJSON), then raw little-endian
  * tensor data. The JSON maps each tensor name to {"dtype","shape","data_offsets"} and carries a
  * "__metadata__" object of string pairs. bioflex adds to the metadata:
- *   "format": "bioflex", "format_version": "1", "checksum": CRC-32 (zlib) of the data section in hex.
+ *   "format": "bioflex", "format_version": "2", "checksum": CRC-32 (zlib), in hex, of the header text
+ *   (its own 8 digits read as "00000000") followed by the data section. Version 1 files, whose
+ *   checksum covers the data section only, are still read.
  * Writing goes to "<path>.tmp", is flushed and fsync'd, then renamed over <path>, so a crash never
  * leaves a half-written file under the final name. Reading checks the header length against the
  * file size, that every tensor's offsets lie inside the data section and match dtype x shape,
@@ -20,7 +22,7 @@
 extern "C" {
 #endif
 
-#define BF_SAFETENSORS_FORMAT_VERSION 1
+#define BF_SAFETENSORS_FORMAT_VERSION 2
 #define BF_ST_MAX_DIMS 8
 
 typedef enum bf_dtype { BF_DTYPE_F32 = 0, BF_DTYPE_I64, BF_DTYPE_I32, BF_DTYPE_U8, BF_DTYPE_F64 } bf_dtype;

@@ -19,7 +19,12 @@
  *   2. the header fits in the file                 6. the dtype is one bioflex reads
  *   3. the header is JSON                          7. the offsets lie in the data section and
  *   4. the metadata is string pairs, and the          match dtype x shape
- *      format version is one this code reads       8. the data section matches the checksum */
+ *      format version is one this code reads       8. header and data match the checksum
+ *
+ * The checksum (format version 2) is the CRC-32 of the header text, with the checksum's own 8 hex
+ * digits read as "00000000", followed by the data section: an edited metadata value (a checkpoint's
+ * step, say) or tensor entry is caught as surely as a flipped data byte. Files of format version 1
+ * (bioflex before 2026-12) checksum the data section only and are still read. */
 #include "bioflex/safetensors.h"
 
 #include <ctype.h>
@@ -46,6 +51,8 @@
 #define KEY_CHECKSUM "checksum"
 #define FORMAT_NAME "bioflex"
 #define METADATA_KEY "__metadata__"
+#define CHECKSUM_PLACEHOLDER "00000000"
+#define DATA_ONLY_CHECKSUM_VERSION "1" /* the format version whose checksum covers the data section only */
 
 /* cJSON keeps numbers as doubles. Integers up to 2^53 are exact in a double, and cJSON prints
  * integers below 10^15 without an exponent (which Rust's and Python's safetensors require); both
@@ -130,6 +137,17 @@ static uint32_t crc32_update(uint32_t crc, const void *data, size_t n) {
     return crc;
 }
 
+/* Where the checksum's 8 hex digits lie in a header text: just after the first `"checksum":"`. The
+ * writer prints "__metadata__" first and the checksum as its third key, so the first occurrence is
+ * the checksum's own (the two keys before it have fixed values). NULL when the text has none. */
+static char *checksum_digits(char *text, size_t len) {
+    static const char key[] = "\"" KEY_CHECKSUM "\":\"";
+    size_t key_len = sizeof key - 1;
+    for (size_t i = 0; i + key_len + 8 <= len; i++)
+        if (memcmp(text + i, key, key_len) == 0) return text + i + key_len;
+    return NULL;
+}
+
 /* ------------------------------------------------------------------------------------------- */
 /* writing                                                                                      */
 
@@ -167,18 +185,16 @@ static int is_reserved_meta_key(const char *key) {
            strcmp(key, KEY_CHECKSUM) == 0;
 }
 
-/* Builds the header object. Returns NULL only when cJSON runs out of memory. */
-static cJSON *build_header(const bf_st_tensor *tensors, int num_tensors, const bf_st_meta *meta, int num_meta,
-                           uint32_t checksum) {
+/* Builds the header object, with CHECKSUM_PLACEHOLDER as the checksum. Returns NULL only when cJSON
+ * runs out of memory. */
+static cJSON *build_header(const bf_st_tensor *tensors, int num_tensors, const bf_st_meta *meta, int num_meta) {
     cJSON *root = cJSON_CreateObject();
     cJSON *metadata = cJSON_AddObjectToObject(root, METADATA_KEY);
-    char checksum_hex[9];
-    snprintf(checksum_hex, sizeof checksum_hex, "%08" PRIx32, checksum);
     char version[16];
     snprintf(version, sizeof version, "%d", BF_SAFETENSORS_FORMAT_VERSION);
     int ok = metadata != NULL && cJSON_AddStringToObject(metadata, KEY_FORMAT, FORMAT_NAME) != NULL &&
              cJSON_AddStringToObject(metadata, KEY_FORMAT_VERSION, version) != NULL &&
-             cJSON_AddStringToObject(metadata, KEY_CHECKSUM, checksum_hex) != NULL;
+             cJSON_AddStringToObject(metadata, KEY_CHECKSUM, CHECKSUM_PLACEHOLDER) != NULL;
     for (int i = 0; ok && i < num_meta; i++)
         ok = cJSON_AddStringToObject(metadata, meta[i].key, meta[i].value) != NULL;
 
@@ -249,14 +265,14 @@ bf_status bf_safetensors_write(const char *path, const bf_st_tensor *tensors, in
 
     /* Check everything before touching the disk, and checksum the data section on the way: the
      * checksum goes into the header, which is written before the data. */
-    uint32_t checksum = (uint32_t)crc32(0L, Z_NULL, 0);
+    uint32_t data_checksum = (uint32_t)crc32(0L, Z_NULL, 0);
     uint64_t data_bytes = 0;
     for (int i = 0; i < num_tensors; i++) {
         BF_TRY(check_tensor_for_write(path, &tensors[i], i));
         for (int j = 0; j < i; j++)
             if (strcmp(tensors[i].name, tensors[j].name) == 0)
                 return bf_error(BF_ERR_ARG, "%s: tensor name %s appears twice", path, tensors[i].name);
-        checksum = crc32_update(checksum, tensors[i].data, tensors[i].nbytes);
+        data_checksum = crc32_update(data_checksum, tensors[i].data, tensors[i].nbytes);
         data_bytes += tensors[i].nbytes;
     }
     if ((double)data_bytes >= MAX_WRITE_INT)
@@ -274,11 +290,19 @@ bf_status bf_safetensors_write(const char *path, const bf_st_tensor *tensors, in
                 return bf_error(BF_ERR_ARG, "%s: metadata key \"%s\" appears twice", path, m->key);
     }
 
-    cJSON *root = build_header(tensors, num_tensors, meta, num_meta, checksum);
+    /* The header is printed with a placeholder checksum, which the CRC of that text followed by the
+     * data (zlib combines the two CRCs) then replaces in place: same length, same layout. */
+    cJSON *root = build_header(tensors, num_tensors, meta, num_meta);
     size_t header_len = 0;
     char *header = root ? header_text(root, &header_len) : NULL;
     cJSON_Delete(root);
     if (header == NULL) return bf_error(BF_ERR_OOM, "%s: out of memory building the safetensors header", path);
+    char *digits = checksum_digits(header, header_len);
+    uint32_t checksum = crc32_update((uint32_t)crc32(0L, Z_NULL, 0), header, header_len);
+    checksum = (uint32_t)crc32_combine(checksum, data_checksum, (z_off_t)data_bytes);
+    char checksum_hex[9];
+    snprintf(checksum_hex, sizeof checksum_hex, "%08" PRIx32, checksum);
+    memcpy(digits, checksum_hex, 8);
 
     unsigned char len_bytes[8];
     for (int b = 0; b < 8; b++) len_bytes[b] = (unsigned char)((uint64_t)header_len >> (8 * b));
@@ -544,8 +568,10 @@ static bf_status parse_and_check(bf_st_file *f, const unsigned char *file, uint6
                         path, KEY_FORMAT_VERSION, KEY_CHECKSUM);
     char own_version[16];
     snprintf(own_version, sizeof own_version, "%d", BF_SAFETENSORS_FORMAT_VERSION);
-    if (version != NULL && strcmp(version, own_version) != 0)
-        return bf_error(BF_ERR_CHECKPOINT, "%s: format version %s, this bioflex reads %s", path, version, own_version);
+    int data_only = version != NULL && strcmp(version, DATA_ONLY_CHECKSUM_VERSION) == 0;
+    if (version != NULL && strcmp(version, own_version) != 0 && !data_only)
+        return bf_error(BF_ERR_CHECKPOINT, "%s: format version %s, this bioflex reads %s and %s", path, version,
+                        DATA_ONLY_CHECKSUM_VERSION, own_version);
 
     /* Checks 5 to 7, tensor entry by tensor entry. */
     int entries = cJSON_GetArraySize(f->header);
@@ -572,10 +598,21 @@ static bf_status parse_and_check(bf_st_file *f, const unsigned char *file, uint6
             return bf_error(BF_ERR_CHECKPOINT, "%s: invalid header: checksum \"%s\" is not 8 hex digits", path,
                             checksum);
         uint32_t stored = (uint32_t)strtoul(checksum, NULL, 16);
-        uint32_t actual = crc32_update((uint32_t)crc32(0L, Z_NULL, 0), data, (size_t)data_size);
+        uint32_t actual = (uint32_t)crc32(0L, Z_NULL, 0);
+        if (!data_only) { /* the header text as written: its checksum digits as the placeholder */
+            char *text = malloc(header_len ? (size_t)header_len : 1);
+            if (text == NULL) return bf_error(BF_ERR_OOM, "%s: out of memory", path);
+            memcpy(text, header, (size_t)header_len);
+            char *digits = checksum_digits(text, (size_t)header_len);
+            if (digits != NULL) memcpy(digits, CHECKSUM_PLACEHOLDER, 8);
+            actual = crc32_update(actual, text, (size_t)header_len);
+            free(text);
+        }
+        actual = crc32_update(actual, data, (size_t)data_size);
         if (stored != actual)
-            return bf_error(BF_ERR_CHECKPOINT, "%s: checksum mismatch: file says %s, data gives %08" PRIx32
-                            " — the file is corrupt", path, checksum, actual);
+            return bf_error(BF_ERR_CHECKPOINT, "%s: checksum mismatch: file says %s, computed %08" PRIx32
+                            " over %s — the file is corrupt or was edited", path, checksum, actual,
+                            data_only ? "the data" : "the header and data");
     }
     return BF_OK;
 }
