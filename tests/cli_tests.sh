@@ -82,6 +82,9 @@ expect "dry-run prints the resolved config" 0 "procedural_classes *= *100" -- "$
   --set data.procedural_size=224 --set data.procedural_classes=100 "$tmp/tiny.ini"
 expect "dry-run ResNet-50 table" 0 "layer4.2.conv3 +conv2d" -- "$train" --dry-run --set model.arch=resnet50 \
   --set data.procedural_size=64 "$tmp/tiny.ini"
+expect "a model that does not fit the images is a config error" 2 \
+  "tiny.ini: \\[model\\] arch = vgg16 does not fit the 3x8x8 images of \\[data\\] dataset = procedural.*features.* does not fit" \
+  -- "$train" --set model.arch=vgg16 "$tmp/tiny.ini"
 expect "missing dataset is a runtime error" 1 "nowhere" -- "$train" --set data.dataset=mnist --set data.path="$tmp/nowhere" "$tmp/tiny.ini"
 
 expect "train" 0 "test accuracy: [0-9.]+% top-1" -- "$train" "$tmp/tiny.ini"

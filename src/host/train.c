@@ -130,7 +130,16 @@ bf_status bf_run_build_model(const bf_config *cfg, bf_backend *b, const bf_datas
                         d->num_classes);
     int batch = cfg->data.batch_size, eval_batch = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : batch;
     bf_shape in = {batch > eval_batch ? batch : eval_batch, d->c, d->h, d->w};
-    return bf_model_build(b, &cfg->model, in, classes, cfg->run.seed, out);
+    bf_status s = bf_model_build(b, &cfg->model, in, classes, cfg->run.seed, out);
+    /* The model's keys and the data's shape are the only inputs here, so a layer that does not fit
+     * (VGG-16's five pools on 28x28 digits) is a config error, named by its keys (exit status 2). */
+    if (s == BF_ERR_ARG) {
+        const char *source = cfg->source[0] ? cfg->source : "the configuration";
+        return bf_error_context(BF_ERR_CONFIG, "%s: [model] arch = %s does not fit the %dx%dx%d images of [data] dataset "
+                                "= %s (a smaller arch, fewer [model] channels or pools, or larger images)", source,
+                                bf_arch_name(cfg->model.arch), d->c, d->h, d->w, d->name);
+    }
+    return s;
 }
 
 static bf_status alloc_step_buffers(run *r) {
