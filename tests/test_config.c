@@ -183,7 +183,7 @@ static const char full_file[] =
     "optimizer = adamw\n"
     "lr = 3e-4\n"
     "momentum = 0\n"
-    "nesterov = TRUE\n"
+    "nesterov = FALSE\n"
     "weight_decay = 0.05\n"
     "beta1 = 0.8\n"
     "beta2 = 0.99\n"
@@ -230,7 +230,7 @@ static void test_full_file(void) {
               cfg.model.channels[2] == 64 && cfg.model.channels[3] == 128 && cfg.model.channels[4] == 0,
           "channels list (%d entries)", cfg.model.num_channels);
     CHECK(cfg.optim.optimizer == BF_OPTIM_ADAMW && cfg.optim.lr == 3e-4f && cfg.optim.momentum == 0 &&
-              cfg.optim.nesterov == 1 && cfg.optim.weight_decay == 0.05f && cfg.optim.beta1 == 0.8f &&
+              cfg.optim.nesterov == 0 && cfg.optim.weight_decay == 0.05f && cfg.optim.beta1 == 0.8f &&
               cfg.optim.beta2 == 0.99f && cfg.optim.eps == 1e-6f && cfg.optim.grad_clip_norm == 1.5f &&
               cfg.optim.label_smoothing == 0.1f,
           "optim section");
@@ -241,7 +241,6 @@ static void test_full_file(void) {
     CHECK(cfg.schedule.num_milestones == 3 && cfg.schedule.milestones[0] == 100 &&
               cfg.schedule.milestones[1] == 200 && cfg.schedule.milestones[2] == 300,
           "milestones list (%d entries)", cfg.schedule.num_milestones);
-    /* adamw ignores nesterov, so momentum = 0 with nesterov = true is fine here. */
     CHECK_OK(bf_config_validate(&cfg));
 
     /* A file that sets nothing gives the defaults (plus its name as source). */
@@ -430,6 +429,40 @@ static void test_validate(void) {
     CHECK_OK(bf_config_set(&cfg, "optim.momentum=0"));
     CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG && strstr(bf_last_error(), "[optim] momentum"),
           "nesterov without momentum: %s", bf_last_error());
+
+    /* Options the run would ignore are refused, naming the key that decides. */
+    const struct {
+        const char *sets[3], *says;
+    } ignored[] = {
+        {{"optim.optimizer=adamw", "optim.nesterov=true"}, "[optim] nesterov = true applies to optimizer = sgd only"},
+        {{"schedule.type=cosine", "schedule.eta_min=0.5"}, "[schedule] eta_min = 0.5 is above [optim] lr = 0.1"},
+        {{"model.fully_flex=true"}, "[model] fully_flex = true needs [model] flex = true"},
+        {{"model.flex_layers=0,2"}, "[model] flex_layers = 0,2 needs [model] flex = true"},
+        {{"model.flex_joint=mask"}, "[model] flex_joint = mask needs [model] flex = true"},
+        {{"model.flex=true", "model.threshold_mode=frozen_random"},
+         "[model] threshold_mode = frozen_random applies to [model] flex_joint = mask only"},
+        {{"model.flex=true", "model.flex_logits_bn=true"}, "[model] flex_logits_bn = true applies to [model] flex_joint = mask"},
+        {{"model.flex=true", "model.flex_joint=mask", "model.flex_tie=pool"},
+         "[model] flex_tie = pool applies to [model] flex_joint = channelwise_max only"},
+    };
+    for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) {
+        bf_config_defaults(&cfg);
+        for (int j = 0; j < 3 && ignored[i].sets[j]; j++) CHECK_OK(bf_config_set(&cfg, ignored[i].sets[j]));
+        CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG && strstr(bf_last_error(), ignored[i].says),
+              "%s ... refused, saying \"%s\": %s", ignored[i].sets[0], ignored[i].says, bf_last_error());
+    }
+    /* ... and the same keys where they apply, or at their defaults, are accepted. */
+    const char *accepted[][4] = {{"optim.nesterov=true"},
+                                 {"schedule.type=cosine", "schedule.eta_min=0.1"},
+                                 {"model.flex=true", "model.fully_flex=true", "model.flex_tie=pool"},
+                                 {"model.flex=true", "model.flex_joint=mask", "model.threshold_mode=frozen_random",
+                                  "model.flex_logits_bn=true"},
+                                 {"model.flex_joint=channelwise_max", "model.flex_channels=expand"}};
+    for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++) {
+        bf_config_defaults(&cfg);
+        for (int j = 0; j < 4 && accepted[i][j]; j++) CHECK_OK(bf_config_set(&cfg, accepted[i][j]));
+        CHECK_OK(bf_config_validate(&cfg));
+    }
 
     /* Values set by code get the same checks as values read from a file. */
     bf_config_defaults(&cfg);

@@ -934,6 +934,41 @@ bf_status bf_config_set(bf_config *cfg, const char *assignment) {
 /* Validation                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
 
+/* The first of the [model] keys in `keys` (NULL-terminated) whose value in cfg is not its default,
+ * written as "[model] key = value" into text; NULL when every one holds its default. Used to refuse
+ * options that would be ignored: a value left at its default says nothing, so it is let through. */
+static const char *changed_model_key(const bf_config *cfg, const char *const *keys, char *text, size_t cap) {
+    bf_config defaults;
+    bf_config_defaults(&defaults);
+    for (const char *const *key = keys; *key; key++) {
+        const key_spec *k = &key_table[find_key("model", *key)];
+        char value[256], default_value[256];
+        format_value(cfg, k, value, sizeof value);
+        format_value(&defaults, k, default_value, sizeof default_value);
+        if (strcmp(value, default_value) == 0) continue;
+        snprintf(text, cap, "[model] %s = %s", *key, value);
+        return text;
+    }
+    return NULL;
+}
+
+/* Flex options that the chosen flex layers would ignore are refused, naming the key that decides. */
+static bf_status check_flex_options(const bf_config *cfg) {
+    static const char *const any_flex[] = {"flex_layers", "fully_flex", "flex_joint", "flex_channels", "flex_tie",
+                                           "flex_mask", "flex_mask_factor", "flex_logits_bn", "threshold_mode", NULL};
+    static const char *const mask_only[] = {"flex_mask", "flex_mask_factor", "flex_logits_bn", "threshold_mode", NULL};
+    static const char *const channelwise_max_only[] = {"flex_tie", NULL};
+    char text[320];
+    const bf_model_config *m = &cfg->model;
+    if (!m->flex && changed_model_key(cfg, any_flex, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s needs [model] flex = true (without it no layer is a flex layer)", text);
+    if (m->flex && m->flex_joint == 0 && changed_model_key(cfg, mask_only, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex_joint = mask only, not channelwise_max", text);
+    if (m->flex && m->flex_joint == 1 && changed_model_key(cfg, channelwise_max_only, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex_joint = channelwise_max only, not mask", text);
+    return BF_OK;
+}
+
 static bf_status invalid(const bf_config *cfg, bf_status st) {
     if (cfg->source[0]) return bf_error_context(st, "invalid configuration (from %s and overrides)", cfg->source);
     return bf_error_context(st, "invalid configuration");
@@ -984,6 +1019,13 @@ bf_status bf_config_validate(const bf_config *cfg) {
         return invalid(cfg, bf_error(BF_ERR_CONFIG, "[run] force_nccl = true needs [run] device = cuda or auto, not cpu"));
     if (cfg->optim.optimizer == BF_OPTIM_SGD && cfg->optim.nesterov && cfg->optim.momentum <= 0)
         return invalid(cfg, bf_error(BF_ERR_CONFIG, "[optim] nesterov = true needs [optim] momentum > 0"));
+    if (cfg->optim.optimizer == BF_OPTIM_ADAMW && cfg->optim.nesterov)
+        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[optim] nesterov = true applies to optimizer = sgd only, not adamw"));
+    if (s->type == BF_SCHED_COSINE && s->eta_min > cfg->optim.lr)
+        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[schedule] eta_min = %g is above [optim] lr = %g: the cosine "
+                                                    "schedule would raise the rate", s->eta_min, cfg->optim.lr));
+    bf_status flex = check_flex_options(cfg);
+    if (flex != BF_OK) return invalid(cfg, flex);
     bf_dataset_kind ds = cfg->data.dataset;
     int multi_task = ds == BF_DATASET_MULTI_MNIST || ds == BF_DATASET_MULTI_FASHION_MNIST || ds == BF_DATASET_CELEBA;
     if (multi_task && cfg->data.subset)
