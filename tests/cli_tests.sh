@@ -90,6 +90,11 @@ expect "missing dataset is a runtime error" 1 "nowhere" -- "$train" --set data.d
 expect "train" 0 "test accuracy: [0-9.]+% top-1" -- "$train" "$tmp/tiny.ini"
 [ -s "$tmp/run/metrics.jsonl" ] && grep -q '"type":"eval"' "$tmp/run/metrics.jsonl" && grep -q '"images_per_s"' "$tmp/run/metrics.jsonl" \
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL metrics.jsonl lacks train/eval lines"; }
+# epochs count from 1 in both kinds of line: the last step of epoch 1 (6 of 6) is logged as epoch 1,
+# and so is the evaluation after it
+grep -q '"type":"train","epoch":1,"step":6,' "$tmp/run/metrics.jsonl" && grep -q '"type":"train","epoch":2,"step":12,' "$tmp/run/metrics.jsonl" \
+  && grep -q '"type":"eval","split":"test","epoch":1,"step":6,' "$tmp/run/metrics.jsonl" \
+  && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL metrics.jsonl: train and eval lines number epochs alike"; head -4 "$tmp/run/metrics.jsonl"; }
 [ -f "$tmp/run/config.ini" ] && [ -f "$tmp/run/checkpoints/epoch_0002/model.safetensors" ] && [ -f "$tmp/run/checkpoints/latest" ] \
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL run directory lacks config.ini or checkpoints"; }
 expect "eval needs --checkpoint" 2 "--checkpoint DIR is required" -- "$eval_" "$tmp/tiny.ini"

@@ -65,7 +65,7 @@ double bf_peak_tflops(int cc_major, int cc_minor, int sms, int clock_khz, bf_pre
 void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "train");
-    cJSON_AddNumberToObject(o, "epoch", m->epoch);
+    cJSON_AddNumberToObject(o, "epoch", m->epoch + 1); /* the epoch in progress, as the progress line says */
     cJSON_AddNumberToObject(o, "step", (double)m->step);
     cJSON_AddNumberToObject(o, "loss", m->loss);
     cJSON_AddNumberToObject(o, "accuracy", m->accuracy);

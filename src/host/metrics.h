@@ -9,7 +9,7 @@
 #include "bioflex/status.h"
 
 typedef struct bf_train_metrics {
-    int epoch, epochs;
+    int epoch, epochs;          /* epoch counts from 0 here; the log and the progress line say epoch + 1 */
     long step, steps_per_epoch, step_in_epoch;
     double loss, accuracy, lr, grad_norm;
     double ms_per_step, images_per_s, data_wait_ms, tflops, eta_s;
