@@ -71,8 +71,8 @@ enum { N = 4, C = 1, H = 8, W = 8, K = 3 };
 
 /* fp32 on both sides, in different summation orders (im2col + sgemm here, ATen there; bioflex
  * sums the readout step by step and scales by 1/T, PyTorch takes mean(0); bioflex evaluates the
- * smooth surrogates in double and rounds once, the script in fp32): agreement is expected to a
- * few ulps, far inside these tolerances. */
+ * smooth surrogates in float with its own exponential (src/kernels/surrogate.h), the script with
+ * torch's): agreement is expected to a few ulps, far inside these tolerances. */
 static const double ATOL = 1e-5, RTOL = 1e-4;
 
 static bf_parity px; /* the fixture and the backend */

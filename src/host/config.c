@@ -268,7 +268,7 @@ static const key_spec key_table[] = {
     BOOL_KEY("spiking", "use_STBP", model.spiking.use_stbp, "true", "alias of use_stbp (the reference code's spelling)"),
     ENUM_KEY("spiking", "surrogate", model.spiking.surrogate, surrogate_names, "tanh", "spike derivative in the backward pass: sigmoid(alpha), arctan(alpha), rectangular(width, height), triangle(width, height), tanh(height: height*tanh')"),
     FLOAT_KEY("spiking", "alpha", model.spiking.alpha, 0, NO_MAX, MIN_OPEN, "4.0", "surrogate sigmoid, arctan: sharpness"),
-    FLOAT_KEY("spiking", "width", model.spiking.width, 0, NO_MAX, MIN_OPEN, "2.0", "surrogate rectangular, triangle: support width around the threshold"),
+    FLOAT_KEY("spiking", "width", model.spiking.width, 0, NO_MAX, MIN_OPEN, "2.0", "surrogate rectangular: height where |u| < width/2 (width is the whole support, 2 = the reference's |u| < 1); triangle: height * (1 - |u|/width), zero from |u| = width on (support 2*width); u = membrane - threshold"),
     BOOL_KEY("spiking", "pack_spikes", model.spiking.pack_spikes, "true", "lif, if, step: keep each neuron layer's spikes for the backward as bits (1/32 of the floats; the floats the next layer's forward reads live only until then, and the backward restores them exactly); false keeps the floats"),
     INT_KEY("spiking", "raster_neurons", model.spiking.raster_neurons, 0, 4096, "0", "> 0: at every log interval write the spikes of this many neurons of each neuron layer (first sample of the batch, every step) to spikes.jsonl in the run directory, for raster plots"),
     FLOAT_KEY("spiking", "height", model.spiking.height, 0, NO_MAX, MIN_OPEN, "0.3", "surrogate rectangular, triangle, tanh: peak value (0.3 as the reference)"),
