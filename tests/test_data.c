@@ -918,6 +918,25 @@ static void test_subsets_and_noise(void) {
     bf_dataset_free(a);
 }
 
+/* [data] noise_splits picks the splits whose loaders add input_noise_std: the options that
+ * bf_train and bioflex-eval build from a config. */
+static void test_noise_splits(void) {
+    const char *splits[] = {"train", "test", "both"};
+    const float train_std[] = {0.2f, 0.0f, 0.2f}, test_std[] = {0.0f, 0.2f, 0.2f};
+    for (int i = 0; i < 3; i++) {
+        bf_config cfg;
+        bf_config_defaults(&cfg);
+        char set[64];
+        snprintf(set, sizeof set, "data.noise_splits=%s", splits[i]);
+        CHECK_OK(bf_config_set(&cfg, set));
+        CHECK_OK(bf_config_set(&cfg, "data.input_noise_std=0.2"));
+        bf_loader_options train = bf_loader_options_from_config(&cfg, BF_SPLIT_TRAIN);
+        bf_loader_options test = bf_loader_options_from_config(&cfg, BF_SPLIT_TEST);
+        CHECK(train.noise_std == train_std[i] && test.noise_std == test_std[i],
+              "noise_splits = %s: training noise %g, test noise %g", splits[i], train.noise_std, test.noise_std);
+    }
+}
+
 int main(void) {
     /* A hang in the loader must fail the test, not stall ctest until its timeout. */
     alarm(120);
@@ -937,6 +956,7 @@ int main(void) {
     test_loader_procedural();
     test_loader_misuse_and_teardown();
     test_subsets_and_noise();
+    test_noise_splits();
     bf_remove_tree(tmp);
     return bf_test_finish();
 }

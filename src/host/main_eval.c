@@ -28,10 +28,8 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const char *checkpoin
     if (s == BF_OK) s = bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TEST, &test);
     if (s == BF_OK) s = bf_run_build_model(cfg, b, test, &m);
     if (s == BF_OK) s = bf_checkpoint_load_model(dir, m);
-    bf_loader_options o = {.batch_size = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : cfg->data.batch_size,
-                           .threads = cfg->data.loader_threads, .prefetch = cfg->data.prefetch,
-                           .normalize = cfg->data.normalize, .seed = cfg->run.seed,
-                           .noise_std = cfg->data.noise_splits != 0 ? cfg->data.input_noise_std : 0.0f};
+    bf_loader_options o = bf_loader_options_from_config(cfg, BF_SPLIT_TEST);
+    o.shuffle = 0; /* the whole test split, in order, whatever [run] val_batches says */
     if (s == BF_OK) s = bf_loader_create(test, &o, &loader);
     if (s == BF_OK) s = bf_evaluate(m, loader, cfg->optim.label_smoothing, res);
     bf_loader_destroy(loader);
