@@ -10,7 +10,7 @@
  *     -> flatten -> fc1 Linear(64, 8) -> lif2 -> fc2 Linear(8, 3) -> readout (mean over T)
  *                                                                    input [4, 1, 8, 8], K = 3
  *
- * for five variants, each under its prefix "<variant>.":
+ * for nine variants, each under its prefix "<variant>.":
  *     lif_hard_tanh     LIF decay 0.95, threshold 1, hard reset (not detached: the -H*g(u) term of
  *                       dV/dH is on), 0.3 tanh' surrogate, T 4
  *     lif_soft_sigmoid  LIF decay 0.95, threshold 1, soft reset, detached, sigmoid surrogate alpha 4, T 4
@@ -20,6 +20,11 @@
  *     lif_rate_sigmoid  LIF decay 0.9, threshold 0.5, hard reset, sigmoid alpha 4, T 4, Bernoulli rate
  *                       coding: the script draws the spikes with a numpy port of hash.h and bioflex's
  *                       seed for the encode layer (model seed 1, step 0 then 1)
+ *     lif_none_arctan   LIF decay 0.8, threshold 1, no reset, arctan surrogate alpha 2, T 4
+ *     if_soft_triangle  IF, threshold 1, soft reset (not detached), triangle surrogate width 1 height 0.5, T 4
+ *     lif_nostbp_tanh   LIF decay 0.95, threshold 1, hard reset, 0.3 tanh', through_time = 0 (the
+ *                       script detaches V between steps: use_stbp = false), T 4
+ *     step_tanh_T1      the reference's stateless step 1[x > 0] with 0.3 tanh', T 1
  * with the initial state_dict, a batch, the logits, the cross-entropy (mean, no smoothing), every
  * parameter gradient, the batch-norm buffers after the first forward pass (stats1.*), each neuron
  * layer's output sum and silent elements in that pass (fired.*) and the whole state_dict after two
@@ -113,11 +118,11 @@ static const char *surrogate_name(bf_surrogate s) {
 static void params_line(const variant *v, char *out, size_t cap) {
     const bf_neuron_params *p = &v->p;
     snprintf(out, cap,
-             "kind=%s T=%d encoding=%s decay=%g threshold=%g reset=%s detach_reset=%d surrogate=%s alpha=%g width=%g "
-             "height=%g",
+             "kind=%s T=%d encoding=%s decay=%g threshold=%g reset=%s detach_reset=%d through_time=%d surrogate=%s "
+             "alpha=%g width=%g height=%g",
              kind_name(p->kind), v->T, v->encoding ? "rate" : "direct", (double)p->decay, (double)p->threshold, reset_name(p->reset),
-             p->detach_reset != 0, surrogate_name(p->surrogate), (double)p->alpha, (double)p->width,
-             (double)p->height);
+             p->detach_reset != 0, p->through_time != 0, surrogate_name(p->surrogate), (double)p->alpha,
+             (double)p->width, (double)p->height);
 }
 
 typedef struct fired_check {
@@ -241,6 +246,18 @@ int main(void) {
         {"lif_rate_sigmoid", 4, 1,
          {.kind = BF_NEURON_LIF, .decay = 0.9f, .threshold = 0.5f, .reset = BF_RESET_HARD, .detach_reset = 0,
           .through_time = 1, .surrogate = BF_SURROGATE_SIGMOID, .alpha = 4.0f, .width = 0, .height = 0}},
+        {"lif_none_arctan", 4, 0,
+         {.kind = BF_NEURON_LIF, .decay = 0.8f, .threshold = 1.0f, .reset = BF_RESET_NONE, .detach_reset = 0,
+          .through_time = 1, .surrogate = BF_SURROGATE_ARCTAN, .alpha = 2.0f, .width = 0, .height = 0}},
+        {"if_soft_triangle", 4, 0,
+         {.kind = BF_NEURON_IF, .decay = 1.0f, .threshold = 1.0f, .reset = BF_RESET_SOFT, .detach_reset = 0,
+          .through_time = 1, .surrogate = BF_SURROGATE_TRIANGLE, .alpha = 0, .width = 1.0f, .height = 0.5f}},
+        {"lif_nostbp_tanh", 4, 0,
+         {.kind = BF_NEURON_LIF, .decay = 0.95f, .threshold = 1.0f, .reset = BF_RESET_HARD, .detach_reset = 0,
+          .through_time = 0, .surrogate = BF_SURROGATE_TANH, .alpha = 0, .width = 0, .height = 0.3f}},
+        {"step_tanh_T1", 1, 0,
+         {.kind = BF_NEURON_STEP, .decay = 0, .threshold = 0, .reset = BF_RESET_HARD, .detach_reset = 0,
+          .through_time = 1, .surrogate = BF_SURROGATE_TANH, .alpha = 0, .width = 0, .height = 0.3f}},
     };
     for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) run_variant(&variants[i]);
 
