@@ -3,7 +3,11 @@
  *   - finite-difference gradients of every parameter of small flex networks, for the channel-wise
  *     max (expand and bilinear widening, split ties) and for the mask joint (hard sigmoid with a
  *     learned threshold and batch-norm on the logits; sigmoid_mul with a frozen threshold),
- *     including the input gradient through both branches (a conv layer before the flex layer);
+ *     including the input gradient through both branches (a conv layer before the flex layer), and
+ *     with the second flex layer at a fully_flex site (C -> C, 2x2 stride 2, no padding: a max-pool
+ *     made flex);
+ *   - the tie rule reaches the model's layers: on an all-zero input the conv (bias 0) and the pool
+ *     tie everywhere, and the conv's bias gradient is half the output gradient (split) or zero (pool);
  *   - the conv-ratio monitor against a count made on the host. */
 #include <math.h>
 #include <stdlib.h>
@@ -140,8 +144,10 @@ static double loss_of(bf_model *m, const float *x, const int32_t *labels, float 
     return s / N;
 }
 
-/* conv -> flex -> BN -> ReLU -> flex(stride 2) -> GAP -> linear; FD over every parameter. */
-static void check_gradients(const char *label, const bf_flex_options *opt) {
+/* conv -> flex -> BN -> ReLU -> flex(stride 2) -> GAP -> linear; FD over every parameter. The second
+ * flex layer is a 3x3 stride-2 conv site (6 -> 4 channels), or with pool_site the 2x2 stride-2 site
+ * with which fully_flex replaces a max-pool (6 -> 6 channels, no padding). */
+static void check_gradients(const char *label, const bf_flex_options *opt, int pool_site) {
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &b));
     bf_model *m = NULL;
@@ -150,7 +156,10 @@ static void check_gradients(const char *label, const bf_flex_options *opt) {
     x = bf_model_add_flex(m, "flex1", x, 6, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, opt);
     x = bf_model_add_batchnorm(m, "bn", x, 1e-5f, 0.1f);
     x = bf_model_add_relu(m, "relu", x);
-    x = bf_model_add_flex(m, "flex2", x, 4, 3, 2, 1, BF_INIT_UNIFORM_FAN_IN, opt);
+    if (pool_site)
+        x = bf_model_add_flex(m, "flex2", x, 6, 2, 2, 0, BF_INIT_UNIFORM_FAN_IN, opt);
+    else
+        x = bf_model_add_flex(m, "flex2", x, 4, 3, 2, 1, BF_INIT_UNIFORM_FAN_IN, opt);
     x = bf_model_add_global_avgpool(m, "gap", x);
     x = bf_model_add_flatten(m, "flatten", x);
     bf_model_add_linear(m, "fc", x, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
@@ -171,7 +180,9 @@ static void check_gradients(const char *label, const bf_flex_options *opt) {
     int checked = 0, bad = 0, kinks = 0;
     for (size_t i = 0; i < m->num_param_floats; i++) {
         float saved = m->param_data[i];
-        const float h = 1e-3f;
+        /* 5e-4: with 1e-3 the mask network at the fully_flex site moved one hard-sigmoid logit across
+         * its clamp inside the step in a way the one-sided difference test does not see */
+        const float h = 5e-4f;
         m->param_data[i] = saved + h;
         double lp = loss_of(m, xh, labels, losses);
         m->param_data[i] = saved - h;
@@ -280,6 +291,52 @@ static void check_gradients(const char *label, const bf_flex_options *opt) {
     bf_backend_destroy(b);
 }
 
+/* flex -> GAP -> linear on an all-zero input, with the flex conv's bias 0: conv and pool are 0 at every
+ * element, a tie everywhere. Split ties give the conv branch half of each output gradient, so its bias
+ * gradient is half the sum of the flex output's gradient per channel; ties to the pool give it none. */
+static void test_ties(bf_flex_tie_rule ties) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, 11, &m));
+    bf_flex_options opt = {.joint = BF_FLEX_JOINT_MAX, .channels = BF_FLEX_CHANNELS_EXPAND, .ties = ties};
+    int x = bf_model_add_flex(m, "flex", BF_MODEL_INPUT, 4, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, &opt);
+    x = bf_model_add_global_avgpool(m, "gap", x);
+    x = bf_model_add_flatten(m, "flatten", x);
+    bf_model_add_linear(m, "fc", x, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    CHECK_OK(bf_model_finalize(m));
+    if (!m->param_data) return;
+    int bias = find_param(m, "flex.flex_conv.bias"), fc_w = find_param(m, "fc.weight");
+    CHECK(bias >= 0 && fc_w >= 0, "flex.flex_conv.bias and fc.weight exist");
+    if (bias < 0 || fc_w < 0) return;
+    memset(m->param_data + m->params[bias].offset, 0, 4 * sizeof(float));
+    static float zeros[N * C * H * H];
+    int32_t labels[N] = {0, 2, 3};
+    float losses[N], dlogits[N * K];
+    const float *logits = NULL;
+    CHECK_OK(bf_model_forward(m, zeros, &logits));
+    CHECK_OK(b->ops->softmax_xent(b, N, K, logits, labels, 0.0f, 1.0f / N, losses, dlogits));
+    CHECK_OK(bf_model_backward(m, dlogits));
+    /* the flex output's gradient, summed over its H*H positions per channel: the GAP spreads
+     * dlogits . fc.weight[:, c] evenly over them, so the sum is that product itself */
+    const float *w = m->param_data + m->params[fc_w].offset, *g = m->grad_data + m->params[bias].offset;
+    int wrong = 0;
+    double largest = 0;
+    for (int c = 0; c < 4; c++) {
+        double dy = 0;
+        for (int n = 0; n < N; n++)
+            for (int k = 0; k < K; k++) dy += dlogits[n * K + k] * w[k * 4 + c];
+        double expected = ties == BF_FLEX_TIE_SPLIT ? 0.5 * dy : 0.0;
+        wrong += fabs(g[c] - expected) > 1e-6 + 1e-4 * fabs(expected);
+        largest = fmax(largest, fabs(expected));
+    }
+    CHECK(wrong == 0 && (ties == BF_FLEX_TIE_POOL || largest > 1e-3),
+          "ties = %s: the conv bias gradient is %s the output gradient at a tie everywhere (%d of 4 channels differ)",
+          ties == BF_FLEX_TIE_SPLIT ? "split" : "pool", ties == BF_FLEX_TIE_SPLIT ? "half" : "none of", wrong);
+    bf_model_destroy(m);
+    bf_backend_destroy(b);
+}
+
 /* threshold_mode = resample_each_forward: a new U(+-sqrt(6/(C*H*W))) threshold at every step */
 static void test_resampled_threshold(const bf_flex_options *opt) {
     bf_backend *b = NULL;
@@ -321,25 +378,29 @@ static void test_resampled_threshold(const bf_flex_options *opt) {
 int main(void) {
     test_names_and_counts();
     bf_flex_options max_expand = {.joint = BF_FLEX_JOINT_MAX, .channels = BF_FLEX_CHANNELS_EXPAND, .ties = BF_FLEX_TIE_SPLIT};
-    check_gradients("channelwise_max, expand", &max_expand);
+    check_gradients("channelwise_max, expand", &max_expand, 0);
+    check_gradients("channelwise_max, expand, fully_flex site", &max_expand, 1);
     bf_flex_options max_bilinear = max_expand;
     max_bilinear.channels = BF_FLEX_CHANNELS_BILINEAR;
-    check_gradients("channelwise_max, bilinear", &max_bilinear);
+    check_gradients("channelwise_max, bilinear", &max_bilinear, 0);
     bf_flex_options mask_hard = {.joint = BF_FLEX_JOINT_MASK, .channels = BF_FLEX_CHANNELS_EXPAND,
                                  .mask = BF_FLEX_MASK_SIGMOID_HARD, .mask_factor = 1, .logits_bn = 1,
                                  .threshold_mode = BF_THRESHOLD_LEARNED, .bn_eps = 1e-5f, .bn_momentum = 0.1f};
-    check_gradients("mask sigmoid_hard, logits BN, learned threshold", &mask_hard);
+    check_gradients("mask sigmoid_hard, logits BN, learned threshold", &mask_hard, 0);
+    check_gradients("mask sigmoid_hard, logits BN, learned threshold, fully_flex site", &mask_hard, 1);
     bf_flex_options mask_mul = mask_hard;
     mask_mul.mask = BF_FLEX_MASK_SIGMOID_MUL;
     mask_mul.mask_factor = 2;
     mask_mul.logits_bn = 0;
     mask_mul.threshold_mode = BF_THRESHOLD_FROZEN_RANDOM;
     mask_mul.channels = BF_FLEX_CHANNELS_BILINEAR;
-    check_gradients("mask sigmoid_mul, bilinear, frozen threshold", &mask_mul);
+    check_gradients("mask sigmoid_mul, bilinear, frozen threshold", &mask_mul, 0);
     bf_flex_options mask_resample = mask_hard;
     mask_resample.logits_bn = 0;
     mask_resample.threshold_mode = BF_THRESHOLD_RESAMPLE;
-    check_gradients("mask sigmoid_hard, threshold resampled each forward", &mask_resample);
+    check_gradients("mask sigmoid_hard, threshold resampled each forward", &mask_resample, 0);
     test_resampled_threshold(&mask_resample);
+    test_ties(BF_FLEX_TIE_SPLIT);
+    test_ties(BF_FLEX_TIE_POOL);
     return bf_test_finish();
 }
