@@ -4,7 +4,9 @@
  *     batch script outside srun, does not count);
  *   - a process started as one of several ranks refuses to run alone when MPI is not built;
  *   - the rendezvous file: rank 0 writes it (atomically), another rank waits for it and reads the
- *     bytes, and a missing file times out with a message naming it;
+ *     bytes, even when a file of another job was there first (it waits for rank 0's); a missing
+ *     file, or one only another job wrote, times out with a message naming it;
+ *   - the launch's name from Slurm's variables;
  *   - the loader's data-parallel shards: ranks together cover every position of the epoch once. */
 #include <stdlib.h>
 #include <string.h>
@@ -79,26 +81,44 @@ static void test_rendezvous(void) {
     }
     char path[256];
     snprintf(path, sizeof path, "%s/id", dir);
-    unsigned char id[128], got[128];
-    for (int i = 0; i < 128; i++) id[i] = (unsigned char)(i * 7 + 3);
+    unsigned char id[128], got[128], old_id[128];
+    for (int i = 0; i < 128; i++) id[i] = (unsigned char)(i * 7 + 3), old_id[i] = (unsigned char)(255 - i);
+    /* an earlier job's file at the same path, there before this job's rank 0 writes */
+    CHECK_OK(bf_comm_rendezvous_file(path, "41.0.0", 0, old_id, sizeof old_id, 5));
     pid_t child = fork();
     if (child == 0) { /* rank 0, a little late */
-        struct timespec late = {0, 200 * 1000 * 1000};
+        struct timespec late = {0, 300 * 1000 * 1000};
         nanosleep(&late, NULL);
-        _exit(bf_comm_rendezvous_file(path, 0, id, sizeof id, 5) == BF_OK ? 0 : 1);
+        _exit(bf_comm_rendezvous_file(path, "42.0.0", 0, id, sizeof id, 5) == BF_OK ? 0 : 1);
     }
     memset(got, 0, sizeof got);
-    CHECK_OK(bf_comm_rendezvous_file(path, 1, got, sizeof got, 10));
+    CHECK_OK(bf_comm_rendezvous_file(path, "42.0.0", 1, got, sizeof got, 10));
     int status = 0;
     waitpid(child, &status, 0);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "rank 0 could not write the rendezvous file");
-    CHECK(memcmp(id, got, sizeof id) == 0, "rank 1 read other bytes than rank 0 wrote");
+    CHECK(memcmp(id, got, sizeof id) == 0, "rank 1 read other bytes than its rank 0 wrote (the stale file's: %d)",
+          memcmp(old_id, got, sizeof got) == 0);
+    CHECK(bf_comm_rendezvous_file(path, "43.0.0", 1, got, sizeof got, 0.3) == BF_ERR_IO &&
+              strstr(bf_last_error(), "left from another job") && strstr(bf_last_error(), "42.0.0"),
+          "a file only another job wrote times out naming it: %s", bf_last_error());
     char missing[300];
     snprintf(missing, sizeof missing, "%s/never", dir);
-    CHECK(bf_comm_rendezvous_file(missing, 2, got, sizeof got, 0.3) == BF_ERR_IO && strstr(bf_last_error(), "never") &&
-              strstr(bf_last_error(), "collective_timeout"),
+    CHECK(bf_comm_rendezvous_file(missing, "42.0.0", 2, got, sizeof got, 0.3) == BF_ERR_IO &&
+              strstr(bf_last_error(), "never") && strstr(bf_last_error(), "collective_timeout"),
           "missing rendezvous file: %s", bf_last_error());
     remove(path);
+
+    /* the launch's name: Slurm's job, step and restart count */
+    clear_launcher_env();
+    unsetenv("SLURM_JOB_ID"), unsetenv("SLURM_STEP_ID"), unsetenv("SLURM_RESTART_COUNT"), unsetenv("OMPI_MCA_ess_base_jobid");
+    char job[256];
+    bf_comm_launcher_job(job, sizeof job);
+    CHECK(job[0] == '\0', "no launcher: an empty job name (got \"%s\")", job);
+    setenv("SLURM_JOB_ID", "1234", 1), setenv("SLURM_STEP_ID", "0", 1), setenv("SLURM_RESTART_COUNT", "2", 1);
+    bf_comm_launcher_job(job, sizeof job);
+    CHECK(strcmp(job, "SLURM_JOB_ID=1234 SLURM_STEP_ID=0 SLURM_RESTART_COUNT=2") == 0,
+          "Slurm job 1234, step 0, restart 2: \"%s\"", job);
+    unsetenv("SLURM_JOB_ID"), unsetenv("SLURM_STEP_ID"), unsetenv("SLURM_RESTART_COUNT");
     rmdir(dir);
 }
 

@@ -57,6 +57,10 @@ bf_status bf_comm_create_self(bf_comm **out);
 int bf_comm_launcher_world(void);
 /* This process's rank among them (0 when started alone), before MPI is initialised. */
 int bf_comm_launcher_rank(void);
+/* This launch's name, the same in every rank and new for every launch: Slurm's job, step and restart
+ * count and Open MPI's job id as "NAME=value" pairs ("SLURM_JOB_ID=1234 SLURM_STEP_ID=0"); empty
+ * when none of those variables is set. */
+void bf_comm_launcher_job(char *out, size_t cap);
 
 /* The MPI world (MPI_Init when not yet initialised). BF_ERR_UNAVAILABLE when bioflex was built
  * without MPI. */
@@ -107,9 +111,11 @@ bf_status bf_comm_nccl_wait(bf_comm *c, const char *what);
 bf_status bf_cuda_stream_handoff(bf_backend_ref b, void *other_stream, int to_other);
 
 /* ---- rendezvous file: how ranks without MPI share the NCCL unique id ----
- * Rank 0 writes `bytes` to path (write to a temporary name, then rename); the others poll for the
- * file until timeout_s and read it. */
-bf_status bf_comm_rendezvous_file(const char *path, int rank, void *data, size_t bytes, double timeout_s);
+ * Rank 0 writes `bytes` to path, headed by the job's name (write to a temporary name, then rename);
+ * the others poll for the file until timeout_s and read it once it names their job: a file another
+ * job left at the path is waited out, not read. job: bf_comm_launcher_job's text. */
+bf_status bf_comm_rendezvous_file(const char *path, const char *job, int rank, void *data, size_t bytes,
+                                  double timeout_s);
 
 #ifdef __cplusplus
 }

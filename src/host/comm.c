@@ -59,6 +59,20 @@ int bf_comm_launcher_rank(void) {
     return 0;
 }
 
+void bf_comm_launcher_job(char *out, size_t cap) {
+    /* Slurm: the job, the step (several sruns in one job) and the restart count (a requeued job keeps
+     * its id); Open MPI's mpirun: its job id. Absent variables read as empty. */
+    static const char *names[] = {"SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_RESTART_COUNT", "OMPI_MCA_ess_base_jobid"};
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof names / sizeof names[0] && used < cap; i++) {
+        const char *v = getenv(names[i]);
+        if (!v || !*v) continue;
+        int n = snprintf(out + used, cap - used, "%s%s=%s", used ? " " : "", names[i], v);
+        if (n > 0) used += (size_t)n;
+    }
+}
+
 bf_status bf_comm_create_world(double timeout_s, bf_comm **out) {
     int world = bf_comm_launcher_world();
     if (world <= 1) return bf_comm_create_self(out);
@@ -104,15 +118,22 @@ void bf_comm_destroy(bf_comm *c, int failed) {
     free(c);
 }
 
-/* ---- rendezvous file ---- */
-bf_status bf_comm_rendezvous_file(const char *path, int rank, void *data, size_t bytes, double timeout_s) {
+/* ---- rendezvous file ----
+ * The file is one line "bioflex rendezvous job=<job>\n" and then the bytes. A file left by an earlier
+ * job at the same path names another job: the other ranks wait on until rank 0 replaces it, instead
+ * of reading an id that no rank 0 serves any more (NCCL would then hang until the timeout). */
+#define RENDEZVOUS_HEADER "bioflex rendezvous job="
+
+bf_status bf_comm_rendezvous_file(const char *path, const char *job, int rank, void *data, size_t bytes,
+                                  double timeout_s) {
     if (rank == 0) {
         char tmp[4200];
         snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
         FILE *f = fopen(tmp, "wb");
         if (!f) return bf_error(BF_ERR_IO, "rendezvous file %s: cannot write: %s", tmp, strerror(errno));
+        int bad = fprintf(f, RENDEZVOUS_HEADER "%s\n", job) < 0;
         size_t w = fwrite(data, 1, bytes, f);
-        int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
+        bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
         bad |= fclose(f) != 0;
         if (w != bytes || bad || rename(tmp, path) != 0) {
             remove(tmp);
@@ -122,17 +143,31 @@ bf_status bf_comm_rendezvous_file(const char *path, int rank, void *data, size_t
     }
     struct timespec start, now, nap = {0, 50 * 1000 * 1000};
     clock_gettime(CLOCK_MONOTONIC, &start);
+    char seen[256] = ""; /* the job named by a stale file, for the message */
     for (;;) {
         FILE *f = fopen(path, "rb");
         if (f) {
-            size_t r = fread(data, 1, bytes, f);
+            char line[256];
+            int whole = fgets(line, sizeof line, f) != NULL && strchr(line, '\n') != NULL &&
+                        strncmp(line, RENDEZVOUS_HEADER, strlen(RENDEZVOUS_HEADER)) == 0;
+            size_t r = whole ? fread(data, 1, bytes, f) : 0;
             fclose(f);
-            if (r == bytes) return BF_OK;
+            if (whole) {
+                char *named = line + strlen(RENDEZVOUS_HEADER);
+                named[strcspn(named, "\n")] = '\0';
+                if (strcmp(named, job) == 0 && r == bytes) return BF_OK;
+                if (strcmp(named, job) != 0) snprintf(seen, sizeof seen, "%s", named);
+            }
         }
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if ((now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) * 1e-9 > timeout_s)
+        if ((now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) * 1e-9 > timeout_s) {
+            if (seen[0])
+                return bf_error(BF_ERR_IO, "rendezvous file %s is left from another job (job \"%s\", this is \"%s\") and "
+                                "rank 0 did not replace it within %.0f s ([run] collective_timeout); is rank 0 running, "
+                                "and is the file on a filesystem every node shares?", path, seen, job, timeout_s);
             return bf_error(BF_ERR_IO, "rendezvous file %s: rank 0 did not write it within %.0f s ([run] "
                             "collective_timeout); is it on a filesystem every node shares?", path, timeout_s);
+        }
         nanosleep(&nap, NULL);
     }
 }

@@ -132,7 +132,9 @@ static bf_status exchange_id(const bf_config *cfg, int gpus, unsigned char id[12
         *procs = bf_comm_launcher_world();
         *proc_rank = bf_comm_launcher_rank();
         if (*proc_rank == 0) BF_TRY(bf_comm_nccl_unique_id(id));
-        return bf_comm_rendezvous_file(cfg->run.rendezvous, *proc_rank, id, 128, cfg->run.collective_timeout);
+        char job[256];
+        bf_comm_launcher_job(job, sizeof job);
+        return bf_comm_rendezvous_file(cfg->run.rendezvous, job, *proc_rank, id, 128, cfg->run.collective_timeout);
     }
     BF_TRY(bf_comm_create_world(cfg->run.collective_timeout, mpi));
     *procs = (*mpi)->world;
