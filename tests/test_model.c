@@ -39,6 +39,13 @@ static void test_parameter_counts(void) {
         {BF_ARCH_VGG16, 100, 3, 224, 134678692},   /* flexnet.md 2.1 */
         {BF_ARCH_VGG16, 1000, 3, 224, 138365992},  /* flexnet.md 2.1, torchvision vgg16_bn */
         {BF_ARCH_VGG11, 1000, 3, 224, 132868840},  /* torchvision vgg11_bn */
+        /* VGG-6, FlexNet's first two blocks (flexnet.md 2.1), worked out by hand: convs 1,792 + 36,928
+         * + 73,856 + 147,584, BN 768, then the classifier. 32x32: flatten 128*8*8 = 8192 > 4096, so
+         * 8192-4096-4096-10; 28x28 digits: flatten 6272 -> 4096-4096-10 (conv1 640 with one channel);
+         * 16x16: flatten 2048 <= 4096, the hidden width shrinks to 2048 */
+        {BF_ARCH_VGG6, 10, 3, 32, 260160 + 768 + 8192 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 10 + 10},
+        {BF_ARCH_VGG6, 10, 1, 28, 259008 + 768 + 6272 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 10 + 10},
+        {BF_ARCH_VGG6, 10, 3, 16, 260160 + 768 + 2048 * 2048 + 2048 + 2048 * 2048 + 2048 + 2048 * 10 + 10},
         {BF_ARCH_RESNET18, 1000, 3, 224, 11689512},/* torchvision resnet18 */
         {BF_ARCH_RESNET50, 1000, 3, 224, 25557032},/* torchvision resnet50 */
         /* PlasticFlex VGG-11 on CIFAR-10 (plasticflex.md section 4: about 13.25 M, fc1 0.525 M) */
