@@ -1,6 +1,7 @@
 /* test_checkpoint.c - checkpoints and exact resume on the CPU backend:
  *   - a run stopped after epoch 1 and resumed ends with weights and optimiser state
  *     bit-identical to an uninterrupted run (SGD with dropout, and AdamW);
+ *   - 1 and 3 CPU threads train bit-identical weights;
  *   - the weights file carries PyTorch state_dict names, shapes and the BN buffers;
  *   - a run stopped on request (bf_train_options.stop, a signal in bioflex-train) after every single
  *     step and resumed each time ends bit-identical too: each position inside an epoch and at its
@@ -53,7 +54,7 @@ static void small_config(bf_config *cfg, const char *run, bf_optimizer_kind opt)
     cfg->model.dropout = 0.3f;
     cfg->optim.optimizer = opt;
     cfg->optim.lr = opt == BF_OPTIM_ADAMW ? 0.01f : 0.05f;
-    cfg->optim.nesterov = 1;
+    cfg->optim.nesterov = opt == BF_OPTIM_SGD; /* adamw has none */
     cfg->optim.weight_decay = 1e-4f;
     cfg->optim.grad_clip_norm = 5.0f;
     cfg->schedule.type = BF_SCHED_COSINE;
@@ -125,6 +126,31 @@ static void test_exact_resume(bf_optimizer_kind opt, const char *tag) {
 }
 
 /* Whether the file at path has a line holding both needles. */
+/* A CPU run gives the same bits with any thread count: the reductions cut their work by the
+ * problem's size, not by the threads (cpu_backend.h). The classifier here is wide enough for its
+ * GEMMs to be sliced, the batch has more images than threads for the conv weight gradients, and the
+ * gradient norm (clipping) sums over more than one block. */
+static void test_thread_count(void) {
+    char final[2][700];
+    const int threads[2] = {1, 3};
+    for (int i = 0; i < 2; i++) {
+        bf_config cfg;
+        char run[32];
+        snprintf(run, sizeof run, "threads_%d", threads[i]);
+        small_config(&cfg, run, BF_OPTIM_SGD);
+        cfg.run.threads = threads[i];
+        cfg.run.epochs = 2;
+        cfg.model.hidden = 256;
+        FILE *log = quiet_log();
+        bf_train_options o = {.quiet = 1, .log = log};
+        bf_train_result r;
+        CHECK_OK(bf_train(&cfg, &o, &r));
+        fclose(log);
+        snprintf(final[i], sizeof final[i], "%s/checkpoints/epoch_0002/model.safetensors", cfg.run.dir);
+    }
+    CHECK(files_identical(final[0], final[1]), "1 and 3 CPU threads train bit-identical weights");
+}
+
 static int log_has_line(const char *path, const char *a, const char *b) {
     FILE *f = fopen(path, "r");
     char line[2048];
@@ -583,6 +609,7 @@ int main(void) {
     if (!mkdtemp(root)) return 1;
     test_exact_resume(BF_OPTIM_SGD, "sgd");
     test_exact_resume(BF_OPTIM_ADAMW, "adamw");
+    test_thread_count();
     test_schedule_change_noted();
     test_data_change_on_resume();
     test_stop_every_step();

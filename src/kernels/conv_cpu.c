@@ -173,18 +173,21 @@ bf_status bf_cpu_conv2d_backward_filter(bf_backend *b, const bf_conv2d_shape *s,
                                         const float *dy, float *dw, float *dbias) {
     conv_geometry g;
     BF_TRY(conv_geometry_init(s, &g));
-    /* The batch is cut into `blocks` contiguous blocks of images. Block 0 accumulates straight
-     * into dw, block t > 0 into partial t-1; each block also has its own column buffer. */
-    int blocks = bf_cpu_threads(b) < s->n ? bf_cpu_threads(b) : s->n;
+    /* The batch is cut into `blocks` contiguous blocks of images, as many as BF_CPU_GRAD_BLOCKS
+     * allows whatever the thread count (cpu_backend.h: the same bits with any thread count). Block 0
+     * accumulates straight into dw, block t > 0 into partial t-1; each thread has its own column
+     * buffer. */
+    int blocks = BF_CPU_GRAD_BLOCKS < s->n ? BF_CPU_GRAD_BLOCKS : s->n;
+    int threads = bf_cpu_threads(b) < blocks ? bf_cpu_threads(b) : blocks;
     size_t w_floats = (size_t)s->c_out * g.k_g, partial_floats = bf_cpu_round_floats(w_floats);
     void *scratch = NULL;
-    BF_TRY(bf_cpu_scratch(b, sizeof(float) * (g.col_floats * blocks + partial_floats * (blocks - 1)), &scratch));
-    float *cols = scratch, *partials = cols + g.col_floats * blocks;
+    BF_TRY(bf_cpu_scratch(b, sizeof(float) * (g.col_floats * threads + partial_floats * (blocks - 1)), &scratch));
+    float *cols = scratch, *partials = cols + g.col_floats * threads;
 
-#pragma omp parallel for num_threads(blocks) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(static)
     for (int t = 0; t < blocks; t++) {
         float *acc = t == 0 ? dw : partials + partial_floats * (t - 1);
-        float *col = cols + g.col_floats * t;
+        float *col = cols + g.col_floats * omp_get_thread_num();
         int begin = (int)((long)s->n * t / blocks), end = (int)((long)s->n * (t + 1) / blocks);
         for (int n = begin; n < end; n++)
             for (int grp = 0; grp < s->groups; grp++) {
@@ -198,8 +201,8 @@ bf_status bf_cpu_conv2d_backward_filter(bf_backend *b, const bf_conv2d_shape *s,
             }
     }
     /* dw += partials, always in block order. */
-    int threads = w_floats >= BF_CPU_PARALLEL_MIN ? bf_cpu_threads(b) : 1;
-#pragma omp parallel for num_threads(threads) schedule(static)
+    int add_threads = w_floats >= BF_CPU_PARALLEL_MIN ? bf_cpu_threads(b) : 1;
+#pragma omp parallel for num_threads(add_threads) schedule(static)
     for (size_t i = 0; i < w_floats; i++)
         for (int t = 1; t < blocks; t++) dw[i] += partials[partial_floats * (t - 1) + i];
 

@@ -24,6 +24,12 @@
 /* Upper bound on OpenMP threads, so per-thread partial sums fit in a stack array. */
 #define BF_CPU_MAX_THREADS 256
 
+/* Reductions are cut into blocks whose number depends on the problem only, never on the thread
+ * count, and the blocks' partial results are added in block order: a CPU run gives the same bits
+ * with any [run] threads, on any machine. The weight gradient of a convolution sums its batch in
+ * at most BF_CPU_GRAD_BLOCKS blocks of images (each with a partial dW: memory for parallelism). */
+#define BF_CPU_GRAD_BLOCKS 16
+
 /* Backend-private state behind bf_backend.impl. */
 typedef struct bf_cpu_state {
     void *scratch;        /* im2col columns and per-thread partial sums; grows, never shrinks */

@@ -3,7 +3,7 @@
  *
  * Elementwise loops are split statically over threads; since every element is computed on its
  * own, the split never changes a result. Reductions go through bf_cpu_sum, whose summation order
- * depends only on n and the thread count. */
+ * depends only on n (not on the thread count). */
 #include <string.h>
 
 #include "bioflex/hash.h"
@@ -44,19 +44,22 @@ bf_status bf_cpu_add_inplace(bf_backend *b, float *y, const float *x, size_t n) 
     return BF_OK;
 }
 
-/* Thread t sums the block [n*t/T, n*(t+1)/T) in double; the T partial sums are then added in
- * thread order. OpenMP's reduction clause is avoided because its combining order is unspecified. */
+/* n is cut into one block per BF_CPU_PARALLEL_MIN elements (at most BF_CPU_MAX_THREADS blocks),
+ * whatever the thread count; each block is summed in double, and the partial sums are then added in
+ * block order. OpenMP's reduction clause is avoided because its combining order is unspecified. */
 double bf_cpu_sum(const bf_backend *b, const float *x, size_t n, int squares) {
-    int threads = loop_threads(b, n);
+    size_t wanted = (n + BF_CPU_PARALLEL_MIN - 1) / BF_CPU_PARALLEL_MIN;
+    int blocks = wanted < 1 ? 1 : wanted > BF_CPU_MAX_THREADS ? BF_CPU_MAX_THREADS : (int)wanted;
+    int threads = bf_cpu_threads(b) < blocks ? bf_cpu_threads(b) : blocks;
     double partial[BF_CPU_MAX_THREADS];
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int t = 0; t < threads; t++) {
-        size_t begin = n * (size_t)t / (size_t)threads, end = n * (size_t)(t + 1) / (size_t)threads;
+    for (int t = 0; t < blocks; t++) {
+        size_t begin = n * (size_t)t / (size_t)blocks, end = n * (size_t)(t + 1) / (size_t)blocks;
         partial[t] = squares ? bf_cpu_lane_dot(x + begin, 0, x + begin, 0, end - begin)
                              : bf_cpu_lane_sum(x + begin, end - begin);
     }
     double total = 0;
-    for (int t = 0; t < threads; t++) total += partial[t];
+    for (int t = 0; t < blocks; t++) total += partial[t];
     return total;
 }
 

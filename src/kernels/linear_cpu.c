@@ -12,18 +12,21 @@
 
 /* Below this many multiply-adds a GEMM runs on one thread. */
 #define SMALL_GEMM (1 << 18)
+#define GEMM_SLICES 16 /* slices of a large GEMM: work for up to 16 threads */
 
-/* C[M, N] = op(A) * op(B) + beta * C with the rows of C split over the threads, or its columns
- * when there are too few rows to share out (a small batch). */
+/* C[M, N] = op(A) * op(B) + beta * C with the rows of C cut into slices, or its columns when they
+ * are the longer side, one sgemm per slice. The slices depend on the shape only, never on the
+ * thread count: OpenBLAS may take another code path for another slice size (its small-matrix
+ * kernels), and a CPU run must give the same bits with any [run] threads (cpu_backend.h). */
 static void parallel_sgemm(const bf_backend *b, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K,
                            const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    int threads = (double)M * N * K < SMALL_GEMM ? 1 : bf_cpu_threads(b);
-    int split_rows = M >= 4 * threads || M >= N;
+    int split_rows = M >= N;
     int extent = split_rows ? M : N;
-    if (threads > extent) threads = extent;
+    int slices = (double)M * N * K < SMALL_GEMM ? 1 : GEMM_SLICES < extent ? GEMM_SLICES : extent;
+    int threads = bf_cpu_threads(b) < slices ? bf_cpu_threads(b) : slices;
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int t = 0; t < threads; t++) {
-        int begin = (int)((long)extent * t / threads), end = (int)((long)extent * (t + 1) / threads);
+    for (int t = 0; t < slices; t++) {
+        int begin = (int)((long)extent * t / slices), end = (int)((long)extent * (t + 1) / slices);
         if (begin == end) continue;
         if (split_rows) {
             const float *a = ta == CblasNoTrans ? A + (size_t)begin * lda : A + begin;
