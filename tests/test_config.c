@@ -347,6 +347,31 @@ static void test_refused_files(void) {
 
 /* Lines longer than inih's own line buffer (200 bytes in Debian's libinih): a long path and a long
  * comment are read whole, and the line numbers after them stay right. */
+/* An error about a relation between keys says where each key it names got its value: a line of
+ * the file, a --set override, or its default. */
+static void test_relation_locations(void) {
+    char path[64], message[1024];
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    CHECK_OK(load_text("[run]\nepochs = 2\n[optim]\noptimizer = adamw\n; a comment\nnesterov = true\n", &cfg, path,
+                       message, sizeof message));
+    CHECK(cfg.key_line[0] == 0, "a key the file does not set keeps line 0 (its default)");
+    CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG, "adamw with nesterov refused");
+    char want[160];
+    snprintf(want, sizeof want, "(set where: [optim] nesterov: %s:6; [optim] optimizer: %s:4)", path, path);
+    CHECK(strstr(bf_last_error(), want) != NULL, "the two keys' lines: want \"%s\" in: %s", want, bf_last_error());
+    CHECK_OK(bf_config_set(&cfg, "optim.optimizer=sgd"));
+    CHECK_OK(bf_config_set(&cfg, "optim.momentum=0"));
+    CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG &&
+              strstr(bf_last_error(), "(set where: [optim] nesterov: ") && strstr(bf_last_error(), ":6; [optim] momentum: --set)"),
+          "a --set override is named as such: %s", bf_last_error());
+    bf_config_defaults(&cfg);
+    CHECK_OK(bf_config_set(&cfg, "schedule.type=multistep"));
+    CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG &&
+              strstr(bf_last_error(), "(set where: [schedule] type: --set; [schedule] milestones: default)"),
+          "a key at its default is named as such: %s", bf_last_error());
+}
+
 static void test_long_lines(void) {
     char dir[400], text[1200], path[64], message[2048];
     memset(dir, 'd', sizeof dir - 1);
@@ -434,7 +459,7 @@ static void test_validate(void) {
     const struct {
         const char *sets[3], *says;
     } ignored[] = {
-        {{"optim.optimizer=adamw", "optim.nesterov=true"}, "[optim] nesterov = true applies to optimizer = sgd only"},
+        {{"optim.optimizer=adamw", "optim.nesterov=true"}, "[optim] nesterov = true applies to [optim] optimizer = sgd only"},
         {{"schedule.type=cosine", "schedule.eta_min=0.5"}, "[schedule] eta_min = 0.5 is above [optim] lr = 0.1"},
         {{"model.fully_flex=true"}, "[model] fully_flex = true needs [model] flex = true"},
         {{"model.flex_layers=0,2"}, "[model] flex_layers = 0,2 needs [model] flex = true"},
@@ -509,6 +534,7 @@ static void check_round_trip(const char *what, const bf_config *cfg) {
     CHECK(st == BF_OK, "%s: printout does not load: %s\n%s", what, message, printed);
     bf_config expected = *cfg;
     memcpy(expected.source, loaded.source, sizeof expected.source);
+    memcpy(expected.key_line, loaded.key_line, sizeof expected.key_line); /* where they were set differs */
     CHECK(memcmp(&expected, &loaded, sizeof loaded) == 0, "%s: print -> load changed the config:\n%s", what, printed);
 
     /* The printout names every key, and the reference documents every key. */
@@ -554,6 +580,7 @@ static void test_print(void) {
         snprintf(assignment, sizeof assignment, "%s=%.*s", all_keys[i], (int)(end - equals - 1), equals + 1);
         bf_config copy = cfg;
         CHECK_OK(bf_config_set(&copy, assignment));
+        memcpy(copy.key_line, cfg.key_line, sizeof cfg.key_line); /* now "--set" */
         CHECK(memcmp(&copy, &cfg, sizeof cfg) == 0, "--set %s changed a default", assignment);
     }
 
@@ -589,6 +616,7 @@ int main(void) {
     test_full_file();
     test_refused_files();
     test_long_lines();
+    test_relation_locations();
     test_set();
     test_validate();
     test_print();

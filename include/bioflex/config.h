@@ -206,8 +206,13 @@ typedef struct bf_butd_config {
     int multi_decoders;        /* guided: num_classes head outputs per task */
 } bf_butd_config;
 
+#define BF_CONFIG_KEY_SLOTS 256 /* at least the number of keys */
+
 typedef struct bf_config {
     char source[BF_PATH_MAX];  /* the INI file it came from */
+    /* Where each key got its value, by the key table's order (config.c): 0 its default, > 0 that
+     * line of source, -1 a --set override. Errors about relations between keys name these. */
+    int key_line[BF_CONFIG_KEY_SLOTS];
     bf_run_config run;
     bf_data_config data;
     bf_model_config model;

@@ -291,6 +291,7 @@ static const key_spec key_table[] = {
     ENUM_KEY("butd", "loss", butd.loss, butd_loss_names, "cross_entropy", "cross_entropy: softmax over num_classes logits; bce: one logit per sample with sigmoid binary cross-entropy, label 0 or 1, predicted 1 when the logit is > 0 (the reference's per-task binary heads, CelebA attributes)"),
 };
 #define NUM_KEYS (sizeof key_table / sizeof key_table[0])
+_Static_assert(NUM_KEYS <= BF_CONFIG_KEY_SLOTS, "raise BF_CONFIG_KEY_SLOTS (config.h) to the number of keys");
 
 typedef struct section_spec {
     const char *name;
@@ -885,6 +886,7 @@ bf_status bf_config_load(const char *path, bf_config *cfg) {
                         path, first_error_line);
     if (ctx.failed) return BF_ERR_CONFIG;
     if (read_failed) return bf_error(BF_ERR_IO, "error reading config file %s", path);
+    for (size_t i = 0; i < NUM_KEYS; i++) parsed.key_line[i] = ctx.set_on_line[i];
     *cfg = parsed;
     return BF_OK;
 }
@@ -927,6 +929,7 @@ bf_status bf_config_set(bf_config *cfg, const char *assignment) {
         st = unknown_key_error(section, key);
     else
         st = set_value(cfg, &key_table[i], value);
+    if (st == BF_OK) cfg->key_line[i] = -1;
     return st == BF_OK ? BF_OK : bf_error_context(st, "--set %s", assignment);
 }
 
@@ -969,9 +972,38 @@ static bf_status check_flex_options(const bf_config *cfg) {
     return BF_OK;
 }
 
+/* Appends to the last error where each "[section] key" it names got its value: "file:line",
+ * "--set" or "default", so a relation between keys points at the lines to change. */
+static void name_key_locations(const bf_config *cfg) {
+    char message[sizeof((bf_config *)0)->source + 1024], where[1024];
+    snprintf(message, sizeof message, "%s", bf_last_error());
+    text t = text_on(where, sizeof where);
+    int named[BF_CONFIG_KEY_SLOTS] = {0}, count = 0;
+    for (const char *p = strchr(message, '['); p; p = strchr(p + 1, '[')) {
+        char section[64], key[64];
+        if (sscanf(p, "[%63[a-z_0-9]] %63[A-Za-z_0-9]", section, key) != 2) continue;
+        int i = find_key(section, key);
+        if (i < 0 || named[i]) continue;
+        named[i] = 1;
+        int line = cfg->key_line[i];
+        text_add(&t, "%s[%s] %s: ", count++ ? "; " : "", section, key);
+        if (line > 0)
+            text_add(&t, "%s:%d", cfg->source, line);
+        else
+            text_add(&t, "%s", line < 0 ? "--set" : "default");
+    }
+    if (count) bf_error(BF_ERR_CONFIG, "%s (set where: %s)", message, where);
+}
+
 static bf_status invalid(const bf_config *cfg, bf_status st) {
     if (cfg->source[0]) return bf_error_context(st, "invalid configuration (from %s and overrides)", cfg->source);
     return bf_error_context(st, "invalid configuration");
+}
+
+/* An error about a relation between keys, with where each key it names was set. */
+static bf_status invalid_relation(const bf_config *cfg, bf_status st) {
+    name_key_locations(cfg);
+    return invalid(cfg, st);
 }
 
 bf_status bf_config_validate(const bf_config *cfg) {
@@ -997,57 +1029,57 @@ bf_status bf_config_validate(const bf_config *cfg) {
     /* Relations between keys. */
     const bf_schedule_config *s = &cfg->schedule;
     if (s->type == BF_SCHED_MULTISTEP && s->num_milestones == 0)
-        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[schedule] type = multistep needs [schedule] milestones "
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[schedule] type = multistep needs [schedule] milestones "
                                                     "(for example milestones = 30,60)"));
     if (s->type == BF_SCHED_STEP && s->step_size < 1)
-        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[schedule] type = step needs [schedule] step_size >= 1"));
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[schedule] type = step needs [schedule] step_size >= 1"));
     const bf_spiking_config *sp = &cfg->model.spiking;
     if (sp->neuron < 0 && sp->readout != 0)
-        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[spiking] readout = spike_count needs [spiking] neuron = lif, if, "
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[spiking] readout = spike_count needs [spiking] neuron = lif, if, "
                                                     "clamp01 or step (neuron = none is an ANN, which has no spikes)"));
     if (sp->neuron < 0 && sp->encoding != 0)
-        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[spiking] encoding = rate needs [spiking] neuron = lif, if, clamp01 "
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[spiking] encoding = rate needs [spiking] neuron = lif, if, clamp01 "
                                                     "or step (neuron = none is an ANN, which sees each image once)"));
     bf_arch arch = cfg->model.arch;
     if (cfg->model.freeze_fc1 && arch != BF_ARCH_PF_VGG6 && arch != BF_ARCH_PF_VGG11 && arch != BF_ARCH_PF_VGG16)
-        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[model] freeze_fc1 = true needs [model] arch = plasticflex_vgg6, "
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[model] freeze_fc1 = true needs [model] arch = plasticflex_vgg6, "
                                                     "plasticflex_vgg11 or plasticflex_vgg16 (got %s)", bf_arch_name(arch)));
     if (cfg->run.device == BF_DEVICE_SEL_CPU && cfg->run.gpus > 1)
-        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[run] gpus = %d needs [run] device = cuda or auto, not cpu",
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[run] gpus = %d needs [run] device = cuda or auto, not cpu",
                                      cfg->run.gpus));
     if (cfg->run.device == BF_DEVICE_SEL_CPU && cfg->run.force_nccl)
-        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[run] force_nccl = true needs [run] device = cuda or auto, not cpu"));
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[run] force_nccl = true needs [run] device = cuda or auto, not cpu"));
     if (cfg->optim.optimizer == BF_OPTIM_SGD && cfg->optim.nesterov && cfg->optim.momentum <= 0)
-        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[optim] nesterov = true needs [optim] momentum > 0"));
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[optim] nesterov = true needs [optim] momentum > 0"));
     if (cfg->optim.optimizer == BF_OPTIM_ADAMW && cfg->optim.nesterov)
-        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[optim] nesterov = true applies to optimizer = sgd only, not adamw"));
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[optim] nesterov = true applies to [optim] optimizer = sgd only, not adamw"));
     if (s->type == BF_SCHED_COSINE && s->eta_min > cfg->optim.lr)
-        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[schedule] eta_min = %g is above [optim] lr = %g: the cosine "
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[schedule] eta_min = %g is above [optim] lr = %g: the cosine "
                                                     "schedule would raise the rate", s->eta_min, cfg->optim.lr));
     bf_status flex = check_flex_options(cfg);
-    if (flex != BF_OK) return invalid(cfg, flex);
+    if (flex != BF_OK) return invalid_relation(cfg, flex);
     bf_dataset_kind ds = cfg->data.dataset;
     int multi_task = ds == BF_DATASET_MULTI_MNIST || ds == BF_DATASET_MULTI_FASHION_MNIST || ds == BF_DATASET_CELEBA;
     if (multi_task && cfg->data.subset)
-        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[data] subset needs a single-task dataset (fashion_mnist, mnist, "
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] subset needs a single-task [data] dataset (fashion_mnist, mnist, "
                                                     "cifar10), not the multi-task %s", bf_dataset_name(ds)));
     const bf_data_config *d = &cfg->data;
     if (d->norm_stats != 0 && d->cifar10_std != 0)
-        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[data] norm_stats = %s and cifar10_std = reference both set the "
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] norm_stats = %s and [data] cifar10_std = reference both set the "
                                                     "std: keep one", d->norm_stats == 1 ? "mnist" : "half"));
     if (d->crop_scale_min > d->crop_scale_max)
-        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[data] crop_scale_min = %g is above crop_scale_max = %g",
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] crop_scale_min = %g is above [data] crop_scale_max = %g",
                                      d->crop_scale_min, d->crop_scale_max));
     if (d->crop_ratio_min > d->crop_ratio_max)
-        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[data] crop_ratio_min = %g is above crop_ratio_max = %g",
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] crop_ratio_min = %g is above [data] crop_ratio_max = %g",
                                      d->crop_ratio_min, d->crop_ratio_max));
     int jpeg = ds == BF_DATASET_IMAGEFOLDER || ds == BF_DATASET_IMAGENET100 || ds == BF_DATASET_IMAGENET;
     if (jpeg && d->augment_crop_pad > 0)
-        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[data] augment_crop_pad = %d does not apply to the JPEG dataset %s: "
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] augment_crop_pad = %d does not apply to the JPEG [data] dataset %s: "
                                                     "use train_transform = random_resized_crop", d->augment_crop_pad,
                                      bf_dataset_name(ds)));
     if (d->val_resize > 0 && d->val_resize < d->image_size)
-        return invalid(cfg, bf_error(BF_ERR_CONFIG, "[data] val_resize = %d is below image_size = %d (the centre crop "
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] val_resize = %d is below [data] image_size = %d (the centre crop "
                                                     "must fit; 0 = squash)", d->val_resize, d->image_size));
     return BF_OK;
 }
@@ -1082,7 +1114,8 @@ void bf_config_print_reference(FILE *out) {
                  "A run is configured by an INI file (`bioflex-train configs/quickstart.ini`) and by\n"
                  "`--set section.key=value` overrides. Keys not given keep the defaults below. Comments start\n"
                  "with `;` or `#` at the beginning of a line, or with ` ;` after a value. An unknown section\n"
-                 "or key, or a value outside the allowed ones, stops the run with the file, line and key.\n"
+                 "or key, or a value outside the allowed ones, stops the run with the file, line and key; a\n"
+                 "relation between keys that does not hold, with where each of its keys was set.\n"
                  "Lines may be up to 2048 characters long (a long `dir` path, say); a longer one is refused.\n");
     for (size_t s = 0; s < NUM_SECTIONS; s++) {
         fprintf(out, "\n## [%s]\n\n%s\n\n", section_table[s].name, section_table[s].doc);
