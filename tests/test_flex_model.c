@@ -1,5 +1,8 @@
 /* test_flex_model.c - flex layers inside a model (layer_flex.c), on the CPU backend:
- *   - FlexNet's state_dict names and the parameter count (flex VGG-16 = vanilla VGG-16);
+ *   - FlexNet's state_dict names and the parameter count (flex VGG-16 = vanilla VGG-16), and
+ *     FlexResNet's (every one of ResNet-50's 53 convs flex, one level deeper, with a bias);
+ *   - finite-difference gradients of a residual network of flex layers at ResNet's sites (a 1x1,
+ *     a strided 3x3 and a strided 1x1 downsample on the shortcut, outputs with two consumers);
  *   - finite-difference gradients of every parameter of small flex networks, for the channel-wise
  *     max (expand and bilinear widening, split ties) and for the mask joint (hard sigmoid with a
  *     learned threshold and batch-norm on the logits; sigmoid_mul with a frozen threshold),
@@ -100,17 +103,14 @@ static void test_names_and_counts(void) {
               "fully_flex with flex_layers = 1: conv 0 plain, pools flex, conv 1 (features.4) flex");
         bf_model_destroy(m);
     }
-    /* what would be ignored is refused: a conv past the last, flex ResNets, fully_flex without pools */
+    /* what would be ignored is refused: a conv past the last, fully_flex without pools (FlexResNet:
+     * test_flex_resnet50) */
     cfg.model.fully_flex = 0;
     cfg.model.flex_layers[0] = 2;
     CHECK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 1, 28, 28}, 10, 1, &m) == BF_ERR_CONFIG &&
               strstr(bf_last_error(), "flex_layers names conv 2, but cnn has 2 convs"),
           "flex_layers = 2 on a 2-conv CNN is refused (got: %s)", bf_last_error());
     cfg.model.num_flex_layers = 0;
-    cfg.model.arch = BF_ARCH_RESNET18;
-    CHECK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 32, 32}, 10, 1, &m) == BF_ERR_CONFIG &&
-              strstr(bf_last_error(), "not resnet18"),
-          "flex ResNet-18 is refused (got: %s)", bf_last_error());
     cfg.model.arch = BF_ARCH_PF_VGG6;
     cfg.model.fully_flex = 1;
     CHECK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 1, 28, 28}, 10, 1, &m) == BF_ERR_CONFIG &&
@@ -135,6 +135,36 @@ static void test_names_and_counts(void) {
     bf_model_destroy(m);
 }
 
+/* FlexResNet (flexnet.md 2.2): with flex every conv of ResNet-50 is a flex layer, 53 of them, named
+ * one level deeper (conv1.layer.flex_conv.weight) with a bias each; the BNs keep their names. */
+static void test_flex_resnet50(void) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    cfg.model.arch = BF_ARCH_RESNET50;
+    cfg.model.flex = 1;
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 224, 224}, 1000, 1, &m));
+    if (!m) return;
+    int flex = 0, convs = 0;
+    for (int i = 0; i < m->num_layers; i++) flex += m->layers[i].kind == BF_LAYER_FLEX, convs += m->layers[i].kind == BF_LAYER_CONV;
+    /* vanilla's 25,557,032 plus a bias per output channel of every conv: 64 (stem) + 1,408 + 3,584
+     * + 10,240 + 11,264 (the four stages, downsamples included) = 26,560 */
+    CHECK(flex == 53 && convs == 0 && m->num_param_floats == 25557032 + 26560,
+          "flex ResNet-50: %d flex layers, %d convs, %zu parameters (expected 53, 0, %d)", flex, convs,
+          m->num_param_floats, 25557032 + 26560);
+    CHECK(find_param(m, "conv1.layer.flex_conv.weight") >= 0 && find_param(m, "conv1.layer.flex_conv.bias") >= 0 &&
+              find_param(m, "layer1.0.conv1.layer.flex_conv.weight") >= 0 &&
+              find_param(m, "layer4.0.downsample.0.layer.flex_conv.bias") >= 0 &&
+              find_param(m, "layer4.2.conv3.layer.flex_conv.weight") >= 0 && find_param(m, "layer1.0.bn1.weight") >= 0 &&
+              find_param(m, "fc.weight") >= 0,
+          "FlexResNet state_dict names (layer1.0.conv1.layer.flex_conv.weight)");
+    bf_model_destroy(m);
+    cfg.model.fully_flex = 1;
+    CHECK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 224, 224}, 1000, 1, &m) == BF_ERR_CONFIG &&
+              strstr(bf_last_error(), "fully_flex"),
+          "fully_flex on a ResNet (no 2x2 max-pools) is refused: %s", bf_last_error());
+}
+
 static double loss_of(bf_model *m, const float *x, const int32_t *labels, float *losses) {
     const float *logits = NULL;
     if (bf_model_forward(m, x, &logits) != BF_OK) return NAN;
@@ -142,6 +172,46 @@ static double loss_of(bf_model *m, const float *x, const int32_t *labels, float 
     double s = 0;
     for (int i = 0; i < N; i++) s += losses[i];
     return s / N;
+}
+
+/* Forward, loss and backward at (xh, labels) with the model's step fixed, then every parameter's
+ * gradient against central differences; where the one-sided differences disagree a max, a ReLU or
+ * a routing switched inside the step (a kink) and the parameter is skipped. */
+static void check_model_gradients(bf_model *m, const float *xh, const int32_t *labels, const char *label,
+                                  int min_checked) {
+    bf_backend *b = m->backend;
+    float losses[N], dlogits[N * K];
+    const float *logits = NULL;
+    CHECK_OK(bf_model_forward(m, xh, &logits));
+    CHECK_OK(b->ops->softmax_xent(b, N, K, logits, labels, 0.0f, 1.0f / N, losses, dlogits));
+    CHECK_OK(bf_model_backward(m, dlogits));
+    float *grads = bf_test_download(b, m->grad_data, m->num_param_floats);
+    double l0 = loss_of(m, xh, labels, losses);
+    int checked = 0, bad = 0, kinks = 0;
+    for (size_t i = 0; grads && i < m->num_param_floats; i++) {
+        float saved = m->param_data[i];
+        /* 5e-4: with 1e-3 the mask network at the fully_flex site moved one hard-sigmoid logit across
+         * its clamp inside the step in a way the one-sided difference test does not see */
+        const float h = 5e-4f;
+        m->param_data[i] = saved + h;
+        double lp = loss_of(m, xh, labels, losses);
+        m->param_data[i] = saved - h;
+        double lm = loss_of(m, xh, labels, losses);
+        m->param_data[i] = saved;
+        double numeric = (lp - lm) / (2 * h), fwd = (lp - l0) / h, bwd = (l0 - lm) / h;
+        double tol = 1e-3 + 2e-2 * fabs(grads[i]);
+        if (fabs(fwd - bwd) > 2 * tol) {
+            kinks++;
+            continue;
+        }
+        checked++;
+        if (fabs(numeric - grads[i]) > tol && bad++ < 5)
+            fprintf(stderr, "%s: param %zu: numeric %.6g analytic %.6g\n", label, i, numeric, grads[i]);
+    }
+    printf("%s: %d parameters checked, %d skipped at kinks\n", label, checked, kinks);
+    CHECK(checked > min_checked && kinks < checked / 10, "%s: %d checked, %d kinks", label, checked, kinks);
+    CHECK(bad == 0, "%s: %d of %d parameter gradients disagree with finite differences", label, bad, checked);
+    free(grads);
 }
 
 /* conv -> flex -> BN -> ReLU -> flex(stride 2) -> GAP -> linear; FD over every parameter. The second
@@ -169,38 +239,10 @@ static void check_gradients(const char *label, const bf_flex_options *opt, int p
     static float xh[N * C * H * H];
     bf_test_fill_uniform(xh, N * C * H * H, -1, 1, 5);
     int32_t labels[N] = {0, 2, 3};
-    float losses[N], dlogits[N * K];
+    float losses[N];
     const float *logits = NULL;
     m->step = 3;
-    CHECK_OK(bf_model_forward(m, xh, &logits));
-    CHECK_OK(b->ops->softmax_xent(b, N, K, logits, labels, 0.0f, 1.0f / N, losses, dlogits));
-    CHECK_OK(bf_model_backward(m, dlogits));
-    float *grads = bf_test_download(b, m->grad_data, m->num_param_floats);
-    double l0 = loss_of(m, xh, labels, losses);
-    int checked = 0, bad = 0, kinks = 0;
-    for (size_t i = 0; i < m->num_param_floats; i++) {
-        float saved = m->param_data[i];
-        /* 5e-4: with 1e-3 the mask network at the fully_flex site moved one hard-sigmoid logit across
-         * its clamp inside the step in a way the one-sided difference test does not see */
-        const float h = 5e-4f;
-        m->param_data[i] = saved + h;
-        double lp = loss_of(m, xh, labels, losses);
-        m->param_data[i] = saved - h;
-        double lm = loss_of(m, xh, labels, losses);
-        m->param_data[i] = saved;
-        double numeric = (lp - lm) / (2 * h), fwd = (lp - l0) / h, bwd = (l0 - lm) / h;
-        double tol = 1e-3 + 2e-2 * fabs(grads[i]);
-        if (fabs(fwd - bwd) > 2 * tol) { /* a max, a ReLU or a routing switched inside the step */
-            kinks++;
-            continue;
-        }
-        checked++;
-        if (fabs(numeric - grads[i]) > tol && bad++ < 5)
-            fprintf(stderr, "%s: param %zu: numeric %.6g analytic %.6g\n", label, i, numeric, grads[i]);
-    }
-    printf("%s: %d parameters checked, %d skipped at kinks\n", label, checked, kinks);
-    CHECK(checked > 100 && kinks < checked / 10, "%s: %d checked, %d kinks", label, checked, kinks);
-    CHECK(bad == 0, "%s: %d of %d parameter gradients disagree with finite differences", label, bad, checked);
+    check_model_gradients(m, xh, labels, label, 100);
 
     if (opt->joint == BF_FLEX_JOINT_MAX) {
         /* conv ratio of flex1 over the forward passes since the last reset, against a host count */
@@ -286,7 +328,37 @@ static void check_gradients(const char *label, const bf_flex_options *opt, int p
               "%s: mask conv ratio %.6f (host %.6f), homogeneity %.6f (host %.6f)", label, nf ? ratio[0] : -1,
               chosen / elems, nf ? homogeneity[0] : -1, binary / elems);
     }
-    free(grads);
+    bf_model_destroy(m);
+    bf_backend_destroy(b);
+}
+
+/* stem flex 3x3 -> BN -> ReLU (two consumers) -> [branch: flex 1x1 -> BN -> ReLU -> flex 3x3 stride 2]
+ * + [shortcut: flex 1x1 stride 2] -> ReLU -> GAP -> linear: ResNet's flex sites, FD over every
+ * parameter. */
+static void check_residual_gradients(const char *label, const bf_flex_options *opt) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, 13, &m));
+    int x = bf_model_add_flex(m, "stem", BF_MODEL_INPUT, 4, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, opt);
+    x = bf_model_add_batchnorm(m, "stem_bn", x, 1e-5f, 0.1f);
+    int trunk = bf_model_add_relu(m, "stem_relu", x);
+    int y = bf_model_add_flex(m, "conv1", trunk, 8, 1, 1, 0, BF_INIT_UNIFORM_FAN_IN, opt);
+    y = bf_model_add_batchnorm(m, "bn1", y, 1e-5f, 0.1f);
+    y = bf_model_add_relu(m, "relu1", y);
+    y = bf_model_add_flex(m, "conv2", y, 8, 3, 2, 1, BF_INIT_UNIFORM_FAN_IN, opt);
+    int shortcut = bf_model_add_flex(m, "downsample", trunk, 8, 1, 2, 0, BF_INIT_UNIFORM_FAN_IN, opt);
+    y = bf_model_add_add(m, "add", y, shortcut);
+    y = bf_model_add_global_avgpool(m, "gap", y);
+    y = bf_model_add_flatten(m, "flatten", y);
+    bf_model_add_linear(m, "fc", y, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    CHECK_OK(bf_model_finalize(m));
+    if (!m->param_data) return;
+    static float xh[N * C * H * H];
+    bf_test_fill_uniform(xh, N * C * H * H, -1, 1, 9);
+    int32_t labels[N] = {1, 0, 3};
+    m->step = 2;
+    check_model_gradients(m, xh, labels, label, 200);
     bf_model_destroy(m);
     bf_backend_destroy(b);
 }
@@ -400,6 +472,9 @@ int main(void) {
     mask_resample.threshold_mode = BF_THRESHOLD_RESAMPLE;
     check_gradients("mask sigmoid_hard, threshold resampled each forward", &mask_resample, 0);
     test_resampled_threshold(&mask_resample);
+    test_flex_resnet50();
+    check_residual_gradients("residual flex network, channelwise_max", &max_expand);
+    check_residual_gradients("residual flex network, mask sigmoid_hard with logits BN", &mask_hard);
     test_ties(BF_FLEX_TIE_SPLIT);
     test_ties(BF_FLEX_TIE_POOL);
     return bf_test_finish();

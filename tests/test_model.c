@@ -365,6 +365,7 @@ static void test_memory_plans(void) {
         {"ResNet-18", BF_ARCH_RESNET18, 3, 32, 0, -1, 0},
         {"ResNet-50", BF_ARCH_RESNET50, 3, 32, 0, -1, 0},
         {"flex VGG-16", BF_ARCH_VGG16, 3, 32, 1, -1, 0},
+        {"flex ResNet-50 (FlexResNet)", BF_ARCH_RESNET50, 3, 32, 1, -1, 0},
         {"PlasticFlex VGG-6, flex, LIF", BF_ARCH_PF_VGG6, 1, 28, 1, BF_NEURON_LIF, 0},
         {"PlasticFlex VGG-11, LIF, spike rasters", BF_ARCH_PF_VGG11, 3, 32, 0, BF_NEURON_LIF, 4},
         {"PlasticFlex VGG-11, LIF", BF_ARCH_PF_VGG11, 3, 32, 0, BF_NEURON_LIF, 0},

@@ -225,6 +225,10 @@ typedef struct bf_config {
 void bf_config_defaults(bf_config *cfg);
 /* Parses and validates an INI file on top of the defaults. */
 bf_status bf_config_load(const char *path, bf_config *cfg);
+/* Appends to the last error (bf_last_error) where each "[section] key" it names got its value:
+ * "(set where: [optim] nesterov: cfg.ini:12; [optim] optimizer: --set)", or "default"; so that an
+ * error about a relation between keys points at the lines to change. */
+void bf_config_locate_keys(const bf_config *cfg);
 /* Applies one "section.key=value" override, validated like a file line (reported as "--set"). */
 bf_status bf_config_set(bf_config *cfg, const char *assignment);
 /* Checks relations between keys (e.g. milestones increasing); called after all overrides. */

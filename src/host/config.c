@@ -225,7 +225,7 @@ static const key_spec key_table[] = {
     BOOL_KEY("model", "freeze_fc1", model.freeze_fc1, "false", "plasticflex_vgg*: keep fc1 at its random init, never trained, as the PlasticFlex reference code does (it builds fc1 after its optimiser)"),
     ENUM_KEY("model", "conv_init", model.conv_init_fan_in, conv_init_names, "fan_out", "cnn, vgg: Kaiming-normal conv weights scaled by fan_out (torchvision) or fan_in (FlexNet's reference code); biases 0"),
     ENUM_KEY("model", "linear_init", model.linear_init_pytorch, linear_init_names, "normal", "vgg: classifier Linear weights N(0, 0.01) with biases 0 (torchvision), or pytorch_default: weights and biases U(+-1/sqrt(fan_in)) (nn.Linear's own init, kept by FlexNet's reference code); cnn and plasticflex_vgg always use the latter"),
-    BOOL_KEY("model", "flex", model.flex, "false", "cnn, vgg, plasticflex_vgg: every conv becomes a flex layer (per element the conv or the max-pool of the input); not resnet"),
+    BOOL_KEY("model", "flex", model.flex, "false", "every conv becomes a flex layer (per element the conv or the max-pool of the input); resnet: all of them, stem and downsamples included, as FlexResNet"),
     LIST_KEY("model", "flex_layers", model.flex_layers, model.num_flex_layers, 0, 4096, INCREASING, 0, "", "flex: only these convs (counted from 0 in network order) become flex layers; empty = every conv"),
     BOOL_KEY("model", "fully_flex", model.fully_flex, "false", "cnn, vgg with flex: the 2x2 max-pools become flex layers too (every one, whatever flex_layers says; flex_layers counts convs only)"),
     ENUM_KEY("model", "flex_joint", model.flex_joint, flex_joint_names, "channelwise_max", "flex: elementwise max of the branches, or a mask from the thresholded pool"),
@@ -972,9 +972,7 @@ static bf_status check_flex_options(const bf_config *cfg) {
     return BF_OK;
 }
 
-/* Appends to the last error where each "[section] key" it names got its value: "file:line",
- * "--set" or "default", so a relation between keys points at the lines to change. */
-static void name_key_locations(const bf_config *cfg) {
+void bf_config_locate_keys(const bf_config *cfg) {
     char message[sizeof((bf_config *)0)->source + 1024], where[1024];
     snprintf(message, sizeof message, "%s", bf_last_error());
     text t = text_on(where, sizeof where);
@@ -1002,7 +1000,7 @@ static bf_status invalid(const bf_config *cfg, bf_status st) {
 
 /* An error about a relation between keys, with where each key it names was set. */
 static bf_status invalid_relation(const bf_config *cfg, bf_status st) {
-    name_key_locations(cfg);
+    bf_config_locate_keys(cfg);
     return invalid(cfg, st);
 }
 

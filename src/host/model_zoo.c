@@ -8,7 +8,9 @@
  *   plasticflex_vgg6/11/16 as PlasticFlex builds them (learned 2x2/2 downsampling convs);
  *   flex = true turns every cnn/vgg conv into a flex layer (layer_flex.c) and fully_flex the
  *            2x2 max-pools too, named like FlexNet's Flex2D (features.0.flex_conv.weight);
- *   resnet18/50 in torchvision's layout (BasicBlock / Bottleneck with stride on the 3x3).
+ *   resnet18/50 in torchvision's layout (BasicBlock / Bottleneck with stride on the 3x3); with
+ *            flex = true every conv, downsamples and stem included, is a flex layer named like
+ *            FlexResNet's (layer1.0.conv1.layer.flex_conv.weight, flexnet.md 2.2).
  * Initialisation follows torchvision: Kaiming-normal fan-out convs, BN weight 1 bias 0, VGG
  * linear N(0, 0.01), ResNet fc PyTorch's default uniform. */
 #include <stdio.h>
@@ -190,8 +192,18 @@ static void build_plasticflex_vgg(bf_model *m, const bf_model_config *cfg, const
 static int resnet_conv_bn(bf_model *m, const bf_model_config *cfg, const char *block, const char *conv, const char *bn,
                           int input, int c_out, int k, int stride, int pad) {
     char name[BF_NAME_MAX];
-    snprintf(name, sizeof name, "%s%s", block, conv);
-    int x = bf_model_add_conv(m, name, input, c_out, k, stride, pad, 1, 0, BF_INIT_KAIMING_NORMAL_FAN_OUT);
+    int x;
+    if (flex_here(m, cfg)) {
+        /* FlexResNet (flexnet.md 2.2): FlexConvWrapper puts the Flex2D one module deeper
+         * ("layer1.0.conv1.layer.flex_conv.weight"), with a bias where the plain conv has none; the
+         * pool branch shares the conv's window (7x7/2 at the stem, a strided subsample at a 1x1) */
+        bf_flex_options flex = flex_options(cfg);
+        snprintf(name, sizeof name, "%s%s.layer", block, conv);
+        x = bf_model_add_flex(m, name, input, c_out, k, stride, pad, BF_INIT_KAIMING_NORMAL_FAN_OUT, &flex);
+    } else {
+        snprintf(name, sizeof name, "%s%s", block, conv);
+        x = bf_model_add_conv(m, name, input, c_out, k, stride, pad, 1, 0, BF_INIT_KAIMING_NORMAL_FAN_OUT);
+    }
     snprintf(name, sizeof name, "%s%s", block, bn);
     return bf_model_add_batchnorm(m, name, x, cfg->bn_eps, cfg->bn_momentum);
 }
@@ -273,14 +285,15 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
     case BF_ARCH_PF_VGG16: build_plasticflex_vgg(m, cfg, pf_vgg16_layers, 4096, num_classes); break;
     case BF_ARCH_RESNET18:
     case BF_ARCH_RESNET50:
-        if (cfg->flex) { /* FlexNet's flex layers are VGG ones (flexnet.md section 2) */
+        if (cfg->flex && cfg->fully_flex) { /* FlexResNet makes every conv flex, and its max-pool stays */
             bf_model_destroy(m);
-            return bf_error(BF_ERR_CONFIG, "[model] flex = true works with arch = cnn, vgg6, vgg11, vgg16 and "
-                            "plasticflex_vgg6/11/16, not %s", bf_arch_name(cfg->arch));
+            return bf_error(BF_ERR_CONFIG, "[model] fully_flex = true makes the 2x2 max-pools of cnn and vgg flex; "
+                            "[model] arch = %s has none (every conv is flex already with [model] flex = true)",
+                            bf_arch_name(cfg->arch));
         }
         if (spiking(cfg)) {
             bf_model_destroy(m);
-            return bf_error(BF_ERR_CONFIG, "[spiking] neuron = %s works with arch = cnn, vgg6, vgg11 and vgg16, not %s",
+            return bf_error(BF_ERR_CONFIG, "[spiking] neuron = %s works with [model] arch = cnn, vgg6, vgg11 and vgg16, not %s",
                             cfg->spiking.neuron == BF_NEURON_LIF ? "lif" : "a spiking neuron", bf_arch_name(cfg->arch));
         }
         if (cfg->arch == BF_ARCH_RESNET18) build_resnet(m, cfg, resnet18_blocks, 0, num_classes);

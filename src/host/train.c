@@ -135,10 +135,11 @@ bf_status bf_run_build_model(const bf_config *cfg, bf_backend *b, const bf_datas
      * (VGG-16's five pools on 28x28 digits) is a config error, named by its keys (exit status 2). */
     if (s == BF_ERR_ARG) {
         const char *source = cfg->source[0] ? cfg->source : "the configuration";
-        return bf_error_context(BF_ERR_CONFIG, "%s: [model] arch = %s does not fit the %dx%dx%d images of [data] dataset "
-                                "= %s (a smaller arch, fewer [model] channels or pools, or larger images)", source,
-                                bf_arch_name(cfg->model.arch), d->c, d->h, d->w, d->name);
+        s = bf_error_context(BF_ERR_CONFIG, "%s: [model] arch = %s does not fit the %dx%dx%d images of [data] dataset "
+                             "= %s (a smaller arch, fewer [model] channels or pools, or larger images)", source,
+                             bf_arch_name(cfg->model.arch), d->c, d->h, d->w, d->name);
     }
+    if (s == BF_ERR_CONFIG) bf_config_locate_keys(cfg); /* a relation of the [model] keys, or with the data */
     return s;
 }
 
