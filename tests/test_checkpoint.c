@@ -324,6 +324,68 @@ static int same_param(const bf_model *a, const bf_model *b, int p) {
                   a->params[p].count * sizeof(float)) == 0;
 }
 
+/* FlexNet's released Exp 4 weights: its channel-wise max Flex2D layers carry a batch-norm on the
+ * logits that the joint never uses. A flex model's weights with such inert bn_logits.* added load
+ * without them; the same names on a layer that is no flex layer are still refused. */
+static void test_inert_logits_bn(void) {
+    bf_config cfg;
+    small_config(&cfg, "flex_max", BF_OPTIM_SGD);
+    cfg.run.epochs = 1;
+    cfg.model.flex = 1;
+    FILE *log = quiet_log();
+    bf_train_options o = {.quiet = 1, .log = log};
+    bf_train_result r;
+    CHECK_OK(bf_train(&cfg, &o, &r));
+    fclose(log);
+    char trained[700], with_bn[700];
+    snprintf(trained, sizeof trained, "%s/checkpoints/epoch_0001/model.safetensors", cfg.run.dir);
+    snprintf(with_bn, sizeof with_bn, "%s/reference_like.safetensors", cfg.run.dir);
+    bf_st_file *f = NULL;
+    CHECK_OK(bf_safetensors_read(trained, &f));
+    if (!f) return;
+    enum { EXTRA = 5 };
+    int n = bf_safetensors_count(f);
+    bf_st_tensor *t = calloc((size_t)n + 2 * EXTRA, sizeof *t);
+    for (int i = 0; i < n; i++) t[i] = *bf_safetensors_at(f, i);
+    /* features.0 is the first flex layer (4 channels); features.99 is no layer at all */
+    static const float ones[4] = {1, 1, 1, 1}, zeros[4] = {0, 0, 0, 0};
+    static const int64_t tracked = 7;
+    const char *owners[2] = {"features.0", "features.99"};
+    for (int k = 0; k < 2; k++) {
+        const char *fields[EXTRA] = {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"};
+        for (int j = 0; j < EXTRA; j++) {
+            bf_st_tensor *e = &t[n + k * EXTRA + j];
+            snprintf(e->name, sizeof e->name, "%s.bn_logits.%s", owners[k], fields[j]);
+            int counter = j == EXTRA - 1;
+            e->dtype = counter ? BF_DTYPE_I64 : BF_DTYPE_F32;
+            e->ndim = counter ? 0 : 1;
+            e->shape[0] = 4;
+            e->data = counter ? (const void *)&tracked : (j == 0 || j == 3) ? (const void *)ones : (const void *)zeros;
+            e->nbytes = counter ? sizeof tracked : sizeof ones;
+        }
+    }
+    CHECK_OK(bf_safetensors_write(with_bn, t, n + EXTRA, NULL, 0));
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    bf_model *source = fresh_model(&cfg, b), *loaded = fresh_model(&cfg, b);
+    if (source && loaded) {
+        CHECK_OK(bf_checkpoint_init_weights(trained, "", source));
+        CHECK_OK(bf_checkpoint_init_weights(with_bn, "", loaded));
+        int same = 1;
+        for (int p = 0; p < source->num_params; p++) same &= same_param(source, loaded, p);
+        CHECK(same, "the reference's inert bn_logits.* are passed over, the rest loads as without them");
+        CHECK_OK(bf_safetensors_write(with_bn, t, n + 2 * EXTRA, NULL, 0));
+        CHECK(bf_checkpoint_init_weights(with_bn, "", loaded) == BF_ERR_CHECKPOINT &&
+                  strstr(bf_last_error(), "features.99.bn_logits"),
+              "bn_logits of a layer that is no flex layer are refused: %s", bf_last_error());
+    }
+    bf_model_destroy(source);
+    bf_model_destroy(loaded);
+    bf_backend_destroy(b);
+    free(t);
+    bf_safetensors_close(f);
+}
+
 static void test_init_weights(void) {
     bf_config cfg, other;
     small_config(&cfg, "full_sgd", BF_OPTIM_SGD); /* trained by test_exact_resume */
@@ -614,6 +676,7 @@ int main(void) {
     test_data_change_on_resume();
     test_stop_every_step();
     test_init_weights();
+    test_inert_logits_bn();
     test_keep_best();
     test_weights_file();
     test_refusals();

@@ -375,6 +375,21 @@ bf_status bf_checkpoint_weights_file(const char *path, char *file_out) {
     return BF_OK;
 }
 
+/* Whether `name` is the batch-norm on the logits of a channel-wise max flex layer: FlexNet's
+ * released code builds it in every Flex2D and never uses it under that joint (flexnet.md 2.1), so
+ * its Exp 4 weights hold 13 inert bn_logits.* that this model rightly lacks. */
+static int inert_logits_bn(const bf_model *m, const char *name) {
+    const char *dot = strstr(name, ".bn_logits.");
+    if (!dot) return 0;
+    for (int i = 0; i < m->num_layers; i++) {
+        const bf_layer *l = &m->layers[i];
+        if (l->kind == BF_LAYER_FLEX && l->flex_opt.joint == BF_FLEX_JOINT_MAX && strlen(l->name) == (size_t)(dot - name) &&
+            strncmp(l->name, name, (size_t)(dot - name)) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 bf_status bf_checkpoint_init_weights(const char *path, const char *exclude, bf_model *m) {
     char file[BF_PATH_MAX];
     BF_TRY(bf_checkpoint_weights_file(path, file));
@@ -407,7 +422,7 @@ bf_status bf_checkpoint_init_weights(const char *path, const char *exclude, bf_m
     }
     for (int i = 0; i < bf_safetensors_count(f) && s == BF_OK; i++) { /* e.g. "module." prefixes of a DDP state_dict */
         const char *name = bf_safetensors_at(f, i)->name;
-        int known = excluded(name, exclude);
+        int known = excluded(name, exclude) || inert_logits_bn(m, name);
         for (int k = 0; k < n && !known; k++) known = strcmp(tensors[k].name, name) == 0;
         if (!known)
             s = bf_error(BF_ERR_CHECKPOINT, "[model] init_weights: %s holds %s, which this %s model does not have (another "
