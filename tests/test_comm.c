@@ -7,6 +7,7 @@
  *     bytes, even when a file of another job was there first (it waits for rank 0's); a missing
  *     file, or one only another job wrote, times out with a message naming it;
  *   - the launch's name from Slurm's variables;
+ *   - which GPUs each of a node's --gpus processes takes, and a layout that would share GPUs refused;
  *   - the loader's data-parallel shards: ranks together cover every position of the epoch once. */
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 
 #include "bioflex/comm.h"
 #include "bioflex/data.h"
+#include "data_parallel.h"
 #include "testutil.h"
 
 static void clear_launcher_env(void) {
@@ -122,6 +124,27 @@ static void test_rendezvous(void) {
     rmdir(dir);
 }
 
+static void test_gpu_blocks(void) {
+    struct { int process, gpus, visible, first; bf_status status; } cases[] = {
+        {0, 8, 8, 0, BF_OK},          /* alone on its node */
+        {1, 4, 8, 4, BF_OK},          /* two processes on an 8-GPU node, 4 GPUs each */
+        {3, 2, 8, 6, BF_OK},          /* four processes, 2 each */
+        {1, 4, 4, 0, BF_OK},          /* each process sees only its own 4 */
+        {1, 6, 8, 0, BF_ERR_CONFIG},  /* process 1 would need GPUs 6 to 11: it would share 0 to 5 */
+        {2, 4, 8, 0, BF_ERR_CONFIG},  /* a third process on an 8-GPU node with --gpus 4 */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int first = -1;
+        bf_status s = bf_gpus_first_device(cases[i].process, cases[i].gpus, cases[i].visible, &first);
+        CHECK(s == cases[i].status && (s != BF_OK || first == cases[i].first),
+              "process %d, --gpus %d, %d visible: %s, first GPU %d (expected %s, %d)", cases[i].process, cases[i].gpus,
+              cases[i].visible, bf_status_name(s), first, bf_status_name(cases[i].status), cases[i].first);
+        if (s == BF_ERR_CONFIG)
+            CHECK(strstr(bf_last_error(), "processes per node") && strstr(bf_last_error(), "--gpus-per-task"),
+                  "the refusal says what to do: %s", bf_last_error());
+    }
+}
+
 /* 3 ranks x batch 4 over 30 samples: whole global batches of 12 (drop_last: 2 per rank, 24
  * positions), or (evaluation) every position once with partial / empty last batches. */
 static void test_loader_shards(void) {
@@ -172,6 +195,7 @@ int main(void) {
     test_self();
     test_launcher_env();
     test_rendezvous();
+    test_gpu_blocks();
     test_loader_shards();
     return bf_test_finish();
 }

@@ -56,6 +56,12 @@ bf_status bf_train_rank(const bf_config *cfg, const bf_train_options *opt, bf_co
 /* --gpus N: one host thread per GPU, NCCL communicators made in one group (train_gpus.c). With
  * mpirun/srun, each process drives `gpus` GPUs and MPI carries NCCL's unique id. */
 bf_status bf_train_gpus(const bf_config *cfg, const bf_train_options *opt, int gpus, bf_train_result *result);
+/* The first of this process's `gpus` GPUs, local_process being its place among its node's processes
+ * and `visible` the GPUs it sees: with several --gpus processes on a node that all see every GPU,
+ * process k takes GPUs k*gpus .. k*gpus+gpus-1; when each sees only its own (srun --gpus-per-task,
+ * CUDA_VISIBLE_DEVICES per process), or it is alone, GPU 0 onwards. A process whose block would lie
+ * past the visible GPUs is refused (a config error) rather than sharing process 0's. */
+bf_status bf_gpus_first_device(int local_process, int gpus, int visible, int *first);
 
 /* The BU-TD training run of one rank (butd_train.c): bf_train_rank calls it for a config with
  * [butd] network != none. text is the rank's text log (bf_dp_text). */

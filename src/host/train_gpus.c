@@ -153,12 +153,19 @@ static int local_process(const bf_comm *mpi) {
     return 0;
 }
 
-/* The first of this process's GPUs: with several --gpus processes on a node that all see every
- * GPU, process k takes GPUs k*gpus .. k*gpus+gpus-1; when each sees only its own (srun
- * --gpus-per-task, CUDA_VISIBLE_DEVICES per process), or it is alone, GPU 0 onwards. */
-static int first_device(const bf_comm *mpi, int gpus, int visible) {
-    int k = local_process(mpi);
-    return k > 0 && (long)(k + 1) * gpus <= visible ? k * gpus : 0;
+bf_status bf_gpus_first_device(int local_process, int gpus, int visible, int *first) {
+    int k = local_process;
+    *first = 0;
+    if (k <= 0 || visible <= gpus) return BF_OK; /* alone on the node, or it sees only its own GPUs */
+    if ((long)(k + 1) * gpus <= visible) {
+        *first = k * gpus;
+        return BF_OK;
+    }
+    /* GPUs 0.. again would share the devices of process 0 of this node: two NCCL ranks on one GPU */
+    return bf_error(BF_ERR_CONFIG, "[run] gpus = %d: this is process %d of its node, which would take GPUs %d to %d, but "
+                    "it sees %d; start at most %d processes per node with --gpus %d, or give each process its own GPUs "
+                    "(srun --gpus-per-task, or CUDA_VISIBLE_DEVICES per process)", gpus, k, k * gpus, (k + 1) * gpus - 1,
+                    visible, visible / gpus, gpus);
 }
 
 bf_status bf_train_gpus(const bf_config *cfg, const bf_train_options *opt, int gpus, bf_train_result *result) {
@@ -184,7 +191,8 @@ bf_status bf_train_gpus(const bf_config *cfg, const bf_train_options *opt, int g
     pthread_t *tids = calloc((size_t)gpus, sizeof *tids);
     int *devices = calloc((size_t)gpus, sizeof *devices);
     if (s == BF_OK && !(comms && threads && tids && devices)) s = bf_error(BF_ERR_OOM, "--gpus: out of host memory");
-    int first_gpu = s == BF_OK ? first_device(mpi, gpus, visible) : 0;
+    int first_gpu = 0;
+    if (s == BF_OK) s = bf_gpus_first_device(local_process(mpi), gpus, visible, &first_gpu);
     for (int i = 0; s == BF_OK && i < gpus; i++) devices[i] = first_gpu + i;
     if (s == BF_OK)
         s = create_comms_watched(cfg, gpus, devices, proc_rank * gpus, procs * gpus, id, comms);
