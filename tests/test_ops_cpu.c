@@ -1,6 +1,7 @@
 /* test_ops_cpu.c - value tests of the CPU backend's ops against naive double-precision references
  * written here, plus hand-computed cases for the contract's corner rules (pooling ties and
  * padding, count_include_pad, label smoothing, top-k ties, optimiser step sequences). */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -648,6 +649,32 @@ static void test_optimisers(bf_backend *b) {
     check_buffer(b, p, rp, N, 1e-6, 1e-5, "adamw two steps");
     check_buffer(b, buf, rm, N, 1e-7, 1e-5, "adamw first moment");
     check_buffer(b, v, rv, N, 1e-9, 1e-5, "adamw second moment");
+
+    /* A zero gradient after one step: the moments decay geometrically (0.5 per step for SGD's
+     * buffer, beta1 = 0.5 for AdamW's m, beta2 = 0.5 for v here) and are stored as 0 once below
+     * FLT_MIN, never as subnormals (ops.h); on the way down they are exact powers of two. */
+    {
+        float start = 1, zero = 0, state[3];
+        float *sp = bf_test_upload(b, &start, 1), *sg = bf_test_upload(b, &start, 1), *sbuf = bf_test_upload(b, NULL, 1);
+        float *ap = bf_test_upload(b, &start, 1), *am = bf_test_upload(b, NULL, 1), *av = bf_test_upload(b, NULL, 1);
+        CHECK_OK(b->ops->sgd_update(b, sp, sg, sbuf, 1, 1e-3f, 0.5f, 0, 0, 1, NULL));
+        CHECK_OK(b->ops->adamw_update(b, ap, sg, am, av, 1, 1e-3f, 0.5f, 0.5f, 1e-8f, 0, 1, NULL));
+        CHECK_OK(bf_to_device(b, sg, &zero, sizeof zero));
+        int subnormal = 0, last_normal = 1;
+        for (long t = 2; t <= 160; t++) {
+            CHECK_OK(b->ops->sgd_update(b, sp, sg, sbuf, 1, 1e-3f, 0.5f, 0, 0, 0, NULL));
+            CHECK_OK(b->ops->adamw_update(b, ap, sg, am, av, 1, 1e-3f, 0.5f, 0.5f, 1e-8f, 0, t, NULL));
+            CHECK_OK(bf_to_host(b, &state[0], sbuf, sizeof(float)));
+            CHECK_OK(bf_to_host(b, &state[1], am, sizeof(float)));
+            CHECK_OK(bf_to_host(b, &state[2], av, sizeof(float)));
+            for (int k = 0; k < 3; k++) subnormal += state[k] != 0 && fabsf(state[k]) < FLT_MIN;
+            if (t == 126) last_normal = state[0] == ldexpf(1.0f, -125) && state[1] == ldexpf(0.5f, -125);
+        }
+        CHECK(subnormal == 0 && last_normal && state[0] == 0 && state[1] == 0 && state[2] == 0,
+              "momentum buffers decay to 2^-125 and then to exactly 0, never subnormal (%d subnormal values; "
+              "at the end %g %g %g)", subnormal, state[0], state[1], state[2]);
+        bf_free(b, sp); bf_free(b, sg); bf_free(b, sbuf); bf_free(b, ap); bf_free(b, am); bf_free(b, av);
+    }
 
     /* Clipping factor: min(1, max_norm / (sqrt(sum_squares) + 1e-6)). */
     float sixteen = 16, factor;

@@ -4,11 +4,15 @@
  *
  * The optional clipping factor is a device scalar (computed by clip_scale from sum_squares), read
  * by every thread, so gradient clipping costs no host synchronisation. */
+#include <float.h>
 #include <math.h>
 
 #include "cuda_backend.h"
 
 namespace { /* kernels and helpers are private to this file */
+
+/* A moment below FLT_MIN is stored as 0, as on the CPU (ops.h); a NaN stays. */
+__device__ __forceinline__ float flush_subnormal(float x) { return fabsf(x) < FLT_MIN ? 0.0f : x; }
 
 __global__ void k_sgd(float *__restrict__ params, const float *__restrict__ grads, float *__restrict__ buf,
                       size_t n, float lr, float momentum, float weight_decay, int nesterov, int first_step,
@@ -19,7 +23,7 @@ __global__ void k_sgd(float *__restrict__ params, const float *__restrict__ grad
         float g = grads[i] * clip + weight_decay * p;
         float update = g;
         if (buf) { /* momentum != 0 */
-            float bi = first_step ? g : momentum * buf[i] + g;
+            float bi = flush_subnormal(first_step ? g : momentum * buf[i] + g);
             buf[i] = bi;
             update = nesterov ? g + momentum * bi : bi;
         }
@@ -34,8 +38,8 @@ __global__ void k_adamw(float *__restrict__ params, const float *__restrict__ gr
     const float clip = grad_scale ? *grad_scale : 1.0f;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float g = grads[i] * clip;
-        float mi = beta1 * m[i] + one_minus_beta1 * g;
-        float vi = beta2 * v[i] + one_minus_beta2 * g * g;
+        float mi = flush_subnormal(beta1 * m[i] + one_minus_beta1 * g);
+        float vi = flush_subnormal(beta2 * v[i] + one_minus_beta2 * g * g);
         m[i] = mi;
         v[i] = vi;
         float denom = sqrtf(vi) / correction2_sqrt + eps;

@@ -1,9 +1,13 @@
 /* optim_cpu.c - SGD and AdamW steps over a flat parameter buffer, and the gradient-clipping
  * factor (PyTorch semantics, formulas in ops.h). Every element is updated on its own, so the
  * loops are split statically over threads without affecting any result. */
+#include <float.h>
 #include <math.h>
 
 #include "cpu_backend.h"
+
+/* A moment below FLT_MIN is stored as 0 (ops.h: subnormals are slow on x86); a NaN stays. */
+static inline float flush_subnormal(float x) { return fabsf(x) < FLT_MIN ? 0.0f : x; }
 
 static int loop_threads(const bf_backend *b, size_t n) {
     return n >= BF_CPU_PARALLEL_MIN ? bf_cpu_threads(b) : 1;
@@ -23,7 +27,7 @@ bf_status bf_cpu_sgd_update(bf_backend *b, float *params, const float *grads, fl
         float g = grads[i] * clip + weight_decay * params[i];
         float update = g;
         if (momentum != 0.0f) {
-            float buf = first_step ? g : momentum * momentum_buf[i] + g;
+            float buf = flush_subnormal(first_step ? g : momentum * momentum_buf[i] + g);
             momentum_buf[i] = buf;
             update = nesterov ? g + momentum * buf : buf;
         }
@@ -48,8 +52,8 @@ bf_status bf_cpu_adamw_update(bf_backend *b, float *params, const float *grads, 
 #pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
     for (size_t i = 0; i < n; i++) {
         float g = grads[i] * clip;
-        float mi = beta1 * m[i] + one_minus_beta1 * g;
-        float vi = beta2 * v[i] + one_minus_beta2 * g * g;
+        float mi = flush_subnormal(beta1 * m[i] + one_minus_beta1 * g);
+        float vi = flush_subnormal(beta2 * v[i] + one_minus_beta2 * g * g);
         m[i] = mi;
         v[i] = vi;
         float denom = sqrtf(vi) / correction2_sqrt + eps;
