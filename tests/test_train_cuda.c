@@ -5,7 +5,8 @@
  * ([run] deterministic) take the same steps bit for bit. The same again for two flex VGG-6s: every
  * conv and pool a fused channel-wise max flex layer (fully_flex), and every conv a mask-joint flex
  * layer (bilinear widening, logits batch-norm, hard sigmoid), the layer code of both joints end to
- * end on the GPU. Skipped without a GPU. */
+ * end on the GPU; and a FlexResNet-18 (every conv flex: the 7x7/2 stem, 1x1 downsamples and strided
+ * 3x3s, windows the VGGs do not have). Skipped without a GPU. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,11 @@ int main(void) {
     cfg.model.flex_logits_bn = 1;
     cfg.model.flex_mask = BF_FLEX_MASK_SIGMOID_HARD;
     run_network("flex VGG-6, mask joint (bilinear, logits batch-norm, hard sigmoid)", &cfg, cb, gb, db);
+    cfg.model.arch = BF_ARCH_RESNET18;
+    cfg.model.flex_joint = BF_FLEX_JOINT_MAX;
+    cfg.model.flex_channels = BF_FLEX_CHANNELS_EXPAND;
+    cfg.model.flex_logits_bn = 0;
+    run_network("FlexResNet-18, channel-wise max (16x16 inputs)", &cfg, cb, gb, db);
     bf_backend_destroy(cb);
     bf_backend_destroy(gb);
     for (int i = 0; i < 2; i++) bf_backend_destroy(db[i]);
