@@ -64,6 +64,7 @@ typedef struct bf_run_config {
     int precision;             /* bf_precision: fp32 | tf32 */
     int threads;               /* CPU backend threads (0 = all cores) */
     float collective_timeout;  /* seconds a data-parallel collective may wait for the other ranks */
+    int bucket_mib;            /* --gpus: MiB of gradients per NCCL all-reduce bucket */
     int sync_bn;               /* data parallelism: batch-norm statistics over every rank's batch */
     char rendezvous[BF_PATH_MAX]; /* --gpus across nodes without MPI: file on a shared filesystem for NCCL's id */
     int deterministic;         /* CUDA: deterministic cuDNN algorithms chosen by heuristics (bf_cuda_set_deterministic) */

@@ -24,6 +24,7 @@ static bf_status config_hash(const bf_config *cfg, uint64_t *out) {
 bf_status bf_dp_start(bf_data_parallel *dp, const bf_config *cfg, bf_comm *comm, const bf_config **run_cfg) {
     memset(dp, 0, sizeof *dp);
     *run_cfg = cfg;
+    dp->bucket_mib = cfg->run.bucket_mib;
     dp->comm = comm;
     if (!comm) {
         BF_TRY(bf_comm_create_world(cfg->run.collective_timeout, &dp->comm));
@@ -98,45 +99,26 @@ bf_status bf_dp_check_data(const bf_data_parallel *dp, const bf_dataset *train_s
     return BF_OK;
 }
 
-/* ---- NCCL gradient buckets ----
- * Parameters sit in one buffer; the backward pass finishes layers from the last to the first. After
- * layer i, every gradient at or above ready_below[i] (the end of the highest parameter of a layer
- * before i) is final. Once a bucket's worth of final gradients is pending, its all-reduce is
- * launched on the NCCL stream, which first waits for the compute stream's work so far: the
- * transfer overlaps the backward of the earlier layers. */
-#define BUCKET_BYTES (25u << 20) /* PyTorch DDP's default bucket size */
-
-static bf_status launch_bucket(bf_data_parallel *dp, size_t from) {
+/* ---- NCCL gradient buckets (grad_buckets.h) ----
+ * A bucket's all-reduce is launched on the NCCL stream, which first waits for the compute stream's
+ * work so far: the transfer overlaps the backward of the earlier layers. */
+static bf_status launch_bucket(bf_data_parallel *dp, size_t from, size_t count) {
     bf_model *m = dp->model;
-    if (from >= dp->pending_end) return BF_OK;
     BF_TRY(bf_cuda_stream_handoff(m->backend, bf_comm_nccl_stream(dp->comm), 1));
-    BF_TRY(bf_comm_nccl_allreduce_async(dp->comm, m->grad_data + from, dp->pending_end - from, BF_REDUCE_AVG));
-    dp->pending_end = from;
-    return BF_OK;
+    return bf_comm_nccl_allreduce_async(dp->comm, m->grad_data + from, count, BF_REDUCE_AVG);
 }
 
 static bf_status on_layer_backward(void *ctx, bf_model *m, int layer) {
+    (void)m;
     bf_data_parallel *dp = ctx;
-    size_t ready = dp->ready_below[layer];
-    if (dp->pending_end > ready && dp->pending_end - ready >= dp->bucket_floats) return launch_bucket(dp, ready);
-    return BF_OK;
+    size_t from, count;
+    return bf_grad_buckets_after_layer(&dp->buckets, layer, &from, &count) ? launch_bucket(dp, from, count) : BF_OK;
 }
 
-static bf_status plan_buckets(bf_data_parallel *dp, bf_model *m) {
-    dp->ready_below = calloc((size_t)m->num_layers + 1, sizeof *dp->ready_below);
-    if (!dp->ready_below) return bf_error(BF_ERR_OOM, "data parallel: out of host memory");
-    /* ready_below[i] = max end of the parameters of layers < i */
-    for (int i = 0; i < m->num_layers; i++) {
-        size_t end = 0;
-        for (int p = 0; p < m->num_params; p++)
-            if (m->params[p].layer < i && m->params[p].offset + m->params[p].count > end)
-                end = m->params[p].offset + m->params[p].count;
-        dp->ready_below[i] = end;
-    }
+static bf_status plan_buckets(bf_data_parallel *dp, bf_model *m, int bucket_mib) {
+    BF_TRY(bf_grad_buckets_plan(&dp->buckets, m, ((size_t)bucket_mib << 20) / sizeof(float)));
     dp->model = m;
     BF_TRY(bf_wait_timer_create(m->backend, &dp->wait_timer));
-    dp->bucket_floats = BUCKET_BYTES / sizeof(float);
-    dp->pending_end = m->num_param_floats;
     m->on_layer_backward = on_layer_backward;
     m->on_layer_backward_ctx = dp;
     return BF_OK;
@@ -229,7 +211,7 @@ void bf_dp_sync_hook(bf_data_parallel *dp, bf_backend *b, bf_status (**sums)(voi
 
 bf_status bf_dp_attach_model(bf_data_parallel *dp, bf_model *m) {
     m->noise_rank = dp->rank; /* without it every rank would drop the same units for its different samples */
-    if (dp->comm->kind == BF_COMM_NCCL) BF_TRY(plan_buckets(dp, m));
+    if (dp->comm->kind == BF_COMM_NCCL) BF_TRY(plan_buckets(dp, m, dp->bucket_mib));
     if (dp->sync_bn) {
         dp->model = m;
         dp->sync_backend = m->backend;
@@ -246,8 +228,8 @@ bf_status bf_dp_average_gradients(bf_data_parallel *dp, bf_model *m) {
     if (dp->comm->kind == BF_COMM_NCCL) {
         /* The last bucket, then the compute stream waits for every bucket before the norm/optimiser.
          * The timing events around that wait measure what the backward did not hide. */
-        BF_TRY(launch_bucket(dp, 0));
-        dp->pending_end = m->num_param_floats;
+        size_t from, count;
+        if (bf_grad_buckets_finish(&dp->buckets, &from, &count)) BF_TRY(launch_bucket(dp, from, count));
         BF_TRY(bf_wait_timer_begin(dp->wait_timer));
         BF_TRY(bf_cuda_stream_handoff(m->backend, bf_comm_nccl_stream(dp->comm), 0));
         return bf_wait_timer_end(dp->wait_timer);
@@ -339,8 +321,7 @@ void bf_dp_stop(bf_data_parallel *dp, int failed) {
     dp->model = NULL;
     bf_wait_timer_destroy(dp->wait_timer); /* needs only the device, not the destroyed backend */
     dp->wait_timer = NULL;
-    free(dp->ready_below);
-    dp->ready_below = NULL;
+    bf_grad_buckets_free(&dp->buckets);
     if (dp->owns_comm) bf_comm_destroy(dp->comm, failed);
     dp->comm = NULL;
     if (dp->quiet_text) fclose(dp->quiet_text);

@@ -22,6 +22,7 @@
 #include "bioflex/data.h"
 #include "bioflex/model.h"
 #include "bioflex/train.h"
+#include "grad_buckets.h"
 #include "metrics.h"
 #include "wait_timer.h"
 
@@ -39,9 +40,8 @@ typedef struct bf_data_parallel {
     /* NCCL gradient buckets, launched from the backward pass (on_layer_backward) */
     bf_model *model;
     bf_backend *sync_backend; /* the sync_bn hook's backend (the model's, or a BU-TD network's) */
-    size_t *ready_below;  /* per layer: gradients at offsets >= this are final after its backward */
-    size_t pending_end;   /* gradients [0, pending_end) are not yet being all-reduced this step */
-    size_t bucket_floats; /* launch once this many final floats are pending */
+    bf_grad_buckets buckets;
+    int bucket_mib;       /* [run] bucket_mib */
     /* Exposed communication: the part of the gradient all-reduce the step waits for.
      *   NCCL: GPU time the compute stream is held by its wait for the buckets (wait_timer.h);
      *   MPI:  host wall time inside the blocking gradient all-reduce. */
