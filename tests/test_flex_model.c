@@ -158,6 +158,10 @@ static void test_flex_resnet50(void) {
               find_param(m, "layer4.2.conv3.layer.flex_conv.weight") >= 0 && find_param(m, "layer1.0.bn1.weight") >= 0 &&
               find_param(m, "fc.weight") >= 0,
           "FlexResNet state_dict names (layer1.0.conv1.layer.flex_conv.weight)");
+    int bias = find_param(m, "layer2.0.downsample.0.layer.flex_conv.bias"), weight = find_param(m, "conv1.layer.flex_conv.weight");
+    CHECK(bias >= 0 && weight >= 0 && m->params[bias].init == BF_INIT_UNIFORM_FAN_IN &&
+              m->params[weight].init == BF_INIT_KAIMING_NORMAL_FAN_OUT,
+          "FlexResNet init as torchvision's ResNet: Kaiming-normal fan-out weights, nn.Conv2d's default biases");
     bf_model_destroy(m);
     cfg.model.fully_flex = 1;
     CHECK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 224, 224}, 1000, 1, &m) == BF_ERR_CONFIG &&

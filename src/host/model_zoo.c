@@ -200,6 +200,9 @@ static int resnet_conv_bn(bf_model *m, const bf_model_config *cfg, const char *b
         bf_flex_options flex = flex_options(cfg);
         snprintf(name, sizeof name, "%s%s.layer", block, conv);
         x = bf_model_add_flex(m, name, input, c_out, k, stride, pad, BF_INIT_KAIMING_NORMAL_FAN_OUT, &flex);
+        /* torchvision's ResNet init sets conv weights only: the flex conv's bias keeps nn.Conv2d's
+         * default U(+-1/sqrt(fan_in)) (VGG's init zeroes conv biases, so bf_model_add_flex does) */
+        if (x >= 0 && m->layers[x].param_index[1] >= 0) m->params[m->layers[x].param_index[1]].init = BF_INIT_UNIFORM_FAN_IN;
     } else {
         snprintf(name, sizeof name, "%s%s", block, conv);
         x = bf_model_add_conv(m, name, input, c_out, k, stride, pad, 1, 0, BF_INIT_KAIMING_NORMAL_FAN_OUT);
