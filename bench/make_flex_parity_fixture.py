@@ -27,7 +27,15 @@ The network (input [4, 3, 8, 8], K = 5 classes):
     flex2 Flex2D(6 -> 4, k 3, s 2, p 1)   gap (global average pool)   flatten   fc Linear(4, 5)
 
 so flex1 widens 3 -> 6 (expand: block copy, channel j <- j // 2) and flex2 6 -> 4 (expand: tiling
-j % 6, i.e. the first 4 channels; bilinear: a true interpolation both times). PyTorch's default
+j % 6, i.e. the first 4 channels; bilinear: a true interpolation both times). The residual variants
+have FlexResNet's sites instead (flexnet.md 2.2; input and classes the same):
+
+    stem Flex2D(3 -> 8, k 3, s 1, p 1)   bn0   relu0 -> the trunk, read by two branches:
+    conv1 Flex2D(8 -> 4, k 1, s 1, p 0)  bn1   relu1   (a 1x1: the pool branch is x itself, narrowed
+                                                        to its first 4 channels)
+    conv2 Flex2D(4 -> 8, k 3, s 2, p 1)                 (a strided 3x3)
+    downsample Flex2D(8 -> 8, k 1, s 2, p 0) on the trunk (a strided 1x1: the pool branch subsamples)
+    conv2 + downsample -> relu2 -> gap -> flatten -> fc Linear(8, 5) PyTorch's default
 initialisation after torch.manual_seed(SEEDS[variant]) (1: seed 0 sits on a tie, see below), then
 each threshold with nn.init.kaiming_uniform_ (fan_in = h_out * w_out, bound
 sqrt(6 / (h_out * w_out))), as FlexNet; then the batch (randn, randint).
@@ -38,6 +46,8 @@ Variants, each under its own prefix "<variant>.":
     max_bilinear   channel-wise max, bilinear
     mask_hard_bn   mask joint, SIGMOID_HARD, bn_logits, learned threshold, expand
     mask_mul       mask joint, SIGMOID_MUL f = 2, no bn_logits, learned threshold, bilinear
+    residual_max   the residual network, channel-wise max, expand
+    residual_mask  the residual network, mask joint, SIGMOID_HARD, bn_logits, learned threshold, expand
 
 and for each the file holds:
 
@@ -86,10 +96,16 @@ VARIANTS = {
     "max_bilinear": dict(joint="max", channels="bilinear"),
     "mask_hard_bn": dict(joint="mask", channels="expand", mask="SIGMOID_HARD", factor=1.0, logits_bn=True),
     "mask_mul": dict(joint="mask", channels="bilinear", mask="SIGMOID_MUL", factor=2.0, logits_bn=False),
+    "residual_max": dict(joint="max", channels="expand", residual=True),
+    "residual_mask": dict(joint="mask", channels="expand", mask="SIGMOID_HARD", factor=1.0, logits_bn=True,
+                          residual=True),
 }
 # Seed 0 puts max_expand on a kink (min |C - P~| = 6.9e-5 in the first forward pass); seed 1 keeps
-# every variant at least 1.7e-4 from a tie and 2e-4 from any other kink.
+# the VGG-like variants at least 1.7e-4 from a tie and 2e-4 from any other kink. residual_max: seeds 1,
+# 2, 4 and 5 sit within 1e-4 of a tie; seed 3 keeps 1.6e-4 (ties), 9.8e-4 (ReLU), 2.7e-4 (pools);
+# residual_mask, seed 1: 1.2e-3 from a SIGMOID_HARD corner, 9.9e-5 from ReLU's 0, 1.6e-4 (pools).
 SEEDS = {name: 1 for name in VARIANTS}
+SEEDS["residual_max"] = 3
 
 
 class HardSigmoidFunc(torch.autograd.Function):
@@ -127,6 +143,8 @@ def pool_gap(x, k, s, p):
     none). Exact ties are left out: they come from plateaus of the previous layer's pool branch (one
     input maximum copied to neighbouring outputs, then the same batch-norm affine map), are exact on
     both sides, and both take the first maximum in row-major order."""
+    if k * k < 2:  # a 1x1 window has no second value
+        return float("inf")
     xp = F.pad(x, (p, p, p, p), value=float("-inf"))
     cols = F.unfold(xp.reshape(-1, 1, *xp.shape[2:]), k, stride=s)  # [B*C, k*k, windows]
     top = cols.topk(2, dim=1).values
@@ -198,6 +216,43 @@ class Net(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class ResidualNet(nn.Module):
+    """FlexResNet's sites: stem -> bn0 -> relu0 -> [conv1 -> bn1 -> relu1 -> conv2] + downsample -> relu2
+    -> global average pool -> flatten -> fc."""
+
+    def __init__(self, variant):
+        super().__init__()
+        half = ((H + 2 - 3) // 2 + 1, (W + 2 - 3) // 2 + 1)  # 4 x 4, also for the 1x1 stride 2
+        self.stem = Flex2D(C_IN, 8, 3, 1, 1, (H, W), **variant)
+        self.bn0 = nn.BatchNorm2d(8)
+        self.conv1 = Flex2D(8, 4, 1, 1, 0, (H, W), **variant)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.conv2 = Flex2D(4, 8, 3, 2, 1, half, **variant)
+        self.downsample = Flex2D(8, 8, 1, 2, 0, half, **variant)
+        self.fc = nn.Linear(8, K)
+        self.margins = {}
+
+    def relu(self, x):
+        """ReLU, noting the smallest nonzero |input|. The exact zeros are left out: with the channel-wise
+        max, conv2 and downsample are both >= 0 (each a max with a pool of ReLU outputs), and both are
+        exactly 0 where their pools are 0 and their convs negative, so their sum is an exact 0 on both
+        sides (and ReLU's gradient there is 0 on both)."""
+        with torch.no_grad():
+            nonzero = x.abs()[x != 0]
+            if nonzero.numel():
+                self.margins["relu"] = min(self.margins.get("relu", float("inf")), float(nonzero.min()))
+        return F.relu(x)
+
+    def forward(self, x):
+        for f in (self.stem, self.conv1, self.conv2, self.downsample):
+            f.margins = self.margins
+        trunk = self.relu(self.bn0(self.stem(x)))
+        y = self.conv2(self.relu(self.bn1(self.conv1(trunk))))
+        y = self.relu(y + self.downsample(trunk))
+        y = F.adaptive_avg_pool2d(y, 1)
+        return self.fc(torch.flatten(y, 1))
+
+
 def check_margins(name, variant, margins):
     """Refuses a batch that sits on a kink (see the top of the file)."""
     problems = []
@@ -214,7 +269,9 @@ def check_margins(name, variant, margins):
 
 def make_variant(name, variant):
     """All tensors of one variant, under "<name>."; returns (tensors, loss, margins)."""
-    model, tensors, loss0 = sgd_variant(name + ".", SEEDS[name], lambda: Net(variant), (N, C_IN, H, W), K,
+    layers = {k: v for k, v in variant.items() if k != "residual"}
+    make = (lambda: ResidualNet(layers)) if variant.get("residual") else (lambda: Net(layers))
+    model, tensors, loss0 = sgd_variant(name + ".", SEEDS[name], make, (N, C_IN, H, W), K,
                                         nn.CrossEntropyLoss(label_smoothing=SMOOTHING), SGD, stats1=True)
     check_margins(name, variant, model.margins)
     return tensors, loss0, dict(model.margins)
@@ -233,7 +290,10 @@ def main():
     description = ("PyTorch reference for tests/test_pytorch_parity_flex.c: flex1 Flex2D(3->6,k3,s1,p1) -> "
                    "BatchNorm2d(6) -> ReLU -> flex2 Flex2D(6->4,k3,s2,p1) -> global avg pool -> flatten -> "
                    "Linear(4,5), input [4,3,8,8]; variants max_expand, max_bilinear, mask_hard_bn "
-                   "(SIGMOID_HARD, bn_logits, expand), mask_mul (SIGMOID_MUL f=2, bilinear); PyTorch default "
+                   "(SIGMOID_HARD, bn_logits, expand), mask_mul (SIGMOID_MUL f=2, bilinear); residual_max and "
+                   "residual_mask (stem Flex2D(3->8,k3) -> bn0 -> relu -> [conv1 Flex2D(8->4,k1) -> bn1 -> relu -> "
+                   "conv2 Flex2D(4->8,k3,s2)] + downsample Flex2D(8->8,k1,s2) -> relu -> gap -> Linear(8,5)); "
+                   "PyTorch default "
                    "init, thresholds kaiming_uniform_; CrossEntropyLoss(label_smoothing=0.1) mean; 2 steps of "
                    "SGD(lr=0.05, momentum=0.9) -> <v>.after2.*, BN buffers after the first forward -> "
                    "<v>.stats1.*, each step forward+backward in train mode")

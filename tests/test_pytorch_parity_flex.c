@@ -7,12 +7,21 @@
  *     flex1 Flex2D(3 -> 6, k 3, s 1, p 1) -> bn BatchNorm2d(6) -> relu -> flex2 Flex2D(6 -> 4, k 3, s 2, p 1)
  *     -> gap (global average pool) -> flatten -> fc Linear(4, 5)         input [4, 3, 8, 8], K = 5
  *
- * for four variants, each under its prefix "<variant>.":
+ * for four variants, and two of a residual network with FlexResNet's sites (flexnet.md 2.2)
+ *
+ *     stem Flex2D(3 -> 8, k 3, s 1, p 1) -> bn0 -> relu0 -> trunk
+ *     trunk -> conv1 Flex2D(8 -> 4, k 1) -> bn1 -> relu1 -> conv2 Flex2D(4 -> 8, k 3, s 2, p 1)
+ *     trunk -> downsample Flex2D(8 -> 8, k 1, s 2)      (a 1x1 pool branch: x narrowed / subsampled)
+ *     conv2 + downsample -> relu2 -> gap -> flatten -> fc Linear(8, 5)
+ *
+ * each under its prefix "<variant>.":
  *     max_expand     channel-wise max (torch.maximum, ties split), expand widening
  *                    (3 -> 6 block copy, 6 -> 4 tiling j % 6)
  *     max_bilinear   channel-wise max, bilinear widening (F.interpolate along the channel axis)
  *     mask_hard_bn   mask joint, SIGMOID_HARD, batch-norm on the logits, learned threshold, expand
  *     mask_mul       mask joint, SIGMOID_MUL f = 2, no logits batch-norm, learned threshold, bilinear
+ *     residual_max   the residual network, channel-wise max, expand
+ *     residual_mask  the residual network, mask joint, SIGMOID_HARD, logits batch-norm, expand
  * with the initial state_dict, a batch, the logits, the label-smoothed cross-entropy, every
  * parameter gradient, the batch-norm buffers after the first forward pass (stats1.*) and the whole
  * state_dict after two SGD steps (lr 0.05, momentum 0.9; after2.*). No Python runs here.
@@ -59,12 +68,31 @@ static bf_parity px; /* the fixture and the backend */
 typedef struct variant {
     const char *name;
     bf_flex_options opt;
+    int residual; /* the residual network of FlexResNet's sites */
 } variant;
+
+/* The script's ResidualNet: stem -> bn0 -> relu0 -> [conv1 -> bn1 -> relu1 -> conv2] + downsample
+ * -> relu2 -> gap -> flatten -> fc. Returns the last layer. */
+static int add_residual_network(bf_model *m, const bf_flex_options *opt) {
+    int x = bf_model_add_flex(m, "stem", BF_MODEL_INPUT, 8, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, opt);
+    x = bf_model_add_batchnorm(m, "bn0", x, 1e-5f, 0.1f);
+    int trunk = bf_model_add_relu(m, "relu0", x);
+    int y = bf_model_add_flex(m, "conv1", trunk, 4, 1, 1, 0, BF_INIT_UNIFORM_FAN_IN, opt);
+    y = bf_model_add_batchnorm(m, "bn1", y, 1e-5f, 0.1f);
+    y = bf_model_add_relu(m, "relu1", y);
+    y = bf_model_add_flex(m, "conv2", y, 8, 3, 2, 1, BF_INIT_UNIFORM_FAN_IN, opt);
+    int shortcut = bf_model_add_flex(m, "downsample", trunk, 8, 1, 2, 0, BF_INIT_UNIFORM_FAN_IN, opt);
+    y = bf_model_add_add(m, "add", y, shortcut);
+    y = bf_model_add_relu(m, "relu2", y);
+    y = bf_model_add_global_avgpool(m, "gap", y);
+    y = bf_model_add_flatten(m, "flatten", y);
+    return bf_model_add_linear(m, "fc", y, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+}
 
 static void run_variant(const variant *v) {
     char prefix[64];
     snprintf(prefix, sizeof prefix, "%s.", v->name);
-    printf("%s: joint %s, widening %s", v->name, v->opt.joint == BF_FLEX_JOINT_MAX ? "channelwise_max" : "mask",
+    printf("%s: %sjoint %s, widening %s", v->name, v->residual ? "residual network, " : "", v->opt.joint == BF_FLEX_JOINT_MAX ? "channelwise_max" : "mask",
            v->opt.channels == BF_FLEX_CHANNELS_EXPAND ? "expand" : "bilinear");
     if (v->opt.joint == BF_FLEX_JOINT_MASK)
         printf(", mask %s (factor %g), logits BN %s, learned threshold",
@@ -75,13 +103,17 @@ static void run_variant(const variant *v) {
     bf_model *m = NULL;
     CHECK_OK(bf_model_create(px.backend, (bf_shape){N, C, H, W}, 1, &m));
     if (!m) return;
-    int x = bf_model_add_flex(m, "flex1", BF_MODEL_INPUT, 6, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, &v->opt);
-    x = bf_model_add_batchnorm(m, "bn", x, 1e-5f, 0.1f); /* PyTorch's BatchNorm2d defaults */
-    x = bf_model_add_relu(m, "relu", x);
-    x = bf_model_add_flex(m, "flex2", x, 4, 3, 2, 1, BF_INIT_UNIFORM_FAN_IN, &v->opt);
-    x = bf_model_add_global_avgpool(m, "gap", x);
-    x = bf_model_add_flatten(m, "flatten", x);
-    bf_model_add_linear(m, "fc", x, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    if (v->residual) {
+        add_residual_network(m, &v->opt);
+    } else {
+        int x = bf_model_add_flex(m, "flex1", BF_MODEL_INPUT, 6, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, &v->opt);
+        x = bf_model_add_batchnorm(m, "bn", x, 1e-5f, 0.1f); /* PyTorch's BatchNorm2d defaults */
+        x = bf_model_add_relu(m, "relu", x);
+        x = bf_model_add_flex(m, "flex2", x, 4, 3, 2, 1, BF_INIT_UNIFORM_FAN_IN, &v->opt);
+        x = bf_model_add_global_avgpool(m, "gap", x);
+        x = bf_model_add_flatten(m, "flatten", x);
+        bf_model_add_linear(m, "fc", x, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    }
     CHECK_OK(bf_model_build_status(m));
     CHECK_OK(bf_model_finalize(m));
     if (!m->param_data) {
@@ -113,8 +145,9 @@ int main(void) {
                                         .ties = BF_FLEX_TIE_SPLIT, .mask = BF_FLEX_MASK_SIGMOID_HARD, .mask_factor = 1,
                                         .logits_bn = 0, .threshold_mode = BF_THRESHOLD_LEARNED, .bn_eps = 1e-5f,
                                         .bn_momentum = 0.1f};
-    variant variants[4] = {{"max_expand", max_expand}, {"max_bilinear", max_expand},
-                           {"mask_hard_bn", max_expand}, {"mask_mul", max_expand}};
+    variant variants[6] = {{"max_expand", max_expand, 0},   {"max_bilinear", max_expand, 0},
+                           {"mask_hard_bn", max_expand, 0}, {"mask_mul", max_expand, 0},
+                           {"residual_max", max_expand, 1}, {"residual_mask", max_expand, 1}};
     variants[1].opt.channels = BF_FLEX_CHANNELS_BILINEAR;
     variants[2].opt.joint = BF_FLEX_JOINT_MASK;
     variants[2].opt.mask = BF_FLEX_MASK_SIGMOID_HARD;
@@ -123,7 +156,10 @@ int main(void) {
     variants[3].opt.channels = BF_FLEX_CHANNELS_BILINEAR;
     variants[3].opt.mask = BF_FLEX_MASK_SIGMOID_MUL;
     variants[3].opt.mask_factor = 2;
-    for (int i = 0; i < 4; i++) run_variant(&variants[i]);
+    variants[5].opt.joint = BF_FLEX_JOINT_MASK;
+    variants[5].opt.mask = BF_FLEX_MASK_SIGMOID_HARD;
+    variants[5].opt.logits_bn = 1;
+    for (int i = 0; i < 6; i++) run_variant(&variants[i]);
 
     bf_parity_close(&px);
     return bf_test_finish();
