@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 #define BF_PATH_MAX 512
-#define BF_LIST_MAX 16
+#define BF_LIST_MAX 64 /* entries of a list key: flex_layers can name every conv of a ResNet-50 but one */
 
 typedef enum { BF_DEVICE_AUTO = 0, BF_DEVICE_SEL_CPU = 1, BF_DEVICE_SEL_CUDA = 2 } bf_device_select;
 typedef enum {
