@@ -64,6 +64,15 @@ static void small_config(bf_config *cfg, const char *run, bf_optimizer_kind opt)
 
 static FILE *quiet_log(void) { return fopen("/dev/null", "w"); }
 
+/* Trains cfg to its end with the log discarded. */
+static void train_quietly(const bf_config *cfg) {
+    FILE *log = quiet_log();
+    bf_train_options o = {.quiet = 1, .log = log};
+    bf_train_result r;
+    CHECK_OK(bf_train(cfg, &o, &r));
+    fclose(log);
+}
+
 /* Every tensor of two safetensors files has identical bytes. */
 static int files_identical(const char *a, const char *b) {
     bf_st_file *fa = NULL, *fb = NULL;
@@ -141,11 +150,7 @@ static void test_thread_count(void) {
         cfg.run.threads = threads[i];
         cfg.run.epochs = 2;
         cfg.model.hidden = 256;
-        FILE *log = quiet_log();
-        bf_train_options o = {.quiet = 1, .log = log};
-        bf_train_result r;
-        CHECK_OK(bf_train(&cfg, &o, &r));
-        fclose(log);
+        train_quietly(&cfg);
         snprintf(final[i], sizeof final[i], "%s/checkpoints/epoch_0002/model.safetensors", cfg.run.dir);
     }
     CHECK(files_identical(final[0], final[1]), "1 and 3 CPU threads train bit-identical weights");
@@ -332,11 +337,7 @@ static void test_inert_logits_bn(void) {
     small_config(&cfg, "flex_max", BF_OPTIM_SGD);
     cfg.run.epochs = 1;
     cfg.model.flex = 1;
-    FILE *log = quiet_log();
-    bf_train_options o = {.quiet = 1, .log = log};
-    bf_train_result r;
-    CHECK_OK(bf_train(&cfg, &o, &r));
-    fclose(log);
+    train_quietly(&cfg);
     char trained[700], with_bn[700];
     snprintf(trained, sizeof trained, "%s/checkpoints/epoch_0001/model.safetensors", cfg.run.dir);
     snprintf(with_bn, sizeof with_bn, "%s/reference_like.safetensors", cfg.run.dir);
