@@ -16,7 +16,9 @@
  * sequence the ops replace. Every channel rule x pool window (3x3/1 pad 1, 2x2/2, 3x3/2 pad 1) x tie
  * rule, on inputs in multiples of 1/8 with ties injected, plus NaNs and larger shapes; and the
  * shapes and NULL tensors the CUDA ops refuse. The mask joint's pool branch (flex_pool_forward,
- * flex_pool_gather) is checked on the same cases. The fused-op cases run under both kernel sets
+ * flex_pool_gather) is checked on the same cases, and the fused mask joint (flex_mask_joint_*,
+ * flex_mask.cu against flex_mask_cpu.c) for every mask kind, both channel rules and both sources of
+ * the logits. The fused-op cases run under both kernel sets
  * (bf_cuda_set_flex_kernels: fused, then slide, whose sliding-window kernels take EXPAND with the
  * 3x3/1 pad 1 window), slide's with more shapes of its own (vector widths, column strips, whole
  * winners words, NaNs and -0). Skipped (exit 77) without a CUDA build or device. */
@@ -161,6 +163,57 @@ static void test_mask(int n, int c_out, int hw) {
     compare("threshold_backward", dT, EXACT);
     check_repeats("threshold_backward", dT.g, dT2.g, K);
     pair *all[] = {&W, &T, &L, &C, &M, &Y, &sum, &M2, &Y2, &sum2, &dy, &dC, &dL, &dW, &dT, &dT2};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
+}
+
+/* The fused mask joint (flex_mask.cu) against its CPU twin for every mask kind, with the logits
+ * computed in the op (L = P~ - T) and given (as a caller's batch-norm leaves them): y, the mask sum
+ * and routing statistics (the GPU's block partials: REDUCTION), dconv, dlogits and dpooled; a second
+ * GPU forward without sums (another kernel grid) and a backward without dpooled must repeat them. */
+static void test_mask_joint(bf_flex_channel_rule rule, int n, int c_in, int c_out, int hw) {
+    bf_flex_shape s = {.n = n, .c_in = c_in, .c_out = c_out, .hw = hw, .channels = rule};
+    const size_t no = (size_t)n * c_out * hw, ni = (size_t)n * c_in * hw;
+    char what[160];
+    pair P = pair_rand(ni, -3, 3), T = pair_rand((size_t)c_out * hw, -1, 1), given = pair_rand(no, -4, 4),
+         C = pair_rand(no, -1, 1), Y = pair_out(no), Y2 = pair_out(no), sum = pair_out(1), routing = pair_out(2),
+         dy = pair_rand(no, -1, 1), dC = pair_out(no), dC2 = pair_out(no), dL = pair_out(no), dP = pair_out(ni);
+    for (int with_logits = 0; with_logits < 2; with_logits++)
+        for (bf_flex_mask k = 0; k < BF_FLEX_MASK_COUNT; k++) {
+            const float factor = 2.5f, start = 2.0f;
+            const uint64_t seed = 7 + (uint64_t)k;
+            const float *lc = with_logits ? given.c : NULL, *lg = with_logits ? given.g : NULL;
+            const char *how = with_logits ? "given logits" : "P~ - T";
+            CHECK_OK(bf_to_device(cpu, sum.c, &start, sizeof start));
+            CHECK_OK(bf_to_device(gpu, sum.g, &start, sizeof start));
+            CHECK_OK(cpu->ops->flex_mask_joint_forward(cpu, &s, k, factor, seed, P.c, T.c, lc, C.c, Y.c, sum.c,
+                                                       routing.c));
+            CHECK_OK(gpu->ops->flex_mask_joint_forward(gpu, &s, k, factor, seed, P.g, T.g, lg, C.g, Y.g, sum.g,
+                                                       routing.g));
+            CHECK_OK(gpu->ops->flex_mask_joint_forward(gpu, &s, k, factor, seed, P.g, T.g, lg, C.g, Y2.g, NULL, NULL));
+            snprintf(what, sizeof what, "mask_joint %s %d->%d kind %d, %s: y", rule_name(rule), c_in, c_out, (int)k, how);
+            if (is_sigmoid_valued(k)) compare(what, Y, TIGHT);
+            else compare(what, Y, EXACT);
+            check_repeats(what, Y.g, Y2.g, no);
+            snprintf(what, sizeof what, "mask_joint kind %d, %s: conv_mask_sum", (int)k, how);
+            compare(what, sum, REDUCTION);
+            snprintf(what, sizeof what, "mask_joint kind %d, %s: routing", (int)k, how);
+            compare(what, routing, REDUCTION);
+            CHECK_OK(cpu->ops->flex_mask_joint_backward(cpu, &s, k, factor, seed, P.c, T.c, lc, C.c, dy.c, dC.c, dL.c,
+                                                        dP.c));
+            CHECK_OK(gpu->ops->flex_mask_joint_backward(gpu, &s, k, factor, seed, P.g, T.g, lg, C.g, dy.g, dC.g, dL.g,
+                                                        dP.g));
+            CHECK_OK(gpu->ops->flex_mask_joint_backward(gpu, &s, k, factor, seed, P.g, T.g, lg, C.g, dy.g, dC2.g,
+                                                        dL.g, NULL));
+            snprintf(what, sizeof what, "mask_joint kind %d, %s: dconv", (int)k, how);
+            if (is_sigmoid_valued(k)) compare(what, dC, TIGHT);
+            else compare(what, dC, EXACT);
+            check_repeats(what, dC.g, dC2.g, no);
+            snprintf(what, sizeof what, "mask_joint kind %d, %s: dlogits", (int)k, how);
+            compare(what, dL, TIGHT);
+            snprintf(what, sizeof what, "mask_joint kind %d, %s: dpooled", (int)k, how);
+            compare(what, dP, TIGHT);
+        }
+    pair *all[] = {&P, &T, &given, &C, &Y, &Y2, &sum, &routing, &dy, &dC, &dC2, &dL, &dP};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
 }
 
@@ -608,6 +661,11 @@ int main(void) {
     test_max_and_widen(BF_FLEX_CHANNELS_BILINEAR, 8, 64, 128, 196);
     test_mask(2, 5, 37);
     test_mask(8, 64, 196);
+    for (int rule = 0; rule < 2; rule++)
+        for (size_t i = 0; i < sizeof channels / sizeof channels[0]; i++)
+            test_mask_joint(rule, 2, channels[i][0], channels[i][1], 37);
+    test_mask_joint(BF_FLEX_CHANNELS_EXPAND, 8, 32, 64, 196); /* many reduction blocks */
+    test_mask_joint(BF_FLEX_CHANNELS_BILINEAR, 8, 32, 64, 196);
     test_mask_stats(1000);
     {
         pair u = pair_out(100003); /* fill_uniform: the same counter-based draws on both backends */

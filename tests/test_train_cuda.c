@@ -4,8 +4,8 @@
  * gradients and weights after every step must agree. Two more CUDA backends set deterministic
  * ([run] deterministic) take the same steps bit for bit. The same again for two flex VGG-6s: every
  * conv and pool a fused channel-wise max flex layer (fully_flex), and every conv a mask-joint flex
- * layer (bilinear widening, logits batch-norm, hard sigmoid), the layer code of both joints end to
- * end on the GPU; and a FlexResNet-18 (every conv flex: the 7x7/2 stem, 1x1 downsamples and strided
+ * layer (bilinear widening, logits batch-norm, hard sigmoid; then expand, no batch-norm, sigmoid),
+ * the layer code of both joints end to end on the GPU; and a FlexResNet-18 (every conv flex: the 7x7/2 stem, 1x1 downsamples and strided
  * 3x3s, windows the VGGs do not have). Skipped without a GPU. */
 #include <math.h>
 #include <stdlib.h>
@@ -161,6 +161,10 @@ int main(void) {
     cfg.model.flex_logits_bn = 1;
     cfg.model.flex_mask = BF_FLEX_MASK_SIGMOID_HARD;
     run_network("flex VGG-6, mask joint (bilinear, logits batch-norm, hard sigmoid)", &cfg, cb, gb, db);
+    cfg.model.flex_channels = BF_FLEX_CHANNELS_EXPAND; /* the fused joint computing L = P~ - T itself */
+    cfg.model.flex_logits_bn = 0;
+    cfg.model.flex_mask = BF_FLEX_MASK_SIGMOID_MUL;
+    run_network("flex VGG-6, mask joint (expand, no logits batch-norm, sigmoid)", &cfg, cb, gb, db);
     cfg.model.arch = BF_ARCH_RESNET18;
     cfg.model.flex_joint = BF_FLEX_JOINT_MAX;
     cfg.model.flex_channels = BF_FLEX_CHANNELS_EXPAND;

@@ -355,6 +355,26 @@ typedef struct bf_ops {
      * out[0] = the number of elements with mask > 0.5 (conv chosen), out[1] = the sum of
      * |mask - 0.5| * 2 (the "homogeneity" or binariness; 1 per element of a binary mask). */
     bf_status (*flex_mask_stats)(bf_backend *b, const float *mask, size_t n, float *out);
+    /* Fused mask joint (what a flex layer with the mask joint runs; flexnet.md 1.5-1.7): from the
+     * pooled P [n, c_in, hw], the widening, logits, mask and mix in one pass each way, never storing
+     * P~, L or M. logits (nullable) [n, c_out, hw]: the logits to take (batch-normalised by the
+     * caller) instead of L = widen(P) - threshold (threshold is then not read and may be NULL).
+     * forward: y = P~ (1 - M) + C M with M = mask(L), as flex_widen_forward + flex_logits_forward +
+     *   flex_mask_forward; conv_mask_sum as there; routing (nullable, two device floats) =
+     *   flex_mask_stats of M, overwritten.
+     * backward: M again from the same inputs and seed (the same bits); dconv = dy M and dlogits =
+     *   dy (C - P~) dM/dL, as flex_mask_backward; dpooled (nullable) = the fold-back of the pool
+     *   branch's share: dy (1 - M) + dlogits when logits is NULL (L = P~ - T), dy (1 - M) alone when
+     *   logits is given (the caller folds back the raw logits' gradient and adds it). All
+     *   overwritten. Every result is bit-identical to that op-by-op sequence on every backend. */
+    bf_status (*flex_mask_joint_forward)(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
+                                         uint64_t seed, const float *pooled, const float *threshold,
+                                         const float *logits, const float *conv, float *y, float *conv_mask_sum,
+                                         float *routing);
+    bf_status (*flex_mask_joint_backward)(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
+                                          uint64_t seed, const float *pooled, const float *threshold,
+                                          const float *logits, const float *conv, const float *dy, float *dconv,
+                                          float *dlogits, float *dpooled);
 
     /* ---- spiking neurons (see bf_neuron_params): x, y, charge are [T, n] ----
      * forward: y = the spikes (or the stateless activation); charge (LIF/IF: H[t], kept for the

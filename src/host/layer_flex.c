@@ -7,9 +7,11 @@
  * output, one op turns it into y in place computing P on the fly, and the layer keeps only a byte
  * per pooled element (where its window's maximum was) and a bit per output element (conv won or
  * tied) for the backward, which routes dy to dC and the pool's share in one pass and scatters that
- * share into dx after the conv's backward-data. The mask joint runs op by op, keeping C, the
- * batch-normalised L and the same window bytes; P, P~, the raw L and M go to the shared scratch
- * in the forward and are computed again there in the backward (mask_again).
+ * share into dx after the conv's backward-data. The mask joint keeps C, the same window bytes
+ * and (with batch-norm on the logits) their batch statistics: P goes to the shared scratch, and
+ * one fused op each way (ops.h flex_mask_joint_*) computes P~, L, M and y, or M again and the
+ * gradients, without storing them; with batch-norm the raw and normalised L are in the scratch
+ * too, computed again in the backward (logits_again).
  * The scratch (dC, dP, the mask path's gradients) is shared by all flex layers of a model, since
  * only one layer's forward or backward runs at a time. Monitors (conv wins, or the mask sum) are
  * summed on the device in training mode and read by bf_model_flex_monitor at log intervals. */
@@ -69,8 +71,10 @@ static int dconv_in_place(const bf_model *m, int index) {
 size_t bf_flex_scratch_floats(const bf_model *m, int index) {
     const bf_layer *l = &m->layers[index];
     if (l->kind != BF_LAYER_FLEX || !is_mask(l)) return 0;
-    /* dC, dP, dL (post-BN), dL, dP~, then P~, L, P, M and the normalised L (mask_scratch) */
-    return 2 * pooled_floats(l) + 8 * branch_floats(l);
+    /* mask_scratch: dC, dL (post-BN), dP, P; with batch-norm on the logits also dL, P~, L, the
+     * normalised L, and dP of the logits */
+    return l->flex_opt.logits_bn ? 6 * branch_floats(l) + 3 * pooled_floats(l)
+                                 : 2 * branch_floats(l) + 2 * pooled_floats(l);
 }
 
 size_t bf_flex_backward_scratch_floats(const bf_model *m, int index) {
@@ -79,30 +83,30 @@ size_t bf_flex_backward_scratch_floats(const bf_model *m, int index) {
     return (dconv_in_place(m, index) ? 0 : branch_floats(l)) + pooled_floats(l); /* [dC,] dP */
 }
 
-/* The mask joint's P, P~, L, its batch-normalised L and M live in the shared scratch, after the
- * backward's gradients: the forward computes them there (and the mask's routing statistics when
- * a monitor is due), and the backward computes them again from x, the window bytes, T, the saved
- * batch statistics and C (the same ops on the same inputs, the same seed: the same bits) rather
- * than keeping them per layer. */
+/* The mask joint's P (and, with batch-norm on the logits, P~, the raw and the normalised L) live
+ * in the shared scratch beside the backward's gradients: the forward computes them there, and the
+ * backward computes them again from x, the window bytes, T and the saved batch statistics (the
+ * same ops on the same inputs: the same bits) rather than keeping them per layer. The fused joint
+ * ops take M from L and the step's seed each time. The batch-norm buffers are NULL without it. */
 typedef struct mask_scratch {
-    float *dconv, *dpooled, *dlogits_used, *dlogits, *dwidened; /* the backward's gradients */
-    float *widened, *logits, *pooled, *mask, *logits_bn;
+    float *dconv, *dlogits_used, *dpooled, *pooled;                 /* every mask layer */
+    float *dlogits, *widened, *logits, *logits_bn, *dpooled_logits; /* batch-norm on the logits */
 } mask_scratch;
 
 static mask_scratch mask_scratch_of(const bf_model *m, const bf_layer *l) {
     const size_t branch = (size_t)bf_layer_batch(m, l) * l->flex.c_out * l->flex.hw;
     const size_t pooled = (size_t)bf_layer_batch(m, l) * l->flex.c_in * l->flex.hw;
-    mask_scratch w;
+    mask_scratch w = {0};
     w.dconv = m->flex_scratch;
-    w.dpooled = w.dconv + branch;
-    w.dlogits_used = w.dpooled + pooled;
-    w.dlogits = w.dlogits_used + branch;
-    w.dwidened = w.dlogits + branch;
-    w.widened = w.dwidened + branch;
+    w.dlogits_used = w.dconv + branch;
+    w.dpooled = w.dlogits_used + branch;
+    w.pooled = w.dpooled + pooled;
+    if (!l->flex_opt.logits_bn) return w;
+    w.dlogits = w.pooled + pooled;
+    w.widened = w.dlogits + branch;
     w.logits = w.widened + branch;
-    w.pooled = w.logits + branch;
-    w.mask = w.pooled + pooled;
-    w.logits_bn = w.mask + branch;
+    w.logits_bn = w.logits + branch;
+    w.dpooled_logits = w.logits_bn + branch;
     return w;
 }
 
@@ -150,44 +154,40 @@ bf_status bf_flex_forward(bf_model *m, int index) {
     }
     BF_TRY(ops->conv2d_forward(b, &cs, x, param(m, l, 0), param(m, l, 1), l->flex_conv));
     const mask_scratch w = mask_scratch_of(m, l);
-    float *widened = w.widened, *logits_raw = w.logits;
     BF_TRY(ops->flex_pool_forward(b, &ps, &fs, x, w.pooled, l->flex_window));
-    BF_TRY(ops->flex_widen_forward(b, &fs, w.pooled, widened));
     if (l->flex_opt.threshold_mode == BF_THRESHOLD_RESAMPLE) {
         /* PlasticFlex re-draws its threshold with kaiming_uniform_ on every forward pass */
         float bound = sqrtf(6.0f / (float)((size_t)l->flex.c_out * l->flex.hw));
         BF_TRY(ops->fill_uniform(b, buffer(m, l, 2), (size_t)l->flex.c_out * l->flex.hw, -bound, bound,
                                  bf_seed_derive((uint64_t)m->seed, BF_STREAM_THRESHOLD, m->step * 4096u + (uint64_t)index)));
     }
-    BF_TRY(ops->flex_logits_forward(b, &fs, widened, threshold(m, l), logits_raw));
-    const float *logits = logits_raw;
+    const float *logits = NULL; /* without batch-norm the joint takes L = P~ - T itself */
     if (l->flex_opt.logits_bn) {
+        BF_TRY(ops->flex_widen_forward(b, &fs, w.pooled, w.widened));
+        BF_TRY(ops->flex_logits_forward(b, &fs, w.widened, threshold(m, l), w.logits));
         bf_bn_sync sync = bf_model_bn_sync(m);
         if (m->training && m->sync_sums) /* [run] sync_bn: the logits' statistics over every rank's batch */
-            BF_TRY(bf_sync_bn_forward_train(&sync, &bs, logits_raw, param(m, l, 3), param(m, l, 4),
-                                            w.logits_bn, l->save_mean, l->save_invstd, buffer(m, l, 0),
-                                            buffer(m, l, 1)));
+            BF_TRY(bf_sync_bn_forward_train(&sync, &bs, w.logits, param(m, l, 3), param(m, l, 4), w.logits_bn,
+                                            l->save_mean, l->save_invstd, buffer(m, l, 0), buffer(m, l, 1)));
         else if (m->training)
-            BF_TRY(ops->batchnorm_forward_train(b, &bs, logits_raw, param(m, l, 3), param(m, l, 4), w.logits_bn,
+            BF_TRY(ops->batchnorm_forward_train(b, &bs, w.logits, param(m, l, 3), param(m, l, 4), w.logits_bn,
                                                 l->save_mean, l->save_invstd, buffer(m, l, 0), buffer(m, l, 1)));
         else
-            BF_TRY(ops->batchnorm_forward_eval(b, &bs, logits_raw, param(m, l, 3), param(m, l, 4), buffer(m, l, 0),
+            BF_TRY(ops->batchnorm_forward_eval(b, &bs, w.logits, param(m, l, 3), param(m, l, 4), buffer(m, l, 0),
                                                buffer(m, l, 1), w.logits_bn));
         logits = w.logits_bn;
     }
-    BF_TRY(ops->flex_mask_forward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, bf_layer_dropout_seed(m, index),
-                                  logits, l->flex_conv, widened, w.mask, l->out, stats));
     /* the routing statistics of this batch's mask, which nothing keeps, for a monitor due after it */
-    if (m->training && m->flex_monitor_due)
-        BF_TRY(ops->flex_mask_stats(b, w.mask, (size_t)fs.n * fs.c_out * fs.hw, l->flex_stats + 1));
-    return BF_OK;
+    float *routing = m->training && m->flex_monitor_due ? l->flex_stats + 1 : NULL;
+    return ops->flex_mask_joint_forward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor,
+                                        bf_layer_dropout_seed(m, index), w.pooled, threshold(m, l), logits,
+                                        l->flex_conv, l->out, stats, routing);
 }
 
-/* The mask joint's P, P~, L, its batch-normalised L and M in the scratch again, as the forward
- * computed them: for the backward, before the optimiser changes T, gamma and beta (the step's seed
- * is unchanged too); *logits = the logits M was computed from. y goes to a scratch gradient that
- * the backward overwrites next. */
-static bf_status mask_again(bf_model *m, int index, const mask_scratch *w, const float **logits) {
+/* P, and with batch-norm P~, the raw and the normalised L, in the scratch again as the forward
+ * computed them: for the backward, before the optimiser changes T, gamma and beta. *logits = the
+ * logits the joint takes (NULL: it computes P~ - T itself). */
+static bf_status logits_again(bf_model *m, int index, const mask_scratch *w, const float **logits) {
     bf_layer *l = &m->layers[index];
     bf_backend *b = m->backend;
     const bf_ops *ops = b->ops;
@@ -197,16 +197,15 @@ static bf_status mask_again(bf_model *m, int index, const mask_scratch *w, const
     bf_bn_shape bs;
     current_shapes(m, l, &cs, &ps, &fs, &bs);
     BF_TRY(ops->flex_pool_gather(b, &ps, &fs, bf_layer_input(m, l, 0), l->flex_window, w->pooled));
+    *logits = NULL;
+    if (!l->flex_opt.logits_bn) return BF_OK;
     BF_TRY(ops->flex_widen_forward(b, &fs, w->pooled, w->widened));
     BF_TRY(ops->flex_logits_forward(b, &fs, w->widened, threshold(m, l), w->logits));
-    *logits = w->logits;
-    if (l->flex_opt.logits_bn) { /* normalised with the statistics the training forward saved */
-        BF_TRY(ops->batchnorm_forward_saved(b, &bs, w->logits, param(m, l, 3), param(m, l, 4), l->save_mean,
-                                            l->save_invstd, w->logits_bn));
-        *logits = w->logits_bn;
-    }
-    return ops->flex_mask_forward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, bf_layer_dropout_seed(m, index),
-                                  *logits, l->flex_conv, w->widened, w->mask, w->dlogits_used, NULL);
+    /* normalised with the statistics the training forward saved */
+    BF_TRY(ops->batchnorm_forward_saved(b, &bs, w->logits, param(m, l, 3), param(m, l, 4), l->save_mean,
+                                        l->save_invstd, w->logits_bn));
+    *logits = w->logits_bn;
+    return BF_OK;
 }
 
 bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
@@ -232,26 +231,28 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
         BF_TRY(ops->conv2d_backward_data(b, &cs, dconv, param(m, l, 0), dx));
         return ops->flex_pool_scatter_add(b, &ps, &fs, l->flex_window, dpooled, dx);
     }
-    const size_t branch = (size_t)fs.n * fs.c_out * fs.hw;
     const mask_scratch w = mask_scratch_of(m, l);
-    float *dlogits = w.dlogits;
     const float *logits;
-    BF_TRY(mask_again(m, index, &w, &logits));
-    BF_TRY(ops->flex_mask_backward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor, logits, w.mask,
-                                   l->flex_conv, w.widened, l->dout, w.dconv, w.dlogits_used, w.dwidened));
-    bf_bn_sync sync = bf_model_bn_sync(m);
-    if (l->flex_opt.logits_bn && m->sync_sums)
-        BF_TRY(bf_sync_bn_backward(&sync, &bs, w.logits, w.dlogits_used, param(m, l, 3), l->save_mean,
-                                   l->save_invstd, dlogits, grad(m, l, 3), grad(m, l, 4)));
-    else if (l->flex_opt.logits_bn)
-        BF_TRY(ops->batchnorm_backward(b, &bs, w.logits, w.dlogits_used, param(m, l, 3), l->save_mean,
-                                       l->save_invstd, dlogits, grad(m, l, 3), grad(m, l, 4)));
-    else
-        dlogits = w.dlogits_used;
-    /* L = widen(P) - T: the logits' gradient reaches the pool branch and (negated) the threshold */
-    BF_TRY(ops->add_inplace(b, w.dwidened, dlogits, branch));
+    BF_TRY(logits_again(m, index, &w, &logits));
+    BF_TRY(ops->flex_mask_joint_backward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor,
+                                         bf_layer_dropout_seed(m, index), w.pooled, threshold(m, l), logits,
+                                         l->flex_conv, l->dout, w.dconv, w.dlogits_used, dx ? w.dpooled : NULL));
+    const float *dlogits = w.dlogits_used; /* the gradient of L = P~ - T */
+    if (l->flex_opt.logits_bn) {
+        bf_bn_sync sync = bf_model_bn_sync(m);
+        if (m->sync_sums)
+            BF_TRY(bf_sync_bn_backward(&sync, &bs, w.logits, w.dlogits_used, param(m, l, 3), l->save_mean,
+                                       l->save_invstd, w.dlogits, grad(m, l, 3), grad(m, l, 4)));
+        else
+            BF_TRY(ops->batchnorm_backward(b, &bs, w.logits, w.dlogits_used, param(m, l, 3), l->save_mean,
+                                           l->save_invstd, w.dlogits, grad(m, l, 3), grad(m, l, 4)));
+        dlogits = w.dlogits;
+        if (dx) { /* the joint folded back only dy (1 - M): the raw logits' gradient reaches P too */
+            BF_TRY(ops->flex_widen_backward(b, &fs, dlogits, w.dpooled_logits));
+            BF_TRY(ops->add_inplace(b, w.dpooled, w.dpooled_logits, (size_t)fs.n * fs.c_in * fs.hw));
+        }
+    }
     if (l->param_index[2] >= 0) BF_TRY(ops->flex_threshold_backward(b, &fs, dlogits, grad(m, l, 2)));
-    BF_TRY(ops->flex_widen_backward(b, &fs, w.dwidened, w.dpooled));
     BF_TRY(ops->conv2d_backward_filter(b, &cs, x, w.dconv, grad(m, l, 0), grad(m, l, 1)));
     if (!dx) return BF_OK;
     BF_TRY(ops->conv2d_backward_data(b, &cs, w.dconv, param(m, l, 0), dx));

@@ -128,6 +128,8 @@ static const bf_ops cpu_ops = {
     .flex_mask_backward = bf_cpu_flex_mask_backward,
     .flex_threshold_backward = bf_cpu_flex_threshold_backward,
     .flex_mask_stats = bf_cpu_flex_mask_stats,
+    .flex_mask_joint_forward = bf_cpu_flex_mask_joint_forward,
+    .flex_mask_joint_backward = bf_cpu_flex_mask_joint_backward,
 
     .neuron_forward = bf_cpu_neuron_forward,
     .neuron_backward = bf_cpu_neuron_backward,

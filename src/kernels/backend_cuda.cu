@@ -237,6 +237,8 @@ static const bf_ops cuda_ops = {
     /* .flex_mask_backward = */ bf_cuda_flex_mask_backward,
     /* .flex_threshold_backward = */ bf_cuda_flex_threshold_backward,
     /* .flex_mask_stats = */ bf_cuda_flex_mask_stats,
+    /* .flex_mask_joint_forward = */ bf_cuda_flex_mask_joint_forward,
+    /* .flex_mask_joint_backward = */ bf_cuda_flex_mask_joint_backward,
 
     /* .neuron_forward = */ bf_cuda_neuron_forward,
     /* .neuron_backward = */ bf_cuda_neuron_backward,
@@ -262,7 +264,7 @@ static const bf_ops cuda_ops = {
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 69 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 71 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

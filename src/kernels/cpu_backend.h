@@ -220,6 +220,16 @@ bf_status bf_cpu_flex_threshold_backward(bf_backend *b, const bf_flex_shape *s, 
                                          float *dthreshold);
 bf_status bf_cpu_flex_mask_stats(bf_backend *b, const float *mask, size_t n, float *out);
 
+/* ---- flex_mask_cpu.c ---- */
+bf_status bf_cpu_flex_mask_joint_forward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
+                                         uint64_t seed, const float *pooled, const float *threshold,
+                                         const float *logits, const float *conv, float *y, float *conv_mask_sum,
+                                         float *routing);
+bf_status bf_cpu_flex_mask_joint_backward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
+                                          uint64_t seed, const float *pooled, const float *threshold,
+                                          const float *logits, const float *conv, const float *dy, float *dconv,
+                                          float *dlogits, float *dpooled);
+
 /* ---- flex_pool_cpu.c ---- */
 bf_status bf_cpu_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
                                        float *y, uint8_t *window, uint32_t *winners, float *conv_wins);

@@ -1,12 +1,13 @@
-/* flex_common.cuh - internal: what the flex CUDA files (flex.cu, flex_pool.cu) share: the shape as
- * the kernels see it, the channel taps of the widening and the fold-back candidates (the same float
- * expressions as flex_cpu.h, so both backends agree bit for bit), the partial-sum finisher, and the
- * argument checks every op starts with. Kernels and helpers are private to each including file. */
+/* flex_common.cuh - internal: what the flex CUDA files (flex.cu, flex_pool.cu, flex_mask.cu) share:
+ * the shape as the kernels see it, the channel taps of the widening, the fold-back candidates and
+ * the mask joint's masks (the same float expressions as flex_cpu.h, so both backends agree bit for
+ * bit), the partial-sum finisher, and the argument checks every op starts with. Kernels and helpers are private to each including file. */
 #ifndef BIOFLEX_FLEX_COMMON_CUH
 #define BIOFLEX_FLEX_COMMON_CUH
 
 #include <math.h>
 
+#include "bioflex/hash.h" /* bf_uniform: the stochastic masks */
 #include "cuda_backend.h"
 #include "require.h"
 
@@ -66,6 +67,59 @@ __device__ __forceinline__ void fold_candidates(const flex_geo &g, int i, int *l
 __device__ __forceinline__ float widen_at(const flex_taps &t, const float *pn, size_t hw, size_t p) {
     const float v = pn[(size_t)t.i0 * hw + p];
     return t.i1 < 0 ? v : __fadd_rn(__fmul_rn(t.w0, v), __fmul_rn(t.w1, pn[(size_t)t.i1 * hw + p]));
+}
+
+/* ---- the mask joint's masks (ops.h at bf_flex_mask), the expressions of flex_cpu.h ---- */
+
+/* The logistic function in double, rounded once to float, exactly as flex_cpu.c (see there). */
+__device__ __forceinline__ float sigmoid(float x) { return (float)(1.0 / (1.0 + exp(-(double)x))); }
+
+__device__ __forceinline__ float mask_of(bf_flex_mask kind, float factor, uint64_t seed, size_t i, float L) {
+    switch (kind) {
+    case BF_FLEX_MASK_SIGMOID_HARD: {
+        const float v = __fadd_rn(__fdiv_rn(L, 6.0f), 0.5f);
+        return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+    }
+    case BF_FLEX_MASK_SIGMOID_MUL: return sigmoid(__fmul_rn(factor, L));
+    case BF_FLEX_MASK_STE_FPBP:
+    case BF_FLEX_MASK_STE_FPBS: return L > 0.5f ? 1.0f : 0.0f;
+    case BF_FLEX_MASK_STE_FSBP:
+    case BF_FLEX_MASK_STE_FSBS: return sigmoid(L) > 0.5f ? 1.0f : 0.0f;
+    default: break;
+    }
+    float v = L;
+    if (kind == BF_FLEX_MASK_STOCHASTIC_FSBP || kind == BF_FLEX_MASK_STOCHASTIC_FSBS ||
+        kind == BF_FLEX_MASK_STOCHASTIC_FSBS_SQUASHED)
+        v = sigmoid(L);
+    if (kind == BF_FLEX_MASK_STOCHASTIC_FCBP || kind == BF_FLEX_MASK_STOCHASTIC_FCBS ||
+        kind == BF_FLEX_MASK_STOCHASTIC_FCBS_SQUASHED)
+        v = L < 0.0f ? 0.0f : L > 1.0f ? 1.0f : L;
+    const float lower = floorf(v);
+    return lower + (bf_uniform(seed, (uint64_t)i) < __fsub_rn(v, lower) ? 1.0f : 0.0f);
+}
+
+__device__ __forceinline__ float mask_grad(bf_flex_mask kind, float factor, float L, float m) {
+    switch (kind) {
+    case BF_FLEX_MASK_SIGMOID_HARD: return L > -3.0f && L < 3.0f ? 1.0f / 6.0f : 0.0f;
+    case BF_FLEX_MASK_SIGMOID_MUL: return __fmul_rn(__fmul_rn(factor, m), __fsub_rn(1.0f, m));
+    case BF_FLEX_MASK_STE_FPBS:
+    case BF_FLEX_MASK_STE_FSBS:
+    case BF_FLEX_MASK_STOCHASTIC_FPBS:
+    case BF_FLEX_MASK_STOCHASTIC_FSBS:
+    case BF_FLEX_MASK_STOCHASTIC_FCBS: {
+        const float sg = sigmoid(L);
+        return __fmul_rn(sg, __fsub_rn(1.0f, sg));
+    }
+    case BF_FLEX_MASK_STOCHASTIC_FSBS_SQUASHED: {
+        const float sg = sigmoid(sigmoid(L));
+        return __fmul_rn(sg, __fsub_rn(1.0f, sg));
+    }
+    case BF_FLEX_MASK_STOCHASTIC_FCBS_SQUASHED: {
+        const float sg = sigmoid(L < 0.0f ? 0.0f : L > 1.0f ? 1.0f : L);
+        return __fmul_rn(sg, __fsub_rn(1.0f, sg));
+    }
+    default: return 1.0f;
+    }
 }
 
 /* Element idx of a [n, c, hw] tensor -> (sample, channel, position). */

@@ -10,7 +10,6 @@
 #include <math.h>
 #include <string.h>
 
-#include "bioflex/hash.h"
 #include "flex_cpu.h"
 
 bf_status bf_cpu_flex_widen_forward(bf_backend *b, const bf_flex_shape *s, const float *pooled, float *widened) {
@@ -123,61 +122,6 @@ bf_status bf_cpu_flex_logits_forward(bf_backend *b, const bf_flex_shape *s, cons
         for (size_t k = 0; k < per_sample; k++)
             logits[n * per_sample + k] = widened[n * per_sample + k] - threshold[k];
     return BF_OK;
-}
-
-/* The logistic function in double, rounded once to float: the CUDA backend computes the same
- * expression, and double keeps its result identical to ours (float expf differs by an ulp between
- * libm and CUDA), which the thresholded masks and stochastic roundings need. */
-static inline float sigmoid(float x) { return (float)(1.0 / (1.0 + exp(-(double)x))); }
-
-/* M = mask(L) for element i (see bf_flex_mask). */
-static inline float mask_of(bf_flex_mask kind, float factor, uint64_t seed, size_t i, float L) {
-    switch (kind) {
-    case BF_FLEX_MASK_SIGMOID_HARD: {
-        const float v = L / 6.0f + 0.5f;
-        return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; /* a NaN stays NaN */
-    }
-    case BF_FLEX_MASK_SIGMOID_MUL: return sigmoid(factor * L);
-    case BF_FLEX_MASK_STE_FPBP:
-    case BF_FLEX_MASK_STE_FPBS: return L > 0.5f ? 1.0f : 0.0f;
-    case BF_FLEX_MASK_STE_FSBP:
-    case BF_FLEX_MASK_STE_FSBS: return sigmoid(L) > 0.5f ? 1.0f : 0.0f;
-    default: break;
-    }
-    float v = L; /* stochastic rounding of L (FP), sigmoid(L) (FS) or clamp(L, 0, 1) (FC) */
-    if (kind == BF_FLEX_MASK_STOCHASTIC_FSBP || kind == BF_FLEX_MASK_STOCHASTIC_FSBS ||
-        kind == BF_FLEX_MASK_STOCHASTIC_FSBS_SQUASHED)
-        v = sigmoid(L);
-    if (kind == BF_FLEX_MASK_STOCHASTIC_FCBP || kind == BF_FLEX_MASK_STOCHASTIC_FCBS ||
-        kind == BF_FLEX_MASK_STOCHASTIC_FCBS_SQUASHED)
-        v = L < 0.0f ? 0.0f : L > 1.0f ? 1.0f : L;
-    const float lower = floorf(v);
-    return lower + (bf_uniform(seed, (uint64_t)i) < v - lower ? 1.0f : 0.0f);
-}
-
-/* dM/dL under the mask's backward rule; m is the forward mask value. */
-static inline float mask_grad(bf_flex_mask kind, float factor, float L, float m) {
-    switch (kind) {
-    case BF_FLEX_MASK_SIGMOID_HARD: return L > -3.0f && L < 3.0f ? 1.0f / 6.0f : 0.0f;
-    case BF_FLEX_MASK_SIGMOID_MUL: return factor * m * (1.0f - m); /* m = sigmoid(f*L) */
-    case BF_FLEX_MASK_STE_FPBS:
-    case BF_FLEX_MASK_STE_FSBS:
-    case BF_FLEX_MASK_STOCHASTIC_FPBS:
-    case BF_FLEX_MASK_STOCHASTIC_FSBS:
-    case BF_FLEX_MASK_STOCHASTIC_FCBS: {
-        const float sg = sigmoid(L); /* sigmoid'(L) of the raw logits, per ops.h */
-        return sg * (1.0f - sg);
-    }
-    case BF_FLEX_MASK_STOCHASTIC_FSBS_SQUASHED: { /* the reference: sigmoid' at the squashed value */
-        const float sg = sigmoid(sigmoid(L));
-        return sg * (1.0f - sg);
-    }
-    case BF_FLEX_MASK_STOCHASTIC_FCBS_SQUASHED: {
-        const float sg = sigmoid(L < 0.0f ? 0.0f : L > 1.0f ? 1.0f : L);
-        return sg * (1.0f - sg);
-    }
-    default: return 1.0f; /* the *BP rules: identity (straight-through) */
-    }
 }
 
 bf_status bf_cpu_flex_mask_forward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,

@@ -1,11 +1,13 @@
-/* flex_cpu.h - internal: what the flex CPU files (flex_cpu.c, flex_pool_cpu.c) share: the channel
- * taps of the widening, the fold-back candidates, and argument checks. Every function computes with
- * the same float expressions as its twin in flex_common.cuh, so both backends agree bit for bit. */
+/* flex_cpu.h - internal: what the flex CPU files (flex_cpu.c, flex_pool_cpu.c, flex_mask_cpu.c)
+ * share: the channel taps of the widening, the fold-back candidates, the mask joint's masks and
+ * their gradients, and argument checks. Every function computes with the same float expressions as
+ * its twin in flex_common.cuh, so both backends agree bit for bit. */
 #ifndef BIOFLEX_FLEX_CPU_H
 #define BIOFLEX_FLEX_CPU_H
 
 #include <math.h>
 
+#include "bioflex/hash.h" /* bf_uniform: the stochastic masks */
 #include "cpu_backend.h"
 #include "require.h"
 
@@ -62,6 +64,61 @@ static inline void fold_candidates(const bf_flex_shape *s, int i, int *lo, int *
 static inline float widen_at(const flex_taps *t, const float *pn, size_t hw, size_t p) {
     float v = pn[(size_t)t->i0 * hw + p];
     return t->i1 < 0 ? v : t->w0 * v + t->w1 * pn[(size_t)t->i1 * hw + p];
+}
+
+/* The logistic function in double, rounded once to float: the CUDA backend computes the same
+ * expression, and double keeps its result identical to ours (float expf differs by an ulp between
+ * libm and CUDA), which the thresholded masks and stochastic roundings need. */
+static inline float sigmoid(float x) { return (float)(1.0 / (1.0 + exp(-(double)x))); }
+
+/* M = mask(L) for element i (see bf_flex_mask). */
+static inline float mask_of(bf_flex_mask kind, float factor, uint64_t seed, size_t i, float L) {
+    switch (kind) {
+    case BF_FLEX_MASK_SIGMOID_HARD: {
+        const float v = L / 6.0f + 0.5f;
+        return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; /* a NaN stays NaN */
+    }
+    case BF_FLEX_MASK_SIGMOID_MUL: return sigmoid(factor * L);
+    case BF_FLEX_MASK_STE_FPBP:
+    case BF_FLEX_MASK_STE_FPBS: return L > 0.5f ? 1.0f : 0.0f;
+    case BF_FLEX_MASK_STE_FSBP:
+    case BF_FLEX_MASK_STE_FSBS: return sigmoid(L) > 0.5f ? 1.0f : 0.0f;
+    default: break;
+    }
+    float v = L; /* stochastic rounding of L (FP), sigmoid(L) (FS) or clamp(L, 0, 1) (FC) */
+    if (kind == BF_FLEX_MASK_STOCHASTIC_FSBP || kind == BF_FLEX_MASK_STOCHASTIC_FSBS ||
+        kind == BF_FLEX_MASK_STOCHASTIC_FSBS_SQUASHED)
+        v = sigmoid(L);
+    if (kind == BF_FLEX_MASK_STOCHASTIC_FCBP || kind == BF_FLEX_MASK_STOCHASTIC_FCBS ||
+        kind == BF_FLEX_MASK_STOCHASTIC_FCBS_SQUASHED)
+        v = L < 0.0f ? 0.0f : L > 1.0f ? 1.0f : L;
+    const float lower = floorf(v);
+    return lower + (bf_uniform(seed, (uint64_t)i) < v - lower ? 1.0f : 0.0f);
+}
+
+/* dM/dL under the mask's backward rule; m is the forward mask value. */
+static inline float mask_grad(bf_flex_mask kind, float factor, float L, float m) {
+    switch (kind) {
+    case BF_FLEX_MASK_SIGMOID_HARD: return L > -3.0f && L < 3.0f ? 1.0f / 6.0f : 0.0f;
+    case BF_FLEX_MASK_SIGMOID_MUL: return factor * m * (1.0f - m); /* m = sigmoid(f*L) */
+    case BF_FLEX_MASK_STE_FPBS:
+    case BF_FLEX_MASK_STE_FSBS:
+    case BF_FLEX_MASK_STOCHASTIC_FPBS:
+    case BF_FLEX_MASK_STOCHASTIC_FSBS:
+    case BF_FLEX_MASK_STOCHASTIC_FCBS: {
+        const float sg = sigmoid(L); /* sigmoid'(L) of the raw logits, per ops.h */
+        return sg * (1.0f - sg);
+    }
+    case BF_FLEX_MASK_STOCHASTIC_FSBS_SQUASHED: { /* the reference: sigmoid' at the squashed value */
+        const float sg = sigmoid(sigmoid(L));
+        return sg * (1.0f - sg);
+    }
+    case BF_FLEX_MASK_STOCHASTIC_FCBS_SQUASHED: {
+        const float sg = sigmoid(L < 0.0f ? 0.0f : L > 1.0f ? 1.0f : L);
+        return sg * (1.0f - sg);
+    }
+    default: return 1.0f; /* the *BP rules: identity (straight-through) */
+    }
 }
 
 static inline bf_status check_kind(bf_flex_mask kind, const char *op) {
