@@ -114,6 +114,7 @@ if [ "$mode" != targets ]; then
 fi
 if [ "$mode" = quick ]; then
   step flex_lab 120 ./build/bench/bench_flex_lab --batch 32 --repeats 20
+  step flex_mask_lab 60 ./build/bench/bench_flex_mask_lab --batch 32 --repeats 10
   step lif_lab 120 ./build/bench/bench_lif_lab --batch 256 --repeats 20
   step dp_overhead 300 bash bench/dp_overhead.sh --steps 20 --interval 5
 elif [ "$mode" = targets ] || [ "$mode" = full ]; then
@@ -139,6 +140,7 @@ elif [ "$mode" = targets ] || [ "$mode" = full ]; then
       --set model.flex_joint=channelwise_max --set model.flex_channels=expand --set model.flex_logits_bn=false
   fi
   step flex_lab 240 ./build/bench/bench_flex_lab                                         # issue 3
+  step flex_mask_lab 90 ./build/bench/bench_flex_mask_lab --batch 32 --repeats 10        # issue 3
   step lif_lab 240 ./build/bench/bench_lif_lab                                           # issue 4
   # where the spiking step's time goes (issue 4's 3x: how much is cuDNN, which both sides share);
   # its CSVs stay on the machine (the summaries are in bench.log), VGG-16 fp32's come back
