@@ -75,6 +75,12 @@ expect "bad --set key" 2 "--set optim.lrr=1.*lrr" -- "$train" --set optim.lrr=1 
 expect "bad --set value" 2 "--set run.epochs=-1.*epochs" -- "$train" --set run.epochs=-1 "$tmp/tiny.ini"
 expect "spike_count readout needs neurons" 2 "readout = spike_count needs \\[spiking\\] neuron" -- "$train" --set spiking.readout=spike_count "$tmp/tiny.ini"
 expect "rate coding needs neurons" 2 "encoding = rate needs \\[spiking\\] neuron" -- "$train" --set spiking.encoding=rate "$tmp/tiny.ini"
+expect "rate coding needs raw pixels" 2 "encoding = rate needs \\[data\\] normalize = false" -- "$train" \
+  --set spiking.neuron=lif --set spiking.time_steps=2 --set spiking.encoding=rate "$tmp/tiny.ini"
+expect "the reference's use_STBP on a stateless neuron" 2 "use_STBP = true is neuron = step" -- "$train" \
+  --set spiking.neuron=clamp01 --set spiking.use_STBP=true "$tmp/tiny.ini"
+expect "use_stbp = false without a membrane" 2 "use_stbp = false applies to \\[spiking\\] neuron = lif or if" -- "$train" \
+  --set spiking.neuron=step --set spiking.use_stbp=false "$tmp/tiny.ini"
 expect "bad --set form" 2 "section.key=value" -- "$train" --set epochs "$tmp/tiny.ini"
 expect "dry-run VGG-16 table" 0 "total: 134678692 parameters" -- "$train" --dry-run --set model.arch=vgg16 \
   --set data.procedural_size=224 --set data.procedural_classes=100 "$tmp/tiny.ini"

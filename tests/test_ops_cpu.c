@@ -545,12 +545,15 @@ static void test_softmax_xent(bf_backend *b) {
     CHECK(b->ops->softmax_xent(b, 1, k, z, labd, 0.0f, 1.0f, lossd, NULL) == BF_ERR_ARG, "xent rejects label >= k");
     bf_free(b, z); bf_free(b, dl); bf_free(b, lossd);
 
-    /* Top-k with ties: a label is in the top m when fewer than m logits are strictly greater. */
+    /* Top-k with ties: a label is in the top m when fewer than m logits are strictly greater or
+     * equal at a lower index. Label 3 ties label 1's 5 and comes second; the last row is silent
+     * (all equal, as a spike-count readout of a network that never fires): only class 0 wins it. */
     const float row[7] = {1, 5, 3, 5, 2, 0, 4};
     float many[35];
-    for (int i = 0; i < 35; i++) many[i] = row[i % 7];
-    const int32_t tl[5] = {1, 6, 5, 0, 4};
-    const float want1[5] = {1, 0, 0, 0, 0}, want5[5] = {1, 1, 0, 0, 1};
+    for (int i = 0; i < 28; i++) many[i] = row[i % 7];
+    for (int i = 28; i < 35; i++) many[i] = 0.25f;
+    const int32_t tl[5] = {1, 3, 6, 5, 4};
+    const float want1[5] = {1, 0, 0, 0, 0}, want5[5] = {1, 1, 1, 0, 1};
     float c1[5], c5[5];
     z = bf_test_upload(b, many, 35);
     float *d1 = bf_test_upload(b, NULL, 5), *d5 = bf_test_upload(b, NULL, 5);

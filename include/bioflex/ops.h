@@ -258,8 +258,9 @@ typedef struct bf_ops {
     bf_status (*softmax_xent)(bf_backend *b, int n, int k, const float *logits, const int32_t *labels,
                               float smoothing, float grad_scale, float *losses, float *dlogits);
     /* correct1[i] = 1 if labels[i] is the arg-max, correct5[i] = 1 if it is among the min(5,k)
-     * largest logits (ties count in favour of the label: a label is in the top k when fewer than k
-     * logits are strictly greater). */
+     * largest logits. Ties are ordered by class index, as torch.argmax does: a label is in the top m
+     * when fewer than m logits are strictly greater or equal at a lower index. A NaN label logit is
+     * never correct. */
     bf_status (*topk_correct)(bf_backend *b, int n, int k, const float *logits, const int32_t *labels,
                               float *correct1, float *correct5);
 

@@ -259,14 +259,14 @@ static const key_spec key_table[] = {
 
     ENUM_KEY("spiking", "neuron", model.spiking.neuron, neuron_names, "none", "none: an ANN with ReLU; lif, if: spiking neurons over time_steps; clamp01, step: the reference code's stateless activations"),
     INT_KEY("spiking", "time_steps", model.spiking.time_steps, 1, 1024, "10", "time steps T (10 as the reference's forward_STBP; its stateless activations, clamp01 and step, use 1)"),
-    ENUM_KEY("spiking", "encoding", model.spiking.encoding, encoding_names, "direct", "direct: the same image every step; rate: Bernoulli spikes with probability clamp(pixel, 0, 1) (use with normalize = false)"),
+    ENUM_KEY("spiking", "encoding", model.spiking.encoding, encoding_names, "direct", "direct: the same image every step; rate: Bernoulli spikes with probability clamp(pixel, 0, 1) (needs [data] normalize = false)"),
     ENUM_KEY("spiking", "readout", model.spiking.readout, readout_names, "mean_output", "mean_output: the mean over T of the last layer's output (the logits; the reference's forward_STBP); spike_count: the last layer feeds a neuron layer of its own and the loss gets the mean over T of its spikes, each class's firing rate in [0, 1], the class that fires most wins"),
     FLOAT_KEY("spiking", "decay", model.spiking.decay, 0, 1, 0, "0.95", "lif: membrane decay per step (spiking_decay of the reference)"),
     FLOAT_KEY("spiking", "threshold", model.spiking.threshold, 0, NO_MAX, MIN_OPEN, "1.0", "lif, if: firing threshold (spiking_threshold of the reference)"),
     ENUM_KEY("spiking", "reset", model.spiking.reset, reset_names, "hard", "lif, if: after a spike the membrane goes to zero (hard), drops by the threshold (soft), or stays (none)"),
     BOOL_KEY("spiking", "detach_reset", model.spiking.detach_reset, "false", "lif, if: no gradient through the reset's dependence on the spike"),
     BOOL_KEY("spiking", "use_stbp", model.spiking.use_stbp, "true", "lif, if: backprop through the membrane over all time steps (STBP); false trains each step on its own"),
-    BOOL_KEY("spiking", "use_STBP", model.spiking.use_stbp, "true", "alias of use_stbp (the reference code's spelling)"),
+    BOOL_KEY("spiking", "use_STBP", model.spiking.use_stbp, "true", "alias of use_stbp (the reference code's spelling; there use_STBP = true chose the step activation over clamp01, which [spiking] neuron chooses here, so it is refused with those)"),
     ENUM_KEY("spiking", "surrogate", model.spiking.surrogate, surrogate_names, "tanh", "spike derivative in the backward pass: sigmoid(alpha), arctan(alpha), rectangular(width, height), triangle(width, height), tanh(height: height*tanh')"),
     FLOAT_KEY("spiking", "alpha", model.spiking.alpha, 0, NO_MAX, MIN_OPEN, "4.0", "surrogate sigmoid, arctan: sharpness"),
     FLOAT_KEY("spiking", "width", model.spiking.width, 0, NO_MAX, MIN_OPEN, "2.0", "surrogate rectangular: height where |u| < width/2 (width is the whole support, 2 = the reference's |u| < 1); triangle: height * (1 - |u|/width), zero from |u| = width on (support 2*width); u = membrane - threshold"),
@@ -973,6 +973,29 @@ static bf_status check_flex_options(const bf_config *cfg) {
     return BF_OK;
 }
 
+/* Spiking options that the chosen neuron would ignore, or that would defeat the encoding. */
+static bf_status check_spiking_options(const bf_config *cfg) {
+    const bf_spiking_config *sp = &cfg->model.spiking;
+    const int has_membrane = sp->neuron == BF_NEURON_LIF || sp->neuron == BF_NEURON_IF;
+    const char *neuron = enum_value_name(neuron_names, sp->neuron);
+    /* The reference's use_STBP chose between its two stateless activations (true: the Heaviside
+     * step with the 0.3 tanh' surrogate, false: clamp(x, 0, 1)); here neuron names them, and
+     * use_STBP is only use_stbp's other spelling. A ported reference line would do nothing. */
+    if (!has_membrane && cfg->key_line[find_key("spiking", "use_STBP")] != 0)
+        return bf_error(BF_ERR_CONFIG, "[spiking] use_STBP is an alias of use_stbp, which applies to [spiking] neuron = "
+                        "lif or if only (got %s); the reference code's use_STBP = true is neuron = step here, "
+                        "use_STBP = false is neuron = clamp01", neuron);
+    if (!has_membrane && !sp->use_stbp)
+        return bf_error(BF_ERR_CONFIG, "[spiking] use_stbp = false applies to [spiking] neuron = lif or if only (got %s, "
+                        "which has no membrane to backprop through)", neuron);
+    /* Rate coding fires with probability clamp(pixel, 0, 1): normalised pixels (mean 0, std 1)
+     * would clamp most of the image to never or always. */
+    if (sp->encoding != 0 && cfg->data.normalize)
+        return bf_error(BF_ERR_CONFIG, "[spiking] encoding = rate needs [data] normalize = false (spikes fire with "
+                        "probability clamp(pixel, 0, 1), which wants pixels in [0, 1], not normalised ones)");
+    return BF_OK;
+}
+
 void bf_config_locate_keys(const bf_config *cfg) {
     char message[sizeof((bf_config *)0)->source + 1024], where[1024];
     snprintf(message, sizeof message, "%s", bf_last_error());
@@ -1039,6 +1062,8 @@ bf_status bf_config_validate(const bf_config *cfg) {
     if (sp->neuron < 0 && sp->encoding != 0)
         return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[spiking] encoding = rate needs [spiking] neuron = lif, if, clamp01 "
                                                     "or step (neuron = none is an ANN, which sees each image once)"));
+    bf_status spiking = check_spiking_options(cfg);
+    if (spiking != BF_OK) return invalid_relation(cfg, spiking);
     bf_arch arch = cfg->model.arch;
     if (cfg->model.freeze_fc1 && arch != BF_ARCH_PF_VGG6 && arch != BF_ARCH_PF_VGG11 && arch != BF_ARCH_PF_VGG16)
         return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[model] freeze_fc1 = true needs [model] arch = plasticflex_vgg6, "

@@ -53,7 +53,8 @@ __global__ void k_softmax_xent(int n, int k, const float *__restrict__ logits, c
     }
 }
 
-/* A label is in the top m when fewer than m logits are strictly greater than its own. */
+/* A label is in the top m when its rank (logits strictly greater, or equal at a lower index) is
+ * below m: loss_cpu.c's rule, a warp per row. */
 __global__ void k_topk_correct(int n, int k, int top5, const float *__restrict__ logits,
                                const int32_t *__restrict__ labels, float *__restrict__ correct1,
                                float *__restrict__ correct5) {
@@ -64,12 +65,13 @@ __global__ void k_topk_correct(int n, int k, int top5, const float *__restrict__
         const int label = labels[row];
         const bool valid = label >= 0 && label < k;
         const float own = valid ? z[label] : 0.0f;
-        int greater = 0;
-        for (int j = lane; j < k; j += 32) greater += z[j] > own;
-        greater = bf_warp_sum(greater);
+        int rank = 0;
+        for (int j = lane; j < k; j += 32) rank += z[j] > own || (z[j] == own && j < label);
+        rank = bf_warp_sum(rank);
+        const bool ok = valid && own == own;
         if (lane == 0) {
-            if (correct1) correct1[row] = valid && greater < 1 ? 1.0f : 0.0f;
-            if (correct5) correct5[row] = valid && greater < top5 ? 1.0f : 0.0f;
+            if (correct1) correct1[row] = ok && rank < 1 ? 1.0f : 0.0f;
+            if (correct5) correct5[row] = ok && rank < top5 ? 1.0f : 0.0f;
         }
     }
 }

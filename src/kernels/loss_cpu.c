@@ -53,8 +53,11 @@ bf_status bf_cpu_softmax_xent(bf_backend *b, int n, int k, const float *logits, 
     return BF_OK;
 }
 
-/* A label is in the top m when fewer than m logits are strictly greater than its own, so ties
- * count in its favour (and the answer does not depend on how ties would be ordered). */
+/* A label's rank is the number of logits ahead of it in a stable descending order: those strictly
+ * greater, and those equal at a lower index (ties go to the first class, as torch.argmax does). It
+ * is in the top m when its rank is below m. Ties matter for readouts with few distinct values (a
+ * spike-count readout over T steps): counting every tie in the label's favour scored a silent
+ * network 100 %. A NaN logit of the label is never correct. */
 bf_status bf_cpu_topk_correct(bf_backend *b, int n, int k, const float *logits, const int32_t *labels,
                               float *correct1, float *correct5) {
     BF_TRY(check_labels(n, k, labels, "topk_correct"));
@@ -62,11 +65,12 @@ bf_status bf_cpu_topk_correct(bf_backend *b, int n, int k, const float *logits, 
 #pragma omp parallel for num_threads(row_threads(b, n, k)) schedule(static)
     for (int i = 0; i < n; i++) {
         const float *z = logits + (size_t)i * k;
-        const float own = z[labels[i]];
-        int greater = 0;
-        for (int j = 0; j < k; j++) greater += z[j] > own;
-        if (correct1) correct1[i] = greater < 1 ? 1.0f : 0.0f;
-        if (correct5) correct5[i] = greater < top5 ? 1.0f : 0.0f;
+        const int label = labels[i];
+        const float own = z[label];
+        int rank = own == own ? 0 : k;
+        for (int j = 0; j < k; j++) rank += z[j] > own || (z[j] == own && j < label);
+        if (correct1) correct1[i] = rank < 1 ? 1.0f : 0.0f;
+        if (correct5) correct5[i] = rank < top5 ? 1.0f : 0.0f;
     }
     return BF_OK;
 }
