@@ -19,7 +19,9 @@
  *   - SIGTERM to mpirun itself leaves a step checkpoint before Open MPI kills the ranks;
  *   - SIGTERM to rank 1 alone stops both ranks at the same step with one checkpoint of that
  *     position (inside an epoch), and the run resumed from it ends where an uninterrupted one does;
- *   - mismatched configs between ranks, different data files under the same config, a global batch
+ *   - mismatched configs between ranks (the error names the differing line; one config under two
+ *     paths is the same config), ranks resumed from different checkpoints, different data files
+ *     under the same config, a global batch
  *     the ranks cannot split, and tasks that Slurm started without an MPI plugin fail with a message;
  *     a global batch that does not divide the data is noted;
  *   - a rank that hangs, and a rank that dies, make the other stop within the collective timeout.
@@ -408,6 +410,24 @@ static void driver(const char *self) {
              "--set run.dir=%s/mm --set optim.lr=0.1 : -np 1 %s %s --set run.dir=%s/mm", TRAIN, cfg, tmp, TRAIN, cfg, tmp);
     CHECK(rc != 0 && count_in_file("mismatch.log", "differs from rank 0") >= 1,
           "mismatched configs: exit %d, want an error naming the rank that differs", rc);
+    CHECK(count_in_file("mismatch.log", "rank 0 has \"[optim] lr = 0.1\"") >= 1,
+          "mismatched configs: no error names rank 0's line \"[optim] lr = 0.1\" (see %s/mismatch.log)", tmp);
+    /* The same config named by two paths (the printed config's header comment differs): one run. */
+    rc = run("spelling.log", "timeout 120 " BIOFLEX_MPIEXEC " --allow-run-as-root --oversubscribe -np 1 %s %s "
+             "--set run.dir=%s/spell --set run.epochs=1 : -np 1 -wdir %s %s tiny.ini --set run.dir=%s/spell "
+             "--set run.epochs=1", TRAIN, cfg, tmp, tmp, TRAIN, tmp);
+    CHECK(rc == 0, "one config as an absolute and a relative path on the two ranks: exit %d (see %s/spelling.log)",
+          rc, tmp);
+    /* Ranks that resume from different checkpoints (a stale checkpoints/latest on one node) stop at
+     * start, naming both positions. */
+    rc = run("resume_mixed.log", "timeout 120 " BIOFLEX_MPIEXEC " --allow-run-as-root --oversubscribe -np 1 %s %s "
+             "--set run.dir=%s/rmix --set run.epochs=3 --resume %s/single/checkpoints/epoch_0001 : -np 1 %s %s "
+             "--set run.dir=%s/rmix --set run.epochs=3 --resume %s/single/checkpoints/epoch_0002",
+             TRAIN, cfg, tmp, tmp, TRAIN, cfg, tmp, tmp);
+    CHECK(rc != 0 && count_in_file("resume_mixed.log", "training position differs from rank 0's") >= 1 &&
+              count_in_file("resume_mixed.log", "rank 1 has \"resumed at epoch 2,") >= 1,
+          "ranks resumed at epochs 1 and 2: exit %d, want an error naming rank 1's position (see %s/resume_mixed.log)",
+          rc, tmp);
     rc = run("indivisible.log", MPIRUN "%s %s --set run.dir=%s/ind --set data.batch_size=15", TRAIN, cfg, tmp);
     CHECK(rc != 0 && count_in_file("indivisible.log", "must be divisible by the 2") >= 1,
           "batch 15 on 2 ranks: exit %d, want a divisibility error", rc);

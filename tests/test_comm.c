@@ -145,6 +145,29 @@ static void test_gpu_blocks(void) {
     }
 }
 
+/* Which launches take the NCCL path (train_gpus.c) and which the plain or MPI one. */
+static void test_nccl_route(void) {
+    struct { int gpus, force, device, world, visible, built, nccl; const char *what; } cases[] = {
+        {1, 0, BF_DEVICE_AUTO, 1, 1, 1, 0, "one process, one GPU: the plain path"},
+        {4, 0, BF_DEVICE_AUTO, 1, 4, 1, 1, "--gpus 4"},
+        {1, 1, BF_DEVICE_AUTO, 1, 1, 1, 1, "force_nccl"},
+        {1, 0, BF_DEVICE_AUTO, 8, 1, 1, 1, "mpirun -np 8, a GPU each (device auto)"},
+        {1, 0, BF_DEVICE_SEL_CUDA, 2, 8, 1, 1, "mpirun -np 2, device cuda, every GPU visible"},
+        {1, 0, BF_DEVICE_AUTO, 2, 0, 1, 0, "mpirun -np 2 on CPU nodes (auto, no GPU): MPI"},
+        {1, 0, BF_DEVICE_SEL_CPU, 2, 8, 1, 0, "mpirun -np 2, device cpu on a GPU node: MPI"},
+        {1, 0, BF_DEVICE_SEL_CUDA, 2, 1, 0, 0, "mpirun -np 2 on GPUs, built without NCCL: MPI via the host"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        bf_config cfg;
+        bf_config_defaults(&cfg);
+        cfg.run.gpus = cases[i].gpus;
+        cfg.run.force_nccl = cases[i].force;
+        cfg.run.device = cases[i].device;
+        int got = bf_train_uses_nccl(&cfg, cases[i].world, cases[i].visible, cases[i].built);
+        CHECK(got == cases[i].nccl, "%s: NCCL path %d, want %d", cases[i].what, got, cases[i].nccl);
+    }
+}
+
 /* 3 ranks x batch 4 over 30 samples: whole global batches of 12 (drop_last: 2 per rank, 24
  * positions), or (evaluation) every position once with partial / empty last batches. */
 static void test_loader_shards(void) {
@@ -196,6 +219,7 @@ int main(void) {
     test_launcher_env();
     test_rendezvous();
     test_gpu_blocks();
+    test_nccl_route();
     test_loader_shards();
     return bf_test_finish();
 }

@@ -82,6 +82,13 @@ bf_status bf_comm_barrier(bf_comm *c);
  * `fix` (what every rank must share, e.g. "the same config file and --set overrides"). */
 bf_status bf_comm_check_same(bf_comm *c, uint64_t value, const char *what, const char *fix);
 
+/* Checks that every rank holds the same text (the resolved config as bf_config_print writes it, a
+ * resumed training position), line by line, skipping lines that start with '#'. On a mismatch every
+ * rank returns BF_ERR_CONFIG: a rank that differs names its first differing line and rank 0's, as
+ * "[section] key = value" when the text has INI sections; the others name the first such rank and
+ * rank 0's line there. */
+bf_status bf_comm_check_same_text(bf_comm *c, const char *text, const char *what, const char *fix);
+
 /* Releases the communicator. failed != 0 after an error: MPI aborts the job instead of waiting in
  * MPI_Finalize for ranks that may be dead; NCCL aborts its communicator. */
 void bf_comm_destroy(bf_comm *c, int failed);

@@ -99,11 +99,6 @@ static bf_status setup(butd_run *r) {
                          &r->net));
     /* [run] sync_bn: batch-norm (BU and the TD copies) over every rank's batch */
     bf_dp_sync_hook(r->dp, r->backend, &r->net->sync_sums, &r->net->sync_ctx);
-    /* rank 0's weights everywhere: equal anyway when the seeds are, but no rank may drift */
-    BF_TRY(bf_dp_broadcast_floats(r->dp, r->backend, r->net->param_data, r->net->num_param_floats));
-    BF_TRY(bf_dp_broadcast_floats(r->dp, r->backend, r->net->state_data, r->net->num_state_floats));
-    if (r->net->task_data && r->net->task_param < 0) /* the fixed task head, in its own buffer */
-        BF_TRY(bf_dp_broadcast_floats(r->dp, r->backend, r->net->task_data, r->net->num_task_floats));
     BF_TRY(bf_optimizer_create(r->backend, &cfg->optim, r->net->num_param_floats, &r->optim));
     bf_backend *b = r->backend;
     size_t per = (size_t)d->c * d->h * d->w;
@@ -382,6 +377,16 @@ static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double 
     return BF_OK;
 }
 
+/* Rank 0's weights everywhere, once they are loaded (init_weights, --resume): equal anyway when
+ * the seeds and files are, but no rank may drift. */
+static bf_status share_rank0_weights(butd_run *r) {
+    BF_TRY(bf_dp_broadcast_floats(r->dp, r->backend, r->net->param_data, r->net->num_param_floats));
+    BF_TRY(bf_dp_broadcast_floats(r->dp, r->backend, r->net->state_data, r->net->num_state_floats));
+    if (r->net->task_data && r->net->task_param < 0) /* the fixed task head, in its own buffer */
+        BF_TRY(bf_dp_broadcast_floats(r->dp, r->backend, r->net->task_data, r->net->num_task_floats));
+    return BF_OK;
+}
+
 /* Restores weights, optimiser state and the training position from --resume (resume.c checks
  * that the position fits this run's data). */
 static bf_status resume_run(butd_run *r, const char *from, bf_train_state *st, const char *data_now, FILE *text,
@@ -450,6 +455,8 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
                                 data_now, sizeof data_now);
     if (s == BF_OK && opt && opt->resume) s = resume_run(&r, opt->resume, &st, data_now, text, quiet);
     snprintf(st.data, sizeof st.data, "%s", data_now); /* what this run's checkpoints store */
+    if (s == BF_OK) s = bf_dp_agree_start(dp, &st, opt && opt->resume, r.backend, r.optim);
+    if (s == BF_OK) s = share_rank0_weights(&r);
     if (s == BF_OK && opt && opt->started && dp->rank == 0) opt->started(opt->started_user);
     if (s == BF_OK) r.net->step = (uint64_t)st.step; /* the weight-noise draws ([butd] noise_std) go on from there */
     char written[BF_PATH_MAX] = "";

@@ -1,5 +1,6 @@
 /* comm.c - the communicator front end: the one-rank "self" communicator, reading the launcher's
- * world size from the environment, the collectives' dispatch, the config-hash check and the
+ * world size from the environment, the collectives' dispatch, the checks that every rank holds the
+ * same value or text (the config, the data, the resumed position), and the
  * rendezvous file. MPI and NCCL live in comm_mpi.c and comm_nccl.c. */
 #include <errno.h>
 #include <stdio.h>
@@ -110,6 +111,94 @@ bf_status bf_comm_check_same(bf_comm *c, uint64_t value, const char *what, const
                         "use %s", c->rank, what, (unsigned long long)value, (unsigned long long)root, fix);
     return bf_error(BF_ERR_CONFIG, "%d rank(s) have a different %s from rank 0: every rank must use %s", (int)votes[1],
                     what, fix);
+}
+
+/* ---- the same text on every rank ----
+ * Lines starting with '#' are comments (bf_config_print names the file it read there, which may
+ * be spelt differently on each rank) and are skipped. */
+
+/* The next compared line from *at (its start, *len bytes without the newline); NULL at the end. */
+static const char *next_line(const char **at, size_t *len) {
+    for (;;) {
+        const char *line = *at;
+        if (!*line) return NULL;
+        const char *end = strchr(line, '\n');
+        *len = end ? (size_t)(end - line) : strlen(line);
+        *at = end ? end + 1 : line + *len;
+        if (*line != '#') return line;
+    }
+}
+
+/* Line `number` (from 1, comments not counted) of text as "[section] key = value": the last
+ * "[section]" header above it, then the line with its runs of blanks made one. */
+static void describe_line(const char *text, int number, char *out, size_t cap) {
+    const char *at = text, *line = NULL, *section = NULL;
+    size_t len = 0, section_len = 0;
+    for (int i = 0; i < number && (line = next_line(&at, &len)); i++)
+        if (*line == '[' && i + 1 < number) section = line, section_len = len;
+    if (!line) {
+        snprintf(out, cap, "(nothing: its text ends before)");
+        return;
+    }
+    size_t o = 0;
+    if (section && *line != '[') o = (size_t)snprintf(out, cap, "%.*s ", (int)section_len, section);
+    for (size_t i = 0; i < len && o + 1 < cap; i++)
+        if (!(line[i] == ' ' && (o == 0 || out[o - 1] == ' '))) out[o++] = line[i];
+    out[o < cap ? o : cap - 1] = 0;
+}
+
+/* The number (from 1) of the first compared line where a and b differ; 0 when they are equal. */
+static int first_difference(const char *a, const char *b) {
+    const char *la, *lb;
+    size_t na = 0, nb = 0;
+    for (int number = 1;; number++) {
+        la = next_line(&a, &na);
+        lb = next_line(&b, &nb);
+        if (!la && !lb) return 0;
+        if (!la || !lb || na != nb || memcmp(la, lb, na) != 0) return number;
+    }
+}
+
+bf_status bf_comm_check_same_text(bf_comm *c, const char *text, const char *what, const char *fix) {
+    if (c->world == 1) return BF_OK;
+    uint64_t len = c->rank == 0 ? strlen(text) : 0;
+    BF_TRY(bf_comm_broadcast(c, &len, sizeof len, 0));
+    char *root = malloc(len + 1);
+    double *votes = calloc((size_t)c->world, sizeof *votes); /* votes[r]: rank r's first differing line */
+    if (!root || !votes) {
+        free(root);
+        free(votes);
+        return bf_error(BF_ERR_OOM, "comparing the ranks' %s: out of memory", what);
+    }
+    if (c->rank == 0) memcpy(root, text, len);
+    bf_status s = bf_comm_broadcast(c, root, len, 0);
+    root[len] = 0;
+    int own = first_difference(root, text);
+    votes[c->rank] = own;
+    if (s == BF_OK) s = bf_comm_allreduce_double(c, votes, (size_t)c->world);
+    int first = -1, count = 0;
+    for (int r = 0; s == BF_OK && r < c->world; r++) {
+        if (votes[r] == 0) continue;
+        if (first < 0) first = r;
+        count++;
+    }
+    if (s == BF_OK && first >= 0) {
+        char theirs[256], ours[256];
+        if (own) {
+            describe_line(root, own, ours, sizeof ours);
+            describe_line(text, own, theirs, sizeof theirs);
+            s = bf_error(BF_ERR_CONFIG, "rank %d's %s differs from rank 0's: rank 0 has \"%s\", rank %d has \"%s\"; "
+                         "every rank must use %s", c->rank, what, ours, c->rank, theirs, fix);
+        } else {
+            describe_line(root, (int)votes[first], ours, sizeof ours);
+            s = bf_error(BF_ERR_CONFIG, "rank %d's %s differs from rank 0's where rank 0 has \"%s\" (%d rank(s) "
+                         "differ; each names its line in its own error): every rank must use %s", first, what, ours,
+                         count, fix);
+        }
+    }
+    free(root);
+    free(votes);
+    return s;
 }
 
 void bf_comm_destroy(bf_comm *c, int failed) {

@@ -6,18 +6,14 @@
 #include "bioflex/hash.h"
 #include "data_parallel.h"
 
-/* A hash of the resolved config as bf_config_print writes it: equal text, equal runs. */
-static bf_status config_hash(const bf_config *cfg, uint64_t *out) {
-    char *text = NULL;
+/* The resolved config as bf_config_print writes it (*text: malloc'ed): equal text, equal runs. */
+static bf_status config_text(const bf_config *cfg, char **text) {
     size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f) return bf_error(BF_ERR_OOM, "data parallel: cannot hash the config (out of memory)");
+    *text = NULL;
+    FILE *f = open_memstream(text, &len);
+    if (!f) return bf_error(BF_ERR_OOM, "data parallel: cannot print the config (out of memory)");
     bf_config_print(cfg, f);
     fclose(f);
-    uint64_t h = 0x6269666c6578ull;
-    for (size_t i = 0; i < len; i++) h = bf_hash2(h, (uint64_t)(unsigned char)text[i] + ((uint64_t)i << 8));
-    free(text);
-    *out = h;
     return BF_OK;
 }
 
@@ -33,9 +29,12 @@ bf_status bf_dp_start(bf_data_parallel *dp, const bf_config *cfg, bf_comm *comm,
     dp->rank = dp->comm->rank;
     dp->world = dp->comm->world;
     if (dp->world == 1) return BF_OK;
-    uint64_t h = 0;
-    BF_TRY(config_hash(cfg, &h));
-    BF_TRY(bf_comm_check_same(dp->comm, h, "resolved config", "the same config file and --set overrides"));
+    char *text = NULL;
+    BF_TRY(config_text(cfg, &text));
+    bf_status same = bf_comm_check_same_text(dp->comm, text, "resolved config", "the same config file and --set "
+                                             "overrides");
+    free(text);
+    BF_TRY(same);
     if (cfg->data.batch_size % dp->world != 0)
         return bf_error(BF_ERR_CONFIG, "[data] batch_size = %d is the global batch and must be divisible by the %d "
                         "data-parallel ranks (each rank trains on batch_size / ranks samples)", cfg->data.batch_size,
@@ -222,6 +221,23 @@ bf_status bf_dp_attach_model(bf_data_parallel *dp, bf_model *m) {
     BF_TRY(bf_dp_broadcast_floats(dp, m->backend, m->param_data, m->num_param_floats));
     BF_TRY(bf_dp_broadcast_floats(dp, m->backend, m->buffer_data, m->num_buffer_floats));
     return bf_comm_broadcast(dp->comm, &m->num_batches_tracked, sizeof m->num_batches_tracked, 0);
+}
+
+bf_status bf_dp_agree_start(bf_data_parallel *dp, const bf_train_state *st, int resumed, bf_backend *b,
+                            bf_optimizer *opt) {
+    if (dp->world == 1) return BF_OK;
+    /* Each rank reads --resume itself: a stale checkpoints/latest on one node, or node-local run
+     * directories, would start the ranks at other positions, and their collectives would fall out
+     * of step (or, worse, stay in step on a mixture of states). */
+    char position[160];
+    snprintf(position, sizeof position, "%s at epoch %d, step %ld, batch %d of the epoch, seed %ld",
+             resumed ? "resumed" : "a fresh start", st->epoch, st->step, st->batch_in_epoch, st->seed);
+    BF_TRY(bf_comm_check_same_text(dp->comm, position, "training position", "the same --resume checkpoint (every "
+                                   "rank reads it: a run directory on a filesystem all nodes share, or identical "
+                                   "copies)"));
+    /* Same position, yet possibly other files: rank 0's optimiser state too, as its weights. */
+    BF_TRY(bf_dp_broadcast_floats(dp, b, opt->state, bf_optimizer_state_floats(opt)));
+    return bf_comm_broadcast(dp->comm, &opt->steps, sizeof opt->steps, 0);
 }
 
 bf_status bf_dp_average_gradients(bf_data_parallel *dp, bf_model *m) {

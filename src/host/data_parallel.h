@@ -18,6 +18,7 @@
 #include <stdio.h>
 
 #include "bioflex/comm.h"
+#include "bioflex/checkpoint.h"
 #include "bioflex/config.h"
 #include "bioflex/data.h"
 #include "bioflex/model.h"
@@ -53,6 +54,11 @@ typedef struct bf_data_parallel {
 /* One rank of a training run. comm NULL: join the launcher's world (mpirun/srun) or run alone;
  * otherwise the rank of that communicator (one GPU thread of --gpus; not released here). */
 bf_status bf_train_rank(const bf_config *cfg, const bf_train_options *opt, bf_comm *comm, bf_train_result *result);
+/* Whether bf_train goes through bf_train_gpus (NCCL) rather than one rank of the plain or MPI
+ * path: --gpus > 1, [run] force_nccl, or several processes started by mpirun/srun (launcher_world)
+ * on the CUDA backend ([run] device = cuda, or auto with a visible GPU) of a build with NCCL: one
+ * process per GPU then uses NCCL for every tensor, MPI only for the unique id. */
+int bf_train_uses_nccl(const bf_config *cfg, int launcher_world, int visible_gpus, int nccl_built);
 /* --gpus N: one host thread per GPU, NCCL communicators made in one group (train_gpus.c). With
  * mpirun/srun, each process drives `gpus` GPUs and MPI carries NCCL's unique id. */
 bf_status bf_train_gpus(const bf_config *cfg, const bf_train_options *opt, int gpus, bf_train_result *result);
@@ -89,6 +95,11 @@ void bf_dp_loader_options(const bf_data_parallel *dp, bf_loader_options *o, int 
  * epoch leaves out when the global batch does not divide the training split. */
 bf_status bf_dp_check_data(const bf_data_parallel *dp, const bf_dataset *train_set, const bf_dataset *test_set,
                            FILE *text);
+/* After --resume (or at a fresh start): errors unless every rank starts at the same position
+ * (epoch, step, batch in the epoch, seed; resumed or not), naming the ranks' positions; then rank
+ * 0's optimiser state to every rank. */
+bf_status bf_dp_agree_start(bf_data_parallel *dp, const bf_train_state *st, int resumed, bf_backend *b,
+                            bf_optimizer *opt);
 /* Rank 0's parameters and buffers to every rank; with NCCL also plans the gradient buckets and
  * hooks the backward pass so each bucket's all-reduce starts as soon as its gradients are final. */
 bf_status bf_dp_attach_model(bf_data_parallel *dp, bf_model *m);

@@ -406,6 +406,7 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
         BF_TRY(bf_resume_check(r->text, dir, &st, data_now, batches, cfg));
     }
     snprintf(st.data, sizeof st.data, "%s", data_now); /* what this run's checkpoints store */
+    BF_TRY(bf_dp_agree_start(&r->dp, &st, opt && opt->resume, r->backend, r->opt));
     if (opt && opt->started && r->dp.rank == 0) opt->started(opt->started_user);
     BF_TRY(bf_dp_attach_model(&r->dp, r->model));
     BF_TRY(bf_dp_metrics_open(&r->dp, &r->log, cfg->run.dir, !(opt && opt->quiet) && isatty(fileno(stderr))));
@@ -432,9 +433,18 @@ static void warn_if_run_exists(const char *dir, FILE *text) {
             dir, name, dir);
 }
 
-bf_status bf_train(const bf_config *cfg, const bf_train_options *opt, bf_train_result *result) {
+int bf_train_uses_nccl(const bf_config *cfg, int launcher_world, int visible_gpus, int nccl_built) {
     /* force_nccl: one GPU through the data-parallel path, to measure what it costs over the plain one. */
-    if (cfg->run.gpus > 1 || cfg->run.force_nccl) return bf_train_gpus(cfg, opt, cfg->run.gpus, result);
+    if (cfg->run.gpus > 1 || cfg->run.force_nccl) return 1;
+    /* mpirun/srun with one process per GPU: NCCL moves the gradients device to device, in buckets
+     * that overlap the backward, where the MPI path would copy them all through the host after it. */
+    int cuda = cfg->run.device == BF_DEVICE_SEL_CUDA || (cfg->run.device == BF_DEVICE_AUTO && visible_gpus > 0);
+    return launcher_world > 1 && cuda && nccl_built;
+}
+
+bf_status bf_train(const bf_config *cfg, const bf_train_options *opt, bf_train_result *result) {
+    if (bf_train_uses_nccl(cfg, bf_comm_launcher_world(), bf_cuda_device_count(), bf_comm_nccl_built()))
+        return bf_train_gpus(cfg, opt, cfg->run.gpus, result);
     return bf_train_rank(cfg, opt, NULL, result);
 }
 
