@@ -4,7 +4,8 @@
  *     host-count all-reduce leave the values as they are;
  *   - a few epochs of a tiny CNN trained by bf_train (plain) and by bf_train with [run] force_nccl
  *     (bf_train_gpus(1): NCCL buckets launched from the backward pass, stream hand-offs) end with the
- *     same weights and accuracy;
+ *     same weights and accuracy, also with a wide hidden layer and 1 MiB buckets, so that a bucket
+ *     is launched while the backward pass still runs;
  *   - the NCCL run logs comm_exposed_ms (timing events around the compute stream's wait for the
  *     buckets) in every metrics line, within [0, ms_per_step); the plain run logs none;
  *   - the same for a BU-TD network (its own training loop and gradient average). */
@@ -134,6 +135,24 @@ int main(void) {
     check_comm_exposed(dir, 0);
     snprintf(dir, sizeof dir, "%s/nccl", tmp);
     check_comm_exposed(dir, 1);
+
+    /* Buckets launched in the middle of the backward pass: above, the whole model (a few thousand
+     * parameters) fits the last bucket, which bf_grad_buckets_finish launches after the backward.
+     * With a 2048-wide hidden layer (256 x 2048 weights, 2 MiB) and 1 MiB buckets, the hidden
+     * layer's bucket is handed out while the convolutions' backward still runs on the compute stream. */
+    CHECK_OK(bf_config_set(&cfg, "model.hidden=2048"));
+    CHECK_OK(bf_config_set(&cfg, "run.bucket_mib=1"));
+    CHECK_OK(bf_config_set(&cfg, "run.force_nccl=false"));
+    snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s/wide_plain", tmp);
+    CHECK_OK(bf_train(&cfg, &opt, &plain));
+    CHECK_OK(bf_config_set(&cfg, "run.force_nccl=true"));
+    snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s/wide_nccl", tmp);
+    CHECK_OK(bf_train(&cfg, &opt, &nccl));
+    CHECK_CLOSE(plain.final_eval.top1, nccl.final_eval.top1, 1e-9, 0, "wide CNN, 1 MiB buckets: test top-1");
+    snprintf(pa, sizeof pa, "%s/model.safetensors", plain.checkpoint);
+    snprintf(pb, sizeof pb, "%s/model.safetensors", nccl.checkpoint);
+    compare_weights(pa, pb);
+    CHECK_OK(bf_config_set(&cfg, "model.hidden=32"));
 
     /* BU-TD (butd_train.c's loop): its gradients averaged by bf_dp_average_floats, enqueued on the
      * communicator's stream without a host wait; Counter-Hebb with separate weights. */
