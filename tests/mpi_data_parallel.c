@@ -21,9 +21,10 @@
  *     position (inside an epoch), and the run resumed from it ends where an uninterrupted one does;
  *   - mismatched configs between ranks (the error names the differing line; one config under two
  *     paths is the same config), ranks resumed from different checkpoints, different data files
- *     under the same config, a global batch
- *     the ranks cannot split, and tasks that Slurm started without an MPI plugin fail with a message;
- *     a global batch that does not divide the data is noted;
+ *     under the same config, a global batch the ranks cannot split, too few samples per rank, and
+ *     tasks that Slurm started without an MPI plugin fail with a message and exit status 2 (a
+ *     config error, which every rank reaches together and leaves MPI normally on); a global batch
+ *     that does not divide the data is noted;
  *   - a rank that hangs, and a rank that dies, make the other stop within the collective timeout.
  * The last two run this program itself under mpirun with --hang-rank / --die-rank. */
 #include <math.h>
@@ -408,8 +409,8 @@ static void driver(const char *self) {
     /* Configs that differ between ranks (MPMD: rank 0 gets another learning rate). */
     rc = run("mismatch.log", "timeout 120 " BIOFLEX_MPIEXEC " --allow-run-as-root --oversubscribe -np 1 %s %s "
              "--set run.dir=%s/mm --set optim.lr=0.1 : -np 1 %s %s --set run.dir=%s/mm", TRAIN, cfg, tmp, TRAIN, cfg, tmp);
-    CHECK(rc != 0 && count_in_file("mismatch.log", "differs from rank 0") >= 1,
-          "mismatched configs: exit %d, want an error naming the rank that differs", rc);
+    CHECK(rc == 2 && count_in_file("mismatch.log", "differs from rank 0") >= 1,
+          "mismatched configs: exit %d, want 2 and an error naming the rank that differs", rc);
     CHECK(count_in_file("mismatch.log", "rank 0 has \"[optim] lr = 0.1\"") >= 1,
           "mismatched configs: no error names rank 0's line \"[optim] lr = 0.1\" (see %s/mismatch.log)", tmp);
     /* The same config named by two paths (the printed config's header comment differs): one run. */
@@ -424,16 +425,16 @@ static void driver(const char *self) {
              "--set run.dir=%s/rmix --set run.epochs=3 --resume %s/single/checkpoints/epoch_0001 : -np 1 %s %s "
              "--set run.dir=%s/rmix --set run.epochs=3 --resume %s/single/checkpoints/epoch_0002",
              TRAIN, cfg, tmp, tmp, TRAIN, cfg, tmp, tmp);
-    CHECK(rc != 0 && count_in_file("resume_mixed.log", "training position differs from rank 0's") >= 1 &&
+    CHECK(rc == 2 && count_in_file("resume_mixed.log", "training position differs from rank 0's") >= 1 &&
               count_in_file("resume_mixed.log", "rank 1 has \"resumed at epoch 2,") >= 1,
-          "ranks resumed at epochs 1 and 2: exit %d, want an error naming rank 1's position (see %s/resume_mixed.log)",
+          "ranks resumed at epochs 1 and 2: exit %d, want 2 and an error naming rank 1's position (see %s/resume_mixed.log)",
           rc, tmp);
     rc = run("indivisible.log", MPIRUN "%s %s --set run.dir=%s/ind --set data.batch_size=15", TRAIN, cfg, tmp);
-    CHECK(rc != 0 && count_in_file("indivisible.log", "must be divisible by the 2") >= 1,
-          "batch 15 on 2 ranks: exit %d, want a divisibility error", rc);
+    CHECK(rc == 2 && count_in_file("indivisible.log", "must be divisible by the 2") >= 1,
+          "batch 15 on 2 ranks: exit %d, want 2 and a divisibility error", rc);
     rc = run("few.log", MPIRUN "%s %s --set run.dir=%s/few --set data.batch_size=128", TRAIN, cfg, tmp);
-    CHECK(rc != 0 && count_in_file("few.log", "too few samples per rank") >= 1,
-          "batch 128 over 96 samples: exit %d, want a too-few-samples error", rc);
+    CHECK(rc == 2 && count_in_file("few.log", "too few samples per rank") >= 1,
+          "batch 128 over 96 samples: exit %d, want 2 and a too-few-samples error", rc);
 
     /* Ranks that read different data under the same config (a relative [data] path from two working
      * directories) stop at start, before their collectives fall out of step. */
@@ -450,8 +451,8 @@ static void driver(const char *self) {
              "-np 1 -wdir %s/wd0 %s %s --set run.dir=%s/od --set data.dataset=mnist --set data.path=idx : "
              "-np 1 -wdir %s/wd1 %s %s --set run.dir=%s/od --set data.dataset=mnist --set data.path=idx",
              tmp, TRAIN, cfg, tmp, tmp, TRAIN, cfg, tmp);
-    CHECK(rc != 0 && count_in_file("other_data.log", "rank 1's dataset (sample counts") >= 1,
-          "different data files on the two ranks: exit %d, want an error naming rank 1's dataset", rc);
+    CHECK(rc == 2 && count_in_file("other_data.log", "rank 1's dataset (sample counts") >= 1,
+          "different data files on the two ranks: exit %d, want 2 and an error naming rank 1's dataset", rc);
     /* srun without an MPI plugin: each task is an MPI world of one; it must not train alone. */
     rc = run("no_pmi.log", "SLURM_PROCID=0 SLURM_NTASKS=2 timeout 120 %s %s --set run.dir=%s/no_pmi", TRAIN, cfg, tmp);
     CHECK(rc == 2 && count_in_file("no_pmi.log", "the launcher started 2 ranks") >= 1 &&

@@ -17,6 +17,12 @@ static bf_status config_text(const bf_config *cfg, char **text) {
     return BF_OK;
 }
 
+/* Marks a failure that every rank reaches at the same point with the same verdict. */
+static bf_status together(bf_data_parallel *dp, bf_status s) {
+    if (s != BF_OK) dp->failed_together = 1;
+    return s;
+}
+
 bf_status bf_dp_start(bf_data_parallel *dp, const bf_config *cfg, bf_comm *comm, const bf_config **run_cfg) {
     memset(dp, 0, sizeof *dp);
     *run_cfg = cfg;
@@ -34,11 +40,11 @@ bf_status bf_dp_start(bf_data_parallel *dp, const bf_config *cfg, bf_comm *comm,
     bf_status same = bf_comm_check_same_text(dp->comm, text, "resolved config", "the same config file and --set "
                                              "overrides");
     free(text);
-    BF_TRY(same);
+    BF_TRY(together(dp, same));
     if (cfg->data.batch_size % dp->world != 0)
-        return bf_error(BF_ERR_CONFIG, "[data] batch_size = %d is the global batch and must be divisible by the %d "
+        return together(dp, bf_error(BF_ERR_CONFIG, "[data] batch_size = %d is the global batch and must be divisible by the %d "
                         "data-parallel ranks (each rank trains on batch_size / ranks samples)", cfg->data.batch_size,
-                        dp->world);
+                        dp->world));
     dp->sync_bn = cfg->run.sync_bn;
     dp->local = *cfg;
     dp->local.data.batch_size = cfg->data.batch_size / dp->world;
@@ -75,20 +81,21 @@ static uint64_t dataset_hash(uint64_t h, const bf_dataset *d) {
     return h;
 }
 
-bf_status bf_dp_check_data(const bf_data_parallel *dp, const bf_dataset *train_set, const bf_dataset *test_set,
+bf_status bf_dp_check_data(bf_data_parallel *dp, const bf_dataset *train_set, const bf_dataset *test_set,
                            FILE *text) {
     if (dp->world == 1) return BF_OK;
     /* Different data on different ranks would desynchronise the collectives (other batch counts) or,
      * worse, train on a mixture without a word. */
-    BF_TRY(bf_comm_check_same(dp->comm, dataset_hash(dataset_hash(0x64617461ull, train_set), test_set),
-                              "dataset (sample counts, image shape, classes, labels)",
-                              "the same data files ([data] path: an absolute path on a filesystem every node shares, "
-                              "or identical copies)"));
+    BF_TRY(together(dp, bf_comm_check_same(dp->comm, dataset_hash(dataset_hash(0x64617461ull, train_set), test_set),
+                                           "dataset (sample counts, image shape, classes, labels)",
+                                           "the same data files ([data] path: an absolute path on a filesystem every "
+                                           "node shares, or identical copies)")));
     int global = dp->local.data.batch_size * dp->world;
     if (train_set->num_samples < global)
-        return bf_error(BF_ERR_CONFIG, "too few samples per rank: dataset %s has %d training samples, fewer than one "
-                        "global batch of %d ([data] batch_size) over %d ranks; lower batch_size or the number of ranks",
-                        train_set->name, train_set->num_samples, global, dp->world);
+        return together(dp, bf_error(BF_ERR_CONFIG, "too few samples per rank: dataset %s has %d training samples, "
+                                     "fewer than one global batch of %d ([data] batch_size) over %d ranks; lower "
+                                     "batch_size or the number of ranks", train_set->name, train_set->num_samples,
+                                     global, dp->world));
     int left_out = train_set->num_samples % global;
     if (left_out && text)
         fprintf(text, "note: %d training samples are not a whole number of global batches of %d over %d ranks: every "
@@ -232,9 +239,9 @@ bf_status bf_dp_agree_start(bf_data_parallel *dp, const bf_train_state *st, int 
     char position[160];
     snprintf(position, sizeof position, "%s at epoch %d, step %ld, batch %d of the epoch, seed %ld",
              resumed ? "resumed" : "a fresh start", st->epoch, st->step, st->batch_in_epoch, st->seed);
-    BF_TRY(bf_comm_check_same_text(dp->comm, position, "training position", "the same --resume checkpoint (every "
-                                   "rank reads it: a run directory on a filesystem all nodes share, or identical "
-                                   "copies)"));
+    BF_TRY(together(dp, bf_comm_check_same_text(dp->comm, position, "training position", "the same --resume "
+                                                "checkpoint (every rank reads it: a run directory on a filesystem all "
+                                                "nodes share, or identical copies)")));
     /* Same position, yet possibly other files: rank 0's optimiser state too, as its weights. */
     BF_TRY(bf_dp_broadcast_floats(dp, b, opt->state, bf_optimizer_state_floats(opt)));
     return bf_comm_broadcast(dp->comm, &opt->steps, sizeof opt->steps, 0);
@@ -338,7 +345,7 @@ void bf_dp_stop(bf_data_parallel *dp, int failed) {
     bf_wait_timer_destroy(dp->wait_timer); /* needs only the device, not the destroyed backend */
     dp->wait_timer = NULL;
     bf_grad_buckets_free(&dp->buckets);
-    if (dp->owns_comm) bf_comm_destroy(dp->comm, failed);
+    if (dp->owns_comm) bf_comm_destroy(dp->comm, failed && !dp->failed_together);
     dp->comm = NULL;
     if (dp->quiet_text) fclose(dp->quiet_text);
     dp->quiet_text = NULL;

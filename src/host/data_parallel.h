@@ -30,6 +30,9 @@
 typedef struct bf_data_parallel {
     bf_comm *comm;
     int owns_comm;    /* 0: the --gpus driver made the communicator and releases it */
+    int failed_together; /* a start-up check failed on every rank at once (its verdict is shared): the
+                            ranks leave MPI normally and exit with the error's status (2 for a config
+                            error) instead of MPI_Abort's 1 */
     int sync_bn;      /* [run] sync_bn with more than one rank */
     int rank, world;
     bf_config local;  /* the config with this rank's batch sizes: what the run builds from */
@@ -93,7 +96,7 @@ void bf_dp_loader_options(const bf_data_parallel *dp, bf_loader_options *o, int 
 /* Errors when the ranks opened different data (a hash of both splits' sizes, shapes and labels) or
  * when the training split gives a rank no full batch; notes on text (nullable) the samples each
  * epoch leaves out when the global batch does not divide the training split. */
-bf_status bf_dp_check_data(const bf_data_parallel *dp, const bf_dataset *train_set, const bf_dataset *test_set,
+bf_status bf_dp_check_data(bf_data_parallel *dp, const bf_dataset *train_set, const bf_dataset *test_set,
                            FILE *text);
 /* After --resume (or at a fresh start): errors unless every rank starts at the same position
  * (epoch, step, batch in the epoch, seed; resumed or not), naming the ranks' positions; then rank
