@@ -11,7 +11,7 @@
 #   [GPU_VERIFY_BUDGET_S=SECONDS] bash tools/gpu_verify.sh [tests|quick|targets|full]
 #     tests:   build, then the `gpu` tests (every CUDA op against the CPU, the parity steps, NCCL), and
 #              compute-sanitizer's memcheck and initcheck over the flex ops' CUDA test
-#     quick:   tests, the kernel labs at one batch size and a short dp_overhead
+#     quick:   tests, the kernel labs (one batch size; the mask-joint lab both, 32 and 128) and a short dp_overhead
 #     targets: build (incremental), then the issues' target benchmarks, most important first
 #     full:    tests, then targets (the default)
 # GPU_VERIFY_BUDGET_S cuts every step's limit to what is left of that many seconds and skips the
@@ -114,7 +114,7 @@ if [ "$mode" != targets ]; then
 fi
 if [ "$mode" = quick ]; then
   step flex_lab 120 ./build/bench/bench_flex_lab --batch 32 --repeats 20
-  step flex_mask_lab 60 ./build/bench/bench_flex_mask_lab --batch 32 --repeats 10
+  step flex_mask_lab 300 ./build/bench/bench_flex_mask_lab --repeats 10
   step lif_lab 120 ./build/bench/bench_lif_lab --batch 256 --repeats 20
   step dp_overhead 300 bash bench/dp_overhead.sh --steps 20 --interval 5
 elif [ "$mode" = targets ] || [ "$mode" = full ]; then
@@ -140,7 +140,7 @@ elif [ "$mode" = targets ] || [ "$mode" = full ]; then
       --set model.flex_joint=channelwise_max --set model.flex_channels=expand --set model.flex_logits_bn=false
   fi
   step flex_lab 240 ./build/bench/bench_flex_lab                                         # issue 3
-  step flex_mask_lab 90 ./build/bench/bench_flex_mask_lab --batch 32 --repeats 10        # issue 3
+  step flex_mask_lab 450 ./build/bench/bench_flex_mask_lab --repeats 10                  # issue 3
   step lif_lab 240 ./build/bench/bench_lif_lab                                           # issue 4
   # where the spiking step's time goes (issue 4's 3x: how much is cuDNN, which both sides share);
   # its CSVs stay on the machine (the summaries are in bench.log), VGG-16 fp32's come back
