@@ -81,6 +81,10 @@ expect "the reference's use_STBP on a stateless neuron" 2 "use_STBP = true is ne
   --set spiking.neuron=clamp01 --set spiking.use_STBP=true "$tmp/tiny.ini"
 expect "use_stbp = false without a membrane" 2 "use_stbp = false applies to \\[spiking\\] neuron = lif or if" -- "$train" \
   --set spiking.neuron=step --set spiking.use_stbp=false "$tmp/tiny.ini"
+expect "num_classes below the data's is located" 2 "num_classes = 2 but \\[data\\] dataset = procedural has 3 classes.*\\[model\\] num_classes: --set" -- \
+  "$train" --set model.num_classes=2 "$tmp/tiny.ini"
+expect "a subset of generated data is refused before the dry run" 2 "subset needs a stored single-task .*not procedural" -- \
+  "$train" --dry-run --set data.subset=balanced "$tmp/tiny.ini"
 expect "bad --set form" 2 "section.key=value" -- "$train" --set epochs "$tmp/tiny.ini"
 expect "dry-run VGG-16 table" 0 "total: 134678692 parameters" -- "$train" --dry-run --set model.arch=vgg16 \
   --set data.procedural_size=224 --set data.procedural_classes=100 "$tmp/tiny.ini"

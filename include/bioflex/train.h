@@ -96,6 +96,11 @@ bf_status bf_backend_from_config(const bf_config *cfg, bf_backend **out);
 /* The CUDA backend on one device, with the config's precision and determinism. */
 bf_status bf_backend_cuda_from_config(const bf_config *cfg, int device, bf_backend **out);
 
+/* bf_dataset_open for one split of cfg's data; a config error found only when the data is read
+ * (a subset larger than the split, more classes in the files than [model] num_classes allows)
+ * names where its keys were set, as bf_config_validate's errors do. */
+bf_status bf_run_open_dataset(const bf_config *cfg, bf_split split, bf_dataset **out);
+
 /* Builds the configured architecture for a dataset's image shape, at the larger of the training
  * and evaluation batch sizes. A NULL backend plans the model without allocating (--dry-run). */
 bf_status bf_run_build_model(const bf_config *cfg, bf_backend *b, const bf_dataset *train_set, bf_model **out);

@@ -65,8 +65,8 @@ static void run_free(butd_run *r) {
 
 static bf_status open_data(butd_run *r) {
     const bf_config *cfg = r->cfg;
-    BF_TRY(bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TRAIN, &r->train_set));
-    BF_TRY(bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TEST, &r->test_set));
+    BF_TRY(bf_run_open_dataset(cfg, BF_SPLIT_TRAIN, &r->train_set));
+    BF_TRY(bf_run_open_dataset(cfg, BF_SPLIT_TEST, &r->test_set));
     BF_TRY(bf_dp_check_data(r->dp, r->train_set, r->test_set, r->text));
     bf_loader_options o = bf_loader_options_from_config(cfg, BF_SPLIT_TRAIN);
     bf_dp_loader_options(r->dp, &o, 1); /* this rank's shard of every epoch */

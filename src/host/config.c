@@ -1084,9 +1084,11 @@ bf_status bf_config_validate(const bf_config *cfg) {
     if (flex != BF_OK) return invalid_relation(cfg, flex);
     bf_dataset_kind ds = cfg->data.dataset;
     int multi_task = ds == BF_DATASET_MULTI_MNIST || ds == BF_DATASET_MULTI_FASHION_MNIST || ds == BF_DATASET_CELEBA;
-    if (multi_task && cfg->data.subset)
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] subset needs a single-task [data] dataset (fashion_mnist, mnist, "
-                                                    "cifar10), not the multi-task %s", bf_dataset_name(ds)));
+    int stored = ds == BF_DATASET_FASHION_MNIST || ds == BF_DATASET_MNIST || ds == BF_DATASET_CIFAR10;
+    if (!stored && cfg->data.subset) /* the subset is drawn over a split held in memory, by its labels */
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] subset needs a stored single-task [data] dataset "
+                                              "(fashion_mnist, mnist, cifar10), not %s%s", multi_task ? "the multi-task " : "",
+                                              bf_dataset_name(ds)));
     const bf_data_config *d = &cfg->data;
     if (d->norm_stats != 0 && d->cifar10_std != 0)
         return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] norm_stats = %s and [data] cifar10_std = reference both set the "

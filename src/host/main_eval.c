@@ -25,7 +25,7 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const char *checkpoin
     bf_model *m = NULL;
     bf_status s = bf_checkpoint_resolve(checkpoint, dir);
     if (s == BF_OK) s = bf_backend_from_config(cfg, &b);
-    if (s == BF_OK) s = bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TEST, &test);
+    if (s == BF_OK) s = bf_run_open_dataset(cfg, BF_SPLIT_TEST, &test);
     if (s == BF_OK) s = bf_run_build_model(cfg, b, test, &m);
     if (s == BF_OK) s = bf_checkpoint_load_model(dir, m);
     bf_loader_options o = bf_loader_options_from_config(cfg, BF_SPLIT_TEST);

@@ -109,8 +109,8 @@ static void choose_batch_format(const run *r, const bf_dataset *d, int float_bat
 
 static bf_status open_data(run *r, int float_batches) {
     const bf_config *cfg = r->cfg;
-    BF_TRY(bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TRAIN, &r->train_set));
-    BF_TRY(bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TEST, &r->test_set));
+    BF_TRY(bf_run_open_dataset(cfg, BF_SPLIT_TRAIN, &r->train_set));
+    BF_TRY(bf_run_open_dataset(cfg, BF_SPLIT_TEST, &r->test_set));
     bf_loader_options o = bf_loader_options_from_config(cfg, BF_SPLIT_TRAIN);
     bf_dp_loader_options(&r->dp, &o, 1);
     choose_batch_format(r, r->train_set, float_batches, &o);
@@ -123,14 +123,20 @@ static bf_status open_data(run *r, int float_batches) {
     return bf_batch_uploader_create(r->backend, &r->upload);
 }
 
+bf_status bf_run_open_dataset(const bf_config *cfg, bf_split split, bf_dataset **out) {
+    bf_status s = bf_dataset_open(&cfg->data, cfg->run.seed, split, out);
+    if (s == BF_ERR_CONFIG) bf_config_locate_keys(cfg);
+    return s;
+}
+
 bf_status bf_run_build_model(const bf_config *cfg, bf_backend *b, const bf_dataset *d, bf_model **out) {
     int classes = cfg->model.num_classes ? cfg->model.num_classes : d->num_classes;
-    if (classes < d->num_classes)
-        return bf_error(BF_ERR_CONFIG, "[model] num_classes = %d but dataset %s has %d classes", classes, d->name,
-                        d->num_classes);
     int batch = cfg->data.batch_size, eval_batch = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : batch;
     bf_shape in = {batch > eval_batch ? batch : eval_batch, d->c, d->h, d->w};
-    bf_status s = bf_model_build(b, &cfg->model, in, classes, cfg->run.seed, out);
+    bf_status s = classes < d->num_classes
+                      ? bf_error(BF_ERR_CONFIG, "[model] num_classes = %d but [data] dataset = %s has %d classes",
+                                 classes, d->name, d->num_classes)
+                      : bf_model_build(b, &cfg->model, in, classes, cfg->run.seed, out);
     /* The model's keys and the data's shape are the only inputs here, so a layer that does not fit
      * (VGG-16's five pools on 28x28 digits) is a config error, named by its keys (exit status 2). */
     if (s == BF_ERR_ARG) {
