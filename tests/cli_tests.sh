@@ -85,6 +85,8 @@ expect "num_classes below the data's is located" 2 "num_classes = 2 but \\[data\
   "$train" --set model.num_classes=2 "$tmp/tiny.ini"
 expect "a subset of generated data is refused before the dry run" 2 "subset needs a stored single-task .*not procedural" -- \
   "$train" --dry-run --set data.subset=balanced "$tmp/tiny.ini"
+expect "gray_to_rgb on colour or generated data is refused" 2 "gray_to_rgb = true applies to .*not procedural" -- \
+  "$train" --dry-run --set data.gray_to_rgb=true "$tmp/tiny.ini"
 expect "bad --set form" 2 "section.key=value" -- "$train" --set epochs "$tmp/tiny.ini"
 expect "dry-run VGG-16 table" 0 "total: 134678692 parameters" -- "$train" --dry-run --set model.arch=vgg16 \
   --set data.procedural_size=224 --set data.procedural_classes=100 "$tmp/tiny.ini"

@@ -3,8 +3,10 @@
 # The CUDA toolkit with cuDNN 9 and cuBLAS is optional: when nvcc is found (PATH or /usr/local/cuda)
 # the CUDA backend is built as well.
 set -euo pipefail
+# libjpeg-dev is libjpeg-turbo's libjpeg API under both distributions' names (Debian's
+# libjpeg62-turbo-dev, Ubuntu's libjpeg-turbo8-dev).
 packages=(build-essential cmake pkg-config zlib1g-dev libinih-dev libopenblas-dev libcjson-dev
-          libturbojpeg0-dev libjpeg62-turbo-dev dataset-fashion-mnist python3
+          libturbojpeg0-dev libjpeg-dev dataset-fashion-mnist python3
           libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do

@@ -181,8 +181,8 @@ static const key_spec key_table[] = {
     STRING_KEY("data", "path", data.path, 0, "", "directory with the dataset files (empty = the dataset's default; multi_mnist and multi_fashion_mnist: the directory of the MNIST / Fashion-MNIST IDX files they are generated from; celeba: the directory holding img_align_celeba/, list_attr_celeba.txt and list_eval_partition.txt)"),
     INT_KEY("data", "batch_size", data.batch_size, 1, 65536, "128", "training images per step"),
     INT_KEY("data", "eval_batch_size", data.eval_batch_size, 0, 65536, "0", "images per evaluation batch (0 = batch_size)"),
-    INT_KEY("data", "train_limit", data.train_limit, 0, NO_MAX, "0", "use only the first N training samples (0 = all)"),
-    INT_KEY("data", "test_limit", data.test_limit, 0, NO_MAX, "0", "use only the first N test samples (0 = all)"),
+    INT_KEY("data", "train_limit", data.train_limit, 0, NO_MAX, "0", "use only the first N training samples (0 = all; JPEG folder datasets: N spread evenly over the class-sorted files, so that every class stays)"),
+    INT_KEY("data", "test_limit", data.test_limit, 0, NO_MAX, "0", "use only the first N test samples (0 = all; JPEG folder datasets: N spread evenly, as train_limit)"),
     INT_KEY("data", "loader_threads", data.loader_threads, 1, 64, "2", "threads that decode and augment batches"),
     INT_KEY("data", "prefetch", data.prefetch, 1, 64, "4", "batches prepared ahead of the training step"),
     BOOL_KEY("data", "shuffle", data.shuffle, "true", "reshuffle the training set every epoch (from the seed)"),
@@ -1084,6 +1084,9 @@ bf_status bf_config_validate(const bf_config *cfg) {
     if (flex != BF_OK) return invalid_relation(cfg, flex);
     bf_dataset_kind ds = cfg->data.dataset;
     int multi_task = ds == BF_DATASET_MULTI_MNIST || ds == BF_DATASET_MULTI_FASHION_MNIST || ds == BF_DATASET_CELEBA;
+    if (cfg->data.gray_to_rgb && ds != BF_DATASET_FASHION_MNIST && ds != BF_DATASET_MNIST)
+        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] gray_to_rgb = true applies to the one-channel stored "
+                                              "[data] dataset = fashion_mnist or mnist, not %s", bf_dataset_name(ds)));
     int stored = ds == BF_DATASET_FASHION_MNIST || ds == BF_DATASET_MNIST || ds == BF_DATASET_CIFAR10;
     if (!stored && cfg->data.subset) /* the subset is drawn over a split held in memory, by its labels */
         return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] subset needs a stored single-task [data] dataset "
