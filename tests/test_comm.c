@@ -110,6 +110,17 @@ static void test_rendezvous(void) {
           "missing rendezvous file: %s", bf_last_error());
     remove(path);
 
+    /* --gpus over the rendezvous file: process 0's id and --gpus; a process with another --gpus is refused */
+    unsigned char id1[128];
+    CHECK_OK(bf_gpus_rendezvous(path, "44.0.0", 0, 4, id, 5));
+    memset(id1, 0, sizeof id1);
+    CHECK_OK(bf_gpus_rendezvous(path, "44.0.0", 1, 4, id1, 5));
+    CHECK(memcmp(id, id1, sizeof id) == 0, "process 1 read another id than process 0 wrote");
+    CHECK(bf_gpus_rendezvous(path, "44.0.0", 2, 8, id1, 5) == BF_ERR_CONFIG &&
+              strstr(bf_last_error(), "[run] gpus = 8 in process 2 but 4 in process 0"),
+          "--gpus 8 against process 0's 4: %s", bf_last_error());
+    remove(path);
+
     /* the launch's name: Slurm's job, step and restart count */
     clear_launcher_env();
     unsetenv("SLURM_JOB_ID"), unsetenv("SLURM_STEP_ID"), unsetenv("SLURM_RESTART_COUNT"), unsetenv("OMPI_MCA_ess_base_jobid");

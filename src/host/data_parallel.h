@@ -72,6 +72,12 @@ bf_status bf_train_gpus(const bf_config *cfg, const bf_train_options *opt, int g
  * past the visible GPUs is refused (a config error) rather than sharing process 0's. */
 bf_status bf_gpus_first_device(int local_process, int gpus, int visible, int *first);
 
+/* The rendezvous file's exchange for --gpus without MPI: process 0 writes its NCCL unique id (id,
+ * 128 bytes) and its --gpus to path; the others read them into id, and a process whose gpus differs
+ * from process 0's is refused (a config error) rather than left to hang in NCCL's start-up. */
+bf_status bf_gpus_rendezvous(const char *path, const char *job, int proc_rank, int gpus, unsigned char id[128],
+                             double timeout_s);
+
 /* The BU-TD training run of one rank (butd_train.c): bf_train_rank calls it for a config with
  * [butd] network != none. text is the rank's text log (bf_dp_text). */
 bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, bf_data_parallel *dp, FILE *text,

@@ -120,6 +120,24 @@ static bf_status create_comms_watched(const bf_config *cfg, int gpus, const int 
     return s;
 }
 
+bf_status bf_gpus_rendezvous(const char *path, const char *job, int proc_rank, int gpus, unsigned char id[128],
+                             double timeout_s) {
+    unsigned char message[128 + 4];
+    if (proc_rank == 0) {
+        memcpy(message, id, 128);
+        for (int i = 0; i < 4; i++) message[128 + i] = (unsigned char)((uint32_t)gpus >> (8 * i));
+    }
+    BF_TRY(bf_comm_rendezvous_file(path, job, proc_rank, message, sizeof message, timeout_s));
+    uint32_t first = 0;
+    for (int i = 0; i < 4; i++) first |= (uint32_t)message[128 + i] << (8 * i);
+    /* Process p's GPU i is rank p*gpus + i: other counts would give two processes one rank. */
+    if ((int)first != gpus)
+        return bf_error(BF_ERR_CONFIG, "[run] gpus = %d in process %d but %u in process 0 (rendezvous file %s): every "
+                        "process must use the same --gpus", gpus, proc_rank, first, path);
+    memcpy(id, message, 128);
+    return BF_OK;
+}
+
 /* Rank 0's NCCL unique id for every process: made here when this process is the whole world, sent
  * by MPI when mpirun/srun started several. */
 static bf_status exchange_id(const bf_config *cfg, int gpus, unsigned char id[128], bf_comm **mpi, int *procs,
@@ -134,7 +152,7 @@ static bf_status exchange_id(const bf_config *cfg, int gpus, unsigned char id[12
         if (*proc_rank == 0) BF_TRY(bf_comm_nccl_unique_id(id));
         char job[256];
         bf_comm_launcher_job(job, sizeof job);
-        return bf_comm_rendezvous_file(cfg->run.rendezvous, job, *proc_rank, id, 128, cfg->run.collective_timeout);
+        return bf_gpus_rendezvous(cfg->run.rendezvous, job, *proc_rank, gpus, id, cfg->run.collective_timeout);
     }
     BF_TRY(bf_comm_create_world(cfg->run.collective_timeout, mpi));
     *procs = (*mpi)->world;
