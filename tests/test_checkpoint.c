@@ -13,7 +13,8 @@
  *   - [model] init_weights loads a weights file by name (init_exclude keeps prefixes at their
  *     initialisation), refuses a file of another shape naming the tensor, and a run started from
  *     trained weights with a vanishing learning rate scores what they score;
- *   - a corrupted, truncated or mismatched checkpoint is refused with a message naming the check. */
+ *   - a corrupted, truncated or mismatched checkpoint (also weights and state from two checkpoints)
+ *     is refused with a message naming the check. */
 #include <dirent.h>
 #include <math.h>
 #include <signal.h>
@@ -636,6 +637,16 @@ static void test_refusals(void) {
               bf_last_error());
     }
     free(bytes);
+
+    /* epoch 1's weights beside epoch 2's state: each file intact, the pair mixed */
+    snprintf(bad, sizeof bad, "%s/mixed", root);
+    copy_file(good, bad);
+    char cmd[1600];
+    snprintf(cmd, sizeof cmd, "cp '%s/full_sgd/checkpoints/epoch_0001/model.safetensors' '%s/'", root, bad);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    s = load_into_fresh_model(bad, &cfg);
+    CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "different checkpoints"),
+          "weights and state of two checkpoints refused: %s", bf_last_error());
 
     /* truncated optimiser state */
     snprintf(bad, sizeof bad, "%s/truncated", root);

@@ -53,6 +53,11 @@ typedef struct bf_st_file bf_st_file;
 /* Reads and verifies a whole file. */
 bf_status bf_safetensors_read(const char *path, bf_st_file **out);
 void bf_safetensors_close(bf_st_file *f);
+/* The checksum a file's header records (8 hex digits), reading the header alone: what tells two
+ * files apart cheaply (a checkpoint's state file names its weights file's). Not a verification:
+ * bf_safetensors_read checks the data against it. */
+bf_status bf_safetensors_checksum(const char *path, char out[9]);
+
 int bf_safetensors_count(const bf_st_file *f);
 const bf_st_tensor *bf_safetensors_at(const bf_st_file *f, int i);
 /* NULL when absent. */

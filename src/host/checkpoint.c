@@ -91,7 +91,7 @@ static bf_status write_model_file(const char *path, const bf_model *m) {
 static const char *optimizer_name(bf_optimizer_kind k) { return k == BF_OPTIM_ADAMW ? "adamw" : "sgd"; }
 
 static bf_status write_state_file(const char *path, const bf_config *cfg, const bf_checkpoint_subject *m,
-                                  const bf_optimizer *opt, const bf_train_state *st) {
+                                  const bf_optimizer *opt, const bf_train_state *st, const char *model_checksum) {
     float *state = NULL;
     bf_status s = download(m->backend, opt->state, bf_optimizer_state_floats(opt), &state);
     if (s == BF_OK) {
@@ -107,7 +107,7 @@ static bf_status write_state_file(const char *path, const bf_config *cfg, const 
             t[i].data = state + (size_t)i * opt->n;
             t[i].nbytes = opt->n * sizeof(float);
         }
-        bf_st_meta meta[16];
+        bf_st_meta meta[20];
         int nm = 0;
         meta_set(meta, &nm, "epoch", "%d", st->epoch);
         meta_set(meta, &nm, "step", "%ld", st->step);
@@ -127,6 +127,8 @@ static bf_status write_state_file(const char *path, const bf_config *cfg, const 
         bf_schedule_describe(&cfg->optim, &cfg->schedule, cfg->run.epochs, schedule, sizeof schedule);
         meta_set(meta, &nm, "lr_schedule", "%s", schedule);
         if (st->data[0]) meta_set(meta, &nm, "data", "%s", st->data);
+        /* the weights written beside it: a state file moved next to other weights is refused */
+        meta_set(meta, &nm, "model_checksum", "%s", model_checksum);
         s = bf_safetensors_write(path, t, nt, meta, nm);
     }
     free(state);
@@ -207,8 +209,10 @@ static bf_status write_checkpoint_dir(const bf_config *cfg, const bf_checkpoint_
     BF_TRY(bf_mkdir_p(tmp_dir));
     snprintf(path, sizeof path, "%s/model.safetensors", tmp_dir);
     BF_TRY(m->write_model(path, m->model));
+    char model_checksum[9];
+    BF_TRY(bf_safetensors_checksum(path, model_checksum));
     snprintf(path, sizeof path, "%s/state.safetensors", tmp_dir);
-    BF_TRY(write_state_file(path, cfg, m, opt, state));
+    BF_TRY(write_state_file(path, cfg, m, opt, state, model_checksum));
     /* The previous one (best, or an epoch written again) moves aside until the new one is in place,
      * so a crash in between leaves a complete copy under one of the two names. */
     char old_dir[BF_PATH_MAX + 80];
@@ -479,6 +483,15 @@ bf_status bf_checkpoint_load_state_subject(const char *dir, const bf_config *cfg
     if (s == BF_OK && (size_t)num_params != m->num_param_floats)
         s = bf_error(BF_ERR_CHECKPOINT, "%s is for a model with %ld parameters, this %s has %zu", path, num_params,
                      m->arch, m->num_param_floats);
+    const char *model_checksum = bf_safetensors_meta(f, "model_checksum"); /* absent before 2026-12-05 */
+    if (s == BF_OK && model_checksum) {
+        char model_path[BF_PATH_MAX + 64], found[9];
+        snprintf(model_path, sizeof model_path, "%s/model.safetensors", dir);
+        s = bf_safetensors_checksum(model_path, found);
+        if (s == BF_OK && strcmp(found, model_checksum) != 0)
+            s = bf_error(BF_ERR_CHECKPOINT, "%s was written beside weights with checksum %s, but %s has %s: the two "
+                         "files come from different checkpoints", path, model_checksum, model_path, found);
+    }
     if (s == BF_OK && seed != cfg->run.seed)
         s = bf_error(BF_ERR_CHECKPOINT, "%s was trained with seed %ld but [run] seed = %ld: resuming would change the "
                      "data order (set --set run.seed=%ld)", path, seed, cfg->run.seed, seed);

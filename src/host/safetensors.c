@@ -617,6 +617,36 @@ static bf_status parse_and_check(bf_st_file *f, const unsigned char *file, uint6
     return BF_OK;
 }
 
+bf_status bf_safetensors_checksum(const char *path, char out[9]) {
+    out[0] = 0;
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) return bf_error(BF_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    unsigned char len_bytes[8];
+    uint64_t header_len = 0;
+    int ok = fread(len_bytes, 1, 8, fp) == 8;
+    for (int b = 7; ok && b >= 0; b--) header_len = (header_len << 8) | len_bytes[b];
+    ok = ok && header_len > 0 && header_len <= 100u * 1024 * 1024; /* a header, not a whole file */
+    char *header = ok ? malloc((size_t)header_len + 1) : NULL;
+    ok = header != NULL && fread(header, 1, (size_t)header_len, fp) == header_len;
+    fclose(fp);
+    cJSON *root = NULL;
+    if (ok) {
+        header[header_len] = 0;
+        root = cJSON_Parse(header);
+    }
+    free(header);
+    const cJSON *meta = root ? cJSON_GetObjectItemCaseSensitive(root, "__metadata__") : NULL;
+    const cJSON *sum = meta ? cJSON_GetObjectItemCaseSensitive(meta, "checksum") : NULL;
+    bf_status s = BF_OK;
+    if (cJSON_IsString(sum) && strlen(sum->valuestring) == 8)
+        memcpy(out, sum->valuestring, 9);
+    else
+        s = bf_error(BF_ERR_CHECKPOINT, "%s: no readable header with a checksum (truncated, or not a bioflex "
+                     "safetensors file)", path);
+    cJSON_Delete(root);
+    return s;
+}
+
 bf_status bf_safetensors_read(const char *path, bf_st_file **out) {
     if (out != NULL) *out = NULL;
     if (path == NULL || out == NULL) return bf_error(BF_ERR_ARG, "safetensors read: NULL path or output");
