@@ -87,49 +87,70 @@ static inline float surrogate_grad(const neuron_consts *c, float u) {
 
 /* ---- forward ---- */
 
+/* One step of a tile of m LIF/IF elements: H = decay*V + x (two roundings, no FMA: as neuron.cu),
+ * S = 1[H - threshold >= 0], and V after the reset (HARD: H*(1-S); SOFT: H - threshold*S, which
+ * is u when S = 1; NONE: H). The reset is a compile-time constant of each inlined copy, and every
+ * parameter is a local, so the loop has no branch and no reload through a pointer the stores
+ * might alias: it vectorises. */
+static inline void lif_step(bf_reset_mode reset, float decay, float thr, size_t m, const float *restrict xt,
+                            float *restrict ht, float *restrict yt, float *restrict v, float *restrict ysum) {
+    for (size_t k = 0; k < m; k++) {
+        const float h = decay * v[k] + xt[k];
+        const float u = h - thr;
+        const float s = u >= 0.0f ? 1.0f : 0.0f;
+        ht[k] = h;
+        yt[k] = s;
+        ysum[k] += s; /* at most T: exact in float */
+        v[k] = s == 0.0f || reset == BF_RESET_NONE ? h : reset == BF_RESET_HARD ? 0.0f : u;
+    }
+}
+
 /* Elements [lo, hi): y (and for LIF/IF the charge) of all T steps; adds the block's number of
  * spikes (sum of y) and of silent elements (all y zero) to *spikes and *silent. */
 static void forward_block(const neuron_consts *c, size_t n, size_t lo, size_t hi, const float *x, float *y,
                           float *charge, double *spikes, double *silent) {
+    const bf_neuron_kind kind = c->kind;
+    const bf_reset_mode reset = c->reset;
+    const float decay = c->decay, thr = c->threshold;
+    /* counted in locals and stored once: the threads' totals share a cache line */
+    double block_spikes = 0.0, block_silent = 0.0;
     for (size_t i0 = lo; i0 < hi; i0 += NEURON_TILE) {
         const size_t m = hi - i0 < NEURON_TILE ? hi - i0 : NEURON_TILE;
         float v[NEURON_TILE] = {0};
-        double ysum[NEURON_TILE] = {0};
+        float ysum[NEURON_TILE] = {0}; /* integer counts for LIF/IF/STEP; CLAMP01's need not be */
+        double clamp_sum[NEURON_TILE] = {0};
         for (int t = 0; t < c->T; t++) {
             const size_t base = (size_t)t * n + i0;
             const float *xt = x + base;
             float *yt = y + base;
-            if (c->kind == BF_NEURON_CLAMP01) {
+            if (kind == BF_NEURON_CLAMP01) {
                 for (size_t k = 0; k < m; k++) { /* a NaN passes through, as torch.clamp */
                     const float xv = xt[k], out = xv < 0.0f ? 0.0f : xv > 1.0f ? 1.0f : xv;
                     yt[k] = out;
-                    ysum[k] += out;
+                    clamp_sum[k] += out;
                 }
-            } else if (c->kind == BF_NEURON_STEP) {
+            } else if (kind == BF_NEURON_STEP) {
                 for (size_t k = 0; k < m; k++) {
                     const float out = xt[k] > 0.0f ? 1.0f : 0.0f;
                     yt[k] = out;
                     ysum[k] += out;
                 }
+            } else if (reset == BF_RESET_HARD) {
+                lif_step(BF_RESET_HARD, decay, thr, m, xt, charge + base, yt, v, ysum);
+            } else if (reset == BF_RESET_SOFT) {
+                lif_step(BF_RESET_SOFT, decay, thr, m, xt, charge + base, yt, v, ysum);
             } else {
-                float *ht = charge + base;
-                for (size_t k = 0; k < m; k++) {
-                    const float h = c->decay * v[k] + xt[k]; /* two roundings, no FMA: as neuron.cu */
-                    const float u = h - c->threshold;
-                    const int s = u >= 0.0f;
-                    ht[k] = h;
-                    yt[k] = s ? 1.0f : 0.0f;
-                    ysum[k] += s ? 1.0 : 0.0;
-                    /* HARD: H*(1-S); SOFT: H - threshold*S (= u when S = 1); NONE: H */
-                    v[k] = !s || c->reset == BF_RESET_NONE ? h : c->reset == BF_RESET_HARD ? 0.0f : u;
-                }
+                lif_step(BF_RESET_NONE, decay, thr, m, xt, charge + base, yt, v, ysum);
             }
         }
         for (size_t k = 0; k < m; k++) {
-            *spikes += ysum[k];
-            *silent += ysum[k] == 0.0 ? 1.0 : 0.0; /* y >= 0 (or NaN), so a zero sum means all zero */
+            const double sum = kind == BF_NEURON_CLAMP01 ? clamp_sum[k] : (double)ysum[k];
+            block_spikes += sum;
+            block_silent += sum == 0.0 ? 1.0 : 0.0; /* y >= 0 (or NaN), so a zero sum means all zero */
         }
     }
+    *spikes += block_spikes;
+    *silent += block_silent;
 }
 
 bf_status bf_cpu_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, float *y,
@@ -179,9 +200,35 @@ static void surrogate_tile(const neuron_consts *c, const float *h, size_t m, flo
     }
 }
 
+/* One step of BPTT over a tile of m LIF/IF elements: dH = dy*g + dV*dV/dH (when through time;
+ * the spike recomputed from the charge) and dV[t-1] = decay*dH. reset and detach are constants of
+ * each inlined copy and every parameter a local, so the loop vectorises. */
+static inline void bptt_step(bf_reset_mode reset, int detach, int through_time, float decay, float thr, size_t m,
+                             const float *restrict ht, const float *restrict gt, const float *restrict gs,
+                             float *restrict dxt, float *restrict dv) {
+    for (size_t k = 0; k < m; k++) {
+        const float h = ht[k], u = h - thr, g = gs[k];
+        float dh = gt[k] * g;
+        if (through_time) {
+            const float s = u >= 0.0f ? 1.0f : 0.0f; /* the forward's spike, recomputed */
+            float dvdh = 1.0f;                        /* NONE */
+            if (reset == BF_RESET_HARD)
+                dvdh = detach ? 1.0f - s : (1.0f - s) - h * g;
+            else if (reset == BF_RESET_SOFT)
+                dvdh = detach ? 1.0f : 1.0f - thr * g;
+            dh = dh + dv[k] * dvdh;
+            dv[k] = decay * dh; /* dL/dV[t-1] */
+        }
+        dxt[k] = dh;
+    }
+}
+
 /* LIF/IF elements [lo, hi): BPTT from t = T-1 down to 0 with dV carried per element. */
 static void bptt_block(const neuron_consts *c, size_t n, size_t lo, size_t hi, const float *charge, const float *dy,
                        float *dx) {
+    const bf_reset_mode reset = c->reset;
+    const int detach = c->detach, through_time = c->through_time;
+    const float decay = c->decay, thr = c->threshold;
     for (size_t i0 = lo; i0 < hi; i0 += NEURON_TILE) {
         const size_t m = hi - i0 < NEURON_TILE ? hi - i0 : NEURON_TILE;
         float dv[NEURON_TILE] = {0}; /* dL/dV[t], zero after the last step */
@@ -191,21 +238,16 @@ static void bptt_block(const neuron_consts *c, size_t n, size_t lo, size_t hi, c
             const float *ht = charge + base, *gt = dy + base;
             float *dxt = dx + base;
             surrogate_tile(c, ht, m, gs);
-            for (size_t k = 0; k < m; k++) {
-                const float h = ht[k], u = h - c->threshold, g = gs[k];
-                float dh = gt[k] * g;
-                if (c->through_time) {
-                    const float s = u >= 0.0f ? 1.0f : 0.0f; /* the forward's spike, recomputed */
-                    float dvdh = 1.0f;                        /* NONE */
-                    if (c->reset == BF_RESET_HARD)
-                        dvdh = c->detach ? 1.0f - s : (1.0f - s) - h * g;
-                    else if (c->reset == BF_RESET_SOFT)
-                        dvdh = c->detach ? 1.0f : 1.0f - c->threshold * g;
-                    dh = dh + dv[k] * dvdh;
-                    dv[k] = c->decay * dh; /* dL/dV[t-1] */
-                }
-                dxt[k] = dh;
-            }
+            if (!through_time)
+                bptt_step(reset, 0, 0, decay, thr, m, ht, gt, gs, dxt, dv);
+            else if (reset == BF_RESET_HARD)
+                detach ? bptt_step(BF_RESET_HARD, 1, 1, decay, thr, m, ht, gt, gs, dxt, dv)
+                       : bptt_step(BF_RESET_HARD, 0, 1, decay, thr, m, ht, gt, gs, dxt, dv);
+            else if (reset == BF_RESET_SOFT)
+                detach ? bptt_step(BF_RESET_SOFT, 1, 1, decay, thr, m, ht, gt, gs, dxt, dv)
+                       : bptt_step(BF_RESET_SOFT, 0, 1, decay, thr, m, ht, gt, gs, dxt, dv);
+            else
+                bptt_step(BF_RESET_NONE, 0, 1, decay, thr, m, ht, gt, gs, dxt, dv);
         }
     }
 }
