@@ -117,6 +117,7 @@ expect "resume with more epochs" 0 "resumed from .*epoch 2" -- "$train" --resume
 [ "$(tail -n 3 "$tmp/run/invocations.log" | grep -c -- "--resume")" -eq 2 ] \
   && head -n 1 "$tmp/run/config.ini" | grep -qE "^# [0-9T:-]+Z host .*bioflex-train [0-9.]+" \
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL invocations.log / config.ini header"; cat "$tmp/run/invocations.log"; }
+expect "a non-spiking run's config.ini reads back" 0 "total: .* parameters" -- "$train" --dry-run "$tmp/run/config.ini"
 # A refused resume leaves the run directory's config.ini (it describes the checkpoints) as it was.
 cp "$tmp/run/config.ini" "$tmp/config_before.ini"
 expect "resume under another optimizer is refused" 1 "optimizer \"sgd\", the config uses \"adamw\"" -- \

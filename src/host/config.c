@@ -1127,6 +1127,11 @@ void bf_config_print(const bf_config *cfg, FILE *out) {
     const char *section = NULL;
     for (size_t i = 0; i < NUM_KEYS; i++) {
         const key_spec *k = &key_table[i];
+        /* an alias (use_STBP) shares its field with an earlier key: printing it too would write a
+         * line that the config refuses when read back */
+        int alias = 0;
+        for (size_t j = 0; j < i && !alias; j++) alias = key_table[j].offset == k->offset;
+        if (alias) continue;
         if (!section || strcmp(section, k->section) != 0) {
             section = k->section;
             fprintf(out, "\n[%s]\n", section);
