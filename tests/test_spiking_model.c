@@ -5,9 +5,10 @@
  *   - finite-difference gradients through encode -> conv -> BN -> neuron -> ... -> time mean with
  *     the differentiable clamp01 neuron over T = 3 steps (the plumbing of the time dimension; the
  *     LIF backward itself is checked against a naive BPTT in test_neuron_ops);
- *   - packed spikes ([spiking] pack_spikes, model_memory.c) change nothing: PlasticFlex VGG-6 with
- *     flex layers (which read their spiking input in the backward) gives bit-identical gradients
- *     over two steps with and without them, and the plan packs and restores what it should;
+ *   - packed spikes ([spiking] pack_spikes, model_memory.c) and the recomputed charge ([spiking]
+ *     recompute_charge) change nothing: PlasticFlex VGG-6 with flex layers (which read their
+ *     spiking input in the backward) gives bit-identical gradients over two steps with and without
+ *     each, and the plan packs, restores and recomputes what it should;
  *   - [spiking] readout = spike_count: a neuron layer after the logits, whose firing rates equal the
  *     LIF worked out by hand on the per-step logits of the mean_output network of the same seed;
  *   - rate coding in evaluation (evaluate.c): every batch draws its own input spikes, an evaluation
@@ -103,7 +104,7 @@ static void test_time_folding_gradients(void) {
 
 /* Parameter gradients of two forward-backward steps (different inputs, no update between) of
  * PlasticFlex VGG-6 with flex layers and LIF neurons, into grads[2][count]. */
-static size_t vgg6_gradients(int pack, float **grads) {
+static size_t vgg6_gradients(int pack, int recompute, float **grads) {
     enum { B = 2, S = 28 };
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &b));
@@ -117,6 +118,7 @@ static size_t vgg6_gradients(int pack, float **grads) {
     cfg.model.spiking.decay = 0.9f;
     cfg.model.spiking.threshold = 0.3f; /* spikes in every layer at this small scale */
     cfg.model.spiking.pack_spikes = pack;
+    cfg.model.spiking.recompute_charge = recompute;
     bf_model *m = NULL;
     CHECK_OK(bf_model_build(b, &cfg.model, (bf_shape){B, 1, S, S}, 10, 1, &m));
     if (!m) {
@@ -126,6 +128,10 @@ static size_t vgg6_gradients(int pack, float **grads) {
     int packed = 0;
     for (int i = 0; i < m->num_layers; i++) packed += m->layers[i].spike_bits != NULL;
     CHECK(pack ? packed >= 3 : packed == 0, "pack_spikes = %d: %d neuron layers keep bits", pack, packed);
+    int recomputed = 0;
+    for (int i = 0; i < m->num_layers; i++) recomputed += m->layers[i].charge_recomputed && !m->layers[i].neuron_charge;
+    CHECK(recompute ? recomputed >= 3 : recomputed == 0, "recompute_charge = %d: %d neuron layers keep no charge",
+          recompute, recomputed);
     float x[B * S * S], losses[B], *dlogits = NULL;
     int32_t labels[B] = {3, 7};
     CHECK_OK(bf_alloc(b, (size_t)B * 10 * sizeof(float), (void **)&dlogits));
@@ -149,22 +155,30 @@ static size_t vgg6_gradients(int pack, float **grads) {
     return count;
 }
 
-static void test_packed_spikes_change_nothing(void) {
-    float *plain[2] = {NULL, NULL}, *packed[2] = {NULL, NULL};
-    size_t n = vgg6_gradients(0, plain), n_packed = vgg6_gradients(1, packed);
-    CHECK(n == n_packed && n > 0, "the same parameters (%zu, %zu)", n, n_packed);
-    for (int step = 0; step < 2; step++) {
-        if (!plain[step] || !packed[step] || n != n_packed) continue;
-        double norm = 0;
-        for (size_t i = 0; i < n; i++) norm += fabs(plain[step][i]);
-        CHECK(norm > 0, "step %d: the gradients are not all zero", step);
-        CHECK(!memcmp(plain[step], packed[step], n * sizeof(float)),
-              "step %d: the gradients with packed spikes equal those without, bit for bit", step);
+/* Against the plan that keeps every float spike and charge: packed spikes, the recomputed charge,
+ * and both (the default). */
+static void test_memory_rules_change_nothing(void) {
+    float *plain[2] = {NULL, NULL};
+    const size_t n = vgg6_gradients(0, 0, plain);
+    const struct { int pack, recompute; const char *what; } rules[] = {
+        {1, 0, "packed spikes"}, {0, 1, "the recomputed charge"}, {1, 1, "packed spikes and the recomputed charge"}};
+    for (size_t r = 0; r < sizeof rules / sizeof rules[0]; r++) {
+        float *other[2] = {NULL, NULL};
+        const size_t n_other = vgg6_gradients(rules[r].pack, rules[r].recompute, other);
+        CHECK(n == n_other && n > 0, "%s: the same parameters (%zu, %zu)", rules[r].what, n, n_other);
+        for (int step = 0; step < 2; step++) {
+            if (!plain[step] || !other[step] || n != n_other) continue;
+            double norm = 0;
+            for (size_t i = 0; i < n; i++) norm += fabs(plain[step][i]);
+            CHECK(norm > 0, "step %d: the gradients are not all zero", step);
+            CHECK(!memcmp(plain[step], other[step], n * sizeof(float)),
+                  "step %d: the gradients with %s equal those without, bit for bit", step, rules[r].what);
+        }
+        free(other[0]);
+        free(other[1]);
     }
-    for (int step = 0; step < 2; step++) {
-        free(plain[step]);
-        free(packed[step]);
-    }
+    free(plain[0]);
+    free(plain[1]);
 }
 
 static void test_lif_network_learns(int spike_count) {
@@ -343,7 +357,7 @@ static void test_rate_coding_in_evaluation(void) {
 int main(void) {
     test_rate_coding_in_evaluation();
     test_time_folding_gradients();
-    test_packed_spikes_change_nothing();
+    test_memory_rules_change_nothing();
     test_spike_count_readout();
     test_lif_network_learns(0);
     test_lif_network_learns(1);

@@ -129,6 +129,7 @@ typedef struct bf_spiking_config {
     float alpha, width, height;
     int raster_neurons;        /* > 0: at every log interval, spikes.jsonl gets this many neurons' spikes per layer */
     int pack_spikes;           /* 1: spikes kept for the backward as bits (model_memory.c) */
+    int recompute_charge;      /* 1: LIF/IF after a batch-norm keep no charge (model_memory.c) */
 } bf_spiking_config;
 
 typedef struct bf_model_config {

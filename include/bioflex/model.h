@@ -110,6 +110,10 @@ typedef struct bf_layer {
     float *neuron_charge;       /* neuron, LIF/IF: H[t] saved for the backward */
     int charge_in_place;        /* neuron: the charge overwrites the input's output, which nothing reads
                                  * after this forward (the memory plan, model_memory.c) */
+    int charge_recomputed;      /* neuron: no charge kept; the backward computes it again from the input
+                                 * batch-norm's input and statistics (neuron_backward_bn) */
+    int out_forward_only;       /* batch-norm read by such a neuron alone: its output lives from its
+                                 * forward to the neuron's, in the plan's forward-only region */
     int spikes_packed;          /* neuron: y is kept as bits (below); planned by bf_model_finalize */
     uint32_t *spike_bits;       /* neuron with packed spikes ([spiking] pack_spikes): y as bits, kept for
                                  * the consumers' backward; NULL: y itself is kept */
@@ -164,6 +168,8 @@ typedef struct bf_model {
     int keep_neuron_outputs;    /* 1: neuron layers' outputs outlive the backward (spike rasters read them) */
     int pack_spikes;            /* 1 (the default): spiking layers keep their spikes for the backward as
                                  * bits; read by bf_model_finalize */
+    int recompute_charge;       /* 1 (the default): LIF/IF layers fed by a batch-norm alone keep no
+                                 * charge ([spiking] recompute_charge); read by bf_model_finalize */
     size_t forward_only_bytes;  /* the packed layers' float spikes (live only until their consumers'
                                  * forward) beyond the transient activations: part of grad_bytes */
     float *grad_scratch;        /* a backward writes here when its target already holds a gradient */

@@ -144,6 +144,19 @@ typedef struct bf_neuron_params {
     float alpha, width, height;
 } bf_neuron_params;
 
+/* A LIF/IF layer's input named by the batch-norm that produced it ([spiking] recompute_charge): the
+ * input is xin normalised per channel with that batch-norm's saved training statistics,
+ *   X[t*n + i] = (xin[t*n + i] - mean[ch]) * (gamma[ch] * invstd[ch]) + beta[ch],  ch = (i / hw) % c,
+ * each operation rounded on its own, as batchnorm_forward_train and batchnorm_forward_saved round
+ * them: the very bits of the batch-norm output it stands for (n is a multiple of c * hw). */
+typedef struct bf_neuron_bn_input {
+    int c, hw;
+    const float *mean, *invstd, *gamma, *beta; /* [c] each: save_mean, save_invstd and the parameters */
+} bf_neuron_bn_input;
+
+/* The longest T neuron_backward_bn takes: the GPU keeps each element's T charges in registers. */
+#define BF_NEURON_BN_MAX_T 32
+
 typedef struct bf_flex_shape {
     int n, c_in, c_out, hw;       /* P is [n, c_in, hw], C, P~, y are [n, c_out, hw] (hw = h_out*w_out) */
     bf_flex_channel_rule channels;
@@ -382,13 +395,21 @@ typedef struct bf_ops {
      * backward; unused and nullable for CLAMP01/STEP). stats (nullable, 2 device scalars) +=
      * {number of spikes (sum of y), number of the n elements that stayed silent over all T}.
      * charge may be x itself (the memory plan overwrites a dead input with it): every x[t*n + i]
-     * is read before charge[t*n + i] is written, and by the same thread. */
+     * is read before charge[t*n + i] is written, and by the same thread. A NULL charge keeps
+     * nothing: the backward is then neuron_backward_bn, which computes the charge again. */
     bf_status (*neuron_forward)(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, float *y,
                                 float *charge, float *stats);
     /* dx = the gradient of the loss with respect to x, from dy, back through time; overwrites dx.
      * LIF/IF read the charge (not x); CLAMP01/STEP read x; none reads y (nullable). */
     bf_status (*neuron_backward)(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x,
                                  const float *y, const float *charge, const float *dy, float *dx);
+    /* LIF/IF only, T <= BF_NEURON_BN_MAX_T: neuron_backward for an input given as batch-norm's input
+     * xin and statistics (bf_neuron_bn_input), with no charge kept: each element's charges are
+     * computed again from xin, over t = 0..T-1 as neuron_forward computed them, then the BPTT runs
+     * as neuron_backward's. dx (the gradient with respect to the batch-norm OUTPUT X) is
+     * bit-identical to batchnorm_forward_saved + neuron_forward + neuron_backward. */
+    bf_status (*neuron_backward_bn)(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in, size_t n,
+                                    const float *xin, const float *dy, float *dx);
     /* Spikes kept for the backward as bits (the memory plan's pack_spikes): bit k of bits[w] is
      * y[32w + k] != 0, the unused high bits of the last word 0; unpack writes y[i] = that bit, 0.0f
      * or 1.0f, so it restores exactly spikes that were 0 or 1. */

@@ -110,21 +110,13 @@ static mask_scratch mask_scratch_of(const bf_model *m, const bf_layer *l) {
     return w;
 }
 
-static float *param(const bf_model *m, const bf_layer *l, int slot) {
-    return l->param_index[slot] < 0 ? NULL : m->param_data + m->params[l->param_index[slot]].offset;
-}
-
-static float *grad(const bf_model *m, const bf_layer *l, int slot) {
-    return l->param_index[slot] < 0 ? NULL : m->grad_data + m->params[l->param_index[slot]].offset;
-}
-
 static float *buffer(const bf_model *m, const bf_layer *l, int slot) {
     return l->buffer_index[slot] < 0 ? NULL : m->buffer_data + m->buffers[l->buffer_index[slot]].offset;
 }
 
 /* The threshold is a parameter when learned, a buffer when frozen. */
 static const float *threshold(const bf_model *m, const bf_layer *l) {
-    return l->param_index[2] >= 0 ? param(m, l, 2) : buffer(m, l, 2);
+    return l->param_index[2] >= 0 ? bf_layer_param(m, l, 2) : buffer(m, l, 2);
 }
 
 /* The layer's shapes at the current batch size. */
@@ -149,10 +141,10 @@ bf_status bf_flex_forward(bf_model *m, int index) {
     current_shapes(m, l, &cs, &ps, &fs, &bs);
     float *stats = m->training ? l->flex_stats : NULL;
     if (!is_mask(l)) { /* C straight into the output, turned into y in place */
-        BF_TRY(ops->conv2d_forward(b, &cs, x, param(m, l, 0), param(m, l, 1), l->out));
+        BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), l->out));
         return ops->flex_pool_max_forward(b, &ps, &fs, x, l->out, l->flex_window, l->flex_winners, stats);
     }
-    BF_TRY(ops->conv2d_forward(b, &cs, x, param(m, l, 0), param(m, l, 1), l->flex_conv));
+    BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), l->flex_conv));
     const mask_scratch w = mask_scratch_of(m, l);
     BF_TRY(ops->flex_pool_forward(b, &ps, &fs, x, w.pooled, l->flex_window));
     if (l->flex_opt.threshold_mode == BF_THRESHOLD_RESAMPLE) {
@@ -167,13 +159,13 @@ bf_status bf_flex_forward(bf_model *m, int index) {
         BF_TRY(ops->flex_logits_forward(b, &fs, w.widened, threshold(m, l), w.logits));
         bf_bn_sync sync = bf_model_bn_sync(m);
         if (m->training && m->sync_sums) /* [run] sync_bn: the logits' statistics over every rank's batch */
-            BF_TRY(bf_sync_bn_forward_train(&sync, &bs, w.logits, param(m, l, 3), param(m, l, 4), w.logits_bn,
+            BF_TRY(bf_sync_bn_forward_train(&sync, &bs, w.logits, bf_layer_param(m, l, 3), bf_layer_param(m, l, 4), w.logits_bn,
                                             l->save_mean, l->save_invstd, buffer(m, l, 0), buffer(m, l, 1)));
         else if (m->training)
-            BF_TRY(ops->batchnorm_forward_train(b, &bs, w.logits, param(m, l, 3), param(m, l, 4), w.logits_bn,
+            BF_TRY(ops->batchnorm_forward_train(b, &bs, w.logits, bf_layer_param(m, l, 3), bf_layer_param(m, l, 4), w.logits_bn,
                                                 l->save_mean, l->save_invstd, buffer(m, l, 0), buffer(m, l, 1)));
         else
-            BF_TRY(ops->batchnorm_forward_eval(b, &bs, w.logits, param(m, l, 3), param(m, l, 4), buffer(m, l, 0),
+            BF_TRY(ops->batchnorm_forward_eval(b, &bs, w.logits, bf_layer_param(m, l, 3), bf_layer_param(m, l, 4), buffer(m, l, 0),
                                                buffer(m, l, 1), w.logits_bn));
         logits = w.logits_bn;
     }
@@ -202,7 +194,7 @@ static bf_status logits_again(bf_model *m, int index, const mask_scratch *w, con
     BF_TRY(ops->flex_widen_forward(b, &fs, w->pooled, w->widened));
     BF_TRY(ops->flex_logits_forward(b, &fs, w->widened, threshold(m, l), w->logits));
     /* normalised with the statistics the training forward saved */
-    BF_TRY(ops->batchnorm_forward_saved(b, &bs, w->logits, param(m, l, 3), param(m, l, 4), l->save_mean,
+    BF_TRY(ops->batchnorm_forward_saved(b, &bs, w->logits, bf_layer_param(m, l, 3), bf_layer_param(m, l, 4), l->save_mean,
                                         l->save_invstd, w->logits_bn));
     *logits = w->logits_bn;
     return BF_OK;
@@ -226,9 +218,9 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
         }
         BF_TRY(ops->flex_pool_max_backward(b, &ps, &fs, x, l->out, l->flex_window, l->flex_winners, l->dout, dconv,
                                            dx ? dpooled : NULL));
-        BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, grad(m, l, 0), grad(m, l, 1)));
+        BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1)));
         if (!dx) return BF_OK;
-        BF_TRY(ops->conv2d_backward_data(b, &cs, dconv, param(m, l, 0), dx));
+        BF_TRY(ops->conv2d_backward_data(b, &cs, dconv, bf_layer_param(m, l, 0), dx));
         return ops->flex_pool_scatter_add(b, &ps, &fs, l->flex_window, dpooled, dx);
     }
     const mask_scratch w = mask_scratch_of(m, l);
@@ -241,21 +233,21 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
     if (l->flex_opt.logits_bn) {
         bf_bn_sync sync = bf_model_bn_sync(m);
         if (m->sync_sums)
-            BF_TRY(bf_sync_bn_backward(&sync, &bs, w.logits, w.dlogits_used, param(m, l, 3), l->save_mean,
-                                       l->save_invstd, w.dlogits, grad(m, l, 3), grad(m, l, 4)));
+            BF_TRY(bf_sync_bn_backward(&sync, &bs, w.logits, w.dlogits_used, bf_layer_param(m, l, 3), l->save_mean,
+                                       l->save_invstd, w.dlogits, bf_layer_grad(m, l, 3), bf_layer_grad(m, l, 4)));
         else
-            BF_TRY(ops->batchnorm_backward(b, &bs, w.logits, w.dlogits_used, param(m, l, 3), l->save_mean,
-                                           l->save_invstd, w.dlogits, grad(m, l, 3), grad(m, l, 4)));
+            BF_TRY(ops->batchnorm_backward(b, &bs, w.logits, w.dlogits_used, bf_layer_param(m, l, 3), l->save_mean,
+                                           l->save_invstd, w.dlogits, bf_layer_grad(m, l, 3), bf_layer_grad(m, l, 4)));
         dlogits = w.dlogits;
         if (dx) { /* the joint folded back only dy (1 - M): the raw logits' gradient reaches P too */
             BF_TRY(ops->flex_widen_backward(b, &fs, dlogits, w.dpooled_logits));
             BF_TRY(ops->add_inplace(b, w.dpooled, w.dpooled_logits, (size_t)fs.n * fs.c_in * fs.hw));
         }
     }
-    if (l->param_index[2] >= 0) BF_TRY(ops->flex_threshold_backward(b, &fs, dlogits, grad(m, l, 2)));
-    BF_TRY(ops->conv2d_backward_filter(b, &cs, x, w.dconv, grad(m, l, 0), grad(m, l, 1)));
+    if (l->param_index[2] >= 0) BF_TRY(ops->flex_threshold_backward(b, &fs, dlogits, bf_layer_grad(m, l, 2)));
+    BF_TRY(ops->conv2d_backward_filter(b, &cs, x, w.dconv, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1)));
     if (!dx) return BF_OK;
-    BF_TRY(ops->conv2d_backward_data(b, &cs, w.dconv, param(m, l, 0), dx));
+    BF_TRY(ops->conv2d_backward_data(b, &cs, w.dconv, bf_layer_param(m, l, 0), dx));
     return ops->flex_pool_scatter_add(b, &ps, &fs, l->flex_window, w.dpooled, dx);
 }
 

@@ -13,10 +13,16 @@ static size_t step_elements(const bf_model *m, const bf_layer *l) {
     return (size_t)m->batch * bf_shape_per_sample(l->out_shape);
 }
 
+/* Whether a LIF/IF layer keeps its charge in a buffer of its own (not over its input, not recomputed). */
+static int keeps_own_charge(const bf_layer *l) {
+    return (l->neuron.kind == BF_NEURON_LIF || l->neuron.kind == BF_NEURON_IF) && !l->charge_in_place &&
+           !l->charge_recomputed;
+}
+
 size_t bf_spiking_arena_bytes(const bf_layer *l) {
     if (l->kind != BF_LAYER_NEURON) return 0;
     size_t bytes = bf_arena_align(2 * sizeof(float)); /* stats */
-    if ((l->neuron.kind == BF_NEURON_LIF || l->neuron.kind == BF_NEURON_IF) && !l->charge_in_place)
+    if (keeps_own_charge(l))
         bytes += bf_arena_align(bf_shape_count(l->out_shape) * sizeof(float)); /* charge */
     return bytes;
 }
@@ -25,7 +31,7 @@ char *bf_spiking_place(bf_layer *l, char *cursor) {
     if (l->kind != BF_LAYER_NEURON) return cursor;
     l->neuron_stats = (float *)cursor;
     cursor += bf_arena_align(2 * sizeof(float));
-    if ((l->neuron.kind == BF_NEURON_LIF || l->neuron.kind == BF_NEURON_IF) && !l->charge_in_place) {
+    if (keeps_own_charge(l)) {
         l->neuron_charge = (float *)cursor;
         cursor += bf_arena_align(bf_shape_count(l->out_shape) * sizeof(float));
     }
@@ -77,9 +83,16 @@ bf_status bf_spiking_backward(bf_model *m, int index, float *dx) {
         for (int t = 1; t < l->time_steps; t++) BF_TRY(ops->add_inplace(b, dx, l->dout + (size_t)t * n, n));
         return BF_OK;
     }
-    case BF_LAYER_NEURON:
-        return ops->neuron_backward(b, &l->neuron, step_elements(m, l), bf_layer_input(m, l, 0), NULL,
-                                    l->neuron_charge, l->dout, dx); /* y is never read (ops.h) */
+    case BF_LAYER_NEURON: {
+        if (!l->charge_recomputed)
+            return ops->neuron_backward(b, &l->neuron, step_elements(m, l), bf_layer_input(m, l, 0), NULL,
+                                        l->neuron_charge, l->dout, dx); /* y is never read (ops.h) */
+        /* the charge again from the batch-norm's input and statistics (model_memory.c) */
+        const bf_layer *bn = &m->layers[l->input[0]];
+        const bf_neuron_bn_input in = {bn->bn.c, bn->bn.hw, bn->save_mean, bn->save_invstd,
+                                       bf_layer_param(m, bn, 0), bf_layer_param(m, bn, 1)};
+        return ops->neuron_backward_bn(b, &l->neuron, &in, step_elements(m, l), bf_layer_input(m, bn, 0), l->dout, dx);
+    }
     case BF_LAYER_TIME_MEAN: {
         size_t n = step_elements(m, l);
         int T = l->neuron.T;

@@ -20,14 +20,6 @@ const float *bf_layer_input(const bf_model *m, const bf_layer *l, int j) {
     return m->layers[in].spikes_restored ? m->layers[in].spikes_unpacked : m->layers[in].out;
 }
 
-static float *param(const bf_model *m, const bf_layer *l, int slot) {
-    return l->param_index[slot] < 0 ? NULL : m->param_data + m->params[l->param_index[slot]].offset;
-}
-
-static float *grad(const bf_model *m, const bf_layer *l, int slot) {
-    return l->param_index[slot] < 0 ? NULL : m->grad_data + m->params[l->param_index[slot]].offset;
-}
-
 static float *buffer(const bf_model *m, const bf_layer *l, int slot) {
     return m->buffer_data + m->buffers[l->buffer_index[slot]].offset;
 }
@@ -47,19 +39,19 @@ bf_status bf_layer_forward(bf_model *m, int index) {
     case BF_LAYER_CONV: {
         bf_conv2d_shape s = l->conv;
         s.n = bf_layer_batch(m, l);
-        return ops->conv2d_forward(b, &s, x, param(m, l, 0), param(m, l, 1), l->out);
+        return ops->conv2d_forward(b, &s, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), l->out);
     }
     case BF_LAYER_BATCHNORM: {
         bf_bn_shape s = l->bn;
         s.n = bf_layer_batch(m, l);
         bf_bn_sync sync = bf_model_bn_sync(m);
         if (m->training && m->sync_sums)
-            return bf_sync_bn_forward_train(&sync, &s, x, param(m, l, 0), param(m, l, 1), l->out, l->save_mean,
+            return bf_sync_bn_forward_train(&sync, &s, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), l->out, l->save_mean,
                                             l->save_invstd, buffer(m, l, 0), buffer(m, l, 1));
         if (m->training)
-            return ops->batchnorm_forward_train(b, &s, x, param(m, l, 0), param(m, l, 1), l->out, l->save_mean,
+            return ops->batchnorm_forward_train(b, &s, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), l->out, l->save_mean,
                                                 l->save_invstd, buffer(m, l, 0), buffer(m, l, 1));
-        return ops->batchnorm_forward_eval(b, &s, x, param(m, l, 0), param(m, l, 1), buffer(m, l, 0), buffer(m, l, 1), l->out);
+        return ops->batchnorm_forward_eval(b, &s, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), buffer(m, l, 0), buffer(m, l, 1), l->out);
     }
     case BF_LAYER_RELU:
         return ops->relu_forward(b, x, l->out, count);
@@ -82,7 +74,7 @@ bf_status bf_layer_forward(bf_model *m, int index) {
         s.n = bf_layer_batch(m, l);
         if (l->frozen)
             return ops->linear_forward(b, &s, x, buffer(m, l, 0), l->has_bias ? buffer(m, l, 1) : NULL, l->out);
-        return ops->linear_forward(b, &s, x, param(m, l, 0), param(m, l, 1), l->out);
+        return ops->linear_forward(b, &s, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), l->out);
     }
     case BF_LAYER_DROPOUT:
         if (m->training && l->dropout_p > 0)
@@ -137,8 +129,8 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
     case BF_LAYER_CONV: {
         bf_conv2d_shape cs = l->conv;
         cs.n = bf_layer_batch(m, l);
-        s = ops->conv2d_backward_filter(b, &cs, x, dy, grad(m, l, 0), grad(m, l, 1));
-        if (s == BF_OK && dx) s = ops->conv2d_backward_data(b, &cs, dy, param(m, l, 0), dx);
+        s = ops->conv2d_backward_filter(b, &cs, x, dy, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1));
+        if (s == BF_OK && dx) s = ops->conv2d_backward_data(b, &cs, dy, bf_layer_param(m, l, 0), dx);
         break;
     }
     case BF_LAYER_BATCHNORM: {
@@ -147,11 +139,11 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
         float *dx_or_scratch = dx ? dx : m->grad_scratch; /* BN on the raw input: dx unused */
         bf_bn_sync sync = bf_model_bn_sync(m);
         if (m->sync_sums)
-            s = bf_sync_bn_backward(&sync, &bs, x, dy, param(m, l, 0), l->save_mean, l->save_invstd, dx_or_scratch,
-                                    grad(m, l, 0), grad(m, l, 1));
+            s = bf_sync_bn_backward(&sync, &bs, x, dy, bf_layer_param(m, l, 0), l->save_mean, l->save_invstd, dx_or_scratch,
+                                    bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1));
         else
-            s = ops->batchnorm_backward(b, &bs, x, dy, param(m, l, 0), l->save_mean, l->save_invstd, dx_or_scratch,
-                                        grad(m, l, 0), grad(m, l, 1));
+            s = ops->batchnorm_backward(b, &bs, x, dy, bf_layer_param(m, l, 0), l->save_mean, l->save_invstd, dx_or_scratch,
+                                        bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1));
         break;
     }
     case BF_LAYER_RELU:
@@ -180,7 +172,7 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
         if (l->frozen) /* only dx: the weight and bias are not trained */
             s = dx ? ops->linear_backward(b, &ls, x, buffer(m, l, 0), dy, dx, NULL, NULL) : BF_OK;
         else
-            s = ops->linear_backward(b, &ls, x, param(m, l, 0), dy, dx, grad(m, l, 0), grad(m, l, 1));
+            s = ops->linear_backward(b, &ls, x, bf_layer_param(m, l, 0), dy, dx, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1));
         break;
     }
     case BF_LAYER_DROPOUT:

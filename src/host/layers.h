@@ -7,6 +7,14 @@
 /* Pointer to a layer's input activation j (the image batch for BF_MODEL_INPUT). */
 const float *bf_layer_input(const bf_model *m, const bf_layer *l, int j);
 
+/* A layer's parameter in slot `slot` (model.h at param_index) and its gradient; NULL for none. */
+static inline float *bf_layer_param(const bf_model *m, const bf_layer *l, int slot) {
+    return l->param_index[slot] < 0 ? NULL : m->param_data + m->params[l->param_index[slot]].offset;
+}
+static inline float *bf_layer_grad(const bf_model *m, const bf_layer *l, int slot) {
+    return l->param_index[slot] < 0 ? NULL : m->grad_data + m->params[l->param_index[slot]].offset;
+}
+
 bf_status bf_layer_forward(bf_model *m, int index);
 /* Computes the gradients of layer `index`: its parameter gradients and, for each input that is a
  * layer, that input's output gradient (written, or added when another consumer already wrote it). */

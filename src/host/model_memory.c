@@ -24,8 +24,13 @@
  * neuron layer's spikes, 0 or 1, are kept for the backward as bits in the transient region; the
  * float spikes the next layer's forward reads live only until that forward, over the transient
  * outputs of layers not yet run (or beyond the region), and the first backward that needs them
- * again restores them from the bits into a block placed like a gradient. On PlasticFlex's VGG-11
- * at T = 8 the two rules take 46 % off the plan (4.97 -> 2.70 GiB at batch 256).
+ * again restores them from the bits into a block placed like a gradient. With [spiking]
+ * recompute_charge a LIF/IF layer that alone reads a batch-norm's output keeps no charge at all: its
+ * backward computes the charge again from the batch-norm's input, which that batch-norm's backward
+ * keeps anyway, and its statistics (neuron_backward_bn), so the batch-norm output, like the float
+ * spikes, lives only until the neuron's forward. On PlasticFlex's VGG-11 at T = 8, batch 256, the
+ * charge in place and packed spikes took 46 % off the plan (4.97 -> 2.70 GiB), and the recomputed
+ * charge, with the backward's blocks placed largest first (plan_gradients), another third (-> 1.79).
  *
  * Last, the plan replays both passes once more to find, for each layer's forward and backward, the
  * largest block dead during it (plan_workspace_hints); the model hands it to the backend before
@@ -97,21 +102,36 @@ static int can_pack_spikes(const bf_model *m, int i) {
 static int charge_can_overwrite_input(const bf_model *m, const bf_layer *l) {
     if (!is_stateful_neuron(l) || l->input[0] == BF_MODEL_INPUT) return 0;
     const bf_layer *in = &m->layers[l->input[0]];
-    return in->num_consumers == 1 && is_transient(m, l->input[0]) && !in->in_place && !in->spikes_packed &&
-           !backward_reads_output(in) && bf_shape_count(in->out_shape) == bf_shape_count(l->out_shape);
+    return !l->charge_recomputed && in->num_consumers == 1 && is_transient(m, l->input[0]) && !in->in_place &&
+           !in->spikes_packed && !backward_reads_output(in) && bf_shape_count(in->out_shape) == bf_shape_count(l->out_shape);
 }
+
+/* Whether LIF/IF layer l keeps no charge ([spiking] recompute_charge): its input is the output of a
+ * batch-norm that l alone reads, whose own input is a float tensor the backward still holds (the
+ * image batch, or an output kept in the transient region), and T fits neuron_backward_bn. */
+static int charge_can_be_recomputed(const bf_model *m, const bf_layer *l) {
+    if (!m->recompute_charge || !is_stateful_neuron(l) || l->neuron.T > BF_NEURON_BN_MAX_T || l->input[0] < 0) return 0;
+    const bf_layer *bn = &m->layers[l->input[0]];
+    if (bn->kind != BF_LAYER_BATCHNORM || bn->num_consumers != 1 || !is_transient(m, l->input[0])) return 0;
+    if (bn->input[0] == BF_MODEL_INPUT) return 1;
+    const bf_layer *src = &m->layers[bn->input[0]];
+    return !src->spikes_packed && !src->out_forward_only;
+}
+
+/* Whether layer l's float output lives only until its consumers' forwards (plan_forward_only). */
+static int output_is_forward_only(const bf_layer *l) { return l->spikes_packed || l->out_forward_only; }
 
 /* Bytes of packed spikes: one bit per element, in whole 32-bit words. */
 static size_t spike_bits_bytes(const bf_layer *l) {
     return align_up((bf_shape_count(l->out_shape) + 31) / 32 * sizeof(uint32_t));
 }
 
-/* Bytes of layer i's output in the transient region (unless it aliases its input; packed spikes:
- * their bits) and argmax. */
+/* Bytes of layer i's output in the transient region (unless it aliases its input or lives in the
+ * forward-only region; packed spikes: their bits) and argmax. */
 static size_t output_bytes(const bf_layer *l) {
     size_t bytes = 0, count = bf_shape_count(l->out_shape);
     if (l->spikes_packed) bytes += spike_bits_bytes(l);
-    else if (!l->in_place) bytes += align_up(count * sizeof(float));
+    else if (!l->in_place && !l->out_forward_only) bytes += align_up(count * sizeof(float));
     if (l->kind == BF_LAYER_MAXPOOL) bytes += align_up(count * sizeof(int32_t));
     return bytes;
 }
@@ -149,8 +169,9 @@ static size_t first_fit(const placed_block *live, int n, size_t from, size_t siz
     return at;
 }
 
-/* Places the packed layers' float spikes by replaying the forward: each is live from its own
- * forward to its last consumer's, c, so it may lie over the transient outputs of the layers above
+/* Places the forward-only outputs (packed layers' float spikes, batch-norm outputs whose neuron
+ * recomputes its charge) by replaying the forward: each is live from its own forward to its last
+ * consumer's, c, so it may lie over the transient outputs of the layers above
  * c, which are written only later (region_start as plan_gradients'), and beyond the region.
  * fwd_at[i]: its offset in the arena; returns the highest end (at least the region's end). */
 static size_t plan_forward_only(const bf_model *m, const size_t *region_start, const int *last_consumer,
@@ -161,7 +182,7 @@ static size_t plan_forward_only(const bf_model *m, const size_t *region_start, c
         for (int k = 0; k < n_live;) /* dead once its last consumer's forward has run */
             if (live[k].owner < i) live[k] = live[--n_live];
             else k++;
-        if (!m->layers[i].spikes_packed) continue;
+        if (!output_is_forward_only(&m->layers[i])) continue;
         size_t size = align_up(bf_shape_count(m->layers[i].out_shape) * sizeof(float));
         size_t at = first_fit(live, n_live, region_start[last_consumer[i] + 1], size);
         fwd_at[i] = at;
@@ -186,51 +207,121 @@ static void plan_unpack_readers(bf_model *m, int *lowest) {
     }
 }
 
-/* Places every output gradient, max-joint flex scratch and restored spikes by replaying the
- * backward order; region_start[t]: the offset of layer t's transient output (region_start[L]: the
- * region's end); forward_top: the end of the packed layers' float spikes, dead in the backward. */
+/* A block of the backward's memory to place: an output gradient, restored spikes or a max-joint
+ * flex scratch of `layer`, `size` bytes at an offset >= lower, live from the backward of `birth`
+ * (the first to write or read it) down to that of `death` (the last); `at`: where it went. */
+typedef enum { BLOCK_GRADIENT, BLOCK_SPIKES, BLOCK_SCRATCH } block_kind;
+typedef struct backward_block {
+    size_t size, lower, at;
+    int birth, death, layer;
+    block_kind kind;
+} backward_block;
+
+/* Places the blocks in `order`, each at the lowest offset >= its lower bound that overlaps no block
+ * placed before it whose life overlaps its own; returns the highest end (at least `top`).
+ * scratch: room for n placed_block. */
+static size_t place_blocks(backward_block *blocks, const int *order, int n, size_t top, placed_block *scratch) {
+    for (int k = 0; k < n; k++) {
+        backward_block *bk = &blocks[order[k]];
+        int n_conflicts = 0;
+        for (int j = 0; j < k; j++) {
+            const backward_block *o = &blocks[order[j]];
+            if (o->death <= bk->birth && bk->death <= o->birth)
+                scratch[n_conflicts++] = (placed_block){o->at, o->at + o->size, o->layer, 0};
+        }
+        bk->at = first_fit(scratch, n_conflicts, bk->lower, bk->size);
+        if (bk->at + bk->size > top) top = bk->at + bk->size;
+    }
+    return top;
+}
+
+/* Whether block a goes before block b in the largest-first order: larger, then born earlier, then
+ * first in backward order. */
+static int placed_before(const backward_block *blocks, int a, int b) {
+    if (blocks[a].size != blocks[b].size) return blocks[a].size > blocks[b].size;
+    if (blocks[a].birth != blocks[b].birth) return blocks[a].birth > blocks[b].birth;
+    return a < b;
+}
+
+/* order[0..n) sorted largest first (insertion sort: a few hundred blocks at most). */
+static void order_by_size(const backward_block *blocks, int *order, int n) {
+    for (int k = 1; k < n; k++) {
+        const int v = order[k];
+        int j = k;
+        for (; j > 0 && placed_before(blocks, v, order[j - 1]); j--) order[j] = order[j - 1];
+        order[j] = v;
+    }
+}
+
+/* Places every output gradient, max-joint flex scratch and restored spikes over the activations
+ * already dead when the backward needs them; region_start[t]: the offset of layer t's transient
+ * output (region_start[L]: the region's end); forward_top: the end of the forward-only outputs,
+ * dead in the backward. A block born in the backward of t may lie anywhere above the outputs of
+ * layers <= t, over every block whose life does not overlap its own. Two orders are tried and the
+ * one that ends lower kept: the backward order (each block at its birth, lowest first), and the
+ * largest block first, which keeps a small early gradient from splitting the room two large later
+ * ones need (PlasticFlex VGG-11 at T = 8: 1.83 GiB instead of 2.09). */
 static bf_status plan_gradients(bf_model *m, const size_t *region_start, size_t forward_top, const int *last_consumer,
-                                const int *lowest_reader, placed_block *live) {
+                                const int *lowest_reader, placed_block *scratch) {
     const int L = m->num_layers;
-    int n_live = 0;
-    size_t top = forward_top, live_bytes = 0, live_peak = 0;
-    for (int t = L - 1; t >= 0; t--) {
-        bf_layer *l = &m->layers[t];
-        const size_t dead_from = region_start[t + 1]; /* the outputs of the layers above t */
-        for (int j = 0; j < l->num_inputs; j++) { /* spikes this backward restores first, live down to their last reader */
+    backward_block *blocks = malloc(3 * (size_t)L * sizeof *blocks);
+    int *order = malloc(3 * (size_t)L * sizeof *order);
+    size_t *first_at = malloc(3 * (size_t)L * sizeof *first_at);
+    if (!blocks || !order || !first_at) {
+        free(blocks);
+        free(order);
+        free(first_at);
+        return bf_error(BF_ERR_OOM, "model: out of host memory");
+    }
+    int n = 0;
+    for (int t = L - 1; t >= 0; t--) { /* in backward order: what each backward needs first */
+        const bf_layer *l = &m->layers[t];
+        for (int j = 0; j < l->num_inputs; j++) { /* spikes this backward restores, live down to their last reader */
             int in = l->input[j];
-            if (in < 0 || m->layers[in].unpack_before != t || m->layers[in].unpack_at != SIZE_MAX) continue;
-            size_t size = align_up(bf_shape_count(m->layers[in].out_shape) * sizeof(float));
-            size_t at = first_fit(live, n_live, dead_from, size);
-            m->layers[in].unpack_at = at;
-            live[n_live++] = (placed_block){at, at + size, lowest_reader[in], 0};
-            if (at + size > top) top = at + size;
+            if (in < 0 || m->layers[in].unpack_before != t) continue;
+            int seen = 0;
+            for (int k = 0; k < n; k++) seen |= blocks[k].kind == BLOCK_SPIKES && blocks[k].layer == in;
+            if (!seen)
+                blocks[n++] = (backward_block){align_up(bf_shape_count(m->layers[in].out_shape) * sizeof(float)),
+                                               region_start[t + 1], SIZE_MAX, t, lowest_reader[in], in, BLOCK_SPIKES};
         }
         for (int j = 0; j < l->num_inputs; j++) { /* the gradients this backward writes first */
             int in = l->input[j];
-            if (in < 0 || last_consumer[in] != t || m->layers[in].dout_at != SIZE_MAX) continue;
-            size_t size = align_up(bf_shape_count(m->layers[in].out_shape) * sizeof(float));
-            size_t at = first_fit(live, n_live, dead_from, size);
-            m->layers[in].dout_at = at;
-            live[n_live++] = (placed_block){at, at + size, in, 1};
-            live_bytes += size;
-            if (at + size > top) top = at + size;
+            if (in < 0 || last_consumer[in] != t) continue;
+            int seen = 0;
+            for (int k = 0; k < n; k++) seen |= blocks[k].kind == BLOCK_GRADIENT && blocks[k].layer == in;
+            if (!seen)
+                blocks[n++] = (backward_block){align_up(bf_shape_count(m->layers[in].out_shape) * sizeof(float)),
+                                               region_start[t + 1], SIZE_MAX, t, in, in, BLOCK_GRADIENT};
         }
-        size_t scratch = align_up(bf_flex_backward_scratch_floats(m, t) * sizeof(float));
-        if (scratch) { /* live during this backward alone */
-            size_t at = first_fit(live, n_live, dead_from, scratch);
-            l->bwd_scratch_at = at;
-            if (at + scratch > top) top = at + scratch;
-        }
-        if (live_bytes + scratch > live_peak) live_peak = live_bytes + scratch;
-        for (int k = 0; k < n_live;) /* t's own gradient dies with its backward */
-            if (live[k].owner == t) {
-                if (live[k].gradient) live_bytes -= live[k].hi - live[k].lo;
-                live[k] = live[--n_live];
-            } else {
-                k++;
-            }
+        size_t scratch_bytes = align_up(bf_flex_backward_scratch_floats(m, t) * sizeof(float));
+        if (scratch_bytes) /* live during this backward alone */
+            blocks[n++] = (backward_block){scratch_bytes, region_start[t + 1], SIZE_MAX, t, t, t, BLOCK_SCRATCH};
     }
+    for (int k = 0; k < n; k++) order[k] = k;
+    size_t top = place_blocks(blocks, order, n, forward_top, scratch);
+    for (int k = 0; k < n; k++) first_at[k] = blocks[k].at;
+    order_by_size(blocks, order, n);
+    const size_t top_by_size = place_blocks(blocks, order, n, forward_top, scratch);
+    if (top_by_size < top) top = top_by_size;
+    else
+        for (int k = 0; k < n; k++) blocks[k].at = first_at[k];
+    for (int k = 0; k < n; k++) {
+        bf_layer *l = &m->layers[blocks[k].layer];
+        if (blocks[k].kind == BLOCK_GRADIENT) l->dout_at = blocks[k].at;
+        else if (blocks[k].kind == BLOCK_SPIKES) l->unpack_at = blocks[k].at;
+        else l->bwd_scratch_at = blocks[k].at;
+    }
+    size_t live_peak = 0; /* gradients and scratch live at once, wherever placed */
+    for (int t = L - 1; t >= 0; t--) {
+        size_t live = 0;
+        for (int k = 0; k < n; k++)
+            if (blocks[k].kind != BLOCK_SPIKES && blocks[k].death <= t && t <= blocks[k].birth) live += blocks[k].size;
+        if (live > live_peak) live_peak = live;
+    }
+    free(blocks);
+    free(order);
+    free(first_at);
     for (int i = 0; i < L - 1; i++)
         if (m->layers[i].dout_at == SIZE_MAX && m->layers[i].num_consumers > 0)
             return bf_error(BF_ERR_INTERNAL, "model: layer %s got no gradient memory", m->layers[i].name);
@@ -273,8 +364,8 @@ static size_t largest_gap(placed_block *blocks, int n, size_t from, size_t to, s
 
 /* Workspace hints: for each layer's forward and backward, the largest block of [0, top) that no
  * buffer live during that pass holds, by replaying both passes as the plan placed them. Forward
- * of t: the outputs of the layers above t are not written yet, gradients not at all; only packed
- * float spikes still to be read are live there. Backward of t: the outputs of the layers above t
+ * of t: the outputs of the layers above t are not written yet, gradients not at all; only
+ * forward-only outputs still to be read are live there. Backward of t: the outputs of the layers above t
  * are dead, except where gradients, restored spikes and t's backward scratch now lie. */
 static void plan_workspace_hints(bf_model *m, const size_t *region_start, const size_t *fwd_at, size_t top,
                                  const int *last_consumer, const int *lowest_reader, placed_block *live) {
@@ -282,7 +373,7 @@ static void plan_workspace_hints(bf_model *m, const size_t *region_start, const 
     for (int t = 0; t < L; t++) {
         int n = 0;
         for (int i = 0; i <= t; i++)
-            if (m->layers[i].spikes_packed && last_consumer[i] >= t)
+            if (output_is_forward_only(&m->layers[i]) && last_consumer[i] >= t)
                 live[n++] = (placed_block){fwd_at[i], fwd_at[i] + align_up(bf_shape_count(m->layers[i].out_shape) * sizeof(float)), i, 0};
         bf_layer *l = &m->layers[t];
         l->ws_free_bytes[0] = largest_gap(live, n, region_start[t + 1], top, &l->ws_free_at[0]);
@@ -354,6 +445,12 @@ bf_status bf_model_finalize(bf_model *m) {
     m->num_classes = last.c * last.h * last.w;
     for (int i = 0; i < L; i++) m->layers[i].in_place = relu_can_be_in_place(m, &m->layers[i]);
     for (int i = 0; i < L; i++) m->layers[i].spikes_packed = can_pack_spikes(m, i);
+    for (int i = 0; i < L; i++) m->layers[i].out_forward_only = 0;
+    for (int i = 0; i < L; i++) {
+        bf_layer *l = &m->layers[i];
+        l->charge_recomputed = charge_can_be_recomputed(m, l);
+        if (l->charge_recomputed) m->layers[l->input[0]].out_forward_only = 1;
+    }
     for (int i = 0; i < L; i++) m->layers[i].charge_in_place = charge_can_overwrite_input(m, &m->layers[i]);
 
     /* 1. the transient outputs, in layer order, from offset 0; the forward-only region after them;
@@ -436,6 +533,8 @@ bf_status bf_model_finalize(bf_model *m) {
             l->spike_bits = (uint32_t *)*at;
             *at += spike_bits_bytes(l);
             l->spikes_unpacked = l->unpack_at != SIZE_MAX ? (float *)(base + l->unpack_at) : NULL;
+        } else if (l->out_forward_only) {
+            l->out = (float *)(base + fwd_at[i]);
         } else {
             l->out = (float *)*at;
             *at += align_up(count * sizeof(float));

@@ -305,6 +305,7 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
     }
     m->keep_neuron_outputs = cfg->spiking.raster_neurons > 0; /* train.c reads them after the step */
     m->pack_spikes = cfg->spiking.pack_spikes;
+    m->recompute_charge = cfg->spiking.recompute_charge;
     bf_status s = check_flex_sites(m, cfg);
     if (s == BF_OK) s = bf_model_finalize(m);
     if (s != BF_OK) {
@@ -337,8 +338,11 @@ void bf_model_print_table(const bf_model *m, FILE *out) {
         const char *note = l->in_place          ? " (in place)"
                            : l->frozen          ? " (frozen)"
                            : l->spikes_packed && l->charge_in_place ? " (kept as bits; charge over its input)"
+                           : l->spikes_packed && l->charge_recomputed ? " (kept as bits; charge recomputed)"
                            : l->spikes_packed   ? " (kept as bits)"
                            : l->charge_in_place ? " (charge over its input)"
+                           : l->charge_recomputed ? " (charge recomputed)"
+                           : l->out_forward_only ? " (until the neuron's forward)"
                                                 : "";
         fprintf(out, "%-28s %-14s %-20s %12zu %12.2f %12.1f%s\n", l->name, bf_layer_kind_name(l->kind), shape, params,
                 flops / 1e6, act, note);

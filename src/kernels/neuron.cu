@@ -7,7 +7,10 @@
  * is streamed through exactly once (forward: x in, y and charge out; backward: charge and dy in, dx
  * out; consecutive threads touch consecutive floats of each step, so every access is coalesced).
  * The forward pass carries the membrane V; the backward pass walks t = T-1 .. 0 carrying dL/dV.
- * The stateless activations (CLAMP01, STEP) go through the same kernels.
+ * The stateless activations (CLAMP01, STEP) go through the same kernels. With [spiking]
+ * recompute_charge the forward keeps no charge and k_neuron_backward_bn computes it again from the
+ * batch-norm input before it walks back (ops.h at neuron_backward_bn): the charge is neither
+ * written nor read, and the batch-norm output it came from need not be kept either.
  *
  * Float arithmetic uses explicit __f*_rn intrinsics (no FMA contraction) in the order neuron_cpu.c
  * evaluates it, and the surrogates come from surrogate.h (float, each operation rounded, its own
@@ -20,6 +23,7 @@
 #include <math.h>
 
 #include "cuda_backend.h"
+#include "neuron_check.h"
 #include "require.h"
 #include "surrogate.h"
 #include "vector_access.cuh" /* fvec, load_vec, store_vec: 16-byte accesses when V = 4 (the op checks alignment) */
@@ -45,10 +49,41 @@ __device__ __forceinline__ float surrogate_grad(const neuron_consts &c, float u)
 }
 
 
+/* One LIF/IF step of one element: H = decay*V + x, and V after the reset of S = 1[H - threshold >= 0]
+ * (HARD: H*(1-S); SOFT: H - threshold*S, which is u when S = 1; NONE: H). Returns H; *spike = S. One
+ * source for every kernel that computes a charge, so a charge computed again has the same bits. */
+template <int OP>
+__device__ __forceinline__ float lif_step(const neuron_consts &c, float x, float &v, bool &spike) {
+    const float h = __fadd_rn(__fmul_rn(c.decay, v), x);
+    const float u = __fsub_rn(h, c.threshold);
+    spike = u >= 0.0f;
+    v = !spike || OP == OP_NONE ? h : OP == OP_HARD ? 0.0f : u;
+    return h;
+}
+
+/* One BPTT step of one element from its charge h and output gradient gy: returns dH = dX, and
+ * carries dv = dL/dV back from step t to t-1 (through time only). */
+template <int OP>
+__device__ __forceinline__ float bptt_step(const neuron_consts &c, float h, float gy, float &dv) {
+    const float u = __fsub_rn(h, c.threshold), g = surrogate_grad(c, u);
+    float dh = __fmul_rn(gy, g);
+    if (c.through_time) {
+        const float s = u >= 0.0f ? 1.0f : 0.0f; /* the forward's spike, recomputed */
+        float dvdh = 1.0f;                        /* NONE */
+        if (OP == OP_HARD)
+            dvdh = c.detach ? __fsub_rn(1.0f, s) : __fsub_rn(__fsub_rn(1.0f, s), __fmul_rn(h, g));
+        else if (OP == OP_SOFT)
+            dvdh = c.detach ? 1.0f : __fsub_rn(1.0f, __fmul_rn(c.threshold, g));
+        dh = __fadd_rn(dh, __fmul_rn(dv, dvdh));
+        dv = __fmul_rn(c.decay, dh); /* dL/dV[t-1] */
+    }
+    return dh;
+}
+
 /* y (and for LIF/IF the charge) of all T steps of each element; a thread takes V consecutive
  * elements (V = 4: 16-byte accesses, fewer instructions and more bytes in flight per thread). With
  * STATS, block b writes partial[b] = its number of spikes (sum of y) and partial[gridDim.x + b] =
- * its silent elements. x and charge are not __restrict__: the memory plan may pass the same
+ * its silent elements. A NULL charge is not stored. x and charge are not __restrict__: the memory plan may pass the same
  * buffer for both (ops.h), and each thread loads x[idx] before it stores charge[idx]. */
 template <int OP, bool STATS, int V>
 __global__ void k_neuron_forward(const float *x, float *__restrict__ y, float *charge,
@@ -77,16 +112,13 @@ __global__ void k_neuron_forward(const float *x, float *__restrict__ y, float *c
                 } else if (OP == OP_STEP) {
                     out.v[k] = xk > 0.0f ? 1.0f : 0.0f;
                 } else {
-                    h.v[k] = __fadd_rn(__fmul_rn(c.decay, v[k]), xk);
-                    const float u = __fsub_rn(h.v[k], c.threshold);
-                    const bool s = u >= 0.0f;
+                    bool s;
+                    h.v[k] = lif_step<OP>(c, xk, v[k], s);
                     out.v[k] = s ? 1.0f : 0.0f;
-                    /* HARD: H*(1-S); SOFT: H - threshold*S (= u when S = 1); NONE: H */
-                    v[k] = !s || OP == OP_NONE ? h.v[k] : OP == OP_HARD ? 0.0f : u;
                 }
                 if (STATS) ysum[k] += (double)out.v[k];
             }
-            if (OP != OP_CLAMP01 && OP != OP_STEP) store_vec<V>(charge + idx, h);
+            if (OP != OP_CLAMP01 && OP != OP_STEP && charge) store_vec<V>(charge + idx, h); /* NULL: kept nowhere */
             store_vec<V>(y + idx, out);
             xv = xnext;
         }
@@ -134,23 +166,58 @@ __global__ void k_neuron_backward(const float *__restrict__ x, const float *__re
                 const fvec<V> hv = load_vec<V>(charge + idx), gy = load_vec<V>(dy + idx);
                 fvec<V> d;
 #pragma unroll
-                for (int k = 0; k < V; k++) {
-                    const float h = hv.v[k], u = __fsub_rn(h, c.threshold), g = surrogate_grad(c, u);
-                    float dh = __fmul_rn(gy.v[k], g);
-                    if (c.through_time) {
-                        const float s = u >= 0.0f ? 1.0f : 0.0f; /* the forward's spike, recomputed */
-                        float dvdh = 1.0f;                        /* NONE */
-                        if (OP == OP_HARD)
-                            dvdh = c.detach ? __fsub_rn(1.0f, s) : __fsub_rn(__fsub_rn(1.0f, s), __fmul_rn(h, g));
-                        else if (OP == OP_SOFT)
-                            dvdh = c.detach ? 1.0f : __fsub_rn(1.0f, __fmul_rn(c.threshold, g));
-                        dh = __fadd_rn(dh, __fmul_rn(dv[k], dvdh));
-                        dv[k] = __fmul_rn(c.decay, dh); /* dL/dV[t-1] */
-                    }
-                    d.v[k] = dh;
-                }
+                for (int k = 0; k < V; k++) d.v[k] = bptt_step<OP>(c, hv.v[k], gy.v[k], dv[k]);
                 store_vec<V>(dx + idx, d);
             }
+        }
+    }
+}
+
+/* The batch-norm input of neuron_backward_bn (ops.h), as the kernel takes it. */
+struct bn_input {
+    int c, hw;
+    const float *mean, *invstd, *gamma, *beta;
+};
+
+/* neuron_backward_bn for LIF/IF (OP a reset mode), V consecutive elements per thread, T <= TMAX:
+ * each element's T charges are computed again from the batch-norm input, in registers (the loops
+ * unroll fully over TMAX, so h is indexed by constants), then the BPTT walks them back. X is
+ * batchnorm.cu's bn_apply_one with its scale gamma * invstd (k_bn_saved_coef), so the charges are
+ * the forward's bits; xin is read once and the charge never. */
+template <int OP, int V, int TMAX>
+__global__ void k_neuron_backward_bn(const float *__restrict__ xin, bn_input bn, const float *__restrict__ dy,
+                                     float *__restrict__ dx, size_t n, neuron_consts c) {
+    GRID_STRIDE(iv, n / V) {
+        const size_t i0 = iv * V;
+        float mu[V], sc[V], bt[V], v[V], dv[V], h[TMAX][V];
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            const size_t ch = (i0 + k) / (size_t)bn.hw % (size_t)bn.c;
+            mu[k] = bn.mean[ch];
+            sc[k] = __fmul_rn(bn.gamma[ch], bn.invstd[ch]);
+            bt[k] = bn.beta[ch];
+            v[k] = dv[k] = 0.0f;
+        }
+#pragma unroll
+        for (int t = 0; t < TMAX; t++) {
+            if (t >= c.T) break;
+            const fvec<V> xv = load_vec<V>(xin + (size_t)t * n + i0);
+#pragma unroll
+            for (int k = 0; k < V; k++) {
+                bool s;
+                const float x = __fadd_rn(__fmul_rn(__fsub_rn(xv.v[k], mu[k]), sc[k]), bt[k]);
+                h[t][k] = lif_step<OP>(c, x, v[k], s);
+            }
+        }
+#pragma unroll
+        for (int t = TMAX - 1; t >= 0; t--) {
+            if (t >= c.T) continue;
+            const size_t idx = (size_t)t * n + i0;
+            const fvec<V> gy = load_vec<V>(dy + idx);
+            fvec<V> d;
+#pragma unroll
+            for (int k = 0; k < V; k++) d.v[k] = bptt_step<OP>(c, h[t][k], gy.v[k], dv[k]);
+            store_vec<V>(dx + idx, d);
         }
     }
 }
@@ -180,27 +247,6 @@ __global__ void k_accumulate_partials(const double *__restrict__ partial, int co
 }
 
 /* ---- host helpers ---- */
-
-/* The same checks, in the same order and with the same messages, as neuron_cpu.c. */
-bf_status check_params(const bf_neuron_params *p, size_t n, const char *op) {
-    if (!p) return bf_error(BF_ERR_ARG, "%s: NULL neuron parameters", op);
-    if ((int)p->kind < (int)BF_NEURON_LIF || (int)p->kind > (int)BF_NEURON_STEP)
-        return bf_error(BF_ERR_ARG, "%s: unknown neuron kind %d", op, (int)p->kind);
-    if (p->T < 1) return bf_error(BF_ERR_ARG, "%s: T must be >= 1 (got %d)", op, p->T);
-    if ((int)p->reset < (int)BF_RESET_HARD || (int)p->reset > (int)BF_RESET_NONE)
-        return bf_error(BF_ERR_ARG, "%s: unknown reset mode %d", op, (int)p->reset);
-    if ((int)p->surrogate < (int)BF_SURROGATE_SIGMOID || (int)p->surrogate > (int)BF_SURROGATE_TANH)
-        return bf_error(BF_ERR_ARG, "%s: unknown surrogate %d", op, (int)p->surrogate);
-    if (p->kind != BF_NEURON_CLAMP01 &&
-        (p->surrogate == BF_SURROGATE_RECTANGULAR || p->surrogate == BF_SURROGATE_TRIANGLE) && !(p->width > 0.0f))
-        return bf_error(BF_ERR_ARG, "%s: the surrogate's width must be > 0 (got %g)", op, (double)p->width);
-    if (p->kind != BF_NEURON_CLAMP01 && (p->surrogate == BF_SURROGATE_SIGMOID || p->surrogate == BF_SURROGATE_ARCTAN) &&
-        !(p->alpha > 0.0f)) /* surrogate.h's exponential takes arguments <= 0 only */
-        return bf_error(BF_ERR_ARG, "%s: the surrogate's alpha must be > 0 (got %g)", op, (double)p->alpha);
-    if (n > SIZE_MAX / sizeof(float) / (size_t)p->T)
-        return bf_error(BF_ERR_ARG, "%s: T=%d x n=%zu elements overflow", op, p->T, n);
-    return BF_OK;
-}
 
 neuron_consts consts_of(const bf_neuron_params *p) {
     neuron_consts c;
@@ -301,20 +347,40 @@ bf_status run_forward(bf_cuda_impl *im, int op, const float *x, float *y, float 
     return BF_OK;
 }
 
+template <int OP, int V, int TMAX>
+bf_status launch_backward_bn(bf_cuda_impl *im, const float *xin, const bn_input &bn, const float *dy, float *dx,
+                             size_t n, const neuron_consts &c) {
+    k_neuron_backward_bn<OP, V, TMAX><<<neuron_blocks(n / V), BF_CUDA_THREADS, 0, im->stream>>>(xin, bn, dy, dx, n, c);
+    BF_LAUNCH_CHECK("k_neuron_backward_bn");
+    return BF_OK;
+}
+
+/* TMAX: the smallest of 4, 8, 16, 32 that holds T; V = 4 only up to TMAX 8 (32 charges a thread). */
+template <int OP>
+bf_status dispatch_backward_bn(bf_cuda_impl *im, int v, const float *xin, const bn_input &bn, const float *dy,
+                               float *dx, size_t n, const neuron_consts &c) {
+    if (c.T <= 4) return v == 4 ? launch_backward_bn<OP, 4, 4>(im, xin, bn, dy, dx, n, c)
+                                : launch_backward_bn<OP, 1, 4>(im, xin, bn, dy, dx, n, c);
+    if (c.T <= 8) return v == 4 ? launch_backward_bn<OP, 4, 8>(im, xin, bn, dy, dx, n, c)
+                                : launch_backward_bn<OP, 1, 8>(im, xin, bn, dy, dx, n, c);
+    if (c.T <= 16) return launch_backward_bn<OP, 1, 16>(im, xin, bn, dy, dx, n, c);
+    return launch_backward_bn<OP, 1, 32>(im, xin, bn, dy, dx, n, c);
+}
+
 }  // namespace
 
 extern "C" bf_status bf_cuda_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x,
                                             float *y, float *charge, float *stats) {
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
-    BF_TRY(check_params(p, n, "neuron_forward"));
+    BF_TRY(bf_neuron_check_params(p, n, "neuron_forward"));
     if (n == 0) return BF_OK;
     REQUIRE("neuron_forward", x, y);
-    if (is_stateful(p)) REQUIRE("neuron_forward (charge of LIF/IF)", charge);
     const neuron_consts c = consts_of(p);
     const int op = op_of(p);
-    /* the charge is unused (maybe NULL) for the stateless kinds: x stands in for its alignment */
-    if (op != OP_CLAMP01 && vector_width(im, n, x, y, is_stateful(p) ? charge : x) == 4)
+    /* the charge is unused (maybe NULL) for the stateless kinds, and NULL when none is kept: x
+     * stands in for its alignment */
+    if (op != OP_CLAMP01 && vector_width(im, n, x, y, is_stateful(p) && charge ? charge : x) == 4)
         return run_forward<4>(im, op, x, y, charge, n, c, stats);
     return run_forward<1>(im, op, x, y, charge, n, c, stats);
 }
@@ -324,7 +390,7 @@ extern "C" bf_status bf_cuda_neuron_backward(bf_backend *b, const bf_neuron_para
     (void)y; /* S is recomputed from the charge */
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
-    BF_TRY(check_params(p, n, "neuron_backward"));
+    BF_TRY(bf_neuron_check_params(p, n, "neuron_backward"));
     if (n == 0) return BF_OK;
     REQUIRE("neuron_backward", dy, dx);
     if (is_stateful(p))
@@ -335,6 +401,24 @@ extern "C" bf_status bf_cuda_neuron_backward(bf_backend *b, const bf_neuron_para
     const float *in = is_stateful(p) ? charge : x; /* what the backward reads beside dy */
     if (vector_width(im, n, in, dy, dx) == 4) return dispatch_backward<4>(im, op_of(p), x, charge, dy, dx, n, c);
     return dispatch_backward<1>(im, op_of(p), x, charge, dy, dx, n, c);
+}
+
+extern "C" bf_status bf_cuda_neuron_backward_bn(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in,
+                                                size_t n, const float *xin, const float *dy, float *dx) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(bf_neuron_check_params(p, n, "neuron_backward_bn"));
+    BF_TRY(bf_neuron_check_bn_input(p, in, n, "neuron_backward_bn"));
+    if (n == 0) return BF_OK;
+    REQUIRE("neuron_backward_bn", xin, dy, dx);
+    const neuron_consts c = consts_of(p);
+    const bn_input bn = {in->c, in->hw, in->mean, in->invstd, in->gamma, in->beta};
+    const int v = vector_width(im, n, xin, dy, dx);
+    switch (op_of(p)) {
+    case OP_HARD: return dispatch_backward_bn<OP_HARD>(im, v, xin, bn, dy, dx, n, c);
+    case OP_SOFT: return dispatch_backward_bn<OP_SOFT>(im, v, xin, bn, dy, dx, n, c);
+    default: return dispatch_backward_bn<OP_NONE>(im, v, xin, bn, dy, dx, n, c);
+    }
 }
 
 extern "C" bf_status bf_cuda_spikes_pack(bf_backend *b, const float *y, uint32_t *bits, size_t n) {

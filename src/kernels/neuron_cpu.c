@@ -12,7 +12,8 @@
  * own exponential: the libm and CUDA expf and tanhf differ in their last bits), so spikes, charges
  * and gradients are bit-identical on both backends. The backward pass recomputes S[t] = 1[H[t] - threshold >= 0] from the
  * charge, exactly as the forward pass did, so it does not read y (one tensor less to stream, as
- * SpikingJelly's BPTT kernels do).
+ * SpikingJelly's BPTT kernels do). neuron_backward_bn computes the charge of a tile again from
+ * batch-norm's input, with the forward's own lif_step, and then runs the same BPTT over it.
  *
  * The statistics are summed in double: per element over t, then over the elements of a thread's
  * block in index order, then over the blocks in thread order, so the result repeats for a given
@@ -21,6 +22,7 @@
 #include <stdint.h>
 
 #include "cpu_backend.h"
+#include "neuron_check.h"
 #include "require.h"
 #include "surrogate.h"
 
@@ -35,26 +37,6 @@ typedef struct neuron_consts {
     int T, detach, through_time;
     float decay, threshold, alpha, width, height;
 } neuron_consts;
-
-static bf_status check_params(const bf_neuron_params *p, size_t n, const char *op) {
-    if (!p) return bf_error(BF_ERR_ARG, "%s: NULL neuron parameters", op);
-    if ((int)p->kind < (int)BF_NEURON_LIF || (int)p->kind > (int)BF_NEURON_STEP)
-        return bf_error(BF_ERR_ARG, "%s: unknown neuron kind %d", op, (int)p->kind);
-    if (p->T < 1) return bf_error(BF_ERR_ARG, "%s: T must be >= 1 (got %d)", op, p->T);
-    if ((int)p->reset < (int)BF_RESET_HARD || (int)p->reset > (int)BF_RESET_NONE)
-        return bf_error(BF_ERR_ARG, "%s: unknown reset mode %d", op, (int)p->reset);
-    if ((int)p->surrogate < (int)BF_SURROGATE_SIGMOID || (int)p->surrogate > (int)BF_SURROGATE_TANH)
-        return bf_error(BF_ERR_ARG, "%s: unknown surrogate %d", op, (int)p->surrogate);
-    if (p->kind != BF_NEURON_CLAMP01 &&
-        (p->surrogate == BF_SURROGATE_RECTANGULAR || p->surrogate == BF_SURROGATE_TRIANGLE) && !(p->width > 0.0f))
-        return bf_error(BF_ERR_ARG, "%s: the surrogate's width must be > 0 (got %g)", op, (double)p->width);
-    if (p->kind != BF_NEURON_CLAMP01 && (p->surrogate == BF_SURROGATE_SIGMOID || p->surrogate == BF_SURROGATE_ARCTAN) &&
-        !(p->alpha > 0.0f)) /* surrogate.h's exponential takes arguments <= 0 only */
-        return bf_error(BF_ERR_ARG, "%s: the surrogate's alpha must be > 0 (got %g)", op, (double)p->alpha);
-    if (n > SIZE_MAX / sizeof(float) / (size_t)p->T)
-        return bf_error(BF_ERR_ARG, "%s: T=%d x n=%zu elements overflow", op, p->T, n);
-    return BF_OK;
-}
 
 static neuron_consts consts_of(const bf_neuron_params *p) {
     neuron_consts c;
@@ -118,11 +100,12 @@ static void forward_block(const neuron_consts *c, size_t n, size_t lo, size_t hi
         const size_t m = hi - i0 < NEURON_TILE ? hi - i0 : NEURON_TILE;
         float v[NEURON_TILE] = {0};
         float ysum[NEURON_TILE] = {0}; /* integer counts for LIF/IF/STEP; CLAMP01's need not be */
+        float h_unkept[NEURON_TILE];   /* the charges of a step, when none are kept */
         double clamp_sum[NEURON_TILE] = {0};
         for (int t = 0; t < c->T; t++) {
             const size_t base = (size_t)t * n + i0;
             const float *xt = x + base;
-            float *yt = y + base;
+            float *yt = y + base, *ht = charge ? charge + base : h_unkept;
             if (kind == BF_NEURON_CLAMP01) {
                 for (size_t k = 0; k < m; k++) { /* a NaN passes through, as torch.clamp */
                     const float xv = xt[k], out = xv < 0.0f ? 0.0f : xv > 1.0f ? 1.0f : xv;
@@ -136,11 +119,11 @@ static void forward_block(const neuron_consts *c, size_t n, size_t lo, size_t hi
                     ysum[k] += out;
                 }
             } else if (reset == BF_RESET_HARD) {
-                lif_step(BF_RESET_HARD, decay, thr, m, xt, charge + base, yt, v, ysum);
+                lif_step(BF_RESET_HARD, decay, thr, m, xt, ht, yt, v, ysum);
             } else if (reset == BF_RESET_SOFT) {
-                lif_step(BF_RESET_SOFT, decay, thr, m, xt, charge + base, yt, v, ysum);
+                lif_step(BF_RESET_SOFT, decay, thr, m, xt, ht, yt, v, ysum);
             } else {
-                lif_step(BF_RESET_NONE, decay, thr, m, xt, charge + base, yt, v, ysum);
+                lif_step(BF_RESET_NONE, decay, thr, m, xt, ht, yt, v, ysum);
             }
         }
         for (size_t k = 0; k < m; k++) {
@@ -155,10 +138,9 @@ static void forward_block(const neuron_consts *c, size_t n, size_t lo, size_t hi
 
 bf_status bf_cpu_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, float *y,
                                 float *charge, float *stats) {
-    BF_TRY(check_params(p, n, "neuron_forward"));
+    BF_TRY(bf_neuron_check_params(p, n, "neuron_forward"));
     if (n == 0) return BF_OK;
     REQUIRE("neuron_forward", x, y);
-    if (is_stateful(p->kind)) REQUIRE("neuron_forward (charge of LIF/IF)", charge);
     const neuron_consts c = consts_of(p);
     const int threads = neuron_threads(b, n, n * (size_t)c.T);
     double spikes[BF_CPU_MAX_THREADS], silent[BF_CPU_MAX_THREADS];
@@ -223,39 +205,80 @@ static inline void bptt_step(bf_reset_mode reset, int detach, int through_time, 
     }
 }
 
-/* LIF/IF elements [lo, hi): BPTT from t = T-1 down to 0 with dV carried per element. */
-static void bptt_block(const neuron_consts *c, size_t n, size_t lo, size_t hi, const float *charge, const float *dy,
-                       float *dx) {
+/* BPTT over one tile of m LIF/IF elements, from t = T-1 down to 0 with dV carried per element: the
+ * charge of step t at h + t*h_stride (the kept [T, n] tensor, or a tile computed again), dy and dx of
+ * step t at dy + t*n and dx + t*n. */
+static void bptt_tile(const neuron_consts *c, size_t m, const float *h, size_t h_stride, size_t n, const float *dy,
+                      float *dx) {
     const bf_reset_mode reset = c->reset;
     const int detach = c->detach, through_time = c->through_time;
     const float decay = c->decay, thr = c->threshold;
+    float dv[NEURON_TILE] = {0}; /* dL/dV[t], zero after the last step */
+    float gs[NEURON_TILE];
+    for (int t = c->T - 1; t >= 0; t--) {
+        const float *ht = h + (size_t)t * h_stride, *gt = dy + (size_t)t * n;
+        float *dxt = dx + (size_t)t * n;
+        surrogate_tile(c, ht, m, gs);
+        if (!through_time)
+            bptt_step(reset, 0, 0, decay, thr, m, ht, gt, gs, dxt, dv);
+        else if (reset == BF_RESET_HARD)
+            detach ? bptt_step(BF_RESET_HARD, 1, 1, decay, thr, m, ht, gt, gs, dxt, dv)
+                   : bptt_step(BF_RESET_HARD, 0, 1, decay, thr, m, ht, gt, gs, dxt, dv);
+        else if (reset == BF_RESET_SOFT)
+            detach ? bptt_step(BF_RESET_SOFT, 1, 1, decay, thr, m, ht, gt, gs, dxt, dv)
+                   : bptt_step(BF_RESET_SOFT, 0, 1, decay, thr, m, ht, gt, gs, dxt, dv);
+        else
+            bptt_step(BF_RESET_NONE, 0, 1, decay, thr, m, ht, gt, gs, dxt, dv);
+    }
+}
+
+/* LIF/IF elements [lo, hi) from the kept charge. */
+static void bptt_block(const neuron_consts *c, size_t n, size_t lo, size_t hi, const float *charge, const float *dy,
+                       float *dx) {
     for (size_t i0 = lo; i0 < hi; i0 += NEURON_TILE) {
         const size_t m = hi - i0 < NEURON_TILE ? hi - i0 : NEURON_TILE;
-        float dv[NEURON_TILE] = {0}; /* dL/dV[t], zero after the last step */
-        float gs[NEURON_TILE];
-        for (int t = c->T - 1; t >= 0; t--) {
-            const size_t base = (size_t)t * n + i0;
-            const float *ht = charge + base, *gt = dy + base;
-            float *dxt = dx + base;
-            surrogate_tile(c, ht, m, gs);
-            if (!through_time)
-                bptt_step(reset, 0, 0, decay, thr, m, ht, gt, gs, dxt, dv);
-            else if (reset == BF_RESET_HARD)
-                detach ? bptt_step(BF_RESET_HARD, 1, 1, decay, thr, m, ht, gt, gs, dxt, dv)
-                       : bptt_step(BF_RESET_HARD, 0, 1, decay, thr, m, ht, gt, gs, dxt, dv);
-            else if (reset == BF_RESET_SOFT)
-                detach ? bptt_step(BF_RESET_SOFT, 1, 1, decay, thr, m, ht, gt, gs, dxt, dv)
-                       : bptt_step(BF_RESET_SOFT, 0, 1, decay, thr, m, ht, gt, gs, dxt, dv);
-            else
-                bptt_step(BF_RESET_NONE, 0, 1, decay, thr, m, ht, gt, gs, dxt, dv);
+        bptt_tile(c, m, charge + i0, n, n, dy + i0, dx + i0);
+    }
+}
+
+/* LIF/IF elements [lo, hi) with the charge computed again from batch-norm's input (ops.h at
+ * neuron_backward_bn): per tile, X = the batch-norm output in batchnorm_cpu.c's expression, the
+ * forward's lif_step over all T into a tile of charges, then the BPTT from that tile. */
+static void bptt_block_bn(const neuron_consts *c, const bf_neuron_bn_input *in, size_t n, size_t lo, size_t hi,
+                          const float *xin, const float *dy, float *dx) {
+    const bf_reset_mode reset = c->reset;
+    const float decay = c->decay, thr = c->threshold;
+    float h[BF_NEURON_BN_MAX_T * NEURON_TILE];
+    float mean[NEURON_TILE], scale[NEURON_TILE], beta[NEURON_TILE], xt[NEURON_TILE], spikes[NEURON_TILE];
+    for (size_t i0 = lo; i0 < hi; i0 += NEURON_TILE) {
+        const size_t m = hi - i0 < NEURON_TILE ? hi - i0 : NEURON_TILE;
+        size_t ch = i0 / (size_t)in->hw % (size_t)in->c, at = i0 % (size_t)in->hw; /* then walked, not divided */
+        for (size_t k = 0; k < m; k++) {
+            mean[k] = in->mean[ch];
+            scale[k] = in->gamma[ch] * in->invstd[ch];
+            beta[k] = in->beta[ch];
+            if (++at == (size_t)in->hw) {
+                at = 0;
+                if (++ch == (size_t)in->c) ch = 0;
+            }
         }
+        float v[NEURON_TILE] = {0}, ysum[NEURON_TILE] = {0};
+        for (int t = 0; t < c->T; t++) {
+            const float *xs = xin + (size_t)t * n + i0;
+            for (size_t k = 0; k < m; k++) xt[k] = (xs[k] - mean[k]) * scale[k] + beta[k];
+            float *ht = h + (size_t)t * NEURON_TILE;
+            if (reset == BF_RESET_HARD) lif_step(BF_RESET_HARD, decay, thr, m, xt, ht, spikes, v, ysum);
+            else if (reset == BF_RESET_SOFT) lif_step(BF_RESET_SOFT, decay, thr, m, xt, ht, spikes, v, ysum);
+            else lif_step(BF_RESET_NONE, decay, thr, m, xt, ht, spikes, v, ysum);
+        }
+        bptt_tile(c, m, h, NEURON_TILE, n, dy + i0, dx + i0);
     }
 }
 
 bf_status bf_cpu_neuron_backward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, const float *y,
                                  const float *charge, const float *dy, float *dx) {
     (void)y; /* S is recomputed from the charge */
-    BF_TRY(check_params(p, n, "neuron_backward"));
+    BF_TRY(bf_neuron_check_params(p, n, "neuron_backward"));
     if (n == 0) return BF_OK;
     REQUIRE("neuron_backward", dy, dx);
     const neuron_consts c = consts_of(p);
@@ -280,6 +303,20 @@ bf_status bf_cpu_neuron_backward(bf_backend *b, const bf_neuron_params *p, size_
 #pragma omp parallel for num_threads(threads) schedule(static)
         for (size_t i = 0; i < total; i++) dx[i] = dy[i] * surrogate_grad(&c, x[i]);
     }
+    return BF_OK;
+}
+
+bf_status bf_cpu_neuron_backward_bn(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in, size_t n,
+                                    const float *xin, const float *dy, float *dx) {
+    BF_TRY(bf_neuron_check_params(p, n, "neuron_backward_bn"));
+    BF_TRY(bf_neuron_check_bn_input(p, in, n, "neuron_backward_bn"));
+    if (n == 0) return BF_OK;
+    REQUIRE("neuron_backward_bn", xin, dy, dx);
+    const neuron_consts c = consts_of(p);
+    const int threads = neuron_threads(b, n, n * (size_t)c.T);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int t = 0; t < threads; t++)
+        bptt_block_bn(&c, in, n, n * (size_t)t / (size_t)threads, n * (size_t)(t + 1) / (size_t)threads, xin, dy, dx);
     return BF_OK;
 }
 

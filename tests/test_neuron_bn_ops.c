@@ -1,0 +1,127 @@
+/* test_neuron_bn_ops.c - the recomputed charge of the CPU backend ([spiking] recompute_charge):
+ *   - neuron_backward_bn, which computes each element's charges again from batch-norm's input and
+ *     statistics, gives the very bits of the op sequence it replaces: batchnorm_forward_saved, then
+ *     neuron_forward keeping the charge, then neuron_backward; for LIF and IF, every reset mode,
+ *     surrogate, detach_reset and through_time setting, T from 1 to BF_NEURON_BN_MAX_T, and channel
+ *     planes of 1, 3 and 16 elements (a tile of 64 elements spans several channels, or part of one);
+ *   - with one and two threads alike;
+ *   - neuron_forward with no charge to keep: the same spikes and statistics as with one;
+ *   - its argument checks (T above the limit, a stateless neuron, elements that are not whole
+ *     samples, missing statistics).
+ * tests/test_neuron_bn_ops_cuda.c holds the CUDA kernels to the same results. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bioflex/ops.h"
+#include "testutil.h"
+
+static const char *reset_name[] = {"hard", "soft", "none"};
+static const char *surr_name[] = {"sigmoid", "arctan", "rect", "triangle", "tanh"};
+
+static float *alloc_floats(bf_backend *b, size_t n) {
+    void *p = NULL;
+    if (bf_alloc(b, n * sizeof(float) + 16, &p) != BF_OK) exit(1);
+    return p;
+}
+
+static float *uniform(bf_backend *b, size_t n, float lo, float hi, unsigned long seed) {
+    float *p = alloc_floats(b, n);
+    bf_test_fill_uniform(p, n, lo, hi, seed);
+    return p;
+}
+
+/* One shape and neuron: the batch-norm input and statistics are drawn so that the normalised input
+ * lies around the threshold 1 (spikes and silences, resets of every kind). */
+static void test_case(bf_backend *b, bf_backend *b2, bf_neuron_kind kind, bf_reset_mode reset, int T, int samples,
+                      int c, int hw, unsigned long seed) {
+    const size_t n = (size_t)samples * c * hw, total = (size_t)T * n;
+    float *xin = uniform(b, total, -2.0f, 2.0f, seed), *dy = uniform(b, total, -1.0f, 1.0f, seed + 1);
+    float *mean = uniform(b, (size_t)c, -0.5f, 0.5f, seed + 2), *invstd = uniform(b, (size_t)c, 0.5f, 2.0f, seed + 3);
+    float *gamma = uniform(b, (size_t)c, -1.0f, 1.5f, seed + 4), *beta = uniform(b, (size_t)c, 0.0f, 1.0f, seed + 5);
+    float *x = alloc_floats(b, total), *y = alloc_floats(b, total), *y2 = alloc_floats(b, total);
+    float *charge = alloc_floats(b, total), *dx_ref = alloc_floats(b, total), *dx = alloc_floats(b, total);
+    float *dx2 = alloc_floats(b, total);
+    float stats[2] = {0, 0}, stats2[2] = {0, 0};
+    const bf_bn_shape bs = {.n = T * samples, .c = c, .hw = hw, .eps = 1e-5f, .momentum = 0.1f};
+    const bf_neuron_bn_input in = {c, hw, mean, invstd, gamma, beta};
+    bf_neuron_params p = {.kind = kind, .T = T, .decay = 0.8f, .threshold = 1.0f, .reset = reset,
+                          .alpha = 4.0f, .width = 1.0f, .height = 0.3f};
+    char what[192];
+    snprintf(what, sizeof what, "%s/%s T=%d [%d, %d, %d]", kind == BF_NEURON_LIF ? "lif" : "if", reset_name[reset], T,
+             samples, c, hw);
+
+    CHECK_OK(b->ops->batchnorm_forward_saved(b, &bs, xin, gamma, beta, mean, invstd, x));
+    CHECK_OK(b->ops->neuron_forward(b, &p, n, x, y, charge, stats));
+    CHECK_OK(b->ops->neuron_forward(b, &p, n, x, y2, NULL, stats2)); /* keeps no charge */
+    CHECK(memcmp(y, y2, total * sizeof(float)) == 0 && memcmp(stats, stats2, sizeof stats) == 0,
+          "%s: the forward without a charge to keep gives other spikes or statistics", what);
+    CHECK(stats[0] > 0 && stats[0] < (float)total, "%s: %g spikes of %zu steps (want some, not all)", what,
+          (double)stats[0], total);
+
+    for (int surr = 0; surr < 5; surr++)
+        for (int detach = 0; detach < 2; detach++)
+            for (int through = 0; through < 2; through++) {
+                p.surrogate = (bf_surrogate)surr;
+                p.detach_reset = detach;
+                p.through_time = through;
+                CHECK_OK(b->ops->neuron_backward(b, &p, n, x, NULL, charge, dy, dx_ref));
+                bf_test_fill_uniform(dx, total, 1e3f, 2e3f, seed + 6); /* garbage: every element must be written */
+                CHECK_OK(b->ops->neuron_backward_bn(b, &p, &in, n, xin, dy, dx));
+                size_t differ = 0, first = 0;
+                for (size_t i = 0; i < total; i++)
+                    if (memcmp(&dx[i], &dx_ref[i], sizeof(float)) != 0 && differ++ == 0) first = i;
+                CHECK(differ == 0, "%s %s detach=%d through=%d: %zu of %zu gradients differ from the kept charge's, "
+                                   "first %zu: %.9g vs %.9g",
+                      what, surr_name[surr], detach, through, differ, total, first, (double)dx[first],
+                      (double)dx_ref[first]);
+                if (b2) {
+                    CHECK_OK(b2->ops->neuron_backward_bn(b2, &p, &in, n, xin, dy, dx2));
+                    CHECK(memcmp(dx, dx2, total * sizeof(float)) == 0, "%s %s: two threads give other bits than one",
+                          what, surr_name[surr]);
+                }
+            }
+    float *all[] = {xin, dy, mean, invstd, gamma, beta, x, y, y2, charge, dx_ref, dx, dx2};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) bf_free(b, all[i]);
+}
+
+static void test_arguments(bf_backend *b) {
+    float *v = alloc_floats(b, 64);
+    const bf_neuron_bn_input in = {2, 4, v, v, v, v};
+    bf_neuron_params p = {.kind = BF_NEURON_LIF, .T = 2, .decay = 0.5f, .threshold = 1.0f, .alpha = 4.0f};
+    CHECK_OK(b->ops->neuron_backward_bn(b, &p, &in, 8, v, v, v));
+    p.T = BF_NEURON_BN_MAX_T + 1;
+    CHECK(b->ops->neuron_backward_bn(b, &p, &in, 0, v, v, v) == BF_ERR_ARG, "T above BF_NEURON_BN_MAX_T accepted");
+    p.T = 2;
+    CHECK(b->ops->neuron_backward_bn(b, &p, &in, 12, v, v, v) == BF_ERR_ARG, "12 elements of [2, 4] samples accepted");
+    CHECK(b->ops->neuron_backward_bn(b, &p, NULL, 8, v, v, v) == BF_ERR_ARG, "no batch-norm input accepted");
+    bf_neuron_bn_input missing = in;
+    missing.invstd = NULL;
+    CHECK(b->ops->neuron_backward_bn(b, &p, &missing, 8, v, v, v) == BF_ERR_ARG, "NULL invstd accepted");
+    CHECK(b->ops->neuron_backward_bn(b, &p, &in, 8, NULL, v, v) == BF_ERR_ARG, "NULL xin accepted");
+    p.kind = BF_NEURON_CLAMP01;
+    CHECK(b->ops->neuron_backward_bn(b, &p, &in, 8, v, v, v) == BF_ERR_ARG, "CLAMP01 accepted (it has no charge)");
+    bf_free(b, v);
+}
+
+int main(void) {
+    bf_backend *one = NULL, *two = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &one));
+    CHECK_OK(bf_backend_create_cpu(2, &two));
+    if (!one || !two) return bf_test_finish();
+    const int Ts[] = {1, 3, 8, BF_NEURON_BN_MAX_T};
+    struct { int samples, c, hw; } shapes[] = {{3, 5, 1}, {2, 4, 3}, {2, 3, 16}};
+    unsigned long seed = 700;
+    for (int kind = BF_NEURON_LIF; kind <= BF_NEURON_IF; kind++)
+        for (int reset = 0; reset < 3; reset++)
+            for (size_t t = 0; t < sizeof Ts / sizeof Ts[0]; t++)
+                for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++, seed += 10)
+                    test_case(one, NULL, (bf_neuron_kind)kind, (bf_reset_mode)reset, Ts[t], shapes[s].samples,
+                              shapes[s].c, shapes[s].hw, seed);
+    /* enough elements for two threads' blocks and several tiles each, one tile spanning channels */
+    test_case(one, two, BF_NEURON_LIF, BF_RESET_HARD, 4, 16, 8, 36, 9001);
+    test_case(one, two, BF_NEURON_IF, BF_RESET_SOFT, 8, 8, 64, 16, 9011);
+    test_arguments(one);
+    bf_backend_destroy(one);
+    bf_backend_destroy(two);
+    return bf_test_finish();
+}

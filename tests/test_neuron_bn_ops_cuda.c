@@ -1,0 +1,102 @@
+/* test_neuron_bn_ops_cuda.c - the recomputed charge on the GPU ([spiking] recompute_charge):
+ * k_neuron_backward_bn (neuron.cu), which computes each element's T charges again in registers
+ * from batch-norm's input and statistics, against
+ *   - the CPU's neuron_backward_bn (tests/test_neuron_bn_ops.c holds that one to the op sequence it
+ *     replaces), with the tolerance test_neuron_ops_cuda gives the BPTT gradients;
+ *   - the GPU's own op sequence, batchnorm_forward_saved + neuron_forward keeping the charge +
+ *     neuron_backward: the same bits;
+ * for LIF and IF, every reset mode and surrogate, with and without detach_reset and through_time,
+ * T in {1, 4, 8, 10, 16, 32} (every register bucket, 4, 8, 16 and 32, of the kernel), channel
+ * planes of 7 and 1024 elements, and a tensor large enough for the 16-byte-vector kernels
+ * (T <= 8). The forward that keeps no charge must give the spikes and statistics of the one that
+ * does. Skipped (exit 77) without a CUDA build or device. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "bioflex/ops.h"
+#include "cuda_pair.h"
+#include "testutil.h"
+
+static bf_backend *cpu, *gpu;
+
+static const char *reset_name[] = {"hard", "soft", "none"};
+static const char *surr_name[] = {"sigmoid", "arctan", "rect", "triangle", "tanh"};
+
+static void test_case(bf_neuron_kind kind, bf_reset_mode reset, int T, int samples, int c, int hw, int all_surrogates) {
+    const size_t n = (size_t)samples * c * hw, total = (size_t)T * n;
+    pair xin = pair_rand(total, -2.0f, 2.0f), dy = pair_rand(total, -1.0f, 1.0f);
+    pair mean = pair_rand((size_t)c, -0.5f, 0.5f), invstd = pair_rand((size_t)c, 0.5f, 2.0f);
+    pair gamma = pair_rand((size_t)c, -1.0f, 1.5f), beta = pair_rand((size_t)c, 0.0f, 1.0f);
+    pair x = pair_out(total), y = pair_out(total), y2 = pair_out(total), charge = pair_out(total);
+    pair dx = pair_out(total), dx_seq = pair_out(total);
+    const float zero[2] = {0, 0};
+    pair st = pair_from(zero, 2), st2 = pair_from(zero, 2);
+    const bf_bn_shape bs = {.n = T * samples, .c = c, .hw = hw, .eps = 1e-5f, .momentum = 0.1f};
+    const bf_neuron_bn_input in_c = {c, hw, mean.c, invstd.c, gamma.c, beta.c};
+    const bf_neuron_bn_input in_g = {c, hw, mean.g, invstd.g, gamma.g, beta.g};
+    bf_neuron_params p = {.kind = kind, .T = T, .decay = 0.8f, .threshold = 1.0f, .reset = reset,
+                          .alpha = 4.0f, .width = 1.0f, .height = 0.3f};
+    char what[192];
+    snprintf(what, sizeof what, "%s/%s T=%d [%d, %d, %d]", kind == BF_NEURON_LIF ? "lif" : "if", reset_name[reset], T,
+             samples, c, hw);
+
+    CHECK_OK(gpu->ops->batchnorm_forward_saved(gpu, &bs, xin.g, gamma.g, beta.g, mean.g, invstd.g, x.g));
+    CHECK_OK(gpu->ops->neuron_forward(gpu, &p, n, x.g, y.g, charge.g, st.g));
+    CHECK_OK(gpu->ops->neuron_forward(gpu, &p, n, x.g, y2.g, NULL, st2.g));
+    check_repeats(what, y.g, y2.g, total); /* no charge kept: the same spikes */
+    check_repeats(what, st.g, st2.g, 2);
+
+    for (int surr = 0; surr < 5; surr++)
+        for (int detach = 0; detach < 2; detach++)
+            for (int through = 0; through < 2; through++) {
+                if (!all_surrogates && (surr != BF_SURROGATE_TANH || detach)) continue;
+                p.surrogate = (bf_surrogate)surr;
+                p.detach_reset = detach;
+                p.through_time = through;
+                snprintf(what, sizeof what, "%s/%s %s detach=%d through=%d T=%d [%d, %d, %d]",
+                         kind == BF_NEURON_LIF ? "lif" : "if", reset_name[reset], surr_name[surr], detach, through, T,
+                         samples, c, hw);
+                CHECK_OK(cpu->ops->neuron_backward_bn(cpu, &p, &in_c, n, xin.c, dy.c, dx.c));
+                CHECK_OK(gpu->ops->fill(gpu, dx.g, 1e3f, total)); /* garbage: every element must be written */
+                CHECK_OK(gpu->ops->neuron_backward_bn(gpu, &p, &in_g, n, xin.g, dy.g, dx.g));
+                pair_compare(what, dx, 1e-6, 1e-5);
+                CHECK_OK(gpu->ops->neuron_backward(gpu, &p, n, x.g, NULL, charge.g, dy.g, dx_seq.g));
+                check_repeats(what, dx_seq.g, dx.g, total);
+            }
+    pair *all[] = {&xin, &dy, &mean, &invstd, &gamma, &beta, &x, &y, &y2, &charge, &dx, &dx_seq, &st, &st2};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
+}
+
+static void test_arguments(void) {
+    pair v = pair_rand(64, 0.5f, 1.0f);
+    const bf_neuron_bn_input in = {2, 4, v.g, v.g, v.g, v.g};
+    bf_neuron_params p = {.kind = BF_NEURON_LIF, .T = BF_NEURON_BN_MAX_T + 1, .decay = 0.5f, .threshold = 1.0f,
+                          .alpha = 4.0f};
+    CHECK(gpu->ops->neuron_backward_bn(gpu, &p, &in, 8, v.g, v.g, v.g) == BF_ERR_ARG, "T above the limit accepted");
+    p.T = 2;
+    CHECK(gpu->ops->neuron_backward_bn(gpu, &p, &in, 12, v.g, v.g, v.g) == BF_ERR_ARG, "partial samples accepted");
+    p.kind = BF_NEURON_STEP;
+    CHECK(gpu->ops->neuron_backward_bn(gpu, &p, &in, 8, v.g, v.g, v.g) == BF_ERR_ARG, "STEP accepted");
+    pair_free(&v);
+}
+
+int main(void) {
+    if (!pair_open(&cpu, &gpu, 9300)) return bf_test_finish();
+    const int Ts[] = {1, 4, 8, 10, 16, 32};
+    for (int kind = BF_NEURON_LIF; kind <= BF_NEURON_IF; kind++)
+        for (int reset = 0; reset < 3; reset++)
+            for (size_t t = 0; t < sizeof Ts / sizeof Ts[0]; t++) {
+                test_case((bf_neuron_kind)kind, (bf_reset_mode)reset, Ts[t], 3, 5, 7, 1);
+                test_case((bf_neuron_kind)kind, (bf_reset_mode)reset, Ts[t], 4, 64, 1024, 0); /* grid-stride */
+            }
+    /* n / 4 above the resident threads of an H100 or H200: the 16-byte-vector kernels */
+    for (int reset = 0; reset < 3; reset++) {
+        test_case(BF_NEURON_LIF, (bf_reset_mode)reset, 4, 32, 64, 1024, 1);
+        test_case(BF_NEURON_LIF, (bf_reset_mode)reset, 8, 32, 64, 1024, 0);
+    }
+    test_arguments();
+    CHECK_OK(gpu->ops->synchronize(gpu));
+    bf_backend_destroy(gpu);
+    bf_backend_destroy(cpu);
+    return bf_test_finish();
+}
