@@ -1,4 +1,7 @@
 /* test_neuron_bn_ops.c - the recomputed charge of the CPU backend ([spiking] recompute_charge):
+ *   - neuron_forward_bn, which normalises batch-norm's input as it reads it, gives the spikes and
+ *     statistics of batchnorm_forward_saved + neuron_forward, bit for bit; batchnorm_forward_train
+ *     (and the synchronised apply) without an output gives the statistics it gives with one;
  *   - neuron_backward_bn, which computes each element's charges again from batch-norm's input and
  *     statistics, gives the very bits of the op sequence it replaces: batchnorm_forward_saved, then
  *     neuron_forward keeping the charge, then neuron_backward; for LIF and IF, every reset mode,
@@ -57,6 +60,17 @@ static void test_case(bf_backend *b, bf_backend *b2, bf_neuron_kind kind, bf_res
           "%s: the forward without a charge to keep gives other spikes or statistics", what);
     CHECK(stats[0] > 0 && stats[0] < (float)total, "%s: %g spikes of %zu steps (want some, not all)", what,
           (double)stats[0], total);
+    float stats3[2] = {0, 0};
+    bf_test_fill_uniform(y2, total, 1e3f, 2e3f, seed + 7);
+    CHECK_OK(b->ops->neuron_forward_bn(b, &p, &in, n, xin, y2, stats3));
+    CHECK(memcmp(y, y2, total * sizeof(float)) == 0 && memcmp(stats, stats3, sizeof stats) == 0,
+          "%s: the forward from the batch-norm input gives other spikes or statistics", what);
+    if (b2) {
+        float stats4[2] = {0, 0};
+        CHECK_OK(b2->ops->neuron_forward_bn(b2, &p, &in, n, xin, y2, stats4));
+        CHECK(memcmp(y, y2, total * sizeof(float)) == 0 && memcmp(stats, stats4, sizeof stats) == 0,
+              "%s: two threads give other spikes or statistics than one", what);
+    }
 
     for (int surr = 0; surr < 5; surr++)
         for (int detach = 0; detach < 2; detach++)
@@ -84,6 +98,36 @@ static void test_case(bf_backend *b, bf_backend *b2, bf_neuron_kind kind, bf_res
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) bf_free(b, all[i]);
 }
 
+/* Batch-norm's training forward without an output: the saved and running statistics of the one
+ * with it, bit for bit, through batchnorm_forward_train and through the synchronised ops. */
+static void test_statistics_alone(bf_backend *b) {
+    enum { N = 6, C = 5, HW = 9 };
+    const bf_bn_shape s = {.n = N, .c = C, .hw = HW, .eps = 1e-5f, .momentum = 0.1f};
+    float *x = uniform(b, N * C * HW, -1.0f, 3.0f, 31), *gamma = uniform(b, C, 0.5f, 1.5f, 32);
+    float *beta = uniform(b, C, -0.5f, 0.5f, 33), *y = alloc_floats(b, N * C * HW);
+    float stats[2][4][C];
+    for (int with_y = 0; with_y < 2; with_y++) {
+        float *running = stats[with_y][2], *running_var = stats[with_y][3];
+        for (int ch = 0; ch < C; ch++) running[ch] = 0.25f, running_var[ch] = 2.0f;
+        CHECK_OK(b->ops->batchnorm_forward_train(b, &s, x, gamma, beta, with_y ? y : NULL, stats[with_y][0],
+                                                 stats[with_y][1], running, running_var));
+    }
+    CHECK(memcmp(stats[0], stats[1], sizeof stats[0]) == 0, "batchnorm_forward_train without y: other statistics");
+    double sums[2 * C + 1], sq[C];
+    float sync[2][4][C];
+    CHECK_OK(b->ops->batchnorm_sync_sums(b, &s, x, sums));
+    CHECK_OK(b->ops->batchnorm_sync_sqdev(b, &s, x, sums, sq));
+    for (int with_y = 0; with_y < 2; with_y++) {
+        for (int ch = 0; ch < C; ch++) sync[with_y][2][ch] = 0.25f, sync[with_y][3][ch] = 2.0f;
+        CHECK_OK(b->ops->batchnorm_sync_forward_apply(b, &s, x, sums, sq, gamma, beta, with_y ? y : NULL, sync[with_y][0],
+                                                      sync[with_y][1], sync[with_y][2], sync[with_y][3]));
+    }
+    CHECK(memcmp(sync[0], sync[1], sizeof sync[0]) == 0 && memcmp(sync[0], stats[0], sizeof sync[0]) == 0,
+          "batchnorm_sync_forward_apply without y: other statistics");
+    float *all[] = {x, gamma, beta, y};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) bf_free(b, all[i]);
+}
+
 static void test_arguments(bf_backend *b) {
     float *v = alloc_floats(b, 64);
     const bf_neuron_bn_input in = {2, 4, v, v, v, v};
@@ -98,8 +142,10 @@ static void test_arguments(bf_backend *b) {
     missing.invstd = NULL;
     CHECK(b->ops->neuron_backward_bn(b, &p, &missing, 8, v, v, v) == BF_ERR_ARG, "NULL invstd accepted");
     CHECK(b->ops->neuron_backward_bn(b, &p, &in, 8, NULL, v, v) == BF_ERR_ARG, "NULL xin accepted");
+    CHECK(b->ops->neuron_forward_bn(b, &p, &in, 12, v, v, NULL) == BF_ERR_ARG, "forward: partial samples accepted");
     p.kind = BF_NEURON_CLAMP01;
     CHECK(b->ops->neuron_backward_bn(b, &p, &in, 8, v, v, v) == BF_ERR_ARG, "CLAMP01 accepted (it has no charge)");
+    CHECK(b->ops->neuron_forward_bn(b, &p, &in, 8, v, v, NULL) == BF_ERR_ARG, "forward: CLAMP01 accepted");
     bf_free(b, v);
 }
 
@@ -120,6 +166,7 @@ int main(void) {
     /* enough elements for two threads' blocks and several tiles each, one tile spanning channels */
     test_case(one, two, BF_NEURON_LIF, BF_RESET_HARD, 4, 16, 8, 36, 9001);
     test_case(one, two, BF_NEURON_IF, BF_RESET_SOFT, 8, 8, 64, 16, 9011);
+    test_statistics_alone(one);
     test_arguments(one);
     bf_backend_destroy(one);
     bf_backend_destroy(two);

@@ -1,5 +1,7 @@
 /* test_neuron_bn_ops_cuda.c - the recomputed charge on the GPU ([spiking] recompute_charge):
- * k_neuron_backward_bn (neuron.cu), which computes each element's T charges again in registers
+ * the forward from batch-norm's input (neuron_forward_bn: spikes and statistics bit-identical to the
+ * CPU's and to the GPU's batchnorm_forward_saved + neuron_forward; batchnorm_forward_train without an
+ * output gives the statistics it gives with one), and k_neuron_backward_bn (neuron.cu), which computes each element's T charges again in registers
  * from batch-norm's input and statistics, against
  *   - the CPU's neuron_backward_bn (tests/test_neuron_bn_ops.c holds that one to the op sequence it
  *     replaces), with the tolerance test_neuron_ops_cuda gives the BPTT gradients;
@@ -45,6 +47,15 @@ static void test_case(bf_neuron_kind kind, bf_reset_mode reset, int T, int sampl
     CHECK_OK(gpu->ops->neuron_forward(gpu, &p, n, x.g, y2.g, NULL, st2.g));
     check_repeats(what, y.g, y2.g, total); /* no charge kept: the same spikes */
     check_repeats(what, st.g, st2.g, 2);
+    pair y3 = pair_out(total), st3 = pair_from(zero, 2);
+    CHECK_OK(cpu->ops->neuron_forward_bn(cpu, &p, &in_c, n, xin.c, y3.c, st3.c));
+    CHECK_OK(gpu->ops->neuron_forward_bn(gpu, &p, &in_g, n, xin.g, y3.g, st3.g));
+    pair_compare_exact(what, y3);
+    pair_compare_exact(what, st3);
+    check_repeats(what, y.g, y3.g, total); /* the batch-norm output never written: the same spikes */
+    check_repeats(what, st.g, st3.g, 2);
+    pair_free(&y3);
+    pair_free(&st3);
 
     for (int surr = 0; surr < 5; surr++)
         for (int detach = 0; detach < 2; detach++)
@@ -65,6 +76,26 @@ static void test_case(bf_neuron_kind kind, bf_reset_mode reset, int T, int sampl
             }
     pair *all[] = {&xin, &dy, &mean, &invstd, &gamma, &beta, &x, &y, &y2, &charge, &dx, &dx_seq, &st, &st2};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
+}
+
+/* Batch-norm's training forward without an output on the GPU: the statistics of the one with it. */
+static void test_statistics_alone(void) {
+    enum { N = 16, C = 24, HW = 49 };
+    const bf_bn_shape s = {.n = N, .c = C, .hw = HW, .eps = 1e-5f, .momentum = 0.1f};
+    pair x = pair_rand(N * C * HW, -1.0f, 3.0f), gamma = pair_rand(C, 0.5f, 1.5f), beta = pair_rand(C, -0.5f, 0.5f);
+    pair y = pair_out(N * C * HW), stats[2][4];
+    float start[C];
+    for (int ch = 0; ch < C; ch++) start[ch] = 0.25f + 0.125f * (float)ch; /* the running statistics' start */
+    for (int with_y = 0; with_y < 2; with_y++) {
+        for (int k = 0; k < 4; k++) stats[with_y][k] = pair_from(start, C);
+        CHECK_OK(gpu->ops->batchnorm_forward_train(gpu, &s, x.g, gamma.g, beta.g, with_y ? y.g : NULL, stats[with_y][0].g,
+                                                   stats[with_y][1].g, stats[with_y][2].g, stats[with_y][3].g));
+    }
+    for (int k = 0; k < 4; k++) check_repeats("batchnorm_forward_train without y", stats[1][k].g, stats[0][k].g, C);
+    pair *all[] = {&x, &gamma, &beta, &y};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
+    for (int w = 0; w < 2; w++)
+        for (int k = 0; k < 4; k++) pair_free(&stats[w][k]);
 }
 
 static void test_arguments(void) {
@@ -94,6 +125,7 @@ int main(void) {
         test_case(BF_NEURON_LIF, (bf_reset_mode)reset, 4, 32, 64, 1024, 1);
         test_case(BF_NEURON_LIF, (bf_reset_mode)reset, 8, 32, 64, 1024, 0);
     }
+    test_statistics_alone();
     test_arguments();
     CHECK_OK(gpu->ops->synchronize(gpu));
     bf_backend_destroy(gpu);

@@ -213,7 +213,9 @@ typedef struct bf_ops {
     /* ---- batch normalisation over (n, hw) per channel ----
      * train: normalises with the batch statistics (biased variance), stores mean and 1/sqrt(var+eps)
      * for the backward pass, and updates the running statistics with the UNBIASED variance
-     * (n*hw/(n*hw-1)), as PyTorch does. eval: normalises with the running statistics. */
+     * (n*hw/(n*hw-1)), as PyTorch does. eval: normalises with the running statistics. train with
+     * y NULL: the statistics alone, for a LIF/IF layer that normalises its input itself
+     * (neuron_forward_bn). */
     bf_status (*batchnorm_forward_train)(bf_backend *b, const bf_bn_shape *s, const float *x,
                                          const float *gamma, const float *beta, float *y,
                                          float *save_mean, float *save_invstd,
@@ -403,6 +405,12 @@ typedef struct bf_ops {
      * LIF/IF read the charge (not x); CLAMP01/STEP read x; none reads y (nullable). */
     bf_status (*neuron_backward)(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x,
                                  const float *y, const float *charge, const float *dy, float *dx);
+    /* LIF/IF only, T <= BF_NEURON_BN_MAX_T: neuron_forward with charge NULL for an input given as
+     * batch-norm's input xin and statistics (bf_neuron_bn_input): each element is normalised as it
+     * is read, so the batch-norm output is never written. y and stats are bit-identical to
+     * batchnorm_forward_saved + neuron_forward. */
+    bf_status (*neuron_forward_bn)(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in, size_t n,
+                                   const float *xin, float *y, float *stats);
     /* LIF/IF only, T <= BF_NEURON_BN_MAX_T: neuron_backward for an input given as batch-norm's input
      * xin and statistics (bf_neuron_bn_input), with no charge kept: each element's charges are
      * computed again from xin, over t = 0..T-1 as neuron_forward computed them, then the BPTT runs
@@ -463,7 +471,7 @@ typedef struct bf_ops {
                                       double *sq);
     /* With count = stats[c], mean = stats[ch]/count, var = sq[ch]/count (biased):
      * y = (x - mean) * (gamma * invstd) + beta, invstd = 1/sqrt(var + eps); save_mean, save_invstd
-     * and the running statistics (all nullable) as batchnorm_forward_train, the running variance
+     * and the running statistics (all nullable, y too: then no y) as batchnorm_forward_train, the running variance
      * with the global count's unbiased var * count/(count - 1). count < 2: the CPU returns
      * BF_ERR_ARG; CUDA, which cannot read the device sums without waiting, leaves running_var. */
     bf_status (*batchnorm_sync_forward_apply)(bf_backend *b, const bf_bn_shape *s, const float *x,

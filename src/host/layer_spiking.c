@@ -38,6 +38,16 @@ char *bf_spiking_place(bf_layer *l, char *cursor) {
     return cursor;
 }
 
+/* A neuron layer with its charge recomputed ([spiking] recompute_charge, model_memory.c): its
+ * input as the batch-norm that produced it sees it, its own input and saved training statistics
+ * (*in); returns that batch-norm's input. */
+static const float *bn_input_of(const bf_model *m, const bf_layer *l, bf_neuron_bn_input *in) {
+    const bf_layer *bn = &m->layers[l->input[0]];
+    *in = (bf_neuron_bn_input){bn->bn.c, bn->bn.hw, bn->save_mean, bn->save_invstd, bf_layer_param(m, bn, 0),
+                               bf_layer_param(m, bn, 1)};
+    return bf_layer_input(m, bn, 0);
+}
+
 bf_status bf_spiking_forward(bf_model *m, int index) {
     bf_layer *l = &m->layers[index];
     bf_backend *b = m->backend;
@@ -52,8 +62,14 @@ bf_status bf_spiking_forward(bf_model *m, int index) {
         return BF_OK;
     }
     case BF_LAYER_NEURON: {
-        BF_TRY(ops->neuron_forward(b, &l->neuron, step_elements(m, l), x, l->out, l->neuron_charge,
-                                   m->training ? l->neuron_stats : NULL));
+        if (l->charge_recomputed && m->training) { /* its batch-norm wrote statistics alone (layers.c) */
+            bf_neuron_bn_input in;
+            const float *xin = bn_input_of(m, l, &in);
+            BF_TRY(ops->neuron_forward_bn(b, &l->neuron, &in, step_elements(m, l), xin, l->out, l->neuron_stats));
+        } else {
+            BF_TRY(ops->neuron_forward(b, &l->neuron, step_elements(m, l), x, l->out, l->neuron_charge,
+                                       m->training ? l->neuron_stats : NULL));
+        }
         l->spikes_restored = 0;
         if (!l->spikes_packed) return BF_OK;
         /* the bits outlive l->out, which the plan reuses once the consumers' forwards have read it */
@@ -87,11 +103,9 @@ bf_status bf_spiking_backward(bf_model *m, int index, float *dx) {
         if (!l->charge_recomputed)
             return ops->neuron_backward(b, &l->neuron, step_elements(m, l), bf_layer_input(m, l, 0), NULL,
                                         l->neuron_charge, l->dout, dx); /* y is never read (ops.h) */
-        /* the charge again from the batch-norm's input and statistics (model_memory.c) */
-        const bf_layer *bn = &m->layers[l->input[0]];
-        const bf_neuron_bn_input in = {bn->bn.c, bn->bn.hw, bn->save_mean, bn->save_invstd,
-                                       bf_layer_param(m, bn, 0), bf_layer_param(m, bn, 1)};
-        return ops->neuron_backward_bn(b, &l->neuron, &in, step_elements(m, l), bf_layer_input(m, bn, 0), l->dout, dx);
+        bf_neuron_bn_input in; /* the charge again from the batch-norm's input and statistics */
+        const float *xin = bn_input_of(m, l, &in);
+        return ops->neuron_backward_bn(b, &l->neuron, &in, step_elements(m, l), xin, l->dout, dx);
     }
     case BF_LAYER_TIME_MEAN: {
         size_t n = step_elements(m, l);

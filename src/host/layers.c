@@ -45,11 +45,14 @@ bf_status bf_layer_forward(bf_model *m, int index) {
         bf_bn_shape s = l->bn;
         s.n = bf_layer_batch(m, l);
         bf_bn_sync sync = bf_model_bn_sync(m);
+        /* in training, the neuron that alone reads an output planned forward-only normalises its
+         * input itself (layer_spiking.c): the statistics alone, no output */
+        float *y = m->training && l->out_forward_only ? NULL : l->out;
         if (m->training && m->sync_sums)
-            return bf_sync_bn_forward_train(&sync, &s, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), l->out, l->save_mean,
+            return bf_sync_bn_forward_train(&sync, &s, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), y, l->save_mean,
                                             l->save_invstd, buffer(m, l, 0), buffer(m, l, 1));
         if (m->training)
-            return ops->batchnorm_forward_train(b, &s, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), l->out, l->save_mean,
+            return ops->batchnorm_forward_train(b, &s, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), y, l->save_mean,
                                                 l->save_invstd, buffer(m, l, 0), buffer(m, l, 1));
         return ops->batchnorm_forward_eval(b, &s, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), buffer(m, l, 0), buffer(m, l, 1), l->out);
     }

@@ -28,7 +28,8 @@
  * recompute_charge a LIF/IF layer that alone reads a batch-norm's output keeps no charge at all: its
  * backward computes the charge again from the batch-norm's input, which that batch-norm's backward
  * keeps anyway, and its statistics (neuron_backward_bn), so the batch-norm output, like the float
- * spikes, lives only until the neuron's forward. On PlasticFlex's VGG-11 at T = 8, batch 256, the
+ * spikes, lives only until the neuron's forward (in training it is not even written: the neuron
+ * normalises the batch-norm's input as it reads it, neuron_forward_bn). On PlasticFlex's VGG-11 at T = 8, batch 256, the
  * charge in place and packed spikes took 46 % off the plan (4.97 -> 2.70 GiB), and the recomputed
  * charge, with the backward's blocks placed largest first (plan_gradients), another third (-> 1.79).
  *

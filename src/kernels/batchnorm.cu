@@ -375,7 +375,7 @@ extern "C" bf_status bf_cuda_batchnorm_forward_train(bf_backend *b, const bf_bn_
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
     BF_TRY(check_bn(s, "batchnorm_forward_train"));
-    if (!x || !gamma || !beta || !y) return bf_error(BF_ERR_ARG, "batchnorm_forward_train: NULL input or output");
+    if (!x || !gamma || !beta) return bf_error(BF_ERR_ARG, "batchnorm_forward_train: NULL input");
     const double count = (double)s->n * s->hw;
     /* PyTorch refuses to train with one value per channel: the unbiased variance is undefined. */
     if (count < 2)
@@ -391,6 +391,7 @@ extern "C" bf_status bf_cuda_batchnorm_forward_train(bf_backend *b, const bf_bn_
         partial, chunks, s->c, count, s->eps, s->momentum, gamma, mean, scale, save_mean, save_invstd, running_mean,
         running_var);
     BF_LAUNCH_CHECK("k_bn_stats_final");
+    if (!y) return BF_OK; /* the statistics alone (ops.h) */
     const size_t planes = (size_t)s->n * s->c;
     k_bn_apply<<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(x, y, mean, scale, beta, planes,
                                                                                  s->c, s->hw);
@@ -505,14 +506,15 @@ extern "C" bf_status bf_cuda_batchnorm_sync_forward_apply(bf_backend *b, const b
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
     BF_TRY(check_bn(s, "batchnorm_sync_forward_apply"));
-    if (!x || !stats || !sq || !gamma || !beta || !y)
-        return bf_error(BF_ERR_ARG, "batchnorm_sync_forward_apply: NULL input or output");
+    if (!x || !stats || !sq || !gamma || !beta)
+        return bf_error(BF_ERR_ARG, "batchnorm_sync_forward_apply: NULL input");
     void *scratch;
     BF_TRY(bf_cuda_scratch(im, 2 * (size_t)s->c * sizeof(float), &scratch));
     float *mean = (float *)scratch, *scale = mean + s->c;
     k_sync_forward_coef<<<channel_blocks((size_t)s->c), BF_CUDA_THREADS, 0, im->stream>>>(
         stats, sq, s->c, s->eps, s->momentum, gamma, mean, scale, save_mean, save_invstd, running_mean, running_var);
     BF_LAUNCH_CHECK("k_sync_forward_coef");
+    if (!y) return BF_OK; /* the statistics alone (ops.h) */
     const size_t planes = (size_t)s->n * s->c;
     k_bn_apply<<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(x, y, mean, scale, beta, planes,
                                                                                  s->c, s->hw);

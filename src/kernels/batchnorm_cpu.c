@@ -60,7 +60,7 @@ bf_status bf_cpu_batchnorm_forward_train(bf_backend *b, const bf_bn_shape *s, co
         if (save_invstd) save_invstd[ch] = invstd;
         if (running_mean) running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mean);
         if (running_var) running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * var * unbias);
-        normalise_channel(s, ch, x, (float)mean, gamma[ch] * invstd, beta[ch], y);
+        if (y) normalise_channel(s, ch, x, (float)mean, gamma[ch] * invstd, beta[ch], y); /* NULL: statistics alone */
     }
     return BF_OK;
 }

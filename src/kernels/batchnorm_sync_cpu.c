@@ -61,8 +61,8 @@ bf_status bf_cpu_batchnorm_sync_forward_apply(bf_backend *b, const bf_bn_shape *
                                               const float *beta, float *y, float *save_mean, float *save_invstd,
                                               float *running_mean, float *running_var) {
     BF_TRY(check_shape(s, "batchnorm_sync_forward_apply"));
-    if (!x || !stats || !sq || !gamma || !beta || !y)
-        return bf_error(BF_ERR_ARG, "batchnorm_sync_forward_apply: NULL input or output");
+    if (!x || !stats || !sq || !gamma || !beta)
+        return bf_error(BF_ERR_ARG, "batchnorm_sync_forward_apply: NULL input");
     const double count = stats[s->c];
     /* PyTorch refuses to train with one value per channel: the unbiased variance is undefined. */
     if (count < 2)
@@ -78,7 +78,7 @@ bf_status bf_cpu_batchnorm_sync_forward_apply(bf_backend *b, const bf_bn_shape *
         if (save_invstd) save_invstd[ch] = invstd;
         if (running_mean) running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mean);
         if (running_var) running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * var * unbias);
-        for (int i = 0; i < s->n; i++) {
+        for (int i = 0; y && i < s->n; i++) { /* y NULL: the statistics alone */
             const float *xp = plane(s, x, i, ch);
             float *yp = plane_mut(s, y, i, ch);
             for (int j = 0; j < s->hw; j++) yp[j] = (xp[j] - mu) * scale + beta[ch];

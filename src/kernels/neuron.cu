@@ -8,9 +8,10 @@
  * out; consecutive threads touch consecutive floats of each step, so every access is coalesced).
  * The forward pass carries the membrane V; the backward pass walks t = T-1 .. 0 carrying dL/dV.
  * The stateless activations (CLAMP01, STEP) go through the same kernels. With [spiking]
- * recompute_charge the forward keeps no charge and k_neuron_backward_bn computes it again from the
- * batch-norm input before it walks back (ops.h at neuron_backward_bn): the charge is neither
- * written nor read, and the batch-norm output it came from need not be kept either.
+ * recompute_charge the forward (BN = true) reads batch-norm's input and normalises it as it goes,
+ * keeping no charge, and k_neuron_backward_bn computes the charges again from that input before it
+ * walks back (ops.h at neuron_forward_bn and neuron_backward_bn): neither the charge nor the
+ * batch-norm output is ever written.
  *
  * Float arithmetic uses explicit __f*_rn intrinsics (no FMA contraction) in the order neuron_cpu.c
  * evaluates it, and the surrogates come from surrogate.h (float, each operation rounded, its own
@@ -80,20 +81,42 @@ __device__ __forceinline__ float bptt_step(const neuron_consts &c, float h, floa
     return dh;
 }
 
+/* The batch-norm input of neuron_forward_bn and neuron_backward_bn (ops.h), as the kernels take it. */
+struct bn_input {
+    int c, hw;
+    const float *mean, *invstd, *gamma, *beta;
+};
+
+/* The coefficients of element i's channel: mean, gamma * invstd (k_bn_saved_coef's rounding), beta. */
+__device__ __forceinline__ void bn_coefficients(const bn_input &bn, size_t i, float &mu, float &sc, float &bt) {
+    const size_t ch = i / (size_t)bn.hw % (size_t)bn.c;
+    mu = bn.mean[ch];
+    sc = __fmul_rn(bn.gamma[ch], bn.invstd[ch]);
+    bt = bn.beta[ch];
+}
+
+/* batchnorm.cu's bn_apply_one: the batch-norm output of x, each operation rounded. */
+__device__ __forceinline__ float bn_normalise(float x, float mu, float sc, float bt) {
+    return __fadd_rn(__fmul_rn(__fsub_rn(x, mu), sc), bt);
+}
+
 /* y (and for LIF/IF the charge) of all T steps of each element; a thread takes V consecutive
  * elements (V = 4: 16-byte accesses, fewer instructions and more bytes in flight per thread). With
  * STATS, block b writes partial[b] = its number of spikes (sum of y) and partial[gridDim.x + b] =
  * its silent elements. A NULL charge is not stored. x and charge are not __restrict__: the memory plan may pass the same
  * buffer for both (ops.h), and each thread loads x[idx] before it stores charge[idx]. */
-template <int OP, bool STATS, int V>
-__global__ void k_neuron_forward(const float *x, float *__restrict__ y, float *charge,
+template <int OP, bool STATS, int V, bool BN>
+__global__ void k_neuron_forward(const float *x, bn_input bn, float *__restrict__ y, float *charge,
                                  size_t n, neuron_consts c, double *__restrict__ partial) {
     double spikes = 0.0, silent = 0.0;
     GRID_STRIDE(iv, n / V) {
-        float v[V];
+        float v[V], mu[V], sc[V], bt[V];
         double ysum[V];
 #pragma unroll
-        for (int k = 0; k < V; k++) v[k] = 0.0f, ysum[k] = 0.0;
+        for (int k = 0; k < V; k++) {
+            v[k] = 0.0f, ysum[k] = 0.0;
+            if (BN) bn_coefficients(bn, iv * V + k, mu[k], sc[k], bt[k]);
+        }
         size_t idx = iv * V;
         fvec<V> xv = load_vec<V>(x + idx);
 #pragma unroll 2
@@ -106,7 +129,7 @@ __global__ void k_neuron_forward(const float *x, float *__restrict__ y, float *c
             fvec<V> out, h;
 #pragma unroll
             for (int k = 0; k < V; k++) {
-                const float xk = xv.v[k];
+                const float xk = BN ? bn_normalise(xv.v[k], mu[k], sc[k], bt[k]) : xv.v[k];
                 if (OP == OP_CLAMP01) {
                     out.v[k] = xk < 0.0f ? 0.0f : xk > 1.0f ? 1.0f : xk; /* a NaN passes through */
                 } else if (OP == OP_STEP) {
@@ -173,12 +196,6 @@ __global__ void k_neuron_backward(const float *__restrict__ x, const float *__re
     }
 }
 
-/* The batch-norm input of neuron_backward_bn (ops.h), as the kernel takes it. */
-struct bn_input {
-    int c, hw;
-    const float *mean, *invstd, *gamma, *beta;
-};
-
 /* neuron_backward_bn for LIF/IF (OP a reset mode), V consecutive elements per thread, T <= TMAX:
  * each element's T charges are computed again from the batch-norm input, in registers (the loops
  * unroll fully over TMAX, so h is indexed by constants), then the BPTT walks them back. X is
@@ -192,10 +209,7 @@ __global__ void k_neuron_backward_bn(const float *__restrict__ xin, bn_input bn,
         float mu[V], sc[V], bt[V], v[V], dv[V], h[TMAX][V];
 #pragma unroll
         for (int k = 0; k < V; k++) {
-            const size_t ch = (i0 + k) / (size_t)bn.hw % (size_t)bn.c;
-            mu[k] = bn.mean[ch];
-            sc[k] = __fmul_rn(bn.gamma[ch], bn.invstd[ch]);
-            bt[k] = bn.beta[ch];
+            bn_coefficients(bn, i0 + k, mu[k], sc[k], bt[k]);
             v[k] = dv[k] = 0.0f;
         }
 #pragma unroll
@@ -205,8 +219,7 @@ __global__ void k_neuron_backward_bn(const float *__restrict__ xin, bn_input bn,
 #pragma unroll
             for (int k = 0; k < V; k++) {
                 bool s;
-                const float x = __fadd_rn(__fmul_rn(__fsub_rn(xv.v[k], mu[k]), sc[k]), bt[k]);
-                h[t][k] = lif_step<OP>(c, x, v[k], s);
+                h[t][k] = lif_step<OP>(c, bn_normalise(xv.v[k], mu[k], sc[k], bt[k]), v[k], s);
             }
         }
 #pragma unroll
@@ -291,24 +304,26 @@ int vector_width(const bf_cuda_impl *im, size_t n, const void *p0, const void *p
     return n % 4 == 0 && bits % 16 == 0 && n / 4 >= full ? 4 : 1;
 }
 
-template <int OP, bool STATS, int V>
-bf_status launch_forward(bf_cuda_impl *im, unsigned blocks, const float *x, float *y, float *charge, size_t n,
-                         const neuron_consts &c, double *partial) {
-    k_neuron_forward<OP, STATS, V><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(x, y, charge, n, c, partial);
+template <int OP, bool STATS, int V, bool BN>
+bf_status launch_forward(bf_cuda_impl *im, unsigned blocks, const float *x, const bn_input &bn, float *y, float *charge,
+                         size_t n, const neuron_consts &c, double *partial) {
+    k_neuron_forward<OP, STATS, V, BN><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(x, bn, y, charge, n, c, partial);
     BF_LAUNCH_CHECK("k_neuron_forward");
     return BF_OK;
 }
 
-template <bool STATS, int V>
-bf_status dispatch_forward(bf_cuda_impl *im, int op, unsigned blocks, const float *x, float *y, float *charge,
-                           size_t n, const neuron_consts &c, double *partial) {
+/* BN: the input normalised as read (LIF/IF only: the stateless kinds are not instantiated). */
+template <bool STATS, int V, bool BN>
+bf_status dispatch_forward(bf_cuda_impl *im, int op, unsigned blocks, const float *x, const bn_input &bn, float *y,
+                           float *charge, size_t n, const neuron_consts &c, double *partial) {
     switch (op) {
-    case OP_HARD: return launch_forward<OP_HARD, STATS, V>(im, blocks, x, y, charge, n, c, partial);
-    case OP_SOFT: return launch_forward<OP_SOFT, STATS, V>(im, blocks, x, y, charge, n, c, partial);
-    case OP_NONE: return launch_forward<OP_NONE, STATS, V>(im, blocks, x, y, charge, n, c, partial);
-    case OP_CLAMP01: return launch_forward<OP_CLAMP01, STATS, V>(im, blocks, x, y, charge, n, c, partial);
-    default: return launch_forward<OP_STEP, STATS, V>(im, blocks, x, y, charge, n, c, partial);
+    case OP_HARD: return launch_forward<OP_HARD, STATS, V, BN>(im, blocks, x, bn, y, charge, n, c, partial);
+    case OP_SOFT: return launch_forward<OP_SOFT, STATS, V, BN>(im, blocks, x, bn, y, charge, n, c, partial);
+    case OP_NONE: return launch_forward<OP_NONE, STATS, V, BN>(im, blocks, x, bn, y, charge, n, c, partial);
     }
+    if constexpr (BN) return bf_error(BF_ERR_INTERNAL, "neuron_forward_bn: a stateless neuron");
+    else if (op == OP_CLAMP01) return launch_forward<OP_CLAMP01, STATS, V, false>(im, blocks, x, bn, y, charge, n, c, partial);
+    else return launch_forward<OP_STEP, STATS, V, false>(im, blocks, x, bn, y, charge, n, c, partial);
 }
 
 template <int OP, int V>
@@ -332,14 +347,14 @@ bf_status dispatch_backward(bf_cuda_impl *im, int op, const float *x, const floa
 }
 
 /* The forward with or without statistics, at vector width V. */
-template <int V>
-bf_status run_forward(bf_cuda_impl *im, int op, const float *x, float *y, float *charge, size_t n,
+template <int V, bool BN>
+bf_status run_forward(bf_cuda_impl *im, int op, const float *x, const bn_input &bn, float *y, float *charge, size_t n,
                       const neuron_consts &c, float *stats) {
     const unsigned blocks = neuron_blocks(n / V);
-    if (!stats) return dispatch_forward<false, V>(im, op, blocks, x, y, charge, n, c, (double *)NULL);
+    if (!stats) return dispatch_forward<false, V, BN>(im, op, blocks, x, bn, y, charge, n, c, (double *)NULL);
     void *partial;
     BF_TRY(bf_cuda_scratch(im, 2 * (size_t)blocks * sizeof(double), &partial));
-    BF_TRY((dispatch_forward<true, V>(im, op, blocks, x, y, charge, n, c, (double *)partial)));
+    BF_TRY((dispatch_forward<true, V, BN>(im, op, blocks, x, bn, y, charge, n, c, (double *)partial)));
     k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial, (int)blocks, stats);
     BF_LAUNCH_CHECK("k_accumulate_partials");
     k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial + blocks, (int)blocks, stats + 1);
@@ -381,8 +396,8 @@ extern "C" bf_status bf_cuda_neuron_forward(bf_backend *b, const bf_neuron_param
     /* the charge is unused (maybe NULL) for the stateless kinds, and NULL when none is kept: x
      * stands in for its alignment */
     if (op != OP_CLAMP01 && vector_width(im, n, x, y, is_stateful(p) && charge ? charge : x) == 4)
-        return run_forward<4>(im, op, x, y, charge, n, c, stats);
-    return run_forward<1>(im, op, x, y, charge, n, c, stats);
+        return run_forward<4, false>(im, op, x, bn_input{}, y, charge, n, c, stats);
+    return run_forward<1, false>(im, op, x, bn_input{}, y, charge, n, c, stats);
 }
 
 extern "C" bf_status bf_cuda_neuron_backward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x,
@@ -401,6 +416,20 @@ extern "C" bf_status bf_cuda_neuron_backward(bf_backend *b, const bf_neuron_para
     const float *in = is_stateful(p) ? charge : x; /* what the backward reads beside dy */
     if (vector_width(im, n, in, dy, dx) == 4) return dispatch_backward<4>(im, op_of(p), x, charge, dy, dx, n, c);
     return dispatch_backward<1>(im, op_of(p), x, charge, dy, dx, n, c);
+}
+
+extern "C" bf_status bf_cuda_neuron_forward_bn(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in,
+                                               size_t n, const float *xin, float *y, float *stats) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(bf_neuron_check_params(p, n, "neuron_forward_bn"));
+    BF_TRY(bf_neuron_check_bn_input(p, in, n, "neuron_forward_bn"));
+    if (n == 0) return BF_OK;
+    REQUIRE("neuron_forward_bn", xin, y);
+    const neuron_consts c = consts_of(p);
+    const bn_input bn = {in->c, in->hw, in->mean, in->invstd, in->gamma, in->beta};
+    if (vector_width(im, n, xin, y, xin) == 4) return run_forward<4, true>(im, op_of(p), xin, bn, y, NULL, n, c, stats);
+    return run_forward<1, true>(im, op_of(p), xin, bn, y, NULL, n, c, stats);
 }
 
 extern "C" bf_status bf_cuda_neuron_backward_bn(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in,

@@ -67,6 +67,30 @@ static inline float surrogate_grad(const neuron_consts *c, float u) {
     return bf_surrogate_grad(c->surrogate, c->alpha, c->width, c->height, u);
 }
 
+/* ---- a batch-norm input (bf_neuron_bn_input): normalised as read ---- */
+
+/* The coefficients of elements i0 .. i0+m-1: mean, gamma * invstd (as batchnorm_cpu.c rounds it)
+ * and beta of each one's channel, walked from the first (a tile may span channels). */
+static void bn_tile_coefficients(const bf_neuron_bn_input *in, size_t i0, size_t m, float *mean, float *scale,
+                                 float *beta) {
+    size_t ch = i0 / (size_t)in->hw % (size_t)in->c, at = i0 % (size_t)in->hw;
+    for (size_t k = 0; k < m; k++) {
+        mean[k] = in->mean[ch];
+        scale[k] = in->gamma[ch] * in->invstd[ch];
+        beta[k] = in->beta[ch];
+        if (++at == (size_t)in->hw) {
+            at = 0;
+            if (++ch == (size_t)in->c) ch = 0;
+        }
+    }
+}
+
+/* out = the batch-norm output of a tile: batchnorm_cpu.c's (x - mean) * scale + beta. */
+static inline void bn_tile_normalise(const float *restrict x, size_t m, const float *restrict mean,
+                                     const float *restrict scale, const float *restrict beta, float *restrict out) {
+    for (size_t k = 0; k < m; k++) out[k] = (x[k] - mean[k]) * scale[k] + beta[k];
+}
+
 /* ---- forward ---- */
 
 /* One step of a tile of m LIF/IF elements: H = decay*V + x (two roundings, no FMA: as neuron.cu),
@@ -89,8 +113,8 @@ static inline void lif_step(bf_reset_mode reset, float decay, float thr, size_t 
 
 /* Elements [lo, hi): y (and for LIF/IF the charge) of all T steps; adds the block's number of
  * spikes (sum of y) and of silent elements (all y zero) to *spikes and *silent. */
-static void forward_block(const neuron_consts *c, size_t n, size_t lo, size_t hi, const float *x, float *y,
-                          float *charge, double *spikes, double *silent) {
+static void forward_block(const neuron_consts *c, const bf_neuron_bn_input *bn, size_t n, size_t lo, size_t hi,
+                          const float *x, float *y, float *charge, double *spikes, double *silent) {
     const bf_neuron_kind kind = c->kind;
     const bf_reset_mode reset = c->reset;
     const float decay = c->decay, thr = c->threshold;
@@ -101,11 +125,17 @@ static void forward_block(const neuron_consts *c, size_t n, size_t lo, size_t hi
         float v[NEURON_TILE] = {0};
         float ysum[NEURON_TILE] = {0}; /* integer counts for LIF/IF/STEP; CLAMP01's need not be */
         float h_unkept[NEURON_TILE];   /* the charges of a step, when none are kept */
+        float mean[NEURON_TILE], scale[NEURON_TILE], beta[NEURON_TILE], x_bn[NEURON_TILE]; /* bn: the input's */
+        if (bn) bn_tile_coefficients(bn, i0, m, mean, scale, beta);
         double clamp_sum[NEURON_TILE] = {0};
         for (int t = 0; t < c->T; t++) {
             const size_t base = (size_t)t * n + i0;
             const float *xt = x + base;
             float *yt = y + base, *ht = charge ? charge + base : h_unkept;
+            if (bn) {
+                bn_tile_normalise(xt, m, mean, scale, beta, x_bn);
+                xt = x_bn;
+            }
             if (kind == BF_NEURON_CLAMP01) {
                 for (size_t k = 0; k < m; k++) { /* a NaN passes through, as torch.clamp */
                     const float xv = xt[k], out = xv < 0.0f ? 0.0f : xv > 1.0f ? 1.0f : xv;
@@ -136,11 +166,9 @@ static void forward_block(const neuron_consts *c, size_t n, size_t lo, size_t hi
     *silent += block_silent;
 }
 
-bf_status bf_cpu_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, float *y,
-                                float *charge, float *stats) {
-    BF_TRY(bf_neuron_check_params(p, n, "neuron_forward"));
-    if (n == 0) return BF_OK;
-    REQUIRE("neuron_forward", x, y);
+/* The forward of neuron_forward and neuron_forward_bn (bn NULL: x is the input itself). */
+static void forward_all(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *bn, size_t n, const float *x,
+                        float *y, float *charge, float *stats) {
     const neuron_consts c = consts_of(p);
     const int threads = neuron_threads(b, n, n * (size_t)c.T);
     double spikes[BF_CPU_MAX_THREADS], silent[BF_CPU_MAX_THREADS];
@@ -148,7 +176,7 @@ bf_status bf_cpu_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_t
     for (int t = 0; t < threads; t++) {
         const size_t lo = n * (size_t)t / (size_t)threads, hi = n * (size_t)(t + 1) / (size_t)threads;
         spikes[t] = silent[t] = 0.0;
-        forward_block(&c, n, lo, hi, x, y, charge, &spikes[t], &silent[t]);
+        forward_block(&c, bn, n, lo, hi, x, y, charge, &spikes[t], &silent[t]);
     }
     if (stats) {
         double total_spikes = 0.0, total_silent = 0.0;
@@ -159,6 +187,24 @@ bf_status bf_cpu_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_t
         stats[0] = (float)((double)stats[0] + total_spikes);
         stats[1] = (float)((double)stats[1] + total_silent);
     }
+}
+
+bf_status bf_cpu_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, float *y,
+                                float *charge, float *stats) {
+    BF_TRY(bf_neuron_check_params(p, n, "neuron_forward"));
+    if (n == 0) return BF_OK;
+    REQUIRE("neuron_forward", x, y);
+    forward_all(b, p, NULL, n, x, y, charge, stats);
+    return BF_OK;
+}
+
+bf_status bf_cpu_neuron_forward_bn(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in, size_t n,
+                                   const float *xin, float *y, float *stats) {
+    BF_TRY(bf_neuron_check_params(p, n, "neuron_forward_bn"));
+    BF_TRY(bf_neuron_check_bn_input(p, in, n, "neuron_forward_bn"));
+    if (n == 0) return BF_OK;
+    REQUIRE("neuron_forward_bn", xin, y);
+    forward_all(b, p, in, n, xin, y, NULL, stats);
     return BF_OK;
 }
 
@@ -252,20 +298,10 @@ static void bptt_block_bn(const neuron_consts *c, const bf_neuron_bn_input *in, 
     float mean[NEURON_TILE], scale[NEURON_TILE], beta[NEURON_TILE], xt[NEURON_TILE], spikes[NEURON_TILE];
     for (size_t i0 = lo; i0 < hi; i0 += NEURON_TILE) {
         const size_t m = hi - i0 < NEURON_TILE ? hi - i0 : NEURON_TILE;
-        size_t ch = i0 / (size_t)in->hw % (size_t)in->c, at = i0 % (size_t)in->hw; /* then walked, not divided */
-        for (size_t k = 0; k < m; k++) {
-            mean[k] = in->mean[ch];
-            scale[k] = in->gamma[ch] * in->invstd[ch];
-            beta[k] = in->beta[ch];
-            if (++at == (size_t)in->hw) {
-                at = 0;
-                if (++ch == (size_t)in->c) ch = 0;
-            }
-        }
+        bn_tile_coefficients(in, i0, m, mean, scale, beta);
         float v[NEURON_TILE] = {0}, ysum[NEURON_TILE] = {0};
         for (int t = 0; t < c->T; t++) {
-            const float *xs = xin + (size_t)t * n + i0;
-            for (size_t k = 0; k < m; k++) xt[k] = (xs[k] - mean[k]) * scale[k] + beta[k];
+            bn_tile_normalise(xin + (size_t)t * n + i0, m, mean, scale, beta, xt);
             float *ht = h + (size_t)t * NEURON_TILE;
             if (reset == BF_RESET_HARD) lif_step(BF_RESET_HARD, decay, thr, m, xt, ht, spikes, v, ysum);
             else if (reset == BF_RESET_SOFT) lif_step(BF_RESET_SOFT, decay, thr, m, xt, ht, spikes, v, ysum);
