@@ -87,12 +87,31 @@ struct bn_input {
     const float *mean, *invstd, *gamma, *beta;
 };
 
-/* The coefficients of element i's channel: mean, gamma * invstd (k_bn_saved_coef's rounding), beta. */
-__device__ __forceinline__ void bn_coefficients(const bn_input &bn, size_t i, float &mu, float &sc, float &bt) {
-    const size_t ch = i / (size_t)bn.hw % (size_t)bn.c;
-    mu = bn.mean[ch];
-    sc = __fmul_rn(bn.gamma[ch], bn.invstd[ch]);
-    bt = bn.beta[ch];
+/* The coefficients of elements i0 .. i0+V-1: mean, gamma * invstd (k_bn_saved_coef's rounding) and
+ * beta of each one's channel. The first element's channel takes two divisions (32-bit ones below
+ * 2^32 elements: a 64-bit division is a long software sequence on the GPU), the others are walked. */
+template <int V>
+__device__ __forceinline__ void bn_coefficients(const bn_input &bn, size_t i0, float *mu, float *sc, float *bt) {
+    unsigned ch, at;
+    if (i0 <= 0xffffffffu) {
+        const unsigned i = (unsigned)i0, plane = i / (unsigned)bn.hw;
+        at = i - plane * (unsigned)bn.hw;
+        ch = plane % (unsigned)bn.c;
+    } else {
+        const size_t plane = i0 / (size_t)bn.hw;
+        at = (unsigned)(i0 - plane * (size_t)bn.hw);
+        ch = (unsigned)(plane % (size_t)bn.c);
+    }
+#pragma unroll
+    for (int k = 0; k < V; k++) {
+        mu[k] = bn.mean[ch];
+        sc[k] = __fmul_rn(bn.gamma[ch], bn.invstd[ch]);
+        bt[k] = bn.beta[ch];
+        if (++at == (unsigned)bn.hw) {
+            at = 0;
+            if (++ch == (unsigned)bn.c) ch = 0;
+        }
+    }
 }
 
 /* batchnorm.cu's bn_apply_one: the batch-norm output of x, each operation rounded. */
@@ -113,10 +132,8 @@ __global__ void k_neuron_forward(const float *x, bn_input bn, float *__restrict_
         float v[V], mu[V], sc[V], bt[V];
         double ysum[V];
 #pragma unroll
-        for (int k = 0; k < V; k++) {
-            v[k] = 0.0f, ysum[k] = 0.0;
-            if (BN) bn_coefficients(bn, iv * V + k, mu[k], sc[k], bt[k]);
-        }
+        for (int k = 0; k < V; k++) v[k] = 0.0f, ysum[k] = 0.0;
+        if (BN) bn_coefficients<V>(bn, iv * V, mu, sc, bt);
         size_t idx = iv * V;
         fvec<V> xv = load_vec<V>(x + idx);
 #pragma unroll 2
@@ -207,11 +224,9 @@ __global__ void k_neuron_backward_bn(const float *__restrict__ xin, bn_input bn,
     GRID_STRIDE(iv, n / V) {
         const size_t i0 = iv * V;
         float mu[V], sc[V], bt[V], v[V], dv[V], h[TMAX][V];
+        bn_coefficients<V>(bn, i0, mu, sc, bt);
 #pragma unroll
-        for (int k = 0; k < V; k++) {
-            bn_coefficients(bn, i0 + k, mu[k], sc[k], bt[k]);
-            v[k] = dv[k] = 0.0f;
-        }
+        for (int k = 0; k < V; k++) v[k] = dv[k] = 0.0f;
 #pragma unroll
         for (int t = 0; t < TMAX; t++) {
             if (t >= c.T) break;
