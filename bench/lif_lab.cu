@@ -41,6 +41,14 @@
  *      (one kernel, t = T-1 .. 0, dV in a register, S recomputed from the charge). The timed
  *      forward passes stats = NULL; the row "1 +spike stats" times the forward with the spike
  *      monitor that training mode passes (two more small kernels).
+ *   2  the library's batch-norm fold, what training runs for a LIF layer right after a batch-norm
+ *      ([spiking] recompute_charge, the default; every conv layer of VGG-11): x is the batch-norm's
+ *      INPUT with per-channel statistics, b->ops->neuron_forward_bn normalises it as it reads it
+ *      and keeps no charge, b->ops->neuron_backward_bn computes the T charges again in registers.
+ *      Its byte model: fwd 8*T*n (x in, y out), bwd 12*T*n (x and dy in, dx out). The row
+ *      "1 + BN apply" is what it replaces: batchnorm_forward_saved (the batch-norm's output, 8*T*n
+ *      bytes more) then version 1's forward, so version 2's speed-up is over that sum. The summary
+ *      line takes version 2 for the conv layers and version 1 for fc1/fc2 (no batch-norm there).
  *
  * Byte model (the minimal traffic of the op at its contract, the same for both versions so that the
  * GB/s are comparable: every [T, n] tensor crosses DRAM exactly once, 4 bytes per float, GB = 1e9
@@ -54,7 +62,8 @@
  * the gap grows with T.
  *
  * Correctness: before any timing, every version's outputs (y, charge, dx; version 1 also the spike
- * monitor) are compared with the CPU reference backend (bf_backend_create_cpu) on 20 samples of the
+ * monitor; version 2 y and dx against the CPU's neuron_forward_bn and neuron_backward_bn, with
+ * per-channel statistics of 64 channels that keep the firing rate in range) are compared with the CPU reference backend (bf_backend_create_cpu) on 20 samples of the
  * 64x32x32 layer (n = 1,310,720: beyond one element per thread of the library's 4096-block grid, so
  * its grid-stride loop runs; fewer samples for T > 16) at every T of the run, and on an odd
  * n = 1155 at T = 5 (the scalar kernels and partial blocks). Spikes and charges must be exact;
@@ -225,6 +234,10 @@ typedef struct lab_case {
     float *x, *y, *charge, *dy, *dx; /* [T, n] */
     float *vmem, *g, *dv;         /* version 0's per-step state [n]: membrane V, surrogate G, dL/dV */
     float *stats;                 /* the spike monitor, 2 floats */
+    int channels, hw;             /* version 2: the batch-norm's channels and plane size */
+    float *bn;                    /* version 2: mean, invstd, gamma, beta [channels] each */
+    bf_neuron_bn_input bn_in;     /* ... as neuron_forward_bn takes them */
+    float *bn_out;                /* "1 + BN apply": the batch-norm output [T, n] (the forward's x) */
 } lab_case;
 
 /* The neuron of configs/plasticflex/cifar10_vgg11_snn_lif.ini (alpha and width: the config's
@@ -246,17 +259,21 @@ static bf_neuron_params lif_params(int T) {
     return p;
 }
 
-/* The sizes of one case (no allocation). */
-static void case_shapes(lab_case *c, size_t n, int T) {
+/* The sizes of one case (no allocation): n elements per step in planes of hw, channels channels. */
+static void case_shapes(lab_case *c, size_t n, int T, int channels, int hw) {
     memset(c, 0, sizeof *c);
     c->p = lif_params(T);
     c->n = n;
     c->total = n * (size_t)T;
     c->vec = n % 4 == 0 ? 4 : 1;
+    c->channels = channels;
+    c->hw = hw;
 }
 
-/* Device bytes of all buffers of a case (both versions), with 256-byte rounding per buffer. */
-static size_t case_bytes(const lab_case *c) { return (5 * c->total + 3 * c->n + 2) * sizeof(float) + 9 * 256; }
+/* Device bytes of all buffers of a case (every version), with 256-byte rounding per buffer. */
+static size_t case_bytes(const lab_case *c) {
+    return (6 * c->total + 3 * c->n + 2 + 4 * (size_t)c->channels) * sizeof(float) + 11 * 256;
+}
 
 static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
     c->b = b;
@@ -271,10 +288,14 @@ static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
     c->g = (float *)dev_alloc(b, nb);
     c->dv = (float *)dev_alloc(b, nb);
     c->stats = (float *)dev_alloc(b, 2 * sizeof(float));
+    c->bn = (float *)dev_alloc(b, 4 * (size_t)c->channels * sizeof(float));
+    c->bn_out = (float *)dev_alloc(b, tb);
+    const size_t k = (size_t)c->channels;
+    c->bn_in = (bf_neuron_bn_input){c->channels, c->hw, c->bn, c->bn + k, c->bn + 2 * k, c->bn + 3 * k};
 }
 
 static void case_free(lab_case *c) {
-    void *ptrs[] = {c->x, c->y, c->charge, c->dy, c->dx, c->vmem, c->g, c->dv, c->stats};
+    void *ptrs[] = {c->x, c->y, c->charge, c->dy, c->dx, c->vmem, c->g, c->dv, c->stats, c->bn, c->bn_out};
     BFK(c->b->ops->synchronize(c->b));
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) bf_free(c->b, ptrs[i]);
 }
@@ -284,10 +305,16 @@ static void launch_init(lab_case *c, float *a, size_t n, uint64_t seed, float lo
     LAUNCH_CHECK("init_kernel");
 }
 
-/* x uniform in [-1, 1.5) (fires about 20% of the neuron-steps), dy uniform in [-1, 1). */
+/* x uniform in [-1, 1.5) (fires about 20% of the neuron-steps), dy uniform in [-1, 1); version 2's
+ * statistics: mean in [-0.1, 0.1), invstd and gamma in [0.9, 1.1), beta in [-0.1, 0.1), so the
+ * normalised input stays near x's range while every channel differs. */
 static void case_init(lab_case *c) {
+    const size_t k = (size_t)c->channels;
     launch_init(c, c->x, c->total, 21, -1.0f, 2.5f);
     launch_init(c, c->dy, c->total, 22, -1.0f, 2.0f);
+    launch_init(c, c->bn, k, 23, -0.1f, 0.2f);
+    launch_init(c, c->bn + k, 2 * k, 24, 0.9f, 0.2f);
+    launch_init(c, c->bn + 3 * k, k, 25, -0.1f, 0.2f);
     CK(cudaStreamSynchronize(c->stream));
     CK(cudaGetLastError());
 }
@@ -317,6 +344,22 @@ static void v1_forward_stats(lab_case *c) {
 
 static void v1_backward(lab_case *c) {
     BFK(c->b->ops->neuron_backward(c->b, &c->p, c->n, c->x, c->y, c->charge, c->dy, c->dx));
+}
+
+/* What version 2 replaces: the batch-norm output written, then version 1's forward over it. */
+static void v1_bn_forward(lab_case *c) {
+    const bf_bn_shape s = {(int)(c->total / ((size_t)c->channels * c->hw)), c->channels, c->hw, 1e-5f, 0.1f};
+    const bf_neuron_bn_input *in = &c->bn_in;
+    BFK(c->b->ops->batchnorm_forward_saved(c->b, &s, c->x, in->gamma, in->beta, in->mean, in->invstd, c->bn_out));
+    BFK(c->b->ops->neuron_forward(c->b, &c->p, c->n, c->bn_out, c->y, c->charge, NULL));
+}
+
+static void v2_forward(lab_case *c) {
+    BFK(c->b->ops->neuron_forward_bn(c->b, &c->p, &c->bn_in, c->n, c->x, c->y, NULL));
+}
+
+static void v2_backward(lab_case *c) {
+    BFK(c->b->ops->neuron_backward_bn(c->b, &c->p, &c->bn_in, c->n, c->x, c->dy, c->dx));
 }
 
 template <int V>
@@ -370,6 +413,7 @@ static void v0_backward(lab_case *c) {
 
 static double bytes_fwd(const lab_case *c) { return 12.0 * (double)c->total; } /* x in, y and charge out */
 static double bytes_bwd(const lab_case *c) { return 12.0 * (double)c->total; } /* charge and dy in, dx out */
+static double bytes_fwd2(const lab_case *c) { return 8.0 * (double)c->total; } /* version 2: x in, y out */
 
 /* ---- validation against the CPU reference ---- */
 
@@ -414,10 +458,11 @@ static int check(lab_case *c, const char *what, const float *dev, const float *r
 
 /* Runs every version on n elements per step over T steps and compares with the CPU backend;
  * returns 1 on pass. */
-static int validate_case(bf_backend *b, cudaStream_t stream, bf_backend *cpu, const char *label, size_t n, int T) {
+static int validate_case(bf_backend *b, cudaStream_t stream, bf_backend *cpu, const char *label, size_t n, int T,
+                         int channels, int hw) {
     const double dx_atol = 1e-7, dx_rtol = 1e-5;
     lab_case c;
-    case_shapes(&c, n, T);
+    case_shapes(&c, n, T, channels, hw);
     case_alloc(&c, b, stream);
     case_init(&c);
 
@@ -479,6 +524,24 @@ static int validate_case(bf_backend *b, cudaStream_t stream, bf_backend *cpu, co
         ok &= check(&c, "charge", c.charge, charge, c.total, host, 0.0, 0.0);
         ok &= check(&c, "dx", c.dx, dx, c.total, host, dx_atol, dx_rtol);
         if (pass == 1) ok &= check(&c, "stats", c.stats, stats, 2, host, 0.0, 0.0);
+    }
+
+    { /* version 2 against the CPU's own fold, from the same x, dy and statistics */
+        const size_t k = (size_t)c.channels;
+        float *bn = (float *)host_alloc(cpu, 4 * k * sizeof(float));
+        BFK(bf_to_host(b, bn, c.bn, 4 * k * sizeof(float)));
+        const bf_neuron_bn_input in = {c.channels, c.hw, bn, bn + k, bn + 2 * k, bn + 3 * k};
+        BFK(ref_ops->neuron_forward_bn(cpu, &c.p, &in, n, x, y, NULL));
+        BFK(ref_ops->neuron_backward_bn(cpu, &c.p, &in, n, x, dy, dx));
+        case_poison(&c);
+        v2_forward(&c);
+        v2_backward(&c);
+        CK(cudaStreamSynchronize(stream));
+        CK(cudaGetLastError());
+        printf("    version 2 (library, batch-norm fold)\n");
+        ok &= check(&c, "y", c.y, y, c.total, host, 0.0, 0.0);
+        ok &= check(&c, "dx", c.dx, dx, c.total, host, dx_atol, dx_rtol);
+        bf_free(cpu, bn);
     }
 
     void *host_ptrs[] = {x, y, charge, dy, dx, host, stats};
@@ -548,7 +611,8 @@ int main(int argc, char **argv) {
     printf("  LIF decay 0.95, threshold 1, hard reset (not detached), STBP, surrogate 0.3*tanh', fp32; "
            "%d timed runs per pass\n",
            repeats);
-    printf("  byte model (both versions): fwd 12*T*n (x in; y, charge out), bwd 12*T*n (charge, dy in; dx out)\n\n");
+    printf("  byte model (versions 0 and 1): fwd 12*T*n (x in; y, charge out), bwd 12*T*n (charge, dy in; dx out);\n"
+           "  version 2: fwd 8*T*n (x in, y out), bwd 12*T*n (x, dy in; dx out); \"1 + BN apply\" 20*T*n forward\n\n");
 
     /* ---- correctness first ---- */
     printf("validation against the CPU reference backend:\n");
@@ -558,9 +622,9 @@ int main(int argc, char **argv) {
         const size_t samples = T <= 16 ? 20 : (320 / (size_t)T > 0 ? 320 / (size_t)T : 1);
         char label[64];
         snprintf(label, sizeof label, "64x32x32, %zu samples", samples);
-        ok &= validate_case(b, stream, cpu, label, samples * 64 * 32 * 32, T);
+        ok &= validate_case(b, stream, cpu, label, samples * 64 * 32 * 32, T, 64, 32 * 32);
     }
-    ok &= validate_case(b, stream, cpu, "odd size (scalar kernels, partial blocks)", 1155, 5);
+    ok &= validate_case(b, stream, cpu, "odd size (scalar kernels, partial blocks)", 1155, 5, 7, 33);
     if (!lab_validated(ok)) return 1;
 
     /* ---- timings ---- */
@@ -571,6 +635,7 @@ int main(int argc, char **argv) {
                T, batch, 3 * T + 1, 3 * T, (32.0 * T + 4.0) / (12.0 * T), (40.0 * T - 4.0) / (12.0 * T));
         lab_print_header(&tb, "layer (count)  activation  n");
         double sum_v0 = 0.0, sum_v1 = 0.0, sum_v0f = 0.0, sum_v1f = 0.0, sum_v0b = 0.0, sum_v1b = 0.0;
+        double sum_lib = 0.0, sum_replaced = 0.0; /* version 2 on conv layers, 1 on fc; and what it replaces */
         int skipped = 0, layers = 0;
         for (int si = 0; si < NUM_SHAPES; si++) {
             const lab_shape *sh = &k_shapes[si];
@@ -582,7 +647,7 @@ int main(int argc, char **argv) {
                 snprintf(lead, sizeof lead, "%s (%d) %d n=%zu", sh->name, sh->count, sh->c, n);
             layers += sh->count;
             lab_case c;
-            case_shapes(&c, n, T);
+            case_shapes(&c, n, T, sh->c, sh->h * sh->h);
             if (!lab_fits(&tb, lead, case_bytes(&c))) {
                 skipped = 1;
                 continue;
@@ -595,9 +660,14 @@ int main(int argc, char **argv) {
             v1_forward_stats(&c);
             v1_forward(&c);
             v1_backward(&c);
+            v1_bn_forward(&c);
+            v2_forward(&c);
+            v2_backward(&c);
             CK(cudaStreamSynchronize(stream));
             CK(cudaGetLastError());
 
+            const double v1bn_f = time_pass(t, &c, v1_bn_forward);
+            const double v2_f = time_pass(t, &c, v2_forward), v2_b = time_pass(t, &c, v2_backward);
             const double v0_f = time_pass(t, &c, v0_forward), v0_b = time_pass(t, &c, v0_backward);
             const double v1_f = time_pass(t, &c, v1_forward), v1_b = time_pass(t, &c, v1_backward);
             const double v1s_f = time_pass(t, &c, v1_forward_stats);
@@ -609,6 +679,14 @@ int main(int argc, char **argv) {
             lab_print_row(&tb, lead, "0 unfused", v0_f, bytes_fwd(&c), v0_b, bytes_bwd(&c), "");
             lab_print_row(&tb, "", "1 fused (library)", v1_f, bytes_fwd(&c), v1_b, bytes_bwd(&c), tail);
             lab_print_row(&tb, "", "1 +spike stats", v1s_f, bytes_fwd(&c), -1.0, 0.0, tail_s);
+            char tail2[96];
+            snprintf(tail2, sizeof tail2, "x%.2f over 1 + BN apply (fwd x%.2f)", (v1bn_f + v1_b) / (v2_f + v2_b),
+                     v1bn_f / v2_f);
+            lab_print_row(&tb, "", "1 + BN apply", v1bn_f, bytes_fwd(&c) + bytes_fwd2(&c), -1.0, 0.0, "");
+            lab_print_row(&tb, "", "2 batch-norm fold", v2_f, bytes_fwd2(&c), v2_b, bytes_bwd(&c), tail2);
+            const int conv = sh->h > 1;
+            sum_lib += sh->count * (conv ? v2_f + v2_b : v1_f + v1_b);
+            sum_replaced += sh->count * (conv ? v1bn_f + v1_b : v1_f + v1_b);
             sum_v0f += sh->count * v0_f;
             sum_v0b += sh->count * v0_b;
             sum_v1f += sh->count * v1_f;
@@ -623,6 +701,10 @@ int main(int argc, char **argv) {
             printf("PlasticFlex VGG-11, T = %d, batch %d, %d LIF layers, fwd+bwd per step: version 0 %.3f ms, version 1 "
                    "%.3f ms, speed-up x%.2f (fwd x%.2f, bwd x%.2f)\n\n",
                    T, batch, layers, sum_v0, sum_v1, sum_v0 / sum_v1, sum_v0f / sum_v1f, sum_v0b / sum_v1b);
+        if (!skipped)
+            printf("  what training runs (version 2 after the conv layers' batch-norms, version 1 on fc1/fc2): %.3f ms "
+                   "per step, against %.3f ms for the batch-norm output written and version 1 (x%.2f)\n\n",
+                   sum_lib, sum_replaced, sum_replaced / sum_lib);
     }
 
     lab_device_close(&d);
