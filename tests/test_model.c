@@ -154,11 +154,18 @@ static void check_memory_plan(const bf_model *m, const char *what) {
         live[n++] = span_of(m->layers[t].ws_free[0], m->layers[t].ws_free_bytes[0], 1, "workspace hint", t);
         bad = report_overlaps(m, live, n, n, what, "forward", t);
     }
+    for (int i = 0; i + 1 < L; i++)
+        if (m->layers[i].relu_fused)
+            CHECK(m->layers[i].dout == m->layers[i + 1].dout && m->layers[i + 1].relu_in_bn,
+                  "%s: %s's gradient is its fused ReLU's", what, m->layers[i].name);
     for (int t = L - 1; t >= 0 && !bad; t--) {
         int n_grad = 0, n = 0;
-        for (int i = 0; i < L - 1; i++) /* gradients live while layer t's backward runs */
-            if (i <= t && last_consumer[i] >= t && m->layers[i].num_consumers > 0)
+        for (int i = 0; i < L - 1; i++) { /* gradients live while layer t's backward runs */
+            /* a fused batch-norm's gradient is its ReLU's, live down to the batch-norm's backward */
+            const int from = m->layers[i].relu_in_bn ? m->layers[i].input[0] : i;
+            if (from <= t && last_consumer[i] >= t && m->layers[i].num_consumers > 0 && !m->layers[i].relu_fused)
                 live[n_grad++] = span_of(m->layers[i].dout, bf_shape_count(m->layers[i].out_shape), sizeof(float), "dout", i);
+        }
         if (m->layers[t].bwd_scratch)
             live[n_grad++] = span_of(m->layers[t].bwd_scratch, bf_flex_backward_scratch_floats(m, t), sizeof(float),
                                      "flex scratch", t);

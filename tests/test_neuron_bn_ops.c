@@ -21,29 +21,19 @@
 static const char *reset_name[] = {"hard", "soft", "none"};
 static const char *surr_name[] = {"sigmoid", "arctan", "rect", "triangle", "tanh"};
 
-static float *alloc_floats(bf_backend *b, size_t n) {
-    void *p = NULL;
-    if (bf_alloc(b, n * sizeof(float) + 16, &p) != BF_OK) exit(1);
-    return p;
-}
-
-static float *uniform(bf_backend *b, size_t n, float lo, float hi, unsigned long seed) {
-    float *p = alloc_floats(b, n);
-    bf_test_fill_uniform(p, n, lo, hi, seed);
-    return p;
-}
-
 /* One shape and neuron: the batch-norm input and statistics are drawn so that the normalised input
  * lies around the threshold 1 (spikes and silences, resets of every kind). */
 static void test_case(bf_backend *b, bf_backend *b2, bf_neuron_kind kind, bf_reset_mode reset, int T, int samples,
                       int c, int hw, unsigned long seed) {
     const size_t n = (size_t)samples * c * hw, total = (size_t)T * n;
-    float *xin = uniform(b, total, -2.0f, 2.0f, seed), *dy = uniform(b, total, -1.0f, 1.0f, seed + 1);
-    float *mean = uniform(b, (size_t)c, -0.5f, 0.5f, seed + 2), *invstd = uniform(b, (size_t)c, 0.5f, 2.0f, seed + 3);
-    float *gamma = uniform(b, (size_t)c, -1.0f, 1.5f, seed + 4), *beta = uniform(b, (size_t)c, 0.0f, 1.0f, seed + 5);
-    float *x = alloc_floats(b, total), *y = alloc_floats(b, total), *y2 = alloc_floats(b, total);
-    float *charge = alloc_floats(b, total), *dx_ref = alloc_floats(b, total), *dx = alloc_floats(b, total);
-    float *dx2 = alloc_floats(b, total);
+    float *xin = bf_test_uniform(b, total, -2.0f, 2.0f, seed), *dy = bf_test_uniform(b, total, -1.0f, 1.0f, seed + 1);
+    float *mean = bf_test_uniform(b, (size_t)c, -0.5f, 0.5f, seed + 2);
+    float *invstd = bf_test_uniform(b, (size_t)c, 0.5f, 2.0f, seed + 3);
+    float *gamma = bf_test_uniform(b, (size_t)c, -1.0f, 1.5f, seed + 4);
+    float *beta = bf_test_uniform(b, (size_t)c, 0.0f, 1.0f, seed + 5);
+    float *x = bf_test_alloc(b, total), *y = bf_test_alloc(b, total), *y2 = bf_test_alloc(b, total);
+    float *charge = bf_test_alloc(b, total), *dx_ref = bf_test_alloc(b, total), *dx = bf_test_alloc(b, total);
+    float *dx2 = bf_test_alloc(b, total);
     float stats[2] = {0, 0}, stats2[2] = {0, 0};
     const bf_bn_shape bs = {.n = T * samples, .c = c, .hw = hw, .eps = 1e-5f, .momentum = 0.1f};
     const bf_neuron_bn_input in = {c, hw, mean, invstd, gamma, beta};
@@ -103,8 +93,8 @@ static void test_case(bf_backend *b, bf_backend *b2, bf_neuron_kind kind, bf_res
 static void test_statistics_alone(bf_backend *b) {
     enum { N = 6, C = 5, HW = 9 };
     const bf_bn_shape s = {.n = N, .c = C, .hw = HW, .eps = 1e-5f, .momentum = 0.1f};
-    float *x = uniform(b, N * C * HW, -1.0f, 3.0f, 31), *gamma = uniform(b, C, 0.5f, 1.5f, 32);
-    float *beta = uniform(b, C, -0.5f, 0.5f, 33), *y = alloc_floats(b, N * C * HW);
+    float *x = bf_test_uniform(b, N * C * HW, -1.0f, 3.0f, 31), *gamma = bf_test_uniform(b, C, 0.5f, 1.5f, 32);
+    float *beta = bf_test_uniform(b, C, -0.5f, 0.5f, 33), *y = bf_test_alloc(b, N * C * HW);
     float stats[2][4][C];
     for (int with_y = 0; with_y < 2; with_y++) {
         float *running = stats[with_y][2], *running_var = stats[with_y][3];
@@ -129,7 +119,7 @@ static void test_statistics_alone(bf_backend *b) {
 }
 
 static void test_arguments(bf_backend *b) {
-    float *v = alloc_floats(b, 64);
+    float *v = bf_test_alloc(b, 64);
     const bf_neuron_bn_input in = {2, 4, v, v, v, v};
     bf_neuron_params p = {.kind = BF_NEURON_LIF, .T = 2, .decay = 0.5f, .threshold = 1.0f, .alpha = 4.0f};
     CHECK_OK(b->ops->neuron_backward_bn(b, &p, &in, 8, v, v, v));

@@ -66,6 +66,24 @@ float *bf_test_upload(bf_backend *b, const float *host, size_t n) {
     return p;
 }
 
+float *bf_test_alloc(bf_backend *b, size_t n) {
+    float *p = bf_test_upload(b, NULL, n);
+    if (!p) {
+        fprintf(stderr, "test: no backend memory for %zu floats\n", n);
+        exit(1);
+    }
+    return p;
+}
+
+float *bf_test_uniform(bf_backend *b, size_t n, float lo, float hi, unsigned long seed) {
+    float *host = malloc(n * sizeof(float) + 16), *p = bf_test_alloc(b, n);
+    if (!host) exit(1);
+    bf_test_fill_uniform(host, n, lo, hi, seed);
+    if (bf_to_device(b, p, host, n * sizeof(float)) != BF_OK) exit(1);
+    free(host);
+    return p;
+}
+
 float *bf_test_download(bf_backend *b, const float *dev, size_t n) {
     float *h = malloc(n * sizeof(float) + 16);
     if (h && bf_to_host(b, h, dev, n * sizeof(float)) != BF_OK) {

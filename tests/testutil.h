@@ -45,5 +45,9 @@ void bf_test_fill_uniform(float *x, size_t n, float lo, float hi, unsigned long 
 /* Copies host data into a new buffer of the backend / back to a new host buffer (free() it). */
 float *bf_test_upload(bf_backend *b, const float *host, size_t n);
 float *bf_test_download(bf_backend *b, const float *dev, size_t n);
+/* A new backend buffer of n floats: uninitialised (alloc), or bf_test_fill_uniform's values; the
+ * program exits (status 1) when the backend has no memory for it. */
+float *bf_test_alloc(bf_backend *b, size_t n);
+float *bf_test_uniform(bf_backend *b, size_t n, float lo, float hi, unsigned long seed);
 
 #endif

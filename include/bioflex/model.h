@@ -130,6 +130,9 @@ typedef struct bf_layer {
     /* memory (backend) */
     float *out;                 /* output activation; aliases the input for an in-place ReLU */
     int in_place;
+    int relu_fused;             /* batch-norm whose in-place ReLU it runs itself (the model's fuse_bn_relu):
+                                 * its output is relu(y), its backward masks dy, its dout is the ReLU's */
+    int relu_in_bn;             /* ReLU run by its input batch-norm: no pass of its own either way */
     float *dout;                /* gradient of the output, placed by the memory plan */
     int32_t *argmax;            /* max-pool */
     float *save_mean, *save_invstd; /* batch-norm */
@@ -168,6 +171,8 @@ typedef struct bf_model {
     int keep_neuron_outputs;    /* 1: neuron layers' outputs outlive the backward (spike rasters read them) */
     int pack_spikes;            /* 1 (the default): spiking layers keep their spikes for the backward as
                                  * bits; read by bf_model_finalize */
+    int fuse_bn_relu;           /* 1 (the default): a batch-norm runs the in-place ReLU after it, one pass
+                                 * each way (batchnorm_relu_apply/backward); read by bf_model_finalize */
     int recompute_charge;       /* 1 (the default): LIF/IF layers fed by a batch-norm alone keep no
                                  * charge ([spiking] recompute_charge); read by bf_model_finalize */
     size_t forward_only_bytes;  /* the packed layers' float spikes (live only until their consumers'

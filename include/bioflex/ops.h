@@ -232,6 +232,19 @@ typedef struct bf_ops {
     bf_status (*batchnorm_backward)(bf_backend *b, const bf_bn_shape *s, const float *x,
                                     const float *dy, const float *gamma, const float *save_mean,
                                     const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+    /* A batch-norm and the ReLU after it in one pass each way (the model's fused pair), from the
+     * statistics batchnorm_forward_train saved (called with y NULL):
+     * apply: y = relu(z), z = (x - mean) * (gamma * invstd) + beta: the bits of
+     *   batchnorm_forward_saved then relu_forward;
+     * backward: batchnorm_backward of dy * 1[z > 0], with z computed again from x (the mask
+     *   relu_backward takes from relu's output, z > 0 exactly when relu(z) > 0): the bits of
+     *   relu_backward then batchnorm_backward, dx, dgamma and dbeta. dy is the ReLU's output
+     *   gradient; dx may not alias it. */
+    bf_status (*batchnorm_relu_apply)(bf_backend *b, const bf_bn_shape *s, const float *x, const float *gamma,
+                                      const float *beta, const float *save_mean, const float *save_invstd, float *y);
+    bf_status (*batchnorm_relu_backward)(bf_backend *b, const bf_bn_shape *s, const float *x, const float *dy,
+                                         const float *gamma, const float *beta, const float *save_mean,
+                                         const float *save_invstd, float *dx, float *dgamma, float *dbeta);
 
     /* ---- activations: y = max(x, 0); backward uses the OUTPUT y, so y may alias x and dx may alias dy */
     bf_status (*relu_forward)(bf_backend *b, const float *x, float *y, size_t n);

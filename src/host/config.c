@@ -236,6 +236,7 @@ static const key_spec key_table[] = {
     FLOAT_KEY("model", "flex_mask_factor", model.flex_mask_factor, 0, NO_MAX, MIN_OPEN, "1", "flex mask sigmoid_mul: the multiplier f in sigmoid(f*L)"),
     BOOL_KEY("model", "flex_logits_bn", model.flex_logits_bn, "false", "flex mask: batch-norm on the logits (bn_logits)"),
     ENUM_KEY("model", "threshold_mode", model.threshold_mode, threshold_mode_names, "learned", "flex mask: a learned threshold, frozen at its random start (FlexNet's GPU runs), or drawn anew at every forward (PlasticFlex's published runs)"),
+    BOOL_KEY("model", "fuse_bn_relu", model.fuse_bn_relu, "true", "in training a batch-norm runs the ReLU after it (the same bits): one pass over the activations forward (normalise and clamp) and one fewer backward (the ReLU's mask taken from the batch-norm's input), and no gradient buffer between them; false runs them as two layers (for comparison)"),
 
     ENUM_KEY("optim", "optimizer", optim.optimizer, optimizer_names, "sgd", "optimiser"),
     FLOAT_KEY("optim", "lr", optim.lr, 0, NO_MAX, MIN_OPEN, "0.1", "learning rate (the peak, after warm-up)"),

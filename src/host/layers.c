@@ -46,18 +46,24 @@ bf_status bf_layer_forward(bf_model *m, int index) {
         s.n = bf_layer_batch(m, l);
         bf_bn_sync sync = bf_model_bn_sync(m);
         /* in training, the neuron that alone reads an output planned forward-only normalises its
-         * input itself (layer_spiking.c): the statistics alone, no output */
-        float *y = m->training && l->out_forward_only ? NULL : l->out;
+         * input itself (layer_spiking.c), and a fused ReLU's batch-norm applies both below: the
+         * statistics alone here */
+        float *y = m->training && (l->out_forward_only || l->relu_fused) ? NULL : l->out;
+        const float *gamma = bf_layer_param(m, l, 0), *beta = bf_layer_param(m, l, 1);
         if (m->training && m->sync_sums)
-            return bf_sync_bn_forward_train(&sync, &s, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), y, l->save_mean,
-                                            l->save_invstd, buffer(m, l, 0), buffer(m, l, 1));
-        if (m->training)
-            return ops->batchnorm_forward_train(b, &s, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), y, l->save_mean,
-                                                l->save_invstd, buffer(m, l, 0), buffer(m, l, 1));
-        return ops->batchnorm_forward_eval(b, &s, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), buffer(m, l, 0), buffer(m, l, 1), l->out);
+            BF_TRY(bf_sync_bn_forward_train(&sync, &s, x, gamma, beta, y, l->save_mean, l->save_invstd, buffer(m, l, 0),
+                                            buffer(m, l, 1)));
+        else if (m->training)
+            BF_TRY(ops->batchnorm_forward_train(b, &s, x, gamma, beta, y, l->save_mean, l->save_invstd, buffer(m, l, 0),
+                                                buffer(m, l, 1)));
+        else
+            BF_TRY(ops->batchnorm_forward_eval(b, &s, x, gamma, beta, buffer(m, l, 0), buffer(m, l, 1), l->out));
+        if (!l->relu_fused) return BF_OK;
+        if (!m->training) return ops->relu_forward(b, l->out, l->out, count); /* evaluation: not fused */
+        return ops->batchnorm_relu_apply(b, &s, x, gamma, beta, l->save_mean, l->save_invstd, l->out);
     }
-    case BF_LAYER_RELU:
-        return ops->relu_forward(b, x, l->out, count);
+    case BF_LAYER_RELU: /* run by its batch-norm when fused */
+        return l->relu_in_bn ? BF_OK : ops->relu_forward(b, x, l->out, count);
     case BF_LAYER_MAXPOOL: {
         bf_pool_shape s = l->pool;
         s.n = bf_layer_batch(m, l);
@@ -141,16 +147,23 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
         bs.n = bf_layer_batch(m, l);
         float *dx_or_scratch = dx ? dx : m->grad_scratch; /* BN on the raw input: dx unused */
         bf_bn_sync sync = bf_model_bn_sync(m);
-        if (m->sync_sums)
-            s = bf_sync_bn_backward(&sync, &bs, x, dy, bf_layer_param(m, l, 0), l->save_mean, l->save_invstd, dx_or_scratch,
-                                    bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1));
-        else
-            s = ops->batchnorm_backward(b, &bs, x, dy, bf_layer_param(m, l, 0), l->save_mean, l->save_invstd, dx_or_scratch,
-                                        bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1));
+        const float *gamma = bf_layer_param(m, l, 0);
+        float *dgamma = bf_layer_grad(m, l, 0), *dbeta = bf_layer_grad(m, l, 1);
+        if (l->relu_fused && !m->sync_sums) {
+            s = ops->batchnorm_relu_backward(b, &bs, x, dy, gamma, bf_layer_param(m, l, 1), l->save_mean, l->save_invstd,
+                                             dx_or_scratch, dgamma, dbeta);
+            break;
+        }
+        if (l->relu_fused) /* synchronised: the ReLU's mask in place on its gradient (l->dout), then as unfused */
+            s = ops->relu_backward(b, l->out, dy, l->dout, count);
+        if (s == BF_OK && m->sync_sums)
+            s = bf_sync_bn_backward(&sync, &bs, x, dy, gamma, l->save_mean, l->save_invstd, dx_or_scratch, dgamma, dbeta);
+        else if (s == BF_OK)
+            s = ops->batchnorm_backward(b, &bs, x, dy, gamma, l->save_mean, l->save_invstd, dx_or_scratch, dgamma, dbeta);
         break;
     }
-    case BF_LAYER_RELU:
-        if (dx) s = ops->relu_backward(b, l->out, dy, dx, count);
+    case BF_LAYER_RELU: /* fused: its batch-norm's backward masks this gradient, which is also its dout */
+        if (dx && !l->relu_in_bn) s = ops->relu_backward(b, l->out, dy, dx, count);
         break;
     case BF_LAYER_MAXPOOL: {
         bf_pool_shape ps = l->pool;

@@ -57,6 +57,15 @@ static int relu_can_be_in_place(const bf_model *m, const bf_layer *l) {
     return in->num_consumers == 1 && !(in->kind == BF_LAYER_FLEX && in->flex_opt.joint == BF_FLEX_JOINT_MAX);
 }
 
+/* Whether in-place ReLU l is run by the batch-norm before it (the model's fuse_bn_relu): that
+ * batch-norm is a layer of its own whose output only this ReLU reads, and the ReLU's output is
+ * not the logits (whose gradient the caller owns, and the fused pair shares the ReLU's). */
+static int relu_can_join_bn(const bf_model *m, int i) {
+    const bf_layer *l = &m->layers[i];
+    return m->fuse_bn_relu && l->kind == BF_LAYER_RELU && l->in_place && i < m->num_layers - 1 &&
+           m->layers[l->input[0]].kind == BF_LAYER_BATCHNORM;
+}
+
 /* Whether layer l's backward reads the values of its inputs (not only their shapes). */
 static int backward_reads_input(const bf_layer *l) {
     switch (l->kind) {
@@ -289,6 +298,11 @@ static bf_status plan_gradients(bf_model *m, const size_t *region_start, size_t 
         for (int j = 0; j < l->num_inputs; j++) { /* the gradients this backward writes first */
             int in = l->input[j];
             if (in < 0 || last_consumer[in] != t) continue;
+            if (l->relu_in_bn) { /* the fused batch-norm reads the ReLU's gradient: it lives on until then */
+                for (int k = 0; k < n; k++)
+                    if (blocks[k].kind == BLOCK_GRADIENT && blocks[k].layer == t) blocks[k].death = in;
+                continue;
+            }
             int seen = 0;
             for (int k = 0; k < n; k++) seen |= blocks[k].kind == BLOCK_GRADIENT && blocks[k].layer == in;
             if (!seen)
@@ -313,6 +327,8 @@ static bf_status plan_gradients(bf_model *m, const size_t *region_start, size_t 
         else if (blocks[k].kind == BLOCK_SPIKES) l->unpack_at = blocks[k].at;
         else l->bwd_scratch_at = blocks[k].at;
     }
+    for (int t = 0; t < L; t++) /* a fused batch-norm's gradient is its ReLU's */
+        if (m->layers[t].relu_in_bn) m->layers[m->layers[t].input[0]].dout_at = m->layers[t].dout_at;
     size_t live_peak = 0; /* gradients and scratch live at once, wherever placed */
     for (int t = L - 1; t >= 0; t--) {
         size_t live = 0;
@@ -445,6 +461,11 @@ bf_status bf_model_finalize(bf_model *m) {
     bf_shape last = m->layers[L - 1].out_shape;
     m->num_classes = last.c * last.h * last.w;
     for (int i = 0; i < L; i++) m->layers[i].in_place = relu_can_be_in_place(m, &m->layers[i]);
+    for (int i = 0; i < L; i++) m->layers[i].relu_fused = 0;
+    for (int i = 0; i < L; i++) {
+        m->layers[i].relu_in_bn = relu_can_join_bn(m, i);
+        if (m->layers[i].relu_in_bn) m->layers[m->layers[i].input[0]].relu_fused = 1;
+    }
     for (int i = 0; i < L; i++) m->layers[i].spikes_packed = can_pack_spikes(m, i);
     for (int i = 0; i < L; i++) m->layers[i].out_forward_only = 0;
     for (int i = 0; i < L; i++) {

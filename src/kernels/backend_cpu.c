@@ -88,6 +88,8 @@ static const bf_ops cpu_ops = {
     .batchnorm_forward_eval = bf_cpu_batchnorm_forward_eval,
     .batchnorm_forward_saved = bf_cpu_batchnorm_forward_saved,
     .batchnorm_backward = bf_cpu_batchnorm_backward,
+    .batchnorm_relu_apply = bf_cpu_batchnorm_relu_apply,
+    .batchnorm_relu_backward = bf_cpu_batchnorm_relu_backward,
 
     .relu_forward = bf_cpu_relu_forward,
     .relu_backward = bf_cpu_relu_backward,

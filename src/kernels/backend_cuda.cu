@@ -199,6 +199,8 @@ static const bf_ops cuda_ops = {
     /* .batchnorm_forward_eval = */ bf_cuda_batchnorm_forward_eval,
     /* .batchnorm_forward_saved = */ bf_cuda_batchnorm_forward_saved,
     /* .batchnorm_backward = */ bf_cuda_batchnorm_backward,
+    /* .batchnorm_relu_apply = */ bf_cuda_batchnorm_relu_apply,
+    /* .batchnorm_relu_backward = */ bf_cuda_batchnorm_relu_backward,
 
     /* .relu_forward = */ bf_cuda_relu_forward,
     /* .relu_backward = */ bf_cuda_relu_backward,
@@ -266,7 +268,7 @@ static const bf_ops cuda_ops = {
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 73 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 75 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

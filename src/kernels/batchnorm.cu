@@ -19,7 +19,7 @@
 
 namespace { /* kernels and helpers are private to this file */
 
-enum { RED_SUM = 0, RED_STATS = 1, RED_BWD = 2, RED_SQDEV = 3, RED_SYNC_BWD = 4 };
+enum { RED_SUM = 0, RED_STATS = 1, RED_BWD = 2, RED_SQDEV = 3, RED_SYNC_BWD = 4, RED_BWD_RELU = 5 };
 
 enum { CHUNK_TARGET = 8192, CHUNK_MAX = 128 };
 
@@ -39,26 +39,36 @@ static unsigned plane_threads(long hw) {
     return (unsigned)t;
 }
 
+/* y = (x - mean[ch]) * scale[ch] + beta[ch]. Rounded operations (no FMA contraction) give the
+ * CPU's result bit for bit from equal inputs. */
+__device__ __forceinline__ float bn_apply_one(float x, float mu, float sc, float bt) {
+    return __fadd_rn(__fmul_rn(__fsub_rn(x, mu), sc), bt);
+}
+
 /* Per (channel, chunk) partial sums over the values of channel ch of a [n, c, hw] tensor:
  *   RED_SUM:   a0 = sum x
  *   RED_STATS: a0 = sum x, a1 = sum x^2
  *   RED_BWD:   a0 = sum dy, a1 = sum dy * xhat with xhat = (x - mean[ch]) * invstd[ch] (in float)
  *   RED_SQDEV: a0 = sum (x - m)^2 in double, m = stats[ch] / stats[c] (synchronised batch-norm)
  *   RED_SYNC_BWD: a0 = sum dy, a1 = sum dy * (x - mean[ch]) in double (as batchnorm_sync_cpu.c)
+ *   RED_BWD_RELU: RED_BWD's sums of g = dy * 1[z > 0], z = (x - mean) * (gamma * invstd) + beta the
+ *             batch-norm output (relu_backward's mask; batchnorm_relu_backward)
  * partial[(ch*chunks + k)*2 + {0,1}]. Value m of a channel (0 <= m < count = n*hw) is sample m/hw,
  * position m%hw; each thread walks its values without dividing in the loop. */
 template <int MODE>
 __global__ void k_channel_partial(const float *__restrict__ x, const float *__restrict__ dy,
                                   const float *__restrict__ mean, const float *__restrict__ invstd,
-                                  const double *__restrict__ stats, int c, unsigned hw, unsigned count,
+                                  const double *__restrict__ stats, const float *__restrict__ gamma,
+                                  const float *__restrict__ beta, int c, unsigned hw, unsigned count,
                                   unsigned per_chunk, double *__restrict__ partial) {
     const int ch = blockIdx.x;
     const unsigned chunk = blockIdx.y, chunks = gridDim.y;
     const unsigned begin = chunk * per_chunk;
     const unsigned end = begin + per_chunk < count ? begin + per_chunk : count;
-    float mu = 0.0f, is = 0.0f;
-    if (MODE == RED_BWD || MODE == RED_SYNC_BWD) mu = mean[ch];
-    if (MODE == RED_BWD) is = invstd[ch];
+    float mu = 0.0f, is = 0.0f, sc = 0.0f, bt = 0.0f;
+    if (MODE == RED_BWD || MODE == RED_SYNC_BWD || MODE == RED_BWD_RELU) mu = mean[ch];
+    if (MODE == RED_BWD || MODE == RED_BWD_RELU) is = invstd[ch];
+    if (MODE == RED_BWD_RELU) sc = __fmul_rn(gamma[ch], is), bt = beta[ch];
     const double dmean = MODE == RED_SQDEV ? stats[ch] / stats[c] : (double)mu;
     double a0 = 0.0, a1 = 0.0;
     unsigned m = begin + threadIdx.x;
@@ -80,9 +90,10 @@ __global__ void k_channel_partial(const float *__restrict__ x, const float *__re
                 const double g = (double)dy[idx];
                 a0 += g;
                 a1 += g * ((double)x[idx] - dmean);
-            } else {
-                const float g = dy[idx];
-                const float xhat = __fmul_rn(__fsub_rn(x[idx], mu), is);
+            } else { /* RED_BWD, RED_BWD_RELU */
+                const float xv = x[idx], d = dy[idx];
+                const float g = MODE == RED_BWD_RELU ? (bn_apply_one(xv, mu, sc, bt) > 0.0f ? d : 0.0f) : d;
+                const float xhat = __fmul_rn(__fsub_rn(xv, mu), is);
                 a0 += (double)g;
                 a1 += (double)g * (double)xhat;
             }
@@ -180,12 +191,14 @@ __global__ void k_bn_bwd_final(const double *__restrict__ partial, unsigned chun
  *   idle: a flat grid-stride loop over the elements instead, the channel from the element index. */
 enum { SMALL_PLANE = 32 };
 
-/* y = (x - mean[ch]) * scale[ch] + beta[ch]. Rounded operations (no FMA contraction) give the
- * CPU's result bit for bit from equal inputs. */
-__device__ __forceinline__ float bn_apply_one(float x, float mu, float sc, float bt) {
-    return __fadd_rn(__fmul_rn(__fsub_rn(x, mu), sc), bt);
+
+/* relu_forward's x < 0 ? 0 : x (a NaN passes), when RELU (batchnorm_relu_apply). */
+template <bool RELU>
+__device__ __forceinline__ float relu_if(float v) {
+    return RELU && v < 0.0f ? 0.0f : v;
 }
 
+template <bool RELU>
 __global__ void k_bn_apply(const float *__restrict__ x, float *__restrict__ y, const float *__restrict__ mean,
                            const float *__restrict__ scale, const float *__restrict__ beta, size_t planes, int c,
                            int hw) {
@@ -193,7 +206,7 @@ __global__ void k_bn_apply(const float *__restrict__ x, float *__restrict__ y, c
         const size_t total = planes * (size_t)hw;
         for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
             const int ch = (int)((i / (size_t)hw) % (size_t)c);
-            y[i] = bn_apply_one(x[i], mean[ch], scale[ch], beta[ch]);
+            y[i] = relu_if<RELU>(bn_apply_one(x[i], mean[ch], scale[ch], beta[ch]));
         }
         return;
     }
@@ -202,7 +215,7 @@ __global__ void k_bn_apply(const float *__restrict__ x, float *__restrict__ y, c
         const float mu = mean[ch], sc = scale[ch], bt = beta[ch];
         const float *xp = x + p * (size_t)hw;
         float *yp = y + p * (size_t)hw;
-        for (int j = threadIdx.x; j < hw; j += blockDim.x) yp[j] = bn_apply_one(xp[j], mu, sc, bt);
+        for (int j = threadIdx.x; j < hw; j += blockDim.x) yp[j] = relu_if<RELU>(bn_apply_one(xp[j], mu, sc, bt));
     }
 }
 
@@ -212,26 +225,33 @@ __device__ __forceinline__ float bn_dx_one(float x, float dy, float mu, float is
     return __fmul_rn(sc, __fsub_rn(__fsub_rn(dy, mdy), __fmul_rn(xhat, mdx)));
 }
 
+/* dx from dy, or with RELU from dy * 1[z > 0], z the batch-norm output computed again from x (beta
+ * read only then). */
+template <bool RELU>
 __global__ void k_bn_dx(const float *__restrict__ x, const float *__restrict__ dy, const float *__restrict__ gamma,
-                        const float *__restrict__ mean, const float *__restrict__ invstd,
+                        const float *__restrict__ beta, const float *__restrict__ mean, const float *__restrict__ invstd,
                         const float *__restrict__ mean_dy, const float *__restrict__ mean_dy_xhat,
                         float *__restrict__ dx, size_t planes, int c, int hw) {
     if (hw < SMALL_PLANE) {
         const size_t total = planes * (size_t)hw;
         for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
             const int ch = (int)((i / (size_t)hw) % (size_t)c);
-            const float is = invstd[ch];
-            dx[i] = bn_dx_one(x[i], dy[i], mean[ch], is, __fmul_rn(gamma[ch], is), mean_dy[ch], mean_dy_xhat[ch]);
+            const float is = invstd[ch], mu = mean[ch], sc = __fmul_rn(gamma[ch], is), xv = x[i];
+            const float g = RELU && !(bn_apply_one(xv, mu, sc, beta[ch]) > 0.0f) ? 0.0f : dy[i];
+            dx[i] = bn_dx_one(xv, g, mu, is, sc, mean_dy[ch], mean_dy_xhat[ch]);
         }
         return;
     }
     for (size_t p = blockIdx.x; p < planes; p += gridDim.x) {
         const int ch = (int)(p % (size_t)c);
         const float mu = mean[ch], is = invstd[ch], mdy = mean_dy[ch], mdx = mean_dy_xhat[ch];
-        const float sc = __fmul_rn(gamma[ch], is);
+        const float sc = __fmul_rn(gamma[ch], is), bt = RELU ? beta[ch] : 0.0f;
         const float *xp = x + p * (size_t)hw, *dyp = dy + p * (size_t)hw;
         float *dxp = dx + p * (size_t)hw;
-        for (int j = threadIdx.x; j < hw; j += blockDim.x) dxp[j] = bn_dx_one(xp[j], dyp[j], mu, is, sc, mdy, mdx);
+        for (int j = threadIdx.x; j < hw; j += blockDim.x) {
+            const float xv = xp[j], g = RELU && !(bn_apply_one(xv, mu, sc, bt) > 0.0f) ? 0.0f : dyp[j];
+            dxp[j] = bn_dx_one(xv, g, mu, is, sc, mdy, mdx);
+        }
     }
 }
 
@@ -325,7 +345,8 @@ static bf_status check_bn(const bf_bn_shape *s, const char *op) {
 template <int MODE>
 static bf_status channel_partials(bf_cuda_impl *im, int n, int c, long hw, const float *x, const float *dy,
                                   const float *mean, const float *invstd, size_t extra_floats, double **partial_out,
-                                  float **extra_out, unsigned *chunks_out, const double *stats = NULL) {
+                                  float **extra_out, unsigned *chunks_out, const double *stats = NULL,
+                                  const float *gamma = NULL, const float *beta = NULL) {
     const size_t count = (size_t)n * (size_t)hw;
     const unsigned chunks = chunks_for(count);
     const unsigned per_chunk = (unsigned)bf_cuda_div_up(count, chunks);
@@ -334,8 +355,8 @@ static bf_status channel_partials(bf_cuda_impl *im, int n, int c, long hw, const
     BF_TRY(bf_cuda_scratch(im, partial_doubles * sizeof(double) + extra_floats * sizeof(float), &scratch));
     double *partial = (double *)scratch;
     dim3 grid((unsigned)c, chunks);
-    k_channel_partial<MODE><<<grid, BF_CUDA_THREADS, 0, im->stream>>>(x, dy, mean, invstd, stats, c, (unsigned)hw,
-                                                                      (unsigned)count, per_chunk, partial);
+    k_channel_partial<MODE><<<grid, BF_CUDA_THREADS, 0, im->stream>>>(x, dy, mean, invstd, stats, gamma, beta, c,
+                                                                      (unsigned)hw, (unsigned)count, per_chunk, partial);
     BF_LAUNCH_CHECK("k_channel_partial");
     *partial_out = partial;
     if (extra_out) *extra_out = (float *)(partial + partial_doubles);
@@ -393,7 +414,7 @@ extern "C" bf_status bf_cuda_batchnorm_forward_train(bf_backend *b, const bf_bn_
     BF_LAUNCH_CHECK("k_bn_stats_final");
     if (!y) return BF_OK; /* the statistics alone (ops.h) */
     const size_t planes = (size_t)s->n * s->c;
-    k_bn_apply<<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(x, y, mean, scale, beta, planes,
+    k_bn_apply<false><<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(x, y, mean, scale, beta, planes,
                                                                                  s->c, s->hw);
     BF_LAUNCH_CHECK("k_bn_apply");
     return BF_OK;
@@ -414,20 +435,62 @@ extern "C" bf_status bf_cuda_batchnorm_forward_eval(bf_backend *b, const bf_bn_s
         gamma, running_var, s->eps, s->c, scale);
     BF_LAUNCH_CHECK("k_bn_eval_coef");
     const size_t planes = (size_t)s->n * s->c;
-    k_bn_apply<<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(x, y, running_mean, scale, beta,
+    k_bn_apply<false><<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(x, y, running_mean, scale, beta,
                                                                                  planes, s->c, s->hw);
     BF_LAUNCH_CHECK("k_bn_apply");
     return BF_OK;
 }
 
-extern "C" bf_status bf_cuda_batchnorm_forward_saved(bf_backend *b, const bf_bn_shape *s, const float *x,
-                                                     const float *gamma, const float *beta, const float *save_mean,
-                                                     const float *save_invstd, float *y) {
+/* batchnorm_backward, or with RELU batchnorm_relu_backward (the mask applied to dy as it is read,
+ * in both passes): per-channel partial sums, their means, then dx. */
+template <int RED, bool RELU>
+static bf_status bn_backward(bf_backend *b, const bf_bn_shape *s, const char *op, const float *x, const float *dy,
+                             const float *gamma, const float *beta, const float *save_mean, const float *save_invstd,
+                             float *dx, float *dgamma, float *dbeta) {
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
-    BF_TRY(check_bn(s, "batchnorm_forward_saved"));
-    if (!x || !gamma || !beta || !save_mean || !save_invstd || !y)
-        return bf_error(BF_ERR_ARG, "batchnorm_forward_saved: NULL input or output");
+    BF_TRY(check_bn(s, op));
+    if (!x || !dy || !gamma || (RELU && !beta) || !save_mean || !save_invstd || !dx)
+        return bf_error(BF_ERR_ARG, "%s: NULL input or output", op);
+    const double count = (double)s->n * s->hw;
+    double *partial;
+    float *coef; /* mean_dy[c], mean_dy_xhat[c] */
+    unsigned chunks;
+    BF_TRY(channel_partials<RED>(im, s->n, s->c, s->hw, x, dy, save_mean, save_invstd, 2 * (size_t)s->c, &partial,
+                                 &coef, &chunks, NULL, gamma, beta));
+    float *mean_dy = coef, *mean_dy_xhat = coef + s->c;
+    k_bn_bwd_final<<<(unsigned)bf_cuda_div_up((size_t)s->c, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        partial, chunks, s->c, count, dgamma, dbeta, mean_dy, mean_dy_xhat);
+    BF_LAUNCH_CHECK("k_bn_bwd_final");
+    const size_t planes = (size_t)s->n * s->c;
+    k_bn_dx<RELU><<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(
+        x, dy, gamma, beta, save_mean, save_invstd, mean_dy, mean_dy_xhat, dx, planes, s->c, s->hw);
+    BF_LAUNCH_CHECK("k_bn_dx");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_batchnorm_backward(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                                const float *dy, const float *gamma, const float *save_mean,
+                                                const float *save_invstd, float *dx, float *dgamma, float *dbeta) {
+    return bn_backward<RED_BWD, false>(b, s, "batchnorm_backward", x, dy, gamma, NULL, save_mean, save_invstd, dx,
+                                       dgamma, dbeta);
+}
+
+extern "C" bf_status bf_cuda_batchnorm_relu_backward(bf_backend *b, const bf_bn_shape *s, const float *x, const float *dy,
+                                                     const float *gamma, const float *beta, const float *save_mean,
+                                                     const float *save_invstd, float *dx, float *dgamma, float *dbeta) {
+    return bn_backward<RED_BWD_RELU, true>(b, s, "batchnorm_relu_backward", x, dy, gamma, beta, save_mean, save_invstd,
+                                           dx, dgamma, dbeta);
+}
+
+/* y = (x - mean) * (gamma * invstd) + beta from the saved statistics, with RELU then relu'd. */
+template <bool RELU>
+static bf_status bn_apply_saved(bf_backend *b, const bf_bn_shape *s, const char *op, const float *x, const float *gamma,
+                                const float *beta, const float *save_mean, const float *save_invstd, float *y) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_bn(s, op));
+    if (!x || !gamma || !beta || !save_mean || !save_invstd || !y) return bf_error(BF_ERR_ARG, "%s: NULL input or output", op);
     void *scratch;
     BF_TRY(bf_cuda_scratch(im, (size_t)s->c * sizeof(float), &scratch));
     float *scale = (float *)scratch;
@@ -435,35 +498,22 @@ extern "C" bf_status bf_cuda_batchnorm_forward_saved(bf_backend *b, const bf_bn_
         gamma, save_invstd, s->c, scale);
     BF_LAUNCH_CHECK("k_bn_saved_coef");
     const size_t planes = (size_t)s->n * s->c;
-    k_bn_apply<<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(x, y, save_mean, scale, beta, planes,
-                                                                                 s->c, s->hw);
+    k_bn_apply<RELU><<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(x, y, save_mean, scale, beta,
+                                                                                       planes, s->c, s->hw);
     BF_LAUNCH_CHECK("k_bn_apply");
     return BF_OK;
 }
 
-extern "C" bf_status bf_cuda_batchnorm_backward(bf_backend *b, const bf_bn_shape *s, const float *x,
-                                                const float *dy, const float *gamma, const float *save_mean,
-                                                const float *save_invstd, float *dx, float *dgamma, float *dbeta) {
-    bf_cuda_impl *im;
-    BF_TRY(bf_cuda_enter(b, &im));
-    BF_TRY(check_bn(s, "batchnorm_backward"));
-    if (!x || !dy || !gamma || !save_mean || !save_invstd || !dx)
-        return bf_error(BF_ERR_ARG, "batchnorm_backward: NULL input or output");
-    const double count = (double)s->n * s->hw;
-    double *partial;
-    float *coef; /* mean_dy[c], mean_dy_xhat[c] */
-    unsigned chunks;
-    BF_TRY(channel_partials<RED_BWD>(im, s->n, s->c, s->hw, x, dy, save_mean, save_invstd, 2 * (size_t)s->c,
-                                     &partial, &coef, &chunks));
-    float *mean_dy = coef, *mean_dy_xhat = coef + s->c;
-    k_bn_bwd_final<<<(unsigned)bf_cuda_div_up((size_t)s->c, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
-        partial, chunks, s->c, count, dgamma, dbeta, mean_dy, mean_dy_xhat);
-    BF_LAUNCH_CHECK("k_bn_bwd_final");
-    const size_t planes = (size_t)s->n * s->c;
-    k_bn_dx<<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(
-        x, dy, gamma, save_mean, save_invstd, mean_dy, mean_dy_xhat, dx, planes, s->c, s->hw);
-    BF_LAUNCH_CHECK("k_bn_dx");
-    return BF_OK;
+extern "C" bf_status bf_cuda_batchnorm_forward_saved(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                                     const float *gamma, const float *beta, const float *save_mean,
+                                                     const float *save_invstd, float *y) {
+    return bn_apply_saved<false>(b, s, "batchnorm_forward_saved", x, gamma, beta, save_mean, save_invstd, y);
+}
+
+extern "C" bf_status bf_cuda_batchnorm_relu_apply(bf_backend *b, const bf_bn_shape *s, const float *x,
+                                                  const float *gamma, const float *beta, const float *save_mean,
+                                                  const float *save_invstd, float *y) {
+    return bn_apply_saved<true>(b, s, "batchnorm_relu_apply", x, gamma, beta, save_mean, save_invstd, y);
 }
 
 /* ---- synchronised batch-norm (contracts in ops.h) ---- */
@@ -516,7 +566,7 @@ extern "C" bf_status bf_cuda_batchnorm_sync_forward_apply(bf_backend *b, const b
     BF_LAUNCH_CHECK("k_sync_forward_coef");
     if (!y) return BF_OK; /* the statistics alone (ops.h) */
     const size_t planes = (size_t)s->n * s->c;
-    k_bn_apply<<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(x, y, mean, scale, beta, planes,
+    k_bn_apply<false><<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(x, y, mean, scale, beta, planes,
                                                                                  s->c, s->hw);
     BF_LAUNCH_CHECK("k_bn_apply");
     return BF_OK;
@@ -556,8 +606,8 @@ extern "C" bf_status bf_cuda_batchnorm_sync_backward_apply(bf_backend *b, const 
                                                                                           mean_dy_xhat);
     BF_LAUNCH_CHECK("k_sync_backward_coef");
     const size_t planes = (size_t)s->n * s->c;
-    k_bn_dx<<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(
-        x, dy, gamma, save_mean, save_invstd, mean_dy, mean_dy_xhat, dx, planes, s->c, s->hw);
+    k_bn_dx<false><<<bn_grid(im, planes, s->hw), bn_threads(s->hw), 0, im->stream>>>(
+        x, dy, gamma, NULL, save_mean, save_invstd, mean_dy, mean_dy_xhat, dx, planes, s->c, s->hw);
     BF_LAUNCH_CHECK("k_bn_dx");
     return BF_OK;
 }

@@ -5,6 +5,8 @@
  * The variance is computed in two passes (mean first, then squared deviations), which stays
  * accurate when the mean is large compared with the spread. */
 #include <math.h>
+#include <omp.h>
+#include <stdlib.h>
 
 #include "cpu_backend.h"
 
@@ -90,19 +92,91 @@ bf_status bf_cpu_batchnorm_forward_eval(bf_backend *b, const bf_bn_shape *s, con
 }
 
 
+/* dx of one plane: scale * (dy - mean(dy) - xhat * mean(dy*xhat)), xhat = (x - mean) * invstd. */
+static void dx_plane(const float *xp, const float *dyp, float *dxp, int hw, float mean, float invstd, float scale,
+                     float mean_dy, float mean_dy_xhat) {
+    for (int j = 0; j < hw; j++) {
+        float xhat = (xp[j] - mean) * invstd;
+        dxp[j] = scale * (dyp[j] - mean_dy - xhat * mean_dy_xhat);
+    }
+}
+
 /* dx of channel ch: gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)), the means given (over
  * this batch, or over every rank's for synchronised batch-norm). */
 void bf_cpu_bn_dx_channel(const bf_bn_shape *s, const float *x, const float *dy, const float *gamma, int ch, float mean,
                           float invstd, float mean_dy, float mean_dy_xhat, float *dx) {
     const float scale = gamma[ch] * invstd;
-    for (int i = 0; i < s->n; i++) {
-        const float *xp = plane(s, x, i, ch), *dyp = plane(s, dy, i, ch);
-        float *dxp = plane_mut(s, dx, i, ch);
-        for (int j = 0; j < s->hw; j++) {
-            float xhat = (xp[j] - mean) * invstd;
-            dxp[j] = scale * (dyp[j] - mean_dy - xhat * mean_dy_xhat);
+    for (int i = 0; i < s->n; i++)
+        dx_plane(plane(s, x, i, ch), plane(s, dy, i, ch), plane_mut(s, dx, i, ch), s->hw, mean, invstd, scale, mean_dy,
+                 mean_dy_xhat);
+}
+
+/* ---- batch-norm and ReLU fused (ops.h at batchnorm_relu_apply) ---- */
+
+bf_status bf_cpu_batchnorm_relu_apply(bf_backend *b, const bf_bn_shape *s, const float *x, const float *gamma,
+                                      const float *beta, const float *save_mean, const float *save_invstd, float *y) {
+    BF_TRY(check_shape(s));
+    if (!x || !gamma || !beta || !save_mean || !save_invstd || !y)
+        return bf_error(BF_ERR_ARG, "batchnorm_relu_apply: NULL input or output");
+#pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
+    for (int ch = 0; ch < s->c; ch++) {
+        const float mean = save_mean[ch], scale = gamma[ch] * save_invstd[ch], shift = beta[ch];
+        for (int i = 0; i < s->n; i++) {
+            const float *xp = plane(s, x, i, ch);
+            float *yp = plane_mut(s, y, i, ch);
+            for (int j = 0; j < s->hw; j++) { /* normalise_channel's z, then relu_forward's x < 0 ? 0 : x */
+                const float z = (xp[j] - mean) * scale + shift;
+                yp[j] = z < 0.0f ? 0.0f : z;
+            }
         }
     }
+    return BF_OK;
+}
+
+/* g = dy where the batch-norm output z of x is > 0, else 0: relu_backward's mask, whose y = relu(z)
+ * is > 0 exactly when z is. */
+static void relu_mask_plane(const float *xp, const float *dyp, int hw, float mean, float scale, float shift, float *g) {
+    for (int j = 0; j < hw; j++) {
+        const float z = (xp[j] - mean) * scale + shift, d = dyp[j];
+        g[j] = z > 0.0f ? d : 0.0f;
+    }
+}
+
+/* batchnorm_backward's sums and dx over the masked gradient, plane by plane (the mask computed
+ * again for the second pass rather than kept: a plane of floats per thread). */
+bf_status bf_cpu_batchnorm_relu_backward(bf_backend *b, const bf_bn_shape *s, const float *x, const float *dy,
+                                         const float *gamma, const float *beta, const float *save_mean,
+                                         const float *save_invstd, float *dx, float *dgamma, float *dbeta) {
+    BF_TRY(check_shape(s));
+    if (!x || !dy || !gamma || !beta || !save_mean || !save_invstd || !dx)
+        return bf_error(BF_ERR_ARG, "batchnorm_relu_backward: NULL input or output");
+    const double count = (double)s->n * s->hw;
+    const int threads = bf_cpu_threads(b);
+    float *masked = malloc((size_t)threads * (size_t)s->hw * sizeof(float));
+    if (!masked) return bf_error(BF_ERR_OOM, "batchnorm_relu_backward: out of host memory");
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int ch = 0; ch < s->c; ch++) {
+        float *g = masked + (size_t)omp_get_thread_num() * (size_t)s->hw;
+        const float mean = save_mean[ch], invstd = save_invstd[ch], scale = gamma[ch] * invstd, shift = beta[ch];
+        double sum_dy = 0, sum_dy_centred = 0;
+        for (int i = 0; i < s->n; i++) {
+            const float *xp = plane(s, x, i, ch);
+            relu_mask_plane(xp, plane(s, dy, i, ch), s->hw, mean, scale, shift, g);
+            sum_dy += bf_cpu_lane_sum(g, (size_t)s->hw);
+            sum_dy_centred += bf_cpu_lane_dot(g, 0, xp, mean, (size_t)s->hw);
+        }
+        const double sum_dy_xhat = sum_dy_centred * invstd;
+        if (dbeta) dbeta[ch] = (float)sum_dy;
+        if (dgamma) dgamma[ch] = (float)sum_dy_xhat;
+        const float mean_dy = (float)(sum_dy / count), mean_dy_xhat = (float)(sum_dy_xhat / count);
+        for (int i = 0; i < s->n; i++) {
+            const float *xp = plane(s, x, i, ch);
+            relu_mask_plane(xp, plane(s, dy, i, ch), s->hw, mean, scale, shift, g);
+            dx_plane(xp, g, plane_mut(s, dx, i, ch), s->hw, mean, invstd, scale, mean_dy, mean_dy_xhat);
+        }
+    }
+    free(masked);
+    return BF_OK;
 }
 
 /* With xhat = (x - mean) * invstd and y = gamma * xhat + beta, over the count values of a channel:

@@ -145,6 +145,11 @@ bf_status bf_cpu_batchnorm_backward(bf_backend *b, const bf_bn_shape *s, const f
                                     const float *save_invstd, float *dx, float *dgamma, float *dbeta);
 
 /* batchnorm_cpu.c: dx of one channel from the means of dy and dy*xhat (shared with the sync ops). */
+bf_status bf_cpu_batchnorm_relu_apply(bf_backend *b, const bf_bn_shape *s, const float *x, const float *gamma,
+                                      const float *beta, const float *save_mean, const float *save_invstd, float *y);
+bf_status bf_cpu_batchnorm_relu_backward(bf_backend *b, const bf_bn_shape *s, const float *x, const float *dy,
+                                         const float *gamma, const float *beta, const float *save_mean,
+                                         const float *save_invstd, float *dx, float *dgamma, float *dbeta);
 void bf_cpu_bn_dx_channel(const bf_bn_shape *s, const float *x, const float *dy, const float *gamma, int ch, float mean,
                           float invstd, float mean_dy, float mean_dy_xhat, float *dx);
 /* ---- batchnorm_sync_cpu.c ---- */

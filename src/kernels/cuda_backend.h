@@ -230,6 +230,11 @@ bf_status bf_cuda_batchnorm_forward_saved(bf_backend *b, const bf_bn_shape *s, c
 bf_status bf_cuda_batchnorm_backward(bf_backend *b, const bf_bn_shape *s, const float *x,
                                      const float *dy, const float *gamma, const float *save_mean,
                                      const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+bf_status bf_cuda_batchnorm_relu_apply(bf_backend *b, const bf_bn_shape *s, const float *x, const float *gamma,
+                                       const float *beta, const float *save_mean, const float *save_invstd, float *y);
+bf_status bf_cuda_batchnorm_relu_backward(bf_backend *b, const bf_bn_shape *s, const float *x, const float *dy,
+                                          const float *gamma, const float *beta, const float *save_mean,
+                                          const float *save_invstd, float *dx, float *dgamma, float *dbeta);
 /* Per-channel sum of a [n, c, hw] tensor (conv dbias), deterministic. */
 bf_status bf_cuda_channel_sum(bf_cuda_impl *im, int n, int c, long hw, const float *x, float *out);
 /* Synchronised batch-norm's steps (contracts in ops.h). */

@@ -1,0 +1,74 @@
+/* test_bn_relu_ops_cuda.c - a batch-norm and the ReLU after it as one layer on the GPU
+ * (batchnorm_relu_apply, batchnorm_relu_backward; [model] fuse_bn_relu):
+ *   - against the CPU's fused ops (tests/test_bn_relu_ops.c holds those to the unfused sequence):
+ *     the output bit for bit (the same rounded operations), the gradients within the tolerance the
+ *     batch-norm backward gets in test_ops_cuda (sums in another order);
+ *   - against the GPU's own unfused sequence (batchnorm_forward_saved, relu_forward; relu_backward,
+ *     batchnorm_backward): the same bits, dx, dgamma and dbeta;
+ * for planes of 1 and 7 values (the flat kernels) and of 64 and 3136 (a block per plane), with
+ * batch-norm outputs exactly 0 (masked). Skipped (exit 77) without a CUDA build or device. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "bioflex/ops.h"
+#include "cuda_pair.h"
+#include "testutil.h"
+
+static bf_backend *cpu, *gpu;
+
+static void test_case(int n, int c, int hw) {
+    const size_t count = (size_t)n * c * hw;
+    const bf_bn_shape s = {.n = n, .c = c, .hw = hw, .eps = 1e-5f, .momentum = 0.1f};
+    float *host = malloc(count * sizeof(float));
+    if (!host) exit(1);
+    bf_test_fill_uniform(host, count, -2.0f, 2.0f, pair_next_seed());
+    for (size_t i = 0; i < count; i += 7) host[i] = 0.25f; /* with the statistics below: exactly 0 */
+    pair x = pair_from(host, count), dy = pair_rand(count, -1.0f, 1.0f);
+    free(host);
+    float stats[4][64];
+    for (int ch = 0; ch < c && ch < 64; ch++) {
+        stats[0][ch] = 0.25f;                      /* mean */
+        stats[1][ch] = 1.0f + 0.03125f * (float)ch; /* invstd */
+        stats[2][ch] = 0.75f + 0.0625f * (float)ch; /* gamma */
+        stats[3][ch] = 0.0f;                       /* beta: x = mean normalises to 0 */
+    }
+    pair mean = pair_from(stats[0], (size_t)c), invstd = pair_from(stats[1], (size_t)c);
+    pair gamma = pair_from(stats[2], (size_t)c), beta = pair_from(stats[3], (size_t)c);
+    pair y = pair_out(count), y_seq = pair_out(count), g = pair_out(count), dx = pair_out(count), dx_seq = pair_out(count);
+    pair dgb = pair_out(2 * (size_t)c), dgb_seq = pair_out(2 * (size_t)c);
+    char what[96];
+    snprintf(what, sizeof what, "bn+relu [%d, %d, %d]", n, c, hw);
+
+    CHECK_OK(cpu->ops->batchnorm_relu_apply(cpu, &s, x.c, gamma.c, beta.c, mean.c, invstd.c, y.c));
+    CHECK_OK(gpu->ops->batchnorm_relu_apply(gpu, &s, x.g, gamma.g, beta.g, mean.g, invstd.g, y.g));
+    pair_compare_exact(what, y);
+    CHECK_OK(gpu->ops->batchnorm_forward_saved(gpu, &s, x.g, gamma.g, beta.g, mean.g, invstd.g, y_seq.g));
+    CHECK_OK(gpu->ops->relu_forward(gpu, y_seq.g, y_seq.g, count));
+    check_repeats(what, y_seq.g, y.g, count);
+
+    CHECK_OK(cpu->ops->batchnorm_relu_backward(cpu, &s, x.c, dy.c, gamma.c, beta.c, mean.c, invstd.c, dx.c, dgb.c,
+                                               dgb.c + c));
+    CHECK_OK(gpu->ops->batchnorm_relu_backward(gpu, &s, x.g, dy.g, gamma.g, beta.g, mean.g, invstd.g, dx.g, dgb.g,
+                                               dgb.g + c));
+    pair_compare(what, dx, 1e-4, 1e-3);
+    pair_compare(what, dgb, 1e-4, 1e-3);
+    CHECK_OK(gpu->ops->relu_backward(gpu, y_seq.g, dy.g, g.g, count));
+    CHECK_OK(gpu->ops->batchnorm_backward(gpu, &s, x.g, g.g, gamma.g, mean.g, invstd.g, dx_seq.g, dgb_seq.g,
+                                          dgb_seq.g + c));
+    check_repeats(what, dx_seq.g, dx.g, count);
+    check_repeats(what, dgb_seq.g, dgb.g, 2 * (size_t)c);
+    pair *all[] = {&x, &dy, &mean, &invstd, &gamma, &beta, &y, &y_seq, &g, &dx, &dx_seq, &dgb, &dgb_seq};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
+}
+
+int main(void) {
+    if (!pair_open(&cpu, &gpu, 9500)) return bf_test_finish();
+    test_case(64, 16, 1);
+    test_case(8, 5, 7);
+    test_case(4, 32, 64);
+    test_case(16, 64, 56 * 56);
+    CHECK_OK(gpu->ops->synchronize(gpu));
+    bf_backend_destroy(gpu);
+    bf_backend_destroy(cpu);
+    return bf_test_finish();
+}
