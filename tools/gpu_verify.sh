@@ -11,7 +11,7 @@
 #   [GPU_VERIFY_BUDGET_S=SECONDS] bash tools/gpu_verify.sh [tests|quick|targets|full]
 #     tests:   build, then the `gpu` tests (every CUDA op against the CPU, the parity steps, NCCL), and
 #              compute-sanitizer's memcheck and initcheck over the flex ops' CUDA test, memcheck over the
-#              recomputed-charge LIF test's small cases
+#              recomputed-charge LIF test's small cases and the fused batch-norm + ReLU test
 #     quick:   tests, the kernel labs (one batch size; the mask-joint lab both, 32 and 128) and a short dp_overhead
 #     targets: build (incremental), then the issues' target benchmarks, most important first
 #     full:    tests, then targets (the default)
@@ -112,6 +112,8 @@ if [ "$mode" != targets ]; then
   step sanitize_flex 180 compute-sanitizer --tool memcheck --error-exitcode 1 ./build/tests/test_flex_ops_cuda
   # the recomputed-charge LIF kernels' first run (their small cases)
   step sanitize_neuron_bn 120 compute-sanitizer --tool memcheck --error-exitcode 1 ./build/tests/test_neuron_bn_ops_cuda --small
+  # and the batch-norm + ReLU kernels' (their largest case is 3.2 M values)
+  step sanitize_bn_relu 90 compute-sanitizer --tool memcheck --error-exitcode 1 ./build/tests/test_bn_relu_ops_cuda
   # initcheck is the slower of the two: in `full` it runs after the benchmarks
   [ "$mode" = full ] || step initcheck_flex 180 compute-sanitizer --tool initcheck --error-exitcode 1 ./build/tests/test_flex_ops_cuda
 fi
