@@ -52,7 +52,7 @@ static void test_names_and_counts(void) {
     /* Memory: what flex adds to vanilla VGG-16's plan is, per flex layer, a window byte per pooled
      * element, a winner bit per output element and the monitors: no copy of C, P or an int32 argmax
      * (layer_flex.c); the backward's dP (dC overwrites dy) lies over dead activations, as the
-     * gradients do (model_memory.c; test_model checks that plan). */
+     * gradients do (memory_plan.c; test_model checks that plan). */
     bf_model *vanilla = NULL;
     cfg.model.flex = 0;
     CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 224, 224}, 100, 1, &vanilla));

@@ -5,7 +5,7 @@
  *   - finite-difference gradients through encode -> conv -> BN -> neuron -> ... -> time mean with
  *     the differentiable clamp01 neuron over T = 3 steps (the plumbing of the time dimension; the
  *     LIF backward itself is checked against a naive BPTT in test_neuron_ops);
- *   - packed spikes ([spiking] pack_spikes, model_memory.c) and the recomputed charge ([spiking]
+ *   - packed spikes ([spiking] pack_spikes, memory_plan.c) and the recomputed charge ([spiking]
  *     recompute_charge) change nothing: PlasticFlex VGG-6 with flex layers (which read their
  *     spiking input in the backward) gives bit-identical gradients over two steps with and without
  *     each, and the plan packs, restores and recomputes what it should;

@@ -128,8 +128,8 @@ typedef struct bf_spiking_config {
     int surrogate;             /* bf_surrogate */
     float alpha, width, height;
     int raster_neurons;        /* > 0: at every log interval, spikes.jsonl gets this many neurons' spikes per layer */
-    int pack_spikes;           /* 1: spikes kept for the backward as bits (model_memory.c) */
-    int recompute_charge;      /* 1: LIF/IF after a batch-norm keep no charge (model_memory.c) */
+    int pack_spikes;           /* 1: spikes kept for the backward as bits (memory_plan.c) */
+    int recompute_charge;      /* 1: LIF/IF after a batch-norm keep no charge (memory_plan.c) */
 } bf_spiking_config;
 
 typedef struct bf_model_config {
@@ -150,7 +150,7 @@ typedef struct bf_model_config {
                                        checkpoint/run directory ("" = random initialisation) */
     char init_exclude[BF_PATH_MAX]; /* comma-separated tensor-name prefixes kept at their random init (a new head) */
     /* flexible neurons (FlexNet): cnn and vgg convs become flex layers */
-    int fuse_bn_relu;          /* a batch-norm runs the in-place ReLU after it (model_memory.c) */
+    int fuse_bn_relu;          /* a batch-norm runs the in-place ReLU after it (memory_plan.c) */
     int flex;                  /* every conv becomes a flex layer */
     int fully_flex;            /* the 2x2 max-pools become flex layers too */
     int flex_layers[BF_LIST_MAX]; /* with flex: only these conv sites (0 = the first conv) become flex; empty = all */

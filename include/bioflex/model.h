@@ -109,7 +109,7 @@ typedef struct bf_layer {
     int encoding;               /* encode: 0 direct, 1 rate (Bernoulli) */
     float *neuron_charge;       /* neuron, LIF/IF: H[t] saved for the backward */
     int charge_in_place;        /* neuron: the charge overwrites the input's output, which nothing reads
-                                 * after this forward (the memory plan, model_memory.c) */
+                                 * after this forward (the memory plan, memory_plan.c) */
     int charge_recomputed;      /* neuron: no charge kept; the backward computes it again from the input
                                  * batch-norm's input and statistics (neuron_backward_bn) */
     int out_forward_only;       /* batch-norm read by such a neuron alone: its output lives from its
@@ -161,7 +161,7 @@ typedef struct bf_model {
     float *grad_data;           /* backend memory: every gradient, same layout */
     float *buffer_data;         /* backend memory: every running statistic */
     int64_t num_batches_tracked;/* batch-norm forward passes in training mode (state_dict buffer) */
-    /* The memory plan (model_memory.c): the activations that only this step's backward reads
+    /* The memory plan (memory_plan.c): the activations that only this step's backward reads
      * ("transient") come first in the arena, in layer order, and every output gradient is placed
      * over those already dead when its backward writes it, or beyond them where none fits. */
     size_t transient_bytes;     /* those activations */

@@ -207,7 +207,7 @@ typedef struct bf_ops {
                                         const float *dy, float *dw, float *dbias /* nullable */);
     /* Memory the convolutions that follow may use as their workspace (NULL, 0: none), until the
      * next hint: the memory plan hands over activation memory that is dead during a layer's pass
-     * (model_memory.c). A backend whose convolutions need no workspace ignores it (the CPU's). */
+     * (memory_plan.c). A backend whose convolutions need no workspace ignores it (the CPU's). */
     bf_status (*conv_workspace_hint)(bf_backend *b, void *p, size_t bytes);
 
     /* ---- batch normalisation over (n, hw) per channel ----

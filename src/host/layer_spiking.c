@@ -38,7 +38,7 @@ char *bf_spiking_place(bf_layer *l, char *cursor) {
     return cursor;
 }
 
-/* A neuron layer with its charge recomputed ([spiking] recompute_charge, model_memory.c): its
+/* A neuron layer with its charge recomputed ([spiking] recompute_charge, memory_plan.c): its
  * input as the batch-norm that produced it sees it, its own input and saved training statistics
  * (*in); returns that batch-norm's input. */
 static const float *bn_input_of(const bf_model *m, const bf_layer *l, bf_neuron_bn_input *in) {

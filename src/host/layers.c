@@ -13,7 +13,7 @@ const char *bf_layer_kind_name(bf_layer_kind k) {
     return k >= 0 && k < BF_LAYER_KIND_COUNT ? names[k] : "?";
 }
 
-/* Packed spikes: the float output until the backward restores them (model_memory.c), then the copy. */
+/* Packed spikes: the float output until the backward restores them (memory_plan.c), then the copy. */
 const float *bf_layer_input(const bf_model *m, const bf_layer *l, int j) {
     int in = l->input[j];
     if (in == BF_MODEL_INPUT) return m->input;

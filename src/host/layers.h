@@ -38,7 +38,7 @@ char *bf_spiking_place(bf_layer *l, char *cursor);
 bf_status bf_spiking_forward(bf_model *m, int index);
 bf_status bf_spiking_backward(bf_model *m, int index, float *dx);
 
-/* Arena alignment shared by model_memory.c and layer_flex.c. */
+/* Arena alignment shared by memory_plan.c, model_memory.c and layer_flex.c. */
 #define BF_ARENA_ALIGN 256
 static inline size_t bf_arena_align(size_t x) { return (x + BF_ARENA_ALIGN - 1) / BF_ARENA_ALIGN * BF_ARENA_ALIGN; }
 
