@@ -53,6 +53,8 @@ static void test_time_folding_gradients(void) {
     CHECK(m->layers[1].out_shape.n == N * T && m->layers[1].time_steps == T && m->layers[7].time_steps == 1 &&
               m->layers[7].out_shape.n == N,
           "encode folds T into the batch and the readout unfolds it");
+    CHECK(!m->layers[0].needs_grad && !m->layers[0].dout && m->layers[1].needs_grad,
+          "encode needs no gradient (the conv after it skips its backward-data), the conv does");
 
     static float xh[N * C * H * H];
     bf_test_fill_uniform(xh, N * C * H * H, -1.5f, 1.5f, 9);
@@ -98,6 +100,50 @@ static void test_time_folding_gradients(void) {
     CHECK(checked >= (int)m->num_param_floats - 4 && bad == 0, "time-folded network: %d of %d gradients disagree (%d kinks)",
           bad, checked, kinks);
     free(grads);
+    bf_model_destroy(m);
+    bf_backend_destroy(b);
+}
+
+/* A batch-norm right after the encode layer, which needs no gradient: its dx goes to the
+ * accumulation scratch, which must hold it, and its parameters' gradients match finite
+ * differences as anywhere else. */
+static void test_batchnorm_after_encode(void) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, 6, &m));
+    bf_neuron_params clamp = {.kind = BF_NEURON_CLAMP01};
+    int x = bf_model_add_encode(m, "encode", BF_MODEL_INPUT, T, 0);
+    x = bf_model_add_batchnorm(m, "bn", x, 1e-5f, 0.1f);
+    x = bf_model_add_neuron(m, "act", x, &clamp);
+    x = bf_model_add_global_avgpool(m, "gap", x);
+    x = bf_model_add_flatten(m, "flatten", x);
+    int fc = bf_model_add_linear(m, "fc", x, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    bf_model_add_time_mean(m, "readout", fc);
+    CHECK_OK(bf_model_finalize(m));
+    if (!m->param_data) return;
+    CHECK(m->grad_scratch_floats >= bf_shape_count(m->layers[1].out_shape) && !m->layers[0].dout,
+          "the batch-norm's unused dx fits the scratch (%zu floats)", m->grad_scratch_floats);
+    static float xh[N * C * H * H];
+    bf_test_fill_uniform(xh, N * C * H * H, -1.5f, 1.5f, 19);
+    int32_t labels[N] = {2, 0, 1};
+    float losses[N], dlogits[N * K];
+    const float *logits = NULL;
+    CHECK_OK(bf_model_forward(m, xh, &logits));
+    CHECK_OK(b->ops->softmax_xent(b, N, K, logits, labels, 0.0f, 1.0f / N, losses, dlogits));
+    CHECK_OK(b->ops->fill(b, m->grad_data, 0.0f, m->num_param_floats));
+    CHECK_OK(bf_model_backward(m, dlogits));
+    const size_t gamma = m->params[m->layers[1].param_index[0]].offset;
+    const double analytic = m->grad_data[gamma];
+    const float saved = m->param_data[gamma], h = 1e-3f;
+    m->param_data[gamma] = saved + h;
+    const double lp = loss_of(m, xh, labels, losses);
+    m->param_data[gamma] = saved - h;
+    const double lm = loss_of(m, xh, labels, losses);
+    m->param_data[gamma] = saved;
+    const double numeric = (lp - lm) / (2 * h);
+    CHECK(fabs(numeric - analytic) < 1e-3 + 2e-2 * fabs(analytic) && analytic != 0.0,
+          "bn.weight[0] after encode: numeric %.6g analytic %.6g", numeric, analytic);
     bf_model_destroy(m);
     bf_backend_destroy(b);
 }
@@ -358,6 +404,7 @@ int main(void) {
     test_rate_coding_in_evaluation();
     test_time_folding_gradients();
     test_memory_rules_change_nothing();
+    test_batchnorm_after_encode();
     test_spike_count_readout();
     test_lif_network_learns(0);
     test_lif_network_learns(1);

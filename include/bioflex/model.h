@@ -133,6 +133,9 @@ typedef struct bf_layer {
     int relu_fused;             /* batch-norm whose in-place ReLU it runs itself (the model's fuse_bn_relu):
                                  * its output is relu(y), its backward masks dy, its dout is the ReLU's */
     int relu_in_bn;             /* ReLU run by its input batch-norm: no pass of its own either way */
+    int needs_grad;             /* its output gradient is used: it or a layer it reads (at any depth) has
+                                 * trainable parameters; else no dout, and its consumers skip that dx
+                                 * (a spiking net's encode layer: the first conv's backward-data) */
     float *dout;                /* gradient of the output, placed by the memory plan */
     int32_t *argmax;            /* max-pool */
     float *save_mean, *save_invstd; /* batch-norm */

@@ -110,13 +110,13 @@ bf_status bf_layer_forward(bf_model *m, int index) {
  * finish_input_grad then adds on. */
 static float *input_grad_target(bf_model *m, const bf_layer *l, int j, const unsigned char *grad_written) {
     int in = l->input[j];
-    if (in < 0) return NULL;
+    if (in < 0 || !m->layers[in].needs_grad) return NULL; /* the image batch, or nothing to train below */
     return grad_written[in] ? m->grad_scratch : m->layers[in].dout;
 }
 
 static bf_status finish_input_grad(bf_model *m, const bf_layer *l, int j, unsigned char *grad_written) {
     int in = l->input[j];
-    if (in < 0) return BF_OK;
+    if (in < 0 || !m->layers[in].needs_grad) return BF_OK; /* no gradient: its backward is skipped */
     if (!grad_written[in]) {
         grad_written[in] = 1;
         return BF_OK;

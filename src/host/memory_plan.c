@@ -297,7 +297,7 @@ static bf_status plan_gradients(bf_model *m, const size_t *region_start, size_t 
         }
         for (int j = 0; j < l->num_inputs; j++) { /* the gradients this backward writes first */
             int in = l->input[j];
-            if (in < 0 || last_consumer[in] != t) continue;
+            if (in < 0 || last_consumer[in] != t || !m->layers[in].needs_grad) continue;
             if (l->relu_in_bn) { /* the fused batch-norm reads the ReLU's gradient: it lives on until then */
                 for (int k = 0; k < n; k++)
                     if (blocks[k].kind == BLOCK_GRADIENT && blocks[k].layer == t) blocks[k].death = in;
@@ -340,18 +340,20 @@ static bf_status plan_gradients(bf_model *m, const size_t *region_start, size_t 
     free(order);
     free(first_at);
     for (int i = 0; i < L - 1; i++)
-        if (m->layers[i].dout_at == SIZE_MAX && m->layers[i].num_consumers > 0)
+        if (m->layers[i].dout_at == SIZE_MAX && m->layers[i].num_consumers > 0 && m->layers[i].needs_grad)
             return bf_error(BF_ERR_INTERNAL, "model: layer %s got no gradient memory", m->layers[i].name);
     m->transient_bytes = region_start[L];
     m->grad_bytes = top - region_start[L];
     m->grad_live_bytes = live_peak;
     /* The accumulation scratch holds a second consumer's gradient before it is added to the first
-     * one's (layers.c), and a batch-norm on the raw input's unused dx: a chain needs none. */
+     * one's (layers.c), and the unused dx of a batch-norm on the raw input or on a layer that needs no
+     * gradient (a spiking net's encode layer): a chain needs none. */
     m->grad_scratch_floats = 0;
     for (int i = 0; i < L; i++) {
         const bf_layer *li = &m->layers[i];
         size_t need = li->num_consumers > 1 ? bf_shape_count(li->out_shape) : 0;
-        if (li->kind == BF_LAYER_BATCHNORM && li->input[0] == BF_MODEL_INPUT) need = bf_shape_count(m->input_shape);
+        if (li->kind == BF_LAYER_BATCHNORM && (li->input[0] == BF_MODEL_INPUT || !m->layers[li->input[0]].needs_grad))
+            need = bf_shape_count(li->out_shape); /* its dx, which nothing reads: the same size as its input */
         if (need > m->grad_scratch_floats) m->grad_scratch_floats = need;
     }
     return BF_OK;
@@ -409,8 +411,21 @@ static void plan_workspace_hints(bf_model *m, const size_t *region_start, const 
     }
 }
 
+/* Whether layer l has trainable parameters (a frozen linear layer's live in buffers). */
+static int has_trainable_params(const bf_layer *l) {
+    for (int k = 0; k < l->num_params; k++)
+        if (l->param_index[k] >= 0) return 1;
+    return 0;
+}
+
 bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
     const int L = m->num_layers;
+    for (int i = 0; i < L; i++) { /* inputs come before their consumers */
+        bf_layer *l = &m->layers[i];
+        l->needs_grad = has_trainable_params(l);
+        for (int j = 0; j < l->num_inputs; j++)
+            if (l->input[j] >= 0 && m->layers[l->input[j]].needs_grad) l->needs_grad = 1;
+    }
     for (int i = 0; i < L; i++) m->layers[i].in_place = relu_can_be_in_place(m, &m->layers[i]);
     for (int i = 0; i < L; i++) m->layers[i].relu_fused = 0;
     for (int i = 0; i < L; i++) {
