@@ -81,6 +81,10 @@ expect "the reference's use_STBP on a stateless neuron" 2 "use_STBP = true is ne
   --set spiking.neuron=clamp01 --set spiking.use_STBP=true "$tmp/tiny.ini"
 expect "use_stbp = false without a membrane" 2 "use_stbp = false applies to \\[spiking\\] neuron = lif or if" -- "$train" \
   --set spiking.neuron=step --set spiking.use_stbp=false "$tmp/tiny.ini"
+expect "recompute_charge without a charge" 2 "recompute_charge = false applies to \\[spiking\\] neuron = lif or if only \\(got step" -- \
+  "$train" --dry-run --set spiking.neuron=step --set spiking.recompute_charge=false "$tmp/tiny.ini"
+expect "pack_spikes without spikes" 2 "pack_spikes = false applies to \\[spiking\\] neuron = lif, if or step only \\(got none" -- \
+  "$train" --dry-run --set spiking.pack_spikes=false "$tmp/tiny.ini"
 expect "num_classes below the data's is located" 2 "num_classes = 2 but \\[data\\] dataset = procedural has 3 classes.*\\[model\\] num_classes: --set" -- \
   "$train" --set model.num_classes=2 "$tmp/tiny.ini"
 expect "a subset of generated data is refused before the dry run" 2 "subset needs a stored single-task .*not procedural" -- \

@@ -990,6 +990,14 @@ static bf_status check_spiking_options(const bf_config *cfg) {
     if (!has_membrane && !sp->use_stbp)
         return bf_error(BF_ERR_CONFIG, "[spiking] use_stbp = false applies to [spiking] neuron = lif or if only (got %s, "
                         "which has no membrane to backprop through)", neuron);
+    /* the spiking layers' memory rules turned off where they would not apply (a run's config.ini
+     * lists them at their defaults, so only the change is refused) */
+    if (!has_membrane && !sp->recompute_charge)
+        return bf_error(BF_ERR_CONFIG, "[spiking] recompute_charge = false applies to [spiking] neuron = lif or if only "
+                        "(got %s, which keeps no charge)", neuron);
+    if ((sp->neuron < 0 || sp->neuron == BF_NEURON_CLAMP01) && !sp->pack_spikes)
+        return bf_error(BF_ERR_CONFIG, "[spiking] pack_spikes = false applies to [spiking] neuron = lif, if or step only "
+                        "(got %s, whose outputs are not spikes of 0 or 1)", neuron);
     /* Rate coding fires with probability clamp(pixel, 0, 1): normalised pixels (mean 0, std 1)
      * would clamp most of the image to never or always. */
     if (sp->encoding != 0 && cfg->data.normalize)
