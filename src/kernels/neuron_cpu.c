@@ -366,8 +366,12 @@ bf_status bf_cpu_spikes_pack(bf_backend *b, const float *y, uint32_t *bits, size
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (size_t w = 0; w < words; w++) {
         const size_t lo = w * 32, m = n - lo < 32 ? n - lo : 32;
+        const float *yw = y + lo;
         uint32_t word = 0;
-        for (size_t k = 0; k < m; k++) word |= (uint32_t)(y[lo + k] != 0.0f) << k;
+        if (m == 32) /* a whole word: a fixed trip count, which the compiler vectorises */
+            for (int k = 0; k < 32; k++) word |= (uint32_t)(yw[k] != 0.0f) << k;
+        else
+            for (size_t k = 0; k < m; k++) word |= (uint32_t)(yw[k] != 0.0f) << k;
         bits[w] = word;
     }
     return BF_OK;
@@ -377,7 +381,16 @@ bf_status bf_cpu_spikes_unpack(bf_backend *b, const uint32_t *bits, float *y, si
     if (n == 0) return BF_OK;
     REQUIRE("spikes_unpack", bits, y);
     const int threads = n >= BF_CPU_PARALLEL_MIN ? bf_cpu_threads(b) : 1;
+    const size_t words = (n + 31) / 32;
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (size_t i = 0; i < n; i++) y[i] = (bits[i / 32] >> (i % 32)) & 1u ? 1.0f : 0.0f;
+    for (size_t w = 0; w < words; w++) { /* word by word: no division per element, and whole words vectorise */
+        const size_t lo = w * 32, m = n - lo < 32 ? n - lo : 32;
+        const uint32_t word = bits[w];
+        float *yw = y + lo;
+        if (m == 32)
+            for (int k = 0; k < 32; k++) yw[k] = (word >> k) & 1u ? 1.0f : 0.0f;
+        else
+            for (size_t k = 0; k < m; k++) yw[k] = (word >> k) & 1u ? 1.0f : 0.0f;
+    }
     return BF_OK;
 }
