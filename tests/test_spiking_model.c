@@ -34,22 +34,31 @@ static double loss_of(bf_model *m, const float *x, const int32_t *labels, float 
     return s / N;
 }
 
-static void test_time_folding_gradients(void) {
-    bf_backend *b = NULL;
-    CHECK_OK(bf_backend_create_cpu(1, &b));
+/* The small time-folded network of these tests, finalised on b: encode -> [conv ->] BN -> clamp01
+ * neuron -> global average pool -> flatten -> fc -> time mean; *fc_index: the fc layer. */
+static bf_model *folded_network(bf_backend *b, long seed, int with_conv, int *fc_index) {
     bf_model *m = NULL;
-    CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, 5, &m));
+    CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, seed, &m));
+    if (!m) return NULL;
     bf_neuron_params clamp = {.kind = BF_NEURON_CLAMP01};
     int x = bf_model_add_encode(m, "encode", BF_MODEL_INPUT, T, 0);
-    x = bf_model_add_conv(m, "conv", x, 4, 3, 1, 1, 1, 1, BF_INIT_UNIFORM_FAN_IN);
+    if (with_conv) x = bf_model_add_conv(m, "conv", x, 4, 3, 1, 1, 1, 1, BF_INIT_UNIFORM_FAN_IN);
     x = bf_model_add_batchnorm(m, "bn", x, 1e-5f, 0.1f);
     x = bf_model_add_neuron(m, "act", x, &clamp);
     x = bf_model_add_global_avgpool(m, "gap", x);
     x = bf_model_add_flatten(m, "flatten", x);
-    int fc = bf_model_add_linear(m, "fc", x, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
-    bf_model_add_time_mean(m, "readout", fc);
+    *fc_index = bf_model_add_linear(m, "fc", x, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    bf_model_add_time_mean(m, "readout", *fc_index);
     CHECK_OK(bf_model_finalize(m));
-    if (!m->param_data) return;
+    return m;
+}
+
+static void test_time_folding_gradients(void) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    int fc = -1;
+    bf_model *m = folded_network(b, 5, 1, &fc);
+    if (!m || !m->param_data) return;
     CHECK(m->layers[1].out_shape.n == N * T && m->layers[1].time_steps == T && m->layers[7].time_steps == 1 &&
               m->layers[7].out_shape.n == N,
           "encode folds T into the batch and the readout unfolds it");
@@ -110,18 +119,9 @@ static void test_time_folding_gradients(void) {
 static void test_batchnorm_after_encode(void) {
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &b));
-    bf_model *m = NULL;
-    CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, 6, &m));
-    bf_neuron_params clamp = {.kind = BF_NEURON_CLAMP01};
-    int x = bf_model_add_encode(m, "encode", BF_MODEL_INPUT, T, 0);
-    x = bf_model_add_batchnorm(m, "bn", x, 1e-5f, 0.1f);
-    x = bf_model_add_neuron(m, "act", x, &clamp);
-    x = bf_model_add_global_avgpool(m, "gap", x);
-    x = bf_model_add_flatten(m, "flatten", x);
-    int fc = bf_model_add_linear(m, "fc", x, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
-    bf_model_add_time_mean(m, "readout", fc);
-    CHECK_OK(bf_model_finalize(m));
-    if (!m->param_data) return;
+    int fc = -1;
+    bf_model *m = folded_network(b, 6, 0, &fc);
+    if (!m || !m->param_data) return;
     CHECK(m->grad_scratch_floats >= bf_shape_count(m->layers[1].out_shape) && !m->layers[0].dout,
           "the batch-norm's unused dx fits the scratch (%zu floats)", m->grad_scratch_floats);
     static float xh[N * C * H * H];
