@@ -6,7 +6,6 @@
  * accurate when the mean is large compared with the spread. */
 #include <math.h>
 #include <omp.h>
-#include <stdlib.h>
 
 #include "cpu_backend.h"
 
@@ -152,8 +151,9 @@ bf_status bf_cpu_batchnorm_relu_backward(bf_backend *b, const bf_bn_shape *s, co
         return bf_error(BF_ERR_ARG, "batchnorm_relu_backward: NULL input or output");
     const double count = (double)s->n * s->hw;
     const int threads = bf_cpu_threads(b);
-    float *masked = malloc((size_t)threads * (size_t)s->hw * sizeof(float));
-    if (!masked) return bf_error(BF_ERR_OOM, "batchnorm_relu_backward: out of host memory");
+    void *scratch; /* a plane of masked gradients per thread, from the backend's scratch: no allocation per step */
+    BF_TRY(bf_cpu_scratch(b, (size_t)threads * (size_t)s->hw * sizeof(float), &scratch));
+    float *masked = scratch;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int ch = 0; ch < s->c; ch++) {
         float *g = masked + (size_t)omp_get_thread_num() * (size_t)s->hw;
@@ -175,7 +175,6 @@ bf_status bf_cpu_batchnorm_relu_backward(bf_backend *b, const bf_bn_shape *s, co
             dx_plane(xp, g, plane_mut(s, dx, i, ch), s->hw, mean, invstd, scale, mean_dy, mean_dy_xhat);
         }
     }
-    free(masked);
     return BF_OK;
 }
 
