@@ -36,9 +36,9 @@
  *      with the max joint runs once layer_flex.c uses them; ops.h flex_pool_max_forward):
  *        forward:  flex_pool_max_forward: the pool branch's window maxima are taken straight from x,
  *                  y = max(C, P~) is written IN PLACE over C (the conv writes C into y), and only
- *                  a window byte per pooled element and a winners bit per element are kept; P, P~
+ *                  a window byte per pooled element and a winners and a ties bit per element are kept; P, P~
  *                  and argmax are never stored;
- *        backward: flex_pool_max_backward (dC, and dP from P re-read at the window's place) +
+ *        backward: flex_pool_max_backward (dC and dP from dy and the two bits alone) +
  *                  flex_pool_scatter_add (dx += maxpool_backward(dP), through the window bytes).
  *      Outside the timed region: the copy of C into y before each forward (in a layer the conv
  *      writes there, so it costs nothing), and zeroing dx before each backward (scatter_add adds,
@@ -87,9 +87,9 @@
  *   version 0 bwd = (d) read C, P~, dy, write dC, dP~ [20Nc]
  *                   + (e) read dP~, write dP [4Nc + 4Np, only when c_in != c_out] + pool bwd
  *   version 2 fwd = read x once [4X] + read C and write y [8Nc] + write window [1Np]
- *                   + write winners [Nc/8]                                       (also version 3)
- *   version 2 bwd = route: read window [1Np], x at the chosen places [4Np], y [4Nc], winners
- *                   [Nc/8], dy [4Nc]; write dC [4Nc] and dP [4Np]
+ *                   + write winners and ties [Nc/4: ties zeroed, then ORed in where rare
+ *                   ties occur]                                                   (also version 3)
+ *   version 2 bwd = route: read winners and ties [Nc/4] and dy [4Nc]; write dC [4Nc] and dP [4Np]
  *                   + scatter: read window [1Np] and dP [4Np], read and write dx [8X]
  *     (x is counted once although neighbouring windows overlap: they come from L1/L2.)
  *   GB/s = bytes / mean time; %peak = GB/s over the device's peak DRAM bandwidth.
@@ -98,7 +98,8 @@
  * conv's; argmax counted at 4 bytes, a float's size):
  *   version 0: C, P~ and argmax [8Nc + 4Np] (P itself instead of P~ when c_in == c_out: 4Nc + 8Np);
  *   version 1: C, P and argmax [4Nc + 8Np];
- *   version 2: the window bytes and the winners bits [1Np + Nc/8] (C is y's buffer, overwritten);
+ *   version 2: the window bytes, the winners and the ties bits [1Np + Nc/4] (C is y's buffer,
+ *              overwritten);
  *   version 3: the same as version 2 (its outputs are version 2's).
  *
  * Correctness: before any timing, every version's outputs (P, y, conv_wins, dC, dP, dx_pool; no P
@@ -512,7 +513,8 @@ typedef struct lab_case {
     uint8_t *is_conv;
     unsigned long long *counter;
     uint8_t *window;          /* version 2: one byte per pooled element */
-    uint32_t *winners;        /* version 2: one bit per element of y */
+    uint32_t *winners;        /* version 2: one bit per element of y, C >= P~ */
+    uint32_t *ties;           /* version 2: one bit per element of y, C == P~ */
 } lab_case;
 
 /* The shapes of one case (no allocation). */
@@ -568,6 +570,7 @@ static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
     c->counter = (unsigned long long *)dev_alloc(b, sizeof(unsigned long long));
     c->window = (uint8_t *)dev_alloc(b, c->np);
     c->winners = (uint32_t *)dev_alloc(b, c->words * sizeof(uint32_t));
+    c->ties = (uint32_t *)dev_alloc(b, c->words * sizeof(uint32_t));
     if (case_widens(c)) {
         c->Pw = (float *)dev_alloc(b, c->nc * sizeof(float));
         c->dPw = (float *)dev_alloc(b, c->nc * sizeof(float));
@@ -576,7 +579,8 @@ static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
 
 static void case_free(lab_case *c) {
     void *ptrs[] = {c->x,     c->dx,      c->P,    c->dP,      c->argmax, c->C,   c->y,      c->dy,
-                    c->dconv, c->is_conv, c->wins, c->counter, c->Pw,     c->dPw, c->window, c->winners};
+                    c->dconv, c->is_conv, c->wins, c->counter, c->Pw,     c->dPw, c->window, c->winners,
+                    c->ties};
     BFK(c->b->ops->synchronize(c->b));
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) bf_free(c->b, ptrs[i]);
 }
@@ -606,6 +610,7 @@ static void case_poison(lab_case *c) {
     CK(cudaMemsetAsync(c->is_conv, 0xFF, c->nc, c->stream));
     CK(cudaMemsetAsync(c->window, 0xFF, c->np, c->stream));
     CK(cudaMemsetAsync(c->winners, 0xFF, c->words * sizeof(uint32_t), c->stream));
+    CK(cudaMemsetAsync(c->ties, 0xFF, c->words * sizeof(uint32_t), c->stream));
     if (c->Pw) CK(cudaMemsetAsync(c->Pw, 0xFF, c->nc * sizeof(float), c->stream));
     if (c->dPw) CK(cudaMemsetAsync(c->dPw, 0xFF, c->nc * sizeof(float), c->stream));
     CK(cudaMemsetAsync(c->wins, 0, sizeof(float), c->stream));
@@ -719,13 +724,12 @@ static void v2_prepare_forward(lab_case *c) {
 static void v2_prepare_backward(lab_case *c) { CK(cudaMemsetAsync(c->dx, 0, c->nx * sizeof(float), c->stream)); }
 
 static void v2_forward(lab_case *c) {
-    BFK(c->b->ops->flex_pool_max_forward(c->b, &c->ps, &c->fs, c->x, c->y, c->window, c->winners, c->wins));
+    BFK(c->b->ops->flex_pool_max_forward(c->b, &c->ps, &c->fs, c->x, c->y, c->window, c->winners, c->ties, c->wins));
 }
 
-/* Needs y, window and winners as version 2's forward left them. */
+/* Needs window, winners and ties as version 2's forward left them. */
 static void v2_backward(lab_case *c) {
-    BFK(c->b->ops->flex_pool_max_backward(c->b, &c->ps, &c->fs, c->x, c->y, c->window, c->winners, c->dy, c->dconv,
-                                          c->dP));
+    BFK(c->b->ops->flex_pool_max_backward(c->b, &c->ps, &c->fs, c->winners, c->ties, c->dy, c->dconv, c->dP));
     BFK(c->b->ops->flex_pool_scatter_add(c->b, &c->ps, &c->fs, c->window, c->dP, c->dx));
 }
 
@@ -759,7 +763,7 @@ static const char *v3_why_not(const lab_case *c) { return slide_why_not(&c->ps, 
 
 static void v3_forward(lab_case *c) {
     BFK(bf_cuda_set_flex_kernels(c->b, 1));
-    BFK(c->b->ops->flex_pool_max_forward(c->b, &c->ps, &c->fs, c->x, c->y, c->window, c->winners, c->wins));
+    BFK(c->b->ops->flex_pool_max_forward(c->b, &c->ps, &c->fs, c->x, c->y, c->window, c->winners, c->ties, c->wins));
     BFK(bf_cuda_set_flex_kernels(c->b, 0));
 }
 
@@ -786,11 +790,10 @@ static double bytes_v0_fwd(const lab_case *c) {
 static double bytes_v0_bwd(const lab_case *c) {
     return 20.0 * c->nc + (case_widens(c) ? 4.0 * c->nc + 4.0 * c->np : 0.0) + bytes_pool_bwd(c);
 }
-static double bytes_v2_fwd(const lab_case *c) { return 4.0 * c->nx + 8.0 * c->nc + 1.0 * c->np + c->nc / 8.0; }
+static double bytes_v2_fwd(const lab_case *c) { return 4.0 * c->nx + 8.0 * c->nc + 1.0 * c->np + c->nc / 4.0; }
 static double bytes_v2_bwd(const lab_case *c) {
-    /* route: window, x at the chosen places, y, winners, dy; dC, dP. scatter: window, dP; dx both ways */
-    const double route = 1.0 * c->np + 4.0 * c->np + 4.0 * c->nc + c->nc / 8.0 + 4.0 * c->nc + 4.0 * c->nc +
-                         4.0 * c->np;
+    /* route: winners, ties, dy; dC, dP. scatter: window, dP; dx both ways */
+    const double route = c->nc / 4.0 + 4.0 * c->nc + 4.0 * c->nc + 4.0 * c->np;
     const double scatter = 1.0 * c->np + 4.0 * c->np + 8.0 * c->nx;
     return route + scatter;
 }
@@ -800,7 +803,7 @@ static double kept_v0(const lab_case *c) {
     return 4.0 * c->nc + (case_widens(c) ? 4.0 * c->nc : 4.0 * c->np) + 4.0 * c->np;
 }
 static double kept_v1(const lab_case *c) { return 4.0 * c->nc + 8.0 * c->np; }
-static double kept_v2(const lab_case *c) { return 1.0 * c->np + 4.0 * c->words; }
+static double kept_v2(const lab_case *c) { return 1.0 * c->np + 8.0 * c->words; }
 
 /* ---- validation against the CPU reference ---- */
 
@@ -1015,9 +1018,10 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
         printf("    version 3 (library, flex_kernels = slide): skipped: %s\n", why3);
     } else {
         uint8_t *win2 = (uint8_t *)malloc(c.np + 16), *bits2 = (uint8_t *)malloc(c.words * sizeof(uint32_t) + 16);
+        uint8_t *ties2 = (uint8_t *)malloc(c.words * sizeof(uint32_t) + 16);
         uint8_t *got = (uint8_t *)malloc((c.np > c.words * 4 ? c.np : c.words * 4) + 16);
         float *y2 = (float *)malloc(c.nc * sizeof(float) + 16), wins2 = 0.0f, wins3 = 0.0f;
-        if (!win2 || !bits2 || !got || !y2) {
+        if (!win2 || !bits2 || !ties2 || !got || !y2) {
             fprintf(stderr, "error: out of host memory\n");
             exit(1);
         }
@@ -1028,6 +1032,7 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
         BFK(bf_to_host(b, y2, c.y, c.nc * sizeof(float)));
         BFK(bf_to_host(b, win2, c.window, c.np));
         BFK(bf_to_host(b, bits2, c.winners, c.words * sizeof(uint32_t)));
+        BFK(bf_to_host(b, ties2, c.ties, c.words * sizeof(uint32_t)));
         BFK(bf_to_host(b, &wins2, c.wins, sizeof(float)));
         case_poison(&c);
         v2_prepare_forward(&c);
@@ -1044,6 +1049,8 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
         ok &= same_bytes("window", got, win2, c.np);
         BFK(bf_to_host(b, got, c.winners, c.words * sizeof(uint32_t)));
         ok &= same_bytes("winners", got, bits2, c.words * sizeof(uint32_t));
+        BFK(bf_to_host(b, got, c.ties, c.words * sizeof(uint32_t)));
+        ok &= same_bytes("ties", got, ties2, c.words * sizeof(uint32_t));
         BFK(bf_to_host(b, &wins3, c.wins, sizeof(float)));
         printf("      %-8s %.0f, version 2 %.0f  %s\n", "conv_wins", wins3, wins2, wins3 == wins2 ? "ok" : "MISMATCH");
         if (wins3 != wins2) {
@@ -1060,6 +1067,7 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
         ok &= check(&c, "dx_pool", c.dx, dx, c.nx, host);
         free(win2);
         free(bits2);
+        free(ties2);
         free(got);
         free(y2);
     }
@@ -1198,6 +1206,7 @@ static int validate_v3_edges(bf_backend *b, cudaStream_t stream, bf_backend *cpu
         uint32_t *y = (uint32_t *)host_alloc(cpu, nc * sizeof(uint32_t));
         uint8_t *window = (uint8_t *)host_alloc(cpu, np);
         uint32_t *winners = (uint32_t *)host_alloc(cpu, words * sizeof(uint32_t));
+        uint32_t *ties = (uint32_t *)host_alloc(cpu, words * sizeof(uint32_t));
         void *host = host_alloc(cpu, (nc > np ? nc : np) * sizeof(uint32_t) + 16);
         float *wins = (float *)host_alloc(cpu, sizeof(float));
         size_t nans = 0;
@@ -1214,26 +1223,30 @@ static int validate_v3_edges(bf_backend *b, cudaStream_t stream, bf_backend *cpu
         float *dwins = (float *)dev_alloc(b, sizeof(float)); /* zero, as wins */
         uint8_t *dwin = (uint8_t *)dev_alloc(b, np);
         uint32_t *dbits = (uint32_t *)dev_alloc(b, words * sizeof(uint32_t));
+        uint32_t *dties = (uint32_t *)dev_alloc(b, words * sizeof(uint32_t));
         BFK(bf_to_device(b, dx, x, nx * sizeof(float)));
         BFK(bf_to_device(b, dy, y, nc * sizeof(float))); /* y starts as C */
         CK(cudaMemsetAsync(dwin, 0xFF, np, stream));
         CK(cudaMemsetAsync(dbits, 0xFF, words * sizeof(uint32_t), stream));
+        CK(cudaMemsetAsync(dties, 0xFF, words * sizeof(uint32_t), stream));
         BFK(bf_cuda_set_flex_kernels(b, 1));
-        BFK(b->ops->flex_pool_max_forward(b, &ps, &fs, dx, dy, dwin, dbits, dwins));
+        BFK(b->ops->flex_pool_max_forward(b, &ps, &fs, dx, dy, dwin, dbits, dties, dwins));
         BFK(bf_cuda_set_flex_kernels(b, 0));
         CK(cudaStreamSynchronize(stream));
         CK(cudaGetLastError());
-        BFK(cpu->ops->flex_pool_max_forward(cpu, &ps, &fs, (const float *)x, (float *)y, window, winners, wins));
+        BFK(cpu->ops->flex_pool_max_forward(cpu, &ps, &fs, (const float *)x, (float *)y, window, winners, ties,
+                                            wins));
         printf(" (%zu NaNs, %.0f conv wins)\n", nans, *wins);
         ok &= check_bits(b, "y", dy, y, nc, host);
         BFK(bf_to_host(b, host, dwin, np));
         ok &= same_bytes("window", host, window, np);
         ok &= check_bits(b, "winners", dbits, winners, words, host);
+        ok &= check_bits(b, "ties", dties, ties, words, host);
         ok &= check_bits(b, "wins", dwins, wins, 1, host);
         BFK(b->ops->synchronize(b));
-        void *dev_ptrs[] = {dx, dy, dwins, dwin, dbits};
+        void *dev_ptrs[] = {dx, dy, dwins, dwin, dbits, dties};
         for (size_t k = 0; k < sizeof dev_ptrs / sizeof dev_ptrs[0]; k++) bf_free(b, dev_ptrs[k]);
-        void *host_ptrs[] = {x, y, window, winners, host, wins};
+        void *host_ptrs[] = {x, y, window, winners, ties, host, wins};
         for (size_t k = 0; k < sizeof host_ptrs / sizeof host_ptrs[0]; k++) bf_free(cpu, host_ptrs[k]);
     }
     return ok;

@@ -50,7 +50,7 @@ static void test_names_and_counts(void) {
           "FlexNet state_dict names (features.N.flex_conv.weight)");
 
     /* Memory: what flex adds to vanilla VGG-16's plan is, per flex layer, a window byte per pooled
-     * element, a winner bit per output element and the monitors: no copy of C, P or an int32 argmax
+     * element, a winner and a tie bit per output element and the monitors: no copy of C, P or an int32 argmax
      * (layer_flex.c); the backward's dP (dC overwrites dy) lies over dead activations, as the
      * gradients do (memory_plan.c; test_model checks that plan). */
     bf_model *vanilla = NULL;
@@ -64,10 +64,10 @@ static void test_names_and_counts(void) {
             if (l->kind != BF_LAYER_FLEX) continue;
             const size_t pooled = (size_t)l->flex.n * l->flex.c_in * l->flex.hw;
             const size_t words = ((size_t)l->flex.n * l->flex.c_out * l->flex.hw + 31) / 32;
-            expect += bf_arena_align(4 * sizeof(float)) + bf_arena_align(pooled) + bf_arena_align(words * 4);
+            expect += bf_arena_align(4 * sizeof(float)) + bf_arena_align(pooled) + 2 * bf_arena_align(words * 4);
         }
         CHECK(m->arena_bytes - vanilla->arena_bytes == expect,
-              "flex VGG-16 plans %zu bytes more than vanilla, want %zu (window bytes, winner bits)",
+              "flex VGG-16 plans %zu bytes more than vanilla, want %zu (window bytes, winner and tie bits)",
               m->arena_bytes - vanilla->arena_bytes, expect);
         bf_model_destroy(vanilla);
     }

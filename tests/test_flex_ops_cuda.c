@@ -254,7 +254,7 @@ typedef struct pool_run {
     bf_flex_shape s;
     size_t nx, np, nc, words;                 /* elements of x, of P (window bytes), of C and y; winners words */
     pair x, y, dy, dP;                          /* y: C on entry, the forward's output after */
-    void *window_c, *window_g, *winners_c, *winners_g;
+    void *window_c, *window_g, *winners_c, *winners_g, *ties_c, *ties_g;
     float *conv_g, *P_g, *dP_g;                 /* the op-by-op sequence on the GPU */
     int32_t *argmax_g;
 } pool_run;
@@ -328,7 +328,8 @@ static void same_raw(const char *what, const void *ref, const void *got, size_t 
 }
 
 /* flex_pool_max_forward: y (from C), window (every byte 0xAB before: the channels no output channel
- * taps must keep it), winners (all bits set before: the last word's spare bits must come back 0) and
+ * taps must keep it), winners and ties (all bits set before: the last word's spare bits must come
+ * back 0) and
  * conv_wins (5 before: it accumulates) on both backends; again on the GPU without conv_wins (another
  * launch configuration); and y against the GPU's maxpool_forward + flex_max_forward. */
 static void check_pool_forward(pool_run *r, const float *conv, size_t conv_wins) {
@@ -338,11 +339,16 @@ static void check_pool_forward(pool_run *r, const float *conv, size_t conv_wins)
     r->window_g = raw_upload(gpu, NULL, r->np, 0xAB);
     r->winners_c = raw_upload(cpu, NULL, r->words * sizeof(uint32_t), 0xFF);
     r->winners_g = raw_upload(gpu, NULL, r->words * sizeof(uint32_t), 0xFF);
-    CHECK_OK(cpu->ops->flex_pool_max_forward(cpu, &r->ps, &r->s, r->x.c, r->y.c, r->window_c, r->winners_c, wins.c));
-    CHECK_OK(gpu->ops->flex_pool_max_forward(gpu, &r->ps, &r->s, r->x.g, r->y.g, r->window_g, r->winners_g, wins.g));
+    r->ties_c = raw_upload(cpu, NULL, r->words * sizeof(uint32_t), 0xFF);
+    r->ties_g = raw_upload(gpu, NULL, r->words * sizeof(uint32_t), 0xFF);
+    CHECK_OK(cpu->ops->flex_pool_max_forward(cpu, &r->ps, &r->s, r->x.c, r->y.c, r->window_c, r->winners_c, r->ties_c,
+                                             wins.c));
+    CHECK_OK(gpu->ops->flex_pool_max_forward(gpu, &r->ps, &r->s, r->x.g, r->y.g, r->window_g, r->winners_g, r->ties_g,
+                                             wins.g));
     same_floats("forward y", cpu, r->y.c, r->y.g, r->nc);
     same_raw("forward window", r->window_c, r->window_g, r->np, 1);
     same_raw("forward winners", r->winners_c, r->winners_g, r->words * sizeof(uint32_t), 4);
+    same_raw("forward ties", r->ties_c, r->ties_g, r->words * sizeof(uint32_t), 4);
     same_floats("forward conv_wins", cpu, wins.c, wins.g, 1);
     float got = 0.0f;
     CHECK_OK(bf_to_host(gpu, &got, wins.g, sizeof got));
@@ -352,10 +358,12 @@ static void check_pool_forward(pool_run *r, const float *conv, size_t conv_wins)
     float *y2 = bf_test_upload(gpu, conv, r->nc);
     void *window2 = raw_upload(gpu, NULL, r->np, 0xAB);
     void *winners2 = raw_upload(gpu, NULL, r->words * sizeof(uint32_t), 0xFF);
-    CHECK_OK(gpu->ops->flex_pool_max_forward(gpu, &r->ps, &r->s, r->x.g, y2, window2, winners2, NULL));
+    void *ties2 = raw_upload(gpu, NULL, r->words * sizeof(uint32_t), 0xFF);
+    CHECK_OK(gpu->ops->flex_pool_max_forward(gpu, &r->ps, &r->s, r->x.g, y2, window2, winners2, ties2, NULL));
     same_floats("forward y (conv_wins NULL)", cpu, r->y.c, y2, r->nc);
     same_raw("forward window (conv_wins NULL)", r->window_c, window2, r->np, 1);
     same_raw("forward winners (conv_wins NULL)", r->winners_c, winners2, r->words * sizeof(uint32_t), 4);
+    same_raw("forward ties (conv_wins NULL)", r->ties_c, ties2, r->words * sizeof(uint32_t), 4);
 
     float *y_ref = bf_test_upload(gpu, NULL, r->nc);
     CHECK_OK(gpu->ops->maxpool_forward(gpu, &r->ps, r->x.g, r->P_g, r->argmax_g));
@@ -365,6 +373,7 @@ static void check_pool_forward(pool_run *r, const float *conv, size_t conv_wins)
     bf_free(gpu, y2);
     bf_free(gpu, window2);
     bf_free(gpu, winners2);
+    bf_free(gpu, ties2);
     bf_free(gpu, y_ref);
     pair_free(&wins);
 }
@@ -374,23 +383,19 @@ static void check_pool_forward(pool_run *r, const float *conv, size_t conv_wins)
 static void check_pool_backward(pool_run *r) {
     pair dconv = pair_out(r->nc);
     r->dP = pair_out(r->np);
-    CHECK_OK(cpu->ops->flex_pool_max_backward(cpu, &r->ps, &r->s, r->x.c, r->y.c, r->window_c, r->winners_c, r->dy.c,
-                                              dconv.c, r->dP.c));
-    CHECK_OK(gpu->ops->flex_pool_max_backward(gpu, &r->ps, &r->s, r->x.g, r->y.g, r->window_g, r->winners_g, r->dy.g,
-                                              dconv.g, r->dP.g));
+    CHECK_OK(cpu->ops->flex_pool_max_backward(cpu, &r->ps, &r->s, r->winners_c, r->ties_c, r->dy.c, dconv.c, r->dP.c));
+    CHECK_OK(gpu->ops->flex_pool_max_backward(gpu, &r->ps, &r->s, r->winners_g, r->ties_g, r->dy.g, dconv.g, r->dP.g));
     same_floats("backward dconv", cpu, dconv.c, dconv.g, r->nc);
     same_floats("backward dpooled", cpu, r->dP.c, r->dP.g, r->np);
 
     float *dconv2 = bf_test_upload(gpu, NULL, r->nc);
     CHECK_OK(gpu->ops->fill(gpu, dconv2, 1e3f, r->nc));
-    CHECK_OK(gpu->ops->flex_pool_max_backward(gpu, &r->ps, &r->s, r->x.g, r->y.g, r->window_g, r->winners_g, r->dy.g,
-                                              dconv2, NULL));
+    CHECK_OK(gpu->ops->flex_pool_max_backward(gpu, &r->ps, &r->s, r->winners_g, r->ties_g, r->dy.g, dconv2, NULL));
     same_floats("backward dconv (dpooled NULL)", cpu, dconv.c, dconv2, r->nc);
     if (r->s.channels == BF_FLEX_CHANNELS_EXPAND) { /* dconv written over dy, as the flex layer does */
         float *inplace = bf_test_upload(gpu, NULL, r->nc), *dP2 = bf_test_upload(gpu, NULL, r->np);
         CHECK_OK(gpu->ops->copy(gpu, inplace, r->dy.g, r->nc * sizeof(float)));
-        CHECK_OK(gpu->ops->flex_pool_max_backward(gpu, &r->ps, &r->s, r->x.g, r->y.g, r->window_g, r->winners_g,
-                                                  inplace, inplace, dP2));
+        CHECK_OK(gpu->ops->flex_pool_max_backward(gpu, &r->ps, &r->s, r->winners_g, r->ties_g, inplace, inplace, dP2));
         same_floats("backward dconv written over dy", cpu, dconv.c, inplace, r->nc);
         same_floats("backward dpooled with dconv over dy", cpu, r->dP.c, dP2, r->np);
         bf_free(gpu, inplace);
@@ -510,9 +515,9 @@ static void test_pool_case(const pool_case *pc) {
 
     pair *pairs[] = {&r.x, &r.y, &r.dy, &r.dP};
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) pair_free(pairs[i]);
-    void *gpu_bufs[] = {r.window_g, r.winners_g, r.conv_g, r.P_g, r.dP_g, r.argmax_g};
+    void *gpu_bufs[] = {r.window_g, r.winners_g, r.ties_g, r.conv_g, r.P_g, r.dP_g, r.argmax_g};
     for (size_t i = 0; i < sizeof gpu_bufs / sizeof gpu_bufs[0]; i++) bf_free(gpu, gpu_bufs[i]);
-    void *cpu_bufs[] = {r.window_c, r.winners_c, P, W, argmax};
+    void *cpu_bufs[] = {r.window_c, r.winners_c, r.ties_c, P, W, argmax};
     for (size_t i = 0; i < sizeof cpu_bufs / sizeof cpu_bufs[0]; i++) bf_free(cpu, cpu_bufs[i]);
     free(x), free(conv), free(dy), free(dx0), free(wide);
 }
@@ -600,8 +605,9 @@ static void test_pool_refusals(void) {
     float *y = bf_test_upload(gpu, NULL, 144), *dy = bf_test_upload(gpu, NULL, 144);
     float *dconv = bf_test_upload(gpu, NULL, 144);
     void *window = raw_upload(gpu, NULL, 72, 0), *winners = raw_upload(gpu, NULL, 5 * sizeof(uint32_t), 0);
-    CHECK_OK(gpu->ops->flex_pool_max_forward(gpu, &ps, &s, x, y, window, winners, NULL));
-    CHECK_OK(gpu->ops->flex_pool_max_backward(gpu, &ps, &s, x, y, window, winners, dy, dconv, NULL));
+    void *ties = raw_upload(gpu, NULL, 5 * sizeof(uint32_t), 0);
+    CHECK_OK(gpu->ops->flex_pool_max_forward(gpu, &ps, &s, x, y, window, winners, ties, NULL));
+    CHECK_OK(gpu->ops->flex_pool_max_backward(gpu, &ps, &s, winners, ties, dy, dconv, NULL));
     CHECK_OK(gpu->ops->flex_pool_scatter_add(gpu, &ps, &s, window, dP, dx));
     CHECK_OK(gpu->ops->fill(gpu, y, 7.0f, 144));
 
@@ -616,20 +622,22 @@ static void test_pool_refusals(void) {
     bf_flex_shape wrong_hw = s;
     wrong_hw.hw = 35;
 
-    CHECK(gpu->ops->flex_pool_max_forward(gpu, &wrong_c, &s, x, y, window, winners, NULL) == BF_ERR_ARG &&
+    CHECK(gpu->ops->flex_pool_max_forward(gpu, &wrong_c, &s, x, y, window, winners, ties, NULL) == BF_ERR_ARG &&
               strstr(bf_last_error(), "flex_pool_max_forward") != NULL,
           "cuda: a pool of 3 channels under a flex of 2 is refused, naming the op: %s", bf_last_error());
-    CHECK(gpu->ops->flex_pool_max_forward(gpu, &wide, &s, x, y, window, winners, NULL) == BF_ERR_ARG,
+    CHECK(gpu->ops->flex_pool_max_forward(gpu, &wide, &s, x, y, window, winners, ties, NULL) == BF_ERR_ARG,
           "cuda: a 16x16 window is refused by the forward: %s", bf_last_error());
-    CHECK(gpu->ops->flex_pool_max_forward(gpu, &stale, &s, x, y, window, winners, NULL) == BF_ERR_ARG,
+    CHECK(gpu->ops->flex_pool_max_forward(gpu, &stale, &s, x, y, window, winners, ties, NULL) == BF_ERR_ARG,
           "cuda: a pool shape whose h_out does not follow from h_in is refused: %s", bf_last_error());
-    CHECK(gpu->ops->flex_pool_max_forward(gpu, &ps, &s, x, y, NULL, winners, NULL) == BF_ERR_ARG,
+    CHECK(gpu->ops->flex_pool_max_forward(gpu, &ps, &s, x, y, NULL, winners, ties, NULL) == BF_ERR_ARG,
           "cuda: a NULL window is refused: %s", bf_last_error());
-    CHECK(gpu->ops->flex_pool_max_backward(gpu, &wrong_n, &s, x, y, window, winners, dy, dconv, dP) == BF_ERR_ARG,
+    CHECK(gpu->ops->flex_pool_max_forward(gpu, &ps, &s, x, y, window, winners, NULL, NULL) == BF_ERR_ARG,
+          "cuda: a NULL ties bitmap is refused: %s", bf_last_error());
+    CHECK(gpu->ops->flex_pool_max_backward(gpu, &wrong_n, &s, winners, ties, dy, dconv, dP) == BF_ERR_ARG,
           "cuda: a pool of batch 2 under a flex of batch 1 is refused by the backward: %s", bf_last_error());
-    CHECK(gpu->ops->flex_pool_max_backward(gpu, &wide, &s, x, y, window, winners, dy, dconv, NULL) == BF_ERR_ARG,
+    CHECK(gpu->ops->flex_pool_max_backward(gpu, &wide, &s, winners, ties, dy, dconv, NULL) == BF_ERR_ARG,
           "cuda: a 16x16 window is refused by the backward: %s", bf_last_error());
-    CHECK(gpu->ops->flex_pool_max_backward(gpu, &ps, &s, x, y, window, winners, dy, NULL, dP) == BF_ERR_ARG,
+    CHECK(gpu->ops->flex_pool_max_backward(gpu, &ps, &s, winners, ties, dy, NULL, dP) == BF_ERR_ARG,
           "cuda: a NULL dconv is refused: %s", bf_last_error());
     CHECK(gpu->ops->flex_pool_scatter_add(gpu, &ps, &wrong_hw, window, dP, dx) == BF_ERR_ARG,
           "cuda: a flex hw of 35 under a 6x6 pool is refused by the scatter: %s", bf_last_error());
@@ -644,7 +652,7 @@ static void test_pool_refusals(void) {
     printf("  refusals (pool channels, batch, hw, a 16x16 window, a stale h_out, NULL tensors): %s\n",
            yh && touched == 0 ? "ok" : "FAILED");
     free(yh);
-    void *bufs[] = {x, y, dy, dconv, dP, dx, window, winners};
+    void *bufs[] = {x, y, dy, dconv, dP, dx, window, winners, ties};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) bf_free(gpu, bufs[i]);
 }
 

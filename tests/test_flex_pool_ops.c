@@ -19,7 +19,8 @@
  * the window-max scan, EXPAND's walk over pooled planes (a warp's ballot ORed into the one or two
  * words of the bitmap its 32 positions straddle), BILINEAR's walk over output elements (which
  * output channel writes a window byte, a warp's ballot as one word), the route per pooled element
- * over its candidate channels, and the gather of the scatter-add that skips zeros. */
+ * over its candidate channels from dy and the winners and ties bits alone, and the gather of the
+ * scatter-add that skips zeros. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,11 +130,12 @@ static void emu_store_bits(uint32_t *winners, size_t e_lane0, uint32_t bits) {
 }
 
 /* k_pool_max_forward_expand: per pooled plane (n, i) and warp of 32 positions, the window maxima,
- * then each tapping channel's plane. The op zeroes the bitmap first. Returns the strict wins. */
+ * then each tapping channel's plane. The op zeroes the bitmaps first. Returns the strict wins. */
 static long emu_forward_expand(const bf_pool_shape *ps, const bf_flex_shape *s, const float *x, float *y,
-                               uint8_t *window, uint32_t *winners) {
+                               uint8_t *window, uint32_t *winners, uint32_t *ties) {
     const size_t hw = (size_t)s->hw, in_plane = (size_t)ps->h_in * ps->w_in;
     memset(winners, 0, ((size_t)s->n * s->c_out * hw + 31) / 32 * sizeof(uint32_t));
+    memset(ties, 0, ((size_t)s->n * s->c_out * hw + 31) / 32 * sizeof(uint32_t));
     long wins = 0;
     float pooled[32];
     for (size_t plane = 0; plane < (size_t)s->n * s->c_in; plane++) {
@@ -150,15 +152,17 @@ static long emu_forward_expand(const bf_pool_shape *ps, const bf_flex_shape *s, 
             }
             for (int j = lo; j < hi; j += step) {
                 const size_t base = (n * s->c_out + (size_t)j) * hw;
-                uint32_t ballot = 0;
+                uint32_t ballot = 0, tie_ballot = 0;
                 for (unsigned lane = 0; lane < 32 && p0 + lane < hw; lane++) {
                     const size_t e = base + p0 + lane;
                     const float c = y[e];
                     y[e] = c > pooled[lane] || c != c ? c : pooled[lane];
                     ballot |= (uint32_t)(c >= pooled[lane]) << lane;
+                    tie_ballot |= (uint32_t)(c == pooled[lane]) << lane;
                     wins += c > pooled[lane];
                 }
                 emu_store_bits(winners, base + p0, ballot);
+                emu_store_bits(ties, base + p0, tie_ballot);
             }
         }
     }
@@ -168,11 +172,11 @@ static long emu_forward_expand(const bf_pool_shape *ps, const bf_flex_shape *s, 
 /* k_pool_max_forward_bilinear: thread e of warp e/32; the ballot is the lanes' bits. Returns the
  * strict wins. */
 static long emu_forward_bilinear(const bf_pool_shape *ps, const bf_flex_shape *s, const float *x, float *y,
-                                 uint8_t *window, uint32_t *winners) {
+                                 uint8_t *window, uint32_t *winners, uint32_t *ties) {
     const size_t hw = (size_t)s->hw, in_plane = (size_t)ps->h_in * ps->w_in, total = (size_t)s->n * s->c_out * hw;
     long wins = 0;
     for (size_t e0 = 0; e0 < total; e0 += 32) {
-        uint32_t ballot = 0;
+        uint32_t ballot = 0, tie_ballot = 0;
         for (unsigned lane = 0; lane < 32; lane++) {
             const size_t e = e0 + lane;
             if (e >= total) continue;
@@ -188,36 +192,35 @@ static long emu_forward_bilinear(const bf_pool_shape *ps, const bf_flex_shape *s
             const float c = y[e];
             y[e] = c > w || c != c ? c : w;
             ballot |= (uint32_t)(c >= w) << lane;
+            tie_ballot |= (uint32_t)(c == w) << lane;
             wins += c > w;
         }
         winners[e0 / 32] = ballot;
+        ties[e0 / 32] = tie_ballot;
     }
     return wins;
 }
 
-/* k_pool_max_route: one thread per pooled element. */
-static void emu_route(const bf_pool_shape *ps, const bf_flex_shape *s, const float *x, const float *y,
-                      const uint8_t *window, const uint32_t *winners, const float *dy, float *dconv, float *dpooled) {
-    const size_t hw = (size_t)s->hw, in_plane = (size_t)ps->h_in * ps->w_in;
+/* k_route_expand / k_pool_max_route_bilinear: per pooled element, its candidate channels in
+ * ascending order, from dy and the two bits alone (k_route_expand's V positions of a thread are
+ * independent elements, so one per iteration here gives the same bits). */
+static void emu_route(const bf_flex_shape *s, const uint32_t *winners, const uint32_t *ties, const float *dy,
+                      float *dconv, float *dpooled) {
+    const size_t hw = (size_t)s->hw;
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
     for (size_t idx = 0; idx < (size_t)s->n * s->c_in * hw; idx++) {
         const size_t plane = idx / hw, p = idx % hw, n = plane / s->c_in;
-        const int i = (int)(plane % s->c_in), oh = (int)(p / ps->w_out), ow = (int)(p % ps->w_out);
-        const float *xn = x + n * s->c_in * in_plane;
-        const uint8_t *wn = window + n * s->c_in * hw;
+        const int i = (int)(plane % s->c_in);
         int lo, hi, step;
         fold_candidates(s, i, &lo, &hi, &step);
         float acc = 0.0f;
         for (int j = lo; j < hi; j += step) {
             const flex_taps t = taps_of(s, j);
             if (t.i0 != i && t.i1 != i) continue;
-            const float v0 = xn[(size_t)t.i0 * in_plane + emu_window_offset(ps, oh, ow, wn[(size_t)t.i0 * hw + p])];
-            float w = v0;
-            if (t.i1 >= 0)
-                w = t.w0 * v0 + t.w1 * xn[(size_t)t.i1 * in_plane + emu_window_offset(ps, oh, ow, wn[(size_t)t.i1 * hw + p])];
             const size_t e = (n * s->c_out + (size_t)j) * hw + p;
             const float g = dy[e];
-            const float dc = (winners[e / 32] >> (e % 32)) & 1u ? (y[e] == w ? g * tie_share : g) : 0.0f;
+            const int win = (winners[e / 32] >> (e % 32)) & 1u, tie = (ties[e / 32] >> (e % 32)) & 1u;
+            const float dc = win ? (tie ? g * tie_share : g) : 0.0f;
             if (t.i0 == i) dconv[e] = dc;
             const float gp = g - dc;
             if (t.i0 == i) acc += t.i1 < 0 ? gp : t.w0 * gp;
@@ -253,31 +256,35 @@ static void emu_scatter_add(const bf_pool_shape *ps, const bf_flex_shape *s, con
 /* The emulated kernels from the same inputs: every result with the ops' bits. */
 static void check_emulation(const pool_case *pc, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
                             const float *conv, const float *dy, const float *y, const uint8_t *window,
-                            const uint32_t *winners, long wins, const float *dconv, const float *dP,
-                            const float *dx0, const float *dx) {
+                            const uint32_t *winners, const uint32_t *ties, long wins, const float *dconv,
+                            const float *dP, const float *dx0, const float *dx) {
     const size_t nx = (size_t)s->n * s->c_in * ps->h_in * ps->w_in, np = (size_t)s->n * s->c_in * s->hw;
     const size_t nc = (size_t)s->n * s->c_out * s->hw, words = (nc + 31) / 32;
     float *ey = host(nc * sizeof(float)), *edconv = host(nc * sizeof(float)), *edP = host(np * sizeof(float));
     float *edx = host(nx * sizeof(float));
     uint8_t *ewindow = host(np);
-    uint32_t *ewinners = host(words * sizeof(uint32_t));
+    uint32_t *ewinners = host(words * sizeof(uint32_t)), *eties = host(words * sizeof(uint32_t));
     memcpy(ey, conv, nc * sizeof(float));
     memcpy(edx, dx0, nx * sizeof(float));
     memset(ewindow, 0xAB, np);
     memset(ewinners, 0xFF, words * sizeof(uint32_t)); /* every bit must be written */
-    const long ewins = s->channels == BF_FLEX_CHANNELS_EXPAND ? emu_forward_expand(ps, s, x, ey, ewindow, ewinners)
-                                                              : emu_forward_bilinear(ps, s, x, ey, ewindow, ewinners);
-    emu_route(ps, s, x, ey, ewindow, ewinners, dy, edconv, edP);
+    memset(eties, 0xFF, words * sizeof(uint32_t));
+    const long ewins = s->channels == BF_FLEX_CHANNELS_EXPAND
+                           ? emu_forward_expand(ps, s, x, ey, ewindow, ewinners, eties)
+                           : emu_forward_bilinear(ps, s, x, ey, ewindow, ewinners, eties);
+    emu_route(s, ewinners, eties, dy, edconv, edP);
     emu_scatter_add(ps, s, ewindow, edP, edx);
-    CHECK(differing_bits(ey, y, nc) == 0 && ewins == wins && !memcmp(ewindow, window, np) &&
-              !memcmp(ewinners, winners, words * sizeof(uint32_t)),
-          "%s: the CUDA forward's algorithm differs: y %zu, wins %ld vs %ld, window %d, winners %d", pc->name,
-          differing_bits(ey, y, nc), ewins, wins, memcmp(ewindow, window, np) != 0,
-          memcmp(ewinners, winners, words * sizeof(uint32_t)) != 0);
+    const int winners_differ = memcmp(ewinners, winners, words * sizeof(uint32_t)) != 0;
+    const int ties_differ = memcmp(eties, ties, words * sizeof(uint32_t)) != 0;
+    CHECK(differing_bits(ey, y, nc) == 0 && ewins == wins && !memcmp(ewindow, window, np) && !winners_differ &&
+              !ties_differ,
+          "%s: the CUDA forward's algorithm differs: y %zu, wins %ld vs %ld, window %d, winners %d, ties %d",
+          pc->name, differing_bits(ey, y, nc), ewins, wins, memcmp(ewindow, window, np) != 0, winners_differ,
+          ties_differ);
     CHECK(differing_bits(edconv, dconv, nc) == 0 && differing_bits(edP, dP, np) == 0 && differing_bits(edx, dx, nx) == 0,
           "%s: the CUDA backward's algorithm differs: dconv %zu, dpooled %zu, dx %zu elements", pc->name,
           differing_bits(edconv, dconv, nc), differing_bits(edP, dP, np), differing_bits(edx, dx, nx));
-    free(ey), free(edconv), free(edP), free(edx), free(ewindow), free(ewinners);
+    free(ey), free(edconv), free(edP), free(edx), free(ewindow), free(ewinners), free(eties);
 }
 
 static void run_case(bf_backend *b, const pool_case *pc) {
@@ -317,19 +324,20 @@ static void run_case(bf_backend *b, const pool_case *pc) {
     float *y = host(nc * sizeof(float)), wins = 5.0f;
     memcpy(y, conv, nc * sizeof(float));
     uint8_t *window = host(np);
-    uint32_t *winners = host(words * sizeof(uint32_t));
+    uint32_t *winners = host(words * sizeof(uint32_t)), *tie_bits = host(words * sizeof(uint32_t));
     memset(window, 0xAB, np);
     memset(winners, 0xFF, words * sizeof(uint32_t));
-    CHECK_OK(b->ops->flex_pool_max_forward(b, &ps, &s, x, y, window, winners, &wins));
+    memset(tie_bits, 0xFF, words * sizeof(uint32_t));
+    CHECK_OK(b->ops->flex_pool_max_forward(b, &ps, &s, x, y, window, winners, tie_bits, &wins));
     CHECK(differing_bits(y, y_ref, nc) == 0, "%s: y differs from maxpool + flex_max_forward in %zu of %zu elements",
           pc->name, differing_bits(y, y_ref, nc), nc);
     CHECK(wins == wins_ref && wins > 5.0f, "%s: conv_wins %g, op by op %g", pc->name, wins, wins_ref);
 
-    size_t bad_bits = 0, ties = 0, bad_window = 0, untapped = 0;
+    size_t bad_bits = 0, bad_tie_bits = 0, ties = 0, bad_window = 0, untapped = 0;
     for (size_t e = 0; e < words * 32; e++) {
-        const int bit = (int)((winners[e / 32] >> (e % 32)) & 1u);
-        const int want = e < nc && conv[e] >= widened[e];
-        bad_bits += bit != want;
+        const int bit = (int)((winners[e / 32] >> (e % 32)) & 1u), tie_bit = (int)((tie_bits[e / 32] >> (e % 32)) & 1u);
+        bad_bits += bit != (e < nc && conv[e] >= widened[e]);
+        bad_tie_bits += tie_bit != (e < nc && conv[e] == widened[e]);
         ties += e < nc && conv[e] == widened[e];
     }
     for (size_t q = 0; q < (size_t)pc->n * pc->c_in; q++) {
@@ -347,6 +355,7 @@ static void run_case(bf_backend *b, const pool_case *pc) {
         }
     }
     CHECK(bad_bits == 0, "%s: %zu winner bits differ from C >= P~ (spare bits must be 0)", pc->name, bad_bits);
+    CHECK(bad_tie_bits == 0, "%s: %zu tie bits differ from C == P~ (spare bits must be 0)", pc->name, bad_tie_bits);
     /* (narrowing by interpolation weighs with fractions like 5/6, so its P~ are never multiples of 1/8) */
     const int interpolates = pc->channels == BF_FLEX_CHANNELS_BILINEAR && pc->c_in > pc->c_out;
     CHECK(pc->nan || interpolates || ties > 0, "%s: the data makes ties (%zu)", pc->name, ties);
@@ -356,8 +365,8 @@ static void run_case(bf_backend *b, const pool_case *pc) {
     /* fused backward, with and without the pool share */
     float *dconv = host(nc * sizeof(float)), *dP = host(np * sizeof(float)), *dconv_only = host(nc * sizeof(float));
     memset(dP, 0xFF, np * sizeof(float));
-    CHECK_OK(b->ops->flex_pool_max_backward(b, &ps, &s, x, y, window, winners, dy, dconv, dP));
-    CHECK_OK(b->ops->flex_pool_max_backward(b, &ps, &s, x, y, window, winners, dy, dconv_only, NULL));
+    CHECK_OK(b->ops->flex_pool_max_backward(b, &ps, &s, winners, tie_bits, dy, dconv, dP));
+    CHECK_OK(b->ops->flex_pool_max_backward(b, &ps, &s, winners, tie_bits, dy, dconv_only, NULL));
     CHECK(differing_bits(dconv, dconv_ref, nc) == 0, "%s: dconv differs from flex_max_backward in %zu elements",
           pc->name, differing_bits(dconv, dconv_ref, nc));
     CHECK(differing_bits(dconv_only, dconv_ref, nc) == 0, "%s: dconv without dpooled differs in %zu elements",
@@ -367,7 +376,7 @@ static void run_case(bf_backend *b, const pool_case *pc) {
     if (pc->channels == BF_FLEX_CHANNELS_EXPAND) { /* dconv may overwrite dy there */
         float *inplace = host(nc * sizeof(float)), *dP2 = host(np * sizeof(float));
         memcpy(inplace, dy, nc * sizeof(float));
-        CHECK_OK(b->ops->flex_pool_max_backward(b, &ps, &s, x, y, window, winners, inplace, inplace, dP2));
+        CHECK_OK(b->ops->flex_pool_max_backward(b, &ps, &s, winners, tie_bits, inplace, inplace, dP2));
         CHECK(differing_bits(inplace, dconv_ref, nc) == 0 && differing_bits(dP2, dP_ref, np) == 0,
               "%s: dconv written over dy: %zu dconv and %zu dpooled elements differ", pc->name,
               differing_bits(inplace, dconv_ref, nc), differing_bits(dP2, dP_ref, np));
@@ -376,7 +385,7 @@ static void run_case(bf_backend *b, const pool_case *pc) {
     CHECK_OK(b->ops->flex_pool_scatter_add(b, &ps, &s, window, dP, dx));
     CHECK(differing_bits(dx, dx_ref, nx) == 0, "%s: dx + scatter differs from dx + maxpool_backward in %zu elements",
           pc->name, differing_bits(dx, dx_ref, nx));
-    check_emulation(pc, &ps, &s, x, conv, dy, y, window, winners, (long)(wins - 5.0f), dconv, dP, dx0, dx);
+    check_emulation(pc, &ps, &s, x, conv, dy, y, window, winners, tie_bits, (long)(wins - 5.0f), dconv, dP, dx0, dx);
 
     /* the mask joint's pool branch: maxpool's P, a byte for every channel, and P read back */
     float *P2 = host(np * sizeof(float)), *P3 = host(np * sizeof(float));
@@ -396,7 +405,8 @@ static void run_case(bf_backend *b, const pool_case *pc) {
     printf("%-32s %6zu elements, %5zu ties, %zu untapped pooled planes: bit-identical\n", pc->name, nc, ties, untapped);
 
     free(x), free(conv), free(dy), free(P), free(widened), free(y_ref), free(argmax), free(dconv_ref), free(dP_ref);
-    free(dx_ref), free(dx_pool), free(dx), free(dx0), free(y), free(window), free(winners), free(dconv), free(dP), free(dconv_only);
+    free(dx_ref), free(dx_pool), free(dx), free(dx0), free(y), free(window), free(winners), free(tie_bits), free(dconv), free(dP),
+        free(dconv_only);
 }
 
 static void test_refusals(bf_backend *b) {
@@ -406,17 +416,20 @@ static void test_refusals(bf_backend *b) {
                        .ties = BF_FLEX_TIE_SPLIT};
     float x[72] = {0}, y[144] = {0}, dx[72] = {0};
     uint8_t window[72];
-    uint32_t winners[5];
-    CHECK_OK(b->ops->flex_pool_max_forward(b, &ps, &s, x, y, window, winners, NULL));
+    uint32_t winners[5], tie_bits[5];
+    CHECK_OK(b->ops->flex_pool_max_forward(b, &ps, &s, x, y, window, winners, tie_bits, NULL));
     bf_pool_shape wrong_c = ps, wide = ps;
     wrong_c.c = 3;
     wide.k = 16, wide.pad = 0, wide.h_in = wide.w_in = 21;
     CHECK_OK(bf_pool_shape_init(&wide));
-    CHECK(b->ops->flex_pool_max_forward(b, &wrong_c, &s, x, y, window, winners, NULL) == BF_ERR_ARG &&
+    CHECK(b->ops->flex_pool_max_forward(b, &wrong_c, &s, x, y, window, winners, tie_bits, NULL) == BF_ERR_ARG &&
               strstr(bf_last_error(), "flex_pool_max_forward") && strstr(bf_last_error(), "c_in=2"),
           "a pool of 3 channels under a flex of 2 is refused, naming the op and shapes: %s", bf_last_error());
-    CHECK(b->ops->flex_pool_max_backward(b, &wide, &s, x, y, window, winners, y, y, NULL) == BF_ERR_ARG,
+    CHECK(b->ops->flex_pool_max_backward(b, &wide, &s, winners, tie_bits, y, y, NULL) == BF_ERR_ARG,
           "a 16x16 window (256 places, more than a byte) is refused: %s", bf_last_error());
+    CHECK(b->ops->flex_pool_max_backward(b, &ps, &s, winners, NULL, y, y, NULL) == BF_ERR_ARG &&
+              strstr(bf_last_error(), "flex_pool_max_backward"),
+          "a NULL ties bitmap is refused, naming the op: %s", bf_last_error());
     CHECK(b->ops->flex_pool_scatter_add(b, &ps, &s, window, NULL, dx) == BF_ERR_ARG, "a NULL dpooled is refused");
 }
 

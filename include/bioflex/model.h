@@ -104,6 +104,7 @@ typedef struct bf_layer {
     float *flex_conv;           /* flex, mask joint: conv branch output C [n, c_out, hw] */
     uint8_t *flex_window;       /* flex: each pooled element's argmax in its window (ops.h) */
     uint32_t *flex_winners;     /* flex, max joint: one bit per output element, conv won or tied */
+    uint32_t *flex_ties;        /* flex, max joint: one bit per output element, conv and pool tied */
     float *flex_stats;          /* flex: device accumulator of conv wins (or of the mask) since the last log */
     bf_neuron_params neuron;    /* neuron: the dynamics, surrogate and T */
     int encoding;               /* encode: 0 direct, 1 rate (Bernoulli) */

@@ -336,19 +336,21 @@ typedef struct bf_ops {
      *   first maximum in row-major order, a NaN wins, padding never does); written only for the
      *   pooled channels some output channel taps, the others are left as they were. winners, one
      *   bit per element e of y (bit e%32 of word e/32, (n*c_out*hw + 31)/32 words, the last word's
-     *   spare bits 0): 1 where C >= P~, the conv won or tied. conv_wins as flex_max_forward.
-     * backward: dconv [n, c_out, hw] = dy where C > P~, dy/2 on ties under SPLIT (0 under POOL),
-     *   else 0, overwritten; under EXPAND dconv may be dy itself (each element of dy has one tap,
-     *   so it is read once, before its dconv is written). A tie is told from a conv win by y == P~
-     *   (P recomputed from x and window): x and y must be as forward left them. dpooled [n, c_in,
+     *   spare bits 0): 1 where C >= P~, the conv won or tied. ties, the same layout: 1 where
+     *   C == P~ (never for a NaN). conv_wins as flex_max_forward.
+     * backward: dconv [n, c_out, hw] = dy where C > P~ (winners set, ties clear), dy/2 on ties under
+     *   SPLIT (0 under POOL), else 0, overwritten; under EXPAND dconv may be dy itself (each element
+     *   of dy has one tap, so it is read once, before its dconv is written). The two bitmaps are
+     *   all it reads besides dy, so the backward is one pass over dy and dconv. dpooled [n, c_in,
      *   hw] (nullable: then only dconv) = the fold-back of dy - dconv, as flex_max_backward,
      *   overwritten. All results are bit-identical to maxpool_forward + flex_max_forward +
      *   flex_max_backward on every backend. */
     bf_status (*flex_pool_max_forward)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
-                                       float *y, uint8_t *window, uint32_t *winners, float *conv_wins);
-    bf_status (*flex_pool_max_backward)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
-                                        const float *y, const uint8_t *window, const uint32_t *winners,
-                                        const float *dy, float *dconv, float *dpooled);
+                                       float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
+                                       float *conv_wins);
+    bf_status (*flex_pool_max_backward)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                        const uint32_t *winners, const uint32_t *ties, const float *dy, float *dconv,
+                                        float *dpooled);
     /* dx [n, c_in, h_in, w_in] += maxpool_backward of dpooled through window (the pool branch's
      * share of the input gradient, added after the conv's backward-data wrote dx; each input
      * element sums its windows in ascending output order, as maxpool_backward, then adds). Zeros

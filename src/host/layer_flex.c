@@ -5,9 +5,9 @@
  *   mask:             L = widen(P) - T, [L = BN(L)], M = mask(L), y = widen(P)(1-M) + C M
  * The channel-wise max runs fused (ops.h flex_pool_max_*): the conv writes C into the layer's
  * output, one op turns it into y in place computing P on the fly, and the layer keeps only a byte
- * per pooled element (where its window's maximum was) and a bit per output element (conv won or
- * tied) for the backward, which routes dy to dC and the pool's share in one pass and scatters that
- * share into dx after the conv's backward-data. The mask joint keeps C, the same window bytes
+ * per pooled element (where its window's maximum was) and two bits per output element (conv won or
+ * tied; tied) for the backward, which routes dy to dC and the pool's share in one pass over dy
+ * alone and scatters that share into dx after the conv's backward-data. The mask joint keeps C, the same window bytes
  * and (with batch-norm on the logits) their batch statistics: P goes to the shared scratch, and
  * one fused op each way (ops.h flex_mask_joint_*) computes P~, L, M and y, or M again and the
  * gradients, without storing them; with batch-norm the raw and normalised L are in the scratch
@@ -33,7 +33,7 @@ size_t bf_flex_arena_bytes(const bf_layer *l) {
     size_t bytes = bf_arena_align(4 * sizeof(float)); /* monitors */
     if (!is_mask(l))
         return bytes + bf_arena_align(pooled_floats(l)) /* window bytes */
-               + bf_arena_align(winner_words(l) * sizeof(uint32_t));
+               + 2 * bf_arena_align(winner_words(l) * sizeof(uint32_t)); /* winners and ties */
     bytes += bf_arena_align(branch_floats(l) * sizeof(float))       /* C */
              + bf_arena_align(pooled_floats(l));                    /* window bytes */
     if (l->flex_opt.logits_bn) bytes += 2 * bf_arena_align((size_t)l->flex.c_out * sizeof(float)); /* saved stats */
@@ -51,6 +51,7 @@ char *bf_flex_place(bf_layer *l, char *cursor) {
     l->flex_window = (uint8_t *)take(&cursor, pooled_floats(l));
     if (!is_mask(l)) {
         l->flex_winners = (uint32_t *)take(&cursor, winner_words(l) * sizeof(uint32_t));
+        l->flex_ties = (uint32_t *)take(&cursor, winner_words(l) * sizeof(uint32_t));
         return cursor;
     }
     l->flex_conv = take(&cursor, branch_floats(l) * sizeof(float));
@@ -142,7 +143,8 @@ bf_status bf_flex_forward(bf_model *m, int index) {
     float *stats = m->training ? l->flex_stats : NULL;
     if (!is_mask(l)) { /* C straight into the output, turned into y in place */
         BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), l->out));
-        return ops->flex_pool_max_forward(b, &ps, &fs, x, l->out, l->flex_window, l->flex_winners, stats);
+        return ops->flex_pool_max_forward(b, &ps, &fs, x, l->out, l->flex_window, l->flex_winners, l->flex_ties,
+                                          stats);
     }
     BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), l->flex_conv));
     const mask_scratch w = mask_scratch_of(m, l);
@@ -210,13 +212,13 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
     bf_flex_shape fs;
     bf_bn_shape bs;
     current_shapes(m, l, &cs, &ps, &fs, &bs);
-    if (!is_mask(l)) { /* y (the output, which no in-place ReLU overwrites) tells ties from conv wins */
+    if (!is_mask(l)) { /* the winners and ties bits route dy; the window bytes scatter the pool's share */
         float *dconv = l->bwd_scratch, *dpooled = dconv + (size_t)fs.n * fs.c_out * fs.hw;
         if (dconv_in_place(m, index)) {
             dconv = l->dout;
             dpooled = l->bwd_scratch;
         }
-        BF_TRY(ops->flex_pool_max_backward(b, &ps, &fs, x, l->out, l->flex_window, l->flex_winners, l->dout, dconv,
+        BF_TRY(ops->flex_pool_max_backward(b, &ps, &fs, l->flex_winners, l->flex_ties, l->dout, dconv,
                                            dx ? dpooled : NULL));
         BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1)));
         if (!dx) return BF_OK;

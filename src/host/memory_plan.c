@@ -49,12 +49,11 @@
 static size_t align_up(size_t x) { return bf_arena_align(x); }
 
 /* A ReLU may overwrite its input when nothing else reads that input: every layer kind here
- * computes its backward from its own input (or, for ReLU, its output), never from its output,
- * except a flex layer with the channel-wise max, whose backward tells ties by its output. */
+ * computes its backward from its own input (or, for ReLU, its output), never from its output (a
+ * flex layer with the channel-wise max tells ties by the bits it keeps). */
 static int relu_can_be_in_place(const bf_model *m, const bf_layer *l) {
     if (l->kind != BF_LAYER_RELU || l->input[0] == BF_MODEL_INPUT) return 0;
-    const bf_layer *in = &m->layers[l->input[0]];
-    return in->num_consumers == 1 && !(in->kind == BF_LAYER_FLEX && in->flex_opt.joint == BF_FLEX_JOINT_MAX);
+    return m->layers[l->input[0]].num_consumers == 1;
 }
 
 /* Whether in-place ReLU l is run by the batch-norm before it (the model's fuse_bn_relu): that
@@ -78,10 +77,8 @@ static int backward_reads_input(const bf_layer *l) {
     }
 }
 
-/* Whether layer l's backward reads its own output: ReLU, and flex's max joint (ties). */
-static int backward_reads_output(const bf_layer *l) {
-    return l->kind == BF_LAYER_RELU || (l->kind == BF_LAYER_FLEX && l->flex_opt.joint == BF_FLEX_JOINT_MAX);
-}
+/* Whether layer l's backward reads its own output: ReLU alone. */
+static int backward_reads_output(const bf_layer *l) { return l->kind == BF_LAYER_RELU; }
 
 static int is_stateful_neuron(const bf_layer *l) {
     return l->kind == BF_LAYER_NEURON && (l->neuron.kind == BF_NEURON_LIF || l->neuron.kind == BF_NEURON_IF);

@@ -5,19 +5,22 @@
  * here belongs there too.
  *
  * What a flex layer keeps between its forward and backward is the conv branch's output, overwritten
- * in place by y, plus one byte per pooled element (where its window's maximum was) and one bit per
- * output element (conv won or tied). P and P~ are never written to memory.
+ * in place by y, plus one byte per pooled element (where its window's maximum was) and two bits per
+ * output element (conv won or tied; tied). P and P~ are never written to memory, and the backward
+ * reads neither x nor y: its route is dy and the two bits alone.
  *
  * EXPAND (FlexNet's rule) runs over pooled planes: blockIdx.x is the pooled plane (n, i), threads
  * walk its positions, so a window maximum is taken once however many output channels tap it (21
  * in VGG-16's first layer, 3 -> 64) and no thread divides a 64-bit index:
  *   k_pool_max_forward_expand  window maximum and byte, then for each tapping channel: y in place,
- *                              and the warp's ballot of "C >= P~" ORed into the winners bitmap at
- *                              the element's bit (a plane need not start on a word boundary).
- *   k_pool_max_route_expand    P read back from x at the byte; for each tapping channel dconv, and
- *                              the sum of the pool shares: dpooled.
+ *                              and the warp's ballots of "C >= P~" and "C == P~" ORed into the
+ *                              winners and ties bitmaps at the element's bit (a plane need not start
+ *                              on a word boundary).
+ *   k_route_expand<V>          for V consecutive positions of a pooled plane and each tapping
+ *                              channel: dconv from dy and the two bits, and the sum of the pool
+ *                              shares: dpooled (float4 loads and stores when V = 4).
  * BILINEAR (an output channel mixes two pooled channels) keeps one thread per output element:
- *   k_pool_max_forward_bilinear, whose warps' ballots are whole words of the bitmap, and
+ *   k_pool_max_forward_bilinear, whose warps' ballots are whole words of the bitmaps, and
  *   k_pool_max_route_bilinear over the candidate channels of each pooled element.
  * Both rules:
  *   k_pool_scatter_add   one thread per input element: the windows that contain it, in ascending
@@ -39,6 +42,7 @@
 #include "flex_common.cuh"
 #include "flex_slide.cuh" /* [run] flex_kernels = slide: the sliding-window forward and scatter */
 #include "pool_common.cuh"
+#include "vector_access.cuh" /* fvec, load_vec, store_vec */
 
 namespace { /* kernels are private to this file */
 
@@ -51,7 +55,7 @@ namespace { /* kernels are private to this file */
  * to element e = base + p of lane 0 and ORed into the word(s) it straddles (a plane rarely starts
  * on a word boundary; the op zeroes the bitmap first). Lane 0 stores; the call is warp-wide. */
 __device__ __forceinline__ void store_winner_bits(uint32_t *__restrict__ winners, size_t e_lane0, bool lane0_valid,
-                                                  bool bit) {
+                                                  bool bit) { /* also the ties bitmap's */
     const unsigned bits = __ballot_sync(0xffffffffu, bit);
     if ((threadIdx.x & 31u) != 0 || !lane0_valid || bits == 0) return;
     const unsigned off = (unsigned)(e_lane0 & 31u);
@@ -63,8 +67,9 @@ __device__ __forceinline__ void store_winner_bits(uint32_t *__restrict__ winners
  * (the ballot needs whole warps): p0 walks the block's tiles, p = p0 + threadIdx.x. */
 template <int K, int S, bool COUNT>
 __global__ void k_pool_max_forward_expand(const float *__restrict__ x, float *__restrict__ y,
-                                          uint8_t *__restrict__ window, uint32_t *__restrict__ winners, flex_geo g,
-                                          pool_geo pg, unsigned long long *__restrict__ wins_total) {
+                                          uint8_t *__restrict__ window, uint32_t *__restrict__ winners,
+                                          uint32_t *__restrict__ ties, flex_geo g, pool_geo pg,
+                                          unsigned long long *__restrict__ wins_total) {
     const int plane = (int)blockIdx.x, n = plane / g.c_in, i = plane - n * g.c_in;
     int lo, hi, step;
     fold_candidates(g, i, &lo, &hi, &step);
@@ -83,48 +88,59 @@ __global__ void k_pool_max_forward_expand(const float *__restrict__ x, float *__
             }
             for (int j = lo; j < hi; j += step) {
                 const size_t base = ((size_t)n * g.c_out + (size_t)j) * (size_t)g.hw;
-                bool conv_or_tie = false;
+                bool conv_or_tie = false, tie = false;
                 if (valid) {
                     const float c = y[base + p];
                     const bool conv_wins = c > pooled; /* strict: a tie counts as pool */
                     y[base + p] = conv_wins || c != c ? c : pooled;
                     conv_or_tie = c >= pooled;
+                    tie = c == pooled;
                     wins += conv_wins ? 1.0 : 0.0;
                 }
                 store_winner_bits(winners, base + (size_t)p_lane0, p_lane0 < g.hw, conv_or_tie);
+                store_winner_bits(ties, base + (size_t)p_lane0, p_lane0 < g.hw, tie);
             }
         }
     }
     if (COUNT) add_block_count(wins, wins_total);
 }
 
-/* dy and dconv are not __restrict__: they may be one buffer (ops.h). P is read back from x at the
- * window byte once; the tapping channels follow in ascending order, as flex.cu's k_fold_back. */
-template <int K, int S>
-__global__ void k_pool_max_route_expand(const float *__restrict__ x, const float *__restrict__ y,
-                                        const uint8_t *__restrict__ window, const uint32_t *__restrict__ winners,
-                                        const float *dy, float *dconv, float *__restrict__ dpooled, flex_geo g,
-                                        pool_geo pg, float tie_share) {
+/* dconv of one element from its dy and bits (flex_max_backward's expressions): dy where the conv
+ * won, dy * tie_share where it tied, else 0. */
+__device__ __forceinline__ float routed(float gv, uint32_t win, uint32_t tie, unsigned bit, float tie_share) {
+    return (win >> bit) & 1u ? ((tie >> bit) & 1u ? __fmul_rn(gv, tie_share) : gv) : 0.0f;
+}
+
+/* V consecutive positions p0.. of pooled plane (n, i) per thread (V = 4: hw % 4 == 0 and dy,
+ * dconv, dpooled 16-byte aligned, so a vector's 4 elements share one bitmap word); the tapping
+ * channels in ascending order, as flex.cu's k_fold_back. dy and dconv are not __restrict__: they
+ * may be one buffer (ops.h); each vector of dy is loaded before its dconv is stored.
+ * grid: the n * c_in pooled planes (plane_launch_of over hw / V). */
+template <int V>
+__global__ void k_route_expand(const uint32_t *__restrict__ winners, const uint32_t *__restrict__ ties,
+                               const float *dy, float *dconv, float *__restrict__ dpooled, flex_geo g,
+                               float tie_share) {
     const int plane = (int)blockIdx.x, n = plane / g.c_in, i = plane - n * g.c_in;
     int lo, hi, step;
     fold_candidates(g, i, &lo, &hi, &step);
-    const float *xq = x + (size_t)plane * pg.h_in * pg.w_in;
-    PLANE_POSITIONS(p, g.hw) {
-        const size_t q = (size_t)plane * g.hw + p;
-        float acc = 0.0f;
-        if (lo < hi) { /* an untapped channel's bytes were never written: 0 without reading them */
-            const int oh = p / pg.w_out, ow = p - oh * pg.w_out;
-            const float pooled = xq[window_offset<K, S>(pg, oh, ow, window[q])];
-            for (int j = lo; j < hi; j += step) {
-                const size_t e = ((size_t)n * g.c_out + (size_t)j) * (size_t)g.hw + p;
-                const float gv = dy[e];
-                const float dc =
-                    (winners[e >> 5] >> (e & 31)) & 1u ? (y[e] == pooled ? __fmul_rn(gv, tie_share) : gv) : 0.0f;
-                dconv[e] = dc;
-                acc = __fadd_rn(acc, __fsub_rn(gv, dc));
+    PLANE_POSITIONS(pv, g.hw / V) {
+        const int p = pv * V;
+        fvec<V> acc;
+#pragma unroll
+        for (int k = 0; k < V; k++) acc.v[k] = 0.0f;
+        for (int j = lo; j < hi; j += step) {
+            const size_t e = ((size_t)n * g.c_out + (size_t)j) * (size_t)g.hw + (size_t)p;
+            const fvec<V> gv = load_vec<V>(dy + e);
+            const uint32_t win = winners[e >> 5], tie = ties[e >> 5];
+            fvec<V> dc;
+#pragma unroll
+            for (int k = 0; k < V; k++) {
+                dc.v[k] = routed(gv.v[k], win, tie, (unsigned)((e + (size_t)k) & 31u), tie_share);
+                acc.v[k] = __fadd_rn(acc.v[k], __fsub_rn(gv.v[k], dc.v[k]));
             }
+            store_vec<V>(dconv + e, dc);
         }
-        if (dpooled) dpooled[q] = acc;
+        if (dpooled) store_vec<V>(dpooled + (size_t)plane * g.hw + (size_t)p, acc);
     }
 }
 
@@ -140,11 +156,12 @@ __device__ __forceinline__ bool first_tapper(const flex_geo &g, int j, int i) {
 }
 
 /* The warp's __ballot_sync of "C >= P~" is its 32-bit word of the winners bitmap (e of lane 0 is
- * a multiple of 32), stored by lane 0. */
+ * a multiple of 32), stored by lane 0; "C == P~" likewise of the ties bitmap. */
 template <bool COUNT>
 __global__ void k_pool_max_forward_bilinear(const float *__restrict__ x, float *__restrict__ y,
                                             uint8_t *__restrict__ window, uint32_t *__restrict__ winners,
-                                            size_t total, flex_geo g, pool_geo pg, double *__restrict__ partial) {
+                                            uint32_t *__restrict__ ties, size_t total, flex_geo g, pool_geo pg,
+                                            double *__restrict__ partial) {
     const unsigned lane = threadIdx.x & 31u;
     const size_t in_plane = (size_t)pg.h_in * pg.w_in, hw = (size_t)g.hw;
     double wins = 0.0;
@@ -152,7 +169,7 @@ __global__ void k_pool_max_forward_bilinear(const float *__restrict__ x, float *
     for (size_t e0 = blockIdx.x * (size_t)blockDim.x + (threadIdx.x & ~31u); e0 < total;
          e0 += (size_t)gridDim.x * blockDim.x) {
         const size_t e = e0 + lane;
-        bool conv_or_tie = false;
+        bool conv_or_tie = false, tie = false;
         if (e < total) {
             size_t n, p;
             int j;
@@ -170,10 +187,14 @@ __global__ void k_pool_max_forward_bilinear(const float *__restrict__ x, float *
             const bool conv_wins = c > w; /* strict: a tie counts as pool */
             y[e] = conv_wins || c != c ? c : w;
             conv_or_tie = c >= w;
+            tie = c == w;
             wins += conv_wins ? 1.0 : 0.0;
         }
-        const unsigned bits = __ballot_sync(0xffffffffu, conv_or_tie);
-        if (lane == 0) winners[e0 >> 5] = bits;
+        const unsigned bits = __ballot_sync(0xffffffffu, conv_or_tie), tie_bits = __ballot_sync(0xffffffffu, tie);
+        if (lane == 0) {
+            winners[e0 >> 5] = bits;
+            ties[e0 >> 5] = tie_bits;
+        }
     }
     if (COUNT) {
         wins = bf_block_sum(wins);
@@ -181,33 +202,25 @@ __global__ void k_pool_max_forward_bilinear(const float *__restrict__ x, float *
     }
 }
 
-/* One thread per pooled element (n, i, p): P_i is one load of x at the place the window byte
- * names; over the candidate output channels j in ascending order it writes dconv (the channel's
- * tap i0 writes it) and sums the pool share of the fold-back, as flex.cu's k_fold_back: dpooled.
- * dy and dconv are not __restrict__ (ops.h). */
-__global__ void k_pool_max_route_bilinear(const float *__restrict__ x, const float *__restrict__ y,
-                                          const uint8_t *__restrict__ window, const uint32_t *__restrict__ winners,
+/* One thread per pooled element (n, i, p): over the candidate output channels j in ascending order
+ * it writes dconv (the channel's tap i0 writes it) and sums the pool share of the fold-back, as
+ * flex.cu's k_fold_back: dpooled. dy and dconv are not __restrict__ (ops.h). */
+__global__ void k_pool_max_route_bilinear(const uint32_t *__restrict__ winners, const uint32_t *__restrict__ ties,
                                           const float *dy, float *dconv, float *__restrict__ dpooled,
-                                          size_t pooled_total, flex_geo g, pool_geo pg, float tie_share) {
-    const size_t in_plane = (size_t)pg.h_in * pg.w_in, hw = (size_t)g.hw;
+                                          size_t pooled_total, flex_geo g, float tie_share) {
+    const size_t hw = (size_t)g.hw;
     GRID_STRIDE(idx, pooled_total) {
         size_t n, p;
         int i, lo, hi, step;
         split_index(idx, g.c_in, g.hw, &n, &i, &p);
-        const int oh = (int)(p / pg.w_out), ow = (int)(p - (size_t)oh * pg.w_out);
-        const float *xn = x + n * g.c_in * in_plane;
-        const uint8_t *wn = window + n * g.c_in * hw;
         fold_candidates(g, i, &lo, &hi, &step);
         float acc = 0.0f;
         for (int j = lo; j < hi; j += step) {
             const flex_taps t = taps_of(g, j);
             if (t.i0 != i && t.i1 != i) continue;
-            const float v0 = xn[(size_t)t.i0 * in_plane + window_offset<0, 0>(pg, oh, ow, wn[(size_t)t.i0 * hw + p])];
-            const float v1 = xn[(size_t)t.i1 * in_plane + window_offset<0, 0>(pg, oh, ow, wn[(size_t)t.i1 * hw + p])];
-            const float w = __fadd_rn(__fmul_rn(t.w0, v0), __fmul_rn(t.w1, v1));
             const size_t e = (n * g.c_out + (size_t)j) * hw + p;
             const float gv = dy[e];
-            const float dc = (winners[e >> 5] >> (e & 31)) & 1u ? (y[e] == w ? __fmul_rn(gv, tie_share) : gv) : 0.0f;
+            const float dc = routed(gv, winners[e >> 5], ties[e >> 5], (unsigned)(e & 31u), tie_share);
             if (t.i0 == i) dconv[e] = dc;
             const float gp = __fsub_rn(gv, dc);
             if (t.i0 == i) acc = __fadd_rn(acc, __fmul_rn(t.w0, gp));
@@ -275,19 +288,20 @@ __global__ void k_pool_gather(const float *__restrict__ x, const uint8_t *__rest
 #define NOT_COUNTING , false
 
 static bf_status forward_expand(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
-                                float *y, uint8_t *window, uint32_t *winners, float *conv_wins) {
+                                float *y, uint8_t *window, uint32_t *winners, uint32_t *ties, float *conv_wins) {
     const size_t words = bf_cuda_div_up(out_elements(s), 32);
     BF_CUDA_CHECK(cudaMemsetAsync(winners, 0, words * sizeof(uint32_t), im->stream)); /* the kernel ORs bits in */
+    BF_CUDA_CHECK(cudaMemsetAsync(ties, 0, words * sizeof(uint32_t), im->stream));
     const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)s->hw);
     if (!conv_wins) {
-        LAUNCH_WINDOW(ps, k_pool_max_forward_expand, NOT_COUNTING, l, x, y, window, winners, geo_of(s),
+        LAUNCH_WINDOW(ps, k_pool_max_forward_expand, NOT_COUNTING, l, x, y, window, winners, ties, geo_of(s),
                       pool_geo_of(ps), (unsigned long long *)NULL);
         return BF_OK;
     }
     void *total;
     BF_TRY(bf_cuda_scratch(im, sizeof(unsigned long long), &total));
     BF_CUDA_CHECK(cudaMemsetAsync(total, 0, sizeof(unsigned long long), im->stream));
-    LAUNCH_WINDOW(ps, k_pool_max_forward_expand, COUNTING, l, x, y, window, winners, geo_of(s), pool_geo_of(ps),
+    LAUNCH_WINDOW(ps, k_pool_max_forward_expand, COUNTING, l, x, y, window, winners, ties, geo_of(s), pool_geo_of(ps),
                   (unsigned long long *)total);
     k_add_count<<<1, 1, 0, im->stream>>>((const unsigned long long *)total, conv_wins);
     BF_LAUNCH_CHECK("k_add_count");
@@ -295,10 +309,10 @@ static bf_status forward_expand(bf_cuda_impl *im, const bf_pool_shape *ps, const
 }
 
 static bf_status forward_bilinear(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
-                                  float *y, uint8_t *window, uint32_t *winners, float *conv_wins) {
+                                  float *y, uint8_t *window, uint32_t *winners, uint32_t *ties, float *conv_wins) {
     const size_t total = out_elements(s);
     if (!conv_wins) {
-        LAUNCH_ELEMENTWISE(k_pool_max_forward_bilinear<false>, total, x, y, window, winners, total, geo_of(s),
+        LAUNCH_ELEMENTWISE(k_pool_max_forward_bilinear<false>, total, x, y, window, winners, ties, total, geo_of(s),
                            pool_geo_of(ps), (double *)NULL);
         return BF_OK;
     }
@@ -306,7 +320,7 @@ static bf_status forward_bilinear(bf_cuda_impl *im, const bf_pool_shape *ps, con
     void *partial;
     BF_TRY(bf_cuda_scratch(im, blocks * sizeof(double), &partial));
     k_pool_max_forward_bilinear<true><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(
-        x, y, window, winners, total, geo_of(s), pool_geo_of(ps), (double *)partial);
+        x, y, window, winners, ties, total, geo_of(s), pool_geo_of(ps), (double *)partial);
     BF_LAUNCH_CHECK("k_pool_max_forward_bilinear<count>");
     k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial, (int)blocks, conv_wins);
     BF_LAUNCH_CHECK("k_accumulate_partials");
@@ -323,31 +337,36 @@ extern "C" bf_status bf_cuda_set_flex_kernels(bf_backend *b, int slide) {
 
 extern "C" bf_status bf_cuda_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                                    const float *x, float *y, uint8_t *window, uint32_t *winners,
-                                                   float *conv_wins) {
-    FLEX_ENTER("flex_pool_max_forward", x, y, window, winners);
+                                                   uint32_t *ties, float *conv_wins) {
+    FLEX_ENTER("flex_pool_max_forward", x, y, window, winners, ties);
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_forward"));
-    if (s->channels == BF_FLEX_CHANNELS_BILINEAR) return forward_bilinear(im, ps, s, x, y, window, winners, conv_wins);
+    if (s->channels == BF_FLEX_CHANNELS_BILINEAR)
+        return forward_bilinear(im, ps, s, x, y, window, winners, ties, conv_wins);
     if (im->flex_slide && slide_takes(im, ps, s) && slide_forward_aligned(ps, x, y, window))
-        return slide_max_forward(im, ps, s, x, y, window, winners, conv_wins);
-    return forward_expand(im, ps, s, x, y, window, winners, conv_wins);
+        return slide_max_forward(im, ps, s, x, y, window, winners, ties, conv_wins);
+    return forward_expand(im, ps, s, x, y, window, winners, ties, conv_wins);
 }
 
 extern "C" bf_status bf_cuda_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
-                                                    const float *x, const float *y, const uint8_t *window,
-                                                    const uint32_t *winners, const float *dy, float *dconv,
-                                                    float *dpooled) {
-    FLEX_ENTER("flex_pool_max_backward", x, y, window, winners, dy, dconv);
+                                                    const uint32_t *winners, const uint32_t *ties, const float *dy,
+                                                    float *dconv, float *dpooled) {
+    FLEX_ENTER("flex_pool_max_backward", winners, ties, dy, dconv);
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_backward"));
-    const size_t pooled_total = (size_t)s->n * s->c_in * s->hw;
+    const size_t planes = (size_t)s->n * s->c_in, pooled_total = planes * s->hw;
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
     if (s->channels == BF_FLEX_CHANNELS_BILINEAR) {
-        LAUNCH_ELEMENTWISE(k_pool_max_route_bilinear, pooled_total, x, y, window, winners, dy, dconv, dpooled,
-                           pooled_total, geo_of(s), pool_geo_of(ps), tie_share);
+        LAUNCH_ELEMENTWISE(k_pool_max_route_bilinear, pooled_total, winners, ties, dy, dconv, dpooled, pooled_total,
+                           geo_of(s), tie_share);
         return BF_OK;
     }
-    const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)s->hw);
-    LAUNCH_WINDOW(ps, k_pool_max_route_expand, NO_EXTRA, l, x, y, window, winners, dy, dconv, dpooled, geo_of(s),
-                  pool_geo_of(ps), tie_share);
+    /* float4 when every vector lies in one plane and one bitmap word, and the pointers allow it */
+    const bool vec4 = s->hw % 4 == 0 && (((uintptr_t)dy | (uintptr_t)dconv | (uintptr_t)dpooled) & 15u) == 0;
+    const plane_launch l = plane_launch_of(planes, (size_t)s->hw / (vec4 ? 4 : 1));
+    if (vec4)
+        k_route_expand<4><<<l.grid, l.threads, 0, im->stream>>>(winners, ties, dy, dconv, dpooled, geo_of(s), tie_share);
+    else
+        k_route_expand<1><<<l.grid, l.threads, 0, im->stream>>>(winners, ties, dy, dconv, dpooled, geo_of(s), tie_share);
+    BF_LAUNCH_CHECK("k_route_expand");
     return BF_OK;
 }
 

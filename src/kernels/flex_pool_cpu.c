@@ -4,13 +4,14 @@
  * On a CPU nothing is gained by fusing the passes: what costs is the per-element work, and the
  * plane-wise loops of the op-by-op sequence vectorise. So these ops keep the fused contract (what
  * the layer stores between forward and backward: y in place of C, a window byte per pooled element,
- * a winner bit per output element) but compute through the CPU backend's own maxpool and fold-back,
- * with P and the per-element flags in backend scratch for the duration of one call:
+ * a winner and a tie bit per output element) but compute through the CPU backend's own maxpool and
+ * fold-back, with P and the per-element flags in backend scratch for the duration of one call:
  *   forward:  P and its int32 argmax (maxpool_forward) -> window bytes of the tapped channels;
- *             per (n, j) plane y = max(C, P~) and a byte C >= P~ -> packed 32 to a word.
- *   backward: P recomputed from x at the window bytes; per (n, j) plane dconv and the pool's share
- *             dy - dconv (each dy read before its dconv is written, so they may alias under
- *             EXPAND); the share folded back with flex_widen_backward.
+ *             per (n, j) plane y = max(C, P~) and a flag byte (bit 0: C >= P~, bit 1: C == P~)
+ *             -> packed 32 to a word of each bitmap.
+ *   backward: per (n, j) plane dconv from the two bits and the pool's share dy - dconv (each dy
+ *             read before its dconv is written, so they may alias under EXPAND); the share folded
+ *             back with flex_widen_backward.
  *   scatter:  the window bytes as int32 argmax -> maxpool_backward into scratch -> added to dx.
  *   flex_pool_forward / flex_pool_gather (the mask joint's pool branch): maxpool_forward with its
  *             argmax turned into window bytes; P read back from x at the bytes.
@@ -92,9 +93,10 @@ static inline int32_t chosen_offset(const window_table *wt, size_t p, uint8_t pl
 }
 
 bf_status bf_cpu_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
-                                       float *y, uint8_t *window, uint32_t *winners, float *conv_wins) {
+                                       float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
+                                       float *conv_wins) {
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_forward"));
-    REQUIRE("flex_pool_max_forward", x, y, window, winners);
+    REQUIRE("flex_pool_max_forward", x, y, window, winners, ties);
     const size_t hw = (size_t)s->hw, np = (size_t)s->n * s->c_in * hw, nc = (size_t)s->n * s->c_out * hw;
     const size_t words = (nc + 31) / 32;
     void *scratch;
@@ -103,7 +105,7 @@ bf_status bf_cpu_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, c
     char *cursor = scratch;
     float *P = carve(&cursor, np * sizeof(float));
     int32_t *argmax = carve(&cursor, np * sizeof(int32_t));
-    uint8_t *conv_or_tie = carve(&cursor, nc), *tapped = carve(&cursor, (size_t)s->c_in);
+    uint8_t *flags = carve(&cursor, nc), *tapped = carve(&cursor, (size_t)s->c_in);
     const window_table wt = window_table_carve(ps, &cursor, 1);
     BF_TRY(bf_cpu_maxpool_forward(b, ps, x, P, argmax)); /* argmax given: maxpool takes no scratch */
     mark_tapped(s, tapped);
@@ -118,64 +120,46 @@ bf_status bf_cpu_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, c
         const flex_taps t = taps_of(s, (int)(q % s->c_out));
         const float *pn = P + (size_t)(q / s->c_out) * s->c_in * hw;
         float *yq = y + (size_t)q * hw;
-        uint8_t *flag = conv_or_tie + (size_t)q * hw;
+        uint8_t *flag = flags + (size_t)q * hw;
         for (size_t p = 0; p < hw; p++) { /* flex_max_forward's expressions */
             const float c = yq[p], w = widen_at(&t, pn, hw, p);
             const int conv_wins_here = c > w;
             yq[p] = conv_wins_here || c != c ? c : w;
-            flag[p] = c >= w;
+            flag[p] = (uint8_t)((c >= w) | (c == w) << 1);
             wins += conv_wins_here;
         }
     }
 #pragma omp parallel for num_threads(plane_threads(b, nc)) schedule(static)
     for (long word = 0; word < (long)words; word++) {
         const size_t e0 = (size_t)word * 32, e1 = e0 + 32 < nc ? e0 + 32 : nc;
-        uint32_t bits = 0;
-        for (size_t e = e0; e < e1; e++) bits |= (uint32_t)conv_or_tie[e] << (e - e0);
-        winners[word] = bits;
+        uint32_t win_bits = 0, tie_bits = 0;
+        for (size_t e = e0; e < e1; e++) {
+            win_bits |= (uint32_t)(flags[e] & 1u) << (e - e0);
+            tie_bits |= (uint32_t)(flags[e] >> 1) << (e - e0);
+        }
+        winners[word] = win_bits;
+        ties[word] = tie_bits;
     }
     if (conv_wins) *conv_wins = (float)((double)*conv_wins + (double)wins);
     return BF_OK;
 }
 
 bf_status bf_cpu_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
-                                        const float *x, const float *y, const uint8_t *window,
-                                        const uint32_t *winners, const float *dy, float *dconv, float *dpooled) {
+                                        const uint32_t *winners, const uint32_t *ties, const float *dy, float *dconv,
+                                        float *dpooled) {
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_backward"));
-    REQUIRE("flex_pool_max_backward", x, y, window, winners, dy, dconv);
-    const size_t hw = (size_t)s->hw, np = (size_t)s->n * s->c_in * hw, nc = (size_t)s->n * s->c_out * hw;
-    const size_t in_plane = (size_t)ps->h_in * ps->w_in;
-    void *scratch;
-    BF_TRY(bf_cpu_scratch(b, 3 * 64 + np * sizeof(float) + (dpooled ? nc * sizeof(float) : 0) + (size_t)s->c_in +
-                                 window_table_bytes(ps, 0), &scratch));
-    char *cursor = scratch;
-    float *P = carve(&cursor, np * sizeof(float));
-    float *pool_share = dpooled ? carve(&cursor, nc * sizeof(float)) : NULL;
-    uint8_t *tapped = carve(&cursor, (size_t)s->c_in);
-    const window_table wt = window_table_carve(ps, &cursor, 0);
-    mark_tapped(s, tapped);
-
-    const long pooled_planes = (long)s->n * s->c_in, planes = (long)s->n * s->c_out;
-#pragma omp parallel for num_threads(plane_threads(b, np)) schedule(static)
-    for (long q = 0; q < pooled_planes; q++) { /* P again: the input element each window chose */
-        const float *xq = x + (size_t)q * in_plane;
-        float *Pq = P + (size_t)q * hw;
-        if (!tapped[q % s->c_in]) { /* no output reads it, and its window bytes were never written */
-            memset(Pq, 0, hw * sizeof(float));
-            continue;
-        }
-        for (size_t p = 0; p < hw; p++) Pq[p] = xq[chosen_offset(&wt, p, window[(size_t)q * hw + p])];
-    }
+    REQUIRE("flex_pool_max_backward", winners, ties, dy, dconv);
+    const size_t hw = (size_t)s->hw, nc = (size_t)s->n * s->c_out * hw;
+    float *pool_share = NULL;
+    if (dpooled) BF_TRY(bf_cpu_scratch(b, nc * sizeof(float), (void **)&pool_share));
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
 #pragma omp parallel for num_threads(plane_threads(b, nc)) schedule(static)
-    for (long q = 0; q < planes; q++) {
-        const flex_taps t = taps_of(s, (int)(q % s->c_out));
-        const float *pn = P + (size_t)(q / s->c_out) * s->c_in * hw;
-        const size_t base = (size_t)q * hw;
-        for (size_t p = 0; p < hw; p++) { /* flex_max_backward's expressions; a set bit is C >= P~ */
-            const size_t e = base + p;
-            const float w = widen_at(&t, pn, hw, p), g = dy[e]; /* g read before dconv[e]: they may alias */
-            const float dc = (winners[e / 32] >> (e % 32)) & 1u ? (y[e] == w ? g * tie_share : g) : 0.0f;
+    for (long word = 0; word < (long)((nc + 31) / 32); word++) { /* flex_max_backward's expressions */
+        const size_t e0 = (size_t)word * 32, e1 = e0 + 32 < nc ? e0 + 32 : nc;
+        const uint32_t win = winners[word], tie = ties[word];
+        for (size_t e = e0; e < e1; e++) {
+            const float g = dy[e]; /* read before dconv[e]: they may alias */
+            const float dc = (win >> (e - e0)) & 1u ? ((tie >> (e - e0)) & 1u ? g * tie_share : g) : 0.0f;
             if (pool_share) pool_share[e] = g - dc;
             dconv[e] = dc;
         }

@@ -3,7 +3,7 @@
  * stride-1 pad-1 window (every FlexNet flex layer) they compute what flex_pool.cu's
  * k_pool_max_forward_expand and k_pool_scatter_add compute, BIT FOR BIT, with another split of the
  * work:
- *   k_slide_max_forward   flex_pool_max_forward (y in place over C, window bytes, winners bits,
+ *   k_slide_max_forward   flex_pool_max_forward (y in place over C, window bytes, winners and ties bits,
  *                         conv_wins);
  *   k_slide_scatter_add   flex_pool_scatter_add (dx += maxpool_backward(dpooled) through the bytes).
  * They were written in the flex kernel lab (bench/flex_lab.cu's "pool v1", whose sliding window they
@@ -115,11 +115,13 @@ inline bool slide_takes(const bf_cuda_impl *im, const bf_pool_shape *ps, const b
 }
 
 /* ==== the forward (the lab's version 3): flex_pool_max_forward for EXPAND and 3x3/1/1 ====
- * Same four outputs, bit for bit, as k_pool_max_forward_expand:
+ * Same five outputs, bit for bit, as k_pool_max_forward_expand:
  *   y      [n, c_out, hw]  in place over C: y = C where C > P~ or C is a NaN, else P~;
  *   window [n, c_in, hw]   the place kh*3 + kw of the window's maximum (window_max's rule), written
  *                          only for the pooled channels some output channel taps;
  *   winners                bit e%32 of word e/32 = C >= P~ for output element e (spare bits 0);
+ *   ties                   bit e%32 of word e/32 = C == P~ (ties are rare: a lane ORs its V bits in
+ *                          with one atomicOr when it has any; the bitmap is zeroed first);
  *   conv_wins              += #(C > P~), an integer sum (exact in any order) added as a double.
  *
  * The window maximum is separable: each input row's 3-wide maxima are kept for the last three rows
@@ -201,7 +203,8 @@ struct slide_fwd_geo {
 template <int V, int U, bool PRE>
 __global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_MIN_BLOCKS(V, U))
     k_slide_max_forward(const float *__restrict__ x, float *y, uint8_t *__restrict__ window,
-                        uint32_t *__restrict__ winners, slide_fwd_geo g, unsigned long long *__restrict__ counter) {
+                        uint32_t *__restrict__ winners, uint32_t *__restrict__ ties, slide_fwd_geo g,
+                        unsigned long long *__restrict__ counter) {
     static_assert(!PRE || U <= 2, "PRE keeps 2U vectors of C in registers");
     const unsigned full = 0xffffffffu;
     const int lane = (int)(threadIdx.x & 31), G = 1 << g.s.log2_group, gl = lane & (G - 1);
@@ -337,18 +340,20 @@ __global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_MIN_BLOCKS(V, U))
                     const int k = k0 + u;
                     const bool act = out && lo + k * step < hi;
                     fvec<V> o;
-                    unsigned nib = 0;
+                    unsigned nib = 0, tie_nib = 0;
 #pragma unroll
                     for (int j = 0; j < V; j++) { /* flex_max_forward's expressions */
                         const float c = cc[u].v[j], p = pv.v[j];
                         const bool cw = c > p; /* strict: a tie counts as pool */
                         o.v[j] = cw || c != c ? c : p;
                         nib |= (c >= p ? 1u : 0u) << j;
+                        tie_nib |= (c == p ? 1u : 0u) << j;
                         wins += act && cw ? 1u : 0u;
                     }
                     const size_t e = e_first + (size_t)k * tap_stride + off;
                     if (act) store_vec<V>(yc + (size_t)k * tap_stride + off, o);
                     const unsigned pos = (unsigned)e & 31u;
+                    if (act && tie_nib) atomicOr(&ties[e >> 5], tie_nib << pos); /* V bits in one word */
                     unsigned bits = act ? nib << pos : 0u;
 #pragma unroll
                     for (int d = 1; d * V < 32; d <<= 1) { /* segmented OR over the lanes of e's word */
@@ -373,13 +378,17 @@ __global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_MIN_BLOCKS(V, U))
 
 template <int V>
 static bf_status slide_forward_launch(bf_cuda_impl *im, const slide_fwd_geo &g, unsigned blocks, const float *x,
-                                      float *y, uint8_t *window, uint32_t *winners, unsigned long long *counter) {
+                                      float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
+                                      unsigned long long *counter) {
     if (g.taps == 1)
-        k_slide_max_forward<V, 1, true><<<blocks, SLIDE_THREADS, 0, im->stream>>>(x, y, window, winners, g, counter);
+        k_slide_max_forward<V, 1, true>
+            <<<blocks, SLIDE_THREADS, 0, im->stream>>>(x, y, window, winners, ties, g, counter);
     else if (g.taps == 2)
-        k_slide_max_forward<V, 2, true><<<blocks, SLIDE_THREADS, 0, im->stream>>>(x, y, window, winners, g, counter);
+        k_slide_max_forward<V, 2, true>
+            <<<blocks, SLIDE_THREADS, 0, im->stream>>>(x, y, window, winners, ties, g, counter);
     else
-        k_slide_max_forward<V, 4, false><<<blocks, SLIDE_THREADS, 0, im->stream>>>(x, y, window, winners, g, counter);
+        k_slide_max_forward<V, 4, false>
+            <<<blocks, SLIDE_THREADS, 0, im->stream>>>(x, y, window, winners, ties, g, counter);
     BF_LAUNCH_CHECK("k_slide_max_forward");
     return BF_OK;
 }
@@ -395,7 +404,8 @@ inline bool slide_forward_aligned(const bf_pool_shape *ps, const float *x, const
 /* flex_pool_max_forward's contract (y holds C on entry; conv_wins may be NULL) for a call slide_takes
  * and slide_forward_aligned accept: V = 4 when w % 4 == 0, else V = 1. */
 static bf_status slide_max_forward(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
-                                   float *y, uint8_t *window, uint32_t *winners, float *conv_wins) {
+                                   float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
+                                   float *conv_wins) {
     const int V = ps->w_in % 4 == 0 ? 4 : 1;
     slide_fwd_geo g;
     size_t blocks;
@@ -405,10 +415,10 @@ static bf_status slide_max_forward(bf_cuda_impl *im, const bf_pool_shape *ps, co
     g.hw = s->hw;
     g.ratio = s->c_out % s->c_in == 0 ? s->c_out / s->c_in : 0;
     g.taps = g.ratio ? g.ratio : (s->c_out + s->c_in - 1) / s->c_in;
-    if (ps->w_in % 32 != 0) { /* some words straddle and are ORed in: the bitmap starts at zero */
-        const size_t words = bf_cuda_div_up(out_elements(s), 32);
+    const size_t words = bf_cuda_div_up(out_elements(s), 32);
+    if (ps->w_in % 32 != 0) /* some words straddle and are ORed in: the bitmap starts at zero */
         BF_CUDA_CHECK(cudaMemsetAsync(winners, 0, words * sizeof(uint32_t), im->stream));
-    }
+    BF_CUDA_CHECK(cudaMemsetAsync(ties, 0, words * sizeof(uint32_t), im->stream)); /* ties are ORed in */
     unsigned long long *counter = NULL;
     if (conv_wins) {
         void *total;
@@ -417,8 +427,8 @@ static bf_status slide_max_forward(bf_cuda_impl *im, const bf_pool_shape *ps, co
         counter = (unsigned long long *)total;
     }
     if (blocks > 0) {
-        if (V == 4) BF_TRY(slide_forward_launch<4>(im, g, (unsigned)blocks, x, y, window, winners, counter));
-        else BF_TRY(slide_forward_launch<1>(im, g, (unsigned)blocks, x, y, window, winners, counter));
+        if (V == 4) BF_TRY(slide_forward_launch<4>(im, g, (unsigned)blocks, x, y, window, winners, ties, counter));
+        else BF_TRY(slide_forward_launch<1>(im, g, (unsigned)blocks, x, y, window, winners, ties, counter));
     }
     if (conv_wins) {
         k_add_count<<<1, 1, 0, im->stream>>>(counter, conv_wins);
