@@ -6,7 +6,9 @@
  *   - against the GPU's own unfused sequence (batchnorm_forward_saved, relu_forward; relu_backward,
  *     batchnorm_backward): the same bits, dx, dgamma and dbeta;
  * for planes of 1 and 7 values (the flat kernels) and of 64 and 3136 (a block per plane), with
- * batch-norm outputs exactly 0 (masked). Skipped (exit 77) without a CUDA build or device. */
+ * batch-norm outputs exactly 0 (masked) in channel 0, and per channel a different mean, a nonzero
+ * beta and, in channel 1, a negative gamma elsewhere (so a coefficient taken from the wrong channel,
+ * a dropped beta or a flipped mask shows). Skipped (exit 77) without a CUDA build or device. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -22,16 +24,17 @@ static void test_case(int n, int c, int hw) {
     float *host = malloc(count * sizeof(float));
     if (!host) exit(1);
     bf_test_fill_uniform(host, count, -2.0f, 2.0f, pair_next_seed());
-    for (size_t i = 0; i < count; i += 7) host[i] = 0.25f; /* with the statistics below: exactly 0 */
+    for (size_t i = 0; i < count; i += 7)
+        if ((i / (size_t)hw) % (size_t)c == 0) host[i] = 0.25f; /* channel 0's statistics below: exactly 0 */
     pair x = pair_from(host, count), dy = pair_rand(count, -1.0f, 1.0f);
     free(host);
     float stats[4][64];
     for (int ch = 0; ch < c && ch < 64; ch++) {
-        stats[0][ch] = 0.25f;                      /* mean */
-        stats[1][ch] = 1.0f + 0.03125f * (float)ch; /* invstd */
-        stats[2][ch] = 0.75f + 0.0625f * (float)ch; /* gamma */
-        stats[3][ch] = 0.0f;                       /* beta: x = mean normalises to 0 */
-    }
+        stats[0][ch] = 0.25f - 0.0625f * (float)(ch % 5);                      /* mean */
+        stats[1][ch] = 1.0f + 0.03125f * (float)ch;                            /* invstd */
+        stats[2][ch] = ch == 1 ? -0.75f : 0.75f + 0.0625f * (float)ch;         /* gamma */
+        stats[3][ch] = (ch % 2 ? -0.125f : 0.125f) * (float)(ch % 4);          /* beta */
+    } /* channel 0: mean 0.25, beta 0, so x = 0.25 normalises to exactly 0 */
     pair mean = pair_from(stats[0], (size_t)c), invstd = pair_from(stats[1], (size_t)c);
     pair gamma = pair_from(stats[2], (size_t)c), beta = pair_from(stats[3], (size_t)c);
     pair y = pair_out(count), y_seq = pair_out(count), g = pair_out(count), dx = pair_out(count), dx_seq = pair_out(count);

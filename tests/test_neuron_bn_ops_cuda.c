@@ -128,6 +128,8 @@ int main(int argc, char **argv) {
         test_case(BF_NEURON_LIF, (bf_reset_mode)reset, 4, 32, 64, 1024, 1);
         test_case(BF_NEURON_LIF, (bf_reset_mode)reset, 8, 32, 64, 1024, 0);
     }
+    /* the vector kernels on planes of 7: a vector's 4 elements span two channels */
+    if (!small) test_case(BF_NEURON_LIF, BF_RESET_SOFT, 4, 32000, 5, 7, 0);
     test_statistics_alone();
     test_arguments();
     CHECK_OK(gpu->ops->synchronize(gpu));
