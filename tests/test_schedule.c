@@ -6,6 +6,8 @@
 #define M_PI 3.14159265358979323846
 #endif
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bioflex/train.h"
@@ -72,5 +74,41 @@ int main(void) {
     c.schedule.type = BF_SCHED_CONSTANT;
     c.optim.lr = 0.002f;
     EXPECT_PHRASE(8, "constant lr 0.002");
+
+    /* Warnings for schedule points past the run's end: each names the key, its value and the length,
+     * and a point inside the run gives none. */
+    char *text = NULL;
+    size_t text_size = 0;
+#define WARNINGS(epochs_, spe_, want, needle)                                                         \
+    do {                                                                                              \
+        FILE *f = open_memstream(&text, &text_size);                                                  \
+        c.run.epochs = epochs_;                                                                       \
+        const int got = f ? bf_schedule_warn_length(f, &c, spe_) : -1;                                \
+        if (f) fclose(f);                                                                             \
+        CHECK(got == (want) && (!(needle)[0] || (text && strstr(text, needle))),                      \
+              "%d epochs of %d steps: %d warnings, expected %d naming \"%s\": %s", epochs_, spe_, got, want, \
+              needle, text ? text : "");                                                              \
+        free(text);                                                                                   \
+        text = NULL;                                                                                  \
+    } while (0)
+    c.optim.lr = 0.1f;
+    c.schedule.type = BF_SCHED_MULTISTEP; /* milestones 20, 60 */
+    WARNINGS(90, 10, 0, "");
+    WARNINGS(61, 10, 0, "");
+    WARNINGS(60, 10, 1, "milestones 60 lie at or past the run's end (60 epochs, the last epoch 59)");
+    WARNINGS(10, 10, 1, "milestones 20,60 lie");
+    c.schedule.unit = BF_SCHED_UNIT_STEP; /* 10 epochs of 10 steps: milestone 20 is inside, 60 too */
+    WARNINGS(10, 10, 0, "");
+    WARNINGS(5, 10, 1, "milestones 60 lie at or past the run's end (50 steps, the last step 49)");
+    c.schedule.unit = BF_SCHED_UNIT_EPOCH;
+    c.schedule.type = BF_SCHED_STEP; /* step_size 30 */
+    WARNINGS(31, 10, 0, "");
+    WARNINGS(30, 10, 1, "step_size = 30 epochs, but the run is 30 epochs long: the rate never decays");
+    c.schedule.type = BF_SCHED_COSINE;
+    c.schedule.warmup = 5;
+    WARNINGS(6, 10, 0, "");
+    WARNINGS(5, 10, 1, "warmup = 5 epochs but the run is 5 epochs long: the rate never reaches [optim] lr = 0.1");
+    c.schedule.type = BF_SCHED_MULTISTEP;
+    WARNINGS(4, 10, 2, "warmup = 5 epochs");
     return bf_test_finish();
 }

@@ -34,6 +34,12 @@ void bf_schedule_describe(const bf_optim_config *opt, const bf_schedule_config *
 void bf_schedule_note_resume(FILE *text, const char *checkpoint, const char *saved, const bf_config *cfg, long step,
                              int epoch, int steps_per_epoch);
 
+/* At the start of a run: warns on `text` of every schedule point the run never reaches (a warm-up
+ * as long as the run, multistep milestones at or past its end, a step decay whose first step lies
+ * past it), each naming the key, its value and the run's length in the schedule's unit. Returns the
+ * number of warnings. */
+int bf_schedule_warn_length(FILE *text, const bf_config *cfg, int steps_per_epoch);
+
 /* ---- optimiser: state in one backend buffer, parallel to the parameter buffer ---- */
 typedef struct bf_optimizer {
     bf_optimizer_kind kind;

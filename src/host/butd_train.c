@@ -469,6 +469,7 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
         fprintf(text, "butd: %d layers, %zu parameters, learning %s, weights %s%s\n", r.net->num_layers,
                 r.net->num_param_floats, learning[cfg->butd.learning], cfg->butd.shared_weights ? "shared" : "separate",
                 cfg->butd.guided ? ", guided" : "");
+    if (s == BF_OK && !quiet) bf_schedule_warn_length(text, cfg, bf_loader_num_batches(r.train_loader));
     for (int epoch = st.epoch; s == BF_OK && epoch < cfg->run.epochs; epoch++) {
         double t0 = (double)clock(), train_loss = 0, loss = 0, top1 = 0;
         int samples = 0;

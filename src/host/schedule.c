@@ -72,3 +72,40 @@ void bf_schedule_note_resume(FILE *text, const char *checkpoint, const char *sav
     fprintf(text, "note: %s was written under the learning-rate schedule \"%s\"; this run's is \"%s\": the rate now "
             "follows this run's, %g at step %ld\n", checkpoint, saved, now, lr, step);
 }
+
+/* Where a schedule's key names a point the run never reaches, the rate the researcher planned is
+ * not the one the run takes. A warning, not an error: shortening a paper's config for a quick try
+ * (--set run.epochs=1) is legitimate, and a run extended later with --resume reaches the point. */
+int bf_schedule_warn_length(FILE *text, const bf_config *cfg, int steps_per_epoch) {
+    const bf_schedule_config *sc = &cfg->schedule;
+    const int per_step = sc->unit == BF_SCHED_UNIT_STEP;
+    const long length = per_step ? (long)cfg->run.epochs * steps_per_epoch : (long)cfg->run.epochs;
+    const char *unit = per_step ? "step" : "epoch";
+    int warnings = 0;
+    /* t runs 0 .. length-1: a warm-up of `length` units or more never reaches [optim] lr */
+    if (sc->warmup > 0 && sc->warmup >= length) {
+        fprintf(text, "warning: [schedule] warmup = %d %ss but the run is %ld %ss long: the rate never reaches "
+                "[optim] lr = %g\n", sc->warmup, unit, length, unit, cfg->optim.lr);
+        warnings++;
+    }
+    if (sc->type == BF_SCHED_MULTISTEP) {
+        char late[256] = "";
+        int n = 0, count = 0;
+        for (int i = 0; i < sc->num_milestones; i++) {
+            if (sc->milestones[i] < length) continue;
+            if (n >= 0 && (size_t)n < sizeof late) n += snprintf(late + n, sizeof late - (size_t)n, "%s%d", count ? "," : "", sc->milestones[i]);
+            count++;
+        }
+        if (count) {
+            fprintf(text, "warning: [schedule] milestones %s lie at or past the run's end (%ld %ss, the last %s %ld): "
+                    "the rate is never multiplied by gamma there\n", late, length, unit, unit, length - 1);
+            warnings++;
+        }
+    }
+    if (sc->type == BF_SCHED_STEP && sc->step_size >= length) {
+        fprintf(text, "warning: [schedule] type = step with step_size = %d %ss, but the run is %ld %ss long: the rate "
+                "never decays\n", sc->step_size, unit, length, unit);
+        warnings++;
+    }
+    return warnings;
+}

@@ -421,6 +421,7 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
             r->backend->kind == BF_DEVICE_CUDA ? (cfg->run.precision == BF_PRECISION_TF32 ? " (tf32)" : " (fp32)") : "",
             r->train_set->name, r->train_set->num_samples, r->test_set->num_samples, r->model->arch,
             r->model->num_param_floats, bf_loader_num_batches(r->train_loader));
+    bf_schedule_warn_length(r->text, cfg, bf_loader_num_batches(r->train_loader));
     return train_loop(r, &st, result);
 }
 
