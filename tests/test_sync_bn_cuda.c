@@ -6,6 +6,7 @@
  *     the double sums to 1e-12 relative (the summation orders differ), and the apply steps, whose
  *     inputs are then equal, bit for bit (both round every float operation the same way);
  *   - the whole chain on each backend (as with one rank) to the bn tolerances of test_ops_cuda.c;
+ *   - the statistics alone (y NULL) then batchnorm_relu_apply: relu of the apply's y, bit for bit;
  *   - the GPU sums repeat bit for bit. */
 #include <math.h>
 #include <stdio.h>
@@ -90,6 +91,18 @@ static void test_case(int n, int c, int hw, float lo, float hi) {
     pair_compare_exact("sync_forward_apply save_invstd", sinv);
     pair_compare_exact("sync_forward_apply running_mean", rmean);
     pair_compare_exact("sync_forward_apply running_var", rvar);
+
+    /* the statistics alone (y NULL), then the fused batch-norm + ReLU from the saved statistics: what
+     * a synchronised batch-norm with its ReLU runs ([model] fuse_bn_relu): relu(y), bit for bit */
+    pair z = pair_out(nx), smean2 = pair_out(nc), sinv2 = pair_out(nc);
+    CHECK_OK(gpu->ops->batchnorm_sync_forward_apply(gpu, &s, x.g, stats.g, sq.g, gamma.g, beta.g, NULL, smean2.g,
+                                                    sinv2.g, NULL, NULL));
+    CHECK_OK(gpu->ops->batchnorm_relu_apply(gpu, &s, x.g, gamma.g, beta.g, smean2.g, sinv2.g, z.g));
+    CHECK_OK(cpu->ops->relu_forward(cpu, y.c, z.c, nx));
+    pair_compare_exact("sync statistics alone + batchnorm_relu_apply = relu(y)", z);
+    pair_free(&z);
+    pair_free(&smean2);
+    pair_free(&sinv2);
 
     CHECK_OK(cpu->ops->batchnorm_sync_backward_sums(cpu, &s, x.c, dy.c, smean.c, sinv.c, sums.c, dgamma.c, dbeta.c));
     CHECK_OK(gpu->ops->batchnorm_sync_backward_sums(gpu, &s, x.g, dy.g, smean.g, sinv.g, sums.g, dgamma.g, dbeta.g));
