@@ -14,7 +14,8 @@
 #              recomputed-charge LIF test's small cases and the fused batch-norm + ReLU test
 #     quick:   tests, the kernel labs (one batch size; the mask-joint lab both, 32 and 128) and a short dp_overhead
 #     targets: build (incremental), then the issues' target benchmarks, most important first
-#     full:    tests, then targets (the default)
+#     full:    tests, then targets (the default); the memcheck steps after the first targets (the
+#              side-by-sides and the labs), initcheck last
 # GPU_VERIFY_BUDGET_S cuts every step's limit to what is left of that many seconds and skips the
 # steps that would start with under 20 s left (call the device with a timeout a little above it).
 # With little device time (15 minutes a session, a fresh machine's start included, and a machine stays
@@ -105,17 +106,22 @@ arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | he
 # shellcheck disable=SC2016 # $1..$3 are the inner shell's: the prefix path (;-separated), the jobs, the arch
 step build 420 bash -c 'cmake -S . -B build -DBIOFLEX_CUDA=ON -DCMAKE_BUILD_TYPE=Release ${1:+"-DCMAKE_PREFIX_PATH=$1"} \
   ${3:+"-DCMAKE_CUDA_ARCHITECTURES=$3"} && cmake --build build -j "$2"' _ "$prefix_path" "$jobs" "$arch"
-if [ "$mode" != targets ]; then
-  step ctest_gpu 300 ctest --test-dir build -L gpu --output-on-failure --timeout 150
-  # the fused flex kernels' first run: out-of-bounds or uninitialised reads fail the step
-  command -v compute-sanitizer >/dev/null || export PATH=$PATH:/usr/local/cuda/bin
+command -v compute-sanitizer >/dev/null || export PATH=$PATH:/usr/local/cuda/bin
+sanitizers() { # memcheck over the new kernels' CUDA tests: out-of-bounds or uninitialised reads fail a step
   step sanitize_flex 180 compute-sanitizer --tool memcheck --error-exitcode 1 ./build/tests/test_flex_ops_cuda
-  # the recomputed-charge LIF kernels' first run (their small cases)
+  # the recomputed-charge LIF kernels (their small cases)
   step sanitize_neuron_bn 120 compute-sanitizer --tool memcheck --error-exitcode 1 ./build/tests/test_neuron_bn_ops_cuda --small
   # and the batch-norm + ReLU kernels' (their largest case is 3.2 M values)
   step sanitize_bn_relu 90 compute-sanitizer --tool memcheck --error-exitcode 1 ./build/tests/test_bn_relu_ops_cuda
-  # initcheck is the slower of the two: in `full` it runs after the benchmarks
-  [ "$mode" = full ] || step initcheck_flex 180 compute-sanitizer --tool initcheck --error-exitcode 1 ./build/tests/test_flex_ops_cuda
+}
+if [ "$mode" != targets ]; then
+  step ctest_gpu 300 ctest --test-dir build -L gpu --output-on-failure --timeout 150
+  # in `full` the sanitizers (minutes under memcheck) wait until the first targets have their
+  # figures: a 15-minute device budget otherwise ends before any unmet target is measured
+  if [ "$mode" != full ]; then
+    sanitizers
+    step initcheck_flex 180 compute-sanitizer --tool initcheck --error-exitcode 1 ./build/tests/test_flex_ops_cuda
+  fi
 fi
 if [ "$mode" = quick ]; then
   step flex_lab 120 ./build/bench/bench_flex_lab --batch 32 --repeats 20
@@ -137,6 +143,7 @@ elif [ "$mode" = targets ] || [ "$mode" = full ]; then
   step flexnet_side_by_side 300 bash bench/flexnet_side_by_side.sh --batch 128 --size 224 --precisions tf32 --steps 20 # issue 3
   step lif_lab 240 ./build/bench/bench_lif_lab                                           # issue 4
   step flex_lab 240 ./build/bench/bench_flex_lab                                         # issue 3
+  [ "$mode" = full ] && sanitizers
   # VGG-16 fp32's kernel profile: its CSVs come back
   step kernel_profile 180 bash bench/kernel_profile.sh vgg16_fp32 2
   step flex_mask_lab 450 ./build/bench/bench_flex_mask_lab --repeats 10                  # issue 3
