@@ -219,8 +219,10 @@ static void check_model_gradients(bf_model *m, const float *xh, const int32_t *l
 }
 
 /* conv -> flex -> BN -> ReLU -> flex(stride 2) -> GAP -> linear; FD over every parameter. The second
- * flex layer is a 3x3 stride-2 conv site (6 -> 4 channels), or with pool_site the 2x2 stride-2 site
- * with which fully_flex replaces a max-pool (6 -> 6 channels, no padding). */
+ * flex layer is a 3x3 stride-2 conv site (6 -> 4 channels), or with pool_site & 1 the 2x2 stride-2
+ * site with which fully_flex replaces a max-pool (6 -> 6 channels, no padding). pool_site & 2: no
+ * BN, so the ReLU reads the first flex layer's output and runs in place over it (nothing in a flex
+ * layer's backward reads its output: the max joint's ties are bits). */
 static void check_gradients(const char *label, const bf_flex_options *opt, int pool_site) {
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &b));
@@ -228,9 +230,9 @@ static void check_gradients(const char *label, const bf_flex_options *opt, int p
     CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, 11, &m));
     int x = bf_model_add_conv(m, "stem", BF_MODEL_INPUT, 3, 3, 1, 1, 1, 1, BF_INIT_UNIFORM_FAN_IN);
     x = bf_model_add_flex(m, "flex1", x, 6, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, opt);
-    x = bf_model_add_batchnorm(m, "bn", x, 1e-5f, 0.1f);
-    x = bf_model_add_relu(m, "relu", x);
-    if (pool_site)
+    if (!(pool_site & 2)) x = bf_model_add_batchnorm(m, "bn", x, 1e-5f, 0.1f);
+    const int relu = x = bf_model_add_relu(m, "relu", x);
+    if (pool_site & 1)
         x = bf_model_add_flex(m, "flex2", x, 6, 2, 2, 0, BF_INIT_UNIFORM_FAN_IN, opt);
     else
         x = bf_model_add_flex(m, "flex2", x, 4, 3, 2, 1, BF_INIT_UNIFORM_FAN_IN, opt);
@@ -239,6 +241,7 @@ static void check_gradients(const char *label, const bf_flex_options *opt, int p
     bf_model_add_linear(m, "fc", x, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
     CHECK_OK(bf_model_finalize(m));
     if (!m->param_data) return;
+    CHECK(m->layers[relu].in_place, "%s: the ReLU runs in place over its input", label);
 
     static float xh[N * C * H * H];
     bf_test_fill_uniform(xh, N * C * H * H, -1, 1, 5);
@@ -456,6 +459,7 @@ int main(void) {
     bf_flex_options max_expand = {.joint = BF_FLEX_JOINT_MAX, .channels = BF_FLEX_CHANNELS_EXPAND, .ties = BF_FLEX_TIE_SPLIT};
     check_gradients("channelwise_max, expand", &max_expand, 0);
     check_gradients("channelwise_max, expand, fully_flex site", &max_expand, 1);
+    check_gradients("channelwise_max, expand, ReLU in place over the flex output", &max_expand, 2);
     bf_flex_options max_bilinear = max_expand;
     max_bilinear.channels = BF_FLEX_CHANNELS_BILINEAR;
     check_gradients("channelwise_max, bilinear", &max_bilinear, 0);
