@@ -363,16 +363,22 @@ static size_t run_batch(bf_backend *b, int n, const lab_options *o) {
     return tot.mismatches;
 }
 
-static const char *const k_mask_names[] = {"sigmoid_hard", "sigmoid_mul", "ste_fpbp", "ste_fpbs", "ste_fsbp",
-                                           "ste_fsbs", "stochastic_fpbp", "stochastic_fpbs", "stochastic_fsbp",
-                                           "stochastic_fsbs", "stochastic_fcbp", "stochastic_fcbs"};
+/* Every bf_flex_mask, in its order, by the names [model] flex_mask takes (the *_SQUASHED kinds are
+ * the config's *_reference). */
+static const char *const k_mask_names[] = {"sigmoid_hard",    "sigmoid_mul",     "ste_fpbp",
+                                           "ste_fpbs",        "ste_fsbp",        "ste_fsbs",
+                                           "stochastic_fpbp", "stochastic_fpbs", "stochastic_fsbp",
+                                           "stochastic_fsbs", "stochastic_fcbp", "stochastic_fcbs",
+                                           "stochastic_fsbs_reference", "stochastic_fcbs_reference"};
+_Static_assert(sizeof k_mask_names / sizeof k_mask_names[0] == BF_FLEX_MASK_COUNT, "a name for every bf_flex_mask");
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_flex_mask_lab [--device cpu|cuda] [--batch N] [--repeats R] [--mask NAME] [--small]\n"
                     "  --device   cuda (default) or cpu; on cuda both versions are first checked against the CPU\n"
                     "  --batch N  batch N alone (default: 32, then 128 on cuda; 1 on cpu, a correctness run)\n"
                     "  --repeats  timed runs per pass, after one warm-up (default 10)\n"
-                    "  --mask     sigmoid_hard (default), sigmoid_mul, ste_*, stochastic_* (ops.h bf_flex_mask)\n"
+                    "  --mask     sigmoid_hard (default), sigmoid_mul, ste_*, stochastic_* (ops.h bf_flex_mask; the\n"
+                    "             reference code's backward: stochastic_fsbs_reference, stochastic_fcbs_reference)\n"
                     "  --small    the VGG-16 channel plan on 16x16 inputs (a quick check on a CPU)\n");
     exit(2);
 }
