@@ -348,7 +348,8 @@ static void v1_backward(lab_case *c) {
 
 /* What version 2 replaces: the batch-norm output written, then version 1's forward over it. */
 static void v1_bn_forward(lab_case *c) {
-    const bf_bn_shape s = {(int)(c->total / ((size_t)c->channels * c->hw)), c->channels, c->hw, 1e-5f, 0.1f};
+    const bf_bn_shape s = {.n = (int)(c->total / ((size_t)c->channels * c->hw)), .c = c->channels, .hw = c->hw,
+                           .eps = 1e-5f, .momentum = 0.1f, .repeats = 0};
     const bf_neuron_bn_input *in = &c->bn_in;
     BFK(c->b->ops->batchnorm_forward_saved(c->b, &s, c->x, in->gamma, in->beta, in->mean, in->invstd, c->bn_out));
     BFK(c->b->ops->neuron_forward(c->b, &c->p, c->n, c->bn_out, c->y, c->charge, NULL));

@@ -444,7 +444,8 @@ static void test_init_weights(void) {
     bf_backend_destroy(b);
 
     /* Through bf_train: trained weights, a learning rate of 1e-12 and frozen running statistics score
-     * what the trained run scored; from scratch the same run scores much worse. */
+     * what the trained run scored, to 1e-5; from scratch the same run scores worse (the trained run
+     * is 21 steps of a small CNN: its loss lies some 0.05-0.2 below chance, ln 4 = 1.386). */
     FILE *log = quiet_log();
     bf_config again;
     small_config(&again, "from_trained", BF_OPTIM_SGD);
@@ -461,7 +462,7 @@ static void test_init_weights(void) {
     CHECK_OK(bf_train(&again, &quiet, &fresh));
     printf("init_weights run: test loss %.4f (from scratch with the same lr: %.4f)\n", r.final_eval.loss,
            fresh.final_eval.loss);
-    CHECK(fabs(r.final_eval.loss - trained_loss) < 1e-5 && fresh.final_eval.loss > trained_loss + 0.1,
+    CHECK(fabs(r.final_eval.loss - trained_loss) < 1e-5 && fresh.final_eval.loss > trained_loss + 0.03,
           "started from trained weights: test loss %.5f, the trained run's %.5f (from scratch: %.5f)", r.final_eval.loss,
           trained_loss, fresh.final_eval.loss);
     fclose(log);

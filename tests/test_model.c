@@ -235,7 +235,7 @@ static void test_residual_network_gradients(void) {
     bf_alloc(b, sizeof lh, (void **)&ld);
     bf_to_device(b, ld, lh, sizeof lh);
 
-    m->step = 5; /* fixes the dropout mask */
+    m->step = 6; /* fixes the dropout mask (one whose FD check stays clear of the ReLU kinks) */
     const float *logits = NULL;
     CHECK_OK(bf_model_forward(m, xd, &logits));
     CHECK_OK(b->ops->softmax_xent(b, N, K, logits, ld, 0.1f, 1.0f / N, losses, dlogits));

@@ -9,8 +9,10 @@
  *     planes of 1, 3 and 16 elements (a tile of 64 elements spans several channels, or part of one);
  *   - with one and two threads alike;
  *   - neuron_forward with no charge to keep: the same spikes and statistics as with one;
+ *   - a shared input (one step read at every step): the spikes of the step repeated T times, and
+ *     the steps' gradients summed, bit for bit;
  *   - its argument checks (T above the limit, a stateless neuron, elements that are not whole
- *     samples, missing statistics).
+ *     samples, missing statistics; a shared input's charge, and neuron_backward of one).
  * tests/test_neuron_bn_ops_cuda.c holds the CUDA kernels to the same results. */
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +90,90 @@ static void test_case(bf_backend *b, bf_backend *b2, bf_neuron_kind kind, bf_res
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) bf_free(b, all[i]);
 }
 
+/* A shared input (bf_neuron_params.shared_input): one step of batch-norm input read at every step.
+ * Against the same step repeated T times and run unshared: neuron_forward_bn's and neuron_forward's
+ * spikes and statistics bit for bit, and neuron_backward_bn's dx the steps' gradients summed from
+ * T-1 down to 0, bit for bit; with one and two threads; and the calls a shared input refuses. */
+static void test_shared_input(bf_backend *b, bf_backend *b2, bf_neuron_kind kind, bf_reset_mode reset, int T,
+                              int samples, int c, int hw, unsigned long seed) {
+    const size_t n = (size_t)samples * c * hw, total = (size_t)T * n;
+    float *xin = bf_test_uniform(b, n, -2.0f, 2.0f, seed), *dy = bf_test_uniform(b, total, -1.0f, 1.0f, seed + 1);
+    float *mean = bf_test_uniform(b, (size_t)c, -0.5f, 0.5f, seed + 2);
+    float *invstd = bf_test_uniform(b, (size_t)c, 0.5f, 2.0f, seed + 3);
+    float *gamma = bf_test_uniform(b, (size_t)c, -1.0f, 1.5f, seed + 4);
+    float *beta = bf_test_uniform(b, (size_t)c, 0.0f, 1.0f, seed + 5);
+    float *xrep = bf_test_alloc(b, total), *x1 = bf_test_alloc(b, n), *xrep_bn = bf_test_alloc(b, total);
+    float *y_ref = bf_test_alloc(b, total), *y = bf_test_alloc(b, total), *dx_steps = bf_test_alloc(b, total);
+    float *want = bf_test_alloc(b, n), *dx = bf_test_alloc(b, n);
+    for (int t = 0; t < T; t++) memcpy(xrep + (size_t)t * n, xin, n * sizeof(float));
+    const bf_neuron_bn_input in = {c, hw, mean, invstd, gamma, beta};
+    const bf_bn_shape one_step = {.n = samples, .c = c, .hw = hw, .eps = 1e-5f, .momentum = 0.1f};
+    CHECK_OK(b->ops->batchnorm_forward_saved(b, &one_step, xin, gamma, beta, mean, invstd, x1));
+    for (int t = 0; t < T; t++) memcpy(xrep_bn + (size_t)t * n, x1, n * sizeof(float));
+    bf_neuron_params p = {.kind = kind, .T = T, .decay = 0.8f, .threshold = 1.0f, .reset = reset,
+                          .alpha = 4.0f, .width = 1.0f, .height = 0.3f};
+    bf_neuron_params shared = p;
+    shared.shared_input = 1;
+    char what[192];
+    snprintf(what, sizeof what, "shared input, %s/%s T=%d [%d, %d, %d]", kind == BF_NEURON_LIF ? "lif" : "if",
+             reset_name[reset], T, samples, c, hw);
+
+    float stats_ref[2] = {0, 0}, stats[2] = {0, 0}, stats_plain[2] = {0, 0};
+    CHECK_OK(b->ops->neuron_forward_bn(b, &p, &in, n, xrep, y_ref, stats_ref));
+    bf_test_fill_uniform(y, total, 1e3f, 2e3f, seed + 6);
+    CHECK_OK(b->ops->neuron_forward_bn(b, &shared, &in, n, xin, y, stats));
+    CHECK(memcmp(y, y_ref, total * sizeof(float)) == 0 && memcmp(stats, stats_ref, sizeof stats) == 0,
+          "%s: neuron_forward_bn gives other spikes or statistics than over the repeated input", what);
+    CHECK(stats_ref[0] > 0 && stats_ref[0] < (float)total, "%s: %g spikes of %zu (want some, not all)", what,
+          (double)stats_ref[0], total);
+    bf_test_fill_uniform(y, total, 1e3f, 2e3f, seed + 7);
+    CHECK_OK(b->ops->neuron_forward(b, &shared, n, x1, y, NULL, stats_plain));
+    CHECK(memcmp(y, y_ref, total * sizeof(float)) == 0 && memcmp(stats_plain, stats_ref, sizeof stats) == 0,
+          "%s: neuron_forward gives other spikes or statistics than over the repeated input", what);
+    if (b2) {
+        float stats2[2] = {0, 0};
+        CHECK_OK(b2->ops->neuron_forward_bn(b2, &shared, &in, n, xin, y, stats2));
+        CHECK(memcmp(y, y_ref, total * sizeof(float)) == 0 && memcmp(stats2, stats_ref, sizeof stats) == 0,
+              "%s: two threads give other spikes or statistics", what);
+    }
+
+    for (int surr = 0; surr < 5; surr++)
+        for (int detach = 0; detach < 2; detach++)
+            for (int through = 0; through < 2; through++) {
+                p.surrogate = shared.surrogate = (bf_surrogate)surr;
+                p.detach_reset = shared.detach_reset = detach;
+                p.through_time = shared.through_time = through;
+                CHECK_OK(b->ops->neuron_backward_bn(b, &p, &in, n, xrep, dy, dx_steps));
+                for (size_t i = 0; i < n; i++) { /* the steps' gradients as they come, T-1 first */
+                    float acc = dx_steps[(size_t)(T - 1) * n + i];
+                    for (int t = T - 2; t >= 0; t--) acc = acc + dx_steps[(size_t)t * n + i];
+                    want[i] = acc;
+                }
+                bf_test_fill_uniform(dx, n, 1e3f, 2e3f, seed + 8); /* garbage: every element must be written */
+                CHECK_OK(b->ops->neuron_backward_bn(b, &shared, &in, n, xin, dy, dx));
+                size_t differ = 0, first = 0;
+                for (size_t i = 0; i < n; i++)
+                    if (memcmp(&dx[i], &want[i], sizeof(float)) != 0 && differ++ == 0) first = i;
+                CHECK(differ == 0, "%s %s detach=%d through=%d: %zu of %zu summed gradients differ, first %zu: %.9g "
+                                   "vs %.9g", what, surr_name[surr], detach, through, differ, n, first,
+                      (double)dx[first], (double)want[first]);
+                if (b2) {
+                    bf_test_fill_uniform(dx, n, 1e3f, 2e3f, seed + 9);
+                    CHECK_OK(b2->ops->neuron_backward_bn(b2, &shared, &in, n, xin, dy, dx));
+                    CHECK(memcmp(dx, want, n * sizeof(float)) == 0, "%s %s: two threads give other bits", what,
+                          surr_name[surr]);
+                }
+            }
+    float charge[1];
+    CHECK(b->ops->neuron_forward(b, &shared, n, x1, y, charge, NULL) == BF_ERR_ARG && strstr(bf_last_error(), "charge"),
+          "%s: a charge to keep for a shared input is refused: %s", what, bf_last_error());
+    CHECK(b->ops->neuron_backward(b, &shared, n, x1, NULL, xrep_bn, dy, dx_steps) == BF_ERR_ARG &&
+              strstr(bf_last_error(), "neuron_backward_bn"),
+          "%s: neuron_backward refuses a shared input, naming neuron_backward_bn: %s", what, bf_last_error());
+    float *all[] = {xin, dy, mean, invstd, gamma, beta, xrep, x1, xrep_bn, y_ref, y, dx_steps, want, dx};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) bf_free(b, all[i]);
+}
+
 /* Batch-norm's training forward without an output: the saved and running statistics of the one
  * with it, bit for bit, through batchnorm_forward_train and through the synchronised ops. */
 static void test_statistics_alone(bf_backend *b) {
@@ -156,6 +242,11 @@ int main(void) {
     /* enough elements for two threads' blocks and several tiles each, one tile spanning channels */
     test_case(one, two, BF_NEURON_LIF, BF_RESET_HARD, 4, 16, 8, 36, 9001);
     test_case(one, two, BF_NEURON_IF, BF_RESET_SOFT, 8, 8, 64, 16, 9011);
+    for (int reset = 0; reset < 3; reset++)
+        for (size_t t = 0; t < sizeof Ts / sizeof Ts[0]; t++, seed += 10)
+            test_shared_input(one, NULL, reset == 2 ? BF_NEURON_IF : BF_NEURON_LIF, (bf_reset_mode)reset, Ts[t], 3, 4,
+                              5, seed);
+    test_shared_input(one, two, BF_NEURON_LIF, BF_RESET_SOFT, 4, 16, 8, 36, 9021);
     test_statistics_alone(one);
     test_arguments(one);
     bf_backend_destroy(one);

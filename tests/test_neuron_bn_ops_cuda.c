@@ -11,7 +11,8 @@
  * T in {1, 4, 8, 10, 16, 32} (every register bucket, 4, 8, 16 and 32, of the kernel), channel
  * planes of 7 and 1024 elements, and a tensor large enough for the 16-byte-vector kernels
  * (T <= 8). The forward that keeps no charge must give the spikes and statistics of the one that
- * does. `--small` keeps the 7-element planes alone (tools/gpu_verify.sh runs it so under
+ * does. A shared input (one step read at every step, its dx the steps' sum) against the CPU and
+ * against the GPU's own steps over the repeated input. `--small` keeps the 7-element planes alone (tools/gpu_verify.sh runs it so under
  * compute-sanitizer's memcheck). Skipped (exit 77) without a CUDA build or device. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +81,55 @@ static void test_case(bf_neuron_kind kind, bf_reset_mode reset, int T, int sampl
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
 }
 
+/* A shared input (bf_neuron_params.shared_input: one step of batch-norm input read at every step):
+ * neuron_forward_bn's and neuron_forward's spikes and statistics, and neuron_backward_bn's summed dx,
+ * against the CPU's (tests/test_neuron_bn_ops.c holds those to the step repeated T times): spikes
+ * bit for bit, dx to the BPTT tolerance; and the GPU's summed dx against the GPU's own T steps of
+ * the repeated input summed from T-1 down, bit for bit. */
+static void test_shared_case(bf_reset_mode reset, int T, int samples, int c, int hw) {
+    const size_t n = (size_t)samples * c * hw, total = (size_t)T * n;
+    pair xin = pair_rand(n, -2.0f, 2.0f), dy = pair_rand(total, -1.0f, 1.0f);
+    pair mean = pair_rand((size_t)c, -0.5f, 0.5f), invstd = pair_rand((size_t)c, 0.5f, 2.0f);
+    pair gamma = pair_rand((size_t)c, -1.0f, 1.5f), beta = pair_rand((size_t)c, 0.0f, 1.0f);
+    pair y = pair_out(total), x1 = pair_out(n), dx = pair_out(n), xrep = pair_out(total), dx_steps = pair_out(total);
+    const float zero[2] = {0, 0};
+    pair st = pair_from(zero, 2), st_plain = pair_from(zero, 2);
+    const bf_bn_shape one_step = {.n = samples, .c = c, .hw = hw, .eps = 1e-5f, .momentum = 0.1f};
+    const bf_neuron_bn_input in_c = {c, hw, mean.c, invstd.c, gamma.c, beta.c};
+    const bf_neuron_bn_input in_g = {c, hw, mean.g, invstd.g, gamma.g, beta.g};
+    bf_neuron_params p = {.kind = BF_NEURON_LIF, .T = T, .decay = 0.8f, .threshold = 1.0f, .reset = reset,
+                          .alpha = 4.0f, .width = 1.0f, .height = 0.3f, .surrogate = BF_SURROGATE_SIGMOID,
+                          .through_time = 1, .shared_input = 1};
+    char what[160];
+    snprintf(what, sizeof what, "shared input, lif/%s T=%d [%d, %d, %d]", reset_name[reset], T, samples, c, hw);
+    CHECK_OK(cpu->ops->neuron_forward_bn(cpu, &p, &in_c, n, xin.c, y.c, st.c));
+    CHECK_OK(gpu->ops->neuron_forward_bn(gpu, &p, &in_g, n, xin.g, y.g, st.g));
+    pair_compare_exact(what, y);
+    pair_compare_exact(what, st);
+    CHECK_OK(gpu->ops->batchnorm_forward_saved(gpu, &one_step, xin.g, gamma.g, beta.g, mean.g, invstd.g, x1.g));
+    CHECK_OK(gpu->ops->fill(gpu, xrep.g, 1e3f, total)); /* the spikes again, from the plain forward */
+    CHECK_OK(gpu->ops->neuron_forward(gpu, &p, n, x1.g, xrep.g, NULL, st_plain.g));
+    check_repeats(what, y.g, xrep.g, total);
+    check_repeats(what, st.g, st_plain.g, 2);
+
+    CHECK_OK(cpu->ops->neuron_backward_bn(cpu, &p, &in_c, n, xin.c, dy.c, dx.c));
+    CHECK_OK(gpu->ops->fill(gpu, dx.g, 1e3f, n)); /* garbage: every element must be written */
+    CHECK_OK(gpu->ops->neuron_backward_bn(gpu, &p, &in_g, n, xin.g, dy.g, dx.g));
+    pair_compare(what, dx, 1e-6, 1e-5);
+    /* the GPU's own steps over the repeated input, summed from the last step down */
+    for (int t = 0; t < T; t++) CHECK_OK(gpu->ops->copy(gpu, xrep.g + (size_t)t * n, xin.g, n * sizeof(float)));
+    bf_neuron_params unshared = p;
+    unshared.shared_input = 0;
+    CHECK_OK(gpu->ops->neuron_backward_bn(gpu, &unshared, &in_g, n, xrep.g, dy.g, dx_steps.g));
+    float *sum = bf_test_upload(gpu, NULL, n);
+    CHECK_OK(gpu->ops->copy(gpu, sum, dx_steps.g + (size_t)(T - 1) * n, n * sizeof(float)));
+    for (int t = T - 2; t >= 0; t--) CHECK_OK(gpu->ops->add_inplace(gpu, sum, dx_steps.g + (size_t)t * n, n));
+    check_repeats(what, sum, dx.g, n);
+    bf_free(gpu, sum);
+    pair *all[] = {&xin, &dy, &mean, &invstd, &gamma, &beta, &y, &x1, &dx, &xrep, &dx_steps, &st, &st_plain};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
+}
+
 /* Batch-norm's training forward without an output on the GPU: the statistics of the one with it. */
 static void test_statistics_alone(void) {
     enum { N = 16, C = 24, HW = 49 };
@@ -127,6 +177,14 @@ int main(int argc, char **argv) {
     for (int reset = 0; reset < 3 && !small; reset++) {
         test_case(BF_NEURON_LIF, (bf_reset_mode)reset, 4, 32, 64, 1024, 1);
         test_case(BF_NEURON_LIF, (bf_reset_mode)reset, 8, 32, 64, 1024, 0);
+    }
+    for (int reset = 0; reset < 3; reset++) { /* a shared input: planes of 7; every register bucket */
+        test_shared_case((bf_reset_mode)reset, 4, 3, 5, 7);
+        if (!small) test_shared_case((bf_reset_mode)reset, 8, 32, 64, 1024); /* the 16-byte-vector kernels */
+    }
+    if (!small) {
+        test_shared_case(BF_RESET_SOFT, 16, 3, 5, 7);
+        test_shared_case(BF_RESET_HARD, 32, 3, 5, 7);
     }
     /* the vector kernels on planes of 7: a vector's 4 elements span two channels */
     if (!small) test_case(BF_NEURON_LIF, BF_RESET_SOFT, 4, 32000, 5, 7, 0);

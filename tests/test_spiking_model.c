@@ -9,6 +9,10 @@
  *     recompute_charge) change nothing: PlasticFlex VGG-6 with flex layers (which read their
  *     spiking input in the backward) gives bit-identical gradients over two steps with and without
  *     each, and the plan packs, restores and recomputes what it should;
+ *   - [spiking] share_direct_input: where the steps begin (no encode layer when the first LIF reads
+ *     its batch-norm's one step itself; an encode layer before the first neuron otherwise; at the
+ *     input when not shared or rate-coded), and PlasticFlex VGG-6's gradients and running variance
+ *     equal the image-repeated network's to rounding;
  *   - [spiking] readout = spike_count: a neuron layer after the logits, whose firing rates equal the
  *     LIF worked out by hand on the per-step logits of the mean_output network of the same seed;
  *   - rate coding in evaluation (evaluate.c): every batch draws its own input spikes, an evaluation
@@ -149,8 +153,10 @@ static void test_batchnorm_after_encode(void) {
 }
 
 /* Parameter gradients of two forward-backward steps (different inputs, no update between) of
- * PlasticFlex VGG-6 with flex layers and LIF neurons, into grads[2][count]. */
-static size_t vgg6_gradients(int pack, int recompute, float **grads) {
+ * PlasticFlex VGG-6 with flex layers and LIF neurons, into grads[2][count]; with share = 0 the image
+ * is repeated first ([spiking] share_direct_input = false); running_var (nullable): the first
+ * batch-norm's 64 running variances after the steps. */
+static size_t vgg6_gradients_of(int pack, int recompute, int share, float **grads, float *running_var) {
     enum { B = 2, S = 28 };
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &b));
@@ -165,6 +171,8 @@ static size_t vgg6_gradients(int pack, int recompute, float **grads) {
     cfg.model.spiking.threshold = 0.3f; /* spikes in every layer at this small scale */
     cfg.model.spiking.pack_spikes = pack;
     cfg.model.spiking.recompute_charge = recompute;
+    cfg.model.spiking.share_direct_input = share;
+    if (running_var) cfg.model.bn_momentum = 1.0f; /* the running variance is the last batch's, unbiased */
     bf_model *m = NULL;
     CHECK_OK(bf_model_build(b, &cfg.model, (bf_shape){B, 1, S, S}, 10, 1, &m));
     if (!m) {
@@ -195,10 +203,19 @@ static size_t vgg6_gradients(int pack, int recompute, float **grads) {
             if (m->layers[i].spikes_unpacked)
                 CHECK(m->layers[i].spikes_restored, "%s's spikes were restored for the backward", m->layers[i].name);
     }
+    if (running_var) { /* features.1, the first batch-norm: its running variance is the second buffer */
+        const bf_layer *bn = &m->layers[m->layers[0].kind == BF_LAYER_ENCODE ? 2 : 1];
+        CHECK(bn->kind == BF_LAYER_BATCHNORM && bn->bn.c == 64, "the first batch-norm is where expected");
+        memcpy(running_var, m->buffer_data + m->buffers[bn->buffer_index[1]].offset, 64 * sizeof(float));
+    }
     bf_free(b, dlogits);
     bf_model_destroy(m);
     bf_backend_destroy(b);
     return count;
+}
+
+static size_t vgg6_gradients(int pack, int recompute, float **grads) {
+    return vgg6_gradients_of(pack, recompute, 1, grads, NULL);
 }
 
 /* Against the plan that keeps every float spike and charge: packed spikes, the recomputed charge,
@@ -225,6 +242,73 @@ static void test_memory_rules_change_nothing(void) {
     }
     free(plain[0]);
     free(plain[1]);
+}
+
+/* [spiking] share_direct_input: where the steps begin (model_zoo.c), and that it changes only
+ * rounding: PlasticFlex VGG-6's gradients over two steps and its first batch-norm's running
+ * variance (the unbiased correction counting T x the values) against the network that repeats the
+ * image first. */
+static void test_shared_direct_input(void) {
+    struct { int share, recompute, encoding, neuron; int encode_at, shared_neuron; const char *what; } layouts[] = {
+        {1, 1, 0, BF_NEURON_LIF, -1, 2, "shared, the first LIF reading its batch-norm's step"},
+        {1, 0, 0, BF_NEURON_LIF, 2, -1, "shared, the charge kept: an encode layer before the first LIF"},
+        {1, 1, 0, BF_NEURON_STEP, 2, -1, "shared, a stateless neuron: an encode layer before it"},
+        {0, 1, 0, BF_NEURON_LIF, 0, -1, "not shared: the image repeated first"},
+        {1, 1, 1, BF_NEURON_LIF, 0, -1, "rate coding: the input drawn at every step"},
+    };
+    for (size_t k = 0; k < sizeof layouts / sizeof layouts[0]; k++) {
+        bf_config cfg;
+        bf_config_defaults(&cfg);
+        cfg.model.arch = BF_ARCH_PF_VGG6;
+        cfg.model.spiking.neuron = layouts[k].neuron;
+        cfg.model.spiking.time_steps = 4;
+        cfg.model.spiking.encoding = layouts[k].encoding;
+        cfg.model.spiking.share_direct_input = layouts[k].share;
+        cfg.model.spiking.recompute_charge = layouts[k].recompute;
+        bf_model *m = NULL;
+        CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){8, 1, 28, 28}, 10, 1, &m));
+        if (!m) continue;
+        int encode_at = -1, shared_neuron = -1, encodes = 0;
+        for (int i = 0; i < m->num_layers; i++) {
+            encodes += m->layers[i].kind == BF_LAYER_ENCODE;
+            if (m->layers[i].kind == BF_LAYER_ENCODE) encode_at = i;
+            if (m->layers[i].kind == BF_LAYER_NEURON && m->layers[i].neuron.shared_input) shared_neuron = i;
+        }
+        const bf_layer *bn = &m->layers[encode_at == 0 ? 2 : 1];
+        const int want_repeats = layouts[k].encode_at == 0 ? 0 : 4;
+        CHECK(encode_at == layouts[k].encode_at && encodes <= 1 && shared_neuron == layouts[k].shared_neuron &&
+                  bn->kind == BF_LAYER_BATCHNORM && bn->bn.repeats == want_repeats,
+              "%s: encode at %d (%d of them), shared neuron %d, batch-norm repeats %d", layouts[k].what, encode_at,
+              encodes, shared_neuron, bn->bn.repeats);
+        if (shared_neuron >= 0)
+            CHECK(m->layers[shared_neuron].charge_recomputed && bf_layer_batch(m, &m->layers[0]) == 8 &&
+                      bf_layer_batch(m, &m->layers[shared_neuron]) == 32,
+                  "%s: the conv runs on the 8 images, the neuron over 4 steps of them, its charge recomputed",
+                  layouts[k].what);
+        bf_model_destroy(m);
+    }
+
+    float *shared[2] = {NULL, NULL}, *repeated[2] = {NULL, NULL}, var_shared[64], var_repeated[64];
+    const size_t n = vgg6_gradients_of(1, 1, 1, shared, var_shared);
+    const size_t n2 = vgg6_gradients_of(1, 1, 0, repeated, var_repeated);
+    CHECK(n == n2 && n > 0, "the same parameters shared and repeated (%zu, %zu)", n, n2);
+    for (int step = 0; step < 2 && n == n2; step++) {
+        if (!shared[step] || !repeated[step]) continue;
+        double worst = 0, largest = 0;
+        size_t at = 0;
+        for (size_t i = 0; i < n; i++) largest = fmax(largest, fabs(repeated[step][i]));
+        for (size_t i = 0; i < n; i++) {
+            const double d = fabs(shared[step][i] - repeated[step][i]) / (1e-6 + 1e-4 * largest);
+            if (d > worst) worst = d, at = i;
+        }
+        CHECK(largest > 0 && worst <= 1.0, "step %d: the gradients shared and repeated agree to 1e-4 of the largest "
+              "(%.3g): worst [%zu] %.9g vs %.9g", step, largest, at, (double)shared[step][at], (double)repeated[step][at]);
+    }
+    double worst_var = 0;
+    for (int c = 0; c < 64; c++) worst_var = fmax(worst_var, fabs(var_shared[c] - var_repeated[c]) / fabs(var_repeated[c]));
+    CHECK(worst_var < 1e-5, "the first batch-norm's running variance shared and repeated: relative difference %.3g",
+          worst_var);
+    for (int step = 0; step < 2; step++) free(shared[step]), free(repeated[step]);
 }
 
 static void test_lif_network_learns(int spike_count) {
@@ -404,6 +488,7 @@ int main(void) {
     test_rate_coding_in_evaluation();
     test_time_folding_gradients();
     test_memory_rules_change_nothing();
+    test_shared_direct_input();
     test_batchnorm_after_encode();
     test_spike_count_readout();
     test_lif_network_learns(0);

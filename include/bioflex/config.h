@@ -130,6 +130,8 @@ typedef struct bf_spiking_config {
     int raster_neurons;        /* > 0: at every log interval, spikes.jsonl gets this many neurons' spikes per layer */
     int pack_spikes;           /* 1: spikes kept for the backward as bits (memory_plan.c) */
     int recompute_charge;      /* 1: LIF/IF after a batch-norm keep no charge (memory_plan.c) */
+    int share_direct_input;    /* 1: direct coding repeats the first neuron layer's input over the steps,
+                                  not the image: the layers before it run once per image (model_zoo.c) */
 } bf_spiking_config;
 
 typedef struct bf_model_config {

@@ -239,6 +239,11 @@ int bf_model_add_add(bf_model *m, const char *name, int input0, int input1);
  * the input's), and the mean over the T steps of the input. */
 int bf_model_add_encode(bf_model *m, const char *name, int input, int time_steps, int encoding);
 int bf_model_add_neuron(bf_model *m, const char *name, int input, const bf_neuron_params *p);
+/* A LIF/IF layer over `time_steps` steps of an input of one step, the same at every step
+ * (bf_neuron_params.shared_input: direct coding's first neuron layer, [spiking] share_direct_input):
+ * the input is a batch-norm's output, and the layer recomputes its charge from the batch-norm's
+ * input ([spiking] recompute_charge; the memory plan refuses the model otherwise). */
+int bf_model_add_neuron_shared(bf_model *m, const char *name, int input, const bf_neuron_params *p, int time_steps);
 int bf_model_add_time_mean(bf_model *m, const char *name, int input);
 
 /* A flex layer: conv (c_out, k, stride, pad, with bias) and a max-pool of the input with the same
@@ -287,8 +292,8 @@ bf_status bf_model_spike_raster(bf_model *m, int index, int k, float *out);
 /* The batch a layer's ops see: the model's current batch times the layer's time steps. */
 static inline int bf_layer_batch(const bf_model *m, const bf_layer *l) { return m->batch * l->time_steps; }
 
-/* The dropout seed of layer i in the current step: a function of (run seed, step, layer), and of
- * noise_rank when it is not 0 (rank 0 draws what a single process draws). */
+/* The dropout seed of layer i in the current step: a function of (run seed, step, the layer's
+ * name), and of noise_rank when it is not 0 (rank 0 draws what a single process draws). */
 uint64_t bf_layer_dropout_seed(const bf_model *m, int i);
 
 /* Forward FLOPs of one sample for layer i (multiply-add = 2 FLOPs). */

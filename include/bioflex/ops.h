@@ -49,7 +49,14 @@ typedef struct bf_bn_shape {
     int n, c, hw;    /* per-channel statistics over n*hw values */
     float eps;       /* added to the variance, PyTorch default 1e-5 */
     float momentum;  /* running = (1-momentum)*running + momentum*batch, PyTorch default 0.1 */
+    int repeats;     /* > 1: the batch stands for this many copies of itself (a spiking network's layers
+                        before its first neuron layer, [spiking] share_direct_input): the statistics
+                        are the same, and the running variance's unbiased correction counts
+                        n*hw*repeats values. 0 or 1: none */
 } bf_bn_shape;
+
+/* The copies a batch-norm's batch stands for (bf_bn_shape.repeats, at least 1). */
+static inline double bf_bn_copies(const bf_bn_shape *s) { return s->repeats > 1 ? (double)s->repeats : 1.0; }
 
 typedef struct bf_linear_shape {
     int n, in, out;
@@ -142,6 +149,12 @@ typedef struct bf_neuron_params {
     int through_time;       /* 1: backprop through the membrane over all T (STBP) */
     bf_surrogate surrogate;
     float alpha, width, height;
+    int shared_input;       /* 1: the input is one step, [n], the same at every step (a spiking network's
+                               first neuron layer under direct coding, [spiking] share_direct_input):
+                               neuron_forward (charge NULL) and neuron_forward_bn read x[i] at every t,
+                               and neuron_backward_bn's dx is [n] too, the sum of the steps' gradients
+                               (dx[T-1] + dx[T-2] + ... + dx[0], in that order, each rounded);
+                               neuron_backward refuses it */
 } bf_neuron_params;
 
 /* A LIF/IF layer's input named by the batch-norm that produced it ([spiking] recompute_charge): the

@@ -273,6 +273,7 @@ static const key_spec key_table[] = {
     FLOAT_KEY("spiking", "width", model.spiking.width, 0, NO_MAX, MIN_OPEN, "2.0", "surrogate rectangular: height where |u| < width/2 (width is the whole support, 2 = the reference's |u| < 1); triangle: height * (1 - |u|/width), zero from |u| = width on (support 2*width); u = membrane - threshold"),
     BOOL_KEY("spiking", "pack_spikes", model.spiking.pack_spikes, "true", "lif, if, step: keep each neuron layer's spikes for the backward as bits (1/32 of the floats; the floats the next layer's forward reads live only until then, and the backward restores them exactly); false keeps the floats"),
     BOOL_KEY("spiking", "recompute_charge", model.spiking.recompute_charge, "true", "lif, if with time_steps <= 32: a neuron layer that reads a batch-norm's output alone keeps no charge (H[t]) for the backward, which computes it again from the batch-norm's input and statistics, the same bits; in training the neuron also normalises its input as it reads it, so the batch-norm output is not even written (in evaluation it lives only until the neuron's forward): T x that activation less memory, and neither a charge nor that output written or read; false keeps the charge"),
+    BOOL_KEY("spiking", "share_direct_input", model.spiking.share_direct_input, "true", "encoding = direct: every step sees the same image, so the layers before the first neuron layer (its conv or flex layer and batch-norm) compute the same thing at every step; they run once per image and their output is repeated over the steps where the first neuron layer reads it (T x less of their work and memory; the batch-norm's statistics are those of the T copies, its running variance's unbiased correction counting T x the values); false repeats the image first, as SpikingJelly's multi-step mode does (the same results to rounding)"),
     INT_KEY("spiking", "raster_neurons", model.spiking.raster_neurons, 0, 4096, "0", "> 0: at every log interval write the spikes of this many neurons of each neuron layer (first sample of the batch, every step) to spikes.jsonl in the run directory, for raster plots"),
     FLOAT_KEY("spiking", "height", model.spiking.height, 0, NO_MAX, MIN_OPEN, "0.3", "surrogate rectangular, triangle, tanh: peak value (0.3 as the reference)"),
 
@@ -995,6 +996,11 @@ static bf_status check_spiking_options(const bf_config *cfg) {
     if (!has_membrane && !sp->recompute_charge)
         return bf_error(BF_ERR_CONFIG, "[spiking] recompute_charge = false applies to [spiking] neuron = lif or if only "
                         "(got %s, which keeps no charge)", neuron);
+    if ((sp->neuron < 0 || sp->encoding != 0) && !sp->share_direct_input)
+        return bf_error(BF_ERR_CONFIG, "[spiking] share_direct_input = false applies to [spiking] encoding = direct with "
+                        "a neuron only (got neuron = %s, encoding = %s: %s)", neuron,
+                        sp->encoding ? "rate" : "direct",
+                        sp->neuron < 0 ? "no time steps" : "each step draws its own spikes");
     if ((sp->neuron < 0 || sp->neuron == BF_NEURON_CLAMP01) && !sp->pack_spikes)
         return bf_error(BF_ERR_CONFIG, "[spiking] pack_spikes = false applies to [spiking] neuron = lif, if or step only "
                         "(got %s, whose outputs are not spikes of 0 or 1)", neuron);

@@ -1,6 +1,8 @@
 /* layer_spiking.c - the layers of spiking networks (plasticflex.md sections 3 and 9):
  *   encode     [N, ...] -> [T*N, ...]: the same image at every step (direct), or Bernoulli spikes
- *              with the pixel as probability (rate); time is the outer dimension;
+ *              with the pixel as probability (rate); time is the outer dimension. Under direct
+ *              coding with [spiking] share_direct_input it stands before the first neuron layer, or
+ *              not at all where that layer reads its one step itself (bf_model_add_neuron_shared);
  *   neuron     LIF / IF over the T steps of [T*N, ...] in one op each way (BPTT in the backward),
  *              or the reference code's stateless clamp01 / step;
  *   time mean  [T*N, ...] -> [N, ...]: the readout, the mean over the steps.
@@ -94,9 +96,12 @@ bf_status bf_spiking_backward(bf_model *m, int index, float *dx) {
     if (!dx) return BF_OK;
     switch (l->kind) {
     case BF_LAYER_ENCODE: { /* direct coding: the input was used at every step */
+        /* summed from the last step down, as a neuron layer reading a shared input sums them
+         * (ops.h at bf_neuron_params.shared_input): both layouts give the same bits */
         size_t n = step_elements(m, l);
-        BF_TRY(ops->copy(b, dx, l->dout, n * sizeof(float)));
-        for (int t = 1; t < l->time_steps; t++) BF_TRY(ops->add_inplace(b, dx, l->dout + (size_t)t * n, n));
+        const int T = l->time_steps;
+        BF_TRY(ops->copy(b, dx, l->dout + (size_t)(T - 1) * n, n * sizeof(float)));
+        for (int t = T - 2; t >= 0; t--) BF_TRY(ops->add_inplace(b, dx, l->dout + (size_t)t * n, n));
         return BF_OK;
     }
     case BF_LAYER_NEURON: {

@@ -437,6 +437,11 @@ bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
         if (l->charge_recomputed) m->layers[l->input[0]].out_forward_only = 1;
     }
     for (int i = 0; i < L; i++) m->layers[i].charge_in_place = charge_can_overwrite_input(m, &m->layers[i]);
+    for (int i = 0; i < L; i++) /* a shared input comes back through neuron_backward_bn only (ops.h) */
+        if (m->layers[i].kind == BF_LAYER_NEURON && m->layers[i].neuron.shared_input && !m->layers[i].charge_recomputed)
+            return bf_error(BF_ERR_INTERNAL, "model: neuron %s reads one step of input at every step, which needs its "
+                            "charge recomputed from the batch-norm before it (a LIF/IF layer of at most %d steps, "
+                            "[spiking] recompute_charge = true)", m->layers[i].name, BF_NEURON_BN_MAX_T);
 
     /* 1. the transient outputs, in layer order, from offset 0; the forward-only region after them;
      * the gradients over and after both */

@@ -339,6 +339,21 @@ int bf_model_add_neuron(bf_model *m, const char *name, int input, const bf_neuro
     return finish_layer(m, l, BF_OK);
 }
 
+int bf_model_add_neuron_shared(bf_model *m, const char *name, int input, const bf_neuron_params *p, int time_steps) {
+    bf_layer *l = append_layer(m, BF_LAYER_NEURON, name, input, -2);
+    if (!l) return -1;
+    bf_shape in = bf_model_shape_of(m, input);
+    bf_status s = BF_OK;
+    if (time_steps < 1) s = bf_error(BF_ERR_ARG, "neuron %s: time_steps must be >= 1 (got %d)", name, time_steps);
+    if (l->time_steps != 1) s = bf_error(BF_ERR_ARG, "neuron %s: a shared input has one step, not %d", name, l->time_steps);
+    l->time_steps = time_steps;
+    l->out_shape = (bf_shape){in.n * time_steps, in.c, in.h, in.w};
+    l->neuron = *p;
+    l->neuron.T = time_steps;
+    l->neuron.shared_input = 1;
+    return finish_layer(m, l, s);
+}
+
 int bf_model_add_time_mean(bf_model *m, const char *name, int input) {
     bf_layer *l = append_layer(m, BF_LAYER_TIME_MEAN, name, input, -2);
     if (!l) return -1;

@@ -202,7 +202,16 @@ bf_status bf_model_backward(bf_model *m, const float *dlogits) {
     return s != BF_OK ? s : cleared;
 }
 
+/* The layer by its name (FNV-1a), not its index: a layout that adds or drops a layer without
+ * parameters elsewhere (an encode layer, [spiking] share_direct_input) draws the same masks. */
+static uint64_t name_hash(const char *name) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++) h = (h ^ *c) * 0x100000001b3ull;
+    return h;
+}
+
 uint64_t bf_layer_dropout_seed(const bf_model *m, int i) {
-    uint64_t stream = bf_seed_derive((uint64_t)m->seed, BF_STREAM_DROPOUT, m->step * 4096u + (uint64_t)i);
+    const uint64_t step = bf_seed_derive((uint64_t)m->seed, BF_STREAM_DROPOUT, (uint64_t)m->step);
+    const uint64_t stream = bf_seed_derive(step, BF_STREAM_DROPOUT, name_hash(m->layers[i].name));
     return m->noise_rank ? bf_seed_derive(stream, BF_STREAM_DROPOUT, (uint64_t)m->noise_rank) : stream;
 }

@@ -20,7 +20,38 @@
 
 static int spiking(const bf_model_config *cfg) { return cfg->spiking.neuron >= 0; }
 
-/* The activation: ReLU, or with [spiking] neuron set, a neuron layer over the time steps. */
+/* [spiking] share_direct_input: with direct coding every step sees the same image, so the layers
+ * before the first neuron layer (a conv or flex layer and its batch-norm, in every arch here)
+ * compute the same thing at each step. They run once per image, and the steps begin at the first
+ * neuron layer instead of at the input (activation()): it reads its batch-norm's one step at every
+ * step itself, or else an encode layer just before it repeats that step. Not where the first layer draws random numbers per call (a flex mask with
+ * stochastic rounding, a threshold redrawn at every forward): each step draws its own there. */
+static int shares_direct_input(const bf_model_config *cfg) {
+    if (!spiking(cfg) || cfg->spiking.encoding != 0 || !cfg->spiking.share_direct_input) return 0;
+    int first_is_flex = cfg->flex && cfg->num_flex_layers == 0;
+    for (int i = 0; cfg->flex && i < cfg->num_flex_layers; i++) first_is_flex |= cfg->flex_layers[i] == 0;
+    if (!first_is_flex || cfg->flex_joint != BF_FLEX_JOINT_MASK) return 1;
+    return cfg->flex_mask < BF_FLEX_MASK_STOCHASTIC_FPBP && cfg->threshold_mode != BF_THRESHOLD_RESAMPLE;
+}
+
+/* Whether the steps have begun: an encode or a neuron layer is in the model. */
+static int steps_begun(const bf_model *m) {
+    for (int i = 0; i < m->num_layers; i++)
+        if (m->layers[i].kind == BF_LAYER_ENCODE || m->layers[i].kind == BF_LAYER_NEURON) return 1;
+    return 0;
+}
+
+/* Whether the first neuron layer can read its one step of input itself, with no encode layer to
+ * repeat it (bf_model_add_neuron_shared): a LIF/IF after a batch-norm whose charge it recomputes. */
+static int neuron_reads_shared_input(const bf_model *m, const bf_model_config *cfg, int input) {
+    const bf_spiking_config *sp = &cfg->spiking;
+    return input >= 0 && m->layers[input].kind == BF_LAYER_BATCHNORM && sp->recompute_charge &&
+           (sp->neuron == BF_NEURON_LIF || sp->neuron == BF_NEURON_IF) && sp->time_steps <= BF_NEURON_BN_MAX_T;
+}
+
+/* The activation: ReLU, or with [spiking] neuron set, a neuron layer over the time steps; sharing
+ * the direct input, the first neuron layer begins the steps (reading its batch-norm's one step
+ * itself, or after an encode layer that repeats it). */
 static int activation(bf_model *m, const bf_model_config *cfg, const char *name, int input) {
     if (!spiking(cfg)) return bf_model_add_relu(m, name, input);
     const bf_spiking_config *sp = &cfg->spiking;
@@ -28,14 +59,32 @@ static int activation(bf_model *m, const bf_model_config *cfg, const char *name,
                           .reset = (bf_reset_mode)sp->reset, .detach_reset = sp->detach_reset,
                           .through_time = sp->use_stbp, .surrogate = (bf_surrogate)sp->surrogate,
                           .alpha = sp->alpha, .width = sp->width, .height = sp->height};
+    if (shares_direct_input(cfg) && !steps_begun(m)) {
+        if (neuron_reads_shared_input(m, cfg, input)) return bf_model_add_neuron_shared(m, name, input, &p, sp->time_steps);
+        input = bf_model_add_encode(m, "encode", input, sp->time_steps, sp->encoding);
+    }
     return bf_model_add_neuron(m, name, input, &p);
 }
 
-/* Spiking: the input over T steps first, the mean of the logits (or of the output neurons'
- * spikes, [spiking] readout = spike_count) over the steps last. */
+/* Spiking: the input over T steps first (or, sharing the direct input, just before the first
+ * neuron layer), the mean of the logits (or of the output neurons' spikes, [spiking] readout =
+ * spike_count) over the steps last. */
 static int network_input(bf_model *m, const bf_model_config *cfg) {
-    if (!spiking(cfg)) return BF_MODEL_INPUT;
+    if (!spiking(cfg) || shares_direct_input(cfg)) return BF_MODEL_INPUT;
     return bf_model_add_encode(m, "encode", BF_MODEL_INPUT, cfg->spiking.time_steps, cfg->spiking.encoding);
+}
+
+/* After the build, sharing the direct input: the batch-norms before the steps begin see each
+ * image once for the T copies a step-by-step network normalises, so their running variance's
+ * unbiased correction counts T x their values (bf_bn_shape.repeats), as over the copies. */
+static void mark_shared_batchnorms(bf_model *m, const bf_model_config *cfg) {
+    if (!shares_direct_input(cfg)) return;
+    for (int i = 0; i < m->num_layers && m->layers[i].kind != BF_LAYER_ENCODE && m->layers[i].kind != BF_LAYER_NEURON;
+         i++) {
+        bf_layer *l = &m->layers[i];
+        if (l->kind == BF_LAYER_BATCHNORM || (l->kind == BF_LAYER_FLEX && l->flex_opt.logits_bn))
+            l->bn.repeats = cfg->spiking.time_steps;
+    }
 }
 
 static int network_output(bf_model *m, const bf_model_config *cfg, int logits) {
@@ -307,6 +356,7 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
     m->pack_spikes = cfg->spiking.pack_spikes;
     m->recompute_charge = cfg->spiking.recompute_charge;
     m->fuse_bn_relu = cfg->fuse_bn_relu;
+    mark_shared_batchnorms(m, cfg);
     bf_status s = check_flex_sites(m, cfg);
     if (s == BF_OK) s = bf_model_finalize(m);
     if (s != BF_OK) {

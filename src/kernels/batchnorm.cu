@@ -133,9 +133,10 @@ __global__ void k_channel_sum_final(const double *__restrict__ partial, unsigned
     out[ch] = (float)s0;
 }
 
-/* Batch statistics, running-statistics update, and the apply coefficients mean_out/scale_out. */
+/* Batch statistics, running-statistics update, and the apply coefficients mean_out/scale_out.
+ * unbias: the running variance's correction, copies / (copies - 1) (bf_bn_copies). */
 __global__ void k_bn_stats_final(const double *__restrict__ partial, unsigned chunks, int c, double count,
-                                 float eps, float momentum, const float *__restrict__ gamma,
+                                 double unbias, float eps, float momentum, const float *__restrict__ gamma,
                                  float *__restrict__ mean_out, float *__restrict__ scale_out,
                                  float *__restrict__ save_mean, float *__restrict__ save_invstd,
                                  float *__restrict__ running_mean, float *__restrict__ running_var) {
@@ -153,7 +154,7 @@ __global__ void k_bn_stats_final(const double *__restrict__ partial, unsigned ch
     if (save_mean) save_mean[ch] = (float)mean;
     if (save_invstd) save_invstd[ch] = invstd;
     if (running_mean) running_mean[ch] = (float)((1.0 - mom) * running_mean[ch] + mom * mean);
-    if (running_var) running_var[ch] = (float)((1.0 - mom) * running_var[ch] + mom * var * (count / (count - 1.0)));
+    if (running_var) running_var[ch] = (float)((1.0 - mom) * running_var[ch] + mom * var * unbias);
 }
 
 __global__ void k_bn_eval_coef(const float *__restrict__ gamma, const float *__restrict__ running_var, float eps,
@@ -281,9 +282,10 @@ __global__ void k_sync_sqdev_final(const double *__restrict__ partial, unsigned 
 }
 
 /* The global batch's statistics from the all-reduced sums: apply coefficients, saved values and
- * the running statistics (count >= 2 always holds under data parallelism: 2+ ranks of 1+ samples). */
+ * the running statistics (count >= 2 always holds under data parallelism: 2+ ranks of 1+ samples).
+ * copies: bf_bn_copies, the copies of the batch the running variance's correction counts. */
 __global__ void k_sync_forward_coef(const double *__restrict__ stats, const double *__restrict__ sq, int c, float eps,
-                                    float momentum, const float *__restrict__ gamma, float *__restrict__ mean_out,
+                                    float momentum, double copies, const float *__restrict__ gamma, float *__restrict__ mean_out,
                                     float *__restrict__ scale_out, float *__restrict__ save_mean,
                                     float *__restrict__ save_invstd, float *__restrict__ running_mean,
                                     float *__restrict__ running_var) {
@@ -299,9 +301,10 @@ __global__ void k_sync_forward_coef(const double *__restrict__ stats, const doub
     if (save_mean) save_mean[ch] = (float)mean;
     if (save_invstd) save_invstd[ch] = invstd;
     if (running_mean) running_mean[ch] = (float)__dadd_rn(__dmul_rn(keep, (double)running_mean[ch]), __dmul_rn(mom, mean));
-    if (running_var && count >= 2.0) /* the CPU refuses count < 2; the device cannot report it */
+    const double values = __dmul_rn(count, copies);
+    if (running_var && values >= 2.0) /* the CPU refuses fewer than 2; the device cannot report it */
         running_var[ch] = (float)__dadd_rn(__dmul_rn(keep, (double)running_var[ch]),
-                                           __dmul_rn(__dmul_rn(mom, var), count / (count - 1.0)));
+                                           __dmul_rn(__dmul_rn(mom, var), values / (values - 1.0)));
 }
 
 /* sums[ch] = sum dy, sums[c+ch] = invstd * sum dy (x - mean), sums[2c] = count; this rank's dgamma/dbeta. */
@@ -397,9 +400,9 @@ extern "C" bf_status bf_cuda_batchnorm_forward_train(bf_backend *b, const bf_bn_
     BF_TRY(bf_cuda_enter(b, &im));
     BF_TRY(check_bn(s, "batchnorm_forward_train"));
     if (!x || !gamma || !beta) return bf_error(BF_ERR_ARG, "batchnorm_forward_train: NULL input");
-    const double count = (double)s->n * s->hw;
+    const double count = (double)s->n * s->hw, copies = count * bf_bn_copies(s);
     /* PyTorch refuses to train with one value per channel: the unbiased variance is undefined. */
-    if (count < 2)
+    if (copies < 2)
         return bf_error(BF_ERR_ARG, "batchnorm: training needs more than one value per channel (n=%d hw=%d)",
                         s->n, s->hw);
     double *partial;
@@ -409,8 +412,8 @@ extern "C" bf_status bf_cuda_batchnorm_forward_train(bf_backend *b, const bf_bn_
                                        &coef, &chunks));
     float *mean = coef, *scale = coef + s->c;
     k_bn_stats_final<<<(unsigned)bf_cuda_div_up((size_t)s->c, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
-        partial, chunks, s->c, count, s->eps, s->momentum, gamma, mean, scale, save_mean, save_invstd, running_mean,
-        running_var);
+        partial, chunks, s->c, count, copies / (copies - 1.0), s->eps, s->momentum, gamma, mean, scale, save_mean,
+        save_invstd, running_mean, running_var);
     BF_LAUNCH_CHECK("k_bn_stats_final");
     if (!y) return BF_OK; /* the statistics alone (ops.h) */
     const size_t planes = (size_t)s->n * s->c;
@@ -562,7 +565,8 @@ extern "C" bf_status bf_cuda_batchnorm_sync_forward_apply(bf_backend *b, const b
     BF_TRY(bf_cuda_scratch(im, 2 * (size_t)s->c * sizeof(float), &scratch));
     float *mean = (float *)scratch, *scale = mean + s->c;
     k_sync_forward_coef<<<channel_blocks((size_t)s->c), BF_CUDA_THREADS, 0, im->stream>>>(
-        stats, sq, s->c, s->eps, s->momentum, gamma, mean, scale, save_mean, save_invstd, running_mean, running_var);
+        stats, sq, s->c, s->eps, s->momentum, bf_bn_copies(s), gamma, mean, scale, save_mean, save_invstd, running_mean,
+        running_var);
     BF_LAUNCH_CHECK("k_sync_forward_coef");
     if (!y) return BF_OK; /* the statistics alone (ops.h) */
     const size_t planes = (size_t)s->n * s->c;

@@ -63,12 +63,12 @@ bf_status bf_cpu_batchnorm_sync_forward_apply(bf_backend *b, const bf_bn_shape *
     BF_TRY(check_shape(s, "batchnorm_sync_forward_apply"));
     if (!x || !stats || !sq || !gamma || !beta)
         return bf_error(BF_ERR_ARG, "batchnorm_sync_forward_apply: NULL input");
-    const double count = stats[s->c];
+    const double count = stats[s->c], copies = count * bf_bn_copies(s);
     /* PyTorch refuses to train with one value per channel: the unbiased variance is undefined. */
-    if (count < 2)
+    if (copies < 2)
         return bf_error(BF_ERR_ARG, "batchnorm: training needs more than one value per channel (%g over all ranks)",
                         count);
-    const double unbias = count / (count - 1), momentum = s->momentum;
+    const double unbias = copies / (copies - 1), momentum = s->momentum;
 #pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
     for (int ch = 0; ch < s->c; ch++) {
         const double mean = stats[ch] / count;

@@ -34,9 +34,11 @@ namespace { /* kernels and helpers are private to this file */
 /* What the kernels compute per step: the reset mode of LIF/IF, or a stateless activation. */
 enum neuron_op { OP_HARD = 0, OP_SOFT, OP_NONE, OP_CLAMP01, OP_STEP };
 
-/* The parameters as the kernels use them: IF is LIF with decay 1 (1*v == v exactly). */
+/* The parameters as the kernels use them: IF is LIF with decay 1 (1*v == v exactly). shared: the
+ * input is one step read at every step, and neuron_backward_bn's dx one step, the steps' sum
+ * (bf_neuron_params.shared_input). */
 struct neuron_consts {
-    int T, detach, through_time;
+    int T, detach, through_time, shared;
     bf_surrogate surrogate;
     float decay, threshold, alpha, width, height;
 };
@@ -140,9 +142,10 @@ __global__ void k_neuron_forward(const float *x, bn_input bn, float *__restrict_
         for (int t = 0; t < c.T; t++, idx += n) {
             /* step t+1's input before step t's stores: the compiler may not move a load of x past a
              * store to charge (they may be one buffer), so the overlap of loads with the arithmetic
-             * is written out here (reading x[t+1] before writing charge[t] is safe either way) */
+             * is written out here (reading x[t+1] before writing charge[t] is safe either way); a
+             * shared input (one step, no charge) is loaded once */
             fvec<V> xnext = xv;
-            if (t + 1 < c.T) xnext = load_vec<V>(x + idx + n);
+            if (t + 1 < c.T && !c.shared) xnext = load_vec<V>(x + idx + n);
             fvec<V> out, h;
 #pragma unroll
             for (int k = 0; k < V; k++) {
@@ -217,26 +220,35 @@ __global__ void k_neuron_backward(const float *__restrict__ x, const float *__re
  * each element's T charges are computed again from the batch-norm input, in registers (the loops
  * unroll fully over TMAX, so h is indexed by constants), then the BPTT walks them back. X is
  * batchnorm.cu's bn_apply_one with its scale gamma * invstd (k_bn_saved_coef), so the charges are
- * the forward's bits; xin is read once and the charge never. */
+ * the forward's bits; xin is read once and the charge never. A shared input (c.shared) is one step,
+ * normalised once, and dx one step: the steps' gradients summed in registers as they come (T-1
+ * first), then stored once. */
 template <int OP, int V, int TMAX>
 __global__ void k_neuron_backward_bn(const float *__restrict__ xin, bn_input bn, const float *__restrict__ dy,
                                      float *__restrict__ dx, size_t n, neuron_consts c) {
     GRID_STRIDE(iv, n / V) {
         const size_t i0 = iv * V;
-        float mu[V], sc[V], bt[V], v[V], dv[V], h[TMAX][V];
+        float mu[V], sc[V], bt[V], v[V], dv[V], xs[V], h[TMAX][V];
         bn_coefficients<V>(bn, i0, mu, sc, bt);
 #pragma unroll
-        for (int k = 0; k < V; k++) v[k] = dv[k] = 0.0f;
+        for (int k = 0; k < V; k++) v[k] = dv[k] = xs[k] = 0.0f;
 #pragma unroll
         for (int t = 0; t < TMAX; t++) {
             if (t >= c.T) break;
-            const fvec<V> xv = load_vec<V>(xin + (size_t)t * n + i0);
+            if (t == 0 || !c.shared) {
+                const fvec<V> xv = load_vec<V>(xin + (c.shared ? 0 : (size_t)t * n) + i0);
+#pragma unroll
+                for (int k = 0; k < V; k++) xs[k] = bn_normalise(xv.v[k], mu[k], sc[k], bt[k]);
+            }
 #pragma unroll
             for (int k = 0; k < V; k++) {
                 bool s;
-                h[t][k] = lif_step<OP>(c, bn_normalise(xv.v[k], mu[k], sc[k], bt[k]), v[k], s);
+                h[t][k] = lif_step<OP>(c, xs[k], v[k], s);
             }
         }
+        fvec<V> sum;
+#pragma unroll
+        for (int k = 0; k < V; k++) sum.v[k] = 0.0f;
 #pragma unroll
         for (int t = TMAX - 1; t >= 0; t--) {
             if (t >= c.T) continue;
@@ -245,8 +257,14 @@ __global__ void k_neuron_backward_bn(const float *__restrict__ xin, bn_input bn,
             fvec<V> d;
 #pragma unroll
             for (int k = 0; k < V; k++) d.v[k] = bptt_step<OP>(c, h[t][k], gy.v[k], dv[k]);
-            store_vec<V>(dx + idx, d);
+            if (!c.shared) {
+                store_vec<V>(dx + idx, d);
+                continue;
+            }
+#pragma unroll
+            for (int k = 0; k < V; k++) sum.v[k] = t == c.T - 1 ? d.v[k] : __fadd_rn(sum.v[k], d.v[k]);
         }
+        if (c.shared) store_vec<V>(dx + i0, sum);
     }
 }
 
@@ -279,6 +297,7 @@ __global__ void k_accumulate_partials(const double *__restrict__ partial, int co
 neuron_consts consts_of(const bf_neuron_params *p) {
     neuron_consts c;
     c.T = p->T;
+    c.shared = p->shared_input != 0;
     c.detach = p->detach_reset != 0;
     c.through_time = p->through_time != 0;
     c.surrogate = p->surrogate;
@@ -404,6 +423,7 @@ extern "C" bf_status bf_cuda_neuron_forward(bf_backend *b, const bf_neuron_param
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
     BF_TRY(bf_neuron_check_params(p, n, "neuron_forward"));
+    BF_TRY(bf_neuron_check_shared(p, charge, "neuron_forward"));
     if (n == 0) return BF_OK;
     REQUIRE("neuron_forward", x, y);
     const neuron_consts c = consts_of(p);
@@ -421,6 +441,8 @@ extern "C" bf_status bf_cuda_neuron_backward(bf_backend *b, const bf_neuron_para
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
     BF_TRY(bf_neuron_check_params(p, n, "neuron_backward"));
+    if (p->shared_input)
+        return bf_error(BF_ERR_ARG, "neuron_backward: a shared input comes back through neuron_backward_bn only");
     if (n == 0) return BF_OK;
     REQUIRE("neuron_backward", dy, dx);
     if (is_stateful(p))

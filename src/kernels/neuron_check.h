@@ -27,6 +27,15 @@ static inline bf_status bf_neuron_check_params(const bf_neuron_params *p, size_t
     return BF_OK;
 }
 
+/* A shared input (bf_neuron_params.shared_input) keeps no charge and comes back through
+ * neuron_backward_bn only: each step's charge differs, and [n] has room for one step. */
+static inline bf_status bf_neuron_check_shared(const bf_neuron_params *p, const float *charge, const char *op) {
+    if (p->shared_input && charge)
+        return bf_error(BF_ERR_ARG, "%s: a shared input keeps no charge (charge must be NULL; the backward is "
+                        "neuron_backward_bn)", op);
+    return BF_OK;
+}
+
 /* neuron_backward_bn's own conditions (ops.h): a LIF/IF of at most BF_NEURON_BN_MAX_T steps, and a
  * batch-norm input whose channels tile the n elements of a step. */
 static inline bf_status bf_neuron_check_bn_input(const bf_neuron_params *p, const bf_neuron_bn_input *in, size_t n,

@@ -112,9 +112,10 @@ static inline void lif_step(bf_reset_mode reset, float decay, float thr, size_t 
 }
 
 /* Elements [lo, hi): y (and for LIF/IF the charge) of all T steps; adds the block's number of
- * spikes (sum of y) and of silent elements (all y zero) to *spikes and *silent. */
-static void forward_block(const neuron_consts *c, const bf_neuron_bn_input *bn, size_t n, size_t lo, size_t hi,
-                          const float *x, float *y, float *charge, double *spikes, double *silent) {
+ * spikes (sum of y) and of silent elements (all y zero) to *spikes and *silent. Step t's input is
+ * at x + t*x_step (x_step = n, or 0 for a shared input). */
+static void forward_block(const neuron_consts *c, const bf_neuron_bn_input *bn, size_t n, size_t x_step, size_t lo,
+                          size_t hi, const float *x, float *y, float *charge, double *spikes, double *silent) {
     const bf_neuron_kind kind = c->kind;
     const bf_reset_mode reset = c->reset;
     const float decay = c->decay, thr = c->threshold;
@@ -130,10 +131,10 @@ static void forward_block(const neuron_consts *c, const bf_neuron_bn_input *bn, 
         double clamp_sum[NEURON_TILE] = {0};
         for (int t = 0; t < c->T; t++) {
             const size_t base = (size_t)t * n + i0;
-            const float *xt = x + base;
+            const float *xt = x + (size_t)t * x_step + i0;
             float *yt = y + base, *ht = charge ? charge + base : h_unkept;
             if (bn) {
-                bn_tile_normalise(xt, m, mean, scale, beta, x_bn);
+                if (t == 0 || x_step) bn_tile_normalise(xt, m, mean, scale, beta, x_bn); /* shared: once */
                 xt = x_bn;
             }
             if (kind == BF_NEURON_CLAMP01) {
@@ -176,7 +177,7 @@ static void forward_all(bf_backend *b, const bf_neuron_params *p, const bf_neuro
     for (int t = 0; t < threads; t++) {
         const size_t lo = n * (size_t)t / (size_t)threads, hi = n * (size_t)(t + 1) / (size_t)threads;
         spikes[t] = silent[t] = 0.0;
-        forward_block(&c, bn, n, lo, hi, x, y, charge, &spikes[t], &silent[t]);
+        forward_block(&c, bn, n, p->shared_input ? 0 : n, lo, hi, x, y, charge, &spikes[t], &silent[t]);
     }
     if (stats) {
         double total_spikes = 0.0, total_silent = 0.0;
@@ -192,6 +193,7 @@ static void forward_all(bf_backend *b, const bf_neuron_params *p, const bf_neuro
 bf_status bf_cpu_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, float *y,
                                 float *charge, float *stats) {
     BF_TRY(bf_neuron_check_params(p, n, "neuron_forward"));
+    BF_TRY(bf_neuron_check_shared(p, charge, "neuron_forward"));
     if (n == 0) return BF_OK;
     REQUIRE("neuron_forward", x, y);
     forward_all(b, p, NULL, n, x, y, charge, stats);
@@ -253,17 +255,18 @@ static inline void bptt_step(bf_reset_mode reset, int detach, int through_time, 
 
 /* BPTT over one tile of m LIF/IF elements, from t = T-1 down to 0 with dV carried per element: the
  * charge of step t at h + t*h_stride (the kept [T, n] tensor, or a tile computed again), dy and dx of
- * step t at dy + t*n and dx + t*n. */
+ * step t at dy + t*n and dx + t*n; with sum_steps, dx is one step, the sum of the steps' gradients
+ * in the order they come (T-1 first: ops.h at bf_neuron_params.shared_input). */
 static void bptt_tile(const neuron_consts *c, size_t m, const float *h, size_t h_stride, size_t n, const float *dy,
-                      float *dx) {
+                      float *dx, int sum_steps) {
     const bf_reset_mode reset = c->reset;
     const int detach = c->detach, through_time = c->through_time;
     const float decay = c->decay, thr = c->threshold;
     float dv[NEURON_TILE] = {0}; /* dL/dV[t], zero after the last step */
-    float gs[NEURON_TILE];
+    float gs[NEURON_TILE], step_dx[NEURON_TILE];
     for (int t = c->T - 1; t >= 0; t--) {
         const float *ht = h + (size_t)t * h_stride, *gt = dy + (size_t)t * n;
-        float *dxt = dx + (size_t)t * n;
+        float *dxt = sum_steps ? step_dx : dx + (size_t)t * n;
         surrogate_tile(c, ht, m, gs);
         if (!through_time)
             bptt_step(reset, 0, 0, decay, thr, m, ht, gt, gs, dxt, dv);
@@ -275,6 +278,8 @@ static void bptt_tile(const neuron_consts *c, size_t m, const float *h, size_t h
                    : bptt_step(BF_RESET_SOFT, 0, 1, decay, thr, m, ht, gt, gs, dxt, dv);
         else
             bptt_step(BF_RESET_NONE, 0, 1, decay, thr, m, ht, gt, gs, dxt, dv);
+        if (sum_steps)
+            for (size_t k = 0; k < m; k++) dx[k] = t == c->T - 1 ? step_dx[k] : dx[k] + step_dx[k];
     }
 }
 
@@ -283,15 +288,16 @@ static void bptt_block(const neuron_consts *c, size_t n, size_t lo, size_t hi, c
                        float *dx) {
     for (size_t i0 = lo; i0 < hi; i0 += NEURON_TILE) {
         const size_t m = hi - i0 < NEURON_TILE ? hi - i0 : NEURON_TILE;
-        bptt_tile(c, m, charge + i0, n, n, dy + i0, dx + i0);
+        bptt_tile(c, m, charge + i0, n, n, dy + i0, dx + i0, 0);
     }
 }
 
 /* LIF/IF elements [lo, hi) with the charge computed again from batch-norm's input (ops.h at
  * neuron_backward_bn): per tile, X = the batch-norm output in batchnorm_cpu.c's expression, the
- * forward's lif_step over all T into a tile of charges, then the BPTT from that tile. */
-static void bptt_block_bn(const neuron_consts *c, const bf_neuron_bn_input *in, size_t n, size_t lo, size_t hi,
-                          const float *xin, const float *dy, float *dx) {
+ * forward's lif_step over all T into a tile of charges, then the BPTT from that tile. shared: xin
+ * and dx are one step (bf_neuron_params.shared_input). */
+static void bptt_block_bn(const neuron_consts *c, const bf_neuron_bn_input *in, size_t n, int shared, size_t lo,
+                          size_t hi, const float *xin, const float *dy, float *dx) {
     const bf_reset_mode reset = c->reset;
     const float decay = c->decay, thr = c->threshold;
     float h[BF_NEURON_BN_MAX_T * NEURON_TILE];
@@ -301,13 +307,13 @@ static void bptt_block_bn(const neuron_consts *c, const bf_neuron_bn_input *in, 
         bn_tile_coefficients(in, i0, m, mean, scale, beta);
         float v[NEURON_TILE] = {0}, ysum[NEURON_TILE] = {0};
         for (int t = 0; t < c->T; t++) {
-            bn_tile_normalise(xin + (size_t)t * n + i0, m, mean, scale, beta, xt);
+            if (t == 0 || !shared) bn_tile_normalise(xin + (shared ? 0 : (size_t)t * n) + i0, m, mean, scale, beta, xt);
             float *ht = h + (size_t)t * NEURON_TILE;
             if (reset == BF_RESET_HARD) lif_step(BF_RESET_HARD, decay, thr, m, xt, ht, spikes, v, ysum);
             else if (reset == BF_RESET_SOFT) lif_step(BF_RESET_SOFT, decay, thr, m, xt, ht, spikes, v, ysum);
             else lif_step(BF_RESET_NONE, decay, thr, m, xt, ht, spikes, v, ysum);
         }
-        bptt_tile(c, m, h, NEURON_TILE, n, dy + i0, dx + i0);
+        bptt_tile(c, m, h, NEURON_TILE, n, dy + i0, dx + i0, shared);
     }
 }
 
@@ -315,6 +321,8 @@ bf_status bf_cpu_neuron_backward(bf_backend *b, const bf_neuron_params *p, size_
                                  const float *charge, const float *dy, float *dx) {
     (void)y; /* S is recomputed from the charge */
     BF_TRY(bf_neuron_check_params(p, n, "neuron_backward"));
+    if (p->shared_input)
+        return bf_error(BF_ERR_ARG, "neuron_backward: a shared input comes back through neuron_backward_bn only");
     if (n == 0) return BF_OK;
     REQUIRE("neuron_backward", dy, dx);
     const neuron_consts c = consts_of(p);
@@ -352,7 +360,8 @@ bf_status bf_cpu_neuron_backward_bn(bf_backend *b, const bf_neuron_params *p, co
     const int threads = neuron_threads(b, n, n * (size_t)c.T);
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int t = 0; t < threads; t++)
-        bptt_block_bn(&c, in, n, n * (size_t)t / (size_t)threads, n * (size_t)(t + 1) / (size_t)threads, xin, dy, dx);
+        bptt_block_bn(&c, in, n, p->shared_input, n * (size_t)t / (size_t)threads, n * (size_t)(t + 1) / (size_t)threads,
+                      xin, dy, dx);
     return BF_OK;
 }
 
