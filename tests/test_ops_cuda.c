@@ -221,9 +221,11 @@ static void test_conv(void) {
 
 /* ---- batch normalisation ---- */
 
-static void test_bn_case(int n, int c, int hw, float lo, float hi) {
-    bf_bn_shape s = {n, c, hw, 1e-5f, 0.1f};
-    printf("batchnorm n=%d c=%d hw=%d, x in [%g, %g)\n", n, c, hw, lo, hi);
+/* repeats > 1: the batch stands for that many copies (bf_bn_shape.repeats): the running variance's
+ * unbiased correction counts them, on a count small enough (n*hw = 4) for the factor to show. */
+static void test_bn_case(int n, int c, int hw, float lo, float hi, int repeats) {
+    bf_bn_shape s = {.n = n, .c = c, .hw = hw, .eps = 1e-5f, .momentum = 0.1f, .repeats = repeats};
+    printf("batchnorm n=%d c=%d hw=%d repeats=%d, x in [%g, %g)\n", n, c, hw, repeats, lo, hi);
     const size_t nx = (size_t)n * c * hw;
     pair x = pair_rand(nx, lo, hi), gamma = pair_rand((size_t)c, 0.5f, 1.5f), beta = pair_rand((size_t)c, -1, 1);
     pair rmean = pair_rand((size_t)c, -0.5f, 0.5f), rvar = pair_rand((size_t)c, 0.5f, 2.0f);
@@ -270,9 +272,10 @@ static void test_bn_case(int n, int c, int hw, float lo, float hi) {
 }
 
 static void test_batchnorm(void) {
-    test_bn_case(4, 3, 25, -1, 1);
-    test_bn_case(16, 4, 1024, 2, 4); /* several reduction chunks per channel, a non-zero mean */
-    test_bn_case(32, 10, 1, -3, 3);  /* BN after a linear layer */
+    test_bn_case(4, 3, 25, -1, 1, 0);
+    test_bn_case(16, 4, 1024, 2, 4, 0); /* several reduction chunks per channel, a non-zero mean */
+    test_bn_case(32, 10, 1, -3, 3, 0);  /* BN after a linear layer */
+    test_bn_case(2, 3, 2, -1, 1, 4);    /* 4 values standing for 16: 16/15, not 4/3 */
 }
 
 /* ---- pooling ---- */
