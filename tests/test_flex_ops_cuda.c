@@ -575,7 +575,7 @@ static void test_pool_cases(int kernels) {
     static const pool_case slide[] = {
         {"slide: expand 3->64, 3x3/1 @9x16, split, NaNs -0", 2, 3, 64, 9, 16, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
          BF_FLEX_TIE_SPLIT, 2, 1},
-        {"slide: expand 64->128, 3x3/1 @56x56, split", 2, 64, 128, 56, 56, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
+        {"slide: expand 64->128, 3x3/1 @56x56 (VGG-16's conv2_x), split", 2, 64, 128, 56, 56, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
          BF_FLEX_TIE_SPLIT, 0, 1},
         {"slide: expand 5->13 (tiling), 3x3/1 @11x13, pool, NaNs -0", 2, 5, 13, 11, 13, 3, 1, 1,
          BF_FLEX_CHANNELS_EXPAND, BF_FLEX_TIE_POOL, 2, 0},
@@ -591,6 +591,11 @@ static void test_pool_cases(int kernels) {
          BF_FLEX_CHANNELS_EXPAND, BF_FLEX_TIE_SPLIT, 1, 1},
         {"slide: expand 1->8, 3x3/1 @1x1, split", 1, 1, 8, 1, 1, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND, BF_FLEX_TIE_SPLIT,
          0, 0},
+        /* whole winners words (w % 32 == 0) with more than two taps: plain stores in the chunked loop */
+        {"slide: expand 3->7 (tiling, 3 taps), 3x3/1 @5x32 (whole words), split", 2, 3, 7, 5, 32, 3, 1, 1,
+         BF_FLEX_CHANNELS_EXPAND, BF_FLEX_TIE_SPLIT, 1, 1},
+        {"slide: expand 3->64, 3x3/1 @9x32 (whole words), split", 2, 3, 64, 9, 32, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
+         BF_FLEX_TIE_SPLIT, 0, 1},
     };
     for (size_t i = 0; i < sizeof slide / sizeof slide[0]; i++) test_pool_case(&slide[i]);
 }
