@@ -126,8 +126,12 @@ __device__ __forceinline__ float bn_normalise(float x, float mu, float sc, float
  * STATS, block b writes partial[b] = its number of spikes (sum of y) and partial[gridDim.x + b] =
  * its silent elements. A NULL charge is not stored. x and charge are not __restrict__: the memory plan may pass the same
  * buffer for both (ops.h), and each thread loads x[idx] before it stores charge[idx]. */
+/* __launch_bounds__: at most 64 registers, 4 blocks of 256 per SM, what the largest instance (LIF,
+ * statistics, 16-byte vectors, batch-norm input) had before the shared input's check raised it to
+ * 70 (3 blocks); ptxas keeps every instance within 64 without spills. */
 template <int OP, bool STATS, int V, bool BN>
-__global__ void k_neuron_forward(const float *x, bn_input bn, float *__restrict__ y, float *charge,
+__global__ void __launch_bounds__(BF_CUDA_THREADS, 4)
+    k_neuron_forward(const float *x, bn_input bn, float *__restrict__ y, float *charge,
                                  size_t n, neuron_consts c, double *__restrict__ partial) {
     double spikes = 0.0, silent = 0.0;
     GRID_STRIDE(iv, n / V) {
