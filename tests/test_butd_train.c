@@ -3,6 +3,7 @@
  * well above chance, a binary version learns with one logit and BCE ([butd] loss = bce), and a
  * guided config on a single-task dataset is refused with a message. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bioflex/butd.h"
@@ -10,9 +11,14 @@
 #include "bioflex/train.h"
 #include "testutil.h"
 
+static char run_dir[] = "/tmp/bioflex_test_butd_train_XXXXXX";
+
 static void configure(bf_config *cfg, const char *learning, const char *weights) {
     bf_config_defaults(cfg);
-    const char *sets[] = {"run.dir=/tmp/bioflex_test_butd_train", "run.epochs=3", "run.threads=1", "run.device=cpu",
+    char dir[64];
+    snprintf(dir, sizeof dir, "run.dir=%s", run_dir);
+    CHECK_OK(bf_config_set(cfg, dir));
+    const char *sets[] = {"run.epochs=3", "run.threads=1", "run.device=cpu",
                           "data.dataset=procedural", "data.procedural_size=8", "data.procedural_channels=1",
                           "data.procedural_train=1000", "data.procedural_test=500", "data.batch_size=20",
                           "optim.optimizer=adamw", "optim.lr=0.002", "optim.weight_decay=0", "butd.network=fc",
@@ -26,6 +32,7 @@ static void configure(bf_config *cfg, const char *learning, const char *weights)
 }
 
 int main(void) {
+    if (!mkdtemp(run_dir)) bf_test_skip("cannot make a temporary directory");
     static const char *runs[][2] = {{"counter_hebb", "separate"}, {"counter_hebb", "shared"}, {"backprop", "separate"}};
     for (int i = 0; i < 3; i++) {
         bf_config cfg;
@@ -74,5 +81,6 @@ int main(void) {
     bf_status s = bf_train(&cfg, &opt, &res);
     CHECK(s == BF_ERR_CONFIG && strstr(bf_last_error(), "multi-task") != NULL,
           "guided on a single-task dataset refused: %s", bf_last_error());
+    bf_test_remove_dir_if_passed(run_dir);
     return bf_test_finish();
 }

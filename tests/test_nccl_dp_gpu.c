@@ -172,5 +172,6 @@ int main(void) {
 
     bf_comm_destroy(c, 0);
     bf_backend_destroy(b);
+    bf_test_remove_dir_if_passed(tmp);
     return bf_test_finish();
 }

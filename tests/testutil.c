@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bioflex/hash.h"
+#include "fsutil.h"
 
 static int tests_passed, tests_failed;
 
@@ -26,6 +27,14 @@ void bf_test_record(int ok, const char *file, int line, const char *fmt, ...) {
 int bf_test_finish(void) {
     printf("%d passed, %d failed\n", tests_passed, tests_failed);
     return tests_failed == 0 && tests_passed > 0 ? 0 : 1;
+}
+
+void bf_test_remove_dir_if_passed(const char *dir) {
+    if (tests_failed > 0) {
+        fprintf(stderr, "kept %s for its logs\n", dir);
+        return;
+    }
+    if (bf_remove_tree(dir) != BF_OK) fprintf(stderr, "could not remove %s: %s\n", dir, bf_last_error());
 }
 
 void bf_test_skip(const char *why) {

@@ -15,6 +15,9 @@ void bf_test_record(int ok, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 int bf_test_finish(void);
 void bf_test_skip(const char *why) __attribute__((noreturn));
+/* A test's scratch directory: removed when every check so far passed, kept (and named on stderr)
+ * after a failure, so that the logs in it can be read. Call it just before bf_test_finish(). */
+void bf_test_remove_dir_if_passed(const char *dir);
 
 #define CHECK(cond, ...) bf_test_record(!!(cond), __FILE__, __LINE__, __VA_ARGS__)
 #define CHECK_OK(expr)                                                                       \
