@@ -51,8 +51,9 @@ static void test_names_and_counts(void) {
 
     /* Memory: what flex adds to vanilla VGG-16's plan is, per flex layer, a window byte per pooled
      * element, a winner and a tie bit per output element and the monitors: no copy of C, P or an int32 argmax
-     * (layer_flex.c); the backward's dP (dC overwrites dy) lies over dead activations, as the
-     * gradients do (memory_plan.c; test_model checks that plan). */
+     * (layer_flex.c); the backward writes dC over dy and scatters the pool's share straight into
+     * dx (with fuse_flex_scatter = false its dP lies over dead activations, as the gradients do:
+     * memory_plan.c; test_model checks that plan). */
     bf_model *vanilla = NULL;
     cfg.model.flex = 0;
     CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 224, 224}, 100, 1, &vanilla));
@@ -454,6 +455,103 @@ static void test_resampled_threshold(const bf_flex_options *opt) {
     bf_backend_destroy(b);
 }
 
+/* stem conv -> flex 3->6 (block copy) -> ReLU -> flex 6->6 2x2/2 -> flex 6->4 3x3/2 (tiling that
+ * narrows: pooled channels 4 and 5 untapped) -> GAP -> linear, with the model's fuse_flex_scatter as
+ * given. */
+static bf_model *route_scatter_net(bf_backend *b, int fuse, bf_flex_tie_rule ties) {
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, 11, &m));
+    if (!m) return NULL;
+    m->fuse_flex_scatter = fuse;
+    bf_flex_options opt = {.joint = BF_FLEX_JOINT_MAX, .channels = BF_FLEX_CHANNELS_EXPAND, .ties = ties};
+    int x = bf_model_add_conv(m, "stem", BF_MODEL_INPUT, 3, 3, 1, 1, 1, 1, BF_INIT_UNIFORM_FAN_IN);
+    x = bf_model_add_flex(m, "flex1", x, 6, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, &opt);
+    x = bf_model_add_relu(m, "relu", x);
+    x = bf_model_add_flex(m, "flex2", x, 6, 2, 2, 0, BF_INIT_UNIFORM_FAN_IN, &opt);
+    x = bf_model_add_flex(m, "flex3", x, 4, 3, 2, 1, BF_INIT_UNIFORM_FAN_IN, &opt);
+    x = bf_model_add_global_avgpool(m, "gap", x);
+    x = bf_model_add_flatten(m, "flatten", x);
+    bf_model_add_linear(m, "fc", x, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    CHECK_OK(bf_model_finalize(m));
+    return m;
+}
+
+/* [model] fuse_flex_scatter: the max joint's route and scatter in one op, then the conv's
+ * backward-data added (flex_pool_max_backward_scatter, conv2d_backward_data_add), against the
+ * route, the conv's backward-data and the scatter-add: every gradient bit for bit on the CPU (the
+ * input's gradient sums the same two terms), inputs in multiples of 1/8 so that ties occur; and
+ * the fused layers need no dP scratch. */
+static void test_route_scatter_same_bits(bf_flex_tie_rule ties) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(2, &b));
+    bf_model *fused = route_scatter_net(b, 1, ties), *separate = route_scatter_net(b, 0, ties);
+    if (fused && separate && fused->param_data && separate->param_data) {
+        static float xh[N * C * H * H];
+        for (int i = 0; i < N * C * H * H; i++) xh[i] = (float)((i * 7) % 17 - 8) / 8.0f;
+        for (size_t i = 0; i < fused->num_param_floats; i++) /* multiples of 1/8: ties between the branches */
+            fused->param_data[i] = separate->param_data[i] = (float)((int)(i * 5 % 9) - 4) / 8.0f;
+        /* each flex conv copies its tapped input channel's window corner ((k-1)/2 each way), times
+         * 1 or 9/8 by output channel, bias 0: C ties with the window's maximum wherever the corner
+         * holds it */
+        static const char *flex_names[] = {"flex1", "flex2", "flex3"};
+        for (int f = 0; f < 3; f++) {
+            char name[64];
+            snprintf(name, sizeof name, "%s.flex_conv.weight", flex_names[f]);
+            const int wi = find_param(fused, name);
+            snprintf(name, sizeof name, "%s.flex_conv.bias", flex_names[f]);
+            const int bi = find_param(fused, name);
+            const bf_layer *l = &fused->layers[wi >= 0 ? fused->params[wi].layer : 0];
+            CHECK(wi >= 0 && bi >= 0 && l->kind == BF_LAYER_FLEX, "%s's conv weight and bias", flex_names[f]);
+            if (wi < 0 || bi < 0) continue;
+            const int c_in = l->flex.c_in, c_out = l->flex.c_out, k = l->conv.k_h, centre = (k - 1) / 2;
+            float *w = fused->param_data + fused->params[wi].offset;
+            memset(w, 0, (size_t)c_out * c_in * k * k * sizeof(float));
+            memset(fused->param_data + fused->params[bi].offset, 0, (size_t)c_out * sizeof(float));
+            for (int j = 0; j < c_out; j++) {
+                const int i = c_out % c_in == 0 ? j / (c_out / c_in) : j % c_in;
+                w[(((size_t)j * c_in + i) * k + centre) * k + centre] = j % 2 ? 1.125f : 1.0f;
+            }
+        }
+        memcpy(separate->param_data, fused->param_data, fused->num_param_floats * sizeof(float));
+        int32_t labels[N] = {0, 2, 3};
+        bf_model *models[2] = {fused, separate};
+        for (int k = 0; k < 2; k++) {
+            float losses[N], dlogits[N * K];
+            const float *logits = NULL;
+            CHECK_OK(bf_model_forward(models[k], xh, &logits));
+            CHECK_OK(b->ops->softmax_xent(b, N, K, logits, labels, 0.0f, 1.0f / N, losses, dlogits));
+            CHECK_OK(bf_model_backward(models[k], dlogits));
+        }
+        size_t differ = 0, nonzero = 0;
+        for (size_t i = 0; i < fused->num_param_floats; i++) {
+            differ += memcmp(&fused->grad_data[i], &separate->grad_data[i], sizeof(float)) != 0;
+            nonzero += fused->grad_data[i] != 0.0f;
+        }
+        CHECK(differ == 0 && nonzero > fused->num_param_floats / 3,
+              "ties = %s: fuse_flex_scatter changes %zu of %zu gradients (%zu nonzero)",
+              ties == BF_FLEX_TIE_SPLIT ? "split" : "pool", differ, fused->num_param_floats, nonzero);
+        size_t fused_scratch = 0, separate_scratch = 0, pooled = 0, tie_count = 0;
+        for (int i = 0; i < fused->num_layers; i++) {
+            fused_scratch += bf_flex_backward_scratch_floats(fused, i);
+            separate_scratch += bf_flex_backward_scratch_floats(separate, i);
+            const bf_layer *l = &fused->layers[i];
+            if (l->kind != BF_LAYER_FLEX) continue;
+            pooled += (size_t)l->flex.n * l->flex.c_in * l->flex.hw;
+            for (size_t w = 0; w < ((size_t)l->flex.n * l->flex.c_out * l->flex.hw + 31) / 32; w++)
+                tie_count += (size_t)__builtin_popcount(l->flex_ties[w]);
+        }
+        CHECK(tie_count > 0, "the branches tie somewhere (%zu ties)", tie_count);
+        CHECK(fused_scratch == 0 && separate_scratch == pooled,
+              "backward scratch: %zu floats fused (want 0: dC over dy, no dP), %zu separate (want dP's %zu)",
+              fused_scratch, separate_scratch, pooled);
+        printf("fuse_flex_scatter, ties = %s: %zu gradients bit for bit (%zu nonzero), %zu ties\n",
+               ties == BF_FLEX_TIE_SPLIT ? "split" : "pool", fused->num_param_floats, nonzero, tie_count);
+    }
+    bf_model_destroy(fused);
+    bf_model_destroy(separate);
+    bf_backend_destroy(b);
+}
+
 int main(void) {
     test_names_and_counts();
     bf_flex_options max_expand = {.joint = BF_FLEX_JOINT_MAX, .channels = BF_FLEX_CHANNELS_EXPAND, .ties = BF_FLEX_TIE_SPLIT};
@@ -485,5 +583,7 @@ int main(void) {
     check_residual_gradients("residual flex network, mask sigmoid_hard with logits BN", &mask_hard);
     test_ties(BF_FLEX_TIE_SPLIT);
     test_ties(BF_FLEX_TIE_POOL);
+    test_route_scatter_same_bits(BF_FLEX_TIE_SPLIT);
+    test_route_scatter_same_bits(BF_FLEX_TIE_POOL);
     return bf_test_finish();
 }

@@ -12,8 +12,10 @@
  * flex_pool.cu against flex_pool_cpu.c) is checked bit for bit, every tensor: y, the window bytes
  * (poisoned first, so untapped channels must keep the poison), the winners words (the last one
  * partial), conv_wins (accumulated onto a nonzero start, and a run without it), dconv and dpooled
- * (and dconv alone, and under EXPAND dconv written over dy), and dx after the scatter-add onto random values; also against the CUDA op-by-op
- * sequence the ops replace. Every channel rule x pool window (3x3/1 pad 1, 2x2/2, 3x3/2 pad 1) x tie
+ * (and dconv alone, and under EXPAND dconv written over dy), and dx after the scatter-add onto
+ * random values; under EXPAND also the route and scatter in one op (flex_pool_max_backward_scatter:
+ * dconv, also over dy, and dx overwritten over NaNs); also against the CUDA op-by-op sequence the
+ * ops replace. Every channel rule x pool window (3x3/1 pad 1, 2x2/2, 3x3/2 pad 1) x tie
  * rule, on inputs in multiples of 1/8 with ties injected, plus NaNs and larger shapes; and the
  * shapes and NULL tensors the CUDA ops refuse. The mask joint's pool branch (flex_pool_forward,
  * flex_pool_gather) is checked on the same cases, and the fused mask joint (flex_mask_joint_*,
@@ -453,6 +455,39 @@ static void check_pool_scatter(pool_run *r, const float *dx0) {
     pair_free(&dx);
 }
 
+/* flex_pool_max_backward_scatter (EXPAND): dconv (garbage before, then over dy) and dx (all bits
+ * set before: it overwrites) on both backends from each one's forward results, and dx against the
+ * GPU's maxpool_backward of its op-by-op dpooled (from zero). */
+static void check_pool_route_scatter(pool_run *r) {
+    pair dconv = pair_out(r->nc), dx = pair_out(r->nx);
+    CHECK_OK(cpu->ops->fill(cpu, dx.c, NAN, r->nx));
+    CHECK_OK(gpu->ops->fill(gpu, dx.g, NAN, r->nx));
+    CHECK_OK(cpu->ops->flex_pool_max_backward_scatter(cpu, &r->ps, &r->s, r->window_c, r->winners_c, r->ties_c, r->dy.c,
+                                                      dconv.c, dx.c));
+    CHECK_OK(gpu->ops->flex_pool_max_backward_scatter(gpu, &r->ps, &r->s, r->window_g, r->winners_g, r->ties_g, r->dy.g,
+                                                      dconv.g, dx.g));
+    same_floats("backward with the scatter: dconv", cpu, dconv.c, dconv.g, r->nc);
+    same_floats("backward with the scatter: dx", cpu, dx.c, dx.g, r->nx);
+
+    float *inplace = bf_test_upload(gpu, NULL, r->nc), *dx2 = bf_test_upload(gpu, NULL, r->nx);
+    CHECK_OK(gpu->ops->copy(gpu, inplace, r->dy.g, r->nc * sizeof(float)));
+    CHECK_OK(gpu->ops->fill(gpu, dx2, NAN, r->nx));
+    CHECK_OK(gpu->ops->flex_pool_max_backward_scatter(gpu, &r->ps, &r->s, r->window_g, r->winners_g, r->ties_g, inplace,
+                                                      inplace, dx2));
+    same_floats("backward with the scatter: dconv written over dy", cpu, dconv.c, inplace, r->nc);
+    same_floats("backward with the scatter: dx with dconv over dy", cpu, dx.c, dx2, r->nx);
+
+    float *dx_ref = bf_test_upload(gpu, NULL, r->nx);
+    CHECK_OK(gpu->ops->maxpool_backward(gpu, &r->ps, r->dP_g, r->argmax_g, dx_ref));
+    same_floats("backward with the scatter: dx vs CUDA maxpool_backward", gpu, dx_ref, dx.g, r->nx);
+
+    bf_free(gpu, inplace);
+    bf_free(gpu, dx2);
+    bf_free(gpu, dx_ref);
+    pair_free(&dconv);
+    pair_free(&dx);
+}
+
 static void test_pool_case(const pool_case *pc) {
     pool_run r;
     memset(&r, 0, sizeof r);
@@ -509,6 +544,7 @@ static void test_pool_case(const pool_case *pc) {
     check_pool_forward(&r, conv, conv_wins);
     check_pool_backward(&r);
     check_pool_scatter(&r, dx0);
+    if (pc->channels == BF_FLEX_CHANNELS_EXPAND) check_pool_route_scatter(&r);
     check_pool_branch(&r);
     printf("  %-50s %6zu elements, %5zu ties, %5zu conv wins: %s\n", pc->name, r.nc, ties, conv_wins,
            g_case_bad ? "MISMATCH" : "bit-identical");

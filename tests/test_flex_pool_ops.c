@@ -20,7 +20,8 @@
  * words of the bitmap its 32 positions straddle), BILINEAR's walk over output elements (which
  * output channel writes a window byte, a warp's ballot as one word), the route per pooled element
  * over its candidate channels from dy and the winners and ties bits alone, and the gather of the
- * scatter-add that skips zeros. */
+ * scatter-add that skips zeros, and (EXPAND) the route and scatter in one pass, flex_pool_max_backward_scatter,
+ * whose kernel must visit every element of dy exactly once. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,6 +254,51 @@ static void emu_scatter_add(const bf_pool_shape *ps, const bf_flex_shape *s, con
     }
 }
 
+/* k_route_scatter (EXPAND): one thread per input element, its covering windows in ascending order;
+ * where a window's byte chose the element, the window's share from dy and the bits of the channels
+ * tapping its plane (ascending), writing their dconv; the sum overwrites dx. visits[e] counts the
+ * threads that read dy[e] and wrote dconv[e]: the kernel lets dconv overwrite dy because that is
+ * one thread, once, for every element. */
+static void emu_route_scatter(const bf_pool_shape *ps, const bf_flex_shape *s, const uint8_t *window,
+                              const uint32_t *winners, const uint32_t *ties, const float *dy, float *dconv, float *dx,
+                              uint8_t *visits) {
+    const size_t in_plane = (size_t)ps->h_in * ps->w_in, hw = (size_t)s->hw;
+    const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
+    for (size_t idx = 0; idx < (size_t)s->n * s->c_in * in_plane; idx++) {
+        const size_t plane = idx / in_plane, at = idx % in_plane, n = plane / s->c_in;
+        const int i = (int)(plane % s->c_in);
+        int lo, hi, step;
+        fold_candidates(s, i, &lo, &hi, &step);
+        float acc = 0.0f;
+        if (lo < hi) {
+            const int h = (int)(at / ps->w_in), w = (int)(at % ps->w_in);
+            const int oh_first = h + ps->pad - ps->k + 1, ow_first = w + ps->pad - ps->k + 1;
+            const int oh_lo = oh_first <= 0 ? 0 : (oh_first + ps->stride - 1) / ps->stride;
+            const int ow_lo = ow_first <= 0 ? 0 : (ow_first + ps->stride - 1) / ps->stride;
+            int oh_hi = (h + ps->pad) / ps->stride + 1, ow_hi = (w + ps->pad) / ps->stride + 1;
+            if (oh_hi > ps->h_out) oh_hi = ps->h_out;
+            if (ow_hi > ps->w_out) ow_hi = ps->w_out;
+            for (int oh = oh_lo; oh < oh_hi; oh++)
+                for (int ow = ow_lo; ow < ow_hi; ow++) {
+                    const size_t o = (size_t)oh * ps->w_out + ow;
+                    if (emu_window_offset(ps, oh, ow, window[plane * hw + o]) != at) continue;
+                    float share = 0.0f;
+                    for (int j = lo; j < hi; j += step) {
+                        const size_t e = (n * s->c_out + (size_t)j) * hw + o;
+                        const float g = dy[e];
+                        const int win = (winners[e / 32] >> (e % 32)) & 1u, tie = (ties[e / 32] >> (e % 32)) & 1u;
+                        const float dc = win ? (tie ? g * tie_share : g) : 0.0f;
+                        share += g - dc;
+                        dconv[e] = dc;
+                        visits[e]++;
+                    }
+                    acc += share;
+                }
+        }
+        dx[idx] = acc;
+    }
+}
+
 /* The emulated kernels from the same inputs: every result with the ops' bits. */
 static void check_emulation(const pool_case *pc, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
                             const float *conv, const float *dy, const float *y, const uint8_t *window,
@@ -285,6 +331,42 @@ static void check_emulation(const pool_case *pc, const bf_pool_shape *ps, const 
           "%s: the CUDA backward's algorithm differs: dconv %zu, dpooled %zu, dx %zu elements", pc->name,
           differing_bits(edconv, dconv, nc), differing_bits(edP, dP, np), differing_bits(edx, dx, nx));
     free(ey), free(edconv), free(edP), free(edx), free(ewindow), free(ewinners), free(eties);
+}
+
+/* flex_pool_max_backward_scatter (EXPAND) and its CUDA kernel's emulation: dconv as the op-by-op
+ * flex_max_backward's, also written over dy, and dx (poisoned first: overwritten) as
+ * maxpool_backward of its dpooled from zero, bit for bit. */
+static void check_route_scatter(bf_backend *b, const pool_case *pc, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                const uint8_t *window, const uint32_t *winners, const uint32_t *ties, const float *dy,
+                                const float *dconv_ref, const float *dx_pool_ref) {
+    const size_t nx = (size_t)s->n * s->c_in * ps->h_in * ps->w_in, nc = (size_t)s->n * s->c_out * s->hw;
+    float *dconv = host(nc * sizeof(float)), *dx = host(nx * sizeof(float)), *inplace = host(nc * sizeof(float));
+    float *dx2 = host(nx * sizeof(float));
+    memset(dconv, 0xFF, nc * sizeof(float));
+    memset(dx, 0xFF, nx * sizeof(float));
+    CHECK_OK(b->ops->flex_pool_max_backward_scatter(b, ps, s, window, winners, ties, dy, dconv, dx));
+    CHECK(differing_bits(dconv, dconv_ref, nc) == 0 && differing_bits(dx, dx_pool_ref, nx) == 0,
+          "%s: backward with the scatter: %zu dconv and %zu dx elements differ from flex_max_backward and "
+          "maxpool_backward", pc->name, differing_bits(dconv, dconv_ref, nc), differing_bits(dx, dx_pool_ref, nx));
+    memcpy(inplace, dy, nc * sizeof(float));
+    memset(dx2, 0xFF, nx * sizeof(float));
+    CHECK_OK(b->ops->flex_pool_max_backward_scatter(b, ps, s, window, winners, ties, inplace, inplace, dx2));
+    CHECK(differing_bits(inplace, dconv_ref, nc) == 0 && differing_bits(dx2, dx_pool_ref, nx) == 0,
+          "%s: backward with the scatter, dconv over dy: %zu dconv and %zu dx elements differ", pc->name,
+          differing_bits(inplace, dconv_ref, nc), differing_bits(dx2, dx_pool_ref, nx));
+
+    uint8_t *visits = host(nc);
+    memset(dconv, 0xFF, nc * sizeof(float));
+    memset(dx, 0xFF, nx * sizeof(float));
+    emu_route_scatter(ps, s, window, winners, ties, dy, dconv, dx, visits);
+    size_t not_once = 0;
+    for (size_t e = 0; e < nc; e++) not_once += visits[e] != 1;
+    CHECK(not_once == 0, "%s: k_route_scatter visits %zu of %zu dy elements other than exactly once", pc->name,
+          not_once, nc);
+    CHECK(differing_bits(dconv, dconv_ref, nc) == 0 && differing_bits(dx, dx_pool_ref, nx) == 0,
+          "%s: the CUDA route-and-scatter's algorithm differs: dconv %zu, dx %zu elements", pc->name,
+          differing_bits(dconv, dconv_ref, nc), differing_bits(dx, dx_pool_ref, nx));
+    free(dconv), free(dx), free(inplace), free(dx2), free(visits);
 }
 
 static void run_case(bf_backend *b, const pool_case *pc) {
@@ -386,6 +468,8 @@ static void run_case(bf_backend *b, const pool_case *pc) {
     CHECK(differing_bits(dx, dx_ref, nx) == 0, "%s: dx + scatter differs from dx + maxpool_backward in %zu elements",
           pc->name, differing_bits(dx, dx_ref, nx));
     check_emulation(pc, &ps, &s, x, conv, dy, y, window, winners, tie_bits, (long)(wins - 5.0f), dconv, dP, dx0, dx);
+    if (pc->channels == BF_FLEX_CHANNELS_EXPAND)
+        check_route_scatter(b, pc, &ps, &s, window, winners, tie_bits, dy, dconv_ref, dx_pool);
 
     /* the mask joint's pool branch: maxpool's P, a byte for every channel, and P read back */
     float *P2 = host(np * sizeof(float)), *P3 = host(np * sizeof(float));
@@ -431,6 +515,14 @@ static void test_refusals(bf_backend *b) {
               strstr(bf_last_error(), "flex_pool_max_backward"),
           "a NULL ties bitmap is refused, naming the op: %s", bf_last_error());
     CHECK(b->ops->flex_pool_scatter_add(b, &ps, &s, window, NULL, dx) == BF_ERR_ARG, "a NULL dpooled is refused");
+    CHECK(b->ops->flex_pool_max_backward_scatter(b, &ps, &s, window, winners, tie_bits, y, y, NULL) == BF_ERR_ARG &&
+              strstr(bf_last_error(), "flex_pool_max_backward_scatter"),
+          "a NULL dx is refused, naming the op: %s", bf_last_error());
+    bf_flex_shape bilinear = s;
+    bilinear.channels = BF_FLEX_CHANNELS_BILINEAR;
+    CHECK(b->ops->flex_pool_max_backward_scatter(b, &ps, &bilinear, window, winners, tie_bits, y, y, dx) == BF_ERR_ARG &&
+              strstr(bf_last_error(), "EXPAND"),
+          "BILINEAR is refused by the backward with the scatter: %s", bf_last_error());
 }
 
 int main(void) {

@@ -158,6 +158,21 @@ static void test_conv_case(bf_backend *b, bf_conv2d_shape s, int with_bias, cons
         check_buffer(b, db, rdb, (size_t)s.c_out, 1e-5, 1e-5, what);
     }
 
+    /* conv2d_backward_data_add: dx + the same result, one addition per element, bit for bit. */
+    float *hdx = bf_test_download(b, dx, nx), *hprior;
+    float *acc = random_buffer(b, nx, -1, 1, 15, &hprior);
+    CHECK_OK(b->ops->conv2d_backward_data_add(b, &s, dy, w, acc));
+    float *hacc = bf_test_download(b, acc, nx);
+    size_t bad_add = 0;
+    for (size_t i = 0; i < nx; i++) {
+        const float want = hprior[i] + hdx[i];
+        bad_add += memcmp(&hacc[i], &want, sizeof want) != 0;
+    }
+    CHECK(bad_add == 0, "%s: backward data added onto dx differs from dx + backward data in %zu of %zu elements", name,
+          bad_add, nx);
+    free(hdx); free(hprior); free(hacc);
+    bf_free(b, acc);
+
     /* Bit-identical on a second run. */
     float *first = bf_test_download(b, dw, nw);
     CHECK_OK(b->ops->conv2d_backward_filter(b, &s, x, dy, dw, NULL));

@@ -201,6 +201,14 @@ static void test_conv_case(const char *name, int n, int c_in, int h, int w, int 
     snprintf(what, sizeof what, "conv %s backward data (cached)", name);
     pair_compare(what, dx, RED_ATOL, RED_RTOL);
 
+    /* added onto what dx holds (cuDNN's beta = 1; the flex max joint's pool share is there) */
+    CHECK_OK(cpu->ops->fill(cpu, dx.c, 0.375f, nx));
+    CHECK_OK(gpu->ops->fill(gpu, dx.g, 0.375f, nx));
+    CHECK_OK(cpu->ops->conv2d_backward_data_add(cpu, &s, dy.c, wt.c, dx.c));
+    CHECK_OK(gpu->ops->conv2d_backward_data_add(gpu, &s, dy.g, wt.g, dx.g));
+    snprintf(what, sizeof what, "conv %s backward data added", name);
+    pair_compare(what, dx, RED_ATOL, RED_RTOL);
+
     pair_free(&x);
     pair_free(&wt);
     pair_free(&bias);

@@ -177,6 +177,9 @@ typedef struct bf_model {
                                  * bits; read by bf_model_finalize */
     int fuse_bn_relu;           /* 1 (the default): a batch-norm runs the in-place ReLU after it, one pass
                                  * each way (batchnorm_relu_apply/backward); read by bf_model_finalize */
+    int fuse_flex_scatter;      /* 1 (the default): max-joint EXPAND flex layers route dy and scatter the
+                                 * pool's share into dx in one op (flex_pool_max_backward_scatter), no
+                                 * dP; read by bf_model_finalize (the backward scratch) */
     int recompute_charge;       /* 1 (the default): LIF/IF layers fed by a batch-norm alone keep no
                                  * charge ([spiking] recompute_charge); read by bf_model_finalize */
     size_t forward_only_bytes;  /* the packed layers' float spikes (live only until their consumers'

@@ -216,6 +216,11 @@ typedef struct bf_ops {
                                 const float *w, const float *bias /* nullable */, float *y);
     bf_status (*conv2d_backward_data)(bf_backend *b, const bf_conv2d_shape *s, const float *dy,
                                       const float *w, float *dx);
+    /* dx += the same backward-data (one rounding per element: dx + the whole result, as cuDNN's
+     * beta = 1 blends), for a layer whose other branch wrote its share of dx first (the flex max
+     * joint: flex_pool_max_backward_scatter). */
+    bf_status (*conv2d_backward_data_add)(bf_backend *b, const bf_conv2d_shape *s, const float *dy,
+                                          const float *w, float *dx);
     bf_status (*conv2d_backward_filter)(bf_backend *b, const bf_conv2d_shape *s, const float *x,
                                         const float *dy, float *dw, float *dbias /* nullable */);
     /* Memory the convolutions that follow may use as their workspace (NULL, 0: none), until the
@@ -371,6 +376,18 @@ typedef struct bf_ops {
      * channels no output channel taps (whose bytes forward left unwritten), as the backward makes it. */
     bf_status (*flex_pool_scatter_add)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                        const uint8_t *window, const float *dpooled, float *dx);
+    /* flex_pool_max_backward and the scatter in one pass, for EXPAND (BF_ERR_ARG for BILINEAR):
+     * dconv as flex_pool_max_backward (dy itself allowed), and dx [n, c_in, h_in, w_in] =
+     * maxpool_backward of the pool's share through window, OVERWRITTEN: the conv's part is added
+     * after, by conv2d_backward_data_add. dpooled is never stored: each window's share is taken
+     * from dy and the bits where the window's byte chose an input, by that input's sum, so every
+     * element of dy is read once. Bit-identical to flex_pool_max_backward, dx zeroed,
+     * flex_pool_scatter_add; with conv2d_backward_data_add after it, the same dx as
+     * conv2d_backward_data before flex_pool_scatter_add (one addition, which commutes), on the CPU
+     * bit for bit. */
+    bf_status (*flex_pool_max_backward_scatter)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                                const uint8_t *window, const uint32_t *winners, const uint32_t *ties,
+                                                const float *dy, float *dconv, float *dx);
     /* The pool branch alone, for the mask joint: pooled [n, c_in, hw] = maxpool(x) over ps (as
      * maxpool_forward) and window, one byte per pooled element, its maximum's place kh*k + kw, for
      * every pooled channel (ps and s as for flex_pool_max_forward). */

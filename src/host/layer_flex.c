@@ -6,9 +6,11 @@
  * The channel-wise max runs fused (ops.h flex_pool_max_*): the conv writes C into the layer's
  * output, one op turns it into y in place computing P on the fly, and the layer keeps only a byte
  * per pooled element (where its window's maximum was) and two bits per output element (conv won or
- * tied; tied) for the backward, which routes dy to dC and the pool's share in one pass over dy
- * alone and scatters that share into dx after the conv's backward-data. The mask joint keeps C, the same window bytes
- * and (with batch-norm on the logits) their batch statistics: P goes to the shared scratch, and
+ * tied; tied) for the backward, which routes dy to dC and scatters the pool's share into dx in one
+ * pass (EXPAND, [model] fuse_flex_scatter; the conv's backward-data then adds its part), or routes
+ * dy to dC and dP in one pass over dy alone and scatters dP into dx after the conv's backward-data.
+ * The mask joint keeps C, the same window bytes and (with batch-norm on the logits) their batch
+ * statistics: P goes to the shared scratch, and
  * one fused op each way (ops.h flex_mask_joint_*) computes P~, L, M and y, or M again and the
  * gradients, without storing them; with batch-norm the raw and normalised L are in the scratch
  * too, computed again in the backward (logits_again).
@@ -78,10 +80,16 @@ size_t bf_flex_scratch_floats(const bf_model *m, int index) {
                                  : 2 * branch_floats(l) + 2 * pooled_floats(l);
 }
 
+/* Whether the max joint's backward routes and scatters in one op (the model's fuse_flex_scatter;
+ * EXPAND only: flex_pool_max_backward_scatter), so that dP is never stored. */
+static int route_scatter(const bf_model *m, const bf_layer *l) {
+    return m->fuse_flex_scatter && !is_mask(l) && l->flex_opt.channels == BF_FLEX_CHANNELS_EXPAND;
+}
+
 size_t bf_flex_backward_scratch_floats(const bf_model *m, int index) {
     const bf_layer *l = &m->layers[index];
     if (l->kind != BF_LAYER_FLEX || is_mask(l)) return 0;
-    return (dconv_in_place(m, index) ? 0 : branch_floats(l)) + pooled_floats(l); /* [dC,] dP */
+    return (dconv_in_place(m, index) ? 0 : branch_floats(l)) + (route_scatter(m, l) ? 0 : pooled_floats(l)); /* [dC,] [dP] */
 }
 
 /* The mask joint's P (and, with batch-norm on the logits, P~, the raw and the normalised L) live
@@ -217,6 +225,12 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
         if (dconv_in_place(m, index)) {
             dconv = l->dout;
             dpooled = l->bwd_scratch;
+        }
+        if (dx && route_scatter(m, l)) { /* dx = the pool's share, then the conv's part added */
+            BF_TRY(ops->flex_pool_max_backward_scatter(b, &ps, &fs, l->flex_window, l->flex_winners, l->flex_ties,
+                                                       l->dout, dconv, dx));
+            BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1)));
+            return ops->conv2d_backward_data_add(b, &cs, dconv, bf_layer_param(m, l, 0), dx);
         }
         BF_TRY(ops->flex_pool_max_backward(b, &ps, &fs, l->flex_winners, l->flex_ties, l->dout, dconv,
                                            dx ? dpooled : NULL));

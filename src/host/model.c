@@ -22,6 +22,7 @@ bf_status bf_model_create(bf_backend *b, bf_shape input_shape, long seed, bf_mod
     m->pack_spikes = 1; /* as [spiking] pack_spikes defaults: set before bf_model_finalize to change */
     m->recompute_charge = 1; /* as [spiking] recompute_charge defaults */
     m->fuse_bn_relu = 1;
+    m->fuse_flex_scatter = 1; /* as [model] fuse_flex_scatter defaults */
     *out = m;
     return BF_OK;
 }

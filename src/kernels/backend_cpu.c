@@ -81,6 +81,7 @@ static const bf_ops cpu_ops = {
 
     .conv2d_forward = bf_cpu_conv2d_forward,
     .conv2d_backward_data = bf_cpu_conv2d_backward_data,
+    .conv2d_backward_data_add = bf_cpu_conv2d_backward_data_add,
     .conv2d_backward_filter = bf_cpu_conv2d_backward_filter,
     .conv_workspace_hint = bf_cpu_conv_workspace_hint,
 
@@ -123,6 +124,7 @@ static const bf_ops cpu_ops = {
     .flex_pool_max_forward = bf_cpu_flex_pool_max_forward,
     .flex_pool_max_backward = bf_cpu_flex_pool_max_backward,
     .flex_pool_scatter_add = bf_cpu_flex_pool_scatter_add,
+    .flex_pool_max_backward_scatter = bf_cpu_flex_pool_max_backward_scatter,
     .flex_pool_forward = bf_cpu_flex_pool_forward,
     .flex_pool_gather = bf_cpu_flex_pool_gather,
     .flex_logits_forward = bf_cpu_flex_logits_forward,

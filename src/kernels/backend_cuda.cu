@@ -192,6 +192,7 @@ static const bf_ops cuda_ops = {
 
     /* .conv2d_forward = */ bf_cuda_conv2d_forward,
     /* .conv2d_backward_data = */ bf_cuda_conv2d_backward_data,
+    /* .conv2d_backward_data_add = */ bf_cuda_conv2d_backward_data_add,
     /* .conv2d_backward_filter = */ bf_cuda_conv2d_backward_filter,
     /* .conv_workspace_hint = */ bf_cuda_conv_workspace_hint,
 
@@ -232,6 +233,7 @@ static const bf_ops cuda_ops = {
     /* .flex_pool_max_forward = */ bf_cuda_flex_pool_max_forward,
     /* .flex_pool_max_backward = */ bf_cuda_flex_pool_max_backward,
     /* .flex_pool_scatter_add = */ bf_cuda_flex_pool_scatter_add,
+    /* .flex_pool_max_backward_scatter = */ bf_cuda_flex_pool_max_backward_scatter,
     /* .flex_pool_forward = */ bf_cuda_flex_pool_forward,
     /* .flex_pool_gather = */ bf_cuda_flex_pool_gather,
     /* .flex_logits_forward = */ bf_cuda_flex_logits_forward,
@@ -268,7 +270,7 @@ static const bf_ops cuda_ops = {
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 75 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 77 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

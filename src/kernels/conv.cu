@@ -572,25 +572,41 @@ extern "C" bf_status bf_cuda_conv2d_forward(bf_backend *b, const bf_conv2d_shape
     return BF_OK;
 }
 
-extern "C" bf_status bf_cuda_conv2d_backward_data(bf_backend *b, const bf_conv2d_shape *s, const float *dy,
-                                                  const float *w, float *dx) {
+namespace {
+
+/* beta 0: dx = the result; beta 1: dx += it (conv2d_backward_data_add). The graph API's plans are
+ * built with beta 0, so an add runs the direction's algorithm, which the search chose too. */
+static bf_status backward_data(bf_backend *b, const bf_conv2d_shape *s, const float *dy, const float *w, float *dx,
+                               float beta, const char *op) {
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
-    BF_TRY(check_conv(s, "conv2d_backward_data"));
-    if (!dy || !w || !dx) return bf_error(BF_ERR_ARG, "conv2d_backward_data: NULL dy, weight or dx");
+    BF_TRY(check_conv(s, op));
+    if (!dy || !w || !dx) return bf_error(BF_ERR_ARG, "%s: NULL dy, weight or dx", op);
     conv_entry *e;
     void *ws;
     size_t ws_bytes;
     BF_TRY(conv_prepare(im, s, DIR_BWD_DATA, dy, w, dx, &e, &ws, &ws_bytes));
-    const float one = 1.0f, zero = 0.0f;
+    const float one = 1.0f;
     bf_conv_plan *plan = e->dir[DIR_BWD_DATA].plan;
-    if (bf_conv_graph_fits(plan, dy, w, dx))
+    if (beta == 0.0f && bf_conv_graph_fits(plan, dy, w, dx))
         BF_TRY(bf_conv_graph_run(im, plan, dy, w, dx));
     else
         BF_CUDNN_CHECK(cudnnConvolutionBackwardData(im->cudnn, &one, e->w_desc, w, e->y_desc, dy, e->conv_desc,
                                                     (cudnnConvolutionBwdDataAlgo_t)e->dir[DIR_BWD_DATA].algo, ws,
-                                                    ws_bytes, &zero, e->x_desc, dx));
+                                                    ws_bytes, &beta, e->x_desc, dx));
     return BF_OK;
+}
+
+}  // namespace
+
+extern "C" bf_status bf_cuda_conv2d_backward_data(bf_backend *b, const bf_conv2d_shape *s, const float *dy,
+                                                  const float *w, float *dx) {
+    return backward_data(b, s, dy, w, dx, 0.0f, "conv2d_backward_data");
+}
+
+extern "C" bf_status bf_cuda_conv2d_backward_data_add(bf_backend *b, const bf_conv2d_shape *s, const float *dy,
+                                                      const float *w, float *dx) {
+    return backward_data(b, s, dy, w, dx, 1.0f, "conv2d_backward_data_add");
 }
 
 extern "C" bf_status bf_cuda_conv2d_backward_filter(bf_backend *b, const bf_conv2d_shape *s, const float *x,

@@ -131,31 +131,49 @@ bf_status bf_cpu_conv2d_forward(bf_backend *b, const bf_conv2d_shape *s, const f
     return BF_OK;
 }
 
-bf_status bf_cpu_conv2d_backward_data(bf_backend *b, const bf_conv2d_shape *s, const float *dy,
-                                      const float *w, float *dx) {
+/* dx = conv's backward-data of dy (add 0), or dx += it (add 1): each thread computes one image's
+ * group into its own buffer then, so that every element gets one rounding, dx + result, whatever
+ * the column order (cuDNN's beta = 1 blends the same way). */
+static bf_status backward_data(bf_backend *b, const bf_conv2d_shape *s, const float *dy, const float *w, float *dx,
+                               int add) {
     conv_geometry g;
     BF_TRY(conv_geometry_init(s, &g));
     int threads = bf_cpu_threads(b);
+    const size_t sum_floats = add ? bf_cpu_round_floats((size_t)g.cin_g * g.hw_in) : 0;
     void *scratch = NULL;
-    if (!g.direct) BF_TRY(bf_cpu_scratch(b, sizeof(float) * g.col_floats * threads, &scratch));
+    if (!g.direct || add) BF_TRY(bf_cpu_scratch(b, sizeof(float) * (g.col_floats + sum_floats) * threads, &scratch));
 
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int n = 0; n < s->n; n++) {
-        float *col = g.direct ? NULL : (float *)scratch + g.col_floats * omp_get_thread_num();
+        float *col = g.direct ? NULL : (float *)scratch + (g.col_floats + sum_floats) * omp_get_thread_num();
+        float *sum = add ? (float *)scratch + (g.col_floats + sum_floats) * omp_get_thread_num() + g.col_floats : NULL;
         for (int grp = 0; grp < s->groups; grp++) {
             float *dx_g = dx + ((size_t)n * s->c_in + (size_t)grp * g.cin_g) * g.hw_in;
+            float *out = add ? sum : dx_g;
             const float *dy_g = dy + ((size_t)n * s->c_out + (size_t)grp * g.cout_g) * g.hw_out;
             const float *w_g = w + (size_t)grp * g.cout_g * g.k_g;
-            /* col = w_g^T * dy_g; in the direct case col is dx_g itself. */
+            /* col = w_g^T * dy_g; in the direct case col is the result itself. */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g.k_g, g.hw_out, g.cout_g, 1.0f, w_g, g.k_g,
-                        dy_g, g.hw_out, 0.0f, g.direct ? dx_g : col, g.hw_out);
+                        dy_g, g.hw_out, 0.0f, g.direct ? out : col, g.hw_out);
             if (!g.direct) {
-                memset(dx_g, 0, sizeof(float) * g.cin_g * g.hw_in);
-                col2im(s, g.cin_g, col, dx_g);
+                memset(out, 0, sizeof(float) * g.cin_g * g.hw_in);
+                col2im(s, g.cin_g, col, out);
             }
+            if (add)
+                for (size_t i = 0; i < (size_t)g.cin_g * g.hw_in; i++) dx_g[i] += sum[i];
         }
     }
     return BF_OK;
+}
+
+bf_status bf_cpu_conv2d_backward_data(bf_backend *b, const bf_conv2d_shape *s, const float *dy,
+                                      const float *w, float *dx) {
+    return backward_data(b, s, dy, w, dx, 0);
+}
+
+bf_status bf_cpu_conv2d_backward_data_add(bf_backend *b, const bf_conv2d_shape *s, const float *dy,
+                                          const float *w, float *dx) {
+    return backward_data(b, s, dy, w, dx, 1);
 }
 
 /* dbias[o] = sum of dy over the batch and the output plane of channel o, in double. */

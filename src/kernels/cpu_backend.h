@@ -126,6 +126,8 @@ bf_status bf_cpu_conv2d_forward(bf_backend *b, const bf_conv2d_shape *s, const f
                                 const float *w, const float *bias, float *y);
 bf_status bf_cpu_conv2d_backward_data(bf_backend *b, const bf_conv2d_shape *s, const float *dy,
                                       const float *w, float *dx);
+bf_status bf_cpu_conv2d_backward_data_add(bf_backend *b, const bf_conv2d_shape *s, const float *dy,
+                                          const float *w, float *dx);
 bf_status bf_cpu_conv2d_backward_filter(bf_backend *b, const bf_conv2d_shape *s, const float *x,
                                         const float *dy, float *dw, float *dbias);
 bf_status bf_cpu_conv_workspace_hint(bf_backend *b, void *p, size_t bytes);
@@ -243,6 +245,9 @@ bf_status bf_cpu_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, 
                                         float *dpooled);
 bf_status bf_cpu_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                        const uint8_t *window, const float *dpooled, float *dx);
+bf_status bf_cpu_flex_pool_max_backward_scatter(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                                const uint8_t *window, const uint32_t *winners, const uint32_t *ties,
+                                                const float *dy, float *dconv, float *dx);
 bf_status bf_cpu_flex_pool_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
                                    float *pooled, uint8_t *window);
 bf_status bf_cpu_flex_pool_gather(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,

@@ -26,6 +26,10 @@
  *   k_pool_scatter_add   one thread per input element: the windows that contain it, in ascending
  *                        output order, add their dpooled where their byte chose it (a gather, so no
  *                        atomics), and the sum is added to dx.
+ *   k_route_scatter      (EXPAND) k_route_expand and k_pool_scatter_add in one pass: one thread per
+ *                        input element takes each window's share from dy and the bits where the
+ *                        window's byte chose it, writing the window's dconv; dx is overwritten
+ *                        (flex_pool_max_backward_scatter: the conv's backward-data adds after).
  *   k_pool_forward,      the mask joint's pool branch: one thread per pooled element writes its
  *   k_pool_gather        window maximum and byte, and reads the maximum back from x at the byte.
  * The windows of FlexNet (3x3 stride 1, 2x2 stride 2) are compiled in (pool_common.cuh).
@@ -258,6 +262,49 @@ __global__ void k_pool_scatter_add(const uint8_t *__restrict__ window, const flo
     }
 }
 
+/* The route and the scatter in one pass (EXPAND): one thread per input element of pooled plane
+ * (n, i), as k_pool_scatter_add; for each window that contains it, in ascending output order,
+ * whose byte chose it, the window's share is taken from dy and the bits of the channels tapping i
+ * (ascending, as k_route_expand), whose dconv it writes, and added to the sum, which overwrites dx.
+ * A window's byte chooses exactly one input, so every element of dy is read, and its dconv written,
+ * by one thread once: dy and dconv may be one buffer (not __restrict__). A plane no channel taps
+ * (tiling that narrows) has no share: its dx is 0. */
+template <int K, int S>
+__global__ void k_route_scatter(const uint8_t *__restrict__ window, const uint32_t *__restrict__ winners,
+                                const uint32_t *__restrict__ ties, const float *dy, float *dconv,
+                                float *__restrict__ dx, pool_geo pg, flex_geo g, float tie_share) {
+    const int plane = (int)blockIdx.x, n = plane / g.c_in, i = plane - n * g.c_in;
+    const int in_plane = pg.h_in * pg.w_in, k = window_k<K>(pg), stride = window_stride<S>(pg);
+    int lo, hi, step;
+    fold_candidates(g, i, &lo, &hi, &step);
+    const uint8_t *wq = window + (size_t)plane * g.hw;
+    float *dxq = dx + (size_t)plane * in_plane;
+    PLANE_POSITIONS(at, in_plane) {
+        float acc = 0.0f;
+        if (lo < hi) {
+            const int h = at / pg.w_in, w = at - h * pg.w_in;
+            int oh_lo, oh_hi, ow_lo, ow_hi;
+            covering_outputs(h, stride, pg.pad, k, pg.h_out, &oh_lo, &oh_hi);
+            covering_outputs(w, stride, pg.pad, k, pg.w_out, &ow_lo, &ow_hi);
+            for (int oh = oh_lo; oh < oh_hi; oh++)
+                for (int ow = ow_lo; ow < ow_hi; ow++) {
+                    const int o = oh * pg.w_out + ow;
+                    if (window_offset<K, S>(pg, oh, ow, wq[o]) != at) continue;
+                    float share = 0.0f;
+                    for (int j = lo; j < hi; j += step) {
+                        const size_t e = ((size_t)n * g.c_out + (size_t)j) * (size_t)g.hw + (size_t)o;
+                        const float gv = dy[e];
+                        const float dc = routed(gv, winners[e >> 5], ties[e >> 5], (unsigned)(e & 31u), tie_share);
+                        share = __fadd_rn(share, __fsub_rn(gv, dc));
+                        dconv[e] = dc;
+                    }
+                    acc = __fadd_rn(acc, share);
+                }
+        }
+        dxq[at] = acc;
+    }
+}
+
 /* k_pool_forward: one thread per pooled element, the window maximum and its byte (every channel). */
 template <int K, int S>
 __global__ void k_pool_forward(const float *__restrict__ x, float *__restrict__ pooled,
@@ -377,6 +424,22 @@ extern "C" bf_status bf_cuda_flex_pool_scatter_add(bf_backend *b, const bf_pool_
     if (im->flex_slide && slide_takes(im, ps, s)) return slide_scatter_add(im, ps, s, window, dpooled, dx);
     const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)ps->h_in * ps->w_in);
     LAUNCH_WINDOW(ps, k_pool_scatter_add, NO_EXTRA, l, window, dpooled, dx, pool_geo_of(ps), s->hw);
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_flex_pool_max_backward_scatter(bf_backend *b, const bf_pool_shape *ps,
+                                                            const bf_flex_shape *s, const uint8_t *window,
+                                                            const uint32_t *winners, const uint32_t *ties,
+                                                            const float *dy, float *dconv, float *dx) {
+    FLEX_ENTER("flex_pool_max_backward_scatter", window, winners, ties, dy, dconv, dx);
+    BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_backward_scatter"));
+    if (s->channels != BF_FLEX_CHANNELS_EXPAND)
+        return bf_error(BF_ERR_ARG, "flex_pool_max_backward_scatter: EXPAND channels only (BILINEAR mixes two pooled "
+                                    "channels per output: flex_pool_max_backward, then flex_pool_scatter_add)");
+    const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
+    const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)ps->h_in * ps->w_in);
+    LAUNCH_WINDOW(ps, k_route_scatter, NO_EXTRA, l, window, winners, ties, dy, dconv, dx, pool_geo_of(ps), geo_of(s),
+                  tie_share);
     return BF_OK;
 }
 

@@ -13,6 +13,8 @@
  *             read before its dconv is written, so they may alias under EXPAND); the share folded
  *             back with flex_widen_backward.
  *   scatter:  the window bytes as int32 argmax -> maxpool_backward into scratch -> added to dx.
+ *   backward with the scatter (flex_pool_max_backward_scatter): the backward's dpooled into scratch
+ *             -> maxpool_backward straight into dx.
  *   flex_pool_forward / flex_pool_gather (the mask joint's pool branch): maxpool_forward with its
  *             argmax turned into window bytes; P read back from x at the bytes.
  * Every float expression is the op-by-op sequence's, so the results are bit-identical to it (and
@@ -144,55 +146,94 @@ bf_status bf_cpu_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, c
     return BF_OK;
 }
 
-bf_status bf_cpu_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
-                                        const uint32_t *winners, const uint32_t *ties, const float *dy, float *dconv,
-                                        float *dpooled) {
-    BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_backward"));
-    REQUIRE("flex_pool_max_backward", winners, ties, dy, dconv);
-    const size_t hw = (size_t)s->hw, nc = (size_t)s->n * s->c_out * hw;
-    float *pool_share = NULL;
-    if (dpooled) BF_TRY(bf_cpu_scratch(b, nc * sizeof(float), (void **)&pool_share));
+/* dconv from dy and the two bits, and (pool_share non-NULL) the pool's share dy - dconv per
+ * element: flex_max_backward's expressions. Each dy is read before its dconv is written (they may
+ * alias). */
+static void route(bf_backend *b, const bf_flex_shape *s, const uint32_t *winners, const uint32_t *ties, const float *dy,
+                  float *dconv, float *pool_share) {
+    const size_t nc = (size_t)s->n * s->c_out * s->hw;
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
 #pragma omp parallel for num_threads(plane_threads(b, nc)) schedule(static)
-    for (long word = 0; word < (long)((nc + 31) / 32); word++) { /* flex_max_backward's expressions */
+    for (long word = 0; word < (long)((nc + 31) / 32); word++) {
         const size_t e0 = (size_t)word * 32, e1 = e0 + 32 < nc ? e0 + 32 : nc;
         const uint32_t win = winners[word], tie = ties[word];
         for (size_t e = e0; e < e1; e++) {
-            const float g = dy[e]; /* read before dconv[e]: they may alias */
+            const float g = dy[e];
             const float dc = (win >> (e - e0)) & 1u ? ((tie >> (e - e0)) & 1u ? g * tie_share : g) : 0.0f;
             if (pool_share) pool_share[e] = g - dc;
             dconv[e] = dc;
         }
     }
+}
+
+bf_status bf_cpu_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                        const uint32_t *winners, const uint32_t *ties, const float *dy, float *dconv,
+                                        float *dpooled) {
+    BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_backward"));
+    REQUIRE("flex_pool_max_backward", winners, ties, dy, dconv);
+    float *pool_share = NULL;
+    if (dpooled) BF_TRY(bf_cpu_scratch(b, (size_t)s->n * s->c_out * s->hw * sizeof(float), (void **)&pool_share));
+    route(b, s, winners, ties, dy, dconv, pool_share);
     if (dpooled) BF_TRY(bf_cpu_flex_widen_backward(b, s, pool_share, dpooled)); /* takes no scratch */
     return BF_OK;
+}
+
+/* Scratch of pool_argmax: the int32 argmax, the tapped flags and the window table. */
+static size_t pool_argmax_bytes(const bf_pool_shape *ps, const bf_flex_shape *s) {
+    return 2 * 64 + (size_t)s->n * s->c_in * s->hw * sizeof(int32_t) + (size_t)s->c_in + window_table_bytes(ps, 0);
+}
+
+/* The window bytes as maxpool's int32 argmax (offsets in the input plane), carved off cursor; the
+ * planes of untapped channels (bytes never written, dpooled 0 there) point at element 0. */
+static int32_t *pool_argmax(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const uint8_t *window,
+                            char **cursor) {
+    const size_t hw = (size_t)s->hw, np = (size_t)s->n * s->c_in * hw;
+    int32_t *argmax = carve(cursor, np * sizeof(int32_t));
+    uint8_t *tapped = carve(cursor, (size_t)s->c_in);
+    const window_table wt = window_table_carve(ps, cursor, 0);
+    mark_tapped(s, tapped);
+    const long pooled_planes = (long)s->n * s->c_in;
+#pragma omp parallel for num_threads(plane_threads(b, np)) schedule(static)
+    for (long q = 0; q < pooled_planes; q++) {
+        int32_t *aq = argmax + (size_t)q * hw;
+        if (!tapped[q % s->c_in]) {
+            memset(aq, 0, hw * sizeof(int32_t));
+            continue;
+        }
+        for (size_t p = 0; p < hw; p++) aq[p] = chosen_offset(&wt, p, window[(size_t)q * hw + p]);
+    }
+    return argmax;
+}
+
+bf_status bf_cpu_flex_pool_max_backward_scatter(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                                const uint8_t *window, const uint32_t *winners, const uint32_t *ties,
+                                                const float *dy, float *dconv, float *dx) {
+    BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_backward_scatter"));
+    REQUIRE("flex_pool_max_backward_scatter", window, winners, ties, dy, dconv, dx);
+    if (s->channels != BF_FLEX_CHANNELS_EXPAND)
+        return bf_error(BF_ERR_ARG, "flex_pool_max_backward_scatter: EXPAND channels only (BILINEAR mixes two pooled "
+                                    "channels per output: flex_pool_max_backward, then flex_pool_scatter_add)");
+    const size_t nc = (size_t)s->n * s->c_out * s->hw, np = (size_t)s->n * s->c_in * s->hw;
+    void *scratch;
+    BF_TRY(bf_cpu_scratch(b, 2 * 64 + (nc + np) * sizeof(float) + pool_argmax_bytes(ps, s), &scratch));
+    char *cursor = scratch;
+    float *pool_share = carve(&cursor, nc * sizeof(float)), *dpooled = carve(&cursor, np * sizeof(float));
+    route(b, s, winners, ties, dy, dconv, pool_share);
+    BF_TRY(bf_cpu_flex_widen_backward(b, s, pool_share, dpooled));
+    const int32_t *argmax = pool_argmax(b, ps, s, window, &cursor);
+    return bf_cpu_maxpool_backward(b, ps, dpooled, argmax, dx); /* dx from zero, in ascending output order */
 }
 
 bf_status bf_cpu_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                        const uint8_t *window, const float *dpooled, float *dx) {
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_scatter_add"));
     REQUIRE("flex_pool_scatter_add", window, dpooled, dx);
-    const size_t hw = (size_t)s->hw, np = (size_t)s->n * s->c_in * hw;
     const size_t nx = (size_t)s->n * s->c_in * ps->h_in * ps->w_in;
     void *scratch;
-    BF_TRY(bf_cpu_scratch(b, 3 * 64 + np * sizeof(int32_t) + nx * sizeof(float) + (size_t)s->c_in +
-                                 window_table_bytes(ps, 0), &scratch));
+    BF_TRY(bf_cpu_scratch(b, 64 + nx * sizeof(float) + pool_argmax_bytes(ps, s), &scratch));
     char *cursor = scratch;
-    int32_t *argmax = carve(&cursor, np * sizeof(int32_t));
     float *dx_pool = carve(&cursor, nx * sizeof(float));
-    uint8_t *tapped = carve(&cursor, (size_t)s->c_in);
-    const window_table wt = window_table_carve(ps, &cursor, 0);
-    mark_tapped(s, tapped);
-    const long pooled_planes = (long)s->n * s->c_in;
-#pragma omp parallel for num_threads(plane_threads(b, np)) schedule(static)
-    for (long q = 0; q < pooled_planes; q++) {
-        int32_t *aq = argmax + (size_t)q * hw;
-        if (!tapped[q % s->c_in]) { /* bytes never written, dpooled 0 there: any element of the plane */
-            memset(aq, 0, hw * sizeof(int32_t));
-            continue;
-        }
-        for (size_t p = 0; p < hw; p++) aq[p] = chosen_offset(&wt, p, window[(size_t)q * hw + p]);
-    }
+    const int32_t *argmax = pool_argmax(b, ps, s, window, &cursor);
     BF_TRY(bf_cpu_maxpool_backward(b, ps, dpooled, argmax, dx_pool));
 #pragma omp parallel for num_threads(plane_threads(b, nx)) schedule(static)
     for (long i = 0; i < (long)nx; i++) dx[i] += dx_pool[i];
