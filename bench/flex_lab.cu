@@ -63,6 +63,14 @@
  *      outputs as version 2, bit for bit, and the same preparation (y starts as C); its backward
  *      would be version 2's. A shape it does not support (not EXPAND, not 3x3/s1/p1) prints a
  *      "skipped" row with the reason.
+ *   4  the backward with the scatter (the "4 route+scatter" row, backward only, on version 2's forward
+ *      outputs): flex_pool_max_backward_scatter, what a flex layer runs under [model]
+ *      fuse_flex_scatter (the default): one thread per input element takes each window's share from
+ *      dy and the bits where the window's byte chose it, writing dconv, and overwrites dx with the
+ *      sum; dP is never stored and dx never read (in a layer the conv's backward-data then adds onto
+ *      dx with cuDNN's beta = 1, a read of dx that is the conv's, outside the lab). Checked bit for
+ *      bit against the CPU's dconv and dx_pool; its totals are given with version 2's forward (and
+ *      version 3's).
  *   Scatter (the "scatter (library)" and "scatter v1 (slide)" rows, backward only): the backward's
  *      last step alone, dx += maxpool_backward(dP) through the window bytes, the library's
  *      flex_pool_scatter_add (one thread per input gathering from its 9 windows) against scatter v1
@@ -91,6 +99,7 @@
  *                   ties occur]                                                   (also version 3)
  *   version 2 bwd = route: read winners and ties [Nc/4] and dy [4Nc]; write dC [4Nc] and dP [4Np]
  *                   + scatter: read window [1Np] and dP [4Np], read and write dx [8X]
+ *   version 4 bwd = read winners and ties [Nc/4], dy [4Nc] and window [1Np]; write dC [4Nc] and dx [4X]
  *     (x is counted once although neighbouring windows overlap: they come from L1/L2.)
  *   GB/s = bytes / mean time; %peak = GB/s over the device's peak DRAM bandwidth.
  *
@@ -733,6 +742,16 @@ static void v2_backward(lab_case *c) {
     BFK(c->b->ops->flex_pool_scatter_add(c->b, &c->ps, &c->fs, c->window, c->dP, c->dx));
 }
 
+/* Version 4 (backward only): the library's flex_pool_max_backward_scatter, what a flex layer runs under
+ * [model] fuse_flex_scatter (the default): dconv and dx = maxpool_backward(dP) in one pass, dP
+ * never stored, dx overwritten (the conv's backward-data then adds onto it, with cuDNN's beta = 1:
+ * that read of dx is the conv's, outside the lab). Needs window, winners and ties as version 2's
+ * (or 3's) forward left them. */
+static void v4_backward(lab_case *c) {
+    BFK(c->b->ops->flex_pool_max_backward_scatter(c->b, &c->ps, &c->fs, c->window, c->winners, c->ties, c->dy,
+                                                  c->dconv, c->dx));
+}
+
 /* Version 3 and scatter v1 are the library's `[run] flex_kernels = slide` kernels
  * (src/kernels/flex_slide.cuh: a fused forward on pool v1's sliding window, and the backward's pool
  * scatter the same way), run through the ops table with the backend switched to them for the call.
@@ -791,6 +810,8 @@ static double bytes_v0_bwd(const lab_case *c) {
     return 20.0 * c->nc + (case_widens(c) ? 4.0 * c->nc + 4.0 * c->np : 0.0) + bytes_pool_bwd(c);
 }
 static double bytes_v2_fwd(const lab_case *c) { return 4.0 * c->nx + 8.0 * c->nc + 1.0 * c->np + c->nc / 4.0; }
+/* route and scatter in one pass: winners, ties, dy, window; dC, dx written once */
+static double bytes_v4_bwd(const lab_case *c) { return c->nc / 4.0 + 8.0 * c->nc + 1.0 * c->np + 4.0 * c->nx; }
 static double bytes_v2_bwd(const lab_case *c) {
     /* route: winners, ties, dy; dC, dP. scatter: window, dP; dx both ways */
     const double route = c->nc / 4.0 + 4.0 * c->nc + 4.0 * c->nc + 4.0 * c->np;
@@ -1096,6 +1117,18 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
         ok &= check_bits(b, "dx_pool", c.dx, dx, c.nx, host);
     }
 
+    /* version 4 on version 2's forward outputs: dconv and dx (overwritten, poisoned first) bit for
+     * bit the CPU's dconv and dx_pool */
+    case_poison(&c);
+    v2_prepare_forward(&c);
+    v2_forward(&c);
+    v4_backward(&c);
+    CK(cudaStreamSynchronize(stream));
+    CK(cudaGetLastError());
+    printf("    version 4 (library backward with the scatter) on version 2's forward outputs\n");
+    ok &= check_bits(b, "dconv", c.dconv, dconv, c.nc, host);
+    ok &= check_bits(b, "dx_pool", c.dx, dx, c.nx, host);
+
     void *host_ptrs[] = {x, dx, P, dP, argmax, C, y, dy, dconv, wins, host};
     for (size_t k = 0; k < sizeof host_ptrs / sizeof host_ptrs[0]; k++) bf_free(cpu, host_ptrs[k]);
     case_free(&c);
@@ -1301,6 +1334,7 @@ int main(int argc, char **argv) {
         double sum_pool = 0.0, sum_v0 = 0.0, sum_v1 = 0.0, sum_v2 = 0.0;
         double sum_pool_f = 0.0, sum_pool1_f = 0.0; /* the pool forward alone: library, pool v1 */
         double sum_v2_f = 0.0, sum_v3_f = 0.0;      /* the fused forward alone: version 2, version 3 */
+        double sum_v4_b = 0.0;                      /* version 4's backward (route and scatter in one pass) */
         int v3_skipped = 0, scatter_skipped = 0;
         double sum_sc_lib = 0.0, sum_sc_v1 = 0.0; /* the backward's scatter alone: library, scatter v1 */
         double kept0 = 0.0, kept1 = 0.0, kept2 = 0.0;
@@ -1352,6 +1386,7 @@ int main(int argc, char **argv) {
             const char *why_s = scatter_v1_why_not(&c);
             const double sc_lib = time_pass(t, &c, scatter_library, v2_prepare_backward);
             const double sc_v1 = why_s ? -1.0 : time_pass(t, &c, scatter_v1, v2_prepare_backward);
+            const double v4_b = time_pass(t, &c, v4_backward);
 
             char tail0[64], tail1[160], tail2[192], tail_pool1[64];
             snprintf(tail_pool1, sizeof tail_pool1, "fwd x%.2f over the library's pool", pool_f / pool1_f);
@@ -1376,6 +1411,11 @@ int main(int argc, char **argv) {
                 lab_print_row(&tb, "", "3 sliding fused", v3_f, bytes_v2_fwd(&c), -1.0, 0.0, tail3);
                 sum_v3_f += sh->count * v3_f;
             }
+            char tail4[160];
+            snprintf(tail4, sizeof tail4, "bwd x%.2f over version 2's; with 2's forward x%.2f over 0", v2_b / v4_b,
+                     (v0_f + v0_b) / (v2_f + v4_b));
+            lab_print_row(&tb, "", "4 route+scatter", -1.0, 0.0, v4_b, bytes_v4_bwd(&c), tail4);
+            sum_v4_b += sh->count * v4_b;
             lab_print_row(&tb, "", "scatter (library)", -1.0, 0.0, sc_lib, bytes_scatter(&c), "the backward's dx += scatter(dP)");
             if (why_s) {
                 printf("%-*s %-*s skipped: %s\n", tb.lead_width, "", tb.version_width, "scatter v1", why_s);
@@ -1417,6 +1457,12 @@ int main(int argc, char **argv) {
             printf("  fused forward alone: version 2 %.3f ms, version 3 (sliding window) %.3f ms, x%.2f; "
                    "with version 2's backward, fwd+bwd %.3f ms\n",
                    sum_v2_f, sum_v3_f, sum_v2_f / sum_v3_f, sum_v2 - sum_v2_f + sum_v3_f);
+        printf("  version 4's backward (route and scatter in one pass, the default) %.3f ms against version 2's %.3f ms: "
+               "with version 2's forward %.3f ms, x%.2f over version 0\n",
+               sum_v4_b, sum_v2 - sum_v2_f, sum_v2_f + sum_v4_b, sum_v0 / (sum_v2_f + sum_v4_b));
+        if (!v3_skipped)
+            printf("  version 3's forward + version 4's backward %.3f ms, x%.2f over version 0\n", sum_v3_f + sum_v4_b,
+                   sum_v0 / (sum_v3_f + sum_v4_b));
         if (scatter_skipped)
             printf("  backward's scatter alone: library %.3f ms; scatter v1 skipped on some shapes\n", sum_sc_lib);
         else
