@@ -72,6 +72,7 @@ typedef struct bf_run_config {
     int flex_kernels;          /* CUDA: 0 fused, 1 slide (bf_cuda_set_flex_kernels) */
     int conv_workspace_reuse;  /* CUDA: convolutions may run in dead activation memory (bf_cuda_set_conv_workspace_reuse) */
     int conv_workspace_mib;    /* CUDA: the cuDNN workspace limit of the algorithm search (bf_cuda_set_conv_workspace_limit) */
+    float conv_workspace_slack; /* CUDA: how much slower an algorithm that fits the held workspace may be (conv_pick.h) */
     int force_nccl;            /* gpus = 1 still trains through NCCL (to measure that path's overhead) */
 } bf_run_config;
 

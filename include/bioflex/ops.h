@@ -574,6 +574,13 @@ bf_status bf_cuda_set_deterministic(bf_backend *b, int on);
  * GiB than with 1 on an H200): a smaller limit trades speed for memory. Algorithms chosen before
  * are searched again. A no-op on the CPU backend. */
 bf_status bf_cuda_set_conv_workspace_limit(bf_backend *b, size_t bytes);
+/* [run] conv_workspace_slack (0.05 by default, 0..1): the algorithm search keeps, instead of the
+ * fastest algorithm, the fastest one at most this fraction slower that needs no workspace beyond
+ * what is already held (the dead activation memory hinted for the call, or the separate workspace
+ * as earlier choices sized it), when the fastest would grow the separate workspace
+ * (src/kernels/conv_pick.h). 0: always the fastest. Algorithms chosen before are searched again.
+ * BF_ERR_ARG outside 0..1; a no-op on the CPU backend. */
+bf_status bf_cuda_set_conv_workspace_slack(bf_backend *b, float slack);
 /* [run] conv_workspace_reuse (on by default): convolutions run in the dead activation memory a
  * model's plan hints (conv_workspace_hint) when their algorithm's workspace fits there, so the
  * shared workspace keeps only what the other calls need. Off: every call uses the shared one. A

@@ -24,6 +24,7 @@ bf_status bf_backend_cuda_from_config(const bf_config *cfg, int device, bf_backe
     bf_status s = bf_cuda_set_deterministic(*out, cfg->run.deterministic);
     if (s == BF_OK) s = bf_cuda_set_conv_workspace_limit(*out, (size_t)cfg->run.conv_workspace_mib << 20);
     if (s == BF_OK) s = bf_cuda_set_conv_workspace_reuse(*out, cfg->run.conv_workspace_reuse);
+    if (s == BF_OK) s = bf_cuda_set_conv_workspace_slack(*out, cfg->run.conv_workspace_slack);
     if (s == BF_OK) s = bf_cuda_set_conv_api(*out, cfg->run.conv_api);
     if (s == BF_OK) s = bf_cuda_set_flex_kernels(*out, cfg->run.flex_kernels);
     if (s != BF_OK) {

@@ -295,6 +295,7 @@ static bf_status impl_init(bf_cuda_impl *im, int device_index, bf_precision prec
     im->device = device_index;
     im->precision = precision;
     im->conv_search_limit = (size_t)8 << 30; /* [run] conv_workspace_mib's default */
+    im->conv_slack = 0.05f;                  /* [run] conv_workspace_slack's default */
     im->flex_slide = 0;                      /* [run] flex_kernels = fused */
     BF_CUDA_CHECK(cudaSetDevice(device_index));
     BF_CUDA_CHECK(cudaDeviceGetAttribute(&im->sm_count, cudaDevAttrMultiProcessorCount, device_index));

@@ -33,6 +33,10 @@ bf_status bf_cuda_set_conv_workspace_limit(bf_backend *b, size_t bytes) {
     (void)b, (void)bytes;
     return BF_OK;
 }
+bf_status bf_cuda_set_conv_workspace_slack(bf_backend *b, float slack) {
+    (void)b, (void)slack;
+    return BF_OK;
+}
 bf_status bf_cuda_set_conv_workspace_reuse(bf_backend *b, int on) {
     (void)b, (void)on;
     return BF_OK;

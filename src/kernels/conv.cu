@@ -28,6 +28,11 @@
  * itself still grows the shared workspace for its trials (the first step only). The graph API
  * ignores hints: its execution plans are bound to one workspace pointer.
  *
+ * Workspace slack ([run] conv_workspace_slack, conv_pick.h): when the fastest algorithm would need
+ * more than the room already held (the call's hint, or ws_needed as earlier choices set it), the
+ * search keeps the fastest one that fits that room if it is at most the slack (5 % by default)
+ * slower, so that a few percent of one convolution's time does not cost GiB for the whole run.
+ *
  * Graph API ([run] conv_api = graph, bf_cuda_set_conv_api): each direction also gets an execution
  * plan of cuDNN's graph API, timed among the engines its heuristics offer (conv_graph.cu), and runs
  * it whenever the call's pointers have the alignment it was made for; the legacy algorithm stays
@@ -39,6 +44,7 @@
 #include <string.h>
 
 #include "conv_graph.h"
+#include "conv_pick.h"
 #include "cuda_backend.h"
 
 namespace { /* kernels and helpers are private to this file */
@@ -84,6 +90,7 @@ namespace {
 /* One benchmark or heuristic result, whatever the direction. */
 typedef struct perf_result {
     int algo;
+    float time_ms; /* measured (cudnnFind*); heuristics report -1 */
     cudnnStatus_t status;
     size_t memory;
     cudnnMathType_t math;
@@ -94,6 +101,7 @@ template <typename P>
 static void to_results(const P *p, int count, perf_result *out) {
     for (int i = 0; i < count; i++) {
         out[i].algo = (int)p[i].algo;
+        out[i].time_ms = p[i].time;
         out[i].status = p[i].status;
         out[i].memory = p[i].memory;
         out[i].math = p[i].mathType;
@@ -273,6 +281,18 @@ extern "C" bf_status bf_cuda_set_conv_workspace_reuse(bf_backend *b, int on) {
     return BF_OK;
 }
 
+extern "C" bf_status bf_cuda_set_conv_workspace_slack(bf_backend *b, float slack) {
+    if (!b || b->kind != BF_DEVICE_CUDA) return BF_OK; /* the CPU backend has no convolution workspace */
+    if (!(slack >= 0.0f && slack <= 1.0f)) return bf_error(BF_ERR_ARG, "conv_workspace_slack %g: want 0..1", slack);
+    bf_cuda_impl *im = (bf_cuda_impl *)b->impl;
+    if (im->conv_slack != slack) {
+        BF_CUDA_CHECK(cudaSetDevice(im->device));
+        bf_cuda_conv_cache_destroy(im); /* choices made under the other slack are searched again */
+        im->conv_slack = slack;
+    }
+    return BF_OK;
+}
+
 extern "C" bf_status bf_cuda_set_conv_workspace_limit(bf_backend *b, size_t bytes) {
     if (!b || b->kind != BF_DEVICE_CUDA) return BF_OK; /* the CPU backend has no convolution workspace */
     bf_cuda_impl *im = (bf_cuda_impl *)b->impl;
@@ -393,16 +413,39 @@ static bf_status heuristic_algos(bf_cuda_impl *im, const conv_entry *e, int dir,
  * measured without tensor cores (CUDNN_FMA_MATH). Should cuDNN report
  * no FMA result at all, an fp32 search accepts a CUDNN_DEFAULT_MATH one as second choice; it is
  * still run with CUDNN_FMA_MATH set (conv_search), so it cannot use TF32. -1 if none. */
-static int pick_result(const bf_cuda_impl *im, const perf_result *res, int count, size_t limit) {
+static bool usable_result(const bf_cuda_impl *im, const perf_result *r, size_t limit, int pass) {
+    if (r->status != CUDNN_STATUS_SUCCESS || r->memory > limit) return false;
+    if (im->deterministic && r->determinism != CUDNN_DETERMINISTIC) return false;
+    return im->precision != BF_PRECISION_FP32 || r->math == (pass == 0 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH);
+}
+
+static int pick_result(const bf_cuda_impl *im, const perf_result *res, int count, size_t limit, int *pass_out) {
     const bool fp32 = im->precision == BF_PRECISION_FP32;
     for (int pass = 0; pass < (fp32 ? 2 : 1); pass++)
-        for (int i = 0; i < count; i++) {
-            if (res[i].status != CUDNN_STATUS_SUCCESS || res[i].memory > limit) continue;
-            if (im->deterministic && res[i].determinism != CUDNN_DETERMINISTIC) continue;
-            if (fp32 && res[i].math != (pass == 0 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH)) continue;
-            return i;
-        }
+        for (int i = 0; i < count; i++)
+            if (usable_result(im, &res[i], limit, pass)) {
+                if (pass_out) *pass_out = pass;
+                return i;
+            }
     return -1;
+}
+
+/* [run] conv_workspace_slack (conv_pick.h): the benchmarked pick, or an algorithm at most that much
+ * slower that needs no workspace beyond the room already held: this call's hint (the dead
+ * activation memory of its layer's pass, when hints apply) or the separate workspace as earlier
+ * choices sized it. Only among the results of the pick's own pass (fp32: FMA math first). */
+static int pick_within_room(const bf_cuda_impl *im, const perf_result *res, int count, size_t limit, int pick,
+                            int pass) {
+    if (pick < 0 || !(im->conv_slack > 0.0f)) return pick;
+    size_t room = im->ws_needed;
+    if (im->ws_hint && !im->conv_api_graph && im->ws_hint_bytes > room) room = im->ws_hint_bytes;
+    bf_conv_candidate c[MAX_ALGOS];
+    for (int i = 0; i < count; i++) {
+        c[i].time_ms = res[i].time_ms;
+        c[i].memory = res[i].memory;
+        c[i].usable = i >= pick && usable_result(im, &res[i], limit, pass) && res[i].time_ms >= 0.0f;
+    }
+    return bf_conv_pick_within_room(c, count, room, im->conv_slack);
 }
 
 /* Whether the call may run in the hinted memory (never with the graph API, see the file comment). */
@@ -440,10 +483,12 @@ static bf_status benchmark_pick(bf_cuda_impl *im, conv_entry *e, int dir, const 
         BF_TRY(bf_cuda_workspace_resize(im, im->ws_needed));
     }
     BF_TRY(find_algos(im, e, dir, a, b, out, res, count));
-    *pick = pick_result(im, res, *count, im->ws_bytes);
+    int pass = 0;
+    *pick = pick_result(im, res, *count, im->ws_bytes, &pass);
+    *pick = pick_within_room(im, res, *count, im->ws_bytes, *pick, pass);
     if (*pick < 0) {
         BF_TRY(heuristic_algos(im, e, dir, res, count));
-        *pick = pick_result(im, res, *count, limit);
+        *pick = pick_result(im, res, *count, limit, NULL);
     }
     return BF_OK;
 }
@@ -459,7 +504,7 @@ static bf_status conv_search(bf_cuda_impl *im, const bf_conv2d_shape *s, conv_en
     int count = 0, pick = -1;
     if (im->deterministic) {
         BF_TRY(heuristic_algos(im, e, dir, res, &count));
-        pick = pick_result(im, res, count, limit);
+        pick = pick_result(im, res, count, limit, NULL);
     } else {
         BF_TRY(benchmark_pick(im, e, dir, a, b, out, limit, res, &count, &pick));
     }

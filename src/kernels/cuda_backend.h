@@ -86,6 +86,8 @@ typedef struct bf_cuda_impl {
     bf_precision precision;
     int deterministic;        /* bf_cuda_set_deterministic: cuDNN algorithms by heuristics, deterministic only */
     size_t conv_search_limit; /* bf_cuda_set_conv_workspace_limit: the most workspace a convolution may use */
+    float conv_slack;         /* bf_cuda_set_conv_workspace_slack: how much slower an algorithm that needs no more
+                               * workspace than is held may be than the fastest (conv_pick.h) */
     int conv_api_graph;       /* bf_cuda_set_conv_api: also plan each convolution with cuDNN's graph API */
     int flex_slide;           /* bf_cuda_set_flex_kernels: flex_pool.cu's sliding-window kernels (flex_slide.cuh) */
     cudaStream_t stream;      /* every op of this backend runs on it, in order */
