@@ -216,9 +216,11 @@ typedef struct bf_ops {
                                 const float *w, const float *bias /* nullable */, float *y);
     bf_status (*conv2d_backward_data)(bf_backend *b, const bf_conv2d_shape *s, const float *dy,
                                       const float *w, float *dx);
-    /* dx += the same backward-data (one rounding per element: dx + the whole result, as cuDNN's
-     * beta = 1 blends), for a layer whose other branch wrote its share of dx first (the flex max
-     * joint: flex_pool_max_backward_scatter). */
+    /* dx += the same backward-data, for a layer whose other branch wrote its share of dx first (the
+     * flex max joint: flex_pool_max_backward_scatter). The CPU adds the whole result to dx, one
+     * rounding per element; CUDA blends with cuDNN's beta = 1, which an algorithm that accumulates
+     * in parts may round more than once (compare CUDA with a tolerance). dx keeps its values through
+     * the first call's algorithm search. */
     bf_status (*conv2d_backward_data_add)(bf_backend *b, const bf_conv2d_shape *s, const float *dy,
                                           const float *w, float *dx);
     bf_status (*conv2d_backward_filter)(bf_backend *b, const bf_conv2d_shape *s, const float *x,

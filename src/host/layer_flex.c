@@ -221,19 +221,17 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
     bf_bn_shape bs;
     current_shapes(m, l, &cs, &ps, &fs, &bs);
     if (!is_mask(l)) { /* the winners and ties bits route dy; the window bytes scatter the pool's share */
-        float *dconv = l->bwd_scratch, *dpooled = dconv + (size_t)fs.n * fs.c_out * fs.hw;
-        if (dconv_in_place(m, index)) {
-            dconv = l->dout;
-            dpooled = l->bwd_scratch;
-        }
+        /* the scratch holds [dC (unless over dy),] [dP (unless scattered in the route)]: it may be empty */
+        const int in_place = dconv_in_place(m, index);
+        float *dconv = in_place ? l->dout : l->bwd_scratch;
         if (dx && route_scatter(m, l)) { /* dx = the pool's share, then the conv's part added */
             BF_TRY(ops->flex_pool_max_backward_scatter(b, &ps, &fs, l->flex_window, l->flex_winners, l->flex_ties,
                                                        l->dout, dconv, dx));
             BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1)));
             return ops->conv2d_backward_data_add(b, &cs, dconv, bf_layer_param(m, l, 0), dx);
         }
-        BF_TRY(ops->flex_pool_max_backward(b, &ps, &fs, l->flex_winners, l->flex_ties, l->dout, dconv,
-                                           dx ? dpooled : NULL));
+        float *dpooled = !dx ? NULL : in_place ? l->bwd_scratch : l->bwd_scratch + (size_t)fs.n * fs.c_out * fs.hw;
+        BF_TRY(ops->flex_pool_max_backward(b, &ps, &fs, l->flex_winners, l->flex_ties, l->dout, dconv, dpooled));
         BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1)));
         if (!dx) return BF_OK;
         BF_TRY(ops->conv2d_backward_data(b, &cs, dconv, bf_layer_param(m, l, 0), dx));

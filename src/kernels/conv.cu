@@ -619,6 +619,42 @@ extern "C" bf_status bf_cuda_conv2d_forward(bf_backend *b, const bf_conv2d_shape
 
 namespace {
 
+/* The algorithm search times its candidates on the call's own output, overwriting it (cudnnFind*Ex,
+ * and the graph API's plan timing): harmless when the call overwrites dx anyway, but an add's dx
+ * holds the other branch's share. So the first add of a shape keeps dx in a copy (on the device, or
+ * on the host when the device has no room) and puts it back after the search. */
+static bf_status prepare_keeping_output(bf_cuda_impl *im, const bf_conv2d_shape *s, const float *dy, const float *w,
+                                        float *dx, conv_entry **e, void **ws, size_t *ws_bytes) {
+    conv_entry *entry;
+    BF_TRY(cache_get(im, s, &entry));
+    if (entry->dir[DIR_BWD_DATA].found) return conv_prepare(im, s, DIR_BWD_DATA, dy, w, dx, e, ws, ws_bytes);
+    const size_t bytes = (size_t)s->n * s->c_in * s->h_in * s->w_in * sizeof(float);
+    void *copy = NULL, *host = NULL;
+    if (cudaMalloc(&copy, bytes) != cudaSuccess) {
+        (void)cudaGetLastError();
+        copy = NULL;
+        if (!(host = malloc(bytes)))
+            return bf_error(BF_ERR_OOM, "conv2d_backward_data_add: no memory to keep dx (%zu bytes) during the "
+                                        "algorithm search", bytes);
+    }
+    const cudaMemcpyKind out = copy ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost;
+    const cudaMemcpyKind back = copy ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
+    cudaError_t ce = cudaMemcpyAsync(copy ? copy : host, dx, bytes, out, im->stream);
+    if (ce == cudaSuccess && !copy) ce = cudaStreamSynchronize(im->stream);
+    bf_status st = ce == cudaSuccess ? conv_prepare(im, s, DIR_BWD_DATA, dy, w, dx, e, ws, ws_bytes)
+                                     : bf_error(BF_ERR_DEVICE, "conv2d_backward_data_add: keeping dx: %s",
+                                                cudaGetErrorString(ce));
+    if (ce == cudaSuccess) {
+        ce = cudaMemcpyAsync(dx, copy ? copy : host, bytes, back, im->stream);
+        if (ce == cudaSuccess) ce = cudaStreamSynchronize(im->stream);
+        if (ce != cudaSuccess && st == BF_OK)
+            st = bf_error(BF_ERR_DEVICE, "conv2d_backward_data_add: restoring dx: %s", cudaGetErrorString(ce));
+    }
+    if (copy) cudaFree(copy);
+    free(host);
+    return st;
+}
+
 /* beta 0: dx = the result; beta 1: dx += it (conv2d_backward_data_add). The graph API's plans are
  * built with beta 0, so an add runs the direction's algorithm, which the search chose too. */
 static bf_status backward_data(bf_backend *b, const bf_conv2d_shape *s, const float *dy, const float *w, float *dx,
@@ -630,7 +666,10 @@ static bf_status backward_data(bf_backend *b, const bf_conv2d_shape *s, const fl
     conv_entry *e;
     void *ws;
     size_t ws_bytes;
-    BF_TRY(conv_prepare(im, s, DIR_BWD_DATA, dy, w, dx, &e, &ws, &ws_bytes));
+    if (beta != 0.0f)
+        BF_TRY(prepare_keeping_output(im, s, dy, w, dx, &e, &ws, &ws_bytes));
+    else
+        BF_TRY(conv_prepare(im, s, DIR_BWD_DATA, dy, w, dx, &e, &ws, &ws_bytes));
     const float one = 1.0f;
     bf_conv_plan *plan = e->dir[DIR_BWD_DATA].plan;
     if (beta == 0.0f && bf_conv_graph_fits(plan, dy, w, dx))
