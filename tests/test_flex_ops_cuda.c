@@ -15,7 +15,7 @@
  * (and dconv alone, and under EXPAND dconv written over dy), and dx after the scatter-add onto
  * random values; under EXPAND also the route and scatter in one op (flex_pool_max_backward_scatter:
  * dconv, also over dy, and dx overwritten over NaNs); also against the CUDA op-by-op sequence the
- * ops replace. Every channel rule x pool window (3x3/1 pad 1, 2x2/2, 3x3/2 pad 1) x tie
+ * ops replace. Every channel rule x pool window (3x3/1 pad 1, 2x2/2, 3x3/2 pad 1, 1x1/2) x tie
  * rule, on inputs in multiples of 1/8 with ties injected, plus NaNs and larger shapes; and the
  * shapes and NULL tensors the CUDA ops refuse. The mask joint's pool branch (flex_pool_forward,
  * flex_pool_gather) is checked on the same cases, and the fused mask joint (flex_mask_joint_*,
@@ -578,6 +578,7 @@ static void test_pool_cases(int kernels) {
         {"3x3/1 pad 1 @7x9", 7, 9, 3, 1, 1},    /* VGG's flex layers: 7x9 out */
         {"2x2/2 @11x15", 11, 15, 2, 2, 0},      /* fully_flex: 5x7 out, the last row and column unused */
         {"3x3/2 pad 1 @10x13", 10, 13, 3, 2, 1}, /* 5x7 out, the last column's windows clipped */
+        {"1x1/2 @9x13", 9, 13, 1, 2, 0},         /* FlexResNet's strided 1x1 sites: a subsample, 5x7 out */
     };
     CHECK_OK(bf_cuda_set_flex_kernels(gpu, kernels));
     printf("flex_pool ops (flex_kernels = %s), CUDA against the CPU and against the CUDA op-by-op sequence:\n",

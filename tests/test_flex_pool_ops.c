@@ -47,6 +47,9 @@ static const pool_case k_cases[] = {
     {"bilinear 3->8, 3x3/1", 2, 3, 8, 7, 9, 3, 1, 1, BF_FLEX_CHANNELS_BILINEAR, BF_FLEX_TIE_POOL, 0},
     {"bilinear 8->3, 2x2/2", 2, 8, 3, 11, 9, 2, 2, 0, BF_FLEX_CHANNELS_BILINEAR, BF_FLEX_TIE_SPLIT, 0},
     {"bilinear 4->7, NaNs", 1, 4, 7, 5, 6, 3, 1, 1, BF_FLEX_CHANNELS_BILINEAR, BF_FLEX_TIE_SPLIT, 1},
+    /* FlexResNet's 1x1 sites: the pool branch is the identity, or a strided subsample */
+    {"expand 4->8, 1x1/1", 2, 4, 8, 5, 7, 1, 1, 0, BF_FLEX_CHANNELS_EXPAND, BF_FLEX_TIE_SPLIT, 0},
+    {"expand 6->3 (narrowing), 1x1/2", 3, 6, 3, 9, 7, 1, 2, 0, BF_FLEX_CHANNELS_EXPAND, BF_FLEX_TIE_POOL, 0},
     /* planes narrower than the kernel (VGG-16's last block on 32x32 inputs): window bytes by division */
     {"expand 3->6, 3x3/1 on 2x2", 3, 3, 6, 2, 2, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND, BF_FLEX_TIE_SPLIT, 0},
     {"bilinear 3->7, 3x3/1 on 3x1", 4, 3, 7, 3, 1, 3, 1, 1, BF_FLEX_CHANNELS_BILINEAR, BF_FLEX_TIE_POOL, 0},
