@@ -90,7 +90,7 @@ namespace {
 /* One benchmark or heuristic result, whatever the direction. */
 typedef struct perf_result {
     int algo;
-    float time_ms; /* measured (cudnnFind*); heuristics report -1 */
+    float time_ms; /* measured by cudnnFind*Ex; meaningless in heuristic results, which never use it */
     cudnnStatus_t status;
     size_t memory;
     cudnnMathType_t math;
