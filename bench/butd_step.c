@@ -29,9 +29,18 @@ static double now_ms(void) {
         }                                                                       \
     } while (0)
 
+static int usage(FILE *f) {
+    fprintf(f, "usage: bench_butd_step [cpu|cuda] [steps >= 1 (200)] [batch >= 1 (64)]\n"
+               "  ms per guided BU-TD training step of the reference's Multi-MNIST model on random data\n");
+    return f == stdout ? 0 : 2;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) return usage(stdout);
+    if (argc > 4 || (argc > 1 && strcmp(argv[1], "cpu") && strcmp(argv[1], "cuda"))) return usage(stderr);
     int cuda = argc > 1 && strcmp(argv[1], "cuda") == 0;
     int steps = argc > 2 ? atoi(argv[2]) : 200, n = argc > 3 ? atoi(argv[3]) : 64, K = 10, T = 2;
+    if (steps < 1 || n < 1) return usage(stderr);
     bf_backend *b = NULL;
     TRY(cuda ? bf_backend_create_cuda(0, BF_PRECISION_FP32, &b) : bf_backend_create_cpu(0, &b));
     bf_butd_config bc = {.network = 2, .learning = BF_BUTD_COUNTER_HEBB, .shared_weights = 1, .guided = 1,

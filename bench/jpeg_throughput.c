@@ -15,6 +15,7 @@
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -64,9 +65,10 @@ static double run(const bf_dataset *d, int threads, double seconds, long *skippe
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: bench_jpeg_throughput DIR [seconds_per_run] [size] [threads]\n");
-        return 2;
+    const int help = argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"));
+    if (argc < 2 || help) {
+        fprintf(help ? stdout : stderr, "usage: bench_jpeg_throughput DIR [seconds_per_run] [size] [threads]\n");
+        return help ? 0 : 2;
     }
     double seconds = argc > 2 ? atof(argv[2]) : 5.0;
     bf_config cfg;

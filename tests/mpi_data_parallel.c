@@ -16,7 +16,8 @@
  *     and so does a guided one on part of Multi-Fashion-MNIST, with the same per-task evaluation,
  *     and a BU-TD ResNet-18 with batch-norm and [run] sync_bn (BU and TD statistics, running ones too);
  *   - a run resumed in one process from a checkpoint of the 2-rank run ends at the same weights;
- *   - SIGTERM to mpirun itself leaves a step checkpoint before Open MPI kills the ranks;
+ *   - SIGUSR1 to mpirun itself leaves a step checkpoint that resumes (SIGTERM to mpirun reaches
+ *     the ranks too late: see the comment at that case);
  *   - SIGTERM to rank 1 alone stops both ranks at the same step with one checkpoint of that
  *     position (inside an epoch), and the run resumed from it ends where an uninterrupted one does;
  *   - mismatched configs between ranks (the error names the differing line; one config under two

@@ -2,10 +2,9 @@
  * every kind, reset mode, surrogate, detach_reset and through_time setting, T in {1, 4, 16}, and a
  * small and a large n (8*64*32*32, many blocks and a grid-stride loop).
  *
- * neuron.cu evaluates the same float expressions as neuron_cpu.c (explicit __f*_rn, no FMA) and the
- * transcendental surrogates in double, so spikes, charges and the spike statistics must be
- * bit-identical, and the gradients are compared with a tight tolerance (an ulp of the double exp or
- * tanh may round a surrogate differently). Outputs start as garbage, so an op that leaves part of
+ * neuron.cu evaluates the same float expressions as neuron_cpu.c (explicit __f*_rn, no FMA), the
+ * surrogates included (surrogate.h, one source for both), so spikes, charges and the spike
+ * statistics must be bit-identical, and the gradients are compared with a tight tolerance. Outputs start as garbage, so an op that leaves part of
  * its output unwritten fails; the GPU statistics are computed twice and must repeat bit for bit.
  *
  * The spikes-as-bits ops (spikes_pack, spikes_unpack): words bit-identical to the CPU's, spikes

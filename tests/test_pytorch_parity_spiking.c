@@ -32,9 +32,9 @@
  * variant are also in the fixture's metadata ("params.<variant>"), and the test requires the same
  * line from its own bf_neuron_params, so the script and the test cannot drift apart silently.
  *
- * The memory plan's spiking rules are in force (a model packs spikes by default): lif1 and lif2
- * write their charges over the bn and fc1 outputs, and fc2's backward reads lif2's spikes restored
- * from bits.
+ * The memory plan's spiking rules are in force (a model packs spikes and recomputes charges by
+ * default): lif1 keeps no charge and computes it again from the bn's input and statistics, lif2
+ * writes its charge over the fc1 output, and fc2's backward reads lif2's spikes restored from bits.
  *
  * For each variant the test builds the same network with bf_model_add_encode / _neuron /
  * _time_mean etc. on the CPU backend and checks that
