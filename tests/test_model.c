@@ -374,19 +374,24 @@ static void test_memory_plans(void) {
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &b));
     if (!b) return;
-    struct { const char *what; bf_arch arch; int c, hw, flex, neuron, raster, recompute; } cases[] = {
-        {"VGG-11", BF_ARCH_VGG11, 3, 32, 0, -1, 0, 1},
-        {"ResNet-18", BF_ARCH_RESNET18, 3, 32, 0, -1, 0, 1},
-        {"ResNet-50", BF_ARCH_RESNET50, 3, 32, 0, -1, 0, 1},
-        {"flex VGG-16", BF_ARCH_VGG16, 3, 32, 1, -1, 0, 1},
-        {"flex ResNet-50 (FlexResNet)", BF_ARCH_RESNET50, 3, 32, 1, -1, 0, 1},
-        {"PlasticFlex VGG-6, flex, LIF", BF_ARCH_PF_VGG6, 1, 28, 1, BF_NEURON_LIF, 0, 1},
-        {"PlasticFlex VGG-6, flex, LIF, charge kept", BF_ARCH_PF_VGG6, 1, 28, 1, BF_NEURON_LIF, 0, 0},
-        {"PlasticFlex VGG-11, LIF, spike rasters", BF_ARCH_PF_VGG11, 3, 32, 0, BF_NEURON_LIF, 4, 1},
-        {"PlasticFlex VGG-11, LIF", BF_ARCH_PF_VGG11, 3, 32, 0, BF_NEURON_LIF, 0, 1},
-        {"PlasticFlex VGG-11, LIF, charge kept", BF_ARCH_PF_VGG11, 3, 32, 0, BF_NEURON_LIF, 0, 0},
-        {"PlasticFlex VGG-6, step", BF_ARCH_PF_VGG6, 1, 28, 0, BF_NEURON_STEP, 0, 1},
-        {"PlasticFlex VGG-6, clamp01", BF_ARCH_PF_VGG6, 1, 28, 0, BF_NEURON_CLAMP01, 0, 1},
+    struct { const char *what; bf_arch arch; int c, hw, flex, neuron, raster, recompute, scatter; } cases[] = {
+        {"CNN", BF_ARCH_CNN, 1, 28, 0, -1, 0, 1, 1},
+        {"VGG-6", BF_ARCH_VGG6, 1, 28, 0, -1, 0, 1, 1},
+        {"VGG-11", BF_ARCH_VGG11, 3, 32, 0, -1, 0, 1, 1},
+        {"VGG-16", BF_ARCH_VGG16, 3, 32, 0, -1, 0, 1, 1},
+        {"flex VGG-16, route and scatter apart", BF_ARCH_VGG16, 3, 32, 1, -1, 0, 1, 0},
+        {"PlasticFlex VGG-16, LIF", BF_ARCH_PF_VGG16, 3, 32, 0, BF_NEURON_LIF, 0, 1, 1},
+        {"ResNet-18", BF_ARCH_RESNET18, 3, 32, 0, -1, 0, 1, 1},
+        {"ResNet-50", BF_ARCH_RESNET50, 3, 32, 0, -1, 0, 1, 1},
+        {"flex VGG-16", BF_ARCH_VGG16, 3, 32, 1, -1, 0, 1, 1},
+        {"flex ResNet-50 (FlexResNet)", BF_ARCH_RESNET50, 3, 32, 1, -1, 0, 1, 1},
+        {"PlasticFlex VGG-6, flex, LIF", BF_ARCH_PF_VGG6, 1, 28, 1, BF_NEURON_LIF, 0, 1, 1},
+        {"PlasticFlex VGG-6, flex, LIF, charge kept", BF_ARCH_PF_VGG6, 1, 28, 1, BF_NEURON_LIF, 0, 0, 1},
+        {"PlasticFlex VGG-11, LIF, spike rasters", BF_ARCH_PF_VGG11, 3, 32, 0, BF_NEURON_LIF, 4, 1, 1},
+        {"PlasticFlex VGG-11, LIF", BF_ARCH_PF_VGG11, 3, 32, 0, BF_NEURON_LIF, 0, 1, 1},
+        {"PlasticFlex VGG-11, LIF, charge kept", BF_ARCH_PF_VGG11, 3, 32, 0, BF_NEURON_LIF, 0, 0, 1},
+        {"PlasticFlex VGG-6, step", BF_ARCH_PF_VGG6, 1, 28, 0, BF_NEURON_STEP, 0, 1, 1},
+        {"PlasticFlex VGG-6, clamp01", BF_ARCH_PF_VGG6, 1, 28, 0, BF_NEURON_CLAMP01, 0, 1, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         bf_config cfg;
@@ -397,6 +402,7 @@ static void test_memory_plans(void) {
         cfg.model.spiking.time_steps = 2;
         cfg.model.spiking.raster_neurons = cases[i].raster;
         cfg.model.spiking.recompute_charge = cases[i].recompute;
+        cfg.model.fuse_flex_scatter = cases[i].scatter;
         bf_model *m = NULL;
         CHECK_OK(bf_model_build(b, &cfg.model, (bf_shape){2, cases[i].c, cases[i].hw, cases[i].hw}, 10, 1, &m));
         if (!m) continue;
