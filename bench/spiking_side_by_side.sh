@@ -26,6 +26,7 @@
 #   --workspace-mib N       [WORKSPACE_MIB=]  bioflex's [run] conv_workspace_mib (default: the config's,
 #                                             8192): a smaller limit trades speed for peak memory
 #   --bioflex-only          [BIOFLEX_ONLY=0]  skip PyTorch (e.g. a second memory figure at another limit)
+#   --set SECTION.KEY=VALUE                   passed to bioflex's runs (repeatable), e.g. run.conv_api=graph
 # Example, CPU, tiny: bash bench/spiking_side_by_side.sh --device cpu --batch 4 --steps 2 --warmup 1 --time-steps "2 4"
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,18 +36,19 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 device=${DEVICE:-cuda} batch=${BATCH:-256} size=${SIZE:-32} classes=${CLASSES:-10} steps=${STEPS:-50}
 warmup=${WARMUP:-5} time_steps=${TIME_STEPS:-4 8} precision=${PRECISION:-tf32} build=${BUILD:-build}
 python=${PYTHON:-python3} workspace_mib=${WORKSPACE_MIB:-} bioflex_only=${BIOFLEX_ONLY:-0}
+extra=()
 while [ $# -gt 0 ]; do
   case $1 in
     -h|--help) usage ;;
     --bioflex-only) bioflex_only=1; shift; continue ;;
-    --device|--batch|--size|--classes|--steps|--warmup|--time-steps|--precision|--build|--python|--workspace-mib)
+    --device|--batch|--size|--classes|--steps|--warmup|--time-steps|--precision|--build|--python|--workspace-mib|--set)
       [ $# -ge 2 ] || { echo "spiking_side_by_side.sh: $1 needs a value" >&2; exit 2; } ;;
     *) echo "spiking_side_by_side.sh: unknown argument '$1' (--help lists the options)" >&2; exit 2 ;;
   esac
   case $1 in
     --device) device=$2 ;; --batch) batch=$2 ;; --size) size=$2 ;; --classes) classes=$2 ;; --steps) steps=$2 ;;
     --warmup) warmup=$2 ;; --time-steps) time_steps=$2 ;; --precision) precision=$2 ;; --build) build=$2 ;;
-    --python) python=$2 ;; --workspace-mib) workspace_mib=$2 ;;
+    --python) python=$2 ;; --workspace-mib) workspace_mib=$2 ;; --set) extra+=(--set "$2") ;;
   esac
   shift 2
 done
@@ -60,6 +62,7 @@ neuron=(--set spiking.neuron=lif --set spiking.encoding=direct --set spiking.dec
         --set spiking.reset=hard --set spiking.detach_reset=false --set spiking.use_stbp=true
         --set spiking.surrogate=tanh --set spiking.height=0.3)
 [ -z "$workspace_mib" ] || neuron+=(--set run.conv_workspace_mib="$workspace_mib")
+neuron+=("${extra[@]}")
 
 ips() { sed -E 's/.*: ([0-9.]+) images\/s.*/\1/' <<<"$1"; }
 peak() { if [[ $1 =~ peak\ ([0-9.]+)\ GiB ]]; then echo "${BASH_REMATCH[1]}"; else echo n/a; fi; }
@@ -72,7 +75,7 @@ ratio() {
     printf "%.2fx (target %s %s%s: %s)\n", r, op, t, note, ok ? "met" : "NOT met" }'
 }
 
-echo "Spiking VGG-11 side by side: $device, $precision, batch $batch, ${size}x${size}, $classes classes, $warmup warm-up + $steps timed steps${workspace_mib:+, bioflex cuDNN workspace limit $workspace_mib MiB}"
+echo "Spiking VGG-11 side by side: $device, $precision, batch $batch, ${size}x${size}, $classes classes, $warmup warm-up + $steps timed steps${workspace_mib:+, bioflex cuDNN workspace limit $workspace_mib MiB}${extra[*]:+, bioflex with ${extra[*]}}"
 [ "$device" = cuda ] || echo "(on the CPU the figures only show that the scripts run: the targets are GPU ones, and peak memory is counted on CUDA only)"
 for T in $time_steps; do
   ours=$("$bench" "${common[@]}" "${neuron[@]}" --set spiking.time_steps="$T" --label "plasticflex_vgg11[lif,T=$T]")

@@ -140,6 +140,9 @@ elif [ "$mode" = targets ] || [ "$mode" = full ]; then
   # 3.0 GiB target; an algorithm search free to take 8 GiB may keep more than the rest), and its speed
   step spiking_t8_ws512 90 bash bench/spiking_side_by_side.sh --batch 256 --time-steps 8 --steps 20 \
     --workspace-mib 512 --bioflex-only
+  # T = 4 through cuDNN's graph API (its engines may suit the small late layers better), for the 3x
+  step spiking_t4_graph 60 bash bench/spiking_side_by_side.sh --batch 256 --time-steps 4 --steps 20 \
+    --bioflex-only --set run.conv_api=graph
   # where the spiking step's time goes (issue 4's 3x, the furthest target: how much is cuDNN, which
   # both sides share); its CSVs stay on the machine, the summaries are in bench.log
   step kernel_profile_spiking 150 env OUT=/tmp bash bench/kernel_profile.sh spiking 2
