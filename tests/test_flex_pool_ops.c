@@ -205,6 +205,25 @@ static long emu_forward_bilinear(const bf_pool_shape *ps, const bf_flex_shape *s
     return wins;
 }
 
+/* routed in flex_pool.cu: the conv's share of dy at element e, from its winners and ties bits */
+static float emu_routed(float g, const uint32_t *winners, const uint32_t *ties, size_t e, float tie_share) {
+    const int win = (winners[e / 32] >> (e % 32)) & 1u, tie = (ties[e / 32] >> (e % 32)) & 1u;
+    return win ? (tie ? g * tie_share : g) : 0.0f;
+}
+
+/* covering_outputs in pool_common.cuh, both ways: the outputs [oh_lo, oh_hi) x [ow_lo, ow_hi) whose
+ * windows contain input element at of a plane. */
+static void emu_covering(const bf_pool_shape *ps, size_t at, int *oh_lo, int *oh_hi, int *ow_lo, int *ow_hi) {
+    const int h = (int)(at / ps->w_in), w = (int)(at % ps->w_in);
+    const int oh_first = h + ps->pad - ps->k + 1, ow_first = w + ps->pad - ps->k + 1;
+    *oh_lo = oh_first <= 0 ? 0 : (oh_first + ps->stride - 1) / ps->stride;
+    *ow_lo = ow_first <= 0 ? 0 : (ow_first + ps->stride - 1) / ps->stride;
+    *oh_hi = (h + ps->pad) / ps->stride + 1;
+    *ow_hi = (w + ps->pad) / ps->stride + 1;
+    if (*oh_hi > ps->h_out) *oh_hi = ps->h_out;
+    if (*ow_hi > ps->w_out) *ow_hi = ps->w_out;
+}
+
 /* k_route_expand / k_pool_max_route_bilinear: per pooled element, its candidate channels in
  * ascending order, from dy and the two bits alone (k_route_expand's V positions of a thread are
  * independent elements, so one per iteration here gives the same bits). */
@@ -223,8 +242,7 @@ static void emu_route(const bf_flex_shape *s, const uint32_t *winners, const uin
             if (t.i0 != i && t.i1 != i) continue;
             const size_t e = (n * s->c_out + (size_t)j) * hw + p;
             const float g = dy[e];
-            const int win = (winners[e / 32] >> (e % 32)) & 1u, tie = (ties[e / 32] >> (e % 32)) & 1u;
-            const float dc = win ? (tie ? g * tie_share : g) : 0.0f;
+            const float dc = emu_routed(g, winners, ties, e, tie_share);
             if (t.i0 == i) dconv[e] = dc;
             const float gp = g - dc;
             if (t.i0 == i) acc += t.i1 < 0 ? gp : t.w0 * gp;
@@ -240,13 +258,8 @@ static void emu_scatter_add(const bf_pool_shape *ps, const bf_flex_shape *s, con
     const size_t in_plane = (size_t)ps->h_in * ps->w_in;
     for (size_t idx = 0; idx < (size_t)s->n * s->c_in * in_plane; idx++) {
         const size_t plane = idx / in_plane, at = idx % in_plane;
-        const int h = (int)(at / ps->w_in), w = (int)(at % ps->w_in);
-        const int oh_first = h + ps->pad - ps->k + 1, ow_first = w + ps->pad - ps->k + 1;
-        const int oh_lo = oh_first <= 0 ? 0 : (oh_first + ps->stride - 1) / ps->stride;
-        const int ow_lo = ow_first <= 0 ? 0 : (ow_first + ps->stride - 1) / ps->stride;
-        int oh_hi = (h + ps->pad) / ps->stride + 1, ow_hi = (w + ps->pad) / ps->stride + 1;
-        if (oh_hi > ps->h_out) oh_hi = ps->h_out;
-        if (ow_hi > ps->w_out) ow_hi = ps->w_out;
+        int oh_lo, oh_hi, ow_lo, ow_hi;
+        emu_covering(ps, at, &oh_lo, &oh_hi, &ow_lo, &ow_hi);
         float acc = 0.0f;
         for (int oh = oh_lo; oh < oh_hi; oh++)
             for (int ow = ow_lo; ow < ow_hi; ow++) {
@@ -274,13 +287,8 @@ static void emu_route_scatter(const bf_pool_shape *ps, const bf_flex_shape *s, c
         fold_candidates(s, i, &lo, &hi, &step);
         float acc = 0.0f;
         if (lo < hi) {
-            const int h = (int)(at / ps->w_in), w = (int)(at % ps->w_in);
-            const int oh_first = h + ps->pad - ps->k + 1, ow_first = w + ps->pad - ps->k + 1;
-            const int oh_lo = oh_first <= 0 ? 0 : (oh_first + ps->stride - 1) / ps->stride;
-            const int ow_lo = ow_first <= 0 ? 0 : (ow_first + ps->stride - 1) / ps->stride;
-            int oh_hi = (h + ps->pad) / ps->stride + 1, ow_hi = (w + ps->pad) / ps->stride + 1;
-            if (oh_hi > ps->h_out) oh_hi = ps->h_out;
-            if (ow_hi > ps->w_out) ow_hi = ps->w_out;
+            int oh_lo, oh_hi, ow_lo, ow_hi;
+            emu_covering(ps, at, &oh_lo, &oh_hi, &ow_lo, &ow_hi);
             for (int oh = oh_lo; oh < oh_hi; oh++)
                 for (int ow = ow_lo; ow < ow_hi; ow++) {
                     const size_t o = (size_t)oh * ps->w_out + ow;
@@ -289,8 +297,7 @@ static void emu_route_scatter(const bf_pool_shape *ps, const bf_flex_shape *s, c
                     for (int j = lo; j < hi; j += step) {
                         const size_t e = (n * s->c_out + (size_t)j) * hw + o;
                         const float g = dy[e];
-                        const int win = (winners[e / 32] >> (e % 32)) & 1u, tie = (ties[e / 32] >> (e % 32)) & 1u;
-                        const float dc = win ? (tie ? g * tie_share : g) : 0.0f;
+                        const float dc = emu_routed(g, winners, ties, e, tie_share);
                         share += g - dc;
                         dconv[e] = dc;
                         visits[e]++;
