@@ -262,45 +262,50 @@ extern "C" int bf_cuda_conv_graph_plan_count(const bf_backend *b) {
     return plans;
 }
 
+/* The CUDA backend's state when b is one, else NULL (the CPU backend has its own convolution and no
+ * workspace: the setters below are no-ops there). */
+static bf_cuda_impl *cuda_impl_of(bf_backend *b) {
+    return b && b->kind == BF_DEVICE_CUDA ? (bf_cuda_impl *)b->impl : NULL;
+}
+
+/* Forgets every cached algorithm choice: a setting of the search changed, so shapes are searched again. */
+static bf_status forget_choices(bf_cuda_impl *im) {
+    BF_CUDA_CHECK(cudaSetDevice(im->device));
+    bf_cuda_conv_cache_destroy(im);
+    return BF_OK;
+}
+
 extern "C" bf_status bf_cuda_set_conv_api(bf_backend *b, int graph) {
-    if (!b || b->kind != BF_DEVICE_CUDA) return BF_OK; /* the CPU backend has its own convolution */
-    bf_cuda_impl *im = (bf_cuda_impl *)b->impl;
-    if (im->conv_api_graph != (graph != 0)) {
-        BF_CUDA_CHECK(cudaSetDevice(im->device));
-        bf_cuda_conv_cache_destroy(im); /* shapes chosen under the other API are searched again */
-        im->conv_api_graph = graph != 0;
-    }
+    bf_cuda_impl *im = cuda_impl_of(b);
+    if (!im || im->conv_api_graph == (graph != 0)) return BF_OK;
+    BF_TRY(forget_choices(im));
+    im->conv_api_graph = graph != 0;
     return BF_OK;
 }
 
 extern "C" bf_status bf_cuda_set_conv_workspace_reuse(bf_backend *b, int on) {
-    if (!b || b->kind != BF_DEVICE_CUDA) return BF_OK; /* the CPU backend has no convolution workspace */
-    bf_cuda_impl *im = (bf_cuda_impl *)b->impl;
+    bf_cuda_impl *im = cuda_impl_of(b);
+    if (!im) return BF_OK;
     im->ws_reuse_off = !on;
     if (!on) im->ws_hint = NULL, im->ws_hint_bytes = 0;
     return BF_OK;
 }
 
 extern "C" bf_status bf_cuda_set_conv_workspace_slack(bf_backend *b, float slack) {
-    if (!b || b->kind != BF_DEVICE_CUDA) return BF_OK; /* the CPU backend has no convolution workspace */
+    bf_cuda_impl *im = cuda_impl_of(b);
+    if (!im) return BF_OK;
     if (!(slack >= 0.0f && slack <= 1.0f)) return bf_error(BF_ERR_ARG, "conv_workspace_slack %g: want 0..1", slack);
-    bf_cuda_impl *im = (bf_cuda_impl *)b->impl;
-    if (im->conv_slack != slack) {
-        BF_CUDA_CHECK(cudaSetDevice(im->device));
-        bf_cuda_conv_cache_destroy(im); /* choices made under the other slack are searched again */
-        im->conv_slack = slack;
-    }
+    if (im->conv_slack == slack) return BF_OK;
+    BF_TRY(forget_choices(im));
+    im->conv_slack = slack;
     return BF_OK;
 }
 
 extern "C" bf_status bf_cuda_set_conv_workspace_limit(bf_backend *b, size_t bytes) {
-    if (!b || b->kind != BF_DEVICE_CUDA) return BF_OK; /* the CPU backend has no convolution workspace */
-    bf_cuda_impl *im = (bf_cuda_impl *)b->impl;
-    if (im->conv_search_limit != bytes) {
-        BF_CUDA_CHECK(cudaSetDevice(im->device));
-        bf_cuda_conv_cache_destroy(im); /* choices made under the other limit are searched again */
-        im->conv_search_limit = bytes;
-    }
+    bf_cuda_impl *im = cuda_impl_of(b);
+    if (!im || im->conv_search_limit == bytes) return BF_OK;
+    BF_TRY(forget_choices(im));
+    im->conv_search_limit = bytes;
     return BF_OK;
 }
 
