@@ -11,6 +11,7 @@
  *   - neuron_forward with no charge to keep: the same spikes and statistics as with one;
  *   - a shared input (one step read at every step): the spikes of the step repeated T times, and
  *     the steps' gradients summed, bit for bit;
+ *   - neuron_batchnorm_backward: the bits of neuron_backward_bn then batchnorm_backward;
  *   - its argument checks (T above the limit, a stateless neuron, elements that are not whole
  *     samples, missing statistics; a shared input's charge, and neuron_backward of one).
  * tests/test_neuron_bn_ops_cuda.c holds the CUDA kernels to the same results. */
@@ -174,6 +175,46 @@ static void test_shared_input(bf_backend *b, bf_backend *b2, bf_neuron_kind kind
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) bf_free(b, all[i]);
 }
 
+/* neuron_batchnorm_backward against its definition: neuron_backward_bn into a buffer, then
+ * batchnorm_backward over the batch-norm input's planes (T steps, or one with a shared input): dx,
+ * dgamma and dbeta bit for bit, every element written; with NULL dgamma and dbeta the same dx. */
+static void test_fused_backward(bf_backend *b, bf_reset_mode reset, int T, int samples, int c, int hw, int shared,
+                                unsigned long seed) {
+    const size_t n = (size_t)samples * c * hw, total = (size_t)T * n, in_n = shared ? n : total;
+    float *xin = bf_test_uniform(b, in_n, -2.0f, 2.0f, seed), *dy = bf_test_uniform(b, total, -1.0f, 1.0f, seed + 1);
+    float *mean = bf_test_uniform(b, (size_t)c, -0.5f, 0.5f, seed + 2);
+    float *invstd = bf_test_uniform(b, (size_t)c, 0.5f, 2.0f, seed + 3);
+    float *gamma = bf_test_uniform(b, (size_t)c, -1.0f, 1.5f, seed + 4);
+    float *beta = bf_test_uniform(b, (size_t)c, 0.0f, 1.0f, seed + 5);
+    float *dneuron = bf_test_alloc(b, in_n), *dx_ref = bf_test_alloc(b, in_n), *dx = bf_test_alloc(b, in_n);
+    float *g_ref = bf_test_alloc(b, 2 * (size_t)c), *g = bf_test_alloc(b, 2 * (size_t)c);
+    const bf_neuron_bn_input in = {c, hw, mean, invstd, gamma, beta};
+    const bf_bn_shape bs = {.n = (shared ? 1 : T) * samples, .c = c, .hw = hw, .eps = 1e-5f, .momentum = 0.1f};
+    const bf_neuron_params p = {.kind = BF_NEURON_LIF, .T = T, .decay = 0.8f, .threshold = 1.0f, .reset = reset,
+                                .surrogate = BF_SURROGATE_SIGMOID, .alpha = 4.0f, .through_time = 1,
+                                .shared_input = shared};
+    char what[160];
+    snprintf(what, sizeof what, "neuron_batchnorm_backward %s%s T=%d [%d, %d, %d]", shared ? "shared input, " : "",
+             reset_name[reset], T, samples, c, hw);
+    CHECK_OK(b->ops->neuron_backward_bn(b, &p, &in, n, xin, dy, dneuron));
+    CHECK_OK(b->ops->batchnorm_backward(b, &bs, xin, dneuron, gamma, mean, invstd, dx_ref, g_ref, g_ref + c));
+    bf_test_fill_uniform(dx, in_n, 1e3f, 2e3f, seed + 6); /* garbage: every element must be written */
+    bf_test_fill_uniform(g, 2 * (size_t)c, 1e3f, 2e3f, seed + 7);
+    CHECK_OK(b->ops->neuron_batchnorm_backward(b, &p, &in, n, xin, dy, dx, g, g + c));
+    CHECK(memcmp(dx, dx_ref, in_n * sizeof(float)) == 0 && memcmp(g, g_ref, 2 * (size_t)c * sizeof(float)) == 0,
+          "%s: other bits than neuron_backward_bn then batchnorm_backward", what);
+    double spread = 0;
+    for (size_t i = 0; i < in_n; i++) spread += dx_ref[i] * dx_ref[i];
+    CHECK(spread > 0, "%s: a gradient of zeros tests nothing", what);
+    bf_test_fill_uniform(dx, in_n, 1e3f, 2e3f, seed + 8);
+    CHECK_OK(b->ops->neuron_batchnorm_backward(b, &p, &in, n, xin, dy, dx, NULL, NULL));
+    CHECK(memcmp(dx, dx_ref, in_n * sizeof(float)) == 0, "%s: without dgamma and dbeta, another dx", what);
+    CHECK(b->ops->neuron_batchnorm_backward(b, &p, &in, n, xin, dy, NULL, g, g + c) == BF_ERR_ARG,
+          "%s: a NULL dx accepted", what);
+    float *all[] = {xin, dy, mean, invstd, gamma, beta, dneuron, dx_ref, dx, g_ref, g};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) bf_free(b, all[i]);
+}
+
 /* Batch-norm's training forward without an output: the saved and running statistics of the one
  * with it, bit for bit, through batchnorm_forward_train and through the synchronised ops. */
 static void test_statistics_alone(bf_backend *b) {
@@ -247,6 +288,11 @@ int main(void) {
             test_shared_input(one, NULL, reset == 2 ? BF_NEURON_IF : BF_NEURON_LIF, (bf_reset_mode)reset, Ts[t], 3, 4,
                               5, seed);
     test_shared_input(one, two, BF_NEURON_LIF, BF_RESET_SOFT, 4, 16, 8, 36, 9021);
+    for (int reset = 0; reset < 3; reset++)
+        for (size_t t = 0; t < sizeof Ts / sizeof Ts[0]; t++, seed += 10) {
+            test_fused_backward(one, (bf_reset_mode)reset, Ts[t], 3, 4, 5, 0, seed);
+            test_fused_backward(two, (bf_reset_mode)reset, Ts[t], 4, 3, 16, 1, seed + 5);
+        }
     test_statistics_alone(one);
     test_arguments(one);
     bf_backend_destroy(one);

@@ -12,7 +12,8 @@
  * planes of 7 and 1024 elements, and a tensor large enough for the 16-byte-vector kernels
  * (T <= 8). The forward that keeps no charge must give the spikes and statistics of the one that
  * does. A shared input (one step read at every step, its dx the steps' sum) against the CPU and
- * against the GPU's own steps over the repeated input. `--small` keeps the 7-element planes alone (tools/gpu_verify.sh runs it so under
+ * against the GPU's own steps over the repeated input. neuron_batchnorm_backward, which never stores the
+ * neuron's gradient, against the CPU's and the GPU's own two ops, to batch-norm's tolerance. `--small` keeps the 7-element planes alone (tools/gpu_verify.sh runs it so under
  * compute-sanitizer's memcheck). Skipped (exit 77) without a CUDA build or device. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,6 +131,50 @@ static void test_shared_case(bf_reset_mode reset, int T, int samples, int c, int
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
 }
 
+/* neuron_batchnorm_backward (neuron_bn_backward.cu: the neuron's gradient never stored) against the
+ * CPU's (the bits of neuron_backward_bn then batchnorm_backward) and against the GPU's own two ops in
+ * turn: dx, dgamma and dbeta to batch-norm's reduction tolerance, as the sums come in another order. */
+static void test_fused_case(bf_reset_mode reset, int T, int samples, int c, int hw, int shared) {
+    const size_t n = (size_t)samples * c * hw, total = (size_t)T * n, in_n = shared ? n : total;
+    pair xin = pair_rand(in_n, -2.0f, 2.0f), dy = pair_rand(total, -1.0f, 1.0f);
+    pair mean = pair_rand((size_t)c, -0.5f, 0.5f), invstd = pair_rand((size_t)c, 0.5f, 2.0f);
+    pair gamma = pair_rand((size_t)c, -1.0f, 1.5f), beta = pair_rand((size_t)c, 0.0f, 1.0f);
+    pair dx = pair_out(in_n), dgamma = pair_out((size_t)c), dbeta = pair_out((size_t)c);
+    pair seq_dx = pair_out(in_n), seq_dgamma = pair_out((size_t)c), seq_dbeta = pair_out((size_t)c);
+    const bf_neuron_bn_input in_c = {c, hw, mean.c, invstd.c, gamma.c, beta.c};
+    const bf_neuron_bn_input in_g = {c, hw, mean.g, invstd.g, gamma.g, beta.g};
+    const bf_bn_shape bs = {.n = (shared ? 1 : T) * samples, .c = c, .hw = hw, .eps = 1e-5f, .momentum = 0.1f};
+    const bf_neuron_params p = {.kind = BF_NEURON_LIF, .T = T, .decay = 0.8f, .threshold = 1.0f, .reset = reset,
+                                .alpha = 4.0f, .surrogate = BF_SURROGATE_SIGMOID, .through_time = 1,
+                                .shared_input = shared};
+    char what[160];
+    snprintf(what, sizeof what, "fused bn backward %slif/%s T=%d [%d, %d, %d]", shared ? "shared, " : "",
+             reset_name[reset], T, samples, c, hw);
+    CHECK_OK(cpu->ops->neuron_batchnorm_backward(cpu, &p, &in_c, n, xin.c, dy.c, dx.c, dgamma.c, dbeta.c));
+    CHECK_OK(gpu->ops->neuron_batchnorm_backward(gpu, &p, &in_g, n, xin.g, dy.g, dx.g, dgamma.g, dbeta.g));
+    pair_compare(what, dx, 1e-4, 1e-3);
+    pair_compare(what, dgamma, 1e-4, 1e-3);
+    pair_compare(what, dbeta, 1e-4, 1e-3);
+    /* the GPU's two ops in turn, their results brought to the host side of a pair */
+    float *dneuron = bf_test_upload(gpu, NULL, in_n);
+    CHECK_OK(gpu->ops->neuron_backward_bn(gpu, &p, &in_g, n, xin.g, dy.g, dneuron));
+    CHECK_OK(gpu->ops->batchnorm_backward(gpu, &bs, xin.g, dneuron, gamma.g, mean.g, invstd.g, seq_dx.g, seq_dgamma.g,
+                                          seq_dbeta.g));
+    pair *seq[] = {&seq_dx, &seq_dgamma, &seq_dbeta}, *fused[] = {&dx, &dgamma, &dbeta};
+    for (int k = 0; k < 3; k++) {
+        CHECK_OK(bf_to_host(gpu, seq[k]->c, seq[k]->g, seq[k]->n * sizeof(float)));
+        CHECK_OK(gpu->ops->copy(gpu, seq[k]->g, fused[k]->g, seq[k]->n * sizeof(float)));
+    }
+    char again[200];
+    snprintf(again, sizeof again, "%s vs the GPU's two ops", what);
+    pair_compare(again, seq_dx, 1e-4, 1e-3);
+    pair_compare(again, seq_dgamma, 1e-4, 1e-3);
+    pair_compare(again, seq_dbeta, 1e-4, 1e-3);
+    bf_free(gpu, dneuron);
+    pair *all[] = {&xin, &dy, &mean, &invstd, &gamma, &beta, &dx, &dgamma, &dbeta, &seq_dx, &seq_dgamma, &seq_dbeta};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
+}
+
 /* Batch-norm's training forward without an output on the GPU: the statistics of the one with it. */
 static void test_statistics_alone(void) {
     enum { N = 16, C = 24, HW = 49 };
@@ -188,6 +233,16 @@ int main(int argc, char **argv) {
     }
     /* the vector kernels on planes of 7: a vector's 4 elements span two channels */
     if (!small) test_case(BF_NEURON_LIF, BF_RESET_SOFT, 4, 32000, 5, 7, 0);
+    for (int reset = 0; reset < 3; reset++) { /* the fused batch-norm backward: every register bucket */
+        test_fused_case((bf_reset_mode)reset, 4, 3, 5, 7, 0);
+        test_fused_case((bf_reset_mode)reset, 4, 3, 5, 7, 1);
+        if (small) continue;
+        test_fused_case((bf_reset_mode)reset, 4, 32, 64, 1024, 0); /* the 16-byte-vector pass */
+        test_fused_case((bf_reset_mode)reset, 8, 16, 64, 256, reset == 1);
+        test_fused_case((bf_reset_mode)reset, 16, 3, 5, 7, 0);
+        test_fused_case((bf_reset_mode)reset, 32, 2, 3, 4, reset == 2);
+        test_fused_case((bf_reset_mode)reset, 4, 4096, 8, 4, 0); /* 2x2 planes: two chunks a channel */
+    }
     test_statistics_alone();
     test_arguments();
     CHECK_OK(gpu->ops->synchronize(gpu));

@@ -156,7 +156,7 @@ static void test_batchnorm_after_encode(void) {
  * PlasticFlex VGG-6 with flex layers and LIF neurons, into grads[2][count]; with share = 0 the image
  * is repeated first ([spiking] share_direct_input = false); running_var (nullable): the first
  * batch-norm's 64 running variances after the steps. */
-static size_t vgg6_gradients_of(int pack, int recompute, int share, float **grads, float *running_var) {
+static size_t vgg6_gradients_of(int pack, int recompute, int fuse, int share, float **grads, float *running_var) {
     enum { B = 2, S = 28 };
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &b));
@@ -171,6 +171,7 @@ static size_t vgg6_gradients_of(int pack, int recompute, int share, float **grad
     cfg.model.spiking.threshold = 0.3f; /* spikes in every layer at this small scale */
     cfg.model.spiking.pack_spikes = pack;
     cfg.model.spiking.recompute_charge = recompute;
+    cfg.model.spiking.fuse_bn_backward = fuse;
     cfg.model.spiking.share_direct_input = share;
     if (running_var) cfg.model.bn_momentum = 1.0f; /* the running variance is the last batch's, unbiased */
     bf_model *m = NULL;
@@ -186,6 +187,10 @@ static size_t vgg6_gradients_of(int pack, int recompute, int share, float **grad
     for (int i = 0; i < m->num_layers; i++) recomputed += m->layers[i].charge_recomputed && !m->layers[i].neuron_charge;
     CHECK(recompute ? recomputed >= 3 : recomputed == 0, "recompute_charge = %d: %d neuron layers keep no charge",
           recompute, recomputed);
+    int fused = 0;
+    for (int i = 0; i < m->num_layers; i++) fused += m->layers[i].bn_runs_neuron;
+    CHECK(recompute && fuse ? fused >= 3 : fused == 0, "fuse_bn_backward = %d: %d batch-norms run their neuron's "
+          "backward", fuse, fused);
     float x[B * S * S], losses[B], *dlogits = NULL;
     int32_t labels[B] = {3, 7};
     CHECK_OK(bf_alloc(b, (size_t)B * 10 * sizeof(float), (void **)&dlogits));
@@ -214,20 +219,23 @@ static size_t vgg6_gradients_of(int pack, int recompute, int share, float **grad
     return count;
 }
 
-static size_t vgg6_gradients(int pack, int recompute, float **grads) {
-    return vgg6_gradients_of(pack, recompute, 1, grads, NULL);
+static size_t vgg6_gradients(int pack, int recompute, int fuse, float **grads) {
+    return vgg6_gradients_of(pack, recompute, fuse, 1, grads, NULL);
 }
 
 /* Against the plan that keeps every float spike and charge: packed spikes, the recomputed charge,
- * and both (the default). */
+ * both, and with them the neuron's backward inside its batch-norm's (the default). */
 static void test_memory_rules_change_nothing(void) {
     float *plain[2] = {NULL, NULL};
-    const size_t n = vgg6_gradients(0, 0, plain);
-    const struct { int pack, recompute; const char *what; } rules[] = {
-        {1, 0, "packed spikes"}, {0, 1, "the recomputed charge"}, {1, 1, "packed spikes and the recomputed charge"}};
+    const size_t n = vgg6_gradients(0, 0, 0, plain);
+    const struct { int pack, recompute, fuse; const char *what; } rules[] = {
+        {1, 0, 0, "packed spikes"},
+        {0, 1, 0, "the recomputed charge"},
+        {1, 1, 0, "packed spikes and the recomputed charge"},
+        {1, 1, 1, "packed spikes, the recomputed charge, the neuron's backward inside its batch-norm's"}};
     for (size_t r = 0; r < sizeof rules / sizeof rules[0]; r++) {
         float *other[2] = {NULL, NULL};
-        const size_t n_other = vgg6_gradients(rules[r].pack, rules[r].recompute, other);
+        const size_t n_other = vgg6_gradients(rules[r].pack, rules[r].recompute, rules[r].fuse, other);
         CHECK(n == n_other && n > 0, "%s: the same parameters (%zu, %zu)", rules[r].what, n, n_other);
         for (int step = 0; step < 2; step++) {
             if (!plain[step] || !other[step] || n != n_other) continue;
@@ -289,8 +297,8 @@ static void test_shared_direct_input(void) {
     }
 
     float *shared[2] = {NULL, NULL}, *repeated[2] = {NULL, NULL}, var_shared[64], var_repeated[64];
-    const size_t n = vgg6_gradients_of(1, 1, 1, shared, var_shared);
-    const size_t n2 = vgg6_gradients_of(1, 1, 0, repeated, var_repeated);
+    const size_t n = vgg6_gradients_of(1, 1, 1, 1, shared, var_shared);
+    const size_t n2 = vgg6_gradients_of(1, 1, 1, 0, repeated, var_repeated);
     CHECK(n == n2 && n > 0, "the same parameters shared and repeated (%zu, %zu)", n, n2);
     for (int step = 0; step < 2 && n == n2; step++) {
         if (!shared[step] || !repeated[step]) continue;

@@ -8,7 +8,8 @@
  *   - with one rank the ops chain to exactly batchnorm_forward_train / batchnorm_backward;
  *   - a model with a sync_sums hook that does nothing (one rank) trains bit for bit as without it,
  *     calling the hook three times per batch-norm layer and step (two forward, one backward), also
- *     with a flex layer whose mask joint batch-normalises its logits;
+ *     with a flex layer whose mask joint batch-normalises its logits, and with a LIF layer whose
+ *     backward its batch-norm runs (synchronised: the neuron's gradient first, then the sums);
  *   - bad arguments are refused with a message. */
 #include <math.h>
 #include <stdlib.h>
@@ -207,28 +208,39 @@ static bf_status one_rank_sums(void *ctx, double *sums, size_t n) {
     return BF_OK;
 }
 
-/* With flex_bn, conv2 is a flex layer whose mask joint batch-normalises its logits: a third
- * batch-norm that sync_bn must reach. */
+/* With flex_bn = 1, conv2 is a flex layer whose mask joint batch-normalises its logits: a third
+ * batch-norm that sync_bn must reach. With flex_bn = 2, relu1 is a LIF layer over 3 steps whose
+ * charge is recomputed from bn1 and whose backward bn1 runs ([spiking] fuse_bn_backward): synchronised,
+ * the two backwards in turn (bf_spiking_bn_backward). */
 static bf_model *small_model(bf_backend *b, int flex_bn) {
     bf_model *m = NULL;
     CHECK_OK(bf_model_create(b, (bf_shape){N, 3, 8, 8}, 5, &m));
     if (!m) return NULL;
-    int x = bf_model_add_conv(m, "conv1", BF_MODEL_INPUT, 6, 3, 1, 1, 1, 0, BF_INIT_UNIFORM_FAN_IN);
+    const int T = flex_bn == 2 ? 3 : 1;
+    int x = T > 1 ? bf_model_add_encode(m, "encode", BF_MODEL_INPUT, T, 0) : BF_MODEL_INPUT;
+    x = bf_model_add_conv(m, "conv1", x, 6, 3, 1, 1, 1, 0, BF_INIT_UNIFORM_FAN_IN);
     x = bf_model_add_batchnorm(m, "bn1", x, 1e-5f, 0.1f);
-    x = bf_model_add_relu(m, "relu1", x);
+    const bf_neuron_params lif = {.kind = BF_NEURON_LIF, .T = T, .decay = 0.8f, .threshold = 0.2f,
+                                  .reset = BF_RESET_HARD, .surrogate = BF_SURROGATE_SIGMOID, .alpha = 4.0f,
+                                  .through_time = 1};
+    x = T > 1 ? bf_model_add_neuron(m, "lif1", x, &lif) : bf_model_add_relu(m, "relu1", x);
     const bf_flex_options opt = {.joint = BF_FLEX_JOINT_MASK, .channels = BF_FLEX_CHANNELS_EXPAND,
                                  .ties = BF_FLEX_TIE_SPLIT, .mask = BF_FLEX_MASK_SIGMOID_HARD, .mask_factor = 1.0f,
                                  .logits_bn = 1, .threshold_mode = BF_THRESHOLD_LEARNED, .bn_eps = 1e-5f,
                                  .bn_momentum = 0.1f};
-    if (flex_bn)
+    if (flex_bn == 1)
         x = bf_model_add_flex(m, "conv2", x, 9, 3, 2, 1, BF_INIT_UNIFORM_FAN_IN, &opt);
     else
         x = bf_model_add_conv(m, "conv2", x, 9, 3, 2, 1, 1, 0, BF_INIT_UNIFORM_FAN_IN);
     x = bf_model_add_batchnorm(m, "bn2", x, 1e-5f, 0.1f);
     x = bf_model_add_global_avgpool(m, "gap", x);
     x = bf_model_add_flatten(m, "flatten", x);
-    bf_model_add_linear(m, "fc", x, 4, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    x = bf_model_add_linear(m, "fc", x, 4, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    if (T > 1) bf_model_add_time_mean(m, "readout", x);
     CHECK_OK(bf_model_finalize(m));
+    if (T > 1)
+        CHECK(m->layers[2].bn_runs_neuron && m->layers[3].neuron_in_bn, "bn1 runs lif1's backward (got %d, %d)",
+              m->layers[2].bn_runs_neuron, m->layers[3].neuron_in_bn);
     CHECK(m->bn_sync_sums != NULL && m->bn_sync_doubles == 2 * 9 + 1,
           "the model plans 2c+1 doubles for its widest batch-norm (got %zu)", m->bn_sync_doubles);
     return m;
@@ -259,8 +271,8 @@ static void test_model_one_rank(bf_backend *b, int flex_bn) {
         model_step(b, plain, x, labels, &lp, &gp, &bp);
         hook_calls = 0;
         model_step(b, synced, x, labels, &ls, &gs, &bs);
-        CHECK(hook_calls == (flex_bn ? 9 : 6), "the hook runs 3 times per batch-norm and step (got %d for %d)",
-              hook_calls, flex_bn ? 3 : 2);
+        CHECK(hook_calls == (flex_bn == 1 ? 9 : 6), "the hook runs 3 times per batch-norm and step (got %d for %d)",
+              hook_calls, flex_bn == 1 ? 3 : 2);
         if (lp && ls) check_same(ls, lp, N * 4, "model with a one-rank sync_bn hook: logits");
         if (gp && gs) check_same(gs, gp, plain->num_param_floats, "model with a one-rank sync_bn hook: gradients");
         if (bp && bs) check_same(bs, bp, plain->num_buffer_floats, "model with a one-rank sync_bn hook: running stats");
@@ -280,6 +292,7 @@ int main(void) {
     test_refusals(b);
     test_model_one_rank(b, 0);
     test_model_one_rank(b, 1);
+    test_model_one_rank(b, 2);
     bf_backend_destroy(b);
     return bf_test_finish();
 }

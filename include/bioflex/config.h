@@ -131,6 +131,8 @@ typedef struct bf_spiking_config {
     int raster_neurons;        /* > 0: at every log interval, spikes.jsonl gets this many neurons' spikes per layer */
     int pack_spikes;           /* 1: spikes kept for the backward as bits (memory_plan.c) */
     int recompute_charge;      /* 1: LIF/IF after a batch-norm keep no charge (memory_plan.c) */
+    int fuse_bn_backward;      /* 1: such a LIF/IF layer's backward and its batch-norm's run as one op
+                                  (neuron_batchnorm_backward; memory_plan.c) */
     int share_direct_input;    /* 1: direct coding repeats the first neuron layer's input over the steps,
                                   not the image: the layers before it run once per image (model_zoo.c) */
 } bf_spiking_config;

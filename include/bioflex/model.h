@@ -113,6 +113,10 @@ typedef struct bf_layer {
                                  * after this forward (the memory plan, memory_plan.c) */
     int charge_recomputed;      /* neuron: no charge kept; the backward computes it again from the input
                                  * batch-norm's input and statistics (neuron_backward_bn) */
+    int neuron_in_bn;           /* neuron with its charge recomputed whose backward its input batch-norm runs
+                                 * with its own ([spiking] fuse_bn_backward): no pass of its own backward,
+                                 * and the pair's two gradients are one buffer, the neuron's */
+    int bn_runs_neuron;         /* batch-norm that runs such a neuron's backward (neuron_batchnorm_backward) */
     int out_forward_only;       /* batch-norm read by such a neuron alone: its output lives from its
                                  * forward to the neuron's, in the plan's forward-only region */
     int spikes_packed;          /* neuron: y is kept as bits (below); planned by bf_model_finalize */
@@ -180,6 +184,8 @@ typedef struct bf_model {
     int fuse_flex_scatter;      /* 1 (the default): max-joint EXPAND flex layers route dy and scatter the
                                  * pool's share into dx in one op (flex_pool_max_backward_scatter), no
                                  * dP; read by bf_model_finalize (the backward scratch) */
+    int fuse_bn_backward;       /* 1 (the default): such a LIF/IF layer's backward runs inside its batch-norm's
+                                 * ([spiking] fuse_bn_backward); read by bf_model_finalize */
     int recompute_charge;       /* 1 (the default): LIF/IF layers fed by a batch-norm alone keep no
                                  * charge ([spiking] recompute_charge); read by bf_model_finalize */
     size_t forward_only_bytes;  /* the packed layers' float spikes (live only until their consumers'

@@ -465,6 +465,18 @@ typedef struct bf_ops {
      * bit-identical to batchnorm_forward_saved + neuron_forward + neuron_backward. */
     bf_status (*neuron_backward_bn)(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in, size_t n,
                                     const float *xin, const float *dy, float *dx);
+    /* LIF/IF only, T <= BF_NEURON_BN_MAX_T: neuron_backward_bn and then batchnorm_backward of its
+     * result over xin, in one op ([spiking] fuse_bn_backward): dx is the gradient with respect to the
+     * batch-norm's INPUT xin, dgamma and dbeta (nullable) the batch-norm's parameter gradients. The
+     * batch-norm is the one whose statistics *in names, over the planes of xin: T*n/(c*hw), or
+     * n/(c*hw) with a shared input. The neuron's gradient (the batch-norm output's) is never stored
+     * on the GPU: a first pass takes the per-channel sums from the charges computed again, a second
+     * computes them again and writes dx. CPU: the bits of the two ops in turn (through the backend's
+     * scratch); CUDA: the sums in another order, as batchnorm_backward's own (compare with a
+     * tolerance). dx may alias neither xin nor dy. */
+    bf_status (*neuron_batchnorm_backward)(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in,
+                                           size_t n, const float *xin, const float *dy, float *dx, float *dgamma,
+                                           float *dbeta);
     /* Spikes kept for the backward as bits (the memory plan's pack_spikes): bit k of bits[w] is
      * y[32w + k] != 0, the unused high bits of the last word 0; unpack writes y[i] = that bit, 0.0f
      * or 1.0f, so it restores exactly spikes that were 0 or 1. */

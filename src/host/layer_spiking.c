@@ -10,6 +10,7 @@
  * SpikingJelly's multi-step mode folds time into the batch. Neuron layers count spikes and silent
  * elements on the device in training mode; bf_model_spike_monitor reads them at log intervals. */
 #include "layers.h"
+#include "sync_bn.h"
 
 static size_t step_elements(const bf_model *m, const bf_layer *l) {
     return (size_t)m->batch * bf_shape_per_sample(l->out_shape);
@@ -105,6 +106,7 @@ bf_status bf_spiking_backward(bf_model *m, int index, float *dx) {
         return BF_OK;
     }
     case BF_LAYER_NEURON: {
+        if (l->neuron_in_bn) return BF_OK; /* its batch-norm runs it (bf_spiking_bn_backward) */
         if (!l->charge_recomputed)
             return ops->neuron_backward(b, &l->neuron, step_elements(m, l), bf_layer_input(m, l, 0), NULL,
                                         l->neuron_charge, l->dout, dx); /* y is never read (ops.h) */
@@ -121,6 +123,34 @@ bf_status bf_spiking_backward(bf_model *m, int index, float *dx) {
     default:
         return bf_error(BF_ERR_INTERNAL, "layer %s is not a spiking layer", l->name);
     }
+}
+
+/* A batch-norm that runs the backward of the neuron layer reading it with its own (the memory plan's
+ * neuron_in_bn, [spiking] fuse_bn_backward): its dout is the neuron's output gradient (the pair's one
+ * buffer), dx its input's. Synchronised batch-norm needs the neuron's gradient itself, to add its
+ * sums across ranks: then the two backwards in turn, that gradient written into dx first and moved
+ * into the pair's buffer, dead once read and large enough (T steps, or the one of a shared input). */
+bf_status bf_spiking_bn_backward(bf_model *m, int bn_index, float *dx) {
+    bf_layer *bn = &m->layers[bn_index];
+    const bf_layer *l = NULL;
+    for (int i = bn_index + 1; i < m->num_layers && !l; i++)
+        if (m->layers[i].neuron_in_bn && m->layers[i].input[0] == bn_index) l = &m->layers[i];
+    if (!l || !dx) return bf_error(BF_ERR_INTERNAL, "batch-norm %s runs no neuron layer's backward", bn->name);
+    bf_backend *b = m->backend;
+    bf_neuron_bn_input in;
+    const float *xin = bn_input_of(m, l, &in);
+    float *dgamma = bf_layer_grad(m, bn, 0), *dbeta = bf_layer_grad(m, bn, 1);
+    const size_t n = step_elements(m, l);
+    if (!m->sync_sums)
+        return b->ops->neuron_batchnorm_backward(b, &l->neuron, &in, n, xin, bn->dout, dx, dgamma, dbeta);
+    BF_TRY(b->ops->neuron_backward_bn(b, &l->neuron, &in, n, xin, bn->dout, dx));
+    const size_t values = n * (l->neuron.shared_input ? 1 : (size_t)l->neuron.T);
+    BF_TRY(b->ops->copy(b, bn->dout, dx, values * sizeof(float)));
+    bf_bn_shape bs = bn->bn;
+    bs.n = bf_layer_batch(m, bn);
+    bf_bn_sync sync = bf_model_bn_sync(m);
+    return bf_sync_bn_backward(&sync, &bs, xin, bn->dout, bf_layer_param(m, bn, 0), bn->save_mean, bn->save_invstd, dx,
+                               dgamma, dbeta);
 }
 
 int bf_model_spike_monitor(bf_model *m, double *rate, double *silent, const char **names, int max) {

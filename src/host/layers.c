@@ -149,6 +149,10 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
         bf_bn_sync sync = bf_model_bn_sync(m);
         const float *gamma = bf_layer_param(m, l, 0);
         float *dgamma = bf_layer_grad(m, l, 0), *dbeta = bf_layer_grad(m, l, 1);
+        if (l->bn_runs_neuron) { /* the neuron layer reading it left its backward to this one */
+            s = bf_spiking_bn_backward(m, index, dx);
+            break;
+        }
         if (l->relu_fused && !m->sync_sums) {
             s = ops->batchnorm_relu_backward(b, &bs, x, dy, gamma, bf_layer_param(m, l, 1), l->save_mean, l->save_invstd,
                                              dx_or_scratch, dgamma, dbeta);

@@ -37,6 +37,8 @@ size_t bf_spiking_arena_bytes(const bf_layer *l);
 char *bf_spiking_place(bf_layer *l, char *cursor);
 bf_status bf_spiking_forward(bf_model *m, int index);
 bf_status bf_spiking_backward(bf_model *m, int index, float *dx);
+/* The backward of a batch-norm that runs its neuron layer's too (bf_layer.bn_runs_neuron). */
+bf_status bf_spiking_bn_backward(bf_model *m, int bn_index, float *dx);
 
 /* Arena alignment shared by memory_plan.c, model_memory.c and layer_flex.c. */
 #define BF_ARENA_ALIGN 256

@@ -31,7 +31,9 @@
  * backward computes the charge again from the batch-norm's input, which that batch-norm's backward
  * keeps anyway, and its statistics (neuron_backward_bn), so the batch-norm output, like the float
  * spikes, lives only until the neuron's forward (in training it is not even written: the neuron
- * normalises the batch-norm's input as it reads it, neuron_forward_bn). On PlasticFlex's VGG-11 at T = 8, batch 256, the
+ * normalises the batch-norm's input as it reads it, neuron_forward_bn), and with [spiking] fuse_bn_backward
+ * that batch-norm runs the neuron's backward with its own, as it runs a ReLU: the pair's gradients
+ * are one buffer, the neuron's. On PlasticFlex's VGG-11 at T = 8, batch 256, the
  * charge in place and packed spikes took 46 % off the plan (4.97 -> 2.70 GiB), and the recomputed
  * charge, with the backward's blocks placed largest first (plan_gradients), another third (-> 1.79).
  *
@@ -123,6 +125,17 @@ static int charge_can_be_recomputed(const bf_model *m, const bf_layer *l) {
     if (bn->input[0] == BF_MODEL_INPUT) return 1;
     const bf_layer *src = &m->layers[bn->input[0]];
     return !src->spikes_packed && !src->out_forward_only;
+}
+
+/* Whether neuron layer i's backward runs inside its input batch-norm's ([spiking] fuse_bn_backward,
+ * neuron_batchnorm_backward, layers.c): its charge is recomputed from that batch-norm, which it alone
+ * reads, and the batch-norm reads the output of a layer that needs its gradient, so the pair has a dx
+ * to write. */
+static int neuron_can_join_bn(const bf_model *m, int i) {
+    const bf_layer *l = &m->layers[i];
+    if (!m->fuse_bn_backward || l->kind != BF_LAYER_NEURON || !l->charge_recomputed) return 0;
+    const int src = m->layers[l->input[0]].input[0];
+    return src >= 0 && m->layers[src].needs_grad;
 }
 
 /* Whether layer l's float output lives only until its consumers' forwards (plan_forward_only). */
@@ -295,7 +308,7 @@ static bf_status plan_gradients(bf_model *m, const size_t *region_start, size_t 
         for (int j = 0; j < l->num_inputs; j++) { /* the gradients this backward writes first */
             int in = l->input[j];
             if (in < 0 || last_consumer[in] != t || !m->layers[in].needs_grad) continue;
-            if (l->relu_in_bn) { /* the fused batch-norm reads the ReLU's gradient: it lives on until then */
+            if (l->relu_in_bn || l->neuron_in_bn) { /* the batch-norm reads l's gradient: it lives on until then */
                 for (int k = 0; k < n; k++)
                     if (blocks[k].kind == BLOCK_GRADIENT && blocks[k].layer == t) blocks[k].death = in;
                 continue;
@@ -324,8 +337,8 @@ static bf_status plan_gradients(bf_model *m, const size_t *region_start, size_t 
         else if (blocks[k].kind == BLOCK_SPIKES) l->unpack_at = blocks[k].at;
         else l->bwd_scratch_at = blocks[k].at;
     }
-    for (int t = 0; t < L; t++) /* a fused batch-norm's gradient is its ReLU's */
-        if (m->layers[t].relu_in_bn) m->layers[m->layers[t].input[0]].dout_at = m->layers[t].dout_at;
+    for (int t = 0; t < L; t++) /* a fused batch-norm's gradient is its ReLU's or neuron's */
+        if (m->layers[t].relu_in_bn || m->layers[t].neuron_in_bn) m->layers[m->layers[t].input[0]].dout_at = m->layers[t].dout_at;
     size_t live_peak = 0; /* gradients and scratch live at once, wherever placed */
     for (int t = L - 1; t >= 0; t--) {
         size_t live = 0;
@@ -437,6 +450,11 @@ bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
         if (l->charge_recomputed) m->layers[l->input[0]].out_forward_only = 1;
     }
     for (int i = 0; i < L; i++) m->layers[i].charge_in_place = charge_can_overwrite_input(m, &m->layers[i]);
+    for (int i = 0; i < L; i++) m->layers[i].bn_runs_neuron = 0;
+    for (int i = 0; i < L; i++) {
+        m->layers[i].neuron_in_bn = neuron_can_join_bn(m, i);
+        if (m->layers[i].neuron_in_bn) m->layers[m->layers[i].input[0]].bn_runs_neuron = 1;
+    }
     for (int i = 0; i < L; i++) /* a shared input comes back through neuron_backward_bn only (ops.h) */
         if (m->layers[i].kind == BF_LAYER_NEURON && m->layers[i].neuron.shared_input && !m->layers[i].charge_recomputed)
             return bf_error(BF_ERR_INTERNAL, "model: neuron %s reads one step of input at every step, which needs its "

@@ -21,6 +21,7 @@ bf_status bf_model_create(bf_backend *b, bf_shape input_shape, long seed, bf_mod
     m->flex_monitor_due = 1;
     m->pack_spikes = 1; /* as [spiking] pack_spikes defaults: set before bf_model_finalize to change */
     m->recompute_charge = 1; /* as [spiking] recompute_charge defaults */
+    m->fuse_bn_backward = 1; /* as [spiking] fuse_bn_backward defaults */
     m->fuse_bn_relu = 1;
     m->fuse_flex_scatter = 1; /* as [model] fuse_flex_scatter defaults */
     *out = m;

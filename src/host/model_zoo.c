@@ -355,6 +355,7 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
     m->keep_neuron_outputs = cfg->spiking.raster_neurons > 0; /* train.c reads them after the step */
     m->pack_spikes = cfg->spiking.pack_spikes;
     m->recompute_charge = cfg->spiking.recompute_charge;
+    m->fuse_bn_backward = cfg->spiking.fuse_bn_backward;
     m->fuse_bn_relu = cfg->fuse_bn_relu;
     m->fuse_flex_scatter = cfg->fuse_flex_scatter;
     mark_shared_batchnorms(m, cfg);

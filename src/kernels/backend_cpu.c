@@ -139,6 +139,7 @@ static const bf_ops cpu_ops = {
     .neuron_backward = bf_cpu_neuron_backward,
     .neuron_forward_bn = bf_cpu_neuron_forward_bn,
     .neuron_backward_bn = bf_cpu_neuron_backward_bn,
+    .neuron_batchnorm_backward = bf_cpu_neuron_batchnorm_backward,
     .spikes_pack = bf_cpu_spikes_pack,
     .spikes_unpack = bf_cpu_spikes_unpack,
 

@@ -248,6 +248,7 @@ static const bf_ops cuda_ops = {
     /* .neuron_backward = */ bf_cuda_neuron_backward,
     /* .neuron_forward_bn = */ bf_cuda_neuron_forward_bn,
     /* .neuron_backward_bn = */ bf_cuda_neuron_backward_bn,
+    /* .neuron_batchnorm_backward = */ bf_cuda_neuron_batchnorm_backward,
     /* .spikes_pack = */ bf_cuda_spikes_pack,
     /* .spikes_unpack = */ bf_cuda_spikes_unpack,
     /* .spike_encode_rate = */ bf_cuda_spike_encode_rate,
@@ -270,7 +271,7 @@ static const bf_ops cuda_ops = {
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 77 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 78 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

@@ -15,21 +15,12 @@
  * deviations from the global mean): its sums cross ranks, and its CPU twin is batchnorm_sync_cpu.c. */
 #include <math.h>
 
+#include "bn_common.cuh" /* chunks_for, bn_apply_one, sum_chunks, k_bn_bwd_final, bn_dx_one */
 #include "cuda_backend.h"
 
 namespace { /* kernels and helpers are private to this file */
 
 enum { RED_SUM = 0, RED_STATS = 1, RED_BWD = 2, RED_SQDEV = 3, RED_SYNC_BWD = 4, RED_BWD_RELU = 5 };
-
-enum { CHUNK_TARGET = 8192, CHUNK_MAX = 128 };
-
-/* Chunks per channel for m values per channel: about CHUNK_TARGET values each, at most CHUNK_MAX. */
-static unsigned chunks_for(size_t m) {
-    size_t k = bf_cuda_div_up(m, CHUNK_TARGET);
-    if (k > CHUNK_MAX) k = CHUNK_MAX;
-    if (k < 1) k = 1;
-    return (unsigned)k;
-}
 
 /* Threads per block for a per-plane kernel: the plane size rounded up to warps, 32..256. */
 static unsigned plane_threads(long hw) {
@@ -37,12 +28,6 @@ static unsigned plane_threads(long hw) {
     if (t > BF_CUDA_THREADS) t = BF_CUDA_THREADS;
     if (t < 32) t = 32;
     return (unsigned)t;
-}
-
-/* y = (x - mean[ch]) * scale[ch] + beta[ch]. Rounded operations (no FMA contraction) give the
- * CPU's result bit for bit from equal inputs. */
-__device__ __forceinline__ float bn_apply_one(float x, float mu, float sc, float bt) {
-    return __fadd_rn(__fmul_rn(__fsub_rn(x, mu), sc), bt);
 }
 
 /* Per (channel, chunk) partial sums over the values of channel ch of a [n, c, hw] tensor:
@@ -114,17 +99,6 @@ __global__ void k_channel_partial(const float *__restrict__ x, const float *__re
     }
 }
 
-__device__ __forceinline__ void sum_chunks(const double *partial, int ch, unsigned chunks, double *s0, double *s1) {
-    double a0 = 0.0, a1 = 0.0;
-    const double *p = partial + (size_t)ch * chunks * 2;
-    for (unsigned k = 0; k < chunks; k++) {
-        a0 += p[2 * k];
-        a1 += p[2 * k + 1];
-    }
-    *s0 = a0;
-    *s1 = a1;
-}
-
 __global__ void k_channel_sum_final(const double *__restrict__ partial, unsigned chunks, int c, float *__restrict__ out) {
     const int ch = blockIdx.x * blockDim.x + threadIdx.x;
     if (ch >= c) return;
@@ -173,25 +147,11 @@ __global__ void k_bn_saved_coef(const float *__restrict__ gamma, const float *__
     scale_out[ch] = __fmul_rn(gamma[ch], save_invstd[ch]);
 }
 
-__global__ void k_bn_bwd_final(const double *__restrict__ partial, unsigned chunks, int c, double count,
-                               float *__restrict__ dgamma, float *__restrict__ dbeta,
-                               float *__restrict__ mean_dy, float *__restrict__ mean_dy_xhat) {
-    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
-    if (ch >= c) return;
-    double s0, s1;
-    sum_chunks(partial, ch, chunks, &s0, &s1);
-    if (dbeta) dbeta[ch] = (float)s0;
-    if (dgamma) dgamma[ch] = (float)s1;
-    mean_dy[ch] = (float)(s0 / count);
-    mean_dy_xhat[ch] = (float)(s1 / count);
-}
-
 /* The apply and dx kernels walk a [n, c, hw] tensor one way or the other (bn_launch picks):
  *   hw >= SMALL_PLANE: one block per (n, c) plane, grid-stride over planes, no division per element;
  *   smaller planes (a batch-norm after a linear layer has hw = 1) would leave most of such a block
  *   idle: a flat grid-stride loop over the elements instead, the channel from the element index. */
 enum { SMALL_PLANE = 32 };
-
 
 /* relu_forward's x < 0 ? 0 : x (a NaN passes), when RELU (batchnorm_relu_apply). */
 template <bool RELU>
@@ -218,12 +178,6 @@ __global__ void k_bn_apply(const float *__restrict__ x, float *__restrict__ y, c
         float *yp = y + p * (size_t)hw;
         for (int j = threadIdx.x; j < hw; j += blockDim.x) yp[j] = relu_if<RELU>(bn_apply_one(xp[j], mu, sc, bt));
     }
-}
-
-/* dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)), as batchnorm_cpu.c evaluates it. */
-__device__ __forceinline__ float bn_dx_one(float x, float dy, float mu, float is, float sc, float mdy, float mdx) {
-    const float xhat = __fmul_rn(__fsub_rn(x, mu), is);
-    return __fmul_rn(sc, __fsub_rn(__fsub_rn(dy, mdy), __fmul_rn(xhat, mdx)));
 }
 
 /* dx from dy, or with RELU from dy * 1[z > 0], z the batch-norm output computed again from x (beta

@@ -262,6 +262,9 @@ bf_status bf_cpu_neuron_forward_bn(bf_backend *b, const bf_neuron_params *p, con
                                    const float *xin, float *y, float *stats);
 bf_status bf_cpu_neuron_backward_bn(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in, size_t n,
                                     const float *xin, const float *dy, float *dx);
+bf_status bf_cpu_neuron_batchnorm_backward(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in,
+                                           size_t n, const float *xin, const float *dy, float *dx, float *dgamma,
+                                           float *dbeta);
 bf_status bf_cpu_spikes_pack(bf_backend *b, const float *y, uint32_t *bits, size_t n);
 bf_status bf_cpu_spikes_unpack(bf_backend *b, const uint32_t *bits, float *y, size_t n);
 

@@ -365,6 +365,22 @@ bf_status bf_cpu_neuron_backward_bn(bf_backend *b, const bf_neuron_params *p, co
     return BF_OK;
 }
 
+/* The bits of neuron_backward_bn and then batchnorm_backward: the neuron's gradient goes through the
+ * backend's scratch (the CPU's speed is not this fusion's point; the GPU's bytes are, neuron.cu). */
+bf_status bf_cpu_neuron_batchnorm_backward(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in,
+                                           size_t n, const float *xin, const float *dy, float *dx, float *dgamma,
+                                           float *dbeta) {
+    BF_TRY(bf_neuron_check_params(p, n, "neuron_batchnorm_backward"));
+    BF_TRY(bf_neuron_check_bn_input(p, in, n, "neuron_batchnorm_backward"));
+    if (n == 0) return BF_OK;
+    REQUIRE("neuron_batchnorm_backward", xin, dy, dx);
+    const bf_bn_shape bs = bf_neuron_bn_shape(p, in, n);
+    void *scratch;
+    BF_TRY(bf_cpu_scratch(b, (size_t)bs.n * (size_t)bs.c * (size_t)bs.hw * sizeof(float), &scratch));
+    BF_TRY(bf_cpu_neuron_backward_bn(b, p, in, n, xin, dy, scratch));
+    return bf_cpu_batchnorm_backward(b, &bs, xin, scratch, in->gamma, in->mean, in->invstd, dx, dgamma, dbeta);
+}
+
 /* ---- spikes kept as bits (ops.h at spikes_pack) ---- */
 
 bf_status bf_cpu_spikes_pack(bf_backend *b, const float *y, uint32_t *bits, size_t n) {
