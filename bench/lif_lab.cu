@@ -49,6 +49,13 @@
  *      "1 + BN apply" is what it replaces: batchnorm_forward_saved (the batch-norm's output, 8*T*n
  *      bytes more) then version 1's forward, so version 2's speed-up is over that sum. The summary
  *      line takes version 2 for the conv layers and version 1 for fc1/fc2 (no batch-norm there).
+ *   3  the batch-norm's backward folded in too ([spiking] fuse_bn_backward, the default):
+ *      b->ops->neuron_batchnorm_backward takes the batch-norm's sums from the charges and gradients
+ *      computed again (pass 1: x and dy in, 8*T*n bytes) and then writes the batch-norm input's
+ *      gradient (pass 3: x and dy in, dx out, 12*T*n), never storing the neuron's gradient: 20*T*n
+ *      bytes. The row "2 + BN backward" is what it replaces: version 2's backward then
+ *      batchnorm_backward (its sums read x and the neuron's gradient, its apply reads them again and
+ *      writes dx): 32*T*n bytes.
  *
  * Byte model (the minimal traffic of the op at its contract, the same for both versions so that the
  * GB/s are comparable: every [T, n] tensor crosses DRAM exactly once, 4 bytes per float, GB = 1e9
@@ -237,7 +244,9 @@ typedef struct lab_case {
     int channels, hw;             /* version 2: the batch-norm's channels and plane size */
     float *bn;                    /* version 2: mean, invstd, gamma, beta [channels] each */
     bf_neuron_bn_input bn_in;     /* ... as neuron_forward_bn takes them */
-    float *bn_out;                /* "1 + BN apply": the batch-norm output [T, n] (the forward's x) */
+    float *bn_out;                /* "1 + BN apply": the batch-norm output [T, n] (the forward's x); versions
+                                   * 3 and "2 + BN backward": the batch-norm input's gradient */
+    float *bn_grad;               /* versions 3 and "2 + BN backward": dgamma, dbeta [channels] each */
 } lab_case;
 
 /* The neuron of configs/plasticflex/cifar10_vgg11_snn_lif.ini (alpha and width: the config's
@@ -272,7 +281,7 @@ static void case_shapes(lab_case *c, size_t n, int T, int channels, int hw) {
 
 /* Device bytes of all buffers of a case (every version), with 256-byte rounding per buffer. */
 static size_t case_bytes(const lab_case *c) {
-    return (6 * c->total + 3 * c->n + 2 + 4 * (size_t)c->channels) * sizeof(float) + 11 * 256;
+    return (6 * c->total + 3 * c->n + 2 + 6 * (size_t)c->channels) * sizeof(float) + 12 * 256;
 }
 
 static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
@@ -290,12 +299,13 @@ static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
     c->stats = (float *)dev_alloc(b, 2 * sizeof(float));
     c->bn = (float *)dev_alloc(b, 4 * (size_t)c->channels * sizeof(float));
     c->bn_out = (float *)dev_alloc(b, tb);
+    c->bn_grad = (float *)dev_alloc(b, 2 * (size_t)c->channels * sizeof(float));
     const size_t k = (size_t)c->channels;
     c->bn_in = (bf_neuron_bn_input){c->channels, c->hw, c->bn, c->bn + k, c->bn + 2 * k, c->bn + 3 * k};
 }
 
 static void case_free(lab_case *c) {
-    void *ptrs[] = {c->x, c->y, c->charge, c->dy, c->dx, c->vmem, c->g, c->dv, c->stats, c->bn, c->bn_out};
+    void *ptrs[] = {c->x, c->y, c->charge, c->dy, c->dx, c->vmem, c->g, c->dv, c->stats, c->bn, c->bn_out, c->bn_grad};
     BFK(c->b->ops->synchronize(c->b));
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) bf_free(c->b, ptrs[i]);
 }
@@ -363,6 +373,21 @@ static void v2_backward(lab_case *c) {
     BFK(c->b->ops->neuron_backward_bn(c->b, &c->p, &c->bn_in, c->n, c->x, c->dy, c->dx));
 }
 
+/* What version 3 replaces: version 2's backward (the neuron's gradient into dx), then the batch-norm's. */
+static void v2_bn_backward(lab_case *c) {
+    const bf_bn_shape s = {.n = (int)(c->total / ((size_t)c->channels * c->hw)), .c = c->channels, .hw = c->hw,
+                           .eps = 1e-5f, .momentum = 0.1f, .repeats = 0};
+    const bf_neuron_bn_input *in = &c->bn_in;
+    v2_backward(c);
+    BFK(c->b->ops->batchnorm_backward(c->b, &s, c->x, c->dx, in->gamma, in->mean, in->invstd, c->bn_out, c->bn_grad,
+                                      c->bn_grad + c->channels));
+}
+
+static void v3_backward(lab_case *c) {
+    BFK(c->b->ops->neuron_batchnorm_backward(c->b, &c->p, &c->bn_in, c->n, c->x, c->dy, c->bn_out, c->bn_grad,
+                                             c->bn_grad + c->channels));
+}
+
 template <int V>
 static void v0_forward_t(lab_case *c) {
     const size_t n = c->n, vecs = n / V;
@@ -415,6 +440,8 @@ static void v0_backward(lab_case *c) {
 static double bytes_fwd(const lab_case *c) { return 12.0 * (double)c->total; } /* x in, y and charge out */
 static double bytes_bwd(const lab_case *c) { return 12.0 * (double)c->total; } /* charge and dy in, dx out */
 static double bytes_fwd2(const lab_case *c) { return 8.0 * (double)c->total; } /* version 2: x in, y out */
+static double bytes_bwd_bn(const lab_case *c) { return 32.0 * (double)c->total; } /* "2 + BN backward" */
+static double bytes_bwd3(const lab_case *c) { return 20.0 * (double)c->total; }   /* version 3: two passes */
 
 /* ---- validation against the CPU reference ---- */
 
@@ -542,6 +569,20 @@ static int validate_case(bf_backend *b, cudaStream_t stream, bf_backend *cpu, co
         printf("    version 2 (library, batch-norm fold)\n");
         ok &= check(&c, "y", c.y, y, c.total, host, 0.0, 0.0);
         ok &= check(&c, "dx", c.dx, dx, c.total, host, dx_atol, dx_rtol);
+        /* version 3 against the CPU's (neuron_backward_bn then batchnorm_backward, bit for bit): the
+         * batch-norm's sums come in another order, so batch-norm's tolerance */
+        float *dxin = (float *)host_alloc(cpu, tb), *grads = (float *)host_alloc(cpu, 2 * k * sizeof(float));
+        BFK(ref_ops->neuron_batchnorm_backward(cpu, &c.p, &in, n, x, dy, dxin, grads, grads + k));
+        case_poison(&c);
+        v3_backward(&c);
+        CK(cudaStreamSynchronize(stream));
+        CK(cudaGetLastError());
+        printf("    version 3 (library, batch-norm backward folded in)\n");
+        ok &= check(&c, "dx", c.bn_out, dxin, c.total, host, 1e-4, 1e-3);
+        ok &= check(&c, "dgamma", c.bn_grad, grads, k, host, 1e-4, 1e-3);
+        ok &= check(&c, "dbeta", c.bn_grad + k, grads + k, k, host, 1e-4, 1e-3);
+        bf_free(cpu, dxin);
+        bf_free(cpu, grads);
         bf_free(cpu, bn);
     }
 
@@ -608,7 +649,7 @@ int main(int argc, char **argv) {
     bf_backend *b = d.b, *cpu = d.cpu;
     const cudaStream_t stream = d.stream;
     lab_timer *t = &d.timer;
-    const lab_table tb = {40, 17, d.peak_gbs};
+    const lab_table tb = {40, 18, d.peak_gbs};
     printf("  LIF decay 0.95, threshold 1, hard reset (not detached), STBP, surrogate 0.3*tanh', fp32; "
            "%d timed runs per pass\n",
            repeats);
@@ -637,6 +678,7 @@ int main(int argc, char **argv) {
         lab_print_header(&tb, "layer (count)  activation  n");
         double sum_v0 = 0.0, sum_v1 = 0.0, sum_v0f = 0.0, sum_v1f = 0.0, sum_v0b = 0.0, sum_v1b = 0.0;
         double sum_lib = 0.0, sum_replaced = 0.0; /* version 2 on conv layers, 1 on fc; and what it replaces */
+        double sum_v3 = 0.0, sum_v2bn = 0.0;      /* conv layers' backward with their batch-norm's */
         int skipped = 0, layers = 0;
         for (int si = 0; si < NUM_SHAPES; si++) {
             const lab_shape *sh = &k_shapes[si];
@@ -664,6 +706,8 @@ int main(int argc, char **argv) {
             v1_bn_forward(&c);
             v2_forward(&c);
             v2_backward(&c);
+            v2_bn_backward(&c);
+            v3_backward(&c);
             CK(cudaStreamSynchronize(stream));
             CK(cudaGetLastError());
 
@@ -672,6 +716,7 @@ int main(int argc, char **argv) {
             const double v0_f = time_pass(t, &c, v0_forward), v0_b = time_pass(t, &c, v0_backward);
             const double v1_f = time_pass(t, &c, v1_forward), v1_b = time_pass(t, &c, v1_backward);
             const double v1s_f = time_pass(t, &c, v1_forward_stats);
+            const double v2bn_b = time_pass(t, &c, v2_bn_backward), v3_b = time_pass(t, &c, v3_backward);
 
             char tail[96], tail_s[64];
             snprintf(tail, sizeof tail, "x%.2f (fwd x%.2f, bwd x%.2f)", (v0_f + v0_b) / (v1_f + v1_b), v0_f / v1_f,
@@ -685,7 +730,15 @@ int main(int argc, char **argv) {
                      v1bn_f / v2_f);
             lab_print_row(&tb, "", "1 + BN apply", v1bn_f, bytes_fwd(&c) + bytes_fwd2(&c), -1.0, 0.0, "");
             lab_print_row(&tb, "", "2 batch-norm fold", v2_f, bytes_fwd2(&c), v2_b, bytes_bwd(&c), tail2);
+            char tail3[64];
+            snprintf(tail3, sizeof tail3, "bwd x%.2f over 2 + BN backward", v2bn_b / v3_b);
+            lab_print_row(&tb, "", "2 + BN backward", -1.0, 0.0, v2bn_b, bytes_bwd_bn(&c), "");
+            lab_print_row(&tb, "", "3 BN backward fold", -1.0, 0.0, v3_b, bytes_bwd3(&c), tail3);
             const int conv = sh->h > 1;
+            if (conv) {
+                sum_v3 += sh->count * v3_b;
+                sum_v2bn += sh->count * v2bn_b;
+            }
             sum_lib += sh->count * (conv ? v2_f + v2_b : v1_f + v1_b);
             sum_replaced += sh->count * (conv ? v1bn_f + v1_b : v1_f + v1_b);
             sum_v0f += sh->count * v0_f;
@@ -706,6 +759,9 @@ int main(int argc, char **argv) {
             printf("  what training runs (version 2 after the conv layers' batch-norms, version 1 on fc1/fc2): %.3f ms "
                    "per step, against %.3f ms for the batch-norm output written and version 1 (x%.2f)\n\n",
                    sum_lib, sum_replaced, sum_replaced / sum_lib);
+        if (!skipped)
+            printf("  the conv layers' neuron and batch-norm backward: version 3 %.3f ms per step, version 2 then "
+                   "batchnorm_backward %.3f ms (x%.2f)\n\n", sum_v3, sum_v2bn, sum_v2bn / sum_v3);
     }
 
     lab_device_close(&d);

@@ -11,7 +11,8 @@
  *   - neuron_forward with no charge to keep: the same spikes and statistics as with one;
  *   - a shared input (one step read at every step): the spikes of the step repeated T times, and
  *     the steps' gradients summed, bit for bit;
- *   - neuron_batchnorm_backward: the bits of neuron_backward_bn then batchnorm_backward;
+ *   - neuron_batchnorm_backward: the bits of neuron_backward_bn then batchnorm_backward; and its
+ *     CUDA kernels' index walks emulated loop for loop (every element once per pass, the results);
  *   - its argument checks (T above the limit, a stateless neuron, elements that are not whole
  *     samples, missing statistics; a shared input's charge, and neuron_backward of one).
  * tests/test_neuron_bn_ops_cuda.c holds the CUDA kernels to the same results. */
@@ -215,6 +216,119 @@ static void test_fused_backward(bf_backend *b, bf_reset_mode reset, int T, int s
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) bf_free(b, all[i]);
 }
 
+/* ---- neuron_bn_backward.cu's kernels, emulated loop for loop (a change there belongs here too) ----
+ * The GPU's results wait for a GPU; their index walks are checked here: pass 1 (k_neuron_bn_sums)
+ * visits every element of a step once, over grid (channel, chunk) and 256 threads a block, pass 3
+ * (k_neuron_bn_dx) every element once at 1 or 4 a thread, with channels_of's walk, and from the
+ * CPU's neuron gradients (the kernels' charges and BPTT are bit-identical to them:
+ * test_neuron_bn_ops_cuda) the emulated dx, dgamma and dbeta match the CPU op's to rounding. */
+enum { EMU_THREADS = 256, EMU_CHUNK_TARGET = 8192, EMU_CHUNK_MAX = 128 }; /* cuda_backend.h, bn_common.cuh */
+
+static unsigned emu_chunks_for(size_t m) {
+    size_t k = (m + EMU_CHUNK_TARGET - 1) / EMU_CHUNK_TARGET;
+    return (unsigned)(k > EMU_CHUNK_MAX ? EMU_CHUNK_MAX : k < 1 ? 1 : k);
+}
+
+/* neuron_common.cuh's channels_of */
+static void emu_channels_of(int c, int hw, size_t i0, int v, unsigned *chs) {
+    const size_t plane = i0 / (size_t)hw;
+    unsigned at = (unsigned)(i0 - plane * (size_t)hw), ch = (unsigned)(plane % (size_t)c);
+    for (int k = 0; k < v; k++) {
+        chs[k] = ch;
+        if (++at == (unsigned)hw) {
+            at = 0;
+            if (++ch == (unsigned)c) ch = 0;
+        }
+    }
+}
+
+/* dneuron: neuron_backward_bn's gradient (T steps, or one summed step with a shared input). */
+static void emu_fused_backward(const bf_neuron_params *p, const bf_neuron_bn_input *in, size_t n, int v,
+                               const float *xin, const float *dneuron, float *dx, float *dgamma, float *dbeta,
+                               unsigned char *visits1, unsigned char *visits3) {
+    const int c = in->c, steps = p->shared_input ? 1 : p->T;
+    float mean_dy[64], mean_dy_xhat[64]; /* k_bn_bwd_final's; the emulated shapes have few channels */
+    if (c > 64) exit(1);
+    const unsigned hw = (unsigned)in->hw, count = (unsigned)(n / (size_t)c);
+    const unsigned chunks = emu_chunks_for(count), per_chunk = (count + chunks - 1) / chunks;
+    for (int ch = 0; ch < c; ch++) { /* pass 1 and k_bn_bwd_final */
+        const float mu = in->mean[ch], is = in->invstd[ch];
+        double s0 = 0, s1 = 0;
+        for (unsigned chunk = 0; chunk < chunks; chunk++) {
+            const unsigned begin = chunk * per_chunk, end = begin + per_chunk < count ? begin + per_chunk : count;
+            for (unsigned tid = 0; tid < EMU_THREADS; tid++)
+                for (unsigned m = begin + tid; m < end; m += EMU_THREADS) {
+                    const unsigned i = m / hw, j = m - i * hw;
+                    const size_t e = ((size_t)i * (size_t)c + (size_t)ch) * hw + j;
+                    visits1[e]++;
+                    for (int t = 0; t < steps; t++) {
+                        const float d = dneuron[(size_t)t * n + e], xhat = (xin[(size_t)t * n + e] - mu) * is;
+                        s0 += (double)d;
+                        s1 += (double)d * (double)xhat;
+                    }
+                }
+        }
+        const double values = (double)count * steps;
+        dbeta[ch] = (float)s0;
+        dgamma[ch] = (float)s1;
+        mean_dy[ch] = (float)(s0 / values);
+        mean_dy_xhat[ch] = (float)(s1 / values);
+    }
+    for (size_t iv = 0; iv < n / (size_t)v; iv++) { /* pass 3: the means again per element's channel */
+        unsigned chs[4];
+        emu_channels_of(c, (int)hw, iv * (size_t)v, v, chs);
+        for (int k = 0; k < v; k++) {
+            const size_t e = iv * (size_t)v + (size_t)k;
+            const unsigned ch = chs[k];
+            visits3[e]++;
+            const float mu = in->mean[ch], is = in->invstd[ch], sc = in->gamma[ch] * is;
+            const float mdy = mean_dy[ch], mdx = mean_dy_xhat[ch];
+            for (int t = 0; t < steps; t++) { /* bn_common.cuh's bn_dx_one */
+                const float xv = xin[(size_t)t * n + e], xhat = (xv - mu) * is;
+                dx[(size_t)t * n + e] = sc * ((dneuron[(size_t)t * n + e] - mdy) - xhat * mdx);
+            }
+        }
+    }
+}
+
+static void test_fused_backward_emulated(int T, int samples, int c, int hw, int shared, int v, unsigned long seed) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    if (!b) return;
+    const size_t n = (size_t)samples * c * hw, total = (size_t)T * n, in_n = shared ? n : total;
+    float *xin = bf_test_uniform(b, in_n, -2.0f, 2.0f, seed), *dy = bf_test_uniform(b, total, -1.0f, 1.0f, seed + 1);
+    float *mean = bf_test_uniform(b, (size_t)c, -0.5f, 0.5f, seed + 2);
+    float *invstd = bf_test_uniform(b, (size_t)c, 0.5f, 2.0f, seed + 3);
+    float *gamma = bf_test_uniform(b, (size_t)c, -1.0f, 1.5f, seed + 4);
+    float *beta = bf_test_uniform(b, (size_t)c, 0.0f, 1.0f, seed + 5);
+    float *dneuron = bf_test_alloc(b, in_n), *dx_ref = bf_test_alloc(b, in_n), *dx = bf_test_alloc(b, in_n);
+    float *g_ref = bf_test_alloc(b, 2 * (size_t)c), *g = bf_test_alloc(b, 2 * (size_t)c);
+    unsigned char *visits = calloc(2 * n, 1);
+    const bf_neuron_bn_input in = {c, hw, mean, invstd, gamma, beta};
+    const bf_neuron_params p = {.kind = BF_NEURON_LIF, .T = T, .decay = 0.8f, .threshold = 1.0f,
+                                .reset = BF_RESET_SOFT, .surrogate = BF_SURROGATE_TANH, .height = 0.3f,
+                                .through_time = 1, .shared_input = shared};
+    if (!visits) exit(1);
+    CHECK(n % (size_t)v == 0, "V=%d divides n=%zu (vector_width's condition)", v, n);
+    CHECK_OK(b->ops->neuron_batchnorm_backward(b, &p, &in, n, xin, dy, dx_ref, g_ref, g_ref + c));
+    CHECK_OK(b->ops->neuron_backward_bn(b, &p, &in, n, xin, dy, dneuron));
+    emu_fused_backward(&p, &in, n, v, xin, dneuron, dx, g, g + c, visits, visits + n);
+    size_t once1 = 0, once3 = 0;
+    for (size_t e = 0; e < n; e++) once1 += visits[e] == 1, once3 += visits[n + e] == 1;
+    char what[160];
+    snprintf(what, sizeof what, "emulated fused backward T=%d [%d, %d, %d]%s V=%d (%u chunks)", T, samples, c, hw,
+             shared ? " shared" : "", v, emu_chunks_for(n / (size_t)c));
+    CHECK(once1 == n && once3 == n, "%s: %zu and %zu of %zu elements visited once by passes 1 and 3", what, once1,
+          once3, n);
+    CHECK(bf_test_max_violation(dx_ref, dx, in_n, 1e-5, 1e-4, NULL) <= 1.0 &&
+              bf_test_max_violation(g_ref, g, 2 * (size_t)c, 1e-5, 1e-4, NULL) <= 1.0,
+          "%s: dx, dgamma or dbeta differ from the CPU op's beyond rounding", what);
+    free(visits);
+    float *all[] = {xin, dy, mean, invstd, gamma, beta, dneuron, dx_ref, dx, g_ref, g};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) bf_free(b, all[i]);
+    bf_backend_destroy(b);
+}
+
 /* Batch-norm's training forward without an output: the saved and running statistics of the one
  * with it, bit for bit, through batchnorm_forward_train and through the synchronised ops. */
 static void test_statistics_alone(bf_backend *b) {
@@ -293,6 +407,11 @@ int main(void) {
             test_fused_backward(one, (bf_reset_mode)reset, Ts[t], 3, 4, 5, 0, seed);
             test_fused_backward(two, (bf_reset_mode)reset, Ts[t], 4, 3, 16, 1, seed + 5);
         }
+    test_fused_backward_emulated(4, 3, 5, 7, 0, 1, 9100);     /* planes of 7: threads cross channels' planes */
+    test_fused_backward_emulated(4, 16, 6, 8, 0, 4, 9110);    /* 16-byte vectors within a plane */
+    test_fused_backward_emulated(4, 4, 5, 7, 0, 4, 9120);     /* vectors spanning two channels */
+    test_fused_backward_emulated(3, 40, 3, 256, 0, 1, 9130);  /* 10240 values a channel: 2 chunks */
+    test_fused_backward_emulated(8, 12, 4, 9, 1, 4, 9140);    /* a shared input */
     test_statistics_alone(one);
     test_arguments(one);
     bf_backend_destroy(one);
