@@ -143,6 +143,9 @@ elif [ "$mode" = targets ] || [ "$mode" = full ]; then
   # T = 4 through cuDNN's graph API (its engines may suit the small late layers better), for the 3x
   step spiking_t4_graph 60 bash bench/spiking_side_by_side.sh --batch 256 --time-steps 4 --steps 20 \
     --bioflex-only --set run.conv_api=graph
+  # T = 4 with the LIF backward and its batch-norm's as two ops (fuse_bn_backward, the default, folds them)
+  step spiking_t4_apart 60 bash bench/spiking_side_by_side.sh --batch 256 --time-steps 4 --steps 20 \
+    --bioflex-only --set spiking.fuse_bn_backward=false
   # where the spiking step's time goes (issue 4's 3x, the furthest target: how much is cuDNN, which
   # both sides share); its CSVs stay on the machine, the summaries are in bench.log
   step kernel_profile_spiking 150 env OUT=/tmp bash bench/kernel_profile.sh spiking 2
