@@ -49,6 +49,10 @@
  *      "1 + BN apply" is what it replaces: batchnorm_forward_saved (the batch-norm's output, 8*T*n
  *      bytes more) then version 1's forward, so version 2's speed-up is over that sum. The summary
  *      line takes version 2 for the conv layers and version 1 for fc1/fc2 (no batch-norm there).
+ *      The row "2 + spikes_pack" is version 2's forward then the separate packing of its spikes as
+ *      bits (what the memory plan keeps for the backward: y read again, 4.125*T*n bytes more); "2
+ *      packing in the pass" writes the bits from the forward itself (n a multiple of 32):
+ *      8.125*T*n bytes.
  *   3  the batch-norm's backward folded in too ([spiking] fuse_bn_backward, the default):
  *      b->ops->neuron_batchnorm_backward takes the batch-norm's sums from the charges and gradients
  *      computed again (pass 1: x and dy in, 8*T*n bytes) and then writes the batch-norm input's
@@ -247,6 +251,7 @@ typedef struct lab_case {
     float *bn_out;                /* "1 + BN apply": the batch-norm output [T, n] (the forward's x); versions
                                    * 3 and "2 + BN backward": the batch-norm input's gradient */
     float *bn_grad;               /* versions 3 and "2 + BN backward": dgamma, dbeta [channels] each */
+    uint32_t *bits;               /* the packing rows: the spikes as bits, (T*n + 31) / 32 words */
 } lab_case;
 
 /* The neuron of configs/plasticflex/cifar10_vgg11_snn_lif.ini (alpha and width: the config's
@@ -281,7 +286,7 @@ static void case_shapes(lab_case *c, size_t n, int T, int channels, int hw) {
 
 /* Device bytes of all buffers of a case (every version), with 256-byte rounding per buffer. */
 static size_t case_bytes(const lab_case *c) {
-    return (6 * c->total + 3 * c->n + 2 + 6 * (size_t)c->channels) * sizeof(float) + 12 * 256;
+    return (6 * c->total + 3 * c->n + 2 + 6 * (size_t)c->channels) * sizeof(float) + (c->total / 32 + 1) * 4 + 13 * 256;
 }
 
 static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
@@ -300,12 +305,13 @@ static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
     c->bn = (float *)dev_alloc(b, 4 * (size_t)c->channels * sizeof(float));
     c->bn_out = (float *)dev_alloc(b, tb);
     c->bn_grad = (float *)dev_alloc(b, 2 * (size_t)c->channels * sizeof(float));
+    c->bits = (uint32_t *)dev_alloc(b, (c->total / 32 + 1) * sizeof(uint32_t));
     const size_t k = (size_t)c->channels;
     c->bn_in = (bf_neuron_bn_input){c->channels, c->hw, c->bn, c->bn + k, c->bn + 2 * k, c->bn + 3 * k};
 }
 
 static void case_free(lab_case *c) {
-    void *ptrs[] = {c->x, c->y, c->charge, c->dy, c->dx, c->vmem, c->g, c->dv, c->stats, c->bn, c->bn_out, c->bn_grad};
+    void *ptrs[] = {c->x, c->y, c->charge, c->dy, c->dx, c->vmem, c->g, c->dv, c->stats, c->bn, c->bn_out, c->bn_grad, c->bits};
     BFK(c->b->ops->synchronize(c->b));
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) bf_free(c->b, ptrs[i]);
 }
@@ -366,7 +372,16 @@ static void v1_bn_forward(lab_case *c) {
 }
 
 static void v2_forward(lab_case *c) {
-    BFK(c->b->ops->neuron_forward_bn(c->b, &c->p, &c->bn_in, c->n, c->x, c->y, NULL));
+    BFK(c->b->ops->neuron_forward_bn(c->b, &c->p, &c->bn_in, c->n, c->x, c->y, NULL, NULL));
+}
+
+static void v2_forward_then_pack(lab_case *c) {
+    v2_forward(c);
+    BFK(c->b->ops->spikes_pack(c->b, c->y, c->bits, c->total));
+}
+
+static void v2_forward_packing(lab_case *c) {
+    BFK(c->b->ops->neuron_forward_bn(c->b, &c->p, &c->bn_in, c->n, c->x, c->y, c->bits, NULL));
 }
 
 static void v2_backward(lab_case *c) {
@@ -440,6 +455,7 @@ static void v0_backward(lab_case *c) {
 static double bytes_fwd(const lab_case *c) { return 12.0 * (double)c->total; } /* x in, y and charge out */
 static double bytes_bwd(const lab_case *c) { return 12.0 * (double)c->total; } /* charge and dy in, dx out */
 static double bytes_fwd2(const lab_case *c) { return 8.0 * (double)c->total; } /* version 2: x in, y out */
+static double bytes_fwd2_pack(const lab_case *c) { return 8.125 * (double)c->total; } /* + bits out */
 static double bytes_bwd_bn(const lab_case *c) { return 32.0 * (double)c->total; } /* "2 + BN backward" */
 static double bytes_bwd3(const lab_case *c) { return 20.0 * (double)c->total; }   /* version 3: two passes */
 
@@ -559,7 +575,7 @@ static int validate_case(bf_backend *b, cudaStream_t stream, bf_backend *cpu, co
         float *bn = (float *)host_alloc(cpu, 4 * k * sizeof(float));
         BFK(bf_to_host(b, bn, c.bn, 4 * k * sizeof(float)));
         const bf_neuron_bn_input in = {c.channels, c.hw, bn, bn + k, bn + 2 * k, bn + 3 * k};
-        BFK(ref_ops->neuron_forward_bn(cpu, &c.p, &in, n, x, y, NULL));
+        BFK(ref_ops->neuron_forward_bn(cpu, &c.p, &in, n, x, y, NULL, NULL));
         BFK(ref_ops->neuron_backward_bn(cpu, &c.p, &in, n, x, dy, dx));
         case_poison(&c);
         v2_forward(&c);
@@ -569,6 +585,24 @@ static int validate_case(bf_backend *b, cudaStream_t stream, bf_backend *cpu, co
         printf("    version 2 (library, batch-norm fold)\n");
         ok &= check(&c, "y", c.y, y, c.total, host, 0.0, 0.0);
         ok &= check(&c, "dx", c.dx, dx, c.total, host, dx_atol, dx_rtol);
+        { /* the packing rows: the bits of the CPU's spikes_pack, exactly */
+            const size_t words = (c.total + 31) / 32;
+            uint32_t *want = (uint32_t *)host_alloc(cpu, words * sizeof(uint32_t));
+            uint32_t *got = (uint32_t *)host_alloc(cpu, words * sizeof(uint32_t));
+            BFK(ref_ops->spikes_pack(cpu, y, want, c.total));
+            for (int way = 0; way < 2; way++) {
+                CK(cudaMemsetAsync(c.bits, 0xA5, words * sizeof(uint32_t), stream));
+                if (way == 0) v2_forward_packing(&c);
+                else v2_forward_then_pack(&c);
+                BFK(bf_to_host(b, got, c.bits, words * sizeof(uint32_t)));
+                const int same = memcmp(got, want, words * sizeof(uint32_t)) == 0;
+                printf("      bits (%s) %s\n", way == 0 ? "packing in the pass" : "spikes_pack after",
+                       same ? "bit-exact" : "DIFFER");
+                ok &= same;
+            }
+            bf_free(cpu, want);
+            bf_free(cpu, got);
+        }
         /* version 3 against the CPU's (neuron_backward_bn then batchnorm_backward, bit for bit): the
          * batch-norm's sums come in another order, so batch-norm's tolerance */
         float *dxin = (float *)host_alloc(cpu, tb), *grads = (float *)host_alloc(cpu, 2 * k * sizeof(float));
@@ -708,6 +742,8 @@ int main(int argc, char **argv) {
             v2_backward(&c);
             v2_bn_backward(&c);
             v3_backward(&c);
+            v2_forward_then_pack(&c);
+            v2_forward_packing(&c);
             CK(cudaStreamSynchronize(stream));
             CK(cudaGetLastError());
 
@@ -717,6 +753,7 @@ int main(int argc, char **argv) {
             const double v1_f = time_pass(t, &c, v1_forward), v1_b = time_pass(t, &c, v1_backward);
             const double v1s_f = time_pass(t, &c, v1_forward_stats);
             const double v2bn_b = time_pass(t, &c, v2_bn_backward), v3_b = time_pass(t, &c, v3_backward);
+            const double v2p_f = time_pass(t, &c, v2_forward_then_pack), v2pp_f = time_pass(t, &c, v2_forward_packing);
 
             char tail[96], tail_s[64];
             snprintf(tail, sizeof tail, "x%.2f (fwd x%.2f, bwd x%.2f)", (v0_f + v0_b) / (v1_f + v1_b), v0_f / v1_f,
@@ -730,6 +767,11 @@ int main(int argc, char **argv) {
                      v1bn_f / v2_f);
             lab_print_row(&tb, "", "1 + BN apply", v1bn_f, bytes_fwd(&c) + bytes_fwd2(&c), -1.0, 0.0, "");
             lab_print_row(&tb, "", "2 batch-norm fold", v2_f, bytes_fwd2(&c), v2_b, bytes_bwd(&c), tail2);
+            char tailp[64];
+            snprintf(tailp, sizeof tailp, "fwd x%.2f over 2 + spikes_pack%s", v2p_f / v2pp_f,
+                     c.n % 32 ? " (n % 32 != 0: packed after)" : "");
+            lab_print_row(&tb, "", "2 + spikes_pack", v2p_f, bytes_fwd2(&c) + 4.125 * (double)c.total, -1.0, 0.0, "");
+            lab_print_row(&tb, "", "2 packing in pass", v2pp_f, bytes_fwd2_pack(&c), -1.0, 0.0, tailp);
             char tail3[64];
             snprintf(tail3, sizeof tail3, "bwd x%.2f over 2 + BN backward", v2bn_b / v3_b);
             lab_print_row(&tb, "", "2 + BN backward", -1.0, 0.0, v2bn_b, bytes_bwd_bn(&c), "");

@@ -11,6 +11,8 @@
  *   - neuron_forward with no charge to keep: the same spikes and statistics as with one;
  *   - a shared input (one step read at every step): the spikes of the step repeated T times, and
  *     the steps' gradients summed, bit for bit;
+ *   - neuron_forward_bn's bits: spikes_pack's of its spikes, and the GPU's packing in the same pass
+ *     emulated loop for loop;
  *   - neuron_batchnorm_backward: the bits of neuron_backward_bn then batchnorm_backward; and its
  *     CUDA kernels' index walks emulated loop for loop (every element once per pass, the results);
  *   - its argument checks (T above the limit, a stateless neuron, elements that are not whole
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bioflex/hash.h" /* bf_uniform */
 #include "bioflex/ops.h"
 #include "testutil.h"
 
@@ -56,12 +59,20 @@ static void test_case(bf_backend *b, bf_backend *b2, bf_neuron_kind kind, bf_res
           (double)stats[0], total);
     float stats3[2] = {0, 0};
     bf_test_fill_uniform(y2, total, 1e3f, 2e3f, seed + 7);
-    CHECK_OK(b->ops->neuron_forward_bn(b, &p, &in, n, xin, y2, stats3));
+    const size_t words = (total + 31) / 32;
+    uint32_t *bits = calloc(words, sizeof(uint32_t)), *bits_ref = calloc(words, sizeof(uint32_t));
+    if (!bits || !bits_ref) exit(1);
+    memset(bits, 0xA5, words * sizeof(uint32_t)); /* garbage: every word must be written */
+    CHECK_OK(b->ops->neuron_forward_bn(b, &p, &in, n, xin, y2, bits, stats3));
     CHECK(memcmp(y, y2, total * sizeof(float)) == 0 && memcmp(stats, stats3, sizeof stats) == 0,
           "%s: the forward from the batch-norm input gives other spikes or statistics", what);
+    CHECK_OK(b->ops->spikes_pack(b, y, bits_ref, total));
+    CHECK(memcmp(bits, bits_ref, words * sizeof(uint32_t)) == 0, "%s: the forward's bits are not spikes_pack's", what);
+    free(bits);
+    free(bits_ref);
     if (b2) {
         float stats4[2] = {0, 0};
-        CHECK_OK(b2->ops->neuron_forward_bn(b2, &p, &in, n, xin, y2, stats4));
+        CHECK_OK(b2->ops->neuron_forward_bn(b2, &p, &in, n, xin, y2, NULL, stats4));
         CHECK(memcmp(y, y2, total * sizeof(float)) == 0 && memcmp(stats, stats4, sizeof stats) == 0,
               "%s: two threads give other spikes or statistics than one", what);
     }
@@ -121,9 +132,9 @@ static void test_shared_input(bf_backend *b, bf_backend *b2, bf_neuron_kind kind
              reset_name[reset], T, samples, c, hw);
 
     float stats_ref[2] = {0, 0}, stats[2] = {0, 0}, stats_plain[2] = {0, 0};
-    CHECK_OK(b->ops->neuron_forward_bn(b, &p, &in, n, xrep, y_ref, stats_ref));
+    CHECK_OK(b->ops->neuron_forward_bn(b, &p, &in, n, xrep, y_ref, NULL, stats_ref));
     bf_test_fill_uniform(y, total, 1e3f, 2e3f, seed + 6);
-    CHECK_OK(b->ops->neuron_forward_bn(b, &shared, &in, n, xin, y, stats));
+    CHECK_OK(b->ops->neuron_forward_bn(b, &shared, &in, n, xin, y, NULL, stats));
     CHECK(memcmp(y, y_ref, total * sizeof(float)) == 0 && memcmp(stats, stats_ref, sizeof stats) == 0,
           "%s: neuron_forward_bn gives other spikes or statistics than over the repeated input", what);
     CHECK(stats_ref[0] > 0 && stats_ref[0] < (float)total, "%s: %g spikes of %zu (want some, not all)", what,
@@ -134,7 +145,7 @@ static void test_shared_input(bf_backend *b, bf_backend *b2, bf_neuron_kind kind
           "%s: neuron_forward gives other spikes or statistics than over the repeated input", what);
     if (b2) {
         float stats2[2] = {0, 0};
-        CHECK_OK(b2->ops->neuron_forward_bn(b2, &shared, &in, n, xin, y, stats2));
+        CHECK_OK(b2->ops->neuron_forward_bn(b2, &shared, &in, n, xin, y, NULL, stats2));
         CHECK(memcmp(y, y_ref, total * sizeof(float)) == 0 && memcmp(stats2, stats_ref, sizeof stats) == 0,
               "%s: two threads give other spikes or statistics", what);
     }
@@ -329,6 +340,53 @@ static void test_fused_backward_emulated(int T, int samples, int c, int hw, int 
     bf_backend_destroy(b);
 }
 
+/* k_neuron_forward's PACK path (neuron.cu) emulated: n a multiple of 32 (the op's condition), warps
+ * of 32 lanes walking items of V elements whole (the last warp partly past the end), a ballot per
+ * step (V = 1) or each lane's V bits shifted by V * (lane % 8) and ORed over its 8-lane group (V =
+ * 4), stored by lane 0 or each group's first lane at word (t*n + first element) / 32: every word
+ * written once, equal to spikes_pack's. */
+static void test_packed_forward_emulated(size_t n, int T, int v) {
+    const size_t total = n * (size_t)T, words = total / 32, items = n / (size_t)v;
+    float *y = malloc(total * sizeof(float));
+    uint32_t *bits = calloc(words, sizeof(uint32_t)), *want = calloc(words, sizeof(uint32_t));
+    unsigned char *writes = calloc(words, 1);
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    if (!y || !bits || !want || !writes || !b) exit(1);
+    for (size_t i = 0; i < total; i++) y[i] = bf_uniform(77, i) < 0.3 ? 1.0f : 0.0f;
+    CHECK_OK(b->ops->spikes_pack(b, y, want, total));
+    for (int t = 0; t < T; t++)
+        for (size_t base = 0; base < items; base += 32) {
+            uint32_t lanes[32];
+            for (unsigned lane = 0; lane < 32; lane++) { /* each lane's nibble, 0 past the end */
+                const size_t iv = base + lane;
+                uint32_t nibble = 0;
+                for (int k = 0; k < v && iv < items; k++)
+                    nibble |= (y[(size_t)t * n + iv * (size_t)v + (size_t)k] != 0.0f ? 1u : 0u) << k;
+                lanes[lane] = nibble;
+            }
+            if (v == 1) {
+                uint32_t word = 0;
+                for (unsigned lane = 0; lane < 32; lane++) word |= (lanes[lane] != 0 ? 1u : 0u) << lane;
+                bits[((size_t)t * n + base) >> 5] = word, writes[((size_t)t * n + base) >> 5]++;
+                continue;
+            }
+            for (unsigned lane = 0; lane < 32; lane += 8) { /* the group's first lane, after the shuffles */
+                uint32_t word = 0;
+                for (unsigned l = lane; l < lane + 8; l++) word |= lanes[l] << ((unsigned)v * (l & 7u));
+                const size_t iv = base + lane;
+                if (iv < items) bits[((size_t)t * n + iv * (size_t)v) >> 5] = word, writes[((size_t)t * n + iv * (size_t)v) >> 5]++;
+            }
+        }
+    size_t once = 0;
+    for (size_t w = 0; w < words; w++) once += writes[w] == 1;
+    CHECK(once == words && memcmp(bits, want, words * sizeof(uint32_t)) == 0,
+          "emulated packed forward n=%zu T=%d V=%d: %zu of %zu words written once, bits %s spikes_pack's", n, T, v,
+          once, words, memcmp(bits, want, words * sizeof(uint32_t)) ? "differ from" : "equal");
+    free(y), free(bits), free(want), free(writes);
+    bf_backend_destroy(b);
+}
+
 /* Batch-norm's training forward without an output: the saved and running statistics of the one
  * with it, bit for bit, through batchnorm_forward_train and through the synchronised ops. */
 static void test_statistics_alone(bf_backend *b) {
@@ -373,10 +431,10 @@ static void test_arguments(bf_backend *b) {
     missing.invstd = NULL;
     CHECK(b->ops->neuron_backward_bn(b, &p, &missing, 8, v, v, v) == BF_ERR_ARG, "NULL invstd accepted");
     CHECK(b->ops->neuron_backward_bn(b, &p, &in, 8, NULL, v, v) == BF_ERR_ARG, "NULL xin accepted");
-    CHECK(b->ops->neuron_forward_bn(b, &p, &in, 12, v, v, NULL) == BF_ERR_ARG, "forward: partial samples accepted");
+    CHECK(b->ops->neuron_forward_bn(b, &p, &in, 12, v, v, NULL, NULL) == BF_ERR_ARG, "forward: partial samples accepted");
     p.kind = BF_NEURON_CLAMP01;
     CHECK(b->ops->neuron_backward_bn(b, &p, &in, 8, v, v, v) == BF_ERR_ARG, "CLAMP01 accepted (it has no charge)");
-    CHECK(b->ops->neuron_forward_bn(b, &p, &in, 8, v, v, NULL) == BF_ERR_ARG, "forward: CLAMP01 accepted");
+    CHECK(b->ops->neuron_forward_bn(b, &p, &in, 8, v, v, NULL, NULL) == BF_ERR_ARG, "forward: CLAMP01 accepted");
     bf_free(b, v);
 }
 
@@ -412,6 +470,10 @@ int main(void) {
     test_fused_backward_emulated(4, 4, 5, 7, 0, 4, 9120);     /* vectors spanning two channels */
     test_fused_backward_emulated(3, 40, 3, 256, 0, 1, 9130);  /* 10240 values a channel: 2 chunks */
     test_fused_backward_emulated(8, 12, 4, 9, 1, 4, 9140);    /* a shared input */
+    test_packed_forward_emulated(160, 3, 4); /* 40 items of 4: the last warp has 8 lanes */
+    test_packed_forward_emulated(160, 3, 1);
+    test_packed_forward_emulated(4096, 2, 4);
+    test_packed_forward_emulated(96, 5, 1); /* 96 items: the last warp is whole */
     test_statistics_alone(one);
     test_arguments(one);
     bf_backend_destroy(one);

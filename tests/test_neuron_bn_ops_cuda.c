@@ -12,7 +12,8 @@
  * planes of 7 and 1024 elements, and a tensor large enough for the 16-byte-vector kernels
  * (T <= 8). The forward that keeps no charge must give the spikes and statistics of the one that
  * does. A shared input (one step read at every step, its dx the steps' sum) against the CPU and
- * against the GPU's own steps over the repeated input. neuron_batchnorm_backward, which never stores the
+ * against the GPU's own steps over the repeated input. The forward's spikes packed as bits in the
+ * same pass (n a multiple of 32) or after it: spikes_pack's bits. neuron_batchnorm_backward, which never stores the
  * neuron's gradient, against the CPU's and the GPU's own two ops, to batch-norm's tolerance. `--small` keeps the 7-element planes alone (tools/gpu_verify.sh runs it so under
  * compute-sanitizer's memcheck). Skipped (exit 77) without a CUDA build or device. */
 #include <stdio.h>
@@ -27,6 +28,27 @@ static bf_backend *cpu, *gpu;
 
 static const char *reset_name[] = {"hard", "soft", "none"};
 static const char *surr_name[] = {"sigmoid", "arctan", "rect", "triangle", "tanh"};
+
+/* neuron_forward_bn with its spikes packed (in the same pass where n % 32 == 0, else by spikes_pack
+ * after it): the bits of the CPU's, which are spikes_pack's (test_neuron_bn_ops), and the spikes and
+ * statistics of the GPU's forward without them (y_ref, stats_ref). */
+static void check_packed_forward(const char *what, const bf_neuron_params *p, const bf_neuron_bn_input *in_c,
+                                 const bf_neuron_bn_input *in_g, size_t n, pair xin, const float *y_ref,
+                                 const float *stats_ref) {
+    const size_t total = n * (size_t)p->T, words = (total + 31) / 32;
+    const float zero[2] = {0, 0};
+    pair y = pair_out(total), st = pair_from(zero, 2), bits = pair_out(words); /* bits: words in float storage */
+    CHECK_OK(cpu->ops->neuron_forward_bn(cpu, p, in_c, n, xin.c, y.c, (uint32_t *)bits.c, st.c));
+    CHECK_OK(gpu->ops->neuron_forward_bn(gpu, p, in_g, n, xin.g, y.g, (uint32_t *)bits.g, st.g));
+    char packed[224];
+    snprintf(packed, sizeof packed, "%s, spikes packed %s", what, n % 32 == 0 ? "in the pass" : "after it");
+    pair_compare_exact(packed, bits);
+    check_repeats(packed, y_ref, y.g, total);
+    check_repeats(packed, stats_ref, st.g, 2);
+    pair_free(&y);
+    pair_free(&st);
+    pair_free(&bits);
+}
 
 static void test_case(bf_neuron_kind kind, bf_reset_mode reset, int T, int samples, int c, int hw, int all_surrogates) {
     const size_t n = (size_t)samples * c * hw, total = (size_t)T * n;
@@ -52,14 +74,15 @@ static void test_case(bf_neuron_kind kind, bf_reset_mode reset, int T, int sampl
     check_repeats(what, y.g, y2.g, total); /* no charge kept: the same spikes */
     check_repeats(what, st.g, st2.g, 2);
     pair y3 = pair_out(total), st3 = pair_from(zero, 2);
-    CHECK_OK(cpu->ops->neuron_forward_bn(cpu, &p, &in_c, n, xin.c, y3.c, st3.c));
-    CHECK_OK(gpu->ops->neuron_forward_bn(gpu, &p, &in_g, n, xin.g, y3.g, st3.g));
+    CHECK_OK(cpu->ops->neuron_forward_bn(cpu, &p, &in_c, n, xin.c, y3.c, NULL, st3.c));
+    CHECK_OK(gpu->ops->neuron_forward_bn(gpu, &p, &in_g, n, xin.g, y3.g, NULL, st3.g));
     pair_compare_exact(what, y3);
     pair_compare_exact(what, st3);
     check_repeats(what, y.g, y3.g, total); /* the batch-norm output never written: the same spikes */
     check_repeats(what, st.g, st3.g, 2);
     pair_free(&y3);
     pair_free(&st3);
+    check_packed_forward(what, &p, &in_c, &in_g, n, xin, y.g, st.g);
 
     for (int surr = 0; surr < 5; surr++)
         for (int detach = 0; detach < 2; detach++)
@@ -103,8 +126,8 @@ static void test_shared_case(bf_reset_mode reset, int T, int samples, int c, int
                           .through_time = 1, .shared_input = 1};
     char what[160];
     snprintf(what, sizeof what, "shared input, lif/%s T=%d [%d, %d, %d]", reset_name[reset], T, samples, c, hw);
-    CHECK_OK(cpu->ops->neuron_forward_bn(cpu, &p, &in_c, n, xin.c, y.c, st.c));
-    CHECK_OK(gpu->ops->neuron_forward_bn(gpu, &p, &in_g, n, xin.g, y.g, st.g));
+    CHECK_OK(cpu->ops->neuron_forward_bn(cpu, &p, &in_c, n, xin.c, y.c, NULL, st.c));
+    CHECK_OK(gpu->ops->neuron_forward_bn(gpu, &p, &in_g, n, xin.g, y.g, NULL, st.g));
     pair_compare_exact(what, y);
     pair_compare_exact(what, st);
     CHECK_OK(gpu->ops->batchnorm_forward_saved(gpu, &one_step, xin.g, gamma.g, beta.g, mean.g, invstd.g, x1.g));
@@ -112,6 +135,7 @@ static void test_shared_case(bf_reset_mode reset, int T, int samples, int c, int
     CHECK_OK(gpu->ops->neuron_forward(gpu, &p, n, x1.g, xrep.g, NULL, st_plain.g));
     check_repeats(what, y.g, xrep.g, total);
     check_repeats(what, st.g, st_plain.g, 2);
+    check_packed_forward(what, &p, &in_c, &in_g, n, xin, y.g, st.g);
 
     CHECK_OK(cpu->ops->neuron_backward_bn(cpu, &p, &in_c, n, xin.c, dy.c, dx.c));
     CHECK_OK(gpu->ops->fill(gpu, dx.g, 1e3f, n)); /* garbage: every element must be written */

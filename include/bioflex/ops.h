@@ -455,9 +455,11 @@ typedef struct bf_ops {
     /* LIF/IF only, T <= BF_NEURON_BN_MAX_T: neuron_forward with charge NULL for an input given as
      * batch-norm's input xin and statistics (bf_neuron_bn_input): each element is normalised as it
      * is read, so the batch-norm output is never written. y and stats are bit-identical to
-     * batchnorm_forward_saved + neuron_forward. */
+     * batchnorm_forward_saved + neuron_forward. bits (nullable): the spikes also as spikes_pack
+     * writes them from y (the memory plan's packed spikes), in the same pass where n is a multiple
+     * of 32 on the GPU (each step's row then starts a word), else by spikes_pack after it. */
     bf_status (*neuron_forward_bn)(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in, size_t n,
-                                   const float *xin, float *y, float *stats);
+                                   const float *xin, float *y, uint32_t *bits, float *stats);
     /* LIF/IF only, T <= BF_NEURON_BN_MAX_T: neuron_backward for an input given as batch-norm's input
      * xin and statistics (bf_neuron_bn_input), with no charge kept: each element's charges are
      * computed again from xin, over t = 0..T-1 as neuron_forward computed them, then the BPTT runs

@@ -68,11 +68,12 @@ bf_status bf_spiking_forward(bf_model *m, int index) {
         if (l->charge_recomputed && m->training) { /* its batch-norm wrote statistics alone (layers.c) */
             bf_neuron_bn_input in;
             const float *xin = bn_input_of(m, l, &in);
-            BF_TRY(ops->neuron_forward_bn(b, &l->neuron, &in, step_elements(m, l), xin, l->out, l->neuron_stats));
-        } else {
-            BF_TRY(ops->neuron_forward(b, &l->neuron, step_elements(m, l), x, l->out, l->neuron_charge,
-                                       m->training ? l->neuron_stats : NULL));
+            l->spikes_restored = 0; /* the bits packed in the same pass */
+            return ops->neuron_forward_bn(b, &l->neuron, &in, step_elements(m, l), xin, l->out,
+                                          l->spikes_packed ? l->spike_bits : NULL, l->neuron_stats);
         }
+        BF_TRY(ops->neuron_forward(b, &l->neuron, step_elements(m, l), x, l->out, l->neuron_charge,
+                                   m->training ? l->neuron_stats : NULL));
         l->spikes_restored = 0;
         if (!l->spikes_packed) return BF_OK;
         /* the bits outlive l->out, which the plan reuses once the consumers' forwards have read it */

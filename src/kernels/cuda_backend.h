@@ -345,7 +345,7 @@ bf_status bf_cuda_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_
 bf_status bf_cuda_neuron_backward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, const float *y,
                                   const float *charge, const float *dy, float *dx);
 bf_status bf_cuda_neuron_forward_bn(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in, size_t n,
-                                    const float *xin, float *y, float *stats);
+                                    const float *xin, float *y, uint32_t *bits, float *stats);
 bf_status bf_cuda_neuron_backward_bn(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in, size_t n,
                                      const float *xin, const float *dy, float *dx);
 bf_status bf_cuda_neuron_batchnorm_backward(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in,

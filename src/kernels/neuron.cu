@@ -31,61 +31,102 @@
 
 namespace { /* kernels and helpers are private to this file */
 
-/* y (and for LIF/IF the charge) of all T steps of each element; a thread takes V consecutive
- * elements (V = 4: 16-byte accesses, fewer instructions and more bytes in flight per thread). With
- * STATS, block b writes partial[b] = its number of spikes (sum of y) and partial[gridDim.x + b] =
- * its silent elements. A NULL charge is not stored. x and charge are not __restrict__: the memory plan may pass the same
- * buffer for both (ops.h), and each thread loads x[idx] before it stores charge[idx]. */
-/* __launch_bounds__: at most 64 registers, 4 blocks of 256 per SM, what the largest instance (LIF,
- * statistics, 16-byte vectors, batch-norm input) had before the shared input's check raised it to
- * 70 (3 blocks); ptxas keeps every instance within 64 without spills. */
-template <int OP, bool STATS, int V, bool BN>
-__global__ void __launch_bounds__(BF_CUDA_THREADS, 4)
-    k_neuron_forward(const float *x, bn_input bn, float *__restrict__ y, float *charge,
-                                 size_t n, neuron_consts c, double *__restrict__ partial) {
-    double spikes = 0.0, silent = 0.0;
-    GRID_STRIDE(iv, n / V) {
-        float v[V], mu[V], sc[V], bt[V];
-        double ysum[V];
+/* y (and for LIF/IF the charge) of all T steps of elements iv*V .. iv*V+V-1 (V = 4: 16-byte
+ * accesses, fewer instructions and more bytes in flight per thread); with STATS, their spikes and
+ * silent elements added to *spikes and *silent. A NULL charge is not stored. x and charge are not
+ * __restrict__: the memory plan may pass the same buffer for both (ops.h), and each thread loads
+ * x[idx] before it stores charge[idx].
+ * PACK (BN only, n a multiple of 32): the spikes also packed as k_spikes_pack packs them, each step's
+ * 32-element words put together from the warp, a ballot of its 32 elements (V = 1) or each lane's 4
+ * bits ORed over the 8 lanes of a word (V = 4): every lane of the warp takes part, and a lane past
+ * the end (!valid) loads and stores nothing; base is the warp's first item. */
+template <int OP, bool STATS, int V, bool BN, bool PACK>
+__device__ __forceinline__ void forward_item(const float *x, const bn_input &bn, float *__restrict__ y, float *charge,
+                                             uint32_t *__restrict__ bits, size_t n, const neuron_consts &c,
+                                             size_t iv, bool valid, size_t base, double *spikes, double *silent) {
+    float v[V], mu[V], sc[V], bt[V];
+    double ysum[V];
+    fvec<V> xv;
 #pragma unroll
-        for (int k = 0; k < V; k++) v[k] = 0.0f, ysum[k] = 0.0;
-        if (BN) bn_coefficients<V>(bn, iv * V, mu, sc, bt);
-        size_t idx = iv * V;
-        fvec<V> xv = load_vec<V>(x + idx);
+    for (int k = 0; k < V; k++) v[k] = 0.0f, ysum[k] = 0.0, xv.v[k] = 0.0f;
+    if (BN) bn_coefficients<V>(bn, (valid ? iv : base) * V, mu, sc, bt);
+    size_t idx = iv * V;
+    if (valid) xv = load_vec<V>(x + idx);
 #pragma unroll 2
-        for (int t = 0; t < c.T; t++, idx += n) {
-            /* step t+1's input before step t's stores: the compiler may not move a load of x past a
-             * store to charge (they may be one buffer), so the overlap of loads with the arithmetic
-             * is written out here (reading x[t+1] before writing charge[t] is safe either way); a
-             * shared input (one step, no charge) is loaded once */
-            fvec<V> xnext = xv;
-            if (t + 1 < c.T && !c.shared) xnext = load_vec<V>(x + idx + n);
-            fvec<V> out, h;
+    for (int t = 0; t < c.T; t++, idx += n) {
+        /* step t+1's input before step t's stores: the compiler may not move a load of x past a
+         * store to charge (they may be one buffer), so the overlap of loads with the arithmetic
+         * is written out here (reading x[t+1] before writing charge[t] is safe either way); a
+         * shared input (one step, no charge) is loaded once */
+        fvec<V> xnext = xv;
+        if (valid && t + 1 < c.T && !c.shared) xnext = load_vec<V>(x + idx + n);
+        fvec<V> out, h;
+        unsigned nibble = 0;
 #pragma unroll
-            for (int k = 0; k < V; k++) {
-                const float xk = BN ? bn_normalise(xv.v[k], mu[k], sc[k], bt[k]) : xv.v[k];
-                if (OP == OP_CLAMP01) {
-                    out.v[k] = xk < 0.0f ? 0.0f : xk > 1.0f ? 1.0f : xk; /* a NaN passes through */
-                } else if (OP == OP_STEP) {
-                    out.v[k] = xk > 0.0f ? 1.0f : 0.0f;
-                } else {
-                    bool s;
-                    h.v[k] = lif_step<OP>(c, xk, v[k], s);
-                    out.v[k] = s ? 1.0f : 0.0f;
-                }
-                if (STATS) ysum[k] += (double)out.v[k];
+        for (int k = 0; k < V; k++) {
+            const float xk = BN ? bn_normalise(xv.v[k], mu[k], sc[k], bt[k]) : xv.v[k];
+            if (OP == OP_CLAMP01) {
+                out.v[k] = xk < 0.0f ? 0.0f : xk > 1.0f ? 1.0f : xk; /* a NaN passes through */
+            } else if (OP == OP_STEP) {
+                out.v[k] = xk > 0.0f ? 1.0f : 0.0f;
+            } else {
+                bool s;
+                h.v[k] = lif_step<OP>(c, xk, v[k], s);
+                out.v[k] = s ? 1.0f : 0.0f;
             }
+            if (STATS) ysum[k] += (double)out.v[k];
+            if (PACK) nibble |= (valid && out.v[k] != 0.0f ? 1u : 0u) << k;
+        }
+        if (valid) {
             if (OP != OP_CLAMP01 && OP != OP_STEP && charge) store_vec<V>(charge + idx, h); /* NULL: kept nowhere */
             store_vec<V>(y + idx, out);
-            xv = xnext;
         }
-        if (STATS) {
-#pragma unroll
-            for (int k = 0; k < V; k++) {
-                spikes += ysum[k];
-                silent += ysum[k] == 0.0 ? 1.0 : 0.0;
+        if constexpr (PACK) {
+            const unsigned lane = threadIdx.x & 31u;
+            if constexpr (V == 1) {
+                const unsigned word = __ballot_sync(0xffffffffu, nibble != 0);
+                if (lane == 0) bits[((size_t)t * n + base) >> 5] = word;
+            } else {
+                unsigned word = nibble << (V * (lane & 7u));
+                word |= __shfl_xor_sync(0xffffffffu, word, 1);
+                word |= __shfl_xor_sync(0xffffffffu, word, 2);
+                word |= __shfl_xor_sync(0xffffffffu, word, 4);
+                if ((lane & 7u) == 0 && valid) bits[((size_t)t * n + iv * V) >> 5] = word;
             }
         }
+        xv = xnext;
+    }
+    if (STATS && valid) {
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            *spikes += ysum[k];
+            *silent += ysum[k] == 0.0 ? 1.0 : 0.0;
+        }
+    }
+}
+
+/* Every element of [T, n], V a thread (forward_item); with STATS, block b writes partial[b] = its
+ * number of spikes (sum of y) and partial[gridDim.x + b] = its silent elements. With PACK the warps
+ * walk the items whole (the same items per thread as the grid-stride loop, so the same sums). */
+/* __launch_bounds__: at most 64 registers, 4 blocks of 256 per SM, what the largest instance (LIF,
+ * statistics, 16-byte vectors, batch-norm input) had before the shared input's check raised it to
+ * 70 (3 blocks); ptxas keeps every instance without PACK within 64 without spills. With PACK the
+ * largest ones spilled within 64 (28 bytes), so 3 blocks: up to 80 registers. */
+template <int OP, bool STATS, int V, bool BN, bool PACK>
+__global__ void __launch_bounds__(BF_CUDA_THREADS, PACK ? 3 : 4)
+    k_neuron_forward(const float *x, bn_input bn, float *__restrict__ y, float *charge, uint32_t *__restrict__ bits,
+                     size_t n, neuron_consts c, double *__restrict__ partial) {
+    double spikes = 0.0, silent = 0.0;
+    const size_t items = n / V;
+    if constexpr (PACK) { /* blockDim.x is a multiple of 32 */
+        for (size_t base = blockIdx.x * (size_t)blockDim.x + (threadIdx.x & ~31u); base < items;
+             base += (size_t)gridDim.x * blockDim.x) {
+            const size_t iv = base + (threadIdx.x & 31u);
+            forward_item<OP, STATS, V, BN, PACK>(x, bn, y, charge, bits, n, c, iv, iv < items, base, &spikes, &silent);
+        }
+    } else {
+        GRID_STRIDE(iv, items) forward_item<OP, STATS, V, BN, PACK>(x, bn, y, charge, bits, n, c, iv, true, iv, &spikes,
+                                                                    &silent);
     }
     if (STATS) {
         spikes = bf_block_sum(spikes);
@@ -194,10 +235,19 @@ __global__ void k_accumulate_partials(const double *__restrict__ partial, int co
 }
 
 
+/* bits (BN only): packed in the same pass (the PACK instances); NULL: not packed. */
 template <int OP, bool STATS, int V, bool BN>
 bf_status launch_forward(bf_cuda_impl *im, unsigned blocks, const float *x, const bn_input &bn, float *y, float *charge,
-                         size_t n, const neuron_consts &c, double *partial) {
-    k_neuron_forward<OP, STATS, V, BN><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(x, bn, y, charge, n, c, partial);
+                         uint32_t *bits, size_t n, const neuron_consts &c, double *partial) {
+    if constexpr (BN)
+        if (bits) {
+            k_neuron_forward<OP, STATS, V, BN, true><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(x, bn, y, charge, bits,
+                                                                                             n, c, partial);
+            BF_LAUNCH_CHECK("k_neuron_forward<pack>");
+            return BF_OK;
+        }
+    k_neuron_forward<OP, STATS, V, BN, false><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(x, bn, y, charge, NULL, n, c,
+                                                                                      partial);
     BF_LAUNCH_CHECK("k_neuron_forward");
     return BF_OK;
 }
@@ -205,15 +255,15 @@ bf_status launch_forward(bf_cuda_impl *im, unsigned blocks, const float *x, cons
 /* BN: the input normalised as read (LIF/IF only: the stateless kinds are not instantiated). */
 template <bool STATS, int V, bool BN>
 bf_status dispatch_forward(bf_cuda_impl *im, int op, unsigned blocks, const float *x, const bn_input &bn, float *y,
-                           float *charge, size_t n, const neuron_consts &c, double *partial) {
+                           float *charge, uint32_t *bits, size_t n, const neuron_consts &c, double *partial) {
     switch (op) {
-    case OP_HARD: return launch_forward<OP_HARD, STATS, V, BN>(im, blocks, x, bn, y, charge, n, c, partial);
-    case OP_SOFT: return launch_forward<OP_SOFT, STATS, V, BN>(im, blocks, x, bn, y, charge, n, c, partial);
-    case OP_NONE: return launch_forward<OP_NONE, STATS, V, BN>(im, blocks, x, bn, y, charge, n, c, partial);
+    case OP_HARD: return launch_forward<OP_HARD, STATS, V, BN>(im, blocks, x, bn, y, charge, bits, n, c, partial);
+    case OP_SOFT: return launch_forward<OP_SOFT, STATS, V, BN>(im, blocks, x, bn, y, charge, bits, n, c, partial);
+    case OP_NONE: return launch_forward<OP_NONE, STATS, V, BN>(im, blocks, x, bn, y, charge, bits, n, c, partial);
     }
     if constexpr (BN) return bf_error(BF_ERR_INTERNAL, "neuron_forward_bn: a stateless neuron");
-    else if (op == OP_CLAMP01) return launch_forward<OP_CLAMP01, STATS, V, false>(im, blocks, x, bn, y, charge, n, c, partial);
-    else return launch_forward<OP_STEP, STATS, V, false>(im, blocks, x, bn, y, charge, n, c, partial);
+    else if (op == OP_CLAMP01) return launch_forward<OP_CLAMP01, STATS, V, false>(im, blocks, x, bn, y, charge, bits, n, c, partial);
+    else return launch_forward<OP_STEP, STATS, V, false>(im, blocks, x, bn, y, charge, bits, n, c, partial);
 }
 
 template <int OP, int V>
@@ -238,13 +288,14 @@ bf_status dispatch_backward(bf_cuda_impl *im, int op, const float *x, const floa
 
 /* The forward with or without statistics, at vector width V. */
 template <int V, bool BN>
-bf_status run_forward(bf_cuda_impl *im, int op, const float *x, const bn_input &bn, float *y, float *charge, size_t n,
+bf_status run_forward(bf_cuda_impl *im, int op, const float *x, const bn_input &bn, float *y, float *charge,
+                      uint32_t *bits, size_t n,
                       const neuron_consts &c, float *stats) {
     const unsigned blocks = neuron_blocks(n / V);
-    if (!stats) return dispatch_forward<false, V, BN>(im, op, blocks, x, bn, y, charge, n, c, (double *)NULL);
+    if (!stats) return dispatch_forward<false, V, BN>(im, op, blocks, x, bn, y, charge, bits, n, c, (double *)NULL);
     void *partial;
     BF_TRY(bf_cuda_scratch(im, 2 * (size_t)blocks * sizeof(double), &partial));
-    BF_TRY((dispatch_forward<true, V, BN>(im, op, blocks, x, bn, y, charge, n, c, (double *)partial)));
+    BF_TRY((dispatch_forward<true, V, BN>(im, op, blocks, x, bn, y, charge, bits, n, c, (double *)partial)));
     k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial, (int)blocks, stats);
     BF_LAUNCH_CHECK("k_accumulate_partials");
     k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial + blocks, (int)blocks, stats + 1);
@@ -287,8 +338,8 @@ extern "C" bf_status bf_cuda_neuron_forward(bf_backend *b, const bf_neuron_param
     /* the charge is unused (maybe NULL) for the stateless kinds, and NULL when none is kept: x
      * stands in for its alignment */
     if (op != OP_CLAMP01 && vector_width(im, n, x, y, is_stateful(p) && charge ? charge : x) == 4)
-        return run_forward<4, false>(im, op, x, bn_input{}, y, charge, n, c, stats);
-    return run_forward<1, false>(im, op, x, bn_input{}, y, charge, n, c, stats);
+        return run_forward<4, false>(im, op, x, bn_input{}, y, charge, NULL, n, c, stats);
+    return run_forward<1, false>(im, op, x, bn_input{}, y, charge, NULL, n, c, stats);
 }
 
 extern "C" bf_status bf_cuda_neuron_backward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x,
@@ -312,7 +363,7 @@ extern "C" bf_status bf_cuda_neuron_backward(bf_backend *b, const bf_neuron_para
 }
 
 extern "C" bf_status bf_cuda_neuron_forward_bn(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in,
-                                               size_t n, const float *xin, float *y, float *stats) {
+                                               size_t n, const float *xin, float *y, uint32_t *bits, float *stats) {
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
     BF_TRY(bf_neuron_check_params(p, n, "neuron_forward_bn"));
@@ -321,8 +372,13 @@ extern "C" bf_status bf_cuda_neuron_forward_bn(bf_backend *b, const bf_neuron_pa
     REQUIRE("neuron_forward_bn", xin, y);
     const neuron_consts c = consts_of(p);
     const bn_input bn = {in->c, in->hw, in->mean, in->invstd, in->gamma, in->beta};
-    if (vector_width(im, n, xin, y, xin) == 4) return run_forward<4, true>(im, op_of(p), xin, bn, y, NULL, n, c, stats);
-    return run_forward<1, true>(im, op_of(p), xin, bn, y, NULL, n, c, stats);
+    /* the bits in the same pass where each step's row starts a 32-element word; else packed after */
+    uint32_t *fused_bits = bits && n % 32 == 0 ? bits : NULL;
+    if (vector_width(im, n, xin, y, xin) == 4)
+        BF_TRY((run_forward<4, true>(im, op_of(p), xin, bn, y, NULL, fused_bits, n, c, stats)));
+    else
+        BF_TRY((run_forward<1, true>(im, op_of(p), xin, bn, y, NULL, fused_bits, n, c, stats)));
+    return bits && !fused_bits ? bf_cuda_spikes_pack(b, y, bits, n * (size_t)p->T) : BF_OK;
 }
 
 extern "C" bf_status bf_cuda_neuron_backward_bn(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in,

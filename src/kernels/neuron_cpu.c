@@ -201,13 +201,13 @@ bf_status bf_cpu_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_t
 }
 
 bf_status bf_cpu_neuron_forward_bn(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in, size_t n,
-                                   const float *xin, float *y, float *stats) {
+                                   const float *xin, float *y, uint32_t *bits, float *stats) {
     BF_TRY(bf_neuron_check_params(p, n, "neuron_forward_bn"));
     BF_TRY(bf_neuron_check_bn_input(p, in, n, "neuron_forward_bn"));
     if (n == 0) return BF_OK;
     REQUIRE("neuron_forward_bn", xin, y);
     forward_all(b, p, in, n, xin, y, NULL, stats);
-    return BF_OK;
+    return bits ? bf_cpu_spikes_pack(b, y, bits, n * (size_t)p->T) : BF_OK; /* the CPU's speed is not the point */
 }
 
 /* ---- backward ---- */
