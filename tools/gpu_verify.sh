@@ -146,6 +146,9 @@ elif [ "$mode" = targets ] || [ "$mode" = full ]; then
   # T = 4 with the LIF backward and its batch-norm's as two ops (fuse_bn_backward, the default, folds them)
   step spiking_t4_apart 60 bash bench/spiking_side_by_side.sh --batch 256 --time-steps 4 --steps 20 \
     --bioflex-only --set spiking.fuse_bn_backward=false
+  # and with the float spikes kept instead of bits (no restore before each conv's backward; more memory)
+  step spiking_t4_floats 60 bash bench/spiking_side_by_side.sh --batch 256 --time-steps 4 --steps 20 \
+    --bioflex-only --set spiking.pack_spikes=false
   # where the spiking step's time goes (issue 4's 3x, the furthest target: how much is cuDNN, which
   # both sides share); its CSVs stay on the machine, the summaries are in bench.log
   step kernel_profile_spiking 150 env OUT=/tmp bash bench/kernel_profile.sh spiking 2
