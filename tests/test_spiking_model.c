@@ -8,7 +8,9 @@
  *   - packed spikes ([spiking] pack_spikes, memory_plan.c) and the recomputed charge ([spiking]
  *     recompute_charge) change nothing: PlasticFlex VGG-6 with flex layers (which read their
  *     spiking input in the backward) gives bit-identical gradients over two steps with and without
- *     each, and the plan packs, restores and recomputes what it should;
+ *     each (and with the neuron's backward inside its batch-norm's, [spiking] fuse_bn_backward), and
+ *     the plan packs, restores and recomputes what it should; a LIF as the logits or on a branch
+ *     nothing reads keeps its backward apart (no gradient to share);
  *   - [spiking] share_direct_input: where the steps begin (no encode layer when the first LIF reads
  *     its batch-norm's one step itself; an encode layer before the first neuron otherwise; at the
  *     input when not shared or rate-coded), and PlasticFlex VGG-6's gradients and running variance
@@ -250,6 +252,34 @@ static void test_memory_rules_change_nothing(void) {
     }
     free(plain[0]);
     free(plain[1]);
+}
+
+/* A LIF layer after a batch-norm that has no gradient of its own to share keeps its backward apart
+ * ([spiking] fuse_bn_backward): as the logits (the caller owns their gradient), and on a branch no
+ * layer reads; the model finalizes either way, and the joined pair of an ordinary chain is flagged. */
+static void test_fused_backward_sites(void) {
+    const bf_neuron_params lif = {.kind = BF_NEURON_LIF, .T = 2, .decay = 0.9f, .threshold = 0.5f,
+                                  .reset = BF_RESET_HARD, .surrogate = BF_SURROGATE_SIGMOID, .alpha = 4.0f,
+                                  .through_time = 1};
+    for (int site = 0; site < 3; site++) { /* 0: logits, 1: a branch nothing reads, 2: a chain */
+        bf_model *m = NULL;
+        CHECK_OK(bf_model_create(NULL, (bf_shape){2, 1, 6, 6}, 4, &m));
+        if (!m) continue;
+        int x = bf_model_add_encode(m, "encode", BF_MODEL_INPUT, 2, 0);
+        const int conv = bf_model_add_conv(m, "conv", x, 3, 3, 1, 1, 1, 0, BF_INIT_UNIFORM_FAN_IN);
+        const int bn = bf_model_add_batchnorm(m, "bn", conv, 1e-5f, 0.1f);
+        const int neuron = bf_model_add_neuron(m, "lif", bn, &lif);
+        if (site > 0) {
+            x = bf_model_add_flatten(m, "flatten", site == 1 ? conv : neuron);
+            x = bf_model_add_linear(m, "fc", x, 4, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+            bf_model_add_time_mean(m, "readout", x);
+        }
+        CHECK_OK(bf_model_finalize(m));
+        CHECK(m->layers[bn].bn_runs_neuron == (site == 2) && m->layers[neuron].neuron_in_bn == (site == 2),
+              "site %d: the batch-norm runs the neuron's backward: %d, %d (want %d)", site,
+              m->layers[bn].bn_runs_neuron, m->layers[neuron].neuron_in_bn, site == 2);
+        bf_model_destroy(m);
+    }
 }
 
 /* [spiking] share_direct_input: where the steps begin (model_zoo.c), and that it changes only
@@ -497,6 +527,7 @@ int main(void) {
     test_time_folding_gradients();
     test_memory_rules_change_nothing();
     test_shared_direct_input();
+    test_fused_backward_sites();
     test_batchnorm_after_encode();
     test_spike_count_readout();
     test_lif_network_learns(0);

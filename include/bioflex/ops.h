@@ -474,8 +474,9 @@ typedef struct bf_ops {
      * n/(c*hw) with a shared input. The neuron's gradient (the batch-norm output's) is never stored
      * on the GPU: a first pass takes the per-channel sums from the charges computed again, a second
      * computes them again and writes dx. CPU: the bits of the two ops in turn (through the backend's
-     * scratch); CUDA: the sums in another order, as batchnorm_backward's own (compare with a
-     * tolerance). dx may alias neither xin nor dy. */
+     * scratch). CUDA: the sums of the GPU's batchnorm_backward (xhat rounded in float, double sums)
+     * added in another order, so dx, dgamma and dbeta agree with either to rounding (compare with a
+     * tolerance), and at most 2^31 values per channel and step. dx may alias neither xin nor dy. */
     bf_status (*neuron_batchnorm_backward)(bf_backend *b, const bf_neuron_params *p, const bf_neuron_bn_input *in,
                                            size_t n, const float *xin, const float *dy, float *dx, float *dgamma,
                                            float *dbeta);

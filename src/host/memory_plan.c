@@ -129,11 +129,14 @@ static int charge_can_be_recomputed(const bf_model *m, const bf_layer *l) {
 
 /* Whether neuron layer i's backward runs inside its input batch-norm's ([spiking] fuse_bn_backward,
  * neuron_batchnorm_backward, layers.c): its charge is recomputed from that batch-norm, which it alone
- * reads, and the batch-norm reads the output of a layer that needs its gradient, so the pair has a dx
- * to write. */
+ * reads and which is the layer just before it (so no other layer runs while the pair's one gradient,
+ * planned at the neuron's size, stands for the batch-norm's); the neuron has a gradient of its own
+ * to share (it is not the logits, whose gradient the caller owns, and a later layer reads it); and
+ * the batch-norm reads the output of a layer that needs its gradient, so the pair has a dx to write. */
 static int neuron_can_join_bn(const bf_model *m, int i) {
     const bf_layer *l = &m->layers[i];
     if (!m->fuse_bn_backward || l->kind != BF_LAYER_NEURON || !l->charge_recomputed) return 0;
+    if (i == m->num_layers - 1 || l->num_consumers == 0 || !l->needs_grad || l->input[0] != i - 1) return 0;
     const int src = m->layers[l->input[0]].input[0];
     return src >= 0 && m->layers[src].needs_grad;
 }
