@@ -39,6 +39,7 @@ static void test_names_and_counts(void) {
     bf_config_defaults(&cfg);
     cfg.model.arch = BF_ARCH_VGG16;
     cfg.model.flex = 1;
+    cfg.model.fuse_flex_bn = 0; /* the exact count below; with it, after */
     bf_model *m = NULL;
     CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 224, 224}, 100, 1, &m));
     if (!m) return;
@@ -71,6 +72,25 @@ static void test_names_and_counts(void) {
               "flex VGG-16 plans %zu bytes more than vanilla, want %zu (window bytes, winner and tie bits)",
               m->arena_bytes - vanilla->arena_bytes, expect);
         bf_model_destroy(vanilla);
+    }
+    /* [model] fuse_flex_bn: each batch-norm after a flex layer (all but the first, whose input needs
+     * no gradient) keeps 2c floats of coefficients, and the flex output's gradient is the
+     * batch-norm's: the plan grows by the coefficients at most */
+    cfg.model.fuse_flex_bn = 1;
+    bf_model *fused = NULL;
+    CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 224, 224}, 100, 1, &fused));
+    if (fused) {
+        size_t coef = 0;
+        int joined = 0;
+        for (int i = 0; i < fused->num_layers; i++)
+            if (fused->layers[i].bn_in_flex) {
+                coef += bf_arena_align(2 * (size_t)fused->layers[i].bn.c * sizeof(float));
+                joined++;
+            }
+        CHECK(joined == 12 && fused->arena_bytes <= m->arena_bytes + coef,
+              "flex VGG-16 with fuse_flex_bn: %d batch-norms applied by their flex layers (want 12), %zu bytes "
+              "planned against %zu + %zu of coefficients", joined, fused->arena_bytes, m->arena_bytes, coef);
+        bf_model_destroy(fused);
     }
     bf_model_destroy(m);
 
@@ -458,16 +478,20 @@ static void test_resampled_threshold(const bf_flex_options *opt) {
 /* stem conv -> flex 3->6 (block copy) -> ReLU -> flex 6->6 2x2/2 -> flex 6->4 3x3/2 (tiling that
  * narrows: pooled channels 4 and 5 untapped) -> GAP -> linear, with the model's fuse_flex_scatter as
  * given. */
-static bf_model *route_scatter_net(bf_backend *b, int fuse, bf_flex_tie_rule ties) {
+/* scatter: [model] fuse_flex_scatter; flex_bn: [model] fuse_flex_bn (bn1 runs its ReLU, bn2 none) */
+static bf_model *route_scatter_net(bf_backend *b, int scatter, int flex_bn, bf_flex_tie_rule ties) {
     bf_model *m = NULL;
     CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, 11, &m));
     if (!m) return NULL;
-    m->fuse_flex_scatter = fuse;
+    m->fuse_flex_scatter = scatter;
+    m->fuse_flex_bn = flex_bn;
     bf_flex_options opt = {.joint = BF_FLEX_JOINT_MAX, .channels = BF_FLEX_CHANNELS_EXPAND, .ties = ties};
     int x = bf_model_add_conv(m, "stem", BF_MODEL_INPUT, 3, 3, 1, 1, 1, 1, BF_INIT_UNIFORM_FAN_IN);
     x = bf_model_add_flex(m, "flex1", x, 6, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, &opt);
+    x = bf_model_add_batchnorm(m, "bn1", x, 1e-5f, 0.1f);
     x = bf_model_add_relu(m, "relu", x);
     x = bf_model_add_flex(m, "flex2", x, 6, 2, 2, 0, BF_INIT_UNIFORM_FAN_IN, &opt);
+    x = bf_model_add_batchnorm(m, "bn2", x, 1e-5f, 0.1f);
     x = bf_model_add_flex(m, "flex3", x, 4, 3, 2, 1, BF_INIT_UNIFORM_FAN_IN, &opt);
     x = bf_model_add_global_avgpool(m, "gap", x);
     x = bf_model_add_flatten(m, "flatten", x);
@@ -480,12 +504,15 @@ static bf_model *route_scatter_net(bf_backend *b, int fuse, bf_flex_tie_rule tie
  * backward-data added (flex_pool_max_backward_scatter, conv2d_backward_data_add), against the
  * route, the conv's backward-data and the scatter-add: every gradient bit for bit on the CPU (the
  * input's gradient sums the same two terms), inputs in multiples of 1/8 so that ties occur; and
- * the fused layers need no dP scratch. */
+ * the fused layers need no dP scratch. With [model] fuse_flex_bn too (the default) the batch-norms
+ * after flex1 (with its ReLU) and flex2 (without) apply their dx inside the flex backward
+ * (flex_pool_max_backward_scatter_bn): the same bits again. */
 static void test_route_scatter_same_bits(bf_flex_tie_rule ties) {
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(2, &b));
-    bf_model *fused = route_scatter_net(b, 1, ties), *separate = route_scatter_net(b, 0, ties);
-    if (fused && separate && fused->param_data && separate->param_data) {
+    bf_model *fused = route_scatter_net(b, 1, 1, ties), *separate = route_scatter_net(b, 0, 0, ties);
+    bf_model *bn_apart = route_scatter_net(b, 1, 0, ties);
+    if (fused && separate && bn_apart && fused->param_data && separate->param_data && bn_apart->param_data) {
         static float xh[N * C * H * H];
         for (int i = 0; i < N * C * H * H; i++) xh[i] = (float)((i * 7) % 17 - 8) / 8.0f;
         for (size_t i = 0; i < fused->num_param_floats; i++) /* multiples of 1/8: ties between the branches */
@@ -513,9 +540,13 @@ static void test_route_scatter_same_bits(bf_flex_tie_rule ties) {
             }
         }
         memcpy(separate->param_data, fused->param_data, fused->num_param_floats * sizeof(float));
+        memcpy(bn_apart->param_data, fused->param_data, fused->num_param_floats * sizeof(float));
         int32_t labels[N] = {0, 2, 3};
-        bf_model *models[2] = {fused, separate};
-        for (int k = 0; k < 2; k++) {
+        bf_model *models[3] = {fused, separate, bn_apart};
+        int joined = 0;
+        for (int i = 0; i < fused->num_layers; i++) joined += fused->layers[i].bn_in_flex && !bn_apart->layers[i].bn_in_flex;
+        CHECK(joined == 2, "fuse_flex_bn: bn1 and bn2 applied by their flex layers (%d)", joined);
+        for (int k = 0; k < 3; k++) {
             float losses[N], dlogits[N * K];
             const float *logits = NULL;
             CHECK_OK(bf_model_forward(models[k], xh, &logits));
@@ -525,10 +556,11 @@ static void test_route_scatter_same_bits(bf_flex_tie_rule ties) {
         size_t differ = 0, nonzero = 0;
         for (size_t i = 0; i < fused->num_param_floats; i++) {
             differ += memcmp(&fused->grad_data[i], &separate->grad_data[i], sizeof(float)) != 0;
+            differ += memcmp(&bn_apart->grad_data[i], &separate->grad_data[i], sizeof(float)) != 0;
             nonzero += fused->grad_data[i] != 0.0f;
         }
-        CHECK(differ == 0 && nonzero > fused->num_param_floats / 3,
-              "ties = %s: fuse_flex_scatter changes %zu of %zu gradients (%zu nonzero)",
+        CHECK(differ == 0 && nonzero > fused->num_param_floats / 5,
+              "ties = %s: fuse_flex_scatter or fuse_flex_bn changes %zu of 2 x %zu gradients (%zu nonzero)",
               ties == BF_FLEX_TIE_SPLIT ? "split" : "pool", differ, fused->num_param_floats, nonzero);
         size_t fused_scratch = 0, separate_scratch = 0, pooled = 0, tie_count = 0;
         for (int i = 0; i < fused->num_layers; i++) {
@@ -544,11 +576,12 @@ static void test_route_scatter_same_bits(bf_flex_tie_rule ties) {
         CHECK(fused_scratch == 0 && separate_scratch == pooled,
               "backward scratch: %zu floats fused (want 0: dC over dy, no dP), %zu separate (want dP's %zu)",
               fused_scratch, separate_scratch, pooled);
-        printf("fuse_flex_scatter, ties = %s: %zu gradients bit for bit (%zu nonzero), %zu ties\n",
+        printf("fuse_flex_scatter and fuse_flex_bn, ties = %s: %zu gradients bit for bit (%zu nonzero), %zu ties\n",
                ties == BF_FLEX_TIE_SPLIT ? "split" : "pool", fused->num_param_floats, nonzero, tie_count);
     }
     bf_model_destroy(fused);
     bf_model_destroy(separate);
+    bf_model_destroy(bn_apart);
     bf_backend_destroy(b);
 }
 

@@ -488,6 +488,49 @@ static void check_pool_route_scatter(pool_run *r) {
     pair_free(&dx);
 }
 
+/* flex_pool_max_backward_scatter_bn: the route and scatter of the next batch-norm's dx, computed from
+ * its output gradient (dy here) and input (y, the forward's output) as read, with and without the
+ * batch-norm's ReLU: batchnorm_backward_sums to reduction tolerance against the CPU, then from the
+ * CPU's coefficients on both sides dconv (also written over dz) and dx bit for bit. */
+static void check_pool_route_scatter_bn(pool_run *r) {
+    const int c = r->s.c_out;
+    const bf_bn_shape bs = {.n = r->s.n, .c = c, .hw = r->s.hw, .eps = 1e-5f, .momentum = 0.1f};
+    pair mean = pair_rand((size_t)c, -0.25f, 0.25f), invstd = pair_rand((size_t)c, 0.5f, 2.0f);
+    pair gamma = pair_rand((size_t)c, -1.0f, 1.5f), beta = pair_rand((size_t)c, -0.5f, 0.5f);
+    pair coef = pair_out(2 * (size_t)c), dgamma = pair_out((size_t)c), dbeta = pair_out((size_t)c);
+    pair dconv = pair_out(r->nc), dx = pair_out(r->nx);
+    for (int relu = 0; relu < 2; relu++) {
+        CHECK_OK(cpu->ops->batchnorm_backward_sums(cpu, &bs, relu, r->y.c, r->dy.c, gamma.c, beta.c, mean.c, invstd.c,
+                                                   dgamma.c, dbeta.c, coef.c));
+        CHECK_OK(gpu->ops->batchnorm_backward_sums(gpu, &bs, relu, r->y.g, r->dy.g, gamma.g, beta.g, mean.g, invstd.g,
+                                                   dgamma.g, dbeta.g, coef.g));
+        pair_compare(relu ? "batch-norm + ReLU backward sums: coef" : "batch-norm backward sums: coef", coef, 1e-4, 1e-3);
+        pair_compare("batch-norm backward sums: dgamma", dgamma, 1e-4, 1e-3);
+        pair_compare("batch-norm backward sums: dbeta", dbeta, 1e-4, 1e-3);
+        CHECK_OK(bf_to_host(cpu, coef.c, coef.c, 2 * (size_t)c * sizeof(float))); /* (host memory on the CPU) */
+        float *coef_g = bf_test_upload(gpu, coef.c, 2 * (size_t)c); /* the CPU's coefficients on both sides */
+        const bf_bn_grad gc = {relu, mean.c, invstd.c, gamma.c, beta.c, coef.c};
+        const bf_bn_grad gg = {relu, mean.g, invstd.g, gamma.g, beta.g, coef_g};
+        CHECK_OK(cpu->ops->flex_pool_max_backward_scatter_bn(cpu, &r->ps, &r->s, &gc, r->window_c, r->winners_c,
+                                                             r->ties_c, r->y.c, r->dy.c, dconv.c, dx.c));
+        CHECK_OK(gpu->ops->fill(gpu, dx.g, NAN, r->nx));
+        CHECK_OK(gpu->ops->flex_pool_max_backward_scatter_bn(gpu, &r->ps, &r->s, &gg, r->window_g, r->winners_g,
+                                                             r->ties_g, r->y.g, r->dy.g, dconv.g, dx.g));
+        same_floats(relu ? "scatter with batch-norm + ReLU dx: dconv" : "scatter with batch-norm dx: dconv", cpu,
+                    dconv.c, dconv.g, r->nc);
+        same_floats("scatter with batch-norm dx: dx", cpu, dx.c, dx.g, r->nx);
+        float *inplace = bf_test_upload(gpu, NULL, r->nc);
+        CHECK_OK(gpu->ops->copy(gpu, inplace, r->dy.g, r->nc * sizeof(float)));
+        CHECK_OK(gpu->ops->flex_pool_max_backward_scatter_bn(gpu, &r->ps, &r->s, &gg, r->window_g, r->winners_g,
+                                                             r->ties_g, r->y.g, inplace, inplace, dx.g));
+        same_floats("scatter with batch-norm dx: dconv written over dz", cpu, dconv.c, inplace, r->nc);
+        bf_free(gpu, inplace);
+        bf_free(gpu, coef_g);
+    }
+    pair *all[] = {&mean, &invstd, &gamma, &beta, &coef, &dgamma, &dbeta, &dconv, &dx};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
+}
+
 static void test_pool_case(const pool_case *pc) {
     pool_run r;
     memset(&r, 0, sizeof r);
@@ -544,7 +587,10 @@ static void test_pool_case(const pool_case *pc) {
     check_pool_forward(&r, conv, conv_wins);
     check_pool_backward(&r);
     check_pool_scatter(&r, dx0);
-    if (pc->channels == BF_FLEX_CHANNELS_EXPAND) check_pool_route_scatter(&r);
+    if (pc->channels == BF_FLEX_CHANNELS_EXPAND) {
+        check_pool_route_scatter(&r);
+        if (!pc->nan) check_pool_route_scatter_bn(&r); /* a NaN in y makes every sum NaN */
+    }
     check_pool_branch(&r);
     printf("  %-50s %6zu elements, %5zu ties, %5zu conv wins: %s\n", pc->name, r.nc, ties, conv_wins,
            g_case_bad ? "MISMATCH" : "bit-identical");

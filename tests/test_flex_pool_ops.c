@@ -379,6 +379,49 @@ static void check_route_scatter(bf_backend *b, const pool_case *pc, const bf_poo
     free(dconv), free(dx), free(inplace), free(dx2), free(visits);
 }
 
+/* flex_pool_max_backward_scatter_bn (EXPAND): with the batch-norm after the layer given by its
+ * statistics and batchnorm_backward_sums's coefficients (with and without its ReLU), dconv (also
+ * written over dz) and dx bit for bit the batch-norm's whole backward (batchnorm_backward or
+ * batchnorm_relu_backward: its dx, dgamma, dbeta) then flex_pool_max_backward_scatter. y: the batch-
+ * norm's input (the flex output); dz: its output gradient. */
+static void check_route_scatter_bn(bf_backend *b, const pool_case *pc, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                   const uint8_t *window, const uint32_t *winners, const uint32_t *ties,
+                                   const float *y, const float *dz) {
+    const size_t nx = (size_t)s->n * s->c_in * ps->h_in * ps->w_in, nc = (size_t)s->n * s->c_out * s->hw;
+    const int c = s->c_out;
+    const bf_bn_shape bs = {.n = s->n, .c = c, .hw = s->hw, .eps = 1e-5f, .momentum = 0.1f};
+    float *stats = eighths(4 * (size_t)c, -1.0f, 9, 41); /* mean, invstd, gamma, beta */
+    for (int k = 0; k < c; k++) stats[c + k] = 0.5f + 0.125f * (float)(k % 7); /* invstd > 0 */
+    const float *mean = stats, *invstd = stats + c, *gamma = stats + 2 * c, *beta = stats + 3 * c;
+    float *dbn = host(nc * sizeof(float)), *dconv_ref = host(nc * sizeof(float)), *dx_ref = host(nx * sizeof(float));
+    float *dconv = host(nc * sizeof(float)), *dx = host(nx * sizeof(float)), *coef = host(2 * (size_t)c * sizeof(float));
+    float *g_ref = host(2 * (size_t)c * sizeof(float)), *g = host(2 * (size_t)c * sizeof(float));
+    for (int relu = 0; relu < 2; relu++) {
+        if (relu)
+            CHECK_OK(b->ops->batchnorm_relu_backward(b, &bs, y, dz, gamma, beta, mean, invstd, dbn, g_ref, g_ref + c));
+        else
+            CHECK_OK(b->ops->batchnorm_backward(b, &bs, y, dz, gamma, mean, invstd, dbn, g_ref, g_ref + c));
+        CHECK_OK(b->ops->flex_pool_max_backward_scatter(b, ps, s, window, winners, ties, dbn, dconv_ref, dx_ref));
+        memset(g, 0xFF, 2 * (size_t)c * sizeof(float));
+        CHECK_OK(b->ops->batchnorm_backward_sums(b, &bs, relu, y, dz, gamma, beta, mean, invstd, g, g + c, coef));
+        const bf_bn_grad bn = {relu, mean, invstd, gamma, beta, coef};
+        memset(dconv, 0xFF, nc * sizeof(float));
+        memset(dx, 0xFF, nx * sizeof(float));
+        CHECK_OK(b->ops->flex_pool_max_backward_scatter_bn(b, ps, s, &bn, window, winners, ties, y, dz, dconv, dx));
+        CHECK(differing_bits(g, g_ref, 2 * (size_t)c) == 0 && differing_bits(dconv, dconv_ref, nc) == 0 &&
+                  differing_bits(dx, dx_ref, nx) == 0,
+              "%s: the batch-norm%s dx applied in the scatter: dgamma/dbeta %zu, dconv %zu, dx %zu elements differ "
+              "from its whole backward then the scatter", pc->name, relu ? " + ReLU" : "",
+              differing_bits(g, g_ref, 2 * (size_t)c), differing_bits(dconv, dconv_ref, nc), differing_bits(dx, dx_ref, nx));
+        memcpy(dconv, dz, nc * sizeof(float)); /* dconv written over dz */
+        CHECK_OK(b->ops->flex_pool_max_backward_scatter_bn(b, ps, s, &bn, window, winners, ties, y, dconv, dconv, dx));
+        CHECK(differing_bits(dconv, dconv_ref, nc) == 0 && differing_bits(dx, dx_ref, nx) == 0,
+              "%s: the batch-norm%s dx applied in the scatter, dconv over dz: other bits", pc->name,
+              relu ? " + ReLU" : "");
+    }
+    free(stats), free(dbn), free(dconv_ref), free(dx_ref), free(dconv), free(dx), free(coef), free(g_ref), free(g);
+}
+
 static void run_case(bf_backend *b, const pool_case *pc) {
     bf_pool_shape ps = {.n = pc->n, .c = pc->c_in, .h_in = pc->h, .w_in = pc->w, .k = pc->k, .stride = pc->stride,
                         .pad = pc->pad};
@@ -480,6 +523,8 @@ static void run_case(bf_backend *b, const pool_case *pc) {
     check_emulation(pc, &ps, &s, x, conv, dy, y, window, winners, tie_bits, (long)(wins - 5.0f), dconv, dP, dx0, dx);
     if (pc->channels == BF_FLEX_CHANNELS_EXPAND)
         check_route_scatter(b, pc, &ps, &s, window, winners, tie_bits, dy, dconv_ref, dx_pool);
+    if (pc->channels == BF_FLEX_CHANNELS_EXPAND && !pc->nan) /* a NaN in y makes every batch-norm sum NaN */
+        check_route_scatter_bn(b, pc, &ps, &s, window, winners, tie_bits, y, dy);
 
     /* the mask joint's pool branch: maxpool's P, a byte for every channel, and P read back */
     float *P2 = host(np * sizeof(float)), *P3 = host(np * sizeof(float));

@@ -9,7 +9,8 @@
  *   - a model with a sync_sums hook that does nothing (one rank) trains bit for bit as without it,
  *     calling the hook three times per batch-norm layer and step (two forward, one backward), also
  *     with a flex layer whose mask joint batch-normalises its logits, and with a LIF layer whose
- *     backward its batch-norm runs (synchronised: the neuron's gradient first, then the sums);
+ *     backward its batch-norm runs (synchronised: the neuron's gradient first, then the sums), and
+ *     with a channel-wise max flex layer that applies its batch-norm's dx;
  *   - bad arguments are refused with a message. */
 #include <math.h>
 #include <stdlib.h>
@@ -209,7 +210,9 @@ static bf_status one_rank_sums(void *ctx, double *sums, size_t n) {
 }
 
 /* With flex_bn = 1, conv2 is a flex layer whose mask joint batch-normalises its logits: a third
- * batch-norm that sync_bn must reach. With flex_bn = 2, relu1 is a LIF layer over 3 steps whose
+ * batch-norm that sync_bn must reach. With flex_bn = 3 it is a channel-wise max flex layer that
+ * applies bn2's dx ([model] fuse_flex_bn): synchronised, bn2's whole backward writes over the
+ * pair's one gradient first. With flex_bn = 2, relu1 is a LIF layer over 3 steps whose
  * charge is recomputed from bn1 and whose backward bn1 runs ([spiking] fuse_bn_backward): synchronised,
  * the two backwards in turn (bf_spiking_bn_backward). */
 static bf_model *small_model(bf_backend *b, int flex_bn) {
@@ -228,8 +231,12 @@ static bf_model *small_model(bf_backend *b, int flex_bn) {
                                  .ties = BF_FLEX_TIE_SPLIT, .mask = BF_FLEX_MASK_SIGMOID_HARD, .mask_factor = 1.0f,
                                  .logits_bn = 1, .threshold_mode = BF_THRESHOLD_LEARNED, .bn_eps = 1e-5f,
                                  .bn_momentum = 0.1f};
+    const bf_flex_options max_opt = {.joint = BF_FLEX_JOINT_MAX, .channels = BF_FLEX_CHANNELS_EXPAND,
+                                     .ties = BF_FLEX_TIE_SPLIT};
     if (flex_bn == 1)
         x = bf_model_add_flex(m, "conv2", x, 9, 3, 2, 1, BF_INIT_UNIFORM_FAN_IN, &opt);
+    else if (flex_bn == 3)
+        x = bf_model_add_flex(m, "conv2", x, 9, 3, 2, 1, BF_INIT_UNIFORM_FAN_IN, &max_opt);
     else
         x = bf_model_add_conv(m, "conv2", x, 9, 3, 2, 1, 1, 0, BF_INIT_UNIFORM_FAN_IN);
     x = bf_model_add_batchnorm(m, "bn2", x, 1e-5f, 0.1f);
@@ -241,6 +248,9 @@ static bf_model *small_model(bf_backend *b, int flex_bn) {
     if (T > 1)
         CHECK(m->layers[2].bn_runs_neuron && m->layers[3].neuron_in_bn, "bn1 runs lif1's backward (got %d, %d)",
               m->layers[2].bn_runs_neuron, m->layers[3].neuron_in_bn);
+    if (flex_bn == 3)
+        CHECK(m->layers[3].flex_applies_bn && m->layers[4].bn_in_flex, "conv2 applies bn2's dx (got %d, %d)",
+              m->layers[3].flex_applies_bn, m->layers[4].bn_in_flex);
     CHECK(m->bn_sync_sums != NULL && m->bn_sync_doubles == 2 * 9 + 1,
           "the model plans 2c+1 doubles for its widest batch-norm (got %zu)", m->bn_sync_doubles);
     return m;
@@ -293,6 +303,7 @@ int main(void) {
     test_model_one_rank(b, 0);
     test_model_one_rank(b, 1);
     test_model_one_rank(b, 2);
+    test_model_one_rank(b, 3);
     bf_backend_destroy(b);
     return bf_test_finish();
 }

@@ -117,6 +117,11 @@ typedef struct bf_layer {
                                  * with its own ([spiking] fuse_bn_backward): no pass of its own backward,
                                  * and the pair's two gradients are one buffer, the neuron's */
     int bn_runs_neuron;         /* batch-norm that runs such a neuron's backward (neuron_batchnorm_backward) */
+    int bn_in_flex;             /* batch-norm whose backward only sums ([model] fuse_flex_bn): the flex layer
+                                 * before it applies its dx (flex_pool_max_backward_scatter_bn); the pair's
+                                 * gradients are one buffer, the batch-norm's */
+    int flex_applies_bn;        /* flex layer that applies the next batch-norm's dx so */
+    float *bn_coef;             /* bn_in_flex: batchnorm_backward_sums's coefficients, 2c floats */
     int out_forward_only;       /* batch-norm read by such a neuron alone: its output lives from its
                                  * forward to the neuron's, in the plan's forward-only region */
     int spikes_packed;          /* neuron: y is kept as bits (below); planned by bf_model_finalize */
@@ -181,6 +186,8 @@ typedef struct bf_model {
                                  * bits; read by bf_model_finalize */
     int fuse_bn_relu;           /* 1 (the default): a batch-norm runs the in-place ReLU after it, one pass
                                  * each way (batchnorm_relu_apply/backward); read by bf_model_finalize */
+    int fuse_flex_bn;           /* 1 (the default): ... and the batch-norm after such a layer applies its dx in
+                                 * that pass ([model] fuse_flex_bn); read by bf_model_finalize */
     int fuse_flex_scatter;      /* 1 (the default): max-joint EXPAND flex layers route dy and scatter the
                                  * pool's share into dx in one op (flex_pool_max_backward_scatter), no
                                  * dP; read by bf_model_finalize (the backward scratch) */

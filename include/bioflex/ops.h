@@ -170,6 +170,18 @@ typedef struct bf_neuron_bn_input {
 /* The longest T neuron_backward_bn takes: the GPU keeps each element's T charges in registers. */
 #define BF_NEURON_BN_MAX_T 32
 
+/* A batch-norm's backward apply handed to the layer before it (batchnorm_backward_sums, then
+ * flex_pool_max_backward_scatter_bn): its saved statistics and parameters, coef = {mean_dy[c],
+ * mean_dy_xhat[c]} as batchnorm_backward_sums wrote them, and relu: the batch-norm runs its ReLU
+ * (batchnorm_relu_backward's mask). Its dx of one element of channel ch is then
+ *   g  = dy, or with relu 0 where (x - mean) * (gamma * invstd) + beta <= 0 (or NaN),
+ *   dx = (gamma * invstd) * ((g - mean_dy) - ((x - mean) * invstd) * mean_dy_xhat),
+ * each operation rounded on its own: the bits of batchnorm_backward's (batchnorm_relu_backward's). */
+typedef struct bf_bn_grad {
+    int relu;
+    const float *mean, *invstd, *gamma, *beta, *coef;
+} bf_bn_grad;
+
 typedef struct bf_flex_shape {
     int n, c_in, c_out, hw;       /* P is [n, c_in, hw], C, P~, y are [n, c_out, hw] (hw = h_out*w_out) */
     bf_flex_channel_rule channels;
@@ -265,6 +277,13 @@ typedef struct bf_ops {
     bf_status (*batchnorm_relu_backward)(bf_backend *b, const bf_bn_shape *s, const float *x, const float *dy,
                                          const float *gamma, const float *beta, const float *save_mean,
                                          const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+    /* The first half of batchnorm_backward (relu 0) or batchnorm_relu_backward (relu 1; beta read
+     * only then): dgamma and dbeta (nullable) with those ops' bits, and coef [2c], the means their dx
+     * uses (bf_bn_grad), so that the layer before the batch-norm can apply it as it reads the
+     * gradient ([model] fuse_flex_bn: flex_pool_max_backward_scatter_bn). */
+    bf_status (*batchnorm_backward_sums)(bf_backend *b, const bf_bn_shape *s, int relu, const float *x, const float *dy,
+                                         const float *gamma, const float *beta, const float *save_mean,
+                                         const float *save_invstd, float *dgamma, float *dbeta, float *coef);
 
     /* ---- activations: y = max(x, 0); backward uses the OUTPUT y, so y may alias x and dx may alias dy */
     bf_status (*relu_forward)(bf_backend *b, const float *x, float *y, size_t n);
@@ -390,6 +409,15 @@ typedef struct bf_ops {
     bf_status (*flex_pool_max_backward_scatter)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                                 const uint8_t *window, const uint32_t *winners, const uint32_t *ties,
                                                 const float *dy, float *dconv, float *dx);
+    /* flex_pool_max_backward_scatter of dy = the dx of the batch-norm after the layer (bn), from that
+     * batch-norm's output gradient dz and its input y (the flex output), computed as each element is
+     * read: the flex output's gradient is never stored. dconv may be dz itself. Bit-identical to the
+     * batch-norm's dx written first (batchnorm_backward or batchnorm_relu_backward), then
+     * flex_pool_max_backward_scatter. */
+    bf_status (*flex_pool_max_backward_scatter_bn)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                                   const bf_bn_grad *bn, const uint8_t *window,
+                                                   const uint32_t *winners, const uint32_t *ties, const float *y,
+                                                   const float *dz, float *dconv, float *dx);
     /* The pool branch alone, for the mask joint: pooled [n, c_in, hw] = maxpool(x) over ps (as
      * maxpool_forward) and window, one byte per pooled element, its maximum's place kh*k + kw, for
      * every pooled channel (ps and s as for flex_pool_max_forward). */
@@ -547,7 +575,9 @@ typedef struct bf_ops {
                                               const float *save_mean, const float *save_invstd, double *sums,
                                               float *dgamma, float *dbeta);
     /* dx = gamma*invstd * (dy - sums[ch]/count - xhat * sums[c+ch]/count), count = sums[2c]
-     * (the all-reduced sums): batchnorm_backward's dx over the global batch. */
+     * (the all-reduced sums): batchnorm_backward's dx over the global batch. dx may be dy itself
+     * (element by element: [model] fuse_flex_bn's synchronised path writes it over the pair's one
+     * gradient). */
     bf_status (*batchnorm_sync_backward_apply)(bf_backend *b, const bf_bn_shape *s, const float *x, const float *dy,
                                                const float *gamma, const float *save_mean, const float *save_invstd,
                                                const double *sums, float *dx);

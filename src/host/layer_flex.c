@@ -9,6 +9,9 @@
  * tied; tied) for the backward, which routes dy to dC and scatters the pool's share into dx in one
  * pass (EXPAND, [model] fuse_flex_scatter; the conv's backward-data then adds its part), or routes
  * dy to dC and dP in one pass over dy alone and scatters dP into dx after the conv's backward-data.
+ * With [model] fuse_flex_bn the batch-norm after the layer took only its sums (layers.c), and the
+ * route-and-scatter computes its dx from its output gradient (this layer's dout, the pair's one
+ * buffer) and input (this layer's y) as it reads them (flex_pool_max_backward_scatter_bn).
  * The mask joint keeps C, the same window bytes and (with batch-norm on the logits) their batch
  * statistics: P goes to the shared scratch, and
  * one fused op each way (ops.h flex_mask_joint_*) computes P~, L, M and y, or M again and the
@@ -225,8 +228,16 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
         const int in_place = dconv_in_place(m, index);
         float *dconv = in_place ? l->dout : l->bwd_scratch;
         if (dx && route_scatter(m, l)) { /* dx = the pool's share, then the conv's part added */
-            BF_TRY(ops->flex_pool_max_backward_scatter(b, &ps, &fs, l->flex_window, l->flex_winners, l->flex_ties,
-                                                       l->dout, dconv, dx));
+            if (l->flex_applies_bn && !m->sync_sums) { /* dy: the next batch-norm's dx, from its dy as read */
+                const bf_layer *bn = &m->layers[index + 1];
+                const bf_bn_grad g = {bn->relu_fused, bn->save_mean, bn->save_invstd, bf_layer_param(m, bn, 0),
+                                      bf_layer_param(m, bn, 1), bn->bn_coef};
+                BF_TRY(ops->flex_pool_max_backward_scatter_bn(b, &ps, &fs, &g, l->flex_window, l->flex_winners,
+                                                              l->flex_ties, l->out, l->dout, dconv, dx));
+            } else {
+                BF_TRY(ops->flex_pool_max_backward_scatter(b, &ps, &fs, l->flex_window, l->flex_winners,
+                                                           l->flex_ties, l->dout, dconv, dx));
+            }
             BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1)));
             return ops->conv2d_backward_data_add(b, &cs, dconv, bf_layer_param(m, l, 0), dx);
         }

@@ -153,6 +153,13 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
             s = bf_spiking_bn_backward(m, index, dx);
             break;
         }
+        if (l->bn_in_flex && !m->sync_sums) { /* the sums alone: the flex layer before it applies its dx */
+            s = ops->batchnorm_backward_sums(b, &bs, l->relu_fused, x, dy, gamma, bf_layer_param(m, l, 1),
+                                             l->save_mean, l->save_invstd, dgamma, dbeta, l->bn_coef);
+            break;
+        }
+        /* synchronised under bn_in_flex: dx is dy's own buffer (the pair's one gradient), which the
+         * apply overwrites element by element after the sums have read it */
         if (l->relu_fused && !m->sync_sums) {
             s = ops->batchnorm_relu_backward(b, &bs, x, dy, gamma, bf_layer_param(m, l, 1), l->save_mean, l->save_invstd,
                                              dx_or_scratch, dgamma, dbeta);

@@ -141,6 +141,30 @@ static int neuron_can_join_bn(const bf_model *m, int i) {
     return src >= 0 && m->layers[src].needs_grad;
 }
 
+/* Whether flex layer i applies the dx of the batch-norm right after it ([model] fuse_flex_bn,
+ * flex_pool_max_backward_scatter_bn): a channel-wise max EXPAND flex layer whose backward routes and
+ * scatters in one pass (it has a dx to write: its input needs a gradient), read by that batch-norm
+ * alone, which is not the logits and feeds no neuron that reads its input (a spiking network's
+ * batch-norm before a LIF layer is that layer's: neuron_batchnorm_backward). */
+static int flex_can_apply_bn(const bf_model *m, int i) {
+    const bf_layer *l = &m->layers[i];
+    if (!m->fuse_flex_bn || !m->fuse_flex_scatter || l->kind != BF_LAYER_FLEX) return 0;
+    if (l->flex_opt.joint != BF_FLEX_JOINT_MAX || l->flex_opt.channels != BF_FLEX_CHANNELS_EXPAND) return 0;
+    if (l->input[0] < 0 || !m->layers[l->input[0]].needs_grad || l->num_consumers != 1 || i + 2 >= m->num_layers)
+        return 0;
+    const bf_layer *bn = &m->layers[i + 1];
+    return bn->kind == BF_LAYER_BATCHNORM && bn->input[0] == i && bn->needs_grad && !bn->bn_runs_neuron &&
+           !bn->out_forward_only;
+}
+
+/* The layer whose gradient buffer a batch-norm reads as its dy: its ReLU's when it runs it. */
+static int bn_gradient_owner(const bf_model *m, int bn) {
+    if (m->layers[bn].relu_fused)
+        for (int t = bn + 1; t < m->num_layers; t++)
+            if (m->layers[t].relu_in_bn && m->layers[t].input[0] == bn) return t;
+    return bn;
+}
+
 /* Whether layer l's float output lives only until its consumers' forwards (plan_forward_only). */
 static int output_is_forward_only(const bf_layer *l) { return l->spikes_packed || l->out_forward_only; }
 
@@ -164,7 +188,8 @@ static size_t output_bytes(const bf_layer *l) {
 static size_t kept_bytes(const bf_model *m, int i) {
     const bf_layer *l = &m->layers[i];
     size_t bytes = bf_memory_plan_is_transient(m, i) ? 0 : output_bytes(l);
-    if (l->kind == BF_LAYER_BATCHNORM) bytes += 2 * align_up((size_t)l->bn.c * sizeof(float));
+    if (l->kind == BF_LAYER_BATCHNORM) /* saved statistics; with bn_in_flex its backward's coefficients */
+        bytes += 2 * align_up((size_t)l->bn.c * sizeof(float)) + (l->bn_in_flex ? align_up(2 * (size_t)l->bn.c * sizeof(float)) : 0);
     if (l->kind == BF_LAYER_FLEX) bytes += bf_flex_arena_bytes(l);
     bytes += bf_spiking_arena_bytes(l);
     return bytes;
@@ -316,6 +341,12 @@ static bf_status plan_gradients(bf_model *m, const size_t *region_start, size_t 
                     if (blocks[k].kind == BLOCK_GRADIENT && blocks[k].layer == t) blocks[k].death = in;
                 continue;
             }
+            if (l->bn_in_flex) { /* the flex layer reads the batch-norm's gradient: it lives on until then */
+                const int owner = bn_gradient_owner(m, t);
+                for (int k = 0; k < n; k++)
+                    if (blocks[k].kind == BLOCK_GRADIENT && blocks[k].layer == owner) blocks[k].death = in;
+                continue;
+            }
             int seen = 0;
             for (int k = 0; k < n; k++) seen |= blocks[k].kind == BLOCK_GRADIENT && blocks[k].layer == in;
             if (!seen)
@@ -342,6 +373,8 @@ static bf_status plan_gradients(bf_model *m, const size_t *region_start, size_t 
     }
     for (int t = 0; t < L; t++) /* a fused batch-norm's gradient is its ReLU's or neuron's */
         if (m->layers[t].relu_in_bn || m->layers[t].neuron_in_bn) m->layers[m->layers[t].input[0]].dout_at = m->layers[t].dout_at;
+    for (int t = 0; t < L; t++) /* and a flex layer applying its batch-norm's dx has that batch-norm's */
+        if (m->layers[t].flex_applies_bn) m->layers[t].dout_at = m->layers[t + 1].dout_at;
     size_t live_peak = 0; /* gradients and scratch live at once, wherever placed */
     for (int t = L - 1; t >= 0; t--) {
         size_t live = 0;
@@ -453,10 +486,14 @@ bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
         if (l->charge_recomputed) m->layers[l->input[0]].out_forward_only = 1;
     }
     for (int i = 0; i < L; i++) m->layers[i].charge_in_place = charge_can_overwrite_input(m, &m->layers[i]);
-    for (int i = 0; i < L; i++) m->layers[i].bn_runs_neuron = 0;
+    for (int i = 0; i < L; i++) m->layers[i].bn_runs_neuron = m->layers[i].bn_in_flex = 0;
     for (int i = 0; i < L; i++) {
         m->layers[i].neuron_in_bn = neuron_can_join_bn(m, i);
         if (m->layers[i].neuron_in_bn) m->layers[m->layers[i].input[0]].bn_runs_neuron = 1;
+    }
+    for (int i = 0; i < L; i++) { /* after the neurons': a batch-norm feeding one is left to them */
+        m->layers[i].flex_applies_bn = flex_can_apply_bn(m, i);
+        if (m->layers[i].flex_applies_bn) m->layers[i + 1].bn_in_flex = 1;
     }
     for (int i = 0; i < L; i++) /* a shared input comes back through neuron_backward_bn only (ops.h) */
         if (m->layers[i].kind == BF_LAYER_NEURON && m->layers[i].neuron.shared_input && !m->layers[i].charge_recomputed)

@@ -119,6 +119,11 @@ bf_status bf_model_finalize(bf_model *m) {
             cursor += bf_arena_align((size_t)l->bn.c * sizeof(float));
             l->save_invstd = (float *)cursor;
             cursor += bf_arena_align((size_t)l->bn.c * sizeof(float));
+            l->bn_coef = NULL;
+            if (l->bn_in_flex) {
+                l->bn_coef = (float *)cursor;
+                cursor += bf_arena_align(2 * (size_t)l->bn.c * sizeof(float));
+            }
         }
         if (l->dout_at != SIZE_MAX) l->dout = (float *)(base + l->dout_at);
         if (l->bwd_scratch_at != SIZE_MAX) l->bwd_scratch = (float *)(base + l->bwd_scratch_at);

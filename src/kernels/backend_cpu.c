@@ -91,6 +91,7 @@ static const bf_ops cpu_ops = {
     .batchnorm_backward = bf_cpu_batchnorm_backward,
     .batchnorm_relu_apply = bf_cpu_batchnorm_relu_apply,
     .batchnorm_relu_backward = bf_cpu_batchnorm_relu_backward,
+    .batchnorm_backward_sums = bf_cpu_batchnorm_backward_sums,
 
     .relu_forward = bf_cpu_relu_forward,
     .relu_backward = bf_cpu_relu_backward,
@@ -125,6 +126,7 @@ static const bf_ops cpu_ops = {
     .flex_pool_max_backward = bf_cpu_flex_pool_max_backward,
     .flex_pool_scatter_add = bf_cpu_flex_pool_scatter_add,
     .flex_pool_max_backward_scatter = bf_cpu_flex_pool_max_backward_scatter,
+    .flex_pool_max_backward_scatter_bn = bf_cpu_flex_pool_max_backward_scatter_bn,
     .flex_pool_forward = bf_cpu_flex_pool_forward,
     .flex_pool_gather = bf_cpu_flex_pool_gather,
     .flex_logits_forward = bf_cpu_flex_logits_forward,

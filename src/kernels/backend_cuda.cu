@@ -202,6 +202,7 @@ static const bf_ops cuda_ops = {
     /* .batchnorm_backward = */ bf_cuda_batchnorm_backward,
     /* .batchnorm_relu_apply = */ bf_cuda_batchnorm_relu_apply,
     /* .batchnorm_relu_backward = */ bf_cuda_batchnorm_relu_backward,
+    /* .batchnorm_backward_sums = */ bf_cuda_batchnorm_backward_sums,
 
     /* .relu_forward = */ bf_cuda_relu_forward,
     /* .relu_backward = */ bf_cuda_relu_backward,
@@ -234,6 +235,7 @@ static const bf_ops cuda_ops = {
     /* .flex_pool_max_backward = */ bf_cuda_flex_pool_max_backward,
     /* .flex_pool_scatter_add = */ bf_cuda_flex_pool_scatter_add,
     /* .flex_pool_max_backward_scatter = */ bf_cuda_flex_pool_max_backward_scatter,
+    /* .flex_pool_max_backward_scatter_bn = */ bf_cuda_flex_pool_max_backward_scatter_bn,
     /* .flex_pool_forward = */ bf_cuda_flex_pool_forward,
     /* .flex_pool_gather = */ bf_cuda_flex_pool_gather,
     /* .flex_logits_forward = */ bf_cuda_flex_logits_forward,
@@ -271,7 +273,7 @@ static const bf_ops cuda_ops = {
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 78 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 80 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

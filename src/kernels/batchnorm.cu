@@ -181,12 +181,13 @@ __global__ void k_bn_apply(const float *__restrict__ x, float *__restrict__ y, c
 }
 
 /* dx from dy, or with RELU from dy * 1[z > 0], z the batch-norm output computed again from x (beta
- * read only then). */
+ * read only then). dy and dx are not __restrict__: synchronised batch-norm may write dx over dy
+ * (ops.h at batchnorm_sync_backward_apply); each element's dy is read before its dx is stored. */
 template <bool RELU>
-__global__ void k_bn_dx(const float *__restrict__ x, const float *__restrict__ dy, const float *__restrict__ gamma,
+__global__ void k_bn_dx(const float *__restrict__ x, const float *dy, const float *__restrict__ gamma,
                         const float *__restrict__ beta, const float *__restrict__ mean, const float *__restrict__ invstd,
                         const float *__restrict__ mean_dy, const float *__restrict__ mean_dy_xhat,
-                        float *__restrict__ dx, size_t planes, int c, int hw) {
+                        float *dx, size_t planes, int c, int hw) {
     if (hw < SMALL_PLANE) {
         const size_t total = planes * (size_t)hw;
         for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
@@ -431,6 +432,29 @@ extern "C" bf_status bf_cuda_batchnorm_backward(bf_backend *b, const bf_bn_shape
                                                 const float *save_invstd, float *dx, float *dgamma, float *dbeta) {
     return bn_backward<RED_BWD, false>(b, s, "batchnorm_backward", x, dy, gamma, NULL, save_mean, save_invstd, dx,
                                        dgamma, dbeta);
+}
+
+extern "C" bf_status bf_cuda_batchnorm_backward_sums(bf_backend *b, const bf_bn_shape *s, int relu, const float *x,
+                                                     const float *dy, const float *gamma, const float *beta,
+                                                     const float *save_mean, const float *save_invstd, float *dgamma,
+                                                     float *dbeta, float *coef) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(check_bn(s, "batchnorm_backward_sums"));
+    if (!x || !dy || !gamma || (relu && !beta) || !save_mean || !save_invstd || !coef)
+        return bf_error(BF_ERR_ARG, "batchnorm_backward_sums: NULL input or output");
+    double *partial;
+    unsigned chunks;
+    if (relu)
+        BF_TRY(channel_partials<RED_BWD_RELU>(im, s->n, s->c, s->hw, x, dy, save_mean, save_invstd, 0, &partial, NULL,
+                                              &chunks, NULL, gamma, beta));
+    else
+        BF_TRY(channel_partials<RED_BWD>(im, s->n, s->c, s->hw, x, dy, save_mean, save_invstd, 0, &partial, NULL,
+                                         &chunks, NULL, gamma, beta));
+    k_bn_bwd_final<<<(unsigned)bf_cuda_div_up((size_t)s->c, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        partial, chunks, s->c, (double)s->n * s->hw, dgamma, dbeta, coef, coef + s->c);
+    BF_LAUNCH_CHECK("k_bn_bwd_final");
+    return BF_OK;
 }
 
 extern "C" bf_status bf_cuda_batchnorm_relu_backward(bf_backend *b, const bf_bn_shape *s, const float *x, const float *dy,

@@ -141,6 +141,27 @@ static void relu_mask_plane(const float *xp, const float *dyp, int hw, float mea
     }
 }
 
+/* The per-channel sums of the backward over channel ch: sum of g and of g * xhat (as invstd * the sum of
+ * g * (x - mean), in double), g = dy, or with relu dy where the batch-norm output z of x is > 0
+ * (relu_mask_plane into the plane g_plane of the thread). One source for every backward op, so that
+ * their dgamma, dbeta and means have the same bits. */
+static void backward_sums_channel(const bf_bn_shape *s, int relu, const float *x, const float *dy, int ch, float mean,
+                                  float invstd, float scale, float shift, float *g_plane, double *sum_dy,
+                                  double *sum_dy_xhat) {
+    double sum = 0, centred = 0;
+    for (int i = 0; i < s->n; i++) {
+        const float *xp = plane(s, x, i, ch), *g = plane(s, dy, i, ch);
+        if (relu) {
+            relu_mask_plane(xp, g, s->hw, mean, scale, shift, g_plane);
+            g = g_plane;
+        }
+        sum += bf_cpu_lane_sum(g, (size_t)s->hw);
+        centred += bf_cpu_lane_dot(g, 0, xp, mean, (size_t)s->hw);
+    }
+    *sum_dy = sum;
+    *sum_dy_xhat = centred * invstd;
+}
+
 /* batchnorm_backward's sums and dx over the masked gradient, plane by plane (the mask computed
  * again for the second pass rather than kept: a plane of floats per thread). */
 bf_status bf_cpu_batchnorm_relu_backward(bf_backend *b, const bf_bn_shape *s, const float *x, const float *dy,
@@ -158,14 +179,8 @@ bf_status bf_cpu_batchnorm_relu_backward(bf_backend *b, const bf_bn_shape *s, co
     for (int ch = 0; ch < s->c; ch++) {
         float *g = masked + (size_t)omp_get_thread_num() * (size_t)s->hw;
         const float mean = save_mean[ch], invstd = save_invstd[ch], scale = gamma[ch] * invstd, shift = beta[ch];
-        double sum_dy = 0, sum_dy_centred = 0;
-        for (int i = 0; i < s->n; i++) {
-            const float *xp = plane(s, x, i, ch);
-            relu_mask_plane(xp, plane(s, dy, i, ch), s->hw, mean, scale, shift, g);
-            sum_dy += bf_cpu_lane_sum(g, (size_t)s->hw);
-            sum_dy_centred += bf_cpu_lane_dot(g, 0, xp, mean, (size_t)s->hw);
-        }
-        const double sum_dy_xhat = sum_dy_centred * invstd;
+        double sum_dy, sum_dy_xhat;
+        backward_sums_channel(s, 1, x, dy, ch, mean, invstd, scale, shift, g, &sum_dy, &sum_dy_xhat);
         if (dbeta) dbeta[ch] = (float)sum_dy;
         if (dgamma) dgamma[ch] = (float)sum_dy_xhat;
         const float mean_dy = (float)(sum_dy / count), mean_dy_xhat = (float)(sum_dy_xhat / count);
@@ -190,13 +205,8 @@ bf_status bf_cpu_batchnorm_backward(bf_backend *b, const bf_bn_shape *s, const f
 #pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
     for (int ch = 0; ch < s->c; ch++) {
         const float mean = save_mean[ch], invstd = save_invstd[ch];
-        double sum_dy = 0, sum_dy_centred = 0;
-        for (int i = 0; i < s->n; i++) {
-            const float *xp = plane(s, x, i, ch), *dyp = plane(s, dy, i, ch);
-            sum_dy += bf_cpu_lane_sum(dyp, (size_t)s->hw);
-            sum_dy_centred += bf_cpu_lane_dot(dyp, 0, xp, mean, (size_t)s->hw);
-        }
-        const double sum_dy_xhat = sum_dy_centred * invstd;
+        double sum_dy, sum_dy_xhat;
+        backward_sums_channel(s, 0, x, dy, ch, mean, invstd, 0.0f, 0.0f, NULL, &sum_dy, &sum_dy_xhat);
         if (dbeta) dbeta[ch] = (float)sum_dy;
         if (dgamma) dgamma[ch] = (float)sum_dy_xhat;
 
@@ -204,4 +214,54 @@ bf_status bf_cpu_batchnorm_backward(bf_backend *b, const bf_bn_shape *s, const f
                              dx);
     }
     return BF_OK;
+}
+
+bf_status bf_cpu_batchnorm_backward_sums(bf_backend *b, const bf_bn_shape *s, int relu, const float *x,
+                                         const float *dy, const float *gamma, const float *beta,
+                                         const float *save_mean, const float *save_invstd, float *dgamma,
+                                         float *dbeta, float *coef) {
+    BF_TRY(check_shape(s));
+    if (!x || !dy || !gamma || (relu && !beta) || !save_mean || !save_invstd || !coef)
+        return bf_error(BF_ERR_ARG, "batchnorm_backward_sums: NULL input or output");
+    const double count = (double)s->n * s->hw;
+    const int threads = bf_cpu_threads(b);
+    float *masked = NULL;
+    if (relu) {
+        void *scratch;
+        BF_TRY(bf_cpu_scratch(b, (size_t)threads * (size_t)s->hw * sizeof(float), &scratch));
+        masked = scratch;
+    }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int ch = 0; ch < s->c; ch++) {
+        const float mean = save_mean[ch], invstd = save_invstd[ch];
+        const float scale = relu ? gamma[ch] * invstd : 0.0f, shift = relu ? beta[ch] : 0.0f;
+        double sum_dy, sum_dy_xhat;
+        backward_sums_channel(s, relu, x, dy, ch, mean, invstd, scale, shift,
+                              relu ? masked + (size_t)omp_get_thread_num() * (size_t)s->hw : NULL, &sum_dy,
+                              &sum_dy_xhat);
+        if (dbeta) dbeta[ch] = (float)sum_dy;
+        if (dgamma) dgamma[ch] = (float)sum_dy_xhat;
+        coef[ch] = (float)(sum_dy / count);
+        coef[s->c + ch] = (float)(sum_dy_xhat / count);
+    }
+    return BF_OK;
+}
+
+void bf_cpu_bn_dx_from_coef(const bf_bn_shape *s, const bf_bn_grad *bn, const float *x, const float *dy, float *dx,
+                            int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int ch = 0; ch < s->c; ch++) {
+        const float mean = bn->mean[ch], invstd = bn->invstd[ch], scale = bn->gamma[ch] * invstd;
+        const float shift = bn->relu ? bn->beta[ch] : 0.0f, mdy = bn->coef[ch], mdx = bn->coef[s->c + ch];
+        for (int i = 0; i < s->n; i++) {
+            const float *xp = plane(s, x, i, ch), *dyp = plane(s, dy, i, ch);
+            float *dxp = plane_mut(s, dx, i, ch);
+            for (int j = 0; j < s->hw; j++) { /* relu_mask_plane's g, then dx_plane's expression */
+                const float d = dyp[j];
+                const float g = bn->relu && !((xp[j] - mean) * scale + shift > 0.0f) ? 0.0f : d;
+                const float xhat = (xp[j] - mean) * invstd;
+                dxp[j] = scale * (g - mdy - xhat * mdx);
+            }
+        }
+    }
 }

@@ -152,6 +152,13 @@ bf_status bf_cpu_batchnorm_relu_apply(bf_backend *b, const bf_bn_shape *s, const
 bf_status bf_cpu_batchnorm_relu_backward(bf_backend *b, const bf_bn_shape *s, const float *x, const float *dy,
                                          const float *gamma, const float *beta, const float *save_mean,
                                          const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+bf_status bf_cpu_batchnorm_backward_sums(bf_backend *b, const bf_bn_shape *s, int relu, const float *x,
+                                         const float *dy, const float *gamma, const float *beta,
+                                         const float *save_mean, const float *save_invstd, float *dgamma,
+                                         float *dbeta, float *coef);
+/* dx of a batch-norm from its coefficients (bf_bn_grad) over x [s->n, s->c, s->hw]; dx may be dy. */
+void bf_cpu_bn_dx_from_coef(const bf_bn_shape *s, const bf_bn_grad *bn, const float *x, const float *dy, float *dx,
+                            int threads);
 void bf_cpu_bn_dx_channel(const bf_bn_shape *s, const float *x, const float *dy, const float *gamma, int ch, float mean,
                           float invstd, float mean_dy, float mean_dy_xhat, float *dx);
 /* ---- batchnorm_sync_cpu.c ---- */
@@ -248,6 +255,10 @@ bf_status bf_cpu_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, c
 bf_status bf_cpu_flex_pool_max_backward_scatter(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                                 const uint8_t *window, const uint32_t *winners, const uint32_t *ties,
                                                 const float *dy, float *dconv, float *dx);
+bf_status bf_cpu_flex_pool_max_backward_scatter_bn(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                                   const bf_bn_grad *bn, const uint8_t *window,
+                                                   const uint32_t *winners, const uint32_t *ties, const float *y,
+                                                   const float *dz, float *dconv, float *dx);
 bf_status bf_cpu_flex_pool_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
                                    float *pooled, uint8_t *window);
 bf_status bf_cpu_flex_pool_gather(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,

@@ -236,6 +236,10 @@ bf_status bf_cuda_batchnorm_backward(bf_backend *b, const bf_bn_shape *s, const 
                                      const float *save_invstd, float *dx, float *dgamma, float *dbeta);
 bf_status bf_cuda_batchnorm_relu_apply(bf_backend *b, const bf_bn_shape *s, const float *x, const float *gamma,
                                        const float *beta, const float *save_mean, const float *save_invstd, float *y);
+bf_status bf_cuda_batchnorm_backward_sums(bf_backend *b, const bf_bn_shape *s, int relu, const float *x,
+                                          const float *dy, const float *gamma, const float *beta,
+                                          const float *save_mean, const float *save_invstd, float *dgamma,
+                                          float *dbeta, float *coef);
 bf_status bf_cuda_batchnorm_relu_backward(bf_backend *b, const bf_bn_shape *s, const float *x, const float *dy,
                                           const float *gamma, const float *beta, const float *save_mean,
                                           const float *save_invstd, float *dx, float *dgamma, float *dbeta);
@@ -331,6 +335,10 @@ bf_status bf_cuda_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps,
                                         float *dpooled);
 bf_status bf_cuda_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                         const uint8_t *window, const float *dpooled, float *dx);
+bf_status bf_cuda_flex_pool_max_backward_scatter_bn(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                                    const bf_bn_grad *bn, const uint8_t *window,
+                                                    const uint32_t *winners, const uint32_t *ties, const float *y,
+                                                    const float *dz, float *dconv, float *dx);
 bf_status bf_cuda_flex_pool_max_backward_scatter(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                                  const uint8_t *window, const uint32_t *winners, const uint32_t *ties,
                                                  const float *dy, float *dconv, float *dx);

@@ -30,6 +30,8 @@
  *                        input element takes each window's share from dy and the bits where the
  *                        window's byte chose it, writing the window's dconv; dx is overwritten
  *                        (flex_pool_max_backward_scatter: the conv's backward-data adds after).
+ *                        With BN (flex_pool_max_backward_scatter_bn) dy is the next batch-norm's
+ *                        dx, computed from its output gradient dz and input y as each is read.
  *   k_pool_forward,      the mask joint's pool branch: one thread per pooled element writes its
  *   k_pool_gather        window maximum and byte, and reads the maximum back from x at the byte.
  * The windows of FlexNet (3x3 stride 1, 2x2 stride 2) are compiled in (pool_common.cuh).
@@ -43,6 +45,7 @@
  * kernels here). */
 #include <math.h>
 
+#include "bn_common.cuh"  /* bn_apply_one, bn_dx_one: the batch-norm's dx of flex_pool_max_backward_scatter_bn */
 #include "flex_common.cuh"
 #include "flex_slide.cuh" /* [run] flex_kernels = slide: the sliding-window forward and scatter */
 #include "pool_common.cuh"
@@ -262,17 +265,34 @@ __global__ void k_pool_scatter_add(const uint8_t *__restrict__ window, const flo
     }
 }
 
+/* The batch-norm after the flex layer, for k_route_scatter<BN>: bf_bn_grad as the kernel takes it. */
+struct bn_grad_dev {
+    int relu;
+    const float *mean, *invstd, *gamma, *beta, *coef;
+    int c;
+};
+
+/* The batch-norm's dx of one element of channel ch from its output gradient dz and input yv:
+ * batchnorm.cu's k_bn_dx<RELU> expressions (ops.h at bf_bn_grad). */
+__device__ __forceinline__ float bn_grad_at(const bn_grad_dev &bn, int ch, float yv, float dz) {
+    const float mu = bn.mean[ch], is = bn.invstd[ch], sc = __fmul_rn(bn.gamma[ch], is);
+    const float g = bn.relu && !(bn_apply_one(yv, mu, sc, bn.beta[ch]) > 0.0f) ? 0.0f : dz;
+    return bn_dx_one(yv, g, mu, is, sc, bn.coef[ch], bn.coef[bn.c + ch]);
+}
+
 /* The route and the scatter in one pass (EXPAND): one thread per input element of pooled plane
  * (n, i), as k_pool_scatter_add; for each window that contains it, in ascending output order,
  * whose byte chose it, the window's share is taken from dy and the bits of the channels tapping i
  * (ascending, as k_route_expand), whose dconv it writes, and added to the sum, which overwrites dx.
  * A window's byte chooses exactly one input, so every element of dy is read, and its dconv written,
  * by one thread once: dy and dconv may be one buffer (not __restrict__). A plane no channel taps
- * (tiling that narrows) has no share: its dx is 0. */
-template <int K, int S>
+ * (tiling that narrows) has no share: its dx is 0. With BN, dy is the batch-norm's output gradient
+ * dz and each element's dy is that batch-norm's dx, from dz and y (bn_grad_at). */
+template <int K, int S, bool BN>
 __global__ void k_route_scatter(const uint8_t *__restrict__ window, const uint32_t *__restrict__ winners,
                                 const uint32_t *__restrict__ ties, const float *dy, float *dconv,
-                                float *__restrict__ dx, pool_geo pg, flex_geo g, float tie_share) {
+                                float *__restrict__ dx, pool_geo pg, flex_geo g, float tie_share,
+                                const float *__restrict__ y, bn_grad_dev bn) {
     const int plane = (int)blockIdx.x, n = plane / g.c_in, i = plane - n * g.c_in;
     const int in_plane = pg.h_in * pg.w_in, k = window_k<K>(pg), stride = window_stride<S>(pg);
     int lo, hi, step;
@@ -293,7 +313,8 @@ __global__ void k_route_scatter(const uint8_t *__restrict__ window, const uint32
                     float share = 0.0f;
                     for (int j = lo; j < hi; j += step) {
                         const size_t e = ((size_t)n * g.c_out + (size_t)j) * (size_t)g.hw + (size_t)o;
-                        const float gv = dy[e];
+                        float gv = dy[e];
+                        if (BN) gv = bn_grad_at(bn, j, y[e], gv);
                         const float dc = routed(gv, winners[e >> 5], ties[e >> 5], (unsigned)(e & 31u), tie_share);
                         share = __fadd_rn(share, __fsub_rn(gv, dc));
                         dconv[e] = dc;
@@ -333,6 +354,8 @@ __global__ void k_pool_gather(const float *__restrict__ x, const uint8_t *__rest
 
 #define COUNTING , true
 #define NOT_COUNTING , false
+#define WITH_BN , true
+#define WITHOUT_BN , false
 
 static bf_status forward_expand(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
                                 float *y, uint8_t *window, uint32_t *winners, uint32_t *ties, float *conv_wins) {
@@ -438,8 +461,28 @@ extern "C" bf_status bf_cuda_flex_pool_max_backward_scatter(bf_backend *b, const
                                     "channels per output: flex_pool_max_backward, then flex_pool_scatter_add)");
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
     const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)ps->h_in * ps->w_in);
-    LAUNCH_WINDOW(ps, k_route_scatter, NO_EXTRA, l, window, winners, ties, dy, dconv, dx, pool_geo_of(ps), geo_of(s),
-                  tie_share);
+    LAUNCH_WINDOW(ps, k_route_scatter, WITHOUT_BN, l, window, winners, ties, dy, dconv, dx, pool_geo_of(ps), geo_of(s),
+                  tie_share, (const float *)NULL, bn_grad_dev{});
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_flex_pool_max_backward_scatter_bn(bf_backend *b, const bf_pool_shape *ps,
+                                                               const bf_flex_shape *s, const bf_bn_grad *bn,
+                                                               const uint8_t *window, const uint32_t *winners,
+                                                               const uint32_t *ties, const float *y, const float *dz,
+                                                               float *dconv, float *dx) {
+    FLEX_ENTER("flex_pool_max_backward_scatter_bn", window, winners, ties, y, dz, dconv, dx);
+    BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_backward_scatter_bn"));
+    if (s->channels != BF_FLEX_CHANNELS_EXPAND)
+        return bf_error(BF_ERR_ARG, "flex_pool_max_backward_scatter_bn: EXPAND channels only");
+    if (!bn || !bn->mean || !bn->invstd || !bn->gamma || !bn->coef || (bn->relu && !bn->beta))
+        return bf_error(BF_ERR_ARG, "flex_pool_max_backward_scatter_bn: NULL batch-norm statistics or coefficients");
+    const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
+    const bn_grad_dev bd = {bn->relu, bn->mean, bn->invstd, bn->gamma, bn->relu ? bn->beta : bn->gamma, bn->coef,
+                            s->c_out};
+    const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)ps->h_in * ps->w_in);
+    LAUNCH_WINDOW(ps, k_route_scatter, WITH_BN, l, window, winners, ties, dz, dconv, dx, pool_geo_of(ps), geo_of(s),
+                  tie_share, y, bd);
     return BF_OK;
 }
 

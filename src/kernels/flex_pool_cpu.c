@@ -224,6 +224,21 @@ bf_status bf_cpu_flex_pool_max_backward_scatter(bf_backend *b, const bf_pool_sha
     return bf_cpu_maxpool_backward(b, ps, dpooled, argmax, dx); /* dx from zero, in ascending output order */
 }
 
+/* The batch-norm's dx into dconv first (over dz itself, element by element, where dconv is dz), then
+ * the route and the scatter from it: the sequence the op stands for, bit for bit. */
+bf_status bf_cpu_flex_pool_max_backward_scatter_bn(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                                   const bf_bn_grad *bn, const uint8_t *window,
+                                                   const uint32_t *winners, const uint32_t *ties, const float *y,
+                                                   const float *dz, float *dconv, float *dx) {
+    BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_backward_scatter_bn"));
+    REQUIRE("flex_pool_max_backward_scatter_bn", window, winners, ties, y, dz, dconv, dx);
+    if (!bn || !bn->mean || !bn->invstd || !bn->gamma || !bn->coef || (bn->relu && !bn->beta))
+        return bf_error(BF_ERR_ARG, "flex_pool_max_backward_scatter_bn: NULL batch-norm statistics or coefficients");
+    const bf_bn_shape bs = {.n = s->n, .c = s->c_out, .hw = s->hw, .eps = 1e-5f, .momentum = 0.1f};
+    bf_cpu_bn_dx_from_coef(&bs, bn, y, dz, dconv, bf_cpu_threads(b));
+    return bf_cpu_flex_pool_max_backward_scatter(b, ps, s, window, winners, ties, dconv, dconv, dx);
+}
+
 bf_status bf_cpu_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                        const uint8_t *window, const float *dpooled, float *dx) {
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_scatter_add"));
