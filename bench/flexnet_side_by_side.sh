@@ -5,6 +5,8 @@
 #                    expand, split ties: FlexNet's CHANNELWISE_MAXPOOL Flex2D on all 13 convs)
 #   bioflex flex slide  the same with --set run.flex_kernels=slide (the flex layers' pool-and-max
 #                    forward and pool scatter by the sliding-window kernels, src/kernels/flex_slide.cuh)
+#   bioflex flex, BN apart  the same with --set model.fuse_flex_bn=false (each batch-norm's whole
+#                    backward before its flex layer's, instead of its dx applied in the flex's route)
 #   bioflex vanilla  bench_train_throughput --arch vgg16 (VGG-16-BN)
 #   PyTorch flex     bench/pytorch_train.py --flex (the same network in eager PyTorch)
 # and prints images/s, peak GiB (device memory during the timed steps, reset after the warm-up on
@@ -12,7 +14,8 @@
 #   bioflex flex / PyTorch flex images/s   >= 1.5   (target in TF32)
 #   bioflex flex / bioflex vanilla images/s >= 0.9   (same precision)
 #   bioflex flex / PyTorch flex peak GiB    <= 0.6
-# each for bioflex flex and for bioflex flex slide, and slide's speed-up over the default kernels.
+# each for bioflex flex and for bioflex flex slide, and slide's and fuse_flex_bn's speed-ups over
+# the default kernels and the batch-norm apart.
 # It checks that both flex networks have the same parameter count. The figures are printed, never
 # asserted: the exit status is 0 whether or not a target is met. Build first (tools/build.sh).
 #
@@ -76,6 +79,9 @@ for precision in $precisions; do
   ours_slide=$("$bench" "${common[@]}" --arch vgg16 --precision "$precision" "${flex[@]}" \
     --set run.flex_kernels=slide --label "vgg16[flex,slide]")
   echo "$ours_slide"
+  ours_bn_apart=$("$bench" "${common[@]}" --arch vgg16 --precision "$precision" "${flex[@]}" \
+    --set model.fuse_flex_bn=false --label "vgg16[flex,bn apart]")
+  echo "$ours_bn_apart"
   ours_vanilla=$("$bench" "${common[@]}" --arch vgg16 --precision "$precision")
   echo "$ours_vanilla"
   theirs_flex=$("$python" bench/pytorch_train.py "${common[@]}" --arch vgg16 --flex --precision "$precision")
@@ -92,4 +98,5 @@ for precision in $precisions; do
   echo "$precision: bioflex flex slide / bioflex vanilla images/s = $(ratio "$(ips "$ours_slide")" "$(ips "$ours_vanilla")" ">=" 0.9)"
   echo "$precision: bioflex flex slide / PyTorch flex peak GiB    = $(ratio "$(peak "$ours_slide")" "$(peak "$theirs_flex")" "<=" 0.6)"
   echo "$precision: bioflex flex slide / bioflex flex images/s    = $(speedup "$(ips "$ours_slide")" "$(ips "$ours_flex")")"
+  echo "$precision: bioflex flex / flex with BN apart images/s    = $(speedup "$(ips "$ours_flex")" "$(ips "$ours_bn_apart")")"
 done
