@@ -71,6 +71,13 @@
  *      dx with cuDNN's beta = 1, a read of dx that is the conv's, outside the lab). Checked bit for
  *      bit against the CPU's dconv and dx_pool; its totals are given with version 2's forward (and
  *      version 3's).
+ *   4 with the next batch-norm (rows "4 + BN backward" and "4 BN applied", backward only, on version
+ *      2's forward outputs, the batch-norm and its ReLU of FlexNet's VGG-16 after every flex layer,
+ *      y its input and dy its output gradient): batchnorm_relu_backward writing its dx and then
+ *      version 4 on it (20*Nc bytes more than version 4), against [model] fuse_flex_bn (the
+ *      default): batchnorm_backward_sums, then flex_pool_max_backward_scatter_bn computing the
+ *      batch-norm's dx from dy and y as it routes (12*Nc more: the sums read y and dy, the route
+ *      reads y too). Checked bit for bit against each other (the same sums on the GPU).
  *   Scatter (the "scatter (library)" and "scatter v1 (slide)" rows, backward only): the backward's
  *      last step alone, dx += maxpool_backward(dP) through the window bytes, the library's
  *      flex_pool_scatter_add (one thread per input gathering from its 9 windows) against scatter v1
@@ -524,6 +531,9 @@ typedef struct lab_case {
     uint8_t *window;          /* version 2: one byte per pooled element */
     uint32_t *winners;        /* version 2: one bit per element of y, C >= P~ */
     uint32_t *ties;           /* version 2: one bit per element of y, C == P~ */
+    float *bn;                /* the "BN" rows: mean, invstd, gamma, beta [c_out] each, coef [2 c_out] */
+    float *bn_dy;             /* ... the batch-norm's dx written ("4 + BN backward") [Nc] */
+    float *bn_grad;           /* ... its dgamma, dbeta [c_out] each */
 } lab_case;
 
 /* The shapes of one case (no allocation). */
@@ -557,9 +567,9 @@ static int case_widens(const lab_case *c) { return c->fs.c_in != c->fs.c_out; }
 
 /* Device bytes of all buffers of a case (all versions). */
 static size_t case_bytes(const lab_case *c) {
-    size_t floats = 2 * c->nx + 2 * c->np + 4 * c->nc + (case_widens(c) ? 2 * c->nc : 0) + 1;
+    size_t floats = 2 * c->nx + 2 * c->np + 5 * c->nc + (case_widens(c) ? 2 * c->nc : 0) + 1 + 8 * (size_t)c->fs.c_out;
     return floats * sizeof(float) + c->np * sizeof(int32_t) + c->nc + sizeof(unsigned long long) + c->np +
-           c->words * sizeof(uint32_t) + 18 * 256;
+           c->words * sizeof(uint32_t) + 21 * 256;
 }
 
 static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
@@ -580,6 +590,9 @@ static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
     c->window = (uint8_t *)dev_alloc(b, c->np);
     c->winners = (uint32_t *)dev_alloc(b, c->words * sizeof(uint32_t));
     c->ties = (uint32_t *)dev_alloc(b, c->words * sizeof(uint32_t));
+    c->bn = (float *)dev_alloc(b, 6 * (size_t)c->fs.c_out * sizeof(float));
+    c->bn_dy = (float *)dev_alloc(b, c->nc * sizeof(float));
+    c->bn_grad = (float *)dev_alloc(b, 2 * (size_t)c->fs.c_out * sizeof(float));
     if (case_widens(c)) {
         c->Pw = (float *)dev_alloc(b, c->nc * sizeof(float));
         c->dPw = (float *)dev_alloc(b, c->nc * sizeof(float));
@@ -589,7 +602,7 @@ static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
 static void case_free(lab_case *c) {
     void *ptrs[] = {c->x,     c->dx,      c->P,    c->dP,      c->argmax, c->C,   c->y,      c->dy,
                     c->dconv, c->is_conv, c->wins, c->counter, c->Pw,     c->dPw, c->window, c->winners,
-                    c->ties};
+                    c->ties,  c->bn,      c->bn_dy, c->bn_grad};
     BFK(c->b->ops->synchronize(c->b));
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) bf_free(c->b, ptrs[i]);
 }
@@ -605,6 +618,11 @@ static void case_init(lab_case *c) {
     launch_init(c, c->x, c->nx, 11, -2.0f, 0.125f, 33);
     launch_init(c, c->C, c->nc, 12, -2.0f, 0.125f, 49);
     launch_init(c, c->dy, c->nc, 13, -1.0f, 2.0f, 0);
+    const size_t k = (size_t)c->fs.c_out; /* the batch-norm after the layer: its statistics and parameters */
+    launch_init(c, c->bn, k, 14, -0.25f, 0.5f, 0);
+    launch_init(c, c->bn + k, k, 15, 0.5f, 1.5f, 0);
+    launch_init(c, c->bn + 2 * k, k, 16, -1.0f, 2.5f, 0);
+    launch_init(c, c->bn + 3 * k, k, 17, -0.5f, 1.0f, 0);
     CK(cudaStreamSynchronize(c->stream));
 }
 
@@ -752,6 +770,33 @@ static void v4_backward(lab_case *c) {
                                                   c->dconv, c->dx));
 }
 
+/* The "BN" rows: the batch-norm (and ReLU) after the flex layer, over its output y with output
+ * gradient dy. Apart: its whole backward writes its dx, which version 4 routes. Applied ([model]
+ * fuse_flex_bn): its sums alone, then version 4 computing its dx from dy and y as it reads them. */
+static bf_bn_shape bn_shape_of(const lab_case *c) {
+    bf_bn_shape s = {.n = c->fs.n, .c = c->fs.c_out, .hw = c->fs.hw, .eps = 1e-5f, .momentum = 0.1f, .repeats = 0};
+    return s;
+}
+
+static void v4_bn_apart(lab_case *c) {
+    const bf_bn_shape bs = bn_shape_of(c);
+    const size_t k = (size_t)c->fs.c_out;
+    BFK(c->b->ops->batchnorm_relu_backward(c->b, &bs, c->y, c->dy, c->bn + 2 * k, c->bn + 3 * k, c->bn, c->bn + k,
+                                           c->bn_dy, c->bn_grad, c->bn_grad + k));
+    BFK(c->b->ops->flex_pool_max_backward_scatter(c->b, &c->ps, &c->fs, c->window, c->winners, c->ties, c->bn_dy,
+                                                  c->dconv, c->dx));
+}
+
+static void v4_bn_applied(lab_case *c) {
+    const bf_bn_shape bs = bn_shape_of(c);
+    const size_t k = (size_t)c->fs.c_out;
+    BFK(c->b->ops->batchnorm_backward_sums(c->b, &bs, 1, c->y, c->dy, c->bn + 2 * k, c->bn + 3 * k, c->bn, c->bn + k,
+                                           c->bn_grad, c->bn_grad + k, c->bn + 4 * k));
+    const bf_bn_grad g = {1, c->bn, c->bn + k, c->bn + 2 * k, c->bn + 3 * k, c->bn + 4 * k};
+    BFK(c->b->ops->flex_pool_max_backward_scatter_bn(c->b, &c->ps, &c->fs, &g, c->window, c->winners, c->ties, c->y,
+                                                     c->dy, c->dconv, c->dx));
+}
+
 /* Version 3 and scatter v1 are the library's `[run] flex_kernels = slide` kernels
  * (src/kernels/flex_slide.cuh: a fused forward on pool v1's sliding window, and the backward's pool
  * scatter the same way), run through the ops table with the backend switched to them for the call.
@@ -812,6 +857,8 @@ static double bytes_v0_bwd(const lab_case *c) {
 static double bytes_v2_fwd(const lab_case *c) { return 4.0 * c->nx + 8.0 * c->nc + 1.0 * c->np + c->nc / 4.0; }
 /* route and scatter in one pass: winners, ties, dy, window; dC, dx written once */
 static double bytes_v4_bwd(const lab_case *c) { return c->nc / 4.0 + 8.0 * c->nc + 1.0 * c->np + 4.0 * c->nx; }
+static double bytes_v4_bn_apart(const lab_case *c) { return bytes_v4_bwd(c) + 20.0 * c->nc; }
+static double bytes_v4_bn_applied(const lab_case *c) { return bytes_v4_bwd(c) + 12.0 * c->nc; }
 static double bytes_v2_bwd(const lab_case *c) {
     /* route: winners, ties, dy; dC, dP. scatter: window, dP; dx both ways */
     const double route = c->nc / 4.0 + 4.0 * c->nc + 4.0 * c->nc + 4.0 * c->np;
@@ -1129,6 +1176,26 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
     ok &= check_bits(b, "dconv", c.dconv, dconv, c.nc, host);
     ok &= check_bits(b, "dx_pool", c.dx, dx, c.nx, host);
 
+    /* version 4 with the batch-norm applied in its route against the batch-norm's whole backward
+     * then version 4: dconv and dx bit for bit (the same sums, the same per-element expressions) */
+    {
+        v4_bn_apart(&c);
+        float *dconv_apart = (float *)host_alloc(cpu, c.nc * sizeof(float));
+        float *dx_apart = (float *)host_alloc(cpu, c.nx * sizeof(float));
+        BFK(bf_to_host(b, dconv_apart, c.dconv, c.nc * sizeof(float)));
+        BFK(bf_to_host(b, dx_apart, c.dx, c.nx * sizeof(float)));
+        CK(cudaMemsetAsync(c.dconv, 0xFF, c.nc * sizeof(float), stream));
+        CK(cudaMemsetAsync(c.dx, 0xFF, c.nx * sizeof(float), stream));
+        v4_bn_applied(&c);
+        CK(cudaStreamSynchronize(stream));
+        CK(cudaGetLastError());
+        printf("    version 4 with the batch-norm's dx applied in the route, against the batch-norm's whole backward first\n");
+        ok &= check_bits(b, "dconv", c.dconv, dconv_apart, c.nc, host);
+        ok &= check_bits(b, "dx_pool", c.dx, dx_apart, c.nx, host);
+        bf_free(cpu, dconv_apart);
+        bf_free(cpu, dx_apart);
+    }
+
     void *host_ptrs[] = {x, dx, P, dP, argmax, C, y, dy, dconv, wins, host};
     for (size_t k = 0; k < sizeof host_ptrs / sizeof host_ptrs[0]; k++) bf_free(cpu, host_ptrs[k]);
     case_free(&c);
@@ -1335,6 +1402,7 @@ int main(int argc, char **argv) {
         double sum_pool_f = 0.0, sum_pool1_f = 0.0; /* the pool forward alone: library, pool v1 */
         double sum_v2_f = 0.0, sum_v3_f = 0.0;      /* the fused forward alone: version 2, version 3 */
         double sum_v4_b = 0.0;                      /* version 4's backward (route and scatter in one pass) */
+        double sum_v4bn_apart = 0.0, sum_v4bn = 0.0; /* with the next batch-norm's backward, apart or applied */
         int v3_skipped = 0, scatter_skipped = 0;
         double sum_sc_lib = 0.0, sum_sc_v1 = 0.0; /* the backward's scatter alone: library, scatter v1 */
         double kept0 = 0.0, kept1 = 0.0, kept2 = 0.0;
@@ -1387,6 +1455,7 @@ int main(int argc, char **argv) {
             const double sc_lib = time_pass(t, &c, scatter_library, v2_prepare_backward);
             const double sc_v1 = why_s ? -1.0 : time_pass(t, &c, scatter_v1, v2_prepare_backward);
             const double v4_b = time_pass(t, &c, v4_backward);
+            const double v4bn_apart = time_pass(t, &c, v4_bn_apart), v4bn = time_pass(t, &c, v4_bn_applied);
 
             char tail0[64], tail1[160], tail2[192], tail_pool1[64];
             snprintf(tail_pool1, sizeof tail_pool1, "fwd x%.2f over the library's pool", pool_f / pool1_f);
@@ -1416,6 +1485,12 @@ int main(int argc, char **argv) {
                      (v0_f + v0_b) / (v2_f + v4_b));
             lab_print_row(&tb, "", "4 route+scatter", -1.0, 0.0, v4_b, bytes_v4_bwd(&c), tail4);
             sum_v4_b += sh->count * v4_b;
+            char tail_bn[64];
+            snprintf(tail_bn, sizeof tail_bn, "bwd x%.2f over 4 + BN backward", v4bn_apart / v4bn);
+            lab_print_row(&tb, "", "4 + BN backward", -1.0, 0.0, v4bn_apart, bytes_v4_bn_apart(&c), "");
+            lab_print_row(&tb, "", "4 BN applied", -1.0, 0.0, v4bn, bytes_v4_bn_applied(&c), tail_bn);
+            sum_v4bn_apart += sh->count * v4bn_apart;
+            sum_v4bn += sh->count * v4bn;
             lab_print_row(&tb, "", "scatter (library)", -1.0, 0.0, sc_lib, bytes_scatter(&c), "the backward's dx += scatter(dP)");
             if (why_s) {
                 printf("%-*s %-*s skipped: %s\n", tb.lead_width, "", tb.version_width, "scatter v1", why_s);
@@ -1463,6 +1538,9 @@ int main(int argc, char **argv) {
         if (!v3_skipped)
             printf("  version 3's forward + version 4's backward %.3f ms, x%.2f over version 0\n", sum_v3_f + sum_v4_b,
                    sum_v0 / (sum_v3_f + sum_v4_b));
+        printf("  with the batch-norm + ReLU after each layer: its backward then version 4 %.3f ms, its sums and "
+               "version 4 applying its dx (fuse_flex_bn) %.3f ms, x%.2f\n", sum_v4bn_apart, sum_v4bn,
+               sum_v4bn_apart / sum_v4bn);
         if (scatter_skipped)
             printf("  backward's scatter alone: library %.3f ms; scatter v1 skipped on some shapes\n", sum_sc_lib);
         else
