@@ -585,6 +585,31 @@ static void test_route_scatter_same_bits(bf_flex_tie_rule ties) {
     bf_backend_destroy(b);
 }
 
+/* [model] fuse_flex_bn where the batch-norm after a flex layer has no gradient to share (no layer
+ * reads it): the pair stays apart and the model finalizes; with only an unread ReLU after it the model
+ * finalizes too (fuse_bn_relu leaves that ReLU apart); an ordinary stem -> flex -> batch-norm -> ReLU
+ * -> head joins. */
+static void test_flex_bn_sites(void) {
+    const bf_flex_options opt = {.joint = BF_FLEX_JOINT_MAX, .channels = BF_FLEX_CHANNELS_EXPAND,
+                                 .ties = BF_FLEX_TIE_SPLIT};
+    for (int site = 0; site < 3; site++) { /* 0: the batch-norm unread, 1: its ReLU unread, 2: a chain */
+        bf_model *m = NULL;
+        CHECK_OK(bf_model_create(NULL, (bf_shape){2, 2, 6, 6}, 3, &m));
+        if (!m) continue;
+        const int stem = bf_model_add_conv(m, "stem", BF_MODEL_INPUT, 3, 3, 1, 1, 1, 0, BF_INIT_UNIFORM_FAN_IN);
+        const int flex = bf_model_add_flex(m, "flex", stem, 4, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, &opt);
+        int x = bf_model_add_batchnorm(m, "bn", flex, 1e-5f, 0.1f);
+        if (site > 0) x = bf_model_add_relu(m, "relu", x);
+        x = bf_model_add_flatten(m, "flatten", site < 2 ? stem : x);
+        bf_model_add_linear(m, "fc", x, 3, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+        CHECK_OK(bf_model_finalize(m));
+        if (site != 1) /* an unread ReLU is not fused: its batch-norm keeps a gradient, which the flex may share */
+            CHECK(m->layers[flex].flex_applies_bn == (site == 2),
+                  "site %d: the flex layer applies its batch-norm's dx: %d", site, m->layers[flex].flex_applies_bn);
+        bf_model_destroy(m);
+    }
+}
+
 int main(void) {
     test_names_and_counts();
     bf_flex_options max_expand = {.joint = BF_FLEX_JOINT_MAX, .channels = BF_FLEX_CHANNELS_EXPAND, .ties = BF_FLEX_TIE_SPLIT};
@@ -618,5 +643,6 @@ int main(void) {
     test_ties(BF_FLEX_TIE_POOL);
     test_route_scatter_same_bits(BF_FLEX_TIE_SPLIT);
     test_route_scatter_same_bits(BF_FLEX_TIE_POOL);
+    test_flex_bn_sites();
     return bf_test_finish();
 }

@@ -240,6 +240,7 @@ static bf_model *small_model(bf_backend *b, int flex_bn) {
     else
         x = bf_model_add_conv(m, "conv2", x, 9, 3, 2, 1, 1, 0, BF_INIT_UNIFORM_FAN_IN);
     x = bf_model_add_batchnorm(m, "bn2", x, 1e-5f, 0.1f);
+    if (flex_bn == 3) x = bf_model_add_relu(m, "relu2", x); /* run by bn2: in place, then the sync backward */
     x = bf_model_add_global_avgpool(m, "gap", x);
     x = bf_model_add_flatten(m, "flatten", x);
     x = bf_model_add_linear(m, "fc", x, 4, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);

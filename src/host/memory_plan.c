@@ -52,7 +52,8 @@ static size_t align_up(size_t x) { return bf_arena_align(x); }
 
 /* A ReLU may overwrite its input when nothing else reads that input: every layer kind here
  * computes its backward from its own input (or, for ReLU, its output), never from its output (a
- * flex layer with the channel-wise max tells ties by the bits it keeps). */
+ * flex layer with the channel-wise max tells ties by the bits it keeps; one that applies the next
+ * batch-norm's dx reads its output y, but its one consumer is then that batch-norm, not a ReLU). */
 static int relu_can_be_in_place(const bf_model *m, const bf_layer *l) {
     if (l->kind != BF_LAYER_RELU || l->input[0] == BF_MODEL_INPUT) return 0;
     return m->layers[l->input[0]].num_consumers == 1;
@@ -60,10 +61,11 @@ static int relu_can_be_in_place(const bf_model *m, const bf_layer *l) {
 
 /* Whether in-place ReLU l is run by the batch-norm before it (the model's fuse_bn_relu): that
  * batch-norm is a layer of its own whose output only this ReLU reads, and the ReLU's output is
- * not the logits (whose gradient the caller owns, and the fused pair shares the ReLU's). */
+ * not the logits (whose gradient the caller owns, and the fused pair shares the ReLU's) and is read
+ * by a later layer (else the ReLU has no gradient to share). */
 static int relu_can_join_bn(const bf_model *m, int i) {
     const bf_layer *l = &m->layers[i];
-    return m->fuse_bn_relu && l->kind == BF_LAYER_RELU && l->in_place && i < m->num_layers - 1 &&
+    return m->fuse_bn_relu && l->kind == BF_LAYER_RELU && l->in_place && i < m->num_layers - 1 && l->num_consumers > 0 &&
            m->layers[l->input[0]].kind == BF_LAYER_BATCHNORM;
 }
 
@@ -80,7 +82,7 @@ static int backward_reads_input(const bf_layer *l) {
 }
 
 /* Whether layer l's backward reads its own output: ReLU alone. */
-static int backward_reads_output(const bf_layer *l) { return l->kind == BF_LAYER_RELU; }
+static int backward_reads_output(const bf_layer *l) { return l->kind == BF_LAYER_RELU || l->flex_applies_bn; }
 
 static int is_stateful_neuron(const bf_layer *l) {
     return l->kind == BF_LAYER_NEURON && (l->neuron.kind == BF_NEURON_LIF || l->neuron.kind == BF_NEURON_IF);
@@ -141,10 +143,18 @@ static int neuron_can_join_bn(const bf_model *m, int i) {
     return src >= 0 && m->layers[src].needs_grad;
 }
 
+/* The layer whose gradient buffer a batch-norm reads as its dy: its ReLU's when it runs it. */
+static int bn_gradient_owner(const bf_model *m, int bn) {
+    if (m->layers[bn].relu_fused)
+        for (int t = bn + 1; t < m->num_layers; t++)
+            if (m->layers[t].relu_in_bn && m->layers[t].input[0] == bn) return t;
+    return bn;
+}
+
 /* Whether flex layer i applies the dx of the batch-norm right after it ([model] fuse_flex_bn,
  * flex_pool_max_backward_scatter_bn): a channel-wise max EXPAND flex layer whose backward routes and
  * scatters in one pass (it has a dx to write: its input needs a gradient), read by that batch-norm
- * alone, which is not the logits and feeds no neuron that reads its input (a spiking network's
+ * alone, which is not the logits, whose gradient (or its ReLU's) a later layer writes, and feeds no neuron that reads its input (a spiking network's
  * batch-norm before a LIF layer is that layer's: neuron_batchnorm_backward). */
 static int flex_can_apply_bn(const bf_model *m, int i) {
     const bf_layer *l = &m->layers[i];
@@ -153,16 +163,11 @@ static int flex_can_apply_bn(const bf_model *m, int i) {
     if (l->input[0] < 0 || !m->layers[l->input[0]].needs_grad || l->num_consumers != 1 || i + 2 >= m->num_layers)
         return 0;
     const bf_layer *bn = &m->layers[i + 1];
-    return bn->kind == BF_LAYER_BATCHNORM && bn->input[0] == i && bn->needs_grad && !bn->bn_runs_neuron &&
-           !bn->out_forward_only;
-}
-
-/* The layer whose gradient buffer a batch-norm reads as its dy: its ReLU's when it runs it. */
-static int bn_gradient_owner(const bf_model *m, int bn) {
-    if (m->layers[bn].relu_fused)
-        for (int t = bn + 1; t < m->num_layers; t++)
-            if (m->layers[t].relu_in_bn && m->layers[t].input[0] == bn) return t;
-    return bn;
+    if (bn->kind != BF_LAYER_BATCHNORM || bn->input[0] != i || !bn->needs_grad || bn->bn_runs_neuron ||
+        bn->out_forward_only)
+        return 0;
+    /* the pair's one gradient is the batch-norm's (or its ReLU's): a later layer must read it */
+    return m->layers[bn_gradient_owner(m, i + 1)].num_consumers > 0;
 }
 
 /* Whether layer l's float output lives only until its consumers' forwards (plan_forward_only). */

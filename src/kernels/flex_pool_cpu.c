@@ -232,6 +232,8 @@ bf_status bf_cpu_flex_pool_max_backward_scatter_bn(bf_backend *b, const bf_pool_
                                                    const float *dz, float *dconv, float *dx) {
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_backward_scatter_bn"));
     REQUIRE("flex_pool_max_backward_scatter_bn", window, winners, ties, y, dz, dconv, dx);
+    if (s->channels != BF_FLEX_CHANNELS_EXPAND) /* before dconv is written */
+        return bf_error(BF_ERR_ARG, "flex_pool_max_backward_scatter_bn: EXPAND channels only");
     if (!bn || !bn->mean || !bn->invstd || !bn->gamma || !bn->coef || (bn->relu && !bn->beta))
         return bf_error(BF_ERR_ARG, "flex_pool_max_backward_scatter_bn: NULL batch-norm statistics or coefficients");
     const bf_bn_shape bs = {.n = s->n, .c = s->c_out, .hw = s->hw, .eps = 1e-5f, .momentum = 0.1f};
