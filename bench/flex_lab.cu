@@ -78,6 +78,11 @@
  *      default): batchnorm_backward_sums, then flex_pool_max_backward_scatter_bn computing the
  *      batch-norm's dx from dy and y as it routes (12*Nc more: the sums read y and dy, the route
  *      reads y too). Checked bit for bit against each other (the same sums on the GPU).
+ *   2 with the next batch-norm's statistics (rows "2 + BN stats" and "2 stats in pass", forward only,
+ *      from C as version 2): version 2's forward then batchnorm_forward_train's statistics alone (a
+ *      pass over y: 4*Nc bytes more), against [model] fuse_flex_bn_stats (the default):
+ *      flex_pool_max_forward_bn_stats adding each y to its channel's sums as it writes it (version
+ *      2's bytes, the partial sums aside). y checked bit for bit, the statistics to 1e-6.
  *   Scatter (the "scatter (library)" and "scatter v1 (slide)" rows, backward only): the backward's
  *      last step alone, dx += maxpool_backward(dP) through the window bytes, the library's
  *      flex_pool_scatter_add (one thread per input gathering from its 9 windows) against scatter v1
@@ -797,6 +802,23 @@ static void v4_bn_applied(lab_case *c) {
                                                      c->dy, c->dconv, c->dx));
 }
 
+/* The "BN stats" rows (forward only, from C as version 2): version 2's forward, then the next
+ * batch-norm's statistics over y (batchnorm_forward_train with y NULL: a pass over y), against
+ * [model] fuse_flex_bn_stats (the default): flex_pool_max_forward_bn_stats, the sums taken as y is
+ * written. The saved mean and invstd go to bn_grad (no running statistics). */
+static void v2_bn_stats_apart(lab_case *c) {
+    const bf_bn_shape bs = bn_shape_of(c);
+    v2_forward(c);
+    BFK(c->b->ops->batchnorm_forward_train(c->b, &bs, c->y, NULL, NULL, NULL, c->bn_grad, c->bn_grad + c->fs.c_out,
+                                           NULL, NULL));
+}
+
+static void v2_bn_stats_fused(lab_case *c) {
+    const bf_bn_shape bs = bn_shape_of(c);
+    BFK(c->b->ops->flex_pool_max_forward_bn_stats(c->b, &c->ps, &c->fs, &bs, c->x, c->y, c->window, c->winners,
+                                                  c->ties, c->wins, c->bn_grad, c->bn_grad + c->fs.c_out, NULL, NULL));
+}
+
 /* Version 3 and scatter v1 are the library's `[run] flex_kernels = slide` kernels
  * (src/kernels/flex_slide.cuh: a fused forward on pool v1's sliding window, and the backward's pool
  * scatter the same way), run through the ops table with the backend switched to them for the call.
@@ -855,6 +877,7 @@ static double bytes_v0_bwd(const lab_case *c) {
     return 20.0 * c->nc + (case_widens(c) ? 4.0 * c->nc + 4.0 * c->np : 0.0) + bytes_pool_bwd(c);
 }
 static double bytes_v2_fwd(const lab_case *c) { return 4.0 * c->nx + 8.0 * c->nc + 1.0 * c->np + c->nc / 4.0; }
+static double bytes_v2_bn_stats_apart(const lab_case *c) { return bytes_v2_fwd(c) + 4.0 * c->nc; }
 /* route and scatter in one pass: winners, ties, dy, window; dC, dx written once */
 static double bytes_v4_bwd(const lab_case *c) { return c->nc / 4.0 + 8.0 * c->nc + 1.0 * c->np + 4.0 * c->nx; }
 static double bytes_v4_bn_apart(const lab_case *c) { return bytes_v4_bwd(c) + 20.0 * c->nc; }
@@ -1196,6 +1219,37 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
         bf_free(cpu, dx_apart);
     }
 
+    /* version 2 with the batch-norm's statistics taken in its pass, against version 2 then the
+     * batch-norm's own pass: y bit for bit, the statistics to the rounding of their double sums */
+    {
+        const size_t k = (size_t)c.fs.c_out;
+        float *y_apart = (float *)host_alloc(cpu, c.nc * sizeof(float));
+        float *st_apart = (float *)host_alloc(cpu, 2 * k * sizeof(float)), *st = (float *)host_alloc(cpu, 2 * k * sizeof(float));
+        v2_prepare_forward(&c);
+        v2_bn_stats_apart(&c);
+        BFK(bf_to_host(b, y_apart, c.y, c.nc * sizeof(float)));
+        BFK(bf_to_host(b, st_apart, c.bn_grad, 2 * k * sizeof(float)));
+        v2_prepare_forward(&c);
+        CK(cudaMemsetAsync(c.bn_grad, 0xFF, 2 * k * sizeof(float), stream));
+        v2_bn_stats_fused(&c);
+        CK(cudaStreamSynchronize(stream));
+        CK(cudaGetLastError());
+        BFK(bf_to_host(b, st, c.bn_grad, 2 * k * sizeof(float)));
+        printf("    version 2 with the batch-norm's statistics in its pass, against version 2 then the batch-norm's pass\n");
+        ok &= check_bits(b, "y", c.y, y_apart, c.nc, host);
+        double worst = 0.0;
+        for (size_t i = 0; i < 2 * k; i++) {
+            const double d = fabs((double)st[i] - st_apart[i]) / (1e-6 + fabs((double)st_apart[i]));
+            worst = d > worst || d != d ? d : worst;
+        }
+        printf("      %-8s mean and invstd within %.2g (relative)  %s\n", "stats", worst, worst <= 1e-6 ? "ok" : "MISMATCH");
+        if (!(worst <= 1e-6)) fprintf(stderr, "error: statistics in the flex pass differ by %.3g\n", worst);
+        ok &= worst <= 1e-6;
+        bf_free(cpu, y_apart);
+        bf_free(cpu, st_apart);
+        bf_free(cpu, st);
+    }
+
     void *host_ptrs[] = {x, dx, P, dP, argmax, C, y, dy, dconv, wins, host};
     for (size_t k = 0; k < sizeof host_ptrs / sizeof host_ptrs[0]; k++) bf_free(cpu, host_ptrs[k]);
     case_free(&c);
@@ -1403,6 +1457,7 @@ int main(int argc, char **argv) {
         double sum_v2_f = 0.0, sum_v3_f = 0.0;      /* the fused forward alone: version 2, version 3 */
         double sum_v4_b = 0.0;                      /* version 4's backward (route and scatter in one pass) */
         double sum_v4bn_apart = 0.0, sum_v4bn = 0.0; /* with the next batch-norm's backward, apart or applied */
+        double sum_v2st_apart = 0.0, sum_v2st = 0.0; /* version 2's forward with that batch-norm's statistics */
         int v3_skipped = 0, scatter_skipped = 0;
         double sum_sc_lib = 0.0, sum_sc_v1 = 0.0; /* the backward's scatter alone: library, scatter v1 */
         double kept0 = 0.0, kept1 = 0.0, kept2 = 0.0;
@@ -1456,6 +1511,9 @@ int main(int argc, char **argv) {
             const double sc_v1 = why_s ? -1.0 : time_pass(t, &c, scatter_v1, v2_prepare_backward);
             const double v4_b = time_pass(t, &c, v4_backward);
             const double v4bn_apart = time_pass(t, &c, v4_bn_apart), v4bn = time_pass(t, &c, v4_bn_applied);
+            /* last: they rewrite y, window and bits (the same bits as version 2's) */
+            const double v2st_apart = time_pass(t, &c, v2_bn_stats_apart, v2_prepare_forward);
+            const double v2st = time_pass(t, &c, v2_bn_stats_fused, v2_prepare_forward);
 
             char tail0[64], tail1[160], tail2[192], tail_pool1[64];
             snprintf(tail_pool1, sizeof tail_pool1, "fwd x%.2f over the library's pool", pool_f / pool1_f);
@@ -1491,6 +1549,12 @@ int main(int argc, char **argv) {
             lab_print_row(&tb, "", "4 BN applied", -1.0, 0.0, v4bn, bytes_v4_bn_applied(&c), tail_bn);
             sum_v4bn_apart += sh->count * v4bn_apart;
             sum_v4bn += sh->count * v4bn;
+            char tail_st[64];
+            snprintf(tail_st, sizeof tail_st, "fwd x%.2f over 2 + BN stats", v2st_apart / v2st);
+            lab_print_row(&tb, "", "2 + BN stats", v2st_apart, bytes_v2_bn_stats_apart(&c), -1.0, 0.0, "");
+            lab_print_row(&tb, "", "2 stats in pass", v2st, bytes_v2_fwd(&c), -1.0, 0.0, tail_st);
+            sum_v2st_apart += sh->count * v2st_apart;
+            sum_v2st += sh->count * v2st;
             lab_print_row(&tb, "", "scatter (library)", -1.0, 0.0, sc_lib, bytes_scatter(&c), "the backward's dx += scatter(dP)");
             if (why_s) {
                 printf("%-*s %-*s skipped: %s\n", tb.lead_width, "", tb.version_width, "scatter v1", why_s);
@@ -1541,6 +1605,8 @@ int main(int argc, char **argv) {
         printf("  with the batch-norm + ReLU after each layer: its backward then version 4 %.3f ms, its sums and "
                "version 4 applying its dx (fuse_flex_bn) %.3f ms, x%.2f\n", sum_v4bn_apart, sum_v4bn,
                sum_v4bn_apart / sum_v4bn);
+        printf("  version 2's forward then the batch-norm's statistics %.3f ms, the statistics in its pass "
+               "(fuse_flex_bn_stats) %.3f ms, x%.2f\n", sum_v2st_apart, sum_v2st, sum_v2st_apart / sum_v2st);
         if (scatter_skipped)
             printf("  backward's scatter alone: library %.3f ms; scatter v1 skipped on some shapes\n", sum_sc_lib);
         else

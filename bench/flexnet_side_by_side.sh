@@ -5,8 +5,10 @@
 #                    expand, split ties: FlexNet's CHANNELWISE_MAXPOOL Flex2D on all 13 convs)
 #   bioflex flex slide  the same with --set run.flex_kernels=slide (the flex layers' pool-and-max
 #                    forward and pool scatter by the sliding-window kernels, src/kernels/flex_slide.cuh)
-#   bioflex flex, BN apart  the same with --set model.fuse_flex_bn=false (each batch-norm's whole
-#                    backward before its flex layer's, instead of its dx applied in the flex's route)
+#   bioflex flex, BN apart  the same with --set model.fuse_flex_bn=false and
+#                    model.fuse_flex_bn_stats=false (each batch-norm's statistics by its own pass
+#                    over the flex output instead of in the flex forward, and its whole backward
+#                    before its flex layer's instead of its dx applied in the flex's route)
 #   bioflex vanilla  bench_train_throughput --arch vgg16 (VGG-16-BN)
 #   PyTorch flex     bench/pytorch_train.py --flex (the same network in eager PyTorch)
 # and prints images/s, peak GiB (device memory during the timed steps, reset after the warm-up on
@@ -14,8 +16,8 @@
 #   bioflex flex / PyTorch flex images/s   >= 1.5   (target in TF32)
 #   bioflex flex / bioflex vanilla images/s >= 0.9   (same precision)
 #   bioflex flex / PyTorch flex peak GiB    <= 0.6
-# each for bioflex flex and for bioflex flex slide, and slide's and fuse_flex_bn's speed-ups over
-# the default kernels and the batch-norm apart.
+# each for bioflex flex and for bioflex flex slide, and slide's and the batch-norm fusions' speed-ups
+# over the default kernels and the batch-norm apart.
 # It checks that both flex networks have the same parameter count. The figures are printed, never
 # asserted: the exit status is 0 whether or not a target is met. Build first (tools/build.sh).
 #
@@ -80,7 +82,7 @@ for precision in $precisions; do
     --set run.flex_kernels=slide --label "vgg16[flex,slide]")
   echo "$ours_slide"
   ours_bn_apart=$("$bench" "${common[@]}" --arch vgg16 --precision "$precision" "${flex[@]}" \
-    --set model.fuse_flex_bn=false --label "vgg16[flex,bn apart]")
+    --set model.fuse_flex_bn=false --set model.fuse_flex_bn_stats=false --label "vgg16[flex,bn apart]")
   echo "$ours_bn_apart"
   ours_vanilla=$("$bench" "${common[@]}" --arch vgg16 --precision "$precision")
   echo "$ours_vanilla"

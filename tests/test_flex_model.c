@@ -81,12 +81,16 @@ static void test_names_and_counts(void) {
     CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 224, 224}, 100, 1, &fused));
     if (fused) {
         size_t coef = 0;
-        int joined = 0;
-        for (int i = 0; i < fused->num_layers; i++)
+        int joined = 0, stats = 0;
+        for (int i = 0; i < fused->num_layers; i++) {
             if (fused->layers[i].bn_in_flex) {
                 coef += bf_arena_align(2 * (size_t)fused->layers[i].bn.c * sizeof(float));
                 joined++;
             }
+            stats += fused->layers[i].bn_stats_in_flex && fused->layers[i - 1].flex_gives_bn_stats;
+        }
+        /* [model] fuse_flex_bn_stats (the default): every flex layer takes its batch-norm's statistics */
+        CHECK(stats == 13, "flex VGG-16: %d of 13 batch-norms take their statistics from their flex layer", stats);
         CHECK(joined == 12 && fused->arena_bytes <= m->arena_bytes + coef,
               "flex VGG-16 with fuse_flex_bn: %d batch-norms applied by their flex layers (want 12), %zu bytes "
               "planned against %zu + %zu of coefficients", joined, fused->arena_bytes, m->arena_bytes, coef);
@@ -478,13 +482,15 @@ static void test_resampled_threshold(const bf_flex_options *opt) {
 /* stem conv -> flex 3->6 (block copy) -> ReLU -> flex 6->6 2x2/2 -> flex 6->4 3x3/2 (tiling that
  * narrows: pooled channels 4 and 5 untapped) -> GAP -> linear, with the model's fuse_flex_scatter as
  * given. */
-/* scatter: [model] fuse_flex_scatter; flex_bn: [model] fuse_flex_bn (bn1 runs its ReLU, bn2 none) */
+/* scatter: [model] fuse_flex_scatter; flex_bn: [model] fuse_flex_bn and fuse_flex_bn_stats (bn1 runs
+ * its ReLU, bn2 none) */
 static bf_model *route_scatter_net(bf_backend *b, int scatter, int flex_bn, bf_flex_tie_rule ties) {
     bf_model *m = NULL;
     CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, 11, &m));
     if (!m) return NULL;
     m->fuse_flex_scatter = scatter;
     m->fuse_flex_bn = flex_bn;
+    m->fuse_flex_bn_stats = flex_bn;
     bf_flex_options opt = {.joint = BF_FLEX_JOINT_MAX, .channels = BF_FLEX_CHANNELS_EXPAND, .ties = ties};
     int x = bf_model_add_conv(m, "stem", BF_MODEL_INPUT, 3, 3, 1, 1, 1, 1, BF_INIT_UNIFORM_FAN_IN);
     x = bf_model_add_flex(m, "flex1", x, 6, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, &opt);
@@ -506,7 +512,9 @@ static bf_model *route_scatter_net(bf_backend *b, int scatter, int flex_bn, bf_f
  * input's gradient sums the same two terms), inputs in multiples of 1/8 so that ties occur; and
  * the fused layers need no dP scratch. With [model] fuse_flex_bn too (the default) the batch-norms
  * after flex1 (with its ReLU) and flex2 (without) apply their dx inside the flex backward
- * (flex_pool_max_backward_scatter_bn): the same bits again. */
+ * (flex_pool_max_backward_scatter_bn), and with [model] fuse_flex_bn_stats their statistics come
+ * from the flex forward (flex_pool_max_forward_bn_stats): the same bits again, the batch-norms'
+ * running statistics too. */
 static void test_route_scatter_same_bits(bf_flex_tie_rule ties) {
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(2, &b));
@@ -546,6 +554,12 @@ static void test_route_scatter_same_bits(bf_flex_tie_rule ties) {
         int joined = 0;
         for (int i = 0; i < fused->num_layers; i++) joined += fused->layers[i].bn_in_flex && !bn_apart->layers[i].bn_in_flex;
         CHECK(joined == 2, "fuse_flex_bn: bn1 and bn2 applied by their flex layers (%d)", joined);
+        int stats_joined = 0;
+        for (int i = 0; i < fused->num_layers; i++)
+            stats_joined += fused->layers[i].bn_stats_in_flex && fused->layers[i - 1].flex_gives_bn_stats &&
+                            !separate->layers[i].bn_stats_in_flex;
+        CHECK(stats_joined == 2, "fuse_flex_bn_stats: bn1's and bn2's statistics from their flex layers (%d)",
+              stats_joined);
         for (int k = 0; k < 3; k++) {
             float losses[N], dlogits[N * K];
             const float *logits = NULL;
@@ -559,6 +573,11 @@ static void test_route_scatter_same_bits(bf_flex_tie_rule ties) {
             differ += memcmp(&bn_apart->grad_data[i], &separate->grad_data[i], sizeof(float)) != 0;
             nonzero += fused->grad_data[i] != 0.0f;
         }
+        size_t buffers_differ = 0;
+        for (size_t i = 0; i < fused->num_buffer_floats; i++)
+            buffers_differ += memcmp(&fused->buffer_data[i], &separate->buffer_data[i], sizeof(float)) != 0;
+        CHECK(buffers_differ == 0 && fused->num_buffer_floats > 0,
+              "fuse_flex_bn_stats changes %zu of %zu running statistics", buffers_differ, fused->num_buffer_floats);
         CHECK(differ == 0 && nonzero > fused->num_param_floats / 5,
               "ties = %s: fuse_flex_scatter or fuse_flex_bn changes %zu of 2 x %zu gradients (%zu nonzero)",
               ties == BF_FLEX_TIE_SPLIT ? "split" : "pool", differ, fused->num_param_floats, nonzero);

@@ -380,6 +380,65 @@ static void check_pool_forward(pool_run *r, const float *conv, size_t conv_wins)
     pair_free(&wins);
 }
 
+/* flex_pool_max_forward_bn_stats from C again (after check_pool_forward): y, window, bitmaps and
+ * conv_wins bit for bit the CPU forward's; the next batch-norm's saved and running statistics (from
+ * the same running values) against the CPU op's to rounding (the GPU adds the same doubles in another
+ * order, and its variance is E[y^2] - mean^2), and, by the same test, against the GPU's own
+ * batchnorm_forward_train over its y. With NaNs in y the statistics are NaN: only the flex outputs
+ * are compared. Under [run] flex_kernels = slide, BILINEAR, or 1 -> 512 channels (the sums' shared
+ * memory too large) the op takes the batch-norm's own pass; the results must not tell. */
+static void check_pool_forward_bn_stats(pool_run *r, const float *conv, size_t conv_wins, int nan) {
+    const int c = r->s.c_out;
+    const bf_bn_shape bs = {.n = r->s.n, .c = c, .hw = r->s.hw, .eps = 1e-5f, .momentum = 0.1f};
+    if ((size_t)r->s.n * r->s.hw < 2) { /* one value per channel: no batch-norm trains on it */
+        float tmp[1];
+        CHECK(gpu->ops->flex_pool_max_forward_bn_stats(gpu, &r->ps, &r->s, &bs, r->x.g, r->y.g, r->window_g,
+                                                       r->winners_g, r->ties_g, NULL, tmp, tmp, NULL, NULL) == BF_ERR_ARG,
+              "%s: forward with statistics refuses one value per channel: %s", g_case, bf_last_error());
+        return;
+    }
+    const float start = 2.0f;
+    pair wins = pair_from(&start, 1), y = pair_from(conv, r->nc), saved = pair_out(2 * (size_t)c);
+    pair running = pair_rand(2 * (size_t)c, 0.25f, 1.0f);
+    float *running_gpu_own = bf_test_upload(gpu, NULL, 2 * (size_t)c), *saved_gpu_own = bf_test_upload(gpu, NULL, 2 * (size_t)c);
+    CHECK_OK(gpu->ops->copy(gpu, running_gpu_own, running.g, 2 * (size_t)c * sizeof(float)));
+    void *window = raw_upload(gpu, NULL, r->np, 0xAB), *winners = raw_upload(gpu, NULL, r->words * sizeof(uint32_t), 0xFF);
+    void *ties = raw_upload(gpu, NULL, r->words * sizeof(uint32_t), 0xFF);
+    CHECK_OK(cpu->ops->batchnorm_forward_train(cpu, &bs, r->y.c, NULL, NULL, NULL, saved.c, saved.c + c, running.c,
+                                               running.c + c));
+    CHECK_OK(gpu->ops->flex_pool_max_forward_bn_stats(gpu, &r->ps, &r->s, &bs, r->x.g, y.g, window, winners, ties,
+                                                      wins.g, saved.g, saved.g + c, running.g, running.g + c));
+    same_floats("forward with statistics: y", cpu, r->y.c, y.g, r->nc);
+    same_raw("forward with statistics: window", r->window_c, window, r->np, 1);
+    same_raw("forward with statistics: winners", r->winners_c, winners, r->words * sizeof(uint32_t), 4);
+    same_raw("forward with statistics: ties", r->ties_c, ties, r->words * sizeof(uint32_t), 4);
+    float got = 0.0f;
+    CHECK_OK(bf_to_host(gpu, &got, wins.g, sizeof got));
+    g_case_bad += got != start + (float)conv_wins;
+    CHECK(got == start + (float)conv_wins, "%s: forward with statistics: conv_wins %.1f, expected %.1f + %zu", g_case,
+          got, start, conv_wins);
+    if (!nan) {
+        pair_compare("forward with statistics: saved mean and invstd vs CPU", saved, 1e-6, 1e-6);
+        pair_compare("forward with statistics: running mean and var vs CPU", running, 1e-6, 1e-6);
+        CHECK_OK(gpu->ops->batchnorm_forward_train(gpu, &bs, y.g, NULL, NULL, NULL, saved_gpu_own, saved_gpu_own + c,
+                                                   running_gpu_own, running_gpu_own + c));
+        float *a = bf_test_download(gpu, saved_gpu_own, 2 * (size_t)c), *b = bf_test_download(gpu, saved.g, 2 * (size_t)c);
+        double worst = 0;
+        for (int k = 0; k < 2 * c; k++) {
+            const double d = fabs((double)a[k] - b[k]) / (1e-6 + fabs((double)a[k]));
+            if (d > worst) worst = d;
+        }
+        g_case_bad += worst > 1e-6;
+        CHECK(worst <= 1e-6, "%s: forward with statistics against the GPU's batchnorm_forward_train: %.3g relative",
+              g_case, worst);
+        free(a), free(b);
+    }
+    bf_free(gpu, window), bf_free(gpu, winners), bf_free(gpu, ties), bf_free(gpu, running_gpu_own);
+    bf_free(gpu, saved_gpu_own);
+    pair *all[] = {&wins, &y, &saved, &running};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
+}
+
 /* flex_pool_max_backward from each backend's own forward results: dconv and dpooled (garbage before),
  * then dconv alone (dpooled NULL) on the GPU; both against the GPU's flex_max_backward. */
 static void check_pool_backward(pool_run *r) {
@@ -585,6 +644,7 @@ static void test_pool_case(const pool_case *pc) {
     r.argmax_g = raw_upload(gpu, NULL, r.np * sizeof(int32_t), 0xFF);
 
     check_pool_forward(&r, conv, conv_wins);
+    check_pool_forward_bn_stats(&r, conv, conv_wins, pc->nan);
     check_pool_backward(&r);
     check_pool_scatter(&r, dx0);
     if (pc->channels == BF_FLEX_CHANNELS_EXPAND) {
@@ -648,6 +708,12 @@ static void test_pool_cases(int kernels) {
          BF_FLEX_TIE_SPLIT, 0, 0},
         {"bilinear 24->100, 3x3/2 @29x27, n=3, pool", 3, 24, 100, 29, 27, 3, 2, 1, BF_FLEX_CHANNELS_BILINEAR,
          BF_FLEX_TIE_POOL, 0, 0},
+        /* many taps: the statistics' shared memory (8 warps x taps x 16 bytes) at 32 KiB, and past 48 KiB
+         * (flex_pool_max_forward_bn_stats then takes the batch-norm's own pass) */
+        {"expand 1->256, 3x3/1 @15x17, split", 2, 1, 256, 15, 17, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
+         BF_FLEX_TIE_SPLIT, 0, 1},
+        {"expand 1->512, 3x3/1 @15x17, split", 2, 1, 512, 15, 17, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
+         BF_FLEX_TIE_SPLIT, 0, 1},
     };
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) test_pool_case(&extra[i]);
     if (!kernels) return;

@@ -158,6 +158,7 @@ typedef struct bf_model_config {
     int fuse_bn_relu;          /* a batch-norm runs the in-place ReLU after it (memory_plan.c) */
     int fuse_flex_scatter;     /* flex max joint, EXPAND: route and scatter in one pass (layer_flex.c) */
     int fuse_flex_bn;          /* ... and the batch-norm after it applies its dx inside that pass (memory_plan.c) */
+    int fuse_flex_bn_stats;    /* flex max joint: its forward sums the next batch-norm's statistics (memory_plan.c) */
     int flex;                  /* every conv becomes a flex layer */
     int fully_flex;            /* the 2x2 max-pools become flex layers too */
     int flex_layers[BF_LIST_MAX]; /* with flex: only these conv sites (0 = the first conv) become flex; empty = all */

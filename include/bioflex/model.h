@@ -121,6 +121,10 @@ typedef struct bf_layer {
                                  * before it applies its dx (flex_pool_max_backward_scatter_bn); the pair's
                                  * gradients are one buffer, the batch-norm's */
     int flex_applies_bn;        /* flex layer that applies the next batch-norm's dx so */
+    int flex_gives_bn_stats;    /* flex layer whose training forward takes the next batch-norm's statistics
+                                 * ([model] fuse_flex_bn_stats: flex_pool_max_forward_bn_stats) */
+    int bn_stats_in_flex;       /* batch-norm whose statistics that flex layer took: its training forward
+                                 * only applies them (or, read by a neuron alone, does nothing) */
     float *bn_coef;             /* bn_in_flex: batchnorm_backward_sums's coefficients, 2c floats */
     int out_forward_only;       /* batch-norm read by such a neuron alone: its output lives from its
                                  * forward to the neuron's, in the plan's forward-only region */
@@ -188,6 +192,9 @@ typedef struct bf_model {
                                  * each way (batchnorm_relu_apply/backward); read by bf_model_finalize */
     int fuse_flex_bn;           /* 1 (the default): ... and the batch-norm after such a layer applies its dx in
                                  * that pass ([model] fuse_flex_bn); read by bf_model_finalize */
+    int fuse_flex_bn_stats;     /* 1 (the default): a max-joint flex layer's forward takes the statistics of
+                                 * the batch-norm after it ([model] fuse_flex_bn_stats); read by
+                                 * bf_model_finalize */
     int fuse_flex_scatter;      /* 1 (the default): max-joint EXPAND flex layers route dy and scatter the
                                  * pool's share into dx in one op (flex_pool_max_backward_scatter), no
                                  * dP; read by bf_model_finalize (the backward scratch) */

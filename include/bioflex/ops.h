@@ -198,6 +198,9 @@ bf_status bf_flex_shape_check(const bf_flex_shape *s, const char *op);
  * shape's n, c_in and hw, with k*k <= 255 (the flex_pool_* ops' window bytes); else BF_ERR_ARG
  * naming op and both shapes. */
 bf_status bf_flex_pool_shape_check(const bf_pool_shape *ps, const bf_flex_shape *s, const char *op);
+/* BF_OK when the batch-norm shape bs (eps > 0) is over the flex output of s (valid): n, c_out, hw;
+ * else BF_ERR_ARG naming op and both shapes. */
+bf_status bf_flex_bn_shape_check(const bf_flex_shape *s, const bf_bn_shape *bs, const char *op);
 
 typedef struct bf_backend bf_backend;
 
@@ -246,8 +249,8 @@ typedef struct bf_ops {
      * train: normalises with the batch statistics (biased variance), stores mean and 1/sqrt(var+eps)
      * for the backward pass, and updates the running statistics with the UNBIASED variance
      * (n*hw/(n*hw-1)), as PyTorch does. eval: normalises with the running statistics. train with
-     * y NULL: the statistics alone, for a LIF/IF layer that normalises its input itself
-     * (neuron_forward_bn). */
+     * y NULL: the statistics alone (gamma and beta may then be NULL), for a LIF/IF layer that
+     * normalises its input itself (neuron_forward_bn) or an apply after (batchnorm_relu_apply). */
     bf_status (*batchnorm_forward_train)(bf_backend *b, const bf_bn_shape *s, const float *x,
                                          const float *gamma, const float *beta, float *y,
                                          float *save_mean, float *save_invstd,
@@ -390,6 +393,19 @@ typedef struct bf_ops {
     bf_status (*flex_pool_max_backward)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                         const uint32_t *winners, const uint32_t *ties, const float *dy, float *dconv,
                                         float *dpooled);
+    /* flex_pool_max_forward, then the training statistics of the batch-norm after the layer, over
+     * the layer's output y (bs: n, c, hw equal to s's n, c_out, hw): save_mean, save_invstd,
+     * running_mean and running_var as batchnorm_forward_train with y NULL writes them ([model]
+     * fuse_flex_bn_stats; running_* nullable). On the GPU the flex pass adds each element it writes
+     * to its channel's sums, so that the batch-norm does not read y again for them: the same double
+     * terms in another order, so the statistics may differ from batchnorm_forward_train's in their
+     * last bit (BILINEAR, the sliding-window kernels and channel counts whose sums do not fit the
+     * fused kernel's shared memory take that second pass). On the CPU the bits of the two ops. */
+    bf_status (*flex_pool_max_forward_bn_stats)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                                const bf_bn_shape *bs, const float *x, float *y, uint8_t *window,
+                                                uint32_t *winners, uint32_t *ties, float *conv_wins,
+                                                float *save_mean, float *save_invstd, float *running_mean,
+                                                float *running_var);
     /* dx [n, c_in, h_in, w_in] += maxpool_backward of dpooled through window (the pool branch's
      * share of the input gradient, added after the conv's backward-data wrote dx; each input
      * element sums its windows in ascending output order, as maxpool_backward, then adds). Zeros

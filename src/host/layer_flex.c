@@ -154,6 +154,14 @@ bf_status bf_flex_forward(bf_model *m, int index) {
     float *stats = m->training ? l->flex_stats : NULL;
     if (!is_mask(l)) { /* C straight into the output, turned into y in place */
         BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), l->out));
+        if (m->training && l->flex_gives_bn_stats && !m->sync_sums) { /* and the next batch-norm's statistics */
+            bf_layer *bn = &m->layers[index + 1];
+            bf_bn_shape bns = bn->bn;
+            bns.n = bf_layer_batch(m, bn);
+            return ops->flex_pool_max_forward_bn_stats(b, &ps, &fs, &bns, x, l->out, l->flex_window, l->flex_winners,
+                                                       l->flex_ties, stats, bn->save_mean, bn->save_invstd,
+                                                       buffer(m, bn, 0), buffer(m, bn, 1));
+        }
         return ops->flex_pool_max_forward(b, &ps, &fs, x, l->out, l->flex_window, l->flex_winners, l->flex_ties,
                                           stats);
     }

@@ -53,6 +53,9 @@ bf_status bf_layer_forward(bf_model *m, int index) {
         if (m->training && m->sync_sums)
             BF_TRY(bf_sync_bn_forward_train(&sync, &s, x, gamma, beta, y, l->save_mean, l->save_invstd, buffer(m, l, 0),
                                             buffer(m, l, 1)));
+        else if (m->training && l->bn_stats_in_flex) { /* the flex layer before it took the statistics */
+            if (y) BF_TRY(ops->batchnorm_forward_saved(b, &s, x, gamma, beta, l->save_mean, l->save_invstd, y));
+        }
         else if (m->training)
             BF_TRY(ops->batchnorm_forward_train(b, &s, x, gamma, beta, y, l->save_mean, l->save_invstd, buffer(m, l, 0),
                                                 buffer(m, l, 1)));

@@ -170,6 +170,18 @@ static int flex_can_apply_bn(const bf_model *m, int i) {
     return m->layers[bn_gradient_owner(m, i + 1)].num_consumers > 0;
 }
 
+/* Whether flex layer i's training forward takes the statistics of the batch-norm right after it
+ * ([model] fuse_flex_bn_stats, flex_pool_max_forward_bn_stats): a channel-wise max flex layer (the
+ * fused op writes y itself) whose output that batch-norm normalises. Synchronised batch-norm takes
+ * its statistics across ranks instead, at run time (layers.c, layer_flex.c). */
+static int flex_can_give_bn_stats(const bf_model *m, int i) {
+    const bf_layer *l = &m->layers[i];
+    if (!m->fuse_flex_bn_stats || l->kind != BF_LAYER_FLEX || l->flex_opt.joint != BF_FLEX_JOINT_MAX) return 0;
+    if (i + 1 >= m->num_layers) return 0;
+    const bf_layer *bn = &m->layers[i + 1];
+    return bn->kind == BF_LAYER_BATCHNORM && bn->input[0] == i;
+}
+
 /* Whether layer l's float output lives only until its consumers' forwards (plan_forward_only). */
 static int output_is_forward_only(const bf_layer *l) { return l->spikes_packed || l->out_forward_only; }
 
@@ -491,7 +503,11 @@ bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
         if (l->charge_recomputed) m->layers[l->input[0]].out_forward_only = 1;
     }
     for (int i = 0; i < L; i++) m->layers[i].charge_in_place = charge_can_overwrite_input(m, &m->layers[i]);
-    for (int i = 0; i < L; i++) m->layers[i].bn_runs_neuron = m->layers[i].bn_in_flex = 0;
+    for (int i = 0; i < L; i++) m->layers[i].bn_runs_neuron = m->layers[i].bn_in_flex = m->layers[i].bn_stats_in_flex = 0;
+    for (int i = 0; i < L; i++) {
+        m->layers[i].flex_gives_bn_stats = flex_can_give_bn_stats(m, i);
+        if (m->layers[i].flex_gives_bn_stats) m->layers[i + 1].bn_stats_in_flex = 1;
+    }
     for (int i = 0; i < L; i++) {
         m->layers[i].neuron_in_bn = neuron_can_join_bn(m, i);
         if (m->layers[i].neuron_in_bn) m->layers[m->layers[i].input[0]].bn_runs_neuron = 1;

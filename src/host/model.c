@@ -25,6 +25,7 @@ bf_status bf_model_create(bf_backend *b, bf_shape input_shape, long seed, bf_mod
     m->fuse_bn_relu = 1;
     m->fuse_flex_scatter = 1; /* as [model] fuse_flex_scatter defaults */
     m->fuse_flex_bn = 1;      /* as [model] fuse_flex_bn defaults */
+    m->fuse_flex_bn_stats = 1; /* as [model] fuse_flex_bn_stats defaults */
     *out = m;
     return BF_OK;
 }

@@ -40,6 +40,15 @@ bf_status bf_flex_pool_shape_check(const bf_pool_shape *ps, const bf_flex_shape 
     return BF_OK;
 }
 
+bf_status bf_flex_bn_shape_check(const bf_flex_shape *s, const bf_bn_shape *bs, const char *op) {
+    if (!bs) return bf_error(BF_ERR_ARG, "%s: NULL batch-norm shape", op);
+    if (bs->n != s->n || bs->c != s->c_out || bs->hw != s->hw || !(bs->eps > 0.0f))
+        return bf_error(BF_ERR_ARG,
+                        "%s: batch-norm shape n=%d c=%d hw=%d eps=%g does not fit the flex output n=%d c_out=%d hw=%d",
+                        op, bs->n, bs->c, bs->hw, bs->eps, s->n, s->c_out, s->hw);
+    return BF_OK;
+}
+
 bf_status bf_flex_shape_check(const bf_flex_shape *s, const char *op) {
     if (!s) return bf_error(BF_ERR_ARG, "%s: NULL shape", op);
     if (s->n <= 0 || s->c_in <= 0 || s->c_out <= 0 || s->hw <= 0 ||

@@ -124,6 +124,7 @@ static const bf_ops cpu_ops = {
     .flex_max_backward = bf_cpu_flex_max_backward,
     .flex_pool_max_forward = bf_cpu_flex_pool_max_forward,
     .flex_pool_max_backward = bf_cpu_flex_pool_max_backward,
+    .flex_pool_max_forward_bn_stats = bf_cpu_flex_pool_max_forward_bn_stats,
     .flex_pool_scatter_add = bf_cpu_flex_pool_scatter_add,
     .flex_pool_max_backward_scatter = bf_cpu_flex_pool_max_backward_scatter,
     .flex_pool_max_backward_scatter_bn = bf_cpu_flex_pool_max_backward_scatter_bn,

@@ -233,6 +233,7 @@ static const bf_ops cuda_ops = {
     /* .flex_max_backward = */ bf_cuda_flex_max_backward,
     /* .flex_pool_max_forward = */ bf_cuda_flex_pool_max_forward,
     /* .flex_pool_max_backward = */ bf_cuda_flex_pool_max_backward,
+    /* .flex_pool_max_forward_bn_stats = */ bf_cuda_flex_pool_max_forward_bn_stats,
     /* .flex_pool_scatter_add = */ bf_cuda_flex_pool_scatter_add,
     /* .flex_pool_max_backward_scatter = */ bf_cuda_flex_pool_max_backward_scatter,
     /* .flex_pool_max_backward_scatter_bn = */ bf_cuda_flex_pool_max_backward_scatter_bn,
@@ -273,7 +274,7 @@ static const bf_ops cuda_ops = {
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 80 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 81 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

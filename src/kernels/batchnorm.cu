@@ -107,30 +107,6 @@ __global__ void k_channel_sum_final(const double *__restrict__ partial, unsigned
     out[ch] = (float)s0;
 }
 
-/* Batch statistics, running-statistics update, and the apply coefficients mean_out/scale_out.
- * unbias: the running variance's correction, copies / (copies - 1) (bf_bn_copies). */
-__global__ void k_bn_stats_final(const double *__restrict__ partial, unsigned chunks, int c, double count,
-                                 double unbias, float eps, float momentum, const float *__restrict__ gamma,
-                                 float *__restrict__ mean_out, float *__restrict__ scale_out,
-                                 float *__restrict__ save_mean, float *__restrict__ save_invstd,
-                                 float *__restrict__ running_mean, float *__restrict__ running_var) {
-    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
-    if (ch >= c) return;
-    double s0, s1;
-    sum_chunks(partial, ch, chunks, &s0, &s1);
-    const double mean = s0 / count;
-    double var = s1 / count - mean * mean; /* biased: what the batch is normalised with */
-    if (var < 0.0) var = 0.0;
-    const float invstd = (float)(1.0 / sqrt(var + (double)eps));
-    const double mom = (double)momentum;
-    mean_out[ch] = (float)mean;
-    scale_out[ch] = __fmul_rn(gamma[ch], invstd);
-    if (save_mean) save_mean[ch] = (float)mean;
-    if (save_invstd) save_invstd[ch] = invstd;
-    if (running_mean) running_mean[ch] = (float)((1.0 - mom) * running_mean[ch] + mom * mean);
-    if (running_var) running_var[ch] = (float)((1.0 - mom) * running_var[ch] + mom * var * unbias);
-}
-
 __global__ void k_bn_eval_coef(const float *__restrict__ gamma, const float *__restrict__ running_var, float eps,
                                int c, float *__restrict__ scale_out) {
     const int ch = blockIdx.x * blockDim.x + threadIdx.x;
@@ -354,7 +330,7 @@ extern "C" bf_status bf_cuda_batchnorm_forward_train(bf_backend *b, const bf_bn_
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
     BF_TRY(check_bn(s, "batchnorm_forward_train"));
-    if (!x || !gamma || !beta) return bf_error(BF_ERR_ARG, "batchnorm_forward_train: NULL input");
+    if (!x || (y && (!gamma || !beta))) return bf_error(BF_ERR_ARG, "batchnorm_forward_train: NULL input");
     const double count = (double)s->n * s->hw, copies = count * bf_bn_copies(s);
     /* PyTorch refuses to train with one value per channel: the unbiased variance is undefined. */
     if (copies < 2)
@@ -367,8 +343,8 @@ extern "C" bf_status bf_cuda_batchnorm_forward_train(bf_backend *b, const bf_bn_
                                        &coef, &chunks));
     float *mean = coef, *scale = coef + s->c;
     k_bn_stats_final<<<(unsigned)bf_cuda_div_up((size_t)s->c, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
-        partial, chunks, s->c, count, copies / (copies - 1.0), s->eps, s->momentum, gamma, mean, scale, save_mean,
-        save_invstd, running_mean, running_var);
+        partial, chunks, s->c, count, copies / (copies - 1.0), s->eps, s->momentum, gamma, mean, gamma ? scale : NULL,
+        save_mean, save_invstd, running_mean, running_var);
     BF_LAUNCH_CHECK("k_bn_stats_final");
     if (!y) return BF_OK; /* the statistics alone (ops.h) */
     const size_t planes = (size_t)s->n * s->c;

@@ -38,6 +38,7 @@ bf_status bf_cpu_batchnorm_forward_train(bf_backend *b, const bf_bn_shape *s, co
                                          float *save_mean, float *save_invstd,
                                          float *running_mean, float *running_var) {
     BF_TRY(check_shape(s));
+    if (!x || (y && (!gamma || !beta))) return bf_error(BF_ERR_ARG, "batchnorm_forward_train: NULL input");
     const double count = (double)s->n * s->hw, copies = count * bf_bn_copies(s);
     /* PyTorch refuses to train with one value per channel: the unbiased variance is undefined. */
     if (copies < 2) return bf_error(BF_ERR_ARG, "batchnorm: training needs more than one value per channel (n=%d hw=%d)", s->n, s->hw);

@@ -36,6 +36,32 @@ __device__ __forceinline__ void sum_chunks(const double *partial, int ch, unsign
     *s1 = a1;
 }
 
+/* Batch statistics from the partials of k_channel_partial<RED_STATS> (or flex_pool.cu's forward),
+ * running-statistics update, and the apply coefficients mean_out/scale_out (nullable, with gamma:
+ * the statistics alone). unbias: the running variance's correction, copies / (copies - 1)
+ * (bf_bn_copies). */
+__global__ void k_bn_stats_final(const double *__restrict__ partial, unsigned chunks, int c, double count,
+                                 double unbias, float eps, float momentum, const float *__restrict__ gamma,
+                                 float *__restrict__ mean_out, float *__restrict__ scale_out,
+                                 float *__restrict__ save_mean, float *__restrict__ save_invstd,
+                                 float *__restrict__ running_mean, float *__restrict__ running_var) {
+    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) return;
+    double s0, s1;
+    sum_chunks(partial, ch, chunks, &s0, &s1);
+    const double mean = s0 / count;
+    double var = s1 / count - mean * mean; /* biased: what the batch is normalised with */
+    if (var < 0.0) var = 0.0;
+    const float invstd = (float)(1.0 / sqrt(var + (double)eps));
+    const double mom = (double)momentum;
+    if (mean_out) mean_out[ch] = (float)mean;
+    if (scale_out) scale_out[ch] = __fmul_rn(gamma[ch], invstd);
+    if (save_mean) save_mean[ch] = (float)mean;
+    if (save_invstd) save_invstd[ch] = invstd;
+    if (running_mean) running_mean[ch] = (float)((1.0 - mom) * running_mean[ch] + mom * mean);
+    if (running_var) running_var[ch] = (float)((1.0 - mom) * running_var[ch] + mom * var * unbias);
+}
+
 /* dgamma, dbeta (nullable) and the per-channel means of dy and dy * xhat from the partials of
  * k_channel_partial<RED_BWD> (or its twins); count: the values per channel. */
 __global__ void k_bn_bwd_final(const double *__restrict__ partial, unsigned chunks, int c, double count,

@@ -70,16 +70,35 @@ __device__ __forceinline__ void store_winner_bits(uint32_t *__restrict__ winners
     if (off != 0 && (bits >> (32u - off)) != 0) atomicOr(&winners[(e_lane0 >> 5) + 1], bits >> (32u - off));
 }
 
+/* With STATS (flex_pool_max_forward_bn_stats) the block also sums, per output channel it writes,
+ * its y values and their squares in double for the next batch-norm's statistics: per (tap, p0) a
+ * warp's sum by shuffles, added by lane 0 to the warp's own slot in shared memory (taps_max slots
+ * per warp: [warp][tap][2]), and at the end the warps' slots in warp order into the partial of
+ * (channel j, chunk n * gridDim.y + blockIdx.y): stats_partial[(j * chunks + chunk) * 2 + {0, 1}]
+ * with chunks = n_batch * gridDim.y, k_bn_stats_final's layout. Every output channel has one
+ * pooled source (EXPAND), so each partial is written by one block, in a fixed order. */
+struct stats_out {
+    double *partial; /* NULL without STATS */
+    int taps_max;    /* the most output channels one pooled channel feeds: ceil(c_out / c_in) */
+};
+
 /* grid (n * c_in pooled planes, tiles); the position loop is the same for every thread of a block
  * (the ballot needs whole warps): p0 walks the block's tiles, p = p0 + threadIdx.x. */
-template <int K, int S, bool COUNT>
+template <int K, int S, bool COUNT, bool STATS>
 __global__ void k_pool_max_forward_expand(const float *__restrict__ x, float *__restrict__ y,
                                           uint8_t *__restrict__ window, uint32_t *__restrict__ winners,
                                           uint32_t *__restrict__ ties, flex_geo g, pool_geo pg,
-                                          unsigned long long *__restrict__ wins_total) {
+                                          unsigned long long *__restrict__ wins_total, stats_out so) {
+    extern __shared__ double tap_sums[]; /* STATS: [blockDim.x / 32][so.taps_max][2] */
     const int plane = (int)blockIdx.x, n = plane / g.c_in, i = plane - n * g.c_in;
+    const int lane = (int)(threadIdx.x & 31u), warp = (int)(threadIdx.x >> 5);
     int lo, hi, step;
     fold_candidates(g, i, &lo, &hi, &step);
+    double *my_sums = STATS ? tap_sums + (size_t)warp * so.taps_max * 2 : NULL;
+    if (STATS) {
+        for (int t = lane; t < 2 * so.taps_max; t += 32) my_sums[t] = 0.0;
+        __syncwarp();
+    }
     double wins = 0.0;
     if (lo < hi) { /* the same for the whole block */
         const float *xq = x + (size_t)plane * pg.h_in * pg.w_in;
@@ -93,23 +112,48 @@ __global__ void k_pool_max_forward_expand(const float *__restrict__ x, float *__
                 pooled = window_max<K, S>(pg, xq, oh, ow, &at);
                 window[(size_t)plane * g.hw + p] = (uint8_t)at;
             }
-            for (int j = lo; j < hi; j += step) {
+            for (int j = lo, tap = 0; j < hi; j += step, tap++) {
                 const size_t base = ((size_t)n * g.c_out + (size_t)j) * (size_t)g.hw;
                 bool conv_or_tie = false, tie = false;
+                double v = 0.0; /* the written y, for STATS */
                 if (valid) {
                     const float c = y[base + p];
                     const bool conv_wins = c > pooled; /* strict: a tie counts as pool */
-                    y[base + p] = conv_wins || c != c ? c : pooled;
+                    const float out = conv_wins || c != c ? c : pooled;
+                    y[base + p] = out;
+                    v = (double)out;
                     conv_or_tie = c >= pooled;
                     tie = c == pooled;
                     wins += conv_wins ? 1.0 : 0.0;
                 }
                 store_winner_bits(winners, base + (size_t)p_lane0, p_lane0 < g.hw, conv_or_tie);
                 store_winner_bits(ties, base + (size_t)p_lane0, p_lane0 < g.hw, tie);
+                if (STATS) {
+                    const double s0 = bf_warp_sum(v), s1 = bf_warp_sum(v * v);
+                    if (lane == 0) {
+                        my_sums[2 * tap] += s0;
+                        my_sums[2 * tap + 1] += s1;
+                    }
+                }
             }
         }
     }
     if (COUNT) add_block_count(wins, wins_total);
+    if (STATS && lo < hi) {
+        __syncthreads(); /* every warp's slots are final */
+        const int warps = (int)(blockDim.x >> 5), taps = (hi - lo + step - 1) / step;
+        const size_t chunks = (size_t)(gridDim.x / g.c_in) * gridDim.y, chunk = (size_t)n * gridDim.y + blockIdx.y;
+        for (int t = (int)threadIdx.x; t < taps; t += (int)blockDim.x) {
+            double a0 = 0.0, a1 = 0.0;
+            for (int w = 0; w < warps; w++) {
+                a0 += tap_sums[((size_t)w * so.taps_max + t) * 2];
+                a1 += tap_sums[((size_t)w * so.taps_max + t) * 2 + 1];
+            }
+            const size_t o = ((size_t)(lo + t * step) * chunks + chunk) * 2;
+            so.partial[o] = a0;
+            so.partial[o + 1] = a1;
+        }
+    }
 }
 
 /* dconv of one element from its dy and bits (flex_max_backward's expressions): dy where the conv
@@ -356,6 +400,80 @@ __global__ void k_pool_gather(const float *__restrict__ x, const uint8_t *__rest
 #define NOT_COUNTING , false
 #define WITH_BN , true
 #define WITHOUT_BN , false
+#define WITHOUT_STATS , false
+
+/* ---- flex_pool_max_forward_bn_stats (EXPAND, [run] flex_kernels = fused) ----
+ * k_pool_max_forward_expand<STATS> over a grid of its own: the tiles of a plane are capped so that
+ * there are about STATS_BLOCKS blocks (a block then walks several tiles), keeping the chunks per
+ * channel, n * tiles, few for k_bn_stats_final's ordered sum. The grid depends on the shape alone,
+ * so the statistics repeat on every device. */
+enum { STATS_BLOCKS = 4096, STATS_SMEM_MAX = 48 * 1024 };
+
+static plane_launch stats_launch_of(const bf_flex_shape *s) {
+    plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)s->hw);
+    const size_t planes = (size_t)s->n * s->c_in, want = (STATS_BLOCKS + planes - 1) / planes;
+    if (l.grid.y > want) l.grid.y = (unsigned)want;
+    return l;
+}
+
+/* The chunks of each channel's partials added by one warp (lane l: chunks l, l + 32, ... in order,
+ * then bf_warp_sum's tree) into folded[ch * 2 + {0, 1}], k_bn_stats_final's layout with one chunk:
+ * at batch 128 VGG-16's first layer has 1,408 chunks per channel, too many for one thread. */
+__global__ void k_fold_chunks(const double *__restrict__ partial, unsigned chunks, int c, double *__restrict__ folded) {
+    const int ch = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5), lane = (int)(threadIdx.x & 31u);
+    if (ch >= c) return; /* whole warps: blockDim.x is a multiple of 32 */
+    const double *p = partial + (size_t)ch * chunks * 2;
+    double a0 = 0.0, a1 = 0.0;
+    for (unsigned k = (unsigned)lane; k < chunks; k += 32) {
+        a0 += p[2 * (size_t)k];
+        a1 += p[2 * (size_t)k + 1];
+    }
+    a0 = bf_warp_sum(a0);
+    a1 = bf_warp_sum(a1);
+    if (lane == 0) {
+        folded[2 * (size_t)ch] = a0;
+        folded[2 * (size_t)ch + 1] = a1;
+    }
+}
+
+static int taps_max_of(const bf_flex_shape *s) { return (s->c_out + s->c_in - 1) / s->c_in; }
+
+/* The shared memory k_pool_max_forward_expand<STATS> needs: taps_max (sum, square) pairs per warp. */
+static size_t stats_smem_bytes(const bf_flex_shape *s, unsigned threads) {
+    return (size_t)(threads / 32) * (size_t)taps_max_of(s) * 2 * sizeof(double);
+}
+
+/* The fused forward with the sums; partial: c_out * n * grid.y pairs (stats_launch_of), and total
+ * (used when conv_wins is given): the count of conv wins, both in the scratch. */
+static bf_status forward_expand_stats(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                      const float *x, float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
+                                      float *conv_wins, const plane_launch &l, double *partial,
+                                      unsigned long long *total) {
+    const size_t words = bf_cuda_div_up(out_elements(s), 32);
+    BF_CUDA_CHECK(cudaMemsetAsync(winners, 0, words * sizeof(uint32_t), im->stream));
+    BF_CUDA_CHECK(cudaMemsetAsync(ties, 0, words * sizeof(uint32_t), im->stream));
+    const stats_out so = {partial, taps_max_of(s)};
+    const size_t smem = stats_smem_bytes(s, l.threads);
+    if (conv_wins) BF_CUDA_CHECK(cudaMemsetAsync(total, 0, sizeof(unsigned long long), im->stream));
+#define STATS_LAUNCH(K_, S_, COUNT_)                                                                                   \
+    k_pool_max_forward_expand<K_, S_, COUNT_, true><<<l.grid, l.threads, smem, im->stream>>>(                          \
+        x, y, window, winners, ties, geo_of(s), pool_geo_of(ps), total, so)
+    const bool count = conv_wins != NULL;
+    if (ps->k == 3 && ps->stride == 1) {
+        if (count) STATS_LAUNCH(3, 1, true); else STATS_LAUNCH(3, 1, false);
+    } else if (ps->k == 2 && ps->stride == 2) {
+        if (count) STATS_LAUNCH(2, 2, true); else STATS_LAUNCH(2, 2, false);
+    } else {
+        if (count) STATS_LAUNCH(0, 0, true); else STATS_LAUNCH(0, 0, false);
+    }
+#undef STATS_LAUNCH
+    BF_LAUNCH_CHECK("k_pool_max_forward_expand<stats>");
+    if (conv_wins) {
+        k_add_count<<<1, 1, 0, im->stream>>>(total, conv_wins);
+        BF_LAUNCH_CHECK("k_add_count");
+    }
+    return BF_OK;
+}
 
 static bf_status forward_expand(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
                                 float *y, uint8_t *window, uint32_t *winners, uint32_t *ties, float *conv_wins) {
@@ -364,15 +482,15 @@ static bf_status forward_expand(bf_cuda_impl *im, const bf_pool_shape *ps, const
     BF_CUDA_CHECK(cudaMemsetAsync(ties, 0, words * sizeof(uint32_t), im->stream));
     const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)s->hw);
     if (!conv_wins) {
-        LAUNCH_WINDOW(ps, k_pool_max_forward_expand, NOT_COUNTING, l, x, y, window, winners, ties, geo_of(s),
-                      pool_geo_of(ps), (unsigned long long *)NULL);
+        LAUNCH_WINDOW(ps, k_pool_max_forward_expand, NOT_COUNTING WITHOUT_STATS, l, x, y, window, winners, ties,
+                      geo_of(s), pool_geo_of(ps), (unsigned long long *)NULL, stats_out{});
         return BF_OK;
     }
     void *total;
     BF_TRY(bf_cuda_scratch(im, sizeof(unsigned long long), &total));
     BF_CUDA_CHECK(cudaMemsetAsync(total, 0, sizeof(unsigned long long), im->stream));
-    LAUNCH_WINDOW(ps, k_pool_max_forward_expand, COUNTING, l, x, y, window, winners, ties, geo_of(s), pool_geo_of(ps),
-                  (unsigned long long *)total);
+    LAUNCH_WINDOW(ps, k_pool_max_forward_expand, COUNTING WITHOUT_STATS, l, x, y, window, winners, ties, geo_of(s),
+                  pool_geo_of(ps), (unsigned long long *)total, stats_out{});
     k_add_count<<<1, 1, 0, im->stream>>>((const unsigned long long *)total, conv_wins);
     BF_LAUNCH_CHECK("k_add_count");
     return BF_OK;
@@ -415,6 +533,49 @@ extern "C" bf_status bf_cuda_flex_pool_max_forward(bf_backend *b, const bf_pool_
     if (im->flex_slide && slide_takes(im, ps, s) && slide_forward_aligned(ps, x, y, window))
         return slide_max_forward(im, ps, s, x, y, window, winners, ties, conv_wins);
     return forward_expand(im, ps, s, x, y, window, winners, ties, conv_wins);
+}
+
+/* The fused kernel with the sums where it takes the call (EXPAND, the fused kernel set, the sums'
+ * shared memory within STATS_SMEM_MAX), k_fold_chunks, then k_bn_stats_final; elsewhere the
+ * forward, then batchnorm_forward_train's own pass over y (through the op). */
+extern "C" bf_status bf_cuda_flex_pool_max_forward_bn_stats(bf_backend *b, const bf_pool_shape *ps,
+                                                            const bf_flex_shape *s, const bf_bn_shape *bs,
+                                                            const float *x, float *y, uint8_t *window,
+                                                            uint32_t *winners, uint32_t *ties, float *conv_wins,
+                                                            float *save_mean, float *save_invstd, float *running_mean,
+                                                            float *running_var) {
+    FLEX_ENTER("flex_pool_max_forward_bn_stats", x, y, window, winners, ties, save_mean, save_invstd);
+    BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_forward_bn_stats"));
+    BF_TRY(bf_flex_bn_shape_check(s, bs, "flex_pool_max_forward_bn_stats"));
+    const double count = (double)s->n * s->hw, copies = count * bf_bn_copies(bs);
+    if (copies < 2) /* batchnorm_forward_train's refusal, before anything is written */
+        return bf_error(BF_ERR_ARG, "batchnorm: training needs more than one value per channel (n=%d hw=%d)", s->n,
+                        s->hw);
+    const plane_launch l = stats_launch_of(s);
+    const bool fused = s->channels == BF_FLEX_CHANNELS_EXPAND &&
+                       !(im->flex_slide && slide_takes(im, ps, s) && slide_forward_aligned(ps, x, y, window)) &&
+                       stats_smem_bytes(s, l.threads) <= STATS_SMEM_MAX && count <= (double)INT32_MAX;
+    if (!fused) {
+        BF_TRY(bf_cuda_flex_pool_max_forward(b, ps, s, x, y, window, winners, ties, conv_wins));
+        return bf_cuda_batchnorm_forward_train(b, bs, y, NULL, NULL, NULL, save_mean, save_invstd, running_mean,
+                                               running_var);
+    }
+    const unsigned chunks = (unsigned)s->n * l.grid.y;
+    const size_t partial_doubles = (size_t)s->c_out * chunks * 2, folded_doubles = (size_t)s->c_out * 2;
+    void *scratch;
+    BF_TRY(bf_cuda_scratch(im, (partial_doubles + folded_doubles) * sizeof(double) + sizeof(unsigned long long),
+                           &scratch));
+    double *partial = (double *)scratch, *folded = partial + partial_doubles;
+    BF_TRY(forward_expand_stats(im, ps, s, x, y, window, winners, ties, conv_wins, l, partial,
+                                (unsigned long long *)(folded + folded_doubles)));
+    k_fold_chunks<<<(unsigned)bf_cuda_div_up((size_t)s->c_out * 32, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        partial, chunks, s->c_out, folded);
+    BF_LAUNCH_CHECK("k_fold_chunks");
+    k_bn_stats_final<<<(unsigned)bf_cuda_div_up((size_t)s->c_out, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        folded, 1, s->c_out, count, copies / (copies - 1.0), bs->eps, bs->momentum, NULL, NULL, NULL, save_mean,
+        save_invstd, running_mean, running_var);
+    BF_LAUNCH_CHECK("k_bn_stats_final");
+    return BF_OK;
 }
 
 extern "C" bf_status bf_cuda_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,

@@ -166,6 +166,18 @@ static void route(bf_backend *b, const bf_flex_shape *s, const uint32_t *winners
     }
 }
 
+/* The flex forward, then the batch-norm's statistics over its output: the two ops, bit for bit. */
+bf_status bf_cpu_flex_pool_max_forward_bn_stats(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                                const bf_bn_shape *bs, const float *x, float *y, uint8_t *window,
+                                                uint32_t *winners, uint32_t *ties, float *conv_wins, float *save_mean,
+                                                float *save_invstd, float *running_mean, float *running_var) {
+    BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_forward_bn_stats"));
+    BF_TRY(bf_flex_bn_shape_check(s, bs, "flex_pool_max_forward_bn_stats"));
+    REQUIRE("flex_pool_max_forward_bn_stats", save_mean, save_invstd);
+    BF_TRY(bf_cpu_flex_pool_max_forward(b, ps, s, x, y, window, winners, ties, conv_wins));
+    return bf_cpu_batchnorm_forward_train(b, bs, y, NULL, NULL, NULL, save_mean, save_invstd, running_mean, running_var);
+}
+
 bf_status bf_cpu_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                         const uint32_t *winners, const uint32_t *ties, const float *dy, float *dconv,
                                         float *dpooled) {
