@@ -422,6 +422,13 @@ static void check_pool_forward_bn_stats(pool_run *r, const float *conv, size_t c
         pair_compare("forward with statistics: running mean and var vs CPU", running, 1e-6, 1e-6);
         CHECK_OK(gpu->ops->batchnorm_forward_train(gpu, &bs, y.g, NULL, NULL, NULL, saved_gpu_own, saved_gpu_own + c,
                                                    running_gpu_own, running_gpu_own + c));
+        /* again without conv_wins (the kernel without its count) from C: the same statistics */
+        float *saved2 = bf_test_upload(gpu, NULL, 2 * (size_t)c);
+        CHECK_OK(gpu->ops->copy(gpu, y.g, r->conv_g, r->nc * sizeof(float)));
+        CHECK_OK(gpu->ops->flex_pool_max_forward_bn_stats(gpu, &r->ps, &r->s, &bs, r->x.g, y.g, window, winners, ties,
+                                                          NULL, saved2, saved2 + c, NULL, NULL));
+        same_floats("forward with statistics, conv_wins NULL: saved mean and invstd", gpu, saved.g, saved2, 2 * (size_t)c);
+        bf_free(gpu, saved2);
         float *a = bf_test_download(gpu, saved_gpu_own, 2 * (size_t)c), *b = bf_test_download(gpu, saved.g, 2 * (size_t)c);
         double worst = 0;
         for (int k = 0; k < 2 * c; k++) {
@@ -713,6 +720,12 @@ static void test_pool_cases(int kernels) {
         {"expand 1->256, 3x3/1 @15x17, split", 2, 1, 256, 15, 17, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
          BF_FLEX_TIE_SPLIT, 0, 1},
         {"expand 1->512, 3x3/1 @15x17, split", 2, 1, 512, 15, 17, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
+         BF_FLEX_TIE_SPLIT, 0, 1},
+        /* 384 taps: 48 KiB of sums, over the limit with the kernel's static shared memory */
+        {"expand 1->384, 3x3/1 @15x17, split", 2, 1, 384, 15, 17, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
+         BF_FLEX_TIE_SPLIT, 0, 1},
+        /* the statistics' grid capped (STATS_BLOCKS): blocks walk several tiles, the last one partial */
+        {"expand 64->128, 3x3/1 @24x24, n=32, split", 32, 64, 128, 24, 24, 3, 1, 1, BF_FLEX_CHANNELS_EXPAND,
          BF_FLEX_TIE_SPLIT, 0, 1},
     };
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) test_pool_case(&extra[i]);

@@ -407,7 +407,8 @@ __global__ void k_pool_gather(const float *__restrict__ x, const uint8_t *__rest
  * there are about STATS_BLOCKS blocks (a block then walks several tiles), keeping the chunks per
  * channel, n * tiles, few for k_bn_stats_final's ordered sum. The grid depends on the shape alone,
  * so the statistics repeat on every device. */
-enum { STATS_BLOCKS = 4096, STATS_SMEM_MAX = 48 * 1024 };
+enum { STATS_BLOCKS = 4096, STATS_SMEM_MAX = 47 * 1024 }; /* 48 KiB without an opt-in, less the static
+                                                              * shared memory (bf_block_sum's 256 bytes) */
 
 static plane_launch stats_launch_of(const bf_flex_shape *s) {
     plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)s->hw);
@@ -554,7 +555,7 @@ extern "C" bf_status bf_cuda_flex_pool_max_forward_bn_stats(bf_backend *b, const
     const plane_launch l = stats_launch_of(s);
     const bool fused = s->channels == BF_FLEX_CHANNELS_EXPAND &&
                        !(im->flex_slide && slide_takes(im, ps, s) && slide_forward_aligned(ps, x, y, window)) &&
-                       stats_smem_bytes(s, l.threads) <= STATS_SMEM_MAX && count <= (double)INT32_MAX;
+                       stats_smem_bytes(s, l.threads) <= STATS_SMEM_MAX;
     if (!fused) {
         BF_TRY(bf_cuda_flex_pool_max_forward(b, ps, s, x, y, window, winners, ties, conv_wins));
         return bf_cuda_batchnorm_forward_train(b, bs, y, NULL, NULL, NULL, save_mean, save_invstd, running_mean,
