@@ -82,7 +82,10 @@
  *      from C as version 2): version 2's forward then batchnorm_forward_train's statistics alone (a
  *      pass over y: 4*Nc bytes more), against [model] fuse_flex_bn_stats (the default):
  *      flex_pool_max_forward_bn_stats adding each y to its channel's sums as it writes it (version
- *      2's bytes, the partial sums aside). y checked bit for bit, the statistics to 1e-6.
+ *      2's bytes, the partial sums aside). y checked bit for bit, the statistics to 1e-6. A total
+ *      line then puts the batch-norm's statistics and backward on both sides: version 0 plus the
+ *      batch-norm's own two passes (timed alone) against the library's default, these two rows'
+ *      fused forward and "4 BN applied".
  *   Scatter (the "scatter (library)" and "scatter v1 (slide)" rows, backward only): the backward's
  *      last step alone, dx += maxpool_backward(dP) through the window bytes, the library's
  *      flex_pool_scatter_add (one thread per input gathering from its 9 windows) against scatter v1
@@ -813,6 +816,21 @@ static void v2_bn_stats_apart(lab_case *c) {
                                            NULL, NULL));
 }
 
+/* The batch-norm's own passes alone (its statistics over y; its backward with the ReLU), for the
+ * unfused total with the batch-norm: version 0 does not fuse them either. */
+static void bn_stats_alone(lab_case *c) {
+    const bf_bn_shape bs = bn_shape_of(c);
+    BFK(c->b->ops->batchnorm_forward_train(c->b, &bs, c->y, NULL, NULL, NULL, c->bn_grad, c->bn_grad + c->fs.c_out,
+                                           NULL, NULL));
+}
+
+static void bn_backward_alone(lab_case *c) {
+    const bf_bn_shape bs = bn_shape_of(c);
+    const size_t k = (size_t)c->fs.c_out;
+    BFK(c->b->ops->batchnorm_relu_backward(c->b, &bs, c->y, c->dy, c->bn + 2 * k, c->bn + 3 * k, c->bn, c->bn + k,
+                                           c->bn_dy, c->bn_grad, c->bn_grad + k));
+}
+
 static void v2_bn_stats_fused(lab_case *c) {
     const bf_bn_shape bs = bn_shape_of(c);
     BFK(c->b->ops->flex_pool_max_forward_bn_stats(c->b, &c->ps, &c->fs, &bs, c->x, c->y, c->window, c->winners,
@@ -1458,6 +1476,7 @@ int main(int argc, char **argv) {
         double sum_v4_b = 0.0;                      /* version 4's backward (route and scatter in one pass) */
         double sum_v4bn_apart = 0.0, sum_v4bn = 0.0; /* with the next batch-norm's backward, apart or applied */
         double sum_v2st_apart = 0.0, sum_v2st = 0.0; /* version 2's forward with that batch-norm's statistics */
+        double sum_bn_alone = 0.0; /* the batch-norm's statistics and backward passes alone */
         int v3_skipped = 0, scatter_skipped = 0;
         double sum_sc_lib = 0.0, sum_sc_v1 = 0.0; /* the backward's scatter alone: library, scatter v1 */
         double kept0 = 0.0, kept1 = 0.0, kept2 = 0.0;
@@ -1514,6 +1533,7 @@ int main(int argc, char **argv) {
             /* last: they rewrite y, window and bits (the same bits as version 2's) */
             const double v2st_apart = time_pass(t, &c, v2_bn_stats_apart, v2_prepare_forward);
             const double v2st = time_pass(t, &c, v2_bn_stats_fused, v2_prepare_forward);
+            const double bn_alone = time_pass(t, &c, bn_stats_alone) + time_pass(t, &c, bn_backward_alone);
 
             char tail0[64], tail1[160], tail2[192], tail_pool1[64];
             snprintf(tail_pool1, sizeof tail_pool1, "fwd x%.2f over the library's pool", pool_f / pool1_f);
@@ -1555,6 +1575,7 @@ int main(int argc, char **argv) {
             lab_print_row(&tb, "", "2 stats in pass", v2st, bytes_v2_fwd(&c), -1.0, 0.0, tail_st);
             sum_v2st_apart += sh->count * v2st_apart;
             sum_v2st += sh->count * v2st;
+            sum_bn_alone += sh->count * bn_alone;
             lab_print_row(&tb, "", "scatter (library)", -1.0, 0.0, sc_lib, bytes_scatter(&c), "the backward's dx += scatter(dP)");
             if (why_s) {
                 printf("%-*s %-*s skipped: %s\n", tb.lead_width, "", tb.version_width, "scatter v1", why_s);
@@ -1607,6 +1628,10 @@ int main(int argc, char **argv) {
                sum_v4bn_apart / sum_v4bn);
         printf("  version 2's forward then the batch-norm's statistics %.3f ms, the statistics in its pass "
                "(fuse_flex_bn_stats) %.3f ms, x%.2f\n", sum_v2st_apart, sum_v2st, sum_v2st_apart / sum_v2st);
+        printf("  with the batch-norm + ReLU's statistics and backward on both sides (its apply is the same): version 0 "
+               "and the batch-norm's own passes %.3f ms, the library's default (statistics in version 2's pass, version "
+               "4 applying its dx) %.3f ms, x%.2f\n", sum_v0 + sum_bn_alone, sum_v2st + sum_v4bn,
+               (sum_v0 + sum_bn_alone) / (sum_v2st + sum_v4bn));
         if (scatter_skipped)
             printf("  backward's scatter alone: library %.3f ms; scatter v1 skipped on some shapes\n", sum_sc_lib);
         else
