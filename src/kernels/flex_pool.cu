@@ -15,7 +15,9 @@
  *   k_pool_max_forward_expand  window maximum and byte, then for each tapping channel: y in place,
  *                              and the warp's ballots of "C >= P~" and "C == P~" ORed into the
  *                              winners and ties bitmaps at the element's bit (a plane need not start
- *                              on a word boundary).
+ *                              on a word boundary); <STATS> also sums each written y per output
+ *                              channel for the next batch-norm (flex_pool_max_forward_bn_stats),
+ *                              and k_fold_chunks and k_bn_stats_final finish its statistics.
  *   k_route_expand<V>          for V consecutive positions of a pooled plane and each tapping
  *                              channel: dconv from dy and the two bits, and the sum of the pool
  *                              shares: dpooled (float4 loads and stores when V = 4).
@@ -404,9 +406,9 @@ __global__ void k_pool_gather(const float *__restrict__ x, const uint8_t *__rest
 
 /* ---- flex_pool_max_forward_bn_stats (EXPAND, [run] flex_kernels = fused) ----
  * k_pool_max_forward_expand<STATS> over a grid of its own: the tiles of a plane are capped so that
- * there are about STATS_BLOCKS blocks (a block then walks several tiles), keeping the chunks per
- * channel, n * tiles, few for k_bn_stats_final's ordered sum. The grid depends on the shape alone,
- * so the statistics repeat on every device. */
+ * there are about STATS_BLOCKS blocks (a block then walks several tiles), keeping the partials per
+ * channel (n * tiles, which k_fold_chunks adds) few. The grid depends on the shape alone, so the
+ * statistics repeat on every device. */
 enum { STATS_BLOCKS = 4096, STATS_SMEM_MAX = 47 * 1024 }; /* 48 KiB without an opt-in, less the static
                                                               * shared memory (bf_block_sum's 256 bytes) */
 
