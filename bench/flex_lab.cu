@@ -86,6 +86,10 @@
  *      line then puts the batch-norm's statistics and backward on both sides: version 0 plus the
  *      batch-norm's own two passes (timed alone) against the library's default, these two rows'
  *      fused forward and "4 BN applied".
+ *   4 on the sliding window (rows "4 slide" and "4 slide BN applied", backward only): the same two
+ *      calls under [run] flex_kernels = slide (flex_slide.cuh's k_slide_route_scatter: the route
+ *      computed per output row as the scatter's window slides, dconv apart from dy), checked bit for
+ *      bit against the CPU and version 4; the byte model of version 4 (the halo rows' dy again aside).
  *   Scatter (the "scatter (library)" and "scatter v1 (slide)" rows, backward only): the backward's
  *      last step alone, dx += maxpool_backward(dP) through the window bytes, the library's
  *      flex_pool_scatter_add (one thread per input gathering from its 9 windows) against scatter v1
@@ -805,6 +809,20 @@ static void v4_bn_applied(lab_case *c) {
                                                      c->dy, c->dconv, c->dx));
 }
 
+/* Version 4 on the sliding window (rows "4 slide" and "4 slide BN applied", backward only): the same
+ * calls under [run] flex_kernels = slide, whose route with the scatter (flex_slide.cuh,
+ * k_slide_route_scatter) takes them since dconv is apart from dy here. */
+static void v4_slide(lab_case *c) {
+    BFK(bf_cuda_set_flex_kernels(c->b, 1));
+    v4_backward(c);
+    BFK(bf_cuda_set_flex_kernels(c->b, 0));
+}
+static void v4_bn_slide(lab_case *c) {
+    BFK(bf_cuda_set_flex_kernels(c->b, 1));
+    v4_bn_applied(c);
+    BFK(bf_cuda_set_flex_kernels(c->b, 0));
+}
+
 /* The "BN stats" rows (forward only, from C as version 2): version 2's forward, then the next
  * batch-norm's statistics over y (batchnorm_forward_train with y NULL: a pass over y), against
  * [model] fuse_flex_bn_stats (the default): flex_pool_max_forward_bn_stats, the sums taken as y is
@@ -1216,6 +1234,16 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
     printf("    version 4 (library backward with the scatter) on version 2's forward outputs\n");
     ok &= check_bits(b, "dconv", c.dconv, dconv, c.nc, host);
     ok &= check_bits(b, "dx_pool", c.dx, dx, c.nx, host);
+    if (!slide_why_not(&c.ps, &c.fs)) { /* the same on the sliding window */
+        CK(cudaMemsetAsync(c.dconv, 0xFF, c.nc * sizeof(float), stream));
+        CK(cudaMemsetAsync(c.dx, 0xFF, c.nx * sizeof(float), stream));
+        v4_slide(&c);
+        CK(cudaStreamSynchronize(stream));
+        CK(cudaGetLastError());
+        printf("    version 4 on the sliding window (flex_kernels = slide)\n");
+        ok &= check_bits(b, "dconv", c.dconv, dconv, c.nc, host);
+        ok &= check_bits(b, "dx_pool", c.dx, dx, c.nx, host);
+    }
 
     /* version 4 with the batch-norm applied in its route against the batch-norm's whole backward
      * then version 4: dconv and dx bit for bit (the same sums, the same per-element expressions) */
@@ -1233,6 +1261,16 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
         printf("    version 4 with the batch-norm's dx applied in the route, against the batch-norm's whole backward first\n");
         ok &= check_bits(b, "dconv", c.dconv, dconv_apart, c.nc, host);
         ok &= check_bits(b, "dx_pool", c.dx, dx_apart, c.nx, host);
+        if (!slide_why_not(&c.ps, &c.fs)) {
+            CK(cudaMemsetAsync(c.dconv, 0xFF, c.nc * sizeof(float), stream));
+            CK(cudaMemsetAsync(c.dx, 0xFF, c.nx * sizeof(float), stream));
+            v4_bn_slide(&c);
+            CK(cudaStreamSynchronize(stream));
+            CK(cudaGetLastError());
+            printf("    the same on the sliding window (flex_kernels = slide)\n");
+            ok &= check_bits(b, "dconv", c.dconv, dconv_apart, c.nc, host);
+            ok &= check_bits(b, "dx_pool", c.dx, dx_apart, c.nx, host);
+        }
         bf_free(cpu, dconv_apart);
         bf_free(cpu, dx_apart);
     }
@@ -1477,6 +1515,8 @@ int main(int argc, char **argv) {
         double sum_v4bn_apart = 0.0, sum_v4bn = 0.0; /* with the next batch-norm's backward, apart or applied */
         double sum_v2st_apart = 0.0, sum_v2st = 0.0; /* version 2's forward with that batch-norm's statistics */
         double sum_bn_alone = 0.0; /* the batch-norm's statistics and backward passes alone */
+        double sum_v4s = 0.0, sum_v4bns = 0.0; /* version 4 on the sliding window, without and with the batch-norm */
+        int v4s_skipped = 0;
         int v3_skipped = 0, scatter_skipped = 0;
         double sum_sc_lib = 0.0, sum_sc_v1 = 0.0; /* the backward's scatter alone: library, scatter v1 */
         double kept0 = 0.0, kept1 = 0.0, kept2 = 0.0;
@@ -1534,6 +1574,8 @@ int main(int argc, char **argv) {
             const double v2st_apart = time_pass(t, &c, v2_bn_stats_apart, v2_prepare_forward);
             const double v2st = time_pass(t, &c, v2_bn_stats_fused, v2_prepare_forward);
             const double bn_alone = time_pass(t, &c, bn_stats_alone) + time_pass(t, &c, bn_backward_alone);
+            const char *why4s = slide_why_not(&c.ps, &c.fs);
+            const double v4s = why4s ? -1.0 : time_pass(t, &c, v4_slide), v4bns = why4s ? -1.0 : time_pass(t, &c, v4_bn_slide);
 
             char tail0[64], tail1[160], tail2[192], tail_pool1[64];
             snprintf(tail_pool1, sizeof tail_pool1, "fwd x%.2f over the library's pool", pool_f / pool1_f);
@@ -1567,6 +1609,18 @@ int main(int argc, char **argv) {
             snprintf(tail_bn, sizeof tail_bn, "bwd x%.2f over 4 + BN backward", v4bn_apart / v4bn);
             lab_print_row(&tb, "", "4 + BN backward", -1.0, 0.0, v4bn_apart, bytes_v4_bn_apart(&c), "");
             lab_print_row(&tb, "", "4 BN applied", -1.0, 0.0, v4bn, bytes_v4_bn_applied(&c), tail_bn);
+            if (why4s) {
+                printf("%-*s %-*s skipped: %s\n", tb.lead_width, "", tb.version_width, "4 slide", why4s);
+                v4s_skipped = 1;
+            } else {
+                char tail_s4[64], tail_s4bn[64];
+                snprintf(tail_s4, sizeof tail_s4, "bwd x%.2f over 4", v4_b / v4s);
+                snprintf(tail_s4bn, sizeof tail_s4bn, "bwd x%.2f over 4 BN applied", v4bn / v4bns);
+                lab_print_row(&tb, "", "4 slide", -1.0, 0.0, v4s, bytes_v4_bwd(&c), tail_s4);
+                lab_print_row(&tb, "", "4 slide BN applied", -1.0, 0.0, v4bns, bytes_v4_bn_applied(&c), tail_s4bn);
+                sum_v4s += sh->count * v4s;
+                sum_v4bns += sh->count * v4bns;
+            }
             sum_v4bn_apart += sh->count * v4bn_apart;
             sum_v4bn += sh->count * v4bn;
             char tail_st[64];
@@ -1628,6 +1682,11 @@ int main(int argc, char **argv) {
                sum_v4bn_apart / sum_v4bn);
         printf("  version 2's forward then the batch-norm's statistics %.3f ms, the statistics in its pass "
                "(fuse_flex_bn_stats) %.3f ms, x%.2f\n", sum_v2st_apart, sum_v2st, sum_v2st_apart / sum_v2st);
+        if (!v4s_skipped)
+            printf("  version 4 on the sliding window %.3f ms (x%.2f over version 4), with the batch-norm applied %.3f ms "
+                   "(x%.2f); version 3's forward + its backward %.3f ms, x%.2f over version 0\n",
+                   sum_v4s, sum_v4_b / sum_v4s, sum_v4bns, sum_v4bn / sum_v4bns, sum_v3_f + sum_v4s,
+                   sum_v0 / (sum_v3_f + sum_v4s));
         printf("  with the batch-norm + ReLU's statistics and backward on both sides (its apply is the same): version 0 "
                "and the batch-norm's own passes %.3f ms, the library's default (statistics in version 2's pass, version "
                "4 applying its dx) %.3f ms, x%.2f\n", sum_v0 + sum_bn_alone, sum_v2st + sum_v4bn,

@@ -5,7 +5,8 @@
  * ([run] deterministic) take the same steps bit for bit. The same again for two flex VGG-6s: every
  * conv and pool a fused channel-wise max flex layer (fully_flex), and every conv a mask-joint flex
  * layer (bilinear widening, logits batch-norm, hard sigmoid; then expand, no batch-norm, sigmoid),
- * the layer code of both joints end to end on the GPU; and a FlexResNet-18 (every conv flex: the 7x7/2 stem, 1x1 downsamples and strided
+ * the layer code of both joints end to end on the GPU (the channel-wise max also under [run]
+ * flex_kernels = slide); and a FlexResNet-18 (every conv flex: the 7x7/2 stem, 1x1 downsamples and strided
  * 3x3s, windows the VGGs do not have). Skipped without a GPU. */
 #include <math.h>
 #include <stdlib.h>
@@ -155,6 +156,13 @@ int main(void) {
     cfg.model.flex = 1;
     cfg.model.fully_flex = 1;
     run_network("flex VGG-6, channel-wise max, fully flex", &cfg, cb, gb, db);
+    /* [run] flex_kernels = slide: the sliding-window forward and route with the scatter (dC apart from
+     * dy in the plan), the batch-norms' statistics by their own pass */
+    CHECK_OK(bf_cuda_set_flex_kernels(gb, 1));
+    for (int i = 0; i < 2; i++) CHECK_OK(bf_cuda_set_flex_kernels(db[i], 1));
+    run_network("flex VGG-6, channel-wise max, fully flex, flex_kernels = slide", &cfg, cb, gb, db);
+    CHECK_OK(bf_cuda_set_flex_kernels(gb, 0));
+    for (int i = 0; i < 2; i++) CHECK_OK(bf_cuda_set_flex_kernels(db[i], 0));
     cfg.model.fully_flex = 0;
     cfg.model.flex_joint = BF_FLEX_JOINT_MASK;
     cfg.model.flex_channels = BF_FLEX_CHANNELS_BILINEAR;

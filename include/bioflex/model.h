@@ -121,6 +121,8 @@ typedef struct bf_layer {
                                  * before it applies its dx (flex_pool_max_backward_scatter_bn); the pair's
                                  * gradients are one buffer, the batch-norm's */
     int flex_applies_bn;        /* flex layer that applies the next batch-norm's dx so */
+    int flex_dconv_apart;       /* flex layer whose backward writes dC into its scratch rather than over dy:
+                                 * the sliding-window route reads dy across items (bf_cuda_flex_kernels_slide) */
     int flex_gives_bn_stats;    /* flex layer whose training forward takes the next batch-norm's statistics
                                  * ([model] fuse_flex_bn_stats: flex_pool_max_forward_bn_stats) */
     int bn_stats_in_flex;       /* batch-norm whose statistics that flex layer took: its training forward

@@ -658,10 +658,14 @@ bf_status bf_cuda_set_conv_api(bf_backend *b, int graph);
 /* [run] flex_kernels = slide (slide != 0): flex_pool_max_forward and flex_pool_scatter_add run
  * sliding-window kernels (src/kernels/flex_slide.cuh: each input row loaded once per band, window
  * maxima slid down the rows in registers, warp shuffles for the neighbours) wherever they apply:
- * EXPAND and the 3x3 stride-1 pad-1 window, every FlexNet flex layer; other calls run the fused
+ * EXPAND and the 3x3 stride-1 pad-1 window, every FlexNet flex layer; so do
+ * flex_pool_max_backward_scatter(_bn) where dconv does not overlap dy; other calls run the fused
  * kernels. Same results, bit for bit. fused (0, the default): the fused kernels everywhere. A no-op
  * on the CPU (and when bioflex was built without CUDA). */
 bf_status bf_cuda_set_flex_kernels(bf_backend *b, int slide);
+/* 1 when b is a CUDA backend set to the sliding-window kernels (bf_cuda_set_flex_kernels), else 0:
+ * their route with the scatter needs dconv apart from dy, which the memory plan then gives it. */
+int bf_cuda_flex_kernels_slide(const bf_backend *b);
 /* How many graph-API plans the backend's convolution cache holds (0 for a CPU backend, without
  * CUDA, or under conv_api = legacy): for tests and diagnostics. */
 int bf_cuda_conv_graph_plan_count(const bf_backend *b);

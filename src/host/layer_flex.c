@@ -68,10 +68,12 @@ char *bf_flex_place(bf_layer *l, char *cursor) {
 }
 
 /* The max joint's dC overwrites dy under EXPAND (ops.h allows it there): dy is a gradient buffer that
- * nothing reads after this backward, except in the last layer, where it is the caller's dlogits. */
+ * nothing reads after this backward, except in the last layer, where it is the caller's dlogits; and
+ * except under the sliding-window kernels, whose route reads dy across items (flex_dconv_apart). */
 static int dconv_in_place(const bf_model *m, int index) {
     const bf_layer *l = &m->layers[index];
-    return !is_mask(l) && l->flex_opt.channels == BF_FLEX_CHANNELS_EXPAND && index != m->num_layers - 1;
+    return !is_mask(l) && l->flex_opt.channels == BF_FLEX_CHANNELS_EXPAND && index != m->num_layers - 1 &&
+           !l->flex_dconv_apart;
 }
 
 size_t bf_flex_scratch_floats(const bf_model *m, int index) {

@@ -504,6 +504,8 @@ bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
     }
     for (int i = 0; i < L; i++) m->layers[i].charge_in_place = charge_can_overwrite_input(m, &m->layers[i]);
     for (int i = 0; i < L; i++) m->layers[i].bn_runs_neuron = m->layers[i].bn_in_flex = m->layers[i].bn_stats_in_flex = 0;
+    for (int i = 0; i < L; i++) /* [run] flex_kernels = slide: dC beside dy (layer_flex.c's scratch) */
+        m->layers[i].flex_dconv_apart = m->layers[i].kind == BF_LAYER_FLEX && bf_cuda_flex_kernels_slide(m->backend);
     for (int i = 0; i < L; i++) {
         m->layers[i].flex_gives_bn_stats = flex_can_give_bn_stats(m, i);
         if (m->layers[i].flex_gives_bn_stats) m->layers[i + 1].bn_stats_in_flex = 1;

@@ -29,6 +29,10 @@ bf_status bf_cuda_set_flex_kernels(bf_backend *b, int slide) {
     (void)b, (void)slide;
     return BF_OK;
 }
+int bf_cuda_flex_kernels_slide(const bf_backend *b) {
+    (void)b;
+    return 0;
+}
 bf_status bf_cuda_set_conv_workspace_limit(bf_backend *b, size_t bytes) {
     (void)b, (void)bytes;
     return BF_OK;

@@ -47,8 +47,9 @@
  * kernels here). */
 #include <math.h>
 
-#include "bn_common.cuh"  /* bn_apply_one, bn_dx_one: the batch-norm's dx of flex_pool_max_backward_scatter_bn */
+#include "bn_common.cuh" /* chunks_for, k_bn_stats_final */
 #include "flex_common.cuh"
+#include "flex_route.cuh" /* routed, bn_grad_dev, bn_grad_at: the route's per-element expressions */
 #include "flex_slide.cuh" /* [run] flex_kernels = slide: the sliding-window forward and scatter */
 #include "pool_common.cuh"
 #include "vector_access.cuh" /* fvec, load_vec, store_vec */
@@ -156,12 +157,6 @@ __global__ void k_pool_max_forward_expand(const float *__restrict__ x, float *__
             so.partial[o + 1] = a1;
         }
     }
-}
-
-/* dconv of one element from its dy and bits (flex_max_backward's expressions): dy where the conv
- * won, dy * tie_share where it tied, else 0. */
-__device__ __forceinline__ float routed(float gv, uint32_t win, uint32_t tie, unsigned bit, float tie_share) {
-    return (win >> bit) & 1u ? ((tie >> bit) & 1u ? __fmul_rn(gv, tie_share) : gv) : 0.0f;
 }
 
 /* V consecutive positions p0.. of pooled plane (n, i) per thread (V = 4: hw % 4 == 0 and dy,
@@ -309,21 +304,6 @@ __global__ void k_pool_scatter_add(const uint8_t *__restrict__ window, const flo
             }
         dxq[at] = __fadd_rn(dxq[at], acc);
     }
-}
-
-/* The batch-norm after the flex layer, for k_route_scatter<BN>: bf_bn_grad as the kernel takes it. */
-struct bn_grad_dev {
-    int relu;
-    const float *mean, *invstd, *gamma, *beta, *coef;
-    int c;
-};
-
-/* The batch-norm's dx of one element of channel ch from its output gradient dz and input yv:
- * batchnorm.cu's k_bn_dx<RELU> expressions (ops.h at bf_bn_grad). */
-__device__ __forceinline__ float bn_grad_at(const bn_grad_dev &bn, int ch, float yv, float dz) {
-    const float mu = bn.mean[ch], is = bn.invstd[ch], sc = __fmul_rn(bn.gamma[ch], is);
-    const float g = bn.relu && !(bn_apply_one(yv, mu, sc, bn.beta[ch]) > 0.0f) ? 0.0f : dz;
-    return bn_dx_one(yv, g, mu, is, sc, bn.coef[ch], bn.coef[bn.c + ch]);
 }
 
 /* The route and the scatter in one pass (EXPAND): one thread per input element of pooled plane
@@ -526,6 +506,10 @@ extern "C" bf_status bf_cuda_set_flex_kernels(bf_backend *b, int slide) {
     return BF_OK;
 }
 
+extern "C" int bf_cuda_flex_kernels_slide(const bf_backend *b) {
+    return b && b->kind == BF_DEVICE_CUDA && ((const bf_cuda_impl *)b->impl)->flex_slide;
+}
+
 extern "C" bf_status bf_cuda_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                                    const float *x, float *y, uint8_t *window, uint32_t *winners,
                                                    uint32_t *ties, float *conv_wins) {
@@ -624,6 +608,8 @@ extern "C" bf_status bf_cuda_flex_pool_max_backward_scatter(bf_backend *b, const
         return bf_error(BF_ERR_ARG, "flex_pool_max_backward_scatter: EXPAND channels only (BILINEAR mixes two pooled "
                                     "channels per output: flex_pool_max_backward, then flex_pool_scatter_add)");
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
+    if (im->flex_slide && slide_takes(im, ps, s) && slide_route_apart(s, dy, dconv))
+        return slide_route_scatter(im, ps, s, NULL, window, winners, ties, NULL, dy, dconv, dx, tie_share);
     const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)ps->h_in * ps->w_in);
     LAUNCH_WINDOW(ps, k_route_scatter, WITHOUT_BN, l, window, winners, ties, dy, dconv, dx, pool_geo_of(ps), geo_of(s),
                   tie_share, (const float *)NULL, bn_grad_dev{});
@@ -644,6 +630,8 @@ extern "C" bf_status bf_cuda_flex_pool_max_backward_scatter_bn(bf_backend *b, co
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
     const bn_grad_dev bd = {bn->relu, bn->mean, bn->invstd, bn->gamma, bn->relu ? bn->beta : bn->gamma, bn->coef,
                             s->c_out};
+    if (im->flex_slide && slide_takes(im, ps, s) && slide_route_apart(s, dz, dconv))
+        return slide_route_scatter(im, ps, s, &bd, window, winners, ties, y, dz, dconv, dx, tie_share);
     const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)ps->h_in * ps->w_in);
     LAUNCH_WINDOW(ps, k_route_scatter, WITH_BN, l, window, winners, ties, dz, dconv, dx, pool_geo_of(ps), geo_of(s),
                   tie_share, y, bd);

@@ -1,11 +1,14 @@
 /* flex_slide.cuh - internal: the sliding-window kernels of [run] flex_kernels = slide
  * (bf_cuda_set_flex_kernels in ops.h), included by flex_pool.cu alone. For EXPAND and the 3x3
  * stride-1 pad-1 window (every FlexNet flex layer) they compute what flex_pool.cu's
- * k_pool_max_forward_expand and k_pool_scatter_add compute, BIT FOR BIT, with another split of the
- * work:
+ * k_pool_max_forward_expand, k_pool_scatter_add and k_route_scatter compute, BIT FOR BIT, with
+ * another split of the work:
  *   k_slide_max_forward   flex_pool_max_forward (y in place over C, window bytes, winners and ties bits,
  *                         conv_wins);
- *   k_slide_scatter_add   flex_pool_scatter_add (dx += maxpool_backward(dpooled) through the bytes).
+ *   k_slide_scatter_add   flex_pool_scatter_add (dx += maxpool_backward(dpooled) through the bytes);
+ *   k_slide_route_scatter flex_pool_max_backward_scatter and _bn with dconv apart from dy (the route's
+ *                         shares computed per output row as the window slides; tests/
+ *                         test_flex_slide_route.c emulates it loop for loop).
  * They were written in the flex kernel lab (bench/flex_lab.cu's "pool v1", whose sliding window they
  * build on) and checked, before any GPU run, by lane-by-lane CPU emulations against C
  * transcriptions of the library's kernels; the lab now times them here, through the ops table, as
@@ -36,6 +39,7 @@
 
 #include "cuda_backend.h"
 #include "flex_common.cuh" /* k_add_count */
+#include "flex_route.cuh"  /* routed, bn_grad_dev, bn_grad_at: the route with the scatter */
 #include "vector_access.cuh" /* fvec, load_vec, store_vec */
 
 namespace { /* kernels are private to the including file */
@@ -534,11 +538,56 @@ __device__ __forceinline__ void scat_term(float &acc, unsigned code, unsigned wa
         : "r"(code), "r"(want), "f"(v));
 }
 
+/* One output row's terms into the three accumulators of a lane's V columns (input rows oh-1: a,
+ * oh: b, oh+1: c; a was complete before and is replaced by b, b by c, c starts at 0): the row's
+ * codes, its neighbours ow = c0-1 and c0+V by shuffles within the group of G lanes (gl the lane's
+ * place in it) or, at the group's edges, the edge columns the lane holds; then each term in ascending
+ * output order. Called warp-wide. */
+template <int V>
+__device__ __forceinline__ void scat_row_terms(const scat_raw<V> &cur, int G, int gl, float (&a)[V], float (&b)[V],
+                                               float (&c)[V]) {
+    const unsigned full = 0xffffffffu;
+    unsigned sc[V];
+#pragma unroll
+    for (int j = 0; j < V; j++) sc[j] = scat_code(cur.v[j], (cur.b >> (8 * j)) & 0xFFu);
+    float lv = __shfl_up_sync(full, cur.v[V - 1], 1, G);
+    unsigned ls = __shfl_up_sync(full, sc[V - 1], 1, G);
+    float rv = __shfl_down_sync(full, cur.v[0], 1, G);
+    unsigned rs = __shfl_down_sync(full, sc[0], 1, G);
+    if (gl == 0) { /* the loaded edge column, or none (cur.lv is 0 unless edge_l: no term) */
+        lv = cur.lv;
+        ls = scat_code(cur.lv, cur.lb);
+    }
+    if (gl == G - 1) {
+        rv = cur.rv;
+        rs = scat_code(cur.rv, cur.rb);
+    }
+#pragma unroll
+    for (int j = 0; j < V; j++) {
+        a[j] = b[j];
+        b[j] = c[j];
+        c[j] = 0.0f;
+        const float vl = j == 0 ? lv : cur.v[j > 0 ? j - 1 : 0], vm = cur.v[j];
+        const float vr = j == V - 1 ? rv : cur.v[j < V - 1 ? j + 1 : 0];
+        const unsigned sl = j == 0 ? ls : sc[j > 0 ? j - 1 : 0], sm = sc[j];
+        const unsigned sr = j == V - 1 ? rs : sc[j < V - 1 ? j + 1 : 0];
+        /* each accumulator in ow order: c-1 (kw = 2), c (kw = 1), c+1 (kw = 0) */
+        scat_term(a[j], sl, 2u, vl); /* input row oh-1: kh = 0, its last output row */
+        scat_term(a[j], sm, 1u, vm);
+        scat_term(a[j], sr, 0u, vr);
+        scat_term(b[j], sl, 5u, vl); /* input row oh: kh = 1 */
+        scat_term(b[j], sm, 4u, vm);
+        scat_term(b[j], sr, 3u, vr);
+        scat_term(c[j], sl, 8u, vl); /* input row oh+1: kh = 2, its first output row */
+        scat_term(c[j], sm, 7u, vm);
+        scat_term(c[j], sr, 6u, vr);
+    }
+}
+
 template <int V>
 __global__ void __launch_bounds__(SLIDE_THREADS)
     k_slide_scatter_add(const uint8_t *__restrict__ window, const float *__restrict__ dpooled, float *__restrict__ dx,
                         slide_geo g) {
-    const unsigned full = 0xffffffffu;
     const int lane = (int)(threadIdx.x & 31), G = 1 << g.log2_group, gl = lane & (G - 1);
     const size_t warp = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const size_t item = (warp << (5 - g.log2_group)) + (size_t)(lane >> g.log2_group);
@@ -591,42 +640,7 @@ __global__ void __launch_bounds__(SLIDE_THREADS)
                 dxn[0] = dq[oh * w + c0];
             }
         }
-        /* output row oh's codes, and its neighbours ow = c0-1 and c0+V */
-        unsigned sc[V];
-#pragma unroll
-        for (int j = 0; j < V; j++) sc[j] = scat_code(cur.v[j], (cur.b >> (8 * j)) & 0xFFu);
-        float lv = __shfl_up_sync(full, cur.v[V - 1], 1, G);
-        unsigned ls = __shfl_up_sync(full, sc[V - 1], 1, G);
-        float rv = __shfl_down_sync(full, cur.v[0], 1, G);
-        unsigned rs = __shfl_down_sync(full, sc[0], 1, G);
-        if (gl == 0) { /* the loaded edge column, or none (cur.lv is 0 unless edge_l: no term) */
-            lv = cur.lv;
-            ls = scat_code(cur.lv, cur.lb);
-        }
-        if (gl == G - 1) {
-            rv = cur.rv;
-            rs = scat_code(cur.rv, cur.rb);
-        }
-#pragma unroll
-        for (int j = 0; j < V; j++) {
-            a[j] = b[j];
-            b[j] = c[j];
-            c[j] = 0.0f;
-            const float vl = j == 0 ? lv : cur.v[j > 0 ? j - 1 : 0], vm = cur.v[j];
-            const float vr = j == V - 1 ? rv : cur.v[j < V - 1 ? j + 1 : 0];
-            const unsigned sl = j == 0 ? ls : sc[j > 0 ? j - 1 : 0], sm = sc[j];
-            const unsigned sr = j == V - 1 ? rs : sc[j < V - 1 ? j + 1 : 0];
-            /* each accumulator in ow order: c-1 (kw = 2), c (kw = 1), c+1 (kw = 0) */
-            scat_term(a[j], sl, 2u, vl); /* input row oh-1: kh = 0, its last output row */
-            scat_term(a[j], sm, 1u, vm);
-            scat_term(a[j], sr, 0u, vr);
-            scat_term(b[j], sl, 5u, vl); /* input row oh: kh = 1 */
-            scat_term(b[j], sm, 4u, vm);
-            scat_term(b[j], sr, 3u, vr);
-            scat_term(c[j], sl, 8u, vl); /* input row oh+1: kh = 2, its first output row */
-            scat_term(c[j], sm, 7u, vm);
-            scat_term(c[j], sr, 6u, vr);
-        }
+        scat_row_terms<V>(cur, G, gl, a, b, c); /* output row oh's terms */
         /* input row oh-1 is complete */
         const int ri = oh - 1;
         if (cols && ri >= r0 && ri < r1) {
@@ -665,6 +679,218 @@ static bf_status slide_scatter_add(bf_cuda_impl *im, const bf_pool_shape *ps, co
     else if (V == 2) k_slide_scatter_add<2><<<(unsigned)blocks, SLIDE_THREADS, 0, im->stream>>>(window, dpooled, dx, g);
     else k_slide_scatter_add<1><<<(unsigned)blocks, SLIDE_THREADS, 0, im->stream>>>(window, dpooled, dx, g);
     BF_LAUNCH_CHECK("k_slide_scatter_add");
+    return BF_OK;
+}
+
+
+/* ==== the route with the scatter: flex_pool_max_backward_scatter(_bn) for 3x3/1/1, BIT FOR BIT ====
+ *
+ * k_route_scatter's contract (flex_pool.cu) on the scatter's sliding window: each output position o
+ * of pooled plane (n, i) has a share, the sum over the output channels j tapping i, in ascending
+ * order from 0.0f, of g - dc, with g = dy[e] (with BN: the batch-norm's dx from dz[e] and y[e],
+ * bn_grad_at) and dc = routed(g, bits of e), e = (n*c_out + j)*hw + o; dconv[e] = dc. Input (r, c)
+ * sums from 0.0f, in ascending output order, the shares of the windows whose byte names it, and dx
+ * is overwritten with the sum. As in the scatter, a zero share is no term (adding +0 or -0 to a sum
+ * that starts at +0 changes no bit: the sum is never -0).
+ *
+ * The walk is k_slide_scatter_add's, with each output row's V shares computed where the scatter
+ * loaded dpooled: for every tap, one vector load of dy (and y), the V positions' bits from one word
+ * each of winners and ties, and one vector store of dconv. Output rows r0-1 and r1 (the band's halo)
+ * and the strip-edge columns c0-1 and c0+V belong to other items: their shares are computed again,
+ * their dconv not written. So dy is read by two items there and must not be dconv's buffer (the
+ * caller checks that the two do not overlap; the fused kernel takes dconv over dy). Untapped planes
+ * (tiling that narrows) have no shares: their dx is 0. Byte model: per output element 4 (dy) + 4
+ * (dconv) + 1/4 (bits) [+ 4 (y) with BN], per pooled element 1 (byte) and per input element 4 (dx),
+ * plus the halo rows' dy (and y) again, 2/rows of them. */
+
+struct route_args {
+    const uint8_t *wq;        /* the plane's window bytes */
+    const uint32_t *winners, *ties;
+    const float *dy, *y;      /* y with BN only */
+    float *dconv;
+    size_t e_first, tap_stride; /* element of tap 0 at position 0; between taps */
+    int lo, hi, step, w;      /* the tapping channels lo, lo+step, ... < hi; the row width */
+    float tie_share;
+};
+
+/* The share of one position p of the plane (an edge column: no dconv written). */
+template <bool BN>
+__device__ __forceinline__ float route_share_one(const route_args &a, const bn_grad_dev &bn, int p) {
+    float share = 0.0f;
+    for (int j = a.lo, k = 0; j < a.hi; j += a.step, k++) {
+        const size_t e = a.e_first + (size_t)k * a.tap_stride + (size_t)p;
+        float gv = a.dy[e];
+        if (BN) gv = bn_grad_at(bn, j, a.y[e], gv);
+        const float dc = routed(gv, a.winners[e >> 5], a.ties[e >> 5], (unsigned)(e & 31u), a.tie_share);
+        share = __fadd_rn(share, __fsub_rn(gv, dc));
+    }
+    return share;
+}
+
+/* Output row oh as a lane sees it (scat_raw: V shares and bytes, the edge columns' beyond): shares
+ * of the tapped channels (tapped), dconv written where the lane owns the row (own). */
+template <int V, bool BN>
+__device__ __forceinline__ scat_raw<V> route_row(const route_args &a, const bn_grad_dev &bn, int oh, bool row_ok,
+                                                 bool tapped, bool own, bool cols, bool edge_l, bool edge_r, int c0) {
+    scat_raw<V> r;
+#pragma unroll
+    for (int j = 0; j < V; j++) r.v[j] = 0.0f;
+    r.b = 0;
+    r.lv = r.rv = 0.0f;
+    r.lb = r.rb = 0;
+    if (!row_ok) return r;
+    const int at = oh * a.w + c0; /* h*w fits in an int (slide_takes) */
+    if (cols) {
+        if constexpr (V == 4) r.b = *reinterpret_cast<const uint32_t *>(a.wq + at); /* byte j = column c0+j */
+        else if constexpr (V == 2) r.b = *reinterpret_cast<const uint16_t *>(a.wq + at);
+        else r.b = a.wq[at];
+        if (tapped)
+            for (int j = a.lo, k = 0; j < a.hi; j += a.step, k++) {
+                const size_t e = a.e_first + (size_t)k * a.tap_stride + (size_t)at; /* a multiple of V */
+                fvec<V> gv = load_vec<V>(a.dy + e);
+                if (BN) {
+                    const fvec<V> yv = load_vec<V>(a.y + e);
+#pragma unroll
+                    for (int q = 0; q < V; q++) gv.v[q] = bn_grad_at(bn, j, yv.v[q], gv.v[q]);
+                }
+                const uint32_t win = a.winners[e >> 5], tie = a.ties[e >> 5]; /* V elements in one word */
+                fvec<V> dc;
+#pragma unroll
+                for (int q = 0; q < V; q++) {
+                    dc.v[q] = routed(gv.v[q], win, tie, (unsigned)((e + (size_t)q) & 31u), a.tie_share);
+                    r.v[q] = __fadd_rn(r.v[q], __fsub_rn(gv.v[q], dc.v[q]));
+                }
+                if (own) store_vec<V>(a.dconv + e, dc);
+            }
+    }
+    if (edge_l) {
+        r.lb = a.wq[at - 1];
+        if (tapped) r.lv = route_share_one<BN>(a, bn, at - 1);
+    }
+    if (edge_r) {
+        r.rb = a.wq[at + V];
+        if (tapped) r.rv = route_share_one<BN>(a, bn, at + V);
+    }
+    return r;
+}
+
+template <int V, bool BN>
+__global__ void __launch_bounds__(SLIDE_THREADS)
+    k_slide_route_scatter(const uint8_t *__restrict__ window, const uint32_t *__restrict__ winners,
+                          const uint32_t *__restrict__ ties, const float *__restrict__ dy,
+                          const float *__restrict__ y, float *__restrict__ dconv, float *__restrict__ dx,
+                          slide_fwd_geo g, float tie_share, bn_grad_dev bn) {
+    const int lane = (int)(threadIdx.x & 31), G = 1 << g.s.log2_group, gl = lane & (G - 1);
+    const size_t warp = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const size_t item = (warp << (5 - g.s.log2_group)) + (size_t)(lane >> g.s.log2_group);
+    const bool live = item < g.s.items;
+    const size_t it = live ? item : 0;
+    const int strip = (int)(it % (size_t)g.s.strips);
+    const size_t rest = it / (size_t)g.s.strips;
+    const int band = (int)(rest % (size_t)g.s.bands);
+    const size_t plane = rest / (size_t)g.s.bands; /* pooled plane (sample, ci) */
+    const size_t sample = plane / (size_t)g.c_in;
+    const int ci = (int)(plane - sample * (size_t)g.c_in);
+    route_args a;
+    if (g.ratio) { /* the output channels that copy ci, as the forward's */
+        a.lo = ci * g.ratio;
+        a.hi = a.lo + g.ratio;
+        a.step = 1;
+    } else {
+        a.lo = ci;
+        a.hi = g.c_out;
+        a.step = g.c_in;
+    }
+    const bool tapped = live && a.lo < a.hi;
+    const int h = g.s.h, w = g.s.w;
+    const int c0 = (strip * G + gl) * V;
+    const int r0 = band * g.s.rows, r1 = min(r0 + g.s.rows, h); /* input rows [r0, r1); output rows r0-1 .. r1 */
+    const bool cols = live && c0 < w;                      /* dx is written for untapped planes too (0) */
+    const bool edge_l = cols && gl == 0 && c0 > 0;         /* column c0-1 is in the strip to the left */
+    const bool edge_r = cols && gl == G - 1 && c0 + V < w; /* column c0+V is in the strip to the right */
+    a.wq = window + plane * (size_t)g.hw;
+    a.winners = winners;
+    a.ties = ties;
+    a.dy = dy;
+    a.y = y;
+    a.dconv = dconv;
+    a.e_first = (sample * (size_t)g.c_out + (size_t)(tapped ? a.lo : 0)) * (size_t)g.hw;
+    a.tap_stride = (size_t)a.step * (size_t)g.hw;
+    a.w = w;
+    a.tie_share = tie_share;
+    float *dq = dx + plane * (size_t)g.hw;
+
+    float acc_a[V], acc_b[V], acc_c[V]; /* input rows oh-1, oh, oh+1 */
+#pragma unroll
+    for (int j = 0; j < V; j++) acc_a[j] = acc_b[j] = acc_c[j] = 0.0f;
+    const int steps = g.s.rows + 2; /* the same in every lane */
+    int oh = r0 - 1;
+#define ROUTE_ROW(o) \
+    route_row<V, BN>(a, bn, (o), live && (o) >= 0 && (o) <= r1 && (o) < h, tapped, cols && (o) >= r0 && (o) < r1, cols, \
+                     edge_l, edge_r, c0)
+    scat_raw<V> cur = ROUTE_ROW(oh);
+    scat_raw<V> nxt = ROUTE_ROW(oh + 1);
+#pragma unroll 1
+    for (int t = 0; t < steps; t++, oh++) {
+        const scat_raw<V> far = ROUTE_ROW(oh + 2);
+        scat_row_terms<V>(cur, G, gl, acc_a, acc_b, acc_c); /* output row oh's terms */
+        const int ri = oh - 1; /* input row oh-1 is complete: dx overwritten */
+        if (cols && ri >= r0 && ri < r1) {
+            fvec<V> o;
+#pragma unroll
+            for (int j = 0; j < V; j++) o.v[j] = acc_a[j];
+            store_vec<V>(dq + ri * w + c0, o);
+        }
+        cur = nxt;
+        nxt = far;
+    }
+#undef ROUTE_ROW
+}
+
+/* Whether the sliding route with the scatter takes a call slide_takes accepts: dconv and dy (dz) do
+ * not overlap (the halo rows and edge columns read dy that another item's dconv would overwrite). */
+inline bool slide_route_apart(const bf_flex_shape *s, const float *dy, const float *dconv) {
+    const size_t n = (size_t)s->n * s->c_out * s->hw;
+    return dconv + n <= dy || dy + n <= dconv;
+}
+
+/* flex_pool_max_backward_scatter(_bn) for a call slide_takes and slide_route_apart accept (bn NULL:
+ * without the batch-norm). V = 4 when w % 4 == 0 and dy, y, dconv, dx are 16-byte and window 4-byte
+ * aligned, else 2 (w % 2 == 0, 8- and 2-byte alignment), else 1: a lane's V elements then share a
+ * bitmap word. */
+static bf_status slide_route_scatter(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                     const bn_grad_dev *bn, const uint8_t *window, const uint32_t *winners,
+                                     const uint32_t *ties, const float *y, const float *dy, float *dconv, float *dx,
+                                     float tie_share) {
+    const int w = ps->w_in;
+    const uintptr_t f = (uintptr_t)dy | (uintptr_t)dconv | (uintptr_t)dx | (uintptr_t)(bn ? y : dy);
+    const int V = w % 4 == 0 && (f & 15u) == 0 && ((uintptr_t)window & 3u) == 0   ? 4
+                  : w % 2 == 0 && (f & 7u) == 0 && ((uintptr_t)window & 1u) == 0 ? 2
+                                                                                  : 1;
+    slide_fwd_geo g;
+    size_t blocks;
+    g.s = slide_geo_of((size_t)s->n * s->c_in, ps->h_in, w, V, im->sm_count, &blocks);
+    g.c_in = s->c_in;
+    g.c_out = s->c_out;
+    g.hw = s->hw;
+    g.ratio = s->c_out % s->c_in == 0 ? s->c_out / s->c_in : 0;
+    g.taps = g.ratio ? g.ratio : (s->c_out + s->c_in - 1) / s->c_in;
+    if (blocks == 0) return BF_OK;
+    const bn_grad_dev b = bn ? *bn : bn_grad_dev{};
+#define ROUTE_LAUNCH(V_, BN_)                                                                                         \
+    k_slide_route_scatter<V_, BN_><<<(unsigned)blocks, SLIDE_THREADS, 0, im->stream>>>(window, winners, ties, dy, y, \
+                                                                                      dconv, dx, g, tie_share, b)
+    if (bn) {
+        if (V == 4) ROUTE_LAUNCH(4, true);
+        else if (V == 2) ROUTE_LAUNCH(2, true);
+        else ROUTE_LAUNCH(1, true);
+    } else {
+        if (V == 4) ROUTE_LAUNCH(4, false);
+        else if (V == 2) ROUTE_LAUNCH(2, false);
+        else ROUTE_LAUNCH(1, false);
+    }
+#undef ROUTE_LAUNCH
+    BF_LAUNCH_CHECK("k_slide_route_scatter");
     return BF_OK;
 }
 
