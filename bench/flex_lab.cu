@@ -82,7 +82,9 @@
  *      from C as version 2): version 2's forward then batchnorm_forward_train's statistics alone (a
  *      pass over y: 4*Nc bytes more), against [model] fuse_flex_bn_stats (the default):
  *      flex_pool_max_forward_bn_stats adding each y to its channel's sums as it writes it (version
- *      2's bytes, the partial sums aside). y checked bit for bit, the statistics to 1e-6. A total
+ *      2's bytes, the partial sums aside). y checked bit for bit, the statistics to 1e-6. The same
+ *      for version 3 (rows "3 + BN stats" and "3 stats in pass": the sliding-window forward's sums).
+ *      A total
  *      line then puts the batch-norm's statistics and backward on both sides: version 0 plus the
  *      batch-norm's own two passes (timed alone) against the library's default, these two rows'
  *      fused forward and "4 BN applied".
@@ -889,6 +891,21 @@ static void v3_forward(lab_case *c) {
     BFK(bf_cuda_set_flex_kernels(c->b, 0));
 }
 
+/* Version 3 with the next batch-norm's statistics, apart or in its pass (the "3 + BN stats" and "3
+ * stats in pass" rows, as version 2's). */
+static void v3_bn_stats_apart(lab_case *c) {
+    const bf_bn_shape bs = bn_shape_of(c);
+    v3_forward(c);
+    BFK(c->b->ops->batchnorm_forward_train(c->b, &bs, c->y, NULL, NULL, NULL, c->bn_grad, c->bn_grad + c->fs.c_out,
+                                           NULL, NULL));
+}
+
+static void v3_bn_stats_fused(lab_case *c) {
+    BFK(bf_cuda_set_flex_kernels(c->b, 1));
+    v2_bn_stats_fused(c);
+    BFK(bf_cuda_set_flex_kernels(c->b, 0));
+}
+
 static void v0_forward(lab_case *c) {
     if (c->vec == 4) v0_forward_t<4>(c);
     else v0_forward_t<1>(c);
@@ -1301,6 +1318,25 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
         printf("      %-8s mean and invstd within %.2g (relative)  %s\n", "stats", worst, worst <= 1e-6 ? "ok" : "MISMATCH");
         if (!(worst <= 1e-6)) fprintf(stderr, "error: statistics in the flex pass differ by %.3g\n", worst);
         ok &= worst <= 1e-6;
+        if (!v3_why_not(&c)) { /* the same on the sliding window */
+            v2_prepare_forward(&c);
+            CK(cudaMemsetAsync(c.bn_grad, 0xFF, 2 * k * sizeof(float), stream));
+            v3_bn_stats_fused(&c);
+            CK(cudaStreamSynchronize(stream));
+            CK(cudaGetLastError());
+            BFK(bf_to_host(b, st, c.bn_grad, 2 * k * sizeof(float)));
+            printf("    version 3 with the statistics in its pass, against version 2 then the batch-norm's pass\n");
+            ok &= check_bits(b, "y", c.y, y_apart, c.nc, host);
+            double worst3 = 0.0;
+            for (size_t i = 0; i < 2 * k; i++) {
+                const double d = fabs((double)st[i] - st_apart[i]) / (1e-6 + fabs((double)st_apart[i]));
+                worst3 = d > worst3 || d != d ? d : worst3;
+            }
+            printf("      %-8s mean and invstd within %.2g (relative)  %s\n", "stats", worst3,
+                   worst3 <= 1e-6 ? "ok" : "MISMATCH");
+            if (!(worst3 <= 1e-6)) fprintf(stderr, "error: statistics in the sliding pass differ by %.3g\n", worst3);
+            ok &= worst3 <= 1e-6;
+        }
         bf_free(cpu, y_apart);
         bf_free(cpu, st_apart);
         bf_free(cpu, st);
@@ -1514,6 +1550,7 @@ int main(int argc, char **argv) {
         double sum_v4_b = 0.0;                      /* version 4's backward (route and scatter in one pass) */
         double sum_v4bn_apart = 0.0, sum_v4bn = 0.0; /* with the next batch-norm's backward, apart or applied */
         double sum_v2st_apart = 0.0, sum_v2st = 0.0; /* version 2's forward with that batch-norm's statistics */
+        double sum_v3st_apart = 0.0, sum_v3st = 0.0; /* version 3's */
         double sum_bn_alone = 0.0; /* the batch-norm's statistics and backward passes alone */
         double sum_v4s = 0.0, sum_v4bns = 0.0; /* version 4 on the sliding window, without and with the batch-norm */
         int v4s_skipped = 0;
@@ -1574,6 +1611,8 @@ int main(int argc, char **argv) {
             const double v2st_apart = time_pass(t, &c, v2_bn_stats_apart, v2_prepare_forward);
             const double v2st = time_pass(t, &c, v2_bn_stats_fused, v2_prepare_forward);
             const double bn_alone = time_pass(t, &c, bn_stats_alone) + time_pass(t, &c, bn_backward_alone);
+            const double v3st_apart = why3 ? -1.0 : time_pass(t, &c, v3_bn_stats_apart, v2_prepare_forward);
+            const double v3st = why3 ? -1.0 : time_pass(t, &c, v3_bn_stats_fused, v2_prepare_forward);
             const char *why4s = slide_why_not(&c.ps, &c.fs);
             const double v4s = why4s ? -1.0 : time_pass(t, &c, v4_slide), v4bns = why4s ? -1.0 : time_pass(t, &c, v4_bn_slide);
 
@@ -1629,6 +1668,14 @@ int main(int argc, char **argv) {
             lab_print_row(&tb, "", "2 stats in pass", v2st, bytes_v2_fwd(&c), -1.0, 0.0, tail_st);
             sum_v2st_apart += sh->count * v2st_apart;
             sum_v2st += sh->count * v2st;
+            if (!why3) {
+                char tail_st3[64];
+                snprintf(tail_st3, sizeof tail_st3, "fwd x%.2f over 3 + BN stats", v3st_apart / v3st);
+                lab_print_row(&tb, "", "3 + BN stats", v3st_apart, bytes_v2_bn_stats_apart(&c), -1.0, 0.0, "");
+                lab_print_row(&tb, "", "3 stats in pass", v3st, bytes_v2_fwd(&c), -1.0, 0.0, tail_st3);
+                sum_v3st_apart += sh->count * v3st_apart;
+                sum_v3st += sh->count * v3st;
+            }
             sum_bn_alone += sh->count * bn_alone;
             lab_print_row(&tb, "", "scatter (library)", -1.0, 0.0, sc_lib, bytes_scatter(&c), "the backward's dx += scatter(dP)");
             if (why_s) {
@@ -1682,6 +1729,10 @@ int main(int argc, char **argv) {
                sum_v4bn_apart / sum_v4bn);
         printf("  version 2's forward then the batch-norm's statistics %.3f ms, the statistics in its pass "
                "(fuse_flex_bn_stats) %.3f ms, x%.2f\n", sum_v2st_apart, sum_v2st, sum_v2st_apart / sum_v2st);
+        if (!v3_skipped)
+            printf("  version 3's forward then the batch-norm's statistics %.3f ms, in its pass %.3f ms, x%.2f; with "
+                   "version 4 on the sliding window applying the batch-norm's dx %.3f ms\n", sum_v3st_apart, sum_v3st,
+                   sum_v3st_apart / sum_v3st, sum_v3st + sum_v4bns);
         if (!v4s_skipped)
             printf("  version 4 on the sliding window %.3f ms (x%.2f over version 4), with the batch-norm applied %.3f ms "
                    "(x%.2f); version 3's forward + its backward %.3f ms, x%.2f over version 0\n",

@@ -251,6 +251,131 @@ static void check_kernel_walk(bf_backend *b, const char *name, int n, int c_in, 
     free(y), free(partial), free(writes), free(cpu);
 }
 
+/* ---- 3. the sliding-window kernel's walk (flex_slide.cuh, k_slide_max_forward<STATS>) ----
+ * Mirrors of slide_geo_of and of the kernel's loops: an item is a band of rows of one pooled plane
+ * and a strip, G lanes each; lane l of a group owns columns c0 = (strip*G + l)*V ..; its output rows
+ * r0 .. r1-1 in order, at each the taps in order. With at most 2 taps (PRE) each lane sums its V
+ * values per row and adds them to its own slot; at the end the group's lanes are added by the shuffle
+ * tree; with more taps the group's tree is taken at every row and added to the group's slot. */
+typedef struct emu_slide_geo {
+    int log2_group, strips, bands, rows;
+    size_t items;
+} emu_slide_geo;
+
+static emu_slide_geo emu_slide_geo_of(size_t planes, int h, int w, int V, int sm_count) {
+    emu_slide_geo g;
+    const int L = (w + V - 1) / V;
+    g.log2_group = 0;
+    while ((1 << g.log2_group) < L && g.log2_group < 5) g.log2_group++;
+    g.strips = L > 32 ? (L + 31) / 32 : 1;
+    const size_t groups_per_warp = (size_t)32 >> g.log2_group, want = (size_t)32 * (size_t)(sm_count > 0 ? sm_count : 1);
+    int rows = h < 32 ? h : 32;
+    for (;;) {
+        g.rows = rows;
+        g.bands = (h + rows - 1) / rows;
+        g.items = planes * (size_t)g.bands * (size_t)g.strips;
+        if (rows <= 4 || (g.items + groups_per_warp - 1) / groups_per_warp >= want) break;
+        rows = (rows + 1) / 2;
+    }
+    return g;
+}
+
+/* group_sum: __shfl_down_sync of width G, lane 0 of the group's result (every lane computed) */
+static double emu_group_sum(const double *lanes, int G) {
+    double v[32];
+    memcpy(v, lanes, (size_t)G * sizeof(double));
+    for (int off = G >> 1; off > 0; off >>= 1) {
+        double nv[32];
+        for (int l = 0; l < G; l++) nv[l] = v[l] + (l + off < G ? v[l + off] : v[l]);
+        memcpy(v, nv, (size_t)G * sizeof(double));
+    }
+    return v[0];
+}
+
+static void check_slide_walk(bf_backend *b, const char *name, int n, int c_in, int c_out, int h, int w, int sm_count) {
+    const int hw = h * w, V = w % 4 == 0 ? 4 : 1;
+    const size_t nc = (size_t)n * c_out * hw;
+    float *y = eighths(nc, -2.0f, 37, 41);
+    for (size_t i = 0; i < nc; i++) y[i] = y[i] * 0.3f + 0.7f * (float)((i / (size_t)hw) % 7) - 2.9f;
+    const emu_slide_geo g = emu_slide_geo_of((size_t)n * c_in, h, w, V, sm_count);
+    const int G = 1 << g.log2_group, ratio = c_out % c_in == 0 ? c_out / c_in : 0;
+    const int taps = ratio ? ratio : (c_out + c_in - 1) / c_in, pre = taps <= 2;
+    const size_t chunks = g.items / (size_t)c_in;
+    double *partial = host((size_t)c_out * chunks * 2 * sizeof(double));
+    int *writes = host((size_t)c_out * chunks * sizeof(int));
+    for (size_t item = 0; item < g.items; item++) {
+        const int strip = (int)(item % (size_t)g.strips);
+        const size_t rest = item / (size_t)g.strips;
+        const int band = (int)(rest % (size_t)g.bands);
+        const size_t plane = rest / (size_t)g.bands, sample = plane / (size_t)c_in;
+        const int ci = (int)(plane % (size_t)c_in);
+        const int lo = ratio ? ci * ratio : ci, hi = ratio ? lo + ratio : c_out, step = ratio ? 1 : c_in;
+        if (lo >= hi) continue; /* untapped: the kernel writes no partial (nothing is its) */
+        const int r0 = band * g.rows, r1 = r0 + g.rows < h ? r0 + g.rows : h;
+        double lane_slots[32][64][2], group_slot[64][2]; /* taps <= 64 in these cases */
+        memset(lane_slots, 0, sizeof lane_slots);
+        memset(group_slot, 0, sizeof group_slot);
+        for (int oh = r0; oh < r0 + g.rows; oh++) /* t = 2 .. rows + 1: out while oh < r1 */
+            for (int k = 0; k < taps; k++) {
+                double s0[32], s1[32];
+                for (int gl = 0; gl < G; gl++) {
+                    const int c0 = (strip * G + gl) * V;
+                    const int act = c0 < w && oh < r1 && lo + k * step < hi;
+                    s0[gl] = s1[gl] = 0.0;
+                    if (act)
+                        for (int j = 0; j < V; j++) {
+                            const double v = (double)y[((sample * c_out) + (size_t)(lo + k * step)) * hw +
+                                                       (size_t)oh * w + (size_t)(c0 + j)];
+                            s0[gl] += v;
+                            s1[gl] += v * v;
+                        }
+                    if (pre) lane_slots[gl][k][0] += s0[gl], lane_slots[gl][k][1] += s1[gl];
+                }
+                if (!pre) group_slot[k][0] += emu_group_sum(s0, G), group_slot[k][1] += emu_group_sum(s1, G);
+            }
+        const size_t chunk = (sample * (size_t)g.bands + (size_t)band) * (size_t)g.strips + (size_t)strip;
+        for (int k = 0; k < taps && lo + k * step < hi; k++) {
+            double a0, a1;
+            if (pre) {
+                double l0[32], l1[32];
+                for (int gl = 0; gl < G; gl++) l0[gl] = lane_slots[gl][k][0], l1[gl] = lane_slots[gl][k][1];
+                a0 = emu_group_sum(l0, G);
+                a1 = emu_group_sum(l1, G);
+            } else {
+                a0 = group_slot[k][0];
+                a1 = group_slot[k][1];
+            }
+            const size_t slot = (size_t)(lo + k * step) * chunks + chunk;
+            partial[slot * 2] = a0;
+            partial[slot * 2 + 1] = a1;
+            writes[slot]++;
+        }
+    }
+    size_t bad_writes = 0;
+    for (size_t k = 0; k < (size_t)c_out * chunks; k++) bad_writes += writes[k] != 1;
+    const bf_bn_shape bs = {.n = n, .c = c_out, .hw = hw, .eps = 1e-5f, .momentum = 0.1f};
+    float *cpu = host(2 * (size_t)c_out * sizeof(float));
+    CHECK_OK(b->ops->batchnorm_forward_train(b, &bs, y, NULL, NULL, NULL, cpu, cpu + c_out, NULL, NULL));
+    double worst = 0;
+    for (int ch = 0; ch < c_out; ch++) {
+        double l0[32] = {0}, l1[32] = {0}; /* k_fold_chunks, then k_bn_stats_final */
+        for (size_t k = 0; k < chunks; k++)
+            l0[k % 32] += partial[((size_t)ch * chunks + k) * 2], l1[k % 32] += partial[((size_t)ch * chunks + k) * 2 + 1];
+        const double s0 = emu_warp_sum(l0), s1 = emu_warp_sum(l1), count = (double)n * hw, mean = s0 / count;
+        double var = s1 / count - mean * mean;
+        if (var < 0) var = 0;
+        const double dm = fabs((double)(float)mean - cpu[ch]) / (1.0 + fabs(cpu[ch]));
+        const double di = fabs((double)(float)(1.0 / sqrt(var + 1e-5)) - cpu[c_out + ch]) / cpu[c_out + ch];
+        worst = dm > worst ? dm : worst;
+        worst = di > worst ? di : worst;
+    }
+    CHECK(bad_writes == 0 && worst <= 1e-6, "%s: sliding walk: %zu of %zu partials not written once; statistics off by %.3g",
+          name, bad_writes, (size_t)c_out * chunks, worst);
+    printf("%-36s V=%d G=%2d strips %d bands %2d, %s: partials once each, statistics within %.1e\n", name, V, G,
+           g.strips, g.bands, pre ? "lane slots" : "group slots", worst);
+    free(y), free(partial), free(writes), free(cpu);
+}
+
 int main(void) {
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(2, &b));
@@ -275,6 +400,17 @@ int main(void) {
     check_kernel_walk(b, "walk: VGG-16 conv2_1 64->128 @112x112", 2, 64, 128, 112 * 112);
     check_kernel_walk(b, "walk: 64->128 @56x56, batch 32", 32, 64, 128, 56 * 56);
     check_kernel_walk(b, "walk: VGG-16 conv5_x 512->512 @14x14", 2, 512, 512, 14 * 14);
+    /* the sliding-window kernel's walk: V = 4 and 1, groups of 2..32 lanes, strips, bands of 4..32
+     * rows, 1, 2, 3 and 22 taps, narrowing */
+    check_slide_walk(b, "slide: 3->6 @7x9", 2, 3, 6, 7, 9, 132);
+    check_slide_walk(b, "slide: 4->4 @37x64 (bands)", 1, 4, 4, 37, 64, 132);
+    check_slide_walk(b, "slide: 4->4 @37x64, n=8 (32-row bands)", 8, 4, 4, 37, 64, 1);
+    check_slide_walk(b, "slide: 5->13 (3 taps) @11x13", 2, 5, 13, 11, 13, 132);
+    check_slide_walk(b, "slide: 8->3 (narrowing) @13x7", 2, 8, 3, 13, 7, 132);
+    check_slide_walk(b, "slide: 3->6 @5x132 (strips)", 2, 3, 6, 5, 132, 132);
+    check_slide_walk(b, "slide: VGG-16 conv1_1 3->64 @224x224", 1, 3, 64, 224, 224, 132);
+    check_slide_walk(b, "slide: VGG-16 conv2_1 64->128 @112x112", 2, 64, 128, 112, 112, 132);
+    check_slide_walk(b, "slide: VGG-16 conv5_x 512->512 @14x14", 2, 512, 512, 14, 14, 132);
     bf_backend_destroy(b);
     return bf_test_finish();
 }

@@ -522,6 +522,58 @@ extern "C" bf_status bf_cuda_flex_pool_max_forward(bf_backend *b, const bf_pool_
     return forward_expand(im, ps, s, x, y, window, winners, ties, conv_wins);
 }
 
+/* The scratch of flex_pool_max_forward_bn_stats: the partials (c_out * chunks pairs), the folded
+ * sums (c_out pairs) and the conv wins' count. */
+struct stats_scratch {
+    double *partial, *folded;
+    unsigned long long *total;
+};
+
+static bf_status stats_scratch_of(bf_cuda_impl *im, const bf_flex_shape *s, size_t chunks, stats_scratch *sc) {
+    const size_t partial_doubles = (size_t)s->c_out * chunks * 2, folded_doubles = (size_t)s->c_out * 2;
+    void *scratch;
+    BF_TRY(bf_cuda_scratch(im, (partial_doubles + folded_doubles) * sizeof(double) + sizeof(unsigned long long),
+                           &scratch));
+    sc->partial = (double *)scratch;
+    sc->folded = sc->partial + partial_doubles;
+    sc->total = (unsigned long long *)(sc->folded + folded_doubles);
+    return BF_OK;
+}
+
+/* The partials folded per channel (k_fold_chunks), then the statistics (k_bn_stats_final). */
+static bf_status stats_finish(bf_cuda_impl *im, const bf_flex_shape *s, const bf_bn_shape *bs, const stats_scratch *sc,
+                              size_t chunks, float *save_mean, float *save_invstd, float *running_mean,
+                              float *running_var) {
+    const double count = (double)s->n * s->hw, copies = count * bf_bn_copies(bs);
+    k_fold_chunks<<<(unsigned)bf_cuda_div_up((size_t)s->c_out * 32, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        sc->partial, (unsigned)chunks, s->c_out, sc->folded);
+    BF_LAUNCH_CHECK("k_fold_chunks");
+    k_bn_stats_final<<<(unsigned)bf_cuda_div_up((size_t)s->c_out, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        sc->folded, 1, s->c_out, count, copies / (copies - 1.0), bs->eps, bs->momentum, NULL, NULL, NULL, save_mean,
+        save_invstd, running_mean, running_var);
+    BF_LAUNCH_CHECK("k_bn_stats_final");
+    return BF_OK;
+}
+
+/* [run] flex_kernels = slide: the sliding-window forward with the sums (k_slide_max_forward<STATS>,
+ * flex_slide.cuh), then the finish. */
+static bf_status forward_stats_slide(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                     const bf_bn_shape *bs, const slide_fwd_geo &g, size_t blocks, const float *x,
+                                     float *y, uint8_t *window, uint32_t *winners, uint32_t *ties, float *conv_wins,
+                                     float *save_mean, float *save_invstd, float *running_mean, float *running_var) {
+    const size_t chunks = slide_stats_chunks(g);
+    stats_scratch sc;
+    BF_TRY(stats_scratch_of(im, s, chunks, &sc));
+    if (conv_wins) BF_CUDA_CHECK(cudaMemsetAsync(sc.total, 0, sizeof(unsigned long long), im->stream));
+    BF_TRY(slide_forward_run(im, ps, s, g, blocks, x, y, window, winners, ties, conv_wins ? sc.total : NULL,
+                             sc.partial));
+    if (conv_wins) {
+        k_add_count<<<1, 1, 0, im->stream>>>(sc.total, conv_wins);
+        BF_LAUNCH_CHECK("k_add_count");
+    }
+    return stats_finish(im, s, bs, &sc, chunks, save_mean, save_invstd, running_mean, running_var);
+}
+
 /* The fused kernel with the sums where it takes the call (EXPAND, the fused kernel set, the sums'
  * shared memory within STATS_SMEM_MAX), k_fold_chunks, then k_bn_stats_final; elsewhere the
  * forward, then batchnorm_forward_train's own pass over y (through the op). */
@@ -538,31 +590,28 @@ extern "C" bf_status bf_cuda_flex_pool_max_forward_bn_stats(bf_backend *b, const
     if (copies < 2) /* batchnorm_forward_train's refusal, before anything is written */
         return bf_error(BF_ERR_ARG, "batchnorm: training needs more than one value per channel (n=%d hw=%d)", s->n,
                         s->hw);
+    if (im->flex_slide && slide_takes(im, ps, s) && slide_forward_aligned(ps, x, y, window)) {
+        size_t blocks;
+        const slide_fwd_geo g = slide_forward_geo(im, ps, s, &blocks);
+        if (slide_stats_smem(g) <= STATS_SMEM_MAX) /* the sliding-window forward with the sums */
+            return forward_stats_slide(im, ps, s, bs, g, blocks, x, y, window, winners, ties, conv_wins, save_mean,
+                                       save_invstd, running_mean, running_var);
+        BF_TRY(slide_max_forward(im, ps, s, x, y, window, winners, ties, conv_wins));
+        return bf_cuda_batchnorm_forward_train(b, bs, y, NULL, NULL, NULL, save_mean, save_invstd, running_mean,
+                                               running_var);
+    }
     const plane_launch l = stats_launch_of(s);
-    const bool fused = s->channels == BF_FLEX_CHANNELS_EXPAND &&
-                       !(im->flex_slide && slide_takes(im, ps, s) && slide_forward_aligned(ps, x, y, window)) &&
-                       stats_smem_bytes(s, l.threads) <= STATS_SMEM_MAX;
+    const bool fused = s->channels == BF_FLEX_CHANNELS_EXPAND && stats_smem_bytes(s, l.threads) <= STATS_SMEM_MAX;
     if (!fused) {
         BF_TRY(bf_cuda_flex_pool_max_forward(b, ps, s, x, y, window, winners, ties, conv_wins));
         return bf_cuda_batchnorm_forward_train(b, bs, y, NULL, NULL, NULL, save_mean, save_invstd, running_mean,
                                                running_var);
     }
     const unsigned chunks = (unsigned)s->n * l.grid.y;
-    const size_t partial_doubles = (size_t)s->c_out * chunks * 2, folded_doubles = (size_t)s->c_out * 2;
-    void *scratch;
-    BF_TRY(bf_cuda_scratch(im, (partial_doubles + folded_doubles) * sizeof(double) + sizeof(unsigned long long),
-                           &scratch));
-    double *partial = (double *)scratch, *folded = partial + partial_doubles;
-    BF_TRY(forward_expand_stats(im, ps, s, x, y, window, winners, ties, conv_wins, l, partial,
-                                (unsigned long long *)(folded + folded_doubles)));
-    k_fold_chunks<<<(unsigned)bf_cuda_div_up((size_t)s->c_out * 32, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
-        partial, chunks, s->c_out, folded);
-    BF_LAUNCH_CHECK("k_fold_chunks");
-    k_bn_stats_final<<<(unsigned)bf_cuda_div_up((size_t)s->c_out, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
-        folded, 1, s->c_out, count, copies / (copies - 1.0), bs->eps, bs->momentum, NULL, NULL, NULL, save_mean,
-        save_invstd, running_mean, running_var);
-    BF_LAUNCH_CHECK("k_bn_stats_final");
-    return BF_OK;
+    stats_scratch sc;
+    BF_TRY(stats_scratch_of(im, s, chunks, &sc));
+    BF_TRY(forward_expand_stats(im, ps, s, x, y, window, winners, ties, conv_wins, l, sc.partial, sc.total));
+    return stats_finish(im, s, bs, &sc, chunks, save_mean, save_invstd, running_mean, running_var);
 }
 
 extern "C" bf_status bf_cuda_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,

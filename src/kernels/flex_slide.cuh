@@ -202,13 +202,30 @@ struct slide_fwd_geo {
  * / 4, i.e. 3, 2 and 2 blocks of 256 per SM; a minimum of 3 blocks caps them at 77 / 80 / 80 without
  * spills (24 warps per SM; 4 blocks spill 16-164 bytes). V = 1: 58 / 60 / 70 (4, 4, 3 blocks). */
 #define SLIDE_FWD_MIN_BLOCKS(V, U) ((V) == 1 && (U) < 4 ? 1 : 3)
+/* With STATS, V = 4 spills 24-148 bytes under the 80-register cap of 3 blocks: 2 blocks there. */
+#define SLIDE_FWD_STATS_MIN_BLOCKS(V, U, STATS) ((STATS) && (V) == 4 ? 2 : SLIDE_FWD_MIN_BLOCKS(V, U))
 
-/* counter: a device u64, 0 on entry, that the blocks add their conv wins to; NULL: no count. */
-template <int V, int U, bool PRE>
-__global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_MIN_BLOCKS(V, U))
+/* STATS (flex_pool_max_forward_bn_stats): the next batch-norm's sums of y and y^2 per output
+ * channel, in double, as the values are written. With PRE (at most 2 taps) each lane adds its V
+ * values' sums per row to its own slots in shared memory ([U][SLIDE_THREADS][2]); at the item's end
+ * the group's lanes are added by shuffles (width G, lane 0 of the group holding the sum). Without
+ * PRE (more taps: 3 -> 64 tiling) the group's sums are taken by shuffles at every row and added by
+ * its lane 0 to the group's slots ([SLIDE_THREADS / G][taps][2]). Either way lane 0 of the group
+ * writes the item's partial for each of its channels j: partial[(j * chunks + chunk) * 2 + {0, 1}],
+ * chunk = (sample * bands + band) * strips + strip, chunks = n * bands * strips (k_fold_chunks
+ * and k_bn_stats_final add them in flex_pool.cu). */
+__device__ __forceinline__ double group_sum(double v, int G) { /* lane 0 of each group of G lanes */
+    for (int off = G >> 1; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off, G);
+    return v;
+}
+
+/* counter: a device u64, 0 on entry, that the blocks add their conv wins to; NULL: no count.
+ * partial: STATS's sums (above). */
+template <int V, int U, bool PRE, bool STATS>
+__global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_STATS_MIN_BLOCKS(V, U, STATS))
     k_slide_max_forward(const float *__restrict__ x, float *y, uint8_t *__restrict__ window,
                         uint32_t *__restrict__ winners, uint32_t *__restrict__ ties, slide_fwd_geo g,
-                        unsigned long long *__restrict__ counter) {
+                        unsigned long long *__restrict__ counter, double *__restrict__ partial) {
     static_assert(!PRE || U <= 2, "PRE keeps 2U vectors of C in registers");
     const unsigned full = 0xffffffffu;
     const int lane = (int)(threadIdx.x & 31), G = 1 << g.s.log2_group, gl = lane & (G - 1);
@@ -257,6 +274,18 @@ __global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_MIN_BLOCKS(V, U))
 #pragma unroll
         for (int j = 0; j < V; j++) cc[u].v[j] = cn[u].v[j] = 0.0f;
     unsigned wins = 0;
+    extern __shared__ double slide_sums[]; /* STATS: PRE [U][SLIDE_THREADS][2], else [groups][taps][2] */
+    const int group = (int)(threadIdx.x >> g.s.log2_group);
+    if (STATS) {
+        if (PRE) {
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                slide_sums[((size_t)u * SLIDE_THREADS + threadIdx.x) * 2] =
+                    slide_sums[((size_t)u * SLIDE_THREADS + threadIdx.x) * 2 + 1] = 0.0;
+        } else if (gl == 0) {
+            for (int k = 0; k < 2 * g.taps; k++) slide_sums[(size_t)group * g.taps * 2 + k] = 0.0;
+        }
+    }
 
     const int steps = g.s.rows + 2;
     int ih = r0 - 1;
@@ -356,6 +385,28 @@ __global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_MIN_BLOCKS(V, U))
                     }
                     const size_t e = e_first + (size_t)k * tap_stride + off;
                     if (act) store_vec<V>(yc + (size_t)k * tap_stride + off, o);
+                    if constexpr (STATS) { /* the written values' sums, in double (section above) */
+                        double s0 = 0.0, s1 = 0.0;
+                        if (act)
+#pragma unroll
+                            for (int j = 0; j < V; j++) {
+                                const double v = (double)o.v[j];
+                                s0 += v;
+                                s1 += v * v;
+                            }
+                        if constexpr (PRE) {
+                            double *slot = slide_sums + ((size_t)u * SLIDE_THREADS + threadIdx.x) * 2;
+                            slot[0] += s0;
+                            slot[1] += s1;
+                        } else {
+                            s0 = group_sum(s0, G);
+                            s1 = group_sum(s1, G);
+                            if (gl == 0 && k < g.taps) {
+                                slide_sums[((size_t)group * g.taps + k) * 2] += s0;
+                                slide_sums[((size_t)group * g.taps + k) * 2 + 1] += s1;
+                            }
+                        }
+                    }
                     const unsigned pos = (unsigned)e & 31u;
                     if (act && tie_nib) atomicOr(&ties[e >> 5], tie_nib << pos); /* V bits in one word */
                     unsigned bits = act ? nib << pos : 0u;
@@ -374,25 +425,44 @@ __global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_MIN_BLOCKS(V, U))
         cur = nxt;
         nxt = far;
     }
+    if constexpr (STATS) { /* the item's partial per channel, by lane 0 of its group */
+        const size_t chunks = (size_t)(g.s.items / (size_t)g.c_in), chunk = it % ((size_t)g.s.bands * g.s.strips) +
+                                                                           sample * g.s.bands * g.s.strips;
+        for (int k = 0; k < (PRE ? U : g.taps); k++) {
+            double s0, s1;
+            if constexpr (PRE) {
+                s0 = group_sum(slide_sums[((size_t)k * SLIDE_THREADS + threadIdx.x) * 2], G);
+                s1 = group_sum(slide_sums[((size_t)k * SLIDE_THREADS + threadIdx.x) * 2 + 1], G);
+            } else {
+                s0 = slide_sums[((size_t)group * g.taps + k) * 2];
+                s1 = slide_sums[((size_t)group * g.taps + k) * 2 + 1];
+            }
+            if (gl == 0 && tapped && lo + k * step < hi) {
+                const size_t o = ((size_t)(lo + k * step) * chunks + chunk) * 2;
+                partial[o] = s0;
+                partial[o + 1] = s1;
+            }
+        }
+    }
     if (counter) { /* the same for the whole launch */
         const unsigned long long total = bf_block_sum((unsigned long long)wins);
         if (threadIdx.x == 0 && total) atomicAdd(counter, total);
     }
 }
 
-template <int V>
+template <int V, bool STATS>
 static bf_status slide_forward_launch(bf_cuda_impl *im, const slide_fwd_geo &g, unsigned blocks, const float *x,
                                       float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
-                                      unsigned long long *counter) {
+                                      unsigned long long *counter, double *partial, size_t smem) {
     if (g.taps == 1)
-        k_slide_max_forward<V, 1, true>
-            <<<blocks, SLIDE_THREADS, 0, im->stream>>>(x, y, window, winners, ties, g, counter);
+        k_slide_max_forward<V, 1, true, STATS>
+            <<<blocks, SLIDE_THREADS, smem, im->stream>>>(x, y, window, winners, ties, g, counter, partial);
     else if (g.taps == 2)
-        k_slide_max_forward<V, 2, true>
-            <<<blocks, SLIDE_THREADS, 0, im->stream>>>(x, y, window, winners, ties, g, counter);
+        k_slide_max_forward<V, 2, true, STATS>
+            <<<blocks, SLIDE_THREADS, smem, im->stream>>>(x, y, window, winners, ties, g, counter, partial);
     else
-        k_slide_max_forward<V, 4, false>
-            <<<blocks, SLIDE_THREADS, 0, im->stream>>>(x, y, window, winners, ties, g, counter);
+        k_slide_max_forward<V, 4, false, STATS>
+            <<<blocks, SLIDE_THREADS, smem, im->stream>>>(x, y, window, winners, ties, g, counter, partial);
     BF_LAUNCH_CHECK("k_slide_max_forward");
     return BF_OK;
 }
@@ -405,24 +475,56 @@ inline bool slide_forward_aligned(const bf_pool_shape *ps, const float *x, const
     return ps->w_in % 4 != 0 || ((((uintptr_t)x | (uintptr_t)y) & 15u) == 0 && ((uintptr_t)window & 3u) == 0);
 }
 
-/* flex_pool_max_forward's contract (y holds C on entry; conv_wins may be NULL) for a call slide_takes
- * and slide_forward_aligned accept: V = 4 when w % 4 == 0, else V = 1. */
-static bf_status slide_max_forward(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
-                                   float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
-                                   float *conv_wins) {
+/* The forward's split for a call slide_takes and slide_forward_aligned accept: V = 4 when w % 4 == 0,
+ * else V = 1. */
+static slide_fwd_geo slide_forward_geo(const bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                       size_t *blocks) {
     const int V = ps->w_in % 4 == 0 ? 4 : 1;
     slide_fwd_geo g;
-    size_t blocks;
-    g.s = slide_geo_of((size_t)s->n * s->c_in, ps->h_in, ps->w_in, V, im->sm_count, &blocks);
+    g.s = slide_geo_of((size_t)s->n * s->c_in, ps->h_in, ps->w_in, V, im->sm_count, blocks);
     g.c_in = s->c_in;
     g.c_out = s->c_out;
     g.hw = s->hw;
     g.ratio = s->c_out % s->c_in == 0 ? s->c_out / s->c_in : 0;
     g.taps = g.ratio ? g.ratio : (s->c_out + s->c_in - 1) / s->c_in;
+    return g;
+}
+
+/* STATS's shared memory (k_slide_max_forward's section on it) and its partials' chunks per channel. */
+static size_t slide_stats_smem(const slide_fwd_geo &g) {
+    const size_t slots = g.taps <= 2 ? (size_t)g.taps * SLIDE_THREADS : (size_t)(SLIDE_THREADS >> g.s.log2_group) * g.taps;
+    return slots * 2 * sizeof(double);
+}
+static size_t slide_stats_chunks(const slide_fwd_geo &g) { return g.s.items / (size_t)g.c_in; }
+
+/* flex_pool_max_forward's contract on split g (slide_forward_geo): counter a zeroed device u64 for
+ * the conv wins or NULL; partial (NULL: none) STATS's sums, with smem its shared memory. */
+static bf_status slide_forward_run(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                   const slide_fwd_geo &g, size_t blocks, const float *x, float *y, uint8_t *window,
+                                   uint32_t *winners, uint32_t *ties, unsigned long long *counter, double *partial) {
     const size_t words = bf_cuda_div_up(out_elements(s), 32);
     if (ps->w_in % 32 != 0) /* some words straddle and are ORed in: the bitmap starts at zero */
         BF_CUDA_CHECK(cudaMemsetAsync(winners, 0, words * sizeof(uint32_t), im->stream));
     BF_CUDA_CHECK(cudaMemsetAsync(ties, 0, words * sizeof(uint32_t), im->stream)); /* ties are ORed in */
+    if (blocks == 0) return BF_OK;
+    const int V = g.s.w % 4 == 0 ? 4 : 1;
+    const unsigned nb = (unsigned)blocks;
+    if (partial) {
+        const size_t smem = slide_stats_smem(g);
+        if (V == 4) return slide_forward_launch<4, true>(im, g, nb, x, y, window, winners, ties, counter, partial, smem);
+        return slide_forward_launch<1, true>(im, g, nb, x, y, window, winners, ties, counter, partial, smem);
+    }
+    if (V == 4) return slide_forward_launch<4, false>(im, g, nb, x, y, window, winners, ties, counter, NULL, 0);
+    return slide_forward_launch<1, false>(im, g, nb, x, y, window, winners, ties, counter, NULL, 0);
+}
+
+/* flex_pool_max_forward's contract (y holds C on entry; conv_wins may be NULL) for a call slide_takes
+ * and slide_forward_aligned accept. */
+static bf_status slide_max_forward(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
+                                   float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
+                                   float *conv_wins) {
+    size_t blocks;
+    const slide_fwd_geo g = slide_forward_geo(im, ps, s, &blocks);
     unsigned long long *counter = NULL;
     if (conv_wins) {
         void *total;
@@ -430,10 +532,7 @@ static bf_status slide_max_forward(bf_cuda_impl *im, const bf_pool_shape *ps, co
         BF_CUDA_CHECK(cudaMemsetAsync(total, 0, sizeof(unsigned long long), im->stream));
         counter = (unsigned long long *)total;
     }
-    if (blocks > 0) {
-        if (V == 4) BF_TRY(slide_forward_launch<4>(im, g, (unsigned)blocks, x, y, window, winners, ties, counter));
-        else BF_TRY(slide_forward_launch<1>(im, g, (unsigned)blocks, x, y, window, winners, ties, counter));
-    }
+    BF_TRY(slide_forward_run(im, ps, s, g, blocks, x, y, window, winners, ties, counter, NULL));
     if (conv_wins) {
         k_add_count<<<1, 1, 0, im->stream>>>(counter, conv_wins);
         BF_LAUNCH_CHECK("k_add_count");
