@@ -96,6 +96,27 @@ static void test_names_and_counts(void) {
               "planned against %zu + %zu of coefficients", joined, fused->arena_bytes, m->arena_bytes, coef);
         bf_model_destroy(fused);
     }
+    /* [run] flex_kernels = slide: the plan gives every flex layer's backward its dC beside dy (the
+     * sliding route reads dy across its items), also when planning without a device (--dry-run) */
+    cfg.model.flex_kernels = 1;
+    bf_model *slide = NULL;
+    CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 224, 224}, 100, 1, &slide));
+    cfg.model.flex_kernels = 0;
+    if (slide) {
+        int apart = 0, flex_layers = 0;
+        size_t scratch_ok = 0;
+        for (int i = 0; i < slide->num_layers; i++) {
+            const bf_layer *l = &slide->layers[i];
+            if (l->kind != BF_LAYER_FLEX) continue;
+            flex_layers++;
+            apart += l->flex_dconv_apart;
+            scratch_ok += bf_flex_backward_scratch_floats(slide, i) == (size_t)l->flex.n * l->flex.c_out * l->flex.hw;
+        }
+        CHECK(flex_layers == 13 && apart == 13 && scratch_ok == 13 && slide->arena_bytes >= m->arena_bytes,
+              "flex_kernels = slide: %d of %d flex layers with dC apart, %zu with a dC scratch; plan %zu bytes "
+              "against %zu", apart, flex_layers, scratch_ok, slide->arena_bytes, m->arena_bytes);
+        bf_model_destroy(slide);
+    }
     bf_model_destroy(m);
 
     /* per layer: flex_layers = 0, 3 makes the first and the fourth conv flex, the others plain */

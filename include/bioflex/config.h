@@ -69,7 +69,6 @@ typedef struct bf_run_config {
     char rendezvous[BF_PATH_MAX]; /* --gpus across nodes without MPI: file on a shared filesystem for NCCL's id */
     int deterministic;         /* CUDA: deterministic cuDNN algorithms chosen by heuristics (bf_cuda_set_deterministic) */
     int conv_api;              /* CUDA: 0 legacy, 1 graph (bf_cuda_set_conv_api) */
-    int flex_kernels;          /* CUDA: 0 fused, 1 slide (bf_cuda_set_flex_kernels) */
     int conv_workspace_reuse;  /* CUDA: convolutions may run in dead activation memory (bf_cuda_set_conv_workspace_reuse) */
     int conv_workspace_mib;    /* CUDA: the cuDNN workspace limit of the algorithm search (bf_cuda_set_conv_workspace_limit) */
     float conv_workspace_slack; /* CUDA: how much slower an algorithm that fits the held workspace may be (conv_pick.h) */
@@ -159,6 +158,8 @@ typedef struct bf_model_config {
     int fuse_flex_scatter;     /* flex max joint, EXPAND: route and scatter in one pass (layer_flex.c) */
     int fuse_flex_bn;          /* ... and the batch-norm after it applies its dx inside that pass (memory_plan.c) */
     int fuse_flex_bn_stats;    /* flex max joint: its forward sums the next batch-norm's statistics (memory_plan.c) */
+    int flex_kernels;          /* [run] flex_kernels (kept here: the plan depends on it): CUDA 0 fused, 1 slide
+                                * (bf_cuda_set_flex_kernels) */
     int flex;                  /* every conv becomes a flex layer */
     int fully_flex;            /* the 2x2 max-pools become flex layers too */
     int flex_layers[BF_LIST_MAX]; /* with flex: only these conv sites (0 = the first conv) become flex; empty = all */

@@ -194,6 +194,8 @@ typedef struct bf_model {
                                  * each way (batchnorm_relu_apply/backward); read by bf_model_finalize */
     int fuse_flex_bn;           /* 1 (the default): ... and the batch-norm after such a layer applies its dx in
                                  * that pass ([model] fuse_flex_bn); read by bf_model_finalize */
+    int flex_kernels_slide;     /* [run] flex_kernels = slide as planned (also when the backend, set to it,
+                                 * says so: bf_cuda_flex_kernels_slide); read by bf_model_finalize */
     int fuse_flex_bn_stats;     /* 1 (the default): a max-joint flex layer's forward takes the statistics of
                                  * the batch-norm after it ([model] fuse_flex_bn_stats); read by
                                  * bf_model_finalize */

@@ -182,6 +182,17 @@ static int flex_can_give_bn_stats(const bf_model *m, int i) {
     return bn->kind == BF_LAYER_BATCHNORM && bn->input[0] == i;
 }
 
+/* Whether flex layer i's backward gets its dC beside dy (layer_flex.c): [run] flex_kernels = slide
+ * (planned, or set on the backend), whose route with the scatter (k_slide_route_scatter) reads dy
+ * across its items, so dC must not overwrite it; for the calls that kernel takes: the max joint, EXPAND,
+ * [model] fuse_flex_scatter and the 3x3 stride-1 pad-1 window. */
+static int flex_route_slides(const bf_model *m, int i) {
+    const bf_layer *l = &m->layers[i];
+    if (l->kind != BF_LAYER_FLEX || !(m->flex_kernels_slide || bf_cuda_flex_kernels_slide(m->backend))) return 0;
+    return l->flex_opt.joint == BF_FLEX_JOINT_MAX && l->flex_opt.channels == BF_FLEX_CHANNELS_EXPAND &&
+           m->fuse_flex_scatter && l->pool.k == 3 && l->pool.stride == 1 && l->pool.pad == 1;
+}
+
 /* Whether layer l's float output lives only until its consumers' forwards (plan_forward_only). */
 static int output_is_forward_only(const bf_layer *l) { return l->spikes_packed || l->out_forward_only; }
 
@@ -504,8 +515,7 @@ bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
     }
     for (int i = 0; i < L; i++) m->layers[i].charge_in_place = charge_can_overwrite_input(m, &m->layers[i]);
     for (int i = 0; i < L; i++) m->layers[i].bn_runs_neuron = m->layers[i].bn_in_flex = m->layers[i].bn_stats_in_flex = 0;
-    for (int i = 0; i < L; i++) /* [run] flex_kernels = slide: dC beside dy (layer_flex.c's scratch) */
-        m->layers[i].flex_dconv_apart = m->layers[i].kind == BF_LAYER_FLEX && bf_cuda_flex_kernels_slide(m->backend);
+    for (int i = 0; i < L; i++) m->layers[i].flex_dconv_apart = flex_route_slides(m, i);
     for (int i = 0; i < L; i++) {
         m->layers[i].flex_gives_bn_stats = flex_can_give_bn_stats(m, i);
         if (m->layers[i].flex_gives_bn_stats) m->layers[i + 1].bn_stats_in_flex = 1;

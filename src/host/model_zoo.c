@@ -360,6 +360,7 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
     m->fuse_flex_scatter = cfg->fuse_flex_scatter;
     m->fuse_flex_bn = cfg->fuse_flex_bn;
     m->fuse_flex_bn_stats = cfg->fuse_flex_bn_stats;
+    m->flex_kernels_slide = cfg->flex_kernels == 1;
     mark_shared_batchnorms(m, cfg);
     bf_status s = check_flex_sites(m, cfg);
     if (s == BF_OK) s = bf_model_finalize(m);

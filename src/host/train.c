@@ -26,7 +26,7 @@ bf_status bf_backend_cuda_from_config(const bf_config *cfg, int device, bf_backe
     if (s == BF_OK) s = bf_cuda_set_conv_workspace_reuse(*out, cfg->run.conv_workspace_reuse);
     if (s == BF_OK) s = bf_cuda_set_conv_workspace_slack(*out, cfg->run.conv_workspace_slack);
     if (s == BF_OK) s = bf_cuda_set_conv_api(*out, cfg->run.conv_api);
-    if (s == BF_OK) s = bf_cuda_set_flex_kernels(*out, cfg->run.flex_kernels);
+    if (s == BF_OK) s = bf_cuda_set_flex_kernels(*out, cfg->model.flex_kernels);
     if (s != BF_OK) {
         bf_backend_destroy(*out);
         *out = NULL;

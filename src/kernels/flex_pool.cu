@@ -41,10 +41,11 @@
  * adds to atomically (whole numbers: exact in any order) or (BILINEAR) the partials added in index
  * order.
  * [run] flex_kernels = slide (bf_cuda_set_flex_kernels): for EXPAND and the 3x3 stride-1 pad-1
- * window, flex_pool_max_forward and flex_pool_scatter_add run flex_slide.cuh's sliding-window
- * kernels instead of k_pool_max_forward_expand and k_pool_scatter_add, with the same bits
- * (slide_takes and, for the forward, slide_forward_aligned say which calls; the others run the
- * kernels here). */
+ * window, flex_pool_max_forward (and _bn_stats), flex_pool_scatter_add and
+ * flex_pool_max_backward_scatter (and _bn, where dconv is apart from dy) run flex_slide.cuh's
+ * sliding-window kernels instead of k_pool_max_forward_expand, k_pool_scatter_add and
+ * k_route_scatter, with the same bits (slide_takes, slide_forward_aligned and slide_route_apart say
+ * which calls; the others run the kernels here). */
 #include <math.h>
 
 #include "bn_common.cuh" /* chunks_for, k_bn_stats_final */
@@ -657,7 +658,7 @@ extern "C" bf_status bf_cuda_flex_pool_max_backward_scatter(bf_backend *b, const
         return bf_error(BF_ERR_ARG, "flex_pool_max_backward_scatter: EXPAND channels only (BILINEAR mixes two pooled "
                                     "channels per output: flex_pool_max_backward, then flex_pool_scatter_add)");
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
-    if (im->flex_slide && slide_takes(im, ps, s) && slide_route_apart(s, dy, dconv))
+    if (im->flex_slide && slide_takes(im, ps, s) && slide_route_apart(s, dy, NULL, dconv))
         return slide_route_scatter(im, ps, s, NULL, window, winners, ties, NULL, dy, dconv, dx, tie_share);
     const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)ps->h_in * ps->w_in);
     LAUNCH_WINDOW(ps, k_route_scatter, WITHOUT_BN, l, window, winners, ties, dy, dconv, dx, pool_geo_of(ps), geo_of(s),
@@ -679,7 +680,7 @@ extern "C" bf_status bf_cuda_flex_pool_max_backward_scatter_bn(bf_backend *b, co
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
     const bn_grad_dev bd = {bn->relu, bn->mean, bn->invstd, bn->gamma, bn->relu ? bn->beta : bn->gamma, bn->coef,
                             s->c_out};
-    if (im->flex_slide && slide_takes(im, ps, s) && slide_route_apart(s, dz, dconv))
+    if (im->flex_slide && slide_takes(im, ps, s) && slide_route_apart(s, dz, y, dconv))
         return slide_route_scatter(im, ps, s, &bd, window, winners, ties, y, dz, dconv, dx, tie_share);
     const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)ps->h_in * ps->w_in);
     LAUNCH_WINDOW(ps, k_route_scatter, WITH_BN, l, window, winners, ties, dz, dconv, dx, pool_geo_of(ps), geo_of(s),

@@ -44,7 +44,7 @@
 
 namespace { /* kernels are private to the including file */
 
-#define SLIDE_THREADS 256 /* threads per block of both kernels (their __launch_bounds__) */
+#define SLIDE_THREADS 256 /* threads per block of every kernel here (their __launch_bounds__) */
 
 /* ---- vectors of V consecutive elements: V = 4 loads and stores 16 (floats: vector_access.cuh) or
  * 4 (bytes) bytes at once. Callers guarantee the alignment: every offset a multiple of V, the base
@@ -946,11 +946,13 @@ __global__ void __launch_bounds__(SLIDE_THREADS)
 #undef ROUTE_ROW
 }
 
-/* Whether the sliding route with the scatter takes a call slide_takes accepts: dconv and dy (dz) do
- * not overlap (the halo rows and edge columns read dy that another item's dconv would overwrite). */
-inline bool slide_route_apart(const bf_flex_shape *s, const float *dy, const float *dconv) {
-    const size_t n = (size_t)s->n * s->c_out * s->hw;
-    return dconv + n <= dy || dy + n <= dconv;
+/* Whether the sliding route with the scatter takes a call slide_takes accepts: dconv overlaps
+ * neither dy (dz) nor, with the batch-norm, y (the halo rows and edge columns read them where
+ * another item's dconv would be written). */
+inline bool slide_route_apart(const bf_flex_shape *s, const float *dy, const float *y, const float *dconv) {
+    const uintptr_t bytes = (uintptr_t)s->n * s->c_out * s->hw * sizeof(float), d = (uintptr_t)dconv;
+    const uintptr_t a = (uintptr_t)dy, b = (uintptr_t)y;
+    return (d + bytes <= a || a + bytes <= d) && (!y || d + bytes <= b || b + bytes <= d);
 }
 
 /* flex_pool_max_backward_scatter(_bn) for a call slide_takes and slide_route_apart accept (bn NULL:
