@@ -251,7 +251,8 @@ static void check_kernel_walk(bf_backend *b, const char *name, int n, int c_in, 
     free(y), free(partial), free(writes), free(cpu);
 }
 
-/* ---- 3. the sliding-window kernel's walk (flex_slide.cuh, k_slide_max_forward<STATS>) ----
+/* ---- 3. the sliding-window kernel's walk (flex_slide.cuh, k_slide_max_forward<STATS>, whose split
+ * flex_pool.cu makes with SLIDE_STATS_SM_COUNT = 132 whatever the device, so 132 here) ----
  * Mirrors of slide_geo_of and of the kernel's loops: an item is a band of rows of one pooled plane
  * and a strip, G lanes each; lane l of a group owns columns c0 = (strip*G + l)*V ..; its output rows
  * r0 .. r1-1 in order, at each the taps in order. With at most 2 taps (PRE) each lane sums its V
@@ -300,6 +301,8 @@ static void check_slide_walk(bf_backend *b, const char *name, int n, int c_in, i
     const emu_slide_geo g = emu_slide_geo_of((size_t)n * c_in, h, w, V, sm_count);
     const int G = 1 << g.log2_group, ratio = c_out % c_in == 0 ? c_out / c_in : 0;
     const int taps = ratio ? ratio : (c_out + c_in - 1) / c_in, pre = taps <= 2;
+    CHECK(taps <= 64, "%s: the emulation holds 64 taps, not %d", name, taps);
+    if (taps > 64) return;
     const size_t chunks = g.items / (size_t)c_in;
     double *partial = host((size_t)c_out * chunks * 2 * sizeof(double));
     int *writes = host((size_t)c_out * chunks * sizeof(int));
@@ -312,7 +315,7 @@ static void check_slide_walk(bf_backend *b, const char *name, int n, int c_in, i
         const int lo = ratio ? ci * ratio : ci, hi = ratio ? lo + ratio : c_out, step = ratio ? 1 : c_in;
         if (lo >= hi) continue; /* untapped: the kernel writes no partial (nothing is its) */
         const int r0 = band * g.rows, r1 = r0 + g.rows < h ? r0 + g.rows : h;
-        double lane_slots[32][64][2], group_slot[64][2]; /* taps <= 64 in these cases */
+        double lane_slots[32][64][2], group_slot[64][2]; /* taps <= 64 (checked below) */
         memset(lane_slots, 0, sizeof lane_slots);
         memset(group_slot, 0, sizeof group_slot);
         for (int oh = r0; oh < r0 + g.rows; oh++) /* t = 2 .. rows + 1: out while oh < r1 */
@@ -404,10 +407,12 @@ int main(void) {
      * rows, 1, 2, 3 and 22 taps, narrowing */
     check_slide_walk(b, "slide: 3->6 @7x9", 2, 3, 6, 7, 9, 132);
     check_slide_walk(b, "slide: 4->4 @37x64 (bands)", 1, 4, 4, 37, 64, 132);
-    check_slide_walk(b, "slide: 4->4 @37x64, n=8 (32-row bands)", 8, 4, 4, 37, 64, 1);
+    check_slide_walk(b, "slide: 4->4 @37x64, n=1060 (32-row bands)", 1060, 4, 4, 37, 64, 132);
     check_slide_walk(b, "slide: 5->13 (3 taps) @11x13", 2, 5, 13, 11, 13, 132);
     check_slide_walk(b, "slide: 8->3 (narrowing) @13x7", 2, 8, 3, 13, 7, 132);
     check_slide_walk(b, "slide: 3->6 @5x132 (strips)", 2, 3, 6, 5, 132, 132);
+    check_slide_walk(b, "slide: 3->64 (22 taps) @9x16 (G=4)", 2, 3, 64, 9, 16, 132);
+    check_slide_walk(b, "slide: 2->4 @6x8 (G=2)", 3, 2, 4, 6, 8, 132);
     check_slide_walk(b, "slide: VGG-16 conv1_1 3->64 @224x224", 1, 3, 64, 224, 224, 132);
     check_slide_walk(b, "slide: VGG-16 conv2_1 64->128 @112x112", 2, 64, 128, 112, 112, 132);
     check_slide_walk(b, "slide: VGG-16 conv5_x 512->512 @14x14", 2, 512, 512, 14, 14, 132);

@@ -385,8 +385,9 @@ static void check_pool_forward(pool_run *r, const float *conv, size_t conv_wins)
  * the same running values) against the CPU op's to rounding (the GPU adds the same doubles in another
  * order, and its variance is E[y^2] - mean^2), and, by the same test, against the GPU's own
  * batchnorm_forward_train over its y. With NaNs in y the statistics are NaN: only the flex outputs
- * are compared. Under [run] flex_kernels = slide, BILINEAR, or 1 -> 512 channels (the sums' shared
- * memory too large) the op takes the batch-norm's own pass; the results must not tell. */
+ * are compared. Both kernel sets take the sums in their pass (the sliding window's per item); for
+ * BILINEAR, or 1 -> 384 and 1 -> 512 channels (the sums' shared memory too large) the op takes the
+ * batch-norm's own pass; the results must not tell. */
 static void check_pool_forward_bn_stats(pool_run *r, const float *conv, size_t conv_wins, int nan) {
     const int c = r->s.c_out;
     const bf_bn_shape bs = {.n = r->s.n, .c = c, .hw = r->s.hw, .eps = 1e-5f, .momentum = 0.1f};

@@ -399,8 +399,8 @@ typedef struct bf_ops {
      * fuse_flex_bn_stats; running_* nullable). On the GPU the flex pass adds each element it writes
      * to its channel's sums, so that the batch-norm does not read y again for them: the same double
      * terms in another order, so the statistics may differ from batchnorm_forward_train's in their
-     * last bit (both kernel sets; BILINEAR and channel counts whose sums do not fit the kernel's
-     * shared memory, 47 KiB, take that second pass). On the CPU the bits of the two ops. */
+     * last bit, the same on every device (both kernel sets; BILINEAR and shapes whose sums do not fit
+     * the kernel's shared memory, 47 KiB, take that second pass). On the CPU the bits of the two ops. */
     bf_status (*flex_pool_max_forward_bn_stats)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                                 const bf_bn_shape *bs, const float *x, float *y, uint8_t *window,
                                                 uint32_t *winners, uint32_t *ties, float *conv_wins,

@@ -593,7 +593,7 @@ extern "C" bf_status bf_cuda_flex_pool_max_forward_bn_stats(bf_backend *b, const
                         s->hw);
     if (im->flex_slide && slide_takes(im, ps, s) && slide_forward_aligned(ps, x, y, window)) {
         size_t blocks;
-        const slide_fwd_geo g = slide_forward_geo(im, ps, s, &blocks);
+        const slide_fwd_geo g = slide_forward_geo(SLIDE_STATS_SM_COUNT, ps, s, &blocks); /* device-independent */
         if (slide_stats_smem(g) <= STATS_SMEM_MAX) /* the sliding-window forward with the sums */
             return forward_stats_slide(im, ps, s, bs, g, blocks, x, y, window, winners, ties, conv_wins, save_mean,
                                        save_invstd, running_mean, running_var);

@@ -207,7 +207,7 @@ struct slide_fwd_geo {
 
 /* STATS (flex_pool_max_forward_bn_stats): the next batch-norm's sums of y and y^2 per output
  * channel, in double, as the values are written. With PRE (at most 2 taps) each lane adds its V
- * values' sums per row to its own slots in shared memory ([U][SLIDE_THREADS][2]); at the item's end
+ * values' sums per row to its own slots in shared memory ([U][2][SLIDE_THREADS], conflict-free); at the item's end
  * the group's lanes are added by shuffles (width G, lane 0 of the group holding the sum). Without
  * PRE (more taps: 3 -> 64 tiling) the group's sums are taken by shuffles at every row and added by
  * its lane 0 to the group's slots ([SLIDE_THREADS / G][taps][2]). Either way lane 0 of the group
@@ -274,14 +274,14 @@ __global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_STATS_MIN_BLOCKS(V, U
 #pragma unroll
         for (int j = 0; j < V; j++) cc[u].v[j] = cn[u].v[j] = 0.0f;
     unsigned wins = 0;
-    extern __shared__ double slide_sums[]; /* STATS: PRE [U][SLIDE_THREADS][2], else [groups][taps][2] */
+    extern __shared__ double slide_sums[]; /* STATS: PRE [U][2][SLIDE_THREADS], else [groups][taps][2] */
     const int group = (int)(threadIdx.x >> g.s.log2_group);
     if (STATS) {
         if (PRE) {
 #pragma unroll
             for (int u = 0; u < U; u++)
-                slide_sums[((size_t)u * SLIDE_THREADS + threadIdx.x) * 2] =
-                    slide_sums[((size_t)u * SLIDE_THREADS + threadIdx.x) * 2 + 1] = 0.0;
+                slide_sums[(size_t)(2 * u) * SLIDE_THREADS + threadIdx.x] =
+                    slide_sums[(size_t)(2 * u + 1) * SLIDE_THREADS + threadIdx.x] = 0.0;
         } else if (gl == 0) {
             for (int k = 0; k < 2 * g.taps; k++) slide_sums[(size_t)group * g.taps * 2 + k] = 0.0;
         }
@@ -395,9 +395,8 @@ __global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_STATS_MIN_BLOCKS(V, U
                                 s1 += v * v;
                             }
                         if constexpr (PRE) {
-                            double *slot = slide_sums + ((size_t)u * SLIDE_THREADS + threadIdx.x) * 2;
-                            slot[0] += s0;
-                            slot[1] += s1;
+                            slide_sums[(size_t)(2 * u) * SLIDE_THREADS + threadIdx.x] += s0;
+                            slide_sums[(size_t)(2 * u + 1) * SLIDE_THREADS + threadIdx.x] += s1;
                         } else {
                             s0 = group_sum(s0, G);
                             s1 = group_sum(s1, G);
@@ -429,15 +428,16 @@ __global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_STATS_MIN_BLOCKS(V, U
         const size_t chunks = (size_t)(g.s.items / (size_t)g.c_in), chunk = it % ((size_t)g.s.bands * g.s.strips) +
                                                                            sample * g.s.bands * g.s.strips;
         for (int k = 0; k < (PRE ? U : g.taps); k++) {
-            double s0, s1;
+            double s0 = 0.0, s1 = 0.0;
             if constexpr (PRE) {
-                s0 = group_sum(slide_sums[((size_t)k * SLIDE_THREADS + threadIdx.x) * 2], G);
-                s1 = group_sum(slide_sums[((size_t)k * SLIDE_THREADS + threadIdx.x) * 2 + 1], G);
-            } else {
-                s0 = slide_sums[((size_t)group * g.taps + k) * 2];
-                s1 = slide_sums[((size_t)group * g.taps + k) * 2 + 1];
+                s0 = group_sum(slide_sums[(size_t)(2 * k) * SLIDE_THREADS + threadIdx.x], G);
+                s1 = group_sum(slide_sums[(size_t)(2 * k + 1) * SLIDE_THREADS + threadIdx.x], G);
             }
-            if (gl == 0 && tapped && lo + k * step < hi) {
+            if (gl == 0 && tapped && lo + k * step < hi) { /* (the group slots: lane 0's own writes) */
+                if constexpr (!PRE) {
+                    s0 = slide_sums[((size_t)group * g.taps + k) * 2];
+                    s1 = slide_sums[((size_t)group * g.taps + k) * 2 + 1];
+                }
                 const size_t o = ((size_t)(lo + k * step) * chunks + chunk) * 2;
                 partial[o] = s0;
                 partial[o + 1] = s1;
@@ -476,12 +476,14 @@ inline bool slide_forward_aligned(const bf_pool_shape *ps, const float *x, const
 }
 
 /* The forward's split for a call slide_takes and slide_forward_aligned accept: V = 4 when w % 4 == 0,
- * else V = 1. */
-static slide_fwd_geo slide_forward_geo(const bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s,
+ * else V = 1; sm_count the device's (or SLIDE_STATS_SM_COUNT: the statistics' chunks, and so the
+ * order of their additions, then depend on the shape alone). */
+enum { SLIDE_STATS_SM_COUNT = 132 };
+static slide_fwd_geo slide_forward_geo(int sm_count, const bf_pool_shape *ps, const bf_flex_shape *s,
                                        size_t *blocks) {
     const int V = ps->w_in % 4 == 0 ? 4 : 1;
     slide_fwd_geo g;
-    g.s = slide_geo_of((size_t)s->n * s->c_in, ps->h_in, ps->w_in, V, im->sm_count, blocks);
+    g.s = slide_geo_of((size_t)s->n * s->c_in, ps->h_in, ps->w_in, V, sm_count, blocks);
     g.c_in = s->c_in;
     g.c_out = s->c_out;
     g.hw = s->hw;
@@ -524,7 +526,7 @@ static bf_status slide_max_forward(bf_cuda_impl *im, const bf_pool_shape *ps, co
                                    float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
                                    float *conv_wins) {
     size_t blocks;
-    const slide_fwd_geo g = slide_forward_geo(im, ps, s, &blocks);
+    const slide_fwd_geo g = slide_forward_geo(im->sm_count, ps, s, &blocks);
     unsigned long long *counter = NULL;
     if (conv_wins) {
         void *total;
