@@ -1009,6 +1009,14 @@ static int check_bits(bf_backend *b, const char *what, const void *dev, const vo
     return bad == 0;
 }
 
+/* Whether a call under flex_kernels = slide launched a sliding-window kernel (else the fused
+ * kernels ran quietly, and its row would time them). */
+static int slid(bf_backend *b, long before, const char *what) {
+    const long ran = bf_cuda_flex_slide_launches(b) - before;
+    if (ran <= 0) fprintf(stderr, "error: %s ran the fused kernels, not the sliding-window ones\n", what);
+    return ran > 0;
+}
+
 /* Bytes compared bit for bit (version 3's window and winners against version 2's, both on the host). */
 static int same_bytes(const char *what, const void *got, const void *want, size_t n) {
     const uint8_t *g = (const uint8_t *)got, *r = (const uint8_t *)want;
@@ -1254,10 +1262,12 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
     if (!slide_why_not(&c.ps, &c.fs)) { /* the same on the sliding window */
         CK(cudaMemsetAsync(c.dconv, 0xFF, c.nc * sizeof(float), stream));
         CK(cudaMemsetAsync(c.dx, 0xFF, c.nx * sizeof(float), stream));
+        const long before = bf_cuda_flex_slide_launches(b);
         v4_slide(&c);
         CK(cudaStreamSynchronize(stream));
         CK(cudaGetLastError());
         printf("    version 4 on the sliding window (flex_kernels = slide)\n");
+        ok &= slid(b, before, "version 4 on the sliding window");
         ok &= check_bits(b, "dconv", c.dconv, dconv, c.nc, host);
         ok &= check_bits(b, "dx_pool", c.dx, dx, c.nx, host);
     }
@@ -1281,10 +1291,12 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
         if (!slide_why_not(&c.ps, &c.fs)) {
             CK(cudaMemsetAsync(c.dconv, 0xFF, c.nc * sizeof(float), stream));
             CK(cudaMemsetAsync(c.dx, 0xFF, c.nx * sizeof(float), stream));
+            const long before = bf_cuda_flex_slide_launches(b);
             v4_bn_slide(&c);
             CK(cudaStreamSynchronize(stream));
             CK(cudaGetLastError());
             printf("    the same on the sliding window (flex_kernels = slide)\n");
+            ok &= slid(b, before, "version 4 with the batch-norm on the sliding window");
             ok &= check_bits(b, "dconv", c.dconv, dconv_apart, c.nc, host);
             ok &= check_bits(b, "dx_pool", c.dx, dx_apart, c.nx, host);
         }
@@ -1321,9 +1333,11 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
         if (!v3_why_not(&c)) { /* the same on the sliding window */
             v2_prepare_forward(&c);
             CK(cudaMemsetAsync(c.bn_grad, 0xFF, 2 * k * sizeof(float), stream));
+            const long before = bf_cuda_flex_slide_launches(b);
             v3_bn_stats_fused(&c);
             CK(cudaStreamSynchronize(stream));
             CK(cudaGetLastError());
+            ok &= slid(b, before, "version 3 with the statistics");
             BFK(bf_to_host(b, st, c.bn_grad, 2 * k * sizeof(float)));
             printf("    version 3 with the statistics in its pass, against version 2 then the batch-norm's pass\n");
             ok &= check_bits(b, "y", c.y, y_apart, c.nc, host);

@@ -263,6 +263,18 @@ typedef struct pool_run {
 
 static const char *g_case;   /* the case being checked, for the messages */
 static int g_case_bad;       /* its comparisons that failed */
+static int g_slide;          /* the GPU backend's kernel set: 1 slide (bf_cuda_set_flex_kernels) */
+
+/* Under slide, a call the sliding-window kernels take (EXPAND, 3x3/1/1; the forward also aligned,
+ * which cudaMalloc's pointers are) must have launched one: else the fused kernels ran quietly. */
+static void check_slid(const pool_run *r, long before, const char *what) {
+    const int takes = g_slide && r->s.channels == BF_FLEX_CHANNELS_EXPAND && r->ps.k == 3 && r->ps.stride == 1 &&
+                      r->ps.pad == 1;
+    if (!takes) return;
+    const long ran = bf_cuda_flex_slide_launches(gpu) - before;
+    g_case_bad += ran <= 0;
+    CHECK(ran > 0, "%s: %s: the sliding-window kernels took the call (%ld launches)", g_case, what, ran);
+}
 
 /* A buffer of the backend with every byte set to fill (host == NULL) or holding host's bytes. */
 static void *raw_upload(bf_backend *b, const void *host, size_t bytes, int fill) {
@@ -407,8 +419,10 @@ static void check_pool_forward_bn_stats(pool_run *r, const float *conv, size_t c
     void *ties = raw_upload(gpu, NULL, r->words * sizeof(uint32_t), 0xFF);
     CHECK_OK(cpu->ops->batchnorm_forward_train(cpu, &bs, r->y.c, NULL, NULL, NULL, saved.c, saved.c + c, running.c,
                                                running.c + c));
+    const long before = bf_cuda_flex_slide_launches(gpu);
     CHECK_OK(gpu->ops->flex_pool_max_forward_bn_stats(gpu, &r->ps, &r->s, &bs, r->x.g, y.g, window, winners, ties,
                                                       wins.g, saved.g, saved.g + c, running.g, running.g + c));
+    check_slid(r, before, "forward with statistics");
     same_floats("forward with statistics: y", cpu, r->y.c, y.g, r->nc);
     same_raw("forward with statistics: window", r->window_c, window, r->np, 1);
     same_raw("forward with statistics: winners", r->winners_c, winners, r->words * sizeof(uint32_t), 4);
@@ -531,8 +545,10 @@ static void check_pool_route_scatter(pool_run *r) {
     CHECK_OK(gpu->ops->fill(gpu, dx.g, NAN, r->nx));
     CHECK_OK(cpu->ops->flex_pool_max_backward_scatter(cpu, &r->ps, &r->s, r->window_c, r->winners_c, r->ties_c, r->dy.c,
                                                       dconv.c, dx.c));
+    const long before = bf_cuda_flex_slide_launches(gpu);
     CHECK_OK(gpu->ops->flex_pool_max_backward_scatter(gpu, &r->ps, &r->s, r->window_g, r->winners_g, r->ties_g, r->dy.g,
                                                       dconv.g, dx.g));
+    check_slid(r, before, "backward with the scatter");
     same_floats("backward with the scatter: dconv", cpu, dconv.c, dconv.g, r->nc);
     same_floats("backward with the scatter: dx", cpu, dx.c, dx.g, r->nx);
 
@@ -581,8 +597,10 @@ static void check_pool_route_scatter_bn(pool_run *r) {
         CHECK_OK(cpu->ops->flex_pool_max_backward_scatter_bn(cpu, &r->ps, &r->s, &gc, r->window_c, r->winners_c,
                                                              r->ties_c, r->y.c, r->dy.c, dconv.c, dx.c));
         CHECK_OK(gpu->ops->fill(gpu, dx.g, NAN, r->nx));
+        const long before = bf_cuda_flex_slide_launches(gpu);
         CHECK_OK(gpu->ops->flex_pool_max_backward_scatter_bn(gpu, &r->ps, &r->s, &gg, r->window_g, r->winners_g,
                                                              r->ties_g, r->y.g, r->dy.g, dconv.g, dx.g));
+        check_slid(r, before, "backward with the scatter and the batch-norm's dx");
         same_floats(relu ? "scatter with batch-norm + ReLU dx: dconv" : "scatter with batch-norm dx: dconv", cpu,
                     dconv.c, dconv.g, r->nc);
         same_floats("scatter with batch-norm dx: dx", cpu, dx.c, dx.g, r->nx);
@@ -695,6 +713,7 @@ static void test_pool_cases(int kernels) {
         {"1x1/2 @9x13", 9, 13, 1, 2, 0},         /* FlexResNet's strided 1x1 sites: a subsample, 5x7 out */
     };
     CHECK_OK(bf_cuda_set_flex_kernels(gpu, kernels));
+    g_slide = kernels;
     printf("flex_pool ops (flex_kernels = %s), CUDA against the CPU and against the CUDA op-by-op sequence:\n",
            kernels ? "slide" : "fused");
     for (size_t c = 0; c < sizeof channels / sizeof channels[0]; c++)
@@ -854,6 +873,7 @@ int main(void) {
     test_pool_cases(0);
     test_pool_cases(1);
     CHECK_OK(bf_cuda_set_flex_kernels(gpu, 0));
+    g_slide = 0;
     test_pool_refusals();
     CHECK_OK(gpu->ops->synchronize(gpu));
 

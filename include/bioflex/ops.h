@@ -666,6 +666,9 @@ bf_status bf_cuda_set_flex_kernels(bf_backend *b, int slide);
 /* 1 when b is a CUDA backend set to the sliding-window kernels (bf_cuda_set_flex_kernels), else 0:
  * their route with the scatter needs dconv apart from dy, which the memory plan then gives it. */
 int bf_cuda_flex_kernels_slide(const bf_backend *b);
+/* How many sliding-window kernels b has launched (0 for a CPU backend or without CUDA): a call
+ * they do not take quietly runs the fused kernels, so the tests and the lab check this count. */
+long bf_cuda_flex_slide_launches(const bf_backend *b);
 /* How many graph-API plans the backend's convolution cache holds (0 for a CPU backend, without
  * CUDA, or under conv_api = legacy): for tests and diagnostics. */
 int bf_cuda_conv_graph_plan_count(const bf_backend *b);

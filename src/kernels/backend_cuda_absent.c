@@ -33,6 +33,10 @@ int bf_cuda_flex_kernels_slide(const bf_backend *b) {
     (void)b;
     return 0;
 }
+long bf_cuda_flex_slide_launches(const bf_backend *b) {
+    (void)b;
+    return 0;
+}
 bf_status bf_cuda_set_conv_workspace_limit(bf_backend *b, size_t bytes) {
     (void)b, (void)bytes;
     return BF_OK;

@@ -90,6 +90,7 @@ typedef struct bf_cuda_impl {
                                * workspace than is held may be than the fastest (conv_pick.h) */
     int conv_api_graph;       /* bf_cuda_set_conv_api: also plan each convolution with cuDNN's graph API */
     int flex_slide;           /* bf_cuda_set_flex_kernels: flex_pool.cu's sliding-window kernels (flex_slide.cuh) */
+    long flex_slide_launches; /* how many of those kernels ran (bf_cuda_flex_slide_launches) */
     cudaStream_t stream;      /* every op of this backend runs on it, in order */
     cudnnHandle_t cudnn;      /* bound to stream */
     cublasHandle_t cublas;    /* bound to stream, with its own workspace below */

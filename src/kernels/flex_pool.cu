@@ -507,6 +507,10 @@ extern "C" bf_status bf_cuda_set_flex_kernels(bf_backend *b, int slide) {
     return BF_OK;
 }
 
+extern "C" long bf_cuda_flex_slide_launches(const bf_backend *b) {
+    return b && b->kind == BF_DEVICE_CUDA ? ((const bf_cuda_impl *)b->impl)->flex_slide_launches : 0;
+}
+
 extern "C" int bf_cuda_flex_kernels_slide(const bf_backend *b) {
     return b && b->kind == BF_DEVICE_CUDA && ((const bf_cuda_impl *)b->impl)->flex_slide;
 }

@@ -511,6 +511,7 @@ static bf_status slide_forward_run(bf_cuda_impl *im, const bf_pool_shape *ps, co
     if (blocks == 0) return BF_OK;
     const int V = g.s.w % 4 == 0 ? 4 : 1;
     const unsigned nb = (unsigned)blocks;
+    im->flex_slide_launches++;
     if (partial) {
         const size_t smem = slide_stats_smem(g);
         if (V == 4) return slide_forward_launch<4, true>(im, g, nb, x, y, window, winners, ties, counter, partial, smem);
@@ -776,6 +777,7 @@ static bf_status slide_scatter_add(bf_cuda_impl *im, const bf_pool_shape *ps, co
     size_t blocks;
     const slide_geo g = slide_geo_of((size_t)s->n * s->c_in, ps->h_in, w, V, im->sm_count, &blocks);
     if (blocks == 0) return BF_OK;
+    im->flex_slide_launches++;
     if (V == 4) k_slide_scatter_add<4><<<(unsigned)blocks, SLIDE_THREADS, 0, im->stream>>>(window, dpooled, dx, g);
     else if (V == 2) k_slide_scatter_add<2><<<(unsigned)blocks, SLIDE_THREADS, 0, im->stream>>>(window, dpooled, dx, g);
     else k_slide_scatter_add<1><<<(unsigned)blocks, SLIDE_THREADS, 0, im->stream>>>(window, dpooled, dx, g);
@@ -979,6 +981,7 @@ static bf_status slide_route_scatter(bf_cuda_impl *im, const bf_pool_shape *ps, 
     g.ratio = s->c_out % s->c_in == 0 ? s->c_out / s->c_in : 0;
     g.taps = g.ratio ? g.ratio : (s->c_out + s->c_in - 1) / s->c_in;
     if (blocks == 0) return BF_OK;
+    im->flex_slide_launches++;
     const bn_grad_dev b = bn ? *bn : bn_grad_dev{};
 #define ROUTE_LAUNCH(V_, BN_)                                                                                         \
     k_slide_route_scatter<V_, BN_><<<(unsigned)blocks, SLIDE_THREADS, 0, im->stream>>>(window, winners, ties, dy, y, \
