@@ -198,6 +198,43 @@ struct slide_fwd_geo {
     int taps;       /* the most output channels one pooled channel feeds: ratio, or ceil(c_out / c_in) */
 };
 
+/* A lane's item under the forward's split (k_slide_max_forward, k_slide_route_scatter): its group of
+ * G lanes (gl its place), the item's strip, band and pooled plane (sample, ci), and the output
+ * channels that copy ci: lo, lo+step, ... < hi (flex_common's fold_candidates; none when ci >= c_out
+ * under tiling that narrows). live: the item exists (the last warp's spare lanes have none). */
+struct slide_item {
+    int G, gl, strip, band, ci, lo, hi, step;
+    bool live;
+    size_t it, plane, sample;
+};
+
+__device__ __forceinline__ slide_item slide_item_of(const slide_fwd_geo &g) {
+    slide_item s;
+    const int lane = (int)(threadIdx.x & 31);
+    s.G = 1 << g.s.log2_group;
+    s.gl = lane & (s.G - 1);
+    const size_t warp = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const size_t item = (warp << (5 - g.s.log2_group)) + (size_t)(lane >> g.s.log2_group);
+    s.live = item < g.s.items;
+    s.it = s.live ? item : 0;
+    s.strip = (int)(s.it % (size_t)g.s.strips);
+    const size_t rest = s.it / (size_t)g.s.strips;
+    s.band = (int)(rest % (size_t)g.s.bands);
+    s.plane = rest / (size_t)g.s.bands;
+    s.sample = s.plane / (size_t)g.c_in;
+    s.ci = (int)(s.plane - s.sample * (size_t)g.c_in);
+    if (g.ratio) {
+        s.lo = s.ci * g.ratio;
+        s.hi = s.lo + g.ratio;
+        s.step = 1;
+    } else {
+        s.lo = s.ci;
+        s.hi = g.c_out;
+        s.step = g.c_in;
+    }
+    return s;
+}
+
 /* Registers (ptxas -v, sm_90, CUDA 13, in the lab): unbounded, V = 4 took 75 / 88 / 94 with U = 1 / 2
  * / 4, i.e. 3, 2 and 2 blocks of 256 per SM; a minimum of 3 blocks caps them at 77 / 80 / 80 without
  * spills (24 warps per SM; 4 blocks spill 16-164 bytes). V = 1: 58 / 60 / 70 (4, 4, 3 blocks). */
@@ -228,27 +265,10 @@ __global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_STATS_MIN_BLOCKS(V, U
                         unsigned long long *__restrict__ counter, double *__restrict__ partial) {
     static_assert(!PRE || U <= 2, "PRE keeps 2U vectors of C in registers");
     const unsigned full = 0xffffffffu;
-    const int lane = (int)(threadIdx.x & 31), G = 1 << g.s.log2_group, gl = lane & (G - 1);
-    const size_t warp = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    const size_t item = (warp << (5 - g.s.log2_group)) + (size_t)(lane >> g.s.log2_group);
-    const bool live = item < g.s.items;
-    const size_t it = live ? item : 0;
-    const int strip = (int)(it % (size_t)g.s.strips);
-    const size_t rest = it / (size_t)g.s.strips;
-    const int band = (int)(rest % (size_t)g.s.bands);
-    const size_t plane = rest / (size_t)g.s.bands; /* pooled plane (sample, ci) */
-    const size_t sample = plane / (size_t)g.c_in;
-    const int ci = (int)(plane - sample * (size_t)g.c_in);
-    int lo, hi, step; /* the output channels that copy ci: lo, lo+step, ... < hi (flex_common's fold_candidates) */
-    if (g.ratio) {
-        lo = ci * g.ratio;
-        hi = lo + g.ratio;
-        step = 1;
-    } else {
-        lo = ci;
-        hi = g.c_out;
-        step = g.c_in;
-    }
+    const slide_item si = slide_item_of(g);
+    const int G = si.G, gl = si.gl, strip = si.strip, band = si.band, lo = si.lo, hi = si.hi, step = si.step;
+    const bool live = si.live;
+    const size_t it = si.it, plane = si.plane, sample = si.sample; /* pooled plane (sample, ci) */
     const bool tapped = live && lo < hi; /* an untapped channel writes nothing (its window bytes included) */
     const int h = g.s.h, w = g.s.w;
     const int c0 = (strip * G + gl) * V;
@@ -883,27 +903,14 @@ __global__ void __launch_bounds__(SLIDE_THREADS)
                           const uint32_t *__restrict__ ties, const float *__restrict__ dy,
                           const float *__restrict__ y, float *__restrict__ dconv, float *__restrict__ dx,
                           slide_fwd_geo g, float tie_share, bn_grad_dev bn) {
-    const int lane = (int)(threadIdx.x & 31), G = 1 << g.s.log2_group, gl = lane & (G - 1);
-    const size_t warp = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    const size_t item = (warp << (5 - g.s.log2_group)) + (size_t)(lane >> g.s.log2_group);
-    const bool live = item < g.s.items;
-    const size_t it = live ? item : 0;
-    const int strip = (int)(it % (size_t)g.s.strips);
-    const size_t rest = it / (size_t)g.s.strips;
-    const int band = (int)(rest % (size_t)g.s.bands);
-    const size_t plane = rest / (size_t)g.s.bands; /* pooled plane (sample, ci) */
-    const size_t sample = plane / (size_t)g.c_in;
-    const int ci = (int)(plane - sample * (size_t)g.c_in);
+    const slide_item si = slide_item_of(g);
+    const int G = si.G, gl = si.gl, strip = si.strip, band = si.band;
+    const bool live = si.live;
+    const size_t plane = si.plane, sample = si.sample; /* pooled plane (sample, ci) */
     route_args a;
-    if (g.ratio) { /* the output channels that copy ci, as the forward's */
-        a.lo = ci * g.ratio;
-        a.hi = a.lo + g.ratio;
-        a.step = 1;
-    } else {
-        a.lo = ci;
-        a.hi = g.c_out;
-        a.step = g.c_in;
-    }
+    a.lo = si.lo; /* the output channels that copy ci, as the forward's */
+    a.hi = si.hi;
+    a.step = si.step;
     const bool tapped = live && a.lo < a.hi;
     const int h = g.s.h, w = g.s.w;
     const int c0 = (strip * G + gl) * V;
