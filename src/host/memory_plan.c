@@ -183,11 +183,13 @@ static int flex_can_give_bn_stats(const bf_model *m, int i) {
 }
 
 /* Whether flex layer i's backward gets its dC beside dy (layer_flex.c): [run] flex_kernels = slide
- * (planned, or set on the backend), whose route with the scatter (k_slide_route_scatter) reads dy
- * across its items, so dC must not overwrite it; for the calls that kernel takes: the max joint, EXPAND,
- * [model] fuse_flex_scatter and the 3x3 stride-1 pad-1 window. */
+ * (configured, or set on the backend; a CPU backend has one set of kernels), whose route with the
+ * scatter (k_slide_route_scatter) reads dy across its items, so dC must not overwrite it; for the
+ * calls that kernel takes: the max joint, EXPAND, [model] fuse_flex_scatter and the 3x3 stride-1
+ * pad-1 window. */
 static int flex_route_slides(const bf_model *m, int i) {
     const bf_layer *l = &m->layers[i];
+    if (m->backend && m->backend->kind == BF_DEVICE_CPU) return 0;
     if (l->kind != BF_LAYER_FLEX || !(m->flex_kernels_slide || bf_cuda_flex_kernels_slide(m->backend))) return 0;
     return l->flex_opt.joint == BF_FLEX_JOINT_MAX && l->flex_opt.channels == BF_FLEX_CHANNELS_EXPAND &&
            m->fuse_flex_scatter && l->pool.k == 3 && l->pool.stride == 1 && l->pool.pad == 1;
