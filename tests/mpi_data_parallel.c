@@ -306,6 +306,17 @@ static void driver(const char *self) {
     CHECK(rc == 0, "mpirun flex logits local batch-norm run exited %d", rc);
     CHECK(max_abs_diff("flexbn_single/checkpoints/epoch_0002", "flexbn_local/checkpoints/epoch_0002") > 1e-5,
           "local flex logits batch-norm statistics on 2 ranks should differ from one process's");
+    /* Channel-wise max flex layers with batch-norms: one process fuses them both ways (the flex forward
+     * takes the statistics, the flex route applies the batch-norm's dx); under sync_bn the 2 ranks
+     * take the synchronised statistics and backward apart from the flex layers: the same training. */
+    const char *flex_max = "--set model.flex=true --set model.flex_joint=channelwise_max --set model.batchnorm=true";
+    rc = run("flexmax_single.log", "%s %s --set run.dir=%s/flexmax_single %s", TRAIN, cfg, tmp, flex_max);
+    CHECK(rc == 0, "single-process flex + batch-norm run exited %d (see %s/flexmax_single.log)", rc, tmp);
+    rc = run("flexmax_sync.log", MPIRUN "%s %s --set run.dir=%s/flexmax_sync --set run.sync_bn=true %s", TRAIN, cfg,
+             tmp, flex_max);
+    CHECK(rc == 0, "mpirun flex + batch-norm sync_bn run exited %d (see %s/flexmax_sync.log)", rc, tmp);
+    compare_weights("flexmax_single/checkpoints/epoch_0002", "flexmax_sync/checkpoints/epoch_0002",
+                    "channel-wise max flex + batch-norm, sync_bn: 2 ranks vs 1 process");
     /* The 2 ranks' (sharded) final evaluation uses rank 0's running statistics, the checkpoint's:
      * it scores exactly what bioflex-eval scores from that checkpoint in one process. */
     rc = run("bn_local_eval.log", "%s/bioflex-eval --checkpoint %s/bn_local %s --set model.batchnorm=true", BIOFLEX_BINARY_DIR,
