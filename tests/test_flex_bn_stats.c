@@ -20,20 +20,6 @@
 #include "bioflex/ops.h"
 #include "testutil.h"
 
-static void *host(size_t bytes) {
-    void *p = calloc(1, bytes + 16);
-    if (!p) exit(1);
-    return p;
-}
-
-/* Multiples of 1/8 from lo (levels of them), so that the branches tie often. */
-static float *eighths(size_t n, float lo, int levels, unsigned seed) {
-    float *v = host(n * sizeof(float));
-    srand(seed);
-    for (size_t i = 0; i < n; i++) v[i] = lo + 0.125f * (float)(rand() % levels);
-    return v;
-}
-
 static size_t differing_bits(const void *a, const void *b, size_t bytes) {
     const unsigned char *p = a, *q = b;
     size_t d = 0;
@@ -59,12 +45,12 @@ static void check_op(bf_backend *b, const stats_case *sc) {
     const bf_bn_shape bs = {.n = sc->n, .c = c, .hw = hw, .eps = 1e-5f, .momentum = 0.1f};
     const size_t nx = (size_t)sc->n * sc->c_in * sc->h * sc->w, np = (size_t)sc->n * sc->c_in * hw;
     const size_t nc = (size_t)sc->n * c * hw, words = (nc + 31) / 32;
-    float *x = eighths(nx, -1.0f, 17, 21), *conv = eighths(nc, -1.0f, 21, 22);
+    float *x = bf_test_eighths(nx, -1.0f, 17, 21), *conv = bf_test_eighths(nc, -1.0f, 21, 22);
     if (sc->nan) x[3] = NAN, conv[nc / 2] = NAN;
-    float *y_ref = host(nc * sizeof(float)), *y = host(nc * sizeof(float));
-    uint8_t *win_ref = host(np), *win = host(np);
-    uint32_t *bits_ref = host(2 * words * sizeof(uint32_t)), *bits = host(2 * words * sizeof(uint32_t));
-    float *stats_ref = eighths(4 * (size_t)c, 0.5f, 9, 23), *stats = host(4 * (size_t)c * sizeof(float));
+    float *y_ref = bf_test_calloc(nc * sizeof(float)), *y = bf_test_calloc(nc * sizeof(float));
+    uint8_t *win_ref = bf_test_calloc(np), *win = bf_test_calloc(np);
+    uint32_t *bits_ref = bf_test_calloc(2 * words * sizeof(uint32_t)), *bits = bf_test_calloc(2 * words * sizeof(uint32_t));
+    float *stats_ref = bf_test_eighths(4 * (size_t)c, 0.5f, 9, 23), *stats = bf_test_calloc(4 * (size_t)c * sizeof(float));
     memcpy(stats, stats_ref, 4 * (size_t)c * sizeof(float)); /* the running statistics start equal */
     memcpy(y_ref, conv, nc * sizeof(float));
     memcpy(y, conv, nc * sizeof(float));
@@ -162,9 +148,9 @@ static unsigned emu_stats_partials(const bf_flex_shape *s, const float *y, doubl
     emu_stats_launch(s, &threads, &grid_y);
     const unsigned warps = threads / 32, chunks = (unsigned)s->n * grid_y;
     const int taps_max = (s->c_out + s->c_in - 1) / s->c_in;
-    double *partial = host((size_t)s->c_out * chunks * 2 * sizeof(double));
-    int *writes = host((size_t)s->c_out * chunks * sizeof(int));
-    double *slots = host((size_t)warps * taps_max * 2 * sizeof(double)); /* tap_sums[warp][tap][2] */
+    double *partial = bf_test_calloc((size_t)s->c_out * chunks * 2 * sizeof(double));
+    int *writes = bf_test_calloc((size_t)s->c_out * chunks * sizeof(int));
+    double *slots = bf_test_calloc((size_t)warps * taps_max * 2 * sizeof(double)); /* tap_sums[warp][tap][2] */
     for (size_t plane = 0; plane < (size_t)s->n * s->c_in; plane++)
         for (unsigned by = 0; by < grid_y; by++) {
             const int n = (int)(plane / s->c_in), i = (int)(plane % s->c_in);
@@ -209,7 +195,7 @@ static void check_kernel_walk(bf_backend *b, const char *name, int n, int c_in, 
                              .ties = BF_FLEX_TIE_SPLIT};
     const bf_bn_shape bs = {.n = n, .c = c_out, .hw = hw, .eps = 1e-5f, .momentum = 0.1f};
     const size_t nc = (size_t)n * c_out * hw;
-    float *y = eighths(nc, -2.0f, 37, 31);
+    float *y = bf_test_eighths(nc, -2.0f, 37, 31);
     for (int j = 0; j < c_out; j++) /* channels of different means and spreads, values no double sums exactly */
         for (int i = 0; i < n; i++)
             for (int p = 0; p < hw; p++) {
@@ -221,7 +207,7 @@ static void check_kernel_walk(bf_backend *b, const char *name, int n, int c_in, 
     const unsigned chunks = emu_stats_partials(&s, y, &partial, &writes);
     size_t bad_writes = 0;
     for (size_t k = 0; k < (size_t)c_out * chunks; k++) bad_writes += writes[k] != 1;
-    float *cpu = host(2 * (size_t)c_out * sizeof(float));
+    float *cpu = bf_test_calloc(2 * (size_t)c_out * sizeof(float));
     CHECK_OK(b->ops->batchnorm_forward_train(b, &bs, y, NULL, NULL, NULL, cpu, cpu + c_out, NULL, NULL));
     double worst_mean = 0, worst_invstd = 0;
     const double count = (double)n * hw;
@@ -296,7 +282,7 @@ static double emu_group_sum(const double *lanes, int G) {
 static void check_slide_walk(bf_backend *b, const char *name, int n, int c_in, int c_out, int h, int w, int sm_count) {
     const int hw = h * w, V = w % 4 == 0 ? 4 : 1;
     const size_t nc = (size_t)n * c_out * hw;
-    float *y = eighths(nc, -2.0f, 37, 41);
+    float *y = bf_test_eighths(nc, -2.0f, 37, 41);
     for (size_t i = 0; i < nc; i++) y[i] = y[i] * 0.3f + 0.7f * (float)((i / (size_t)hw) % 7) - 2.9f;
     const emu_slide_geo g = emu_slide_geo_of((size_t)n * c_in, h, w, V, sm_count);
     const int G = 1 << g.log2_group, ratio = c_out % c_in == 0 ? c_out / c_in : 0;
@@ -304,8 +290,8 @@ static void check_slide_walk(bf_backend *b, const char *name, int n, int c_in, i
     CHECK(taps <= 64, "%s: the emulation holds 64 taps, not %d", name, taps);
     if (taps > 64) return;
     const size_t chunks = g.items / (size_t)c_in;
-    double *partial = host((size_t)c_out * chunks * 2 * sizeof(double));
-    int *writes = host((size_t)c_out * chunks * sizeof(int));
+    double *partial = bf_test_calloc((size_t)c_out * chunks * 2 * sizeof(double));
+    int *writes = bf_test_calloc((size_t)c_out * chunks * sizeof(int));
     for (size_t item = 0; item < g.items; item++) {
         const int strip = (int)(item % (size_t)g.strips);
         const size_t rest = item / (size_t)g.strips;
@@ -357,7 +343,7 @@ static void check_slide_walk(bf_backend *b, const char *name, int n, int c_in, i
     size_t bad_writes = 0;
     for (size_t k = 0; k < (size_t)c_out * chunks; k++) bad_writes += writes[k] != 1;
     const bf_bn_shape bs = {.n = n, .c = c_out, .hw = hw, .eps = 1e-5f, .momentum = 0.1f};
-    float *cpu = host(2 * (size_t)c_out * sizeof(float));
+    float *cpu = bf_test_calloc(2 * (size_t)c_out * sizeof(float));
     CHECK_OK(b->ops->batchnorm_forward_train(b, &bs, y, NULL, NULL, NULL, cpu, cpu + c_out, NULL, NULL));
     double worst = 0;
     for (int ch = 0; ch < c_out; ch++) {

@@ -55,20 +55,6 @@ static const pool_case k_cases[] = {
     {"bilinear 3->7, 3x3/1 on 3x1", 4, 3, 7, 3, 1, 3, 1, 1, BF_FLEX_CHANNELS_BILINEAR, BF_FLEX_TIE_POOL, 0},
 };
 
-static void *host(size_t bytes) {
-    void *p = calloc(1, bytes + 16);
-    if (!p) exit(1);
-    return p;
-}
-
-/* Multiples of 1/8 in [lo, lo + levels/8). */
-static float *eighths(size_t n, float lo, int levels, unsigned seed) {
-    float *p = host(n * sizeof(float));
-    srand(seed);
-    for (size_t i = 0; i < n; i++) p[i] = lo + (float)(rand() % levels) / 8.0f;
-    return p;
-}
-
 static size_t differing_bits(const float *a, const float *b, size_t n) {
     size_t bad = 0;
     for (size_t i = 0; i < n; i++) bad += memcmp(&a[i], &b[i], sizeof(float)) != 0;
@@ -316,10 +302,10 @@ static void check_emulation(const pool_case *pc, const bf_pool_shape *ps, const 
                             const float *dP, const float *dx0, const float *dx) {
     const size_t nx = (size_t)s->n * s->c_in * ps->h_in * ps->w_in, np = (size_t)s->n * s->c_in * s->hw;
     const size_t nc = (size_t)s->n * s->c_out * s->hw, words = (nc + 31) / 32;
-    float *ey = host(nc * sizeof(float)), *edconv = host(nc * sizeof(float)), *edP = host(np * sizeof(float));
-    float *edx = host(nx * sizeof(float));
-    uint8_t *ewindow = host(np);
-    uint32_t *ewinners = host(words * sizeof(uint32_t)), *eties = host(words * sizeof(uint32_t));
+    float *ey = bf_test_calloc(nc * sizeof(float)), *edconv = bf_test_calloc(nc * sizeof(float)), *edP = bf_test_calloc(np * sizeof(float));
+    float *edx = bf_test_calloc(nx * sizeof(float));
+    uint8_t *ewindow = bf_test_calloc(np);
+    uint32_t *ewinners = bf_test_calloc(words * sizeof(uint32_t)), *eties = bf_test_calloc(words * sizeof(uint32_t));
     memcpy(ey, conv, nc * sizeof(float));
     memcpy(edx, dx0, nx * sizeof(float));
     memset(ewindow, 0xAB, np);
@@ -350,8 +336,8 @@ static void check_route_scatter(bf_backend *b, const pool_case *pc, const bf_poo
                                 const uint8_t *window, const uint32_t *winners, const uint32_t *ties, const float *dy,
                                 const float *dconv_ref, const float *dx_pool_ref) {
     const size_t nx = (size_t)s->n * s->c_in * ps->h_in * ps->w_in, nc = (size_t)s->n * s->c_out * s->hw;
-    float *dconv = host(nc * sizeof(float)), *dx = host(nx * sizeof(float)), *inplace = host(nc * sizeof(float));
-    float *dx2 = host(nx * sizeof(float));
+    float *dconv = bf_test_calloc(nc * sizeof(float)), *dx = bf_test_calloc(nx * sizeof(float)), *inplace = bf_test_calloc(nc * sizeof(float));
+    float *dx2 = bf_test_calloc(nx * sizeof(float));
     memset(dconv, 0xFF, nc * sizeof(float));
     memset(dx, 0xFF, nx * sizeof(float));
     CHECK_OK(b->ops->flex_pool_max_backward_scatter(b, ps, s, window, winners, ties, dy, dconv, dx));
@@ -365,7 +351,7 @@ static void check_route_scatter(bf_backend *b, const pool_case *pc, const bf_poo
           "%s: backward with the scatter, dconv over dy: %zu dconv and %zu dx elements differ", pc->name,
           differing_bits(inplace, dconv_ref, nc), differing_bits(dx2, dx_pool_ref, nx));
 
-    uint8_t *visits = host(nc);
+    uint8_t *visits = bf_test_calloc(nc);
     memset(dconv, 0xFF, nc * sizeof(float));
     memset(dx, 0xFF, nx * sizeof(float));
     emu_route_scatter(ps, s, window, winners, ties, dy, dconv, dx, visits);
@@ -390,12 +376,12 @@ static void check_route_scatter_bn(bf_backend *b, const pool_case *pc, const bf_
     const size_t nx = (size_t)s->n * s->c_in * ps->h_in * ps->w_in, nc = (size_t)s->n * s->c_out * s->hw;
     const int c = s->c_out;
     const bf_bn_shape bs = {.n = s->n, .c = c, .hw = s->hw, .eps = 1e-5f, .momentum = 0.1f};
-    float *stats = eighths(4 * (size_t)c, -1.0f, 9, 41); /* mean, invstd, gamma, beta */
+    float *stats = bf_test_eighths(4 * (size_t)c, -1.0f, 9, 41); /* mean, invstd, gamma, beta */
     for (int k = 0; k < c; k++) stats[c + k] = 0.5f + 0.125f * (float)(k % 7); /* invstd > 0 */
     const float *mean = stats, *invstd = stats + c, *gamma = stats + 2 * c, *beta = stats + 3 * c;
-    float *dbn = host(nc * sizeof(float)), *dconv_ref = host(nc * sizeof(float)), *dx_ref = host(nx * sizeof(float));
-    float *dconv = host(nc * sizeof(float)), *dx = host(nx * sizeof(float)), *coef = host(2 * (size_t)c * sizeof(float));
-    float *g_ref = host(2 * (size_t)c * sizeof(float)), *g = host(2 * (size_t)c * sizeof(float));
+    float *dbn = bf_test_calloc(nc * sizeof(float)), *dconv_ref = bf_test_calloc(nc * sizeof(float)), *dx_ref = bf_test_calloc(nx * sizeof(float));
+    float *dconv = bf_test_calloc(nc * sizeof(float)), *dx = bf_test_calloc(nx * sizeof(float)), *coef = bf_test_calloc(2 * (size_t)c * sizeof(float));
+    float *g_ref = bf_test_calloc(2 * (size_t)c * sizeof(float)), *g = bf_test_calloc(2 * (size_t)c * sizeof(float));
     for (int relu = 0; relu < 2; relu++) {
         if (relu)
             CHECK_OK(b->ops->batchnorm_relu_backward(b, &bs, y, dz, gamma, beta, mean, invstd, dbn, g_ref, g_ref + c));
@@ -432,7 +418,7 @@ static void run_case(bf_backend *b, const pool_case *pc) {
     const size_t nx = (size_t)pc->n * pc->c_in * pc->h * pc->w, np = (size_t)pc->n * pc->c_in * hw;
     const size_t nc = (size_t)pc->n * pc->c_out * hw, words = (nc + 31) / 32;
     CHECK(nc % 32 != 0, "%s: the element count %zu leaves a partial last word", pc->name, nc);
-    float *x = eighths(nx, -1.0f, 17, 11), *conv = eighths(nc, -1.0f, 21, 12), *dy = eighths(nc, -2.0f, 33, 13);
+    float *x = bf_test_eighths(nx, -1.0f, 17, 11), *conv = bf_test_eighths(nc, -1.0f, 21, 12), *dy = bf_test_eighths(nc, -2.0f, 33, 13);
     if (pc->nan) {
         x[5] = NAN;            /* a window holding a NaN pools to NaN, and so does its widening */
         conv[nc / 2] = NAN;    /* a NaN conv response wins */
@@ -440,26 +426,26 @@ static void run_case(bf_backend *b, const pool_case *pc) {
     }
 
     /* the op-by-op sequence */
-    float *P = host(np * sizeof(float)), *widened = host(nc * sizeof(float)), *y_ref = host(nc * sizeof(float));
-    int32_t *argmax = host(np * sizeof(int32_t));
+    float *P = bf_test_calloc(np * sizeof(float)), *widened = bf_test_calloc(nc * sizeof(float)), *y_ref = bf_test_calloc(nc * sizeof(float));
+    int32_t *argmax = bf_test_calloc(np * sizeof(int32_t));
     float wins_ref = 5.0f;
     CHECK_OK(b->ops->maxpool_forward(b, &ps, x, P, argmax));
     CHECK_OK(b->ops->flex_widen_forward(b, &s, P, widened));
     CHECK_OK(b->ops->flex_max_forward(b, &s, conv, P, y_ref, &wins_ref));
-    float *dconv_ref = host(nc * sizeof(float)), *dP_ref = host(np * sizeof(float));
+    float *dconv_ref = bf_test_calloc(nc * sizeof(float)), *dP_ref = bf_test_calloc(np * sizeof(float));
     CHECK_OK(b->ops->flex_max_backward(b, &s, conv, P, dy, dconv_ref, dP_ref));
-    float *dx_ref = eighths(nx, -1.0f, 16, 14), *dx_pool = host(nx * sizeof(float));
-    float *dx = host(nx * sizeof(float)), *dx0 = host(nx * sizeof(float));
+    float *dx_ref = bf_test_eighths(nx, -1.0f, 16, 14), *dx_pool = bf_test_calloc(nx * sizeof(float));
+    float *dx = bf_test_calloc(nx * sizeof(float)), *dx0 = bf_test_calloc(nx * sizeof(float));
     memcpy(dx, dx_ref, nx * sizeof(float));
     memcpy(dx0, dx_ref, nx * sizeof(float));
     CHECK_OK(b->ops->maxpool_backward(b, &ps, dP_ref, argmax, dx_pool));
     for (size_t i = 0; i < nx; i++) dx_ref[i] += dx_pool[i];
 
     /* fused forward: y starts as C */
-    float *y = host(nc * sizeof(float)), wins = 5.0f;
+    float *y = bf_test_calloc(nc * sizeof(float)), wins = 5.0f;
     memcpy(y, conv, nc * sizeof(float));
-    uint8_t *window = host(np);
-    uint32_t *winners = host(words * sizeof(uint32_t)), *tie_bits = host(words * sizeof(uint32_t));
+    uint8_t *window = bf_test_calloc(np);
+    uint32_t *winners = bf_test_calloc(words * sizeof(uint32_t)), *tie_bits = bf_test_calloc(words * sizeof(uint32_t));
     memset(window, 0xAB, np);
     memset(winners, 0xFF, words * sizeof(uint32_t));
     memset(tie_bits, 0xFF, words * sizeof(uint32_t));
@@ -498,7 +484,7 @@ static void run_case(bf_backend *b, const pool_case *pc) {
           pc->name, bad_window);
 
     /* fused backward, with and without the pool share */
-    float *dconv = host(nc * sizeof(float)), *dP = host(np * sizeof(float)), *dconv_only = host(nc * sizeof(float));
+    float *dconv = bf_test_calloc(nc * sizeof(float)), *dP = bf_test_calloc(np * sizeof(float)), *dconv_only = bf_test_calloc(nc * sizeof(float));
     memset(dP, 0xFF, np * sizeof(float));
     CHECK_OK(b->ops->flex_pool_max_backward(b, &ps, &s, winners, tie_bits, dy, dconv, dP));
     CHECK_OK(b->ops->flex_pool_max_backward(b, &ps, &s, winners, tie_bits, dy, dconv_only, NULL));
@@ -509,7 +495,7 @@ static void run_case(bf_backend *b, const pool_case *pc) {
     CHECK(differing_bits(dP, dP_ref, np) == 0, "%s: dpooled differs from flex_max_backward in %zu elements", pc->name,
           differing_bits(dP, dP_ref, np));
     if (pc->channels == BF_FLEX_CHANNELS_EXPAND) { /* dconv may overwrite dy there */
-        float *inplace = host(nc * sizeof(float)), *dP2 = host(np * sizeof(float));
+        float *inplace = bf_test_calloc(nc * sizeof(float)), *dP2 = bf_test_calloc(np * sizeof(float));
         memcpy(inplace, dy, nc * sizeof(float));
         CHECK_OK(b->ops->flex_pool_max_backward(b, &ps, &s, winners, tie_bits, inplace, inplace, dP2));
         CHECK(differing_bits(inplace, dconv_ref, nc) == 0 && differing_bits(dP2, dP_ref, np) == 0,
@@ -527,8 +513,8 @@ static void run_case(bf_backend *b, const pool_case *pc) {
         check_route_scatter_bn(b, pc, &ps, &s, window, winners, tie_bits, y, dy);
 
     /* the mask joint's pool branch: maxpool's P, a byte for every channel, and P read back */
-    float *P2 = host(np * sizeof(float)), *P3 = host(np * sizeof(float));
-    uint8_t *all_windows = host(np);
+    float *P2 = bf_test_calloc(np * sizeof(float)), *P3 = bf_test_calloc(np * sizeof(float));
+    uint8_t *all_windows = bf_test_calloc(np);
     size_t bad_bytes = 0;
     CHECK_OK(b->ops->flex_pool_forward(b, &ps, &s, x, P2, all_windows));
     CHECK_OK(b->ops->flex_pool_gather(b, &ps, &s, x, all_windows, P3));

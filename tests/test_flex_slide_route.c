@@ -24,20 +24,6 @@
 #include "bioflex/ops.h"
 #include "testutil.h"
 
-static void *host(size_t bytes) {
-    void *p = calloc(1, bytes + 16);
-    if (!p) exit(1);
-    return p;
-}
-
-/* Multiples of 1/8 from lo (levels of them): the branches tie often. */
-static float *eighths(size_t n, float lo, int levels, unsigned seed) {
-    float *v = host(n * sizeof(float));
-    srand(seed);
-    for (size_t i = 0; i < n; i++) v[i] = lo + 0.125f * (float)(rand() % levels);
-    return v;
-}
-
 /* ---- mirrors of flex_slide.cuh (a change there belongs here too) ---- */
 
 enum { EMU_SLIDE_THREADS = 256, EMU_NO_TERM = 0xFF };
@@ -284,17 +270,17 @@ static void run_case(bf_backend *b, const route_case *rc) {
     const bf_flex_shape s = {.n = rc->n, .c_in = rc->c_in, .c_out = rc->c_out, .hw = hw,
                              .channels = BF_FLEX_CHANNELS_EXPAND, .ties = rc->ties};
     const size_t nx = (size_t)rc->n * rc->c_in * hw, nc = (size_t)rc->n * rc->c_out * hw, words = (nc + 31) / 32;
-    float *x = eighths(nx, -1.0f, 17, 51), *y = eighths(nc, -1.0f, 21, 52), *dy = eighths(nc, -2.0f, 33, 53);
+    float *x = bf_test_eighths(nx, -1.0f, 17, 51), *y = bf_test_eighths(nc, -1.0f, 21, 52), *dy = bf_test_eighths(nc, -2.0f, 33, 53);
     for (size_t i = 0; i < nc; i++) dy[i] = dy[i] * 0.3f + 0.01f; /* sums that round: their order shows */
-    uint8_t *window = host(nx);
-    uint32_t *winners = host(words * sizeof(uint32_t)), *ties = host(words * sizeof(uint32_t));
+    uint8_t *window = bf_test_calloc(nx);
+    uint32_t *winners = bf_test_calloc(words * sizeof(uint32_t)), *ties = bf_test_calloc(words * sizeof(uint32_t));
     memset(window, 0xAB, nx); /* untapped planes keep it: their shares are 0, so it is never a term */
     CHECK_OK(b->ops->flex_pool_max_forward(b, &ps, &s, x, y, window, winners, ties, NULL));
     const int c = rc->c_out;
-    float *stats = eighths(6 * (size_t)c, -0.5f, 9, 54); /* mean, invstd, gamma, beta, coef (2c) */
+    float *stats = bf_test_eighths(6 * (size_t)c, -0.5f, 9, 54); /* mean, invstd, gamma, beta, coef (2c) */
     for (int k = 0; k < c; k++) stats[c + k] = 0.5f + 0.25f * (float)(k % 5);
     const bf_bn_grad bn = {rc->bn == 2, stats, stats + c, stats + 2 * c, stats + 3 * c, stats + 4 * c};
-    float *dconv_ref = host(nc * sizeof(float)), *dx_ref = host(nx * sizeof(float));
+    float *dconv_ref = bf_test_calloc(nc * sizeof(float)), *dx_ref = bf_test_calloc(nx * sizeof(float));
     if (rc->bn)
         CHECK_OK(b->ops->flex_pool_max_backward_scatter_bn(b, &ps, &s, &bn, window, winners, ties, y, dy, dconv_ref,
                                                            dx_ref));
@@ -304,10 +290,10 @@ static void run_case(bf_backend *b, const route_case *rc) {
     emu_run r = {.s = &s, .bn = rc->bn ? &bn : NULL, .window = window, .winners = winners, .ties = ties, .dy = dy,
                  .y = y, .tie_share = rc->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f};
     r.V = rc->w % 4 == 0 ? 4 : rc->w % 2 == 0 ? 2 : 1;
-    r.dconv = host(nc * sizeof(float));
-    r.dx = host(nx * sizeof(float));
-    r.dconv_writes = host(nc * sizeof(int));
-    r.dx_writes = host(nx * sizeof(int));
+    r.dconv = bf_test_calloc(nc * sizeof(float));
+    r.dx = bf_test_calloc(nx * sizeof(float));
+    r.dconv_writes = bf_test_calloc(nc * sizeof(int));
+    r.dx_writes = bf_test_calloc(nx * sizeof(int));
     memset(r.dconv, 0xFF, nc * sizeof(float));
     memset(r.dx, 0xFF, nx * sizeof(float));
     emu_route_scatter(&r, &ps, rc->sm_count);

@@ -118,3 +118,19 @@ char *bf_test_read_file(const char *path, size_t *n) {
     fclose(f);
     return buf;
 }
+
+void *bf_test_calloc(size_t bytes) {
+    void *p = calloc(1, bytes + 16);
+    if (!p) {
+        fprintf(stderr, "test: out of host memory (%zu bytes)\n", bytes);
+        exit(1);
+    }
+    return p;
+}
+
+float *bf_test_eighths(size_t n, float lo, int levels, unsigned seed) {
+    float *p = bf_test_calloc(n * sizeof(float));
+    srand(seed);
+    for (size_t i = 0; i < n; i++) p[i] = lo + (float)(rand() % levels) / 8.0f;
+    return p;
+}

@@ -44,6 +44,10 @@ char *bf_test_read_file(const char *path, size_t *n);
 
 /* Deterministic uniform floats in [lo, hi) for test inputs. */
 void bf_test_fill_uniform(float *x, size_t n, float lo, float hi, unsigned long seed);
+/* Zeroed host memory (16 spare bytes); a test without memory stops. */
+void *bf_test_calloc(size_t bytes);
+/* n multiples of 1/8 in [lo, lo + levels/8), from rand() seeded with seed: exact sums, common ties. */
+float *bf_test_eighths(size_t n, float lo, int levels, unsigned seed);
 
 /* Copies host data into a new buffer of the backend / back to a new host buffer (free() it). */
 float *bf_test_upload(bf_backend *b, const float *host, size_t n);

@@ -607,15 +607,22 @@ struct scat_raw {
     uint32_t lb, rb;
 };
 
+/* A row with nothing loaded: no terms. */
 template <int V>
-__device__ __forceinline__ scat_raw<V> scat_load(const float *__restrict__ dp, const uint8_t *__restrict__ wq, int oh,
-                                                 int w, bool row_ok, bool cols, bool edge_l, bool edge_r, int c0) {
+__device__ __forceinline__ scat_raw<V> scat_none() {
     scat_raw<V> r;
 #pragma unroll
     for (int j = 0; j < V; j++) r.v[j] = 0.0f;
     r.b = 0;
     r.lv = r.rv = 0.0f;
     r.lb = r.rb = 0;
+    return r;
+}
+
+template <int V>
+__device__ __forceinline__ scat_raw<V> scat_load(const float *__restrict__ dp, const uint8_t *__restrict__ wq, int oh,
+                                                 int w, bool row_ok, bool cols, bool edge_l, bool edge_r, int c0) {
+    scat_raw<V> r = scat_none<V>();
     if (row_ok) {
         const int at = oh * w + c0; /* h*w fits in an int (slide_takes) */
         if (cols) {
@@ -855,12 +862,7 @@ __device__ __forceinline__ float route_share_one(const route_args &a, const bn_g
 template <int V, bool BN>
 __device__ __forceinline__ scat_raw<V> route_row(const route_args &a, const bn_grad_dev &bn, int oh, bool row_ok,
                                                  bool tapped, bool own, bool cols, bool edge_l, bool edge_r, int c0) {
-    scat_raw<V> r;
-#pragma unroll
-    for (int j = 0; j < V; j++) r.v[j] = 0.0f;
-    r.b = 0;
-    r.lv = r.rv = 0.0f;
-    r.lb = r.rb = 0;
+    scat_raw<V> r = scat_none<V>();
     if (!row_ok) return r;
     const int at = oh * a.w + c0; /* h*w fits in an int (slide_takes) */
     if (cols) {
