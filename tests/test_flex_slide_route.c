@@ -192,15 +192,12 @@ static void emu_route_scatter(emu_run *r, const bf_pool_shape *ps, int sm_count)
         }
         float acc[32][3][4]; /* per lane: input rows oh-1 (0), oh (1), oh+1 (2) */
         memset(acc, 0, sizeof acc);
-        emu_raw cur[32], nxt[32], far[32];
+        emu_raw cur[32];
         int oh[32]; /* each lane's: its band's r0 - 1 first */
-        for (int lane = 0; lane < 32; lane++) {
-            oh[lane] = ln[lane].r0 - 1;
-            cur[lane] = emu_route_row(r, &ln[lane], oh[lane], w, h);
-            nxt[lane] = emu_route_row(r, &ln[lane], oh[lane] + 1, w, h);
-        }
+        for (int lane = 0; lane < 32; lane++) oh[lane] = ln[lane].r0 - 1;
         for (int t = 0; t < g.rows + 2; t++) {
-            for (int lane = 0; lane < 32; lane++) far[lane] = emu_route_row(r, &ln[lane], oh[lane] + 2, w, h);
+            /* the row's shares as it is reached (route_row at the top of the kernel's loop) */
+            for (int lane = 0; lane < 32; lane++) cur[lane] = emu_route_row(r, &ln[lane], oh[lane], w, h);
             unsigned sc[32][4];
             for (int lane = 0; lane < 32; lane++)
                 for (int j = 0; j < V; j++) sc[lane][j] = emu_code(cur[lane].v[j], (cur[lane].b >> (8 * j)) & 0xFFu);
@@ -238,11 +235,7 @@ static void emu_route_scatter(emu_run *r, const bf_pool_shape *ps, int sm_count)
                         r->dx_writes[at]++;
                     }
             }
-            for (int lane = 0; lane < 32; lane++) {
-                cur[lane] = nxt[lane];
-                nxt[lane] = far[lane];
-                oh[lane]++;
-            }
+            for (int lane = 0; lane < 32; lane++) oh[lane]++;
         }
     }
 }
