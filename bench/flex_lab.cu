@@ -825,23 +825,21 @@ static void v4_bn_slide(lab_case *c) {
     BFK(bf_cuda_set_flex_kernels(c->b, 0));
 }
 
-/* The "BN stats" rows (forward only, from C as version 2): version 2's forward, then the next
- * batch-norm's statistics over y (batchnorm_forward_train with y NULL: a pass over y), against
- * [model] fuse_flex_bn_stats (the default): flex_pool_max_forward_bn_stats, the sums taken as y is
- * written. The saved mean and invstd go to bn_grad (no running statistics). */
-static void v2_bn_stats_apart(lab_case *c) {
-    const bf_bn_shape bs = bn_shape_of(c);
-    v2_forward(c);
-    BFK(c->b->ops->batchnorm_forward_train(c->b, &bs, c->y, NULL, NULL, NULL, c->bn_grad, c->bn_grad + c->fs.c_out,
-                                           NULL, NULL));
-}
-
 /* The batch-norm's own passes alone (its statistics over y; its backward with the ReLU), for the
- * unfused total with the batch-norm: version 0 does not fuse them either. */
+ * unfused total with the batch-norm: version 0 does not fuse them either. The saved mean and invstd
+ * go to bn_grad (no running statistics). */
 static void bn_stats_alone(lab_case *c) {
     const bf_bn_shape bs = bn_shape_of(c);
     BFK(c->b->ops->batchnorm_forward_train(c->b, &bs, c->y, NULL, NULL, NULL, c->bn_grad, c->bn_grad + c->fs.c_out,
                                            NULL, NULL));
+}
+
+/* The "BN stats" rows (forward only, from C as version 2): version 2's forward, then the next
+ * batch-norm's statistics over y (a pass over y), against [model] fuse_flex_bn_stats (the default):
+ * flex_pool_max_forward_bn_stats, the sums taken as y is written. */
+static void v2_bn_stats_apart(lab_case *c) {
+    v2_forward(c);
+    bn_stats_alone(c);
 }
 
 static void bn_backward_alone(lab_case *c) {
@@ -894,10 +892,8 @@ static void v3_forward(lab_case *c) {
 /* Version 3 with the next batch-norm's statistics, apart or in its pass (the "3 + BN stats" and "3
  * stats in pass" rows, as version 2's). */
 static void v3_bn_stats_apart(lab_case *c) {
-    const bf_bn_shape bs = bn_shape_of(c);
     v3_forward(c);
-    BFK(c->b->ops->batchnorm_forward_train(c->b, &bs, c->y, NULL, NULL, NULL, c->bn_grad, c->bn_grad + c->fs.c_out,
-                                           NULL, NULL));
+    bn_stats_alone(c);
 }
 
 static void v3_bn_stats_fused(lab_case *c) {
