@@ -7,7 +7,11 @@
  * layer (bilinear widening, logits batch-norm, hard sigmoid; then expand, no batch-norm, sigmoid),
  * the layer code of both joints end to end on the GPU (the channel-wise max also under [run]
  * flex_kernels = slide); and a FlexResNet-18 (every conv flex: the 7x7/2 stem, 1x1 downsamples and strided
- * 3x3s, windows the VGGs do not have). Skipped without a GPU. */
+ * 3x3s, windows the VGGs do not have) for one step: at 16x16 with 8 images its later stages are 1x1 and
+ * their batch-norms average 8 values, so a max that rounding tips the other way moves the next steps
+ * by more than any bound could allow (in the kernel emulator, a 1e-6 change of the input moved the
+ * first step's gradients by 1.5e-2, relative L2, against 2e-5 without flex; rounding alone, by
+ * 2.6e-4 at the third step). Skipped without a GPU. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,8 +101,9 @@ static void compare_exact(const char *what, side *a, side *b, const float *a_dev
     free(y);
 }
 
-/* STEPS steps of the network cfg describes on the CPU, the CUDA and two deterministic CUDA backends. */
-static void run_network(const char *label, const bf_config *cfg, bf_backend *cb, bf_backend *gb, bf_backend *db[2]) {
+/* `steps` steps of the network cfg describes on the CPU, the CUDA and two deterministic CUDA backends. */
+static void run_network(const char *label, const bf_config *cfg, bf_backend *cb, bf_backend *gb, bf_backend *db[2],
+                        int steps) {
     printf("%s\n", label);
     side cpu, gpu, det[2];
     side_init(&cpu, cb, cfg);
@@ -107,7 +112,7 @@ static void run_network(const char *label, const bf_config *cfg, bf_backend *cb,
     if (!cpu.m || !gpu.m || !det[0].m || !det[1].m) return;
     static float x[N * C * HW * HW];
     int32_t labels[N];
-    for (int step = 0; step < STEPS; step++) {
+    for (int step = 0; step < steps; step++) {
         bf_test_fill_uniform(x, N * C * HW * HW, -2, 2, 100 + step);
         for (int i = 0; i < N; i++) labels[i] = (i * 7 + step) % K;
         side_step(&cpu, cfg, x, labels, step);
@@ -152,15 +157,15 @@ int main(void) {
         if (db[i]) CHECK_OK(bf_cuda_set_deterministic(db[i], 1));
     }
     if (!cb || !gb || !db[0] || !db[1]) return bf_test_finish();
-    run_network("VGG-6", &cfg, cb, gb, db);
+    run_network("VGG-6", &cfg, cb, gb, db, STEPS);
     cfg.model.flex = 1;
     cfg.model.fully_flex = 1;
-    run_network("flex VGG-6, channel-wise max, fully flex", &cfg, cb, gb, db);
+    run_network("flex VGG-6, channel-wise max, fully flex", &cfg, cb, gb, db, STEPS);
     /* [run] flex_kernels = slide: the sliding-window forward and route with the scatter (dC apart from
      * dy in the plan), the batch-norms' statistics by their own pass */
     CHECK_OK(bf_cuda_set_flex_kernels(gb, 1));
     for (int i = 0; i < 2; i++) CHECK_OK(bf_cuda_set_flex_kernels(db[i], 1));
-    run_network("flex VGG-6, channel-wise max, fully flex, flex_kernels = slide", &cfg, cb, gb, db);
+    run_network("flex VGG-6, channel-wise max, fully flex, flex_kernels = slide", &cfg, cb, gb, db, STEPS);
     CHECK_OK(bf_cuda_set_flex_kernels(gb, 0));
     for (int i = 0; i < 2; i++) CHECK_OK(bf_cuda_set_flex_kernels(db[i], 0));
     cfg.model.fully_flex = 0;
@@ -168,16 +173,16 @@ int main(void) {
     cfg.model.flex_channels = BF_FLEX_CHANNELS_BILINEAR;
     cfg.model.flex_logits_bn = 1;
     cfg.model.flex_mask = BF_FLEX_MASK_SIGMOID_HARD;
-    run_network("flex VGG-6, mask joint (bilinear, logits batch-norm, hard sigmoid)", &cfg, cb, gb, db);
+    run_network("flex VGG-6, mask joint (bilinear, logits batch-norm, hard sigmoid)", &cfg, cb, gb, db, STEPS);
     cfg.model.flex_channels = BF_FLEX_CHANNELS_EXPAND; /* the fused joint computing L = P~ - T itself */
     cfg.model.flex_logits_bn = 0;
     cfg.model.flex_mask = BF_FLEX_MASK_SIGMOID_MUL;
-    run_network("flex VGG-6, mask joint (expand, no logits batch-norm, sigmoid)", &cfg, cb, gb, db);
+    run_network("flex VGG-6, mask joint (expand, no logits batch-norm, sigmoid)", &cfg, cb, gb, db, STEPS);
     cfg.model.arch = BF_ARCH_RESNET18;
     cfg.model.flex_joint = BF_FLEX_JOINT_MAX;
     cfg.model.flex_channels = BF_FLEX_CHANNELS_EXPAND;
     cfg.model.flex_logits_bn = 0;
-    run_network("FlexResNet-18, channel-wise max (16x16 inputs)", &cfg, cb, gb, db);
+    run_network("FlexResNet-18, channel-wise max (16x16 inputs)", &cfg, cb, gb, db, 1);
     bf_backend_destroy(cb);
     bf_backend_destroy(gb);
     for (int i = 0; i < 2; i++) bf_backend_destroy(db[i]);

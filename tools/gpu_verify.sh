@@ -104,7 +104,8 @@ step() { # step NAME TIMEOUT_S COMMAND...: runs it with a time limit; logs to $o
 # default 80;90, which matters when the build comes out of a 15-minute device budget.
 arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '.[:space:]')
 # shellcheck disable=SC2016 # $1..$3 are the inner shell's: the prefix path (;-separated), the jobs, the arch
-step build 420 bash -c 'cmake -S . -B build -DBIOFLEX_CUDA=ON -DCMAKE_BUILD_TYPE=Release ${1:+"-DCMAKE_PREFIX_PATH=$1"} \
+# (no kernel emulator there: the GPU runs the kernels themselves)
+step build 420 bash -c 'cmake -S . -B build -DBIOFLEX_CUDA=ON -DBIOFLEX_EMU=OFF -DCMAKE_BUILD_TYPE=Release ${1:+"-DCMAKE_PREFIX_PATH=$1"} \
   ${3:+"-DCMAKE_CUDA_ARCHITECTURES=$3"} && cmake --build build -j "$2"' _ "$prefix_path" "$jobs" "$arch"
 command -v compute-sanitizer >/dev/null || export PATH=$PATH:/usr/local/cuda/bin
 sanitizers() { # memcheck over the new kernels' CUDA tests: out-of-bounds or uninitialised reads fail a step

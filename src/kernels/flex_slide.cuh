@@ -662,9 +662,13 @@ __device__ __forceinline__ unsigned scat_code(float v, unsigned byte) { return v
 /* acc += v (add.rn.f32, __fadd_rn) when code == want: k_pool_scatter_add's skip and test, its
  * rounding. Written as one predicated add so that no branch (nor an added zero) is left to ptxas. */
 __device__ __forceinline__ void scat_term(float &acc, unsigned code, unsigned want, float v) {
+#ifdef BIOFLEX_KERNEL_EMULATOR /* tests/emu compiles this file for the CPU: no PTX there */
+    if (code == want) acc = __fadd_rn(acc, v);
+#else
     asm("{\n\t.reg .pred p;\n\tsetp.eq.u32 p, %1, %2;\n\t@p add.rn.f32 %0, %0, %3;\n\t}"
         : "+f"(acc)
         : "r"(code), "r"(want), "f"(v));
+#endif
 }
 
 /* One output row's terms into the three accumulators of a lane's V columns (input rows oh-1: a,
