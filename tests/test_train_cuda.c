@@ -11,7 +11,8 @@
  * their batch-norms average 8 values, so a max that rounding tips the other way moves the next steps
  * by more than any bound could allow (in the kernel emulator, a 1e-6 change of the input moved the
  * first step's gradients by 1.5e-2, relative L2, against 2e-5 without flex; rounding alone, by
- * 2.6e-4 at the third step). Skipped without a GPU. */
+ * 2.6e-4 at the third step); and two spiking PlasticFlex VGG-6s (LIF over T = 4 with the GPU's
+ * spiking defaults, without and with flex). Skipped without a GPU. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +184,18 @@ int main(void) {
     cfg.model.flex_channels = BF_FLEX_CHANNELS_EXPAND;
     cfg.model.flex_logits_bn = 0;
     run_network("FlexResNet-18, channel-wise max (16x16 inputs)", &cfg, cb, gb, db, 1);
+    /* spiking: PlasticFlex VGG-6 with LIF neurons over T = 4 steps, trained through time, with the
+     * GPU's defaults (spikes kept as bits, the charge recomputed from the batch-norm's input, the
+     * neuron's backward inside its batch-norm's, the first conv and batch-norm once per image) */
+    cfg.model.arch = BF_ARCH_PF_VGG6;
+    cfg.model.flex = 0;
+    cfg.model.spiking.neuron = BF_NEURON_LIF;
+    cfg.model.spiking.time_steps = 4;
+    cfg.model.spiking.decay = 0.9f;
+    cfg.model.spiking.threshold = 0.3f; /* spikes in every layer at this small scale */
+    run_network("spiking PlasticFlex VGG-6, LIF, T = 4", &cfg, cb, gb, db, STEPS);
+    cfg.model.flex = 1;
+    run_network("spiking PlasticFlex VGG-6, LIF, T = 4, channel-wise max flex", &cfg, cb, gb, db, STEPS);
     bf_backend_destroy(cb);
     bf_backend_destroy(gb);
     for (int i = 0; i < 2; i++) bf_backend_destroy(db[i]);
