@@ -305,6 +305,7 @@ static void test_batchnorm(void) {
     test_bn_case(16, 4, 1024, 2, 4, 0); /* several reduction chunks per channel, a non-zero mean */
     test_bn_case(32, 10, 1, -3, 3, 0);  /* BN after a linear layer */
     test_bn_case(2, 3, 2, -1, 1, 4);    /* 4 values standing for 16: 16/15, not 4/3 */
+    test_bn_case(2, 512, 1, -1, 1, 0);  /* two values per channel: ResNet-50 at 32x32, batch 2, layer4 */
 }
 
 /* ---- pooling ---- */
