@@ -191,8 +191,17 @@ typedef enum cudaDeviceAttr {
     cudaDevAttrClockRate = 13,
     cudaDevAttrMultiProcessorCount = 16,
     cudaDevAttrComputeCapabilityMajor = 75,
-    cudaDevAttrComputeCapabilityMinor = 76
+    cudaDevAttrComputeCapabilityMinor = 76,
+    cudaDevAttrMemoryClockRate = 36,
+    cudaDevAttrGlobalMemoryBusWidth = 37
 } cudaDeviceAttr;
+
+/* The fields bioflex's kernel labs read. */
+typedef struct cudaDeviceProp {
+    char name[256];
+    int multiProcessorCount;
+    int l2CacheSize;
+} cudaDeviceProp;
 
 typedef struct bf_emu_stream *cudaStream_t;
 typedef struct bf_emu_event *cudaEvent_t;
@@ -212,6 +221,7 @@ cudaError_t cudaSetDevice(int device);
 cudaError_t cudaGetDevice(int *device);
 cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device);
 cudaError_t cudaDeviceSynchronize(void);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device);
 cudaError_t cudaMalloc(void **ptr, size_t bytes);
 cudaError_t cudaFree(void *ptr);
 cudaError_t cudaHostAlloc(void **ptr, size_t bytes, unsigned flags);
