@@ -7,9 +7,9 @@
  *   - a warp shuffle or ballot: until every live lane of the mask has arrived; each lane leaves its
  *     value in a slot of the warp's current exchange (two alternate, so a fast lane's next shuffle
  *     cannot overwrite a value a slow lane has still to read).
- * A round in which no thread moves is a deadlock, and a lane that exits while lanes of its mask
- * wait for it is a bug on a GPU (the shuffle is undefined): both abort the test program with a
- * message naming the kernel.
+ * (BF_EMU_ORDER=reverse: from the last thread to the first). A round in which no thread moves is a
+ * deadlock, and a lane that exits while lanes of its mask wait for it is a bug on a GPU (the
+ * shuffle is undefined): both abort the test program with a message naming the kernel.
  *
  * Device memory is host memory: each cudaMalloc gets its own pages, filled with 0xff bytes (NaN as
  * floats: what a kernel reads before anything was written shows), with the buffer's end against an
@@ -77,6 +77,11 @@ launch_state g_launch;
 char *g_stacks;               /* MAX_THREADS stacks, allocated once */
 cudaError_t g_last_error = cudaSuccess;
 const char *g_next_name = "a kernel";
+/* BF_EMU_ORDER=reverse: each round resumes the threads from the last to the first. Threads only
+ * interleave at barriers, so a read of what another thread of the block writes with no barrier
+ * between sees the write in one order and not in the other: running a test both ways shows such
+ * a race (ctest's emu_test_flex_ops_cuda_reverse). */
+int g_reverse = -1;
 
 [[noreturn]] void emu_fail(const char *what) {
     fprintf(stderr, "kernel emulator: %s in %s (block %u,%u,%u, thread %u,%u,%u)\n", what, g_launch.kernel,
@@ -236,6 +241,10 @@ int bf_emu_check_launch(dim3 grid, dim3 block, size_t smem) {
 void bf_emu_run_grid(dim3 grid, dim3 block, size_t smem, bf_emu_body body, void *closure) {
     launch_state &L = g_launch;
     ensure_stacks();
+    if (g_reverse < 0) {
+        const char *order = getenv("BF_EMU_ORDER");
+        g_reverse = order && strcmp(order, "reverse") == 0;
+    }
     L.kernel = g_next_name;
     L.body = body;
     L.closure = closure;
@@ -269,8 +278,8 @@ void bf_emu_run_grid(dim3 grid, dim3 block, size_t smem, bf_emu_body body, void 
                 L.block_gen = 0;
                 while (L.live > 0) {
                     L.progress = 0;
-                    for (int i = 0; i < L.nthreads; i++) {
-                        emu_thread &t = L.threads[i];
+                    for (int k = 0; k < L.nthreads; k++) {
+                        emu_thread &t = L.threads[g_reverse ? L.nthreads - 1 - k : k];
                         if (t.done) continue;
                         if (t.waiting == WAIT_BLOCK && L.block_gen == t.wait_gen) continue;
                         if (t.waiting == WAIT_WARP && warp_of(&t).gen == t.wait_gen) continue;
