@@ -256,6 +256,8 @@ typedef void (*bf_emu_body)(void *closure);
 void bf_emu_run_grid(dim3 grid, dim3 block, size_t smem, bf_emu_body body, void *closure);
 /* The next launch's kernel, for the emulator's messages (rewrite.py names each launch). */
 void bf_emu_set_kernel_name(const char *name);
+/* A line in the BF_EMU_TRACE file, when one is set (emu_runtime.cpp). */
+void bf_emu_trace(const char *format, ...) __attribute__((format(printf, 1, 2)));
 /* Records a launch error for the next cudaGetLastError (bad configuration). */
 int bf_emu_check_launch(dim3 grid, dim3 block, size_t smem);
 

@@ -154,6 +154,9 @@ static cudnnStatus_t compute(cudnnHandle_t h, const void *alpha, const void *bet
     if (!h || !alpha || !beta || !a || !b || !out || algo < 0 || algo >= algo_count) return CUDNN_STATUS_BAD_PARAM;
     cudnnStatus_t st = make_geom(xd, wd, cd, yd, &g);
     if (st != CUDNN_STATUS_SUCCESS) return st;
+    static const char *const names[] = {"forward", "backward data", "backward filter"};
+    bf_emu_trace("cudnn %s n %d c %d %dx%d -> k %d %dx%d, %dx%d filter", names[dir], g.n, g.c, g.h, g.w, g.k, g.oh,
+                 g.ow, g.kh, g.kw);
     return conv_run(&g, dir, (const float *)a, (const float *)b, *(const float *)alpha, *(const float *)beta,
                     (float *)out);
 }
@@ -390,6 +393,7 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cubl
     if (!ops_ok || m < 0 || n < 0 || k < 0 || lda < (a_rows > 1 ? a_rows : 1) || ldb < (b_rows > 1 ? b_rows : 1) ||
         ldc < (m > 1 ? m : 1) || !alpha || !beta)
         return CUBLAS_STATUS_INVALID_VALUE;
+    bf_emu_trace("cublas sgemm %c%c m %d n %d k %d", ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k);
     const double al = *alpha, be = *beta;
     enum { BLOCK = 256 };
     double acc[BLOCK];

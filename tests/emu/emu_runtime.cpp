@@ -14,6 +14,7 @@
  * Device memory is host memory: each cudaMalloc gets its own pages, filled with 0xff bytes (NaN as
  * floats: what a kernel reads before anything was written shows), with the buffer's end against an
  * inaccessible page, so a kernel that runs past it faults there and then. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,19 @@ const char *g_next_name = "a kernel";
  * between sees the write in one order and not in the other: running a test both ways shows such
  * a race (ctest's emu_test_flex_ops_cuda_reverse). */
 int g_reverse = -1;
+/* BF_EMU_TRACE=FILE: every launch (kernel, grid, block, shared bytes), memset and copy is written
+ * there, one line each: the sequence of work a step enqueues, to read for passes it need not make. */
+FILE *g_trace;
+int g_trace_checked;
+
+FILE *trace_file(void) {
+    if (!g_trace_checked) {
+        g_trace_checked = 1;
+        const char *path = getenv("BF_EMU_TRACE");
+        if (path && *path) g_trace = fopen(path, "w");
+    }
+    return g_trace;
+}
 
 [[noreturn]] void emu_fail(const char *what) {
     fprintf(stderr, "kernel emulator: %s in %s (block %u,%u,%u, thread %u,%u,%u)\n", what, g_launch.kernel,
@@ -224,6 +238,16 @@ void __syncwarp(unsigned mask) { (void)warp_arrive(mask, 0); }
 
 void *bf_emu_dynamic_smem(void) { return g_launch.dynamic_smem; }
 
+void bf_emu_trace(const char *format, ...) {
+    FILE *f = trace_file();
+    if (!f) return;
+    va_list ap;
+    va_start(ap, format);
+    vfprintf(f, format, ap);
+    va_end(ap);
+    fputc('\n', f);
+}
+
 void bf_emu_set_kernel_name(const char *name) { g_next_name = name; }
 
 int bf_emu_check_launch(dim3 grid, dim3 block, size_t smem) {
@@ -241,6 +265,9 @@ int bf_emu_check_launch(dim3 grid, dim3 block, size_t smem) {
 void bf_emu_run_grid(dim3 grid, dim3 block, size_t smem, bf_emu_body body, void *closure) {
     launch_state &L = g_launch;
     ensure_stacks();
+    if (FILE *f = trace_file())
+        fprintf(f, "kernel %s grid %u,%u,%u block %u,%u,%u smem %zu\n", g_next_name, grid.x, grid.y, grid.z, block.x,
+                block.y, block.z, smem);
     if (g_reverse < 0) {
         const char *order = getenv("BF_EMU_ORDER");
         g_reverse = order && strcmp(order, "reverse") == 0;
@@ -430,7 +457,7 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
-    (void)kind;
+    if (FILE *f = trace_file()) fprintf(f, "memcpy kind %d %zu bytes\n", (int)kind, bytes);
     if (bytes && (!dst || !src)) return fail(cudaErrorInvalidValue);
     if (bytes) memmove(dst, src, bytes);
     return cudaSuccess;
@@ -440,6 +467,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
     return cudaMemcpy(dst, src, bytes, kind);
 }
 cudaError_t cudaMemset(void *dst, int value, size_t bytes) {
+    if (FILE *f = trace_file()) fprintf(f, "memset %zu bytes\n", bytes);
     if (bytes && !dst) return fail(cudaErrorInvalidValue);
     if (bytes) memset(dst, value, bytes);
     return cudaSuccess;
