@@ -66,6 +66,9 @@ static void test_memory_and_elementwise(bf_backend *b) {
     CHECK_OK(b->ops->add_inplace(b, z, x, n));
     for (size_t i = 0; i < n; i++) want[i] = (float)((float)want[i] + hx[i]);
     check_buffer(b, z, want, n, 0, 0, "add_inplace");
+    CHECK_OK(b->ops->axpy(b, 0.3f, y, z, n));
+    for (size_t i = 0; i < n; i++) want[i] = (float)((float)want[i] + (float)(0.3f * hy[i]));
+    check_buffer(b, z, want, n, 0, 0, "axpy");
     CHECK_OK(b->ops->scale(b, z, -0.5f, n));
     for (size_t i = 0; i < n; i++) want[i] *= -0.5;
     check_buffer(b, z, want, n, 0, 0, "scale");

@@ -95,6 +95,10 @@ static void test_elementwise(void) {
     CHECK_OK(gpu->ops->add_inplace(gpu, y.g, x.g, n));
     pair_compare("add_inplace", y, EW_ATOL, EW_RTOL);
 
+    CHECK_OK(cpu->ops->axpy(cpu, 0.3f, x.c, y.c, n));
+    CHECK_OK(gpu->ops->axpy(gpu, 0.3f, x.g, y.g, n));
+    pair_compare_exact("axpy", y);
+
     /* reductions into device scalars */
     const float acc0 = 1.5f;
     pair s = pair_from(&acc0, 1);

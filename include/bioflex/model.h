@@ -149,6 +149,10 @@ typedef struct bf_layer {
     int relu_fused;             /* batch-norm whose in-place ReLU it runs itself (the model's fuse_bn_relu):
                                  * its output is relu(y), its backward masks dy, its dout is the ReLU's */
     int relu_in_bn;             /* ReLU run by its input batch-norm: no pass of its own either way */
+    int bias_in_bn;             /* conv with a bias whose output one batch-norm alone reads ([model]
+                                 * fold_conv_bias): in training it adds no bias and writes its bias
+                                 * gradient as 0 (the batch-norm takes a per-channel constant out again),
+                                 * and the batch-norm adds momentum * bias to its running mean */
     int needs_grad;             /* its output gradient is used: it or a layer it reads (at any depth) has
                                  * trainable parameters; else no dout, and its consumers skip that dx
                                  * (a spiking net's encode layer: the first conv's backward-data) */
@@ -190,6 +194,8 @@ typedef struct bf_model {
     int keep_neuron_outputs;    /* 1: neuron layers' outputs outlive the backward (spike rasters read them) */
     int pack_spikes;            /* 1 (the default): spiking layers keep their spikes for the backward as
                                  * bits; read by bf_model_finalize */
+    int fold_conv_bias;         /* 1 (the default): in training, convs read by a batch-norm alone add no bias
+                                 * ([model] fold_conv_bias: bias_in_bn); read by bf_model_finalize */
     int fuse_bn_relu;           /* 1 (the default): a batch-norm runs the in-place ReLU after it, one pass
                                  * each way (batchnorm_relu_apply/backward); read by bf_model_finalize */
     int fuse_flex_bn;           /* 1 (the default): ... and the batch-norm after such a layer applies its dx in

@@ -221,6 +221,8 @@ typedef struct bf_ops {
     bf_status (*scale)(bf_backend *b, float *x, float alpha, size_t n);                      /* x *= alpha */
     bf_status (*add)(bf_backend *b, const float *x0, const float *x1, float *y, size_t n);   /* y = x0 + x1; y may alias */
     bf_status (*add_inplace)(bf_backend *b, float *y, const float *x, size_t n);            /* y += x */
+    /* y += alpha * x, the product rounded before the sum (no fused multiply-add), as on the CPU */
+    bf_status (*axpy)(bf_backend *b, float alpha, const float *x, float *y, size_t n);
     /* *out = sum of x[i]^2 (a device scalar), summed in a fixed order so results repeat. */
     bf_status (*sum_squares)(bf_backend *b, const float *x, size_t n, float *out);
     /* *acc += sum of x[i] (a device scalar accumulator, for losses and correct counts). */

@@ -39,7 +39,9 @@ bf_status bf_layer_forward(bf_model *m, int index) {
     case BF_LAYER_CONV: {
         bf_conv2d_shape s = l->conv;
         s.n = bf_layer_batch(m, l);
-        return ops->conv2d_forward(b, &s, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), l->out);
+        /* in training, a bias its batch-norm would take out again is left to it (bias_in_bn) */
+        const float *bias = m->training && l->bias_in_bn ? NULL : bf_layer_param(m, l, 1);
+        return ops->conv2d_forward(b, &s, x, bf_layer_param(m, l, 0), bias, l->out);
     }
     case BF_LAYER_BATCHNORM: {
         bf_bn_shape s = l->bn;
@@ -50,17 +52,20 @@ bf_status bf_layer_forward(bf_model *m, int index) {
          * statistics alone here */
         float *y = m->training && (l->out_forward_only || l->relu_fused) ? NULL : l->out;
         const float *gamma = bf_layer_param(m, l, 0), *beta = bf_layer_param(m, l, 1);
-        if (m->training && m->sync_sums)
+        if (!m->training)
+            BF_TRY(ops->batchnorm_forward_eval(b, &s, x, gamma, beta, buffer(m, l, 0), buffer(m, l, 1), l->out));
+        else if (m->sync_sums)
             BF_TRY(bf_sync_bn_forward_train(&sync, &s, x, gamma, beta, y, l->save_mean, l->save_invstd, buffer(m, l, 0),
                                             buffer(m, l, 1)));
-        else if (m->training && l->bn_stats_in_flex) { /* the flex layer before it took the statistics */
+        else if (l->bn_stats_in_flex) { /* the flex layer before it took the statistics */
             if (y) BF_TRY(ops->batchnorm_forward_saved(b, &s, x, gamma, beta, l->save_mean, l->save_invstd, y));
-        }
-        else if (m->training)
+        } else
             BF_TRY(ops->batchnorm_forward_train(b, &s, x, gamma, beta, y, l->save_mean, l->save_invstd, buffer(m, l, 0),
                                                 buffer(m, l, 1)));
-        else
-            BF_TRY(ops->batchnorm_forward_eval(b, &s, x, gamma, beta, buffer(m, l, 0), buffer(m, l, 1), l->out));
+        /* the conv before it added no bias (bias_in_bn): the running mean takes its share, so that it
+         * stays the mean of what the conv computes with its bias, as evaluation runs it */
+        if (m->training && l->input[0] >= 0 && m->layers[l->input[0]].bias_in_bn)
+            BF_TRY(ops->axpy(b, s.momentum, bf_layer_param(m, &m->layers[l->input[0]], 1), buffer(m, l, 0), (size_t)s.c));
         if (!l->relu_fused) return BF_OK;
         if (!m->training) return ops->relu_forward(b, l->out, l->out, count); /* evaluation: not fused */
         return ops->batchnorm_relu_apply(b, &s, x, gamma, beta, l->save_mean, l->save_invstd, l->out);
@@ -141,7 +146,10 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
     case BF_LAYER_CONV: {
         bf_conv2d_shape cs = l->conv;
         cs.n = bf_layer_batch(m, l);
-        s = ops->conv2d_backward_filter(b, &cs, x, dy, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1));
+        /* a bias left to the batch-norm (bias_in_bn) did not change the loss: its gradient is 0 */
+        float *dbias = l->bias_in_bn ? NULL : bf_layer_grad(m, l, 1);
+        s = ops->conv2d_backward_filter(b, &cs, x, dy, bf_layer_grad(m, l, 0), dbias);
+        if (s == BF_OK && l->bias_in_bn) s = ops->fill(b, bf_layer_grad(m, l, 1), 0.0f, (size_t)cs.c_out);
         if (s == BF_OK && dx) s = ops->conv2d_backward_data(b, &cs, dy, bf_layer_param(m, l, 0), dx);
         break;
     }

@@ -69,6 +69,22 @@ static int relu_can_join_bn(const bf_model *m, int i) {
            m->layers[l->input[0]].kind == BF_LAYER_BATCHNORM;
 }
 
+/* Whether conv i's bias can be left to the batch-norm that alone reads it (the model's
+ * fold_conv_bias): a batch-norm's output does not change when a per-channel constant is added to its
+ * input, so in training the conv adds none, its bias gradient is exactly 0, and the batch-norm adds
+ * momentum * bias to its running mean (layers.c). Its only consumer must be that batch-norm, and the
+ * conv's output must not be the model's output. */
+static int conv_bias_can_fold(const bf_model *m, int i) {
+    const bf_layer *l = &m->layers[i];
+    if (!m->fold_conv_bias || l->kind != BF_LAYER_CONV || l->param_index[1] < 0 || l->num_consumers != 1 ||
+        i == m->num_layers - 1)
+        return 0;
+    for (int j = i + 1; j < m->num_layers; j++)
+        for (int k = 0; k < m->layers[j].num_inputs; k++)
+            if (m->layers[j].input[k] == i) return m->layers[j].kind == BF_LAYER_BATCHNORM && m->layers[j].num_inputs == 1;
+    return 0;
+}
+
 /* Whether layer l's backward reads the values of its inputs (not only their shapes). */
 static int backward_reads_input(const bf_layer *l) {
     switch (l->kind) {
@@ -503,6 +519,7 @@ bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
             if (l->input[j] >= 0 && m->layers[l->input[j]].needs_grad) l->needs_grad = 1;
     }
     for (int i = 0; i < L; i++) m->layers[i].in_place = relu_can_be_in_place(m, &m->layers[i]);
+    for (int i = 0; i < L; i++) m->layers[i].bias_in_bn = conv_bias_can_fold(m, i);
     for (int i = 0; i < L; i++) m->layers[i].relu_fused = 0;
     for (int i = 0; i < L; i++) {
         m->layers[i].relu_in_bn = relu_can_join_bn(m, i);

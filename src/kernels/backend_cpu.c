@@ -76,6 +76,7 @@ static const bf_ops cpu_ops = {
     .scale = bf_cpu_scale,
     .add = bf_cpu_add,
     .add_inplace = bf_cpu_add_inplace,
+    .axpy = bf_cpu_axpy,
     .sum_squares = bf_cpu_sum_squares,
     .accumulate_sum = bf_cpu_accumulate_sum,
 

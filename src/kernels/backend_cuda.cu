@@ -187,6 +187,7 @@ static const bf_ops cuda_ops = {
     /* .scale = */ bf_cuda_scale,
     /* .add = */ bf_cuda_add,
     /* .add_inplace = */ bf_cuda_add_inplace,
+    /* .axpy = */ bf_cuda_axpy,
     /* .sum_squares = */ bf_cuda_sum_squares,
     /* .accumulate_sum = */ bf_cuda_accumulate_sum,
 
@@ -274,7 +275,7 @@ static const bf_ops cuda_ops = {
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 81 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 82 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

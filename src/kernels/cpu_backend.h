@@ -112,6 +112,7 @@ bf_status bf_cpu_task_slice_gather(bf_backend *b, int n, int k, int num_tasks, c
 bf_status bf_cpu_task_slice_scatter(bf_backend *b, int n, int k, int num_tasks, const int32_t *tasks, const float *in,
                                     float *full);
 bf_status bf_cpu_add_inplace(bf_backend *b, float *y, const float *x, size_t n);
+bf_status bf_cpu_axpy(bf_backend *b, float alpha, const float *x, float *y, size_t n);
 bf_status bf_cpu_sum_squares(bf_backend *b, const float *x, size_t n, float *out);
 bf_status bf_cpu_accumulate_sum(bf_backend *b, const float *x, size_t n, float *acc);
 bf_status bf_cpu_relu_forward(bf_backend *b, const float *x, float *y, size_t n);

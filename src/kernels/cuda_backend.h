@@ -202,6 +202,7 @@ bf_status bf_cuda_task_slice_gather(bf_backend *b, int n, int k, int num_tasks, 
 bf_status bf_cuda_task_slice_scatter(bf_backend *b, int n, int k, int num_tasks, const int32_t *tasks, const float *in,
                                      float *full);
 bf_status bf_cuda_add_inplace(bf_backend *b, float *y, const float *x, size_t n);
+bf_status bf_cuda_axpy(bf_backend *b, float alpha, const float *x, float *y, size_t n);
 bf_status bf_cuda_sum_squares(bf_backend *b, const float *x, size_t n, float *out);
 bf_status bf_cuda_accumulate_sum(bf_backend *b, const float *x, size_t n, float *acc);
 bf_status bf_cuda_relu_forward(bf_backend *b, const float *x, float *y, size_t n);

@@ -61,6 +61,11 @@ __global__ void k_add_inplace(float *y, const float *x, size_t n) { /* x may equ
         y[i] += x[i];
 }
 
+__global__ void k_axpy(float alpha, const float *x, float *y, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __fadd_rn(y[i], __fmul_rn(alpha, x[i])); /* the CPU's two roundings */
+}
+
 /* x < 0 ? 0 : x, so that a NaN passes through (as in PyTorch and the CPU backend). y may alias x. */
 __global__ void k_relu_forward(const float *x, float *y, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
@@ -177,6 +182,16 @@ extern "C" bf_status bf_cuda_add_inplace(bf_backend *b, float *y, const float *x
     ELEMENTWISE_ARGS("add_inplace", y, x);
     k_add_inplace<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(y, x, n);
     BF_LAUNCH_CHECK("k_add_inplace");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_axpy(bf_backend *b, float alpha, const float *x, float *y, size_t n) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (n == 0) return BF_OK;
+    ELEMENTWISE_ARGS("axpy", x, y);
+    k_axpy<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(alpha, x, y, n);
+    BF_LAUNCH_CHECK("k_axpy");
     return BF_OK;
 }
 

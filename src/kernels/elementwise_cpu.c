@@ -44,6 +44,16 @@ bf_status bf_cpu_add_inplace(bf_backend *b, float *y, const float *x, size_t n) 
     return BF_OK;
 }
 
+bf_status bf_cpu_axpy(bf_backend *b, float alpha, const float *x, float *y, size_t n) {
+    if (n > 0 && (!x || !y)) return bf_error(BF_ERR_ARG, "axpy: NULL pointer (n=%zu)", n);
+#pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        const float product = alpha * x[i]; /* rounded on its own: no contraction into an FMA */
+        y[i] += product;
+    }
+    return BF_OK;
+}
+
 /* n is cut into one block per BF_CPU_PARALLEL_MIN elements (at most BF_CPU_MAX_THREADS blocks),
  * whatever the thread count; each block is summed in double, and the partial sums are then added in
  * block order. OpenMP's reduction clause is avoided because its combining order is unspecified. */

@@ -1,0 +1,166 @@
+/* test_conv_bias_fold.c - [model] fold_conv_bias on the CPU backend: a conv whose output a
+ * batch-norm alone reads adds no bias in training, writes its bias gradient as 0, and the
+ * batch-norm adds momentum * bias to its running mean (memory_plan.c, layers.c). Against the same
+ * network with the fold off, after two forward-backward passes from the same weights and batches:
+ *   - the folded convs are exactly the conv -> batch-norm pairs (VGG-6: 4; a spiking PlasticFlex
+ *     VGG-6: its 4; none in a flex VGG-6, whose convs are flex layers);
+ *   - the folded biases' gradients are 0 where the unfolded ones are rounding noise (the loss does
+ *     not depend on them);
+ *   - VGG-6 with biases of 0.5 + c/100 (a running mean without the bias's share would be off by
+ *     0.05): every other gradient, the running statistics and the evaluation logits (which add the
+ *     bias as always) agree to rounding;
+ *   - the spiking network with biases of 0, where adding the bias changes nothing: everything the
+ *     same bit for bit (its LIF layers normalise their input and recompute their charge from the
+ *     batch-norm's input; a spike that rounding tips would make a comparison to rounding chaotic). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bioflex/hash.h"
+#include "bioflex/train.h"
+#include "layers.h"
+#include "testutil.h"
+
+enum { B = 8, S = 28, K = 10 };
+
+typedef struct run {
+    float *grads[2];  /* parameter gradients after each step */
+    float *buffers;   /* running statistics after the steps */
+    float *eval;      /* evaluation logits after them */
+    float *bias_grad; /* the folded convs' bias gradients (fold on) or the same convs' (fold off), step 2 */
+    size_t bias_at[64], bias_count[64]; /* where those are in the gradients */
+    size_t num_params, num_buffers, num_bias;
+    int folded, num_pairs;
+} run;
+
+static void network_run(const bf_model_config *base, int fold, float bias, run *r) {
+    memset(r, 0, sizeof *r);
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(2, &b));
+    bf_model_config mc = *base;
+    mc.fold_conv_bias = fold;
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_build(b, &mc, (bf_shape){B, 1, S, S}, K, 1, &m));
+    if (!m) return;
+    /* the conv -> batch-norm pairs, whether or not folded, and their biases set to bias + c/100 (bias 0:
+     * to 0) */
+    int pairs[64], num_pairs = 0;
+    for (int i = 0; i < m->num_layers - 1 && num_pairs < 64; i++) {
+        const bf_layer *l = &m->layers[i];
+        r->folded += l->bias_in_bn;
+        if (l->kind == BF_LAYER_CONV && l->param_index[1] >= 0 && l->num_consumers == 1 &&
+            m->layers[i + 1].kind == BF_LAYER_BATCHNORM && m->layers[i + 1].input[0] == i) {
+            pairs[num_pairs++] = i;
+            float values[2048];
+            for (int c = 0; c < l->conv.c_out && c < 2048; c++) values[c] = bias == 0.0f ? 0.0f : bias + 0.01f * (float)c;
+            CHECK_OK(bf_to_device(b, bf_layer_param(m, l, 1), values, (size_t)l->conv.c_out * sizeof(float)));
+            r->num_bias += (size_t)l->conv.c_out;
+            r->bias_at[num_pairs - 1] = (size_t)(bf_layer_grad(m, l, 1) - m->grad_data);
+            r->bias_count[num_pairs - 1] = (size_t)l->conv.c_out;
+        }
+    }
+    float x[B * S * S], losses[B], *dlogits = NULL;
+    int32_t labels[B] = {3, 7, 1, 0, 9, 4, 4, 2};
+    CHECK_OK(bf_alloc(b, (size_t)B * K * sizeof(float), (void **)&dlogits));
+    r->num_params = m->num_param_floats;
+    r->num_buffers = m->num_buffer_floats;
+    for (int step = 0; step < 2; step++) {
+        for (int i = 0; i < B * S * S; i++) x[i] = 2.0f * bf_uniform(71 + step, (uint64_t)i) - 1.0f;
+        const float *logits = NULL;
+        CHECK_OK(bf_model_forward(m, x, &logits));
+        CHECK_OK(b->ops->softmax_xent(b, B, K, logits, labels, 0.0f, 1.0f / B, losses, dlogits));
+        CHECK_OK(b->ops->fill(b, m->grad_data, 1.0f, r->num_params)); /* every gradient must be written */
+        CHECK_OK(bf_model_backward(m, dlogits));
+        r->grads[step] = bf_test_download(b, m->grad_data, r->num_params);
+        m->step++;
+    }
+    r->num_pairs = num_pairs;
+    r->bias_grad = malloc((r->num_bias + 1) * sizeof(float));
+    size_t at = 0;
+    for (int p = 0; p < num_pairs && r->bias_grad; p++) {
+        const bf_layer *l = &m->layers[pairs[p]];
+        CHECK_OK(bf_to_host(b, r->bias_grad + at, bf_layer_grad(m, l, 1), (size_t)l->conv.c_out * sizeof(float)));
+        at += (size_t)l->conv.c_out;
+    }
+    r->buffers = bf_test_download(b, m->buffer_data, r->num_buffers);
+    m->training = 0;
+    const float *logits = NULL;
+    CHECK_OK(bf_model_forward(m, x, &logits));
+    r->eval = bf_test_download(b, logits, B * K);
+    bf_free(b, dlogits);
+    bf_model_destroy(m);
+    bf_backend_destroy(b);
+}
+
+static void run_free(run *r) {
+    free(r->grads[0]);
+    free(r->grads[1]);
+    free(r->buffers);
+    free(r->eval);
+    free(r->bias_grad);
+}
+
+/* a and b within atol + rtol * |b| everywhere; prints the worst */
+static void close_enough(const char *what, const float *a, const float *b, size_t n, double atol, double rtol) {
+    size_t worst = 0;
+    double v = bf_test_max_violation(a, b, n, atol, rtol, &worst);
+    printf("  %-44s max violation %.3g (n=%zu)\n", what, v, n);
+    CHECK(v <= 1.0, "%s: element %zu folded %.9g unfolded %.9g", what, worst, a[worst], b[worst]);
+}
+
+/* exact: everything but the folded biases' gradients bit for bit, else to rounding */
+static void test_network(const char *name, const bf_model_config *mc, int want_folded, float bias, int exact) {
+    printf("%s\n", name);
+    run on, off;
+    network_run(mc, 1, bias, &on);
+    network_run(mc, 0, bias, &off);
+    CHECK(on.folded == want_folded && off.folded == 0, "%s: %d convs folded (want %d), %d with the fold off", name,
+          on.folded, want_folded, off.folded);
+    if (!on.grads[1] || !off.grads[1] || !on.bias_grad || !off.bias_grad || on.num_params != off.num_params) {
+        CHECK(0, "%s: a run failed", name);
+        run_free(&on);
+        run_free(&off);
+        return;
+    }
+    /* the folded biases' gradients: 0 with the fold, rounding noise without (the loss ignores them) */
+    double noise = 0;
+    size_t zeros = 0;
+    for (size_t i = 0; i < on.num_bias; i++) {
+        zeros += on.bias_grad[i] == 0.0f || !want_folded;
+        noise = fmax(noise, fabs(off.bias_grad[i]));
+    }
+    printf("  folded bias gradients: %zu of %zu exactly 0; unfolded at most %.3g\n", zeros, on.num_bias, noise);
+    CHECK(zeros == on.num_bias, "%s: %zu of %zu folded bias gradients are not 0", name, on.num_bias - zeros, on.num_bias);
+    CHECK(!want_folded || noise < 1e-5, "%s: an unfolded bias gradient of %.3g is not rounding noise", name, noise);
+    const double atol = exact ? 0 : 1e-6, rtol = exact ? 0 : 1e-4;
+    for (int step = 0; step < 2; step++) {
+        /* every other gradient (the folded biases' checked above: left out) */
+        for (int p = 0; p < on.num_pairs && want_folded; p++)
+            for (size_t i = 0; i < on.bias_count[p]; i++) on.grads[step][on.bias_at[p] + i] = off.grads[step][on.bias_at[p] + i] = 0;
+        char what[64];
+        snprintf(what, sizeof what, "other gradients, pass %d", step + 1);
+        close_enough(what, on.grads[step], off.grads[step], on.num_params, exact ? 0 : 1e-5, exact ? 0 : 1e-3);
+    }
+    close_enough("running means and variances", on.buffers, off.buffers, on.num_buffers, atol, rtol);
+    close_enough("evaluation logits", on.eval, off.eval, B * K, atol, rtol);
+    run_free(&on);
+    run_free(&off);
+}
+
+int main(void) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    cfg.model.arch = BF_ARCH_VGG6;
+    cfg.model.dropout = 0.0f;
+    test_network("VGG-6, conv biases 0.5 + c/100", &cfg.model, 4, 0.5f, 0);
+    cfg.model.arch = BF_ARCH_PF_VGG6;
+    cfg.model.spiking.neuron = BF_NEURON_LIF;
+    cfg.model.spiking.time_steps = 2;
+    cfg.model.spiking.threshold = 0.3f;
+    test_network("spiking PlasticFlex VGG-6, LIF, T = 2, conv biases 0", &cfg.model, 4, 0.0f, 1);
+    cfg.model.arch = BF_ARCH_VGG6;
+    cfg.model.spiking.neuron = -1;
+    cfg.model.flex = 1;
+    test_network("flex VGG-6 (its convs are flex layers: nothing to fold)", &cfg.model, 0, 0.5f, 1);
+    return bf_test_finish();
+}
