@@ -765,7 +765,7 @@ static void v2_prepare_forward(lab_case *c) {
 static void v2_prepare_backward(lab_case *c) { CK(cudaMemsetAsync(c->dx, 0, c->nx * sizeof(float), c->stream)); }
 
 static void v2_forward(lab_case *c) {
-    BFK(c->b->ops->flex_pool_max_forward(c->b, &c->ps, &c->fs, c->x, c->y, c->window, c->winners, c->ties, c->wins));
+    BFK(c->b->ops->flex_pool_max_forward(c->b, &c->ps, &c->fs, c->x, NULL, c->y, c->window, c->winners, c->ties, c->wins));
 }
 
 /* Needs window, winners and ties as version 2's forward left them. */
@@ -851,7 +851,7 @@ static void bn_backward_alone(lab_case *c) {
 
 static void v2_bn_stats_fused(lab_case *c) {
     const bf_bn_shape bs = bn_shape_of(c);
-    BFK(c->b->ops->flex_pool_max_forward_bn_stats(c->b, &c->ps, &c->fs, &bs, c->x, c->y, c->window, c->winners,
+    BFK(c->b->ops->flex_pool_max_forward_bn_stats(c->b, &c->ps, &c->fs, &bs, c->x, NULL, c->y, c->window, c->winners,
                                                   c->ties, c->wins, c->bn_grad, c->bn_grad + c->fs.c_out, NULL, NULL));
 }
 
@@ -885,7 +885,7 @@ static const char *v3_why_not(const lab_case *c) { return slide_why_not(&c->ps, 
 
 static void v3_forward(lab_case *c) {
     BFK(bf_cuda_set_flex_kernels(c->b, 1));
-    BFK(c->b->ops->flex_pool_max_forward(c->b, &c->ps, &c->fs, c->x, c->y, c->window, c->winners, c->ties, c->wins));
+    BFK(c->b->ops->flex_pool_max_forward(c->b, &c->ps, &c->fs, c->x, NULL, c->y, c->window, c->winners, c->ties, c->wins));
     BFK(bf_cuda_set_flex_kernels(c->b, 0));
 }
 
@@ -1486,11 +1486,11 @@ static int validate_v3_edges(bf_backend *b, cudaStream_t stream, bf_backend *cpu
         CK(cudaMemsetAsync(dbits, 0xFF, words * sizeof(uint32_t), stream));
         CK(cudaMemsetAsync(dties, 0xFF, words * sizeof(uint32_t), stream));
         BFK(bf_cuda_set_flex_kernels(b, 1));
-        BFK(b->ops->flex_pool_max_forward(b, &ps, &fs, dx, dy, dwin, dbits, dties, dwins));
+        BFK(b->ops->flex_pool_max_forward(b, &ps, &fs, dx, NULL, dy, dwin, dbits, dties, dwins));
         BFK(bf_cuda_set_flex_kernels(b, 0));
         CK(cudaStreamSynchronize(stream));
         CK(cudaGetLastError());
-        BFK(cpu->ops->flex_pool_max_forward(cpu, &ps, &fs, (const float *)x, (float *)y, window, winners, ties,
+        BFK(cpu->ops->flex_pool_max_forward(cpu, &ps, &fs, (const float *)x, NULL, (float *)y, window, winners, ties,
                                             wins));
         printf(" (%zu NaNs, %.0f conv wins)\n", nans, *wins);
         ok &= check_bits(b, "y", dy, y, nc, host);

@@ -4,6 +4,11 @@
  * network with the fold off, after two forward-backward passes from the same weights and batches:
  *   - the folded convs are exactly the conv -> batch-norm pairs (VGG-6: 4; a spiking PlasticFlex
  *     VGG-6: its 4; none in a flex VGG-6, whose convs are flex layers);
+ *   - a flex layer's conv (channel-wise max) adds no bias in a pass of its own, in training and
+ *     evaluation: the joint adds it as it reads C (flex_pool_max_forward's bias), as a wrapped ops
+ *     table counts; with biases of 0.5 + c/100 the flex VGG-6's gradients (its biases' included),
+ *     running statistics and evaluation logits agree with the unfolded network's to rounding (on the
+ *     CPU the conv adds its bias before the GEMM's sum, the joint after it);
  *   - the folded biases' gradients are 0 where the unfolded ones are rounding noise (the loss does
  *     not depend on them);
  *   - VGG-6 with biases of 0.5 + c/100 (a running mean without the bias's share would be off by
@@ -23,6 +28,34 @@
 
 enum { B = 8, S = 28, K = 10 };
 
+/* The wrapped ops table's counts: convolutions run with a bias, and flex joints given one. */
+typedef struct bias_calls {
+    const bf_ops *real;
+    long conv_with_bias, joint_with_bias;
+} bias_calls;
+static bias_calls g_calls; /* the wrappers have the ops table's signatures: no room for a context */
+
+static bf_status conv_forward(bf_backend *b, const bf_conv2d_shape *s, const float *x, const float *w,
+                              const float *bias, float *y) {
+    g_calls.conv_with_bias += bias != NULL;
+    return g_calls.real->conv2d_forward(b, s, x, w, bias, y);
+}
+static bf_status joint_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
+                               const float *bias, float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
+                               float *conv_wins) {
+    g_calls.joint_with_bias += bias != NULL;
+    return g_calls.real->flex_pool_max_forward(b, ps, s, x, bias, y, window, winners, ties, conv_wins);
+}
+static bf_status joint_forward_bn_stats(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                        const bf_bn_shape *bs, const float *x, const float *bias, float *y,
+                                        uint8_t *window, uint32_t *winners, uint32_t *ties, float *conv_wins,
+                                        float *save_mean, float *save_invstd, float *running_mean,
+                                        float *running_var) {
+    g_calls.joint_with_bias += bias != NULL;
+    return g_calls.real->flex_pool_max_forward_bn_stats(b, ps, s, bs, x, bias, y, window, winners, ties, conv_wins,
+                                                        save_mean, save_invstd, running_mean, running_var);
+}
+
 typedef struct run {
     float *grads[2];  /* parameter gradients after each step */
     float *buffers;   /* running statistics after the steps */
@@ -31,12 +64,21 @@ typedef struct run {
     size_t bias_at[64], bias_count[64]; /* where those are in the gradients */
     size_t num_params, num_buffers, num_bias;
     int folded, num_pairs;
+    int flex_biases;                         /* flex layers with a conv bias */
+    long conv_with_bias, joint_with_bias;    /* over the two training passes and the evaluation */
 } run;
 
 static void network_run(const bf_model_config *base, int fold, float bias, run *r) {
     memset(r, 0, sizeof *r);
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(2, &b));
+    static bf_ops wrapped;
+    g_calls = (bias_calls){.real = b->ops};
+    wrapped = *b->ops;
+    wrapped.conv2d_forward = conv_forward;
+    wrapped.flex_pool_max_forward = joint_forward;
+    wrapped.flex_pool_max_forward_bn_stats = joint_forward_bn_stats;
+    b->ops = &wrapped;
     bf_model_config mc = *base;
     mc.fold_conv_bias = fold;
     bf_model *m = NULL;
@@ -48,6 +90,12 @@ static void network_run(const bf_model_config *base, int fold, float bias, run *
     for (int i = 0; i < m->num_layers - 1 && num_pairs < 64; i++) {
         const bf_layer *l = &m->layers[i];
         r->folded += l->bias_in_bn;
+        if (l->kind == BF_LAYER_FLEX && l->param_index[1] >= 0) { /* its conv's bias: 0.5 + c/100 as well */
+            float values[2048];
+            for (int c = 0; c < l->flex.c_out && c < 2048; c++) values[c] = bias == 0.0f ? 0.0f : bias + 0.01f * (float)c;
+            CHECK_OK(bf_to_device(b, bf_layer_param(m, l, 1), values, (size_t)l->flex.c_out * sizeof(float)));
+            r->flex_biases++;
+        }
         if (l->kind == BF_LAYER_CONV && l->param_index[1] >= 0 && l->num_consumers == 1 &&
             m->layers[i + 1].kind == BF_LAYER_BATCHNORM && m->layers[i + 1].input[0] == i) {
             pairs[num_pairs++] = i;
@@ -87,8 +135,11 @@ static void network_run(const bf_model_config *base, int fold, float bias, run *
     const float *logits = NULL;
     CHECK_OK(bf_model_forward(m, x, &logits));
     r->eval = bf_test_download(b, logits, B * K);
+    r->conv_with_bias = g_calls.conv_with_bias;
+    r->joint_with_bias = g_calls.joint_with_bias;
     bf_free(b, dlogits);
     bf_model_destroy(m);
+    b->ops = g_calls.real;
     bf_backend_destroy(b);
 }
 
@@ -116,6 +167,14 @@ static void test_network(const char *name, const bf_model_config *mc, int want_f
     network_run(mc, 0, bias, &off);
     CHECK(on.folded == want_folded && off.folded == 0, "%s: %d convs folded (want %d), %d with the fold off", name,
           on.folded, want_folded, off.folded);
+    /* the flex layers' biases: in the joint with the fold, in the conv without (3 forwards each) */
+    const long flex_forwards = 3L * on.flex_biases;
+    printf("  flex layers with a bias: %d; forwards with the bias in the joint %ld (fold) / %ld, in the conv %ld / %ld\n",
+           on.flex_biases, on.joint_with_bias, off.joint_with_bias, on.conv_with_bias, off.conv_with_bias);
+    CHECK(on.joint_with_bias == flex_forwards && off.joint_with_bias == 0, "%s: joints given the bias: %ld and %ld",
+          name, on.joint_with_bias, off.joint_with_bias);
+    CHECK(off.conv_with_bias - on.conv_with_bias == flex_forwards + 2L * want_folded,
+          "%s: convs with a bias: %ld with the fold, %ld without", name, on.conv_with_bias, off.conv_with_bias);
     if (!on.grads[1] || !off.grads[1] || !on.bias_grad || !off.bias_grad || on.num_params != off.num_params) {
         CHECK(0, "%s: a run failed", name);
         run_free(&on);
@@ -161,6 +220,7 @@ int main(void) {
     cfg.model.arch = BF_ARCH_VGG6;
     cfg.model.spiking.neuron = -1;
     cfg.model.flex = 1;
-    test_network("flex VGG-6 (its convs are flex layers: nothing to fold)", &cfg.model, 0, 0.5f, 1);
+    test_network("flex VGG-6, conv biases 0.5 + c/100 (its convs are flex layers: the bias in the joint)", &cfg.model, 0,
+                 0.5f, 0);
     return bf_test_finish();
 }

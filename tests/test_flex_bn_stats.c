@@ -57,10 +57,10 @@ static void check_op(bf_backend *b, const stats_case *sc) {
     memset(win_ref, 0xAB, np);
     memset(win, 0xAB, np);
     float wins_ref = 3.0f, wins = 3.0f;
-    CHECK_OK(b->ops->flex_pool_max_forward(b, &ps, &s, x, y_ref, win_ref, bits_ref, bits_ref + words, &wins_ref));
+    CHECK_OK(b->ops->flex_pool_max_forward(b, &ps, &s, x, NULL, y_ref, win_ref, bits_ref, bits_ref + words, &wins_ref));
     CHECK_OK(b->ops->batchnorm_forward_train(b, &bs, y_ref, NULL, NULL, NULL, stats_ref, stats_ref + c,
                                              stats_ref + 2 * c, stats_ref + 3 * c));
-    CHECK_OK(b->ops->flex_pool_max_forward_bn_stats(b, &ps, &s, &bs, x, y, win, bits, bits + words, &wins, stats,
+    CHECK_OK(b->ops->flex_pool_max_forward_bn_stats(b, &ps, &s, &bs, x, NULL, y, win, bits, bits + words, &wins, stats,
                                                     stats + c, stats + 2 * c, stats + 3 * c));
     const size_t d_y = differing_bits(y, y_ref, nc * sizeof(float)), d_w = differing_bits(win, win_ref, np);
     const size_t d_b = differing_bits(bits, bits_ref, 2 * words * sizeof(uint32_t));
@@ -72,7 +72,7 @@ static void check_op(bf_backend *b, const stats_case *sc) {
           stats[0], stats[c]);
     /* without the running statistics and conv wins (both nullable) */
     memcpy(y, conv, nc * sizeof(float));
-    CHECK_OK(b->ops->flex_pool_max_forward_bn_stats(b, &ps, &s, &bs, x, y, win, bits, bits + words, NULL, stats,
+    CHECK_OK(b->ops->flex_pool_max_forward_bn_stats(b, &ps, &s, &bs, x, NULL, y, win, bits, bits + words, NULL, stats,
                                                     stats + c, NULL, NULL));
     CHECK(differing_bits(stats, stats_ref, 2 * (size_t)c * sizeof(float)) == 0,
           "%s: the saved statistics again without running statistics", sc->name);
@@ -90,16 +90,16 @@ static void test_refusals(bf_backend *b) {
     uint8_t window[100];
     uint32_t winners[7], ties[7];
     bf_bn_shape bs = {.n = 2, .c = 4, .hw = 25, .eps = 1e-5f, .momentum = 0.1f};
-    CHECK_OK(b->ops->flex_pool_max_forward_bn_stats(b, &ps, &s, &bs, x, y, window, winners, ties, NULL, st, st + 4,
+    CHECK_OK(b->ops->flex_pool_max_forward_bn_stats(b, &ps, &s, &bs, x, NULL, y, window, winners, ties, NULL, st, st + 4,
                                                     st + 8, st + 12));
     bf_bn_shape wrong = bs;
     wrong.c = 2;
-    CHECK(b->ops->flex_pool_max_forward_bn_stats(b, &ps, &s, &wrong, x, y, window, winners, ties, NULL, st, st + 4,
+    CHECK(b->ops->flex_pool_max_forward_bn_stats(b, &ps, &s, &wrong, x, NULL, y, window, winners, ties, NULL, st, st + 4,
                                                  NULL, NULL) == BF_ERR_ARG &&
               strstr(bf_last_error(), "flex_pool_max_forward_bn_stats") && strstr(bf_last_error(), "c_out=4"),
           "a batch-norm of 2 channels over a flex output of 4 is refused, naming the op and both shapes: %s",
           bf_last_error());
-    CHECK(b->ops->flex_pool_max_forward_bn_stats(b, &ps, &s, &bs, x, y, window, winners, ties, NULL, NULL, st + 4,
+    CHECK(b->ops->flex_pool_max_forward_bn_stats(b, &ps, &s, &bs, x, NULL, y, window, winners, ties, NULL, NULL, st + 4,
                                                  NULL, NULL) == BF_ERR_ARG &&
               strstr(bf_last_error(), "flex_pool_max_forward_bn_stats"),
           "a NULL save_mean is refused, naming the op: %s", bf_last_error());
@@ -109,7 +109,7 @@ static void test_refusals(bf_backend *b) {
     const bf_flex_shape s1 = {.n = 1, .c_in = 2, .c_out = 4, .hw = 1, .channels = BF_FLEX_CHANNELS_EXPAND,
                               .ties = BF_FLEX_TIE_SPLIT};
     const bf_bn_shape bs1 = {.n = 1, .c = 4, .hw = 1, .eps = 1e-5f, .momentum = 0.1f};
-    CHECK(b->ops->flex_pool_max_forward_bn_stats(b, &one, &s1, &bs1, x, y, window, winners, ties, NULL, st, st + 4,
+    CHECK(b->ops->flex_pool_max_forward_bn_stats(b, &one, &s1, &bs1, x, NULL, y, window, winners, ties, NULL, st, st + 4,
                                                  NULL, NULL) == BF_ERR_ARG,
           "one value per channel is refused: %s", bf_last_error());
 }

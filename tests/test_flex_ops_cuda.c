@@ -355,9 +355,9 @@ static void check_pool_forward(pool_run *r, const float *conv, size_t conv_wins)
     r->winners_g = raw_upload(gpu, NULL, r->words * sizeof(uint32_t), 0xFF);
     r->ties_c = raw_upload(cpu, NULL, r->words * sizeof(uint32_t), 0xFF);
     r->ties_g = raw_upload(gpu, NULL, r->words * sizeof(uint32_t), 0xFF);
-    CHECK_OK(cpu->ops->flex_pool_max_forward(cpu, &r->ps, &r->s, r->x.c, r->y.c, r->window_c, r->winners_c, r->ties_c,
+    CHECK_OK(cpu->ops->flex_pool_max_forward(cpu, &r->ps, &r->s, r->x.c, NULL, r->y.c, r->window_c, r->winners_c, r->ties_c,
                                              wins.c));
-    CHECK_OK(gpu->ops->flex_pool_max_forward(gpu, &r->ps, &r->s, r->x.g, r->y.g, r->window_g, r->winners_g, r->ties_g,
+    CHECK_OK(gpu->ops->flex_pool_max_forward(gpu, &r->ps, &r->s, r->x.g, NULL, r->y.g, r->window_g, r->winners_g, r->ties_g,
                                              wins.g));
     same_floats("forward y", cpu, r->y.c, r->y.g, r->nc);
     same_raw("forward window", r->window_c, r->window_g, r->np, 1);
@@ -373,7 +373,7 @@ static void check_pool_forward(pool_run *r, const float *conv, size_t conv_wins)
     void *window2 = raw_upload(gpu, NULL, r->np, 0xAB);
     void *winners2 = raw_upload(gpu, NULL, r->words * sizeof(uint32_t), 0xFF);
     void *ties2 = raw_upload(gpu, NULL, r->words * sizeof(uint32_t), 0xFF);
-    CHECK_OK(gpu->ops->flex_pool_max_forward(gpu, &r->ps, &r->s, r->x.g, y2, window2, winners2, ties2, NULL));
+    CHECK_OK(gpu->ops->flex_pool_max_forward(gpu, &r->ps, &r->s, r->x.g, NULL, y2, window2, winners2, ties2, NULL));
     same_floats("forward y (conv_wins NULL)", cpu, r->y.c, y2, r->nc);
     same_raw("forward window (conv_wins NULL)", r->window_c, window2, r->np, 1);
     same_raw("forward winners (conv_wins NULL)", r->winners_c, winners2, r->words * sizeof(uint32_t), 4);
@@ -392,6 +392,73 @@ static void check_pool_forward(pool_run *r, const float *conv, size_t conv_wins)
     pair_free(&wins);
 }
 
+/* The conv's bias folded into the forward ([model] fold_conv_bias): y, window, bitmaps and conv_wins
+ * from C with bias[j] given are, bit for bit, those of C + bias[j] (added here, one float add as
+ * the conv's k_conv_bias) without one, on the CPU (its own bias path) and on the GPU (both ops; with
+ * the batch-norm's statistics, the same statistics). The biases are multiples of 1/8 with a -0 and
+ * a +0, so that C + bias still meets P~ often: ties and the sign of zero are exercised. */
+static void check_pool_forward_bias(pool_run *r, const float *conv) {
+    const int c = r->s.c_out;
+    float *bias = malloc((size_t)c * sizeof(float)), *biased = malloc(r->nc * sizeof(float));
+    if (!bias || !biased) exit(1);
+    for (int j = 0; j < c; j++) bias[j] = j == 0 ? -0.0f : j == 1 ? 0.0f : (float)((j * 5) % 9 - 4) / 8.0f;
+    for (size_t e = 0; e < r->nc; e++) biased[e] = conv[e] + bias[(e / (size_t)r->s.hw) % (size_t)c];
+    pair b = pair_from(bias, (size_t)c), ref = pair_from(biased, r->nc), y = pair_from(conv, r->nc);
+    void *bufs_c[3], *bufs_g[3], *ref_c[3]; /* window, winners, ties: from the biased reference, and of each op */
+    const size_t sizes[3] = {r->np, r->words * sizeof(uint32_t), r->words * sizeof(uint32_t)};
+    for (int k = 0; k < 3; k++) {
+        ref_c[k] = raw_upload(cpu, NULL, sizes[k], k ? 0xFF : 0xAB);
+        bufs_c[k] = raw_upload(cpu, NULL, sizes[k], k ? 0xFF : 0xAB);
+        bufs_g[k] = raw_upload(gpu, NULL, sizes[k], k ? 0xFF : 0xAB);
+    }
+    const float zero = 0.0f;
+    pair wins_ref = pair_from(&zero, 1), wins = pair_from(&zero, 1);
+    CHECK_OK(cpu->ops->flex_pool_max_forward(cpu, &r->ps, &r->s, r->x.c, NULL, ref.c, ref_c[0], ref_c[1], ref_c[2],
+                                             wins_ref.c));
+    CHECK_OK(cpu->ops->flex_pool_max_forward(cpu, &r->ps, &r->s, r->x.c, b.c, y.c, bufs_c[0], bufs_c[1], bufs_c[2],
+                                             wins.c));
+    float *a = bf_test_download(cpu, ref.c, r->nc), *got = bf_test_download(cpu, y.c, r->nc);
+    size_t bad = 0;
+    for (size_t e = 0; e < r->nc; e++) bad += float_bits(a[e]) != float_bits(got[e]);
+    for (int k = 0; k < 3; k++) {
+        uint8_t *u = raw_download(cpu, ref_c[k], sizes[k]), *v = raw_download(cpu, bufs_c[k], sizes[k]);
+        bad += memcmp(u, v, sizes[k]) != 0;
+        free(u), free(v);
+    }
+    g_case_bad += bad != 0;
+    CHECK(bad == 0, "%s: the CPU forward with the bias against C + bias without it: %zu differ", g_case, bad);
+    free(a), free(got);
+
+    const long before = bf_cuda_flex_slide_launches(gpu);
+    CHECK_OK(gpu->ops->flex_pool_max_forward(gpu, &r->ps, &r->s, r->x.g, b.g, y.g, bufs_g[0], bufs_g[1], bufs_g[2],
+                                             wins.g));
+    check_slid(r, before, "forward with the bias");
+    same_floats("forward with the bias: y", cpu, ref.c, y.g, r->nc);
+    same_raw("forward with the bias: window", ref_c[0], bufs_g[0], r->np, 1);
+    same_raw("forward with the bias: winners", ref_c[1], bufs_g[1], sizes[1], 4);
+    same_raw("forward with the bias: ties", ref_c[2], bufs_g[2], sizes[2], 4);
+    same_floats("forward with the bias: conv_wins", cpu, wins_ref.c, wins.g, 1);
+
+    if ((size_t)r->s.n * r->s.hw >= 2) { /* with the statistics: against the GPU's own from C + bias */
+        const bf_bn_shape bs = {.n = r->s.n, .c = c, .hw = r->s.hw, .eps = 1e-5f, .momentum = 0.1f};
+        float *saved = bf_test_upload(gpu, NULL, 2 * (size_t)c), *saved_ref = bf_test_upload(gpu, NULL, 2 * (size_t)c);
+        CHECK_OK(gpu->ops->flex_pool_max_forward_bn_stats(gpu, &r->ps, &r->s, &bs, r->x.g, NULL, ref.g, bufs_g[0],
+                                                          bufs_g[1], bufs_g[2], NULL, saved_ref, saved_ref + c, NULL,
+                                                          NULL));
+        CHECK_OK(gpu->ops->copy(gpu, y.g, r->conv_g, r->nc * sizeof(float)));
+        CHECK_OK(gpu->ops->flex_pool_max_forward_bn_stats(gpu, &r->ps, &r->s, &bs, r->x.g, b.g, y.g, bufs_g[0],
+                                                          bufs_g[1], bufs_g[2], NULL, saved, saved + c, NULL, NULL));
+        same_floats("forward with the bias and statistics: y", cpu, ref.c, y.g, r->nc);
+        same_raw("forward with the bias and statistics: winners", ref_c[1], bufs_g[1], sizes[1], 4);
+        same_floats("forward with the bias and statistics: saved statistics", gpu, saved_ref, saved, 2 * (size_t)c);
+        bf_free(gpu, saved), bf_free(gpu, saved_ref);
+    }
+    for (int k = 0; k < 3; k++) bf_free(cpu, ref_c[k]), bf_free(cpu, bufs_c[k]), bf_free(gpu, bufs_g[k]);
+    pair *all[] = {&b, &ref, &y, &wins_ref, &wins};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
+    free(bias), free(biased);
+}
+
 /* flex_pool_max_forward_bn_stats from C again (after check_pool_forward): y, window, bitmaps and
  * conv_wins bit for bit the CPU forward's; the next batch-norm's saved and running statistics (from
  * the same running values) against the CPU op's to rounding (the GPU adds the same doubles in another
@@ -405,7 +472,7 @@ static void check_pool_forward_bn_stats(pool_run *r, const float *conv, size_t c
     const bf_bn_shape bs = {.n = r->s.n, .c = c, .hw = r->s.hw, .eps = 1e-5f, .momentum = 0.1f};
     if ((size_t)r->s.n * r->s.hw < 2) { /* one value per channel: no batch-norm trains on it */
         float tmp[1];
-        CHECK(gpu->ops->flex_pool_max_forward_bn_stats(gpu, &r->ps, &r->s, &bs, r->x.g, r->y.g, r->window_g,
+        CHECK(gpu->ops->flex_pool_max_forward_bn_stats(gpu, &r->ps, &r->s, &bs, r->x.g, NULL, r->y.g, r->window_g,
                                                        r->winners_g, r->ties_g, NULL, tmp, tmp, NULL, NULL) == BF_ERR_ARG,
               "%s: forward with statistics refuses one value per channel: %s", g_case, bf_last_error());
         return;
@@ -420,7 +487,7 @@ static void check_pool_forward_bn_stats(pool_run *r, const float *conv, size_t c
     CHECK_OK(cpu->ops->batchnorm_forward_train(cpu, &bs, r->y.c, NULL, NULL, NULL, saved.c, saved.c + c, running.c,
                                                running.c + c));
     const long before = bf_cuda_flex_slide_launches(gpu);
-    CHECK_OK(gpu->ops->flex_pool_max_forward_bn_stats(gpu, &r->ps, &r->s, &bs, r->x.g, y.g, window, winners, ties,
+    CHECK_OK(gpu->ops->flex_pool_max_forward_bn_stats(gpu, &r->ps, &r->s, &bs, r->x.g, NULL, y.g, window, winners, ties,
                                                       wins.g, saved.g, saved.g + c, running.g, running.g + c));
     check_slid(r, before, "forward with statistics");
     same_floats("forward with statistics: y", cpu, r->y.c, y.g, r->nc);
@@ -440,7 +507,7 @@ static void check_pool_forward_bn_stats(pool_run *r, const float *conv, size_t c
         /* again without conv_wins (the kernel without its count) from C: the same statistics */
         float *saved2 = bf_test_upload(gpu, NULL, 2 * (size_t)c);
         CHECK_OK(gpu->ops->copy(gpu, y.g, r->conv_g, r->nc * sizeof(float)));
-        CHECK_OK(gpu->ops->flex_pool_max_forward_bn_stats(gpu, &r->ps, &r->s, &bs, r->x.g, y.g, window, winners, ties,
+        CHECK_OK(gpu->ops->flex_pool_max_forward_bn_stats(gpu, &r->ps, &r->s, &bs, r->x.g, NULL, y.g, window, winners, ties,
                                                           NULL, saved2, saved2 + c, NULL, NULL));
         same_floats("forward with statistics, conv_wins NULL: saved mean and invstd", gpu, saved.g, saved2, 2 * (size_t)c);
         bf_free(gpu, saved2);
@@ -671,6 +738,7 @@ static void test_pool_case(const pool_case *pc) {
 
     check_pool_forward(&r, conv, conv_wins);
     check_pool_forward_bn_stats(&r, conv, conv_wins, pc->nan);
+    check_pool_forward_bias(&r, conv);
     check_pool_backward(&r);
     check_pool_scatter(&r, dx0);
     if (pc->channels == BF_FLEX_CHANNELS_EXPAND) {
@@ -793,7 +861,7 @@ static void test_pool_refusals(void) {
     float *dconv = bf_test_upload(gpu, NULL, 144);
     void *window = raw_upload(gpu, NULL, 72, 0), *winners = raw_upload(gpu, NULL, 5 * sizeof(uint32_t), 0);
     void *ties = raw_upload(gpu, NULL, 5 * sizeof(uint32_t), 0);
-    CHECK_OK(gpu->ops->flex_pool_max_forward(gpu, &ps, &s, x, y, window, winners, ties, NULL));
+    CHECK_OK(gpu->ops->flex_pool_max_forward(gpu, &ps, &s, x, NULL, y, window, winners, ties, NULL));
     CHECK_OK(gpu->ops->flex_pool_max_backward(gpu, &ps, &s, winners, ties, dy, dconv, NULL));
     CHECK_OK(gpu->ops->flex_pool_scatter_add(gpu, &ps, &s, window, dP, dx));
     CHECK_OK(gpu->ops->fill(gpu, y, 7.0f, 144));
@@ -809,16 +877,16 @@ static void test_pool_refusals(void) {
     bf_flex_shape wrong_hw = s;
     wrong_hw.hw = 35;
 
-    CHECK(gpu->ops->flex_pool_max_forward(gpu, &wrong_c, &s, x, y, window, winners, ties, NULL) == BF_ERR_ARG &&
+    CHECK(gpu->ops->flex_pool_max_forward(gpu, &wrong_c, &s, x, NULL, y, window, winners, ties, NULL) == BF_ERR_ARG &&
               strstr(bf_last_error(), "flex_pool_max_forward") != NULL,
           "cuda: a pool of 3 channels under a flex of 2 is refused, naming the op: %s", bf_last_error());
-    CHECK(gpu->ops->flex_pool_max_forward(gpu, &wide, &s, x, y, window, winners, ties, NULL) == BF_ERR_ARG,
+    CHECK(gpu->ops->flex_pool_max_forward(gpu, &wide, &s, x, NULL, y, window, winners, ties, NULL) == BF_ERR_ARG,
           "cuda: a 16x16 window is refused by the forward: %s", bf_last_error());
-    CHECK(gpu->ops->flex_pool_max_forward(gpu, &stale, &s, x, y, window, winners, ties, NULL) == BF_ERR_ARG,
+    CHECK(gpu->ops->flex_pool_max_forward(gpu, &stale, &s, x, NULL, y, window, winners, ties, NULL) == BF_ERR_ARG,
           "cuda: a pool shape whose h_out does not follow from h_in is refused: %s", bf_last_error());
-    CHECK(gpu->ops->flex_pool_max_forward(gpu, &ps, &s, x, y, NULL, winners, ties, NULL) == BF_ERR_ARG,
+    CHECK(gpu->ops->flex_pool_max_forward(gpu, &ps, &s, x, NULL, y, NULL, winners, ties, NULL) == BF_ERR_ARG,
           "cuda: a NULL window is refused: %s", bf_last_error());
-    CHECK(gpu->ops->flex_pool_max_forward(gpu, &ps, &s, x, y, window, winners, NULL, NULL) == BF_ERR_ARG,
+    CHECK(gpu->ops->flex_pool_max_forward(gpu, &ps, &s, x, NULL, y, window, winners, NULL, NULL) == BF_ERR_ARG,
           "cuda: a NULL ties bitmap is refused: %s", bf_last_error());
     CHECK(gpu->ops->flex_pool_max_backward(gpu, &wrong_n, &s, winners, ties, dy, dconv, dP) == BF_ERR_ARG,
           "cuda: a pool of batch 2 under a flex of batch 1 is refused by the backward: %s", bf_last_error());

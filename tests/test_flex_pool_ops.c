@@ -449,10 +449,29 @@ static void run_case(bf_backend *b, const pool_case *pc) {
     memset(window, 0xAB, np);
     memset(winners, 0xFF, words * sizeof(uint32_t));
     memset(tie_bits, 0xFF, words * sizeof(uint32_t));
-    CHECK_OK(b->ops->flex_pool_max_forward(b, &ps, &s, x, y, window, winners, tie_bits, &wins));
+    CHECK_OK(b->ops->flex_pool_max_forward(b, &ps, &s, x, NULL, y, window, winners, tie_bits, &wins));
     CHECK(differing_bits(y, y_ref, nc) == 0, "%s: y differs from maxpool + flex_max_forward in %zu of %zu elements",
           pc->name, differing_bits(y, y_ref, nc), nc);
     CHECK(wins == wins_ref && wins > 5.0f, "%s: conv_wins %g, op by op %g", pc->name, wins, wins_ref);
+    { /* the conv's bias folded in (bias[j] added to C as it is read): the op on C + bias without it, bit for bit */
+        float *bias = bf_test_calloc((size_t)pc->c_out * sizeof(float)), *yb = bf_test_calloc(nc * sizeof(float));
+        float *yb_ref = bf_test_calloc(nc * sizeof(float)), wins_b = 0.0f, wins_b_ref = 0.0f;
+        uint8_t *wb = bf_test_calloc(np), *wb_ref = bf_test_calloc(np);
+        uint32_t *bits = bf_test_calloc(4 * words * sizeof(uint32_t)), *bits_ref = bits + 2 * words;
+        for (int j = 0; j < pc->c_out; j++) bias[j] = j == 0 ? -0.0f : (float)(j % 5 - 2) / 8.0f;
+        for (size_t e = 0; e < nc; e++) {
+            yb[e] = conv[e];
+            yb_ref[e] = conv[e] + bias[(e / (size_t)hw) % (size_t)pc->c_out];
+        }
+        CHECK_OK(b->ops->flex_pool_max_forward(b, &ps, &s, x, NULL, yb_ref, wb_ref, bits_ref, bits_ref + words,
+                                               &wins_b_ref));
+        CHECK_OK(b->ops->flex_pool_max_forward(b, &ps, &s, x, bias, yb, wb, bits, bits + words, &wins_b));
+        const size_t bad = differing_bits(yb, yb_ref, nc) + (memcmp(bits, bits_ref, 2 * words * sizeof(uint32_t)) != 0) +
+                           (memcmp(wb, wb_ref, np) != 0) + (wins_b != wins_b_ref);
+        CHECK(bad == 0 && differing_bits(yb, y, nc) > 0, "%s: with the bias: %zu outputs differ from the op on C + bias",
+              pc->name, bad);
+        free(bias), free(yb), free(yb_ref), free(wb), free(wb_ref), free(bits);
+    }
 
     size_t bad_bits = 0, bad_tie_bits = 0, ties = 0, bad_window = 0, untapped = 0;
     for (size_t e = 0; e < words * 32; e++) {
@@ -542,12 +561,12 @@ static void test_refusals(bf_backend *b) {
     float x[72] = {0}, y[144] = {0}, dx[72] = {0};
     uint8_t window[72];
     uint32_t winners[5], tie_bits[5];
-    CHECK_OK(b->ops->flex_pool_max_forward(b, &ps, &s, x, y, window, winners, tie_bits, NULL));
+    CHECK_OK(b->ops->flex_pool_max_forward(b, &ps, &s, x, NULL, y, window, winners, tie_bits, NULL));
     bf_pool_shape wrong_c = ps, wide = ps;
     wrong_c.c = 3;
     wide.k = 16, wide.pad = 0, wide.h_in = wide.w_in = 21;
     CHECK_OK(bf_pool_shape_init(&wide));
-    CHECK(b->ops->flex_pool_max_forward(b, &wrong_c, &s, x, y, window, winners, tie_bits, NULL) == BF_ERR_ARG &&
+    CHECK(b->ops->flex_pool_max_forward(b, &wrong_c, &s, x, NULL, y, window, winners, tie_bits, NULL) == BF_ERR_ARG &&
               strstr(bf_last_error(), "flex_pool_max_forward") && strstr(bf_last_error(), "c_in=2"),
           "a pool of 3 channels under a flex of 2 is refused, naming the op and shapes: %s", bf_last_error());
     CHECK(b->ops->flex_pool_max_backward(b, &wide, &s, winners, tie_bits, y, y, NULL) == BF_ERR_ARG,

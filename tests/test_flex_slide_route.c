@@ -268,7 +268,7 @@ static void run_case(bf_backend *b, const route_case *rc) {
     uint8_t *window = bf_test_calloc(nx);
     uint32_t *winners = bf_test_calloc(words * sizeof(uint32_t)), *ties = bf_test_calloc(words * sizeof(uint32_t));
     memset(window, 0xAB, nx); /* untapped planes keep it: their shares are 0, so it is never a term */
-    CHECK_OK(b->ops->flex_pool_max_forward(b, &ps, &s, x, y, window, winners, ties, NULL));
+    CHECK_OK(b->ops->flex_pool_max_forward(b, &ps, &s, x, NULL, y, window, winners, ties, NULL));
     const int c = rc->c_out;
     float *stats = bf_test_eighths(6 * (size_t)c, -0.5f, 9, 54); /* mean, invstd, gamma, beta, coef (2c) */
     for (int k = 0; k < c; k++) stats[c + k] = 0.5f + 0.25f * (float)(k % 5);

@@ -374,8 +374,11 @@ typedef struct bf_ops {
      * the pool branch, widening, joint and bookkeeping in one pass each way, never storing P or P~.
      * ps is the pool branch over x [n, c_in, h_in, w_in] (ps->n == s->n, ps->c == s->c_in,
      * ps->h_out * ps->w_out == s->hw, ps->k * ps->k <= 255).
-     * forward: y [n, c_out, hw] holds the conv output C on entry and max(C, P~) on return (as
-     *   flex_max_forward: a NaN on either side propagates). window [n, c_in, hw], one byte per
+     * forward: y [n, c_out, hw] holds the conv output on entry and max(C, P~) on return (as
+     *   flex_max_forward: a NaN on either side propagates), where C is that output plus bias[j] for
+     *   output channel j, one float add as it is read (bias [c_out] nullable: then C is y as given;
+     *   the conv's bias folded into this pass, [model] fold_conv_bias, so that the conv adds none:
+     *   on the GPU the same bits as conv2d_forward adding it). window [n, c_in, hw], one byte per
      *   pooled element: its maximum's place in the k*k window, kh*k + kw (as maxpool_forward: the
      *   first maximum in row-major order, a NaN wins, padding never does); written only for the
      *   pooled channels some output channel taps, the others are left as they were. winners, one
@@ -390,7 +393,7 @@ typedef struct bf_ops {
      *   overwritten. All results are bit-identical to maxpool_forward + flex_max_forward +
      *   flex_max_backward on every backend. */
     bf_status (*flex_pool_max_forward)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
-                                       float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
+                                       const float *bias, float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
                                        float *conv_wins);
     bf_status (*flex_pool_max_backward)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                         const uint32_t *winners, const uint32_t *ties, const float *dy, float *dconv,
@@ -404,8 +407,8 @@ typedef struct bf_ops {
      * last bit, the same on every device (both kernel sets; BILINEAR and shapes whose sums do not fit
      * the kernel's shared memory, 47 KiB, take that second pass). On the CPU the bits of the two ops. */
     bf_status (*flex_pool_max_forward_bn_stats)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
-                                                const bf_bn_shape *bs, const float *x, float *y, uint8_t *window,
-                                                uint32_t *winners, uint32_t *ties, float *conv_wins,
+                                                const bf_bn_shape *bs, const float *x, const float *bias, float *y,
+                                                uint8_t *window, uint32_t *winners, uint32_t *ties, float *conv_wins,
                                                 float *save_mean, float *save_invstd, float *running_mean,
                                                 float *running_var);
     /* dx [n, c_in, h_in, w_in] += maxpool_backward of dpooled through window (the pool branch's

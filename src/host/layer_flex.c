@@ -4,7 +4,8 @@
  *   channelwise_max:  y = max(C, widen(P))
  *   mask:             L = widen(P) - T, [L = BN(L)], M = mask(L), y = widen(P)(1-M) + C M
  * The channel-wise max runs fused (ops.h flex_pool_max_*): the conv writes C into the layer's
- * output, one op turns it into y in place computing P on the fly, and the layer keeps only a byte
+ * output (without its bias under [model] fold_conv_bias: the op adds it as it reads C), one op
+ * turns it into y in place computing P on the fly, and the layer keeps only a byte
  * per pooled element (where its window's maximum was) and two bits per output element (conv won or
  * tied; tied) for the backward, which routes dy to dC and scatters the pool's share into dx in one
  * pass (EXPAND, [model] fuse_flex_scatter; the conv's backward-data then adds its part), or routes
@@ -155,17 +156,19 @@ bf_status bf_flex_forward(bf_model *m, int index) {
     current_shapes(m, l, &cs, &ps, &fs, &bs);
     float *stats = m->training ? l->flex_stats : NULL;
     if (!is_mask(l)) { /* C straight into the output, turned into y in place */
-        BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), l->out));
+        /* [model] fold_conv_bias: the joint adds the conv's bias as it reads C, a pass fewer */
+        const float *bias = bf_layer_param(m, l, 1), *joint_bias = m->fold_conv_bias ? bias : NULL;
+        BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), joint_bias ? NULL : bias, l->out));
         if (m->training && l->flex_gives_bn_stats && !m->sync_sums) { /* and the next batch-norm's statistics */
             bf_layer *bn = &m->layers[index + 1];
             bf_bn_shape bns = bn->bn;
             bns.n = bf_layer_batch(m, bn);
-            return ops->flex_pool_max_forward_bn_stats(b, &ps, &fs, &bns, x, l->out, l->flex_window, l->flex_winners,
-                                                       l->flex_ties, stats, bn->save_mean, bn->save_invstd,
-                                                       buffer(m, bn, 0), buffer(m, bn, 1));
+            return ops->flex_pool_max_forward_bn_stats(b, &ps, &fs, &bns, x, joint_bias, l->out, l->flex_window,
+                                                       l->flex_winners, l->flex_ties, stats, bn->save_mean,
+                                                       bn->save_invstd, buffer(m, bn, 0), buffer(m, bn, 1));
         }
-        return ops->flex_pool_max_forward(b, &ps, &fs, x, l->out, l->flex_window, l->flex_winners, l->flex_ties,
-                                          stats);
+        return ops->flex_pool_max_forward(b, &ps, &fs, x, joint_bias, l->out, l->flex_window, l->flex_winners,
+                                          l->flex_ties, stats);
     }
     BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), l->flex_conv));
     const mask_scratch w = mask_scratch_of(m, l);

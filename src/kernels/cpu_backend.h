@@ -247,14 +247,16 @@ bf_status bf_cpu_flex_mask_joint_backward(bf_backend *b, const bf_flex_shape *s,
 
 /* ---- flex_pool_cpu.c ---- */
 bf_status bf_cpu_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
-                                       float *y, uint8_t *window, uint32_t *winners, uint32_t *ties, float *conv_wins);
+                                       const float *bias, float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
+                                       float *conv_wins);
 bf_status bf_cpu_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                         const uint32_t *winners, const uint32_t *ties, const float *dy, float *dconv,
                                         float *dpooled);
 bf_status bf_cpu_flex_pool_max_forward_bn_stats(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
-                                                const bf_bn_shape *bs, const float *x, float *y, uint8_t *window,
-                                                uint32_t *winners, uint32_t *ties, float *conv_wins, float *save_mean,
-                                                float *save_invstd, float *running_mean, float *running_var);
+                                                const bf_bn_shape *bs, const float *x, const float *bias, float *y,
+                                                uint8_t *window, uint32_t *winners, uint32_t *ties, float *conv_wins,
+                                                float *save_mean, float *save_invstd, float *running_mean,
+                                                float *running_var);
 bf_status bf_cpu_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                        const uint8_t *window, const float *dpooled, float *dx);
 bf_status bf_cpu_flex_pool_max_backward_scatter(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,

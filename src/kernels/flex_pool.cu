@@ -7,7 +7,9 @@
  * What a flex layer keeps between its forward and backward is the conv branch's output, overwritten
  * in place by y, plus one byte per pooled element (where its window's maximum was) and two bits per
  * output element (conv won or tied; tied). P and P~ are never written to memory, and the backward
- * reads neither x nor y: its route is dy and the two bits alone.
+ * reads neither x nor y: its route is dy and the two bits alone. The conv's bias, when the forward
+ * is given it, is added to each C as it is read (k_conv_bias's float add, so the same bits as the
+ * conv adding it), which saves the conv a read and a write of its output.
  *
  * EXPAND (FlexNet's rule) runs over pooled planes: blockIdx.x is the pooled plane (n, i), threads
  * walk its positions, so a window maximum is taken once however many output channels tap it (21
@@ -89,8 +91,9 @@ struct stats_out {
 /* grid (n * c_in pooled planes, tiles); the position loop is the same for every thread of a block
  * (the ballot needs whole warps): p0 walks the block's tiles, p = p0 + threadIdx.x. */
 template <int K, int S, bool COUNT, bool STATS>
-__global__ void k_pool_max_forward_expand(const float *__restrict__ x, float *__restrict__ y,
-                                          uint8_t *__restrict__ window, uint32_t *__restrict__ winners,
+__global__ void k_pool_max_forward_expand(const float *__restrict__ x, const float *__restrict__ bias,
+                                          float *__restrict__ y, uint8_t *__restrict__ window,
+                                          uint32_t *__restrict__ winners,
                                           uint32_t *__restrict__ ties, flex_geo g, pool_geo pg,
                                           unsigned long long *__restrict__ wins_total, stats_out so) {
     extern __shared__ double tap_sums[]; /* STATS: [blockDim.x / 32][so.taps_max][2] */
@@ -121,7 +124,7 @@ __global__ void k_pool_max_forward_expand(const float *__restrict__ x, float *__
                 bool conv_or_tie = false, tie = false;
                 double v = 0.0; /* the written y, for STATS */
                 if (valid) {
-                    const float c = y[base + p];
+                    const float c = bias ? __fadd_rn(y[base + p], bias[j]) : y[base + p]; /* k_conv_bias's add */
                     const bool conv_wins = c > pooled; /* strict: a tie counts as pool */
                     const float out = conv_wins || c != c ? c : pooled;
                     y[base + p] = out;
@@ -207,7 +210,8 @@ __device__ __forceinline__ bool first_tapper(const flex_geo &g, int j, int i) {
 /* The warp's __ballot_sync of "C >= P~" is its 32-bit word of the winners bitmap (e of lane 0 is
  * a multiple of 32), stored by lane 0; "C == P~" likewise of the ties bitmap. */
 template <bool COUNT>
-__global__ void k_pool_max_forward_bilinear(const float *__restrict__ x, float *__restrict__ y,
+__global__ void k_pool_max_forward_bilinear(const float *__restrict__ x, const float *__restrict__ bias,
+                                            float *__restrict__ y,
                                             uint8_t *__restrict__ window, uint32_t *__restrict__ winners,
                                             uint32_t *__restrict__ ties, size_t total, flex_geo g, pool_geo pg,
                                             double *__restrict__ partial) {
@@ -232,7 +236,7 @@ __global__ void k_pool_max_forward_bilinear(const float *__restrict__ x, float *
             const float w = __fadd_rn(__fmul_rn(t.w0, v0), __fmul_rn(t.w1, v1)); /* widen_at's expression */
             if (first_tapper(g, j, t.i0)) window[(n * g.c_in + t.i0) * hw + p] = (uint8_t)at0;
             if (t.i1 != t.i0 && first_tapper(g, j, t.i1)) window[(n * g.c_in + t.i1) * hw + p] = (uint8_t)at1;
-            const float c = y[e];
+            const float c = bias ? __fadd_rn(y[e], bias[j]) : y[e];
             const bool conv_wins = c > w; /* strict: a tie counts as pool */
             y[e] = conv_wins || c != c ? c : w;
             conv_or_tie = c >= w;
@@ -430,8 +434,9 @@ static size_t stats_smem_bytes(const bf_flex_shape *s, unsigned threads) {
 /* The fused forward with the sums; partial: c_out * n * grid.y pairs (stats_launch_of), and total
  * (used when conv_wins is given): the count of conv wins, both in the scratch. */
 static bf_status forward_expand_stats(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s,
-                                      const float *x, float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
-                                      float *conv_wins, const plane_launch &l, double *partial,
+                                      const float *x, const float *bias, float *y, uint8_t *window,
+                                      uint32_t *winners, uint32_t *ties, float *conv_wins, const plane_launch &l,
+                                      double *partial,
                                       unsigned long long *total) {
     const size_t words = bf_cuda_div_up(out_elements(s), 32);
     BF_CUDA_CHECK(cudaMemsetAsync(winners, 0, words * sizeof(uint32_t), im->stream));
@@ -441,7 +446,7 @@ static bf_status forward_expand_stats(bf_cuda_impl *im, const bf_pool_shape *ps,
     if (conv_wins) BF_CUDA_CHECK(cudaMemsetAsync(total, 0, sizeof(unsigned long long), im->stream));
 #define STATS_LAUNCH(K_, S_, COUNT_)                                                                                   \
     k_pool_max_forward_expand<K_, S_, COUNT_, true><<<l.grid, l.threads, smem, im->stream>>>(                          \
-        x, y, window, winners, ties, geo_of(s), pool_geo_of(ps), total, so)
+        x, bias, y, window, winners, ties, geo_of(s), pool_geo_of(ps), total, so)
     const bool count = conv_wins != NULL;
     if (ps->k == 3 && ps->stride == 1) {
         if (count) STATS_LAUNCH(3, 1, true); else STATS_LAUNCH(3, 1, false);
@@ -460,39 +465,41 @@ static bf_status forward_expand_stats(bf_cuda_impl *im, const bf_pool_shape *ps,
 }
 
 static bf_status forward_expand(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
-                                float *y, uint8_t *window, uint32_t *winners, uint32_t *ties, float *conv_wins) {
+                                const float *bias, float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
+                                float *conv_wins) {
     const size_t words = bf_cuda_div_up(out_elements(s), 32);
     BF_CUDA_CHECK(cudaMemsetAsync(winners, 0, words * sizeof(uint32_t), im->stream)); /* the kernel ORs bits in */
     BF_CUDA_CHECK(cudaMemsetAsync(ties, 0, words * sizeof(uint32_t), im->stream));
     const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)s->hw);
     if (!conv_wins) {
-        LAUNCH_WINDOW(ps, k_pool_max_forward_expand, NOT_COUNTING WITHOUT_STATS, l, x, y, window, winners, ties,
+        LAUNCH_WINDOW(ps, k_pool_max_forward_expand, NOT_COUNTING WITHOUT_STATS, l, x, bias, y, window, winners, ties,
                       geo_of(s), pool_geo_of(ps), (unsigned long long *)NULL, stats_out{});
         return BF_OK;
     }
     void *total;
     BF_TRY(bf_cuda_scratch(im, sizeof(unsigned long long), &total));
     BF_CUDA_CHECK(cudaMemsetAsync(total, 0, sizeof(unsigned long long), im->stream));
-    LAUNCH_WINDOW(ps, k_pool_max_forward_expand, COUNTING WITHOUT_STATS, l, x, y, window, winners, ties, geo_of(s),
-                  pool_geo_of(ps), (unsigned long long *)total, stats_out{});
+    LAUNCH_WINDOW(ps, k_pool_max_forward_expand, COUNTING WITHOUT_STATS, l, x, bias, y, window, winners, ties,
+                  geo_of(s), pool_geo_of(ps), (unsigned long long *)total, stats_out{});
     k_add_count<<<1, 1, 0, im->stream>>>((const unsigned long long *)total, conv_wins);
     BF_LAUNCH_CHECK("k_add_count");
     return BF_OK;
 }
 
 static bf_status forward_bilinear(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
-                                  float *y, uint8_t *window, uint32_t *winners, uint32_t *ties, float *conv_wins) {
+                                  const float *bias, float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
+                                  float *conv_wins) {
     const size_t total = out_elements(s);
     if (!conv_wins) {
-        LAUNCH_ELEMENTWISE(k_pool_max_forward_bilinear<false>, total, x, y, window, winners, ties, total, geo_of(s),
-                           pool_geo_of(ps), (double *)NULL);
+        LAUNCH_ELEMENTWISE(k_pool_max_forward_bilinear<false>, total, x, bias, y, window, winners, ties, total,
+                           geo_of(s), pool_geo_of(ps), (double *)NULL);
         return BF_OK;
     }
     const unsigned blocks = reduce_blocks(total);
     void *partial;
     BF_TRY(bf_cuda_scratch(im, blocks * sizeof(double), &partial));
     k_pool_max_forward_bilinear<true><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(
-        x, y, window, winners, ties, total, geo_of(s), pool_geo_of(ps), (double *)partial);
+        x, bias, y, window, winners, ties, total, geo_of(s), pool_geo_of(ps), (double *)partial);
     BF_LAUNCH_CHECK("k_pool_max_forward_bilinear<count>");
     k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial, (int)blocks, conv_wins);
     BF_LAUNCH_CHECK("k_accumulate_partials");
@@ -516,15 +523,15 @@ extern "C" int bf_cuda_flex_kernels_slide(const bf_backend *b) {
 }
 
 extern "C" bf_status bf_cuda_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
-                                                   const float *x, float *y, uint8_t *window, uint32_t *winners,
-                                                   uint32_t *ties, float *conv_wins) {
+                                                   const float *x, const float *bias, float *y, uint8_t *window,
+                                                   uint32_t *winners, uint32_t *ties, float *conv_wins) {
     FLEX_ENTER("flex_pool_max_forward", x, y, window, winners, ties);
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_forward"));
     if (s->channels == BF_FLEX_CHANNELS_BILINEAR)
-        return forward_bilinear(im, ps, s, x, y, window, winners, ties, conv_wins);
+        return forward_bilinear(im, ps, s, x, bias, y, window, winners, ties, conv_wins);
     if (im->flex_slide && slide_takes(im, ps, s) && slide_forward_aligned(ps, x, y, window))
-        return slide_max_forward(im, ps, s, x, y, window, winners, ties, conv_wins);
-    return forward_expand(im, ps, s, x, y, window, winners, ties, conv_wins);
+        return slide_max_forward(im, ps, s, x, bias, y, window, winners, ties, conv_wins);
+    return forward_expand(im, ps, s, x, bias, y, window, winners, ties, conv_wins);
 }
 
 /* The scratch of flex_pool_max_forward_bn_stats: the partials (c_out * chunks pairs), the folded
@@ -564,13 +571,14 @@ static bf_status stats_finish(bf_cuda_impl *im, const bf_flex_shape *s, const bf
  * flex_slide.cuh), then the finish. */
 static bf_status forward_stats_slide(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s,
                                      const bf_bn_shape *bs, const slide_fwd_geo &g, size_t blocks, const float *x,
-                                     float *y, uint8_t *window, uint32_t *winners, uint32_t *ties, float *conv_wins,
-                                     float *save_mean, float *save_invstd, float *running_mean, float *running_var) {
+                                     const float *bias, float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
+                                     float *conv_wins, float *save_mean, float *save_invstd, float *running_mean,
+                                     float *running_var) {
     const size_t chunks = slide_stats_chunks(g);
     stats_scratch sc;
     BF_TRY(stats_scratch_of(im, s, chunks, &sc));
     if (conv_wins) BF_CUDA_CHECK(cudaMemsetAsync(sc.total, 0, sizeof(unsigned long long), im->stream));
-    BF_TRY(slide_forward_run(im, ps, s, g, blocks, x, y, window, winners, ties, conv_wins ? sc.total : NULL,
+    BF_TRY(slide_forward_run(im, ps, s, g, blocks, x, bias, y, window, winners, ties, conv_wins ? sc.total : NULL,
                              sc.partial));
     if (conv_wins) {
         k_add_count<<<1, 1, 0, im->stream>>>(sc.total, conv_wins);
@@ -584,7 +592,8 @@ static bf_status forward_stats_slide(bf_cuda_impl *im, const bf_pool_shape *ps, 
  * forward, then batchnorm_forward_train's own pass over y (through the op). */
 extern "C" bf_status bf_cuda_flex_pool_max_forward_bn_stats(bf_backend *b, const bf_pool_shape *ps,
                                                             const bf_flex_shape *s, const bf_bn_shape *bs,
-                                                            const float *x, float *y, uint8_t *window,
+                                                            const float *x, const float *bias, float *y,
+                                                            uint8_t *window,
                                                             uint32_t *winners, uint32_t *ties, float *conv_wins,
                                                             float *save_mean, float *save_invstd, float *running_mean,
                                                             float *running_var) {
@@ -599,23 +608,23 @@ extern "C" bf_status bf_cuda_flex_pool_max_forward_bn_stats(bf_backend *b, const
         size_t blocks;
         const slide_fwd_geo g = slide_forward_geo(SLIDE_STATS_SM_COUNT, ps, s, &blocks); /* device-independent */
         if (slide_stats_smem(g) <= STATS_SMEM_MAX) /* the sliding-window forward with the sums */
-            return forward_stats_slide(im, ps, s, bs, g, blocks, x, y, window, winners, ties, conv_wins, save_mean,
-                                       save_invstd, running_mean, running_var);
-        BF_TRY(slide_max_forward(im, ps, s, x, y, window, winners, ties, conv_wins));
+            return forward_stats_slide(im, ps, s, bs, g, blocks, x, bias, y, window, winners, ties, conv_wins,
+                                       save_mean, save_invstd, running_mean, running_var);
+        BF_TRY(slide_max_forward(im, ps, s, x, bias, y, window, winners, ties, conv_wins));
         return bf_cuda_batchnorm_forward_train(b, bs, y, NULL, NULL, NULL, save_mean, save_invstd, running_mean,
                                                running_var);
     }
     const plane_launch l = stats_launch_of(s);
     const bool fused = s->channels == BF_FLEX_CHANNELS_EXPAND && stats_smem_bytes(s, l.threads) <= STATS_SMEM_MAX;
     if (!fused) {
-        BF_TRY(bf_cuda_flex_pool_max_forward(b, ps, s, x, y, window, winners, ties, conv_wins));
+        BF_TRY(bf_cuda_flex_pool_max_forward(b, ps, s, x, bias, y, window, winners, ties, conv_wins));
         return bf_cuda_batchnorm_forward_train(b, bs, y, NULL, NULL, NULL, save_mean, save_invstd, running_mean,
                                                running_var);
     }
     const unsigned chunks = (unsigned)s->n * l.grid.y;
     stats_scratch sc;
     BF_TRY(stats_scratch_of(im, s, chunks, &sc));
-    BF_TRY(forward_expand_stats(im, ps, s, x, y, window, winners, ties, conv_wins, l, sc.partial, sc.total));
+    BF_TRY(forward_expand_stats(im, ps, s, x, bias, y, window, winners, ties, conv_wins, l, sc.partial, sc.total));
     return stats_finish(im, s, bs, &sc, chunks, save_mean, save_invstd, running_mean, running_var);
 }
 

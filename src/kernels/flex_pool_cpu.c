@@ -7,7 +7,8 @@
  * a winner and a tie bit per output element) but compute through the CPU backend's own maxpool and
  * fold-back, with P and the per-element flags in backend scratch for the duration of one call:
  *   forward:  P and its int32 argmax (maxpool_forward) -> window bytes of the tapped channels;
- *             per (n, j) plane y = max(C, P~) and a flag byte (bit 0: C >= P~, bit 1: C == P~)
+ *             per (n, j) plane y = max(C, P~), C = y + bias[j] with a bias, and a flag byte
+ *             (bit 0: C >= P~, bit 1: C == P~)
  *             -> packed 32 to a word of each bitmap.
  *   backward: per (n, j) plane dconv from the two bits and the pool's share dy - dconv (each dy
  *             read before its dconv is written, so they may alias under EXPAND); the share folded
@@ -95,7 +96,7 @@ static inline int32_t chosen_offset(const window_table *wt, size_t p, uint8_t pl
 }
 
 bf_status bf_cpu_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
-                                       float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
+                                       const float *bias, float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
                                        float *conv_wins) {
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_forward"));
     REQUIRE("flex_pool_max_forward", x, y, window, winners, ties);
@@ -123,8 +124,9 @@ bf_status bf_cpu_flex_pool_max_forward(bf_backend *b, const bf_pool_shape *ps, c
         const float *pn = P + (size_t)(q / s->c_out) * s->c_in * hw;
         float *yq = y + (size_t)q * hw;
         uint8_t *flag = flags + (size_t)q * hw;
+        const float bias_q = bias ? bias[q % s->c_out] : 0.0f;
         for (size_t p = 0; p < hw; p++) { /* flex_max_forward's expressions */
-            const float c = yq[p], w = widen_at(&t, pn, hw, p);
+            const float c = bias ? yq[p] + bias_q : yq[p], w = widen_at(&t, pn, hw, p);
             const int conv_wins_here = c > w;
             yq[p] = conv_wins_here || c != c ? c : w;
             flag[p] = (uint8_t)((c >= w) | (c == w) << 1);
@@ -168,13 +170,14 @@ static void route(bf_backend *b, const bf_flex_shape *s, const uint32_t *winners
 
 /* The flex forward, then the batch-norm's statistics over its output: the two ops, bit for bit. */
 bf_status bf_cpu_flex_pool_max_forward_bn_stats(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
-                                                const bf_bn_shape *bs, const float *x, float *y, uint8_t *window,
-                                                uint32_t *winners, uint32_t *ties, float *conv_wins, float *save_mean,
-                                                float *save_invstd, float *running_mean, float *running_var) {
+                                                const bf_bn_shape *bs, const float *x, const float *bias, float *y,
+                                                uint8_t *window, uint32_t *winners, uint32_t *ties, float *conv_wins,
+                                                float *save_mean, float *save_invstd, float *running_mean,
+                                                float *running_var) {
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_forward_bn_stats"));
     BF_TRY(bf_flex_bn_shape_check(s, bs, "flex_pool_max_forward_bn_stats"));
     REQUIRE("flex_pool_max_forward_bn_stats", save_mean, save_invstd);
-    BF_TRY(bf_cpu_flex_pool_max_forward(b, ps, s, x, y, window, winners, ties, conv_wins));
+    BF_TRY(bf_cpu_flex_pool_max_forward(b, ps, s, x, bias, y, window, winners, ties, conv_wins));
     return bf_cpu_batchnorm_forward_train(b, bs, y, NULL, NULL, NULL, save_mean, save_invstd, running_mean, running_var);
 }
 

@@ -120,7 +120,8 @@ inline bool slide_takes(const bf_cuda_impl *im, const bf_pool_shape *ps, const b
 
 /* ==== the forward (the lab's version 3): flex_pool_max_forward for EXPAND and 3x3/1/1 ====
  * Same five outputs, bit for bit, as k_pool_max_forward_expand:
- *   y      [n, c_out, hw]  in place over C: y = C where C > P~ or C is a NaN, else P~;
+ *   y      [n, c_out, hw]  in place over C: y = C where C > P~ or C is a NaN, else P~ (C = y + bias[j]
+ *                          as it is read, with a bias);
  *   window [n, c_in, hw]   the place kh*3 + kw of the window's maximum (window_max's rule), written
  *                          only for the pooled channels some output channel taps;
  *   winners                bit e%32 of word e/32 = C >= P~ for output element e (spare bits 0);
@@ -260,7 +261,8 @@ __device__ __forceinline__ double group_sum(double v, int G) { /* lane 0 of each
  * partial: STATS's sums (above). */
 template <int V, int U, bool PRE, bool STATS>
 __global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_STATS_MIN_BLOCKS(V, U, STATS))
-    k_slide_max_forward(const float *__restrict__ x, float *y, uint8_t *__restrict__ window,
+    k_slide_max_forward(const float *__restrict__ x, const float *__restrict__ bias, float *y,
+                        uint8_t *__restrict__ window,
                         uint32_t *__restrict__ winners, uint32_t *__restrict__ ties, slide_fwd_geo g,
                         unsigned long long *__restrict__ counter, double *__restrict__ partial) {
     static_assert(!PRE || U <= 2, "PRE keeps 2U vectors of C in registers");
@@ -392,11 +394,12 @@ __global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_STATS_MIN_BLOCKS(V, U
                 for (int u = 0; u < U; u++) {
                     const int k = k0 + u;
                     const bool act = out && lo + k * step < hi;
+                    const float bk = bias && act ? bias[lo + k * step] : 0.0f; /* the conv's bias, folded */
                     fvec<V> o;
                     unsigned nib = 0, tie_nib = 0;
 #pragma unroll
                     for (int j = 0; j < V; j++) { /* flex_max_forward's expressions */
-                        const float c = cc[u].v[j], p = pv.v[j];
+                        const float c = bias ? __fadd_rn(cc[u].v[j], bk) : cc[u].v[j], p = pv.v[j];
                         const bool cw = c > p; /* strict: a tie counts as pool */
                         o.v[j] = cw || c != c ? c : p;
                         nib |= (c >= p ? 1u : 0u) << j;
@@ -472,17 +475,17 @@ __global__ void __launch_bounds__(SLIDE_THREADS, SLIDE_FWD_STATS_MIN_BLOCKS(V, U
 
 template <int V, bool STATS>
 static bf_status slide_forward_launch(bf_cuda_impl *im, const slide_fwd_geo &g, unsigned blocks, const float *x,
-                                      float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
-                                      unsigned long long *counter, double *partial, size_t smem) {
+                                      const float *bias, float *y, uint8_t *window, uint32_t *winners,
+                                      uint32_t *ties, unsigned long long *counter, double *partial, size_t smem) {
     if (g.taps == 1)
         k_slide_max_forward<V, 1, true, STATS>
-            <<<blocks, SLIDE_THREADS, smem, im->stream>>>(x, y, window, winners, ties, g, counter, partial);
+            <<<blocks, SLIDE_THREADS, smem, im->stream>>>(x, bias, y, window, winners, ties, g, counter, partial);
     else if (g.taps == 2)
         k_slide_max_forward<V, 2, true, STATS>
-            <<<blocks, SLIDE_THREADS, smem, im->stream>>>(x, y, window, winners, ties, g, counter, partial);
+            <<<blocks, SLIDE_THREADS, smem, im->stream>>>(x, bias, y, window, winners, ties, g, counter, partial);
     else
         k_slide_max_forward<V, 4, false, STATS>
-            <<<blocks, SLIDE_THREADS, smem, im->stream>>>(x, y, window, winners, ties, g, counter, partial);
+            <<<blocks, SLIDE_THREADS, smem, im->stream>>>(x, bias, y, window, winners, ties, g, counter, partial);
     BF_LAUNCH_CHECK("k_slide_max_forward");
     return BF_OK;
 }
@@ -522,8 +525,9 @@ static size_t slide_stats_chunks(const slide_fwd_geo &g) { return g.s.items / (s
 /* flex_pool_max_forward's contract on split g (slide_forward_geo): counter a zeroed device u64 for
  * the conv wins or NULL; partial (NULL: none) STATS's sums, with smem its shared memory. */
 static bf_status slide_forward_run(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s,
-                                   const slide_fwd_geo &g, size_t blocks, const float *x, float *y, uint8_t *window,
-                                   uint32_t *winners, uint32_t *ties, unsigned long long *counter, double *partial) {
+                                   const slide_fwd_geo &g, size_t blocks, const float *x, const float *bias, float *y,
+                                   uint8_t *window, uint32_t *winners, uint32_t *ties, unsigned long long *counter,
+                                   double *partial) {
     const size_t words = bf_cuda_div_up(out_elements(s), 32);
     if (ps->w_in % 32 != 0) /* some words straddle and are ORed in: the bitmap starts at zero */
         BF_CUDA_CHECK(cudaMemsetAsync(winners, 0, words * sizeof(uint32_t), im->stream));
@@ -534,17 +538,18 @@ static bf_status slide_forward_run(bf_cuda_impl *im, const bf_pool_shape *ps, co
     im->flex_slide_launches++;
     if (partial) {
         const size_t smem = slide_stats_smem(g);
-        if (V == 4) return slide_forward_launch<4, true>(im, g, nb, x, y, window, winners, ties, counter, partial, smem);
-        return slide_forward_launch<1, true>(im, g, nb, x, y, window, winners, ties, counter, partial, smem);
+        if (V == 4)
+            return slide_forward_launch<4, true>(im, g, nb, x, bias, y, window, winners, ties, counter, partial, smem);
+        return slide_forward_launch<1, true>(im, g, nb, x, bias, y, window, winners, ties, counter, partial, smem);
     }
-    if (V == 4) return slide_forward_launch<4, false>(im, g, nb, x, y, window, winners, ties, counter, NULL, 0);
-    return slide_forward_launch<1, false>(im, g, nb, x, y, window, winners, ties, counter, NULL, 0);
+    if (V == 4) return slide_forward_launch<4, false>(im, g, nb, x, bias, y, window, winners, ties, counter, NULL, 0);
+    return slide_forward_launch<1, false>(im, g, nb, x, bias, y, window, winners, ties, counter, NULL, 0);
 }
 
 /* flex_pool_max_forward's contract (y holds C on entry; conv_wins may be NULL) for a call slide_takes
  * and slide_forward_aligned accept. */
 static bf_status slide_max_forward(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
-                                   float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
+                                   const float *bias, float *y, uint8_t *window, uint32_t *winners, uint32_t *ties,
                                    float *conv_wins) {
     size_t blocks;
     const slide_fwd_geo g = slide_forward_geo(im->sm_count, ps, s, &blocks);
@@ -555,7 +560,7 @@ static bf_status slide_max_forward(bf_cuda_impl *im, const bf_pool_shape *ps, co
         BF_CUDA_CHECK(cudaMemsetAsync(total, 0, sizeof(unsigned long long), im->stream));
         counter = (unsigned long long *)total;
     }
-    BF_TRY(slide_forward_run(im, ps, s, g, blocks, x, y, window, winners, ties, counter, NULL));
+    BF_TRY(slide_forward_run(im, ps, s, g, blocks, x, bias, y, window, winners, ties, counter, NULL));
     if (conv_wins) {
         k_add_count<<<1, 1, 0, im->stream>>>(counter, conv_wins);
         BF_LAUNCH_CHECK("k_add_count");
