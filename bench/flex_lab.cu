@@ -78,6 +78,10 @@
  *      default): batchnorm_backward_sums, then flex_pool_max_backward_scatter_bn computing the
  *      batch-norm's dx from dy and y as it routes (12*Nc more: the sums read y and dy, the route
  *      reads y too). Checked bit for bit against each other (the same sums on the GPU).
+ *   4 with the batch-norm and the conv's bias gradient (rows "4 BN + dbias after" and "4 BN + dbias
+ *      in route"): "4 BN applied" then the conv's channel sum over dconv (what conv2d_backward_filter
+ *      runs for dbias: 4*Nc bytes more), against the route summing it per block as it writes dconv
+ *      ([model] fold_conv_bias). Checked against each other to 1e-6 (two orders of double sums).
  *   2 with the next batch-norm's statistics (rows "2 + BN stats" and "2 stats in pass", forward only,
  *      from C as version 2): version 2's forward then batchnorm_forward_train's statistics alone (a
  *      pass over y: 4*Nc bytes more), against [model] fuse_flex_bn_stats (the default):
@@ -548,6 +552,7 @@ typedef struct lab_case {
     float *bn;                /* the "BN" rows: mean, invstd, gamma, beta [c_out] each, coef [2 c_out] */
     float *bn_dy;             /* ... the batch-norm's dx written ("4 + BN backward") [Nc] */
     float *bn_grad;           /* ... its dgamma, dbeta [c_out] each */
+    float *dbias;             /* the "dbias" rows: the conv's bias gradient [c_out] */
 } lab_case;
 
 /* The shapes of one case (no allocation). */
@@ -607,6 +612,7 @@ static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
     c->bn = (float *)dev_alloc(b, 6 * (size_t)c->fs.c_out * sizeof(float));
     c->bn_dy = (float *)dev_alloc(b, c->nc * sizeof(float));
     c->bn_grad = (float *)dev_alloc(b, 2 * (size_t)c->fs.c_out * sizeof(float));
+    c->dbias = (float *)dev_alloc(b, (size_t)c->fs.c_out * sizeof(float));
     if (case_widens(c)) {
         c->Pw = (float *)dev_alloc(b, c->nc * sizeof(float));
         c->dPw = (float *)dev_alloc(b, c->nc * sizeof(float));
@@ -616,7 +622,7 @@ static void case_alloc(lab_case *c, bf_backend *b, cudaStream_t stream) {
 static void case_free(lab_case *c) {
     void *ptrs[] = {c->x,     c->dx,      c->P,    c->dP,      c->argmax, c->C,   c->y,      c->dy,
                     c->dconv, c->is_conv, c->wins, c->counter, c->Pw,     c->dPw, c->window, c->winners,
-                    c->ties,  c->bn,      c->bn_dy, c->bn_grad};
+                    c->ties,  c->bn,      c->bn_dy, c->bn_grad, c->dbias};
     BFK(c->b->ops->synchronize(c->b));
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) bf_free(c->b, ptrs[i]);
 }
@@ -781,7 +787,7 @@ static void v2_backward(lab_case *c) {
  * (or 3's) forward left them. */
 static void v4_backward(lab_case *c) {
     BFK(c->b->ops->flex_pool_max_backward_scatter(c->b, &c->ps, &c->fs, c->window, c->winners, c->ties, c->dy,
-                                                  c->dconv, c->dx));
+                                                  c->dconv, c->dx, NULL));
 }
 
 /* The "BN" rows: the batch-norm (and ReLU) after the flex layer, over its output y with output
@@ -798,17 +804,28 @@ static void v4_bn_apart(lab_case *c) {
     BFK(c->b->ops->batchnorm_relu_backward(c->b, &bs, c->y, c->dy, c->bn + 2 * k, c->bn + 3 * k, c->bn, c->bn + k,
                                            c->bn_dy, c->bn_grad, c->bn_grad + k));
     BFK(c->b->ops->flex_pool_max_backward_scatter(c->b, &c->ps, &c->fs, c->window, c->winners, c->ties, c->bn_dy,
-                                                  c->dconv, c->dx));
+                                                  c->dconv, c->dx, NULL));
 }
 
-static void v4_bn_applied(lab_case *c) {
+/* dbias: NULL, or the conv's bias gradient summed by the route (the "dbias" rows below) */
+static void v4_bn_applied_to(lab_case *c, float *dbias) {
     const bf_bn_shape bs = bn_shape_of(c);
     const size_t k = (size_t)c->fs.c_out;
     BFK(c->b->ops->batchnorm_backward_sums(c->b, &bs, 1, c->y, c->dy, c->bn + 2 * k, c->bn + 3 * k, c->bn, c->bn + k,
                                            c->bn_grad, c->bn_grad + k, c->bn + 4 * k));
     const bf_bn_grad g = {1, c->bn, c->bn + k, c->bn + 2 * k, c->bn + 3 * k, c->bn + 4 * k};
     BFK(c->b->ops->flex_pool_max_backward_scatter_bn(c->b, &c->ps, &c->fs, &g, c->window, c->winners, c->ties, c->y,
-                                                     c->dy, c->dconv, c->dx));
+                                                     c->dy, c->dconv, c->dx, dbias));
+}
+static void v4_bn_applied(lab_case *c) { v4_bn_applied_to(c, NULL); }
+
+/* The "dbias" rows: version 4 with the batch-norm applied and the conv's bias gradient ([model]
+ * fold_conv_bias), summed by the route as it writes dconv, against the conv's channel sum over dconv
+ * after it (what conv2d_backward_filter runs: a read of dconv more). */
+static void v4_bn_dbias_in_route(lab_case *c) { v4_bn_applied_to(c, c->dbias); }
+static void v4_bn_dbias_after(lab_case *c) {
+    v4_bn_applied(c);
+    BFK(bf_cuda_channel_sum((bf_cuda_impl *)c->b->impl, c->fs.n, c->fs.c_out, c->fs.hw, c->dconv, c->dbias));
 }
 
 /* Version 4 on the sliding window (rows "4 slide" and "4 slide BN applied", backward only): the same
@@ -931,6 +948,7 @@ static double bytes_v2_bn_stats_apart(const lab_case *c) { return bytes_v2_fwd(c
 static double bytes_v4_bwd(const lab_case *c) { return c->nc / 4.0 + 8.0 * c->nc + 1.0 * c->np + 4.0 * c->nx; }
 static double bytes_v4_bn_apart(const lab_case *c) { return bytes_v4_bwd(c) + 20.0 * c->nc; }
 static double bytes_v4_bn_applied(const lab_case *c) { return bytes_v4_bwd(c) + 12.0 * c->nc; }
+static double bytes_v4_bn_dbias_after(const lab_case *c) { return bytes_v4_bn_applied(c) + 4.0 * c->nc; }
 static double bytes_v2_bwd(const lab_case *c) {
     /* route: winners, ties, dy; dC, dP. scatter: window, dP; dx both ways */
     const double route = c->nc / 4.0 + 4.0 * c->nc + 4.0 * c->nc + 4.0 * c->np;
@@ -1296,6 +1314,27 @@ static int validate_shape(bf_backend *b, cudaStream_t stream, bf_backend *cpu, c
             ok &= check_bits(b, "dconv", c.dconv, dconv_apart, c.nc, host);
             ok &= check_bits(b, "dx_pool", c.dx, dx_apart, c.nx, host);
         }
+        /* the bias gradient summed in the route against the channel sum after it: to 1e-6 (the same
+         * floats added in double in two orders, each rounded once) */
+        v4_bn_dbias_after(&c);
+        const size_t k = (size_t)c.fs.c_out;
+        float *dbias_after = (float *)host_alloc(cpu, k * sizeof(float)), *dbias_route = (float *)host_alloc(cpu, k * sizeof(float));
+        BFK(bf_to_host(b, dbias_after, c.dbias, k * sizeof(float)));
+        CK(cudaMemsetAsync(c.dbias, 0xFF, k * sizeof(float), stream));
+        v4_bn_dbias_in_route(&c);
+        BFK(bf_to_host(b, dbias_route, c.dbias, k * sizeof(float)));
+        double worst = 0.0;
+        for (size_t j = 0; j < k; j++) {
+            const double d = fabs((double)dbias_route[j] - dbias_after[j]) / (1e-6 + fabs((double)dbias_after[j]));
+            worst = d > worst || d != d ? d : worst;
+        }
+        printf("    the bias gradient summed in the route against the channel sum after it: %.3g relative\n", worst);
+        if (!(worst <= 1e-6)) {
+            printf("    MISMATCH: the bias gradients differ by %.3g relative\n", worst);
+            ok = 0;
+        }
+        bf_free(cpu, dbias_after);
+        bf_free(cpu, dbias_route);
         bf_free(cpu, dconv_apart);
         bf_free(cpu, dx_apart);
     }
@@ -1559,6 +1598,7 @@ int main(int argc, char **argv) {
         double sum_v2_f = 0.0, sum_v3_f = 0.0;      /* the fused forward alone: version 2, version 3 */
         double sum_v4_b = 0.0;                      /* version 4's backward (route and scatter in one pass) */
         double sum_v4bn_apart = 0.0, sum_v4bn = 0.0; /* with the next batch-norm's backward, apart or applied */
+        double sum_v4db_after = 0.0, sum_v4db = 0.0;  /* and the conv's bias gradient, after or in the route */
         double sum_v2st_apart = 0.0, sum_v2st = 0.0; /* version 2's forward with that batch-norm's statistics */
         double sum_v3st_apart = 0.0, sum_v3st = 0.0; /* version 3's */
         double sum_bn_alone = 0.0; /* the batch-norm's statistics and backward passes alone */
@@ -1617,6 +1657,7 @@ int main(int argc, char **argv) {
             const double sc_v1 = why_s ? -1.0 : time_pass(t, &c, scatter_v1, v2_prepare_backward);
             const double v4_b = time_pass(t, &c, v4_backward);
             const double v4bn_apart = time_pass(t, &c, v4_bn_apart), v4bn = time_pass(t, &c, v4_bn_applied);
+            const double v4db_after = time_pass(t, &c, v4_bn_dbias_after), v4db = time_pass(t, &c, v4_bn_dbias_in_route);
             /* last: they rewrite y, window and bits (the same bits as version 2's) */
             const double v2st_apart = time_pass(t, &c, v2_bn_stats_apart, v2_prepare_forward);
             const double v2st = time_pass(t, &c, v2_bn_stats_fused, v2_prepare_forward);
@@ -1658,6 +1699,12 @@ int main(int argc, char **argv) {
             snprintf(tail_bn, sizeof tail_bn, "bwd x%.2f over 4 + BN backward", v4bn_apart / v4bn);
             lab_print_row(&tb, "", "4 + BN backward", -1.0, 0.0, v4bn_apart, bytes_v4_bn_apart(&c), "");
             lab_print_row(&tb, "", "4 BN applied", -1.0, 0.0, v4bn, bytes_v4_bn_applied(&c), tail_bn);
+            char tail_db[64];
+            snprintf(tail_db, sizeof tail_db, "bwd x%.2f over 4 BN + dbias after", v4db_after / v4db);
+            lab_print_row(&tb, "", "4 BN + dbias after", -1.0, 0.0, v4db_after, bytes_v4_bn_dbias_after(&c), "");
+            lab_print_row(&tb, "", "4 BN + dbias in route", -1.0, 0.0, v4db, bytes_v4_bn_applied(&c), tail_db);
+            sum_v4db_after += sh->count * v4db_after;
+            sum_v4db += sh->count * v4db;
             if (why4s) {
                 printf("%-*s %-*s skipped: %s\n", tb.lead_width, "", tb.version_width, "4 slide", why4s);
                 v4s_skipped = 1;
@@ -1737,6 +1784,8 @@ int main(int argc, char **argv) {
         printf("  with the batch-norm + ReLU after each layer: its backward then version 4 %.3f ms, its sums and "
                "version 4 applying its dx (fuse_flex_bn) %.3f ms, x%.2f\n", sum_v4bn_apart, sum_v4bn,
                sum_v4bn_apart / sum_v4bn);
+        printf("  and the conv's bias gradient ([model] fold_conv_bias): its channel sum after version 4 %.3f ms, "
+               "summed in version 4's pass %.3f ms, x%.2f\n", sum_v4db_after, sum_v4db, sum_v4db_after / sum_v4db);
         printf("  version 2's forward then the batch-norm's statistics %.3f ms, the statistics in its pass "
                "(fuse_flex_bn_stats) %.3f ms, x%.2f\n", sum_v2st_apart, sum_v2st, sum_v2st_apart / sum_v2st);
         if (!v3_skipped)

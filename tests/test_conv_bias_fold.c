@@ -8,7 +8,9 @@
  *     evaluation: the joint adds it as it reads C (flex_pool_max_forward's bias), as a wrapped ops
  *     table counts; with biases of 0.5 + c/100 the flex VGG-6's gradients (its biases' included),
  *     running statistics and evaluation logits agree with the unfolded network's to rounding (on the
- *     CPU the conv adds its bias before the GEMM's sum, the joint after it);
+ *     CPU the conv adds its bias before the GEMM's sum, the joint after it); and in the backward the
+ *     route-and-scatter of the 3 flex layers with an input gradient sums the bias gradient, which
+ *     the conv's backward-filter then does not;
  *   - the folded biases' gradients are 0 where the unfolded ones are rounding noise (the loss does
  *     not depend on them);
  *   - VGG-6 with biases of 0.5 + c/100 (a running mean without the bias's share would be off by
@@ -32,6 +34,7 @@ enum { B = 8, S = 28, K = 10 };
 typedef struct bias_calls {
     const bf_ops *real;
     long conv_with_bias, joint_with_bias;
+    long filter_with_bias, route_with_bias; /* backward: convs' backward-filter and routes given dbias */
 } bias_calls;
 static bias_calls g_calls; /* the wrappers have the ops table's signatures: no room for a context */
 
@@ -45,6 +48,23 @@ static bf_status joint_forward(bf_backend *b, const bf_pool_shape *ps, const bf_
                                float *conv_wins) {
     g_calls.joint_with_bias += bias != NULL;
     return g_calls.real->flex_pool_max_forward(b, ps, s, x, bias, y, window, winners, ties, conv_wins);
+}
+static bf_status filter_backward(bf_backend *b, const bf_conv2d_shape *s, const float *x, const float *dy, float *dw,
+                                 float *dbias) {
+    g_calls.filter_with_bias += dbias != NULL;
+    return g_calls.real->conv2d_backward_filter(b, s, x, dy, dw, dbias);
+}
+static bf_status route_scatter(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const uint8_t *window,
+                               const uint32_t *winners, const uint32_t *ties, const float *dy, float *dconv, float *dx,
+                               float *dbias) {
+    g_calls.route_with_bias += dbias != NULL;
+    return g_calls.real->flex_pool_max_backward_scatter(b, ps, s, window, winners, ties, dy, dconv, dx, dbias);
+}
+static bf_status route_scatter_bn(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const bf_bn_grad *bn,
+                                  const uint8_t *window, const uint32_t *winners, const uint32_t *ties, const float *y,
+                                  const float *dz, float *dconv, float *dx, float *dbias) {
+    g_calls.route_with_bias += dbias != NULL;
+    return g_calls.real->flex_pool_max_backward_scatter_bn(b, ps, s, bn, window, winners, ties, y, dz, dconv, dx, dbias);
 }
 static bf_status joint_forward_bn_stats(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                         const bf_bn_shape *bs, const float *x, const float *bias, float *y,
@@ -66,6 +86,7 @@ typedef struct run {
     int folded, num_pairs;
     int flex_biases;                         /* flex layers with a conv bias */
     long conv_with_bias, joint_with_bias;    /* over the two training passes and the evaluation */
+    long filter_with_bias, route_with_bias;  /* over the two backward passes */
 } run;
 
 static void network_run(const bf_model_config *base, int fold, float bias, run *r) {
@@ -78,6 +99,9 @@ static void network_run(const bf_model_config *base, int fold, float bias, run *
     wrapped.conv2d_forward = conv_forward;
     wrapped.flex_pool_max_forward = joint_forward;
     wrapped.flex_pool_max_forward_bn_stats = joint_forward_bn_stats;
+    wrapped.conv2d_backward_filter = filter_backward;
+    wrapped.flex_pool_max_backward_scatter = route_scatter;
+    wrapped.flex_pool_max_backward_scatter_bn = route_scatter_bn;
     b->ops = &wrapped;
     bf_model_config mc = *base;
     mc.fold_conv_bias = fold;
@@ -137,6 +161,8 @@ static void network_run(const bf_model_config *base, int fold, float bias, run *
     r->eval = bf_test_download(b, logits, B * K);
     r->conv_with_bias = g_calls.conv_with_bias;
     r->joint_with_bias = g_calls.joint_with_bias;
+    r->filter_with_bias = g_calls.filter_with_bias;
+    r->route_with_bias = g_calls.route_with_bias;
     bf_free(b, dlogits);
     bf_model_destroy(m);
     b->ops = g_calls.real;
@@ -160,7 +186,8 @@ static void close_enough(const char *what, const float *a, const float *b, size_
 }
 
 /* exact: everything but the folded biases' gradients bit for bit, else to rounding */
-static void test_network(const char *name, const bf_model_config *mc, int want_folded, float bias, int exact) {
+static void test_network(const char *name, const bf_model_config *mc, int want_folded, int want_routes, float bias,
+                         int exact) {
     printf("%s\n", name);
     run on, off;
     network_run(mc, 1, bias, &on);
@@ -175,6 +202,14 @@ static void test_network(const char *name, const bf_model_config *mc, int want_f
           name, on.joint_with_bias, off.joint_with_bias);
     CHECK(off.conv_with_bias - on.conv_with_bias == flex_forwards + 2L * want_folded,
           "%s: convs with a bias: %ld with the fold, %ld without", name, on.conv_with_bias, off.conv_with_bias);
+    /* backward: the flex layers with an input gradient sum their bias gradient in the route */
+    printf("  backward: routes summing the bias gradient %ld (fold) / %ld, backward-filters summing it %ld / %ld\n",
+           on.route_with_bias, off.route_with_bias, on.filter_with_bias, off.filter_with_bias);
+    CHECK(on.route_with_bias == 2L * want_routes && off.route_with_bias == 0, "%s: routes given dbias: %ld and %ld",
+          name, on.route_with_bias, off.route_with_bias);
+    CHECK(off.filter_with_bias - on.filter_with_bias == 2L * (want_routes + want_folded),
+          "%s: backward-filters given dbias: %ld with the fold, %ld without", name, on.filter_with_bias,
+          off.filter_with_bias);
     if (!on.grads[1] || !off.grads[1] || !on.bias_grad || !off.bias_grad || on.num_params != off.num_params) {
         CHECK(0, "%s: a run failed", name);
         run_free(&on);
@@ -211,16 +246,16 @@ int main(void) {
     bf_config_defaults(&cfg);
     cfg.model.arch = BF_ARCH_VGG6;
     cfg.model.dropout = 0.0f;
-    test_network("VGG-6, conv biases 0.5 + c/100", &cfg.model, 4, 0.5f, 0);
+    test_network("VGG-6, conv biases 0.5 + c/100", &cfg.model, 4, 0, 0.5f, 0);
     cfg.model.arch = BF_ARCH_PF_VGG6;
     cfg.model.spiking.neuron = BF_NEURON_LIF;
     cfg.model.spiking.time_steps = 2;
     cfg.model.spiking.threshold = 0.3f;
-    test_network("spiking PlasticFlex VGG-6, LIF, T = 2, conv biases 0", &cfg.model, 4, 0.0f, 1);
+    test_network("spiking PlasticFlex VGG-6, LIF, T = 2, conv biases 0", &cfg.model, 4, 0, 0.0f, 1);
     cfg.model.arch = BF_ARCH_VGG6;
     cfg.model.spiking.neuron = -1;
     cfg.model.flex = 1;
     test_network("flex VGG-6, conv biases 0.5 + c/100 (its convs are flex layers: the bias in the joint)", &cfg.model, 0,
-                 0.5f, 0);
+                 3, 0.5f, 0);
     return bf_test_finish();
 }

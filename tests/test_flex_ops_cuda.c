@@ -606,15 +606,31 @@ static void check_pool_scatter(pool_run *r, const float *dx0) {
 /* flex_pool_max_backward_scatter (EXPAND): dconv (garbage before, then over dy) and dx (all bits
  * set before: it overwrites) on both backends from each one's forward results, and dx against the
  * GPU's maxpool_backward of its op-by-op dpooled (from zero). */
-static void check_pool_route_scatter(pool_run *r) {
+/* The bias gradient a route-and-scatter summed on the GPU (gpu_dbias) against the CPU's conv sum of
+ * the CPU's dconv: to the rounding of a double sum (the GPU adds in another order). NaNs: skipped. */
+static void check_route_dbias(const char *what, pool_run *r, const float *cpu_dconv, const float *gpu_dbias, int nan) {
+    if (nan) return;
+    const int c = r->s.c_out;
+    float *ref = bf_test_upload(cpu, NULL, (size_t)c);
+    bf_conv2d_shape cs = {.n = r->s.n, .c_in = 1, .h_in = r->s.hw, .w_in = 1, .c_out = c, .k_h = 1, .k_w = 1,
+                          .stride = 1, .pad = 0, .groups = 1};
+    CHECK_OK(bf_conv2d_shape_init(&cs));
+    float *x = bf_test_upload(cpu, NULL, (size_t)r->s.n * r->s.hw), *dw = bf_test_upload(cpu, NULL, (size_t)c);
+    CHECK_OK(cpu->ops->conv2d_backward_filter(cpu, &cs, x, cpu_dconv, dw, ref));
+    pair p = {ref, (float *)gpu_dbias, (size_t)c};
+    pair_compare(what, p, 1e-6, 1e-6);
+    bf_free(cpu, ref), bf_free(cpu, x), bf_free(cpu, dw);
+}
+
+static void check_pool_route_scatter(pool_run *r, int nan) {
     pair dconv = pair_out(r->nc), dx = pair_out(r->nx);
     CHECK_OK(cpu->ops->fill(cpu, dx.c, NAN, r->nx));
     CHECK_OK(gpu->ops->fill(gpu, dx.g, NAN, r->nx));
     CHECK_OK(cpu->ops->flex_pool_max_backward_scatter(cpu, &r->ps, &r->s, r->window_c, r->winners_c, r->ties_c, r->dy.c,
-                                                      dconv.c, dx.c));
+                                                      dconv.c, dx.c, NULL));
     const long before = bf_cuda_flex_slide_launches(gpu);
     CHECK_OK(gpu->ops->flex_pool_max_backward_scatter(gpu, &r->ps, &r->s, r->window_g, r->winners_g, r->ties_g, r->dy.g,
-                                                      dconv.g, dx.g));
+                                                      dconv.g, dx.g, NULL));
     check_slid(r, before, "backward with the scatter");
     same_floats("backward with the scatter: dconv", cpu, dconv.c, dconv.g, r->nc);
     same_floats("backward with the scatter: dx", cpu, dx.c, dx.g, r->nx);
@@ -622,10 +638,14 @@ static void check_pool_route_scatter(pool_run *r) {
     float *inplace = bf_test_upload(gpu, NULL, r->nc), *dx2 = bf_test_upload(gpu, NULL, r->nx);
     CHECK_OK(gpu->ops->copy(gpu, inplace, r->dy.g, r->nc * sizeof(float)));
     CHECK_OK(gpu->ops->fill(gpu, dx2, NAN, r->nx));
+    float *dbias = bf_test_upload(gpu, NULL, (size_t)r->s.c_out);
+    CHECK_OK(gpu->ops->fill(gpu, dbias, NAN, (size_t)r->s.c_out));
     CHECK_OK(gpu->ops->flex_pool_max_backward_scatter(gpu, &r->ps, &r->s, r->window_g, r->winners_g, r->ties_g, inplace,
-                                                      inplace, dx2));
-    same_floats("backward with the scatter: dconv written over dy", cpu, dconv.c, inplace, r->nc);
-    same_floats("backward with the scatter: dx with dconv over dy", cpu, dx.c, dx2, r->nx);
+                                                      inplace, dx2, dbias));
+    same_floats("backward with the scatter: dconv written over dy (and dbias)", cpu, dconv.c, inplace, r->nc);
+    same_floats("backward with the scatter: dx with dconv over dy (and dbias)", cpu, dx.c, dx2, r->nx);
+    check_route_dbias("backward with the scatter: dbias", r, dconv.c, dbias, nan);
+    bf_free(gpu, dbias);
 
     float *dx_ref = bf_test_upload(gpu, NULL, r->nx);
     CHECK_OK(gpu->ops->maxpool_backward(gpu, &r->ps, r->dP_g, r->argmax_g, dx_ref));
@@ -662,20 +682,26 @@ static void check_pool_route_scatter_bn(pool_run *r) {
         const bf_bn_grad gc = {relu, mean.c, invstd.c, gamma.c, beta.c, coef.c};
         const bf_bn_grad gg = {relu, mean.g, invstd.g, gamma.g, beta.g, coef_g};
         CHECK_OK(cpu->ops->flex_pool_max_backward_scatter_bn(cpu, &r->ps, &r->s, &gc, r->window_c, r->winners_c,
-                                                             r->ties_c, r->y.c, r->dy.c, dconv.c, dx.c));
+                                                             r->ties_c, r->y.c, r->dy.c, dconv.c, dx.c, NULL));
         CHECK_OK(gpu->ops->fill(gpu, dx.g, NAN, r->nx));
         const long before = bf_cuda_flex_slide_launches(gpu);
         CHECK_OK(gpu->ops->flex_pool_max_backward_scatter_bn(gpu, &r->ps, &r->s, &gg, r->window_g, r->winners_g,
-                                                             r->ties_g, r->y.g, r->dy.g, dconv.g, dx.g));
+                                                             r->ties_g, r->y.g, r->dy.g, dconv.g, dx.g, NULL));
         check_slid(r, before, "backward with the scatter and the batch-norm's dx");
         same_floats(relu ? "scatter with batch-norm + ReLU dx: dconv" : "scatter with batch-norm dx: dconv", cpu,
                     dconv.c, dconv.g, r->nc);
         same_floats("scatter with batch-norm dx: dx", cpu, dx.c, dx.g, r->nx);
         float *inplace = bf_test_upload(gpu, NULL, r->nc);
         CHECK_OK(gpu->ops->copy(gpu, inplace, r->dy.g, r->nc * sizeof(float)));
+        float *dbias = bf_test_upload(gpu, NULL, (size_t)c);
+        CHECK_OK(gpu->ops->fill(gpu, dbias, NAN, (size_t)c));
         CHECK_OK(gpu->ops->flex_pool_max_backward_scatter_bn(gpu, &r->ps, &r->s, &gg, r->window_g, r->winners_g,
-                                                             r->ties_g, r->y.g, inplace, inplace, dx.g));
-        same_floats("scatter with batch-norm dx: dconv written over dz", cpu, dconv.c, inplace, r->nc);
+                                                             r->ties_g, r->y.g, inplace, inplace, dx.g, dbias));
+        same_floats("scatter with batch-norm dx: dconv written over dz (and dbias)", cpu, dconv.c, inplace, r->nc);
+        same_floats("scatter with batch-norm dx: dx (and dbias)", cpu, dx.c, dx.g, r->nx);
+        check_route_dbias(relu ? "scatter with batch-norm + ReLU dx: dbias" : "scatter with batch-norm dx: dbias", r,
+                          dconv.c, dbias, 0);
+        bf_free(gpu, dbias);
         bf_free(gpu, inplace);
         bf_free(gpu, coef_g);
     }
@@ -742,7 +768,7 @@ static void test_pool_case(const pool_case *pc) {
     check_pool_backward(&r);
     check_pool_scatter(&r, dx0);
     if (pc->channels == BF_FLEX_CHANNELS_EXPAND) {
-        check_pool_route_scatter(&r);
+        check_pool_route_scatter(&r, pc->nan);
         if (!pc->nan) check_pool_route_scatter_bn(&r); /* a NaN in y makes every sum NaN */
     }
     check_pool_branch(&r);

@@ -329,9 +329,30 @@ static void check_emulation(const pool_case *pc, const bf_pool_shape *ps, const 
     free(ey), free(edconv), free(edP), free(edx), free(ewindow), free(ewinners), free(eties);
 }
 
+/* conv2d_backward_filter's bias gradient of the output gradient dconv [n, c_out, hw] (a 1x1 conv
+ * over hw x 1 planes: the same channel sum) into dbias, overwritten. */
+static void conv_dbias(bf_backend *b, const bf_flex_shape *s, const float *dconv, float *dbias) {
+    bf_conv2d_shape cs = {.n = s->n, .c_in = 1, .h_in = s->hw, .w_in = 1, .c_out = s->c_out, .k_h = 1, .k_w = 1,
+                          .stride = 1, .pad = 0, .groups = 1};
+    CHECK_OK(bf_conv2d_shape_init(&cs));
+    float *x = bf_test_calloc((size_t)s->n * s->hw * sizeof(float)), *dw = bf_test_calloc((size_t)s->c_out * sizeof(float));
+    CHECK_OK(b->ops->conv2d_backward_filter(b, &cs, x, dconv, dw, dbias));
+    free(x), free(dw);
+}
+
+/* dbias from a route-and-scatter against conv2d_backward_filter's sum of its dconv: the same bits. */
+static void check_route_dbias(bf_backend *b, const pool_case *pc, const bf_flex_shape *s, const float *dconv,
+                              const float *dbias, const char *what) {
+    float *ref = bf_test_calloc((size_t)s->c_out * sizeof(float));
+    conv_dbias(b, s, dconv, ref);
+    CHECK(differing_bits(dbias, ref, (size_t)s->c_out) == 0, "%s: %s: %zu of %d bias gradients differ from the conv's",
+          pc->name, what, differing_bits(dbias, ref, (size_t)s->c_out), s->c_out);
+    free(ref);
+}
+
 /* flex_pool_max_backward_scatter (EXPAND) and its CUDA kernel's emulation: dconv as the op-by-op
  * flex_max_backward's, also written over dy, and dx (poisoned first: overwritten) as
- * maxpool_backward of its dpooled from zero, bit for bit. */
+ * maxpool_backward of its dpooled from zero, bit for bit; dbias as the conv's sum of dconv. */
 static void check_route_scatter(bf_backend *b, const pool_case *pc, const bf_pool_shape *ps, const bf_flex_shape *s,
                                 const uint8_t *window, const uint32_t *winners, const uint32_t *ties, const float *dy,
                                 const float *dconv_ref, const float *dx_pool_ref) {
@@ -340,13 +361,22 @@ static void check_route_scatter(bf_backend *b, const pool_case *pc, const bf_poo
     float *dx2 = bf_test_calloc(nx * sizeof(float));
     memset(dconv, 0xFF, nc * sizeof(float));
     memset(dx, 0xFF, nx * sizeof(float));
-    CHECK_OK(b->ops->flex_pool_max_backward_scatter(b, ps, s, window, winners, ties, dy, dconv, dx));
+    CHECK_OK(b->ops->flex_pool_max_backward_scatter(b, ps, s, window, winners, ties, dy, dconv, dx, NULL));
     CHECK(differing_bits(dconv, dconv_ref, nc) == 0 && differing_bits(dx, dx_pool_ref, nx) == 0,
           "%s: backward with the scatter: %zu dconv and %zu dx elements differ from flex_max_backward and "
           "maxpool_backward", pc->name, differing_bits(dconv, dconv_ref, nc), differing_bits(dx, dx_pool_ref, nx));
+    float *dbias = bf_test_calloc((size_t)s->c_out * sizeof(float));
+    memset(dbias, 0xFF, (size_t)s->c_out * sizeof(float));
+    CHECK_OK(b->ops->flex_pool_max_backward_scatter(b, ps, s, window, winners, ties, dy, dconv, dx, dbias));
+    check_route_dbias(b, pc, s, dconv_ref, dbias, "backward with the scatter and the bias gradient");
+    CHECK(differing_bits(dconv, dconv_ref, nc) == 0 && differing_bits(dx, dx_pool_ref, nx) == 0,
+          "%s: backward with the scatter and the bias gradient: other dconv or dx", pc->name);
     memcpy(inplace, dy, nc * sizeof(float));
     memset(dx2, 0xFF, nx * sizeof(float));
-    CHECK_OK(b->ops->flex_pool_max_backward_scatter(b, ps, s, window, winners, ties, inplace, inplace, dx2));
+    memset(dbias, 0xFF, (size_t)s->c_out * sizeof(float));
+    CHECK_OK(b->ops->flex_pool_max_backward_scatter(b, ps, s, window, winners, ties, inplace, inplace, dx2, dbias));
+    check_route_dbias(b, pc, s, dconv_ref, dbias, "backward with the scatter and the bias gradient, dconv over dy");
+    free(dbias);
     CHECK(differing_bits(inplace, dconv_ref, nc) == 0 && differing_bits(dx2, dx_pool_ref, nx) == 0,
           "%s: backward with the scatter, dconv over dy: %zu dconv and %zu dx elements differ", pc->name,
           differing_bits(inplace, dconv_ref, nc), differing_bits(dx2, dx_pool_ref, nx));
@@ -387,20 +417,25 @@ static void check_route_scatter_bn(bf_backend *b, const pool_case *pc, const bf_
             CHECK_OK(b->ops->batchnorm_relu_backward(b, &bs, y, dz, gamma, beta, mean, invstd, dbn, g_ref, g_ref + c));
         else
             CHECK_OK(b->ops->batchnorm_backward(b, &bs, y, dz, gamma, mean, invstd, dbn, g_ref, g_ref + c));
-        CHECK_OK(b->ops->flex_pool_max_backward_scatter(b, ps, s, window, winners, ties, dbn, dconv_ref, dx_ref));
+        CHECK_OK(b->ops->flex_pool_max_backward_scatter(b, ps, s, window, winners, ties, dbn, dconv_ref, dx_ref, NULL));
         memset(g, 0xFF, 2 * (size_t)c * sizeof(float));
         CHECK_OK(b->ops->batchnorm_backward_sums(b, &bs, relu, y, dz, gamma, beta, mean, invstd, g, g + c, coef));
         const bf_bn_grad bn = {relu, mean, invstd, gamma, beta, coef};
         memset(dconv, 0xFF, nc * sizeof(float));
         memset(dx, 0xFF, nx * sizeof(float));
-        CHECK_OK(b->ops->flex_pool_max_backward_scatter_bn(b, ps, s, &bn, window, winners, ties, y, dz, dconv, dx));
+        CHECK_OK(b->ops->flex_pool_max_backward_scatter_bn(b, ps, s, &bn, window, winners, ties, y, dz, dconv, dx, NULL));
         CHECK(differing_bits(g, g_ref, 2 * (size_t)c) == 0 && differing_bits(dconv, dconv_ref, nc) == 0 &&
                   differing_bits(dx, dx_ref, nx) == 0,
               "%s: the batch-norm%s dx applied in the scatter: dgamma/dbeta %zu, dconv %zu, dx %zu elements differ "
               "from its whole backward then the scatter", pc->name, relu ? " + ReLU" : "",
               differing_bits(g, g_ref, 2 * (size_t)c), differing_bits(dconv, dconv_ref, nc), differing_bits(dx, dx_ref, nx));
-        memcpy(dconv, dz, nc * sizeof(float)); /* dconv written over dz */
-        CHECK_OK(b->ops->flex_pool_max_backward_scatter_bn(b, ps, s, &bn, window, winners, ties, y, dconv, dconv, dx));
+        memcpy(dconv, dz, nc * sizeof(float)); /* dconv written over dz, and the bias gradient */
+        float *dbias = bf_test_calloc((size_t)c * sizeof(float));
+        memset(dbias, 0xFF, (size_t)c * sizeof(float));
+        CHECK_OK(b->ops->flex_pool_max_backward_scatter_bn(b, ps, s, &bn, window, winners, ties, y, dconv, dconv, dx, dbias));
+        check_route_dbias(b, pc, s, dconv_ref, dbias, relu ? "the batch-norm + ReLU's dx applied, the bias gradient"
+                                                           : "the batch-norm's dx applied, the bias gradient");
+        free(dbias);
         CHECK(differing_bits(dconv, dconv_ref, nc) == 0 && differing_bits(dx, dx_ref, nx) == 0,
               "%s: the batch-norm%s dx applied in the scatter, dconv over dz: other bits", pc->name,
               relu ? " + ReLU" : "");
@@ -575,12 +610,12 @@ static void test_refusals(bf_backend *b) {
               strstr(bf_last_error(), "flex_pool_max_backward"),
           "a NULL ties bitmap is refused, naming the op: %s", bf_last_error());
     CHECK(b->ops->flex_pool_scatter_add(b, &ps, &s, window, NULL, dx) == BF_ERR_ARG, "a NULL dpooled is refused");
-    CHECK(b->ops->flex_pool_max_backward_scatter(b, &ps, &s, window, winners, tie_bits, y, y, NULL) == BF_ERR_ARG &&
+    CHECK(b->ops->flex_pool_max_backward_scatter(b, &ps, &s, window, winners, tie_bits, y, y, NULL, NULL) == BF_ERR_ARG &&
               strstr(bf_last_error(), "flex_pool_max_backward_scatter"),
           "a NULL dx is refused, naming the op: %s", bf_last_error());
     bf_flex_shape bilinear = s;
     bilinear.channels = BF_FLEX_CHANNELS_BILINEAR;
-    CHECK(b->ops->flex_pool_max_backward_scatter(b, &ps, &bilinear, window, winners, tie_bits, y, y, dx) == BF_ERR_ARG &&
+    CHECK(b->ops->flex_pool_max_backward_scatter(b, &ps, &bilinear, window, winners, tie_bits, y, y, dx, NULL) == BF_ERR_ARG &&
               strstr(bf_last_error(), "EXPAND"),
           "BILINEAR is refused by the backward with the scatter: %s", bf_last_error());
 }

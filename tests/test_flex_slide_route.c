@@ -276,9 +276,9 @@ static void run_case(bf_backend *b, const route_case *rc) {
     float *dconv_ref = bf_test_calloc(nc * sizeof(float)), *dx_ref = bf_test_calloc(nx * sizeof(float));
     if (rc->bn)
         CHECK_OK(b->ops->flex_pool_max_backward_scatter_bn(b, &ps, &s, &bn, window, winners, ties, y, dy, dconv_ref,
-                                                           dx_ref));
+                                                           dx_ref, NULL));
     else
-        CHECK_OK(b->ops->flex_pool_max_backward_scatter(b, &ps, &s, window, winners, ties, dy, dconv_ref, dx_ref));
+        CHECK_OK(b->ops->flex_pool_max_backward_scatter(b, &ps, &s, window, winners, ties, dy, dconv_ref, dx_ref, NULL));
 
     emu_run r = {.s = &s, .bn = rc->bn ? &bn : NULL, .window = window, .winners = winners, .ties = ties, .dy = dy,
                  .y = y, .tie_share = rc->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f};

@@ -196,7 +196,8 @@ typedef struct bf_model {
                                  * bits; read by bf_model_finalize */
     int fold_conv_bias;         /* 1 (the default): in training, convs read by a batch-norm alone add no bias
                                  * ([model] fold_conv_bias: bias_in_bn; read by bf_model_finalize), and a
-                                 * channel-wise max flex layer's joint adds its conv's (layer_flex.c) */
+                                 * channel-wise max flex layer's joint adds its conv's and its route sums
+                                 * the gradient (layer_flex.c) */
     int fuse_bn_relu;           /* 1 (the default): a batch-norm runs the in-place ReLU after it, one pass
                                  * each way (batchnorm_relu_apply/backward); read by bf_model_finalize */
     int fuse_flex_bn;           /* 1 (the default): ... and the batch-norm after such a layer applies its dx in

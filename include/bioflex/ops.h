@@ -426,19 +426,23 @@ typedef struct bf_ops {
      * element of dy is read once. Bit-identical to flex_pool_max_backward, dx zeroed,
      * flex_pool_scatter_add; with conv2d_backward_data_add after it, the same dx as
      * conv2d_backward_data before flex_pool_scatter_add (one addition, which commutes), on the CPU
-     * bit for bit. */
+     * bit for bit. dbias [c_out] (nullable) = the sum of dconv per output channel, overwritten: the
+     * conv's bias gradient, which conv2d_backward_filter then need not sum ([model] fold_conv_bias);
+     * summed in double, as conv2d_backward_filter's (on the CPU the same bits; on the GPU the route
+     * adds each block's dconv as it writes it, where a pooled channel feeds at most 2 output
+     * channels, and the float result may differ from the conv's in its last bit). */
     bf_status (*flex_pool_max_backward_scatter)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                                 const uint8_t *window, const uint32_t *winners, const uint32_t *ties,
-                                                const float *dy, float *dconv, float *dx);
+                                                const float *dy, float *dconv, float *dx, float *dbias);
     /* flex_pool_max_backward_scatter of dy = the dx of the batch-norm after the layer (bn), from that
      * batch-norm's output gradient dz and its input y (the flex output), computed as each element is
      * read: the flex output's gradient is never stored. dconv may be dz itself. Bit-identical to the
      * batch-norm's dx written first (batchnorm_backward or batchnorm_relu_backward), then
-     * flex_pool_max_backward_scatter. */
+     * flex_pool_max_backward_scatter (dbias as there). */
     bf_status (*flex_pool_max_backward_scatter_bn)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                                    const bf_bn_grad *bn, const uint8_t *window,
                                                    const uint32_t *winners, const uint32_t *ties, const float *y,
-                                                   const float *dz, float *dconv, float *dx);
+                                                   const float *dz, float *dconv, float *dx, float *dbias);
     /* The pool branch alone, for the mask joint: pooled [n, c_in, hw] = maxpool(x) over ps (as
      * maxpool_forward) and window, one byte per pooled element, its maximum's place kh*k + kw, for
      * every pooled channel (ps and s as for flex_pool_max_forward). */

@@ -4,8 +4,9 @@
  *   channelwise_max:  y = max(C, widen(P))
  *   mask:             L = widen(P) - T, [L = BN(L)], M = mask(L), y = widen(P)(1-M) + C M
  * The channel-wise max runs fused (ops.h flex_pool_max_*): the conv writes C into the layer's
- * output (without its bias under [model] fold_conv_bias: the op adds it as it reads C), one op
- * turns it into y in place computing P on the fly, and the layer keeps only a byte
+ * output (without its bias under [model] fold_conv_bias: the op adds it as it reads C, and the
+ * route-and-scatter sums its gradient), one op turns it into y in place computing P on the fly,
+ * and the layer keeps only a byte
  * per pooled element (where its window's maximum was) and two bits per output element (conv won or
  * tied; tied) for the backward, which routes dy to dC and scatters the pool's share into dx in one
  * pass (EXPAND, [model] fuse_flex_scatter; the conv's backward-data then adds its part), or routes
@@ -241,17 +242,19 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
         const int in_place = dconv_in_place(m, index);
         float *dconv = in_place ? l->dout : l->bwd_scratch;
         if (dx && route_scatter(m, l)) { /* dx = the pool's share, then the conv's part added */
+            /* [model] fold_conv_bias: the route sums the bias gradient as it writes dconv */
+            float *dbias = bf_layer_grad(m, l, 1), *route_dbias = m->fold_conv_bias ? dbias : NULL;
             if (l->flex_applies_bn && !m->sync_sums) { /* dy: the next batch-norm's dx, from its dy as read */
                 const bf_layer *bn = &m->layers[index + 1];
                 const bf_bn_grad g = {bn->relu_fused, bn->save_mean, bn->save_invstd, bf_layer_param(m, bn, 0),
                                       bf_layer_param(m, bn, 1), bn->bn_coef};
                 BF_TRY(ops->flex_pool_max_backward_scatter_bn(b, &ps, &fs, &g, l->flex_window, l->flex_winners,
-                                                              l->flex_ties, l->out, l->dout, dconv, dx));
+                                                              l->flex_ties, l->out, l->dout, dconv, dx, route_dbias));
             } else {
                 BF_TRY(ops->flex_pool_max_backward_scatter(b, &ps, &fs, l->flex_window, l->flex_winners,
-                                                           l->flex_ties, l->dout, dconv, dx));
+                                                           l->flex_ties, l->dout, dconv, dx, route_dbias));
             }
-            BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1)));
+            BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, bf_layer_grad(m, l, 0), route_dbias ? NULL : dbias));
             return ops->conv2d_backward_data_add(b, &cs, dconv, bf_layer_param(m, l, 0), dx);
         }
         float *dpooled = !dx ? NULL : in_place ? l->bwd_scratch : l->bwd_scratch + (size_t)fs.n * fs.c_out * fs.hw;

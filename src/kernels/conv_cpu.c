@@ -176,14 +176,14 @@ bf_status bf_cpu_conv2d_backward_data_add(bf_backend *b, const bf_conv2d_shape *
     return backward_data(b, s, dy, w, dx, 1);
 }
 
-/* dbias[o] = sum of dy over the batch and the output plane of channel o, in double. */
-static void conv_bias_gradient(const bf_backend *b, const bf_conv2d_shape *s, int hw_out,
-                               const float *dy, float *dbias) {
+/* out[o] = sum of x [n, c, hw] over the batch and the plane of channel o, in double: a conv's bias
+ * gradient (here and in the flex route, flex_pool_cpu.c, which must give the same bits). */
+void bf_cpu_channel_sum(const bf_backend *b, int n, int c, size_t hw, const float *x, float *out) {
 #pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
-    for (int o = 0; o < s->c_out; o++) {
+    for (int o = 0; o < c; o++) {
         double sum = 0;
-        for (int n = 0; n < s->n; n++) sum += bf_cpu_lane_sum(dy + ((size_t)n * s->c_out + o) * hw_out, (size_t)hw_out);
-        dbias[o] = (float)sum;
+        for (int i = 0; i < n; i++) sum += bf_cpu_lane_sum(x + ((size_t)i * c + o) * hw, hw);
+        out[o] = (float)sum;
     }
 }
 
@@ -224,7 +224,7 @@ bf_status bf_cpu_conv2d_backward_filter(bf_backend *b, const bf_conv2d_shape *s,
     for (size_t i = 0; i < w_floats; i++)
         for (int t = 1; t < blocks; t++) dw[i] += partials[partial_floats * (t - 1) + i];
 
-    if (dbias) conv_bias_gradient(b, s, g.hw_out, dy, dbias);
+    if (dbias) bf_cpu_channel_sum(b, s->n, s->c_out, (size_t)g.hw_out, dy, dbias);
     return BF_OK;
 }
 

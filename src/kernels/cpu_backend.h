@@ -132,6 +132,8 @@ bf_status bf_cpu_conv2d_backward_data_add(bf_backend *b, const bf_conv2d_shape *
 bf_status bf_cpu_conv2d_backward_filter(bf_backend *b, const bf_conv2d_shape *s, const float *x,
                                         const float *dy, float *dw, float *dbias);
 bf_status bf_cpu_conv_workspace_hint(bf_backend *b, void *p, size_t bytes);
+/* out[o] = the sum of x [n, c, hw] over channel o's planes, in double (a conv's bias gradient) */
+void bf_cpu_channel_sum(const bf_backend *b, int n, int c, size_t hw, const float *x, float *out);
 
 /* ---- batchnorm_cpu.c ---- */
 bf_status bf_cpu_batchnorm_forward_train(bf_backend *b, const bf_bn_shape *s, const float *x,
@@ -261,11 +263,11 @@ bf_status bf_cpu_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, c
                                        const uint8_t *window, const float *dpooled, float *dx);
 bf_status bf_cpu_flex_pool_max_backward_scatter(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                                 const uint8_t *window, const uint32_t *winners, const uint32_t *ties,
-                                                const float *dy, float *dconv, float *dx);
+                                                const float *dy, float *dconv, float *dx, float *dbias);
 bf_status bf_cpu_flex_pool_max_backward_scatter_bn(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                                    const bf_bn_grad *bn, const uint8_t *window,
                                                    const uint32_t *winners, const uint32_t *ties, const float *y,
-                                                   const float *dz, float *dconv, float *dx);
+                                                   const float *dz, float *dconv, float *dx, float *dbias);
 bf_status bf_cpu_flex_pool_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
                                    float *pooled, uint8_t *window);
 bf_status bf_cpu_flex_pool_gather(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,

@@ -36,6 +36,8 @@
  *                        (flex_pool_max_backward_scatter: the conv's backward-data adds after).
  *                        With BN (flex_pool_max_backward_scatter_bn) dy is the next batch-norm's
  *                        dx, computed from its output gradient dz and input y as each is read.
+ *                        With DBIAS also the conv's bias gradient: each block's sums of the dconv
+ *                        it writes, which k_fold_sums adds up per channel.
  *   k_pool_forward,      the mask joint's pool branch: one thread per pooled element writes its
  *   k_pool_gather        window maximum and byte, and reads the maximum back from x at the byte.
  * The windows of FlexNet (3x3 stride 1, 2x2 stride 2) are compiled in (pool_common.cuh).
@@ -318,18 +320,23 @@ __global__ void k_pool_scatter_add(const uint8_t *__restrict__ window, const flo
  * A window's byte chooses exactly one input, so every element of dy is read, and its dconv written,
  * by one thread once: dy and dconv may be one buffer (not __restrict__). A plane no channel taps
  * (tiling that narrows) has no share: its dx is 0. With BN, dy is the batch-norm's output gradient
- * dz and each element's dy is that batch-norm's dx, from dz and y (bn_grad_at). */
-template <int K, int S, bool BN>
+ * dz and each element's dy is that batch-norm's dx, from dz and y (bn_grad_at). With DBIAS (at
+ * most 2 channels tap a pooled one) each thread also sums, in double, the dconv it writes per
+ * tapping channel, and the block's sums go to dbias_partial[j * chunks + chunk] (chunk = n *
+ * gridDim.y + blockIdx.y, chunks = n_batch * gridDim.y): each output channel has one pooled source
+ * (EXPAND), so each partial is written by one block; k_fold_sums adds them up. */
+template <int K, int S, bool BN, bool DBIAS>
 __global__ void k_route_scatter(const uint8_t *__restrict__ window, const uint32_t *__restrict__ winners,
                                 const uint32_t *__restrict__ ties, const float *dy, float *dconv,
                                 float *__restrict__ dx, pool_geo pg, flex_geo g, float tie_share,
-                                const float *__restrict__ y, bn_grad_dev bn) {
+                                const float *__restrict__ y, bn_grad_dev bn, double *__restrict__ dbias_partial) {
     const int plane = (int)blockIdx.x, n = plane / g.c_in, i = plane - n * g.c_in;
     const int in_plane = pg.h_in * pg.w_in, k = window_k<K>(pg), stride = window_stride<S>(pg);
     int lo, hi, step;
     fold_candidates(g, i, &lo, &hi, &step);
     const uint8_t *wq = window + (size_t)plane * g.hw;
     float *dxq = dx + (size_t)plane * in_plane;
+    double db0 = 0.0, db1 = 0.0; /* DBIAS: this thread's dconv of channels lo and lo + step */
     PLANE_POSITIONS(at, in_plane) {
         float acc = 0.0f;
         if (lo < hi) {
@@ -349,11 +356,24 @@ __global__ void k_route_scatter(const uint8_t *__restrict__ window, const uint32
                         const float dc = routed(gv, winners[e >> 5], ties[e >> 5], (unsigned)(e & 31u), tie_share);
                         share = __fadd_rn(share, __fsub_rn(gv, dc));
                         dconv[e] = dc;
+                        if (DBIAS) {
+                            if (j == lo) db0 += (double)dc;
+                            else db1 += (double)dc;
+                        }
                     }
                     acc = __fadd_rn(acc, share);
                 }
         }
         dxq[at] = acc;
+    }
+    if (DBIAS) { /* every thread of the block is here: the block sums */
+        db0 = bf_block_sum(db0);
+        db1 = bf_block_sum(db1);
+        if (threadIdx.x == 0 && lo < hi) {
+            const size_t chunks = (size_t)(gridDim.x / g.c_in) * gridDim.y, chunk = (size_t)n * gridDim.y + blockIdx.y;
+            dbias_partial[(size_t)lo * chunks + chunk] = db0;
+            if (lo + step < hi) dbias_partial[(size_t)(lo + step) * chunks + chunk] = db1;
+        }
     }
 }
 
@@ -385,8 +405,6 @@ __global__ void k_pool_gather(const float *__restrict__ x, const uint8_t *__rest
 
 #define COUNTING , true
 #define NOT_COUNTING , false
-#define WITH_BN , true
-#define WITHOUT_BN , false
 #define WITHOUT_STATS , false
 
 /* ---- flex_pool_max_forward_bn_stats (EXPAND, [run] flex_kernels = fused) ----
@@ -397,11 +415,14 @@ __global__ void k_pool_gather(const float *__restrict__ x, const uint8_t *__rest
 enum { STATS_BLOCKS = 4096, STATS_SMEM_MAX = 47 * 1024 }; /* 48 KiB without an opt-in, less the static
                                                               * shared memory (bf_block_sum's 256 bytes) */
 
-static plane_launch stats_launch_of(const bf_flex_shape *s) {
-    plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)s->hw);
-    const size_t planes = (size_t)s->n * s->c_in, want = (STATS_BLOCKS + planes - 1) / planes;
+static plane_launch capped_launch_of(size_t planes, size_t plane_size) {
+    plane_launch l = plane_launch_of(planes, plane_size);
+    const size_t want = (STATS_BLOCKS + planes - 1) / planes;
     if (l.grid.y > want) l.grid.y = (unsigned)want;
     return l;
+}
+static plane_launch stats_launch_of(const bf_flex_shape *s) {
+    return capped_launch_of((size_t)s->n * s->c_in, (size_t)s->hw);
 }
 
 /* The chunks of each channel's partials added by one warp (lane l: chunks l, l + 32, ... in order,
@@ -422,6 +443,18 @@ __global__ void k_fold_chunks(const double *__restrict__ partial, unsigned chunk
         folded[2 * (size_t)ch] = a0;
         folded[2 * (size_t)ch + 1] = a1;
     }
+}
+
+/* out[ch] = the chunks of partial[ch * chunks + k] added by one warp (lane l: chunks l, l + 32, ...
+ * in order, then bf_warp_sum's tree), rounded to float once: k_route_scatter<DBIAS>'s bias gradient. */
+__global__ void k_fold_sums(const double *__restrict__ partial, unsigned chunks, int c, float *__restrict__ out) {
+    const int ch = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5), lane = (int)(threadIdx.x & 31u);
+    if (ch >= c) return; /* whole warps: blockDim.x is a multiple of 32 */
+    const double *p = partial + (size_t)ch * chunks;
+    double a = 0.0;
+    for (unsigned k = (unsigned)lane; k < chunks; k += 32) a += p[k];
+    a = bf_warp_sum(a);
+    if (lane == 0) out[ch] = (float)a;
 }
 
 static int taps_max_of(const bf_flex_shape *s) { return (s->c_out + s->c_in - 1) / s->c_in; }
@@ -661,29 +694,60 @@ extern "C" bf_status bf_cuda_flex_pool_scatter_add(bf_backend *b, const bf_pool_
     return BF_OK;
 }
 
+/* k_route_scatter (BN: with the batch-norm's dx, bd) and dbias (nullable): summed in the route's
+ * pass where a pooled channel feeds at most 2 output channels (a capped grid, so that the partials
+ * per channel are few), else by the conv's channel sum over dconv after it. */
+#define BN_WITHOUT_DBIAS , BN, false
+#define BN_WITH_DBIAS , BN, true
+template <bool BN>
+static bf_status route_scatter_run(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                   const bn_grad_dev &bd, const uint8_t *window, const uint32_t *winners,
+                                   const uint32_t *ties, const float *y, const float *dy, float *dconv, float *dx,
+                                   float tie_share, float *dbias) {
+    const size_t planes = (size_t)s->n * s->c_in, in_plane = (size_t)ps->h_in * ps->w_in;
+    if (!dbias || taps_max_of(s) > 2) {
+        const plane_launch l = plane_launch_of(planes, in_plane);
+        LAUNCH_WINDOW(ps, k_route_scatter, BN_WITHOUT_DBIAS, l, window, winners, ties, dy, dconv, dx, pool_geo_of(ps),
+                      geo_of(s), tie_share, y, bd, (double *)NULL);
+        return dbias ? bf_cuda_channel_sum(im, s->n, s->c_out, s->hw, dconv, dbias) : BF_OK;
+    }
+    const plane_launch l = capped_launch_of(planes, in_plane);
+    const unsigned chunks = (unsigned)s->n * l.grid.y;
+    void *partial;
+    BF_TRY(bf_cuda_scratch(im, (size_t)s->c_out * chunks * sizeof(double), &partial));
+    LAUNCH_WINDOW(ps, k_route_scatter, BN_WITH_DBIAS, l, window, winners, ties, dy, dconv, dx, pool_geo_of(ps),
+                  geo_of(s), tie_share, y, bd, (double *)partial);
+    k_fold_sums<<<(unsigned)bf_cuda_div_up((size_t)s->c_out * 32, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        (const double *)partial, chunks, s->c_out, dbias);
+    BF_LAUNCH_CHECK("k_fold_sums");
+    return BF_OK;
+}
+#undef BN_WITHOUT_DBIAS
+#undef BN_WITH_DBIAS
+
 extern "C" bf_status bf_cuda_flex_pool_max_backward_scatter(bf_backend *b, const bf_pool_shape *ps,
                                                             const bf_flex_shape *s, const uint8_t *window,
                                                             const uint32_t *winners, const uint32_t *ties,
-                                                            const float *dy, float *dconv, float *dx) {
+                                                            const float *dy, float *dconv, float *dx, float *dbias) {
     FLEX_ENTER("flex_pool_max_backward_scatter", window, winners, ties, dy, dconv, dx);
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_backward_scatter"));
     if (s->channels != BF_FLEX_CHANNELS_EXPAND)
         return bf_error(BF_ERR_ARG, "flex_pool_max_backward_scatter: EXPAND channels only (BILINEAR mixes two pooled "
                                     "channels per output: flex_pool_max_backward, then flex_pool_scatter_add)");
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
-    if (im->flex_slide && slide_takes(im, ps, s) && slide_route_apart(s, dy, NULL, dconv))
-        return slide_route_scatter(im, ps, s, NULL, window, winners, ties, NULL, dy, dconv, dx, tie_share);
-    const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)ps->h_in * ps->w_in);
-    LAUNCH_WINDOW(ps, k_route_scatter, WITHOUT_BN, l, window, winners, ties, dy, dconv, dx, pool_geo_of(ps), geo_of(s),
-                  tie_share, (const float *)NULL, bn_grad_dev{});
-    return BF_OK;
+    if (im->flex_slide && slide_takes(im, ps, s) && slide_route_apart(s, dy, NULL, dconv)) {
+        BF_TRY(slide_route_scatter(im, ps, s, NULL, window, winners, ties, NULL, dy, dconv, dx, tie_share));
+        return dbias ? bf_cuda_channel_sum(im, s->n, s->c_out, s->hw, dconv, dbias) : BF_OK;
+    }
+    return route_scatter_run<false>(im, ps, s, bn_grad_dev{}, window, winners, ties, NULL, dy, dconv, dx, tie_share,
+                                    dbias);
 }
 
 extern "C" bf_status bf_cuda_flex_pool_max_backward_scatter_bn(bf_backend *b, const bf_pool_shape *ps,
                                                                const bf_flex_shape *s, const bf_bn_grad *bn,
                                                                const uint8_t *window, const uint32_t *winners,
                                                                const uint32_t *ties, const float *y, const float *dz,
-                                                               float *dconv, float *dx) {
+                                                               float *dconv, float *dx, float *dbias) {
     FLEX_ENTER("flex_pool_max_backward_scatter_bn", window, winners, ties, y, dz, dconv, dx);
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_backward_scatter_bn"));
     if (s->channels != BF_FLEX_CHANNELS_EXPAND)
@@ -693,12 +757,11 @@ extern "C" bf_status bf_cuda_flex_pool_max_backward_scatter_bn(bf_backend *b, co
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
     const bn_grad_dev bd = {bn->relu, bn->mean, bn->invstd, bn->gamma, bn->relu ? bn->beta : bn->gamma, bn->coef,
                             s->c_out};
-    if (im->flex_slide && slide_takes(im, ps, s) && slide_route_apart(s, dz, y, dconv))
-        return slide_route_scatter(im, ps, s, &bd, window, winners, ties, y, dz, dconv, dx, tie_share);
-    const plane_launch l = plane_launch_of((size_t)s->n * s->c_in, (size_t)ps->h_in * ps->w_in);
-    LAUNCH_WINDOW(ps, k_route_scatter, WITH_BN, l, window, winners, ties, dz, dconv, dx, pool_geo_of(ps), geo_of(s),
-                  tie_share, y, bd);
-    return BF_OK;
+    if (im->flex_slide && slide_takes(im, ps, s) && slide_route_apart(s, dz, y, dconv)) {
+        BF_TRY(slide_route_scatter(im, ps, s, &bd, window, winners, ties, y, dz, dconv, dx, tie_share));
+        return dbias ? bf_cuda_channel_sum(im, s->n, s->c_out, s->hw, dconv, dbias) : BF_OK;
+    }
+    return route_scatter_run<true>(im, ps, s, bd, window, winners, ties, y, dz, dconv, dx, tie_share, dbias);
 }
 
 extern "C" bf_status bf_cuda_flex_pool_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,

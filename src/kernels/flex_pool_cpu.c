@@ -15,7 +15,7 @@
  *             back with flex_widen_backward.
  *   scatter:  the window bytes as int32 argmax -> maxpool_backward into scratch -> added to dx.
  *   backward with the scatter (flex_pool_max_backward_scatter): the backward's dpooled into scratch
- *             -> maxpool_backward straight into dx.
+ *             -> maxpool_backward straight into dx; dbias by conv2d_backward_filter's channel sum.
  *   flex_pool_forward / flex_pool_gather (the mask joint's pool branch): maxpool_forward with its
  *             argmax turned into window bytes; P read back from x at the bytes.
  * Every float expression is the op-by-op sequence's, so the results are bit-identical to it (and
@@ -222,7 +222,7 @@ static int32_t *pool_argmax(bf_backend *b, const bf_pool_shape *ps, const bf_fle
 
 bf_status bf_cpu_flex_pool_max_backward_scatter(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                                 const uint8_t *window, const uint32_t *winners, const uint32_t *ties,
-                                                const float *dy, float *dconv, float *dx) {
+                                                const float *dy, float *dconv, float *dx, float *dbias) {
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_backward_scatter"));
     REQUIRE("flex_pool_max_backward_scatter", window, winners, ties, dy, dconv, dx);
     if (s->channels != BF_FLEX_CHANNELS_EXPAND)
@@ -234,6 +234,7 @@ bf_status bf_cpu_flex_pool_max_backward_scatter(bf_backend *b, const bf_pool_sha
     char *cursor = scratch;
     float *pool_share = carve(&cursor, nc * sizeof(float)), *dpooled = carve(&cursor, np * sizeof(float));
     route(b, s, winners, ties, dy, dconv, pool_share);
+    if (dbias) bf_cpu_channel_sum(b, s->n, s->c_out, (size_t)s->hw, dconv, dbias); /* the conv's own sum */
     BF_TRY(bf_cpu_flex_widen_backward(b, s, pool_share, dpooled));
     const int32_t *argmax = pool_argmax(b, ps, s, window, &cursor);
     return bf_cpu_maxpool_backward(b, ps, dpooled, argmax, dx); /* dx from zero, in ascending output order */
@@ -244,7 +245,7 @@ bf_status bf_cpu_flex_pool_max_backward_scatter(bf_backend *b, const bf_pool_sha
 bf_status bf_cpu_flex_pool_max_backward_scatter_bn(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                                    const bf_bn_grad *bn, const uint8_t *window,
                                                    const uint32_t *winners, const uint32_t *ties, const float *y,
-                                                   const float *dz, float *dconv, float *dx) {
+                                                   const float *dz, float *dconv, float *dx, float *dbias) {
     BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_backward_scatter_bn"));
     REQUIRE("flex_pool_max_backward_scatter_bn", window, winners, ties, y, dz, dconv, dx);
     if (s->channels != BF_FLEX_CHANNELS_EXPAND) /* before dconv is written */
@@ -253,7 +254,7 @@ bf_status bf_cpu_flex_pool_max_backward_scatter_bn(bf_backend *b, const bf_pool_
         return bf_error(BF_ERR_ARG, "flex_pool_max_backward_scatter_bn: NULL batch-norm statistics or coefficients");
     const bf_bn_shape bs = {.n = s->n, .c = s->c_out, .hw = s->hw, .eps = 1e-5f, .momentum = 0.1f};
     bf_cpu_bn_dx_from_coef(&bs, bn, y, dz, dconv, bf_cpu_threads(b));
-    return bf_cpu_flex_pool_max_backward_scatter(b, ps, s, window, winners, ties, dconv, dconv, dx);
+    return bf_cpu_flex_pool_max_backward_scatter(b, ps, s, window, winners, ties, dconv, dconv, dx, dbias);
 }
 
 bf_status bf_cpu_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
