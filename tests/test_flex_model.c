@@ -73,9 +73,10 @@ static void test_names_and_counts(void) {
               m->arena_bytes - vanilla->arena_bytes, expect);
         bf_model_destroy(vanilla);
     }
-    /* [model] fuse_flex_bn: each batch-norm after a flex layer (all but the first, whose input needs
-     * no gradient) keeps 2c floats of coefficients, and the flex output's gradient is the
-     * batch-norm's: the plan grows by the coefficients at most */
+    /* [model] fuse_flex_bn: each batch-norm after a flex layer (the first's too: its input needs no
+     * gradient, so its flex layer applies the dx in its route alone) keeps 2c floats of
+     * coefficients, and the flex output's gradient is the batch-norm's: the plan grows by the
+     * coefficients at most */
     cfg.model.fuse_flex_bn = 1;
     bf_model *fused = NULL;
     CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 224, 224}, 100, 1, &fused));
@@ -91,8 +92,8 @@ static void test_names_and_counts(void) {
         }
         /* [model] fuse_flex_bn_stats (the default): every flex layer takes its batch-norm's statistics */
         CHECK(stats == 13, "flex VGG-16: %d of 13 batch-norms take their statistics from their flex layer", stats);
-        CHECK(joined == 12 && fused->arena_bytes <= m->arena_bytes + coef,
-              "flex VGG-16 with fuse_flex_bn: %d batch-norms applied by their flex layers (want 12), %zu bytes "
+        CHECK(joined == 13 && fused->arena_bytes <= m->arena_bytes + coef,
+              "flex VGG-16 with fuse_flex_bn: %d batch-norms applied by their flex layers (want 13), %zu bytes "
               "planned against %zu + %zu of coefficients", joined, fused->arena_bytes, m->arena_bytes, coef);
         bf_model_destroy(fused);
     }
@@ -504,8 +505,9 @@ static void test_resampled_threshold(const bf_flex_options *opt) {
  * narrows: pooled channels 4 and 5 untapped) -> GAP -> linear, with the model's fuse_flex_scatter as
  * given. */
 /* scatter: [model] fuse_flex_scatter; flex_bn: [model] fuse_flex_bn and fuse_flex_bn_stats (bn1 runs
- * its ReLU, bn2 none) */
-static bf_model *route_scatter_net(bf_backend *b, int scatter, int flex_bn, bf_flex_tie_rule ties) {
+ * its ReLU, bn2 none); stem 0: no stem, flex1 (2->6) reads the image, so it has no input gradient and
+ * applies bn1's dx in its route alone (flex_pool_max_backward_bn) */
+static bf_model *route_scatter_net(bf_backend *b, int scatter, int flex_bn, bf_flex_tie_rule ties, int stem) {
     bf_model *m = NULL;
     CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, 11, &m));
     if (!m) return NULL;
@@ -513,7 +515,8 @@ static bf_model *route_scatter_net(bf_backend *b, int scatter, int flex_bn, bf_f
     m->fuse_flex_bn = flex_bn;
     m->fuse_flex_bn_stats = flex_bn;
     bf_flex_options opt = {.joint = BF_FLEX_JOINT_MAX, .channels = BF_FLEX_CHANNELS_EXPAND, .ties = ties};
-    int x = bf_model_add_conv(m, "stem", BF_MODEL_INPUT, 3, 3, 1, 1, 1, 1, BF_INIT_UNIFORM_FAN_IN);
+    int x = stem ? bf_model_add_conv(m, "stem", BF_MODEL_INPUT, 3, 3, 1, 1, 1, 1, BF_INIT_UNIFORM_FAN_IN)
+                 : BF_MODEL_INPUT;
     x = bf_model_add_flex(m, "flex1", x, 6, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, &opt);
     x = bf_model_add_batchnorm(m, "bn1", x, 1e-5f, 0.1f);
     x = bf_model_add_relu(m, "relu", x);
@@ -536,11 +539,11 @@ static bf_model *route_scatter_net(bf_backend *b, int scatter, int flex_bn, bf_f
  * (flex_pool_max_backward_scatter_bn), and with [model] fuse_flex_bn_stats their statistics come
  * from the flex forward (flex_pool_max_forward_bn_stats): the same bits again, the batch-norms'
  * running statistics too. */
-static void test_route_scatter_same_bits(bf_flex_tie_rule ties) {
+static void test_route_scatter_same_bits(bf_flex_tie_rule ties, int stem) {
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(2, &b));
-    bf_model *fused = route_scatter_net(b, 1, 1, ties), *separate = route_scatter_net(b, 0, 0, ties);
-    bf_model *bn_apart = route_scatter_net(b, 1, 0, ties);
+    bf_model *fused = route_scatter_net(b, 1, 1, ties, stem), *separate = route_scatter_net(b, 0, 0, ties, stem);
+    bf_model *bn_apart = route_scatter_net(b, 1, 0, ties, stem);
     if (fused && separate && bn_apart && fused->param_data && separate->param_data && bn_apart->param_data) {
         static float xh[N * C * H * H];
         for (int i = 0; i < N * C * H * H; i++) xh[i] = (float)((i * 7) % 17 - 8) / 8.0f;
@@ -616,8 +619,9 @@ static void test_route_scatter_same_bits(bf_flex_tie_rule ties) {
         CHECK(fused_scratch == 0 && separate_scratch == pooled,
               "backward scratch: %zu floats fused (want 0: dC over dy, no dP), %zu separate (want dP's %zu)",
               fused_scratch, separate_scratch, pooled);
-        printf("fuse_flex_scatter and fuse_flex_bn, ties = %s: %zu gradients bit for bit (%zu nonzero), %zu ties\n",
-               ties == BF_FLEX_TIE_SPLIT ? "split" : "pool", fused->num_param_floats, nonzero, tie_count);
+        printf("fuse_flex_scatter and fuse_flex_bn, ties = %s%s: %zu gradients bit for bit (%zu nonzero), %zu ties\n",
+               ties == BF_FLEX_TIE_SPLIT ? "split" : "pool", stem ? "" : ", flex1 on the image",
+               fused->num_param_floats, nonzero, tie_count);
     }
     bf_model_destroy(fused);
     bf_model_destroy(separate);
@@ -681,8 +685,9 @@ int main(void) {
     check_residual_gradients("residual flex network, mask sigmoid_hard with logits BN", &mask_hard);
     test_ties(BF_FLEX_TIE_SPLIT);
     test_ties(BF_FLEX_TIE_POOL);
-    test_route_scatter_same_bits(BF_FLEX_TIE_SPLIT);
-    test_route_scatter_same_bits(BF_FLEX_TIE_POOL);
+    test_route_scatter_same_bits(BF_FLEX_TIE_SPLIT, 1);
+    test_route_scatter_same_bits(BF_FLEX_TIE_POOL, 1);
+    test_route_scatter_same_bits(BF_FLEX_TIE_SPLIT, 0);
     test_flex_bn_sites();
     return bf_test_finish();
 }

@@ -201,6 +201,11 @@ bf_status bf_flex_pool_shape_check(const bf_pool_shape *ps, const bf_flex_shape 
 /* BF_OK when the batch-norm shape bs (eps > 0) is over the flex output of s (valid): n, c_out, hw;
  * else BF_ERR_ARG naming op and both shapes. */
 bf_status bf_flex_bn_shape_check(const bf_flex_shape *s, const bf_bn_shape *bs, const char *op);
+/* The routes that apply the next batch-norm's dx (flex_pool_max_backward_scatter_bn,
+ * flex_pool_max_backward_bn): bf_flex_pool_shape_check, EXPAND channels, and bn with its statistics,
+ * gamma, coefficients (and beta under its ReLU) given; else BF_ERR_ARG naming op. */
+bf_status bf_flex_route_bn_check(const bf_pool_shape *ps, const bf_flex_shape *s, const bf_bn_grad *bn,
+                                 const char *op);
 
 typedef struct bf_backend bf_backend;
 
@@ -443,6 +448,14 @@ typedef struct bf_ops {
                                                    const bf_bn_grad *bn, const uint8_t *window,
                                                    const uint32_t *winners, const uint32_t *ties, const float *y,
                                                    const float *dz, float *dconv, float *dx, float *dbias);
+    /* flex_pool_max_backward of dy = the dx of the batch-norm after the layer (bn), from its output
+     * gradient dz and input y as each is read, without dpooled (the layer's input has no gradient: a
+     * network's first flex layer, whose backward then neither stores the batch-norm's dx nor reads it
+     * back), for EXPAND (BF_ERR_ARG otherwise). dconv may be dz itself. Bit-identical to the
+     * batch-norm's dx written first, then flex_pool_max_backward. */
+    bf_status (*flex_pool_max_backward_bn)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                           const bf_bn_grad *bn, const uint32_t *winners, const uint32_t *ties,
+                                           const float *y, const float *dz, float *dconv);
     /* The pool branch alone, for the mask joint: pooled [n, c_in, hw] = maxpool(x) over ps (as
      * maxpool_forward) and window, one byte per pooled element, its maximum's place kh*k + kw, for
      * every pooled channel (ps and s as for flex_pool_max_forward). */

@@ -258,7 +258,15 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
             return ops->conv2d_backward_data_add(b, &cs, dconv, bf_layer_param(m, l, 0), dx);
         }
         float *dpooled = !dx ? NULL : in_place ? l->bwd_scratch : l->bwd_scratch + (size_t)fs.n * fs.c_out * fs.hw;
-        BF_TRY(ops->flex_pool_max_backward(b, &ps, &fs, l->flex_winners, l->flex_ties, l->dout, dconv, dpooled));
+        if (!dx && l->flex_applies_bn && !m->sync_sums) { /* no input gradient: the route alone, applying the dx */
+            const bf_layer *bn = &m->layers[index + 1];
+            const bf_bn_grad g = {bn->relu_fused, bn->save_mean, bn->save_invstd, bf_layer_param(m, bn, 0),
+                                  bf_layer_param(m, bn, 1), bn->bn_coef};
+            BF_TRY(ops->flex_pool_max_backward_bn(b, &ps, &fs, &g, l->flex_winners, l->flex_ties, l->out, l->dout,
+                                                  dconv));
+        } else {
+            BF_TRY(ops->flex_pool_max_backward(b, &ps, &fs, l->flex_winners, l->flex_ties, l->dout, dconv, dpooled));
+        }
         BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1)));
         if (!dx) return BF_OK;
         BF_TRY(ops->conv2d_backward_data(b, &cs, dconv, bf_layer_param(m, l, 0), dx));

@@ -167,17 +167,19 @@ static int bn_gradient_owner(const bf_model *m, int bn) {
     return bn;
 }
 
-/* Whether flex layer i applies the dx of the batch-norm right after it ([model] fuse_flex_bn,
- * flex_pool_max_backward_scatter_bn): a channel-wise max EXPAND flex layer whose backward routes and
- * scatters in one pass (it has a dx to write: its input needs a gradient), read by that batch-norm
- * alone, which is not the logits, whose gradient (or its ReLU's) a later layer writes, and feeds no neuron that reads its input (a spiking network's
- * batch-norm before a LIF layer is that layer's: neuron_batchnorm_backward). */
+/* Whether flex layer i applies the dx of the batch-norm right after it ([model] fuse_flex_bn): a
+ * channel-wise max EXPAND flex layer whose backward routes and scatters in one pass
+ * (flex_pool_max_backward_scatter_bn: its input needs a gradient, under fuse_flex_scatter) or only
+ * routes (flex_pool_max_backward_bn: its input needs none, a network's first layer), read by that
+ * batch-norm alone, which is not the logits, whose gradient (or its ReLU's) a later layer writes,
+ * and feeds no neuron that reads its input (a spiking network's batch-norm before a LIF layer is
+ * that layer's: neuron_batchnorm_backward). */
 static int flex_can_apply_bn(const bf_model *m, int i) {
     const bf_layer *l = &m->layers[i];
-    if (!m->fuse_flex_bn || !m->fuse_flex_scatter || l->kind != BF_LAYER_FLEX) return 0;
+    if (!m->fuse_flex_bn || l->kind != BF_LAYER_FLEX) return 0;
     if (l->flex_opt.joint != BF_FLEX_JOINT_MAX || l->flex_opt.channels != BF_FLEX_CHANNELS_EXPAND) return 0;
-    if (l->input[0] < 0 || !m->layers[l->input[0]].needs_grad || l->num_consumers != 1 || i + 2 >= m->num_layers)
-        return 0;
+    const int has_dx = l->input[0] >= 0 && m->layers[l->input[0]].needs_grad;
+    if ((has_dx && !m->fuse_flex_scatter) || l->num_consumers != 1 || i + 2 >= m->num_layers) return 0;
     const bf_layer *bn = &m->layers[i + 1];
     if (bn->kind != BF_LAYER_BATCHNORM || bn->input[0] != i || !bn->needs_grad || bn->bn_runs_neuron ||
         bn->out_forward_only)

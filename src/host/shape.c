@@ -49,6 +49,15 @@ bf_status bf_flex_bn_shape_check(const bf_flex_shape *s, const bf_bn_shape *bs, 
     return BF_OK;
 }
 
+bf_status bf_flex_route_bn_check(const bf_pool_shape *ps, const bf_flex_shape *s, const bf_bn_grad *bn,
+                                 const char *op) {
+    BF_TRY(bf_flex_pool_shape_check(ps, s, op));
+    if (s->channels != BF_FLEX_CHANNELS_EXPAND) return bf_error(BF_ERR_ARG, "%s: EXPAND channels only", op);
+    if (!bn || !bn->mean || !bn->invstd || !bn->gamma || !bn->coef || (bn->relu && !bn->beta))
+        return bf_error(BF_ERR_ARG, "%s: NULL batch-norm statistics or coefficients", op);
+    return BF_OK;
+}
+
 bf_status bf_flex_shape_check(const bf_flex_shape *s, const char *op) {
     if (!s) return bf_error(BF_ERR_ARG, "%s: NULL shape", op);
     if (s->n <= 0 || s->c_in <= 0 || s->c_out <= 0 || s->hw <= 0 ||

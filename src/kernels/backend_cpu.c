@@ -129,6 +129,7 @@ static const bf_ops cpu_ops = {
     .flex_pool_scatter_add = bf_cpu_flex_pool_scatter_add,
     .flex_pool_max_backward_scatter = bf_cpu_flex_pool_max_backward_scatter,
     .flex_pool_max_backward_scatter_bn = bf_cpu_flex_pool_max_backward_scatter_bn,
+    .flex_pool_max_backward_bn = bf_cpu_flex_pool_max_backward_bn,
     .flex_pool_forward = bf_cpu_flex_pool_forward,
     .flex_pool_gather = bf_cpu_flex_pool_gather,
     .flex_logits_forward = bf_cpu_flex_logits_forward,

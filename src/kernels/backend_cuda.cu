@@ -238,6 +238,7 @@ static const bf_ops cuda_ops = {
     /* .flex_pool_scatter_add = */ bf_cuda_flex_pool_scatter_add,
     /* .flex_pool_max_backward_scatter = */ bf_cuda_flex_pool_max_backward_scatter,
     /* .flex_pool_max_backward_scatter_bn = */ bf_cuda_flex_pool_max_backward_scatter_bn,
+    /* .flex_pool_max_backward_bn = */ bf_cuda_flex_pool_max_backward_bn,
     /* .flex_pool_forward = */ bf_cuda_flex_pool_forward,
     /* .flex_pool_gather = */ bf_cuda_flex_pool_gather,
     /* .flex_logits_forward = */ bf_cuda_flex_logits_forward,
@@ -275,7 +276,7 @@ static const bf_ops cuda_ops = {
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 82 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 83 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

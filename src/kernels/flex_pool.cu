@@ -22,7 +22,9 @@
  *                              and k_fold_chunks and k_bn_stats_final finish its statistics.
  *   k_route_expand<V>          for V consecutive positions of a pooled plane and each tapping
  *                              channel: dconv from dy and the two bits, and the sum of the pool
- *                              shares: dpooled (float4 loads and stores when V = 4).
+ *                              shares: dpooled (float4 loads and stores when V = 4); <BN>
+ *                              (flex_pool_max_backward_bn) takes dy as the next batch-norm's dx,
+ *                              from its output gradient and input, without dpooled.
  * BILINEAR (an output channel mixes two pooled channels) keeps one thread per output element:
  *   k_pool_max_forward_bilinear, whose warps' ballots are whole words of the bitmaps, and
  *   k_pool_max_route_bilinear over the candidate channels of each pooled element.
@@ -166,14 +168,16 @@ __global__ void k_pool_max_forward_expand(const float *__restrict__ x, const flo
 }
 
 /* V consecutive positions p0.. of pooled plane (n, i) per thread (V = 4: hw % 4 == 0 and dy,
- * dconv, dpooled 16-byte aligned, so a vector's 4 elements share one bitmap word); the tapping
- * channels in ascending order, as flex.cu's k_fold_back. dy and dconv are not __restrict__: they
- * may be one buffer (ops.h); each vector of dy is loaded before its dconv is stored.
+ * dconv, dpooled (and y) 16-byte aligned, so a vector's 4 elements share one bitmap word); the
+ * tapping channels in ascending order, as flex.cu's k_fold_back. dy and dconv are not __restrict__:
+ * they may be one buffer (ops.h); each vector of dy is loaded before its dconv is stored. With BN
+ * (flex_pool_max_backward_bn) dy is the next batch-norm's output gradient dz, and each element's
+ * dy that batch-norm's dx, from dz and its input y (bn_grad_at).
  * grid: the n * c_in pooled planes (plane_launch_of over hw / V). */
-template <int V>
+template <int V, bool BN>
 __global__ void k_route_expand(const uint32_t *__restrict__ winners, const uint32_t *__restrict__ ties,
                                const float *dy, float *dconv, float *__restrict__ dpooled, flex_geo g,
-                               float tie_share) {
+                               float tie_share, const float *__restrict__ y, bn_grad_dev bn) {
     const int plane = (int)blockIdx.x, n = plane / g.c_in, i = plane - n * g.c_in;
     int lo, hi, step;
     fold_candidates(g, i, &lo, &hi, &step);
@@ -184,7 +188,12 @@ __global__ void k_route_expand(const uint32_t *__restrict__ winners, const uint3
         for (int k = 0; k < V; k++) acc.v[k] = 0.0f;
         for (int j = lo; j < hi; j += step) {
             const size_t e = ((size_t)n * g.c_out + (size_t)j) * (size_t)g.hw + (size_t)p;
-            const fvec<V> gv = load_vec<V>(dy + e);
+            fvec<V> gv = load_vec<V>(dy + e);
+            if (BN) {
+                const fvec<V> yv = load_vec<V>(y + e);
+#pragma unroll
+                for (int k = 0; k < V; k++) gv.v[k] = bn_grad_at(bn, j, yv.v[k], gv.v[k]);
+            }
             const uint32_t win = winners[e >> 5], tie = ties[e >> 5];
             fvec<V> dc;
 #pragma unroll
@@ -661,6 +670,26 @@ extern "C" bf_status bf_cuda_flex_pool_max_forward_bn_stats(bf_backend *b, const
     return stats_finish(im, s, bs, &sc, chunks, save_mean, save_invstd, running_mean, running_var);
 }
 
+/* k_route_expand over the n * c_in pooled planes: float4 when every vector lies in one plane and one
+ * bitmap word, and the pointers allow it. */
+template <bool BN>
+static bf_status route_expand_run(bf_cuda_impl *im, const bf_flex_shape *s, const bn_grad_dev &bd,
+                                  const uint32_t *winners, const uint32_t *ties, const float *y, const float *dy,
+                                  float *dconv, float *dpooled, float tie_share) {
+    const size_t planes = (size_t)s->n * s->c_in;
+    const bool vec4 =
+        s->hw % 4 == 0 && (((uintptr_t)dy | (uintptr_t)dconv | (uintptr_t)dpooled | (uintptr_t)y) & 15u) == 0;
+    const plane_launch l = plane_launch_of(planes, (size_t)s->hw / (vec4 ? 4 : 1));
+    if (vec4)
+        k_route_expand<4, BN><<<l.grid, l.threads, 0, im->stream>>>(winners, ties, dy, dconv, dpooled, geo_of(s),
+                                                                    tie_share, y, bd);
+    else
+        k_route_expand<1, BN><<<l.grid, l.threads, 0, im->stream>>>(winners, ties, dy, dconv, dpooled, geo_of(s),
+                                                                    tie_share, y, bd);
+    BF_LAUNCH_CHECK("k_route_expand");
+    return BF_OK;
+}
+
 extern "C" bf_status bf_cuda_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                                     const uint32_t *winners, const uint32_t *ties, const float *dy,
                                                     float *dconv, float *dpooled) {
@@ -673,15 +702,19 @@ extern "C" bf_status bf_cuda_flex_pool_max_backward(bf_backend *b, const bf_pool
                            geo_of(s), tie_share);
         return BF_OK;
     }
-    /* float4 when every vector lies in one plane and one bitmap word, and the pointers allow it */
-    const bool vec4 = s->hw % 4 == 0 && (((uintptr_t)dy | (uintptr_t)dconv | (uintptr_t)dpooled) & 15u) == 0;
-    const plane_launch l = plane_launch_of(planes, (size_t)s->hw / (vec4 ? 4 : 1));
-    if (vec4)
-        k_route_expand<4><<<l.grid, l.threads, 0, im->stream>>>(winners, ties, dy, dconv, dpooled, geo_of(s), tie_share);
-    else
-        k_route_expand<1><<<l.grid, l.threads, 0, im->stream>>>(winners, ties, dy, dconv, dpooled, geo_of(s), tie_share);
-    BF_LAUNCH_CHECK("k_route_expand");
-    return BF_OK;
+    return route_expand_run<false>(im, s, bn_grad_dev{}, winners, ties, NULL, dy, dconv, dpooled, tie_share);
+}
+
+extern "C" bf_status bf_cuda_flex_pool_max_backward_bn(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                                       const bf_bn_grad *bn, const uint32_t *winners,
+                                                       const uint32_t *ties, const float *y, const float *dz,
+                                                       float *dconv) {
+    FLEX_ENTER("flex_pool_max_backward_bn", winners, ties, y, dz, dconv);
+    BF_TRY(bf_flex_route_bn_check(ps, s, bn, "flex_pool_max_backward_bn"));
+    const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
+    const bn_grad_dev bd = {bn->relu, bn->mean, bn->invstd, bn->gamma, bn->relu ? bn->beta : bn->gamma, bn->coef,
+                            s->c_out};
+    return route_expand_run<true>(im, s, bd, winners, ties, y, dz, dconv, NULL, tie_share);
 }
 
 extern "C" bf_status bf_cuda_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
@@ -749,11 +782,7 @@ extern "C" bf_status bf_cuda_flex_pool_max_backward_scatter_bn(bf_backend *b, co
                                                                const uint32_t *ties, const float *y, const float *dz,
                                                                float *dconv, float *dx, float *dbias) {
     FLEX_ENTER("flex_pool_max_backward_scatter_bn", window, winners, ties, y, dz, dconv, dx);
-    BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_backward_scatter_bn"));
-    if (s->channels != BF_FLEX_CHANNELS_EXPAND)
-        return bf_error(BF_ERR_ARG, "flex_pool_max_backward_scatter_bn: EXPAND channels only");
-    if (!bn || !bn->mean || !bn->invstd || !bn->gamma || !bn->coef || (bn->relu && !bn->beta))
-        return bf_error(BF_ERR_ARG, "flex_pool_max_backward_scatter_bn: NULL batch-norm statistics or coefficients");
+    BF_TRY(bf_flex_route_bn_check(ps, s, bn, "flex_pool_max_backward_scatter_bn"));
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
     const bn_grad_dev bd = {bn->relu, bn->mean, bn->invstd, bn->gamma, bn->relu ? bn->beta : bn->gamma, bn->coef,
                             s->c_out};

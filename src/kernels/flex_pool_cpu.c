@@ -246,15 +246,23 @@ bf_status bf_cpu_flex_pool_max_backward_scatter_bn(bf_backend *b, const bf_pool_
                                                    const bf_bn_grad *bn, const uint8_t *window,
                                                    const uint32_t *winners, const uint32_t *ties, const float *y,
                                                    const float *dz, float *dconv, float *dx, float *dbias) {
-    BF_TRY(bf_flex_pool_shape_check(ps, s, "flex_pool_max_backward_scatter_bn"));
+    BF_TRY(bf_flex_route_bn_check(ps, s, bn, "flex_pool_max_backward_scatter_bn")); /* before dconv is written */
     REQUIRE("flex_pool_max_backward_scatter_bn", window, winners, ties, y, dz, dconv, dx);
-    if (s->channels != BF_FLEX_CHANNELS_EXPAND) /* before dconv is written */
-        return bf_error(BF_ERR_ARG, "flex_pool_max_backward_scatter_bn: EXPAND channels only");
-    if (!bn || !bn->mean || !bn->invstd || !bn->gamma || !bn->coef || (bn->relu && !bn->beta))
-        return bf_error(BF_ERR_ARG, "flex_pool_max_backward_scatter_bn: NULL batch-norm statistics or coefficients");
     const bf_bn_shape bs = {.n = s->n, .c = s->c_out, .hw = s->hw, .eps = 1e-5f, .momentum = 0.1f};
     bf_cpu_bn_dx_from_coef(&bs, bn, y, dz, dconv, bf_cpu_threads(b));
     return bf_cpu_flex_pool_max_backward_scatter(b, ps, s, window, winners, ties, dconv, dconv, dx, dbias);
+}
+
+/* The batch-norm's dx into dconv, then the route over it in place: the two ops' bits. */
+bf_status bf_cpu_flex_pool_max_backward_bn(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
+                                           const bf_bn_grad *bn, const uint32_t *winners, const uint32_t *ties,
+                                           const float *y, const float *dz, float *dconv) {
+    BF_TRY(bf_flex_route_bn_check(ps, s, bn, "flex_pool_max_backward_bn")); /* before dconv is written */
+    REQUIRE("flex_pool_max_backward_bn", winners, ties, y, dz, dconv);
+    const bf_bn_shape bs = {.n = s->n, .c = s->c_out, .hw = s->hw, .eps = 1e-5f, .momentum = 0.1f};
+    bf_cpu_bn_dx_from_coef(&bs, bn, y, dz, dconv, bf_cpu_threads(b));
+    route(b, s, winners, ties, dconv, dconv, NULL);
+    return BF_OK;
 }
 
 bf_status bf_cpu_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
