@@ -82,6 +82,10 @@
  *      in route"): "4 BN applied" then the conv's channel sum over dconv (what conv2d_backward_filter
  *      runs for dbias: 4*Nc bytes more), against the route summing it per block as it writes dconv
  *      ([model] fold_conv_bias). Checked against each other to 1e-6 (two orders of double sums).
+ *   the route alone (row "route alone BN+dbias", backward only): the batch-norm's sums, then
+ *      flex_pool_max_backward_bn applying its dx and summing the bias gradient, without a scatter:
+ *      what the network runs at conv1_1, whose input (the image) needs no gradient; the step's
+ *      total with it in place of version 4 there is printed at the end.
  *   2 with the next batch-norm's statistics (rows "2 + BN stats" and "2 stats in pass", forward only,
  *      from C as version 2): version 2's forward then batchnorm_forward_train's statistics alone (a
  *      pass over y: 4*Nc bytes more), against [model] fuse_flex_bn_stats (the default):
@@ -823,6 +827,17 @@ static void v4_bn_applied(lab_case *c) { v4_bn_applied_to(c, NULL); }
  * fold_conv_bias), summed by the route as it writes dconv, against the conv's channel sum over dconv
  * after it (what conv2d_backward_filter runs: a read of dconv more). */
 static void v4_bn_dbias_in_route(lab_case *c) { v4_bn_applied_to(c, c->dbias); }
+/* The route alone with the batch-norm's dx and the bias gradient (row "route alone BN+dbias"): what
+ * a network's first flex layer runs, whose input needs no gradient (flex_pool_max_backward_bn). */
+static void route_alone_bn_dbias(lab_case *c) {
+    const bf_bn_shape bs = bn_shape_of(c);
+    const size_t k = (size_t)c->fs.c_out;
+    BFK(c->b->ops->batchnorm_backward_sums(c->b, &bs, 1, c->y, c->dy, c->bn + 2 * k, c->bn + 3 * k, c->bn, c->bn + k,
+                                           c->bn_grad, c->bn_grad + k, c->bn + 4 * k));
+    const bf_bn_grad g = {1, c->bn, c->bn + k, c->bn + 2 * k, c->bn + 3 * k, c->bn + 4 * k};
+    BFK(c->b->ops->flex_pool_max_backward_bn(c->b, &c->ps, &c->fs, &g, c->winners, c->ties, c->y, c->dy, c->dconv,
+                                             c->dbias));
+}
 static void v4_bn_dbias_after(lab_case *c) {
     v4_bn_applied(c);
     BFK(bf_cuda_channel_sum((bf_cuda_impl *)c->b->impl, c->fs.n, c->fs.c_out, c->fs.hw, c->dconv, c->dbias));
@@ -949,6 +964,8 @@ static double bytes_v4_bwd(const lab_case *c) { return c->nc / 4.0 + 8.0 * c->nc
 static double bytes_v4_bn_apart(const lab_case *c) { return bytes_v4_bwd(c) + 20.0 * c->nc; }
 static double bytes_v4_bn_applied(const lab_case *c) { return bytes_v4_bwd(c) + 12.0 * c->nc; }
 static double bytes_v4_bn_dbias_after(const lab_case *c) { return bytes_v4_bn_applied(c) + 4.0 * c->nc; }
+/* the sums (y, dy) and the route (winners, ties, dy, y; dC) */
+static double bytes_route_alone_bn(const lab_case *c) { return 8.0 * c->nc + c->nc / 4.0 + 12.0 * c->nc; }
 static double bytes_v2_bwd(const lab_case *c) {
     /* route: winners, ties, dy; dC, dP. scatter: window, dP; dx both ways */
     const double route = c->nc / 4.0 + 4.0 * c->nc + 4.0 * c->nc + 4.0 * c->np;
@@ -1599,6 +1616,7 @@ int main(int argc, char **argv) {
         double sum_v4_b = 0.0;                      /* version 4's backward (route and scatter in one pass) */
         double sum_v4bn_apart = 0.0, sum_v4bn = 0.0; /* with the next batch-norm's backward, apart or applied */
         double sum_v4db_after = 0.0, sum_v4db = 0.0;  /* and the conv's bias gradient, after or in the route */
+        double first_route_alone = 0.0, first_v4db = 0.0; /* conv1_1: the route alone, and version 4's */
         double sum_v2st_apart = 0.0, sum_v2st = 0.0; /* version 2's forward with that batch-norm's statistics */
         double sum_v3st_apart = 0.0, sum_v3st = 0.0; /* version 3's */
         double sum_bn_alone = 0.0; /* the batch-norm's statistics and backward passes alone */
@@ -1658,6 +1676,7 @@ int main(int argc, char **argv) {
             const double v4_b = time_pass(t, &c, v4_backward);
             const double v4bn_apart = time_pass(t, &c, v4_bn_apart), v4bn = time_pass(t, &c, v4_bn_applied);
             const double v4db_after = time_pass(t, &c, v4_bn_dbias_after), v4db = time_pass(t, &c, v4_bn_dbias_in_route);
+            const double alone = time_pass(t, &c, route_alone_bn_dbias);
             /* last: they rewrite y, window and bits (the same bits as version 2's) */
             const double v2st_apart = time_pass(t, &c, v2_bn_stats_apart, v2_prepare_forward);
             const double v2st = time_pass(t, &c, v2_bn_stats_fused, v2_prepare_forward);
@@ -1703,6 +1722,9 @@ int main(int argc, char **argv) {
             snprintf(tail_db, sizeof tail_db, "bwd x%.2f over 4 BN + dbias after", v4db_after / v4db);
             lab_print_row(&tb, "", "4 BN + dbias after", -1.0, 0.0, v4db_after, bytes_v4_bn_dbias_after(&c), "");
             lab_print_row(&tb, "", "4 BN + dbias in route", -1.0, 0.0, v4db, bytes_v4_bn_applied(&c), tail_db);
+            lab_print_row(&tb, "", "route alone BN+dbias", -1.0, 0.0, alone, bytes_route_alone_bn(&c),
+                          "no input gradient (a first layer)");
+            if (si == 0) first_route_alone = alone, first_v4db = v4db; /* conv1_1 */
             sum_v4db_after += sh->count * v4db_after;
             sum_v4db += sh->count * v4db;
             if (why4s) {
@@ -1786,6 +1808,9 @@ int main(int argc, char **argv) {
                sum_v4bn_apart / sum_v4bn);
         printf("  and the conv's bias gradient ([model] fold_conv_bias): its channel sum after version 4 %.3f ms, "
                "summed in version 4's pass %.3f ms, x%.2f\n", sum_v4db_after, sum_v4db, sum_v4db_after / sum_v4db);
+        printf("  the network's step runs conv1_1 (no input gradient) as the route alone: %.3f ms there against "
+               "version 4's %.3f ms; with the bias gradient in the route, per step %.3f ms\n", first_route_alone,
+               first_v4db, sum_v4db - first_v4db + first_route_alone);
         printf("  version 2's forward then the batch-norm's statistics %.3f ms, the statistics in its pass "
                "(fuse_flex_bn_stats) %.3f ms, x%.2f\n", sum_v2st_apart, sum_v2st, sum_v2st_apart / sum_v2st);
         if (!v3_skipped)

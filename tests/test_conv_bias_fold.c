@@ -9,8 +9,8 @@
  *     table counts; with biases of 0.5 + c/100 the flex VGG-6's gradients (its biases' included),
  *     running statistics and evaluation logits agree with the unfolded network's to rounding (on the
  *     CPU the conv adds its bias before the GEMM's sum, the joint after it); and in the backward the
- *     route-and-scatter of the 3 flex layers with an input gradient sums the bias gradient, which
- *     the conv's backward-filter then does not;
+ *     routes of the 4 flex layers (3 with the scatter, the first, without an input gradient, alone)
+ *     sum the bias gradient, which the conv's backward-filter then does not;
  *   - the folded biases' gradients are 0 where the unfolded ones are rounding noise (the loss does
  *     not depend on them);
  *   - VGG-6 with biases of 0.5 + c/100 (a running mean without the bias's share would be off by
@@ -66,6 +66,12 @@ static bf_status route_scatter_bn(bf_backend *b, const bf_pool_shape *ps, const 
     g_calls.route_with_bias += dbias != NULL;
     return g_calls.real->flex_pool_max_backward_scatter_bn(b, ps, s, bn, window, winners, ties, y, dz, dconv, dx, dbias);
 }
+static bf_status route_bn(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const bf_bn_grad *bn,
+                          const uint32_t *winners, const uint32_t *ties, const float *y, const float *dz, float *dconv,
+                          float *dbias) {
+    g_calls.route_with_bias += dbias != NULL;
+    return g_calls.real->flex_pool_max_backward_bn(b, ps, s, bn, winners, ties, y, dz, dconv, dbias);
+}
 static bf_status joint_forward_bn_stats(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                         const bf_bn_shape *bs, const float *x, const float *bias, float *y,
                                         uint8_t *window, uint32_t *winners, uint32_t *ties, float *conv_wins,
@@ -102,6 +108,7 @@ static void network_run(const bf_model_config *base, int fold, float bias, run *
     wrapped.conv2d_backward_filter = filter_backward;
     wrapped.flex_pool_max_backward_scatter = route_scatter;
     wrapped.flex_pool_max_backward_scatter_bn = route_scatter_bn;
+    wrapped.flex_pool_max_backward_bn = route_bn;
     b->ops = &wrapped;
     bf_model_config mc = *base;
     mc.fold_conv_bias = fold;
@@ -256,6 +263,6 @@ int main(void) {
     cfg.model.spiking.neuron = -1;
     cfg.model.flex = 1;
     test_network("flex VGG-6, conv biases 0.5 + c/100 (its convs are flex layers: the bias in the joint)", &cfg.model, 0,
-                 3, 0.5f, 0);
+                 4, 0.5f, 0);
     return bf_test_finish();
 }

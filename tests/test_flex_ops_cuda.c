@@ -698,22 +698,25 @@ static void check_pool_route_scatter_bn(pool_run *r) {
         CHECK_OK(gpu->ops->flex_pool_max_backward_scatter_bn(gpu, &r->ps, &r->s, &gg, r->window_g, r->winners_g,
                                                              r->ties_g, r->y.g, inplace, inplace, dx.g, dbias));
         same_floats("scatter with batch-norm dx: dconv written over dz (and dbias)", cpu, dconv.c, inplace, r->nc);
-        /* the route alone (no input gradient), from the CPU's: the same dconv, also over dz */
-        pair routed = pair_out(r->nc);
-        CHECK_OK(cpu->ops->flex_pool_max_backward_bn(cpu, &r->ps, &r->s, &gc, r->winners_c, r->ties_c, r->y.c, r->dy.c,
-                                                     routed.c));
-        CHECK_OK(gpu->ops->flex_pool_max_backward_bn(gpu, &r->ps, &r->s, &gg, r->winners_g, r->ties_g, r->y.g, r->dy.g,
-                                                     routed.g));
-        same_floats("route with batch-norm dx, no scatter: dconv", cpu, routed.c, routed.g, r->nc);
-        same_floats("route with batch-norm dx, no scatter: the scatter's dconv", cpu, dconv.c, routed.g, r->nc);
-        CHECK_OK(gpu->ops->copy(gpu, inplace, r->dy.g, r->nc * sizeof(float)));
-        CHECK_OK(gpu->ops->flex_pool_max_backward_bn(gpu, &r->ps, &r->s, &gg, r->winners_g, r->ties_g, r->y.g, inplace,
-                                                     inplace));
-        same_floats("route with batch-norm dx, no scatter: dconv over dz", cpu, routed.c, inplace, r->nc);
-        pair_free(&routed);
         same_floats("scatter with batch-norm dx: dx (and dbias)", cpu, dx.c, dx.g, r->nx);
         check_route_dbias(relu ? "scatter with batch-norm + ReLU dx: dbias" : "scatter with batch-norm dx: dbias", r,
                           dconv.c, dbias, 0);
+        /* the route alone (no input gradient), from the CPU's: the same dconv, also over dz */
+        pair routed = pair_out(r->nc);
+        CHECK_OK(cpu->ops->flex_pool_max_backward_bn(cpu, &r->ps, &r->s, &gc, r->winners_c, r->ties_c, r->y.c, r->dy.c,
+                                                     routed.c, NULL));
+        CHECK_OK(gpu->ops->flex_pool_max_backward_bn(gpu, &r->ps, &r->s, &gg, r->winners_g, r->ties_g, r->y.g, r->dy.g,
+                                                     routed.g, NULL));
+        same_floats("route with batch-norm dx, no scatter: dconv", cpu, routed.c, routed.g, r->nc);
+        same_floats("route with batch-norm dx, no scatter: the scatter's dconv", cpu, dconv.c, routed.g, r->nc);
+        CHECK_OK(gpu->ops->copy(gpu, inplace, r->dy.g, r->nc * sizeof(float)));
+        CHECK_OK(gpu->ops->fill(gpu, dbias, NAN, (size_t)c));
+        CHECK_OK(gpu->ops->flex_pool_max_backward_bn(gpu, &r->ps, &r->s, &gg, r->winners_g, r->ties_g, r->y.g, inplace,
+                                                     inplace, dbias));
+        same_floats("route with batch-norm dx, no scatter: dconv over dz (and dbias)", cpu, routed.c, inplace, r->nc);
+        check_route_dbias(relu ? "route with batch-norm + ReLU dx, no scatter: dbias"
+                               : "route with batch-norm dx, no scatter: dbias", r, routed.c, dbias, 0);
+        pair_free(&routed);
         bf_free(gpu, dbias);
         bf_free(gpu, inplace);
         bf_free(gpu, coef_g);

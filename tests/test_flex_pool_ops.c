@@ -440,13 +440,16 @@ static void check_route_scatter_bn(bf_backend *b, const pool_case *pc, const bf_
         float *dconv_route = bf_test_calloc(nc * sizeof(float));
         CHECK_OK(b->ops->flex_pool_max_backward(b, ps, s, winners, ties, dbn, dconv_route, NULL));
         memset(dconv, 0xFF, nc * sizeof(float));
-        CHECK_OK(b->ops->flex_pool_max_backward_bn(b, ps, s, &bn, winners, ties, y, dz, dconv));
+        CHECK_OK(b->ops->flex_pool_max_backward_bn(b, ps, s, &bn, winners, ties, y, dz, dconv, NULL));
         CHECK(differing_bits(dconv, dconv_route, nc) == 0 && differing_bits(dconv_route, dconv_ref, nc) == 0,
               "%s: the batch-norm%s dx applied in the route alone: %zu dconv elements differ", pc->name,
               relu ? " + ReLU" : "", differing_bits(dconv, dconv_route, nc));
         memcpy(dconv, dz, nc * sizeof(float));
-        CHECK_OK(b->ops->flex_pool_max_backward_bn(b, ps, s, &bn, winners, ties, y, dconv, dconv));
+        float *dbias_route = bf_test_calloc((size_t)c * sizeof(float));
+        CHECK_OK(b->ops->flex_pool_max_backward_bn(b, ps, s, &bn, winners, ties, y, dconv, dconv, dbias_route));
         CHECK(differing_bits(dconv, dconv_route, nc) == 0, "%s: the route alone, dconv over dz: other bits", pc->name);
+        check_route_dbias(b, pc, s, dconv_route, dbias_route, "the route alone, the bias gradient");
+        free(dbias_route);
         free(dconv_route);
         CHECK(differing_bits(dconv, dconv_ref, nc) == 0 && differing_bits(dx, dx_ref, nx) == 0,
               "%s: the batch-norm%s dx applied in the scatter, dconv over dz: other bits", pc->name,

@@ -452,10 +452,11 @@ typedef struct bf_ops {
      * gradient dz and input y as each is read, without dpooled (the layer's input has no gradient: a
      * network's first flex layer, whose backward then neither stores the batch-norm's dx nor reads it
      * back), for EXPAND (BF_ERR_ARG otherwise). dconv may be dz itself. Bit-identical to the
-     * batch-norm's dx written first, then flex_pool_max_backward. */
+     * batch-norm's dx written first, then flex_pool_max_backward. dbias (nullable) as
+     * flex_pool_max_backward_scatter's (on the GPU summed in the pass for any number of taps). */
     bf_status (*flex_pool_max_backward_bn)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                            const bf_bn_grad *bn, const uint32_t *winners, const uint32_t *ties,
-                                           const float *y, const float *dz, float *dconv);
+                                           const float *y, const float *dz, float *dconv, float *dbias);
     /* The pool branch alone, for the mask joint: pooled [n, c_in, hw] = maxpool(x) over ps (as
      * maxpool_forward) and window, one byte per pooled element, its maximum's place kh*k + kw, for
      * every pooled channel (ps and s as for flex_pool_max_forward). */

@@ -241,9 +241,9 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
         /* the scratch holds [dC (unless over dy),] [dP (unless scattered in the route)]: it may be empty */
         const int in_place = dconv_in_place(m, index);
         float *dconv = in_place ? l->dout : l->bwd_scratch;
+        /* [model] fold_conv_bias: a route that applies or scatters sums the bias gradient as it writes dconv */
+        float *dbias = bf_layer_grad(m, l, 1), *route_dbias = m->fold_conv_bias ? dbias : NULL;
         if (dx && route_scatter(m, l)) { /* dx = the pool's share, then the conv's part added */
-            /* [model] fold_conv_bias: the route sums the bias gradient as it writes dconv */
-            float *dbias = bf_layer_grad(m, l, 1), *route_dbias = m->fold_conv_bias ? dbias : NULL;
             if (l->flex_applies_bn && !m->sync_sums) { /* dy: the next batch-norm's dx, from its dy as read */
                 const bf_layer *bn = &m->layers[index + 1];
                 const bf_bn_grad g = {bn->relu_fused, bn->save_mean, bn->save_invstd, bf_layer_param(m, bn, 0),
@@ -263,11 +263,12 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
             const bf_bn_grad g = {bn->relu_fused, bn->save_mean, bn->save_invstd, bf_layer_param(m, bn, 0),
                                   bf_layer_param(m, bn, 1), bn->bn_coef};
             BF_TRY(ops->flex_pool_max_backward_bn(b, &ps, &fs, &g, l->flex_winners, l->flex_ties, l->out, l->dout,
-                                                  dconv));
+                                                  dconv, route_dbias));
         } else {
+            route_dbias = NULL;
             BF_TRY(ops->flex_pool_max_backward(b, &ps, &fs, l->flex_winners, l->flex_ties, l->dout, dconv, dpooled));
         }
-        BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1)));
+        BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, bf_layer_grad(m, l, 0), route_dbias ? NULL : dbias));
         if (!dx) return BF_OK;
         BF_TRY(ops->conv2d_backward_data(b, &cs, dconv, bf_layer_param(m, l, 0), dx));
         return ops->flex_pool_scatter_add(b, &ps, &fs, l->flex_window, dpooled, dx);

@@ -270,7 +270,7 @@ bf_status bf_cpu_flex_pool_max_backward_scatter_bn(bf_backend *b, const bf_pool_
                                                    const float *dz, float *dconv, float *dx, float *dbias);
 bf_status bf_cpu_flex_pool_max_backward_bn(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                            const bf_bn_grad *bn, const uint32_t *winners, const uint32_t *ties,
-                                           const float *y, const float *dz, float *dconv);
+                                           const float *y, const float *dz, float *dconv, float *dbias);
 bf_status bf_cpu_flex_pool_forward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
                                    float *pooled, uint8_t *window);
 bf_status bf_cpu_flex_pool_gather(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,

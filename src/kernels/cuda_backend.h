@@ -349,7 +349,7 @@ bf_status bf_cuda_flex_pool_max_backward_scatter_bn(bf_backend *b, const bf_pool
                                                     const float *dz, float *dconv, float *dx, float *dbias);
 bf_status bf_cuda_flex_pool_max_backward_bn(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                             const bf_bn_grad *bn, const uint32_t *winners, const uint32_t *ties,
-                                            const float *y, const float *dz, float *dconv);
+                                            const float *y, const float *dz, float *dconv, float *dbias);
 bf_status bf_cuda_flex_pool_max_backward_scatter(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                                  const uint8_t *window, const uint32_t *winners, const uint32_t *ties,
                                                  const float *dy, float *dconv, float *dx, float *dbias);

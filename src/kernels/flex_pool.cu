@@ -167,43 +167,73 @@ __global__ void k_pool_max_forward_expand(const float *__restrict__ x, const flo
     }
 }
 
+/* dconv of V consecutive elements e.. of output channel j (one bitmap word: e % V == 0), stored, and
+ * returned with dy (BN: the batch-norm's dx from dz and y) for the pool's share. */
+template <int V, bool BN>
+__device__ __forceinline__ fvec<V> route_vec(const uint32_t *__restrict__ winners, const uint32_t *__restrict__ ties,
+                                             const float *dy, float *dconv, const float *__restrict__ y,
+                                             const bn_grad_dev &bn, int j, size_t e, float tie_share, fvec<V> *gv_out) {
+    fvec<V> gv = load_vec<V>(dy + e);
+    if (BN) {
+        const fvec<V> yv = load_vec<V>(y + e);
+#pragma unroll
+        for (int k = 0; k < V; k++) gv.v[k] = bn_grad_at(bn, j, yv.v[k], gv.v[k]);
+    }
+    const uint32_t win = winners[e >> 5], tie = ties[e >> 5];
+    fvec<V> dc;
+#pragma unroll
+    for (int k = 0; k < V; k++) dc.v[k] = routed(gv.v[k], win, tie, (unsigned)((e + (size_t)k) & 31u), tie_share);
+    store_vec<V>(dconv + e, dc);
+    *gv_out = gv;
+    return dc;
+}
+
 /* V consecutive positions p0.. of pooled plane (n, i) per thread (V = 4: hw % 4 == 0 and dy,
  * dconv, dpooled (and y) 16-byte aligned, so a vector's 4 elements share one bitmap word); the
  * tapping channels in ascending order, as flex.cu's k_fold_back. dy and dconv are not __restrict__:
  * they may be one buffer (ops.h); each vector of dy is loaded before its dconv is stored. With BN
  * (flex_pool_max_backward_bn) dy is the next batch-norm's output gradient dz, and each element's
- * dy that batch-norm's dx, from dz and its input y (bn_grad_at).
- * grid: the n * c_in pooled planes (plane_launch_of over hw / V). */
-template <int V, bool BN>
+ * dy that batch-norm's dx, from dz and its input y (bn_grad_at). With DBIAS (no dpooled) the taps
+ * are the outer loop, and each tap's dconv is summed in double by the block into
+ * dbias_partial[j * chunks + chunk] (k_route_scatter's layout; k_fold_sums adds them up).
+ * grid: the n * c_in pooled planes (plane_launch_of over hw / V; capped_launch_of with DBIAS). */
+template <int V, bool BN, bool DBIAS>
 __global__ void k_route_expand(const uint32_t *__restrict__ winners, const uint32_t *__restrict__ ties,
                                const float *dy, float *dconv, float *__restrict__ dpooled, flex_geo g,
-                               float tie_share, const float *__restrict__ y, bn_grad_dev bn) {
+                               float tie_share, const float *__restrict__ y, bn_grad_dev bn,
+                               double *__restrict__ dbias_partial) {
     const int plane = (int)blockIdx.x, n = plane / g.c_in, i = plane - n * g.c_in;
     int lo, hi, step;
     fold_candidates(g, i, &lo, &hi, &step);
-    PLANE_POSITIONS(pv, g.hw / V) {
-        const int p = pv * V;
-        fvec<V> acc;
+    const size_t plane_e = (size_t)n * g.c_out * (size_t)g.hw; /* element 0 of sample n */
+    fvec<V> gv;
+    if constexpr (DBIAS) { /* no dpooled (the host's rule): the taps outermost, each's dconv summed by the block */
+        const size_t chunks = (size_t)(gridDim.x / g.c_in) * gridDim.y, chunk = (size_t)n * gridDim.y + blockIdx.y;
+        for (int j = lo; j < hi; j += step) { /* the same for the whole block */
+            double db = 0.0;
+            PLANE_POSITIONS(pv, g.hw / V) {
+                const size_t e = plane_e + (size_t)j * g.hw + (size_t)(pv * V);
+                const fvec<V> dc = route_vec<V, BN>(winners, ties, dy, dconv, y, bn, j, e, tie_share, &gv);
 #pragma unroll
-        for (int k = 0; k < V; k++) acc.v[k] = 0.0f;
-        for (int j = lo; j < hi; j += step) {
-            const size_t e = ((size_t)n * g.c_out + (size_t)j) * (size_t)g.hw + (size_t)p;
-            fvec<V> gv = load_vec<V>(dy + e);
-            if (BN) {
-                const fvec<V> yv = load_vec<V>(y + e);
-#pragma unroll
-                for (int k = 0; k < V; k++) gv.v[k] = bn_grad_at(bn, j, yv.v[k], gv.v[k]);
+                for (int k = 0; k < V; k++) db += (double)dc.v[k];
             }
-            const uint32_t win = winners[e >> 5], tie = ties[e >> 5];
-            fvec<V> dc;
-#pragma unroll
-            for (int k = 0; k < V; k++) {
-                dc.v[k] = routed(gv.v[k], win, tie, (unsigned)((e + (size_t)k) & 31u), tie_share);
-                acc.v[k] = __fadd_rn(acc.v[k], __fsub_rn(gv.v[k], dc.v[k]));
-            }
-            store_vec<V>(dconv + e, dc);
+            db = bf_block_sum(db);
+            if (threadIdx.x == 0) dbias_partial[(size_t)j * chunks + chunk] = db;
         }
-        if (dpooled) store_vec<V>(dpooled + (size_t)plane * g.hw + (size_t)p, acc);
+    } else {
+        PLANE_POSITIONS(pv, g.hw / V) {
+            const int p = pv * V;
+            fvec<V> acc;
+#pragma unroll
+            for (int k = 0; k < V; k++) acc.v[k] = 0.0f;
+            for (int j = lo; j < hi; j += step) {
+                const size_t e = plane_e + (size_t)j * g.hw + (size_t)p;
+                const fvec<V> dc = route_vec<V, BN>(winners, ties, dy, dconv, y, bn, j, e, tie_share, &gv);
+#pragma unroll
+                for (int k = 0; k < V; k++) acc.v[k] = __fadd_rn(acc.v[k], __fsub_rn(gv.v[k], dc.v[k]));
+            }
+            if (dpooled) store_vec<V>(dpooled + (size_t)plane * g.hw + (size_t)p, acc);
+        }
     }
 }
 
@@ -671,22 +701,43 @@ extern "C" bf_status bf_cuda_flex_pool_max_forward_bn_stats(bf_backend *b, const
 }
 
 /* k_route_expand over the n * c_in pooled planes: float4 when every vector lies in one plane and one
- * bitmap word, and the pointers allow it. */
+ * bitmap word, and the pointers allow it. dbias (nullable; only without dpooled): summed per block
+ * over a capped grid (a few partials per channel), then k_fold_sums. */
+template <bool BN, bool DBIAS>
+static bf_status route_expand_launch(bf_cuda_impl *im, const bf_flex_shape *s, const bn_grad_dev &bd,
+                                     const uint32_t *winners, const uint32_t *ties, const float *y, const float *dy,
+                                     float *dconv, float *dpooled, float tie_share, double *partial,
+                                     const plane_launch &l, bool vec4) {
+    if (vec4)
+        k_route_expand<4, BN, DBIAS><<<l.grid, l.threads, 0, im->stream>>>(winners, ties, dy, dconv, dpooled, geo_of(s),
+                                                                           tie_share, y, bd, partial);
+    else
+        k_route_expand<1, BN, DBIAS><<<l.grid, l.threads, 0, im->stream>>>(winners, ties, dy, dconv, dpooled, geo_of(s),
+                                                                           tie_share, y, bd, partial);
+    BF_LAUNCH_CHECK("k_route_expand");
+    return BF_OK;
+}
 template <bool BN>
 static bf_status route_expand_run(bf_cuda_impl *im, const bf_flex_shape *s, const bn_grad_dev &bd,
                                   const uint32_t *winners, const uint32_t *ties, const float *y, const float *dy,
-                                  float *dconv, float *dpooled, float tie_share) {
+                                  float *dconv, float *dpooled, float tie_share, float *dbias) {
     const size_t planes = (size_t)s->n * s->c_in;
     const bool vec4 =
         s->hw % 4 == 0 && (((uintptr_t)dy | (uintptr_t)dconv | (uintptr_t)dpooled | (uintptr_t)y) & 15u) == 0;
-    const plane_launch l = plane_launch_of(planes, (size_t)s->hw / (vec4 ? 4 : 1));
-    if (vec4)
-        k_route_expand<4, BN><<<l.grid, l.threads, 0, im->stream>>>(winners, ties, dy, dconv, dpooled, geo_of(s),
-                                                                    tie_share, y, bd);
-    else
-        k_route_expand<1, BN><<<l.grid, l.threads, 0, im->stream>>>(winners, ties, dy, dconv, dpooled, geo_of(s),
-                                                                    tie_share, y, bd);
-    BF_LAUNCH_CHECK("k_route_expand");
+    const size_t positions = (size_t)s->hw / (vec4 ? 4 : 1);
+    if (!dbias)
+        return route_expand_launch<BN, false>(im, s, bd, winners, ties, y, dy, dconv, dpooled, tie_share, NULL,
+                                              plane_launch_of(planes, positions), vec4);
+    const plane_launch l = capped_launch_of(planes, positions);
+    const unsigned chunks = (unsigned)s->n * l.grid.y;
+    void *partial;
+    BF_TRY(bf_cuda_scratch(im, (size_t)s->c_out * chunks * sizeof(double), &partial));
+    const bf_status launched = route_expand_launch<BN, true>(im, s, bd, winners, ties, y, dy, dconv, NULL, tie_share,
+                                                             (double *)partial, l, vec4);
+    if (launched != BF_OK) return launched;
+    k_fold_sums<<<(unsigned)bf_cuda_div_up((size_t)s->c_out * 32, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        (const double *)partial, chunks, s->c_out, dbias);
+    BF_LAUNCH_CHECK("k_fold_sums");
     return BF_OK;
 }
 
@@ -702,19 +753,19 @@ extern "C" bf_status bf_cuda_flex_pool_max_backward(bf_backend *b, const bf_pool
                            geo_of(s), tie_share);
         return BF_OK;
     }
-    return route_expand_run<false>(im, s, bn_grad_dev{}, winners, ties, NULL, dy, dconv, dpooled, tie_share);
+    return route_expand_run<false>(im, s, bn_grad_dev{}, winners, ties, NULL, dy, dconv, dpooled, tie_share, NULL);
 }
 
 extern "C" bf_status bf_cuda_flex_pool_max_backward_bn(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                                        const bf_bn_grad *bn, const uint32_t *winners,
                                                        const uint32_t *ties, const float *y, const float *dz,
-                                                       float *dconv) {
+                                                       float *dconv, float *dbias) {
     FLEX_ENTER("flex_pool_max_backward_bn", winners, ties, y, dz, dconv);
     BF_TRY(bf_flex_route_bn_check(ps, s, bn, "flex_pool_max_backward_bn"));
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
     const bn_grad_dev bd = {bn->relu, bn->mean, bn->invstd, bn->gamma, bn->relu ? bn->beta : bn->gamma, bn->coef,
                             s->c_out};
-    return route_expand_run<true>(im, s, bd, winners, ties, y, dz, dconv, NULL, tie_share);
+    return route_expand_run<true>(im, s, bd, winners, ties, y, dz, dconv, NULL, tie_share, dbias);
 }
 
 extern "C" bf_status bf_cuda_flex_pool_scatter_add(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,

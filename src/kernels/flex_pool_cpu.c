@@ -256,12 +256,13 @@ bf_status bf_cpu_flex_pool_max_backward_scatter_bn(bf_backend *b, const bf_pool_
 /* The batch-norm's dx into dconv, then the route over it in place: the two ops' bits. */
 bf_status bf_cpu_flex_pool_max_backward_bn(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
                                            const bf_bn_grad *bn, const uint32_t *winners, const uint32_t *ties,
-                                           const float *y, const float *dz, float *dconv) {
+                                           const float *y, const float *dz, float *dconv, float *dbias) {
     BF_TRY(bf_flex_route_bn_check(ps, s, bn, "flex_pool_max_backward_bn")); /* before dconv is written */
     REQUIRE("flex_pool_max_backward_bn", winners, ties, y, dz, dconv);
     const bf_bn_shape bs = {.n = s->n, .c = s->c_out, .hw = s->hw, .eps = 1e-5f, .momentum = 0.1f};
     bf_cpu_bn_dx_from_coef(&bs, bn, y, dz, dconv, bf_cpu_threads(b));
     route(b, s, winners, ties, dconv, dconv, NULL);
+    if (dbias) bf_cpu_channel_sum(b, s->n, s->c_out, (size_t)s->hw, dconv, dbias); /* the conv's own sum */
     return BF_OK;
 }
 
