@@ -5,15 +5,16 @@
  *   mask:             L = widen(P) - T, [L = BN(L)], M = mask(L), y = widen(P)(1-M) + C M
  * The channel-wise max runs fused (ops.h flex_pool_max_*): the conv writes C into the layer's
  * output (without its bias under [model] fold_conv_bias: the op adds it as it reads C, and the
- * route-and-scatter sums its gradient), one op turns it into y in place computing P on the fly,
- * and the layer keeps only a byte
- * per pooled element (where its window's maximum was) and two bits per output element (conv won or
- * tied; tied) for the backward, which routes dy to dC and scatters the pool's share into dx in one
- * pass (EXPAND, [model] fuse_flex_scatter; the conv's backward-data then adds its part), or routes
- * dy to dC and dP in one pass over dy alone and scatters dP into dx after the conv's backward-data.
- * With [model] fuse_flex_bn the batch-norm after the layer took only its sums (layers.c), and the
- * route-and-scatter computes its dx from its output gradient (this layer's dout, the pair's one
- * buffer) and input (this layer's y) as it reads them (flex_pool_max_backward_scatter_bn).
+ * backward's route sums its gradient), one op turns it into y in place computing P on the fly, and
+ * the layer keeps only a byte per pooled element (where its window's maximum was) and two bits per
+ * output element (conv won or tied; tied) for the backward, which routes dy to dC and scatters the
+ * pool's share into dx in one pass (EXPAND, [model] fuse_flex_scatter; the conv's backward-data then
+ * adds its part), or routes dy to dC and dP in one pass over dy alone and scatters dP into dx after
+ * the conv's backward-data. With [model] fuse_flex_bn the batch-norm after the layer took only its
+ * sums (layers.c), and the route-and-scatter computes its dx from its output gradient (this layer's
+ * dout, the pair's one buffer) and input (this layer's y) as it reads them
+ * (flex_pool_max_backward_scatter_bn), or, where the layer's input needs no gradient, the route
+ * alone does (flex_pool_max_backward_bn).
  * The mask joint keeps C, the same window bytes and (with batch-norm on the logits) their batch
  * statistics: P goes to the shared scratch, and
  * one fused op each way (ops.h flex_mask_joint_*) computes P~, L, M and y, or M again and the
@@ -227,6 +228,14 @@ static bf_status logits_again(bf_model *m, int index, const mask_scratch *w, con
     return BF_OK;
 }
 
+/* The batch-norm after flex layer index, as a route that applies its dx takes it (flex_applies_bn). */
+static bf_bn_grad next_bn_grad(const bf_model *m, int index) {
+    const bf_layer *bn = &m->layers[index + 1];
+    const bf_bn_grad g = {bn->relu_fused, bn->save_mean, bn->save_invstd, bf_layer_param(m, bn, 0),
+                          bf_layer_param(m, bn, 1), bn->bn_coef};
+    return g;
+}
+
 bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
     bf_layer *l = &m->layers[index];
     bf_backend *b = m->backend;
@@ -245,9 +254,7 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
         float *dbias = bf_layer_grad(m, l, 1), *route_dbias = m->fold_conv_bias ? dbias : NULL;
         if (dx && route_scatter(m, l)) { /* dx = the pool's share, then the conv's part added */
             if (l->flex_applies_bn && !m->sync_sums) { /* dy: the next batch-norm's dx, from its dy as read */
-                const bf_layer *bn = &m->layers[index + 1];
-                const bf_bn_grad g = {bn->relu_fused, bn->save_mean, bn->save_invstd, bf_layer_param(m, bn, 0),
-                                      bf_layer_param(m, bn, 1), bn->bn_coef};
+                const bf_bn_grad g = next_bn_grad(m, index);
                 BF_TRY(ops->flex_pool_max_backward_scatter_bn(b, &ps, &fs, &g, l->flex_window, l->flex_winners,
                                                               l->flex_ties, l->out, l->dout, dconv, dx, route_dbias));
             } else {
@@ -259,9 +266,7 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
         }
         float *dpooled = !dx ? NULL : in_place ? l->bwd_scratch : l->bwd_scratch + (size_t)fs.n * fs.c_out * fs.hw;
         if (!dx && l->flex_applies_bn && !m->sync_sums) { /* no input gradient: the route alone, applying the dx */
-            const bf_layer *bn = &m->layers[index + 1];
-            const bf_bn_grad g = {bn->relu_fused, bn->save_mean, bn->save_invstd, bf_layer_param(m, bn, 0),
-                                  bf_layer_param(m, bn, 1), bn->bn_coef};
+            const bf_bn_grad g = next_bn_grad(m, index);
             BF_TRY(ops->flex_pool_max_backward_bn(b, &ps, &fs, &g, l->flex_winners, l->flex_ties, l->out, l->dout,
                                                   dconv, route_dbias));
         } else {
