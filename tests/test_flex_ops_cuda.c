@@ -628,17 +628,19 @@ static void check_pool_route_scatter(pool_run *r, int nan) {
     CHECK_OK(gpu->ops->fill(gpu, dx.g, NAN, r->nx));
     CHECK_OK(cpu->ops->flex_pool_max_backward_scatter(cpu, &r->ps, &r->s, r->window_c, r->winners_c, r->ties_c, r->dy.c,
                                                       dconv.c, dx.c, NULL));
+    float *dbias = bf_test_upload(gpu, NULL, (size_t)r->s.c_out);
+    CHECK_OK(gpu->ops->fill(gpu, dbias, NAN, (size_t)r->s.c_out));
     const long before = bf_cuda_flex_slide_launches(gpu);
     CHECK_OK(gpu->ops->flex_pool_max_backward_scatter(gpu, &r->ps, &r->s, r->window_g, r->winners_g, r->ties_g, r->dy.g,
-                                                      dconv.g, dx.g, NULL));
+                                                      dconv.g, dx.g, dbias));
     check_slid(r, before, "backward with the scatter");
     same_floats("backward with the scatter: dconv", cpu, dconv.c, dconv.g, r->nc);
     same_floats("backward with the scatter: dx", cpu, dx.c, dx.g, r->nx);
+    check_route_dbias("backward with the scatter, dconv apart: dbias", r, dconv.c, dbias, nan);
 
     float *inplace = bf_test_upload(gpu, NULL, r->nc), *dx2 = bf_test_upload(gpu, NULL, r->nx);
     CHECK_OK(gpu->ops->copy(gpu, inplace, r->dy.g, r->nc * sizeof(float)));
     CHECK_OK(gpu->ops->fill(gpu, dx2, NAN, r->nx));
-    float *dbias = bf_test_upload(gpu, NULL, (size_t)r->s.c_out);
     CHECK_OK(gpu->ops->fill(gpu, dbias, NAN, (size_t)r->s.c_out));
     CHECK_OK(gpu->ops->flex_pool_max_backward_scatter(gpu, &r->ps, &r->s, r->window_g, r->winners_g, r->ties_g, inplace,
                                                       inplace, dx2, dbias));
@@ -684,16 +686,19 @@ static void check_pool_route_scatter_bn(pool_run *r) {
         CHECK_OK(cpu->ops->flex_pool_max_backward_scatter_bn(cpu, &r->ps, &r->s, &gc, r->window_c, r->winners_c,
                                                              r->ties_c, r->y.c, r->dy.c, dconv.c, dx.c, NULL));
         CHECK_OK(gpu->ops->fill(gpu, dx.g, NAN, r->nx));
+        float *dbias = bf_test_upload(gpu, NULL, (size_t)c);
+        CHECK_OK(gpu->ops->fill(gpu, dbias, NAN, (size_t)c));
         const long before = bf_cuda_flex_slide_launches(gpu);
         CHECK_OK(gpu->ops->flex_pool_max_backward_scatter_bn(gpu, &r->ps, &r->s, &gg, r->window_g, r->winners_g,
-                                                             r->ties_g, r->y.g, r->dy.g, dconv.g, dx.g, NULL));
+                                                             r->ties_g, r->y.g, r->dy.g, dconv.g, dx.g, dbias));
         check_slid(r, before, "backward with the scatter and the batch-norm's dx");
+        check_route_dbias(relu ? "scatter with batch-norm + ReLU dx, dconv apart: dbias"
+                               : "scatter with batch-norm dx, dconv apart: dbias", r, dconv.c, dbias, 0);
         same_floats(relu ? "scatter with batch-norm + ReLU dx: dconv" : "scatter with batch-norm dx: dconv", cpu,
                     dconv.c, dconv.g, r->nc);
         same_floats("scatter with batch-norm dx: dx", cpu, dx.c, dx.g, r->nx);
         float *inplace = bf_test_upload(gpu, NULL, r->nc);
         CHECK_OK(gpu->ops->copy(gpu, inplace, r->dy.g, r->nc * sizeof(float)));
-        float *dbias = bf_test_upload(gpu, NULL, (size_t)c);
         CHECK_OK(gpu->ops->fill(gpu, dbias, NAN, (size_t)c));
         CHECK_OK(gpu->ops->flex_pool_max_backward_scatter_bn(gpu, &r->ps, &r->s, &gg, r->window_g, r->winners_g,
                                                              r->ties_g, r->y.g, inplace, inplace, dx.g, dbias));

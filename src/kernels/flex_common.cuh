@@ -154,6 +154,27 @@ __global__ void k_add_count(const unsigned long long *__restrict__ total, float 
     *out = (float)((double)*out + (double)*total);
 }
 
+/* out[ch] = the chunks of partial[ch * chunks + k] added by one warp (lane l: chunks l, l + 32, ...
+ * in order, then bf_warp_sum's tree), rounded to float once: the bias gradient the flex routes sum
+ * per block or item (flex_pool.cu, flex_slide.cuh). */
+__global__ void k_fold_sums(const double *__restrict__ partial, unsigned chunks, int c, float *__restrict__ out) {
+    const int ch = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5), lane = (int)(threadIdx.x & 31u);
+    if (ch >= c) return; /* whole warps: blockDim.x is a multiple of 32 */
+    const double *p = partial + (size_t)ch * chunks;
+    double a = 0.0;
+    for (unsigned k = (unsigned)lane; k < chunks; k += 32) a += p[k];
+    a = bf_warp_sum(a);
+    if (lane == 0) out[ch] = (float)a;
+}
+
+/* k_fold_sums over c channels on im's stream. */
+inline bf_status fold_sums(bf_cuda_impl *im, const double *partial, unsigned chunks, int c, float *out) {
+    k_fold_sums<<<(unsigned)bf_cuda_div_up((size_t)c * 32, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        partial, chunks, c, out);
+    BF_LAUNCH_CHECK("k_fold_sums");
+    return BF_OK;
+}
+
 /* ---- host helpers ---- */
 
 inline bf_status check_kind(bf_flex_mask kind, const char *op) {

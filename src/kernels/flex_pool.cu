@@ -484,18 +484,6 @@ __global__ void k_fold_chunks(const double *__restrict__ partial, unsigned chunk
     }
 }
 
-/* out[ch] = the chunks of partial[ch * chunks + k] added by one warp (lane l: chunks l, l + 32, ...
- * in order, then bf_warp_sum's tree), rounded to float once: k_route_scatter<DBIAS>'s bias gradient. */
-__global__ void k_fold_sums(const double *__restrict__ partial, unsigned chunks, int c, float *__restrict__ out) {
-    const int ch = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5), lane = (int)(threadIdx.x & 31u);
-    if (ch >= c) return; /* whole warps: blockDim.x is a multiple of 32 */
-    const double *p = partial + (size_t)ch * chunks;
-    double a = 0.0;
-    for (unsigned k = (unsigned)lane; k < chunks; k += 32) a += p[k];
-    a = bf_warp_sum(a);
-    if (lane == 0) out[ch] = (float)a;
-}
-
 static int taps_max_of(const bf_flex_shape *s) { return (s->c_out + s->c_in - 1) / s->c_in; }
 
 /* The shared memory k_pool_max_forward_expand<STATS> needs: taps_max (sum, square) pairs per warp. */
@@ -735,10 +723,7 @@ static bf_status route_expand_run(bf_cuda_impl *im, const bf_flex_shape *s, cons
     const bf_status launched = route_expand_launch<BN, true>(im, s, bd, winners, ties, y, dy, dconv, NULL, tie_share,
                                                              (double *)partial, l, vec4);
     if (launched != BF_OK) return launched;
-    k_fold_sums<<<(unsigned)bf_cuda_div_up((size_t)s->c_out * 32, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
-        (const double *)partial, chunks, s->c_out, dbias);
-    BF_LAUNCH_CHECK("k_fold_sums");
-    return BF_OK;
+    return fold_sums(im, (const double *)partial, chunks, s->c_out, dbias);
 }
 
 extern "C" bf_status bf_cuda_flex_pool_max_backward(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s,
@@ -801,10 +786,7 @@ static bf_status route_scatter_run(bf_cuda_impl *im, const bf_pool_shape *ps, co
     BF_TRY(bf_cuda_scratch(im, (size_t)s->c_out * chunks * sizeof(double), &partial));
     LAUNCH_WINDOW(ps, k_route_scatter, BN_WITH_DBIAS, l, window, winners, ties, dy, dconv, dx, pool_geo_of(ps),
                   geo_of(s), tie_share, y, bd, (double *)partial);
-    k_fold_sums<<<(unsigned)bf_cuda_div_up((size_t)s->c_out * 32, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
-        (const double *)partial, chunks, s->c_out, dbias);
-    BF_LAUNCH_CHECK("k_fold_sums");
-    return BF_OK;
+    return fold_sums(im, (const double *)partial, chunks, s->c_out, dbias);
 }
 #undef BN_WITHOUT_DBIAS
 #undef BN_WITH_DBIAS
@@ -820,8 +802,7 @@ extern "C" bf_status bf_cuda_flex_pool_max_backward_scatter(bf_backend *b, const
                                     "channels per output: flex_pool_max_backward, then flex_pool_scatter_add)");
     const float tie_share = s->ties == BF_FLEX_TIE_SPLIT ? 0.5f : 0.0f;
     if (im->flex_slide && slide_takes(im, ps, s) && slide_route_apart(s, dy, NULL, dconv)) {
-        BF_TRY(slide_route_scatter(im, ps, s, NULL, window, winners, ties, NULL, dy, dconv, dx, tie_share));
-        return dbias ? bf_cuda_channel_sum(im, s->n, s->c_out, s->hw, dconv, dbias) : BF_OK;
+        return slide_route_scatter(im, ps, s, NULL, window, winners, ties, NULL, dy, dconv, dx, tie_share, dbias);
     }
     return route_scatter_run<false>(im, ps, s, bn_grad_dev{}, window, winners, ties, NULL, dy, dconv, dx, tie_share,
                                     dbias);
@@ -838,8 +819,7 @@ extern "C" bf_status bf_cuda_flex_pool_max_backward_scatter_bn(bf_backend *b, co
     const bn_grad_dev bd = {bn->relu, bn->mean, bn->invstd, bn->gamma, bn->relu ? bn->beta : bn->gamma, bn->coef,
                             s->c_out};
     if (im->flex_slide && slide_takes(im, ps, s) && slide_route_apart(s, dz, y, dconv)) {
-        BF_TRY(slide_route_scatter(im, ps, s, &bd, window, winners, ties, y, dz, dconv, dx, tie_share));
-        return dbias ? bf_cuda_channel_sum(im, s->n, s->c_out, s->hw, dconv, dbias) : BF_OK;
+        return slide_route_scatter(im, ps, s, &bd, window, winners, ties, y, dz, dconv, dx, tie_share, dbias);
     }
     return route_scatter_run<true>(im, ps, s, bd, window, winners, ties, y, dz, dconv, dx, tie_share, dbias);
 }

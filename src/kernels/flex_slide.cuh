@@ -8,7 +8,7 @@
  *   k_slide_scatter_add   flex_pool_scatter_add (dx += maxpool_backward(dpooled) through the bytes);
  *   k_slide_route_scatter flex_pool_max_backward_scatter and _bn with dconv apart from dy (the route's
  *                         shares computed per output row as the window slides; tests/
- *                         test_flex_slide_route.c emulates it loop for loop).
+ *                         test_flex_slide_route.c emulates it loop for loop), and their dbias.
  * They were written in the flex kernel lab (bench/flex_lab.cu's "pool v1", whose sliding window they
  * build on) and checked, before any GPU run, by lane-by-lane CPU emulations against C
  * transcriptions of the library's kernels; the lab now times them here, through the ops table, as
@@ -868,10 +868,12 @@ __device__ __forceinline__ float route_share_one(const route_args &a, const bn_g
 }
 
 /* Output row oh as a lane sees it (scat_raw: V shares and bytes, the edge columns' beyond): shares
- * of the tapped channels (tapped), dconv written where the lane owns the row (own). */
-template <int V, bool BN>
+ * of the tapped channels (tapped), dconv written where the lane owns the row (own), and with DBIAS
+ * added to db[k] for tap k (at most 2 taps: the host's rule). */
+template <int V, bool BN, bool DBIAS>
 __device__ __forceinline__ scat_raw<V> route_row(const route_args &a, const bn_grad_dev &bn, int oh, bool row_ok,
-                                                 bool tapped, bool own, bool cols, bool edge_l, bool edge_r, int c0) {
+                                                 bool tapped, bool own, bool cols, bool edge_l, bool edge_r, int c0,
+                                                 double *db) {
     scat_raw<V> r = scat_none<V>();
     if (!row_ok) return r;
     const int at = oh * a.w + c0; /* h*w fits in an int (slide_takes) */
@@ -896,6 +898,9 @@ __device__ __forceinline__ scat_raw<V> route_row(const route_args &a, const bn_g
                     r.v[q] = __fadd_rn(r.v[q], __fsub_rn(gv.v[q], dc.v[q]));
                 }
                 if (own) store_vec<V>(a.dconv + e, dc);
+                if (DBIAS && own)
+#pragma unroll
+                    for (int q = 0; q < V; q++) db[k ? 1 : 0] += (double)dc.v[q];
             }
     }
     if (edge_l) {
@@ -909,12 +914,18 @@ __device__ __forceinline__ scat_raw<V> route_row(const route_args &a, const bn_g
     return r;
 }
 
-template <int V, bool BN>
+/* DBIAS (at most 2 taps): the conv's bias gradient, each item's owned dconv per tap summed in double
+ * by its lanes, then across its group by shuffles, lane 0 of the group writing
+ * dbias_partial[j * chunks + chunk] (chunk = (sample * bands + band) * strips + strip, chunks =
+ * n * bands * strips: the forward's STATS layout, one writer each), which k_fold_sums adds up.
+ * Registers (ptxas -v, sm_90, CUDA 13): the two sums spill 16 bytes at V = 4 without BN and 4 at
+ * V = 1 with it (V = 1 with BN and without DBIAS already spilled 20). */
+template <int V, bool BN, bool DBIAS>
 __global__ void __launch_bounds__(SLIDE_THREADS)
     k_slide_route_scatter(const uint8_t *__restrict__ window, const uint32_t *__restrict__ winners,
                           const uint32_t *__restrict__ ties, const float *__restrict__ dy,
                           const float *__restrict__ y, float *__restrict__ dconv, float *__restrict__ dx,
-                          slide_fwd_geo g, float tie_share, bn_grad_dev bn) {
+                          slide_fwd_geo g, float tie_share, bn_grad_dev bn, double *__restrict__ dbias_partial) {
     const slide_item si = slide_item_of(g);
     const int G = si.G, gl = si.gl, strip = si.strip, band = si.band;
     const bool live = si.live;
@@ -945,11 +956,12 @@ __global__ void __launch_bounds__(SLIDE_THREADS)
     float acc_a[V], acc_b[V], acc_c[V]; /* input rows oh-1, oh, oh+1 */
 #pragma unroll
     for (int j = 0; j < V; j++) acc_a[j] = acc_b[j] = acc_c[j] = 0.0f;
+    double db[2] = {0.0, 0.0}; /* DBIAS: this lane's dconv of taps 0 and 1 */
     const int steps = g.s.rows + 2; /* the same in every lane */
     int oh = r0 - 1;
-#define ROUTE_ROW(o) \
-    route_row<V, BN>(a, bn, (o), live && (o) >= 0 && (o) <= r1 && (o) < h, tapped, cols && (o) >= r0 && (o) < r1, cols, \
-                     edge_l, edge_r, c0)
+#define ROUTE_ROW(o)                                                                                                  \
+    route_row<V, BN, DBIAS>(a, bn, (o), live && (o) >= 0 && (o) <= r1 && (o) < h, tapped,                            \
+                            cols && (o) >= r0 && (o) < r1, cols, edge_l, edge_r, c0, db)
 #pragma unroll 1
     for (int t = 0; t < steps; t++, oh++) {
         /* the row's shares are computed as it is reached: unlike the scatter's loaded rows, they
@@ -965,6 +977,15 @@ __global__ void __launch_bounds__(SLIDE_THREADS)
         }
     }
 #undef ROUTE_ROW
+    if constexpr (DBIAS) { /* every lane of the warp is here (the step loop is the same for all) */
+        const double s0 = group_sum(db[0], G), s1 = group_sum(db[1], G);
+        if (tapped && gl == 0) {
+            const size_t chunks = g.s.items / (size_t)g.c_in,
+                         chunk = (sample * (size_t)g.s.bands + (size_t)band) * (size_t)g.s.strips + (size_t)strip;
+            dbias_partial[(size_t)a.lo * chunks + chunk] = s0;
+            if (a.lo + a.step < a.hi) dbias_partial[(size_t)(a.lo + a.step) * chunks + chunk] = s1;
+        }
+    }
 }
 
 /* Whether the sliding route with the scatter takes a call slide_takes accepts: dconv overlaps
@@ -979,11 +1000,12 @@ inline bool slide_route_apart(const bf_flex_shape *s, const float *dy, const flo
 /* flex_pool_max_backward_scatter(_bn) for a call slide_takes and slide_route_apart accept (bn NULL:
  * without the batch-norm). V = 4 when w % 4 == 0 and dy, y, dconv, dx are 16-byte and window 4-byte
  * aligned, else 2 (w % 2 == 0, 8- and 2-byte alignment), else 1: a lane's V elements then share a
- * bitmap word. */
+ * bitmap word. dbias (nullable): summed in the pass (DBIAS) where at most 2 output channels tap a
+ * pooled one, else by the conv's channel sum over dconv after it. */
 static bf_status slide_route_scatter(bf_cuda_impl *im, const bf_pool_shape *ps, const bf_flex_shape *s,
                                      const bn_grad_dev *bn, const uint8_t *window, const uint32_t *winners,
                                      const uint32_t *ties, const float *y, const float *dy, float *dconv, float *dx,
-                                     float tie_share) {
+                                     float tie_share, float *dbias) {
     const int w = ps->w_in;
     const uintptr_t f = (uintptr_t)dy | (uintptr_t)dconv | (uintptr_t)dx | (uintptr_t)(bn ? y : dy);
     const int V = w % 4 == 0 && (f & 15u) == 0 && ((uintptr_t)window & 3u) == 0   ? 4
@@ -1000,21 +1022,32 @@ static bf_status slide_route_scatter(bf_cuda_impl *im, const bf_pool_shape *ps, 
     if (blocks == 0) return BF_OK;
     im->flex_slide_launches++;
     const bn_grad_dev b = bn ? *bn : bn_grad_dev{};
-#define ROUTE_LAUNCH(V_, BN_)                                                                                         \
-    k_slide_route_scatter<V_, BN_><<<(unsigned)blocks, SLIDE_THREADS, 0, im->stream>>>(window, winners, ties, dy, y, \
-                                                                                      dconv, dx, g, tie_share, b)
-    if (bn) {
-        if (V == 4) ROUTE_LAUNCH(4, true);
-        else if (V == 2) ROUTE_LAUNCH(2, true);
-        else ROUTE_LAUNCH(1, true);
-    } else {
-        if (V == 4) ROUTE_LAUNCH(4, false);
-        else if (V == 2) ROUTE_LAUNCH(2, false);
-        else ROUTE_LAUNCH(1, false);
+    const bool fused_dbias = dbias && g.taps <= 2;
+    const unsigned chunks = (unsigned)(g.s.items / (size_t)g.c_in);
+    double *dbias_partial = NULL;
+    if (fused_dbias) {
+        void *scratch;
+        BF_TRY(bf_cuda_scratch(im, (size_t)s->c_out * chunks * sizeof(double), &scratch));
+        dbias_partial = (double *)scratch;
     }
+#define ROUTE_LAUNCH(V_, BN_, DB_)                                                                                    \
+    k_slide_route_scatter<V_, BN_, DB_><<<(unsigned)blocks, SLIDE_THREADS, 0, im->stream>>>(                         \
+        window, winners, ties, dy, y, dconv, dx, g, tie_share, b, dbias_partial)
+#define ROUTE_LAUNCH_V(BN_, DB_)                                                                                      \
+    do {                                                                                                              \
+        if (V == 4) ROUTE_LAUNCH(4, BN_, DB_);                                                                        \
+        else if (V == 2) ROUTE_LAUNCH(2, BN_, DB_);                                                                   \
+        else ROUTE_LAUNCH(1, BN_, DB_);                                                                               \
+    } while (0)
+    if (bn && dbias_partial) ROUTE_LAUNCH_V(true, true);
+    else if (bn) ROUTE_LAUNCH_V(true, false);
+    else if (dbias_partial) ROUTE_LAUNCH_V(false, true);
+    else ROUTE_LAUNCH_V(false, false);
+#undef ROUTE_LAUNCH_V
 #undef ROUTE_LAUNCH
     BF_LAUNCH_CHECK("k_slide_route_scatter");
-    return BF_OK;
+    if (fused_dbias) return fold_sums(im, dbias_partial, chunks, s->c_out, dbias);
+    return dbias ? bf_cuda_channel_sum(im, s->n, s->c_out, s->hw, dconv, dbias) : BF_OK;
 }
 
 }  // namespace
