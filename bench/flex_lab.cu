@@ -1614,6 +1614,7 @@ int main(int argc, char **argv) {
         double sum_pool_f = 0.0, sum_pool1_f = 0.0; /* the pool forward alone: library, pool v1 */
         double sum_v2_f = 0.0, sum_v3_f = 0.0;      /* the fused forward alone: version 2, version 3 */
         double sum_v4_b = 0.0;                      /* version 4's backward (route and scatter in one pass) */
+        double bytes_fused = 0.0; /* the byte model of a fused step (2's or 3's forward, 4's backward) */
         double sum_v4bn_apart = 0.0, sum_v4bn = 0.0; /* with the next batch-norm's backward, apart or applied */
         double sum_v4db_after = 0.0, sum_v4db = 0.0;  /* and the conv's bias gradient, after or in the route */
         double first_route_alone = 0.0, first_v4db = 0.0; /* conv1_1: the route alone, and version 4's */
@@ -1714,6 +1715,7 @@ int main(int argc, char **argv) {
                      (v0_f + v0_b) / (v2_f + v4_b));
             lab_print_row(&tb, "", "4 route+scatter", -1.0, 0.0, v4_b, bytes_v4_bwd(&c), tail4);
             sum_v4_b += sh->count * v4_b;
+            bytes_fused += sh->count * (bytes_v2_fwd(&c) + bytes_v4_bwd(&c));
             char tail_bn[64];
             snprintf(tail_bn, sizeof tail_bn, "bwd x%.2f over 4 + BN backward", v4bn_apart / v4bn);
             lab_print_row(&tb, "", "4 + BN backward", -1.0, 0.0, v4bn_apart, bytes_v4_bn_apart(&c), "");
@@ -1803,6 +1805,20 @@ int main(int argc, char **argv) {
         if (!v3_skipped)
             printf("  version 3's forward + version 4's backward %.3f ms, x%.2f over version 0\n", sum_v3_f + sum_v4_b,
                    sum_v0 / (sum_v3_f + sum_v4_b));
+        /* issue 3's two targets in one line: the fused step's speed-up over the unfused sequence and
+         * its effective bandwidth, the layers' modelled bytes over their summed times */
+        {
+            const double fused_ms = sum_v2_f + sum_v4_b;
+            const double gbs = bytes_fused / (fused_ms * 1e6);
+            printf("  fused step (version 2's forward, version 4's backward, the default kernels): x%.2f over version 0, "
+                   "%.1f GB/s, %.1f %% of peak\n", sum_v0 / fused_ms, gbs, 100.0 * gbs / tb.peak_gbs);
+            if (!v3_skipped && !v4s_skipped) {
+                const double slide_ms = sum_v3_f + sum_v4s, gbs_s = bytes_fused / (slide_ms * 1e6);
+                printf("  fused step on the sliding window (version 3's forward, version 4 slide, flex_kernels = slide): "
+                       "x%.2f over version 0, %.1f GB/s, %.1f %% of peak\n", sum_v0 / slide_ms, gbs_s,
+                       100.0 * gbs_s / tb.peak_gbs);
+            }
+        }
         printf("  with the batch-norm + ReLU after each layer: its backward then version 4 %.3f ms, its sums and "
                "version 4 applying its dx (fuse_flex_bn) %.3f ms, x%.2f\n", sum_v4bn_apart, sum_v4bn,
                sum_v4bn_apart / sum_v4bn);

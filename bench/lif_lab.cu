@@ -713,6 +713,7 @@ int main(int argc, char **argv) {
         double sum_v0 = 0.0, sum_v1 = 0.0, sum_v0f = 0.0, sum_v1f = 0.0, sum_v0b = 0.0, sum_v1b = 0.0;
         double sum_lib = 0.0, sum_replaced = 0.0; /* version 2 on conv layers, 1 on fc; and what it replaces */
         double sum_v3 = 0.0, sum_v2bn = 0.0;      /* conv layers' backward with their batch-norm's */
+        double bytes_v1 = 0.0, bytes_lib = 0.0;   /* the byte models summed as the times are */
         int skipped = 0, layers = 0;
         for (int si = 0; si < NUM_SHAPES; si++) {
             const lab_shape *sh = &k_shapes[si];
@@ -782,6 +783,8 @@ int main(int argc, char **argv) {
                 sum_v2bn += sh->count * v2bn_b;
             }
             sum_lib += sh->count * (conv ? v2_f + v2_b : v1_f + v1_b);
+            bytes_v1 += sh->count * (bytes_fwd(&c) + bytes_bwd(&c));
+            bytes_lib += sh->count * (conv ? bytes_fwd2(&c) + bytes_bwd(&c) : bytes_fwd(&c) + bytes_bwd(&c));
             sum_replaced += sh->count * (conv ? v1bn_f + v1_b : v1_f + v1_b);
             sum_v0f += sh->count * v0_f;
             sum_v0b += sh->count * v0_b;
@@ -797,6 +800,13 @@ int main(int argc, char **argv) {
             printf("PlasticFlex VGG-11, T = %d, batch %d, %d LIF layers, fwd+bwd per step: version 0 %.3f ms, version 1 "
                    "%.3f ms, speed-up x%.2f (fwd x%.2f, bwd x%.2f)\n\n",
                    T, batch, layers, sum_v0, sum_v1, sum_v0 / sum_v1, sum_v0f / sum_v1f, sum_v0b / sum_v1b);
+        /* issue 4's bandwidth target is over the whole step's fused LIF kernels: the layers' bytes
+         * (the byte model above) over their summed times, not a mean of per-layer percentages */
+        if (!skipped)
+            printf("  whole step, version 1 (the fused LIF op alone): %.1f GB/s, %.1f %% of peak; the library's path "
+                   "(version 2 after batch-norms): %.1f GB/s, %.1f %% of peak\n\n",
+                   bytes_v1 / (sum_v1 * 1e6), 100.0 * bytes_v1 / (sum_v1 * 1e6) / tb.peak_gbs, bytes_lib / (sum_lib * 1e6),
+                   100.0 * bytes_lib / (sum_lib * 1e6) / tb.peak_gbs);
         if (!skipped)
             printf("  what training runs (version 2 after the conv layers' batch-norms, version 1 on fc1/fc2): %.3f ms "
                    "per step, against %.3f ms for the batch-norm output written and version 1 (x%.2f)\n\n",
