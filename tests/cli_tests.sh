@@ -114,9 +114,21 @@ grep -q '"type":"train","epoch":1,"step":6,' "$tmp/run/metrics.jsonl" && grep -q
 [ -f "$tmp/run/config.ini" ] && [ -f "$tmp/run/checkpoints/epoch_0002/model.safetensors" ] && [ -f "$tmp/run/checkpoints/latest" ] \
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL run directory lacks config.ini or checkpoints"; }
 expect "eval needs --checkpoint" 2 "--checkpoint DIR is required" -- "$eval_" "$tmp/tiny.ini"
+expect "train refuses eval's --checkpoint" 2 "--checkpoint is a bioflex-eval option; to continue a run use --resume" \
+  -- "$train" --checkpoint "$tmp/run" --dry-run "$tmp/tiny.ini"
 expect "eval a run directory" 0 "top-1 [0-9.]+%" -- "$eval_" --checkpoint "$tmp/run" "$tmp/tiny.ini"
 expect "resume a finished run" 0 "resumed from .*epoch_0002" -- "$train" --resume "$tmp/run" "$tmp/tiny.ini"
 expect "resume with more epochs" 0 "resumed from .*epoch 2" -- "$train" --resume "$tmp/run/checkpoints/epoch_0002" --set run.epochs=3 "$tmp/tiny.ini"
+# A per-step schedule resumed at an epoch boundary with another global batch goes on in this run's
+# steps: the cosine over 2 epochs of 3 steps is at 5/6 of its way on the last step (0.05 * (1 +
+# cos(5 pi / 6)) / 2 = 0.00335), not past its end at the old run's step count (lr 0).
+cos=(--set schedule.type=cosine --set schedule.unit=step --set run.log_interval=1)
+"$train" "${cos[@]}" --set run.dir="$tmp/cos" "$tmp/tiny.ini" >/dev/null 2>&1
+expect "a per-step schedule resumed with another batch" 0 "resumed from" -- "$train" "${cos[@]}" \
+  --set run.dir="$tmp/cos2" --set data.batch_size=32 --resume "$tmp/cos/checkpoints/epoch_0001" "$tmp/tiny.ini"
+last_lr=$(grep '"type":"train"' "$tmp/cos2/metrics.jsonl" | tail -n 1 | sed 's/.*"lr":\([^,]*\).*/\1/')
+awk -v x="$last_lr" 'BEGIN { exit !(x > 0.00334 && x < 0.00336) }' && passed=$((passed + 1)) \
+  || { failed=$((failed + 1)); echo "FAIL per-step cosine after a resume with batch 32: last lr $last_lr, expected 0.00335"; }
 # The run directory records every start (time, host, version, command line) and the config's provenance.
 [ "$(tail -n 3 "$tmp/run/invocations.log" | grep -c -- "--resume")" -eq 2 ] \
   && head -n 1 "$tmp/run/config.ini" | grep -qE "^# [0-9T:-]+Z host .*bioflex-train [0-9.]+" \

@@ -295,6 +295,7 @@ static void test_refused_files(void) {
     expect_refused("inf", "[optim]\nlr = inf\n", 2, "\"inf\" is not a number", NULL);
     expect_refused("-inf", "[optim]\nweight_decay = -inf\n", 2, "\"-inf\" is not a number", NULL);
     expect_refused("float garbage", "[optim]\nlr = 0.1x\n", 2, "\"0.1x\" is not a number", NULL);
+    expect_refused("hexadecimal float", "[optim]\nlr = 0x1p-3\n", 2, "\"0x1p-3\" is not a number", NULL);
     expect_refused("empty float", "[optim]\nlr =\n", 2, "is not a number", NULL);
     expect_refused("zero lr", "[optim]\nlr = 0\n", 2, "[optim] lr: 0 is out of range (allowed: > 0)", NULL);
     expect_refused("dropout 1", "[model]\ndropout = 1\n", 2, "[model] dropout: 1 is out of range",
@@ -471,6 +472,22 @@ static void test_validate(void) {
         {{"model.flex=true", "model.flex_logits_bn=true"}, "[model] flex_logits_bn = true applies to [model] flex_joint = mask"},
         {{"model.flex=true", "model.flex_joint=mask", "model.flex_tie=pool"},
          "[model] flex_tie = pool applies to [model] flex_joint = channelwise_max only"},
+        {{"model.flex=true", "model.flex_joint=mask", "model.flex_mask_factor=50"},
+         "[model] flex_mask_factor = 5e+01 applies to [model] flex_mask = sigmoid_mul only (got flex_mask = sigmoid_hard)"},
+        /* a neuron's parameters that the chosen neuron, reset or surrogate does not read */
+        {{"spiking.decay=0.5"}, "[spiking] decay = 0.5 needs a [spiking] neuron"},
+        {{"spiking.time_steps=4"}, "[spiking] time_steps = 4 needs a [spiking] neuron"},
+        {{"spiking.neuron=clamp01", "spiking.threshold=0.5"}, "[spiking] threshold = 0.5 applies to [spiking] neuron = lif, if or step only"},
+        {{"spiking.neuron=step", "spiking.threshold=0.5"}, "[spiking] threshold = 0.5 applies to [spiking] neuron = lif or if only"},
+        {{"spiking.neuron=step", "spiking.reset=soft"}, "[spiking] reset = soft applies to [spiking] neuron = lif or if only"},
+        {{"spiking.neuron=if", "spiking.decay=0.5"}, "[spiking] decay = 0.5 applies to [spiking] neuron = lif only"},
+        {{"spiking.neuron=lif", "spiking.reset=none", "spiking.detach_reset=true"},
+         "[spiking] detach_reset = true applies to [spiking] reset = hard or soft only"},
+        {{"spiking.neuron=lif", "spiking.alpha=2"}, "[spiking] alpha = 2 applies to [spiking] surrogate = sigmoid or arctan only (got tanh)"},
+        {{"spiking.neuron=lif", "spiking.surrogate=sigmoid", "spiking.width=1"},
+         "[spiking] width = 1 applies to [spiking] surrogate = rectangular or triangle only (got sigmoid)"},
+        {{"spiking.neuron=step", "spiking.surrogate=arctan", "spiking.height=1"},
+         "[spiking] height = 1 applies to [spiking] surrogate = rectangular, triangle or tanh only (got arctan)"},
     };
     for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) {
         bf_config_defaults(&cfg);
@@ -484,7 +501,14 @@ static void test_validate(void) {
                                  {"model.flex=true", "model.fully_flex=true", "model.flex_tie=pool"},
                                  {"model.flex=true", "model.flex_joint=mask", "model.threshold_mode=frozen_random",
                                   "model.flex_logits_bn=true"},
-                                 {"model.flex_joint=channelwise_max", "model.flex_channels=expand"}};
+                                 {"model.flex_joint=channelwise_max", "model.flex_channels=expand"},
+                                 {"model.flex=true", "model.flex_joint=mask", "model.flex_mask=sigmoid_mul",
+                                  "model.flex_mask_factor=50"},
+                                 {"spiking.time_steps=1", "spiking.decay=0.95", "spiking.threshold=1.0"},
+                                 {"spiking.neuron=step", "spiking.time_steps=1", "spiking.height=0.5"},
+                                 {"spiking.neuron=lif", "spiking.surrogate=triangle", "spiking.width=1", "spiking.height=1"},
+                                 {"spiking.neuron=if", "spiking.surrogate=sigmoid", "spiking.alpha=2"},
+                                 {"spiking.neuron=lif", "spiking.reset=soft", "spiking.detach_reset=true"}};
     for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++) {
         bf_config_defaults(&cfg);
         for (int j = 0; j < 4 && accepted[i][j]; j++) CHECK_OK(bf_config_set(&cfg, accepted[i][j]));

@@ -210,6 +210,29 @@ static void test_flex_resnet50(void) {
               m->params[weight].init == BF_INIT_KAIMING_NORMAL_FAN_OUT,
           "FlexResNet init as torchvision's ResNet: Kaiming-normal fan-out weights, nn.Conv2d's default biases");
     bf_model_destroy(m);
+    m = NULL;
+    /* conv_init = fan_in: the reference's RunLoader on every conv, flex or plain (flexnet.md 1.6) */
+    cfg.model.conv_init_fan_in = 1;
+    CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 224, 224}, 1000, 1, &m));
+    if (m) {
+        bias = find_param(m, "layer2.0.downsample.0.layer.flex_conv.bias");
+        weight = find_param(m, "conv1.layer.flex_conv.weight");
+        CHECK(bias >= 0 && weight >= 0 && m->params[bias].init == BF_INIT_ZEROS &&
+                  m->params[weight].init == BF_INIT_KAIMING_NORMAL_FAN_IN,
+              "FlexResNet with conv_init = fan_in: Kaiming-normal fan-in weights, zero biases");
+        bf_model_destroy(m);
+        m = NULL;
+    }
+    cfg.model.flex = 0;
+    CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 224, 224}, 1000, 1, &m));
+    if (m) {
+        weight = find_param(m, "layer3.1.conv2.weight");
+        CHECK(weight >= 0 && m->params[weight].init == BF_INIT_KAIMING_NORMAL_FAN_IN,
+              "ResNet-50 with conv_init = fan_in: Kaiming-normal fan-in conv weights");
+        bf_model_destroy(m);
+    }
+    cfg.model.flex = 1;
+    cfg.model.conv_init_fan_in = 0;
     cfg.model.fully_flex = 1;
     CHECK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 224, 224}, 1000, 1, &m) == BF_ERR_CONFIG &&
               strstr(bf_last_error(), "fully_flex"),

@@ -14,12 +14,14 @@ extern "C" {
 #endif
 
 /* ---- learning-rate schedule ----
- * t counts epochs (unit = epoch: the rate changes at epoch boundaries) or steps (unit = step);
- * T is the run's length in that unit. During warm-up (t < warmup) the rate rises linearly from
+ * t counts epochs (unit = epoch: the rate changes at epoch boundaries) or steps (unit = step: t =
+ * epoch * steps_per_epoch + step_in_epoch, the position in this run's steps, so that a run resumed
+ * at an epoch boundary with another global batch still ends its schedule at its last step); T is
+ * the run's length in that unit. During warm-up (t < warmup) the rate rises linearly from
  * lr*warmup_start_factor to lr. After it: constant; step: lr*gamma^floor(t/step_size);
  * multistep: lr*gamma^(number of milestones <= t); cosine: eta_min + (lr-eta_min)(1+cos(pi*u/U))/2
  * with u = t-warmup, U = T-warmup. step_size and milestones count from the start of the run. */
-float bf_schedule_lr(const bf_optim_config *opt, const bf_schedule_config *sched, long step, int epoch,
+float bf_schedule_lr(const bf_optim_config *opt, const bf_schedule_config *sched, int epoch, long step_in_epoch,
                      int steps_per_epoch, int total_epochs);
 
 /* The schedule as one phrase ("cosine per step from lr 0.002 to 0 over 4 epochs"), naming only what
@@ -31,8 +33,8 @@ void bf_schedule_describe(const bf_optim_config *opt, const bf_schedule_config *
  * resumed with another [run] epochs, [optim] lr or [schedule] (most often one extended to more
  * epochs) continues on another curve, and the rate can jump. When `saved` (the checkpoint's
  * phrase; empty for checkpoints older than it) differs from this run's, says so on `text`. */
-void bf_schedule_note_resume(FILE *text, const char *checkpoint, const char *saved, const bf_config *cfg, long step,
-                             int epoch, int steps_per_epoch);
+void bf_schedule_note_resume(FILE *text, const char *checkpoint, const char *saved, const bf_config *cfg, int epoch,
+                             long step_in_epoch, int steps_per_epoch);
 
 /* At the start of a run: warns on `text` of every schedule point the run never reaches (a warm-up
  * as long as the run, multistep milestones at or past its end, a step decay whose first step lies

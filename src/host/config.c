@@ -190,7 +190,7 @@ static const key_spec key_table[] = {
     BOOL_KEY("data", "augment_flip", data.augment_flip, "false", "random horizontal flip of training images"),
     INT_KEY("data", "augment_crop_pad", data.augment_crop_pad, 0, 64, "0", "random crop after zero padding by this many pixels (0 = off)"),
     BOOL_KEY("data", "normalize", data.normalize, "true", "subtract the dataset mean and divide by its std per channel"),
-    FLOAT_KEY("data", "input_noise_std", data.input_noise_std, 0, NO_MAX, 0, "0", "additive Gaussian noise (std, after normalisation), drawn anew at every access; 0.1 reproduces PlasticFlex's CIFAR-10"),
+    FLOAT_KEY("data", "input_noise_std", data.input_noise_std, 0, NO_MAX, 0, "0", "additive Gaussian noise (std, after normalisation), drawn anew for each training sample in each epoch; a full evaluation draws the same noise every time (that of epoch 0), so that its score is a function of the weights and bioflex-eval repeats it; 0.1 reproduces PlasticFlex's CIFAR-10"),
     ENUM_KEY("data", "noise_splits", data.noise_splits, noise_split_names, "both", "which splits get input_noise_std"),
     ENUM_KEY("data", "subset", data.subset, subset_names, "none", "use a subset of each split: balanced (subset_size per class) or random (subset_size samples), after the limits"),
     INT_KEY("data", "subset_size", data.subset_size, 1, NO_MAX, "100", "subset: samples per class (balanced) or in all (random)"),
@@ -225,7 +225,7 @@ static const key_spec key_table[] = {
     STRING_KEY("model", "init_weights", model.init_weights, 0, "", "start training from these weights instead of a random initialisation: a safetensors file with PyTorch state_dict names (a bioflex model.safetensors, or one saved from PyTorch with safetensors.torch.save_file(model.state_dict(), path)) or a checkpoint or run directory; the optimiser starts fresh; ignored by --resume"),
     STRING_KEY("model", "init_exclude", model.init_exclude, 0, "", "init_weights: comma-separated tensor-name prefixes left at their random initialisation and not required in the file (e.g. classifier.6 for a new head with another number of classes)"),
     BOOL_KEY("model", "freeze_fc1", model.freeze_fc1, "false", "plasticflex_vgg*: keep fc1 at its random init, never trained, as the PlasticFlex reference code does (it builds fc1 after its optimiser)"),
-    ENUM_KEY("model", "conv_init", model.conv_init_fan_in, conv_init_names, "fan_out", "cnn, vgg: Kaiming-normal conv weights scaled by fan_out (torchvision) or fan_in (FlexNet's reference code); biases 0"),
+    ENUM_KEY("model", "conv_init", model.conv_init_fan_in, conv_init_names, "fan_out", "Kaiming-normal conv weights scaled by fan_out (torchvision) or fan_in (FlexNet's reference code, every conv and flex conv of cnn, vgg and resnet); conv biases 0, but a FlexResNet's flex convs under fan_out keep nn.Conv2d's U(+-1/sqrt(fan_in)) bias as torchvision's init does"),
     ENUM_KEY("model", "linear_init", model.linear_init_pytorch, linear_init_names, "normal", "vgg: classifier Linear weights N(0, 0.01) with biases 0 (torchvision), or pytorch_default: weights and biases U(+-1/sqrt(fan_in)) (nn.Linear's own init, kept by FlexNet's reference code); cnn and plasticflex_vgg always use the latter"),
     BOOL_KEY("model", "flex", model.flex, "false", "every conv becomes a flex layer (per element the conv or the max-pool of the input); resnet: all of them, stem and downsamples included, as FlexResNet"),
     LIST_KEY("model", "flex_layers", model.flex_layers, model.num_flex_layers, 0, 4096, INCREASING, 0, "", "flex: only these convs (counted from 0 in network order) become flex layers; empty = every conv"),
@@ -236,7 +236,7 @@ static const key_spec key_table[] = {
     ENUM_KEY("model", "flex_mask", model.flex_mask, flex_mask_names, "sigmoid_hard", "flex mask: the mask function of the logits"),
     FLOAT_KEY("model", "flex_mask_factor", model.flex_mask_factor, 0, NO_MAX, MIN_OPEN, "1", "flex mask sigmoid_mul: the multiplier f in sigmoid(f*L)"),
     BOOL_KEY("model", "flex_logits_bn", model.flex_logits_bn, "false", "flex mask: batch-norm on the logits (bn_logits)"),
-    ENUM_KEY("model", "threshold_mode", model.threshold_mode, threshold_mode_names, "learned", "flex mask: a learned threshold, frozen at its random start (FlexNet's GPU runs), or drawn anew at every forward (PlasticFlex's published runs)"),
+    ENUM_KEY("model", "threshold_mode", model.threshold_mode, threshold_mode_names, "learned", "flex mask: a learned threshold, frozen at its random start (FlexNet's GPU runs), or drawn anew at every forward (PlasticFlex's published runs, one step each; over [spiking] time_steps one draw serves all the steps of a forward)"),
     BOOL_KEY("model", "fuse_flex_bn_stats", model.fuse_flex_bn_stats, "true", "flex channelwise_max followed by its batch-norm: in training the flex forward also takes that batch-norm's batch statistics, adding each output element to its channel's sums as it writes it, so that the batch-norm does not read the output again for them (4 fewer bytes per element on the GPU with expand channels, under either [run] flex_kernels; the same bits on the CPU; on the GPU the same sums in another order); false lets the batch-norm take them (for comparison)"),
     BOOL_KEY("model", "fuse_flex_bn", model.fuse_flex_bn, "true", "flex channelwise_max with expand channels and fuse_flex_scatter, followed by its batch-norm: that batch-norm's backward computes its sums alone, and the flex layer's route-and-scatter (or, for a first layer, whose input needs no gradient, its route alone) computes the batch-norm's dx from its output gradient and input as it reads them, so the flex output's gradient is never stored (8 fewer bytes per element on the GPU, 12 for a first layer; the same bits on the CPU); false runs the batch-norm's whole backward first (for comparison)"),
     BOOL_KEY("model", "fuse_flex_scatter", model.fuse_flex_scatter, "true", "flex channelwise_max with expand channels: the backward routes dy and scatters the pool's share into dx in one pass, dP never stored (the conv's backward-data then adds its part; the same bits on the CPU); false runs the route, the conv's backward-data, then the scatter (for comparison)"),
@@ -492,9 +492,11 @@ static number_result parse_whole(const char *s, size_t len, long long *out) {
     return NUM_OK;
 }
 
-/* A finite decimal number with nothing after it (no "nan", "inf" or "0.1x"). */
+/* A finite decimal number with nothing after it (no "nan", "inf", "0.1x", nor strtod's hexadecimal
+ * "0x1p-3": only digits, a sign, a point and an exponent's e). */
 static int parse_real(const char *s, double *out) {
     if (!(isdigit((unsigned char)s[0]) || s[0] == '.' || s[0] == '-' || s[0] == '+')) return 0;
+    if (s[strspn(s, "0123456789+-.eE")] != '\0') return 0;
     char *end;
     errno = 0;
     double v = strtod(s, &end);
@@ -947,19 +949,21 @@ bf_status bf_config_set(bf_config *cfg, const char *assignment) {
 /* Validation                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
 
-/* The first of the [model] keys in `keys` (NULL-terminated) whose value in cfg is not its default,
- * written as "[model] key = value" into text; NULL when every one holds its default. Used to refuse
- * options that would be ignored: a value left at its default says nothing, so it is let through. */
-static const char *changed_model_key(const bf_config *cfg, const char *const *keys, char *text, size_t cap) {
+/* The first of the keys of `section` in `keys` (NULL-terminated) whose value in cfg is not its
+ * default, written as "[section] key = value" into text; NULL when every one holds its default. Used
+ * to refuse options that would be ignored: a value left at its default says nothing (a run's
+ * config.ini lists every key), so it is let through. */
+static const char *changed_key(const bf_config *cfg, const char *section, const char *const *keys, char *text,
+                               size_t cap) {
     bf_config defaults;
     bf_config_defaults(&defaults);
     for (const char *const *key = keys; *key; key++) {
-        const key_spec *k = &key_table[find_key("model", *key)];
+        const key_spec *k = &key_table[find_key(section, *key)];
         char value[256], default_value[256];
         format_value(cfg, k, value, sizeof value);
         format_value(&defaults, k, default_value, sizeof default_value);
         if (strcmp(value, default_value) == 0) continue;
-        snprintf(text, cap, "[model] %s = %s", *key, value);
+        snprintf(text, cap, "[%s] %s = %s", section, *key, value);
         return text;
     }
     return NULL;
@@ -971,14 +975,19 @@ static bf_status check_flex_options(const bf_config *cfg) {
                                            "flex_mask", "flex_mask_factor", "flex_logits_bn", "threshold_mode", NULL};
     static const char *const mask_only[] = {"flex_mask", "flex_mask_factor", "flex_logits_bn", "threshold_mode", NULL};
     static const char *const channelwise_max_only[] = {"flex_tie", NULL};
+    static const char *const sigmoid_mul_only[] = {"flex_mask_factor", NULL};
     char text[320];
     const bf_model_config *m = &cfg->model;
-    if (!m->flex && changed_model_key(cfg, any_flex, text, sizeof text))
+    if (!m->flex && changed_key(cfg, "model", any_flex, text, sizeof text))
         return bf_error(BF_ERR_CONFIG, "%s needs [model] flex = true (without it no layer is a flex layer)", text);
-    if (m->flex && m->flex_joint == 0 && changed_model_key(cfg, mask_only, text, sizeof text))
+    if (m->flex && m->flex_joint == 0 && changed_key(cfg, "model", mask_only, text, sizeof text))
         return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex_joint = mask only, not channelwise_max", text);
-    if (m->flex && m->flex_joint == 1 && changed_model_key(cfg, channelwise_max_only, text, sizeof text))
+    if (m->flex && m->flex_joint == 1 && changed_key(cfg, "model", channelwise_max_only, text, sizeof text))
         return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex_joint = channelwise_max only, not mask", text);
+    if (m->flex && m->flex_joint == 1 && m->flex_mask != BF_FLEX_MASK_SIGMOID_MUL &&
+        changed_key(cfg, "model", sigmoid_mul_only, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex_mask = sigmoid_mul only (got flex_mask = %s)", text,
+                        enum_value_name(flex_mask_names, m->flex_mask));
     return BF_OK;
 }
 
@@ -1013,6 +1022,53 @@ static bf_status check_spiking_options(const bf_config *cfg) {
     if ((sp->neuron < 0 || sp->neuron == BF_NEURON_CLAMP01) && !sp->pack_spikes)
         return bf_error(BF_ERR_CONFIG, "[spiking] pack_spikes = false applies to [spiking] neuron = lif, if or step only "
                         "(got %s, whose outputs are not spikes of 0 or 1)", neuron);
+    /* the neuron's parameters that the chosen neuron, reset or surrogate does not read */
+    static const char *const ann_ignores[] = {"encoding", "readout", "decay", "threshold", "reset",
+                                              "detach_reset", "surrogate", "alpha", "width", "height",
+                                              "raster_neurons", NULL};
+    static const char *const clamp01_ignores[] = {"decay", "threshold", "reset", "detach_reset", "surrogate", "alpha",
+                                                  "width", "height", NULL};
+    static const char *const step_ignores[] = {"decay", "threshold", "reset", "detach_reset", NULL};
+    static const char *const if_ignores[] = {"decay", NULL};
+    static const char *const no_reset_ignores[] = {"detach_reset", NULL};
+    static const char *const alpha_only[] = {"alpha", NULL}, *const width_only[] = {"width", NULL};
+    static const char *const height_only[] = {"height", NULL};
+    char text[320];
+    static const char *const time_steps[] = {"time_steps", NULL};
+    /* an ANN is one step: the reference grid's ANN configs say so (time_steps = 1) */
+    if (sp->neuron < 0 && sp->time_steps != 1 && changed_key(cfg, "spiking", time_steps, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s needs a [spiking] neuron (lif, if, clamp01 or step); neuron = none is an "
+                        "ANN with ReLU, which runs one step (time_steps = 1)", text);
+    if (sp->neuron < 0 && changed_key(cfg, "spiking", ann_ignores, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s needs a [spiking] neuron (lif, if, clamp01 or step); neuron = none is an "
+                        "ANN with ReLU, which has no time steps", text);
+    if (sp->neuron == BF_NEURON_CLAMP01 && changed_key(cfg, "spiking", clamp01_ignores, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [spiking] neuron = lif, if or step only (got clamp01: clamp(x, "
+                        "0, 1), with no membrane, threshold or surrogate)", text);
+    if (sp->neuron == BF_NEURON_STEP && changed_key(cfg, "spiking", step_ignores, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [spiking] neuron = lif or if only (got step: the reference's "
+                        "stateless 1[x > 0], with no membrane or threshold)", text);
+    if (sp->neuron == BF_NEURON_IF && changed_key(cfg, "spiking", if_ignores, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [spiking] neuron = lif only (got if: integrate-and-fire, whose "
+                        "membrane does not decay)", text);
+    if (has_membrane && sp->reset == BF_RESET_NONE && changed_key(cfg, "spiking", no_reset_ignores, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [spiking] reset = hard or soft only (got reset = none)", text);
+    if (has_membrane || sp->neuron == BF_NEURON_STEP) { /* the neurons with a surrogate */
+        const int s = sp->surrogate;
+        const char *surrogate = enum_value_name(surrogate_names, s);
+        if (s != BF_SURROGATE_SIGMOID && s != BF_SURROGATE_ARCTAN &&
+            changed_key(cfg, "spiking", alpha_only, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to [spiking] surrogate = sigmoid or arctan only (got %s)", text,
+                            surrogate);
+        if (s != BF_SURROGATE_RECTANGULAR && s != BF_SURROGATE_TRIANGLE &&
+            changed_key(cfg, "spiking", width_only, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to [spiking] surrogate = rectangular or triangle only (got %s)",
+                            text, surrogate);
+        if ((s == BF_SURROGATE_SIGMOID || s == BF_SURROGATE_ARCTAN) &&
+            changed_key(cfg, "spiking", height_only, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to [spiking] surrogate = rectangular, triangle or tanh only "
+                            "(got %s)", text, surrogate);
+    }
     /* Rate coding fires with probability clamp(pixel, 0, 1): normalised pixels (mean 0, std 1)
      * would clamp most of the image to never or always. */
     if (sp->encoding != 0 && cfg->data.normalize)

@@ -200,6 +200,11 @@ int main(int argc, char **argv) {
         bf_config_print_reference(stdout);
         return BF_EXIT_OK;
     }
+    if (cli.checkpoint) { /* bioflex-eval's option: a run meant to continue would silently start afresh */
+        fprintf(stderr, "bioflex-train: --checkpoint is a bioflex-eval option; to continue a run use --resume DIR\n\n%s",
+                usage);
+        return BF_EXIT_USAGE;
+    }
     bf_config cfg;
     rc = bf_cli_load_config(&cli, &cfg);
     if (rc != BF_EXIT_OK) return rc;

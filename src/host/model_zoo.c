@@ -12,7 +12,8 @@
  *            flex = true every conv, downsamples and stem included, is a flex layer named like
  *            FlexResNet's (layer1.0.conv1.layer.flex_conv.weight, flexnet.md 2.2).
  * Initialisation follows torchvision: Kaiming-normal fan-out convs, BN weight 1 bias 0, VGG
- * linear N(0, 0.01), ResNet fc PyTorch's default uniform. */
+ * linear N(0, 0.01), ResNet fc PyTorch's default uniform; [model] conv_init = fan_in gives every
+ * conv FlexNet's reference init (fan-in, bias 0). */
 #include <stdio.h>
 #include <string.h>
 
@@ -24,8 +25,11 @@ static int spiking(const bf_model_config *cfg) { return cfg->spiking.neuron >= 0
  * before the first neuron layer (a conv or flex layer and its batch-norm, in every arch here)
  * compute the same thing at each step. They run once per image, and the steps begin at the first
  * neuron layer instead of at the input (activation()): it reads its batch-norm's one step at every
- * step itself, or else an encode layer just before it repeats that step. Not where the first layer draws random numbers per call (a flex mask with
- * stochastic rounding, a threshold redrawn at every forward): each step draws its own there. */
+ * step itself, or else an encode layer just before it repeats that step. Not where the first
+ * layer draws random numbers: a flex mask with stochastic rounding draws per element, so each step
+ * draws its own there; a threshold redrawn at every forward is one draw shared by all the steps of
+ * that forward either way, but it is left unshared so that its draws (seeded by the layer's index)
+ * stay those of the network that repeats the image. */
 static int shares_direct_input(const bf_model_config *cfg) {
     if (!spiking(cfg) || cfg->spiking.encoding != 0 || !cfg->spiking.share_direct_input) return 0;
     int first_is_flex = cfg->flex && cfg->num_flex_layers == 0;
@@ -248,13 +252,15 @@ static int resnet_conv_bn(bf_model *m, const bf_model_config *cfg, const char *b
          * pool branch shares the conv's window (7x7/2 at the stem, a strided subsample at a 1x1) */
         bf_flex_options flex = flex_options(cfg);
         snprintf(name, sizeof name, "%s%s.layer", block, conv);
-        x = bf_model_add_flex(m, name, input, c_out, k, stride, pad, BF_INIT_KAIMING_NORMAL_FAN_OUT, &flex);
-        /* torchvision's ResNet init sets conv weights only: the flex conv's bias keeps nn.Conv2d's
-         * default U(+-1/sqrt(fan_in)) (VGG's init zeroes conv biases, so bf_model_add_flex does) */
-        if (x >= 0 && m->layers[x].param_index[1] >= 0) m->params[m->layers[x].param_index[1]].init = BF_INIT_UNIFORM_FAN_IN;
+        x = bf_model_add_flex(m, name, input, c_out, k, stride, pad, conv_init(cfg), &flex);
+        /* torchvision's ResNet init (fan_out) sets conv weights only: the flex conv's bias keeps
+         * nn.Conv2d's default U(+-1/sqrt(fan_in)). FlexNet's RunLoader (conv_init = fan_in, flexnet.md
+         * 1.6) zeroes every conv's bias, as bf_model_add_flex does. */
+        if (x >= 0 && !cfg->conv_init_fan_in && m->layers[x].param_index[1] >= 0)
+            m->params[m->layers[x].param_index[1]].init = BF_INIT_UNIFORM_FAN_IN;
     } else {
         snprintf(name, sizeof name, "%s%s", block, conv);
-        x = bf_model_add_conv(m, name, input, c_out, k, stride, pad, 1, 0, BF_INIT_KAIMING_NORMAL_FAN_OUT);
+        x = bf_model_add_conv(m, name, input, c_out, k, stride, pad, 1, 0, conv_init(cfg));
     }
     snprintf(name, sizeof name, "%s%s", block, bn);
     return bf_model_add_batchnorm(m, name, x, cfg->bn_eps, cfg->bn_momentum);

@@ -39,6 +39,7 @@ bf_status bf_resume_check(FILE *text, const char *dir, const bf_train_state *sav
         fprintf(text, "note: %s was trained on \"%s\"; this run trains on \"%s\": from epoch %d on, the order "
                 "follows this run's\n", dir, saved->data, data_now, saved->epoch + 1);
     if (text)
-        bf_schedule_note_resume(text, dir, saved->lr_schedule, cfg, saved->step, saved->epoch, batches_per_epoch);
+        bf_schedule_note_resume(text, dir, saved->lr_schedule, cfg, saved->epoch, saved->batch_in_epoch,
+                                batches_per_epoch);
     return BF_OK;
 }

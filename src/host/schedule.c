@@ -6,10 +6,10 @@
 
 #include "bioflex/train.h"
 
-float bf_schedule_lr(const bf_optim_config *opt, const bf_schedule_config *sched, long step, int epoch,
+float bf_schedule_lr(const bf_optim_config *opt, const bf_schedule_config *sched, int epoch, long step_in_epoch,
                      int steps_per_epoch, int total_epochs) {
     int per_step = sched->unit == BF_SCHED_UNIT_STEP;
-    double t = per_step ? (double)step : (double)epoch;
+    double t = per_step ? (double)epoch * steps_per_epoch + (double)step_in_epoch : (double)epoch;
     double T = per_step ? (double)total_epochs * steps_per_epoch : (double)total_epochs;
     double lr = opt->lr;
     if (t < sched->warmup) {
@@ -63,14 +63,15 @@ void bf_schedule_describe(const bf_optim_config *opt, const bf_schedule_config *
                  sched->warmup_start_factor);
 }
 
-void bf_schedule_note_resume(FILE *text, const char *checkpoint, const char *saved, const bf_config *cfg, long step,
-                             int epoch, int steps_per_epoch) {
+void bf_schedule_note_resume(FILE *text, const char *checkpoint, const char *saved, const bf_config *cfg, int epoch,
+                             long step_in_epoch, int steps_per_epoch) {
     char now[256];
     bf_schedule_describe(&cfg->optim, &cfg->schedule, cfg->run.epochs, now, sizeof now);
     if (!saved[0] || strcmp(saved, now) == 0) return;
-    float lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, step, epoch, steps_per_epoch, cfg->run.epochs);
+    float lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, epoch, step_in_epoch, steps_per_epoch, cfg->run.epochs);
     fprintf(text, "note: %s was written under the learning-rate schedule \"%s\"; this run's is \"%s\": the rate now "
-            "follows this run's, %g at step %ld\n", checkpoint, saved, now, lr, step);
+            "follows this run's, %g at step %ld\n", checkpoint, saved, now, lr,
+            (long)epoch * steps_per_epoch + step_in_epoch);
 }
 
 /* Where a schedule's key names a point the run never reaches, the rate the researcher planned is

@@ -277,7 +277,7 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
             if (!batch) break;
             wait_ms += waited;
             int log_now = (st->step + 1) % cfg->run.log_interval == 0 || i == steps_per_epoch - 1;
-            float lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, st->step, epoch, steps_per_epoch, epochs);
+            float lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, epoch, i, steps_per_epoch, epochs);
             bf_status s = train_step(r, batch, st->step, lr, log_now);
             interval_images += batch->n;
             bf_status released = bf_batch_upload_release(r->upload, r->train_loader, batch);
@@ -317,7 +317,8 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
                 bf_cuda_memory_bytes(b, 1, NULL, &peak_bytes);
                 const double peak_gib = (double)peak_bytes / (1024.0 * 1024.0 * 1024.0);
                 if (b->kind == BF_DEVICE_CUDA) mt.device_peak_gib = &peak_gib;
-                long remaining = (long)epochs * steps_per_epoch - st->step;
+                /* in this run's steps: a resumed run may have another global batch */
+                long remaining = (long)(epochs - epoch) * steps_per_epoch - (i + 1);
                 mt.eta_s = remaining * (t - run_start) / (double)(st->step - first_step);
                 /* Once a stop is requested, no progress line: a launcher that is shutting down may
                  * stop reading our output, and a blocked write would keep the run from its

@@ -20,6 +20,7 @@
  * thread count (spike counts are integers, hence exact in any order). */
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "cpu_backend.h"
 #include "neuron_check.h"
@@ -126,7 +127,8 @@ static void forward_block(const neuron_consts *c, const bf_neuron_bn_input *bn, 
         float v[NEURON_TILE] = {0};
         float ysum[NEURON_TILE] = {0}; /* integer counts for LIF/IF/STEP; CLAMP01's need not be */
         float h_unkept[NEURON_TILE];   /* the charges of a step, when none are kept */
-        float mean[NEURON_TILE], scale[NEURON_TILE], beta[NEURON_TILE], x_bn[NEURON_TILE]; /* bn: the input's */
+        float mean[NEURON_TILE], scale[NEURON_TILE], beta[NEURON_TILE];
+        float x_bn[NEURON_TILE]; /* the tile of input read (bn: normalised; else a copy where the charge is x) */
         if (bn) bn_tile_coefficients(bn, i0, m, mean, scale, beta);
         double clamp_sum[NEURON_TILE] = {0};
         for (int t = 0; t < c->T; t++) {
@@ -135,6 +137,9 @@ static void forward_block(const neuron_consts *c, const bf_neuron_bn_input *bn, 
             float *yt = y + base, *ht = charge ? charge + base : h_unkept;
             if (bn) {
                 if (t == 0 || x_step) bn_tile_normalise(xt, m, mean, scale, beta, x_bn); /* shared: once */
+                xt = x_bn;
+            } else if (xt == ht) { /* the charge over the input (ops.h): lif_step's restrict wants them apart */
+                memcpy(x_bn, xt, m * sizeof *xt);
                 xt = x_bn;
             }
             if (kind == BF_NEURON_CLAMP01) {
