@@ -220,6 +220,13 @@ static void test_data_change_on_resume(void) {
               strstr(bf_last_error(), "\"procedural, 200 training samples in global batches of 32\"") &&
               strstr(bf_last_error(), "\"procedural, 200 training samples in global batches of 64\""),
           "a checkpoint inside an epoch resumed with another batch size is refused, naming both: %s", bf_last_error());
+    /* the order also depends on the shuffle and the subset, which keep the sample count */
+    bf_config unshuffled = cfg;
+    unshuffled.data.shuffle = 0;
+    s = bf_train(&unshuffled, &resume, &r);
+    CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "inside epoch 1 (after batch 1)") &&
+              strstr(bf_last_error(), "\"procedural, 200 training samples in global batches of 32, in file order\""),
+          "a checkpoint inside an epoch resumed without the shuffle is refused: %s", bf_last_error());
     CHECK_OK(bf_train(&cfg, &resume, &r));
     CHECK(!r.interrupted && r.epochs_done == 1 && r.steps_done == 7, "resumed with its own batch size, the epoch "
           "finishes (%d epochs, %ld steps)", r.epochs_done, r.steps_done);

@@ -36,8 +36,11 @@ typedef struct bf_train_state {
 } bf_train_state;
 
 /* The training data and global batch (batch_size over all ranks) as one phrase, for
- * bf_train_state.data: "fashion_mnist, 60000 training samples in global batches of 128". */
-void bf_resume_describe_data(const char *dataset, int train_samples, int global_batch, char *out, size_t out_size);
+ * bf_train_state.data: "fashion_mnist, 60000 training samples in global batches of 128", with what
+ * else decides which samples an epoch's batches hold where it is not the default: ", in file order"
+ * ([data] shuffle = false), ", balanced subset of 100 per class from seed 42" ([data] subset). */
+void bf_resume_describe_data(const char *dataset, int train_samples, int global_batch, const bf_data_config *data,
+                             char *out, size_t out_size);
 
 /* After a checkpoint in `dir` loaded into `saved`: prints where the run resumes (text nullable: say
  * nothing), refuses a checkpoint inside an epoch whose data phrase differs from data_now (the rest

@@ -454,7 +454,7 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
     char data_now[sizeof st.data] = "";
     if (s == BF_OK)
         bf_resume_describe_data(r.train_set->name, r.train_set->num_samples, cfg->data.batch_size * dp->world,
-                                data_now, sizeof data_now);
+                                &cfg->data, data_now, sizeof data_now);
     if (s == BF_OK && opt && opt->resume) s = resume_run(&r, opt->resume, &st, data_now, text, quiet);
     snprintf(st.data, sizeof st.data, "%s", data_now); /* what this run's checkpoints store */
     if (s == BF_OK) s = bf_dp_agree_start(dp, &st, opt && opt->resume, r.backend, r.optim);

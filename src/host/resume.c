@@ -12,8 +12,16 @@
 
 #include "bioflex/checkpoint.h"
 
-void bf_resume_describe_data(const char *dataset, int train_samples, int global_batch, char *out, size_t out_size) {
-    snprintf(out, out_size, "%s, %d training samples in global batches of %d", dataset, train_samples, global_batch);
+void bf_resume_describe_data(const char *dataset, int train_samples, int global_batch, const bf_data_config *data,
+                             char *out, size_t out_size) {
+    char subset[96] = "";
+    if (data->subset == 1)
+        snprintf(subset, sizeof subset, ", balanced subset of %d per class from seed %ld", data->subset_size,
+                 data->subset_seed);
+    else if (data->subset == 2)
+        snprintf(subset, sizeof subset, ", random subset of %d from seed %ld", data->subset_size, data->subset_seed);
+    snprintf(out, out_size, "%s, %d training samples in global batches of %d%s%s", dataset, train_samples, global_batch,
+             data->shuffle ? "" : ", in file order", subset);
 }
 
 bf_status bf_resume_check(FILE *text, const char *dir, const bf_train_state *saved, const char *data_now,
@@ -27,8 +35,9 @@ bf_status bf_resume_check(FILE *text, const char *dir, const bf_train_state *sav
     if (saved->batch_in_epoch > 0 && data_changed)
         return bf_error(BF_ERR_CHECKPOINT, "%s stopped inside epoch %d (after batch %d) of a run on \"%s\", but this run "
                         "trains on \"%s\": the rest of that epoch's order cannot be continued. Resume with the "
-                        "checkpoint's [data] batch_size, dataset and limits (the global batch is batch_size over all "
-                        "ranks, so the number of ranks may change), or from an epoch checkpoint (checkpoints/epoch_NNNN)",
+                        "checkpoint's [data] batch_size, dataset, limits, shuffle and subset (the global batch is "
+                        "batch_size over all ranks, so the number of ranks may change), or from an epoch checkpoint "
+                        "(checkpoints/epoch_NNNN)",
                         dir, saved->epoch + 1, saved->batch_in_epoch, saved->data, data_now);
     /* checkpoints older than the "data" phrase: at least the position must exist in this run */
     if (saved->batch_in_epoch > batches_per_epoch)

@@ -405,7 +405,7 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
     int batches = bf_loader_num_batches(r->train_loader);
     char data_now[sizeof st.data];
     bf_resume_describe_data(r->train_set->name, r->train_set->num_samples, cfg->data.batch_size * r->dp.world,
-                            data_now, sizeof data_now);
+                            &cfg->data, data_now, sizeof data_now);
     if (opt && opt->resume) {
         char dir[BF_PATH_MAX];
         BF_TRY(bf_checkpoint_resolve(opt->resume, dir));
