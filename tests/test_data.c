@@ -258,6 +258,16 @@ static void test_idx_files(const char *tmp) {
     bf_remove_tree(bad);
     mkdir(bad, 0755);
 
+    /* Whole data but the gzip trailer (CRC and length) cut short: zlib ends it as an end of file. */
+    write_idx_pair(bad, "train", 1, 0x00000803, IDX_N, IDX_N, IDX_N, -1);
+    char cut[600];
+    snprintf(cut, sizeof cut, "%s/train-images-idx3-ubyte.gz", bad);
+    struct stat cut_st;
+    CHECK(stat(cut, &cut_st) == 0 && truncate(cut, cut_st.st_size - 4) == 0, "cut the gzip trailer of %s", cut);
+    expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, "truncated gzip stream", "gzip IDX without its trailer");
+    bf_remove_tree(bad);
+    mkdir(bad, 0755);
+
     /* Wrong magic (0x804: a 4-dimensional file). */
     write_idx_pair(bad, "train", 0, 0x00000804, IDX_N, IDX_N, IDX_N, -1);
     expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, "train-images-idx3-ubyte", "wrong magic");
@@ -836,6 +846,52 @@ static void test_loader_misuse_and_teardown(void) {
     bf_dataset_free(d);
 }
 
+/* The whole epoch `epoch` of a loader over d in one batch (d->num_samples images, malloc'd). */
+static float *whole_epoch(bf_dataset *d, const bf_loader_options *o, int epoch) {
+    bf_loader *l = NULL;
+    bf_batch *batch = NULL;
+    float *out = NULL;
+    size_t n = (size_t)d->num_samples * d->c * d->h * d->w;
+    if (bf_loader_create(d, o, &l) == BF_OK && bf_loader_start_epoch(l, epoch, 0) == BF_OK &&
+        bf_loader_next(l, &batch, NULL) == BF_OK && batch && batch->n == d->num_samples && (out = malloc(n * sizeof *out)))
+        memcpy(out, batch->images, n * sizeof *out);
+    if (batch) bf_loader_release(l, batch);
+    bf_loader_destroy(l);
+    return out;
+}
+
+/* The noise is the sample's, not its position's: a shuffled split (a test loader under [run]
+ * val_batches) gives every sample the noise the unshuffled one (bioflex-eval's) gives it. Samples
+ * are matched by their clean images. */
+static void check_noise_follows_samples(bf_dataset *d) {
+    bf_loader_options o = {.batch_size = d->num_samples, .threads = 2, .prefetch = 1, .normalize = 1, .seed = 7};
+    const size_t floats = (size_t)d->c * d->h * d->w;
+    float *clean = whole_epoch(d, &o, 0), *clean_shuffled, *noisy, *noisy_shuffled;
+    o.shuffle = 1;
+    clean_shuffled = whole_epoch(d, &o, 0);
+    o.noise_std = 0.1f;
+    noisy_shuffled = whole_epoch(d, &o, 0);
+    o.shuffle = 0;
+    noisy = whole_epoch(d, &o, 0);
+    int matched = 0, same_noise = 0, moved = 0;
+    for (int j = 0; clean && clean_shuffled && noisy && noisy_shuffled && j < d->num_samples; j++) {
+        for (int k = 0; k < d->num_samples; k++) {
+            if (memcmp(clean_shuffled + j * floats, clean + k * floats, floats * sizeof(float)) != 0) continue;
+            matched++;
+            moved += j != k;
+            same_noise += memcmp(noisy_shuffled + j * floats, noisy + k * floats, floats * sizeof(float)) == 0;
+            break;
+        }
+    }
+    CHECK(matched == d->num_samples && moved > d->num_samples / 2 && same_noise == matched,
+          "shuffled or not, each sample gets its own noise (%d of %d matched, %d moved, %d with the same noise)",
+          matched, d->num_samples, moved, same_noise);
+    free(clean);
+    free(clean_shuffled);
+    free(noisy);
+    free(noisy_shuffled);
+}
+
 /* PlasticFlex's subsets (balanced per class, random) and per-access Gaussian input noise. */
 static void test_subsets_and_noise(void) {
     if (access("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", R_OK) != 0) {
@@ -914,6 +970,7 @@ static void test_subsets_and_noise(void) {
         free(first);
         bf_loader_destroy(clean);
         bf_loader_destroy(noisy);
+        check_noise_follows_samples(a);
     }
     bf_dataset_free(a);
 }

@@ -195,6 +195,14 @@ static bf_status idx_read(const char *dir, const char *name, uint32_t magic, int
                       out->path, header_bytes + total);
         goto done;
     }
+    /* zlib ends a gzip stream cut inside its trailer (CRC and length) quietly, as an end of file:
+     * the data may be whole, but nothing checked it */
+    int gz_code = Z_OK;
+    gzerror(f, &gz_code);
+    if (gz_code == Z_BUF_ERROR) {
+        st = bf_error(BF_ERR_FORMAT, "%s: truncated gzip stream (it ends before its checksum)", out->path);
+        goto done;
+    }
 
 done:
     gzclose(f);

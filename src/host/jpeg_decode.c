@@ -164,7 +164,10 @@ bf_status bf_jpeg_decode_region(bf_jpeg_decoder *dec, bf_rect crop, int min_w, i
         return bf_error(BF_ERR_FORMAT, "%s: not a decodable JPEG: %s", dec->path, dec->err.message);
     }
     jpeg_start_decompress(ci);
-    double s = (double)ci->output_width / (double)ci->image_width;
+    /* exactly num/8: libjpeg maps each 8x8 block onto num x num pixels and rounds the output size
+     * up, its last column or row a partial block, so output_width / image_width would be a little
+     * more than the scale wherever the size is not a multiple of 8/num (and stretch the crop) */
+    double s = (double)ci->scale_num / (double)ci->scale_denom;
     int ow = (int)ci->output_width, oh = (int)ci->output_height;
     /* The crop in output pixels, widened to whole pixels and clamped to the image. */
     int x0 = (int)(crop.x * s), y0 = (int)(crop.y * s);

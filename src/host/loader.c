@@ -153,9 +153,12 @@ static void augment_sample_u8(const bf_loader *l, int epoch, int position, const
 }
 
 /* Additive Gaussian noise (Box-Muller on counter-based uniforms), a function of (seed, epoch,
- * position): drawn anew at every access, as the PlasticFlex reference does, yet repeatable. */
-static void add_noise(const bf_loader *l, int epoch, int position, float *img) {
-    uint64_t seed = bf_seed_derive((uint64_t)l->opt.seed, BF_STREAM_NOISE, ((uint64_t)epoch << 32) | (uint32_t)position);
+ * sample index): drawn anew for every sample in every epoch, as the PlasticFlex reference does, yet
+ * repeatable, and keyed by the sample rather than its position, so that a split read in another
+ * order (a test loader shuffled for [run] val_batches, bioflex-eval's unshuffled one) gives each
+ * sample the same noise in the same epoch. */
+static void add_noise(const bf_loader *l, int epoch, int index, float *img) {
+    uint64_t seed = bf_seed_derive((uint64_t)l->opt.seed, BF_STREAM_NOISE, ((uint64_t)epoch << 32) | (uint32_t)index);
     for (size_t i = 0; i < l->sample_floats; i++) {
         double u1 = 1.0 - bf_uniform(seed, 2 * i), u2 = bf_uniform(seed, 2 * i + 1);
         img[i] += l->opt.noise_std * (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
@@ -262,7 +265,7 @@ static bf_status fill_batch(bf_loader *l, int epoch, bf_batch *b, loader_worker 
                 for (size_t i = 0; i < plane; i++) p[i] = (p[i] - mean) * inv_std;
             }
         }
-        if (l->opt.noise_std > 0) add_noise(l, epoch, position, img);
+        if (l->opt.noise_std > 0) add_noise(l, epoch, index, img);
     }
     return BF_OK;
 }
