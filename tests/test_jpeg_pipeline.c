@@ -511,6 +511,13 @@ static void test_datasets(void) {
         bf_dataset_free(d);
         d = NULL;
     }
+    /* a class listed twice would give its files two labels */
+    f = fopen(list, "w");
+    fprintf(f, "class_002\nclass_000\nclass_002\n");
+    fclose(f);
+    CHECK(bf_dataset_open(&cfg.data, 1, BF_SPLIT_TEST, &d) == BF_ERR_FORMAT && !d &&
+              strstr(bf_last_error(), "classes.txt:3: class 'class_002' is listed twice (already as class 0)"),
+          "class_list with a class twice is refused: %s", bf_last_error());
     set(&cfg, "data.class_list = ");
 
     /* Kaggle layout: labels follow Labels.json (reversed WNIDs), over both train shards. */

@@ -90,13 +90,21 @@ static bf_status read_class_list(const char *path, name_list *out) {
     if (!f) return bf_error(BF_ERR_IO, "[data] class_list = %s: cannot open: %s", path, strerror(errno));
     char line[512];
     bf_status st = BF_OK;
+    int line_no = 0;
     while (st == BF_OK && fgets(line, sizeof line, f)) {
         char *s = line, *end;
+        line_no++;
         while (isspace((unsigned char)*s)) s++;
         end = s + strlen(s);
         while (end > s && isspace((unsigned char)end[-1])) *--end = '\0';
         if (!*s || *s == '#') continue;
+        int repeated = -1; /* a class twice would give its files two labels */
+        for (int i = 0; i < out->count && repeated < 0; i++)
+            if (strcmp(out->items[i], s) == 0) repeated = i;
         if (strlen(s) >= 64) st = bf_error(BF_ERR_FORMAT, "%s: class name '%s' is longer than 63 characters", path, s);
+        else if (repeated >= 0)
+            st = bf_error(BF_ERR_FORMAT, "%s:%d: class '%s' is listed twice (already as class %d)", path, line_no, s,
+                          repeated);
         else st = names_add(out, s);
     }
     fclose(f);
@@ -297,14 +305,14 @@ static bf_status open_layout(const bf_data_config *cfg, bf_split split, char roo
     /* All class folders of all roots, sorted and without duplicates (a flat val/ has none: its
      * classes are the training set's). */
     name_list all = {0};
+    bf_status st = BF_OK;
     if (flat_val(cfg, split)) {
         char train_root[BF_PATH_MAX + 16];
         snprintf(train_root, sizeof train_root, "%s/train", base);
-        BF_TRY(list_dir(train_root, 1, &all));
+        st = list_dir(train_root, 1, &all);
     }
-    for (int r = 0; r < *num_roots && !flat_val(cfg, split); r++) BF_TRY(list_dir(roots[r], 1, &all));
-    if (all.count > 1) qsort(all.items, (size_t)all.count, sizeof *all.items, compare_names);
-    bf_status st = BF_OK;
+    for (int r = 0; st == BF_OK && r < *num_roots && !flat_val(cfg, split); r++) st = list_dir(roots[r], 1, &all);
+    if (st == BF_OK && all.count > 1) qsort(all.items, (size_t)all.count, sizeof *all.items, compare_names);
     for (int i = 0; i < all.count && st == BF_OK; i++)
         if (i == 0 || strcmp(all.items[i], all.items[i - 1]) != 0) st = names_add(classes, all.items[i]);
     names_free(&all);

@@ -456,14 +456,16 @@ bf_status bf_loader_create(const bf_dataset *d, const bf_loader_options *opt, bf
             ok = l->slots[i].batch.tasks != NULL;
         }
     }
+    bf_status worker_status = BF_OK; /* a JPEG decoder that would not start says why itself */
     for (int i = 0; ok && i < l->num_threads; i++) {
         l->workers[i].loader = l;
         l->workers[i].scratch = malloc(l->sample_floats * sizeof(float));
         ok = l->workers[i].scratch != NULL;
-        if (ok && d->files) ok = bf_image_worker_init(&l->workers[i].image, d->w) == BF_OK;
+        if (ok && d->files) worker_status = bf_image_worker_init(&l->workers[i].image, d->w), ok = worker_status == BF_OK;
     }
     if (!ok) {
         free_loader_memory(l);
+        if (worker_status != BF_OK) return bf_error_context(worker_status, "bf_loader_create: loader thread's decoder");
         return bf_error(BF_ERR_OOM, "bf_loader_create: cannot allocate %d batches of %d samples",
                         opt->prefetch, opt->batch_size);
     }
