@@ -386,13 +386,20 @@ cudaError_t cudaGetDevice(int *device) {
     *device = 0;
     return cudaSuccess;
 }
-/* An H100's figures: some launch shapes depend on the multiprocessor count. */
+/* An H100's figures: some launch shapes depend on the multiprocessor count, which BF_EMU_SMS
+ * overrides (1: small shapes then reach what on 132 needs millions of elements: grid-stride loops
+ * past the block caps, 16-byte vectors in the neuron kernels, taller sliding-window bands). */
+static int emu_sm_count(void) {
+    const char *env = getenv("BF_EMU_SMS");
+    const int sms = env ? atoi(env) : 0;
+    return sms > 0 ? sms : 132;
+}
 cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device) {
     if (device != 0) return fail(cudaErrorInvalidDevice);
     switch (attr) {
     case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
     case cudaDevAttrClockRate: *value = 1980000; break;
-    case cudaDevAttrMultiProcessorCount: *value = 132; break;
+    case cudaDevAttrMultiProcessorCount: *value = emu_sm_count(); break;
     case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
     case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
     case cudaDevAttrMemoryClockRate: *value = 2619000; break;
@@ -406,7 +413,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
     if (device != 0) return fail(cudaErrorInvalidDevice);
     memset(prop, 0, sizeof *prop);
     snprintf(prop->name, sizeof prop->name, "bioflex kernel emulator (an H100's figures)");
-    prop->multiProcessorCount = 132;
+    prop->multiProcessorCount = emu_sm_count();
     prop->l2CacheSize = 50 << 20;
     return cudaSuccess;
 }
