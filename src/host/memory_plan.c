@@ -197,7 +197,8 @@ static int flex_can_give_bn_stats(const bf_model *m, int i) {
     if (!m->fuse_flex_bn_stats || l->kind != BF_LAYER_FLEX || l->flex_opt.joint != BF_FLEX_JOINT_MAX) return 0;
     if (i + 1 >= m->num_layers) return 0;
     const bf_layer *bn = &m->layers[i + 1];
-    return bn->kind == BF_LAYER_BATCHNORM && bn->input[0] == i;
+    /* the statistics are of the flex output as that batch-norm sees it: its only input */
+    return bn->kind == BF_LAYER_BATCHNORM && bn->input[0] == i && bn->num_inputs == 1;
 }
 
 /* Whether flex layer i's backward gets its dC beside dy (layer_flex.c): [run] flex_kernels = slide
@@ -534,7 +535,6 @@ bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
         l->charge_recomputed = charge_can_be_recomputed(m, l);
         if (l->charge_recomputed) m->layers[l->input[0]].out_forward_only = 1;
     }
-    for (int i = 0; i < L; i++) m->layers[i].charge_in_place = charge_can_overwrite_input(m, &m->layers[i]);
     for (int i = 0; i < L; i++) m->layers[i].bn_runs_neuron = m->layers[i].bn_in_flex = m->layers[i].bn_stats_in_flex = 0;
     for (int i = 0; i < L; i++) m->layers[i].flex_dconv_apart = flex_route_slides(m, i);
     for (int i = 0; i < L; i++) {
@@ -549,6 +549,8 @@ bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
         m->layers[i].flex_applies_bn = flex_can_apply_bn(m, i);
         if (m->layers[i].flex_applies_bn) m->layers[i + 1].bn_in_flex = 1;
     }
+    /* last: whether a producer's backward reads its output depends on the flex fusions above */
+    for (int i = 0; i < L; i++) m->layers[i].charge_in_place = charge_can_overwrite_input(m, &m->layers[i]);
     for (int i = 0; i < L; i++) /* a shared input comes back through neuron_backward_bn only (ops.h) */
         if (m->layers[i].kind == BF_LAYER_NEURON && m->layers[i].neuron.shared_input && !m->layers[i].charge_recomputed)
             return bf_error(BF_ERR_INTERNAL, "model: neuron %s reads one step of input at every step, which needs its "
