@@ -395,6 +395,76 @@ static void test_inert_logits_bn(void) {
     bf_safetensors_close(f);
 }
 
+/* The threshold of a mask joint that does not learn it (frozen_random, as FlexNet's GPU runs had
+ * it): the reference's files lack it or hold it as [1, C, H, W], and its loaders drop it, so such a
+ * file loads every other tensor and leaves the model's own draw (specs/README 1-2). */
+static const float *threshold_of(const bf_model *m, int layer) {
+    return m->buffer_data + m->buffers[m->layers[layer].buffer_index[2]].offset;
+}
+
+static void test_unlearned_threshold_import(void) {
+    bf_config cfg;
+    small_config(&cfg, "flex_mask_frozen", BF_OPTIM_SGD);
+    cfg.run.epochs = 1;
+    cfg.model.flex = 1;
+    cfg.model.flex_joint = BF_FLEX_JOINT_MASK;
+    cfg.model.threshold_mode = BF_THRESHOLD_FROZEN_RANDOM;
+    train_quietly(&cfg);
+    char trained[700], without[700], reshaped[700];
+    snprintf(trained, sizeof trained, "%s/checkpoints/epoch_0001/model.safetensors", cfg.run.dir);
+    snprintf(without, sizeof without, "%s/no_threshold.safetensors", cfg.run.dir);
+    snprintf(reshaped, sizeof reshaped, "%s/threshold_1chw.safetensors", cfg.run.dir);
+    bf_st_file *f = NULL;
+    CHECK_OK(bf_safetensors_read(trained, &f));
+    if (!f) return;
+    int n = bf_safetensors_count(f), kept = 0, thresholds = 0;
+    bf_st_tensor *all = calloc((size_t)n, sizeof *all), *rest = calloc((size_t)n, sizeof *rest);
+    for (int i = 0; i < n; i++) {
+        all[i] = *bf_safetensors_at(f, i);
+        if (!strstr(all[i].name, ".threshold")) {
+            rest[kept++] = all[i];
+            continue;
+        }
+        thresholds++;
+        bf_st_tensor *t = &all[i]; /* PlasticFlex's [1, C, H, W] */
+        for (int d = t->ndim; d > 0; d--) t->shape[d] = t->shape[d - 1];
+        t->shape[0] = 1;
+        t->ndim++;
+    }
+    CHECK(thresholds > 0, "the mask-joint model's weights hold its frozen thresholds (%d)", thresholds);
+    CHECK_OK(bf_safetensors_write(without, rest, kept, NULL, 0));
+    CHECK_OK(bf_safetensors_write(reshaped, all, n, NULL, 0));
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    bf_config other = cfg;
+    other.run.seed = cfg.run.seed + 1; /* another draw of the thresholds */
+    bf_model *source = fresh_model(&cfg, b), *own = fresh_model(&other, b);
+    const char *files[2] = {without, reshaped};
+    int flex0 = -1;
+    for (int i = 0; own && i < own->num_layers && flex0 < 0; i++)
+        if (own->layers[i].kind == BF_LAYER_FLEX) flex0 = i;
+    for (int v = 0; v < 2 && source && own && flex0 >= 0; v++) {
+        bf_model *loaded = fresh_model(&other, b);
+        if (!loaded) continue;
+        CHECK_OK(bf_checkpoint_init_weights(trained, "", source));
+        CHECK_OK(bf_checkpoint_init_weights(files[v], "", loaded));
+        int same = 1;
+        for (int p = 0; p < source->num_params; p++) same &= same_param(source, loaded, p);
+        const size_t count = own->buffers[own->layers[flex0].buffer_index[2]].count;
+        CHECK(same && memcmp(threshold_of(loaded, flex0), threshold_of(own, flex0), count * sizeof(float)) == 0 &&
+                  memcmp(threshold_of(loaded, flex0), threshold_of(source, flex0), count * sizeof(float)) != 0,
+              "%s: every parameter loads, the frozen thresholds keep the model's own draw",
+              v ? "thresholds as [1, C, H, W]" : "no thresholds");
+        bf_model_destroy(loaded);
+    }
+    bf_model_destroy(source);
+    bf_model_destroy(own);
+    bf_backend_destroy(b);
+    free(all);
+    free(rest);
+    bf_safetensors_close(f);
+}
+
 static void test_init_weights(void) {
     bf_config cfg, other;
     small_config(&cfg, "full_sgd", BF_OPTIM_SGD); /* trained by test_exact_resume */
@@ -697,6 +767,7 @@ int main(void) {
     test_stop_every_step();
     test_init_weights();
     test_inert_logits_bn();
+    test_unlearned_threshold_import();
     test_keep_best();
     test_weights_file();
     test_refusals();

@@ -416,6 +416,15 @@ static void test_set(void) {
     expect_set_refused("data.batch_size=0", "--set data.batch_size=0: [data] batch_size: 0 is out of range",
                        "1..65536", NULL);
     expect_set_refused("model.arch=vgg19", "\"vgg19\" is not allowed", "resnet50", NULL);
+    /* PlasticFlex's documented keys: two are aliases, two its code never read are refused saying so */
+    CHECK_OK(bf_config_set(&cfg, "spiking.spiking_threshold=0.75"));
+    CHECK_OK(bf_config_set(&cfg, "spiking.spiking_decay=0.5"));
+    CHECK(cfg.model.spiking.threshold == 0.75f && cfg.model.spiking.decay == 0.5f,
+          "spiking_threshold and spiking_decay set threshold and decay (%g, %g)", cfg.model.spiking.threshold,
+          cfg.model.spiking.decay);
+    expect_set_refused("model.conv_pool_ratio=0.5", "[model] conv_pool_ratio: the PlasticFlex reference documents",
+                       "plasticflex.md section 10", NULL);
+    expect_set_refused("model.mask_type=hard", "[model] mask_type", "never reads it", NULL);
     expect_set_refused("lr=0.1", "--set lr=0.1", "section.key=value", NULL);
     expect_set_refused("optim.lr", "--set optim.lr", "section.key=value", NULL);
     expect_set_refused("modle.arch=cnn", "--set modle.arch=cnn: unknown section [modle]", "run, data, model", NULL);

@@ -394,6 +394,31 @@ static int inert_logits_bn(const bf_model *m, const char *name) {
     return 0;
 }
 
+/* Whether `name` is the threshold of a mask-joint flex layer that does not learn it ([model]
+ * threshold_mode = frozen_random or resample_each_forward): the reference code never saved such a
+ * T (FlexNet's GPU runs: not registered) or saved it in a shape of its own (PlasticFlex: [1, C, H,
+ * W]), and its loaders drop it (specs/README 1-2), so a file without it, or with another shape,
+ * leaves the model's own draw. */
+static int unlearned_threshold(const bf_model *m, const char *name) {
+    const char *dot = strrchr(name, '.');
+    if (!dot || strcmp(dot, ".threshold") != 0) return 0;
+    for (int i = 0; i < m->num_layers; i++) {
+        const bf_layer *l = &m->layers[i];
+        if (l->kind == BF_LAYER_FLEX && l->flex_opt.joint == BF_FLEX_JOINT_MASK &&
+            l->flex_opt.threshold_mode != BF_THRESHOLD_LEARNED && strlen(l->name) == (size_t)(dot - name) &&
+            strncmp(l->name, name, (size_t)(dot - name)) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int same_shape(const bf_st_tensor *a, const bf_st_tensor *b) {
+    if (a->ndim != b->ndim) return 0;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->shape[d] != b->shape[d]) return 0;
+    return 1;
+}
+
 bf_status bf_checkpoint_init_weights(const char *path, const char *exclude, bf_model *m) {
     char file[BF_PATH_MAX];
     BF_TRY(bf_checkpoint_weights_file(path, file));
@@ -408,7 +433,10 @@ bf_status bf_checkpoint_init_weights(const char *path, const char *exclude, bf_m
     int n = s == BF_OK ? model_tensors(m, params, buffers, &tracked, tensors) : 0, copied = 0;
     for (int i = 0; i < n && s == BF_OK; i++) {
         if (excluded(tensors[i].name, exclude)) continue;
-        if (!bf_safetensors_find(f, tensors[i].name))
+        const bf_st_tensor *in_file = bf_safetensors_find(f, tensors[i].name);
+        if (unlearned_threshold(m, tensors[i].name) && (!in_file || !same_shape(in_file, &tensors[i])))
+            continue;
+        if (!in_file)
             s = bf_error(BF_ERR_CHECKPOINT, "[model] init_weights: %s has no tensor %s, which this %s model has (leave "
                          "it at its initialisation with [model] init_exclude)", file, tensors[i].name, m->arch);
         else if (tensors[i].dtype == BF_DTYPE_I64) /* one counter for the model: the first batch-norm's */
@@ -426,7 +454,7 @@ bf_status bf_checkpoint_init_weights(const char *path, const char *exclude, bf_m
     }
     for (int i = 0; i < bf_safetensors_count(f) && s == BF_OK; i++) { /* e.g. "module." prefixes of a DDP state_dict */
         const char *name = bf_safetensors_at(f, i)->name;
-        int known = excluded(name, exclude) || inert_logits_bn(m, name);
+        int known = excluded(name, exclude) || inert_logits_bn(m, name) || unlearned_threshold(m, name);
         for (int k = 0; k < n && !known; k++) known = strcmp(tensors[k].name, name) == 0;
         if (!known)
             s = bf_error(BF_ERR_CHECKPOINT, "[model] init_weights: %s holds %s, which this %s model does not have (another "

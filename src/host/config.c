@@ -222,7 +222,7 @@ static const key_spec key_table[] = {
     BOOL_KEY("model", "batchnorm", model.batchnorm, "true", "cnn, vgg: BatchNorm after every conv"),
     FLOAT_KEY("model", "bn_momentum", model.bn_momentum, 0, 1, 0, "0.1", "BatchNorm running-statistics momentum (PyTorch convention)"),
     FLOAT_KEY("model", "bn_eps", model.bn_eps, 0, NO_MAX, MIN_OPEN, "1e-5", "added to the BatchNorm variance"),
-    STRING_KEY("model", "init_weights", model.init_weights, 0, "", "start training from these weights instead of a random initialisation: a safetensors file with PyTorch state_dict names (a bioflex model.safetensors, or one saved from PyTorch with safetensors.torch.save_file(model.state_dict(), path)) or a checkpoint or run directory; the optimiser starts fresh; ignored by --resume"),
+    STRING_KEY("model", "init_weights", model.init_weights, 0, "", "start training from these weights instead of a random initialisation: a safetensors file with PyTorch state_dict names (a bioflex model.safetensors, or one saved from PyTorch with safetensors.torch.save_file(model.state_dict(), path)) or a checkpoint or run directory; the optimiser starts fresh; ignored by --resume. A flex mask's threshold that is not learned (threshold_mode = frozen_random, resample_each_forward) keeps the model's own draw where the file lacks it or holds it in another shape (the reference code's files), and FlexNet's inert bn_logits of a channel-wise max layer are passed over"),
     STRING_KEY("model", "init_exclude", model.init_exclude, 0, "", "init_weights: comma-separated tensor-name prefixes left at their random initialisation and not required in the file (e.g. classifier.6 for a new head with another number of classes)"),
     BOOL_KEY("model", "freeze_fc1", model.freeze_fc1, "false", "plasticflex_vgg*: keep fc1 at its random init, never trained, as the PlasticFlex reference code does (it builds fc1 after its optimiser)"),
     ENUM_KEY("model", "conv_init", model.conv_init_fan_in, conv_init_names, "fan_out", "Kaiming-normal conv weights scaled by fan_out (torchvision) or fan_in (FlexNet's reference code, every conv and flex conv of cnn, vgg and resnet); conv biases 0, but a FlexResNet's flex convs under fan_out keep nn.Conv2d's U(+-1/sqrt(fan_in)) bias as torchvision's init does"),
@@ -268,7 +268,9 @@ static const key_spec key_table[] = {
     ENUM_KEY("spiking", "encoding", model.spiking.encoding, encoding_names, "direct", "direct: the same image every step; rate: Bernoulli spikes with probability clamp(pixel, 0, 1) (needs [data] normalize = false)"),
     ENUM_KEY("spiking", "readout", model.spiking.readout, readout_names, "mean_output", "mean_output: the mean over T of the last layer's output (the logits; the reference's forward_STBP); spike_count: the last layer feeds a neuron layer of its own and the loss gets the mean over T of its spikes, each class's firing rate in [0, 1], the class that fires most wins"),
     FLOAT_KEY("spiking", "decay", model.spiking.decay, 0, 1, 0, "0.95", "lif: membrane decay per step (spiking_decay of the reference)"),
+    FLOAT_KEY("spiking", "spiking_decay", model.spiking.decay, 0, 1, 0, "0.95", "alias of decay (the reference's documented key, which its code never read)"),
     FLOAT_KEY("spiking", "threshold", model.spiking.threshold, 0, NO_MAX, MIN_OPEN, "1.0", "lif, if: firing threshold (spiking_threshold of the reference)"),
+    FLOAT_KEY("spiking", "spiking_threshold", model.spiking.threshold, 0, NO_MAX, MIN_OPEN, "1.0", "alias of threshold (the reference's documented key, which its code never read)"),
     ENUM_KEY("spiking", "reset", model.spiking.reset, reset_names, "hard", "lif, if: after a spike the membrane goes to zero (hard), drops by the threshold (soft), or stays (none)"),
     BOOL_KEY("spiking", "detach_reset", model.spiking.detach_reset, "false", "lif, if: no gradient through the reset's dependence on the spike"),
     BOOL_KEY("spiking", "use_stbp", model.spiking.use_stbp, "true", "lif, if: backprop through the membrane over all time steps (STBP); false trains each step on its own"),
@@ -462,6 +464,12 @@ static bf_status unknown_section_error(const char *section) {
 }
 
 static bf_status unknown_key_error(const char *section, const char *key) {
+    /* PlasticFlex's documented keys that its code never read (plasticflex.md 1, 4 and 10 Q3):
+     * refused until their meaning is settled, saying why rather than only "unknown" */
+    if (!strcmp(key, "conv_pool_ratio") || !strcmp(key, "mask_type"))
+        return bf_error(BF_ERR_CONFIG, "[%s] %s: the PlasticFlex reference documents this key but its code never "
+                        "reads it, and what it would mean is unsettled (plasticflex.md section 10, Q3); the flex "
+                        "options are [model] flex_joint, flex_mask, flex_channels and threshold_mode", section, key);
     char allowed[1024];
     return bf_error(BF_ERR_CONFIG, "[%s] unknown key \"%s\" (allowed: %s)", section, key,
                     key_list(section, allowed, sizeof allowed));

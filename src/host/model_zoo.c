@@ -351,7 +351,8 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
         }
         if (spiking(cfg)) {
             bf_model_destroy(m);
-            return bf_error(BF_ERR_CONFIG, "[spiking] neuron = %s works with [model] arch = cnn, vgg6, vgg11 and vgg16, not %s",
+            return bf_error(BF_ERR_CONFIG, "[spiking] neuron = %s works with [model] arch = cnn, vgg6, vgg11, vgg16 and "
+                            "plasticflex_vgg6, _vgg11 and _vgg16, not %s",
                             cfg->spiking.neuron == BF_NEURON_LIF ? "lif" : "a spiking neuron", bf_arch_name(cfg->arch));
         }
         if (cfg->arch == BF_ARCH_RESNET18) build_resnet(m, cfg, resnet18_blocks, 0, num_classes);
