@@ -129,6 +129,15 @@ expect "a per-step schedule resumed with another batch" 0 "resumed from" -- "$tr
 last_lr=$(grep '"type":"train"' "$tmp/cos2/metrics.jsonl" | tail -n 1 | sed 's/.*"lr":\([^,]*\).*/\1/')
 awk -v x="$last_lr" 'BEGIN { exit !(x > 0.00334 && x < 0.00336) }' && passed=$((passed + 1)) \
   || { failed=$((failed + 1)); echo "FAIL per-step cosine after a resume with batch 32: last lr $last_lr, expected 0.00335"; }
+# Test-set input noise is drawn anew at every evaluation (keyed by its epoch), and bioflex-eval takes
+# the epoch from the checkpoint: it repeats the run's score after epoch 1 and after epoch 2 exactly.
+noisy=(--set data.input_noise_std=1.0)
+"$train" "${noisy[@]}" --set run.dir="$tmp/noisy" "$tmp/tiny.ini" > "$tmp/noisy.log" 2>&1
+for e in 1 2; do
+  logged=$(sed -n "s/^eval after epoch $e: test \(loss [0-9.]*  top-1 [0-9.]*%\).*/\1/p" "$tmp/noisy.log")
+  expect "eval repeats the noisy score after epoch $e" 0 "test: ${logged:-no logged score}" -- \
+    "$eval_" --checkpoint "$tmp/noisy/checkpoints/epoch_000$e" "${noisy[@]}" "$tmp/tiny.ini"
+done
 # The run directory records every start (time, host, version, command line) and the config's provenance.
 [ "$(tail -n 3 "$tmp/run/invocations.log" | grep -c -- "--resume")" -eq 2 ] \
   && head -n 1 "$tmp/run/config.ini" | grep -qE "^# [0-9T:-]+Z host .*bioflex-train [0-9.]+" \

@@ -62,6 +62,11 @@ bf_status bf_checkpoint_save_best(const bf_config *cfg, const bf_model *m, const
 /* The top-1 stored in run_dir's checkpoints/best, or -1 when there is none. */
 double bf_checkpoint_best_top1(const char *run_dir);
 
+/* The epochs done when the checkpoint in `dir` (a checkpoint directory) was written: its state
+ * file's "epoch" metadata. bioflex-eval evaluates with the test noise of that epoch, as the run's
+ * own evaluation there did. */
+bf_status bf_checkpoint_epoch(const char *dir, int *epoch);
+
 /* Whether the end of the run's epoch `epochs_done` gets a checkpoint: the last epoch and every
  * [run] checkpoint_every. */
 int bf_epoch_checkpoint_due(const bf_config *cfg, int epochs_done);

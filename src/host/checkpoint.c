@@ -482,6 +482,19 @@ static bf_status meta_long(const bf_st_file *f, const char *path, const char *ke
     return BF_OK;
 }
 
+bf_status bf_checkpoint_epoch(const char *dir, int *epoch) {
+    char path[BF_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/state.safetensors", dir);
+    bf_st_file *f = NULL;
+    BF_TRY(bf_safetensors_read(path, &f));
+    long e = 0;
+    bf_status s = meta_long(f, path, "epoch", &e);
+    if (s == BF_OK && (e < 0 || e > INT_MAX)) s = bf_error(BF_ERR_CHECKPOINT, "%s: epoch %ld out of range", path, e);
+    if (s == BF_OK) *epoch = (int)e;
+    bf_safetensors_close(f);
+    return s;
+}
+
 bf_status bf_checkpoint_load_state(const char *dir, const bf_config *cfg, const bf_model *m, bf_optimizer *opt,
                                    bf_train_state *state) {
     bf_checkpoint_subject subject = model_subject(m);

@@ -190,7 +190,7 @@ static const key_spec key_table[] = {
     BOOL_KEY("data", "augment_flip", data.augment_flip, "false", "random horizontal flip of training images"),
     INT_KEY("data", "augment_crop_pad", data.augment_crop_pad, 0, 64, "0", "random crop after zero padding by this many pixels (0 = off)"),
     BOOL_KEY("data", "normalize", data.normalize, "true", "subtract the dataset mean and divide by its std per channel"),
-    FLOAT_KEY("data", "input_noise_std", data.input_noise_std, 0, NO_MAX, 0, "0", "additive Gaussian noise (std, after normalisation), drawn anew for each training sample in each epoch; a full evaluation draws the same noise every time (that of epoch 0), so that its score is a function of the weights and bioflex-eval repeats it; 0.1 reproduces PlasticFlex's CIFAR-10"),
+    FLOAT_KEY("data", "input_noise_std", data.input_noise_std, 0, NO_MAX, 0, "0", "additive Gaussian noise (std, after normalisation), drawn anew for every sample of every epoch and every evaluation, as the PlasticFlex reference draws it at every access (a function of the seed, split, epoch and sample: repeatable; bioflex-eval takes the noise of its checkpoint's epoch, so it repeats the run's score there); 0.1 reproduces PlasticFlex's CIFAR-10"),
     ENUM_KEY("data", "noise_splits", data.noise_splits, noise_split_names, "both", "which splits get input_noise_std"),
     ENUM_KEY("data", "subset", data.subset, subset_names, "none", "use a subset of each split: balanced (subset_size per class) or random (subset_size samples), after the limits"),
     INT_KEY("data", "subset_size", data.subset_size, 1, NO_MAX, "100", "subset: samples per class (balanced) or in all (random)"),

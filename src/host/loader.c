@@ -152,13 +152,16 @@ static void augment_sample_u8(const bf_loader *l, int epoch, int position, const
     }
 }
 
-/* Additive Gaussian noise (Box-Muller on counter-based uniforms), a function of (seed, epoch,
- * sample index): drawn anew for every sample in every epoch, as the PlasticFlex reference does, yet
- * repeatable, and keyed by the sample rather than its position, so that a split read in another
- * order (a test loader shuffled for [run] val_batches, bioflex-eval's unshuffled one) gives each
- * sample the same noise in the same epoch. */
+/* Additive Gaussian noise (Box-Muller on counter-based uniforms), a function of (seed, split,
+ * epoch, sample index): drawn anew for every sample in every epoch, as the PlasticFlex reference
+ * does, yet repeatable; keyed by the sample rather than its position, so that a split read in
+ * another order (a test loader shuffled for [run] val_batches, bioflex-eval's unshuffled one) gives
+ * each sample the same noise in the same epoch; and by the split, so that training sample i and
+ * test sample i do not share it. */
 static void add_noise(const bf_loader *l, int epoch, int index, float *img) {
-    uint64_t seed = bf_seed_derive((uint64_t)l->opt.seed, BF_STREAM_NOISE, ((uint64_t)epoch << 32) | (uint32_t)index);
+    const uint64_t split_seed = bf_seed_derive((uint64_t)l->opt.seed, BF_STREAM_NOISE, 0x53504c5400000000ull |
+                                               (uint32_t)l->data->split); /* "SPLT" */
+    uint64_t seed = bf_seed_derive(split_seed, BF_STREAM_NOISE, ((uint64_t)epoch << 32) | (uint32_t)index);
     for (size_t i = 0; i < l->sample_floats; i++) {
         double u1 = 1.0 - bf_uniform(seed, 2 * i), u2 = bf_uniform(seed, 2 * i + 1);
         img[i] += l->opt.noise_std * (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));

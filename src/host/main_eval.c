@@ -28,10 +28,12 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const char *checkpoin
     if (s == BF_OK) s = bf_run_open_dataset(cfg, BF_SPLIT_TEST, &test);
     if (s == BF_OK) s = bf_run_build_model(cfg, b, test, &m);
     if (s == BF_OK) s = bf_checkpoint_load_model(dir, m);
+    int epoch = 0; /* the test noise of the checkpoint's epoch, as the run's evaluation there drew it */
+    if (s == BF_OK) s = bf_checkpoint_epoch(dir, &epoch);
     bf_loader_options o = bf_loader_options_from_config(cfg, BF_SPLIT_TEST);
     o.shuffle = 0; /* the whole test split, in order, whatever [run] val_batches says */
     if (s == BF_OK) s = bf_loader_create(test, &o, &loader);
-    if (s == BF_OK) s = bf_evaluate(m, loader, cfg->optim.label_smoothing, res);
+    if (s == BF_OK) s = bf_evaluate_batches(m, loader, cfg->optim.label_smoothing, epoch, 0, res);
     bf_loader_destroy(loader);
     bf_model_destroy(m);
     bf_dataset_free(test);

@@ -231,8 +231,9 @@ static bf_status evaluate_and_log(run *r, const bf_train_state *st, int final, b
     /* Every rank scores its shard with rank 0's running statistics, the ones its checkpoint holds
      * (PyTorch DDP's broadcast_buffers), so the logged score is bioflex-eval's of that checkpoint. */
     if (r->dp.world > 1) BF_TRY(bf_dp_broadcast_floats(&r->dp, r->backend, r->model->buffer_data, r->model->num_buffer_floats));
-    BF_TRY(bf_evaluate_batches(r->model, r->test_loader, r->cfg->optim.label_smoothing, batches ? epoch : 0, batches,
-                               res));
+    /* the epoch keys the test split's input noise ([data] input_noise_std), drawn anew for every
+     * evaluation as the reference's loader does, and bioflex-eval takes it from the checkpoint */
+    BF_TRY(bf_evaluate_batches(r->model, r->test_loader, r->cfg->optim.label_smoothing, epoch, batches, res));
     BF_TRY(bf_dp_reduce_eval(&r->dp, res));
     bf_metrics_eval(&r->log, epoch, st->step, res->loss, res->top1, res->top5, res->samples,
                     batches ? "test_batches" : "test", r->text);
