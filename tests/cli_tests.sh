@@ -165,6 +165,12 @@ expect "eval a BU-TD run" 0 "accuracy ${trained%% *}" -- "$eval_" --checkpoint "
 # BU-TD training logs a train line per log interval too: 2 epochs of 6 steps, every 2 steps.
 [ "$(grep -c '"type":"train".*"loss":[0-9.]*,"accuracy":[0-9.]*' "$tmp/butd/metrics.jsonl")" -eq 6 ] && passed=$((passed + 1)) ||
   { failed=$((failed + 1)); echo "FAIL BU-TD metrics.jsonl train lines:"; grep train "$tmp/butd/metrics.jsonl" | head -3; }
+# [run] eval_every spaces BU-TD evaluations too: over 3 epochs with eval_every = 2, after epochs 2 and 3.
+"$train" "${butd[@]}" --set run.dir="$tmp/butd_every" --set run.epochs=3 --set run.eval_every=2 "$tmp/tiny.ini" \
+  > "$tmp/butd_every.log" 2>&1
+evals=$(grep '"type":"eval"' "$tmp/butd_every/metrics.jsonl" | sed -n 's/.*"epoch":\([0-9]*\).*/\1/p' | tr '\n' ' ')
+[ "$evals" = "2 3 " ] && passed=$((passed + 1)) ||
+  { failed=$((failed + 1)); echo "FAIL BU-TD eval_every = 2 over 3 epochs evaluated after epochs '$evals' (want '2 3 ')"; }
 
 # A spiking run logs firing rates and writes spike rasters (T rows of raster_neurons spikes).
 expect "spiking train" 0 "neuron layers" -- "$train" --set run.dir="$tmp/spk" --set spiking.neuron=lif \

@@ -295,6 +295,16 @@ static void test_downsample_config(void) {
     }
     CHECK(counts[0] == counts[1] + 3, "resnet18: three downsample back_weights more without the option (%d vs %d)",
           counts[0], counts[1]);
+    /* noise_std scales Counter-Hebb updates only: with backprop it would do nothing, so it is refused */
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    CHECK_OK(bf_config_set(&cfg, "butd.network=fc"));
+    CHECK_OK(bf_config_set(&cfg, "butd.learning=backprop"));
+    CHECK_OK(bf_config_set(&cfg, "butd.noise_std=0.1"));
+    bf_butd_net *net = NULL;
+    CHECK(bf_butd_build(NULL, &cfg.butd, 1, 8, 8, 2, 10, 0, 1, &net) == BF_ERR_CONFIG && !net &&
+              strstr(bf_last_error(), "[butd] noise_std applies to learning = counter_hebb only"),
+          "noise_std with learning = backprop is refused: %s", bf_last_error());
 }
 
 /* ---- [optim] grad_clip_norm ---- */

@@ -483,6 +483,9 @@ static void test_validate(void) {
          "[model] flex_tie = pool applies to [model] flex_joint = channelwise_max only"},
         {{"model.flex=true", "model.flex_joint=mask", "model.flex_mask_factor=50"},
          "[model] flex_mask_factor = 5e+01 applies to [model] flex_mask = sigmoid_mul only (got flex_mask = sigmoid_hard)"},
+        /* what a BU-TD network would ignore */
+        {{"butd.network=fc", "model.bn_eps=0.001"}, "[model] bn_eps = 0.001 applies to [model] networks, not [butd] network = fc"},
+        {{"butd.network=simple", "run.val_batches=1"}, "[run] val_batches = 1 applies to [model] networks, not [butd] network = simple"},
         /* a neuron's parameters that the chosen neuron, reset or surrogate does not read */
         {{"spiking.decay=0.5"}, "[spiking] decay = 0.5 needs a [spiking] neuron"},
         {{"spiking.time_steps=4"}, "[spiking] time_steps = 4 needs a [spiking] neuron"},

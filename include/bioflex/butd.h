@@ -147,8 +147,9 @@ typedef struct bf_butd_net {
 bf_status bf_butd_create(bf_backend *b, int c, int h, int w, int max_batch, const bf_butd_options *opt,
                          bf_butd_net **out);
 void bf_butd_destroy(bf_butd_net *net);
-/* Writes every trained parameter (and the fixed task head) to a safetensors file, under the
- * reference's state_dict names (core_net.i.weight, .bias, .back_weight, head.*, task_head.i.weight). */
+/* Writes every trained parameter (and the fixed task head) to a safetensors file, under names
+ * patterned on the reference's modules (core_net.i.weight, .bias, .back_weight, head.*,
+ * task_head.i.weight), not its exact state_dict keys (README, BU-TD). */
 bf_status bf_butd_save(const bf_butd_net *net, const char *path);
 /* Reads such a file back into a network of the same shape (--resume); every tensor is checked by
  * name, dtype and shape, with a message naming the file and the tensor. */

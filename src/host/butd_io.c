@@ -1,5 +1,5 @@
-/* butd_io.c - a BU-TD network's weights to and from safetensors files (under the reference's
- * state_dict names; the fixed task head and batch-norm's running statistics included), and its
+/* butd_io.c - a BU-TD network's weights to and from safetensors files (names patterned on the
+ * reference's modules; the fixed task head and batch-norm's running statistics included), and its
  * layer table (--dry-run). */
 #include <stdlib.h>
 #include <string.h>

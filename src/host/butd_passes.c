@@ -226,10 +226,10 @@ static bf_status layer_update(bf_butd_net *net, int i, const float *td) {
         else
             BF_TRY(b->ops->counter_hebb_linear(b, &l->linear, bu, td, dw, db, dtd));
         if (net->opt.noise_std > 0.0f) {
-            /* AddNoise: W and B each get their own scalar. */
+            /* AddNoise: W and B each get their own scalar; the bias's update is left as it is, as
+             * the reference's counter_hebbian_update_value leaves bias.grad */
             const bf_param *pw = &net->params[l->w];
             BF_TRY(b->ops->scale(b, dw, noise_factor(net, 2 * l->w), pw->count));
-            if (db) BF_TRY(b->ops->scale(b, db, noise_factor(net, 2 * l->w), net->params[l->bias].count));
             if (dtd) BF_TRY(b->ops->scale(b, dtd, noise_factor(net, 2 * l->w + 1), pw->count));
         }
         return BF_OK;

@@ -484,22 +484,30 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
             break;
         }
         long step = st.step;
-        if (s == BF_OK) s = score_test_set(&r, epoch + 1, step, &loss, &top1, &samples, NULL);
+        /* [run] eval_every: the whole test split (every task of a guided network) after every
+         * eval_every-th epoch and after the last (CelebA's 40 tasks make each pass long) */
+        const int evaluate = epoch + 1 == cfg->run.epochs || (cfg->run.eval_every > 0 && (epoch + 1) % cfg->run.eval_every == 0);
+        if (s == BF_OK && evaluate) s = score_test_set(&r, epoch + 1, step, &loss, &top1, &samples, NULL);
         if (s != BF_OK) break;
         bf_metrics_break_line(&r.log);
-        if (!quiet)
+        if (!quiet && evaluate)
             fprintf(text, "epoch %d: train loss %.4f, test loss %.4f, test accuracy %.2f %%%s (%.1f s cpu)\n", epoch + 1,
                     train_loss, loss, 100.0 * top1, cfg->butd.guided ? " (mean over tasks)" : "",
                     ((double)clock() - t0) / CLOCKS_PER_SEC);
+        else if (!quiet)
+            fprintf(text, "epoch %d: train loss %.4f (%.1f s cpu)\n", epoch + 1, train_loss,
+                    ((double)clock() - t0) / CLOCKS_PER_SEC);
         fflush(text);
-        result->final_eval.loss = loss;
-        result->final_eval.top1 = top1;
-        result->final_eval.samples = samples;
+        if (evaluate) {
+            result->final_eval.loss = loss;
+            result->final_eval.top1 = top1;
+            result->final_eval.samples = samples;
+        }
         result->epochs_done = epoch + 1;
         result->steps_done = step;
         st.epoch = epoch + 1;
         st.batch_in_epoch = 0;
-        if (s == BF_OK && cfg->run.keep_best && top1 > best_top1) s = save_best(&r, &st, top1, &best_top1);
+        if (s == BF_OK && evaluate && cfg->run.keep_best && top1 > best_top1) s = save_best(&r, &st, top1, &best_top1);
         if (s == BF_OK && bf_epoch_checkpoint_due(cfg, epoch + 1)) s = save_checkpoint(&r, &st, written);
     }
     if (s == BF_OK && !stopped && result->epochs_done == 0) { /* resumed from the end: still report the test score */

@@ -14,6 +14,9 @@ bf_status bf_butd_build(bf_backend *b, const bf_butd_config *cfg, int c, int h, 
     if (cfg->guided && num_tasks <= 0)
         return bf_error(BF_ERR_CONFIG, "[butd] guided = true needs a multi-task dataset ([data] dataset = "
                                        "multi_mnist | multi_fashion_mnist | celeba)");
+    if (cfg->noise_std > 0 && cfg->learning != BF_BUTD_COUNTER_HEBB)
+        return bf_error(BF_ERR_CONFIG, "[butd] noise_std applies to learning = counter_hebb only (the reference's "
+                                       "AddNoise scales the Counter-Hebb updates; backprop's gradients take none)");
     if (cfg->batch_norm && cfg->network != 3)
         return bf_error(BF_ERR_CONFIG, "[butd] batch_norm = true applies to network = resnet18 only (the reference's "
                                        "fc and simple nets have no batch-norm)");

@@ -162,7 +162,7 @@ static const key_spec key_table[] = {
     INT_KEY("run", "val_batches", run.val_batches, 0, NO_MAX, "0", "periodic evaluations score only this many test batches, drawn at random every epoch, as the PlasticFlex reference code does (0 = the whole test set); the final evaluation always scores the whole test set"),
     INT_KEY("run", "checkpoint_every", run.checkpoint_every, 0, NO_MAX, "1", "epochs between checkpoints (0 = only at the end)"),
     INT_KEY("run", "keep_checkpoints", run.keep_checkpoints, 0, NO_MAX, "0", "epoch checkpoints kept on disk: after writing one, only the newest N up to it stay (0 = keep all; a VGG-16 checkpoint with SGD momentum is about 1 GB)"),
-    BOOL_KEY("run", "keep_best", run.keep_best, "false", "also keep checkpoints/best, a checkpoint of the weights whenever an evaluation (eval_every, val_batches; BU-TD: every epoch's, guided: the mean over tasks) reaches a higher top-1 than any before in the run; its top-1 is in its metadata, and a resumed run only replaces it with a better one"),
+    BOOL_KEY("run", "keep_best", run.keep_best, "false", "also keep checkpoints/best, a checkpoint of the weights whenever an evaluation (eval_every, val_batches; BU-TD: eval_every's, guided: the mean over tasks) reaches a higher top-1 than any before in the run; its top-1 is in its metadata, and a resumed run only replaces it with a better one"),
     INT_KEY("run", "checkpoint_every_steps", run.checkpoint_every_steps, 0, NO_MAX, "0", "optimiser steps between checkpoints inside an epoch, for long epochs (0 = none); only the newest of these is kept, and a run stopped by SIGINT, SIGTERM or SIGUSR1 writes one too"),
     ENUM_KEY("run", "precision", run.precision, precision_names, "fp32", "fp32 everywhere, or let cuDNN/cuBLAS use TF32 tensor cores (the CPU ignores it)"),
     INT_KEY("run", "threads", run.threads, 0, 1024, "0", "CPU backend threads (0 = all cores)"),
@@ -296,7 +296,7 @@ static const key_spec key_table[] = {
     INT_KEY("butd", "depth", butd.depth, 1, 64, "1", "network = fc: number of hidden layers"),
     LIST_KEY("butd", "conv_channels", butd.channels, butd.num_channels, 1, NO_MAX, 0, 2, "32,32", "network = simple: channels of the two 5x5 convs"),
     INT_KEY("butd", "task_embedding", butd.task_embedding, 0, NO_MAX, "50", "guided: task_embedding_size, the task head's hidden width (0 = one layer)"),
-    FLOAT_KEY("butd", "noise_std", butd.noise_std, 0, NO_MAX, 0, "0", "> 0: every update is multiplied by one N(1, noise_std) scalar per layer and step (the reference's AddNoise)"),
+    FLOAT_KEY("butd", "noise_std", butd.noise_std, 0, NO_MAX, 0, "0", "> 0, learning = counter_hebb: every weight update (W, and B when separate; not the bias's) is multiplied by one N(1, noise_std) scalar per tensor and step (the reference's AddNoise)"),
     BOOL_KEY("butd", "batch_norm", butd.batch_norm, "false", "network = resnet18: batch-norm after every conv, each with its own TD copy that normalises the instruction pass (the reference's celeb_a norm_layer); learning = backprop only"),
     BOOL_KEY("butd", "train_task_head", butd.train_task_head, "false", "guided: train the task head (the reference keeps it a fixed random network) by backprop through the instruction pass, the GaLU gate 1[td > 0] taken as having derivative 1 (straight-through; its true derivative is 0); the core weights still learn by [butd] learning alone; network = fc | simple, no batch_norm"),
     BOOL_KEY("butd", "multi_decoders", butd.multi_decoders, "false", "guided: one decoder per task, the head having num_classes outputs for each task and the sample's task selecting its own (the reference's multi_decoders; its Counter-Hebb version hard-codes 2 tasks, here any number)"),
@@ -1085,6 +1085,22 @@ static bf_status check_spiking_options(const bf_config *cfg) {
     return BF_OK;
 }
 
+/* Keys of the other sections that a BU-TD run ([butd] network) would ignore. */
+static bf_status check_butd_options(const bf_config *cfg) {
+    static const char *const bn_keys[] = {"bn_eps", "bn_momentum", NULL};
+    char text[320];
+    if (cfg->butd.network == 0) return BF_OK;
+    if (changed_key(cfg, "model", bn_keys, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [model] networks, not [butd] network = %s, whose batch-norm "
+                        "keeps the reference's eps 1e-5 and momentum 0.1", text,
+                        enum_value_name(butd_network_names, cfg->butd.network));
+    if (cfg->run.val_batches > 0)
+        return bf_error(BF_ERR_CONFIG, "[run] val_batches = %d applies to [model] networks, not [butd] network = %s, "
+                        "which scores the whole test split (every task); [run] eval_every spaces its evaluations",
+                        cfg->run.val_batches, enum_value_name(butd_network_names, cfg->butd.network));
+    return BF_OK;
+}
+
 void bf_config_locate_keys(const bf_config *cfg) {
     char message[sizeof((bf_config *)0)->source + 1024], where[1024];
     snprintf(message, sizeof message, "%s", bf_last_error());
@@ -1153,6 +1169,8 @@ bf_status bf_config_validate(const bf_config *cfg) {
                                                     "or step (neuron = none is an ANN, which sees each image once)"));
     bf_status spiking = check_spiking_options(cfg);
     if (spiking != BF_OK) return invalid_relation(cfg, spiking);
+    bf_status butd = check_butd_options(cfg);
+    if (butd != BF_OK) return invalid_relation(cfg, butd);
     bf_arch arch = cfg->model.arch;
     if (cfg->model.freeze_fc1 && arch != BF_ARCH_PF_VGG6 && arch != BF_ARCH_PF_VGG11 && arch != BF_ARCH_PF_VGG16)
         return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[model] freeze_fc1 = true needs [model] arch = plasticflex_vgg6, "
