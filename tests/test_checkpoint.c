@@ -166,6 +166,51 @@ static int log_has_line(const char *path, const char *a, const char *b) {
     return found;
 }
 
+/* The "lr" of the metrics.jsonl train line of optimiser step `step` (-1 when there is none). */
+static double logged_lr(const char *metrics, long step) {
+    FILE *f = fopen(metrics, "r");
+    char line[4096], key[64];
+    snprintf(key, sizeof key, "\"step\":%ld,", step);
+    double lr = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        const char *at = strstr(line, "\"lr\":");
+        if (strstr(line, "\"type\":\"train\"") && strstr(line, key) && at) lr = strtod(at + 5, NULL);
+    }
+    if (f) fclose(f);
+    return lr;
+}
+
+/* [run] resume_schedule = restart: the schedule starts again at the resume position, as the
+ * reference codes' resumes did, and the checkpoints after it keep that start. full_sgd's run: 7
+ * steps an epoch, a per-step cosine over 21 after 3 warm-up steps, lr 0.05. */
+static void test_schedule_restart(void) {
+    bf_config cfg;
+    small_config(&cfg, "restarted", BF_OPTIM_SGD);
+    cfg.run.resume_schedule = BF_RESUME_SCHEDULE_RESTART;
+    char from[512], log_path[600], metrics[600], state[700];
+    snprintf(from, sizeof from, "%s/full_sgd/checkpoints/epoch_0001", root);
+    snprintf(log_path, sizeof log_path, "%s/restarted.log", root);
+    FILE *text = fopen(log_path, "w");
+    bf_train_options resume = {.resume = from, .quiet = 1, .log = text};
+    bf_train_result r;
+    CHECK_OK(bf_train(&cfg, &resume, &r));
+    fclose(text);
+    CHECK(log_has_line(log_path, "note: [run] resume_schedule = restart", "starts again here, at 0.005"),
+          "the restart is noted with the warm-up's first rate (0.1 x 0.05)");
+    /* step 12 (the 5th after the resume, logged every 4): position 4 of the restarted schedule, the
+     * cosine's first step after the warm-up, 0.05 (1 + cos(pi/18)) / 2; uninterrupted it is position
+     * 11: 0.05 (1 + cos(8 pi/18)) / 2 */
+    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", cfg.run.dir);
+    const double got = logged_lr(metrics, 12), want = 0.05 * 0.5 * (1.0 + cos(3.14159265358979323846 / 18.0));
+    CHECK(fabs(got - want) < 1e-6, "restarted schedule: step 12's rate %.7f, expected %.7f", got, want);
+    snprintf(state, sizeof state, "%s/checkpoints/epoch_0003/state.safetensors", cfg.run.dir);
+    bf_st_file *f = NULL;
+    CHECK_OK(bf_safetensors_read(state, &f));
+    const char *start = f ? bf_safetensors_meta(f, "schedule_start") : NULL;
+    CHECK(start && !strcmp(start, "1 0"), "the later checkpoints keep the schedule's start (%s)", start ? start : "none");
+    if (f) bf_safetensors_close(f);
+}
+
 /* A run resumed with more epochs continues on another cosine: the log says so, with both schedules
  * and the rate it now has; resumed under the same schedule, it says nothing. Uses full_sgd. */
 static void test_schedule_change_noted(void) {
@@ -763,6 +808,7 @@ int main(void) {
     test_exact_resume(BF_OPTIM_ADAMW, "adamw");
     test_thread_count();
     test_schedule_change_noted();
+    test_schedule_restart();
     test_data_change_on_resume();
     test_stop_every_step();
     test_init_weights();

@@ -29,6 +29,9 @@ typedef struct bf_train_state {
     int batch_in_epoch; /* batches of epoch `epoch` already trained: > 0 for a checkpoint inside an
                            epoch ([run] checkpoint_every_steps, or a run stopped by a signal) */
     double eval_top1;   /* the evaluation's top-1 at this point, written as metadata (< 0: none) */
+    int schedule_epoch, schedule_batch; /* where the learning-rate schedule starts: (0, 0), or the
+                           position of a --resume under [run] resume_schedule = restart; the rate
+                           is the schedule's at the position counted from there */
     char lr_schedule[256]; /* read back: the schedule the checkpoint's run had (bf_schedule_describe;
                               empty when the checkpoint predates it); writing uses the config's */
     char data[192];        /* the data the order depends on (bf_resume_describe_data), written as
@@ -45,8 +48,9 @@ void bf_resume_describe_data(const char *dataset, int train_samples, int global_
 /* After a checkpoint in `dir` loaded into `saved`: prints where the run resumes (text nullable: say
  * nothing), refuses a checkpoint inside an epoch whose data phrase differs from data_now (the rest
  * of that epoch's order would not be the one it started) or whose position is past this run's
- * batches_per_epoch, and notes a data or schedule change at an epoch boundary. resume.c. */
-bf_status bf_resume_check(FILE *text, const char *dir, const bf_train_state *saved, const char *data_now,
+ * batches_per_epoch, and notes a data or schedule change at an epoch boundary. Under [run]
+ * resume_schedule = restart it moves saved's schedule start to the resume position. resume.c. */
+bf_status bf_resume_check(FILE *text, const char *dir, bf_train_state *saved, const char *data_now,
                           int batches_per_epoch, const bf_config *cfg);
 
 /* Writes a checkpoint for `state` under cfg->run.dir; *written (nullable, BF_PATH_MAX) gets its path.

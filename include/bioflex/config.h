@@ -47,6 +47,9 @@ typedef enum {
 typedef enum { BF_OPTIM_SGD = 0, BF_OPTIM_ADAMW } bf_optimizer_kind;
 typedef enum { BF_SCHED_CONSTANT = 0, BF_SCHED_STEP, BF_SCHED_MULTISTEP, BF_SCHED_COSINE } bf_schedule_kind;
 typedef enum { BF_SCHED_UNIT_EPOCH = 0, BF_SCHED_UNIT_STEP } bf_schedule_unit;
+/* --resume: the schedule goes on where the checkpoint left it, or starts again there as the
+ * reference codes' resumes did (a new scheduler; specs/README 9) */
+typedef enum { BF_RESUME_SCHEDULE_CONTINUE = 0, BF_RESUME_SCHEDULE_RESTART } bf_resume_schedule;
 
 typedef struct bf_run_config {
     char dir[BF_PATH_MAX];     /* run directory: metrics.jsonl, checkpoints/ */
@@ -61,6 +64,7 @@ typedef struct bf_run_config {
     int checkpoint_every_steps;/* steps between checkpoints inside an epoch (0 = none; only the newest is kept) */
     int keep_best;             /* also keep checkpoints/best: the evaluation with the highest top-1 so far */
     int keep_checkpoints;      /* epoch checkpoints kept: the newest N (0 = all) */
+    int resume_schedule;       /* bf_resume_schedule: what --resume does to the learning-rate schedule */
     int precision;             /* bf_precision: fp32 | tf32 */
     int threads;               /* CPU backend threads (0 = all cores) */
     float collective_timeout;  /* seconds a data-parallel collective may wait for the other ranks */

@@ -315,7 +315,8 @@ static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double 
     bf_backend *b = r->backend;
     const bf_config *cfg = r->cfg;
     int steps_per_epoch = bf_loader_num_batches(r->train_loader), seen = 0;
-    float lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, epoch, st->batch_in_epoch, steps_per_epoch, cfg->run.epochs);
+    float lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, epoch - st->schedule_epoch,
+                              (long)st->batch_in_epoch - st->schedule_batch, steps_per_epoch, cfg->run.epochs);
     *stopped = 0;
     BF_TRY(b->ops->fill(b, r->sums, 0.0f, 8));
     BF_TRY(bf_loader_start_epoch(r->train_loader, epoch, st->batch_in_epoch));
@@ -329,8 +330,8 @@ static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double 
         /* this step ends a log interval: its update's norm is logged */
         int log_now = (st->step + 1) % cfg->run.log_interval == 0 || st->batch_in_epoch + 1 == steps_per_epoch;
         if (cfg->schedule.unit == BF_SCHED_UNIT_STEP)
-            lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, epoch, st->batch_in_epoch, steps_per_epoch,
-                                cfg->run.epochs);
+            lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, epoch - st->schedule_epoch,
+                                (long)st->batch_in_epoch - st->schedule_batch, steps_per_epoch, cfg->run.epochs);
         const float *logits = NULL;
         /* NCCL: the previous step's all-reduce, waited for with the collective timeout, so a dead or
          * stuck peer is reported instead of hanging this step's untimed host copies behind it. */

@@ -121,6 +121,8 @@ static bf_status write_state_file(const char *path, const bf_config *cfg, const 
         meta_set(meta, &nm, "rng", "counter-based: seed %ld, step %ld", st->seed, st->step);
         meta_set(meta, &nm, "data_order", "epoch %d, batch %d", st->epoch, st->batch_in_epoch);
         meta_set(meta, &nm, "batch_in_epoch", "%d", st->batch_in_epoch);
+        if (st->schedule_epoch || st->schedule_batch) /* a schedule restarted by a resume */
+            meta_set(meta, &nm, "schedule_start", "%d %d", st->schedule_epoch, st->schedule_batch);
         if (st->eval_top1 >= 0) meta_set(meta, &nm, "eval_top1", "%.17g", st->eval_top1);
         meta_set(meta, &nm, "config", "%s", cfg->source);
         char schedule[256];
@@ -554,6 +556,15 @@ bf_status bf_checkpoint_load_state_subject(const char *dir, const bf_config *cfg
         state->step = step;
         state->seed = seed;
         state->batch_in_epoch = (int)batch_in_epoch;
+        /* absent: the schedule starts at the run's start */
+        const char *start = bf_safetensors_meta(f, "schedule_start");
+        state->schedule_epoch = state->schedule_batch = 0;
+        if (start && (sscanf(start, "%d %d", &state->schedule_epoch, &state->schedule_batch) != 2 ||
+                      state->schedule_epoch < 0 || state->schedule_epoch > state->epoch || state->schedule_batch < 0))
+            s = bf_error(BF_ERR_CHECKPOINT, "%s: metadata \"schedule_start\" = \"%s\" is not an epoch and a batch at or "
+                         "before the checkpoint's", path, start);
+    }
+    if (s == BF_OK) {
         const char *schedule = bf_safetensors_meta(f, "lr_schedule");
         snprintf(state->lr_schedule, sizeof state->lr_schedule, "%s", schedule ? schedule : "");
         const char *data = bf_safetensors_meta(f, "data");

@@ -129,6 +129,7 @@ static const enum_name butd_learning_names[] = {{"backprop", 0}, {"counter_hebb"
 static const enum_name butd_weights_names[] = {{"separate", 0}, {"shared", 1}, {NULL, 0}};
 static const enum_name butd_td_init_names[] = {{"current", 0}, {"legacy", 1}, {NULL, 0}};
 static const enum_name butd_loss_names[] = {{"cross_entropy", 0}, {"bce", 1}, {NULL, 0}};
+static const enum_name resume_schedule_names[] = {{"continue", 0}, {"restart", 1}, {NULL, 0}};
 static const enum_name unit_names[] = {
     {"epoch", BF_SCHED_UNIT_EPOCH}, {"step", BF_SCHED_UNIT_STEP}, {NULL, 0}};
 
@@ -162,6 +163,7 @@ static const key_spec key_table[] = {
     INT_KEY("run", "val_batches", run.val_batches, 0, NO_MAX, "0", "periodic evaluations score only this many test batches, drawn at random every epoch, as the PlasticFlex reference code does (0 = the whole test set); the final evaluation always scores the whole test set"),
     INT_KEY("run", "checkpoint_every", run.checkpoint_every, 0, NO_MAX, "1", "epochs between checkpoints (0 = only at the end)"),
     INT_KEY("run", "keep_checkpoints", run.keep_checkpoints, 0, NO_MAX, "0", "epoch checkpoints kept on disk: after writing one, only the newest N up to it stay (0 = keep all; a VGG-16 checkpoint with SGD momentum is about 1 GB)"),
+    ENUM_KEY("run", "resume_schedule", run.resume_schedule, resume_schedule_names, "continue", "--resume: continue: the learning-rate schedule goes on where the checkpoint left it (an exact resume); restart: it starts again at the resume position, from its first rate over [run] epochs (warm-up, milestones and step_size counted from there), as the FlexNet and PlasticFlex reference codes' resumes did (their schedulers were not saved): reproduces a reference run trained over several jobs, resumed at the same epochs; later checkpoints keep the new start"),
     BOOL_KEY("run", "keep_best", run.keep_best, "false", "also keep checkpoints/best, a checkpoint of the weights whenever an evaluation (eval_every, val_batches; BU-TD: eval_every's, guided: the mean over tasks) reaches a higher top-1 than any before in the run; its top-1 is in its metadata, and a resumed run only replaces it with a better one"),
     INT_KEY("run", "checkpoint_every_steps", run.checkpoint_every_steps, 0, NO_MAX, "0", "optimiser steps between checkpoints inside an epoch, for long epochs (0 = none); only the newest of these is kept, and a run stopped by SIGINT, SIGTERM or SIGUSR1 writes one too"),
     ENUM_KEY("run", "precision", run.precision, precision_names, "fp32", "fp32 everywhere, or let cuDNN/cuBLAS use TF32 tensor cores (the CPU ignores it)"),

@@ -236,9 +236,10 @@ bf_status bf_dp_agree_start(bf_data_parallel *dp, const bf_train_state *st, int 
     /* Each rank reads --resume itself: a stale checkpoints/latest on one node, or node-local run
      * directories, would start the ranks at other positions, and their collectives would fall out
      * of step (or, worse, stay in step on a mixture of states). */
-    char position[160];
-    snprintf(position, sizeof position, "%s at epoch %d, step %ld, batch %d of the epoch, seed %ld",
-             resumed ? "resumed" : "a fresh start", st->epoch, st->step, st->batch_in_epoch, st->seed);
+    char position[200];
+    snprintf(position, sizeof position, "%s at epoch %d, step %ld, batch %d of the epoch, seed %ld, schedule from "
+             "epoch %d batch %d", resumed ? "resumed" : "a fresh start", st->epoch, st->step, st->batch_in_epoch,
+             st->seed, st->schedule_epoch, st->schedule_batch);
     BF_TRY(together(dp, bf_comm_check_same_text(dp->comm, position, "training position", "the same --resume "
                                                 "checkpoint (every rank reads it: a run directory on a filesystem all "
                                                 "nodes share, or identical copies)")));

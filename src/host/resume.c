@@ -24,7 +24,7 @@ void bf_resume_describe_data(const char *dataset, int train_samples, int global_
              data->shuffle ? "" : ", in file order", subset);
 }
 
-bf_status bf_resume_check(FILE *text, const char *dir, const bf_train_state *saved, const char *data_now,
+bf_status bf_resume_check(FILE *text, const char *dir, bf_train_state *saved, const char *data_now,
                           int batches_per_epoch, const bf_config *cfg) {
     if (text && saved->batch_in_epoch > 0)
         fprintf(text, "resumed from %s in epoch %d after batch %d (step %ld)\n", dir, saved->epoch + 1,
@@ -47,8 +47,17 @@ bf_status bf_resume_check(FILE *text, const char *dir, const bf_train_state *sav
     if (text && data_changed)
         fprintf(text, "note: %s was trained on \"%s\"; this run trains on \"%s\": from epoch %d on, the order "
                 "follows this run's\n", dir, saved->data, data_now, saved->epoch + 1);
-    if (text)
-        bf_schedule_note_resume(text, dir, saved->lr_schedule, cfg, saved->epoch, saved->batch_in_epoch,
-                                batches_per_epoch);
+    if (cfg->run.resume_schedule == BF_RESUME_SCHEDULE_RESTART) {
+        /* the reference codes' resume: a new scheduler, from its first rate (flexnet.md 3.1,
+         * plasticflex.md 5.1; specs/README 9) */
+        saved->schedule_epoch = saved->epoch;
+        saved->schedule_batch = saved->batch_in_epoch;
+        if (text)
+            fprintf(text, "note: [run] resume_schedule = restart: the learning-rate schedule starts again here, at %g\n",
+                    bf_schedule_lr(&cfg->optim, &cfg->schedule, 0, 0, batches_per_epoch, cfg->run.epochs));
+    } else if (text) {
+        bf_schedule_note_resume(text, dir, saved->lr_schedule, cfg, saved->epoch - saved->schedule_epoch,
+                                saved->batch_in_epoch - saved->schedule_batch, batches_per_epoch);
+    }
     return BF_OK;
 }

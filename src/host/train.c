@@ -278,7 +278,8 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
             if (!batch) break;
             wait_ms += waited;
             int log_now = (st->step + 1) % cfg->run.log_interval == 0 || i == steps_per_epoch - 1;
-            float lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, epoch, i, steps_per_epoch, epochs);
+            float lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, epoch - st->schedule_epoch,
+                                      (long)i - st->schedule_batch, steps_per_epoch, epochs);
             bf_status s = train_step(r, batch, st->step, lr, log_now);
             interval_images += batch->n;
             bf_status released = bf_batch_upload_release(r->upload, r->train_loader, batch);
