@@ -55,6 +55,35 @@ int main(void) {
         CHECK(res.final_eval.top1 > 0.5, "%s/%s: test accuracy %.3f > 0.5 (chance 0.1)", runs[i][0], runs[i][1],
               res.final_eval.top1);
     }
+    { /* backprop gives a separate B no gradient: weight decay must leave it as initialised, as
+       * PyTorch's optimisers skip a parameter without a gradient */
+        bf_config cfg;
+        configure(&cfg, "backprop", "separate");
+        CHECK_OK(bf_config_set(&cfg, "optim.weight_decay=0.5"));
+        CHECK_OK(bf_config_set(&cfg, "run.epochs=1"));
+        bf_train_options opt = {.quiet = 1};
+        bf_train_result res;
+        CHECK_OK(bf_train(&cfg, &opt, &res));
+        bf_st_file *f = NULL;
+        CHECK_OK(bf_safetensors_read(res.checkpoint, &f));
+        const bf_st_tensor *saved = f ? bf_safetensors_find(f, "core_net.0.back_weight") : NULL;
+        const bf_st_tensor *head = f ? bf_safetensors_find(f, "head.weight") : NULL;
+        bf_backend *b = NULL;
+        bf_butd_net *fresh = NULL;
+        CHECK_OK(bf_backend_create_cpu(1, &b));
+        if (saved && head && b)
+            CHECK_OK(bf_butd_build(b, &cfg.butd, 1, 8, 8, cfg.data.batch_size, (int)head->shape[0], 0, cfg.run.seed,
+                                   &fresh));
+        int p0 = -1;
+        for (int p = 0; fresh && p < fresh->num_params; p++)
+            if (!strcmp(fresh->params[p].name, "core_net.0.back_weight")) p0 = p;
+        CHECK(p0 >= 0 && saved->nbytes == fresh->params[p0].count * sizeof(float) &&
+                  memcmp(saved->data, fresh->param_data + fresh->params[p0].offset, saved->nbytes) == 0,
+              "backprop, separate weights, weight decay 0.5: B ends as initialised");
+        bf_butd_destroy(fresh);
+        if (b) bf_backend_destroy(b);
+        if (f) bf_safetensors_close(f);
+    }
     { /* two classes, one logit, sigmoid BCE: the loss the per-task binary heads use */
         bf_config cfg;
         configure(&cfg, "counter_hebb", "shared");

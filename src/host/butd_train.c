@@ -38,6 +38,7 @@ typedef struct butd_run {
     bf_loader_options test_options; /* the base of guided per-task evaluation */
     bf_metrics_log log;             /* metrics.jsonl in run.dir: one eval line per epoch */
     float *x, *dlogits, *losses, *correct1, *correct5, *sums, *grad_sumsq, *clip;
+    float *kept_td;                 /* learning = backprop with separate weights: B across a step */
     int32_t *labels;
     const volatile sig_atomic_t *stop; /* bf_train_options.stop */
     FILE *text;                        /* NULL: quiet */
@@ -52,6 +53,7 @@ static void run_free(butd_run *r) {
         bf_free(b, r->losses);
         bf_free(b, r->labels);
         bf_free(b, r->sums);
+        bf_free(b, r->kept_td);
         if (r->optim) bf_optimizer_destroy(b, r->optim);
     }
     bf_butd_destroy(r->net);
@@ -80,6 +82,12 @@ static bf_status open_data(butd_run *r) {
     return bf_loader_create(r->test_set, &o, &r->test_loader);
 }
 
+/* A separate TD weight B ("<layer>.back_weight"). */
+static int is_td_weight(const bf_param *p) {
+    const char *dot = strrchr(p->name, '.');
+    return dot && strcmp(dot, ".back_weight") == 0;
+}
+
 static bf_status setup(butd_run *r) {
     const bf_config *cfg = r->cfg;
     /* the in-place progress line only on a terminal; a log file keeps one line per epoch */
@@ -101,6 +109,15 @@ static bf_status setup(butd_run *r) {
     bf_dp_sync_hook(r->dp, r->backend, &r->net->sync_sums, &r->net->sync_ctx);
     BF_TRY(bf_optimizer_create(r->backend, &cfg->optim, r->net->num_param_floats, &r->optim));
     bf_backend *b = r->backend;
+    /* Backprop gives a separate B no gradient, and PyTorch's optimisers skip a parameter without
+     * one; ours steps every float, and weight decay would shrink B (which the instruction pass
+     * reads): B is kept across each step instead. */
+    if (cfg->butd.learning != BF_BUTD_COUNTER_HEBB && !cfg->butd.shared_weights && cfg->optim.weight_decay > 0) {
+        size_t floats = 0;
+        for (int p = 0; p < r->net->num_params; p++)
+            if (is_td_weight(&r->net->params[p])) floats += r->net->params[p].count;
+        if (floats) BF_TRY(bf_alloc(b, floats * sizeof(float), (void **)&r->kept_td));
+    }
     size_t per = (size_t)d->c * d->h * d->w;
     BF_TRY(bf_alloc(b, (size_t)max_batch * per * sizeof(float), (void **)&r->x));
     BF_TRY(bf_alloc(b, (size_t)max_batch * classes * sizeof(float), (void **)&r->dlogits));
@@ -224,6 +241,21 @@ static bf_status average_gradients(butd_run *r) {
     return bf_dp_average_floats(r->dp, r->backend, r->net->grad_data, r->net->num_param_floats);
 }
 
+/* With kept_td: every B copied out before the optimiser step (dir 0) or back after it (dir 1). */
+static bf_status keep_td_weights(butd_run *r, int back) {
+    bf_backend *b = r->backend;
+    size_t at = 0;
+    for (int p = 0; p < r->net->num_params; p++) {
+        const bf_param *q = &r->net->params[p];
+        if (!is_td_weight(q)) continue;
+        float *w = r->net->param_data + q->offset;
+        BF_TRY(b->ops->copy(b, back ? (void *)w : (void *)(r->kept_td + at), back ? (const void *)(r->kept_td + at) : w,
+                            q->count * sizeof(float)));
+        at += q->count;
+    }
+    return BF_OK;
+}
+
 /* The optimiser step on the averaged update, clipped to [optim] grad_clip_norm as the main loop
  * (train.c) does: the global norm (the same on every rank) scales it by min(1, clip / norm) on the
  * device. want_norm: the norm is logged after this step. */
@@ -237,7 +269,9 @@ static bf_status optimizer_step(butd_run *r, float lr, int want_norm) {
         BF_TRY(b->ops->clip_scale(b, r->grad_sumsq, clip, r->clip));
         scale = r->clip;
     }
-    return bf_optimizer_step(b, r->optim, net->param_data, net->grad_data, lr, scale);
+    if (r->kept_td) BF_TRY(keep_td_weights(r, 0));
+    BF_TRY(bf_optimizer_step(b, r->optim, net->param_data, net->grad_data, lr, scale));
+    return r->kept_td ? keep_td_weights(r, 1) : BF_OK;
 }
 
 static bf_status write_butd_model(const char *path, const void *net) { return bf_butd_save(net, path); }
