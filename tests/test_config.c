@@ -296,6 +296,10 @@ static void test_refused_files(void) {
     expect_refused("-inf", "[optim]\nweight_decay = -inf\n", 2, "\"-inf\" is not a number", NULL);
     expect_refused("float garbage", "[optim]\nlr = 0.1x\n", 2, "\"0.1x\" is not a number", NULL);
     expect_refused("hexadecimal float", "[optim]\nlr = 0x1p-3\n", 2, "\"0x1p-3\" is not a number", NULL);
+    expect_refused("a key and its alias", "[spiking]\nneuron = lif\ndecay = 0.5\nspiking_decay = 0.6\n", 4,
+                   "[spiking] spiking_decay: set twice: line 3 set it as [spiking] decay, its alias", NULL);
+    expect_refused("two channels", "[butd]\nconv_channels = 8,16,24\n", 2, "takes at most 2 entries, got 3",
+                   "2 comma-separated integers", NULL);
     expect_refused("empty float", "[optim]\nlr =\n", 2, "is not a number", NULL);
     expect_refused("zero lr", "[optim]\nlr = 0\n", 2, "[optim] lr: 0 is out of range (allowed: > 0)", NULL);
     expect_refused("dropout 1", "[model]\ndropout = 1\n", 2, "[model] dropout: 1 is out of range",
@@ -482,10 +486,13 @@ static void test_validate(void) {
         {{"model.flex=true", "model.flex_joint=mask", "model.flex_tie=pool"},
          "[model] flex_tie = pool applies to [model] flex_joint = channelwise_max only"},
         {{"model.flex=true", "model.flex_joint=mask", "model.flex_mask_factor=50"},
-         "[model] flex_mask_factor = 5e+01 applies to [model] flex_mask = sigmoid_mul only (got flex_mask = sigmoid_hard)"},
+         "[model] flex_mask_factor = 50 applies to [model] flex_mask = sigmoid_mul only (got flex_mask = sigmoid_hard)"},
         /* what a BU-TD network would ignore */
         {{"butd.network=fc", "model.bn_eps=0.001"}, "[model] bn_eps = 0.001 applies to [model] networks, not [butd] network = fc"},
         {{"butd.network=simple", "run.val_batches=1"}, "[run] val_batches = 1 applies to [model] networks, not [butd] network = simple"},
+        {{"butd.network=fc", "butd.guided=true"}, "[butd] guided = true needs a multi-task [data] dataset"},
+        {{"butd.network=fc", "butd.batch_norm=true", "butd.learning=backprop"},
+         "[butd] batch_norm = true applies to [butd] network = resnet18 only"},
         /* a neuron's parameters that the chosen neuron, reset or surrogate does not read */
         {{"spiking.decay=0.5"}, "[spiking] decay = 0.5 needs a [spiking] neuron"},
         {{"spiking.time_steps=4"}, "[spiking] time_steps = 4 needs a [spiking] neuron"},

@@ -96,11 +96,11 @@ int main(void) {
     c.schedule.type = BF_SCHED_MULTISTEP; /* milestones 20, 60 */
     WARNINGS(90, 10, 0, "");
     WARNINGS(61, 10, 0, "");
-    WARNINGS(60, 10, 1, "milestones 60 lie at or past the run's end (60 epochs, the last epoch 59)");
+    WARNINGS(60, 10, 1, "milestones 60 lie at or past the run's end (60 epochs, counted from 0: the last is epoch 59)");
     WARNINGS(10, 10, 1, "milestones 20,60 lie");
     c.schedule.unit = BF_SCHED_UNIT_STEP; /* 10 epochs of 10 steps: milestone 20 is inside, 60 too */
     WARNINGS(10, 10, 0, "");
-    WARNINGS(5, 10, 1, "milestones 60 lie at or past the run's end (50 steps, the last step 49)");
+    WARNINGS(5, 10, 1, "milestones 60 lie at or past the run's end (50 steps, counted from 0: the last is step 49)");
     c.schedule.unit = BF_SCHED_UNIT_EPOCH;
     c.schedule.type = BF_SCHED_STEP; /* step_size 30 */
     WARNINGS(31, 10, 0, "");

@@ -69,7 +69,8 @@ typedef struct key_spec {
     size_t count_offset;  /* KEY_INT_LIST: of the entry count in bf_config */
     double min, max;      /* numbers and list entries: allowed range; KEY_STRING: length range */
     unsigned flags;       /* MIN_OPEN, MAX_OPEN, INCREASING */
-    int min_count;        /* KEY_INT_LIST: fewest entries (the most is BF_LIST_MAX) */
+    int min_count;        /* KEY_INT_LIST: fewest entries */
+    int max_count;        /* KEY_INT_LIST: most entries (0: BF_LIST_MAX) */
     const enum_name *names; /* KEY_ENUM: the allowed names */
     const char *def;      /* default, as INI text */
     const char *doc;      /* one line for the reference */
@@ -151,6 +152,10 @@ static const enum_name unit_names[] = {
 #define LIST_KEY(sec_, key_, field_, count_, lo_, hi_, flags_, min_count_, def_, doc_) \
     {.section = sec_, .key = key_, .type = KEY_INT_LIST, .offset = OFF(field_), .count_offset = OFF(count_), \
      .min = lo_, .max = hi_, .flags = flags_, .min_count = min_count_, .def = def_, .doc = doc_}
+/* a list of exactly n entries */
+#define LIST_KEY_OF(sec_, key_, field_, count_, lo_, hi_, n_, def_, doc_) \
+    {.section = sec_, .key = key_, .type = KEY_INT_LIST, .offset = OFF(field_), .count_offset = OFF(count_), \
+     .min = lo_, .max = hi_, .min_count = n_, .max_count = n_, .def = def_, .doc = doc_}
 
 static const key_spec key_table[] = {
     STRING_KEY("run", "dir", run.dir, 1, "runs/default", "run directory: metrics.jsonl, checkpoints/ and the resolved config"),
@@ -296,7 +301,7 @@ static const key_spec key_table[] = {
     BOOL_KEY("butd", "guided", butd.guided, "false", "instruction pass (one-hot task -> fixed random task head -> TD) and GaLU-gated BU pass; needs a multi-task dataset"),
     INT_KEY("butd", "hidden", butd.hidden, 1, NO_MAX, "500", "last_hidden_size: width of the last hidden layer"),
     INT_KEY("butd", "depth", butd.depth, 1, 64, "1", "network = fc: number of hidden layers"),
-    LIST_KEY("butd", "conv_channels", butd.channels, butd.num_channels, 1, NO_MAX, 0, 2, "32,32", "network = simple: channels of the two 5x5 convs"),
+    LIST_KEY_OF("butd", "conv_channels", butd.channels, butd.num_channels, 1, NO_MAX, 2, "32,32", "network = simple: channels of the two 5x5 convs"),
     INT_KEY("butd", "task_embedding", butd.task_embedding, 0, NO_MAX, "50", "guided: task_embedding_size, the task head's hidden width (0 = one layer)"),
     FLOAT_KEY("butd", "noise_std", butd.noise_std, 0, NO_MAX, 0, "0", "> 0, learning = counter_hebb: every weight update (W, and B when separate; not the bias's) is multiplied by one N(1, noise_std) scalar per tensor and step (the reference's AddNoise)"),
     BOOL_KEY("butd", "batch_norm", butd.batch_norm, "false", "network = resnet18: batch-norm after every conv, each with its own TD copy that normalises the instruction pass (the reference's celeb_a norm_layer); learning = backprop only"),
@@ -388,11 +393,11 @@ static void add_range(text *t, const key_spec *k) {
     const char *lo_op = (k->flags & MIN_OPEN) ? ">" : ">=";
     const char *hi_op = (k->flags & MAX_OPEN) ? "<" : "<=";
     if (isinf(k->max))
-        text_add(t, "%s %g", lo_op, k->min);
+        text_add(t, "%s %.10g", lo_op, k->min);
     else if (k->flags & (MIN_OPEN | MAX_OPEN))
-        text_add(t, "%s %g and %s %g", lo_op, k->min, hi_op, k->max);
+        text_add(t, "%s %.10g and %s %.10g", lo_op, k->min, hi_op, k->max);
     else
-        text_add(t, "%g..%g", k->min, k->max);
+        text_add(t, "%.10g..%.10g", k->min, k->max);
 }
 
 static void add_enum_names(text *t, const enum_name *names) {
@@ -412,7 +417,10 @@ static const char *describe_allowed(const key_spec *k, char *buf, size_t size) {
         text_add(&t, "%s %d characters", k->min > 0 ? "1 to" : "at most", (int)k->max);
         break;
     case KEY_INT_LIST:
-        text_add(&t, "%d to %d comma-separated integers, each ", k->min_count, BF_LIST_MAX);
+        if (k->max_count && k->max_count == k->min_count)
+            text_add(&t, "%d comma-separated integers, each ", k->min_count);
+        else
+            text_add(&t, "%d to %d comma-separated integers, each ", k->min_count, k->max_count ? k->max_count : BF_LIST_MAX);
         add_range(&t, k);
         if (k->flags & INCREASING) text_add(&t, ", strictly increasing");
         break;
@@ -578,6 +586,8 @@ static bf_status parse_list_value(const key_spec *k, const char *value, int *ent
     }
     if (n < k->min_count)
         return key_error(k, "needs at least %d entr%s (allowed: %s)", k->min_count, k->min_count == 1 ? "y" : "ies", allowed);
+    if (k->max_count && n > k->max_count)
+        return key_error(k, "takes at most %d entries, got %d (allowed: %s)", k->max_count, n, allowed);
     *count = n;
     return BF_OK;
 }
@@ -651,6 +661,10 @@ static bf_status set_value(bf_config *cfg, const key_spec *k, const char *value)
 
 /* Shortest "%g" text that reads back as the same float: 0.1f prints "0.1", not "0.100000001". */
 static void format_float(float f, char *buf, size_t size) {
+    if (f == (float)(long)f && fabsf(f) < 1e7f) { /* a whole number as one: 300, not 3e+02 */
+        snprintf(buf, size, "%ld", (long)f);
+        return;
+    }
     for (int digits = 1; digits <= 9; digits++) {
         snprintf(buf, size, "%.*g", digits, (double)f);
         if (strtof(buf, NULL) == f) return;
@@ -874,6 +888,13 @@ static int handle_key(void *user, const char *section, const char *key, const ch
         fail_here(ctx);
         return 0;
     }
+    for (size_t j = 0; j < sizeof key_table / sizeof key_table[0]; j++) /* an alias (decay, spiking_decay) */
+        if ((int)j != i && key_table[j].offset == k->offset && ctx->set_on_line[j]) {
+            key_error(k, "set twice: line %d set it as [%s] %s, its alias", ctx->set_on_line[j], key_table[j].section,
+                      key_table[j].key);
+            fail_here(ctx);
+            return 0;
+        }
     if (set_value(ctx->cfg, k, value) != BF_OK) {
         fail_here(ctx);
         return 0;
@@ -1091,7 +1112,23 @@ static bf_status check_spiking_options(const bf_config *cfg) {
 static bf_status check_butd_options(const bf_config *cfg) {
     static const char *const bn_keys[] = {"bn_eps", "bn_momentum", NULL};
     char text[320];
-    if (cfg->butd.network == 0) return BF_OK;
+    const bf_butd_config *bt = &cfg->butd;
+    if (bt->network == 0) return BF_OK;
+    /* the relations bf_butd_build also checks, here so that the message says where each key was set */
+    const bf_dataset_kind ds = cfg->data.dataset;
+    if (bt->guided && ds != BF_DATASET_MULTI_MNIST && ds != BF_DATASET_MULTI_FASHION_MNIST && ds != BF_DATASET_CELEBA)
+        return bf_error(BF_ERR_CONFIG, "[butd] guided = true needs a multi-task [data] dataset (multi_mnist, "
+                        "multi_fashion_mnist or celeba), not %s", bf_dataset_name(ds));
+    if (bt->multi_decoders && !bt->guided)
+        return bf_error(BF_ERR_CONFIG, "[butd] multi_decoders = true needs [butd] guided = true (the task picks the decoder)");
+    if (bt->train_task_head && !bt->guided)
+        return bf_error(BF_ERR_CONFIG, "[butd] train_task_head = true needs [butd] guided = true");
+    if (bt->batch_norm && bt->network != 3)
+        return bf_error(BF_ERR_CONFIG, "[butd] batch_norm = true applies to [butd] network = resnet18 only (the "
+                        "reference's fc and simple nets have no batch-norm)");
+    if (bt->batch_norm && bt->learning == 1)
+        return bf_error(BF_ERR_CONFIG, "[butd] batch_norm = true needs [butd] learning = backprop (Counter-Hebb is not "
+                        "defined through the reference's TD batch-norm; its celeb_a config trains with backprop)");
     if (changed_key(cfg, "model", bn_keys, text, sizeof text))
         return bf_error(BF_ERR_CONFIG, "%s applies to [model] networks, not [butd] network = %s, whose batch-norm "
                         "keeps the reference's eps 1e-5 and momentum 0.1", text,

@@ -9,11 +9,11 @@
 #include "task_eval.h"
 
 static const char usage[] =
-    "usage: bioflex-eval --checkpoint DIR [--device cpu|cuda] [--set section.key=value]... cfg.ini\n"
+    "usage: bioflex-eval --checkpoint DIR [--device cpu|cuda|auto] [--set section.key=value]... cfg.ini\n"
     "       bioflex-eval --help | --version\n"
     "\n"
     "  --checkpoint DIR   a checkpoint directory, or a run directory (its latest checkpoint)\n"
-    "  --device cpu|cuda  backend to evaluate on (default: [run] device)\n"
+    "  --device cpu|cuda|auto  backend to evaluate on (default: [run] device)\n"
     "  --set s.k=v        override a config key (e.g. data.test_limit=1000)\n"
     "prints test loss, top-1 and top-5 accuracy (BU-TD networks: accuracy, per task when guided);\n"
     "exit status 0 success, 2 bad command line or config, 1 failure\n";

@@ -13,11 +13,12 @@
 #include "fsutil.h"
 
 static const char usage[] =
-    "usage: bioflex-train [--device cpu|cuda] [--gpus N] [--set section.key=value]... [--resume DIR]\n"
+    "usage: bioflex-train [--device cpu|cuda|auto] [--gpus N] [--set section.key=value]... [--resume DIR]\n"
     "                     [--dry-run] cfg.ini\n"
     "       bioflex-train --help | --version | --help-config\n"
     "\n"
-    "  --device cpu|cuda  run on the CPU reference backend or the first CUDA GPU (default: [run] device)\n"
+    "  --device cpu|cuda|auto  the CPU reference backend, the first CUDA GPU, or a GPU where there is one\n"
+    "                     (default: [run] device)\n"
     "  --gpus N           data-parallel GPUs (same as --set run.gpus=N)\n"
     "  --set s.k=v        override key k of section [s]; checked like the file (repeatable)\n"
     "  --resume DIR       continue from a checkpoint directory, or from the latest checkpoint of a run directory\n"

@@ -98,8 +98,8 @@ int bf_schedule_warn_length(FILE *text, const bf_config *cfg, int steps_per_epoc
             count++;
         }
         if (count) {
-            fprintf(text, "warning: [schedule] milestones %s lie at or past the run's end (%ld %ss, the last %s %ld): "
-                    "the rate is never multiplied by gamma there\n", late, length, unit, unit, length - 1);
+            fprintf(text, "warning: [schedule] milestones %s lie at or past the run's end (%ld %ss, counted from 0: the "
+                    "last is %s %ld): the rate is never multiplied by gamma there\n", late, length, unit, unit, length - 1);
             warnings++;
         }
     }
