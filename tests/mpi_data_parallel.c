@@ -94,6 +94,21 @@ static int check_comm_exposed(const char *name, int want) {
 }
 
 /* Every tensor of two model.safetensors files equal to 1e-6 relative (1e-7 absolute near 0). */
+/* The number after "key": on the last line of tmp/name that has it (-1 when none). */
+static double last_value(const char *name, const char *key) {
+    char path[512], line[8192], needle[64];
+    snprintf(path, sizeof path, "%s/%s", tmp, name);
+    snprintf(needle, sizeof needle, "\"%s\":", key);
+    FILE *f = fopen(path, "r");
+    double v = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        const char *at = strstr(line, needle);
+        if (at) v = strtod(at + strlen(needle), NULL);
+    }
+    if (f) fclose(f);
+    return v;
+}
+
 static void compare_weights(const char *dir_a, const char *dir_b, const char *what) {
     char pa[512], pb[512];
     snprintf(pa, sizeof pa, "%s/%s/model.safetensors", tmp, dir_a);
@@ -317,6 +332,11 @@ static void driver(const char *self) {
     CHECK(rc == 0, "mpirun flex + batch-norm sync_bn run exited %d (see %s/flexmax_sync.log)", rc, tmp);
     compare_weights("flexmax_single/checkpoints/epoch_0002", "flexmax_sync/checkpoints/epoch_0002",
                     "channel-wise max flex + batch-norm, sync_bn: 2 ranks vs 1 process");
+    /* the conv ratio logged is the whole global batch's (every rank's share averaged), as one process's */
+    const double ratio_one = last_value("flexmax_single/metrics.jsonl", "mean_conv_ratio"),
+                 ratio_two = last_value("flexmax_sync/metrics.jsonl", "mean_conv_ratio");
+    CHECK(ratio_one > 0 && fabs(ratio_one - ratio_two) < 1e-4, "mean conv ratio: %.6f with 2 ranks, %.6f in one process",
+          ratio_two, ratio_one);
     /* The 2 ranks' (sharded) final evaluation uses rank 0's running statistics, the checkpoint's:
      * it scores exactly what bioflex-eval scores from that checkpoint in one process. */
     rc = run("bn_local_eval.log", "%s/bioflex-eval --checkpoint %s/bn_local %s --set model.batchnorm=true", BIOFLEX_BINARY_DIR,

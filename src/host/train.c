@@ -258,6 +258,22 @@ static bf_status save_checkpoint(run *r, const bf_train_state *st, bf_train_resu
     return BF_OK;
 }
 
+/* With several ranks, the flex and spike monitors of every rank's share of the batch, averaged:
+ * the shares are equal (data_parallel.c drops an incomplete last global batch), so the mean is
+ * the whole batch's fraction. Every rank takes part, at the same log step. */
+static bf_status average_monitors(run *r, int num_flex, int num_neuron) {
+    if (r->dp.world == 1 || num_flex + num_neuron == 0) return BF_OK;
+    double v[4 * BF_MAX_FLEX_LOG];
+    const int nf = num_flex, nn = num_neuron;
+    for (int i = 0; i < nf; i++) v[i] = r->flex_ratio[i], v[nf + i] = r->flex_homogeneity[i];
+    for (int i = 0; i < nn; i++) v[2 * nf + i] = r->firing_rate[i], v[2 * nf + nn + i] = r->silent[i];
+    BF_TRY(bf_comm_allreduce_double(r->dp.comm, v, (size_t)(2 * nf + 2 * nn)));
+    for (int i = 0; i < nf; i++) r->flex_ratio[i] = v[i] / r->dp.world, r->flex_homogeneity[i] = v[nf + i] / r->dp.world;
+    for (int i = 0; i < nn; i++)
+        r->firing_rate[i] = v[2 * nf + i] / r->dp.world, r->silent[i] = v[2 * nf + nn + i] / r->dp.world;
+    return BF_OK;
+}
+
 static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result) {
     const bf_config *cfg = r->cfg;
     bf_backend *b = r->backend;
@@ -310,6 +326,7 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
                 mt.neuron_names = r->neuron_names;
                 mt.firing_rate = r->firing_rate;
                 mt.silent = r->silent;
+                BF_TRY(average_monitors(r, mt.num_flex, mt.num_neuron));
                 long skipped = bf_loader_skipped_images(r->train_loader);
                 if (r->train_set->files) mt.skipped_images = &skipped;
                 double comm_ms = 0; /* read after the synchronisation above: its events are complete */
