@@ -49,6 +49,12 @@ bf_status bf_dp_start(bf_data_parallel *dp, const bf_config *cfg, bf_comm *comm,
     dp->local = *cfg;
     dp->local.data.batch_size = cfg->data.batch_size / dp->world;
     int eval = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : cfg->data.batch_size;
+    /* [run] val_batches scores that many whole evaluation batches: split unevenly, the ranks'
+     * rounded-up shares would score more images than one process does */
+    if (cfg->run.val_batches > 0 && eval % dp->world != 0)
+        return together(dp, bf_error(BF_ERR_CONFIG, "[data] eval_batch_size = %d must be divisible by the %d data-parallel "
+                        "ranks under [run] val_batches = %d (each rank scores eval_batch_size / ranks samples of each "
+                        "batch)", eval, dp->world, cfg->run.val_batches));
     dp->local.data.eval_batch_size = (eval + dp->world - 1) / dp->world;
     dp->quiet_text = fopen("/dev/null", "w");
     if (!dp->quiet_text) return bf_error(BF_ERR_IO, "data parallel: cannot open /dev/null");
