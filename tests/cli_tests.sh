@@ -42,6 +42,10 @@ hidden = 8
 optimizer = sgd
 lr = 0.05
 INI
+# tiny.ini without its cnn widths and generated-data keys, for other archs, datasets and BU-TD
+# (a key the run would not read is refused)
+grep -v '^channels\|^hidden' "$tmp/tiny.ini" > "$tmp/any_arch.ini"
+grep -v '^procedural_' "$tmp/any_arch.ini" > "$tmp/any_data.ini"
 printf '[run]\nepochs = 2\n[modle]\narch = cnn\n' > "$tmp/badsection.ini"
 printf '[run]\nepochs = 2\n[model]\narhc = cnn\n' > "$tmp/badkey.ini"
 printf '[model]\narch = vgg19\n' > "$tmp/badenum.ini"
@@ -93,15 +97,18 @@ expect "gray_to_rgb on colour or generated data is refused" 2 "gray_to_rgb = tru
   "$train" --dry-run --set data.gray_to_rgb=true "$tmp/tiny.ini"
 expect "bad --set form" 2 "section.key=value" -- "$train" --set epochs "$tmp/tiny.ini"
 expect "dry-run VGG-16 table" 0 "total: 134678692 parameters" -- "$train" --dry-run --set model.arch=vgg16 \
-  --set data.procedural_size=224 --set data.procedural_classes=100 "$tmp/tiny.ini"
+  --set data.procedural_size=224 --set data.procedural_classes=100 "$tmp/any_arch.ini"
 expect "dry-run prints the resolved config" 0 "procedural_classes *= *100" -- "$train" --dry-run --set model.arch=vgg16 \
-  --set data.procedural_size=224 --set data.procedural_classes=100 "$tmp/tiny.ini"
+  --set data.procedural_size=224 --set data.procedural_classes=100 "$tmp/any_arch.ini"
 expect "dry-run ResNet-50 table" 0 "layer4.2.conv3 +conv2d" -- "$train" --dry-run --set model.arch=resnet50 \
-  --set data.procedural_size=64 "$tmp/tiny.ini"
+  --set data.procedural_size=64 "$tmp/any_arch.ini"
 expect "a model that does not fit the images is a config error" 2 \
-  "tiny.ini: \\[model\\] arch = vgg16 does not fit the 3x8x8 images of \\[data\\] dataset = procedural.*features.* does not fit" \
-  -- "$train" --set model.arch=vgg16 "$tmp/tiny.ini"
-expect "missing dataset is a runtime error" 1 "nowhere" -- "$train" --set data.dataset=mnist --set data.path="$tmp/nowhere" "$tmp/tiny.ini"
+  "any_arch.ini: \\[model\\] arch = vgg16 does not fit the 3x8x8 images of \\[data\\] dataset = procedural.*features.* does not fit" \
+  -- "$train" --set model.arch=vgg16 "$tmp/any_arch.ini"
+expect "a BU-TD network that does not fit the images is a config error" 2 \
+  "\\[butd\\] network = simple does not fit the 3x8x8 images.*kernel 5x5 .pad 0. does not fit input 2x2 .set where: \\[butd\\] network: --set" \
+  -- "$train" --dry-run --set butd.network=simple "$tmp/any_arch.ini"
+expect "missing dataset is a runtime error" 1 "nowhere" -- "$train" --set data.dataset=mnist --set data.path="$tmp/nowhere" "$tmp/any_data.ini"
 
 expect "train" 0 "test accuracy: [0-9.]+% top-1" -- "$train" "$tmp/tiny.ini"
 [ -s "$tmp/run/metrics.jsonl" ] && grep -q '"type":"eval"' "$tmp/run/metrics.jsonl" && grep -q '"images_per_s"' "$tmp/run/metrics.jsonl" \
@@ -156,17 +163,17 @@ expect "eval refuses another model" 1 "shape" -- "$eval_" --checkpoint "$tmp/run
 # bioflex-eval on a BU-TD config scores the BU-TD network (the accuracy training printed last), and
 # writes nothing to the run directory.
 butd=(--set butd.network=fc --set butd.hidden=16 --set butd.learning=counter_hebb --set run.dir="$tmp/butd")
-"$train" "${butd[@]}" "$tmp/tiny.ini" > "$tmp/butd.log" 2>&1
+"$train" "${butd[@]}" "$tmp/any_arch.ini" > "$tmp/butd.log" 2>&1
 trained=$(sed -n 's/^test accuracy: \([0-9.]*%\), loss \([0-9.]*\).*/\1 \2/p' "$tmp/butd.log")
 lines=$(wc -l < "$tmp/butd/metrics.jsonl")
-expect "eval a BU-TD run" 0 "accuracy ${trained%% *}" -- "$eval_" --checkpoint "$tmp/butd" "${butd[@]}" "$tmp/tiny.ini"
+expect "eval a BU-TD run" 0 "accuracy ${trained%% *}" -- "$eval_" --checkpoint "$tmp/butd" "${butd[@]}" "$tmp/any_arch.ini"
 [ -n "$trained" ] && [ "$(wc -l < "$tmp/butd/metrics.jsonl")" -eq "$lines" ] && passed=$((passed + 1)) ||
   { failed=$((failed + 1)); echo "FAIL BU-TD eval: training printed '$trained', metrics.jsonl grew"; }
 # BU-TD training logs a train line per log interval too: 2 epochs of 6 steps, every 2 steps.
 [ "$(grep -c '"type":"train".*"loss":[0-9.]*,"accuracy":[0-9.]*' "$tmp/butd/metrics.jsonl")" -eq 6 ] && passed=$((passed + 1)) ||
   { failed=$((failed + 1)); echo "FAIL BU-TD metrics.jsonl train lines:"; grep train "$tmp/butd/metrics.jsonl" | head -3; }
 # [run] eval_every spaces BU-TD evaluations too: over 3 epochs with eval_every = 2, after epochs 2 and 3.
-"$train" "${butd[@]}" --set run.dir="$tmp/butd_every" --set run.epochs=3 --set run.eval_every=2 "$tmp/tiny.ini" \
+"$train" "${butd[@]}" --set run.dir="$tmp/butd_every" --set run.epochs=3 --set run.eval_every=2 "$tmp/any_arch.ini" \
   > "$tmp/butd_every.log" 2>&1
 evals=$(grep '"type":"eval"' "$tmp/butd_every/metrics.jsonl" | sed -n 's/.*"epoch":\([0-9]*\).*/\1/p' | tr '\n' ' ')
 [ "$evals" = "2 3 " ] && passed=$((passed + 1)) ||

@@ -25,7 +25,7 @@ check "prep: unknown option exits 2" '[ $? -eq 2 ]'
 cfg=$(dirname "$0")/../configs/flexnet/exp2_vanilla_vgg16_imagenet100.ini
 "$make_tree" "$dir/kg100" --layout kaggle --classes 100 --train 1 --val 1 --size 64x48 2>/dev/null
 OMP_WAIT_POLICY=passive "$train" "$cfg" --device cpu --set data.path="$dir/kg100" --set model.arch=cnn \
-    --set model.channels=4 --set model.hidden=0 --set data.image_size=16 --set run.epochs=1 --set run.threads=1 \
+    --set model.channels=4 --set model.hidden=0 --set model.dropout=0 --set model.linear_init=normal --set data.image_size=16 --set run.epochs=1 --set run.threads=1 \
     --set run.dir="$dir/run" --set run.log_interval=1 --set data.batch_size=8 >"$dir/train.out" 2>&1
 check "exp2 config trains on a Kaggle tree" '[ $? -eq 0 ] && grep -q "\"skipped_images\"" "$dir/run/metrics.jsonl"'
 "$train" "$cfg" --device cpu --set data.path="$dir/nowhere" --set run.dir="$dir/run2" >"$dir/err.out" 2>&1

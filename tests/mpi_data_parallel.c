@@ -192,18 +192,30 @@ static void same_final_eval(const char *log_a, const char *log_b, const char *wh
     printf("%s: final evaluation %s in both\n", what, last[0]);
 }
 
-static void write_config(void) {
+/* name in tmp: [run], then [data] (its generated-data keys where procedural), then [model] (where
+ * model) and [optim]. The BU-TD runs take a file without [model] and the multi-task one without the
+ * generated-data keys: a key the run would not read is refused. */
+static void write_config_file(const char *name, int procedural, int model) {
     char path[512];
-    snprintf(path, sizeof path, "%s/tiny.ini", tmp);
+    snprintf(path, sizeof path, "%s/%s", tmp, name);
     FILE *f = fopen(path, "w");
     /* 96 training samples = 6 global batches of 16 = 2 ranks x 8; 40 test images do not divide
      * into the ranks' evaluation batches, so the last one is partial and rank 1's is empty. */
     fprintf(f, "[run]\ndevice = cpu\nepochs = 2\nlog_interval = 2\nthreads = 1\ncollective_timeout = 60\n"
-               "[data]\ndataset = procedural\nprocedural_train = 96\nprocedural_test = 40\nprocedural_size = 8\n"
-               "procedural_classes = 3\nbatch_size = 16\nloader_threads = 1\naugment_flip = true\n"
-               "[model]\narch = cnn\nchannels = 4,6\nhidden = 8\nbatchnorm = false\ndropout = 0\n"
-               "[optim]\noptimizer = sgd\nlr = 0.05\nmomentum = 0.9\nweight_decay = 0.0005\ngrad_clip_norm = 5\n");
+               "[data]\nbatch_size = 16\nloader_threads = 1\naugment_flip = true\n");
+    if (procedural)
+        fprintf(f, "dataset = procedural\nprocedural_train = 96\nprocedural_test = 40\nprocedural_size = 8\n"
+                   "procedural_classes = 3\n");
+    if (model) fprintf(f, "[model]\narch = cnn\nchannels = 4,6\nhidden = 8\nbatchnorm = false\ndropout = 0\n");
+    fprintf(f, "[optim]\noptimizer = sgd\nlr = 0.05\nmomentum = 0.9\nweight_decay = 0.0005\ngrad_clip_norm = 5\n");
     fclose(f);
+}
+
+static void write_config(void) {
+    write_config_file("tiny.ini", 1, 1);
+    write_config_file("butd.ini", 1, 0);
+    write_config_file("butd_multi.ini", 0, 0);
+    write_config_file("files.ini", 0, 1);
 }
 
 /* MNIST-named IDX files of n 28x28 images (labels 0..2) in dir, for the split prefix. */
@@ -227,8 +239,11 @@ static void driver(const char *self) {
     snprintf(tmp, sizeof tmp, "/tmp/bioflex_mpi_XXXXXX");
     if (!mkdtemp(tmp)) bf_test_skip("cannot make a temporary directory");
     write_config();
-    char cfg[300];
+    char cfg[300], butd_cfg[300], multi_cfg[300], files_cfg[300];
     snprintf(cfg, sizeof cfg, "%s/tiny.ini", tmp);
+    snprintf(butd_cfg, sizeof butd_cfg, "%s/butd.ini", tmp);
+    snprintf(multi_cfg, sizeof multi_cfg, "%s/butd_multi.ini", tmp);
+    snprintf(files_cfg, sizeof files_cfg, "%s/files.ini", tmp);
 
     int rc = run("single.log", "%s %s --set run.dir=%s/single", TRAIN, cfg, tmp);
     CHECK(rc == 0, "single-process run exited %d (see %s/single.log)", rc, tmp);
@@ -252,9 +267,9 @@ static void driver(const char *self) {
     /* BU-TD (butd_train.c, its own loop): Counter-Hebb with separate weights, grad_data averaged. */
     const char *butd = "--set butd.network=fc --set butd.hidden=16 --set butd.weights=separate "
                        "--set butd.learning=counter_hebb";
-    rc = run("butd_single.log", "%s %s --set run.dir=%s/butd_single %s", TRAIN, cfg, tmp, butd);
+    rc = run("butd_single.log", "%s %s --set run.dir=%s/butd_single %s", TRAIN, butd_cfg, tmp, butd);
     CHECK(rc == 0, "single-process BU-TD run exited %d (see %s/butd_single.log)", rc, tmp);
-    rc = run("butd_mpi.log", MPIRUN "%s %s --set run.dir=%s/butd_mpi %s", TRAIN, cfg, tmp, butd);
+    rc = run("butd_mpi.log", MPIRUN "%s %s --set run.dir=%s/butd_mpi %s", TRAIN, butd_cfg, tmp, butd);
     CHECK(rc == 0, "mpirun -np 2 BU-TD run exited %d (see %s/butd_mpi.log)", rc, tmp);
     compare_weights("butd_single/checkpoints/epoch_0002", "butd_mpi/checkpoints/epoch_0002", "BU-TD: 2 ranks vs 1 process");
     check_trained("butd_single/checkpoints/epoch_0001", "butd_single/checkpoints/epoch_0002");
@@ -269,12 +284,12 @@ static void driver(const char *self) {
      * samples, one epoch) on max |diff|: sync 1.8e-7, local 0.1. */
     const char *bn = "--set butd.network=resnet18 --set butd.batch_norm=true --set butd.learning=backprop "
                      "--set optim.lr=0.002 --set run.epochs=1 --set data.procedural_train=48";
-    rc = run("butd_bn_single.log", "%s %s --set run.dir=%s/butd_bn_single %s", TRAIN, cfg, tmp, bn);
+    rc = run("butd_bn_single.log", "%s %s --set run.dir=%s/butd_bn_single %s", TRAIN, butd_cfg, tmp, bn);
     CHECK(rc == 0, "single-process BU-TD batch-norm run exited %d (see %s/butd_bn_single.log)", rc, tmp);
-    rc = run("butd_bn_sync.log", MPIRUN "%s %s --set run.dir=%s/butd_bn_sync --set run.sync_bn=true %s", TRAIN, cfg,
+    rc = run("butd_bn_sync.log", MPIRUN "%s %s --set run.dir=%s/butd_bn_sync --set run.sync_bn=true %s", TRAIN, butd_cfg,
              tmp, bn);
     CHECK(rc == 0, "mpirun BU-TD sync_bn run exited %d (see %s/butd_bn_sync.log)", rc, tmp);
-    rc = run("butd_bn_local.log", MPIRUN "%s %s --set run.dir=%s/butd_bn_local %s", TRAIN, cfg, tmp, bn);
+    rc = run("butd_bn_local.log", MPIRUN "%s %s --set run.dir=%s/butd_bn_local %s", TRAIN, butd_cfg, tmp, bn);
     CHECK(rc == 0, "mpirun BU-TD local batch-norm run exited %d", rc);
     double synced = max_abs_diff("butd_bn_single/checkpoints/epoch_0001", "butd_bn_sync/checkpoints/epoch_0001");
     double local = max_abs_diff("butd_bn_single/checkpoints/epoch_0001", "butd_bn_local/checkpoints/epoch_0001");
@@ -287,9 +302,9 @@ static void driver(const char *self) {
     const char *guided = "--set data.dataset=multi_fashion_mnist --set data.train_limit=96 --set data.test_limit=40 "
                          "--set butd.network=simple --set butd.conv_channels=4,4 --set butd.hidden=8 "
                          "--set butd.task_embedding=6 --set butd.guided=true --set butd.learning=counter_hebb";
-    rc = run("guided_single.log", "%s %s --set run.dir=%s/guided_single %s", TRAIN, cfg, tmp, guided);
+    rc = run("guided_single.log", "%s %s --set run.dir=%s/guided_single %s", TRAIN, multi_cfg, tmp, guided);
     CHECK(rc == 0, "single-process guided BU-TD run exited %d (see %s/guided_single.log)", rc, tmp);
-    rc = run("guided_mpi.log", MPIRUN "%s %s --set run.dir=%s/guided_mpi %s", TRAIN, cfg, tmp, guided);
+    rc = run("guided_mpi.log", MPIRUN "%s %s --set run.dir=%s/guided_mpi %s", TRAIN, multi_cfg, tmp, guided);
     CHECK(rc == 0, "mpirun -np 2 guided BU-TD run exited %d (see %s/guided_mpi.log)", rc, tmp);
     compare_weights("guided_single/checkpoints/epoch_0002", "guided_mpi/checkpoints/epoch_0002",
                     "guided BU-TD: 2 ranks vs 1 process");
@@ -482,7 +497,7 @@ static void driver(const char *self) {
     rc = run("other_data.log", "timeout 120 " BIOFLEX_MPIEXEC " --allow-run-as-root --oversubscribe "
              "-np 1 -wdir %s/wd0 %s %s --set run.dir=%s/od --set data.dataset=mnist --set data.path=idx : "
              "-np 1 -wdir %s/wd1 %s %s --set run.dir=%s/od --set data.dataset=mnist --set data.path=idx",
-             tmp, TRAIN, cfg, tmp, tmp, TRAIN, cfg, tmp);
+             tmp, TRAIN, files_cfg, tmp, tmp, TRAIN, files_cfg, tmp);
     CHECK(rc == 2 && count_in_file("other_data.log", "rank 1's dataset (sample counts") >= 1,
           "different data files on the two ranks: exit %d, want 2 and an error naming rank 1's dataset", rc);
     /* srun without an MPI plugin: each task is an MPI world of one; it must not train alone. */

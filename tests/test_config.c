@@ -200,6 +200,18 @@ static const char full_file[] =
     "warmup = 500\n"
     "warmup_start_factor = 0.01\n";
 
+/* test_full_file's keys that its other keys leave unread, put back to their defaults one by one */
+static void reset_channels(bf_config *c, const bf_config *d) {
+    memcpy(c->model.channels, d->model.channels, sizeof c->model.channels);
+    c->model.num_channels = d->model.num_channels;
+}
+static void reset_hidden(bf_config *c, const bf_config *d) { c->model.hidden = d->model.hidden; }
+static void reset_batchnorm(bf_config *c, const bf_config *d) { c->model.batchnorm = d->model.batchnorm; }
+static void reset_step_size(bf_config *c, const bf_config *d) { c->schedule.step_size = d->schedule.step_size; }
+static void reset_eta_min(bf_config *c, const bf_config *d) { c->schedule.eta_min = d->schedule.eta_min; }
+static void reset_momentum(bf_config *c, const bf_config *d) { c->optim.momentum = d->optim.momentum; }
+static void reset_path(bf_config *c, const bf_config *d) { memcpy(c->data.path, d->data.path, sizeof c->data.path); }
+
 static void test_full_file(void) {
     bf_config cfg;
     char path[64], message[2048];
@@ -241,11 +253,33 @@ static void test_full_file(void) {
     CHECK(cfg.schedule.num_milestones == 3 && cfg.schedule.milestones[0] == 100 &&
               cfg.schedule.milestones[1] == 200 && cfg.schedule.milestones[2] == 300,
           "milestones list (%d entries)", cfg.schedule.num_milestones);
+    /* The file sets every key, so some of them are keys its other keys leave unread (resnet18 has
+     * no channels list, adamw no momentum, multistep no eta_min, procedural data no path):
+     * validation refuses them one at a time, naming each; back at their defaults, it passes. */
+    bf_config defaults;
+    bf_config_defaults(&defaults);
+    struct {
+        const char *named;
+        void (*reset)(bf_config *c, const bf_config *d);
+    } unread[] = {
+        {"[model] channels = 16,32,64,128 applies to [model] arch = cnn only", reset_channels},
+        {"[model] hidden = 0 applies to [model] arch = cnn only", reset_hidden},
+        {"[model] batchnorm = false does not apply to [model] arch = resnet18", reset_batchnorm},
+        {"[schedule] step_size = 1 applies to [schedule] type = step only", reset_step_size},
+        {"[schedule] eta_min = 1e-05 applies to [schedule] type = cosine only", reset_eta_min},
+        {"[optim] momentum = 0 applies to [optim] optimizer = sgd only", reset_momentum},
+        {"[data] path = /data/x does not apply to [data] dataset = procedural", reset_path},
+    };
+    for (size_t i = 0; i < sizeof unread / sizeof unread[0]; i++) {
+        st = bf_config_validate(&cfg);
+        CHECK(st == BF_ERR_CONFIG && strstr(bf_last_error(), unread[i].named), "unread key %zu: %s", i,
+              bf_last_error());
+        unread[i].reset(&cfg, &defaults);
+    }
     CHECK_OK(bf_config_validate(&cfg));
 
     /* A file that sets nothing gives the defaults (plus its name as source). */
-    bf_config empty, defaults;
-    bf_config_defaults(&defaults);
+    bf_config empty;
     st = load_text("; nothing\n[run]\n", &empty, path, message, sizeof message);
     CHECK(st == BF_OK, "empty file: %s", message);
     memcpy(defaults.source, empty.source, sizeof defaults.source);
@@ -263,6 +297,14 @@ static void test_refused_files(void) {
     expect_refused("unknown section", "[run]\nepochs = 3\n[modle]\narch = cnn\n", 3, "unknown section [modle]",
                    "(allowed: run, data, model, optim, schedule, spiking, butd)", NULL);
     expect_refused("unknown empty section", "[run]\nepochs = 3\n\n[extra]\n", 4, "unknown section [extra]", NULL);
+    expect_refused("a key on the section's line", "[data]\nbatch_size = 8\n[run] epochs = 7\n", 3,
+                   "text after the section header [run]: \"epochs = 7\"", NULL);
+    expect_refused("a second bracket", "[run]]\nepochs = 7\n", 1, "text after the section header [run]: \"]\"", NULL);
+    bf_config commented;
+    char commented_path[64], commented_message[2048];
+    CHECK(load_text("[run]  ; the run\r\nepochs = 7\n[data]\r\n", &commented, commented_path, commented_message,
+                    sizeof commented_message) == BF_OK && commented.run.epochs == 7,
+          "a comment after a section header is accepted: %s", commented_message);
     expect_refused("unknown key", "[model]\n\n\n\n\n\narhc = cnn\n", 7, "[model] unknown key \"arhc\"",
                    "allowed: arch, num_classes, dropout, channels, hidden, batchnorm, bn_momentum, bn_eps", NULL);
     expect_refused("enum", "[run]\n[model]\n\n\narch = vgg19\n", 5, "[model] arch: \"vgg19\" is not allowed",
@@ -507,6 +549,37 @@ static void test_validate(void) {
          "[spiking] width = 1 applies to [spiking] surrogate = rectangular or triangle only (got sigmoid)"},
         {{"spiking.neuron=step", "spiking.surrogate=arctan", "spiking.height=1"},
          "[spiking] height = 1 applies to [spiking] surrogate = rectangular, triangle or tanh only (got arctan)"},
+        {{"spiking.neuron=if", "spiking.spiking_decay=0.5"}, /* named as set: by its alias */
+         "[spiking] spiking_decay = 0.5 applies to [spiking] neuron = lif only"},
+        /* keys another arch, schedule, optimiser or dataset would read */
+        {{"butd.depth=3"}, "[butd] depth = 3 needs [butd] network = fc, simple or resnet18"},
+        {{"butd.network=fc", "model.arch=vgg16"}, "[model] arch = vgg16 applies to [model] networks, not [butd] network = fc"},
+        {{"butd.network=fc", "spiking.neuron=lif"}, "[spiking] neuron = lif applies to [model] networks, not [butd] network = fc"},
+        {{"model.arch=vgg6", "model.channels=8"}, "[model] channels = 8 applies to [model] arch = cnn only"},
+        {{"model.linear_init=pytorch_default"}, "[model] linear_init = pytorch_default applies to [model] arch = vgg6, vgg11 or vgg16 only (got cnn)"},
+        {{"model.arch=resnet18", "model.dropout=0.2"}, "[model] dropout = 0.2 does not apply to [model] arch = resnet18"},
+        {{"model.hidden=0", "model.dropout=0.2"}, "[model] dropout = 0.2 needs [model] hidden > 0"},
+        {{"model.arch=plasticflex_vgg6", "model.flex=true", "model.fully_flex=true"},
+         "[model] fully_flex = true does not apply to [model] arch = plasticflex_vgg6"},
+        {{"model.flex=true", "model.flex_joint=mask", "model.fuse_flex_bn=false"},
+         "[model] fuse_flex_bn = false applies to [model] flex = true with flex_joint = channelwise_max only (got flex_joint = mask)"},
+        {{"run.flex_kernels=slide"}, "[run] flex_kernels = slide applies to [model] flex = true with flex_joint = channelwise_max only (got flex = false)"},
+        {{"schedule.milestones=1"}, "[schedule] milestones = 1 applies to [schedule] type = multistep only (got constant)"},
+        {{"schedule.type=cosine", "schedule.gamma=0.5"}, "[schedule] gamma = 0.5 applies to [schedule] type = step or multistep only (got cosine)"},
+        {{"schedule.type=step", "schedule.step_size=2", "schedule.eta_min=0.01"}, "[schedule] eta_min = 0.01 applies to [schedule] type = cosine only"},
+        {{"schedule.warmup_start_factor=0.5"}, "[schedule] warmup_start_factor = 0.5 needs [schedule] warmup > 0"},
+        {{"schedule.unit=step"}, "[schedule] unit = step changes nothing under [schedule] type = constant without warmup"},
+        {{"optim.optimizer=adamw", "optim.momentum=0.5"}, "[optim] momentum = 0.5 applies to [optim] optimizer = sgd only"},
+        {{"optim.beta2=0.9"}, "[optim] beta2 = 0.9 applies to [optim] optimizer = adamw only"},
+        {{"data.procedural_size=16"}, "[data] procedural_size = 16 applies to [data] dataset = procedural only"},
+        {{"data.dataset=procedural", "data.path=/tmp"}, "[data] path = /tmp does not apply to [data] dataset = procedural"},
+        {{"data.image_size=64"}, "[data] image_size = 64 applies to the JPEG [data] dataset"},
+        {{"data.dataset=imagefolder", "data.crop_scale_min=0.2"},
+         "[data] crop_scale_min = 0.2 applies to [data] train_transform = random_resized_crop only"},
+        {{"data.dataset=imagenet100", "data.val_labels=val.csv"}, "[data] val_labels = val.csv applies to [data] dataset = imagenet only"},
+        {{"data.multi_seed=3"}, "[data] multi_seed = 3 applies to [data] dataset = multi_mnist or multi_fashion_mnist only"},
+        {{"data.subset_size=10"}, "[data] subset_size = 10 needs [data] subset = balanced or random"},
+        {{"data.noise_splits=train"}, "[data] noise_splits = train needs [data] input_noise_std > 0"},
     };
     for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) {
         bf_config_defaults(&cfg);
@@ -527,7 +600,22 @@ static void test_validate(void) {
                                  {"spiking.neuron=step", "spiking.time_steps=1", "spiking.height=0.5"},
                                  {"spiking.neuron=lif", "spiking.surrogate=triangle", "spiking.width=1", "spiking.height=1"},
                                  {"spiking.neuron=if", "spiking.surrogate=sigmoid", "spiking.alpha=2"},
-                                 {"spiking.neuron=lif", "spiking.reset=soft", "spiking.detach_reset=true"}};
+                                 {"spiking.neuron=lif", "spiking.reset=soft", "spiking.detach_reset=true"},
+                                 {"butd.network=fc", "butd.depth=2", "model.num_classes=20"},
+                                 {"model.arch=vgg16", "model.linear_init=pytorch_default", "model.dropout=0.2"},
+                                 {"model.arch=resnet50", "model.dropout=0"}, /* no dropout, as built */
+                                 {"model.hidden=0", "model.dropout=0"},
+                                 {"model.arch=resnet18", "model.flex=true", "model.fully_flex=true"},
+                                 {"model.flex=true", "model.fuse_flex_bn=false", "run.flex_kernels=slide"},
+                                 {"schedule.type=multistep", "schedule.milestones=3", "schedule.gamma=0.5"},
+                                 {"schedule.warmup=2", "schedule.unit=step", "schedule.warmup_start_factor=0.5"},
+                                 {"optim.optimizer=adamw", "optim.beta1=0.8", "optim.eps=1e-6"},
+                                 {"data.dataset=procedural", "data.procedural_size=16"},
+                                 {"data.dataset=imagefolder", "data.train_transform=random_resized_crop",
+                                  "data.crop_scale_min=0.2", "data.image_size=64"},
+                                 {"data.subset=balanced", "data.subset_size=10", "data.subset_seed=7"},
+                                 {"data.input_noise_std=0.1", "data.noise_splits=train"},
+                                 {"data.dataset=multi_mnist", "data.multi_seed=3"}};
     for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++) {
         bf_config_defaults(&cfg);
         for (int j = 0; j < 4 && accepted[i][j]; j++) CHECK_OK(bf_config_set(&cfg, accepted[i][j]));

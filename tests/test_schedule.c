@@ -111,5 +111,13 @@ int main(void) {
     WARNINGS(5, 10, 1, "warmup = 5 epochs but the run is 5 epochs long: the rate never reaches [optim] lr = 0.1");
     c.schedule.type = BF_SCHED_MULTISTEP;
     WARNINGS(4, 10, 2, "warmup = 5 epochs");
+    /* a decay point inside the warm-up (milestones 20, 60; step_size 30) */
+    c.schedule.warmup = 20;
+    WARNINGS(90, 10, 1, "milestone 20 lies within warmup = 20 epochs");
+    c.schedule.warmup = 19;
+    WARNINGS(90, 10, 0, "");
+    c.schedule.type = BF_SCHED_STEP;
+    c.schedule.warmup = 30;
+    WARNINGS(91, 10, 1, "step_size = 30 lies within warmup = 30 epochs");
     return bf_test_finish();
 }

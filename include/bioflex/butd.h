@@ -139,7 +139,7 @@ typedef struct bf_butd_net {
     double *bn_sync_sums;
     size_t bn_sync_doubles;
     uint64_t step;           /* updates so far (noise draws) */
-    int build_failed;
+    bf_status build_failed;  /* BF_OK, or why a bf_butd_add_* failed (its message is the last error) */
 } bf_butd_net;
 
 /* The input is [max_batch, c, h, w]. b == NULL plans the network (shapes and parameter counts)

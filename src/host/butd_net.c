@@ -38,7 +38,7 @@ bf_status bf_butd_create(bf_backend *b, int c, int h, int w, int max_batch, cons
 static bf_butd_layer *push_layer(bf_butd_net *net) {
     if (net->has_head) {
         bf_error(BF_ERR_ARG, "butd: no layer may follow the prediction head");
-        net->build_failed = 1;
+        net->build_failed = BF_ERR_ARG;
         return NULL;
     }
     if (net->num_layers == net->cap_layers) {
@@ -46,7 +46,7 @@ static bf_butd_layer *push_layer(bf_butd_net *net) {
         bf_butd_layer *l = realloc(net->layers, (size_t)cap * sizeof *l);
         if (!l) {
             bf_error(BF_ERR_OOM, "butd: out of memory");
-            net->build_failed = 1;
+            net->build_failed = BF_ERR_OOM;
             return NULL;
         }
         net->layers = l;
@@ -79,7 +79,7 @@ int bf_butd_add_conv(bf_butd_net *net, const char *name, int c_out, int k, int s
     bf_conv2d_shape s = {.n = net->max_batch, .c_in = c, .h_in = h, .w_in = w, .c_out = c_out, .k_h = k, .k_w = k,
                          .stride = stride, .pad = pad, .groups = groups};
     if (bf_conv2d_shape_init(&s) != BF_OK) {
-        net->build_failed = 1;
+        net->build_failed = BF_ERR_ARG;
         return -1;
     }
     l->conv = s;
@@ -95,7 +95,7 @@ int bf_butd_add_conv(bf_butd_net *net, const char *name, int c_out, int k, int s
         else
             snprintf(bn, sizeof bn, "%.100s.bn", name);
         l->norm[0] = bf_butd_norm_new(bn, net->max_batch, c_out, s.h_out * s.w_out, c, h * w);
-        if (!l->norm[0]) net->build_failed = 1;
+        if (!l->norm[0]) net->build_failed = BF_ERR_OOM;
     }
     return net->num_layers++;
 }
@@ -111,7 +111,7 @@ int bf_butd_add_block(bf_butd_net *net, const char *name, int c_out, int stride)
     bf_conv2d_shape c1 = {.n = net->max_batch, .c_in = c, .h_in = h, .w_in = w, .c_out = c_out, .k_h = 3, .k_w = 3,
                           .stride = stride, .pad = 1, .groups = 1};
     if (bf_conv2d_shape_init(&c1) != BF_OK) {
-        net->build_failed = 1;
+        net->build_failed = BF_ERR_ARG;
         return -1;
     }
     bf_conv2d_shape c2 = {.n = net->max_batch, .c_in = c_out, .h_in = c1.h_out, .w_in = c1.w_out, .c_out = c_out,
@@ -119,7 +119,7 @@ int bf_butd_add_block(bf_butd_net *net, const char *name, int c_out, int stride)
     bf_conv2d_shape d = {.n = net->max_batch, .c_in = c, .h_in = h, .w_in = w, .c_out = c_out, .k_h = 1, .k_w = 1,
                          .stride = stride, .pad = 0, .groups = 1};
     if (bf_conv2d_shape_init(&c2) != BF_OK || bf_conv2d_shape_init(&d) != BF_OK) {
-        net->build_failed = 1;
+        net->build_failed = BF_ERR_ARG;
         return -1;
     }
     l->conv = c1, l->conv2 = c2, l->down = d;
@@ -139,7 +139,7 @@ int bf_butd_add_block(bf_butd_net *net, const char *name, int c_out, int stride)
         l->norm[0] = bf_butd_norm_new(bn[0], net->max_batch, c_out, plane, c, h * w);
         l->norm[1] = bf_butd_norm_new(bn[1], net->max_batch, c_out, plane, c_out, plane);
         if (l->has_down) l->norm[2] = bf_butd_norm_new(bn[2], net->max_batch, c_out, plane, c, h * w);
-        if (!l->norm[0] || !l->norm[1] || (l->has_down && !l->norm[2])) net->build_failed = 1;
+        if (!l->norm[0] || !l->norm[1] || (l->has_down && !l->norm[2])) net->build_failed = BF_ERR_OOM;
     }
     return net->num_layers++;
 }
@@ -152,7 +152,7 @@ static int add_linear(bf_butd_net *net, const char *name, int out_features, int 
     if (!l) return -1;
     if (out_features <= 0) {
         bf_error(BF_ERR_ARG, "butd: layer %s: out_features %d", name, out_features);
-        net->build_failed = 1;
+        net->build_failed = BF_ERR_ARG;
         return -1;
     }
     l->kind = BF_BUTD_LINEAR;
@@ -335,11 +335,11 @@ static bf_status add_block_params(bf_butd_net *net, bf_butd_layer *l, int i, con
 }
 
 bf_status bf_butd_finalize(bf_butd_net *net, int num_classes) {
-    if (net->build_failed) return bf_error(BF_ERR_ARG, "butd: building failed: %s", bf_last_error());
+    if (net->build_failed) return bf_error_context(net->build_failed, "butd: building failed");
     if (net->num_layers == 0) return bf_error(BF_ERR_ARG, "butd: no core layer before the head");
     int decoders = net->opt.multi_decoders ? net->opt.num_tasks : 1; /* one head of num_classes per task */
     if (add_linear(net, "head", num_classes * decoders, 1, 0) < 0)
-        return bf_error(BF_ERR_ARG, "butd: head: %s", bf_last_error());
+        return bf_error_context(net->build_failed, "butd: head");
     net->has_head = 1;
     net->num_classes = num_classes;
     const bf_butd_options *o = &net->opt;

@@ -103,8 +103,10 @@ static bf_status setup(butd_run *r) {
     /* The instruction is the one-hot task of a multi-task dataset (bf_butd_build refuses a guided
      * config on a single-task dataset). An unguided net on a multi-task dataset learns task 0's labels. */
     int num_tasks = d->num_tasks;
-    BF_TRY(bf_butd_build(r->backend, &cfg->butd, d->c, d->h, d->w, max_batch, classes, num_tasks, cfg->run.seed,
-                         &r->net));
+    bf_status built = bf_butd_build(r->backend, &cfg->butd, d->c, d->h, d->w, max_batch, classes, num_tasks,
+                                    cfg->run.seed, &r->net);
+    if (built == BF_ERR_CONFIG) bf_config_locate_keys(cfg); /* a relation of the [butd] keys, or with the data */
+    BF_TRY(built);
     /* [run] sync_bn: batch-norm (BU and the TD copies) over every rank's batch */
     bf_dp_sync_hook(r->dp, r->backend, &r->net->sync_sums, &r->net->sync_ctx);
     BF_TRY(bf_optimizer_create(r->backend, &cfg->optim, r->net->num_param_floats, &r->optim));

@@ -54,6 +54,13 @@ bf_status bf_butd_build(bf_backend *b, const bf_butd_config *cfg, int c, int h, 
         return bf_error(BF_ERR_CONFIG, "[butd] network: %d is not a BU-TD network (fc | simple | resnet18)", cfg->network);
     }
     bf_status s = bf_butd_finalize(net, num_classes);
+    /* [butd] and the data's shape are the only inputs here: a layer that does not fit (simple's two
+     * 5x5 convs and stride-2 downsamplings on 8x8 images) is a config error (exit status 2) */
+    if (s == BF_ERR_ARG) {
+        static const char *network_names[] = {"none", "fc", "simple", "resnet18"};
+        s = bf_error_context(BF_ERR_CONFIG, "[butd] network = %s does not fit the %dx%dx%d images (a smaller "
+                             "network, or larger images)", network_names[cfg->network], c, h, w);
+    }
     if (s != BF_OK) {
         bf_butd_destroy(net);
         return s;

@@ -774,6 +774,16 @@ static void check_section_header(load_ctx *ctx, const char *line) {
     if (len >= (int)sizeof name || find_section(name) < 0) {
         unknown_section_error(name);
         fail_here(ctx);
+        return;
+    }
+    /* inih drops whatever follows the "]": a key written there ("[run] epochs = 7") would be lost */
+    const char *rest = close + 1;
+    while (*rest == ' ' || *rest == '\t') rest++;
+    size_t rest_len = strcspn(rest, "\r\n");
+    if (rest_len > 0 && *rest != ';') {
+        bf_error(BF_ERR_CONFIG, "text after the section header [%s]: \"%.*s\" (a key goes on a line of its own; a "
+                 "comment starts with ';')", name, (int)(rest_len > 60 ? 60 : rest_len), rest);
+        fail_here(ctx);
     }
 }
 
@@ -989,12 +999,17 @@ static const char *changed_key(const bf_config *cfg, const char *section, const 
     bf_config defaults;
     bf_config_defaults(&defaults);
     for (const char *const *key = keys; *key; key++) {
-        const key_spec *k = &key_table[find_key(section, *key)];
+        size_t i = (size_t)find_key(section, *key);
+        const key_spec *k = &key_table[i];
         char value[256], default_value[256];
         format_value(cfg, k, value, sizeof value);
         format_value(&defaults, k, default_value, sizeof default_value);
         if (strcmp(value, default_value) == 0) continue;
-        snprintf(text, cap, "[%s] %s = %s", section, *key, value);
+        /* named as the config set it: by its alias (spiking_decay for decay) where that was the one */
+        const char *name = *key;
+        for (size_t j = 0; j < NUM_KEYS && cfg->key_line[i] == 0; j++)
+            if (j != i && key_table[j].offset == k->offset && cfg->key_line[j] != 0) name = key_table[j].key;
+        snprintf(text, cap, "[%s] %s = %s", section, name, value);
         return text;
     }
     return NULL;
@@ -1140,6 +1155,145 @@ static bf_status check_butd_options(const bf_config *cfg) {
     return BF_OK;
 }
 
+/* The first key of `section` outside `except` (NULL-terminated) whose value is not its default. */
+static const char *changed_key_in_section(const bf_config *cfg, const char *section, const char *const *except,
+                                          char *text, size_t cap) {
+    for (size_t i = 0; i < NUM_KEYS; i++) {
+        if (strcmp(key_table[i].section, section) != 0) continue;
+        int excepted = 0;
+        for (const char *const *e = except; *e && !excepted; e++) excepted = strcmp(*e, key_table[i].key) == 0;
+        const char *const one[] = {key_table[i].key, NULL};
+        if (!excepted && changed_key(cfg, section, one, text, cap)) return text;
+    }
+    return NULL;
+}
+
+/* Keys that the chosen arch, schedule, optimiser or dataset never reads: a value set there would
+ * change nothing, so it is refused rather than let the researcher think it took effect. */
+static bf_status check_ignored_keys(const bf_config *cfg) {
+    char text[320];
+    static const char *const none[] = {NULL};
+    const bf_butd_config *bt = &cfg->butd;
+    const char *network = enum_value_name(butd_network_names, bt->network);
+    if (bt->network == 0) {
+        static const char *const network_key[] = {"network", NULL};
+        if (changed_key_in_section(cfg, "butd", network_key, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s needs [butd] network = fc, simple or resnet18 (network = none trains the "
+                            "[model] network, which reads no [butd] key)", text);
+    } else {
+        static const char *const butd_reads[] = {"num_classes", "init_weights", "init_exclude", NULL};
+        if (changed_key_in_section(cfg, "model", butd_reads, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to [model] networks, not [butd] network = %s (a BU-TD run reads "
+                            "only num_classes, init_weights and init_exclude of [model])", text, network);
+        if (changed_key_in_section(cfg, "spiking", none, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to [model] networks, not [butd] network = %s (BU-TD networks "
+                            "have no spiking neurons)", text, network);
+        static const char *const flex_kernels[] = {"flex_kernels", NULL};
+        if (changed_key(cfg, "run", flex_kernels, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to [model] networks with flex layers, not [butd] network = %s",
+                            text, network);
+    }
+    const bf_model_config *m = &cfg->model;
+    const bf_arch arch = m->arch;
+    const char *arch_name = bf_arch_name(arch);
+    const int resnet = arch == BF_ARCH_RESNET18 || arch == BF_ARCH_RESNET50;
+    const int vgg = arch == BF_ARCH_VGG6 || arch == BF_ARCH_VGG11 || arch == BF_ARCH_VGG16;
+    const int plasticflex = arch == BF_ARCH_PF_VGG6 || arch == BF_ARCH_PF_VGG11 || arch == BF_ARCH_PF_VGG16;
+    static const char *const cnn_only[] = {"channels", "hidden", NULL}, *const vgg_only[] = {"linear_init", NULL};
+    static const char *const batchnorm[] = {"batchnorm", NULL}, *const dropout[] = {"dropout", NULL};
+    static const char *const fully_flex[] = {"fully_flex", NULL};
+    if (bt->network == 0) {
+        if (arch != BF_ARCH_CNN && changed_key(cfg, "model", cnn_only, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to [model] arch = cnn only (%s has its own widths)", text, arch_name);
+        if (!vgg && changed_key(cfg, "model", vgg_only, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to [model] arch = vgg6, vgg11 or vgg16 only (got %s)", text,
+                            arch_name);
+        /* where no dropout layer is built, dropout = 0 says what happens and is let through */
+        if (resnet && (changed_key(cfg, "model", batchnorm, text, sizeof text) ||
+                       (m->dropout > 0 && changed_key(cfg, "model", dropout, text, sizeof text))))
+            return bf_error(BF_ERR_CONFIG, "%s does not apply to [model] arch = %s (torchvision's ResNet: batch-norm "
+                            "after every conv, no dropout)", text, arch_name);
+        if (arch == BF_ARCH_CNN && m->hidden == 0 && m->dropout > 0 && changed_key(cfg, "model", dropout, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s needs [model] hidden > 0 (arch = cnn puts its dropout after the hidden "
+                            "layer; hidden = 0 has none)", text);
+        if (plasticflex && m->flex && changed_key(cfg, "model", fully_flex, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s does not apply to [model] arch = %s, which has no max-pool (its learned "
+                            "2x2 downsampling convs are flex layers under flex = true already)", text, arch_name);
+    }
+    /* the max joint's fusions, kept switchable for comparison */
+    static const char *const max_fusions[] = {"fuse_flex_bn_stats", "fuse_flex_bn", "fuse_flex_scatter", NULL};
+    static const char *const slide[] = {"flex_kernels", NULL};
+    if (bt->network == 0 && (!m->flex || m->flex_joint != 0)) {
+        const char *why = m->flex ? "flex_joint = mask" : "flex = false";
+        if (changed_key(cfg, "model", max_fusions, text, sizeof text) || changed_key(cfg, "run", slide, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex = true with flex_joint = channelwise_max only "
+                            "(got %s)", text, why);
+    }
+    /* the schedule's and the optimiser's own keys */
+    const bf_schedule_config *sc = &cfg->schedule;
+    const char *type = enum_value_name(schedule_names, sc->type);
+    static const char *const step_size[] = {"step_size", NULL}, *const milestones[] = {"milestones", NULL};
+    static const char *const gamma[] = {"gamma", NULL}, *const eta_min[] = {"eta_min", NULL};
+    static const char *const warmup_start[] = {"warmup_start_factor", NULL}, *const unit[] = {"unit", NULL};
+    if (sc->type != BF_SCHED_STEP && changed_key(cfg, "schedule", step_size, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [schedule] type = step only (got %s)", text, type);
+    if (sc->type != BF_SCHED_MULTISTEP && changed_key(cfg, "schedule", milestones, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [schedule] type = multistep only (got %s)", text, type);
+    if (sc->type != BF_SCHED_STEP && sc->type != BF_SCHED_MULTISTEP && changed_key(cfg, "schedule", gamma, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [schedule] type = step or multistep only (got %s)", text, type);
+    if (sc->type != BF_SCHED_COSINE && changed_key(cfg, "schedule", eta_min, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [schedule] type = cosine only (got %s)", text, type);
+    if (sc->warmup == 0 && changed_key(cfg, "schedule", warmup_start, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s needs [schedule] warmup > 0", text);
+    if (sc->type == BF_SCHED_CONSTANT && sc->warmup == 0 && changed_key(cfg, "schedule", unit, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s changes nothing under [schedule] type = constant without warmup (the rate "
+                        "never changes)", text);
+    static const char *const sgd_only[] = {"momentum", NULL}, *const adamw_only[] = {"beta1", "beta2", "eps", NULL};
+    if (cfg->optim.optimizer != BF_OPTIM_SGD && changed_key(cfg, "optim", sgd_only, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [optim] optimizer = sgd only, not adamw (whose beta1 plays its "
+                        "part)", text);
+    if (cfg->optim.optimizer != BF_OPTIM_ADAMW && changed_key(cfg, "optim", adamw_only, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [optim] optimizer = adamw only, not sgd", text);
+    /* the keys of other datasets */
+    const bf_data_config *d = &cfg->data;
+    const bf_dataset_kind ds = d->dataset;
+    const char *dataset = bf_dataset_name(ds);
+    const int jpeg = ds == BF_DATASET_IMAGEFOLDER || ds == BF_DATASET_IMAGENET100 || ds == BF_DATASET_IMAGENET;
+    static const char *const procedural_keys[] = {"procedural_classes", "procedural_size", "procedural_channels",
+                                                  "procedural_train", "procedural_test", NULL};
+    static const char *const jpeg_keys[] = {"image_size", "class_list", "train_transform", "crop_scale_min",
+                                            "crop_scale_max", "crop_ratio_min", "crop_ratio_max", "val_resize", NULL};
+    static const char *const crop_keys[] = {"crop_scale_min", "crop_scale_max", "crop_ratio_min", "crop_ratio_max", NULL};
+    static const char *const val_labels[] = {"val_labels", NULL}, *const cifar10_std[] = {"cifar10_std", NULL};
+    static const char *const multi_seed[] = {"multi_seed", NULL}, *const path[] = {"path", NULL};
+    static const char *const subset_keys[] = {"subset_size", "subset_seed", NULL};
+    static const char *const noise_splits[] = {"noise_splits", NULL};
+    if (ds != BF_DATASET_PROCEDURAL && changed_key(cfg, "data", procedural_keys, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [data] dataset = procedural only (got %s)", text, dataset);
+    if (ds == BF_DATASET_PROCEDURAL && changed_key(cfg, "data", path, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s does not apply to [data] dataset = procedural, which reads no files", text);
+    if (!jpeg && changed_key(cfg, "data", jpeg_keys, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to the JPEG [data] dataset = imagefolder, imagenet100 or imagenet "
+                        "only (got %s)", text, dataset);
+    if (jpeg && d->train_transform == 0 && changed_key(cfg, "data", crop_keys, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [data] train_transform = random_resized_crop only (got squash)",
+                        text);
+    if (ds != BF_DATASET_IMAGENET && changed_key(cfg, "data", val_labels, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [data] dataset = imagenet only (ILSVRC's flat val/ directory; "
+                        "got %s)", text, dataset);
+    if (ds != BF_DATASET_CIFAR10 && changed_key(cfg, "data", cifar10_std, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [data] dataset = cifar10 only (got %s)", text, dataset);
+    if (ds != BF_DATASET_MULTI_MNIST && ds != BF_DATASET_MULTI_FASHION_MNIST &&
+        changed_key(cfg, "data", multi_seed, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [data] dataset = multi_mnist or multi_fashion_mnist only (got "
+                        "%s)", text, dataset);
+    if (d->subset == 0 && changed_key(cfg, "data", subset_keys, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s needs [data] subset = balanced or random", text);
+    if (d->input_noise_std == 0 && changed_key(cfg, "data", noise_splits, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s needs [data] input_noise_std > 0", text);
+    return BF_OK;
+}
+
 void bf_config_locate_keys(const bf_config *cfg) {
     char message[sizeof((bf_config *)0)->source + 1024], where[1024];
     snprintf(message, sizeof message, "%s", bf_last_error());
@@ -1210,6 +1364,8 @@ bf_status bf_config_validate(const bf_config *cfg) {
     if (spiking != BF_OK) return invalid_relation(cfg, spiking);
     bf_status butd = check_butd_options(cfg);
     if (butd != BF_OK) return invalid_relation(cfg, butd);
+    bf_status ignored = check_ignored_keys(cfg);
+    if (ignored != BF_OK) return invalid_relation(cfg, ignored);
     bf_arch arch = cfg->model.arch;
     if (cfg->model.freeze_fc1 && arch != BF_ARCH_PF_VGG6 && arch != BF_ARCH_PF_VGG11 && arch != BF_ARCH_PF_VGG16)
         return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[model] freeze_fc1 = true needs [model] arch = plasticflex_vgg6, "
@@ -1295,7 +1451,10 @@ void bf_config_print_reference(FILE *out) {
                  "`--set section.key=value` overrides. Keys not given keep the defaults below. Comments start\n"
                  "with `;` or `#` at the beginning of a line, or with ` ;` after a value. An unknown section\n"
                  "or key, or a value outside the allowed ones, stops the run with the file, line and key; a\n"
-                 "relation between keys that does not hold, with where each of its keys was set.\n"
+                 "relation between keys that does not hold, with where each of its keys was set. So does a\n"
+                 "key set to other than its default where the run would not read it (another arch's,\n"
+                 "schedule's, optimiser's, neuron's or dataset's key; a [butd] key without a BU-TD network):\n"
+                 "it would change nothing. A section header stands on a line of its own (a comment may follow).\n"
                  "Lines may be up to 2048 characters long (a long `dir` path, say); a longer one is refused.\n");
     for (size_t s = 0; s < NUM_SECTIONS; s++) {
         fprintf(out, "\n## [%s]\n\n%s\n\n", section_table[s].name, section_table[s].doc);

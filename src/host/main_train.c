@@ -108,6 +108,7 @@ static int dry_run(const bf_config *cfg) {
         if (bs == BF_OK)
             bs = bf_butd_build(NULL, &cfg->butd, train->c, train->h, train->w, cfg->data.batch_size, classes,
                                      bf_dataset_num_tasks(&cfg->data), cfg->run.seed, &net);
+        if (bs == BF_ERR_CONFIG) bf_config_locate_keys(cfg); /* a relation of the [butd] keys, or with the data */
         if (bs != BF_OK) {
             fprintf(stderr, "error: %s\n", bf_last_error());
             return bs == BF_ERR_CONFIG ? BF_EXIT_USAGE : BF_EXIT_RUNTIME;

@@ -103,6 +103,16 @@ int bf_schedule_warn_length(FILE *text, const bf_config *cfg, int steps_per_epoc
             warnings++;
         }
     }
+    /* bf_schedule_lr ramps over the warm-up without the decays, then applies every one already
+     * passed: a decay point inside the warm-up makes the rate jump from the ramp to the decayed one */
+    if (sc->warmup > 0 && ((sc->type == BF_SCHED_MULTISTEP && sc->num_milestones > 0 && sc->milestones[0] <= sc->warmup) ||
+                           (sc->type == BF_SCHED_STEP && sc->step_size <= sc->warmup))) {
+        fprintf(text, "warning: [schedule] %s %d lies within warmup = %d %ss: the warm-up rises towards [optim] lr = %g "
+                "but ends at the decayed rate, which the run then starts from\n",
+                sc->type == BF_SCHED_STEP ? "step_size =" : "milestone",
+                sc->type == BF_SCHED_STEP ? sc->step_size : sc->milestones[0], sc->warmup, unit, cfg->optim.lr);
+        warnings++;
+    }
     if (sc->type == BF_SCHED_STEP && sc->step_size >= length) {
         fprintf(text, "warning: [schedule] type = step with step_size = %d %ss, but the run is %ld %ss long: the rate "
                 "never decays\n", sc->step_size, unit, length, unit);
