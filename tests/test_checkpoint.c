@@ -287,6 +287,76 @@ static void test_data_change_on_resume(void) {
                        "this run trains on \"procedural, 200 training samples in global batches of 64\": from epoch 2 on"),
           "an epoch checkpoint resumed with another batch size notes both");
     CHECK(r.steps_done == 7 + 4, "the second epoch ran in batches of 64 (%ld steps in all)", r.steps_done);
+
+    /* A step checkpoint after an epoch's last batch has no order left to continue: resumed with
+     * another batch size it finishes that epoch (evaluation) and goes on in the new batches. */
+    bf_config ends;
+    small_config(&ends, "end_of_epoch", BF_OPTIM_SGD);
+    ends.run.epochs = 2;
+    bf_train_options step_by_step = {.quiet = 1, .log = quiet, .stop = &stop};
+    for (int k = 0; k < 7; k++) { /* one step a run: the 7th stops after the epoch's last batch */
+        CHECK_OK(bf_train(&ends, &step_by_step, &r));
+        step_by_step.resume = ends.run.dir;
+    }
+    CHECK(r.interrupted && r.steps_done == 7 && r.epochs_done == 0, "stopped after epoch 1's last batch (%ld steps)",
+          r.steps_done);
+    bf_config ends_wider = ends;
+    ends_wider.data.batch_size = 64;
+    bf_train_options go_on = {.resume = ends.run.dir, .quiet = 1, .log = quiet};
+    CHECK_OK(bf_train(&ends_wider, &go_on, &r));
+    CHECK(!r.interrupted && r.epochs_done == 2 && r.steps_done == 7 + 4,
+          "resumed with batches of 64 it finishes epoch 1 and trains epoch 2 in 4 steps (%d epochs, %ld steps)",
+          r.epochs_done, r.steps_done);
+    fclose(quiet);
+}
+
+/* The data phrase names what decides an epoch's samples: the Multi-(Fashion-)MNIST images are
+ * generated from [data] multi_seed, so another seed is other data. */
+static void test_data_phrase(void) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    cfg.data.dataset = BF_DATASET_MULTI_FASHION_MNIST;
+    cfg.data.multi_seed = 7;
+    char phrase[192];
+    bf_resume_describe_data("multi_fashion_mnist", 1000, 64, &cfg.data, phrase, sizeof phrase);
+    CHECK(strcmp(phrase, "multi_fashion_mnist, generated from seed 7, 1000 training samples in global batches of 64") == 0,
+          "multi-digit data phrase: %s", phrase);
+    cfg.data.dataset = BF_DATASET_FASHION_MNIST;
+    bf_resume_describe_data("fashion_mnist", 1000, 64, &cfg.data, phrase, sizeof phrase);
+    CHECK(strcmp(phrase, "fashion_mnist, 1000 training samples in global batches of 64") == 0,
+          "stored data names no generation seed: %s", phrase);
+}
+
+/* A checkpoint records the network it trained: a resume as another network (here spiking neurons
+ * over 2 steps where it had ReLUs: the same weights) is refused naming both; another way of
+ * learning (dropout) is noted. Uses data_change's checkpoint after its one epoch. */
+static void test_network_change_on_resume(void) {
+    bf_config cfg;
+    small_config(&cfg, "data_change", BF_OPTIM_SGD);
+    cfg.run.epochs = 3;
+    FILE *quiet = quiet_log();
+    char from[600], log_path[600];
+    snprintf(from, sizeof from, "%s/checkpoints/epoch_0001", cfg.run.dir);
+    bf_train_options resume = {.resume = from, .quiet = 1, .log = quiet};
+    bf_train_result r;
+    bf_config spiking = cfg;
+    spiking.model.spiking.neuron = BF_NEURON_LIF;
+    spiking.model.spiking.time_steps = 2;
+    bf_status s = bf_train(&spiking, &resume, &r);
+    CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "was trained as the network \"model.channels=4,8 "
+                                                            "model.hidden=16\", but this run's is \"model.channels=4,8 "
+                                                            "model.hidden=16 spiking.neuron=lif spiking.time_steps=2\""),
+          "a resume as another network is refused, naming both: %s", bf_last_error());
+    snprintf(log_path, sizeof log_path, "%s/network_change.log", root);
+    FILE *text = fopen(log_path, "w");
+    bf_config less_dropout = cfg;
+    less_dropout.model.dropout = 0.2f;
+    resume.log = text;
+    CHECK_OK(bf_train(&less_dropout, &resume, &r));
+    fclose(text);
+    CHECK(log_has_line(log_path, "note: ", "learned with \"model.dropout=0.3\"; this run learns with "
+                       "\"model.dropout=0.2\" from here on"),
+          "a resume with another dropout notes both");
     fclose(quiet);
 }
 
@@ -810,6 +880,8 @@ int main(void) {
     test_schedule_change_noted();
     test_schedule_restart();
     test_data_change_on_resume();
+    test_network_change_on_resume();
+    test_data_phrase();
     test_stop_every_step();
     test_init_weights();
     test_inert_logits_bn();

@@ -36,6 +36,14 @@ typedef struct bf_train_state {
                               empty when the checkpoint predates it); writing uses the config's */
     char data[192];        /* the data the order depends on (bf_resume_describe_data), written as
                               metadata when set, read back (empty when the checkpoint predates it) */
+    char network[1024];    /* read back: the network the checkpoint's run trained (bf_config_describe_network;
+                              "" for the defaults), has_network = 0 when the checkpoint predates it;
+                              writing uses the config's */
+    char learning[512];    /* likewise how it learned (bf_config_describe_learning) */
+    int has_network;
+    int batches_per_epoch; /* the run's batches per epoch, written as metadata when set, read back
+                              (0 when the checkpoint predates it): a checkpoint after an epoch's
+                              last batch is at its end, whatever the next run's batch */
 } bf_train_state;
 
 /* The training data and global batch (batch_size over all ranks) as one phrase, for
@@ -70,6 +78,9 @@ double bf_checkpoint_best_top1(const char *run_dir);
  * file's "epoch" metadata. bioflex-eval evaluates with the test noise of that epoch, as the run's
  * own evaluation there did. */
 bf_status bf_checkpoint_epoch(const char *dir, int *epoch);
+/* The network the checkpoint in `dir` was trained as (its state file's "network" metadata,
+ * bf_config_describe_network); *recorded = 0 for a checkpoint older than it. */
+bf_status bf_checkpoint_network(const char *dir, char *network, size_t cap, int *recorded);
 
 /* Whether the end of the run's epoch `epochs_done` gets a checkpoint: the last epoch and every
  * [run] checkpoint_every. */

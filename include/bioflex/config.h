@@ -248,6 +248,14 @@ bf_status bf_config_load(const char *path, bf_config *cfg);
 void bf_config_locate_keys(const bf_config *cfg);
 /* Applies one "section.key=value" override, validated like a file line (reported as "--set"). */
 bf_status bf_config_set(bf_config *cfg, const char *assignment);
+/* The keys that decide what a network computes from its weights ([model] arch, flex, ...,
+ * [spiking] neuron, time_steps, ..., [butd] network, ...), those not at their defaults, as
+ * "model.arch=vgg16 spiking.neuron=lif" (empty: all defaults): a checkpoint records it, so that a
+ * resume with another network is refused and an evaluation with another one is noted. */
+void bf_config_describe_network(const bf_config *cfg, char *out, size_t cap);
+/* Likewise the keys that decide how it learns but not what it computes (dropout, surrogate, the
+ * BU-TD learning rule, ...): a resume that changes them is noted. */
+void bf_config_describe_learning(const bf_config *cfg, char *out, size_t cap);
 /* Checks relations between keys (e.g. milestones increasing); called after all overrides. */
 bf_status bf_config_validate(const bf_config *cfg);
 /* Writes the resolved configuration as INI (every key, so the file can be re-loaded). */

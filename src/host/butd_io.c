@@ -74,6 +74,26 @@ static bf_status explain_missing(const bf_butd_net *net, const bf_st_file *f, in
                        "downsample_always_shared = true", message);
 }
 
+/* Whether the network has a tensor of this name: a parameter, a fixed task head's weight or a
+ * batch-norm's running statistic (what bf_butd_save writes). */
+static int has_tensor(const bf_butd_net *net, const char *name) {
+    for (int p = 0; p < net->num_params; p++)
+        if (strcmp(net->params[p].name, name) == 0) return 1;
+    for (int i = 0; net->task_param < 0 && i < net->num_task_layers; i++) {
+        char weight[BF_NAME_MAX + 16];
+        snprintf(weight, sizeof weight, "%s.weight", net->task_head[i].name);
+        if (strcmp(weight, name) == 0) return 1;
+    }
+    for (int k = 0; k < bf_butd_norm_state_count(net); k++) {
+        char entry[BF_NAME_MAX + 32];
+        size_t offset;
+        int64_t count;
+        bf_butd_norm_state_entry(net, k, entry, sizeof entry, &offset, &count);
+        if (strcmp(entry, name) == 0) return 1;
+    }
+    return 0;
+}
+
 bf_status bf_butd_load(bf_butd_net *net, const char *path) {
     bf_st_file *f = NULL;
     BF_TRY(bf_safetensors_read(path, &f));
@@ -105,6 +125,13 @@ bf_status bf_butd_load(bf_butd_net *net, const char *path) {
         bf_butd_norm_state_entry(net, k, name, sizeof name, &offset, &shape[0]);
         s = bf_safetensors_copy_out(f, name, BF_DTYPE_F32, 1, shape, host + state_at + offset);
     }
+    /* a tensor this network lacks: the file holds another network (separate weights loaded as
+     * shared would silently drop every back_weight) */
+    for (int i = 0; i < bf_safetensors_count(f) && s == BF_OK; i++)
+        if (!has_tensor(net, bf_safetensors_at(f, i)->name))
+            s = bf_error(BF_ERR_CHECKPOINT, "%s holds %s, which this BU-TD network does not have (written by a network "
+                         "with other [butd] network, weights, guided or batch_norm settings?)", path,
+                         bf_safetensors_at(f, i)->name);
     if (s == BF_OK && num_state)
         s = bf_to_device(net->backend, net->state_data, host + state_at, net->num_state_floats * sizeof(float));
     if (s == BF_OK) s = bf_to_device(net->backend, net->param_data, host, net->num_param_floats * sizeof(float));

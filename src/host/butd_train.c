@@ -494,6 +494,7 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
                                 &cfg->data, data_now, sizeof data_now);
     if (s == BF_OK && opt && opt->resume) s = resume_run(&r, opt->resume, &st, data_now, text, quiet);
     snprintf(st.data, sizeof st.data, "%s", data_now); /* what this run's checkpoints store */
+    if (s == BF_OK) st.batches_per_epoch = bf_loader_num_batches(r.train_loader);
     if (s == BF_OK) s = bf_dp_agree_start(dp, &st, opt && opt->resume, r.backend, r.optim);
     if (s == BF_OK) s = share_rank0_weights(&r);
     if (s == BF_OK && opt && opt->started && dp->rank == 0) opt->started(opt->started_user);

@@ -121,6 +121,7 @@ static bf_status write_state_file(const char *path, const bf_config *cfg, const 
         meta_set(meta, &nm, "rng", "counter-based: seed %ld, step %ld", st->seed, st->step);
         meta_set(meta, &nm, "data_order", "epoch %d, batch %d", st->epoch, st->batch_in_epoch);
         meta_set(meta, &nm, "batch_in_epoch", "%d", st->batch_in_epoch);
+        if (st->batches_per_epoch > 0) meta_set(meta, &nm, "batches_per_epoch", "%d", st->batches_per_epoch);
         if (st->schedule_epoch || st->schedule_batch) /* a schedule restarted by a resume */
             meta_set(meta, &nm, "schedule_start", "%d %d", st->schedule_epoch, st->schedule_batch);
         if (st->eval_top1 >= 0) meta_set(meta, &nm, "eval_top1", "%.17g", st->eval_top1);
@@ -129,6 +130,11 @@ static bf_status write_state_file(const char *path, const bf_config *cfg, const 
         bf_schedule_describe(&cfg->optim, &cfg->schedule, cfg->run.epochs, schedule, sizeof schedule);
         meta_set(meta, &nm, "lr_schedule", "%s", schedule);
         if (st->data[0]) meta_set(meta, &nm, "data", "%s", st->data);
+        char network[1024], learning[512];
+        bf_config_describe_network(cfg, network, sizeof network);
+        bf_config_describe_learning(cfg, learning, sizeof learning);
+        meta_set(meta, &nm, "network", "%s", network);
+        meta_set(meta, &nm, "learning", "%s", learning);
         /* the weights written beside it: a state file moved next to other weights is refused */
         meta_set(meta, &nm, "model_checksum", "%s", model_checksum);
         s = bf_safetensors_write(path, t, nt, meta, nm);
@@ -484,6 +490,18 @@ static bf_status meta_long(const bf_st_file *f, const char *path, const char *ke
     return BF_OK;
 }
 
+bf_status bf_checkpoint_network(const char *dir, char *network, size_t cap, int *recorded) {
+    char path[BF_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/state.safetensors", dir);
+    bf_st_file *f = NULL;
+    BF_TRY(bf_safetensors_read(path, &f));
+    const char *phrase = bf_safetensors_meta(f, "network");
+    *recorded = phrase != NULL;
+    snprintf(network, cap, "%s", phrase ? phrase : "");
+    bf_safetensors_close(f);
+    return BF_OK;
+}
+
 bf_status bf_checkpoint_epoch(const char *dir, int *epoch) {
     char path[BF_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/state.safetensors", dir);
@@ -569,6 +587,15 @@ bf_status bf_checkpoint_load_state_subject(const char *dir, const bf_config *cfg
         snprintf(state->lr_schedule, sizeof state->lr_schedule, "%s", schedule ? schedule : "");
         const char *data = bf_safetensors_meta(f, "data");
         snprintf(state->data, sizeof state->data, "%s", data ? data : "");
+        const char *batches = bf_safetensors_meta(f, "batches_per_epoch");
+        state->batches_per_epoch = batches ? atoi(batches) : 0;
+        if (state->batches_per_epoch < 0 || (state->batches_per_epoch > 0 && state->batch_in_epoch > state->batches_per_epoch))
+            s = bf_error(BF_ERR_CHECKPOINT, "%s: metadata \"batches_per_epoch\" = \"%s\" is not a count at or past its "
+                         "batch_in_epoch %d", path, batches, state->batch_in_epoch);
+        const char *network = bf_safetensors_meta(f, "network"), *learning = bf_safetensors_meta(f, "learning");
+        state->has_network = network != NULL;
+        snprintf(state->network, sizeof state->network, "%s", network ? network : "");
+        snprintf(state->learning, sizeof state->learning, "%s", learning ? learning : "");
     }
     free(host);
     bf_safetensors_close(f);

@@ -1445,6 +1445,46 @@ void bf_config_print(const bf_config *cfg, FILE *out) {
     }
 }
 
+/* The keys of `list` ("section.key", NULL-terminated) whose value is not the default, as
+ * "section.key=value" separated by blanks: the --set that would give them. */
+static void describe_changed(const bf_config *cfg, const char *const *list, char *out, size_t cap) {
+    bf_config defaults;
+    bf_config_defaults(&defaults);
+    text t = text_on(out, cap);
+    for (const char *const *entry = list; *entry; entry++) {
+        char section[32];
+        const char *dot = strchr(*entry, '.');
+        snprintf(section, sizeof section, "%.*s", (int)(dot - *entry), *entry);
+        const key_spec *k = &key_table[find_key(section, dot + 1)];
+        char value[256], default_value[256];
+        format_value(cfg, k, value, sizeof value);
+        format_value(&defaults, k, default_value, sizeof default_value);
+        if (strcmp(value, default_value) != 0) text_add(&t, "%s%s=%s", t.len ? " " : "", *entry, value);
+    }
+}
+
+void bf_config_describe_network(const bf_config *cfg, char *out, size_t cap) {
+    /* what the forward pass computes with the weights: the layers, what they hold, how they fire */
+    static const char *const network[] = {
+        "model.arch", "model.num_classes", "model.channels", "model.hidden", "model.batchnorm", "model.bn_eps",
+        "model.freeze_fc1", "model.flex", "model.flex_layers", "model.fully_flex", "model.flex_joint",
+        "model.flex_channels", "model.flex_tie", "model.flex_mask", "model.flex_mask_factor", "model.flex_logits_bn",
+        "model.threshold_mode", "spiking.neuron", "spiking.time_steps", "spiking.encoding", "spiking.readout",
+        "spiking.decay", "spiking.threshold", "spiking.reset", "butd.network", "butd.weights",
+        "butd.downsample_always_shared", "butd.guided", "butd.hidden", "butd.depth", "butd.conv_channels",
+        "butd.task_embedding", "butd.batch_norm", "butd.train_task_head", "butd.multi_decoders", "butd.loss", NULL};
+    describe_changed(cfg, network, out, cap);
+}
+
+void bf_config_describe_learning(const bf_config *cfg, char *out, size_t cap) {
+    /* how the gradients or updates are formed, which the forward pass does not show */
+    static const char *const learning[] = {"model.dropout", "model.bn_momentum", "spiking.use_stbp",
+                                           "spiking.detach_reset", "spiking.surrogate", "spiking.alpha",
+                                           "spiking.width", "spiking.height", "butd.learning", "butd.noise_std",
+                                           NULL};
+    describe_changed(cfg, learning, out, cap);
+}
+
 void bf_config_print_reference(FILE *out) {
     fprintf(out, "# bioflex configuration reference\n\n"
                  "A run is configured by an INI file (`bioflex-train configs/quickstart.ini`) and by\n"

@@ -41,6 +41,21 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const char *checkpoin
     return s;
 }
 
+/* Evaluating a checkpoint as another network than it trained (an SNN at another T, say) is a
+ * question a researcher may ask, so it is said, not refused. Silent where the checkpoint has no
+ * state file (bare weights) or predates the record. */
+static void note_other_network(const bf_config *cfg, const char *checkpoint) {
+    char dir[BF_PATH_MAX], saved[1024], now[1024];
+    int recorded = 0;
+    if (bf_checkpoint_resolve(checkpoint, dir) != BF_OK || bf_checkpoint_network(dir, saved, sizeof saved, &recorded) != BF_OK ||
+        !recorded)
+        return;
+    bf_config_describe_network(cfg, now, sizeof now);
+    if (strcmp(saved, now) != 0)
+        fprintf(stderr, "note: %s was trained as the network \"%s\"; it is evaluated as \"%s\"\n", dir,
+                saved[0] ? saved : "defaults", now[0] ? now : "defaults");
+}
+
 int main(int argc, char **argv) {
     /* Line-buffered even into a file (a Slurm log): stdout and stderr lines then keep their order. */
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -68,6 +83,7 @@ int main(int argc, char **argv) {
     if (rc != BF_EXIT_OK) return rc;
     bf_eval_result res;
     char dir[BF_PATH_MAX];
+    note_other_network(&cfg, cli.checkpoint);
     if (cfg.butd.network != 0) { /* a BU-TD network ([butd]): one accuracy, per task when guided */
         bf_task_eval_result tasks = {0};
         bf_status s = bf_butd_evaluate_checkpoint(&cfg, cli.checkpoint, &res, &tasks, dir);

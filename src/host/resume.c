@@ -20,19 +20,36 @@ void bf_resume_describe_data(const char *dataset, int train_samples, int global_
                  data->subset_seed);
     else if (data->subset == 2)
         snprintf(subset, sizeof subset, ", random subset of %d from seed %ld", data->subset_size, data->subset_seed);
-    snprintf(out, out_size, "%s, %d training samples in global batches of %d%s%s", dataset, train_samples, global_batch,
-             data->shuffle ? "" : ", in file order", subset);
+    char generated[64] = ""; /* the partner digits of Multi-(Fashion-)MNIST: another seed, other images */
+    if (data->dataset == BF_DATASET_MULTI_MNIST || data->dataset == BF_DATASET_MULTI_FASHION_MNIST)
+        snprintf(generated, sizeof generated, ", generated from seed %ld", data->multi_seed);
+    snprintf(out, out_size, "%s%s, %d training samples in global batches of %d%s%s", dataset, generated, train_samples,
+             global_batch, data->shuffle ? "" : ", in file order", subset);
 }
 
 bf_status bf_resume_check(FILE *text, const char *dir, bf_train_state *saved, const char *data_now,
                           int batches_per_epoch, const bf_config *cfg) {
+    /* The weights fit this run's shapes (the loads checked), but another neuron, T, flex joint or
+     * BU-TD wiring would compute something else with them from here on. */
+    char network[sizeof saved->network], learning[sizeof saved->learning];
+    bf_config_describe_network(cfg, network, sizeof network);
+    bf_config_describe_learning(cfg, learning, sizeof learning);
+    if (saved->has_network && strcmp(saved->network, network) != 0)
+        return bf_error(BF_ERR_CHECKPOINT, "%s was trained as the network \"%s\", but this run's is \"%s\" (the keys not "
+                        "at their defaults): a resume goes on with the same network. Resume with the checkpoint's "
+                        "keys, or start a new run from its weights with [model] init_weights", dir,
+                        saved->network[0] ? saved->network : "defaults", network[0] ? network : "defaults");
     if (text && saved->batch_in_epoch > 0)
         fprintf(text, "resumed from %s in epoch %d after batch %d (step %ld)\n", dir, saved->epoch + 1,
                 saved->batch_in_epoch, saved->step);
     else if (text)
         fprintf(text, "resumed from %s after epoch %d (step %ld)\n", dir, saved->epoch, saved->step);
     int data_changed = saved->data[0] && data_now && strcmp(saved->data, data_now) != 0;
-    if (saved->batch_in_epoch > 0 && data_changed)
+    /* a step checkpoint after an epoch's last batch (a stop there, or checkpoint_every_steps) has no
+     * order left to continue: this run finishes that epoch (evaluation, epoch checkpoint) at once */
+    const int at_epoch_end = saved->batch_in_epoch > 0 && saved->batch_in_epoch == saved->batches_per_epoch;
+    if (at_epoch_end) saved->batch_in_epoch = batches_per_epoch;
+    if (saved->batch_in_epoch > 0 && data_changed && !at_epoch_end)
         return bf_error(BF_ERR_CHECKPOINT, "%s stopped inside epoch %d (after batch %d) of a run on \"%s\", but this run "
                         "trains on \"%s\": the rest of that epoch's order cannot be continued. Resume with the "
                         "checkpoint's [data] batch_size, dataset, limits, shuffle and subset (the global batch is "
@@ -44,6 +61,9 @@ bf_status bf_resume_check(FILE *text, const char *dir, bf_train_state *saved, co
         return bf_error(BF_ERR_CHECKPOINT, "%s stopped after batch %d of epoch %d, but this run has %d batches per "
                         "epoch ([data] batch_size, the dataset or the number of ranks changed)", dir,
                         saved->batch_in_epoch, saved->epoch + 1, batches_per_epoch);
+    if (text && saved->has_network && strcmp(saved->learning, learning) != 0)
+        fprintf(text, "note: %s learned with \"%s\"; this run learns with \"%s\" from here on\n", dir,
+                saved->learning[0] ? saved->learning : "defaults", learning[0] ? learning : "defaults");
     if (text && data_changed)
         fprintf(text, "note: %s was trained on \"%s\"; this run trains on \"%s\": from epoch %d on, the order "
                 "follows this run's\n", dir, saved->data, data_now, saved->epoch + 1);

@@ -433,6 +433,7 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
         BF_TRY(bf_resume_check(r->text, dir, &st, data_now, batches, cfg));
     }
     snprintf(st.data, sizeof st.data, "%s", data_now); /* what this run's checkpoints store */
+    st.batches_per_epoch = batches;
     BF_TRY(bf_dp_agree_start(&r->dp, &st, opt && opt->resume, r->backend, r->opt));
     if (opt && opt->started && r->dp.rank == 0) opt->started(opt->started_user);
     BF_TRY(bf_dp_attach_model(&r->dp, r->model));
