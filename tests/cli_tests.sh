@@ -145,6 +145,14 @@ for e in 1 2; do
   expect "eval repeats the noisy score after epoch $e" 0 "test: ${logged:-no logged score}" -- \
     "$eval_" --checkpoint "$tmp/noisy/checkpoints/epoch_000$e" "${noisy[@]}" "$tmp/tiny.ini"
 done
+# Rate-coded spikes are drawn per evaluation batch: under [run] val_batches (a shuffled test loader)
+# the final whole-set evaluation still reads the split in file order, so bioflex-eval repeats it.
+rate=(--set spiking.neuron=lif --set spiking.time_steps=2 --set spiking.encoding=rate --set data.normalize=false
+      --set data.eval_batch_size=8 --set run.val_batches=1 --set run.epochs=1)
+"$train" "${rate[@]}" --set run.dir="$tmp/rate" "$tmp/tiny.ini" > "$tmp/rate.log" 2>&1
+final=$(sed -n 's/^test accuracy: .*, loss \([0-9.]*\) .*/\1/p' "$tmp/rate.log")
+expect "eval repeats a rate-coded run's final score under val_batches" 0 "test: loss ${final:-none} " -- \
+  "$eval_" --checkpoint "$tmp/rate" "${rate[@]}" "$tmp/tiny.ini"
 # The run directory records every start (time, host, version, command line) and the config's provenance.
 [ "$(tail -n 3 "$tmp/run/invocations.log" | grep -c -- "--resume")" -eq 2 ] \
   && head -n 1 "$tmp/run/config.ini" | grep -qE "^# [0-9T:-]+Z host .*bioflex-train [0-9.]+" \

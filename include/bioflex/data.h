@@ -121,6 +121,8 @@ typedef struct bf_image_format {
 typedef struct bf_loader bf_loader;
 
 bf_status bf_loader_create(const bf_dataset *d, const bf_loader_options *opt, bf_loader **out);
+/* Whether the epochs started from now on are shuffled; returns the previous setting. */
+int bf_loader_set_shuffle(bf_loader *l, int shuffle);
 /* The options a config gives a split: training batches shuffled and augmented, test batches in
  * order (shuffled only for [run] val_batches), noise on the splits noise_splits names; one rank,
  * task 0. Callers adjust what is theirs (data-parallel rank, random tasks). */

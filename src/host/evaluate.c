@@ -5,7 +5,8 @@
  * What a forward pass draws at random in eval mode (rate-coded input spikes, re-drawn flex thresholds)
  * is keyed by the model's step counter. Each batch gets its own counter value, EVAL_STEP_BASE + its
  * index, far above any training step: every batch sees fresh draws, an evaluation repeats exactly, and
- * none of its draws are the training steps'. The training counter is restored afterwards. */
+ * none of its draws are the training steps'. The training counter is restored afterwards. A whole
+ * pass reads the split in file order, so its batches are the same in every evaluation. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -37,6 +38,10 @@ bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smooth
     int was_training = m->training, samples = 0, batches = 0;
     uint64_t training_step = m->step;
     m->training = 0;
+    /* A whole pass goes in file order, whatever the loader's shuffle ([run] val_batches draws its
+     * batches at random): the draws are keyed by the batch, so only then does each sample get the
+     * ones bioflex-eval gives it, and the run's final score is bioflex-eval's. */
+    int shuffled = max_batches <= 0 ? bf_loader_set_shuffle(loader, 0) : -1;
     if (s == BF_OK) s = bf_loader_start_epoch(loader, epoch, 0);
     while (s == BF_OK && (max_batches <= 0 || batches++ < max_batches)) {
         bf_batch *batch = NULL;
@@ -61,6 +66,7 @@ bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smooth
     }
     float host[4] = {0};
     if (s == BF_OK) s = bf_to_host(b, host, sums, sizeof host);
+    if (shuffled >= 0) bf_loader_set_shuffle(loader, shuffled);
     m->training = was_training;
     m->step = training_step;
     bf_model_set_batch(m, max_n);

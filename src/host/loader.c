@@ -529,6 +529,14 @@ static void build_order(bf_loader *l, int epoch) {
     }
 }
 
+int bf_loader_set_shuffle(bf_loader *l, int shuffle) {
+    pthread_mutex_lock(&l->mutex); /* build_order reads it, under the lock */
+    int was = l->opt.shuffle;
+    l->opt.shuffle = shuffle;
+    pthread_mutex_unlock(&l->mutex);
+    return was;
+}
+
 bf_status bf_loader_start_epoch(bf_loader *l, int epoch, int first_batch) {
     if (!l) return bf_error(BF_ERR_ARG, "bf_loader_start_epoch: NULL loader");
     if (epoch < 0) return bf_error(BF_ERR_ARG, "bf_loader_start_epoch: epoch %d < 0", epoch);
