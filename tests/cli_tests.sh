@@ -121,6 +121,8 @@ grep -q '"type":"train","epoch":1,"step":6,' "$tmp/run/metrics.jsonl" && grep -q
 [ -f "$tmp/run/config.ini" ] && [ -f "$tmp/run/checkpoints/epoch_0002/model.safetensors" ] && [ -f "$tmp/run/checkpoints/latest" ] \
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL run directory lacks config.ini or checkpoints"; }
 expect "eval needs --checkpoint" 2 "--checkpoint DIR is required" -- "$eval_" "$tmp/tiny.ini"
+expect "eval refuses bioflex-train's options" 2 "--help-config are bioflex-train options" -- \
+  "$eval_" --help-config --checkpoint "$tmp/run" "$tmp/tiny.ini"
 expect "train refuses eval's --checkpoint" 2 "--checkpoint is a bioflex-eval option; to continue a run use --resume" \
   -- "$train" --checkpoint "$tmp/run" --dry-run "$tmp/tiny.ini"
 expect "eval a run directory" 0 "top-1 [0-9.]+%" -- "$eval_" --checkpoint "$tmp/run" "$tmp/tiny.ini"
@@ -145,6 +147,18 @@ for e in 1 2; do
   expect "eval repeats the noisy score after epoch $e" 0 "test: ${logged:-no logged score}" -- \
     "$eval_" --checkpoint "$tmp/noisy/checkpoints/epoch_000$e" "${noisy[@]}" "$tmp/tiny.ini"
 done
+# A BU-TD run's test noise is drawn anew at every evaluation too: with a rate too small to move the
+# weights, its two evaluations differ only by their noise (and bioflex-eval repeats the second).
+still=(--set butd.network=fc --set butd.hidden=16 --set butd.learning=counter_hebb --set optim.lr=1e-30
+       --set data.input_noise_std=1.0)
+"$train" "${still[@]}" --set run.dir="$tmp/butd_noise" "$tmp/any_arch.ini" > "$tmp/butd_noise.log" 2>&1
+losses=$(grep '"type":"eval"' "$tmp/butd_noise/metrics.jsonl" | sed 's/.*"loss":\([^,]*\).*/\1/' | tr '\n' ' ')
+read -r loss1 loss2 extra <<<"$losses"
+[ -n "${loss2:-}" ] && [ -z "${extra:-}" ] && [ "$loss1" != "$loss2" ] && passed=$((passed + 1)) \
+  || { failed=$((failed + 1)); echo "FAIL BU-TD test noise redrawn per evaluation: losses $losses"; }
+second=$(sed -n 's/^epoch 2: .*test loss \([0-9.]*\),.*/\1/p' "$tmp/butd_noise.log")
+expect "eval repeats a noisy BU-TD score" 0 "test: loss ${second:-none} " -- \
+  "$eval_" --checkpoint "$tmp/butd_noise/checkpoints/epoch_0002" "${still[@]}" "$tmp/any_arch.ini"
 # Rate-coded spikes are drawn per evaluation batch: under [run] val_batches (a shuffled test loader)
 # the final whole-set evaluation still reads the split in file order, so bioflex-eval repeats it.
 rate=(--set spiking.neuron=lif --set spiking.time_steps=2 --set spiking.encoding=rate --set data.normalize=false

@@ -478,6 +478,9 @@ static void test_set(void) {
     char too_long[BF_PATH_MAX + 32];
     snprintf(too_long, sizeof too_long, "run.dir=%0*d", BF_PATH_MAX, 1);
     expect_set_refused(too_long, "[run] dir", "at most 511 characters", NULL);
+    /* what a file line could not hold: the run's config.ini would read it back cut short */
+    expect_set_refused("run.dir=runs/a ;b", "--set run.dir=runs/a ;b: [run] dir: a value cannot start a comment", NULL);
+    expect_set_refused("run.dir=;b", "a value cannot start a comment", NULL);
 }
 
 static void test_validate(void) {

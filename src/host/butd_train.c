@@ -182,12 +182,13 @@ static bf_status predict_tasks(void *ctx, const bf_batch *batch, int32_t *predic
     return s;
 }
 
-/* Test accuracy over the whole test split. */
-static bf_status evaluate(butd_run *r, double *loss, double *top1, int *samples) {
+/* Test accuracy over the whole test split, its input noise ([data] input_noise_std) that of
+ * `epoch` epochs done: drawn anew at every evaluation, as train.c's. */
+static bf_status evaluate(butd_run *r, int epoch, double *loss, double *top1, int *samples) {
     bf_backend *b = r->backend;
     int total = 0;
     BF_TRY(b->ops->fill(b, r->sums, 0.0f, 4));
-    BF_TRY(bf_loader_start_epoch(r->test_loader, 0, 0));
+    BF_TRY(bf_loader_start_epoch(r->test_loader, epoch, 0));
     for (;;) {
         bf_batch *batch = NULL;
         BF_TRY(bf_loader_next(r->test_loader, &batch, NULL));
@@ -462,13 +463,13 @@ static bf_status score_test_set(butd_run *r, int epoch, long step, double *loss,
     bf_butd_set_training(r->net, 0); /* batch-norm: running statistics */
     if (r->cfg->butd.guided) {
         bf_task_eval_result te = {0};
-        s = bf_evaluate_tasks(r->test_set, &r->test_options, 0, 0, predict_tasks, r, &te);
+        s = bf_evaluate_tasks(r->test_set, &r->test_options, epoch, 0, predict_tasks, r, &te);
         if (s == BF_OK) s = reduce_task_eval(r, &te);
         if (s == BF_OK) bf_metrics_eval_tasks(&r->log, epoch, step, &te, "test", r->evaluate_only ? NULL : r->text);
         if (tasks) *tasks = te;
         *loss = te.mean_loss, *top1 = te.mean_accuracy, *samples = te.samples;
     } else {
-        s = evaluate(r, loss, top1, samples);
+        s = evaluate(r, epoch, loss, top1, samples);
         if (s == BF_OK) bf_metrics_eval(&r->log, epoch, step, *loss, *top1, 0.0, *samples, "test", NULL);
     }
     bf_butd_set_training(r->net, 1);
@@ -586,7 +587,11 @@ bf_status bf_butd_evaluate_checkpoint(const bf_config *cfg, const char *checkpoi
     if (s == BF_OK) s = bf_butd_load(r.net, file);
     double loss = 0, top1 = 0;
     int samples = 0;
-    if (s == BF_OK) s = score_test_set(&r, 0, 0, &loss, &top1, &samples, tasks);
+    /* the test noise of the checkpoint's epoch, as the run's evaluation there drew it (0 for bare weights) */
+    int epoch = 0;
+    char dir[BF_PATH_MAX];
+    if (s == BF_OK && bf_checkpoint_resolve(checkpoint, dir) == BF_OK) s = bf_checkpoint_epoch(dir, &epoch);
+    if (s == BF_OK) s = score_test_set(&r, epoch, 0, &loss, &top1, &samples, tasks);
     *out = (bf_eval_result){.loss = loss, .top1 = top1, .samples = samples};
     run_free(&r);
     bf_dp_stop(&dp, s != BF_OK);

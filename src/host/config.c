@@ -209,8 +209,8 @@ static const key_spec key_table[] = {
     INT_KEY("data", "procedural_classes", data.procedural_classes, 2, 1000, "10", "dataset = procedural: number of classes"),
     INT_KEY("data", "procedural_size", data.procedural_size, 4, 512, "32", "dataset = procedural: image side in pixels"),
     ENUM_KEY("data", "procedural_channels", data.procedural_channels, channel_count_names, "3", "dataset = procedural: 1 (gray) or 3 (RGB) channels"),
-    INT_KEY("data", "procedural_train", data.procedural_train, 1, NO_MAX, "5000", "dataset = procedural: number of training samples"),
-    INT_KEY("data", "procedural_test", data.procedural_test, 1, NO_MAX, "1000", "dataset = procedural: number of test samples"),
+    INT_KEY("data", "procedural_train", data.procedural_train, 1, 1 << 30, "5000", "dataset = procedural: number of training samples"),
+    INT_KEY("data", "procedural_test", data.procedural_test, 1, 1 << 30, "1000", "dataset = procedural: number of test samples"),
     STRING_KEY("data", "val_labels", data.val_labels, 0, "", "imagenet: ILSVRC's LOC_val_solution.csv (ImageId,PredictionString, the WNID first) for the official flat val/ directory (empty = val/ has class folders)"),
     STRING_KEY("data", "class_list", data.class_list, 0, "", "imagefolder, imagenet100, imagenet: a file of class folder names (WNIDs), one a line, that selects the classes and gives their label order (empty = imagenet100: Labels.json order, else sorted folder names)"),
     INT_KEY("data", "image_size", data.image_size, 8, 1024, "224", "imagefolder, imagenet100, imagenet: side of the square training and validation images"),
@@ -980,6 +980,10 @@ bf_status bf_config_set(bf_config *cfg, const char *assignment) {
         st = unknown_section_error(section);
     else if (i < 0)
         st = unknown_key_error(section, key);
+    else if (value[0] == ';' || strstr(value, " ;") || strstr(value, "\t;"))
+        /* what a file line could not hold: the run's config.ini would read it back cut short */
+        st = bf_error(BF_ERR_CONFIG, "[%s] %s: a value cannot start a comment (';' at its start or after a blank), as "
+                      "it could not in a config file", section, key);
     else
         st = set_value(cfg, &key_table[i], value);
     if (st == BF_OK) cfg->key_line[i] = -1;

@@ -74,8 +74,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bioflex-eval: --checkpoint DIR is required\n\n%s", usage);
         return BF_EXIT_USAGE;
     }
-    if (cli.resume || cli.dry_run || cli.gpus) {
-        fprintf(stderr, "bioflex-eval: --resume, --dry-run and --gpus are bioflex-train options\n\n%s", usage);
+    if (cli.resume || cli.dry_run || cli.gpus || cli.help_config) {
+        fprintf(stderr, "bioflex-eval: --resume, --dry-run, --gpus and --help-config are bioflex-train options\n\n%s",
+                usage);
         return BF_EXIT_USAGE;
     }
     bf_config cfg;
