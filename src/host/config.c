@@ -15,6 +15,7 @@
  * the handler's line. The reader also sees section headers, which lets it reject an unknown
  * section at its own line, even when the section holds no key. */
 #include "bioflex/config.h"
+#include "config_keys.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -994,308 +995,34 @@ bf_status bf_config_set(bf_config *cfg, const char *assignment) {
 /* Validation                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
 
-/* The first of the keys of `section` in `keys` (NULL-terminated) whose value in cfg is not its
- * default, written as "[section] key = value" into text; NULL when every one holds its default. Used
- * to refuse options that would be ignored: a value left at its default says nothing (a run's
- * config.ini lists every key), so it is let through. */
-static const char *changed_key(const bf_config *cfg, const char *section, const char *const *keys, char *text,
-                               size_t cap) {
-    bf_config defaults;
-    bf_config_defaults(&defaults);
-    for (const char *const *key = keys; *key; key++) {
-        size_t i = (size_t)find_key(section, *key);
-        const key_spec *k = &key_table[i];
-        char value[256], default_value[256];
-        format_value(cfg, k, value, sizeof value);
-        format_value(&defaults, k, default_value, sizeof default_value);
-        if (strcmp(value, default_value) == 0) continue;
-        /* named as the config set it: by its alias (spiking_decay for decay) where that was the one */
-        const char *name = *key;
-        for (size_t j = 0; j < NUM_KEYS && cfg->key_line[i] == 0; j++)
-            if (j != i && key_table[j].offset == k->offset && cfg->key_line[j] != 0) name = key_table[j].key;
-        snprintf(text, cap, "[%s] %s = %s", section, name, value);
-        return text;
-    }
-    return NULL;
+/* The key table as config_relations.c reads it (config_keys.h). */
+int bf_config_key_count(void) { return (int)NUM_KEYS; }
+const char *bf_config_key_section(int i) { return key_table[i].section; }
+const char *bf_config_key_name(int i) { return key_table[i].key; }
+
+const char *bf_config_value_text(const bf_config *cfg, const char *section, const char *key, char *buf, size_t size) {
+    int i = find_key(section, key);
+    if (i < 0) return NULL;
+    format_value(cfg, &key_table[i], buf, size);
+    return buf;
 }
 
-/* Flex options that the chosen flex layers would ignore are refused, naming the key that decides. */
-static bf_status check_flex_options(const bf_config *cfg) {
-    static const char *const any_flex[] = {"flex_layers", "fully_flex", "flex_joint", "flex_channels", "flex_tie",
-                                           "flex_mask", "flex_mask_factor", "flex_logits_bn", "threshold_mode", NULL};
-    static const char *const mask_only[] = {"flex_mask", "flex_mask_factor", "flex_logits_bn", "threshold_mode", NULL};
-    static const char *const channelwise_max_only[] = {"flex_tie", NULL};
-    static const char *const sigmoid_mul_only[] = {"flex_mask_factor", NULL};
-    char text[320];
-    const bf_model_config *m = &cfg->model;
-    if (!m->flex && changed_key(cfg, "model", any_flex, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s needs [model] flex = true (without it no layer is a flex layer)", text);
-    if (m->flex && m->flex_joint == 0 && changed_key(cfg, "model", mask_only, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex_joint = mask only, not channelwise_max", text);
-    if (m->flex && m->flex_joint == 1 && changed_key(cfg, "model", channelwise_max_only, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex_joint = channelwise_max only, not mask", text);
-    if (m->flex && m->flex_joint == 1 && m->flex_mask != BF_FLEX_MASK_SIGMOID_MUL &&
-        changed_key(cfg, "model", sigmoid_mul_only, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex_mask = sigmoid_mul only (got flex_mask = %s)", text,
-                        enum_value_name(flex_mask_names, m->flex_mask));
-    return BF_OK;
+const char *bf_config_name_as_set(const bf_config *cfg, const char *section, const char *key) {
+    int i = find_key(section, key);
+    if (i < 0 || cfg->key_line[i] != 0) return key;
+    for (size_t j = 0; j < NUM_KEYS; j++) /* its alias (spiking_decay for decay), where that was set */
+        if (j != (size_t)i && key_table[j].offset == key_table[i].offset && cfg->key_line[j] != 0) return key_table[j].key;
+    return key;
 }
 
-/* Spiking options that the chosen neuron would ignore, or that would defeat the encoding. */
-static bf_status check_spiking_options(const bf_config *cfg) {
-    const bf_spiking_config *sp = &cfg->model.spiking;
-    const int has_membrane = sp->neuron == BF_NEURON_LIF || sp->neuron == BF_NEURON_IF;
-    const char *neuron = enum_value_name(neuron_names, sp->neuron);
-    /* The reference's use_STBP chose between its two stateless activations (true: the Heaviside
-     * step with the 0.3 tanh' surrogate, false: clamp(x, 0, 1)); here neuron names them, and
-     * use_STBP is only use_stbp's other spelling. A ported reference line would do nothing. */
-    if (!has_membrane && cfg->key_line[find_key("spiking", "use_STBP")] != 0)
-        return bf_error(BF_ERR_CONFIG, "[spiking] use_STBP is an alias of use_stbp, which applies to [spiking] neuron = "
-                        "lif or if only (got %s); the reference code's use_STBP = true is neuron = step here, "
-                        "use_STBP = false is neuron = clamp01", neuron);
-    if (!has_membrane && !sp->use_stbp)
-        return bf_error(BF_ERR_CONFIG, "[spiking] use_stbp = false applies to [spiking] neuron = lif or if only (got %s, "
-                        "which has no membrane to backprop through)", neuron);
-    /* the spiking layers' memory rules turned off where they would not apply (a run's config.ini
-     * lists them at their defaults, so only the change is refused) */
-    if (!has_membrane && !sp->recompute_charge)
-        return bf_error(BF_ERR_CONFIG, "[spiking] recompute_charge = false applies to [spiking] neuron = lif or if only "
-                        "(got %s, which keeps no charge)", neuron);
-    if (!has_membrane && !sp->fuse_bn_backward)
-        return bf_error(BF_ERR_CONFIG, "[spiking] fuse_bn_backward = false applies to [spiking] neuron = lif or if only "
-                        "(got %s, which has no charge to compute again)", neuron);
-    if ((sp->neuron < 0 || sp->encoding != 0) && !sp->share_direct_input)
-        return bf_error(BF_ERR_CONFIG, "[spiking] share_direct_input = false applies to [spiking] encoding = direct with "
-                        "a neuron only (got neuron = %s, encoding = %s: %s)", neuron,
-                        sp->encoding ? "rate" : "direct",
-                        sp->neuron < 0 ? "no time steps" : "each step draws its own spikes");
-    if ((sp->neuron < 0 || sp->neuron == BF_NEURON_CLAMP01) && !sp->pack_spikes)
-        return bf_error(BF_ERR_CONFIG, "[spiking] pack_spikes = false applies to [spiking] neuron = lif, if or step only "
-                        "(got %s, whose outputs are not spikes of 0 or 1)", neuron);
-    /* the neuron's parameters that the chosen neuron, reset or surrogate does not read */
-    static const char *const ann_ignores[] = {"encoding", "readout", "decay", "threshold", "reset",
-                                              "detach_reset", "surrogate", "alpha", "width", "height",
-                                              "raster_neurons", NULL};
-    static const char *const clamp01_ignores[] = {"decay", "threshold", "reset", "detach_reset", "surrogate", "alpha",
-                                                  "width", "height", NULL};
-    static const char *const step_ignores[] = {"decay", "threshold", "reset", "detach_reset", NULL};
-    static const char *const if_ignores[] = {"decay", NULL};
-    static const char *const no_reset_ignores[] = {"detach_reset", NULL};
-    static const char *const alpha_only[] = {"alpha", NULL}, *const width_only[] = {"width", NULL};
-    static const char *const height_only[] = {"height", NULL};
-    char text[320];
-    static const char *const time_steps[] = {"time_steps", NULL};
-    /* an ANN is one step: the reference grid's ANN configs say so (time_steps = 1) */
-    if (sp->neuron < 0 && sp->time_steps != 1 && changed_key(cfg, "spiking", time_steps, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s needs a [spiking] neuron (lif, if, clamp01 or step); neuron = none is an "
-                        "ANN with ReLU, which runs one step (time_steps = 1)", text);
-    if (sp->neuron < 0 && changed_key(cfg, "spiking", ann_ignores, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s needs a [spiking] neuron (lif, if, clamp01 or step); neuron = none is an "
-                        "ANN with ReLU, which has no time steps", text);
-    if (sp->neuron == BF_NEURON_CLAMP01 && changed_key(cfg, "spiking", clamp01_ignores, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [spiking] neuron = lif, if or step only (got clamp01: clamp(x, "
-                        "0, 1), with no membrane, threshold or surrogate)", text);
-    if (sp->neuron == BF_NEURON_STEP && changed_key(cfg, "spiking", step_ignores, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [spiking] neuron = lif or if only (got step: the reference's "
-                        "stateless 1[x > 0], with no membrane or threshold)", text);
-    if (sp->neuron == BF_NEURON_IF && changed_key(cfg, "spiking", if_ignores, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [spiking] neuron = lif only (got if: integrate-and-fire, whose "
-                        "membrane does not decay)", text);
-    if (has_membrane && sp->reset == BF_RESET_NONE && changed_key(cfg, "spiking", no_reset_ignores, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [spiking] reset = hard or soft only (got reset = none)", text);
-    if (has_membrane || sp->neuron == BF_NEURON_STEP) { /* the neurons with a surrogate */
-        const int s = sp->surrogate;
-        const char *surrogate = enum_value_name(surrogate_names, s);
-        if (s != BF_SURROGATE_SIGMOID && s != BF_SURROGATE_ARCTAN &&
-            changed_key(cfg, "spiking", alpha_only, text, sizeof text))
-            return bf_error(BF_ERR_CONFIG, "%s applies to [spiking] surrogate = sigmoid or arctan only (got %s)", text,
-                            surrogate);
-        if (s != BF_SURROGATE_RECTANGULAR && s != BF_SURROGATE_TRIANGLE &&
-            changed_key(cfg, "spiking", width_only, text, sizeof text))
-            return bf_error(BF_ERR_CONFIG, "%s applies to [spiking] surrogate = rectangular or triangle only (got %s)",
-                            text, surrogate);
-        if ((s == BF_SURROGATE_SIGMOID || s == BF_SURROGATE_ARCTAN) &&
-            changed_key(cfg, "spiking", height_only, text, sizeof text))
-            return bf_error(BF_ERR_CONFIG, "%s applies to [spiking] surrogate = rectangular, triangle or tanh only "
-                            "(got %s)", text, surrogate);
-    }
-    /* Rate coding fires with probability clamp(pixel, 0, 1): normalised pixels (mean 0, std 1)
-     * would clamp most of the image to never or always. */
-    if (sp->encoding != 0 && cfg->data.normalize)
-        return bf_error(BF_ERR_CONFIG, "[spiking] encoding = rate needs [data] normalize = false (spikes fire with "
-                        "probability clamp(pixel, 0, 1), which wants pixels in [0, 1], not normalised ones)");
-    return BF_OK;
+int bf_config_key_line(const bf_config *cfg, const char *section, const char *key) {
+    int i = find_key(section, key);
+    return i < 0 ? 0 : cfg->key_line[i];
 }
 
-/* Keys of the other sections that a BU-TD run ([butd] network) would ignore. */
-static bf_status check_butd_options(const bf_config *cfg) {
-    static const char *const bn_keys[] = {"bn_eps", "bn_momentum", NULL};
-    char text[320];
-    const bf_butd_config *bt = &cfg->butd;
-    if (bt->network == 0) return BF_OK;
-    /* the relations bf_butd_build also checks, here so that the message says where each key was set */
-    const bf_dataset_kind ds = cfg->data.dataset;
-    if (bt->guided && ds != BF_DATASET_MULTI_MNIST && ds != BF_DATASET_MULTI_FASHION_MNIST && ds != BF_DATASET_CELEBA)
-        return bf_error(BF_ERR_CONFIG, "[butd] guided = true needs a multi-task [data] dataset (multi_mnist, "
-                        "multi_fashion_mnist or celeba), not %s", bf_dataset_name(ds));
-    if (bt->multi_decoders && !bt->guided)
-        return bf_error(BF_ERR_CONFIG, "[butd] multi_decoders = true needs [butd] guided = true (the task picks the decoder)");
-    if (bt->train_task_head && !bt->guided)
-        return bf_error(BF_ERR_CONFIG, "[butd] train_task_head = true needs [butd] guided = true");
-    if (bt->batch_norm && bt->network != 3)
-        return bf_error(BF_ERR_CONFIG, "[butd] batch_norm = true applies to [butd] network = resnet18 only (the "
-                        "reference's fc and simple nets have no batch-norm)");
-    if (bt->batch_norm && bt->learning == 1)
-        return bf_error(BF_ERR_CONFIG, "[butd] batch_norm = true needs [butd] learning = backprop (Counter-Hebb is not "
-                        "defined through the reference's TD batch-norm; its celeb_a config trains with backprop)");
-    if (changed_key(cfg, "model", bn_keys, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [model] networks, not [butd] network = %s, whose batch-norm "
-                        "keeps the reference's eps 1e-5 and momentum 0.1", text,
-                        enum_value_name(butd_network_names, cfg->butd.network));
-    if (cfg->run.val_batches > 0)
-        return bf_error(BF_ERR_CONFIG, "[run] val_batches = %d applies to [model] networks, not [butd] network = %s, "
-                        "which scores the whole test split (every task); [run] eval_every spaces its evaluations",
-                        cfg->run.val_batches, enum_value_name(butd_network_names, cfg->butd.network));
-    return BF_OK;
-}
-
-/* The first key of `section` outside `except` (NULL-terminated) whose value is not its default. */
-static const char *changed_key_in_section(const bf_config *cfg, const char *section, const char *const *except,
-                                          char *text, size_t cap) {
-    for (size_t i = 0; i < NUM_KEYS; i++) {
-        if (strcmp(key_table[i].section, section) != 0) continue;
-        int excepted = 0;
-        for (const char *const *e = except; *e && !excepted; e++) excepted = strcmp(*e, key_table[i].key) == 0;
-        const char *const one[] = {key_table[i].key, NULL};
-        if (!excepted && changed_key(cfg, section, one, text, cap)) return text;
-    }
-    return NULL;
-}
-
-/* Keys that the chosen arch, schedule, optimiser or dataset never reads: a value set there would
- * change nothing, so it is refused rather than let the researcher think it took effect. */
-static bf_status check_ignored_keys(const bf_config *cfg) {
-    char text[320];
-    static const char *const none[] = {NULL};
-    const bf_butd_config *bt = &cfg->butd;
-    const char *network = enum_value_name(butd_network_names, bt->network);
-    if (bt->network == 0) {
-        static const char *const network_key[] = {"network", NULL};
-        if (changed_key_in_section(cfg, "butd", network_key, text, sizeof text))
-            return bf_error(BF_ERR_CONFIG, "%s needs [butd] network = fc, simple or resnet18 (network = none trains the "
-                            "[model] network, which reads no [butd] key)", text);
-    } else {
-        static const char *const butd_reads[] = {"num_classes", "init_weights", "init_exclude", NULL};
-        if (changed_key_in_section(cfg, "model", butd_reads, text, sizeof text))
-            return bf_error(BF_ERR_CONFIG, "%s applies to [model] networks, not [butd] network = %s (a BU-TD run reads "
-                            "only num_classes, init_weights and init_exclude of [model])", text, network);
-        if (changed_key_in_section(cfg, "spiking", none, text, sizeof text))
-            return bf_error(BF_ERR_CONFIG, "%s applies to [model] networks, not [butd] network = %s (BU-TD networks "
-                            "have no spiking neurons)", text, network);
-        static const char *const flex_kernels[] = {"flex_kernels", NULL};
-        if (changed_key(cfg, "run", flex_kernels, text, sizeof text))
-            return bf_error(BF_ERR_CONFIG, "%s applies to [model] networks with flex layers, not [butd] network = %s",
-                            text, network);
-    }
-    const bf_model_config *m = &cfg->model;
-    const bf_arch arch = m->arch;
-    const char *arch_name = bf_arch_name(arch);
-    const int resnet = arch == BF_ARCH_RESNET18 || arch == BF_ARCH_RESNET50;
-    const int vgg = arch == BF_ARCH_VGG6 || arch == BF_ARCH_VGG11 || arch == BF_ARCH_VGG16;
-    const int plasticflex = arch == BF_ARCH_PF_VGG6 || arch == BF_ARCH_PF_VGG11 || arch == BF_ARCH_PF_VGG16;
-    static const char *const cnn_only[] = {"channels", "hidden", NULL}, *const vgg_only[] = {"linear_init", NULL};
-    static const char *const batchnorm[] = {"batchnorm", NULL}, *const dropout[] = {"dropout", NULL};
-    static const char *const fully_flex[] = {"fully_flex", NULL};
-    if (bt->network == 0) {
-        if (arch != BF_ARCH_CNN && changed_key(cfg, "model", cnn_only, text, sizeof text))
-            return bf_error(BF_ERR_CONFIG, "%s applies to [model] arch = cnn only (%s has its own widths)", text, arch_name);
-        if (!vgg && changed_key(cfg, "model", vgg_only, text, sizeof text))
-            return bf_error(BF_ERR_CONFIG, "%s applies to [model] arch = vgg6, vgg11 or vgg16 only (got %s)", text,
-                            arch_name);
-        /* where no dropout layer is built, dropout = 0 says what happens and is let through */
-        if (resnet && (changed_key(cfg, "model", batchnorm, text, sizeof text) ||
-                       (m->dropout > 0 && changed_key(cfg, "model", dropout, text, sizeof text))))
-            return bf_error(BF_ERR_CONFIG, "%s does not apply to [model] arch = %s (torchvision's ResNet: batch-norm "
-                            "after every conv, no dropout)", text, arch_name);
-        if (arch == BF_ARCH_CNN && m->hidden == 0 && m->dropout > 0 && changed_key(cfg, "model", dropout, text, sizeof text))
-            return bf_error(BF_ERR_CONFIG, "%s needs [model] hidden > 0 (arch = cnn puts its dropout after the hidden "
-                            "layer; hidden = 0 has none)", text);
-        if (plasticflex && m->flex && changed_key(cfg, "model", fully_flex, text, sizeof text))
-            return bf_error(BF_ERR_CONFIG, "%s does not apply to [model] arch = %s, which has no max-pool (its learned "
-                            "2x2 downsampling convs are flex layers under flex = true already)", text, arch_name);
-    }
-    /* the max joint's fusions, kept switchable for comparison */
-    static const char *const max_fusions[] = {"fuse_flex_bn_stats", "fuse_flex_bn", "fuse_flex_scatter", NULL};
-    static const char *const slide[] = {"flex_kernels", NULL};
-    if (bt->network == 0 && (!m->flex || m->flex_joint != 0)) {
-        const char *why = m->flex ? "flex_joint = mask" : "flex = false";
-        if (changed_key(cfg, "model", max_fusions, text, sizeof text) || changed_key(cfg, "run", slide, text, sizeof text))
-            return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex = true with flex_joint = channelwise_max only "
-                            "(got %s)", text, why);
-    }
-    /* the schedule's and the optimiser's own keys */
-    const bf_schedule_config *sc = &cfg->schedule;
-    const char *type = enum_value_name(schedule_names, sc->type);
-    static const char *const step_size[] = {"step_size", NULL}, *const milestones[] = {"milestones", NULL};
-    static const char *const gamma[] = {"gamma", NULL}, *const eta_min[] = {"eta_min", NULL};
-    static const char *const warmup_start[] = {"warmup_start_factor", NULL}, *const unit[] = {"unit", NULL};
-    if (sc->type != BF_SCHED_STEP && changed_key(cfg, "schedule", step_size, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [schedule] type = step only (got %s)", text, type);
-    if (sc->type != BF_SCHED_MULTISTEP && changed_key(cfg, "schedule", milestones, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [schedule] type = multistep only (got %s)", text, type);
-    if (sc->type != BF_SCHED_STEP && sc->type != BF_SCHED_MULTISTEP && changed_key(cfg, "schedule", gamma, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [schedule] type = step or multistep only (got %s)", text, type);
-    if (sc->type != BF_SCHED_COSINE && changed_key(cfg, "schedule", eta_min, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [schedule] type = cosine only (got %s)", text, type);
-    if (sc->warmup == 0 && changed_key(cfg, "schedule", warmup_start, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s needs [schedule] warmup > 0", text);
-    if (sc->type == BF_SCHED_CONSTANT && sc->warmup == 0 && changed_key(cfg, "schedule", unit, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s changes nothing under [schedule] type = constant without warmup (the rate "
-                        "never changes)", text);
-    static const char *const sgd_only[] = {"momentum", NULL}, *const adamw_only[] = {"beta1", "beta2", "eps", NULL};
-    if (cfg->optim.optimizer != BF_OPTIM_SGD && changed_key(cfg, "optim", sgd_only, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [optim] optimizer = sgd only, not adamw (whose beta1 plays its "
-                        "part)", text);
-    if (cfg->optim.optimizer != BF_OPTIM_ADAMW && changed_key(cfg, "optim", adamw_only, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [optim] optimizer = adamw only, not sgd", text);
-    /* the keys of other datasets */
-    const bf_data_config *d = &cfg->data;
-    const bf_dataset_kind ds = d->dataset;
-    const char *dataset = bf_dataset_name(ds);
-    const int jpeg = ds == BF_DATASET_IMAGEFOLDER || ds == BF_DATASET_IMAGENET100 || ds == BF_DATASET_IMAGENET;
-    static const char *const procedural_keys[] = {"procedural_classes", "procedural_size", "procedural_channels",
-                                                  "procedural_train", "procedural_test", NULL};
-    static const char *const jpeg_keys[] = {"image_size", "class_list", "train_transform", "crop_scale_min",
-                                            "crop_scale_max", "crop_ratio_min", "crop_ratio_max", "val_resize", NULL};
-    static const char *const crop_keys[] = {"crop_scale_min", "crop_scale_max", "crop_ratio_min", "crop_ratio_max", NULL};
-    static const char *const val_labels[] = {"val_labels", NULL}, *const cifar10_std[] = {"cifar10_std", NULL};
-    static const char *const multi_seed[] = {"multi_seed", NULL}, *const path[] = {"path", NULL};
-    static const char *const subset_keys[] = {"subset_size", "subset_seed", NULL};
-    static const char *const noise_splits[] = {"noise_splits", NULL};
-    if (ds != BF_DATASET_PROCEDURAL && changed_key(cfg, "data", procedural_keys, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [data] dataset = procedural only (got %s)", text, dataset);
-    if (ds == BF_DATASET_PROCEDURAL && changed_key(cfg, "data", path, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s does not apply to [data] dataset = procedural, which reads no files", text);
-    if (!jpeg && changed_key(cfg, "data", jpeg_keys, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to the JPEG [data] dataset = imagefolder, imagenet100 or imagenet "
-                        "only (got %s)", text, dataset);
-    if (jpeg && d->train_transform == 0 && changed_key(cfg, "data", crop_keys, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [data] train_transform = random_resized_crop only (got squash)",
-                        text);
-    if (ds != BF_DATASET_IMAGENET && changed_key(cfg, "data", val_labels, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [data] dataset = imagenet only (ILSVRC's flat val/ directory; "
-                        "got %s)", text, dataset);
-    if (ds != BF_DATASET_CIFAR10 && changed_key(cfg, "data", cifar10_std, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [data] dataset = cifar10 only (got %s)", text, dataset);
-    if (ds != BF_DATASET_MULTI_MNIST && ds != BF_DATASET_MULTI_FASHION_MNIST &&
-        changed_key(cfg, "data", multi_seed, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [data] dataset = multi_mnist or multi_fashion_mnist only (got "
-                        "%s)", text, dataset);
-    if (d->subset == 0 && changed_key(cfg, "data", subset_keys, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s needs [data] subset = balanced or random", text);
-    if (d->input_noise_std == 0 && changed_key(cfg, "data", noise_splits, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s needs [data] input_noise_std > 0", text);
-    return BF_OK;
+const char *bf_config_enum_text(const char *section, const char *key, int value) {
+    int i = find_key(section, key);
+    return i < 0 || key_table[i].type != KEY_ENUM ? NULL : enum_value_name(key_table[i].names, value);
 }
 
 void bf_config_locate_keys(const bf_config *cfg) {
@@ -1350,72 +1077,9 @@ bf_status bf_config_validate(const bf_config *cfg) {
         if (st != BF_OK) return invalid(cfg, st);
     }
 
-    /* Relations between keys. */
-    const bf_schedule_config *s = &cfg->schedule;
-    if (s->type == BF_SCHED_MULTISTEP && s->num_milestones == 0)
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[schedule] type = multistep needs [schedule] milestones "
-                                                    "(for example milestones = 30,60)"));
-    if (s->type == BF_SCHED_STEP && s->step_size < 1)
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[schedule] type = step needs [schedule] step_size >= 1"));
-    const bf_spiking_config *sp = &cfg->model.spiking;
-    if (sp->neuron < 0 && sp->readout != 0)
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[spiking] readout = spike_count needs [spiking] neuron = lif, if, "
-                                                    "clamp01 or step (neuron = none is an ANN, which has no spikes)"));
-    if (sp->neuron < 0 && sp->encoding != 0)
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[spiking] encoding = rate needs [spiking] neuron = lif, if, clamp01 "
-                                                    "or step (neuron = none is an ANN, which sees each image once)"));
-    bf_status spiking = check_spiking_options(cfg);
-    if (spiking != BF_OK) return invalid_relation(cfg, spiking);
-    bf_status butd = check_butd_options(cfg);
-    if (butd != BF_OK) return invalid_relation(cfg, butd);
-    bf_status ignored = check_ignored_keys(cfg);
-    if (ignored != BF_OK) return invalid_relation(cfg, ignored);
-    bf_arch arch = cfg->model.arch;
-    if (cfg->model.freeze_fc1 && arch != BF_ARCH_PF_VGG6 && arch != BF_ARCH_PF_VGG11 && arch != BF_ARCH_PF_VGG16)
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[model] freeze_fc1 = true needs [model] arch = plasticflex_vgg6, "
-                                                    "plasticflex_vgg11 or plasticflex_vgg16 (got %s)", bf_arch_name(arch)));
-    if (cfg->run.device == BF_DEVICE_SEL_CPU && cfg->run.gpus > 1)
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[run] gpus = %d needs [run] device = cuda or auto, not cpu",
-                                     cfg->run.gpus));
-    if (cfg->run.device == BF_DEVICE_SEL_CPU && cfg->run.force_nccl)
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[run] force_nccl = true needs [run] device = cuda or auto, not cpu"));
-    if (cfg->optim.optimizer == BF_OPTIM_SGD && cfg->optim.nesterov && cfg->optim.momentum <= 0)
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[optim] nesterov = true needs [optim] momentum > 0"));
-    if (cfg->optim.optimizer == BF_OPTIM_ADAMW && cfg->optim.nesterov)
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[optim] nesterov = true applies to [optim] optimizer = sgd only, not adamw"));
-    if (s->type == BF_SCHED_COSINE && s->eta_min > cfg->optim.lr)
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[schedule] eta_min = %g is above [optim] lr = %g: the cosine "
-                                                    "schedule would raise the rate", s->eta_min, cfg->optim.lr));
-    bf_status flex = check_flex_options(cfg);
-    if (flex != BF_OK) return invalid_relation(cfg, flex);
-    bf_dataset_kind ds = cfg->data.dataset;
-    int multi_task = ds == BF_DATASET_MULTI_MNIST || ds == BF_DATASET_MULTI_FASHION_MNIST || ds == BF_DATASET_CELEBA;
-    if (cfg->data.gray_to_rgb && ds != BF_DATASET_FASHION_MNIST && ds != BF_DATASET_MNIST)
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] gray_to_rgb = true applies to the one-channel stored "
-                                              "[data] dataset = fashion_mnist or mnist, not %s", bf_dataset_name(ds)));
-    int stored = ds == BF_DATASET_FASHION_MNIST || ds == BF_DATASET_MNIST || ds == BF_DATASET_CIFAR10;
-    if (!stored && cfg->data.subset) /* the subset is drawn over a split held in memory, by its labels */
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] subset needs a stored single-task [data] dataset "
-                                              "(fashion_mnist, mnist, cifar10), not %s%s", multi_task ? "the multi-task " : "",
-                                              bf_dataset_name(ds)));
-    const bf_data_config *d = &cfg->data;
-    if (d->norm_stats != 0 && d->cifar10_std != 0)
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] norm_stats = %s and [data] cifar10_std = reference both set the "
-                                                    "std: keep one", d->norm_stats == 1 ? "mnist" : "half"));
-    if (d->crop_scale_min > d->crop_scale_max)
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] crop_scale_min = %g is above [data] crop_scale_max = %g",
-                                     d->crop_scale_min, d->crop_scale_max));
-    if (d->crop_ratio_min > d->crop_ratio_max)
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] crop_ratio_min = %g is above [data] crop_ratio_max = %g",
-                                     d->crop_ratio_min, d->crop_ratio_max));
-    int jpeg = ds == BF_DATASET_IMAGEFOLDER || ds == BF_DATASET_IMAGENET100 || ds == BF_DATASET_IMAGENET;
-    if (jpeg && d->augment_crop_pad > 0)
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] augment_crop_pad = %d does not apply to the JPEG [data] dataset %s: "
-                                                    "use train_transform = random_resized_crop", d->augment_crop_pad,
-                                     bf_dataset_name(ds)));
-    if (d->val_resize > 0 && d->val_resize < d->image_size)
-        return invalid_relation(cfg, bf_error(BF_ERR_CONFIG, "[data] val_resize = %d is below [data] image_size = %d (the centre crop "
-                                                    "must fit; 0 = squash)", d->val_resize, d->image_size));
+    /* Relations between keys (config_relations.c). */
+    bf_status relations = bf_config_check_relations(cfg);
+    if (relations != BF_OK) return invalid_relation(cfg, relations);
     return BF_OK;
 }
 
@@ -1447,46 +1111,6 @@ void bf_config_print(const bf_config *cfg, FILE *out) {
         /* "key =" with nothing after it is how an empty string or list reads back. */
         fprintf(out, "%-*s =%s%s\n", width, k->key, value[0] ? " " : "", value);
     }
-}
-
-/* The keys of `list` ("section.key", NULL-terminated) whose value is not the default, as
- * "section.key=value" separated by blanks: the --set that would give them. */
-static void describe_changed(const bf_config *cfg, const char *const *list, char *out, size_t cap) {
-    bf_config defaults;
-    bf_config_defaults(&defaults);
-    text t = text_on(out, cap);
-    for (const char *const *entry = list; *entry; entry++) {
-        char section[32];
-        const char *dot = strchr(*entry, '.');
-        snprintf(section, sizeof section, "%.*s", (int)(dot - *entry), *entry);
-        const key_spec *k = &key_table[find_key(section, dot + 1)];
-        char value[256], default_value[256];
-        format_value(cfg, k, value, sizeof value);
-        format_value(&defaults, k, default_value, sizeof default_value);
-        if (strcmp(value, default_value) != 0) text_add(&t, "%s%s=%s", t.len ? " " : "", *entry, value);
-    }
-}
-
-void bf_config_describe_network(const bf_config *cfg, char *out, size_t cap) {
-    /* what the forward pass computes with the weights: the layers, what they hold, how they fire */
-    static const char *const network[] = {
-        "model.arch", "model.num_classes", "model.channels", "model.hidden", "model.batchnorm", "model.bn_eps",
-        "model.freeze_fc1", "model.flex", "model.flex_layers", "model.fully_flex", "model.flex_joint",
-        "model.flex_channels", "model.flex_tie", "model.flex_mask", "model.flex_mask_factor", "model.flex_logits_bn",
-        "model.threshold_mode", "spiking.neuron", "spiking.time_steps", "spiking.encoding", "spiking.readout",
-        "spiking.decay", "spiking.threshold", "spiking.reset", "butd.network", "butd.weights",
-        "butd.downsample_always_shared", "butd.guided", "butd.hidden", "butd.depth", "butd.conv_channels",
-        "butd.task_embedding", "butd.batch_norm", "butd.train_task_head", "butd.multi_decoders", "butd.loss", NULL};
-    describe_changed(cfg, network, out, cap);
-}
-
-void bf_config_describe_learning(const bf_config *cfg, char *out, size_t cap) {
-    /* how the gradients or updates are formed, which the forward pass does not show */
-    static const char *const learning[] = {"model.dropout", "model.bn_momentum", "spiking.use_stbp",
-                                           "spiking.detach_reset", "spiking.surrogate", "spiking.alpha",
-                                           "spiking.width", "spiking.height", "butd.learning", "butd.noise_std",
-                                           NULL};
-    describe_changed(cfg, learning, out, cap);
 }
 
 void bf_config_print_reference(FILE *out) {
