@@ -30,7 +30,7 @@
 #   --python PY             [PYTHON=python3]  interpreter with torch + torchvision
 #   --no-torchvision        [TORCHVISION=0]   bioflex only
 #   --work DIR              [WORK=]           run directories (empty: a temporary one, removed at exit)
-#   --set s.k=v             (repeatable)      passed on to bioflex-train, e.g. --set model.channels=8
+#   --set s.k=v             (repeatable)      passed on to bioflex-train, e.g. --set model.dropout=0
 # Example, CPU, small: bash bench/data_wait.sh --device cpu --arch resnet18 --size 64 --batch 16 --steps 12 --log-every 3
 set -euo pipefail
 cd "$(dirname "$0")/.."
