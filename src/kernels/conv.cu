@@ -523,10 +523,12 @@ static bf_status conv_search(bf_cuda_impl *im, const bf_conv2d_shape *s, conv_en
     ch->algo = res[pick].algo;
     ch->math = im->precision == BF_PRECISION_FP32 ? CUDNN_FMA_MATH : res[pick].math;
     ch->memory = res[pick].memory;
-    if (im->precision == BF_PRECISION_FP32) {
-        /* a CUDNN_DEFAULT_MATH pick runs with CUDNN_FMA_MATH (the descriptor's math now): its
-         * workspace is asked for again under that math, keeping the larger size */
+    {
+        /* The workspace is asked for again under the math the algorithm runs with (fp32: a
+         * CUDNN_DEFAULT_MATH pick runs with CUDNN_FMA_MATH; tf32: the pick's own), keeping the
+         * larger size: a search's figure may be another math's. */
         size_t bytes = 0;
+        BF_TRY(set_math(e, ch->math));
         if (algo_workspace(im, e, dir, ch->algo, &bytes) == CUDNN_STATUS_SUCCESS && bytes > ch->memory)
             ch->memory = bytes;
         (void)cudaGetLastError();
