@@ -148,13 +148,42 @@ int main(void) {
     bf_status s = bf_train(&cfg, &resume, &res);
     CHECK(s != BF_OK && strstr(bf_last_error(), "core_net.0.weight"), "a checkpoint of another width is refused: %s",
           bf_last_error());
-    /* shared weights: the file's back_weights are tensors this network lacks (they were dropped
-     * unread, and bioflex-eval scored another network than the one trained) */
+    /* shared weights: resuming them is refused (another optimiser state and network), but a new run
+     * may start from them ([model] init_weights): the file's back_weights are passed over */
     configure(&cfg, split, 3);
     CHECK_OK(bf_config_set(&cfg, "butd.weights=shared"));
     s = bf_train(&cfg, &resume, &res);
-    CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "back_weight, which this BU-TD network does not have"),
-          "a separate-weights checkpoint resumed with shared weights is refused: %s", bf_last_error());
+    CHECK(s == BF_ERR_CHECKPOINT, "a separate-weights checkpoint resumed with shared weights is refused: %s",
+          bf_last_error());
+    char shared_dir[160];
+    snprintf(shared_dir, sizeof shared_dir, "%s/shared_from_separate", root);
+    configure(&cfg, shared_dir, 1);
+    CHECK_OK(bf_config_set(&cfg, "butd.weights=shared"));
+    snprintf(cfg.model.init_weights, sizeof cfg.model.init_weights, "%s", split);
+    CHECK_OK(bf_train(&cfg, &quiet, &res));
+    /* a tensor of no BU-TD network's kind is still refused: the run's weights plus a stray one */
+    char weights[256];
+    snprintf(weights, sizeof weights, "%s/checkpoints/epoch_0001/model.safetensors", shared_dir);
+    snprintf(path, sizeof path, "%s/stray.safetensors", root);
+    bf_st_file *trained = NULL;
+    CHECK_OK(bf_safetensors_read(weights, &trained));
+    int n = trained ? bf_safetensors_count(trained) : 0;
+    bf_st_tensor tensors[64];
+    for (int i = 0; i < n && i < 63; i++) tensors[i] = *bf_safetensors_at(trained, i);
+    float one = 1.0f;
+    tensors[n] = (bf_st_tensor){.name = "core_net.9.weight", .dtype = BF_DTYPE_F32, .ndim = 1, .shape = {1},
+                                .data = &one, .nbytes = sizeof one};
+    bf_st_meta kind = {"bioflex_network", "butd"};
+    CHECK(n > 0 && n < 63, "the trained weights hold %d tensors", n);
+    CHECK_OK(bf_safetensors_write(path, tensors, n + 1, &kind, 1));
+    bf_safetensors_close(trained);
+    configure(&cfg, shared_dir, 1);
+    CHECK_OK(bf_config_set(&cfg, "butd.weights=shared"));
+    snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s/stray_run", root);
+    snprintf(cfg.model.init_weights, sizeof cfg.model.init_weights, "%s", path);
+    s = bf_train(&cfg, &quiet, &res);
+    CHECK(s != BF_OK && strstr(bf_last_error(), "core_net.9.weight, which this BU-TD network does not have"),
+          "a weights file holding a tensor the network lacks is refused: %s", bf_last_error());
 
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);

@@ -36,10 +36,9 @@ typedef struct bf_train_state {
                               empty when the checkpoint predates it); writing uses the config's */
     char data[192];        /* the data the order depends on (bf_resume_describe_data), written as
                               metadata when set, read back (empty when the checkpoint predates it) */
-    char network[1024];    /* read back: the network the checkpoint's run trained (bf_config_describe_network;
-                              "" for the defaults), has_network = 0 when the checkpoint predates it;
-                              writing uses the config's */
-    char learning[512];    /* likewise how it learned (bf_config_describe_learning) */
+    char network[2048];    /* read back: the network the checkpoint's run trained (bf_config_describe_network),
+                              has_network = 0 when the checkpoint predates it; writing uses the config's */
+    char learning[1024];   /* likewise how it learned (bf_config_describe_learning) */
     int has_network;
     int batches_per_epoch; /* the run's batches per epoch, written as metadata when set, read back
                               (0 when the checkpoint predates it): a checkpoint after an epoch's

@@ -249,13 +249,17 @@ void bf_config_locate_keys(const bf_config *cfg);
 /* Applies one "section.key=value" override, validated like a file line (reported as "--set"). */
 bf_status bf_config_set(bf_config *cfg, const char *assignment);
 /* The keys that decide what a network computes from its weights ([model] arch, flex, ...,
- * [spiking] neuron, time_steps, ..., [butd] network, ...), those not at their defaults, as
- * "model.arch=vgg16 spiking.neuron=lif" (empty: all defaults): a checkpoint records it, so that a
- * resume with another network is refused and an evaluation with another one is noted. */
+ * [spiking] neuron, time_steps, ..., [butd] network, ..., the input's normalisation), as
+ * "model.arch=vgg16 model.channels=32,64 ... spiking.neuron=lif ...": a checkpoint records it, so
+ * that a resume as another network is refused and an evaluation as another one is noted. */
 void bf_config_describe_network(const bf_config *cfg, char *out, size_t cap);
-/* Likewise the keys that decide how it learns but not what it computes (dropout, surrogate, the
- * BU-TD learning rule, ...): a resume that changes them is noted. */
+/* Likewise the keys that decide how it learns but not what it computes (dropout, the tie rule,
+ * the surrogate, the BU-TD learning rule, ...): a resume that changes them is noted. */
 void bf_config_describe_learning(const bf_config *cfg, char *out, size_t cap);
+/* The keys whose values differ between two such phrases, as "key=value ..." of saved into was and
+ * of now into is (each cap bytes); keys only one of them records are not compared. Returns how
+ * many differ. */
+int bf_config_phrase_differences(const char *saved, const char *now, char *was, char *is, size_t cap);
 /* Checks relations between keys (e.g. milestones increasing); called after all overrides. */
 bf_status bf_config_validate(const bf_config *cfg);
 /* Writes the resolved configuration as INI (every key, so the file can be re-loaded). */

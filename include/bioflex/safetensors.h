@@ -41,7 +41,7 @@ typedef struct bf_st_tensor {
 
 typedef struct bf_st_meta {
     char key[64];
-    char value[1024];
+    char value[2048];
 } bf_st_meta;
 
 /* Writes tensors (in the given order) and metadata atomically to path. */

@@ -125,13 +125,18 @@ bf_status bf_butd_load(bf_butd_net *net, const char *path) {
         bf_butd_norm_state_entry(net, k, name, sizeof name, &offset, &shape[0]);
         s = bf_safetensors_copy_out(f, name, BF_DTYPE_F32, 1, shape, host + state_at + offset);
     }
-    /* a tensor this network lacks: the file holds another network (separate weights loaded as
-     * shared would silently drop every back_weight) */
-    for (int i = 0; i < bf_safetensors_count(f) && s == BF_OK; i++)
-        if (!has_tensor(net, bf_safetensors_at(f, i)->name))
+    /* a tensor this network lacks: the file holds another network. A back_weight is let through:
+     * separate weights start a shared network ([model] init_weights) or are evaluated as one, which
+     * bioflex-eval notes and a resume refuses (the checkpoint's network phrase) */
+    for (int i = 0; i < bf_safetensors_count(f) && s == BF_OK; i++) {
+        const char *name = bf_safetensors_at(f, i)->name;
+        size_t len = strlen(name), suffix = strlen(".back_weight");
+        int back_weight = len > suffix && strcmp(name + len - suffix, ".back_weight") == 0;
+        if (!back_weight && !has_tensor(net, name))
             s = bf_error(BF_ERR_CHECKPOINT, "%s holds %s, which this BU-TD network does not have (written by a network "
                          "with other [butd] network, weights, guided or batch_norm settings?)", path,
                          bf_safetensors_at(f, i)->name);
+    }
     if (s == BF_OK && num_state)
         s = bf_to_device(net->backend, net->state_data, host + state_at, net->num_state_floats * sizeof(float));
     if (s == BF_OK) s = bf_to_device(net->backend, net->param_data, host, net->num_param_floats * sizeof(float));

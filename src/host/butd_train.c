@@ -590,7 +590,11 @@ bf_status bf_butd_evaluate_checkpoint(const bf_config *cfg, const char *checkpoi
     /* the test noise of the checkpoint's epoch, as the run's evaluation there drew it (0 for bare weights) */
     int epoch = 0;
     char dir[BF_PATH_MAX];
-    if (s == BF_OK && bf_checkpoint_resolve(checkpoint, dir) == BF_OK) s = bf_checkpoint_epoch(dir, &epoch);
+    if (s == BF_OK && bf_checkpoint_resolve(checkpoint, dir) == BF_OK)
+        s = bf_checkpoint_epoch(dir, &epoch);
+    else if (s == BF_OK && cfg->data.input_noise_std > 0 && cfg->data.noise_splits != 0) /* noise on the test split */
+        fprintf(stderr, "note: %s is a weights file, not a checkpoint directory: its test noise is drawn as after 0 "
+                "epochs (a checkpoint directory gives its own epoch's, as its run drew it)\n", checkpoint);
     if (s == BF_OK) s = score_test_set(&r, epoch, 0, &loss, &top1, &samples, tasks);
     *out = (bf_eval_result){.loss = loss, .top1 = top1, .samples = samples};
     run_free(&r);

@@ -130,7 +130,7 @@ static bf_status write_state_file(const char *path, const bf_config *cfg, const 
         bf_schedule_describe(&cfg->optim, &cfg->schedule, cfg->run.epochs, schedule, sizeof schedule);
         meta_set(meta, &nm, "lr_schedule", "%s", schedule);
         if (st->data[0]) meta_set(meta, &nm, "data", "%s", st->data);
-        char network[1024], learning[512];
+        char network[2048], learning[1024];
         bf_config_describe_network(cfg, network, sizeof network);
         bf_config_describe_learning(cfg, learning, sizeof learning);
         meta_set(meta, &nm, "network", "%s", network);

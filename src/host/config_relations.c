@@ -205,6 +205,25 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
         if (changed_key(cfg, "run", flex_kernels, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s applies to [model] networks with flex layers, not [butd] network = %s",
                             text, network);
+        /* [butd] keys of another BU-TD network, or of another weight or task setting */
+        static const char *const fc_only[] = {"depth", NULL}, *const simple_only[] = {"conv_channels", NULL};
+        static const char *const not_resnet[] = {"hidden", NULL}, *const guided_only[] = {"task_embedding", NULL};
+        static const char *const separate_only[] = {"symmetric_init", "td_init", "downsample_always_shared", NULL};
+        static const char *const resnet_only[] = {"downsample_always_shared", NULL};
+        if (bt->network != 1 && changed_key(cfg, "butd", fc_only, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to [butd] network = fc only (got %s)", text, network);
+        if (bt->network != 2 && changed_key(cfg, "butd", simple_only, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to [butd] network = simple only (got %s)", text, network);
+        if (bt->network == 3 && changed_key(cfg, "butd", not_resnet, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to [butd] network = fc or simple only (resnet18 has its own "
+                            "widths)", text);
+        if (!bt->guided && changed_key(cfg, "butd", guided_only, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s needs [butd] guided = true (the task's embedding)", text);
+        if (bt->shared_weights && changed_key(cfg, "butd", separate_only, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to [butd] weights = separate only (shared weights have no B)",
+                            text);
+        if (bt->network != 3 && changed_key(cfg, "butd", resnet_only, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to [butd] network = resnet18 only (its 1x1 downsamples)", text);
     }
     const bf_model_config *m = &cfg->model;
     const bf_arch arch = m->arch;
@@ -235,13 +254,16 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
     }
     /* the max joint's fusions, kept switchable for comparison */
     static const char *const max_fusions[] = {"fuse_flex_bn_stats", "fuse_flex_bn", "fuse_flex_scatter", NULL};
+    static const char *const expand_fusions[] = {"fuse_flex_bn", "fuse_flex_scatter", NULL};
     static const char *const slide[] = {"flex_kernels", NULL};
-    if (bt->network == 0 && (!m->flex || m->flex_joint != 0)) {
-        const char *why = m->flex ? "flex_joint = mask" : "flex = false";
-        if (changed_key(cfg, "model", max_fusions, text, sizeof text) || changed_key(cfg, "run", slide, text, sizeof text))
-            return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex = true with flex_joint = channelwise_max only "
-                            "(got %s)", text, why);
-    }
+    if (bt->network == 0 && !m->flex && changed_key(cfg, "run", slide, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s needs [model] flex = true", text); /* read by both joints' pool kernels */
+    if (bt->network == 0 && (!m->flex || m->flex_joint != 0) && changed_key(cfg, "model", max_fusions, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex = true with flex_joint = channelwise_max only "
+                        "(got %s)", text, m->flex ? "flex_joint = mask" : "flex = false");
+    if (bt->network == 0 && m->flex && m->flex_joint == 0 && m->flex_channels != 0 &&
+        changed_key(cfg, "model", expand_fusions, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex_channels = expand only (got bilinear)", text);
     /* the schedule's and the optimiser's own keys */
     const bf_schedule_config *sc = &cfg->schedule;
     const char *type = bf_config_enum_text("schedule", "type", sc->type);
@@ -378,41 +400,80 @@ bf_status bf_config_check_relations(const bf_config *cfg) {
 
 /* The keys of `list` ("section.key", NULL-terminated) whose value is not the default, as
  * "section.key=value" separated by blanks: the --set that would give them. */
-static void describe_changed(const bf_config *cfg, const char *const *list, char *out, size_t cap) {
-    bf_config defaults;
-    bf_config_defaults(&defaults);
+/* The keys of `list` ("section.key", NULL-terminated) as "section.key=value" separated by blanks:
+ * every one, so that a default changed in a later version still compares as the value it was. */
+static void describe_keys(const bf_config *cfg, const char *const *list, char *out, size_t cap) {
     size_t len = 0;
     out[0] = '\0';
-    for (const char *const *entry = list; *entry; entry++) {
-        char section[32], value[256], default_value[256];
+    for (const char *const *entry = list; *entry && len + 1 < cap; entry++) {
+        char section[32], value[256];
         const char *dot = strchr(*entry, '.');
         snprintf(section, sizeof section, "%.*s", (int)(dot - *entry), *entry);
         bf_config_value_text(cfg, section, dot + 1, value, sizeof value);
-        bf_config_value_text(&defaults, section, dot + 1, default_value, sizeof default_value);
-        if (strcmp(value, default_value) == 0 || len + 1 >= cap) continue;
         int n = snprintf(out + len, cap - len, "%s%s=%s", len ? " " : "", *entry, value);
         if (n > 0) len = (size_t)n < cap - len ? len + (size_t)n : cap - 1;
     }
 }
 
 void bf_config_describe_network(const bf_config *cfg, char *out, size_t cap) {
-    /* what the forward pass computes with the weights: the layers, what they hold, how they fire */
+    /* what the weights compute from an image: the layers, what they hold, how they fire, the
+     * input's scaling (num_classes is left out: 0 means the dataset's, and the head's shape says it) */
     static const char *const network[] = {
-        "model.arch", "model.num_classes", "model.channels", "model.hidden", "model.batchnorm", "model.bn_eps",
-        "model.freeze_fc1", "model.flex", "model.flex_layers", "model.fully_flex", "model.flex_joint",
-        "model.flex_channels", "model.flex_tie", "model.flex_mask", "model.flex_mask_factor", "model.flex_logits_bn",
-        "model.threshold_mode", "spiking.neuron", "spiking.time_steps", "spiking.encoding", "spiking.readout",
-        "spiking.decay", "spiking.threshold", "spiking.reset", "butd.network", "butd.weights",
-        "butd.downsample_always_shared", "butd.guided", "butd.hidden", "butd.depth", "butd.conv_channels",
-        "butd.task_embedding", "butd.batch_norm", "butd.train_task_head", "butd.multi_decoders", "butd.loss", NULL};
-    describe_changed(cfg, network, out, cap);
+        "model.arch", "model.channels", "model.hidden", "model.batchnorm", "model.bn_eps", "model.freeze_fc1",
+        "model.flex", "model.flex_layers", "model.fully_flex", "model.flex_joint", "model.flex_channels",
+        "model.flex_mask", "model.flex_mask_factor", "model.flex_logits_bn", "model.threshold_mode",
+        "spiking.neuron", "spiking.time_steps", "spiking.encoding", "spiking.readout", "spiking.decay",
+        "spiking.threshold", "spiking.reset", "butd.network", "butd.weights", "butd.downsample_always_shared",
+        "butd.guided", "butd.hidden", "butd.depth", "butd.conv_channels", "butd.task_embedding", "butd.batch_norm",
+        "butd.train_task_head", "butd.multi_decoders", "butd.loss", "data.normalize", "data.norm_stats",
+        "data.cifar10_std", NULL};
+    describe_keys(cfg, network, out, cap);
 }
 
 void bf_config_describe_learning(const bf_config *cfg, char *out, size_t cap) {
     /* how the gradients or updates are formed, which the forward pass does not show */
-    static const char *const learning[] = {"model.dropout", "model.bn_momentum", "spiking.use_stbp",
+    static const char *const learning[] = {"model.dropout", "model.bn_momentum", "model.flex_tie", "spiking.use_stbp",
                                            "spiking.detach_reset", "spiking.surrogate", "spiking.alpha",
                                            "spiking.width", "spiking.height", "butd.learning", "butd.noise_std",
                                            NULL};
-    describe_changed(cfg, learning, out, cap);
+    describe_keys(cfg, learning, out, cap);
+}
+
+/* The value `key=` has in phrase (its length in *len), or NULL. */
+static const char *phrase_value(const char *phrase, const char *key, size_t key_len, size_t *len) {
+    for (const char *t = phrase; *t;) {
+        size_t token = strcspn(t, " ");
+        if (token > key_len && t[key_len] == '=' && strncmp(t, key, key_len) == 0) {
+            *len = token - key_len - 1;
+            return t + key_len + 1;
+        }
+        t += token;
+        while (*t == ' ') t++;
+    }
+    return NULL;
+}
+
+int bf_config_phrase_differences(const char *saved, const char *now, char *was, char *is, size_t cap) {
+    int count = 0;
+    size_t was_len = 0, is_len = 0;
+    was[0] = is[0] = '\0';
+    for (const char *t = now; *t;) {
+        size_t token = strcspn(t, " "), key_len = strcspn(t, "=");
+        if (key_len < token) {
+            size_t old_len = 0, new_len = token - key_len - 1;
+            const char *old = phrase_value(saved, t, key_len, &old_len), *new_value = t + key_len + 1;
+            /* a key the checkpoint's version did not record is not compared */
+            if (old && (old_len != new_len || strncmp(old, new_value, new_len) != 0)) {
+                int n = snprintf(was + was_len, cap - was_len, "%s%.*s=%.*s", count ? " " : "", (int)key_len, t,
+                                 (int)old_len, old);
+                if (n > 0) was_len = (size_t)n < cap - was_len ? was_len + (size_t)n : cap - 1;
+                n = snprintf(is + is_len, cap - is_len, "%s%.*s", count ? " " : "", (int)token, t);
+                if (n > 0) is_len = (size_t)n < cap - is_len ? is_len + (size_t)n : cap - 1;
+                count++;
+            }
+        }
+        t += token;
+        while (*t == ' ') t++;
+    }
+    return count;
 }

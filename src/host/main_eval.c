@@ -45,15 +45,14 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const char *checkpoin
  * question a researcher may ask, so it is said, not refused. Silent where the checkpoint has no
  * state file (bare weights) or predates the record. */
 static void note_other_network(const bf_config *cfg, const char *checkpoint) {
-    char dir[BF_PATH_MAX], saved[1024], now[1024];
+    char dir[BF_PATH_MAX], saved[2048], now[2048], was[1024], is[1024];
     int recorded = 0;
     if (bf_checkpoint_resolve(checkpoint, dir) != BF_OK || bf_checkpoint_network(dir, saved, sizeof saved, &recorded) != BF_OK ||
         !recorded)
         return;
     bf_config_describe_network(cfg, now, sizeof now);
-    if (strcmp(saved, now) != 0)
-        fprintf(stderr, "note: %s was trained as the network \"%s\"; it is evaluated as \"%s\"\n", dir,
-                saved[0] ? saved : "defaults", now[0] ? now : "defaults");
+    if (bf_config_phrase_differences(saved, now, was, is, sizeof was) > 0)
+        fprintf(stderr, "note: %s was trained as another network: %s; it is evaluated with %s\n", dir, was, is);
 }
 
 int main(int argc, char **argv) {

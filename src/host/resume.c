@@ -29,16 +29,15 @@ void bf_resume_describe_data(const char *dataset, int train_samples, int global_
 
 bf_status bf_resume_check(FILE *text, const char *dir, bf_train_state *saved, const char *data_now,
                           int batches_per_epoch, const bf_config *cfg) {
-    /* The weights fit this run's shapes (the loads checked), but another neuron, T, flex joint or
-     * BU-TD wiring would compute something else with them from here on. */
-    char network[sizeof saved->network], learning[sizeof saved->learning];
+    /* The weights fit this run's shapes (the loads checked), but another neuron, T, flex joint,
+     * BU-TD wiring or input scaling would compute something else with them from here on. */
+    char network[sizeof saved->network], learning[sizeof saved->learning], was[1024], is[1024];
     bf_config_describe_network(cfg, network, sizeof network);
     bf_config_describe_learning(cfg, learning, sizeof learning);
-    if (saved->has_network && strcmp(saved->network, network) != 0)
-        return bf_error(BF_ERR_CHECKPOINT, "%s was trained as the network \"%s\", but this run's is \"%s\" (the keys not "
-                        "at their defaults): a resume goes on with the same network. Resume with the checkpoint's "
-                        "keys, or start a new run from its weights with [model] init_weights", dir,
-                        saved->network[0] ? saved->network : "defaults", network[0] ? network : "defaults");
+    if (saved->has_network && bf_config_phrase_differences(saved->network, network, was, is, sizeof was) > 0)
+        return bf_error(BF_ERR_CHECKPOINT, "%s was trained as another network: %s, where this run has %s. A resume "
+                        "goes on with the same network: resume with the checkpoint's keys, or start a new run from "
+                        "its weights with [model] init_weights", dir, was, is);
     if (text && saved->batch_in_epoch > 0)
         fprintf(text, "resumed from %s in epoch %d after batch %d (step %ld)\n", dir, saved->epoch + 1,
                 saved->batch_in_epoch, saved->step);
@@ -61,9 +60,8 @@ bf_status bf_resume_check(FILE *text, const char *dir, bf_train_state *saved, co
         return bf_error(BF_ERR_CHECKPOINT, "%s stopped after batch %d of epoch %d, but this run has %d batches per "
                         "epoch ([data] batch_size, the dataset or the number of ranks changed)", dir,
                         saved->batch_in_epoch, saved->epoch + 1, batches_per_epoch);
-    if (text && saved->has_network && strcmp(saved->learning, learning) != 0)
-        fprintf(text, "note: %s learned with \"%s\"; this run learns with \"%s\" from here on\n", dir,
-                saved->learning[0] ? saved->learning : "defaults", learning[0] ? learning : "defaults");
+    if (text && saved->has_network && bf_config_phrase_differences(saved->learning, learning, was, is, sizeof was) > 0)
+        fprintf(text, "note: %s learned with %s; this run learns with %s from here on\n", dir, was, is);
     if (text && data_changed)
         fprintf(text, "note: %s was trained on \"%s\"; this run trains on \"%s\": from epoch %d on, the order "
                 "follows this run's\n", dir, saved->data, data_now, saved->epoch + 1);
