@@ -300,6 +300,21 @@ static void test_refused_files(void) {
     expect_refused("a key on the section's line", "[data]\nbatch_size = 8\n[run] epochs = 7\n", 3,
                    "text after the section header [run]: \"epochs = 7\"", NULL);
     expect_refused("a second bracket", "[run]]\nepochs = 7\n", 1, "text after the section header [run]: \"]\"", NULL);
+    expect_refused("old Mac line ends", "; a comment\r[run]\repochs = 7\r", 1,
+                   "a carriage return ends this line without a line feed", NULL);
+    expect_refused("a lone carriage return", "[run]\r\nepochs = 7\r\n\rdir = x\r\n", 3,
+                   "a carriage return ends this line", NULL);
+    {
+        char nul_path[] = "/tmp/bf_test_config_nul_XXXXXX";
+        int fd = mkstemp(nul_path);
+        const char text[] = "[run]\n\0epochs = 7\n"; /* fgets would end line 2's text at the NUL */
+        CHECK(fd >= 0 && write(fd, text, sizeof text - 1) == (ssize_t)(sizeof text - 1), "write %s", nul_path);
+        if (fd >= 0) close(fd);
+        bf_config nul;
+        CHECK(bf_config_load(nul_path, &nul) == BF_ERR_CONFIG && strstr(bf_last_error(), ":2: a NUL byte"),
+              "a NUL byte refused at its line: %s", bf_last_error());
+        unlink(nul_path);
+    }
     bf_config commented;
     char commented_path[64], commented_message[2048];
     CHECK(load_text("[run]  ; the run\r\nepochs = 7\n[data]\r\n", &commented, commented_path, commented_message,

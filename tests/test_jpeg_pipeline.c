@@ -567,6 +567,57 @@ static void test_datasets(void) {
           "train_transform error names the allowed values: %s", bf_last_error());
 }
 
+/* Files a corrupt or hostile header makes costly or wrong are refused as format errors (the
+ * loader skips and counts them): a 65000 x 65000 header in a small file (a progressive decode would
+ * buffer gigabytes), 2000 empty progressive scans (seconds of CPU each; tests/fixtures, from
+ * fuzzing) and arithmetic-coded data libjpeg flags as corrupt (tests/fixtures). */
+static void test_hostile_files(void) {
+    bf_jpeg_decoder *dec = NULL;
+    CHECK_OK(bf_jpeg_decoder_create(&dec));
+    bf_image_u8 out = {0};
+    char path[512];
+    snprintf(path, sizeof path, "%s/huge.jpg", root);
+    uint8_t pixels[16 * 16 * 3];
+    memset(pixels, 90, sizeof pixels);
+    CHECK_OK(bf_jpeg_write(path, pixels, 16, 16, 3, 90, 1));
+    FILE *f = fopen(path, "r+b");
+    uint8_t bytes[4096];
+    size_t n = f ? fread(bytes, 1, sizeof bytes, f) : 0;
+    size_t sof = 0;
+    for (size_t i = 0; i + 9 < n && !sof; i++)
+        if (bytes[i] == 0xFF && bytes[i + 1] == 0xC2) sof = i; /* SOF2: FF C2, length, precision, height, width */
+    CHECK(sof > 0, "the progressive JPEG has an SOF2 marker");
+    if (f && sof) {
+        const uint8_t big[4] = {0xFD, 0xE8, 0xFD, 0xE8}; /* 65000 x 65000 */
+        fseek(f, (long)(sof + 5), SEEK_SET);
+        fwrite(big, 1, sizeof big, f);
+    }
+    if (f) fclose(f);
+    int w = 0, h = 0;
+    bf_status s = bf_jpeg_load(dec, path, &w, &h);
+    CHECK(s == BF_ERR_FORMAT && strstr(bf_last_error(), "a 65000x65000 JPEG is over the"), "huge header: %s",
+          bf_last_error());
+    const char *fixtures[2][2] = {{"jpeg_many_scans.jpg", "more than 500 scans"},
+                                  {"jpeg_arith_bad_code.jpg", "corrupt or truncated JPEG data"}};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/tests/fixtures/%s", BIOFLEX_SOURCE_DIR, fixtures[i][0]);
+        s = bf_jpeg_load(dec, path, &w, &h);
+        bf_rect whole = {0, 0, w, h}, in;
+        double scale = 0;
+        if (s == BF_OK) s = bf_jpeg_decode_region(dec, whole, w, h, &out, &in, &scale);
+        CHECK(s == BF_ERR_FORMAT && strstr(bf_last_error(), fixtures[i][1]), "%s refused as \"%s\": %s",
+              fixtures[i][0], fixtures[i][1], bf_last_error());
+    }
+    /* and the decoder goes on with the next file */
+    snprintf(path, sizeof path, "%s/if/train/class_000/class_000_00000.JPEG", root);
+    CHECK_OK(bf_jpeg_load(dec, path, &w, &h));
+    bf_rect whole = {0, 0, w, h}, in;
+    double scale = 0;
+    CHECK_OK(bf_jpeg_decode_region(dec, whole, w, h, &out, &in, &scale));
+    free(out.pixels);
+    bf_jpeg_decoder_free(dec);
+}
+
 int main(void) {
     snprintf(root, sizeof root, "/tmp/bioflex_test_jpeg_%d", (int)getpid());
     bf_remove_tree(root);
@@ -587,6 +638,7 @@ int main(void) {
     test_resample_fixed_point();
     test_plans();
     test_datasets();
+    test_hostile_files();
     bf_remove_tree(root);
     return bf_test_finish();
 }

@@ -662,7 +662,9 @@ static bf_status set_value(bf_config *cfg, const key_spec *k, const char *value)
 
 /* Shortest "%g" text that reads back as the same float: 0.1f prints "0.1", not "0.100000001". */
 static void format_float(float f, char *buf, size_t size) {
-    if (f == (float)(long)f && fabsf(f) < 1e7f) { /* a whole number as one: 300, not 3e+02 */
+    /* a whole number as one: 300, not 3e+02 (the magnitude first: a float past long's range must
+     * not be converted) */
+    if (fabsf(f) < 1e7f && f == (float)(long)f) {
         snprintf(buf, size, "%ld", (long)f);
         return;
     }
@@ -915,12 +917,40 @@ static int handle_key(void *user, const char *section, const char *key, const ch
     return 1;
 }
 
+/* Bytes the line reader would misread without a word: a NUL (fgets ends the line's text there)
+ * and a carriage return not followed by a line feed (an old Mac file is one long line, most of it
+ * dropped). Rewinds the file. */
+static bf_status check_line_ends(FILE *file, const char *path) {
+    int line = 1, c, previous = 0;
+    bf_status st = BF_OK;
+    while ((c = getc(file)) != EOF) { /* a CR at the very end is trailing blank */
+        if (previous == '\r' && c != '\n') {
+            st = bf_error(BF_ERR_CONFIG, "%s:%d: a carriage return ends this line without a line feed (old Mac line "
+                          "ends: save the file with LF or CRLF line ends)", path, line);
+            break;
+        }
+        if (c == '\0') {
+            st = bf_error(BF_ERR_CONFIG, "%s:%d: a NUL byte (not a text file?)", path, line);
+            break;
+        }
+        if (c == '\n') line++;
+        previous = c;
+    }
+    rewind(file);
+    return st;
+}
+
 bf_status bf_config_load(const char *path, bf_config *cfg) {
     if (!path || !cfg) return bf_error(BF_ERR_ARG, "bf_config_load: path and cfg must not be NULL");
     if (strlen(path) >= BF_PATH_MAX)
         return bf_error(BF_ERR_ARG, "config path is longer than %d characters: %s", BF_PATH_MAX - 1, path);
     FILE *file = fopen(path, "r");
     if (!file) return bf_error(BF_ERR_IO, "cannot open config file %s: %s", path, strerror(errno));
+    bf_status ends = check_line_ends(file, path);
+    if (ends != BF_OK) {
+        fclose(file);
+        return ends;
+    }
 
     /* Parse into a copy, so that cfg is untouched when the file is refused. */
     bf_config parsed;

@@ -8,7 +8,12 @@
  * back to the decode call, which reports BF_ERR_FORMAT with the library's message and the path.
  * Warnings that mean the pixels are wrong (premature end of data, corrupt entropy data) are
  * recorded by emit_message and turn an otherwise "successful" decode into BF_ERR_FORMAT, so a
- * truncated file is skipped rather than trained on as grey bands. */
+ * truncated file is skipped rather than trained on as grey bands.
+ *
+ * Limits. A corrupt or hostile header can ask for a huge image (65000 x 65000 in a 1 KB file: a
+ * progressive decode buffers every coefficient, gigabytes) or thousands of empty scans (seconds of
+ * CPU each): images over MAX_PIXELS, libjpeg's own memory over MAX_DECODER_MEMORY and files of more
+ * than MAX_SCANS scans are refused as format errors, so the loader skips and counts them. */
 #include "bioflex/image.h"
 
 #include <errno.h>
@@ -19,6 +24,10 @@
 
 #include <jpeglib.h>
 #include <jerror.h>
+
+#define MAX_PIXELS ((uint64_t)1 << 27)          /* 134 megapixels: far above any photograph in ImageNet */
+#define MAX_DECODER_MEMORY ((long)512 << 20)     /* libjpeg's buffers for one image */
+#define MAX_SCANS 500                            /* a progressive JPEG has about 10; TurboJPEG's limit */
 
 typedef struct decoder_error {
     struct jpeg_error_mgr base;
@@ -35,6 +44,7 @@ struct bf_jpeg_decoder {
     char path[BF_PATH_MAX + 64];
     uint8_t *row;             /* one CMYK row (4 channels) before conversion */
     size_t row_cap;
+    struct jpeg_progress_mgr progress; /* counts the scans as libjpeg reads them */
 };
 
 static void on_error_exit(j_common_ptr cinfo) {
@@ -48,11 +58,20 @@ static void on_message(j_common_ptr cinfo, int msg_level) {
     decoder_error *e = (decoder_error *)cinfo->err;
     if (msg_level != -1) return;
     int code = cinfo->err->msg_code;
-    if (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER || code == JWRN_HUFF_BAD_CODE || code == JWRN_MUST_RESYNC ||
-        code == JWRN_NOT_SEQUENTIAL || code == JWRN_BOGUS_PROGRESSION) {
+    if (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER || code == JWRN_HUFF_BAD_CODE || code == JWRN_ARITH_BAD_CODE ||
+        code == JWRN_MUST_RESYNC || code == JWRN_NOT_SEQUENTIAL || code == JWRN_BOGUS_PROGRESSION) {
         if (!e->bad_data) cinfo->err->format_message(cinfo, e->message);
         e->bad_data = 1;
     }
+}
+
+/* Called by libjpeg as it works through the file: a decode still reading scans past MAX_SCANS is
+ * abandoned as an error exit would be. */
+static void on_progress(j_common_ptr cinfo) {
+    if (!cinfo->is_decompressor || ((j_decompress_ptr)cinfo)->input_scan_number <= MAX_SCANS) return;
+    decoder_error *e = (decoder_error *)cinfo->err;
+    snprintf(e->message, sizeof e->message, "more than %d scans (a progressive JPEG has about 10)", MAX_SCANS);
+    longjmp(e->jump, 1);
 }
 
 bf_status bf_jpeg_decoder_create(bf_jpeg_decoder **out) {
@@ -66,6 +85,9 @@ bf_status bf_jpeg_decoder_create(bf_jpeg_decoder **out) {
         return bf_error(BF_ERR_INTERNAL, "libjpeg: cannot create a decompressor");
     }
     jpeg_create_decompress(&dec->cinfo);
+    dec->cinfo.mem->max_memory_to_use = MAX_DECODER_MEMORY; /* past it: "backing store not supported" */
+    dec->progress.progress_monitor = on_progress;
+    dec->cinfo.progress = &dec->progress;
     *out = dec;
     return BF_OK;
 }
@@ -115,6 +137,11 @@ bf_status bf_jpeg_load(bf_jpeg_decoder *dec, const char *path, int *w, int *h) {
     }
     jpeg_mem_src(ci, dec->file, (unsigned long)dec->file_size);
     jpeg_read_header(ci, TRUE);
+    if ((uint64_t)ci->image_width * ci->image_height > MAX_PIXELS) {
+        jpeg_abort_decompress(ci);
+        return bf_error(BF_ERR_FORMAT, "%s: a %ux%u JPEG is over the %llu pixels bioflex decodes (a corrupt header?)",
+                        path, ci->image_width, ci->image_height, (unsigned long long)MAX_PIXELS);
+    }
     *w = (int)ci->image_width;
     *h = (int)ci->image_height;
     return BF_OK;
