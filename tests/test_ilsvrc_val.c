@@ -130,6 +130,11 @@ int main(void) {
                   "ILSVRC2012_val_00000003,n01440764\nILSVRC2012_val_00000004,n01443537\n");
     cfg = config("three.txt", "noclass.csv");
     expect_error(&cfg, "class n01484850 (label 2) has no validation image", "a class without validation images");
+    snprintf(p, sizeof p, "%s/twice.csv", root);
+    write_text(p, "ImageId,PredictionString\nILSVRC2012_val_00000001,n01443537 0 0 1 1\n"
+                  "ILSVRC2012_val_00000002,n01440764 0 0 1 1\nILSVRC2012_val_00000001,n01484850 0 0 1 1\n");
+    cfg = config("three.txt", "twice.csv");
+    expect_error(&cfg, "twice.csv: ImageId ILSVRC2012_val_00000001 is on two lines", "an image with two labels");
     cfg = config("three.txt", "LOC_val_solution.csv");
     cfg.dataset = BF_DATASET_IMAGEFOLDER;
     expect_error(&cfg, "val_labels is for dataset = imagenet", "val_labels with imagefolder");

@@ -542,6 +542,21 @@ static void test_datasets(void) {
         d = NULL;
     }
     set(&cfg, "data.class_list = ");
+    /* a WNID twice in Labels.json (JSON allows it) would give its folder two labels */
+    char labels_json[400], saved_json[4096] = "";
+    snprintf(labels_json, sizeof labels_json, "%s/kg/Labels.json", root);
+    f = fopen(labels_json, "r");
+    size_t saved_len = f ? fread(saved_json, 1, sizeof saved_json - 1, f) : 0;
+    if (f) fclose(f);
+    f = fopen(labels_json, "w");
+    fprintf(f, "{\"n00001000\": \"a\", \"n00001001\": \"b\", \"n00001000\": \"c\"}\n");
+    fclose(f);
+    st = bf_dataset_open(&cfg.data, 1, BF_SPLIT_TRAIN, &d);
+    CHECK(st == BF_ERR_FORMAT && !d && strstr(bf_last_error(), "WNID 'n00001000' is a key twice (classes 0 and 2)"),
+          "Labels.json with a key twice is refused: %s", bf_last_error());
+    f = fopen(labels_json, "w");
+    fwrite(saved_json, 1, saved_len, f);
+    fclose(f);
 
     /* Errors at open: no path, a missing directory, an empty class. */
     set(&cfg, "data.dataset = imagefolder");

@@ -478,6 +478,12 @@ static void test_version_1_files(const char *path) {
     expect_refused(flipped, "over the data —", "version 1, flipped data byte");
 }
 
+/* A plain file whose header no longer names one tensor: its bytes lie in the data section unused. */
+static void edit_plain_dropped_tensor(cJSON *h) {
+    edit_drop_metadata(h);
+    cJSON_DeleteItemFromObjectCaseSensitive(h, "features.0.weight");
+}
+
 static void test_bad_headers(const char *path) {
     check_edited_header(path, edit_version_3, "format version 3, this bioflex reads 1 and 2", "format_version 3");
     check_edited_header(path, edit_version_3_bf16, "format version 3, this bioflex reads 1 and 2", "version 3 + BF16");
@@ -493,6 +499,8 @@ static void test_bad_headers(const char *path) {
     check_edited_header(path, edit_offsets_past_end, "outside the data section", "offsets past the end");
     /* A plain safetensors file (as PyTorch writes it) has no bioflex metadata and is accepted. */
     check_edited_header(path, edit_drop_metadata, NULL, "plain safetensors without metadata");
+    /* ... but, like any safetensors file, only when its tensors tile the data section */
+    check_edited_header(path, edit_plain_dropped_tensor, "the file is damaged)", "plain file with unused bytes");
 
     /* Headers that are not JSON, or JSON followed by junk. */
     char bad[256];

@@ -41,6 +41,13 @@ static void names_free(name_list *l) {
     memset(l, 0, sizeof *l);
 }
 
+/* The index of name in l, or -1. */
+static int names_find(const name_list *l, const char *name) {
+    for (int i = 0; i < l->count; i++)
+        if (strcmp(l->items[i], name) == 0) return i;
+    return -1;
+}
+
 static bf_status names_add(name_list *l, const char *name) {
     if (l->count == l->cap) {
         int cap = l->cap ? l->cap * 2 : 64;
@@ -98,9 +105,7 @@ static bf_status read_class_list(const char *path, name_list *out) {
         end = s + strlen(s);
         while (end > s && isspace((unsigned char)end[-1])) *--end = '\0';
         if (!*s || *s == '#') continue;
-        int repeated = -1; /* a class twice would give its files two labels */
-        for (int i = 0; i < out->count && repeated < 0; i++)
-            if (strcmp(out->items[i], s) == 0) repeated = i;
+        int repeated = names_find(out, s); /* a class twice would give its files two labels */
         if (strlen(s) >= 64) st = bf_error(BF_ERR_FORMAT, "%s: class name '%s' is longer than 63 characters", path, s);
         else if (repeated >= 0)
             st = bf_error(BF_ERR_FORMAT, "%s:%d: class '%s' is listed twice (already as class %d)", path, line_no, s,
@@ -134,7 +139,12 @@ static bf_status read_labels_json(const char *path, name_list *out) {
         return bf_error(BF_ERR_FORMAT, "%s: not a JSON object mapping WNID -> class name", path);
     }
     bf_status st = BF_OK;
-    for (cJSON *it = root->child; it && st == BF_OK; it = it->next) st = names_add(out, it->string);
+    for (cJSON *it = root->child; it && st == BF_OK; it = it->next) {
+        int repeated = names_find(out, it->string); /* JSON allows it; the folder would get two labels */
+        st = repeated >= 0 ? bf_error(BF_ERR_FORMAT, "%s: WNID '%s' is a key twice (classes %d and %d)", path,
+                                      it->string, repeated, out->count)
+                           : names_add(out, it->string);
+    }
     cJSON_Delete(root);
     return st;
 }
@@ -212,6 +222,14 @@ static bf_status read_val_labels(const char *path, const name_list *classes, val
         return st;
     }
     qsort(v, (size_t)n, sizeof *v, compare_val_labels);
+    for (int i = 1; i < n && st == BF_OK; i++) /* an image with two lines: which label would be a guess */
+        if (strcmp(v[i - 1].image, v[i].image) == 0)
+            st = bf_error(BF_ERR_FORMAT, "%s: ImageId %s is on two lines", path, v[i].image);
+    if (st != BF_OK) {
+        for (int i = 0; i < n; i++) free(v[i].image);
+        free(v);
+        return st;
+    }
     *out = v;
     *count = n;
     return BF_OK;

@@ -528,6 +528,40 @@ static bf_status parse_tensor(const char *path, const cJSON *entry, const unsign
     return BF_OK;
 }
 
+typedef struct byte_span {
+    uint64_t begin, end;
+} byte_span;
+
+static int compare_spans(const void *a, const void *b) {
+    const byte_span *x = a, *y = b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return x->end < y->end ? -1 : x->end > y->end;
+}
+
+static bf_status check_tiling(const char *path, const bf_st_file *f, const unsigned char *data, uint64_t data_size) {
+    byte_span *spans = malloc((f->count ? (size_t)f->count : 1) * sizeof *spans);
+    if (spans == NULL) return bf_error(BF_ERR_OOM, "%s: out of memory", path);
+    for (int i = 0; i < f->count; i++) {
+        spans[i].begin = (uint64_t)((const unsigned char *)f->tensors[i].data - data);
+        spans[i].end = spans[i].begin + f->tensors[i].nbytes;
+    }
+    qsort(spans, (size_t)f->count, sizeof *spans, compare_spans);
+    uint64_t at = 0;
+    bf_status st = BF_OK;
+    for (int i = 0; i < f->count && st == BF_OK; i++) {
+        if (spans[i].begin != at)
+            st = bf_error(BF_ERR_CHECKPOINT, "%s: tensor data %s at byte %" PRIu64 " where the previous ends at %" PRIu64
+                          " (the tensors must tile the data section: the file is damaged)", path,
+                          spans[i].begin < at ? "overlaps" : "leaves a hole", spans[i].begin, at);
+        at = spans[i].end;
+    }
+    if (st == BF_OK && at != data_size)
+        st = bf_error(BF_ERR_CHECKPOINT, "%s: %" PRIu64 " bytes after the last tensor's data (the file is damaged)", path,
+                      data_size - at);
+    free(spans);
+    return st;
+}
+
 /* Checks 3 to 8 on a loaded file. */
 static bf_status parse_and_check(bf_st_file *f, const unsigned char *file, uint64_t size, uint64_t header_len) {
     const char *path = f->path;
@@ -589,6 +623,10 @@ static bf_status parse_and_check(bf_st_file *f, const unsigned char *file, uint6
             return bf_error(BF_ERR_CHECKPOINT, "%s: invalid header: tensor %s appears twice", path, t->name);
         f->count++;
     }
+
+    /* The tensors tile the data section, as the format requires (the safetensors library refuses
+     * anything else): two tensors on the same bytes, a hole or trailing bytes mean a damaged file. */
+    BF_TRY(check_tiling(path, f, data, data_size));
 
     /* Check 8: the data section is what was written. */
     if (checksum != NULL) {
