@@ -157,6 +157,11 @@ static bf_status check_butd_options(const bf_config *cfg) {
     if (bt->batch_norm && bt->learning == 1)
         return bf_error(BF_ERR_CONFIG, "[butd] batch_norm = true needs [butd] learning = backprop (Counter-Hebb is not "
                         "defined through the reference's TD batch-norm; its celeb_a config trains with backprop)");
+    if (bt->noise_std > 0 && bt->learning != 1)
+        return bf_error(BF_ERR_CONFIG, "[butd] noise_std applies to [butd] learning = counter_hebb only (the reference's "
+                        "AddNoise scales the Counter-Hebb updates; backprop's gradients take none)");
+    if (bt->loss == 1 && cfg->optim.label_smoothing > 0)
+        return bf_error(BF_ERR_CONFIG, "[optim] label_smoothing applies to [butd] loss = cross_entropy only, not bce");
     if (changed_key(cfg, "model", bn_keys, text, sizeof text))
         return bf_error(BF_ERR_CONFIG, "%s applies to [model] networks, not [butd] network = %s, whose batch-norm "
                         "keeps the reference's eps 1e-5 and momentum 0.1", text,

@@ -143,8 +143,9 @@ bf_status bf_run_build_model(const bf_config *cfg, bf_backend *b, const bf_datas
     if (s == BF_ERR_ARG) {
         const char *source = cfg->source[0] ? cfg->source : "the configuration";
         s = bf_error_context(BF_ERR_CONFIG, "%s: [model] arch = %s does not fit the %dx%dx%d images of [data] dataset "
-                             "= %s (a smaller arch, fewer [model] channels or pools, or larger images)", source,
-                             bf_arch_name(cfg->model.arch), d->c, d->h, d->w, d->name);
+                             "= %s (%s, or larger images)", source, bf_arch_name(cfg->model.arch), d->c, d->h, d->w,
+                             d->name, cfg->model.arch == BF_ARCH_CNN ? "fewer [model] channels (each adds a pool)"
+                                                                     : "a smaller arch");
     }
     if (s == BF_ERR_CONFIG) bf_config_locate_keys(cfg); /* a relation of the [model] keys, or with the data */
     return s;
