@@ -10,7 +10,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -249,6 +251,35 @@ static void test_idx_files(const char *tmp) {
     expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, expected_size, "truncated IDX gives the expected size");
     snprintf(expected_size, sizeof expected_size, "%d", 16 + 20 * 784);
     expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, expected_size, "truncated IDX gives the actual size");
+    bf_remove_tree(bad);
+    mkdir(bad, 0755);
+
+    /* A plain file whose header claims 8 GiB (512 images of 4096 x 4096) in 16 bytes is refused
+     * from its size before that is allocated: in a child process whose address space is capped at
+     * 1 GiB, the open must give the truncation error, not an out-of-memory one. */
+    unsigned char huge[16];
+    put_be32(huge, 0x00000803);
+    put_be32(huge + 4, 512);
+    put_be32(huge + 8, 4096);
+    put_be32(huge + 12, 4096);
+    char huge_path[600];
+    snprintf(huge_path, sizeof huge_path, "%s/train-images-idx3-ubyte", bad);
+    write_bytes(huge_path, huge, sizeof huge, 0);
+    pid_t child = fork();
+    if (child == 0) {
+        struct rlimit cap = {(rlim_t)1 << 30, (rlim_t)1 << 30};
+        setrlimit(RLIMIT_AS, &cap);
+        bf_dataset *h = NULL;
+        bf_status hs = bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &h);
+        int refused = hs == BF_ERR_FORMAT && strstr(bf_last_error(), "truncated: header promises 8589934608 bytes");
+        if (!refused) fprintf(stderr, "child: %s\n", bf_last_error());
+        _exit(refused ? 0 : 1);
+    }
+    int child_status = -1;
+    if (child > 0) waitpid(child, &child_status, 0);
+    CHECK(child > 0 && WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0,
+          "an 8 GiB header in a 16-byte file is refused as truncated within 1 GiB of address space (status %d)",
+          child_status);
     bf_remove_tree(bad);
     mkdir(bad, 0755);
 

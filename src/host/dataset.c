@@ -171,6 +171,14 @@ static bf_status idx_read(const char *dir, const char *name, uint32_t magic, int
                       out->path, out->dims[1], out->dims[2]);
         goto done;
     }
+    /* An uncompressed file shows its size: one shorter than its header says is refused before
+     * the header's size is allocated (a corrupt header can ask for gigabytes). */
+    struct stat file_stat;
+    if (gzdirect(f) && stat(out->path, &file_stat) == 0 && (uint64_t)file_stat.st_size < header_bytes + total) {
+        st = bf_error(BF_ERR_FORMAT, "%s: truncated: header promises %zu bytes (%zu header + %zu data), file has %zu",
+                      out->path, header_bytes + total, header_bytes, total, (size_t)file_stat.st_size);
+        goto done;
+    }
     out->data = malloc(total);
     if (!out->data) {
         st = bf_error(BF_ERR_OOM, "%s: cannot allocate %zu bytes", out->path, total);
