@@ -48,13 +48,14 @@ bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smooth
         s = bf_loader_next(loader, &batch, NULL);
         if (s != BF_OK || !batch) break;
         int n = batch->n;
+        uint64_t index = (uint64_t)batch->index; /* read before the release: a worker may refill the slot */
         if (n > max_n) s = bf_error(BF_ERR_ARG, "evaluate: batch of %d exceeds the model's %d", n, max_n);
         if (s == BF_OK) s = bf_batch_upload(upload, loader, batch, x);
         if (s == BF_OK) s = bf_to_device(b, labels, batch->labels, (size_t)n * sizeof(int32_t));
         bf_status released = bf_batch_upload_release(upload, loader, batch);
         if (s == BF_OK) s = released;
         const float *logits = NULL;
-        m->step = EVAL_STEP_BASE + (uint64_t)batch->index;
+        m->step = EVAL_STEP_BASE + index;
         if (s == BF_OK) s = bf_model_set_batch(m, n);
         if (s == BF_OK) s = bf_model_forward(m, x, &logits);
         if (s == BF_OK) s = ops->softmax_xent(b, n, k, logits, labels, label_smoothing, 1.0f, losses, NULL);
