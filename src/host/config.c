@@ -368,14 +368,9 @@ const char *bf_arch_name(bf_arch a) {
 /* Describing allowed values (for messages and the reference)                                 */
 /* ------------------------------------------------------------------------------------------ */
 
-/* A small append-only text buffer: writes past the end are dropped, never overflow. */
-typedef struct text {
-    char *buf;
-    size_t size, len;
-} text;
-
-static void text_add(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void text_add(text *t, const char *fmt, ...) {
+/* The small append-only text buffer of config_keys.h: writes past the end are dropped, never
+ * overflow. */
+void bf_text_add(bf_text *t, const char *fmt, ...) {
     if (t->len + 1 >= t->size) return;
     va_list ap;
     va_start(ap, fmt);
@@ -384,46 +379,46 @@ static void text_add(text *t, const char *fmt, ...) {
     if (n > 0) t->len = (size_t)n < t->size - t->len ? t->len + (size_t)n : t->size - 1;
 }
 
-static text text_on(char *buf, size_t size) {
+bf_text bf_text_on(char *buf, size_t size) {
     buf[0] = '\0';
-    return (text){buf, size, 0};
+    return (bf_text){buf, size, 0};
 }
 
 /* "1..65536", ">= 0", "> 0", ">= 0 and < 1". */
-static void add_range(text *t, const key_spec *k) {
+static void add_range(bf_text *t, const key_spec *k) {
     const char *lo_op = (k->flags & MIN_OPEN) ? ">" : ">=";
     const char *hi_op = (k->flags & MAX_OPEN) ? "<" : "<=";
     if (isinf(k->max))
-        text_add(t, "%s %.10g", lo_op, k->min);
+        bf_text_add(t, "%s %.10g", lo_op, k->min);
     else if (k->flags & (MIN_OPEN | MAX_OPEN))
-        text_add(t, "%s %.10g and %s %.10g", lo_op, k->min, hi_op, k->max);
+        bf_text_add(t, "%s %.10g and %s %.10g", lo_op, k->min, hi_op, k->max);
     else
-        text_add(t, "%.10g..%.10g", k->min, k->max);
+        bf_text_add(t, "%.10g..%.10g", k->min, k->max);
 }
 
-static void add_enum_names(text *t, const enum_name *names) {
-    for (const enum_name *e = names; e->name; e++) text_add(t, "%s%s", e == names ? "" : ", ", e->name);
+static void add_enum_names(bf_text *t, const enum_name *names) {
+    for (const enum_name *e = names; e->name; e++) bf_text_add(t, "%s%s", e == names ? "" : ", ", e->name);
 }
 
 /* The allowed values of a key, as one phrase ("1..65536", "cnn, vgg6, ...", ...). */
 static const char *describe_allowed(const key_spec *k, char *buf, size_t size) {
-    text t = text_on(buf, size);
+    bf_text t = bf_text_on(buf, size);
     switch (k->type) {
     case KEY_INT:
     case KEY_LONG:
     case KEY_FLOAT: add_range(&t, k); break;
-    case KEY_BOOL: text_add(&t, "true, false (or yes, no, on, off, 1, 0)"); break;
+    case KEY_BOOL: bf_text_add(&t, "true, false (or yes, no, on, off, 1, 0)"); break;
     case KEY_ENUM: add_enum_names(&t, k->names); break;
     case KEY_STRING:
-        text_add(&t, "%s %d characters", k->min > 0 ? "1 to" : "at most", (int)k->max);
+        bf_text_add(&t, "%s %d characters", k->min > 0 ? "1 to" : "at most", (int)k->max);
         break;
     case KEY_INT_LIST:
         if (k->max_count && k->max_count == k->min_count)
-            text_add(&t, "%d comma-separated integers, each ", k->min_count);
+            bf_text_add(&t, "%d comma-separated integers, each ", k->min_count);
         else
-            text_add(&t, "%d to %d comma-separated integers, each ", k->min_count, k->max_count ? k->max_count : BF_LIST_MAX);
+            bf_text_add(&t, "%d to %d comma-separated integers, each ", k->min_count, k->max_count ? k->max_count : BF_LIST_MAX);
         add_range(&t, k);
-        if (k->flags & INCREASING) text_add(&t, ", strictly increasing");
+        if (k->flags & INCREASING) bf_text_add(&t, ", strictly increasing");
         break;
     }
     return buf;
@@ -455,16 +450,16 @@ static bf_status key_error(const key_spec *k, const char *fmt, ...) {
 
 /* "run, data, model, optim, schedule, spiking" */
 static const char *section_list(char *buf, size_t size) {
-    text t = text_on(buf, size);
-    for (size_t i = 0; i < NUM_SECTIONS; i++) text_add(&t, "%s%s", i ? ", " : "", section_table[i].name);
+    bf_text t = bf_text_on(buf, size);
+    for (size_t i = 0; i < NUM_SECTIONS; i++) bf_text_add(&t, "%s%s", i ? ", " : "", section_table[i].name);
     return buf;
 }
 
 /* "arch, num_classes, dropout, ..." for one section. */
 static const char *key_list(const char *section, char *buf, size_t size) {
-    text t = text_on(buf, size);
+    bf_text t = bf_text_on(buf, size);
     for (size_t i = 0; i < NUM_KEYS; i++)
-        if (strcmp(key_table[i].section, section) == 0) text_add(&t, "%s%s", t.len ? ", " : "", key_table[i].key);
+        if (strcmp(key_table[i].section, section) == 0) bf_text_add(&t, "%s%s", t.len ? ", " : "", key_table[i].key);
     return buf;
 }
 
@@ -679,37 +674,37 @@ static void format_float(float f, char *buf, size_t size) {
  * rejects it, which is how bf_config_validate finds it. */
 static void format_value(const bf_config *cfg, const key_spec *k, char *buf, size_t size) {
     const char *field = (const char *)cfg + k->offset;
-    text t = text_on(buf, size);
+    bf_text t = bf_text_on(buf, size);
     switch (k->type) {
-    case KEY_INT: text_add(&t, "%d", *(const int *)field); break;
-    case KEY_LONG: text_add(&t, "%ld", *(const long *)field); break;
+    case KEY_INT: bf_text_add(&t, "%d", *(const int *)field); break;
+    case KEY_LONG: bf_text_add(&t, "%ld", *(const long *)field); break;
     case KEY_FLOAT: format_float(*(const float *)field, buf, size); break;
     case KEY_BOOL: {
         int v = *(const int *)field;
         if (v == 0 || v == 1)
-            text_add(&t, "%s", v ? "true" : "false");
+            bf_text_add(&t, "%s", v ? "true" : "false");
         else
-            text_add(&t, "%d", v);
+            bf_text_add(&t, "%d", v);
         break;
     }
     case KEY_ENUM: {
         const char *name = enum_value_name(k->names, *(const int *)field);
         if (name)
-            text_add(&t, "%s", name);
+            bf_text_add(&t, "%s", name);
         else
-            text_add(&t, "%d", *(const int *)field);
+            bf_text_add(&t, "%d", *(const int *)field);
         break;
     }
     case KEY_STRING:
         if (memchr(field, '\0', BF_PATH_MAX))
-            text_add(&t, "%s", field);
+            bf_text_add(&t, "%s", field);
         else
-            text_add(&t, "%.*s", BF_PATH_MAX, field); /* too long: set_value will refuse it */
+            bf_text_add(&t, "%.*s", BF_PATH_MAX, field); /* too long: set_value will refuse it */
         break;
     case KEY_INT_LIST: {
         const int *entries = (const int *)field;
         int count = *(const int *)((const char *)cfg + k->count_offset);
-        for (int i = 0; i < count && i < BF_LIST_MAX; i++) text_add(&t, "%s%d", i ? "," : "", entries[i]);
+        for (int i = 0; i < count && i < BF_LIST_MAX; i++) bf_text_add(&t, "%s%d", i ? "," : "", entries[i]);
         break;
     }
     }
@@ -1058,7 +1053,7 @@ const char *bf_config_enum_text(const char *section, const char *key, int value)
 void bf_config_locate_keys(const bf_config *cfg) {
     char message[sizeof((bf_config *)0)->source + 1024], where[1024];
     snprintf(message, sizeof message, "%s", bf_last_error());
-    text t = text_on(where, sizeof where);
+    bf_text t = bf_text_on(where, sizeof where);
     int named[BF_CONFIG_KEY_SLOTS] = {0}, count = 0;
     for (const char *p = strchr(message, '['); p; p = strchr(p + 1, '[')) {
         char section[64], key[64];
@@ -1067,11 +1062,11 @@ void bf_config_locate_keys(const bf_config *cfg) {
         if (i < 0 || named[i]) continue;
         named[i] = 1;
         int line = cfg->key_line[i];
-        text_add(&t, "%s[%s] %s: ", count++ ? "; " : "", section, key);
+        bf_text_add(&t, "%s[%s] %s: ", count++ ? "; " : "", section, key);
         if (line > 0)
-            text_add(&t, "%s:%d", cfg->source, line);
+            bf_text_add(&t, "%s:%d", cfg->source, line);
         else
-            text_add(&t, "%s", line < 0 ? "--set" : "default");
+            bf_text_add(&t, "%s", line < 0 ? "--set" : "default");
     }
     if (count) bf_error(BF_ERR_CONFIG, "%s (set where: %s)", message, where);
 }

@@ -8,6 +8,14 @@
 
 #include "bioflex/config.h"
 
+/* A small append-only text buffer: bf_text_add writes past the end are dropped, never overflow. */
+typedef struct bf_text {
+    char *buf;
+    size_t size, len;
+} bf_text;
+bf_text bf_text_on(char *buf, size_t size); /* empties buf */
+void bf_text_add(bf_text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* The keys in table order: section and name of key i, 0 <= i < bf_config_key_count(). */
 int bf_config_key_count(void);
 const char *bf_config_key_section(int i);

@@ -408,15 +408,13 @@ bf_status bf_config_check_relations(const bf_config *cfg) {
 /* The keys of `list` ("section.key", NULL-terminated) as "section.key=value" separated by blanks:
  * every one, so that a default changed in a later version still compares as the value it was. */
 static void describe_keys(const bf_config *cfg, const char *const *list, char *out, size_t cap) {
-    size_t len = 0;
-    out[0] = '\0';
-    for (const char *const *entry = list; *entry && len + 1 < cap; entry++) {
+    bf_text t = bf_text_on(out, cap);
+    for (const char *const *entry = list; *entry; entry++) {
         char section[32], value[256];
         const char *dot = strchr(*entry, '.');
         snprintf(section, sizeof section, "%.*s", (int)(dot - *entry), *entry);
         bf_config_value_text(cfg, section, dot + 1, value, sizeof value);
-        int n = snprintf(out + len, cap - len, "%s%s=%s", len ? " " : "", *entry, value);
-        if (n > 0) len = (size_t)n < cap - len ? len + (size_t)n : cap - 1;
+        bf_text_add(&t, "%s%s=%s", t.len ? " " : "", *entry, value);
     }
 }
 
@@ -460,8 +458,7 @@ static const char *phrase_value(const char *phrase, const char *key, size_t key_
 
 int bf_config_phrase_differences(const char *saved, const char *now, char *was, char *is, size_t cap) {
     int count = 0;
-    size_t was_len = 0, is_len = 0;
-    was[0] = is[0] = '\0';
+    bf_text old_text = bf_text_on(was, cap), new_text = bf_text_on(is, cap);
     for (const char *t = now; *t;) {
         size_t token = strcspn(t, " "), key_len = strcspn(t, "=");
         if (key_len < token) {
@@ -469,11 +466,8 @@ int bf_config_phrase_differences(const char *saved, const char *now, char *was, 
             const char *old = phrase_value(saved, t, key_len, &old_len), *new_value = t + key_len + 1;
             /* a key the checkpoint's version did not record is not compared */
             if (old && (old_len != new_len || strncmp(old, new_value, new_len) != 0)) {
-                int n = snprintf(was + was_len, cap - was_len, "%s%.*s=%.*s", count ? " " : "", (int)key_len, t,
-                                 (int)old_len, old);
-                if (n > 0) was_len = (size_t)n < cap - was_len ? was_len + (size_t)n : cap - 1;
-                n = snprintf(is + is_len, cap - is_len, "%s%.*s", count ? " " : "", (int)token, t);
-                if (n > 0) is_len = (size_t)n < cap - is_len ? is_len + (size_t)n : cap - 1;
+                bf_text_add(&old_text, "%s%.*s=%.*s", count ? " " : "", (int)key_len, t, (int)old_len, old);
+                bf_text_add(&new_text, "%s%.*s", count ? " " : "", (int)token, t);
                 count++;
             }
         }
