@@ -678,6 +678,14 @@ bf_status bf_cuda_set_conv_workspace_reuse(bf_backend *b, int on);
  * the call's tensors have the alignment it was made for (conv_graph.cu). legacy (0, the default):
  * the legacy convolution API alone. Choices made before are searched again. A no-op on the CPU. */
 bf_status bf_cuda_set_conv_api(bf_backend *b, int graph);
+/* With several GPUs in one process (bioflex-train --gpus N), a host thread blocked inside the CUDA
+ * driver (cudaMalloc, cudaFree, a convolution algorithm search, a copy with pageable host memory)
+ * may hold a lock that another GPU's thread needs to launch its part of an NCCL collective. If the
+ * first thread's GPU meanwhile runs that collective, which waits for the other part, neither moves
+ * again: the hang NCCL's users know from cudaFree. When a fence is set, the backend calls it before
+ * each such call; data_parallel.c sets the communicator's timed wait, which polls (holding no lock)
+ * until the GPU runs no collective. NULL clears it. A no-op on the CPU backend. */
+bf_status bf_cuda_set_driver_fence(bf_backend *b, bf_status (*fence)(void *ctx), void *ctx);
 /* [run] flex_kernels = slide (slide != 0): flex_pool_max_forward and flex_pool_scatter_add run
  * sliding-window kernels (src/kernels/flex_slide.cuh: each input row loaded once per band, window
  * maxima slid down the rows in registers, warp shuffles for the neighbours) wherever they apply:

@@ -43,6 +43,7 @@ typedef struct butd_run {
     const volatile sig_atomic_t *stop; /* bf_train_options.stop */
     FILE *text;                        /* NULL: quiet */
     int evaluate_only;                 /* bioflex-eval: no metrics.jsonl */
+    int stepped, monitored; /* a step, and a step that logged its update's norm, has run (bf_dp_set_warmup) */
 } butd_run;
 
 static void run_free(butd_run *r) {
@@ -373,6 +374,8 @@ static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double 
         /* NCCL: the previous step's all-reduce, waited for with the collective timeout, so a dead or
          * stuck peer is reported instead of hanging this step's untimed host copies behind it. */
         bf_status s = bf_dp_check_peers(r->dp);
+        /* the first step, and the first that logs its update's norm, load kernels and allocate */
+        bf_dp_set_warmup(r->dp, !r->stepped || (log_now && !r->monitored));
         if (s == BF_OK) s = forward_batch(r, batch, &logits);
         /* The per-sample gradient at the logits (softmax - onehot, not divided by n): the TD error input. */
         if (s == BF_OK) s = batch_loss(r, batch->n, logits, r->dlogits, r->correct1);
@@ -382,6 +385,9 @@ static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double 
         if (s == BF_OK) s = bf_butd_backward(r->net, r->dlogits);
         if (s == BF_OK) s = average_gradients(r);
         if (s == BF_OK) s = optimizer_step(r, lr, log_now);
+        bf_dp_set_warmup(r->dp, 0);
+        r->stepped = 1;
+        r->monitored |= log_now;
         int n = batch->n;
         seen += n;
         bf_loader_release(r->train_loader, batch);

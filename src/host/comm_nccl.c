@@ -103,6 +103,11 @@ static double now_s(void) {
 /* Waits for the communicator's stream; a peer error or the deadline aborts the communicator. */
 static bf_status wait_stream(bf_comm *c, const char *what) {
     nccl_state *s = c->state;
+    /* aborted: its kernels are released, and its handle must not be used again (the backend's
+     * driver fence still calls here while the run tears down after the failure) */
+    if (s->aborted)
+        return bf_error(BF_ERR_DEVICE, "rank %d: %s: the NCCL communicator was aborted after an earlier failure",
+                        c->rank, what);
     double deadline = now_s() + c->timeout_s;
     struct timespec nap = {0, 20 * 1000};
     for (;;) {
@@ -159,6 +164,9 @@ bf_status bf_comm_nccl_wait(bf_comm *c, const char *what) {
     return wait_stream(c, what);
 }
 
+/* The host-buffer collectives below allocate and copy through pageable memory, which may block
+ * inside the driver: they first wait for this rank's collectives in flight (bf_cuda_set_driver_fence
+ * in ops.h says why). */
 static bf_status ensure_scratch(nccl_state *s, size_t n) {
     if (s->scratch_doubles >= n) return BF_OK;
     if (s->scratch) cudaFree(s->scratch);
@@ -173,6 +181,7 @@ static bf_status ensure_scratch(nccl_state *s, size_t n) {
 static bf_status nccl_allreduce_double(bf_comm *c, double *buf, size_t n) {
     nccl_state *s = c->state;
     CUDA_TRY(cudaSetDevice(s->device));
+    BF_TRY(wait_stream(c, "NCCL collectives before an all-reduce of counts"));
     BF_TRY(ensure_scratch(s, n));
     CUDA_TRY(cudaMemcpyAsync(s->scratch, buf, n * sizeof(double), cudaMemcpyHostToDevice, s->stream));
     NCCL_TRY(ncclAllReduce(s->scratch, s->scratch, n, ncclDouble, ncclSum, s->comm, s->stream));
@@ -192,6 +201,7 @@ static bf_status nccl_broadcast(bf_comm *c, void *buf, size_t bytes, int root) {
         NCCL_TRY(ncclBroadcast(buf, buf, bytes, ncclChar, root, s->comm, s->stream));
         return wait_stream(c, "NCCL broadcast");
     }
+    BF_TRY(wait_stream(c, "NCCL collectives before a broadcast of host values"));
     BF_TRY(ensure_scratch(s, (bytes + sizeof(double) - 1) / sizeof(double)));
     CUDA_TRY(cudaMemcpyAsync(s->scratch, buf, bytes, cudaMemcpyHostToDevice, s->stream));
     NCCL_TRY(ncclBroadcast(s->scratch, s->scratch, bytes, ncclChar, root, s->comm, s->stream));

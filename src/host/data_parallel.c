@@ -62,13 +62,28 @@ bf_status bf_dp_start(bf_data_parallel *dp, const bf_config *cfg, bf_comm *comm,
     return BF_OK;
 }
 
+/* The backend's driver fence (ops.h): the rank's NCCL collectives in flight, waited for with [run]
+ * collective_timeout. */
+static bf_status wait_collectives(void *comm) {
+    return bf_comm_nccl_wait(comm, "NCCL collectives in flight (waited for before a CUDA allocation, algorithm "
+                             "search or host copy)");
+}
+
 bf_status bf_dp_create_backend(const bf_data_parallel *dp, const bf_config *cfg, bf_backend **out) {
     int gpus = bf_cuda_device_count();
     int want_cuda = cfg->run.device == BF_DEVICE_SEL_CUDA || (cfg->run.device == BF_DEVICE_AUTO && gpus > 0);
     int device = -1; /* the configured backend, as in a single-process run */
     if (dp->comm->kind == BF_COMM_NCCL) device = dp->comm->device;
     else if (dp->world > 1 && want_cuda && gpus > 0) device = dp->comm->local_rank % gpus;
-    return device < 0 ? bf_backend_from_config(cfg, out) : bf_backend_cuda_from_config(cfg, device, out);
+    if (device < 0) return bf_backend_from_config(cfg, out);
+    BF_TRY(bf_backend_cuda_from_config(cfg, device, out));
+    if (dp->comm->kind != BF_COMM_NCCL) return BF_OK;
+    bf_status st = bf_cuda_set_driver_fence(*out, wait_collectives, dp->comm);
+    if (st != BF_OK) {
+        bf_backend_destroy(*out);
+        *out = NULL;
+    }
+    return st;
 }
 
 void bf_dp_loader_options(const bf_data_parallel *dp, bf_loader_options *o, int training) {
@@ -117,8 +132,11 @@ bf_status bf_dp_check_data(bf_data_parallel *dp, const bf_dataset *train_set, co
 static bf_status launch_bucket(bf_data_parallel *dp, size_t from, size_t count) {
     bf_model *m = dp->model;
     BF_TRY(bf_cuda_stream_handoff(m->backend, bf_comm_nccl_stream(dp->comm), 1));
-    return bf_comm_nccl_allreduce_async(dp->comm, m->grad_data + from, count, BF_REDUCE_AVG);
+    BF_TRY(bf_comm_nccl_allreduce_async(dp->comm, m->grad_data + from, count, BF_REDUCE_AVG));
+    return dp->wait_each_collective ? bf_comm_nccl_wait(dp->comm, "gradient all-reduce (warm-up step)") : BF_OK;
 }
+
+void bf_dp_set_warmup(bf_data_parallel *dp, int on) { dp->wait_each_collective = on; }
 
 static bf_status on_layer_backward(void *ctx, bf_model *m, int layer) {
     (void)m;
@@ -198,6 +216,7 @@ static bf_status sync_sums(void *ctx, double *sums, size_t n) {
         void *stream = bf_comm_nccl_stream(dp->comm);
         BF_TRY(bf_cuda_stream_handoff(b, stream, 1));
         BF_TRY(bf_comm_nccl_allreduce_double_async(dp->comm, sums, n));
+        if (dp->wait_each_collective) BF_TRY(bf_comm_nccl_wait(dp->comm, "sync_bn all-reduce (warm-up step)"));
         return bf_cuda_stream_handoff(b, stream, 0);
     }
     if (b->kind == BF_DEVICE_CPU) return bf_comm_allreduce_double(dp->comm, sums, n);
@@ -295,6 +314,7 @@ bf_status bf_dp_average_floats(bf_data_parallel *dp, bf_backend *b, float *buf, 
         void *stream = bf_comm_nccl_stream(dp->comm);
         BF_TRY(bf_cuda_stream_handoff(b, stream, 1));
         BF_TRY(bf_comm_nccl_allreduce_async(dp->comm, buf, n, BF_REDUCE_AVG));
+        if (dp->wait_each_collective) BF_TRY(bf_comm_nccl_wait(dp->comm, "all-reduce (warm-up step)"));
         return bf_cuda_stream_handoff(b, stream, 0);
     }
     if (dp->world == 1) return BF_OK;

@@ -52,6 +52,8 @@ typedef struct bf_data_parallel {
     bf_wait_timer *wait_timer;
     double comm_ms;       /* MPI: summed over the steps of the current log interval */
     int comm_steps;
+    /* bf_dp_set_warmup: NCCL collectives are waited for as soon as they are launched */
+    int wait_each_collective;
 } bf_data_parallel;
 
 /* One rank of a training run. comm NULL: join the launcher's world (mpirun/srun) or run alone;
@@ -94,7 +96,9 @@ bf_status bf_butd_evaluate_checkpoint(const bf_config *cfg, const char *checkpoi
  * run must use (cfg itself with one rank). */
 bf_status bf_dp_start(bf_data_parallel *dp, const bf_config *cfg, bf_comm *comm, const bf_config **run_cfg);
 /* The backend of this rank: the configured one, on the rank's GPU with NCCL, on GPU
- * local_rank % visible GPUs for MPI ranks that use CUDA. */
+ * local_rank % visible GPUs for MPI ranks that use CUDA. With NCCL, the backend waits for the
+ * collectives in flight before it allocates, searches or copies through pageable memory
+ * (bf_cuda_set_driver_fence in ops.h). */
 bf_status bf_dp_create_backend(const bf_data_parallel *dp, const bf_config *cfg, bf_backend **out);
 /* Loader options of this rank: its shard of every epoch; a partial last global batch is dropped
  * in training (every rank must take the same number of steps). */
@@ -115,6 +119,13 @@ bf_status bf_dp_attach_model(bf_data_parallel *dp, bf_model *m);
 /* The sync_bn hook for a network that is not a bf_model (a BU-TD network's batch-norms): *sums
  * and *ctx are NULL unless [run] sync_bn applies (several ranks). */
 void bf_dp_sync_hook(bf_data_parallel *dp, bf_backend *b, bf_status (**sums)(void *, double *, size_t), void **ctx);
+/* A step that may run kernels, allocations or algorithm searches for the first time (the run's
+ * first step; the first one that gathers the log's monitors) sets on != 0 before it and 0 after:
+ * NCCL collectives are then waited for right after their launch. The driver may block such a
+ * thread in a lock another GPU's thread needs to launch its part of a collective (lazy kernel
+ * loading, cuBLAS's first calls, cuDNN internals: what bf_cuda_set_driver_fence cannot reach), so
+ * no collective of this rank may be in flight meanwhile. Costs the overlap of those steps only. */
+void bf_dp_set_warmup(bf_data_parallel *dp, int on);
 /* Gradients (m->grad_data) averaged over the ranks. */
 bf_status bf_dp_average_gradients(bf_data_parallel *dp, bf_model *m);
 /* Whether gradients are all-reduced in this run: several ranks, or the NCCL path with one

@@ -75,6 +75,7 @@ typedef struct run {
     int num_neuron;
     const char *flex_names[BF_MAX_FLEX_LOG];
     int num_flex;
+    int stepped, monitored; /* a step, and a step that gathered the log's monitors, has run (bf_dp_set_warmup) */
 } run;
 
 static void run_free(run *r) {
@@ -297,7 +298,12 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
             int log_now = (st->step + 1) % cfg->run.log_interval == 0 || i == steps_per_epoch - 1;
             float lr = bf_schedule_lr(&cfg->optim, &cfg->schedule, epoch - st->schedule_epoch,
                                       (long)i - st->schedule_batch, steps_per_epoch, epochs);
+            /* the first step, and the first that gathers the monitors, load kernels and allocate */
+            bf_dp_set_warmup(&r->dp, !r->stepped || (log_now && !r->monitored));
             bf_status s = train_step(r, batch, st->step, lr, log_now);
+            bf_dp_set_warmup(&r->dp, 0);
+            r->stepped = 1;
+            r->monitored |= log_now;
             interval_images += batch->n;
             bf_status released = bf_batch_upload_release(r->upload, r->train_loader, batch);
             BF_TRY(s);

@@ -51,6 +51,7 @@ static bf_status cuda_alloc(bf_backend *b, size_t bytes, void **ptr) {
     *ptr = NULL;
     BF_TRY(bf_cuda_enter(b, &im));
     size_t rounded = bytes < 256 ? 256 : bytes; /* a zero-byte request still gets a unique pointer */
+    BF_TRY(bf_cuda_fence(im));
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, rounded);
     if (e != cudaSuccess) {
@@ -75,11 +76,13 @@ static bf_status cuda_alloc(bf_backend *b, size_t bytes, void **ptr) {
     return BF_OK;
 }
 
-/* cudaFree waits for the device, so memory still used by queued kernels is not released early. */
+/* cudaFree waits for the device, so memory still used by queued kernels is not released early.
+ * A fence that failed (a peer died) has aborted the communicator, which releases its kernels. */
 static void cuda_free(bf_backend *b, void *ptr) {
     bf_cuda_impl *im;
     if (!ptr) return;
     if (bf_cuda_enter(b, &im) != BF_OK) return;
+    (void)bf_cuda_fence(im);
     block_remove(im, ptr);
     if (cudaFree(ptr) != cudaSuccess) (void)cudaGetLastError(); /* nothing to report from a void op */
 }
@@ -90,6 +93,7 @@ static bf_status cuda_copy_to_device(bf_backend *b, void *dst, const void *src_h
     if (bytes == 0) return BF_OK;
     if (!dst || !src_host)
         return bf_error(BF_ERR_ARG, "cuda backend: copy_to_device of %zu bytes with a NULL pointer", bytes);
+    BF_TRY(bf_cuda_fence(im)); /* from pageable memory the copy first waits for the stream */
     BF_CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, im->stream));
     /* The source may be pageable memory the caller reuses as soon as we return: with pageable memory
      * cudaMemcpyAsync has staged the data before returning, and with pinned memory the caller owns
@@ -103,6 +107,7 @@ static bf_status cuda_copy_to_host(bf_backend *b, void *dst_host, const void *sr
     if (bytes == 0) return BF_OK;
     if (!dst_host || !src)
         return bf_error(BF_ERR_ARG, "cuda backend: copy_to_host of %zu bytes with a NULL pointer", bytes);
+    BF_TRY(bf_cuda_fence(im));
     BF_CUDA_CHECK(cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, im->stream));
     BF_CUDA_CHECK(cudaStreamSynchronize(im->stream));
     return BF_OK;
@@ -132,6 +137,7 @@ bf_status bf_cuda_scratch(bf_cuda_impl *im, size_t bytes, void **out) {
     if (bytes > im->scratch_bytes) {
         size_t grown = bytes + bytes / 4; /* a little headroom against a sequence of small growths */
         grown = (grown + 255) & ~(size_t)255;
+        BF_TRY(bf_cuda_fence(im));
         BF_CUDA_CHECK(cudaStreamSynchronize(im->stream));
         if (im->scratch) BF_CUDA_CHECK(cudaFree(im->scratch));
         account(im, 0, im->scratch_bytes);
@@ -154,6 +160,7 @@ bf_status bf_cuda_scratch(bf_cuda_impl *im, size_t bytes, void **out) {
 
 bf_status bf_cuda_workspace_resize(bf_cuda_impl *im, size_t bytes) {
     if (bytes == im->ws_bytes && (bytes == 0 || im->ws)) return BF_OK;
+    BF_TRY(bf_cuda_fence(im));
     BF_CUDA_CHECK(cudaStreamSynchronize(im->stream));
     if (im->ws) BF_CUDA_CHECK(cudaFree(im->ws));
     account(im, 0, im->ws_bytes);
@@ -412,6 +419,14 @@ extern "C" bf_status bf_cuda_profiler(bf_backend *b, int on) {
     bf_cuda_impl *im = (bf_cuda_impl *)b->impl;
     BF_CUDA_CHECK(cudaSetDevice(im->device));
     BF_CUDA_CHECK(on ? cudaProfilerStart() : cudaProfilerStop());
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_set_driver_fence(bf_backend *b, bf_status (*fence)(void *ctx), void *ctx) {
+    if (!b || b->kind != BF_DEVICE_CUDA) return BF_OK;
+    bf_cuda_impl *im = (bf_cuda_impl *)b->impl;
+    im->fence = fence;
+    im->fence_ctx = fence ? ctx : NULL;
     return BF_OK;
 }
 

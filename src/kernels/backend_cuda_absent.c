@@ -25,6 +25,10 @@ bf_status bf_cuda_set_conv_api(bf_backend *b, int graph) {
     (void)b, (void)graph;
     return BF_OK;
 }
+bf_status bf_cuda_set_driver_fence(bf_backend *b, bf_status (*fence)(void *ctx), void *ctx) {
+    (void)b, (void)fence, (void)ctx;
+    return BF_OK;
+}
 bf_status bf_cuda_set_flex_kernels(bf_backend *b, int slide) {
     (void)b, (void)slide;
     return BF_OK;

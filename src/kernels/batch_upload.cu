@@ -66,6 +66,7 @@ extern "C" bf_status bf_cuda_uploader_convert(bf_cuda_uploader *u, const uint8_t
     if (bytes > u->staging_bytes) {
         /* First batch (or a larger one): cudaFree waits for the device, so no queued conversion still
          * reads the old buffer. Steady state never comes here. */
+        BF_TRY(bf_cuda_fence(im));
         if (u->staging) BF_CUDA_CHECK(cudaFree(u->staging));
         u->staging = NULL;
         u->staging_bytes = 0;

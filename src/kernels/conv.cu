@@ -503,6 +503,7 @@ static bf_status benchmark_pick(bf_cuda_impl *im, conv_entry *e, int dir, const 
  * timing noise can change between runs or ranks. */
 static bf_status conv_search(bf_cuda_impl *im, const bf_conv2d_shape *s, conv_entry *e, int dir, const void *a,
                              const void *b, void *out) {
+    BF_TRY(bf_cuda_fence(im)); /* the search times candidates, allocates and synchronises inside cuDNN */
     BF_TRY(set_math(e, base_math(im->precision)));
     const size_t limit = search_limit(im);
     perf_result res[MAX_ALGOS];
@@ -637,6 +638,7 @@ static bf_status prepare_keeping_output(bf_cuda_impl *im, const bf_conv2d_shape 
     if (entry->dir[DIR_BWD_DATA].found) return conv_prepare(im, s, DIR_BWD_DATA, dy, w, dx, e, ws, ws_bytes);
     const size_t bytes = (size_t)s->n * s->c_in * s->h_in * s->w_in * sizeof(float);
     void *copy = NULL, *host = NULL;
+    BF_TRY(bf_cuda_fence(im));
     if (cudaMalloc(&copy, bytes) != cudaSuccess) {
         (void)cudaGetLastError();
         copy = NULL;

@@ -110,6 +110,10 @@ typedef struct bf_cuda_impl {
     size_t live_bytes, peak_bytes;
     bf_cuda_block *blocks;    /* the live ops->alloc blocks (unordered) */
     int num_blocks, cap_blocks;
+    /* bf_cuda_set_driver_fence (ops.h): waited for before every call that may block inside the
+     * driver (bf_cuda_fence below); NULL when the backend's GPU runs no NCCL collectives */
+    bf_status (*fence)(void *ctx);
+    void *fence_ctx;
 } bf_cuda_impl;
 
 /* Makes the backend's device current for this host thread and clears a stale runtime error. */
@@ -124,6 +128,12 @@ static inline bf_status bf_cuda_enter(bf_backend *b, bf_cuda_impl **out) {
     *out = im;
     return BF_OK;
 }
+
+/* Before a call that may block inside the CUDA driver while holding its process-wide locks
+ * (cudaMalloc, cudaFree, a convolution algorithm search, a copy with pageable host memory): waits
+ * until the backend's GPU runs no NCCL collective (bf_cuda_set_driver_fence in ops.h says why).
+ * Steady-state training steps never come here between their collectives. */
+static inline bf_status bf_cuda_fence(bf_cuda_impl *im) { return im->fence ? im->fence(im->fence_ctx) : BF_OK; }
 
 /* Scratch device memory of at least `bytes` (256-byte aligned, contents undefined), valid until the
  * next call. Ops on one backend run in stream order, so one op may reuse what another left; growing
