@@ -145,24 +145,12 @@ static void compare_weights(const char *dir_a, const char *dir_b, const char *wh
     bf_safetensors_close(b);
 }
 
-/* The largest |a - b| over the float tensors two model.safetensors files share. */
+/* The largest |a - b| over the float tensors two runs' model.safetensors files share. */
 static double max_abs_diff(const char *dir_a, const char *dir_b) {
     char pa[512], pb[512];
     snprintf(pa, sizeof pa, "%s/%s/model.safetensors", tmp, dir_a);
     snprintf(pb, sizeof pb, "%s/%s/model.safetensors", tmp, dir_b);
-    bf_st_file *a = NULL, *b = NULL;
-    CHECK_OK(bf_safetensors_read(pa, &a));
-    CHECK_OK(bf_safetensors_read(pb, &b));
-    double d = 0;
-    for (int i = 0; a && b && i < bf_safetensors_count(a); i++) {
-        const bf_st_tensor *ta = bf_safetensors_at(a, i), *tb = bf_safetensors_find(b, ta->name);
-        if (!tb || ta->dtype != BF_DTYPE_F32 || ta->nbytes != tb->nbytes) continue;
-        for (size_t k = 0; k < ta->nbytes / sizeof(float); k++)
-            d = fmax(d, fabs((double)((const float *)ta->data)[k] - ((const float *)tb->data)[k]));
-    }
-    bf_safetensors_close(a);
-    bf_safetensors_close(b);
-    return d;
+    return bf_test_weights_max_abs_diff(pa, pb);
 }
 
 /* Weights that moved: the comparison above means something only if training changed them. */

@@ -8,7 +8,15 @@
  *     is launched while the backward pass still runs;
  *   - the NCCL run logs comm_exposed_ms (timing events around the compute stream's wait for the
  *     buckets) in every metrics line, within [0, ms_per_step); the plain run logs none;
- *   - the same for a BU-TD network (its own training loop and gradient average). */
+ *   - the same for a BU-TD network (its own training loop and gradient average).
+ * With two GPUs (or the kernel emulator's two devices and NCCL, emu_test_nccl_dp_gpu_two), --gpus 2
+ * (bf_train_gpus: one thread per GPU, communicators made in one group, buckets, sharded evaluation)
+ * with the same global batch as one process:
+ *   - a CNN without batch-norm or dropout ends at one process's weights (1e-6) and test score, and
+ *     rank 0 alone writes the metrics lines;
+ *   - a run resumed with the other GPU count (2 -> 1 and 1 -> 2 after the first epoch) ends there too;
+ *   - with batch-norm, [run] sync_bn = true ends there as well, local statistics do not;
+ *   - a BU-TD network (Counter-Hebb, separate weights) ends at one process's weights. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +98,88 @@ static void check_comm_exposed(const char *run_dir, int want) {
     check_comm_exposed_file(path, want, 1);
 }
 
+/* One run of cfg into tmp/name (resumed from tmp/resume_from when not NULL); *model gets its last
+ * checkpoint's weights file. */
+static bf_train_result run_into(bf_config *cfg, const char *tmp, const char *name, const char *resume_from,
+                                char model[700]) {
+    char resume[600] = "";
+    if (resume_from) snprintf(resume, sizeof resume, "%s/%s", tmp, resume_from);
+    bf_train_options opt = {.quiet = 1, .log = stderr, .resume = resume_from ? resume : NULL};
+    bf_train_result res;
+    memset(&res, 0, sizeof res);
+    snprintf(cfg->run.dir, sizeof cfg->run.dir, "%s/%s", tmp, name);
+    CHECK_OK(bf_train(cfg, &opt, &res));
+    snprintf(model, 700, "%s/model.safetensors", res.checkpoint);
+    return res;
+}
+
+/* How many lines of tmp/name/metrics.jsonl hold `needle`. */
+static int count_lines(const char *tmp, const char *name, const char *needle) {
+    char path[700], line[8192];
+    snprintf(path, sizeof path, "%s/%s/metrics.jsonl", tmp, name);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    while (f && fgets(line, sizeof line, f)) n += strstr(line, needle) != NULL;
+    if (f) fclose(f);
+    return f ? n : -1;
+}
+
+/* --gpus 2 against one process with the same global batch (the file comment's list). */
+static void check_two_gpus(const char *tmp, const char *const *sets, size_t num_sets) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    for (size_t i = 0; i < num_sets; i++) CHECK_OK(bf_config_set(&cfg, sets[i]));
+    CHECK_OK(bf_config_set(&cfg, "model.batchnorm=false")); /* the ranks' passes then do not depend on the split */
+    char one[700], two[700], part[700], resumed[700];
+    bf_train_result r1 = run_into(&cfg, tmp, "one", NULL, one);
+    CHECK_OK(bf_config_set(&cfg, "run.gpus=2"));
+    bf_train_result r2 = run_into(&cfg, tmp, "two", NULL, two);
+    CHECK(r1.steps_done == 16 && r2.steps_done == 16, "--gpus 2: steps %ld (one process %ld)", r2.steps_done,
+          r1.steps_done);
+    CHECK_CLOSE(r1.final_eval.top1, r2.final_eval.top1, 1e-9, 0, "--gpus 2: test top-1");
+    CHECK_CLOSE(r1.final_eval.loss, r2.final_eval.loss, 1e-6, 1e-5, "--gpus 2: test loss");
+    CHECK(r1.final_eval.samples == 64 && r2.final_eval.samples == 64, "--gpus 2: evaluated %d images (one process "
+          "%d), want the whole test split once", r2.final_eval.samples, r1.final_eval.samples);
+    compare_weights(one, two);
+    const int lines1 = count_lines(tmp, "one", "\"type\":\"train\""), lines2 = count_lines(tmp, "two", "\"type\":\"train\"");
+    CHECK(lines1 > 0 && lines1 == lines2, "--gpus 2 wrote %d train metrics lines, one process %d", lines2, lines1);
+    snprintf(part, sizeof part, "%s/two", tmp);
+    check_comm_exposed(part, 1);
+
+    /* resumed with the other GPU count after epoch 1 (the checkpoint of the 2 -> run above; then 1 -> 2) */
+    CHECK_OK(bf_config_set(&cfg, "run.gpus=1"));
+    run_into(&cfg, tmp, "two_then_one", "two/checkpoints/epoch_0001", resumed);
+    compare_weights(one, resumed);
+    CHECK_OK(bf_config_set(&cfg, "run.gpus=2"));
+    run_into(&cfg, tmp, "one_then_two", "one/checkpoints/epoch_0001", resumed);
+    compare_weights(one, resumed);
+
+    /* batch-norm: the same global statistics with sync_bn; the ranks' own 16 images without */
+    CHECK_OK(bf_config_set(&cfg, "model.batchnorm=true"));
+    CHECK_OK(bf_config_set(&cfg, "run.gpus=1"));
+    run_into(&cfg, tmp, "bn_one", NULL, one);
+    CHECK_OK(bf_config_set(&cfg, "run.gpus=2"));
+    CHECK_OK(bf_config_set(&cfg, "run.sync_bn=true"));
+    run_into(&cfg, tmp, "bn_sync", NULL, two);
+    compare_weights(one, two);
+    CHECK_OK(bf_config_set(&cfg, "run.sync_bn=false"));
+    run_into(&cfg, tmp, "bn_local", NULL, part);
+    const double local = bf_test_weights_max_abs_diff(one, part);
+    CHECK(local > 1e-4, "--gpus 2 with local batch-norm statistics moved the weights only %g from one process's", local);
+
+    /* BU-TD: its own loop, bf_dp_average_floats */
+    bf_config_defaults(&cfg);
+    for (size_t i = 0; i < num_sets; i++)
+        if (strncmp(sets[i], "model.", 6) != 0) CHECK_OK(bf_config_set(&cfg, sets[i]));
+    const char *butd[] = {"butd.network=fc", "butd.hidden=16", "butd.weights=separate", "butd.learning=counter_hebb"};
+    for (size_t i = 0; i < sizeof butd / sizeof butd[0]; i++) CHECK_OK(bf_config_set(&cfg, butd[i]));
+    bf_train_result b1 = run_into(&cfg, tmp, "butd_one", NULL, one);
+    CHECK_OK(bf_config_set(&cfg, "run.gpus=2"));
+    bf_train_result b2 = run_into(&cfg, tmp, "butd_two", NULL, two);
+    CHECK_CLOSE(b1.final_eval.top1, b2.final_eval.top1, 1e-9, 0, "BU-TD --gpus 2: test accuracy");
+    compare_weights(b1.checkpoint, b2.checkpoint);
+}
+
 int main(void) {
     if (bf_cuda_device_count() < 1) bf_test_skip("no CUDA device");
     if (!bf_comm_nccl_built()) bf_test_skip("bioflex was built without NCCL");
@@ -157,8 +247,10 @@ int main(void) {
     /* BU-TD (butd_train.c's loop): its gradients averaged by bf_dp_average_floats, enqueued on the
      * communicator's stream without a host wait; Counter-Hebb with separate weights. */
     const char *butd[] = {"butd.network=fc", "butd.hidden=16", "butd.weights=separate", "butd.learning=counter_hebb"};
+    bf_config_defaults(&cfg); /* the same run without its [model] keys, which a BU-TD run refuses */
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
+        if (strncmp(sets[i], "model.", 6) != 0) CHECK_OK(bf_config_set(&cfg, sets[i]));
     for (size_t i = 0; i < sizeof butd / sizeof butd[0]; i++) CHECK_OK(bf_config_set(&cfg, butd[i]));
-    CHECK_OK(bf_config_set(&cfg, "run.force_nccl=false"));
     snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s/butd_plain", tmp);
     CHECK_OK(bf_config_validate(&cfg));
     CHECK_OK(bf_train(&cfg, &opt, &plain));
@@ -170,6 +262,8 @@ int main(void) {
     CHECK_CLOSE(plain.final_eval.top1, nccl.final_eval.top1, 1e-9, 0, "BU-TD test accuracy, plain vs NCCL");
     compare_weights(plain.checkpoint, nccl.checkpoint);
 
+    if (bf_cuda_device_count() >= 2) check_two_gpus(tmp, sets, sizeof sets / sizeof sets[0]);
+    else printf("one GPU: --gpus 2 not checked\n");
     bf_comm_destroy(c, 0);
     bf_backend_destroy(b);
     bf_test_remove_dir_if_passed(tmp);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bioflex/hash.h"
+#include "bioflex/safetensors.h"
 #include "fsutil.h"
 
 static int tests_passed, tests_failed;
@@ -40,6 +41,22 @@ void bf_test_remove_dir_if_passed(const char *dir) {
 void bf_test_skip(const char *why) {
     printf("SKIPPED: %s\n", why);
     exit(77);
+}
+
+double bf_test_weights_max_abs_diff(const char *path_a, const char *path_b) {
+    bf_st_file *a = NULL, *b = NULL;
+    CHECK_OK(bf_safetensors_read(path_a, &a));
+    CHECK_OK(bf_safetensors_read(path_b, &b));
+    double d = 0;
+    for (int i = 0; a && b && i < bf_safetensors_count(a); i++) {
+        const bf_st_tensor *ta = bf_safetensors_at(a, i), *tb = bf_safetensors_find(b, ta->name);
+        if (!tb || ta->dtype != BF_DTYPE_F32 || ta->nbytes != tb->nbytes) continue;
+        for (size_t k = 0; k < ta->nbytes / sizeof(float); k++)
+            d = fmax(d, fabs((double)((const float *)ta->data)[k] - ((const float *)tb->data)[k]));
+    }
+    bf_safetensors_close(a);
+    bf_safetensors_close(b);
+    return d;
 }
 
 double bf_test_max_violation(const float *a, const float *b, size_t n, double atol, double rtol,

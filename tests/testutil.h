@@ -39,6 +39,10 @@ void bf_test_remove_dir_if_passed(const char *dir);
 double bf_test_max_violation(const float *a, const float *b, size_t n, double atol, double rtol,
                              size_t *worst_index);
 
+/* The largest |a - b| over the float tensors two safetensors files (weights) share; CHECKs that
+ * both read. */
+double bf_test_weights_max_abs_diff(const char *path_a, const char *path_b);
+
 /* A whole file, NUL-terminated (n = its size); NULL when it cannot be read. free() it. */
 char *bf_test_read_file(const char *path, size_t *n);
 

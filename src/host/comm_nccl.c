@@ -62,6 +62,7 @@ typedef struct nccl_state {
     double *scratch; /* device: host-buffer collectives (counts) and the barrier pass through it */
     size_t scratch_doubles;
     int aborted;
+    char abort_reason[512]; /* the error that aborted it, reported again by every later call */
 } nccl_state;
 
 #define NCCL_TRY(call)                                                                                        \
@@ -100,14 +101,26 @@ static double now_s(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+/* Aborts the communicator (which releases the kernels stuck in its collectives) for the error just
+ * reported, and keeps that error's text. */
+static bf_status abort_for(nccl_state *s, bf_status st) {
+    ncclCommAbort(s->comm);
+    s->aborted = 1;
+    snprintf(s->abort_reason, sizeof s->abort_reason, "%s", bf_last_error());
+    return st;
+}
+
+/* After an abort the handle must not be used again, yet the run still calls here as it tears down
+ * (the backend's driver fence before each free): every call repeats the error that aborted it, so
+ * the message the run ends with is that one, not this one. */
+static bf_status refuse_if_aborted(const nccl_state *s) {
+    return s->aborted ? bf_error(BF_ERR_DEVICE, "%s", s->abort_reason) : BF_OK;
+}
+
 /* Waits for the communicator's stream; a peer error or the deadline aborts the communicator. */
 static bf_status wait_stream(bf_comm *c, const char *what) {
     nccl_state *s = c->state;
-    /* aborted: its kernels are released, and its handle must not be used again (the backend's
-     * driver fence still calls here while the run tears down after the failure) */
-    if (s->aborted)
-        return bf_error(BF_ERR_DEVICE, "rank %d: %s: the NCCL communicator was aborted after an earlier failure",
-                        c->rank, what);
+    BF_TRY(refuse_if_aborted(s));
     double deadline = now_s() + c->timeout_s;
     struct timespec nap = {0, 20 * 1000};
     for (;;) {
@@ -118,25 +131,21 @@ static bf_status wait_stream(bf_comm *c, const char *what) {
                             __FILE__, __LINE__, cudaGetErrorString(q));
         ncclResult_t async = ncclSuccess;
         ncclCommGetAsyncError(s->comm, &async);
-        if (async != ncclSuccess && async != ncclInProgress) {
-            ncclCommAbort(s->comm);
-            s->aborted = 1;
-            return bf_error(BF_ERR_DEVICE, "rank %d: %s: NCCL reported %s (ncclCommGetAsyncError at %s:%d; another "
-                            "rank failed)", c->rank, what, ncclGetErrorString(async), __FILE__, __LINE__);
-        }
-        if (now_s() > deadline) {
-            ncclCommAbort(s->comm);
-            s->aborted = 1;
-            return bf_error(BF_ERR_DEVICE, "rank %d of %d: %s did not complete within %.0f s ([run] "
-                            "collective_timeout): another rank has died or hangs", c->rank, c->world, what,
-                            c->timeout_s);
-        }
+        if (async != ncclSuccess && async != ncclInProgress)
+            return abort_for(s, bf_error(BF_ERR_DEVICE, "rank %d: %s: NCCL reported %s (ncclCommGetAsyncError at %s:%d; "
+                                         "another rank failed)", c->rank, what, ncclGetErrorString(async), __FILE__,
+                                         __LINE__));
+        if (now_s() > deadline)
+            return abort_for(s, bf_error(BF_ERR_DEVICE, "rank %d of %d: %s did not complete within %.0f s ([run] "
+                                         "collective_timeout): another rank has died or hangs", c->rank, c->world,
+                                         what, c->timeout_s));
         nanosleep(&nap, NULL);
     }
 }
 
 static bf_status nccl_allreduce_float(bf_comm *c, float *buf, size_t n, bf_reduce_op op) {
     nccl_state *s = c->state;
+    BF_TRY(refuse_if_aborted(s));
     CUDA_TRY(cudaSetDevice(s->device));
     NCCL_TRY(ncclAllReduce(buf, buf, n, ncclFloat, op == BF_REDUCE_AVG ? ncclAvg : ncclSum, s->comm, s->stream));
     return wait_stream(c, "NCCL all-reduce");
@@ -145,6 +154,7 @@ static bf_status nccl_allreduce_float(bf_comm *c, float *buf, size_t n, bf_reduc
 bf_status bf_comm_nccl_allreduce_async(bf_comm *c, float *buf, size_t n, bf_reduce_op op) {
     if (!c || c->kind != BF_COMM_NCCL) return bf_error(BF_ERR_ARG, "bf_comm_nccl_allreduce_async: not an NCCL communicator");
     nccl_state *s = c->state;
+    BF_TRY(refuse_if_aborted(s));
     CUDA_TRY(cudaSetDevice(s->device));
     NCCL_TRY(ncclAllReduce(buf, buf, n, ncclFloat, op == BF_REDUCE_AVG ? ncclAvg : ncclSum, s->comm, s->stream));
     return BF_OK;
@@ -154,6 +164,7 @@ bf_status bf_comm_nccl_allreduce_double_async(bf_comm *c, double *buf, size_t n)
     if (!c || c->kind != BF_COMM_NCCL)
         return bf_error(BF_ERR_ARG, "bf_comm_nccl_allreduce_double_async: not an NCCL communicator");
     nccl_state *s = c->state;
+    BF_TRY(refuse_if_aborted(s));
     CUDA_TRY(cudaSetDevice(s->device));
     NCCL_TRY(ncclAllReduce(buf, buf, n, ncclDouble, ncclSum, s->comm, s->stream));
     return BF_OK;
@@ -193,6 +204,7 @@ static bf_status nccl_allreduce_double(bf_comm *c, double *buf, size_t n) {
 /* Device buffers (parameters) or, for small host values (config hash), through scratch. */
 static bf_status nccl_broadcast(bf_comm *c, void *buf, size_t bytes, int root) {
     nccl_state *s = c->state;
+    BF_TRY(refuse_if_aborted(s));
     CUDA_TRY(cudaSetDevice(s->device));
     struct cudaPointerAttributes attr;
     int on_device = cudaPointerGetAttributes(&attr, buf) == cudaSuccess && attr.type == cudaMemoryTypeDevice;

@@ -13,7 +13,12 @@
  *
  * Device memory is host memory: each cudaMalloc gets its own pages, filled with 0xff bytes (NaN as
  * floats: what a kernel reads before anything was written shows), with the buffer's end against an
- * inaccessible page, so a kernel that runs past it faults there and then. */
+ * inaccessible page, so a kernel that runs past it faults there and then.
+ *
+ * Several devices (BF_EMU_DEVICES=N, default 1, for bioflex-train --gpus N with emu_nccl.cpp): each
+ * host thread has its own current device and last error; launches and the block table are serialised
+ * by one lock (blocks share the static __shared__ objects), and every device's memory is the same
+ * host memory. Work is done when it is enqueued, so streams and events order nothing. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +28,7 @@
 #include <unistd.h>
 
 #include <map>
+#include <mutex>
 
 #include "emu_cuda.h"
 
@@ -76,8 +82,10 @@ struct launch_state {
 
 launch_state g_launch;
 char *g_stacks;               /* MAX_THREADS stacks, allocated once */
-cudaError_t g_last_error = cudaSuccess;
-const char *g_next_name = "a kernel";
+std::recursive_mutex g_lock;  /* one launch (and one change of the block table) at a time */
+thread_local cudaError_t g_last_error = cudaSuccess;
+thread_local const char *g_next_name = "a kernel";
+thread_local int g_device;    /* cudaSetDevice's, per host thread as in CUDA */
 /* BF_EMU_ORDER=reverse: each round resumes the threads from the last to the first. Threads only
  * interleave at barriers, so a read of what another thread of the block writes with no barrier
  * between sees the write in one order and not in the other: running a test both ways shows such
@@ -263,6 +271,7 @@ int bf_emu_check_launch(dim3 grid, dim3 block, size_t smem) {
 }
 
 void bf_emu_run_grid(dim3 grid, dim3 block, size_t smem, bf_emu_body body, void *closure) {
+    std::lock_guard<std::recursive_mutex> hold(g_lock);
     launch_state &L = g_launch;
     ensure_stacks();
     if (FILE *f = trace_file())
@@ -377,13 +386,24 @@ static cudaError_t fail(cudaError_t e) {
     return e;
 }
 
+/* BF_EMU_DEVICES: how many devices the emulator shows (1 to 8, default 1). */
+static int emu_device_count(void) {
+    const char *env = getenv("BF_EMU_DEVICES");
+    const int n = env ? atoi(env) : 1;
+    return n < 1 ? 1 : n > 8 ? 8 : n;
+}
+static int valid_device(int device) { return device >= 0 && device < emu_device_count(); }
 cudaError_t cudaGetDeviceCount(int *count) {
-    *count = 1;
+    *count = emu_device_count();
     return cudaSuccess;
 }
-cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice); }
+cudaError_t cudaSetDevice(int device) {
+    if (!valid_device(device)) return fail(cudaErrorInvalidDevice);
+    g_device = device;
+    return cudaSuccess;
+}
 cudaError_t cudaGetDevice(int *device) {
-    *device = 0;
+    *device = g_device;
     return cudaSuccess;
 }
 /* An H100's figures: some launch shapes depend on the multiprocessor count, which BF_EMU_SMS
@@ -395,7 +415,7 @@ static int emu_sm_count(void) {
     return sms > 0 ? sms : 132;
 }
 cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device) {
-    if (device != 0) return fail(cudaErrorInvalidDevice);
+    if (!valid_device(device)) return fail(cudaErrorInvalidDevice);
     switch (attr) {
     case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
     case cudaDevAttrClockRate: *value = 1980000; break;
@@ -410,7 +430,7 @@ cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device) 
 }
 cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
-    if (device != 0) return fail(cudaErrorInvalidDevice);
+    if (!valid_device(device)) return fail(cudaErrorInvalidDevice);
     memset(prop, 0, sizeof *prop);
     snprintf(prop->name, sizeof prop->name, "bioflex kernel emulator (an H100's figures)");
     prop->multiProcessorCount = emu_sm_count();
@@ -421,6 +441,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
 cudaError_t cudaMalloc(void **ptr, size_t bytes) {
     *ptr = NULL;
     if (bytes == 0) return cudaSuccess;
+    std::lock_guard<std::recursive_mutex> hold(g_lock);
     if (g_allocated + bytes > EMU_TOTAL_BYTES) return fail(cudaErrorMemoryAllocation);
     const size_t page = (size_t)sysconf(_SC_PAGESIZE);
     const size_t rounded = (bytes + 255) & ~(size_t)255; /* cudaMalloc's alignment */
@@ -439,6 +460,7 @@ cudaError_t cudaMalloc(void **ptr, size_t bytes) {
 
 cudaError_t cudaFree(void *ptr) {
     if (!ptr) return cudaSuccess;
+    std::lock_guard<std::recursive_mutex> hold(g_lock);
     auto it = g_blocks.find(ptr);
     if (it == g_blocks.end()) return fail(cudaErrorInvalidValue);
     munmap(it->second.base, it->second.mapped);
@@ -457,7 +479,26 @@ cudaError_t cudaFreeHost(void *ptr) {
     free(ptr);
     return cudaSuccess;
 }
+cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *attr, const void *ptr) {
+    std::lock_guard<std::recursive_mutex> hold(g_lock);
+    memset(attr, 0, sizeof *attr);
+    auto it = g_blocks.upper_bound((void *)ptr); /* the first block past ptr; the one before may hold it */
+    if (it != g_blocks.begin()) {
+        --it;
+        const char *p = (const char *)ptr, *start = (const char *)it->first;
+        if (p >= start && p < start + it->second.bytes) {
+            attr->type = cudaMemoryTypeDevice;
+            attr->device = g_device;
+            attr->devicePointer = (void *)ptr;
+            return cudaSuccess;
+        }
+    }
+    attr->type = cudaMemoryTypeUnregistered; /* as CUDA 11+ answers for plain host memory */
+    attr->hostPointer = (void *)ptr;
+    return cudaSuccess;
+}
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
+    std::lock_guard<std::recursive_mutex> hold(g_lock);
     *free_bytes = EMU_TOTAL_BYTES - g_allocated;
     *total_bytes = EMU_TOTAL_BYTES;
     return cudaSuccess;
@@ -497,6 +538,10 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
     return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+    (void)stream;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamQuery(cudaStream_t stream) {
     (void)stream;
     return cudaSuccess;
 }
