@@ -14,10 +14,12 @@
  * with the same global batch as one process:
  *   - a CNN without batch-norm or dropout ends at one process's weights (1e-6) and test score, and
  *     rank 0 alone writes the metrics lines;
- *   - a run resumed with the other GPU count (2 -> 1 and 1 -> 2 after the first epoch) ends there too;
+ *   - a run resumed with the other GPU count (2 -> 1 and 1 -> 2 after the first epoch) ends there too,
+ *     and one stopped on request inside an epoch and resumed ends bit for bit where it would have;
  *   - with batch-norm, [run] sync_bn = true ends there as well, local statistics do not;
  *   - a BU-TD network (Counter-Hebb, separate weights) ends at one process's weights. */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,19 +100,24 @@ static void check_comm_exposed(const char *run_dir, int want) {
     check_comm_exposed_file(path, want, 1);
 }
 
-/* One run of cfg into tmp/name (resumed from tmp/resume_from when not NULL); *model gets its last
- * checkpoint's weights file. */
-static bf_train_result run_into(bf_config *cfg, const char *tmp, const char *name, const char *resume_from,
-                                char model[700]) {
+/* One run of cfg into tmp/name (resumed from tmp/resume_from when not NULL; asked to stop when
+ * *stop is set); *model gets its last checkpoint's weights file. */
+static bf_train_result run_stopping(bf_config *cfg, const char *tmp, const char *name, const char *resume_from,
+                                    const volatile sig_atomic_t *stop, char model[700]) {
     char resume[600] = "";
     if (resume_from) snprintf(resume, sizeof resume, "%s/%s", tmp, resume_from);
-    bf_train_options opt = {.quiet = 1, .log = stderr, .resume = resume_from ? resume : NULL};
+    bf_train_options opt = {.quiet = 1, .log = stderr, .resume = resume_from ? resume : NULL, .stop = stop};
     bf_train_result res;
     memset(&res, 0, sizeof res);
     snprintf(cfg->run.dir, sizeof cfg->run.dir, "%s/%s", tmp, name);
     CHECK_OK(bf_train(cfg, &opt, &res));
     snprintf(model, 700, "%s/model.safetensors", res.checkpoint);
     return res;
+}
+
+static bf_train_result run_into(bf_config *cfg, const char *tmp, const char *name, const char *resume_from,
+                                char model[700]) {
+    return run_stopping(cfg, tmp, name, resume_from, NULL, model);
 }
 
 /* How many lines of tmp/name/metrics.jsonl hold `needle`. */
@@ -145,6 +152,17 @@ static void check_two_gpus(const char *tmp, const char *const *sets, size_t num_
     CHECK(lines1 > 0 && lines1 == lines2, "--gpus 2 wrote %d train metrics lines, one process %d", lines2, lines1);
     snprintf(part, sizeof part, "%s/two", tmp);
     check_comm_exposed(part, 1);
+
+    /* a stop request (bioflex-train's signal), seen by the ranks together at the first log interval
+     * (step 3 of 8), then resumed: bit for bit the run above */
+    volatile sig_atomic_t stop = 1;
+    bf_train_result stopped = run_stopping(&cfg, tmp, "stopped", NULL, &stop, part);
+    CHECK(stopped.interrupted && stopped.steps_done == 3, "--gpus 2 asked to stop: interrupted %d after %ld steps, "
+          "want the first log interval's 3", stopped.interrupted, stopped.steps_done);
+    run_into(&cfg, tmp, "stopped", "stopped", resumed);
+    compare_weights(two, resumed);
+    CHECK(bf_test_weights_max_abs_diff(two, resumed) == 0, "--gpus 2 stopped and resumed: not bit for bit the "
+          "uninterrupted run");
 
     /* resumed with the other GPU count after epoch 1 (the checkpoint of the 2 -> run above; then 1 -> 2) */
     CHECK_OK(bf_config_set(&cfg, "run.gpus=1"));
