@@ -93,22 +93,14 @@ static int check_comm_exposed(const char *name, int want) {
     return check_comm_exposed_file(path, want, 0);
 }
 
-/* Every tensor of two model.safetensors files equal to 1e-6 relative (1e-7 absolute near 0). */
 /* The number after "key": on the last line of tmp/name that has it (-1 when none). */
 static double last_value(const char *name, const char *key) {
-    char path[512], line[8192], needle[64];
+    char path[512];
     snprintf(path, sizeof path, "%s/%s", tmp, name);
-    snprintf(needle, sizeof needle, "\"%s\":", key);
-    FILE *f = fopen(path, "r");
-    double v = -1;
-    while (f && fgets(line, sizeof line, f)) {
-        const char *at = strstr(line, needle);
-        if (at) v = strtod(at + strlen(needle), NULL);
-    }
-    if (f) fclose(f);
-    return v;
+    return bf_test_last_json_number(path, key);
 }
 
+/* Every tensor of two model.safetensors files equal to 1e-6 relative (1e-7 absolute near 0). */
 static void compare_weights(const char *dir_a, const char *dir_b, const char *what) {
     char pa[512], pb[512];
     snprintf(pa, sizeof pa, "%s/%s/model.safetensors", tmp, dir_a);

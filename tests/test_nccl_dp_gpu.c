@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "bioflex/comm.h"
+#include "bioflex/image.h"
 #include "bioflex/safetensors.h"
 #include "bioflex/train.h"
 #include "data_parallel.h"
@@ -184,6 +185,34 @@ static void check_two_gpus(const char *tmp, const char *const *sets, size_t num_
     run_into(&cfg, tmp, "bn_local", NULL, part);
     const double local = bf_test_weights_max_abs_diff(one, part);
     CHECK(local > 1e-4, "--gpus 2 with local batch-norm statistics moved the weights only %g from one process's", local);
+
+    /* JPEG files (4 of them undecodable): each rank's loader skips those in its shard, and the
+     * metrics count all of them, as one process does */
+    char jpegs[600];
+    snprintf(jpegs, sizeof jpegs, "%s/jpegs", tmp);
+    bf_jpeg_synth_options synth = {.layout = BF_SYNTH_IMAGEFOLDER, .classes = 4, .train_per_class = 6,
+                                   .val_per_class = 2, .width = 32, .height = 24, .quality = 90, .edge_cases = 1,
+                                   .seed = 3};
+    CHECK_OK(bf_jpeg_synth_tree(jpegs, &synth));
+    bf_config_defaults(&cfg);
+    for (size_t i = 0; i < num_sets; i++)
+        if (strncmp(sets[i], "data.", 5) != 0) CHECK_OK(bf_config_set(&cfg, sets[i]));
+    char path_set[700];
+    snprintf(path_set, sizeof path_set, "data.path=%s", jpegs);
+    const char *jpeg_sets[] = {"data.dataset=imagefolder", path_set, "data.image_size=16", "data.batch_size=8",
+                               "run.epochs=1", "model.num_classes=4"};
+    for (size_t i = 0; i < sizeof jpeg_sets / sizeof jpeg_sets[0]; i++) CHECK_OK(bf_config_set(&cfg, jpeg_sets[i]));
+    run_into(&cfg, tmp, "jpeg_one", NULL, one); /* 24 + 8 edge-case files: 4 whole global batches */
+    CHECK_OK(bf_config_set(&cfg, "run.gpus=2"));
+    run_into(&cfg, tmp, "jpeg_two", NULL, two);
+    char metrics[2][700];
+    snprintf(metrics[0], sizeof metrics[0], "%s/jpeg_one/metrics.jsonl", tmp);
+    snprintf(metrics[1], sizeof metrics[1], "%s/jpeg_two/metrics.jsonl", tmp);
+    /* a skip counts each time (a replacement drawn for a bad file may be bad too) */
+    const double skipped_one = bf_test_last_json_number(metrics[0], "skipped_images"),
+                 skipped_two = bf_test_last_json_number(metrics[1], "skipped_images");
+    CHECK(skipped_one >= BF_SYNTH_BAD_FILES && skipped_two == skipped_one, "skipped_images: %g with --gpus 2, %g in "
+          "one process (the same files, at least the %d undecodable ones)", skipped_two, skipped_one, BF_SYNTH_BAD_FILES);
 
     /* BU-TD: its own loop, bf_dp_average_floats */
     bf_config_defaults(&cfg);

@@ -43,6 +43,19 @@ void bf_test_skip(const char *why) {
     exit(77);
 }
 
+double bf_test_last_json_number(const char *path, const char *key) {
+    char line[8192], needle[64];
+    snprintf(needle, sizeof needle, "\"%s\":", key);
+    FILE *f = fopen(path, "r");
+    double v = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        const char *at = strstr(line, needle);
+        if (at) v = strtod(at + strlen(needle), NULL);
+    }
+    if (f) fclose(f);
+    return v;
+}
+
 double bf_test_weights_max_abs_diff(const char *path_a, const char *path_b) {
     bf_st_file *a = NULL, *b = NULL;
     CHECK_OK(bf_safetensors_read(path_a, &a));

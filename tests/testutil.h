@@ -43,6 +43,9 @@ double bf_test_max_violation(const float *a, const float *b, size_t n, double at
  * both read. */
 double bf_test_weights_max_abs_diff(const char *path_a, const char *path_b);
 
+/* The number after "key": on the last line of a file (metrics.jsonl) that has it; -1 when none. */
+double bf_test_last_json_number(const char *path, const char *key);
+
 /* A whole file, NUL-terminated (n = its size); NULL when it cannot be read. free() it. */
 char *bf_test_read_file(const char *path, size_t *n);
 

@@ -262,14 +262,18 @@ static bf_status save_checkpoint(run *r, const bf_train_state *st, bf_train_resu
 
 /* With several ranks, the flex and spike monitors of every rank's share of the batch, averaged:
  * the shares are equal (data_parallel.c drops an incomplete last global batch), so the mean is
- * the whole batch's fraction. Every rank takes part, at the same log step. */
-static bf_status average_monitors(run *r, int num_flex, int num_neuron) {
-    if (r->dp.world == 1 || num_flex + num_neuron == 0) return BF_OK;
-    double v[4 * BF_MAX_FLEX_LOG];
+ * the whole batch's fraction. *skipped (JPEG datasets; NULL otherwise), the images each rank's
+ * loader skipped in its shard, is summed. Every rank takes part, at the same log step. */
+static bf_status combine_monitors(run *r, int num_flex, int num_neuron, long *skipped) {
+    if (r->dp.world == 1 || (num_flex + num_neuron == 0 && !skipped)) return BF_OK;
+    double v[4 * BF_MAX_FLEX_LOG + 1];
     const int nf = num_flex, nn = num_neuron;
     for (int i = 0; i < nf; i++) v[i] = r->flex_ratio[i], v[nf + i] = r->flex_homogeneity[i];
     for (int i = 0; i < nn; i++) v[2 * nf + i] = r->firing_rate[i], v[2 * nf + nn + i] = r->silent[i];
-    BF_TRY(bf_comm_allreduce_double(r->dp.comm, v, (size_t)(2 * nf + 2 * nn)));
+    size_t n = (size_t)(2 * nf + 2 * nn);
+    if (skipped) v[n++] = (double)*skipped;
+    BF_TRY(bf_comm_allreduce_double(r->dp.comm, v, n));
+    if (skipped) *skipped = (long)v[n - 1];
     for (int i = 0; i < nf; i++) r->flex_ratio[i] = v[i] / r->dp.world, r->flex_homogeneity[i] = v[nf + i] / r->dp.world;
     for (int i = 0; i < nn; i++)
         r->firing_rate[i] = v[2 * nf + i] / r->dp.world, r->silent[i] = v[2 * nf + nn + i] / r->dp.world;
@@ -333,9 +337,9 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
                 mt.neuron_names = r->neuron_names;
                 mt.firing_rate = r->firing_rate;
                 mt.silent = r->silent;
-                BF_TRY(average_monitors(r, mt.num_flex, mt.num_neuron));
                 long skipped = bf_loader_skipped_images(r->train_loader);
                 if (r->train_set->files) mt.skipped_images = &skipped;
+                BF_TRY(combine_monitors(r, mt.num_flex, mt.num_neuron, r->train_set->files ? &skipped : NULL));
                 double comm_ms = 0; /* read after the synchronisation above: its events are complete */
                 BF_TRY(bf_dp_interval_comm_ms(&r->dp, &comm_ms));
                 if (bf_dp_active(&r->dp)) mt.comm_exposed_ms = &comm_ms;
