@@ -126,6 +126,9 @@ expect "eval refuses bioflex-train's options" 2 "--help-config are bioflex-train
 expect "train refuses eval's --checkpoint" 2 "--checkpoint is a bioflex-eval option; to continue a run use --resume" \
   -- "$train" --checkpoint "$tmp/run" --dry-run "$tmp/tiny.ini"
 expect "eval a run directory" 0 "top-1 [0-9.]+%" -- "$eval_" --checkpoint "$tmp/run" "$tmp/tiny.ini"
+# a --gpus run's config.ini says gpus = 2 (and device = cuda or auto): bioflex-eval scores on one device
+expect "eval a --gpus run's config on the CPU" 0 "top-1 [0-9.]+%" -- "$eval_" --checkpoint "$tmp/run" --device cpu \
+  --set run.gpus=2 "$tmp/tiny.ini"
 expect "resume a finished run" 0 "resumed from .*epoch_0002" -- "$train" --resume "$tmp/run" "$tmp/tiny.ini"
 expect "resume with more epochs" 0 "resumed from .*epoch 2" -- "$train" --resume "$tmp/run/checkpoints/epoch_0002" --set run.epochs=3 "$tmp/tiny.ini"
 # A per-step schedule resumed at an epoch boundary with another global batch goes on in this run's

@@ -66,6 +66,9 @@ int bf_cli_load_config(const bf_cli *cli, bf_config *cfg) {
         s = bf_config_set(cfg, assignment);
     }
     for (int i = 0; i < cli->num_sets && s == BF_OK; i++) s = bf_config_set(cfg, cli->sets[i]);
+    /* bioflex-eval scores on one device: the training run's [run] gpus (its config.ini) does not
+     * apply, and with --device cpu it would be refused as needing CUDA */
+    if (s == BF_OK && cli->checkpoint && cfg->run.gpus != 1) s = bf_config_set(cfg, "run.gpus=1");
     if (s == BF_OK) s = bf_config_validate(cfg);
     if (s != BF_OK) {
         fprintf(stderr, "error: %s\n", bf_last_error());

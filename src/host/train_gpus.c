@@ -165,6 +165,8 @@ static bf_status exchange_id(const bf_config *cfg, int gpus, unsigned char id[12
 /* This process's place among the processes of its node (0 when it is alone there). */
 static int local_process(const bf_comm *mpi) {
     if (mpi) return mpi->local_rank;
+    /* started alone: a Slurm variable left in the environment (an salloc shell) says nothing */
+    if (bf_comm_launcher_world() <= 1) return 0;
     static const char *names[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (getenv(names[i]) && *getenv(names[i])) return atoi(getenv(names[i]));
