@@ -162,6 +162,13 @@ read -r loss1 loss2 extra <<<"$losses"
 second=$(sed -n 's/^epoch 2: .*test loss \([0-9.]*\),.*/\1/p' "$tmp/butd_noise.log")
 expect "eval repeats a noisy BU-TD score" 0 "test: loss ${second:-none} " -- \
   "$eval_" --checkpoint "$tmp/butd_noise/checkpoints/epoch_0002" "${still[@]}" "$tmp/any_arch.ini"
+# A learning rate that blows the weights up ends the run at the first log line whose loss is not a
+# number (exit 1, naming the step and what to change), in the main loop and in BU-TD's.
+expect "diverging run stops" 1 "training loss became (NaN|[+-]inf) at step 2 \(epoch 1\): lower \[optim\] lr" -- \
+  "$train" --set optim.lr=1e30 --set run.dir="$tmp/diverge" "$tmp/tiny.ini"
+expect "diverging BU-TD run stops" 1 "training loss became (NaN|[+-]inf) at step 2 \(epoch 1\): lower \[optim\] lr" -- \
+  "$train" --set butd.network=fc --set butd.hidden=16 --set optim.lr=1e30 --set run.dir="$tmp/butd_diverge" \
+  "$tmp/any_arch.ini"
 # Rate-coded spikes are drawn per evaluation batch: under [run] val_batches (a shuffled test loader)
 # the final whole-set evaluation still reads the split in file order, so bioflex-eval repeats it.
 rate=(--set spiking.neuron=lif --set spiking.time_steps=2 --set spiking.encoding=rate --set data.normalize=false

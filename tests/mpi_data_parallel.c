@@ -256,6 +256,8 @@ static void driver(const char *self) {
     CHECK(count_in_file("butd_mpi.log", "checkpoint: ") == 2, "BU-TD checkpoint lines: %d, want 2 (rank 0 only)",
           count_in_file("butd_mpi.log", "checkpoint: "));
     same_final_eval("butd_single.log", "butd_mpi.log", "BU-TD");
+    check_comm_exposed("butd_mpi/metrics.jsonl", 1);
+    check_comm_exposed("butd_single/metrics.jsonl", 0);
     /* BU-TD ResNet-18 with batch-norm (BU and TD copies), backprop, one epoch: with [run] sync_bn the
      * 2 ranks normalise over the global batch as one process does; with local statistics they do
      * not. This net is chaotic: rounding differences grow by orders of magnitude with every step,

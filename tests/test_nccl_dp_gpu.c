@@ -8,7 +8,7 @@
  *     is launched while the backward pass still runs;
  *   - the NCCL run logs comm_exposed_ms (timing events around the compute stream's wait for the
  *     buckets) in every metrics line, within [0, ms_per_step); the plain run logs none;
- *   - the same for a BU-TD network (its own training loop and gradient average).
+ *   - the same for a BU-TD network (its own training loop and one timed gradient all-reduce per step).
  * With two GPUs (or the kernel emulator's two devices and NCCL, emu_test_nccl_dp_gpu_two), --gpus 2
  * (bf_train_gpus: one thread per GPU, communicators made in one group, buckets, sharded evaluation)
  * with the same global batch as one process:
@@ -17,7 +17,8 @@
  *   - a run resumed with the other GPU count (2 -> 1 and 1 -> 2 after the first epoch) ends there too,
  *     and one stopped on request inside an epoch and resumed ends bit for bit where it would have;
  *   - with batch-norm, [run] sync_bn = true ends there as well, local statistics do not;
- *   - a BU-TD network (Counter-Hebb, separate weights) ends at one process's weights. */
+ *   - a BU-TD network (Counter-Hebb, separate weights) ends at one process's weights, logging
+ *     comm_exposed_ms. */
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -225,6 +226,8 @@ static void check_two_gpus(const char *tmp, const char *const *sets, size_t num_
     bf_train_result b2 = run_into(&cfg, tmp, "butd_two", NULL, two);
     CHECK_CLOSE(b1.final_eval.top1, b2.final_eval.top1, 1e-9, 0, "BU-TD --gpus 2: test accuracy");
     compare_weights(b1.checkpoint, b2.checkpoint);
+    snprintf(two, sizeof two, "%s/butd_two", tmp);
+    check_comm_exposed(two, 1);
 }
 
 int main(void) {
@@ -308,6 +311,9 @@ int main(void) {
           nccl.steps_done);
     CHECK_CLOSE(plain.final_eval.top1, nccl.final_eval.top1, 1e-9, 0, "BU-TD test accuracy, plain vs NCCL");
     compare_weights(plain.checkpoint, nccl.checkpoint);
+    check_comm_exposed(cfg.run.dir, 1); /* its one all-reduce per step, timed as CNNs' buckets are */
+    snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s/butd_plain", tmp);
+    check_comm_exposed(cfg.run.dir, 0);
 
     if (bf_cuda_device_count() >= 2) check_two_gpus(tmp, sets, sizeof sets / sizeof sets[0]);
     else printf("one GPU: --gpus 2 not checked\n");

@@ -339,9 +339,13 @@ static bf_status log_train(butd_run *r, int epoch, int steps_per_epoch, const bf
                            .data_wait_ms = iv->wait_ms / iv->steps,
                            .eta_s = ((double)(r->cfg->run.epochs - epoch) * steps_per_epoch - st->batch_in_epoch) * dt /
                                     iv->steps}; /* in this run's steps */
+    double comm_ms = 0; /* read after the synchronisation above: its timing events are complete */
+    BF_TRY(bf_dp_interval_comm_ms(r->dp, &comm_ms));
+    if (bf_dp_active(r->dp)) mt.comm_exposed_ms = &comm_ms;
     /* Once a stop is requested, no progress line: a launcher shutting down may stop reading it. */
     if (r->stop && *r->stop) r->log.progress = 0;
     bf_metrics_train(&r->log, &mt, NULL); /* the progress line on a terminal, else metrics.jsonl only */
+    BF_TRY(bf_metrics_check_loss(&mt));
     *iv = (log_interval){.start = now_s()};
     return b->ops->fill(b, r->sums + 4, 0.0f, 2);
 }

@@ -69,7 +69,7 @@ static bf_status wait_collectives(void *comm) {
                              "search or host copy)");
 }
 
-bf_status bf_dp_create_backend(const bf_data_parallel *dp, const bf_config *cfg, bf_backend **out) {
+bf_status bf_dp_create_backend(bf_data_parallel *dp, const bf_config *cfg, bf_backend **out) {
     int gpus = bf_cuda_device_count();
     int want_cuda = cfg->run.device == BF_DEVICE_SEL_CUDA || (cfg->run.device == BF_DEVICE_AUTO && gpus > 0);
     int device = -1; /* the configured backend, as in a single-process run */
@@ -79,6 +79,8 @@ bf_status bf_dp_create_backend(const bf_data_parallel *dp, const bf_config *cfg,
     BF_TRY(bf_backend_cuda_from_config(cfg, device, out));
     if (dp->comm->kind != BF_COMM_NCCL) return BF_OK;
     bf_status st = bf_cuda_set_driver_fence(*out, wait_collectives, dp->comm);
+    /* created here, before any collective is in flight: it creates CUDA events */
+    if (st == BF_OK) st = bf_wait_timer_create(*out, &dp->wait_timer);
     if (st != BF_OK) {
         bf_backend_destroy(*out);
         *out = NULL;
@@ -148,7 +150,6 @@ static bf_status on_layer_backward(void *ctx, bf_model *m, int layer) {
 static bf_status plan_buckets(bf_data_parallel *dp, bf_model *m, int bucket_mib) {
     BF_TRY(bf_grad_buckets_plan(&dp->buckets, m, ((size_t)bucket_mib << 20) / sizeof(float)));
     dp->model = m;
-    BF_TRY(bf_wait_timer_create(m->backend, &dp->wait_timer));
     m->on_layer_backward = on_layer_backward;
     m->on_layer_backward_ctx = dp;
     return BF_OK;
@@ -315,7 +316,10 @@ bf_status bf_dp_average_floats(bf_data_parallel *dp, bf_backend *b, float *buf, 
         BF_TRY(bf_cuda_stream_handoff(b, stream, 1));
         BF_TRY(bf_comm_nccl_allreduce_async(dp->comm, buf, n, BF_REDUCE_AVG));
         if (dp->wait_each_collective) BF_TRY(bf_comm_nccl_wait(dp->comm, "all-reduce (warm-up step)"));
-        return bf_cuda_stream_handoff(b, stream, 0);
+        /* nothing overlaps it: the whole all-reduce is the step's exposed communication */
+        BF_TRY(bf_wait_timer_begin(dp->wait_timer));
+        BF_TRY(bf_cuda_stream_handoff(b, stream, 0));
+        return bf_wait_timer_end(dp->wait_timer);
     }
     if (dp->world == 1) return BF_OK;
     return on_host(dp, b, buf, n, average_floats);

@@ -99,7 +99,7 @@ bf_status bf_dp_start(bf_data_parallel *dp, const bf_config *cfg, bf_comm *comm,
  * local_rank % visible GPUs for MPI ranks that use CUDA. With NCCL, the backend waits for the
  * collectives in flight before it allocates, searches or copies through pageable memory
  * (bf_cuda_set_driver_fence in ops.h). */
-bf_status bf_dp_create_backend(const bf_data_parallel *dp, const bf_config *cfg, bf_backend **out);
+bf_status bf_dp_create_backend(bf_data_parallel *dp, const bf_config *cfg, bf_backend **out);
 /* Loader options of this rank: its shard of every epoch; a partial last global batch is dropped
  * in training (every rank must take the same number of steps). */
 void bf_dp_loader_options(const bf_data_parallel *dp, bf_loader_options *o, int training);
@@ -139,7 +139,7 @@ bf_status bf_dp_interval_comm_ms(bf_data_parallel *dp, double *ms);
 bf_status bf_dp_broadcast_floats(bf_data_parallel *dp, bf_backend *b, float *buf, size_t n);
 /* n backend floats averaged over the ranks, in place (a BU-TD network's gradients). With NCCL the
  * all-reduce is enqueued on the communicator's stream between the compute stream's work before and
- * after it: no host wait. */
+ * after it: no host wait. Timed as the step's exposed communication (bf_dp_interval_comm_ms). */
 bf_status bf_dp_average_floats(bf_data_parallel *dp, bf_backend *b, float *buf, size_t n);
 /* With NCCL: waits, with the collective timeout, for the collectives enqueued so far, so a dead
  * peer is reported instead of hanging the next host wait. Once per log interval of a loop that

@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 
 #include "fsutil.h"
@@ -174,4 +175,11 @@ void bf_metrics_spikes(bf_metrics_log *log, long step, const char *layer, int T,
     }
     cJSON_free(text);
     cJSON_Delete(o);
+}
+
+bf_status bf_metrics_check_loss(const bf_train_metrics *mt) {
+    if (isfinite(mt->loss)) return BF_OK;
+    const char *value = isnan(mt->loss) ? "NaN" : mt->loss > 0 ? "+inf" : "-inf"; /* not printf's "-nan" */
+    return bf_error(BF_ERR_INTERNAL, "the training loss became %s at step %ld (epoch %d): lower [optim] lr or set "
+                    "[optim] grad_clip_norm", value, mt->step, mt->epoch + 1);
 }

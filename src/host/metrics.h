@@ -35,6 +35,10 @@ typedef struct bf_train_metrics {
  * 1.83 GHz), so a utilisation against it reads a little low. */
 double bf_peak_tflops(int cc_major, int cc_minor, int sms, int clock_khz, bf_precision precision);
 
+/* An error naming the step and epoch when a train line's loss is not a finite number (the run
+ * cannot recover from it; the line itself is logged first), BF_OK otherwise. */
+bf_status bf_metrics_check_loss(const bf_train_metrics *mt);
+
 typedef struct bf_metrics_log {
     FILE *jsonl;     /* metrics.jsonl in the run directory */
     FILE *spikes;    /* spikes.jsonl, opened on the first raster */

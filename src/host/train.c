@@ -359,9 +359,7 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
                 BF_TRY(write_rasters(r, st->step));
                 r->num_flex = mt.num_flex;
                 r->num_neuron = mt.num_neuron;
-                if (!isfinite(mt.loss))
-                    return bf_error(BF_ERR_INTERNAL, "the training loss became %g at step %ld (epoch %d): lower [optim] lr "
-                                    "or set [optim] grad_clip_norm", mt.loss, st->step, epoch + 1);
+                BF_TRY(bf_metrics_check_loss(&mt));
                 BF_TRY(b->ops->fill(b, r->sums, 0.0f, 4));
                 interval_start = now_s();
                 interval_images = interval_steps = 0;
