@@ -172,7 +172,7 @@ static void version0_forward(bf_backend *b, const lab_case *c, const lab_options
     RUN(ops->flex_pool_forward(b, &c->ps, &c->fs, t->x, t->P, t->window));
     RUN(ops->flex_widen_forward(b, &c->fs, t->P, t->widened));
     RUN(ops->flex_logits_forward(b, &c->fs, t->widened, t->T, t->logits));
-    RUN(ops->flex_mask_forward(b, &c->fs, o->mask, 1.0f, 5, t->logits, t->C, t->widened, t->mask, t->y[0],
+    RUN(ops->flex_mask_forward(b, &c->fs, o->mask, 1.0f, bf_draws_of(5), t->logits, t->C, t->widened, t->mask, t->y[0],
                                t->sum[0]));
 }
 
@@ -189,13 +189,13 @@ static void version0_backward(bf_backend *b, const lab_case *c, const lab_option
 static void version1_forward(bf_backend *b, const lab_case *c, const lab_options *o, lab_tensors *t) {
     const bf_ops *ops = b->ops;
     RUN(ops->flex_pool_forward(b, &c->ps, &c->fs, t->x, t->P, t->window));
-    RUN(ops->flex_mask_joint_forward(b, &c->fs, o->mask, 1.0f, 5, t->P, t->T, NULL, t->C, t->y[1], t->sum[1], NULL));
+    RUN(ops->flex_mask_joint_forward(b, &c->fs, o->mask, 1.0f, bf_draws_of(5), t->P, t->T, NULL, t->C, t->y[1], t->sum[1], NULL));
 }
 
 static void version1_backward(bf_backend *b, const lab_case *c, const lab_options *o, lab_tensors *t) {
     const bf_ops *ops = b->ops;
     RUN(ops->flex_pool_gather(b, &c->ps, &c->fs, t->x, t->window, t->P));
-    RUN(ops->flex_mask_joint_backward(b, &c->fs, o->mask, 1.0f, 5, t->P, t->T, NULL, t->C, t->dy, t->dC[1], t->dL,
+    RUN(ops->flex_mask_joint_backward(b, &c->fs, o->mask, 1.0f, bf_draws_of(5), t->P, t->T, NULL, t->C, t->dy, t->dC[1], t->dL,
                                       t->dP));
     RUN(ops->flex_threshold_backward(b, &c->fs, t->dL, t->dT[1]));
     RUN(ops->flex_pool_scatter_add(b, &c->ps, &c->fs, t->window, t->dP, t->dx[1]));

@@ -26,13 +26,14 @@ The network (input [N = 4, 1, 8, 8], K = 3 classes; direct encoding, the same im
 the T steps, or rate coding, Bernoulli spikes of the clamped pixel):
 
     encode  direct: x.repeat(T, 1, 1, 1): [T*N, 1, 8, 8], time outermost (bioflex's time folding)
-            rate:   S[t*n + i] = 1[u < clamp(x[i], 0, 1)], u = bf_uniform(seed, t*n + i) over the
-                    n = N*1*8*8 inputs, the contract in ops.h; hash.h's counter RNG is ported to numpy
+            rate:   S[t*n + i] = 1[u < clamp(x[i], 0, 1)], u = bf_uniform(seed, t * 2^48 + i) over
+                    the n = N*1*8*8 inputs (every step its own counters, the batch at sample offset 0),
+                    the contract in ops.h and hash.h's bf_draws; hash.h's counter RNG is ported to numpy
                     below, and the seed is bioflex's for the layer named "encode" at model step s
                     (the C test sets step 0 for the first forward pass, 1 for the second):
                     bf_seed_derive(bf_seed_derive(1, BF_STREAM_DROPOUT, s), BF_STREAM_DROPOUT,
                     FNV-1a("encode")) with the test's model seed 1 (model_memory.c's
-                    bf_layer_dropout_seed)
+                    bf_layer_draws)
     conv    Conv2d(1, 4, 3, padding=1)          on the T*N folded batch
     bn      BatchNorm2d(4)                      statistics over all T*N samples, as bioflex
     lif1    the neuron, looping over T on [T, N, 4, 8, 8]
@@ -130,10 +131,10 @@ for _p in VARIANTS.values():
 # Seed 0 passes every check but only 1.2e-4 from a spike threshold (clamp01_T1: 2.3e-5 from a
 # clamp corner); these seeds keep every variant at least 3e-4 from any kink in both forward passes
 # (min |H - threshold|: 2.8e-3, 9.1e-4, 1.4e-3; rectangular edge 3.2e-4; clamp01 7.6e-4;
-# lif_rate_sigmoid 9.1e-4 with firing rates 0.23-0.32 (seed 6 since the rate draws follow the encode
-# layer's name, not its index); lif_none_arctan 3.5e-4,
+# lif_rate_sigmoid 4.0e-4 with firing rates 0.28-0.32 (seed 4 since every time step of the rate
+# draws has its own counters); lif_none_arctan 3.5e-4,
 # if_soft_triangle 6.2e-4, lif_nostbp_tanh 1.1e-3, step_tanh_T1 6.9e-4: the first seeds that pass).
-SEEDS = {"lif_hard_tanh": 10, "lif_soft_sigmoid": 5, "if_hard_rect": 9, "clamp01_T1": 8, "lif_rate_sigmoid": 6,
+SEEDS = {"lif_hard_tanh": 10, "lif_soft_sigmoid": 5, "if_hard_rect": 9, "clamp01_T1": 8, "lif_rate_sigmoid": 4,
          "lif_none_arctan": 1, "if_soft_triangle": 1, "lif_nostbp_tanh": 5, "step_tanh_T1": 0}
 MODEL_SEED, STREAM_DROPOUT, ENCODE_LAYER = 1, 4, "encode"  # the C test's model seed, hash.h's stream, the layer
 
@@ -183,7 +184,8 @@ def rate_encode(x, T, step):
     """ops.h's spike_encode_rate with bioflex's seed for the encode layer at model step `step`."""
     seed = bf_seed_derive(bf_seed_derive(MODEL_SEED, STREAM_DROPOUT, step), STREAM_DROPOUT, fnv1a(ENCODE_LAYER))
     n = x.numel()
-    u = torch.from_numpy(bf_uniform(seed, np.arange(T * n, dtype=np.uint64)))
+    counters = (np.arange(T, dtype=np.uint64)[:, None] << np.uint64(48)) + np.arange(n, dtype=np.uint64)[None, :]
+    u = torch.from_numpy(bf_uniform(seed, counters.reshape(-1)))
     p = torch.clamp(x, 0, 1).reshape(1, n)
     return (u.reshape(T, n) < p).to(x.dtype).reshape(T * x.shape[0], *x.shape[1:])
 

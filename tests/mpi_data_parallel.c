@@ -1,15 +1,18 @@
 /* mpi_data_parallel.c - data parallelism over MPI on the CPU backend (registered as the ctest
  * mpi_data_parallel when CMake found MPI).
  *
- * Run by ctest without arguments it is the driver: it trains a tiny CNN without batch-norm or
- * dropout (so the ranks' forward passes do not depend on how the batch is split) once in one
- * process and once under `mpirun -np 2` with the same global batch, and checks
+ * Run by ctest without arguments it is the driver: it trains a tiny CNN without batch-norm (so
+ * the ranks' forward passes do not depend on how the batch is split) once in one process and once
+ * under `mpirun -np 2` with the same global batch, and checks
  *   - the final weights agree to 1e-6 relative (read from both checkpoints' model.safetensors);
  *   - the evaluation covers the whole test split once, and the MPI run wrote each checkpoint and
  *     each metrics line once (rank 0 only);
  *   - with batch-norm and [run] sync_bn the same holds (and with local statistics it does not), also
  *     for a flex layer's logits batch-norm, and
  *     the 2 ranks' evaluation (rank 0's running statistics) scores what bioflex-eval does;
+ *   - a rate-coded LIF CNN with dropout ends at one process's weights too (its random draws are
+ *     keyed by the sample's place in the global batch), and its 2 ranks' evaluation scores what
+ *     bioflex-eval does in one process with evaluation batches of another size;
  *   - every metrics line of the 2-rank run logs comm_exposed_ms, the time inside the gradient
  *     all-reduce per step: > 0 and < ms_per_step; the single-process run logs none;
  *   - a BU-TD network (Counter-Hebb, separate weights; its own training loop) agrees the same way,
@@ -172,6 +175,27 @@ static void same_final_eval(const char *log_a, const char *log_b, const char *wh
     printf("%s: final evaluation %s in both\n", what, last[0]);
 }
 
+/* The final score a training log prints ("test accuracy: A% top-1, ...% top-5, loss L") and the
+ * one bioflex-eval prints ("test: loss L top-1 A%"), to the digits printed: equal. */
+static void same_as_bioflex_eval(const char *train_log, const char *eval_log, const char *what) {
+    double train_top1 = -1, train_loss = -1, eval_top1 = -2, eval_loss = -2;
+    char log_path[600], text[512];
+    snprintf(log_path, sizeof log_path, "%s/%s", tmp, train_log);
+    FILE *log = fopen(log_path, "r");
+    while (log && fgets(text, sizeof text, log))
+        if (!strncmp(text, "test accuracy:", 14))
+            sscanf(text, "test accuracy: %lf%% top-1, %*f%% top-5, loss %lf", &train_top1, &train_loss);
+    if (log) fclose(log);
+    snprintf(log_path, sizeof log_path, "%s/%s", tmp, eval_log);
+    log = fopen(log_path, "r");
+    while (log && fgets(text, sizeof text, log))
+        if (!strncmp(text, "test:", 5)) sscanf(text, "test: loss %lf top-1 %lf%%", &eval_loss, &eval_top1);
+    if (log) fclose(log);
+    CHECK(train_top1 >= 0 && train_top1 == eval_top1 && train_loss == eval_loss,
+          "%s: 2 ranks' final evaluation %.2f%% / %.4f, bioflex-eval of their checkpoint %.2f%% / %.4f", what, train_top1,
+          train_loss, eval_top1, eval_loss);
+}
+
 /* name in tmp: [run], then [data] (its generated-data keys where procedural), then [model] (where
  * model) and [optim]. The BU-TD runs take a file without [model] and the multi-task one without the
  * generated-data keys: a key the run would not read is refused. */
@@ -243,6 +267,24 @@ static void driver(const char *self) {
     /* Exposed communication: the 2 ranks time their gradient all-reduce, one process has none. */
     printf("comm_exposed_ms in (0, ms_per_step) in %d metrics lines of 2 ranks, absent in %d of one process\n",
            check_comm_exposed("mpi/metrics.jsonl", 1), check_comm_exposed("single/metrics.jsonl", 0));
+
+    /* Random draws are keyed by the sample's place in the global batch or the split (bf_layer_draws):
+     * a rate-coded LIF CNN with dropout draws on 2 ranks what one process draws for the same samples,
+     * so it trains to the same weights, and its sharded evaluation scores what bioflex-eval does in
+     * one process with evaluation batches of another size. */
+    const char *drawn = "--set spiking.neuron=lif --set spiking.time_steps=2 --set spiking.threshold=0.3 "
+                        "--set spiking.encoding=rate --set data.normalize=false --set model.dropout=0.3";
+    rc = run("drawn_single.log", "%s %s --set run.dir=%s/drawn_single %s", TRAIN, cfg, tmp, drawn);
+    CHECK(rc == 0, "single-process rate-coded run exited %d (see %s/drawn_single.log)", rc, tmp);
+    rc = run("drawn_mpi.log", MPIRUN "%s %s --set run.dir=%s/drawn_mpi %s", TRAIN, cfg, tmp, drawn);
+    CHECK(rc == 0, "mpirun -np 2 rate-coded run exited %d (see %s/drawn_mpi.log)", rc, tmp);
+    compare_weights("drawn_single/checkpoints/epoch_0002", "drawn_mpi/checkpoints/epoch_0002",
+                    "rate-coded LIF CNN with dropout: 2 ranks vs 1 process");
+    check_trained("drawn_single/checkpoints/epoch_0001", "drawn_single/checkpoints/epoch_0002");
+    rc = run("drawn_eval.log", "%s/bioflex-eval --checkpoint %s/drawn_mpi %s %s --set data.eval_batch_size=7",
+             BIOFLEX_BINARY_DIR, tmp, cfg, drawn);
+    CHECK(rc == 0, "bioflex-eval of the rate-coded run exited %d (see %s/drawn_eval.log)", rc, tmp);
+    same_as_bioflex_eval("drawn_mpi.log", "drawn_eval.log", "rate-coded LIF CNN with dropout");
 
     /* BU-TD (butd_train.c, its own loop): Counter-Hebb with separate weights, grad_data averaged. */
     const char *butd = "--set butd.network=fc --set butd.hidden=16 --set butd.weights=separate "
@@ -338,24 +380,8 @@ static void driver(const char *self) {
      * it scores exactly what bioflex-eval scores from that checkpoint in one process. */
     rc = run("bn_local_eval.log", "%s/bioflex-eval --checkpoint %s/bn_local %s --set model.batchnorm=true", BIOFLEX_BINARY_DIR,
              tmp, cfg);
-    double train_top1 = -1, train_loss = -1, eval_top1 = -2, eval_loss = -2;
-    {
-        char log_path[600], text[512];
-        snprintf(log_path, sizeof log_path, "%s/bn_local.log", tmp);
-        FILE *log = fopen(log_path, "r");
-        while (log && fgets(text, sizeof text, log))
-            if (!strncmp(text, "test accuracy:", 14))
-                sscanf(text, "test accuracy: %lf%% top-1, %*f%% top-5, loss %lf", &train_top1, &train_loss);
-        if (log) fclose(log);
-        snprintf(log_path, sizeof log_path, "%s/bn_local_eval.log", tmp);
-        log = fopen(log_path, "r");
-        while (log && fgets(text, sizeof text, log))
-            if (!strncmp(text, "test:", 5)) sscanf(text, "test: loss %lf top-1 %lf%%", &eval_loss, &eval_top1);
-        if (log) fclose(log);
-    }
-    CHECK(rc == 0 && train_top1 == eval_top1 && train_loss == eval_loss,
-          "2 ranks' final evaluation %.2f%% / %.4f, bioflex-eval of their checkpoint %.2f%% / %.4f", train_top1, train_loss,
-          eval_top1, eval_loss);
+    CHECK(rc == 0, "bioflex-eval of the batch-norm run exited %d (see %s/bn_local_eval.log)", rc, tmp);
+    same_as_bioflex_eval("bn_local.log", "bn_local_eval.log", "batch-norm, local statistics");
 
     /* Resume with another world size: 1 epoch on 2 ranks, the second in one process. */
     rc = run("mpi1.log", MPIRUN "%s %s --set run.dir=%s/half --set run.epochs=1", TRAIN, cfg, tmp);

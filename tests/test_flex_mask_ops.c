@@ -69,7 +69,7 @@ static void emulate_forward(const bf_flex_shape *s, bf_flex_mask kind, float fac
         const flex_taps t = taps_of(s, j);
         const float w = widen_at(&t, P + n * s->c_in * hw, hw, p);
         const float L = logits ? logits[e] : w - T[(size_t)j * hw + p];
-        const float m = mask_of(kind, factor, seed, e, L);
+        const float m = mask_of(kind, factor, bf_draws_of(seed), e, L);
         y[e] = w * (1.0f - m) + C[e] * m;
     }
 }
@@ -92,7 +92,7 @@ static void emulate_backward(const bf_flex_shape *s, bf_flex_mask kind, float fa
             const size_t e = (n * s->c_out + (size_t)j) * hw + p;
             const float w = widen_at(&t, pn, hw, p);
             const float L = logits ? logits[e] : w - T[(size_t)j * hw + p];
-            const float m = mask_of(kind, factor, seed, e, L), g = dy[e];
+            const float m = mask_of(kind, factor, bf_draws_of(seed), e, L), g = dy[e];
             const float dl = g * (C[e] - w) * mask_grad(kind, factor, L, m);
             if (t.i0 == i) {
                 dconv[e] = g * m;
@@ -122,7 +122,7 @@ static sequence_result run_sequence(bf_backend *cpu, const bf_flex_shape *s, bf_
     const float *L = given ? given : logits;
     CHECK_OK(cpu->ops->flex_widen_forward(cpu, s, P, widened));
     if (!given) CHECK_OK(cpu->ops->flex_logits_forward(cpu, s, widened, T, logits));
-    CHECK_OK(cpu->ops->flex_mask_forward(cpu, s, kind, factor, seed, L, C, widened, r.mask, r.y, &r.sum));
+    CHECK_OK(cpu->ops->flex_mask_forward(cpu, s, kind, factor, bf_draws_of(seed), L, C, widened, r.mask, r.y, &r.sum));
     CHECK_OK(cpu->ops->flex_mask_stats(cpu, r.mask, no, r.routing));
     CHECK_OK(cpu->ops->flex_mask_backward(cpu, s, kind, factor, L, r.mask, C, widened, dy, r.dconv, r.dlogits,
                                           dwidened));
@@ -153,17 +153,17 @@ static void run_case(bf_backend *cpu, const mask_case *mc, unsigned long seed0) 
             sequence_result want = run_sequence(cpu, &s, k, factor, seed, P, T, given, C, dy);
             float sum = 1.5f, routing[2] = {-1, -1};
             /* the threshold is not read when the logits are given */
-            CHECK_OK(cpu->ops->flex_mask_joint_forward(cpu, &s, k, factor, seed, P, with_logits ? NULL : T, given, C,
+            CHECK_OK(cpu->ops->flex_mask_joint_forward(cpu, &s, k, factor, bf_draws_of(seed), P, with_logits ? NULL : T, given, C,
                                                        y, &sum, routing));
             same_bits(what, "y", want.y, y, no);
             same_bits(what, "conv_mask_sum", &want.sum, &sum, 1);
             same_bits(what, "routing", want.routing, routing, 2);
-            CHECK_OK(cpu->ops->flex_mask_joint_backward(cpu, &s, k, factor, seed, P, with_logits ? NULL : T, given, C,
+            CHECK_OK(cpu->ops->flex_mask_joint_backward(cpu, &s, k, factor, bf_draws_of(seed), P, with_logits ? NULL : T, given, C,
                                                         dy, dconv, dlogits, dpooled));
             same_bits(what, "dconv", want.dconv, dconv, no);
             same_bits(what, "dlogits", want.dlogits, dlogits, no);
             same_bits(what, "dpooled", want.dpooled, dpooled, ni);
-            CHECK_OK(cpu->ops->flex_mask_joint_backward(cpu, &s, k, factor, seed, P, T, given, C, dy, dconv2,
+            CHECK_OK(cpu->ops->flex_mask_joint_backward(cpu, &s, k, factor, bf_draws_of(seed), P, T, given, C, dy, dconv2,
                                                         dlogits2, NULL));
             same_bits(what, "dconv without dpooled", want.dconv, dconv2, no);
             same_bits(what, "dlogits without dpooled", want.dlogits, dlogits2, no);
@@ -195,17 +195,17 @@ static void run_case(bf_backend *cpu, const mask_case *mc, unsigned long seed0) 
 static void test_refusals(bf_backend *cpu) {
     bf_flex_shape s = {.n = 1, .c_in = 2, .c_out = 4, .hw = 5};
     float P[10] = {0}, T[20] = {0}, C[20] = {0}, y[20], dy[20] = {0}, dconv[20], dlogits[20], dpooled[10];
-    CHECK(cpu->ops->flex_mask_joint_forward(cpu, &s, BF_FLEX_MASK_SIGMOID_HARD, 1, 0, P, NULL, NULL, C, y, NULL,
+    CHECK(cpu->ops->flex_mask_joint_forward(cpu, &s, BF_FLEX_MASK_SIGMOID_HARD, 1, bf_draws_of(0), P, NULL, NULL, C, y, NULL,
                                             NULL) == BF_ERR_ARG,
           "forward without logits or threshold refused");
     CHECK(strstr(bf_last_error(), "neither logits nor threshold") != NULL, "message names it: %s", bf_last_error());
-    CHECK(cpu->ops->flex_mask_joint_forward(cpu, &s, BF_FLEX_MASK_COUNT, 1, 0, P, T, NULL, C, y, NULL, NULL) ==
+    CHECK(cpu->ops->flex_mask_joint_forward(cpu, &s, BF_FLEX_MASK_COUNT, 1, bf_draws_of(0), P, T, NULL, C, y, NULL, NULL) ==
               BF_ERR_ARG,
           "an unknown mask kind refused");
-    CHECK(cpu->ops->flex_mask_joint_backward(cpu, &s, BF_FLEX_MASK_SIGMOID_HARD, 1, 0, P, T, NULL, C, dy, dconv,
+    CHECK(cpu->ops->flex_mask_joint_backward(cpu, &s, BF_FLEX_MASK_SIGMOID_HARD, 1, bf_draws_of(0), P, T, NULL, C, dy, dconv,
                                              NULL, dpooled) == BF_ERR_ARG,
           "backward without dlogits refused");
-    CHECK(cpu->ops->flex_mask_joint_backward(cpu, &s, BF_FLEX_MASK_SIGMOID_HARD, 1, 0, P, NULL, NULL, C, dy, dconv,
+    CHECK(cpu->ops->flex_mask_joint_backward(cpu, &s, BF_FLEX_MASK_SIGMOID_HARD, 1, bf_draws_of(0), P, NULL, NULL, C, dy, dconv,
                                              dlogits, dpooled) == BF_ERR_ARG,
           "backward without logits or threshold refused");
 }

@@ -381,7 +381,7 @@ static void check_gradients(const char *label, const bf_flex_options *opt, int p
                                                      m->param_data + m->params[f->param_index[4]].offset,
                                                      f->save_mean, f->save_invstd, Lbn));
         }
-        CHECK_OK(b->ops->flex_mask_forward(b, &fs, opt->mask, opt->mask_factor, bf_layer_dropout_seed(m, 1),
+        CHECK_OK(b->ops->flex_mask_forward(b, &fs, opt->mask, opt->mask_factor, bf_layer_draws(m, 1),
                                            opt->logits_bn ? Lbn : L, f->flex_conv, W, M, Y, NULL));
         free(Lbn);
         double chosen = 0, binary = 0;

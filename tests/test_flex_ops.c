@@ -212,7 +212,7 @@ static void test_mask_kind(bf_flex_mask k) {
           *dy = rnd(no, -1, 1), *dC = buf(no), *dL = buf(no), *dW = buf(no);
     memcpy(L, specials, sizeof specials);
     float msum = 1.5f;
-    CHECK_OK(cpu->ops->flex_mask_forward(cpu, &s, k, f, 1234, L, C, Wd, M, Y, &msum));
+    CHECK_OK(cpu->ops->flex_mask_forward(cpu, &s, k, f, bf_draws_of(1234), L, C, Wd, M, Y, &msum));
     CHECK_OK(cpu->ops->flex_mask_backward(cpu, &s, k, f, L, M, C, Wd, dy, dC, dL, dW));
     size_t bad_m = 0, bad_y = 0, bad_b = 0, worst = 0;
     double total = 0;
@@ -251,10 +251,10 @@ static void test_stochastic(void) {
     const size_t no = outs(&s);
     float *L = rnd(no, -1.5f, 2.5f), *C = rnd(no, -1, 1), *Wd = rnd(no, -1, 1), *M1 = buf(no), *M2 = buf(no), *Y = buf(no);
     for (bf_flex_mask k = BF_FLEX_MASK_STOCHASTIC_FPBP; k < BF_FLEX_MASK_COUNT; k++) {
-        CHECK_OK(cpu->ops->flex_mask_forward(cpu, &s, k, 1, 42, L, C, Wd, M1, Y, NULL));
-        CHECK_OK(cpu->ops->flex_mask_forward(cpu, &s, forward_twin(k), 1, 42, L, C, Wd, M2, Y, NULL));
+        CHECK_OK(cpu->ops->flex_mask_forward(cpu, &s, k, 1, bf_draws_of(42), L, C, Wd, M1, Y, NULL));
+        CHECK_OK(cpu->ops->flex_mask_forward(cpu, &s, forward_twin(k), 1, bf_draws_of(42), L, C, Wd, M2, Y, NULL));
         CHECK(memcmp(M1, M2, no * sizeof(float)) == 0, "stochastic kind %d: same seed, different masks", k);
-        CHECK_OK(cpu->ops->flex_mask_forward(cpu, &s, k, 1, 43, L, C, Wd, M2, Y, NULL));
+        CHECK_OK(cpu->ops->flex_mask_forward(cpu, &s, k, 1, bf_draws_of(43), L, C, Wd, M2, Y, NULL));
         size_t differ = 0, off_grid = 0;
         double sum_m = 0, sum_v = 0, var = 0;
         for (size_t i = 0; i < no; i++) {
@@ -304,7 +304,7 @@ static double fd_loss(const fd_ctx *c, const float *r, size_t *failures) {
                    : c->op == 1 ? cpu->ops->flex_max_forward(cpu, &c->s, c->C, c->P, c->Y, NULL)
                                 : cpu->ops->flex_logits_forward(cpu, &c->s, c->W, c->T, c->L);
     if (st == BF_OK && c->op == 2)
-        st = cpu->ops->flex_mask_forward(cpu, &c->s, c->kind, c->factor, 0, c->L, c->C, c->W, c->M, c->Y, NULL);
+        st = cpu->ops->flex_mask_forward(cpu, &c->s, c->kind, c->factor, bf_draws_of(0), c->L, c->C, c->W, c->M, c->Y, NULL);
     if (st != BF_OK) ++*failures;
     double loss = 0;
     for (size_t i = 0; i < outs(&c->s); i++) loss += (double)r[i] * c->Y[i];
@@ -395,7 +395,7 @@ static void test_args(void) {
     bf_flex_shape bad = {.n = 1, .c_in = 0, .c_out = 2, .hw = 2}, ok = {.n = 1, .c_in = 1, .c_out = 1, .hw = 4};
     CHECK(cpu->ops->flex_widen_forward(cpu, NULL, x, x) == BF_ERR_ARG, "NULL shape accepted");
     CHECK(cpu->ops->flex_max_backward(cpu, &bad, x, x, x, x, x) == BF_ERR_ARG, "c_in = 0 accepted");
-    CHECK(cpu->ops->flex_mask_forward(cpu, &ok, BF_FLEX_MASK_COUNT, 1, 0, x, x, x, x, x, NULL) == BF_ERR_ARG,
+    CHECK(cpu->ops->flex_mask_forward(cpu, &ok, BF_FLEX_MASK_COUNT, 1, bf_draws_of(0), x, x, x, x, x, NULL) == BF_ERR_ARG,
           "unknown mask kind accepted");
     CHECK(cpu->ops->flex_threshold_backward(cpu, &ok, x, NULL) == BF_ERR_ARG, "NULL output accepted");
 }

@@ -2,7 +2,8 @@
  * for both channel rules, both tie rules and every mask kind.
  *
  * flex.cu computes with the same IEEE expressions as flex_cpu.c, so selections, copies, counts,
- * logits, the threshold gradient and the stochastic masks (both draw bf_uniform(seed, i)) must be
+ * logits, the threshold gradient and the stochastic masks (both draw bf_draw_uniform(draws, i), here at a
+ * sample offset and over time steps) must be
  * bit-identical; arithmetic results are compared with a tight tolerance, the reductions over all
  * elements (whose summation orders differ) with a looser one. Outputs start as garbage, so an op
  * that leaves part of its output unwritten fails. The GPU reductions are also run twice, to check
@@ -126,13 +127,14 @@ static void test_mask(int n, int c_out, int hw) {
     for (bf_flex_mask k = 0; k < BF_FLEX_MASK_COUNT; k++) {
         const float factor = 2.5f;
         const uint64_t seed = 99 + (uint64_t)k;
+        const bf_draws draws = {seed, 1000 * (uint64_t)k, (size_t)s.n * s.c_out * s.hw / 2}; /* an offset, 2 time steps */
         float start = 2.0f;
         CHECK_OK(bf_to_device(cpu, sum.c, &start, sizeof start));
         CHECK_OK(bf_to_device(gpu, sum.g, &start, sizeof start));
         CHECK_OK(bf_to_device(gpu, sum2.g, &start, sizeof start));
-        CHECK_OK(cpu->ops->flex_mask_forward(cpu, &s, k, factor, seed, L.c, C.c, W.c, M.c, Y.c, sum.c));
-        CHECK_OK(gpu->ops->flex_mask_forward(gpu, &s, k, factor, seed, L.g, C.g, W.g, M.g, Y.g, sum.g));
-        CHECK_OK(gpu->ops->flex_mask_forward(gpu, &s, k, factor, seed, L.g, C.g, W.g, M2.g, Y2.g, sum2.g));
+        CHECK_OK(cpu->ops->flex_mask_forward(cpu, &s, k, factor, draws, L.c, C.c, W.c, M.c, Y.c, sum.c));
+        CHECK_OK(gpu->ops->flex_mask_forward(gpu, &s, k, factor, draws, L.g, C.g, W.g, M.g, Y.g, sum.g));
+        CHECK_OK(gpu->ops->flex_mask_forward(gpu, &s, k, factor, draws, L.g, C.g, W.g, M2.g, Y2.g, sum2.g));
         snprintf(what, sizeof what, "mask_forward kind %d: mask", (int)k);
         if (is_sigmoid_valued(k)) compare(what, M, TIGHT);
         else compare(what, M, EXACT);
@@ -183,15 +185,16 @@ static void test_mask_joint(bf_flex_channel_rule rule, int n, int c_in, int c_ou
         for (bf_flex_mask k = 0; k < BF_FLEX_MASK_COUNT; k++) {
             const float factor = 2.5f, start = 2.0f;
             const uint64_t seed = 7 + (uint64_t)k;
+            const bf_draws draws = {seed, 333, (size_t)s.c_out * s.hw}; /* a sample offset, a time step per sample */
             const float *lc = with_logits ? given.c : NULL, *lg = with_logits ? given.g : NULL;
             const char *how = with_logits ? "given logits" : "P~ - T";
             CHECK_OK(bf_to_device(cpu, sum.c, &start, sizeof start));
             CHECK_OK(bf_to_device(gpu, sum.g, &start, sizeof start));
-            CHECK_OK(cpu->ops->flex_mask_joint_forward(cpu, &s, k, factor, seed, P.c, T.c, lc, C.c, Y.c, sum.c,
+            CHECK_OK(cpu->ops->flex_mask_joint_forward(cpu, &s, k, factor, draws, P.c, T.c, lc, C.c, Y.c, sum.c,
                                                        routing.c));
-            CHECK_OK(gpu->ops->flex_mask_joint_forward(gpu, &s, k, factor, seed, P.g, T.g, lg, C.g, Y.g, sum.g,
+            CHECK_OK(gpu->ops->flex_mask_joint_forward(gpu, &s, k, factor, draws, P.g, T.g, lg, C.g, Y.g, sum.g,
                                                        routing.g));
-            CHECK_OK(gpu->ops->flex_mask_joint_forward(gpu, &s, k, factor, seed, P.g, T.g, lg, C.g, Y2.g, NULL, NULL));
+            CHECK_OK(gpu->ops->flex_mask_joint_forward(gpu, &s, k, factor, draws, P.g, T.g, lg, C.g, Y2.g, NULL, NULL));
             snprintf(what, sizeof what, "mask_joint %s %d->%d kind %d, %s: y", rule_name(rule), c_in, c_out, (int)k, how);
             if (is_sigmoid_valued(k)) compare(what, Y, TIGHT);
             else compare(what, Y, EXACT);
@@ -200,11 +203,11 @@ static void test_mask_joint(bf_flex_channel_rule rule, int n, int c_in, int c_ou
             compare(what, sum, REDUCTION);
             snprintf(what, sizeof what, "mask_joint kind %d, %s: routing", (int)k, how);
             compare(what, routing, REDUCTION);
-            CHECK_OK(cpu->ops->flex_mask_joint_backward(cpu, &s, k, factor, seed, P.c, T.c, lc, C.c, dy.c, dC.c, dL.c,
+            CHECK_OK(cpu->ops->flex_mask_joint_backward(cpu, &s, k, factor, draws, P.c, T.c, lc, C.c, dy.c, dC.c, dL.c,
                                                         dP.c));
-            CHECK_OK(gpu->ops->flex_mask_joint_backward(gpu, &s, k, factor, seed, P.g, T.g, lg, C.g, dy.g, dC.g, dL.g,
+            CHECK_OK(gpu->ops->flex_mask_joint_backward(gpu, &s, k, factor, draws, P.g, T.g, lg, C.g, dy.g, dC.g, dL.g,
                                                         dP.g));
-            CHECK_OK(gpu->ops->flex_mask_joint_backward(gpu, &s, k, factor, seed, P.g, T.g, lg, C.g, dy.g, dC2.g,
+            CHECK_OK(gpu->ops->flex_mask_joint_backward(gpu, &s, k, factor, draws, P.g, T.g, lg, C.g, dy.g, dC2.g,
                                                         dL.g, NULL));
             snprintf(what, sizeof what, "mask_joint kind %d, %s: dconv", (int)k, how);
             if (is_sigmoid_valued(k)) compare(what, dC, TIGHT);

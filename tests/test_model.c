@@ -6,7 +6,8 @@
  *   - a finite-difference check of a whole residual network's parameter gradients, which tests
  *     the backward plumbing (gradients placed over dead activations, accumulation where a tensor
  *     has two consumers, in-place ReLU) on top of the per-op checks of test_ops_grad;
- *   - dropout masks that differ between data-parallel ranks (noise_rank). */
+ *   - dropout masks keyed by the sample's place (sample_offset): the same again at the same
+ *     offset, other masks at another (test_sample_draws checks what they are). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,18 +282,18 @@ static void test_residual_network_gradients(void) {
     CHECK(checked > 50 && kinks < checked / 10, "residual network: %d parameters checked, %d skipped at kinks", checked, kinks);
     CHECK(bad == 0, "residual network: %d of %d parameter gradients disagree with finite differences", bad, checked);
 
-    /* Data-parallel ranks draw their own dropout masks; rank 0 draws the single-process ones. */
+    /* Dropout masks are keyed by the samples' place (a data-parallel rank's slice of the global batch). */
     float rank0[N * K], rank1[N * K], again[N * K];
     CHECK_OK(bf_model_forward(m, xd, &logits));
     memcpy(rank0, logits, sizeof rank0);
-    m->noise_rank = 1;
+    m->sample_offset = N;
     CHECK_OK(bf_model_forward(m, xd, &logits));
     memcpy(rank1, logits, sizeof rank1);
-    m->noise_rank = 0;
+    m->sample_offset = 0;
     CHECK_OK(bf_model_forward(m, xd, &logits));
     memcpy(again, logits, sizeof again);
-    CHECK(memcmp(rank0, again, sizeof rank0) == 0, "rank 0's dropout mask repeats");
-    CHECK(memcmp(rank0, rank1, sizeof rank0) != 0, "rank 1 draws a dropout mask of its own");
+    CHECK(memcmp(rank0, again, sizeof rank0) == 0, "the dropout mask repeats at the same sample offset");
+    CHECK(memcmp(rank0, rank1, sizeof rank0) != 0, "the next slice of samples draws a dropout mask of its own");
     free(grads);
     bf_free(b, xd);
     bf_free(b, ld);

@@ -12,7 +12,7 @@
  * With two GPUs (or the kernel emulator's two devices and NCCL, emu_test_nccl_dp_gpu_two), --gpus 2
  * (bf_train_gpus: one thread per GPU, communicators made in one group, buckets, sharded evaluation)
  * with the same global batch as one process:
- *   - a CNN without batch-norm or dropout ends at one process's weights (1e-6) and test score, and
+ *   - a CNN with dropout, without batch-norm, ends at one process's weights (1e-6) and test score, and
  *     rank 0 alone writes the metrics lines;
  *   - a run resumed with the other GPU count (2 -> 1 and 1 -> 2 after the first epoch) ends there too,
  *     and one stopped on request inside an epoch and resumed ends bit for bit where it would have;
@@ -139,6 +139,7 @@ static void check_two_gpus(const char *tmp, const char *const *sets, size_t num_
     bf_config_defaults(&cfg);
     for (size_t i = 0; i < num_sets; i++) CHECK_OK(bf_config_set(&cfg, sets[i]));
     CHECK_OK(bf_config_set(&cfg, "model.batchnorm=false")); /* the ranks' passes then do not depend on the split */
+    CHECK_OK(bf_config_set(&cfg, "model.dropout=0.3")); /* drawn per sample: the ranks draw what one process draws */
     char one[700], two[700], part[700], resumed[700];
     bf_train_result r1 = run_into(&cfg, tmp, "one", NULL, one);
     CHECK_OK(bf_config_set(&cfg, "run.gpus=2"));

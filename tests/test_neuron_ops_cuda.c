@@ -10,7 +10,7 @@
  * The spikes-as-bits ops (spikes_pack, spikes_unpack): words bit-identical to the CPU's, spikes
  * restored exactly; the LIF forward with the charge written over x (as the memory plan runs it).
  *
- * The rate coding op (spike_encode_rate) draws from the counter-based bf_uniform(seed, t*n + i) on
+ * The rate coding op (spike_encode_rate) draws from the counter-based bf_draw_uniform (each step its own counters) on
  * both backends, so its spikes must be bit-identical too: T in {1, 3, 4, 16}, n not a multiple of
  * the block size, and a large [T, n] for the grid-stride loop (tests/test_spike_encode.c checks
  * the CPU op against its contract).
@@ -132,9 +132,11 @@ static void test_encode_rate(int T, size_t n, uint64_t seed) {
     for (size_t i = 3; i < n; i += 11) h[i] = 0.0f;
     pair x = pair_from(h, n), y = pair_out(total), y2 = pair_out(total);
     free(h);
-    CHECK_OK(cpu->ops->spike_encode_rate(cpu, x.c, y.c, n, T, seed));
-    CHECK_OK(gpu->ops->spike_encode_rate(gpu, x.g, y.g, n, T, seed));
-    CHECK_OK(gpu->ops->spike_encode_rate(gpu, x.g, y2.g, n, T, seed));
+    bf_draws draws = bf_draws_of(seed);
+    draws.first = seed % 4096; /* a batch at a sample offset */
+    CHECK_OK(cpu->ops->spike_encode_rate(cpu, x.c, y.c, n, T, draws));
+    CHECK_OK(gpu->ops->spike_encode_rate(gpu, x.g, y.g, n, T, draws));
+    CHECK_OK(gpu->ops->spike_encode_rate(gpu, x.g, y2.g, n, T, draws));
     snprintf(what, sizeof what, "spike_encode_rate T=%d n=%zu seed=%llx", T, n, (unsigned long long)seed);
     compare(what, y, EXACT);
     check_repeats(what, y.g, y2.g, total);
@@ -190,9 +192,9 @@ static void test_arguments(void) {
     p.alpha = 4.0f;
     p.kind = BF_NEURON_STEP;
     CHECK(gpu->ops->neuron_backward(gpu, &p, 4, NULL, y.g, NULL, x.g, y.g) == BF_ERR_ARG, "STEP without x accepted");
-    CHECK(gpu->ops->spike_encode_rate(gpu, x.g, y.g, 4, 0, 1) == BF_ERR_ARG, "spike_encode_rate: T = 0 accepted");
-    CHECK(gpu->ops->spike_encode_rate(gpu, NULL, y.g, 4, 2, 1) == BF_ERR_ARG, "spike_encode_rate: NULL x accepted");
-    CHECK_OK(gpu->ops->spike_encode_rate(gpu, x.g, y.g, 0, 2, 1));
+    CHECK(gpu->ops->spike_encode_rate(gpu, x.g, y.g, 4, 0, bf_draws_of(1)) == BF_ERR_ARG, "spike_encode_rate: T = 0 accepted");
+    CHECK(gpu->ops->spike_encode_rate(gpu, NULL, y.g, 4, 2, bf_draws_of(1)) == BF_ERR_ARG, "spike_encode_rate: NULL x accepted");
+    CHECK_OK(gpu->ops->spike_encode_rate(gpu, x.g, y.g, 0, 2, bf_draws_of(1)));
     pair_free(&x);
     pair_free(&y);
 }

@@ -479,31 +479,35 @@ static void test_dropout(bf_backend *b) {
     float *hx, *hdy;
     float *x = random_buffer(b, n, 0.5f, 1.5f, 51, &hx), *dy = random_buffer(b, n, 0.5f, 1.5f, 52, &hdy);
     float *y = bf_test_upload(b, NULL, n), *dx = bf_test_upload(b, NULL, n);
-    CHECK_OK(b->ops->dropout_forward(b, x, y, n, p, 1234));
-    CHECK_OK(b->ops->dropout_backward(b, dy, dx, n, p, 1234));
+    /* a batch at sample offset 7 (of 1000 elements each) whose tensor has 4 time steps: element
+     * j of step t draws bf_uniform(seed, t * 2^48 + 7000 + j) (hash.h's bf_draws) */
+    const bf_draws draws = {1234, 7000, n / 4};
+    CHECK_OK(b->ops->dropout_forward(b, x, y, n, p, draws));
+    CHECK_OK(b->ops->dropout_backward(b, dy, dx, n, p, draws));
     float *hy = bf_test_download(b, y, n), *hdx = bf_test_download(b, dx, n);
     size_t kept = 0, mask_ok = 0, scale_ok = 0, backward_ok = 0;
     for (size_t i = 0; i < n; i++) {
-        int keep = bf_uniform(1234, i) >= p;
+        const uint64_t t = i / (n / 4);
+        int keep = bf_uniform(1234, (t << 48) + 7000 + i % (n / 4)) >= p;
         kept += hy[i] != 0;
         mask_ok += keep == (hy[i] != 0);
         scale_ok += !keep || fabs(hy[i] - hx[i] / 0.7) <= 1e-6 * fabs(hy[i]);
         backward_ok += keep ? fabs(hdx[i] - hdy[i] / 0.7) <= 1e-6 * fabs(hdx[i]) : hdx[i] == 0;
     }
     CHECK_CLOSE((double)kept / n, 0.7, 0.005, 0, "dropout keep rate is 1 - p");
-    CHECK(mask_ok == n, "dropout keeps exactly the elements with bf_uniform(seed, i) >= p (%zu of %zu)", mask_ok, n);
+    CHECK(mask_ok == n, "dropout keeps exactly the elements whose draw is >= p (%zu of %zu)", mask_ok, n);
     CHECK(scale_ok == n, "dropout scales kept elements by 1/(1-p) (%zu of %zu)", scale_ok, n);
     CHECK(backward_ok == n, "dropout backward applies the same mask and scale (%zu of %zu)", backward_ok, n);
 
     float *again = bf_test_upload(b, NULL, n);
-    CHECK_OK(b->ops->dropout_forward(b, x, again, n, p, 1234));
+    CHECK_OK(b->ops->dropout_forward(b, x, again, n, p, draws));
     float *hagain = bf_test_download(b, again, n);
-    CHECK(memcmp(hy, hagain, n * sizeof(float)) == 0, "dropout repeats for the same seed");
-    CHECK_OK(b->ops->dropout_forward(b, x, again, n, p, 1235));
+    CHECK(memcmp(hy, hagain, n * sizeof(float)) == 0, "dropout repeats for the same draws");
+    CHECK_OK(b->ops->dropout_forward(b, x, again, n, p, (bf_draws){1235, 7000, n / 4}));
     free(hagain);
     hagain = bf_test_download(b, again, n);
     CHECK(memcmp(hy, hagain, n * sizeof(float)) != 0, "dropout differs for another seed");
-    CHECK_OK(b->ops->dropout_forward(b, x, again, n, 0.0f, 1234));
+    CHECK_OK(b->ops->dropout_forward(b, x, again, n, 0.0f, bf_draws_of(1234)));
     free(hagain);
     hagain = bf_test_download(b, again, n);
     CHECK(memcmp(hx, hagain, n * sizeof(float)) == 0, "dropout with p = 0 copies");

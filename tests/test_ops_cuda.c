@@ -135,15 +135,22 @@ static void test_elementwise(void) {
 
     /* dropout: identical masks, so identical outputs */
     const uint64_t seed = 0x5eed1234abcdull;
-    CHECK_OK(cpu->ops->dropout_forward(cpu, x.c, y.c, n, 0.3f, seed));
-    CHECK_OK(gpu->ops->dropout_forward(gpu, x.g, y.g, n, 0.3f, seed));
+    CHECK_OK(cpu->ops->dropout_forward(cpu, x.c, y.c, n, 0.3f, bf_draws_of(seed)));
+    CHECK_OK(gpu->ops->dropout_forward(gpu, x.g, y.g, n, 0.3f, bf_draws_of(seed)));
     pair_compare_exact("dropout_forward p=0.3", y);
-    CHECK_OK(cpu->ops->dropout_backward(cpu, dy.c, dx.c, n, 0.3f, seed));
-    CHECK_OK(gpu->ops->dropout_backward(gpu, dy.g, dx.g, n, 0.3f, seed));
+    CHECK_OK(cpu->ops->dropout_backward(cpu, dy.c, dx.c, n, 0.3f, bf_draws_of(seed)));
+    CHECK_OK(gpu->ops->dropout_backward(gpu, dy.g, dx.g, n, 0.3f, bf_draws_of(seed)));
     pair_compare_exact("dropout_backward p=0.3", dx);
-    CHECK_OK(cpu->ops->dropout_forward(cpu, x.c, y.c, n, 0.0f, seed));
-    CHECK_OK(gpu->ops->dropout_forward(gpu, x.g, y.g, n, 0.0f, seed));
+    CHECK_OK(cpu->ops->dropout_forward(cpu, x.c, y.c, n, 0.0f, bf_draws_of(seed)));
+    CHECK_OK(gpu->ops->dropout_forward(gpu, x.g, y.g, n, 0.0f, bf_draws_of(seed)));
     pair_compare_exact("dropout_forward p=0 (copy)", y);
+    const bf_draws offset = {seed, 12345, n / 3 + 1}; /* a batch at a sample offset, its tensor in time steps */
+    CHECK_OK(cpu->ops->dropout_forward(cpu, x.c, y.c, n, 0.3f, offset));
+    CHECK_OK(gpu->ops->dropout_forward(gpu, x.g, y.g, n, 0.3f, offset));
+    pair_compare_exact("dropout_forward p=0.3 at a sample offset, over time steps", y);
+    CHECK_OK(cpu->ops->dropout_backward(cpu, dy.c, dx.c, n, 0.3f, offset));
+    CHECK_OK(gpu->ops->dropout_backward(gpu, dy.g, dx.g, n, 0.3f, offset));
+    pair_compare_exact("dropout_backward p=0.3 at a sample offset, over time steps", dx);
 
     pair_free(&x);
     pair_free(&x1);

@@ -243,7 +243,7 @@ typedef struct unary_ctx {
 static bf_status unary_forward(bf_backend *b, const void *p) {
     const unary_ctx *c = p;
     if (c->is_relu) return b->ops->relu_forward(b, c->x, c->y, c->n);
-    return b->ops->dropout_forward(b, c->x, c->y, c->n, c->p, c->seed);
+    return b->ops->dropout_forward(b, c->x, c->y, c->n, c->p, bf_draws_of(c->seed));
 }
 
 static void grad_unary(bf_backend *b, int is_relu) {
@@ -253,7 +253,7 @@ static void grad_unary(bf_backend *b, int is_relu) {
     float *dy = random_buffer(b, n, -1, 1, 42, &r), *dx = bf_test_upload(b, NULL, n);
     CHECK_OK(unary_forward(b, &c));
     if (is_relu) CHECK_OK(b->ops->relu_backward(b, c.y, dy, dx, n));
-    else CHECK_OK(b->ops->dropout_backward(b, dy, dx, n, c.p, c.seed));
+    else CHECK_OK(b->ops->dropout_backward(b, dy, dx, n, c.p, bf_draws_of(c.seed)));
     float *hdx = download_and_free(b, dx, n);
     /* ReLU's kink at 0 is skipped, like Caffe's checker does. */
     check_gradient(b, is_relu ? "relu" : "dropout p=0.4", unary_forward, &c, c.y, n, r, c.x, n, hdx,

@@ -1,5 +1,6 @@
 /* test_spike_encode.c - the rate coding op of the CPU backend (ops.h spike_encode_rate):
- * y[t*n + i] = 1[bf_uniform(seed, t*n + i) < clamp(x[i], 0, 1)] for t < T.
+ * y[t*n + i] = 1[bf_uniform(seed, t * 2^48 + first + i) < clamp(x[i], 0, 1)] for t < T (bf_draw_uniform
+ * with the op's step_elements = n: every time step its own counters, first the batch's place).
  *
  * Checked: every output is 0 or 1 and equals the contract's formula (outputs start as garbage, so
  * an element left unwritten fails); over many draws the firing frequency of each input matches its
@@ -32,16 +33,20 @@ static float *garbage(size_t n) { /* what an op that skips elements leaves */
 static float clamp01(float v) { return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v); }
 
 /* The op against the formula of ops.h, bit for bit, inputs in [-0.5, 1.5) with exact 0 and 1. */
-static void test_formula(int T, size_t n, uint64_t seed) {
+static void test_formula(int T, size_t n, uint64_t seed, uint64_t offset) {
     const size_t total = (size_t)T * n;
     float *x = buf(n), *y = garbage(total);
     bf_test_fill_uniform(x, n, -0.5f, 1.5f, (unsigned long)(seed ^ n));
     for (size_t i = 0; i < n; i += 7) x[i] = 1.0f;
     for (size_t i = 3; i < n; i += 11) x[i] = 0.0f;
-    CHECK_OK(cpu->ops->spike_encode_rate(cpu, x, y, n, T, seed));
+    bf_draws draws = bf_draws_of(seed);
+    draws.first = offset;
+    draws.step_elements = 12345; /* the caller's is ignored: y is [T, n] */
+    CHECK_OK(cpu->ops->spike_encode_rate(cpu, x, y, n, T, draws));
     size_t bad = 0, not_binary = 0, first = 0, ones = 0;
     for (size_t i = 0; i < total; i++) {
-        const float want = bf_uniform(seed, i) < clamp01(x[i % n]) ? 1.0f : 0.0f;
+        const uint64_t t = i / n, counter = (t << 48) + offset + i % n;
+        const float want = bf_uniform(seed, counter) < clamp01(x[i % n]) ? 1.0f : 0.0f;
         if (y[i] != 0.0f && y[i] != 1.0f) not_binary++;
         if (y[i] != want && bad++ == 0) first = i;
         ones += y[i] == 1.0f;
@@ -68,7 +73,7 @@ static void test_frequency(void) {
     const int T = 20000;
     float *x = buf(n), *y = garbage((size_t)T * n);
     memcpy(x, levels, sizeof levels);
-    CHECK_OK(cpu->ops->spike_encode_rate(cpu, x, y, n, T, 0x5EEDull));
+    CHECK_OK(cpu->ops->spike_encode_rate(cpu, x, y, n, T, bf_draws_of(0x5EEDull)));
     for (size_t i = 0; i < n; i++) {
         size_t k = 0;
         for (int t = 0; t < T; t++) k += y[(size_t)t * n + i] == 1.0f;
@@ -85,7 +90,7 @@ static void test_frequency(void) {
     for (size_t a = 0; a < sizeof ps / sizeof ps[0]; a++) {
         float *xm = buf(m), *ym = garbage(2 * m);
         for (size_t i = 0; i < m; i++) xm[i] = ps[a];
-        CHECK_OK(cpu->ops->spike_encode_rate(cpu, xm, ym, m, 2, 1000 + a));
+        CHECK_OK(cpu->ops->spike_encode_rate(cpu, xm, ym, m, 2, bf_draws_of(1000 + a)));
         size_t k0 = 0, k1 = 0, both = 0;
         for (size_t i = 0; i < m; i++) {
             k0 += ym[i] == 1.0f;
@@ -112,10 +117,10 @@ static void test_determinism(void) {
     float *x = buf(n), *a = garbage(total), *b = garbage(total), *c = garbage(total), *d = garbage(total);
     bf_test_fill_uniform(x, n, -0.2f, 1.2f, 5);
     const uint64_t step7 = bf_seed_derive(42, BF_STREAM_DROPOUT, 7), step8 = bf_seed_derive(42, BF_STREAM_DROPOUT, 8);
-    CHECK_OK(cpu->ops->spike_encode_rate(cpu, x, a, n, T, step7));
-    CHECK_OK(cpu->ops->spike_encode_rate(cpu, x, b, n, T, step7));
-    CHECK_OK(one->ops->spike_encode_rate(one, x, c, n, T, step7));
-    CHECK_OK(cpu->ops->spike_encode_rate(cpu, x, d, n, T, step8));
+    CHECK_OK(cpu->ops->spike_encode_rate(cpu, x, a, n, T, bf_draws_of(step7)));
+    CHECK_OK(cpu->ops->spike_encode_rate(cpu, x, b, n, T, bf_draws_of(step7)));
+    CHECK_OK(one->ops->spike_encode_rate(one, x, c, n, T, bf_draws_of(step7)));
+    CHECK_OK(cpu->ops->spike_encode_rate(cpu, x, d, n, T, bf_draws_of(step8)));
     CHECK(memcmp(a, b, total * sizeof(float)) == 0, "the same seed gave other spikes");
     CHECK(memcmp(a, c, total * sizeof(float)) == 0, "1 and %d threads differ", cpu->num_threads);
     size_t differ = 0;
@@ -134,11 +139,11 @@ static void test_determinism(void) {
 
 static void test_arguments(void) {
     float *x = buf(4), *y = buf(8);
-    CHECK(cpu->ops->spike_encode_rate(cpu, x, y, 4, 0, 1) == BF_ERR_ARG, "T = 0 accepted");
-    CHECK(cpu->ops->spike_encode_rate(cpu, x, y, 4, -1, 1) == BF_ERR_ARG, "T = -1 accepted");
-    CHECK(cpu->ops->spike_encode_rate(cpu, NULL, y, 4, 2, 1) == BF_ERR_ARG, "NULL x accepted");
-    CHECK(cpu->ops->spike_encode_rate(cpu, x, NULL, 4, 2, 1) == BF_ERR_ARG, "NULL y accepted");
-    CHECK_OK(cpu->ops->spike_encode_rate(cpu, x, y, 0, 2, 1));
+    CHECK(cpu->ops->spike_encode_rate(cpu, x, y, 4, 0, bf_draws_of(1)) == BF_ERR_ARG, "T = 0 accepted");
+    CHECK(cpu->ops->spike_encode_rate(cpu, x, y, 4, -1, bf_draws_of(1)) == BF_ERR_ARG, "T = -1 accepted");
+    CHECK(cpu->ops->spike_encode_rate(cpu, NULL, y, 4, 2, bf_draws_of(1)) == BF_ERR_ARG, "NULL x accepted");
+    CHECK(cpu->ops->spike_encode_rate(cpu, x, NULL, 4, 2, bf_draws_of(1)) == BF_ERR_ARG, "NULL y accepted");
+    CHECK_OK(cpu->ops->spike_encode_rate(cpu, x, y, 0, 2, bf_draws_of(1)));
     bf_free(cpu, x);
     bf_free(cpu, y);
 }
@@ -147,11 +152,12 @@ int main(void) {
     CHECK_OK(bf_backend_create_cpu(2, &cpu));
     if (!cpu) return bf_test_finish();
 
-    test_formula(1, 1, 1);
-    test_formula(1, 1000, 2);
-    test_formula(4, 37, 3);
-    test_formula(16, 1000, 0x9E3779B97F4A7C15ull); /* a seed with the high bits set */
-    test_formula(3, 100003, 4);                    /* the parallel loop */
+    test_formula(1, 1, 1, 0);
+    test_formula(1, 1000, 2, 0);
+    test_formula(4, 37, 3, 0);
+    test_formula(4, 37, 3, 37 * 5);                   /* a batch that starts at sample 5 */
+    test_formula(16, 1000, 0x9E3779B97F4A7C15ull, 0); /* a seed with the high bits set */
+    test_formula(3, 100003, 4, 1);                    /* the parallel loop */
     test_frequency();
     test_determinism();
     test_arguments();

@@ -466,11 +466,13 @@ static void test_spike_count_readout(void) {
 
 /* A test split of 2 * E_B copies of one image: two batches that hold the same samples. Direct coding
  * gives both the same loss, so the two-batch mean equals the one-batch loss exactly; rate coding draws
- * new spikes for the second batch, so it may not (the first-batch draws would repeat under a counter
- * that stays the same through the evaluation). */
+ * new spikes for the second batch, so it may not (the first-batch draws would repeat if the draws
+ * were keyed by the place in the batch rather than in the split). The whole split, read in batches
+ * of loader_batch, scores the same whatever that batch size (*whole). */
 enum { E_B = 8, E_S = 8, E_CLASSES = 3 };
 
-static void eval_losses(int encoding, double *one_batch, double *two_batches, double *again) {
+static void eval_losses(int encoding, int loader_batch, double *one_batch, double *two_batches, double *again,
+                        double *whole) {
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &b));
     bf_config cfg;
@@ -492,34 +494,38 @@ static void eval_losses(int encoding, double *one_batch, double *two_batches, do
     d.num_samples = 2 * E_B, d.c = 1, d.h = d.w = E_S, d.num_classes = E_CLASSES;
     d.mean[0] = 0.0f, d.std[0] = 1.0f;
     d.pixels = pixels, d.labels = labels, d.split = BF_SPLIT_TEST;
-    cfg.data.batch_size = E_B;
+    cfg.data.batch_size = loader_batch;
     cfg.data.normalize = 0;
     bf_loader_options lo = bf_loader_options_from_config(&cfg, BF_SPLIT_TEST);
     bf_loader *loader = NULL;
     CHECK_OK(bf_loader_create(&d, &lo, &loader));
     if (!m || !loader) return;
     m->step = 17; /* as if training were at step 17 */
-    bf_eval_result r1, r2, r3;
+    bf_eval_result r1, r2, r3, all;
     CHECK_OK(bf_evaluate_batches(m, loader, 0.0f, 0, 1, &r1));
     CHECK_OK(bf_evaluate_batches(m, loader, 0.0f, 0, 2, &r2));
     CHECK_OK(bf_evaluate_batches(m, loader, 0.0f, 0, 2, &r3));
-    CHECK(r1.samples == E_B && r2.samples == 2 * E_B, "the evaluations see 1 and 2 batches (%d, %d samples)",
-          r1.samples, r2.samples);
+    CHECK_OK(bf_evaluate_batches(m, loader, 0.0f, 0, 0, &all));
+    CHECK(r1.samples == loader_batch && r2.samples == 2 * loader_batch && all.samples == 2 * E_B,
+          "the evaluations see 1 and 2 batches and the split (%d, %d, %d samples)", r1.samples, r2.samples, all.samples);
     CHECK(m->step == 17 && m->training, "an evaluation leaves the step counter and the training mode as they were");
-    *one_batch = r1.loss, *two_batches = r2.loss, *again = r3.loss;
+    *one_batch = r1.loss, *two_batches = r2.loss, *again = r3.loss, *whole = all.loss;
     bf_loader_destroy(loader);
     bf_model_destroy(m);
     bf_backend_destroy(b);
 }
 
 static void test_rate_coding_in_evaluation(void) {
-    double direct1, direct2, direct3, rate1, rate2, rate3;
-    eval_losses(0, &direct1, &direct2, &direct3);
-    eval_losses(1, &rate1, &rate2, &rate3);
+    double direct1, direct2, direct3, rate1, rate2, rate3, whole, whole5, unused;
+    eval_losses(0, E_B, &direct1, &direct2, &direct3, &unused);
+    eval_losses(1, E_B, &rate1, &rate2, &rate3, &whole);
+    eval_losses(1, 5, &unused, &unused, &unused, &whole5);
     CHECK(fabs(direct1 - direct2) < 1e-6, "direct coding: two equal batches have one loss (%.7f, %.7f)", direct1, direct2);
     CHECK(fabs(rate1 - rate2) > 1e-5, "rate coding: the second batch draws new spikes, so the mean over two equal "
           "batches is not the first batch's loss (%.7f, %.7f)", rate1, rate2);
     CHECK(rate2 == rate3, "rate coding: an evaluation repeats exactly (%.7f, %.7f)", rate2, rate3);
+    CHECK(fabs(whole - whole5) < 1e-6, "rate coding: the split scores the same in batches of %d and of 5 (%.7f, %.7f)",
+          E_B, whole, whole5);
 }
 
 int main(void) {

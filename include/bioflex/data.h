@@ -64,6 +64,8 @@ void bf_dataset_sample(const bf_dataset *d, int index, float *out);
 typedef struct bf_batch {
     int n;               /* samples in this batch (the last batch of an epoch may be smaller) */
     int index;           /* batch number within the epoch */
+    int position;        /* the epoch position of its first sample (with data parallelism in the order of
+                            the whole epoch, every rank's batches included): keys the model's draws */
     float *images;       /* n * c*h*w, normalised, host memory; NULL when the loader emits uint8 */
     uint8_t *pixels;     /* u8_hwc loaders: n * h*w*3 bytes, NHWC RGB, augmented but not normalised (the
                             input of image_u8_to_float), in memory from bf_loader_options.host_alloc;

@@ -34,6 +34,34 @@ BF_HOST_DEVICE float bf_uniform(uint64_t seed, uint64_t counter) {
     return (float)(bf_hash2(seed, counter) >> 40) * (1.0f / 16777216.0f);
 }
 
+/* Where the random draws of a tensor's elements come from (dropout, stochastic flex masks, rate-coded
+ * spikes). Element i of a tensor without a time axis draws bf_uniform(seed, first + i); one laid out
+ * [T, ...] with step_elements per time step draws bf_uniform(seed, t * 2^48 + first + j) for element j
+ * of step t. first is the counter of the batch's first sample (its position times the elements per
+ * sample; bf_layer_draws), so a sample draws the same numbers whichever batch or data-parallel rank
+ * holds it, as long as a step's counters stay below 2^48. */
+typedef struct bf_draws {
+    uint64_t seed;
+    uint64_t first;
+    uint64_t step_elements; /* 0: no time axis */
+} bf_draws;
+
+/* The draws of a tensor that starts its batch and has no time axis: ops called outside a model. */
+BF_HOST_DEVICE bf_draws bf_draws_of(uint64_t seed) {
+    bf_draws d = {seed, 0, 0};
+    return d;
+}
+
+/* Element i's uniform draw in [0, 1). */
+BF_HOST_DEVICE float bf_draw_uniform(bf_draws d, uint64_t i) {
+    uint64_t t = 0;
+    if (d.step_elements) {
+        t = i / d.step_elements;
+        i -= t * d.step_elements;
+    }
+    return bf_uniform(d.seed, (t << 48) + d.first + i);
+}
+
 /* Derives an independent stream seed, e.g. bf_seed_derive(run_seed, BF_STREAM_DROPOUT, step). */
 BF_HOST_DEVICE uint64_t bf_seed_derive(uint64_t seed, uint64_t stream, uint64_t index) {
     return bf_hash64(bf_hash2(seed, stream) ^ bf_hash64(index + 0x632BE59BD9B4E019ull));

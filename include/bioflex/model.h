@@ -222,8 +222,10 @@ typedef struct bf_model {
     int training;               /* 1: batch statistics, dropout on */
     uint64_t step;              /* training step counter; dropout masks are drawn from (seed, step, layer) */
     long seed;
-    int noise_rank;             /* data-parallel rank (0 alone): folded into dropout, stochastic-mask and
-                                 * rate-coding draws so ranks draw independent noise, as independent workers would */
+    uint64_t sample_offset;     /* where the batch's first sample sits: in the global batch of a data-parallel
+                                 * step (rank x batch; 0 alone), in the split during an evaluation. Dropout,
+                                 * stochastic-mask and rate-coding draws are keyed by the sample's place there
+                                 * (bf_layer_draws), so N ranks draw what one process draws for their samples */
     const float *input;         /* the image batch of the last forward pass (read by backward) */
     size_t arena_bytes;         /* activations, gradients and scratch, as planned by bf_model_finalize */
     void *arena;                /* backend memory holding every activation and layer scratch */
@@ -327,9 +329,11 @@ bf_status bf_model_spike_raster(bf_model *m, int index, int k, float *out);
 /* The batch a layer's ops see: the model's current batch times the layer's time steps. */
 static inline int bf_layer_batch(const bf_model *m, const bf_layer *l) { return m->batch * l->time_steps; }
 
-/* The dropout seed of layer i in the current step: a function of (run seed, step, the layer's
- * name), and of noise_rank when it is not 0 (rank 0 draws what a single process draws). */
-uint64_t bf_layer_dropout_seed(const bf_model *m, int i);
+/* The random draws of layer i's output in the current step (dropout, stochastic flex masks,
+ * rate-coded spikes; bf_draws in hash.h): seeded by (run seed, step, the layer's name); its first
+ * counter is sample_offset times the layer's elements per sample, and each of its time steps has
+ * its own counters, so a sample's draws do not depend on the batch or rank that holds it. */
+bf_draws bf_layer_draws(const bf_model *m, int i);
 
 /* Forward FLOPs of one sample for layer i (multiply-add = 2 FLOPs). */
 double bf_layer_flops(const bf_model *m, int i);

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bioflex/hash.h"
 #include "bioflex/status.h"
 
 #ifdef __cplusplus
@@ -85,7 +86,7 @@ typedef enum bf_flex_tie_rule { BF_FLEX_TIE_SPLIT = 0, BF_FLEX_TIE_POOL = 1 } bf
  *   STE_FPBP: 1[L > 0.5], identity backward;   STE_FPBS: 1[L > 0.5], backward sigmoid'(L);
  *   STE_FSBP: 1[sigmoid(L) > 0.5], identity;   STE_FSBS: 1[sigmoid(L) > 0.5], sigmoid'(L);
  *   STOCHASTIC_{FP,FS,FC}{BP,BS}: stochastic rounding of L (FP), sigmoid(L) (FS) or clamp(L,0,1) (FC):
- *            v = that value, M = floor(v) + 1[u < v - floor(v)] with u = bf_uniform(seed, i);
+ *            v = that value, M = floor(v) + 1[u < v - floor(v)] with u = bf_draw_uniform(draws, i);
  *            backward identity (BP) or sigmoid'(L) (BS);
  *   STOCHASTIC_{FS,FC}BS_SQUASHED: the reference code's FSBS/FCBS (plasticflex.md 2.4): the same forward,
  *            backward sigmoid'(v) at the already squashed v = sigmoid(L) or clamp(L, 0, 1). */
@@ -322,11 +323,11 @@ typedef struct bf_ops {
     bf_status (*linear_backward)(bf_backend *b, const bf_linear_shape *s, const float *x,
                                  const float *w, const float *dy, float *dx, float *dw, float *dbias);
 
-    /* ---- dropout (inverted): element i is kept when bf_uniform(seed, i) >= p, and scaled by
-     * 1/(1-p). The backward recomputes the mask from (seed, i), so no mask is stored and the CPU
+    /* ---- dropout (inverted): element i is kept when bf_draw_uniform(draws, i) >= p, and scaled by
+     * 1/(1-p). The backward recomputes the mask from (draws, i), so no mask is stored and the CPU
      * and CUDA masks are identical. p = 0 copies. */
-    bf_status (*dropout_forward)(bf_backend *b, const float *x, float *y, size_t n, float p, uint64_t seed);
-    bf_status (*dropout_backward)(bf_backend *b, const float *dy, float *dx, size_t n, float p, uint64_t seed);
+    bf_status (*dropout_forward)(bf_backend *b, const float *x, float *y, size_t n, float p, bf_draws draws);
+    bf_status (*dropout_backward)(bf_backend *b, const float *dy, float *dx, size_t n, float p, bf_draws draws);
 
     /* ---- loss and metrics ----
      * Softmax cross-entropy with label smoothing eps: target = (1-eps)*onehot + eps/k.
@@ -468,11 +469,11 @@ typedef struct bf_ops {
     /* Mask joint. logits [n, c_out, hw] = widened - threshold[c_out, hw] (broadcast over n). */
     bf_status (*flex_logits_forward)(bf_backend *b, const bf_flex_shape *s, const float *widened,
                                      const float *threshold, float *logits);
-    /* mask [n, c_out, hw] = mask(logits) (see bf_flex_mask; factor is SIGMOID_MUL's f; seed draws the
+    /* mask [n, c_out, hw] = mask(logits) (see bf_flex_mask; factor is SIGMOID_MUL's f; draws gives the
      * stochastic roundings); y = widened * (1 - mask) + conv * mask. conv_mask_sum (nullable device
      * scalar) += sum of the mask (the conv ratio of a soft mask). */
     bf_status (*flex_mask_forward)(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
-                                   uint64_t seed, const float *logits, const float *conv, const float *widened,
+                                   bf_draws draws, const float *logits, const float *conv, const float *widened,
                                    float *mask, float *y, float *conv_mask_sum);
     /* From dy: dconv = dy*M; dlogits = dy*(conv - widened)*dM/dL (the mask's backward rule);
      * dwidened = dy*(1 - M) (the caller adds dlogits' share). All overwritten. */
@@ -492,17 +493,17 @@ typedef struct bf_ops {
      * forward: y = P~ (1 - M) + C M with M = mask(L), as flex_widen_forward + flex_logits_forward +
      *   flex_mask_forward; conv_mask_sum as there; routing (nullable, two device floats) =
      *   flex_mask_stats of M, overwritten.
-     * backward: M again from the same inputs and seed (the same bits); dconv = dy M and dlogits =
+     * backward: M again from the same inputs and draws (the same bits); dconv = dy M and dlogits =
      *   dy (C - P~) dM/dL, as flex_mask_backward; dpooled (nullable) = the fold-back of the pool
      *   branch's share: dy (1 - M) + dlogits when logits is NULL (L = P~ - T), dy (1 - M) alone when
      *   logits is given (the caller folds back the raw logits' gradient and adds it). All
      *   overwritten. Every result is bit-identical to that op-by-op sequence on every backend. */
     bf_status (*flex_mask_joint_forward)(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
-                                         uint64_t seed, const float *pooled, const float *threshold,
+                                         bf_draws draws, const float *pooled, const float *threshold,
                                          const float *logits, const float *conv, float *y, float *conv_mask_sum,
                                          float *routing);
     bf_status (*flex_mask_joint_backward)(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
-                                          uint64_t seed, const float *pooled, const float *threshold,
+                                          bf_draws draws, const float *pooled, const float *threshold,
                                           const float *logits, const float *conv, const float *dy, float *dconv,
                                           float *dlogits, float *dpooled);
 
@@ -552,8 +553,9 @@ typedef struct bf_ops {
      * or 1.0f, so it restores exactly spikes that were 0 or 1. */
     bf_status (*spikes_pack)(bf_backend *b, const float *y, uint32_t *bits, size_t n);
     bf_status (*spikes_unpack)(bf_backend *b, const uint32_t *bits, float *y, size_t n);
-    /* Rate coding: y[t*n + i] = 1[bf_uniform(seed, t*n + i) < clamp(x[i], 0, 1)] for t < T (x is [n]). */
-    bf_status (*spike_encode_rate)(bf_backend *b, const float *x, float *y, size_t n, int T, uint64_t seed);
+    /* Rate coding: y[t*n + i] = 1[bf_draw_uniform(draws, t*n + i) < clamp(x[i], 0, 1)] for t < T (x is [n];
+     * the op sets draws.step_elements = n: each time step has its own counters). */
+    bf_status (*spike_encode_rate)(bf_backend *b, const float *x, float *y, size_t n, int T, bf_draws draws);
     /* x[i] = lo + (hi - lo) * bf_uniform(seed, i): random draws on the device, identical on both backends. */
     bf_status (*fill_uniform)(bf_backend *b, float *x, size_t n, float lo, float hi, uint64_t seed);
 

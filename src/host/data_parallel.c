@@ -242,7 +242,6 @@ void bf_dp_sync_hook(bf_data_parallel *dp, bf_backend *b, bf_status (**sums)(voi
 }
 
 bf_status bf_dp_attach_model(bf_data_parallel *dp, bf_model *m) {
-    m->noise_rank = dp->rank; /* without it every rank would drop the same units for its different samples */
     if (dp->comm->kind == BF_COMM_NCCL) BF_TRY(plan_buckets(dp, m, dp->bucket_mib));
     if (dp->sync_bn) {
         dp->model = m;

@@ -2,11 +2,14 @@
  * statistics, no dropout): mean loss, top-1 and top-5 accuracy. Per-sample results are summed on the device
  * and read back once at the end.
  *
- * What a forward pass draws at random in eval mode (rate-coded input spikes, re-drawn flex thresholds)
- * is keyed by the model's step counter. Each batch gets its own counter value, EVAL_STEP_BASE + its
- * index, far above any training step: every batch sees fresh draws, an evaluation repeats exactly, and
- * none of its draws are the training steps'. The training counter is restored afterwards. A whole
- * pass reads the split in file order, so its batches are the same in every evaluation. */
+ * What a forward pass draws at random in eval mode (rate-coded input spikes, stochastic flex masks)
+ * is keyed by the step counter and the sample's position in the split (bf_layer_draws): the counter
+ * is EVAL_STEP_BASE, far above any training step, and the position is the batch's first sample's
+ * plus the sample's place in the batch. So an evaluation repeats exactly, none of its draws are the
+ * training steps', and a whole pass, which reads the split in file order, scores the same whatever
+ * eval_batch_size and however many data-parallel ranks share it. (A flex threshold re-drawn on
+ * every forward pass, threshold_mode = resample_each_forward, is one draw per batch: keyed by the
+ * batch's first sample, so that score depends on the batches.) The training state is restored. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -36,11 +39,11 @@ bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smooth
     c1 = losses ? losses + max_n : NULL;
     c5 = losses ? losses + 2 * max_n : NULL;
     int was_training = m->training, samples = 0, batches = 0;
-    uint64_t training_step = m->step;
+    uint64_t training_step = m->step, training_offset = m->sample_offset;
     m->training = 0;
     /* A whole pass goes in file order, whatever the loader's shuffle ([run] val_batches draws its
-     * batches at random): the draws are keyed by the batch, so only then does each sample get the
-     * ones bioflex-eval gives it, and the run's final score is bioflex-eval's. */
+     * batches at random): the draws are keyed by the position in the epoch's order, so only then does
+     * each sample get the ones bioflex-eval gives it, and the run's final score is bioflex-eval's. */
     int shuffled = max_batches <= 0 ? bf_loader_set_shuffle(loader, 0) : -1;
     if (s == BF_OK) s = bf_loader_start_epoch(loader, epoch, 0);
     while (s == BF_OK && (max_batches <= 0 || batches++ < max_batches)) {
@@ -48,14 +51,15 @@ bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smooth
         s = bf_loader_next(loader, &batch, NULL);
         if (s != BF_OK || !batch) break;
         int n = batch->n;
-        uint64_t index = (uint64_t)batch->index; /* read before the release: a worker may refill the slot */
+        uint64_t position = (uint64_t)batch->position; /* read before the release: a worker may refill the slot */
         if (n > max_n) s = bf_error(BF_ERR_ARG, "evaluate: batch of %d exceeds the model's %d", n, max_n);
         if (s == BF_OK) s = bf_batch_upload(upload, loader, batch, x);
         if (s == BF_OK) s = bf_to_device(b, labels, batch->labels, (size_t)n * sizeof(int32_t));
         bf_status released = bf_batch_upload_release(upload, loader, batch);
         if (s == BF_OK) s = released;
         const float *logits = NULL;
-        m->step = EVAL_STEP_BASE + index;
+        m->step = EVAL_STEP_BASE;
+        m->sample_offset = position;
         if (s == BF_OK) s = bf_model_set_batch(m, n);
         if (s == BF_OK) s = bf_model_forward(m, x, &logits);
         if (s == BF_OK) s = ops->softmax_xent(b, n, k, logits, labels, label_smoothing, 1.0f, losses, NULL);
@@ -70,6 +74,7 @@ bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smooth
     if (shuffled >= 0) bf_loader_set_shuffle(loader, shuffled);
     m->training = was_training;
     m->step = training_step;
+    m->sample_offset = training_offset;
     bf_model_set_batch(m, max_n);
     bf_batch_uploader_destroy(upload);
     bf_free(b, x);

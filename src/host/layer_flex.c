@@ -176,10 +176,13 @@ bf_status bf_flex_forward(bf_model *m, int index) {
     const mask_scratch w = mask_scratch_of(m, l);
     BF_TRY(ops->flex_pool_forward(b, &ps, &fs, x, w.pooled, l->flex_window));
     if (l->flex_opt.threshold_mode == BF_THRESHOLD_RESAMPLE) {
-        /* PlasticFlex re-draws its threshold with kaiming_uniform_ on every forward pass */
+        /* PlasticFlex re-draws its threshold with kaiming_uniform_ on every forward pass: one for a
+         * training step's whole global batch (every rank draws it), one per evaluation batch (keyed
+         * by its first sample, so its score depends on the evaluation's batches, as the reference's) */
         float bound = sqrtf(6.0f / (float)((size_t)l->flex.c_out * l->flex.hw));
-        BF_TRY(ops->fill_uniform(b, buffer(m, l, 2), (size_t)l->flex.c_out * l->flex.hw, -bound, bound,
-                                 bf_seed_derive((uint64_t)m->seed, BF_STREAM_THRESHOLD, m->step * 4096u + (uint64_t)index)));
+        uint64_t seed = bf_seed_derive((uint64_t)m->seed, BF_STREAM_THRESHOLD, m->step * 4096u + (uint64_t)index);
+        if (!m->training) seed = bf_seed_derive(seed, BF_STREAM_THRESHOLD, m->sample_offset);
+        BF_TRY(ops->fill_uniform(b, buffer(m, l, 2), (size_t)l->flex.c_out * l->flex.hw, -bound, bound, seed));
     }
     const float *logits = NULL; /* without batch-norm the joint takes L = P~ - T itself */
     if (l->flex_opt.logits_bn) {
@@ -200,7 +203,7 @@ bf_status bf_flex_forward(bf_model *m, int index) {
     /* the routing statistics of this batch's mask, which nothing keeps, for a monitor due after it */
     float *routing = m->training && m->flex_monitor_due ? l->flex_stats + 1 : NULL;
     return ops->flex_mask_joint_forward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor,
-                                        bf_layer_dropout_seed(m, index), w.pooled, threshold(m, l), logits,
+                                        bf_layer_draws(m, index), w.pooled, threshold(m, l), logits,
                                         l->flex_conv, l->out, stats, routing);
 }
 
@@ -282,7 +285,7 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
     const float *logits;
     BF_TRY(logits_again(m, index, &w, &logits));
     BF_TRY(ops->flex_mask_joint_backward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor,
-                                         bf_layer_dropout_seed(m, index), w.pooled, threshold(m, l), logits,
+                                         bf_layer_draws(m, index), w.pooled, threshold(m, l), logits,
                                          l->flex_conv, l->dout, w.dconv, w.dlogits_used, dx ? w.dpooled : NULL));
     const float *dlogits = w.dlogits_used; /* the gradient of L = P~ - T */
     if (l->flex_opt.logits_bn) {

@@ -60,7 +60,7 @@ bf_status bf_spiking_forward(bf_model *m, int index) {
     case BF_LAYER_ENCODE: {
         size_t n = step_elements(m, l);
         if (l->encoding == 1)
-            return ops->spike_encode_rate(b, x, l->out, n, l->time_steps, bf_layer_dropout_seed(m, index));
+            return ops->spike_encode_rate(b, x, l->out, n, l->time_steps, bf_layer_draws(m, index));
         for (int t = 0; t < l->time_steps; t++) BF_TRY(ops->copy(b, l->out + (size_t)t * n, x, n * sizeof(float)));
         return BF_OK;
     }

@@ -236,6 +236,7 @@ static bf_status fill_batch(bf_loader *l, int epoch, bf_batch *b, loader_worker 
     int first = batch_first_position(l, b->index);
     int n = d->num_samples - first < bs ? d->num_samples - first : bs;
     if (n <= 0) return bf_error(BF_ERR_INTERNAL, "loader: batch %d is past the end of the epoch", b->index);
+    b->position = first;
     int augment = l->opt.augment_flip || l->opt.augment_crop_pad > 0;
     size_t plane = (size_t)d->h * d->w;
     b->n = n;

@@ -215,8 +215,12 @@ static uint64_t name_hash(const char *name) {
     return h;
 }
 
-uint64_t bf_layer_dropout_seed(const bf_model *m, int i) {
+bf_draws bf_layer_draws(const bf_model *m, int i) {
+    const bf_layer *l = &m->layers[i];
     const uint64_t step = bf_seed_derive((uint64_t)m->seed, BF_STREAM_DROPOUT, (uint64_t)m->step);
-    const uint64_t stream = bf_seed_derive(step, BF_STREAM_DROPOUT, name_hash(m->layers[i].name));
-    return m->noise_rank ? bf_seed_derive(stream, BF_STREAM_DROPOUT, (uint64_t)m->noise_rank) : stream;
+    const uint64_t per_sample = (uint64_t)bf_shape_per_sample(l->out_shape);
+    bf_draws d = bf_draws_of(bf_seed_derive(step, BF_STREAM_DROPOUT, name_hash(l->name)));
+    d.first = m->sample_offset * per_sample;
+    if (l->time_steps > 1) d.step_elements = (uint64_t)m->batch * per_sample; /* [T, batch, ...] */
+    return d;
 }

@@ -189,6 +189,7 @@ static bf_status train_step(run *r, const bf_batch *batch, long step, float lr, 
     BF_TRY(bf_model_set_batch(m, n));
     m->training = 1;
     m->step = (uint64_t)step;
+    m->sample_offset = (uint64_t)r->dp.rank * (uint64_t)cfg->data.batch_size; /* its samples' place in the global batch */
     m->flex_monitor_due = want_norm; /* the steps that end a log interval */
     const float *logits = NULL;
     BF_TRY(bf_model_forward(m, r->x, &logits));

@@ -118,9 +118,9 @@ bf_status bf_cpu_accumulate_sum(bf_backend *b, const float *x, size_t n, float *
 bf_status bf_cpu_relu_forward(bf_backend *b, const float *x, float *y, size_t n);
 bf_status bf_cpu_relu_backward(bf_backend *b, const float *y, const float *dy, float *dx, size_t n);
 bf_status bf_cpu_fill_uniform(bf_backend *b, float *x, size_t n, float lo, float hi, uint64_t seed);
-bf_status bf_cpu_spike_encode_rate(bf_backend *b, const float *x, float *y, size_t n, int T, uint64_t seed);
-bf_status bf_cpu_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, float p, uint64_t seed);
-bf_status bf_cpu_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, float p, uint64_t seed);
+bf_status bf_cpu_spike_encode_rate(bf_backend *b, const float *x, float *y, size_t n, int T, bf_draws draws);
+bf_status bf_cpu_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, float p, bf_draws draws);
+bf_status bf_cpu_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, float p, bf_draws draws);
 
 /* ---- conv_cpu.c ---- */
 bf_status bf_cpu_conv2d_forward(bf_backend *b, const bf_conv2d_shape *s, const float *x,
@@ -228,7 +228,7 @@ bf_status bf_cpu_flex_max_backward(bf_backend *b, const bf_flex_shape *s, const 
 bf_status bf_cpu_flex_logits_forward(bf_backend *b, const bf_flex_shape *s, const float *widened,
                                      const float *threshold, float *logits);
 bf_status bf_cpu_flex_mask_forward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
-                                   uint64_t seed, const float *logits, const float *conv, const float *widened,
+                                   bf_draws draws, const float *logits, const float *conv, const float *widened,
                                    float *mask, float *y, float *conv_mask_sum);
 bf_status bf_cpu_flex_mask_backward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
                                     const float *logits, const float *mask, const float *conv, const float *widened,
@@ -239,11 +239,11 @@ bf_status bf_cpu_flex_mask_stats(bf_backend *b, const float *mask, size_t n, flo
 
 /* ---- flex_mask_cpu.c ---- */
 bf_status bf_cpu_flex_mask_joint_forward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
-                                         uint64_t seed, const float *pooled, const float *threshold,
+                                         bf_draws draws, const float *pooled, const float *threshold,
                                          const float *logits, const float *conv, float *y, float *conv_mask_sum,
                                          float *routing);
 bf_status bf_cpu_flex_mask_joint_backward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
-                                          uint64_t seed, const float *pooled, const float *threshold,
+                                          bf_draws draws, const float *pooled, const float *threshold,
                                           const float *logits, const float *conv, const float *dy, float *dconv,
                                           float *dlogits, float *dpooled);
 

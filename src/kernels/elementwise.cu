@@ -80,20 +80,20 @@ __global__ void k_relu_backward(const float *y, const float *dy, float *dx, size
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
-/* Inverted dropout with the mask recomputed from (seed, i): the same expression as the CPU,
+/* Inverted dropout with the mask recomputed from (draws, i): the same expression as the CPU,
  * in * (keep * keep_scale), so the outputs are bit-identical. A dropped element is in * 0, not a
  * literal 0: a negative input gives -0 (and a NaN stays NaN) exactly as on the CPU. */
-__global__ void k_dropout(const float *in, float *out, size_t n, float p, float keep_scale, uint64_t seed) {
+__global__ void k_dropout(const float *in, float *out, size_t n, float p, float keep_scale, bf_draws draws) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = __fmul_rn(in[i], bf_uniform(seed, (uint64_t)i) >= p ? keep_scale : 0.0f);
+        out[i] = __fmul_rn(in[i], bf_draw_uniform(draws, i) >= p ? keep_scale : 0.0f);
 }
 
 /* Rate coding, the same expression as the CPU: a spike when the counter's uniform is below the pixel. */
-__global__ void k_encode_rate(const float *x, float *y, size_t n, size_t total, uint64_t seed) {
+__global__ void k_encode_rate(const float *x, float *y, size_t n, size_t total, bf_draws draws) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         float p = x[i % n];
         p = p < 0.0f ? 0.0f : (p > 1.0f ? 1.0f : p);
-        y[i] = bf_uniform(seed, (uint64_t)i) < p ? 1.0f : 0.0f;
+        y[i] = bf_draw_uniform(draws, i) < p ? 1.0f : 0.0f;
     }
 }
 
@@ -265,7 +265,7 @@ extern "C" bf_status bf_cuda_relu_backward(bf_backend *b, const float *y, const 
 }
 
 static bf_status dropout_apply(bf_backend *b, const char *name, const float *in, float *out, size_t n, float p,
-                               uint64_t seed) {
+                               bf_draws draws) {
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
     if (!(p >= 0.0f && p <= 1.0f)) return bf_error(BF_ERR_ARG, "%s: p must be in [0, 1] (got %g)", name, p);
@@ -282,27 +282,28 @@ static bf_status dropout_apply(bf_backend *b, const char *name, const float *in,
         return BF_OK;
     }
     const float keep_scale = 1.0f / (1.0f - p);
-    k_dropout<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(in, out, n, p, keep_scale, seed);
+    k_dropout<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(in, out, n, p, keep_scale, draws);
     BF_LAUNCH_CHECK("k_dropout");
     return BF_OK;
 }
 
-extern "C" bf_status bf_cuda_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, float p, uint64_t seed) {
-    return dropout_apply(b, "dropout_forward", x, y, n, p, seed);
+extern "C" bf_status bf_cuda_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, float p, bf_draws draws) {
+    return dropout_apply(b, "dropout_forward", x, y, n, p, draws);
 }
 
 extern "C" bf_status bf_cuda_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, float p,
-                                              uint64_t seed) {
-    return dropout_apply(b, "dropout_backward", dy, dx, n, p, seed);
+                                              bf_draws draws) {
+    return dropout_apply(b, "dropout_backward", dy, dx, n, p, draws);
 }
 
-extern "C" bf_status bf_cuda_spike_encode_rate(bf_backend *b, const float *x, float *y, size_t n, int T, uint64_t seed) {
+extern "C" bf_status bf_cuda_spike_encode_rate(bf_backend *b, const float *x, float *y, size_t n, int T, bf_draws draws) {
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
     if (!x || !y || T < 1) return bf_error(BF_ERR_ARG, "spike_encode_rate: NULL tensor or T = %d < 1", T);
     const size_t total = n * (size_t)T;
     if (total == 0) return BF_OK;
-    k_encode_rate<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(x, y, n, total, seed);
+    draws.step_elements = n; /* y is [T, n] */
+    k_encode_rate<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(x, y, n, total, draws);
     BF_LAUNCH_CHECK("k_encode_rate");
     return BF_OK;
 }

@@ -100,12 +100,12 @@ bf_status bf_cpu_relu_backward(bf_backend *b, const float *y, const float *dy, f
     return BF_OK;
 }
 
-/* Inverted dropout: element i survives when bf_uniform(seed, i) >= p and is scaled by 1/(1-p).
+/* Inverted dropout: element i survives when bf_draw_uniform(draws, i) >= p and is scaled by 1/(1-p).
  * Forward and backward are the same masked scaling, so one routine serves both; the mask is
- * recomputed from (seed, i) rather than stored. The mask multiplies (0 or 1, as in PyTorch)
+ * recomputed from (draws, i) rather than stored. The mask multiplies (0 or 1, as in PyTorch)
  * instead of selecting: a random branch per element is mispredicted half the time, which made
  * the loop five times slower. p = 0 copies; p = 1 drops everything (the scale would be infinite). */
-static bf_status dropout_apply(bf_backend *b, const float *in, float *out, size_t n, float p, uint64_t seed) {
+static bf_status dropout_apply(bf_backend *b, const float *in, float *out, size_t n, float p, bf_draws draws) {
     if (!(p >= 0.0f && p <= 1.0f)) return bf_error(BF_ERR_ARG, "dropout: p must be in [0, 1] (got %g)", p);
     if (p == 0.0f) {
         if (out != in) {
@@ -118,29 +118,30 @@ static bf_status dropout_apply(bf_backend *b, const float *in, float *out, size_
     const float keep_scale = 1.0f / (1.0f - p);
 #pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
     for (size_t i = 0; i < n; i++) {
-        float keep = (float)(bf_uniform(seed, i) >= p);
+        float keep = (float)(bf_draw_uniform(draws, i) >= p);
         out[i] = in[i] * (keep * keep_scale);
     }
     return BF_OK;
 }
 
-bf_status bf_cpu_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, float p, uint64_t seed) {
-    return dropout_apply(b, x, y, n, p, seed);
+bf_status bf_cpu_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, float p, bf_draws draws) {
+    return dropout_apply(b, x, y, n, p, draws);
 }
 
-bf_status bf_cpu_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, float p, uint64_t seed) {
-    return dropout_apply(b, dy, dx, n, p, seed);
+bf_status bf_cpu_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, float p, bf_draws draws) {
+    return dropout_apply(b, dy, dx, n, p, draws);
 }
 
 /* Rate coding: the pixel (clamped to [0, 1]) is the probability of a spike at each of T steps. */
-bf_status bf_cpu_spike_encode_rate(bf_backend *b, const float *x, float *y, size_t n, int T, uint64_t seed) {
+bf_status bf_cpu_spike_encode_rate(bf_backend *b, const float *x, float *y, size_t n, int T, bf_draws draws) {
     if (!x || !y || T < 1) return bf_error(BF_ERR_ARG, "spike_encode_rate: NULL tensor or T = %d < 1", T);
     const size_t total = n * (size_t)T;
+    draws.step_elements = n; /* y is [T, n] */
 #pragma omp parallel for num_threads(loop_threads(b, total)) schedule(static)
     for (size_t i = 0; i < total; i++) {
         float p = x[i % n];
         p = p < 0.0f ? 0.0f : (p > 1.0f ? 1.0f : p);
-        y[i] = bf_uniform(seed, i) < p ? 1.0f : 0.0f;
+        y[i] = bf_draw_uniform(draws, i) < p ? 1.0f : 0.0f;
     }
     return BF_OK;
 }

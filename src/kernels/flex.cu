@@ -101,13 +101,13 @@ __global__ void k_logits(const float *__restrict__ widened, const float *__restr
 
 /* mask and y = widened*(1-M) + conv*M; with SUM, block b writes partial[b] = its sum of M. */
 template <bool SUM>
-__global__ void k_mask_forward(bf_flex_mask kind, float factor, uint64_t seed, const float *__restrict__ logits,
+__global__ void k_mask_forward(bf_flex_mask kind, float factor, bf_draws draws, const float *__restrict__ logits,
                                const float *__restrict__ conv, const float *__restrict__ widened,
                                float *__restrict__ mask, float *__restrict__ y, size_t total,
                                double *__restrict__ partial) {
     double sum = 0.0;
     GRID_STRIDE(idx, total) {
-        const float m = mask_of(kind, factor, seed, idx, logits[idx]);
+        const float m = mask_of(kind, factor, draws, idx, logits[idx]);
         mask[idx] = m;
         y[idx] = __fadd_rn(__fmul_rn(widened[idx], __fsub_rn(1.0f, m)), __fmul_rn(conv[idx], m));
         sum += (double)m;
@@ -208,20 +208,20 @@ extern "C" bf_status bf_cuda_flex_logits_forward(bf_backend *b, const bf_flex_sh
 }
 
 extern "C" bf_status bf_cuda_flex_mask_forward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
-                                               uint64_t seed, const float *logits, const float *conv,
+                                               bf_draws draws, const float *logits, const float *conv,
                                                const float *widened, float *mask, float *y, float *conv_mask_sum) {
     FLEX_ENTER("flex_mask_forward", logits, conv, widened, mask, y);
     BF_TRY(check_kind(kind, "flex_mask_forward"));
     const size_t total = out_elements(s);
     if (!conv_mask_sum) {
-        LAUNCH_ELEMENTWISE(k_mask_forward<false>, total, kind, factor, seed, logits, conv, widened, mask, y, total,
+        LAUNCH_ELEMENTWISE(k_mask_forward<false>, total, kind, factor, draws, logits, conv, widened, mask, y, total,
                            (double *)NULL);
         return BF_OK;
     }
     const unsigned blocks = reduce_blocks(total);
     void *partial;
     BF_TRY(bf_cuda_scratch(im, blocks * sizeof(double), &partial));
-    k_mask_forward<true><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(kind, factor, seed, logits, conv, widened, mask,
+    k_mask_forward<true><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(kind, factor, draws, logits, conv, widened, mask,
                                                                       y, total, (double *)partial);
     BF_LAUNCH_CHECK("k_mask_forward<sum>");
     k_accumulate_partials<<<1, 1024, 0, im->stream>>>((const double *)partial, (int)blocks, conv_mask_sum);

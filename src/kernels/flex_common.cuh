@@ -74,7 +74,7 @@ __device__ __forceinline__ float widen_at(const flex_taps &t, const float *pn, s
 /* The logistic function in double, rounded once to float, exactly as flex_cpu.c (see there). */
 __device__ __forceinline__ float sigmoid(float x) { return (float)(1.0 / (1.0 + exp(-(double)x))); }
 
-__device__ __forceinline__ float mask_of(bf_flex_mask kind, float factor, uint64_t seed, size_t i, float L) {
+__device__ __forceinline__ float mask_of(bf_flex_mask kind, float factor, bf_draws draws, size_t i, float L) {
     switch (kind) {
     case BF_FLEX_MASK_SIGMOID_HARD: {
         const float v = __fadd_rn(__fdiv_rn(L, 6.0f), 0.5f);
@@ -95,7 +95,7 @@ __device__ __forceinline__ float mask_of(bf_flex_mask kind, float factor, uint64
         kind == BF_FLEX_MASK_STOCHASTIC_FCBS_SQUASHED)
         v = L < 0.0f ? 0.0f : L > 1.0f ? 1.0f : L;
     const float lower = floorf(v);
-    return lower + (bf_uniform(seed, (uint64_t)i) < __fsub_rn(v, lower) ? 1.0f : 0.0f);
+    return lower + (bf_draw_uniform(draws, i) < __fsub_rn(v, lower) ? 1.0f : 0.0f);
 }
 
 __device__ __forceinline__ float mask_grad(bf_flex_mask kind, float factor, float L, float m) {

@@ -125,7 +125,7 @@ bf_status bf_cpu_flex_logits_forward(bf_backend *b, const bf_flex_shape *s, cons
 }
 
 bf_status bf_cpu_flex_mask_forward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
-                                   uint64_t seed, const float *logits, const float *conv, const float *widened,
+                                   bf_draws draws, const float *logits, const float *conv, const float *widened,
                                    float *mask, float *y, float *conv_mask_sum) {
     BF_TRY(bf_flex_shape_check(s, "flex_mask_forward"));
     BF_TRY(check_kind(kind, "flex_mask_forward"));
@@ -133,7 +133,7 @@ bf_status bf_cpu_flex_mask_forward(bf_backend *b, const bf_flex_shape *s, bf_fle
     const size_t total = (size_t)s->n * s->c_out * s->hw;
 #pragma omp parallel for num_threads(plane_threads(b, total)) schedule(static)
     for (size_t i = 0; i < total; i++) {
-        const float m = mask_of(kind, factor, seed, i, logits[i]);
+        const float m = mask_of(kind, factor, draws, i, logits[i]);
         mask[i] = m;
         y[i] = widened[i] * (1.0f - m) + conv[i] * m;
     }

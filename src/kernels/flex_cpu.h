@@ -72,7 +72,7 @@ static inline float widen_at(const flex_taps *t, const float *pn, size_t hw, siz
 static inline float sigmoid(float x) { return (float)(1.0 / (1.0 + exp(-(double)x))); }
 
 /* M = mask(L) for element i (see bf_flex_mask). */
-static inline float mask_of(bf_flex_mask kind, float factor, uint64_t seed, size_t i, float L) {
+static inline float mask_of(bf_flex_mask kind, float factor, bf_draws draws, size_t i, float L) {
     switch (kind) {
     case BF_FLEX_MASK_SIGMOID_HARD: {
         const float v = L / 6.0f + 0.5f;
@@ -93,7 +93,7 @@ static inline float mask_of(bf_flex_mask kind, float factor, uint64_t seed, size
         kind == BF_FLEX_MASK_STOCHASTIC_FCBS_SQUASHED)
         v = L < 0.0f ? 0.0f : L > 1.0f ? 1.0f : L;
     const float lower = floorf(v);
-    return lower + (bf_uniform(seed, (uint64_t)i) < v - lower ? 1.0f : 0.0f);
+    return lower + (bf_draw_uniform(draws, i) < v - lower ? 1.0f : 0.0f);
 }
 
 /* dM/dL under the mask's backward rule; m is the forward mask value. */

@@ -13,7 +13,7 @@
  *                          again; the channel's first tap writes dconv and dlogits, and every tap
  *                          adds its weighted share of the pool branch's gradient to dpooled. Under
  *                          BILINEAR an output element's two taps each recompute its M (a mask is a
- *                          pure function of L, the seed and e, so both get the same bits).
+ *                          pure function of L, the draws and e, so both get the same bits).
  * Forward one kernel (two with the sums' finisher), backward one, where the op-by-op sequence runs
  * widen, logits, mask forward, mask statistics (two passes) and, in the backward, widen, logits,
  * mask forward, mask backward, add and fold-back. */
@@ -32,7 +32,7 @@ __device__ __forceinline__ float logit_at(const float *__restrict__ logits, cons
 /* With SUMS, block b writes partial[b] = its sum of M, partial[blocks + b] its count of M > 0.5 and
  * partial[2 * blocks + b] its sum of |M - 0.5| * 2 (flex.cu's k_mask_forward and k_mask_stat). */
 template <bool SUMS>
-__global__ void k_mask_joint_forward(bf_flex_mask kind, float factor, uint64_t seed, const float *__restrict__ pooled,
+__global__ void k_mask_joint_forward(bf_flex_mask kind, float factor, bf_draws draws, const float *__restrict__ pooled,
                                      const float *__restrict__ threshold, const float *__restrict__ logits,
                                      const float *__restrict__ conv, float *__restrict__ y, size_t total, flex_geo g,
                                      double *__restrict__ partial) {
@@ -42,7 +42,7 @@ __global__ void k_mask_joint_forward(bf_flex_mask kind, float factor, uint64_t s
         int j;
         split_index(e, g.c_out, g.hw, &n, &j, &p);
         const float w = widen_at(taps_of(g, j), pooled + n * g.c_in * g.hw, (size_t)g.hw, p);
-        const float m = mask_of(kind, factor, seed, e, logit_at(logits, threshold, e, g, j, p, w));
+        const float m = mask_of(kind, factor, draws, e, logit_at(logits, threshold, e, g, j, p, w));
         y[e] = __fadd_rn(__fmul_rn(w, __fsub_rn(1.0f, m)), __fmul_rn(conv[e], m));
         if (SUMS) {
             sum += (double)m;
@@ -64,7 +64,7 @@ __global__ void k_mask_joint_forward(bf_flex_mask kind, float factor, uint64_t s
 
 /* dpooled nullable. The share of each tap as k_fold_back adds it: EXPAND's single tap unscaled,
  * BILINEAR's taps i0 then i1 with their weights. */
-__global__ void k_mask_joint_backward(bf_flex_mask kind, float factor, uint64_t seed, const float *__restrict__ pooled,
+__global__ void k_mask_joint_backward(bf_flex_mask kind, float factor, bf_draws draws, const float *__restrict__ pooled,
                                       const float *__restrict__ threshold, const float *__restrict__ logits,
                                       const float *__restrict__ conv, const float *__restrict__ dy,
                                       float *__restrict__ dconv, float *__restrict__ dlogits,
@@ -82,7 +82,7 @@ __global__ void k_mask_joint_backward(bf_flex_mask kind, float factor, uint64_t 
             const size_t e = (n * g.c_out + (size_t)j) * g.hw + p;
             const float w = widen_at(t, pn, (size_t)g.hw, p);
             const float L = logit_at(logits, threshold, e, g, j, p, w);
-            const float m = mask_of(kind, factor, seed, e, L), gv = dy[e];
+            const float m = mask_of(kind, factor, draws, e, L), gv = dy[e];
             const float dl = __fmul_rn(__fmul_rn(gv, __fsub_rn(conv[e], w)), mask_grad(kind, factor, L, m));
             if (t.i0 == i) { /* one writer per output element */
                 dconv[e] = __fmul_rn(gv, m);
@@ -100,7 +100,7 @@ __global__ void k_mask_joint_backward(bf_flex_mask kind, float factor, uint64_t 
 }  // namespace
 
 extern "C" bf_status bf_cuda_flex_mask_joint_forward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind,
-                                                     float factor, uint64_t seed, const float *pooled,
+                                                     float factor, bf_draws draws, const float *pooled,
                                                      const float *threshold, const float *logits, const float *conv,
                                                      float *y, float *conv_mask_sum, float *routing) {
     FLEX_ENTER("flex_mask_joint_forward", pooled, conv, y);
@@ -108,7 +108,7 @@ extern "C" bf_status bf_cuda_flex_mask_joint_forward(bf_backend *b, const bf_fle
     if (!logits && !threshold) return bf_error(BF_ERR_ARG, "flex_mask_joint_forward: neither logits nor threshold");
     const size_t total = out_elements(s);
     if (!conv_mask_sum && !routing) {
-        LAUNCH_ELEMENTWISE(k_mask_joint_forward<false>, total, kind, factor, seed, pooled, threshold, logits, conv, y,
+        LAUNCH_ELEMENTWISE(k_mask_joint_forward<false>, total, kind, factor, draws, pooled, threshold, logits, conv, y,
                            total, geo_of(s), (double *)NULL);
         return BF_OK;
     }
@@ -116,7 +116,7 @@ extern "C" bf_status bf_cuda_flex_mask_joint_forward(bf_backend *b, const bf_fle
     void *scratch;
     BF_TRY(bf_cuda_scratch(im, 3 * (size_t)blocks * sizeof(double), &scratch));
     const double *partial = (const double *)scratch;
-    k_mask_joint_forward<true><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(kind, factor, seed, pooled, threshold,
+    k_mask_joint_forward<true><<<blocks, BF_CUDA_THREADS, 0, im->stream>>>(kind, factor, draws, pooled, threshold,
                                                                             logits, conv, y, total, geo_of(s),
                                                                             (double *)scratch);
     BF_LAUNCH_CHECK("k_mask_joint_forward<sums>");
@@ -136,14 +136,14 @@ extern "C" bf_status bf_cuda_flex_mask_joint_forward(bf_backend *b, const bf_fle
 }
 
 extern "C" bf_status bf_cuda_flex_mask_joint_backward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind,
-                                                      float factor, uint64_t seed, const float *pooled,
+                                                      float factor, bf_draws draws, const float *pooled,
                                                       const float *threshold, const float *logits, const float *conv,
                                                       const float *dy, float *dconv, float *dlogits, float *dpooled) {
     FLEX_ENTER("flex_mask_joint_backward", pooled, conv, dy, dconv, dlogits);
     BF_TRY(check_kind(kind, "flex_mask_joint_backward"));
     if (!logits && !threshold) return bf_error(BF_ERR_ARG, "flex_mask_joint_backward: neither logits nor threshold");
     const size_t pooled_total = (size_t)s->n * s->c_in * s->hw;
-    LAUNCH_ELEMENTWISE(k_mask_joint_backward, pooled_total, kind, factor, seed, pooled, threshold, logits, conv, dy,
+    LAUNCH_ELEMENTWISE(k_mask_joint_backward, pooled_total, kind, factor, draws, pooled, threshold, logits, conv, dy,
                        dconv, dlogits, dpooled, pooled_total, geo_of(s));
     return BF_OK;
 }

@@ -5,7 +5,7 @@
  * keep the fused contract (the layer stores neither P~, L nor M) but compute through the CPU
  * backend's own op-by-op sequence, with P~, L and M in backend scratch for one call:
  *   forward:  flex_widen_forward -> [flex_logits_forward] -> flex_mask_forward [-> flex_mask_stats]
- *   backward: the forward's M again (the same ops, inputs and seed: the same bits), then
+ *   backward: the forward's M again (the same ops, inputs and draws: the same bits), then
  *             flex_mask_backward -> [+ dlogits when the logits are P~ - T] -> flex_widen_backward.
  * None of those ops takes scratch of its own, so the buffers carved here stay intact. The results are
  * the sequence's by construction, which is what the CUDA kernels are held to. */
@@ -34,7 +34,7 @@ static bf_status logits_of(bf_backend *b, const bf_flex_shape *s, const float *p
 }
 
 bf_status bf_cpu_flex_mask_joint_forward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
-                                         uint64_t seed, const float *pooled, const float *threshold,
+                                         bf_draws draws, const float *pooled, const float *threshold,
                                          const float *logits, const float *conv, float *y, float *conv_mask_sum,
                                          float *routing) {
     BF_TRY(bf_flex_shape_check(s, "flex_mask_joint_forward"));
@@ -49,12 +49,12 @@ bf_status bf_cpu_flex_mask_joint_forward(bf_backend *b, const bf_flex_shape *s, 
     float *mask = carve_floats(&cursor, total);
     const float *L;
     BF_TRY(logits_of(b, s, pooled, threshold, logits, widened, logits_raw, &L));
-    BF_TRY(bf_cpu_flex_mask_forward(b, s, kind, factor, seed, L, conv, widened, mask, y, conv_mask_sum));
+    BF_TRY(bf_cpu_flex_mask_forward(b, s, kind, factor, draws, L, conv, widened, mask, y, conv_mask_sum));
     return routing ? bf_cpu_flex_mask_stats(b, mask, total, routing) : BF_OK;
 }
 
 bf_status bf_cpu_flex_mask_joint_backward(bf_backend *b, const bf_flex_shape *s, bf_flex_mask kind, float factor,
-                                          uint64_t seed, const float *pooled, const float *threshold,
+                                          bf_draws draws, const float *pooled, const float *threshold,
                                           const float *logits, const float *conv, const float *dy, float *dconv,
                                           float *dlogits, float *dpooled) {
     BF_TRY(bf_flex_shape_check(s, "flex_mask_joint_backward"));
@@ -70,7 +70,7 @@ bf_status bf_cpu_flex_mask_joint_backward(bf_backend *b, const bf_flex_shape *s,
     const float *L;
     BF_TRY(logits_of(b, s, pooled, threshold, logits, widened, logits_raw, &L));
     /* the forward's y goes to share, which the backward overwrites next */
-    BF_TRY(bf_cpu_flex_mask_forward(b, s, kind, factor, seed, L, conv, widened, mask, share, NULL));
+    BF_TRY(bf_cpu_flex_mask_forward(b, s, kind, factor, draws, L, conv, widened, mask, share, NULL));
     BF_TRY(bf_cpu_flex_mask_backward(b, s, kind, factor, L, mask, conv, widened, dy, dconv, dlogits, share));
     if (!dpooled) return BF_OK;
     if (!logits) BF_TRY(bf_cpu_add_inplace(b, share, dlogits, total)); /* L = P~ - T: dL reaches P~ too */
