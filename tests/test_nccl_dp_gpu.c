@@ -18,12 +18,15 @@
  *     and one stopped on request inside an epoch and resumed ends bit for bit where it would have;
  *   - with batch-norm, [run] sync_bn = true ends there as well, local statistics do not;
  *   - a BU-TD network (Counter-Hebb, separate weights) ends at one process's weights, logging
- *     comm_exposed_ms. */
+ *     comm_exposed_ms;
+ *   - rank 0 failing alone (its first checkpoint) while rank 1 waits in a collective ends the run
+ *     at once with rank 0's error (bf_comm_nccl_fail), not at the collective timeout. */
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bioflex/comm.h"
@@ -229,6 +232,25 @@ static void check_two_gpus(const char *tmp, const char *const *sets, size_t num_
     compare_weights(b1.checkpoint, b2.checkpoint);
     snprintf(two, sizeof two, "%s/butd_two", tmp);
     check_comm_exposed(two, 1);
+
+    /* Rank 0 alone fails (its first checkpoint: a file stands where the checkpoints directory goes)
+     * while rank 1 waits for it in the checkpoint's barrier. Rank 1 stops at once (told by
+     * bf_comm_nccl_fail), not after the collective timeout of an hour (the test's own timeout is
+     * shorter), and the run reports rank 0's error. */
+    CHECK_OK(bf_config_set(&cfg, "run.collective_timeout=3600"));
+    snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s/rank0_fails", tmp);
+    CHECK(mkdir(cfg.run.dir, 0755) == 0, "mkdir %s", cfg.run.dir);
+    snprintf(part, sizeof part, "%s/checkpoints", cfg.run.dir);
+    FILE *blocker = fopen(part, "w");
+    CHECK(blocker != NULL, "cannot create %s", part);
+    if (blocker) fclose(blocker);
+    bf_train_options quiet = {.quiet = 1, .log = stderr};
+    bf_train_result failed;
+    const bf_status st = bf_train(&cfg, &quiet, &failed);
+    CHECK(st != BF_OK && strstr(bf_last_error(), "rank 0") && strstr(bf_last_error(), "is not a directory"),
+          "--gpus 2 with rank 0 failing: status %d, error '%s' (want rank 0's checkpoint error)", (int)st,
+          bf_last_error());
+    printf("--gpus 2, rank 0 failing: %s\n", bf_last_error());
 }
 
 int main(void) {

@@ -112,6 +112,11 @@ bf_status bf_comm_nccl_allreduce_async(bf_comm *c, float *buf, size_t n, bf_redu
 bf_status bf_comm_nccl_allreduce_double_async(bf_comm *c, double *buf, size_t n);
 /* Waits, with the timeout, until everything enqueued on the communicator's stream is done. */
 bf_status bf_comm_nccl_wait(bf_comm *c, const char *what);
+/* This rank has failed (why: its error): aborts its communicator and tells the other communicators
+ * of its group (the GPUs of this process), whose next wait, launch or released collective then
+ * stops with an error naming this rank and why, instead of waiting for it until the collective
+ * timeout. The first failure of a group is the one they name. Call from the rank's own thread. */
+void bf_comm_nccl_fail(bf_comm *c, const char *why);
 
 /* CUDA backend stream ordering (src/kernels/stream_handoff.cu): to_other = 1 makes `other_stream`
  * wait for the work enqueued so far on the backend's stream; 0 the reverse. No host wait. */

@@ -9,10 +9,14 @@
  *
  * Timeouts: a blocking wait on a stream never returns when a peer died. We poll cudaStreamQuery
  * and ncclCommGetAsyncError until a deadline, and abort the communicator (ncclCommAbort) when it
- * passes, which releases the kernels stuck in the collective.
+ * passes, which releases the kernels stuck in the collective. A rank of this process that fails
+ * says so to its group (bf_comm_nccl_fail), and the others stop at their next poll rather than at
+ * the deadline: NCCL tells no peer when one rank of a node goes away.
  *
  * A failed CUDA or NCCL call is reported with the call, file and line and the library's error text
  * (CUDA_TRY, NCCL_TRY; CUDA_CHECK and NCCL_CHECK where a failure must clean up first). */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +51,7 @@ bf_status bf_comm_nccl_allreduce_double_async(bf_comm *c, double *buf, size_t n)
     return bf_error(BF_ERR_UNAVAILABLE, "bioflex was built without NCCL");
 }
 bf_status bf_comm_nccl_wait(bf_comm *c, const char *what) { return bf_error(BF_ERR_UNAVAILABLE, "bioflex was built without NCCL"); }
+void bf_comm_nccl_fail(bf_comm *c, const char *why) { (void)c, (void)why; }
 
 #else
 
@@ -54,6 +59,25 @@ bf_status bf_comm_nccl_wait(bf_comm *c, const char *what) { return bf_error(BF_E
 #include <nccl.h>
 
 int bf_comm_nccl_built(void) { return 1; }
+
+/* The communicators made together for the GPUs of this process: the first of them to fail leaves
+ * its rank and error here for the others (bf_comm_nccl_fail). */
+typedef struct nccl_group {
+    pthread_mutex_t lock;
+    atomic_int failed_rank; /* -1: none has failed */
+    char reason[512];       /* its error (under lock) */
+    int refs;               /* communicators not yet destroyed (under lock) */
+} nccl_group;
+
+static void group_release(nccl_group *g) {
+    pthread_mutex_lock(&g->lock);
+    int last = --g->refs == 0;
+    pthread_mutex_unlock(&g->lock);
+    if (last) {
+        pthread_mutex_destroy(&g->lock);
+        free(g);
+    }
+}
 
 typedef struct nccl_state {
     ncclComm_t comm;
@@ -63,6 +87,7 @@ typedef struct nccl_state {
     size_t scratch_doubles;
     int aborted;
     char abort_reason[512]; /* the error that aborted it, reported again by every later call */
+    nccl_group *group;
 } nccl_state;
 
 #define NCCL_TRY(call)                                                                                        \
@@ -117,6 +142,57 @@ static bf_status refuse_if_aborted(const nccl_state *s) {
     return s->aborted ? bf_error(BF_ERR_DEVICE, "%s", s->abort_reason) : BF_OK;
 }
 
+/* When another rank of this process has failed: an error naming it and its error, the communicator
+ * aborted for it (what this rank was doing cannot complete without that rank). */
+static bf_status stop_if_peer_failed(bf_comm *c, const char *what) {
+    nccl_state *s = c->state;
+    nccl_group *g = s->group;
+    const int failed = atomic_load(&g->failed_rank);
+    if (failed < 0 || failed == c->rank) return BF_OK;
+    char reason[sizeof g->reason];
+    pthread_mutex_lock(&g->lock);
+    snprintf(reason, sizeof reason, "%s", g->reason);
+    pthread_mutex_unlock(&g->lock);
+    return abort_for(s, bf_error(BF_ERR_DEVICE, "rank %d: %s stopped: rank %d of this process failed (%s)", c->rank,
+                                 what, failed, reason));
+}
+
+/* Checks before a collective is enqueued. */
+static bf_status ready_to_launch(bf_comm *c, const char *what) {
+    BF_TRY(refuse_if_aborted(c->state));
+    return stop_if_peer_failed(c, what);
+}
+
+/* A collective call that failed: a peer's failure is the cause when there was one (the emulated
+ * NCCL releases the ranks waiting in a call when a peer aborts), else the library's error. */
+#define NCCL_LAUNCH(c, what, call)                                                                            \
+    do {                                                                                                      \
+        ncclResult_t r_ = (call);                                                                             \
+        if (r_ != ncclSuccess) {                                                                              \
+            BF_TRY(stop_if_peer_failed((c), (what)));                                                         \
+            return bf_error(BF_ERR_DEVICE, "%s failed at %s:%d: %s", #call, __FILE__, __LINE__,               \
+                            ncclGetErrorString(r_));                                                          \
+        }                                                                                                     \
+    } while (0)
+
+void bf_comm_nccl_fail(bf_comm *c, const char *why) {
+    if (!c || c->kind != BF_COMM_NCCL) return;
+    nccl_state *s = c->state;
+    nccl_group *g = s->group;
+    pthread_mutex_lock(&g->lock);
+    if (atomic_load(&g->failed_rank) < 0) { /* the first failure is the cause the others name */
+        snprintf(g->reason, sizeof g->reason, "%s", why);
+        atomic_store(&g->failed_rank, c->rank);
+    }
+    pthread_mutex_unlock(&g->lock);
+    if (!s->aborted) {
+        cudaSetDevice(s->device);
+        ncclCommAbort(s->comm);
+        s->aborted = 1;
+        snprintf(s->abort_reason, sizeof s->abort_reason, "rank %d failed: %s", c->rank, why);
+    }
+}
+
 /* Waits for the communicator's stream; a peer error or the deadline aborts the communicator. */
 static bf_status wait_stream(bf_comm *c, const char *what) {
     nccl_state *s = c->state;
@@ -129,6 +205,7 @@ static bf_status wait_stream(bf_comm *c, const char *what) {
         if (q != cudaErrorNotReady)
             return bf_error(BF_ERR_DEVICE, "rank %d: %s: cudaStreamQuery(s->stream) failed at %s:%d: %s", c->rank, what,
                             __FILE__, __LINE__, cudaGetErrorString(q));
+        BF_TRY(stop_if_peer_failed(c, what));
         ncclResult_t async = ncclSuccess;
         ncclCommGetAsyncError(s->comm, &async);
         if (async != ncclSuccess && async != ncclInProgress)
@@ -145,18 +222,20 @@ static bf_status wait_stream(bf_comm *c, const char *what) {
 
 static bf_status nccl_allreduce_float(bf_comm *c, float *buf, size_t n, bf_reduce_op op) {
     nccl_state *s = c->state;
-    BF_TRY(refuse_if_aborted(s));
+    BF_TRY(ready_to_launch(c, "NCCL all-reduce"));
     CUDA_TRY(cudaSetDevice(s->device));
-    NCCL_TRY(ncclAllReduce(buf, buf, n, ncclFloat, op == BF_REDUCE_AVG ? ncclAvg : ncclSum, s->comm, s->stream));
+    NCCL_LAUNCH(c, "NCCL all-reduce",
+                ncclAllReduce(buf, buf, n, ncclFloat, op == BF_REDUCE_AVG ? ncclAvg : ncclSum, s->comm, s->stream));
     return wait_stream(c, "NCCL all-reduce");
 }
 
 bf_status bf_comm_nccl_allreduce_async(bf_comm *c, float *buf, size_t n, bf_reduce_op op) {
     if (!c || c->kind != BF_COMM_NCCL) return bf_error(BF_ERR_ARG, "bf_comm_nccl_allreduce_async: not an NCCL communicator");
     nccl_state *s = c->state;
-    BF_TRY(refuse_if_aborted(s));
+    BF_TRY(ready_to_launch(c, "NCCL gradient all-reduce"));
     CUDA_TRY(cudaSetDevice(s->device));
-    NCCL_TRY(ncclAllReduce(buf, buf, n, ncclFloat, op == BF_REDUCE_AVG ? ncclAvg : ncclSum, s->comm, s->stream));
+    NCCL_LAUNCH(c, "NCCL gradient all-reduce",
+                ncclAllReduce(buf, buf, n, ncclFloat, op == BF_REDUCE_AVG ? ncclAvg : ncclSum, s->comm, s->stream));
     return BF_OK;
 }
 
@@ -164,9 +243,9 @@ bf_status bf_comm_nccl_allreduce_double_async(bf_comm *c, double *buf, size_t n)
     if (!c || c->kind != BF_COMM_NCCL)
         return bf_error(BF_ERR_ARG, "bf_comm_nccl_allreduce_double_async: not an NCCL communicator");
     nccl_state *s = c->state;
-    BF_TRY(refuse_if_aborted(s));
+    BF_TRY(ready_to_launch(c, "NCCL all-reduce of batch-norm sums"));
     CUDA_TRY(cudaSetDevice(s->device));
-    NCCL_TRY(ncclAllReduce(buf, buf, n, ncclDouble, ncclSum, s->comm, s->stream));
+    NCCL_LAUNCH(c, "NCCL all-reduce of batch-norm sums", ncclAllReduce(buf, buf, n, ncclDouble, ncclSum, s->comm, s->stream));
     return BF_OK;
 }
 
@@ -195,7 +274,7 @@ static bf_status nccl_allreduce_double(bf_comm *c, double *buf, size_t n) {
     BF_TRY(wait_stream(c, "NCCL collectives before an all-reduce of counts"));
     BF_TRY(ensure_scratch(s, n));
     CUDA_TRY(cudaMemcpyAsync(s->scratch, buf, n * sizeof(double), cudaMemcpyHostToDevice, s->stream));
-    NCCL_TRY(ncclAllReduce(s->scratch, s->scratch, n, ncclDouble, ncclSum, s->comm, s->stream));
+    NCCL_LAUNCH(c, "NCCL all-reduce (counts)", ncclAllReduce(s->scratch, s->scratch, n, ncclDouble, ncclSum, s->comm, s->stream));
     BF_TRY(wait_stream(c, "NCCL all-reduce (counts)"));
     CUDA_TRY(cudaMemcpy(buf, s->scratch, n * sizeof(double), cudaMemcpyDeviceToHost));
     return BF_OK;
@@ -204,19 +283,19 @@ static bf_status nccl_allreduce_double(bf_comm *c, double *buf, size_t n) {
 /* Device buffers (parameters) or, for small host values (config hash), through scratch. */
 static bf_status nccl_broadcast(bf_comm *c, void *buf, size_t bytes, int root) {
     nccl_state *s = c->state;
-    BF_TRY(refuse_if_aborted(s));
+    BF_TRY(ready_to_launch(c, "NCCL broadcast"));
     CUDA_TRY(cudaSetDevice(s->device));
     struct cudaPointerAttributes attr;
     int on_device = cudaPointerGetAttributes(&attr, buf) == cudaSuccess && attr.type == cudaMemoryTypeDevice;
     cudaGetLastError(); /* a host pointer may leave an error behind */
     if (on_device) {
-        NCCL_TRY(ncclBroadcast(buf, buf, bytes, ncclChar, root, s->comm, s->stream));
+        NCCL_LAUNCH(c, "NCCL broadcast", ncclBroadcast(buf, buf, bytes, ncclChar, root, s->comm, s->stream));
         return wait_stream(c, "NCCL broadcast");
     }
     BF_TRY(wait_stream(c, "NCCL collectives before a broadcast of host values"));
     BF_TRY(ensure_scratch(s, (bytes + sizeof(double) - 1) / sizeof(double)));
     CUDA_TRY(cudaMemcpyAsync(s->scratch, buf, bytes, cudaMemcpyHostToDevice, s->stream));
-    NCCL_TRY(ncclBroadcast(s->scratch, s->scratch, bytes, ncclChar, root, s->comm, s->stream));
+    NCCL_LAUNCH(c, "NCCL broadcast", ncclBroadcast(s->scratch, s->scratch, bytes, ncclChar, root, s->comm, s->stream));
     BF_TRY(wait_stream(c, "NCCL broadcast"));
     CUDA_TRY(cudaMemcpy(buf, s->scratch, bytes, cudaMemcpyDeviceToHost));
     return BF_OK;
@@ -237,6 +316,7 @@ static void nccl_destroy(bf_comm *c, int failed) {
     }
     if (s->scratch) cudaFree(s->scratch);
     cudaStreamDestroy(s->stream);
+    group_release(s->group);
     free(s);
 }
 
@@ -278,9 +358,18 @@ bf_status bf_comm_create_nccl_group(int count, const int *devices, int first_ran
     else return bf_error(BF_ERR_ARG, "NCCL: a world of %d ranks over several processes needs rank 0's unique id", world);
     for (int i = 0; i < count; i++) out[i] = NULL;
     nccl_state *states = calloc((size_t)count, sizeof *states);
-    if (!states) return bf_error(BF_ERR_OOM, "NCCL: out of memory");
+    nccl_group *group = calloc(1, sizeof *group);
+    if (!states || !group) {
+        free(states);
+        free(group);
+        return bf_error(BF_ERR_OOM, "NCCL: out of memory");
+    }
+    pthread_mutex_init(&group->lock, NULL);
+    atomic_init(&group->failed_rank, -1);
+    group->refs = count; /* each state holds it, made into a communicator or not */
     bf_status st = BF_OK;
     char what[128];
+    for (int i = 0; i < count; i++) states[i].group = group;
     for (int i = 0; i < count && st == BF_OK; i++) {
         states[i].device = devices[i];
         snprintf(what, sizeof what, "NCCL: cannot create a stream on GPU %d", devices[i]);
@@ -330,6 +419,7 @@ bf_status bf_comm_create_nccl_group(int count, const int *devices, int first_ran
             } else {
                 if (states[i].comm) ncclCommAbort(states[i].comm);
                 if (states[i].stream) cudaStreamDestroy(states[i].stream);
+                group_release(group);
             }
         }
     }

@@ -33,6 +33,7 @@ static void *gpu_main(void *arg) {
     if (t->status != BF_OK) {
         snprintf(t->error, sizeof t->error, "%s", bf_last_error());
         t->fail_order = atomic_fetch_add(t->failures, 1);
+        bf_comm_nccl_fail(t->comm, t->error); /* the other GPUs' threads stop at their next wait */
     }
     atomic_store(&t->done, 1);
     return NULL;
@@ -44,12 +45,12 @@ static double monotonic_s(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-/* Waits until every thread has returned. A thread that failed leaves its peers waiting for it: in
- * a collective, whose wait has the timeout, but also in host waits that have none (an upload's
- * event, a copy from pageable memory, both behind the last step's all-reduce). So once one has
- * failed, the others get the collective timeout plus a margin to stop on their own; after that
+/* Waits until every thread has returned. A thread that failed has told the others
+ * (bf_comm_nccl_fail), which stop at their next collective wait; but one may be held in a host
+ * wait that no timeout covers (an upload's event behind the last step's all-reduce). So once one
+ * has failed, the others get the collective timeout plus a margin to stop on their own; after that
  * the process ends with the first failure's message instead of hanging (mpirun/srun then stop
- * the other processes). */
+ * the other processes, whose ranks are not told otherwise). */
 static void wait_for_threads(gpu_thread *threads, const pthread_t *tids, int started, double timeout_s) {
     double first_failure = -1;
     const struct timespec pause = {.tv_sec = 0, .tv_nsec = 50 * 1000 * 1000};
