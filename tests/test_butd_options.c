@@ -7,6 +7,8 @@
  *     such tensor, the parameter layout is the reference's and the TD pass goes through W; a
  *     checkpoint without it is refused naming it and the option that loads it; the config key
  *     reaches the network;
+ *   - symmetric_init_noise: B starts as W^T times (1 + 0.05 N(0, 1)) per element, W untouched; refused
+ *     without symmetric_init;
  *   - [optim] grad_clip_norm in BU-TD training: one SGD step is the unclipped one times
  *     clip / norm, and metrics.jsonl logs grad_norm, the update's global norm. */
 #include <math.h>
@@ -96,6 +98,64 @@ static void test_td_init(bf_backend *b) {
     free(hc), free(hl);
     bf_butd_destroy(cur);
     bf_butd_destroy(leg);
+}
+
+/* ---- symmetric_init_noise: B = W^T x (1 + s N(0, 1)) ---- */
+
+static bf_butd_net *symmetric_net(bf_backend *b, float noise) {
+    bf_butd_options opt = {.learning = BF_BUTD_COUNTER_HEBB, .shared_weights = 0, .symmetric_init = 1,
+                           .symmetric_init_noise = noise, .seed = 21};
+    bf_butd_net *net = NULL;
+    CHECK_OK(bf_butd_create(b, 16, 8, 8, 2, &opt, &net));
+    bf_butd_add_conv(net, "conv", 32, 3, 1, 1, 1, 1);
+    bf_butd_add_block(net, "block", 48, 2);
+    bf_butd_add_linear(net, "fc", 64, 1);
+    CHECK_OK(bf_butd_finalize(net, 10));
+    return net;
+}
+
+/* Against the exact W^T start of the same seed: every weight but the back_weights the same, and
+ * B / W^T - 1 over all back_weights a N(0, 0.05^2) sample (mean and standard deviation within 5
+ * standard errors); the config refuses the key without symmetric_init. */
+static void test_symmetric_init_noise(bf_backend *b) {
+    bf_butd_net *exact = symmetric_net(b, 0), *noisy = symmetric_net(b, 0.05f);
+    float *he = bf_test_download(b, exact->param_data, exact->num_param_floats);
+    float *hn = bf_test_download(b, noisy->param_data, noisy->num_param_floats);
+    double sum = 0, sum2 = 0;
+    size_t n = 0;
+    int backs = 0;
+    for (int p = 0; p < exact->num_params; p++) {
+        const bf_param *q = &exact->params[p];
+        if (!strstr(q->name, "back_weight")) {
+            CHECK(memcmp(he + q->offset, hn + q->offset, q->count * sizeof(float)) == 0,
+                  "symmetric_init_noise: %s is untouched", q->name);
+            continue;
+        }
+        backs++;
+        for (size_t i = 0; i < q->count; i++) {
+            const double w = he[q->offset + i];
+            if (fabs(w) < 1e-3) continue; /* the ratio of a weight near 0 says little */
+            const double r = hn[q->offset + i] / w - 1.0;
+            sum += r, sum2 += r * r, n++;
+        }
+    }
+    const double mean = n ? sum / n : 1, sd = n ? sqrt(sum2 / n - mean * mean) : 0;
+    CHECK(backs == 6 && n > 10000, "symmetric_init_noise: %d back_weights, %zu ratios", backs, n);
+    CHECK(fabs(mean) < 5 * 0.05 / sqrt((double)n) && fabs(sd - 0.05) < 5 * 0.05 / sqrt(2.0 * n),
+          "symmetric_init_noise = 0.05: B / W^T - 1 has mean %.5f and sd %.5f over %zu elements, want 0 and 0.05", mean,
+          sd, n);
+    free(he), free(hn);
+    bf_butd_destroy(exact);
+    bf_butd_destroy(noisy);
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    CHECK_OK(bf_config_set(&cfg, "butd.network=fc"));
+    CHECK_OK(bf_config_set(&cfg, "butd.weights=separate"));
+    CHECK_OK(bf_config_set(&cfg, "butd.symmetric_init_noise=0.05"));
+    CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG && strstr(bf_last_error(), "symmetric_init = true"),
+          "symmetric_init_noise without symmetric_init is refused naming it: %s", bf_last_error());
+    CHECK_OK(bf_config_set(&cfg, "butd.symmetric_init=true"));
+    CHECK_OK(bf_config_validate(&cfg));
 }
 
 /* ---- the residual downsample with separate weights ---- */
@@ -406,6 +466,7 @@ int main(void) {
     CHECK_OK(bf_backend_create_cpu(1, &b));
     if (!b) return bf_test_finish();
     test_td_init(b);
+    test_symmetric_init_noise(b);
     test_downsample_init(b);
     test_downsample_update(b);
     test_downsample_td(b);

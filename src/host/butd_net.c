@@ -211,6 +211,15 @@ static void fill_uniform_host(float *x, size_t n, float bound, uint64_t seed) {
     for (size_t i = 0; i < n; i++) x[i] = bound * (2.0f * bf_uniform(seed, (uint64_t)i) - 1.0f);
 }
 
+/* symmetric_init_noise: every element of a symmetric B times (1 + std N(0, 1)) (the reference's
+ * NoiseInit), the normal draws by Box-Muller from B's own seed (which a symmetric B draws nothing else from). */
+static void perturb_symmetric_host(float *x, size_t n, float std, uint64_t seed) {
+    for (size_t i = 0; std > 0 && i < n; i++) {
+        const double u1 = 1.0 - bf_uniform(seed, 2 * i), u2 = bf_uniform(seed, 2 * i + 1);
+        x[i] *= (float)(1.0 + std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+    }
+}
+
 /* The bound of an independent draw of B, fan_in from B's own shape (spec 2.3): kaiming_uniform_
  * with a = 0, U(+-sqrt(6/fan_in)) (the reference's current code), or with a = sqrt 5,
  * U(+-1/sqrt(fan_in)) (its older code, [butd] td_init = legacy). */
@@ -393,9 +402,11 @@ bf_status bf_butd_finalize(bf_butd_net *net, int num_classes) {
                                   bf_seed_derive((uint64_t)o->seed, BF_STREAM_INIT, (uint64_t)ws[k]));
                 if (ts[k] < 0) continue;
                 const bf_param *pt = &net->params[ts[k]];
-                if (o->symmetric_init)
+                if (o->symmetric_init) {
                     memcpy(host + pt->offset, host + pw->offset, pt->count * sizeof(float));
-                else
+                    perturb_symmetric_host(host + pt->offset, pt->count, o->symmetric_init_noise,
+                                           bf_seed_derive((uint64_t)o->seed, BF_STREAM_INIT, (uint64_t)ts[k]));
+                } else
                     fill_uniform_host(host + pt->offset, pt->count, td_init_bound(o, pt),
                                       bf_seed_derive((uint64_t)o->seed, BF_STREAM_INIT, (uint64_t)ts[k]));
             }
@@ -411,15 +422,19 @@ bf_status bf_butd_finalize(bf_butd_net *net, int num_classes) {
         }
         if (l->td_w >= 0) {
             const bf_param *t = &net->params[l->td_w];
-            if (o->symmetric_init && l->kind == BF_BUTD_LINEAR) {
-                int out = l->linear.out, in = l->linear.in;
-                for (int r = 0; r < out; r++)
-                    for (int c = 0; c < in; c++) host[t->offset + (size_t)c * out + r] = host[w->offset + (size_t)r * in + c];
-            } else if (o->symmetric_init) {
-                memcpy(host + t->offset, host + w->offset, t->count * sizeof(float));
+            const uint64_t seed = bf_seed_derive((uint64_t)o->seed, BF_STREAM_INIT, (uint64_t)l->td_w);
+            if (!o->symmetric_init) {
+                fill_uniform_host(host + t->offset, t->count, td_init_bound(o, t), seed);
             } else {
-                fill_uniform_host(host + t->offset, t->count, td_init_bound(o, t),
-                                  bf_seed_derive((uint64_t)o->seed, BF_STREAM_INIT, (uint64_t)l->td_w));
+                if (l->kind == BF_BUTD_LINEAR) {
+                    int out = l->linear.out, in = l->linear.in;
+                    for (int r = 0; r < out; r++)
+                        for (int c = 0; c < in; c++)
+                            host[t->offset + (size_t)c * out + r] = host[w->offset + (size_t)r * in + c];
+                } else {
+                    memcpy(host + t->offset, host + w->offset, t->count * sizeof(float));
+                }
+                perturb_symmetric_host(host + t->offset, t->count, o->symmetric_init_noise, seed);
             }
         }
     }

@@ -6,7 +6,8 @@
 bf_status bf_butd_build(bf_backend *b, const bf_butd_config *cfg, int c, int h, int w, int max_batch,
                         int num_classes, int num_tasks, long seed, bf_butd_net **out) {
     bf_butd_options opt = {.learning = (bf_butd_learning)cfg->learning, .shared_weights = cfg->shared_weights,
-                           .symmetric_init = cfg->symmetric_init, .td_init_legacy = cfg->td_init_legacy,
+                           .symmetric_init = cfg->symmetric_init,
+                           .symmetric_init_noise = cfg->symmetric_init_noise, .td_init_legacy = cfg->td_init_legacy,
                            .downsample_always_shared = cfg->downsample_always_shared, .guided = cfg->guided,
                            .num_tasks = num_tasks, .task_embedding = cfg->task_embedding, .noise_std = cfg->noise_std,
                            .batch_norm = cfg->batch_norm, .train_task_head = cfg->train_task_head,

@@ -213,7 +213,9 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
         /* [butd] keys of another BU-TD network, or of another weight or task setting */
         static const char *const fc_only[] = {"depth", NULL}, *const simple_only[] = {"conv_channels", NULL};
         static const char *const not_resnet[] = {"hidden", NULL}, *const guided_only[] = {"task_embedding", NULL};
-        static const char *const separate_only[] = {"symmetric_init", "td_init", "downsample_always_shared", NULL};
+        static const char *const separate_only[] = {"symmetric_init", "symmetric_init_noise", "td_init",
+                                                    "downsample_always_shared", NULL};
+        static const char *const symmetric_only[] = {"symmetric_init_noise", NULL};
         static const char *const resnet_only[] = {"downsample_always_shared", NULL};
         if (bt->network != 1 && changed_key(cfg, "butd", fc_only, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s applies to [butd] network = fc only (got %s)", text, network);
@@ -227,6 +229,8 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
         if (bt->shared_weights && changed_key(cfg, "butd", separate_only, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s applies to [butd] weights = separate only (shared weights have no B)",
                             text);
+        if (!bt->symmetric_init && changed_key(cfg, "butd", symmetric_only, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s needs [butd] symmetric_init = true (it perturbs B = W^T)", text);
         if (bt->network != 3 && changed_key(cfg, "butd", resnet_only, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s applies to [butd] network = resnet18 only (its 1x1 downsamples)", text);
     }
