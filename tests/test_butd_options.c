@@ -9,6 +9,8 @@
  *     reaches the network;
  *   - symmetric_init_noise: B starts as W^T times (1 + 0.05 N(0, 1)) per element, W untouched; refused
  *     without symmetric_init;
+ *   - feedback_alignment: two SGD steps with momentum and weight decay leave every back_weight
+ *     bit for bit at its initial value while W moves (without it B moves); refused with backprop;
  *   - [optim] grad_clip_norm in BU-TD training: one SGD step is the unclipped one times
  *     clip / norm, and metrics.jsonl logs grad_norm, the update's global norm. */
 #include <math.h>
@@ -396,15 +398,12 @@ static double logged_grad_norm(const char *dir) {
     return norm;
 }
 
-/* One training step (one batch, one epoch) from the seed's initial weights; *w gets the final
- * weights in the network's layout. */
-static double train_one_step(const char *dir, float lr, float clip, const bf_butd_net *layout, float *w) {
-    bf_config cfg;
-    configure_clip(&cfg, dir, lr, clip);
+/* Trains cfg; *w gets the final weights in the network's layout. Returns the steps taken. */
+static long train_weights(const bf_config *cfg, const bf_butd_net *layout, float *w) {
     bf_train_options opt = {.quiet = 1};
     bf_train_result res;
-    CHECK_OK(bf_train(&cfg, &opt, &res));
-    CHECK(res.steps_done == 1, "grad_clip_norm %g: one step (%ld)", clip, res.steps_done);
+    memset(&res, 0, sizeof res);
+    CHECK_OK(bf_train(cfg, &opt, &res));
     bf_st_file *f = NULL;
     CHECK_OK(bf_safetensors_read(res.checkpoint, &f));
     for (int p = 0; f && p < layout->num_params; p++) {
@@ -412,7 +411,62 @@ static double train_one_step(const char *dir, float lr, float clip, const bf_but
         CHECK_OK(bf_safetensors_copy_out(f, q->name, BF_DTYPE_F32, q->ndim, q->shape, w + q->offset));
     }
     bf_safetensors_close(f);
+    return res.steps_done;
+}
+
+/* One training step (one batch, one epoch) from the seed's initial weights; *w gets the final
+ * weights in the network's layout. */
+static double train_one_step(const char *dir, float lr, float clip, const bf_butd_net *layout, float *w) {
+    bf_config cfg;
+    configure_clip(&cfg, dir, lr, clip);
+    long steps = train_weights(&cfg, layout, w);
+    CHECK(steps == 1, "grad_clip_norm %g: one step (%ld)", clip, steps);
     return logged_grad_norm(dir);
+}
+
+/* ---- feedback_alignment: B never moves ---- */
+
+/* Two SGD steps with momentum and weight decay (B kept across the optimiser's step): under
+ * feedback_alignment every back_weight ends bit for bit at its initial value while W moves; without
+ * it B moves too. Refused with learning = backprop. */
+static void test_feedback_alignment(const char *root) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    for (int fa = 0; fa < 2; fa++) {
+        bf_config cfg;
+        char dir[300];
+        snprintf(dir, sizeof dir, "%s/fa%d", root, fa);
+        configure_clip(&cfg, dir, 0.2f, 0.0f);
+        const char *sets[] = {"data.batch_size=10", "optim.momentum=0.9", "optim.weight_decay=0.01"};
+        for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) CHECK_OK(bf_config_set(&cfg, sets[i]));
+        if (fa) CHECK_OK(bf_config_set(&cfg, "butd.feedback_alignment=true"));
+        bf_butd_net *init = NULL;
+        CHECK_OK(bf_butd_build(b, &cfg.butd, 1, 8, 8, 10, 10, 0, cfg.run.seed, &init));
+        if (!init) continue;
+        float *w0 = bf_test_download(b, init->param_data, init->num_param_floats);
+        float *w = calloc(init->num_param_floats, sizeof(float));
+        CHECK(train_weights(&cfg, init, w) == 2, "feedback_alignment = %d: two steps", fa);
+        for (int p = 0; p < init->num_params; p++) {
+            const bf_param *q = &init->params[p];
+            const int same = memcmp(w0 + q->offset, w + q->offset, q->count * sizeof(float)) == 0;
+            if (strstr(q->name, "back_weight"))
+                CHECK(same == fa, "feedback_alignment = %s: %s %s", fa ? "true" : "false", q->name,
+                      fa ? "stays at its initial value" : "moves (the mirror update)");
+            else if (strstr(q->name, ".weight"))
+                CHECK(!same, "feedback_alignment = %s: %s moves", fa ? "true" : "false", q->name);
+        }
+        free(w0), free(w);
+        bf_butd_destroy(init);
+    }
+    bf_backend_destroy(b);
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    CHECK_OK(bf_config_set(&cfg, "butd.network=fc"));
+    CHECK_OK(bf_config_set(&cfg, "butd.weights=separate"));
+    CHECK_OK(bf_config_set(&cfg, "butd.learning=backprop"));
+    CHECK_OK(bf_config_set(&cfg, "butd.feedback_alignment=true"));
+    CHECK(bf_config_validate(&cfg) == BF_ERR_CONFIG && strstr(bf_last_error(), "counter_hebb only"),
+          "feedback_alignment with backprop is refused: %s", bf_last_error());
 }
 
 static void test_grad_clip(const char *root) {
@@ -474,6 +528,7 @@ int main(void) {
     bf_backend_destroy(b);
     test_downsample_config();
     test_grad_clip(root);
+    test_feedback_alignment(root);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);

@@ -50,6 +50,7 @@ typedef struct bf_butd_options {
     int shared_weights;      /* 1: the TD op uses W itself; 0: a separate weight B */
     int symmetric_init;      /* separate weights: B starts as W^T instead of an independent draw */
     float symmetric_init_noise; /* symmetric_init: each element of B times (1 + this x N(0, 1)) */
+    int feedback_alignment;  /* separate weights, Counter-Hebb: B gets no update (fixed random feedback) */
     int td_init_legacy;      /* independent B: U(+-1/sqrt(fan_in)) (the reference's older a = sqrt 5)
                                 instead of U(+-sqrt(6/fan_in)) (its current a = 0) */
     int downsample_always_shared; /* separate weights: residual 1x1 downsamples still use W (no B) */

@@ -209,6 +209,7 @@ typedef struct bf_butd_config {
     int shared_weights;        /* weights = shared (1) | separate (0) */
     int symmetric_init;        /* separate: B starts as W^T */
     float symmetric_init_noise; /* symmetric_init: B = W^T x (1 + this x N(0, 1)), elementwise (NoiseInit) */
+    int feedback_alignment;    /* separate, counter_hebb: B is never updated (the reference's FA) */
     int td_init_legacy;        /* separate, not symmetric_init: B drawn as the older reference code did */
     int downsample_always_shared; /* separate: residual 1x1 downsample convs still share W (reference) */
     int guided;                /* instruction pass + GaLU (needs a multi-task dataset) */

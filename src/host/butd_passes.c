@@ -185,6 +185,10 @@ static float noise_factor(const bf_butd_net *net, int which) {
     return 1.0f + net->opt.noise_std * sqrtf(-2.0f * logf(u1)) * cosf(6.28318530718f * u2);
 }
 
+/* Where the Counter-Hebb update writes B's mirror update: B's gradient, or nowhere under
+ * feedback_alignment (B's gradient is then zeroed apart: B never moves). */
+static float *mirror_target(const bf_butd_net *net, float *dtd) { return net->opt.feedback_alignment ? NULL : dtd; }
+
 /* One conv's update: Counter-Hebb (mirror into dtd) or backprop (the weight gradient / n). */
 static bf_status conv_update(bf_butd_net *net, const bf_conv2d_shape *s, const float *bu, const float *td, int w,
                              int td_w) {
@@ -192,12 +196,13 @@ static bf_status conv_update(bf_butd_net *net, const bf_conv2d_shape *s, const f
     float *dw = param(net, net->grad_data, w), *dtd = param(net, net->grad_data, td_w);
     size_t count = net->params[w].count;
     if (net->opt.learning == BF_BUTD_COUNTER_HEBB) {
-        BF_TRY(b->ops->counter_hebb_conv2d(b, s, bu, td, dw, NULL, dtd));
+        float *mirror = mirror_target(net, dtd);
+        BF_TRY(b->ops->counter_hebb_conv2d(b, s, bu, td, dw, NULL, mirror));
         if (net->opt.noise_std > 0.0f) {
             BF_TRY(b->ops->scale(b, dw, noise_factor(net, 2 * w), count));
-            if (dtd) BF_TRY(b->ops->scale(b, dtd, noise_factor(net, 2 * w + 1), count));
+            if (mirror) BF_TRY(b->ops->scale(b, mirror, noise_factor(net, 2 * w + 1), count));
         }
-        return BF_OK;
+        return dtd && !mirror ? b->ops->fill(b, dtd, 0.0f, count) : BF_OK;
     }
     BF_TRY(b->ops->conv2d_backward_filter(b, s, bu, td, dw, NULL));
     BF_TRY(b->ops->scale(b, dw, 1.0f / (float)net->batch, count));
@@ -221,18 +226,19 @@ static bf_status layer_update(bf_butd_net *net, int i, const float *td) {
     const float *bu = net->act[i];
     int n = net->batch;
     if (net->opt.learning == BF_BUTD_COUNTER_HEBB) {
+        float *mirror = mirror_target(net, dtd);
         if (l->kind == BF_BUTD_CONV)
-            BF_TRY(b->ops->counter_hebb_conv2d(b, &l->conv, bu, td, dw, db, dtd));
+            BF_TRY(b->ops->counter_hebb_conv2d(b, &l->conv, bu, td, dw, db, mirror));
         else
-            BF_TRY(b->ops->counter_hebb_linear(b, &l->linear, bu, td, dw, db, dtd));
+            BF_TRY(b->ops->counter_hebb_linear(b, &l->linear, bu, td, dw, db, mirror));
         if (net->opt.noise_std > 0.0f) {
             /* AddNoise: W and B each get their own scalar; the bias's update is left as it is, as
              * the reference's counter_hebbian_update_value leaves bias.grad */
             const bf_param *pw = &net->params[l->w];
             BF_TRY(b->ops->scale(b, dw, noise_factor(net, 2 * l->w), pw->count));
-            if (dtd) BF_TRY(b->ops->scale(b, dtd, noise_factor(net, 2 * l->w + 1), pw->count));
+            if (mirror) BF_TRY(b->ops->scale(b, mirror, noise_factor(net, 2 * l->w + 1), pw->count));
         }
-        return BF_OK;
+        return dtd && !mirror ? b->ops->fill(b, dtd, 0.0f, net->params[l->td_w].count) : BF_OK;
     }
     /* Backprop: the engine's weight-gradient ops, then 1/n for the batch-mean loss. B gets nothing. */
     if (l->kind == BF_BUTD_CONV)

@@ -112,10 +112,11 @@ static bf_status setup(butd_run *r) {
     bf_dp_sync_hook(r->dp, r->backend, &r->net->sync_sums, &r->net->sync_ctx);
     BF_TRY(bf_optimizer_create(r->backend, &cfg->optim, r->net->num_param_floats, &r->optim));
     bf_backend *b = r->backend;
-    /* Backprop gives a separate B no gradient, and PyTorch's optimisers skip a parameter without
-     * one; ours steps every float, and weight decay would shrink B (which the instruction pass
-     * reads): B is kept across each step instead. */
-    if (cfg->butd.learning != BF_BUTD_COUNTER_HEBB && !cfg->butd.shared_weights && cfg->optim.weight_decay > 0) {
+    /* Backprop (and Counter-Hebb under feedback_alignment) gives a separate B no gradient, and
+     * PyTorch's optimisers skip a parameter without one; ours steps every float, and weight decay
+     * would shrink B (which the instruction and TD passes read): B is kept across each step instead. */
+    const int b_fixed = cfg->butd.learning != BF_BUTD_COUNTER_HEBB || cfg->butd.feedback_alignment;
+    if (b_fixed && !cfg->butd.shared_weights && cfg->optim.weight_decay > 0) {
         size_t floats = 0;
         for (int p = 0; p < r->net->num_params; p++)
             if (is_td_weight(&r->net->params[p])) floats += r->net->params[p].count;

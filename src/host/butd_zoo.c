@@ -7,7 +7,8 @@ bf_status bf_butd_build(bf_backend *b, const bf_butd_config *cfg, int c, int h, 
                         int num_classes, int num_tasks, long seed, bf_butd_net **out) {
     bf_butd_options opt = {.learning = (bf_butd_learning)cfg->learning, .shared_weights = cfg->shared_weights,
                            .symmetric_init = cfg->symmetric_init,
-                           .symmetric_init_noise = cfg->symmetric_init_noise, .td_init_legacy = cfg->td_init_legacy,
+                           .symmetric_init_noise = cfg->symmetric_init_noise,
+                           .feedback_alignment = cfg->feedback_alignment, .td_init_legacy = cfg->td_init_legacy,
                            .downsample_always_shared = cfg->downsample_always_shared, .guided = cfg->guided,
                            .num_tasks = num_tasks, .task_embedding = cfg->task_embedding, .noise_std = cfg->noise_std,
                            .batch_norm = cfg->batch_norm, .train_task_head = cfg->train_task_head,
@@ -15,6 +16,9 @@ bf_status bf_butd_build(bf_backend *b, const bf_butd_config *cfg, int c, int h, 
     if (cfg->guided && num_tasks <= 0)
         return bf_error(BF_ERR_CONFIG, "[butd] guided = true needs a multi-task dataset ([data] dataset = "
                                        "multi_mnist | multi_fashion_mnist | celeba)");
+    if (cfg->feedback_alignment && cfg->learning != BF_BUTD_COUNTER_HEBB)
+        return bf_error(BF_ERR_CONFIG, "[butd] feedback_alignment = true applies to learning = counter_hebb only "
+                                       "(backprop never updates B)");
     if (cfg->noise_std > 0 && cfg->learning != BF_BUTD_COUNTER_HEBB)
         return bf_error(BF_ERR_CONFIG, "[butd] noise_std applies to learning = counter_hebb only (the reference's "
                                        "AddNoise scales the Counter-Hebb updates; backprop's gradients take none)");

@@ -157,6 +157,9 @@ static bf_status check_butd_options(const bf_config *cfg) {
     if (bt->batch_norm && bt->learning == 1)
         return bf_error(BF_ERR_CONFIG, "[butd] batch_norm = true needs [butd] learning = backprop (Counter-Hebb is not "
                         "defined through the reference's TD batch-norm; its celeb_a config trains with backprop)");
+    if (bt->feedback_alignment && bt->learning != 1)
+        return bf_error(BF_ERR_CONFIG, "[butd] feedback_alignment = true applies to [butd] learning = counter_hebb only "
+                        "(backprop never updates B)");
     if (bt->noise_std > 0 && bt->learning != 1)
         return bf_error(BF_ERR_CONFIG, "[butd] noise_std applies to [butd] learning = counter_hebb only (the reference's "
                         "AddNoise scales the Counter-Hebb updates; backprop's gradients take none)");
@@ -214,7 +217,7 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
         static const char *const fc_only[] = {"depth", NULL}, *const simple_only[] = {"conv_channels", NULL};
         static const char *const not_resnet[] = {"hidden", NULL}, *const guided_only[] = {"task_embedding", NULL};
         static const char *const separate_only[] = {"symmetric_init", "symmetric_init_noise", "td_init",
-                                                    "downsample_always_shared", NULL};
+                                                    "downsample_always_shared", "feedback_alignment", NULL};
         static const char *const symmetric_only[] = {"symmetric_init_noise", NULL};
         static const char *const resnet_only[] = {"downsample_always_shared", NULL};
         if (bt->network != 1 && changed_key(cfg, "butd", fc_only, text, sizeof text))
