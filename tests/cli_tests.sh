@@ -126,6 +126,16 @@ expect "eval refuses bioflex-train's options" 2 "--help-config are bioflex-train
 expect "train refuses eval's --checkpoint" 2 "--checkpoint is a bioflex-eval option; to continue a run use --resume" \
   -- "$train" --checkpoint "$tmp/run" --dry-run "$tmp/tiny.ini"
 expect "eval a run directory" 0 "top-1 [0-9.]+%" -- "$eval_" --checkpoint "$tmp/run" "$tmp/tiny.ini"
+# --loss-surface: a 4 x 4 plane (reference directions) into a CSV of 16 points after its header
+expect "eval writes a loss surface" 0 "loss surface: 4 x 4 points \\(reference directions\\)" -- "$eval_" \
+  --checkpoint "$tmp/run" --loss-surface "$tmp/surface.csv" --set analysis.surface_steps=4 \
+  --set analysis.surface_directions=reference "$tmp/tiny.ini"
+[ "$(grep -c '^-\?[0-9]' "$tmp/surface.csv" 2>/dev/null)" = 16 ] && grep -q '^alpha,beta,loss,top1$' "$tmp/surface.csv" \
+  && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL loss surface CSV: want a header and 16 points"; }
+expect "train refuses --loss-surface" 2 "--loss-surface is a bioflex-eval option" -- "$train" --loss-surface x.csv \
+  --dry-run "$tmp/tiny.ini"
+expect "surface_steps out of range" 2 "surface_steps.*2\\.\\.1000" -- "$eval_" --checkpoint "$tmp/run" \
+  --loss-surface "$tmp/x.csv" --set analysis.surface_steps=1 "$tmp/tiny.ini"
 # a --gpus run's config.ini says gpus = 2 (and device = cuda or auto): bioflex-eval scores on one device
 expect "eval a --gpus run's config on the CPU" 0 "top-1 [0-9.]+%" -- "$eval_" --checkpoint "$tmp/run" --device cpu \
   --set run.gpus=2 "$tmp/tiny.ini"

@@ -21,14 +21,7 @@
 enum { B = 4, S = 8, K = 5 };
 
 static bf_model_config tiny_cnn(void) {
-    bf_config defaults;
-    bf_config_defaults(&defaults);
-    bf_model_config mc = defaults.model;
-    mc.arch = BF_ARCH_CNN;
-    mc.channels[0] = 4;
-    mc.num_channels = 1;
-    mc.hidden = 16;
-    mc.dropout = 0.5f;
+    bf_model_config mc = bf_test_cnn_config(4, 16, 0.5f);
     mc.batchnorm = 0;
     return mc;
 }

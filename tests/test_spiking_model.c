@@ -395,14 +395,7 @@ static void test_lif_network_learns(int spike_count) {
 
 /* A one-conv LIF CNN (4 channels, hidden 8, no dropout) over T steps, the other keys at their defaults. */
 static bf_model_config tiny_lif_cnn(int time_steps) {
-    bf_config defaults;
-    bf_config_defaults(&defaults);
-    bf_model_config mc = defaults.model;
-    mc.arch = BF_ARCH_CNN;
-    mc.channels[0] = 4;
-    mc.num_channels = 1;
-    mc.hidden = 8;
-    mc.dropout = 0;
+    bf_model_config mc = bf_test_cnn_config(4, 8, 0);
     mc.spiking.neuron = BF_NEURON_LIF;
     mc.spiking.time_steps = time_steps;
     return mc;

@@ -164,3 +164,15 @@ float *bf_test_eighths(size_t n, float lo, int levels, unsigned seed) {
     for (size_t i = 0; i < n; i++) p[i] = lo + (float)(rand() % levels) / 8.0f;
     return p;
 }
+
+bf_model_config bf_test_cnn_config(int channels, int hidden, float dropout) {
+    bf_config defaults;
+    bf_config_defaults(&defaults);
+    bf_model_config mc = defaults.model;
+    mc.arch = BF_ARCH_CNN;
+    mc.channels[0] = channels;
+    mc.num_channels = 1;
+    mc.hidden = hidden;
+    mc.dropout = dropout;
+    return mc;
+}

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "bioflex/config.h"
 #include "bioflex/ops.h"
 
 void bf_test_record(int ok, const char *file, int line, const char *fmt, ...)
@@ -63,5 +64,9 @@ float *bf_test_download(bf_backend *b, const float *dev, size_t n);
  * program exits (status 1) when the backend has no memory for it. */
 float *bf_test_alloc(bf_backend *b, size_t n);
 float *bf_test_uniform(bf_backend *b, size_t n, float lo, float hi, unsigned long seed);
+
+/* The [model] defaults with arch = cnn: one conv of `channels`, a hidden layer of `hidden`, the
+ * given dropout; the caller changes what else it needs. */
+bf_model_config bf_test_cnn_config(int channels, int hidden, float dropout);
 
 #endif

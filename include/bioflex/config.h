@@ -202,6 +202,15 @@ typedef struct bf_schedule_config {
     float warmup_start_factor; /* lr starts at lr * this factor */
 } bf_schedule_config;
 
+/* [analysis]: what bioflex-eval --loss-surface computes of a checkpoint (analysis.h). */
+typedef struct bf_analysis_config {
+    int surface_steps;         /* grid points along each direction */
+    float surface_distance;    /* filter_normalized: the coefficients span +-this; reference: norm(theta) x this / steps per step */
+    int surface_batches;       /* test batches scored per point (0 = the whole test split) */
+    int surface_directions;    /* 0 filter_normalized (Li et al.), 1 reference (PlasticFlex's loss_landscapes) */
+    long surface_seed;
+} bf_analysis_config;
+
 /* [butd]: bottom-up/top-down networks with Counter-Hebb learning (include/bioflex/butd.h). */
 typedef struct bf_butd_config {
     int network;               /* 0 none (an ordinary [model] run), 1 fc, 2 simple, 3 resnet18 */
@@ -238,6 +247,7 @@ typedef struct bf_config {
     bf_optim_config optim;
     bf_schedule_config schedule;
     bf_butd_config butd;
+    bf_analysis_config analysis;
 } bf_config;
 
 /* Fills every field with its default. */

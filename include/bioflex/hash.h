@@ -78,7 +78,8 @@ enum {
     BF_STREAM_SUBSET = 7,    /* dataset subsets */
     BF_STREAM_TASK = 8,      /* multi-task datasets: the random task of each training sample */
     BF_STREAM_MULTI = 9,     /* Multi-MNIST generation: the partner digit and its placement */
-    BF_STREAM_THRESHOLD = 10 /* flex thresholds re-drawn every forward pass (threshold = resample) */
+    BF_STREAM_THRESHOLD = 10, /* flex thresholds re-drawn every forward pass (threshold = resample) */
+    BF_STREAM_SURFACE = 11    /* the loss surface's two directions (analysis.h) */
 };
 
 #endif

@@ -17,6 +17,7 @@ typedef struct bf_cli {
     int num_sets;
     const char *resume;                  /* --resume DIR (train) */
     const char *checkpoint;              /* --checkpoint DIR (eval) */
+    const char *loss_surface;            /* --loss-surface FILE.csv (eval) */
     int dry_run, help, version, help_config;
 } bf_cli;
 

@@ -127,6 +127,7 @@ static const enum_name schedule_names[] = {
     {"constant", BF_SCHED_CONSTANT}, {"step", BF_SCHED_STEP},
     {"multistep", BF_SCHED_MULTISTEP}, {"cosine", BF_SCHED_COSINE}, {NULL, 0}};
 static const enum_name butd_network_names[] = {{"none", 0}, {"fc", 1}, {"simple", 2}, {"resnet18", 3}, {NULL, 0}};
+static const enum_name surface_direction_names[] = {{"filter_normalized", 0}, {"reference", 1}, {NULL, 0}};
 static const enum_name butd_learning_names[] = {{"backprop", 0}, {"counter_hebb", 1}, {NULL, 0}};
 static const enum_name butd_weights_names[] = {{"separate", 0}, {"shared", 1}, {NULL, 0}};
 static const enum_name butd_td_init_names[] = {{"current", 0}, {"legacy", 1}, {NULL, 0}};
@@ -311,6 +312,11 @@ static const key_spec key_table[] = {
     BOOL_KEY("butd", "train_task_head", butd.train_task_head, "false", "guided: train the task head (the reference keeps it a fixed random network) by backprop through the instruction pass, the GaLU gate 1[td > 0] taken as having derivative 1 (straight-through; its true derivative is 0); the core weights still learn by [butd] learning alone; network = fc | simple, no batch_norm"),
     BOOL_KEY("butd", "multi_decoders", butd.multi_decoders, "false", "guided: one decoder per task, the head having num_classes outputs for each task and the sample's task selecting its own (the reference's multi_decoders; its Counter-Hebb version hard-codes 2 tasks, here any number)"),
     ENUM_KEY("butd", "loss", butd.loss, butd_loss_names, "cross_entropy", "cross_entropy: softmax over num_classes logits; bce: one logit per sample with sigmoid binary cross-entropy, label 0 or 1, predicted 1 when the logit is > 0 (the reference's per-task binary heads, CelebA attributes)"),
+    INT_KEY("analysis", "surface_steps", analysis.surface_steps, 2, 1000, "21", "bioflex-eval --loss-surface: grid points along each of the two directions (the reference's 100)"),
+    FLOAT_KEY("analysis", "surface_distance", analysis.surface_distance, 0, NO_MAX, MIN_OPEN, "1", "filter_normalized: the coefficients of both directions span [-this, this]; reference: each step is norm(theta) x this / surface_steps, so the plane spans +-this/2 norm(theta)"),
+    INT_KEY("analysis", "surface_batches", analysis.surface_batches, 0, NO_MAX, "1", "test batches (eval_batch_size, in file order) whose mean loss and top-1 each grid point gets (0 = the whole test split)"),
+    ENUM_KEY("analysis", "surface_directions", analysis.surface_directions, surface_direction_names, "filter_normalized", "filter_normalized: Gaussian directions, each output filter of a weight scaled to that filter's norm in theta, biases and other 1-D tensors left still (Li et al. 2018, what the reference meant); reference: PlasticFlex's loss_landscapes random_plane, U[0,1) directions, the second orthogonalised to the first, 1-D tensors scaled to their norm in theta, both then scaled to norm(theta) x distance / steps"),
+    LONG_KEY("analysis", "surface_seed", analysis.surface_seed, 0, NO_MAX, "42", "seed of the two directions (the reference's 42)"),
 };
 #define NUM_KEYS (sizeof key_table / sizeof key_table[0])
 _Static_assert(NUM_KEYS <= BF_CONFIG_KEY_SLOTS, "raise BF_CONFIG_KEY_SLOTS (config.h) to the number of keys");
@@ -329,6 +335,7 @@ static const section_spec section_table[] = {
     {"schedule", "Learning-rate schedule and warm-up."},
     {"spiking", "Spiking neurons over time (PlasticFlex); neuron = none trains the ANN."},
     {"butd", "Bottom-up/top-down networks with Counter-Hebb learning; network = none trains [model]."},
+    {"analysis", "What bioflex-eval --loss-surface computes of a checkpoint."},
 };
 #define NUM_SECTIONS (sizeof section_table / sizeof section_table[0])
 

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bioflex/analysis.h"
 #include "bioflex/checkpoint.h"
 #include "bioflex/train.h"
 #include "cli.h"
@@ -9,16 +10,38 @@
 #include "task_eval.h"
 
 static const char usage[] =
-    "usage: bioflex-eval --checkpoint DIR [--device cpu|cuda|auto] [--set section.key=value]... cfg.ini\n"
+    "usage: bioflex-eval --checkpoint DIR [--loss-surface FILE.csv] [--device cpu|cuda|auto]\n"
+    "                    [--set section.key=value]... cfg.ini\n"
     "       bioflex-eval --help | --version\n"
     "\n"
     "  --checkpoint DIR   a checkpoint directory, or a run directory (its latest checkpoint)\n"
+    "  --loss-surface FILE.csv  also the loss and top-1 over a plane of weights through the checkpoint's,\n"
+    "                     as [analysis] surface_* say (one CSV line per grid point: alpha,beta,loss,top1)\n"
     "  --device cpu|cuda|auto  backend to evaluate on (default: [run] device)\n"
     "  --set s.k=v        override a config key (e.g. data.test_limit=1000)\n"
     "prints test loss, top-1 and top-5 accuracy (BU-TD networks: accuracy, per task when guided);\n"
     "exit status 0 success, 2 bad command line or config, 1 failure\n";
 
-static bf_status evaluate_checkpoint(const bf_config *cfg, const char *checkpoint, bf_eval_result *res, char *dir) {
+/* --loss-surface: the plane's losses into path (analysis.h), from the loaded model and test loader. */
+static bf_status write_loss_surface(const bf_config *cfg, bf_model *m, bf_loader *loader, const char *path) {
+    const bf_analysis_config *a = &cfg->analysis;
+    const bf_loss_surface_options o = {.steps = a->surface_steps, .distance = a->surface_distance,
+                                       .batches = a->surface_batches,
+                                       .directions = (bf_surface_directions)a->surface_directions,
+                                       .seed = (uint64_t)a->surface_seed};
+    FILE *csv = fopen(path, "w");
+    if (!csv) return bf_error(BF_ERR_IO, "--loss-surface: cannot write %s", path);
+    double center = 0;
+    bf_status s = bf_loss_surface(m, loader, cfg->optim.label_smoothing, &o, csv, &center);
+    if (fclose(csv) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--loss-surface: cannot write %s", path);
+    if (s == BF_OK)
+        printf("loss surface: %d x %d points (%s directions), loss %.4f at the checkpoint's weights -> %s\n", o.steps,
+               o.steps, o.directions == BF_SURFACE_REFERENCE ? "reference" : "filter_normalized", center, path);
+    return s;
+}
+
+static bf_status evaluate_checkpoint(const bf_config *cfg, const char *checkpoint, const char *surface,
+                                     bf_eval_result *res, char *dir) {
     bf_backend *b = NULL;
     bf_dataset *test = NULL;
     bf_loader *loader = NULL;
@@ -34,6 +57,7 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const char *checkpoin
     o.shuffle = 0; /* the whole test split, in order, whatever [run] val_batches says */
     if (s == BF_OK) s = bf_loader_create(test, &o, &loader);
     if (s == BF_OK) s = bf_evaluate_batches(m, loader, cfg->optim.label_smoothing, epoch, 0, res);
+    if (s == BF_OK && surface) s = write_loss_surface(cfg, m, loader, surface);
     bf_loader_destroy(loader);
     bf_model_destroy(m);
     bf_dataset_free(test);
@@ -84,6 +108,10 @@ int main(int argc, char **argv) {
     bf_eval_result res;
     char dir[BF_PATH_MAX];
     note_other_network(&cfg, cli.checkpoint);
+    if (cfg.butd.network != 0 && cli.loss_surface) {
+        fprintf(stderr, "bioflex-eval: --loss-surface applies to [model] networks, not [butd] ones\n");
+        return BF_EXIT_USAGE;
+    }
     if (cfg.butd.network != 0) { /* a BU-TD network ([butd]): one accuracy, per task when guided */
         bf_task_eval_result tasks = {0};
         bf_status s = bf_butd_evaluate_checkpoint(&cfg, cli.checkpoint, &res, &tasks, dir);
@@ -97,7 +125,7 @@ int main(int argc, char **argv) {
             printf("  task %d: accuracy %.2f%%  loss %.4f\n", k, 100 * tasks.task_accuracy[k], tasks.task_loss[k]);
         return BF_EXIT_OK;
     }
-    bf_status s = evaluate_checkpoint(&cfg, cli.checkpoint, &res, dir);
+    bf_status s = evaluate_checkpoint(&cfg, cli.checkpoint, cli.loss_surface, &res, dir);
     if (s != BF_OK) {
         fprintf(stderr, "error: %s\n", bf_last_error());
         return s == BF_ERR_CONFIG ? BF_EXIT_USAGE : BF_EXIT_RUNTIME;

@@ -207,6 +207,10 @@ int main(int argc, char **argv) {
                 usage);
         return BF_EXIT_USAGE;
     }
+    if (cli.loss_surface) {
+        fprintf(stderr, "bioflex-train: --loss-surface is a bioflex-eval option (of a checkpoint)\n\n%s", usage);
+        return BF_EXIT_USAGE;
+    }
     bf_config cfg;
     rc = bf_cli_load_config(&cli, &cfg);
     if (rc != BF_EXIT_OK) return rc;
