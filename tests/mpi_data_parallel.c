@@ -196,6 +196,25 @@ static void same_as_bioflex_eval(const char *train_log, const char *eval_log, co
           train_loss, eval_top1, eval_loss);
 }
 
+/* cfg with the --set options `sets` trained in one process (tmp/<name>_single) and on 2 ranks
+ * (tmp/<name>_mpi, logs beside them): both must finish, at the same final weights. */
+static void single_and_two_ranks(const char *name, const char *cfg, const char *sets, const char *what) {
+    char log[128], dirs[2][128];
+    snprintf(dirs[0], sizeof dirs[0], "%s_single", name);
+    snprintf(dirs[1], sizeof dirs[1], "%s_mpi", name);
+    for (int k = 0; k < 2; k++) {
+        snprintf(log, sizeof log, "%s.log", dirs[k]);
+        int rc = run(log, "%s%s %s --set run.dir=%s/%s %s", k ? MPIRUN : "", TRAIN, cfg, tmp, dirs[k], sets);
+        CHECK(rc == 0, "%s: the %s run exited %d (see %s/%s)", what, k ? "mpirun -np 2" : "single-process", rc, tmp,
+              log);
+    }
+    char a[200], b[200], label[200];
+    snprintf(a, sizeof a, "%s/checkpoints/epoch_0002", dirs[0]);
+    snprintf(b, sizeof b, "%s/checkpoints/epoch_0002", dirs[1]);
+    snprintf(label, sizeof label, "%s: 2 ranks vs 1 process", what);
+    compare_weights(a, b, label);
+}
+
 /* name in tmp: [run], then [data] (its generated-data keys where procedural), then [model] (where
  * model) and [optim]. The BU-TD runs take a file without [model] and the multi-task one without the
  * generated-data keys: a key the run would not read is refused. */
@@ -274,12 +293,7 @@ static void driver(const char *self) {
      * one process with evaluation batches of another size. */
     const char *drawn = "--set spiking.neuron=lif --set spiking.time_steps=2 --set spiking.threshold=0.3 "
                         "--set spiking.encoding=rate --set data.normalize=false --set model.dropout=0.3";
-    rc = run("drawn_single.log", "%s %s --set run.dir=%s/drawn_single %s", TRAIN, cfg, tmp, drawn);
-    CHECK(rc == 0, "single-process rate-coded run exited %d (see %s/drawn_single.log)", rc, tmp);
-    rc = run("drawn_mpi.log", MPIRUN "%s %s --set run.dir=%s/drawn_mpi %s", TRAIN, cfg, tmp, drawn);
-    CHECK(rc == 0, "mpirun -np 2 rate-coded run exited %d (see %s/drawn_mpi.log)", rc, tmp);
-    compare_weights("drawn_single/checkpoints/epoch_0002", "drawn_mpi/checkpoints/epoch_0002",
-                    "rate-coded LIF CNN with dropout: 2 ranks vs 1 process");
+    single_and_two_ranks("drawn", cfg, drawn, "rate-coded LIF CNN with dropout");
     check_trained("drawn_single/checkpoints/epoch_0001", "drawn_single/checkpoints/epoch_0002");
     rc = run("drawn_eval.log", "%s/bioflex-eval --checkpoint %s/drawn_mpi %s %s --set data.eval_batch_size=7",
              BIOFLEX_BINARY_DIR, tmp, cfg, drawn);
@@ -289,11 +303,7 @@ static void driver(const char *self) {
     /* BU-TD (butd_train.c, its own loop): Counter-Hebb with separate weights, grad_data averaged. */
     const char *butd = "--set butd.network=fc --set butd.hidden=16 --set butd.weights=separate "
                        "--set butd.learning=counter_hebb";
-    rc = run("butd_single.log", "%s %s --set run.dir=%s/butd_single %s", TRAIN, butd_cfg, tmp, butd);
-    CHECK(rc == 0, "single-process BU-TD run exited %d (see %s/butd_single.log)", rc, tmp);
-    rc = run("butd_mpi.log", MPIRUN "%s %s --set run.dir=%s/butd_mpi %s", TRAIN, butd_cfg, tmp, butd);
-    CHECK(rc == 0, "mpirun -np 2 BU-TD run exited %d (see %s/butd_mpi.log)", rc, tmp);
-    compare_weights("butd_single/checkpoints/epoch_0002", "butd_mpi/checkpoints/epoch_0002", "BU-TD: 2 ranks vs 1 process");
+    single_and_two_ranks("butd", butd_cfg, butd, "BU-TD");
     check_trained("butd_single/checkpoints/epoch_0001", "butd_single/checkpoints/epoch_0002");
     CHECK(count_in_file("butd_mpi.log", "checkpoint: ") == 2, "BU-TD checkpoint lines: %d, want 2 (rank 0 only)",
           count_in_file("butd_mpi.log", "checkpoint: "));
@@ -326,12 +336,7 @@ static void driver(const char *self) {
     const char *guided = "--set data.dataset=multi_fashion_mnist --set data.train_limit=96 --set data.test_limit=40 "
                          "--set butd.network=simple --set butd.conv_channels=4,4 --set butd.hidden=8 "
                          "--set butd.task_embedding=6 --set butd.guided=true --set butd.learning=counter_hebb";
-    rc = run("guided_single.log", "%s %s --set run.dir=%s/guided_single %s", TRAIN, multi_cfg, tmp, guided);
-    CHECK(rc == 0, "single-process guided BU-TD run exited %d (see %s/guided_single.log)", rc, tmp);
-    rc = run("guided_mpi.log", MPIRUN "%s %s --set run.dir=%s/guided_mpi %s", TRAIN, multi_cfg, tmp, guided);
-    CHECK(rc == 0, "mpirun -np 2 guided BU-TD run exited %d (see %s/guided_mpi.log)", rc, tmp);
-    compare_weights("guided_single/checkpoints/epoch_0002", "guided_mpi/checkpoints/epoch_0002",
-                    "guided BU-TD: 2 ranks vs 1 process");
+    single_and_two_ranks("guided", multi_cfg, guided, "guided BU-TD");
     same_final_eval("guided_single.log", "guided_mpi.log", "guided BU-TD");
 
     /* Batch-norm: with [run] sync_bn the 2 ranks normalise over the global batch, as one process
