@@ -136,6 +136,18 @@ expect "train refuses --loss-surface" 2 "--loss-surface is a bioflex-eval option
   --dry-run "$tmp/tiny.ini"
 expect "surface_steps out of range" 2 "surface_steps.*2\\.\\.1000" -- "$eval_" --checkpoint "$tmp/run" \
   --loss-surface "$tmp/x.csv" --set analysis.surface_steps=1 "$tmp/tiny.ini"
+# --attack: FGSM over 5 epsilons of the first 20 test images into a JSON file; its clean point is
+# bioflex-eval's top-1 of those 20 images
+expect "eval writes an attack" 0 "fgsm attack \\(pixels domain\\): 20 images" -- "$eval_" --checkpoint "$tmp/run" \
+  --attack "$tmp/attack.json" --set analysis.attack_epsilons=5 --set analysis.attack_samples=20 "$tmp/tiny.ini"
+clean=$("$eval_" --checkpoint "$tmp/run" --set data.procedural_test=20 "$tmp/tiny.ini" 2>/dev/null | sed -n 's/.*top-1 \([0-9.]*\)%.*/\1/p')
+first=$(tr -d '\n ' < "$tmp/attack.json" 2>/dev/null | sed -n 's/.*"top1":\[\([0-9.e-]*\),.*/\1/p')
+[ -n "$first" ] && [ -n "$clean" ] && awk -v a="$first" -v b="$clean" 'BEGIN { exit !(a * 100 - b < 0.01 && b - a * 100 < 0.01) }' \
+  && [ "$(tr -d '\n ' < "$tmp/attack.json" | grep -o '"epsilons":\[[^]]*\]' | tr ',' '\n' | wc -l)" = 5 ] \
+  && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL attack JSON: top-1 at epsilon 0 '$first', evaluation '$clean' (5 epsilons wanted)"; }
+expect "train refuses --attack" 2 "--attack is a bioflex-eval option" -- "$train" --attack x.json --dry-run "$tmp/tiny.ini"
+expect "attack_method not known" 2 "attack_method.*fgsm, pgd, gaussian_noise" -- "$eval_" --checkpoint "$tmp/run" \
+  --attack "$tmp/x.json" --set analysis.attack_method=cw "$tmp/tiny.ini"
 # a --gpus run's config.ini says gpus = 2 (and device = cuda or auto): bioflex-eval scores on one device
 expect "eval a --gpus run's config on the CPU" 0 "top-1 [0-9.]+%" -- "$eval_" --checkpoint "$tmp/run" --device cpu \
   --set run.gpus=2 "$tmp/tiny.ini"

@@ -1,4 +1,4 @@
-/* analysis.h - analyses of a trained model (PlasticFlex spec section 7).
+/* analysis.h - analyses of a trained model (PlasticFlex spec sections 6 and 7).
  *
  * Loss surface (section 7.3): the loss and top-1 on a 2-D plane through the trained weights theta,
  * theta + a d1 + b d2 over a grid of (a, b), for two random directions d1, d2 over every parameter
@@ -56,6 +56,65 @@ double bf_loss_surface_coefficient(const bf_loss_surface_options *o, int i);
  * (0, 0) when the grid has that point (an odd steps), else at the point nearest to it. */
 bf_status bf_loss_surface(bf_model *m, bf_loader *loader, float label_smoothing, const bf_loss_surface_options *o,
                           FILE *csv, double *center_loss);
+
+/* Adversarial attacks (section 6 and recommendation 9.6): the test images attacked at each epsilon
+ * of a grid from 0 to epsilon_max, and the model's top-1 and top-5 on the results.
+ *   fgsm: x + epsilon sign(grad), clamped to the pixel range;
+ *   pgd (L-inf, as torchattacks' PGD): from a uniform point of the epsilon ball (random_start) or x,
+ *     pgd_steps steps of pgd_step_fraction x epsilon along sign(grad), each projected on the epsilon
+ *     ball around x and the pixel range;
+ *   gaussian_noise: x + N(0, epsilon^2) per pixel, clamped to the pixel range.
+ * grad is the gradient of the summed cross-entropy with respect to the image, through the model in
+ * evaluation mode (running statistics; spiking networks through time with their surrogate; rate
+ * coding straight through), summed over eot_samples forward passes with their own random draws.
+ * Domains:
+ *   pixels (the default, what the reference means): epsilon is in pixels of the [0, 1] image; the
+ *     attack works on the normalised input the model takes, with the step, the ball and the range
+ *     [0, 1] mapped through the dataset's normalisation channel by channel;
+ *   reference (PlasticFlex's attack_batch): the batch is min-max scaled to [0, 1] over all its values,
+ *     x01 = (x - min) / (max - min), the attack runs on x01 with the model queried on x01 itself, and
+ *     the model is scored on x01_adv / 0.99999 x (max - min) + min (at epsilon 0 too); Gaussian noise
+ *     is not clamped. Its epsilon is thus (max - min) x epsilon in normalised units, and the batch
+ *     (eval_batch_size) matters.
+ * Evaluation passes draw as bf_evaluate's (BF_EVAL_STEP, the sample's position), so the clean point
+ * equals bioflex-eval's score of the same images; gradient passes draw from steps of their own. PGD's
+ * start and the noise are keyed by the sample's place in the split: any batching draws the same. */
+typedef enum bf_attack_method { BF_ATTACK_FGSM = 0, BF_ATTACK_PGD = 1, BF_ATTACK_GAUSSIAN_NOISE = 2 } bf_attack_method;
+typedef enum bf_attack_domain { BF_ATTACK_PIXELS = 0, BF_ATTACK_REFERENCE = 1 } bf_attack_domain;
+
+#define BF_ATTACK_MAX_EPSILONS 1000
+
+typedef struct bf_attack_options {
+    bf_attack_method method;
+    bf_attack_domain domain;
+    int epsilons;              /* grid points, 0 .. epsilon_max evenly (2 .. BF_ATTACK_MAX_EPSILONS) */
+    float epsilon_max;         /* 0: bf_attack_preset_epsilon_max */
+    int pgd_steps;
+    float pgd_step_fraction;
+    int random_start;
+    int eot_samples;
+    int samples;               /* the split's first N images (0 = all) */
+    uint64_t seed;
+} bf_attack_options;
+
+typedef struct bf_attack_result {
+    int samples, epsilons;
+    double epsilon[BF_ATTACK_MAX_EPSILONS], top1[BF_ATTACK_MAX_EPSILONS], top5[BF_ATTACK_MAX_EPSILONS];
+    double auc;                /* the trapezoid area under top-1 over epsilon */
+    double auc_normalized;     /* ... divided by epsilon_max: the mean top-1 over the range */
+    double auc_reference;      /* the reference's, with a spacing of epsilon_max / epsilons (attacks.py:216) */
+} bf_attack_result;
+
+/* The reference's largest epsilon for a method: fgsm 0.64, pgd 23/255, gaussian_noise 0.42. */
+float bf_attack_preset_epsilon_max(bf_attack_method method);
+const char *bf_attack_method_name(bf_attack_method method);
+
+/* Attacks the loader's images (an unshuffled test loader, its first o->samples) on a model built
+ * with input_gradient (model.h), in evaluation mode; the model's mode, step and batch come back. */
+bf_status bf_attack(bf_model *m, bf_loader *loader, const bf_attack_options *o, bf_attack_result *out);
+
+/* The options and results as one JSON object. */
+bf_status bf_attack_write_json(const bf_attack_options *o, const bf_attack_result *r, FILE *f);
 
 #ifdef __cplusplus
 }

@@ -165,6 +165,8 @@ typedef struct bf_model_config {
     int fuse_flex_bn_stats;    /* flex max joint: its forward sums the next batch-norm's statistics (memory_plan.c) */
     int flex_kernels;          /* [run] flex_kernels (kept here: the plan depends on it): CUDA 0 fused, 1 slide
                                 * (bf_cuda_set_flex_kernels) */
+    int input_gradient;        /* not a key: the model's backward also gives the image's gradient
+                                  (bf_model.input_gradient; bioflex-eval --attack sets it) */
     int flex;                  /* every conv becomes a flex layer */
     int fully_flex;            /* the 2x2 max-pools become flex layers too */
     int flex_layers[BF_LIST_MAX]; /* with flex: only these conv sites (0 = the first conv) become flex; empty = all */
@@ -202,13 +204,24 @@ typedef struct bf_schedule_config {
     float warmup_start_factor; /* lr starts at lr * this factor */
 } bf_schedule_config;
 
-/* [analysis]: what bioflex-eval --loss-surface computes of a checkpoint (analysis.h). */
+/* [analysis]: what bioflex-eval --loss-surface and --attack compute of a checkpoint (analysis.h). */
 typedef struct bf_analysis_config {
     int surface_steps;         /* grid points along each direction */
     float surface_distance;    /* filter_normalized: the coefficients span +-this; reference: norm(theta) x this / steps per step */
     int surface_batches;       /* test batches scored per point (0 = the whole test split) */
     int surface_directions;    /* 0 filter_normalized (Li et al.), 1 reference (PlasticFlex's loss_landscapes) */
     long surface_seed;
+    /* bioflex-eval --attack (bf_attack_options) */
+    int attack_method;         /* bf_attack_method: fgsm | pgd | gaussian_noise */
+    float attack_epsilon_max;  /* the largest epsilon, in pixel units (0 = the method's reference grid) */
+    int attack_epsilons;       /* grid points from 0 to attack_epsilon_max */
+    int attack_pgd_steps;
+    float attack_pgd_step_fraction; /* PGD's step alpha = this x epsilon */
+    int attack_random_start;   /* PGD starts at a uniform point of the epsilon ball */
+    int attack_eot_samples;    /* gradients summed over this many forward passes (stochastic models) */
+    int attack_samples;        /* the test split's first N images (0 = all) */
+    int attack_domain;         /* bf_attack_domain: pixels | reference */
+    long attack_seed;
 } bf_analysis_config;
 
 /* [butd]: bottom-up/top-down networks with Counter-Hebb learning (include/bioflex/butd.h). */

@@ -62,6 +62,15 @@ BF_HOST_DEVICE float bf_draw_uniform(bf_draws d, uint64_t i) {
     return bf_uniform(d.seed, (t << 48) + d.first + i);
 }
 
+#if !defined(__CUDACC__)
+#include <math.h>
+/* Standard normal draw i of a seed, on the host: Box-Muller in double from its uniform draws 2i and 2i + 1. */
+static inline double bf_normal(uint64_t seed, uint64_t i) {
+    const double u1 = 1.0 - bf_uniform(seed, 2 * i), u2 = bf_uniform(seed, 2 * i + 1);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+#endif
+
 /* Derives an independent stream seed, e.g. bf_seed_derive(run_seed, BF_STREAM_DROPOUT, step). */
 BF_HOST_DEVICE uint64_t bf_seed_derive(uint64_t seed, uint64_t stream, uint64_t index) {
     return bf_hash64(bf_hash2(seed, stream) ^ bf_hash64(index + 0x632BE59BD9B4E019ull));
@@ -79,7 +88,8 @@ enum {
     BF_STREAM_TASK = 8,      /* multi-task datasets: the random task of each training sample */
     BF_STREAM_MULTI = 9,     /* Multi-MNIST generation: the partner digit and its placement */
     BF_STREAM_THRESHOLD = 10, /* flex thresholds re-drawn every forward pass (threshold = resample) */
-    BF_STREAM_SURFACE = 11    /* the loss surface's two directions (analysis.h) */
+    BF_STREAM_SURFACE = 11,   /* the loss surface's two directions (analysis.h) */
+    BF_STREAM_ATTACK = 12     /* adversarial attacks' random starts and noise (analysis.h) */
 };
 
 #endif

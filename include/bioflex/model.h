@@ -250,6 +250,16 @@ typedef struct bf_model {
      * by bf_model_finalize for every model with a batch-norm layer (NULL without one). */
     double *bn_sync_sums;
     size_t bn_sync_doubles;
+    /* Input gradients (adversarial attacks, analysis.h): set input_gradient before bf_model_finalize,
+     * and bf_model_backward also writes the gradient of the loss with respect to the image batch into
+     * dinput (backend memory, the input's shape), in training or in evaluation mode. Such a model
+     * runs no fused pair whose backward assumes training statistics (the memory plan turns them off:
+     * fuse_bn_relu, fuse_flex_bn, fuse_flex_bn_stats, recompute_charge, fuse_bn_backward); in
+     * evaluation mode its backward computes no parameter gradients (grad_data is left as it was). */
+    int input_gradient;
+    float *dinput;
+    int dinput_written;         /* during a backward: a consumer of the input has written dinput */
+    float *eval_zeros;          /* input_gradient: zeros, as many as the widest batch-norm's channels */
 } bf_model;
 
 /* b may be NULL to plan a model without allocating memory (shapes, parameters, FLOPs only). */
@@ -302,7 +312,9 @@ bf_status bf_model_set_batch(bf_model *m, int n);
 /* Forward pass of the image batch x (backend memory, [batch, c, h, w]); *logits points to the
  * last layer's output [batch, num_classes]. */
 bf_status bf_model_forward(bf_model *m, const float *x, const float **logits);
-/* Backward pass from dlogits (backend memory); fills m->grad_data (overwrites). */
+/* Backward pass from dlogits (backend memory); fills m->grad_data (overwrites), and m->dinput for a
+ * model built with input_gradient. In evaluation mode (training = 0) only such a model has a
+ * backward: the gradient of the evaluation forward (running statistics, no dropout) to the image. */
 bf_status bf_model_backward(bf_model *m, const float *dlogits);
 
 /* Builds the architecture named in cfg (cnn, vgg6/11/16, resnet18/50) for inputs of shape

@@ -168,6 +168,18 @@ typedef struct bf_neuron_bn_input {
     const float *mean, *invstd, *gamma, *beta; /* [c] each: save_mean, save_invstd and the parameters */
 } bf_neuron_bn_input;
 
+/* attack_step's per-channel constants (ops.h), in the units of the normalised input: an image whose
+ * channel ch was normalised as (p - mean) / std takes a pixel-space step s as s / std, and the
+ * pixel range [0, 1] as [-mean / std, (1 - mean) / std]. INFINITY disables a bound. */
+typedef struct bf_attack_box {
+    int c; /* channels, 1..3 */
+    float step[3], radius[3], lo[3], hi[3];
+} bf_attack_box;
+
+/* attack_step's argument checks, the same on both backends (image_ops_cpu.c). */
+bf_status bf_attack_step_check(const bf_attack_box *box, size_t n, size_t plane, const float *x0, const float *d,
+                               const float *x);
+
 /* The longest T neuron_backward_bn takes: the GPU keeps each element's T charges in registers. */
 #define BF_NEURON_BN_MAX_T 32
 
@@ -633,6 +645,16 @@ typedef struct bf_ops {
                                    const float *full, float *out);
     bf_status (*task_slice_scatter)(bf_backend *b, int n, int k, int num_tasks, const int32_t *tasks,
                                     const float *in, float *full);
+
+    /* ---- adversarial attacks (analysis.h): one step on a batch of normalised NCHW images, the
+     * pixel-space step and bounds given per channel in the normalised units (bf_attack_box):
+     *   v    = x[i] + step[ch] * (use_sign ? sign(d[i]) : d[i])       sign(0) = sign(NaN) = 0, as torch.sign
+     *   v    = min(max(v, x0[i] - radius[ch]), x0[i] + radius[ch])   the L-inf ball around the clean x0
+     *   x[i] = min(max(v, lo[ch]), hi[ch])                           the valid pixel range
+     * with ch = (i / plane) % box->c, each operation rounded on its own (the same bits on both
+     * backends). x is updated in place; x0, d and x hold n floats. */
+    bf_status (*attack_step)(bf_backend *b, const bf_attack_box *box, size_t n, size_t plane, const float *x0,
+                             const float *d, int use_sign, float *x);
 } bf_ops;
 
 struct bf_backend {

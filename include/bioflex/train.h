@@ -60,6 +60,10 @@ bf_status bf_optimizer_step(bf_backend *b, bf_optimizer *o, float *params, const
                             const float *grad_scale);
 
 /* ---- evaluation ---- */
+/* The step counter of evaluation passes (evaluate.c): far above any training step, so that their
+ * random draws are none of training's. */
+#define BF_EVAL_STEP (UINT64_C(1) << 40)
+
 typedef struct bf_eval_result {
     double loss, top1, top5; /* mean loss, accuracies in [0, 1] */
     int samples;

@@ -214,10 +214,7 @@ static void fill_uniform_host(float *x, size_t n, float bound, uint64_t seed) {
 /* symmetric_init_noise: every element of a symmetric B times (1 + std N(0, 1)) (the reference's
  * NoiseInit), the normal draws by Box-Muller from B's own seed (which a symmetric B draws nothing else from). */
 static void perturb_symmetric_host(float *x, size_t n, float std, uint64_t seed) {
-    for (size_t i = 0; std > 0 && i < n; i++) {
-        const double u1 = 1.0 - bf_uniform(seed, 2 * i), u2 = bf_uniform(seed, 2 * i + 1);
-        x[i] *= (float)(1.0 + std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-    }
+    for (size_t i = 0; std > 0 && i < n; i++) x[i] *= (float)(1.0 + std * bf_normal(seed, i));
 }
 
 /* The bound of an independent draw of B, fan_in from B's own shape (spec 2.3): kaiming_uniform_

@@ -18,6 +18,7 @@ typedef struct bf_cli {
     const char *resume;                  /* --resume DIR (train) */
     const char *checkpoint;              /* --checkpoint DIR (eval) */
     const char *loss_surface;            /* --loss-surface FILE.csv (eval) */
+    const char *attack;                  /* --attack FILE.json (eval) */
     int dry_run, help, version, help_config;
 } bf_cli;
 

@@ -128,6 +128,8 @@ static const enum_name schedule_names[] = {
     {"multistep", BF_SCHED_MULTISTEP}, {"cosine", BF_SCHED_COSINE}, {NULL, 0}};
 static const enum_name butd_network_names[] = {{"none", 0}, {"fc", 1}, {"simple", 2}, {"resnet18", 3}, {NULL, 0}};
 static const enum_name surface_direction_names[] = {{"filter_normalized", 0}, {"reference", 1}, {NULL, 0}};
+static const enum_name attack_method_names[] = {{"fgsm", 0}, {"pgd", 1}, {"gaussian_noise", 2}, {NULL, 0}};
+static const enum_name attack_domain_names[] = {{"pixels", 0}, {"reference", 1}, {NULL, 0}};
 static const enum_name butd_learning_names[] = {{"backprop", 0}, {"counter_hebb", 1}, {NULL, 0}};
 static const enum_name butd_weights_names[] = {{"separate", 0}, {"shared", 1}, {NULL, 0}};
 static const enum_name butd_td_init_names[] = {{"current", 0}, {"legacy", 1}, {NULL, 0}};
@@ -317,6 +319,16 @@ static const key_spec key_table[] = {
     INT_KEY("analysis", "surface_batches", analysis.surface_batches, 0, NO_MAX, "1", "test batches (eval_batch_size, in file order) whose mean loss and top-1 each grid point gets (0 = the whole test split)"),
     ENUM_KEY("analysis", "surface_directions", analysis.surface_directions, surface_direction_names, "filter_normalized", "filter_normalized: Gaussian directions, each output filter of a weight scaled to that filter's norm in theta, biases and other 1-D tensors left still (Li et al. 2018, what the reference meant); reference: PlasticFlex's loss_landscapes random_plane, U[0,1) directions, the second orthogonalised to the first, 1-D tensors scaled to their norm in theta, both then scaled to norm(theta) x distance / steps"),
     LONG_KEY("analysis", "surface_seed", analysis.surface_seed, 0, NO_MAX, "42", "seed of the two directions (the reference's 42)"),
+    ENUM_KEY("analysis", "attack_method", analysis.attack_method, attack_method_names, "fgsm", "bioflex-eval --attack: fgsm (one step of epsilon x sign of the input gradient), pgd (L-inf projected gradient descent: attack_pgd_steps steps of attack_pgd_step_fraction x epsilon, projected on the epsilon ball and the pixel range), gaussian_noise (N(0, epsilon^2) per pixel)"),
+    FLOAT_KEY("analysis", "attack_epsilon_max", analysis.attack_epsilon_max, 0, NO_MAX, 0, "0", "the largest epsilon, in pixels of [0, 1] images; 0 = the reference's grid for the method (fgsm 0.64, pgd 23/255, gaussian_noise 0.42)"),
+    INT_KEY("analysis", "attack_epsilons", analysis.attack_epsilons, 2, 1000, "23", "epsilons evenly from 0 to attack_epsilon_max (the reference's 23)"),
+    INT_KEY("analysis", "attack_pgd_steps", analysis.attack_pgd_steps, 1, 100000, "20", "pgd: iterations (torchattacks' 20)"),
+    FLOAT_KEY("analysis", "attack_pgd_step_fraction", analysis.attack_pgd_step_fraction, 0, NO_MAX, MIN_OPEN, "0.25", "pgd: each step is this x epsilon (the reference's alpha = epsilon / 4)"),
+    BOOL_KEY("analysis", "attack_random_start", analysis.attack_random_start, "true", "pgd: start at a uniform point of the epsilon ball (torchattacks' default), else at the image"),
+    INT_KEY("analysis", "attack_eot_samples", analysis.attack_eot_samples, 1, 1000, "1", "input gradients summed over this many forward passes, each with its own random draws (expectation over transformation, for stochastic models: rate coding, re-drawn thresholds, stochastic masks)"),
+    INT_KEY("analysis", "attack_samples", analysis.attack_samples, 0, NO_MAX, "1000", "attack the test split's first N images, in file order (0 = all; the reference draws 128 at random)"),
+    ENUM_KEY("analysis", "attack_domain", analysis.attack_domain, attack_domain_names, "pixels", "pixels: epsilon is in pixels of the [0, 1] images, the attack undoes the dataset's normalisation and clamps to [0, 1] (what the reference means); reference: PlasticFlex's attack_batch, the batch min-max scaled to [0, 1] and the model queried on that during the attack, the result scaled back with the /0.99999, Gaussian noise unclamped"),
+    LONG_KEY("analysis", "attack_seed", analysis.attack_seed, 0, NO_MAX, "42", "seed of PGD's random starts and of the Gaussian noise (the reference's 42)"),
 };
 #define NUM_KEYS (sizeof key_table / sizeof key_table[0])
 _Static_assert(NUM_KEYS <= BF_CONFIG_KEY_SLOTS, "raise BF_CONFIG_KEY_SLOTS (config.h) to the number of keys");
@@ -335,7 +347,7 @@ static const section_spec section_table[] = {
     {"schedule", "Learning-rate schedule and warm-up."},
     {"spiking", "Spiking neurons over time (PlasticFlex); neuron = none trains the ANN."},
     {"butd", "Bottom-up/top-down networks with Counter-Hebb learning; network = none trains [model]."},
-    {"analysis", "What bioflex-eval --loss-surface computes of a checkpoint."},
+    {"analysis", "What bioflex-eval --loss-surface and --attack compute of a checkpoint."},
 };
 #define NUM_SECTIONS (sizeof section_table / sizeof section_table[0])
 

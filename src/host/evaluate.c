@@ -4,7 +4,7 @@
  *
  * What a forward pass draws at random in eval mode (rate-coded input spikes, stochastic flex masks)
  * is keyed by the step counter and the sample's position in the split (bf_layer_draws): the counter
- * is EVAL_STEP_BASE, far above any training step, and the position is the batch's first sample's
+ * is BF_EVAL_STEP (train.h), far above any training step, and the position is the batch's first sample's
  * plus the sample's place in the batch. So an evaluation repeats exactly, none of its draws are the
  * training steps', and a whole pass, which reads the split in file order, scores the same whatever
  * eval_batch_size and however many data-parallel ranks share it. (A flex threshold re-drawn on
@@ -15,8 +15,6 @@
 
 #include "batch_upload.h"
 #include "bioflex/train.h"
-
-#define EVAL_STEP_BASE (UINT64_C(1) << 40)
 
 bf_status bf_evaluate(bf_model *m, bf_loader *loader, float label_smoothing, bf_eval_result *out) {
     return bf_evaluate_batches(m, loader, label_smoothing, 0, 0, out);
@@ -58,7 +56,7 @@ bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smooth
         bf_status released = bf_batch_upload_release(upload, loader, batch);
         if (s == BF_OK) s = released;
         const float *logits = NULL;
-        m->step = EVAL_STEP_BASE;
+        m->step = BF_EVAL_STEP;
         m->sample_offset = position;
         if (s == BF_OK) s = bf_model_set_batch(m, n);
         if (s == BF_OK) s = bf_model_forward(m, x, &logits);

@@ -118,19 +118,33 @@ bf_status bf_layer_forward(bf_model *m, int index) {
  * finish_input_grad then adds on. */
 static float *input_grad_target(bf_model *m, const bf_layer *l, int j, const unsigned char *grad_written) {
     int in = l->input[j];
-    if (in < 0 || !m->layers[in].needs_grad) return NULL; /* the image batch, or nothing to train below */
+    if (in < 0) return !m->input_gradient ? NULL : m->dinput_written ? m->grad_scratch : m->dinput; /* the image */
+    if (!m->layers[in].needs_grad) return NULL; /* nothing to train below */
     return grad_written[in] ? m->grad_scratch : m->layers[in].dout;
 }
 
 static bf_status finish_input_grad(bf_model *m, const bf_layer *l, int j, unsigned char *grad_written) {
     int in = l->input[j];
+    bf_backend *b = m->backend;
+    if (in < 0 && m->input_gradient) { /* the image's gradient */
+        if (!m->dinput_written) return m->dinput_written = 1, BF_OK;
+        return b->ops->add_inplace(b, m->dinput, m->grad_scratch, (size_t)m->batch * bf_shape_per_sample(m->input_shape));
+    }
     if (in < 0 || !m->layers[in].needs_grad) return BF_OK; /* no gradient: its backward is skipped */
     if (!grad_written[in]) {
         grad_written[in] = 1;
         return BF_OK;
     }
     bf_layer *src = &m->layers[in];
-    return m->backend->ops->add_inplace(m->backend, src->dout, m->grad_scratch, per_batch(m, src));
+    return b->ops->add_inplace(b, src->dout, m->grad_scratch, per_batch(m, src));
+}
+
+/* Evaluation mode (a model built with input_gradient): batch-norm with its running statistics is
+ * y = gamma (x - mean) / sqrt(var + eps) + beta, affine in x, so its dx is the linear part applied
+ * to dy, which the evaluation forward itself computes with mean and beta 0. */
+static bf_status batchnorm_backward_eval(bf_model *m, const bf_bn_shape *s, const float *dy, const float *gamma,
+                                         const float *running_var, float *dx) {
+    return m->backend->ops->batchnorm_forward_eval(m->backend, s, dy, gamma, m->eval_zeros, m->eval_zeros, running_var, dx);
 }
 
 bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written) {
@@ -148,8 +162,8 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
         cs.n = bf_layer_batch(m, l);
         /* a bias left to the batch-norm (bias_in_bn) did not change the loss: its gradient is 0 */
         float *dbias = l->bias_in_bn ? NULL : bf_layer_grad(m, l, 1);
-        s = ops->conv2d_backward_filter(b, &cs, x, dy, bf_layer_grad(m, l, 0), dbias);
-        if (s == BF_OK && l->bias_in_bn) s = ops->fill(b, bf_layer_grad(m, l, 1), 0.0f, (size_t)cs.c_out);
+        if (m->training) s = ops->conv2d_backward_filter(b, &cs, x, dy, bf_layer_grad(m, l, 0), dbias);
+        if (s == BF_OK && m->training && l->bias_in_bn) s = ops->fill(b, bf_layer_grad(m, l, 1), 0.0f, (size_t)cs.c_out);
         if (s == BF_OK && dx) s = ops->conv2d_backward_data(b, &cs, dy, bf_layer_param(m, l, 0), dx);
         break;
     }
@@ -160,6 +174,10 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
         bf_bn_sync sync = bf_model_bn_sync(m);
         const float *gamma = bf_layer_param(m, l, 0);
         float *dgamma = bf_layer_grad(m, l, 0), *dbeta = bf_layer_grad(m, l, 1);
+        if (!m->training) {
+            s = batchnorm_backward_eval(m, &bs, dy, gamma, buffer(m, l, 1), dx_or_scratch);
+            break;
+        }
         if (l->bn_runs_neuron) { /* the neuron layer reading it left its backward to this one */
             s = bf_spiking_bn_backward(m, index, dx);
             break;
@@ -209,6 +227,8 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
         ls.n = bf_layer_batch(m, l);
         if (l->frozen) /* only dx: the weight and bias are not trained */
             s = dx ? ops->linear_backward(b, &ls, x, buffer(m, l, 0), dy, dx, NULL, NULL) : BF_OK;
+        else if (!m->training) /* evaluation: the input gradient alone */
+            s = dx ? ops->linear_backward(b, &ls, x, bf_layer_param(m, l, 0), dy, dx, NULL, NULL) : BF_OK;
         else
             s = ops->linear_backward(b, &ls, x, bf_layer_param(m, l, 0), dy, dx, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1));
         break;

@@ -162,10 +162,7 @@ static void add_noise(const bf_loader *l, int epoch, int index, float *img) {
     const uint64_t split_seed = bf_seed_derive((uint64_t)l->opt.seed, BF_STREAM_NOISE, 0x53504c5400000000ull |
                                                (uint32_t)l->data->split); /* "SPLT" */
     uint64_t seed = bf_seed_derive(split_seed, BF_STREAM_NOISE, ((uint64_t)epoch << 32) | (uint32_t)index);
-    for (size_t i = 0; i < l->sample_floats; i++) {
-        double u1 = 1.0 - bf_uniform(seed, 2 * i), u2 = bf_uniform(seed, 2 * i + 1);
-        img[i] += l->opt.noise_std * (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-    }
+    for (size_t i = 0; i < l->sample_floats; i++) img[i] += l->opt.noise_std * (float)bf_normal(seed, i);
 }
 
 /* The epoch position of a batch's first sample. With data parallelism, rank r of w takes the r-th

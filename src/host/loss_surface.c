@@ -21,8 +21,7 @@ static void draw(const bf_loss_surface_options *o, uint64_t seed, float *d, size
             d[i] = bf_uniform(seed, i);
             continue;
         }
-        const double u1 = 1.0 - bf_uniform(seed, 2 * i), u2 = bf_uniform(seed, 2 * i + 1); /* Box-Muller */
-        d[i] = (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+        d[i] = (float)bf_normal(seed, i);
     }
 }
 

@@ -1,5 +1,6 @@
 /* bioflex-eval - accuracy and loss of a checkpoint on the test split of the config's dataset. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bioflex/analysis.h"
@@ -10,13 +11,15 @@
 #include "task_eval.h"
 
 static const char usage[] =
-    "usage: bioflex-eval --checkpoint DIR [--loss-surface FILE.csv] [--device cpu|cuda|auto]\n"
-    "                    [--set section.key=value]... cfg.ini\n"
+    "usage: bioflex-eval --checkpoint DIR [--loss-surface FILE.csv] [--attack FILE.json]\n"
+    "                    [--device cpu|cuda|auto] [--set section.key=value]... cfg.ini\n"
     "       bioflex-eval --help | --version\n"
     "\n"
     "  --checkpoint DIR   a checkpoint directory, or a run directory (its latest checkpoint)\n"
     "  --loss-surface FILE.csv  also the loss and top-1 over a plane of weights through the checkpoint's,\n"
     "                     as [analysis] surface_* say (one CSV line per grid point: alpha,beta,loss,top1)\n"
+    "  --attack FILE.json also top-1 and top-5 under an adversarial attack at each epsilon of a grid, and\n"
+    "                     the area under the top-1 curve, as [analysis] attack_* say\n"
     "  --device cpu|cuda|auto  backend to evaluate on (default: [run] device)\n"
     "  --set s.k=v        override a config key (e.g. data.test_limit=1000)\n"
     "prints test loss, top-1 and top-5 accuracy (BU-TD networks: accuracy, per task when guided);\n"
@@ -40,8 +43,40 @@ static bf_status write_loss_surface(const bf_config *cfg, bf_model *m, bf_loader
     return s;
 }
 
+/* --attack: the checkpoint in a model of its own, built with input_gradient (model.h), attacked on
+ * the test loader's first [analysis] attack_samples images; the results into path (analysis.h). */
+static bf_status write_attack(const bf_config *cfg, bf_backend *b, const char *dir, const bf_dataset *test,
+                              bf_loader *loader, const char *path) {
+    const bf_analysis_config *a = &cfg->analysis;
+    const bf_attack_options o = {.method = (bf_attack_method)a->attack_method, .domain = (bf_attack_domain)a->attack_domain,
+                                 .epsilons = a->attack_epsilons, .epsilon_max = a->attack_epsilon_max,
+                                 .pgd_steps = a->attack_pgd_steps, .pgd_step_fraction = a->attack_pgd_step_fraction,
+                                 .random_start = a->attack_random_start, .eot_samples = a->attack_eot_samples,
+                                 .samples = a->attack_samples, .seed = (uint64_t)a->attack_seed};
+    bf_config with_gradient = *cfg;
+    with_gradient.model.input_gradient = 1;
+    bf_model *m = NULL;
+    bf_attack_result *r = calloc(1, sizeof *r);
+    bf_status s = r ? bf_run_build_model(&with_gradient, b, test, &m) : bf_error(BF_ERR_OOM, "--attack: out of host memory");
+    if (s == BF_OK) s = bf_checkpoint_load_model(dir, m);
+    if (s == BF_OK) s = bf_attack(m, loader, &o, r);
+    FILE *f = s == BF_OK ? fopen(path, "w") : NULL;
+    if (s == BF_OK && !f) s = bf_error(BF_ERR_IO, "--attack: cannot write %s", path);
+    if (s == BF_OK) s = bf_attack_write_json(&o, r, f);
+    if (f && fclose(f) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--attack: cannot write %s", path);
+    if (s == BF_OK) {
+        const int last = r->epsilons - 1;
+        printf("%s attack (%s domain): %d images, top-1 %.2f%% at epsilon 0, %.2f%% at %.4g, AUC %.4f (normalised %.4f) -> %s\n",
+               bf_attack_method_name(o.method), o.domain == BF_ATTACK_REFERENCE ? "reference" : "pixels", r->samples,
+               100 * r->top1[0], 100 * r->top1[last], r->epsilon[last], r->auc, r->auc_normalized, path);
+    }
+    bf_model_destroy(m);
+    free(r);
+    return s;
+}
+
 static bf_status evaluate_checkpoint(const bf_config *cfg, const char *checkpoint, const char *surface,
-                                     bf_eval_result *res, char *dir) {
+                                     const char *attack, bf_eval_result *res, char *dir) {
     bf_backend *b = NULL;
     bf_dataset *test = NULL;
     bf_loader *loader = NULL;
@@ -58,6 +93,7 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const char *checkpoin
     if (s == BF_OK) s = bf_loader_create(test, &o, &loader);
     if (s == BF_OK) s = bf_evaluate_batches(m, loader, cfg->optim.label_smoothing, epoch, 0, res);
     if (s == BF_OK && surface) s = write_loss_surface(cfg, m, loader, surface);
+    if (s == BF_OK && attack) s = write_attack(cfg, b, dir, test, loader, attack);
     bf_loader_destroy(loader);
     bf_model_destroy(m);
     bf_dataset_free(test);
@@ -108,8 +144,9 @@ int main(int argc, char **argv) {
     bf_eval_result res;
     char dir[BF_PATH_MAX];
     note_other_network(&cfg, cli.checkpoint);
-    if (cfg.butd.network != 0 && cli.loss_surface) {
-        fprintf(stderr, "bioflex-eval: --loss-surface applies to [model] networks, not [butd] ones\n");
+    if (cfg.butd.network != 0 && (cli.loss_surface || cli.attack)) {
+        fprintf(stderr, "bioflex-eval: %s applies to [model] networks, not [butd] ones\n",
+                cli.loss_surface ? "--loss-surface" : "--attack");
         return BF_EXIT_USAGE;
     }
     if (cfg.butd.network != 0) { /* a BU-TD network ([butd]): one accuracy, per task when guided */
@@ -125,7 +162,7 @@ int main(int argc, char **argv) {
             printf("  task %d: accuracy %.2f%%  loss %.4f\n", k, 100 * tasks.task_accuracy[k], tasks.task_loss[k]);
         return BF_EXIT_OK;
     }
-    bf_status s = evaluate_checkpoint(&cfg, cli.checkpoint, cli.loss_surface, &res, dir);
+    bf_status s = evaluate_checkpoint(&cfg, cli.checkpoint, cli.loss_surface, cli.attack, &res, dir);
     if (s != BF_OK) {
         fprintf(stderr, "error: %s\n", bf_last_error());
         return s == BF_ERR_CONFIG ? BF_EXIT_USAGE : BF_EXIT_RUNTIME;

@@ -207,8 +207,9 @@ int main(int argc, char **argv) {
                 usage);
         return BF_EXIT_USAGE;
     }
-    if (cli.loss_surface) {
-        fprintf(stderr, "bioflex-train: --loss-surface is a bioflex-eval option (of a checkpoint)\n\n%s", usage);
+    if (cli.loss_surface || cli.attack) {
+        fprintf(stderr, "bioflex-train: %s is a bioflex-eval option (of a checkpoint)\n\n%s",
+                cli.loss_surface ? "--loss-surface" : "--attack", usage);
         return BF_EXIT_USAGE;
     }
     bf_config cfg;

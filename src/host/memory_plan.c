@@ -451,6 +451,11 @@ static bf_status plan_gradients(bf_model *m, const size_t *region_start, size_t 
             need = bf_shape_count(li->out_shape); /* its dx, which nothing reads: the same size as its input */
         if (need > m->grad_scratch_floats) m->grad_scratch_floats = need;
     }
+    int input_consumers = 0; /* the image's gradient, when several layers read it */
+    for (int i = 0; i < L; i++)
+        for (int j = 0; j < m->layers[i].num_inputs; j++) input_consumers += m->layers[i].input[j] == BF_MODEL_INPUT;
+    if (m->input_gradient && input_consumers > 1 && bf_shape_count(m->input_shape) > m->grad_scratch_floats)
+        m->grad_scratch_floats = bf_shape_count(m->input_shape);
     return BF_OK;
 }
 
@@ -515,9 +520,11 @@ static int has_trainable_params(const bf_layer *l) {
 
 bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
     const int L = m->num_layers;
+    if (m->input_gradient) /* these pairs' backwards read training statistics: an evaluation's has none */
+        m->fuse_bn_relu = m->fuse_flex_bn = m->fuse_flex_bn_stats = m->recompute_charge = m->fuse_bn_backward = 0;
     for (int i = 0; i < L; i++) { /* inputs come before their consumers */
         bf_layer *l = &m->layers[i];
-        l->needs_grad = has_trainable_params(l);
+        l->needs_grad = m->input_gradient || has_trainable_params(l); /* input_gradient: every path to the image */
         for (int j = 0; j < l->num_inputs; j++)
             if (l->input[j] >= 0 && m->layers[l->input[j]].needs_grad) l->needs_grad = 1;
     }
@@ -609,6 +616,8 @@ bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
         if (normalises && 2 * (size_t)l->bn.c + 1 > m->bn_sync_doubles) m->bn_sync_doubles = 2 * (size_t)l->bn.c + 1;
     }
     arena_bytes += align_up(m->bn_sync_doubles * sizeof(double));
+    if (m->input_gradient) /* dinput, and the zeros of an evaluation-mode batch-norm backward (layers.c) */
+        arena_bytes += align_up(bf_shape_count(m->input_shape) * sizeof(float)) + align_up(m->bn_sync_doubles * sizeof(float));
     m->arena_bytes = arena_bytes;
     return BF_OK;
 }

@@ -15,10 +15,7 @@
 #include "memory_plan.h"
 
 /* Standard normal from two counter-based uniforms (Box-Muller). */
-static float normal_sample(uint64_t seed, uint64_t i) {
-    double u1 = 1.0 - bf_uniform(seed, 2 * i), u2 = bf_uniform(seed, 2 * i + 1);
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
+static float normal_sample(uint64_t seed, uint64_t i) { return (float)bf_normal(seed, i); }
 
 static void init_param(const bf_param *p, uint64_t seed, float *out) {
     for (size_t i = 0; i < p->count; i++) {
@@ -134,8 +131,16 @@ bf_status bf_model_finalize(bf_model *m) {
     m->flex_scratch = m->flex_scratch_floats ? (float *)cursor : NULL;
     cursor += bf_arena_align(m->flex_scratch_floats * sizeof(float));
     m->bn_sync_sums = m->bn_sync_doubles ? (double *)cursor : NULL;
+    cursor += bf_arena_align(m->bn_sync_doubles * sizeof(double));
+    m->dinput = m->eval_zeros = NULL;
+    if (m->input_gradient) {
+        m->dinput = (float *)cursor;
+        cursor += bf_arena_align(bf_shape_count(m->input_shape) * sizeof(float));
+        m->eval_zeros = (float *)cursor; /* bn_sync_doubles > every batch-norm's channels */
+        s = b->ops->fill(b, m->eval_zeros, 0.0f, m->bn_sync_doubles);
+    }
     free(fwd_at);
-    return init_weights(m);
+    return s == BF_OK ? init_weights(m) : s;
 }
 
 bf_status bf_model_set_batch(bf_model *m, int n) {
@@ -187,10 +192,13 @@ static bf_status restore_spikes(bf_model *m, int i) {
 }
 
 bf_status bf_model_backward(bf_model *m, const float *dlogits) {
+    if (!m->training && !m->input_gradient)
+        return bf_error(BF_ERR_ARG, "model: a backward in evaluation mode needs a model built with input_gradient");
     unsigned char written[4096];
     unsigned char *grad_written = m->num_layers <= (int)sizeof written ? written : calloc((size_t)m->num_layers, 1);
     if (!grad_written) return bf_error(BF_ERR_OOM, "model: out of host memory");
     memset(grad_written, 0, (size_t)m->num_layers);
+    m->dinput_written = 0;
     m->layers[m->num_layers - 1].dout = (float *)dlogits;
     grad_written[m->num_layers - 1] = 1;
     bf_status s = BF_OK;

@@ -31,7 +31,8 @@ static int spiking(const bf_model_config *cfg) { return cfg->spiking.neuron >= 0
  * that forward either way, but it is left unshared so that its draws (seeded by the layer's index)
  * stay those of the network that repeats the image. */
 static int shares_direct_input(const bf_model_config *cfg) {
-    if (!spiking(cfg) || cfg->spiking.encoding != 0 || !cfg->spiking.share_direct_input) return 0;
+    /* a shared input's gradient comes back through neuron_backward_bn alone, with training statistics */
+    if (!spiking(cfg) || cfg->spiking.encoding != 0 || !cfg->spiking.share_direct_input || cfg->input_gradient) return 0;
     int first_is_flex = cfg->flex && cfg->num_flex_layers == 0;
     for (int i = 0; cfg->flex && i < cfg->num_flex_layers; i++) first_is_flex |= cfg->flex_layers[i] == 0;
     if (!first_is_flex || cfg->flex_joint != BF_FLEX_JOINT_MASK) return 1;
@@ -369,6 +370,7 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
     m->fuse_flex_bn = cfg->fuse_flex_bn;
     m->fuse_flex_bn_stats = cfg->fuse_flex_bn_stats;
     m->flex_kernels_slide = cfg->flex_kernels == 1;
+    m->input_gradient = cfg->input_gradient;
     mark_shared_batchnorms(m, cfg);
     bf_status s = check_flex_sites(m, cfg);
     if (s == BF_OK) s = bf_model_finalize(m);

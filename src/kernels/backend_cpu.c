@@ -162,6 +162,7 @@ static const bf_ops cpu_ops = {
     .mul = bf_cpu_mul,
     .task_slice_gather = bf_cpu_task_slice_gather,
     .task_slice_scatter = bf_cpu_task_slice_scatter,
+    .attack_step = bf_cpu_attack_step,
 };
 
 #ifdef OPENBLAS_VERSION

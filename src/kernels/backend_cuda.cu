@@ -280,10 +280,11 @@ static const bf_ops cuda_ops = {
     /* .mul = */ bf_cuda_mul,
     /* .task_slice_gather = */ bf_cuda_task_slice_gather,
     /* .task_slice_scatter = */ bf_cuda_task_slice_scatter,
+    /* .attack_step = */ bf_cuda_attack_step,
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 83 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 84 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

@@ -386,6 +386,8 @@ bf_status bf_cuda_spikes_unpack(bf_backend *b, const uint32_t *bits, float *y, s
 /* image_ops.cu */
 bf_status bf_cuda_image_u8_to_float(bf_backend *b, const uint8_t *src, float *dst, int n, int h, int w,
                                     const float *mean, const float *std);
+bf_status bf_cuda_attack_step(bf_backend *b, const bf_attack_box *box, size_t n, size_t plane, const float *x0,
+                              const float *d, int use_sign, float *x);
 
 #ifdef __cplusplus
 }

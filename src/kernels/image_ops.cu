@@ -1,6 +1,7 @@
-/* image_ops.cu - uint8 NHWC RGB batches to normalised float NCHW on the GPU (see ops.h).
- * Same float expression as image_ops_cpu.c, so both backends give the same bits. One thread per
- * output element; reads of 3 neighbouring bytes per pixel coalesce well enough for a copy-bound op. */
+/* image_ops.cu - uint8 NHWC RGB batches to normalised float NCHW on the GPU, and the step of an
+ * adversarial attack on such images (see ops.h). Same float expressions as image_ops_cpu.c, so
+ * both backends give the same bits. One thread per output element; reads of 3 neighbouring bytes
+ * per pixel coalesce well enough for a copy-bound op. */
 #include "cuda_backend.h"
 
 struct image_norm {
@@ -33,5 +34,28 @@ extern "C" bf_status bf_cuda_image_u8_to_float(bf_backend *b, const uint8_t *src
     k_image_u8_to_float<<<bf_cuda_grid(im, total, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(src, dst, plane,
                                                                                                      total, norm);
     BF_LAUNCH_CHECK("k_image_u8_to_float");
+    return BF_OK;
+}
+
+static __global__ void k_attack_step(bf_attack_box box, size_t n, size_t plane, const float *__restrict__ x0,
+                                     const float *__restrict__ d, int use_sign, float *x) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const int ch = (int)((i / plane) % (size_t)box.c);
+        const float g = use_sign ? (float)((d[i] > 0.0f) - (d[i] < 0.0f)) : d[i];
+        float v = __fadd_rn(x[i], __fmul_rn(box.step[ch], g)); /* no FMA: the CPU's bits */
+        v = fminf(fmaxf(v, x0[i] - box.radius[ch]), x0[i] + box.radius[ch]);
+        x[i] = fminf(fmaxf(v, box.lo[ch]), box.hi[ch]);
+    }
+}
+
+extern "C" bf_status bf_cuda_attack_step(bf_backend *b, const bf_attack_box *box, size_t n, size_t plane,
+                                         const float *x0, const float *d, int use_sign, float *x) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    BF_TRY(bf_attack_step_check(box, n, plane, x0, d, x));
+    if (n == 0) return BF_OK;
+    k_attack_step<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(*box, n, plane, x0, d,
+                                                                                            use_sign, x);
+    BF_LAUNCH_CHECK("k_attack_step");
     return BF_OK;
 }

@@ -1,0 +1,138 @@
+/* test_attack_cuda.c - input gradients (a model built with input_gradient) and an FGSM attack on
+ * the CUDA backend against the CPU backend, from identical weights and running statistics:
+ *   - the gradient of the summed cross-entropy with respect to the image, in evaluation mode, for a
+ *     CNN with batch-norm and channel-wise max flex layers, one with mask-joint flex layers
+ *     (batch-normalised logits, sigmoid_mul), and a spiking CNN of LIF neurons over 4 steps (BPTT
+ *     through the surrogate, the direct input summed over the steps);
+ *   - bf_attack's FGSM curve on generated images: top-1 within one image of the CPU's at every epsilon
+ *     (a sign that rounding flips can move one image across the boundary).
+ * Skipped (exit 77) without a CUDA build or device. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bioflex/analysis.h"
+#include "bioflex/config.h"
+#include "bioflex/train.h"
+#include "cuda_pair.h"
+#include "testutil.h"
+
+enum { N = 4, S = 12, K = 5 };
+
+static bf_model *build(bf_backend *b, bf_model_config mc) {
+    mc.input_gradient = 1;
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_build(b, &mc, (bf_shape){N, 1, S, S}, K, 3, &m));
+    return m;
+}
+
+/* One training forward on the CPU moves the running statistics; the GPU model gets the CPU's. */
+static void share_statistics(bf_model *cpu, bf_model *gpu, const float *x_host) {
+    float *x = bf_test_upload(cpu->backend, x_host, (size_t)N * S * S);
+    const float *logits = NULL;
+    CHECK_OK(bf_model_forward(cpu, x, &logits));
+    float *buffers = bf_test_download(cpu->backend, cpu->buffer_data, cpu->num_buffer_floats);
+    CHECK_OK(bf_to_device(gpu->backend, gpu->buffer_data, buffers, cpu->num_buffer_floats * sizeof(float)));
+    bf_free(cpu->backend, x);
+    free(buffers);
+}
+
+static float *input_gradient(bf_model *m, const float *x_host, const int32_t *labels_host) {
+    bf_backend *b = m->backend;
+    float *x = bf_test_upload(b, x_host, (size_t)N * S * S), *losses = bf_test_alloc(b, N);
+    float *dlogits = bf_test_alloc(b, N * K);
+    int32_t *labels = NULL;
+    CHECK_OK(bf_alloc(b, N * sizeof(int32_t), (void **)&labels));
+    CHECK_OK(bf_to_device(b, labels, labels_host, N * sizeof(int32_t)));
+    const float *logits = NULL;
+    m->training = 0;
+    CHECK_OK(bf_model_forward(m, x, &logits));
+    CHECK_OK(b->ops->softmax_xent(b, N, K, logits, labels, 0.0f, 1.0f, losses, dlogits));
+    CHECK_OK(bf_model_backward(m, dlogits));
+    float *dx = bf_test_download(b, m->dinput, (size_t)N * S * S);
+    bf_free(b, x), bf_free(b, losses), bf_free(b, dlogits), bf_free(b, labels);
+    return dx;
+}
+
+static void compare_gradients(bf_backend *cpu, bf_backend *gpu, bf_model_config mc, const char *what) {
+    bf_model *mc_cpu = build(cpu, mc), *mc_gpu = build(gpu, mc);
+    if (!mc_cpu || !mc_gpu) return;
+    float x[N * S * S];
+    bf_test_fill_uniform(x, N * S * S, -1.0f, 2.0f, 9);
+    const int32_t labels[N] = {0, 4, 2, 1};
+    share_statistics(mc_cpu, mc_gpu, x);
+    bf_test_fill_uniform(x, N * S * S, -0.5f, 1.5f, 10);
+    float *want = input_gradient(mc_cpu, x, labels), *got = input_gradient(mc_gpu, x, labels);
+    double norm = 0;
+    for (int i = 0; i < N * S * S; i++) norm += (double)want[i] * want[i];
+    size_t worst = 0;
+    const double v = bf_test_max_violation(want, got, N * S * S, 1e-4 * sqrt(norm / (N * S * S)) + 1e-7, 1e-3, &worst);
+    CHECK(v <= 1 && norm > 0, "%s: the input gradient on CUDA is the CPU's (worst pixel %zu: %g vs %g, %.2fx the "
+          "tolerance; RMS %g)", what, worst, want[worst], got[worst], v, sqrt(norm / (N * S * S)));
+    free(want), free(got);
+    bf_model_destroy(mc_cpu), bf_model_destroy(mc_gpu);
+}
+
+static bf_model_config cnn(void) {
+    bf_model_config mc = bf_test_cnn_config(6, 16, 0.2f);
+    mc.channels[1] = 8;
+    mc.num_channels = 2;
+    mc.batchnorm = 1;
+    return mc;
+}
+
+/* FGSM on 24 generated images of 5 classes, through a model trained on none: its decisions are
+ * arbitrary but the same function on both backends. */
+static void compare_fgsm(bf_backend *cpu, bf_backend *gpu) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    cfg.data.dataset = BF_DATASET_PROCEDURAL;
+    cfg.data.procedural_size = S, cfg.data.procedural_classes = K, cfg.data.procedural_channels = 1;
+    cfg.data.procedural_train = 24, cfg.data.procedural_test = 24;
+    cfg.data.batch_size = N;
+    bf_dataset *d = NULL;
+    CHECK_OK(bf_dataset_open(&cfg.data, 3, BF_SPLIT_TEST, &d));
+    bf_loader_options lo = bf_loader_options_from_config(&cfg, BF_SPLIT_TEST);
+    lo.shuffle = 0;
+    bf_loader *l = NULL;
+    if (d) CHECK_OK(bf_loader_create(d, &lo, &l));
+    bf_model_config mc = cnn();
+    mc.flex = 1;
+    bf_model *on_cpu = build(cpu, mc), *on_gpu = build(gpu, mc);
+    if (!l || !on_cpu || !on_gpu) return;
+    const bf_attack_options o = {.method = BF_ATTACK_FGSM, .epsilons = 6, .epsilon_max = 0.5f, .pgd_steps = 1,
+                                 .pgd_step_fraction = 1, .eot_samples = 1, .seed = 1};
+    static bf_attack_result want, got;
+    CHECK_OK(bf_attack(on_cpu, l, &o, &want));
+    CHECK_OK(bf_attack(on_gpu, l, &o, &got));
+    double worst = 0;
+    for (int e = 0; e < o.epsilons; e++) worst = fmax(worst, fabs(want.top1[e] - got.top1[e]) * 24);
+    CHECK(want.samples == 24 && got.samples == 24 && worst <= 1 && want.top1[5] < want.top1[0],
+          "FGSM: top-1 on CUDA within %g images of the CPU's at every epsilon (CPU %g -> %g)", worst, want.top1[0],
+          want.top1[5]);
+    bf_model_destroy(on_cpu), bf_model_destroy(on_gpu);
+    bf_loader_destroy(l);
+    bf_dataset_free(d);
+}
+
+int main(void) {
+    bf_backend *cpu = NULL, *gpu = NULL;
+    if (!pair_open(&cpu, &gpu, 1)) return bf_test_finish();
+    bf_model_config mc = cnn();
+    mc.flex = 1;
+    compare_gradients(cpu, gpu, mc, "flex, channel-wise max");
+    mc.flex_joint = BF_FLEX_JOINT_MASK;
+    mc.flex_mask = BF_FLEX_MASK_SIGMOID_MUL;
+    mc.flex_logits_bn = 1;
+    compare_gradients(cpu, gpu, mc, "flex, mask joint with batch-normalised logits");
+    mc = cnn();
+    mc.dropout = 0;
+    mc.spiking.neuron = BF_NEURON_LIF;
+    mc.spiking.time_steps = 4;
+    mc.spiking.threshold = 0.3f;
+    compare_gradients(cpu, gpu, mc, "spiking, LIF over 4 steps");
+    compare_fgsm(cpu, gpu);
+    bf_backend_destroy(gpu);
+    bf_backend_destroy(cpu);
+    return bf_test_finish();
+}
