@@ -146,6 +146,12 @@ first=$(tr -d '\n ' < "$tmp/attack.json" 2>/dev/null | sed -n 's/.*"top1":\[\([0
   && [ "$(tr -d '\n ' < "$tmp/attack.json" | grep -o '"epsilons":\[[^]]*\]' | tr ',' '\n' | wc -l)" = 5 ] \
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL attack JSON: top-1 at epsilon 0 '$first', evaluation '$clean' (5 epsilons wanted)"; }
 expect "train refuses --attack" 2 "--attack is a bioflex-eval option" -- "$train" --attack x.json --dry-run "$tmp/tiny.ini"
+# --gradient-flow: one CSV line per parameter tensor of the tiny CNN (conv, batch-norm, two linear: 8)
+expect "eval writes the gradient flow" 0 "gradient flow: 8 parameter tensors over 2 training batches" -- "$eval_" \
+  --checkpoint "$tmp/run" --gradient-flow "$tmp/flow.csv" --set analysis.gradient_batches=2 "$tmp/tiny.ini"
+[ "$(grep -c '^features\|^classifier' "$tmp/flow.csv" 2>/dev/null)" = 8 ] \
+  && grep -q '^parameter,count,mean_abs_grad,max_abs_grad,grad_norm,weight_norm,grad_to_weight$' "$tmp/flow.csv" \
+  && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL gradient flow CSV: want a header and 8 rows"; }
 expect "attack_method not known" 2 "attack_method.*fgsm, pgd, gaussian_noise" -- "$eval_" --checkpoint "$tmp/run" \
   --attack "$tmp/x.json" --set analysis.attack_method=cw "$tmp/tiny.ini"
 # a --gpus run's config.ini says gpus = 2 (and device = cuda or auto): bioflex-eval scores on one device

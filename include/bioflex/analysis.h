@@ -57,6 +57,16 @@ double bf_loss_surface_coefficient(const bf_loss_surface_options *o, int i);
 bf_status bf_loss_surface(bf_model *m, bf_loader *loader, float label_smoothing, const bf_loss_surface_options *o,
                           FILE *csv, double *center_loss);
 
+/* Gradient flow (section 7.1): how large each parameter tensor's gradient is at the checkpoint's
+ * weights. The gradient of the mean cross-entropy (with the config's label smoothing) over the
+ * loader's first `batches` batches of epoch 0 (a training loader: shuffled and augmented as training
+ * is), in training mode (batch statistics, dropout), as one training step would take it. One CSV line
+ * per parameter tensor, "parameter,count,mean_abs_grad,max_abs_grad,grad_norm,weight_norm,
+ * grad_to_weight", after a '#' line with the loss. The reference's mean and max |dL/dw| are the
+ * first two (it plots every tensor but biases; it took them in evaluation mode from one batch, with
+ * a random fc1). The model comes back as it was (running statistics, batch count, gradients). */
+bf_status bf_gradient_flow(bf_model *m, bf_loader *loader, float label_smoothing, int batches, FILE *csv);
+
 /* Adversarial attacks (section 6 and recommendation 9.6): the test images attacked at each epsilon
  * of a grid from 0 to epsilon_max, and the model's top-1 and top-5 on the results.
  *   fgsm: x + epsilon sign(grad), clamped to the pixel range;
@@ -95,6 +105,7 @@ typedef struct bf_attack_options {
     int eot_samples;
     int samples;               /* the split's first N images (0 = all) */
     uint64_t seed;
+    int epoch;                 /* the loader epoch read (its test noise, if any: bioflex-eval's checkpoint epoch) */
 } bf_attack_options;
 
 typedef struct bf_attack_result {

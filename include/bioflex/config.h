@@ -204,13 +204,14 @@ typedef struct bf_schedule_config {
     float warmup_start_factor; /* lr starts at lr * this factor */
 } bf_schedule_config;
 
-/* [analysis]: what bioflex-eval --loss-surface and --attack compute of a checkpoint (analysis.h). */
+/* [analysis]: what bioflex-eval --loss-surface, --gradient-flow and --attack compute of a checkpoint (analysis.h). */
 typedef struct bf_analysis_config {
     int surface_steps;         /* grid points along each direction */
     float surface_distance;    /* filter_normalized: the coefficients span +-this; reference: norm(theta) x this / steps per step */
     int surface_batches;       /* test batches scored per point (0 = the whole test split) */
     int surface_directions;    /* 0 filter_normalized (Li et al.), 1 reference (PlasticFlex's loss_landscapes) */
     long surface_seed;
+    int gradient_batches;      /* bioflex-eval --gradient-flow: training batches averaged */
     /* bioflex-eval --attack (bf_attack_options) */
     int attack_method;         /* bf_attack_method: fgsm | pgd | gaussian_noise */
     float attack_epsilon_max;  /* the largest epsilon, in pixel units (0 = the method's reference grid) */

@@ -243,7 +243,7 @@ bf_status bf_attack(bf_model *m, bf_loader *loader, const bf_attack_options *o, 
     if (s == BF_OK) s = bf_alloc(r.b, (size_t)m->input_shape.n * r.per_image * sizeof(float), (void **)&x0);
     if (s == BF_OK) s = bf_batch_uploader_create(r.b, &upload);
     const int shuffled = bf_loader_set_shuffle(loader, 0);
-    if (s == BF_OK) s = bf_loader_start_epoch(loader, 0, 0);
+    if (s == BF_OK) s = bf_loader_start_epoch(loader, o->epoch, 0);
     int samples = 0;
     while (s == BF_OK && (o->samples == 0 || samples < o->samples)) {
         bf_batch *batch = NULL;

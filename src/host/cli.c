@@ -20,7 +20,8 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
         else if (!strcmp(a, "--dry-run")) cli->dry_run = 1;
         else if (!strcmp(a, "--help-config")) cli->help_config = 1;
         else if (!strcmp(a, "--device") || !strcmp(a, "--gpus") || !strcmp(a, "--set") || !strcmp(a, "--resume") ||
-                 !strcmp(a, "--checkpoint") || !strcmp(a, "--loss-surface") || !strcmp(a, "--attack")) {
+                 !strcmp(a, "--checkpoint") || !strcmp(a, "--loss-surface") || !strcmp(a, "--attack") ||
+                 !strcmp(a, "--gradient-flow")) {
             if (!value) return usage_error(program, usage, "missing value after", a);
             i++;
             if (!strcmp(a, "--device")) {
@@ -41,6 +42,8 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
                 cli->loss_surface = value;
             } else if (!strcmp(a, "--attack")) {
                 cli->attack = value;
+            } else if (!strcmp(a, "--gradient-flow")) {
+                cli->gradient_flow = value;
             } else {
                 cli->checkpoint = value;
             }

@@ -19,6 +19,7 @@ typedef struct bf_cli {
     const char *checkpoint;              /* --checkpoint DIR (eval) */
     const char *loss_surface;            /* --loss-surface FILE.csv (eval) */
     const char *attack;                  /* --attack FILE.json (eval) */
+    const char *gradient_flow;           /* --gradient-flow FILE.csv (eval) */
     int dry_run, help, version, help_config;
 } bf_cli;
 

@@ -11,13 +11,15 @@
 #include "task_eval.h"
 
 static const char usage[] =
-    "usage: bioflex-eval --checkpoint DIR [--loss-surface FILE.csv] [--attack FILE.json]\n"
-    "                    [--device cpu|cuda|auto] [--set section.key=value]... cfg.ini\n"
+    "usage: bioflex-eval --checkpoint DIR [--loss-surface FILE.csv] [--gradient-flow FILE.csv]\n"
+    "                    [--attack FILE.json] [--device cpu|cuda|auto] [--set section.key=value]... cfg.ini\n"
     "       bioflex-eval --help | --version\n"
     "\n"
     "  --checkpoint DIR   a checkpoint directory, or a run directory (its latest checkpoint)\n"
     "  --loss-surface FILE.csv  also the loss and top-1 over a plane of weights through the checkpoint's,\n"
     "                     as [analysis] surface_* say (one CSV line per grid point: alpha,beta,loss,top1)\n"
+    "  --gradient-flow FILE.csv  also each parameter tensor's gradient size (mean and max |g|, norms) over\n"
+    "                     [analysis] gradient_batches training batches (one CSV line per tensor)\n"
     "  --attack FILE.json also top-1 and top-5 under an adversarial attack at each epsilon of a grid, and\n"
     "                     the area under the top-1 curve, as [analysis] attack_* say\n"
     "  --device cpu|cuda|auto  backend to evaluate on (default: [run] device)\n"
@@ -43,16 +45,36 @@ static bf_status write_loss_surface(const bf_config *cfg, bf_model *m, bf_loader
     return s;
 }
 
+/* --gradient-flow: the parameters' gradient sizes into path (analysis.h), from the first training
+ * batches as training loads them. */
+static bf_status write_gradient_flow(const bf_config *cfg, bf_model *m, const char *path) {
+    bf_dataset *train = NULL;
+    bf_loader *loader = NULL;
+    bf_status s = bf_run_open_dataset(cfg, BF_SPLIT_TRAIN, &train);
+    bf_loader_options o = bf_loader_options_from_config(cfg, BF_SPLIT_TRAIN);
+    if (s == BF_OK) s = bf_loader_create(train, &o, &loader);
+    FILE *csv = s == BF_OK ? fopen(path, "w") : NULL;
+    if (s == BF_OK && !csv) s = bf_error(BF_ERR_IO, "--gradient-flow: cannot write %s", path);
+    if (s == BF_OK) s = bf_gradient_flow(m, loader, cfg->optim.label_smoothing, cfg->analysis.gradient_batches, csv);
+    if (csv && fclose(csv) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--gradient-flow: cannot write %s", path);
+    if (s == BF_OK)
+        printf("gradient flow: %d parameter tensors over %d training batches -> %s\n", m->num_params,
+               cfg->analysis.gradient_batches, path);
+    bf_loader_destroy(loader);
+    bf_dataset_free(train);
+    return s;
+}
+
 /* --attack: the checkpoint in a model of its own, built with input_gradient (model.h), attacked on
  * the test loader's first [analysis] attack_samples images; the results into path (analysis.h). */
-static bf_status write_attack(const bf_config *cfg, bf_backend *b, const char *dir, const bf_dataset *test,
+static bf_status write_attack(const bf_config *cfg, bf_backend *b, const char *dir, int epoch, const bf_dataset *test,
                               bf_loader *loader, const char *path) {
     const bf_analysis_config *a = &cfg->analysis;
     const bf_attack_options o = {.method = (bf_attack_method)a->attack_method, .domain = (bf_attack_domain)a->attack_domain,
                                  .epsilons = a->attack_epsilons, .epsilon_max = a->attack_epsilon_max,
                                  .pgd_steps = a->attack_pgd_steps, .pgd_step_fraction = a->attack_pgd_step_fraction,
                                  .random_start = a->attack_random_start, .eot_samples = a->attack_eot_samples,
-                                 .samples = a->attack_samples, .seed = (uint64_t)a->attack_seed};
+                                 .samples = a->attack_samples, .seed = (uint64_t)a->attack_seed, .epoch = epoch};
     bf_config with_gradient = *cfg;
     with_gradient.model.input_gradient = 1;
     bf_model *m = NULL;
@@ -75,13 +97,12 @@ static bf_status write_attack(const bf_config *cfg, bf_backend *b, const char *d
     return s;
 }
 
-static bf_status evaluate_checkpoint(const bf_config *cfg, const char *checkpoint, const char *surface,
-                                     const char *attack, bf_eval_result *res, char *dir) {
+static bf_status evaluate_checkpoint(const bf_config *cfg, const bf_cli *cli, bf_eval_result *res, char *dir) {
     bf_backend *b = NULL;
     bf_dataset *test = NULL;
     bf_loader *loader = NULL;
     bf_model *m = NULL;
-    bf_status s = bf_checkpoint_resolve(checkpoint, dir);
+    bf_status s = bf_checkpoint_resolve(cli->checkpoint, dir);
     if (s == BF_OK) s = bf_backend_from_config(cfg, &b);
     if (s == BF_OK) s = bf_run_open_dataset(cfg, BF_SPLIT_TEST, &test);
     if (s == BF_OK) s = bf_run_build_model(cfg, b, test, &m);
@@ -92,8 +113,9 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const char *checkpoin
     o.shuffle = 0; /* the whole test split, in order, whatever [run] val_batches says */
     if (s == BF_OK) s = bf_loader_create(test, &o, &loader);
     if (s == BF_OK) s = bf_evaluate_batches(m, loader, cfg->optim.label_smoothing, epoch, 0, res);
-    if (s == BF_OK && surface) s = write_loss_surface(cfg, m, loader, surface);
-    if (s == BF_OK && attack) s = write_attack(cfg, b, dir, test, loader, attack);
+    if (s == BF_OK && cli->loss_surface) s = write_loss_surface(cfg, m, loader, cli->loss_surface);
+    if (s == BF_OK && cli->gradient_flow) s = write_gradient_flow(cfg, m, cli->gradient_flow);
+    if (s == BF_OK && cli->attack) s = write_attack(cfg, b, dir, epoch, test, loader, cli->attack);
     bf_loader_destroy(loader);
     bf_model_destroy(m);
     bf_dataset_free(test);
@@ -144,9 +166,9 @@ int main(int argc, char **argv) {
     bf_eval_result res;
     char dir[BF_PATH_MAX];
     note_other_network(&cfg, cli.checkpoint);
-    if (cfg.butd.network != 0 && (cli.loss_surface || cli.attack)) {
+    if (cfg.butd.network != 0 && (cli.loss_surface || cli.attack || cli.gradient_flow)) {
         fprintf(stderr, "bioflex-eval: %s applies to [model] networks, not [butd] ones\n",
-                cli.loss_surface ? "--loss-surface" : "--attack");
+                cli.loss_surface ? "--loss-surface" : cli.attack ? "--attack" : "--gradient-flow");
         return BF_EXIT_USAGE;
     }
     if (cfg.butd.network != 0) { /* a BU-TD network ([butd]): one accuracy, per task when guided */
@@ -162,7 +184,7 @@ int main(int argc, char **argv) {
             printf("  task %d: accuracy %.2f%%  loss %.4f\n", k, 100 * tasks.task_accuracy[k], tasks.task_loss[k]);
         return BF_EXIT_OK;
     }
-    bf_status s = evaluate_checkpoint(&cfg, cli.checkpoint, cli.loss_surface, cli.attack, &res, dir);
+    bf_status s = evaluate_checkpoint(&cfg, &cli, &res, dir);
     if (s != BF_OK) {
         fprintf(stderr, "error: %s\n", bf_last_error());
         return s == BF_ERR_CONFIG ? BF_EXIT_USAGE : BF_EXIT_RUNTIME;

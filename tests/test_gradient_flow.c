@@ -1,0 +1,126 @@
+/* test_gradient_flow.c - bf_gradient_flow (analysis.h) on the CPU backend, for a small CNN with
+ * batch-norm and dropout on generated images: every CSV line (mean and max |g|, the gradient's and
+ * the weights' norms) equals the statistics of the gradient taken by hand, two training-mode
+ * passes over the same two batches averaged; the running statistics, the batch count and the
+ * gradients come back bit for bit; more batches than the split has is an error that says so. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bioflex/analysis.h"
+#include "bioflex/config.h"
+#include "bioflex/hash.h"
+#include "testutil.h"
+
+enum { B = 6, S = 8, K = 3, SAMPLES = 12 };
+
+/* The mean loss's gradient over the loader's first two batches, by hand, into g (host). */
+static void gradient_by_hand(bf_model *m, bf_loader *l, float *g) {
+    bf_backend *b = m->backend;
+    const size_t n = m->num_param_floats;
+    float *x = bf_test_alloc(b, (size_t)B * S * S), *losses = bf_test_alloc(b, B), *dlogits = bf_test_alloc(b, B * K);
+    int32_t *labels = NULL;
+    CHECK_OK(bf_alloc(b, B * sizeof(int32_t), (void **)&labels));
+    memset(g, 0, n * sizeof(float));
+    CHECK_OK(bf_loader_start_epoch(l, 0, 0));
+    for (int k = 0; k < 2; k++) {
+        bf_batch *batch = NULL;
+        CHECK_OK(bf_loader_next(l, &batch, NULL));
+        if (!batch) break;
+        CHECK_OK(bf_to_device(b, x, batch->images, (size_t)B * S * S * sizeof(float)));
+        CHECK_OK(bf_to_device(b, labels, batch->labels, B * sizeof(int32_t)));
+        bf_loader_release(l, batch);
+        const float *logits = NULL;
+        CHECK_OK(bf_model_forward(m, x, &logits));
+        CHECK_OK(b->ops->softmax_xent(b, B, K, logits, labels, 0.0f, 1.0f / B, losses, dlogits));
+        CHECK_OK(bf_model_backward(m, dlogits));
+        float *grad = bf_test_download(b, m->grad_data, n);
+        for (size_t i = 0; grad && i < n; i++) g[i] += 0.5f * grad[i];
+        free(grad);
+    }
+    bf_free(b, x), bf_free(b, losses), bf_free(b, dlogits), bf_free(b, labels);
+}
+
+int main(void) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    bf_model_config mc = bf_test_cnn_config(4, 8, 0.3f);
+    mc.batchnorm = 1;
+    bf_model *m = NULL;
+    if (b) CHECK_OK(bf_model_build(b, &mc, (bf_shape){B, 1, S, S}, K, 5, &m));
+    if (!m) return bf_test_finish();
+    static uint8_t pixels[SAMPLES * S * S];
+    static int32_t labels[SAMPLES];
+    for (int i = 0; i < SAMPLES * S * S; i++) pixels[i] = (uint8_t)(bf_uniform(3, (uint64_t)i) * 255);
+    for (int i = 0; i < SAMPLES; i++) labels[i] = i % K;
+    bf_dataset d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.name, sizeof d.name, "noise images");
+    d.num_samples = SAMPLES, d.c = 1, d.h = d.w = S, d.num_classes = K;
+    d.mean[0] = 0.5f, d.std[0] = 0.25f;
+    d.pixels = pixels, d.labels = labels, d.split = BF_SPLIT_TRAIN;
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    cfg.data.batch_size = B;
+    bf_loader_options lo = bf_loader_options_from_config(&cfg, BF_SPLIT_TRAIN);
+    bf_loader *l = NULL;
+    CHECK_OK(bf_loader_create(&d, &lo, &l));
+    if (!l) return bf_test_finish();
+
+    const size_t n = m->num_param_floats;
+    m->step = 7; /* the dropout draws of both */
+    float *buffers = bf_test_download(b, m->buffer_data, m->num_buffer_floats), *grads = bf_test_download(b, m->grad_data, n);
+    const int64_t tracked = m->num_batches_tracked;
+    char path[] = "/tmp/bioflex_gradient_flow_XXXXXX";
+    int fd = mkstemp(path);
+    FILE *csv = fd >= 0 ? fdopen(fd, "w") : NULL;
+    CHECK(csv != NULL, "cannot make %s", path);
+    if (!csv) return bf_test_finish();
+    CHECK_OK(bf_gradient_flow(m, l, 0.0f, 2, csv));
+    fclose(csv);
+    float *after = bf_test_download(b, m->buffer_data, m->num_buffer_floats), *grads_after = bf_test_download(b, m->grad_data, n);
+    CHECK(memcmp(buffers, after, m->num_buffer_floats * sizeof(float)) == 0 && m->num_batches_tracked == tracked &&
+              memcmp(grads, grads_after, n * sizeof(float)) == 0 && m->training == 1,
+          "the running statistics, batch count and gradients come back bit for bit");
+
+    float *g = malloc(n * sizeof(float)), *w = bf_test_download(b, m->param_data, n);
+    gradient_by_hand(m, l, g);
+    size_t text_size = 0;
+    char *text = bf_test_read_file(path, &text_size);
+    remove(path);
+    const char *line = text ? strstr(text, "grad_to_weight\n") : NULL;
+    int rows = 0, nonzero = 0;
+    for (line = line ? strchr(line, '\n') + 1 : NULL; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        char name[BF_NAME_MAX] = "";
+        size_t count = 0;
+        double mean_abs = -1, max_abs = -1, norm = -1, w_norm = -1, ratio = -1;
+        sscanf(line, "%95[^,],%zu,%lf,%lf,%lf,%lf,%lf", name, &count, &mean_abs, &max_abs, &norm, &w_norm, &ratio);
+        const bf_param *q = rows < m->num_params ? &m->params[rows] : NULL;
+        double want_mean = 0, want_max = 0, want_sq = 0, want_w = 0;
+        for (size_t i = q ? q->offset : 0; q && i < q->offset + q->count; i++) {
+            want_mean += fabs(g[i]) / (double)q->count;
+            want_max = fmax(want_max, fabs(g[i]));
+            want_sq += (double)g[i] * g[i];
+            want_w += (double)w[i] * w[i];
+        }
+        CHECK(q && !strcmp(name, q->name) && count == q->count, "row %d names %s (%zu values)", rows, name, count);
+        CHECK(fabs(mean_abs - want_mean) <= 1e-6 * want_mean + 1e-12 && fabs(max_abs - want_max) <= 1e-6 * want_max + 1e-12 &&
+                  fabs(norm - sqrt(want_sq)) <= 1e-6 * sqrt(want_sq) + 1e-12 && fabs(w_norm - sqrt(want_w)) <= 1e-6 * sqrt(want_w),
+              "%s: mean |g| %g max %g norm %g, weights %g; by hand %g %g %g %g", name, mean_abs, max_abs, norm, w_norm,
+              want_mean, want_max, sqrt(want_sq), sqrt(want_w));
+        nonzero += max_abs > 0;
+        rows++;
+    }
+    CHECK(rows == m->num_params && nonzero >= rows - 2, "%d rows for %d parameter tensors, %d nonzero", rows,
+          m->num_params, nonzero);
+    csv = fopen("/dev/null", "w");
+    CHECK(bf_gradient_flow(m, l, 0.0f, 3, csv) == BF_ERR_ARG && strstr(bf_last_error(), "fewer than the 3"),
+          "more batches than the split has: %s", bf_last_error());
+    fclose(csv);
+    free(buffers), free(after), free(grads), free(grads_after), free(g), free(w), free(text);
+    bf_loader_destroy(l);
+    bf_model_destroy(m);
+    bf_backend_destroy(b);
+    return bf_test_finish();
+}
