@@ -13,7 +13,6 @@
 
 #include "bioflex/analysis.h"
 #include "bioflex/config.h"
-#include "bioflex/hash.h"
 #include "bioflex/train.h"
 #include "testutil.h"
 
@@ -108,14 +107,7 @@ static void csv_point(const char *text, int skip, double v[4]) {
 static void test_surface(bf_backend *b, bf_model *m, const float *theta) {
     static uint8_t pixels[SAMPLES * S * S];
     static int32_t labels[SAMPLES];
-    for (int i = 0; i < SAMPLES * S * S; i++) pixels[i] = (uint8_t)(bf_uniform(3, (uint64_t)i) * 255);
-    for (int i = 0; i < SAMPLES; i++) labels[i] = i % K;
-    bf_dataset d;
-    memset(&d, 0, sizeof d);
-    snprintf(d.name, sizeof d.name, "noise images");
-    d.num_samples = SAMPLES, d.c = 1, d.h = d.w = S, d.num_classes = K;
-    d.mean[0] = 0.5f, d.std[0] = 0.25f;
-    d.pixels = pixels, d.labels = labels, d.split = BF_SPLIT_TEST;
+    bf_dataset d = bf_test_noise_images(pixels, labels, SAMPLES, S, K, BF_SPLIT_TEST);
     bf_config cfg;
     bf_config_defaults(&cfg);
     cfg.data.batch_size = B;

@@ -176,3 +176,15 @@ bf_model_config bf_test_cnn_config(int channels, int hidden, float dropout) {
     mc.dropout = dropout;
     return mc;
 }
+
+bf_dataset bf_test_noise_images(uint8_t *pixels, int32_t *labels, int samples, int s, int k, bf_split split) {
+    for (int i = 0; i < samples * s * s; i++) pixels[i] = (uint8_t)(bf_uniform(3, (uint64_t)i) * 255);
+    for (int i = 0; i < samples; i++) labels[i] = i % k;
+    bf_dataset d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.name, sizeof d.name, "noise images");
+    d.num_samples = samples, d.c = 1, d.h = d.w = s, d.num_classes = k;
+    d.mean[0] = 0.5f, d.std[0] = 0.25f;
+    d.pixels = pixels, d.labels = labels, d.split = split;
+    return d;
+}

@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "bioflex/config.h"
+#include "bioflex/data.h"
 #include "bioflex/ops.h"
 
 void bf_test_record(int ok, const char *file, int line, const char *fmt, ...)
@@ -64,6 +65,10 @@ float *bf_test_download(bf_backend *b, const float *dev, size_t n);
  * program exits (status 1) when the backend has no memory for it. */
 float *bf_test_alloc(bf_backend *b, size_t n);
 float *bf_test_uniform(bf_backend *b, size_t n, float lo, float hi, unsigned long seed);
+
+/* A dataset of `samples` one-channel s x s noise images held in the caller's arrays (pixels:
+ * samples*s*s bytes, labels: samples), labels i % k, normalised with mean 0.5 and std 0.25. */
+bf_dataset bf_test_noise_images(uint8_t *pixels, int32_t *labels, int samples, int s, int k, bf_split split);
 
 /* The [model] defaults with arch = cnn: one conv of `channels`, a hidden layer of `hidden`, the
  * given dropout; the caller changes what else it needs. */
