@@ -146,6 +146,13 @@ first=$(tr -d '\n ' < "$tmp/attack.json" 2>/dev/null | sed -n 's/.*"top1":\[\([0
   && [ "$(tr -d '\n ' < "$tmp/attack.json" | grep -o '"epsilons":\[[^]]*\]' | tr ',' '\n' | wc -l)" = 5 ] \
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL attack JSON: top-1 at epsilon 0 '$first', evaluation '$clean' (5 epsilons wanted)"; }
 expect "train refuses --attack" 2 "--attack is a bioflex-eval option" -- "$train" --attack x.json --dry-run "$tmp/tiny.ini"
+# --hessian: 2 eigenvalues and a trace into JSON
+expect "eval writes the Hessian" 0 "hessian: top eigenvalue [0-9.e+-]+, trace" -- "$eval_" --checkpoint "$tmp/run" \
+  --hessian "$tmp/hessian.json" --set analysis.hessian_top_n=2 --set analysis.hessian_max_iterations=20 "$tmp/tiny.ini"
+tr -d '\n ' < "$tmp/hessian.json" 2>/dev/null | grep -q '"eigenvalues":\[[0-9.e+-]*,[0-9.e+-]*\],"iterations"' \
+  && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL Hessian JSON: want 2 eigenvalues"; }
+expect "hessian_step must be positive" 2 "hessian_step" -- "$eval_" --checkpoint "$tmp/run" --hessian "$tmp/x.json" \
+  --set analysis.hessian_step=0 "$tmp/tiny.ini"
 # --gradient-flow: one CSV line per parameter tensor of the tiny CNN (conv, batch-norm, two linear: 8)
 expect "eval writes the gradient flow" 0 "gradient flow: 8 parameter tensors over 2 training batches" -- "$eval_" \
   --checkpoint "$tmp/run" --gradient-flow "$tmp/flow.csv" --set analysis.gradient_batches=2 "$tmp/tiny.ini"

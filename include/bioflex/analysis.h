@@ -67,6 +67,51 @@ bf_status bf_loss_surface(bf_model *m, bf_loader *loader, float label_smoothing,
  * a random fc1). The model comes back as it was (running statistics, batch count, gradients). */
 bf_status bf_gradient_flow(bf_model *m, bf_loader *loader, float label_smoothing, int batches, FILE *csv);
 
+/* The gradient of the mean cross-entropy over the loader's first `batches` batches of epoch 0, in the
+ * model's mode, into sum (backend memory, the parameters' layout): each batch's mean loss weighs
+ * 1/batches. *loss: the summed per-sample loss, *samples: the images. Leaves m->grad_data holding the
+ * last batch's gradient and the model at that batch size; an error when the split has fewer batches. */
+bf_status bf_mean_gradient(bf_model *m, bf_loader *loader, float label_smoothing, int batches, float *sum, double *loss,
+                           int *samples);
+
+/* Hessian (section 7.2, PyHessian's algorithms): of the mean cross-entropy over the loader's first
+ * `batches` batches (a training loader: shuffled and augmented as training is, the same images at
+ * every pass) with respect to every trained parameter, in training mode (batch statistics; dropout
+ * drawn for the model's current step at every pass): the loss of one training step, fixed.
+ *   top eigenvalues: power iteration with deflation, from a Gaussian start made orthonormal to the
+ *     eigenvectors already found; v <- H v / |H v|; stops when the Rayleigh quotient v'Hv changes by
+ *     less than `tolerance` relatively, or after max_iterations (PyHessian: 5, 1e-3, 100);
+ *   trace: Hutchinson's mean of v'Hv over Rademacher v, until the running mean changes by less than
+ *     `tolerance`, or max_iterations samples.
+ * H v is a central difference of gradients along the unit direction v, (g(theta + step v) -
+ * g(theta - step v)) / (2 step), two gradient passes, where PyHessian takes exact double-backward
+ * products: across a ReLU's or max-pool's kink the difference sees what the exact product ignores,
+ * so a smaller step is closer to PyHessian's while float rounding limits it from below. The
+ * reference also took its Hessian in evaluation mode with a random fc1; its spectral density (SLQ)
+ * is not computed here. The model comes back as it was. */
+#define BF_HESSIAN_MAX_TOP 64
+
+typedef struct bf_hessian_options {
+    int batches, top_n, max_iterations;
+    double tolerance, step;
+    uint64_t seed;
+} bf_hessian_options;
+
+typedef struct bf_hessian_result {
+    int top_n;
+    double eigenvalues[BF_HESSIAN_MAX_TOP];
+    int iterations[BF_HESSIAN_MAX_TOP];
+    double trace;
+    int trace_samples;
+    int products;              /* Hessian-vector products taken (two gradient passes each) */
+    double loss;               /* the mean loss at theta */
+    int samples;               /* the images of those batches */
+} bf_hessian_result;
+
+bf_status bf_hessian(bf_model *m, bf_loader *loader, float label_smoothing, const bf_hessian_options *o,
+                     bf_hessian_result *out);
+bf_status bf_hessian_write_json(const bf_hessian_options *o, const bf_hessian_result *r, FILE *f);
+
 /* Adversarial attacks (section 6 and recommendation 9.6): the test images attacked at each epsilon
  * of a grid from 0 to epsilon_max, and the model's top-1 and top-5 on the results.
  *   fgsm: x + epsilon sign(grad), clamped to the pixel range;

@@ -89,7 +89,8 @@ enum {
     BF_STREAM_MULTI = 9,     /* Multi-MNIST generation: the partner digit and its placement */
     BF_STREAM_THRESHOLD = 10, /* flex thresholds re-drawn every forward pass (threshold = resample) */
     BF_STREAM_SURFACE = 11,   /* the loss surface's two directions (analysis.h) */
-    BF_STREAM_ATTACK = 12     /* adversarial attacks' random starts and noise (analysis.h) */
+    BF_STREAM_ATTACK = 12,    /* adversarial attacks' random starts and noise (analysis.h) */
+    BF_STREAM_HESSIAN = 13    /* the Hessian's power-iteration starts and Hutchinson probes (analysis.h) */
 };
 
 #endif

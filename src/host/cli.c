@@ -21,7 +21,7 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
         else if (!strcmp(a, "--help-config")) cli->help_config = 1;
         else if (!strcmp(a, "--device") || !strcmp(a, "--gpus") || !strcmp(a, "--set") || !strcmp(a, "--resume") ||
                  !strcmp(a, "--checkpoint") || !strcmp(a, "--loss-surface") || !strcmp(a, "--attack") ||
-                 !strcmp(a, "--gradient-flow")) {
+                 !strcmp(a, "--gradient-flow") || !strcmp(a, "--hessian")) {
             if (!value) return usage_error(program, usage, "missing value after", a);
             i++;
             if (!strcmp(a, "--device")) {
@@ -44,6 +44,8 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
                 cli->attack = value;
             } else if (!strcmp(a, "--gradient-flow")) {
                 cli->gradient_flow = value;
+            } else if (!strcmp(a, "--hessian")) {
+                cli->hessian = value;
             } else {
                 cli->checkpoint = value;
             }
@@ -82,4 +84,12 @@ int bf_cli_load_config(const bf_cli *cli, bf_config *cfg) {
         return s == BF_ERR_CONFIG ? BF_EXIT_USAGE : (s == BF_ERR_IO ? BF_EXIT_USAGE : BF_EXIT_RUNTIME);
     }
     return BF_EXIT_OK;
+}
+
+const char *bf_cli_analysis_option(const bf_cli *cli) {
+    return cli->loss_surface    ? "--loss-surface"
+           : cli->gradient_flow ? "--gradient-flow"
+           : cli->hessian       ? "--hessian"
+           : cli->attack        ? "--attack"
+                                : NULL;
 }

@@ -20,6 +20,7 @@ typedef struct bf_cli {
     const char *loss_surface;            /* --loss-surface FILE.csv (eval) */
     const char *attack;                  /* --attack FILE.json (eval) */
     const char *gradient_flow;           /* --gradient-flow FILE.csv (eval) */
+    const char *hessian;                 /* --hessian FILE.json (eval) */
     int dry_run, help, version, help_config;
 } bf_cli;
 
@@ -29,5 +30,9 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
 /* Loads the config file, applies --device, --gpus and --set in order, and validates; on failure
  * prints the message and returns BF_EXIT_USAGE. */
 int bf_cli_load_config(const bf_cli *cli, bf_config *cfg);
+
+/* The first bioflex-eval analysis option given ("--loss-surface", "--gradient-flow", "--hessian",
+ * "--attack"), or NULL. */
+const char *bf_cli_analysis_option(const bf_cli *cli);
 
 #endif

@@ -320,6 +320,12 @@ static const key_spec key_table[] = {
     ENUM_KEY("analysis", "surface_directions", analysis.surface_directions, surface_direction_names, "filter_normalized", "filter_normalized: Gaussian directions, each output filter of a weight scaled to that filter's norm in theta, biases and other 1-D tensors left still (Li et al. 2018, what the reference meant); reference: PlasticFlex's loss_landscapes random_plane, U[0,1) directions, the second orthogonalised to the first, 1-D tensors scaled to their norm in theta, both then scaled to norm(theta) x distance / steps"),
     LONG_KEY("analysis", "surface_seed", analysis.surface_seed, 0, NO_MAX, "42", "seed of the two directions (the reference's 42)"),
     INT_KEY("analysis", "gradient_batches", analysis.gradient_batches, 1, NO_MAX, "1", "bioflex-eval --gradient-flow: training batches (batch_size, shuffled and augmented as in training) whose mean loss's gradient is measured (the reference's 1)"),
+    INT_KEY("analysis", "hessian_batches", analysis.hessian_batches, 1, NO_MAX, "1", "bioflex-eval --hessian: training batches (batch_size) whose mean loss's Hessian is taken, in training mode (the reference: one batch of 16)"),
+    INT_KEY("analysis", "hessian_top_n", analysis.hessian_top_n, 0, 64, "5", "top eigenvalues, by power iteration with deflation (PyHessian's 5)"),
+    INT_KEY("analysis", "hessian_max_iterations", analysis.hessian_max_iterations, 1, 100000, "100", "the most power iterations per eigenvalue, and Hutchinson samples for the trace (PyHessian's 100)"),
+    FLOAT_KEY("analysis", "hessian_tolerance", analysis.hessian_tolerance, 0, NO_MAX, MIN_OPEN, "0.001", "stop when the eigenvalue's (or the trace's running mean's) relative change is below this (PyHessian's 1e-3)"),
+    FLOAT_KEY("analysis", "hessian_step", analysis.hessian_step, 0, NO_MAX, MIN_OPEN, "0.001", "Hessian-vector products are central differences of the gradient: (g(theta + step v) - g(theta - step v)) / (2 step) along unit directions v"),
+    LONG_KEY("analysis", "hessian_seed", analysis.hessian_seed, 0, NO_MAX, "42", "seed of the power iterations' starts and the Hutchinson probes"),
     ENUM_KEY("analysis", "attack_method", analysis.attack_method, attack_method_names, "fgsm", "bioflex-eval --attack: fgsm (one step of epsilon x sign of the input gradient), pgd (L-inf projected gradient descent: attack_pgd_steps steps of attack_pgd_step_fraction x epsilon, projected on the epsilon ball and the pixel range), gaussian_noise (N(0, epsilon^2) per pixel)"),
     FLOAT_KEY("analysis", "attack_epsilon_max", analysis.attack_epsilon_max, 0, NO_MAX, 0, "0", "the largest epsilon, in pixels of [0, 1] images; 0 = the reference's grid for the method (fgsm 0.64, pgd 23/255, gaussian_noise 0.42)"),
     INT_KEY("analysis", "attack_epsilons", analysis.attack_epsilons, 2, 1000, "23", "epsilons evenly from 0 to attack_epsilon_max (the reference's 23)"),
@@ -348,7 +354,7 @@ static const section_spec section_table[] = {
     {"schedule", "Learning-rate schedule and warm-up."},
     {"spiking", "Spiking neurons over time (PlasticFlex); neuron = none trains the ANN."},
     {"butd", "Bottom-up/top-down networks with Counter-Hebb learning; network = none trains [model]."},
-    {"analysis", "What bioflex-eval --loss-surface, --gradient-flow and --attack compute of a checkpoint."},
+    {"analysis", "What bioflex-eval --loss-surface, --gradient-flow, --hessian and --attack compute of a checkpoint."},
 };
 #define NUM_SECTIONS (sizeof section_table / sizeof section_table[0])
 

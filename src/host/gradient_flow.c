@@ -10,10 +10,8 @@
 #include "batch_upload.h"
 #include "bioflex/analysis.h"
 
-/* The mean loss's gradient over the first `batches` batches (each batch weighs 1/batches) into sum
- * (backend memory). *samples: the images seen. */
-static bf_status accumulate_gradients(bf_model *m, bf_loader *loader, float label_smoothing, int batches, float *sum,
-                                      double *loss, int *samples) {
+bf_status bf_mean_gradient(bf_model *m, bf_loader *loader, float label_smoothing, int batches, float *sum, double *loss,
+                           int *samples) {
     bf_backend *b = m->backend;
     const bf_ops *ops = b->ops;
     const int max_n = m->input_shape.n, k = m->num_classes;
@@ -98,7 +96,7 @@ bf_status bf_gradient_flow(bf_model *m, bf_loader *loader, float label_smoothing
     double loss = 0;
     int samples = 0;
     m->training = 1;
-    if (s == BF_OK) s = accumulate_gradients(m, loader, label_smoothing, batches, sum, &loss, &samples);
+    if (s == BF_OK) s = bf_mean_gradient(m, loader, label_smoothing, batches, sum, &loss, &samples);
     if (s == BF_OK) s = bf_to_host(b, g, sum, n * sizeof(float));
     if (s == BF_OK) s = bf_to_host(b, w, m->param_data, n * sizeof(float));
     if (s == BF_OK) {

@@ -1,4 +1,5 @@
 /* bioflex-eval - accuracy and loss of a checkpoint on the test split of the config's dataset. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,8 @@
 
 static const char usage[] =
     "usage: bioflex-eval --checkpoint DIR [--loss-surface FILE.csv] [--gradient-flow FILE.csv]\n"
-    "                    [--attack FILE.json] [--device cpu|cuda|auto] [--set section.key=value]... cfg.ini\n"
+    "                    [--hessian FILE.json] [--attack FILE.json] [--device cpu|cuda|auto]\n"
+    "                    [--set section.key=value]... cfg.ini\n"
     "       bioflex-eval --help | --version\n"
     "\n"
     "  --checkpoint DIR   a checkpoint directory, or a run directory (its latest checkpoint)\n"
@@ -20,6 +22,8 @@ static const char usage[] =
     "                     as [analysis] surface_* say (one CSV line per grid point: alpha,beta,loss,top1)\n"
     "  --gradient-flow FILE.csv  also each parameter tensor's gradient size (mean and max |g|, norms) over\n"
     "                     [analysis] gradient_batches training batches (one CSV line per tensor)\n"
+    "  --hessian FILE.json  also the top eigenvalues and the trace of the loss's Hessian over\n"
+    "                     [analysis] hessian_batches training batches, as [analysis] hessian_* say\n"
     "  --attack FILE.json also top-1 and top-5 under an adversarial attack at each epsilon of a grid, and\n"
     "                     the area under the top-1 curve, as [analysis] attack_* say\n"
     "  --device cpu|cuda|auto  backend to evaluate on (default: [run] device)\n"
@@ -62,6 +66,33 @@ static bf_status write_gradient_flow(const bf_config *cfg, bf_model *m, const ch
                cfg->analysis.gradient_batches, path);
     bf_loader_destroy(loader);
     bf_dataset_free(train);
+    return s;
+}
+
+/* --hessian: the Hessian's top eigenvalues and trace into path (analysis.h), over the first training
+ * batches as training loads them. */
+static bf_status write_hessian(const bf_config *cfg, bf_model *m, const char *path) {
+    const bf_analysis_config *a = &cfg->analysis;
+    const bf_hessian_options o = {.batches = a->hessian_batches, .top_n = a->hessian_top_n,
+                                  .max_iterations = a->hessian_max_iterations, .tolerance = a->hessian_tolerance,
+                                  .step = a->hessian_step, .seed = (uint64_t)a->hessian_seed};
+    bf_dataset *train = NULL;
+    bf_loader *loader = NULL;
+    bf_hessian_result *r = calloc(1, sizeof *r);
+    bf_status s = r ? bf_run_open_dataset(cfg, BF_SPLIT_TRAIN, &train) : bf_error(BF_ERR_OOM, "--hessian: out of memory");
+    bf_loader_options lo = bf_loader_options_from_config(cfg, BF_SPLIT_TRAIN);
+    if (s == BF_OK) s = bf_loader_create(train, &lo, &loader);
+    if (s == BF_OK) s = bf_hessian(m, loader, cfg->optim.label_smoothing, &o, r);
+    FILE *f = s == BF_OK ? fopen(path, "w") : NULL;
+    if (s == BF_OK && !f) s = bf_error(BF_ERR_IO, "--hessian: cannot write %s", path);
+    if (s == BF_OK) s = bf_hessian_write_json(&o, r, f);
+    if (f && fclose(f) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--hessian: cannot write %s", path);
+    if (s == BF_OK)
+        printf("hessian: top eigenvalue %.6g, trace %.6g (%d samples), %d Hessian-vector products -> %s\n",
+               r->top_n ? r->eigenvalues[0] : NAN, r->trace, r->trace_samples, r->products, path);
+    bf_loader_destroy(loader);
+    bf_dataset_free(train);
+    free(r);
     return s;
 }
 
@@ -115,6 +146,7 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const bf_cli *cli, bf
     if (s == BF_OK) s = bf_evaluate_batches(m, loader, cfg->optim.label_smoothing, epoch, 0, res);
     if (s == BF_OK && cli->loss_surface) s = write_loss_surface(cfg, m, loader, cli->loss_surface);
     if (s == BF_OK && cli->gradient_flow) s = write_gradient_flow(cfg, m, cli->gradient_flow);
+    if (s == BF_OK && cli->hessian) s = write_hessian(cfg, m, cli->hessian);
     if (s == BF_OK && cli->attack) s = write_attack(cfg, b, dir, epoch, test, loader, cli->attack);
     bf_loader_destroy(loader);
     bf_model_destroy(m);
@@ -166,9 +198,8 @@ int main(int argc, char **argv) {
     bf_eval_result res;
     char dir[BF_PATH_MAX];
     note_other_network(&cfg, cli.checkpoint);
-    if (cfg.butd.network != 0 && (cli.loss_surface || cli.attack || cli.gradient_flow)) {
-        fprintf(stderr, "bioflex-eval: %s applies to [model] networks, not [butd] ones\n",
-                cli.loss_surface ? "--loss-surface" : cli.attack ? "--attack" : "--gradient-flow");
+    if (cfg.butd.network != 0 && bf_cli_analysis_option(&cli)) {
+        fprintf(stderr, "bioflex-eval: %s applies to [model] networks, not [butd] ones\n", bf_cli_analysis_option(&cli));
         return BF_EXIT_USAGE;
     }
     if (cfg.butd.network != 0) { /* a BU-TD network ([butd]): one accuracy, per task when guided */

@@ -207,9 +207,9 @@ int main(int argc, char **argv) {
                 usage);
         return BF_EXIT_USAGE;
     }
-    if (cli.loss_surface || cli.attack || cli.gradient_flow) {
-        fprintf(stderr, "bioflex-train: %s is a bioflex-eval option (of a checkpoint)\n\n%s",
-                cli.loss_surface ? "--loss-surface" : cli.attack ? "--attack" : "--gradient-flow", usage);
+    if (bf_cli_analysis_option(&cli)) {
+        fprintf(stderr, "bioflex-train: %s is a bioflex-eval option (of a checkpoint)\n\n%s", bf_cli_analysis_option(&cli),
+                usage);
         return BF_EXIT_USAGE;
     }
     bf_config cfg;

@@ -1,0 +1,179 @@
+/* hessian.c - the top eigenvalues and the trace of the loss's Hessian at a checkpoint's weights
+ * (analysis.h says what is computed). Hessian-vector products are central differences of the
+ * gradient along a unit direction, H v = (g(theta + h v) - g(theta - h v)) / 2h, each gradient a
+ * bf_mean_gradient over the same batches with the same random draws; the vectors live on the host,
+ * their dot products are summed in double. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bioflex/analysis.h"
+#include "bioflex/hash.h"
+
+typedef struct hessian_run {
+    bf_model *m;
+    bf_loader *loader;
+    float label_smoothing;
+    const bf_hessian_options *o;
+    size_t n;                  /* parameters */
+    uint64_t step;             /* the dropout draws of every pass */
+    float *theta, *point, *g_plus, *g_minus; /* host */
+    float *sum;                /* backend: bf_mean_gradient's output */
+    int products;              /* Hessian-vector products taken */
+    double loss;
+    int samples;
+} hessian_run;
+
+static double dot(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* v /= |v|; returns the norm it had. */
+static double normalise(float *v, size_t n) {
+    const double norm = sqrt(dot(v, v, n));
+    for (size_t i = 0; norm > 0 && i < n; i++) v[i] = (float)(v[i] / norm);
+    return norm;
+}
+
+/* g (host) = the mean gradient at theta + c v. */
+static bf_status gradient_at(hessian_run *r, const float *v, double c, float *g) {
+    for (size_t i = 0; i < r->n; i++) r->point[i] = (float)(r->theta[i] + c * v[i]);
+    BF_TRY(bf_to_device(r->m->backend, r->m->param_data, r->point, r->n * sizeof(float)));
+    r->m->step = r->step;
+    BF_TRY(bf_mean_gradient(r->m, r->loader, r->label_smoothing, r->o->batches, r->sum, &r->loss, &r->samples));
+    return bf_to_host(r->m->backend, g, r->sum, r->n * sizeof(float));
+}
+
+/* hv = H v for a unit v. */
+static bf_status hessian_product(hessian_run *r, const float *v, float *hv) {
+    const double h = r->o->step;
+    BF_TRY(gradient_at(r, v, h, r->g_plus));
+    BF_TRY(gradient_at(r, v, -h, r->g_minus));
+    for (size_t i = 0; i < r->n; i++) hv[i] = (float)(((double)r->g_plus[i] - r->g_minus[i]) / (2 * h));
+    r->products++;
+    return BF_OK;
+}
+
+/* v minus its projections on the k unit vectors found so far (Gram-Schmidt), then normalised. */
+static void orthonormalise(float *v, float *const *found, int k, size_t n) {
+    for (int j = 0; j < k; j++) {
+        const double c = dot(v, found[j], n);
+        for (size_t i = 0; i < n; i++) v[i] = (float)(v[i] - c * found[j][i]);
+    }
+    normalise(v, n);
+}
+
+/* PyHessian's power iteration with deflation: eigenvalue k from a Gaussian start orthogonal to the
+ * vectors found, v <- H v / |H v| until the Rayleigh quotient changes by less than the tolerance. */
+static bf_status top_eigenvalues(hessian_run *r, float **vectors, float *hv, bf_hessian_result *out) {
+    for (int k = 0; k < r->o->top_n; k++) {
+        float *v = vectors[k];
+        const uint64_t seed = bf_seed_derive(r->o->seed, BF_STREAM_HESSIAN, (uint64_t)k);
+        for (size_t i = 0; i < r->n; i++) v[i] = (float)bf_normal(seed, i);
+        double eigenvalue = 0;
+        int i = 0, converged = 0;
+        while (i < r->o->max_iterations && !converged) {
+            orthonormalise(v, vectors, k, r->n);
+            BF_TRY(hessian_product(r, v, hv));
+            const double quotient = dot(v, hv, r->n);
+            memcpy(v, hv, r->n * sizeof(float));
+            normalise(v, r->n);
+            converged = i > 0 && fabs(eigenvalue - quotient) / (fabs(eigenvalue) + 1e-6) < r->o->tolerance;
+            eigenvalue = quotient;
+            i++;
+        }
+        orthonormalise(v, vectors, k, r->n); /* the deflation basis stays orthonormal */
+        out->eigenvalues[k] = eigenvalue;
+        out->iterations[k] = i;
+    }
+    return BF_OK;
+}
+
+/* Hutchinson: the mean of v' H v over Rademacher v, until the running mean changes by less than the
+ * tolerance (PyHessian's rule). H v = |v| H (v / |v|), a product along a unit direction. */
+static bf_status hutchinson_trace(hessian_run *r, float *v, float *hv, bf_hessian_result *out) {
+    double sum = 0, trace = 0;
+    int i = 0;
+    while (i < r->o->max_iterations) {
+        const uint64_t seed = bf_seed_derive(r->o->seed, BF_STREAM_HESSIAN, 1000000u + (uint64_t)i);
+        for (size_t j = 0; j < r->n; j++) v[j] = bf_uniform(seed, j) < 0.5f ? -1.0f : 1.0f;
+        const double norm = normalise(v, r->n);
+        BF_TRY(hessian_product(r, v, hv));
+        sum += dot(v, hv, r->n) * norm * norm;
+        i++;
+        const double mean = sum / i;
+        const int converged = i > 1 && fabs(mean - trace) / (fabs(trace) + 1e-6) < r->o->tolerance;
+        trace = mean;
+        if (converged) break;
+    }
+    out->trace = trace;
+    out->trace_samples = i;
+    return BF_OK;
+}
+
+static bf_status check_options(const bf_hessian_options *o) {
+    if (o->batches < 1 || o->top_n < 0 || o->top_n > BF_HESSIAN_MAX_TOP || o->max_iterations < 1 || !(o->tolerance > 0) ||
+        !(o->step > 0))
+        return bf_error(BF_ERR_ARG, "hessian: batches %d, top_n %d (0 to %d), max_iterations %d, tolerance %g, step %g",
+                        o->batches, o->top_n, BF_HESSIAN_MAX_TOP, o->max_iterations, o->tolerance, o->step);
+    return BF_OK;
+}
+
+bf_status bf_hessian(bf_model *m, bf_loader *loader, float label_smoothing, const bf_hessian_options *o,
+                     bf_hessian_result *out) {
+    BF_TRY(check_options(o));
+    bf_backend *b = m->backend;
+    const size_t n = m->num_param_floats, nb = m->num_buffer_floats, bytes = (n + 1) * sizeof(float);
+    hessian_run r = {.m = m, .loader = loader, .label_smoothing = label_smoothing, .o = o, .n = n, .step = m->step};
+    float *vectors[BF_HESSIAN_MAX_TOP + 1] = {0}, *hv = malloc(bytes), *kept_buffers = malloc((nb + 1) * sizeof(float));
+    float *kept_grads = malloc(bytes);
+    r.theta = malloc(bytes), r.point = malloc(bytes), r.g_plus = malloc(bytes), r.g_minus = malloc(bytes);
+    bf_status s = hv && kept_buffers && kept_grads && r.theta && r.point && r.g_plus && r.g_minus
+                      ? BF_OK : bf_error(BF_ERR_OOM, "hessian: out of host memory for %zu parameters", n);
+    for (int k = 0; s == BF_OK && k <= o->top_n; k++) /* the last one: the trace's probe */
+        if (!(vectors[k] = malloc(bytes))) s = bf_error(BF_ERR_OOM, "hessian: out of host memory for %zu parameters", n);
+    /* what the passes change: the parameters, running statistics, the batch count, the gradients */
+    if (s == BF_OK) s = bf_to_host(b, r.theta, m->param_data, n * sizeof(float));
+    if (s == BF_OK && nb) s = bf_to_host(b, kept_buffers, m->buffer_data, nb * sizeof(float));
+    if (s == BF_OK) s = bf_to_host(b, kept_grads, m->grad_data, n * sizeof(float));
+    const int kept = s == BF_OK, was_training = m->training;
+    const int64_t tracked = m->num_batches_tracked;
+    const double flex_samples = m->flex_samples, spike_samples = m->spike_samples;
+    if (s == BF_OK) s = bf_alloc(b, n * sizeof(float), (void **)&r.sum);
+    m->training = 1;
+    memset(out, 0, sizeof *out);
+    out->top_n = o->top_n;
+    if (s == BF_OK) s = gradient_at(&r, r.theta, 0.0, r.g_plus); /* the loss at theta */
+    out->loss = r.samples ? r.loss / r.samples : 0;
+    out->samples = r.samples;
+    if (s == BF_OK) s = top_eigenvalues(&r, vectors, hv, out);
+    if (s == BF_OK) s = hutchinson_trace(&r, vectors[o->top_n], hv, out);
+    out->products = r.products;
+    m->training = was_training;
+    m->step = r.step;
+    m->num_batches_tracked = tracked;
+    m->flex_samples = flex_samples, m->spike_samples = spike_samples;
+    bf_model_set_batch(m, m->input_shape.n);
+    bf_status restored = BF_OK;
+    if (kept) restored = bf_to_device(b, m->param_data, r.theta, n * sizeof(float));
+    if (kept && restored == BF_OK && nb) restored = bf_to_device(b, m->buffer_data, kept_buffers, nb * sizeof(float));
+    if (kept && restored == BF_OK) restored = bf_to_device(b, m->grad_data, kept_grads, n * sizeof(float));
+    bf_free(b, r.sum);
+    for (int k = 0; k <= o->top_n; k++) free(vectors[k]);
+    free(hv), free(kept_buffers), free(kept_grads), free(r.theta), free(r.point), free(r.g_plus), free(r.g_minus);
+    return s != BF_OK ? bf_error_context(s, "hessian") : restored;
+}
+
+bf_status bf_hessian_write_json(const bf_hessian_options *o, const bf_hessian_result *r, FILE *f) {
+    fprintf(f, "{\n  \"batches\": %d,\n  \"samples\": %d,\n  \"loss\": %.9g,\n  \"step\": %.9g,\n  \"tolerance\": %.9g,\n",
+            o->batches, r->samples, r->loss, o->step, o->tolerance);
+    fprintf(f, "  \"eigenvalues\": [");
+    for (int k = 0; k < r->top_n; k++) fprintf(f, "%s%.9g", k ? ", " : "", r->eigenvalues[k]);
+    fprintf(f, "],\n  \"iterations\": [");
+    for (int k = 0; k < r->top_n; k++) fprintf(f, "%s%d", k ? ", " : "", r->iterations[k]);
+    fprintf(f, "],\n  \"trace\": %.9g,\n  \"trace_samples\": %d,\n  \"hessian_vector_products\": %d,\n  \"seed\": %llu\n}\n",
+            r->trace, r->trace_samples, r->products, (unsigned long long)o->seed);
+    return ferror(f) ? bf_error(BF_ERR_IO, "hessian: writing the results failed") : BF_OK;
+}
