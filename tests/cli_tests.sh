@@ -146,11 +146,13 @@ first=$(tr -d '\n ' < "$tmp/attack.json" 2>/dev/null | sed -n 's/.*"top1":\[\([0
   && [ "$(tr -d '\n ' < "$tmp/attack.json" | grep -o '"epsilons":\[[^]]*\]' | tr ',' '\n' | wc -l)" = 5 ] \
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL attack JSON: top-1 at epsilon 0 '$first', evaluation '$clean' (5 epsilons wanted)"; }
 expect "train refuses --attack" 2 "--attack is a bioflex-eval option" -- "$train" --attack x.json --dry-run "$tmp/tiny.ini"
-# --hessian: 2 eigenvalues and a trace into JSON
+# --hessian: 2 eigenvalues, a trace and a density of 3 nodes into JSON
 expect "eval writes the Hessian" 0 "hessian: top eigenvalue [0-9.e+-]+, trace" -- "$eval_" --checkpoint "$tmp/run" \
-  --hessian "$tmp/hessian.json" --set analysis.hessian_top_n=2 --set analysis.hessian_max_iterations=20 "$tmp/tiny.ini"
+  --hessian "$tmp/hessian.json" --set analysis.hessian_top_n=2 --set analysis.hessian_max_iterations=20 \
+  --set analysis.hessian_density_iterations=3 "$tmp/tiny.ini"
 tr -d '\n ' < "$tmp/hessian.json" 2>/dev/null | grep -q '"eigenvalues":\[[0-9.e+-]*,[0-9.e+-]*\],"iterations"' \
-  && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL Hessian JSON: want 2 eigenvalues"; }
+  && tr -d '\n ' < "$tmp/hessian.json" | grep -q '"density_weights":\[[0-9.e+-]*,[0-9.e+-]*,[0-9.e+-]*\]' \
+  && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL Hessian JSON: want 2 eigenvalues and 3 density weights"; }
 expect "hessian_step must be positive" 2 "hessian_step" -- "$eval_" --checkpoint "$tmp/run" --hessian "$tmp/x.json" \
   --set analysis.hessian_step=0 "$tmp/tiny.ini"
 # --gradient-flow: one CSV line per parameter tensor of the tiny CNN (conv, batch-norm, two linear: 8)

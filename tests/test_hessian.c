@@ -5,7 +5,9 @@
  * The test builds that matrix in double from the model's weights and the loader's images, finds its
  * eigenvalues with Jacobi rotations, and checks: the top 3 from the power iteration (with
  * deflation) to 1e-3; the Hutchinson trace within 4 standard errors of the true trace (the error of
- * a mean of v'Hv over Rademacher v: sqrt(2 sum_{i!=j} H_ij^2 / samples)); the loss at theta; the
+ * a mean of v'Hv over Rademacher v: sqrt(2 sum_{i!=j} H_ij^2 / samples)); the spectral density's
+ * weights summing to 1, its top node the top eigenvalue, its bottom one the bottom of the spectrum,
+ * its mean the start vector's Rayleigh quotient; the loss at theta; the
  * parameters, running statistics and gradients restored bit for bit; bad options refused. */
 #include <math.h>
 #include <stdlib.h>
@@ -13,6 +15,7 @@
 
 #include "bioflex/analysis.h"
 #include "bioflex/config.h"
+#include "bioflex/hash.h"
 #include "testutil.h"
 
 enum { N = 6, S = 3, D = S * S, K = 3, P = K * (D + 1) };
@@ -108,8 +111,9 @@ int main(void) {
     CHECK_OK(bf_loader_create(&d, &lo, &l));
     if (!l) return bf_test_finish();
 
-    static double h[P][P], eig[P];
+    static double h[P][P], h0[P][P], eig[P];
     const double loss = closed_form(m, l, h);
+    memcpy(h0, h, sizeof h);
     double trace = 0, off = 0;
     for (int i = 0; i < P; i++)
         for (int j = 0; j < P; j++) {
@@ -120,7 +124,7 @@ int main(void) {
 
     float *theta = bf_test_download(b, m->param_data, P), *grads = bf_test_download(b, m->grad_data, P);
     const bf_hessian_options o = {.batches = 1, .top_n = 3, .max_iterations = 400, .tolerance = 1e-7, .step = 1e-3,
-                                  .seed = 42};
+                                  .density_iterations = 20, .seed = 42};
     static bf_hessian_result r;
     CHECK_OK(bf_hessian(m, l, 0.0f, &o, &r));
     for (int k = 0; k < 3; k++)
@@ -131,6 +135,25 @@ int main(void) {
           "Hutchinson's trace %g within 4 standard errors (%g) of the true %g, %d samples", r.trace, se, trace,
           r.trace_samples);
     CHECK_CLOSE(r.loss, loss, 1e-6, 1e-5, "the loss at theta");
+    /* the density: weights summing to 1 over nodes spanning the spectrum, whose mean is the first
+     * Lanczos coefficient v'Hv of the normalised Rademacher start (drawn here as hessian.c draws it) */
+    double weights = 0, mean = 0, top = -INFINITY, bottom = INFINITY, start[P], quotient = 0;
+    for (int k = 0; k < r.density_points; k++) {
+        weights += r.density_weights[k];
+        mean += r.density_weights[k] * r.density_nodes[k];
+        top = fmax(top, r.density_nodes[k]);
+        bottom = fmin(bottom, r.density_nodes[k]);
+    }
+    const uint64_t seed = bf_seed_derive(42, BF_STREAM_HESSIAN, 2000000u);
+    for (int j = 0; j < P; j++) start[j] = (bf_uniform(seed, (uint64_t)j) < 0.5f ? -1.0 : 1.0) / sqrt((double)P);
+    for (int i = 0; i < P; i++)
+        for (int j = 0; j < P; j++) quotient += start[i] * h0[i][j] * start[j];
+    CHECK(r.density_points == 20 && fabs(weights - 1) < 1e-6, "density: %d nodes, weights summing to %.9g",
+          r.density_points, weights);
+    CHECK_CLOSE(top, eig[0], 1e-5, 1e-3, "density: the top node is the top eigenvalue");
+    CHECK(bottom >= eig[P - 1] - 1e-3 && bottom < 0.05 * eig[0], "density: the bottom node %g near the smallest eigenvalue %g",
+          bottom, eig[P - 1]);
+    CHECK_CLOSE(mean, quotient, 1e-6, 1e-3, "density: its mean is the start vector's Rayleigh quotient");
     float *theta_after = bf_test_download(b, m->param_data, P), *grads_after = bf_test_download(b, m->grad_data, P);
     CHECK(memcmp(theta, theta_after, P * sizeof(float)) == 0 && memcmp(grads, grads_after, P * sizeof(float)) == 0,
           "the parameters and gradients are restored bit for bit");

@@ -87,13 +87,20 @@ bf_status bf_mean_gradient(bf_model *m, bf_loader *loader, float label_smoothing
  * g(theta - step v)) / (2 step), two gradient passes, where PyHessian takes exact double-backward
  * products: across a ReLU's or max-pool's kink the difference sees what the exact product ignores,
  * so a smaller step is closer to PyHessian's while float rounding limits it from below. The
- * reference also took its Hessian in evaluation mode with a random fc1; its spectral density (SLQ)
- * is not computed here. The model comes back as it was. */
+ *   spectral density (density_iterations > 0): stochastic Lanczos quadrature, one run of that many
+ *     Lanczos steps from a Rademacher vector with full reorthogonalisation (a random restart where
+ *     the Krylov space is exhausted); nodes = the tridiagonal matrix's eigenvalues, weights = the
+ *     squared first components of its eigenvectors (PyHessian: 100 steps). It keeps every Lanczos
+ *     vector on the host: density_iterations x the parameters x 4 bytes.
+ * The reference also took its Hessian in evaluation mode with a random fc1. The model comes back as
+ * it was. */
 #define BF_HESSIAN_MAX_TOP 64
+#define BF_HESSIAN_MAX_DENSITY 1000
 
 typedef struct bf_hessian_options {
     int batches, top_n, max_iterations;
     double tolerance, step;
+    int density_iterations;    /* 0: no spectral density */
     uint64_t seed;
 } bf_hessian_options;
 
@@ -103,6 +110,8 @@ typedef struct bf_hessian_result {
     int iterations[BF_HESSIAN_MAX_TOP];
     double trace;
     int trace_samples;
+    int density_points;        /* = density_iterations */
+    double density_nodes[BF_HESSIAN_MAX_DENSITY], density_weights[BF_HESSIAN_MAX_DENSITY];
     int products;              /* Hessian-vector products taken (two gradient passes each) */
     double loss;               /* the mean loss at theta */
     int samples;               /* the images of those batches */

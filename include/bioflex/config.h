@@ -213,7 +213,7 @@ typedef struct bf_analysis_config {
     long surface_seed;
     int gradient_batches;      /* bioflex-eval --gradient-flow: training batches averaged */
     /* bioflex-eval --hessian (bf_hessian_options) */
-    int hessian_batches, hessian_top_n, hessian_max_iterations;
+    int hessian_batches, hessian_top_n, hessian_max_iterations, hessian_density_iterations;
     float hessian_tolerance, hessian_step;
     long hessian_seed;
     /* bioflex-eval --attack (bf_attack_options) */

@@ -1,5 +1,5 @@
-/* hessian.c - the top eigenvalues and the trace of the loss's Hessian at a checkpoint's weights
- * (analysis.h says what is computed). Hessian-vector products are central differences of the
+/* hessian.c - the top eigenvalues, the trace and the spectral density of the loss's Hessian at a
+ * checkpoint's weights (analysis.h says what is computed). Hessian-vector products are central differences of the
  * gradient along a unit direction, H v = (g(theta + h v) - g(theta - h v)) / 2h, each gradient a
  * bf_mean_gradient over the same batches with the same random draws; the vectors live on the host,
  * their dot products are summed in double. */
@@ -113,11 +113,93 @@ static bf_status hutchinson_trace(hessian_run *r, float *v, float *hv, bf_hessia
     return BF_OK;
 }
 
+/* The eigenvalues of the symmetric n x n matrix a (row-major, destroyed) into values, and the first
+ * component of each one's unit eigenvector into first, by cyclic Jacobi rotations. */
+static void symmetric_eigen(double *a, int n, double *values, double *first) {
+    double *v = calloc((size_t)n * n, sizeof *v); /* the rotations so far: a's eigenvectors in its columns */
+    if (!v) return;
+    for (int i = 0; i < n; i++) v[(size_t)i * n + i] = 1;
+    for (int sweep = 0; sweep < 100; sweep++) {
+        double off = 0, total = 0;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                const double sq = a[(size_t)i * n + j] * a[(size_t)i * n + j];
+                if (i == j) total += sq;
+                else off += sq;
+            }
+        if (off <= 1e-30 * (total + off) || off == 0) break;
+        for (int p = 0; p < n; p++)
+            for (int q = p + 1; q < n; q++) {
+                const double apq = a[(size_t)p * n + q];
+                if (apq == 0) continue;
+                const double theta = (a[(size_t)q * n + q] - a[(size_t)p * n + p]) / (2 * apq);
+                const double t = (theta >= 0 ? 1 : -1) / (fabs(theta) + sqrt(theta * theta + 1));
+                const double c = 1 / sqrt(t * t + 1), sn = t * c;
+                for (int k = 0; k < n; k++) { /* columns p and q of a and v */
+                    double *row = a + (size_t)k * n, *vrow = v + (size_t)k * n;
+                    const double akp = row[p], akq = row[q], vkp = vrow[p], vkq = vrow[q];
+                    row[p] = c * akp - sn * akq, row[q] = sn * akp + c * akq;
+                    vrow[p] = c * vkp - sn * vkq, vrow[q] = sn * vkp + c * vkq;
+                }
+                for (int k = 0; k < n; k++) { /* rows p and q of a */
+                    const double apk = a[(size_t)p * n + k], aqk = a[(size_t)q * n + k];
+                    a[(size_t)p * n + k] = c * apk - sn * aqk, a[(size_t)q * n + k] = sn * apk + c * aqk;
+                }
+            }
+    }
+    for (int i = 0; i < n; i++) values[i] = a[(size_t)i * n + i], first[i] = v[i];
+    free(v);
+}
+
+/* PyHessian's stochastic Lanczos quadrature, one run: Lanczos from a normalised Rademacher vector,
+ * each new vector orthonormalised against all before it (a fresh random one where beta is 0); the
+ * tridiagonal matrix's eigenvalues are the nodes, the squared first components of its eigenvectors
+ * the weights. lanczos: density_iterations vectors of n floats. */
+static bf_status spectral_density(hessian_run *r, float **lanczos, float *w, float *hv, bf_hessian_result *out) {
+    const int m = r->o->density_iterations;
+    const size_t n = r->n;
+    double *alpha = calloc((size_t)m, sizeof *alpha), *beta = calloc((size_t)m, sizeof *beta);
+    double *t = calloc((size_t)m * m, sizeof *t);
+    if (!alpha || !beta || !t) {
+        free(alpha), free(beta), free(t);
+        return bf_error(BF_ERR_OOM, "hessian: out of host memory for the density");
+    }
+    bf_status s = BF_OK;
+    for (int i = 0; s == BF_OK && i < m; i++) {
+        float *v = lanczos[i];
+        if (i == 0 || beta[i - 1] == 0) { /* the start, or a restart: a random vector */
+            const uint64_t seed = bf_seed_derive(r->o->seed, BF_STREAM_HESSIAN, 2000000u + (uint64_t)i);
+            for (size_t j = 0; j < n; j++) v[j] = bf_uniform(seed, j) < 0.5f ? -1.0f : 1.0f;
+        } else {
+            memcpy(v, w, n * sizeof(float));
+        }
+        orthonormalise(v, lanczos, i, n);
+        s = hessian_product(r, v, hv);
+        if (s != BF_OK) break;
+        alpha[i] = dot(hv, v, n);
+        for (size_t j = 0; j < n; j++) /* w = H v - alpha v - beta v_prev */
+            w[j] = (float)(hv[j] - alpha[i] * v[j] - (i > 0 ? beta[i - 1] * lanczos[i - 1][j] : 0.0));
+        if (i + 1 < m) beta[i] = sqrt(dot(w, w, n));
+    }
+    if (s == BF_OK) {
+        for (int i = 0; i < m; i++) {
+            t[(size_t)i * m + i] = alpha[i];
+            if (i + 1 < m) t[(size_t)i * m + i + 1] = t[(size_t)(i + 1) * m + i] = beta[i];
+        }
+        symmetric_eigen(t, m, out->density_nodes, out->density_weights);
+        for (int i = 0; i < m; i++) out->density_weights[i] *= out->density_weights[i];
+        out->density_points = m;
+    }
+    free(alpha), free(beta), free(t);
+    return s;
+}
+
 static bf_status check_options(const bf_hessian_options *o) {
     if (o->batches < 1 || o->top_n < 0 || o->top_n > BF_HESSIAN_MAX_TOP || o->max_iterations < 1 || !(o->tolerance > 0) ||
-        !(o->step > 0))
-        return bf_error(BF_ERR_ARG, "hessian: batches %d, top_n %d (0 to %d), max_iterations %d, tolerance %g, step %g",
-                        o->batches, o->top_n, BF_HESSIAN_MAX_TOP, o->max_iterations, o->tolerance, o->step);
+        !(o->step > 0) || o->density_iterations < 0 || o->density_iterations > BF_HESSIAN_MAX_DENSITY)
+        return bf_error(BF_ERR_ARG, "hessian: batches %d, top_n %d (0 to %d), max_iterations %d, tolerance %g, step %g, "
+                        "density_iterations %d (0 to %d)", o->batches, o->top_n, BF_HESSIAN_MAX_TOP, o->max_iterations,
+                        o->tolerance, o->step, o->density_iterations, BF_HESSIAN_MAX_DENSITY);
     return BF_OK;
 }
 
@@ -127,13 +209,18 @@ bf_status bf_hessian(bf_model *m, bf_loader *loader, float label_smoothing, cons
     bf_backend *b = m->backend;
     const size_t n = m->num_param_floats, nb = m->num_buffer_floats, bytes = (n + 1) * sizeof(float);
     hessian_run r = {.m = m, .loader = loader, .label_smoothing = label_smoothing, .o = o, .n = n, .step = m->step};
-    float *vectors[BF_HESSIAN_MAX_TOP + 1] = {0}, *hv = malloc(bytes), *kept_buffers = malloc((nb + 1) * sizeof(float));
+    /* the eigenvectors and the trace's probe, then the Lanczos vectors and w */
+    const int count = o->top_n + 1 + (o->density_iterations ? o->density_iterations + 1 : 0);
+    float **vectors = calloc((size_t)count, sizeof *vectors), *hv = malloc(bytes);
+    float *kept_buffers = malloc((nb + 1) * sizeof(float));
     float *kept_grads = malloc(bytes);
     r.theta = malloc(bytes), r.point = malloc(bytes), r.g_plus = malloc(bytes), r.g_minus = malloc(bytes);
-    bf_status s = hv && kept_buffers && kept_grads && r.theta && r.point && r.g_plus && r.g_minus
+    bf_status s = vectors && hv && kept_buffers && kept_grads && r.theta && r.point && r.g_plus && r.g_minus
                       ? BF_OK : bf_error(BF_ERR_OOM, "hessian: out of host memory for %zu parameters", n);
-    for (int k = 0; s == BF_OK && k <= o->top_n; k++) /* the last one: the trace's probe */
-        if (!(vectors[k] = malloc(bytes))) s = bf_error(BF_ERR_OOM, "hessian: out of host memory for %zu parameters", n);
+    for (int k = 0; s == BF_OK && k < count; k++)
+        if (!(vectors[k] = malloc(bytes)))
+            s = bf_error(BF_ERR_OOM, "hessian: out of host memory for %d vectors of %zu parameters (%.1f GiB)", count, n,
+                         count * (double)bytes / 1073741824.0);
     /* what the passes change: the parameters, running statistics, the batch count, the gradients */
     if (s == BF_OK) s = bf_to_host(b, r.theta, m->param_data, n * sizeof(float));
     if (s == BF_OK && nb) s = bf_to_host(b, kept_buffers, m->buffer_data, nb * sizeof(float));
@@ -150,6 +237,8 @@ bf_status bf_hessian(bf_model *m, bf_loader *loader, float label_smoothing, cons
     out->samples = r.samples;
     if (s == BF_OK) s = top_eigenvalues(&r, vectors, hv, out);
     if (s == BF_OK) s = hutchinson_trace(&r, vectors[o->top_n], hv, out);
+    if (s == BF_OK && o->density_iterations)
+        s = spectral_density(&r, vectors + o->top_n + 1, vectors[count - 1], hv, out);
     out->products = r.products;
     m->training = was_training;
     m->step = r.step;
@@ -161,8 +250,8 @@ bf_status bf_hessian(bf_model *m, bf_loader *loader, float label_smoothing, cons
     if (kept && restored == BF_OK && nb) restored = bf_to_device(b, m->buffer_data, kept_buffers, nb * sizeof(float));
     if (kept && restored == BF_OK) restored = bf_to_device(b, m->grad_data, kept_grads, n * sizeof(float));
     bf_free(b, r.sum);
-    for (int k = 0; k <= o->top_n; k++) free(vectors[k]);
-    free(hv), free(kept_buffers), free(kept_grads), free(r.theta), free(r.point), free(r.g_plus), free(r.g_minus);
+    for (int k = 0; vectors && k < count; k++) free(vectors[k]);
+    free(vectors), free(hv), free(kept_buffers), free(kept_grads), free(r.theta), free(r.point), free(r.g_plus), free(r.g_minus);
     return s != BF_OK ? bf_error_context(s, "hessian") : restored;
 }
 
@@ -173,7 +262,11 @@ bf_status bf_hessian_write_json(const bf_hessian_options *o, const bf_hessian_re
     for (int k = 0; k < r->top_n; k++) fprintf(f, "%s%.9g", k ? ", " : "", r->eigenvalues[k]);
     fprintf(f, "],\n  \"iterations\": [");
     for (int k = 0; k < r->top_n; k++) fprintf(f, "%s%d", k ? ", " : "", r->iterations[k]);
-    fprintf(f, "],\n  \"trace\": %.9g,\n  \"trace_samples\": %d,\n  \"hessian_vector_products\": %d,\n  \"seed\": %llu\n}\n",
-            r->trace, r->trace_samples, r->products, (unsigned long long)o->seed);
+    fprintf(f, "],\n  \"trace\": %.9g,\n  \"trace_samples\": %d,\n", r->trace, r->trace_samples);
+    fprintf(f, "  \"density_nodes\": [");
+    for (int k = 0; k < r->density_points; k++) fprintf(f, "%s%.9g", k ? ", " : "", r->density_nodes[k]);
+    fprintf(f, "],\n  \"density_weights\": [");
+    for (int k = 0; k < r->density_points; k++) fprintf(f, "%s%.9g", k ? ", " : "", r->density_weights[k]);
+    fprintf(f, "],\n  \"hessian_vector_products\": %d,\n  \"seed\": %llu\n}\n", r->products, (unsigned long long)o->seed);
     return ferror(f) ? bf_error(BF_ERR_IO, "hessian: writing the results failed") : BF_OK;
 }

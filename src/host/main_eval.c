@@ -75,7 +75,8 @@ static bf_status write_hessian(const bf_config *cfg, bf_model *m, const char *pa
     const bf_analysis_config *a = &cfg->analysis;
     const bf_hessian_options o = {.batches = a->hessian_batches, .top_n = a->hessian_top_n,
                                   .max_iterations = a->hessian_max_iterations, .tolerance = a->hessian_tolerance,
-                                  .step = a->hessian_step, .seed = (uint64_t)a->hessian_seed};
+                                  .step = a->hessian_step, .density_iterations = a->hessian_density_iterations,
+                                  .seed = (uint64_t)a->hessian_seed};
     bf_dataset *train = NULL;
     bf_loader *loader = NULL;
     bf_hessian_result *r = calloc(1, sizeof *r);
