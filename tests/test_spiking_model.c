@@ -521,7 +521,51 @@ static void test_rate_coding_in_evaluation(void) {
           E_B, whole, whole5);
 }
 
+/* A flex threshold redrawn at every forward ([model] threshold_mode = resample_each_forward) is keyed
+ * by the layer's name: PlasticFlex VGG-6 with mask-joint flex layers, its first one run once per image
+ * (share_direct_input) or the image repeated first, scores the same batch the same in evaluation. */
+static void test_resampled_threshold_layouts(void) {
+    enum { B = 2, S = 28, K = 10 };
+    float logits[2][B * K], x[B * S * S];
+    bf_test_fill_uniform(x, B * S * S, 0.0f, 1.0f, 4);
+    int first_runs_once[2] = {0, 0};
+    for (int share = 0; share < 2; share++) {
+        bf_backend *b = NULL;
+        CHECK_OK(bf_backend_create_cpu(1, &b));
+        bf_config cfg;
+        bf_config_defaults(&cfg);
+        cfg.model.arch = BF_ARCH_PF_VGG6;
+        cfg.model.flex = 1;
+        cfg.model.flex_joint = BF_FLEX_JOINT_MASK;
+        cfg.model.threshold_mode = BF_THRESHOLD_RESAMPLE;
+        cfg.model.spiking.neuron = BF_NEURON_LIF;
+        cfg.model.spiking.time_steps = 3;
+        cfg.model.spiking.threshold = 0.3f;
+        cfg.model.spiking.share_direct_input = share;
+        bf_model *m = NULL;
+        if (b) CHECK_OK(bf_model_build(b, &cfg.model, (bf_shape){B, 1, S, S}, K, 1, &m));
+        if (!m) return;
+        first_runs_once[share] = m->layers[0].kind == BF_LAYER_FLEX && bf_layer_batch(m, &m->layers[0]) == B;
+        float *dx = bf_test_upload(b, x, B * S * S);
+        const float *out = NULL;
+        m->training = 0;
+        m->step = 3;
+        CHECK_OK(bf_model_forward(m, dx, &out));
+        CHECK_OK(bf_to_host(b, logits[share], out, sizeof logits[share]));
+        bf_free(b, dx);
+        bf_model_destroy(m);
+        bf_backend_destroy(b);
+    }
+    double worst = 0, largest = 0;
+    for (int i = 0; i < B * K; i++) largest = fmax(largest, fabs(logits[0][i]));
+    for (int i = 0; i < B * K; i++) worst = fmax(worst, fabs(logits[0][i] - logits[1][i]));
+    CHECK(first_runs_once[1] && !first_runs_once[0] && largest > 0 && worst <= 1e-4 * largest,
+          "resampled thresholds: the first flex layer shared (%d) or not (%d) gives the same logits (worst %g of %g)",
+          first_runs_once[1], first_runs_once[0], worst, largest);
+}
+
 int main(void) {
+    test_resampled_threshold_layouts();
     test_rate_coding_in_evaluation();
     test_time_folding_gradients();
     test_memory_rules_change_nothing();

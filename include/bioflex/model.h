@@ -346,6 +346,9 @@ static inline int bf_layer_batch(const bf_model *m, const bf_layer *l) { return 
  * counter is sample_offset times the layer's elements per sample, and each of its time steps has
  * its own counters, so a sample's draws do not depend on the batch or rank that holds it. */
 bf_draws bf_layer_draws(const bf_model *m, int i);
+/* The seed of layer i's one draw of a `stream` (hash.h) in the current step: seeded by (run seed,
+ * step, the layer's name), so that layouts with and without an encode layer draw the same. */
+uint64_t bf_layer_step_seed(const bf_model *m, int i, uint64_t stream);
 
 /* Forward FLOPs of one sample for layer i (multiply-add = 2 FLOPs). */
 double bf_layer_flops(const bf_model *m, int i);

@@ -180,7 +180,7 @@ bf_status bf_flex_forward(bf_model *m, int index) {
          * training step's whole global batch (every rank draws it), one per evaluation batch (keyed
          * by its first sample, so its score depends on the evaluation's batches, as the reference's) */
         float bound = sqrtf(6.0f / (float)((size_t)l->flex.c_out * l->flex.hw));
-        uint64_t seed = bf_seed_derive((uint64_t)m->seed, BF_STREAM_THRESHOLD, m->step * 4096u + (uint64_t)index);
+        uint64_t seed = bf_layer_step_seed(m, index, BF_STREAM_THRESHOLD); /* by name: any layout draws it */
         if (!m->training) seed = bf_seed_derive(seed, BF_STREAM_THRESHOLD, m->sample_offset);
         BF_TRY(ops->fill_uniform(b, buffer(m, l, 2), (size_t)l->flex.c_out * l->flex.hw, -bound, bound, seed));
     }

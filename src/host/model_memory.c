@@ -223,11 +223,15 @@ static uint64_t name_hash(const char *name) {
     return h;
 }
 
+uint64_t bf_layer_step_seed(const bf_model *m, int i, uint64_t stream) {
+    const uint64_t step = bf_seed_derive((uint64_t)m->seed, stream, (uint64_t)m->step);
+    return bf_seed_derive(step, stream, name_hash(m->layers[i].name));
+}
+
 bf_draws bf_layer_draws(const bf_model *m, int i) {
     const bf_layer *l = &m->layers[i];
-    const uint64_t step = bf_seed_derive((uint64_t)m->seed, BF_STREAM_DROPOUT, (uint64_t)m->step);
     const uint64_t per_sample = (uint64_t)bf_shape_per_sample(l->out_shape);
-    bf_draws d = bf_draws_of(bf_seed_derive(step, BF_STREAM_DROPOUT, name_hash(l->name)));
+    bf_draws d = bf_draws_of(bf_layer_step_seed(m, i, BF_STREAM_DROPOUT));
     d.first = m->sample_offset * per_sample;
     if (l->time_steps > 1) d.step_elements = (uint64_t)m->batch * per_sample; /* [T, batch, ...] */
     return d;

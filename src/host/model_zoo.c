@@ -26,17 +26,16 @@ static int spiking(const bf_model_config *cfg) { return cfg->spiking.neuron >= 0
  * compute the same thing at each step. They run once per image, and the steps begin at the first
  * neuron layer instead of at the input (activation()): it reads its batch-norm's one step at every
  * step itself, or else an encode layer just before it repeats that step. Not where the first
- * layer draws random numbers: a flex mask with stochastic rounding draws per element, so each step
- * draws its own there; a threshold redrawn at every forward is one draw shared by all the steps of
- * that forward either way, but it is left unshared so that its draws (seeded by the layer's index)
- * stay those of the network that repeats the image. */
+ * layer draws per element: a flex mask with stochastic rounding draws its own at each step there.
+ * (A threshold redrawn at every forward is one draw shared by all the steps of that forward, keyed
+ * by the layer's name: the same in either layout.) */
 static int shares_direct_input(const bf_model_config *cfg) {
     /* a shared input's gradient comes back through neuron_backward_bn alone, with training statistics */
     if (!spiking(cfg) || cfg->spiking.encoding != 0 || !cfg->spiking.share_direct_input || cfg->input_gradient) return 0;
     int first_is_flex = cfg->flex && cfg->num_flex_layers == 0;
     for (int i = 0; cfg->flex && i < cfg->num_flex_layers; i++) first_is_flex |= cfg->flex_layers[i] == 0;
     if (!first_is_flex || cfg->flex_joint != BF_FLEX_JOINT_MASK) return 1;
-    return cfg->flex_mask < BF_FLEX_MASK_STOCHASTIC_FPBP && cfg->threshold_mode != BF_THRESHOLD_RESAMPLE;
+    return cfg->flex_mask < BF_FLEX_MASK_STOCHASTIC_FPBP;
 }
 
 /* Whether the steps have begun: an encode or a neuron layer is in the model. */
