@@ -155,6 +155,11 @@ tr -d '\n ' < "$tmp/hessian.json" 2>/dev/null | grep -q '"eigenvalues":\[[0-9.e+
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL Hessian JSON: want 2 eigenvalues and 3 density weights"; }
 expect "hessian_step must be positive" 2 "hessian_step" -- "$eval_" --checkpoint "$tmp/run" --hessian "$tmp/x.json" \
   --set analysis.hessian_step=0 "$tmp/tiny.ini"
+# --activations: the first 20 test images through the tiny CNN's 9 layers
+expect "eval writes activations" 0 "activations: 9 layers of 20 images" -- "$eval_" --checkpoint "$tmp/run" \
+  --activations "$tmp/act.safetensors" --set analysis.activation_images=20 "$tmp/tiny.ini"
+expect "activation_layers names no layer" 1 "no layer's name starts with 'conv'" -- "$eval_" --checkpoint "$tmp/run" \
+  --activations "$tmp/act.safetensors" --set analysis.activation_layers=conv "$tmp/tiny.ini"
 # --gradient-flow: one CSV line per parameter tensor of the tiny CNN (conv, batch-norm, two linear: 8)
 expect "eval writes the gradient flow" 0 "gradient flow: 8 parameter tensors over 2 training batches" -- "$eval_" \
   --checkpoint "$tmp/run" --gradient-flow "$tmp/flow.csv" --set analysis.gradient_batches=2 "$tmp/tiny.ini"

@@ -52,12 +52,7 @@ int main(void) {
     static uint8_t pixels[SAMPLES * S * S];
     static int32_t labels[SAMPLES];
     bf_dataset d = bf_test_noise_images(pixels, labels, SAMPLES, S, K, BF_SPLIT_TRAIN);
-    bf_config cfg;
-    bf_config_defaults(&cfg);
-    cfg.data.batch_size = B;
-    bf_loader_options lo = bf_loader_options_from_config(&cfg, BF_SPLIT_TRAIN);
-    bf_loader *l = NULL;
-    CHECK_OK(bf_loader_create(&d, &lo, &l));
+    bf_loader *l = bf_test_loader(&d, BF_SPLIT_TRAIN, B, 0);
     if (!l) return bf_test_finish();
 
     const size_t n = m->num_param_floats;

@@ -102,13 +102,7 @@ int main(void) {
     static uint8_t pixels[2 * N * D];
     static int32_t labels[2 * N];
     bf_dataset d = bf_test_noise_images(pixels, labels, 2 * N, S, K, BF_SPLIT_TRAIN);
-    bf_config cfg;
-    bf_config_defaults(&cfg);
-    cfg.data.batch_size = N;
-    bf_loader_options lo = bf_loader_options_from_config(&cfg, BF_SPLIT_TRAIN);
-    lo.shuffle = 0; /* the first batch is the first N images */
-    bf_loader *l = NULL;
-    CHECK_OK(bf_loader_create(&d, &lo, &l));
+    bf_loader *l = bf_test_loader(&d, BF_SPLIT_TRAIN, N, 1); /* in order: the first batch is the first N images */
     if (!l) return bf_test_finish();
 
     static double h[P][P], h0[P][P], eig[P];

@@ -108,13 +108,7 @@ static void test_surface(bf_backend *b, bf_model *m, const float *theta) {
     static uint8_t pixels[SAMPLES * S * S];
     static int32_t labels[SAMPLES];
     bf_dataset d = bf_test_noise_images(pixels, labels, SAMPLES, S, K, BF_SPLIT_TEST);
-    bf_config cfg;
-    bf_config_defaults(&cfg);
-    cfg.data.batch_size = B;
-    bf_loader_options lo = bf_loader_options_from_config(&cfg, BF_SPLIT_TEST);
-    lo.shuffle = 0;
-    bf_loader *loader = NULL;
-    CHECK_OK(bf_loader_create(&d, &lo, &loader));
+    bf_loader *loader = bf_test_loader(&d, BF_SPLIT_TEST, B, 1);
     if (!loader) return;
     bf_eval_result plain;
     CHECK_OK(bf_evaluate_batches(m, loader, 0.0f, 0, 2, &plain));

@@ -188,3 +188,14 @@ bf_dataset bf_test_noise_images(uint8_t *pixels, int32_t *labels, int samples, i
     d.pixels = pixels, d.labels = labels, d.split = split;
     return d;
 }
+
+bf_loader *bf_test_loader(const bf_dataset *d, bf_split split, int batch, int in_order) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    cfg.data.batch_size = batch;
+    bf_loader_options lo = bf_loader_options_from_config(&cfg, split);
+    if (in_order) lo.shuffle = 0;
+    bf_loader *l = NULL;
+    CHECK_OK(bf_loader_create(d, &lo, &l));
+    return l;
+}

@@ -70,6 +70,10 @@ float *bf_test_uniform(bf_backend *b, size_t n, float lo, float hi, unsigned lon
  * samples*s*s bytes, labels: samples), labels i % k, normalised with mean 0.5 and std 0.25. */
 bf_dataset bf_test_noise_images(uint8_t *pixels, int32_t *labels, int samples, int s, int k, bf_split split);
 
+/* A loader over d as bf_loader_options_from_config gives the split with the [data] defaults and
+ * batches of `batch`, in file order when in_order; CHECKs its creation (NULL when it failed). */
+bf_loader *bf_test_loader(const bf_dataset *d, bf_split split, int batch, int in_order);
+
 /* The [model] defaults with arch = cnn: one conv of `channels`, a hidden layer of `hidden`, the
  * given dropout; the caller changes what else it needs. */
 bf_model_config bf_test_cnn_config(int channels, int hidden, float dropout);

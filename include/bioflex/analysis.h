@@ -121,6 +121,17 @@ bf_status bf_hessian(bf_model *m, bf_loader *loader, float label_smoothing, cons
                      bf_hessian_result *out);
 bf_status bf_hessian_write_json(const bf_hessian_options *o, const bf_hessian_result *r, FILE *f);
 
+/* Activations (section 7.4, what its intermediate plots show, for any analysis): every chosen layer's
+ * output for the loader's first `images` images (an unshuffled test loader), in evaluation mode,
+ * into a safetensors file: "input" [images, C, H, W] (normalised as the model takes it), "labels"
+ * (I32), and one F32 tensor per layer under its name, [images, C, H, W] ([images, features, 1, 1]
+ * after a flatten), or [T, images, ...] inside a spiking network's time steps. layers: comma-separated
+ * name prefixes ("" or NULL = every layer). A batch-norm's own output is read before a ReLU after it
+ * runs in place: build the model with fuse_bn_relu = 0 for the two to differ. *kept_layers: how many
+ * layers the file holds. */
+bf_status bf_dump_activations(bf_model *m, bf_loader *loader, int images, const char *layers, const char *path,
+                              int *kept_layers);
+
 /* Adversarial attacks (section 6 and recommendation 9.6): the test images attacked at each epsilon
  * of a grid from 0 to epsilon_max, and the model's top-1 and top-5 on the results.
  *   fgsm: x + epsilon sign(grad), clamped to the pixel range;

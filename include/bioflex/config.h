@@ -204,7 +204,7 @@ typedef struct bf_schedule_config {
     float warmup_start_factor; /* lr starts at lr * this factor */
 } bf_schedule_config;
 
-/* [analysis]: what bioflex-eval --loss-surface, --gradient-flow, --hessian and --attack compute of a checkpoint (analysis.h). */
+/* [analysis]: what bioflex-eval's analyses compute of a checkpoint (analysis.h). */
 typedef struct bf_analysis_config {
     int surface_steps;         /* grid points along each direction */
     float surface_distance;    /* filter_normalized: the coefficients span +-this; reference: norm(theta) x this / steps per step */
@@ -212,6 +212,8 @@ typedef struct bf_analysis_config {
     int surface_directions;    /* 0 filter_normalized (Li et al.), 1 reference (PlasticFlex's loss_landscapes) */
     long surface_seed;
     int gradient_batches;      /* bioflex-eval --gradient-flow: training batches averaged */
+    int activation_images;     /* bioflex-eval --activations: the test split's first images */
+    char activation_layers[BF_PATH_MAX]; /* ... of the layers whose names start with these prefixes ("" = all) */
     /* bioflex-eval --hessian (bf_hessian_options) */
     int hessian_batches, hessian_top_n, hessian_max_iterations, hessian_density_iterations;
     float hessian_tolerance, hessian_step;

@@ -241,6 +241,11 @@ typedef struct bf_model {
      * gradients are final (data parallelism starts their all-reduce there); NULL = none. */
     bf_status (*on_layer_backward)(void *ctx, struct bf_model *m, int layer);
     void *on_layer_backward_ctx;
+    /* Called by bf_model_forward after each layer's forward, while its output (l->out) holds what it
+     * computed (the plan may reuse that memory, or an in-place ReLU overwrite it, later); NULL = none.
+     * bioflex-eval --activations reads the outputs there. */
+    bf_status (*on_layer_forward)(void *ctx, struct bf_model *m, int layer);
+    void *on_layer_forward_ctx;
     /* Synchronised batch-norm ([run] sync_bn): sums n doubles of BACKEND memory (device memory on
      * CUDA) over every data-parallel rank, in place, in the backend's stream order; NULL =
      * batch-norm uses this rank's batch alone. */

@@ -21,7 +21,7 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
         else if (!strcmp(a, "--help-config")) cli->help_config = 1;
         else if (!strcmp(a, "--device") || !strcmp(a, "--gpus") || !strcmp(a, "--set") || !strcmp(a, "--resume") ||
                  !strcmp(a, "--checkpoint") || !strcmp(a, "--loss-surface") || !strcmp(a, "--attack") ||
-                 !strcmp(a, "--gradient-flow") || !strcmp(a, "--hessian")) {
+                 !strcmp(a, "--gradient-flow") || !strcmp(a, "--hessian") || !strcmp(a, "--activations")) {
             if (!value) return usage_error(program, usage, "missing value after", a);
             i++;
             if (!strcmp(a, "--device")) {
@@ -46,6 +46,8 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
                 cli->gradient_flow = value;
             } else if (!strcmp(a, "--hessian")) {
                 cli->hessian = value;
+            } else if (!strcmp(a, "--activations")) {
+                cli->activations = value;
             } else {
                 cli->checkpoint = value;
             }
@@ -90,6 +92,7 @@ const char *bf_cli_analysis_option(const bf_cli *cli) {
     return cli->loss_surface    ? "--loss-surface"
            : cli->gradient_flow ? "--gradient-flow"
            : cli->hessian       ? "--hessian"
+           : cli->activations   ? "--activations"
            : cli->attack        ? "--attack"
                                 : NULL;
 }

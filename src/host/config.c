@@ -320,6 +320,8 @@ static const key_spec key_table[] = {
     ENUM_KEY("analysis", "surface_directions", analysis.surface_directions, surface_direction_names, "filter_normalized", "filter_normalized: Gaussian directions, each output filter of a weight scaled to that filter's norm in theta, biases and other 1-D tensors left still (Li et al. 2018, what the reference meant); reference: PlasticFlex's loss_landscapes random_plane, U[0,1) directions, the second orthogonalised to the first, 1-D tensors scaled to their norm in theta, both then scaled to norm(theta) x distance / steps"),
     LONG_KEY("analysis", "surface_seed", analysis.surface_seed, 0, NO_MAX, "42", "seed of the two directions (the reference's 42)"),
     INT_KEY("analysis", "gradient_batches", analysis.gradient_batches, 1, NO_MAX, "1", "bioflex-eval --gradient-flow: training batches (batch_size, shuffled and augmented as in training) whose mean loss's gradient is measured (the reference's 1)"),
+    INT_KEY("analysis", "activation_images", analysis.activation_images, 1, NO_MAX, "16", "bioflex-eval --activations: the test split's first N images, in file order, whose layer outputs are written (the reference plots the first training image's)"),
+    STRING_KEY("analysis", "activation_layers", analysis.activation_layers, 0, "", "bioflex-eval --activations: only the layers whose names start with one of these comma-separated prefixes (names as in --dry-run's model table: features.3,classifier); empty = every layer"),
     INT_KEY("analysis", "hessian_batches", analysis.hessian_batches, 1, NO_MAX, "1", "bioflex-eval --hessian: training batches (batch_size) whose mean loss's Hessian is taken, in training mode (the reference: one batch of 16)"),
     INT_KEY("analysis", "hessian_top_n", analysis.hessian_top_n, 0, 64, "5", "top eigenvalues, by power iteration with deflation (PyHessian's 5)"),
     INT_KEY("analysis", "hessian_max_iterations", analysis.hessian_max_iterations, 1, 100000, "100", "the most power iterations per eigenvalue, and Hutchinson samples for the trace (PyHessian's 100)"),
@@ -355,7 +357,7 @@ static const section_spec section_table[] = {
     {"schedule", "Learning-rate schedule and warm-up."},
     {"spiking", "Spiking neurons over time (PlasticFlex); neuron = none trains the ANN."},
     {"butd", "Bottom-up/top-down networks with Counter-Hebb learning; network = none trains [model]."},
-    {"analysis", "What bioflex-eval --loss-surface, --gradient-flow, --hessian and --attack compute of a checkpoint."},
+    {"analysis", "What bioflex-eval's analyses (--loss-surface, --gradient-flow, --hessian, --activations, --attack) compute of a checkpoint."},
 };
 #define NUM_SECTIONS (sizeof section_table / sizeof section_table[0])
 

@@ -13,8 +13,8 @@
 
 static const char usage[] =
     "usage: bioflex-eval --checkpoint DIR [--loss-surface FILE.csv] [--gradient-flow FILE.csv]\n"
-    "                    [--hessian FILE.json] [--attack FILE.json] [--device cpu|cuda|auto]\n"
-    "                    [--set section.key=value]... cfg.ini\n"
+    "                    [--hessian FILE.json] [--activations FILE.safetensors] [--attack FILE.json]\n"
+    "                    [--device cpu|cuda|auto] [--set section.key=value]... cfg.ini\n"
     "       bioflex-eval --help | --version\n"
     "\n"
     "  --checkpoint DIR   a checkpoint directory, or a run directory (its latest checkpoint)\n"
@@ -24,6 +24,8 @@ static const char usage[] =
     "                     [analysis] gradient_batches training batches (one CSV line per tensor)\n"
     "  --hessian FILE.json  also the top eigenvalues and the trace of the loss's Hessian over\n"
     "                     [analysis] hessian_batches training batches, as [analysis] hessian_* say\n"
+    "  --activations FILE.safetensors  also every layer's output for the first [analysis] activation_images\n"
+    "                     test images (of the layers activation_layers names), one tensor per layer\n"
     "  --attack FILE.json also top-1 and top-5 under an adversarial attack at each epsilon of a grid, and\n"
     "                     the area under the top-1 curve, as [analysis] attack_* say\n"
     "  --device cpu|cuda|auto  backend to evaluate on (default: [run] device)\n"
@@ -46,6 +48,31 @@ static bf_status write_loss_surface(const bf_config *cfg, bf_model *m, bf_loader
     if (s == BF_OK)
         printf("loss surface: %d x %d points (%s directions), loss %.4f at the checkpoint's weights -> %s\n", o.steps,
                o.steps, o.directions == BF_SURFACE_REFERENCE ? "reference" : "filter_normalized", center, path);
+    return s;
+}
+
+/* The checkpoint in a model of its own, built as mc says (the config's [model] with a change). */
+static bf_status load_as(const bf_config *cfg, const bf_model_config *mc, bf_backend *b, const bf_dataset *test,
+                         const char *dir, bf_model **m) {
+    bf_config changed = *cfg;
+    changed.model = *mc;
+    bf_status s = bf_run_build_model(&changed, b, test, m);
+    return s == BF_OK ? bf_checkpoint_load_model(dir, *m) : s;
+}
+
+/* --activations: the layers' outputs into path (analysis.h), from a model that runs no ReLU inside
+ * its batch-norms, so that both outputs are there. */
+static bf_status write_activations(const bf_config *cfg, bf_backend *b, const char *dir, const bf_dataset *test,
+                                   bf_loader *loader, const char *path) {
+    bf_model_config unfused = cfg->model;
+    unfused.fuse_bn_relu = 0;
+    bf_model *m = NULL;
+    int layers = 0;
+    bf_status s = load_as(cfg, &unfused, b, test, dir, &m);
+    if (s == BF_OK)
+        s = bf_dump_activations(m, loader, cfg->analysis.activation_images, cfg->analysis.activation_layers, path, &layers);
+    if (s == BF_OK) printf("activations: %d layers of %d images -> %s\n", layers, cfg->analysis.activation_images, path);
+    bf_model_destroy(m);
     return s;
 }
 
@@ -107,12 +134,11 @@ static bf_status write_attack(const bf_config *cfg, bf_backend *b, const char *d
                                  .pgd_steps = a->attack_pgd_steps, .pgd_step_fraction = a->attack_pgd_step_fraction,
                                  .random_start = a->attack_random_start, .eot_samples = a->attack_eot_samples,
                                  .samples = a->attack_samples, .seed = (uint64_t)a->attack_seed, .epoch = epoch};
-    bf_config with_gradient = *cfg;
-    with_gradient.model.input_gradient = 1;
+    bf_model_config with_gradient = cfg->model;
+    with_gradient.input_gradient = 1;
     bf_model *m = NULL;
     bf_attack_result *r = calloc(1, sizeof *r);
-    bf_status s = r ? bf_run_build_model(&with_gradient, b, test, &m) : bf_error(BF_ERR_OOM, "--attack: out of host memory");
-    if (s == BF_OK) s = bf_checkpoint_load_model(dir, m);
+    bf_status s = r ? load_as(cfg, &with_gradient, b, test, dir, &m) : bf_error(BF_ERR_OOM, "--attack: out of host memory");
     if (s == BF_OK) s = bf_attack(m, loader, &o, r);
     FILE *f = s == BF_OK ? fopen(path, "w") : NULL;
     if (s == BF_OK && !f) s = bf_error(BF_ERR_IO, "--attack: cannot write %s", path);
@@ -148,6 +174,7 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const bf_cli *cli, bf
     if (s == BF_OK && cli->loss_surface) s = write_loss_surface(cfg, m, loader, cli->loss_surface);
     if (s == BF_OK && cli->gradient_flow) s = write_gradient_flow(cfg, m, cli->gradient_flow);
     if (s == BF_OK && cli->hessian) s = write_hessian(cfg, m, cli->hessian);
+    if (s == BF_OK && cli->activations) s = write_activations(cfg, b, dir, test, loader, cli->activations);
     if (s == BF_OK && cli->attack) s = write_attack(cfg, b, dir, epoch, test, loader, cli->attack);
     bf_loader_destroy(loader);
     bf_model_destroy(m);

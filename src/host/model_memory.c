@@ -162,6 +162,7 @@ bf_status bf_model_forward(bf_model *m, const float *x, const float **logits) {
     for (int i = 0; i < m->num_layers; i++) {
         bf_status s = hint_workspace(m, i, 0);
         if (s == BF_OK) s = bf_layer_forward(m, i);
+        if (s == BF_OK && m->on_layer_forward) s = m->on_layer_forward(m->on_layer_forward_ctx, m, i);
         if (s != BF_OK) {
             hint_workspace(m, -1, 0);
             return bf_error_context(s, "forward of %s (%s)", m->layers[i].name, bf_layer_kind_name(m->layers[i].kind));
