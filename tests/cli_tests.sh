@@ -326,6 +326,30 @@ else
   echo "note: no matplotlib here; plot_metrics.py's plots not checked (its --summary is)"
 fi
 
+# tools/plot_analysis.py on the analyses written above: its summary quotes their files (the attack's
+# AUC as the JSON has it, the Hessian's trace, the surface's points, the flow's tensors); and plots
+# each kind where matplotlib is installed.
+auc=$(tr -d '\n ' < "$tmp/attack.json" 2>/dev/null | sed -n 's/.*"auc":\([0-9.e-]*\),.*/\1/p')
+analysis=$(python3 "$src/tools/plot_analysis.py" "$tmp/attack.json" "$tmp/hessian.json" "$tmp/surface.csv" "$tmp/flow.csv" --summary 2>&1)
+if [ -n "$auc" ] && grep -q "AUC $(printf '%.4f' "$auc") " <<<"$analysis" && grep -q "fgsm attack (pixels domain), 20 images" <<<"$analysis" \
+   && grep -q "loss surface of 16 points" <<<"$analysis" && grep -q "gradient flow of 8 tensors" <<<"$analysis" \
+   && grep -q "density of 3 nodes" <<<"$analysis"; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); echo "FAIL plot_analysis --summary (AUC $auc):"; echo "$analysis"
+fi
+expect "plot_analysis refuses other files" 1 "none of bioflex-eval's" -- python3 "$src/tools/plot_analysis.py" "$tmp/tiny.ini"
+if python3 -c "import matplotlib" 2>/dev/null; then
+  pngs=0
+  for f in attack.json hessian.json surface.csv flow.csv; do
+    python3 "$src/tools/plot_analysis.py" "$tmp/$f" -o "$tmp/$f.png" > /dev/null
+    [ "$(head -c 4 "$tmp/$f.png" 2>/dev/null | od -An -c | tr -d ' ')" = "211PNG" ] && pngs=$((pngs + 1))
+  done
+  [ "$pngs" = 4 ] && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL plot_analysis: $pngs of 4 PNGs written"; }
+else
+  echo "note: no matplotlib here; plot_analysis.py's plots not checked (its --summary is)"
+fi
+
 # Every shipped config is valid and plans (dry-run) as it stands.
 for f in "$src"/configs/*.ini "$src"/configs/*/*.ini; do
   expect "dry-run $(basename "$f")" 0 "total: [0-9]+ parameters" -- "$train" --dry-run "$f"

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Summarises and plots what bioflex-eval's analyses wrote (README, Programs):
+
+    python3 tools/plot_analysis.py pgd_flex.json pgd_plain.json -o pgd.png   # attack curves, overlaid
+    python3 tools/plot_analysis.py surface.csv                              # loss surface -> surface.png
+    python3 tools/plot_analysis.py hessian.json                             # eigenvalues and density
+    python3 tools/plot_analysis.py flow.csv                                 # gradient flow
+    python3 tools/plot_analysis.py a.json surface.csv hessian.json --summary   # text, no matplotlib
+
+Each file's kind is read from its content: an --attack JSON (top-1 against epsilon, one curve per
+file, labelled by its name and AUC), a --hessian JSON (the top eigenvalues, and the spectral density
+broadened by Gaussians of variance 1e-5 x max(1, its range) as PyHessian's density_generate does,
+on a log scale), a --loss-surface CSV (filled contours of the loss over alpha and beta) or a
+--gradient-flow CSV (mean and max |g| per tensor, biases left out as in the reference's plot, on a
+log scale). Files of one kind share a figure, written beside the first one (NAME.png) or to -o;
+--summary prints a few lines per file instead. --activations' safetensors files are read with
+safetensors.numpy.load_file. Plotting needs matplotlib (Debian: python3-matplotlib); --summary
+needs only Python.
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+
+
+def read_csv(path):
+    """The rows of a bioflex CSV as dicts, '#' comment lines skipped."""
+    with open(path) as f:
+        lines = [line for line in f if not line.startswith("#")]
+    return list(csv.DictReader(lines))
+
+
+def kind_of(path):
+    """attack, hessian, surface or flow, from the file's content."""
+    if path.endswith(".json"):
+        with open(path) as f:
+            data = json.load(f)
+        if "method" in data and "top1" in data:
+            return "attack", data
+        if "eigenvalues" in data:
+            return "hessian", data
+    else:
+        rows = read_csv(path)
+        if rows and "alpha" in rows[0]:
+            return "surface", rows
+        if rows and "mean_abs_grad" in rows[0]:
+            return "flow", rows
+    raise SystemExit(f"error: {path} is none of bioflex-eval's --attack or --hessian JSON, --loss-surface or "
+                     f"--gradient-flow CSV")
+
+
+def label(path):
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def summarise(path, kind, data):
+    if kind == "attack":
+        print(f"{path}: {data['method']} attack ({data['domain']} domain), {data['samples']} images: top-1 "
+              f"{100 * data['top1'][0]:.2f}% at epsilon 0, {100 * data['top1'][-1]:.2f}% at {data['epsilons'][-1]:.4g}; "
+              f"AUC {data['auc']:.4f} (normalised {data['auc_normalized']:.4f}, reference {data['auc_reference']:.4f})")
+    elif kind == "hessian":
+        eig = ", ".join(f"{v:.6g}" for v in data["eigenvalues"])
+        print(f"{path}: Hessian over {data['samples']} images (loss {data['loss']:.4f}): top eigenvalues [{eig}], "
+              f"trace {data['trace']:.6g} ({data['trace_samples']} samples)"
+              + (f", density of {len(data['density_nodes'])} nodes over [{min(data['density_nodes']):.4g}, "
+                 f"{max(data['density_nodes']):.4g}]" if data.get("density_nodes") else ""))
+    elif kind == "surface":
+        points = [(float(r["alpha"]), float(r["beta"]), float(r["loss"])) for r in data]
+        centre = min(points, key=lambda p: p[0] ** 2 + p[1] ** 2)
+        lowest = min(points, key=lambda p: p[2])
+        print(f"{path}: loss surface of {len(points)} points: loss {centre[2]:.4f} at ({centre[0]:.3g}, {centre[1]:.3g}), "
+              f"lowest {lowest[2]:.4f} at ({lowest[0]:.3g}, {lowest[1]:.3g}), highest {max(p[2] for p in points):.4f}")
+    else:
+        ranked = sorted(data, key=lambda r: -float(r["grad_to_weight"]))
+        top = ", ".join(f"{r['parameter']} {float(r['grad_to_weight']):.3g}" for r in ranked[:3])
+        print(f"{path}: gradient flow of {len(data)} tensors; largest |g|/|w|: {top}")
+
+
+def gaussian_density(nodes, weights, points=1000):
+    """PyHessian's density_generate: the weighted nodes broadened by Gaussians of variance
+    1e-5 x max(1, range), on a grid 1% wider than the nodes."""
+    lo, hi = min(nodes) - 0.01, max(nodes) + 0.01
+    var = 1e-5 * max(1.0, hi - lo)
+    grid = [lo + (hi - lo) * i / (points - 1) for i in range(points)]
+    density = [sum(w * math.exp(-(x - n) ** 2 / (2 * var)) / math.sqrt(2 * math.pi * var)
+                   for n, w in zip(nodes, weights)) for x in grid]
+    total = sum(density) * (grid[1] - grid[0])
+    return grid, [d / total for d in density]
+
+
+def plot(kind, files, out, plt):
+    fig, axes = plt.subplots(1, 2 if kind == "hessian" else 1, figsize=(12 if kind == "hessian" else 7, 4.5),
+                             squeeze=False)
+    ax = axes[0][0]
+    for path, data in files:
+        if kind == "attack":
+            ax.plot(data["epsilons"], [100 * v for v in data["top1"]], marker=".",
+                    label=f"{label(path)} (AUC {data['auc_normalized']:.3f})")
+            ax.set_xlabel(f"epsilon ({data['domain']})")
+            ax.set_ylabel("top-1 (%)")
+            ax.set_title(f"{data['method']} attack")
+        elif kind == "hessian":
+            ax.plot(range(1, len(data["eigenvalues"]) + 1), data["eigenvalues"], marker="o", label=label(path))
+            ax.set_xlabel("rank")
+            ax.set_ylabel("eigenvalue")
+            ax.set_title("top Hessian eigenvalues")
+            if data.get("density_nodes"):
+                grid, density = gaussian_density(data["density_nodes"], data["density_weights"])
+                axes[0][1].semilogy(grid, [max(d, 1e-12) for d in density], label=label(path))
+                axes[0][1].set_xlabel("eigenvalue")
+                axes[0][1].set_ylabel("density")
+                axes[0][1].set_title("spectral density (SLQ)")
+        elif kind == "surface":
+            alphas = sorted({float(r["alpha"]) for r in data})
+            betas = sorted({float(r["beta"]) for r in data})
+            loss = {(float(r["alpha"]), float(r["beta"])): float(r["loss"]) for r in data}
+            grid = [[loss[(a, b)] for a in alphas] for b in betas]
+            filled = ax.contourf(alphas, betas, grid, levels=30)
+            fig.colorbar(filled, ax=ax, label="loss")
+            ax.set_xlabel("alpha")
+            ax.set_ylabel("beta")
+            ax.set_title(f"loss surface ({label(path)})")
+            break  # one surface per figure
+        else:
+            rows = [r for r in data if not r["parameter"].endswith("bias")]
+            ax.bar(range(len(rows)), [float(r["max_abs_grad"]) for r in rows], alpha=0.5, label=f"{label(path)} max |g|")
+            ax.bar(range(len(rows)), [float(r["mean_abs_grad"]) for r in rows], alpha=0.8, label=f"{label(path)} mean |g|")
+            ax.set_xticks(range(len(rows)))
+            ax.set_xticklabels([r["parameter"] for r in rows], rotation=90, fontsize=7)
+            ax.set_yscale("log")
+            ax.set_title("gradient flow")
+    if kind != "surface":
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    print(f"{kind}: {len(files)} file(s) -> {out}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+", help="bioflex-eval --attack / --hessian JSON, --loss-surface / --gradient-flow CSV")
+    parser.add_argument("-o", "--output", help="the PNG (one kind of file only; default: beside the first file)")
+    parser.add_argument("--summary", action="store_true", help="a few lines of text per file, no plot")
+    args = parser.parse_args()
+    by_kind = {}
+    for path in args.files:
+        if not os.path.exists(path):
+            raise SystemExit(f"error: {path} does not exist")
+        kind, data = kind_of(path)
+        by_kind.setdefault(kind, []).append((path, data))
+    if args.summary:
+        for kind, files in by_kind.items():
+            for path, data in files:
+                summarise(path, kind, data)
+        return
+    if args.output and len(by_kind) > 1:
+        raise SystemExit("error: -o names one figure, but the files are of several kinds: plot each kind on its own")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("error: plotting needs matplotlib (Debian: apt-get install python3-matplotlib); "
+                         "--summary works without it")
+    for kind, files in by_kind.items():
+        plot(kind, files, args.output or os.path.splitext(files[0][0])[0] + ".png", plt)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
