@@ -86,7 +86,8 @@ bf_status bf_mean_gradient(bf_model *m, bf_loader *loader, float label_smoothing
  * H v is a central difference of gradients along the unit direction v, (g(theta + step v) -
  * g(theta - step v)) / (2 step), two gradient passes, where PyHessian takes exact double-backward
  * products: across a ReLU's or max-pool's kink the difference sees what the exact product ignores,
- * so a smaller step is closer to PyHessian's while float rounding limits it from below. The
+ * so a smaller step is closer to PyHessian's while float rounding limits it from below (a spiking
+ * network's gradient is a surrogate, and its differences jump wherever the step flips a spike). The
  *   spectral density (density_iterations > 0): stochastic Lanczos quadrature, one run of that many
  *     Lanczos steps from a Rademacher vector with full reorthogonalisation (a random restart where
  *     the Krylov space is exhausted); nodes = the tridiagonal matrix's eigenvalues, weights = the
