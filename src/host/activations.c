@@ -115,9 +115,7 @@ bf_status bf_dump_activations(bf_model *m, bf_loader *loader, int images, const 
         d.n = batch->n < images - d.offset ? batch->n : images - d.offset;
         memcpy(labels + d.offset, batch->labels, (size_t)d.n * sizeof(int32_t));
         const uint64_t position = (uint64_t)batch->position;
-        s = bf_batch_upload(upload, loader, batch, x);
-        bf_status released = bf_batch_upload_release(upload, loader, batch);
-        if (s == BF_OK) s = released;
+        s = bf_batch_upload_once(upload, loader, batch, x, NULL, 0);
         const float *logits = NULL;
         m->step = BF_EVAL_STEP; /* drawn as bf_evaluate draws */
         m->sample_offset = position;

@@ -252,11 +252,12 @@ bf_status bf_attack(bf_model *m, bf_loader *loader, const bf_attack_options *o, 
         r.n = batch->n;
         if (o->samples && samples + r.n > o->samples) r.n = o->samples - samples; /* the first samples only */
         r.position = (uint64_t)batch->position;
-        if (r.n > m->input_shape.n) s = bf_error(BF_ERR_ARG, "attack: batch of %d exceeds the model's %d", r.n, m->input_shape.n);
-        if (s == BF_OK) s = bf_batch_upload(upload, loader, batch, x0);
-        if (s == BF_OK) s = bf_to_device(r.b, r.labels, batch->labels, (size_t)r.n * sizeof(int32_t));
-        bf_status released = bf_batch_upload_release(upload, loader, batch);
-        if (s == BF_OK) s = released;
+        if (batch->n > m->input_shape.n) {
+            bf_loader_release(loader, batch);
+            s = bf_error(BF_ERR_ARG, "attack: batch of %d exceeds the model's %d", batch->n, m->input_shape.n);
+            break;
+        }
+        s = bf_batch_upload_once(upload, loader, batch, x0, r.labels, r.n);
         if (s == BF_OK) s = bf_model_set_batch(m, r.n);
         if (s == BF_OK) s = attack_batch(&r, x0, grid);
         samples += r.n;

@@ -66,3 +66,10 @@ bf_status bf_batch_upload_release(bf_batch_uploader *u, bf_loader *l, bf_batch *
     bf_loader_release(l, b);
     return s;
 }
+
+bf_status bf_batch_upload_once(bf_batch_uploader *u, bf_loader *l, bf_batch *b, float *dst, int32_t *labels, int n) {
+    bf_status s = bf_batch_upload(u, l, b, dst);
+    if (s == BF_OK && labels) s = bf_to_device(u->backend, labels, b->labels, (size_t)n * sizeof(int32_t));
+    bf_status released = bf_batch_upload_release(u, l, b);
+    return s != BF_OK ? s : released;
+}

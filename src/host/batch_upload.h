@@ -43,6 +43,11 @@ bf_status bf_batch_upload(bf_batch_uploader *u, const bf_loader *l, const bf_bat
  * releases b, also when waiting reports a device error (returned). */
 bf_status bf_batch_upload_release(bf_batch_uploader *u, bf_loader *l, bf_batch *b);
 
+/* A pass outside training's step (evaluation, analyses): bf_batch_upload of b into dst, the first n of
+ * its labels into labels (backend memory; NULL: none), then bf_batch_upload_release, which gives b
+ * back in every case. Returns the first error. Read what else b holds (its position) before. */
+bf_status bf_batch_upload_once(bf_batch_uploader *u, bf_loader *l, bf_batch *b, float *dst, int32_t *labels, int n);
+
 /* ---- the CUDA part (batch_upload.cu; batch_upload_cuda_absent.c without CUDA) ---- */
 
 typedef struct bf_cuda_uploader bf_cuda_uploader;

@@ -50,11 +50,12 @@ bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smooth
         if (s != BF_OK || !batch) break;
         int n = batch->n;
         uint64_t position = (uint64_t)batch->position; /* read before the release: a worker may refill the slot */
-        if (n > max_n) s = bf_error(BF_ERR_ARG, "evaluate: batch of %d exceeds the model's %d", n, max_n);
-        if (s == BF_OK) s = bf_batch_upload(upload, loader, batch, x);
-        if (s == BF_OK) s = bf_to_device(b, labels, batch->labels, (size_t)n * sizeof(int32_t));
-        bf_status released = bf_batch_upload_release(upload, loader, batch);
-        if (s == BF_OK) s = released;
+        if (n > max_n) {
+            bf_loader_release(loader, batch);
+            s = bf_error(BF_ERR_ARG, "evaluate: batch of %d exceeds the model's %d", n, max_n);
+            break;
+        }
+        s = bf_batch_upload_once(upload, loader, batch, x, labels, n);
         const float *logits = NULL;
         m->step = BF_EVAL_STEP;
         m->sample_offset = position;

@@ -34,11 +34,12 @@ bf_status bf_mean_gradient(bf_model *m, bf_loader *loader, float label_smoothing
         s = bf_loader_next(loader, &batch, NULL);
         if (s != BF_OK || !batch) break;
         const int n = batch->n;
-        if (n > max_n) s = bf_error(BF_ERR_ARG, "gradient flow: batch of %d exceeds the model's %d", n, max_n);
-        if (s == BF_OK) s = bf_batch_upload(upload, loader, batch, x);
-        if (s == BF_OK) s = bf_to_device(b, labels, batch->labels, (size_t)n * sizeof(int32_t));
-        bf_status released = bf_batch_upload_release(upload, loader, batch);
-        if (s == BF_OK) s = released;
+        if (n > max_n) {
+            bf_loader_release(loader, batch);
+            s = bf_error(BF_ERR_ARG, "gradient flow: batch of %d exceeds the model's %d", n, max_n);
+            break;
+        }
+        s = bf_batch_upload_once(upload, loader, batch, x, labels, n);
         const float *logits = NULL;
         if (s == BF_OK) s = bf_model_set_batch(m, n);
         if (s == BF_OK) s = bf_model_forward(m, x, &logits);
