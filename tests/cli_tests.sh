@@ -146,13 +146,19 @@ first=$(tr -d '\n ' < "$tmp/attack.json" 2>/dev/null | sed -n 's/.*"top1":\[\([0
   && [ "$(tr -d '\n ' < "$tmp/attack.json" | grep -o '"epsilons":\[[^]]*\]' | tr ',' '\n' | wc -l)" = 5 ] \
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL attack JSON: top-1 at epsilon 0 '$first', evaluation '$clean' (5 epsilons wanted)"; }
 expect "train refuses --attack" 2 "--attack is a bioflex-eval option" -- "$train" --attack x.json --dry-run "$tmp/tiny.ini"
-# --hessian: 2 eigenvalues, a trace and a density of 3 nodes into JSON
-expect "eval writes the Hessian" 0 "hessian: top eigenvalue [0-9.e+-]+, trace" -- "$eval_" --checkpoint "$tmp/run" \
+# --hessian: 2 eigenvalues, a trace and a density of 3 nodes into JSON, in evaluation mode (the default)
+expect "eval writes the Hessian" 0 "hessian \\(evaluation mode\\): top eigenvalue [0-9.e+-]+, trace" -- "$eval_" --checkpoint "$tmp/run" \
   --hessian "$tmp/hessian.json" --set analysis.hessian_top_n=2 --set analysis.hessian_max_iterations=20 \
   --set analysis.hessian_density_iterations=3 "$tmp/tiny.ini"
-tr -d '\n ' < "$tmp/hessian.json" 2>/dev/null | grep -q '"eigenvalues":\[[0-9.e+-]*,[0-9.e+-]*\],"iterations"' \
+tr -d '\n ' < "$tmp/hessian.json" 2>/dev/null | grep -q '^{"mode":"eval",' \
+  && tr -d '\n ' < "$tmp/hessian.json" | grep -q '"eigenvalues":\[[0-9.e+-]*,[0-9.e+-]*\],"iterations"' \
   && tr -d '\n ' < "$tmp/hessian.json" | grep -q '"density_weights":\[[0-9.e+-]*,[0-9.e+-]*,[0-9.e+-]*\]' \
-  && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL Hessian JSON: want 2 eigenvalues and 3 density weights"; }
+  && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL Hessian JSON: want mode eval, 2 eigenvalues and 3 density weights"; }
+expect "eval writes the Hessian in training mode" 0 "hessian \\(training mode\\): top eigenvalue" -- "$eval_" \
+  --checkpoint "$tmp/run" --hessian "$tmp/hessian_train.json" --set analysis.hessian_mode=train \
+  --set analysis.hessian_top_n=1 --set analysis.hessian_max_iterations=5 "$tmp/tiny.ini"
+expect "hessian_mode not known" 2 "hessian_mode.*train, eval" -- "$eval_" --checkpoint "$tmp/run" --hessian "$tmp/x.json" \
+  --set analysis.hessian_mode=both "$tmp/tiny.ini"
 expect "hessian_step must be positive" 2 "hessian_step" -- "$eval_" --checkpoint "$tmp/run" --hessian "$tmp/x.json" \
   --set analysis.hessian_step=0 "$tmp/tiny.ini"
 # --activations: the first 20 test images through the tiny CNN's 9 layers
@@ -166,6 +172,8 @@ expect "eval writes the gradient flow" 0 "gradient flow: 8 parameter tensors ove
 [ "$(grep -c '^features\|^classifier' "$tmp/flow.csv" 2>/dev/null)" = 8 ] \
   && grep -q '^parameter,count,mean_abs_grad,max_abs_grad,grad_norm,weight_norm,grad_to_weight$' "$tmp/flow.csv" \
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL gradient flow CSV: want a header and 8 rows"; }
+expect "eval writes the gradient flow in evaluation mode" 0 "gradient flow: 8 parameter tensors over 1 training batches, evaluation mode" \
+  -- "$eval_" --checkpoint "$tmp/run" --gradient-flow "$tmp/flow_eval.csv" --set analysis.gradient_mode=eval "$tmp/tiny.ini"
 expect "attack_method not known" 2 "attack_method.*fgsm, pgd, gaussian_noise" -- "$eval_" --checkpoint "$tmp/run" \
   --attack "$tmp/x.json" --set analysis.attack_method=cw "$tmp/tiny.ini"
 # a --gpus run's config.ini says gpus = 2 (and device = cuda or auto): bioflex-eval scores on one device
@@ -333,7 +341,7 @@ auc=$(tr -d '\n ' < "$tmp/attack.json" 2>/dev/null | sed -n 's/.*"auc":\([0-9.e-
 analysis=$(python3 "$src/tools/plot_analysis.py" "$tmp/attack.json" "$tmp/hessian.json" "$tmp/surface.csv" "$tmp/flow.csv" --summary 2>&1)
 if [ -n "$auc" ] && grep -q "AUC $(printf '%.4f' "$auc") " <<<"$analysis" && grep -q "fgsm attack (pixels domain), 20 images" <<<"$analysis" \
    && grep -q "loss surface of 16 points" <<<"$analysis" && grep -q "gradient flow of 8 tensors" <<<"$analysis" \
-   && grep -q "density of 3 nodes" <<<"$analysis"; then
+   && grep -q "density of 3 nodes" <<<"$analysis" && grep -q "(eval mode, loss" <<<"$analysis"; then
   passed=$((passed + 1))
 else
   failed=$((failed + 1)); echo "FAIL plot_analysis --summary (AUC $auc):"; echo "$analysis"

@@ -1,9 +1,10 @@
 /* test_attack_cuda.c - input gradients (a model built with input_gradient) and an FGSM attack on
  * the CUDA backend against the CPU backend, from identical weights and running statistics:
- *   - the gradient of the summed cross-entropy with respect to the image, in evaluation mode, for a
- *     CNN with batch-norm and channel-wise max flex layers, one with mask-joint flex layers
- *     (batch-normalised logits, sigmoid_mul), and a spiking CNN of LIF neurons over 4 steps (BPTT
- *     through the surrogate, the direct input summed over the steps);
+ *   - the gradient of the summed cross-entropy with respect to the image, and with respect to the
+ *     parameters (bf_model.eval_parameter_gradients: the Hessian's and gradient flow's evaluation
+ *     mode), in evaluation mode, for a CNN with batch-norm and channel-wise max flex layers, one with
+ *     mask-joint flex layers (batch-normalised logits, sigmoid_mul), and a spiking CNN of LIF neurons
+ *     over 4 steps (BPTT through the surrogate, the direct input summed over the steps);
  *   - bf_attack's FGSM curve on generated images: top-1 within one image of the CPU's at every epsilon
  *     (a sign that rounding flips can move one image across the boundary).
  * Skipped (exit 77) without a CUDA build or device. */
@@ -37,7 +38,8 @@ static void share_statistics(bf_model *cpu, bf_model *gpu, const float *x_host) 
     free(buffers);
 }
 
-static float *input_gradient(bf_model *m, const float *x_host, const int32_t *labels_host) {
+/* The evaluation-mode backward's image gradient (returned) and parameter gradients (*grads). */
+static float *input_gradient(bf_model *m, const float *x_host, const int32_t *labels_host, float **grads) {
     bf_backend *b = m->backend;
     float *x = bf_test_upload(b, x_host, (size_t)N * S * S), *losses = bf_test_alloc(b, N);
     float *dlogits = bf_test_alloc(b, N * K);
@@ -46,10 +48,12 @@ static float *input_gradient(bf_model *m, const float *x_host, const int32_t *la
     CHECK_OK(bf_to_device(b, labels, labels_host, N * sizeof(int32_t)));
     const float *logits = NULL;
     m->training = 0;
+    m->eval_parameter_gradients = 1;
     CHECK_OK(bf_model_forward(m, x, &logits));
     CHECK_OK(b->ops->softmax_xent(b, N, K, logits, labels, 0.0f, 1.0f, losses, dlogits));
     CHECK_OK(bf_model_backward(m, dlogits));
     float *dx = bf_test_download(b, m->dinput, (size_t)N * S * S);
+    *grads = bf_test_download(b, m->grad_data, m->num_param_floats);
     bf_free(b, x), bf_free(b, losses), bf_free(b, dlogits), bf_free(b, labels);
     return dx;
 }
@@ -61,15 +65,26 @@ static void compare_gradients(bf_backend *cpu, bf_backend *gpu, bf_model_config 
     bf_test_fill_uniform(x, N * S * S, -1.0f, 2.0f, 9);
     const int32_t labels[N] = {0, 4, 2, 1};
     share_statistics(mc_cpu, mc_gpu, x);
-    bf_test_fill_uniform(x, N * S * S, -0.5f, 1.5f, 10);
-    float *want = input_gradient(mc_cpu, x, labels), *got = input_gradient(mc_gpu, x, labels);
+    bf_test_fill_uniform(x, N * S * S, -2.0f, 1.0f, 10); /* mostly below 0: the first flex conv wins somewhere */
+    float *want_grads = NULL, *got_grads = NULL;
+    float *want = input_gradient(mc_cpu, x, labels, &want_grads), *got = input_gradient(mc_gpu, x, labels, &got_grads);
     double norm = 0;
     for (int i = 0; i < N * S * S; i++) norm += (double)want[i] * want[i];
     size_t worst = 0;
-    const double v = bf_test_max_violation(want, got, N * S * S, 1e-4 * sqrt(norm / (N * S * S)) + 1e-7, 1e-3, &worst);
+    double v = bf_test_max_violation(want, got, N * S * S, 1e-4 * sqrt(norm / (N * S * S)) + 1e-7, 1e-3, &worst);
     CHECK(v <= 1 && norm > 0, "%s: the input gradient on CUDA is the CPU's (worst pixel %zu: %g vs %g, %.2fx the "
           "tolerance; RMS %g)", what, worst, want[worst], got[worst], v, sqrt(norm / (N * S * S)));
-    free(want), free(got);
+    for (int q = 0; q < mc_cpu->num_params; q++) { /* each tensor against its own scale */
+        const bf_param *p = &mc_cpu->params[q];
+        double sq = 0;
+        for (size_t i = p->offset; i < p->offset + p->count; i++) sq += (double)want_grads[i] * want_grads[i];
+        const double rms = sqrt(sq / (double)p->count);
+        v = bf_test_max_violation(want_grads + p->offset, got_grads + p->offset, p->count, 1e-4 * rms + 1e-7, 1e-3, &worst);
+        CHECK(v <= 1 && rms > 0, "%s: the evaluation-mode gradient of %s on CUDA is the CPU's (worst %zu: %g vs %g, "
+              "%.2fx the tolerance; RMS %g)", what, p->name, worst, want_grads[p->offset + worst],
+              got_grads[p->offset + worst], v, rms);
+    }
+    free(want), free(got), free(want_grads), free(got_grads);
     bf_model_destroy(mc_cpu), bf_model_destroy(mc_gpu);
 }
 

@@ -1,8 +1,11 @@
 /* test_gradient_flow.c - bf_gradient_flow (analysis.h) on the CPU backend, for a small CNN with
- * batch-norm and dropout on generated images: every CSV line (mean and max |g|, the gradient's and
- * the weights' norms) equals the statistics of the gradient taken by hand, two training-mode
- * passes over the same two batches averaged; the running statistics, the batch count and the
- * gradients come back bit for bit; more batches than the split has is an error that says so. */
+ * batch-norm and dropout on generated images, in training and in evaluation mode: every CSV line
+ * (mean and max |g|, the gradient's and the weights' norms) equals the statistics of the gradient
+ * taken by hand, two passes in that mode over the same two batches averaged, and the header names
+ * the mode; the two modes' gradients differ (batch against running statistics); the running
+ * statistics, the batch count, the mode and the gradients come back bit for bit; more batches than
+ * the split has is an error that says so, and so is evaluation mode on a model built without
+ * input_gradient. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,20 +44,25 @@ static void gradient_by_hand(bf_model *m, bf_loader *l, float *g) {
     bf_free(b, x), bf_free(b, losses), bf_free(b, dlogits), bf_free(b, labels);
 }
 
-int main(void) {
-    bf_backend *b = NULL;
-    CHECK_OK(bf_backend_create_cpu(1, &b));
+/* The gradient flow of a fresh model in mode against the gradient by hand; the gradient comes back
+ * in g (host, the caller frees it). */
+static void check_mode(bf_backend *b, bf_loader *l, bf_analysis_mode mode, float **g_out) {
+    const int eval = mode == BF_ANALYSIS_EVAL;
     bf_model_config mc = bf_test_cnn_config(4, 8, 0.3f);
     mc.batchnorm = 1;
+    mc.input_gradient = eval;
     bf_model *m = NULL;
-    if (b) CHECK_OK(bf_model_build(b, &mc, (bf_shape){B, 1, S, S}, K, 5, &m));
-    if (!m) return bf_test_finish();
-    static uint8_t pixels[SAMPLES * S * S];
-    static int32_t labels[SAMPLES];
-    bf_dataset d = bf_test_noise_images(pixels, labels, SAMPLES, S, K, BF_SPLIT_TRAIN);
-    bf_loader *l = bf_test_loader(&d, BF_SPLIT_TRAIN, B, 0);
-    if (!l) return bf_test_finish();
-
+    CHECK_OK(bf_model_build(b, &mc, (bf_shape){B, 1, S, S}, K, 5, &m));
+    if (!m) return;
+    if (eval) { /* running statistics away from their start: one training forward */
+        float *x = bf_test_alloc(b, (size_t)B * S * S);
+        float *host = malloc((size_t)B * S * S * sizeof(float));
+        bf_test_fill_uniform(host, (size_t)B * S * S, -1.0f, 3.0f, 4);
+        CHECK_OK(bf_to_device(b, x, host, (size_t)B * S * S * sizeof(float)));
+        const float *logits = NULL;
+        CHECK_OK(bf_model_forward(m, x, &logits));
+        bf_free(b, x), free(host);
+    }
     const size_t n = m->num_param_floats;
     m->step = 7; /* the dropout draws of both */
     float *buffers = bf_test_download(b, m->buffer_data, m->num_buffer_floats), *grads = bf_test_download(b, m->grad_data, n);
@@ -63,19 +71,26 @@ int main(void) {
     int fd = mkstemp(path);
     FILE *csv = fd >= 0 ? fdopen(fd, "w") : NULL;
     CHECK(csv != NULL, "cannot make %s", path);
-    if (!csv) return bf_test_finish();
-    CHECK_OK(bf_gradient_flow(m, l, 0.0f, 2, csv));
+    if (!csv) return;
+    CHECK_OK(bf_gradient_flow(m, l, 0.0f, 2, mode, csv));
     fclose(csv);
     float *after = bf_test_download(b, m->buffer_data, m->num_buffer_floats), *grads_after = bf_test_download(b, m->grad_data, n);
     CHECK(memcmp(buffers, after, m->num_buffer_floats * sizeof(float)) == 0 && m->num_batches_tracked == tracked &&
-              memcmp(grads, grads_after, n * sizeof(float)) == 0 && m->training == 1,
-          "the running statistics, batch count and gradients come back bit for bit");
+              memcmp(grads, grads_after, n * sizeof(float)) == 0 && m->training == 1 && !m->eval_parameter_gradients,
+          "%s mode: the running statistics, batch count, mode and gradients come back bit for bit", bf_analysis_mode_name(mode));
 
     float *g = malloc(n * sizeof(float)), *w = bf_test_download(b, m->param_data, n);
+    m->training = !eval;
+    m->eval_parameter_gradients = eval;
     gradient_by_hand(m, l, g);
+    m->training = 1;
+    m->eval_parameter_gradients = 0;
     size_t text_size = 0;
     char *text = bf_test_read_file(path, &text_size);
     remove(path);
+    char named[64];
+    snprintf(named, sizeof named, ", %s mode;", bf_analysis_mode_name(mode));
+    CHECK(text && strstr(text, named), "the header names the mode (%s)", named);
     const char *line = text ? strstr(text, "grad_to_weight\n") : NULL;
     int rows = 0, nonzero = 0;
     for (line = line ? strchr(line, '\n') + 1 : NULL; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
@@ -94,7 +109,7 @@ int main(void) {
         CHECK(q && !strcmp(name, q->name) && count == q->count, "row %d names %s (%zu values)", rows, name, count);
         CHECK(fabs(mean_abs - want_mean) <= 1e-6 * want_mean + 1e-12 && fabs(max_abs - want_max) <= 1e-6 * want_max + 1e-12 &&
                   fabs(norm - sqrt(want_sq)) <= 1e-6 * sqrt(want_sq) + 1e-12 && fabs(w_norm - sqrt(want_w)) <= 1e-6 * sqrt(want_w),
-              "%s: mean |g| %g max %g norm %g, weights %g; by hand %g %g %g %g", name, mean_abs, max_abs, norm, w_norm,
+              "%s mode, %s: mean |g| %g max %g norm %g, weights %g; by hand %g %g %g %g", bf_analysis_mode_name(mode), name, mean_abs, max_abs, norm, w_norm,
               want_mean, want_max, sqrt(want_sq), sqrt(want_w));
         nonzero += max_abs > 0;
         rows++;
@@ -102,12 +117,34 @@ int main(void) {
     CHECK(rows == m->num_params && nonzero >= rows - 2, "%d rows for %d parameter tensors, %d nonzero", rows,
           m->num_params, nonzero);
     csv = fopen("/dev/null", "w");
-    CHECK(bf_gradient_flow(m, l, 0.0f, 3, csv) == BF_ERR_ARG && strstr(bf_last_error(), "fewer than the 3"),
+    CHECK(bf_gradient_flow(m, l, 0.0f, 3, mode, csv) == BF_ERR_ARG && strstr(bf_last_error(), "fewer than the 3"),
           "more batches than the split has: %s", bf_last_error());
+    if (!eval)
+        CHECK(bf_gradient_flow(m, l, 0.0f, 1, BF_ANALYSIS_EVAL, csv) == BF_ERR_ARG && strstr(bf_last_error(), "input_gradient"),
+              "evaluation mode without input_gradient: %s", bf_last_error());
     fclose(csv);
-    free(buffers), free(after), free(grads), free(grads_after), free(g), free(w), free(text);
-    bf_loader_destroy(l);
+    free(buffers), free(after), free(grads), free(grads_after), free(w), free(text);
+    *g_out = g;
     bf_model_destroy(m);
+}
+
+int main(void) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    static uint8_t pixels[SAMPLES * S * S];
+    static int32_t labels[SAMPLES];
+    bf_dataset d = bf_test_noise_images(pixels, labels, SAMPLES, S, K, BF_SPLIT_TRAIN);
+    bf_loader *l = b ? bf_test_loader(&d, BF_SPLIT_TRAIN, B, 0) : NULL;
+    if (!l) return bf_test_finish();
+    float *train = NULL, *eval = NULL;
+    check_mode(b, l, BF_ANALYSIS_TRAIN, &train);
+    check_mode(b, l, BF_ANALYSIS_EVAL, &eval);
+    /* the same weights (seed 5); the last tensor (the output layer's bias) sees the loss the same way in both */
+    double differ = 0, scale = 0;
+    for (size_t i = 0; train && eval && i < 100; i++) differ += fabs((double)train[i] - eval[i]), scale += fabs(train[i]);
+    CHECK(train && eval && differ > 1e-3 * scale, "the two modes' gradients differ (first 100: %g of %g)", differ, scale);
+    free(train), free(eval);
+    bf_loader_destroy(l);
     bf_backend_destroy(b);
     return bf_test_finish();
 }

@@ -8,7 +8,10 @@
  * a mean of v'Hv over Rademacher v: sqrt(2 sum_{i!=j} H_ij^2 / samples)); the spectral density's
  * weights summing to 1, its top node the top eigenvalue, its bottom one the bottom of the spectrum,
  * its mean the start vector's Rayleigh quotient; the loss at theta; the
- * parameters, running statistics and gradients restored bit for bit; bad options refused. */
+ * parameters, running statistics and gradients restored bit for bit; bad options refused.
+ * Evaluation mode: the same regression with a dropout of 0.5 before its linear layer (built with
+ * input_gradient) has the closed form's top eigenvalues in evaluation mode, where dropout passes
+ * its input, and others in training mode; a model built without input_gradient refuses it. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +161,34 @@ int main(void) {
     bad.batches = 3;
     CHECK(bf_hessian(m, l, 0.0f, &bad, &r) == BF_ERR_ARG && strstr(bf_last_error(), "fewer than the 3"),
           "more batches than the split has: %s", bf_last_error());
+    bad = o;
+    bad.mode = BF_ANALYSIS_EVAL;
+    CHECK(bf_hessian(m, l, 0.0f, &bad, &r) == BF_ERR_ARG && strstr(bf_last_error(), "input_gradient"),
+          "evaluation mode without input_gradient: %s", bf_last_error());
+
+    bf_model *dropped = NULL;
+    CHECK_OK(bf_model_create(b, (bf_shape){N, 1, S, S}, 11, &dropped));
+    if (dropped) {
+        dropped->input_gradient = 1;
+        const int in = bf_model_add_flatten(dropped, "flatten", BF_MODEL_INPUT);
+        const int drop = bf_model_add_dropout(dropped, "dropout", in, 0.5f);
+        bf_model_add_linear(dropped, "fc", drop, K, 1, BF_INIT_KAIMING_NORMAL_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+        CHECK_OK(bf_model_finalize(dropped));
+        CHECK_OK(bf_to_device(b, dropped->param_data, theta, P * sizeof(float)));
+        bf_hessian_options eval = o;
+        eval.density_iterations = 0;
+        eval.mode = BF_ANALYSIS_EVAL;
+        CHECK_OK(bf_hessian(dropped, l, 0.0f, &eval, &r));
+        for (int k = 0; k < 3; k++)
+            CHECK_CLOSE(r.eigenvalues[k], eig[k], 1e-5, 1e-3, "evaluation mode through a dropout: eigenvalue k");
+        CHECK_CLOSE(r.loss, loss, 1e-6, 1e-5, "evaluation mode through a dropout: the loss at theta");
+        CHECK(dropped->training == 1, "the model comes back in training mode");
+        eval.mode = BF_ANALYSIS_TRAIN;
+        CHECK_OK(bf_hessian(dropped, l, 0.0f, &eval, &r));
+        CHECK(fabs(r.eigenvalues[0] - eig[0]) > 0.01 * eig[0], "training mode, dropout drawn: top eigenvalue %g, not %g",
+              r.eigenvalues[0], eig[0]);
+        bf_model_destroy(dropped);
+    }
     free(theta), free(grads), free(theta_after), free(grads_after);
     bf_loader_destroy(l);
     bf_model_destroy(m);

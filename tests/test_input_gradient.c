@@ -7,9 +7,15 @@
  *   - ... mask joint with batch-normalised logits and the smooth sigmoid_mul mask;
  *   - a spiking CNN of clamp01 neurons over 3 steps (the reference's stateless activation: piecewise
  *     linear, so its surrogate is its derivative).
+ * The evaluation-mode parameter gradients (bf_model.eval_parameter_gradients: what the Hessian and
+ * gradient flow take in evaluation mode) against central differences of the evaluation loss, for the
+ * first three nets: every parameter tensor at up to 8 elements (conv weights and the biases a
+ * batch-norm takes out in training, batch-norm's gamma and beta through the running statistics,
+ * the flex threshold and its logits' batch-norm).
  * And: training with input_gradient computes the parameter gradients of the model built without it
  * (the fused pairs it turns off change the rounding alone), an evaluation-mode backward leaves them
- * as they were, and a model built without input_gradient refuses an evaluation-mode backward. */
+ * as they were unless asked, and a model built without input_gradient refuses an evaluation-mode
+ * backward. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +114,77 @@ static void check_against_differences(bf_backend *b, bf_model_config mc, int tra
     fixture_close(&f);
 }
 
+/* One central difference of the loss along parameter i: compared with g, or counted as a kink. */
+typedef struct difference_tally {
+    int checked, close, kinks;
+    double worst;
+} difference_tally;
+
+static void check_parameter(fixture *f, float *w, size_t i, const float *x, double at, float g, difference_tally *t,
+                            const char *what) {
+    bf_model *m = f->m;
+    const size_t p = m->num_param_floats;
+    const float keep = w[i], h = 1e-3f;
+    w[i] = keep + h;
+    CHECK_OK(bf_to_device(f->b, m->param_data, w, p * sizeof(float)));
+    const double up = loss_at(f, x, NULL);
+    w[i] = keep - h;
+    CHECK_OK(bf_to_device(f->b, m->param_data, w, p * sizeof(float)));
+    const double down = loss_at(f, x, NULL);
+    w[i] = keep;
+    CHECK_OK(bf_to_device(f->b, m->param_data, w, p * sizeof(float)));
+    const double right = (up - at) / h, left = (at - down) / h;
+    if (fabs(right - left) > 1.5e-3 + 0.03 * fabs(right + left)) { /* a kink within +-h, as above */
+        t->kinks++;
+        return;
+    }
+    const double fd = (up - down) / (2.0 * h), err = fabs(fd - g) / (2e-3 + 2e-2 * fabs(fd));
+    t->checked++;
+    t->close += err <= 1;
+    if (err > 1) fprintf(stderr, "  %s: parameter %zu: backward %.6g, differences %.6g\n", what, i, g, fd);
+    if (err > t->worst) t->worst = err;
+}
+
+/* Evaluation mode with eval_parameter_gradients: each parameter tensor's gradient at up to 8 evenly
+ * spread elements against central differences of the evaluation loss; every tensor's gradient is
+ * nonzero (in evaluation a bias before a batch-norm moves the loss). */
+static void check_eval_parameter_gradients(bf_backend *b, bf_model_config mc, const char *what) {
+    fixture f;
+    mc.input_gradient = 1;
+    fixture_open(&f, b, mc);
+    bf_model *m = f.m;
+    const size_t n = (size_t)B * S * S, p = m->num_param_floats;
+    float *x = malloc(n * sizeof(float)), *dx = malloc(n * sizeof(float));
+    for (int step = 0; step < 3; step++) { /* running statistics that are not the initial ones */
+        bf_test_fill_uniform(x, n, -1.0f, 2.0f, 100 + step);
+        loss_at(&f, x, NULL);
+    }
+    m->training = 0;
+    m->eval_parameter_gradients = 1;
+    bf_test_fill_uniform(x, n, -2.0f, 1.0f, 11); /* mostly below 0: the first flex conv wins somewhere over its pool */
+    const double at = loss_at(&f, x, dx);
+    float *g = bf_test_download(b, m->grad_data, p), *w = bf_test_download(b, m->param_data, p);
+    difference_tally t = {0, 0, 0, 0};
+    int nonzero_tensors = 0;
+    for (int q = 0; q < m->num_params; q++) {
+        const bf_param *par = &m->params[q];
+        double largest = 0;
+        for (size_t k = 0; k < par->count; k++) largest = fmax(largest, fabs(g[par->offset + k]));
+        nonzero_tensors += largest > 1e-6;
+        if (!(largest > 1e-6)) fprintf(stderr, "  %s: %s has no gradient\n", what, par->name);
+        const size_t stride = par->count > 8 ? par->count / 8 : 1;
+        for (size_t k = 0; k < par->count; k += stride)
+            check_parameter(&f, w, par->offset + k, x, at, g[par->offset + k], &t, what);
+    }
+    CHECK(t.close == t.checked && t.checked >= 4 * m->num_params,
+          "%s (evaluation mode): %d of %d parameter gradients match central differences (worst at %.2fx the "
+          "tolerance; %d kinks skipped)", what, t.close, t.checked, t.worst, t.kinks);
+    CHECK(nonzero_tensors == m->num_params, "%s (evaluation mode): %d of %d parameter tensors have a nonzero gradient",
+          what, nonzero_tensors, m->num_params);
+    free(g), free(w), free(x), free(dx);
+    fixture_close(&f);
+}
+
 static bf_model_config cnn(void) {
     bf_model_config mc = bf_test_cnn_config(4, 8, 0.3f);
     mc.channels[1] = 6;
@@ -140,6 +217,11 @@ static void check_parameter_gradients(bf_backend *b) {
     loss_at(&with, x, dx);
     float *g2 = bf_test_download(b, with.m->grad_data, p);
     CHECK(memcmp(g1, g2, p * sizeof(float)) == 0, "an evaluation-mode backward leaves the parameter gradients alone");
+    with.m->eval_parameter_gradients = 1;
+    loss_at(&with, x, dx);
+    float *g3 = bf_test_download(b, with.m->grad_data, p);
+    CHECK(memcmp(g1, g3, p * sizeof(float)) != 0, "... and writes them when asked (eval_parameter_gradients)");
+    free(g3);
     plain.m->training = 0;
     const float *logits = NULL;
     CHECK_OK(bf_model_forward(plain.m, plain.x, &logits));
@@ -169,6 +251,14 @@ int main(void) {
         mc.spiking.time_steps = 3;
         check_against_differences(b, mc, training, "spiking, clamp01 over 3 steps");
     }
+    check_eval_parameter_gradients(b, cnn(), "cnn with batch-norm and dropout");
+    bf_model_config mc = cnn();
+    mc.flex = 1;
+    check_eval_parameter_gradients(b, mc, "flex, channel-wise max");
+    mc.flex_joint = BF_FLEX_JOINT_MASK;
+    mc.flex_mask = BF_FLEX_MASK_SIGMOID_MUL;
+    mc.flex_logits_bn = 1;
+    check_eval_parameter_gradients(b, mc, "flex, mask joint with batch-normalised logits");
     check_parameter_gradients(b);
     bf_backend_destroy(b);
     return bf_test_finish();

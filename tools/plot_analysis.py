@@ -62,7 +62,8 @@ def summarise(path, kind, data):
               f"AUC {data['auc']:.4f} (normalised {data['auc_normalized']:.4f}, reference {data['auc_reference']:.4f})")
     elif kind == "hessian":
         eig = ", ".join(f"{v:.6g}" for v in data["eigenvalues"])
-        print(f"{path}: Hessian over {data['samples']} images (loss {data['loss']:.4f}): top eigenvalues [{eig}], "
+        mode = f"{data['mode']} mode, " if "mode" in data else ""  # files before hessian_mode: training mode
+        print(f"{path}: Hessian over {data['samples']} images ({mode}loss {data['loss']:.4f}): top eigenvalues [{eig}], "
               f"trace {data['trace']:.6g} ({data['trace_samples']} samples)"
               + (f", density of {len(data['density_nodes'])} nodes over [{min(data['density_nodes']):.4g}, "
                  f"{max(data['density_nodes']):.4g}]" if data.get("density_nodes") else ""))

@@ -57,27 +57,51 @@ double bf_loss_surface_coefficient(const bf_loss_surface_options *o, int i);
 bf_status bf_loss_surface(bf_model *m, bf_loader *loader, float label_smoothing, const bf_loss_surface_options *o,
                           FILE *csv, double *center_loss);
 
+/* The mode in which the gradient analyses run the model:
+ *   train: as a training step (batch-norm over the batch's own statistics, dropout drawn for the
+ *     model's current step), the loss a training step differentiates;
+ *   eval: as evaluation (batch-norm's running statistics, no dropout), PyTorch's model.eval(), in
+ *     which the reference's analysis suite (and PyHessian's example) took its gradients. It needs a
+ *     model built with input_gradient (model.h), whose evaluation-mode backward then also writes
+ *     the parameter gradients (bf_model.eval_parameter_gradients). */
+typedef enum bf_analysis_mode {
+    BF_ANALYSIS_TRAIN = 0,
+    BF_ANALYSIS_EVAL = 1,
+} bf_analysis_mode;
+
+/* "training" or "evaluation". */
+const char *bf_analysis_mode_name(bf_analysis_mode mode);
+/* BF_OK when m can be analysed in mode (evaluation: built with input_gradient); else BF_ERR_ARG
+ * naming the analysis. */
+bf_status bf_analysis_check_mode(const bf_model *m, bf_analysis_mode mode, const char *analysis);
+
 /* Gradient flow (section 7.1): how large each parameter tensor's gradient is at the checkpoint's
  * weights. The gradient of the mean cross-entropy (with the config's label smoothing) over the
  * loader's first `batches` batches of epoch 0 (a training loader: shuffled and augmented as training
- * is), in training mode (batch statistics, dropout), as one training step would take it. One CSV line
- * per parameter tensor, "parameter,count,mean_abs_grad,max_abs_grad,grad_norm,weight_norm,
- * grad_to_weight", after a '#' line with the loss. The reference's mean and max |dL/dw| are the
- * first two (it plots every tensor but biases; it took them in evaluation mode from one batch, with
- * a random fc1). The model comes back as it was (running statistics, batch count, gradients). */
-bf_status bf_gradient_flow(bf_model *m, bf_loader *loader, float label_smoothing, int batches, FILE *csv);
+ * is), in `mode`: train (as one training step would take it) or eval. One CSV line per parameter
+ * tensor, "parameter,count,mean_abs_grad,max_abs_grad,grad_norm,weight_norm,grad_to_weight", after a
+ * '#' line with the loss and the mode. The reference's mean and max |dL/dw| are the first two (it
+ * plots every tensor but biases; it took them in evaluation mode from one batch, with a random fc1).
+ * The model comes back as it was (running statistics, batch count, gradients). */
+bf_status bf_gradient_flow(bf_model *m, bf_loader *loader, float label_smoothing, int batches, bf_analysis_mode mode,
+                           FILE *csv);
 
 /* The gradient of the mean cross-entropy over the loader's first `batches` batches of epoch 0, in the
- * model's mode, into sum (backend memory, the parameters' layout): each batch's mean loss weighs
- * 1/batches. *loss: the summed per-sample loss, *samples: the images. Leaves m->grad_data holding the
- * last batch's gradient and the model at that batch size; an error when the split has fewer batches. */
+ * model's mode (in evaluation mode, a model built with input_gradient: its parameter gradients are
+ * asked for during the call), into sum (backend memory, the parameters' layout): each batch's mean
+ * loss weighs 1/batches (in evaluation mode computed with m->sample_offset at the images before it,
+ * which keys evaluation's per-batch draws). *loss: the summed per-sample loss, *samples: the images. Leaves m->grad_data
+ * holding the last batch's gradient and the model at that batch size; an error when the split has
+ * fewer batches. */
 bf_status bf_mean_gradient(bf_model *m, bf_loader *loader, float label_smoothing, int batches, float *sum, double *loss,
                            int *samples);
 
 /* Hessian (section 7.2, PyHessian's algorithms): of the mean cross-entropy over the loader's first
  * `batches` batches (a training loader: shuffled and augmented as training is, the same images at
- * every pass) with respect to every trained parameter, in training mode (batch statistics; dropout
- * drawn for the model's current step at every pass): the loss of one training step, fixed.
+ * every pass) with respect to every trained parameter, in `mode`: eval (PyHessian's and the
+ * reference's model.eval(): running statistics, no dropout; a model built with input_gradient) or
+ * train (batch statistics; dropout drawn for the model's current step at every pass: the loss of one
+ * training step, fixed).
  *   top eigenvalues: power iteration with deflation, from a Gaussian start made orthonormal to the
  *     eigenvectors already found; v <- H v / |H v|; stops when the Rayleigh quotient v'Hv changes by
  *     less than `tolerance` relatively, or after max_iterations (PyHessian: 5, 1e-3, 100);
@@ -93,8 +117,7 @@ bf_status bf_mean_gradient(bf_model *m, bf_loader *loader, float label_smoothing
  *     the Krylov space is exhausted); nodes = the tridiagonal matrix's eigenvalues, weights = the
  *     squared first components of its eigenvectors (PyHessian: 100 steps). It keeps every Lanczos
  *     vector on the host: density_iterations x the parameters x 4 bytes.
- * The reference also took its Hessian in evaluation mode with a random fc1. The model comes back as
- * it was. */
+ * The reference took its Hessian with a random fc1. The model comes back as it was. */
 #define BF_HESSIAN_MAX_TOP 64
 #define BF_HESSIAN_MAX_DENSITY 1000
 
@@ -103,6 +126,7 @@ typedef struct bf_hessian_options {
     double tolerance, step;
     int density_iterations;    /* 0: no spectral density */
     uint64_t seed;
+    bf_analysis_mode mode;
 } bf_hessian_options;
 
 typedef struct bf_hessian_result {

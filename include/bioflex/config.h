@@ -212,12 +212,14 @@ typedef struct bf_analysis_config {
     int surface_directions;    /* 0 filter_normalized (Li et al.), 1 reference (PlasticFlex's loss_landscapes) */
     long surface_seed;
     int gradient_batches;      /* bioflex-eval --gradient-flow: training batches averaged */
+    int gradient_mode;         /* bf_analysis_mode: train | eval */
     int activation_images;     /* bioflex-eval --activations: the test split's first images */
     char activation_layers[BF_PATH_MAX]; /* ... of the layers whose names start with these prefixes ("" = all) */
     /* bioflex-eval --hessian (bf_hessian_options) */
     int hessian_batches, hessian_top_n, hessian_max_iterations, hessian_density_iterations;
     float hessian_tolerance, hessian_step;
     long hessian_seed;
+    int hessian_mode;          /* bf_analysis_mode: eval | train */
     /* bioflex-eval --attack (bf_attack_options) */
     int attack_method;         /* bf_attack_method: fgsm | pgd | gaussian_noise */
     float attack_epsilon_max;  /* the largest epsilon, in pixel units (0 = the method's reference grid) */

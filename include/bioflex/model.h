@@ -260,11 +260,16 @@ typedef struct bf_model {
      * dinput (backend memory, the input's shape), in training or in evaluation mode. Such a model
      * runs no fused pair whose backward assumes training statistics (the memory plan turns them off:
      * fuse_bn_relu, fuse_flex_bn, fuse_flex_bn_stats, recompute_charge, fuse_bn_backward); in
-     * evaluation mode its backward computes no parameter gradients (grad_data is left as it was). */
+     * evaluation mode its backward computes no parameter gradients (grad_data is left as it was)
+     * unless eval_parameter_gradients is set: then it writes the gradients of the evaluation
+     * forward (batch-norm's gamma and beta through the running statistics' affine map, a conv bias a
+     * batch-norm takes out in training included), as PyTorch's backward after model.eval() does. */
     int input_gradient;
+    int eval_parameter_gradients; /* set at any time, input_gradient models only (the Hessian's eval mode) */
     float *dinput;
     int dinput_written;         /* during a backward: a consumer of the input has written dinput */
     float *eval_zeros;          /* input_gradient: zeros, as many as the widest batch-norm's channels */
+    float *eval_scratch;        /* input_gradient: 2x as many floats, bf_batchnorm_eval_param_grads' */
 } bf_model;
 
 /* b may be NULL to plan a model without allocating memory (shapes, parameters, FLOPs only). */

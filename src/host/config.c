@@ -129,6 +129,7 @@ static const enum_name schedule_names[] = {
 static const enum_name butd_network_names[] = {{"none", 0}, {"fc", 1}, {"simple", 2}, {"resnet18", 3}, {NULL, 0}};
 static const enum_name surface_direction_names[] = {{"filter_normalized", 0}, {"reference", 1}, {NULL, 0}};
 static const enum_name attack_method_names[] = {{"fgsm", 0}, {"pgd", 1}, {"gaussian_noise", 2}, {NULL, 0}};
+static const enum_name analysis_mode_names[] = {{"train", 0}, {"eval", 1}, {NULL, 0}};
 static const enum_name attack_domain_names[] = {{"pixels", 0}, {"reference", 1}, {NULL, 0}};
 static const enum_name butd_learning_names[] = {{"backprop", 0}, {"counter_hebb", 1}, {NULL, 0}};
 static const enum_name butd_weights_names[] = {{"separate", 0}, {"shared", 1}, {NULL, 0}};
@@ -320,9 +321,11 @@ static const key_spec key_table[] = {
     ENUM_KEY("analysis", "surface_directions", analysis.surface_directions, surface_direction_names, "filter_normalized", "filter_normalized: Gaussian directions, each output filter of a weight scaled to that filter's norm in theta, biases and other 1-D tensors left still (Li et al. 2018, what the reference meant); reference: PlasticFlex's loss_landscapes random_plane, U[0,1) directions, the second orthogonalised to the first, 1-D tensors scaled to their norm in theta, both then scaled to norm(theta) x distance / steps"),
     LONG_KEY("analysis", "surface_seed", analysis.surface_seed, 0, NO_MAX, "42", "seed of the two directions (the reference's 42)"),
     INT_KEY("analysis", "gradient_batches", analysis.gradient_batches, 1, NO_MAX, "1", "bioflex-eval --gradient-flow: training batches (batch_size, shuffled and augmented as in training) whose mean loss's gradient is measured (the reference's 1)"),
+    ENUM_KEY("analysis", "gradient_mode", analysis.gradient_mode, analysis_mode_names, "train", "bioflex-eval --gradient-flow: train: the model as a training step runs it (batch statistics, dropout); eval: as evaluation runs it (running statistics, no dropout), as the reference's analysis suite took it"),
     INT_KEY("analysis", "activation_images", analysis.activation_images, 1, NO_MAX, "16", "bioflex-eval --activations: the test split's first N images, in file order, whose layer outputs are written (the reference plots the first training image's)"),
     STRING_KEY("analysis", "activation_layers", analysis.activation_layers, 0, "", "bioflex-eval --activations: only the layers whose names start with one of these comma-separated prefixes (names as in --dry-run's model table: features.3,classifier); empty = every layer"),
-    INT_KEY("analysis", "hessian_batches", analysis.hessian_batches, 1, NO_MAX, "1", "bioflex-eval --hessian: training batches (batch_size) whose mean loss's Hessian is taken, in training mode (the reference: one batch of 16)"),
+    INT_KEY("analysis", "hessian_batches", analysis.hessian_batches, 1, NO_MAX, "1", "bioflex-eval --hessian: training batches (batch_size, shuffled and augmented as in training) whose mean loss's Hessian is taken (the reference: one batch of 16)"),
+    ENUM_KEY("analysis", "hessian_mode", analysis.hessian_mode, analysis_mode_names, "eval", "eval: the Hessian of the loss as evaluation computes it (batch-norm's running statistics, no dropout; PyHessian's and the reference's model.eval()); train: as a training step computes it (batch statistics, which couple the batch's images; dropout drawn once and kept)"),
     INT_KEY("analysis", "hessian_top_n", analysis.hessian_top_n, 0, 64, "5", "top eigenvalues, by power iteration with deflation (PyHessian's 5)"),
     INT_KEY("analysis", "hessian_max_iterations", analysis.hessian_max_iterations, 1, 100000, "100", "the most power iterations per eigenvalue, and Hutchinson samples for the trace (PyHessian's 100)"),
     FLOAT_KEY("analysis", "hessian_tolerance", analysis.hessian_tolerance, 0, NO_MAX, MIN_OPEN, "0.001", "stop when the eigenvalue's (or the trace's running mean's) relative change is below this (PyHessian's 1e-3)"),

@@ -1,5 +1,5 @@
 /* gradient_flow.c - how large the gradients of a checkpoint's parameters are (analysis.h says what
- * is computed): training-mode passes over the loader's first batches, their parameter gradients
+ * is computed): training- or evaluation-mode passes over the loader's first batches, their parameter gradients
  * summed on the device as one mean over those batches, then the statistics of each parameter
  * tensor on the host. The model is left as it was: its running statistics, batch count and
  * gradients are put back. */
@@ -27,6 +27,10 @@ bf_status bf_mean_gradient(bf_model *m, bf_loader *loader, float label_smoothing
     if (s == BF_OK) s = bf_batch_uploader_create(b, &upload);
     if (s == BF_OK) s = ops->fill(b, sum, 0.0f, m->num_param_floats);
     if (s == BF_OK) s = bf_loader_start_epoch(loader, 0, 0);
+    if (s == BF_OK && !m->training) s = bf_analysis_check_mode(m, BF_ANALYSIS_EVAL, "gradient");
+    const int kept_param_grads = m->eval_parameter_gradients;
+    const uint64_t kept_offset = m->sample_offset;
+    m->eval_parameter_gradients = 1; /* evaluation mode: the parameters' gradients too, not the image's alone */
     int done = 0;
     *samples = 0;
     while (s == BF_OK && done < batches) {
@@ -41,6 +45,7 @@ bf_status bf_mean_gradient(bf_model *m, bf_loader *loader, float label_smoothing
         }
         s = bf_batch_upload_once(upload, loader, batch, x, labels, n);
         const float *logits = NULL;
+        if (!m->training) m->sample_offset = (uint64_t)*samples; /* evaluation's draws by the batch's first image */
         if (s == BF_OK) s = bf_model_set_batch(m, n);
         if (s == BF_OK) s = bf_model_forward(m, x, &logits);
         if (s == BF_OK) s = ops->softmax_xent(b, n, k, logits, labels, label_smoothing, 1.0f / n, losses, dlogits);
@@ -50,6 +55,8 @@ bf_status bf_mean_gradient(bf_model *m, bf_loader *loader, float label_smoothing
         *samples += n;
         done++;
     }
+    m->eval_parameter_gradients = kept_param_grads;
+    m->sample_offset = kept_offset;
     float total = 0;
     if (s == BF_OK) s = bf_to_host(b, &total, losses_sum, sizeof total);
     *loss = total;
@@ -79,8 +86,19 @@ static void write_rows(const bf_model *m, const float *g, const float *w, FILE *
     }
 }
 
-bf_status bf_gradient_flow(bf_model *m, bf_loader *loader, float label_smoothing, int batches, FILE *csv) {
+const char *bf_analysis_mode_name(bf_analysis_mode mode) { return mode == BF_ANALYSIS_EVAL ? "evaluation" : "training"; }
+
+bf_status bf_analysis_check_mode(const bf_model *m, bf_analysis_mode mode, const char *analysis) {
+    if (mode != BF_ANALYSIS_TRAIN && mode != BF_ANALYSIS_EVAL) return bf_error(BF_ERR_ARG, "%s: unknown mode %d", analysis, (int)mode);
+    if (mode == BF_ANALYSIS_EVAL && !m->input_gradient)
+        return bf_error(BF_ERR_ARG, "%s: evaluation mode needs a model built with input_gradient (model.h)", analysis);
+    return BF_OK;
+}
+
+bf_status bf_gradient_flow(bf_model *m, bf_loader *loader, float label_smoothing, int batches, bf_analysis_mode mode,
+                           FILE *csv) {
     if (batches < 1) return bf_error(BF_ERR_ARG, "gradient flow: %d batches (at least 1)", batches);
+    BF_TRY(bf_analysis_check_mode(m, mode, "gradient flow"));
     bf_backend *b = m->backend;
     const size_t n = m->num_param_floats, buffers = m->num_buffer_floats;
     float *w = malloc((n + 1) * sizeof(float)), *g = malloc((n + 1) * sizeof(float));
@@ -96,14 +114,14 @@ bf_status bf_gradient_flow(bf_model *m, bf_loader *loader, float label_smoothing
     if (s == BF_OK) s = bf_alloc(b, n * sizeof(float), (void **)&sum);
     double loss = 0;
     int samples = 0;
-    m->training = 1;
+    m->training = mode == BF_ANALYSIS_TRAIN;
     if (s == BF_OK) s = bf_mean_gradient(m, loader, label_smoothing, batches, sum, &loss, &samples);
     if (s == BF_OK) s = bf_to_host(b, g, sum, n * sizeof(float));
     if (s == BF_OK) s = bf_to_host(b, w, m->param_data, n * sizeof(float));
     if (s == BF_OK) {
         fprintf(csv, "# bioflex gradient flow: the gradient of the mean training loss (%.6g) over the first %d training "
-                "batches (%d images), training mode; per parameter tensor\n", samples ? loss / samples : 0.0, batches,
-                samples);
+                "batches (%d images), %s mode; per parameter tensor\n", samples ? loss / samples : 0.0, batches,
+                samples, bf_analysis_mode_name(mode));
         fprintf(csv, "parameter,count,mean_abs_grad,max_abs_grad,grad_norm,weight_norm,grad_to_weight\n");
         write_rows(m, g, w, csv);
     }

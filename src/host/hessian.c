@@ -206,6 +206,7 @@ static bf_status check_options(const bf_hessian_options *o) {
 bf_status bf_hessian(bf_model *m, bf_loader *loader, float label_smoothing, const bf_hessian_options *o,
                      bf_hessian_result *out) {
     BF_TRY(check_options(o));
+    BF_TRY(bf_analysis_check_mode(m, o->mode, "hessian"));
     bf_backend *b = m->backend;
     const size_t n = m->num_param_floats, nb = m->num_buffer_floats, bytes = (n + 1) * sizeof(float);
     hessian_run r = {.m = m, .loader = loader, .label_smoothing = label_smoothing, .o = o, .n = n, .step = m->step};
@@ -229,7 +230,7 @@ bf_status bf_hessian(bf_model *m, bf_loader *loader, float label_smoothing, cons
     const int64_t tracked = m->num_batches_tracked;
     const double flex_samples = m->flex_samples, spike_samples = m->spike_samples;
     if (s == BF_OK) s = bf_alloc(b, n * sizeof(float), (void **)&r.sum);
-    m->training = 1;
+    m->training = o->mode == BF_ANALYSIS_TRAIN;
     memset(out, 0, sizeof *out);
     out->top_n = o->top_n;
     if (s == BF_OK) s = gradient_at(&r, r.theta, 0.0, r.g_plus); /* the loss at theta */
@@ -256,8 +257,9 @@ bf_status bf_hessian(bf_model *m, bf_loader *loader, float label_smoothing, cons
 }
 
 bf_status bf_hessian_write_json(const bf_hessian_options *o, const bf_hessian_result *r, FILE *f) {
-    fprintf(f, "{\n  \"batches\": %d,\n  \"samples\": %d,\n  \"loss\": %.9g,\n  \"step\": %.9g,\n  \"tolerance\": %.9g,\n",
-            o->batches, r->samples, r->loss, o->step, o->tolerance);
+    fprintf(f, "{\n  \"mode\": \"%s\",\n  \"batches\": %d,\n  \"samples\": %d,\n  \"loss\": %.9g,\n  \"step\": %.9g,\n"
+            "  \"tolerance\": %.9g,\n", o->mode == BF_ANALYSIS_EVAL ? "eval" : "train", o->batches, r->samples, r->loss,
+            o->step, o->tolerance);
     fprintf(f, "  \"eigenvalues\": [");
     for (int k = 0; k < r->top_n; k++) fprintf(f, "%s%.9g", k ? ", " : "", r->eigenvalues[k]);
     fprintf(f, "],\n  \"iterations\": [");

@@ -258,7 +258,8 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
         const int in_place = dconv_in_place(m, index);
         float *dconv = in_place ? l->dout : l->bwd_scratch;
         /* [model] fold_conv_bias: a route that applies or scatters sums the bias gradient as it writes dconv */
-        float *dbias = bf_layer_grad(m, l, 1), *route_dbias = m->fold_conv_bias && m->training ? dbias : NULL;
+        const int param_grads = bf_model_param_grads(m);
+        float *dbias = bf_layer_grad(m, l, 1), *route_dbias = m->fold_conv_bias && param_grads ? dbias : NULL;
         if (dx && route_scatter(m, l)) { /* dx = the pool's share, then the conv's part added */
             if (l->flex_applies_bn && !m->sync_sums) { /* dy: the next batch-norm's dx, from its dy as read */
                 const bf_bn_grad g = next_bn_grad(m, index);
@@ -268,7 +269,7 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
                 BF_TRY(ops->flex_pool_max_backward_scatter(b, &ps, &fs, l->flex_window, l->flex_winners,
                                                            l->flex_ties, l->dout, dconv, dx, route_dbias));
             }
-            if (m->training) /* evaluation (input_gradient): no parameter gradients */
+            if (param_grads) /* evaluation (input_gradient): parameter gradients only when asked */
                 BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, bf_layer_grad(m, l, 0), route_dbias ? NULL : dbias));
             return ops->conv2d_backward_data_add(b, &cs, dconv, bf_layer_param(m, l, 0), dx);
         }
@@ -281,7 +282,7 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
             route_dbias = NULL;
             BF_TRY(ops->flex_pool_max_backward(b, &ps, &fs, l->flex_winners, l->flex_ties, l->dout, dconv, dpooled));
         }
-        if (m->training) BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, bf_layer_grad(m, l, 0), route_dbias ? NULL : dbias));
+        if (param_grads) BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, bf_layer_grad(m, l, 0), route_dbias ? NULL : dbias));
         if (!dx) return BF_OK;
         BF_TRY(ops->conv2d_backward_data(b, &cs, dconv, bf_layer_param(m, l, 0), dx));
         return ops->flex_pool_scatter_add(b, &ps, &fs, l->flex_window, dpooled, dx);
@@ -295,10 +296,12 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
     const float *dlogits = w.dlogits_used; /* the gradient of L = P~ - T */
     if (l->flex_opt.logits_bn) {
         bf_bn_sync sync = bf_model_bn_sync(m);
-        if (!m->training) /* evaluation (input_gradient): the running statistics' affine map, as layers.c */
-            BF_TRY(ops->batchnorm_forward_eval(b, &bs, w.dlogits_used, bf_layer_param(m, l, 3), m->eval_zeros,
-                                               m->eval_zeros, buffer(m, l, 1), w.dlogits));
-        else if (m->sync_sums)
+        if (!m->training) { /* evaluation (input_gradient): the running statistics' affine map, as layers.c */
+            if (m->eval_parameter_gradients)
+                BF_TRY(bf_batchnorm_eval_param_grads(m, &bs, w.logits, w.dlogits_used, buffer(m, l, 0), buffer(m, l, 1),
+                                                     bf_layer_grad(m, l, 3), bf_layer_grad(m, l, 4)));
+            BF_TRY(bf_batchnorm_eval_backward(m, &bs, w.dlogits_used, bf_layer_param(m, l, 3), buffer(m, l, 1), w.dlogits));
+        } else if (m->sync_sums)
             BF_TRY(bf_sync_bn_backward(&sync, &bs, w.logits, w.dlogits_used, bf_layer_param(m, l, 3), l->save_mean,
                                        l->save_invstd, w.dlogits, bf_layer_grad(m, l, 3), bf_layer_grad(m, l, 4)));
         else
@@ -310,8 +313,9 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
             BF_TRY(ops->add_inplace(b, w.dpooled, w.dpooled_logits, (size_t)fs.n * fs.c_in * fs.hw));
         }
     }
-    if (m->training && l->param_index[2] >= 0) BF_TRY(ops->flex_threshold_backward(b, &fs, dlogits, bf_layer_grad(m, l, 2)));
-    if (m->training) BF_TRY(ops->conv2d_backward_filter(b, &cs, x, w.dconv, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1)));
+    const int param_grads = bf_model_param_grads(m);
+    if (param_grads && l->param_index[2] >= 0) BF_TRY(ops->flex_threshold_backward(b, &fs, dlogits, bf_layer_grad(m, l, 2)));
+    if (param_grads) BF_TRY(ops->conv2d_backward_filter(b, &cs, x, w.dconv, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1)));
     if (!dx) return BF_OK;
     BF_TRY(ops->conv2d_backward_data(b, &cs, w.dconv, bf_layer_param(m, l, 0), dx));
     return ops->flex_pool_scatter_add(b, &ps, &fs, l->flex_window, w.dpooled, dx);

@@ -142,9 +142,26 @@ static bf_status finish_input_grad(bf_model *m, const bf_layer *l, int j, unsign
 /* Evaluation mode (a model built with input_gradient): batch-norm with its running statistics is
  * y = gamma (x - mean) / sqrt(var + eps) + beta, affine in x, so its dx is the linear part applied
  * to dy, which the evaluation forward itself computes with mean and beta 0. */
-static bf_status batchnorm_backward_eval(bf_model *m, const bf_bn_shape *s, const float *dy, const float *gamma,
-                                         const float *running_var, float *dx) {
+bf_status bf_batchnorm_eval_backward(bf_model *m, const bf_bn_shape *s, const float *dy, const float *gamma,
+                                     const float *running_var, float *dx) {
     return m->backend->ops->batchnorm_forward_eval(m->backend, s, dy, gamma, m->eval_zeros, m->eval_zeros, running_var, dx);
+}
+
+/* The training backward's sums with the running statistics in place of the batch's: invstd =
+ * 1 / sqrt(running_var + eps) per channel is the evaluation forward of ones with gamma 1 and mean
+ * and beta 0 (the same rounding as that forward's), then batchnorm_backward_sums over running_mean
+ * and it gives sum dy * xhat and sum dy (its coefficients, the means, are not needed). */
+bf_status bf_batchnorm_eval_param_grads(bf_model *m, const bf_bn_shape *s, const float *x, const float *dy,
+                                        const float *running_mean, const float *running_var, float *dgamma,
+                                        float *dbeta) {
+    bf_backend *b = m->backend;
+    const size_t c = (size_t)s->c;
+    float *ones = m->eval_scratch, *invstd = ones + c, *coef = invstd + c; /* 4c <= 2 bn_sync_doubles */
+    bf_bn_shape per_channel = *s;
+    per_channel.n = per_channel.hw = 1;
+    BF_TRY(b->ops->fill(b, ones, 1.0f, c));
+    BF_TRY(b->ops->batchnorm_forward_eval(b, &per_channel, ones, ones, m->eval_zeros, m->eval_zeros, running_var, invstd));
+    return b->ops->batchnorm_backward_sums(b, s, 0, x, dy, ones, NULL, running_mean, invstd, dgamma, dbeta, coef);
 }
 
 bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written) {
@@ -160,10 +177,12 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
     case BF_LAYER_CONV: {
         bf_conv2d_shape cs = l->conv;
         cs.n = bf_layer_batch(m, l);
-        /* a bias left to the batch-norm (bias_in_bn) did not change the loss: its gradient is 0 */
-        float *dbias = l->bias_in_bn ? NULL : bf_layer_grad(m, l, 1);
-        if (m->training) s = ops->conv2d_backward_filter(b, &cs, x, dy, bf_layer_grad(m, l, 0), dbias);
-        if (s == BF_OK && m->training && l->bias_in_bn) s = ops->fill(b, bf_layer_grad(m, l, 1), 0.0f, (size_t)cs.c_out);
+        /* a bias left to the batch-norm (bias_in_bn) did not change the training loss: its gradient is
+         * 0 (the evaluation forward adds it, and the running mean does not take it out again) */
+        const int bias_left = m->training && l->bias_in_bn;
+        float *dbias = bias_left ? NULL : bf_layer_grad(m, l, 1);
+        if (bf_model_param_grads(m)) s = ops->conv2d_backward_filter(b, &cs, x, dy, bf_layer_grad(m, l, 0), dbias);
+        if (s == BF_OK && bias_left) s = ops->fill(b, bf_layer_grad(m, l, 1), 0.0f, (size_t)cs.c_out);
         if (s == BF_OK && dx) s = ops->conv2d_backward_data(b, &cs, dy, bf_layer_param(m, l, 0), dx);
         break;
     }
@@ -174,8 +193,10 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
         bf_bn_sync sync = bf_model_bn_sync(m);
         const float *gamma = bf_layer_param(m, l, 0);
         float *dgamma = bf_layer_grad(m, l, 0), *dbeta = bf_layer_grad(m, l, 1);
-        if (!m->training) {
-            s = batchnorm_backward_eval(m, &bs, dy, gamma, buffer(m, l, 1), dx_or_scratch);
+        if (!m->training) { /* the parameter gradients first: dx may be written over dy */
+            if (m->eval_parameter_gradients)
+                s = bf_batchnorm_eval_param_grads(m, &bs, x, dy, buffer(m, l, 0), buffer(m, l, 1), dgamma, dbeta);
+            if (s == BF_OK) s = bf_batchnorm_eval_backward(m, &bs, dy, gamma, buffer(m, l, 1), dx_or_scratch);
             break;
         }
         if (l->bn_runs_neuron) { /* the neuron layer reading it left its backward to this one */
@@ -227,7 +248,7 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
         ls.n = bf_layer_batch(m, l);
         if (l->frozen) /* only dx: the weight and bias are not trained */
             s = dx ? ops->linear_backward(b, &ls, x, buffer(m, l, 0), dy, dx, NULL, NULL) : BF_OK;
-        else if (!m->training) /* evaluation: the input gradient alone */
+        else if (!bf_model_param_grads(m)) /* evaluation: the input gradient alone */
             s = dx ? ops->linear_backward(b, &ls, x, bf_layer_param(m, l, 0), dy, dx, NULL, NULL) : BF_OK;
         else
             s = ops->linear_backward(b, &ls, x, bf_layer_param(m, l, 0), dy, dx, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1));

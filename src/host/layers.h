@@ -15,6 +15,19 @@ static inline float *bf_layer_grad(const bf_model *m, const bf_layer *l, int slo
     return l->param_index[slot] < 0 ? NULL : m->grad_data + m->params[l->param_index[slot]].offset;
 }
 
+/* Whether a backward writes parameter gradients: in training, or in evaluation mode when asked
+ * (bf_model.eval_parameter_gradients; input gradients alone otherwise). */
+static inline int bf_model_param_grads(const bf_model *m) { return m->training || m->eval_parameter_gradients; }
+
+/* Evaluation mode: dgamma and dbeta of a batch-norm that normalised x with its running statistics,
+ * sum dy * (x - running_mean) / sqrt(running_var + eps) and sum dy per channel. */
+bf_status bf_batchnorm_eval_param_grads(bf_model *m, const bf_bn_shape *s, const float *x, const float *dy,
+                                        const float *running_mean, const float *running_var, float *dgamma,
+                                        float *dbeta);
+/* Evaluation mode: a batch-norm's dx, the running statistics' affine map applied to dy. */
+bf_status bf_batchnorm_eval_backward(bf_model *m, const bf_bn_shape *s, const float *dy, const float *gamma,
+                                     const float *running_var, float *dx);
+
 bf_status bf_layer_forward(bf_model *m, int index);
 /* Computes the gradients of layer `index`: its parameter gradients and, for each input that is a
  * layer, that input's output gradient (written, or added when another consumer already wrote it). */

@@ -76,38 +76,58 @@ static bf_status write_activations(const bf_config *cfg, bf_backend *b, const ch
     return s;
 }
 
+/* The model a gradient analysis runs in mode: the evaluated one in training mode; in evaluation mode
+ * the checkpoint in a model of its own built with input_gradient (its evaluation-mode backward). */
+static bf_status model_for_mode(const bf_config *cfg, bf_backend *b, const char *dir, const bf_dataset *test,
+                                bf_model *evaluated, bf_analysis_mode mode, bf_model **m) {
+    *m = evaluated;
+    if (mode == BF_ANALYSIS_TRAIN) return BF_OK;
+    bf_model_config with_gradient = cfg->model;
+    with_gradient.input_gradient = 1;
+    *m = NULL;
+    return load_as(cfg, &with_gradient, b, test, dir, m);
+}
+
 /* --gradient-flow: the parameters' gradient sizes into path (analysis.h), from the first training
  * batches as training loads them. */
-static bf_status write_gradient_flow(const bf_config *cfg, bf_model *m, const char *path) {
+static bf_status write_gradient_flow(const bf_config *cfg, bf_backend *b, const char *dir, const bf_dataset *test,
+                                     bf_model *evaluated, const char *path) {
+    const bf_analysis_mode mode = (bf_analysis_mode)cfg->analysis.gradient_mode;
     bf_dataset *train = NULL;
     bf_loader *loader = NULL;
-    bf_status s = bf_run_open_dataset(cfg, BF_SPLIT_TRAIN, &train);
+    bf_model *m = NULL;
+    bf_status s = model_for_mode(cfg, b, dir, test, evaluated, mode, &m);
+    if (s == BF_OK) s = bf_run_open_dataset(cfg, BF_SPLIT_TRAIN, &train);
     bf_loader_options o = bf_loader_options_from_config(cfg, BF_SPLIT_TRAIN);
     if (s == BF_OK) s = bf_loader_create(train, &o, &loader);
     FILE *csv = s == BF_OK ? fopen(path, "w") : NULL;
     if (s == BF_OK && !csv) s = bf_error(BF_ERR_IO, "--gradient-flow: cannot write %s", path);
-    if (s == BF_OK) s = bf_gradient_flow(m, loader, cfg->optim.label_smoothing, cfg->analysis.gradient_batches, csv);
+    if (s == BF_OK) s = bf_gradient_flow(m, loader, cfg->optim.label_smoothing, cfg->analysis.gradient_batches, mode, csv);
     if (csv && fclose(csv) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--gradient-flow: cannot write %s", path);
     if (s == BF_OK)
-        printf("gradient flow: %d parameter tensors over %d training batches -> %s\n", m->num_params,
-               cfg->analysis.gradient_batches, path);
+        printf("gradient flow: %d parameter tensors over %d training batches, %s mode -> %s\n", m->num_params,
+               cfg->analysis.gradient_batches, bf_analysis_mode_name(mode), path);
     bf_loader_destroy(loader);
     bf_dataset_free(train);
+    if (m != evaluated) bf_model_destroy(m);
     return s;
 }
 
 /* --hessian: the Hessian's top eigenvalues and trace into path (analysis.h), over the first training
  * batches as training loads them. */
-static bf_status write_hessian(const bf_config *cfg, bf_model *m, const char *path) {
+static bf_status write_hessian(const bf_config *cfg, bf_backend *b, const char *dir, const bf_dataset *test,
+                               bf_model *evaluated, const char *path) {
     const bf_analysis_config *a = &cfg->analysis;
     const bf_hessian_options o = {.batches = a->hessian_batches, .top_n = a->hessian_top_n,
                                   .max_iterations = a->hessian_max_iterations, .tolerance = a->hessian_tolerance,
                                   .step = a->hessian_step, .density_iterations = a->hessian_density_iterations,
-                                  .seed = (uint64_t)a->hessian_seed};
+                                  .seed = (uint64_t)a->hessian_seed, .mode = (bf_analysis_mode)a->hessian_mode};
     bf_dataset *train = NULL;
     bf_loader *loader = NULL;
+    bf_model *m = NULL;
     bf_hessian_result *r = calloc(1, sizeof *r);
-    bf_status s = r ? bf_run_open_dataset(cfg, BF_SPLIT_TRAIN, &train) : bf_error(BF_ERR_OOM, "--hessian: out of memory");
+    bf_status s = r ? model_for_mode(cfg, b, dir, test, evaluated, o.mode, &m) : bf_error(BF_ERR_OOM, "--hessian: out of memory");
+    if (s == BF_OK) s = bf_run_open_dataset(cfg, BF_SPLIT_TRAIN, &train);
     bf_loader_options lo = bf_loader_options_from_config(cfg, BF_SPLIT_TRAIN);
     if (s == BF_OK) s = bf_loader_create(train, &lo, &loader);
     if (s == BF_OK) s = bf_hessian(m, loader, cfg->optim.label_smoothing, &o, r);
@@ -116,10 +136,12 @@ static bf_status write_hessian(const bf_config *cfg, bf_model *m, const char *pa
     if (s == BF_OK) s = bf_hessian_write_json(&o, r, f);
     if (f && fclose(f) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--hessian: cannot write %s", path);
     if (s == BF_OK)
-        printf("hessian: top eigenvalue %.6g, trace %.6g (%d samples), %d Hessian-vector products -> %s\n",
-               r->top_n ? r->eigenvalues[0] : NAN, r->trace, r->trace_samples, r->products, path);
+        printf("hessian (%s mode): top eigenvalue %.6g, trace %.6g (%d samples), %d Hessian-vector products -> %s\n",
+               bf_analysis_mode_name(o.mode), r->top_n ? r->eigenvalues[0] : NAN, r->trace, r->trace_samples,
+               r->products, path);
     bf_loader_destroy(loader);
     bf_dataset_free(train);
+    if (m != evaluated) bf_model_destroy(m);
     free(r);
     return s;
 }
@@ -172,8 +194,8 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const bf_cli *cli, bf
     if (s == BF_OK) s = bf_loader_create(test, &o, &loader);
     if (s == BF_OK) s = bf_evaluate_batches(m, loader, cfg->optim.label_smoothing, epoch, 0, res);
     if (s == BF_OK && cli->loss_surface) s = write_loss_surface(cfg, m, loader, cli->loss_surface);
-    if (s == BF_OK && cli->gradient_flow) s = write_gradient_flow(cfg, m, cli->gradient_flow);
-    if (s == BF_OK && cli->hessian) s = write_hessian(cfg, m, cli->hessian);
+    if (s == BF_OK && cli->gradient_flow) s = write_gradient_flow(cfg, b, dir, test, m, cli->gradient_flow);
+    if (s == BF_OK && cli->hessian) s = write_hessian(cfg, b, dir, test, m, cli->hessian);
     if (s == BF_OK && cli->activations) s = write_activations(cfg, b, dir, test, loader, cli->activations);
     if (s == BF_OK && cli->attack) s = write_attack(cfg, b, dir, epoch, test, loader, cli->attack);
     bf_loader_destroy(loader);

@@ -616,8 +616,9 @@ bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
         if (normalises && 2 * (size_t)l->bn.c + 1 > m->bn_sync_doubles) m->bn_sync_doubles = 2 * (size_t)l->bn.c + 1;
     }
     arena_bytes += align_up(m->bn_sync_doubles * sizeof(double));
-    if (m->input_gradient) /* dinput, and the zeros of an evaluation-mode batch-norm backward (layers.c) */
-        arena_bytes += align_up(bf_shape_count(m->input_shape) * sizeof(float)) + align_up(m->bn_sync_doubles * sizeof(float));
+    if (m->input_gradient) /* dinput, the zeros and the scratch of an evaluation-mode batch-norm backward (layers.c) */
+        arena_bytes += align_up(bf_shape_count(m->input_shape) * sizeof(float)) + align_up(m->bn_sync_doubles * sizeof(float)) +
+                       align_up(2 * m->bn_sync_doubles * sizeof(float));
     m->arena_bytes = arena_bytes;
     return BF_OK;
 }

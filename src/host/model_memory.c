@@ -132,11 +132,13 @@ bf_status bf_model_finalize(bf_model *m) {
     cursor += bf_arena_align(m->flex_scratch_floats * sizeof(float));
     m->bn_sync_sums = m->bn_sync_doubles ? (double *)cursor : NULL;
     cursor += bf_arena_align(m->bn_sync_doubles * sizeof(double));
-    m->dinput = m->eval_zeros = NULL;
+    m->dinput = m->eval_zeros = m->eval_scratch = NULL;
     if (m->input_gradient) {
         m->dinput = (float *)cursor;
         cursor += bf_arena_align(bf_shape_count(m->input_shape) * sizeof(float));
         m->eval_zeros = (float *)cursor; /* bn_sync_doubles > every batch-norm's channels */
+        cursor += bf_arena_align(m->bn_sync_doubles * sizeof(float));
+        m->eval_scratch = (float *)cursor;
         s = b->ops->fill(b, m->eval_zeros, 0.0f, m->bn_sync_doubles);
     }
     free(fwd_at);
