@@ -127,11 +127,15 @@ expect "train refuses eval's --checkpoint" 2 "--checkpoint is a bioflex-eval opt
   -- "$train" --checkpoint "$tmp/run" --dry-run "$tmp/tiny.ini"
 expect "eval a run directory" 0 "top-1 [0-9.]+%" -- "$eval_" --checkpoint "$tmp/run" "$tmp/tiny.ini"
 # --loss-surface: a 4 x 4 plane (reference directions) into a CSV of 16 points after its header
-expect "eval writes a loss surface" 0 "loss surface: 4 x 4 points \\(reference directions\\)" -- "$eval_" \
+expect "eval writes a loss surface" 0 "loss surface: 4 x 4 points \\(reference directions, test split, evaluation mode\\)" -- "$eval_" \
   --checkpoint "$tmp/run" --loss-surface "$tmp/surface.csv" --set analysis.surface_steps=4 \
   --set analysis.surface_directions=reference "$tmp/tiny.ini"
 [ "$(grep -c '^-\?[0-9]' "$tmp/surface.csv" 2>/dev/null)" = 16 ] && grep -q '^alpha,beta,loss,top1$' "$tmp/surface.csv" \
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL loss surface CSV: want a header and 16 points"; }
+# ... and as the reference scored it: its first training batch in training mode
+expect "eval writes a loss surface the reference's way" 0 "loss surface: 3 x 3 points \\(reference directions, training split, training mode\\)" \
+  -- "$eval_" --checkpoint "$tmp/run" --loss-surface "$tmp/surface_train.csv" --set analysis.surface_steps=3 \
+  --set analysis.surface_directions=reference --set analysis.surface_mode=train --set analysis.surface_split=train "$tmp/tiny.ini"
 expect "train refuses --loss-surface" 2 "--loss-surface is a bioflex-eval option" -- "$train" --loss-surface x.csv \
   --dry-run "$tmp/tiny.ini"
 expect "surface_steps out of range" 2 "surface_steps.*2\\.\\.1000" -- "$eval_" --checkpoint "$tmp/run" \

@@ -6,7 +6,10 @@
  *     before the global scaling, and each direction's norm is norm(theta) x distance / steps;
  *   - bf_loss_surface writes steps^2 points over the documented coefficients; the one at (0, 0) is
  *     the unperturbed model's evaluation; another point equals the model evaluated with its
- *     parameters set to theta + a d1 + b d2 by hand; the parameters come back bit for bit. */
+ *     parameters set to theta + a d1 + b d2 by hand; the parameters come back bit for bit;
+ *   - in training mode (the reference's): bf_evaluate_batches_training_mode's loss is the training
+ *     forward's of the same batch by hand (batch statistics, not the evaluation's), the running
+ *     statistics and batch count come back bit for bit, and the surface's (0, 0) is that score. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +159,64 @@ static void test_surface(bf_backend *b, bf_model *m, const float *theta) {
     bf_loader_destroy(loader);
 }
 
+/* The summed loss of one batch through the training-mode forward, by hand (host x and labels). */
+static double training_loss_by_hand(bf_model *m, const float *x_host, const int32_t *labels_host) {
+    bf_backend *b = m->backend;
+    float *x = bf_test_upload(b, x_host, (size_t)B * S * S), *losses = bf_test_alloc(b, B);
+    int32_t *labels = NULL;
+    CHECK_OK(bf_alloc(b, B * sizeof(int32_t), (void **)&labels));
+    CHECK_OK(bf_to_device(b, labels, labels_host, B * sizeof(int32_t)));
+    const float *logits = NULL;
+    m->training = 1;
+    m->step = BF_EVAL_STEP;
+    CHECK_OK(bf_model_forward(m, x, &logits));
+    CHECK_OK(b->ops->softmax_xent(b, B, K, logits, labels, 0.0f, 1.0f, losses, NULL));
+    float l[B];
+    CHECK_OK(bf_to_host(b, l, losses, sizeof l));
+    double sum = 0;
+    for (int i = 0; i < B; i++) sum += l[i];
+    bf_free(b, x), bf_free(b, losses), bf_free(b, labels);
+    return sum;
+}
+
+static void test_training_mode(bf_backend *b, bf_model *m) {
+    static uint8_t pixels[SAMPLES * S * S];
+    static int32_t labels[SAMPLES];
+    bf_dataset d = bf_test_noise_images(pixels, labels, SAMPLES, S, K, BF_SPLIT_TRAIN);
+    bf_loader *loader = bf_test_loader(&d, BF_SPLIT_TRAIN, B, 1);
+    if (!loader) return;
+    float *buffers = bf_test_download(b, m->buffer_data, m->num_buffer_floats);
+    const int64_t tracked = m->num_batches_tracked;
+    bf_eval_result eval, train;
+    CHECK_OK(bf_evaluate_batches(m, loader, 0.0f, 0, 1, &eval));
+    CHECK_OK(bf_evaluate_batches_training_mode(m, loader, 0.0f, 0, 1, &train));
+    float *after = bf_test_download(b, m->buffer_data, m->num_buffer_floats);
+    CHECK(memcmp(buffers, after, m->num_buffer_floats * sizeof(float)) == 0 && m->num_batches_tracked == tracked,
+          "training mode: the running statistics and batch count come back bit for bit");
+    float x[B * S * S];
+    CHECK_OK(bf_loader_start_epoch(loader, 0, 0));
+    bf_batch *batch = NULL;
+    CHECK_OK(bf_loader_next(loader, &batch, NULL));
+    if (batch) {
+        memcpy(x, batch->images, sizeof x);
+        const double by_hand = training_loss_by_hand(m, x, batch->labels) / B;
+        bf_loader_release(loader, batch);
+        CHECK_OK(bf_to_device(b, m->buffer_data, buffers, m->num_buffer_floats * sizeof(float)));
+        m->num_batches_tracked = tracked;
+        CHECK(fabs(train.loss - by_hand) <= 1e-6 * by_hand && fabs(train.loss - eval.loss) > 1e-3 * eval.loss,
+              "training mode: loss %.7g, the training forward's by hand %.7g (evaluation mode: %.7g)", train.loss,
+              by_hand, eval.loss);
+    }
+    const bf_loss_surface_options o = {.steps = 3, .distance = 0.5f, .batches = 1, .seed = 7, .training_mode = 1};
+    FILE *csv = fopen("/dev/null", "w");
+    double center = -1;
+    CHECK_OK(bf_loss_surface(m, loader, 0.0f, &o, csv, &center));
+    fclose(csv);
+    CHECK(center == train.loss, "training mode: the surface's (0, 0) is that score (%.7g, want %.7g)", center, train.loss);
+    free(buffers), free(after);
+    bf_loader_destroy(loader);
+}
+
 int main(void) {
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &b));
@@ -165,6 +226,7 @@ int main(void) {
     test_filter_normalized(m, theta);
     test_reference(m, theta);
     test_surface(b, m, theta);
+    test_training_mode(b, m);
     free(theta);
     bf_model_destroy(m);
     bf_backend_destroy(b);

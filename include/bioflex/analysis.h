@@ -2,7 +2,8 @@
  *
  * Loss surface (section 7.3): the loss and top-1 on a 2-D plane through the trained weights theta,
  * theta + a d1 + b d2 over a grid of (a, b), for two random directions d1, d2 over every parameter
- * (buffers, such as batch-norm's running statistics, are left as they are; evaluation mode).
+ * (buffers, such as batch-norm's running statistics, are left as they are), scored in evaluation
+ * mode or, as the reference did, in training mode.
  *   filter_normalized (the default; Li et al. 2018, "Visualizing the loss landscape of neural nets",
  *     what the reference means to do): d ~ N(0, 1) per element; in a tensor of 2 or more dimensions
  *     each slice along dimension 0 (an output filter or row) is scaled to the norm of the same slice
@@ -28,36 +29,7 @@
 extern "C" {
 #endif
 
-typedef enum bf_surface_directions {
-    BF_SURFACE_FILTER_NORMALIZED = 0,
-    BF_SURFACE_REFERENCE = 1,
-} bf_surface_directions;
-
-typedef struct bf_loss_surface_options {
-    int steps;          /* grid points along each direction (>= 2) */
-    float distance;
-    int batches;        /* loader batches scored per point (0 = the whole split) */
-    bf_surface_directions directions;
-    uint64_t seed;
-} bf_loss_surface_options;
-
-/* d1 and d2 (each m->num_param_floats host floats) for the weights theta (host floats, the model's
- * parameter layout). */
-bf_status bf_loss_surface_directions(const bf_model *m, const float *theta, const bf_loss_surface_options *o,
-                                     float *d1, float *d2);
-
-/* The coefficient of grid point i (0 .. steps-1) along either direction. */
-double bf_loss_surface_coefficient(const bf_loss_surface_options *o, int i);
-
-/* Scores every grid point with bf_evaluate_batches (the loader's first o->batches batches; use an
- * unshuffled loader so that every point sees the same images) and writes one CSV line per point,
- * "alpha,beta,loss,top1", after '#' comment lines that say what was computed and a header line.
- * The model's parameters are restored exactly afterwards. *center_loss (nullable): the loss at
- * (0, 0) when the grid has that point (an odd steps), else at the point nearest to it. */
-bf_status bf_loss_surface(bf_model *m, bf_loader *loader, float label_smoothing, const bf_loss_surface_options *o,
-                          FILE *csv, double *center_loss);
-
-/* The mode in which the gradient analyses run the model:
+/* The mode in which an analysis runs the model:
  *   train: as a training step (batch-norm over the batch's own statistics, dropout drawn for the
  *     model's current step), the loss a training step differentiates;
  *   eval: as evaluation (batch-norm's running statistics, no dropout), PyTorch's model.eval(), in
@@ -75,6 +47,38 @@ const char *bf_analysis_mode_name(bf_analysis_mode mode);
  * naming the analysis. */
 bf_status bf_analysis_check_mode(const bf_model *m, bf_analysis_mode mode, const char *analysis);
 
+typedef enum bf_surface_directions {
+    BF_SURFACE_FILTER_NORMALIZED = 0,
+    BF_SURFACE_REFERENCE = 1,
+} bf_surface_directions;
+
+typedef struct bf_loss_surface_options {
+    int steps;          /* grid points along each direction (>= 2) */
+    float distance;
+    int batches;        /* loader batches scored per point (0 = the whole split) */
+    bf_surface_directions directions;
+    uint64_t seed;
+    int training_mode;  /* 0: evaluation mode; 1: training mode (each batch's own statistics, dropout) */
+} bf_loss_surface_options;
+
+/* d1 and d2 (each m->num_param_floats host floats) for the weights theta (host floats, the model's
+ * parameter layout). */
+bf_status bf_loss_surface_directions(const bf_model *m, const float *theta, const bf_loss_surface_options *o,
+                                     float *d1, float *d2);
+
+/* The coefficient of grid point i (0 .. steps-1) along either direction. */
+double bf_loss_surface_coefficient(const bf_loss_surface_options *o, int i);
+
+/* Scores every grid point with bf_evaluate_batches, or in training mode with
+ * bf_evaluate_batches_training_mode (train.h; the reference's loss surface: it never called eval()),
+ * over the loader's first o->batches batches (use an unshuffled loader so that every point sees the
+ * same images) and writes one CSV line per point,
+ * "alpha,beta,loss,top1", after '#' comment lines that say what was computed and a header line.
+ * The model's parameters are restored exactly afterwards. *center_loss (nullable): the loss at
+ * (0, 0) when the grid has that point (an odd steps), else at the point nearest to it. */
+bf_status bf_loss_surface(bf_model *m, bf_loader *loader, float label_smoothing, const bf_loss_surface_options *o,
+                          FILE *csv, double *center_loss);
+
 /* Gradient flow (section 7.1): how large each parameter tensor's gradient is at the checkpoint's
  * weights. The gradient of the mean cross-entropy (with the config's label smoothing) over the
  * loader's first `batches` batches of epoch 0 (a training loader: shuffled and augmented as training
@@ -89,8 +93,8 @@ bf_status bf_gradient_flow(bf_model *m, bf_loader *loader, float label_smoothing
 /* The gradient of the mean cross-entropy over the loader's first `batches` batches of epoch 0, in the
  * model's mode (in evaluation mode, a model built with input_gradient: its parameter gradients are
  * asked for during the call), into sum (backend memory, the parameters' layout): each batch's mean
- * loss weighs 1/batches (in evaluation mode computed with m->sample_offset at the images before it,
- * which keys evaluation's per-batch draws). *loss: the summed per-sample loss, *samples: the images. Leaves m->grad_data
+ * loss weighs 1/batches (in evaluation mode its random draws are keyed as bf_evaluate keys them: the
+ * step BF_EVAL_STEP and the batch's position in the epoch). *loss: the summed per-sample loss, *samples: the images. Leaves m->grad_data
  * holding the last batch's gradient and the model at that batch size; an error when the split has
  * fewer batches. */
 bf_status bf_mean_gradient(bf_model *m, bf_loader *loader, float label_smoothing, int batches, float *sum, double *loss,

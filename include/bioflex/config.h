@@ -211,6 +211,8 @@ typedef struct bf_analysis_config {
     int surface_batches;       /* test batches scored per point (0 = the whole test split) */
     int surface_directions;    /* 0 filter_normalized (Li et al.), 1 reference (PlasticFlex's loss_landscapes) */
     long surface_seed;
+    int surface_mode;          /* bf_analysis_mode: eval | train */
+    int surface_split;         /* 0 test, 1 train */
     int gradient_batches;      /* bioflex-eval --gradient-flow: training batches averaged */
     int gradient_mode;         /* bf_analysis_mode: train | eval */
     int activation_images;     /* bioflex-eval --activations: the test split's first images */

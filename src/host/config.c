@@ -130,6 +130,7 @@ static const enum_name butd_network_names[] = {{"none", 0}, {"fc", 1}, {"simple"
 static const enum_name surface_direction_names[] = {{"filter_normalized", 0}, {"reference", 1}, {NULL, 0}};
 static const enum_name attack_method_names[] = {{"fgsm", 0}, {"pgd", 1}, {"gaussian_noise", 2}, {NULL, 0}};
 static const enum_name analysis_mode_names[] = {{"train", 0}, {"eval", 1}, {NULL, 0}};
+static const enum_name surface_split_names[] = {{"test", 0}, {"train", 1}, {NULL, 0}};
 static const enum_name attack_domain_names[] = {{"pixels", 0}, {"reference", 1}, {NULL, 0}};
 static const enum_name butd_learning_names[] = {{"backprop", 0}, {"counter_hebb", 1}, {NULL, 0}};
 static const enum_name butd_weights_names[] = {{"separate", 0}, {"shared", 1}, {NULL, 0}};
@@ -320,6 +321,8 @@ static const key_spec key_table[] = {
     INT_KEY("analysis", "surface_batches", analysis.surface_batches, 0, NO_MAX, "1", "test batches (eval_batch_size, in file order) whose mean loss and top-1 each grid point gets (0 = the whole test split)"),
     ENUM_KEY("analysis", "surface_directions", analysis.surface_directions, surface_direction_names, "filter_normalized", "filter_normalized: Gaussian directions, each output filter of a weight scaled to that filter's norm in theta, biases and other 1-D tensors left still (Li et al. 2018, what the reference meant); reference: PlasticFlex's loss_landscapes random_plane, U[0,1) directions, the second orthogonalised to the first, 1-D tensors scaled to their norm in theta, both then scaled to norm(theta) x distance / steps"),
     LONG_KEY("analysis", "surface_seed", analysis.surface_seed, 0, NO_MAX, "42", "seed of the two directions (the reference's 42)"),
+    ENUM_KEY("analysis", "surface_mode", analysis.surface_mode, analysis_mode_names, "eval", "eval: each grid point scored as evaluation runs the model (running statistics, no dropout); train: as a training step runs it (each batch's own batch-norm statistics, dropout drawn the same at every point; the running statistics put back), as the reference did (it never called eval())"),
+    ENUM_KEY("analysis", "surface_split", analysis.surface_split, surface_split_names, "test", "the split whose first surface_batches batches (in file order) score each grid point: test (eval_batch_size) or train (batch_size, augmented as training loads it, epoch 0's draws; the reference: its first training batch)"),
     INT_KEY("analysis", "gradient_batches", analysis.gradient_batches, 1, NO_MAX, "1", "bioflex-eval --gradient-flow: training batches (batch_size, shuffled and augmented as in training) whose mean loss's gradient is measured (the reference's 1)"),
     ENUM_KEY("analysis", "gradient_mode", analysis.gradient_mode, analysis_mode_names, "train", "bioflex-eval --gradient-flow: train: the model as a training step runs it (batch statistics, dropout); eval: as evaluation runs it (running statistics, no dropout), as the reference's analysis suite took it"),
     INT_KEY("analysis", "activation_images", analysis.activation_images, 1, NO_MAX, "16", "bioflex-eval --activations: the test split's first N images, in file order, whose layer outputs are written (the reference plots the first training image's)"),

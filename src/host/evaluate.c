@@ -9,7 +9,8 @@
  * training steps', and a whole pass, which reads the split in file order, scores the same whatever
  * eval_batch_size and however many data-parallel ranks share it. (A flex threshold re-drawn on
  * every forward pass, threshold_mode = resample_each_forward, is one draw per batch: keyed by the
- * batch's first sample, so that score depends on the batches.) The training state is restored. */
+ * batch's first sample, so that score depends on the batches.) The training state is restored.
+ * bf_evaluate_batches_training_mode scores the same way through the training-mode forward. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -20,8 +21,9 @@ bf_status bf_evaluate(bf_model *m, bf_loader *loader, float label_smoothing, bf_
     return bf_evaluate_batches(m, loader, label_smoothing, 0, 0, out);
 }
 
-bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smoothing, int epoch, int max_batches,
-                              bf_eval_result *out) {
+/* The pass itself, its forward in evaluation mode or (training) in training mode. */
+static bf_status score_batches(bf_model *m, bf_loader *loader, float label_smoothing, int epoch, int max_batches,
+                               int training, bf_eval_result *out) {
     bf_backend *b = m->backend;
     const bf_ops *ops = b->ops;
     int max_n = m->input_shape.n, k = m->num_classes;
@@ -38,7 +40,7 @@ bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smooth
     c5 = losses ? losses + 2 * max_n : NULL;
     int was_training = m->training, samples = 0, batches = 0;
     uint64_t training_step = m->step, training_offset = m->sample_offset;
-    m->training = 0;
+    m->training = training;
     /* A whole pass goes in file order, whatever the loader's shuffle ([run] val_batches draws its
      * batches at random): the draws are keyed by the position in the epoch's order, so only then does
      * each sample get the ones bioflex-eval gives it, and the run's final score is bioflex-eval's. */
@@ -86,4 +88,26 @@ bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smooth
     out->top1 = samples ? host[1] / samples : 0;
     out->top5 = samples ? host[2] / samples : 0;
     return BF_OK;
+}
+
+bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smoothing, int epoch, int max_batches,
+                              bf_eval_result *out) {
+    return score_batches(m, loader, label_smoothing, epoch, max_batches, 0, out);
+}
+
+bf_status bf_evaluate_batches_training_mode(bf_model *m, bf_loader *loader, float label_smoothing, int epoch,
+                                            int max_batches, bf_eval_result *out) {
+    bf_backend *b = m->backend;
+    const size_t floats = m->num_buffer_floats;
+    float *kept = malloc((floats + 1) * sizeof(float));
+    if (!kept) return bf_error(BF_ERR_OOM, "evaluation in training mode: out of host memory");
+    bf_status s = floats ? bf_to_host(b, kept, m->buffer_data, floats * sizeof(float)) : BF_OK;
+    const int64_t tracked = m->num_batches_tracked;
+    const double flex_samples = m->flex_samples, spike_samples = m->spike_samples;
+    if (s == BF_OK) s = score_batches(m, loader, label_smoothing, epoch, max_batches, 1, out);
+    m->num_batches_tracked = tracked;
+    m->flex_samples = flex_samples, m->spike_samples = spike_samples;
+    bf_status restored = floats ? bf_to_device(b, m->buffer_data, kept, floats * sizeof(float)) : BF_OK;
+    free(kept);
+    return s != BF_OK ? s : restored;
 }

@@ -9,6 +9,7 @@
 
 #include "batch_upload.h"
 #include "bioflex/analysis.h"
+#include "bioflex/train.h"
 
 bf_status bf_mean_gradient(bf_model *m, bf_loader *loader, float label_smoothing, int batches, float *sum, double *loss,
                            int *samples) {
@@ -29,7 +30,7 @@ bf_status bf_mean_gradient(bf_model *m, bf_loader *loader, float label_smoothing
     if (s == BF_OK) s = bf_loader_start_epoch(loader, 0, 0);
     if (s == BF_OK && !m->training) s = bf_analysis_check_mode(m, BF_ANALYSIS_EVAL, "gradient");
     const int kept_param_grads = m->eval_parameter_gradients;
-    const uint64_t kept_offset = m->sample_offset;
+    const uint64_t kept_offset = m->sample_offset, kept_step = m->step;
     m->eval_parameter_gradients = 1; /* evaluation mode: the parameters' gradients too, not the image's alone */
     int done = 0;
     *samples = 0;
@@ -43,9 +44,11 @@ bf_status bf_mean_gradient(bf_model *m, bf_loader *loader, float label_smoothing
             s = bf_error(BF_ERR_ARG, "gradient flow: batch of %d exceeds the model's %d", n, max_n);
             break;
         }
+        const uint64_t position = (uint64_t)batch->position; /* read before the upload gives the batch back */
         s = bf_batch_upload_once(upload, loader, batch, x, labels, n);
         const float *logits = NULL;
-        if (!m->training) m->sample_offset = (uint64_t)*samples; /* evaluation's draws by the batch's first image */
+        if (!m->training) /* evaluation's random draws, as bf_evaluate keys them */
+            m->step = BF_EVAL_STEP, m->sample_offset = position;
         if (s == BF_OK) s = bf_model_set_batch(m, n);
         if (s == BF_OK) s = bf_model_forward(m, x, &logits);
         if (s == BF_OK) s = ops->softmax_xent(b, n, k, logits, labels, label_smoothing, 1.0f / n, losses, dlogits);
@@ -56,7 +59,7 @@ bf_status bf_mean_gradient(bf_model *m, bf_loader *loader, float label_smoothing
         done++;
     }
     m->eval_parameter_gradients = kept_param_grads;
-    m->sample_offset = kept_offset;
+    m->sample_offset = kept_offset, m->step = kept_step;
     float total = 0;
     if (s == BF_OK) s = bf_to_host(b, &total, losses_sum, sizeof total);
     *loss = total;

@@ -92,9 +92,10 @@ bf_status bf_loss_surface(bf_model *m, bf_loader *loader, float label_smoothing,
     if (s == BF_OK) s = bf_loss_surface_directions(m, theta, o, d1, d2);
     if (s == BF_OK) {
         fprintf(csv, "# bioflex loss surface: theta + alpha d1 + beta d2, %s directions (seed %llu), %d x %d points, "
-                "distance %g, %s\n", o->directions == BF_SURFACE_REFERENCE ? "reference" : "filter_normalized",
+                "distance %g, %s, %s mode\n", o->directions == BF_SURFACE_REFERENCE ? "reference" : "filter_normalized",
                 (unsigned long long)o->seed, o->steps, o->steps, o->distance,
-                o->batches > 0 ? "the first test batches" : "the whole test split");
+                o->batches > 0 ? "the loader's first batches" : "the loader's whole split",
+                o->training_mode ? "training" : "evaluation");
         fprintf(csv, "alpha,beta,loss,top1\n");
     }
     double best_distance = INFINITY;
@@ -105,7 +106,9 @@ bf_status bf_loss_surface(bf_model *m, bf_loader *loader, float label_smoothing,
             for (size_t k = 0; k < n; k++) point[k] = (float)(theta[k] + a * d1[k] + c * d2[k]);
             bf_eval_result r;
             s = bf_to_device(m->backend, m->param_data, point, bytes);
-            if (s == BF_OK) s = bf_evaluate_batches(m, loader, label_smoothing, 0, o->batches, &r);
+            if (s == BF_OK)
+                s = o->training_mode ? bf_evaluate_batches_training_mode(m, loader, label_smoothing, 0, o->batches, &r)
+                                     : bf_evaluate_batches(m, loader, label_smoothing, 0, o->batches, &r);
             if (s != BF_OK) break;
             fprintf(csv, "%.6g,%.6g,%.7g,%.6g\n", a, c, r.loss, r.top1);
             if (center_loss && a * a + c * c < best_distance) best_distance = a * a + c * c, *center_loss = r.loss;

@@ -33,21 +33,35 @@ static const char usage[] =
     "prints test loss, top-1 and top-5 accuracy (BU-TD networks: accuracy, per task when guided);\n"
     "exit status 0 success, 2 bad command line or config, 1 failure\n";
 
-/* --loss-surface: the plane's losses into path (analysis.h), from the loaded model and test loader. */
-static bf_status write_loss_surface(const bf_config *cfg, bf_model *m, bf_loader *loader, const char *path) {
+/* --loss-surface: the plane's losses into path (analysis.h), from the loaded model, over the test
+ * loader or ([analysis] surface_split = train) an unshuffled training loader. */
+static bf_status write_loss_surface(const bf_config *cfg, bf_model *m, bf_loader *test_loader, const char *path) {
     const bf_analysis_config *a = &cfg->analysis;
     const bf_loss_surface_options o = {.steps = a->surface_steps, .distance = a->surface_distance,
                                        .batches = a->surface_batches,
                                        .directions = (bf_surface_directions)a->surface_directions,
-                                       .seed = (uint64_t)a->surface_seed};
-    FILE *csv = fopen(path, "w");
-    if (!csv) return bf_error(BF_ERR_IO, "--loss-surface: cannot write %s", path);
+                                       .seed = (uint64_t)a->surface_seed,
+                                       .training_mode = a->surface_mode == BF_ANALYSIS_TRAIN};
+    bf_dataset *train = NULL;
+    bf_loader *loader = test_loader;
+    bf_status s = BF_OK;
+    if (a->surface_split == 1) {
+        bf_loader_options lo = bf_loader_options_from_config(cfg, BF_SPLIT_TRAIN);
+        lo.shuffle = 0; /* the first batches in file order: the same images at every point */
+        s = bf_run_open_dataset(cfg, BF_SPLIT_TRAIN, &train);
+        if (s == BF_OK) s = bf_loader_create(train, &lo, &loader);
+    }
+    FILE *csv = s == BF_OK ? fopen(path, "w") : NULL;
+    if (s == BF_OK && !csv) s = bf_error(BF_ERR_IO, "--loss-surface: cannot write %s", path);
     double center = 0;
-    bf_status s = bf_loss_surface(m, loader, cfg->optim.label_smoothing, &o, csv, &center);
-    if (fclose(csv) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--loss-surface: cannot write %s", path);
+    if (s == BF_OK) s = bf_loss_surface(m, loader, cfg->optim.label_smoothing, &o, csv, &center);
+    if (csv && fclose(csv) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--loss-surface: cannot write %s", path);
     if (s == BF_OK)
-        printf("loss surface: %d x %d points (%s directions), loss %.4f at the checkpoint's weights -> %s\n", o.steps,
-               o.steps, o.directions == BF_SURFACE_REFERENCE ? "reference" : "filter_normalized", center, path);
+        printf("loss surface: %d x %d points (%s directions, %s split, %s mode), loss %.4f at the checkpoint's "
+               "weights -> %s\n", o.steps, o.steps, o.directions == BF_SURFACE_REFERENCE ? "reference" : "filter_normalized",
+               a->surface_split ? "training" : "test", o.training_mode ? "training" : "evaluation", center, path);
+    if (loader != test_loader) bf_loader_destroy(loader);
+    bf_dataset_free(train);
     return s;
 }
 
