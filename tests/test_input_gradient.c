@@ -8,8 +8,8 @@
  *   - a spiking CNN of clamp01 neurons over 3 steps (the reference's stateless activation: piecewise
  *     linear, so its surrogate is its derivative).
  * The evaluation-mode parameter gradients (bf_model.eval_parameter_gradients: what the Hessian and
- * gradient flow take in evaluation mode) against central differences of the evaluation loss, for the
- * first three nets: every parameter tensor at up to 8 elements (conv weights and the biases a
+ * gradient flow take in evaluation mode) against central differences of the evaluation loss, for all
+ * four nets: every parameter tensor at up to 8 elements (conv weights and the biases a
  * batch-norm takes out in training, batch-norm's gamma and beta through the running statistics,
  * the flex threshold and its logits' batch-norm).
  * And: training with input_gradient computes the parameter gradients of the model built without it
@@ -259,6 +259,11 @@ int main(void) {
     mc.flex_mask = BF_FLEX_MASK_SIGMOID_MUL;
     mc.flex_logits_bn = 1;
     check_eval_parameter_gradients(b, mc, "flex, mask joint with batch-normalised logits");
+    mc = cnn();
+    mc.dropout = 0;
+    mc.spiking.neuron = BF_NEURON_CLAMP01;
+    mc.spiking.time_steps = 3;
+    check_eval_parameter_gradients(b, mc, "spiking, clamp01 over 3 steps");
     check_parameter_gradients(b);
     bf_backend_destroy(b);
     return bf_test_finish();
