@@ -6,6 +6,9 @@
  *     ReLU's is its max with 0, the last layer's is the logits of bf_model_forward on those images;
  *   - a spiking CNN (LIF, T = 3, the image repeated first): the encode layer's [T, images, ...]
  *     tensor holds the input at every step, the readout is the mean of the last linear layer's steps;
+ *   - flex CNNs (channel-wise max with the conv's bias folded into the joint; mask joint): the first
+ *     flex layer's "features.0.flex_conv" is conv2d_forward of the input with its weight and
+ *     (nonzero) bias, and the max joint's output is >= it, equal where the conv won;
  *   - every tensor name distinct; activation_layers' prefixes keep only those layers; a prefix no
  *     layer has, and more images than the split, are refused. */
 #include <math.h>
@@ -157,6 +160,57 @@ static void test_spiking(bf_backend *b, bf_loader *l) {
     bf_model_destroy(m);
 }
 
+/* The loader's images of the file, in its order (three batches). */
+static void loader_images(bf_loader *l, float *images) {
+    int at = 0;
+    CHECK_OK(bf_loader_start_epoch(l, 0, 0));
+    for (bf_batch *batch = NULL; bf_loader_next(l, &batch, NULL) == BF_OK && batch;) {
+        memcpy(images + at * S * S, batch->images, (size_t)batch->n * S * S * sizeof(float));
+        at += batch->n;
+        bf_loader_release(l, batch);
+    }
+}
+
+static void test_flex(bf_backend *b, bf_loader *l, bf_flex_joint joint) {
+    const char *what = joint == BF_FLEX_JOINT_MAX ? "channel-wise max" : "mask joint";
+    bf_model_config mc = bf_test_cnn_config(4, 8, 0);
+    mc.flex = 1;
+    mc.flex_joint = joint;
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_build(b, &mc, (bf_shape){B, 1, S, S}, K, 5, &m));
+    if (!m) return;
+    const bf_layer *first = &m->layers[0];
+    CHECK(first->kind == BF_LAYER_FLEX && (joint != BF_FLEX_JOINT_MAX || m->fold_conv_bias),
+          "%s: the first layer is flex (%s), the bias folded into the max joint", what, first->name);
+    float bias[4] = {0.25f, -0.5f, 0.125f, 1.0f};
+    float *bias_at = m->param_data + m->params[first->param_index[1]].offset;
+    CHECK_OK(bf_to_device(b, bias_at, bias, sizeof bias));
+    int kept = 0;
+    bf_st_file *f = dump(m, l, SAMPLES, "features.0", &kept);
+    const float *out = tensor(f, "features.0", SAMPLES * 4 * S * S), *conv = tensor(f, "features.0.flex_conv", SAMPLES * 4 * S * S);
+    float images[SAMPLES * S * S], want[SAMPLES * 4 * S * S];
+    loader_images(l, images);
+    bf_conv2d_shape cs = first->conv;
+    cs.n = SAMPLES;
+    float *weights = bf_test_download(b, m->param_data + m->params[first->param_index[0]].offset, 36);
+    CHECK_OK(b->ops->conv2d_forward(b, &cs, images, weights, bias, want));
+    size_t worst = 0;
+    CHECK(conv && kept == 1 && bf_test_max_violation(want, conv, SAMPLES * 4 * S * S, 1e-6, 1e-5, &worst) <= 1,
+          "%s: features.0.flex_conv is the conv of the input with its bias (worst %zu)", what, worst);
+    if (conv && out && joint == BF_FLEX_JOINT_MAX) {
+        int above = 1, won = 0, lost = 0;
+        for (int i = 0; i < SAMPLES * 4 * S * S; i++) {
+            above &= out[i] >= conv[i];
+            won += out[i] == conv[i], lost += out[i] > conv[i];
+        }
+        CHECK(above && won > 0 && lost > 0, "%s: the output is max(C, pool): %d elements the conv's, %d the pool's",
+              what, won, lost);
+    }
+    free(weights);
+    bf_safetensors_close(f);
+    bf_model_destroy(m);
+}
+
 int main(void) {
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &b));
@@ -167,6 +221,8 @@ int main(void) {
     if (!b || !l) return bf_test_finish();
     test_cnn(b, l);
     test_spiking(b, l);
+    test_flex(b, l, BF_FLEX_JOINT_MAX);
+    test_flex(b, l, BF_FLEX_JOINT_MASK);
     bf_loader_destroy(l);
     bf_backend_destroy(b);
     return bf_test_finish();

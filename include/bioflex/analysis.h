@@ -155,7 +155,9 @@ bf_status bf_hessian_write_json(const bf_hessian_options *o, const bf_hessian_re
  * into a safetensors file: "input" [images, C, H, W] (normalised as the model takes it), "labels"
  * (I32), and one F32 tensor per layer under its name, [images, C, H, W] ([images, features, 1, 1]
  * after a flatten), or [T, images, ...] inside a spiking network's time steps. layers: comma-separated
- * name prefixes ("" or NULL = every layer). A batch-norm's own output is read before a ReLU after it
+ * name prefixes ("" or NULL = every layer). A chosen flex layer also gets "<layer>.flex_conv", its
+ * convolution's output (with its bias) before the joint: the conv branch FlexNet's Brain-Score
+ * probes read (flexnet.md 5.5). A batch-norm's own output is read before a ReLU after it
  * runs in place: build the model with fuse_bn_relu = 0 for the two to differ. *kept_layers: how many
  * layers the file holds. */
 bf_status bf_dump_activations(bf_model *m, bf_loader *loader, int images, const char *layers, const char *path,

@@ -246,6 +246,12 @@ typedef struct bf_model {
      * bioflex-eval --activations reads the outputs there. */
     bf_status (*on_layer_forward)(void *ctx, struct bf_model *m, int layer);
     void *on_layer_forward_ctx;
+    /* Called by a flex layer's forward with its convolution's output C [batch, c_out, h, w] (backend
+     * memory) before the joint, which may overwrite it, and with on_layer_forward_ctx; NULL = none.
+     * C holds the conv's bias unless fold_conv_bias left it to a channel-wise max joint (then add it).
+     * bioflex-eval --activations writes it as "<layer>.flex_conv", the branch FlexNet's Brain-Score
+     * probes read. */
+    bf_status (*on_flex_conv)(void *ctx, struct bf_model *m, int layer, const float *conv);
     /* Synchronised batch-norm ([run] sync_bn): sums n doubles of BACKEND memory (device memory on
      * CUDA) over every data-parallel rank, in place, in the backend's stream order; NULL =
      * batch-norm uses this rank's batch alone. */

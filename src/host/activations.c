@@ -1,8 +1,8 @@
 /* activations.c - every layer's output for the first images of a split, into a safetensors file
  * (analysis.h says what is written). The model's forward hands each layer's output to
- * on_layer_forward as soon as it is computed, before the memory plan reuses the buffer; the
- * outputs of the chosen layers are copied to host tensors laid out [images, ...], or
- * [T, images, ...] inside the time steps. */
+ * on_layer_forward as soon as it is computed, before the memory plan reuses the buffer, and a flex
+ * layer's convolution output to on_flex_conv before its joint; the chosen layers' tensors are
+ * copied to host tensors laid out [images, ...], or [T, images, ...] inside the time steps. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +15,7 @@ typedef struct dump {
     int images;                /* the file's image count */
     int offset, n;             /* the current batch: its first image's place, its images */
     float **out;               /* per layer: host [T, images, per_sample], NULL = not kept */
+    float **conv;              /* per flex layer kept: its convolution's output C, as out */
 } dump;
 
 /* Whether a layer's name starts with one of the comma-separated prefixes ("" = every layer). */
@@ -30,20 +31,45 @@ static int chosen(const char *name, const char *prefixes) {
     return 0;
 }
 
-static bf_status keep_output(void *ctx, bf_model *m, int i) {
-    dump *d = ctx;
-    const bf_layer *l = &m->layers[i];
-    if (!d->out[i]) return BF_OK;
+/* A layer-shaped tensor of the batch (backend memory) into its place in a host tensor of the file. */
+static bf_status keep(const dump *d, const bf_model *m, const bf_layer *l, const float *from, float *to) {
     const size_t per = bf_shape_per_sample(l->out_shape), step = (size_t)m->batch * per;
     for (int t = 0; t < l->time_steps; t++) /* step t of the batch into step t of the file */
-        BF_TRY(bf_to_host(m->backend, d->out[i] + ((size_t)t * d->images + d->offset) * per, l->out + t * step,
+        BF_TRY(bf_to_host(m->backend, to + ((size_t)t * d->images + d->offset) * per, from + t * step,
                           (size_t)d->n * per * sizeof(float)));
     return BF_OK;
 }
 
+static bf_status keep_output(void *ctx, bf_model *m, int i) {
+    dump *d = ctx;
+    return d->out[i] ? keep(d, m, &m->layers[i], m->layers[i].out, d->out[i]) : BF_OK;
+}
+
+/* A flex layer's C; where the joint was to add the conv's bias (fold_conv_bias), added here. */
+static bf_status keep_conv(void *ctx, bf_model *m, int i, const float *conv) {
+    dump *d = ctx;
+    const bf_layer *l = &m->layers[i];
+    if (!d->conv[i]) return BF_OK;
+    BF_TRY(keep(d, m, l, conv, d->conv[i]));
+    const int bias_left = m->fold_conv_bias && l->flex_opt.joint != BF_FLEX_JOINT_MASK && l->param_index[1] >= 0;
+    if (!bias_left) return BF_OK;
+    const int c = l->out_shape.c;
+    const size_t hw = (size_t)l->out_shape.h * l->out_shape.w;
+    float *bias = malloc((size_t)c * sizeof(float));
+    if (!bias) return bf_error(BF_ERR_OOM, "activations: out of host memory");
+    bf_status s = bf_to_host(m->backend, bias, m->param_data + m->params[l->param_index[1]].offset, (size_t)c * sizeof(float));
+    for (int t = 0; s == BF_OK && t < l->time_steps; t++)
+        for (int j = 0; j < d->n; j++) {
+            float *plane = d->conv[i] + ((size_t)t * d->images + d->offset + j) * (size_t)c * hw;
+            for (size_t e = 0; e < (size_t)c * hw; e++) plane[e] += bias[e / hw];
+        }
+    free(bias);
+    return s;
+}
+
 static bf_status write_file(const bf_model *m, const dump *d, const float *input, const int32_t *labels,
                             const char *path) {
-    bf_st_tensor *t = calloc((size_t)m->num_layers + 2, sizeof *t);
+    bf_st_tensor *t = calloc(2 * (size_t)m->num_layers + 2, sizeof *t);
     if (!t) return bf_error(BF_ERR_OOM, "activations: out of host memory");
     int k = 0;
     const bf_shape in = m->input_shape;
@@ -53,22 +79,26 @@ static bf_status write_file(const bf_model *m, const dump *d, const float *input
                             .nbytes = (size_t)d->images * sizeof(int32_t)};
     for (int i = 0; i < m->num_layers; i++) {
         const bf_layer *l = &m->layers[i];
-        if (!d->out[i]) continue;
-        bf_st_tensor *x = &t[k++];
-        snprintf(x->name, sizeof x->name, "%s", l->name);
-        x->dtype = BF_DTYPE_F32;
-        const int64_t dims[4] = {d->images, l->out_shape.c, l->out_shape.h, l->out_shape.w};
-        const int timed = l->time_steps > 1;
-        x->ndim = timed ? 5 : 4;
-        x->shape[0] = l->time_steps;
-        memcpy(x->shape + timed, dims, sizeof dims);
-        x->data = d->out[i];
-        x->nbytes = (size_t)l->time_steps * d->images * bf_shape_per_sample(l->out_shape) * sizeof(float);
+        for (int branch = 0; branch < 2; branch++) { /* the output, then a flex layer's C */
+            float *data = branch ? d->conv[i] : d->out[i];
+            if (!data) continue;
+            bf_st_tensor *x = &t[k++];
+            snprintf(x->name, sizeof x->name, "%s%s", l->name, branch ? ".flex_conv" : "");
+            x->dtype = BF_DTYPE_F32;
+            const int64_t dims[4] = {d->images, l->out_shape.c, l->out_shape.h, l->out_shape.w};
+            const int timed = l->time_steps > 1;
+            x->ndim = timed ? 5 : 4;
+            x->shape[0] = l->time_steps;
+            memcpy(x->shape + timed, dims, sizeof dims);
+            x->data = data;
+            x->nbytes = (size_t)l->time_steps * d->images * bf_shape_per_sample(l->out_shape) * sizeof(float);
+        }
     }
     bf_st_meta meta[1];
     snprintf(meta[0].key, sizeof meta[0].key, "layout");
     snprintf(meta[0].value, sizeof meta[0].value, "each layer's output in evaluation mode: [images, C, H, W], or [T, images, "
-             "C, H, W] inside the time steps (a linear layer's C features with H = W = 1)");
+             "C, H, W] inside the time steps (a linear layer's C features with H = W = 1); LAYER.flex_conv: a flex "
+             "layer's convolution output before its joint");
     bf_status s = bf_safetensors_write(path, t, k, meta, 1);
     free(t);
     return s;
@@ -79,16 +109,18 @@ bf_status bf_dump_activations(bf_model *m, bf_loader *loader, int images, const 
     if (images < 1) return bf_error(BF_ERR_ARG, "activations: %d images (at least 1)", images);
     bf_backend *b = m->backend;
     const size_t image_floats = bf_shape_per_sample(m->input_shape);
-    dump d = {.images = images, .out = calloc((size_t)m->num_layers, sizeof(float *))};
+    dump d = {.images = images, .out = calloc((size_t)m->num_layers, sizeof(float *)),
+              .conv = calloc((size_t)m->num_layers, sizeof(float *))};
     float *input = malloc((size_t)images * image_floats * sizeof(float)), *x = NULL;
     int32_t *labels = malloc((size_t)images * sizeof(int32_t));
-    bf_status s = d.out && input && labels ? BF_OK : bf_error(BF_ERR_OOM, "activations: out of host memory");
+    bf_status s = d.out && d.conv && input && labels ? BF_OK : bf_error(BF_ERR_OOM, "activations: out of host memory");
     *kept_layers = 0;
     for (int i = 0; s == BF_OK && i < m->num_layers; i++) {
         const bf_layer *l = &m->layers[i];
         if (!chosen(l->name, layers)) continue;
         const size_t floats = (size_t)l->time_steps * images * bf_shape_per_sample(l->out_shape);
-        if (!(d.out[i] = malloc(floats * sizeof(float))))
+        if (!(d.out[i] = malloc(floats * sizeof(float))) ||
+            (l->kind == BF_LAYER_FLEX && !(d.conv[i] = malloc(floats * sizeof(float)))))
             s = bf_error(BF_ERR_OOM, "activations: out of host memory for %s (%zu floats)", l->name, floats);
         (*kept_layers)++;
     }
@@ -102,6 +134,7 @@ bf_status bf_dump_activations(bf_model *m, bf_loader *loader, int images, const 
     const uint64_t step = m->step, offset = m->sample_offset;
     m->training = 0;
     m->on_layer_forward = keep_output;
+    m->on_flex_conv = keep_conv;
     m->on_layer_forward_ctx = &d;
     if (s == BF_OK) s = bf_loader_start_epoch(loader, 0, 0);
     while (s == BF_OK && d.offset < images) {
@@ -125,6 +158,7 @@ bf_status bf_dump_activations(bf_model *m, bf_loader *loader, int images, const 
         d.offset += d.n;
     }
     m->on_layer_forward = NULL;
+    m->on_flex_conv = NULL;
     m->on_layer_forward_ctx = NULL;
     m->training = was_training;
     m->step = step;
@@ -135,6 +169,7 @@ bf_status bf_dump_activations(bf_model *m, bf_loader *loader, int images, const 
     bf_batch_uploader_destroy(upload);
     bf_free(b, x);
     for (int i = 0; d.out && i < m->num_layers; i++) free(d.out[i]);
-    free(d.out), free(input), free(labels);
+    for (int i = 0; d.conv && i < m->num_layers; i++) free(d.conv[i]);
+    free(d.out), free(d.conv), free(input), free(labels);
     return s == BF_OK ? BF_OK : bf_error_context(s, "activations");
 }

@@ -161,6 +161,7 @@ bf_status bf_flex_forward(bf_model *m, int index) {
         /* [model] fold_conv_bias: the joint adds the conv's bias as it reads C, a pass fewer */
         const float *bias = bf_layer_param(m, l, 1), *joint_bias = m->fold_conv_bias ? bias : NULL;
         BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), joint_bias ? NULL : bias, l->out));
+        if (m->on_flex_conv) BF_TRY(m->on_flex_conv(m->on_layer_forward_ctx, m, index, l->out));
         if (m->training && l->flex_gives_bn_stats && !m->sync_sums) { /* and the next batch-norm's statistics */
             bf_layer *bn = &m->layers[index + 1];
             bf_bn_shape bns = bn->bn;
@@ -173,6 +174,7 @@ bf_status bf_flex_forward(bf_model *m, int index) {
                                           l->flex_ties, stats);
     }
     BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), l->flex_conv));
+    if (m->on_flex_conv) BF_TRY(m->on_flex_conv(m->on_layer_forward_ctx, m, index, l->flex_conv));
     const mask_scratch w = mask_scratch_of(m, l);
     BF_TRY(ops->flex_pool_forward(b, &ps, &fs, x, w.pooled, l->flex_window));
     if (l->flex_opt.threshold_mode == BF_THRESHOLD_RESAMPLE) {
