@@ -178,6 +178,10 @@ expect "eval writes the gradient flow" 0 "gradient flow: 8 parameter tensors ove
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL gradient flow CSV: want a header and 8 rows"; }
 expect "eval writes the gradient flow in evaluation mode" 0 "gradient flow: 8 parameter tensors over 1 training batches, evaluation mode" \
   -- "$eval_" --checkpoint "$tmp/run" --gradient-flow "$tmp/flow_eval.csv" --set analysis.gradient_mode=eval "$tmp/tiny.ini"
+# --routing needs channel-wise max flex layers (test_routing checks its statistics)
+expect "routing refuses a network without flex layers" 1 "routing: the model has no flex layer with the channel-wise max joint" \
+  -- "$eval_" --checkpoint "$tmp/run" --routing "$tmp/routing.json" "$tmp/tiny.ini"
+expect "train refuses --routing" 2 "--routing is a bioflex-eval option" -- "$train" --routing x.json --dry-run "$tmp/tiny.ini"
 expect "attack_method not known" 2 "attack_method.*fgsm, pgd, gaussian_noise" -- "$eval_" --checkpoint "$tmp/run" \
   --attack "$tmp/x.json" --set analysis.attack_method=cw "$tmp/tiny.ini"
 # a --gpus run's config.ini says gpus = 2 (and device = cuda or auto): bioflex-eval scores on one device

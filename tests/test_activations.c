@@ -212,18 +212,14 @@ static void test_flex(bf_backend *b, bf_loader *l, bf_flex_joint joint) {
 }
 
 int main(void) {
-    bf_backend *b = NULL;
-    CHECK_OK(bf_backend_create_cpu(1, &b));
-    static uint8_t pixels[SAMPLES * S * S];
-    static int32_t labels[SAMPLES];
-    bf_dataset d = bf_test_noise_images(pixels, labels, SAMPLES, S, K, BF_SPLIT_TEST);
-    bf_loader *l = bf_test_loader(&d, BF_SPLIT_TEST, B, 1);
-    if (!b || !l) return bf_test_finish();
-    test_cnn(b, l);
-    test_spiking(b, l);
-    test_flex(b, l, BF_FLEX_JOINT_MAX);
-    test_flex(b, l, BF_FLEX_JOINT_MASK);
-    bf_loader_destroy(l);
-    bf_backend_destroy(b);
+    bf_test_noise t;
+    bf_test_noise_open(&t, SAMPLES, S, K, BF_SPLIT_TEST, B, 1);
+    if (t.loader) {
+        test_cnn(t.b, t.loader);
+        test_spiking(t.b, t.loader);
+        test_flex(t.b, t.loader, BF_FLEX_JOINT_MAX);
+        test_flex(t.b, t.loader, BF_FLEX_JOINT_MASK);
+    }
+    bf_test_noise_close(&t);
     return bf_test_finish();
 }

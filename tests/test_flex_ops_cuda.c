@@ -24,7 +24,8 @@
  * the logits. The fused-op cases run under both kernel sets
  * (bf_cuda_set_flex_kernels: fused, then slide, whose sliding-window kernels take EXPAND with the
  * 3x3/1 pad 1 window), slide's with more shapes of its own (vector widths, column strips, whole
- * winners words, NaNs and -0). Skipped (exit 77) without a CUDA build or device. */
+ * winners words, NaNs and -0). flex_route_tally (bioflex-eval --routing) counts the same as the CPU
+ * on random bitmaps whose samples start inside words. Skipped (exit 77) without a CUDA build or device. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -961,8 +962,49 @@ static void test_pool_refusals(void) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) bf_free(gpu, bufs[i]);
 }
 
+/* flex_route_tally on random bitmaps (ties a subset of the winners, as the forward makes them):
+ * every count the CPU's, the element counts added onto a start. per_sample: under a word, straddling
+ * words, and many words per sample. */
+static void test_route_tally(int samples, size_t per) {
+    const size_t elements = (size_t)samples * per, words = (elements + 31) / 32;
+    uint32_t *winners = malloc(words * sizeof(uint32_t) + 16), *ties = malloc(words * sizeof(uint32_t) + 16);
+    uint32_t *start = malloc(per * sizeof(uint32_t) + 16);
+    float *draws = malloc(2 * words * sizeof(float) + 16);
+    if (!winners || !ties || !start || !draws) exit(1);
+    bf_test_fill_uniform(draws, 2 * words, 0.0f, 1.0f, pair_next_seed());
+    for (size_t w = 0; w < words; w++) {
+        memcpy(&winners[w], &draws[2 * w], sizeof(uint32_t));
+        uint32_t t;
+        memcpy(&t, &draws[2 * w + 1], sizeof t);
+        ties[w] = winners[w] & (t >> 3);
+    }
+    for (size_t j = 0; j < per; j++) start[j] = (uint32_t)(j * 7 % 5);
+    static char name[64]; /* g_case outlives the call */
+    snprintf(name, sizeof name, "route tally %d x %zu", samples, per);
+    g_case = name;
+    void *bits[2][2], *counts[2][2];
+    bf_backend *backends[2] = {cpu, gpu};
+    for (int k = 0; k < 2; k++) {
+        bits[k][0] = raw_upload(backends[k], winners, words * sizeof(uint32_t), 0);
+        bits[k][1] = raw_upload(backends[k], ties, words * sizeof(uint32_t), 0);
+        counts[k][0] = raw_upload(backends[k], start, per * sizeof(uint32_t), 0);
+        counts[k][1] = raw_upload(backends[k], NULL, (size_t)samples * sizeof(uint32_t), 0xCD);
+        CHECK_OK(backends[k]->ops->flex_route_tally(backends[k], samples, per, bits[k][0], bits[k][1], counts[k][0],
+                                                    counts[k][1]));
+    }
+    same_raw("element counts", counts[0][0], counts[1][0], per * sizeof(uint32_t), 4);
+    same_raw("sample counts", counts[0][1], counts[1][1], (size_t)samples * sizeof(uint32_t), 4);
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 2; i++) bf_free(backends[k], bits[k][i]), bf_free(backends[k], counts[k][i]);
+    free(winners), free(ties), free(start), free(draws);
+}
+
 int main(void) {
     if (!pair_open(&cpu, &gpu, 5000)) return bf_test_finish();
+    test_route_tally(5, 7);
+    test_route_tally(3, 45);
+    test_route_tally(9, 1000);
+    test_route_tally(300, 37);
 
     /* {c_in, c_out}: divisible, tiling, c_out < c_in, identity, VGG's first layer, a bilinear odd ratio */
     const int channels[][2] = {{4, 8}, {3, 8}, {8, 3}, {5, 5}, {3, 64}, {5, 13}};

@@ -1,5 +1,6 @@
 /* test_flex_pool_ops.c - the fused channel-wise max ops of the CPU backend (ops.h
- * flex_pool_max_forward, flex_pool_max_backward, flex_pool_scatter_add; and the mask joint's
+ * flex_pool_max_forward, flex_pool_max_backward, flex_pool_scatter_add, flex_route_tally (its
+ * counts against C > P~ counted from the values); and the mask joint's
  * flex_pool_forward and flex_pool_gather against maxpool_forward) against the op-by-op
  * sequence they replace, which test_flex_ops.c checks against naive references and finite
  * differences: maxpool_forward + flex_max_forward, flex_max_backward, maxpool_backward + add.
@@ -503,6 +504,27 @@ static void run_case(bf_backend *b, const pool_case *pc) {
     CHECK(differing_bits(y, y_ref, nc) == 0, "%s: y differs from maxpool + flex_max_forward in %zu of %zu elements",
           pc->name, differing_bits(y, y_ref, nc), nc);
     CHECK(wins == wins_ref && wins > 5.0f, "%s: conv_wins %g, op by op %g", pc->name, wins, wins_ref);
+    if (!pc->nan) { /* flex_route_tally from the bits: where C > P~ strictly, per element and per sample */
+        const size_t per = (size_t)pc->c_out * hw;
+        uint32_t *elements = bf_test_calloc(per * sizeof(uint32_t)), *samples = bf_test_calloc((size_t)pc->n * sizeof(uint32_t));
+        for (size_t j = 0; j < per; j++) elements[j] = (uint32_t)(j % 3); /* the op adds to what is there */
+        CHECK_OK(b->ops->flex_route_tally(b, pc->n, per, winners, tie_bits, elements, samples));
+        size_t bad = 0, won = 0;
+        for (size_t j = 0; j < per; j++) {
+            uint32_t want = (uint32_t)(j % 3);
+            for (int i = 0; i < pc->n; i++) want += conv[(size_t)i * per + j] > widened[(size_t)i * per + j];
+            bad += elements[j] != want;
+        }
+        for (int i = 0; i < pc->n; i++) {
+            uint32_t want = 0;
+            for (size_t j = 0; j < per; j++) want += conv[(size_t)i * per + j] > widened[(size_t)i * per + j];
+            bad += samples[i] != want;
+            won += want;
+        }
+        CHECK(bad == 0 && won > 0 && won < (size_t)pc->n * per, "%s: flex_route_tally: %zu counts differ from C > P~ "
+              "(%zu strict wins)", pc->name, bad, won);
+        free(elements), free(samples);
+    }
     { /* the conv's bias folded in (bias[j] added to C as it is read): the op on C + bias without it, bit for bit */
         float *bias = bf_test_calloc((size_t)pc->c_out * sizeof(float)), *yb = bf_test_calloc(nc * sizeof(float));
         float *yb_ref = bf_test_calloc(nc * sizeof(float)), wins_b = 0.0f, wins_b_ref = 0.0f;

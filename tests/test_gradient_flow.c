@@ -129,13 +129,11 @@ static void check_mode(bf_backend *b, bf_loader *l, bf_analysis_mode mode, float
 }
 
 int main(void) {
-    bf_backend *b = NULL;
-    CHECK_OK(bf_backend_create_cpu(1, &b));
-    static uint8_t pixels[SAMPLES * S * S];
-    static int32_t labels[SAMPLES];
-    bf_dataset d = bf_test_noise_images(pixels, labels, SAMPLES, S, K, BF_SPLIT_TRAIN);
-    bf_loader *l = b ? bf_test_loader(&d, BF_SPLIT_TRAIN, B, 0) : NULL;
-    if (!l) return bf_test_finish();
+    bf_test_noise t;
+    bf_test_noise_open(&t, SAMPLES, S, K, BF_SPLIT_TRAIN, B, 0);
+    bf_backend *b = t.b;
+    bf_loader *l = t.loader;
+    if (!l) return bf_test_noise_close(&t), bf_test_finish();
     float *train = NULL, *eval = NULL;
     check_mode(b, l, BF_ANALYSIS_TRAIN, &train);
     check_mode(b, l, BF_ANALYSIS_EVAL, &eval);
@@ -144,7 +142,6 @@ int main(void) {
     for (size_t i = 0; train && eval && i < 100; i++) differ += fabs((double)train[i] - eval[i]), scale += fabs(train[i]);
     CHECK(train && eval && differ > 1e-3 * scale, "the two modes' gradients differ (first 100: %g of %g)", differ, scale);
     free(train), free(eval);
-    bf_loader_destroy(l);
-    bf_backend_destroy(b);
+    bf_test_noise_close(&t);
     return bf_test_finish();
 }

@@ -189,6 +189,21 @@ bf_dataset bf_test_noise_images(uint8_t *pixels, int32_t *labels, int samples, i
     return d;
 }
 
+void bf_test_noise_open(bf_test_noise *t, int samples, int s, int k, bf_split split, int batch, int in_order) {
+    memset(t, 0, sizeof *t);
+    t->pixels = bf_test_calloc((size_t)samples * s * s);
+    t->labels = bf_test_calloc((size_t)samples * sizeof(int32_t));
+    t->d = bf_test_noise_images(t->pixels, t->labels, samples, s, k, split);
+    CHECK_OK(bf_backend_create_cpu(1, &t->b));
+    if (t->b) t->loader = bf_test_loader(&t->d, split, batch, in_order);
+}
+
+void bf_test_noise_close(bf_test_noise *t) {
+    bf_loader_destroy(t->loader);
+    if (t->b) bf_backend_destroy(t->b);
+    free(t->pixels), free(t->labels);
+}
+
 bf_loader *bf_test_loader(const bf_dataset *d, bf_split split, int batch, int in_order) {
     bf_config cfg;
     bf_config_defaults(&cfg);

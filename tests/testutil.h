@@ -74,6 +74,19 @@ bf_dataset bf_test_noise_images(uint8_t *pixels, int32_t *labels, int samples, i
  * batches of `batch`, in file order when in_order; CHECKs its creation (NULL when it failed). */
 bf_loader *bf_test_loader(const bf_dataset *d, bf_split split, int batch, int in_order);
 
+/* What the analysis tests start from: a CPU backend (one thread) and a loader over `samples` noise
+ * images (bf_test_noise_images, held here) of the split in batches of `batch`, in file order when
+ * in_order. Either pointer is NULL when its creation failed (CHECKed); bf_test_noise_close frees all. */
+typedef struct bf_test_noise {
+    bf_backend *b;
+    bf_loader *loader;
+    bf_dataset d;              /* the loader reads it: the struct must stay where it is */
+    uint8_t *pixels;
+    int32_t *labels;
+} bf_test_noise;
+void bf_test_noise_open(bf_test_noise *t, int samples, int s, int k, bf_split split, int batch, int in_order);
+void bf_test_noise_close(bf_test_noise *t);
+
 /* The [model] defaults with arch = cnn: one conv of `channels`, a hidden layer of `hidden`, the
  * given dropout; the caller changes what else it needs. */
 bf_model_config bf_test_cnn_config(int channels, int hidden, float dropout);

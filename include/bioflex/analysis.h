@@ -163,6 +163,22 @@ bf_status bf_hessian_write_json(const bf_hessian_options *o, const bf_hessian_re
 bf_status bf_dump_activations(bf_model *m, bf_loader *loader, int images, const char *layers, const char *path,
                               int *kept_layers);
 
+/* Routing (FlexNet spec section 6, its evaluation-time routing statistics; manuscript Fig 6): where
+ * each channel-wise max flex layer chose its conv branch, over the loader's first `batches` batches
+ * (0 = the whole split; use an unshuffled test loader), in evaluation mode. The conv wins an
+ * element when C > P~ strictly (a tie, C == P~, counts for neither). Per layer, as JSON:
+ *   conv: the fraction of all its elements (images x C x H x W, and time steps inside a spiking
+ *     network) the conv won; p_conv(c, h, w): that fraction per element, over the images;
+ *   always_conv, always_pool: the fractions of elements with p_conv > 0.95, < 0.05; static_share
+ *     their sum (the rest choose by input: the manuscript's "routing determinism");
+ *   per_image_mean, per_image_std: of each image's conv fraction; per_class: its mean over each
+ *     class's images; per_channel: each output channel's conv fraction (a filter's commitment).
+ * Mask-joint flex layers are listed by name and joint alone (their masks are not kept). maps_path
+ * (nullable or ""): the p_conv maps, F32 [C, H, W] named after their layers, in a safetensors file.
+ * *layers: the channel-wise max layers measured; an error when the model has none. */
+bf_status bf_routing_statistics(bf_model *m, bf_loader *loader, int batches, FILE *json, const char *maps_path,
+                                int *layers);
+
 /* Adversarial attacks (section 6 and recommendation 9.6): the test images attacked at each epsilon
  * of a grid from 0 to epsilon_max, and the model's top-1 and top-5 on the results.
  *   fgsm: x + epsilon sign(grad), clamped to the pixel range;

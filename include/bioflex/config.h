@@ -216,6 +216,8 @@ typedef struct bf_analysis_config {
     int gradient_batches;      /* bioflex-eval --gradient-flow: training batches averaged */
     int gradient_mode;         /* bf_analysis_mode: train | eval */
     int activation_images;     /* bioflex-eval --activations: the test split's first images */
+    int routing_batches;       /* bioflex-eval --routing: test batches (0 = the whole split) */
+    char routing_maps[BF_PATH_MAX]; /* ... and the per-element maps' safetensors file ("" = none) */
     char activation_layers[BF_PATH_MAX]; /* ... of the layers whose names start with these prefixes ("" = all) */
     /* bioflex-eval --hessian (bf_hessian_options) */
     int hessian_batches, hessian_top_n, hessian_max_iterations, hessian_density_iterations;

@@ -478,6 +478,12 @@ typedef struct bf_ops {
     /* pooled again from x and the window bytes flex_pool_forward wrote: the same bits. */
     bf_status (*flex_pool_gather)(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
                                   const uint8_t *window, float *pooled);
+    /* Where the conv won, strictly (winners set, ties clear), over `samples` consecutive samples of
+     * per_sample elements in flex_pool_max_forward's bitmap layout (bioflex-eval --routing):
+     * element_counts[j] (j < per_sample) += the samples in which it won element j; sample_counts[s] =
+     * the elements of sample s it won, overwritten. Integer counts: every backend the same. */
+    bf_status (*flex_route_tally)(bf_backend *b, int samples, size_t per_sample, const uint32_t *winners,
+                                  const uint32_t *ties, uint32_t *element_counts, uint32_t *sample_counts);
     /* Mask joint. logits [n, c_out, hw] = widened - threshold[c_out, hw] (broadcast over n). */
     bf_status (*flex_logits_forward)(bf_backend *b, const bf_flex_shape *s, const float *widened,
                                      const float *threshold, float *logits);

@@ -21,7 +21,8 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
         else if (!strcmp(a, "--help-config")) cli->help_config = 1;
         else if (!strcmp(a, "--device") || !strcmp(a, "--gpus") || !strcmp(a, "--set") || !strcmp(a, "--resume") ||
                  !strcmp(a, "--checkpoint") || !strcmp(a, "--loss-surface") || !strcmp(a, "--attack") ||
-                 !strcmp(a, "--gradient-flow") || !strcmp(a, "--hessian") || !strcmp(a, "--activations")) {
+                 !strcmp(a, "--gradient-flow") || !strcmp(a, "--hessian") || !strcmp(a, "--activations") ||
+                 !strcmp(a, "--routing")) {
             if (!value) return usage_error(program, usage, "missing value after", a);
             i++;
             if (!strcmp(a, "--device")) {
@@ -48,6 +49,8 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
                 cli->hessian = value;
             } else if (!strcmp(a, "--activations")) {
                 cli->activations = value;
+            } else if (!strcmp(a, "--routing")) {
+                cli->routing = value;
             } else {
                 cli->checkpoint = value;
             }
@@ -94,5 +97,6 @@ const char *bf_cli_analysis_option(const bf_cli *cli) {
            : cli->hessian       ? "--hessian"
            : cli->activations   ? "--activations"
            : cli->attack        ? "--attack"
+           : cli->routing       ? "--routing"
                                 : NULL;
 }

@@ -14,6 +14,7 @@
 static const char usage[] =
     "usage: bioflex-eval --checkpoint DIR [--loss-surface FILE.csv] [--gradient-flow FILE.csv]\n"
     "                    [--hessian FILE.json] [--activations FILE.safetensors] [--attack FILE.json]\n"
+    "                    [--routing FILE.json]\n"
     "                    [--device cpu|cuda|auto] [--set section.key=value]... cfg.ini\n"
     "       bioflex-eval --help | --version\n"
     "\n"
@@ -28,6 +29,8 @@ static const char usage[] =
     "                     test images (of the layers activation_layers names), one tensor per layer\n"
     "  --attack FILE.json also top-1 and top-5 under an adversarial attack at each epsilon of a grid, and\n"
     "                     the area under the top-1 curve, as [analysis] attack_* say\n"
+    "  --routing FILE.json also where each channel-wise max flex layer's conv won over its pool, per\n"
+    "                     element, image, class and channel, over [analysis] routing_batches test batches\n"
     "  --device cpu|cuda|auto  backend to evaluate on (default: [run] device)\n"
     "  --set s.k=v        override a config key (e.g. data.test_limit=1000)\n"
     "prints test loss, top-1 and top-5 accuracy (BU-TD networks: accuracy, per task when guided);\n"
@@ -160,6 +163,19 @@ static bf_status write_hessian(const bf_config *cfg, bf_backend *b, const char *
     return s;
 }
 
+/* --routing: the flex layers' routing statistics into path (analysis.h), on the test loader. */
+static bf_status write_routing(const bf_config *cfg, bf_model *m, bf_loader *loader, const char *path) {
+    FILE *f = fopen(path, "w");
+    if (!f) return bf_error(BF_ERR_IO, "--routing: cannot write %s", path);
+    int layers = 0;
+    const char *maps = cfg->analysis.routing_maps;
+    bf_status s = bf_routing_statistics(m, loader, cfg->analysis.routing_batches, f, maps, &layers);
+    if (fclose(f) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--routing: cannot write %s", path);
+    if (s == BF_OK)
+        printf("routing: %d channel-wise max flex layers -> %s%s%s\n", layers, path, *maps ? ", maps -> " : "", maps);
+    return s;
+}
+
 /* --attack: the checkpoint in a model of its own, built with input_gradient (model.h), attacked on
  * the test loader's first [analysis] attack_samples images; the results into path (analysis.h). */
 static bf_status write_attack(const bf_config *cfg, bf_backend *b, const char *dir, int epoch, const bf_dataset *test,
@@ -212,6 +228,7 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const bf_cli *cli, bf
     if (s == BF_OK && cli->hessian) s = write_hessian(cfg, b, dir, test, m, cli->hessian);
     if (s == BF_OK && cli->activations) s = write_activations(cfg, b, dir, test, loader, cli->activations);
     if (s == BF_OK && cli->attack) s = write_attack(cfg, b, dir, epoch, test, loader, cli->attack);
+    if (s == BF_OK && cli->routing) s = write_routing(cfg, m, loader, cli->routing);
     bf_loader_destroy(loader);
     bf_model_destroy(m);
     bf_dataset_free(test);

@@ -132,6 +132,7 @@ static const bf_ops cpu_ops = {
     .flex_pool_max_backward_bn = bf_cpu_flex_pool_max_backward_bn,
     .flex_pool_forward = bf_cpu_flex_pool_forward,
     .flex_pool_gather = bf_cpu_flex_pool_gather,
+    .flex_route_tally = bf_cpu_flex_route_tally,
     .flex_logits_forward = bf_cpu_flex_logits_forward,
     .flex_mask_forward = bf_cpu_flex_mask_forward,
     .flex_mask_backward = bf_cpu_flex_mask_backward,

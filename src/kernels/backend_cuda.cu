@@ -248,6 +248,7 @@ static const bf_ops cuda_ops = {
     /* .flex_pool_max_backward_bn = */ bf_cuda_flex_pool_max_backward_bn,
     /* .flex_pool_forward = */ bf_cuda_flex_pool_forward,
     /* .flex_pool_gather = */ bf_cuda_flex_pool_gather,
+    /* .flex_route_tally = */ bf_cuda_flex_route_tally,
     /* .flex_logits_forward = */ bf_cuda_flex_logits_forward,
     /* .flex_mask_forward = */ bf_cuda_flex_mask_forward,
     /* .flex_mask_backward = */ bf_cuda_flex_mask_backward,
@@ -284,7 +285,7 @@ static const bf_ops cuda_ops = {
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 84 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 85 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

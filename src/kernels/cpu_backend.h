@@ -275,6 +275,8 @@ bf_status bf_cpu_flex_pool_forward(bf_backend *b, const bf_pool_shape *ps, const
                                    float *pooled, uint8_t *window);
 bf_status bf_cpu_flex_pool_gather(bf_backend *b, const bf_pool_shape *ps, const bf_flex_shape *s, const float *x,
                                   const uint8_t *window, float *pooled);
+bf_status bf_cpu_flex_route_tally(bf_backend *b, int samples, size_t per_sample, const uint32_t *winners,
+                                  const uint32_t *ties, uint32_t *element_counts, uint32_t *sample_counts);
 
 /* ---- neuron_cpu.c ---- */
 bf_status bf_cpu_neuron_forward(bf_backend *b, const bf_neuron_params *p, size_t n, const float *x, float *y,

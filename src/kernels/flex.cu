@@ -156,7 +156,52 @@ __global__ void k_mask_stat(const float *__restrict__ mask, size_t total, double
 }
 
 
+/* flex_route_tally, per element: a thread per element j of a sample, its strict wins (winners set,
+ * ties clear) over the samples summed in a register; a warp's 32 elements share a word. */
+__global__ void k_route_elements(int samples, size_t per, const uint32_t *__restrict__ winners,
+                                 const uint32_t *__restrict__ ties, uint32_t *__restrict__ counts) {
+    for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < per; j += (size_t)gridDim.x * blockDim.x) {
+        uint32_t won = 0;
+        for (int s = 0; s < samples; s++) {
+            const size_t e = (size_t)s * per + j;
+            won += ((winners[e >> 5] & ~ties[e >> 5]) >> (e & 31)) & 1u;
+        }
+        counts[j] += won;
+    }
+}
+
+/* ... per sample: a block per sample counts the strict wins of its words, the bits of a word that
+ * belong to the samples before or after it masked off. */
+__global__ void k_route_samples(size_t per, const uint32_t *__restrict__ winners, const uint32_t *__restrict__ ties,
+                                uint32_t *__restrict__ counts) {
+    const size_t first = (size_t)blockIdx.x * per, end = first + per; /* the sample's elements [first, end) */
+    unsigned long long won = 0;
+    for (size_t w = first / 32 + threadIdx.x; w * 32 < end; w += blockDim.x) {
+        uint32_t bits = winners[w] & ~ties[w];
+        const size_t lo = w * 32;
+        if (lo < first) bits &= ~0u << (first - lo);     /* 1 to 31 bits of the sample before */
+        if (lo + 32 > end) bits &= ~0u >> (lo + 32 - end); /* 1 to 31 bits of the sample after */
+        won += (unsigned long long)__popc(bits);
+    }
+    won = bf_block_sum(won);
+    if (threadIdx.x == 0) counts[blockIdx.x] = (uint32_t)won;
+}
+
 }  // namespace
+
+extern "C" bf_status bf_cuda_flex_route_tally(bf_backend *b, int samples, size_t per_sample, const uint32_t *winners,
+                                              const uint32_t *ties, uint32_t *element_counts, uint32_t *sample_counts) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (samples <= 0 || per_sample == 0) return bf_error(BF_ERR_ARG, "flex_route_tally: %d samples of %zu elements", samples, per_sample);
+    if (!winners || !ties || !element_counts || !sample_counts) return bf_error(BF_ERR_ARG, "flex_route_tally: NULL argument");
+    k_route_elements<<<bf_cuda_grid(im, per_sample, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        samples, per_sample, winners, ties, element_counts);
+    BF_LAUNCH_CHECK("k_route_elements");
+    k_route_samples<<<(unsigned)samples, BF_CUDA_THREADS, 0, im->stream>>>(per_sample, winners, ties, sample_counts);
+    BF_LAUNCH_CHECK("k_route_samples");
+    return BF_OK;
+}
 
 
 extern "C" bf_status bf_cuda_flex_widen_forward(bf_backend *b, const bf_flex_shape *s, const float *pooled,

@@ -186,3 +186,29 @@ bf_status bf_cpu_flex_mask_stats(bf_backend *b, const float *mask, size_t n, flo
     out[1] = (float)binariness;
     return BF_OK;
 }
+
+/* Whether the conv won element e strictly: its winners bit set, its ties bit clear. */
+static inline uint32_t strict_win(const uint32_t *winners, const uint32_t *ties, size_t e) {
+    return ((winners[e >> 5] & ~ties[e >> 5]) >> (e & 31)) & 1u;
+}
+
+bf_status bf_cpu_flex_route_tally(bf_backend *b, int samples, size_t per_sample, const uint32_t *winners,
+                                  const uint32_t *ties, uint32_t *element_counts, uint32_t *sample_counts) {
+    if (samples <= 0 || per_sample == 0)
+        return bf_error(BF_ERR_ARG, "flex_route_tally: %d samples of %zu elements", samples, per_sample);
+    REQUIRE("flex_route_tally", winners, ties, element_counts, sample_counts);
+    const long per = (long)per_sample;
+#pragma omp parallel for num_threads(plane_threads(b, (size_t)samples * per_sample)) schedule(static)
+    for (long j = 0; j < per; j++) {
+        uint32_t won = 0;
+        for (int s = 0; s < samples; s++) won += strict_win(winners, ties, (size_t)s * per_sample + (size_t)j);
+        element_counts[j] += won;
+    }
+#pragma omp parallel for num_threads(plane_threads(b, (size_t)samples * per_sample)) schedule(static)
+    for (int s = 0; s < samples; s++) {
+        uint32_t won = 0;
+        for (size_t j = 0; j < per_sample; j++) won += strict_win(winners, ties, (size_t)s * per_sample + j);
+        sample_counts[s] = won;
+    }
+    return BF_OK;
+}
