@@ -182,6 +182,12 @@ expect "eval writes the gradient flow in evaluation mode" 0 "gradient flow: 8 pa
 expect "routing refuses a network without flex layers" 1 "routing: the model has no flex layer with the channel-wise max joint" \
   -- "$eval_" --checkpoint "$tmp/run" --routing "$tmp/routing.json" "$tmp/tiny.ini"
 expect "train refuses --routing" 2 "--routing is a bioflex-eval option" -- "$train" --routing x.json --dry-run "$tmp/tiny.ini"
+# ... and on a flex network of the tiny config: its JSON and maps, read back by the summary below
+flex=(--set model.flex=true --set run.dir="$tmp/flex_run" --set run.epochs=1)
+expect "train a tiny flex network" 0 "test accuracy" -- "$train" "${flex[@]}" "$tmp/tiny.ini"
+expect "eval writes the routing" 0 "routing: 1 channel-wise max flex layers -> .*routing.json, maps -> .*routing.safetensors" \
+  -- "$eval_" --checkpoint "$tmp/flex_run" --routing "$tmp/routing.json" \
+  --set analysis.routing_maps="$tmp/routing.safetensors" "${flex[@]}" "$tmp/tiny.ini"
 expect "attack_method not known" 2 "attack_method.*fgsm, pgd, gaussian_noise" -- "$eval_" --checkpoint "$tmp/run" \
   --attack "$tmp/x.json" --set analysis.attack_method=cw "$tmp/tiny.ini"
 # a --gpus run's config.ini says gpus = 2 (and device = cuda or auto): bioflex-eval scores on one device
@@ -346,10 +352,12 @@ fi
 # AUC as the JSON has it, the Hessian's trace, the surface's points, the flow's tensors); and plots
 # each kind where matplotlib is installed.
 auc=$(tr -d '\n ' < "$tmp/attack.json" 2>/dev/null | sed -n 's/.*"auc":\([0-9.e-]*\),.*/\1/p')
-analysis=$(python3 "$src/tools/plot_analysis.py" "$tmp/attack.json" "$tmp/hessian.json" "$tmp/surface.csv" "$tmp/flow.csv" --summary 2>&1)
+analysis=$(python3 "$src/tools/plot_analysis.py" "$tmp/attack.json" "$tmp/hessian.json" "$tmp/surface.csv" "$tmp/flow.csv" \
+  "$tmp/routing.json" --summary 2>&1)
 if [ -n "$auc" ] && grep -q "AUC $(printf '%.4f' "$auc") " <<<"$analysis" && grep -q "fgsm attack (pixels domain), 20 images" <<<"$analysis" \
    && grep -q "loss surface of 16 points" <<<"$analysis" && grep -q "gradient flow of 8 tensors" <<<"$analysis" \
-   && grep -q "density of 3 nodes" <<<"$analysis" && grep -q "(eval mode, loss" <<<"$analysis"; then
+   && grep -q "density of 3 nodes" <<<"$analysis" && grep -q "(eval mode, loss" <<<"$analysis" \
+   && grep -q "routing over 32 images, 1 channel-wise max layers: conv features.0 " <<<"$analysis"; then
   passed=$((passed + 1))
 else
   failed=$((failed + 1)); echo "FAIL plot_analysis --summary (AUC $auc):"; echo "$analysis"
@@ -357,11 +365,11 @@ fi
 expect "plot_analysis refuses other files" 1 "none of bioflex-eval's" -- python3 "$src/tools/plot_analysis.py" "$tmp/tiny.ini"
 if python3 -c "import matplotlib" 2>/dev/null; then
   pngs=0
-  for f in attack.json hessian.json surface.csv flow.csv; do
+  for f in attack.json hessian.json surface.csv flow.csv routing.json; do
     python3 "$src/tools/plot_analysis.py" "$tmp/$f" -o "$tmp/$f.png" > /dev/null
     [ "$(head -c 4 "$tmp/$f.png" 2>/dev/null | od -An -c | tr -d ' ')" = "211PNG" ] && pngs=$((pngs + 1))
   done
-  [ "$pngs" = 4 ] && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL plot_analysis: $pngs of 4 PNGs written"; }
+  [ "$pngs" = 5 ] && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL plot_analysis: $pngs of 5 PNGs written"; }
 else
   echo "note: no matplotlib here; plot_analysis.py's plots not checked (its --summary is)"
 fi

@@ -5,6 +5,7 @@
     python3 tools/plot_analysis.py surface.csv                              # loss surface -> surface.png
     python3 tools/plot_analysis.py hessian.json                             # eigenvalues and density
     python3 tools/plot_analysis.py flow.csv                                 # gradient flow
+    python3 tools/plot_analysis.py routing.json                             # flex routing shares
     python3 tools/plot_analysis.py a.json surface.csv hessian.json --summary   # text, no matplotlib
 
 Each file's kind is read from its content: an --attack JSON (top-1 against epsilon, one curve per
@@ -12,7 +13,9 @@ file, labelled by its name and AUC), a --hessian JSON (the top eigenvalues, and 
 broadened by Gaussians of variance 1e-5 x max(1, its range) as PyHessian's density_generate does,
 on a log scale), a --loss-surface CSV (filled contours of the loss over alpha and beta) or a
 --gradient-flow CSV (mean and max |g| per tensor, biases left out as in the reference's plot, on a
-log scale). Files of one kind share a figure, written beside the first one (NAME.png) or to -o;
+log scale) or a --routing JSON (per flex layer, the elements the conv always wins, those it never
+wins and those the input decides, stacked: FlexNet's Fig 6 "routing determinism", with each layer's
+conv fraction marked). Files of one kind share a figure, written beside the first one (NAME.png) or to -o;
 --summary prints a few lines per file instead. --activations' safetensors files are read with
 safetensors.numpy.load_file. Plotting needs matplotlib (Debian: python3-matplotlib); --summary
 needs only Python.
@@ -41,14 +44,16 @@ def kind_of(path):
             return "attack", data
         if "eigenvalues" in data:
             return "hessian", data
+        if "layers" in data and "class_images" in data:
+            return "routing", data
     else:
         rows = read_csv(path)
         if rows and "alpha" in rows[0]:
             return "surface", rows
         if rows and "mean_abs_grad" in rows[0]:
             return "flow", rows
-    raise SystemExit(f"error: {path} is none of bioflex-eval's --attack or --hessian JSON, --loss-surface or "
-                     f"--gradient-flow CSV")
+    raise SystemExit(f"error: {path} is none of bioflex-eval's --attack, --hessian or --routing JSON, "
+                     f"--loss-surface or --gradient-flow CSV")
 
 
 def label(path):
@@ -73,6 +78,12 @@ def summarise(path, kind, data):
         lowest = min(points, key=lambda p: p[2])
         print(f"{path}: loss surface of {len(points)} points: loss {centre[2]:.4f} at ({centre[0]:.3g}, {centre[1]:.3g}), "
               f"lowest {lowest[2]:.4f} at ({lowest[0]:.3g}, {lowest[1]:.3g}), highest {max(p[2] for p in points):.4f}")
+    elif kind == "routing":
+        measured = [l for l in data["layers"] if "conv" in l]
+        shares = ", ".join(f"{l['name']} {l['conv']:.3f}" for l in measured)
+        static = ", ".join(f"{l['static_share']:.3f}" for l in measured)
+        print(f"{path}: routing over {data['images']} images, {len(measured)} channel-wise max layers: conv {shares}; "
+              f"static share {static}")
     else:
         ranked = sorted(data, key=lambda r: -float(r["grad_to_weight"]))
         top = ", ".join(f"{r['parameter']} {float(r['grad_to_weight']):.3g}" for r in ranked[:3])
@@ -124,6 +135,22 @@ def plot(kind, files, out, plt):
             ax.set_ylabel("beta")
             ax.set_title(f"loss surface ({label(path)})")
             break  # one surface per figure
+        elif kind == "routing":
+            layers = [l for l in data["layers"] if "conv" in l]
+            x = range(len(layers))
+            always_conv = [l["always_conv"] for l in layers]
+            always_pool = [l["always_pool"] for l in layers]
+            chosen = [1 - c - p for c, p in zip(always_conv, always_pool)]
+            ax.bar(x, always_pool, label="always pool", color="tab:blue")
+            ax.bar(x, chosen, bottom=always_pool, label="input-dependent", color="tab:gray")
+            ax.bar(x, always_conv, bottom=[p + c for p, c in zip(always_pool, chosen)], label="always conv",
+                   color="tab:orange")
+            ax.plot(x, [l["conv"] for l in layers], "k.-", label="conv fraction")
+            ax.set_xticks(list(x))
+            ax.set_xticklabels([l["name"] for l in layers], rotation=90, fontsize=7)
+            ax.set_ylabel("share of elements")
+            ax.set_title(f"flex routing ({label(path)}, {data['images']} images)")
+            break  # one network per figure
         else:
             rows = [r for r in data if not r["parameter"].endswith("bias")]
             ax.bar(range(len(rows)), [float(r["max_abs_grad"]) for r in rows], alpha=0.5, label=f"{label(path)} max |g|")
@@ -141,7 +168,8 @@ def plot(kind, files, out, plt):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("files", nargs="+", help="bioflex-eval --attack / --hessian JSON, --loss-surface / --gradient-flow CSV")
+    parser.add_argument("files", nargs="+", help="bioflex-eval --attack / --hessian / --routing JSON, --loss-surface / "
+                        "--gradient-flow CSV")
     parser.add_argument("-o", "--output", help="the PNG (one kind of file only; default: beside the first file)")
     parser.add_argument("--summary", action="store_true", help="a few lines of text per file, no plot")
     args = parser.parse_args()
