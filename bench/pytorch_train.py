@@ -221,7 +221,7 @@ def main():
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--classes", type=int, default=100)
-    p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
+    p.add_argument("--precision", choices=["fp32", "tf32", "tf32_conv", "bf16"], default="fp32",
                    help="bf16: autocast to bfloat16 (bioflex has no bf16; for reference only)")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
@@ -239,7 +239,7 @@ def main():
     cuda = a.device == "cuda"
     tf32 = a.precision in ("tf32", "bf16")  # bf16: what autocast leaves in fp32 may use TF32
     torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32 or a.precision == "tf32_conv"  # tf32_conv: PyTorch's defaults
     torch.backends.cudnn.benchmark = True
     dev = a.device
     model = build(a).to(dev).train()

@@ -5,7 +5,7 @@
  * bench/spiking_side_by_side.sh run it beside bench/pytorch_train.py.
  *
  *   bench_train_throughput [--device cuda|cpu] [--arch vgg16] [--batch 128] [--size 224]
- *                          [--classes 100] [--precision fp32|tf32] [--steps 30] [--warmup 5]
+ *                          [--classes 100] [--precision fp32|tf32|tf32_conv] [--steps 30] [--warmup 5]
  *                          [--set section.key=value]... [--label NAME]
  *
  * --set applies any config key as bioflex-train's --set does, after --arch (so flex and spiking
@@ -38,7 +38,7 @@ static double now_s(void) {
 
 static void usage(FILE *out) {
     fprintf(out, "usage: bench_train_throughput [--device cuda|cpu] [--arch vgg16] [--batch 128] [--size 224]\n"
-                 "                              [--classes 100] [--precision fp32|tf32] [--steps 30] [--warmup 5]\n"
+                 "                              [--classes 100] [--precision fp32|tf32|tf32_conv] [--steps 30] [--warmup 5]\n"
                  "                              [--set section.key=value]... [--label NAME] [--profile 1]\n"
                  "  --profile 1: only the timed steps run between cudaProfilerStart and Stop, for\n"
                  "  ncu --profile-from-start off (bench/kernel_profile.sh); the images/s it prints are then not\n"
@@ -89,8 +89,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "--device %s: allowed cuda, cpu\n", device);
         return 2;
     }
-    if (strcmp(precision, "fp32") && strcmp(precision, "tf32")) {
-        fprintf(stderr, "--precision %s: allowed fp32, tf32\n", precision);
+    if (strcmp(precision, "fp32") && strcmp(precision, "tf32") && strcmp(precision, "tf32_conv")) {
+        fprintf(stderr, "--precision %s: allowed fp32, tf32, tf32_conv\n", precision);
         return 2;
     }
     if (batch < 1 || size < 1 || classes < 1 || steps < 1 || warmup < 0) {
@@ -117,7 +117,9 @@ int main(int argc, char **argv) {
     if (name) snprintf(label, sizeof label, "%s", name);
 
     cfg.optim.lr = 0.01f;
-    bf_precision prec = strcmp(precision, "tf32") ? BF_PRECISION_FP32 : BF_PRECISION_TF32;
+    bf_precision prec = !strcmp(precision, "tf32")        ? BF_PRECISION_TF32
+                        : !strcmp(precision, "tf32_conv") ? BF_PRECISION_TF32_CONV
+                                                          : BF_PRECISION_FP32;
     cfg.run.precision = (int)prec;
     int cuda = strcmp(device, "cpu") != 0;
     bf_backend *b = NULL;

@@ -225,6 +225,9 @@ static void test_full_file(void) {
               cfg.run.log_interval == 7 && cfg.run.eval_every == 0 && cfg.run.checkpoint_every == 5 &&
               cfg.run.precision == BF_PRECISION_TF32 && cfg.run.threads == 3,
           "run section");
+    CHECK(bf_config_set(&cfg, "run.precision=tf32_conv") == BF_OK && cfg.run.precision == BF_PRECISION_TF32_CONV &&
+              !strcmp(bf_precision_name(BF_PRECISION_TF32_CONV), "tf32_conv") && !strcmp(bf_precision_name(BF_PRECISION_FP32), "fp32"),
+          "precision tf32_conv (PyTorch's defaults), and the precisions' names");
     CHECK(cfg.data.dataset == BF_DATASET_PROCEDURAL && strcmp(cfg.data.path, "/data/x") == 0 &&
               cfg.data.batch_size == 256 && cfg.data.eval_batch_size == 1000 && cfg.data.train_limit == 600 &&
               cfg.data.test_limit == 100 && cfg.data.loader_threads == 8 && cfg.data.prefetch == 16,

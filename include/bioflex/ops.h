@@ -32,7 +32,11 @@ typedef enum bf_device_kind { BF_DEVICE_CPU = 0, BF_DEVICE_CUDA = 1 } bf_device_
 
 /* fp32: IEEE fp32 arithmetic everywhere. tf32: cuDNN and cuBLAS may use TF32 tensor cores for
  * fp32 data (the CPU backend ignores the setting). */
-typedef enum bf_precision { BF_PRECISION_FP32 = 0, BF_PRECISION_TF32 = 1 } bf_precision;
+/* fp32 everywhere; TF32 tensor cores for cuDNN's convolutions and cuBLAS's GEMMs; or for the
+ * convolutions alone (TF32_CONV: PyTorch's defaults, cudnn.allow_tf32 on and matmul.allow_tf32 off). */
+typedef enum bf_precision { BF_PRECISION_FP32 = 0, BF_PRECISION_TF32 = 1, BF_PRECISION_TF32_CONV = 2 } bf_precision;
+/* "fp32", "tf32" or "tf32_conv" (config.c). */
+const char *bf_precision_name(bf_precision p);
 
 typedef struct bf_conv2d_shape {
     int n, c_in, h_in, w_in;

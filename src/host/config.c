@@ -80,7 +80,7 @@ typedef struct key_spec {
 static const enum_name device_names[] = {
     {"auto", BF_DEVICE_AUTO}, {"cpu", BF_DEVICE_SEL_CPU}, {"cuda", BF_DEVICE_SEL_CUDA}, {NULL, 0}};
 static const enum_name precision_names[] = {
-    {"fp32", BF_PRECISION_FP32}, {"tf32", BF_PRECISION_TF32}, {NULL, 0}};
+    {"fp32", BF_PRECISION_FP32}, {"tf32", BF_PRECISION_TF32}, {"tf32_conv", BF_PRECISION_TF32_CONV}, {NULL, 0}};
 static const enum_name conv_api_names[] = {{"legacy", 0}, {"graph", 1}, {NULL, 0}};
 static const enum_name flex_kernels_names[] = {{"fused", 0}, {"slide", 1}, {NULL, 0}};
 static const enum_name dataset_names[] = {
@@ -177,7 +177,7 @@ static const key_spec key_table[] = {
     ENUM_KEY("run", "resume_schedule", run.resume_schedule, resume_schedule_names, "continue", "--resume: continue: the learning-rate schedule goes on where the checkpoint left it (an exact resume); restart: it starts again at the resume position, from its first rate over [run] epochs (warm-up, milestones and step_size counted from there), as the FlexNet and PlasticFlex reference codes' resumes did (their schedulers were not saved): reproduces a reference run trained over several jobs, resumed at the same epochs; later checkpoints keep the new start"),
     BOOL_KEY("run", "keep_best", run.keep_best, "false", "also keep checkpoints/best, a checkpoint of the weights whenever an evaluation (eval_every, val_batches; BU-TD: eval_every's, guided: the mean over tasks) reaches a higher top-1 than any before in the run; its top-1 is in its metadata, and a resumed run only replaces it with a better one"),
     INT_KEY("run", "checkpoint_every_steps", run.checkpoint_every_steps, 0, NO_MAX, "0", "optimiser steps between checkpoints inside an epoch, for long epochs (0 = none); only the newest of these is kept, and a run stopped by SIGINT, SIGTERM or SIGUSR1 writes one too"),
-    ENUM_KEY("run", "precision", run.precision, precision_names, "fp32", "fp32 everywhere, or let cuDNN/cuBLAS use TF32 tensor cores (the CPU ignores it)"),
+    ENUM_KEY("run", "precision", run.precision, precision_names, "fp32", "fp32 everywhere; tf32: cuDNN's convolutions and cuBLAS's matrix products on TF32 tensor cores; tf32_conv: the convolutions alone, as PyTorch's defaults run them (cudnn.allow_tf32 on, matmul.allow_tf32 off: the reference codes' setting); the CPU ignores it"),
     INT_KEY("run", "threads", run.threads, 0, 1024, "0", "CPU backend threads (0 = all cores)"),
     BOOL_KEY("run", "sync_bn", run.sync_bn, "false", "data parallelism: batch-norm normalises with the statistics of the global batch (summed over every rank) instead of each rank's own (batch-norm layers, a flex layer's logits batch-norm, BU-TD batch-norm and its TD copies); CPU ranks over MPI (mpirun), GPUs over NCCL (--gpus) or MPI"),
     STRING_KEY("run", "rendezvous", run.rendezvous, 0, "", "--gpus across nodes without MPI: a file on a filesystem every node shares, through which rank 0 passes NCCL's unique id (use a fresh path per job, e.g. with $SLURM_JOB_ID); ranks come from SLURM_PROCID/SLURM_NTASKS; empty = MPI"),
@@ -395,6 +395,11 @@ static const char *enum_value_name(const enum_name *names, int value) {
 
 const char *bf_dataset_name(bf_dataset_kind k) {
     const char *name = enum_value_name(dataset_names, (int)k);
+    return name ? name : "unknown";
+}
+
+const char *bf_precision_name(bf_precision p) {
+    const char *name = enum_value_name(precision_names, (int)p);
     return name ? name : "unknown";
 }
 

@@ -57,7 +57,7 @@ double bf_peak_tflops(int cc_major, int cc_minor, int sms, int clock_khz, bf_pre
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (table[i].major == cc_major && table[i].minor == cc_minor) {
-            int per_clock = precision == BF_PRECISION_TF32 ? table[i].tf32 : table[i].fp32;
+            int per_clock = precision != BF_PRECISION_FP32 ? table[i].tf32 : table[i].fp32; /* the convs' peak */
             return (double)sms * clock_khz * 1e3 * per_clock / 1e12;
         }
     return 0;

@@ -342,8 +342,8 @@ static bf_status impl_init(bf_cuda_impl *im, int device_index, bf_precision prec
 extern "C" bf_status bf_backend_create_cuda(int device_index, bf_precision precision, bf_backend **out) {
     if (!out) return bf_error(BF_ERR_ARG, "cuda backend: create without an output pointer");
     *out = NULL;
-    if (precision != BF_PRECISION_FP32 && precision != BF_PRECISION_TF32)
-        return bf_error(BF_ERR_ARG, "cuda backend: unknown precision %d (allowed: fp32, tf32)", (int)precision);
+    if (precision != BF_PRECISION_FP32 && precision != BF_PRECISION_TF32 && precision != BF_PRECISION_TF32_CONV)
+        return bf_error(BF_ERR_ARG, "cuda backend: unknown precision %d (allowed: fp32, tf32, tf32_conv)", (int)precision);
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {

@@ -110,7 +110,7 @@ static void to_results(const P *p, int count, perf_result *out) {
 }
 
 static cudnnMathType_t base_math(bf_precision precision) {
-    return precision == BF_PRECISION_TF32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+    return precision != BF_PRECISION_FP32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH; /* tf32 and tf32_conv */
 }
 
 /* ---- bias kernel ---- */

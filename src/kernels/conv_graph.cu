@@ -258,7 +258,7 @@ bf_status bf_conv_graph_plan(bf_cuda_impl *im, const bf_conv2d_shape *s, int dir
     static const int64_t x_uid[3] = {UID_A, UID_OUT, UID_A}, w_uid[3] = {UID_B, UID_B, UID_OUT},
                          y_uid[3] = {UID_OUT, UID_A, UID_B};
     const int64_t alignment = alignment_of(a, b, out);
-    const bool tf32 = im->precision == BF_PRECISION_TF32, deterministic = im->deterministic != 0;
+    const bool tf32 = im->precision != BF_PRECISION_FP32 /* tf32 and tf32_conv */, deterministic = im->deterministic != 0;
 
     descriptor_set set;
     set.count = 0;
