@@ -326,7 +326,7 @@ static void test_refused_files(void) {
     expect_refused("unknown key", "[model]\n\n\n\n\n\narhc = cnn\n", 7, "[model] unknown key \"arhc\"",
                    "allowed: arch, num_classes, dropout, channels, hidden, batchnorm, bn_momentum, bn_eps", NULL);
     expect_refused("enum", "[run]\n[model]\n\n\narch = vgg19\n", 5, "[model] arch: \"vgg19\" is not allowed",
-                   "(allowed: cnn, vgg6, vgg11, vgg16, resnet18, resnet50, plasticflex_vgg6, plasticflex_vgg11, plasticflex_vgg16)", NULL);
+                   "(allowed: cnn, vgg6, vgg11, vgg16, resnet18, resnet50, plasticflex_vgg6, plasticflex_vgg11, plasticflex_vgg16, plasticflex_simple_flex, plasticflex_simple_conv)", NULL);
     expect_refused("out of range", "[data]\n\n\n\n\n\n\n\nbatch_size = 0\n", 9,
                    "[data] batch_size: 0 is out of range (allowed: 1..65536)", NULL);
     expect_refused("set twice", "[optim]\nlr = 0.1\n\n\n\n\n\n\nlr = 0.2\n", 9, "[optim] lr", "line 2", NULL);
@@ -582,6 +582,10 @@ static void test_validate(void) {
         {{"model.hidden=0", "model.dropout=0.2"}, "[model] dropout = 0.2 needs [model] hidden > 0"},
         {{"model.arch=plasticflex_vgg6", "model.flex=true", "model.fully_flex=true"},
          "[model] fully_flex = true does not apply to [model] arch = plasticflex_vgg6"},
+        {{"model.arch=plasticflex_simple_flex", "model.batchnorm=false"},
+         "[model] batchnorm = false does not apply to [model] arch = plasticflex_simple_flex (the reference's network: no batch-norm)"},
+        {{"model.arch=plasticflex_simple_conv", "model.dropout=0.2"},
+         "[model] dropout = 0.2 does not apply to [model] arch = plasticflex_simple_conv (the reference's network: no batch-norm, no dropout)"},
         {{"model.flex=true", "model.flex_joint=mask", "model.fuse_flex_bn=false"},
          "[model] fuse_flex_bn = false applies to [model] flex = true with flex_joint = channelwise_max only (got flex_joint = mask)"},
         {{"run.flex_kernels=slide"}, "[run] flex_kernels = slide needs [model] flex = true"},

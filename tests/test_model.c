@@ -51,6 +51,12 @@ static void test_parameter_counts(void) {
         {BF_ARCH_RESNET50, 1000, 3, 224, 25557032},/* torchvision resnet50 */
         /* PlasticFlex VGG-11 on CIFAR-10 (plasticflex.md section 4: about 13.25 M, fc1 0.525 M) */
         {BF_ARCH_PF_VGG11, 10, 3, 32, 13253834},
+        /* PlasticFlex's SimpleFlexNet (plasticflex.md section 4) on CIFAR-10, by hand: convs 3->16, 16->32,
+         * 32->64, 64->128 (448 + 4,640 + 18,496 + 73,856), two pools to 8x8, fc1 8192->128, fc2, fc3 */
+        {BF_ARCH_PF_SIMPLE_FLEX, 10, 3, 32, 97440 + 8192 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10},
+        /* ... and SimpleConvNet: convs to 32, 64, 128, 256 (896 + 18,496 + 73,856 + 295,168), four pools
+         * to 2x2, fc1 1024->128, fc2 128->10 */
+        {BF_ARCH_PF_SIMPLE_CONV, 10, 3, 32, 388416 + 1024 * 128 + 128 + 128 * 10 + 10},
         /* CIFAR-10 VGG-16: flatten 512 <= 4096, so the classifier is 512-512-10 (flexnet.md 2.1) */
         {BF_ARCH_VGG16, 10, 3, 32, 14714688 + 8448 + 512 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10},
     };
@@ -406,6 +412,8 @@ static void test_memory_plans(void) {
         {"PlasticFlex VGG-11, LIF, charge kept", BF_ARCH_PF_VGG11, 3, 32, 0, BF_NEURON_LIF, 0, 0, 1},
         {"PlasticFlex VGG-6, step", BF_ARCH_PF_VGG6, 1, 28, 0, BF_NEURON_STEP, 0, 1, 1},
         {"PlasticFlex VGG-6, clamp01", BF_ARCH_PF_VGG6, 1, 28, 0, BF_NEURON_CLAMP01, 0, 1, 1},
+        {"PlasticFlex SimpleFlexNet, flex, LIF", BF_ARCH_PF_SIMPLE_FLEX, 1, 28, 1, BF_NEURON_LIF, 0, 1, 1},
+        {"PlasticFlex SimpleConvNet", BF_ARCH_PF_SIMPLE_CONV, 3, 32, 0, -1, 0, 1, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         bf_config cfg;

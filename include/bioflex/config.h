@@ -42,7 +42,9 @@ typedef enum {
     BF_ARCH_RESNET50,
     BF_ARCH_PF_VGG6,   /* PlasticFlex VGGs: learned 2x2/2 downsampling convs instead of max-pools */
     BF_ARCH_PF_VGG11,
-    BF_ARCH_PF_VGG16
+    BF_ARCH_PF_VGG16,
+    BF_ARCH_PF_SIMPLE_FLEX, /* PlasticFlex's SimpleFlexNet and SimpleConvNet (plasticflex.md section 4) */
+    BF_ARCH_PF_SIMPLE_CONV
 } bf_arch;
 typedef enum { BF_OPTIM_SGD = 0, BF_OPTIM_ADAMW } bf_optimizer_kind;
 typedef enum { BF_SCHED_CONSTANT = 0, BF_SCHED_STEP, BF_SCHED_MULTISTEP, BF_SCHED_COSINE } bf_schedule_kind;

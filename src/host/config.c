@@ -96,7 +96,8 @@ static const enum_name arch_names[] = {
     {"cnn", BF_ARCH_CNN}, {"vgg6", BF_ARCH_VGG6}, {"vgg11", BF_ARCH_VGG11},
     {"vgg16", BF_ARCH_VGG16}, {"resnet18", BF_ARCH_RESNET18}, {"resnet50", BF_ARCH_RESNET50},
     {"plasticflex_vgg6", BF_ARCH_PF_VGG6}, {"plasticflex_vgg11", BF_ARCH_PF_VGG11},
-    {"plasticflex_vgg16", BF_ARCH_PF_VGG16}, {NULL, 0}};
+    {"plasticflex_vgg16", BF_ARCH_PF_VGG16}, {"plasticflex_simple_flex", BF_ARCH_PF_SIMPLE_FLEX},
+    {"plasticflex_simple_conv", BF_ARCH_PF_SIMPLE_CONV}, {NULL, 0}};
 static const enum_name flex_joint_names[] = {{"channelwise_max", 0}, {"mask", 1}, {NULL, 0}};
 static const enum_name flex_channel_names[] = {{"expand", 0}, {"bilinear", 1}, {NULL, 0}};
 static const enum_name flex_tie_names[] = {{"split", 0}, {"pool", 1}, {NULL, 0}};
@@ -237,7 +238,7 @@ static const key_spec key_table[] = {
     FLOAT_KEY("model", "bn_eps", model.bn_eps, 0, NO_MAX, MIN_OPEN, "1e-5", "added to the BatchNorm variance"),
     STRING_KEY("model", "init_weights", model.init_weights, 0, "", "start training from these weights instead of a random initialisation: a safetensors file with PyTorch state_dict names (a bioflex model.safetensors, or one saved from PyTorch with safetensors.torch.save_file(model.state_dict(), path)) or a checkpoint or run directory; the optimiser starts fresh; ignored by --resume. A flex mask's threshold that is not learned (threshold_mode = frozen_random, resample_each_forward) keeps the model's own draw where the file lacks it or holds it in another shape (the reference code's files), and FlexNet's inert bn_logits of a channel-wise max layer are passed over"),
     STRING_KEY("model", "init_exclude", model.init_exclude, 0, "", "init_weights: comma-separated tensor-name prefixes left at their random initialisation and not required in the file (e.g. classifier.6 for a new head with another number of classes)"),
-    BOOL_KEY("model", "freeze_fc1", model.freeze_fc1, "false", "plasticflex_vgg*: keep fc1 at its random init, never trained, as the PlasticFlex reference code does (it builds fc1 after its optimiser)"),
+    BOOL_KEY("model", "freeze_fc1", model.freeze_fc1, "false", "plasticflex_*: keep fc1 at its random init, never trained, as the PlasticFlex reference code does (it builds fc1 after its optimiser)"),
     ENUM_KEY("model", "conv_init", model.conv_init_fan_in, conv_init_names, "fan_out", "Kaiming-normal conv weights scaled by fan_out (torchvision) or fan_in (FlexNet's reference code, every conv and flex conv of cnn, vgg and resnet); conv biases 0, but a FlexResNet's flex convs under fan_out keep nn.Conv2d's U(+-1/sqrt(fan_in)) bias as torchvision's init does"),
     ENUM_KEY("model", "linear_init", model.linear_init_pytorch, linear_init_names, "normal", "vgg: classifier Linear weights N(0, 0.01) with biases 0 (torchvision), or pytorch_default: weights and biases U(+-1/sqrt(fan_in)) (nn.Linear's own init, kept by FlexNet's reference code); cnn and plasticflex_vgg always use the latter"),
     BOOL_KEY("model", "flex", model.flex, "false", "every conv becomes a flex layer (per element the conv or the max-pool of the input); resnet: all of them, stem and downsamples included, as FlexResNet"),

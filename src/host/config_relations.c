@@ -243,6 +243,7 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
     const int resnet = arch == BF_ARCH_RESNET18 || arch == BF_ARCH_RESNET50;
     const int vgg = arch == BF_ARCH_VGG6 || arch == BF_ARCH_VGG11 || arch == BF_ARCH_VGG16;
     const int plasticflex = arch == BF_ARCH_PF_VGG6 || arch == BF_ARCH_PF_VGG11 || arch == BF_ARCH_PF_VGG16;
+    const int simple = arch == BF_ARCH_PF_SIMPLE_FLEX || arch == BF_ARCH_PF_SIMPLE_CONV;
     static const char *const cnn_only[] = {"channels", "hidden", NULL}, *const vgg_only[] = {"linear_init", NULL};
     static const char *const batchnorm[] = {"batchnorm", NULL}, *const dropout[] = {"dropout", NULL};
     static const char *const fully_flex[] = {"fully_flex", NULL};
@@ -260,6 +261,10 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
         if (arch == BF_ARCH_CNN && m->hidden == 0 && m->dropout > 0 && changed_key(cfg, "model", dropout, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s needs [model] hidden > 0 (arch = cnn puts its dropout after the hidden "
                             "layer; hidden = 0 has none)", text);
+        if (simple && (changed_key(cfg, "model", batchnorm, text, sizeof text) ||
+                       (arch == BF_ARCH_PF_SIMPLE_CONV && m->dropout > 0 && changed_key(cfg, "model", dropout, text, sizeof text))))
+            return bf_error(BF_ERR_CONFIG, "%s does not apply to [model] arch = %s (the reference's network: no batch-norm%s)",
+                            text, arch_name, arch == BF_ARCH_PF_SIMPLE_CONV ? ", no dropout" : "");
         if (plasticflex && m->flex && changed_key(cfg, "model", fully_flex, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s does not apply to [model] arch = %s, which has no max-pool (its learned "
                             "2x2 downsampling convs are flex layers under flex = true already)", text, arch_name);
@@ -362,9 +367,11 @@ bf_status bf_config_check_relations(const bf_config *cfg) {
     bf_status ignored = check_ignored_keys(cfg);
     if (ignored != BF_OK) return ignored;
     bf_arch arch = cfg->model.arch;
-    if (cfg->model.freeze_fc1 && arch != BF_ARCH_PF_VGG6 && arch != BF_ARCH_PF_VGG11 && arch != BF_ARCH_PF_VGG16)
+    if (cfg->model.freeze_fc1 && arch != BF_ARCH_PF_VGG6 && arch != BF_ARCH_PF_VGG11 && arch != BF_ARCH_PF_VGG16 &&
+        arch != BF_ARCH_PF_SIMPLE_FLEX && arch != BF_ARCH_PF_SIMPLE_CONV)
         return bf_error(BF_ERR_CONFIG, "[model] freeze_fc1 = true needs [model] arch = plasticflex_vgg6, "
-                                                    "plasticflex_vgg11 or plasticflex_vgg16 (got %s)", bf_arch_name(arch));
+                                       "plasticflex_vgg11, plasticflex_vgg16, plasticflex_simple_flex or "
+                                       "plasticflex_simple_conv (got %s)", bf_arch_name(arch));
     if (cfg->run.device == BF_DEVICE_SEL_CPU && cfg->run.gpus > 1)
         return bf_error(BF_ERR_CONFIG, "[run] gpus = %d needs [run] device = cuda or auto, not cpu",
                                      cfg->run.gpus);

@@ -5,7 +5,8 @@
  *            conv is 3x3 pad 1 with bias, followed by BN and ReLU; flatten with no adaptive pool;
  *            classifier hidden-hidden-K with dropout, where hidden = 4096 shrinks to the flattened
  *            size when that is <= 4096; VGG-16 with K=100 on 224x224 has 134,678,692 parameters;
- *   plasticflex_vgg6/11/16 as PlasticFlex builds them (learned 2x2/2 downsampling convs);
+ *   plasticflex_vgg6/11/16 as PlasticFlex builds them (learned 2x2/2 downsampling convs), and its
+ *            SimpleFlexNet and SimpleConvNet (plasticflex_simple_flex, _simple_conv);
  *   flex = true turns every cnn/vgg conv into a flex layer (layer_flex.c) and fully_flex the
  *            2x2 max-pools too, named like FlexNet's Flex2D (features.0.flex_conv.weight);
  *   resnet18/50 in torchvision's layout (BasicBlock / Bottleneck with stride on the 3x3); with
@@ -242,6 +243,40 @@ static void build_plasticflex_vgg(bf_model *m, const bf_model_config *cfg, const
     network_output(m, cfg, bf_model_add_linear(m, "fc3", x, num_classes, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN));
 }
 
+/* PlasticFlex's small networks (plasticflex.md section 4), without batch-norm:
+ *   SimpleFlexNet: 3x3 pad-1 convs (or flex) of 16, 32, 64, 128 channels, each with the activation,
+ *     a 2x2 max-pool after every second; fc1 (flat -> 128), act, dropout, fc2 (128 -> 128), act,
+ *     dropout, fc3 (128 -> K). The reference turns flex on by default here: bioflex by [model] flex.
+ *   SimpleConvNet: 4 x (3x3 conv of 32, 64, 128, 256 channels, act, 2x2 max-pool); fc1 (flat ->
+ *     128), act (the spec names none between the two; SimpleFlexNet has one), fc2 (128 -> K, the
+ *     reference's hard-coded 10); no dropout.
+ * fc1 is trained unless freeze_fc1 (both references build it lazily, after their optimiser). */
+static void build_plasticflex_simple(bf_model *m, const bf_model_config *cfg, int conv_net, int num_classes) {
+    static const int flex_widths[] = {16, 32, 64, 128}, conv_widths[] = {32, 64, 128, 256};
+    bf_model_config plain = *cfg;
+    plain.batchnorm = 0;
+    char name[BF_NAME_MAX];
+    int idx = 0, x = network_input(m, cfg);
+    for (int i = 0; i < 4; i++) {
+        x = conv_bn_relu(m, &plain, "features", &idx, x, conv_net ? conv_widths[i] : flex_widths[i]);
+        if (conv_net || i % 2 == 1) x = maxpool2(m, cfg, "features", &idx, x);
+    }
+    x = bf_model_add_flatten(m, "flatten", x);
+    const char *fc_names[2] = {"fc1", "fc2"};
+    for (int j = 0; j < (conv_net ? 1 : 2); j++) {
+        x = j == 0 && cfg->freeze_fc1
+                ? bf_model_add_frozen_linear(m, fc_names[j], x, 128, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN)
+                : bf_model_add_linear(m, fc_names[j], x, 128, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+        snprintf(name, sizeof name, "%s_act", fc_names[j]);
+        x = activation(m, cfg, name, x);
+        if (conv_net) continue;
+        snprintf(name, sizeof name, "%s_dropout", fc_names[j]);
+        x = bf_model_add_dropout(m, name, x, cfg->dropout);
+    }
+    network_output(m, cfg, bf_model_add_linear(m, conv_net ? "fc2" : "fc3", x, num_classes, 1, BF_INIT_UNIFORM_FAN_IN,
+                                               BF_INIT_UNIFORM_FAN_IN));
+}
+
 static int resnet_conv_bn(bf_model *m, const bf_model_config *cfg, const char *block, const char *conv, const char *bn,
                           int input, int c_out, int k, int stride, int pad) {
     char name[BF_NAME_MAX];
@@ -341,6 +376,8 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
     case BF_ARCH_PF_VGG6: build_plasticflex_vgg(m, cfg, pf_vgg6_layers, 256, num_classes); break;
     case BF_ARCH_PF_VGG11: build_plasticflex_vgg(m, cfg, pf_vgg11_layers, 1024, num_classes); break;
     case BF_ARCH_PF_VGG16: build_plasticflex_vgg(m, cfg, pf_vgg16_layers, 4096, num_classes); break;
+    case BF_ARCH_PF_SIMPLE_FLEX: build_plasticflex_simple(m, cfg, 0, num_classes); break;
+    case BF_ARCH_PF_SIMPLE_CONV: build_plasticflex_simple(m, cfg, 1, num_classes); break;
     case BF_ARCH_RESNET18:
     case BF_ARCH_RESNET50:
         if (cfg->flex && cfg->fully_flex) { /* FlexResNet makes every conv flex, and its max-pool stays */
@@ -352,7 +389,7 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
         if (spiking(cfg)) {
             bf_model_destroy(m);
             return bf_error(BF_ERR_CONFIG, "[spiking] neuron = %s works with [model] arch = cnn, vgg6, vgg11, vgg16 and "
-                            "plasticflex_vgg6, _vgg11 and _vgg16, not %s",
+                            "plasticflex_vgg6, _vgg11, _vgg16, _simple_flex and _simple_conv, not %s",
                             cfg->spiking.neuron == BF_NEURON_LIF ? "lif" : "a spiking neuron", bf_arch_name(cfg->arch));
         }
         if (cfg->arch == BF_ARCH_RESNET18) build_resnet(m, cfg, resnet18_blocks, 0, num_classes);
