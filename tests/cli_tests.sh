@@ -374,6 +374,36 @@ else
   echo "note: no matplotlib here; plot_analysis.py's plots not checked (its --summary is)"
 fi
 
+# tools/convert_reference_checkpoint.py: the tiny run's weights saved as a reference .pth (a
+# model_state_dict under DDP's module. prefix, one running_var in float64, an inert bn_logits tensor),
+# converted back with --drop bn_logits, score as the run's own checkpoint; PyTorch needed
+torch_python=""
+for py in python3 /usr/bin/python3; do "$py" -c "import torch" 2>/dev/null && { torch_python=$py; break; }; done
+if [ -n "$torch_python" ]; then
+  "$torch_python" - "$tmp/run/checkpoints/epoch_0002/model.safetensors" "$tmp/reference.pth" <<'PY'
+import json, struct, sys, torch
+with open(sys.argv[1], "rb") as f:
+    header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    data = f.read()
+state = {}
+for name, e in header.items():
+    if name != "__metadata__":
+        t = torch.frombuffer(bytearray(data[e["data_offsets"][0]:e["data_offsets"][1]]),
+                             dtype={"F32": torch.float32, "I64": torch.int64}[e["dtype"]]).reshape(e["shape"])
+        state["module." + name] = t.double() if name.endswith("running_var") else t.clone()
+state["module.features.0.bn_logits.weight"] = torch.ones(4)
+torch.save({"model_state_dict": state, "epoch": 2}, sys.argv[2])
+PY
+  expect "convert a reference checkpoint" 0 "tensors .* -> .*converted/model.safetensors; left out 1: features.0.bn_logits.weight" \
+    -- "$torch_python" "$src/tools/convert_reference_checkpoint.py" "$tmp/reference.pth" "$tmp/converted" --drop bn_logits
+  own=$("$eval_" --checkpoint "$tmp/run/checkpoints/epoch_0002" "$tmp/tiny.ini" 2>/dev/null | grep '^test:')
+  converted=$("$eval_" --checkpoint "$tmp/converted" "$tmp/tiny.ini" 2>/dev/null | grep '^test:')
+  [ -n "$own" ] && [ "$own" = "$converted" ] && passed=$((passed + 1)) ||
+    { failed=$((failed + 1)); echo "FAIL converted reference checkpoint: '$converted', the run's own: '$own'"; }
+else
+  echo "note: no PyTorch here; tools/convert_reference_checkpoint.py not checked"
+fi
+
 # Every shipped config is valid and plans (dry-run) as it stands.
 for f in "$src"/configs/*.ini "$src"/configs/*/*.ini; do
   expect "dry-run $(basename "$f")" 0 "total: [0-9]+ parameters" -- "$train" --dry-run "$f"

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bioflex/analysis.h"
 #include "bioflex/checkpoint.h"
@@ -207,6 +208,19 @@ static bf_status write_attack(const bf_config *cfg, bf_backend *b, const char *d
     return s;
 }
 
+/* The epoch whose test-split noise the checkpoint's evaluations draw. Weights alone (a directory with
+ * model.safetensors only, as tools/convert_reference_checkpoint.py writes) have no state file: 0. */
+static bf_status checkpoint_epoch(const char *dir, int *epoch) {
+    char path[BF_PATH_MAX + 32];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/state.safetensors", dir);
+    *epoch = 0;
+    if (stat(path, &st) == 0) return bf_checkpoint_epoch(dir, epoch);
+    fprintf(stderr, "note: %s holds weights alone (no state.safetensors): any test-split input noise is drawn as "
+            "at epoch 0\n", dir);
+    return BF_OK;
+}
+
 static bf_status evaluate_checkpoint(const bf_config *cfg, const bf_cli *cli, bf_eval_result *res, char *dir) {
     bf_backend *b = NULL;
     bf_dataset *test = NULL;
@@ -218,7 +232,7 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const bf_cli *cli, bf
     if (s == BF_OK) s = bf_run_build_model(cfg, b, test, &m);
     if (s == BF_OK) s = bf_checkpoint_load_model(dir, m);
     int epoch = 0; /* the test noise of the checkpoint's epoch, as the run's evaluation there drew it */
-    if (s == BF_OK) s = bf_checkpoint_epoch(dir, &epoch);
+    if (s == BF_OK) s = checkpoint_epoch(dir, &epoch);
     bf_loader_options o = bf_loader_options_from_config(cfg, BF_SPLIT_TEST);
     o.shuffle = 0; /* the whole test split, in order, whatever [run] val_batches says */
     if (s == BF_OK) s = bf_loader_create(test, &o, &loader);

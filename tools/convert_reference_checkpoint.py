@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Converts a FlexNet or PlasticFlex reference checkpoint (a torch.save'd .pth) into a directory that
+bioflex reads as a checkpoint (bioflex-eval --checkpoint DIR) or as starting weights
+([model] init_weights = DIR):
+
+    python3 tools/convert_reference_checkpoint.py checkpoint_200.pth runs/exp4_reference
+    python3 tools/convert_reference_checkpoint.py checkpoint_200.pth runs/exp4_reference --drop bn_logits
+    bioflex-eval --checkpoint runs/exp4_reference configs/flexnet/exp4_flex_vgg16_imagenet100.ini
+
+The checkpoint is a dict with the model's state_dict under "model_state_dict" (FlexNet spec 7.2,
+PlasticFlex's save_checkpoint), or a bare state_dict. Its names are PyTorch's, which bioflex's
+models use, so the tensors are written as they are into DIR/model.safetensors, except:
+  - a DistributedDataParallel "module." prefix is removed;
+  - a flex threshold of shape [1, C, H, W] becomes bioflex's [C, H, W];
+  - float64 tensors become float32 (num_batches_tracked stays int64);
+  - --drop NAME (repeatable) leaves out every tensor with NAME as one of its dot-separated
+    components: FlexNet's channel-wise max layers carry a batch-norm on the logits they never use
+    (bn_logits), which bioflex-eval's exact loading refuses and init_weights passes over.
+What bioflex will not find (a checkpoint of another architecture, PlasticFlex's lazily built fc1
+missing from an epoch-0 checkpoint) it names when it loads the file. Needs PyTorch (Debian:
+python3-torch) to read the .pth; the safetensors file is written without the safetensors package.
+"""
+import argparse
+import json
+import os
+import struct
+import sys
+
+DTYPES = {"torch.float32": "F32", "torch.int64": "I64"}
+
+
+def state_dict_of(checkpoint):
+    """The state_dict inside a reference checkpoint (or the checkpoint itself when it is one)."""
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model_state_dict"), dict):
+        return checkpoint["model_state_dict"]
+    if isinstance(checkpoint, dict) and checkpoint and all(hasattr(v, "shape") for v in checkpoint.values()):
+        return checkpoint
+    keys = ", ".join(sorted(checkpoint)[:8]) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+    raise SystemExit(f"error: no state_dict in the checkpoint (no model_state_dict; it holds {keys})")
+
+
+def converted(state, drop, torch):
+    """(name, tensor) pairs in bioflex's terms, and the names left out."""
+    out, dropped = [], []
+    for name, t in state.items():
+        if name.startswith("module."):
+            name = name[len("module."):]
+        if any(d in name.split(".") for d in drop):
+            dropped.append(name)
+            continue
+        t = t.detach().cpu()
+        if t.dtype == torch.float64:
+            t = t.float()
+        if name.split(".")[-1] == "threshold" and t.dim() == 4 and t.shape[0] == 1:
+            t = t[0]
+        if str(t.dtype) not in DTYPES:
+            raise SystemExit(f"error: {name} is {t.dtype}; bioflex reads float32 and int64 tensors")
+        out.append((name, t.contiguous()))
+    return out, dropped
+
+
+def write_safetensors(path, tensors, metadata):
+    """The safetensors format: an 8-byte little-endian header size, the JSON header, the data."""
+    header, offset, blobs = {"__metadata__": metadata}, 0, []
+    for name, t in tensors:
+        data = t.numpy().tobytes()
+        header[name] = {"dtype": DTYPES[str(t.dtype)], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    with open(path + ".tmp", "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for data in blobs:
+            f.write(data)
+    os.replace(path + ".tmp", path)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", help="the reference's .pth file")
+    p.add_argument("out_dir", help="the directory to write model.safetensors into (made if missing)")
+    p.add_argument("--drop", action="append", default=[], metavar="NAME",
+                   help="leave out tensors with this dot-separated name component (e.g. bn_logits); repeatable")
+    a = p.parse_args()
+    try:
+        import torch
+    except ImportError:
+        raise SystemExit("error: reading a .pth needs PyTorch (Debian: apt-get install python3-torch)")
+    try:
+        checkpoint = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
+    except TypeError:  # PyTorch before 1.13 has no weights_only
+        checkpoint = torch.load(a.checkpoint, map_location="cpu")
+    tensors, dropped = converted(state_dict_of(checkpoint), a.drop, torch)
+    if not tensors:
+        raise SystemExit("error: no tensors left to write")
+    os.makedirs(a.out_dir, exist_ok=True)
+    path = os.path.join(a.out_dir, "model.safetensors")
+    metadata = {"source": os.path.abspath(a.checkpoint), "converted_by": "tools/convert_reference_checkpoint.py"}
+    if isinstance(checkpoint, dict) and "epoch" in checkpoint:
+        metadata["reference_epoch"] = str(checkpoint["epoch"])
+    write_safetensors(path, tensors, metadata)
+    floats = sum(t.numel() for _, t in tensors if t.dtype == torch.float32)
+    print(f"{len(tensors)} tensors ({floats:,} floats) -> {path}" + (f"; left out {len(dropped)}: "
+          + ", ".join(dropped[:6]) + (" ..." if len(dropped) > 6 else "") if dropped else ""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
