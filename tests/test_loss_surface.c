@@ -9,7 +9,8 @@
  *     parameters set to theta + a d1 + b d2 by hand; the parameters come back bit for bit;
  *   - in training mode (the reference's): bf_evaluate_batches_training_mode's loss is the training
  *     forward's of the same batch by hand (batch statistics, not the evaluation's), the running
- *     statistics and batch count come back bit for bit, and the surface's (0, 0) is that score. */
+ *     statistics and batch count come back bit for bit, and the surface's (0, 0) is that score; the
+ *     surface, which keeps them once for all its points, puts them back too. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,7 +190,7 @@ static void test_training_mode(bf_backend *b, bf_model *m) {
     const int64_t tracked = m->num_batches_tracked;
     bf_eval_result eval, train;
     CHECK_OK(bf_evaluate_batches(m, loader, 0.0f, 0, 1, &eval));
-    CHECK_OK(bf_evaluate_batches_training_mode(m, loader, 0.0f, 0, 1, &train));
+    CHECK_OK(bf_evaluate_batches_training_mode(m, loader, 0.0f, 0, 1, 1, &train));
     float *after = bf_test_download(b, m->buffer_data, m->num_buffer_floats);
     CHECK(memcmp(buffers, after, m->num_buffer_floats * sizeof(float)) == 0 && m->num_batches_tracked == tracked,
           "training mode: the running statistics and batch count come back bit for bit");
@@ -213,7 +214,10 @@ static void test_training_mode(bf_backend *b, bf_model *m) {
     CHECK_OK(bf_loss_surface(m, loader, 0.0f, &o, csv, &center));
     fclose(csv);
     CHECK(center == train.loss, "training mode: the surface's (0, 0) is that score (%.7g, want %.7g)", center, train.loss);
-    free(buffers), free(after);
+    float *after_surface = bf_test_download(b, m->buffer_data, m->num_buffer_floats);
+    CHECK(memcmp(buffers, after_surface, m->num_buffer_floats * sizeof(float)) == 0 && m->num_batches_tracked == tracked,
+          "training mode: the surface puts back the running statistics and batch count (kept once for its 9 points)");
+    free(buffers), free(after), free(after_surface);
     bf_loader_destroy(loader);
 }
 

@@ -76,12 +76,13 @@ bf_status bf_evaluate(bf_model *m, bf_loader *loader, float label_smoothing, bf_
 bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smoothing, int epoch, int max_batches,
                               bf_eval_result *out);
 /* bf_evaluate_batches with the forward in training mode: batch-norm over each batch's own statistics,
- * dropout drawn (keyed as evaluation's draws are, so every call draws the same). The running
- * statistics and the batch and sample counts the passes move are put back; the flex layers' conv
- * ratios count these batches too. (PlasticFlex's loss surface was scored so: its reference never
- * put the model in eval().) */
+ * dropout drawn (keyed as evaluation's draws are, so every call draws the same). With put_back the
+ * buffers (running statistics) and the batch and sample counts the passes move are put back; without,
+ * that is the caller's (a loop of calls saves them once: the buffers hold a frozen fc1 too); the flex
+ * layers' conv ratios count these batches either way. (PlasticFlex's loss surface was scored so: its
+ * reference never put the model in eval().) */
 bf_status bf_evaluate_batches_training_mode(bf_model *m, bf_loader *loader, float label_smoothing, int epoch,
-                                            int max_batches, bf_eval_result *out);
+                                            int max_batches, int put_back, bf_eval_result *out);
 
 /* ---- the training run (bioflex-train) ---- */
 typedef struct bf_train_options {

@@ -96,7 +96,8 @@ bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smooth
 }
 
 bf_status bf_evaluate_batches_training_mode(bf_model *m, bf_loader *loader, float label_smoothing, int epoch,
-                                            int max_batches, bf_eval_result *out) {
+                                            int max_batches, int put_back, bf_eval_result *out) {
+    if (!put_back) return score_batches(m, loader, label_smoothing, epoch, max_batches, 1, out);
     bf_backend *b = m->backend;
     const size_t floats = m->num_buffer_floats;
     float *kept = malloc((floats + 1) * sizeof(float));

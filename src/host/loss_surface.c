@@ -102,6 +102,14 @@ bf_status bf_loss_surface(bf_model *m, bf_loader *loader, float label_smoothing,
     bf_status s = theta && d1 && d2 ? BF_OK : bf_error(BF_ERR_OOM, "loss surface: 3 x %zu floats", n);
     if (s == BF_OK) s = bf_to_host(b, theta, m->param_data, bytes);
     const int have_theta = s == BF_OK; /* what the parameters are restored to */
+    /* training mode moves the running statistics and counts: kept once here, put back at the end */
+    const size_t buffer_bytes = m->num_buffer_floats * sizeof(float);
+    float *buffers = o->training_mode ? malloc(buffer_bytes + 1) : NULL;
+    const int64_t tracked = m->num_batches_tracked;
+    const double flex_samples = m->flex_samples, spike_samples = m->spike_samples;
+    if (s == BF_OK && o->training_mode && !buffers) s = bf_error(BF_ERR_OOM, "loss surface: %zu bytes", buffer_bytes);
+    if (s == BF_OK && buffers && buffer_bytes) s = bf_to_host(b, buffers, m->buffer_data, buffer_bytes);
+    const int have_buffers = s == BF_OK && buffers;
     if (s == BF_OK) s = bf_loss_surface_directions(m, theta, o, d1, d2);
     if (s == BF_OK) s = bf_alloc(b, 3 * bytes, (void **)&on_backend);
     if (s == BF_OK) s = bf_to_device(b, on_backend, theta, bytes);
@@ -124,7 +132,7 @@ bf_status bf_loss_surface(bf_model *m, bf_loader *loader, float label_smoothing,
             bf_eval_result r;
             s = set_point(m, on_backend, on_backend + n, on_backend + 2 * n, a, c);
             if (s == BF_OK)
-                s = o->training_mode ? bf_evaluate_batches_training_mode(m, loader, label_smoothing, 0, o->batches, &r)
+                s = o->training_mode ? bf_evaluate_batches_training_mode(m, loader, label_smoothing, 0, o->batches, 0, &r)
                                      : bf_evaluate_batches(m, loader, label_smoothing, 0, o->batches, &r);
             if (s != BF_OK) break;
             fprintf(csv, "%.6g,%.6g,%.7g,%.6g\n", a, c, r.loss, r.top1);
@@ -132,8 +140,13 @@ bf_status bf_loss_surface(bf_model *m, bf_loader *loader, float label_smoothing,
         }
     }
     bf_status restored = have_theta ? bf_to_device(b, m->param_data, theta, bytes) : BF_OK;
+    if (have_buffers) {
+        if (restored == BF_OK && buffer_bytes) restored = bf_to_device(b, m->buffer_data, buffers, buffer_bytes);
+        m->num_batches_tracked = tracked;
+        m->flex_samples = flex_samples, m->spike_samples = spike_samples;
+    }
     bf_free(b, on_backend);
-    free(theta);
+    free(theta), free(buffers);
     if (s == BF_OK && fflush(csv) != 0) s = bf_error(BF_ERR_IO, "loss surface: cannot write the CSV");
     return s != BF_OK ? bf_error_context(s, "loss surface") : restored;
 }
