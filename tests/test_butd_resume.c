@@ -87,7 +87,7 @@ int main(void) {
     CHECK(differ > 0, "the weights after epoch 1 and after epoch 2 differ (the comparison can fail: %d)", differ);
 
     /* Stopped after every one of the 2 x 20 steps (the request stays set), resumed each time. */
-    volatile sig_atomic_t stop = 1;
+    atomic_int stop = 1;
     bf_train_options stopping = {.quiet = 1, .stop = &stop};
     configure(&cfg, stepped, 2);
     int runs = 0, bad_steps = 0;

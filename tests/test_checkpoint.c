@@ -249,7 +249,7 @@ static void test_data_change_on_resume(void) {
     bf_config cfg;
     small_config(&cfg, "data_change", BF_OPTIM_SGD);
     cfg.run.epochs = 1;
-    volatile sig_atomic_t stop = 1; /* set from the start: the run stops after its first step */
+    atomic_int stop = 1; /* set from the start: the run stops after its first step */
     FILE *quiet = quiet_log();
     bf_train_options first = {.quiet = 1, .log = quiet, .stop = &stop};
     bf_train_result r;
@@ -384,7 +384,7 @@ static void test_stop_every_step(void) {
     CHECK(!r1.interrupted && r1.steps_done == 21, "uninterrupted: 21 steps (got %ld)", r1.steps_done);
 
     /* The request stays set, so every run (fresh or resumed) trains one step and stops. */
-    volatile sig_atomic_t stop = 1;
+    atomic_int stop = 1;
     bf_train_options o = {.quiet = 1, .log = log, .stop = &stop};
     int runs = 0, bad_steps = 0, bad_dirs = 0;
     do {

@@ -108,7 +108,7 @@ static void check_comm_exposed(const char *run_dir, int want) {
 /* One run of cfg into tmp/name (resumed from tmp/resume_from when not NULL; asked to stop when
  * *stop is set); *model gets its last checkpoint's weights file. */
 static bf_train_result run_stopping(bf_config *cfg, const char *tmp, const char *name, const char *resume_from,
-                                    const volatile sig_atomic_t *stop, char model[700]) {
+                                    const atomic_int *stop, char model[700]) {
     char resume[600] = "";
     if (resume_from) snprintf(resume, sizeof resume, "%s/%s", tmp, resume_from);
     bf_train_options opt = {.quiet = 1, .log = stderr, .resume = resume_from ? resume : NULL, .stop = stop};
@@ -161,7 +161,7 @@ static void check_two_gpus(const char *tmp, const char *const *sets, size_t num_
 
     /* a stop request (bioflex-train's signal), seen by the ranks together at the first log interval
      * (step 3 of 8), then resumed: bit for bit the run above */
-    volatile sig_atomic_t stop = 1;
+    atomic_int stop = 1;
     bf_train_result stopped = run_stopping(&cfg, tmp, "stopped", NULL, &stop, part);
     CHECK(stopped.interrupted && stopped.steps_done == 3, "--gpus 2 asked to stop: interrupted %d after %ld steps, "
           "want the first log interval's 3", stopped.interrupted, stopped.steps_done);

@@ -2,7 +2,7 @@
 #ifndef BIOFLEX_TRAIN_H
 #define BIOFLEX_TRAIN_H
 
-#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 
 #include "bioflex/config.h"
@@ -94,8 +94,10 @@ typedef struct bf_train_options {
     /* Nullable; becomes non-zero (bioflex-train: on SIGINT, SIGTERM or SIGUSR1) to ask the run to stop early:
      * it finishes the step, writes a checkpoint of that position and returns with
      * result->interrupted set. Alone the run looks after every step; with several ranks every rank
-     * must stop at the same step, so they agree at log intervals. */
-    const volatile sig_atomic_t *stop;
+     * must stop at the same step, so they agree at log intervals. An atomic, not a volatile
+     * sig_atomic_t: the signal lands in any thread (MPI's, NCCL's, a loader's), and only a lock-free
+     * atomic is both safe to write in a handler and seen by another thread. */
+    const atomic_int *stop;
     /* Nullable; called once, on rank 0, when the run is set up and any --resume has loaded and
      * passed its checks, before the first step: bioflex-train writes the run directory's
      * config.ini there, so that a refused resume leaves the one of the run it refused to continue. */

@@ -40,7 +40,7 @@ typedef struct butd_run {
     float *x, *dlogits, *losses, *correct1, *correct5, *sums, *grad_sumsq, *clip;
     float *kept_td;                 /* learning = backprop with separate weights: B across a step */
     int32_t *labels;
-    const volatile sig_atomic_t *stop; /* bf_train_options.stop */
+    const atomic_int *stop; /* bf_train_options.stop */
     FILE *text;                        /* NULL: quiet */
     int evaluate_only;                 /* bioflex-eval: no metrics.jsonl */
     int stepped, monitored; /* a step, and a step that logged its update's norm, has run (bf_dp_set_warmup) */

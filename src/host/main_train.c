@@ -32,9 +32,12 @@ static const char usage[] =
     "exit status: 0 success, 2 bad command line or config, 1 runtime failure, 128+signal stopped by a signal\n";
 
 /* The signal that asked the run to stop (0: none). A handler can only talk to the program through
- * a sig_atomic_t, so this is the program's one global; the run reads it through
- * bf_train_options.stop. */
-static volatile sig_atomic_t stop_signal;
+ * a global, so this is the program's one; the run reads it through bf_train_options.stop. A
+ * lock-free atomic_int: the handler runs in whichever thread the signal lands in, and C11 allows
+ * a handler only lock-free atomics or volatile sig_atomic_t, of which only the atomic is seen
+ * across threads. */
+static atomic_int stop_signal;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the stop flag must be lock-free to be written in a signal handler");
 /* Whether the handler may say so on stderr: only on a terminal of our own. Under a launcher
  * (mpirun's pseudo-terminal) nobody may be reading any more, and a write there could block the
  * handler for good. */
@@ -50,12 +53,13 @@ static int note_on_signal;
 static void on_stop_signal(int sig) {
     static const char note[] = "\nbioflex-train: stopping after the current step with a checkpoint (Ctrl-C again ends "
                                "the run at once)\n";
-    if (stop_signal) return; /* a repeated SIGTERM or SIGUSR1 */
+    int none = 0;
+    /* A repeated SIGTERM or SIGUSR1, or one that landed in another thread at the same moment. */
+    if (!atomic_compare_exchange_strong(&stop_signal, &none, sig)) return;
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
     sigaction(SIGINT, &dfl, NULL);
-    stop_signal = sig;
     if (note_on_signal) {
         ssize_t ignored = write(STDERR_FILENO, note, sizeof note - 1); /* async-signal-safe; printf is not */
         (void)ignored;

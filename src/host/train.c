@@ -61,7 +61,7 @@ typedef struct run {
     bf_optimizer *opt;
     bf_metrics_log log;
     bf_data_parallel dp; /* rank and world of a data-parallel run (mpirun); one rank otherwise */
-    const volatile sig_atomic_t *stop; /* bf_train_options.stop: asks the run to stop early */
+    const atomic_int *stop; /* bf_train_options.stop: asks the run to stop early */
     double best_top1;                  /* [run] keep_best: the best evaluation so far (-1: none) */
     /* device buffers of the step */
     float *x, *losses, *correct1, *correct5, *dlogits, *sums, *grad_sumsq, *clip;
