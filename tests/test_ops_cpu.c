@@ -374,6 +374,17 @@ static void test_pooling(bf_backend *b) {
     CHECK_OK(bf_to_host(b, hy, y, sizeof hy));
     CHECK(isnan(hy[1]) && isnan(hy[3]) && hy[0] == -5 && hy[2] == -5, "maxpool propagates NaN (%g %g %g %g)", hy[0],
           hy[1], hy[2], hy[3]);
+    /* The same in the 2x2 stride-2 loop: a NaN in the last tap of window 1 (of 0-3) wins it, and
+     * one in the first tap of window 2 holds on against the larger values after it. */
+    const float with_nan[16] = {0, 1, 2, 3, 4, 5, 6, NAN, NAN, 9, 10, 11, 12, 13, 14, 15};
+    bf_pool_shape s2 = {.n = 1, .c = 1, .h_in = 4, .w_in = 4, .k = 2, .stride = 2, .pad = 0};
+    CHECK_OK(bf_pool_shape_init(&s2));
+    CHECK_OK(bf_to_device(b, x, with_nan, sizeof with_nan));
+    CHECK_OK(b->ops->maxpool_forward(b, &s2, x, y, argmax));
+    CHECK_OK(bf_to_host(b, hy, y, sizeof hy));
+    CHECK_OK(bf_to_host(b, harg, argmax, sizeof harg));
+    CHECK(hy[0] == 5 && isnan(hy[1]) && isnan(hy[2]) && hy[3] == 15 && harg[1] == 7 && harg[2] == 8,
+          "maxpool k2 s2 propagates NaN (%g %g %g %g, argmax %d %d)", hy[0], hy[1], hy[2], hy[3], harg[1], harg[2]);
 
     /* Hand-checked average pool: x[i] = i on 5x5, k3 s2 p1, padding counted in the divisor. */
     float ramp[25], avg[9];
@@ -389,6 +400,13 @@ static void test_pooling(bf_backend *b) {
 
     test_pool_case(b, (bf_pool_shape){.n = 2, .c = 3, .h_in = 7, .w_in = 6, .k = 3, .stride = 2, .pad = 1}, 1, NULL, "maxpool k3 s2 p1");
     test_pool_case(b, (bf_pool_shape){.n = 2, .c = 3, .h_in = 8, .w_in = 8, .k = 2, .stride = 2, .pad = 0}, 1, NULL, "maxpool k2 s2");
+    /* k2 s2 has its own loop too (every VGG pool): odd sizes (the last row and column unused) and
+     * values from {-1, -0.5, 0, 0.5, 1}, so that most windows hold a tie for their maximum */
+    float coarse[2 * 3 * 7 * 9];
+    bf_test_fill_uniform(coarse, 2 * 3 * 7 * 9, -1.2f, 1.2f, 33);
+    for (int i = 0; i < 2 * 3 * 7 * 9; i++) coarse[i] = roundf(coarse[i] * 2) / 2;
+    test_pool_case(b, (bf_pool_shape){.n = 2, .c = 3, .h_in = 7, .w_in = 9, .k = 2, .stride = 2, .pad = 0}, 1, coarse,
+                   "maxpool k2 s2 ties");
     /* stride 1 has its own loop (the flex layers' pool branch), also on planes narrower than k */
     test_pool_case(b, (bf_pool_shape){.n = 2, .c = 3, .h_in = 5, .w_in = 6, .k = 3, .stride = 1, .pad = 1}, 1, NULL, "maxpool k3 s1 p1");
     test_pool_case(b, (bf_pool_shape){.n = 1, .c = 2, .h_in = 7, .w_in = 9, .k = 5, .stride = 1, .pad = 2}, 1, NULL, "maxpool k5 s1 p2");

@@ -78,6 +78,50 @@ static void maxpool_plane(const bf_pool_shape *s, const float *xp, float *yp, in
     }
 }
 
+/* Whether the plane holds a NaN, from the bits (an exponent of all ones and a non-zero fraction): one
+ * integer compare per value, which vectorises where a float compare of v with itself, combined
+ * with another compare, does not (GCC 12). */
+static int plane_has_nan(const float *x, size_t n) {
+    int any = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, x + i, sizeof bits);
+        any |= (bits & 0x7fffffffu) > 0x7f800000u;
+    }
+    return any;
+}
+
+/* The 2x2 stride-2 window without padding (every VGG and CNN pool) over a plane without NaNs.
+ * maxpool_plane's per-tap set-up (a division in bf_cpu_valid_outputs, gathered stride-2 loads)
+ * costs more than its maxima on rows of 7-16 outputs: with it the pool took 12-16 % of the quick
+ * start's step. Here every window lies inside the input, and without NaNs maxpool_plane's rule
+ * (strictly greater replaces, in row-major tap order) is one compare per tap, so the loop
+ * vectorises; the outputs and winners are the same. A plane with a NaN takes maxpool_plane. */
+static void maxpool_plane_2x2(const bf_pool_shape *s, const float *restrict xp, float *restrict yp,
+                              int32_t *restrict ap) {
+    const int w_in = s->w_in, w_out = s->w_out;
+    for (int oh = 0; oh < s->h_out; oh++) {
+        const int top = 2 * oh * w_in; /* index of the window row's first input */
+        const float *r0 = xp + top, *r1 = r0 + w_in;
+        float *restrict y_row = yp + (size_t)oh * w_out;
+        int32_t *restrict arg_row = ap + (size_t)oh * w_out;
+        /* The winner's index through an all-ones mask rather than a select: GCC 12 then vectorises
+         * the loop, and rows of 7 outputs run in vectors too (a third of the time of selects). */
+#pragma omp simd
+        for (int ow = 0; ow < w_out; ow++) {
+            const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+            const int32_t at = top + 2 * ow;
+            float best = a;
+            int32_t arg = at, take;
+            take = -(b > best), arg = (arg & ~take) | ((at + 1) & take), best = b > best ? b : best;
+            take = -(c > best), arg = (arg & ~take) | ((at + w_in) & take), best = c > best ? c : best;
+            take = -(d > best), arg = (arg & ~take) | ((at + w_in + 1) & take), best = d > best ? d : best;
+            y_row[ow] = best;
+            arg_row[ow] = arg;
+        }
+    }
+}
+
 bf_status bf_cpu_maxpool_forward(bf_backend *b, const bf_pool_shape *s, const float *x, float *y,
                                  int32_t *argmax) {
     BF_TRY(check_shape(s));
@@ -89,7 +133,12 @@ bf_status bf_cpu_maxpool_forward(bf_backend *b, const bf_pool_shape *s, const fl
         argmax = scratch;
     }
 #pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
-    for (long p = 0; p < planes; p++) maxpool_plane(s, x + p * in_plane, y + p * out_plane, argmax + p * out_plane);
+    for (long p = 0; p < planes; p++) {
+        if (s->k == 2 && s->stride == 2 && s->pad == 0 && !plane_has_nan(x + p * in_plane, in_plane))
+            maxpool_plane_2x2(s, x + p * in_plane, y + p * out_plane, argmax + p * out_plane);
+        else
+            maxpool_plane(s, x + p * in_plane, y + p * out_plane, argmax + p * out_plane);
+    }
     return BF_OK;
 }
 
