@@ -197,6 +197,13 @@ static void test_conv(bf_backend *b) {
                                         .stride = 1, .pad = 2, .groups = 1}, 0, "conv 3x2 pad 2 no bias");
     test_conv_case(b, (bf_conv2d_shape){.n = 1, .c_in = 4, .h_in = 7, .w_in = 7, .c_out = 4, .k_h = 5, .k_w = 5,
                                         .stride = 3, .pad = 2, .groups = 4}, 1, "conv depthwise 5x5 stride 3 batch 1");
+    /* Batches of 32 images and more take tiles of several images per GEMM where the output is
+     * small (conv_cpu.c): 2 images of 4x4 per tile, the last tile with 1; then 3 pointwise images of
+     * 5x5, the last tile with 2. */
+    test_conv_case(b, (bf_conv2d_shape){.n = 37, .c_in = 4, .h_in = 7, .w_in = 7, .c_out = 6, .k_h = 3, .k_w = 3,
+                                        .stride = 2, .pad = 1, .groups = 2}, 1, "conv tiles of 2 images, groups 2, bias");
+    test_conv_case(b, (bf_conv2d_shape){.n = 50, .c_in = 3, .h_in = 5, .w_in = 5, .c_out = 4, .k_h = 1, .k_w = 1,
+                                        .stride = 1, .pad = 0, .groups = 1}, 0, "conv 1x1 tiles of 3 images");
 
     bf_conv2d_shape bad = {.n = 1, .c_in = 3, .h_in = 5, .w_in = 5, .c_out = 4, .k_h = 3, .k_w = 3, .stride = 1};
     float *buf = bf_test_upload(b, NULL, 1000);
