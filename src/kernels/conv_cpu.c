@@ -81,57 +81,68 @@ static void copy_rows(int rows, int len, const float *src, size_t src_ld, float 
 
 /* Unrolls cin_g channels of one image (x) into its hw_out columns of col (rows ld floats apart);
  * padding reads as zero. Row (c, ki, kj) of col holds, for every output position, the input under
- * kernel tap (ki, kj). */
+ * kernel tap (ki, kj). The taps are the outer loops and the channels the inner one, so that the
+ * clipped ranges (bf_cpu_valid_outputs: two divisions) are found once per tap, not per channel:
+ * at 4x4 and 2x2 they cost more than the copies. */
 static void im2col(const bf_conv2d_shape *s, int channels, const float *x, float *col, size_t ld) {
-    for (int c = 0; c < channels; c++)
-        for (int ki = 0; ki < s->k_h; ki++)
-            for (int kj = 0; kj < s->k_w; kj++) {
+    const int stride = s->stride, w_in = s->w_in, w_out = s->w_out;
+    for (int ki = 0; ki < s->k_h; ki++) {
+        int oh_lo, oh_hi; /* the output rows whose input row under tap ki lies inside the image */
+        bf_cpu_valid_outputs(s->h_in, s->h_out, stride, s->pad, ki, &oh_lo, &oh_hi);
+        for (int kj = 0; kj < s->k_w; kj++) {
+            int ow_lo, ow_hi;
+            bf_cpu_valid_outputs(w_in, w_out, stride, s->pad, kj, &ow_lo, &ow_hi);
+            const int offset = kj - s->pad; /* input column = ow*stride + offset */
+            for (int c = 0; c < channels; c++) {
                 float *row = col + ((size_t)(c * s->k_h + ki) * s->k_w + kj) * ld;
-                int ow_lo, ow_hi;
-                bf_cpu_valid_outputs(s->w_in, s->w_out, s->stride, s->pad, kj, &ow_lo, &ow_hi);
-                for (int oh = 0; oh < s->h_out; oh++) {
-                    float *dst = row + (size_t)oh * s->w_out;
-                    int ih = oh * s->stride - s->pad + ki;
-                    if (ih < 0 || ih >= s->h_in) {
-                        memset(dst, 0, sizeof(float) * s->w_out);
-                        continue;
-                    }
-                    const float *src = x + ((size_t)c * s->h_in + ih) * s->w_in;
-                    int offset = kj - s->pad; /* input column = ow*stride + offset */
+                const float *plane = x + (size_t)c * s->h_in * w_in;
+                if (oh_lo > 0) memset(row, 0, sizeof(float) * (size_t)oh_lo * w_out);
+                for (int oh = oh_lo; oh < oh_hi; oh++) {
+                    float *dst = row + (size_t)oh * w_out;
+                    const float *src = plane + (size_t)(oh * stride - s->pad + ki) * w_in;
                     for (int ow = 0; ow < ow_lo; ow++) dst[ow] = 0.0f;
-                    if (s->stride == 1 && ow_hi > ow_lo)
-                        memcpy(dst + ow_lo, src + ow_lo + offset, sizeof(float) * (ow_hi - ow_lo));
-                    else if (s->stride != 1)
-                        for (int ow = ow_lo; ow < ow_hi; ow++) dst[ow] = src[ow * s->stride + offset];
-                    for (int ow = ow_hi; ow < s->w_out; ow++) dst[ow] = 0.0f;
+                    if (stride == 1) /* a loop, not memcpy: rows of 2-8 floats are shorter than a call */
+                        for (int ow = ow_lo; ow < ow_hi; ow++) dst[ow] = src[ow + offset];
+                    else
+                        for (int ow = ow_lo; ow < ow_hi; ow++) dst[ow] = src[ow * stride + offset];
+                    for (int ow = ow_hi; ow < w_out; ow++) dst[ow] = 0.0f;
                 }
+                if (oh_hi < s->h_out)
+                    memset(row + (size_t)oh_hi * w_out, 0, sizeof(float) * (size_t)(s->h_out - oh_hi) * w_out);
             }
+        }
+    }
 }
 
 /* The adjoint of im2col: adds every entry of one image's columns of col (rows ld floats apart)
  * onto the input position it was read from. dx (cin_g channels of one image) must be zeroed
- * first; entries from padding are dropped. */
+ * first; entries from padding are dropped. The channel loop is inside the taps' as in im2col; an
+ * input element still gets its taps' entries in (ki, kj) order, so the sums are the same. */
 static void col2im(const bf_conv2d_shape *s, int channels, const float *col, size_t ld, float *dx) {
-    for (int c = 0; c < channels; c++)
-        for (int ki = 0; ki < s->k_h; ki++)
-            for (int kj = 0; kj < s->k_w; kj++) {
+    const int stride = s->stride, w_in = s->w_in, w_out = s->w_out;
+    for (int ki = 0; ki < s->k_h; ki++) {
+        int oh_lo, oh_hi;
+        bf_cpu_valid_outputs(s->h_in, s->h_out, stride, s->pad, ki, &oh_lo, &oh_hi);
+        for (int kj = 0; kj < s->k_w; kj++) {
+            int ow_lo, ow_hi;
+            bf_cpu_valid_outputs(w_in, w_out, stride, s->pad, kj, &ow_lo, &ow_hi);
+            const int offset = kj - s->pad; /* input column = ow*stride + offset */
+            for (int c = 0; c < channels; c++) {
                 const float *row = col + ((size_t)(c * s->k_h + ki) * s->k_w + kj) * ld;
-                int ow_lo, ow_hi;
-                bf_cpu_valid_outputs(s->w_in, s->w_out, s->stride, s->pad, kj, &ow_lo, &ow_hi);
-                for (int oh = 0; oh < s->h_out; oh++) {
-                    int ih = oh * s->stride - s->pad + ki;
-                    if (ih < 0 || ih >= s->h_in) continue;
-                    const float *src = row + (size_t)oh * s->w_out;
-                    float *dst = dx + ((size_t)c * s->h_in + ih) * s->w_in;
-                    int offset = kj - s->pad; /* input column = ow*stride + offset */
-                    if (s->stride == 1) { /* unit stride: a loop the compiler vectorises; the same sums */
+                float *plane = dx + (size_t)c * s->h_in * w_in;
+                for (int oh = oh_lo; oh < oh_hi; oh++) {
+                    const float *src = row + (size_t)oh * w_out;
+                    float *dst = plane + (size_t)(oh * stride - s->pad + ki) * w_in;
+                    if (stride == 1) { /* unit stride: a loop the compiler vectorises; the same sums */
                         float *d = dst + offset;
                         for (int ow = ow_lo; ow < ow_hi; ow++) d[ow] += src[ow];
                     } else {
-                        for (int ow = ow_lo; ow < ow_hi; ow++) dst[ow * s->stride + offset] += src[ow];
+                        for (int ow = ow_lo; ow < ow_hi; ow++) dst[ow * stride + offset] += src[ow];
                     }
                 }
             }
+        }
+    }
 }
 
 /* Scratch for `threads` threads: each one's column buffer, tile buffer and `extra` floats. */
