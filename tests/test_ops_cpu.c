@@ -414,6 +414,16 @@ static void test_pooling(bf_backend *b) {
     for (int i = 0; i < 2 * 3 * 7 * 9; i++) coarse[i] = roundf(coarse[i] * 2) / 2;
     test_pool_case(b, (bf_pool_shape){.n = 2, .c = 3, .h_in = 7, .w_in = 9, .k = 2, .stride = 2, .pad = 0}, 1, coarse,
                    "maxpool k2 s2 ties");
+    /* and k3 s1 p1 (every 3x3 flex layer's pool branch: rows of window maxima, then columns): ties,
+     * and planes of one and two columns or rows */
+    test_pool_case(b, (bf_pool_shape){.n = 2, .c = 3, .h_in = 7, .w_in = 9, .k = 3, .stride = 1, .pad = 1}, 1, coarse,
+                   "maxpool k3 s1 p1 ties");
+    test_pool_case(b, (bf_pool_shape){.n = 3, .c = 2, .h_in = 5, .w_in = 1, .k = 3, .stride = 1, .pad = 1}, 1, coarse,
+                   "maxpool k3 s1 p1 one column, ties");
+    test_pool_case(b, (bf_pool_shape){.n = 3, .c = 2, .h_in = 1, .w_in = 2, .k = 3, .stride = 1, .pad = 1}, 1, coarse,
+                   "maxpool k3 s1 p1 one row, ties");
+    test_pool_case(b, (bf_pool_shape){.n = 1, .c = 2, .h_in = 2, .w_in = 2, .k = 3, .stride = 1, .pad = 1}, 1, coarse,
+                   "maxpool k3 s1 p1 2x2, ties");
     /* stride 1 has its own loop (the flex layers' pool branch), also on planes narrower than k */
     test_pool_case(b, (bf_pool_shape){.n = 2, .c = 3, .h_in = 5, .w_in = 6, .k = 3, .stride = 1, .pad = 1}, 1, NULL, "maxpool k3 s1 p1");
     test_pool_case(b, (bf_pool_shape){.n = 1, .c = 2, .h_in = 7, .w_in = 9, .k = 5, .stride = 1, .pad = 2}, 1, NULL, "maxpool k5 s1 p2");

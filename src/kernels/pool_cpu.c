@@ -122,6 +122,60 @@ static void maxpool_plane_2x2(const bf_pool_shape *s, const float *restrict xp, 
     }
 }
 
+/* The widest plane maxpool_plane_3x3 takes: its three rows of window maxima live on the stack. */
+#define SEPARABLE_MAX_WIDTH 512
+
+/* The maxima of one row's 3-wide windows (columns c-1..c+1, clipped) and their columns, the first
+ * maximum on ties: no NaN in x. */
+static void row_maxima3(const float *restrict x, int w, float *restrict best, int32_t *restrict col) {
+    best[0] = x[0], col[0] = 0;
+    if (w == 1) return;
+    if (x[1] > best[0]) best[0] = x[1], col[0] = 1;
+#pragma omp simd
+    for (int c = 1; c < w - 1; c++) { /* the winner's column through a mask, as in maxpool_plane_2x2 */
+        const float a = x[c - 1], b = x[c], d = x[c + 1];
+        float m = a;
+        int32_t at = c - 1, take;
+        take = -(b > m), at = (at & ~take) | (c & take), m = b > m ? b : m;
+        take = -(d > m), at = (at & ~take) | ((c + 1) & take), m = d > m ? d : m;
+        best[c] = m, col[c] = at;
+    }
+    best[w - 1] = x[w - 2], col[w - 1] = w - 2;
+    if (x[w - 1] > best[w - 1]) best[w - 1] = x[w - 1], col[w - 1] = w - 1;
+}
+
+/* The 3x3 stride-1 window with padding 1 (the pool branch of every 3x3 flex layer) over a plane
+ * without NaNs, in two passes: each row's 3-wide maxima, then the maximum of three rows of them.
+ * The first maximum in row-major window order is the first row's that holds the window's maximum,
+ * at that row's first column that does; the row pass keeps the first column and the column pass
+ * replaces only on strictly greater, so the outputs and winners are maxpool_plane's. Four
+ * compares per output instead of nine taps, each of which loaded and stored the output row. */
+static void maxpool_plane_3x3(const bf_pool_shape *s, const float *xp, float *yp, int32_t *ap) {
+    const int h = s->h_in, w = s->w_in;
+    float best[3][SEPARABLE_MAX_WIDTH];
+    int32_t col[3][SEPARABLE_MAX_WIDTH];
+    row_maxima3(xp, w, best[0], col[0]);
+    for (int oh = 0; oh < h; oh++) {
+        if (oh + 1 < h) row_maxima3(xp + (size_t)(oh + 1) * w, w, best[(oh + 1) % 3], col[(oh + 1) % 3]);
+        const int top = oh > 0 ? oh - 1 : 0, bottom = oh + 1 < h ? oh + 1 : h - 1;
+        float *restrict y_row = yp + (size_t)oh * w;
+        int32_t *restrict arg_row = ap + (size_t)oh * w;
+        const float *first = best[top % 3];
+        const int32_t *first_col = col[top % 3];
+        for (int c = 0; c < w; c++) y_row[c] = first[c], arg_row[c] = top * w + first_col[c];
+        for (int r = top + 1; r <= bottom; r++) {
+            const float *restrict next = best[r % 3];
+            const int32_t *restrict next_col = col[r % 3];
+#pragma omp simd
+            for (int c = 0; c < w; c++) {
+                const int32_t take = -(next[c] > y_row[c]);
+                arg_row[c] = (arg_row[c] & ~take) | ((r * w + next_col[c]) & take);
+                y_row[c] = next[c] > y_row[c] ? next[c] : y_row[c];
+            }
+        }
+    }
+}
+
 bf_status bf_cpu_maxpool_forward(bf_backend *b, const bf_pool_shape *s, const float *x, float *y,
                                  int32_t *argmax) {
     BF_TRY(check_shape(s));
@@ -134,9 +188,12 @@ bf_status bf_cpu_maxpool_forward(bf_backend *b, const bf_pool_shape *s, const fl
     }
 #pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
     for (long p = 0; p < planes; p++) {
-        if (s->k == 2 && s->stride == 2 && s->pad == 0 && !plane_has_nan(x + p * in_plane, in_plane))
-            maxpool_plane_2x2(s, x + p * in_plane, y + p * out_plane, argmax + p * out_plane);
-        else
+        const int pool_2x2 = s->k == 2 && s->stride == 2 && s->pad == 0;
+        const int pool_3x3 = s->k == 3 && s->stride == 1 && s->pad == 1 && s->w_in <= SEPARABLE_MAX_WIDTH;
+        if ((pool_2x2 || pool_3x3) && !plane_has_nan(x + p * in_plane, in_plane)) {
+            if (pool_2x2) maxpool_plane_2x2(s, x + p * in_plane, y + p * out_plane, argmax + p * out_plane);
+            else maxpool_plane_3x3(s, x + p * in_plane, y + p * out_plane, argmax + p * out_plane);
+        } else
             maxpool_plane(s, x + p * in_plane, y + p * out_plane, argmax + p * out_plane);
     }
     return BF_OK;
