@@ -261,12 +261,12 @@ void bf_cpu_channel_sum(const bf_backend *b, int n, int c, size_t hw, const floa
 #define GRAD_BLOCK_COLUMNS 256
 
 /* The weight gradient of a batch with few columns in all (n * hw_out < 2 * GRAD_BLOCK_COLUMNS: the
- * deep layers of a network on small images) in one GEMM per group over all of them, its rows (output
- * channels) cut into at most BF_CPU_GRAD_BLOCKS fixed chunks for the threads. Cut by images
- * instead, each block's GEMM had a few columns of reduction, wrote a whole partial dw and had it
- * added (a ResNet-18 at 32x32, batch 64: half the CPU step). The chunks come from the shape alone,
- * and no sum is split, so any thread count gives the same bits. */
-static bf_status backward_filter_by_rows(bf_backend *b, const bf_conv2d_shape *s, const conv_geometry *g,
+ * deep layers of a network on small images) in one GEMM per group over all of them, its output cut
+ * into slices for the threads (bf_cpu_parallel_sgemm: from the shape alone, and no sum split, so
+ * any thread count gives the same bits). Cut by images instead, each block's GEMM had a few columns
+ * of reduction, wrote a whole partial dw and had it added (a ResNet-18 at 32x32, batch 64: half the
+ * CPU step). */
+static bf_status backward_filter_whole_batch(bf_backend *b, const bf_conv2d_shape *s, const conv_geometry *g,
                                          const float *x, const float *dy, float *dw) {
     const size_t cols = (size_t)s->n * g->hw_out;
     const int unrolled = !(g->pointwise && s->n == 1), gathered = s->n > 1;
@@ -276,8 +276,6 @@ static bf_status backward_filter_by_rows(bf_backend *b, const bf_conv2d_shape *s
     if (col_floats + dy_floats) BF_TRY(bf_cpu_scratch(b, sizeof(float) * (col_floats + dy_floats), &scratch));
     float *col = scratch, *dy_all = gathered ? (float *)scratch + col_floats : NULL;
     const int threads = bf_cpu_threads(b);
-    /* Chunks of 16 rows or more: each chunk's GEMM packs all the columns again. */
-    const int chunks = g->cout_g / 16 < 1 ? 1 : g->cout_g / 16 > BF_CPU_GRAD_BLOCKS ? BF_CPU_GRAD_BLOCKS : g->cout_g / 16;
     for (int grp = 0; grp < s->groups; grp++) {
         const float *x_g = x + (size_t)grp * g->cin_g * g->hw_in, *dy_g = dy + (size_t)grp * g->cout_g * g->hw_out;
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -288,13 +286,9 @@ static bf_status backward_filter_by_rows(bf_backend *b, const bf_conv2d_shape *s
                 copy_rows(g->cout_g, g->hw_out, dy_g + (size_t)i * s->c_out * g->hw_out, (size_t)g->hw_out,
                           dy_all + (size_t)i * g->hw_out, cols);
         }
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int chunk = 0; chunk < chunks; chunk++) {
-            const int r0 = (int)((long)g->cout_g * chunk / chunks), r1 = (int)((long)g->cout_g * (chunk + 1) / chunks);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, g->k_g, (int)cols, 1.0f,
-                        (gathered ? dy_all : dy_g) + (size_t)r0 * cols, (int)cols, unrolled ? col : x_g, (int)cols,
-                        0.0f, dw + ((size_t)grp * g->cout_g + r0) * g->k_g, g->k_g);
-        }
+        bf_cpu_parallel_sgemm(b, CblasNoTrans, CblasTrans, g->cout_g, g->k_g, (int)cols, gathered ? dy_all : dy_g,
+                              (int)cols, unrolled ? col : x_g, (int)cols, 0.0f, dw + (size_t)grp * g->cout_g * g->k_g,
+                              g->k_g);
     }
     return BF_OK;
 }
@@ -307,12 +301,12 @@ bf_status bf_cpu_conv2d_backward_filter(bf_backend *b, const bf_conv2d_shape *s,
      * allows with GRAD_BLOCK_COLUMNS columns or more each, whatever the thread count (cpu_backend.h:
      * the same bits with any thread count), each taken a tile of at most g.images images at a time.
      * Block 0 accumulates straight into dw, block t > 0 into partial t-1; each thread has its own
-     * column and tile buffers. A batch too small for two blocks goes by rows instead. */
+     * column and tile buffers. A batch too small for two blocks goes whole. */
     long column_blocks = (long)s->n * g.hw_out / GRAD_BLOCK_COLUMNS;
     int blocks = column_blocks < BF_CPU_GRAD_BLOCKS ? (int)column_blocks : BF_CPU_GRAD_BLOCKS;
     if (blocks > s->n) blocks = s->n;
     if (blocks < 2) {
-        BF_TRY(backward_filter_by_rows(b, s, &g, x, dy, dw));
+        BF_TRY(backward_filter_whole_batch(b, s, &g, x, dy, dw));
         if (dbias) bf_cpu_channel_sum(b, s->n, s->c_out, (size_t)g.hw_out, dy, dbias);
         return BF_OK;
     }

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cblas.h>
+
 #include "bioflex/ops.h"
 
 /* Loops shorter than this run on one thread: forking a team costs more than it saves. */
@@ -98,6 +100,15 @@ static inline double bf_cpu_lane_dot(const float *x, double shift, const float *
 /* Sum of x[i] (or of x[i]^2 when `squares`), accumulated in double over fixed per-thread blocks
  * that are combined in thread order. */
 double bf_cpu_sum(const bf_backend *b, const float *x, size_t n, int squares);
+
+/* ---- linear_cpu.c ---- */
+/* C[M, N] = op(A) * op(B) + beta * C with the rows of C cut into slices, or its columns when they
+ * are the longer side, one sgemm per slice, the slices over the threads (OpenBLAS runs
+ * single-threaded in this backend: backend_cpu.c). The slices depend on the shape only, never on
+ * the thread count: OpenBLAS may take another code path for another slice size (its small-matrix
+ * kernels), and a CPU run must give the same bits with any [run] threads. No sum is split. */
+void bf_cpu_parallel_sgemm(const bf_backend *b, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K,
+                           const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
 /* Provided by the CUDA backend (or by backend_cuda_absent.c): releases a CUDA backend. */
 void bf_backend_destroy_cuda(bf_backend *b);

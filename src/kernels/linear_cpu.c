@@ -14,11 +14,7 @@
 #define SMALL_GEMM (1 << 18)
 #define GEMM_SLICES 16 /* slices of a large GEMM: work for up to 16 threads */
 
-/* C[M, N] = op(A) * op(B) + beta * C with the rows of C cut into slices, or its columns when they
- * are the longer side, one sgemm per slice. The slices depend on the shape only, never on the
- * thread count: OpenBLAS may take another code path for another slice size (its small-matrix
- * kernels), and a CPU run must give the same bits with any [run] threads (cpu_backend.h). */
-static void parallel_sgemm(const bf_backend *b, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K,
+void bf_cpu_parallel_sgemm(const bf_backend *b, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K,
                            const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     int split_rows = M >= N;
     int extent = split_rows ? M : N;
@@ -52,7 +48,7 @@ bf_status bf_cpu_linear_forward(bf_backend *b, const bf_linear_shape *s, const f
     if (bias)
         for (int i = 0; i < s->n; i++)
             for (int o = 0; o < s->out; o++) y[(size_t)i * s->out + o] = bias[o];
-    parallel_sgemm(b, CblasNoTrans, CblasTrans, s->n, s->out, s->in, x, s->in, w, s->in,
+    bf_cpu_parallel_sgemm(b, CblasNoTrans, CblasTrans, s->n, s->out, s->in, x, s->in, w, s->in,
                    bias ? 1.0f : 0.0f, y, s->out);
     return BF_OK;
 }
@@ -61,8 +57,8 @@ bf_status bf_cpu_linear_backward(bf_backend *b, const bf_linear_shape *s, const 
                                  const float *w, const float *dy, float *dx, float *dw, float *dbias) {
     BF_TRY(check_shape(s));
     if (!w || !dy || (dw && !x)) return bf_error(BF_ERR_ARG, "linear_backward: NULL w or dy, or NULL x with dw");
-    if (dx) parallel_sgemm(b, CblasNoTrans, CblasNoTrans, s->n, s->in, s->out, dy, s->out, w, s->in, 0.0f, dx, s->in);
-    if (dw) parallel_sgemm(b, CblasTrans, CblasNoTrans, s->out, s->in, s->n, dy, s->out, x, s->in, 0.0f, dw, s->in);
+    if (dx) bf_cpu_parallel_sgemm(b, CblasNoTrans, CblasNoTrans, s->n, s->in, s->out, dy, s->out, w, s->in, 0.0f, dx, s->in);
+    if (dw) bf_cpu_parallel_sgemm(b, CblasTrans, CblasNoTrans, s->out, s->in, s->n, dy, s->out, x, s->in, 0.0f, dw, s->in);
     if (dbias) {
         int threads = (long)s->n * s->out < BF_CPU_PARALLEL_MIN ? 1 : bf_cpu_threads(b);
 #pragma omp parallel for num_threads(threads) schedule(static)
