@@ -13,7 +13,9 @@
  * never from the thread count, so that the results stay the same with any number of threads. y
  * and dy are [n, c_out, hw] (an image's channels apart), so a tile of several images goes through
  * a [c_out_g, cols] buffer of the thread. For one image, a 1x1 convolution with stride 1 and no
- * padding needs no unrolling: x itself is the column matrix.
+ * padding needs no unrolling: x itself is the column matrix. A batch with fewer than two tiles'
+ * worth of columns in all (the last stages of a ResNet-18 on 32x32 images: 1-4 positions per
+ * image) is one tile, its GEMM's output sliced for the threads (the *_whole_batch functions).
  *
  * Forward and backward data run one tile per thread (OpenBLAS single-threaded inside), each
  * thread with its own buffers in the backend's scratch memory. Backward filter sums over images,
@@ -34,6 +36,7 @@ typedef struct conv_geometry {
     int cin_g, cout_g; /* channels per group */
     int k_g;           /* rows of the column matrix: cin_g * k_h * k_w */
     int hw_in, hw_out;
+    int whole_batch;   /* n * hw_out < 2 * CONV_TILE_COLUMNS: the whole batch in one GEMM, its output sliced */
     int images;        /* images per tile: the GEMMs' columns are images * hw_out */
     int tiles;         /* ceil(n / images); the last tile may hold fewer images */
     int pointwise;     /* 1x1, stride 1, pad 0: one image's input is its own column matrix */
@@ -60,6 +63,7 @@ static bf_status conv_geometry_init(const bf_conv2d_shape *s, conv_geometry *g) 
     if (images > per_block) images = per_block;
     g->images = images < 1 ? 1 : images;
     g->tiles = (s->n + g->images - 1) / g->images;
+    g->whole_batch = (long)s->n * g->hw_out < 2 * CONV_TILE_COLUMNS;
     g->pointwise = s->k_h == 1 && s->k_w == 1 && s->stride == 1 && s->pad == 0;
     const size_t cols = (size_t)g->images * g->hw_out;
     g->col_floats = g->pointwise && g->images == 1 ? 0 : bf_cpu_round_floats((size_t)g->k_g * cols);
@@ -148,10 +152,81 @@ static void col2im(const bf_conv2d_shape *s, int channels, const float *col, siz
 /* Scratch for `threads` threads: each one's column buffer, tile buffer and `extra` floats. */
 static size_t thread_floats(const conv_geometry *g, size_t extra) { return g->col_floats + g->tile_floats + extra; }
 
+/* ---- the whole batch in one GEMM per group ---- */
+
+/* Every image's columns side by side, cin_g channels of group grp from x [n, c_in, hw_in]. */
+static void im2col_batch(const bf_backend *b, const bf_conv2d_shape *s, const conv_geometry *g, int grp,
+                         const float *x, float *col) {
+    const size_t cols = (size_t)s->n * g->hw_out;
+#pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
+    for (int i = 0; i < s->n; i++)
+        im2col(s, g->cin_g, x + ((size_t)i * s->c_in + (size_t)grp * g->cin_g) * g->hw_in, col + (size_t)i * g->hw_out,
+               cols);
+}
+
+/* Group grp's cout_g channels of every image of a [n, c_out, hw_out] tensor side by side in a
+ * [cout_g, n * hw_out] matrix (to_side: from the tensor to the matrix), or back. */
+static void side_by_side(const bf_backend *b, const bf_conv2d_shape *s, const conv_geometry *g, int grp,
+                         const float *from, float *to, int to_side) {
+    const size_t cols = (size_t)s->n * g->hw_out;
+#pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
+    for (int i = 0; i < s->n; i++) {
+        const size_t image = ((size_t)i * s->c_out + (size_t)grp * g->cout_g) * g->hw_out, at = (size_t)i * g->hw_out;
+        if (to_side) copy_rows(g->cout_g, g->hw_out, from + image, (size_t)g->hw_out, to + at, cols);
+        else copy_rows(g->cout_g, g->hw_out, from + at, cols, to + image, (size_t)g->hw_out);
+    }
+}
+
+static bf_status forward_whole_batch(bf_backend *b, const bf_conv2d_shape *s, const conv_geometry *g, const float *x,
+                                     const float *w, const float *bias, float *y) {
+    const size_t cols = (size_t)s->n * g->hw_out, col_floats = bf_cpu_round_floats((size_t)g->k_g * cols);
+    void *scratch = NULL;
+    BF_TRY(bf_cpu_scratch(b, sizeof(float) * (col_floats + (size_t)g->cout_g * cols), &scratch));
+    float *col = scratch, *out = col + col_floats;
+    for (int grp = 0; grp < s->groups; grp++) {
+        im2col_batch(b, s, g, grp, x, col);
+        if (bias) /* out starts as the bias and the GEMM adds onto it, as in the tiles */
+            for (int o = 0; o < g->cout_g; o++)
+                for (size_t i = 0; i < cols; i++) out[(size_t)o * cols + i] = bias[grp * g->cout_g + o];
+        bf_cpu_parallel_sgemm(b, CblasNoTrans, CblasNoTrans, g->cout_g, (int)cols, g->k_g, w + (size_t)grp * g->cout_g * g->k_g,
+                              g->k_g, col, (int)cols, bias ? 1.0f : 0.0f, out, (int)cols);
+        side_by_side(b, s, g, grp, out, y, 0);
+    }
+    return BF_OK;
+}
+
+/* backward_data's contract (add: dx += the result, one rounding per element). */
+static bf_status backward_data_whole_batch(bf_backend *b, const bf_conv2d_shape *s, const conv_geometry *g,
+                                           const float *dy, const float *w, float *dx, int add) {
+    const size_t cols = (size_t)s->n * g->hw_out, col_floats = bf_cpu_round_floats((size_t)g->k_g * cols);
+    const size_t dy_floats = bf_cpu_round_floats((size_t)g->cout_g * cols);
+    const size_t sum_floats = add ? bf_cpu_round_floats((size_t)g->cin_g * g->hw_in) : 0;
+    const int threads = bf_cpu_threads(b);
+    void *scratch = NULL;
+    BF_TRY(bf_cpu_scratch(b, sizeof(float) * (col_floats + dy_floats + sum_floats * threads), &scratch));
+    float *col = scratch, *dy_side = col + col_floats, *sums = dy_side + dy_floats;
+    for (int grp = 0; grp < s->groups; grp++) {
+        side_by_side(b, s, g, grp, dy, dy_side, 1);
+        bf_cpu_parallel_sgemm(b, CblasTrans, CblasNoTrans, g->k_g, (int)cols, g->cout_g, w + (size_t)grp * g->cout_g * g->k_g,
+                              g->k_g, dy_side, (int)cols, 0.0f, col, (int)cols);
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int i = 0; i < s->n; i++) {
+            float *dx_g = dx + ((size_t)i * s->c_in + (size_t)grp * g->cin_g) * g->hw_in;
+            float *result = add ? sums + sum_floats * omp_get_thread_num() : dx_g;
+            memset(result, 0, sizeof(float) * g->cin_g * g->hw_in);
+            col2im(s, g->cin_g, col + (size_t)i * g->hw_out, cols, result);
+            if (add)
+                for (size_t j = 0; j < (size_t)g->cin_g * g->hw_in; j++) dx_g[j] += result[j];
+        }
+    }
+    return BF_OK;
+}
+
 bf_status bf_cpu_conv2d_forward(bf_backend *b, const bf_conv2d_shape *s, const float *x,
                                 const float *w, const float *bias, float *y) {
     conv_geometry g;
     BF_TRY(conv_geometry_init(s, &g));
+    if (g.whole_batch) return forward_whole_batch(b, s, &g, x, w, bias, y);
     int threads = bf_cpu_threads(b);
     const size_t per_thread = thread_floats(&g, 0);
     void *scratch = NULL;
@@ -198,6 +273,7 @@ static bf_status backward_data(bf_backend *b, const bf_conv2d_shape *s, const fl
                                int add) {
     conv_geometry g;
     BF_TRY(conv_geometry_init(s, &g));
+    if (g.whole_batch) return backward_data_whole_batch(b, s, &g, dy, w, dx, add);
     int threads = bf_cpu_threads(b);
     const size_t sum_floats = add ? bf_cpu_round_floats((size_t)g.cin_g * g.hw_in) : 0;
     const size_t per_thread = thread_floats(&g, sum_floats);
@@ -257,38 +333,20 @@ void bf_cpu_channel_sum(const bf_backend *b, int n, int c, size_t hw, const floa
     }
 }
 
-/* The fewest columns (images x output positions) a block of the weight gradient's batch sum gets. */
-#define GRAD_BLOCK_COLUMNS 256
-
-/* The weight gradient of a batch with few columns in all (n * hw_out < 2 * GRAD_BLOCK_COLUMNS: the
- * deep layers of a network on small images) in one GEMM per group over all of them, its output cut
- * into slices for the threads (bf_cpu_parallel_sgemm: from the shape alone, and no sum split, so
- * any thread count gives the same bits). Cut by images instead, each block's GEMM had a few columns
- * of reduction, wrote a whole partial dw and had it added (a ResNet-18 at 32x32, batch 64: half the
- * CPU step). */
+/* The weight gradient of a whole batch (g->whole_batch) in one GEMM per group over all its columns.
+ * Cut by images instead, each block's GEMM had a few columns of reduction, wrote a whole partial dw
+ * and had it added (a ResNet-18 at 32x32, batch 64: half the CPU step). */
 static bf_status backward_filter_whole_batch(bf_backend *b, const bf_conv2d_shape *s, const conv_geometry *g,
-                                         const float *x, const float *dy, float *dw) {
-    const size_t cols = (size_t)s->n * g->hw_out;
-    const int unrolled = !(g->pointwise && s->n == 1), gathered = s->n > 1;
-    const size_t col_floats = unrolled ? bf_cpu_round_floats((size_t)g->k_g * cols) : 0;
-    const size_t dy_floats = gathered ? (size_t)g->cout_g * cols : 0;
+                                             const float *x, const float *dy, float *dw) {
+    const size_t cols = (size_t)s->n * g->hw_out, col_floats = bf_cpu_round_floats((size_t)g->k_g * cols);
     void *scratch = NULL;
-    if (col_floats + dy_floats) BF_TRY(bf_cpu_scratch(b, sizeof(float) * (col_floats + dy_floats), &scratch));
-    float *col = scratch, *dy_all = gathered ? (float *)scratch + col_floats : NULL;
-    const int threads = bf_cpu_threads(b);
+    BF_TRY(bf_cpu_scratch(b, sizeof(float) * (col_floats + (size_t)g->cout_g * cols), &scratch));
+    float *col = scratch, *dy_side = col + col_floats;
     for (int grp = 0; grp < s->groups; grp++) {
-        const float *x_g = x + (size_t)grp * g->cin_g * g->hw_in, *dy_g = dy + (size_t)grp * g->cout_g * g->hw_out;
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int i = 0; i < s->n; i++) { /* every image's columns, side by side */
-            if (unrolled)
-                im2col(s, g->cin_g, x_g + (size_t)i * s->c_in * g->hw_in, col + (size_t)i * g->hw_out, cols);
-            if (gathered)
-                copy_rows(g->cout_g, g->hw_out, dy_g + (size_t)i * s->c_out * g->hw_out, (size_t)g->hw_out,
-                          dy_all + (size_t)i * g->hw_out, cols);
-        }
-        bf_cpu_parallel_sgemm(b, CblasNoTrans, CblasTrans, g->cout_g, g->k_g, (int)cols, gathered ? dy_all : dy_g,
-                              (int)cols, unrolled ? col : x_g, (int)cols, 0.0f, dw + (size_t)grp * g->cout_g * g->k_g,
-                              g->k_g);
+        im2col_batch(b, s, g, grp, x, col);
+        side_by_side(b, s, g, grp, dy, dy_side, 1);
+        bf_cpu_parallel_sgemm(b, CblasNoTrans, CblasTrans, g->cout_g, g->k_g, (int)cols, dy_side, (int)cols, col,
+                              (int)cols, 0.0f, dw + (size_t)grp * g->cout_g * g->k_g, g->k_g);
     }
     return BF_OK;
 }
@@ -298,18 +356,18 @@ bf_status bf_cpu_conv2d_backward_filter(bf_backend *b, const bf_conv2d_shape *s,
     conv_geometry g;
     BF_TRY(conv_geometry_init(s, &g));
     /* The batch is cut into `blocks` contiguous blocks of images, as many as BF_CPU_GRAD_BLOCKS
-     * allows with GRAD_BLOCK_COLUMNS columns or more each, whatever the thread count (cpu_backend.h:
+     * allows with CONV_TILE_COLUMNS columns or more each, whatever the thread count (cpu_backend.h:
      * the same bits with any thread count), each taken a tile of at most g.images images at a time.
      * Block 0 accumulates straight into dw, block t > 0 into partial t-1; each thread has its own
      * column and tile buffers. A batch too small for two blocks goes whole. */
-    long column_blocks = (long)s->n * g.hw_out / GRAD_BLOCK_COLUMNS;
-    int blocks = column_blocks < BF_CPU_GRAD_BLOCKS ? (int)column_blocks : BF_CPU_GRAD_BLOCKS;
-    if (blocks > s->n) blocks = s->n;
-    if (blocks < 2) {
+    if (g.whole_batch) {
         BF_TRY(backward_filter_whole_batch(b, s, &g, x, dy, dw));
         if (dbias) bf_cpu_channel_sum(b, s->n, s->c_out, (size_t)g.hw_out, dy, dbias);
         return BF_OK;
     }
+    const long column_blocks = (long)s->n * g.hw_out / CONV_TILE_COLUMNS; /* >= 2 */
+    int blocks = column_blocks < BF_CPU_GRAD_BLOCKS ? (int)column_blocks : BF_CPU_GRAD_BLOCKS;
+    if (blocks > s->n) blocks = s->n;
     int threads = bf_cpu_threads(b) < blocks ? bf_cpu_threads(b) : blocks;
     size_t w_floats = (size_t)s->c_out * g.k_g, partial_floats = bf_cpu_round_floats(w_floats);
     const size_t per_thread = thread_floats(&g, 0);
