@@ -365,7 +365,7 @@ bf_status bf_cpu_conv2d_backward_filter(bf_backend *b, const bf_conv2d_shape *s,
         if (dbias) bf_cpu_channel_sum(b, s->n, s->c_out, (size_t)g.hw_out, dy, dbias);
         return BF_OK;
     }
-    const long column_blocks = (long)s->n * g.hw_out / CONV_TILE_COLUMNS; /* >= 2 */
+    const long column_blocks = (long)s->n * g.hw_out / CONV_TILE_COLUMNS; /* >= 2: not a whole batch */
     int blocks = column_blocks < BF_CPU_GRAD_BLOCKS ? (int)column_blocks : BF_CPU_GRAD_BLOCKS;
     if (blocks > s->n) blocks = s->n;
     int threads = bf_cpu_threads(b) < blocks ? bf_cpu_threads(b) : blocks;
