@@ -177,19 +177,33 @@ static void side_by_side(const bf_backend *b, const bf_conv2d_shape *s, const co
     }
 }
 
+/* A whole batch's buffers in the backend's scratch: col [k_g, cols], side [cout_g, cols] (y or dy
+ * side by side) and `extra` floats after them (*extra_at). */
+static bf_status whole_batch_buffers(bf_backend *b, const bf_conv2d_shape *s, const conv_geometry *g, size_t extra,
+                                     float **col, float **side, float **extra_at) {
+    const size_t cols = (size_t)s->n * g->hw_out, col_floats = bf_cpu_round_floats((size_t)g->k_g * cols);
+    const size_t side_floats = bf_cpu_round_floats((size_t)g->cout_g * cols);
+    void *scratch = NULL;
+    BF_TRY(bf_cpu_scratch(b, sizeof(float) * (col_floats + side_floats + extra), &scratch));
+    *col = scratch;
+    *side = *col + col_floats;
+    if (extra_at) *extra_at = *side + side_floats;
+    return BF_OK;
+}
+
 static bf_status forward_whole_batch(bf_backend *b, const bf_conv2d_shape *s, const conv_geometry *g, const float *x,
                                      const float *w, const float *bias, float *y) {
-    const size_t cols = (size_t)s->n * g->hw_out, col_floats = bf_cpu_round_floats((size_t)g->k_g * cols);
-    void *scratch = NULL;
-    BF_TRY(bf_cpu_scratch(b, sizeof(float) * (col_floats + (size_t)g->cout_g * cols), &scratch));
-    float *col = scratch, *out = col + col_floats;
+    const size_t cols = (size_t)s->n * g->hw_out;
+    float *col, *out;
+    BF_TRY(whole_batch_buffers(b, s, g, 0, &col, &out, NULL));
     for (int grp = 0; grp < s->groups; grp++) {
         im2col_batch(b, s, g, grp, x, col);
         if (bias) /* out starts as the bias and the GEMM adds onto it, as in the tiles */
             for (int o = 0; o < g->cout_g; o++)
                 for (size_t i = 0; i < cols; i++) out[(size_t)o * cols + i] = bias[grp * g->cout_g + o];
-        bf_cpu_parallel_sgemm(b, CblasNoTrans, CblasNoTrans, g->cout_g, (int)cols, g->k_g, w + (size_t)grp * g->cout_g * g->k_g,
-                              g->k_g, col, (int)cols, bias ? 1.0f : 0.0f, out, (int)cols);
+        const float *w_g = w + (size_t)grp * g->cout_g * g->k_g;
+        bf_cpu_parallel_sgemm(b, CblasNoTrans, CblasNoTrans, g->cout_g, (int)cols, g->k_g, w_g, g->k_g, col, (int)cols,
+                              bias ? 1.0f : 0.0f, out, (int)cols);
         side_by_side(b, s, g, grp, out, y, 0);
     }
     return BF_OK;
@@ -198,17 +212,16 @@ static bf_status forward_whole_batch(bf_backend *b, const bf_conv2d_shape *s, co
 /* backward_data's contract (add: dx += the result, one rounding per element). */
 static bf_status backward_data_whole_batch(bf_backend *b, const bf_conv2d_shape *s, const conv_geometry *g,
                                            const float *dy, const float *w, float *dx, int add) {
-    const size_t cols = (size_t)s->n * g->hw_out, col_floats = bf_cpu_round_floats((size_t)g->k_g * cols);
-    const size_t dy_floats = bf_cpu_round_floats((size_t)g->cout_g * cols);
+    const size_t cols = (size_t)s->n * g->hw_out;
     const size_t sum_floats = add ? bf_cpu_round_floats((size_t)g->cin_g * g->hw_in) : 0;
     const int threads = bf_cpu_threads(b);
-    void *scratch = NULL;
-    BF_TRY(bf_cpu_scratch(b, sizeof(float) * (col_floats + dy_floats + sum_floats * threads), &scratch));
-    float *col = scratch, *dy_side = col + col_floats, *sums = dy_side + dy_floats;
+    float *col, *dy_side, *sums; /* sums: a result per thread to add onto dx */
+    BF_TRY(whole_batch_buffers(b, s, g, sum_floats * threads, &col, &dy_side, &sums));
     for (int grp = 0; grp < s->groups; grp++) {
         side_by_side(b, s, g, grp, dy, dy_side, 1);
-        bf_cpu_parallel_sgemm(b, CblasTrans, CblasNoTrans, g->k_g, (int)cols, g->cout_g, w + (size_t)grp * g->cout_g * g->k_g,
-                              g->k_g, dy_side, (int)cols, 0.0f, col, (int)cols);
+        const float *w_g = w + (size_t)grp * g->cout_g * g->k_g;
+        bf_cpu_parallel_sgemm(b, CblasTrans, CblasNoTrans, g->k_g, (int)cols, g->cout_g, w_g, g->k_g, dy_side, (int)cols,
+                              0.0f, col, (int)cols);
 #pragma omp parallel for num_threads(threads) schedule(static)
         for (int i = 0; i < s->n; i++) {
             float *dx_g = dx + ((size_t)i * s->c_in + (size_t)grp * g->cin_g) * g->hw_in;
@@ -338,10 +351,9 @@ void bf_cpu_channel_sum(const bf_backend *b, int n, int c, size_t hw, const floa
  * and had it added (a ResNet-18 at 32x32, batch 64: half the CPU step). */
 static bf_status backward_filter_whole_batch(bf_backend *b, const bf_conv2d_shape *s, const conv_geometry *g,
                                              const float *x, const float *dy, float *dw) {
-    const size_t cols = (size_t)s->n * g->hw_out, col_floats = bf_cpu_round_floats((size_t)g->k_g * cols);
-    void *scratch = NULL;
-    BF_TRY(bf_cpu_scratch(b, sizeof(float) * (col_floats + (size_t)g->cout_g * cols), &scratch));
-    float *col = scratch, *dy_side = col + col_floats;
+    const size_t cols = (size_t)s->n * g->hw_out;
+    float *col, *dy_side;
+    BF_TRY(whole_batch_buffers(b, s, g, 0, &col, &dy_side, NULL));
     for (int grp = 0; grp < s->groups; grp++) {
         im2col_batch(b, s, g, grp, x, col);
         side_by_side(b, s, g, grp, dy, dy_side, 1);
