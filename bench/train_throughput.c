@@ -123,8 +123,9 @@ int main(int argc, char **argv) {
     cfg.run.precision = (int)prec;
     int cuda = strcmp(device, "cpu") != 0;
     bf_backend *b = NULL;
-    /* as bioflex-train makes it: [run] deterministic, conv_workspace_mib, conv_api and flex_kernels apply (--set run.KEY=...) */
-    s = cuda ? bf_backend_cuda_from_config(&cfg, 0, &b) : bf_backend_create_cpu(0, &b);
+    /* as bioflex-train makes it: [run] deterministic, conv_workspace_mib, conv_api and flex_kernels
+     * apply, and on the CPU threads and cpu_conv (--set run.KEY=...) */
+    s = cuda ? bf_backend_cuda_from_config(&cfg, 0, &b) : bf_backend_cpu_from_config(&cfg, &b);
     bf_model *m = NULL;
     bf_optimizer *opt = NULL;
     if (s == BF_OK) s = bf_model_build(b, &cfg.model, (bf_shape){batch, 3, size, size}, classes, 1, &m);

@@ -14,6 +14,9 @@ int pair_open(bf_backend **cpu_out, bf_backend **gpu_out, unsigned long first_se
     if (!bf_cuda_built()) bf_test_skip("bioflex was built without the CUDA backend");
     if (bf_cuda_device_count() == 0) bf_test_skip("no CUDA device");
     CHECK_OK(bf_backend_create_cpu(0, cpu_out));
+    /* the reference's convolutions (im2col), whatever the build's default; test_conv_onednn holds
+     * oneDNN's to them */
+    if (*cpu_out) CHECK_OK(bf_cpu_set_conv_library(*cpu_out, BF_CPU_CONV_IM2COL));
     CHECK_OK(bf_backend_create_cuda(0, BF_PRECISION_FP32, gpu_out));
     pair_setup(*cpu_out, *gpu_out, first_seed);
     return *cpu_out && *gpu_out;

@@ -5,7 +5,9 @@
 set -euo pipefail
 # libjpeg-dev is libjpeg-turbo's libjpeg API under both distributions' names (Debian's
 # libjpeg62-turbo-dev, Ubuntu's libjpeg-turbo8-dev).
-packages=(build-essential cmake pkg-config zlib1g-dev libinih-dev libopenblas-dev libcjson-dev
+# libdnnl-dev (oneDNN) runs the CPU convolutions (src/kernels/conv_onednn_cpu.c); the build works
+# without it, slower.
+packages=(build-essential cmake pkg-config zlib1g-dev libinih-dev libopenblas-dev libdnnl-dev libcjson-dev
           libturbojpeg0-dev libjpeg-dev dataset-fashion-mnist python3
           libopenmpi-dev openmpi-bin)
 missing=()

@@ -69,6 +69,7 @@ typedef struct bf_run_config {
     int resume_schedule;       /* bf_resume_schedule: what --resume does to the learning-rate schedule */
     int precision;             /* bf_precision: fp32 | tf32 */
     int threads;               /* CPU backend threads (0 = all cores) */
+    int cpu_conv;              /* CPU convolutions: 0 im2col, 1 onednn, 2 auto (bf_cpu_set_conv_library) */
     float collective_timeout;  /* seconds a data-parallel collective may wait for the other ranks */
     int bucket_mib;            /* --gpus: MiB of gradients per NCCL all-reduce bucket */
     int sync_bn;               /* data parallelism: batch-norm statistics over every rank's batch */

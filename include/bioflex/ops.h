@@ -678,6 +678,19 @@ struct bf_backend {
 
 /* The CPU reference backend. num_threads 0 = OpenMP's default. */
 bf_status bf_backend_create_cpu(int num_threads, bf_backend **out);
+/* [run] cpu_conv: which code runs the CPU backend's convolutions. BF_CPU_CONV_IM2COL: im2col and
+ * OpenBLAS's sgemm (src/kernels/conv_cpu.c), the reference. BF_CPU_CONV_ONEDNN: oneDNN's direct
+ * convolution kernels (conv_onednn_cpu.c) for every shape they take, the im2col path for the rest; the
+ * default when bioflex was built with oneDNN. Both give the same bits with any thread count; they
+ * differ from each other by rounding. BF_ERR_ARG for a CUDA backend or an unknown value,
+ * BF_ERR_UNAVAILABLE for ONEDNN in a build without it (bf_cpu_have_onednn). */
+typedef enum bf_cpu_conv_library { BF_CPU_CONV_IM2COL = 0, BF_CPU_CONV_ONEDNN = 1 } bf_cpu_conv_library;
+bf_status bf_cpu_set_conv_library(bf_backend *b, bf_cpu_conv_library library);
+/* 1 when bioflex was built with oneDNN (BIOFLEX_ONEDNN), else 0. */
+int bf_cpu_have_onednn(void);
+/* How many convolution calls (forward, backward data, backward filter) oneDNN has run on b (0 for a
+ * CUDA backend): a shape it does not take quietly runs im2col, so the tests check this count. */
+long bf_cpu_onednn_conv_calls(const bf_backend *b);
 /* The CUDA backend on one device; BF_ERR_UNAVAILABLE with a message when bioflex was built
  * without CUDA or the device does not exist. */
 bf_status bf_backend_create_cuda(int device_index, bf_precision precision, bf_backend **out);

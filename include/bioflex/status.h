@@ -19,7 +19,7 @@ typedef enum bf_status {
     BF_ERR_FORMAT,      /* a file was read but its content is malformed, truncated or corrupt */
     BF_ERR_CHECKPOINT,  /* a checkpoint failed a check (version, checksum, shape, dtype) */
     BF_ERR_OOM,         /* host or device memory allocation failed */
-    BF_ERR_DEVICE,      /* a CUDA, cuDNN, cuBLAS or NCCL call failed */
+    BF_ERR_DEVICE,      /* a CUDA, cuDNN, cuBLAS, NCCL or oneDNN call failed */
     BF_ERR_UNAVAILABLE, /* a feature is not built in or no device is present */
     BF_ERR_INTERNAL     /* a bug: an invariant did not hold */
 } bf_status;

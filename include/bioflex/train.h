@@ -113,8 +113,11 @@ typedef struct bf_train_result {
     int interrupted;              /* stopped early by opt->stop; resume from `checkpoint` */
 } bf_train_result;
 
-/* Creates the backend the config asks for (run.device, run.precision, run.threads, run.deterministic). */
+/* Creates the backend the config asks for (run.device, run.precision, run.threads, run.cpu_conv,
+ * run.deterministic). */
 bf_status bf_backend_from_config(const bf_config *cfg, bf_backend **out);
+/* The CPU backend with the config's threads and convolution library ([run] cpu_conv). */
+bf_status bf_backend_cpu_from_config(const bf_config *cfg, bf_backend **out);
 /* The CUDA backend on one device, with the config's precision and determinism. */
 bf_status bf_backend_cuda_from_config(const bf_config *cfg, int device, bf_backend **out);
 

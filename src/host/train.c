@@ -34,11 +34,23 @@ bf_status bf_backend_cuda_from_config(const bf_config *cfg, int device, bf_backe
     return s;
 }
 
+bf_status bf_backend_cpu_from_config(const bf_config *cfg, bf_backend **out) {
+    BF_TRY(bf_backend_create_cpu(cfg->run.threads, out));
+    bf_cpu_conv_library library = cfg->run.cpu_conv == 2 ? (bf_cpu_have_onednn() ? BF_CPU_CONV_ONEDNN : BF_CPU_CONV_IM2COL)
+                                                         : (bf_cpu_conv_library)cfg->run.cpu_conv;
+    bf_status s = bf_cpu_set_conv_library(*out, library);
+    if (s != BF_OK) {
+        bf_backend_destroy(*out);
+        *out = NULL;
+    }
+    return s;
+}
+
 bf_status bf_backend_from_config(const bf_config *cfg, bf_backend **out) {
     int want_cuda = cfg->run.device == BF_DEVICE_SEL_CUDA ||
                     (cfg->run.device == BF_DEVICE_AUTO && bf_cuda_device_count() > 0);
     if (want_cuda) return bf_backend_cuda_from_config(cfg, 0, out);
-    return bf_backend_create_cpu(cfg->run.threads, out);
+    return bf_backend_cpu_from_config(cfg, out);
 }
 
 #define BF_MAX_FLEX_LOG 128

@@ -201,6 +201,7 @@ bf_status bf_backend_create_cpu(int num_threads, bf_backend **out) {
     b->precision = BF_PRECISION_FP32;
     b->num_threads = num_threads;
     b->impl = st;
+    st->conv_library = bf_cpu_have_onednn() ? BF_CPU_CONV_ONEDNN : BF_CPU_CONV_IM2COL;
 
 #ifdef OPENBLAS_VERSION
     /* Our loops call sgemm from several OpenMP threads at once (one image each); a pthreads
@@ -222,7 +223,25 @@ void bf_backend_destroy(bf_backend *b) {
         return;
     }
     bf_cpu_state *st = b->impl;
-    if (st) free(st->scratch);
+    if (st) {
+        bf_cpu_onednn_release(st);
+        free(st->scratch);
+    }
     free(st);
     free(b);
+}
+
+long bf_cpu_onednn_conv_calls(const bf_backend *b) {
+    return b && b->kind == BF_DEVICE_CPU ? ((const bf_cpu_state *)b->impl)->onednn_calls : 0;
+}
+
+bf_status bf_cpu_set_conv_library(bf_backend *b, bf_cpu_conv_library library) {
+    if (!b || b->kind != BF_DEVICE_CPU) return bf_error(BF_ERR_ARG, "cpu_conv: not a CPU backend");
+    if (library != BF_CPU_CONV_IM2COL && library != BF_CPU_CONV_ONEDNN)
+        return bf_error(BF_ERR_ARG, "cpu_conv: unknown library %d (im2col 0, onednn 1)", (int)library);
+    if (library == BF_CPU_CONV_ONEDNN && !bf_cpu_have_onednn())
+        return bf_error(BF_ERR_UNAVAILABLE, "[run] cpu_conv = onednn: bioflex was built without oneDNN "
+                        "(install libdnnl-dev and configure with -DBIOFLEX_ONEDNN=AUTO or ON)");
+    ((bf_cpu_state *)b->impl)->conv_library = library;
+    return BF_OK;
 }

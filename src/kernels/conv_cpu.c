@@ -239,6 +239,9 @@ bf_status bf_cpu_conv2d_forward(bf_backend *b, const bf_conv2d_shape *s, const f
                                 const float *w, const float *bias, float *y) {
     conv_geometry g;
     BF_TRY(conv_geometry_init(s, &g));
+    int done;
+    BF_TRY(bf_cpu_onednn_conv_forward(b, s, x, w, bias, y, &done));
+    if (done) return BF_OK;
     if (g.whole_batch) return forward_whole_batch(b, s, &g, x, w, bias, y);
     int threads = bf_cpu_threads(b);
     const size_t per_thread = thread_floats(&g, 0);
@@ -286,6 +289,9 @@ static bf_status backward_data(bf_backend *b, const bf_conv2d_shape *s, const fl
                                int add) {
     conv_geometry g;
     BF_TRY(conv_geometry_init(s, &g));
+    int done;
+    BF_TRY(bf_cpu_onednn_conv_backward_data(b, s, dy, w, dx, add, &done));
+    if (done) return BF_OK;
     if (g.whole_batch) return backward_data_whole_batch(b, s, &g, dy, w, dx, add);
     int threads = bf_cpu_threads(b);
     const size_t sum_floats = add ? bf_cpu_round_floats((size_t)g.cin_g * g.hw_in) : 0;
@@ -367,16 +373,20 @@ bf_status bf_cpu_conv2d_backward_filter(bf_backend *b, const bf_conv2d_shape *s,
                                         const float *dy, float *dw, float *dbias) {
     conv_geometry g;
     BF_TRY(conv_geometry_init(s, &g));
+    /* oneDNN's kernels where they take it (conv_onednn_cpu.c), else a batch too small for two
+     * blocks in one GEMM */
+    int done;
+    BF_TRY(bf_cpu_onednn_conv_backward_filter(b, s, x, dy, dw, &done));
+    if (done || g.whole_batch) {
+        if (!done) BF_TRY(backward_filter_whole_batch(b, s, &g, x, dy, dw));
+        if (dbias) bf_cpu_channel_sum(b, s->n, s->c_out, (size_t)g.hw_out, dy, dbias);
+        return BF_OK;
+    }
     /* The batch is cut into `blocks` contiguous blocks of images, as many as BF_CPU_GRAD_BLOCKS
      * allows with CONV_TILE_COLUMNS columns or more each, whatever the thread count (cpu_backend.h:
      * the same bits with any thread count), each taken a tile of at most g.images images at a time.
      * Block 0 accumulates straight into dw, block t > 0 into partial t-1; each thread has its own
-     * column and tile buffers. A batch too small for two blocks goes whole. */
-    if (g.whole_batch) {
-        BF_TRY(backward_filter_whole_batch(b, s, &g, x, dy, dw));
-        if (dbias) bf_cpu_channel_sum(b, s->n, s->c_out, (size_t)g.hw_out, dy, dbias);
-        return BF_OK;
-    }
+     * column and tile buffers. */
     const long column_blocks = (long)s->n * g.hw_out / CONV_TILE_COLUMNS; /* >= 2: not a whole batch */
     int blocks = column_blocks < BF_CPU_GRAD_BLOCKS ? (int)column_blocks : BF_CPU_GRAD_BLOCKS;
     if (blocks > s->n) blocks = s->n;

@@ -36,7 +36,22 @@
 typedef struct bf_cpu_state {
     void *scratch;        /* im2col columns and per-thread partial sums; grows, never shrinks */
     size_t scratch_bytes;
+    int conv_library;     /* BF_CPU_CONV_* (bf_cpu_set_conv_library) */
+    void *onednn;         /* conv_onednn_cpu.c's engine, streams and primitive cache (NULL until used) */
+    long onednn_calls;    /* convolution calls oneDNN ran (bf_cpu_onednn_conv_calls) */
 } bf_cpu_state;
+
+/* ---- conv_onednn_cpu.c: the convolutions through oneDNN where the build has it ----
+ * Each computes the op and sets *done = 1, or computes nothing and sets *done = 0 when the im2col
+ * path (conv_cpu.c) must: oneDNN absent or turned off, or no optimised oneDNN kernel for the shape.
+ * backward_filter leaves the bias gradient to its caller. */
+bf_status bf_cpu_onednn_conv_forward(bf_backend *b, const bf_conv2d_shape *s, const float *x, const float *w,
+                                     const float *bias, float *y, int *done);
+bf_status bf_cpu_onednn_conv_backward_data(bf_backend *b, const bf_conv2d_shape *s, const float *dy, const float *w,
+                                           float *dx, int add, int *done);
+bf_status bf_cpu_onednn_conv_backward_filter(bf_backend *b, const bf_conv2d_shape *s, const float *x,
+                                             const float *dy, float *dw, int *done);
+void bf_cpu_onednn_release(bf_cpu_state *st);
 
 /* The backend's OpenMP thread count, kept within [1, BF_CPU_MAX_THREADS] even if a caller
  * changed the public field after creation. */
