@@ -9,7 +9,8 @@
  * decides which thread computes what, never how it is summed). OpenBLAS runs single-threaded
  * (see bf_backend_create_cpu) because the GEMMs are issued from inside our own parallel loops
  * (one image per thread), which parallelises better than splitting each small GEMM and avoids
- * oversubscribing the cores. */
+ * oversubscribing the cores. oneDNN's convolutions (conv_onednn_cpu.c), where built, share
+ * OpenMP's threads: the backend's count is set for each of its calls. */
 #ifndef BIOFLEX_CPU_BACKEND_H
 #define BIOFLEX_CPU_BACKEND_H
 
