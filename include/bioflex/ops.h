@@ -686,6 +686,8 @@ bf_status bf_backend_create_cpu(int num_threads, bf_backend **out);
  * BF_ERR_UNAVAILABLE for ONEDNN in a build without it (bf_cpu_have_onednn). */
 typedef enum bf_cpu_conv_library { BF_CPU_CONV_IM2COL = 0, BF_CPU_CONV_ONEDNN = 1 } bf_cpu_conv_library;
 bf_status bf_cpu_set_conv_library(bf_backend *b, bf_cpu_conv_library library);
+/* The library b's convolutions run with (BF_CPU_CONV_IM2COL for a CUDA backend). */
+bf_cpu_conv_library bf_cpu_conv_library_of(const bf_backend *b);
 /* 1 when bioflex was built with oneDNN (BIOFLEX_ONEDNN), else 0. */
 int bf_cpu_have_onednn(void);
 /* How many convolution calls (forward, backward data, backward filter) oneDNN has run on b (0 for a

@@ -460,11 +460,12 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
     if (opt && opt->started && r->dp.rank == 0) opt->started(opt->started_user);
     BF_TRY(bf_dp_attach_model(&r->dp, r->model));
     BF_TRY(bf_dp_metrics_open(&r->dp, &r->log, cfg->run.dir, !(opt && opt->quiet) && isatty(fileno(stderr))));
-    fprintf(r->text, "%s backend%s%s%s, %s: %d train / %d test images, %s with %zu parameters, %d steps per epoch\n",
-            r->backend->kind == BF_DEVICE_CUDA ? "CUDA" : "CPU",
-            r->backend->kind == BF_DEVICE_CUDA ? " (" : "",
-            r->backend->kind == BF_DEVICE_CUDA ? bf_precision_name((bf_precision)cfg->run.precision) : "",
-            r->backend->kind == BF_DEVICE_CUDA ? ")" : "",
+    const int cuda = r->backend->kind == BF_DEVICE_CUDA;
+    char cpu_detail[64]; /* the threads, and what runs the convolutions ([run] cpu_conv = auto decides) */
+    snprintf(cpu_detail, sizeof cpu_detail, "%d threads, convolutions: %s", r->backend->num_threads,
+             bf_cpu_conv_library_of(r->backend) == BF_CPU_CONV_ONEDNN ? "oneDNN" : "im2col + OpenBLAS");
+    fprintf(r->text, "%s backend (%s), %s: %d train / %d test images, %s with %zu parameters, %d steps per epoch\n",
+            cuda ? "CUDA" : "CPU", cuda ? bf_precision_name((bf_precision)cfg->run.precision) : cpu_detail,
             r->train_set->name, r->train_set->num_samples, r->test_set->num_samples, r->model->arch,
             r->model->num_param_floats, bf_loader_num_batches(r->train_loader));
     bf_schedule_warn_length(r->text, cfg, bf_loader_num_batches(r->train_loader));

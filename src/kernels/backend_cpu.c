@@ -231,6 +231,11 @@ void bf_backend_destroy(bf_backend *b) {
     free(b);
 }
 
+bf_cpu_conv_library bf_cpu_conv_library_of(const bf_backend *b) {
+    return b && b->kind == BF_DEVICE_CPU ? (bf_cpu_conv_library)((const bf_cpu_state *)b->impl)->conv_library
+                                         : BF_CPU_CONV_IM2COL;
+}
+
 long bf_cpu_onednn_conv_calls(const bf_backend *b) {
     return b && b->kind == BF_DEVICE_CPU ? ((const bf_cpu_state *)b->impl)->onednn_calls : 0;
 }

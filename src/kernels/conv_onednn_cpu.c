@@ -349,6 +349,14 @@ static bf_status conv_run(onednn_state *o, int stream, const onednn_conv *c, con
     return st;
 }
 
+/* The scratch for the kernel's layouts (bytes), or NULL when it cannot be had: the blocked copies
+ * of a large layer's input and output can be a GiB (VGG-16 at 224x224, batch 32), and the im2col
+ * path, which needs a few column buffers, then takes the call instead of the run stopping. */
+static int scratch_for(bf_backend *b, size_t bytes, void **out) {
+    *out = NULL;
+    return bytes == 0 || bf_cpu_scratch(b, bytes, out) == BF_OK;
+}
+
 static int enabled(const bf_backend *b) { return ((const bf_cpu_state *)b->impl)->conv_library == BF_CPU_CONV_ONEDNN; }
 
 static void count_call(bf_backend *b) { ((bf_cpu_state *)b->impl)->onednn_calls++; }
@@ -363,8 +371,8 @@ bf_status bf_cpu_onednn_conv_forward(bf_backend *b, const bf_conv2d_shape *s, co
     if (!c->usable) return BF_OK;
     onednn_state *o = ((bf_cpu_state *)b->impl)->onednn;
     BF_TRY(streams_for(o, 1));
-    void *scratch = NULL;
-    if (scratch_of(c)) BF_TRY(bf_cpu_scratch(b, scratch_of(c), &scratch));
+    void *scratch;
+    if (!scratch_for(b, scratch_of(c), &scratch)) return BF_OK;
     BF_TRY(conv_run(o, 0, c, x, w, y, scratch, threads));
     /* The bias after the sum, one rounding per element: what a flex joint given the bias computes
      * from the conv's output ([model] fold_conv_bias), bit for bit. oneDNN's own bias joins its
@@ -398,8 +406,8 @@ bf_status bf_cpu_onednn_conv_backward_data(bf_backend *b, const bf_conv2d_shape 
      * path adds it */
     const size_t dx_floats = (size_t)s->n * s->c_in * s->h_in * s->w_in;
     const size_t sum_bytes = add ? sizeof(float) * bf_cpu_round_floats(dx_floats) : 0;
-    void *scratch = NULL;
-    if (scratch_of(c) + sum_bytes) BF_TRY(bf_cpu_scratch(b, scratch_of(c) + sum_bytes, &scratch));
+    void *scratch;
+    if (!scratch_for(b, scratch_of(c) + sum_bytes, &scratch)) return BF_OK;
     float *result = add ? (float *)scratch : dx;
     BF_TRY(conv_run(o, 0, c, dy, w, result, (char *)scratch + sum_bytes, threads));
     if (add) {
@@ -437,8 +445,8 @@ bf_status bf_cpu_onednn_conv_backward_filter(bf_backend *b, const bf_conv2d_shap
     BF_TRY(streams_for(o, bf_cpu_threads(b)));
     const size_t x_bytes = round_bytes(full->in.kernel_bytes);
     const size_t per_thread = round_bytes(full->weights.kernel_bytes) + round_bytes(full->out.kernel_bytes);
-    void *scratch = NULL;
-    if (x_bytes + per_thread * threads) BF_TRY(bf_cpu_scratch(b, x_bytes + per_thread * threads, &scratch));
+    void *scratch;
+    if (!scratch_for(b, x_bytes + per_thread * threads, &scratch)) return BF_OK;
     const void *x_kernel = x;
     if (full->in.reorder) { /* x into the kernel's layout, on all the threads (a copy: the same bits) */
         bound_tensor mx = {0};
