@@ -20,6 +20,10 @@ extern "C" {
 #define BF_PATH_MAX 512
 #define BF_LIST_MAX 64 /* entries of a list key: flex_layers can name every conv of a ResNet-50 but one */
 
+/* [run] cpu_conv = auto: oneDNN where bioflex was built with it, else im2col (ops.h's
+ * bf_cpu_conv_library holds the other two values) */
+#define BF_CPU_CONV_AUTO 2
+
 typedef enum { BF_DEVICE_AUTO = 0, BF_DEVICE_SEL_CPU = 1, BF_DEVICE_SEL_CUDA = 2 } bf_device_select;
 typedef enum {
     BF_DATASET_FASHION_MNIST = 0,
@@ -69,7 +73,7 @@ typedef struct bf_run_config {
     int resume_schedule;       /* bf_resume_schedule: what --resume does to the learning-rate schedule */
     int precision;             /* bf_precision: fp32 | tf32 */
     int threads;               /* CPU backend threads (0 = all cores) */
-    int cpu_conv;              /* CPU convolutions: 0 im2col, 1 onednn, 2 auto (bf_cpu_set_conv_library) */
+    int cpu_conv;              /* CPU convolutions: bf_cpu_conv_library (ops.h), or BF_CPU_CONV_AUTO */
     float collective_timeout;  /* seconds a data-parallel collective may wait for the other ranks */
     int bucket_mib;            /* --gpus: MiB of gradients per NCCL all-reduce bucket */
     int sync_bn;               /* data parallelism: batch-norm statistics over every rank's batch */

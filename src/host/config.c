@@ -83,7 +83,8 @@ static const enum_name precision_names[] = {
     {"fp32", BF_PRECISION_FP32}, {"tf32", BF_PRECISION_TF32}, {"tf32_conv", BF_PRECISION_TF32_CONV}, {NULL, 0}};
 static const enum_name conv_api_names[] = {{"legacy", 0}, {"graph", 1}, {NULL, 0}};
 static const enum_name flex_kernels_names[] = {{"fused", 0}, {"slide", 1}, {NULL, 0}};
-static const enum_name cpu_conv_names[] = {{"im2col", 0}, {"onednn", 1}, {"auto", 2}, {NULL, 0}};
+static const enum_name cpu_conv_names[] = {
+    {"im2col", BF_CPU_CONV_IM2COL}, {"onednn", BF_CPU_CONV_ONEDNN}, {"auto", BF_CPU_CONV_AUTO}, {NULL, 0}};
 static const enum_name dataset_names[] = {
     {"fashion_mnist", BF_DATASET_FASHION_MNIST}, {"mnist", BF_DATASET_MNIST},
     {"cifar10", BF_DATASET_CIFAR10}, {"procedural", BF_DATASET_PROCEDURAL},

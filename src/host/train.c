@@ -36,8 +36,8 @@ bf_status bf_backend_cuda_from_config(const bf_config *cfg, int device, bf_backe
 
 bf_status bf_backend_cpu_from_config(const bf_config *cfg, bf_backend **out) {
     BF_TRY(bf_backend_create_cpu(cfg->run.threads, out));
-    bf_cpu_conv_library library = cfg->run.cpu_conv == 2 ? (bf_cpu_have_onednn() ? BF_CPU_CONV_ONEDNN : BF_CPU_CONV_IM2COL)
-                                                         : (bf_cpu_conv_library)cfg->run.cpu_conv;
+    bf_cpu_conv_library library = (bf_cpu_conv_library)cfg->run.cpu_conv;
+    if (cfg->run.cpu_conv == BF_CPU_CONV_AUTO) library = bf_cpu_have_onednn() ? BF_CPU_CONV_ONEDNN : BF_CPU_CONV_IM2COL;
     bf_status s = bf_cpu_set_conv_library(*out, library);
     if (s != BF_OK) {
         bf_backend_destroy(*out);
