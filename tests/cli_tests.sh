@@ -149,6 +149,13 @@ first=$(tr -d '\n ' < "$tmp/attack.json" 2>/dev/null | sed -n 's/.*"top1":\[\([0
 [ -n "$first" ] && [ -n "$clean" ] && awk -v a="$first" -v b="$clean" 'BEGIN { exit !(a * 100 - b < 0.01 && b - a * 100 < 0.01) }' \
   && [ "$(tr -d '\n ' < "$tmp/attack.json" | grep -o '"epsilons":\[[^]]*\]' | tr ',' '\n' | wc -l)" = 5 ] \
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL attack JSON: top-1 at epsilon 0 '$first', evaluation '$clean' (5 epsilons wanted)"; }
+expect "eval writes an SPSA attack" 0 "spsa attack \\(pixels domain\\): 8 images" -- "$eval_" --checkpoint "$tmp/run" \
+  --attack "$tmp/spsa.json" --set analysis.attack_method=spsa --set analysis.attack_epsilons=3 \
+  --set analysis.attack_samples=8 --set analysis.attack_spsa_samples=4 "$tmp/tiny.ini"
+grep -q '"spsa_samples": 4' "$tmp/spsa.json" 2>/dev/null && passed=$((passed + 1)) \
+  || { failed=$((failed + 1)); echo "FAIL SPSA JSON: no spsa_samples 4"; }
+expect "attack_spsa_delta must be positive" 2 "attack_spsa_delta" -- "$eval_" --checkpoint "$tmp/run" \
+  --attack "$tmp/x.json" --set analysis.attack_spsa_delta=0 "$tmp/tiny.ini"
 expect "train refuses --attack" 2 "--attack is a bioflex-eval option" -- "$train" --attack x.json --dry-run "$tmp/tiny.ini"
 # --hessian: 2 eigenvalues, a trace and a density of 3 nodes into JSON, in evaluation mode (the default)
 expect "eval writes the Hessian" 0 "hessian \\(evaluation mode\\): top eigenvalue [0-9.e+-]+, trace" -- "$eval_" --checkpoint "$tmp/run" \

@@ -10,11 +10,20 @@
  *   - PGD with random starts and Gaussian noise draw per sample: evaluation batches of 8 and 5 score
  *     the same; the largest PGD lowers top-1; EOT over 3 passes of this deterministic model is EOT 1;
  *   - the AUCs are the trapezoids of the top-1 curve (the reference's with epsilon_max / epsilons);
- *   - a model built without input_gradient is refused. */
+ *   - a model built without input_gradient is refused;
+ *   - Jitter's cost and gradient are PyTorch 1.13's autograd of torchattacks' formula (values below)
+ *     and agree with finite differences, and so does the gradient of the cost divided by the
+ *     perturbation's L-inf norm, through a linear map; SPSA's margin is the label's logit minus the
+ *     best other;
+ *   - SPGD is PGD on its own grid; Jitter of one whole step from the image without noise is the
+ *     step along the sign of its cost's gradient done by hand; Jitter and SPSA draw per sample
+ *     (batches of 8 and 5 score the same) and lower top-1; SPSA takes int(40 epsilon) steps by
+ *     default, none below 0.025. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "attack_loss.h"
 #include "bioflex/analysis.h"
 #include "bioflex/config.h"
 #include "bioflex/train.h"
@@ -115,7 +124,7 @@ static int same_curves(const bf_attack_result *a, const bf_attack_result *b) {
 
 /* FGSM at eps by hand over the loader's images: top-1 correct count. The gradient is the model's,
  * the step and the clamping are done here in pixel space (or in the reference's x01). */
-static int fgsm_by_hand(bf_model *m, bf_loader *l, float eps, bf_attack_domain domain) {
+static int fgsm_by_hand(bf_model *m, bf_loader *l, float eps, bf_attack_domain domain, int jitter) {
     bf_backend *b = m->backend;
     float *x = bf_test_alloc(b, (size_t)B * S * S), *losses = bf_test_alloc(b, B), *dlogits = bf_test_alloc(b, B * K);
     float host[B * S * S], grad[B * S * S], logits_host[B * K];
@@ -139,7 +148,18 @@ static int fgsm_by_hand(bf_model *m, bf_loader *l, float eps, bf_attack_domain d
         CHECK_OK(bf_to_device(b, x, host, (size_t)count * sizeof(float)));
         CHECK_OK(bf_to_device(b, labels, want, (size_t)n * sizeof(int32_t)));
         CHECK_OK(bf_model_forward(m, x, &logits));
-        CHECK_OK(b->ops->softmax_xent(b, n, K, logits, labels, 0.0f, 1.0f, losses, dlogits));
+        if (jitter) { /* the gradient of Jitter's cost without noise, the image unperturbed */
+            float z[B * K];
+            double dz[K];
+            CHECK_OK(bf_to_host(b, z, logits, (size_t)n * K * sizeof(float)));
+            for (int j = 0; j < n; j++) {
+                bf_jitter_cost(z + j * K, K, want[j], 10.0f, 0.0f, NULL, dz);
+                for (int k = 0; k < K; k++) z[j * K + k] = (float)dz[k];
+            }
+            CHECK_OK(bf_to_device(b, dlogits, z, (size_t)n * K * sizeof(float)));
+        } else {
+            CHECK_OK(b->ops->softmax_xent(b, n, K, logits, labels, 0.0f, 1.0f, losses, dlogits));
+        }
         CHECK_OK(bf_model_backward(m, dlogits));
         CHECK_OK(bf_to_host(b, grad, m->dinput, (size_t)count * sizeof(float)));
         for (int i = 0; i < count; i++) {
@@ -167,7 +187,94 @@ static int fgsm_by_hand(bf_model *m, bf_loader *l, float eps, bf_attack_domain d
     return correct;
 }
 
+/* Jitter's cost at float logits z, in double, for finite differences. */
+static double jitter_at(const double *z, int K, int label, const double *noise) {
+    float zf[8];
+    for (int k = 0; k < K; k++) zf[k] = (float)z[k];
+    return bf_jitter_cost(zf, K, label, 10.0f, 0.1f, noise, NULL);
+}
+
+/* The attack losses on the host (attack_loss.h). */
+static void check_losses(void) {
+    /* torchattacks' Jitter in PyTorch 1.13, float64 (MSELoss of softmax(10 z / ||z||_inf) + 0.1 noise
+     * against the one-hot label, mean over classes, .backward()): z = (1.5, -3, 0.25, 3) with a tie
+     * for the norm, label 2, noise (0.3, -1.2, 0.5, 0.8); and z = (0.5, -2, 1.25), label 0, no noise. */
+    const float z1[4] = {1.5f, -3.0f, 0.25f, 3.0f}, z2[3] = {0.5f, -2.0f, 1.25f};
+    const double noise1[4] = {0.3, -1.2, 0.5, 0.8};
+    const double want1[4] = {-0.011481125291785176, 0.003030059161741622, -0.00034860619373532813, 0.008799672323778821};
+    const double want2[3] = {-0.14622385508877273, 0.054834111942688515, 0.14622412114381073};
+    double dz[4];
+    CHECK_CLOSE(bf_jitter_cost(z1, 4, 2, 10.0f, 0.1f, noise1, dz), 0.5174540511202956, 1e-12, 1e-9, "Jitter's cost, PyTorch's");
+    for (int k = 0; k < 4; k++) CHECK_CLOSE(dz[k], want1[k], 1e-12, 1e-9, "Jitter's gradient (a tie for the norm), PyTorch's");
+    CHECK_CLOSE(bf_jitter_cost(z2, 3, 0, 10.0f, 0.0f, NULL, dz), 0.6363820932609371, 1e-12, 1e-9, "Jitter's cost without noise");
+    for (int k = 0; k < 3; k++) CHECK_CLOSE(dz[k], want2[k], 1e-12, 1e-9, "Jitter's gradient without noise, PyTorch's");
+
+    /* finite differences, the largest magnitude unique (the norm differentiable) */
+    double z[5] = {0.75, -1.5, 0.375, 1.25, -0.5}, fd_noise[5] = {0.1, -0.4, 0.2, 0.0, 0.3}, dz5[5];
+    float zf[5];
+    for (int k = 0; k < 5; k++) zf[k] = (float)z[k];
+    bf_jitter_cost(zf, 5, 3, 10.0f, 0.1f, fd_noise, dz5);
+    for (int k = 0; k < 5; k++) {
+        const double h = 1.0 / 1024, keep = z[k];
+        z[k] = keep + h;
+        const double up = jitter_at(z, 5, 3, fd_noise);
+        z[k] = keep - h;
+        const double down = jitter_at(z, 5, 3, fd_noise);
+        z[k] = keep;
+        CHECK_CLOSE(dz5[k], (up - down) / (2 * h), 2e-5, 2e-3, "Jitter's gradient against finite differences");
+    }
+
+    /* c(W x) / r(x): two channels of 3 elements scaled 0.5 and 2, the norm reached at one element */
+    enum { P = 6, C = 3 };
+    const float scale[2] = {0.5f, 2.0f}, a0[P] = {0.25f, 0.5f, 0.75f, 0.125f, 0.375f, 0.625f};
+    const float W[C * P] = {1, -2, 0.5f, 1.5f, -1, 2, -0.5f, 1, 2, -1.5f, 0.5f, -1, 2, 0.5f, -1, 1, 1.5f, -2};
+    double x[P] = {0.3125, 0.4375, 0.8125, 0.1875, 0.3125, 0.59375};
+    double analytic[P];
+    {
+        float xf[P], zw[C], g[P];
+        double dzw[C];
+        for (int j = 0; j < P; j++) xf[j] = (float)x[j];
+        for (int k = 0; k < C; k++) {
+            double acc = 0;
+            for (int j = 0; j < P; j++) acc += (double)W[k * P + j] * xf[j];
+            zw[k] = (float)acc;
+        }
+        const double c = bf_jitter_cost(zw, C, 1, 10.0f, 0.1f, fd_noise, dzw);
+        const double r = bf_perturbation_norm(xf, a0, P, 3, scale, 2);
+        CHECK_CLOSE(r, 0.0625 * 2, 0, 1e-12, "the norm in [0, 1] units: the second channel's 0.0625 x 2");
+        for (int j = 0; j < P; j++) {
+            double acc = 0;
+            for (int k = 0; k < C; k++) acc += (double)W[k * P + j] * dzw[k];
+            g[j] = (float)(acc / r);
+        }
+        bf_perturbation_norm_gradient(xf, a0, P, 3, scale, 2, c, r, g);
+        for (int j = 0; j < P; j++) analytic[j] = g[j];
+    }
+    for (int j = 0; j < P; j++) {
+        double f[2];
+        for (int side = 0; side < 2; side++) {
+            const double h = 1.0 / 4096;
+            double xs[P], zw[C];
+            float xf[P];
+            memcpy(xs, x, sizeof xs);
+            xs[j] += side ? -h : h;
+            for (int i = 0; i < P; i++) xf[i] = (float)xs[i];
+            for (int k = 0; k < C; k++) {
+                zw[k] = 0;
+                for (int i = 0; i < P; i++) zw[k] += (double)W[k * P + i] * xs[i];
+            }
+            f[side] = jitter_at(zw, C, 1, fd_noise) / bf_perturbation_norm(xf, a0, P, 3, scale, 2);
+        }
+        CHECK_CLOSE(analytic[j], (f[0] - f[1]) / (2.0 / 4096), 1e-4, 2e-3, "c / r: its gradient against finite differences");
+    }
+    const float margin_z[3] = {1.0f, 5.0f, 3.0f};
+    CHECK(bf_margin_loss(margin_z, 3, 2) == -2.0 && bf_margin_loss(margin_z, 3, 1) == 2.0,
+          "SPSA's margin: the label's logit minus the best other (%g, %g)", bf_margin_loss(margin_z, 3, 2),
+          bf_margin_loss(margin_z, 3, 1));
+}
+
 int main(void) {
+    check_losses();
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &b));
     bf_dataset *train_set = open_split(48, BF_SPLIT_TRAIN), *test = open_split(48, BF_SPLIT_TEST),
@@ -195,12 +302,12 @@ int main(void) {
 
     /* FGSM by hand, in both domains */
     const bf_attack_result fgsm = attack(m, l, &o);
-    int by_hand = fgsm_by_hand(m, l, 0.3f, BF_ATTACK_PIXELS);
+    int by_hand = fgsm_by_hand(m, l, 0.3f, BF_ATTACK_PIXELS, 0);
     CHECK(fabs(fgsm.top1[4] * 48 - by_hand) < 0.5 && fgsm.top1[4] < fgsm.top1[0],
           "FGSM at 0.3: top-1 %g of 48, by hand %d (clean %g)", fgsm.top1[4] * 48, by_hand, fgsm.top1[0] * 48);
     o.domain = BF_ATTACK_REFERENCE;
     const bf_attack_result reference = attack(m, l, &o);
-    by_hand = fgsm_by_hand(m, l, 0.3f, BF_ATTACK_REFERENCE);
+    by_hand = fgsm_by_hand(m, l, 0.3f, BF_ATTACK_REFERENCE, 0);
     CHECK(fabs(reference.top1[4] * 48 - by_hand) < 0.5, "FGSM at 0.3, reference domain: top-1 %g of 48, by hand %d",
           reference.top1[4] * 48, by_hand);
     CHECK(memcmp(reference.top1, fgsm.top1, sizeof fgsm.top1) != 0, "the reference domain attacks other points");
@@ -225,6 +332,37 @@ int main(void) {
     const bf_attack_result noise = attack(m, l, &o), noise5 = attack(m5, l5, &o);
     CHECK(same_curves(&noise, &noise5), "Gaussian noise: batches of 8 and 5 score the same");
     CHECK(noise.top1[4] < noise.top1[0], "noise of std 1 lowers top-1: %g (clean %g)", noise.top1[4], noise.top1[0]);
+
+    /* SPGD, Jitter, SPSA */
+    o = options(BF_ATTACK_SPGD);
+    const bf_attack_result spgd = attack(m, l, &o);
+    CHECK(same_curves(&spgd, &pgd) && bf_attack_preset_epsilon_max(BF_ATTACK_SPGD) == 0.5f,
+          "SPGD is PGD, on a grid to 0.5 by default");
+    o = options(BF_ATTACK_JITTER);
+    o.jitter_scale = 10.0f, o.jitter_std = 0.0f, o.pgd_steps = 1, o.pgd_step_fraction = 1, o.random_start = 0;
+    const bf_attack_result jitter_step = attack(m, l, &o);
+    by_hand = fgsm_by_hand(m, l, 0.3f, BF_ATTACK_PIXELS, 1);
+    CHECK(fabs(jitter_step.top1[4] * 48 - by_hand) < 0.5, "Jitter, one step of 0.3 from the image: top-1 %g of 48, by hand %d",
+          jitter_step.top1[4] * 48, by_hand);
+    o = options(BF_ATTACK_JITTER);
+    o.jitter_scale = 10.0f, o.jitter_std = 0.1f;
+    const bf_attack_result jitter = attack(m, l, &o), jitter5 = attack(m5, l5, &o);
+    CHECK(same_curves(&jitter, &jitter5), "Jitter: batches of 8 and 5 score the same");
+    CHECK(jitter.top1[4] < jitter.top1[0], "Jitter lowers top-1: %g at 0.3 (clean %g)", jitter.top1[4], jitter.top1[0]);
+    o = options(BF_ATTACK_SPSA);
+    o.spsa_delta = 0.01f, o.spsa_lr = 0.05f, o.spsa_iterations = 6, o.spsa_samples = 16;
+    const bf_attack_result spsa = attack(m, l, &o), spsa5 = attack(m5, l5, &o);
+    CHECK(same_curves(&spsa, &spsa5), "SPSA: batches of 8 and 5 score the same");
+    CHECK(spsa.top1[4] < spsa.top1[0], "SPSA lowers top-1: %g at 0.3 (clean %g)", spsa.top1[4], spsa.top1[0]);
+    o.spsa_iterations = 0, o.epsilon_max = 0.02f; /* int(40 epsilon) = 0 steps */
+    const bf_attack_result spsa_none = attack(m, l, &o);
+    int unchanged = 1;
+    for (int e = 1; e < 5; e++) unchanged &= spsa_none.top1[e] == spsa_none.top1[0] && spsa_none.top5[e] == spsa_none.top5[0];
+    CHECK(unchanged, "SPSA below epsilon 0.025 takes no step (the reference's int(40 epsilon))");
+    o.epsilon_max = 0.3f;
+    const bf_attack_result spsa_reference = attack(m, l, &o);
+    CHECK(spsa_reference.top1[4] < spsa_reference.top1[0], "SPSA with int(40 x 0.3) = 12 steps lowers top-1: %g (clean %g)",
+          spsa_reference.top1[4], spsa_reference.top1[0]);
 
     /* the areas */
     double area = 0;

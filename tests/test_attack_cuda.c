@@ -5,8 +5,8 @@
  *     mode), in evaluation mode, for a CNN with batch-norm and channel-wise max flex layers, one with
  *     mask-joint flex layers (batch-normalised logits, sigmoid_mul), and a spiking CNN of LIF neurons
  *     over 4 steps (BPTT through the surrogate, the direct input summed over the steps);
- *   - bf_attack's FGSM curve on generated images: top-1 within one image of the CPU's at every epsilon
- *     (a sign that rounding flips can move one image across the boundary).
+ *   - bf_attack's FGSM, Jitter and SPSA curves on generated images: top-1 within one image of the
+ *     CPU's at every epsilon (a sign that rounding flips can move one image across the boundary).
  * Skipped (exit 77) without a CUDA build or device. */
 #include <math.h>
 #include <stdlib.h>
@@ -96,9 +96,9 @@ static bf_model_config cnn(void) {
     return mc;
 }
 
-/* FGSM on 24 generated images of 5 classes, through a model trained on none: its decisions are
+/* An attack on 24 generated images of 5 classes, through a model trained on none: its decisions are
  * arbitrary but the same function on both backends. */
-static void compare_fgsm(bf_backend *cpu, bf_backend *gpu) {
+static void compare_attack(bf_backend *cpu, bf_backend *gpu, bf_attack_method method) {
     bf_config cfg;
     bf_config_defaults(&cfg);
     cfg.data.dataset = BF_DATASET_PROCEDURAL;
@@ -115,16 +115,18 @@ static void compare_fgsm(bf_backend *cpu, bf_backend *gpu) {
     mc.flex = 1;
     bf_model *on_cpu = build(cpu, mc), *on_gpu = build(gpu, mc);
     if (!l || !on_cpu || !on_gpu) return;
-    const bf_attack_options o = {.method = BF_ATTACK_FGSM, .epsilons = 6, .epsilon_max = 0.5f, .pgd_steps = 1,
-                                 .pgd_step_fraction = 1, .eot_samples = 1, .seed = 1};
+    const bf_attack_options o = {.method = method, .epsilons = 6, .epsilon_max = 0.5f, .pgd_steps = 1,
+                                 .pgd_step_fraction = 1, .eot_samples = 1, .seed = 1, .jitter_scale = 10,
+                                 .jitter_std = 0.1f, .spsa_delta = 0.01f, .spsa_lr = 0.05f, .spsa_iterations = 2,
+                                 .spsa_samples = 4};
     static bf_attack_result want, got;
     CHECK_OK(bf_attack(on_cpu, l, &o, &want));
     CHECK_OK(bf_attack(on_gpu, l, &o, &got));
     double worst = 0;
     for (int e = 0; e < o.epsilons; e++) worst = fmax(worst, fabs(want.top1[e] - got.top1[e]) * 24);
-    CHECK(want.samples == 24 && got.samples == 24 && worst <= 1 && want.top1[5] < want.top1[0],
-          "FGSM: top-1 on CUDA within %g images of the CPU's at every epsilon (CPU %g -> %g)", worst, want.top1[0],
-          want.top1[5]);
+    CHECK(want.samples == 24 && got.samples == 24 && worst <= 1 && (method != BF_ATTACK_FGSM || want.top1[5] < want.top1[0]),
+          "%s: top-1 on CUDA within %g images of the CPU's at every epsilon (CPU %g -> %g)", bf_attack_method_name(method),
+          worst, want.top1[0], want.top1[5]);
     bf_model_destroy(on_cpu), bf_model_destroy(on_gpu);
     bf_loader_destroy(l);
     bf_dataset_free(d);
@@ -146,7 +148,9 @@ int main(void) {
     mc.spiking.time_steps = 4;
     mc.spiking.threshold = 0.3f;
     compare_gradients(cpu, gpu, mc, "spiking, LIF over 4 steps");
-    compare_fgsm(cpu, gpu);
+    compare_attack(cpu, gpu, BF_ATTACK_FGSM);
+    compare_attack(cpu, gpu, BF_ATTACK_JITTER);
+    compare_attack(cpu, gpu, BF_ATTACK_SPSA);
     bf_backend_destroy(gpu);
     bf_backend_destroy(cpu);
     return bf_test_finish();

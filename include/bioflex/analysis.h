@@ -185,7 +185,20 @@ bf_status bf_routing_statistics(bf_model *m, bf_loader *loader, int batches, FIL
  *   pgd (L-inf, as torchattacks' PGD): from a uniform point of the epsilon ball (random_start) or x,
  *     pgd_steps steps of pgd_step_fraction x epsilon along sign(grad), each projected on the epsilon
  *     ball around x and the pixel range;
- *   gaussian_noise: x + N(0, epsilon^2) per pixel, clamped to the pixel range.
+ *   gaussian_noise: x + N(0, epsilon^2) per pixel, clamped to the pixel range;
+ *   spgd (the reference's "super PGD"): PGD with the reference's wider grid (epsilon up to 0.5);
+ *   jitter (torchattacks' Jitter, Schwinn et al. 2021): PGD's steps along the sign of the gradient of
+ *     another loss, the squared distance between the label's one-hot and the softmax of the logits
+ *     scaled to a largest magnitude of jitter_scale, plus N(0, jitter_std^2) noise per logit
+ *     (attack_loss.h); for an image already misclassified that loss is divided by the L-inf norm of
+ *     its perturbation (in the attack's [0, 1] units), through which it has a gradient too;
+ *   spsa (torchattacks' SPSA, after advertorch; gradient-free): spsa_iterations steps (0: the
+ *     reference's int(40 epsilon)) of Adam (learning rate spsa_lr, PyTorch's betas) on the
+ *     perturbation, each from the mean over spsa_samples draws of v in {-1, 1}^pixels of
+ *     (f(x + delta v) - f(x - delta v)) v / (2 delta), f = the label's logit minus the best other
+ *     (delta = spsa_delta); after each step the perturbation is clamped to the epsilon ball and the
+ *     pixel range. delta, the learning rate and the ball are in pixels of [0, 1] images, as
+ *     epsilon is (domains below).
  * grad is the gradient of the summed cross-entropy with respect to the image, through the model in
  * evaluation mode (running statistics; spiking networks through time with their surrogate; rate
  * coding straight through), summed over eot_samples forward passes with their own random draws.
@@ -199,9 +212,18 @@ bf_status bf_routing_statistics(bf_model *m, bf_loader *loader, int batches, FIL
  *     is not clamped. Its epsilon is thus (max - min) x epsilon in normalised units, and the batch
  *     (eval_batch_size) matters.
  * Evaluation passes draw as bf_evaluate's (BF_EVAL_STEP, the sample's position), so the clean point
- * equals bioflex-eval's score of the same images; gradient passes draw from steps of their own. PGD's
- * start and the noise are keyed by the sample's place in the split: any batching draws the same. */
-typedef enum bf_attack_method { BF_ATTACK_FGSM = 0, BF_ATTACK_PGD = 1, BF_ATTACK_GAUSSIAN_NOISE = 2 } bf_attack_method;
+ * equals bioflex-eval's score of the same images; gradient passes (and SPSA's forwards) draw from
+ * steps of their own. The random starts, the noise, Jitter's logit noise and SPSA's v are keyed by the
+ * sample's place in the split: any batching draws the same. (torchattacks' SPSA shares one v among
+ * the images of a batch; each image's estimate has the same distribution either way.) */
+typedef enum bf_attack_method {
+    BF_ATTACK_FGSM = 0,
+    BF_ATTACK_PGD = 1,
+    BF_ATTACK_GAUSSIAN_NOISE = 2,
+    BF_ATTACK_SPGD = 3,
+    BF_ATTACK_JITTER = 4,
+    BF_ATTACK_SPSA = 5
+} bf_attack_method;
 typedef enum bf_attack_domain { BF_ATTACK_PIXELS = 0, BF_ATTACK_REFERENCE = 1 } bf_attack_domain;
 
 #define BF_ATTACK_MAX_EPSILONS 1000
@@ -211,9 +233,15 @@ typedef struct bf_attack_options {
     bf_attack_domain domain;
     int epsilons;              /* grid points, 0 .. epsilon_max evenly (2 .. BF_ATTACK_MAX_EPSILONS) */
     float epsilon_max;         /* 0: bf_attack_preset_epsilon_max */
-    int pgd_steps;
+    int pgd_steps;             /* pgd, spgd, jitter */
     float pgd_step_fraction;
     int random_start;
+    float jitter_scale;        /* jitter: the logits' largest magnitude before the softmax (10) */
+    float jitter_std;          /* jitter: the noise added to the softmax (0.1) */
+    float spsa_delta;          /* spsa: the finite difference's half step (0.01) */
+    float spsa_lr;             /* spsa: Adam's learning rate (0.01) */
+    int spsa_iterations;       /* spsa: Adam steps (0: int(40 epsilon), the reference's) */
+    int spsa_samples;          /* spsa: draws of v per gradient estimate (128) */
     int eot_samples;
     int samples;               /* the split's first N images (0 = all) */
     uint64_t seed;
@@ -228,7 +256,8 @@ typedef struct bf_attack_result {
     double auc_reference;      /* the reference's, with a spacing of epsilon_max / epsilons (attacks.py:216) */
 } bf_attack_result;
 
-/* The reference's largest epsilon for a method: fgsm 0.64, pgd 23/255, gaussian_noise 0.42. */
+/* The reference's largest epsilon for a method: fgsm 0.64, pgd 23/255, gaussian_noise 0.42, spgd 0.5,
+ * jitter 0.3, spsa 0.21. */
 float bf_attack_preset_epsilon_max(bf_attack_method method);
 const char *bf_attack_method_name(bf_attack_method method);
 

@@ -232,12 +232,15 @@ typedef struct bf_analysis_config {
     long hessian_seed;
     int hessian_mode;          /* bf_analysis_mode: eval | train */
     /* bioflex-eval --attack (bf_attack_options) */
-    int attack_method;         /* bf_attack_method: fgsm | pgd | gaussian_noise */
+    int attack_method;         /* bf_attack_method: fgsm | pgd | gaussian_noise | spgd | jitter | spsa */
     float attack_epsilon_max;  /* the largest epsilon, in pixel units (0 = the method's reference grid) */
     int attack_epsilons;       /* grid points from 0 to attack_epsilon_max */
     int attack_pgd_steps;
     float attack_pgd_step_fraction; /* PGD's step alpha = this x epsilon */
     int attack_random_start;   /* PGD starts at a uniform point of the epsilon ball */
+    float attack_jitter_scale, attack_jitter_std;
+    float attack_spsa_delta, attack_spsa_lr;
+    int attack_spsa_iterations, attack_spsa_samples;
     int attack_eot_samples;    /* gradients summed over this many forward passes (stochastic models) */
     int attack_samples;        /* the test split's first N images (0 = all) */
     int attack_domain;         /* bf_attack_domain: pixels | reference */

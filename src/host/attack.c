@@ -1,5 +1,6 @@
-/* attack.c - adversarial attacks on a trained model: FGSM, L-inf PGD and Gaussian noise over a
- * grid of epsilons (analysis.h says what each computes, PlasticFlex spec section 6).
+/* attack.c - adversarial attacks on a trained model: FGSM, L-inf PGD (and SPGD), Jitter and
+ * Gaussian noise over a grid of epsilons (analysis.h says what each computes, PlasticFlex spec
+ * section 6); SPSA is in attack_spsa.c.
  *
  * Per batch of the loader: the clean images a0 in the attack's space (the model's normalised input,
  * or the reference's min-max scaled x01), then for each epsilon the attacked images x, built by the
@@ -10,47 +11,34 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attack_loss.h"
+#include "attack_run.h"
 #include "batch_upload.h"
-#include "bioflex/analysis.h"
 #include "bioflex/hash.h"
-#include "bioflex/train.h"
-
-/* The gradient passes' step counters: above training's and evaluation's (BF_EVAL_STEP), so that
- * their random draws are their own; EOT pass k takes this + k. */
-#define ATTACK_GRADIENT_STEP (UINT64_C(3) << 40)
 
 float bf_attack_preset_epsilon_max(bf_attack_method method) {
     switch (method) { /* the reference's grids (spec section 6) */
     case BF_ATTACK_FGSM: return 0.64f;
     case BF_ATTACK_PGD: return 23.0f / 255.0f;
     case BF_ATTACK_GAUSSIAN_NOISE: return 0.42f;
+    case BF_ATTACK_SPGD: return 0.5f;
+    case BF_ATTACK_JITTER: return 0.3f;
+    case BF_ATTACK_SPSA: return 0.21f;
     }
     return 0;
 }
 
 const char *bf_attack_method_name(bf_attack_method method) {
-    static const char *names[] = {"fgsm", "pgd", "gaussian_noise"};
-    return method >= 0 && method <= BF_ATTACK_GAUSSIAN_NOISE ? names[method] : "?";
+    static const char *names[] = {"fgsm", "pgd", "gaussian_noise", "spgd", "jitter", "spsa"};
+    return method >= 0 && method <= BF_ATTACK_SPSA ? names[method] : "?";
 }
 
-typedef struct attack_run {
-    bf_model *m;
-    bf_backend *b;
-    const bf_attack_options *o;
-    bf_image_format format;
-    size_t per_image;          /* c*h*w */
-    int n;                     /* the current batch */
-    uint64_t position;         /* its first sample's place in the split */
-    float vmin, vmax;          /* reference domain: the batch's range */
-    /* backend memory, at the model's largest batch */
-    float *a0, *x, *grad, *dir, *scored, *dlogits, *losses, *c1, *c5, *sums;
-    int32_t *labels;
-    float *host;               /* n images on the host: draws, the reference's scaling */
-} attack_run;
+/* In the pixels domain, channel ch was normalised as (p - mean) / std. */
+float attack_pixel_scale(const attack_run *r, int ch) {
+    return r->o->domain == BF_ATTACK_REFERENCE ? 1.0f : r->format.std[ch];
+}
 
-/* The box of a step of `step` and a ball of `radius` (pixels, or the reference's x01 units); clamp:
- * keep to the pixel range. In the pixel domain, channel ch was normalised as (p - mean) / std. */
-static bf_attack_box box_for(const attack_run *r, float step, float radius, int clamp) {
+bf_attack_box attack_box(const attack_run *r, float step, float radius, int clamp) {
     bf_attack_box box = {.c = r->o->domain == BF_ATTACK_REFERENCE ? 1 : r->format.c};
     for (int ch = 0; ch < box.c; ch++) {
         const float std = r->o->domain == BF_ATTACK_REFERENCE ? 1.0f : r->format.std[ch];
@@ -63,7 +51,10 @@ static bf_attack_box box_for(const attack_run *r, float step, float radius, int 
     return box;
 }
 
-static size_t batch_floats(const attack_run *r) { return (size_t)r->n * r->per_image; }
+uint64_t attack_seed(const attack_run *r, int e, uint64_t index) {
+    const uint64_t seed = bf_seed_derive(r->o->seed, BF_STREAM_ATTACK, (uint64_t)e);
+    return index == 0 ? seed : bf_seed_derive(seed, BF_STREAM_ATTACK, index);
+}
 
 /* grad = the summed cross-entropy's gradient with respect to x, summed over the EOT passes. */
 static bf_status input_gradient(attack_run *r, const float *x) {
@@ -76,53 +67,109 @@ static bf_status input_gradient(attack_run *r, const float *x) {
         BF_TRY(bf_model_forward(m, x, &logits));
         BF_TRY(ops->softmax_xent(r->b, r->n, m->num_classes, logits, r->labels, 0.0f, 1.0f, r->losses, r->dlogits));
         BF_TRY(bf_model_backward(m, r->dlogits));
-        if (k == 0) BF_TRY(ops->copy(r->b, r->grad, m->dinput, batch_floats(r) * sizeof(float)));
-        else BF_TRY(ops->add_inplace(r->b, r->grad, m->dinput, batch_floats(r)));
+        if (k == 0) BF_TRY(ops->copy(r->b, r->grad, m->dinput, attack_batch_floats(r) * sizeof(float)));
+        else BF_TRY(ops->add_inplace(r->b, r->grad, m->dinput, attack_batch_floats(r)));
     }
     return BF_OK;
+}
+
+/* grad = Jitter's input gradient at r->x for step `step` of grid point e (analysis.h, attack_loss.h),
+ * summed over the EOT passes. Image i's cost c_i is divided by its perturbation's norm r_i when the
+ * model misclassifies it and r_i > 0, so its gradient is dc_i / r_i - c_i / r_i^2 dr_i, dr_i being
+ * the norm's gradient: sign(x - a0) x scale, shared evenly by the elements where |x - a0| x scale
+ * = r_i (PyTorch's infinity norm). torchattacks' mean over the batch, a positive factor, is left out:
+ * the attack steps along the gradient's sign. */
+static bf_status jitter_gradient(attack_run *r, int e, int step) {
+    bf_model *m = r->m;
+    const int n = r->n, K = m->num_classes;
+    const size_t count = attack_batch_floats(r), plane = (size_t)r->format.h * r->format.w;
+    float channel_scale[3];
+    for (int ch = 0; ch < r->format.c; ch++) channel_scale[ch] = attack_pixel_scale(r, ch);
+    float *x = r->host, *sum = calloc(2 * count, sizeof *sum), *g = sum ? sum + count : NULL;
+    double *r_norm = malloc((size_t)n * sizeof *r_norm), *cost = malloc((size_t)n * sizeof *cost),
+           *noise = malloc(2 * (size_t)K * sizeof *noise), *dz = noise ? noise + K : NULL;
+    bf_status s = r_norm && cost && noise && sum ? BF_OK : bf_error(BF_ERR_OOM, "jitter: out of host memory");
+    if (s == BF_OK) s = bf_to_host(r->b, x, r->x, count * sizeof(float));
+    for (int i = 0; s == BF_OK && i < n; i++)
+        r_norm[i] = bf_perturbation_norm(x + (size_t)i * r->per_image, r->host_a0 + (size_t)i * r->per_image,
+                                         r->per_image, plane, channel_scale, r->format.c);
+    for (int k = 0; s == BF_OK && k < r->o->eot_samples; k++) {
+        const float *logits = NULL;
+        const uint64_t seed = attack_seed(r, e, 1 + (uint64_t)step * (uint64_t)r->o->eot_samples + (uint64_t)k);
+        m->step = ATTACK_GRADIENT_STEP + (uint64_t)k;
+        m->sample_offset = r->position;
+        s = bf_model_forward(m, r->x, &logits);
+        if (s == BF_OK) s = bf_to_host(r->b, r->host_logits, logits, (size_t)n * K * sizeof(float));
+        for (int i = 0; s == BF_OK && i < n; i++) {
+            float *z = r->host_logits + (size_t)i * K;
+            int best = 0;
+            for (int c = 1; c < K; c++) best = z[c] > z[best] ? c : best;
+            for (int c = 0; c < K; c++) noise[c] = bf_normal(seed, (r->position + (uint64_t)i) * (uint64_t)K + (uint64_t)c);
+            cost[i] = bf_jitter_cost(z, K, r->host_labels[i], r->o->jitter_scale, r->o->jitter_std, noise, dz);
+            const int divided = best != r->host_labels[i] && r_norm[i] > 0;
+            if (!divided) cost[i] = 0; /* no quotient: no term through the norm */
+            for (int c = 0; c < K; c++) z[c] = (float)(divided ? dz[c] / r_norm[i] : dz[c]); /* dlogits, in place */
+        }
+        if (s == BF_OK) s = bf_to_device(r->b, r->dlogits, r->host_logits, (size_t)n * K * sizeof(float));
+        if (s == BF_OK) s = bf_model_backward(m, r->dlogits);
+        if (s == BF_OK) s = bf_to_host(r->b, g, m->dinput, count * sizeof(float));
+        for (int i = 0; s == BF_OK && i < n; i++) {
+            const size_t at = (size_t)i * r->per_image;
+            if (cost[i] != 0)
+                bf_perturbation_norm_gradient(x + at, r->host_a0 + at, r->per_image, plane, channel_scale, r->format.c,
+                                              cost[i], r_norm[i], g + at);
+        }
+        for (size_t j = 0; s == BF_OK && j < count; j++) sum[j] += g[j];
+    }
+    if (s == BF_OK) s = bf_to_device(r->b, r->grad, sum, count * sizeof(float));
+    free(r_norm), free(cost), free(noise), free(sum);
+    return s;
 }
 
 /* dir = one draw per pixel of the batch's images, keyed by the sample's place in the split:
  * U(-1, 1) (uniform) or N(0, 1). */
 static bf_status draw_direction(attack_run *r, int e, int uniform) {
-    const uint64_t seed = bf_seed_derive(r->o->seed, BF_STREAM_ATTACK, (uint64_t)e);
+    const uint64_t seed = attack_seed(r, e, 0);
     const uint64_t first = r->position * r->per_image;
-    for (size_t i = 0; i < batch_floats(r); i++)
+    for (size_t i = 0; i < attack_batch_floats(r); i++)
         r->host[i] = uniform ? 2.0f * bf_uniform(seed, first + i) - 1.0f : (float)bf_normal(seed, first + i);
-    return bf_to_device(r->b, r->dir, r->host, batch_floats(r) * sizeof(float));
+    return bf_to_device(r->b, r->dir, r->host, attack_batch_floats(r) * sizeof(float));
 }
 
 /* x = the attacked images at epsilon eps (grid point e), from a0. */
 static bf_status attack_at(attack_run *r, int e, float eps) {
     const bf_ops *ops = r->b->ops;
-    const size_t count = batch_floats(r), plane = (size_t)r->format.h * r->format.w;
+    const size_t count = attack_batch_floats(r), plane = (size_t)r->format.h * r->format.w;
     const size_t box_plane = r->o->domain == BF_ATTACK_REFERENCE ? r->per_image : plane;
     BF_TRY(ops->copy(r->b, r->x, r->a0, count * sizeof(float)));
     if (eps == 0) return BF_OK;
     switch (r->o->method) {
     case BF_ATTACK_FGSM: {
-        const bf_attack_box box = box_for(r, eps, eps, 1);
+        const bf_attack_box box = attack_box(r, eps, eps, 1);
         BF_TRY(input_gradient(r, r->x));
         return ops->attack_step(r->b, &box, count, box_plane, r->a0, r->grad, 1, r->x);
     }
-    case BF_ATTACK_PGD: {
+    case BF_ATTACK_PGD:
+    case BF_ATTACK_SPGD:
+    case BF_ATTACK_JITTER: {
         if (r->o->random_start) {
-            const bf_attack_box start = box_for(r, eps, eps, 1);
+            const bf_attack_box start = attack_box(r, eps, eps, 1);
             BF_TRY(draw_direction(r, e, 1));
             BF_TRY(ops->attack_step(r->b, &start, count, box_plane, r->a0, r->dir, 0, r->x));
         }
-        const bf_attack_box box = box_for(r, r->o->pgd_step_fraction * eps, eps, 1);
+        const bf_attack_box box = attack_box(r, r->o->pgd_step_fraction * eps, eps, 1);
         for (int k = 0; k < r->o->pgd_steps; k++) {
-            BF_TRY(input_gradient(r, r->x));
+            BF_TRY(r->o->method == BF_ATTACK_JITTER ? jitter_gradient(r, e, k) : input_gradient(r, r->x));
             BF_TRY(ops->attack_step(r->b, &box, count, box_plane, r->a0, r->grad, 1, r->x));
         }
         return BF_OK;
     }
     case BF_ATTACK_GAUSSIAN_NOISE: { /* the reference adds its noise unclamped */
-        const bf_attack_box box = box_for(r, eps, INFINITY, r->o->domain != BF_ATTACK_REFERENCE);
+        const bf_attack_box box = attack_box(r, eps, INFINITY, r->o->domain != BF_ATTACK_REFERENCE);
         BF_TRY(draw_direction(r, e, 0));
         return ops->attack_step(r->b, &box, count, box_plane, r->a0, r->dir, 0, r->x);
     }
+    case BF_ATTACK_SPSA: return attack_spsa(r, e, eps);
     }
     return bf_error(BF_ERR_ARG, "attack: unknown method %d", (int)r->o->method);
 }
@@ -130,7 +177,7 @@ static bf_status attack_at(attack_run *r, int e, float eps) {
 /* The reference domain's clean point: x01 = (x - min) / (max - min) over the whole batch, in float
  * as PyTorch computes it. */
 static bf_status reference_scale(attack_run *r, const float *x) {
-    const size_t count = batch_floats(r);
+    const size_t count = attack_batch_floats(r);
     BF_TRY(bf_to_host(r->b, r->host, x, count * sizeof(float)));
     float lo = INFINITY, hi = -INFINITY;
     for (size_t i = 0; i < count; i++) lo = fminf(lo, r->host[i]), hi = fmaxf(hi, r->host[i]);
@@ -148,7 +195,7 @@ static bf_status score(attack_run *r, int e) {
     const bf_ops *ops = r->b->ops;
     const float *in = r->x;
     if (r->o->domain == BF_ATTACK_REFERENCE) { /* x01_adv / 0.99999 x (max - min) + min (attacks.py) */
-        const size_t count = batch_floats(r);
+        const size_t count = attack_batch_floats(r);
         BF_TRY(bf_to_host(r->b, r->host, r->x, count * sizeof(float)));
         for (size_t i = 0; i < count; i++) r->host[i] = r->host[i] / 0.99999f * (r->vmax - r->vmin) + r->vmin;
         BF_TRY(bf_to_device(r->b, r->scored, r->host, count * sizeof(float)));
@@ -170,6 +217,12 @@ static bf_status check_options(const bf_model *m, const bf_attack_options *o, co
     if (!(o->epsilon_max >= 0) || o->pgd_steps < 1 || !(o->pgd_step_fraction > 0) || o->eot_samples < 1 || o->samples < 0)
         return bf_error(BF_ERR_ARG, "attack: epsilon_max %g, pgd_steps %d, pgd_step_fraction %g, eot_samples %d, "
                         "samples %d", o->epsilon_max, o->pgd_steps, o->pgd_step_fraction, o->eot_samples, o->samples);
+    if (o->method < BF_ATTACK_FGSM || o->method > BF_ATTACK_SPSA) return bf_error(BF_ERR_ARG, "attack: unknown method %d", (int)o->method);
+    if (o->method == BF_ATTACK_JITTER && !(o->jitter_scale > 0 && o->jitter_std >= 0))
+        return bf_error(BF_ERR_ARG, "attack: jitter_scale %g (> 0), jitter_std %g (>= 0)", o->jitter_scale, o->jitter_std);
+    if (o->method == BF_ATTACK_SPSA && !(o->spsa_delta > 0 && o->spsa_lr > 0 && o->spsa_iterations >= 0 && o->spsa_samples >= 1))
+        return bf_error(BF_ERR_ARG, "attack: spsa_delta %g (> 0), spsa_lr %g (> 0), spsa_iterations %d (>= 0), spsa_samples %d (>= 1)",
+                        o->spsa_delta, o->spsa_lr, o->spsa_iterations, o->spsa_samples);
     if (f->c < 1 || f->c > 3) return bf_error(BF_ERR_ARG, "attack: images of %d channels (1 to 3)", f->c);
     return BF_OK;
 }
@@ -188,20 +241,28 @@ static bf_status alloc_run(attack_run *r) {
     BF_TRY(r->b->ops->fill(r->b, r->sums, 0.0f, 2 * (size_t)r->o->epsilons));
     BF_TRY(bf_alloc(r->b, (size_t)max_n * sizeof(int32_t), (void **)&r->labels));
     r->host = malloc(images);
-    return r->host ? BF_OK : bf_error(BF_ERR_OOM, "attack: out of host memory");
+    r->host_a0 = malloc(images);
+    r->host_logits = malloc((size_t)max_n * k * sizeof(float));
+    r->host_labels = malloc((size_t)max_n * sizeof(int32_t));
+    return r->host && r->host_a0 && r->host_logits && r->host_labels ? BF_OK
+                                                                     : bf_error(BF_ERR_OOM, "attack: out of host memory");
 }
 
 static void free_run(attack_run *r) {
     float *buffers[] = {r->a0, r->x, r->grad, r->dir, r->scored, r->dlogits, r->losses, r->sums};
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) bf_free(r->b, buffers[i]);
     bf_free(r->b, r->labels);
-    free(r->host);
+    free(r->host), free(r->host_a0), free(r->host_logits), free(r->host_labels);
 }
 
 /* One batch: its clean point, then every epsilon's attack and score. */
 static bf_status attack_batch(attack_run *r, const float *x0, const float *grid) {
     if (r->o->domain == BF_ATTACK_REFERENCE) BF_TRY(reference_scale(r, x0));
-    else BF_TRY(r->b->ops->copy(r->b, r->a0, x0, batch_floats(r) * sizeof(float)));
+    else BF_TRY(r->b->ops->copy(r->b, r->a0, x0, attack_batch_floats(r) * sizeof(float)));
+    if (r->o->method == BF_ATTACK_JITTER || r->o->method == BF_ATTACK_SPSA) { /* they work on the host too */
+        BF_TRY(bf_to_host(r->b, r->host_a0, r->a0, attack_batch_floats(r) * sizeof(float)));
+        BF_TRY(bf_to_host(r->b, r->host_labels, r->labels, (size_t)r->n * sizeof(int32_t)));
+    }
     for (int e = 0; e < r->o->epsilons; e++) {
         BF_TRY(attack_at(r, e, grid[e]));
         BF_TRY(score(r, e));
@@ -287,9 +348,14 @@ static void write_list(FILE *f, const char *key, const double *v, int n) {
 bf_status bf_attack_write_json(const bf_attack_options *o, const bf_attack_result *r, FILE *f) {
     fprintf(f, "{\n  \"method\": \"%s\",\n  \"domain\": \"%s\",\n  \"samples\": %d,\n", bf_attack_method_name(o->method),
             o->domain == BF_ATTACK_REFERENCE ? "reference" : "pixels", r->samples);
-    if (o->method == BF_ATTACK_PGD)
+    if (o->method == BF_ATTACK_PGD || o->method == BF_ATTACK_SPGD || o->method == BF_ATTACK_JITTER)
         fprintf(f, "  \"pgd_steps\": %d,\n  \"pgd_step_fraction\": %.9g,\n  \"random_start\": %s,\n", o->pgd_steps,
                 o->pgd_step_fraction, o->random_start ? "true" : "false");
+    if (o->method == BF_ATTACK_JITTER)
+        fprintf(f, "  \"jitter_scale\": %.9g,\n  \"jitter_std\": %.9g,\n", o->jitter_scale, o->jitter_std);
+    if (o->method == BF_ATTACK_SPSA)
+        fprintf(f, "  \"spsa_delta\": %.9g,\n  \"spsa_lr\": %.9g,\n  \"spsa_iterations\": %d,\n  \"spsa_samples\": %d,\n",
+                o->spsa_delta, o->spsa_lr, o->spsa_iterations, o->spsa_samples);
     fprintf(f, "  \"eot_samples\": %d,\n  \"seed\": %llu,\n", o->eot_samples, (unsigned long long)o->seed);
     write_list(f, "epsilons", r->epsilon, r->epsilons);
     write_list(f, "top1", r->top1, r->epsilons);

@@ -131,7 +131,8 @@ static const enum_name schedule_names[] = {
     {"multistep", BF_SCHED_MULTISTEP}, {"cosine", BF_SCHED_COSINE}, {NULL, 0}};
 static const enum_name butd_network_names[] = {{"none", 0}, {"fc", 1}, {"simple", 2}, {"resnet18", 3}, {NULL, 0}};
 static const enum_name surface_direction_names[] = {{"filter_normalized", 0}, {"reference", 1}, {NULL, 0}};
-static const enum_name attack_method_names[] = {{"fgsm", 0}, {"pgd", 1}, {"gaussian_noise", 2}, {NULL, 0}};
+static const enum_name attack_method_names[] = {{"fgsm", 0}, {"pgd", 1}, {"gaussian_noise", 2}, {"spgd", 3},
+                                                {"jitter", 4}, {"spsa", 5}, {NULL, 0}};
 static const enum_name analysis_mode_names[] = {{"train", 0}, {"eval", 1}, {NULL, 0}};
 static const enum_name surface_split_names[] = {{"test", 0}, {"train", 1}, {NULL, 0}};
 static const enum_name attack_domain_names[] = {{"pixels", 0}, {"reference", 1}, {NULL, 0}};
@@ -341,16 +342,22 @@ static const key_spec key_table[] = {
     FLOAT_KEY("analysis", "hessian_step", analysis.hessian_step, 0, NO_MAX, MIN_OPEN, "0.001", "Hessian-vector products are central differences of the gradient: (g(theta + step v) - g(theta - step v)) / (2 step) along unit directions v"),
     INT_KEY("analysis", "hessian_density_iterations", analysis.hessian_density_iterations, 0, 1000, "0", "Lanczos steps of the spectral density (stochastic Lanczos quadrature, PyHessian's 100; 0 = none): each keeps a vector of every parameter on the host"),
     LONG_KEY("analysis", "hessian_seed", analysis.hessian_seed, 0, NO_MAX, "42", "seed of the power iterations' starts and the Hutchinson probes"),
-    ENUM_KEY("analysis", "attack_method", analysis.attack_method, attack_method_names, "fgsm", "bioflex-eval --attack: fgsm (one step of epsilon x sign of the input gradient), pgd (L-inf projected gradient descent: attack_pgd_steps steps of attack_pgd_step_fraction x epsilon, projected on the epsilon ball and the pixel range), gaussian_noise (N(0, epsilon^2) per pixel)"),
-    FLOAT_KEY("analysis", "attack_epsilon_max", analysis.attack_epsilon_max, 0, NO_MAX, 0, "0", "the largest epsilon, in pixels of [0, 1] images; 0 = the reference's grid for the method (fgsm 0.64, pgd 23/255, gaussian_noise 0.42)"),
+    ENUM_KEY("analysis", "attack_method", analysis.attack_method, attack_method_names, "fgsm", "bioflex-eval --attack: fgsm (one step of epsilon x sign of the input gradient), pgd (L-inf projected gradient descent: attack_pgd_steps steps of attack_pgd_step_fraction x epsilon, projected on the epsilon ball and the pixel range), gaussian_noise (N(0, epsilon^2) per pixel), spgd (the reference's \"super PGD\": pgd on a grid to 0.5), jitter (torchattacks' Jitter: pgd's steps on the squared error of a scaled, noisy softmax, attack_jitter_*), spsa (gradient-free: Adam on the perturbation with SPSA estimates of the label's margin gradient, attack_spsa_*)"),
+    FLOAT_KEY("analysis", "attack_epsilon_max", analysis.attack_epsilon_max, 0, NO_MAX, 0, "0", "the largest epsilon, in pixels of [0, 1] images; 0 = the reference's grid for the method (fgsm 0.64, pgd 23/255, gaussian_noise 0.42, spgd 0.5, jitter 0.3, spsa 0.21)"),
     INT_KEY("analysis", "attack_epsilons", analysis.attack_epsilons, 2, 1000, "23", "epsilons evenly from 0 to attack_epsilon_max (the reference's 23)"),
-    INT_KEY("analysis", "attack_pgd_steps", analysis.attack_pgd_steps, 1, 100000, "20", "pgd: iterations (torchattacks' 20)"),
-    FLOAT_KEY("analysis", "attack_pgd_step_fraction", analysis.attack_pgd_step_fraction, 0, NO_MAX, MIN_OPEN, "0.25", "pgd: each step is this x epsilon (the reference's alpha = epsilon / 4)"),
-    BOOL_KEY("analysis", "attack_random_start", analysis.attack_random_start, "true", "pgd: start at a uniform point of the epsilon ball (torchattacks' default), else at the image"),
+    INT_KEY("analysis", "attack_pgd_steps", analysis.attack_pgd_steps, 1, 100000, "20", "pgd, spgd, jitter: iterations (torchattacks' 20)"),
+    FLOAT_KEY("analysis", "attack_pgd_step_fraction", analysis.attack_pgd_step_fraction, 0, NO_MAX, MIN_OPEN, "0.25", "pgd, spgd, jitter: each step is this x epsilon (the reference's alpha = epsilon / 4)"),
+    BOOL_KEY("analysis", "attack_random_start", analysis.attack_random_start, "true", "pgd, spgd, jitter: start at a uniform point of the epsilon ball (torchattacks' default), else at the image"),
+    FLOAT_KEY("analysis", "attack_jitter_scale", analysis.attack_jitter_scale, 0, NO_MAX, MIN_OPEN, "10", "jitter: the logits are scaled to this largest magnitude before the softmax (torchattacks' 10)"),
+    FLOAT_KEY("analysis", "attack_jitter_std", analysis.attack_jitter_std, 0, NO_MAX, 0, "0.1", "jitter: std of the Gaussian noise added to the softmax (torchattacks' 0.1; 0 = none)"),
+    FLOAT_KEY("analysis", "attack_spsa_delta", analysis.attack_spsa_delta, 0, NO_MAX, MIN_OPEN, "0.01", "spsa: the finite differences' half step, in pixels of [0, 1] images (the reference's 0.01)"),
+    FLOAT_KEY("analysis", "attack_spsa_lr", analysis.attack_spsa_lr, 0, NO_MAX, MIN_OPEN, "0.01", "spsa: Adam's learning rate on the perturbation, in pixels (the reference's 0.01)"),
+    INT_KEY("analysis", "attack_spsa_iterations", analysis.attack_spsa_iterations, 0, 100000, "0", "spsa: Adam steps per epsilon; 0 = the reference's int(40 x epsilon) (0 below 0.025, 8 at 0.21)"),
+    INT_KEY("analysis", "attack_spsa_samples", analysis.attack_spsa_samples, 1, 1000000, "128", "spsa: draws of the random direction per gradient estimate, two forward passes each (the reference's 128)"),
     INT_KEY("analysis", "attack_eot_samples", analysis.attack_eot_samples, 1, 1000, "1", "input gradients summed over this many forward passes, each with its own random draws (expectation over transformation, for stochastic models: rate coding, re-drawn thresholds, stochastic masks)"),
     INT_KEY("analysis", "attack_samples", analysis.attack_samples, 0, NO_MAX, "1000", "attack the test split's first N images, in file order (0 = all; the reference draws 128 at random)"),
     ENUM_KEY("analysis", "attack_domain", analysis.attack_domain, attack_domain_names, "pixels", "pixels: epsilon is in pixels of the [0, 1] images, the attack undoes the dataset's normalisation and clamps to [0, 1] (what the reference means); reference: PlasticFlex's attack_batch, the batch min-max scaled to [0, 1] and the model queried on that during the attack, the result scaled back with the /0.99999, Gaussian noise unclamped"),
-    LONG_KEY("analysis", "attack_seed", analysis.attack_seed, 0, NO_MAX, "42", "seed of PGD's random starts and of the Gaussian noise (the reference's 42)"),
+    LONG_KEY("analysis", "attack_seed", analysis.attack_seed, 0, NO_MAX, "42", "seed of the attacks' random starts, noise and SPSA's directions (the reference's 42)"),
 };
 #define NUM_KEYS (sizeof key_table / sizeof key_table[0])
 _Static_assert(NUM_KEYS <= BF_CONFIG_KEY_SLOTS, "raise BF_CONFIG_KEY_SLOTS (config.h) to the number of keys");
