@@ -18,7 +18,10 @@
  *   - SPGD is PGD on its own grid; Jitter of one whole step from the image without noise is the
  *     step along the sign of its cost's gradient done by hand; Jitter and SPSA draw per sample
  *     (batches of 8 and 5 score the same) and lower top-1; SPSA takes int(40 epsilon) steps by
- *     default, none below 0.025. */
+ *     default, none below 0.025;
+ *   - JSMA is the attack done by hand image by image, with torchattacks' saliency map (the blanked
+ *     pixels pushed out of range by twice the largest derivative, the full pixel-by-pixel map and its
+ *     first maximum), and batches of 8 and 5 score the same. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,6 +276,78 @@ static void check_losses(void) {
           bf_margin_loss(margin_z, 3, 1));
 }
 
+/* JSMA by hand over the loader's images, one image at a time in pixel space (pixels domain): the
+ * top-1 correct count at theta, gamma. */
+static int jsma_by_hand(bf_model *m, bf_loader *l, float theta, float gamma) {
+    enum { P = S * S };
+    bf_backend *b = m->backend;
+    float *x = bf_test_alloc(b, P), *dlogits = bf_test_alloc(b, K);
+    float pixel[P], normalised[P], jac[K][P], z[K];
+    int correct = 0;
+    CHECK_OK(bf_model_set_batch(m, 1));
+    CHECK_OK(bf_loader_start_epoch(l, 0, 0));
+    bf_batch *batch = NULL;
+    while (bf_loader_next(l, &batch, NULL) == BF_OK && batch) {
+        for (int j = 0; j < batch->n; j++) {
+            const int label = batch->labels[j], target = (label + 1) % K, budget = (int)ceil(P * (double)gamma / 2);
+            unsigned char domain[P];
+            for (int i = 0; i < P; i++) {
+                pixel[i] = batch->images[j * P + i] * STD + MEAN;
+                domain[i] = pixel[i] < 0.99f;
+            }
+            for (int round = 0;; round++) {
+                const float *logits = NULL;
+                for (int i = 0; i < P; i++) normalised[i] = (pixel[i] - MEAN) / STD;
+                CHECK_OK(bf_to_device(b, x, normalised, sizeof normalised));
+                CHECK_OK(bf_model_forward(m, x, &logits));
+                CHECK_OK(bf_to_host(b, z, logits, sizeof z));
+                int predicted = 0;
+                for (int k = 1; k < K; k++) predicted = z[k] > z[predicted] ? k : predicted;
+                if (round == budget || predicted == target) break;
+                for (int k = 0; k < K; k++) { /* the Jacobian in pixel units */
+                    float onehot[K] = {0};
+                    onehot[k] = 1;
+                    CHECK_OK(bf_model_forward(m, x, &logits));
+                    CHECK_OK(bf_to_device(b, dlogits, onehot, sizeof onehot));
+                    CHECK_OK(bf_model_backward(m, dlogits));
+                    CHECK_OK(bf_to_host(b, jac[k], m->dinput, sizeof jac[k]));
+                    for (int i = 0; i < P; i++) jac[k][i] /= STD;
+                }
+                float t[P], o[P], t_max = 0, o_max = 0;
+                for (int i = 0; i < P; i++) {
+                    float all = 0;
+                    for (int k = 0; k < K; k++) all += jac[k][i];
+                    t[i] = jac[target][i], o[i] = all - t[i];
+                    t_max = fmaxf(t_max, fabsf(t[i])), o_max = fmaxf(o_max, fabsf(o[i]));
+                }
+                for (int i = 0; i < P; i++) /* torchattacks' increase_coef: 2 where not searchable */
+                    if (!domain[i]) t[i] -= 2 * t_max, o[i] += 2 * o_max;
+                float best = 0;
+                int at = 0;
+                for (int flat = 0; flat < P * P; flat++) {
+                    const int p = flat / P, q = flat % P;
+                    const float alpha = t[p] + t[q], beta = o[p] + o[q];
+                    const float saliency = p != q && alpha > 0 && beta < 0 ? alpha * fabsf(beta) : 0.0f;
+                    if (saliency > best) best = saliency, at = flat;
+                }
+                if (best == 0) break; /* no admissible pair: bioflex stops the image */
+                const int pair[2] = {at / P, at % P};
+                for (int side = 0; side < 2; side++) {
+                    pixel[pair[side]] = fminf(fmaxf(pixel[pair[side]] + theta, 0.0f), 1.0f);
+                    domain[pair[side]] = 0;
+                }
+            }
+            int best = 0;
+            for (int k = 1; k < K; k++) best = z[k] > z[best] ? k : best;
+            correct += best == label;
+        }
+        bf_loader_release(l, batch);
+    }
+    CHECK_OK(bf_model_set_batch(m, B));
+    bf_free(b, x), bf_free(b, dlogits);
+    return correct;
+}
+
 int main(void) {
     check_losses();
     bf_backend *b = NULL;
@@ -363,6 +438,17 @@ int main(void) {
     const bf_attack_result spsa_reference = attack(m, l, &o);
     CHECK(spsa_reference.top1[4] < spsa_reference.top1[0], "SPSA with int(40 x 0.3) = 12 steps lowers top-1: %g (clean %g)",
           spsa_reference.top1[4], spsa_reference.top1[0]);
+
+    o = options(BF_ATTACK_JSMA);
+    o.jsma_gamma = 0.1f, o.epsilon_max = 1.0f;
+    const bf_attack_result jsma = attack(m, l, &o), jsma5 = attack(m5, l5, &o);
+    CHECK(same_curves(&jsma, &jsma5), "JSMA: batches of 8 and 5 score the same");
+    for (int e = 2; e < 5; e += 2) {
+        by_hand = jsma_by_hand(m, l, (float)jsma.epsilon[e], 0.1f);
+        CHECK(fabs(jsma.top1[e] * 48 - by_hand) < 0.5 && jsma.top1[4] < jsma.top1[0],
+              "JSMA at theta %g: top-1 %g of 48, by hand %d (clean %g)", jsma.epsilon[e], jsma.top1[e] * 48, by_hand,
+              jsma.top1[0] * 48);
+    }
 
     /* the areas */
     double area = 0;

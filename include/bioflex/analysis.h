@@ -198,7 +198,13 @@ bf_status bf_routing_statistics(bf_model *m, bf_loader *loader, int batches, FIL
  *     (f(x + delta v) - f(x - delta v)) v / (2 delta), f = the label's logit minus the best other
  *     (delta = spsa_delta); after each step the perturbation is clamped to the epsilon ball and the
  *     pixel range. delta, the learning rate and the ball are in pixels of [0, 1] images, as
- *     epsilon is (domains below).
+ *     epsilon is (domains below);
+ *   jsma (torchattacks' JSMA, Papernot et al. 2016; an L0 attack): towards the class (label + 1)
+ *     mod K, rounds that each raise by theta = epsilon the two pixels (among those below 0.99 at the
+ *     start and not raised yet) with the largest alpha |beta|, alpha > 0 the pair's sum of the target
+ *     logit's input gradient and beta < 0 that of the other logits', until the model predicts the
+ *     target or ceil(jsma_gamma x pixels / 2) rounds; where no pair qualifies the image stops
+ *     (torchattacks then raises pixel 0 twice, its argmax of an all-zero map).
  * grad is the gradient of the summed cross-entropy with respect to the image, through the model in
  * evaluation mode (running statistics; spiking networks through time with their surrogate; rate
  * coding straight through), summed over eot_samples forward passes with their own random draws.
@@ -222,7 +228,8 @@ typedef enum bf_attack_method {
     BF_ATTACK_GAUSSIAN_NOISE = 2,
     BF_ATTACK_SPGD = 3,
     BF_ATTACK_JITTER = 4,
-    BF_ATTACK_SPSA = 5
+    BF_ATTACK_SPSA = 5,
+    BF_ATTACK_JSMA = 6
 } bf_attack_method;
 typedef enum bf_attack_domain { BF_ATTACK_PIXELS = 0, BF_ATTACK_REFERENCE = 1 } bf_attack_domain;
 
@@ -242,6 +249,7 @@ typedef struct bf_attack_options {
     float spsa_lr;             /* spsa: Adam's learning rate (0.01) */
     int spsa_iterations;       /* spsa: Adam steps (0: int(40 epsilon), the reference's) */
     int spsa_samples;          /* spsa: draws of v per gradient estimate (128) */
+    float jsma_gamma;          /* jsma: the largest fraction of the pixels raised (0.1) */
     int eot_samples;
     int samples;               /* the split's first N images (0 = all) */
     uint64_t seed;
@@ -257,7 +265,7 @@ typedef struct bf_attack_result {
 } bf_attack_result;
 
 /* The reference's largest epsilon for a method: fgsm 0.64, pgd 23/255, gaussian_noise 0.42, spgd 0.5,
- * jitter 0.3, spsa 0.21. */
+ * jitter 0.3, spsa 0.21, jsma 1.5. */
 float bf_attack_preset_epsilon_max(bf_attack_method method);
 const char *bf_attack_method_name(bf_attack_method method);
 

@@ -232,7 +232,7 @@ typedef struct bf_analysis_config {
     long hessian_seed;
     int hessian_mode;          /* bf_analysis_mode: eval | train */
     /* bioflex-eval --attack (bf_attack_options) */
-    int attack_method;         /* bf_attack_method: fgsm | pgd | gaussian_noise | spgd | jitter | spsa */
+    int attack_method;         /* bf_attack_method: fgsm | pgd | gaussian_noise | spgd | jitter | spsa | jsma */
     float attack_epsilon_max;  /* the largest epsilon, in pixel units (0 = the method's reference grid) */
     int attack_epsilons;       /* grid points from 0 to attack_epsilon_max */
     int attack_pgd_steps;
@@ -241,6 +241,7 @@ typedef struct bf_analysis_config {
     float attack_jitter_scale, attack_jitter_std;
     float attack_spsa_delta, attack_spsa_lr;
     int attack_spsa_iterations, attack_spsa_samples;
+    float attack_jsma_gamma;
     int attack_eot_samples;    /* gradients summed over this many forward passes (stochastic models) */
     int attack_samples;        /* the test split's first N images (0 = all) */
     int attack_domain;         /* bf_attack_domain: pixels | reference */

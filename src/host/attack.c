@@ -1,6 +1,6 @@
 /* attack.c - adversarial attacks on a trained model: FGSM, L-inf PGD (and SPGD), Jitter and
  * Gaussian noise over a grid of epsilons (analysis.h says what each computes, PlasticFlex spec
- * section 6); SPSA is in attack_spsa.c.
+ * section 6); SPSA is in attack_spsa.c, JSMA in attack_jsma.c.
  *
  * Per batch of the loader: the clean images a0 in the attack's space (the model's normalised input,
  * or the reference's min-max scaled x01), then for each epsilon the attacked images x, built by the
@@ -24,13 +24,14 @@ float bf_attack_preset_epsilon_max(bf_attack_method method) {
     case BF_ATTACK_SPGD: return 0.5f;
     case BF_ATTACK_JITTER: return 0.3f;
     case BF_ATTACK_SPSA: return 0.21f;
+    case BF_ATTACK_JSMA: return 1.5f;
     }
     return 0;
 }
 
 const char *bf_attack_method_name(bf_attack_method method) {
-    static const char *names[] = {"fgsm", "pgd", "gaussian_noise", "spgd", "jitter", "spsa"};
-    return method >= 0 && method <= BF_ATTACK_SPSA ? names[method] : "?";
+    static const char *names[] = {"fgsm", "pgd", "gaussian_noise", "spgd", "jitter", "spsa", "jsma"};
+    return method >= 0 && method <= BF_ATTACK_JSMA ? names[method] : "?";
 }
 
 /* In the pixels domain, channel ch was normalised as (p - mean) / std. */
@@ -170,6 +171,7 @@ static bf_status attack_at(attack_run *r, int e, float eps) {
         return ops->attack_step(r->b, &box, count, box_plane, r->a0, r->dir, 0, r->x);
     }
     case BF_ATTACK_SPSA: return attack_spsa(r, e, eps);
+    case BF_ATTACK_JSMA: return attack_jsma(r, e, eps);
     }
     return bf_error(BF_ERR_ARG, "attack: unknown method %d", (int)r->o->method);
 }
@@ -217,12 +219,14 @@ static bf_status check_options(const bf_model *m, const bf_attack_options *o, co
     if (!(o->epsilon_max >= 0) || o->pgd_steps < 1 || !(o->pgd_step_fraction > 0) || o->eot_samples < 1 || o->samples < 0)
         return bf_error(BF_ERR_ARG, "attack: epsilon_max %g, pgd_steps %d, pgd_step_fraction %g, eot_samples %d, "
                         "samples %d", o->epsilon_max, o->pgd_steps, o->pgd_step_fraction, o->eot_samples, o->samples);
-    if (o->method < BF_ATTACK_FGSM || o->method > BF_ATTACK_SPSA) return bf_error(BF_ERR_ARG, "attack: unknown method %d", (int)o->method);
+    if (o->method < BF_ATTACK_FGSM || o->method > BF_ATTACK_JSMA) return bf_error(BF_ERR_ARG, "attack: unknown method %d", (int)o->method);
     if (o->method == BF_ATTACK_JITTER && !(o->jitter_scale > 0 && o->jitter_std >= 0))
         return bf_error(BF_ERR_ARG, "attack: jitter_scale %g (> 0), jitter_std %g (>= 0)", o->jitter_scale, o->jitter_std);
     if (o->method == BF_ATTACK_SPSA && !(o->spsa_delta > 0 && o->spsa_lr > 0 && o->spsa_iterations >= 0 && o->spsa_samples >= 1))
         return bf_error(BF_ERR_ARG, "attack: spsa_delta %g (> 0), spsa_lr %g (> 0), spsa_iterations %d (>= 0), spsa_samples %d (>= 1)",
                         o->spsa_delta, o->spsa_lr, o->spsa_iterations, o->spsa_samples);
+    if (o->method == BF_ATTACK_JSMA && !(o->jsma_gamma > 0 && o->jsma_gamma <= 1))
+        return bf_error(BF_ERR_ARG, "attack: jsma_gamma %g (in (0, 1])", o->jsma_gamma);
     if (f->c < 1 || f->c > 3) return bf_error(BF_ERR_ARG, "attack: images of %d channels (1 to 3)", f->c);
     return BF_OK;
 }
@@ -259,7 +263,7 @@ static void free_run(attack_run *r) {
 static bf_status attack_batch(attack_run *r, const float *x0, const float *grid) {
     if (r->o->domain == BF_ATTACK_REFERENCE) BF_TRY(reference_scale(r, x0));
     else BF_TRY(r->b->ops->copy(r->b, r->a0, x0, attack_batch_floats(r) * sizeof(float)));
-    if (r->o->method == BF_ATTACK_JITTER || r->o->method == BF_ATTACK_SPSA) { /* they work on the host too */
+    if (r->o->method >= BF_ATTACK_JITTER) { /* jitter, spsa and jsma work on the host too */
         BF_TRY(bf_to_host(r->b, r->host_a0, r->a0, attack_batch_floats(r) * sizeof(float)));
         BF_TRY(bf_to_host(r->b, r->host_labels, r->labels, (size_t)r->n * sizeof(int32_t)));
     }
@@ -356,6 +360,7 @@ bf_status bf_attack_write_json(const bf_attack_options *o, const bf_attack_resul
     if (o->method == BF_ATTACK_SPSA)
         fprintf(f, "  \"spsa_delta\": %.9g,\n  \"spsa_lr\": %.9g,\n  \"spsa_iterations\": %d,\n  \"spsa_samples\": %d,\n",
                 o->spsa_delta, o->spsa_lr, o->spsa_iterations, o->spsa_samples);
+    if (o->method == BF_ATTACK_JSMA) fprintf(f, "  \"jsma_gamma\": %.9g,\n", o->jsma_gamma);
     fprintf(f, "  \"eot_samples\": %d,\n  \"seed\": %llu,\n", o->eot_samples, (unsigned long long)o->seed);
     write_list(f, "epsilons", r->epsilon, r->epsilons);
     write_list(f, "top1", r->top1, r->epsilons);
