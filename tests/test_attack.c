@@ -21,7 +21,10 @@
  *     default, none below 0.025;
  *   - JSMA is the attack done by hand image by image, with torchattacks' saliency map (the blanked
  *     pixels pushed out of range by twice the largest derivative, the full pixel-by-pixel map and its
- *     first maximum), and batches of 8 and 5 score the same. */
+ *     first maximum), and batches of 8 and 5 score the same;
+ *   - OnePixel's grid runs from 1 pixel; its searches are the image's own (batches of 8 and 5 score the
+ *     same); 6 pixels of 64 lower top-1 below the clean images' and below 1 pixel's; a grid that ends
+ *     below 1 is refused. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -449,6 +452,20 @@ int main(void) {
               "JSMA at theta %g: top-1 %g of 48, by hand %d (clean %g)", jsma.epsilon[e], jsma.top1[e] * 48, by_hand,
               jsma.top1[0] * 48);
     }
+
+    o = options(BF_ATTACK_ONEPIXEL);
+    o.epsilons = 3, o.epsilon_max = 6.0f;
+    const bf_attack_result onepixel = attack(m, l, &o), onepixel5 = attack(m5, l5, &o);
+    CHECK(onepixel.epsilon[0] == 1 && onepixel.epsilon[2] == 6 && same_curves(&onepixel, &onepixel5),
+          "OnePixel: from 1 to 6 pixels, batches of 8 and 5 score the same");
+    CHECK(onepixel.top1[2] < onepixel.top1[0] && onepixel.top1[2] < fgsm.top1[0],
+          "OnePixel with 6 pixels lowers top-1: %g (1 pixel %g, clean %g)", onepixel.top1[2], onepixel.top1[0], fgsm.top1[0]);
+    CHECK_CLOSE(onepixel.auc, 0.5 * (onepixel.top1[0] + onepixel.top1[1]) * 2.5 + 0.5 * (onepixel.top1[1] + onepixel.top1[2]) * 2.5,
+                1e-12, 1e-9, "OnePixel's AUC: trapezoids 2.5 pixels wide");
+    o.epsilon_max = 0.5f;
+    bf_attack_result refused;
+    CHECK(bf_attack(m, l, &o, &refused) == BF_ERR_ARG && strstr(bf_last_error(), "below the grid's start"),
+          "OnePixel up to 0.5 pixels is refused: %s", bf_last_error());
 
     /* the areas */
     double area = 0;

@@ -204,7 +204,11 @@ bf_status bf_routing_statistics(bf_model *m, bf_loader *loader, int batches, FIL
  *     start and not raised yet) with the largest alpha |beta|, alpha > 0 the pair's sum of the target
  *     logit's input gradient and beta < 0 that of the other logits', until the model predicts the
  *     target or ceil(jsma_gamma x pixels / 2) rounds; where no pair qualifies the image stops
- *     (torchattacks then raises pixel 0 twice, its argmax of an all-zero map).
+ *     (torchattacks then raises pixel 0 twice, its argmax of an all-zero map);
+ *   onepixel (torchattacks' OnePixel, Su et al. 2019; an L0 attack whose epsilon counts pixels, its
+ *     grid from 1): per image, differential evolution over the positions and values of max(1,
+ *     int epsilon) pixels, int(2 epsilon) generations, minimising the label's softmax probability and
+ *     stopping once the best candidate is misclassified (attack_onepixel.c).
  * grad is the gradient of the summed cross-entropy with respect to the image, through the model in
  * evaluation mode (running statistics; spiking networks through time with their surrogate; rate
  * coding straight through), summed over eot_samples forward passes with their own random draws.
@@ -229,7 +233,8 @@ typedef enum bf_attack_method {
     BF_ATTACK_SPGD = 3,
     BF_ATTACK_JITTER = 4,
     BF_ATTACK_SPSA = 5,
-    BF_ATTACK_JSMA = 6
+    BF_ATTACK_JSMA = 6,
+    BF_ATTACK_ONEPIXEL = 7
 } bf_attack_method;
 typedef enum bf_attack_domain { BF_ATTACK_PIXELS = 0, BF_ATTACK_REFERENCE = 1 } bf_attack_domain;
 
@@ -265,8 +270,10 @@ typedef struct bf_attack_result {
 } bf_attack_result;
 
 /* The reference's largest epsilon for a method: fgsm 0.64, pgd 23/255, gaussian_noise 0.42, spgd 0.5,
- * jitter 0.3, spsa 0.21, jsma 1.5. */
+ * jitter 0.3, spsa 0.21, jsma 1.5, onepixel 42. */
 float bf_attack_preset_epsilon_max(bf_attack_method method);
+/* Where a method's grid starts: 0 (the clean images), onepixel 1 (one pixel). */
+float bf_attack_epsilon_min(bf_attack_method method);
 const char *bf_attack_method_name(bf_attack_method method);
 
 /* Attacks the loader's images (an unshuffled test loader, its first o->samples) on a model built

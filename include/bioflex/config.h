@@ -232,7 +232,7 @@ typedef struct bf_analysis_config {
     long hessian_seed;
     int hessian_mode;          /* bf_analysis_mode: eval | train */
     /* bioflex-eval --attack (bf_attack_options) */
-    int attack_method;         /* bf_attack_method: fgsm | pgd | gaussian_noise | spgd | jitter | spsa | jsma */
+    int attack_method;         /* bf_attack_method: fgsm | pgd | gaussian_noise | spgd | jitter | spsa | jsma | onepixel */
     float attack_epsilon_max;  /* the largest epsilon, in pixel units (0 = the method's reference grid) */
     int attack_epsilons;       /* grid points from 0 to attack_epsilon_max */
     int attack_pgd_steps;

@@ -1,6 +1,6 @@
 /* attack.c - adversarial attacks on a trained model: FGSM, L-inf PGD (and SPGD), Jitter and
  * Gaussian noise over a grid of epsilons (analysis.h says what each computes, PlasticFlex spec
- * section 6); SPSA is in attack_spsa.c, JSMA in attack_jsma.c.
+ * section 6); SPSA is in attack_spsa.c, JSMA in attack_jsma.c, OnePixel in attack_onepixel.c.
  *
  * Per batch of the loader: the clean images a0 in the attack's space (the model's normalised input,
  * or the reference's min-max scaled x01), then for each epsilon the attacked images x, built by the
@@ -25,13 +25,18 @@ float bf_attack_preset_epsilon_max(bf_attack_method method) {
     case BF_ATTACK_JITTER: return 0.3f;
     case BF_ATTACK_SPSA: return 0.21f;
     case BF_ATTACK_JSMA: return 1.5f;
+    case BF_ATTACK_ONEPIXEL: return 42.0f;
     }
     return 0;
 }
 
 const char *bf_attack_method_name(bf_attack_method method) {
-    static const char *names[] = {"fgsm", "pgd", "gaussian_noise", "spgd", "jitter", "spsa", "jsma"};
-    return method >= 0 && method <= BF_ATTACK_JSMA ? names[method] : "?";
+    static const char *names[] = {"fgsm", "pgd", "gaussian_noise", "spgd", "jitter", "spsa", "jsma", "onepixel"};
+    return method >= 0 && method <= BF_ATTACK_ONEPIXEL ? names[method] : "?";
+}
+
+float bf_attack_epsilon_min(bf_attack_method method) {
+    return method == BF_ATTACK_ONEPIXEL ? 1.0f : 0.0f; /* a count of pixels, at least one */
 }
 
 /* In the pixels domain, channel ch was normalised as (p - mean) / std. */
@@ -172,6 +177,7 @@ static bf_status attack_at(attack_run *r, int e, float eps) {
     }
     case BF_ATTACK_SPSA: return attack_spsa(r, e, eps);
     case BF_ATTACK_JSMA: return attack_jsma(r, e, eps);
+    case BF_ATTACK_ONEPIXEL: return attack_onepixel(r, e, eps);
     }
     return bf_error(BF_ERR_ARG, "attack: unknown method %d", (int)r->o->method);
 }
@@ -219,7 +225,7 @@ static bf_status check_options(const bf_model *m, const bf_attack_options *o, co
     if (!(o->epsilon_max >= 0) || o->pgd_steps < 1 || !(o->pgd_step_fraction > 0) || o->eot_samples < 1 || o->samples < 0)
         return bf_error(BF_ERR_ARG, "attack: epsilon_max %g, pgd_steps %d, pgd_step_fraction %g, eot_samples %d, "
                         "samples %d", o->epsilon_max, o->pgd_steps, o->pgd_step_fraction, o->eot_samples, o->samples);
-    if (o->method < BF_ATTACK_FGSM || o->method > BF_ATTACK_JSMA) return bf_error(BF_ERR_ARG, "attack: unknown method %d", (int)o->method);
+    if (o->method < BF_ATTACK_FGSM || o->method > BF_ATTACK_ONEPIXEL) return bf_error(BF_ERR_ARG, "attack: unknown method %d", (int)o->method);
     if (o->method == BF_ATTACK_JITTER && !(o->jitter_scale > 0 && o->jitter_std >= 0))
         return bf_error(BF_ERR_ARG, "attack: jitter_scale %g (> 0), jitter_std %g (>= 0)", o->jitter_scale, o->jitter_std);
     if (o->method == BF_ATTACK_SPSA && !(o->spsa_delta > 0 && o->spsa_lr > 0 && o->spsa_iterations >= 0 && o->spsa_samples >= 1))
@@ -263,7 +269,7 @@ static void free_run(attack_run *r) {
 static bf_status attack_batch(attack_run *r, const float *x0, const float *grid) {
     if (r->o->domain == BF_ATTACK_REFERENCE) BF_TRY(reference_scale(r, x0));
     else BF_TRY(r->b->ops->copy(r->b, r->a0, x0, attack_batch_floats(r) * sizeof(float)));
-    if (r->o->method >= BF_ATTACK_JITTER) { /* jitter, spsa and jsma work on the host too */
+    if (r->o->method >= BF_ATTACK_JITTER) { /* jitter, spsa, jsma and onepixel work on the host too */
         BF_TRY(bf_to_host(r->b, r->host_a0, r->a0, attack_batch_floats(r) * sizeof(float)));
         BF_TRY(bf_to_host(r->b, r->host_labels, r->labels, (size_t)r->n * sizeof(int32_t)));
     }
@@ -274,7 +280,7 @@ static bf_status attack_batch(attack_run *r, const float *x0, const float *grid)
     return BF_OK;
 }
 
-static void summarise(const bf_attack_options *o, float eps_max, const float *grid, const float *sums, int samples,
+static void summarise(const bf_attack_options *o, float eps_min, float eps_max, const float *grid, const float *sums, int samples,
                       bf_attack_result *out) {
     out->samples = samples;
     out->epsilons = o->epsilons;
@@ -285,11 +291,11 @@ static void summarise(const bf_attack_options *o, float eps_max, const float *gr
         out->top5[e] = samples ? (double)sums[2 * e + 1] / samples : 0;
         if (e > 0) { /* trapezoids: of the true spacing, and of the reference's epsilon_max / epsilons */
             const double mid = 0.5 * (out->top1[e - 1] + out->top1[e]);
-            out->auc += mid * eps_max / (o->epsilons - 1);
+            out->auc += mid * (eps_max - eps_min) / (o->epsilons - 1);
             out->auc_reference += mid * eps_max / o->epsilons;
         }
     }
-    out->auc_normalized = eps_max > 0 ? out->auc / eps_max : out->top1[0];
+    out->auc_normalized = eps_max > eps_min ? out->auc / (eps_max - eps_min) : out->top1[0];
 }
 
 bf_status bf_attack(bf_model *m, bf_loader *loader, const bf_attack_options *o, bf_attack_result *out) {
@@ -297,8 +303,12 @@ bf_status bf_attack(bf_model *m, bf_loader *loader, const bf_attack_options *o, 
     BF_TRY(check_options(m, o, &r.format));
     r.per_image = bf_shape_per_sample(m->input_shape);
     const float eps_max = o->epsilon_max > 0 ? o->epsilon_max : bf_attack_preset_epsilon_max(o->method);
+    const float eps_min = bf_attack_epsilon_min(o->method);
+    if (!(eps_max >= eps_min))
+        return bf_error(BF_ERR_ARG, "%s attack: epsilon_max %g is below the grid's start %g", bf_attack_method_name(o->method),
+                        eps_max, eps_min);
     float grid[BF_ATTACK_MAX_EPSILONS];
-    for (int e = 0; e < o->epsilons; e++) grid[e] = eps_max * (float)e / (float)(o->epsilons - 1);
+    for (int e = 0; e < o->epsilons; e++) grid[e] = eps_min + (eps_max - eps_min) * (float)e / (float)(o->epsilons - 1);
     float *x0 = NULL;
     bf_batch_uploader *upload = NULL;
     const int was_training = m->training;
@@ -330,7 +340,7 @@ bf_status bf_attack(bf_model *m, bf_loader *loader, const bf_attack_options *o, 
     float *sums = malloc(2 * (size_t)o->epsilons * sizeof(float));
     if (s == BF_OK && !sums) s = bf_error(BF_ERR_OOM, "attack: out of host memory");
     if (s == BF_OK) s = bf_to_host(r.b, sums, r.sums, 2 * (size_t)o->epsilons * sizeof(float));
-    if (s == BF_OK) summarise(o, eps_max, grid, sums, samples, out);
+    if (s == BF_OK) summarise(o, eps_min, eps_max, grid, sums, samples, out);
     free(sums);
     bf_loader_set_shuffle(loader, shuffled);
     m->training = was_training;

@@ -203,9 +203,9 @@ static bf_status write_attack(const bf_config *cfg, bf_backend *b, const char *d
     if (f && fclose(f) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--attack: cannot write %s", path);
     if (s == BF_OK) {
         const int last = r->epsilons - 1;
-        printf("%s attack (%s domain): %d images, top-1 %.2f%% at epsilon 0, %.2f%% at %.4g, AUC %.4f (normalised %.4f) -> %s\n",
+        printf("%s attack (%s domain): %d images, top-1 %.2f%% at epsilon %g, %.2f%% at %.4g, AUC %.4f (normalised %.4f) -> %s\n",
                bf_attack_method_name(o.method), o.domain == BF_ATTACK_REFERENCE ? "reference" : "pixels", r->samples,
-               100 * r->top1[0], 100 * r->top1[last], r->epsilon[last], r->auc, r->auc_normalized, path);
+               100 * r->top1[0], r->epsilon[0], 100 * r->top1[last], r->epsilon[last], r->auc, r->auc_normalized, path);
     }
     bf_model_destroy(m);
     free(r);
