@@ -23,8 +23,8 @@
  *     pixels pushed out of range by twice the largest derivative, the full pixel-by-pixel map and its
  *     first maximum), and batches of 8 and 5 score the same;
  *   - OnePixel's grid runs from 1 pixel; its searches are the image's own (batches of 8 and 5 score the
- *     same); 6 pixels of 64 lower top-1 below the clean images' and below 1 pixel's; a grid that ends
- *     below 1 is refused. */
+ *     same); 6 pixels of 64 lower top-1 below the clean images' and below 1 pixel's; more generations
+ *     (the same search, continued) fool at least as many images; a grid that ends below 1 is refused. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -462,6 +462,13 @@ int main(void) {
           "OnePixel with 6 pixels lowers top-1: %g (1 pixel %g, clean %g)", onepixel.top1[2], onepixel.top1[0], fgsm.top1[0]);
     CHECK_CLOSE(onepixel.auc, 0.5 * (onepixel.top1[0] + onepixel.top1[1]) * 2.5 + 0.5 * (onepixel.top1[1] + onepixel.top1[2]) * 2.5,
                 1e-12, 1e-9, "OnePixel's AUC: trapezoids 2.5 pixels wide");
+    o.onepixel_steps = 30; /* the same search continued past int(2 epsilon) = 2, 7, 12 generations */
+    const bf_attack_result longer = attack(m, l, &o);
+    int no_worse = 1;
+    for (int e = 0; e < 3; e++) no_worse &= longer.top1[e] <= onepixel.top1[e];
+    CHECK(no_worse && longer.top1[2] <= longer.top1[0], "OnePixel with 30 generations fools at least as many: %g %g %g",
+          longer.top1[0], longer.top1[1], longer.top1[2]);
+    o.onepixel_steps = 0;
     o.epsilon_max = 0.5f;
     bf_attack_result refused;
     CHECK(bf_attack(m, l, &o, &refused) == BF_ERR_ARG && strstr(bf_last_error(), "below the grid's start"),

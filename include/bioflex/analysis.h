@@ -207,8 +207,10 @@ bf_status bf_routing_statistics(bf_model *m, bf_loader *loader, int batches, FIL
  *     (torchattacks then raises pixel 0 twice, its argmax of an all-zero map);
  *   onepixel (torchattacks' OnePixel, Su et al. 2019; an L0 attack whose epsilon counts pixels, its
  *     grid from 1): per image, differential evolution over the positions and values of max(1,
- *     int epsilon) pixels, int(2 epsilon) generations, minimising the label's softmax probability and
- *     stopping once the best candidate is misclassified (attack_onepixel.c).
+ *     int epsilon) pixels, onepixel_steps generations and a population from onepixel_popsize (0 and
+ *     0: PlasticFlex's int(2 epsilon) and int(epsilon); FlexNet's were 100 and 400), minimising the
+ *     label's softmax probability and stopping once the best candidate is misclassified
+ *     (attack_onepixel.c).
  * grad is the gradient of the summed cross-entropy with respect to the image, through the model in
  * evaluation mode (running statistics; spiking networks through time with their surrogate; rate
  * coding straight through), summed over eot_samples forward passes with their own random draws.
@@ -255,6 +257,8 @@ typedef struct bf_attack_options {
     int spsa_iterations;       /* spsa: Adam steps (0: int(40 epsilon), the reference's) */
     int spsa_samples;          /* spsa: draws of v per gradient estimate (128) */
     float jsma_gamma;          /* jsma: the largest fraction of the pixels raised (0.1) */
+    int onepixel_steps;        /* onepixel: generations (0: int(2 epsilon), PlasticFlex's) */
+    int onepixel_popsize;      /* onepixel: torchattacks' popsize (0: int(epsilon), PlasticFlex's) */
     int eot_samples;
     int samples;               /* the split's first N images (0 = all) */
     uint64_t seed;

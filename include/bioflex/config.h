@@ -242,6 +242,7 @@ typedef struct bf_analysis_config {
     float attack_spsa_delta, attack_spsa_lr;
     int attack_spsa_iterations, attack_spsa_samples;
     float attack_jsma_gamma;
+    int attack_onepixel_steps, attack_onepixel_popsize;
     int attack_eot_samples;    /* gradients summed over this many forward passes (stochastic models) */
     int attack_samples;        /* the test split's first N images (0 = all) */
     int attack_domain;         /* bf_attack_domain: pixels | reference */

@@ -231,6 +231,8 @@ static bf_status check_options(const bf_model *m, const bf_attack_options *o, co
     if (o->method == BF_ATTACK_SPSA && !(o->spsa_delta > 0 && o->spsa_lr > 0 && o->spsa_iterations >= 0 && o->spsa_samples >= 1))
         return bf_error(BF_ERR_ARG, "attack: spsa_delta %g (> 0), spsa_lr %g (> 0), spsa_iterations %d (>= 0), spsa_samples %d (>= 1)",
                         o->spsa_delta, o->spsa_lr, o->spsa_iterations, o->spsa_samples);
+    if (o->method == BF_ATTACK_ONEPIXEL && (o->onepixel_steps < 0 || o->onepixel_popsize < 0))
+        return bf_error(BF_ERR_ARG, "attack: onepixel_steps %d, onepixel_popsize %d (>= 0)", o->onepixel_steps, o->onepixel_popsize);
     if (o->method == BF_ATTACK_JSMA && !(o->jsma_gamma > 0 && o->jsma_gamma <= 1))
         return bf_error(BF_ERR_ARG, "attack: jsma_gamma %g (in (0, 1])", o->jsma_gamma);
     if (f->c < 1 || f->c > 3) return bf_error(BF_ERR_ARG, "attack: images of %d channels (1 to 3)", f->c);
@@ -371,6 +373,8 @@ bf_status bf_attack_write_json(const bf_attack_options *o, const bf_attack_resul
         fprintf(f, "  \"spsa_delta\": %.9g,\n  \"spsa_lr\": %.9g,\n  \"spsa_iterations\": %d,\n  \"spsa_samples\": %d,\n",
                 o->spsa_delta, o->spsa_lr, o->spsa_iterations, o->spsa_samples);
     if (o->method == BF_ATTACK_JSMA) fprintf(f, "  \"jsma_gamma\": %.9g,\n", o->jsma_gamma);
+    if (o->method == BF_ATTACK_ONEPIXEL)
+        fprintf(f, "  \"onepixel_steps\": %d,\n  \"onepixel_popsize\": %d,\n", o->onepixel_steps, o->onepixel_popsize);
     fprintf(f, "  \"eot_samples\": %d,\n  \"seed\": %llu,\n", o->eot_samples, (unsigned long long)o->seed);
     write_list(f, "epsilons", r->epsilon, r->epsilons);
     write_list(f, "top1", r->top1, r->epsilons);

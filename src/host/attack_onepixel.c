@@ -5,9 +5,10 @@
  * probability of the label, and stops early once the best candidate is misclassified.
  *
  * At epsilon e (the reference's grid runs from 1 to 42): pixels = max(1, int e), generations =
- * int(2 e), and a population of max(5, max(1, int(int(e) / P)) x P) with P = (2 + channels) x pixels
- * parameters (row, column, and a value in [0, 1] per channel for each pixel). Each image is searched
- * on its own, its candidates scored in batches of the model's size. */
+ * onepixel_steps (0: int(2 e)), and a population of max(5, max(1, int(popsize / P)) x P), popsize =
+ * onepixel_popsize (0: int(e)), with P = (2 + channels) x pixels parameters (row, column, and a value
+ * in [0, 1] per channel for each pixel). Each image is searched on its own, its candidates scored in
+ * batches of the model's size. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,10 +71,11 @@ static bf_status score(void *context, const double *candidates, int count, doubl
 
 bf_status attack_onepixel(attack_run *r, int e, float eps) {
     const int C = r->format.c, pixels = (int)eps > 1 ? (int)eps : 1, parameters = (2 + C) * pixels;
-    const int popmul = (int)eps / parameters > 1 ? (int)eps / parameters : 1;
+    const int popsize = r->o->onepixel_popsize > 0 ? r->o->onepixel_popsize : (int)eps;
+    const int popmul = popsize / parameters > 1 ? popsize / parameters : 1;
     const bf_de_options de = {.parameters = parameters, .members = popmul * parameters > 5 ? popmul * parameters : 5,
-                              .generations = (int)(2.0 * (double)eps), .mutation_lo = 0.5, .mutation_hi = 1.0,
-                              .recombination = 1.0};
+                              .generations = r->o->onepixel_steps > 0 ? r->o->onepixel_steps : (int)(2.0 * (double)eps),
+                              .mutation_lo = 0.5, .mutation_hi = 1.0, .recombination = 1.0};
     onepixel_search s = {.r = r, .pixels = pixels, .box = attack_box(r, 1.0f, INFINITY, 1),
                          .images = malloc((size_t)r->m->input_shape.n * r->per_image * sizeof(float))};
     float *adversarial = malloc(attack_batch_floats(r) * sizeof(float));
