@@ -24,7 +24,10 @@
  *     first maximum), and batches of 8 and 5 score the same;
  *   - OnePixel's grid runs from 1 pixel; its searches are the image's own (batches of 8 and 5 score the
  *     same); 6 pixels of 64 lower top-1 below the clean images' and below 1 pixel's; more generations
- *     (the same search, continued) fool at least as many images; a grid that ends below 1 is refused. */
+ *     (the same search, continued) fool at least as many images; a grid that ends below 1 is refused;
+ *   - APGD draws per sample (batches of 8 and 5 score the same), lowers top-1 and, being stronger,
+ *     below PGD's with as many steps; a second restart (the first one the same) fools at least as
+ *     many images. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -473,6 +476,25 @@ int main(void) {
     bf_attack_result refused;
     CHECK(bf_attack(m, l, &o, &refused) == BF_ERR_ARG && strstr(bf_last_error(), "below the grid's start"),
           "OnePixel up to 0.5 pixels is refused: %s", bf_last_error());
+
+    o = options(BF_ATTACK_APGD);
+    o.apgd_steps = 20, o.apgd_restarts = 1, o.apgd_rho = 0.75f, o.pgd_steps = 20;
+    const bf_attack_result apgd = attack(m, l, &o), apgd5 = attack(m5, l5, &o);
+    CHECK(same_curves(&apgd, &apgd5), "APGD: batches of 8 and 5 score the same");
+    o.method = BF_ATTACK_PGD;
+    const bf_attack_result pgd20 = attack(m, l, &o);
+    int apgd_stronger = 1;
+    for (int e = 1; e < 5; e++) apgd_stronger &= apgd.top1[e] <= pgd20.top1[e];
+    CHECK(apgd_stronger && apgd.top1[4] < apgd.top1[0], "APGD (20 steps) at most PGD's (20 steps) top-1: %g %g %g %g vs %g %g %g %g",
+          apgd.top1[1], apgd.top1[2], apgd.top1[3], apgd.top1[4], pgd20.top1[1], pgd20.top1[2], pgd20.top1[3], pgd20.top1[4]);
+    o.method = BF_ATTACK_APGD, o.apgd_steps = 3, o.apgd_restarts = 1;
+    const bf_attack_result short1 = attack(m, l, &o);
+    o.apgd_restarts = 2;
+    const bf_attack_result short2 = attack(m, l, &o);
+    int restart_helps = 1;
+    for (int e = 0; e < 5; e++) restart_helps &= short2.top1[e] <= short1.top1[e] && short1.top1[e] <= short1.top1[0];
+    CHECK(restart_helps, "APGD: a second restart fools at least as many (3 steps: %g -> %g at 0.3)", short1.top1[4],
+          short2.top1[4]);
 
     /* the areas */
     double area = 0;

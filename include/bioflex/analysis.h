@@ -210,7 +210,14 @@ bf_status bf_routing_statistics(bf_model *m, bf_loader *loader, int batches, FIL
  *     int epsilon) pixels, onepixel_steps generations and a population from onepixel_popsize (0 and
  *     0: PlasticFlex's int(2 epsilon) and int(epsilon); FlexNet's were 100 and 400), minimising the
  *     label's softmax probability and stopping once the best candidate is misclassified
- *     (attack_onepixel.c).
+ *     (attack_onepixel.c);
+ *   apgd (Auto-PGD, Croce and Hein 2020, as torchattacks' APGD: L-inf, cross-entropy; FlexNet's
+ *     comparison): from a random point of the ball, apgd_steps steps of PGD with momentum 0.75, the
+ *     step 2 epsilon at first and halved per image at checkpoints (after 22 % of the steps, then
+ *     ever closer) where the loss rose in at most apgd_rho of the steps since the last checkpoint or
+ *     the best loss did not improve, the search then resuming from the best point; only the images
+ *     the model classifies correctly are attacked (apgd_restarts times), and an image fooled at any
+ *     step is scored at that point (attack_apgd.c).
  * grad is the gradient of the summed cross-entropy with respect to the image, through the model in
  * evaluation mode (running statistics; spiking networks through time with their surrogate; rate
  * coding straight through), summed over eot_samples forward passes with their own random draws.
@@ -236,7 +243,8 @@ typedef enum bf_attack_method {
     BF_ATTACK_JITTER = 4,
     BF_ATTACK_SPSA = 5,
     BF_ATTACK_JSMA = 6,
-    BF_ATTACK_ONEPIXEL = 7
+    BF_ATTACK_ONEPIXEL = 7,
+    BF_ATTACK_APGD = 8
 } bf_attack_method;
 typedef enum bf_attack_domain { BF_ATTACK_PIXELS = 0, BF_ATTACK_REFERENCE = 1 } bf_attack_domain;
 
@@ -259,6 +267,9 @@ typedef struct bf_attack_options {
     float jsma_gamma;          /* jsma: the largest fraction of the pixels raised (0.1) */
     int onepixel_steps;        /* onepixel: generations (0: int(2 epsilon), PlasticFlex's) */
     int onepixel_popsize;      /* onepixel: torchattacks' popsize (0: int(epsilon), PlasticFlex's) */
+    int apgd_steps;            /* apgd: iterations (FlexNet's 100) */
+    int apgd_restarts;         /* apgd: random starts for the images not fooled yet (1) */
+    float apgd_rho;            /* apgd: the step halves where the loss rose in at most rho of a check's steps (0.75) */
     int eot_samples;
     int samples;               /* the split's first N images (0 = all) */
     uint64_t seed;
@@ -274,7 +285,7 @@ typedef struct bf_attack_result {
 } bf_attack_result;
 
 /* The reference's largest epsilon for a method: fgsm 0.64, pgd 23/255, gaussian_noise 0.42, spgd 0.5,
- * jitter 0.3, spsa 0.21, jsma 1.5, onepixel 42. */
+ * jitter 0.3, spsa 0.21, jsma 1.5, onepixel 42, apgd 0.01 (FlexNet's). */
 float bf_attack_preset_epsilon_max(bf_attack_method method);
 /* Where a method's grid starts: 0 (the clean images), onepixel 1 (one pixel). */
 float bf_attack_epsilon_min(bf_attack_method method);

@@ -232,7 +232,7 @@ typedef struct bf_analysis_config {
     long hessian_seed;
     int hessian_mode;          /* bf_analysis_mode: eval | train */
     /* bioflex-eval --attack (bf_attack_options) */
-    int attack_method;         /* bf_attack_method: fgsm | pgd | gaussian_noise | spgd | jitter | spsa | jsma | onepixel */
+    int attack_method;         /* bf_attack_method: fgsm | pgd | gaussian_noise | spgd | jitter | spsa | jsma | onepixel | apgd */
     float attack_epsilon_max;  /* the largest epsilon, in pixel units (0 = the method's reference grid) */
     int attack_epsilons;       /* grid points from 0 to attack_epsilon_max */
     int attack_pgd_steps;
@@ -243,6 +243,8 @@ typedef struct bf_analysis_config {
     int attack_spsa_iterations, attack_spsa_samples;
     float attack_jsma_gamma;
     int attack_onepixel_steps, attack_onepixel_popsize;
+    int attack_apgd_steps, attack_apgd_restarts;
+    float attack_apgd_rho;
     int attack_eot_samples;    /* gradients summed over this many forward passes (stochastic models) */
     int attack_samples;        /* the test split's first N images (0 = all) */
     int attack_domain;         /* bf_attack_domain: pixels | reference */

@@ -1,6 +1,7 @@
 /* attack.c - adversarial attacks on a trained model: FGSM, L-inf PGD (and SPGD), Jitter and
  * Gaussian noise over a grid of epsilons (analysis.h says what each computes, PlasticFlex spec
- * section 6); SPSA is in attack_spsa.c, JSMA in attack_jsma.c, OnePixel in attack_onepixel.c.
+ * section 6); SPSA is in attack_spsa.c, JSMA in attack_jsma.c, OnePixel in attack_onepixel.c, APGD
+ * in attack_apgd.c.
  *
  * Per batch of the loader: the clean images a0 in the attack's space (the model's normalised input,
  * or the reference's min-max scaled x01), then for each epsilon the attacked images x, built by the
@@ -26,13 +27,14 @@ float bf_attack_preset_epsilon_max(bf_attack_method method) {
     case BF_ATTACK_SPSA: return 0.21f;
     case BF_ATTACK_JSMA: return 1.5f;
     case BF_ATTACK_ONEPIXEL: return 42.0f;
+    case BF_ATTACK_APGD: return 0.01f; /* FlexNet's (flexnet.md section 5.2) */
     }
     return 0;
 }
 
 const char *bf_attack_method_name(bf_attack_method method) {
-    static const char *names[] = {"fgsm", "pgd", "gaussian_noise", "spgd", "jitter", "spsa", "jsma", "onepixel"};
-    return method >= 0 && method <= BF_ATTACK_ONEPIXEL ? names[method] : "?";
+    static const char *names[] = {"fgsm", "pgd", "gaussian_noise", "spgd", "jitter", "spsa", "jsma", "onepixel", "apgd"};
+    return method >= 0 && method <= BF_ATTACK_APGD ? names[method] : "?";
 }
 
 float bf_attack_epsilon_min(bf_attack_method method) {
@@ -63,7 +65,7 @@ uint64_t attack_seed(const attack_run *r, int e, uint64_t index) {
 }
 
 /* grad = the summed cross-entropy's gradient with respect to x, summed over the EOT passes. */
-static bf_status input_gradient(attack_run *r, const float *x) {
+bf_status attack_input_gradient(attack_run *r, const float *x, float *host_logits, float *host_losses) {
     bf_model *m = r->m;
     const bf_ops *ops = r->b->ops;
     for (int k = 0; k < r->o->eot_samples; k++) {
@@ -72,6 +74,10 @@ static bf_status input_gradient(attack_run *r, const float *x) {
         m->sample_offset = r->position;
         BF_TRY(bf_model_forward(m, x, &logits));
         BF_TRY(ops->softmax_xent(r->b, r->n, m->num_classes, logits, r->labels, 0.0f, 1.0f, r->losses, r->dlogits));
+        if (host_logits && k == r->o->eot_samples - 1) /* the last pass's, before the backward reuses memory */
+            BF_TRY(bf_to_host(r->b, host_logits, logits, (size_t)r->n * m->num_classes * sizeof(float)));
+        if (host_losses && k == r->o->eot_samples - 1)
+            BF_TRY(bf_to_host(r->b, host_losses, r->losses, (size_t)r->n * sizeof(float)));
         BF_TRY(bf_model_backward(m, r->dlogits));
         if (k == 0) BF_TRY(ops->copy(r->b, r->grad, m->dinput, attack_batch_floats(r) * sizeof(float)));
         else BF_TRY(ops->add_inplace(r->b, r->grad, m->dinput, attack_batch_floats(r)));
@@ -152,7 +158,7 @@ static bf_status attack_at(attack_run *r, int e, float eps) {
     switch (r->o->method) {
     case BF_ATTACK_FGSM: {
         const bf_attack_box box = attack_box(r, eps, eps, 1);
-        BF_TRY(input_gradient(r, r->x));
+        BF_TRY(attack_input_gradient(r, r->x, NULL, NULL));
         return ops->attack_step(r->b, &box, count, box_plane, r->a0, r->grad, 1, r->x);
     }
     case BF_ATTACK_PGD:
@@ -165,7 +171,7 @@ static bf_status attack_at(attack_run *r, int e, float eps) {
         }
         const bf_attack_box box = attack_box(r, r->o->pgd_step_fraction * eps, eps, 1);
         for (int k = 0; k < r->o->pgd_steps; k++) {
-            BF_TRY(r->o->method == BF_ATTACK_JITTER ? jitter_gradient(r, e, k) : input_gradient(r, r->x));
+            BF_TRY(r->o->method == BF_ATTACK_JITTER ? jitter_gradient(r, e, k) : attack_input_gradient(r, r->x, NULL, NULL));
             BF_TRY(ops->attack_step(r->b, &box, count, box_plane, r->a0, r->grad, 1, r->x));
         }
         return BF_OK;
@@ -178,6 +184,7 @@ static bf_status attack_at(attack_run *r, int e, float eps) {
     case BF_ATTACK_SPSA: return attack_spsa(r, e, eps);
     case BF_ATTACK_JSMA: return attack_jsma(r, e, eps);
     case BF_ATTACK_ONEPIXEL: return attack_onepixel(r, e, eps);
+    case BF_ATTACK_APGD: return attack_apgd(r, e, eps);
     }
     return bf_error(BF_ERR_ARG, "attack: unknown method %d", (int)r->o->method);
 }
@@ -225,12 +232,15 @@ static bf_status check_options(const bf_model *m, const bf_attack_options *o, co
     if (!(o->epsilon_max >= 0) || o->pgd_steps < 1 || !(o->pgd_step_fraction > 0) || o->eot_samples < 1 || o->samples < 0)
         return bf_error(BF_ERR_ARG, "attack: epsilon_max %g, pgd_steps %d, pgd_step_fraction %g, eot_samples %d, "
                         "samples %d", o->epsilon_max, o->pgd_steps, o->pgd_step_fraction, o->eot_samples, o->samples);
-    if (o->method < BF_ATTACK_FGSM || o->method > BF_ATTACK_ONEPIXEL) return bf_error(BF_ERR_ARG, "attack: unknown method %d", (int)o->method);
+    if (o->method < BF_ATTACK_FGSM || o->method > BF_ATTACK_APGD) return bf_error(BF_ERR_ARG, "attack: unknown method %d", (int)o->method);
     if (o->method == BF_ATTACK_JITTER && !(o->jitter_scale > 0 && o->jitter_std >= 0))
         return bf_error(BF_ERR_ARG, "attack: jitter_scale %g (> 0), jitter_std %g (>= 0)", o->jitter_scale, o->jitter_std);
     if (o->method == BF_ATTACK_SPSA && !(o->spsa_delta > 0 && o->spsa_lr > 0 && o->spsa_iterations >= 0 && o->spsa_samples >= 1))
         return bf_error(BF_ERR_ARG, "attack: spsa_delta %g (> 0), spsa_lr %g (> 0), spsa_iterations %d (>= 0), spsa_samples %d (>= 1)",
                         o->spsa_delta, o->spsa_lr, o->spsa_iterations, o->spsa_samples);
+    if (o->method == BF_ATTACK_APGD && !(o->apgd_steps >= 1 && o->apgd_restarts >= 1 && o->apgd_rho >= 0 && o->apgd_rho <= 1))
+        return bf_error(BF_ERR_ARG, "attack: apgd_steps %d (>= 1), apgd_restarts %d (>= 1), apgd_rho %g (in [0, 1])", o->apgd_steps,
+                        o->apgd_restarts, o->apgd_rho);
     if (o->method == BF_ATTACK_ONEPIXEL && (o->onepixel_steps < 0 || o->onepixel_popsize < 0))
         return bf_error(BF_ERR_ARG, "attack: onepixel_steps %d, onepixel_popsize %d (>= 0)", o->onepixel_steps, o->onepixel_popsize);
     if (o->method == BF_ATTACK_JSMA && !(o->jsma_gamma > 0 && o->jsma_gamma <= 1))
@@ -271,7 +281,7 @@ static void free_run(attack_run *r) {
 static bf_status attack_batch(attack_run *r, const float *x0, const float *grid) {
     if (r->o->domain == BF_ATTACK_REFERENCE) BF_TRY(reference_scale(r, x0));
     else BF_TRY(r->b->ops->copy(r->b, r->a0, x0, attack_batch_floats(r) * sizeof(float)));
-    if (r->o->method >= BF_ATTACK_JITTER) { /* jitter, spsa, jsma and onepixel work on the host too */
+    if (r->o->method >= BF_ATTACK_JITTER) { /* jitter, spsa, jsma, onepixel and apgd work on the host too */
         BF_TRY(bf_to_host(r->b, r->host_a0, r->a0, attack_batch_floats(r) * sizeof(float)));
         BF_TRY(bf_to_host(r->b, r->host_labels, r->labels, (size_t)r->n * sizeof(int32_t)));
     }
@@ -375,6 +385,9 @@ bf_status bf_attack_write_json(const bf_attack_options *o, const bf_attack_resul
     if (o->method == BF_ATTACK_JSMA) fprintf(f, "  \"jsma_gamma\": %.9g,\n", o->jsma_gamma);
     if (o->method == BF_ATTACK_ONEPIXEL)
         fprintf(f, "  \"onepixel_steps\": %d,\n  \"onepixel_popsize\": %d,\n", o->onepixel_steps, o->onepixel_popsize);
+    if (o->method == BF_ATTACK_APGD)
+        fprintf(f, "  \"apgd_steps\": %d,\n  \"apgd_restarts\": %d,\n  \"apgd_rho\": %.9g,\n", o->apgd_steps, o->apgd_restarts,
+                o->apgd_rho);
     fprintf(f, "  \"eot_samples\": %d,\n  \"seed\": %llu,\n", o->eot_samples, (unsigned long long)o->seed);
     write_list(f, "epsilons", r->epsilon, r->epsilons);
     write_list(f, "top1", r->top1, r->epsilons);

@@ -1,5 +1,5 @@
 /* attack_run.h - one bf_attack call's state, shared by attack.c (the driver and the gradient
- * attacks), attack_spsa.c, attack_jsma.c and attack_onepixel.c (internal). */
+ * attacks), attack_spsa.c, attack_jsma.c, attack_onepixel.c and attack_apgd.c (internal). */
 #ifndef BIOFLEX_ATTACK_RUN_H
 #define BIOFLEX_ATTACK_RUN_H
 
@@ -44,9 +44,15 @@ bf_attack_box attack_box(const attack_run *r, float step, float radius, int clam
 /* Grid point e's seed of a random stream: index 0 is the random start's and the noise's. */
 uint64_t attack_seed(const attack_run *r, int e, uint64_t index);
 
-/* r->x = SPSA's (JSMA's, OnePixel's) attacked images at epsilon eps (grid point e), from r->a0. */
+/* r->grad = the summed cross-entropy's gradient with respect to x (r->n images), summed over the
+ * EOT passes; the last pass's logits and per-image losses into host_logits and host_losses
+ * (nullable). */
+bf_status attack_input_gradient(attack_run *r, const float *x, float *host_logits, float *host_losses);
+
+/* r->x = SPSA's (JSMA's, OnePixel's, APGD's) attacked images at epsilon eps (grid point e), from r->a0. */
 bf_status attack_spsa(attack_run *r, int e, float eps);
 bf_status attack_jsma(attack_run *r, int e, float eps);
 bf_status attack_onepixel(attack_run *r, int e, float eps);
+bf_status attack_apgd(attack_run *r, int e, float eps);
 
 #endif

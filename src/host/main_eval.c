@@ -190,7 +190,8 @@ static bf_status write_attack(const bf_config *cfg, bf_backend *b, const char *d
                                  .spsa_delta = a->attack_spsa_delta, .spsa_lr = a->attack_spsa_lr,
                                  .spsa_iterations = a->attack_spsa_iterations, .spsa_samples = a->attack_spsa_samples,
                                  .jsma_gamma = a->attack_jsma_gamma, .onepixel_steps = a->attack_onepixel_steps,
-                                 .onepixel_popsize = a->attack_onepixel_popsize,
+                                 .onepixel_popsize = a->attack_onepixel_popsize, .apgd_steps = a->attack_apgd_steps,
+                                 .apgd_restarts = a->attack_apgd_restarts, .apgd_rho = a->attack_apgd_rho,
                                  .samples = a->attack_samples, .seed = (uint64_t)a->attack_seed, .epoch = epoch};
     bf_model_config with_gradient = cfg->model;
     with_gradient.input_gradient = 1;
