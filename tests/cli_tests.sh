@@ -165,6 +165,10 @@ tr -d '\n ' < "$tmp/hessian.json" 2>/dev/null | grep -q '^{"mode":"eval",' \
   && tr -d '\n ' < "$tmp/hessian.json" | grep -q '"eigenvalues":\[[0-9.e+-]*,[0-9.e+-]*\],"iterations"' \
   && tr -d '\n ' < "$tmp/hessian.json" | grep -q '"density_weights":\[[0-9.e+-]*,[0-9.e+-]*,[0-9.e+-]*\]' \
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL Hessian JSON: want mode eval, 2 eigenvalues and 3 density weights"; }
+expect "eval writes the input Hessian" 0 "input hessian: 2 images, [0-9]+ Hessian-vector products" -- "$eval_" \
+  --checkpoint "$tmp/run" --input-hessian "$tmp/input_hessian.json" --set analysis.input_hessian_images=2 "$tmp/tiny.ini"
+[ "$(tr -d '\n ' < "$tmp/input_hessian.json" 2>/dev/null | grep -o '"eigenvalues":\[[0-9.e+-]*,[0-9.e+-]*\]' | wc -l)" = 2 ] \
+  && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL input Hessian JSON: want 2 images of 2 eigenvalues"; }
 expect "eval writes the Hessian in training mode" 0 "hessian \\(training mode\\): top eigenvalue" -- "$eval_" \
   --checkpoint "$tmp/run" --hessian "$tmp/hessian_train.json" --set analysis.hessian_mode=train \
   --set analysis.hessian_top_n=1 --set analysis.hessian_max_iterations=5 "$tmp/tiny.ini"

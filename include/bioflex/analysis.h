@@ -150,6 +150,43 @@ bf_status bf_hessian(bf_model *m, bf_loader *loader, float label_smoothing, cons
                      bf_hessian_result *out);
 bf_status bf_hessian_write_json(const bf_hessian_options *o, const bf_hessian_result *r, FILE *f);
 
+/* The input-space Hessian (FlexNet spec section 5.4): for each of the loader's first `images` images
+ * (an unshuffled test loader), the Hessian of its cross-entropy (no label smoothing) with respect to
+ * the image as the model takes it (normalised), in evaluation mode at batch 1: its top_n eigenvalues
+ * by power iteration with deflation, power_steps products each (FlexNet's top 2, 50 steps), and the
+ * Ritz values of lanczos_steps steps of Lanczos from a random unit vector without
+ * re-orthogonalisation, stopped where beta < 1e-6 (FlexNet's 50; the spectra it pools and
+ * compares). The products are exact, J'(diag(p) - pp')J v from the logits' Jacobian J (K backward
+ * passes per image; input_hessian.c says why): the whole Hessian of a piecewise-linear network (ReLU,
+ * max-pool, evaluation batch-norm, channel-wise max flex), as FlexNet's double backprop takes it, and
+ * the Gauss-Newton part for one with smooth layers. The model must be built with input_gradient. */
+#define BF_INPUT_HESSIAN_MAX_IMAGES 64
+#define BF_INPUT_HESSIAN_MAX_RITZ 200
+
+typedef struct bf_input_hessian_options {
+    int images, top_n, power_steps, lanczos_steps;
+    uint64_t seed;
+} bf_input_hessian_options;
+
+typedef struct bf_input_hessian_image {
+    uint64_t position;         /* the image's place in the split */
+    int label;
+    double loss;
+    double eigenvalues[BF_HESSIAN_MAX_TOP];
+    int iterations[BF_HESSIAN_MAX_TOP];
+    double ritz[BF_INPUT_HESSIAN_MAX_RITZ]; /* largest first */
+    int ritz_count;
+} bf_input_hessian_image;
+
+typedef struct bf_input_hessian_result {
+    int images, products;
+    bf_input_hessian_image image[BF_INPUT_HESSIAN_MAX_IMAGES];
+} bf_input_hessian_result;
+
+bf_status bf_input_hessian(bf_model *m, bf_loader *loader, const bf_input_hessian_options *o,
+                           bf_input_hessian_result *out);
+bf_status bf_input_hessian_write_json(const bf_input_hessian_options *o, const bf_input_hessian_result *r, FILE *f);
+
 /* Activations (section 7.4, what its intermediate plots show, for any analysis): every chosen layer's
  * output for the loader's first `images` images (an unshuffled test loader), in evaluation mode,
  * into a safetensors file: "input" [images, C, H, W] (normalised as the model takes it), "labels"

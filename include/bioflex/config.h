@@ -230,6 +230,8 @@ typedef struct bf_analysis_config {
     int hessian_batches, hessian_top_n, hessian_max_iterations, hessian_density_iterations;
     float hessian_tolerance, hessian_step;
     long hessian_seed;
+    /* bioflex-eval --input-hessian (bf_input_hessian_options) */
+    int input_hessian_images, input_hessian_top_n, input_hessian_power_steps, input_hessian_lanczos_steps;
     int hessian_mode;          /* bf_analysis_mode: eval | train */
     /* bioflex-eval --attack (bf_attack_options) */
     int attack_method;         /* bf_attack_method: fgsm | pgd | gaussian_noise | spgd | jitter | spsa | jsma | onepixel | apgd */

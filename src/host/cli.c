@@ -22,6 +22,7 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
         else if (!strcmp(a, "--device") || !strcmp(a, "--gpus") || !strcmp(a, "--set") || !strcmp(a, "--resume") ||
                  !strcmp(a, "--checkpoint") || !strcmp(a, "--loss-surface") || !strcmp(a, "--attack") ||
                  !strcmp(a, "--gradient-flow") || !strcmp(a, "--hessian") || !strcmp(a, "--activations") ||
+                 !strcmp(a, "--input-hessian") ||
                  !strcmp(a, "--routing")) {
             if (!value) return usage_error(program, usage, "missing value after", a);
             i++;
@@ -45,6 +46,8 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
                 cli->attack = value;
             } else if (!strcmp(a, "--gradient-flow")) {
                 cli->gradient_flow = value;
+            } else if (!strcmp(a, "--input-hessian")) {
+                cli->input_hessian = value;
             } else if (!strcmp(a, "--hessian")) {
                 cli->hessian = value;
             } else if (!strcmp(a, "--activations")) {
@@ -95,6 +98,7 @@ const char *bf_cli_analysis_option(const bf_cli *cli) {
     return cli->loss_surface    ? "--loss-surface"
            : cli->gradient_flow ? "--gradient-flow"
            : cli->hessian       ? "--hessian"
+           : cli->input_hessian ? "--input-hessian"
            : cli->activations   ? "--activations"
            : cli->attack        ? "--attack"
            : cli->routing       ? "--routing"

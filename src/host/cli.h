@@ -21,6 +21,7 @@ typedef struct bf_cli {
     const char *attack;                  /* --attack FILE.json (eval) */
     const char *gradient_flow;           /* --gradient-flow FILE.csv (eval) */
     const char *hessian;                 /* --hessian FILE.json (eval) */
+    const char *input_hessian;           /* --input-hessian FILE.json (eval) */
     const char *activations;             /* --activations FILE.safetensors (eval) */
     const char *routing;                 /* --routing FILE.json (eval) */
     int dry_run, help, version, help_config;
@@ -34,7 +35,7 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
 int bf_cli_load_config(const bf_cli *cli, bf_config *cfg);
 
 /* The first bioflex-eval analysis option given ("--loss-surface", "--gradient-flow", "--hessian",
- * "--activations", "--attack", "--routing"), or NULL. */
+ * "--input-hessian", "--activations", "--attack", "--routing"), or NULL. */
 const char *bf_cli_analysis_option(const bf_cli *cli);
 
 #endif

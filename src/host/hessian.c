@@ -2,29 +2,16 @@
  * checkpoint's weights (analysis.h says what is computed). Hessian-vector products are central differences of the
  * gradient along a unit direction, H v = (g(theta + h v) - g(theta - h v)) / 2h, each gradient a
  * bf_mean_gradient over the same batches with the same random draws; the vectors live on the host,
- * their dot products are summed in double. */
+ * their dot products are summed in double. The products and the eigenvalue algorithms serve
+ * input_hessian.c too (hessian_internal.h). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "bioflex/analysis.h"
 #include "bioflex/hash.h"
+#include "hessian_internal.h"
 
-typedef struct hessian_run {
-    bf_model *m;
-    bf_loader *loader;
-    float label_smoothing;
-    const bf_hessian_options *o;
-    size_t n;                  /* parameters */
-    uint64_t step;             /* the dropout draws of every pass */
-    float *theta, *point, *g_plus, *g_minus; /* host */
-    float *sum;                /* backend: bf_mean_gradient's output */
-    int products;              /* Hessian-vector products taken */
-    double loss;
-    int samples;
-} hessian_run;
-
-static double dot(const float *a, const float *b, size_t n) {
+double bf_hessian_dot(const float *a, const float *b, size_t n) {
     double s = 0;
     for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
     return s;
@@ -32,13 +19,13 @@ static double dot(const float *a, const float *b, size_t n) {
 
 /* v /= |v|; returns the norm it had. */
 static double normalise(float *v, size_t n) {
-    const double norm = sqrt(dot(v, v, n));
+    const double norm = sqrt(bf_hessian_dot(v, v, n));
     for (size_t i = 0; norm > 0 && i < n; i++) v[i] = (float)(v[i] / norm);
     return norm;
 }
 
 /* g (host) = the mean gradient at theta + c v. */
-static bf_status gradient_at(hessian_run *r, const float *v, double c, float *g) {
+static bf_status weights_gradient_at(hessian_run *r, const float *v, double c, float *g) {
     for (size_t i = 0; i < r->n; i++) r->point[i] = (float)(r->theta[i] + c * v[i]);
     BF_TRY(bf_to_device(r->m->backend, r->m->param_data, r->point, r->n * sizeof(float)));
     r->m->step = r->step;
@@ -46,11 +33,14 @@ static bf_status gradient_at(hessian_run *r, const float *v, double c, float *g)
     return bf_to_host(r->m->backend, g, r->sum, r->n * sizeof(float));
 }
 
-/* hv = H v for a unit v. */
-static bf_status hessian_product(hessian_run *r, const float *v, float *hv) {
+bf_status bf_hessian_product(hessian_run *r, const float *v, float *hv) {
+    if (r->product) {
+        r->products++;
+        return r->product(r, v, hv);
+    }
     const double h = r->o->step;
-    BF_TRY(gradient_at(r, v, h, r->g_plus));
-    BF_TRY(gradient_at(r, v, -h, r->g_minus));
+    BF_TRY(r->gradient_at(r, v, h, r->g_plus));
+    BF_TRY(r->gradient_at(r, v, -h, r->g_minus));
     for (size_t i = 0; i < r->n; i++) hv[i] = (float)(((double)r->g_plus[i] - r->g_minus[i]) / (2 * h));
     r->products++;
     return BF_OK;
@@ -59,15 +49,13 @@ static bf_status hessian_product(hessian_run *r, const float *v, float *hv) {
 /* v minus its projections on the k unit vectors found so far (Gram-Schmidt), then normalised. */
 static void orthonormalise(float *v, float *const *found, int k, size_t n) {
     for (int j = 0; j < k; j++) {
-        const double c = dot(v, found[j], n);
+        const double c = bf_hessian_dot(v, found[j], n);
         for (size_t i = 0; i < n; i++) v[i] = (float)(v[i] - c * found[j][i]);
     }
     normalise(v, n);
 }
 
-/* PyHessian's power iteration with deflation: eigenvalue k from a Gaussian start orthogonal to the
- * vectors found, v <- H v / |H v| until the Rayleigh quotient changes by less than the tolerance. */
-static bf_status top_eigenvalues(hessian_run *r, float **vectors, float *hv, bf_hessian_result *out) {
+bf_status bf_hessian_top_eigenvalues(hessian_run *r, float **vectors, float *hv, double *eigenvalues, int *iterations) {
     for (int k = 0; k < r->o->top_n; k++) {
         float *v = vectors[k];
         const uint64_t seed = bf_seed_derive(r->o->seed, BF_STREAM_HESSIAN, (uint64_t)k);
@@ -76,8 +64,8 @@ static bf_status top_eigenvalues(hessian_run *r, float **vectors, float *hv, bf_
         int i = 0, converged = 0;
         while (i < r->o->max_iterations && !converged) {
             orthonormalise(v, vectors, k, r->n);
-            BF_TRY(hessian_product(r, v, hv));
-            const double quotient = dot(v, hv, r->n);
+            BF_TRY(bf_hessian_product(r, v, hv));
+            const double quotient = bf_hessian_dot(v, hv, r->n);
             memcpy(v, hv, r->n * sizeof(float));
             normalise(v, r->n);
             converged = i > 0 && fabs(eigenvalue - quotient) / (fabs(eigenvalue) + 1e-6) < r->o->tolerance;
@@ -85,8 +73,8 @@ static bf_status top_eigenvalues(hessian_run *r, float **vectors, float *hv, bf_
             i++;
         }
         orthonormalise(v, vectors, k, r->n); /* the deflation basis stays orthonormal */
-        out->eigenvalues[k] = eigenvalue;
-        out->iterations[k] = i;
+        eigenvalues[k] = eigenvalue;
+        iterations[k] = i;
     }
     return BF_OK;
 }
@@ -100,8 +88,8 @@ static bf_status hutchinson_trace(hessian_run *r, float *v, float *hv, bf_hessia
         const uint64_t seed = bf_seed_derive(r->o->seed, BF_STREAM_HESSIAN, 1000000u + (uint64_t)i);
         for (size_t j = 0; j < r->n; j++) v[j] = bf_uniform(seed, j) < 0.5f ? -1.0f : 1.0f;
         const double norm = normalise(v, r->n);
-        BF_TRY(hessian_product(r, v, hv));
-        sum += dot(v, hv, r->n) * norm * norm;
+        BF_TRY(bf_hessian_product(r, v, hv));
+        sum += bf_hessian_dot(v, hv, r->n) * norm * norm;
         i++;
         const double mean = sum / i;
         const int converged = i > 1 && fabs(mean - trace) / (fabs(trace) + 1e-6) < r->o->tolerance;
@@ -113,9 +101,7 @@ static bf_status hutchinson_trace(hessian_run *r, float *v, float *hv, bf_hessia
     return BF_OK;
 }
 
-/* The eigenvalues of the symmetric n x n matrix a (row-major, destroyed) into values, and the first
- * component of each one's unit eigenvector into first, by cyclic Jacobi rotations. */
-static void symmetric_eigen(double *a, int n, double *values, double *first) {
+void bf_symmetric_eigen(double *a, int n, double *values, double *first) {
     double *v = calloc((size_t)n * n, sizeof *v); /* the rotations so far: a's eigenvectors in its columns */
     if (!v) return;
     for (int i = 0; i < n; i++) v[(size_t)i * n + i] = 1;
@@ -174,19 +160,19 @@ static bf_status spectral_density(hessian_run *r, float **lanczos, float *w, flo
             memcpy(v, w, n * sizeof(float));
         }
         orthonormalise(v, lanczos, i, n);
-        s = hessian_product(r, v, hv);
+        s = bf_hessian_product(r, v, hv);
         if (s != BF_OK) break;
-        alpha[i] = dot(hv, v, n);
+        alpha[i] = bf_hessian_dot(hv, v, n);
         for (size_t j = 0; j < n; j++) /* w = H v - alpha v - beta v_prev */
             w[j] = (float)(hv[j] - alpha[i] * v[j] - (i > 0 ? beta[i - 1] * lanczos[i - 1][j] : 0.0));
-        if (i + 1 < m) beta[i] = sqrt(dot(w, w, n));
+        if (i + 1 < m) beta[i] = sqrt(bf_hessian_dot(w, w, n));
     }
     if (s == BF_OK) {
         for (int i = 0; i < m; i++) {
             t[(size_t)i * m + i] = alpha[i];
             if (i + 1 < m) t[(size_t)i * m + i + 1] = t[(size_t)(i + 1) * m + i] = beta[i];
         }
-        symmetric_eigen(t, m, out->density_nodes, out->density_weights);
+        bf_symmetric_eigen(t, m, out->density_nodes, out->density_weights);
         for (int i = 0; i < m; i++) out->density_weights[i] *= out->density_weights[i];
         out->density_points = m;
     }
@@ -209,7 +195,8 @@ bf_status bf_hessian(bf_model *m, bf_loader *loader, float label_smoothing, cons
     BF_TRY(bf_analysis_check_mode(m, o->mode, "hessian"));
     bf_backend *b = m->backend;
     const size_t n = m->num_param_floats, nb = m->num_buffer_floats, bytes = (n + 1) * sizeof(float);
-    hessian_run r = {.m = m, .loader = loader, .label_smoothing = label_smoothing, .o = o, .n = n, .step = m->step};
+    hessian_run r = {.m = m, .loader = loader, .label_smoothing = label_smoothing, .o = o, .n = n, .step = m->step,
+                     .gradient_at = weights_gradient_at};
     /* the eigenvectors and the trace's probe, then the Lanczos vectors and w */
     const int count = o->top_n + 1 + (o->density_iterations ? o->density_iterations + 1 : 0);
     float **vectors = calloc((size_t)count, sizeof *vectors), *hv = malloc(bytes);
@@ -233,10 +220,10 @@ bf_status bf_hessian(bf_model *m, bf_loader *loader, float label_smoothing, cons
     m->training = o->mode == BF_ANALYSIS_TRAIN;
     memset(out, 0, sizeof *out);
     out->top_n = o->top_n;
-    if (s == BF_OK) s = gradient_at(&r, r.theta, 0.0, r.g_plus); /* the loss at theta */
+    if (s == BF_OK) s = weights_gradient_at(&r, r.theta, 0.0, r.g_plus); /* the loss at theta */
     out->loss = r.samples ? r.loss / r.samples : 0;
     out->samples = r.samples;
-    if (s == BF_OK) s = top_eigenvalues(&r, vectors, hv, out);
+    if (s == BF_OK) s = bf_hessian_top_eigenvalues(&r, vectors, hv, out->eigenvalues, out->iterations);
     if (s == BF_OK) s = hutchinson_trace(&r, vectors[o->top_n], hv, out);
     if (s == BF_OK && o->density_iterations)
         s = spectral_density(&r, vectors + o->top_n + 1, vectors[count - 1], hv, out);

@@ -15,7 +15,7 @@
 static const char usage[] =
     "usage: bioflex-eval --checkpoint DIR [--loss-surface FILE.csv] [--gradient-flow FILE.csv]\n"
     "                    [--hessian FILE.json] [--activations FILE.safetensors] [--attack FILE.json]\n"
-    "                    [--routing FILE.json]\n"
+    "                    [--routing FILE.json] [--input-hessian FILE.json]\n"
     "                    [--device cpu|cuda|auto] [--set section.key=value]... cfg.ini\n"
     "       bioflex-eval --help | --version\n"
     "\n"
@@ -30,6 +30,8 @@ static const char usage[] =
     "                     test images (of the layers activation_layers names), one tensor per layer\n"
     "  --attack FILE.json also top-1 and top-5 under an adversarial attack at each epsilon of a grid, and\n"
     "                     the area under the top-1 curve, as [analysis] attack_* say\n"
+    "  --input-hessian FILE.json  also the Hessian of each of the first [analysis] input_hessian_images\n"
+    "                     test images' loss with respect to the image: top eigenvalues and Lanczos Ritz values\n"
     "  --routing FILE.json also where each channel-wise max flex layer's conv won over its pool, per\n"
     "                     element, image, class and channel, over [analysis] routing_batches test batches\n"
     "  --device cpu|cuda|auto  backend to evaluate on (default: [run] device)\n"
@@ -177,6 +179,36 @@ static bf_status write_routing(const bf_config *cfg, bf_model *m, bf_loader *loa
     return s;
 }
 
+/* --input-hessian: the checkpoint in a model of its own, built with input_gradient (model.h); the test
+ * loader's first [analysis] input_hessian_images images; the results into path (analysis.h). */
+static bf_status write_input_hessian(const bf_config *cfg, bf_backend *b, const char *dir, const bf_dataset *test,
+                                     bf_loader *loader, const char *path) {
+    const bf_analysis_config *a = &cfg->analysis;
+    const bf_input_hessian_options o = {.images = a->input_hessian_images, .top_n = a->input_hessian_top_n,
+                                        .power_steps = a->input_hessian_power_steps,
+                                        .lanczos_steps = a->input_hessian_lanczos_steps,
+                                        .seed = (uint64_t)a->hessian_seed};
+    bf_model_config with_gradient = cfg->model;
+    with_gradient.input_gradient = 1;
+    bf_model *m = NULL;
+    bf_input_hessian_result *r = calloc(1, sizeof *r);
+    bf_status s = r ? load_as(cfg, &with_gradient, b, test, dir, &m) : bf_error(BF_ERR_OOM, "--input-hessian: out of host memory");
+    if (s == BF_OK) s = bf_input_hessian(m, loader, &o, r);
+    FILE *f = s == BF_OK ? fopen(path, "w") : NULL;
+    if (s == BF_OK && !f) s = bf_error(BF_ERR_IO, "--input-hessian: cannot write %s", path);
+    if (s == BF_OK) s = bf_input_hessian_write_json(&o, r, f);
+    if (f && fclose(f) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--input-hessian: cannot write %s", path);
+    if (s == BF_OK) {
+        double top = 0;
+        for (int i = 0; i < r->images; i++) top += o.top_n ? r->image[i].eigenvalues[0] : 0;
+        printf("input hessian: %d images, %d Hessian-vector products, mean top eigenvalue %.6g -> %s\n", r->images,
+               r->products, r->images ? top / r->images : 0.0, path);
+    }
+    bf_model_destroy(m);
+    free(r);
+    return s;
+}
+
 /* --attack: the checkpoint in a model of its own, built with input_gradient (model.h), attacked on
  * the test loader's first [analysis] attack_samples images; the results into path (analysis.h). */
 static bf_status write_attack(const bf_config *cfg, bf_backend *b, const char *dir, int epoch, const bf_dataset *test,
@@ -248,6 +280,7 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const bf_cli *cli, bf
     if (s == BF_OK && cli->hessian) s = write_hessian(cfg, b, dir, test, m, cli->hessian);
     if (s == BF_OK && cli->activations) s = write_activations(cfg, b, dir, test, loader, cli->activations);
     if (s == BF_OK && cli->attack) s = write_attack(cfg, b, dir, epoch, test, loader, cli->attack);
+    if (s == BF_OK && cli->input_hessian) s = write_input_hessian(cfg, b, dir, test, loader, cli->input_hessian);
     if (s == BF_OK && cli->routing) s = write_routing(cfg, m, loader, cli->routing);
     bf_loader_destroy(loader);
     bf_model_destroy(m);

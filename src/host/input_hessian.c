@@ -1,0 +1,227 @@
+/* input_hessian.c - the Hessian of one image's cross-entropy with respect to the image (FlexNet
+ * spec section 5.4: the input-space curvature flex and vanilla networks are compared by), for the
+ * loader's first images one at a time (analysis.h says what is computed).
+ *
+ * With z = f(x) the logits, p = softmax(z) and J = dz/dx (K x pixels), the Hessian is
+ *     H = J' (diag(p) - p p') J + sum_k (p_k - y_k) d2z_k/dx2.
+ * The networks compared are piecewise linear in x (ReLU, max-pool, evaluation batch-norm, the
+ * channel-wise max flex joint), so the second term is 0 wherever the Hessian exists; it is what
+ * FlexNet's double backprop gives there too. bioflex takes J by K backward passes (rows of J, a
+ * batch of copies of the image each with its own one-hot logit gradient) and then every product
+ * H v = J'(S (J v)) exactly on the host, S in double (the softmax's saturation, the reason FlexNet
+ * ran float64, is no trouble then). Central differences of the input gradient, as hessian.c takes
+ * for the weights, fail here: a uniform background makes max-pool windows tie exactly at x, so the
+ * gradient jumps in every direction through it. For networks with smooth layers (sigmoid masks,
+ * spiking surrogates) this is the Gauss-Newton part of the Hessian. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "batch_upload.h"
+#include "bioflex/hash.h"
+#include "bioflex/train.h"
+#include "hessian_internal.h"
+
+typedef struct image_jacobian {
+    int K;
+    float *rows;     /* host: K x n, row k = dz_k/dx */
+    double *p, *u;   /* host: the softmax at x, and J v */
+} image_jacobian;
+
+/* hv = J'(diag(p) - p p')(J v). */
+static bf_status exact_product(hessian_run *r, const float *v, float *hv) {
+    const image_jacobian *j = r->context;
+    const size_t n = r->n;
+    double pu = 0;
+    for (int k = 0; k < j->K; k++) {
+        j->u[k] = bf_hessian_dot(j->rows + (size_t)k * n, v, n);
+        pu += j->p[k] * j->u[k];
+    }
+    for (int k = 0; k < j->K; k++) j->u[k] = j->p[k] * (j->u[k] - pu);
+    for (size_t i = 0; i < n; i++) {
+        double sum = 0;
+        for (int k = 0; k < j->K; k++) sum += j->u[k] * j->rows[(size_t)k * n + i];
+        hv[i] = (float)sum;
+    }
+    return BF_OK;
+}
+
+/* j->rows and j->p at the image x (device, one image) of the given label; *loss its cross-entropy.
+ * copies: a device buffer of the model's batch of images; dlogits: of its logits. */
+static bf_status take_jacobian(bf_model *m, const float *x, int label, float *copies, float *dlogits, image_jacobian *j,
+                               double *loss) {
+    bf_backend *b = m->backend;
+    const int K = j->K, batch = m->input_shape.n;
+    const size_t n = bf_shape_per_sample(m->input_shape);
+    float *onehot = calloc((size_t)batch * K, sizeof *onehot), *z = malloc((size_t)K * sizeof *z);
+    bf_status s = onehot && z ? BF_OK : bf_error(BF_ERR_OOM, "input hessian: out of host memory");
+    for (int c0 = 0; s == BF_OK && c0 < K; c0 += batch) {
+        const int rows = K - c0 < batch ? K - c0 : batch;
+        const float *logits = NULL;
+        for (int i = 0; s == BF_OK && i < rows; i++) s = b->ops->copy(b, copies + (size_t)i * n, x, n * sizeof(float));
+        if (s == BF_OK) s = bf_model_set_batch(m, rows);
+        if (s == BF_OK) s = bf_model_forward(m, copies, &logits);
+        if (s == BF_OK && c0 == 0) s = bf_to_host(b, z, logits, (size_t)K * sizeof(float));
+        memset(onehot, 0, (size_t)batch * K * sizeof *onehot);
+        for (int i = 0; i < rows; i++) onehot[(size_t)i * K + c0 + i] = 1;
+        if (s == BF_OK) s = bf_to_device(b, dlogits, onehot, (size_t)rows * K * sizeof(float));
+        if (s == BF_OK) s = bf_model_backward(m, dlogits);
+        if (s == BF_OK) s = bf_to_host(b, j->rows + (size_t)c0 * n, m->dinput, (size_t)rows * n * sizeof(float));
+    }
+    if (s == BF_OK) { /* the softmax and the loss, in double */
+        double top = z[0], total = 0;
+        for (int k = 1; k < K; k++) top = fmax(top, z[k]);
+        for (int k = 0; k < K; k++) total += j->p[k] = exp((double)z[k] - top);
+        for (int k = 0; k < K; k++) j->p[k] /= total;
+        *loss = log(total) - ((double)z[label] - top);
+    }
+    free(onehot), free(z);
+    return s;
+}
+
+/* FlexNet's Lanczos: from a random unit vector, without re-orthogonalisation, stopping where beta
+ * < 1e-6; the Ritz values are the eigenvalues of the tridiagonal matrix, largest first. */
+static bf_status ritz_values(hessian_run *r, uint64_t seed, float *v, float *v_prev, float *hv, double *values,
+                             int *count) {
+    const int m = r->o->density_iterations;
+    const size_t n = r->n;
+    double *alpha = calloc((size_t)m, sizeof *alpha), *beta = calloc((size_t)m, sizeof *beta);
+    double *t = calloc((size_t)m * m, sizeof *t), *first = malloc((size_t)m * sizeof *first);
+    bf_status s = alpha && beta && t && first ? BF_OK : bf_error(BF_ERR_OOM, "input hessian: out of host memory");
+    for (size_t j = 0; j < n; j++) v[j] = (float)bf_normal(seed, j), v_prev[j] = 0;
+    double norm = sqrt(bf_hessian_dot(v, v, n));
+    for (size_t j = 0; j < n; j++) v[j] = (float)(v[j] / norm);
+    int steps = 0;
+    while (s == BF_OK && steps < m) {
+        s = bf_hessian_product(r, v, hv);
+        if (s != BF_OK) break;
+        const double b = steps > 0 ? beta[steps - 1] : 0.0;
+        for (size_t j = 0; j < n; j++) hv[j] = (float)(hv[j] - b * v_prev[j]); /* w = H v - beta v_prev */
+        alpha[steps] = bf_hessian_dot(hv, v, n);
+        for (size_t j = 0; j < n; j++) hv[j] = (float)(hv[j] - alpha[steps] * v[j]);
+        steps++;
+        norm = sqrt(bf_hessian_dot(hv, hv, n));
+        if (steps == m || norm < 1e-6) break;
+        beta[steps - 1] = norm;
+        for (size_t j = 0; j < n; j++) v_prev[j] = v[j], v[j] = (float)(hv[j] / norm);
+    }
+    if (s == BF_OK) {
+        for (int i = 0; i < steps; i++) {
+            t[(size_t)i * steps + i] = alpha[i];
+            if (i + 1 < steps) t[(size_t)i * steps + i + 1] = t[(size_t)(i + 1) * steps + i] = beta[i];
+        }
+        bf_symmetric_eigen(t, steps, values, first);
+        for (int i = 0; i < steps; i++) /* largest first */
+            for (int j = i + 1; j < steps; j++)
+                if (values[j] > values[i]) {
+                    const double keep = values[i];
+                    values[i] = values[j], values[j] = keep;
+                }
+        *count = steps;
+    }
+    free(alpha), free(beta), free(t), free(first);
+    return s;
+}
+
+static bf_status check_options(const bf_model *m, const bf_input_hessian_options *o) {
+    if (!m->input_gradient) return bf_error(BF_ERR_ARG, "input hessian: the model was not built with input_gradient");
+    if (o->images < 1 || o->images > BF_INPUT_HESSIAN_MAX_IMAGES || o->top_n < 0 || o->top_n > BF_HESSIAN_MAX_TOP ||
+        o->power_steps < 1 || o->lanczos_steps < 1 || o->lanczos_steps > BF_INPUT_HESSIAN_MAX_RITZ)
+        return bf_error(BF_ERR_ARG, "input hessian: images %d (1 to %d), top_n %d (0 to %d), power_steps %d (>= 1), "
+                        "lanczos_steps %d (1 to %d)", o->images, BF_INPUT_HESSIAN_MAX_IMAGES, o->top_n,
+                        BF_HESSIAN_MAX_TOP, o->power_steps, o->lanczos_steps, BF_INPUT_HESSIAN_MAX_RITZ);
+    return BF_OK;
+}
+
+/* One image (x on the device, its label given): loss, top eigenvalues and Ritz values. */
+static bf_status analyse_image(hessian_run *r, const bf_input_hessian_options *o, const float *x, int label,
+                               float *copies, float *dlogits, float **vectors, float *hv, bf_input_hessian_image *out) {
+    BF_TRY(take_jacobian(r->m, x, label, copies, dlogits, r->context, &out->loss));
+    const uint64_t seed = bf_seed_derive(o->seed, BF_STREAM_HESSIAN, 3000000u + (uint64_t)out->position);
+    bf_hessian_options power = {.top_n = o->top_n, .max_iterations = o->power_steps, .tolerance = 0,
+                                .density_iterations = o->lanczos_steps, .seed = seed};
+    r->o = &power;
+    bf_status s = bf_hessian_top_eigenvalues(r, vectors, hv, out->eigenvalues, out->iterations);
+    if (s == BF_OK)
+        s = ritz_values(r, bf_seed_derive(seed, BF_STREAM_HESSIAN, 1), vectors[o->top_n], vectors[o->top_n + 1], hv,
+                        out->ritz, &out->ritz_count);
+    r->o = NULL;
+    return s;
+}
+
+bf_status bf_input_hessian(bf_model *m, bf_loader *loader, const bf_input_hessian_options *o,
+                           bf_input_hessian_result *out) {
+    BF_TRY(check_options(m, o));
+    bf_backend *b = m->backend;
+    const int K = m->num_classes, batch = m->input_shape.n, was_training = m->training;
+    const size_t n = bf_shape_per_sample(m->input_shape), bytes = n * sizeof(float);
+    image_jacobian jacobian = {.K = K, .rows = malloc((size_t)K * bytes), .p = malloc(2 * (size_t)K * sizeof(double))};
+    jacobian.u = jacobian.p ? jacobian.p + K : NULL;
+    hessian_run r = {.m = m, .n = n, .step = BF_EVAL_STEP, .product = exact_product, .context = &jacobian};
+    const int count = o->top_n + 2;
+    float **vectors = calloc((size_t)count, sizeof *vectors), *hv = malloc(bytes), *x0 = NULL, *copies = NULL,
+          *dlogits = NULL;
+    int32_t *labels = malloc((size_t)batch * sizeof *labels), *device_labels = NULL;
+    bf_status s = jacobian.rows && jacobian.p && vectors && hv && labels
+                      ? BF_OK : bf_error(BF_ERR_OOM, "input hessian: out of host memory (%d classes x %zu floats)", K, n);
+    for (int k = 0; s == BF_OK && k < count; k++)
+        if (!(vectors[k] = malloc(bytes))) s = bf_error(BF_ERR_OOM, "input hessian: out of host memory");
+    if (s == BF_OK) s = bf_alloc(b, (size_t)batch * bytes, (void **)&x0);
+    if (s == BF_OK) s = bf_alloc(b, (size_t)batch * bytes, (void **)&copies);
+    if (s == BF_OK) s = bf_alloc(b, (size_t)batch * K * sizeof(float), (void **)&dlogits);
+    if (s == BF_OK) s = bf_alloc(b, (size_t)batch * sizeof(int32_t), (void **)&device_labels);
+    bf_batch_uploader *upload = NULL;
+    if (s == BF_OK) s = bf_batch_uploader_create(b, &upload);
+    m->training = 0;
+    m->step = BF_EVAL_STEP;
+    memset(out, 0, sizeof *out);
+    const int shuffled = bf_loader_set_shuffle(loader, 0);
+    if (s == BF_OK) s = bf_loader_start_epoch(loader, 0, 0);
+    while (s == BF_OK && out->images < o->images) {
+        bf_batch *next = NULL;
+        s = bf_loader_next(loader, &next, NULL);
+        if (s != BF_OK || !next) break;
+        const int take = next->n < o->images - out->images ? next->n : o->images - out->images;
+        const uint64_t first = (uint64_t)next->position;
+        if (next->n > batch) {
+            bf_loader_release(loader, next);
+            s = bf_error(BF_ERR_ARG, "input hessian: batch of %d exceeds the model's %d", next->n, batch);
+            break;
+        }
+        s = bf_batch_upload_once(upload, loader, next, x0, device_labels, take);
+        if (s == BF_OK) s = bf_to_host(b, labels, device_labels, (size_t)take * sizeof(int32_t));
+        for (int i = 0; s == BF_OK && i < take; i++) {
+            bf_input_hessian_image *img = &out->image[out->images];
+            img->position = first + (uint64_t)i, img->label = labels[i];
+            m->sample_offset = img->position;
+            s = analyse_image(&r, o, x0 + (size_t)i * n, labels[i], copies, dlogits, vectors, hv, img);
+            out->images += s == BF_OK;
+        }
+    }
+    out->products = r.products;
+    bf_loader_set_shuffle(loader, shuffled);
+    m->training = was_training;
+    bf_model_set_batch(m, batch);
+    bf_batch_uploader_destroy(upload);
+    bf_free(b, x0), bf_free(b, copies), bf_free(b, dlogits), bf_free(b, device_labels);
+    for (int k = 0; vectors && k < count; k++) free(vectors[k]);
+    free(vectors), free(hv), free(labels), free(jacobian.rows), free(jacobian.p);
+    return s != BF_OK ? bf_error_context(s, "input hessian") : BF_OK;
+}
+
+bf_status bf_input_hessian_write_json(const bf_input_hessian_options *o, const bf_input_hessian_result *r, FILE *f) {
+    fprintf(f, "{\n  \"images\": %d,\n  \"power_steps\": %d,\n  \"lanczos_steps\": %d,\n  \"seed\": %llu,\n"
+            "  \"hessian_vector_products\": %d,\n  \"per_image\": [", r->images, o->power_steps, o->lanczos_steps,
+            (unsigned long long)o->seed, r->products);
+    for (int i = 0; i < r->images; i++) {
+        const bf_input_hessian_image *img = &r->image[i];
+        fprintf(f, "%s\n    {\"position\": %llu, \"label\": %d, \"loss\": %.9g, \"eigenvalues\": [", i ? "," : "",
+                (unsigned long long)img->position, img->label, img->loss);
+        for (int k = 0; k < o->top_n; k++) fprintf(f, "%s%.9g", k ? ", " : "", img->eigenvalues[k]);
+        fprintf(f, "], \"ritz\": [");
+        for (int k = 0; k < img->ritz_count; k++) fprintf(f, "%s%.9g", k ? ", " : "", img->ritz[k]);
+        fprintf(f, "]}");
+    }
+    fprintf(f, "\n  ]\n}\n");
+    return ferror(f) ? bf_error(BF_ERR_IO, "input hessian: writing the results failed") : BF_OK;
+}
