@@ -7,6 +7,9 @@
  *     Lanczos stopping within 3 steps (H has rank 2);
  *   - the loss is the image's cross-entropy;
  *   - a model of batch 8 and one of batch 5 give the same results;
+ *   - the loss surface along the top two eigenvectors: its centre is the image's loss, and its
+ *     second difference along the first, (L(a) - 2 L(0) + L(-a)) / a^2, the top eigenvalue where the
+ *     network is smooth around the image;
  *   - a model built without input_gradient, and bad options, are refused. */
 #include <math.h>
 #include <stdlib.h>
@@ -142,12 +145,29 @@ int main(void) {
         CHECK(memcmp(img, &r5.image[i], sizeof *img) == 0, "image %d: a model of batch 5 gives the same", i);
     }
 
+    bf_input_hessian_options with_surface = o;
+    with_surface.surface_points = 3, with_surface.surface_range = 0.02f;
+    static bf_input_hessian_result surface;
+    CHECK_OK(bf_input_hessian(m, l, &with_surface, &surface));
+    for (int i = 0; surface.surface && i < surface.images; i++) {
+        const float *L = surface.surface + 9 * i; /* alpha -0.1, 0, 0.1 by rows; beta by columns */
+        const double curvature = ((double)L[7] - 2.0 * L[4] + L[1]) / (0.02 * 0.02);
+        CHECK_CLOSE(L[4], surface.image[i].loss, 1e-6, 1e-5, "the surface's centre is the image's loss");
+        if (i < 2) /* image 2 lies on a kink of the network (its second difference grows as 1 / a); a = 0.02
+                    * keeps images 0 and 1 within one linear piece, and float losses 1 % apart */
+            CHECK_CLOSE(curvature, surface.image[i].eigenvalues[0], 1e-6, 0.05, "the surface's curvature along v1 is the top eigenvalue");
+    }
+    CHECK(surface.surface != NULL, "the surfaces were kept");
+    bf_input_hessian_free(&surface);
+
     static bf_input_hessian_result refused;
     CHECK(bf_input_hessian(plain, l, &o, &refused) == BF_ERR_ARG && strstr(bf_last_error(), "input_gradient"),
           "a model without input_gradient is refused: %s", bf_last_error());
     bf_input_hessian_options bad = o;
     bad.lanczos_steps = BF_INPUT_HESSIAN_MAX_RITZ + 1;
     CHECK(bf_input_hessian(m, l, &bad, &refused) == BF_ERR_ARG, "too many Lanczos steps are refused");
+    bad = o, bad.surface_points = 3, bad.surface_range = 1, bad.top_n = 1;
+    CHECK(bf_input_hessian(m, l, &bad, &refused) == BF_ERR_ARG, "a surface needs two eigenvectors");
     bad = o, bad.images = 0;
     CHECK(bf_input_hessian(m, l, &bad, &refused) == BF_ERR_ARG, "0 images are refused");
 

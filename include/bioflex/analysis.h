@@ -159,12 +159,18 @@ bf_status bf_hessian_write_json(const bf_hessian_options *o, const bf_hessian_re
  * compares). The products are exact, J'(diag(p) - pp')J v from the logits' Jacobian J (K backward
  * passes per image; input_hessian.c says why): the whole Hessian of a piecewise-linear network (ReLU,
  * max-pool, evaluation batch-norm, channel-wise max flex), as FlexNet's double backprop takes it, and
- * the Gauss-Newton part for one with smooth layers. The model must be built with input_gradient. */
+ * the Gauss-Newton part for one with smooth layers. The model must be built with input_gradient.
+ * With surface_points > 0 (and top_n >= 2), also the loss over the plane x + alpha v1 + beta v2
+ * through the image along the top two eigenvectors (FlexNet 5.4 b: 51 points from -10 to 10 in
+ * normalised input units): surface_points^2 losses per image, alpha by rows. */
 #define BF_INPUT_HESSIAN_MAX_IMAGES 64
 #define BF_INPUT_HESSIAN_MAX_RITZ 200
+#define BF_INPUT_HESSIAN_MAX_SURFACE 201
 
 typedef struct bf_input_hessian_options {
     int images, top_n, power_steps, lanczos_steps;
+    int surface_points;        /* 0: no loss surface */
+    float surface_range;
     uint64_t seed;
 } bf_input_hessian_options;
 
@@ -181,11 +187,13 @@ typedef struct bf_input_hessian_image {
 typedef struct bf_input_hessian_result {
     int images, products;
     bf_input_hessian_image image[BF_INPUT_HESSIAN_MAX_IMAGES];
+    float *surface;            /* images x surface_points^2 losses (malloc'd; bf_input_hessian_free), or NULL */
 } bf_input_hessian_result;
 
 bf_status bf_input_hessian(bf_model *m, bf_loader *loader, const bf_input_hessian_options *o,
                            bf_input_hessian_result *out);
 bf_status bf_input_hessian_write_json(const bf_input_hessian_options *o, const bf_input_hessian_result *r, FILE *f);
+void bf_input_hessian_free(bf_input_hessian_result *r);
 
 /* Activations (section 7.4, what its intermediate plots show, for any analysis): every chosen layer's
  * output for the loader's first `images` images (an unshuffled test loader), in evaluation mode,

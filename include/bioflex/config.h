@@ -232,6 +232,8 @@ typedef struct bf_analysis_config {
     long hessian_seed;
     /* bioflex-eval --input-hessian (bf_input_hessian_options) */
     int input_hessian_images, input_hessian_top_n, input_hessian_power_steps, input_hessian_lanczos_steps;
+    int input_hessian_surface_points;
+    float input_hessian_surface_range;
     int hessian_mode;          /* bf_analysis_mode: eval | train */
     /* bioflex-eval --attack (bf_attack_options) */
     int attack_method;         /* bf_attack_method: fgsm | pgd | gaussian_noise | spgd | jitter | spsa | jsma | onepixel | apgd */

@@ -126,11 +126,46 @@ static bf_status ritz_values(hessian_run *r, uint64_t seed, float *v, float *v_p
 static bf_status check_options(const bf_model *m, const bf_input_hessian_options *o) {
     if (!m->input_gradient) return bf_error(BF_ERR_ARG, "input hessian: the model was not built with input_gradient");
     if (o->images < 1 || o->images > BF_INPUT_HESSIAN_MAX_IMAGES || o->top_n < 0 || o->top_n > BF_HESSIAN_MAX_TOP ||
-        o->power_steps < 1 || o->lanczos_steps < 1 || o->lanczos_steps > BF_INPUT_HESSIAN_MAX_RITZ)
-        return bf_error(BF_ERR_ARG, "input hessian: images %d (1 to %d), top_n %d (0 to %d), power_steps %d (>= 1), "
-                        "lanczos_steps %d (1 to %d)", o->images, BF_INPUT_HESSIAN_MAX_IMAGES, o->top_n,
-                        BF_HESSIAN_MAX_TOP, o->power_steps, o->lanczos_steps, BF_INPUT_HESSIAN_MAX_RITZ);
+        o->power_steps < 1 || o->lanczos_steps < 1 || o->lanczos_steps > BF_INPUT_HESSIAN_MAX_RITZ ||
+        o->surface_points < 0 || o->surface_points > BF_INPUT_HESSIAN_MAX_SURFACE || (o->surface_points && o->top_n < 2) ||
+        (o->surface_points && !(o->surface_range > 0)))
+        return bf_error(BF_ERR_ARG, "input hessian: images %d (1 to %d), top_n %d (0 to %d; 2 or more with a surface), "
+                        "power_steps %d (>= 1), lanczos_steps %d (1 to %d), surface_points %d (0 to %d), surface_range %g (> 0)",
+                        o->images, BF_INPUT_HESSIAN_MAX_IMAGES, o->top_n, BF_HESSIAN_MAX_TOP, o->power_steps,
+                        o->lanczos_steps, BF_INPUT_HESSIAN_MAX_RITZ, o->surface_points, BF_INPUT_HESSIAN_MAX_SURFACE,
+                        o->surface_range);
     return BF_OK;
+}
+
+/* surface (points^2) = the loss at x + alpha v1 + beta v2 (x, v1, v2 on the host), alpha and beta
+ * evenly from -range to range, alpha by rows; the grid points in batches of the model's. */
+static bf_status loss_surface(bf_model *m, const float *x, int label, const float *v1, const float *v2, int points,
+                              float range, float *copies, float *scratch, float *surface) {
+    bf_backend *b = m->backend;
+    const int batch = m->input_shape.n, total = points * points;
+    const size_t n = bf_shape_per_sample(m->input_shape);
+    float *host = malloc((size_t)batch * n * sizeof *host), *losses = scratch;
+    int32_t *labels = malloc((size_t)batch * sizeof *labels), *device_labels = (int32_t *)(scratch + batch);
+    bf_status s = host && labels ? BF_OK : bf_error(BF_ERR_OOM, "input hessian: out of host memory");
+    for (int i = 0; i < batch && labels; i++) labels[i] = label;
+    if (s == BF_OK) s = bf_to_device(b, device_labels, labels, (size_t)batch * sizeof(int32_t));
+    for (int first = 0; s == BF_OK && first < total; first += batch) {
+        const int rows = total - first < batch ? total - first : batch;
+        const float *logits = NULL;
+        for (int g = 0; g < rows; g++) {
+            const int a = (first + g) / points, c = (first + g) % points;
+            const double alpha = points > 1 ? -range + 2.0 * range * a / (points - 1) : 0;
+            const double beta = points > 1 ? -range + 2.0 * range * c / (points - 1) : 0;
+            for (size_t j = 0; j < n; j++) host[(size_t)g * n + j] = (float)(x[j] + alpha * v1[j] + beta * v2[j]);
+        }
+        s = bf_model_set_batch(m, rows);
+        if (s == BF_OK) s = bf_to_device(b, copies, host, (size_t)rows * n * sizeof(float));
+        if (s == BF_OK) s = bf_model_forward(m, copies, &logits);
+        if (s == BF_OK) s = b->ops->softmax_xent(b, rows, m->num_classes, logits, device_labels, 0.0f, 1.0f, losses, NULL);
+        if (s == BF_OK) s = bf_to_host(b, surface + first, losses, (size_t)rows * sizeof(float));
+    }
+    free(host), free(labels);
+    return s;
 }
 
 /* One image (x on the device, its label given): loss, top eigenvalues and Ritz values. */
@@ -147,6 +182,11 @@ static bf_status analyse_image(hessian_run *r, const bf_input_hessian_options *o
                         out->ritz, &out->ritz_count);
     r->o = NULL;
     return s;
+}
+
+void bf_input_hessian_free(bf_input_hessian_result *r) {
+    free(r->surface);
+    r->surface = NULL;
 }
 
 bf_status bf_input_hessian(bf_model *m, bf_loader *loader, const bf_input_hessian_options *o,
@@ -170,11 +210,16 @@ bf_status bf_input_hessian(bf_model *m, bf_loader *loader, const bf_input_hessia
     if (s == BF_OK) s = bf_alloc(b, (size_t)batch * bytes, (void **)&copies);
     if (s == BF_OK) s = bf_alloc(b, (size_t)batch * K * sizeof(float), (void **)&dlogits);
     if (s == BF_OK) s = bf_alloc(b, (size_t)batch * sizeof(int32_t), (void **)&device_labels);
+    float *surface_scratch = NULL; /* the surface's losses and labels, a batch of each */
+    if (s == BF_OK) s = bf_alloc(b, 2 * (size_t)batch * sizeof(float), (void **)&surface_scratch);
     bf_batch_uploader *upload = NULL;
     if (s == BF_OK) s = bf_batch_uploader_create(b, &upload);
     m->training = 0;
     m->step = BF_EVAL_STEP;
     memset(out, 0, sizeof *out);
+    const size_t surface = (size_t)o->images * o->surface_points * o->surface_points;
+    if (s == BF_OK && surface && !(out->surface = malloc(surface * sizeof(float))))
+        s = bf_error(BF_ERR_OOM, "input hessian: out of host memory for the surfaces");
     const int shuffled = bf_loader_set_shuffle(loader, 0);
     if (s == BF_OK) s = bf_loader_start_epoch(loader, 0, 0);
     while (s == BF_OK && out->images < o->images) {
@@ -195,6 +240,13 @@ bf_status bf_input_hessian(bf_model *m, bf_loader *loader, const bf_input_hessia
             img->position = first + (uint64_t)i, img->label = labels[i];
             m->sample_offset = img->position;
             s = analyse_image(&r, o, x0 + (size_t)i * n, labels[i], copies, dlogits, vectors, hv, img);
+            if (s == BF_OK && o->surface_points) {
+                s = bf_to_host(b, hv, x0 + (size_t)i * n, bytes); /* hv: free between products */
+                if (s == BF_OK)
+                    s = loss_surface(m, hv, labels[i], vectors[0], vectors[1], o->surface_points, o->surface_range,
+                                     copies, surface_scratch,
+                                     out->surface + (size_t)out->images * o->surface_points * o->surface_points);
+            }
             out->images += s == BF_OK;
         }
     }
@@ -203,15 +255,16 @@ bf_status bf_input_hessian(bf_model *m, bf_loader *loader, const bf_input_hessia
     m->training = was_training;
     bf_model_set_batch(m, batch);
     bf_batch_uploader_destroy(upload);
-    bf_free(b, x0), bf_free(b, copies), bf_free(b, dlogits), bf_free(b, device_labels);
+    bf_free(b, x0), bf_free(b, copies), bf_free(b, dlogits), bf_free(b, device_labels), bf_free(b, surface_scratch);
     for (int k = 0; vectors && k < count; k++) free(vectors[k]);
     free(vectors), free(hv), free(labels), free(jacobian.rows), free(jacobian.p);
     return s != BF_OK ? bf_error_context(s, "input hessian") : BF_OK;
 }
 
 bf_status bf_input_hessian_write_json(const bf_input_hessian_options *o, const bf_input_hessian_result *r, FILE *f) {
-    fprintf(f, "{\n  \"images\": %d,\n  \"power_steps\": %d,\n  \"lanczos_steps\": %d,\n  \"seed\": %llu,\n"
-            "  \"hessian_vector_products\": %d,\n  \"per_image\": [", r->images, o->power_steps, o->lanczos_steps,
+    fprintf(f, "{\n  \"images\": %d,\n  \"power_steps\": %d,\n  \"lanczos_steps\": %d,\n  \"surface_points\": %d,\n"
+            "  \"surface_range\": %.9g,\n  \"seed\": %llu,\n  \"hessian_vector_products\": %d,\n  \"per_image\": [",
+            r->images, o->power_steps, o->lanczos_steps, r->surface ? o->surface_points : 0, o->surface_range,
             (unsigned long long)o->seed, r->products);
     for (int i = 0; i < r->images; i++) {
         const bf_input_hessian_image *img = &r->image[i];
@@ -220,6 +273,12 @@ bf_status bf_input_hessian_write_json(const bf_input_hessian_options *o, const b
         for (int k = 0; k < o->top_n; k++) fprintf(f, "%s%.9g", k ? ", " : "", img->eigenvalues[k]);
         fprintf(f, "], \"ritz\": [");
         for (int k = 0; k < img->ritz_count; k++) fprintf(f, "%s%.9g", k ? ", " : "", img->ritz[k]);
+        if (r->surface) { /* points x points, alpha by rows */
+            const int points = o->surface_points;
+            fprintf(f, "], \"surface\": [");
+            for (int k = 0; k < points * points; k++)
+                fprintf(f, "%s%.7g", k ? ", " : "", r->surface[(size_t)i * points * points + k]);
+        }
         fprintf(f, "]}");
     }
     fprintf(f, "\n  ]\n}\n");

@@ -187,6 +187,8 @@ static bf_status write_input_hessian(const bf_config *cfg, bf_backend *b, const 
     const bf_input_hessian_options o = {.images = a->input_hessian_images, .top_n = a->input_hessian_top_n,
                                         .power_steps = a->input_hessian_power_steps,
                                         .lanczos_steps = a->input_hessian_lanczos_steps,
+                                        .surface_points = a->input_hessian_surface_points,
+                                        .surface_range = a->input_hessian_surface_range,
                                         .seed = (uint64_t)a->hessian_seed};
     bf_model_config with_gradient = cfg->model;
     with_gradient.input_gradient = 1;
@@ -205,6 +207,7 @@ static bf_status write_input_hessian(const bf_config *cfg, bf_backend *b, const 
                r->products, r->images ? top / r->images : 0.0, path);
     }
     bf_model_destroy(m);
+    if (r) bf_input_hessian_free(r);
     free(r);
     return s;
 }
