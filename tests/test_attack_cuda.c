@@ -5,7 +5,7 @@
  *     mode), in evaluation mode, for a CNN with batch-norm and channel-wise max flex layers, one with
  *     mask-joint flex layers (batch-normalised logits, sigmoid_mul), and a spiking CNN of LIF neurons
  *     over 4 steps (BPTT through the surrogate, the direct input summed over the steps);
- *   - bf_attack's FGSM, Jitter, SPSA and JSMA curves on generated images: top-1 within one image of the
+ *   - bf_attack's FGSM, Jitter, SPSA, JSMA and APGD curves on generated images: top-1 within one image of the
  *     CPU's at every epsilon (a sign that rounding flips can move one image across the boundary).
  * Skipped (exit 77) without a CUDA build or device. */
 #include <math.h>
@@ -118,7 +118,8 @@ static void compare_attack(bf_backend *cpu, bf_backend *gpu, bf_attack_method me
     const bf_attack_options o = {.method = method, .epsilons = 6, .epsilon_max = 0.5f, .pgd_steps = 1,
                                  .pgd_step_fraction = 1, .eot_samples = 1, .seed = 1, .jitter_scale = 10,
                                  .jitter_std = 0.1f, .spsa_delta = 0.01f, .spsa_lr = 0.05f, .spsa_iterations = 2,
-                                 .spsa_samples = 4, .jsma_gamma = 0.1f};
+                                 .spsa_samples = 4, .jsma_gamma = 0.1f, .apgd_steps = 10, .apgd_restarts = 1,
+                                 .apgd_rho = 0.75f};
     static bf_attack_result want, got;
     CHECK_OK(bf_attack(on_cpu, l, &o, &want));
     CHECK_OK(bf_attack(on_gpu, l, &o, &got));
@@ -152,6 +153,7 @@ int main(void) {
     compare_attack(cpu, gpu, BF_ATTACK_JITTER);
     compare_attack(cpu, gpu, BF_ATTACK_SPSA);
     compare_attack(cpu, gpu, BF_ATTACK_JSMA);
+    compare_attack(cpu, gpu, BF_ATTACK_APGD);
     bf_backend_destroy(gpu);
     bf_backend_destroy(cpu);
     return bf_test_finish();
