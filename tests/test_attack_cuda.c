@@ -6,7 +6,8 @@
  *     mask-joint flex layers (batch-normalised logits, sigmoid_mul), and a spiking CNN of LIF neurons
  *     over 4 steps (BPTT through the surrogate, the direct input summed over the steps);
  *   - bf_attack's FGSM, Jitter, SPSA, JSMA and APGD curves on generated images: top-1 within one image of the
- *     CPU's at every epsilon (a sign that rounding flips can move one image across the boundary).
+ *     CPU's at every epsilon (a sign that rounding flips can move one image across the boundary);
+ *   - bf_input_hessian's losses, top eigenvalues and top Ritz values within 1e-3 of the CPU's.
  * Skipped (exit 77) without a CUDA build or device. */
 #include <math.h>
 #include <stdlib.h>
@@ -133,6 +134,41 @@ static void compare_attack(bf_backend *cpu, bf_backend *gpu, bf_attack_method me
     bf_dataset_free(d);
 }
 
+/* The input Hessian of 3 generated images through a flex CNN with the same weights on both backends. */
+static void compare_input_hessian(bf_backend *cpu, bf_backend *gpu) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    cfg.data.dataset = BF_DATASET_PROCEDURAL;
+    cfg.data.procedural_size = S, cfg.data.procedural_classes = K, cfg.data.procedural_channels = 1;
+    cfg.data.procedural_train = 8, cfg.data.procedural_test = 8;
+    cfg.data.batch_size = N;
+    bf_dataset *d = NULL;
+    CHECK_OK(bf_dataset_open(&cfg.data, 3, BF_SPLIT_TEST, &d));
+    bf_loader_options lo = bf_loader_options_from_config(&cfg, BF_SPLIT_TEST);
+    lo.shuffle = 0;
+    bf_loader *l = NULL;
+    if (d) CHECK_OK(bf_loader_create(d, &lo, &l));
+    bf_model_config mc = cnn();
+    mc.flex = 1;
+    bf_model *on_cpu = build(cpu, mc), *on_gpu = build(gpu, mc);
+    if (!l || !on_cpu || !on_gpu) return;
+    const bf_input_hessian_options o = {.images = 3, .top_n = 2, .power_steps = 30, .lanczos_steps = 10, .seed = 5};
+    static bf_input_hessian_result want, got;
+    CHECK_OK(bf_input_hessian(on_cpu, l, &o, &want));
+    CHECK_OK(bf_input_hessian(on_gpu, l, &o, &got));
+    for (int i = 0; i < want.images && got.images == want.images; i++) {
+        CHECK_CLOSE(got.image[i].loss, want.image[i].loss, 1e-6, 1e-4, "input Hessian on CUDA: the image's loss");
+        for (int k = 0; k < 2; k++)
+            CHECK_CLOSE(got.image[i].eigenvalues[k], want.image[i].eigenvalues[k], 1e-6 * want.image[i].eigenvalues[0], 1e-3,
+                        "input Hessian on CUDA: a top eigenvalue");
+        CHECK_CLOSE(got.image[i].ritz[0], want.image[i].ritz[0], 1e-9, 1e-3, "input Hessian on CUDA: the top Ritz value");
+    }
+    CHECK(want.images == 3 && got.images == 3, "input Hessian: 3 images on both backends");
+    bf_model_destroy(on_cpu), bf_model_destroy(on_gpu);
+    bf_loader_destroy(l);
+    bf_dataset_free(d);
+}
+
 int main(void) {
     bf_backend *cpu = NULL, *gpu = NULL;
     if (!pair_open(&cpu, &gpu, 1)) return bf_test_finish();
@@ -154,6 +190,7 @@ int main(void) {
     compare_attack(cpu, gpu, BF_ATTACK_SPSA);
     compare_attack(cpu, gpu, BF_ATTACK_JSMA);
     compare_attack(cpu, gpu, BF_ATTACK_APGD);
+    compare_input_hessian(cpu, gpu);
     bf_backend_destroy(gpu);
     bf_backend_destroy(cpu);
     return bf_test_finish();
