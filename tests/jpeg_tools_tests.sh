@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# jpeg_tools_tests.sh - bioflex-make-jpeg-tree and bioflex-prep end to end (ctest "jpeg_tools").
-# Usage: jpeg_tools_tests.sh MAKE_TREE PREP TRAIN
+# jpeg_tools_tests.sh - bioflex-make-jpeg-tree, bioflex-prep and tools/imagenet_c.sh end to end
+# (ctest "jpeg_tools").
+# Usage: jpeg_tools_tests.sh MAKE_TREE PREP TRAIN EVAL
 set -u
-make_tree=$1 prep=$2 train=$3
+make_tree=$1 prep=$2 train=$3 eval_=$4
 dir=$(mktemp -d /tmp/bioflex_jpeg_tools.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 pass=0 fail=0
@@ -28,6 +29,23 @@ OMP_WAIT_POLICY=passive "$train" "$cfg" --device cpu --set data.path="$dir/kg100
     --set model.channels=4 --set model.hidden=0 --set model.dropout=0 --set model.linear_init=normal --set data.image_size=16 --set run.epochs=1 --set run.threads=1 \
     --set run.dir="$dir/run" --set run.log_interval=1 --set data.batch_size=8 >"$dir/train.out" 2>&1
 check "exp2 config trains on a Kaggle tree" '[ $? -eq 0 ] && grep -q "\"skipped_images\"" "$dir/run/metrics.jsonl"'
+# tools/imagenet_c.sh over an ImageNet-C-shaped tree whose 2 x 2 cells are copies of val.X (with one
+# class more, which the dataset's 100 classes leave out): every cell scores what val.X scores.
+sets="--set model.arch=cnn --set model.channels=4 --set model.hidden=0 --set model.dropout=0 --set model.linear_init=normal --set data.image_size=16"
+for cell in blur/1 blur/2 noise/1 noise/3; do
+  mkdir -p "$dir/inc/$cell" && cp -r "$dir/kg100/val.X/." "$dir/inc/$cell/" && cp -r "$dir/kg100/val.X/$(ls "$dir/kg100/val.X" | head -1)" "$dir/inc/$cell/n99999999"
+done
+clean=$("$eval_" --checkpoint "$dir/run" --device cpu --set data.path="$dir/kg100" $sets "$cfg" 2>/dev/null | sed -n 's/^test: .*top-1 \([0-9.]*\)%.*/\1/p')
+bash "$(dirname "$0")/../tools/imagenet_c.sh" --eval "$eval_" "$dir/run" "$cfg" "$dir/inc" "$dir/inc.json" data.path="$dir/kg100" \
+  model.arch=cnn model.channels=4 model.hidden=0 model.dropout=0 model.linear_init=normal data.image_size=16 run.device=cpu >"$dir/inc.out" 2>&1
+check "imagenet_c.sh: 4 cells of 100 images, each val.X's top-1 $clean%" '[ $? -eq 0 ] && [ -n "$clean" ] \
+  && [ "$(grep -c "\"images\": 100}" "$dir/inc.json")" -eq 4 ] && grep -q "mean top-1 over 4 cells: $clean%" "$dir/inc.out" \
+  && grep -q "\"per_corruption\": {\"blur\": [0-9.]*, \"noise\": [0-9.]*}" "$dir/inc.json"'
+bash "$(dirname "$0")/../tools/imagenet_c.sh" --eval "$eval_" "$dir/run" "$cfg" "$dir/nowhere" "$dir/x.json" >/dev/null 2>&1
+check "imagenet_c.sh: a missing ROOT exits 2" '[ $? -eq 2 ]'
+"$eval_" --checkpoint "$dir/run" --device cpu --set data.path="$dir/kg100" --set data.val_dir="$dir/none" $sets "$cfg" >"$dir/vd.out" 2>&1
+check "a missing val_dir: exit 1 naming it" '[ $? -eq 1 ] && grep -q "val_dir $dir/none is not a directory" "$dir/vd.out"'
+
 "$train" "$cfg" --device cpu --set data.path="$dir/nowhere" --set run.dir="$dir/run2" >"$dir/err.out" 2>&1
 check "missing dataset dir: exit 1 naming it" '[ $? -eq 1 ] && grep -q "nowhere" "$dir/err.out"'
 

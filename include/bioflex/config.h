@@ -116,6 +116,7 @@ typedef struct bf_data_config {
     /* JPEG datasets (imagefolder, imagenet100, imagenet), see image.h */
     char class_list[BF_PATH_MAX]; /* file of class folder names, one a line: selects and orders classes ("" = all) */
     char val_labels[BF_PATH_MAX]; /* imagenet: LOC_val_solution.csv for ILSVRC's flat val/ ("" = class folders) */
+    char val_dir[BF_PATH_MAX];    /* JPEG folder datasets: the test split's class folders instead of path/val ("" = there) */
     int image_size;            /* output side in pixels */
     int train_transform;       /* bf_image_transform: squash | random_resized_crop */
     float crop_scale_min, crop_scale_max; /* random_resized_crop: area fraction range */

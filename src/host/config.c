@@ -223,6 +223,7 @@ static const key_spec key_table[] = {
     INT_KEY("data", "procedural_train", data.procedural_train, 1, 1 << 30, "5000", "dataset = procedural: number of training samples"),
     INT_KEY("data", "procedural_test", data.procedural_test, 1, 1 << 30, "1000", "dataset = procedural: number of test samples"),
     STRING_KEY("data", "val_labels", data.val_labels, 0, "", "imagenet: ILSVRC's LOC_val_solution.csv (ImageId,PredictionString, the WNID first) for the official flat val/ directory (empty = val/ has class folders)"),
+    STRING_KEY("data", "val_dir", data.val_dir, 0, "", "imagefolder, imagenet100, imagenet: a directory of class folders to evaluate on instead of the dataset's val/ (val.X), e.g. one ImageNet-C corruption and severity (tools/imagenet_c.sh); the classes and their order stay the dataset's (class_list, Labels.json, or the train/ folders)"),
     STRING_KEY("data", "class_list", data.class_list, 0, "", "imagefolder, imagenet100, imagenet: a file of class folder names (WNIDs), one a line, that selects the classes and gives their label order (empty = imagenet100: Labels.json order, else sorted folder names)"),
     INT_KEY("data", "image_size", data.image_size, 8, 1024, "224", "imagefolder, imagenet100, imagenet: side of the square training and validation images"),
     ENUM_KEY("data", "train_transform", data.train_transform, train_transform_names, "squash", "imagefolder, imagenet100, imagenet: training crop: squash (whole image resized to image_size, FlexNet Exp 2/4) or random_resized_crop (torchvision); flips follow augment_flip"),

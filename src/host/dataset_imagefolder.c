@@ -287,7 +287,12 @@ static bf_status open_layout(const bf_data_config *cfg, bf_split split, char roo
     if (!base[0]) return bf_error(BF_ERR_CONFIG, "dataset = %s needs [data] path (the dataset's root directory)", kind);
     if (!is_dir(base)) return bf_error(BF_ERR_IO, "dataset = %s: [data] path %s is not a directory", kind, base);
     *num_roots = 0;
-    if (cfg->dataset == BF_DATASET_IMAGENET100) {
+    if (split != BF_SPLIT_TRAIN && cfg->val_dir[0]) { /* another test set, the classes still the dataset's */
+        if (!is_dir(cfg->val_dir)) return bf_error(BF_ERR_IO, "%s: [data] val_dir %s is not a directory", kind, cfg->val_dir);
+        if (cfg->val_labels[0]) return bf_error(BF_ERR_CONFIG, "[data] val_dir holds class folders: it does not take val_labels");
+        snprintf(roots[0], BF_PATH_MAX + 16, "%s", cfg->val_dir);
+        *num_roots = 1;
+    } else if (cfg->dataset == BF_DATASET_IMAGENET100) {
         if (split == BF_SPLIT_TRAIN) {
             for (int i = 1; i <= 4; i++) {
                 snprintf(roots[*num_roots], BF_PATH_MAX + 16, "%s/train.X%d", base, i);
@@ -320,16 +325,17 @@ static bf_status open_layout(const bf_data_config *cfg, bf_split split, char roo
                                        "= configs/flexnet/imagenet100_classes.txt (the same order) instead", labels);
         return read_labels_json(labels, classes);
     }
-    /* All class folders of all roots, sorted and without duplicates (a flat val/ has none: its
-     * classes are the training set's). */
+    /* All class folders of all roots, sorted and without duplicates (a flat val/ has none, and a
+     * val_dir may hold others: their classes are the training set's). */
     name_list all = {0};
     bf_status st = BF_OK;
-    if (flat_val(cfg, split)) {
+    const int train_classes = flat_val(cfg, split) || (split != BF_SPLIT_TRAIN && cfg->val_dir[0]);
+    if (train_classes) {
         char train_root[BF_PATH_MAX + 16];
         snprintf(train_root, sizeof train_root, "%s/train", base);
         st = list_dir(train_root, 1, &all);
     }
-    for (int r = 0; st == BF_OK && r < *num_roots && !flat_val(cfg, split); r++) st = list_dir(roots[r], 1, &all);
+    for (int r = 0; st == BF_OK && r < *num_roots && !train_classes; r++) st = list_dir(roots[r], 1, &all);
     if (st == BF_OK && all.count > 1) qsort(all.items, (size_t)all.count, sizeof *all.items, compare_names);
     for (int i = 0; i < all.count && st == BF_OK; i++)
         if (i == 0 || strcmp(all.items[i], all.items[i - 1]) != 0) st = names_add(classes, all.items[i]);
