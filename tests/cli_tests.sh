@@ -179,6 +179,14 @@ expect "hessian_step must be positive" 2 "hessian_step" -- "$eval_" --checkpoint
 # --activations: the first 20 test images through the tiny CNN's 9 layers
 expect "eval writes activations" 0 "activations: 9 layers of 20 images" -- "$eval_" --checkpoint "$tmp/run" \
   --activations "$tmp/act.safetensors" --set analysis.activation_images=20 "$tmp/tiny.ini"
+for py in python3 /usr/bin/python3; do # tools/spectrum.py (FlexNet 5.3) reads the dump, where numpy is
+  if command -v "$py" >/dev/null && "$py" -c "import numpy" 2>/dev/null; then
+    "$py" "$src/tools/spectrum.py" "$tmp/act.safetensors" -o "$tmp/spectrum.json" >/dev/null 2>&1 \
+      && grep -q '"slope_mean"' "$tmp/spectrum.json" && passed=$((passed + 1)) \
+      || { failed=$((failed + 1)); echo "FAIL tools/spectrum.py on the activations dump"; }
+    break
+  fi
+done
 expect "activation_layers names no layer" 1 "no layer's name starts with 'conv'" -- "$eval_" --checkpoint "$tmp/run" \
   --activations "$tmp/act.safetensors" --set analysis.activation_layers=conv "$tmp/tiny.ini"
 # --gradient-flow: one CSV line per parameter tensor of the tiny CNN (conv, batch-norm, two linear: 8)
