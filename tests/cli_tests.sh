@@ -372,11 +372,12 @@ fi
 # each kind where matplotlib is installed.
 auc=$(tr -d '\n ' < "$tmp/attack.json" 2>/dev/null | sed -n 's/.*"auc":\([0-9.e-]*\),.*/\1/p')
 analysis=$(python3 "$src/tools/plot_analysis.py" "$tmp/attack.json" "$tmp/hessian.json" "$tmp/surface.csv" "$tmp/flow.csv" \
-  "$tmp/routing.json" --summary 2>&1)
+  "$tmp/routing.json" "$tmp/input_hessian.json" --summary 2>&1)
 if [ -n "$auc" ] && grep -q "AUC $(printf '%.4f' "$auc") " <<<"$analysis" && grep -q "fgsm attack (pixels domain), 20 images" <<<"$analysis" \
    && grep -q "loss surface of 16 points" <<<"$analysis" && grep -q "gradient flow of 8 tensors" <<<"$analysis" \
    && grep -q "density of 3 nodes" <<<"$analysis" && grep -q "(eval mode, loss" <<<"$analysis" \
-   && grep -q "routing over 32 images, 1 channel-wise max layers: conv features.0 " <<<"$analysis"; then
+   && grep -q "routing over 32 images, 1 channel-wise max layers: conv features.0 " <<<"$analysis" \
+   && grep -q "input Hessian of 2 images: top eigenvalue per image" <<<"$analysis"; then
   passed=$((passed + 1))
 else
   failed=$((failed + 1)); echo "FAIL plot_analysis --summary (AUC $auc):"; echo "$analysis"
@@ -384,11 +385,11 @@ fi
 expect "plot_analysis refuses other files" 1 "none of bioflex-eval's" -- python3 "$src/tools/plot_analysis.py" "$tmp/tiny.ini"
 if python3 -c "import matplotlib" 2>/dev/null; then
   pngs=0
-  for f in attack.json hessian.json surface.csv flow.csv routing.json; do
+  for f in attack.json hessian.json surface.csv flow.csv routing.json input_hessian.json; do
     python3 "$src/tools/plot_analysis.py" "$tmp/$f" -o "$tmp/$f.png" > /dev/null
     [ "$(head -c 4 "$tmp/$f.png" 2>/dev/null | od -An -c | tr -d ' ')" = "211PNG" ] && pngs=$((pngs + 1))
   done
-  [ "$pngs" = 5 ] && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL plot_analysis: $pngs of 5 PNGs written"; }
+  [ "$pngs" = 6 ] && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL plot_analysis: $pngs of 6 PNGs written"; }
 else
   echo "note: no matplotlib here; plot_analysis.py's plots not checked (its --summary is)"
 fi

@@ -6,6 +6,7 @@
     python3 tools/plot_analysis.py hessian.json                             # eigenvalues and density
     python3 tools/plot_analysis.py flow.csv                                 # gradient flow
     python3 tools/plot_analysis.py routing.json                             # flex routing shares
+    python3 tools/plot_analysis.py flex_ih.json vanilla_ih.json             # input-Hessian spectra
     python3 tools/plot_analysis.py a.json surface.csv hessian.json --summary   # text, no matplotlib
 
 Each file's kind is read from its content: an --attack JSON (top-1 against epsilon, one curve per
@@ -15,7 +16,8 @@ on a log scale), a --loss-surface CSV (filled contours of the loss over alpha an
 --gradient-flow CSV (mean and max |g| per tensor, biases left out as in the reference's plot, on a
 log scale) or a --routing JSON (per flex layer, the elements the conv always wins, those it never
 wins and those the input decides, stacked: FlexNet's Fig 6 "routing determinism", with each layer's
-conv fraction marked). Files of one kind share a figure, written beside the first one (NAME.png) or to -o;
+conv fraction marked) or an --input-hessian JSON (the Ritz values of every image pooled, as a histogram
+of their logarithms: FlexNet's flex-against-vanilla spectra). Files of one kind share a figure, written beside the first one (NAME.png) or to -o;
 --summary prints a few lines per file instead. --activations' safetensors files are read with
 safetensors.numpy.load_file. Plotting needs matplotlib (Debian: python3-matplotlib); --summary
 needs only Python.
@@ -42,6 +44,8 @@ def kind_of(path):
             data = json.load(f)
         if "method" in data and "top1" in data:
             return "attack", data
+        if "per_image" in data and "lanczos_steps" in data:
+            return "input_hessian", data
         if "eigenvalues" in data:
             return "hessian", data
         if "layers" in data and "class_images" in data:
@@ -52,7 +56,7 @@ def kind_of(path):
             return "surface", rows
         if rows and "mean_abs_grad" in rows[0]:
             return "flow", rows
-    raise SystemExit(f"error: {path} is none of bioflex-eval's --attack, --hessian or --routing JSON, "
+    raise SystemExit(f"error: {path} is none of bioflex-eval's --attack, --hessian, --input-hessian or --routing JSON, "
                      f"--loss-surface or --gradient-flow CSV")
 
 
@@ -63,7 +67,8 @@ def label(path):
 def summarise(path, kind, data):
     if kind == "attack":
         print(f"{path}: {data['method']} attack ({data['domain']} domain), {data['samples']} images: top-1 "
-              f"{100 * data['top1'][0]:.2f}% at epsilon 0, {100 * data['top1'][-1]:.2f}% at {data['epsilons'][-1]:.4g}; "
+              f"{100 * data['top1'][0]:.2f}% at epsilon {data['epsilons'][0]:.4g}, {100 * data['top1'][-1]:.2f}% at "
+              f"{data['epsilons'][-1]:.4g}; "
               f"AUC {data['auc']:.4f} (normalised {data['auc_normalized']:.4f}, reference {data['auc_reference']:.4f})")
     elif kind == "hessian":
         eig = ", ".join(f"{v:.6g}" for v in data["eigenvalues"])
@@ -72,6 +77,12 @@ def summarise(path, kind, data):
               f"trace {data['trace']:.6g} ({data['trace_samples']} samples)"
               + (f", density of {len(data['density_nodes'])} nodes over [{min(data['density_nodes']):.4g}, "
                  f"{max(data['density_nodes']):.4g}]" if data.get("density_nodes") else ""))
+    elif kind == "input_hessian":
+        images = data["per_image"]
+        ritz = [v for im in images for v in im["ritz"]]
+        tops = ", ".join(f"{im['eigenvalues'][0]:.4g}" if im["eigenvalues"] else "-" for im in images)
+        print(f"{path}: input Hessian of {len(images)} images: top eigenvalue per image [{tops}]; "
+              f"{len(ritz)} Ritz values pooled, largest {max(ritz, default=0):.4g}")
     elif kind == "surface":
         points = [(float(r["alpha"]), float(r["beta"]), float(r["loss"])) for r in data]
         centre = min(points, key=lambda p: p[0] ** 2 + p[1] ** 2)
@@ -124,6 +135,13 @@ def plot(kind, files, out, plt):
                 axes[0][1].set_xlabel("eigenvalue")
                 axes[0][1].set_ylabel("density")
                 axes[0][1].set_title("spectral density (SLQ)")
+        elif kind == "input_hessian":  # FlexNet 5.4: the pooled Ritz values, flex against vanilla
+            ritz = [v for im in data["per_image"] for v in im["ritz"] if v > 0]
+            if ritz:
+                ax.hist([math.log10(v) for v in ritz], bins=30, histtype="step", label=label(path))
+            ax.set_xlabel("log10 Ritz value (positive ones)")
+            ax.set_ylabel("count")
+            ax.set_title("input-Hessian spectra (Lanczos)")
         elif kind == "surface":
             alphas = sorted({float(r["alpha"]) for r in data})
             betas = sorted({float(r["beta"]) for r in data})
