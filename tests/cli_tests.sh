@@ -354,6 +354,15 @@ if [ -n "$printed" ] && grep -q " ${printed}% " <<<"$row " && grep -q " 123.0000
 else
   failed=$((failed + 1)); echo "FAIL plot_metrics --summary (bioflex-train printed ${printed}%):"; echo "$summary"
 fi
+# --metric balanced_top1 --ema 0.5 --best-after 2 over evaluations of 0.5, 1.0 and 0.2 (epochs 1-3):
+# smoothed 0.5, 0.75, 0.475; the best from epoch 2 on is 0.75 at epoch 2
+mkdir -p "$tmp/ema"
+for e in 1:0.5 2:1.0 3:0.2; do
+  echo "{\"type\":\"eval\",\"split\":\"test\",\"epoch\":${e%%:*},\"step\":${e%%:*},\"loss\":1,\"top1\":0.1,\"top5\":0.9,\"balanced_top1\":${e#*:},\"samples\":10}"
+done > "$tmp/ema/metrics.jsonl"
+row=$(python3 "$src/tools/plot_metrics.py" "$tmp/ema" --summary --metric balanced_top1 --ema 0.5 --best-after 2 2>&1 | tail -n 1)
+grep -qE "^ *ema .* 47.50% +75.00% +2 *$" <<<"$row" && passed=$((passed + 1)) \
+  || { failed=$((failed + 1)); echo "FAIL plot_metrics --metric balanced_top1 --ema 0.5: $row"; }
 if python3 -c "import matplotlib" 2>/dev/null; then
   python3 "$src/tools/plot_metrics.py" "$tmp/plot" "$tmp/run" -o "$tmp/curves.png" > /dev/null &&
     python3 "$src/tools/plot_metrics.py" "$tmp/plot" --raster features.2 -o "$tmp/raster.png" > /dev/null

@@ -2,8 +2,11 @@
  * epoch), on the CPU with procedural data:
  *   - bf_evaluate_batches over 1 batch of a shuffling loader scores batch_size images, the same ones
  *     for the same epoch and different ones at different epochs; 0 batches = the whole split;
+ *   - the balanced top-1 (the mean of the per-class recalls) is the one counted here by hand from
+ *     each image's prediction, and bf_evaluate_batches_by_class's counts add up to the top-1;
  *   - a training run logs the periodic evaluations as "test_batches" with val_batches * batch
- *     images and the final one as "test" over the whole test set. */
+ *     images and the final one as "test" over the whole test set, with its balanced top-1. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +74,48 @@ static void test_evaluate_batches(void) {
     bf_eval_result full;
     CHECK_OK(bf_evaluate_batches(m, shuffled, 0.0f, 3, 0, &full));
     CHECK(full.samples == 40, "max_batches = 0 scores all 40 test images, got %d", full.samples);
+
+    /* the balanced top-1 by hand: every image's prediction, per class */
+    const int K = m->num_classes;
+    double by_hand[2 * 64] = {0}, counts[2 * 64] = {0};
+    bf_eval_result again;
+    CHECK_OK(bf_evaluate_batches_by_class(m, shuffled, 0.0f, 3, 0, counts, &again));
+    const int was_shuffled = bf_loader_set_shuffle(shuffled, 0);
+    CHECK_OK(bf_loader_start_epoch(shuffled, 3, 0));
+    m->training = 0;
+    bf_batch *batch = NULL;
+    float *x = bf_test_alloc(b, (size_t)8 * 3 * 8 * 8), z[8 * 64];
+    while (K <= 64 && bf_loader_next(shuffled, &batch, NULL) == BF_OK && batch) {
+        const float *logits = NULL;
+        const int n = batch->n;
+        int32_t labels[8];
+        memcpy(labels, batch->labels, (size_t)n * sizeof *labels);
+        CHECK_OK(bf_to_device(b, x, batch->images, (size_t)n * 3 * 8 * 8 * sizeof(float)));
+        m->step = BF_EVAL_STEP, m->sample_offset = (uint64_t)batch->position;
+        bf_loader_release(shuffled, batch);
+        CHECK_OK(bf_model_set_batch(m, n));
+        CHECK_OK(bf_model_forward(m, x, &logits));
+        CHECK_OK(bf_to_host(b, z, logits, (size_t)n * K * sizeof(float)));
+        for (int i = 0; i < n; i++) {
+            int best = 0;
+            for (int c = 1; c < K; c++) best = z[i * K + c] > z[i * K + best] ? c : best;
+            by_hand[labels[i]] += best == labels[i], by_hand[K + labels[i]]++;
+        }
+    }
+    bf_loader_set_shuffle(shuffled, was_shuffled);
+    double recall = 0, correct = 0, total = 0;
+    int present = 0;
+    for (int c = 0; c < K; c++) {
+        if (by_hand[K + c] > 0) recall += by_hand[c] / by_hand[K + c], present++;
+        correct += counts[c], total += counts[K + c];
+    }
+    CHECK(present > 1 && fabs(full.balanced_top1 - recall / present) < 1e-12,
+          "the balanced top-1 %g is the mean of %d per-class recalls counted by hand (%g)", full.balanced_top1, present,
+          recall / present);
+    CHECK(memcmp(counts, by_hand, sizeof counts) == 0 && total == 40 && fabs(correct / 40 - full.top1) < 1e-6, /* top1 is a float quotient */
+          "the per-class counts are the ones by hand and add up to the top-1 (%g of %g; top-1 %g)", correct, total,
+          full.top1);
+    bf_free(b, x);
     bf_loader_destroy(shuffled);
     bf_model_destroy(m);
     bf_backend_destroy(b);
@@ -97,7 +142,8 @@ static void test_training_log(void) {
     while (f && fgets(line, sizeof line, f)) {
         if (!strstr(line, "\"split\"")) continue;
         if (strstr(line, "\"split\":\"test_batches\"")) partial += strstr(line, "\"samples\":8") != NULL;
-        if (strstr(line, "\"split\":\"test\"")) final += strstr(line, "\"samples\":40") != NULL;
+        if (strstr(line, "\"split\":\"test\""))
+            final += strstr(line, "\"samples\":40") != NULL && strstr(line, "\"balanced_top1\":") != NULL;
     }
     if (f) fclose(f);
     CHECK(partial == 1, "epoch 1: one \"test_batches\" evaluation of 8 images (found %d)", partial);

@@ -5,11 +5,19 @@
     python3 tools/plot_metrics.py runs/a -o curves.png       # another file name
     python3 tools/plot_metrics.py runs/a --summary           # a text table, no matplotlib needed
     python3 tools/plot_metrics.py runs/snn --raster features.2  # spike raster of one neuron layer
+    python3 tools/plot_metrics.py runs/* --metric balanced_top1 --ema 0.998 --best-after 20 --summary
+                                                              # PlasticFlex's smoothed balanced accuracy
 
 The figure has one panel per quantity the runs logged: training loss and learning rate against
 the step; test top-1 against the epoch (guided BU-TD runs: the mean accuracy over tasks);
 images/s, data-wait and exposed communication time per step; the conv ratio of every flex layer;
 the firing rate of every neuron layer. Runs are overlaid, labelled by their directory name.
+
+--metric picks the evaluation figure shown and summarised: top1 (the default) or balanced_top1 (the
+mean per-class recall, sklearn's balanced accuracy, which PlasticFlex's figures show). --ema A
+smooths it over the evaluations in order, s = A s + (1 - A) v from the first value (PlasticFlex's
+0.998 over one-batch validations, [run] val_batches = 1), and --best-after N takes the best only
+from epoch N on (PlasticFlex's 20).
 
 A run resumed from a checkpoint logs the steps after that checkpoint again; the last record of
 each step is the one kept, as it belongs to the run that went on. Plotting needs matplotlib
@@ -76,7 +84,7 @@ class Run:
             return layers
         return [r["step"] for r in rows], [r[field] for r in rows]
 
-    def summary(self):
+    def summary(self, metric="top1", ema=0.0, best_after=0):
         """A dict of the figures a reader looks for first."""
         steps = [r["step"] for r in self.train + self.evals]  # BU-TD runs log evaluations only
         s = {"run": self.name, "steps": max(steps) if steps else 0}
@@ -93,21 +101,32 @@ class Run:
             peaks = [r["device_peak_gib"] for r in self.train if "device_peak_gib" in r]  # GPU runs
             if peaks:
                 s["peak_gib"] = max(peaks)
-        if self.evals:
-            best = max(self.evals, key=lambda r: r["top1"])
-            s["test_top1"] = self.evals[-1]["top1"]
-            s["best_top1"] = best["top1"]
-            s["best_epoch"] = best["epoch"]
-            s["epochs"] = self.evals[-1]["epoch"]
+        epochs, values = self.eval_series(metric, ema)
+        if values:
+            later = [(v, e) for e, v in zip(epochs, values) if e >= best_after] or list(zip(values, epochs))
+            best = max(later, key=lambda p: p[0])
+            s[f"test_{metric}"] = values[-1]
+            s[f"best_{metric}"] = best[0]
+            s["best_epoch"] = best[1]
+            s["epochs"] = epochs[-1]
         return s
 
+    def eval_series(self, metric="top1", ema=0.0):
+        """(epochs, values) of an evaluation figure, smoothed by an exponential moving average."""
+        points = [(r["epoch"], r[metric]) for r in self.evals if metric in r]
+        values, smoothed = [], None
+        for _, v in points:
+            smoothed = v if smoothed is None else ema * smoothed + (1 - ema) * v
+            values.append(smoothed)
+        return [e for e, _ in points], values
 
-def print_summary(runs):
+
+def print_summary(runs, metric="top1", ema=0.0, best_after=0):
     columns = [("run", "{}"), ("steps", "{}"), ("epochs", "{}"), ("train_loss", "{:.4f}"), ("train_acc", "{:.2%}"),
-               ("test_top1", "{:.2%}"), ("best_top1", "{:.2%}"), ("best_epoch", "{}"), ("images_per_s", "{:.0f}"),
+               (f"test_{metric}", "{:.2%}"), (f"best_{metric}", "{:.2%}"), ("best_epoch", "{}"), ("images_per_s", "{:.0f}"),
                ("data_wait", "{:.1%}"), ("peak_gib", "{:.2f}"), ("mean_conv_ratio", "{:.3f}"), ("mean_firing_rate", "{:.3f}"),
                ("skipped_images", "{}")]
-    rows = [r.summary() for r in runs]
+    rows = [r.summary(metric, ema, best_after) for r in runs]
     shown = [(c, f) for c, f in columns if any(c in r for r in rows)]
     table = [[c for c, _ in shown]] + [[f.format(r[c]) if c in r else "-" for c, f in shown] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(shown))]
@@ -115,7 +134,7 @@ def print_summary(runs):
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
 
 
-def plot(runs, out):
+def plot(runs, out, metric="top1", ema=0.0):
     try:
         import matplotlib
         matplotlib.use("Agg")  # files only, no display needed
@@ -142,7 +161,8 @@ def plot(runs, out):
     for ax, (field, title, x) in zip(axes.flat, present):
         for run in runs:
             if field == "top1":
-                ax.plot([e["epoch"] for e in run.evals], [100 * e["top1"] for e in run.evals], marker="o", label=run.name)
+                epochs, values = run.eval_series(metric, ema)
+                ax.plot(epochs, [100 * v for v in values], marker="o", label=run.name)
                 continue
             data = run.series(field)
             if isinstance(data, dict):  # one line per layer
@@ -150,7 +170,7 @@ def plot(runs, out):
                     ax.plot(steps, values, label=f"{run.name} {layer}" if len(runs) > 1 else layer)
             elif data[0]:
                 ax.plot(data[0], data[1], label=run.name)
-        ax.set_title(title)
+        ax.set_title(title if field != "top1" else f"test {metric}" + (f" (EMA {ema})" if ema else ""))
         ax.set_xlabel(x)
         if field == "lr" and all(v > 0 for run in runs for v in run.series("lr")[1]):
             ax.set_yscale("log")  # linear when a rate of 0 (warm-up start, eta_min = 0) would vanish
@@ -209,6 +229,9 @@ def main():
     p.add_argument("--summary", action="store_true", help="print a table of each run's figures instead of plotting")
     p.add_argument("--raster", metavar="LAYER", help="plot the recorded spikes of this neuron layer (first run)")
     p.add_argument("--raster-steps", type=int, default=8, help="how many logged steps the raster shows (the last ones)")
+    p.add_argument("--metric", choices=("top1", "balanced_top1"), default="top1", help="the evaluation figure (top1)")
+    p.add_argument("--ema", type=float, default=0.0, help="smooth it: s = EMA s + (1 - EMA) v (0: none)")
+    p.add_argument("--best-after", type=int, default=0, help="the best evaluation only from this epoch on")
     args = p.parse_args()
     if args.raster:
         out = args.output or os.path.join(args.runs[0], f"raster_{args.raster}.png")
@@ -216,9 +239,9 @@ def main():
         return
     runs = [Run(d) for d in args.runs]
     if args.summary:
-        print_summary(runs)
+        print_summary(runs, args.metric, args.ema, args.best_after)
     else:
-        plot(runs, args.output or os.path.join(args.runs[0], "metrics.png"))
+        plot(runs, args.output or os.path.join(args.runs[0], "metrics.png"), args.metric, args.ema)
 
 
 if __name__ == "__main__":

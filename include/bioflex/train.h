@@ -66,6 +66,8 @@ bf_status bf_optimizer_step(bf_backend *b, bf_optimizer *o, float *params, const
 
 typedef struct bf_eval_result {
     double loss, top1, top5; /* mean loss, accuracies in [0, 1] */
+    double balanced_top1;    /* the mean over the classes present of each class's top-1 (its recall):
+                              * sklearn's balanced accuracy, PlasticFlex's headline metric */
     int samples;
 } bf_eval_result;
 
@@ -75,6 +77,13 @@ bf_status bf_evaluate(bf_model *m, bf_loader *loader, float label_smoothing, bf_
  * loader, a random subset of the split that changes every epoch. */
 bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smoothing, int epoch, int max_batches,
                               bf_eval_result *out);
+/* bf_evaluate_batches that also gives the per-class counts behind balanced_top1: class_counts (2 x
+ * num_classes doubles) = each class's correct top-1, then each class's samples (data parallelism
+ * sums them over the ranks, then bf_balanced_top1). */
+bf_status bf_evaluate_batches_by_class(bf_model *m, bf_loader *loader, float label_smoothing, int epoch, int max_batches,
+                                       double *class_counts, bf_eval_result *out);
+/* The mean over the classes with samples of correct / samples, from such counts. */
+double bf_balanced_top1(const double *class_counts, int classes);
 /* bf_evaluate_batches with the forward in training mode: batch-norm over each batch's own statistics,
  * dropout drawn (keyed as evaluation's draws are, so every call draws the same). With put_back the
  * buffers (running statistics) and the batch and sample counts the passes move are put back; without,

@@ -481,7 +481,7 @@ static bf_status score_test_set(butd_run *r, int epoch, long step, double *loss,
         *loss = te.mean_loss, *top1 = te.mean_accuracy, *samples = te.samples;
     } else {
         s = evaluate(r, epoch, loss, top1, samples);
-        if (s == BF_OK) bf_metrics_eval(&r->log, epoch, step, *loss, *top1, 0.0, *samples, "test", NULL);
+        if (s == BF_OK) bf_metrics_eval(&r->log, epoch, step, *loss, *top1, 0.0, -1.0, *samples, "test", NULL);
     }
     bf_butd_set_training(r->net, 1);
     return s;

@@ -336,8 +336,12 @@ bf_status bf_dp_sum_floats(bf_data_parallel *dp, bf_backend *b, float *buf, size
     return on_host(dp, b, buf, n, sum_floats);
 }
 
-bf_status bf_dp_reduce_eval(bf_data_parallel *dp, bf_eval_result *res) {
+bf_status bf_dp_reduce_eval(bf_data_parallel *dp, bf_eval_result *res, double *class_counts, int classes) {
     if (dp->world == 1) return BF_OK;
+    if (class_counts) { /* the balanced top-1 of the whole split, from every rank's per-class counts */
+        BF_TRY(bf_comm_allreduce_double(dp->comm, class_counts, 2 * (size_t)classes));
+        res->balanced_top1 = bf_balanced_top1(class_counts, classes);
+    }
     double sums[4] = {res->loss * res->samples, res->top1 * res->samples, res->top5 * res->samples, res->samples};
     BF_TRY(bf_comm_allreduce_double(dp->comm, sums, 4));
     res->samples = (int)sums[3];

@@ -148,7 +148,7 @@ bf_status bf_dp_check_peers(bf_data_parallel *dp);
 /* Sums n backend floats over the ranks, in place. */
 bf_status bf_dp_sum_floats(bf_data_parallel *dp, bf_backend *b, float *buf, size_t n);
 /* The evaluation of every rank's shard combined into the whole split's. */
-bf_status bf_dp_reduce_eval(bf_data_parallel *dp, bf_eval_result *res);
+bf_status bf_dp_reduce_eval(bf_data_parallel *dp, bf_eval_result *res, double *class_counts, int classes);
 /* *stop = whether any rank asked to stop (local: this rank's request). A collective when there are
  * several ranks: every rank calls it at the same step. */
 bf_status bf_dp_agree_stop(bf_data_parallel *dp, int local, int *stop);

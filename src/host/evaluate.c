@@ -1,6 +1,7 @@
 /* evaluate.c - a pass over a split (or its first batches) in eval mode (running batch-norm
- * statistics, no dropout): mean loss, top-1 and top-5 accuracy. Per-sample results are summed on the device
- * and read back once at the end.
+ * statistics, no dropout): mean loss, top-1 and top-5 accuracy, and the balanced top-1. Per-sample
+ * results are summed on the device and read back once at the end; the balanced top-1 needs each
+ * batch's per-sample top-1 on the host (n floats), counted there per class.
  *
  * What a forward pass draws at random in eval mode (rate-coded input spikes, stochastic flex masks)
  * is keyed by the step counter and the sample's position in the split (bf_layer_draws): the counter
@@ -13,6 +14,7 @@
  * bf_evaluate_batches_training_mode scores the same way through the training-mode forward. */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "batch_upload.h"
 #include "bioflex/train.h"
@@ -22,8 +24,16 @@ bf_status bf_evaluate(bf_model *m, bf_loader *loader, float label_smoothing, bf_
 }
 
 /* The pass itself, its forward in evaluation mode or (training) in training mode. */
+double bf_balanced_top1(const double *class_counts, int classes) {
+    double recall_sum = 0;
+    int present = 0;
+    for (int c = 0; c < classes; c++)
+        if (class_counts[classes + c] > 0) recall_sum += class_counts[c] / class_counts[classes + c], present++;
+    return present ? recall_sum / present : 0;
+}
+
 static bf_status score_batches(bf_model *m, bf_loader *loader, float label_smoothing, int epoch, int max_batches,
-                               int training, bf_eval_result *out) {
+                               int training, double *counts_out, bf_eval_result *out) {
     bf_backend *b = m->backend;
     const bf_ops *ops = b->ops;
     int max_n = m->input_shape.n, k = m->num_classes;
@@ -38,6 +48,11 @@ static bf_status score_batches(bf_model *m, bf_loader *loader, float label_smoot
     if (s == BF_OK) s = bf_batch_uploader_create(b, &upload);
     c1 = losses ? losses + max_n : NULL;
     c5 = losses ? losses + 2 * max_n : NULL;
+    /* per class: correct top-1 and samples (the balanced top-1); the batch's labels and top-1 */
+    double *class_counts = calloc(2 * (size_t)k, sizeof *class_counts);
+    int32_t *host_labels = malloc((size_t)max_n * sizeof *host_labels);
+    float *host_c1 = malloc((size_t)max_n * sizeof *host_c1);
+    if (s == BF_OK && (!class_counts || !host_labels || !host_c1)) s = bf_error(BF_ERR_OOM, "evaluate: out of host memory");
     int was_training = m->training, samples = 0, batches = 0;
     uint64_t training_step = m->step, training_offset = m->sample_offset;
     m->training = training;
@@ -57,6 +72,7 @@ static bf_status score_batches(bf_model *m, bf_loader *loader, float label_smoot
             s = bf_error(BF_ERR_ARG, "evaluate: batch of %d exceeds the model's %d", n, max_n);
             break;
         }
+        memcpy(host_labels, batch->labels, (size_t)n * sizeof *host_labels);
         s = bf_batch_upload_once(upload, loader, batch, x, labels, n);
         const float *logits = NULL;
         m->step = BF_EVAL_STEP;
@@ -68,6 +84,9 @@ static bf_status score_batches(bf_model *m, bf_loader *loader, float label_smoot
         if (s == BF_OK) s = ops->accumulate_sum(b, losses, (size_t)n, sums + 0);
         if (s == BF_OK) s = ops->accumulate_sum(b, c1, (size_t)n, sums + 1);
         if (s == BF_OK) s = ops->accumulate_sum(b, c5, (size_t)n, sums + 2);
+        if (s == BF_OK) s = bf_to_host(b, host_c1, c1, (size_t)n * sizeof(float));
+        for (int i = 0; s == BF_OK && i < n; i++)
+            if (host_labels[i] >= 0 && host_labels[i] < k) class_counts[host_labels[i]] += host_c1[i], class_counts[k + host_labels[i]]++;
         samples += n;
     }
     float host[4] = {0};
@@ -82,6 +101,9 @@ static bf_status score_batches(bf_model *m, bf_loader *loader, float label_smoot
     bf_free(b, labels);
     bf_free(b, losses);
     bf_free(b, sums);
+    if (s == BF_OK) out->balanced_top1 = bf_balanced_top1(class_counts, k);
+    if (s == BF_OK && counts_out) memcpy(counts_out, class_counts, 2 * (size_t)k * sizeof *counts_out);
+    free(class_counts), free(host_labels), free(host_c1);
     if (s != BF_OK) return bf_error_context(s, "evaluation");
     out->samples = samples;
     out->loss = samples ? host[0] / samples : 0;
@@ -92,12 +114,17 @@ static bf_status score_batches(bf_model *m, bf_loader *loader, float label_smoot
 
 bf_status bf_evaluate_batches(bf_model *m, bf_loader *loader, float label_smoothing, int epoch, int max_batches,
                               bf_eval_result *out) {
-    return score_batches(m, loader, label_smoothing, epoch, max_batches, 0, out);
+    return score_batches(m, loader, label_smoothing, epoch, max_batches, 0, NULL, out);
+}
+
+bf_status bf_evaluate_batches_by_class(bf_model *m, bf_loader *loader, float label_smoothing, int epoch, int max_batches,
+                                       double *class_counts, bf_eval_result *out) {
+    return score_batches(m, loader, label_smoothing, epoch, max_batches, 0, class_counts, out);
 }
 
 bf_status bf_evaluate_batches_training_mode(bf_model *m, bf_loader *loader, float label_smoothing, int epoch,
                                             int max_batches, int put_back, bf_eval_result *out) {
-    if (!put_back) return score_batches(m, loader, label_smoothing, epoch, max_batches, 1, out);
+    if (!put_back) return score_batches(m, loader, label_smoothing, epoch, max_batches, 1, NULL, out);
     bf_backend *b = m->backend;
     const size_t floats = m->num_buffer_floats;
     float *kept = malloc((floats + 1) * sizeof(float));
@@ -105,7 +132,7 @@ bf_status bf_evaluate_batches_training_mode(bf_model *m, bf_loader *loader, floa
     bf_status s = floats ? bf_to_host(b, kept, m->buffer_data, floats * sizeof(float)) : BF_OK;
     const int64_t tracked = m->num_batches_tracked;
     const double flex_samples = m->flex_samples, spike_samples = m->spike_samples;
-    if (s == BF_OK) s = score_batches(m, loader, label_smoothing, epoch, max_batches, 1, out);
+    if (s == BF_OK) s = score_batches(m, loader, label_smoothing, epoch, max_batches, 1, NULL, out);
     m->num_batches_tracked = tracked;
     m->flex_samples = flex_samples, m->spike_samples = spike_samples;
     bf_status restored = floats ? bf_to_device(b, m->buffer_data, kept, floats * sizeof(float)) : BF_OK;

@@ -357,7 +357,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "error: %s\n", bf_last_error());
         return s == BF_ERR_CONFIG ? BF_EXIT_USAGE : BF_EXIT_RUNTIME;
     }
-    printf("checkpoint %s\ntest: loss %.4f  top-1 %.2f%%  top-5 %.2f%%  (%d images)\n", dir, res.loss, 100 * res.top1,
-           100 * res.top5, res.samples);
+    printf("checkpoint %s\ntest: loss %.4f  top-1 %.2f%%  top-5 %.2f%%  balanced %.2f%%  (%d images)\n", dir, res.loss,
+           100 * res.top1, 100 * res.top5, 100 * res.balanced_top1, res.samples);
     return BF_EXIT_OK;
 }

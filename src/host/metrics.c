@@ -132,7 +132,7 @@ void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text
     }
 }
 
-void bf_metrics_eval(bf_metrics_log *log, int epoch, long step, double loss, double top1, double top5, int samples,
+void bf_metrics_eval(bf_metrics_log *log, int epoch, long step, double loss, double top1, double top5, double balanced_top1, int samples,
                      const char *split, FILE *text) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "eval");
@@ -142,12 +142,15 @@ void bf_metrics_eval(bf_metrics_log *log, int epoch, long step, double loss, dou
     cJSON_AddNumberToObject(o, "loss", loss);
     cJSON_AddNumberToObject(o, "top1", top1);
     cJSON_AddNumberToObject(o, "top5", top5);
+    if (balanced_top1 >= 0) cJSON_AddNumberToObject(o, "balanced_top1", balanced_top1);
     cJSON_AddNumberToObject(o, "samples", samples);
     write_json(log, o);
     bf_metrics_break_line(log);
     if (text) {
-        fprintf(text, "eval after epoch %d: %s loss %.4f  top-1 %.2f%%  top-5 %.2f%%  (%d images)\n", epoch, split, loss,
-                100 * top1, 100 * top5, samples);
+        char balanced[48] = "";
+        if (balanced_top1 >= 0) snprintf(balanced, sizeof balanced, "  balanced %.2f%%", 100 * balanced_top1);
+        fprintf(text, "eval after epoch %d: %s loss %.4f  top-1 %.2f%%  top-5 %.2f%%%s  (%d images)\n", epoch, split, loss,
+                100 * top1, 100 * top5, balanced, samples);
         fflush(text);
     }
 }

@@ -50,7 +50,8 @@ typedef struct bf_metrics_log {
 bf_status bf_metrics_open(bf_metrics_log *log, const char *run_dir, int progress);
 void bf_metrics_close(bf_metrics_log *log);
 void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text);
-void bf_metrics_eval(bf_metrics_log *log, int epoch, long step, double loss, double top1, double top5, int samples,
+/* balanced_top1 < 0: not measured (left out) */
+void bf_metrics_eval(bf_metrics_log *log, int epoch, long step, double loss, double top1, double top5, double balanced_top1, int samples,
                      const char *split, FILE *text);
 /* Appends one raster {"step", "layer", "spikes": [[T rows of k 0/1]]} to spikes.jsonl. */
 void bf_metrics_spikes(bf_metrics_log *log, long step, const char *layer, int T, int k, const float *spikes);

@@ -248,9 +248,15 @@ static bf_status evaluate_and_log(run *r, const bf_train_state *st, int final, b
     if (r->dp.world > 1) BF_TRY(bf_dp_broadcast_floats(&r->dp, r->backend, r->model->buffer_data, r->model->num_buffer_floats));
     /* the epoch keys the test split's input noise ([data] input_noise_std), drawn anew for every
      * evaluation as the reference's loader does, and bioflex-eval takes it from the checkpoint */
-    BF_TRY(bf_evaluate_batches(r->model, r->test_loader, r->cfg->optim.label_smoothing, epoch, batches, res));
-    BF_TRY(bf_dp_reduce_eval(&r->dp, res));
-    bf_metrics_eval(&r->log, epoch, st->step, res->loss, res->top1, res->top5, res->samples,
+    const int classes = r->model->num_classes;
+    double *class_counts = malloc(2 * (size_t)classes * sizeof *class_counts);
+    if (!class_counts) return bf_error(BF_ERR_OOM, "evaluation: out of host memory");
+    bf_status s = bf_evaluate_batches_by_class(r->model, r->test_loader, r->cfg->optim.label_smoothing, epoch, batches,
+                                               class_counts, res);
+    if (s == BF_OK) s = bf_dp_reduce_eval(&r->dp, res, class_counts, classes);
+    free(class_counts);
+    BF_TRY(s);
+    bf_metrics_eval(&r->log, epoch, st->step, res->loss, res->top1, res->top5, res->balanced_top1, res->samples,
                     batches ? "test_batches" : "test", r->text);
     if (!r->cfg->run.keep_best || res->top1 <= r->best_top1) return BF_OK;
     r->best_top1 = res->top1; /* the same on every rank: the counts were reduced */
