@@ -96,16 +96,23 @@ static bf_status write_activations(const bf_config *cfg, bf_backend *b, const ch
     return s;
 }
 
-/* The model a gradient analysis runs in mode: the evaluated one in training mode; in evaluation mode
- * the checkpoint in a model of its own built with input_gradient (its evaluation-mode backward). */
-static bf_status model_for_mode(const bf_config *cfg, bf_backend *b, const char *dir, const bf_dataset *test,
-                                bf_model *evaluated, bf_analysis_mode mode, bf_model **m) {
-    *m = evaluated;
-    if (mode == BF_ANALYSIS_TRAIN) return BF_OK;
+/* The checkpoint in a model of its own built with input_gradient (model.h): its evaluation-mode
+ * backward gives the image's and the parameters' gradients. */
+static bf_status load_with_input_gradient(const bf_config *cfg, bf_backend *b, const bf_dataset *test, const char *dir,
+                                          bf_model **m) {
     bf_model_config with_gradient = cfg->model;
     with_gradient.input_gradient = 1;
     *m = NULL;
     return load_as(cfg, &with_gradient, b, test, dir, m);
+}
+
+/* The model a gradient analysis runs in mode: the evaluated one in training mode, in evaluation mode
+ * one with input_gradient. */
+static bf_status model_for_mode(const bf_config *cfg, bf_backend *b, const char *dir, const bf_dataset *test,
+                                bf_model *evaluated, bf_analysis_mode mode, bf_model **m) {
+    *m = evaluated;
+    if (mode == BF_ANALYSIS_TRAIN) return BF_OK;
+    return load_with_input_gradient(cfg, b, test, dir, m);
 }
 
 /* --gradient-flow: the parameters' gradient sizes into path (analysis.h), from the first training
@@ -179,8 +186,8 @@ static bf_status write_routing(const bf_config *cfg, bf_model *m, bf_loader *loa
     return s;
 }
 
-/* --input-hessian: the checkpoint in a model of its own, built with input_gradient (model.h); the test
- * loader's first [analysis] input_hessian_images images; the results into path (analysis.h). */
+/* --input-hessian: the test loader's first [analysis] input_hessian_images images through a model
+ * with input_gradient; the results into path (analysis.h). */
 static bf_status write_input_hessian(const bf_config *cfg, bf_backend *b, const char *dir, const bf_dataset *test,
                                      bf_loader *loader, const char *path) {
     const bf_analysis_config *a = &cfg->analysis;
@@ -190,11 +197,9 @@ static bf_status write_input_hessian(const bf_config *cfg, bf_backend *b, const 
                                         .surface_points = a->input_hessian_surface_points,
                                         .surface_range = a->input_hessian_surface_range,
                                         .seed = (uint64_t)a->hessian_seed};
-    bf_model_config with_gradient = cfg->model;
-    with_gradient.input_gradient = 1;
     bf_model *m = NULL;
     bf_input_hessian_result *r = calloc(1, sizeof *r);
-    bf_status s = r ? load_as(cfg, &with_gradient, b, test, dir, &m) : bf_error(BF_ERR_OOM, "--input-hessian: out of host memory");
+    bf_status s = r ? load_with_input_gradient(cfg, b, test, dir, &m) : bf_error(BF_ERR_OOM, "--input-hessian: out of host memory");
     if (s == BF_OK) s = bf_input_hessian(m, loader, &o, r);
     FILE *f = s == BF_OK ? fopen(path, "w") : NULL;
     if (s == BF_OK && !f) s = bf_error(BF_ERR_IO, "--input-hessian: cannot write %s", path);
@@ -212,8 +217,8 @@ static bf_status write_input_hessian(const bf_config *cfg, bf_backend *b, const 
     return s;
 }
 
-/* --attack: the checkpoint in a model of its own, built with input_gradient (model.h), attacked on
- * the test loader's first [analysis] attack_samples images; the results into path (analysis.h). */
+/* --attack: the test loader's first [analysis] attack_samples images attacked through a model with
+ * input_gradient; the results into path (analysis.h). */
 static bf_status write_attack(const bf_config *cfg, bf_backend *b, const char *dir, int epoch, const bf_dataset *test,
                               bf_loader *loader, const char *path) {
     const bf_analysis_config *a = &cfg->analysis;
@@ -228,11 +233,9 @@ static bf_status write_attack(const bf_config *cfg, bf_backend *b, const char *d
                                  .onepixel_popsize = a->attack_onepixel_popsize, .apgd_steps = a->attack_apgd_steps,
                                  .apgd_restarts = a->attack_apgd_restarts, .apgd_rho = a->attack_apgd_rho,
                                  .samples = a->attack_samples, .seed = (uint64_t)a->attack_seed, .epoch = epoch};
-    bf_model_config with_gradient = cfg->model;
-    with_gradient.input_gradient = 1;
     bf_model *m = NULL;
     bf_attack_result *r = calloc(1, sizeof *r);
-    bf_status s = r ? load_as(cfg, &with_gradient, b, test, dir, &m) : bf_error(BF_ERR_OOM, "--attack: out of host memory");
+    bf_status s = r ? load_with_input_gradient(cfg, b, test, dir, &m) : bf_error(BF_ERR_OOM, "--attack: out of host memory");
     if (s == BF_OK) s = bf_attack(m, loader, &o, r);
     FILE *f = s == BF_OK ? fopen(path, "w") : NULL;
     if (s == BF_OK && !f) s = bf_error(BF_ERR_IO, "--attack: cannot write %s", path);
