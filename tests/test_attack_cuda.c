@@ -97,21 +97,28 @@ static bf_model_config cnn(void) {
     return mc;
 }
 
-/* An attack on 24 generated images of 5 classes, through a model trained on none: its decisions are
- * arbitrary but the same function on both backends. */
-static void compare_attack(bf_backend *cpu, bf_backend *gpu, bf_attack_method method) {
+/* `images` generated test images of K classes in batches of N, in file order: *d and its loader. */
+static bf_loader *generated_images(int images, bf_dataset **d) {
     bf_config cfg;
     bf_config_defaults(&cfg);
     cfg.data.dataset = BF_DATASET_PROCEDURAL;
     cfg.data.procedural_size = S, cfg.data.procedural_classes = K, cfg.data.procedural_channels = 1;
-    cfg.data.procedural_train = 24, cfg.data.procedural_test = 24;
+    cfg.data.procedural_train = images, cfg.data.procedural_test = images;
     cfg.data.batch_size = N;
-    bf_dataset *d = NULL;
-    CHECK_OK(bf_dataset_open(&cfg.data, 3, BF_SPLIT_TEST, &d));
+    *d = NULL;
+    CHECK_OK(bf_dataset_open(&cfg.data, 3, BF_SPLIT_TEST, d));
     bf_loader_options lo = bf_loader_options_from_config(&cfg, BF_SPLIT_TEST);
     lo.shuffle = 0;
     bf_loader *l = NULL;
-    if (d) CHECK_OK(bf_loader_create(d, &lo, &l));
+    if (*d) CHECK_OK(bf_loader_create(*d, &lo, &l));
+    return l;
+}
+
+/* An attack on 24 generated images of 5 classes, through a model trained on none: its decisions are
+ * arbitrary but the same function on both backends. */
+static void compare_attack(bf_backend *cpu, bf_backend *gpu, bf_attack_method method) {
+    bf_dataset *d = NULL;
+    bf_loader *l = generated_images(24, &d);
     bf_model_config mc = cnn();
     mc.flex = 1;
     bf_model *on_cpu = build(cpu, mc), *on_gpu = build(gpu, mc);
@@ -136,18 +143,8 @@ static void compare_attack(bf_backend *cpu, bf_backend *gpu, bf_attack_method me
 
 /* The input Hessian of 3 generated images through a flex CNN with the same weights on both backends. */
 static void compare_input_hessian(bf_backend *cpu, bf_backend *gpu) {
-    bf_config cfg;
-    bf_config_defaults(&cfg);
-    cfg.data.dataset = BF_DATASET_PROCEDURAL;
-    cfg.data.procedural_size = S, cfg.data.procedural_classes = K, cfg.data.procedural_channels = 1;
-    cfg.data.procedural_train = 8, cfg.data.procedural_test = 8;
-    cfg.data.batch_size = N;
     bf_dataset *d = NULL;
-    CHECK_OK(bf_dataset_open(&cfg.data, 3, BF_SPLIT_TEST, &d));
-    bf_loader_options lo = bf_loader_options_from_config(&cfg, BF_SPLIT_TEST);
-    lo.shuffle = 0;
-    bf_loader *l = NULL;
-    if (d) CHECK_OK(bf_loader_create(d, &lo, &l));
+    bf_loader *l = generated_images(8, &d);
     bf_model_config mc = cnn();
     mc.flex = 1;
     bf_model *on_cpu = build(cpu, mc), *on_gpu = build(gpu, mc);
