@@ -38,6 +38,8 @@ typedef enum bf_layer_kind {
     BF_LAYER_ENCODE,        /* spiking input: the image batch over T time steps, [N, ...] -> [T*N, ...] */
     BF_LAYER_NEURON,        /* spiking neurons over the layer's T steps (LIF, IF, clamp01, step) */
     BF_LAYER_TIME_MEAN,     /* readout: the mean over T, [T*N, ...] -> [N, ...] */
+    BF_LAYER_DIVNORM,       /* tuned divisive normalisation, y = x / (1 + W x) (layer_v1.c) */
+    BF_LAYER_POLAR,         /* cortical magnification: a fixed 32x32 -> 16x16 polar resampling per map (layer_v1.c) */
     BF_LAYER_KIND_COUNT
 } bf_layer_kind;
 
@@ -49,7 +51,8 @@ typedef enum bf_init {
     BF_INIT_KAIMING_NORMAL_FAN_IN,  /* N(0, 2/fan_in): FlexNet's apply_kaiming_initialization (conv bias 0) */
     BF_INIT_NORMAL_0_01,            /* N(0, 0.01^2): torchvision VGG linear layers */
     BF_INIT_UNIFORM_FAN_IN,         /* U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default Linear/Conv */
-    BF_INIT_KAIMING_UNIFORM         /* U(-sqrt(6/fan_in), sqrt(6/fan_in)): kaiming_uniform_(a=0), the flex threshold */
+    BF_INIT_KAIMING_UNIFORM,        /* U(-sqrt(6/fan_in), sqrt(6/fan_in)): kaiming_uniform_(a=0), the flex threshold */
+    BF_INIT_UNIFORM_PLUS_FAN_IN_8   /* U(0, 1) + fan_in/8: the tuned divisive normalisation's widths (fan_in = channels) */
 } bf_init;
 
 /* How a flex layer joins its branches and where its threshold comes from (flexnet.md 1.4-1.6). */
@@ -137,6 +140,13 @@ typedef struct bf_layer {
     int spikes_restored;        /* 1 from that restore until the next forward: inputs read spikes_unpacked */
     int unpack_before;          /* the consumer whose backward restores them (-1: none reads y) */
     float *neuron_stats;        /* neuron: device accumulators {spikes, silent elements} since the last log */
+    /* The V1 layers (layer_v1.c; ../shared/specs/v1-constrained.md): a divisive normalisation's 1x1
+     * conv is `conv` and its weight W [c, c], generated from its widths at every forward, v1_weights;
+     * v1_sums holds S = W x from its forward to its backward, which turns it into S's gradient, and
+     * v1_dweights that of W. A polar layer's `linear` is its per-map GEMM (n = batch x channels, 1024
+     * in, 256 out) and v1_weights the constant operator, built by bf_polar_operator at finalize. */
+    float *v1_weights, *v1_sums, *v1_dweights;
+    int polar_pad_both, polar_antialias;
     /* parameters: indices into model->params (weight first, then bias / gamma, beta; a flex layer:
      * flex_conv.weight, flex_conv.bias, threshold, bn_logits.weight, bn_logits.bias), -1 = none */
     int param_index[5];
@@ -308,6 +318,14 @@ int bf_model_add_neuron(bf_model *m, const char *name, int input, const bf_neuro
  * input ([spiking] recompute_charge; the memory plan refuses the model otherwise). */
 int bf_model_add_neuron_shared(bf_model *m, const char *name, int input, const bf_neuron_params *p, int time_steps);
 int bf_model_add_time_mean(bf_model *m, const char *name, int input);
+
+/* V1 layers (../shared/specs/v1-constrained.md). Tuned divisive normalisation (4.1): y = x / (1 + W x)
+ * over channels, W from c learned widths, the parameter "<name>.sigmas" (U(32, 33) for c = 256).
+ * Cortical magnification (5): each 32x32 map resampled onto 16x16 (radius x angle) by the fixed
+ * operator of src/host/polar_map.c (pad_both: Brain-Score's padding of both axes; antialias:
+ * torchvision >= 0.17's resize); no parameters. */
+int bf_model_add_divnorm(bf_model *m, const char *name, int input);
+int bf_model_add_polar(bf_model *m, const char *name, int input, int pad_both, int antialias);
 
 /* A flex layer: conv (c_out, k, stride, pad, with bias) and a max-pool of the input with the same
  * window, joined per element as `opt` says. Parameters: flex_conv.weight/bias, threshold (mask

@@ -665,6 +665,26 @@ typedef struct bf_ops {
      * backends). x is updated in place; x0, d and x hold n floats. */
     bf_status (*attack_step)(bf_backend *b, const bf_attack_box *box, size_t n, size_t plane, const float *x0,
                              const float *d, int use_sign, float *x);
+
+    /* ---- tuned divisive normalisation (../shared/specs/v1-constrained.md 4.1; the reference's
+     * OpponentChannelInhibition): y = x / (1 + S), S = W x summed over channels at each position (a
+     * 1x1 conv with weight W[r, j], out r, in j), W generated from c learned widths sigma:
+     *   D[r, j] = |((j - r) mod c) - c/2|   (c/2 minus the ring distance of the channels: largest for
+     *                                       a channel and itself, 0 for the channel opposite it)
+     *   s_j = max(sigma_j, 0.5),  g[r, j] = exp(-D[r, j]^2 / (2 s_j^2)),  W[r, j] = g[r, j] / sum_q g[q, j]
+     * (the reference's 1/(2.5066 s_j) factor cancels in the column's normalisation). Each column is
+     * computed in double and rounded once.
+     * weights_backward: dsigma_j = 1[sigma_j >= 0.5] sum_r dw[r, j] W[r, j] (D[r, j]^2 - sum_q W[q, j] D[q, j]^2) / s_j^3
+     * (PyTorch's clamp passes the gradient at the bound).
+     * apply: y = x / (1 + s) over n elements; apply_backward: dx = dy / (1 + s) (dx nullable: not wanted)
+     * and ds = -dy x / (1 + s)^2, the gradient reaching S (ds may alias s: each element is read before
+     * it is written). */
+    bf_status (*divnorm_weights)(bf_backend *b, int c, const float *sigma, float *w);
+    bf_status (*divnorm_weights_backward)(bf_backend *b, int c, const float *sigma, const float *w, const float *dw,
+                                          float *dsigma);
+    bf_status (*divnorm_apply)(bf_backend *b, const float *x, const float *s, float *y, size_t n);
+    bf_status (*divnorm_apply_backward)(bf_backend *b, const float *x, const float *s, const float *dy, float *dx,
+                                        float *ds, size_t n);
 } bf_ops;
 
 struct bf_backend {

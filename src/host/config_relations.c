@@ -247,7 +247,14 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
     static const char *const cnn_only[] = {"channels", "hidden", NULL}, *const vgg_only[] = {"linear_init", NULL};
     static const char *const batchnorm[] = {"batchnorm", NULL}, *const dropout[] = {"dropout", NULL};
     static const char *const fully_flex[] = {"fully_flex", NULL};
+    static const char *const v1_keys[] = {"divisive_norm", "cortical_magnification", NULL};
+    static const char *const polar_keys[] = {"polar_padding", "polar_antialias", NULL};
     if (bt->network == 0) {
+        if (!resnet && changed_key(cfg, "model", v1_keys, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to [model] arch = resnet18 or resnet50 only (the V1-constrained "
+                            "ResNet), not %s", text, arch_name);
+        if (!m->cortical_magnification && changed_key(cfg, "model", polar_keys, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s needs [model] cortical_magnification = true", text);
         if (arch != BF_ARCH_CNN && changed_key(cfg, "model", cnn_only, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s applies to [model] arch = cnn only (%s has its own widths)", text, arch_name);
         if (!vgg && changed_key(cfg, "model", vgg_only, text, sizeof text))
@@ -439,6 +446,7 @@ void bf_config_describe_network(const bf_config *cfg, char *out, size_t cap) {
         "model.arch", "model.channels", "model.hidden", "model.batchnorm", "model.bn_eps", "model.freeze_fc1",
         "model.flex", "model.flex_layers", "model.fully_flex", "model.flex_joint", "model.flex_channels",
         "model.flex_mask", "model.flex_mask_factor", "model.flex_logits_bn", "model.threshold_mode",
+        "model.divisive_norm", "model.cortical_magnification", "model.polar_padding", "model.polar_antialias",
         "spiking.neuron", "spiking.time_steps", "spiking.encoding", "spiking.readout", "spiking.decay",
         "spiking.threshold", "spiking.reset", "butd.network", "butd.weights", "butd.downsample_always_shared",
         "butd.guided", "butd.hidden", "butd.depth", "butd.conv_channels", "butd.task_embedding", "butd.batch_norm",

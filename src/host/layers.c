@@ -9,7 +9,7 @@
 const char *bf_layer_kind_name(bf_layer_kind k) {
     static const char *names[BF_LAYER_KIND_COUNT] = {
         "conv2d", "batchnorm", "relu", "maxpool", "avgpool", "global_avgpool", "linear", "dropout", "flatten", "add",
-        "flex", "encode", "neuron", "time_mean"};
+        "flex", "encode", "neuron", "time_mean", "divnorm", "polar"};
     return k >= 0 && k < BF_LAYER_KIND_COUNT ? names[k] : "?";
 }
 
@@ -107,6 +107,9 @@ bf_status bf_layer_forward(bf_model *m, int index) {
     case BF_LAYER_NEURON:
     case BF_LAYER_TIME_MEAN:
         return bf_spiking_forward(m, index);
+    case BF_LAYER_DIVNORM:
+    case BF_LAYER_POLAR:
+        return bf_v1_forward(m, index);
     case BF_LAYER_KIND_COUNT:
         break;
     }
@@ -279,6 +282,10 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
     case BF_LAYER_TIME_MEAN:
         s = bf_spiking_backward(m, index, dx);
         break;
+    case BF_LAYER_DIVNORM:
+    case BF_LAYER_POLAR:
+        s = bf_v1_backward(m, index, dx);
+        break;
     case BF_LAYER_KIND_COUNT:
         return bf_error(BF_ERR_INTERNAL, "unknown layer kind %d", (int)l->kind);
     }
@@ -303,6 +310,8 @@ static double layer_flops_per_step(const bf_model *m, const bf_layer *l) {
                (double)l->flex.c_in * l->flex.hw * l->pool.k * l->pool.k;
     case BF_LAYER_LINEAR:
         return out * (2.0 * l->linear.in + (l->has_bias ? 1 : 0));
+    case BF_LAYER_DIVNORM: return out * (2.0 * l->conv.c_in + 2); /* the 1x1 conv, the sum and the division */
+    case BF_LAYER_POLAR: return out * 2.0 * l->linear.in;
     case BF_LAYER_BATCHNORM: return 2 * out;
     case BF_LAYER_MAXPOOL:
     case BF_LAYER_AVGPOOL: return out * l->pool.k * l->pool.k;

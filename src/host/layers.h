@@ -53,6 +53,15 @@ bf_status bf_spiking_backward(bf_model *m, int index, float *dx);
 /* The backward of a batch-norm that runs its neuron layer's too (bf_layer.bn_runs_neuron). */
 bf_status bf_spiking_bn_backward(bf_model *m, int bn_index, float *dx);
 
+/* The V1 layers (layer_v1.c): divisive normalisation and the polar transform. Arena bytes of their
+ * private buffers and their placement (returns the advanced cursor), the polar operators' upload
+ * (bf_model_finalize, once the arena is placed), and their passes. */
+size_t bf_v1_arena_bytes(const bf_layer *l);
+char *bf_v1_place(bf_layer *l, char *cursor);
+bf_status bf_v1_upload_constants(bf_model *m);
+bf_status bf_v1_forward(bf_model *m, int index);
+bf_status bf_v1_backward(bf_model *m, int index, float *dx);
+
 /* Arena alignment shared by memory_plan.c, model_memory.c and layer_flex.c. */
 #define BF_ARENA_ALIGN 256
 static inline size_t bf_arena_align(size_t x) { return (x + BF_ARENA_ALIGN - 1) / BF_ARENA_ALIGN * BF_ARENA_ALIGN; }

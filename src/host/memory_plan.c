@@ -91,7 +91,8 @@ static int backward_reads_input(const bf_layer *l) {
     case BF_LAYER_CONV:
     case BF_LAYER_BATCHNORM:
     case BF_LAYER_LINEAR:
-    case BF_LAYER_FLEX: return 1;
+    case BF_LAYER_FLEX:
+    case BF_LAYER_DIVNORM: return 1;
     case BF_LAYER_NEURON: return l->neuron.kind == BF_NEURON_CLAMP01 || l->neuron.kind == BF_NEURON_STEP;
     default: return 0;
     }
@@ -240,6 +241,7 @@ static size_t kept_bytes(const bf_model *m, int i) {
     if (l->kind == BF_LAYER_BATCHNORM) /* saved statistics; with bn_in_flex its backward's coefficients */
         bytes += 2 * align_up((size_t)l->bn.c * sizeof(float)) + (l->bn_in_flex ? align_up(2 * (size_t)l->bn.c * sizeof(float)) : 0);
     if (l->kind == BF_LAYER_FLEX) bytes += bf_flex_arena_bytes(l);
+    bytes += bf_v1_arena_bytes(l);
     bytes += bf_spiking_arena_bytes(l);
     return bytes;
 }

@@ -9,6 +9,7 @@
 
 #include "bioflex/hash.h"
 #include "layers.h"
+#include "polar_map.h"
 
 bf_status bf_model_create(bf_backend *b, bf_shape input_shape, long seed, bf_model **out) {
     bf_model *m = calloc(1, sizeof *m);
@@ -367,5 +368,36 @@ int bf_model_add_time_mean(bf_model *m, const char *name, int input) {
     l->out_shape = (bf_shape){in.n / l->time_steps, in.c, in.h, in.w};
     l->neuron.T = l->time_steps;
     l->time_steps = 1;
+    return finish_layer(m, l, s);
+}
+
+int bf_model_add_divnorm(bf_model *m, const char *name, int input) {
+    bf_layer *l = append_layer(m, BF_LAYER_DIVNORM, name, input, -2);
+    if (!l) return -1;
+    bf_shape in = bf_model_shape_of(m, input);
+    l->out_shape = in;
+    /* S = W x is a 1x1 conv, c channels in and out */
+    l->conv = (bf_conv2d_shape){.n = in.n, .c_in = in.c, .h_in = in.h, .w_in = in.w, .c_out = in.c,
+                                .k_h = 1, .k_w = 1, .stride = 1, .pad = 0, .groups = 1};
+    bf_status s = bf_conv2d_shape_init(&l->conv);
+    int64_t shape[1] = {in.c};
+    if (s == BF_OK) add_param(m, l, 0, "sigmas", 1, shape, BF_INIT_UNIFORM_PLUS_FAN_IN_8, in.c, in.c);
+    return finish_layer(m, l, s);
+}
+
+int bf_model_add_polar(bf_model *m, const char *name, int input, int pad_both, int antialias) {
+    bf_layer *l = append_layer(m, BF_LAYER_POLAR, name, input, -2);
+    if (!l) return -1;
+    bf_shape in = bf_model_shape_of(m, input);
+    /* the reference's rings and wedges are fixed for a 32x32 map (v1-constrained.md 1, 5.1) */
+    bf_status s = in.h == BF_POLAR_IN_SIZE && in.w == BF_POLAR_IN_SIZE
+                      ? BF_OK
+                      : bf_error(BF_ERR_CONFIG, "polar transform %s: needs %dx%d maps (a 64x64 image after a ResNet "
+                                 "stem), got %dx%d", name, BF_POLAR_IN_SIZE, BF_POLAR_IN_SIZE, in.h, in.w);
+    l->out_shape = (bf_shape){in.n, in.c, BF_POLAR_OUT_SIZE, BF_POLAR_OUT_SIZE};
+    l->linear = (bf_linear_shape){.n = in.n * in.c, .in = BF_POLAR_IN_SIZE * BF_POLAR_IN_SIZE,
+                                  .out = BF_POLAR_OUT_SIZE * BF_POLAR_OUT_SIZE};
+    l->polar_pad_both = pad_both;
+    l->polar_antialias = antialias;
     return finish_layer(m, l, s);
 }

@@ -35,6 +35,7 @@ static void init_param(const bf_param *p, uint64_t seed, float *out) {
             out[i] = (2.0f * bf_uniform(seed, i) - 1.0f) * bound;
             break;
         }
+        case BF_INIT_UNIFORM_PLUS_FAN_IN_8: out[i] = bf_uniform(seed, i) + (float)p->fan_in / 8.0f; break;
         }
     }
 }
@@ -109,6 +110,7 @@ bf_status bf_model_finalize(bf_model *m) {
             *at += bf_arena_align(count * sizeof(int32_t));
         }
         if (l->kind == BF_LAYER_FLEX) cursor = bf_flex_place(l, cursor);
+        cursor = bf_v1_place(l, cursor);
         cursor = bf_spiking_place(l, cursor);
         if (l->charge_in_place) l->neuron_charge = m->layers[l->input[0]].out;
         if (l->kind == BF_LAYER_BATCHNORM) {
@@ -142,6 +144,7 @@ bf_status bf_model_finalize(bf_model *m) {
         s = b->ops->fill(b, m->eval_zeros, 0.0f, m->bn_sync_doubles);
     }
     free(fwd_at);
+    if (s == BF_OK) s = bf_v1_upload_constants(m);
     return s == BF_OK ? init_weights(m) : s;
 }
 

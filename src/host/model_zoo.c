@@ -11,7 +11,10 @@
  *            2x2 max-pools too, named like FlexNet's Flex2D (features.0.flex_conv.weight);
  *   resnet18/50 in torchvision's layout (BasicBlock / Bottleneck with stride on the 3x3); with
  *            flex = true every conv, downsamples and stem included, is a flex layer named like
- *            FlexResNet's (layer1.0.conv1.layer.flex_conv.weight, flexnet.md 2.2).
+ *            FlexResNet's (layer1.0.conv1.layer.flex_conv.weight, flexnet.md 2.2); divisive_norm
+ *            and cortical_magnification add the V1-constrained ResNet's components
+ *            (../shared/specs/v1-constrained.md: layer1.N.dn after each layer1 block, lpp in place of
+ *            the stem's max-pool; layer_v1.c).
  * Initialisation follows torchvision: Kaiming-normal fan-out convs, BN weight 1 bias 0, VGG
  * linear N(0, 0.01), ResNet fc PyTorch's default uniform; [model] conv_init = fan_in gives every
  * conv FlexNet's reference init (fan-in, bias 0). */
@@ -301,9 +304,11 @@ static int resnet_conv_bn(bf_model *m, const bf_model_config *cfg, const char *b
     return bf_model_add_batchnorm(m, name, x, cfg->bn_eps, cfg->bn_momentum);
 }
 
-/* One residual block (torchvision BasicBlock when bottleneck == 0, else Bottleneck). */
+/* One residual block (torchvision BasicBlock when bottleneck == 0, else Bottleneck); with divnorm, the
+ * V1-constrained ResNet's BrainBottleneck, whose output passes through its divisive normalisation
+ * "<block>.dn" (v1-constrained.md 4). */
 static int resnet_block(bf_model *m, const bf_model_config *cfg, const char *block, int input, int planes, int stride,
-                        int bottleneck) {
+                        int bottleneck, int divnorm) {
     char name[BF_NAME_MAX];
     int expansion = bottleneck ? 4 : 1, c_in = bf_model_shape_of(m, input).c, x;
     if (bottleneck) {
@@ -326,18 +331,25 @@ static int resnet_block(bf_model *m, const bf_model_config *cfg, const char *blo
     snprintf(name, sizeof name, "%s.add", block);
     x = bf_model_add_add(m, name, x, shortcut);
     snprintf(name, sizeof name, "%s.relu", block);
-    return bf_model_add_relu(m, name, x);
+    x = bf_model_add_relu(m, name, x);
+    if (!divnorm) return x;
+    snprintf(name, sizeof name, "%s.dn", block);
+    return bf_model_add_divnorm(m, name, x);
 }
 
 static void build_resnet(bf_model *m, const bf_model_config *cfg, const int blocks[4], int bottleneck, int num_classes) {
     int x = resnet_conv_bn(m, cfg, "", "conv1", "bn1", BF_MODEL_INPUT, 64, 7, 2, 3);
     x = bf_model_add_relu(m, "relu", x);
-    x = bf_model_add_maxpool(m, "maxpool", x, 3, 2, 1);
+    /* the V1-constrained ResNet's cortical magnification takes the max-pool's place (v1-constrained.md 5.5;
+     * "lpp" as ResNetComposite names it) */
+    if (cfg->cortical_magnification) x = bf_model_add_polar(m, "lpp", x, cfg->polar_pad_both, cfg->polar_antialias);
+    else x = bf_model_add_maxpool(m, "maxpool", x, 3, 2, 1);
     for (int stage = 0; stage < 4; stage++) {
         for (int i = 0; i < blocks[stage]; i++) {
             char block[BF_NAME_MAX];
             snprintf(block, sizeof block, "layer%d.%d", stage + 1, i);
-            x = resnet_block(m, cfg, block, x, 64 << stage, (stage > 0 && i == 0) ? 2 : 1, bottleneck);
+            x = resnet_block(m, cfg, block, x, 64 << stage, (stage > 0 && i == 0) ? 2 : 1, bottleneck,
+                             stage == 0 && cfg->divisive_norm);
         }
     }
     x = bf_model_add_global_avgpool(m, "avgpool", x);
@@ -391,6 +403,13 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
             return bf_error(BF_ERR_CONFIG, "[spiking] neuron = %s works with [model] arch = cnn, vgg6, vgg11, vgg16 and "
                             "plasticflex_vgg6, _vgg11, _vgg16, _simple_flex and _simple_conv, not %s",
                             cfg->spiking.neuron == BF_NEURON_LIF ? "lif" : "a spiking neuron", bf_arch_name(cfg->arch));
+        }
+        /* the stem (7x7, stride 2, pad 3) halves the image: 63 or 64 pixels give the polar map's 32 */
+        if (cfg->cortical_magnification && ((input_shape.h + 1) / 2 != 32 || (input_shape.w + 1) / 2 != 32)) {
+            bf_model_destroy(m);
+            return bf_error(BF_ERR_CONFIG, "[model] cortical_magnification = true needs 64x64 images (its polar "
+                            "transform resamples the stem's 32x32 maps, v1-constrained.md 1), got %dx%d ([data] "
+                            "image_size)", input_shape.h, input_shape.w);
         }
         if (cfg->arch == BF_ARCH_RESNET18) build_resnet(m, cfg, resnet18_blocks, 0, num_classes);
         else build_resnet(m, cfg, resnet50_blocks, 1, num_classes);

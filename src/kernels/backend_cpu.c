@@ -164,6 +164,10 @@ static const bf_ops cpu_ops = {
     .task_slice_gather = bf_cpu_task_slice_gather,
     .task_slice_scatter = bf_cpu_task_slice_scatter,
     .attack_step = bf_cpu_attack_step,
+    .divnorm_weights = bf_cpu_divnorm_weights,
+    .divnorm_weights_backward = bf_cpu_divnorm_weights_backward,
+    .divnorm_apply = bf_cpu_divnorm_apply,
+    .divnorm_apply_backward = bf_cpu_divnorm_apply_backward,
 };
 
 #ifdef OPENBLAS_VERSION

@@ -282,10 +282,14 @@ static const bf_ops cuda_ops = {
     /* .task_slice_gather = */ bf_cuda_task_slice_gather,
     /* .task_slice_scatter = */ bf_cuda_task_slice_scatter,
     /* .attack_step = */ bf_cuda_attack_step,
+    /* .divnorm_weights = */ bf_cuda_divnorm_weights,
+    /* .divnorm_weights_backward = */ bf_cuda_divnorm_weights_backward,
+    /* .divnorm_apply = */ bf_cuda_divnorm_apply,
+    /* .divnorm_apply_backward = */ bf_cuda_divnorm_apply_backward,
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 85 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 89 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

@@ -1,0 +1,66 @@
+/* test_v1_layers_cuda.c - the V1 layers (layer_v1.c) on CUDA against the CPU through a whole small
+ * network, forward and backward (skipped, exit 77, without a GPU): a 7x7 stride-2 stem on 64x64
+ * images, the polar transform (the constant operator uploaded at finalize, one GEMM each way), a
+ * conv, the tuned divisive normalisation (generated W, its 1x1 conv, the division, and the widths'
+ * gradient) and a linear head. Logits, the image's gradient and every parameter's gradient agree. */
+#include <stdlib.h>
+
+#include "bioflex/model.h"
+#include "cuda_pair.h"
+#include "testutil.h"
+
+static bf_model *build(bf_backend *b, bf_shape in) {
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_create(b, in, 21, &m));
+    if (!m) return NULL;
+    int x = bf_model_add_conv(m, "conv1", BF_MODEL_INPUT, 8, 7, 2, 3, 1, 0, BF_INIT_KAIMING_NORMAL_FAN_OUT);
+    x = bf_model_add_relu(m, "relu", x);
+    x = bf_model_add_polar(m, "lpp", x, 0, 0);
+    x = bf_model_add_conv(m, "conv2", x, 8, 3, 1, 1, 1, 0, BF_INIT_KAIMING_NORMAL_FAN_OUT);
+    x = bf_model_add_relu(m, "relu2", x);
+    x = bf_model_add_divnorm(m, "dn", x);
+    x = bf_model_add_global_avgpool(m, "avgpool", x);
+    x = bf_model_add_flatten(m, "flatten", x);
+    bf_model_add_linear(m, "fc", x, 5, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    m->input_gradient = 1;
+    bf_status s = bf_model_finalize(m);
+    CHECK(s == BF_OK, "finalize on %s: %s", b->kind == BF_DEVICE_CUDA ? "CUDA" : "CPU", bf_last_error());
+    if (s != BF_OK) bf_model_destroy(m), m = NULL;
+    if (m) m->training = 1, m->batch = in.n;
+    return m;
+}
+
+int main(void) {
+    bf_backend *cpu = NULL, *gpu = NULL;
+    if (!pair_open(&cpu, &gpu, 777)) return bf_test_finish();
+    const bf_shape in = {3, 3, 64, 64};
+    bf_model *mc = build(cpu, in), *mg = build(gpu, in);
+    if (mc && mg) {
+        /* narrow widths at these 8 channels, so that W and its gradient are far from uniform */
+        float sig[8] = {0.7f, 1.1f, 1.6f, 0.4f, 2.0f, 1.3f, 0.9f, 2.4f};
+        for (int p = 0; p < mc->num_params; p++)
+            if (mc->params[p].count == 8 && mc->layers[mc->params[p].layer].kind == BF_LAYER_DIVNORM) {
+                CHECK_OK(bf_to_device(cpu, mc->param_data + mc->params[p].offset, sig, sizeof sig));
+                CHECK_OK(bf_to_device(gpu, mg->param_data + mg->params[p].offset, sig, sizeof sig));
+            }
+        const size_t nx = bf_shape_count(in), nl = (size_t)in.n * 5;
+        pair x = pair_rand(nx, -1, 1), dl = pair_rand(nl, -1, 1);
+        const float *lc = NULL, *lg = NULL;
+        CHECK_OK(bf_model_forward(mc, x.c, &lc));
+        CHECK_OK(bf_model_forward(mg, x.g, &lg));
+        pair_compare("logits", (pair){(float *)lc, (float *)lg, nl}, 1e-5, 1e-4);
+        CHECK_OK(bf_model_backward(mc, dl.c));
+        CHECK_OK(bf_model_backward(mg, dl.g));
+        pair_compare("image gradient (polar and divnorm backward inside)", (pair){mc->dinput, mg->dinput, nx}, 1e-6, 1e-3);
+        for (int p = 0; p < mc->num_params; p++) {
+            const bf_param *q = &mc->params[p];
+            pair_compare(q->name, (pair){mc->grad_data + q->offset, mg->grad_data + q->offset, q->count}, 1e-6, 1e-3);
+        }
+        pair_free(&x), pair_free(&dl);
+    }
+    bf_model_destroy(mc);
+    bf_model_destroy(mg);
+    bf_backend_destroy(gpu);
+    bf_backend_destroy(cpu);
+    return bf_test_finish();
+}
