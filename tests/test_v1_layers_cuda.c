@@ -1,7 +1,8 @@
 /* test_v1_layers_cuda.c - the V1 layers (layer_v1.c) on CUDA against the CPU through a whole small
  * network, forward and backward (skipped, exit 77, without a GPU): a 7x7 stride-2 stem on 64x64
  * images, the polar transform (the constant operator uploaded at finalize, one GEMM each way), a
- * conv, the tuned divisive normalisation (generated W, its 1x1 conv, the division, and the widths'
+ * conv, a DoG layer on 4 of its 8 channels (generated kernels, channel copies, their backward), the
+ * tuned divisive normalisation (generated W, its 1x1 conv, the division, and the widths'
  * gradient) and a linear head. Logits, the image's gradient and every parameter's gradient agree. */
 #include <stdlib.h>
 
@@ -17,6 +18,7 @@ static bf_model *build(bf_backend *b, bf_shape in) {
     x = bf_model_add_relu(m, "relu", x);
     x = bf_model_add_polar(m, "lpp", x, 0, 0);
     x = bf_model_add_conv(m, "conv2", x, 8, 3, 1, 1, 1, 0, BF_INIT_KAIMING_NORMAL_FAN_OUT);
+    x = bf_model_add_dog(m, "dog", x, 4, 3, 0);
     x = bf_model_add_relu(m, "relu2", x);
     x = bf_model_add_divnorm(m, "dn", x);
     x = bf_model_add_global_avgpool(m, "avgpool", x);
@@ -51,7 +53,7 @@ int main(void) {
         pair_compare("logits", (pair){(float *)lc, (float *)lg, nl}, 1e-5, 1e-4);
         CHECK_OK(bf_model_backward(mc, dl.c));
         CHECK_OK(bf_model_backward(mg, dl.g));
-        pair_compare("image gradient (polar and divnorm backward inside)", (pair){mc->dinput, mg->dinput, nx}, 1e-6, 1e-3);
+        pair_compare("image gradient (through polar, DoG, divnorm)", (pair){mc->dinput, mg->dinput, nx}, 1e-6, 1e-3);
         for (int p = 0; p < mc->num_params; p++) {
             const bf_param *q = &mc->params[p];
             pair_compare(q->name, (pair){mc->grad_data + q->offset, mg->grad_data + q->offset, q->count}, 1e-6, 1e-3);

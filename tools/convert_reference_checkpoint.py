@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Converts a FlexNet or PlasticFlex reference checkpoint (a torch.save'd .pth) into a directory that
+"""Converts a FlexNet, PlasticFlex or V1-constrained ResNet reference checkpoint (a torch.save'd .pth) into a directory that
 bioflex reads as a checkpoint (bioflex-eval --checkpoint DIR) or as starting weights
 ([model] init_weights = DIR):
 
@@ -8,11 +8,16 @@ bioflex reads as a checkpoint (bioflex-eval --checkpoint DIR) or as starting wei
     bioflex-eval --checkpoint runs/exp4_reference configs/flexnet/exp4_flex_vgg16_imagenet100.ini
 
 The checkpoint is a dict with the model's state_dict under "model_state_dict" (FlexNet spec 7.2,
-PlasticFlex's save_checkpoint), or a bare state_dict. Its names are PyTorch's, which bioflex's
+PlasticFlex's save_checkpoint) or "model" (the V1-constrained ResNet's main.py), or a bare state_dict. Its names are PyTorch's, which bioflex's
 models use, so the tensors are written as they are into DIR/model.safetensors, except:
   - a DistributedDataParallel "module." prefix is removed;
   - a flex threshold of shape [1, C, H, W] becomes bioflex's [C, H, W];
   - float64 tensors become float32 (num_batches_tracked stays int64);
+  - the V1-constrained ResNet's constant tensors, which bioflex generates instead of storing, are
+    left out: the tuned normalisations' channel_distances, the DoG layers' kernel_dists and their
+    zero, untrained bias, the polar transform's pooling_masks and pooling_mask_counts (its
+    resnet50_cortical_magnification model is an nn.Sequential with numeric names, '0.weight' ...,
+    which bioflex's names do not follow: convert a composite's checkpoint instead);
   - --drop NAME (repeatable) leaves out every tensor with NAME as one of its dot-separated
     components: FlexNet's channel-wise max layers carry a batch-norm on the logits they never use
     (bn_logits), which bioflex-eval's exact loading refuses and init_weights passes over.
@@ -27,12 +32,15 @@ import struct
 import sys
 
 DTYPES = {"torch.float32": "F32", "torch.int64": "I64"}
+# The V1-constrained ResNet's constants (v1-constrained.md 10), which bioflex generates.
+GENERATED = ("channel_distances", "kernel_dists", "pooling_masks", "pooling_mask_counts")
 
 
 def state_dict_of(checkpoint):
     """The state_dict inside a reference checkpoint (or the checkpoint itself when it is one)."""
-    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model_state_dict"), dict):
-        return checkpoint["model_state_dict"]
+    for key in ("model_state_dict", "model"):
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
+            return checkpoint[key]
     if isinstance(checkpoint, dict) and checkpoint and all(hasattr(v, "shape") for v in checkpoint.values()):
         return checkpoint
     keys = ", ".join(sorted(checkpoint)[:8]) if isinstance(checkpoint, dict) else type(checkpoint).__name__
@@ -45,7 +53,8 @@ def converted(state, drop, torch):
     for name, t in state.items():
         if name.startswith("module."):
             name = name[len("module."):]
-        if any(d in name.split(".") for d in drop):
+        parts = name.split(".")
+        if any(d in parts for d in drop) or parts[-1] in GENERATED or name.endswith("dog_conv.bias"):
             dropped.append(name)
             continue
         t = t.detach().cpu()

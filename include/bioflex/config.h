@@ -191,6 +191,9 @@ typedef struct bf_model_config {
     int cortical_magnification;/* the stem's max-pool becomes the polar transform */
     int polar_pad_both;        /* polar_padding: 0 angle (the repo's), 1 both (Brain-Score's LPP_v49) */
     int polar_antialias;       /* the polar transform's resize antialiased (torchvision >= 0.17) */
+    int center_surround;       /* resnet50: DoG layers after layer1's 3x3 convs */
+    int dog_amp_paper;         /* dog_amplitude: 0 code (s/pi), 1 paper (1/(pi s)) */
+    int local_rf;              /* resnet50: layer1 block 2's 3x3 conv becomes a locally connected layer */
     bf_spiking_config spiking; /* the [spiking] section */
 } bf_model_config;
 

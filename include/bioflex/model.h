@@ -40,6 +40,8 @@ typedef enum bf_layer_kind {
     BF_LAYER_TIME_MEAN,     /* readout: the mean over T, [T*N, ...] -> [N, ...] */
     BF_LAYER_DIVNORM,       /* tuned divisive normalisation, y = x / (1 + W x) (layer_v1.c) */
     BF_LAYER_POLAR,         /* cortical magnification: a fixed 32x32 -> 16x16 polar resampling per map (layer_v1.c) */
+    BF_LAYER_DOG,           /* center-surround: a DoG conv on the first channels, the rest passed on (layer_v1.c) */
+    BF_LAYER_LOCAL,         /* locally connected: a conv with unshared weights per output position (layer_local.c) */
     BF_LAYER_KIND_COUNT
 } bf_layer_kind;
 
@@ -52,7 +54,9 @@ typedef enum bf_init {
     BF_INIT_NORMAL_0_01,            /* N(0, 0.01^2): torchvision VGG linear layers */
     BF_INIT_UNIFORM_FAN_IN,         /* U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default Linear/Conv */
     BF_INIT_KAIMING_UNIFORM,        /* U(-sqrt(6/fan_in), sqrt(6/fan_in)): kaiming_uniform_(a=0), the flex threshold */
-    BF_INIT_UNIFORM_PLUS_FAN_IN_8   /* U(0, 1) + fan_in/8: the tuned divisive normalisation's widths (fan_in = channels) */
+    BF_INIT_UNIFORM_PLUS_FAN_IN_8,  /* U(0, 1) + fan_in/8: the tuned divisive normalisation's widths (fan_in = channels) */
+    BF_INIT_UNIFORM_PLUS_HALF_FAN_IN, /* U(0, 1) + fan_in/2: the DoG widths (fan_in = the kernel's half-size k) */
+    BF_INIT_NORMAL_STD_FAN_IN       /* N(0, fan_in^2): the DoG gain (std 2), the locally connected weights (std 1) */
 } bf_init;
 
 /* How a flex layer joins its branches and where its threshold comes from (flexnet.md 1.4-1.6). */
@@ -79,7 +83,7 @@ typedef struct bf_param {
     char name[BF_NAME_MAX];
     size_t offset, count;
     int ndim;
-    int64_t shape[4];
+    int64_t shape[6];           /* up to 6: the locally connected weight keeps the reference's 6-D shape */
     bf_init init;
     int64_t fan_in, fan_out;
     int layer;
@@ -147,6 +151,13 @@ typedef struct bf_layer {
      * in, 256 out) and v1_weights the constant operator, built by bf_polar_operator at finalize. */
     float *v1_weights, *v1_sums, *v1_dweights;
     int polar_pad_both, polar_antialias;
+    /* A DoG layer's `conv` is its DoG conv over the first dog_channels channels (in and out); its
+     * kernels [dog_channels^2, k, k] are generated into v1_weights at every forward, their taps'
+     * norms into v1_sums, their gradient into v1_dweights; v1_slice holds the channels it convolves
+     * (their gradient in the backward), v1_slice_out the conv's output. */
+    int dog_channels, dog_amp_paper;
+    float *v1_slice, *v1_slice_out;
+    bf_local_shape local;       /* locally connected (layer_local.c) */
     /* parameters: indices into model->params (weight first, then bias / gamma, beta; a flex layer:
      * flex_conv.weight, flex_conv.bias, threshold, bn_logits.weight, bn_logits.bias), -1 = none */
     int param_index[5];
@@ -326,6 +337,15 @@ int bf_model_add_time_mean(bf_model *m, const char *name, int input);
  * torchvision >= 0.17's resize); no parameters. */
 int bf_model_add_divnorm(bf_model *m, const char *name, int input);
 int bf_model_add_polar(bf_model *m, const char *name, int input, int pad_both, int antialias);
+/* Center-surround (2): a DoG conv (k x k, stride 1, padding k/2, no bias) from dog_channels to
+ * dog_channels on the input's first dog_channels channels, the others passed on unchanged;
+ * parameters "<name>.dog_conv.sigma1", ".sigma2_scale", ".total_scale" [dog_channels^2, 1, 1], as the
+ * reference's DoGConv2DLayer; amp_paper: amplitude 1/(pi s) instead of the code's s/pi. */
+int bf_model_add_dog(bf_model *m, const char *name, int input, int dog_channels, int k, int amp_paper);
+/* Locally connected (3): c_out channels, k x k windows at `stride` with zero padding `pad`, a
+ * weight per output position, "<name>.weight" [1, c_out, c_in, h_out, w_out, k*k] drawn N(0, 1) as
+ * the reference's (no fan-in scaling); no bias. */
+int bf_model_add_local(bf_model *m, const char *name, int input, int c_out, int k, int stride, int pad);
 
 /* A flex layer: conv (c_out, k, stride, pad, with bias) and a max-pool of the input with the same
  * window, joined per element as `opt` says. Parameters: flex_conv.weight/bias, threshold (mask

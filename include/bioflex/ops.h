@@ -67,6 +67,18 @@ typedef struct bf_linear_shape {
     int n, in, out;
 } bf_linear_shape;
 
+/* A locally connected 2-D layer (../shared/specs/v1-constrained.md 3): a convolution whose weights
+ * differ at every output position. x [n, c_in, h_in, w_in] zero-padded by pad on all sides, k x k
+ * windows at stride `stride`; y [n, c_out, h_out, w_out]:
+ *   y[n, o, i, j] = sum over c, a, b of w[o, c, i, j, a*k + b] * x_pad[n, c, i*stride + a, j*stride + b]
+ * w in the reference's layout [c_out, c_in, h_out, w_out, k*k] (its leading 1 dropped); no bias.
+ * h_out = (h_in + 2 pad - k) / stride + 1, likewise w_out (bf_local_shape_init). */
+typedef struct bf_local_shape {
+    int n, c_in, h_in, w_in;
+    int c_out, k, stride, pad;
+    int h_out, w_out; /* filled by bf_local_shape_init */
+} bf_local_shape;
+
 /* Flexible neurons (FlexNet, ../shared/specs/flexnet.md section 1): every output element is the
  * conv response C or the widened max-pool P~ of the input, per element. The pool branch is a
  * max-pool of x with the conv's kernel, stride and padding (maxpool_forward, [n, c_in, h, w] ->
@@ -208,6 +220,7 @@ typedef struct bf_flex_shape {
 /* Output sizes with PyTorch's floor formula; returns BF_ERR_ARG (with a message) when the
  * output would be empty or the channel counts do not divide by groups. */
 bf_status bf_conv2d_shape_init(bf_conv2d_shape *s);
+bf_status bf_local_shape_init(bf_local_shape *s);
 bf_status bf_pool_shape_init(bf_pool_shape *s);
 /* BF_OK when every size of s is positive and its rules are known; else BF_ERR_ARG naming op. */
 bf_status bf_flex_shape_check(const bf_flex_shape *s, const char *op);
@@ -685,6 +698,34 @@ typedef struct bf_ops {
     bf_status (*divnorm_apply)(bf_backend *b, const float *x, const float *s, float *y, size_t n);
     bf_status (*divnorm_apply_backward)(bf_backend *b, const float *x, const float *s, const float *dy, float *dx,
                                         float *ds, size_t n);
+
+    /* ---- copies of a block of channels: for each of n images, `count` channels of hw elements from
+     * channel src_c0 of src [n, src_c, hw] to channel dst_c0 of dst [n, dst_c, hw]; the other channels
+     * of dst are left as they are (the DoG layer's slice of its input, and its output's) */
+    bf_status (*channel_copy)(bf_backend *b, int n, int hw, int count, const float *src, int src_c, int src_c0,
+                              float *dst, int dst_c, int dst_c0);
+
+    /* ---- center-surround (difference-of-Gaussians) kernels (v1-constrained.md 2.3, DoGConv2D): p kernels
+     * of k x k taps (p = out x in channels, kernel index o*in + i) from three parameters each, with
+     * d_t the squared distance of tap t to the centre and amp(s) = s/pi (the reference code, amp_paper 0)
+     * or 1/(pi s) (the paper's Gaussian, amp_paper 1):
+     *   s1 = max(sigma1, 0.1), r = max(sigma2_scale, 1 + 1e-4), s2 = s1 r
+     *   R[p, t] = scale[p] * (amp(s1) exp(-d_t / s1) - amp(s2) exp(-d_t / max(s2, 1e-6)))
+     *   w[p, t] = R[p, t] / max(norm_t, 1e-12),  norm_t = sqrt(sum over p of R[p, t]^2)
+     * (the L2 norm of each tap over all p kernels, not of each kernel). norms [k*k] keeps norm_t for
+     * the backward, which takes dw [p, k*k] to dsigma1, dsigma2_scale and dscale [p] (PyTorch's clamps
+     * pass the gradient at their bounds). Each tap's sum is taken in double in kernel order. */
+    bf_status (*dog_kernels)(bf_backend *b, int p, int k, int amp_paper, const float *sigma1, const float *sigma2_scale,
+                             const float *scale, float *w, float *norms);
+    bf_status (*dog_kernels_backward)(bf_backend *b, int p, int k, int amp_paper, const float *sigma1,
+                                      const float *sigma2_scale, const float *scale, const float *w, const float *norms,
+                                      const float *dw, float *dsigma1, float *dsigma2_scale, float *dscale);
+
+    /* ---- locally connected 2-D layer (bf_local_shape): forward, and the backward's dx and dw, each
+     * written over its output */
+    bf_status (*local_forward)(bf_backend *b, const bf_local_shape *s, const float *x, const float *w, float *y);
+    bf_status (*local_backward_data)(bf_backend *b, const bf_local_shape *s, const float *dy, const float *w, float *dx);
+    bf_status (*local_backward_filter)(bf_backend *b, const bf_local_shape *s, const float *x, const float *dy, float *dw);
 } bf_ops;
 
 struct bf_backend {

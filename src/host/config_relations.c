@@ -248,13 +248,23 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
     static const char *const batchnorm[] = {"batchnorm", NULL}, *const dropout[] = {"dropout", NULL};
     static const char *const fully_flex[] = {"fully_flex", NULL};
     static const char *const v1_keys[] = {"divisive_norm", "cortical_magnification", NULL};
+    static const char *const bottleneck_keys[] = {"center_surround", "local_rf", NULL};
     static const char *const polar_keys[] = {"polar_padding", "polar_antialias", NULL};
+    static const char *const dog_keys[] = {"dog_amplitude", NULL};
     if (bt->network == 0) {
         if (!resnet && changed_key(cfg, "model", v1_keys, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s applies to [model] arch = resnet18 or resnet50 only (the V1-constrained "
                             "ResNet), not %s", text, arch_name);
         if (!m->cortical_magnification && changed_key(cfg, "model", polar_keys, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s needs [model] cortical_magnification = true", text);
+        if (arch != BF_ARCH_RESNET50 && changed_key(cfg, "model", bottleneck_keys, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to [model] arch = resnet50 only (the V1-constrained ResNet-50's "
+                            "bottlenecks), not %s", text, arch_name);
+        if (m->flex && (m->center_surround || m->local_rf) && changed_key(cfg, "model", bottleneck_keys, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s does not combine with [model] flex = true (layer1's 3x3 convs would be "
+                            "flex and V1 layers at once)", text);
+        if (!m->center_surround && changed_key(cfg, "model", dog_keys, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s needs [model] center_surround = true", text);
         if (arch != BF_ARCH_CNN && changed_key(cfg, "model", cnn_only, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s applies to [model] arch = cnn only (%s has its own widths)", text, arch_name);
         if (!vgg && changed_key(cfg, "model", vgg_only, text, sizeof text))
@@ -447,6 +457,7 @@ void bf_config_describe_network(const bf_config *cfg, char *out, size_t cap) {
         "model.flex", "model.flex_layers", "model.fully_flex", "model.flex_joint", "model.flex_channels",
         "model.flex_mask", "model.flex_mask_factor", "model.flex_logits_bn", "model.threshold_mode",
         "model.divisive_norm", "model.cortical_magnification", "model.polar_padding", "model.polar_antialias",
+        "model.center_surround", "model.dog_amplitude", "model.local_rf",
         "spiking.neuron", "spiking.time_steps", "spiking.encoding", "spiking.readout", "spiking.decay",
         "spiking.threshold", "spiking.reset", "butd.network", "butd.weights", "butd.downsample_always_shared",
         "butd.guided", "butd.hidden", "butd.depth", "butd.conv_channels", "butd.task_embedding", "butd.batch_norm",

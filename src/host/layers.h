@@ -61,6 +61,9 @@ char *bf_v1_place(bf_layer *l, char *cursor);
 bf_status bf_v1_upload_constants(bf_model *m);
 bf_status bf_v1_forward(bf_model *m, int index);
 bf_status bf_v1_backward(bf_model *m, int index, float *dx);
+/* The locally connected layer (layer_local.c). */
+bf_status bf_local_forward(bf_model *m, int index);
+bf_status bf_local_backward(bf_model *m, int index, float *dx);
 
 /* Arena alignment shared by memory_plan.c, model_memory.c and layer_flex.c. */
 #define BF_ARENA_ALIGN 256

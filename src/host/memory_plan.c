@@ -92,7 +92,9 @@ static int backward_reads_input(const bf_layer *l) {
     case BF_LAYER_BATCHNORM:
     case BF_LAYER_LINEAR:
     case BF_LAYER_FLEX:
-    case BF_LAYER_DIVNORM: return 1;
+    case BF_LAYER_DIVNORM:
+    case BF_LAYER_DOG:
+    case BF_LAYER_LOCAL: return 1;
     case BF_LAYER_NEURON: return l->neuron.kind == BF_NEURON_CLAMP01 || l->neuron.kind == BF_NEURON_STEP;
     default: return 0;
     }

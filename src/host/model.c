@@ -401,3 +401,42 @@ int bf_model_add_polar(bf_model *m, const char *name, int input, int pad_both, i
     l->polar_antialias = antialias;
     return finish_layer(m, l, s);
 }
+
+int bf_model_add_dog(bf_model *m, const char *name, int input, int dog_channels, int k, int amp_paper) {
+    bf_layer *l = append_layer(m, BF_LAYER_DOG, name, input, -2);
+    if (!l) return -1;
+    bf_shape in = bf_model_shape_of(m, input);
+    l->out_shape = in;
+    bf_status s = dog_channels >= 1 && dog_channels <= in.c && k % 2 == 1
+                      ? BF_OK
+                      : bf_error(BF_ERR_ARG, "DoG %s: %d of %d channels with a %dx%d kernel (1 to %d channels, odd kernel)",
+                                 name, dog_channels, in.c, k, k, in.c);
+    l->dog_channels = dog_channels;
+    l->dog_amp_paper = amp_paper;
+    l->conv = (bf_conv2d_shape){.n = in.n, .c_in = dog_channels, .h_in = in.h, .w_in = in.w, .c_out = dog_channels,
+                                .k_h = k, .k_w = k, .stride = 1, .pad = k / 2, .groups = 1};
+    if (s == BF_OK) s = bf_conv2d_shape_init(&l->conv);
+    if (s == BF_OK) {
+        /* the reference's DoGConv2D(k = half-size): widths U(0, 1) + k/2, gain N(0, 1) * 2 */
+        int64_t shape[3] = {(int64_t)dog_channels * dog_channels, 1, 1};
+        add_param(m, l, 0, "dog_conv.sigma1", 3, shape, BF_INIT_UNIFORM_PLUS_HALF_FAN_IN, k / 2, 0);
+        add_param(m, l, 1, "dog_conv.sigma2_scale", 3, shape, BF_INIT_UNIFORM_PLUS_HALF_FAN_IN, k / 2, 0);
+        add_param(m, l, 2, "dog_conv.total_scale", 3, shape, BF_INIT_NORMAL_STD_FAN_IN, 2, 0);
+    }
+    return finish_layer(m, l, s);
+}
+
+int bf_model_add_local(bf_model *m, const char *name, int input, int c_out, int k, int stride, int pad) {
+    bf_layer *l = append_layer(m, BF_LAYER_LOCAL, name, input, -2);
+    if (!l) return -1;
+    bf_shape in = bf_model_shape_of(m, input);
+    l->local = (bf_local_shape){.n = in.n, .c_in = in.c, .h_in = in.h, .w_in = in.w, .c_out = c_out, .k = k,
+                                .stride = stride, .pad = pad};
+    bf_status s = bf_local_shape_init(&l->local);
+    if (s == BF_OK) {
+        l->out_shape = (bf_shape){in.n, c_out, l->local.h_out, l->local.w_out};
+        int64_t shape[6] = {1, c_out, in.c, l->local.h_out, l->local.w_out, (int64_t)k * k};
+        add_param(m, l, 0, "weight", 6, shape, BF_INIT_NORMAL_STD_FAN_IN, 1, 0);
+    }
+    return finish_layer(m, l, s);
+}

@@ -36,6 +36,8 @@ static void init_param(const bf_param *p, uint64_t seed, float *out) {
             break;
         }
         case BF_INIT_UNIFORM_PLUS_FAN_IN_8: out[i] = bf_uniform(seed, i) + (float)p->fan_in / 8.0f; break;
+        case BF_INIT_UNIFORM_PLUS_HALF_FAN_IN: out[i] = bf_uniform(seed, i) + (float)p->fan_in / 2.0f; break;
+        case BF_INIT_NORMAL_STD_FAN_IN: out[i] = normal_sample(seed, i) * (float)p->fan_in; break;
         }
     }
 }

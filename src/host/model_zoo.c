@@ -11,10 +11,11 @@
  *            2x2 max-pools too, named like FlexNet's Flex2D (features.0.flex_conv.weight);
  *   resnet18/50 in torchvision's layout (BasicBlock / Bottleneck with stride on the 3x3); with
  *            flex = true every conv, downsamples and stem included, is a flex layer named like
- *            FlexResNet's (layer1.0.conv1.layer.flex_conv.weight, flexnet.md 2.2); divisive_norm
- *            and cortical_magnification add the V1-constrained ResNet's components
- *            (../shared/specs/v1-constrained.md: layer1.N.dn after each layer1 block, lpp in place of
- *            the stem's max-pool; layer_v1.c).
+ *            FlexResNet's (layer1.0.conv1.layer.flex_conv.weight, flexnet.md 2.2); divisive_norm,
+ *            cortical_magnification, center_surround and local_rf add the V1-constrained ResNet's
+ *            components (../shared/specs/v1-constrained.md: layer1.N.dn after each layer1 block, lpp
+ *            in place of the stem's max-pool, DoG layers after layer1's 3x3 convs, a locally
+ *            connected layer1.2.conv2; layer_v1.c, layer_local.c).
  * Initialisation follows torchvision: Kaiming-normal fan-out convs, BN weight 1 bias 0, VGG
  * linear N(0, 0.01), ResNet fc PyTorch's default uniform; [model] conv_init = fan_in gives every
  * conv FlexNet's reference init (fan-in, bias 0). */
@@ -304,18 +305,56 @@ static int resnet_conv_bn(bf_model *m, const bf_model_config *cfg, const char *b
     return bf_model_add_batchnorm(m, name, x, cfg->bn_eps, cfg->bn_momentum);
 }
 
-/* One residual block (torchvision BasicBlock when bottleneck == 0, else Bottleneck); with divnorm, the
- * V1-constrained ResNet's BrainBottleneck, whose output passes through its divisive normalisation
- * "<block>.dn" (v1-constrained.md 4). */
+/* The V1-constrained ResNet (v1-constrained.md 6): its composites (ResNetComposite) name the DoG
+ * block's conv "conv2.conv" and initialise it as every conv; the DoG-only resnet50_center_surround
+ * replaces conv2 by an nn.Sequential ("conv2.0", "conv2.1") after torchvision's init loop, so its
+ * 3x3 conv keeps nn.Conv2d's default U(+-1/sqrt(fan_in)), and puts DoG into all three layer1
+ * blocks, where the composites leave block 2 to the locally connected layer. */
+static int v1_composite(const bf_model_config *cfg) {
+    return cfg->divisive_norm || cfg->cortical_magnification || cfg->local_rf;
+}
+
+/* A bottleneck's 3x3 conv (before bn2): "<block>.conv2", or in layer1 block `index` of the V1 ResNet
+ * the locally connected layer (block 2 with local_rf) or a conv and the DoG layer on its first
+ * planes/4 channels (center_surround: blocks 0 and 1, block 2 too without local_rf). */
+static int bottleneck_conv2(bf_model *m, const bf_model_config *cfg, const char *block, int input, int planes,
+                            int stride, int layer1_index) {
+    char name[BF_NAME_MAX];
+    if (layer1_index == 2 && cfg->local_rf) { /* BrainBottleneckLocal's conv3x3_local: k 3, padding = dilation 1 */
+        snprintf(name, sizeof name, "%s.conv2", block);
+        return bf_model_add_local(m, name, input, planes, 3, stride, 1);
+    }
+    if (layer1_index < 0 || !cfg->center_surround || (layer1_index == 2 && v1_composite(cfg))) {
+        snprintf(name, sizeof name, "%s.conv2", block);
+        return bf_model_add_conv(m, name, input, planes, 3, stride, 1, 1, 0, conv_init(cfg));
+    }
+    const int composite = v1_composite(cfg);
+    snprintf(name, sizeof name, "%s.conv2.%s", block, composite ? "conv" : "0");
+    int x = bf_model_add_conv(m, name, input, planes, 3, stride, 1, 1, 0,
+                              composite ? conv_init(cfg) : BF_INIT_UNIFORM_FAN_IN);
+    snprintf(name, sizeof name, "%s.conv2.%s", block, composite ? "dog" : "1");
+    return bf_model_add_dog(m, name, x, planes / 4, 5, cfg->dog_amp_paper); /* DoGConv2DLayer(width // 4, k 2) */
+}
+
+/* One residual block (torchvision BasicBlock when bottleneck == 0, else Bottleneck); in layer1 of the
+ * V1-constrained ResNet (layer1_index >= 0, else -1) a BrainBottleneck: its 3x3 conv as
+ * bottleneck_conv2 builds it, and with divisive_norm its output passed through its divisive
+ * normalisation "<block>.dn" (v1-constrained.md 4). */
 static int resnet_block(bf_model *m, const bf_model_config *cfg, const char *block, int input, int planes, int stride,
-                        int bottleneck, int divnorm) {
+                        int bottleneck, int layer1_index) {
     char name[BF_NAME_MAX];
     int expansion = bottleneck ? 4 : 1, c_in = bf_model_shape_of(m, input).c, x;
     if (bottleneck) {
         x = resnet_conv_bn(m, cfg, block, ".conv1", ".bn1", input, planes, 1, 1, 0);
         snprintf(name, sizeof name, "%s.relu1", block);
         x = bf_model_add_relu(m, name, x);
-        x = resnet_conv_bn(m, cfg, block, ".conv2", ".bn2", x, planes, 3, stride, 1);
+        if (cfg->center_surround || cfg->local_rf) {
+            x = bottleneck_conv2(m, cfg, block, x, planes, stride, layer1_index);
+            snprintf(name, sizeof name, "%s.bn2", block);
+            x = bf_model_add_batchnorm(m, name, x, cfg->bn_eps, cfg->bn_momentum);
+        } else {
+            x = resnet_conv_bn(m, cfg, block, ".conv2", ".bn2", x, planes, 3, stride, 1);
+        }
         snprintf(name, sizeof name, "%s.relu2", block);
         x = bf_model_add_relu(m, name, x);
         x = resnet_conv_bn(m, cfg, block, ".conv3", ".bn3", x, planes * 4, 1, 1, 0);
@@ -332,7 +371,7 @@ static int resnet_block(bf_model *m, const bf_model_config *cfg, const char *blo
     x = bf_model_add_add(m, name, x, shortcut);
     snprintf(name, sizeof name, "%s.relu", block);
     x = bf_model_add_relu(m, name, x);
-    if (!divnorm) return x;
+    if (layer1_index < 0 || !cfg->divisive_norm) return x;
     snprintf(name, sizeof name, "%s.dn", block);
     return bf_model_add_divnorm(m, name, x);
 }
@@ -349,7 +388,7 @@ static void build_resnet(bf_model *m, const bf_model_config *cfg, const int bloc
             char block[BF_NAME_MAX];
             snprintf(block, sizeof block, "layer%d.%d", stage + 1, i);
             x = resnet_block(m, cfg, block, x, 64 << stage, (stage > 0 && i == 0) ? 2 : 1, bottleneck,
-                             stage == 0 && cfg->divisive_norm);
+                             stage == 0 ? i : -1);
         }
     }
     x = bf_model_add_global_avgpool(m, "avgpool", x);

@@ -15,6 +15,18 @@ bf_status bf_conv2d_shape_init(bf_conv2d_shape *s) {
     return BF_OK;
 }
 
+bf_status bf_local_shape_init(bf_local_shape *s) {
+    if (s->stride <= 0 || s->k <= 0 || s->pad < 0)
+        return bf_error(BF_ERR_ARG, "locally connected: kernel %d, stride %d, pad %d (kernel and stride >= 1, pad >= 0)",
+                        s->k, s->stride, s->pad);
+    s->h_out = (s->h_in + 2 * s->pad - s->k) / s->stride + 1;
+    s->w_out = (s->w_in + 2 * s->pad - s->k) / s->stride + 1;
+    if (s->h_in + 2 * s->pad < s->k || s->w_in + 2 * s->pad < s->k || s->h_out <= 0 || s->w_out <= 0)
+        return bf_error(BF_ERR_ARG, "locally connected: kernel %dx%d (pad %d) does not fit input %dx%d", s->k, s->k,
+                        s->pad, s->h_in, s->w_in);
+    return BF_OK;
+}
+
 bf_status bf_pool_shape_init(bf_pool_shape *s) {
     if (s->stride <= 0) return bf_error(BF_ERR_ARG, "pool: stride must be >= 1 (got %d)", s->stride);
     if (s->pad * 2 > s->k)

@@ -168,6 +168,12 @@ static const bf_ops cpu_ops = {
     .divnorm_weights_backward = bf_cpu_divnorm_weights_backward,
     .divnorm_apply = bf_cpu_divnorm_apply,
     .divnorm_apply_backward = bf_cpu_divnorm_apply_backward,
+    .channel_copy = bf_cpu_channel_copy,
+    .dog_kernels = bf_cpu_dog_kernels,
+    .dog_kernels_backward = bf_cpu_dog_kernels_backward,
+    .local_forward = bf_cpu_local_forward,
+    .local_backward_data = bf_cpu_local_backward_data,
+    .local_backward_filter = bf_cpu_local_backward_filter,
 };
 
 #ifdef OPENBLAS_VERSION

@@ -286,10 +286,16 @@ static const bf_ops cuda_ops = {
     /* .divnorm_weights_backward = */ bf_cuda_divnorm_weights_backward,
     /* .divnorm_apply = */ bf_cuda_divnorm_apply,
     /* .divnorm_apply_backward = */ bf_cuda_divnorm_apply_backward,
+    /* .channel_copy = */ bf_cuda_channel_copy,
+    /* .dog_kernels = */ bf_cuda_dog_kernels,
+    /* .dog_kernels_backward = */ bf_cuda_dog_kernels_backward,
+    /* .local_forward = */ bf_cuda_local_forward,
+    /* .local_backward_data = */ bf_cuda_local_backward_data,
+    /* .local_backward_filter = */ bf_cuda_local_backward_filter,
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 89 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 95 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

@@ -334,4 +334,18 @@ bf_status bf_cpu_divnorm_apply(bf_backend *b, const float *x, const float *s, fl
 bf_status bf_cpu_divnorm_apply_backward(bf_backend *b, const float *x, const float *s, const float *dy, float *dx,
                                         float *ds, size_t n);
 
+/* ---- dog_cpu.c ---- */
+bf_status bf_cpu_channel_copy(bf_backend *b, int n, int hw, int count, const float *src, int src_c, int src_c0,
+                             float *dst, int dst_c, int dst_c0);
+bf_status bf_cpu_dog_kernels(bf_backend *b, int p, int k, int amp_paper, const float *sigma1, const float *sigma2_scale,
+                             const float *scale, float *w, float *norms);
+bf_status bf_cpu_dog_kernels_backward(bf_backend *b, int p, int k, int amp_paper, const float *sigma1,
+                                      const float *sigma2_scale, const float *scale, const float *w, const float *norms,
+                                      const float *dw, float *dsigma1, float *dsigma2_scale, float *dscale);
+
+/* ---- local_conv_cpu.c ---- */
+bf_status bf_cpu_local_forward(bf_backend *b, const bf_local_shape *s, const float *x, const float *w, float *y);
+bf_status bf_cpu_local_backward_data(bf_backend *b, const bf_local_shape *s, const float *dy, const float *w, float *dx);
+bf_status bf_cpu_local_backward_filter(bf_backend *b, const bf_local_shape *s, const float *x, const float *dy, float *dw);
+
 #endif

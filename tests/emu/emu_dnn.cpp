@@ -421,4 +421,21 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cubl
     return CUBLAS_STATUS_SUCCESS;
 }
 
+/* batchCount independent cublasSgemm's, matrix b of A, B and C at b * strideA, strideB, strideC
+ * floats (local_conv.cu, which declares it while include/cublas_v2.h does not). */
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
+                                         int m, int n, int k, const float *alpha, const float *A, int lda,
+                                         long long int strideA, const float *B, int ldb, long long int strideB,
+                                         const float *beta, float *C, int ldc, long long int strideC, int batchCount) {
+    if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (batchCount < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    bf_emu_trace("cublas sgemm strided batched x%d", batchCount);
+    for (int b = 0; b < batchCount; b++) {
+        cublasStatus_t st = cublasSgemm(handle, transa, transb, m, n, k, alpha, A + b * strideA, lda, B + b * strideB,
+                                        ldb, beta, C + b * strideC, ldc);
+        if (st != CUBLAS_STATUS_SUCCESS) return st;
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
 } /* extern "C" */
