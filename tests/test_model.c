@@ -394,7 +394,7 @@ static void test_memory_plans(void) {
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &b));
     if (!b) return;
-    struct { const char *what; bf_arch arch; int c, hw, flex, neuron, raster, recompute, scatter; } cases[] = {
+    struct { const char *what; bf_arch arch; int c, hw, flex, neuron, raster, recompute, scatter, v1; } cases[] = {
         {"CNN", BF_ARCH_CNN, 1, 28, 0, -1, 0, 1, 1},
         {"VGG-6", BF_ARCH_VGG6, 1, 28, 0, -1, 0, 1, 1},
         {"VGG-11", BF_ARCH_VGG11, 3, 32, 0, -1, 0, 1, 1},
@@ -414,6 +414,8 @@ static void test_memory_plans(void) {
         {"PlasticFlex VGG-6, clamp01", BF_ARCH_PF_VGG6, 1, 28, 0, BF_NEURON_CLAMP01, 0, 1, 1},
         {"PlasticFlex SimpleFlexNet, flex, LIF", BF_ARCH_PF_SIMPLE_FLEX, 1, 28, 1, BF_NEURON_LIF, 0, 1, 1},
         {"PlasticFlex SimpleConvNet", BF_ARCH_PF_SIMPLE_CONV, 3, 32, 0, -1, 0, 1, 1},
+        /* every V1 layer: DoG, locally connected, divisive normalisation, polar transform */
+        {"V1 ResNet-50, composite a", BF_ARCH_RESNET50, 3, 64, 0, -1, 0, 1, 1, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         bf_config cfg;
@@ -425,6 +427,8 @@ static void test_memory_plans(void) {
         cfg.model.spiking.raster_neurons = cases[i].raster;
         cfg.model.spiking.recompute_charge = cases[i].recompute;
         cfg.model.fuse_flex_scatter = cases[i].scatter;
+        cfg.model.center_surround = cfg.model.local_rf = cfg.model.cortical_magnification = cases[i].v1;
+        cfg.model.divisive_norm = cases[i].v1;
         bf_model *m = NULL;
         CHECK_OK(bf_model_build(b, &cfg.model, (bf_shape){2, cases[i].c, cases[i].hw, cases[i].hw}, 10, 1, &m));
         if (!m) continue;

@@ -217,6 +217,92 @@ typedef struct v1_parts {
     int dog, local, divnorm, polar;
 } v1_parts;
 
+/* Mean cross-entropy of the current parameters (training mode: batch statistics), in double. */
+static double model_loss(bf_model *m, const float *x, const int32_t *labels, float *losses) {
+    const float *logits = NULL;
+    if (bf_model_forward(m, x, &logits) != BF_OK) return NAN;
+    if (m->backend->ops->softmax_xent(m->backend, m->batch, m->num_classes, logits, labels, 0, 1.0f / m->batch, losses,
+                                      NULL) != BF_OK)
+        return NAN;
+    double sum = 0;
+    for (int i = 0; i < m->batch; i++) sum += losses[i];
+    return sum / m->batch;
+}
+
+/* Every V1 layer inside a residual graph as the ResNet places them (outputs with two consumers, an
+ * in-place ReLU before the normalisation, batch-norms in training mode): each parameter's gradient
+ * (every 5th) against central differences of the loss, elements at a ReLU's kink skipped as
+ * test_model's residual check does. */
+static void test_residual_v1_gradients(bf_backend *b) {
+    enum { N = 2, C = 3, H = 32, K = 3 };
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, 5, &m));
+    if (!m) return;
+    int x = bf_model_add_conv(m, "stem", BF_MODEL_INPUT, 4, 3, 1, 1, 1, 0, BF_INIT_UNIFORM_FAN_IN);
+    x = bf_model_add_batchnorm(m, "stem_bn", x, 1e-5f, 0.1f);
+    x = bf_model_add_relu(m, "stem_relu", x);
+    int trunk = bf_model_add_polar(m, "lpp", x, 0, 0); /* two consumers: the branch and the shortcut */
+    int y = bf_model_add_conv(m, "branch.conv", trunk, 4, 3, 1, 1, 1, 0, BF_INIT_UNIFORM_FAN_IN);
+    y = bf_model_add_dog(m, "branch.dog", y, 2, 3, 0);
+    y = bf_model_add_batchnorm(m, "branch.bn", y, 1e-5f, 0.1f);
+    y = bf_model_add_add(m, "add", y, trunk);
+    y = bf_model_add_relu(m, "relu", y);
+    int dn = bf_model_add_divnorm(m, "dn", y); /* two consumers again */
+    int z = bf_model_add_local(m, "local", dn, 4, 3, 1, 1);
+    z = bf_model_add_batchnorm(m, "local_bn", z, 1e-5f, 0.1f);
+    z = bf_model_add_add(m, "add2", z, dn);
+    z = bf_model_add_relu(m, "relu2", z);
+    z = bf_model_add_global_avgpool(m, "gap", z);
+    z = bf_model_add_flatten(m, "flatten", z);
+    bf_model_add_linear(m, "fc", z, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    bf_status s = bf_model_finalize(m);
+    CHECK(s == BF_OK, "finalize: %s", bf_last_error());
+    if (s != BF_OK) return bf_model_destroy(m);
+    m->training = 1, m->batch = N;
+    /* the local layer's N(0, 1) weights scaled down, so that the loss stays smooth at this step size */
+    for (int i = 0; i < m->num_params; i++)
+        if (m->layers[m->params[i].layer].kind == BF_LAYER_LOCAL)
+            for (size_t j = 0; j < m->params[i].count; j++) m->param_data[m->params[i].offset + j] *= 0.1f;
+    float *xh = malloc(sizeof(float) * N * C * H * H), losses[N], dlogits[N * K];
+    bf_test_fill_uniform(xh, N * C * H * H, -1, 1, 9);
+    int32_t labels[N] = {2, 0};
+    const float *logits = NULL;
+    CHECK_OK(bf_model_forward(m, xh, &logits));
+    CHECK_OK(b->ops->softmax_xent(b, N, K, logits, labels, 0, 1.0f / N, losses, dlogits));
+    CHECK_OK(bf_model_backward(m, dlogits));
+    float *grads = malloc(m->num_param_floats * sizeof(float));
+    memcpy(grads, m->grad_data, m->num_param_floats * sizeof(float));
+    int checked = 0, bad = 0, kinks = 0;
+    const double l0 = model_loss(m, xh, labels, losses);
+    for (int p = 0; p < m->num_params; p++) {
+        const bf_param *q = &m->params[p];
+        size_t stride = q->count > 2000 ? 97 : 5; /* the locally connected weight: a sample */
+        for (size_t j = 0; j < q->count; j += stride) {
+            float *v = m->param_data + q->offset + j, saved = *v;
+            const float h = 5e-4f; /* larger steps cross the ReLUs' kinks of many of the 8,192 elements */
+            *v = saved + h;
+            double lp = model_loss(m, xh, labels, losses);
+            *v = saved - h;
+            double lm = model_loss(m, xh, labels, losses);
+            *v = saved;
+            double numeric = (lp - lm) / (2 * h), analytic = grads[q->offset + j], tol = 2e-4 + 2e-2 * fabs(analytic);
+            if (fabs((lp - l0) / h - (l0 - lm) / h) > 2 * tol + 2e-3) { /* a kink inside the step */
+                kinks++;
+                continue;
+            }
+            checked++;
+            if (fabs(numeric - analytic) > tol && bad++ < 5)
+                fprintf(stderr, "%s[%zu]: numeric %.6g analytic %.6g\n", q->name, j, numeric, analytic);
+        }
+    }
+    printf("residual network of V1 layers: %d parameter gradients checked, %d skipped at kinks, %d differ\n", checked,
+           kinks, bad);
+    CHECK(checked > 200 && kinks < checked / 5, "%d checked, %d at kinks", checked, kinks);
+    CHECK(bad == 0, "%d of %d parameter gradients differ from central differences", bad, checked);
+    free(xh), free(grads);
+    bf_model_destroy(m);
+}
+
 static bf_model *plan_v1(v1_parts v, int hw, bf_status *status) {
     bf_config cfg;
     bf_config_defaults(&cfg);
@@ -319,6 +405,7 @@ int main(void) {
     test_weights_formula(b);
     test_dog_polarity(b);
     test_finite_differences(b);
+    test_residual_v1_gradients(b);
     test_resnet50_variants();
     bf_backend_destroy(b);
     return bf_test_finish();

@@ -15,7 +15,8 @@ models use, so the tensors are written as they are into DIR/model.safetensors, e
   - float64 tensors become float32 (num_batches_tracked stays int64);
   - the V1-constrained ResNet's constant tensors, which bioflex generates instead of storing, are
     left out: the tuned normalisations' channel_distances, the DoG layers' kernel_dists and their
-    zero, untrained bias, the polar transform's pooling_masks and pooling_mask_counts (its
+    zero, untrained bias, the Cirincione normalisations' x_coords and y_coords, the polar
+    transform's pooling_masks and pooling_mask_counts (its
     resnet50_cortical_magnification model is an nn.Sequential with numeric names, '0.weight' ...,
     which bioflex's names do not follow: convert a composite's checkpoint instead);
   - --drop NAME (repeatable) leaves out every tensor with NAME as one of its dot-separated
@@ -33,7 +34,7 @@ import sys
 
 DTYPES = {"torch.float32": "F32", "torch.int64": "I64"}
 # The V1-constrained ResNet's constants (v1-constrained.md 10), which bioflex generates.
-GENERATED = ("channel_distances", "kernel_dists", "pooling_masks", "pooling_mask_counts")
+GENERATED = ("channel_distances", "kernel_dists", "pooling_masks", "pooling_mask_counts", "x_coords", "y_coords")
 
 
 def state_dict_of(checkpoint):

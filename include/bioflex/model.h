@@ -42,6 +42,8 @@ typedef enum bf_layer_kind {
     BF_LAYER_POLAR,         /* cortical magnification: a fixed 32x32 -> 16x16 polar resampling per map (layer_v1.c) */
     BF_LAYER_DOG,           /* center-surround: a DoG conv on the first channels, the rest passed on (layer_v1.c) */
     BF_LAYER_LOCAL,         /* locally connected: a conv with unshared weights per output position (layer_local.c) */
+    BF_LAYER_CIRINCIONE,    /* Cirincione divisive normalisation, y = x / (G * x + |bias|), G a generated 3x3 conv
+                             * (layer_cirincione.c: G in v1_weights, its gradient in v1_dweights, G * x in v1_sums) */
     BF_LAYER_KIND_COUNT
 } bf_layer_kind;
 
@@ -56,7 +58,12 @@ typedef enum bf_init {
     BF_INIT_KAIMING_UNIFORM,        /* U(-sqrt(6/fan_in), sqrt(6/fan_in)): kaiming_uniform_(a=0), the flex threshold */
     BF_INIT_UNIFORM_PLUS_FAN_IN_8,  /* U(0, 1) + fan_in/8: the tuned divisive normalisation's widths (fan_in = channels) */
     BF_INIT_UNIFORM_PLUS_HALF_FAN_IN, /* U(0, 1) + fan_in/2: the DoG widths (fan_in = the kernel's half-size k) */
-    BF_INIT_NORMAL_STD_FAN_IN       /* N(0, fan_in^2): the DoG gain (std 2), the locally connected weights (std 1) */
+    BF_INIT_NORMAL_STD_FAN_IN,      /* N(0, fan_in^2): the DoG gain (std 2), the locally connected weights (std 1) */
+    /* the Cirincione divisive normalisation's (v1-constrained.md 4.2): */
+    BF_INIT_UNIFORM_0_1,            /* U(0, 1): its amplitudes A */
+    BF_INIT_UNIFORM_PLUS_1,         /* U(0, 1) + 1: its widths rho and sigma, and its bias */
+    BF_INIT_UNIFORM_2PI,            /* U(0, 1) * 2 pi: its orientations theta */
+    BF_INIT_NORMAL_PLUS_FAN_IN      /* N(0, 1) + fan_in: its centres v and w (fan_in = K // 2, 1 for its 3x3 kernels) */
 } bf_init;
 
 /* How a flex layer joins its branches and where its threshold comes from (flexnet.md 1.4-1.6). */
@@ -160,7 +167,7 @@ typedef struct bf_layer {
     bf_local_shape local;       /* locally connected (layer_local.c) */
     /* parameters: indices into model->params (weight first, then bias / gamma, beta; a flex layer:
      * flex_conv.weight, flex_conv.bias, threshold, bn_logits.weight, bn_logits.bias), -1 = none */
-    int param_index[5];
+    int param_index[7];         /* 7: the Cirincione normalisation's A, rho, sigma, theta, v, w, bias */
     int num_params;
     int buffer_index[3];        /* running mean and variance (batch-norm, bn_logits), frozen flex threshold,
                                  * frozen linear weight and bias */
@@ -346,6 +353,11 @@ int bf_model_add_dog(bf_model *m, const char *name, int input, int dog_channels,
  * weight per output position, "<name>.weight" [1, c_out, c_in, h_out, w_out, k*k] drawn N(0, 1) as
  * the reference's (no fan-in scaling); no bias. */
 int bf_model_add_local(bf_model *m, const char *name, int input, int c_out, int k, int stride, int pad);
+/* Cirincione divisive normalisation (4.2): y = x / (N + |bias|), N = conv2d(x, G, padding 1), G [c, c, 3, 3]
+ * an oriented anisotropic Gaussian per (out, in) channel pair, generated at every forward from its
+ * parameters "<name>.A", ".rho", ".sigma", ".theta", ".v", ".w" [c, c, 1, 1] and "<name>.bias" [1], as
+ * the reference's DivisiveNormalizationCirincione(c, 3) (its x_coords, y_coords are generated). */
+int bf_model_add_cirincione(bf_model *m, const char *name, int input);
 
 /* A flex layer: conv (c_out, k, stride, pad, with bias) and a max-pool of the input with the same
  * window, joined per element as `opt` says. Parameters: flex_conv.weight/bias, threshold (mask

@@ -726,6 +726,34 @@ typedef struct bf_ops {
     bf_status (*local_forward)(bf_backend *b, const bf_local_shape *s, const float *x, const float *w, float *y);
     bf_status (*local_backward_data)(bf_backend *b, const bf_local_shape *s, const float *dy, const float *w, float *dx);
     bf_status (*local_backward_filter)(bf_backend *b, const bf_local_shape *s, const float *x, const float *dy, float *dw);
+
+    /* ---- Cirincione divisive normalisation (v1-constrained.md 4.2; the reference's
+     * DivisiveNormalizationCirincione): y = x / (N + |bias|), N = conv2d(x, G, padding k/2, no bias)
+     * (the backend's conv2d in between), G [c, c, k, k] generated at every step from six parameters
+     * of each of the p = c*c (out, in) pairs (index o*c + i, the conv weight's order). Tap t = i*k + j
+     * (row i, column j) sits at X = j + 1, Y = i + 1 (1-based), rotated about the origin:
+     *   x' = X cos theta + Y sin theta,  y' = -X sin theta + Y cos theta
+     *   q = (x' - v)^2 / max(rho^2, 0.1) + (y' - w)^2 / max(sigma^2, 0.1)
+     *   G[p, t] = |A / max(2 pi rho sigma, 0.1)| exp(-q / 2)
+     * (0.1 as a float, as torch.clamp's bound on float tensors), each value computed in double and
+     * rounded once. kernels_backward: dG [p, k*k] to dA, drho, dsigma, dtheta, dv, dw [p], written
+     * over, each summed over its kernel's taps in double in tap order (one pair's sums share
+     * nothing with another's), with PyTorch's conventions: abs'(0) = 0 (sgn: an A of exactly 0 gets
+     * no gradient), and a clamp passes the gradient when its input equals the bound. k odd, <= 31.
+     * divide: y = x / (s + |bias[0]|) over n elements, bias one float in backend memory.
+     * divide_backward, with d = s + |bias[0]|: dx = dy / d (dx nullable: not wanted), ds = -dy x / d^2
+     * (ds may alias s: each element is read before it is written), and dbias[0] = sgn(bias[0]) times
+     * the sum of ds over the n elements (dbias nullable: not wanted), summed in double in an order
+     * that depends on n alone (no floating-point atomics: the same bits run after run). */
+    bf_status (*cirincione_kernels)(bf_backend *b, int p, int k, const float *A, const float *rho, const float *sigma,
+                                    const float *theta, const float *v, const float *w, float *g);
+    bf_status (*cirincione_kernels_backward)(bf_backend *b, int p, int k, const float *A, const float *rho,
+                                             const float *sigma, const float *theta, const float *v, const float *w,
+                                             const float *dg, float *dA, float *drho, float *dsigma, float *dtheta,
+                                             float *dv, float *dw);
+    bf_status (*cirincione_divide)(bf_backend *b, const float *x, const float *s, const float *bias, float *y, size_t n);
+    bf_status (*cirincione_divide_backward)(bf_backend *b, const float *x, const float *s, const float *bias,
+                                            const float *dy, float *dx, float *ds, float *dbias, size_t n);
 } bf_ops;
 
 struct bf_backend {

@@ -9,7 +9,7 @@
 const char *bf_layer_kind_name(bf_layer_kind k) {
     static const char *names[BF_LAYER_KIND_COUNT] = {
         "conv2d", "batchnorm", "relu", "maxpool", "avgpool", "global_avgpool", "linear", "dropout", "flatten", "add",
-        "flex", "encode", "neuron", "time_mean", "divnorm", "polar", "dog", "local"};
+        "flex", "encode", "neuron", "time_mean", "divnorm", "polar", "dog", "local", "cirincione"};
     return k >= 0 && k < BF_LAYER_KIND_COUNT ? names[k] : "?";
 }
 
@@ -113,6 +113,8 @@ bf_status bf_layer_forward(bf_model *m, int index) {
         return bf_v1_forward(m, index);
     case BF_LAYER_LOCAL:
         return bf_local_forward(m, index);
+    case BF_LAYER_CIRINCIONE:
+        return bf_cirincione_forward(m, index);
     case BF_LAYER_KIND_COUNT:
         break;
     }
@@ -293,6 +295,9 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
     case BF_LAYER_LOCAL:
         s = bf_local_backward(m, index, dx);
         break;
+    case BF_LAYER_CIRINCIONE:
+        s = bf_cirincione_backward(m, index, dx);
+        break;
     case BF_LAYER_KIND_COUNT:
         return bf_error(BF_ERR_INTERNAL, "unknown layer kind %d", (int)l->kind);
     }
@@ -322,6 +327,8 @@ static double layer_flops_per_step(const bf_model *m, const bf_layer *l) {
     case BF_LAYER_DOG: /* the DoG conv on its channels */
         return (double)l->conv.c_out * l->conv.h_out * l->conv.w_out * 2.0 * l->conv.c_in * l->conv.k_h * l->conv.k_w;
     case BF_LAYER_LOCAL: return out * 2.0 * l->local.c_in * l->local.k * l->local.k;
+    case BF_LAYER_CIRINCIONE: /* the 3x3 conv, the sum and the division */
+        return out * (2.0 * l->conv.c_in * l->conv.k_h * l->conv.k_w + 2);
     case BF_LAYER_BATCHNORM: return 2 * out;
     case BF_LAYER_MAXPOOL:
     case BF_LAYER_AVGPOOL: return out * l->pool.k * l->pool.k;

@@ -64,6 +64,12 @@ bf_status bf_v1_backward(bf_model *m, int index, float *dx);
 /* The locally connected layer (layer_local.c). */
 bf_status bf_local_forward(bf_model *m, int index);
 bf_status bf_local_backward(bf_model *m, int index, float *dx);
+/* The Cirincione divisive normalisation (layer_cirincione.c): arena bytes of its private buffers,
+ * their placement (returns the advanced cursor), and its passes. */
+size_t bf_cirincione_arena_bytes(const bf_layer *l);
+char *bf_cirincione_place(bf_layer *l, char *cursor);
+bf_status bf_cirincione_forward(bf_model *m, int index);
+bf_status bf_cirincione_backward(bf_model *m, int index, float *dx);
 
 /* Arena alignment shared by memory_plan.c, model_memory.c and layer_flex.c. */
 #define BF_ARENA_ALIGN 256

@@ -94,7 +94,8 @@ static int backward_reads_input(const bf_layer *l) {
     case BF_LAYER_FLEX:
     case BF_LAYER_DIVNORM:
     case BF_LAYER_DOG:
-    case BF_LAYER_LOCAL: return 1;
+    case BF_LAYER_LOCAL:
+    case BF_LAYER_CIRINCIONE: return 1;
     case BF_LAYER_NEURON: return l->neuron.kind == BF_NEURON_CLAMP01 || l->neuron.kind == BF_NEURON_STEP;
     default: return 0;
     }
@@ -244,6 +245,7 @@ static size_t kept_bytes(const bf_model *m, int i) {
         bytes += 2 * align_up((size_t)l->bn.c * sizeof(float)) + (l->bn_in_flex ? align_up(2 * (size_t)l->bn.c * sizeof(float)) : 0);
     if (l->kind == BF_LAYER_FLEX) bytes += bf_flex_arena_bytes(l);
     bytes += bf_v1_arena_bytes(l);
+    bytes += bf_cirincione_arena_bytes(l);
     bytes += bf_spiking_arena_bytes(l);
     return bytes;
 }

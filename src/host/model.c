@@ -83,7 +83,7 @@ static bf_layer *append_layer(bf_model *m, bf_layer_kind kind, const char *name,
     l->num_inputs = n_in;
     l->input[0] = input0;
     l->input[1] = n_in == 2 ? input1 : BF_MODEL_INPUT;
-    for (int i = 0; i < 5; i++) l->param_index[i] = -1;
+    for (int i = 0; i < (int)(sizeof l->param_index / sizeof l->param_index[0]); i++) l->param_index[i] = -1;
     for (int i = 0; i < 3; i++) l->buffer_index[i] = -1;
     l->dout_at = l->bwd_scratch_at = SIZE_MAX;
     for (int i = 0; i < n_in; i++)
@@ -437,6 +437,33 @@ int bf_model_add_local(bf_model *m, const char *name, int input, int c_out, int 
         l->out_shape = (bf_shape){in.n, c_out, l->local.h_out, l->local.w_out};
         int64_t shape[6] = {1, c_out, in.c, l->local.h_out, l->local.w_out, (int64_t)k * k};
         add_param(m, l, 0, "weight", 6, shape, BF_INIT_NORMAL_STD_FAN_IN, 1, 0);
+    }
+    return finish_layer(m, l, s);
+}
+
+/* The reference's DivisiveNormalizationCirincione(c, gaussian_kernel_size = 3) (v1-constrained.md 4.2). */
+#define CIRINCIONE_K 3
+
+int bf_model_add_cirincione(bf_model *m, const char *name, int input) {
+    bf_layer *l = append_layer(m, BF_LAYER_CIRINCIONE, name, input, -2);
+    if (!l) return -1;
+    bf_shape in = bf_model_shape_of(m, input);
+    l->out_shape = in;
+    /* N = G * x: a K x K conv with padding K // 2, c channels in and out */
+    l->conv = (bf_conv2d_shape){.n = in.n, .c_in = in.c, .h_in = in.h, .w_in = in.w, .c_out = in.c,
+                                .k_h = CIRINCIONE_K, .k_w = CIRINCIONE_K, .stride = 1, .pad = CIRINCIONE_K / 2,
+                                .groups = 1};
+    bf_status s = bf_conv2d_shape_init(&l->conv);
+    if (s == BF_OK) {
+        /* the reference's inits, in its state_dict order */
+        int64_t shape[4] = {in.c, in.c, 1, 1}, one[1] = {1};
+        add_param(m, l, 0, "A", 4, shape, BF_INIT_UNIFORM_0_1, 0, 0);
+        add_param(m, l, 1, "rho", 4, shape, BF_INIT_UNIFORM_PLUS_1, 0, 0);
+        add_param(m, l, 2, "sigma", 4, shape, BF_INIT_UNIFORM_PLUS_1, 0, 0);
+        add_param(m, l, 3, "theta", 4, shape, BF_INIT_UNIFORM_2PI, 0, 0);
+        add_param(m, l, 4, "v", 4, shape, BF_INIT_NORMAL_PLUS_FAN_IN, CIRINCIONE_K / 2, 0);
+        add_param(m, l, 5, "w", 4, shape, BF_INIT_NORMAL_PLUS_FAN_IN, CIRINCIONE_K / 2, 0);
+        add_param(m, l, 6, "bias", 1, one, BF_INIT_UNIFORM_PLUS_1, 0, 0);
     }
     return finish_layer(m, l, s);
 }

@@ -38,6 +38,10 @@ static void init_param(const bf_param *p, uint64_t seed, float *out) {
         case BF_INIT_UNIFORM_PLUS_FAN_IN_8: out[i] = bf_uniform(seed, i) + (float)p->fan_in / 8.0f; break;
         case BF_INIT_UNIFORM_PLUS_HALF_FAN_IN: out[i] = bf_uniform(seed, i) + (float)p->fan_in / 2.0f; break;
         case BF_INIT_NORMAL_STD_FAN_IN: out[i] = normal_sample(seed, i) * (float)p->fan_in; break;
+        case BF_INIT_UNIFORM_0_1: out[i] = bf_uniform(seed, i); break;
+        case BF_INIT_UNIFORM_PLUS_1: out[i] = bf_uniform(seed, i) + 1.0f; break;
+        case BF_INIT_UNIFORM_2PI: out[i] = bf_uniform(seed, i) * 6.28318530717958647692f; break;
+        case BF_INIT_NORMAL_PLUS_FAN_IN: out[i] = normal_sample(seed, i) + (float)p->fan_in; break;
         }
     }
 }
@@ -113,6 +117,7 @@ bf_status bf_model_finalize(bf_model *m) {
         }
         if (l->kind == BF_LAYER_FLEX) cursor = bf_flex_place(l, cursor);
         cursor = bf_v1_place(l, cursor);
+        cursor = bf_cirincione_place(l, cursor);
         cursor = bf_spiking_place(l, cursor);
         if (l->charge_in_place) l->neuron_charge = m->layers[l->input[0]].out;
         if (l->kind == BF_LAYER_BATCHNORM) {

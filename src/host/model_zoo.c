@@ -373,6 +373,7 @@ static int resnet_block(bf_model *m, const bf_model_config *cfg, const char *blo
     x = bf_model_add_relu(m, name, x);
     if (layer1_index < 0 || !cfg->divisive_norm) return x;
     snprintf(name, sizeof name, "%s.dn", block);
+    if (cfg->divisive_norm == 2) return bf_model_add_cirincione(m, name, x); /* resnet50_div_norm (4.2) */
     return bf_model_add_divnorm(m, name, x);
 }
 

@@ -174,6 +174,10 @@ static const bf_ops cpu_ops = {
     .local_forward = bf_cpu_local_forward,
     .local_backward_data = bf_cpu_local_backward_data,
     .local_backward_filter = bf_cpu_local_backward_filter,
+    .cirincione_kernels = bf_cpu_cirincione_kernels,
+    .cirincione_kernels_backward = bf_cpu_cirincione_kernels_backward,
+    .cirincione_divide = bf_cpu_cirincione_divide,
+    .cirincione_divide_backward = bf_cpu_cirincione_divide_backward,
 };
 
 #ifdef OPENBLAS_VERSION

@@ -292,10 +292,14 @@ static const bf_ops cuda_ops = {
     /* .local_forward = */ bf_cuda_local_forward,
     /* .local_backward_data = */ bf_cuda_local_backward_data,
     /* .local_backward_filter = */ bf_cuda_local_backward_filter,
+    /* .cirincione_kernels = */ bf_cuda_cirincione_kernels,
+    /* .cirincione_kernels_backward = */ bf_cuda_cirincione_kernels_backward,
+    /* .cirincione_divide = */ bf_cuda_cirincione_divide,
+    /* .cirincione_divide_backward = */ bf_cuda_cirincione_divide_backward,
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 95 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 99 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

@@ -413,6 +413,18 @@ bf_status bf_cuda_local_forward(bf_backend *b, const bf_local_shape *s, const fl
 bf_status bf_cuda_local_backward_data(bf_backend *b, const bf_local_shape *s, const float *dy, const float *w, float *dx);
 bf_status bf_cuda_local_backward_filter(bf_backend *b, const bf_local_shape *s, const float *x, const float *dy, float *dw);
 
+/* cirincione.cu */
+bf_status bf_cuda_cirincione_kernels(bf_backend *b, int p, int k, const float *A, const float *rho, const float *sigma,
+                                     const float *theta, const float *v, const float *w, float *g);
+bf_status bf_cuda_cirincione_kernels_backward(bf_backend *b, int p, int k, const float *A, const float *rho,
+                                              const float *sigma, const float *theta, const float *v, const float *w,
+                                              const float *dg, float *dA, float *drho, float *dsigma, float *dtheta,
+                                              float *dv, float *dw);
+bf_status bf_cuda_cirincione_divide(bf_backend *b, const float *x, const float *s, const float *bias, float *y,
+                                    size_t n);
+bf_status bf_cuda_cirincione_divide_backward(bf_backend *b, const float *x, const float *s, const float *bias,
+                                             const float *dy, float *dx, float *ds, float *dbias, size_t n);
+
 #ifdef __cplusplus
 }
 #endif
