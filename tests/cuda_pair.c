@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bioflex/model.h"
 #include "testutil.h"
 
 static bf_backend *cpu, *gpu;
@@ -96,4 +97,18 @@ void pair_compare_exact(const char *what, pair p) {
     }
     free(a);
     free(b);
+}
+
+void pair_compare_model_passes(struct bf_model *cpu, struct bf_model *gpu, pair x, pair dlogits) {
+    const float *lc = NULL, *lg = NULL;
+    CHECK_OK(bf_model_forward(cpu, x.c, &lc));
+    CHECK_OK(bf_model_forward(gpu, x.g, &lg));
+    pair_compare("logits", (pair){(float *)lc, (float *)lg, dlogits.n}, 1e-5, 1e-4);
+    CHECK_OK(bf_model_backward(cpu, dlogits.c));
+    CHECK_OK(bf_model_backward(gpu, dlogits.g));
+    pair_compare("image gradient", (pair){cpu->dinput, gpu->dinput, x.n}, 1e-6, 1e-3);
+    for (int p = 0; p < cpu->num_params; p++) {
+        const bf_param *q = &cpu->params[p];
+        pair_compare(q->name, (pair){cpu->grad_data + q->offset, gpu->grad_data + q->offset, q->count}, 1e-6, 1e-3);
+    }
 }

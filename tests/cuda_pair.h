@@ -36,6 +36,12 @@ void pair_compare(const char *what, pair p, double atol, double rtol);
 /* The same, demanding bit-identical results. */
 void pair_compare_exact(const char *what, pair p);
 
+/* One forward and backward of the same model built on both backends (training mode, input_gradient):
+ * x and dlogits the same on both; compares the logits (atol 1e-5, rtol 1e-4), the image's gradient
+ * and every parameter's gradient (atol 1e-6, rtol 1e-3). */
+struct bf_model;
+void pair_compare_model_passes(struct bf_model *cpu, struct bf_model *gpu, pair x, pair dlogits);
+
 /* Downloads two GPU results of the same computation and demands the same bits. */
 void check_repeats(const char *what, const float *first, const float *again, size_t n);
 

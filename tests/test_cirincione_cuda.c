@@ -131,17 +131,7 @@ static void check_model(bf_backend *cpu, bf_backend *gpu) {
         }
         const size_t nx = bf_shape_count(in), nl = (size_t)in.n * 5;
         pair x = pair_rand(nx, -1, 1), dl = pair_rand(nl, -1, 1);
-        const float *lc = NULL, *lg = NULL;
-        CHECK_OK(bf_model_forward(mc, x.c, &lc));
-        CHECK_OK(bf_model_forward(mg, x.g, &lg));
-        pair_compare("logits", (pair){(float *)lc, (float *)lg, nl}, 1e-5, 1e-4);
-        CHECK_OK(bf_model_backward(mc, dl.c));
-        CHECK_OK(bf_model_backward(mg, dl.g));
-        pair_compare("image gradient (through the normalisation)", (pair){mc->dinput, mg->dinput, nx}, 1e-6, 1e-3);
-        for (int p = 0; p < mc->num_params; p++) {
-            const bf_param *q = &mc->params[p];
-            pair_compare(q->name, (pair){mc->grad_data + q->offset, mg->grad_data + q->offset, q->count}, 1e-6, 1e-3);
-        }
+        pair_compare_model_passes(mc, mg, x, dl);
         pair_free(&x), pair_free(&dl);
     }
     bf_model_destroy(mc);

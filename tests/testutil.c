@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bioflex/hash.h"
+#include "bioflex/model.h"
 #include "bioflex/safetensors.h"
 #include "fsutil.h"
 
@@ -213,4 +214,22 @@ bf_loader *bf_test_loader(const bf_dataset *d, bf_split split, int batch, int in
     bf_loader *l = NULL;
     CHECK_OK(bf_loader_create(d, &lo, &l));
     return l;
+}
+
+double bf_test_logits_dot(struct bf_model *m, const float *x, const float *g, size_t n) {
+    const float *logits = NULL;
+    if (bf_model_forward(m, x, &logits) != BF_OK) return NAN;
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) sum += (double)g[i] * logits[i];
+    return sum;
+}
+
+double bf_test_logits_dot_slope(struct bf_model *m, const float *x, const float *g, size_t n, float *v, float h) {
+    const float keep = *v;
+    *v = keep + h;
+    double up = bf_test_logits_dot(m, x, g, n);
+    *v = keep - h;
+    double down = bf_test_logits_dot(m, x, g, n);
+    *v = keep;
+    return (up - down) / (2.0 * h);
 }

@@ -51,6 +51,14 @@ double bf_test_last_json_number(const char *path, const char *key);
 /* A whole file, NUL-terminated (n = its size); NULL when it cannot be read. free() it. */
 char *bf_test_read_file(const char *path, size_t *n);
 
+/* The loss sum over i of g[i] * logits[i] of a forward of x, in double (NaN when the forward fails),
+ * and its central difference in one value *v (a parameter or an element of x) with step h, *v
+ * restored after: the finite-difference checks of layers whose gradient comes from g as dlogits.
+ * The model's backend must be the CPU's (host memory). */
+struct bf_model;
+double bf_test_logits_dot(struct bf_model *m, const float *x, const float *g, size_t n);
+double bf_test_logits_dot_slope(struct bf_model *m, const float *x, const float *g, size_t n, float *v, float h);
+
 /* Deterministic uniform floats in [lo, hi) for test inputs. */
 void bf_test_fill_uniform(float *x, size_t n, float lo, float hi, unsigned long seed);
 /* Zeroed host memory (16 spare bytes); a test without memory stops. */
