@@ -206,6 +206,7 @@ typedef struct bf_optim_config {
     float beta1, beta2, eps;
     float grad_clip_norm;      /* global-norm clipping (0 = off) */
     float label_smoothing;
+    char train_only[BF_PATH_MAX]; /* comma-separated parameter-name prefixes: only these train ("" = all) */
 } bf_optim_config;
 
 typedef struct bf_schedule_config {

@@ -364,6 +364,10 @@ int bf_model_add_cirincione(bf_model *m, const char *name, int input);
  * joint), bn_logits.* (logits_bn), under the layer's name as in FlexNet's state_dict. */
 int bf_model_add_flex(bf_model *m, const char *name, int input, int c_out, int k, int stride, int pad,
                       bf_init weight_init, const bf_flex_options *opt);
+/* Whether a parameter name starts with one of the comma-separated prefixes (spaces around them
+ * ignored), whole name components only: "fc" matches "fc.weight", not "fc2.weight" ([model]
+ * init_exclude, [optim] train_only). */
+int bf_name_in_prefixes(const char *name, const char *prefixes);
 /* Output shape of a layer (or of the input, for BF_MODEL_INPUT) at the maximum batch size. */
 bf_shape bf_model_shape_of(const bf_model *m, int layer);
 /* The first error of any bf_model_add_* (they return -1 and remember it). */

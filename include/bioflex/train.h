@@ -49,12 +49,18 @@ typedef struct bf_optimizer {
     size_t n;
     float *state;      /* SGD: momentum [n]; AdamW: m [n] then v [n] */
     long steps;        /* updates applied so far */
+    size_t *ranges;    /* [optim] train_only: the updated float ranges, offset and count each (NULL: all) */
+    int num_ranges;
 } bf_optimizer;
 
 bf_status bf_optimizer_create(bf_backend *b, const bf_optim_config *cfg, size_t num_params, bf_optimizer **out);
 void bf_optimizer_destroy(bf_backend *b, bf_optimizer *o);
 /* Floats of state (n for SGD, 2n for AdamW). */
 size_t bf_optimizer_state_floats(const bf_optimizer *o);
+/* Restricts the updates to num_ranges float ranges of the parameter buffer, ranges[2k] the offset and
+ * ranges[2k + 1] the count of range k (copied; 0 ranges: every parameter again). The other
+ * parameters and their optimiser state are left as they are. */
+bf_status bf_optimizer_restrict(bf_optimizer *o, const size_t *ranges, int num_ranges);
 /* One update of params from grads, with gradients multiplied by *grad_scale (device, nullable). */
 bf_status bf_optimizer_step(bf_backend *b, bf_optimizer *o, float *params, const float *grads, float lr,
                             const float *grad_scale);

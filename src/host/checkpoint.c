@@ -360,19 +360,6 @@ bf_status bf_checkpoint_load_model(const char *dir, bf_model *m) {
     return s;
 }
 
-/* Whether `name` starts with one of the comma-separated prefixes (spaces around them ignored). A
- * prefix matches whole name components: "fc" excludes "fc.weight" but not "fc2.weight". */
-static int excluded(const char *name, const char *prefixes) {
-    for (const char *p = prefixes; p && *p;) {
-        while (*p == ' ' || *p == ',') p++;
-        size_t len = strcspn(p, ",");
-        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '.')) len--; /* "classifier.6." = "classifier.6" */
-        if (len > 0 && strncmp(name, p, len) == 0 && (name[len] == '\0' || name[len] == '.')) return 1;
-        p += strcspn(p, ",");
-    }
-    return 0;
-}
-
 bf_status bf_checkpoint_weights_file(const char *path, char *file_out) {
     struct stat st;
     if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && strcmp(strrchr(path, '/') ? strrchr(path, '/') + 1 : path, "latest")) {
@@ -440,7 +427,7 @@ bf_status bf_checkpoint_init_weights(const char *path, const char *exclude, bf_m
     int64_t tracked = m->num_batches_tracked, from_file = -1;
     int n = s == BF_OK ? model_tensors(m, params, buffers, &tracked, tensors) : 0, copied = 0;
     for (int i = 0; i < n && s == BF_OK; i++) {
-        if (excluded(tensors[i].name, exclude)) continue;
+        if (bf_name_in_prefixes(tensors[i].name, exclude)) continue;
         const bf_st_tensor *in_file = bf_safetensors_find(f, tensors[i].name);
         if (unlearned_threshold(m, tensors[i].name) && (!in_file || !same_shape(in_file, &tensors[i])))
             continue;
@@ -462,7 +449,7 @@ bf_status bf_checkpoint_init_weights(const char *path, const char *exclude, bf_m
     }
     for (int i = 0; i < bf_safetensors_count(f) && s == BF_OK; i++) { /* e.g. "module." prefixes of a DDP state_dict */
         const char *name = bf_safetensors_at(f, i)->name;
-        int known = excluded(name, exclude) || inert_logits_bn(m, name) || unlearned_threshold(m, name);
+        int known = bf_name_in_prefixes(name, exclude) || inert_logits_bn(m, name) || unlearned_threshold(m, name);
         for (int k = 0; k < n && !known; k++) known = strcmp(tensors[k].name, name) == 0;
         if (!known)
             s = bf_error(BF_ERR_CHECKPOINT, "[model] init_weights: %s holds %s, which this %s model does not have (another "

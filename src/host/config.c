@@ -281,6 +281,7 @@ static const key_spec key_table[] = {
     FLOAT_KEY("optim", "beta2", optim.beta2, 0, 1, MAX_OPEN, "0.999", "adamw: decay of the second-moment average"),
     FLOAT_KEY("optim", "eps", optim.eps, 0, NO_MAX, MIN_OPEN, "1e-8", "adamw: added to the denominator"),
     FLOAT_KEY("optim", "grad_clip_norm", optim.grad_clip_norm, 0, NO_MAX, 0, "0", "clip the global gradient norm to this (0 = off)"),
+    STRING_KEY("optim", "train_only", optim.train_only, 0, "", "comma-separated parameter-name prefixes (whole name components: fc matches fc.weight, not fc2.weight): only these parameters are updated, without weight decay for the rest, and the gradient norm (grad_clip_norm, the logged grad_norm) counts only theirs; the others keep their values, while batch-norm running statistics still follow the training batches, dropout still drops, and every gradient is still computed. A linear probe, as the V1-constrained ResNet's Tiny-ImageNet fine-tuning (train_only = fc with init_weights and init_exclude = fc). Empty: every parameter trains"),
     FLOAT_KEY("optim", "label_smoothing", optim.label_smoothing, 0, 1, MAX_OPEN, "0", "label smoothing of the cross-entropy targets"),
 
     ENUM_KEY("schedule", "type", schedule.type, schedule_names, "constant", "learning-rate schedule after the warm-up"),

@@ -209,6 +209,10 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
         if (changed_key_in_section(cfg, "spiking", none, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s applies to [model] networks, not [butd] network = %s (BU-TD networks "
                             "have no spiking neurons)", text, network);
+        static const char *const train_only[] = {"train_only", NULL};
+        if (changed_key(cfg, "optim", train_only, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to [model] networks, not [butd] network = %s (a BU-TD run trains "
+                            "every parameter)", text, network);
         static const char *const flex_kernels[] = {"flex_kernels", NULL};
         if (changed_key(cfg, "run", flex_kernels, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s applies to [model] networks with flex layers, not [butd] network = %s",
@@ -468,7 +472,8 @@ void bf_config_describe_network(const bf_config *cfg, char *out, size_t cap) {
 
 void bf_config_describe_learning(const bf_config *cfg, char *out, size_t cap) {
     /* how the gradients or updates are formed, which the forward pass does not show */
-    static const char *const learning[] = {"model.dropout", "model.bn_momentum", "model.flex_tie", "spiking.use_stbp",
+    static const char *const learning[] = {"model.dropout", "model.bn_momentum", "model.flex_tie", "optim.train_only",
+                                           "spiking.use_stbp",
                                            "spiking.detach_reset", "spiking.surrogate", "spiking.alpha",
                                            "spiking.width", "spiking.height", "butd.learning", "butd.noise_std",
                                            NULL};

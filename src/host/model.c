@@ -467,3 +467,14 @@ int bf_model_add_cirincione(bf_model *m, const char *name, int input) {
     }
     return finish_layer(m, l, s);
 }
+
+int bf_name_in_prefixes(const char *name, const char *prefixes) {
+    for (const char *p = prefixes; p && *p;) {
+        while (*p == ' ' || *p == ',') p++;
+        size_t len = strcspn(p, ",");
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '.')) len--; /* "classifier.6." = "classifier.6" */
+        if (len > 0 && strncmp(name, p, len) == 0 && (name[len] == '\0' || name[len] == '.')) return 1;
+        p += strcspn(p, ",");
+    }
+    return 0;
+}

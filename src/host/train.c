@@ -88,6 +88,8 @@ typedef struct run {
     const char *flex_names[BF_MAX_FLEX_LOG];
     int num_flex;
     int stepped, monitored; /* a step, and a step that gathered the log's monitors, has run (bf_dp_set_warmup) */
+    size_t *frozen;         /* [optim] train_only: the parameter ranges not trained, offset and count each */
+    int num_frozen;
 } run;
 
 static void run_free(run *r) {
@@ -101,6 +103,7 @@ static void run_free(run *r) {
         bf_optimizer_destroy(b, r->opt);
     }
     bf_model_destroy(r->model);
+    free(r->frozen);
     bf_batch_uploader_destroy(r->upload); /* before the loaders: it waits for copies still reading their slots */
     bf_loader_destroy(r->train_loader);
     bf_loader_destroy(r->test_loader);
@@ -211,6 +214,8 @@ static bf_status train_step(run *r, const bf_batch *batch, long step, float lr, 
     BF_TRY(ops->accumulate_sum(b, r->correct1, (size_t)n, r->sums + 1));
     BF_TRY(bf_model_backward(m, r->dlogits));
     BF_TRY(bf_dp_average_gradients(&r->dp, m));
+    for (int k = 0; k < r->num_frozen; k++) /* [optim] train_only: out of the norm (and the update) */
+        BF_TRY(ops->fill(b, m->grad_data + r->frozen[2 * k], 0.0f, r->frozen[2 * k + 1]));
     const float *scale = NULL;
     if (cfg->optim.grad_clip_norm > 0 || want_norm) BF_TRY(ops->sum_squares(b, m->grad_data, m->num_param_floats, r->grad_sumsq));
     if (cfg->optim.grad_clip_norm > 0) {
@@ -432,6 +437,41 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
     return BF_OK;
 }
 
+/* [optim] train_only: the ranges of the parameter buffer that train go to the optimiser, the others to
+ * r->frozen, whose gradients each step zeroes. Parameters are laid out in registration order, so a
+ * run of neighbours with the same fate is one range. */
+static bf_status restrict_training(run *r) {
+    const char *prefixes = r->cfg->optim.train_only;
+    const bf_model *m = r->model;
+    if (!prefixes[0]) return BF_OK;
+    size_t *ranges[2] = {calloc(2 * (size_t)m->num_params, sizeof(size_t)), calloc(2 * (size_t)m->num_params, sizeof(size_t))};
+    int count[2] = {0, 0}, tensors = 0; /* [0] trained, [1] frozen */
+    size_t floats = 0;
+    if (!ranges[0] || !ranges[1]) {
+        free(ranges[0]), free(ranges[1]);
+        return bf_error(BF_ERR_OOM, "[optim] train_only: out of host memory");
+    }
+    for (int i = 0; i < m->num_params; i++) {
+        const bf_param *p = &m->params[i];
+        int side = !bf_name_in_prefixes(p->name, prefixes);
+        size_t *last = count[side] ? ranges[side] + 2 * (count[side] - 1) : NULL;
+        if (last && last[0] + last[1] == p->offset) last[1] += p->count;
+        else ranges[side][2 * count[side]] = p->offset, ranges[side][2 * count[side] + 1] = p->count, count[side]++;
+        if (!side) tensors++, floats += p->count;
+    }
+    bf_status s = BF_OK;
+    if (!tensors)
+        s = bf_error(BF_ERR_CONFIG, "[optim] train_only = %s matches no parameter of %s (its names run from %s to %s)",
+                     prefixes, m->arch, m->params[0].name, m->params[m->num_params - 1].name);
+    if (s == BF_OK) s = bf_optimizer_restrict(r->opt, ranges[0], count[0]);
+    free(ranges[0]);
+    r->frozen = ranges[1], r->num_frozen = count[1];
+    if (s == BF_OK)
+        fprintf(r->text, "[optim] train_only = %s: %d of %d parameter tensors train (%zu of %zu floats)\n", prefixes,
+                tensors, m->num_params, floats, m->num_param_floats);
+    return s;
+}
+
 static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result *result) {
     const bf_config *cfg = r->cfg;
     r->stop = opt ? opt->stop : NULL;
@@ -439,6 +479,7 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
     BF_TRY(open_data(r, opt && opt->float_batches));
     BF_TRY(bf_run_build_model(cfg, r->backend, r->train_set, &r->model));
     BF_TRY(bf_optimizer_create(r->backend, &cfg->optim, r->model->num_param_floats, &r->opt));
+    BF_TRY(restrict_training(r));
     BF_TRY(alloc_step_buffers(r));
     bf_train_state st = {.epoch = 0, .step = 0, .seed = cfg->run.seed, .eval_top1 = -1};
     if (cfg->model.init_weights[0] && !(opt && opt->resume)) {

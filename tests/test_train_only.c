@@ -1,0 +1,152 @@
+/* test_train_only.c - `[optim] train_only` (a linear probe: only some parameters train), on the CPU:
+ *   - bf_optimizer_restrict: SGD (momentum, weight decay) and AdamW restricted to two ranges update
+ *     them bit for bit as the unrestricted optimiser does, and leave every other parameter and its
+ *     state untouched;
+ *   - a run with train_only = classifier.3 from a trained checkpoint (init_weights): the head moves,
+ *     every other parameter is bit-identical to the checkpoint's, and the batch-norms' running
+ *     statistics still follow the training batches (as the V1 reference's probe, in train mode);
+ *   - gradient clipping counts the trained gradients alone: with clipping at a norm far above the
+ *     head's gradient and far below the whole network's, the head trains as without clipping;
+ *   - prefixes that match no parameter are refused, naming the key. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bioflex/checkpoint.h"
+#include "bioflex/safetensors.h"
+#include "bioflex/train.h"
+#include "testutil.h"
+
+static void test_restricted_optimizer(bf_backend *b) {
+    enum { N = 100 };
+    const size_t ranges[4] = {10, 20, 50, 30};
+    for (int kind = 0; kind < 2; kind++) {
+        bf_optim_config c = {.optimizer = kind ? BF_OPTIM_ADAMW : BF_OPTIM_SGD, .lr = 0.1f, .momentum = 0.9f,
+                             .weight_decay = 0.1f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
+        bf_optimizer *all = NULL, *some = NULL;
+        CHECK_OK(bf_optimizer_create(b, &c, N, &all));
+        CHECK_OK(bf_optimizer_create(b, &c, N, &some));
+        if (!all || !some) return;
+        CHECK_OK(bf_optimizer_restrict(some, ranges, 2));
+        float p_all[N], p_some[N], start[N], g[N];
+        bf_test_fill_uniform(start, N, -1, 1, 1);
+        memcpy(p_all, start, sizeof start), memcpy(p_some, start, sizeof start);
+        for (int step = 0; step < 3; step++) {
+            bf_test_fill_uniform(g, N, -1, 1, 10 + step);
+            CHECK_OK(bf_optimizer_step(b, all, p_all, g, 0.1f, NULL));
+            CHECK_OK(bf_optimizer_step(b, some, p_some, g, 0.1f, NULL));
+        }
+        int same_in = 1, untouched = 1;
+        const size_t states = bf_optimizer_state_floats(some) / N;
+        for (size_t i = 0; i < N; i++) {
+            int in = (i >= 10 && i < 30) || (i >= 50 && i < 80);
+            if (in) same_in &= p_all[i] == p_some[i] && p_all[i] != start[i];
+            else {
+                untouched &= p_some[i] == start[i];
+                for (size_t k = 0; k < states; k++) untouched &= some->state[k * N + i] == 0.0f;
+            }
+        }
+        CHECK(same_in, "%s restricted: the ranges updated bit for bit as by the whole update", kind ? "AdamW" : "SGD");
+        CHECK(untouched, "%s restricted: the other parameters and their state untouched", kind ? "AdamW" : "SGD");
+        const size_t past[2] = {90, 20};
+        CHECK(bf_optimizer_restrict(some, past, 1) == BF_ERR_ARG, "a range past the parameters is refused");
+        bf_optimizer_destroy(b, all);
+        bf_optimizer_destroy(b, some);
+    }
+}
+
+static char root[256];
+
+static void probe_config(bf_config *cfg, const char *run) {
+    bf_config_defaults(cfg);
+    snprintf(cfg->run.dir, sizeof cfg->run.dir, "%s/%s", root, run);
+    cfg->run.device = BF_DEVICE_SEL_CPU;
+    cfg->run.epochs = 1;
+    cfg->run.threads = 1;
+    cfg->data.dataset = BF_DATASET_PROCEDURAL;
+    cfg->data.procedural_train = 128;
+    cfg->data.procedural_test = 32;
+    cfg->data.procedural_size = 12;
+    cfg->data.procedural_classes = 4;
+    cfg->data.batch_size = 32;
+    cfg->model.arch = BF_ARCH_CNN;
+    cfg->model.channels[0] = 4;
+    cfg->model.channels[1] = 8;
+    cfg->model.num_channels = 2;
+    cfg->model.hidden = 16;
+    cfg->model.dropout = 0;
+    cfg->optim.optimizer = BF_OPTIM_SGD;
+    cfg->optim.lr = 0.05f;
+    cfg->optim.weight_decay = 1e-3f;
+}
+
+static bf_st_file *weights_of(const char *run) {
+    char dir[BF_PATH_MAX + 300], file[BF_PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/%s", root, run);
+    bf_st_file *f = NULL;
+    if (bf_checkpoint_weights_file(dir, file) == BF_OK) CHECK_OK(bf_safetensors_read(file, &f));
+    CHECK(f != NULL, "%s: its weights", run);
+    return f;
+}
+
+/* Tensors of b that differ from a's, counted by whether their name has the prefix. */
+static void count_changed(const bf_st_file *a, const bf_st_file *b, const char *prefix, int *moved_in, int *moved_out,
+                          int *stats_moved) {
+    *moved_in = *moved_out = *stats_moved = 0;
+    for (int i = 0; i < bf_safetensors_count(a); i++) {
+        const bf_st_tensor *t = bf_safetensors_at(a, i), *u = bf_safetensors_find(b, t->name);
+        if (!u || u->nbytes != t->nbytes || !memcmp(t->data, u->data, t->nbytes)) continue;
+        if (strstr(t->name, "running_") || strstr(t->name, "num_batches")) ++*stats_moved;
+        else if (!strncmp(t->name, prefix, strlen(prefix))) ++*moved_in;
+        else ++*moved_out;
+    }
+}
+
+static void test_probe_run(void) {
+    FILE *quiet = fopen("/dev/null", "w");
+    bf_train_options opt = {.quiet = 1, .log = quiet};
+    bf_train_result res;
+    bf_config cfg;
+    probe_config(&cfg, "pretrained");
+    CHECK_OK(bf_train(&cfg, &opt, &res));
+    const char *runs[2] = {"probe", "probe_clipped"};
+    for (int k = 0; k < 2; k++) {
+        probe_config(&cfg, runs[k]);
+        snprintf(cfg.model.init_weights, sizeof cfg.model.init_weights, "%s/pretrained", root);
+        snprintf(cfg.optim.train_only, sizeof cfg.optim.train_only, "classifier.3");
+        cfg.optim.grad_clip_norm = k ? 0.5f : 0; /* the head's gradient norm stays below it, the network's not */
+        CHECK_OK(bf_train(&cfg, &opt, &res));
+    }
+    bf_st_file *before = weights_of("pretrained"), *after = weights_of("probe"), *clipped = weights_of("probe_clipped");
+    if (before && after) {
+        int in, out, stats;
+        count_changed(before, after, "classifier.3.", &in, &out, &stats);
+        printf("train_only = classifier.3: %d head tensors moved, %d others, %d running statistics\n", in, out, stats);
+        CHECK(in == 2 && out == 0, "only classifier.3's weight and bias move (%d of them, %d others)", in, out);
+        CHECK(stats >= 4, "the batch-norms' running statistics still follow the batches (%d moved)", stats);
+    }
+    if (after && clipped) {
+        const bf_st_tensor *a = bf_safetensors_find(after, "classifier.3.weight"),
+                           *c = bf_safetensors_find(clipped, "classifier.3.weight");
+        CHECK(a && c && a->nbytes == c->nbytes && !memcmp(a->data, c->data, a->nbytes),
+              "clipping at 0.5 counts the head's gradient alone: the head trains as without it");
+    }
+    bf_safetensors_close(before), bf_safetensors_close(after), bf_safetensors_close(clipped);
+    probe_config(&cfg, "nothing");
+    snprintf(cfg.optim.train_only, sizeof cfg.optim.train_only, "head");
+    CHECK(bf_train(&cfg, &opt, &res) == BF_ERR_CONFIG && strstr(bf_last_error(), "train_only = head matches no parameter"),
+          "a prefix that matches nothing is refused: %s", bf_last_error());
+    fclose(quiet);
+}
+
+int main(void) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    if (b) test_restricted_optimizer(b);
+    bf_backend_destroy(b);
+    snprintf(root, sizeof root, "/tmp/bioflex_train_only_XXXXXX");
+    if (!mkdtemp(root)) return 1;
+    test_probe_run();
+    bf_test_remove_dir_if_passed(root);
+    return bf_test_finish();
+}
