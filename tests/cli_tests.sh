@@ -87,6 +87,14 @@ expect "use_stbp = false without a membrane" 2 "use_stbp = false applies to \\[s
   --set spiking.neuron=step --set spiking.use_stbp=false "$tmp/tiny.ini"
 expect "recompute_charge without a charge" 2 "recompute_charge = false applies to \\[spiking\\] neuron = lif or if only \\(got step" -- \
   "$train" --dry-run --set spiking.neuron=step --set spiking.recompute_charge=false "$tmp/tiny.ini"
+expect "fragments with a [model] key" 2 "\\[model\\] arch = vgg6.*not \\[fragments\\] network = lateral" -- "$train" --dry-run \
+  --set model.arch=vgg6 "$src/configs/fragments/net_fragments.ini"
+expect "fragments: a threshold with Bernoulli cells" 2 "act_threshold = 0.3 is not read with \\[fragments\\] bernoulli = true" -- \
+  "$train" --dry-run --set fragments.bernoulli=true --set fragments.act_threshold=0.3 "$src/configs/fragments/net_fragments.ini"
+expect "a [fragments] key without the network" 2 "time_steps = 4 needs \\[fragments\\] network = lateral" -- "$train" --dry-run \
+  --set fragments.time_steps=4 "$tmp/tiny.ini"
+expect "V1 keys on a VGG" 2 "local_rf = true applies to \\[model\\] arch = resnet50 only" -- "$train" --dry-run \
+  --set model.local_rf=true "$tmp/tiny.ini"
 expect "pack_spikes without spikes" 2 "pack_spikes = false applies to \\[spiking\\] neuron = lif, if or step only \\(got none" -- \
   "$train" --dry-run --set spiking.pack_spikes=false "$tmp/tiny.ini"
 expect "num_classes below the data's is located" 2 "num_classes = 2 but \\[data\\] dataset = procedural has 3 classes.*\\[model\\] num_classes: --set" -- \

@@ -298,7 +298,7 @@ static void test_refused_files(void) {
     expect_refused("not a number", "[run]\nepochs = 3\n[optim]\n\n\n\n\n\n\n\n\nlr = abc\n", 12, "[optim] lr:",
                    "\"abc\" is not a number", "float > 0", NULL);
     expect_refused("unknown section", "[run]\nepochs = 3\n[modle]\narch = cnn\n", 3, "unknown section [modle]",
-                   "(allowed: run, data, model, optim, schedule, spiking, butd, analysis)", NULL);
+                   "(allowed: run, data, model, optim, schedule, spiking, butd, fragments, analysis)", NULL);
     expect_refused("unknown empty section", "[run]\nepochs = 3\n\n[extra]\n", 4, "unknown section [extra]", NULL);
     expect_refused("a key on the section's line", "[data]\nbatch_size = 8\n[run] epochs = 7\n", 3,
                    "text after the section header [run]: \"epochs = 7\"", NULL);

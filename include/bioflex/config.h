@@ -288,6 +288,27 @@ typedef struct bf_butd_config {
     int multi_decoders;        /* guided: num_classes head outputs per task */
 } bf_butd_config;
 
+/* [fragments]: Net Fragments (include/bioflex/fragments.h, ../shared/specs/netfragments.md): S1's fixed
+ * orientation filters and the S2 lateral layer learned by its Hebbian rule, on straight-line images. */
+typedef struct bf_fragments_config {
+    int network;               /* 0 none (an ordinary run), 1 lateral */
+    int train_lines;           /* lines per training epoch (300) */
+    int valid_lines;           /* validation lines drawn per epoch (4: they advance the line sequence) */
+    long line_seed;            /* the Python random seed the lines are drawn from (1) */
+    int time_steps;            /* T (6) */
+    int bernoulli;             /* act_threshold = bernoulli: S2 cells fire at random */
+    float act_threshold;       /* theta (0.5) */
+    float power_start, power_step; /* gamma_t = power_start + t * power_step (1.2 + 0.2 t) */
+    float support_factor;      /* lambda = support_factor * 11 (1.3) */
+    float hebbian_lr;          /* eta (0.2) */
+    int neg_corr;              /* the rule's two negative terms (true) */
+    int s1_kernels;            /* 0 small (section 2.1), 1 larger (2.2) */
+    int s1_activation;         /* bf_frag_s1_activation: threshold | bernoulli | relu */
+    int eval_lines;            /* evaluation lines (60, as the stored results) */
+    float eval_noise_max, eval_noise_step; /* the feature-noise sweep, 0 .. max */
+    int eval_interrupt_max;    /* the line-interrupt sweep, 1 .. max pixels */
+} bf_fragments_config;
+
 #define BF_CONFIG_KEY_SLOTS 256 /* at least the number of keys */
 
 typedef struct bf_config {
@@ -302,6 +323,7 @@ typedef struct bf_config {
     bf_schedule_config schedule;
     bf_butd_config butd;
     bf_analysis_config analysis;
+    bf_fragments_config fragments;
 } bf_config;
 
 /* Fills every field with its default. */

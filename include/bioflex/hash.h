@@ -90,7 +90,10 @@ enum {
     BF_STREAM_THRESHOLD = 10, /* flex thresholds re-drawn every forward pass (threshold = resample) */
     BF_STREAM_SURFACE = 11,   /* the loss surface's two directions (analysis.h) */
     BF_STREAM_ATTACK = 12,    /* adversarial attacks' random starts and noise (analysis.h) */
-    BF_STREAM_HESSIAN = 13    /* the Hessian's power-iteration starts and Hutchinson probes (analysis.h) */
+    BF_STREAM_HESSIAN = 13,   /* the Hessian's power-iteration starts and Hutchinson probes (analysis.h) */
+    BF_STREAM_FRAGMENTS_S1 = 14,    /* Net Fragments: Bernoulli S1 units, per sample (fragments.h) */
+    BF_STREAM_FRAGMENTS_S2 = 15,    /* ... Bernoulli S2 cells, per sample */
+    BF_STREAM_FRAGMENTS_NOISE = 16  /* ... the evaluation's feature-noise masks, per setting and line */
 };
 
 #endif

@@ -113,6 +113,9 @@ static const enum_name linear_init_names[] = {{"normal", 0}, {"pytorch_default",
 static const enum_name divisive_norm_names[] = {{"none", 0}, {"tuned", 1}, {"cirincione", 2}, {NULL, 0}};
 static const enum_name polar_padding_names[] = {{"angle", 0}, {"both", 1}, {NULL, 0}};
 static const enum_name dog_amplitude_names[] = {{"code", 0}, {"paper", 1}, {NULL, 0}};
+static const enum_name fragments_network_names[] = {{"none", 0}, {"lateral", 1}, {NULL, 0}};
+static const enum_name s1_kernel_names[] = {{"small", 0}, {"larger", 1}, {NULL, 0}};
+static const enum_name s1_activation_names[] = {{"threshold", 0}, {"bernoulli", 1}, {"relu", 2}, {NULL, 0}};
 static const enum_name threshold_mode_names[] = {
     {"learned", 0}, {"frozen_random", 1}, {"resample_each_forward", 2}, {NULL, 0}};
 static const enum_name neuron_names[] = {
@@ -333,6 +336,24 @@ static const key_spec key_table[] = {
     BOOL_KEY("butd", "train_task_head", butd.train_task_head, "false", "guided: train the task head (the reference keeps it a fixed random network) by backprop through the instruction pass, the GaLU gate 1[td > 0] taken as having derivative 1 (straight-through; its true derivative is 0); the core weights still learn by [butd] learning alone; network = fc | simple, no batch_norm"),
     BOOL_KEY("butd", "multi_decoders", butd.multi_decoders, "false", "guided: one decoder per task, the head having num_classes outputs for each task and the sample's task selecting its own (the reference's multi_decoders; its Counter-Hebb version hard-codes 2 tasks, here any number)"),
     ENUM_KEY("butd", "loss", butd.loss, butd_loss_names, "cross_entropy", "cross_entropy: softmax over num_classes logits; bce: one logit per sample with sigmoid binary cross-entropy, label 0 or 1, predicted 1 when the logit is > 0 (the reference's per-task binary heads, CelebA attributes)"),
+    ENUM_KEY("fragments", "network", fragments.network, fragments_network_names, "none", "none: an ordinary run; lateral: Net Fragments (../shared/specs/netfragments.md): S1's four fixed 5x5 orientation filters and the S2 lateral layer (40 cells a pixel, 11x11 support, 44 inputs with its own previous state) learned by its local Hebbian rule on 32x32 straight-line images, one at a time, on the CPU; reads [run] dir, epochs and checkpoint_every and this section"),
+    INT_KEY("fragments", "train_lines", fragments.train_lines, 1, NO_MAX, "300", "random lines per training epoch, each drawn fresh (spec 1.2)"),
+    INT_KEY("fragments", "valid_lines", fragments.valid_lines, 0, NO_MAX, "4", "validation lines drawn before the first epoch and after each (they only advance the line sequence, as the reference's plotting pass did)"),
+    LONG_KEY("fragments", "line_seed", fragments.line_seed, 0, NO_MAX, "1", "the seed of the line sequence: Python's random.seed, reproduced exactly (the reference's seed_everything(1))"),
+    INT_KEY("fragments", "time_steps", fragments.time_steps, 1, 16, "6", "S2 time steps T per line (max_timesteps)"),
+    BOOL_KEY("fragments", "bernoulli", fragments.bernoulli, "false", "S2 cells fire with probability r^gamma (act_threshold = bernoulli: train_v3-v5) instead of when r^gamma >= act_threshold"),
+    FLOAT_KEY("fragments", "act_threshold", fragments.act_threshold, 0, NO_MAX, 0, "0.5", "theta: an S2 cell fires when its normalised support to the power gamma_t reaches it"),
+    FLOAT_KEY("fragments", "power_start", fragments.power_start, 0, NO_MAX, MIN_OPEN, "1.2", "gamma_0 of the power schedule gamma_t = power_start + t * power_step (square_factor; the paper's a + bt)"),
+    FLOAT_KEY("fragments", "power_step", fragments.power_step, 0, NO_MAX, 0, "0.2", "the power schedule's step b"),
+    FLOAT_KEY("fragments", "support_factor", fragments.support_factor, 0, NO_MAX, MIN_OPEN, "1.3", "support above support_factor x 11 is inhibited (lambda - (s - lambda)/2)"),
+    FLOAT_KEY("fragments", "hebbian_lr", fragments.hebbian_lr, 0, NO_MAX, MIN_OPEN, "0.2", "eta: the Hebbian rule adds eta x the min-max normalised co-activity"),
+    BOOL_KEY("fragments", "neg_corr", fragments.neg_corr, "true", "the rule subtracts the two anti-correlation terms (every config of the reference)"),
+    ENUM_KEY("fragments", "s1_kernels", fragments.s1_kernels, s1_kernel_names, "small", "S1's kernels: small (spec 2.1, integer matrices / 6) or larger (2.2, train_v4 and v5)"),
+    ENUM_KEY("fragments", "s1_activation", fragments.s1_activation, s1_activation_names, "threshold", "S1's output: threshold 1[a > 0], bernoulli with probability clip(a, 0, 1), relu max(a, 0) (train_v5)"),
+    INT_KEY("fragments", "eval_lines", fragments.eval_lines, 1, 112, "60", "evaluation lines, rotating through the centre (spec 5.1; the stored results used 60)"),
+    FLOAT_KEY("fragments", "eval_noise_max", fragments.eval_noise_max, 0, 1, 0, "0.2", "the evaluation's feature-noise sweep: the fraction of the 4096 S1 units flipped, from 0 to this"),
+    FLOAT_KEY("fragments", "eval_noise_step", fragments.eval_noise_step, 0, 1, MIN_OPEN, "0.01", "the feature-noise sweep's step"),
+    INT_KEY("fragments", "eval_interrupt_max", fragments.eval_interrupt_max, 0, 31, "7", "the evaluation's line-interrupt sweep: gaps of 1 to this many pixels"),
     INT_KEY("analysis", "surface_steps", analysis.surface_steps, 2, 1000, "21", "bioflex-eval --loss-surface: grid points along each of the two directions (the reference's 100)"),
     FLOAT_KEY("analysis", "surface_distance", analysis.surface_distance, 0, NO_MAX, MIN_OPEN, "1", "filter_normalized: the coefficients of both directions span [-this, this]; reference: each step is norm(theta) x this / surface_steps, so the plane spans +-this/2 norm(theta)"),
     INT_KEY("analysis", "surface_batches", analysis.surface_batches, 0, NO_MAX, "1", "test batches (eval_batch_size, in file order) whose mean loss and top-1 each grid point gets (0 = the whole test split)"),
@@ -400,6 +421,7 @@ static const section_spec section_table[] = {
     {"schedule", "Learning-rate schedule and warm-up."},
     {"spiking", "Spiking neurons over time (PlasticFlex); neuron = none trains the ANN."},
     {"butd", "Bottom-up/top-down networks with Counter-Hebb learning; network = none trains [model]."},
+    {"fragments", "Net Fragments: S1's fixed orientation filters and the S2 lateral layer learned by its Hebbian rule on straight lines; network = none trains [model]."},
     {"analysis", "What bioflex-eval's analyses (--loss-surface, --gradient-flow, --hessian, --activations, --attack) compute of a checkpoint."},
 };
 #define NUM_SECTIONS (sizeof section_table / sizeof section_table[0])

@@ -176,6 +176,35 @@ static bf_status check_butd_options(const bf_config *cfg) {
     return BF_OK;
 }
 
+static const char *changed_key_in_section(const bf_config *cfg, const char *section, const char *const *except,
+                                          char *text, size_t cap);
+
+/* [fragments] network = lateral reads [run] dir, epochs, checkpoint_every and its own section: a value
+ * set in the sections of the other networks would change nothing. */
+static bf_status check_fragments_options(const bf_config *cfg) {
+    char text[320];
+    static const char *const none[] = {NULL}, *const network[] = {"network", NULL};
+    if (cfg->fragments.network == 0) {
+        if (changed_key_in_section(cfg, "fragments", network, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s needs [fragments] network = lateral", text);
+        return BF_OK;
+    }
+    static const char *const threshold[] = {"act_threshold", NULL};
+    if (cfg->fragments.bernoulli && changed_key(cfg, "fragments", threshold, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s is not read with [fragments] bernoulli = true (the cells fire with "
+                        "probability r^gamma)", text);
+    if (cfg->butd.network != 0)
+        return bf_error(BF_ERR_CONFIG, "[fragments] network = lateral and [butd] network = %s: one network a run",
+                        bf_config_enum_text("butd", "network", cfg->butd.network));
+    static const char *const sections[] = {"data", "model", "optim", "schedule", "spiking"};
+    for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
+        if (changed_key_in_section(cfg, sections[i], none, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s applies to the engine's networks, not [fragments] network = lateral (its "
+                            "lines, S1 and S2 are set in [fragments]; it reads [run] dir, epochs and checkpoint_every)",
+                            text);
+    return BF_OK;
+}
+
 /* The first key of `section` outside `except` (NULL-terminated) whose value is not its default. */
 static const char *changed_key_in_section(const bf_config *cfg, const char *section, const char *const *except,
                                           char *text, size_t cap) {
@@ -385,6 +414,8 @@ bf_status bf_config_check_relations(const bf_config *cfg) {
     if (spiking != BF_OK) return spiking;
     bf_status butd = check_butd_options(cfg);
     if (butd != BF_OK) return butd;
+    bf_status fragments = check_fragments_options(cfg);
+    if (fragments != BF_OK) return fragments;
     bf_status ignored = check_ignored_keys(cfg);
     if (ignored != BF_OK) return ignored;
     bf_arch arch = cfg->model.arch;

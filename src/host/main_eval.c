@@ -7,6 +7,7 @@
 
 #include "bioflex/analysis.h"
 #include "bioflex/checkpoint.h"
+#include "bioflex/fragments_run.h"
 #include "bioflex/train.h"
 #include "cli.h"
 #include "data_parallel.h"
@@ -338,6 +339,21 @@ int main(int argc, char **argv) {
     bf_eval_result res;
     char dir[BF_PATH_MAX];
     note_other_network(&cfg, cli.checkpoint);
+    if (cfg.fragments.network != 0) { /* Net Fragments: the robustness sweep of its checkpoint */
+        if (bf_cli_analysis_option(&cli)) {
+            fprintf(stderr, "bioflex-eval: %s applies to [model] networks, not [fragments] ones\n",
+                    bf_cli_analysis_option(&cli));
+            return BF_EXIT_USAGE;
+        }
+        bf_fragments_result fr;
+        bf_status s = bf_fragments_evaluate_checkpoint(&cfg, cli.checkpoint, stdout, &fr);
+        if (s != BF_OK) {
+            fprintf(stderr, "error: %s\n", bf_last_error());
+            return s == BF_ERR_CONFIG ? BF_EXIT_USAGE : BF_EXIT_RUNTIME;
+        }
+        printf("results appended to %s/fragments_results.jsonl\n", cfg.run.dir);
+        return BF_EXIT_OK;
+    }
     if (cfg.butd.network != 0 && bf_cli_analysis_option(&cli)) {
         fprintf(stderr, "bioflex-eval: %s applies to [model] networks, not [butd] ones\n", bf_cli_analysis_option(&cli));
         return BF_EXIT_USAGE;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "bioflex/butd.h"
+#include "bioflex/fragments_run.h"
 #include "bioflex/checkpoint.h"
 #include "bioflex/comm.h"
 #include "bioflex/train.h"
@@ -105,6 +106,12 @@ static int dry_run(const bf_config *cfg) {
     snprintf(shape.name, sizeof shape.name, "%s", bf_dataset_name(cfg->data.dataset));
     bf_dataset_shape(&cfg->data, &shape.c, &shape.h, &shape.w, &shape.num_classes);
     bf_dataset *train = &shape;
+    if (cfg->fragments.network != 0) { /* Net Fragments: fixed shapes, nothing to plan */
+        printf("\nnet fragments: S1 4 fixed 5x5 orientation filters on 32x32 lines; S2 40 cells a pixel (4 orientations x "
+               "10 alternatives) over 44 inputs x 11x11, %d time steps\ntotal: 212960 parameters (S2's lateral weights, "
+               "learned by the Hebbian rule; S1 has none)\n", cfg->fragments.time_steps);
+        return BF_EXIT_OK;
+    }
     if (cfg->butd.network != 0) { /* a BU-TD network ([butd], butd_zoo.c), planned without memory */
         bf_butd_net *net = NULL;
         int classes = 0;
@@ -238,7 +245,10 @@ int main(int argc, char **argv) {
     }
     if (result.interrupted) /* the run printed where it stopped and how to continue */
         return 128 + (stop_signal ? stop_signal : SIGTERM); /* another rank's signal stopped this one */
-    if (lead && cfg.butd.network != 0) /* BU-TD: one accuracy (the mean over tasks when guided), no top-5 */
+    if (lead && cfg.fragments.network != 0) /* Net Fragments: its evaluation printed its table */
+        printf("line reconstruction at a 1-pixel gap: %.4f (%d lines, %d epochs, %ld lines trained)\n",
+               result.final_eval.top1, result.final_eval.samples, result.epochs_done, result.steps_done);
+    else if (lead && cfg.butd.network != 0) /* BU-TD: one accuracy (the mean over tasks when guided), no top-5 */
         printf("test accuracy: %.2f%%%s, loss %.4f (%d images, %d epochs, %ld steps)\n", 100 * result.final_eval.top1,
                cfg.butd.guided ? " (mean over tasks)" : "", result.final_eval.loss, result.final_eval.samples,
                result.epochs_done, result.steps_done);

@@ -13,6 +13,7 @@
 
 #include "bioflex/checkpoint.h"
 #include "bioflex/butd.h"
+#include "bioflex/fragments_run.h"
 #include "bioflex/train.h"
 #include "batch_upload.h"
 #include "data_parallel.h"
@@ -544,6 +545,7 @@ int bf_train_uses_nccl(const bf_config *cfg, int launcher_world, int visible_gpu
 }
 
 bf_status bf_train(const bf_config *cfg, const bf_train_options *opt, bf_train_result *result) {
+    if (cfg->fragments.network != 0) return bf_fragments_train(cfg, opt, result); /* one process, the CPU */
     if (bf_train_uses_nccl(cfg, bf_comm_launcher_world(), bf_cuda_device_count(), bf_comm_nccl_built()))
         return bf_train_gpus(cfg, opt, cfg->run.gpus, result);
     return bf_train_rank(cfg, opt, NULL, result);
