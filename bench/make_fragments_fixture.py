@@ -21,16 +21,22 @@ Variants:
          training lines, each random() then randint(2, 30)), from the initial W. Every sample's image
          (its lit pixels), the nonzero count and sum of W after its update; the samples in RECORD in
          full: S1 (its ones), every z (its ones), r (its nonzeros) and W after the update (sparse).
-    noisy  evaluation without learning (spec 5.2) with W after thr's epoch (stored as thr.s299.w): the
-         spec 5.1 evaluation lines in NOISY_LINES, S1 with feature noise p in NOISE (spec 1.5: the first
-         int(p * 4096) of torch.randperm(4096) under a generator seeded 1000 * line + level, each set to
-         1 - value), T = 6 steps of S2 from z = 0 at the thr settings and at theta 0.3 with gamma
-         0.6 ... 1.6 (NOISY_SETTINGS). Stored per (setting, level, line): the noisy S1 (its ones), every z
-         (its ones) and, for the lines in NOISY_R, r (its nonzeros).
+    noisy  evaluation without learning (spec 5.2) on noisy S1: spec 5.1's evaluation lines, S1 with
+         feature noise p = 0.01, 0.05, 0.2 (spec 1.5: the first int(p * 4096) of torch.randperm(4096)
+         under a generator seeded 1000 * line + level, each set to 1 - value), then T = 6 steps of S2 from
+         z = 0, for the NOISY_SETS: W after thr's epoch (stored as thr.s299.w) at theta 0.5, gamma
+         1.2 ... 2.2, and, with --converged, the converged W (stored as noisy.wc) at that setting and at
+         theta 0.3, gamma 0.6 ... 1.6. Stored per (set, level, line): the noisy S1 (its ones), every z
+         (its ones) and, for the runs in NOISY_R, r (its nonzeros).
     v5   the larger S1 kernels with the 'None' (real-valued) activation, S2 at a fixed theta 0.5 (v5's
          Bernoulli S2 is random), gamma 1.0 ... 2.0: 3 samples in full with S1 dense.
 
-Rerun (torch 1.13 here):  /usr/bin/python3 bench/make_fragments_fixture.py [output path]
+Rerun (torch 1.13 here):
+    /usr/bin/python3 bench/make_fragments_fixture.py [--converged CKPT] [output path]
+CKPT: a safetensors with model.s2.W_lateral [40, 5324, 1, 1], the converged weights (spec 7a: 2529
+nonzero, sum 848.45, the reference's net-fragments.ckpt). The committed fixture used bioflex's
+  bioflex-train --set run.epochs=48 configs/fragments/net_fragments.ini   (checkpoints/epoch_0048)
+which spec 7a's replay says equals the reference checkpoint. Without it only the epoch-1 set is written.
 """
 import random
 import sys
@@ -51,10 +57,11 @@ LARGE = [[[n, n, 0, n, n], [0, n, 1, n, 0], [n, n, 2, n, n], [0, n, 1, n, 0], [n
          [[n, 0, n, 0, n], [n, n, n, n, n], [0, 1, 2, 1, 0], [n, n, n, n, n], [n, 0, n, 0, n]],
          [[0, n, n, 0, n], [n, 1, n, n, 0], [n, n, 2, n, n], [0, n, n, 1, n], [n, 0, n, n, 0]]]
 RECORD = (0, 1, 2, 5, 150, 299)
-NOISY_LINES = (0, 7, 14, 21, 28, 29, 36, 43, 50, 58)
 NOISE = (0.01, 0.05, 0.2)
-NOISY_R = (0, 28)
-NOISY_SETTINGS = ((0.5, [1.2, 1.4, 1.6, 1.8, 2.0, 2.2]), (0.3, [0.6, 0.8, 1.0, 1.2, 1.4, 1.6]))
+NOISY_LINES = ((0, 14, 29, 43, 58), (0, 14, 29, 43, 58), (0, 29, 58))  # per noise level
+GAMMA_A, GAMMA_B = [1.2, 1.4, 1.6, 1.8, 2.0, 2.2], [0.6, 0.8, 1.0, 1.2, 1.4, 1.6]
+NOISY_SETS = (("epoch1", 0.5, GAMMA_A), ("converged", 0.5, GAMMA_A), ("converged", 0.3, GAMMA_B))
+NOISY_R = ((1, 0, 0), (1, 1, 0), (0, 1, 29))  # (set, level, line)
 
 
 def random_line():
@@ -149,7 +156,7 @@ def sparse(prefix, t):
     return [(prefix + "_idx", idx), (prefix + "_val", t.flatten()[idx.long()].clone())]
 
 
-def run_thr(tensors, summary):
+def run_thr(tensors, summary, converged=None):
     theta, gammas, lam, T = 0.5, [1.2, 1.4, 1.6, 1.8, 2.0, 2.2], 1.3 * 11, 6
     random.seed(1)
     for _ in range(4):
@@ -171,7 +178,7 @@ def run_thr(tensors, summary):
         if i in RECORD:
             k = "thr.s%d." % i
             tensors += [(k + "s1", ones(f)), (k + "z", ones(zs))] + sparse(k + "r", rs) + sparse(k + "w", w)
-    run_noisy(w, tensors, summary)
+    run_noisy(dict(epoch1=w, **({"converged": converged} if converged is not None else {})), tensors, summary)
     tensors += [("thr.pixels", torch.cat(pixels)), ("thr.pixel_start", torch.tensor(starts, dtype=torch.int32)),
                 ("thr.nnz", torch.tensor(nnz, dtype=torch.int32)), ("thr.wsum", torch.tensor(wsum, dtype=torch.float32))]
     summary += ["thr: after 300 samples %d nonzero weights, sum %.2f (spec 7a: 1612, 332.64)" % (nnz[-1], wsum[-1]),
@@ -179,12 +186,27 @@ def run_thr(tensors, summary):
                 % (stats["inhibited"], order_flips)]
 
 
-def run_noisy(w, tensors, summary):
+def load_converged(path):
+    import json
+    import struct
+    with open(path, "rb") as fh:
+        blob = fh.read()
+    n = struct.unpack("<Q", blob[:8])[0]
+    entry = json.loads(blob[8:8 + n])["model.s2.W_lateral"]
+    a, b = entry["data_offsets"]
+    assert entry["dtype"] == "F32"
+    return torch.frombuffer(bytearray(blob[8 + n + a:8 + n + b]), dtype=torch.float32).view(40, 44, 11, 11).clone()
+
+
+def run_noisy(weights, tensors, summary):
     lam, T, counts = 1.3 * 11, 6, []
-    for si, (theta, gammas) in enumerate(NOISY_SETTINGS):
+    for si, (which, theta, gammas) in enumerate(NOISY_SETS):
+        if which not in weights:
+            continue
+        w = weights[which]
         for li, p in enumerate(NOISE):
             flips = int(p * 4096)
-            for i in NOISY_LINES:
+            for i in NOISY_LINES[li]:
                 f = s1_features(line_image(eval_line(i)), False, "threshold").flatten()
                 g = torch.Generator().manual_seed(1000 * i + li)
                 idx = torch.randperm(4096, generator=g)[:flips]
@@ -193,9 +215,13 @@ def run_noisy(w, tensors, summary):
                 zs, rs = forward(w, f, T, theta, gammas, lam, {"inhibited": 0})
                 k = "noisy.%d.%d.%d." % (si, li, i)
                 tensors += [(k + "s1", ones(f)), (k + "z", ones(zs))]
-                if i in NOISY_R:
+                if (si, li, i) in NOISY_R:
                     tensors += sparse(k + "r", rs)
                 counts.append(int(zs[-1].sum()))
+    if "converged" in weights:
+        w = weights["converged"]
+        tensors += sparse("noisy.wc", w)
+        summary += ["noisy: converged W %d nonzero, sum %.2f (spec 7a: 2529, 848.45)" % (int((w != 0).sum()), float(w.double().sum()))]
     summary += ["noisy: %d runs, final-step states on: %s" % (len(counts), counts)]
 
 
@@ -215,15 +241,18 @@ def run_v5(tensors, summary):
 
 
 def main():
-    path = sys.argv[1] if len(sys.argv) > 1 else fixture_path("fragments.safetensors")
+    args, converged = sys.argv[1:], None
+    if args[:1] == ["--converged"]:
+        converged, args = load_converged(args[1]), args[2:]
+    path = args[0] if args else fixture_path("fragments.safetensors")
     torch.set_num_threads(2)
     tensors, summary = [], []
-    run_thr(tensors, summary)
+    run_thr(tensors, summary, converged)
     run_v5(tensors, summary)
     write_fixture(path, tensors, {"torch_version": torch.__version__, "generator": "bench/make_fragments_fixture.py",
                                   "record": ",".join(map(str, RECORD)),
-                                  "noisy_lines": ",".join(map(str, NOISY_LINES)),
-                                  "noisy_r": ",".join(map(str, NOISY_R))}, summary)
+                                  "noisy_lines": ",".join(str(i) for i in sorted(set(sum(NOISY_LINES, ())))),
+                                  "noisy_sets": ";".join("%s %g %s" % (w, th, ",".join(map(str, g))) for w, th, g in NOISY_SETS)}, summary)
 
 
 if __name__ == "__main__":

@@ -191,6 +191,90 @@ static void test_epoch(const bf_st_file *fx) {
     bf_fragments_destroy(f);
 }
 
+/* Evaluation without learning on noisy S1 (spec 1.5, 5.2): spec 5.1's lines with feature noise 0.01, 0.05
+ * and 0.2 (torch.randperm masks; the noisy S1 stored), for the fixture's noisy_sets: W after the epoch
+ * (thr.s299.w) at theta 0.5, gamma 1.2 ... 2.2, and the converged W (noisy.wc, spec 7a's checkpoint) at
+ * that setting and at theta 0.3, gamma 0.6 ... 1.6. Every z exactly, r to a few ulps where stored. The
+ * inputs are not line-like: S1 units on anywhere (borders and corners included), several channels at a
+ * pixel, line units turned off. */
+static void test_noisy(const bf_st_file *fx) {
+    const char *lines = bf_safetensors_meta(fx, "noisy_lines"), *sets = bf_safetensors_meta(fx, "noisy_sets");
+    CHECK(lines && sets, "fixture metadata noisy_lines, noisy_sets");
+    if (!lines || !sets) return;
+    float s1[BF_FRAG_S1 * PIX], *z = malloc(sizeof(float) * 6 * STATE), *r = malloc(sizeof(float) * 6 * STATE);
+    float *want = malloc(sizeof(float) * 6 * STATE);
+    int runs = 0, wrong = 0, with_r = 0, set_count = 0;
+    size_t s1_on = 0;
+    double r_ulps = 0;
+    for (const char *c = sets; *c; set_count++) { /* "<weights> <theta> <gamma,...>;..." */
+        char which[16] = "";
+        int used = 0;
+        bf_fragments_options opt = net_fragments_options();
+        if (sscanf(c, "%15s %f %n", which, &opt.theta, &used) != 2) break;
+        c += used;
+        for (int t = 0; t < 6; t++) opt.gamma[t] = strtof(c, (char **)&c), c += *c == ',';
+        c += *c == ';';
+        const char *prefix = !strcmp(which, "epoch1") ? "thr.s299.w" : "noisy.wc";
+        char name[64];
+        snprintf(name, sizeof name, "%s_idx", prefix);
+        if (!bf_safetensors_find(fx, name)) continue; /* the converged W: written with --converged only */
+        const bf_st_tensor *wi = get(fx, name, BF_DTYPE_I32);
+        snprintf(name, sizeof name, "%s_val", prefix);
+        const bf_st_tensor *wv = get(fx, name, BF_DTYPE_F32);
+        bf_fragments *f = NULL;
+        CHECK_OK(bf_fragments_create(&opt, &f));
+        if (!f || !wi || !wv) break;
+        float *w = bf_fragments_weights(f);
+        memset(w, 0, sizeof(float) * NW);
+        for (size_t k = 0; k < count_of(wi); k++) w[((const int32_t *)wi->data)[k]] = ((const float *)wv->data)[k];
+        for (int level = 0; level < 3; level++)
+            for (const char *l = lines; *l;) {
+                const int line = (int)strtol(l, (char **)&l, 10);
+                l += *l == ',';
+                snprintf(name, sizeof name, "noisy.%d.%d.%d.s1", set_count, level, line);
+                if (!bf_safetensors_find(fx, name)) continue; /* not every line at every level */
+                const bf_st_tensor *ts = get(fx, name, BF_DTYPE_I32);
+                snprintf(name, sizeof name, "noisy.%d.%d.%d.z", set_count, level, line);
+                const bf_st_tensor *tz = get(fx, name, BF_DTYPE_I32);
+                if (!ts || !tz) continue;
+                dense_ones(ts, s1, BF_FRAG_S1 * PIX);
+                s1_on += count_of(ts);
+                CHECK_OK(bf_fragments_run(f, s1, (uint64_t)line, z, r));
+                check_states(z, r, 6, "noisy");
+                runs++;
+                dense_ones(tz, want, 6 * (size_t)STATE);
+                size_t d = 0;
+                for (size_t i = 0; i < 6 * (size_t)STATE; i++) {
+                    if (want[i] == z[i]) continue;
+                    if (d++ < 4) {
+                        const int t = (int)(i / STATE), o = (int)(i % STATE / PIX), p = (int)(i % PIX);
+                        printf("  noisy %d.%d.%d: step %d cell %d (group %d alt %d) pixel (%d, %d): PyTorch %g, bioflex %g (r %.9g)\n",
+                               set_count, level, line, t, o, o / BF_FRAG_ALT, o % BF_FRAG_ALT, p / BF_FRAG_SIZE,
+                               p % BF_FRAG_SIZE, want[i], z[i], r[i]);
+                    }
+                }
+                wrong += d != 0;
+                CHECK(d == 0, "noisy set %d level %d line %d: z differs in %zu states", set_count, level, line, d);
+                snprintf(name, sizeof name, "noisy.%d.%d.%d.r_idx", set_count, level, line);
+                if (!bf_safetensors_find(fx, name)) continue;
+                snprintf(name, sizeof name, "noisy.%d.%d.%d.r", set_count, level, line);
+                size_t pattern;
+                double ulps;
+                sparse_compare(fx, name, r, 6 * (size_t)STATE, &pattern, &ulps);
+                /* more inputs per support than on a clean line: a little more room for the summation order */
+                CHECK(pattern == 0 && ulps <= 8, "noisy %d.%d.%d: r: %zu entries zero on one side only, %.1f ulps apart",
+                      set_count, level, line, pattern, ulps);
+                if (ulps > r_ulps) r_ulps = ulps;
+                with_r++;
+            }
+        bf_fragments_destroy(f);
+    }
+    CHECK(runs >= 13, "%d noisy runs compared", runs);
+    printf("noisy evaluation: %d runs in %d sets (%zu S1 units on in all), %d with z differing; r compared in %d, "
+           "within %.1f ulps\n", runs, set_count, s1_on, wrong, with_r, r_ulps);
+    free(z), free(r), free(want);
+}
+
 /* The larger kernels with S1 = max(a, 0), real-valued (spec 2.2, 2.3 'None'; v5 without its Bernoulli S2). */
 static void test_v5(const bf_st_file *fx) {
     bf_fragments_options opt = net_fragments_options();
@@ -384,6 +468,7 @@ int main(void) {
     if (fx) {
         test_v5(fx);
         test_epoch(fx);
+        test_noisy(fx);
         bf_safetensors_close(fx);
     }
     return bf_test_finish();

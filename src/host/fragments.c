@@ -10,9 +10,6 @@
 #include "bioflex/hash.h"
 #include "fragments_internal.h"
 
-/* Streams of the Bernoulli draws, derived from opt.seed per sample; well above hash.h's list. */
-enum { FRAG_STREAM_S1 = 0x4601, FRAG_STREAM_S2 = 0x4602 };
-
 /* Spec 2.1: integer kernels / 6, channels |, /, -, \. */
 static const signed char s1_small[BF_FRAG_S1][25] = {
     {0, -1, 0, -1, 0, 0, -1, 2, -1, 0, 0, -1, 2, -1, 0, 0, -1, 2, -1, 0, 0, -1, 0, -1, 0},
@@ -63,7 +60,7 @@ void bf_fragments_destroy(bf_fragments *f) { free(f); }
 float *bf_fragments_weights(bf_fragments *f) { return f->w; }
 
 void bf_fragments_s1(const bf_fragments *f, const float *img, uint64_t sample, float *s1) {
-    const uint64_t seed = bf_seed_derive(f->opt.seed, FRAG_STREAM_S1, sample);
+    const uint64_t seed = bf_seed_derive(f->opt.seed, BF_STREAM_FRAGMENTS_S1, sample);
     const int S = BF_FRAG_SIZE;
     for (int c = 0; c < BF_FRAG_S1; c++) {
         float k[25];
@@ -175,7 +172,7 @@ static float cell_state(const bf_fragments_options *o, float r, int t, uint64_t 
 bf_status bf_fragments_run(bf_fragments *f, const float *s1, uint64_t sample, float *z, float *r) {
     if (!f || !s1 || !z) return bf_error(BF_ERR_ARG, "bf_fragments_run: NULL argument");
     const bf_fragments_options *o = &f->opt;
-    const uint64_t seed = bf_seed_derive(o->seed, FRAG_STREAM_S2, sample);
+    const uint64_t seed = bf_seed_derive(o->seed, BF_STREAM_FRAGMENTS_S2, sample);
     const float lambda = f->lambda;
     build_taps(f);
     int n_s1 = 0; /* x = bin(concat(f, z)), bin(v) = 1[v > 0.5]: the S1 part is fixed */
