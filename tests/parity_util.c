@@ -279,3 +279,55 @@ void bf_parity_two_steps(const bf_parity *px, bf_model *m, const bf_parity_batch
     bf_parity_compare_state(px, m, s->what, name, 1, s->final);
     bf_optimizer_destroy(px->backend, opt);
 }
+
+bf_model *bf_parity_build_one_layer(bf_backend *b, bf_shape in, int (*add)(bf_model *m, int input, const char *variant),
+                                    const char *variant) {
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_create(b, in, 1, &m));
+    if (!m) return NULL;
+    add(m, BF_MODEL_INPUT, variant);
+    m->input_gradient = 1;
+    bf_status s = bf_model_finalize(m);
+    CHECK(s == BF_OK, "finalize: %s", bf_last_error());
+    if (s != BF_OK) {
+        bf_model_destroy(m);
+        return NULL;
+    }
+    m->training = 1, m->batch = in.n;
+    return m;
+}
+
+bf_model *bf_parity_one_layer(const bf_parity *px, const char *variant,
+                              int (*add)(bf_model *m, int input, const char *variant)) {
+    char name[BF_NAME_MAX + 64];
+    const bf_st_tensor *t = bf_safetensors_find(px->fixture, (snprintf(name, sizeof name, "%s.input", variant), name));
+    CHECK(t && t->ndim == 4 && t->dtype == BF_DTYPE_F32, "%s: a 4-D input", name);
+    if (!t || t->ndim != 4 || t->dtype != BF_DTYPE_F32) return NULL;
+    bf_shape in = {(int)t->shape[0], (int)t->shape[1], (int)t->shape[2], (int)t->shape[3]};
+    printf("%s: [%d, %d, %d, %d]\n", variant, in.n, in.c, in.h, in.w);
+    bf_model *m = bf_parity_build_one_layer(px->backend, in, add, variant);
+    if (!m) return NULL;
+    const size_t nx = bf_shape_count(in);
+    float *x = malloc(nx * sizeof(float)), *dy = malloc(nx * sizeof(float));
+    int64_t shape[4] = {in.n, in.c, in.h, in.w};
+    CHECK_OK(bf_safetensors_copy_out(px->fixture, name, BF_DTYPE_F32, 4, shape, x));
+    CHECK_OK(bf_safetensors_copy_out(px->fixture, (snprintf(name, sizeof name, "%s.dy", variant), name), BF_DTYPE_F32,
+                                     4, shape, dy));
+    for (int i = 0; i < m->num_params; i++) {
+        const bf_param *p = &m->params[i];
+        snprintf(name, sizeof name, "%s.%s", variant, strrchr(p->name, '.') + 1);
+        CHECK_OK(bf_safetensors_copy_out(px->fixture, name, BF_DTYPE_F32, p->ndim, p->shape, m->param_data + p->offset));
+    }
+    const float *y = NULL;
+    CHECK_OK(bf_model_forward(m, x, &y));
+    if (y) bf_parity_compare(px, "y", (snprintf(name, sizeof name, "%s.y", variant), name), y, nx);
+    CHECK_OK(bf_model_backward(m, dy));
+    bf_parity_compare(px, "dx", (snprintf(name, sizeof name, "%s.dx", variant), name), m->dinput, nx);
+    for (int i = 0; i < m->num_params; i++) {
+        const bf_param *p = &m->params[i];
+        snprintf(name, sizeof name, "%s.d%s", variant, strrchr(p->name, '.') + 1);
+        bf_parity_compare(px, "grad", name, m->grad_data + p->offset, p->count);
+    }
+    free(x), free(dy);
+    return m;
+}

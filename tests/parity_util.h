@@ -112,4 +112,16 @@ typedef struct bf_parity_steps {
  * with "<prefix><after>name". */
 void bf_parity_two_steps(const bf_parity *px, bf_model *m, const bf_parity_batch *bt, const bf_parity_steps *s);
 
+/* A one-layer model checked against a fixture variant (the V1 layers' tests): the model over the
+ * 4-D "<variant>.input", its layer added by add(m, BF_MODEL_INPUT, variant), with the image's
+ * gradient, in training mode; its parameters set from "<variant>.<last part of each parameter's
+ * name>"; one forward and one backward of "<variant>.dy"; y, dx and each parameter's gradient
+ * compared with "<variant>.y", ".dx" and ".d<name>". Returns the model for the caller's own checks
+ * (bf_model_destroy it), or NULL when it could not be built. */
+bf_model *bf_parity_one_layer(const bf_parity *px, const char *variant,
+                              int (*add)(bf_model *m, int input, const char *variant));
+/* That model alone, over an input of shape `in` on backend b (NULL when it could not be built). */
+bf_model *bf_parity_build_one_layer(bf_backend *b, bf_shape in, int (*add)(bf_model *m, int input, const char *variant),
+                                    const char *variant);
+
 #endif

@@ -23,7 +23,7 @@
 #define DIVNORM_FIXTURE BIOFLEX_SOURCE_DIR "/tests/fixtures/divnorm.safetensors"
 #define DOG_FIXTURE BIOFLEX_SOURCE_DIR "/tests/fixtures/dog.safetensors"
 
-/* A model of one V1 layer over the fixture variant's input, with the image's gradient. */
+/* Adds one V1 layer for a fixture variant (bf_parity_one_layer). */
 typedef int (*add_layer_fn)(bf_model *m, int input, const char *variant);
 
 static int add_divnorm(bf_model *m, int input, const char *variant) {
@@ -37,47 +37,9 @@ static int add_dog(bf_model *m, int input, const char *variant) {
     return bf_model_add_dog(m, "dog", input, 3, 3, !strcmp(variant, "amp_paper"));
 }
 
-/* Forward and backward of the one-layer model on the fixture's input, sigmas and dy; y, dx and every
- * parameter's gradient against the fixture ("<variant>.d<last part of the parameter's name>"). */
+/* The one-layer model of a fixture variant, checked (bf_parity_one_layer). */
 static void test_fixture_variant(const bf_parity *px, const char *variant, add_layer_fn add) {
-    char name[BF_NAME_MAX + 64];
-    const bf_st_tensor *t = bf_safetensors_find(px->fixture, (snprintf(name, sizeof name, "%s.input", variant), name));
-    CHECK(t && t->ndim == 4 && t->dtype == BF_DTYPE_F32, "%s: a 4-D input", name);
-    if (!t || t->ndim != 4 || t->dtype != BF_DTYPE_F32) return;
-    bf_shape in = {(int)t->shape[0], (int)t->shape[1], (int)t->shape[2], (int)t->shape[3]};
-    printf("%s: [%d, %d, %d, %d]\n", variant, in.n, in.c, in.h, in.w);
-    bf_model *m = NULL;
-    CHECK_OK(bf_model_create(px->backend, in, 1, &m));
-    if (!m) return;
-    add(m, BF_MODEL_INPUT, variant);
-    m->input_gradient = 1;
-    bf_status s = bf_model_finalize(m);
-    CHECK(s == BF_OK, "finalize: %s", bf_last_error());
-    if (s != BF_OK) return bf_model_destroy(m);
-    m->training = 1, m->batch = in.n;
-    const size_t nx = bf_shape_count(in);
-    float *x = malloc(nx * sizeof(float)), *dy = malloc(nx * sizeof(float));
-    int64_t shape[4] = {in.n, in.c, in.h, in.w};
-    CHECK_OK(bf_safetensors_copy_out(px->fixture, name, BF_DTYPE_F32, 4, shape, x));
-    CHECK_OK(bf_safetensors_copy_out(px->fixture, (snprintf(name, sizeof name, "%s.dy", variant), name), BF_DTYPE_F32,
-                                     4, shape, dy));
-    for (int i = 0; i < m->num_params; i++) {
-        const bf_param *p = &m->params[i];
-        snprintf(name, sizeof name, "%s.%s", variant, strrchr(p->name, '.') + 1);
-        CHECK_OK(bf_safetensors_copy_out(px->fixture, name, BF_DTYPE_F32, p->ndim, p->shape, m->param_data + p->offset));
-    }
-    const float *y = NULL;
-    CHECK_OK(bf_model_forward(m, x, &y));
-    bf_parity_compare(px, "y", (snprintf(name, sizeof name, "%s.y", variant), name), y, nx);
-    CHECK_OK(bf_model_backward(m, dy));
-    bf_parity_compare(px, "dx", (snprintf(name, sizeof name, "%s.dx", variant), name), m->dinput, nx);
-    for (int i = 0; i < m->num_params; i++) {
-        const bf_param *p = &m->params[i];
-        snprintf(name, sizeof name, "%s.d%s", variant, strrchr(p->name, '.') + 1);
-        bf_parity_compare(px, "grad", name, m->grad_data + p->offset, p->count);
-    }
-    free(x), free(dy);
-    bf_model_destroy(m);
+    bf_model_destroy(bf_parity_one_layer(px, variant, add));
 }
 
 static void test_fixtures(void) {
