@@ -95,6 +95,8 @@ expect "a [fragments] key without the network" 2 "time_steps = 4 needs \\[fragme
   --set fragments.time_steps=4 "$tmp/tiny.ini"
 expect "V1 keys on a VGG" 2 "local_rf = true applies to \\[model\\] arch = resnet50 only" -- "$train" --dry-run \
   --set model.local_rf=true "$tmp/tiny.ini"
+expect "the Dropout2d of resnet50_local_rf in a composite" 2 "local_rf_dropout = 0.2 needs \\[model\\] local_rf = true without center_surround" -- \
+  "$train" --dry-run --set model.local_rf_dropout=0.2 "$src/configs/v1/resnet50_composite_a_imagenet64.ini"
 expect "pack_spikes without spikes" 2 "pack_spikes = false applies to \\[spiking\\] neuron = lif, if or step only \\(got none" -- \
   "$train" --dry-run --set spiking.pack_spikes=false "$tmp/tiny.ini"
 expect "num_classes below the data's is located" 2 "num_classes = 2 but \\[data\\] dataset = procedural has 3 classes.*\\[model\\] num_classes: --set" -- \

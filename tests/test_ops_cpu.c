@@ -521,8 +521,8 @@ static void test_dropout(bf_backend *b) {
     /* a batch at sample offset 7 (of 1000 elements each) whose tensor has 4 time steps: element
      * j of step t draws bf_uniform(seed, t * 2^48 + 7000 + j) (hash.h's bf_draws) */
     const bf_draws draws = {1234, 7000, n / 4};
-    CHECK_OK(b->ops->dropout_forward(b, x, y, n, p, draws));
-    CHECK_OK(b->ops->dropout_backward(b, dy, dx, n, p, draws));
+    CHECK_OK(b->ops->dropout_forward(b, x, y, n, 1, p, draws));
+    CHECK_OK(b->ops->dropout_backward(b, dy, dx, n, 1, p, draws));
     float *hy = bf_test_download(b, y, n), *hdx = bf_test_download(b, dx, n);
     size_t kept = 0, mask_ok = 0, scale_ok = 0, backward_ok = 0;
     for (size_t i = 0; i < n; i++) {
@@ -539,19 +539,51 @@ static void test_dropout(bf_backend *b) {
     CHECK(backward_ok == n, "dropout backward applies the same mask and scale (%zu of %zu)", backward_ok, n);
 
     float *again = bf_test_upload(b, NULL, n);
-    CHECK_OK(b->ops->dropout_forward(b, x, again, n, p, draws));
+    CHECK_OK(b->ops->dropout_forward(b, x, again, n, 1, p, draws));
     float *hagain = bf_test_download(b, again, n);
     CHECK(memcmp(hy, hagain, n * sizeof(float)) == 0, "dropout repeats for the same draws");
-    CHECK_OK(b->ops->dropout_forward(b, x, again, n, p, (bf_draws){1235, 7000, n / 4}));
+    CHECK_OK(b->ops->dropout_forward(b, x, again, n, 1, p, (bf_draws){1235, 7000, n / 4}));
     free(hagain);
     hagain = bf_test_download(b, again, n);
     CHECK(memcmp(hy, hagain, n * sizeof(float)) != 0, "dropout differs for another seed");
-    CHECK_OK(b->ops->dropout_forward(b, x, again, n, 0.0f, bf_draws_of(1234)));
+    CHECK_OK(b->ops->dropout_forward(b, x, again, n, 1, 0.0f, bf_draws_of(1234)));
     free(hagain);
     hagain = bf_test_download(b, again, n);
     CHECK(memcmp(hx, hagain, n * sizeof(float)) == 0, "dropout with p = 0 copies");
     free(hagain); free(hx); free(hdy); free(hy); free(hdx);
     bf_free(b, x); bf_free(b, dy); bf_free(b, y); bf_free(b, dx); bf_free(b, again);
+}
+
+/* Dropout2d (group = h*w): every plane of a sample is dropped or kept whole, by the draw of its
+ * first element, with the same draws in the backward; a tensor that is not whole planes is refused. */
+static void test_dropout2d(bf_backend *b) {
+    const size_t hw = 49, planes = 2 * 3 * 50, n = planes * hw; /* T = 2 steps of 3 samples of 50 channels */
+    const float p = 0.3f;
+    float *hx, *hdy;
+    float *x = random_buffer(b, n, 0.5f, 1.5f, 53, &hx), *dy = random_buffer(b, n, 0.5f, 1.5f, 54, &hdy);
+    float *y = bf_test_upload(b, NULL, n), *dx = bf_test_upload(b, NULL, n);
+    const bf_draws draws = {99, 5 * 50 * hw, n / 2}; /* the batch starts at sample 5 */
+    CHECK_OK(b->ops->dropout_forward(b, x, y, n, hw, p, draws));
+    CHECK_OK(b->ops->dropout_backward(b, dy, dx, n, hw, p, draws));
+    float *hy = bf_test_download(b, y, n), *hdx = bf_test_download(b, dx, n);
+    size_t kept = 0, planes_ok = 0;
+    for (size_t g = 0; g < planes; g++) {
+        const size_t i0 = g * hw, t = i0 / (n / 2);
+        const int keep = bf_uniform(99, (t << 48) + 5 * 50 * hw + i0 % (n / 2)) >= p;
+        size_t ok = 0;
+        for (size_t j = i0; j < i0 + hw; j++)
+            ok += keep ? fabs(hy[j] - hx[j] / 0.7) <= 1e-6 * fabs(hy[j]) && fabs(hdx[j] - hdy[j] / 0.7) <= 1e-6 * fabs(hdx[j])
+                       : hy[j] == 0 && hdx[j] == 0;
+        kept += keep;
+        planes_ok += ok == hw;
+    }
+    CHECK(planes_ok == planes, "Dropout2d keeps or drops whole planes by their first element's draw (%zu of %zu)",
+          planes_ok, planes);
+    CHECK(kept > planes / 2 && kept < planes * 9 / 10, "Dropout2d keeps %zu of %zu planes at p = 0.3", kept, planes);
+    CHECK(b->ops->dropout_forward(b, x, y, n - 1, hw, p, draws) == BF_ERR_ARG, "dropout refuses a partial plane");
+    CHECK(strstr(bf_last_error(), "not whole groups of 49") != NULL, "names the group: %s", bf_last_error());
+    free(hx); free(hdy); free(hy); free(hdx);
+    bf_free(b, x); bf_free(b, dy); bf_free(b, y); bf_free(b, dx);
 }
 
 /* ---- loss and metrics ---- */
@@ -763,6 +795,7 @@ int main(void) {
     test_pooling(b);
     test_linear(b);
     test_dropout(b);
+    test_dropout2d(b);
     test_softmax_xent(b);
     test_optimisers(b);
     bf_backend_destroy(b);

@@ -68,6 +68,20 @@ static void compare_ints(const char *what, ipair p) {
 
 /* ---- elementwise and reductions ---- */
 
+/* Dropout forward and backward on both backends with the same draws: identical masks and scaling. */
+static void compare_dropout(const char *what, pair x, pair dy, pair y, pair dx, size_t n, size_t group, float p,
+                            bf_draws draws) {
+    char name[160];
+    CHECK_OK(cpu->ops->dropout_forward(cpu, x.c, y.c, n, group, p, draws));
+    CHECK_OK(gpu->ops->dropout_forward(gpu, x.g, y.g, n, group, p, draws));
+    snprintf(name, sizeof name, "dropout_forward %s", what);
+    pair_compare_exact(name, y);
+    CHECK_OK(cpu->ops->dropout_backward(cpu, dy.c, dx.c, n, group, p, draws));
+    CHECK_OK(gpu->ops->dropout_backward(gpu, dy.g, dx.g, n, group, p, draws));
+    snprintf(name, sizeof name, "dropout_backward %s", what);
+    pair_compare_exact(name, dx);
+}
+
 static void test_elementwise(void) {
     printf("elementwise\n");
     const size_t n = 100003;
@@ -135,22 +149,19 @@ static void test_elementwise(void) {
 
     /* dropout: identical masks, so identical outputs */
     const uint64_t seed = 0x5eed1234abcdull;
-    CHECK_OK(cpu->ops->dropout_forward(cpu, x.c, y.c, n, 0.3f, bf_draws_of(seed)));
-    CHECK_OK(gpu->ops->dropout_forward(gpu, x.g, y.g, n, 0.3f, bf_draws_of(seed)));
-    pair_compare_exact("dropout_forward p=0.3", y);
-    CHECK_OK(cpu->ops->dropout_backward(cpu, dy.c, dx.c, n, 0.3f, bf_draws_of(seed)));
-    CHECK_OK(gpu->ops->dropout_backward(gpu, dy.g, dx.g, n, 0.3f, bf_draws_of(seed)));
-    pair_compare_exact("dropout_backward p=0.3", dx);
-    CHECK_OK(cpu->ops->dropout_forward(cpu, x.c, y.c, n, 0.0f, bf_draws_of(seed)));
-    CHECK_OK(gpu->ops->dropout_forward(gpu, x.g, y.g, n, 0.0f, bf_draws_of(seed)));
+    compare_dropout("p=0.3", x, dy, y, dx, n, 1, 0.3f, bf_draws_of(seed));
+    CHECK_OK(cpu->ops->dropout_forward(cpu, x.c, y.c, n, 1, 0.0f, bf_draws_of(seed)));
+    CHECK_OK(gpu->ops->dropout_forward(gpu, x.g, y.g, n, 1, 0.0f, bf_draws_of(seed)));
     pair_compare_exact("dropout_forward p=0 (copy)", y);
-    const bf_draws offset = {seed, 12345, n / 3 + 1}; /* a batch at a sample offset, its tensor in time steps */
-    CHECK_OK(cpu->ops->dropout_forward(cpu, x.c, y.c, n, 0.3f, offset));
-    CHECK_OK(gpu->ops->dropout_forward(gpu, x.g, y.g, n, 0.3f, offset));
-    pair_compare_exact("dropout_forward p=0.3 at a sample offset, over time steps", y);
-    CHECK_OK(cpu->ops->dropout_backward(cpu, dy.c, dx.c, n, 0.3f, offset));
-    CHECK_OK(gpu->ops->dropout_backward(gpu, dy.g, dx.g, n, 0.3f, offset));
-    pair_compare_exact("dropout_backward p=0.3 at a sample offset, over time steps", dx);
+    /* a batch at a sample offset, its tensor in time steps */
+    compare_dropout("p=0.3 at a sample offset, over time steps", x, dy, y, dx, n, 1, 0.3f,
+                    (bf_draws){seed, 12345, n / 3 + 1});
+    /* Dropout2d: whole planes of 49 elements, 2040 of them over 2 time steps, at a sample offset */
+    const size_t planes = 49 * 2040;
+    const bf_draws plane_draws = {seed, 49 * 7, planes / 2};
+    compare_dropout("p=0.3 by planes of 49 (Dropout2d)", x, dy, y, dx, planes, 49, 0.3f, plane_draws);
+    CHECK(gpu->ops->dropout_forward(gpu, x.g, y.g, n, 49, 0.3f, plane_draws) == BF_ERR_ARG,
+          "dropout refuses %zu elements in groups of 49", n);
 
     pair_free(&x);
     pair_free(&x1);

@@ -234,7 +234,7 @@ static void grad_linear(bf_backend *b) {
 
 typedef struct unary_ctx {
     int is_relu; /* else dropout */
-    size_t n;
+    size_t n, group;
     float p;
     uint64_t seed;
     float *x, *y;
@@ -243,21 +243,22 @@ typedef struct unary_ctx {
 static bf_status unary_forward(bf_backend *b, const void *p) {
     const unary_ctx *c = p;
     if (c->is_relu) return b->ops->relu_forward(b, c->x, c->y, c->n);
-    return b->ops->dropout_forward(b, c->x, c->y, c->n, c->p, bf_draws_of(c->seed));
+    return b->ops->dropout_forward(b, c->x, c->y, c->n, c->group, c->p, bf_draws_of(c->seed));
 }
 
-static void grad_unary(bf_backend *b, int is_relu) {
+/* group: dropout's elements per draw (1 nn.Dropout, 20 planes of a Dropout2d) */
+static void grad_unary(bf_backend *b, int is_relu, size_t group) {
     const size_t n = 200;
     float *r;
-    unary_ctx c = {is_relu, n, 0.4f, 77, random_buffer(b, n, -1, 1, 41, NULL), bf_test_upload(b, NULL, n)};
+    unary_ctx c = {is_relu, n, group, 0.4f, 77, random_buffer(b, n, -1, 1, 41, NULL), bf_test_upload(b, NULL, n)};
     float *dy = random_buffer(b, n, -1, 1, 42, &r), *dx = bf_test_upload(b, NULL, n);
     CHECK_OK(unary_forward(b, &c));
     if (is_relu) CHECK_OK(b->ops->relu_backward(b, c.y, dy, dx, n));
-    else CHECK_OK(b->ops->dropout_backward(b, dy, dx, n, c.p, bf_draws_of(c.seed)));
+    else CHECK_OK(b->ops->dropout_backward(b, dy, dx, n, group, c.p, bf_draws_of(c.seed)));
     float *hdx = download_and_free(b, dx, n);
     /* ReLU's kink at 0 is skipped, like Caffe's checker does. */
-    check_gradient(b, is_relu ? "relu" : "dropout p=0.4", unary_forward, &c, c.y, n, r, c.x, n, hdx,
-                   is_relu ? 2 * STEP : 0);
+    const char *name = is_relu ? "relu" : group > 1 ? "dropout2d p=0.4, planes of 20" : "dropout p=0.4";
+    check_gradient(b, name, unary_forward, &c, c.y, n, r, c.x, n, hdx, is_relu ? 2 * STEP : 0);
     free(r); free(hdx);
     bf_free(b, c.x); bf_free(b, c.y); bf_free(b, dy);
 }
@@ -305,8 +306,9 @@ int main(void) {
     grad_conv(b, (bf_conv2d_shape){.n = 2, .c_in = 3, .h_in = 4, .w_in = 4, .c_out = 2, .k_h = 1, .k_w = 1,
                                    .stride = 1, .pad = 0, .groups = 1}, 1, "conv 1x1");
     grad_batchnorm(b);
-    grad_unary(b, 1);
-    grad_unary(b, 0);
+    grad_unary(b, 1, 1);
+    grad_unary(b, 0, 1);
+    grad_unary(b, 0, 20);
     grad_pool(b, (bf_pool_shape){.n = 2, .c = 2, .h_in = 7, .w_in = 6, .k = 3, .stride = 2, .pad = 1}, 1, "maxpool k3 s2 p1");
     grad_pool(b, (bf_pool_shape){.n = 2, .c = 2, .h_in = 6, .w_in = 6, .k = 2, .stride = 2, .pad = 0}, 1, "maxpool k2 s2");
     grad_pool(b, (bf_pool_shape){.n = 2, .c = 2, .h_in = 7, .w_in = 6, .k = 3, .stride = 2, .pad = 1}, 0, "avgpool k3 s2 p1");

@@ -287,7 +287,7 @@ static void test_resnet50_variants(void) {
         {{0, 0, 1, 0}, 25557800, "resnet50_tuned_norm"},
         {{0, 0, 0, 1}, 25557032, "resnet50_cortical_magnification"},
         {{1, 0, 0, 0}, 25559336, "resnet50_center_surround"},
-        {{0, 1, 0, 0}, 34957352, "resnet50_local_rf (no Dropout2d)"},
+        {{0, 1, 0, 0}, 34957352, "resnet50_local_rf"},
         {{1, 1, 1, 1}, 34959656, "resnet50_composite_a"},
         {{0, 1, 1, 1}, 34958120, "resnet50_composite_b"},
         {{1, 1, 0, 1}, 34958888, "resnet50_composite_c"},
@@ -315,8 +315,9 @@ static void test_resnet50_variants(void) {
         CHECK(dn == 3 * v.divnorm && pools == !v.polar, "%s: %d normalisations, %d max-pools", cases[i].model_type, dn,
               pools);
         /* the reference's state_dict names: composites conv2.conv / conv2.dog in blocks 0 and 1, the
-         * DoG-only model conv2.0 / conv2.1 in all three; the locally connected layer1.2.conv2 */
-        const int composite = v.local || v.divnorm || v.polar;
+         * DoG-only model conv2.0 / conv2.1 in all three; the locally connected layer1.2.conv2, in
+         * resnet50_local_rf layer1.2.conv2.1 after its Dropout2d(0.5) layer1.2.conv2.0 */
+        const int composite = v.local || v.divnorm || v.polar, local_alone = v.local && !v.dog && !v.divnorm && !v.polar;
         int dogs = count_named(m, ".dog_conv.sigma1", 256), dog_convs = count_named(m, ".conv2.conv.weight", 36864) +
                                                                          count_named(m, ".conv2.0.weight", 36864);
         int expect_dogs = v.dog ? (composite ? 2 : 3) : 0;
@@ -324,8 +325,20 @@ static void test_resnet50_variants(void) {
                   count_named(m, composite ? ".conv2.dog.dog_conv.total_scale" : ".conv2.1.dog_conv.total_scale", 256) ==
                       expect_dogs,
               "%s: %d DoG layers named as the reference (expected %d)", cases[i].model_type, dogs, expect_dogs);
-        CHECK(count_named(m, "layer1.2.conv2.weight", v.local ? 9437184 : 36864) == (v.dog && !composite ? 0 : 1),
+        CHECK(count_named(m, "layer1.2.conv2.weight", v.local ? 9437184 : 36864) == (local_alone || (v.dog && !composite) ? 0 : 1),
               "%s: layer1.2.conv2.weight, %s", cases[i].model_type, v.local ? "locally connected" : "a 3x3 conv");
+        int dropouts = 0, dropout2d = 0;
+        for (int l = 0; l < m->num_layers; l++) {
+            const bf_layer *d = &m->layers[l];
+            dropouts += d->kind == BF_LAYER_DROPOUT;
+            dropout2d += d->kind == BF_LAYER_DROPOUT && !strcmp(d->name, "layer1.2.conv2.0") && d->dropout_p == 0.5f &&
+                         d->dropout_group == 16 * 16 && m->layers[l + 1].kind == BF_LAYER_LOCAL;
+        }
+        CHECK(dropouts == local_alone && dropout2d == local_alone &&
+                  count_named(m, "layer1.2.conv2.1.weight", 9437184) == local_alone,
+              "%s: %s", cases[i].model_type,
+              local_alone ? "Dropout2d(0.5) layer1.2.conv2.0 by 16x16 planes before the LC layer1.2.conv2.1"
+                          : "no dropout layer");
         if (polar >= 0) {
             bf_shape out = m->layers[polar].out_shape;
             CHECK(!strcmp(m->layers[polar].name, "lpp") && out.c == 64 && out.h == 16 && out.w == 16,

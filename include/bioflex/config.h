@@ -194,6 +194,7 @@ typedef struct bf_model_config {
     int center_surround;       /* resnet50: DoG layers after layer1's 3x3 convs */
     int dog_amp_paper;         /* dog_amplitude: 0 code (s/pi), 1 paper (1/(pi s)) */
     int local_rf;              /* resnet50: layer1 block 2's 3x3 conv becomes a locally connected layer */
+    float local_rf_dropout;    /* resnet50_local_rf (local_rf alone): Dropout2d p before that layer */
     bf_spiking_config spiking; /* the [spiking] section */
 } bf_model_config;
 

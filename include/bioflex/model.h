@@ -110,6 +110,7 @@ typedef struct bf_layer {
     bf_bn_shape bn;
     bf_linear_shape linear;
     float dropout_p;
+    int dropout_group;          /* dropout: elements sharing one draw, 1 or h*w (whole channels: Dropout2d) */
     int has_bias;
     int frozen;                 /* linear: weight and bias live in buffer slots 0 and 1, untrained */
     bf_flex_shape flex;         /* flex: branch shapes (the pool branch is `pool`, the conv `conv`) */
@@ -325,6 +326,8 @@ int bf_model_add_linear(bf_model *m, const char *name, int input, int out_featur
 int bf_model_add_frozen_linear(bf_model *m, const char *name, int input, int out_features, int bias,
                                bf_init weight_init, bf_init bias_init);
 int bf_model_add_dropout(bf_model *m, const char *name, int input, float p);
+/* nn.Dropout2d: each sample's channels dropped whole (the V1 ResNet's resnet50_local_rf). */
+int bf_model_add_dropout2d(bf_model *m, const char *name, int input, float p);
 int bf_model_add_add(bf_model *m, const char *name, int input0, int input1);
 /* Spiking: encode the input over T steps (encoding 0 direct, 1 rate), a neuron layer (its T is
  * the input's), and the mean over the T steps of the input. */

@@ -352,11 +352,16 @@ typedef struct bf_ops {
     bf_status (*linear_backward)(bf_backend *b, const bf_linear_shape *s, const float *x,
                                  const float *w, const float *dy, float *dx, float *dw, float *dbias);
 
-    /* ---- dropout (inverted): element i is kept when bf_draw_uniform(draws, i) >= p, and scaled by
-     * 1/(1-p). The backward recomputes the mask from (draws, i), so no mask is stored and the CPU
-     * and CUDA masks are identical. p = 0 copies. */
-    bf_status (*dropout_forward)(bf_backend *b, const float *x, float *y, size_t n, float p, bf_draws draws);
-    bf_status (*dropout_backward)(bf_backend *b, const float *dy, float *dx, size_t n, float p, bf_draws draws);
+    /* ---- dropout (inverted): the elements of a group of `group` consecutive ones are kept together,
+     * when the draw of the group's first element, bf_draw_uniform(draws, i - i % group), is >= p, and
+     * scaled by 1/(1-p). group = 1 drops single elements (nn.Dropout); group = h*w whole channels of a
+     * sample (nn.Dropout2d), whose draws stay those of the same samples in any batch since the
+     * per-sample counters (hash.h) are multiples of h*w. The backward recomputes the mask from
+     * (draws, i), so no mask is stored and the CPU and CUDA masks are identical. p = 0 copies. */
+    bf_status (*dropout_forward)(bf_backend *b, const float *x, float *y, size_t n, size_t group, float p,
+                                 bf_draws draws);
+    bf_status (*dropout_backward)(bf_backend *b, const float *dy, float *dx, size_t n, size_t group, float p,
+                                  bf_draws draws);
 
     /* ---- loss and metrics ----
      * Softmax cross-entropy with label smoothing eps: target = (1-eps)*onehot + eps/k.

@@ -284,6 +284,7 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
     static const char *const bottleneck_keys[] = {"center_surround", "local_rf", NULL};
     static const char *const polar_keys[] = {"polar_padding", "polar_antialias", NULL};
     static const char *const dog_keys[] = {"dog_amplitude", NULL};
+    static const char *const local_rf_dropout[] = {"local_rf_dropout", NULL};
     if (bt->network == 0) {
         if (!resnet && changed_key(cfg, "model", v1_keys, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s applies to [model] arch = resnet18 or resnet50 only (the V1-constrained "
@@ -298,6 +299,11 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
                             "flex and V1 layers at once)", text);
         if (!m->center_surround && changed_key(cfg, "model", dog_keys, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s needs [model] center_surround = true", text);
+        if ((!m->local_rf || m->center_surround || m->divisive_norm || m->cortical_magnification) &&
+            changed_key(cfg, "model", local_rf_dropout, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s needs [model] local_rf = true without center_surround, divisive_norm and "
+                            "cortical_magnification (the reference's resnet50_local_rf; its composites have no "
+                            "Dropout2d)", text);
         if (arch != BF_ARCH_CNN && changed_key(cfg, "model", cnn_only, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s applies to [model] arch = cnn only (%s has its own widths)", text, arch_name);
         if (!vgg && changed_key(cfg, "model", vgg_only, text, sizeof text))
@@ -503,7 +509,7 @@ void bf_config_describe_network(const bf_config *cfg, char *out, size_t cap) {
 
 void bf_config_describe_learning(const bf_config *cfg, char *out, size_t cap) {
     /* how the gradients or updates are formed, which the forward pass does not show */
-    static const char *const learning[] = {"model.dropout", "model.bn_momentum", "model.flex_tie", "optim.train_only",
+    static const char *const learning[] = {"model.dropout", "model.local_rf_dropout", "model.bn_momentum", "model.flex_tie", "optim.train_only",
                                            "spiking.use_stbp",
                                            "spiking.detach_reset", "spiking.surrogate", "spiking.alpha",
                                            "spiking.width", "spiking.height", "butd.learning", "butd.noise_std",

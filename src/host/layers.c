@@ -95,7 +95,7 @@ bf_status bf_layer_forward(bf_model *m, int index) {
     }
     case BF_LAYER_DROPOUT:
         if (m->training && l->dropout_p > 0)
-            return ops->dropout_forward(b, x, l->out, count, l->dropout_p, bf_layer_draws(m, index));
+            return ops->dropout_forward(b, x, l->out, count, l->dropout_group, l->dropout_p, bf_layer_draws(m, index));
         return ops->copy(b, l->out, x, count * sizeof(float));
     case BF_LAYER_FLATTEN:
         return ops->copy(b, l->out, x, count * sizeof(float));
@@ -264,7 +264,7 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
     }
     case BF_LAYER_DROPOUT:
         if (dx && m->training && l->dropout_p > 0)
-            s = ops->dropout_backward(b, dy, dx, count, l->dropout_p, bf_layer_draws(m, index));
+            s = ops->dropout_backward(b, dy, dx, count, l->dropout_group, l->dropout_p, bf_layer_draws(m, index));
         else if (dx)
             s = ops->copy(b, dx, dy, count * sizeof(float));
         break;

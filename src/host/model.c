@@ -254,13 +254,22 @@ int bf_model_add_frozen_linear(bf_model *m, const char *name, int input, int out
     return add_linear(m, name, input, out_features, bias, weight_init, bias_init, 1);
 }
 
-int bf_model_add_dropout(bf_model *m, const char *name, int input, float p) {
+static int add_dropout(bf_model *m, const char *name, int input, float p, int whole_channels) {
     bf_layer *l = append_layer(m, BF_LAYER_DROPOUT, name, input, -2);
     if (!l) return -1;
     l->out_shape = bf_model_shape_of(m, input);
     l->dropout_p = p;
+    l->dropout_group = whole_channels ? l->out_shape.h * l->out_shape.w : 1;
     bf_status s = (p < 0 || p >= 1) ? bf_error(BF_ERR_ARG, "dropout p must be in [0, 1), got %g", p) : BF_OK;
     return finish_layer(m, l, s);
+}
+
+int bf_model_add_dropout(bf_model *m, const char *name, int input, float p) {
+    return add_dropout(m, name, input, p, 0);
+}
+
+int bf_model_add_dropout2d(bf_model *m, const char *name, int input, float p) {
+    return add_dropout(m, name, input, p, 1);
 }
 
 int bf_model_add_add(bf_model *m, const char *name, int input0, int input1) {

@@ -315,13 +315,23 @@ static int v1_composite(const bf_model_config *cfg) {
 }
 
 /* A bottleneck's 3x3 conv (before bn2): "<block>.conv2", or in layer1 block `index` of the V1 ResNet
- * the locally connected layer (block 2 with local_rf) or a conv and the DoG layer on its first
+ * the locally connected layer (block 2 with local_rf; local_rf alone is resnet50_local_rf, whose
+ * conv2 is nn.Sequential(Dropout2d, LC): conv2.0, conv2.1) or a conv and the DoG layer on its first
  * planes/4 channels (center_surround: blocks 0 and 1, block 2 too without local_rf). */
 static int bottleneck_conv2(bf_model *m, const bf_model_config *cfg, const char *block, int input, int planes,
                             int stride, int layer1_index) {
     char name[BF_NAME_MAX];
     if (layer1_index == 2 && cfg->local_rf) { /* BrainBottleneckLocal's conv3x3_local: k 3, padding = dilation 1 */
-        snprintf(name, sizeof name, "%s.conv2", block);
+        if (cfg->center_surround || cfg->divisive_norm || cfg->cortical_magnification) {
+            snprintf(name, sizeof name, "%s.conv2", block);
+            return bf_model_add_local(m, name, input, planes, 3, stride, 1);
+        }
+        /* resnet50_local_rf: conv2 = nn.Sequential(Dropout2d(0.5), LC) */
+        if (cfg->local_rf_dropout > 0) {
+            snprintf(name, sizeof name, "%s.conv2.0", block);
+            input = bf_model_add_dropout2d(m, name, input, cfg->local_rf_dropout);
+        }
+        snprintf(name, sizeof name, "%s.conv2.1", block);
         return bf_model_add_local(m, name, input, planes, 3, stride, 1);
     }
     if (layer1_index < 0 || !cfg->center_surround || (layer1_index == 2 && v1_composite(cfg))) {
@@ -505,7 +515,8 @@ void bf_model_print_table(const bf_model *m, FILE *out) {
                            : l->charge_recomputed ? " (charge recomputed)"
                            : l->out_forward_only ? " (until the neuron's forward)"
                                                 : "";
-        fprintf(out, "%-28s %-14s %-20s %12zu %12.2f %12.1f%s\n", l->name, bf_layer_kind_name(l->kind), shape, params,
+        const char *kind = l->kind == BF_LAYER_DROPOUT && l->dropout_group > 1 ? "dropout2d" : bf_layer_kind_name(l->kind);
+        fprintf(out, "%-28s %-14s %-20s %12zu %12.2f %12.1f%s\n", l->name, kind, shape, params,
                 flops / 1e6, act, note);
     }
     fprintf(out, "total: %zu parameters (%.1f MiB), %.3f GFLOP forward per image, %.1f MiB activations at batch %d "

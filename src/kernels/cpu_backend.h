@@ -146,8 +146,10 @@ bf_status bf_cpu_relu_forward(bf_backend *b, const float *x, float *y, size_t n)
 bf_status bf_cpu_relu_backward(bf_backend *b, const float *y, const float *dy, float *dx, size_t n);
 bf_status bf_cpu_fill_uniform(bf_backend *b, float *x, size_t n, float lo, float hi, uint64_t seed);
 bf_status bf_cpu_spike_encode_rate(bf_backend *b, const float *x, float *y, size_t n, int T, bf_draws draws);
-bf_status bf_cpu_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, float p, bf_draws draws);
-bf_status bf_cpu_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, float p, bf_draws draws);
+bf_status bf_cpu_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, size_t group, float p,
+                                 bf_draws draws);
+bf_status bf_cpu_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, size_t group, float p,
+                                  bf_draws draws);
 
 /* ---- conv_cpu.c ---- */
 bf_status bf_cpu_conv2d_forward(bf_backend *b, const bf_conv2d_shape *s, const float *x,

@@ -217,10 +217,12 @@ bf_status bf_cuda_sum_squares(bf_backend *b, const float *x, size_t n, float *ou
 bf_status bf_cuda_accumulate_sum(bf_backend *b, const float *x, size_t n, float *acc);
 bf_status bf_cuda_relu_forward(bf_backend *b, const float *x, float *y, size_t n);
 bf_status bf_cuda_relu_backward(bf_backend *b, const float *y, const float *dy, float *dx, size_t n);
-bf_status bf_cuda_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, float p, bf_draws draws);
+bf_status bf_cuda_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, size_t group, float p,
+                                  bf_draws draws);
 bf_status bf_cuda_fill_uniform(bf_backend *b, float *x, size_t n, float lo, float hi, uint64_t seed);
 bf_status bf_cuda_spike_encode_rate(bf_backend *b, const float *x, float *y, size_t n, int T, bf_draws draws);
-bf_status bf_cuda_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, float p, bf_draws draws);
+bf_status bf_cuda_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, size_t group, float p,
+                                   bf_draws draws);
 
 /* conv.cu */
 bf_status bf_cuda_conv2d_forward(bf_backend *b, const bf_conv2d_shape *s, const float *x,

@@ -83,9 +83,10 @@ __global__ void k_relu_backward(const float *y, const float *dy, float *dx, size
 /* Inverted dropout with the mask recomputed from (draws, i): the same expression as the CPU,
  * in * (keep * keep_scale), so the outputs are bit-identical. A dropped element is in * 0, not a
  * literal 0: a negative input gives -0 (and a NaN stays NaN) exactly as on the CPU. */
-__global__ void k_dropout(const float *in, float *out, size_t n, float p, float keep_scale, bf_draws draws) {
+__global__ void k_dropout(const float *in, float *out, size_t n, size_t group, float p, float keep_scale,
+                          bf_draws draws) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = __fmul_rn(in[i], bf_draw_uniform(draws, i) >= p ? keep_scale : 0.0f);
+        out[i] = __fmul_rn(in[i], bf_draw_uniform(draws, group == 1 ? i : i - i % group) >= p ? keep_scale : 0.0f);
 }
 
 /* Rate coding, the same expression as the CPU: a spike when the counter's uniform is below the pixel. */
@@ -264,11 +265,13 @@ extern "C" bf_status bf_cuda_relu_backward(bf_backend *b, const float *y, const 
     return BF_OK;
 }
 
-static bf_status dropout_apply(bf_backend *b, const char *name, const float *in, float *out, size_t n, float p,
-                               bf_draws draws) {
+static bf_status dropout_apply(bf_backend *b, const char *name, const float *in, float *out, size_t n, size_t group,
+                               float p, bf_draws draws) {
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
     if (!(p >= 0.0f && p <= 1.0f)) return bf_error(BF_ERR_ARG, "%s: p must be in [0, 1] (got %g)", name, p);
+    if (group == 0 || n % group)
+        return bf_error(BF_ERR_ARG, "%s: %zu elements are not whole groups of %zu", name, n, group);
     if (n == 0) return BF_OK;
     ELEMENTWISE_ARGS(name, in, out);
     if (p == 0.0f) {
@@ -282,18 +285,20 @@ static bf_status dropout_apply(bf_backend *b, const char *name, const float *in,
         return BF_OK;
     }
     const float keep_scale = 1.0f / (1.0f - p);
-    k_dropout<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(in, out, n, p, keep_scale, draws);
+    k_dropout<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(in, out, n, group, p,
+                                                                                      keep_scale, draws);
     BF_LAUNCH_CHECK("k_dropout");
     return BF_OK;
 }
 
-extern "C" bf_status bf_cuda_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, float p, bf_draws draws) {
-    return dropout_apply(b, "dropout_forward", x, y, n, p, draws);
+extern "C" bf_status bf_cuda_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, size_t group, float p,
+                                             bf_draws draws) {
+    return dropout_apply(b, "dropout_forward", x, y, n, group, p, draws);
 }
 
-extern "C" bf_status bf_cuda_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, float p,
-                                              bf_draws draws) {
-    return dropout_apply(b, "dropout_backward", dy, dx, n, p, draws);
+extern "C" bf_status bf_cuda_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, size_t group,
+                                              float p, bf_draws draws) {
+    return dropout_apply(b, "dropout_backward", dy, dx, n, group, p, draws);
 }
 
 extern "C" bf_status bf_cuda_spike_encode_rate(bf_backend *b, const float *x, float *y, size_t n, int T, bf_draws draws) {

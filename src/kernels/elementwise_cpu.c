@@ -100,13 +100,17 @@ bf_status bf_cpu_relu_backward(bf_backend *b, const float *y, const float *dy, f
     return BF_OK;
 }
 
-/* Inverted dropout: element i survives when bf_draw_uniform(draws, i) >= p and is scaled by 1/(1-p).
- * Forward and backward are the same masked scaling, so one routine serves both; the mask is
- * recomputed from (draws, i) rather than stored. The mask multiplies (0 or 1, as in PyTorch)
- * instead of selecting: a random branch per element is mispredicted half the time, which made
- * the loop five times slower. p = 0 copies; p = 1 drops everything (the scale would be infinite). */
-static bf_status dropout_apply(bf_backend *b, const float *in, float *out, size_t n, float p, bf_draws draws) {
+/* Inverted dropout: element i survives when the draw of its group's first element,
+ * bf_draw_uniform(draws, i - i % group), is >= p, and is scaled by 1/(1-p). Forward and backward are
+ * the same masked scaling, so one routine serves both; the mask is recomputed from (draws, i) rather
+ * than stored. The mask multiplies (0 or 1, as in PyTorch) instead of selecting: a random branch per
+ * element is mispredicted half the time, which made the loop five times slower. p = 0 copies; p = 1
+ * drops everything (the scale would be infinite). */
+static bf_status dropout_apply(bf_backend *b, const float *in, float *out, size_t n, size_t group, float p,
+                               bf_draws draws) {
     if (!(p >= 0.0f && p <= 1.0f)) return bf_error(BF_ERR_ARG, "dropout: p must be in [0, 1] (got %g)", p);
+    if (group == 0 || n % group)
+        return bf_error(BF_ERR_ARG, "dropout: %zu elements are not whole groups of %zu", n, group);
     if (p == 0.0f) {
         if (out != in) {
 #pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
@@ -116,20 +120,33 @@ static bf_status dropout_apply(bf_backend *b, const float *in, float *out, size_
     }
     if (p == 1.0f) return bf_cpu_fill(b, out, 0.0f, n);
     const float keep_scale = 1.0f / (1.0f - p);
+    if (group == 1) {
 #pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float keep = (float)(bf_draw_uniform(draws, i) >= p);
-        out[i] = in[i] * (keep * keep_scale);
+        for (size_t i = 0; i < n; i++) {
+            float keep = (float)(bf_draw_uniform(draws, i) >= p);
+            out[i] = in[i] * (keep * keep_scale);
+        }
+        return BF_OK;
+    }
+    const size_t groups = n / group;
+#pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
+    for (size_t g = 0; g < groups; g++) { /* one draw per group, then a plain scaling of its run */
+        const float scale = bf_draw_uniform(draws, g * group) >= p ? keep_scale : 0.0f;
+        const float *src = in + g * group;
+        float *dst = out + g * group;
+        for (size_t j = 0; j < group; j++) dst[j] = src[j] * scale;
     }
     return BF_OK;
 }
 
-bf_status bf_cpu_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, float p, bf_draws draws) {
-    return dropout_apply(b, x, y, n, p, draws);
+bf_status bf_cpu_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, size_t group, float p,
+                                 bf_draws draws) {
+    return dropout_apply(b, x, y, n, group, p, draws);
 }
 
-bf_status bf_cpu_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, float p, bf_draws draws) {
-    return dropout_apply(b, dy, dx, n, p, draws);
+bf_status bf_cpu_dropout_backward(bf_backend *b, const float *dy, float *dx, size_t n, size_t group, float p,
+                                  bf_draws draws) {
+    return dropout_apply(b, dy, dx, n, group, p, draws);
 }
 
 /* Rate coding: the pixel (clamped to [0, 1]) is the probability of a spike at each of T steps. */
