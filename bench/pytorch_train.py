@@ -23,12 +23,44 @@ encoding (the image repeated T times, time outermost: [T*N, ...]), decay 0.95, t
 reset not detached, tanh surrogate of height 0.3; BN over all T*N samples; the logits are the mean
 over T of the last layer's output.
 
+The V1-constrained ResNet-50 (../shared/specs/v1-constrained.md; --arch resnet50 only; bioflex's
+[model] keys of the same names, for bench_train_throughput --arch resnet50 --set model.center_surround=true
+--set model.local_rf=true --set model.divisive_norm=tuned --set model.cortical_magnification=true):
+    /usr/bin/python3 bench/pytorch_train.py --device cpu --arch resnet50 --size 64 --classes 100 --batch 16 \
+        --steps 3 --warmup 1 --threads 2 --center-surround --local-rf --divisive-norm tuned --cortical-magnification
+--center-surround: the DoG layer (spec 2, DoGConv2DLayer on the first 16 of 64 channels, 256 5x5 kernels
+    regenerated from sigma1, sigma2_scale, total_scale at every forward, each tap L2-normalised over the
+    256); with another V1 flag after the 3x3 conv2 of layer1 blocks 0 and 1 (the composites' ConvDog,
+    kaiming-normal conv), alone in all three blocks (resnet50_center_surround, the conv at nn.Conv2d's
+    default init). --dog-amplitude code (default: s/pi, the reference's operator precedence) or paper
+    (1/(pi s)), bioflex's dog_amplitude.
+--local-rf: layer1 block 2's conv2 the reference's LocallyConnected2d (spec 3, weight [1,64,64,16,16,9]
+    ~ N(0,1)) computed the reference's way: unfold and the materialised (N,64,64,16,16,9) product.
+    Alone (resnet50_local_rf) after a Dropout2d(0.5): conv2 = Sequential(Dropout2d, LC), as bioflex's
+    local_rf_dropout.
+--divisive-norm tuned|cirincione: after each layer1 block (after its add and ReLU) the reference's
+    OpponentChannelInhibition (spec 4.1) or DivisiveNormalizationCirincione(256, 3) (4.2).
+--cortical-magnification: the stem's max-pool replaced by the reference's PolarTransform (spec 5: 540
+    float16 pooling masks over the stem's 32x32 maps, (N,C,540,1024) product in sub-batches of 32,
+    reflect-padded angles, resized to 16x16 without antialias: bioflex's defaults polar_padding = angle,
+    polar_antialias = false); needs --size 64 (or 63).
+With --local-rf, --divisive-norm or --cortical-magnification the layout is the reference's ResNetComposite
+(module names = its state_dict names, spec 10). The math is bench/make_{dog,local,divnorm,cirincione,polar}_fixture.py's (imported); the DoG, tuned and
+Cirincione forwards are restated with their constant tensors stored in the module (the reference's frozen
+nn.Parameters / buffers, so they live on the model's device) and checked against the fixture functions
+before the run (v1_self_check). The trainable parameter count (what bioflex counts) and the frozen
+nn.Parameters (DoG tap distances and zero bias, tuned-norm channel distances; the spec's section 6 table
+counts them) go to stderr at the start; the result line's "params" is the trainable count. Composite a at
+1000 classes: 34,959,656 trainable, 35,156,346 with the frozen (spec 6).
+
 Memory (CUDA): torch.cuda.max_memory_allocated, reset after the warm-up steps, so "peak" is the
 most allocated during the timed steps; "with warm-up" is the most since the start (it includes
 cuDNN's benchmark search). bench_train_throughput reports its backend's memory the same two ways.
 On the CPU: "peak n/a".
 """
 import argparse
+import math
+import sys
 import time
 
 import torch
@@ -195,10 +227,257 @@ class OverTime(nn.Module):
         return out.reshape(self.T, x.shape[0], -1).mean(0)
 
 
+# --- The V1-constrained ResNet-50 (../shared/specs/v1-constrained.md, --center-surround, --local-rf,
+# --divisive-norm, --cortical-magnification). The math of every component is the parity-fixture
+# scripts' (bench/make_{dog,local,divnorm,cirincione,polar}_fixture.py, which bioflex's tests compare
+# against); they are imported here. Their DoG, tuned and Cirincione functions build their constant
+# tensors (tap distances, the channel-distance matrix, tap coordinates) on the CPU at every call, where
+# the reference stores them in the module (frozen nn.Parameters or buffers) on the model's device: those
+# three forwards are restated below with the stored tensors, and v1_self_check() compares them with the
+# fixture functions before a run.
+
+def v1_refs():
+    """The fixture modules (they run nothing on import: main() is behind __name__ == "__main__")."""
+    import importlib
+    import os
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)  # they import parity_fixture_util from their folder
+    return {n: importlib.import_module("make_%s_fixture" % n) for n in ("dog", "local", "divnorm", "cirincione", "polar")}
+
+
+class DoGConv2D(nn.Module):
+    """The reference's DoGConv2D(c -> c, k) (spec 2.2-2.3, make_dog_fixture.dog_layer): 3 learned
+    parameters per (out, in) pair, the (2k+1)^2 kernels regenerated at every forward; amplitude s/pi
+    (the reference's operator precedence, "code") or 1/(pi s) ("paper"); each tap L2-normalised over
+    all c*c kernels. kernel_dists and the zero bias are frozen nn.Parameters as in the reference
+    (the bias is not applied: bias=False), 41 frozen scalars for c = 16, k = 2."""
+
+    def __init__(self, c, k, amp_paper=False):
+        super().__init__()
+        self.c, self.k, self.amp_paper = c, k, amp_paper
+        p = c * c
+        self.sigma1 = nn.Parameter(torch.rand(p, 1, 1) + k / 2)
+        self.sigma2_scale = nn.Parameter(torch.rand(p, 1, 1) + k / 2)
+        self.total_scale = nn.Parameter(torch.randn(p, 1, 1) * 2)
+        taps = torch.arange(2 * k + 1).float()
+        self.kernel_dists = nn.Parameter((taps[:, None] - k) ** 2 + (taps[None, :] - k) ** 2, requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(c), requires_grad=False)
+
+    def weight(self):
+        s1 = torch.clamp(self.sigma1, min=0.1)
+        s2 = s1 * torch.clamp(self.sigma2_scale, min=1 + 1e-4)
+        amp = (lambda s: 1 / (math.pi * s)) if self.amp_paper else (lambda s: s / math.pi)
+        d = self.kernel_dists[None]
+        e = amp(s1) * torch.exp(-d / s1)
+        i = amp(s2) * torch.exp(-d / torch.clamp(s2, min=1e-6))
+        return F.normalize(self.total_scale * (e - i), dim=0).view(self.c, self.c, 2 * self.k + 1, 2 * self.k + 1)
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight(), padding=self.k)
+
+
+class DoGConv2DLayer(nn.Module):
+    """DoG on the first d channels, the rest passed through (spec 2.1)."""
+
+    def __init__(self, d, k=2, amp_paper=False):
+        super().__init__()
+        self.d = d
+        self.dog_conv = DoGConv2D(d, k, amp_paper)
+
+    def forward(self, x):
+        return torch.cat([self.dog_conv(x[:, :self.d]), x[:, self.d:]], dim=1)
+
+
+class ConvDog(nn.Module):
+    """The composites' conv2 (spec 2.5): 3x3 conv (kaiming-normal fan-out) then DoG on width // 4 channels."""
+
+    def __init__(self, width, amp_paper=False):
+        super().__init__()
+        self.conv = nn.Conv2d(width, width, 3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+        self.dog = DoGConv2DLayer(width // 4, 2, amp_paper)
+
+    def forward(self, x):
+        return self.dog(self.conv(x))
+
+
+class LocallyConnected2d(nn.Module):
+    """The reference's LocallyConnected2d (spec 3; ptrblck's forum recipe): weight (1, O, C, H_out,
+    W_out, k*k) ~ N(0, 1), no bias. The forward is make_local_fixture.locally_connected, the reference's
+    way: unfold, then the materialised (N, O, C, H_out, W_out, k*k) product and its sum. That is what
+    the researchers run today (memory heavy: 37.7 MB per image for the 64x64 model), not a GEMM per
+    output position as bioflex does."""
+
+    def __init__(self, c_in, c_out, out_hw, k=3, stride=1, padding=1):
+        super().__init__()
+        self.k, self.stride, self.padding = k, stride, padding
+        self.weight = nn.Parameter(torch.randn(1, c_out, c_in, out_hw, out_hw, k * k))
+        self.fn = v1_refs()["local"].locally_connected
+
+    def forward(self, x):
+        return self.fn(x, self.weight, self.k, self.stride, self.padding)
+
+
+class OpponentChannelInhibition(nn.Module):
+    """The tuned divisive normalisation (spec 4.1, make_divnorm_fixture.tuned_divnorm): learned widths
+    U(n/8, n/8 + 1); the channel-distance matrix (make_divnorm_fixture.channel_distances) a frozen
+    nn.Parameter as in the reference (65,536 scalars for n = 256)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.sigmas = nn.Parameter(torch.rand(n) + n / 8)
+        self.channel_distances = nn.Parameter(v1_refs()["divnorm"].channel_distances(n), requires_grad=False)
+
+    def forward(self, x):
+        s = torch.clamp(self.sigmas, min=0.5)
+        g = torch.exp(-self.channel_distances ** 2 / (2 * s[None, :] ** 2)) / (2.5066 * s[None, :])
+        w = g / g.sum(dim=0, keepdim=True)
+        return x / (F.conv2d(x, w[:, :, None, None]) + 1)
+
+
+class DivisiveNormalizationCirincione(nn.Module):
+    """Spec 4.2 (make_cirincione_fixture.cirincione, its reference_init): an oriented anisotropic 3x3
+    Gaussian per (out, in) channel pair from 6 learned parameters, plus a learned bias; the 1-based tap
+    coordinates are buffers (x_coords, y_coords)."""
+
+    def __init__(self, c, k=3):
+        super().__init__()
+        ref = v1_refs()["cirincione"]
+        assert k == ref.K
+        self.k = k
+        for name, t in ref.reference_init(None, c).items():
+            setattr(self, name, nn.Parameter(t))
+        taps = torch.arange(1, k + 1, dtype=torch.float32)
+        self.register_buffer("x_coords", taps.repeat(k, 1))             # X[i, j] = j + 1
+        self.register_buffer("y_coords", taps.view(-1, 1).repeat(1, k))  # Y[i, j] = i + 1
+
+    def forward(self, x):
+        X, Y, th = self.x_coords, self.y_coords, self.theta
+        xr = X * torch.cos(th) + Y * torch.sin(th)
+        yr = -X * torch.sin(th) + Y * torch.cos(th)
+        q = (xr - self.v) ** 2 / torch.clamp(self.rho ** 2, min=0.1) + \
+            (yr - self.w) ** 2 / torch.clamp(self.sigma ** 2, min=0.1)
+        g = torch.abs(self.A / torch.clamp(2 * math.pi * self.rho * self.sigma, min=0.1)) * torch.exp(-0.5 * q)
+        return x / (F.conv2d(x, g, padding=self.k // 2) + torch.abs(self.bias))
+
+
+class PolarTransform(nn.Module):
+    """Cortical magnification (spec 5): the stem's 32x32 maps pooled by the 540 (ring, wedge) masks
+    (make_polar_fixture.pooling_masks, float16 buffers as the reference's), reflect-padded on the angle
+    axis (the repository's PolarTransform; bioflex's polar_padding = angle) and resized to 16x16 without
+    antialias (bioflex's polar_antialias = false; torchvision <= 0.16's default), by
+    make_polar_fixture.forward: the (N, C, 540, 1024) mask product is materialised, in sub-batches of
+    32 as the reference does. No parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.ref = v1_refs()["polar"]
+        masks, counts = self.ref.pooling_masks()
+        size = self.ref.SIZE
+        self.register_buffer("pooling_masks", masks.half().view(-1, size, size))
+        self.register_buffer("pooling_mask_counts", counts.half())
+
+    def forward(self, x):
+        size = self.ref.SIZE
+        if x.shape[-2:] != (size, size):
+            raise RuntimeError("the polar transform takes %dx%d maps, got %s" % (size, size, tuple(x.shape[-2:])))
+        masks = self.pooling_masks.view(-1, size * size)
+        return torch.cat([self.ref.forward(chunk, masks, self.pooling_mask_counts, False, False)
+                          for chunk in x.split(32)])
+
+
+def brain_bottleneck_forward(block, x):
+    """The composites' BrainBottleneck / BrainBottleneckLocal: torchvision's Bottleneck (its conv2 swapped
+    as the composite says), the output after the add and ReLU through dn when there is one (spec 4)."""
+    from torchvision.models.resnet import Bottleneck
+    out = Bottleneck.forward(block, x)
+    return out if block.dn is None else block.dn(out)
+
+
+def composite_forward(model, x):
+    """ResNetComposite's forward: the stem, then lpp (the polar transform) in place of the max-pool."""
+    x = model.lpp(model.relu(model.bn1(model.conv1(x))))
+    x = model.layer4(model.layer3(model.layer2(model.layer1(x))))
+    return model.fc(torch.flatten(model.avgpool(x), 1))
+
+
+def v1_resnet50(a):
+    """resnet50 with the V1 components of a (spec 6), as bioflex builds them: with --local-rf,
+    --divisive-norm or --cortical-magnification the reference's ResNetComposite (DoG in layer1 blocks 0
+    and 1 as ConvDog, the locally connected layer as block 2's conv2, dn after each layer1 block, lpp
+    in place of the max-pool); --center-surround alone its resnet50_center_surround (DoG in all three
+    layer1 blocks, conv2 = Sequential(3x3 conv at nn.Conv2d's default init, DoG)); --local-rf alone
+    resnet50_local_rf (conv2 = Sequential(Dropout2d(0.5), LC)); resnet50_cortical_magnification's
+    Sequential wrapper computes the same as the composite with lpp.
+    Module names are the reference's state_dict names (spec 10)."""
+    import types
+    import torchvision
+    amp_paper = a.dog_amplitude == "paper"
+    model = torchvision.models.resnet50(num_classes=a.classes)  # kaiming-normal fan-out convs, BN 1 / 0
+    stem = (a.size + 2 * 3 - 7) // 2 + 1
+    if not (a.local_rf or a.divisive_norm != "none" or a.cortical_magnification):
+        for block in model.layer1:  # resnet50_center_surround
+            block.conv2 = nn.Sequential(nn.Conv2d(64, 64, 3, 1, 1, bias=False), DoGConv2DLayer(16, 2, amp_paper))
+        return model
+    if a.cortical_magnification and stem != 32:
+        raise SystemExit("--cortical-magnification needs 64x64 images (the polar transform resamples the stem's "
+                         "32x32 maps, spec 1): --size 63 or 64, got %d" % a.size)
+    hw = 16 if a.cortical_magnification else (stem + 2 - 3) // 2 + 1  # layer1's maps (16 at 64x64)
+    for i, block in enumerate(model.layer1):
+        if i == 2 and a.local_rf:  # BrainBottleneckLocal's conv3x3_local: k 3, stride 1, padding 1
+            block.conv2 = LocallyConnected2d(64, 64, hw, 3, 1, 1)
+            if not (a.center_surround or a.divisive_norm != "none" or a.cortical_magnification):
+                block.conv2 = nn.Sequential(nn.Dropout2d(0.5), block.conv2)  # resnet50_local_rf
+        elif i < 2 and a.center_surround:
+            block.conv2 = ConvDog(64, amp_paper)
+        block.dn = (OpponentChannelInhibition(256) if a.divisive_norm == "tuned" else
+                    DivisiveNormalizationCirincione(256, 3) if a.divisive_norm == "cirincione" else None)
+        block.forward = types.MethodType(brain_bottleneck_forward, block)
+    if a.cortical_magnification:
+        model.lpp = PolarTransform()  # the max-pool stays, unused, as in ResNetComposite
+        model.forward = types.MethodType(composite_forward, model)
+    return model
+
+
+def v1_self_check():
+    """The restated forwards (DoG, tuned, Cirincione) against the fixture functions, in float64 on the CPU."""
+    ref = v1_refs()
+    with torch.random.fork_rng(devices=[]):  # leaves the run's initialisation as without the check
+        torch.manual_seed(1)
+        v1_self_check_with(ref)
+
+
+def v1_self_check_with(ref):
+    x = torch.relu(torch.randn(2, 8, 5, 6, dtype=torch.float64))
+    for amp_paper in (False, True):
+        dog = DoGConv2DLayer(3, 1, amp_paper).double()
+        p = dog.dog_conv
+        want = ref["dog"].dog_layer(x, 3, 1, p.sigma1, p.sigma2_scale, p.total_scale, amp_paper)
+        assert torch.allclose(dog(x), want, rtol=1e-12, atol=1e-12), "DoG differs from make_dog_fixture"
+    oci = OpponentChannelInhibition(8).double()
+    assert torch.allclose(oci(x), ref["divnorm"].tuned_divnorm(x, oci.sigmas), rtol=1e-12, atol=1e-12), \
+        "tuned normalisation differs from make_divnorm_fixture"
+    cir = DivisiveNormalizationCirincione(8, 3).double()
+    want = ref["cirincione"].cirincione(x, cir.A, cir.rho, cir.sigma, cir.theta, cir.v, cir.w, cir.bias)
+    assert torch.allclose(cir(x), want, rtol=1e-12, atol=1e-12), "Cirincione differs from make_cirincione_fixture"
+
+
+def v1_flags(a):
+    """The V1 components asked for, as bioflex's [model] keys (the run's label)."""
+    return ((["center_surround"] if a.center_surround else []) +
+            (["dog_amplitude=paper"] if a.dog_amplitude == "paper" else []) +
+            (["local_rf"] if a.local_rf else []) +
+            (["divisive_norm=" + a.divisive_norm] if a.divisive_norm != "none" else []) +
+            (["cortical_magnification"] if a.cortical_magnification else []))
+
+
 def build(a):
     if a.arch.startswith("resnet"):
         if a.flex or a.spiking:
             raise SystemExit("--flex and --spiking work with the VGGs, not %s" % a.arch)
+        if v1_flags(a):
+            return v1_resnet50(a)
         import torchvision
         return getattr(torchvision.models, a.arch)(num_classes=a.classes)
     if a.arch in PF_VGG:
@@ -218,6 +497,16 @@ def main():
                    "(default vgg16; plasticflex_vgg11 with --spiking)")
     p.add_argument("--flex", action="store_true", help="every conv a FlexNet channel-wise max flex layer")
     p.add_argument("--spiking", type=int, default=0, metavar="T", help="LIF neurons over T time steps (0: ReLU)")
+    v1 = p.add_argument_group("the V1-constrained ResNet-50 (--arch resnet50; bioflex's [model] keys of the same names)")
+    v1.add_argument("--center-surround", action="store_true",
+                    help="DoG layers after layer1's 3x3 convs (blocks 0 and 1 with another component, else all three)")
+    v1.add_argument("--dog-amplitude", choices=["code", "paper"], default="code",
+                    help="--center-surround: the Gaussians' amplitude s/pi (code, as the reference runs) or 1/(pi s)")
+    v1.add_argument("--local-rf", action="store_true", help="layer1 block 2's 3x3 conv a locally connected layer")
+    v1.add_argument("--divisive-norm", choices=["none", "tuned", "cirincione"], default="none",
+                    help="divisive normalisation after each layer1 block")
+    v1.add_argument("--cortical-magnification", action="store_true",
+                    help="the polar transform in place of the stem's max-pool (--size 64)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--classes", type=int, default=100)
@@ -234,6 +523,11 @@ def main():
         a.arch = "plasticflex_vgg11" if a.spiking else "vgg16"
     if a.spiking < 0 or a.batch < 1 or a.size < 1 or a.steps < 1 or a.warmup < 0:
         p.error("--spiking must be >= 0, --batch, --size and --steps >= 1, --warmup >= 0")
+    if v1_flags(a):
+        if a.arch != "resnet50":
+            p.error("--center-surround, --local-rf, --divisive-norm and --cortical-magnification need --arch resnet50")
+        if a.dog_amplitude == "paper" and not a.center_surround:
+            p.error("--dog-amplitude needs --center-surround")
     if a.threads:
         torch.set_num_threads(a.threads)
     cuda = a.device == "cuda"
@@ -242,9 +536,18 @@ def main():
     torch.backends.cudnn.allow_tf32 = tf32 or a.precision == "tf32_conv"  # tf32_conv: PyTorch's defaults
     torch.backends.cudnn.benchmark = True
     dev = a.device
+    if v1_flags(a):
+        v1_self_check()
     model = build(a).to(dev).train()
-    params = sum(t.numel() for t in model.parameters())
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    trainable = [t for t in model.parameters() if t.requires_grad]
+    params = sum(t.numel() for t in trainable)  # what bioflex counts (it generates the frozen tensors)
+    frozen = sum(t.numel() for t in model.parameters() if not t.requires_grad)
+    label = a.arch + ("[" + ",".join((["flex"] if a.flex else []) + (["lif,T=%d" % a.spiking] if a.spiking else [])
+                                     + v1_flags(a)) + "]" if a.flex or a.spiking or v1_flags(a) else "")
+    # on stderr: the side-by-side scripts read the one result line of stdout
+    print(f"{label}: {params} trainable parameters" + (f", {params + frozen} with the {frozen} frozen ones "
+          "(nn.Parameters with requires_grad=False)" if frozen else ""), file=sys.stderr, flush=True)
+    opt = torch.optim.SGD(trainable, lr=0.01, momentum=0.9)
     x = torch.rand(a.batch, 3, a.size, a.size, device=dev) * 2 - 1
     y = torch.arange(a.batch, device=dev) % a.classes
     loss_fn = nn.CrossEntropyLoss()
@@ -269,8 +572,6 @@ def main():
     dt = time.perf_counter() - t0
     if cuda and a.profile:
         torch.cuda.profiler.stop()
-    label = a.arch + ("[" + ",".join((["flex"] if a.flex else []) + (["lif,T=%d" % a.spiking] if a.spiking else []))
-                      + "]" if a.flex or a.spiking else "")
     if cuda:
         gib = 1024.0 ** 3
         peak = torch.cuda.max_memory_allocated()
