@@ -65,13 +65,15 @@ def pooling_masks():
     return masks, counts
 
 
-def forward(x, masks16, counts16, pad_both, antialias):
+def forward(x, masks16, counts16, padding, antialias):
+    """padding: "angle" (the repository's), "both" (Brain-Score's LPP_v49) or "circular" (the wedges
+    wrapped around, which neither copy of the reference does: bioflex's polar_padding = circular)."""
     n, c = x.shape[:2]
     pooled = torch.sum(x.reshape(n, c, 1, SIZE * SIZE) * masks16, dim=-1) / counts16  # float32
     pooled = pooled.view(n, c, RINGS, WEDGES)
-    if pad_both:
+    if padding == "both":
         pooled = F.pad(pooled, (0, 0, 1, 1), mode="reflect")
-    pooled = F.pad(pooled, (1, 1, 0, 0), mode="reflect")
+    pooled = F.pad(pooled, (1, 1, 0, 0), mode="circular" if padding == "circular" else "reflect")
     resize = transforms.Resize((OUT, OUT), interpolation=transforms.InterpolationMode.BILINEAR, antialias=antialias)
     return resize(pooled)
 
@@ -86,11 +88,12 @@ def main():
     tensors = [("mask.index", nonzero.to(torch.int32)),
                ("mask.value", masks16.float()[nonzero[:, 0], nonzero[:, 1]]),
                ("counts", counts16.float()), ("input", x)]
-    for name, pad_both, antialias in [("angle", 0, False), ("angle_aa", 0, True), ("both", 1, False),
-                                      ("both_aa", 1, True)]:
-        tensors.append(("out." + name, forward(x, masks16, counts16, pad_both, antialias)))
+    for name, padding, antialias in [("angle", "angle", False), ("angle_aa", "angle", True), ("both", "both", False),
+                                     ("both_aa", "both", True), ("circular", "circular", False),
+                                     ("circular_aa", "circular", True)]:
+        tensors.append(("out." + name, forward(x, masks16, counts16, padding, antialias)))
     metadata = {"torch_version": torch.__version__, "generator": "bench/make_polar_fixture.py",
-                "description": "the V1-constrained ResNet-50's polar transform: fp16 masks, counts, 4 forwards"}
+                "description": "the V1-constrained ResNet-50's polar transform: fp16 masks, counts, 6 forwards"}
     rows = []
     for ring in range(RINGS):
         block, cnt = masks[ring * WEDGES:(ring + 1) * WEDGES], counts[ring * WEDGES:(ring + 1) * WEDGES]

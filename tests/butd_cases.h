@@ -6,36 +6,8 @@
 
 #include "bioflex/butd.h"
 #include "bioflex/model.h"
+#include "butd_test_util.h"
 #include "testutil.h"
-
-/* max |a - b| over max |b|: the relative error of a whole tensor. */
-static double rel_error(const float *a, const float *b, size_t n) {
-    double diff = 0, mag = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (d > diff) diff = d;
-        if (fabs(b[i]) > mag) mag = fabs(b[i]);
-    }
-    return mag > 0 ? diff / mag : diff;
-}
-
-/* Per-sample CE gradient at the logits (softmax - onehot) and the mean loss, on the backend. */
-static double ce_grad(bf_backend *b, int n, int k, const float *logits, const int32_t *labels_host, float grad_scale,
-                      float *dlogits) {
-    int32_t *labels = NULL;
-    float *losses = NULL;
-    CHECK_OK(bf_alloc(b, (size_t)n * sizeof(int32_t), (void **)&labels));
-    CHECK_OK(bf_alloc(b, (size_t)n * sizeof(float), (void **)&losses));
-    CHECK_OK(bf_to_device(b, labels, labels_host, (size_t)n * sizeof(int32_t)));
-    CHECK_OK(b->ops->softmax_xent(b, n, k, logits, labels, 0.0f, grad_scale, losses, dlogits));
-    float *h = bf_test_download(b, losses, (size_t)n);
-    double mean = 0;
-    for (int i = 0; i < n; i++) mean += h[i] / n;
-    free(h);
-    bf_free(b, labels);
-    bf_free(b, losses);
-    return mean;
-}
 
 /* Case A: an unguided conv net with stride-2 convs, shared weights, no BN: the Counter-Hebb update
  * equals the gradient of the engine's own model (bf_model backward) to 1e-5 relative. */

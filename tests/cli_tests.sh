@@ -439,6 +439,30 @@ PY
   converted=$("$eval_" --checkpoint "$tmp/converted" "$tmp/tiny.ini" 2>/dev/null | grep '^test:')
   [ -n "$own" ] && [ "$own" = "$converted" ] && passed=$((passed + 1)) ||
     { failed=$((failed + 1)); echo "FAIL converted reference checkpoint: '$converted', the run's own: '$own'"; }
+  # Net Fragments' Fabric checkpoint: {config, feature_extractor, lateral_network} with the lateral
+  # weights under lateral_network["model.s2.W_lateral"], as checkpoints/net-fragments.ckpt holds them
+  frag=(--set fragments.train_lines=20 --set fragments.eval_lines=4 --set fragments.eval_noise_max=0.02
+        --set fragments.eval_interrupt_max=2)
+  "$train" --set run.dir="$tmp/fragments" --set run.epochs=1 "${frag[@]}" "$src/configs/fragments/net_fragments.ini" \
+    >/dev/null 2>&1
+  "$torch_python" - "$tmp/fragments/checkpoints/epoch_0001/model.safetensors" "$tmp/fragments.ckpt" <<'PY'
+import json, struct, sys, torch
+with open(sys.argv[1], "rb") as f:
+    header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    data = f.read()
+e = header["model.s2.W_lateral"]
+w = torch.frombuffer(bytearray(data[e["data_offsets"][0]:e["data_offsets"][1]]), dtype=torch.float32).reshape(e["shape"])
+torch.save({"config": {"n_alternative_cells": 10}, "feature_extractor": {}, "lateral_network": {"model.s2.W_lateral": w}},
+           sys.argv[2])
+PY
+  expect "convert Net Fragments' Fabric checkpoint" 0 "1 tensors .* -> .*fragments_converted/model.safetensors" \
+    -- "$torch_python" "$src/tools/convert_reference_checkpoint.py" "$tmp/fragments.ckpt" "$tmp/fragments_converted"
+  own=$("$eval_" --checkpoint "$tmp/fragments/checkpoints/epoch_0001" --set run.dir="$tmp/fragments_eval_own" "${frag[@]}" \
+    "$src/configs/fragments/net_fragments.ini" 2>/dev/null | grep -E '^(noise|interrupt) ')
+  converted=$("$eval_" --checkpoint "$tmp/fragments_converted" --set run.dir="$tmp/fragments_eval_converted" "${frag[@]}" \
+    "$src/configs/fragments/net_fragments.ini" 2>/dev/null | grep -E '^(noise|interrupt) ')
+  [ -n "$own" ] && [ "$own" = "$converted" ] && passed=$((passed + 1)) ||
+    { failed=$((failed + 1)); echo "FAIL converted fragments checkpoint: '$converted', its own: '$own'"; }
 else
   echo "note: no PyTorch here; tools/convert_reference_checkpoint.py not checked"
 fi

@@ -46,6 +46,27 @@ check "imagenet_c.sh: a missing ROOT exits 2" '[ $? -eq 2 ]'
 "$eval_" --checkpoint "$dir/run" --device cpu --set data.path="$dir/kg100" --set data.val_dir="$dir/none" $sets "$cfg" >"$dir/vd.out" 2>&1
 check "a missing val_dir: exit 1 naming it" '[ $? -eq 1 ] && grep -q "val_dir $dir/none is not a directory" "$dir/vd.out"'
 
+# Tiny-ImageNet's own layout (train/<wnid>/images/, val/images/ + val_annotations.txt) trains as
+# dataset = imagefolder, here on a balanced subset (2 per class of each split), which the
+# checkpoint's data metadata names; its Tiny-ImageNet-C cells (<wnid>/*.JPEG) go through imagenet_c.sh.
+"$make_tree" "$dir/tiny" --layout tinyimagenet --classes 3 --train 4 --val 3 --no-edge-cases 2>/dev/null
+check "tinyimagenet tree: 12 train/<wnid>/images/ files, boxes, 9 val/images/ files annotated" \
+  '[ "$(find "$dir/tiny/train" -path "*/images/*.JPEG" | wc -l)" -eq 12 ] && [ -f "$dir/tiny/train/n00001000/n00001000_boxes.txt" ] \
+  && [ "$(ls "$dir/tiny/val/images" | wc -l)" -eq 9 ] && [ "$(wc -l <"$dir/tiny/val/val_annotations.txt")" -eq 9 ]'
+tiny_sets="--set data.dataset=imagefolder --set data.path=$dir/tiny $sets"
+OMP_WAIT_POLICY=passive "$train" "$cfg" --device cpu $tiny_sets --set run.epochs=1 --set run.threads=1 --set data.batch_size=4 \
+  --set data.subset=balanced --set data.subset_size=2 --set run.dir="$dir/tiny_run" >"$dir/tiny.out" 2>&1
+check "Tiny-ImageNet trains on a balanced subset: 6 train / 6 test images, named in the checkpoint" '[ $? -eq 0 ] \
+  && grep -q "imagefolder: 6 train / 6 test images" "$dir/tiny.out" \
+  && grep -aq "imagefolder, 6 training samples in global batches of 4, balanced subset of 2 per class from seed 42" "$dir/tiny_run/checkpoints/epoch_0001/state.safetensors"'
+for cell in blur/1 blur/2; do
+  for w in n00001000 n00001001 n00001002; do mkdir -p "$dir/tiny_c/$cell/$w" && cp "$dir/tiny/train/$w/images/"*.JPEG "$dir/tiny_c/$cell/$w/"; done
+done
+bash "$(dirname "$0")/../tools/imagenet_c.sh" --eval "$eval_" "$dir/tiny_run" "$cfg" "$dir/tiny_c" "$dir/tiny_c.json" \
+  data.dataset=imagefolder data.path="$dir/tiny" model.arch=cnn model.channels=4 model.hidden=0 model.dropout=0 \
+  model.linear_init=normal data.image_size=16 run.device=cpu >"$dir/tiny_c.out" 2>&1
+check "imagenet_c.sh over Tiny-ImageNet-C cells: 2 cells of 12 images" '[ $? -eq 0 ] && [ "$(grep -c "\"images\": 12}" "$dir/tiny_c.json")" -eq 2 ]'
+
 "$train" "$cfg" --device cpu --set data.path="$dir/nowhere" --set run.dir="$dir/run2" >"$dir/err.out" 2>&1
 check "missing dataset dir: exit 1 naming it" '[ $? -eq 1 ] && grep -q "nowhere" "$dir/err.out"'
 

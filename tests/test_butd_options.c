@@ -426,18 +426,21 @@ static double train_one_step(const char *dir, float lr, float clip, const bf_but
 
 /* ---- feedback_alignment: B never moves ---- */
 
-/* Two SGD steps with momentum and weight decay (B kept across the optimiser's step): under
- * feedback_alignment every back_weight ends bit for bit at its initial value while W moves; without
- * it B moves too. Refused with learning = backprop. */
+/* Two steps of SGD with momentum and weight decay, and of Adam with its weight decay coupled (the
+ * reference's "asymmetric + weight decay" optimiser, which gives B a gradient wd*B of its own), B
+ * kept across the optimiser's step: under feedback_alignment every back_weight ends bit for bit at
+ * its initial value while W moves; without it B moves too. Refused with learning = backprop. */
 static void test_feedback_alignment(const char *root) {
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &b));
-    for (int fa = 0; fa < 2; fa++) {
+    for (int run = 0; run < 4; run++) {
+        const int fa = run % 2, adam = run / 2;
         bf_config cfg;
         char dir[300];
-        snprintf(dir, sizeof dir, "%s/fa%d", root, fa);
-        configure_clip(&cfg, dir, 0.2f, 0.0f);
-        const char *sets[] = {"data.batch_size=10", "optim.momentum=0.9", "optim.weight_decay=0.01"};
+        snprintf(dir, sizeof dir, "%s/fa%d%s", root, fa, adam ? "_adam" : "");
+        configure_clip(&cfg, dir, adam ? 0.01f : 0.2f, 0.0f);
+        const char *sets[] = {"data.batch_size=10", "optim.momentum=0.9", "optim.weight_decay=0.01",
+                              adam ? "optim.optimizer=adam" : "optim.optimizer=sgd"};
         for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) CHECK_OK(bf_config_set(&cfg, sets[i]));
         if (fa) CHECK_OK(bf_config_set(&cfg, "butd.feedback_alignment=true"));
         bf_butd_net *init = NULL;
@@ -445,15 +448,16 @@ static void test_feedback_alignment(const char *root) {
         if (!init) continue;
         float *w0 = bf_test_download(b, init->param_data, init->num_param_floats);
         float *w = calloc(init->num_param_floats, sizeof(float));
-        CHECK(train_weights(&cfg, init, w) == 2, "feedback_alignment = %d: two steps", fa);
+        const char *opt = adam ? "adam" : "sgd";
+        CHECK(train_weights(&cfg, init, w) == 2, "%s, feedback_alignment = %d: two steps", opt, fa);
         for (int p = 0; p < init->num_params; p++) {
             const bf_param *q = &init->params[p];
             const int same = memcmp(w0 + q->offset, w + q->offset, q->count * sizeof(float)) == 0;
             if (strstr(q->name, "back_weight"))
-                CHECK(same == fa, "feedback_alignment = %s: %s %s", fa ? "true" : "false", q->name,
+                CHECK(same == fa, "%s, feedback_alignment = %s: %s %s", opt, fa ? "true" : "false", q->name,
                       fa ? "stays at its initial value" : "moves (the mirror update)");
             else if (strstr(q->name, ".weight"))
-                CHECK(!same, "feedback_alignment = %s: %s moves", fa ? "true" : "false", q->name);
+                CHECK(!same, "%s, feedback_alignment = %s: %s moves", opt, fa ? "true" : "false", q->name);
         }
         free(w0), free(w);
         bf_butd_destroy(init);

@@ -1,6 +1,7 @@
 /* test_checkpoint.c - checkpoints and exact resume on the CPU backend:
  *   - a run stopped after epoch 1 and resumed ends with weights and optimiser state
- *     bit-identical to an uninterrupted run (SGD with dropout, and AdamW);
+ *     bit-identical to an uninterrupted run (SGD with dropout, AdamW and Adam); an Adam checkpoint
+ *     resumed as AdamW is refused;
  *   - 1 and 3 CPU threads train bit-identical weights;
  *   - the weights file carries PyTorch state_dict names, shapes and the BN buffers;
  *   - a run stopped on request (bf_train_options.stop, a signal in bioflex-train) after every single
@@ -54,8 +55,8 @@ static void small_config(bf_config *cfg, const char *run, bf_optimizer_kind opt)
     cfg->model.hidden = 16;
     cfg->model.dropout = 0.3f;
     cfg->optim.optimizer = opt;
-    cfg->optim.lr = opt == BF_OPTIM_ADAMW ? 0.01f : 0.05f;
-    cfg->optim.nesterov = opt == BF_OPTIM_SGD; /* adamw has none */
+    cfg->optim.lr = opt == BF_OPTIM_SGD ? 0.05f : 0.01f;
+    cfg->optim.nesterov = opt == BF_OPTIM_SGD; /* adam and adamw have none */
     cfg->optim.weight_decay = 1e-4f;
     cfg->optim.grad_clip_norm = 5.0f;
     cfg->schedule.type = BF_SCHED_COSINE;
@@ -442,7 +443,7 @@ static bf_model *fresh_model(const bf_config *cfg, bf_backend *b) {
     d.c = cfg->data.procedural_channels, d.h = d.w = cfg->data.procedural_size;
     d.num_classes = cfg->data.procedural_classes;
     bf_model *m = NULL;
-    CHECK_OK(bf_run_build_model(cfg, b, &d, &m));
+    CHECK_OK(bf_run_build_model(cfg, b, &d, 0, &m));
     return m;
 }
 
@@ -774,7 +775,7 @@ static bf_status load_into_fresh_model(const char *dir, bf_config *cfg) {
     bf_optimizer *opt = NULL;
     bf_status s = bf_backend_create_cpu(1, &b);
     if (s == BF_OK) s = bf_dataset_open(&cfg->data, cfg->run.seed, BF_SPLIT_TRAIN, &d);
-    if (s == BF_OK) s = bf_run_build_model(cfg, b, d, &m);
+    if (s == BF_OK) s = bf_run_build_model(cfg, b, d, 0, &m);
     if (s == BF_OK) s = bf_optimizer_create(b, &cfg->optim, m->num_param_floats, &opt);
     if (s == BF_OK) s = bf_checkpoint_load_model(dir, m);
     bf_train_state st;
@@ -860,6 +861,15 @@ static void test_refusals(void) {
     other.optim.optimizer = BF_OPTIM_ADAMW;
     s = load_into_fresh_model(good, &other);
     CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "optimizer"), "optimizer mismatch refused: %s", bf_last_error());
+    /* Adam's state has AdamW's two moments, but the updates differ (the weight decay coupled or not) */
+    char adam_dir[600];
+    snprintf(adam_dir, sizeof adam_dir, "%s/full_adam/checkpoints/epoch_0002", root);
+    small_config(&other, "full_adam", BF_OPTIM_ADAM);
+    CHECK_OK(load_into_fresh_model(adam_dir, &other));
+    other.optim.optimizer = BF_OPTIM_ADAMW;
+    s = load_into_fresh_model(adam_dir, &other);
+    CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "optimizer \"adam\", the config uses \"adamw\""),
+          "an adam checkpoint resumed as adamw refused: %s", bf_last_error());
     other = cfg;
     other.run.seed = 99;
     s = load_into_fresh_model(good, &other);
@@ -871,14 +881,71 @@ static void test_refusals(void) {
     CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "not a checkpoint"), "non-checkpoint refused: %s", bf_last_error());
 }
 
+/* The momentum buffer a step checkpoint holds (NULL when unreadable, CHECKed). */
+static float *momentum_of(const char *checkpoint, size_t *n) {
+    char path[BF_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/state.safetensors", checkpoint);
+    bf_st_file *f = NULL;
+    CHECK_OK(bf_safetensors_read(path, &f));
+    const bf_st_tensor *t = f ? bf_safetensors_find(f, "optimizer.momentum") : NULL;
+    CHECK(t != NULL, "%s holds optimizer.momentum", path);
+    float *m = NULL;
+    if (t) {
+        *n = t->nbytes / sizeof(float);
+        m = malloc(t->nbytes);
+        memcpy(m, t->data, t->nbytes);
+    }
+    if (f) bf_safetensors_close(f);
+    return m;
+}
+
+/* [run] resume_optimizer = restart: the optimiser's state starts empty at the resume (the V1
+ * reference's resume restored the weights alone). One SGD step from full_sgd's epoch 1 either way,
+ * on the same weights and batch, so the same gradient g: continued, the buffer is 0.9 m + g with m
+ * the checkpoint's; restarted, g alone. Their difference is 0.9 m. */
+static void test_optimizer_restart(void) {
+    char from[512];
+    snprintf(from, sizeof from, "%s/full_sgd/checkpoints/epoch_0001", root);
+    float *buffers[2] = {NULL, NULL};
+    size_t n[3] = {0, 0, 0};
+    FILE *quiet = quiet_log();
+    for (int restart = 0; restart < 2; restart++) {
+        bf_config cfg;
+        small_config(&cfg, restart ? "optimizer_restarted" : "optimizer_continued", BF_OPTIM_SGD);
+        cfg.run.resume_optimizer = restart ? BF_RESUME_SCHEDULE_RESTART : BF_RESUME_SCHEDULE_CONTINUE;
+        atomic_int stop = 1; /* one step after the resume, then a step checkpoint */
+        bf_train_options resume = {.resume = from, .quiet = 1, .log = quiet, .stop = &stop};
+        bf_train_result r;
+        CHECK_OK(bf_train(&cfg, &resume, &r));
+        CHECK(r.interrupted, "the resumed run stopped after a step");
+        buffers[restart] = momentum_of(r.checkpoint, &n[restart]);
+    }
+    float *saved = momentum_of(from, &n[2]);
+    if (buffers[0] && buffers[1] && saved && n[0] == n[1] && n[1] == n[2]) {
+        double worst = 0, largest = 0;
+        for (size_t i = 0; i < n[2]; i++) {
+            worst = fmax(worst, fabs((double)buffers[0][i] - buffers[1][i] - 0.9 * saved[i]));
+            largest = fmax(largest, fabs(0.9 * saved[i]));
+        }
+        printf("resume_optimizer = restart: continued - restarted momentum = 0.9 x the checkpoint's to %.3g "
+               "(largest %.3g)\n", worst, largest);
+        CHECK(largest > 1e-3 && worst <= 1e-6 * largest + 1e-9,
+              "restarted, the momentum holds the new gradient alone (%.3g off 0.9 m)", worst);
+    }
+    free(buffers[0]), free(buffers[1]), free(saved);
+    fclose(quiet);
+}
+
 int main(void) {
     snprintf(root, sizeof root, "/tmp/bioflex_test_checkpoint_XXXXXX");
     if (!mkdtemp(root)) return 1;
     test_exact_resume(BF_OPTIM_SGD, "sgd");
     test_exact_resume(BF_OPTIM_ADAMW, "adamw");
+    test_exact_resume(BF_OPTIM_ADAM, "adam");
     test_thread_count();
     test_schedule_change_noted();
     test_schedule_restart();
+    test_optimizer_restart();
     test_data_change_on_resume();
     test_network_change_on_resume();
     test_data_phrase();

@@ -539,6 +539,7 @@ static void test_validate(void) {
         const char *sets[3], *says;
     } ignored[] = {
         {{"optim.optimizer=adamw", "optim.nesterov=true"}, "[optim] nesterov = true applies to [optim] optimizer = sgd only"},
+        {{"optim.optimizer=adam", "optim.nesterov=true"}, "[optim] nesterov = true applies to [optim] optimizer = sgd only, not adam"},
         {{"schedule.type=cosine", "schedule.eta_min=0.5"}, "[schedule] eta_min = 0.5 is above [optim] lr = 0.1"},
         {{"model.fully_flex=true"}, "[model] fully_flex = true needs [model] flex = true"},
         {{"model.flex_layers=0,2"}, "[model] flex_layers = 0,2 needs [model] flex = true"},
@@ -606,7 +607,8 @@ static void test_validate(void) {
         {{"schedule.warmup_start_factor=0.5"}, "[schedule] warmup_start_factor = 0.5 needs [schedule] warmup > 0"},
         {{"schedule.unit=step"}, "[schedule] unit = step changes nothing under [schedule] type = constant without warmup"},
         {{"optim.optimizer=adamw", "optim.momentum=0.5"}, "[optim] momentum = 0.5 applies to [optim] optimizer = sgd only"},
-        {{"optim.beta2=0.9"}, "[optim] beta2 = 0.9 applies to [optim] optimizer = adamw only"},
+        {{"optim.optimizer=adam", "optim.momentum=0.5"}, "[optim] momentum = 0.5 applies to [optim] optimizer = sgd only, not adam"},
+        {{"optim.beta2=0.9"}, "[optim] beta2 = 0.9 applies to [optim] optimizer = adam or adamw only, not sgd"},
         {{"data.procedural_size=16"}, "[data] procedural_size = 16 applies to [data] dataset = procedural only"},
         {{"data.dataset=procedural", "data.path=/tmp"}, "[data] path = /tmp does not apply to [data] dataset = procedural"},
         {{"data.image_size=64"}, "[data] image_size = 64 applies to the JPEG [data] dataset"},
@@ -649,6 +651,7 @@ static void test_validate(void) {
                                  {"schedule.type=multistep", "schedule.milestones=3", "schedule.gamma=0.5"},
                                  {"schedule.warmup=2", "schedule.unit=step", "schedule.warmup_start_factor=0.5"},
                                  {"optim.optimizer=adamw", "optim.beta1=0.8", "optim.eps=1e-6"},
+                                 {"optim.optimizer=adam", "optim.beta2=0.99", "optim.weight_decay=0.01"},
                                  {"data.dataset=procedural", "data.procedural_size=16"},
                                  {"data.dataset=imagefolder", "data.train_transform=random_resized_crop",
                                   "data.crop_scale_min=0.2", "data.image_size=64"},
@@ -660,6 +663,11 @@ static void test_validate(void) {
         for (int j = 0; j < 4 && accepted[i][j]; j++) CHECK_OK(bf_config_set(&cfg, accepted[i][j]));
         CHECK_OK(bf_config_validate(&cfg));
     }
+    /* optimizer = adam is its own kind (torch.optim.Adam, the decay coupled) */
+    bf_config_defaults(&cfg);
+    CHECK_OK(bf_config_set(&cfg, "optim.optimizer=adam"));
+    CHECK(cfg.optim.optimizer == BF_OPTIM_ADAM, "optim.optimizer=adam parsed as BF_OPTIM_ADAM (got %d)",
+          (int)cfg.optim.optimizer);
 
     /* Values set by code get the same checks as values read from a file. */
     bf_config_defaults(&cfg);

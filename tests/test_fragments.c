@@ -312,6 +312,38 @@ static void test_v5(const bf_st_file *fx) {
     bf_fragments_destroy(f);
 }
 
+/* hebbian_input = binarised: the rule learns from 1[x > 0.5] of real-valued S1, the same update
+ * as the reference's rule given S1 binarised so (whose values are 0 and 1, where both agree). */
+static void test_binarised_hebbian(const bf_st_file *fx) {
+    bf_fragments_options opt = net_fragments_options();
+    opt.larger_kernels = 1, opt.s1_activation = BF_FRAG_S1_RELU;
+    bf_fragments *real = NULL, *binarised = NULL, *clipped = NULL;
+    CHECK_OK(bf_fragments_create(&opt, &real));
+    CHECK_OK(bf_fragments_create(&opt, &clipped));
+    opt.hebb_binarised = 1;
+    CHECK_OK(bf_fragments_create(&opt, &binarised));
+    const bf_st_tensor *img = get(fx, "v5.s0.image", BF_DTYPE_F32);
+    if (!real || !binarised || !clipped || !img) return;
+    float s1[BF_FRAG_S1 * PIX], s1_bin[BF_FRAG_S1 * PIX], *z = malloc(sizeof(float) * 6 * STATE);
+    bf_fragments_s1(real, img->data, 0, s1);
+    int weak = 0;
+    for (int k = 0; k < BF_FRAG_S1 * PIX; k++) s1_bin[k] = s1[k] > 0.5f, weak += s1[k] > 0 && s1[k] <= 0.5f;
+    CHECK_OK(bf_fragments_run(binarised, s1, 0, z, NULL));
+    CHECK_OK(bf_fragments_hebbian(binarised, s1, z));
+    CHECK_OK(bf_fragments_hebbian(clipped, s1_bin, z));
+    CHECK_OK(bf_fragments_hebbian(real, s1, z));
+    const float *wb = bf_fragments_weights(binarised), *wc = bf_fragments_weights(clipped), *wr = bf_fragments_weights(real);
+    size_t same = 0, differ = 0;
+    for (size_t e = 0; e < NW; e++) same += wb[e] == wc[e], differ += wb[e] != wr[e];
+    printf("binarised Hebbian input: %d weak S1 responses in (0, 0.5]; %zu weights differ from the reference rule's\n",
+           weak, differ);
+    CHECK(same == NW, "binarised: the reference rule's update of S1 binarised at 0.5 (%zu of %d weights)", same, (int)NW);
+    CHECK(weak > 0 && differ > 0, "real-valued S1 learns otherwise binarised (%d weak responses, %zu weights)", weak,
+          differ);
+    free(z);
+    bf_fragments_destroy(real), bf_fragments_destroy(binarised), bf_fragments_destroy(clipped);
+}
+
 static void test_initial_weights(void) {
     bf_fragments_options opt = net_fragments_options();
     bf_fragments *f = NULL;
@@ -467,6 +499,7 @@ int main(void) {
     CHECK_OK(bf_safetensors_read(FIXTURE, &fx));
     if (fx) {
         test_v5(fx);
+        test_binarised_hebbian(fx);
         test_epoch(fx);
         test_noisy(fx);
         bf_safetensors_close(fx);

@@ -86,15 +86,25 @@ int main(void) {
     }
     free(metrics);
 
-    /* the stored interrupt results at the checkpoint's theta and gamma (spec 6), 60 lines */
+    /* the stored interrupt results at the checkpoint's theta and gamma (spec 6), 60 lines, with the
+     * reference's means (a line with nothing erased scores 0) */
     const double stored[7] = {.594, .629, .625, .430, .282, .172, .058};
-    bf_fragments_result fr;
+    bf_fragments_result fr, scored;
     fragments_config(&cfg, "replay", 48);
+    cfg.fragments.metrics = 1;
     CHECK_OK(bf_fragments_evaluate_checkpoint(&cfg, cfg.run.dir, NULL, &fr));
+    cfg.fragments.metrics = 0; /* the default: the means over the lines with something to score */
+    CHECK_OK(bf_fragments_evaluate_checkpoint(&cfg, cfg.run.dir, NULL, &scored));
     for (int k = 0; k < 7; k++) {
-        printf("gap of %d px: line reconstruction %.4f (stored %.3f)\n", k + 1, fr.interrupt_recon[k], stored[k]);
+        const int kept = 60 - scored.interrupt_skipped[k];
+        printf("gap of %d px: line reconstruction %.4f (stored %.3f); over the %d lines with an erased unit %.4f\n",
+               k + 1, fr.interrupt_recon[k], stored[k], kept, scored.interrupt_recon[k]);
         CHECK(fabs(fr.interrupt_recon[k] - stored[k]) < 0.0006, "gap %d: %.4f, stored %.3f", k + 1, fr.interrupt_recon[k],
               stored[k]);
+        /* the same sum, the lines scored 0 for want of an erased unit left out of the count */
+        CHECK(kept > 0 && fabs(scored.interrupt_recon[k] * kept - fr.interrupt_recon[k] * 60) < 1e-9,
+              "gap %d: scored mean %.6f over %d lines is the reference's sum %.6f over them", k + 1,
+              scored.interrupt_recon[k], kept, fr.interrupt_recon[k] * 60);
     }
 
     /* bioflex draws the noise masks with its own RNG, the reference with torch.randperm: the same

@@ -723,7 +723,7 @@ static void test_optimisers(bf_backend *b) {
      * moves by lr after the decay: 1 -> 0.999 - 0.1 = 0.899 -> 0.899*0.999 - 0.1 = 0.798101. */
     float one = 1, *p1 = bf_test_upload(b, &one, 1), *g1 = bf_test_upload(b, &one, 1);
     float *m1 = bf_test_upload(b, NULL, 1), *v1 = bf_test_upload(b, NULL, 1), got;
-    for (long t = 1; t <= 2; t++) CHECK_OK(b->ops->adamw_update(b, p1, g1, m1, v1, 1, 0.1f, 0.9f, 0.999f, 1e-8f, 0.01f, t, NULL));
+    for (long t = 1; t <= 2; t++) CHECK_OK(b->ops->adam_update(b, p1, g1, m1, v1, 1, 0.1f, 0.9f, 0.999f, 1e-8f, 0.01f, 1, t, NULL));
     CHECK_OK(bf_to_host(b, &got, p1, sizeof got));
     CHECK_CLOSE(got, 0.798101, 1e-6, 0, "adamw constant gradient");
     bf_free(b, p1); bf_free(b, g1); bf_free(b, m1); bf_free(b, v1);
@@ -733,7 +733,7 @@ static void test_optimisers(bf_backend *b) {
     for (int i = 0; i < N; i++) rp[i] = hp[i], rm[i] = 0, rv[i] = 0;
     for (int t = 1; t <= 2; t++) {
         CHECK_OK(bf_to_device(b, g, grads[t - 1], sizeof hg1));
-        CHECK_OK(b->ops->adamw_update(b, p, g, buf, v, N, lr, b1, b2, eps, wd, t, sc));
+        CHECK_OK(b->ops->adam_update(b, p, g, buf, v, N, lr, b1, b2, eps, wd, 1, t, sc));
         for (int i = 0; i < N; i++) {
             double gi = grads[t - 1][i] * (double)scale;
             rp[i] *= 1 - (double)lr * wd;
@@ -746,6 +746,65 @@ static void test_optimisers(bf_backend *b) {
     check_buffer(b, buf, rm, N, 1e-7, 1e-5, "adamw first moment");
     check_buffer(b, v, rv, N, 1e-9, 1e-5, "adamw second moment");
 
+    /* Adam (torch.optim.Adam: the weight decay coupled, g = grad*clip + wd*p before the moments, no
+     * decay of p itself), four steps against the formulas in double, with a weight decay large enough
+     * (0.2 at lr 0.05) that the coupled and decoupled decays end far apart; steps 2 and 4 clipped. */
+    {
+        const float *agrads[4] = {hg1, hg2, hg2, hg1};
+        const float awd = 0.2f;
+        float *wp = bf_test_upload(b, hp, N), *wm = bf_test_upload(b, NULL, N), *wv = bf_test_upload(b, NULL, N);
+        double rw[N], rwm[N], rwv[N];
+        CHECK_OK(bf_to_device(b, p, hp, sizeof hp));
+        CHECK_OK(b->ops->fill(b, buf, 0, N));
+        CHECK_OK(b->ops->fill(b, v, 0, N));
+        for (int i = 0; i < N; i++) rp[i] = hp[i], rm[i] = 0, rv[i] = 0, rw[i] = hp[i], rwm[i] = 0, rwv[i] = 0;
+        for (int t = 1; t <= 4; t++) {
+            const float *clipd = t % 2 == 0 ? sc : NULL;
+            const double cs = t % 2 == 0 ? scale : 1.0;
+            CHECK_OK(bf_to_device(b, g, agrads[t - 1], sizeof hg1));
+            CHECK_OK(b->ops->adam_update(b, p, g, buf, v, N, lr, b1, b2, eps, awd, 0, t, clipd));
+            CHECK_OK(b->ops->adam_update(b, wp, g, wm, wv, N, lr, b1, b2, eps, awd, 1, t, clipd));
+            for (int i = 0; i < N; i++) {
+                double gi = agrads[t - 1][i] * cs + (double)awd * rp[i]; /* Adam: L2 into the gradient */
+                rm[i] = b1 * rm[i] + (1 - (double)b1) * gi;
+                rv[i] = b2 * rv[i] + (1 - (double)b2) * gi * gi;
+                rp[i] -= lr * (rm[i] / (1 - pow(b1, t))) / (sqrt(rv[i] / (1 - pow(b2, t))) + eps);
+                double wi = agrads[t - 1][i] * cs; /* AdamW: the same steps, p decayed instead */
+                rw[i] *= 1 - (double)lr * awd;
+                rwm[i] = b1 * rwm[i] + (1 - (double)b1) * wi;
+                rwv[i] = b2 * rwv[i] + (1 - (double)b2) * wi * wi;
+                rw[i] -= lr * (rwm[i] / (1 - pow(b1, t))) / (sqrt(rwv[i] / (1 - pow(b2, t))) + eps);
+            }
+        }
+        check_buffer(b, p, rp, N, 1e-6, 1e-5, "adam (coupled weight decay) four steps");
+        check_buffer(b, buf, rm, N, 1e-7, 1e-5, "adam first moment (of the gradient plus wd*p)");
+        check_buffer(b, v, rv, N, 1e-9, 1e-5, "adam second moment");
+        check_buffer(b, wp, rw, N, 1e-6, 1e-5, "adamw (decoupled weight decay) four steps beside it");
+        double apart = 0;
+        for (int i = 0; i < N; i++) apart = fmax(apart, fabs(rp[i] - rw[i]));
+        CHECK(apart > 1e-2, "adam and adamw end apart with weight decay 0.2 (max difference %g)", apart);
+
+        /* Without weight decay Adam and AdamW are one optimiser: bit for bit over three steps. */
+        float *zp = bf_test_upload(b, hp, N), *zm = bf_test_upload(b, NULL, N), *zv = bf_test_upload(b, NULL, N);
+        CHECK_OK(bf_to_device(b, wp, hp, sizeof hp));
+        CHECK_OK(b->ops->fill(b, wm, 0, N));
+        CHECK_OK(b->ops->fill(b, wv, 0, N));
+        for (int t = 1; t <= 3; t++) {
+            CHECK_OK(bf_to_device(b, g, agrads[t - 1], sizeof hg1));
+            CHECK_OK(b->ops->adam_update(b, zp, g, zm, zv, N, lr, b1, b2, eps, 0, 0, t, t == 2 ? sc : NULL));
+            CHECK_OK(b->ops->adam_update(b, wp, g, wm, wv, N, lr, b1, b2, eps, 0, 1, t, t == 2 ? sc : NULL));
+        }
+        float *za = bf_test_download(b, zp, N), *wa = bf_test_download(b, wp, N);
+        float *zb = bf_test_download(b, zv, N), *wb = bf_test_download(b, wv, N);
+        CHECK(memcmp(za, wa, N * sizeof(float)) == 0 && memcmp(zb, wb, N * sizeof(float)) == 0,
+              "adam and adamw without weight decay: the same bits");
+        free(za), free(wa), free(zb), free(wb);
+        CHECK(b->ops->adam_update(b, zp, g, zm, zv, N, lr, b1, b2, eps, 0, 0, 0, NULL) == BF_ERR_ARG,
+              "adam: step 0 refused (steps count from 1)");
+        bf_free(b, zp); bf_free(b, zm); bf_free(b, zv);
+        bf_free(b, wp); bf_free(b, wm); bf_free(b, wv);
+    }
+
     /* A zero gradient after one step: the moments decay geometrically (0.5 per step for SGD's
      * buffer, beta1 = 0.5 for AdamW's m, beta2 = 0.5 for v here) and are stored as 0 once below
      * FLT_MIN, never as subnormals (ops.h); on the way down they are exact powers of two. */
@@ -754,12 +813,12 @@ static void test_optimisers(bf_backend *b) {
         float *sp = bf_test_upload(b, &start, 1), *sg = bf_test_upload(b, &start, 1), *sbuf = bf_test_upload(b, NULL, 1);
         float *ap = bf_test_upload(b, &start, 1), *am = bf_test_upload(b, NULL, 1), *av = bf_test_upload(b, NULL, 1);
         CHECK_OK(b->ops->sgd_update(b, sp, sg, sbuf, 1, 1e-3f, 0.5f, 0, 0, 1, NULL));
-        CHECK_OK(b->ops->adamw_update(b, ap, sg, am, av, 1, 1e-3f, 0.5f, 0.5f, 1e-8f, 0, 1, NULL));
+        CHECK_OK(b->ops->adam_update(b, ap, sg, am, av, 1, 1e-3f, 0.5f, 0.5f, 1e-8f, 0, 1, 1, NULL));
         CHECK_OK(bf_to_device(b, sg, &zero, sizeof zero));
         int subnormal = 0, last_normal = 1;
         for (long t = 2; t <= 160; t++) {
             CHECK_OK(b->ops->sgd_update(b, sp, sg, sbuf, 1, 1e-3f, 0.5f, 0, 0, 0, NULL));
-            CHECK_OK(b->ops->adamw_update(b, ap, sg, am, av, 1, 1e-3f, 0.5f, 0.5f, 1e-8f, 0, t, NULL));
+            CHECK_OK(b->ops->adam_update(b, ap, sg, am, av, 1, 1e-3f, 0.5f, 0.5f, 1e-8f, 0, 1, t, NULL));
             CHECK_OK(bf_to_host(b, &state[0], sbuf, sizeof(float)));
             CHECK_OK(bf_to_host(b, &state[1], am, sizeof(float)));
             CHECK_OK(bf_to_host(b, &state[2], av, sizeof(float)));

@@ -548,8 +548,8 @@ static void test_optim(void) {
     for (long step = 1; step <= 3; step++) {
         const pair *gr = step == 2 ? &g2 : &g;
         const float *scale_c = step == 3 ? gs.c : NULL, *scale_g = step == 3 ? gs.g : NULL;
-        CHECK_OK(cpu->ops->adamw_update(cpu, p.c, gr->c, m.c, v.c, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step, scale_c));
-        CHECK_OK(gpu->ops->adamw_update(gpu, p.g, gr->g, m.g, v.g, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step, scale_g));
+        CHECK_OK(cpu->ops->adam_update(cpu, p.c, gr->c, m.c, v.c, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1, step, scale_c));
+        CHECK_OK(gpu->ops->adam_update(gpu, p.g, gr->g, m.g, v.g, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1, step, scale_g));
         if (step == 1 || step == 3) {
             char what[96];
             snprintf(what, sizeof what, "adamw step %ld params", step);
@@ -559,6 +559,30 @@ static void test_optim(void) {
             snprintf(what, sizeof what, "adamw step %ld v", step);
             pair_compare(what, v, 1e-7, EW_RTOL);
         }
+    }
+
+    /* Adam (coupled weight decay: g = grad*clip + wd*p before the moments) from fresh moments, steps
+     * 1..4 with a clipped step 2, and AdamW beside it from the same start: the kernel writes the CPU's
+     * expressions in its order and --fmad=false keeps their roundings, so the bits are the CPU's. */
+    {
+        pair ap = pair_rand(n, -1, 1), am = pair_from(NULL, n), av = pair_from(NULL, n);
+        for (long step = 1; step <= 4; step++) {
+            const pair *gr = step % 2 == 0 ? &g2 : &g;
+            const float *scale_c = step == 2 ? gs.c : NULL, *scale_g = step == 2 ? gs.g : NULL;
+            CHECK_OK(cpu->ops->adam_update(cpu, ap.c, gr->c, am.c, av.c, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.05f, 0, step, scale_c));
+            CHECK_OK(gpu->ops->adam_update(gpu, ap.g, gr->g, am.g, av.g, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.05f, 0, step, scale_g));
+            if (step == 1 || step == 4) {
+                char what[96];
+                snprintf(what, sizeof what, "adam step %ld params", step);
+                pair_compare_exact(what, ap);
+                snprintf(what, sizeof what, "adam step %ld m", step);
+                pair_compare_exact(what, am);
+                snprintf(what, sizeof what, "adam step %ld v", step);
+                pair_compare_exact(what, av);
+            }
+        }
+        pair *adam_all[] = {&ap, &am, &av};
+        for (size_t i = 0; i < sizeof adam_all / sizeof adam_all[0]; i++) pair_free(adam_all[i]);
     }
 
     /* clip_scale: a norm above and below max_norm */

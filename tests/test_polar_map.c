@@ -99,12 +99,15 @@ static const struct {
     int last_full_row; /* the last output row fed only by rings without empty wedges */
     int zeros;         /* outputs fed only by empty wedges, as row * 16 + col, in the reference */
     int zero_at[14];
-} VARIANTS[4] = {
-    {"angle", {.pad_both = 0, .antialias = 0}, 13, 7, {240, 244, 247, 248, 251, 252, 255}},
-    {"angle_aa", {.pad_both = 0, .antialias = 1}, 13, 3, {240, 251, 255}},
-    {"both", {.pad_both = 1, .antialias = 0}, 12, 14,
+} VARIANTS[6] = {
+    {"angle", {.padding = 0, .antialias = 0}, 13, 7, {240, 244, 247, 248, 251, 252, 255}},
+    {"angle_aa", {.padding = 0, .antialias = 1}, 13, 3, {240, 251, 255}},
+    {"both", {.padding = 1, .antialias = 0}, 12, 14,
      {224, 228, 231, 232, 235, 236, 239, 240, 244, 247, 248, 251, 252, 255}},
-    {"both_aa", {.pad_both = 1, .antialias = 1}, 12, 6, {224, 235, 239, 240, 251, 255}},
+    {"both_aa", {.padding = 1, .antialias = 1}, 12, 6, {224, 235, 239, 240, 251, 255}},
+    /* the wedges wrapped around (F.pad mode "circular"): bioflex's polar_padding = circular */
+    {"circular", {.padding = 2, .antialias = 0}, 13, 7, {240, 244, 247, 248, 251, 252, 255}},
+    {"circular_aa", {.padding = 2, .antialias = 1}, 13, 3, {240, 251, 255}},
 };
 
 /* A constant map of 1 through the operator: what section 5.3's masks make of it. */
@@ -192,7 +195,7 @@ static void check_fixture(const float *masks, const float *counts) {
     float input[MAPS * PIXELS], reference[MAPS * OUTPUTS], out[MAPS * OUTPUTS];
     float *op = bf_test_calloc((size_t)OUTPUTS * PIXELS * sizeof *op);
     CHECK_OK(bf_safetensors_copy_out(f, "input", BF_DTYPE_F32, 4, (const int64_t[]){2, 3, 32, 32}, input));
-    for (int v = 0; v < 4; v++) {
+    for (int v = 0; v < 6; v++) {
         char name[32];
         snprintf(name, sizeof name, "out.%s", VARIANTS[v].name);
         CHECK_OK(bf_safetensors_copy_out(f, name, BF_DTYPE_F32, 4, (const int64_t[]){2, 3, 16, 16}, reference));
@@ -222,11 +225,11 @@ int main(void) {
     free(masks);
 
     float *op = bf_test_calloc((size_t)OUTPUTS * PIXELS * sizeof *op);
-    for (int v = 0; v < 4; v++) {
+    for (int v = 0; v < 6; v++) {
         CHECK_OK(bf_polar_operator(&VARIANTS[v].options, op));
         check_constant(op, v);
     }
-    CHECK(bf_polar_operator(&(bf_polar_options){.pad_both = 2}, op) == BF_ERR_ARG, "pad_both 2 refused");
+    CHECK(bf_polar_operator(&(bf_polar_options){.padding = 3}, op) == BF_ERR_ARG, "padding 3 refused");
     CHECK(bf_polar_operator(&(bf_polar_options){.antialias = -1}, op) == BF_ERR_ARG, "antialias -1 refused");
     CHECK(bf_polar_operator(NULL, op) == BF_ERR_ARG, "no options refused");
     CHECK(bf_polar_operator(&(bf_polar_options){0}, NULL) == BF_ERR_ARG, "no output refused");

@@ -53,7 +53,7 @@ static void test_evaluate_batches(void) {
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &b));
     bf_model *m = NULL;
-    CHECK_OK(bf_run_build_model(&cfg, b, test, &m));
+    CHECK_OK(bf_run_build_model(&cfg, b, test, 0, &m));
     if (!test || !m) return;
     bf_loader_options o = {.batch_size = 8, .threads = 1, .prefetch = 2, .shuffle = 1, .normalize = 1, .seed = 5};
     bf_loader *shuffled = NULL;

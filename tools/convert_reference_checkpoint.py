@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Converts a FlexNet, PlasticFlex or V1-constrained ResNet reference checkpoint (a torch.save'd .pth) into a directory that
+"""Converts a FlexNet, PlasticFlex, V1-constrained ResNet or Net Fragments reference checkpoint (a torch.save'd .pth or
+Lightning Fabric .ckpt) into a directory that
 bioflex reads as a checkpoint (bioflex-eval --checkpoint DIR) or as starting weights
 ([model] init_weights = DIR):
 
@@ -8,7 +9,8 @@ bioflex reads as a checkpoint (bioflex-eval --checkpoint DIR) or as starting wei
     bioflex-eval --checkpoint runs/exp4_reference configs/flexnet/exp4_flex_vgg16_imagenet100.ini
 
 The checkpoint is a dict with the model's state_dict under "model_state_dict" (FlexNet spec 7.2,
-PlasticFlex's save_checkpoint) or "model" (the V1-constrained ResNet's main.py), or a bare state_dict. Its names are PyTorch's, which bioflex's
+PlasticFlex's save_checkpoint), "model" (the V1-constrained ResNet's main.py) or "lateral_network" (Net Fragments'
+Fabric checkpoint, checkpoints/net-fragments.ckpt: model.s2.W_lateral), or a bare state_dict. Its names are PyTorch's, which bioflex's
 models use, so the tensors are written as they are into DIR/model.safetensors, except:
   - a DistributedDataParallel "module." prefix is removed;
   - a flex threshold of shape [1, C, H, W] becomes bioflex's [C, H, W];
@@ -39,13 +41,13 @@ GENERATED = ("channel_distances", "kernel_dists", "pooling_masks", "pooling_mask
 
 def state_dict_of(checkpoint):
     """The state_dict inside a reference checkpoint (or the checkpoint itself when it is one)."""
-    for key in ("model_state_dict", "model"):
+    for key in ("model_state_dict", "model", "lateral_network"):
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
             return checkpoint[key]
     if isinstance(checkpoint, dict) and checkpoint and all(hasattr(v, "shape") for v in checkpoint.values()):
         return checkpoint
     keys = ", ".join(sorted(checkpoint)[:8]) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-    raise SystemExit(f"error: no state_dict in the checkpoint (no model_state_dict; it holds {keys})")
+    raise SystemExit(f"error: no state_dict in the checkpoint (no model_state_dict, model or lateral_network; it holds {keys})")
 
 
 def converted(state, drop, torch):

@@ -1,12 +1,14 @@
 /* make_jpeg_tree.c - writes a synthetic ImageNet-like tree of JPEGs (bioflex-make-jpeg-tree).
  *
- *   bioflex-make-jpeg-tree ROOT [--layout imagefolder|kaggle] [--classes N] [--train N] [--val N]
+ *   bioflex-make-jpeg-tree ROOT [--layout imagefolder|kaggle|tinyimagenet] [--classes N] [--train N] [--val N]
  *                          [--size WxH] [--quality Q] [--no-edge-cases] [--seed S]
  *
  * imagefolder writes ROOT/train/class_NNN/ and ROOT/val/class_NNN/; kaggle writes the ImageNet-100
- * Kaggle layout (train.X1, train.X2, val.X, Labels.json). By default images have realistic mixed
- * sizes (mostly 500x375) at quality 90, and class 0 of train holds the 8 edge-case files (gray,
- * CMYK, YCCK, progressive, and 4 undecodable ones: PNG, truncated, corrupt, empty). See jpeg_synth.c. */
+ * Kaggle layout (train.X1, train.X2, val.X, Labels.json); tinyimagenet writes Tiny-ImageNet's own
+ * (train/<wnid>/images/, val/images/ with val/val_annotations.txt, 64x64 images). By default
+ * images have realistic mixed sizes (mostly 500x375) at quality 90, and class 0 of train holds the
+ * 8 edge-case files (gray, CMYK, YCCK, progressive, and 4 undecodable ones: PNG, truncated,
+ * corrupt, empty). See jpeg_synth.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +16,7 @@
 #include "bioflex/image.h"
 
 static int usage(void) {
-    fprintf(stderr, "usage: bioflex-make-jpeg-tree ROOT [--layout imagefolder|kaggle] [--classes N] [--train N] "
+    fprintf(stderr, "usage: bioflex-make-jpeg-tree ROOT [--layout imagefolder|kaggle|tinyimagenet] [--classes N] [--train N] "
                     "[--val N] [--size WxH] [--quality Q] [--no-edge-cases] [--seed S]\n");
     return 2;
 }
@@ -31,7 +33,8 @@ int main(int argc, char **argv) {
         if (strcmp(a, "--layout") == 0) {
             if (strcmp(v, "imagefolder") == 0) o.layout = BF_SYNTH_IMAGEFOLDER;
             else if (strcmp(v, "kaggle") == 0) o.layout = BF_SYNTH_KAGGLE;
-            else { fprintf(stderr, "--layout %s (allowed: imagefolder, kaggle)\n", v); return 2; }
+            else if (strcmp(v, "tinyimagenet") == 0) o.layout = BF_SYNTH_TINYIMAGENET;
+            else { fprintf(stderr, "--layout %s (allowed: imagefolder, kaggle, tinyimagenet)\n", v); return 2; }
         } else if (strcmp(a, "--classes") == 0) o.classes = atoi(v);
         else if (strcmp(a, "--train") == 0) o.train_per_class = atoi(v);
         else if (strcmp(a, "--val") == 0) o.val_per_class = atoi(v);

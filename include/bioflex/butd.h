@@ -44,6 +44,12 @@ typedef enum bf_butd_loss { BF_BUTD_LOSS_CROSS_ENTROPY = 0, BF_BUTD_LOSS_BCE = 1
  * weights the 1x1 downsample has its own B like every other conv, unless downsample_always_shared
  * (the reference builds it shared: its weight-symmetry study). */
 typedef enum bf_butd_layer_kind { BF_BUTD_LINEAR = 0, BF_BUTD_CONV = 1, BF_BUTD_BLOCK = 2 } bf_butd_layer_kind;
+/* Counter-Hebb with batch-norm ([butd] ch_bn; spec section 1.4, README quirk 11). EXACT: the error
+ * pass goes back through each BU batch-norm's true Jacobian (the batch statistics of the BU pass)
+ * and the update writes gamma's and beta's gradients, so Counter-Hebb = backprop. INDEPENDENT: the
+ * reference's TD batch-norm (the TD copy, own batch statistics, gamma 1 and beta 0) after each
+ * transposed op of the error pass, as in the instruction pass, and no update of either batch-norm. */
+typedef enum bf_butd_ch_bn { BF_BUTD_CH_BN_EXACT = 0, BF_BUTD_CH_BN_INDEPENDENT = 1 } bf_butd_ch_bn;
 
 typedef struct bf_butd_options {
     bf_butd_learning learning;
@@ -58,7 +64,8 @@ typedef struct bf_butd_options {
     int num_tasks;           /* guided: length of the one-hot instruction */
     int task_embedding;      /* guided: hidden width of the task head (0 = one layer) */
     float noise_std;         /* > 0: every update is multiplied by one N(1, noise_std) scalar per layer and step */
-    int batch_norm;          /* convs and blocks added from now on get batch-norm with a TD copy (backprop only) */
+    int batch_norm;          /* convs and blocks added from now on get batch-norm with a TD copy */
+    int ch_bn;               /* bf_butd_ch_bn: batch_norm with learning = counter_hebb (EXACT or INDEPENDENT) */
     int train_task_head;     /* guided: the task head is trained (straight-through gates, butd_task_head.c) */
     int multi_decoders;      /* guided: the head has num_classes outputs per task; the sample's task picks its own */
     long seed;
@@ -69,8 +76,9 @@ typedef struct bf_butd_options {
  * direction has its own, independent batch-norm over the channels of the transposed op's output,
  * applied in the instruction pass. Its affine parameters stay at (1, 0): the reference trains these
  * networks with backprop, and the instruction pass carries no gradient. The error pass is exact
- * backprop through the BU batch-norm (learning = counter_hebb is refused: the TD copy is not the
- * batch-norm Jacobian). */
+ * backprop through the BU batch-norm (backprop, and Counter-Hebb with ch_bn = EXACT), or with
+ * Counter-Hebb and ch_bn = INDEPENDENT the TD copy after each transposed op, as the reference's
+ * error pass (not the batch-norm Jacobian: not backprop). */
 typedef struct bf_butd_norm {
     char name[BF_NAME_MAX];
     bf_bn_shape bu, td;      /* BU: the conv's output; TD: the transposed op's output (at the maximum batch) */

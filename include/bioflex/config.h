@@ -50,7 +50,8 @@ typedef enum {
     BF_ARCH_PF_SIMPLE_FLEX, /* PlasticFlex's SimpleFlexNet and SimpleConvNet (plasticflex.md section 4) */
     BF_ARCH_PF_SIMPLE_CONV
 } bf_arch;
-typedef enum { BF_OPTIM_SGD = 0, BF_OPTIM_ADAMW } bf_optimizer_kind;
+/* ADAM: torch.optim.Adam (weight decay coupled: added to the gradient); ADAMW: decoupled decay */
+typedef enum { BF_OPTIM_SGD = 0, BF_OPTIM_ADAMW, BF_OPTIM_ADAM } bf_optimizer_kind;
 typedef enum { BF_SCHED_CONSTANT = 0, BF_SCHED_STEP, BF_SCHED_MULTISTEP, BF_SCHED_COSINE } bf_schedule_kind;
 typedef enum { BF_SCHED_UNIT_EPOCH = 0, BF_SCHED_UNIT_STEP } bf_schedule_unit;
 /* --resume: the schedule goes on where the checkpoint left it, or starts again there as the
@@ -71,6 +72,7 @@ typedef struct bf_run_config {
     int keep_best;             /* also keep checkpoints/best: the evaluation with the highest top-1 so far */
     int keep_checkpoints;      /* epoch checkpoints kept: the newest N (0 = all) */
     int resume_schedule;       /* bf_resume_schedule: what --resume does to the learning-rate schedule */
+    int resume_optimizer;      /* bf_resume_schedule too: continue, or restart the optimiser's state empty */
     int precision;             /* bf_precision: fp32 | tf32 */
     int threads;               /* CPU backend threads (0 = all cores) */
     int cpu_conv;              /* CPU convolutions: bf_cpu_conv_library (ops.h), or BF_CPU_CONV_AUTO */
@@ -175,6 +177,10 @@ typedef struct bf_model_config {
                                 * (bf_cuda_set_flex_kernels) */
     int input_gradient;        /* not a key: the model's backward also gives the image's gradient
                                   (bf_model.input_gradient; bioflex-eval --attack sets it) */
+    int eval_backward;         /* not a key: training steps in evaluation mode (bf_model.eval_backward;
+                                  the trainer sets it for [optim] train_only_mode = eval) */
+    const char *trained_only;  /* not a key: [optim] train_only as the trainer passes it (NULL or "": every
+                                  parameter trains), so the backward stops below the trained layers */
     int flex;                  /* every conv becomes a flex layer */
     int fully_flex;            /* the 2x2 max-pools become flex layers too */
     int flex_layers[BF_LIST_MAX]; /* with flex: only these conv sites (0 = the first conv) become flex; empty = all */
@@ -189,7 +195,7 @@ typedef struct bf_model_config {
     /* the V1-constrained ResNet (resnet18/50; ../shared/specs/v1-constrained.md) */
     int divisive_norm;         /* 0 none, 1 tuned, 2 cirincione: divisive normalisation after each layer1 block */
     int cortical_magnification;/* the stem's max-pool becomes the polar transform */
-    int polar_pad_both;        /* polar_padding: 0 angle (the repo's), 1 both (Brain-Score's LPP_v49) */
+    int polar_padding;         /* 0 angle (the repo's), 1 both (Brain-Score's LPP_v49), 2 circular (wrapped angles) */
     int polar_antialias;       /* the polar transform's resize antialiased (torchvision >= 0.17) */
     int center_surround;       /* resnet50: DoG layers after layer1's 3x3 convs */
     int dog_amp_paper;         /* dog_amplitude: 0 code (s/pi), 1 paper (1/(pi s)) */
@@ -208,6 +214,7 @@ typedef struct bf_optim_config {
     float grad_clip_norm;      /* global-norm clipping (0 = off) */
     float label_smoothing;
     char train_only[BF_PATH_MAX]; /* comma-separated parameter-name prefixes: only these train ("" = all) */
+    int train_only_mode;       /* with train_only: 0 eval (the steps run as evaluation: a true probe), 1 train */
 } bf_optim_config;
 
 typedef struct bf_schedule_config {
@@ -283,7 +290,8 @@ typedef struct bf_butd_config {
     int num_channels;
     int task_embedding;        /* guided: task_embedding_size (0 = none) */
     float noise_std;           /* > 0: every update times one N(1, noise_std) scalar per layer and step */
-    int batch_norm;            /* resnet18: BN after every conv, with its own TD copy (backprop only) */
+    int batch_norm;            /* resnet18: BN after every conv, with its own TD copy */
+    int ch_bn;                 /* bf_butd_ch_bn: batch_norm with counter_hebb: exact | independent (TD copy) */
     int loss;                  /* bf_butd_loss: cross_entropy | bce (one logit per sample, binary tasks) */
     int train_task_head;       /* guided: train the task head (straight-through gates) */
     int multi_decoders;        /* guided: num_classes head outputs per task */
@@ -308,6 +316,8 @@ typedef struct bf_fragments_config {
     int eval_lines;            /* evaluation lines (60, as the stored results) */
     float eval_noise_max, eval_noise_step; /* the feature-noise sweep, 0 .. max */
     int eval_interrupt_max;    /* the line-interrupt sweep, 1 .. max pixels */
+    int metrics;               /* 0 scored (means over the lines with something to score), 1 reference */
+    int hebbian_input;         /* 0 clipped (the reference's min(x, 1)), 1 binarised (the forward pass's > 0.5) */
 } bf_fragments_config;
 
 #define BF_CONFIG_KEY_SLOTS 256 /* at least the number of keys */

@@ -38,6 +38,8 @@ typedef struct bf_fragments_options {
     float support_factor;            /* lambda = support_factor * 11 */
     float lr;                        /* eta, 0.2 */
     int neg_corr;                    /* 1: the three-term rule (every config), 0: the first term only */
+    int hebb_binarised;              /* the rule's S1 input as the forward pass sees it (> 0.5), not
+                                        min(x, 1) with x == 0 inactive (spec quirk 25; experimental) */
     uint64_t seed;                   /* the Bernoulli draws (bioflex's counter RNG, include/bioflex/hash.h) */
 } bf_fragments_options;
 

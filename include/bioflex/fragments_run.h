@@ -20,6 +20,7 @@ extern "C" {
 /* The sweep's means over the lines (NaN where a line had nothing to score, as the reference's). */
 typedef struct bf_fragments_result {
     double interrupt_recon[BF_FRAG_MAX_INTERRUPT]; /* avg_line_recon_accuracy at gaps of 1, 2, ... pixels */
+    int interrupt_skipped[BF_FRAG_MAX_INTERRUPT];  /* the lines it left out (metrics = scored: nothing erased) */
     int noise_levels;                              /* the feature-noise levels 0, step, 2 step, ... */
     double noise_reduction[BF_FRAG_MAX_NOISE_LEVELS], noise_recall[BF_FRAG_MAX_NOISE_LEVELS],
         noise_precision[BF_FRAG_MAX_NOISE_LEVELS];

@@ -61,13 +61,14 @@ bf_status bf_jpeg_write(const char *path, const uint8_t *pixels, int w, int h, i
 
 /* ------------------------------------------------------ synthetic datasets (jpeg_synth.c) */
 
-typedef enum bf_synth_layout { BF_SYNTH_IMAGEFOLDER = 0, BF_SYNTH_KAGGLE = 1 } bf_synth_layout;
+typedef enum bf_synth_layout { BF_SYNTH_IMAGEFOLDER = 0, BF_SYNTH_KAGGLE = 1, BF_SYNTH_TINYIMAGENET = 2 } bf_synth_layout;
 
 typedef struct bf_jpeg_synth_options {
-    bf_synth_layout layout;     /* imagefolder: train/, val/; kaggle: train.X1, train.X2, val.X, Labels.json */
+    bf_synth_layout layout;     /* imagefolder: train/, val/; kaggle: train.X1, train.X2, val.X, Labels.json;
+                                   tinyimagenet: train/<wnid>/images/, val/images/ + val/val_annotations.txt */
     int classes;
     int train_per_class, val_per_class;
-    int width, height;          /* 0 = realistic mixed sizes (mostly 500x375) */
+    int width, height;          /* 0 = realistic mixed sizes (mostly 500x375); tinyimagenet: 64x64 */
     int quality;                /* JPEG quality, e.g. 90 */
     int edge_cases;             /* plant the 8 edge-case files in class 0 of train (4 undecodable) */
     uint64_t seed;

@@ -158,7 +158,7 @@ typedef struct bf_layer {
      * v1_dweights that of W. A polar layer's `linear` is its per-map GEMM (n = batch x channels, 1024
      * in, 256 out) and v1_weights the constant operator, built by bf_polar_operator at finalize. */
     float *v1_weights, *v1_sums, *v1_dweights;
-    int polar_pad_both, polar_antialias;
+    int polar_padding, polar_antialias; /* bf_polar_options (src/host/polar_map.h) */
     /* A DoG layer's `conv` is its DoG conv over the first dog_channels channels (in and out); its
      * kernels [dog_channels^2, k, k] are generated into v1_weights at every forward, their taps'
      * norms into v1_sums, their gradient into v1_dweights; v1_slice holds the channels it convolves
@@ -301,6 +301,15 @@ typedef struct bf_model {
      * batch-norm takes out in training included), as PyTorch's backward after model.eval() does. */
     int input_gradient;
     int eval_parameter_gradients; /* set at any time, input_gradient models only (the Hessian's eval mode) */
+    /* Training steps in evaluation mode ([optim] train_only_mode = eval, a linear probe's fixed
+     * backbone): set before bf_model_finalize, and the model is planned as an input_gradient one (no
+     * fused pair that reads training statistics, the evaluation batch-norm backward's zeros and
+     * scratch) without the image's gradient; its steps run with training = 0 and
+     * eval_parameter_gradients = 1. */
+    int eval_backward;
+    /* [optim] train_only's prefixes ("" = all): only layers with a parameter named so, and the layers
+     * above them, get a gradient, so a probe's backward ends at its head (set before finalize). */
+    char trained_only[BF_PATH_MAX];
     float *dinput;
     int dinput_written;         /* during a backward: a consumer of the input has written dinput */
     float *eval_zeros;          /* input_gradient: zeros, as many as the widest batch-norm's channels */
@@ -343,10 +352,11 @@ int bf_model_add_time_mean(bf_model *m, const char *name, int input);
 /* V1 layers (../shared/specs/v1-constrained.md). Tuned divisive normalisation (4.1): y = x / (1 + W x)
  * over channels, W from c learned widths, the parameter "<name>.sigmas" (U(32, 33) for c = 256).
  * Cortical magnification (5): each 32x32 map resampled onto 16x16 (radius x angle) by the fixed
- * operator of src/host/polar_map.c (pad_both: Brain-Score's padding of both axes; antialias:
- * torchvision >= 0.17's resize); no parameters. */
+ * operator of src/host/polar_map.c (padding: 0 the angles reflect-padded, 1 both axes as
+ * Brain-Score's copy, 2 the angles wrapped around; antialias: torchvision >= 0.17's resize); no
+ * parameters. */
 int bf_model_add_divnorm(bf_model *m, const char *name, int input);
-int bf_model_add_polar(bf_model *m, const char *name, int input, int pad_both, int antialias);
+int bf_model_add_polar(bf_model *m, const char *name, int input, int padding, int antialias);
 /* Center-surround (2): a DoG conv (k x k, stride 1, padding k/2, no bias) from dog_channels to
  * dog_channels on the input's first dog_channels channels, the others passed on unchanged;
  * parameters "<name>.dog_conv.sigma1", ".sigma2_scale", ".total_scale" [dog_channels^2, 1, 1], as the

@@ -380,8 +380,10 @@ typedef struct bf_ops {
      * grad_scale (nullable device scalar) multiplies every gradient first: gradient clipping.
      * SGD: g += wd*p; buf = momentum*buf + g (buf = g on the first step, when first_step != 0);
      *      update = nesterov ? g + momentum*buf : buf; p -= lr*update.
-     * AdamW: p *= 1 - lr*wd; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
-     *      p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps), with t = step (1-based).
+     * Adam and AdamW, one op: decoupled_decay != 0 is torch.optim.AdamW, 0 is torch.optim.Adam:
+     *      AdamW: p *= 1 - lr*wd (decoupled decay);  Adam: g += wd*p (coupled L2, before the moments);
+     *      then m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+     *      p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps), with t = step (1-based). No amsgrad.
      * One departure from PyTorch: buf, m and v are stored as 0 once their magnitude falls below
      * FLT_MIN (a subnormal). A parameter whose gradient stays 0 (a classifier weight on an input that is
      * always 0) has its momentum decay geometrically into the subnormal range, where x86 arithmetic is
@@ -391,9 +393,9 @@ typedef struct bf_ops {
     bf_status (*sgd_update)(bf_backend *b, float *params, const float *grads, float *momentum_buf,
                             size_t n, float lr, float momentum, float weight_decay, int nesterov,
                             int first_step, const float *grad_scale);
-    bf_status (*adamw_update)(bf_backend *b, float *params, const float *grads, float *m, float *v,
-                              size_t n, float lr, float beta1, float beta2, float eps,
-                              float weight_decay, long step, const float *grad_scale);
+    bf_status (*adam_update)(bf_backend *b, float *params, const float *grads, float *m, float *v,
+                             size_t n, float lr, float beta1, float beta2, float eps,
+                             float weight_decay, int decoupled_decay, long step, const float *grad_scale);
     /* *scale = min(1, max_norm / (sqrt(*sum_squares) + 1e-6)), computed on the device. */
     bf_status (*clip_scale)(bf_backend *b, const float *sum_squares, float max_norm, float *scale);
 

@@ -47,7 +47,7 @@ typedef struct bf_optimizer {
     bf_optimizer_kind kind;
     bf_optim_config cfg;
     size_t n;
-    float *state;      /* SGD: momentum [n]; AdamW: m [n] then v [n] */
+    float *state;      /* SGD: momentum [n]; Adam, AdamW: m [n] then v [n] */
     long steps;        /* updates applied so far */
     size_t *ranges;    /* [optim] train_only: the updated float ranges, offset and count each (NULL: all) */
     int num_ranges;
@@ -55,7 +55,7 @@ typedef struct bf_optimizer {
 
 bf_status bf_optimizer_create(bf_backend *b, const bf_optim_config *cfg, size_t num_params, bf_optimizer **out);
 void bf_optimizer_destroy(bf_backend *b, bf_optimizer *o);
-/* Floats of state (n for SGD, 2n for AdamW). */
+/* Floats of state (n for SGD, 2n for Adam and AdamW). */
 size_t bf_optimizer_state_floats(const bf_optimizer *o);
 /* Restricts the updates to num_ranges float ranges of the parameter buffer, ranges[2k] the offset and
  * ranges[2k + 1] the count of range k (copied; 0 ranges: every parameter again). The other
@@ -142,8 +142,12 @@ bf_status bf_backend_cuda_from_config(const bf_config *cfg, int device, bf_backe
 bf_status bf_run_open_dataset(const bf_config *cfg, bf_split split, bf_dataset **out);
 
 /* Builds the configured architecture for a dataset's image shape, at the larger of the training
- * and evaluation batch sizes. A NULL backend plans the model without allocating (--dry-run). */
-bf_status bf_run_build_model(const bf_config *cfg, bf_backend *b, const bf_dataset *train_set, bf_model **out);
+ * and evaluation batch sizes. A NULL backend plans the model without allocating (--dry-run).
+ * for_training: the model the training steps run, planned for [optim] train_only (its backward
+ * ending at the trained layers, in evaluation mode under train_only_mode = eval); 0: for
+ * evaluations and analyses, every parameter's gradient available. */
+bf_status bf_run_build_model(const bf_config *cfg, bf_backend *b, const bf_dataset *train_set, int for_training,
+                             bf_model **out);
 
 bf_status bf_train(const bf_config *cfg, const bf_train_options *opt, bf_train_result *result);
 

@@ -23,6 +23,8 @@ void bf_butd_norm_init(const bf_butd_net *net, float *host_params, float *host_s
 bf_status bf_butd_norm_allocate(bf_butd_net *net, const float *host_state);
 void bf_butd_norm_set_batch(bf_butd_net *net, int n);
 void bf_butd_norm_free(bf_butd_net *net);
+/* Zero gradients for every gamma and beta (Counter-Hebb with ch_bn = independent updates neither). */
+bf_status bf_butd_norm_zero_grads(bf_butd_net *net);
 
 /* BU: y = BN(norm->z) (batch statistics when net->training, else running). */
 bf_status bf_butd_norm_bu(bf_butd_net *net, bf_butd_norm *norm, float *y);

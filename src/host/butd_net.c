@@ -17,10 +17,12 @@ bf_status bf_butd_create(bf_backend *b, int c, int h, int w, int max_batch, cons
         return bf_error(BF_ERR_ARG, "butd: a guided network needs num_tasks > 0 (got %d)", opt->num_tasks);
     if (opt->multi_decoders && !opt->guided)
         return bf_error(BF_ERR_CONFIG, "[butd] multi_decoders = true needs guided = true (the task picks the decoder)");
-    if (opt->batch_norm && opt->learning == BF_BUTD_COUNTER_HEBB)
-        return bf_error(BF_ERR_CONFIG, "[butd] batch_norm = true needs learning = backprop: the reference's TD "
-                                       "batch-norm is not the batch-norm Jacobian, so Counter-Hebb is not defined "
-                                       "through it (its celeb_a config trains with backprop)");
+    if (opt->ch_bn != BF_BUTD_CH_BN_EXACT && opt->ch_bn != BF_BUTD_CH_BN_INDEPENDENT)
+        return bf_error(BF_ERR_ARG, "butd: ch_bn %d is neither exact (0) nor independent (1)", opt->ch_bn);
+    if (opt->ch_bn == BF_BUTD_CH_BN_INDEPENDENT && (!opt->batch_norm || opt->learning != BF_BUTD_COUNTER_HEBB))
+        return bf_error(BF_ERR_CONFIG, "[butd] ch_bn = independent applies with batch_norm = true and learning = "
+                                       "counter_hebb only (it says what the Counter-Hebb error pass does at a "
+                                       "batch-norm)");
     bf_butd_net *net = calloc(1, sizeof *net);
     if (!net) return bf_error(BF_ERR_OOM, "butd: out of memory");
     net->backend = b;

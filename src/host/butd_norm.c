@@ -105,6 +105,16 @@ void bf_butd_norm_free(bf_butd_net *net) {
     bf_free(b, net->bn_sync_sums);
 }
 
+bf_status bf_butd_norm_zero_grads(bf_butd_net *net) {
+    bf_backend *b = net->backend;
+    for (int k = 0;; k++) {
+        bf_butd_norm *norm = norm_at(net, k);
+        if (!norm) return BF_OK;
+        BF_TRY(b->ops->fill(b, net->grad_data + net->params[norm->gamma].offset, 0.0f, (size_t)norm->bu.c));
+        BF_TRY(b->ops->fill(b, net->grad_data + net->params[norm->beta].offset, 0.0f, (size_t)norm->bu.c));
+    }
+}
+
 static bf_bn_sync net_sync(const bf_butd_net *net) {
     return (bf_bn_sync){net->backend, net->sync_sums, net->sync_ctx, net->bn_sync_sums, net->bn_sync_doubles};
 }

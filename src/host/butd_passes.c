@@ -3,7 +3,9 @@
  * CUDA backends share this file. GaLU x * 1[g > 0] is relu_backward(y = g, dy = x): the ReLU
  * derivative mask read from the gate. Batch-norm (butd_norm.c) sits between a conv and what
  * follows it: BU it normalises the conv output kept in norm->z, TD its copy normalises the
- * transposed op's output (instruction pass), and the error pass backprops through the BU one. */
+ * transposed op's output (instruction pass), and the error pass backprops through the BU one
+ * (backprop; Counter-Hebb with ch_bn = exact) or, Counter-Hebb with ch_bn = independent, applies
+ * the TD copy after each transposed op as the instruction pass does (the reference's error pass). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +40,13 @@ static bf_status td_op(bf_butd_net *net, const bf_butd_layer *l, int use_bu_weig
 }
 
 static bf_status block_td(bf_butd_net *net, const bf_butd_layer *l, int i, int error_pass, int use_bu_weight);
+
+/* Counter-Hebb with ch_bn = independent: the error pass normalises with the TD copies (the
+ * reference's back_batch_norm) instead of going back through the BU batch-norms. */
+static int td_norm_in_error_pass(const bf_butd_net *net) {
+    return net->opt.batch_norm && net->opt.learning == BF_BUTD_COUNTER_HEBB &&
+           net->opt.ch_bn == BF_BUTD_CH_BN_INDEPENDENT;
+}
 
 bf_status bf_butd_instruct(bf_butd_net *net, const int32_t *tasks) {
     if (!net->opt.guided) return bf_error(BF_ERR_ARG, "butd: bf_butd_instruct on an unguided network");
@@ -118,7 +127,8 @@ static bf_status block_td(bf_butd_net *net, const bf_butd_layer *l, int i, int e
     const float *above = net->td[i + 1];
     int own = !use_bu_weight && l->td_w >= 0;
     bf_butd_norm *n1 = l->norm[0], *n2 = l->norm[1], *nd = l->norm[2];
-    if (n1 && error_pass) return bf_error(BF_ERR_ARG, "butd: the error pass of a block with batch-norm is block_backprop");
+    if (n1 && error_pass && !td_norm_in_error_pass(net))
+        return bf_error(BF_ERR_ARG, "butd: the error pass of a block with batch-norm is block_backprop");
     BF_TRY(b->ops->conv2d_backward_data(b, &l->conv2, above, param(net, net->param_data, own ? l->td_w2 : l->w2),
                                         n2 ? net->scratch : l->td_u));
     if (n2) BF_TRY(bf_butd_norm_td(net, n2, net->scratch, l->td_u));
@@ -251,26 +261,32 @@ static bf_status layer_update(bf_butd_net *net, int i, const float *td) {
     return BF_OK;
 }
 
-/* Backprop through a residual block with batch-norm (learning = backprop): the gradient at each
- * conv's output passes its batch-norm first (into scratch2), then the weight gradient and the
- * transposed conv follow as without it. */
-static bf_status block_backprop(bf_butd_net *net, const bf_butd_layer *l, int i) {
+/* The error pass through a residual block with batch-norm, exact (learning = backprop, or
+ * counter_hebb with ch_bn = exact): the gradient at each conv's output passes its batch-norm first
+ * (into scratch2: gamma's and beta's gradients are written there), then the update and the
+ * transposed conv follow as without it, the latter through W (use_bu_weight, or shared weights) or
+ * the separate B. */
+static bf_status block_backprop(bf_butd_net *net, const bf_butd_layer *l, int i, int use_bu_weight) {
     bf_backend *b = net->backend;
     size_t nu = (size_t)net->batch * l->out_size, nx = (size_t)net->batch * l->in_size;
     const float *above = net->td[i + 1], *x = net->act[i];
     float *dz = net->scratch2, *below = i > 0 ? net->td[i] : NULL;
+    int own = !use_bu_weight && l->td_w >= 0;
+    int down_w = own && l->td_wd >= 0 ? l->td_wd : l->wd; /* downsample_always_shared: no B of its own */
     BF_TRY(bf_butd_norm_backward(net, l->norm[1], above, dz));
     BF_TRY(conv_update(net, &l->conv2, l->u, dz, l->w2, l->td_w2));
-    BF_TRY(b->ops->conv2d_backward_data(b, &l->conv2, dz, param(net, net->param_data, l->w2), l->td_u));
+    BF_TRY(b->ops->conv2d_backward_data(b, &l->conv2, dz, param(net, net->param_data, own ? l->td_w2 : l->w2),
+                                        l->td_u));
     BF_TRY(galu(b, l->td_u, l->u, nu));
     BF_TRY(bf_butd_norm_backward(net, l->norm[0], l->td_u, dz));
     BF_TRY(conv_update(net, &l->conv, x, dz, l->w, l->td_w));
-    if (below) BF_TRY(b->ops->conv2d_backward_data(b, &l->conv, dz, param(net, net->param_data, l->w), below));
+    if (below)
+        BF_TRY(b->ops->conv2d_backward_data(b, &l->conv, dz, param(net, net->param_data, own ? l->td_w : l->w), below));
     if (l->has_down) {
         BF_TRY(bf_butd_norm_backward(net, l->norm[2], above, dz));
         BF_TRY(conv_update(net, &l->down, x, dz, l->wd, l->td_wd));
         if (below) {
-            BF_TRY(b->ops->conv2d_backward_data(b, &l->down, dz, param(net, net->param_data, l->wd), net->scratch));
+            BF_TRY(b->ops->conv2d_backward_data(b, &l->down, dz, param(net, net->param_data, down_w), net->scratch));
             BF_TRY(b->ops->add_inplace(b, below, net->scratch, nx));
         }
     } else if (below) {
@@ -288,10 +304,12 @@ bf_status bf_butd_backward(bf_butd_net *net, const float *dlogits) {
     else
         BF_TRY(b->ops->copy(b, net->td[L], dlogits, (size_t)n * net->layers[L - 1].out_size * sizeof(float)));
     int bu_weights = net->opt.learning == BF_BUTD_BACKPROP;
+    int td_norm = td_norm_in_error_pass(net); /* ch_bn = independent: the TD copies, no batch-norm update */
+    if (td_norm) BF_TRY(bf_butd_norm_zero_grads(net));
     for (int i = L - 1; i >= 0; i--) {
         const bf_butd_layer *l = &net->layers[i];
-        if (l->kind == BF_BUTD_BLOCK && l->norm[0]) {
-            BF_TRY(block_backprop(net, l, i));
+        if (l->kind == BF_BUTD_BLOCK && l->norm[0] && !td_norm) {
+            BF_TRY(block_backprop(net, l, i, bu_weights));
             continue;
         }
         if (l->kind == BF_BUTD_BLOCK) { /* the TD pass inside the block first: conv1's update reads td_u */
@@ -300,13 +318,15 @@ bf_status bf_butd_backward(bf_butd_net *net, const float *dlogits) {
             continue;
         }
         const float *delta = net->td[i + 1]; /* at the layer's output; behind its batch-norm if any */
-        if (l->norm[0]) {
+        bf_butd_norm *td_copy = td_norm ? l->norm[0] : NULL; /* normalises the transposed op's output */
+        if (l->norm[0] && !td_norm) {
             BF_TRY(bf_butd_norm_backward(net, l->norm[0], delta, net->scratch2));
             delta = net->scratch2;
         }
         BF_TRY(layer_update(net, i, delta));
         if (i == 0) break; /* the TD activity at the image level is not used */
-        BF_TRY(td_op(net, l, bu_weights, delta, net->td[i]));
+        BF_TRY(td_op(net, l, bu_weights, delta, td_copy ? net->scratch : net->td[i]));
+        if (td_copy) BF_TRY(bf_butd_norm_td(net, td_copy, net->scratch, net->td[i]));
         /* dL/da before the gate, times ReLU(z): the gate's straight-through gradient (trained task head). */
         if (net->task_param >= 0)
             BF_TRY(b->ops->mul(b, net->td[i], net->bu_ungated[i], net->gate_grad[i], (size_t)n * l->in_size));

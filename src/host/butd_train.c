@@ -38,7 +38,9 @@ typedef struct butd_run {
     bf_loader_options test_options; /* the base of guided per-task evaluation */
     bf_metrics_log log;             /* metrics.jsonl in run.dir: one eval line per epoch */
     float *x, *dlogits, *losses, *correct1, *correct5, *sums, *grad_sumsq, *clip;
-    float *kept_td;                 /* learning = backprop with separate weights: B across a step */
+    float *kept_td;                 /* learning = backprop with separate weights: B across a step (and
+                                       ch_bn = independent: gamma and beta) */
+    int keep_td, keep_bn;           /* what kept_td holds: the separate Bs, the batch-norms' gamma and beta */
     int32_t *labels;
     const atomic_int *stop; /* bf_train_options.stop */
     FILE *text;                        /* NULL: quiet */
@@ -89,6 +91,21 @@ static int is_td_weight(const bf_param *p) {
     return dot && strcmp(dot, ".back_weight") == 0;
 }
 
+/* A batch-norm's gamma or beta. */
+static int is_norm_param(const bf_butd_net *net, int p) {
+    for (int i = 0; i < net->num_layers; i++)
+        for (int j = 0; j < 3; j++) {
+            const bf_butd_norm *norm = net->layers[i].norm[j];
+            if (norm && (norm->gamma == p || norm->beta == p)) return 1;
+        }
+    return 0;
+}
+
+/* A parameter that kept_td holds across the optimiser step. */
+static int is_kept(const butd_run *r, int p) {
+    return (r->keep_td && is_td_weight(&r->net->params[p])) || (r->keep_bn && is_norm_param(r->net, p));
+}
+
 static bf_status setup(butd_run *r) {
     const bf_config *cfg = r->cfg;
     /* the in-place progress line only on a terminal; a log file keeps one line per epoch */
@@ -116,12 +133,14 @@ static bf_status setup(butd_run *r) {
      * PyTorch's optimisers skip a parameter without one; ours steps every float, and weight decay
      * would shrink B (which the instruction and TD passes read): B is kept across each step instead. */
     const int b_fixed = cfg->butd.learning != BF_BUTD_COUNTER_HEBB || cfg->butd.feedback_alignment;
-    if (b_fixed && !cfg->butd.shared_weights && cfg->optim.weight_decay > 0) {
-        size_t floats = 0;
-        for (int p = 0; p < r->net->num_params; p++)
-            if (is_td_weight(&r->net->params[p])) floats += r->net->params[p].count;
-        if (floats) BF_TRY(bf_alloc(b, floats * sizeof(float), (void **)&r->kept_td));
-    }
+    /* Counter-Hebb with ch_bn = independent updates no batch-norm: gamma and beta likewise. */
+    r->keep_td = b_fixed && !cfg->butd.shared_weights && cfg->optim.weight_decay > 0;
+    r->keep_bn = r->net->opt.batch_norm && r->net->opt.learning == BF_BUTD_COUNTER_HEBB &&
+                 r->net->opt.ch_bn == BF_BUTD_CH_BN_INDEPENDENT && cfg->optim.weight_decay > 0;
+    size_t floats = 0;
+    for (int p = 0; p < r->net->num_params; p++)
+        if (is_kept(r, p)) floats += r->net->params[p].count;
+    if (floats) BF_TRY(bf_alloc(b, floats * sizeof(float), (void **)&r->kept_td));
     size_t per = (size_t)d->c * d->h * d->w;
     BF_TRY(bf_alloc(b, (size_t)max_batch * per * sizeof(float), (void **)&r->x));
     BF_TRY(bf_alloc(b, (size_t)max_batch * classes * sizeof(float), (void **)&r->dlogits));
@@ -246,13 +265,14 @@ static bf_status average_gradients(butd_run *r) {
     return bf_dp_average_floats(r->dp, r->backend, r->net->grad_data, r->net->num_param_floats);
 }
 
-/* With kept_td: every B copied out before the optimiser step (dir 0) or back after it (dir 1). */
+/* With kept_td: every B (and gamma and beta with keep_bn) copied out before the optimiser step
+ * (dir 0) or back after it (dir 1). */
 static bf_status keep_td_weights(butd_run *r, int back) {
     bf_backend *b = r->backend;
     size_t at = 0;
     for (int p = 0; p < r->net->num_params; p++) {
         const bf_param *q = &r->net->params[p];
-        if (!is_td_weight(q)) continue;
+        if (!is_kept(r, p)) continue;
         float *w = r->net->param_data + q->offset;
         BF_TRY(b->ops->copy(b, back ? (void *)w : (void *)(r->kept_td + at), back ? (const void *)(r->kept_td + at) : w,
                             q->count * sizeof(float)));
@@ -517,10 +537,12 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
     double best_top1 = opt && opt->resume ? bf_checkpoint_best_top1(cfg->run.dir) : -1;
     if (s == BF_OK) s = bf_comm_broadcast(dp->comm, &best_top1, sizeof best_top1, 0); /* rank 0's files decide */
     static const char *learning[] = {"backprop", "counter_hebb"};
+    const char *ch_bn = !cfg->butd.batch_norm || cfg->butd.learning != BF_BUTD_COUNTER_HEBB ? ""
+                        : cfg->butd.ch_bn == BF_BUTD_CH_BN_INDEPENDENT ? " (ch_bn independent)" : " (ch_bn exact)";
     if (s == BF_OK && !quiet)
-        fprintf(text, "butd: %d layers, %zu parameters, learning %s, weights %s%s\n", r.net->num_layers,
-                r.net->num_param_floats, learning[cfg->butd.learning], cfg->butd.shared_weights ? "shared" : "separate",
-                cfg->butd.guided ? ", guided" : "");
+        fprintf(text, "butd: %d layers, %zu parameters, learning %s%s, weights %s%s\n", r.net->num_layers,
+                r.net->num_param_floats, learning[cfg->butd.learning], ch_bn,
+                cfg->butd.shared_weights ? "shared" : "separate", cfg->butd.guided ? ", guided" : "");
     if (s == BF_OK && !quiet) bf_schedule_warn_length(text, cfg, bf_loader_num_batches(r.train_loader));
     for (int epoch = st.epoch; s == BF_OK && epoch < cfg->run.epochs; epoch++) {
         double t0 = (double)clock(), train_loss = 0, loss = 0, top1 = 0;

@@ -11,7 +11,7 @@ bf_status bf_butd_build(bf_backend *b, const bf_butd_config *cfg, int c, int h, 
                            .feedback_alignment = cfg->feedback_alignment, .td_init_legacy = cfg->td_init_legacy,
                            .downsample_always_shared = cfg->downsample_always_shared, .guided = cfg->guided,
                            .num_tasks = num_tasks, .task_embedding = cfg->task_embedding, .noise_std = cfg->noise_std,
-                           .batch_norm = cfg->batch_norm, .train_task_head = cfg->train_task_head,
+                           .batch_norm = cfg->batch_norm, .ch_bn = cfg->ch_bn, .train_task_head = cfg->train_task_head,
                            .multi_decoders = cfg->multi_decoders, .seed = seed};
     if (cfg->guided && num_tasks <= 0)
         return bf_error(BF_ERR_CONFIG, "[butd] guided = true needs a multi-task dataset ([data] dataset = "

@@ -88,7 +88,11 @@ static bf_status write_model_file(const char *path, const bf_model *m) {
     return s;
 }
 
-static const char *optimizer_name(bf_optimizer_kind k) { return k == BF_OPTIM_ADAMW ? "adamw" : "sgd"; }
+static const char *optimizer_name(bf_optimizer_kind k) {
+    return k == BF_OPTIM_ADAMW ? "adamw" : k == BF_OPTIM_ADAM ? "adam" : "sgd";
+}
+/* Adam and AdamW keep the same two moments (PyTorch's state names); SGD one momentum buffer. */
+static int has_adam_moments(bf_optimizer_kind k) { return k == BF_OPTIM_ADAMW || k == BF_OPTIM_ADAM; }
 
 static bf_status write_state_file(const char *path, const bf_config *cfg, const bf_checkpoint_subject *m,
                                   const bf_optimizer *opt, const bf_train_state *st, const char *model_checksum) {
@@ -97,8 +101,8 @@ static bf_status write_state_file(const char *path, const bf_config *cfg, const 
     if (s == BF_OK) {
         bf_st_tensor t[2];
         int nt = 0;
-        const char *names[2] = {opt->kind == BF_OPTIM_ADAMW ? "optimizer.exp_avg" : "optimizer.momentum", "optimizer.exp_avg_sq"};
-        for (int i = 0; i < (opt->kind == BF_OPTIM_ADAMW ? 2 : 1); i++, nt++) {
+        const char *names[2] = {has_adam_moments(opt->kind) ? "optimizer.exp_avg" : "optimizer.momentum", "optimizer.exp_avg_sq"};
+        for (int i = 0; i < (has_adam_moments(opt->kind) ? 2 : 1); i++, nt++) {
             memset(&t[i], 0, sizeof t[i]);
             snprintf(t[i].name, sizeof t[i].name, "%s", names[i]);
             t[i].dtype = BF_DTYPE_F32;
@@ -550,9 +554,9 @@ bf_status bf_checkpoint_load_state_subject(const char *dir, const bf_config *cfg
     }
     int64_t shape[1] = {(int64_t)opt->n};
     if (s == BF_OK)
-        s = bf_safetensors_copy_out(f, opt->kind == BF_OPTIM_ADAMW ? "optimizer.exp_avg" : "optimizer.momentum",
+        s = bf_safetensors_copy_out(f, has_adam_moments(opt->kind) ? "optimizer.exp_avg" : "optimizer.momentum",
                                     BF_DTYPE_F32, 1, shape, host);
-    if (s == BF_OK && opt->kind == BF_OPTIM_ADAMW)
+    if (s == BF_OK && has_adam_moments(opt->kind))
         s = bf_safetensors_copy_out(f, "optimizer.exp_avg_sq", BF_DTYPE_F32, 1, shape, host + opt->n);
     if (s == BF_OK) s = bf_to_device(m->backend, opt->state, host, bf_optimizer_state_floats(opt) * sizeof(float));
     if (s == BF_OK) {

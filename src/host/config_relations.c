@@ -154,9 +154,10 @@ static bf_status check_butd_options(const bf_config *cfg) {
     if (bt->batch_norm && bt->network != 3)
         return bf_error(BF_ERR_CONFIG, "[butd] batch_norm = true applies to [butd] network = resnet18 only (the "
                         "reference's fc and simple nets have no batch-norm)");
-    if (bt->batch_norm && bt->learning == 1)
-        return bf_error(BF_ERR_CONFIG, "[butd] batch_norm = true needs [butd] learning = backprop (Counter-Hebb is not "
-                        "defined through the reference's TD batch-norm; its celeb_a config trains with backprop)");
+    if (bt->ch_bn != 0 && (!bt->batch_norm || bt->learning != 1))
+        return bf_error(BF_ERR_CONFIG, "[butd] ch_bn = %s applies with [butd] batch_norm = true and [butd] learning = "
+                        "counter_hebb only (it says what the Counter-Hebb error pass does at a batch-norm)",
+                        bf_config_enum_text("butd", "ch_bn", bt->ch_bn));
     if (bt->feedback_alignment && bt->learning != 1)
         return bf_error(BF_ERR_CONFIG, "[butd] feedback_alignment = true applies to [butd] learning = counter_hebb only "
                         "(backprop never updates B)");
@@ -238,7 +239,7 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
         if (changed_key_in_section(cfg, "spiking", none, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s applies to [model] networks, not [butd] network = %s (BU-TD networks "
                             "have no spiking neurons)", text, network);
-        static const char *const train_only[] = {"train_only", NULL};
+        static const char *const train_only[] = {"train_only", "train_only_mode", NULL};
         if (changed_key(cfg, "optim", train_only, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s applies to [model] networks, not [butd] network = %s (a BU-TD run trains "
                             "every parameter)", text, network);
@@ -356,12 +357,13 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
     if (sc->type == BF_SCHED_CONSTANT && sc->warmup == 0 && changed_key(cfg, "schedule", unit, text, sizeof text))
         return bf_error(BF_ERR_CONFIG, "%s changes nothing under [schedule] type = constant without warmup (the rate "
                         "never changes)", text);
-    static const char *const sgd_only[] = {"momentum", NULL}, *const adamw_only[] = {"beta1", "beta2", "eps", NULL};
+    static const char *const sgd_only[] = {"momentum", NULL}, *const adam_only[] = {"beta1", "beta2", "eps", NULL};
+    const char *optimizer = bf_config_enum_text("optim", "optimizer", cfg->optim.optimizer);
     if (cfg->optim.optimizer != BF_OPTIM_SGD && changed_key(cfg, "optim", sgd_only, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [optim] optimizer = sgd only, not adamw (whose beta1 plays its "
-                        "part)", text);
-    if (cfg->optim.optimizer != BF_OPTIM_ADAMW && changed_key(cfg, "optim", adamw_only, text, sizeof text))
-        return bf_error(BF_ERR_CONFIG, "%s applies to [optim] optimizer = adamw only, not sgd", text);
+        return bf_error(BF_ERR_CONFIG, "%s applies to [optim] optimizer = sgd only, not %s (whose beta1 plays its "
+                        "part)", text, optimizer);
+    if (cfg->optim.optimizer == BF_OPTIM_SGD && changed_key(cfg, "optim", adam_only, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [optim] optimizer = adam or adamw only, not sgd", text);
     /* the keys of other datasets */
     const bf_data_config *d = &cfg->data;
     const bf_dataset_kind ds = d->dataset;
@@ -437,8 +439,13 @@ bf_status bf_config_check_relations(const bf_config *cfg) {
         return bf_error(BF_ERR_CONFIG, "[run] force_nccl = true needs [run] device = cuda or auto, not cpu");
     if (cfg->optim.optimizer == BF_OPTIM_SGD && cfg->optim.nesterov && cfg->optim.momentum <= 0)
         return bf_error(BF_ERR_CONFIG, "[optim] nesterov = true needs [optim] momentum > 0");
-    if (cfg->optim.optimizer == BF_OPTIM_ADAMW && cfg->optim.nesterov)
-        return bf_error(BF_ERR_CONFIG, "[optim] nesterov = true applies to [optim] optimizer = sgd only, not adamw");
+    static const char *const train_only_mode[] = {"train_only_mode", NULL};
+    char text[320];
+    if (!cfg->optim.train_only[0] && changed_key(cfg, "optim", train_only_mode, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s needs [optim] train_only (the parameters that train)", text);
+    if (cfg->optim.optimizer != BF_OPTIM_SGD && cfg->optim.nesterov)
+        return bf_error(BF_ERR_CONFIG, "[optim] nesterov = true applies to [optim] optimizer = sgd only, not %s",
+                        bf_config_enum_text("optim", "optimizer", cfg->optim.optimizer));
     if (s->type == BF_SCHED_COSINE && s->eta_min > cfg->optim.lr)
         return bf_error(BF_ERR_CONFIG, "[schedule] eta_min = %g is above [optim] lr = %g: the cosine "
                                                     "schedule would raise the rate", s->eta_min, cfg->optim.lr);
@@ -449,11 +456,15 @@ bf_status bf_config_check_relations(const bf_config *cfg) {
     if (cfg->data.gray_to_rgb && ds != BF_DATASET_FASHION_MNIST && ds != BF_DATASET_MNIST)
         return bf_error(BF_ERR_CONFIG, "[data] gray_to_rgb = true applies to the one-channel stored "
                                               "[data] dataset = fashion_mnist or mnist, not %s", bf_dataset_name(ds));
-    int stored = ds == BF_DATASET_FASHION_MNIST || ds == BF_DATASET_MNIST || ds == BF_DATASET_CIFAR10;
-    if (!stored && cfg->data.subset) /* the subset is drawn over a split held in memory, by its labels */
-        return bf_error(BF_ERR_CONFIG, "[data] subset needs a stored single-task [data] dataset "
-                                              "(fashion_mnist, mnist, cifar10), not %s%s", multi_task ? "the multi-task " : "",
-                                              bf_dataset_name(ds));
+    /* The subset is drawn by the labels over a split whose samples are held per index: the pixels
+     * of a stored dataset or the file list of a JPEG one; generated data (procedural, Multi-MNIST)
+     * has neither and a multi-task dataset no single label per sample. */
+    int subsettable = ds == BF_DATASET_FASHION_MNIST || ds == BF_DATASET_MNIST || ds == BF_DATASET_CIFAR10 ||
+                      ds == BF_DATASET_IMAGEFOLDER || ds == BF_DATASET_IMAGENET100 || ds == BF_DATASET_IMAGENET;
+    if (!subsettable && cfg->data.subset)
+        return bf_error(BF_ERR_CONFIG, "[data] subset needs a stored single-task [data] dataset (fashion_mnist, "
+                                       "mnist, cifar10, imagefolder, imagenet100, imagenet), not %s%s",
+                        multi_task ? "the multi-task " : "", bf_dataset_name(ds));
     const bf_data_config *d = &cfg->data;
     if (d->norm_stats != 0 && d->cifar10_std != 0)
         return bf_error(BF_ERR_CONFIG, "[data] norm_stats = %s and [data] cifar10_std = reference both set the "
@@ -510,9 +521,10 @@ void bf_config_describe_network(const bf_config *cfg, char *out, size_t cap) {
 void bf_config_describe_learning(const bf_config *cfg, char *out, size_t cap) {
     /* how the gradients or updates are formed, which the forward pass does not show */
     static const char *const learning[] = {"model.dropout", "model.local_rf_dropout", "model.bn_momentum", "model.flex_tie", "optim.train_only",
+                                           "optim.train_only_mode",
                                            "spiking.use_stbp",
                                            "spiking.detach_reset", "spiking.surrogate", "spiking.alpha",
-                                           "spiking.width", "spiking.height", "butd.learning", "butd.noise_std",
+                                           "spiking.width", "spiking.height", "butd.learning", "butd.noise_std", "butd.ch_bn",
                                            NULL};
     describe_keys(cfg, learning, out, cap);
 }

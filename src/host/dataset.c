@@ -540,11 +540,15 @@ static int compare_index(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Keeps a subset of a stored split (plasticflex.md 5.2): subset_size per class (balanced) or in
- * all (random), drawn from subset_seed, in their original order. */
+/* Keeps a subset of a split (plasticflex.md 5.2): subset_size per class (balanced) or in all
+ * (random), drawn from subset_seed, in their original order. It works on any single-task split
+ * whose samples are held per index: the pixels of a stored dataset or the file list of a JPEG one
+ * (dataset_imagefolder.c), each compacted along with the labels. The split arrives already cut to
+ * its train_limit / test_limit, so the subset is drawn from what the limit kept. */
 static bf_status apply_subset(const bf_data_config *cfg, bf_split split, bf_dataset *d) {
-    if (!d->pixels || d->num_tasks > 0)
-        return bf_error(BF_ERR_CONFIG, "[data] subset needs a stored single-task dataset (fashion_mnist, mnist, cifar10), not %s", d->name);
+    if ((!d->pixels && !d->files) || d->num_tasks > 0)
+        return bf_error(BF_ERR_CONFIG, "[data] subset needs a stored single-task dataset (fashion_mnist, mnist, cifar10, "
+                        "imagefolder, imagenet100, imagenet), not %s", d->name);
     int n = d->num_samples, want = cfg->subset == 1 ? cfg->subset_size * d->num_classes : cfg->subset_size;
     if (want > n)
         return bf_error(BF_ERR_CONFIG, "[data] subset_size = %d asks for %d samples, the %s split of %s has %d", cfg->subset_size,
@@ -582,7 +586,8 @@ static bf_status apply_subset(const bf_data_config *cfg, bf_split split, bf_data
         qsort(keep, (size_t)kept, sizeof *keep, compare_index);
         size_t sample = (size_t)d->c * d->h * d->w;
         for (int i = 0; i < kept; i++) { /* ascending, so compaction in place never overwrites a kept sample */
-            memmove(d->pixels + (size_t)i * sample, d->pixels + (size_t)keep[i] * sample, sample);
+            if (d->pixels) memmove(d->pixels + (size_t)i * sample, d->pixels + (size_t)keep[i] * sample, sample);
+            if (d->files) d->files->paths[i] = d->files->paths[keep[i]]; /* pointers into path_storage */
             d->labels[i] = d->labels[keep[i]];
         }
         d->num_samples = kept;

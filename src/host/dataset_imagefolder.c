@@ -1,7 +1,12 @@
 /* dataset_imagefolder.c - JPEG datasets on disk: a list of files and labels, decoded later.
  *
  * Three layouts (data.path is the root):
- *  - imagefolder: train/<class>/<image> and val/<class>/<image> (torchvision's ImageFolder).
+ *  - imagefolder: train/<class>/<image> and val/<class>/<image> (torchvision's ImageFolder). Tiny-
+ *    ImageNet's own layout loads as it is: a class folder without images of its own takes those of
+ *    its images/ subfolder (train/<wnid>/images/, beside <wnid>_boxes.txt), and a val/ holding
+ *    val_annotations.txt (tab-separated: file, WNID, box) is read as val/images/ labelled by that
+ *    file, the WNIDs mapped through train/'s sorted folders - the labels torchvision's ImageFolder
+ *    gives once val/ is sorted into class folders, as the V1-constrained reference asks (its 7.1).
  *  - imagenet100, the Kaggle ambityga/imagenet100 layout: train.X1 .. train.X4/<wnid>/ (the classes
  *    spread over the shards; every shard present is scanned), val.X/<wnid>/ and Labels.json. The
  *    label of a class is its position in Labels.json (insertion order), as in FlexNet's reference
@@ -13,7 +18,8 @@
  * data.class_list (a file of folder names, one a line) selects and orders the classes of any
  * layout. Files ending .jpg/.jpeg (any case) are taken, sorted by name within a class, classes in
  * label order, so the list is the same on every machine. A limit keeps an evenly spaced subset,
- * so every class stays represented. Missing directories and empty classes fail here, at open. */
+ * so every class stays represented; [data] subset is drawn afterwards, from what the limit kept
+ * (dataset.c, as for the stored datasets). Missing directories and empty classes fail here, at open. */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -67,6 +73,11 @@ static int compare_names(const void *a, const void *b) { return strcmp(*(char *c
 static int is_dir(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int is_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 static int is_jpeg_name(const char *name) {
@@ -157,9 +168,31 @@ void bf_image_files_free(bf_image_files *f) {
     free(f);
 }
 
-/* ILSVRC's official validation layout: every image directly in val/, the labels in a CSV. */
-static int flat_val(const bf_data_config *cfg, bf_split split) {
-    return cfg->dataset == BF_DATASET_IMAGENET && split == BF_SPLIT_TEST && cfg->val_labels[0];
+/* Where a split's labels come from: its class folders, or (validation only) a file labelling the
+ * images of one flat folder: ILSVRC's official val/ with [data] val_labels = LOC_val_solution.csv,
+ * or Tiny-ImageNet's val/images/ with val/val_annotations.txt. The latter is found by itself: such a
+ * val/ has no class folders, so it has no other reading. */
+typedef enum label_source { LABELS_FROM_FOLDERS, LABELS_ILSVRC_CSV, LABELS_TINY_ANNOTATIONS } label_source;
+
+/* The label source of a split; the label file's path goes to `file` ("" for class folders). A
+ * val_dir holds class folders (an ImageNet-C or Tiny-ImageNet-C cell). */
+static label_source split_label_source(const bf_data_config *cfg, bf_split split, char *file, size_t size) {
+    file[0] = '\0';
+    if (split != BF_SPLIT_TEST || cfg->val_dir[0] || cfg->dataset == BF_DATASET_IMAGENET100) return LABELS_FROM_FOLDERS;
+    if (cfg->dataset == BF_DATASET_IMAGENET && cfg->val_labels[0]) {
+        snprintf(file, size, "%s", cfg->val_labels);
+        return LABELS_ILSVRC_CSV;
+    }
+    snprintf(file, size, "%s/val/val_annotations.txt", cfg->path);
+    if (is_file(file)) return LABELS_TINY_ANNOTATIONS;
+    file[0] = '\0';
+    return LABELS_FROM_FOLDERS;
+}
+
+/* How the errors name a label file: the key that gave it, or the file Tiny-ImageNet ships. */
+static void label_file_name(label_source source, const char *file, char *out, size_t size) {
+    if (source == LABELS_ILSVRC_CSV) snprintf(out, size, "[data] val_labels = %s", file);
+    else snprintf(out, size, "%s", file);
 }
 
 typedef struct val_label {
@@ -177,11 +210,19 @@ static int class_index(const name_list *classes, const char *wnid) {
     return -1;
 }
 
-/* Reads LOC_val_solution.csv ("ImageId,PredictionString", the string "wnid x0 y0 x1 y1 ..."), sorted
- * by ImageId. */
-static bf_status read_val_labels(const char *path, const name_list *classes, val_label **out, int *count) {
+/* Reads a label file, sorted by ImageId (the file name without its extension): ILSVRC's
+ * LOC_val_solution.csv ("ImageId,PredictionString", the string "wnid x0 y0 x1 y1 ...") or
+ * Tiny-ImageNet's val_annotations.txt ("val_0.JPEG<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1"). */
+static bf_status read_val_labels(label_source source, const char *path, const name_list *classes, val_label **out,
+                                 int *count) {
+    const int tiny = source == LABELS_TINY_ANNOTATIONS;
+    const char separator = tiny ? '\t' : ',';
+    const char *expected = tiny ? "file<TAB>WNID<TAB>box (Tiny-ImageNet's val_annotations.txt)"
+                                : "ImageId,PredictionString (a WNID first)";
+    char name[BF_PATH_MAX + 64];
+    label_file_name(source, path, name, sizeof name);
     FILE *f = fopen(path, "r");
-    if (!f) return bf_error(BF_ERR_IO, "[data] val_labels = %s: cannot open: %s", path, strerror(errno));
+    if (!f) return bf_error(BF_ERR_IO, "%s: cannot open: %s", name, strerror(errno));
     val_label *v = NULL;
     int n = 0, cap = 0, lineno = 0;
     char line[4096];
@@ -189,17 +230,18 @@ static bf_status read_val_labels(const char *path, const name_list *classes, val
     while (st == BF_OK && fgets(line, sizeof line, f)) {
         lineno++;
         line[strcspn(line, "\r\n")] = '\0';
-        if (!line[0] || (lineno == 1 && !strncmp(line, "ImageId", 7))) continue;
-        char *comma = strchr(line, ',');
+        if (!line[0] || (!tiny && lineno == 1 && !strncmp(line, "ImageId", 7))) continue;
+        char *comma = strchr(line, separator);
         char *wnid = comma ? comma + 1 : NULL;
         while (wnid && isspace((unsigned char)*wnid)) wnid++;
         if (!comma || comma == line || !wnid || !*wnid) {
-            st = bf_error(BF_ERR_FORMAT, "%s:%d: expected ImageId,PredictionString (a WNID first), got '%s'", path,
-                          lineno, line);
+            st = bf_error(BF_ERR_FORMAT, "%s:%d: expected %s, got '%s'", path, lineno, expected, line);
             break;
         }
         *comma = '\0';
         wnid[strcspn(wnid, " \t")] = '\0';
+        char *dot = tiny ? strrchr(line, '.') : NULL; /* the annotations name the file, the CSV its ImageId */
+        if (dot) *dot = '\0';
         if (n == cap) {
             cap = cap ? 2 * cap : 1024;
             val_label *p = realloc(v, (size_t)cap * sizeof *p);
@@ -215,7 +257,7 @@ static bf_status read_val_labels(const char *path, const name_list *classes, val
         else n++;
     }
     fclose(f);
-    if (st == BF_OK && n == 0) st = bf_error(BF_ERR_FORMAT, "%s: no ImageId,PredictionString lines", path);
+    if (st == BF_OK && n == 0) st = bf_error(BF_ERR_FORMAT, "%s: no lines of %s", path, expected);
     if (st != BF_OK) {
         for (int i = 0; i < n; i++) free(v[i].image);
         free(v);
@@ -224,7 +266,7 @@ static bf_status read_val_labels(const char *path, const name_list *classes, val
     qsort(v, (size_t)n, sizeof *v, compare_val_labels);
     for (int i = 1; i < n && st == BF_OK; i++) /* an image with two lines: which label would be a guess */
         if (strcmp(v[i - 1].image, v[i].image) == 0)
-            st = bf_error(BF_ERR_FORMAT, "%s: ImageId %s is on two lines", path, v[i].image);
+            st = bf_error(BF_ERR_FORMAT, "%s: %s %s is on two lines", path, tiny ? "image" : "ImageId", v[i].image);
     if (st != BF_OK) {
         for (int i = 0; i < n; i++) free(v[i].image);
         free(v);
@@ -235,13 +277,17 @@ static bf_status read_val_labels(const char *path, const name_list *classes, val
     return BF_OK;
 }
 
-/* The files of a flat val/ in name order with their labels from the CSV; images of classes outside
- * `classes` are left out, an image missing from the CSV or a class without images is an error. */
-static bf_status collect_flat_val(const bf_data_config *cfg, const char *root, const name_list *classes,
-                                  name_list *files, int32_t **labels) {
+/* The files of a flat validation folder in name order with their labels from the label file; images
+ * of classes outside `classes` are left out, an image missing from the file or a class without
+ * images is an error. */
+static bf_status collect_flat_val(const bf_data_config *cfg, label_source source, const char *label_file,
+                                  const char *root, const name_list *classes, name_list *files, int32_t **labels) {
     val_label *v = NULL;
     int nv = 0;
-    BF_TRY(read_val_labels(cfg->val_labels, classes, &v, &nv));
+    BF_TRY(read_val_labels(source, label_file, classes, &v, &nv));
+    const char *kind = bf_dataset_name(cfg->dataset);
+    char name[BF_PATH_MAX + 64];
+    label_file_name(source, label_file, name, sizeof name);
     name_list names = {0};
     bf_status st = list_dir(root, 0, &names);
     int *per_class = calloc((size_t)classes->count, sizeof *per_class);
@@ -254,8 +300,7 @@ static bf_status collect_flat_val(const bf_data_config *cfg, const char *root, c
         if (dot) *dot = '\0';
         val_label probe = {.image = key}, *hit = bsearch(&probe, v, (size_t)nv, sizeof *v, compare_val_labels);
         if (!hit) {
-            st = bf_error(BF_ERR_FORMAT, "imagenet: %s/%s has no line in [data] val_labels = %s", root, names.items[i],
-                          cfg->val_labels);
+            st = bf_error(BF_ERR_FORMAT, "%s: %s/%s has no line in %s", kind, root, names.items[i], name);
             break;
         }
         if (hit->label < 0) continue;
@@ -266,8 +311,8 @@ static bf_status collect_flat_val(const bf_data_config *cfg, const char *root, c
     }
     for (int c = 0; c < classes->count && st == BF_OK; c++)
         if (per_class[c] == 0)
-            st = bf_error(BF_ERR_IO, "imagenet: class %s (label %d) has no validation image in %s (per %s)",
-                          classes->items[c], c, root, cfg->val_labels);
+            st = bf_error(BF_ERR_IO, "%s: class %s (label %d) has no validation image in %s (per %s)", kind,
+                          classes->items[c], c, root, label_file);
     names_free(&names);
     free(per_class);
     for (int i = 0; i < nv; i++) free(v[i].image);
@@ -280,8 +325,8 @@ static bf_status collect_flat_val(const bf_data_config *cfg, const char *root, c
     return BF_OK;
 }
 
-static bf_status open_layout(const bf_data_config *cfg, bf_split split, char roots[MAX_ROOTS][BF_PATH_MAX + 16],
-                             int *num_roots, name_list *classes) {
+static bf_status open_layout(const bf_data_config *cfg, bf_split split, label_source source,
+                             char roots[MAX_ROOTS][BF_PATH_MAX + 16], int *num_roots, name_list *classes) {
     const char *base = cfg->path;
     const char *kind = bf_dataset_name(cfg->dataset);
     if (!base[0]) return bf_error(BF_ERR_CONFIG, "dataset = %s needs [data] path (the dataset's root directory)", kind);
@@ -313,6 +358,12 @@ static bf_status open_layout(const bf_data_config *cfg, bf_split split, char roo
         if (!is_dir(roots[0]))
             return bf_error(BF_ERR_IO, "%s: missing directory %s (expected %s/train/<class>/*.JPEG and "
                                        "%s/val/<class>/*.JPEG)", kind, roots[0], base, base);
+        if (source == LABELS_TINY_ANNOTATIONS) { /* Tiny-ImageNet: val/images/, labelled by val_annotations.txt */
+            snprintf(roots[0], BF_PATH_MAX + 16, "%s/val/images", base);
+            if (!is_dir(roots[0]))
+                return bf_error(BF_ERR_IO, "%s: %s/val has val_annotations.txt but no images/ folder (Tiny-ImageNet's "
+                                           "layout: val/images/*.JPEG)", kind, base);
+        }
         *num_roots = 1;
     }
     if (cfg->class_list[0]) return read_class_list(cfg->class_list, classes);
@@ -329,7 +380,7 @@ static bf_status open_layout(const bf_data_config *cfg, bf_split split, char roo
      * val_dir may hold others: their classes are the training set's). */
     name_list all = {0};
     bf_status st = BF_OK;
-    const int train_classes = flat_val(cfg, split) || (split != BF_SPLIT_TRAIN && cfg->val_dir[0]);
+    const int train_classes = source != LABELS_FROM_FOLDERS || (split != BF_SPLIT_TRAIN && cfg->val_dir[0]);
     if (train_classes) {
         char train_root[BF_PATH_MAX + 16];
         snprintf(train_root, sizeof train_root, "%s/train", base);
@@ -350,7 +401,9 @@ bf_status bf_dataset_open_images(const bf_data_config *cfg, bf_split split, bf_d
     int num_roots = 0;
     name_list classes = {0}, files = {0};
     int32_t *labels = NULL;
-    bf_status st = open_layout(cfg, split, roots, &num_roots, &classes);
+    char label_file[BF_PATH_MAX + 32];
+    const label_source source = split_label_source(cfg, split, label_file, sizeof label_file);
+    bf_status st = open_layout(cfg, split, source, roots, &num_roots, &classes);
     int expected = cfg->dataset == BF_DATASET_IMAGENET100 ? 100 : cfg->dataset == BF_DATASET_IMAGENET ? 1000 : 0;
     if (st == BF_OK && classes.count > MAX_CLASSES) st = bf_error(BF_ERR_FORMAT, "too many classes (%d)", classes.count);
     if (st == BF_OK && expected && !cfg->class_list[0] && classes.count != expected)
@@ -359,8 +412,9 @@ bf_status bf_dataset_open_images(const bf_data_config *cfg, bf_split split, bf_d
     /* Files: class by class in label order, every root, each folder sorted (a flat val/: name order). */
     int cap_labels = 0;
     char dir[BF_PATH_MAX * 2];
-    if (st == BF_OK && flat_val(cfg, split)) st = collect_flat_val(cfg, roots[0], &classes, &files, &labels);
-    for (int c = 0; c < classes.count && st == BF_OK && !flat_val(cfg, split); c++) {
+    if (st == BF_OK && source != LABELS_FROM_FOLDERS)
+        st = collect_flat_val(cfg, source, label_file, roots[0], &classes, &files, &labels);
+    for (int c = 0; c < classes.count && st == BF_OK && source == LABELS_FROM_FOLDERS; c++) {
         int before = files.count, found_dir = 0;
         for (int r = 0; r < num_roots && st == BF_OK; r++) {
             snprintf(dir, sizeof dir, "%s/%s", roots[r], classes.items[c]);
@@ -368,6 +422,14 @@ bf_status bf_dataset_open_images(const bf_data_config *cfg, bf_split split, bf_d
             found_dir = 1;
             name_list names = {0};
             st = list_dir(dir, 0, &names);
+            /* A class folder without images of its own takes those of its images/ subfolder:
+             * Tiny-ImageNet's train/<wnid>/ holds images/ and <wnid>_boxes.txt. */
+            size_t len = strlen(dir);
+            if (st == BF_OK && names.count == 0 && len + 8 < sizeof dir) {
+                snprintf(dir + len, sizeof dir - len, "/images");
+                if (is_dir(dir)) st = list_dir(dir, 0, &names);
+                else dir[len] = '\0';
+            }
             for (int i = 0; i < names.count && st == BF_OK; i++) {
                 char path[BF_PATH_MAX * 3];
                 snprintf(path, sizeof path, "%s/%s", dir, names.items[i]);

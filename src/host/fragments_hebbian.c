@@ -7,7 +7,9 @@
  * with min and max over all 40 x 5324 entries. pos and the counts only have entries where an active
  * y pixel meets a nonzero input in its window; every other entry has u <= 0, i.e. 0 after the ReLU.
  * The sums are exact (double; integer or half-integer counts for the configs' inputs) and what
- * follows is float32 in the reference's order. */
+ * follows is float32 in the reference's order. With hebb_binarised the S1 inputs are the forward
+ * pass's instead, 1[x > 0.5] (real-valued S1 alone differs: its responses in (0, 0.5] take part in the
+ * reference's learning though the forward pass counts them inactive). */
 #include <math.h>
 #include <string.h>
 
@@ -19,8 +21,11 @@ bf_status bf_fragments_hebbian(bf_fragments *f, const float *s1, const float *z)
     frag_input *inputs = f->inputs;
     int *ys = f->ys;
     int n_inputs = 0, n_y = 0, y_count[BF_FRAG_CELLS] = {0};
-    for (int i = 0; i < BF_FRAG_S1 * FRAG_PIX; i++)
-        if (s1[i] != 0) inputs[n_inputs++] = (frag_input){i / FRAG_PIX, i % FRAG_PIX / S, i % S, fmin(fmax(s1[i], 0.0), 1.0)};
+    for (int i = 0; i < BF_FRAG_S1 * FRAG_PIX; i++) {
+        const int active = f->opt.hebb_binarised ? s1[i] > 0.5f : s1[i] != 0;
+        const double x = f->opt.hebb_binarised ? 1.0 : fmin(fmax(s1[i], 0.0), 1.0);
+        if (active) inputs[n_inputs++] = (frag_input){i / FRAG_PIX, i % FRAG_PIX / S, i % S, x};
+    }
     for (int i = 0; i < FRAG_STATE; i++) {
         int on = 0; /* torch.median's lower median of binary values: on in more than T / 2 steps */
         for (int t = 0; t < T; t++) on += z[(size_t)t * FRAG_STATE + i] > 0.5f;

@@ -59,6 +59,7 @@ bf_status bf_fragments_options_of(const bf_config *cfg, bf_fragments_options *o)
     o->support_factor = c->support_factor;
     o->lr = c->hebbian_lr;
     o->neg_corr = c->neg_corr;
+    o->hebb_binarised = c->hebbian_input == 1;
     o->seed = (uint64_t)cfg->run.seed;
     return BF_OK;
 }
@@ -241,9 +242,11 @@ typedef struct line_scores {
 } line_scores;
 
 /* 5.4 for one line: L and base the merged final states [4][32][32]; flipped the noisy S1 units and
- * noisy their noisy values (NULL: no noise); img and base_img the images (line_recon's gap). */
+ * noisy their noisy values (NULL: no noise); img and base_img the images (line_recon's gap). A metric
+ * with nothing to score is NaN, except the line reconstruction under [fragments] metrics =
+ * reference, which scores an empty gap 0 as the reference did. */
 static line_scores score_line(const float *L, const float *base, const unsigned char *flipped, const float *noisy,
-                              const float *img, const float *base_img) {
+                              const float *img, const float *base_img, int reference) {
     line_scores r = {0};
     int both = 0, in_l = 0, in_base = 0, differ = 0, flips = 0, corrected = 0, gap = 0, gap_filled = 0;
     for (int u = 0; u < S1_UNITS; u++) {
@@ -257,7 +260,7 @@ static line_scores score_line(const float *L, const float *base, const unsigned 
     r.recall = in_base ? (double)both / in_base : NAN;
     r.precision = in_l ? (double)both / in_l : NAN;
     r.noise_reduction = flips ? (double)corrected / flips : NAN;
-    r.line_recon = gap ? (double)gap_filled / gap : 0.0; /* nothing to fill counts as 0, as the reference */
+    r.line_recon = gap ? (double)gap_filled / gap : reference ? 0.0 : NAN;
     return r;
 }
 
@@ -285,28 +288,32 @@ bf_status bf_fragments_evaluate(const bf_config *cfg, bf_fragments *f, FILE *tex
     snprintf(results, sizeof results, "%s/fragments_results.jsonl", cfg->run.dir);
     const int noise_levels = (int)floor(c->eval_noise_max / c->eval_noise_step + 1e-6) + 1;
     if (s == BF_OK && text)
-        fprintf(text, "net fragments evaluation (%d lines, theta %s, gamma %g + %g t):\n%-14s %9s %9s %9s %9s %9s\n", n,
-                c->bernoulli ? "bernoulli" : "fixed", c->power_start, c->power_step, "setting", "noise_red",
-                "line_rec", "recall", "precision", "accuracy");
+        fprintf(text, "net fragments evaluation (%d lines, theta %s, gamma %g + %g t, metrics %s):\n%-14s %9s %9s %9s %9s %9s%s\n",
+                n, c->bernoulli ? "bernoulli" : "fixed", c->power_start, c->power_step,
+                c->metrics ? "as the reference's" : "over the lines with something to score", "setting", "noise_red",
+                "line_rec", "recall", "precision", "accuracy", c->metrics ? "" : "   lines with nothing to score, columns 1-4");
     for (int setting = 0; setting < noise_levels + c->eval_interrupt_max && s == BF_OK; setting++) {
         const int noisy = setting < noise_levels, k = noisy ? 0 : setting - noise_levels + 1;
         const double p = noisy ? setting * (double)c->eval_noise_step : 0;
         const int flips = (int)(p * S1_UNITS); /* int(noise * 4 * 32 * 32), as the reference */
         double sum[5] = {0};
-        int counted[5] = {0};
+        int counted[5] = {0}, skipped[5] = {0};
         for (int i = 0; i < n && s == BF_OK; i++) {
             uint64_t noise_seed = bf_seed_derive((uint64_t)cfg->run.seed, BF_STREAM_FRAGMENTS_NOISE,
                                                  (uint64_t)setting << 20 | (uint64_t)i);
             s = run_line(f, bf_line_eval(i), k, flips, noise_seed, (uint64_t)i, img, s1, flipped, z);
             bf_fragments_merge(final, L);
-            line_scores r = score_line(L, base + (size_t)i * S1_UNITS, flipped, s1, img, base_img + (size_t)i * PIXELS);
+            line_scores r = score_line(L, base + (size_t)i * S1_UNITS, flipped, s1, img, base_img + (size_t)i * PIXELS,
+                                       c->metrics == 1);
             const double v[5] = {r.noise_reduction, r.line_recon, r.recall, r.precision, r.accuracy};
-            for (int m = 0; m < 5; m++) /* the reference's mean: a NaN (nothing to score) makes it NaN */
-                sum[m] += v[m], counted[m]++;
+            for (int m = 0; m < 5; m++) {
+                if (isnan(v[m]) && c->metrics == 0) skipped[m]++; /* nothing to score on this line */
+                else sum[m] += v[m], counted[m]++; /* reference: a NaN makes the mean NaN */
+            }
         }
         double mean[5];
         for (int m = 0; m < 5; m++) mean[m] = counted[m] ? sum[m] / counted[m] : NAN;
-        if (!noisy && k - 1 < BF_FRAG_MAX_INTERRUPT) out->interrupt_recon[k - 1] = mean[1];
+        if (!noisy && k - 1 < BF_FRAG_MAX_INTERRUPT) out->interrupt_recon[k - 1] = mean[1], out->interrupt_skipped[k - 1] = skipped[1];
         if (noisy && setting < BF_FRAG_MAX_NOISE_LEVELS) {
             out->noise_reduction[setting] = mean[0], out->noise_recall[setting] = mean[2];
             out->noise_precision[setting] = mean[3], out->noise_levels = setting + 1;
@@ -314,7 +321,10 @@ bf_status bf_fragments_evaluate(const bf_config *cfg, bf_fragments *f, FILE *tex
         char name[32];
         if (noisy) snprintf(name, sizeof name, "noise %.2f", p);
         else snprintf(name, sizeof name, "interrupt %d", k);
-        if (text)
+        if (text && c->metrics == 0)
+            fprintf(text, "%-14s %9.4f %9.4f %9.4f %9.4f %9.4f   %d %d %d %d\n", name, mean[0], mean[1], mean[2], mean[3],
+                    mean[4], skipped[0], skipped[1], skipped[2], skipped[3]);
+        else if (text)
             fprintf(text, "%-14s %9.4f %9.4f %9.4f %9.4f %9.4f\n", name, mean[0], mean[1], mean[2], mean[3], mean[4]);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "act_threshold", c->bernoulli ? -1 : c->act_threshold);
@@ -328,6 +338,13 @@ bf_status bf_fragments_evaluate(const bf_config *cfg, bf_fragments *f, FILE *tex
         add_number(o, "recon_recall", mean[2]);
         add_number(o, "recon_precision", mean[3]);
         add_number(o, "recon_accuracy", mean[4]);
+        if (c->metrics == 0) { /* the lines each mean left out, having nothing to score */
+            cJSON_AddNumberToObject(o, "skipped_noise_reduction", skipped[0]);
+            cJSON_AddNumberToObject(o, "skipped_avg_line_recon_accuracy", skipped[1]);
+            cJSON_AddNumberToObject(o, "skipped_recon_recall", skipped[2]);
+            cJSON_AddNumberToObject(o, "skipped_recon_precision", skipped[3]);
+        }
+        cJSON_AddStringToObject(o, "metrics", c->metrics ? "reference" : "scored");
         s = append_json_line(results, o);
     }
     free(base), free(base_img), free(img), free(s1), free(L), free(z), free(flipped);

@@ -6,7 +6,10 @@
  * The edge cases of a real crawl are planted in class 0 of the training split:
  *   good but unusual: gray.JPEG (1 channel), cmyk.JPEG (Adobe CMYK), ycck.JPEG (Adobe YCCK: the same
  *   CMYK stored as YCbCr + K, Adobe transform 2, as Photoshop writes it), progressive.JPEG;
- *   bad (the loader must skip them): png.JPEG (a PNG), truncated.JPEG, corrupt.JPEG, empty.JPEG. */
+ *   bad (the loader must skip them): png.JPEG (a PNG), truncated.JPEG, corrupt.JPEG, empty.JPEG.
+ * The tinyimagenet layout is Tiny-ImageNet's own: train/<wnid>/images/<wnid>_<i>.JPEG beside
+ * train/<wnid>/<wnid>_boxes.txt, val/images/val_<k>.JPEG labelled by val/val_annotations.txt
+ * (file, WNID, box; tab-separated) and wnids.txt, 64x64 images unless a size is given. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -179,16 +182,43 @@ static const struct edge_file {
 #define NUM_EDGE_FILES (int)(sizeof edge_files / sizeof edge_files[0])
 _Static_assert(sizeof edge_files / sizeof edge_files[0] == BF_SYNTH_EDGE_FILES, "image.h counts the edge-case files");
 
-bf_status bf_jpeg_synth_tree(const char *root, const bf_jpeg_synth_options *o) {
-    if (o->classes < 1 || o->classes > 1000) return bf_error(BF_ERR_ARG, "synthetic tree: classes %d (1..1000)", o->classes);
-    int kaggle = o->layout == BF_SYNTH_KAGGLE;
-    char dir[BF_PATH_MAX * 2], path[BF_PATH_MAX * 3];
+/* Appends a line to a text file (Tiny-ImageNet's annotation and box files). */
+static bf_status append_line(const char *path, const char *line) {
+    FILE *f = fopen(path, "a");
+    if (!f) return bf_error(BF_ERR_IO, "%s: cannot open for appending: %s", path, strerror(errno));
+    fprintf(f, "%s\n", line);
+    if (fclose(f) != 0) return bf_error(BF_ERR_IO, "%s: write error", path);
+    return BF_OK;
+}
+
+bf_status bf_jpeg_synth_tree(const char *root, const bf_jpeg_synth_options *opt) {
+    if (opt->classes < 1 || opt->classes > 1000)
+        return bf_error(BF_ERR_ARG, "synthetic tree: classes %d (1..1000)", opt->classes);
+    int kaggle = opt->layout == BF_SYNTH_KAGGLE, tiny = opt->layout == BF_SYNTH_TINYIMAGENET;
+    bf_jpeg_synth_options sized = *opt; /* Tiny-ImageNet's images are all 64x64 */
+    if (tiny && sized.width <= 0) sized.width = sized.height = 64;
+    const bf_jpeg_synth_options *o = &sized;
+    char dir[BF_PATH_MAX * 2], path[BF_PATH_MAX * 3], line[256];
     BF_TRY(make_dir(root));
     uint8_t *rgb = malloc((size_t)2048 * 2048 * 3);
     if (!rgb) return bf_error(BF_ERR_OOM, "out of memory");
     bf_status st = BF_OK;
-    /* Class names: WNID-like; Labels.json lists them in an order that is not sorted (reversed), so
-     * a loader that sorts instead of following Labels.json gets every label wrong. */
+    /* Class names: WNID-like (kaggle and tinyimagenet); Labels.json and wnids.txt list them in an
+     * order that is not sorted (reversed), so a loader that sorts instead of following Labels.json,
+     * or follows wnids.txt instead of sorting train/'s folders, gets every label wrong. */
+    if (tiny) {
+        snprintf(path, sizeof path, "%s/wnids.txt", root);
+        remove(path); /* the tree's text files are appended to: start them afresh */
+        snprintf(path, sizeof path, "%s/val", root);
+        st = make_dir(path);
+        snprintf(path, sizeof path, "%s/val/val_annotations.txt", root);
+        remove(path);
+        for (int c = 0; st == BF_OK && c < o->classes; c++) {
+            snprintf(line, sizeof line, "n%08d", 1000 + (o->classes - 1 - c));
+            snprintf(path, sizeof path, "%s/wnids.txt", root);
+            st = append_line(path, line);
+        }
+    }
     if (kaggle) {
         snprintf(path, sizeof path, "%s/Labels.json", root);
         FILE *f = fopen(path, "w");
@@ -204,17 +234,43 @@ bf_status bf_jpeg_synth_tree(const char *root, const bf_jpeg_synth_options *o) {
         int per_class = split == 0 ? o->train_per_class : o->val_per_class;
         for (int c = 0; c < o->classes && st == BF_OK; c++) {
             char cname[32];
-            if (kaggle) snprintf(cname, sizeof cname, "n%08d", 1000 + (o->classes - 1 - c));
+            if (kaggle || tiny) snprintf(cname, sizeof cname, "n%08d", 1000 + (o->classes - 1 - c));
             else snprintf(cname, sizeof cname, "class_%03d", c);
             const char *top = kaggle ? (split == 0 ? (c % 2 ? "train.X2" : "train.X1") : "val.X") : (split == 0 ? "train" : "val");
             snprintf(dir, sizeof dir, "%s/%s", root, top);
             st = make_dir(dir);
-            snprintf(dir, sizeof dir, "%s/%s/%s", root, top, cname);
+            if (tiny && split == 0) { /* train/<wnid>/images/, and the boxes file beside it */
+                snprintf(dir, sizeof dir, "%s/%s/%s", root, top, cname);
+                if (st == BF_OK) st = make_dir(dir);
+                snprintf(path, sizeof path, "%s/%s_boxes.txt", dir, cname);
+                remove(path);
+                snprintf(dir, sizeof dir, "%s/%s/%s/images", root, top, cname);
+            } else if (tiny) { /* every class's images in val/images/ */
+                snprintf(dir, sizeof dir, "%s/%s/images", root, top);
+            } else {
+                snprintf(dir, sizeof dir, "%s/%s/%s", root, top, cname);
+            }
             if (st == BF_OK) st = make_dir(dir);
             for (int i = 0; i < per_class && st == BF_OK; i++) {
                 uint64_t seed = bf_seed_derive(o->seed, (uint64_t)(split * 100000 + c), (uint64_t)i);
-                snprintf(path, sizeof path, "%s/%s_%05d.JPEG", dir, cname, i);
+                char file[64];
+                /* Tiny-ImageNet's validation images are numbered across the classes: image i of
+                 * class c is val_<i * classes + c>, so name order is not class order. */
+                if (tiny && split == 1) snprintf(file, sizeof file, "val_%d.JPEG", i * o->classes + c);
+                else if (tiny) snprintf(file, sizeof file, "%s_%d.JPEG", cname, i);
+                else snprintf(file, sizeof file, "%s_%05d.JPEG", cname, i);
+                snprintf(path, sizeof path, "%s/%s", dir, file);
                 st = write_image(path, seed, c, o, rgb, "plain");
+                if (st == BF_OK && tiny) { /* the box: the whole image (the loader reads only the WNID) */
+                    if (split == 1) {
+                        snprintf(line, sizeof line, "%s\t%s\t0\t0\t%d\t%d", file, cname, o->width - 1, o->height - 1);
+                        snprintf(path, sizeof path, "%s/val/val_annotations.txt", root);
+                    } else {
+                        snprintf(line, sizeof line, "%s\t0\t0\t%d\t%d", file, o->width - 1, o->height - 1);
+                        snprintf(path, sizeof path, "%s/train/%s/%s_boxes.txt", root, cname, cname);
+                    }
+                    st = append_line(path, line);
+                }
             }
             if (split == 0 && c == 0 && o->edge_cases) {
                 for (int e = 0; e < NUM_EDGE_FILES && st == BF_OK; e++) {

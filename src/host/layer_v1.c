@@ -73,7 +73,7 @@ bf_status bf_v1_upload_constants(bf_model *m) {
         const size_t floats = (size_t)l->linear.in * l->linear.out;
         if (!op && !(op = malloc(floats * sizeof(float))))
             return bf_error(BF_ERR_OOM, "polar transform %s: out of host memory", l->name);
-        bf_polar_options opt = {.pad_both = l->polar_pad_both, .antialias = l->polar_antialias};
+        bf_polar_options opt = {.padding = l->polar_padding, .antialias = l->polar_antialias};
         s = bf_polar_operator(&opt, op);
         if (s == BF_OK) s = bf_to_device(m->backend, l->v1_weights, op, floats * sizeof(float));
     }

@@ -77,7 +77,7 @@ static bf_status load_as(const bf_config *cfg, const bf_model_config *mc, bf_bac
                          const char *dir, bf_model **m) {
     bf_config changed = *cfg;
     changed.model = *mc;
-    bf_status s = bf_run_build_model(&changed, b, test, m);
+    bf_status s = bf_run_build_model(&changed, b, test, 0, m);
     return s == BF_OK ? bf_checkpoint_load_model(dir, *m) : s;
 }
 
@@ -274,7 +274,7 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const bf_cli *cli, bf
     bf_status s = bf_checkpoint_resolve(cli->checkpoint, dir);
     if (s == BF_OK) s = bf_backend_from_config(cfg, &b);
     if (s == BF_OK) s = bf_run_open_dataset(cfg, BF_SPLIT_TEST, &test);
-    if (s == BF_OK) s = bf_run_build_model(cfg, b, test, &m);
+    if (s == BF_OK) s = bf_run_build_model(cfg, b, test, 0, &m);
     if (s == BF_OK) s = bf_checkpoint_load_model(dir, m);
     int epoch = 0; /* the test noise of the checkpoint's epoch, as the run's evaluation there drew it */
     if (s == BF_OK) s = checkpoint_epoch(dir, &epoch);

@@ -131,14 +131,14 @@ static int dry_run(const bf_config *cfg) {
         return BF_EXIT_OK;
     }
     bf_model *m = NULL;
-    bf_status s = bf_run_build_model(cfg, NULL, train, &m);
+    bf_status s = bf_run_build_model(cfg, NULL, train, 1, &m);
     if (s == BF_OK) {
         printf("\nmodel %s for %s images %dx%dx%d, %d classes:\n", m->arch, train->name, train->c, train->h, train->w,
                m->num_classes);
         bf_model_print_table(m, stdout);
         printf("planned device memory: %.1f MiB activations, gradients and scratch, %.1f MiB parameters + gradients + "
                "optimizer state\n", m->arena_bytes / 1048576.0,
-               m->num_param_floats * 4.0 * (cfg->optim.optimizer == BF_OPTIM_ADAMW ? 4 : 3) / 1048576.0);
+               m->num_param_floats * 4.0 * (cfg->optim.optimizer == BF_OPTIM_ADAMW || cfg->optim.optimizer == BF_OPTIM_ADAM ? 4 : 3) / 1048576.0);
         if (cfg->run.device != BF_DEVICE_SEL_CPU) { /* chosen at the first step, within the key's limit */
             double least = -1;
             for (int i = 0; i < m->num_layers; i++)

@@ -517,20 +517,23 @@ static void plan_workspace_hints(bf_model *m, const size_t *region_start, const 
     }
 }
 
-/* Whether layer l has trainable parameters (a frozen linear layer's live in buffers). */
-static int has_trainable_params(const bf_layer *l) {
-    for (int k = 0; k < l->num_params; k++)
-        if (l->param_index[k] >= 0) return 1;
+/* Whether layer l has trainable parameters (a frozen linear layer's live in buffers; under [optim]
+ * train_only, those of the prefixes alone). */
+static int has_trainable_params(const bf_model *m, const bf_layer *l) {
+    for (int k = 0; k < l->num_params; k++) {
+        const int p = l->param_index[k];
+        if (p >= 0 && (!m->trained_only[0] || bf_name_in_prefixes(m->params[p].name, m->trained_only))) return 1;
+    }
     return 0;
 }
 
 bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
     const int L = m->num_layers;
-    if (m->input_gradient) /* these pairs' backwards read training statistics: an evaluation's has none */
+    if (m->input_gradient || m->eval_backward) /* these pairs' backwards read training statistics: an evaluation's has none */
         m->fuse_bn_relu = m->fuse_flex_bn = m->fuse_flex_bn_stats = m->recompute_charge = m->fuse_bn_backward = 0;
     for (int i = 0; i < L; i++) { /* inputs come before their consumers */
         bf_layer *l = &m->layers[i];
-        l->needs_grad = m->input_gradient || has_trainable_params(l); /* input_gradient: every path to the image */
+        l->needs_grad = m->input_gradient || has_trainable_params(m, l); /* input_gradient: every path to the image */
         for (int j = 0; j < l->num_inputs; j++)
             if (l->input[j] >= 0 && m->layers[l->input[j]].needs_grad) l->needs_grad = 1;
     }
@@ -622,9 +625,10 @@ bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
         if (normalises && 2 * (size_t)l->bn.c + 1 > m->bn_sync_doubles) m->bn_sync_doubles = 2 * (size_t)l->bn.c + 1;
     }
     arena_bytes += align_up(m->bn_sync_doubles * sizeof(double));
-    if (m->input_gradient) /* dinput, the zeros and the scratch of an evaluation-mode batch-norm backward (layers.c) */
-        arena_bytes += align_up(bf_shape_count(m->input_shape) * sizeof(float)) + align_up(m->bn_sync_doubles * sizeof(float)) +
-                       align_up(2 * m->bn_sync_doubles * sizeof(float));
+    if (m->input_gradient) /* dinput */
+        arena_bytes += align_up(bf_shape_count(m->input_shape) * sizeof(float));
+    if (m->input_gradient || m->eval_backward) /* the zeros and the scratch of an evaluation-mode batch-norm backward (layers.c) */
+        arena_bytes += align_up(m->bn_sync_doubles * sizeof(float)) + align_up(2 * m->bn_sync_doubles * sizeof(float));
     m->arena_bytes = arena_bytes;
     return BF_OK;
 }

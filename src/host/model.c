@@ -394,7 +394,7 @@ int bf_model_add_divnorm(bf_model *m, const char *name, int input) {
     return finish_layer(m, l, s);
 }
 
-int bf_model_add_polar(bf_model *m, const char *name, int input, int pad_both, int antialias) {
+int bf_model_add_polar(bf_model *m, const char *name, int input, int padding, int antialias) {
     bf_layer *l = append_layer(m, BF_LAYER_POLAR, name, input, -2);
     if (!l) return -1;
     bf_shape in = bf_model_shape_of(m, input);
@@ -406,7 +406,7 @@ int bf_model_add_polar(bf_model *m, const char *name, int input, int pad_both, i
     l->out_shape = (bf_shape){in.n, in.c, BF_POLAR_OUT_SIZE, BF_POLAR_OUT_SIZE};
     l->linear = (bf_linear_shape){.n = in.n * in.c, .in = BF_POLAR_IN_SIZE * BF_POLAR_IN_SIZE,
                                   .out = BF_POLAR_OUT_SIZE * BF_POLAR_OUT_SIZE};
-    l->polar_pad_both = pad_both;
+    l->polar_padding = padding;
     l->polar_antialias = antialias;
     return finish_layer(m, l, s);
 }

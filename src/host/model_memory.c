@@ -145,6 +145,8 @@ bf_status bf_model_finalize(bf_model *m) {
     if (m->input_gradient) {
         m->dinput = (float *)cursor;
         cursor += bf_arena_align(bf_shape_count(m->input_shape) * sizeof(float));
+    }
+    if (m->input_gradient || m->eval_backward) {
         m->eval_zeros = (float *)cursor; /* bn_sync_doubles > every batch-norm's channels */
         cursor += bf_arena_align(m->bn_sync_doubles * sizeof(float));
         m->eval_scratch = (float *)cursor;
@@ -205,8 +207,9 @@ static bf_status restore_spikes(bf_model *m, int i) {
 }
 
 bf_status bf_model_backward(bf_model *m, const float *dlogits) {
-    if (!m->training && !m->input_gradient)
-        return bf_error(BF_ERR_ARG, "model: a backward in evaluation mode needs a model built with input_gradient");
+    if (!m->training && !m->input_gradient && !m->eval_backward)
+        return bf_error(BF_ERR_ARG, "model: a backward in evaluation mode needs a model built with input_gradient or "
+                        "eval_backward");
     unsigned char written[4096];
     unsigned char *grad_written = m->num_layers <= (int)sizeof written ? written : calloc((size_t)m->num_layers, 1);
     if (!grad_written) return bf_error(BF_ERR_OOM, "model: out of host memory");

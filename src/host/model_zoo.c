@@ -392,7 +392,7 @@ static void build_resnet(bf_model *m, const bf_model_config *cfg, const int bloc
     x = bf_model_add_relu(m, "relu", x);
     /* the V1-constrained ResNet's cortical magnification takes the max-pool's place (v1-constrained.md 5.5;
      * "lpp" as ResNetComposite names it) */
-    if (cfg->cortical_magnification) x = bf_model_add_polar(m, "lpp", x, cfg->polar_pad_both, cfg->polar_antialias);
+    if (cfg->cortical_magnification) x = bf_model_add_polar(m, "lpp", x, cfg->polar_padding, cfg->polar_antialias);
     else x = bf_model_add_maxpool(m, "maxpool", x, 3, 2, 1);
     for (int stage = 0; stage < 4; stage++) {
         for (int i = 0; i < blocks[stage]; i++) {
@@ -476,6 +476,8 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
     m->fuse_flex_bn_stats = cfg->fuse_flex_bn_stats;
     m->flex_kernels_slide = cfg->flex_kernels == 1;
     m->input_gradient = cfg->input_gradient;
+    m->eval_backward = cfg->eval_backward;
+    snprintf(m->trained_only, sizeof m->trained_only, "%s", cfg->trained_only ? cfg->trained_only : "");
     mark_shared_batchnorms(m, cfg);
     bf_status s = check_flex_sites(m, cfg);
     if (s == BF_OK) s = bf_model_finalize(m);

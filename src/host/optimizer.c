@@ -1,4 +1,4 @@
-/* optimizer.c - SGD and AdamW over the model's flat parameter buffer: the update is one op
+/* optimizer.c - SGD, Adam and AdamW over the model's flat parameter buffer: the update is one op
  * (one fused kernel on CUDA), and the state is one buffer that checkpoints write in one piece.
  * [optim] train_only restricts the update to some ranges of it: one op per range. */
 #include <stdlib.h>
@@ -7,7 +7,7 @@
 #include "bioflex/train.h"
 
 size_t bf_optimizer_state_floats(const bf_optimizer *o) {
-    return o->kind == BF_OPTIM_ADAMW ? 2 * o->n : o->n;
+    return o->kind == BF_OPTIM_ADAMW || o->kind == BF_OPTIM_ADAM ? 2 * o->n : o->n;
 }
 
 bf_status bf_optimizer_create(bf_backend *b, const bf_optim_config *cfg, size_t num_params, bf_optimizer **out) {
@@ -54,9 +54,10 @@ bf_status bf_optimizer_restrict(bf_optimizer *o, const size_t *ranges, int num_r
 static bf_status update(bf_backend *b, bf_optimizer *o, float *params, const float *grads, float lr,
                         const float *grad_scale, size_t offset, size_t count) {
     const bf_optim_config *c = &o->cfg;
-    if (o->kind == BF_OPTIM_ADAMW)
-        return b->ops->adamw_update(b, params + offset, grads + offset, o->state + offset, o->state + o->n + offset,
-                                    count, lr, c->beta1, c->beta2, c->eps, c->weight_decay, o->steps + 1, grad_scale);
+    if (o->kind == BF_OPTIM_ADAMW || o->kind == BF_OPTIM_ADAM) /* one op: decoupled or coupled weight decay */
+        return b->ops->adam_update(b, params + offset, grads + offset, o->state + offset, o->state + o->n + offset,
+                                   count, lr, c->beta1, c->beta2, c->eps, c->weight_decay, o->kind == BF_OPTIM_ADAMW,
+                                   o->steps + 1, grad_scale);
     return b->ops->sgd_update(b, params + offset, grads + offset, o->state + offset, count, lr, c->momentum,
                               c->weight_decay, c->nesterov, o->steps == 0, grad_scale);
 }

@@ -136,12 +136,16 @@ static void resize_weights(int n_in, int n_out, int antialias, double *w) {
 /* Index i of a reflect-padded axis (pad 1) in the unpadded axis of n: -1 -> 1, n -> n - 2. */
 static int reflect(int i, int n) { return i < 0 ? -i : i >= n ? 2 * (n - 1) - i : i; }
 
+/* Index i of a circularly padded axis (pad 1): -1 -> n - 1, n -> 0. */
+static int wrap(int i, int n) { return i < 0 ? i + n : i >= n ? i - n : i; }
+
 bf_status bf_polar_operator(const bf_polar_options *opt, float *op) {
-    if (!opt || !op || (opt->pad_both != 0 && opt->pad_both != 1) || (opt->antialias != 0 && opt->antialias != 1))
-        return bf_error(BF_ERR_ARG, "polar operator: options %s (pad_both and antialias 0 or 1), output %s",
+    if (!opt || !op || opt->padding < 0 || opt->padding > 2 || (opt->antialias != 0 && opt->antialias != 1))
+        return bf_error(BF_ERR_ARG, "polar operator: options %s (padding 0, 1 or 2, antialias 0 or 1), output %s",
                         opt ? "given" : "missing", op ? "given" : "missing");
+    const int pad_rings = opt->padding == 1;
     enum { WIDTH = BF_POLAR_WEDGES + 2, MAX_HEIGHT = BF_POLAR_RINGS + 2 };
-    const int height = BF_POLAR_RINGS + 2 * opt->pad_both; /* the padded polar map's rows */
+    const int height = BF_POLAR_RINGS + 2 * pad_rings; /* the padded polar map's rows */
     float *masks = malloc((size_t)MASKS * PIXELS * sizeof *masks);
     if (!masks) return bf_error(BF_ERR_OOM, "polar operator: out of host memory for the masks");
     float counts[MASKS];
@@ -155,11 +159,12 @@ bf_status bf_polar_operator(const bf_polar_options *opt, float *op) {
             for (int k = 0; k < height; k++) {
                 const double wr = row_w[out_row * height + k];
                 if (wr == 0) continue;
-                const int ring = opt->pad_both ? reflect(k - 1, BF_POLAR_RINGS) : k;
+                const int ring = pad_rings ? reflect(k - 1, BF_POLAR_RINGS) : k;
                 for (int l = 0; l < WIDTH; l++) {
                     const double wc = col_w[out_col * WIDTH + l];
                     if (wc == 0) continue;
-                    const int bin = ring * BF_POLAR_WEDGES + reflect(l - 1, BF_POLAR_WEDGES);
+                    const int wedge = opt->padding == 2 ? wrap(l - 1, BF_POLAR_WEDGES) : reflect(l - 1, BF_POLAR_WEDGES);
+                    const int bin = ring * BF_POLAR_WEDGES + wedge;
                     /* pooled = sum(x * mask) / count: pixel p's share of this bin is mask[p] / count */
                     const double w = wr * wc / counts[bin];
                     const float *mask = masks + (size_t)bin * PIXELS;

@@ -12,7 +12,9 @@
  *   counts = mask sums (0 -> 1); masks and counts rounded to float16 (the reference's buffers);
  *   pooled[ring][wedge] = sum(x * mask) / count, reflect-padded by 1 along the wedges (and along the
  *     rings too in LPP_v49), resized to 16x16 by torchvision's bilinear Resize (antialias or not
- *     depending on the torchvision version; the reference pins none). */
+ *     depending on the torchvision version; the reference pins none).
+ * The wedges go round the circle, so the intended padding wraps them around (circular: wedge -1 is
+ * wedge 29), which neither copy of the reference does (spec quirk 17). */
 #ifndef BIOFLEX_POLAR_MAP_H
 #define BIOFLEX_POLAR_MAP_H
 
@@ -24,7 +26,8 @@
 #define BF_POLAR_WEDGES 30
 
 typedef struct bf_polar_options {
-    int pad_both;  /* 0: reflect-pad the angle axis only (the repo's PolarTransform, the default); 1: both axes (Brain-Score's LPP_v49) */
+    int padding;   /* 0 angle: reflect-pad the angle axis only (the repo's PolarTransform, the default); 1 both:
+                    * both axes (Brain-Score's LPP_v49); 2 circular: the angle axis wrapped around */
     int antialias; /* 0: bilinear resize without antialias (torchvision <= 0.16 on tensors, the default); 1: torchvision >= 0.17's antialiased resize */
 } bf_polar_options;
 

@@ -147,14 +147,20 @@ bf_status bf_run_open_dataset(const bf_config *cfg, bf_split split, bf_dataset *
     return s;
 }
 
-bf_status bf_run_build_model(const bf_config *cfg, bf_backend *b, const bf_dataset *d, bf_model **out) {
+bf_status bf_run_build_model(const bf_config *cfg, bf_backend *b, const bf_dataset *d, int for_training,
+                             bf_model **out) {
+    bf_model_config model = cfg->model;
+    if (for_training && cfg->optim.train_only[0]) { /* the backward ends at the trained layers, in evaluation mode for a probe */
+        model.trained_only = cfg->optim.train_only;
+        model.eval_backward = cfg->optim.train_only_mode == 0;
+    }
     int classes = cfg->model.num_classes ? cfg->model.num_classes : d->num_classes;
     int batch = cfg->data.batch_size, eval_batch = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : batch;
     bf_shape in = {batch > eval_batch ? batch : eval_batch, d->c, d->h, d->w};
     bf_status s = classes < d->num_classes
                       ? bf_error(BF_ERR_CONFIG, "[model] num_classes = %d but [data] dataset = %s has %d classes",
                                  classes, d->name, d->num_classes)
-                      : bf_model_build(b, &cfg->model, in, classes, cfg->run.seed, out);
+                      : bf_model_build(b, &model, in, classes, cfg->run.seed, out);
     /* The model's keys and the data's shape are the only inputs here, so a layer that does not fit
      * (VGG-16's five pools on 28x28 digits) is a config error, named by its keys (exit status 2). */
     if (s == BF_ERR_ARG) {
@@ -203,7 +209,9 @@ static bf_status train_step(run *r, const bf_batch *batch, long step, float lr, 
     BF_TRY(bf_batch_upload(r->upload, r->train_loader, batch, r->x));
     BF_TRY(bf_to_device(b, r->labels, batch->labels, (size_t)n * sizeof(int32_t)));
     BF_TRY(bf_model_set_batch(m, n));
-    m->training = 1;
+    /* [optim] train_only_mode = eval: the network as evaluation runs it, the trained parameters' gradients through it */
+    m->training = !m->eval_backward;
+    m->eval_parameter_gradients = m->eval_backward;
     m->step = (uint64_t)step;
     m->sample_offset = (uint64_t)r->dp.rank * (uint64_t)cfg->data.batch_size; /* its samples' place in the global batch */
     m->flex_monitor_due = want_norm; /* the steps that end a log interval */
@@ -478,7 +486,7 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
     r->stop = opt ? opt->stop : NULL;
     BF_TRY(bf_dp_create_backend(&r->dp, cfg, &r->backend));
     BF_TRY(open_data(r, opt && opt->float_batches));
-    BF_TRY(bf_run_build_model(cfg, r->backend, r->train_set, &r->model));
+    BF_TRY(bf_run_build_model(cfg, r->backend, r->train_set, 1, &r->model));
     BF_TRY(bf_optimizer_create(r->backend, &cfg->optim, r->model->num_param_floats, &r->opt));
     BF_TRY(restrict_training(r));
     BF_TRY(alloc_step_buffers(r));
@@ -501,6 +509,11 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
         BF_TRY(bf_checkpoint_load_model(dir, r->model));
         BF_TRY(bf_checkpoint_load_state(dir, cfg, r->model, r->opt, &st));
         BF_TRY(bf_resume_check(r->text, dir, &st, data_now, batches, cfg));
+        if (cfg->run.resume_optimizer == BF_RESUME_SCHEDULE_RESTART) { /* the V1 reference's resume: weights alone */
+            BF_TRY(r->backend->ops->fill(r->backend, r->opt->state, 0.0f, bf_optimizer_state_floats(r->opt)));
+            r->opt->steps = 0;
+            fprintf(r->text, "note: [run] resume_optimizer = restart: the optimiser's state starts empty here\n");
+        }
     }
     snprintf(st.data, sizeof st.data, "%s", data_now); /* what this run's checkpoints store */
     st.batches_per_epoch = batches;

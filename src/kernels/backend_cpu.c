@@ -116,7 +116,7 @@ static const bf_ops cpu_ops = {
     .topk_correct = bf_cpu_topk_correct,
 
     .sgd_update = bf_cpu_sgd_update,
-    .adamw_update = bf_cpu_adamw_update,
+    .adam_update = bf_cpu_adam_update,
     .clip_scale = bf_cpu_clip_scale,
 
     .flex_widen_forward = bf_cpu_flex_widen_forward,

@@ -232,7 +232,7 @@ static const bf_ops cuda_ops = {
     /* .topk_correct = */ bf_cuda_topk_correct,
 
     /* .sgd_update = */ bf_cuda_sgd_update,
-    /* .adamw_update = */ bf_cuda_adamw_update,
+    /* .adam_update = */ bf_cuda_adam_update,
     /* .clip_scale = */ bf_cuda_clip_scale,
 
     /* .flex_widen_forward = */ bf_cuda_flex_widen_forward,

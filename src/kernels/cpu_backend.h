@@ -242,9 +242,9 @@ bf_status bf_cpu_topk_correct(bf_backend *b, int n, int k, const float *logits, 
 bf_status bf_cpu_sgd_update(bf_backend *b, float *params, const float *grads, float *momentum_buf,
                             size_t n, float lr, float momentum, float weight_decay, int nesterov,
                             int first_step, const float *grad_scale);
-bf_status bf_cpu_adamw_update(bf_backend *b, float *params, const float *grads, float *m, float *v,
-                              size_t n, float lr, float beta1, float beta2, float eps,
-                              float weight_decay, long step, const float *grad_scale);
+bf_status bf_cpu_adam_update(bf_backend *b, float *params, const float *grads, float *m, float *v,
+                             size_t n, float lr, float beta1, float beta2, float eps,
+                             float weight_decay, int decoupled_decay, long step, const float *grad_scale);
 bf_status bf_cpu_clip_scale(bf_backend *b, const float *sum_squares, float max_norm, float *scale);
 
 /* ---- flex_cpu.c ---- */

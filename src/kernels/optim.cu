@@ -1,4 +1,4 @@
-/* optim.cu - fused SGD and AdamW steps over a flat parameter buffer, and the gradient-clipping
+/* optim.cu - fused SGD and Adam/AdamW steps over a flat parameter buffer, and the gradient-clipping
  * factor, on the GPU (PyTorch semantics, formulas in ops.h; the CPU twins are in optim_cpu.c and
  * the per-element expressions below are written in the same order).
  *
@@ -31,19 +31,22 @@ __global__ void k_sgd(float *__restrict__ params, const float *__restrict__ grad
     }
 }
 
-__global__ void k_adamw(float *__restrict__ params, const float *__restrict__ grads, float *__restrict__ m,
-                        float *__restrict__ v, size_t n, float beta1, float beta2, float one_minus_beta1,
-                        float one_minus_beta2, float eps, float decay, float step_size, float correction2_sqrt,
-                        const float *__restrict__ grad_scale) {
+/* Adam (l2 = weight decay, decay = 1) and AdamW (l2 = 0, decay = 1 - lr*wd), as optim_cpu.c. */
+__global__ void k_adam(float *__restrict__ params, const float *__restrict__ grads, float *__restrict__ m,
+                       float *__restrict__ v, size_t n, float beta1, float beta2, float one_minus_beta1,
+                       float one_minus_beta2, float eps, float l2, float decay, float step_size,
+                       float correction2_sqrt, const float *__restrict__ grad_scale) {
     const float clip = grad_scale ? *grad_scale : 1.0f;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float p = params[i];
         float g = grads[i] * clip;
+        if (l2 != 0.0f) g = g + l2 * p;
         float mi = flush_subnormal(beta1 * m[i] + one_minus_beta1 * g);
         float vi = flush_subnormal(beta2 * v[i] + one_minus_beta2 * g * g);
         m[i] = mi;
         v[i] = vi;
         float denom = sqrtf(vi) / correction2_sqrt + eps;
-        params[i] = params[i] * decay - step_size * mi / denom;
+        params[i] = p * decay - step_size * mi / denom;
     }
 }
 
@@ -73,23 +76,26 @@ extern "C" bf_status bf_cuda_sgd_update(bf_backend *b, float *params, const floa
     return BF_OK;
 }
 
-extern "C" bf_status bf_cuda_adamw_update(bf_backend *b, float *params, const float *grads, float *m, float *v,
-                                          size_t n, float lr, float beta1, float beta2, float eps,
-                                          float weight_decay, long step, const float *grad_scale) {
+extern "C" bf_status bf_cuda_adam_update(bf_backend *b, float *params, const float *grads, float *m, float *v,
+                                         size_t n, float lr, float beta1, float beta2, float eps,
+                                         float weight_decay, int decoupled_decay, long step,
+                                         const float *grad_scale) {
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
-    if (step < 1) return bf_error(BF_ERR_ARG, "adamw: step must count from 1 (got %ld)", step);
+    const char *what = decoupled_decay ? "adamw" : "adam";
+    if (step < 1) return bf_error(BF_ERR_ARG, "%s: step must count from 1 (got %ld)", what, step);
     if (n == 0) return BF_OK;
-    if (!params || !grads || !m || !v) return bf_error(BF_ERR_ARG, "adamw: NULL buffer (n=%zu)", n);
+    if (!params || !grads || !m || !v) return bf_error(BF_ERR_ARG, "%s: NULL buffer (n=%zu)", what, n);
     /* the step constants are computed on the host in double, exactly as optim_cpu.c does */
-    const float decay = (float)(1.0 - (double)lr * weight_decay);
+    const float decay = decoupled_decay ? (float)(1.0 - (double)lr * weight_decay) : 1.0f;
+    const float l2 = decoupled_decay ? 0.0f : weight_decay;
     const float step_size = (float)(lr / (1.0 - pow(beta1, (double)step)));
     const float correction2_sqrt = (float)sqrt(1.0 - pow(beta2, (double)step));
     const float one_minus_beta1 = 1.0f - beta1, one_minus_beta2 = 1.0f - beta2;
-    k_adamw<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
-        params, grads, m, v, n, beta1, beta2, one_minus_beta1, one_minus_beta2, eps, decay, step_size,
+    k_adam<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
+        params, grads, m, v, n, beta1, beta2, one_minus_beta1, one_minus_beta2, eps, l2, decay, step_size,
         correction2_sqrt, grad_scale);
-    BF_LAUNCH_CHECK("k_adamw");
+    BF_LAUNCH_CHECK("k_adam");
     return BF_OK;
 }
 

@@ -1,4 +1,4 @@
-/* optim_cpu.c - SGD and AdamW steps over a flat parameter buffer, and the gradient-clipping
+/* optim_cpu.c - SGD and Adam/AdamW steps over a flat parameter buffer, and the gradient-clipping
  * factor (PyTorch semantics, formulas in ops.h). Every element is updated on its own, so the
  * loops are split statically over threads without affecting any result. */
 #include <float.h>
@@ -36,28 +36,37 @@ bf_status bf_cpu_sgd_update(bf_backend *b, float *params, const float *grads, fl
     return BF_OK;
 }
 
-/* PyTorch AdamW (decoupled weight decay, no amsgrad), step t counted from 1:
- *     p *= 1 - lr*wd;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;
+/* PyTorch Adam and AdamW (no amsgrad), step t counted from 1; decoupled_decay picks the weight decay:
+ *     AdamW (decoupled_decay != 0):  g = grad*clip;          p *= 1 - lr*wd
+ *     Adam  (decoupled_decay == 0):  g = grad*clip + wd*p    (coupled L2, torch.optim.Adam's
+ *                                                              grad.add(param, alpha=wd))
+ *     m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;
  *     p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps)
- * which is ops.h's lr * m_hat / (sqrt(v_hat) + eps) arranged as PyTorch evaluates it. */
-bf_status bf_cpu_adamw_update(bf_backend *b, float *params, const float *grads, float *m, float *v,
-                              size_t n, float lr, float beta1, float beta2, float eps,
-                              float weight_decay, long step, const float *grad_scale) {
-    if (step < 1) return bf_error(BF_ERR_ARG, "adamw: step must count from 1 (got %ld)", step);
+ * which is ops.h's lr * m_hat / (sqrt(v_hat) + eps) arranged as PyTorch evaluates it. Adam's decay
+ * factor is 1 (p * 1 is p exactly), and AdamW's gradient gets no term: its path is the same arithmetic
+ * as before Adam shared the op. */
+bf_status bf_cpu_adam_update(bf_backend *b, float *params, const float *grads, float *m, float *v,
+                             size_t n, float lr, float beta1, float beta2, float eps,
+                             float weight_decay, int decoupled_decay, long step, const float *grad_scale) {
+    const char *what = decoupled_decay ? "adamw" : "adam";
+    if (step < 1) return bf_error(BF_ERR_ARG, "%s: step must count from 1 (got %ld)", what, step);
     const float clip = grad_scale ? *grad_scale : 1.0f;
-    const float decay = (float)(1.0 - (double)lr * weight_decay);
+    const float decay = decoupled_decay ? (float)(1.0 - (double)lr * weight_decay) : 1.0f;
+    const float l2 = decoupled_decay ? 0.0f : weight_decay;
     const float step_size = (float)(lr / (1.0 - pow(beta1, (double)step)));
     const float correction2_sqrt = (float)sqrt(1.0 - pow(beta2, (double)step));
     const float one_minus_beta1 = 1.0f - beta1, one_minus_beta2 = 1.0f - beta2;
 #pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
     for (size_t i = 0; i < n; i++) {
+        float p = params[i];
         float g = grads[i] * clip;
+        if (l2 != 0.0f) g = g + l2 * p;
         float mi = flush_subnormal(beta1 * m[i] + one_minus_beta1 * g);
         float vi = flush_subnormal(beta2 * v[i] + one_minus_beta2 * g * g);
         m[i] = mi;
         v[i] = vi;
         float denom = sqrtf(vi) / correction2_sqrt + eps;
-        params[i] = params[i] * decay - step_size * mi / denom;
+        params[i] = p * decay - step_size * mi / denom;
     }
     return BF_OK;
 }
