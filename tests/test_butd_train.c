@@ -1,12 +1,16 @@
 /* test_butd_train.c - bioflex-train's BU-TD path end to end (bf_train -> butd_train.c): a small fc
  * BU-TD net learns the procedural dataset with Counter-Hebb (separate weights) and with backprop,
- * well above chance, a binary version learns with one logit and BCE ([butd] loss = bce), and a
- * guided config on a single-task dataset is refused with a message. */
+ * well above chance, a binary version learns with one logit and BCE ([butd] loss = bce), [run]
+ * eval_train logs the training split's score, the checkpoint's over the training images without
+ * augmentation (recomputed here), and a guided config on a single-task dataset is refused with a
+ * message. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bioflex/butd.h"
+#include "bioflex/checkpoint.h"
 #include "bioflex/safetensors.h"
 #include "bioflex/train.h"
 #include "testutil.h"
@@ -31,8 +35,80 @@ static void configure(bf_config *cfg, const char *learning, const char *weights)
     CHECK_OK(bf_config_set(cfg, b));
 }
 
+/* The last "train" evaluation's top-1 in the run's metrics.jsonl (-1 when none). */
+static double logged_train_top1(const char *dir, int *samples) {
+    char path[300], line[4096];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    double top1 = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        const char *at = strstr(line, "\"split\":\"train\"") ? strstr(line, "\"top1\":") : NULL;
+        const char *n = strstr(line, "\"samples\":");
+        if (at && n) top1 = strtod(at + 7, NULL), *samples = atoi(n + 10);
+    }
+    if (f) fclose(f);
+    return top1;
+}
+
+/* [run] eval_train: the checkpoint's net over the training split, batch by batch, in evaluation mode. */
+static void test_eval_train(void) {
+    bf_config cfg;
+    configure(&cfg, "counter_hebb", "shared");
+    CHECK_OK(bf_config_set(&cfg, "run.epochs=1"));
+    CHECK_OK(bf_config_set(&cfg, "run.eval_train=true"));
+    CHECK_OK(bf_config_set(&cfg, "data.augment_flip=true")); /* training batches flip; the scored split must not */
+    bf_train_options opt = {.quiet = 1};
+    bf_train_result res;
+    CHECK_OK(bf_train(&cfg, &opt, &res));
+    int logged_samples = 0;
+    const double logged = logged_train_top1(run_dir, &logged_samples);
+    bf_dataset *train = NULL;
+    bf_backend *b = NULL;
+    bf_butd_net *net = NULL;
+    bf_loader *loader = NULL;
+    char weights[BF_PATH_MAX];
+    CHECK_OK(bf_dataset_open(&cfg.data, cfg.run.seed, BF_SPLIT_TRAIN, &train));
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    CHECK_OK(bf_checkpoint_weights_file(res.checkpoint, weights));
+    if (train && b) CHECK_OK(bf_butd_build(b, &cfg.butd, 1, 8, 8, cfg.data.batch_size, train->num_classes, 0, cfg.run.seed, &net));
+    if (net) CHECK_OK(bf_butd_load(net, weights));
+    bf_loader_options o = bf_loader_options_from_config(&cfg, BF_SPLIT_TEST);
+    if (train) CHECK_OK(bf_loader_create(train, &o, &loader));
+    int correct = 0, total = 0;
+    float *x = b ? bf_test_alloc(b, (size_t)cfg.data.batch_size * 64) : NULL;
+    if (net && loader && x) {
+        bf_butd_set_training(net, 0);
+        CHECK_OK(bf_loader_start_epoch(loader, 1, 0));
+        bf_batch *batch = NULL;
+        while (bf_loader_next(loader, &batch, NULL) == BF_OK && batch) {
+            const float *logits = NULL;
+            const int n = batch->n, k = net->num_classes;
+            CHECK_OK(bf_to_device(b, x, batch->images, (size_t)n * 64 * sizeof(float)));
+            CHECK_OK(bf_butd_set_batch(net, n));
+            CHECK_OK(bf_butd_forward(net, x, &logits));
+            for (int i = 0; i < n; i++) { /* the CPU backend: logits are host memory */
+                int best = 0;
+                for (int c = 1; c < k; c++) best = logits[i * k + c] > logits[i * k + best] ? c : best;
+                correct += best == batch->labels[i];
+            }
+            total += n;
+            bf_loader_release(loader, batch);
+        }
+    }
+    printf("eval_train (BU-TD): logged train top-1 %.6f over %d images, recomputed %d of %d\n", logged, logged_samples,
+           correct, total);
+    CHECK(logged_samples == 1000 && total == 1000 && fabs(logged - (double)correct / total) < 1e-6,
+          "the logged train top-1 %.6f is the checkpoint's over the 1000 training images (%d correct)", logged, correct);
+    bf_free(b, x);
+    bf_loader_destroy(loader);
+    bf_butd_destroy(net);
+    if (b) bf_backend_destroy(b);
+    bf_dataset_free(train);
+}
+
 int main(void) {
     if (!mkdtemp(run_dir)) bf_test_skip("cannot make a temporary directory");
+    test_eval_train();
     static const char *runs[][2] = {{"counter_hebb", "separate"}, {"counter_hebb", "shared"}, {"backprop", "separate"}};
     for (int i = 0; i < 3; i++) {
         bf_config cfg;

@@ -5,13 +5,16 @@
  *   - the balanced top-1 (the mean of the per-class recalls) is the one counted here by hand from
  *     each image's prediction, and bf_evaluate_batches_by_class's counts add up to the top-1;
  *   - a training run logs the periodic evaluations as "test_batches" with val_batches * batch
- *     images and the final one as "test" over the whole test set, with its balanced top-1. */
+ *     images and the final one as "test" over the whole test set, with its balanced top-1;
+ *   - [run] eval_train: the run also logs "train", the training split scored as bf_evaluate scores
+ *     it with the checkpoint's weights and the test split's loader options (to the last bit). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "bioflex/checkpoint.h"
 #include "bioflex/train.h"
 #include "testutil.h"
 
@@ -153,8 +156,64 @@ static void test_training_log(void) {
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
 }
 
+/* The number after "key": in a JSON line (NAN when absent). */
+static double json_number(const char *line, const char *key) {
+    char quoted[64];
+    snprintf(quoted, sizeof quoted, "\"%s\":", key);
+    const char *at = strstr(line, quoted);
+    return at ? strtod(at + strlen(quoted), NULL) : NAN;
+}
+
+static void test_train_split(void) {
+    char dir[] = "/tmp/bioflex_evtrain_XXXXXX";
+    if (!mkdtemp(dir)) return;
+    bf_config cfg;
+    set_procedural(&cfg);
+    snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s/run", dir);
+    cfg.run.epochs = 1, cfg.run.val_batches = 0, cfg.run.checkpoint_every = 1, cfg.run.eval_train = 1;
+    cfg.data.augment_flip = 1; /* the training loader flips; the scored training split must not */
+    bf_train_options opt = {.quiet = 1, .log = stdout};
+    bf_train_result r;
+    CHECK_OK(bf_train(&cfg, &opt, &r));
+    char path[BF_PATH_MAX + 32], line[4096];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", cfg.run.dir);
+    FILE *f = fopen(path, "r");
+    double logged_loss = NAN, logged_top1 = NAN, logged_samples = NAN;
+    while (f && fgets(line, sizeof line, f))
+        if (strstr(line, "\"split\":\"train\""))
+            logged_loss = json_number(line, "loss"), logged_top1 = json_number(line, "top1"),
+            logged_samples = json_number(line, "samples");
+    if (f) fclose(f);
+
+    bf_dataset *train = NULL;
+    bf_backend *b = NULL;
+    bf_model *m = NULL;
+    bf_loader *loader = NULL;
+    CHECK_OK(bf_dataset_open(&cfg.data, cfg.run.seed, BF_SPLIT_TRAIN, &train));
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    if (train && b) CHECK_OK(bf_run_build_model(&cfg, b, train, 0, &m));
+    if (m) CHECK_OK(bf_checkpoint_load_model(r.checkpoint, m));
+    bf_loader_options o = bf_loader_options_from_config(&cfg, BF_SPLIT_TEST);
+    if (train) CHECK_OK(bf_loader_create(train, &o, &loader));
+    bf_eval_result res = {0};
+    if (m && loader) CHECK_OK(bf_evaluate_batches(m, loader, 0.0f, 1, 0, &res));
+    printf("eval_train: logged train loss %.9g top-1 %.6g over %g images; by hand %.9g %.6g over %d\n", logged_loss,
+           logged_top1, logged_samples, res.loss, res.top1, res.samples);
+    CHECK(logged_samples == 64 && res.samples == 64, "the training split's 64 images scored (%g logged)", logged_samples);
+    CHECK(fabs(logged_loss - res.loss) < 1e-12 && fabs(logged_top1 - res.top1) < 1e-12,
+          "the logged train score is the checkpoint's, evaluated over the training split without augmentation");
+    bf_loader_destroy(loader);
+    bf_model_destroy(m);
+    bf_backend_destroy(b);
+    bf_dataset_free(train);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
 int main(void) {
     test_evaluate_batches();
     test_training_log();
+    test_train_split();
     return bf_test_finish();
 }

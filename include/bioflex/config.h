@@ -66,6 +66,7 @@ typedef struct bf_run_config {
     int epochs;
     int log_interval;          /* steps between metrics.jsonl lines and progress updates */
     int eval_every;            /* epochs between full test-set evaluations (0 = only at the end) */
+    int eval_train;            /* each evaluation also scores the training split (evaluation mode, no augmentation) */
     int val_batches;           /* > 0: periodic evaluations use this many random test batches (PlasticFlex's reference) */
     int checkpoint_every;      /* epochs between checkpoints (0 = only at the end) */
     int checkpoint_every_steps;/* steps between checkpoints inside an epoch (0 = none; only the newest is kept) */

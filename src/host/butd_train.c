@@ -33,6 +33,7 @@ typedef struct butd_run {
     bf_backend *backend;
     bf_dataset *train_set, *test_set;
     bf_loader *train_loader, *test_loader;
+    bf_loader *train_eval_loader;   /* [run] eval_train: the training split as evaluation reads it (NULL: off) */
     bf_butd_net *net;
     bf_optimizer *optim;
     bf_loader_options test_options; /* the base of guided per-task evaluation */
@@ -62,6 +63,7 @@ static void run_free(butd_run *r) {
     bf_butd_destroy(r->net);
     bf_loader_destroy(r->train_loader);
     bf_loader_destroy(r->test_loader);
+    bf_loader_destroy(r->train_eval_loader);
     bf_dataset_free(r->train_set);
     bf_dataset_free(r->test_set);
     if (r->dp->rank == 0) bf_metrics_close(&r->log);
@@ -82,6 +84,8 @@ static bf_status open_data(butd_run *r) {
     bf_dp_loader_options(r->dp, &o, 0); /* each rank scores its shard; the counts are summed */
     o.shuffle = 0; /* every epoch scores the whole test split */
     r->test_options = o; /* task 0: guided evaluation scores every task itself (bf_evaluate_tasks) */
+    if (cfg->run.eval_train && !r->evaluate_only) /* the training images with the test split's transform */
+        BF_TRY(bf_loader_create(r->train_set, &o, &r->train_eval_loader));
     return bf_loader_create(r->test_set, &o, &r->test_loader);
 }
 
@@ -203,16 +207,17 @@ static bf_status predict_tasks(void *ctx, const bf_batch *batch, int32_t *predic
     return s;
 }
 
-/* Test accuracy over the whole test split, its input noise ([data] input_noise_std) that of
- * `epoch` epochs done: drawn anew at every evaluation, as train.c's. */
-static bf_status evaluate(butd_run *r, int epoch, double *loss, double *top1, int *samples) {
+/* Accuracy over a whole split (the test split, or the training split's evaluation loader), its input
+ * noise ([data] input_noise_std) that of `epoch` epochs done: drawn anew at every evaluation, as
+ * train.c's. */
+static bf_status evaluate(butd_run *r, bf_loader *loader, int epoch, double *loss, double *top1, int *samples) {
     bf_backend *b = r->backend;
     int total = 0;
     BF_TRY(b->ops->fill(b, r->sums, 0.0f, 4));
-    BF_TRY(bf_loader_start_epoch(r->test_loader, epoch, 0));
+    BF_TRY(bf_loader_start_epoch(loader, epoch, 0));
     for (;;) {
         bf_batch *batch = NULL;
-        BF_TRY(bf_loader_next(r->test_loader, &batch, NULL));
+        BF_TRY(bf_loader_next(loader, &batch, NULL));
         if (!batch) break;
         const float *logits = NULL;
         bf_status s = forward_batch(r, batch, &logits);
@@ -220,7 +225,7 @@ static bf_status evaluate(butd_run *r, int epoch, double *loss, double *top1, in
         if (s == BF_OK) s = b->ops->accumulate_sum(b, r->losses, (size_t)batch->n, r->sums + 0);
         if (s == BF_OK) s = b->ops->accumulate_sum(b, r->correct1, (size_t)batch->n, r->sums + 1);
         total += batch->n;
-        bf_loader_release(r->test_loader, batch);
+        bf_loader_release(loader, batch);
         BF_TRY(s);
     }
     float h[2];
@@ -484,24 +489,42 @@ static bf_status init_weights(butd_run *r, FILE *text, int quiet) {
     return BF_OK;
 }
 
+/* One split scored in evaluation mode (guided: every task, into *tasks when not NULL) and logged as
+ * `split` after `epoch` epochs; the unguided test score is printed by the caller, the others here. */
+static bf_status score_split(butd_run *r, const bf_dataset *set, bf_loader *loader, const char *split, int epoch,
+                             long step, double *loss, double *top1, int *samples, bf_task_eval_result *tasks) {
+    bf_status s = BF_OK;
+    FILE *text = r->evaluate_only ? NULL : r->text;
+    if (r->cfg->butd.guided) {
+        bf_task_eval_result te = {0};
+        s = bf_evaluate_tasks(set, &r->test_options, epoch, 0, predict_tasks, r, &te);
+        if (s == BF_OK) s = reduce_task_eval(r, &te);
+        if (s == BF_OK) bf_metrics_eval_tasks(&r->log, epoch, step, &te, split, text);
+        if (tasks) *tasks = te;
+        *loss = te.mean_loss, *top1 = te.mean_accuracy, *samples = te.samples;
+    } else {
+        s = evaluate(r, loader, epoch, loss, top1, samples);
+        if (s == BF_OK)
+            bf_metrics_eval(&r->log, epoch, step, *loss, *top1, 0.0, -1.0, *samples, split,
+                            loader == r->test_loader ? NULL : text);
+    }
+    return s;
+}
+
 /* The test split scored in evaluation mode (guided: every task, into *tasks when not NULL), logged
- * as after `epoch` epochs. */
+ * as after `epoch` epochs; with [run] eval_train the training split after it, logged as "train". */
 static bf_status score_test_set(butd_run *r, int epoch, long step, double *loss, double *top1, int *samples,
                                 bf_task_eval_result *tasks) {
     /* rank 0's running statistics everywhere, as its checkpoint holds them (see train.c) */
     bf_status s = r->dp->world > 1 ? bf_dp_broadcast_floats(r->dp, r->backend, r->net->state_data, r->net->num_state_floats) : BF_OK;
     if (s != BF_OK) return s;
     bf_butd_set_training(r->net, 0); /* batch-norm: running statistics */
-    if (r->cfg->butd.guided) {
-        bf_task_eval_result te = {0};
-        s = bf_evaluate_tasks(r->test_set, &r->test_options, epoch, 0, predict_tasks, r, &te);
-        if (s == BF_OK) s = reduce_task_eval(r, &te);
-        if (s == BF_OK) bf_metrics_eval_tasks(&r->log, epoch, step, &te, "test", r->evaluate_only ? NULL : r->text);
-        if (tasks) *tasks = te;
-        *loss = te.mean_loss, *top1 = te.mean_accuracy, *samples = te.samples;
-    } else {
-        s = evaluate(r, epoch, loss, top1, samples);
-        if (s == BF_OK) bf_metrics_eval(&r->log, epoch, step, *loss, *top1, 0.0, -1.0, *samples, "test", NULL);
+    s = score_split(r, r->test_set, r->test_loader, "test", epoch, step, loss, top1, samples, tasks);
+    if (s == BF_OK && r->train_eval_loader) {
+        double train_loss, train_top1;
+        int train_samples;
+        s = score_split(r, r->train_set, r->train_eval_loader, "train", epoch, step, &train_loss, &train_top1,
+                        &train_samples, NULL);
     }
     bf_butd_set_training(r->net, 1);
     return s;

@@ -69,6 +69,7 @@ typedef struct run {
     bf_backend *backend;
     bf_dataset *train_set, *test_set;
     bf_loader *train_loader, *test_loader;
+    bf_loader *train_eval_loader; /* [run] eval_train: the training split as evaluation reads it (NULL: off) */
     bf_batch_uploader *upload; /* loader batch -> model input (uint8 batches normalised on the backend) */
     bf_model *model;
     bf_optimizer *opt;
@@ -108,6 +109,7 @@ static void run_free(run *r) {
     bf_batch_uploader_destroy(r->upload); /* before the loaders: it waits for copies still reading their slots */
     bf_loader_destroy(r->train_loader);
     bf_loader_destroy(r->test_loader);
+    bf_loader_destroy(r->train_eval_loader);
     bf_dataset_free(r->train_set);
     bf_dataset_free(r->test_set);
     bf_metrics_close(&r->log);
@@ -138,6 +140,10 @@ static bf_status open_data(run *r, int float_batches) {
     bf_dp_loader_options(&r->dp, &o, 0);
     choose_batch_format(r, r->test_set, float_batches, &o);
     BF_TRY(bf_loader_create(r->test_set, &o, &r->test_loader));
+    if (cfg->run.eval_train) { /* the training images with the test split's transform: no augmentation */
+        choose_batch_format(r, r->train_set, float_batches, &o);
+        BF_TRY(bf_loader_create(r->train_set, &o, &r->train_eval_loader));
+    }
     return bf_batch_uploader_create(r->backend, &r->upload);
 }
 
@@ -253,25 +259,37 @@ static bf_status write_rasters(run *r, long step) {
     return BF_OK;
 }
 
-/* final: the whole test set; otherwise [run] val_batches random batches when set. With [run]
- * keep_best, a better top-1 than any before replaces checkpoints/best (st: the position there). */
-static bf_status evaluate_and_log(run *r, const bf_train_state *st, int final, bf_eval_result *res) {
-    int batches = final ? 0 : r->cfg->run.val_batches, epoch = st->epoch;
-    /* Every rank scores its shard with rank 0's running statistics, the ones its checkpoint holds
-     * (PyTorch DDP's broadcast_buffers), so the logged score is bioflex-eval's of that checkpoint. */
-    if (r->dp.world > 1) BF_TRY(bf_dp_broadcast_floats(&r->dp, r->backend, r->model->buffer_data, r->model->num_buffer_floats));
-    /* the epoch keys the test split's input noise ([data] input_noise_std), drawn anew for every
-     * evaluation as the reference's loader does, and bioflex-eval takes it from the checkpoint */
+/* One split scored in evaluation mode over every rank's shard (max_batches: 0 the whole split) and
+ * logged as `split`. The epoch keys the input noise ([data] input_noise_std), drawn anew for every
+ * evaluation as the reference's loader does, and bioflex-eval takes it from the checkpoint. */
+static bf_status score_split(run *r, bf_loader *loader, const bf_train_state *st, int max_batches, const char *split,
+                             bf_eval_result *res) {
     const int classes = r->model->num_classes;
     double *class_counts = malloc(2 * (size_t)classes * sizeof *class_counts);
     if (!class_counts) return bf_error(BF_ERR_OOM, "evaluation: out of host memory");
-    bf_status s = bf_evaluate_batches_by_class(r->model, r->test_loader, r->cfg->optim.label_smoothing, epoch, batches,
+    bf_status s = bf_evaluate_batches_by_class(r->model, loader, r->cfg->optim.label_smoothing, st->epoch, max_batches,
                                                class_counts, res);
     if (s == BF_OK) s = bf_dp_reduce_eval(&r->dp, res, class_counts, classes);
     free(class_counts);
     BF_TRY(s);
-    bf_metrics_eval(&r->log, epoch, st->step, res->loss, res->top1, res->top5, res->balanced_top1, res->samples,
-                    batches ? "test_batches" : "test", r->text);
+    bf_metrics_eval(&r->log, st->epoch, st->step, res->loss, res->top1, res->top5, res->balanced_top1, res->samples,
+                    split, r->text);
+    return BF_OK;
+}
+
+/* final: the whole test set; otherwise [run] val_batches random batches when set; with [run]
+ * eval_train the training split the same way, after it. With [run] keep_best, a better test top-1
+ * than any before replaces checkpoints/best (st: the position there). */
+static bf_status evaluate_and_log(run *r, const bf_train_state *st, int final, bf_eval_result *res) {
+    int batches = final ? 0 : r->cfg->run.val_batches;
+    /* Every rank scores its shard with rank 0's running statistics, the ones its checkpoint holds
+     * (PyTorch DDP's broadcast_buffers), so the logged score is bioflex-eval's of that checkpoint. */
+    if (r->dp.world > 1) BF_TRY(bf_dp_broadcast_floats(&r->dp, r->backend, r->model->buffer_data, r->model->num_buffer_floats));
+    BF_TRY(score_split(r, r->test_loader, st, batches, batches ? "test_batches" : "test", res));
+    if (r->train_eval_loader) {
+        bf_eval_result train;
+        BF_TRY(score_split(r, r->train_eval_loader, st, batches, batches ? "train_batches" : "train", &train));
+    }
     if (!r->cfg->run.keep_best || res->top1 <= r->best_top1) return BF_OK;
     r->best_top1 = res->top1; /* the same on every rank: the counts were reduced */
     bf_train_state best = *st;
