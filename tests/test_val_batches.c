@@ -6,8 +6,12 @@
  *     each image's prediction, and bf_evaluate_batches_by_class's counts add up to the top-1;
  *   - a training run logs the periodic evaluations as "test_batches" with val_batches * batch
  *     images and the final one as "test" over the whole test set, with its balanced top-1;
+ *   - the health figures: the largest |logit| and per-sample loss counted here by hand, no
+ *     non-finite loss;
  *   - [run] eval_train: the run also logs "train", the training split scored as bf_evaluate scores
- *     it with the checkpoint's weights and the test split's loader options (to the last bit). */
+ *     it with the checkpoint's weights and the test split's loader options (to the last bit); with
+ *     flex layers its eval_health lines give the smallest running variance of the batch-norm after
+ *     each flex layer, the checkpoint's. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +19,7 @@
 #include <unistd.h>
 
 #include "bioflex/checkpoint.h"
+#include "bioflex/safetensors.h"
 #include "bioflex/train.h"
 #include "testutil.h"
 
@@ -88,6 +93,7 @@ static void test_evaluate_batches(void) {
     m->training = 0;
     bf_batch *batch = NULL;
     float *x = bf_test_alloc(b, (size_t)8 * 3 * 8 * 8), z[8 * 64];
+    double largest_logit = 0, largest_loss = 0;
     while (K <= 64 && bf_loader_next(shuffled, &batch, NULL) == BF_OK && batch) {
         const float *logits = NULL;
         const int n = batch->n;
@@ -101,7 +107,10 @@ static void test_evaluate_batches(void) {
         CHECK_OK(bf_to_host(b, z, logits, (size_t)n * K * sizeof(float)));
         for (int i = 0; i < n; i++) {
             int best = 0;
+            double sum = 0;
             for (int c = 1; c < K; c++) best = z[i * K + c] > z[i * K + best] ? c : best;
+            for (int c = 0; c < K; c++) sum += exp((double)z[i * K + c] - z[i * K + best]), largest_logit = fmax(largest_logit, fabs(z[i * K + c]));
+            largest_loss = fmax(largest_loss, log(sum) + z[i * K + best] - z[i * K + labels[i]]);
             by_hand[labels[i]] += best == labels[i], by_hand[K + labels[i]]++;
         }
     }
@@ -118,6 +127,9 @@ static void test_evaluate_batches(void) {
     CHECK(memcmp(counts, by_hand, sizeof counts) == 0 && total == 40 && fabs(correct / 40 - full.top1) < 1e-6, /* top1 is a float quotient */
           "the per-class counts are the ones by hand and add up to the top-1 (%g of %g; top-1 %g)", correct, total,
           full.top1);
+    CHECK(full.max_abs_logit == largest_logit && fabs(full.max_loss - largest_loss) < 1e-5 && full.nonfinite_losses == 0,
+          "health: largest |logit| %.9g (by hand %.9g), largest loss %.7g (%.7g), %d non-finite", full.max_abs_logit,
+          largest_logit, full.max_loss, largest_loss, full.nonfinite_losses);
     bf_free(b, x);
     bf_loader_destroy(shuffled);
     bf_model_destroy(m);
@@ -172,18 +184,32 @@ static void test_train_split(void) {
     snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s/run", dir);
     cfg.run.epochs = 1, cfg.run.val_batches = 0, cfg.run.checkpoint_every = 1, cfg.run.eval_train = 1;
     cfg.data.augment_flip = 1; /* the training loader flips; the scored training split must not */
+    cfg.model.flex = 1;        /* features.0 a flex layer, features.1 its batch-norm */
     bf_train_options opt = {.quiet = 1, .log = stdout};
     bf_train_result r;
     CHECK_OK(bf_train(&cfg, &opt, &r));
     char path[BF_PATH_MAX + 32], line[4096];
     snprintf(path, sizeof path, "%s/metrics.jsonl", cfg.run.dir);
     FILE *f = fopen(path, "r");
-    double logged_loss = NAN, logged_top1 = NAN, logged_samples = NAN;
-    while (f && fgets(line, sizeof line, f))
-        if (strstr(line, "\"split\":\"train\""))
+    double logged_loss = NAN, logged_top1 = NAN, logged_samples = NAN, logged_min_var = NAN;
+    int health = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        if (strstr(line, "\"split\":\"train\"") && strstr(line, "\"type\":\"eval\""))
             logged_loss = json_number(line, "loss"), logged_top1 = json_number(line, "top1"),
             logged_samples = json_number(line, "samples");
+        if (strstr(line, "\"type\":\"eval_health\"")) health++, logged_min_var = json_number(line, "features.0");
+    }
     if (f) fclose(f);
+    bf_st_file *weights = NULL;
+    char file[BF_PATH_MAX];
+    CHECK_OK(bf_checkpoint_weights_file(r.checkpoint, file));
+    CHECK_OK(bf_safetensors_read(file, &weights));
+    const bf_st_tensor *var = weights ? bf_safetensors_find(weights, "features.1.running_var") : NULL;
+    double saved_min_var = INFINITY;
+    for (size_t c = 0; var && c < var->nbytes / sizeof(float); c++) saved_min_var = fmin(saved_min_var, ((const float *)var->data)[c]);
+    CHECK(health == 2 && fabs(logged_min_var - saved_min_var) <= 1e-12 * saved_min_var, "eval_health for test and train (%d lines); the smallest "
+          "running variance after the flex layer %.17g, the checkpoint's %.17g", health, logged_min_var, saved_min_var);
+    if (weights) bf_safetensors_close(weights);
 
     bf_dataset *train = NULL;
     bf_backend *b = NULL;

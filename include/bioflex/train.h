@@ -75,6 +75,11 @@ typedef struct bf_eval_result {
     double balanced_top1;    /* the mean over the classes present of each class's top-1 (its recall):
                               * sklearn's balanced accuracy, PlasticFlex's headline metric */
     int samples;
+    /* numerical health (FlexNet spec 9 Q6: a flex network's evaluation loss overflowed on a few
+     * images with huge logits while its top-1 stayed sane): the largest |logit| and per-sample loss,
+     * and the samples whose loss is not finite */
+    double max_abs_logit, max_loss;
+    int nonfinite_losses;
 } bf_eval_result;
 
 /* Runs the model in eval mode over every batch of the loader's epoch 0. */

@@ -1,4 +1,5 @@
 /* data_parallel.c - the training run as one of several data-parallel ranks (see data_parallel.h). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -342,8 +343,21 @@ bf_status bf_dp_reduce_eval(bf_data_parallel *dp, bf_eval_result *res, double *c
         BF_TRY(bf_comm_allreduce_double(dp->comm, class_counts, 2 * (size_t)classes));
         res->balanced_top1 = bf_balanced_top1(class_counts, classes);
     }
-    double sums[4] = {res->loss * res->samples, res->top1 * res->samples, res->top5 * res->samples, res->samples};
-    BF_TRY(bf_comm_allreduce_double(dp->comm, sums, 4));
+    double sums[5] = {res->loss * res->samples, res->top1 * res->samples, res->top5 * res->samples, res->samples,
+                      res->nonfinite_losses};
+    BF_TRY(bf_comm_allreduce_double(dp->comm, sums, 5));
+    /* the largest |logit| and loss of any rank: each rank's in its own slots of a summed vector */
+    double *largest = calloc(2 * (size_t)dp->world, sizeof *largest);
+    if (!largest) return bf_error(BF_ERR_OOM, "evaluation: out of host memory");
+    largest[2 * dp->rank] = res->max_abs_logit, largest[2 * dp->rank + 1] = res->max_loss;
+    bf_status s = bf_comm_allreduce_double(dp->comm, largest, 2 * (size_t)dp->world);
+    for (int i = 0; s == BF_OK && i < dp->world; i++) {
+        if (largest[2 * i] > res->max_abs_logit || isnan(largest[2 * i])) res->max_abs_logit = largest[2 * i];
+        if (largest[2 * i + 1] > res->max_loss) res->max_loss = largest[2 * i + 1];
+    }
+    free(largest);
+    BF_TRY(s);
+    res->nonfinite_losses = (int)sums[4];
     res->samples = (int)sums[3];
     res->loss = sums[3] > 0 ? sums[0] / sums[3] : 0;
     res->top1 = sums[3] > 0 ? sums[1] / sums[3] : 0;

@@ -11,7 +11,10 @@
  * eval_batch_size and however many data-parallel ranks share it. (A flex threshold re-drawn on
  * every forward pass, threshold_mode = resample_each_forward, is one draw per batch: keyed by the
  * batch's first sample, so that score depends on the batches.) The training state is restored.
- * bf_evaluate_batches_training_mode scores the same way through the training-mode forward. */
+ * bf_evaluate_batches_training_mode scores the same way through the training-mode forward.
+ * Each batch's logits and losses also come to the host for the health figures (the largest |logit|
+ * and loss, the non-finite losses): a few huge logits hide behind a sane top-1. */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +55,11 @@ static bf_status score_batches(bf_model *m, bf_loader *loader, float label_smoot
     double *class_counts = calloc(2 * (size_t)k, sizeof *class_counts);
     int32_t *host_labels = malloc((size_t)max_n * sizeof *host_labels);
     float *host_c1 = malloc((size_t)max_n * sizeof *host_c1);
-    if (s == BF_OK && (!class_counts || !host_labels || !host_c1)) s = bf_error(BF_ERR_OOM, "evaluate: out of host memory");
+    float *host_logits = malloc((size_t)max_n * (k + 1) * sizeof *host_logits), *host_losses = host_logits + (size_t)max_n * k;
+    if (s == BF_OK && (!class_counts || !host_labels || !host_c1 || !host_logits))
+        s = bf_error(BF_ERR_OOM, "evaluate: out of host memory");
+    double max_abs_logit = 0, max_loss = 0;
+    int nonfinite = 0;
     int was_training = m->training, samples = 0, batches = 0;
     uint64_t training_step = m->step, training_offset = m->sample_offset;
     m->training = training;
@@ -87,6 +94,14 @@ static bf_status score_batches(bf_model *m, bf_loader *loader, float label_smoot
         if (s == BF_OK) s = bf_to_host(b, host_c1, c1, (size_t)n * sizeof(float));
         for (int i = 0; s == BF_OK && i < n; i++)
             if (host_labels[i] >= 0 && host_labels[i] < k) class_counts[host_labels[i]] += host_c1[i], class_counts[k + host_labels[i]]++;
+        if (s == BF_OK) s = bf_to_host(b, host_logits, logits, (size_t)n * k * sizeof(float));
+        if (s == BF_OK) s = bf_to_host(b, host_losses, losses, (size_t)n * sizeof(float));
+        for (size_t i = 0; s == BF_OK && i < (size_t)n * k; i++)
+            if (fabs(host_logits[i]) > max_abs_logit || isnan(host_logits[i])) max_abs_logit = fabs(host_logits[i]);
+        for (int i = 0; s == BF_OK && i < n; i++) {
+            if (!isfinite(host_losses[i])) nonfinite++;
+            else if (host_losses[i] > max_loss) max_loss = host_losses[i];
+        }
         samples += n;
     }
     float host[4] = {0};
@@ -103,9 +118,10 @@ static bf_status score_batches(bf_model *m, bf_loader *loader, float label_smoot
     bf_free(b, sums);
     if (s == BF_OK) out->balanced_top1 = bf_balanced_top1(class_counts, k);
     if (s == BF_OK && counts_out) memcpy(counts_out, class_counts, 2 * (size_t)k * sizeof *counts_out);
-    free(class_counts), free(host_labels), free(host_c1);
+    free(class_counts), free(host_labels), free(host_c1), free(host_logits);
     if (s != BF_OK) return bf_error_context(s, "evaluation");
     out->samples = samples;
+    out->max_abs_logit = max_abs_logit, out->max_loss = max_loss, out->nonfinite_losses = nonfinite;
     out->loss = samples ? host[0] / samples : 0;
     out->top1 = samples ? host[1] / samples : 0;
     out->top5 = samples ? host[2] / samples : 0;

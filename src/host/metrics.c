@@ -155,6 +155,31 @@ void bf_metrics_eval(bf_metrics_log *log, int epoch, long step, double loss, dou
     }
 }
 
+void bf_metrics_eval_health(bf_metrics_log *log, int epoch, long step, const char *split, double max_abs_logit,
+                            double max_loss, int nonfinite_losses, int samples, int num_flex,
+                            const char *const *flex_names, const double *flex_bn_min_var, FILE *text) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "eval_health");
+    cJSON_AddStringToObject(o, "split", split);
+    cJSON_AddNumberToObject(o, "epoch", epoch);
+    cJSON_AddNumberToObject(o, "step", (double)step);
+    cJSON_AddNumberToObject(o, "max_abs_logit", max_abs_logit); /* NaN: null */
+    cJSON_AddNumberToObject(o, "max_loss", max_loss);
+    cJSON_AddNumberToObject(o, "nonfinite_losses", nonfinite_losses);
+    if (num_flex > 0) {
+        cJSON *v = cJSON_AddObjectToObject(o, "flex_bn_min_running_var");
+        for (int i = 0; i < num_flex; i++) cJSON_AddNumberToObject(v, flex_names[i], flex_bn_min_var[i]);
+    }
+    write_json(log, o);
+    if (text && (nonfinite_losses > 0 || !(max_abs_logit <= 1e4))) {
+        fprintf(text, "warning: evaluation after epoch %d (%s): %d of %d images gave a non-finite loss, the largest "
+                "|logit| was %.4g (a few exploding outputs behind the top-1; eval_health in metrics.jsonl has the "
+                "smallest running variance of the batch-norm after each flex layer)\n",
+                epoch, split, nonfinite_losses, samples, max_abs_logit);
+        fflush(text);
+    }
+}
+
 void bf_metrics_spikes(bf_metrics_log *log, long step, const char *layer, int T, int k, const float *spikes) {
     if (!log->spikes) {
         char path[1100];

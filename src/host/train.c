@@ -259,6 +259,31 @@ static bf_status write_rasters(run *r, long step) {
     return BF_OK;
 }
 
+/* For each flex layer (up to BF_MAX_FLEX_LOG) whose output a batch-norm normalises, that batch-norm's
+ * smallest running variance: a max-routed, near-constant channel collapses it, and evaluation then
+ * divides by almost nothing (FlexNet spec 9 Q6, its MaxPrefResNet's docstring). */
+static bf_status flex_bn_min_running_var(const bf_model *m, const char **names, double *min_var, int *count) {
+    *count = 0;
+    for (int i = 0; i < m->num_layers && *count < BF_MAX_FLEX_LOG; i++) {
+        if (m->layers[i].kind != BF_LAYER_FLEX) continue;
+        for (int j = i + 1; j < m->num_layers; j++) {
+            const bf_layer *bn = &m->layers[j];
+            if (bn->kind != BF_LAYER_BATCHNORM || bn->input[0] != i || bn->buffer_index[1] < 0) continue;
+            const bf_param *var = &m->buffers[bn->buffer_index[1]];
+            float *host = malloc(var->count * sizeof *host);
+            if (!host) return bf_error(BF_ERR_OOM, "evaluation: out of host memory");
+            bf_status s = bf_to_host(m->backend, host, m->buffer_data + var->offset, var->count * sizeof *host);
+            double lowest = INFINITY;
+            for (size_t c = 0; s == BF_OK && c < var->count; c++) lowest = fmin(lowest, host[c]);
+            free(host);
+            BF_TRY(s);
+            names[*count] = m->layers[i].name, min_var[(*count)++] = lowest;
+            break;
+        }
+    }
+    return BF_OK;
+}
+
 /* One split scored in evaluation mode over every rank's shard (max_batches: 0 the whole split) and
  * logged as `split`. The epoch keys the input noise ([data] input_noise_std), drawn anew for every
  * evaluation as the reference's loader does, and bioflex-eval takes it from the checkpoint. */
@@ -274,6 +299,12 @@ static bf_status score_split(run *r, bf_loader *loader, const bf_train_state *st
     BF_TRY(s);
     bf_metrics_eval(&r->log, st->epoch, st->step, res->loss, res->top1, res->top5, res->balanced_top1, res->samples,
                     split, r->text);
+    double min_var[BF_MAX_FLEX_LOG];
+    const char *names[BF_MAX_FLEX_LOG];
+    int num_flex = 0;
+    BF_TRY(flex_bn_min_running_var(r->model, names, min_var, &num_flex));
+    bf_metrics_eval_health(&r->log, st->epoch, st->step, split, res->max_abs_logit, res->max_loss, res->nonfinite_losses,
+                           res->samples, num_flex, names, min_var, r->text);
     return BF_OK;
 }
 
