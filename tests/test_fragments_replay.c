@@ -5,8 +5,9 @@
  *     epoch 47 the shipped checkpoint's (2,529 nonzero, sum 848.45), which epoch 48 keeps;
  *   - the evaluation of those weights on 60 lines at theta 0.5, gamma 1.2 + 0.2 t reproduces the
  *     stored line-interrupt results (the fraction of the gap's baseline units filled in, gaps of 1 to
- *     7 pixels: .594 .629 .625 .430 .282 .172 .058), which draw no random numbers, and the stored
- *     feature-noise rows to within sampling error (other masks: bioflex's RNG, not torch's);
+ *     7 pixels: .594 .629 .625 .430 .282 .172 .058), which draw no random numbers, and with the
+ *     reference's torch.randperm masks (noise_masks = torch) the stored feature-noise rows; with
+ *     bioflex's own masks those rows to within sampling error;
  *   - resuming from the epoch-40 checkpoint ends at the same weights as the run through. */
 #include <math.h>
 #include <stdlib.h>
@@ -91,9 +92,9 @@ int main(void) {
     const double stored[7] = {.594, .629, .625, .430, .282, .172, .058};
     bf_fragments_result fr, scored;
     fragments_config(&cfg, "replay", 48);
-    cfg.fragments.metrics = 1;
+    cfg.fragments.metrics = 1, cfg.fragments.noise_masks = 1; /* the reference's means and masks */
     CHECK_OK(bf_fragments_evaluate_checkpoint(&cfg, cfg.run.dir, NULL, &fr));
-    cfg.fragments.metrics = 0; /* the default: the means over the lines with something to score */
+    cfg.fragments.metrics = 0, cfg.fragments.noise_masks = 0; /* the defaults: scored means, bioflex's masks */
     CHECK_OK(bf_fragments_evaluate_checkpoint(&cfg, cfg.run.dir, NULL, &scored));
     for (int k = 0; k < 7; k++) {
         const int kept = 60 - scored.interrupt_skipped[k];
@@ -107,18 +108,23 @@ int main(void) {
               scored.interrupt_recon[k], kept, fr.interrupt_recon[k] * 60);
     }
 
-    /* bioflex draws the noise masks with its own RNG, the reference with torch.randperm: the same
+    /* with torch.randperm's masks the stored rows (3 decimals); with bioflex's own RNG the same
      * statistics, other masks, so the rows agree to sampling error over 60 lines */
-    CHECK(fr.noise_levels == 21, "21 noise levels, 0 to 0.2 (%d)", fr.noise_levels);
+    CHECK(fr.noise_levels == 21 && scored.noise_levels == 21, "21 noise levels, 0 to 0.2 (%d)", fr.noise_levels);
     for (size_t i = 0; i < sizeof stored_noise / sizeof stored_noise[0] && fr.noise_levels == 21; i++) {
         int l = stored_noise[i].level;
-        printf("noise %.2f: reduction %.3f (stored %.3f), recall %.3f (%.3f), precision %.3f (%.3f)\n", l / 100.0,
-               fr.noise_reduction[l], stored_noise[i].reduction, fr.noise_recall[l], stored_noise[i].recall,
-               fr.noise_precision[l], stored_noise[i].precision);
-        CHECK(fabs(fr.noise_reduction[l] - stored_noise[i].reduction) < 0.01 &&
-                  fabs(fr.noise_recall[l] - stored_noise[i].recall) < 0.06 &&
-                  fabs(fr.noise_precision[l] - stored_noise[i].precision) < 0.04,
-              "noise %d %%: within sampling error of the stored row", l);
+        printf("noise %.2f: torch's masks: reduction %.4f (stored %.3f), recall %.4f (%.3f), precision %.4f (%.3f); "
+               "bioflex's: %.3f %.3f %.3f\n", l / 100.0, fr.noise_reduction[l], stored_noise[i].reduction,
+               fr.noise_recall[l], stored_noise[i].recall, fr.noise_precision[l], stored_noise[i].precision,
+               scored.noise_reduction[l], scored.noise_recall[l], scored.noise_precision[l]);
+        CHECK(fabs(fr.noise_reduction[l] - stored_noise[i].reduction) < 0.0006 &&
+                  fabs(fr.noise_recall[l] - stored_noise[i].recall) < 0.0006 &&
+                  fabs(fr.noise_precision[l] - stored_noise[i].precision) < 0.0006,
+              "noise %d %%, torch's masks: the stored row", l);
+        CHECK(fabs(scored.noise_reduction[l] - stored_noise[i].reduction) < 0.01 &&
+                  fabs(scored.noise_recall[l] - stored_noise[i].recall) < 0.06 &&
+                  fabs(scored.noise_precision[l] - stored_noise[i].precision) < 0.04,
+              "noise %d %%, bioflex's masks: within sampling error of the stored row", l);
     }
 
     /* resume after epoch 40: the line sequence drawn again to its place, the same weights at 48 */

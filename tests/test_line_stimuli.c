@@ -12,7 +12,9 @@
  *   - properties: training lines have endpoints on [2,30]^2, mirrored through (16,16), whose pixel
  *     their image always holds; 29 pixels of 0/1; 56 distinct training images; the evaluation
  *     sequence's lines 0 and 58 as spec 5.1 gives them; an interrupt blanks min(k, pixels - 2)
- *     pixels, k = 0 none. */
+ *     pixels, k = 0 none;
+ *   - bf_torch_randperm after bf_torch_manual_seed(1): two consecutive torch.randperm(4096) as
+ *     PyTorch 1.13 draws them, and a permutation each. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -225,7 +227,29 @@ static void test_extra_lines(const bf_st_file *f) {
     CHECK(checked > EXTRA * 9 / 10, "most extra interrupts are the reference's: %d of %d", checked, EXTRA);
 }
 
+/* torch.manual_seed(1); torch.randperm(4096)[:12] twice (/usr/bin/python3, torch 1.13.0): the
+ * reference's noise masks (spec 1.5, 7a). */
+static void test_torch_randperm(void) {
+    static const int first[12] = {1061, 1635, 3924, 4082, 227, 1726, 3027, 1041, 3487, 1567, 12, 3320};
+    static const int second[12] = {2114, 90, 4007, 862, 6, 1648, 3794, 2186, 1365, 4048, 3797, 1364};
+    bf_py_random r;
+    bf_torch_manual_seed(&r, 1);
+    int perm[2][4096], seen[4096];
+    bf_torch_randperm(&r, 4096, perm[0]);
+    bf_torch_randperm(&r, 4096, perm[1]);
+    int same = 0, permutation = 1;
+    for (int i = 0; i < 12; i++) same += perm[0][i] == first[i] && perm[1][i] == second[i];
+    for (int k = 0; k < 2; k++) {
+        memset(seen, 0, sizeof seen);
+        for (int i = 0; i < 4096; i++) permutation &= perm[k][i] >= 0 && perm[k][i] < 4096 && !seen[perm[k][i]]++;
+    }
+    CHECK(same == 12, "torch.randperm(4096) after manual_seed(1): %d of 12 leading entries of both draws as PyTorch's",
+          same);
+    CHECK(permutation, "each draw is a permutation of 0..4095");
+}
+
 int main(void) {
+    test_torch_randperm();
     bf_st_file *f = NULL;
     const bf_status s = bf_safetensors_read(FIXTURE, &f);
     CHECK(s == BF_OK, "reading the fixture: %s (regenerate it with /usr/bin/python3 bench/make_line_fixture.py)",

@@ -319,6 +319,7 @@ typedef struct bf_fragments_config {
     int eval_interrupt_max;    /* the line-interrupt sweep, 1 .. max pixels */
     int metrics;               /* 0 scored (means over the lines with something to score), 1 reference */
     int hebbian_input;         /* 0 clipped (the reference's min(x, 1)), 1 binarised (the forward pass's > 0.5) */
+    int noise_masks;           /* the evaluation's flipped S1 units: 0 bioflex's counter RNG, 1 torch.randperm's */
 } bf_fragments_config;
 
 #define BF_CONFIG_KEY_SLOTS 256 /* at least the number of keys */

@@ -33,6 +33,12 @@ typedef struct bf_py_random {
 } bf_py_random;
 
 void bf_py_random_seed(bf_py_random *r, uint64_t seed);
+/* PyTorch's CPU generator, the same MT19937 seeded otherwise: torch.manual_seed(seed) (init_genrand
+ * with the seed's low 32 bits), and torch.randperm(n) for n < 2^32 / 20 (the identity, then for i =
+ * 0 .. n-2 a swap of i with i + random() % (n - i), one 32-bit output each): out gets the permutation.
+ * The reference drew Net Fragments' feature-noise masks so (spec 1.5, 7a). */
+void bf_torch_manual_seed(bf_py_random *r, uint64_t seed);
+void bf_torch_randperm(bf_py_random *r, int n, int *out);
 /* random.random(): a double in [0, 1), a multiple of 2^-53. */
 double bf_py_random_random(bf_py_random *r);
 /* random.randint(a, b) for a <= b: uniform on [a, b], both included. a > b (ValueError in Python)

@@ -119,6 +119,7 @@ static const enum_name s1_kernel_names[] = {{"small", 0}, {"larger", 1}, {NULL, 
 static const enum_name s1_activation_names[] = {{"threshold", 0}, {"bernoulli", 1}, {"relu", 2}, {NULL, 0}};
 static const enum_name fragments_metrics_names[] = {{"scored", 0}, {"reference", 1}, {NULL, 0}};
 static const enum_name hebbian_input_names[] = {{"clipped", 0}, {"binarised", 1}, {NULL, 0}};
+static const enum_name noise_masks_names[] = {{"bioflex", 0}, {"torch", 1}, {NULL, 0}};
 static const enum_name threshold_mode_names[] = {
     {"learned", 0}, {"frozen_random", 1}, {"resample_each_forward", 2}, {NULL, 0}};
 static const enum_name neuron_names[] = {
@@ -364,6 +365,7 @@ static const key_spec key_table[] = {
     FLOAT_KEY("fragments", "eval_noise_max", fragments.eval_noise_max, 0, 1, 0, "0.2", "the evaluation's feature-noise sweep: the fraction of the 4096 S1 units flipped, from 0 to this"),
     FLOAT_KEY("fragments", "eval_noise_step", fragments.eval_noise_step, 0, 1, MIN_OPEN, "0.01", "the feature-noise sweep's step"),
     INT_KEY("fragments", "eval_interrupt_max", fragments.eval_interrupt_max, 0, 31, "7", "the evaluation's line-interrupt sweep: gaps of 1 to this many pixels"),
+    ENUM_KEY("fragments", "noise_masks", fragments.noise_masks, noise_masks_names, "bioflex", "which S1 units the evaluation's feature noise flips (spec 1.5): bioflex: drawn from [run] seed with bioflex's counter-based generator (the same statistics); torch: as the reference drew them, each noise setting a run of its own after seed_everything([run] seed) and one torch.randperm(4096) per line on PyTorch's CPU generator, its first int(noise x 4096) units: the stored noise rows exactly"),
     ENUM_KEY("fragments", "metrics", fragments.metrics, fragments_metrics_names, "scored", "the evaluation's means over the lines (spec 5.4): scored: each metric over the lines that have something to score (a line reconstruction over those with an erased, baseline-active unit, precision over those whose S2 output is not empty, noise reduction over those with flipped units), with the lines left out counted in fragments_results.jsonl (skipped_*) and the table; reference: over every line, a line with nothing to reconstruct scoring 0 and one NaN precision making the mean NaN (null), as the reference's AverageMeter: its stored results"),
     INT_KEY("analysis", "surface_steps", analysis.surface_steps, 2, 1000, "21", "bioflex-eval --loss-surface: grid points along each of the two directions (the reference's 100)"),
     FLOAT_KEY("analysis", "surface_distance", analysis.surface_distance, 0, NO_MAX, MIN_OPEN, "1", "filter_normalized: the coefficients of both directions span [-this, this]; reference: each step is norm(theta) x this / surface_steps, so the plane spans +-this/2 norm(theta)"),

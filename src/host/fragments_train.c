@@ -65,16 +65,20 @@ bf_status bf_fragments_options_of(const bf_config *cfg, bf_fragments_options *o)
 }
 
 /* One line through S1 and S2: its image (interrupted by k pixels when k > 0), S1 (with `flips` of its
- * units flipped, chosen by `noise_seed`, when flips > 0; the flipped units marked in `flipped`), and
- * the T states z. */
-static bf_status run_line(bf_fragments *f, bf_line line, int k, int flips, uint64_t noise_seed, uint64_t sample,
-                          float *img, float *s1, unsigned char *flipped, float *z) {
+ * units flipped when flips > 0: the first flips of `order` (a permutation of the units) or, when it
+ * is NULL, chosen by `noise_seed`; the flipped units marked in `flipped`), and the T states z. */
+static bf_status run_line(bf_fragments *f, bf_line line, int k, int flips, uint64_t noise_seed, const int *order,
+                          uint64_t sample, float *img, float *s1, unsigned char *flipped, float *z) {
     memset(img, 0, PIXELS * sizeof *img);
     bf_line_draw(line, img);
     if (k > 0) bf_line_interrupt(line, k, img);
     bf_fragments_s1(f, img, sample, s1);
     if (flipped) memset(flipped, 0, S1_UNITS);
-    if (flips > 0) { /* exactly `flips` distinct units, uniformly: a partial Fisher-Yates shuffle */
+    for (int i = 0; order && i < flips; i++) { /* the reference's: torch.randperm(4096)[:flips] */
+        s1[order[i]] = 1.0f - s1[order[i]];
+        if (flipped) flipped[order[i]] = 1;
+    }
+    if (flips > 0 && !order) { /* exactly `flips` distinct units, uniformly: a partial Fisher-Yates shuffle */
         int order[S1_UNITS];
         for (int i = 0; i < S1_UNITS; i++) order[i] = i;
         for (int i = 0; i < flips; i++) {
@@ -196,7 +200,7 @@ bf_status bf_fragments_train(const bf_config *cfg, const bf_train_options *opt, 
     for (int epoch = start; epoch < cfg->run.epochs && s == BF_OK; epoch++) {
         for (int i = 0; i < c->train_lines && s == BF_OK; i++) {
             uint64_t sample = (uint64_t)epoch * (uint64_t)c->train_lines + (uint64_t)i;
-            s = run_line(f, bf_line_random(&lines), 0, 0, 0, sample, img, s1, NULL, z);
+            s = run_line(f, bf_line_random(&lines), 0, 0, 0, NULL, sample, img, s1, NULL, z);
             if (s == BF_OK) s = bf_fragments_hebbian(f, s1, z);
             result->steps_done++;
         }
@@ -281,7 +285,7 @@ bf_status bf_fragments_evaluate(const bf_config *cfg, bf_fragments *f, FILE *tex
                                                                      : bf_error(BF_ERR_OOM, "net fragments: out of host memory");
     const float *final = z + (size_t)(T - 1) * S2_UNITS;
     for (int i = 0; i < n && s == BF_OK; i++) { /* the clean baseline */
-        s = run_line(f, bf_line_eval(i), 0, 0, 0, (uint64_t)i, base_img + (size_t)i * PIXELS, s1, NULL, z);
+        s = run_line(f, bf_line_eval(i), 0, 0, 0, NULL, (uint64_t)i, base_img + (size_t)i * PIXELS, s1, NULL, z);
         bf_fragments_merge(final, base + (size_t)i * S1_UNITS);
     }
     char results[BF_PATH_MAX + 32];
@@ -298,10 +302,17 @@ bf_status bf_fragments_evaluate(const bf_config *cfg, bf_fragments *f, FILE *tex
         const int flips = (int)(p * S1_UNITS); /* int(noise * 4 * 32 * 32), as the reference */
         double sum[5] = {0};
         int counted[5] = {0}, skipped[5] = {0};
+        /* noise_masks = torch: each setting was its own run after seed_everything(seed), one
+         * torch.randperm(4096) per line on the CPU generator (spec 7a) */
+        bf_py_random torch_rng;
+        int order[S1_UNITS];
+        bf_torch_manual_seed(&torch_rng, (uint64_t)cfg->run.seed);
         for (int i = 0; i < n && s == BF_OK; i++) {
             uint64_t noise_seed = bf_seed_derive((uint64_t)cfg->run.seed, BF_STREAM_FRAGMENTS_NOISE,
                                                  (uint64_t)setting << 20 | (uint64_t)i);
-            s = run_line(f, bf_line_eval(i), k, flips, noise_seed, (uint64_t)i, img, s1, flipped, z);
+            if (c->noise_masks == 1 && flips > 0) bf_torch_randperm(&torch_rng, S1_UNITS, order);
+            s = run_line(f, bf_line_eval(i), k, flips, noise_seed, c->noise_masks == 1 ? order : NULL, (uint64_t)i, img,
+                         s1, flipped, z);
             bf_fragments_merge(final, L);
             line_scores r = score_line(L, base + (size_t)i * S1_UNITS, flipped, s1, img, base_img + (size_t)i * PIXELS,
                                        c->metrics == 1);

@@ -67,6 +67,16 @@ void bf_py_random_seed(bf_py_random *r, uint64_t seed) {
     mt_init_by_array(r, key, key[1] ? 2 : 1);
 }
 
+void bf_torch_manual_seed(bf_py_random *r, uint64_t seed) { mt_init_genrand(r, (uint32_t)seed); }
+
+void bf_torch_randperm(bf_py_random *r, int n, int *out) {
+    for (int i = 0; i < n; i++) out[i] = i;
+    for (int i = 0; i < n - 1; i++) {
+        const int z = (int)(mt_next(r) % (uint32_t)(n - i)), saved = out[i];
+        out[i] = out[z + i], out[z + i] = saved;
+    }
+}
+
 double bf_py_random_random(bf_py_random *r) {
     uint32_t a = mt_next(r) >> 5, b = mt_next(r) >> 6; /* 27 + 26 = 53 bits, a first */
     return (a * 67108864.0 + b) * (1.0 / 9007199254740992.0);
