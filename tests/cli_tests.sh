@@ -295,6 +295,12 @@ butd=(--set butd.network=fc --set butd.hidden=16 --set butd.learning=counter_heb
 trained=$(sed -n 's/^test accuracy: \([0-9.]*%\), loss \([0-9.]*\).*/\1 \2/p' "$tmp/butd.log")
 lines=$(wc -l < "$tmp/butd/metrics.jsonl")
 expect "eval a BU-TD run" 0 "accuracy ${trained%% *}" -- "$eval_" --checkpoint "$tmp/butd" "${butd[@]}" "$tmp/any_arch.ini"
+# --subnetworks: guided BU-TD networks only (test_butd_subnetworks checks what it writes)
+expect "eval refuses --subnetworks for an unguided BU-TD net" 2 "--subnetworks applies to guided BU-TD.*guided = false" \
+  -- "$eval_" --checkpoint "$tmp/butd" --subnetworks "$tmp/sub.json" "${butd[@]}" "$tmp/any_arch.ini"
+expect "eval refuses --subnetworks for a [model] net" 2 "--subnetworks applies to guided BU-TD.*no \\[butd\\] network" \
+  -- "$eval_" --checkpoint "$tmp/run" --subnetworks "$tmp/sub.json" "$tmp/tiny.ini"
+expect "train refuses --subnetworks" 2 "--subnetworks is a bioflex-eval option" -- "$train" --subnetworks x.json --dry-run "$tmp/tiny.ini"
 [ -n "$trained" ] && [ "$(wc -l < "$tmp/butd/metrics.jsonl")" -eq "$lines" ] && passed=$((passed + 1)) ||
   { failed=$((failed + 1)); echo "FAIL BU-TD eval: training printed '$trained', metrics.jsonl grew"; }
 # BU-TD training logs a train line per log interval too: 2 epochs of 6 steps, every 2 steps.

@@ -204,6 +204,47 @@ bf_status bf_butd_outputs(const bf_config *cfg, const char *dataset, int classes
 bf_status bf_butd_build(bf_backend *b, const bf_butd_config *cfg, int c, int h, int w, int max_batch,
                         int num_classes, int num_tasks, long seed, bf_butd_net **out);
 
+/* Sub-network analysis (spec section 3: the reference's Analyze hook records each task's TD
+ * instruction activities per layer, results.py plots the fraction of active units and the binary
+ * cosine similarity of two tasks' masks). A task's mask at a gated level is 1[td > 0] after the
+ * instruction pass: exactly the GaLU gates it opens in the BU pass. The instruction pass reads no
+ * image (one-hot task -> task head -> TD ops, ReLU, TD batch-norm copies), so in evaluation mode
+ * (running statistics) the mask is a function of the task alone: one instruction of one sample per
+ * task gives it, and no data is read. Levels, bottom to top: every core layer's output (the layer's
+ * name) and, before a residual block's, its inner level after conv1 ("<block>.conv1"); the
+ * prediction head is never gated. */
+typedef struct bf_butd_subnetwork_level {
+    char name[BF_NAME_MAX];
+    int units;           /* per sample (C x H x W for a conv level) */
+    uint8_t *masks;      /* [num_tasks][units]: 1 where the task's instruction activity is > 0 (NULL: whole) */
+    int *active;         /* [num_tasks]: |mask| */
+    double *fraction;    /* [num_tasks]: |mask| / units */
+    int *common;         /* [num_tasks][num_tasks]: |mask_a AND mask_b| */
+    double *cosine;      /* [num_tasks][num_tasks]: binary cosine |a AND b| / sqrt(|a| |b|); 0 when a mask is empty */
+    double *jaccard;     /* [num_tasks][num_tasks]: |a AND b| / |a OR b|; 0 when both are empty */
+} bf_butd_subnetwork_level;
+
+typedef struct bf_butd_subnetworks {
+    int num_tasks, num_levels;
+    bf_butd_subnetwork_level *levels;
+    bf_butd_subnetwork_level whole; /* every level's units together (no masks) */
+} bf_butd_subnetworks;
+
+/* The binary cosine |a AND b| / sqrt(|a| |b|) (0 when either mask is empty) and the Jaccard index
+ * |a AND b| / |a OR b| (0 when both are empty) of two 0/1 masks of n units. */
+void bf_butd_mask_overlap(const uint8_t *a, const uint8_t *b, size_t n, double *cosine, double *jaccard);
+/* Every task's masks and their overlaps (guided nets only; BF_ERR_CONFIG otherwise). Runs the
+ * instruction pass at batch 1 in evaluation mode; the net's batch and mode are restored. */
+bf_status bf_butd_subnetworks_compute(bf_butd_net *net, bf_butd_subnetworks *out);
+void bf_butd_subnetworks_free(bf_butd_subnetworks *r);
+/* As JSON (bioflex-eval --subnetworks): per level name, units, each task's active units and
+ * fraction, and every pair of tasks' common units, cosine and Jaccard index; the same for the
+ * whole network. */
+bf_status bf_butd_subnetworks_write_json(const bf_butd_subnetworks *r, FILE *f);
+/* One line per level (and one for the whole network): the tasks' active fractions and the pairs'
+ * cosines and Jaccard indices (both values for 2 tasks, else min / mean / max). */
+void bf_butd_subnetworks_print(const bf_butd_subnetworks *r, FILE *out);
+
 /* bioflex-train trains a config with [butd] network != none through bf_train: Adam(W) with the
  * configured schedule, the three passes per step, evaluation on the test split every epoch, and
  * data parallelism (--gpus N, mpirun) by averaging grad_data over the ranks (butd_train.c). */

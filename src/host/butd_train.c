@@ -626,7 +626,7 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
 }
 
 bf_status bf_butd_evaluate_checkpoint(const bf_config *cfg, const char *checkpoint, bf_eval_result *out,
-                                      bf_task_eval_result *tasks, char *file) {
+                                      bf_task_eval_result *tasks, char *file, bf_butd_subnetworks *subnetworks) {
     memset(out, 0, sizeof *out);
     bf_comm *self = NULL;
     BF_TRY(bf_comm_create_self(&self));
@@ -652,6 +652,7 @@ bf_status bf_butd_evaluate_checkpoint(const bf_config *cfg, const char *checkpoi
         fprintf(stderr, "note: %s is a weights file, not a checkpoint directory: its test noise is drawn as after 0 "
                 "epochs (a checkpoint directory gives its own epoch's, as its run drew it)\n", checkpoint);
     if (s == BF_OK) s = score_test_set(&r, epoch, 0, &loss, &top1, &samples, tasks);
+    if (s == BF_OK && subnetworks) s = bf_butd_subnetworks_compute(r.net, subnetworks); /* --subnetworks */
     *out = (bf_eval_result){.loss = loss, .top1 = top1, .samples = samples};
     run_free(&r);
     bf_dp_stop(&dp, s != BF_OK);

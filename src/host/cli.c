@@ -23,7 +23,7 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
                  !strcmp(a, "--checkpoint") || !strcmp(a, "--loss-surface") || !strcmp(a, "--attack") ||
                  !strcmp(a, "--gradient-flow") || !strcmp(a, "--hessian") || !strcmp(a, "--activations") ||
                  !strcmp(a, "--input-hessian") ||
-                 !strcmp(a, "--routing")) {
+                 !strcmp(a, "--routing") || !strcmp(a, "--subnetworks")) {
             if (!value) return usage_error(program, usage, "missing value after", a);
             i++;
             if (!strcmp(a, "--device")) {
@@ -54,6 +54,8 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
                 cli->activations = value;
             } else if (!strcmp(a, "--routing")) {
                 cli->routing = value;
+            } else if (!strcmp(a, "--subnetworks")) {
+                cli->subnetworks = value;
             } else {
                 cli->checkpoint = value;
             }
@@ -102,5 +104,6 @@ const char *bf_cli_analysis_option(const bf_cli *cli) {
            : cli->activations   ? "--activations"
            : cli->attack        ? "--attack"
            : cli->routing       ? "--routing"
+           : cli->subnetworks   ? "--subnetworks"
                                 : NULL;
 }

@@ -24,6 +24,7 @@ typedef struct bf_cli {
     const char *input_hessian;           /* --input-hessian FILE.json (eval) */
     const char *activations;             /* --activations FILE.safetensors (eval) */
     const char *routing;                 /* --routing FILE.json (eval) */
+    const char *subnetworks;             /* --subnetworks FILE.json (eval, guided BU-TD) */
     int dry_run, help, version, help_config;
 } bf_cli;
 
@@ -35,7 +36,8 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
 int bf_cli_load_config(const bf_cli *cli, bf_config *cfg);
 
 /* The first bioflex-eval analysis option given ("--loss-surface", "--gradient-flow", "--hessian",
- * "--input-hessian", "--activations", "--attack", "--routing"), or NULL. */
+ * "--input-hessian", "--activations", "--attack", "--routing", then "--subnetworks", the one for
+ * guided [butd] networks), or NULL. */
 const char *bf_cli_analysis_option(const bf_cli *cli);
 
 #endif

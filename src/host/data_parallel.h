@@ -87,10 +87,14 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
 /* bioflex-eval for a BU-TD config (butd_train.c): the network in `checkpoint` (a weights file, or a
  * checkpoint or run directory) scored on the test split as training scores it; guided networks
  * score every task (*tasks, nullable, gets each one's accuracy; out->top1 is their mean). Writes
- * nothing to the run directory. *file (BF_PATH_MAX) gets the weights file read. */
+ * nothing to the run directory. *file (BF_PATH_MAX) gets the weights file read. subnetworks
+ * (nullable, guided networks): also each task's instruction masks and their overlaps
+ * (bf_butd_subnetworks_compute; the caller frees them). */
 struct bf_task_eval_result;
+struct bf_butd_subnetworks;
 bf_status bf_butd_evaluate_checkpoint(const bf_config *cfg, const char *checkpoint, bf_eval_result *out,
-                                      struct bf_task_eval_result *tasks, char *file);
+                                      struct bf_task_eval_result *tasks, char *file,
+                                      struct bf_butd_subnetworks *subnetworks);
 
 /* Joins the launcher's world and derives this rank's config. *run_cfg points at the config the
  * run must use (cfg itself with one rank). */

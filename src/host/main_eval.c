@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "bioflex/analysis.h"
+#include "bioflex/butd.h"
 #include "bioflex/checkpoint.h"
 #include "bioflex/fragments_run.h"
 #include "bioflex/train.h"
@@ -16,7 +17,7 @@
 static const char usage[] =
     "usage: bioflex-eval --checkpoint DIR [--loss-surface FILE.csv] [--gradient-flow FILE.csv]\n"
     "                    [--hessian FILE.json] [--activations FILE.safetensors] [--attack FILE.json]\n"
-    "                    [--routing FILE.json] [--input-hessian FILE.json]\n"
+    "                    [--routing FILE.json] [--input-hessian FILE.json] [--subnetworks FILE.json]\n"
     "                    [--device cpu|cuda|auto] [--set section.key=value]... cfg.ini\n"
     "       bioflex-eval --help | --version\n"
     "\n"
@@ -35,6 +36,8 @@ static const char usage[] =
     "                     test images' loss with respect to the image: top eigenvalues and Lanczos Ritz values\n"
     "  --routing FILE.json also where each channel-wise max flex layer's conv won over its pool, per\n"
     "                     element, image, class and channel, over [analysis] routing_batches test batches\n"
+    "  --subnetworks FILE.json  guided BU-TD networks: each task's instruction mask (TD activity > 0) per\n"
+    "                     gated layer, its active fraction, and each pair of tasks' binary cosine and Jaccard\n"
     "  --device cpu|cuda|auto  backend to evaluate on (default: [run] device)\n"
     "  --set s.k=v        override a config key (e.g. data.test_limit=1000)\n"
     "prints test loss, top-1 and top-5 accuracy (BU-TD networks: accuracy, per task when guided);\n"
@@ -172,6 +175,19 @@ static bf_status write_hessian(const bf_config *cfg, bf_backend *b, const char *
     if (m != evaluated) bf_model_destroy(m);
     free(r);
     return s;
+}
+
+/* --subnetworks: a guided BU-TD checkpoint's instruction masks and their overlaps into path
+ * (butd.h), and one line per gated layer on stdout. */
+static bf_status write_subnetworks(const bf_butd_subnetworks *r, const char *path) {
+    FILE *f = fopen(path, "w");
+    if (!f) return bf_error(BF_ERR_IO, "--subnetworks: cannot write %s", path);
+    bf_status s = bf_butd_subnetworks_write_json(r, f);
+    if (fclose(f) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--subnetworks: cannot write %s", path);
+    if (s != BF_OK) return s;
+    bf_butd_subnetworks_print(r, stdout);
+    printf("subnetworks -> %s\n", path);
+    return BF_OK;
 }
 
 /* --routing: the flex layers' routing statistics into path (analysis.h), on the test loader. */
@@ -339,6 +355,12 @@ int main(int argc, char **argv) {
     bf_eval_result res;
     char dir[BF_PATH_MAX];
     note_other_network(&cfg, cli.checkpoint);
+    if (cli.subnetworks && (cfg.butd.network == 0 || cfg.fragments.network != 0 || !cfg.butd.guided)) {
+        fprintf(stderr, "bioflex-eval: --subnetworks applies to guided BU-TD networks ([butd] network != none and "
+                "guided = true), whose instruction pass selects a sub-network per task; this config has %s\n",
+                cfg.butd.network == 0 || cfg.fragments.network != 0 ? "no [butd] network" : "[butd] guided = false");
+        return BF_EXIT_USAGE;
+    }
     if (cfg.fragments.network != 0) { /* Net Fragments: the robustness sweep of its checkpoint */
         if (bf_cli_analysis_option(&cli)) {
             fprintf(stderr, "bioflex-eval: %s applies to [model] networks, not [fragments] ones\n",
@@ -354,21 +376,28 @@ int main(int argc, char **argv) {
         printf("results appended to %s/fragments_results.jsonl\n", cfg.run.dir);
         return BF_EXIT_OK;
     }
-    if (cfg.butd.network != 0 && bf_cli_analysis_option(&cli)) {
+    if (cfg.butd.network != 0 && bf_cli_analysis_option(&cli) && !(cli.subnetworks &&
+                                                                   !strcmp(bf_cli_analysis_option(&cli), "--subnetworks"))) {
         fprintf(stderr, "bioflex-eval: %s applies to [model] networks, not [butd] ones\n", bf_cli_analysis_option(&cli));
         return BF_EXIT_USAGE;
     }
     if (cfg.butd.network != 0) { /* a BU-TD network ([butd]): one accuracy, per task when guided */
         bf_task_eval_result tasks = {0};
-        bf_status s = bf_butd_evaluate_checkpoint(&cfg, cli.checkpoint, &res, &tasks, dir);
+        bf_butd_subnetworks subnetworks = {0};
+        bf_status s = bf_butd_evaluate_checkpoint(&cfg, cli.checkpoint, &res, &tasks, dir,
+                                                  cli.subnetworks ? &subnetworks : NULL);
+        if (s == BF_OK) {
+            printf("checkpoint %s\ntest: loss %.4f  accuracy %.2f%%%s  (%d images)\n", dir, res.loss, 100 * res.top1,
+                   cfg.butd.guided ? " (mean over tasks)" : "", res.samples);
+            for (int k = 0; cfg.butd.guided && k < tasks.num_tasks; k++)
+                printf("  task %d: accuracy %.2f%%  loss %.4f\n", k, 100 * tasks.task_accuracy[k], tasks.task_loss[k]);
+        }
+        if (s == BF_OK && cli.subnetworks) s = write_subnetworks(&subnetworks, cli.subnetworks);
+        bf_butd_subnetworks_free(&subnetworks);
         if (s != BF_OK) {
             fprintf(stderr, "error: %s\n", bf_last_error());
             return s == BF_ERR_CONFIG ? BF_EXIT_USAGE : BF_EXIT_RUNTIME;
         }
-        printf("checkpoint %s\ntest: loss %.4f  accuracy %.2f%%%s  (%d images)\n", dir, res.loss, 100 * res.top1,
-               cfg.butd.guided ? " (mean over tasks)" : "", res.samples);
-        for (int k = 0; cfg.butd.guided && k < tasks.num_tasks; k++)
-            printf("  task %d: accuracy %.2f%%  loss %.4f\n", k, 100 * tasks.task_accuracy[k], tasks.task_loss[k]);
         return BF_EXIT_OK;
     }
     bf_status s = evaluate_checkpoint(&cfg, &cli, &res, dir);
