@@ -408,6 +408,19 @@ else
   failed=$((failed + 1)); echo "FAIL plot_analysis --summary (AUC $auc):"; echo "$analysis"
 fi
 expect "plot_analysis refuses other files" 1 "none of bioflex-eval's" -- python3 "$src/tools/plot_analysis.py" "$tmp/tiny.ini"
+# two input-Hessian spectra (FlexNet 5.4): the Wasserstein distance of the spectrum to itself is 0
+# (p = 1), to a copy with every Ritz value shifted by 1 exactly 1
+python3 - "$tmp/input_hessian.json" "$tmp/input_hessian_shifted.json" <<'PY'
+import json, sys
+data = json.load(open(sys.argv[1]))
+for image in data["per_image"]:
+    image["ritz"] = [v + 1 for v in image["ritz"]]
+json.dump(data, open(sys.argv[2], "w"))
+PY
+expect "plot_analysis: a spectrum against itself" 0 "Wasserstein distance 0 between .*p = 1$" -- python3 \
+  "$src/tools/plot_analysis.py" "$tmp/input_hessian.json" "$tmp/input_hessian.json" --summary --permutations 50
+expect "plot_analysis: a spectrum against its shift by 1" 0 "Wasserstein distance 1 between" -- python3 \
+  "$src/tools/plot_analysis.py" "$tmp/input_hessian.json" "$tmp/input_hessian_shifted.json" --summary --permutations 50
 if python3 -c "import matplotlib" 2>/dev/null; then
   pngs=0
   for f in attack.json hessian.json surface.csv flow.csv routing.json input_hessian.json; do

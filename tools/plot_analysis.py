@@ -18,7 +18,11 @@ log scale) or a --routing JSON (per flex layer, the elements the conv always win
 wins and those the input decides, stacked: FlexNet's Fig 6 "routing determinism", with each layer's
 conv fraction marked) or an --input-hessian JSON (the Ritz values of every image pooled, as a histogram
 of their logarithms: FlexNet's flex-against-vanilla spectra). Files of one kind share a figure, written beside the first one (NAME.png) or to -o;
---summary prints a few lines per file instead. --activations' safetensors files are read with
+--summary prints a few lines per file instead. Two --input-hessian files are also compared as FlexNet
+5.4 compares the flex and vanilla spectra: the 1-D Wasserstein distance between their pooled Ritz
+values (scipy.stats.wasserstein_distance's) and a permutation test of it (--permutations, 1000:
+the pooled values shuffled between the two files, p = (1 + the shuffles at least as far apart) /
+(1 + shuffles), seeded by --seed), printed with --summary and in the figure's title. --activations' safetensors files are read with
 safetensors.numpy.load_file. Plotting needs matplotlib (Debian: python3-matplotlib); --summary
 needs only Python.
 """
@@ -101,6 +105,37 @@ def summarise(path, kind, data):
         print(f"{path}: gradient flow of {len(data)} tensors; largest |g|/|w|: {top}")
 
 
+def wasserstein_1d(a, b):
+    """The 1-D Wasserstein (earth mover's) distance between the empirical distributions of a and b,
+    equally weighted samples: the integral of |F_a - F_b| (scipy.stats.wasserstein_distance)."""
+    a, b = sorted(a), sorted(b)
+    values = sorted(set(a) | set(b))
+    i = j = 0
+    total = 0.0
+    for k in range(len(values) - 1):
+        while i < len(a) and a[i] <= values[k]:
+            i += 1
+        while j < len(b) and b[j] <= values[k]:
+            j += 1
+        total += abs(i / len(a) - j / len(b)) * (values[k + 1] - values[k])
+    return total
+
+
+def compare_spectra(first, second, permutations, seed):
+    """(distance, p-value) of two --input-hessian files' pooled Ritz values (FlexNet 5.4)."""
+    import random
+    a = [v for im in first["per_image"] for v in im["ritz"]]
+    b = [v for im in second["per_image"] for v in im["ritz"]]
+    if not a or not b:
+        raise SystemExit("error: an --input-hessian file without Ritz values")
+    observed = wasserstein_1d(a, b)
+    pooled, rng, at_least = a + b, random.Random(seed), 0
+    for _ in range(permutations):
+        rng.shuffle(pooled)
+        at_least += wasserstein_1d(pooled[:len(a)], pooled[len(a):]) >= observed - 1e-12 * abs(observed)
+    return observed, (1 + at_least) / (1 + permutations)
+
+
 def gaussian_density(nodes, weights, points=1000):
     """PyHessian's density_generate: the weighted nodes broadened by Gaussians of variance
     1e-5 x max(1, range), on a grid 1% wider than the nodes."""
@@ -113,7 +148,7 @@ def gaussian_density(nodes, weights, points=1000):
     return grid, [d / total for d in density]
 
 
-def plot(kind, files, out, plt):
+def plot(kind, files, out, plt, subtitle=None):
     fig, axes = plt.subplots(1, 2 if kind == "hessian" else 1, figsize=(12 if kind == "hessian" else 7, 4.5),
                              squeeze=False)
     ax = axes[0][0]
@@ -141,7 +176,7 @@ def plot(kind, files, out, plt):
                 ax.hist([math.log10(v) for v in ritz], bins=30, histtype="step", label=label(path))
             ax.set_xlabel("log10 Ritz value (positive ones)")
             ax.set_ylabel("count")
-            ax.set_title("input-Hessian spectra (Lanczos)")
+            ax.set_title("input-Hessian spectra (Lanczos)" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
         elif kind == "surface":
             alphas = sorted({float(r["alpha"]) for r in data})
             betas = sorted({float(r["beta"]) for r in data})
@@ -190,6 +225,9 @@ def main():
                         "--gradient-flow CSV")
     parser.add_argument("-o", "--output", help="the PNG (one kind of file only; default: beside the first file)")
     parser.add_argument("--summary", action="store_true", help="a few lines of text per file, no plot")
+    parser.add_argument("--permutations", type=int, default=1000,
+                        help="two --input-hessian files: shuffles of the permutation test (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="the permutation test's shuffles (default 0)")
     args = parser.parse_args()
     by_kind = {}
     for path in args.files:
@@ -197,10 +235,18 @@ def main():
             raise SystemExit(f"error: {path} does not exist")
         kind, data = kind_of(path)
         by_kind.setdefault(kind, []).append((path, data))
+    spectra = by_kind.get("input_hessian", [])
+    comparison = None
+    if len(spectra) == 2:
+        distance, p = compare_spectra(spectra[0][1], spectra[1][1], args.permutations, args.seed)
+        comparison = (f"Wasserstein distance {distance:.6g} between the pooled Ritz values of {spectra[0][0]} and "
+                      f"{spectra[1][0]}; permutation test ({args.permutations} shuffles, seed {args.seed}): p = {p:.4g}")
     if args.summary:
         for kind, files in by_kind.items():
             for path, data in files:
                 summarise(path, kind, data)
+        if comparison:
+            print(comparison)
         return
     if args.output and len(by_kind) > 1:
         raise SystemExit("error: -o names one figure, but the files are of several kinds: plot each kind on its own")
@@ -212,7 +258,10 @@ def main():
         raise SystemExit("error: plotting needs matplotlib (Debian: apt-get install python3-matplotlib); "
                          "--summary works without it")
     for kind, files in by_kind.items():
-        plot(kind, files, args.output or os.path.splitext(files[0][0])[0] + ".png", plt)
+        subtitle = None
+        if kind == "input_hessian" and comparison:
+            subtitle = f"Wasserstein {distance:.4g}, permutation p = {p:.3g} ({args.permutations} shuffles)"
+        plot(kind, files, args.output or os.path.splitext(files[0][0])[0] + ".png", plt, subtitle)
 
 
 if __name__ == "__main__":
