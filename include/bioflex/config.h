@@ -232,6 +232,7 @@ typedef struct bf_schedule_config {
 
 /* [analysis]: what bioflex-eval's analyses compute of a checkpoint (analysis.h). */
 typedef struct bf_analysis_config {
+    int bn_recalibrate_batches; /* bioflex-eval: training batches the running statistics are recomputed from (0: kept) */
     int surface_steps;         /* grid points along each direction */
     float surface_distance;    /* filter_normalized: the coefficients span +-this; reference: norm(theta) x this / steps per step */
     int surface_batches;       /* test batches scored per point (0 = the whole test split) */

@@ -104,6 +104,12 @@ double bf_balanced_top1(const double *class_counts, int classes);
 bf_status bf_evaluate_batches_training_mode(bf_model *m, bf_loader *loader, float label_smoothing, int epoch,
                                             int max_batches, int put_back, bf_eval_result *out);
 
+/* The batch-norms' running statistics recomputed as the plain average of the statistics of the
+ * loader's first `batches` batches of epoch 0 (the k-th with momentum 1/k; training-mode forwards,
+ * no weight changes; src/host/bn_recalibrate.c): PyTorch's reset_running_stats() and momentum None.
+ * *used gets the batches run (fewer when the split is shorter). */
+bf_status bf_model_recalibrate_bn(bf_model *m, bf_loader *loader, int batches, int *used);
+
 /* ---- the training run (bioflex-train) ---- */
 typedef struct bf_train_options {
     const char *resume;  /* checkpoint or run directory to resume from (NULL = fresh start) */

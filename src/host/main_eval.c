@@ -75,13 +75,33 @@ static bf_status write_loss_surface(const bf_config *cfg, bf_model *m, bf_loader
     return s;
 }
 
+/* The checkpoint's weights into m, and with [analysis] bn_recalibrate_batches its batch-norms'
+ * running statistics recomputed from that many training batches (bn_recalibrate.c); *used (nullable)
+ * gets the batches run. */
+static bf_status load_weights(const bf_config *cfg, const char *dir, bf_model *m, int *used) {
+    BF_TRY(bf_checkpoint_load_model(dir, m));
+    const int batches = cfg->analysis.bn_recalibrate_batches;
+    if (batches <= 0) return BF_OK;
+    bf_dataset *train = NULL;
+    bf_loader *loader = NULL;
+    bf_loader_options o = bf_loader_options_from_config(cfg, BF_SPLIT_TRAIN);
+    int ran = 0;
+    bf_status s = bf_run_open_dataset(cfg, BF_SPLIT_TRAIN, &train);
+    if (s == BF_OK) s = bf_loader_create(train, &o, &loader);
+    if (s == BF_OK) s = bf_model_recalibrate_bn(m, loader, batches, &ran);
+    if (used) *used = ran;
+    bf_loader_destroy(loader);
+    bf_dataset_free(train);
+    return s;
+}
+
 /* The checkpoint in a model of its own, built as mc says (the config's [model] with a change). */
 static bf_status load_as(const bf_config *cfg, const bf_model_config *mc, bf_backend *b, const bf_dataset *test,
                          const char *dir, bf_model **m) {
     bf_config changed = *cfg;
     changed.model = *mc;
     bf_status s = bf_run_build_model(&changed, b, test, 0, m);
-    return s == BF_OK ? bf_checkpoint_load_model(dir, *m) : s;
+    return s == BF_OK ? load_weights(cfg, dir, *m, NULL) : s;
 }
 
 /* --activations: the layers' outputs into path (analysis.h), from a model that runs no ReLU inside
@@ -291,7 +311,11 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const bf_cli *cli, bf
     if (s == BF_OK) s = bf_backend_from_config(cfg, &b);
     if (s == BF_OK) s = bf_run_open_dataset(cfg, BF_SPLIT_TEST, &test);
     if (s == BF_OK) s = bf_run_build_model(cfg, b, test, 0, &m);
-    if (s == BF_OK) s = bf_checkpoint_load_model(dir, m);
+    int recalibrated = 0;
+    if (s == BF_OK) s = load_weights(cfg, dir, m, &recalibrated);
+    if (s == BF_OK && recalibrated)
+        printf("batch-norm running statistics recomputed from %d training batches ([analysis] bn_recalibrate_batches)\n",
+               recalibrated);
     int epoch = 0; /* the test noise of the checkpoint's epoch, as the run's evaluation there drew it */
     if (s == BF_OK) s = checkpoint_epoch(dir, &epoch);
     bf_loader_options o = bf_loader_options_from_config(cfg, BF_SPLIT_TEST);
