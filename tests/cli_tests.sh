@@ -486,6 +486,14 @@ else
   echo "note: no PyTorch here; tools/convert_reference_checkpoint.py not checked"
 fi
 
+# [run] eval_train: bioflex-eval scores the training split as the training run logged it
+logged=$("$train" --set run.dir="$tmp/evtrain" --set run.epochs=1 --set run.eval_train=true "$tmp/tiny.ini" 2>&1 |
+  sed -n 's/.*eval after epoch 1: train \(loss [0-9.]*  top-1 [0-9.]*%\).*/\1/p')
+scored=$("$eval_" --checkpoint "$tmp/evtrain" --set run.eval_train=true "$tmp/tiny.ini" 2>&1 |
+  sed -n 's/^train: \(loss [0-9.]*  top-1 [0-9.]*%\).*/\1/p')
+[ -n "$logged" ] && [ "$logged" = "$scored" ] && passed=$((passed + 1)) ||
+  { failed=$((failed + 1)); echo "FAIL eval_train: bioflex-eval's '$scored', the run's '$logged'"; }
+
 # Every shipped config is valid and plans (dry-run) as it stands.
 for f in "$src"/configs/*.ini "$src"/configs/*/*.ini; do
   expect "dry-run $(basename "$f")" 0 "total: [0-9]+ parameters" -- "$train" --dry-run "$f"

@@ -302,6 +302,23 @@ static bf_status checkpoint_epoch(const char *dir, int *epoch) {
     return BF_OK;
 }
 
+/* [run] eval_train: the training split scored as the test split is (its loader options o: no
+ * augmentation), printed as bioflex-train logs it. */
+static bf_status score_training_split(const bf_config *cfg, bf_model *m, bf_loader_options o, int epoch) {
+    bf_dataset *train = NULL;
+    bf_loader *loader = NULL;
+    bf_eval_result r;
+    bf_status s = bf_run_open_dataset(cfg, BF_SPLIT_TRAIN, &train);
+    if (s == BF_OK) s = bf_loader_create(train, &o, &loader);
+    if (s == BF_OK) s = bf_evaluate_batches(m, loader, cfg->optim.label_smoothing, epoch, 0, &r);
+    if (s == BF_OK)
+        printf("train: loss %.4f  top-1 %.2f%%  top-5 %.2f%%  balanced %.2f%%  (%d images, [run] eval_train)\n", r.loss,
+               100 * r.top1, 100 * r.top5, 100 * r.balanced_top1, r.samples);
+    bf_loader_destroy(loader);
+    bf_dataset_free(train);
+    return s;
+}
+
 static bf_status evaluate_checkpoint(const bf_config *cfg, const bf_cli *cli, bf_eval_result *res, char *dir) {
     bf_backend *b = NULL;
     bf_dataset *test = NULL;
@@ -322,6 +339,7 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const bf_cli *cli, bf
     o.shuffle = 0; /* the whole test split, in order, whatever [run] val_batches says */
     if (s == BF_OK) s = bf_loader_create(test, &o, &loader);
     if (s == BF_OK) s = bf_evaluate_batches(m, loader, cfg->optim.label_smoothing, epoch, 0, res);
+    if (s == BF_OK && cfg->run.eval_train) s = score_training_split(cfg, m, o, epoch);
     if (s == BF_OK && cli->loss_surface) s = write_loss_surface(cfg, m, loader, cli->loss_surface);
     if (s == BF_OK && cli->gradient_flow) s = write_gradient_flow(cfg, b, dir, test, m, cli->gradient_flow);
     if (s == BF_OK && cli->hessian) s = write_hessian(cfg, b, dir, test, m, cli->hessian);
