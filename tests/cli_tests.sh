@@ -179,6 +179,22 @@ expect "eval writes the input Hessian" 0 "input hessian: 2 images, [0-9]+ Hessia
   --checkpoint "$tmp/run" --input-hessian "$tmp/input_hessian.json" --set analysis.input_hessian_images=2 "$tmp/tiny.ini"
 [ "$(tr -d '\n ' < "$tmp/input_hessian.json" 2>/dev/null | grep -o '"eigenvalues":\[[0-9.e+-]*,[0-9.e+-]*\]' | wc -l)" = 2 ] \
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL input Hessian JSON: want 2 images of 2 eigenvalues"; }
+# [analysis] input_hessian_positions: the images named, in the order given, each with the results it
+# has among the first images (position 1 above), its predicted class and whether that is right;
+# a position outside the split is a config error naming the key and the split's size
+expect "eval writes the input Hessian of chosen images" 0 "input hessian: 2 images" -- "$eval_" --checkpoint "$tmp/run" \
+  --input-hessian "$tmp/input_hessian_chosen.json" --set analysis.input_hessian_positions=17,1 "$tmp/tiny.ini"
+python3 - "$tmp/input_hessian.json" "$tmp/input_hessian_chosen.json" <<'PY' && passed=$((passed + 1)) \
+  || { failed=$((failed + 1)); echo "FAIL input_hessian_positions: want positions 17, 1 and image 1 as among the first"; }
+import json, sys
+first, chosen = (json.load(open(p))["per_image"] for p in sys.argv[1:])
+same = ("label", "predicted", "correct", "loss", "eigenvalues", "ritz")
+sys.exit(not ([im["position"] for im in chosen] == [17, 1] and all(chosen[1][k] == first[1][k] for k in same)
+              and all(im["correct"] == (im["predicted"] == im["label"]) for im in first + chosen)))
+PY
+expect "input_hessian_positions outside the test split" 2 \
+  "\\[analysis\\] input_hessian_positions: position 32 is outside the test split of 32 images" -- "$eval_" \
+  --checkpoint "$tmp/run" --input-hessian "$tmp/x.json" --set analysis.input_hessian_positions=5,32 "$tmp/tiny.ini"
 expect "eval writes the Hessian in training mode" 0 "hessian \\(training mode\\): top eigenvalue" -- "$eval_" \
   --checkpoint "$tmp/run" --hessian "$tmp/hessian_train.json" --set analysis.hessian_mode=train \
   --set analysis.hessian_top_n=1 --set analysis.hessian_max_iterations=5 "$tmp/tiny.ini"
@@ -217,6 +233,28 @@ expect "train a tiny flex network" 0 "test accuracy" -- "$train" "${flex[@]}" "$
 expect "eval writes the routing" 0 "routing: 1 channel-wise max flex layers -> .*routing.json, maps -> .*routing.safetensors" \
   -- "$eval_" --checkpoint "$tmp/flex_run" --routing "$tmp/routing.json" \
   --set analysis.routing_maps="$tmp/routing.safetensors" "${flex[@]}" "$tmp/tiny.ini"
+# [model] static_routing (FlexNet's MaxPrefResNet): that routing fixes features.0 to one branch. The
+# flex checkpoint evaluates in the fixed network (a pool site lacks the conv the file holds), whose
+# own routing is then all pool; threshold 0 makes the site the plain conv features.0.flex_conv, which
+# takes the flex conv's tensors; a fixed network trains from the flex weights; a routing file of
+# another network, and a threshold without a file, are refused.
+pool_site=(--set model.static_routing="$tmp/routing.json" --set model.static_routing_threshold=1)
+expect "dry-run shows a static pool site" 0 "features.0 +flex_pool " -- "$train" --dry-run "${flex[@]}" "${pool_site[@]}" \
+  "$tmp/tiny.ini"
+expect "eval a flex checkpoint with its site fixed to the pool" 0 "routing: 1 channel-wise max flex layers" -- "$eval_" \
+  --checkpoint "$tmp/flex_run" --routing "$tmp/routing_pool.json" --set analysis.bn_recalibrate_batches=2 "${flex[@]}" \
+  "${pool_site[@]}" "$tmp/tiny.ini"
+grep -q '"name": "features.0", "joint": "channelwise_max"' "$tmp/routing_pool.json" \
+  && grep -q '"conv": 0, "always_conv": 0, "always_pool": 1,' "$tmp/routing_pool.json" \
+  && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL static pool site: its routing should be all pool"; }
+expect "eval a flex checkpoint with its site fixed to the conv" 0 "top-1 [0-9.]+%" -- "$eval_" --checkpoint "$tmp/flex_run" \
+  "${flex[@]}" --set model.static_routing="$tmp/routing.json" --set model.static_routing_threshold=0 "$tmp/tiny.ini"
+expect "train a fixed network from the flex weights" 0 "test accuracy" -- "$train" "${flex[@]}" "${pool_site[@]}" \
+  --set model.init_weights="$tmp/flex_run" --set run.dir="$tmp/pool_site_run" "$tmp/tiny.ini"
+expect "static_routing of another network" 2 "routing.json has no layer features.4, a flex site of this model" -- "$train" \
+  --dry-run "${flex[@]}" "${pool_site[@]}" --set model.channels=4,6 "$tmp/tiny.ini"
+expect "static_routing_threshold without static_routing" 2 "applies with \[model\] static_routing only" -- "$train" \
+  --dry-run "${flex[@]}" --set model.static_routing_threshold=0.3 "$tmp/tiny.ini"
 expect "attack_method not known" 2 "attack_method.*fgsm, pgd, gaussian_noise" -- "$eval_" --checkpoint "$tmp/run" \
   --attack "$tmp/x.json" --set analysis.attack_method=cw "$tmp/tiny.ini"
 # a --gpus run's config.ini says gpus = 2 (and device = cuda or auto): bioflex-eval scores on one device

@@ -11,7 +11,10 @@
  *     made flex);
  *   - the tie rule reaches the model's layers: on an all-zero input the conv (bias 0) and the pool
  *     tie everywhere, and the conv's bias gradient is half the output gradient (split) or zero (pool);
- *   - the conv-ratio monitor against a count made on the host. */
+ *   - the conv-ratio monitor against a count made on the host;
+ *   - [model] static_routing (FlexNet's MaxPrefResNet): sites fixed to their pool or conv branch by a
+ *     routing file, the pool site's output against the plain ops and every parameter's gradient
+ *     against finite differences, with the fused flex paths and without. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -677,6 +680,91 @@ static void test_flex_bn_sites(void) {
     }
 }
 
+/* stem conv -> flex1 (3 -> 6, conv fraction 0.3: its pool) -> BN -> ReLU -> flex2 (6 -> 4, 3x3 stride
+ * 2, 0.8: its conv) -> flex3 (4 -> 4, 2x2 stride 2, 0.5: not above the threshold, its pool) -> GAP ->
+ * linear, from a routing file as bioflex-eval --routing writes it. flex2 is a plain conv named
+ * flex2.flex_conv; flex1 and flex3 are flex layers without parameters, whose output is the widened
+ * max-pool of their input (maxpool_forward and flex_widen_forward, bit for bit) and whose conv ratio
+ * is 0. Finite differences check every parameter's gradient, the stem's through flex1's scatter;
+ * fused: the route-and-scatter and its batch-norm in one pass (fuse_flex_scatter, fuse_flex_bn,
+ * fuse_flex_bn_stats), else apart. */
+static void check_static_routes(const char *label, int fused) {
+    char dir[] = "/tmp/bioflex_static_routes_XXXXXX", path[64];
+    if (!mkdtemp(dir)) {
+        CHECK(0, "%s: mkdtemp", label);
+        return;
+    }
+    snprintf(path, sizeof path, "%s/routing.json", dir);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fprintf(f, "{\"images\": 4, \"layers\": [\n  {\"name\": \"flex1\", \"joint\": \"channelwise_max\", \"conv\": 0.3},\n"
+                   "  {\"name\": \"flex2\", \"joint\": \"channelwise_max\", \"conv\": 0.8},\n"
+                   "  {\"name\": \"flex3\", \"joint\": \"channelwise_max\", \"conv\": 0.5}]}\n");
+        fclose(f);
+    }
+    bf_static_routing *routes = NULL;
+    CHECK_OK(bf_static_routing_read(path, 0.5, &routes));
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, 17, &m));
+    if (!m || !routes) return;
+    m->fuse_flex_scatter = m->fuse_flex_bn = m->fuse_flex_bn_stats = fused;
+    m->static_routes = routes;
+    bf_flex_options opt = {.joint = BF_FLEX_JOINT_MAX, .channels = BF_FLEX_CHANNELS_EXPAND, .ties = BF_FLEX_TIE_SPLIT};
+    int x = bf_model_add_conv(m, "stem", BF_MODEL_INPUT, 3, 3, 1, 1, 1, 1, BF_INIT_UNIFORM_FAN_IN);
+    const int flex1 = x = bf_model_add_flex(m, "flex1", x, 6, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, &opt);
+    x = bf_model_add_batchnorm(m, "bn", x, 1e-5f, 0.1f);
+    x = bf_model_add_relu(m, "relu", x);
+    const int flex2 = x = bf_model_add_flex(m, "flex2", x, 4, 3, 2, 1, BF_INIT_UNIFORM_FAN_IN, &opt);
+    const int flex3 = x = bf_model_add_flex(m, "flex3", x, 4, 2, 2, 0, BF_INIT_UNIFORM_FAN_IN, &opt);
+    x = bf_model_add_global_avgpool(m, "gap", x);
+    x = bf_model_add_flatten(m, "flatten", x);
+    bf_model_add_linear(m, "fc", x, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    int conv_sites = -1, pool_sites = -1;
+    CHECK_OK(bf_static_routing_check(routes, m, &conv_sites, &pool_sites));
+    m->static_routes = NULL;
+    bf_static_routing_free(routes);
+    CHECK_OK(bf_model_finalize(m));
+    if (!m->param_data || flex1 < 0 || flex2 < 0 || flex3 < 0) return;
+    const bf_layer *f1 = &m->layers[flex1], *f2 = &m->layers[flex2];
+    CHECK(conv_sites == 1 && pool_sites == 2 && f1->kind == BF_LAYER_FLEX && !bf_flex_has_conv(f1) &&
+              f1->param_index[0] < 0 && f2->kind == BF_LAYER_CONV && !strcmp(f2->name, "flex2.flex_conv") &&
+              find_param(m, "flex2.flex_conv.bias") >= 0 && find_param(m, "flex1.flex_conv.weight") < 0 &&
+              !bf_flex_has_conv(&m->layers[flex3]),
+          "%s: flex1 and flex3 pool sites without parameters, flex2 the conv flex2.flex_conv (%d conv, %d pool)", label,
+          conv_sites, pool_sites);
+    CHECK(!fused || f1->flex_gives_bn_stats, "%s: the pool site still gives its batch-norm's statistics", label);
+
+    static float xh[N * C * H * H];
+    bf_test_fill_uniform(xh, N * C * H * H, -1, 1, 21);
+    int32_t labels[N] = {2, 0, 1};
+    const float *logits = NULL;
+    m->step = 1;
+    double ratio[4], homogeneity[4];
+    const char *names[4];
+    bf_model_flex_monitor(m, ratio, homogeneity, names, 4); /* reset */
+    CHECK_OK(bf_model_forward(m, xh, &logits));
+    const size_t pooled = (size_t)N * f1->flex.c_in * f1->flex.hw, elems = (size_t)N * f1->flex.c_out * f1->flex.hw;
+    float *pool = malloc(pooled * sizeof(float)), *widened = malloc(elems * sizeof(float));
+    int32_t *argmax = malloc(pooled * sizeof(int32_t));
+    bf_pool_shape ps = f1->pool;
+    bf_flex_shape fs = f1->flex;
+    ps.n = fs.n = N;
+    CHECK_OK(b->ops->maxpool_forward(b, &ps, m->layers[0].out, pool, argmax));
+    CHECK_OK(b->ops->flex_widen_forward(b, &fs, pool, widened));
+    CHECK(memcmp(widened, f1->out, elems * sizeof(float)) == 0, "%s: the pool site's output is the widened max-pool",
+          label);
+    free(pool), free(widened), free(argmax);
+    const int nf = bf_model_flex_monitor(m, ratio, homogeneity, names, 4);
+    CHECK(nf == 2 && ratio[0] == 0 && ratio[1] == 0, "%s: the pool sites' conv ratio is 0", label);
+    check_model_gradients(m, xh, labels, label, 150);
+    bf_model_destroy(m);
+    bf_backend_destroy(b);
+    remove(path);
+    bf_test_remove_dir_if_passed(dir);
+}
+
 int main(void) {
     test_names_and_counts();
     bf_flex_options max_expand = {.joint = BF_FLEX_JOINT_MAX, .channels = BF_FLEX_CHANNELS_EXPAND, .ties = BF_FLEX_TIE_SPLIT};
@@ -712,5 +800,7 @@ int main(void) {
     test_route_scatter_same_bits(BF_FLEX_TIE_POOL, 1);
     test_route_scatter_same_bits(BF_FLEX_TIE_SPLIT, 0);
     test_flex_bn_sites();
+    check_static_routes("static routing, fused flex paths", 1);
+    check_static_routes("static routing, flex paths apart", 0);
     return bf_test_finish();
 }

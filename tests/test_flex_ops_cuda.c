@@ -473,7 +473,8 @@ static void check_pool_forward_bias(pool_run *r, const float *conv) {
  * batch-norm's own pass; the results must not tell. */
 static void check_pool_forward_bn_stats(pool_run *r, const float *conv, size_t conv_wins, int nan) {
     const int c = r->s.c_out;
-    const bf_bn_shape bs = {.n = r->s.n, .c = c, .hw = r->s.hw, .eps = 1e-5f, .momentum = 0.1f};
+    /* a floor ([model] bn_var_floor) that some running variances' updates fall under */
+    const bf_bn_shape bs = {.n = r->s.n, .c = c, .hw = r->s.hw, .eps = 1e-5f, .momentum = 0.1f, .var_floor = 0.95f};
     if ((size_t)r->s.n * r->s.hw < 2) { /* one value per channel: no batch-norm trains on it */
         float tmp[1];
         CHECK(gpu->ops->flex_pool_max_forward_bn_stats(gpu, &r->ps, &r->s, &bs, r->x.g, NULL, r->y.g, r->window_g,

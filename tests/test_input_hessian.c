@@ -10,6 +10,11 @@
  *   - the loss surface along the top two eigenvectors: its centre is the image's loss, and its
  *     second difference along the first, (L(a) - 2 L(0) + L(-a)) / a^2, the top eigenvalue where the
  *     network is smooth around the image;
+ *   - each image's predicted class is the top logit of a forward of its own (the lowest on ties), and
+ *     the JSON says it with "correct" (the 16 images hold both kinds);
+ *   - chosen positions (13, 2, 15, 3, 10: out of order, in batches 0, 2 and the short last one of 5) give
+ *     each image the very results it gets among the first 16, surfaces included, in the order
+ *     asked, and positions past the split's end are refused;
  *   - a model built without input_gradient, and bad options, are refused. */
 #include <math.h>
 #include <stdlib.h>
@@ -20,7 +25,7 @@
 #include "bioflex/train.h"
 #include "testutil.h"
 
-enum { S = 8, K = 3, P = S * S, IMAGES = 3 };
+enum { S = 8, K = 3, P = S * S, IMAGES = 3, SPLIT = 16, CHOSEN = 5 };
 
 static bf_config data_config(void) {
     bf_config cfg;
@@ -54,8 +59,9 @@ static bf_loader *loader_of(const bf_dataset *d, int batch) {
     return l;
 }
 
-/* The two nonzero eigenvalues (largest first) and the loss of image x (host) with this label. */
-static void reference(bf_model *m, const float *x_host, int label, double *lambda, double *loss) {
+/* The two nonzero eigenvalues (largest first), the loss of image x (host) with this label, and the
+ * class of its top logit (the first of equal ones). */
+static void reference(bf_model *m, const float *x_host, int label, double *lambda, double *loss, int *predicted) {
     bf_backend *b = m->backend;
     float *x = bf_test_upload(b, x_host, P), *dlogits = bf_test_alloc(b, K);
     float A[K][P], z[K];
@@ -71,6 +77,8 @@ static void reference(bf_model *m, const float *x_host, int label, double *lambd
         CHECK_OK(bf_model_backward(m, dlogits));
         CHECK_OK(bf_to_host(b, A[k], m->dinput, sizeof A[k]));
     }
+    *predicted = z[1] > z[0] ? 1 : 0;
+    if (z[2] > z[*predicted]) *predicted = 2;
     double p[K], total = 0, top = fmax(fmax(z[0], z[1]), z[2]);
     for (int k = 0; k < K; k++) total += p[k] = exp(z[k] - top);
     for (int k = 0; k < K; k++) p[k] /= total;
@@ -131,11 +139,14 @@ int main(void) {
     bf_loader_release(l, batch);
     for (int i = 0; i < r.images; i++) {
         double lambda[2], loss;
+        int predicted;
         const bf_input_hessian_image *img = &r.image[i];
-        reference(m, images + i * P, labels[i], lambda, &loss);
+        reference(m, images + i * P, labels[i], lambda, &loss, &predicted);
         CHECK(img->label == labels[i] && img->position == (uint64_t)i, "image %d: label %d, position %llu", i, img->label,
               (unsigned long long)img->position);
         CHECK_CLOSE(img->loss, loss, 1e-9, 1e-6, "the loss is the image's cross-entropy");
+        CHECK(img->predicted == predicted, "image %d: predicted %d, its own forward's top logit %d", i, img->predicted,
+              predicted);
         CHECK(lambda[0] > 1e-4, "image %d: a curvature worth measuring (%g)", i, lambda[0]);
         CHECK_CLOSE(img->eigenvalues[0], lambda[0], 1e-9, 1e-4, "the top eigenvalue (power iteration)");
         CHECK_CLOSE(img->eigenvalues[1], lambda[1], 1e-6 * lambda[0], 1e-3, "the second eigenvalue (power iteration)");
@@ -160,7 +171,76 @@ int main(void) {
     CHECK(surface.surface != NULL, "the surfaces were kept");
     bf_input_hessian_free(&surface);
 
+    /* The whole split as the first images (a loader of 8), against a forward of each image of its
+     * own, and the chosen positions through batches of 5 against it. */
+    float split_images[SPLIT * P];
+    int split_labels[SPLIT], seen = 0;
+    CHECK_OK(bf_loader_start_epoch(l, 0, 0));
+    while (seen < SPLIT && bf_loader_next(l, &batch, NULL) == BF_OK && batch) {
+        memcpy(split_images + (size_t)seen * P, batch->images, (size_t)batch->n * P * sizeof(float));
+        for (int i = 0; i < batch->n; i++) split_labels[seen + i] = batch->labels[i];
+        seen += batch->n;
+        bf_loader_release(l, batch);
+    }
+    CHECK(seen == SPLIT, "the test split holds %d images (%d read)", SPLIT, seen);
+    bf_input_hessian_options whole = with_surface;
+    whole.images = SPLIT;
+    static bf_input_hessian_result all, chosen;
+    CHECK_OK(bf_input_hessian(m, l, &whole, &all));
+    int right = 0, wrong = 0;
+    for (int i = 0; i < all.images && seen == SPLIT; i++) {
+        double lambda[2], loss;
+        int predicted;
+        reference(m, split_images + i * P, split_labels[i], lambda, &loss, &predicted);
+        CHECK(all.image[i].predicted == predicted, "image %d: predicted %d, its own forward's top logit %d", i,
+              all.image[i].predicted, predicted);
+        CHECK_CLOSE(all.image[i].loss, loss, 1e-9, 1e-6, "the loss of each of the split's images");
+        right += predicted == split_labels[i], wrong += predicted != split_labels[i];
+    }
+    CHECK(right > 0 && wrong > 0, "the split holds correctly (%d) and wrongly (%d) classified images", right, wrong);
+
+    static const int positions[CHOSEN] = {13, 2, 15, 3, 10}; /* batch 1 of 5 passed over */
+    bf_input_hessian_options pick = with_surface;
+    pick.images = CHOSEN, pick.positions = positions;
+    CHECK_OK(bf_input_hessian(m5, l5, &pick, &chosen));
+    CHECK(chosen.images == CHOSEN, "%d chosen images analysed", chosen.images);
+    for (int i = 0; i < chosen.images && all.images == SPLIT; i++) {
+        const bf_input_hessian_image *img = &chosen.image[i], *first = &all.image[positions[i]];
+        CHECK(img->position == (uint64_t)positions[i] && img->label == split_labels[positions[i]],
+              "slot %d: position %llu (want %d), label %d (want %d)", i, (unsigned long long)img->position,
+              positions[i], img->label, split_labels[positions[i]]);
+        CHECK(memcmp(img, first, sizeof *img) == 0, "position %d: the results it gets among the first images (loss %.9g "
+              "vs %.9g, top eigenvalue %.9g vs %.9g)", positions[i], img->loss, first->loss, img->eigenvalues[0],
+              first->eigenvalues[0]);
+        CHECK(chosen.surface && all.surface &&
+                  memcmp(chosen.surface + 9 * i, all.surface + 9 * positions[i], 9 * sizeof(float)) == 0,
+              "position %d: its surface", positions[i]);
+    }
+    char *json = NULL;
+    size_t json_size = 0;
+    FILE *memory = open_memstream(&json, &json_size);
+    CHECK_OK(memory ? bf_input_hessian_write_json(&pick, &chosen, memory) : BF_ERR_IO);
+    if (memory) fclose(memory);
+    for (int i = 0; json && i < chosen.images; i++) {
+        char want[160];
+        const bf_input_hessian_image *img = &chosen.image[i];
+        snprintf(want, sizeof want, "{\"position\": %d, \"label\": %d, \"predicted\": %d, \"correct\": %s, \"loss\": ",
+                 positions[i], img->label, img->predicted, img->predicted == img->label ? "true" : "false");
+        CHECK(strstr(json, want) != NULL, "the JSON has %s", want);
+    }
+    free(json);
+    bf_input_hessian_free(&all), bf_input_hessian_free(&chosen);
     static bf_input_hessian_result refused;
+    static const int past_end[] = {3, SPLIT}, past_last_batch[] = {SPLIT + 1}, negative[] = {-1};
+    pick = o, pick.images = 2, pick.positions = past_end;
+    CHECK(bf_input_hessian(m, l, &pick, &refused) == BF_ERR_ARG && strstr(bf_last_error(), "position 16 is past the end"),
+          "a position past the split is refused: %s", bf_last_error());
+    pick.images = 1, pick.positions = past_last_batch; /* inside the short last batch's span: 15 + 5 */
+    CHECK(bf_input_hessian(m5, l5, &pick, &refused) == BF_ERR_ARG && strstr(bf_last_error(), "position 17 is past the end"),
+          "a position past the last (short) batch is refused: %s", bf_last_error());
+    pick.positions = negative;
+    CHECK(bf_input_hessian(m, l, &pick, &refused) == BF_ERR_ARG, "a negative position is refused");
+
     CHECK(bf_input_hessian(plain, l, &o, &refused) == BF_ERR_ARG && strstr(bf_last_error(), "input_gradient"),
           "a model without input_gradient is refused: %s", bf_last_error());
     bf_input_hessian_options bad = o;

@@ -273,10 +273,11 @@ static void test_conv(void) {
 /* ---- batch normalisation ---- */
 
 /* repeats > 1: the batch stands for that many copies (bf_bn_shape.repeats): the running variance's
- * unbiased correction counts them, on a count small enough (n*hw = 4) for the factor to show. */
-static void test_bn_case(int n, int c, int hw, float lo, float hi, int repeats) {
-    bf_bn_shape s = {.n = n, .c = c, .hw = hw, .eps = 1e-5f, .momentum = 0.1f, .repeats = repeats};
-    printf("batchnorm n=%d c=%d hw=%d repeats=%d, x in [%g, %g)\n", n, c, hw, repeats, lo, hi);
+ * unbiased correction counts them, on a count small enough (n*hw = 4) for the factor to show.
+ * var_floor > 0 ([model] bn_var_floor): updated running variances below it are raised to it. */
+static void test_bn_case(int n, int c, int hw, float lo, float hi, int repeats, float var_floor) {
+    bf_bn_shape s = {.n = n, .c = c, .hw = hw, .eps = 1e-5f, .momentum = 0.1f, .repeats = repeats, .var_floor = var_floor};
+    printf("batchnorm n=%d c=%d hw=%d repeats=%d var_floor=%g, x in [%g, %g)\n", n, c, hw, repeats, var_floor, lo, hi);
     const size_t nx = (size_t)n * c * hw;
     pair x = pair_rand(nx, lo, hi), gamma = pair_rand((size_t)c, 0.5f, 1.5f), beta = pair_rand((size_t)c, -1, 1);
     pair rmean = pair_rand((size_t)c, -0.5f, 0.5f), rvar = pair_rand((size_t)c, 0.5f, 2.0f);
@@ -323,11 +324,12 @@ static void test_bn_case(int n, int c, int hw, float lo, float hi, int repeats) 
 }
 
 static void test_batchnorm(void) {
-    test_bn_case(4, 3, 25, -1, 1, 0);
-    test_bn_case(16, 4, 1024, 2, 4, 0); /* several reduction chunks per channel, a non-zero mean */
-    test_bn_case(32, 10, 1, -3, 3, 0);  /* BN after a linear layer */
-    test_bn_case(2, 3, 2, -1, 1, 4);    /* 4 values standing for 16: 16/15, not 4/3 */
-    test_bn_case(2, 512, 1, -1, 1, 0);  /* two values per channel: ResNet-50 at 32x32, batch 2, layer4 */
+    test_bn_case(4, 3, 25, -1, 1, 0, 0);
+    test_bn_case(16, 4, 1024, 2, 4, 0, 0); /* several reduction chunks per channel, a non-zero mean */
+    test_bn_case(32, 10, 1, -3, 3, 0, 0);  /* BN after a linear layer */
+    test_bn_case(2, 3, 2, -1, 1, 4, 0);    /* 4 values standing for 16: 16/15, not 4/3 */
+    test_bn_case(2, 512, 1, -1, 1, 0, 0);  /* two values per channel: ResNet-50 at 32x32, batch 2, layer4 */
+    test_bn_case(4, 64, 25, -1, 1, 0, 1.0f); /* updates of about 0.5 to 1.8: a third raised to the floor */
 }
 
 /* ---- pooling ---- */

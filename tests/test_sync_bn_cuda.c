@@ -60,8 +60,9 @@ static void compare_doubles(const char *what, dpair p, double atol, double rtol)
     free(g);
 }
 
-static void test_case(int n, int c, int hw, float lo, float hi, int repeats) {
-    const bf_bn_shape s = {.n = n, .c = c, .hw = hw, .eps = 1e-5f, .momentum = 0.1f, .repeats = repeats};
+static void test_case(int n, int c, int hw, float lo, float hi, int repeats, float var_floor) {
+    const bf_bn_shape s = {.n = n, .c = c, .hw = hw, .eps = 1e-5f, .momentum = 0.1f, .repeats = repeats,
+                           .var_floor = var_floor};
     printf("sync batchnorm n=%d c=%d hw=%d repeats=%d, x in [%g, %g)\n", n, c, hw, repeats, lo, hi);
     const size_t nx = (size_t)n * c * hw, nc = (size_t)c;
     pair x = pair_rand(nx, lo, hi), dy = pair_rand(nx, -1, 1);
@@ -157,11 +158,12 @@ static void test_case(int n, int c, int hw, float lo, float hi, int repeats) {
 
 int main(void) {
     if (!pair_open(&cpu, &gpu, 71)) return bf_test_finish();
-    test_case(4, 3, 25, -1, 1, 0);
-    test_case(16, 4, 1024, 2, 4, 0);      /* several reduction chunks per channel, a non-zero mean */
-    test_case(32, 10, 1, -3, 3, 0);       /* BN after a linear layer */
-    test_case(3, 5, 37, 300.0f, 301.0f, 0); /* a mean far larger than the spread: the two-pass variance */
-    test_case(2, 3, 2, -1, 1, 4);         /* 4 values standing for 16 copies: the running variance's 16/15 */
+    test_case(4, 3, 25, -1, 1, 0, 0);
+    test_case(16, 4, 1024, 2, 4, 0, 0);      /* several reduction chunks per channel, a non-zero mean */
+    test_case(32, 10, 1, -3, 3, 0, 0);       /* BN after a linear layer */
+    test_case(3, 5, 37, 300.0f, 301.0f, 0, 0); /* a mean far larger than the spread: the two-pass variance */
+    test_case(2, 3, 2, -1, 1, 4, 0);         /* 4 values standing for 16 copies: the running variance's 16/15 */
+    test_case(4, 64, 25, -1, 1, 0, 1.0f);    /* [model] bn_var_floor: a third of the updates raised to 1 */
     bf_backend_destroy(gpu);
     bf_backend_destroy(cpu);
     return bf_test_finish();

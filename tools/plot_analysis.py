@@ -7,6 +7,7 @@
     python3 tools/plot_analysis.py flow.csv                                 # gradient flow
     python3 tools/plot_analysis.py routing.json                             # flex routing shares
     python3 tools/plot_analysis.py flex_ih.json vanilla_ih.json             # input-Hessian spectra
+    python3 tools/plot_analysis.py flex_ih.json vanilla_ih.json --select-probes  # FlexNet's surface probes
     python3 tools/plot_analysis.py a.json surface.csv hessian.json --summary   # text, no matplotlib
 
 Each file's kind is read from its content: an --attack JSON (top-1 against epsilon, one curve per
@@ -22,7 +23,13 @@ of their logarithms: FlexNet's flex-against-vanilla spectra). Files of one kind 
 5.4 compares the flex and vanilla spectra: the 1-D Wasserstein distance between their pooled Ritz
 values (scipy.stats.wasserstein_distance's) and a permutation test of it (--permutations, 1000:
 the pooled values shuffled between the two files, p = (1 + the shuffles at least as far apart) /
-(1 + shuffles), seeded by --seed), printed with --summary and in the figure's title. --activations' safetensors files are read with
+(1 + shuffles), seeded by --seed), printed with --summary and in the figure's title. --select-probes
+chooses from such a pair (the flex network's first, the vanilla one's second, over the same images)
+the loss-surface probes FlexNet 5.4 b plots, "cherry-picked by design": the pool is the first --pool
+(16) images in file order that both classify correctly with loss <= --max-loss (3); among those whose
+vanilla curvature lambda1 + lambda2 is at or above the pool's median, the --top (2) of the largest
+(lambda1 + lambda2)_vanilla / (lambda1 + lambda2)_flex; it prints the pool, the median, the ranking and
+the --set line that recomputes their surfaces ([analysis] input_hessian_positions). --activations' safetensors files are read with
 safetensors.numpy.load_file. Plotting needs matplotlib (Debian: python3-matplotlib); --summary
 needs only Python.
 """
@@ -136,6 +143,78 @@ def compare_spectra(first, second, permutations, seed):
     return observed, (1 + at_least) / (1 + permutations)
 
 
+def curvature(image):
+    """lambda1 + lambda2: the sum of an image's top two input-Hessian eigenvalues (FlexNet 5.4 b)."""
+    return image["eigenvalues"][0] + image["eigenvalues"][1]
+
+
+def select_probes(flex_file, vanilla_file, pool_size, max_loss, top):
+    """FlexNet 5.4 b's loss-surface probes from a flex and a vanilla --input-hessian file over the same
+    images: the pool (the first pool_size images, in file order, that both networks classify correctly
+    with loss <= max_loss), its median vanilla curvature, the images at or above it ranked by vanilla /
+    flex curvature (file order among equal ratios), and the top of them; printed, the chosen positions
+    returned."""
+    (flex_path, flex), (vanilla_path, vanilla) = flex_file, vanilla_file
+    flex_images, vanilla_images = flex["per_image"], vanilla["per_image"]
+    if len(flex_images) != len(vanilla_images):
+        raise SystemExit(f"error: --select-probes needs two files over the same images: {flex_path} has "
+                         f"{len(flex_images)}, {vanilla_path} {len(vanilla_images)}")
+    for i, (f, v) in enumerate(zip(flex_images, vanilla_images)):
+        if (f["position"], f["label"]) != (v["position"], v["label"]):
+            raise SystemExit(f"error: --select-probes needs two files over the same images: image {i} is position "
+                             f"{f['position']} (label {f['label']}) in {flex_path}, position {v['position']} "
+                             f"(label {v['label']}) in {vanilla_path}")
+    for path, images in ((flex_path, flex_images), (vanilla_path, vanilla_images)):
+        if any("correct" not in im for im in images):
+            raise SystemExit(f"error: {path} does not say which images its network classifies correctly (no "
+                             f"\"correct\"): it predates them; run bioflex-eval --input-hessian again")
+        if any(len(im["eigenvalues"]) < 2 for im in images):
+            raise SystemExit(f"error: {path} has fewer than two eigenvalues per image: the curvature lambda1 + "
+                             f"lambda2 needs [analysis] input_hessian_top_n >= 2")
+    pool, left_out = [], []
+    for f, v in zip(flex_images, vanilla_images):
+        if len(pool) == pool_size:
+            break
+        why = [f"{name} misclassifies it" for name, im in (("flex", f), ("vanilla", v)) if not im["correct"]]
+        why += [f"{name} loss {im['loss']:.4g} > {max_loss:g}" for name, im in (("flex", f), ("vanilla", v))
+                if im["correct"] and not im["loss"] <= max_loss]
+        if why:
+            left_out.append(f"{f['position']} ({', '.join(why)})")
+        else:
+            pool.append((f, v))
+    print(f"probe selection (FlexNet 5.4 b) over {len(flex_images)} images: flex {flex_path}, vanilla {vanilla_path}")
+    if not pool:
+        raise SystemExit(f"error: no image that both networks classify correctly with loss <= {max_loss:g}: "
+                         f"nothing to select from (left out: {'; '.join(left_out)})")
+    print(f"pool: {len(pool)} images both classify correctly with loss <= {max_loss:g}: positions "
+          + ", ".join(str(f["position"]) for f, _ in pool))
+    if len(pool) < pool_size:
+        print(f"note: the pool holds {len(pool)} of the {pool_size} images asked for: compute more images "
+              f"([analysis] input_hessian_images, up to 64)")
+    if left_out:
+        print("left out: positions " + "; ".join(left_out))
+    import statistics
+    median = statistics.median(curvature(v) for _, v in pool)
+    print(f"median vanilla curvature (lambda1 + lambda2) over the pool: {median:.6g}")
+    candidates = []
+    for f, v in pool:
+        if curvature(v) >= median:
+            flat = curvature(f) <= 0  # a saturated softmax: no curvature left in the flex network
+            ratio = curvature(v) / curvature(f) if not flat else math.inf if curvature(v) > 0 else math.nan
+            candidates.append((ratio, f, v))
+    ranked = sorted(candidates, key=lambda c: -c[0] if not math.isnan(c[0]) else math.inf)
+    print(f"ranked by (lambda1 + lambda2) vanilla / flex, the {len(ranked)} images at or above the median:")
+    for rank, (ratio, f, v) in enumerate(ranked, 1):
+        print(f"  {rank}. position {f['position']}: ratio {ratio:.6g} (vanilla {curvature(v):.6g}, flex "
+              f"{curvature(f):.6g})")
+    chosen = [f["position"] for _, f, _ in ranked[:top]]
+    print("chosen: positions " + ", ".join(str(p) for p in chosen))
+    print("their loss surfaces (bioflex-eval --input-hessian, once with each network's checkpoint):")
+    print(f"--set analysis.input_hessian_positions={','.join(str(p) for p in chosen)} "
+          f"--set analysis.input_hessian_surface_points=51")
+    return chosen
+
+
 def gaussian_density(nodes, weights, points=1000):
     """PyHessian's density_generate: the weighted nodes broadened by Gaussians of variance
     1e-5 x max(1, range), on a grid 1% wider than the nodes."""
@@ -228,6 +307,14 @@ def main():
     parser.add_argument("--permutations", type=int, default=1000,
                         help="two --input-hessian files: shuffles of the permutation test (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="the permutation test's shuffles (default 0)")
+    parser.add_argument("--select-probes", action="store_true",
+                        help="two --input-hessian files, flex then vanilla, over the same images: FlexNet 5.4 b's "
+                        "loss-surface probes (printed, no plot)")
+    parser.add_argument("--pool", type=int, default=16,
+                        help="--select-probes: the first this many images both classify correctly (default 16)")
+    parser.add_argument("--max-loss", type=float, default=3.0,
+                        help="--select-probes: ... with at most this loss in both (default 3)")
+    parser.add_argument("--top", type=int, default=2, help="--select-probes: the probes chosen (default 2)")
     args = parser.parse_args()
     by_kind = {}
     for path in args.files:
@@ -236,6 +323,14 @@ def main():
         kind, data = kind_of(path)
         by_kind.setdefault(kind, []).append((path, data))
     spectra = by_kind.get("input_hessian", [])
+    if args.select_probes:
+        if len(args.files) != 2 or len(spectra) != 2:
+            raise SystemExit("error: --select-probes takes two --input-hessian files, the flex network's and the "
+                             "vanilla one's")
+        if args.pool < 1 or args.top < 1:
+            raise SystemExit("error: --pool and --top must be at least 1")
+        select_probes(spectra[0], spectra[1], args.pool, args.max_loss, args.top)
+        return
     comparison = None
     if len(spectra) == 2:
         distance, p = compare_spectra(spectra[0][1], spectra[1][1], args.permutations, args.seed)

@@ -162,13 +162,18 @@ bf_status bf_hessian_write_json(const bf_hessian_options *o, const bf_hessian_re
  * the Gauss-Newton part for one with smooth layers. The model must be built with input_gradient.
  * With surface_points > 0 (and top_n >= 2), also the loss over the plane x + alpha v1 + beta v2
  * through the image along the top two eigenvectors (FlexNet 5.4 b: 51 points from -10 to 10 in
- * normalised input units): surface_points^2 losses per image, alpha by rows. */
+ * normalised input units): surface_points^2 losses per image, alpha by rows. With positions, the
+ * images are those of the split instead, in the order given (FlexNet's probes, chosen from a pool by
+ * tools/plot_analysis.py --select-probes): each image's results are the same as where it is among
+ * the first ones (its seed and draws are keyed by its position). */
 #define BF_INPUT_HESSIAN_MAX_IMAGES 64
 #define BF_INPUT_HESSIAN_MAX_RITZ 200
 #define BF_INPUT_HESSIAN_MAX_SURFACE 201
 
 typedef struct bf_input_hessian_options {
     int images, top_n, power_steps, lanczos_steps;
+    const int *positions;      /* NULL: the loader's first `images` images; else the split positions of the
+                                  `images` images, any order, each >= 0 and inside the split */
     int surface_points;        /* 0: no loss surface */
     float surface_range;
     uint64_t seed;
@@ -177,6 +182,7 @@ typedef struct bf_input_hessian_options {
 typedef struct bf_input_hessian_image {
     uint64_t position;         /* the image's place in the split */
     int label;
+    int predicted;             /* the top logit's class (ties: the lowest), as top-1 counts it */
     double loss;
     double eigenvalues[BF_HESSIAN_MAX_TOP];
     int iterations[BF_HESSIAN_MAX_TOP];

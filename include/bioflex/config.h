@@ -161,6 +161,8 @@ typedef struct bf_model_config {
     int batchnorm;             /* VGG/CNN: BatchNorm after every conv */
     float bn_momentum;
     float bn_eps;
+    float bn_var_floor;        /* batch-norm running variances never fall below this (0 = no floor): MaxPrefResNet's
+                                  hardened batch-norm */
     int conv_init_fan_in;      /* cnn, vgg: Kaiming-normal convs with fan_in (FlexNet) instead of fan_out (torchvision) */
     int linear_init_pytorch;   /* vgg: classifier Linear layers U(+-1/sqrt(fan_in)) with such biases (PyTorch's
                                   default, FlexNet's reference) instead of N(0, 0.01) and 0 (torchvision) */
@@ -187,6 +189,9 @@ typedef struct bf_model_config {
     int flex_layers[BF_LIST_MAX]; /* with flex: only these conv sites (0 = the first conv) become flex; empty = all */
     int num_flex_layers;
     int flex_joint;            /* bf_flex_joint: channelwise_max | mask */
+    char static_routing[BF_PATH_MAX]; /* flex channel-wise max: a routing JSON (bioflex-eval --routing) fixing each
+                                         site to its preferred branch, FlexNet's MaxPrefResNet ("" = learned) */
+    float static_routing_threshold; /* static_routing: a site whose conv fraction exceeds this is a conv, else a pool */
     int flex_channels;         /* bf_flex_channel_rule: expand | bilinear */
     int flex_tie;              /* bf_flex_tie_rule: split | pool */
     int flex_mask;             /* bf_flex_mask */
@@ -254,6 +259,8 @@ typedef struct bf_analysis_config {
     int input_hessian_images, input_hessian_top_n, input_hessian_power_steps, input_hessian_lanczos_steps;
     int input_hessian_surface_points;
     float input_hessian_surface_range;
+    int input_hessian_positions[BF_LIST_MAX]; /* the test split's images to take (empty: the first images) */
+    int num_input_hessian_positions;
     int hessian_mode;          /* bf_analysis_mode: eval | train */
     /* bioflex-eval --attack (bf_attack_options) */
     int attack_method;         /* bf_attack_method: fgsm | pgd | gaussian_noise | spgd | jitter | spsa | jsma | onepixel | apgd */

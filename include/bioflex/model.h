@@ -74,6 +74,16 @@ typedef enum bf_threshold_mode {
     BF_THRESHOLD_RESAMPLE       /* drawn anew at every forward, U(+-sqrt(6/(C*H*W))), as PlasticFlex's code does */
 } bf_threshold_mode;
 
+/* Where a channel-wise max flex site takes its output from. LEARNED: per element, the larger branch
+ * (the flex layer); CONV, POOL: one branch everywhere, fixed ahead of time ([model] static_routing,
+ * FlexNet's MaxPrefResNet ablation, flexnet.md 2.2). A CONV site is built as a plain conv layer; a
+ * POOL site stays a flex layer without the conv (and without its parameters), its output the widened
+ * max-pool. */
+typedef enum bf_flex_route { BF_FLEX_ROUTE_LEARNED = 0, BF_FLEX_ROUTE_CONV, BF_FLEX_ROUTE_POOL } bf_flex_route;
+
+/* A routing file read for [model] static_routing (static_routing.c): each site's fixed route. */
+typedef struct bf_static_routing bf_static_routing;
+
 typedef struct bf_flex_options {
     bf_flex_joint joint;
     bf_flex_channel_rule channels;
@@ -83,6 +93,7 @@ typedef struct bf_flex_options {
     int logits_bn;              /* batch-norm on the logits (bn_logits) */
     bf_threshold_mode threshold_mode;
     float bn_eps, bn_momentum;
+    bf_flex_route route;        /* set by bf_model_add_flex from the model's static_routes: LEARNED or POOL */
 } bf_flex_options;
 
 /* A named slice of the parameter (or buffer) array, with its PyTorch state_dict name and shape. */
@@ -310,6 +321,9 @@ typedef struct bf_model {
     /* [optim] train_only's prefixes ("" = all): only layers with a parameter named so, and the layers
      * above them, get a gradient, so a probe's backward ends at its head (set before finalize). */
     char trained_only[BF_PATH_MAX];
+    /* [model] static_routing while the model is built (bf_model_build sets it, and NULL after): each
+     * bf_model_add_flex of a channel-wise max site takes its route from it (bf_flex_route). */
+    const bf_static_routing *static_routes;
     float *dinput;
     int dinput_written;         /* during a backward: a consumer of the input has written dinput */
     float *eval_zeros;          /* input_gradient: zeros, as many as the widest batch-norm's channels */
@@ -377,6 +391,18 @@ int bf_model_add_cirincione(bf_model *m, const char *name, int input);
  * joint), bn_logits.* (logits_bn), under the layer's name as in FlexNet's state_dict. */
 int bf_model_add_flex(bf_model *m, const char *name, int input, int c_out, int k, int stride, int pad,
                       bf_init weight_init, const bf_flex_options *opt);
+/* [model] static_routing (static_routing.c): reads a routing JSON of bioflex-eval --routing (its
+ * channel-wise max layers' names and conv fractions); a site is CONV when its conv fraction exceeds
+ * threshold, else POOL. Errors name the file and what is wrong in it. */
+bf_status bf_static_routing_read(const char *path, double threshold, bf_static_routing **out);
+/* The route of flex site `name` (an error naming the file when it lacks the site). */
+bf_status bf_static_routing_route(const bf_static_routing *r, const char *name, bf_flex_route *route);
+/* After the build: an error naming a site of the file that the model does not have (the file of
+ * another network); *conv, *pool (nullable): the sites of each route. */
+bf_status bf_static_routing_check(const bf_static_routing *r, const bf_model *m, int *conv, int *pool);
+void bf_static_routing_free(bf_static_routing *r);
+/* Whether a flex layer computes its conv (every one but a POOL site of static routing). */
+static inline int bf_flex_has_conv(const bf_layer *l) { return l->flex_opt.route != BF_FLEX_ROUTE_POOL; }
 /* Whether a parameter name starts with one of the comma-separated prefixes (spaces around them
  * ignored), whole name components only: "fc" matches "fc.weight", not "fc2.weight" ([model]
  * init_exclude, [optim] train_only). */

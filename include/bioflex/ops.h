@@ -58,6 +58,7 @@ typedef struct bf_bn_shape {
                         before its first neuron layer, [spiking] share_direct_input): the statistics
                         are the same, and the running variance's unbiased correction counts
                         n*hw*repeats values. 0 or 1: none */
+    float var_floor; /* the running variance, after each update, is at least this ([model] bn_var_floor; 0: none) */
 } bf_bn_shape;
 
 /* The copies a batch-norm's batch stands for (bf_bn_shape.repeats, at least 1). */

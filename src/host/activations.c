@@ -120,7 +120,7 @@ bf_status bf_dump_activations(bf_model *m, bf_loader *loader, int images, const 
         if (!chosen(l->name, layers)) continue;
         const size_t floats = (size_t)l->time_steps * images * bf_shape_per_sample(l->out_shape);
         if (!(d.out[i] = malloc(floats * sizeof(float))) ||
-            (l->kind == BF_LAYER_FLEX && !(d.conv[i] = malloc(floats * sizeof(float)))))
+            (l->kind == BF_LAYER_FLEX && bf_flex_has_conv(l) && !(d.conv[i] = malloc(floats * sizeof(float)))))
             s = bf_error(BF_ERR_OOM, "activations: out of host memory for %s (%zu floats)", l->name, floats);
         (*kept_layers)++;
     }

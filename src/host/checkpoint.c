@@ -336,48 +336,6 @@ bf_status bf_checkpoint_resolve(const char *path, char *dir_out) {
                                        "latest file", path);
 }
 
-bf_status bf_checkpoint_load_model(const char *dir, bf_model *m) {
-    char path[BF_PATH_MAX + 64];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    bf_st_file *f = NULL;
-    BF_TRY(bf_safetensors_read(path, &f));
-    float *params = malloc((m->num_param_floats + 1) * sizeof(float));
-    float *buffers = malloc((m->num_buffer_floats + 1) * sizeof(float));
-    bf_st_tensor *tensors = malloc(((size_t)m->num_params + 4 * (size_t)m->num_layers + 1) * sizeof *tensors);
-    bf_status s = params && buffers && tensors ? BF_OK : bf_error(BF_ERR_OOM, "checkpoint: out of host memory");
-    int64_t tracked = 0;
-    int n = s == BF_OK ? model_tensors(m, params, buffers, &tracked, tensors) : 0;
-    if (s == BF_OK && bf_safetensors_count(f) != n)
-        s = bf_error(BF_ERR_CHECKPOINT, "%s holds %d tensors, the %s model has %d: the checkpoint is of another model",
-                     path, bf_safetensors_count(f), m->arch, n);
-    for (int i = 0; i < n && s == BF_OK; i++)
-        s = bf_safetensors_copy_out(f, tensors[i].name, tensors[i].dtype, tensors[i].ndim, tensors[i].shape,
-                                    (void *)tensors[i].data);
-    if (s == BF_OK) s = bf_to_device(m->backend, m->param_data, params, m->num_param_floats * sizeof(float));
-    if (s == BF_OK && m->num_buffer_floats)
-        s = bf_to_device(m->backend, m->buffer_data, buffers, m->num_buffer_floats * sizeof(float));
-    if (s == BF_OK) m->num_batches_tracked = tracked;
-    free(params);
-    free(buffers);
-    free(tensors);
-    bf_safetensors_close(f);
-    return s;
-}
-
-bf_status bf_checkpoint_weights_file(const char *path, char *file_out) {
-    struct stat st;
-    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && strcmp(strrchr(path, '/') ? strrchr(path, '/') + 1 : path, "latest")) {
-        snprintf(file_out, BF_PATH_MAX, "%s", path);
-        return BF_OK;
-    }
-    char dir[BF_PATH_MAX];
-    BF_TRY(bf_checkpoint_resolve(path, dir));
-    if (strlen(dir) + sizeof "/model.safetensors" > BF_PATH_MAX)
-        return bf_error(BF_ERR_ARG, "checkpoint path too long: %s", dir);
-    snprintf(file_out, BF_PATH_MAX, "%s/model.safetensors", dir);
-    return BF_OK;
-}
-
 /* Whether `name` is the batch-norm on the logits of a channel-wise max flex layer: FlexNet's
  * released code builds it in every Flex2D and never uses it under that joint (flexnet.md 2.1), so
  * its Exp 4 weights hold 13 inert bn_logits.* that this model rightly lacks. */
@@ -409,6 +367,81 @@ static int unlearned_threshold(const bf_model *m, const char *name) {
             return 1;
     }
     return 0;
+}
+
+/* Whether `name` is a conv tensor of a static pool site ([model] static_routing): a flex model's
+ * weights, loaded into its MaxPrefResNet, hold the conv that this site no longer has. */
+static int static_pool_conv(const bf_model *m, const char *name) {
+    const char *dot = strstr(name, ".flex_conv.");
+    if (!dot || (strcmp(dot, ".flex_conv.weight") != 0 && strcmp(dot, ".flex_conv.bias") != 0)) return 0;
+    for (int i = 0; i < m->num_layers; i++) {
+        const bf_layer *l = &m->layers[i];
+        if (l->kind == BF_LAYER_FLEX && !bf_flex_has_conv(l) && strlen(l->name) == (size_t)(dot - name) &&
+            strncmp(l->name, name, (size_t)(dot - name)) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Tensors a file may hold that this model lacks by design, passed over by the loaders. */
+static int absent_by_design(const bf_model *m, const char *name) { return inert_logits_bn(m, name) || static_pool_conv(m, name); }
+
+/* [model] bn_var_floor: loaded running variances below a batch-norm's floor are raised to it, as
+ * its every update does (host copy of the buffers, before they go to the device). */
+static void floor_running_vars(const bf_model *m, float *host_buffers) {
+    for (int i = 0; i < m->num_layers; i++) {
+        const bf_layer *l = &m->layers[i];
+        const int normalises = l->kind == BF_LAYER_BATCHNORM || (l->kind == BF_LAYER_FLEX && l->flex_opt.logits_bn);
+        if (!normalises || l->bn.var_floor <= 0 || l->buffer_index[1] < 0) continue;
+        const bf_param *var = &m->buffers[l->buffer_index[1]];
+        for (size_t k = 0; k < var->count; k++)
+            if (host_buffers[var->offset + k] < l->bn.var_floor) host_buffers[var->offset + k] = l->bn.var_floor;
+    }
+}
+
+bf_status bf_checkpoint_load_model(const char *dir, bf_model *m) {
+    char path[BF_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    bf_st_file *f = NULL;
+    BF_TRY(bf_safetensors_read(path, &f));
+    float *params = malloc((m->num_param_floats + 1) * sizeof(float));
+    float *buffers = malloc((m->num_buffer_floats + 1) * sizeof(float));
+    bf_st_tensor *tensors = malloc(((size_t)m->num_params + 4 * (size_t)m->num_layers + 1) * sizeof *tensors);
+    bf_status s = params && buffers && tensors ? BF_OK : bf_error(BF_ERR_OOM, "checkpoint: out of host memory");
+    int64_t tracked = 0;
+    int n = s == BF_OK ? model_tensors(m, params, buffers, &tracked, tensors) : 0;
+    int held = 0; /* the file's tensors this model has (or should have) */
+    for (int i = 0; s == BF_OK && i < bf_safetensors_count(f); i++) held += !absent_by_design(m, bf_safetensors_at(f, i)->name);
+    if (s == BF_OK && held != n)
+        s = bf_error(BF_ERR_CHECKPOINT, "%s holds %d tensors, the %s model has %d: the checkpoint is of another model",
+                     path, held, m->arch, n);
+    for (int i = 0; i < n && s == BF_OK; i++)
+        s = bf_safetensors_copy_out(f, tensors[i].name, tensors[i].dtype, tensors[i].ndim, tensors[i].shape,
+                                    (void *)tensors[i].data);
+    if (s == BF_OK) floor_running_vars(m, buffers);
+    if (s == BF_OK) s = bf_to_device(m->backend, m->param_data, params, m->num_param_floats * sizeof(float));
+    if (s == BF_OK && m->num_buffer_floats)
+        s = bf_to_device(m->backend, m->buffer_data, buffers, m->num_buffer_floats * sizeof(float));
+    if (s == BF_OK) m->num_batches_tracked = tracked;
+    free(params);
+    free(buffers);
+    free(tensors);
+    bf_safetensors_close(f);
+    return s;
+}
+
+bf_status bf_checkpoint_weights_file(const char *path, char *file_out) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && strcmp(strrchr(path, '/') ? strrchr(path, '/') + 1 : path, "latest")) {
+        snprintf(file_out, BF_PATH_MAX, "%s", path);
+        return BF_OK;
+    }
+    char dir[BF_PATH_MAX];
+    BF_TRY(bf_checkpoint_resolve(path, dir));
+    if (strlen(dir) + sizeof "/model.safetensors" > BF_PATH_MAX)
+        return bf_error(BF_ERR_ARG, "checkpoint path too long: %s", dir);
+    snprintf(file_out, BF_PATH_MAX, "%s/model.safetensors", dir);
+    return BF_OK;
 }
 
 static int same_shape(const bf_st_tensor *a, const bf_st_tensor *b) {
@@ -453,12 +486,13 @@ bf_status bf_checkpoint_init_weights(const char *path, const char *exclude, bf_m
     }
     for (int i = 0; i < bf_safetensors_count(f) && s == BF_OK; i++) { /* e.g. "module." prefixes of a DDP state_dict */
         const char *name = bf_safetensors_at(f, i)->name;
-        int known = bf_name_in_prefixes(name, exclude) || inert_logits_bn(m, name) || unlearned_threshold(m, name);
+        int known = bf_name_in_prefixes(name, exclude) || absent_by_design(m, name) || unlearned_threshold(m, name);
         for (int k = 0; k < n && !known; k++) known = strcmp(tensors[k].name, name) == 0;
         if (!known)
             s = bf_error(BF_ERR_CHECKPOINT, "[model] init_weights: %s holds %s, which this %s model does not have (another "
                          "architecture or naming?)", file, name, m->arch);
     }
+    if (s == BF_OK) floor_running_vars(m, buffers);
     if (s == BF_OK) s = bf_to_device(m->backend, m->param_data, params, m->num_param_floats * sizeof(float));
     if (s == BF_OK && m->num_buffer_floats)
         s = bf_to_device(m->backend, m->buffer_data, buffers, m->num_buffer_floats * sizeof(float));

@@ -31,9 +31,11 @@ static const char *changed_key(const bf_config *cfg, const char *section, const 
 /* Flex options that the chosen flex layers would ignore are refused, naming the key that decides. */
 static bf_status check_flex_options(const bf_config *cfg) {
     static const char *const any_flex[] = {"flex_layers", "fully_flex", "flex_joint", "flex_channels", "flex_tie",
-                                           "flex_mask", "flex_mask_factor", "flex_logits_bn", "threshold_mode", NULL};
+                                           "flex_mask", "flex_mask_factor", "flex_logits_bn", "threshold_mode",
+                                           "static_routing", "static_routing_threshold", NULL};
     static const char *const mask_only[] = {"flex_mask", "flex_mask_factor", "flex_logits_bn", "threshold_mode", NULL};
-    static const char *const channelwise_max_only[] = {"flex_tie", NULL};
+    static const char *const channelwise_max_only[] = {"flex_tie", "static_routing", "static_routing_threshold", NULL};
+    static const char *const static_routing_only[] = {"static_routing_threshold", NULL};
     static const char *const sigmoid_mul_only[] = {"flex_mask_factor", NULL};
     char text[320];
     const bf_model_config *m = &cfg->model;
@@ -43,6 +45,9 @@ static bf_status check_flex_options(const bf_config *cfg) {
         return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex_joint = mask only, not channelwise_max", text);
     if (m->flex && m->flex_joint == 1 && changed_key(cfg, "model", channelwise_max_only, text, sizeof text))
         return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex_joint = channelwise_max only, not mask", text);
+    if (!m->static_routing[0] && changed_key(cfg, "model", static_routing_only, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies with [model] static_routing only (a routing JSON of bioflex-eval "
+                        "--routing)", text);
     if (m->flex && m->flex_joint == 1 && m->flex_mask != BF_FLEX_MASK_SIGMOID_MUL &&
         changed_key(cfg, "model", sigmoid_mul_only, text, sizeof text))
         return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex_mask = sigmoid_mul only (got flex_mask = %s)", text,

@@ -32,6 +32,7 @@
 #include <cjson/cJSON.h>
 
 #include "bioflex/image.h"
+#include "fsutil.h"
 
 #define MAX_ROOTS 8
 #define MAX_CLASSES 100000
@@ -130,19 +131,8 @@ static bf_status read_class_list(const char *path, name_list *out) {
 
 /* Labels.json's keys in file order (cJSON keeps insertion order). */
 static bf_status read_labels_json(const char *path, name_list *out) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return bf_error(BF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = size > 0 ? malloc((size_t)size + 1) : NULL;
-    if (!text || fread(text, 1, (size_t)size, f) != (size_t)size) {
-        free(text);
-        fclose(f);
-        return bf_error(BF_ERR_IO, "%s: cannot read", path);
-    }
-    fclose(f);
-    text[size] = '\0';
+    char *text = NULL;
+    BF_TRY(bf_read_file_text(path, &text));
     cJSON *root = cJSON_Parse(text);
     free(text);
     if (!cJSON_IsObject(root)) {

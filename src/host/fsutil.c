@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -65,4 +66,21 @@ void bf_fsync_dir(const char *path) {
     if (fd < 0) return;
     fsync(fd);
     close(fd);
+}
+
+bf_status bf_read_file_text(const char *path, char **text) {
+    *text = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return bf_error(BF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    char *buf = size > 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)size + 1) : NULL;
+    if (!buf || fread(buf, 1, (size_t)size, f) != (size_t)size) {
+        free(buf);
+        fclose(f);
+        return bf_error(BF_ERR_IO, "%s: cannot read%s", path, size == 0 ? " (empty file)" : "");
+    }
+    fclose(f);
+    buf[size] = '\0';
+    *text = buf;
+    return BF_OK;
 }

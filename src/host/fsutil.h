@@ -14,5 +14,8 @@ bf_status bf_remove_tree(const char *path);
 bf_status bf_write_file_atomic(const char *path, const void *data, size_t size);
 /* fsync a directory so a rename in it is durable (best effort). */
 void bf_fsync_dir(const char *path);
+/* The whole file as a NUL-terminated string (*text: free it); an error naming the file when it is
+ * missing, empty or unreadable. */
+bf_status bf_read_file_text(const char *path, char **text);
 
 #endif

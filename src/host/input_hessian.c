@@ -12,7 +12,11 @@
  * ran float64, is no trouble then). Central differences of the input gradient, as hessian.c takes
  * for the weights, fail here: a uniform background makes max-pool windows tie exactly at x, so the
  * gradient jumps in every direction through it. For networks with smooth layers (sigmoid masks,
- * spiking surrogates) this is the Gauss-Newton part of the Hessian. */
+ * spiking surrogates) this is the Gauss-Newton part of the Hessian.
+ *
+ * Chosen images (bf_input_hessian_options.positions) come through the same loader as the first ones
+ * do, each from its batch (the loader jumps to it), so that an image's pixels, label, input noise
+ * and draws are those it has among the first images, and so are its results. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,10 +50,11 @@ static bf_status exact_product(hessian_run *r, const float *v, float *hv) {
     return BF_OK;
 }
 
-/* j->rows and j->p at the image x (device, one image) of the given label; *loss its cross-entropy.
- * copies: a device buffer of the model's batch of images; dlogits: of its logits. */
+/* j->rows and j->p at the image x (device, one image) of the given label; *loss its cross-entropy,
+ * *predicted its top logit's class (the lowest on ties, as top-1 counts it). copies: a device buffer
+ * of the model's batch of images; dlogits: of its logits. */
 static bf_status take_jacobian(bf_model *m, const float *x, int label, float *copies, float *dlogits, image_jacobian *j,
-                               double *loss) {
+                               double *loss, int *predicted) {
     bf_backend *b = m->backend;
     const int K = j->K, batch = m->input_shape.n;
     const size_t n = bf_shape_per_sample(m->input_shape);
@@ -70,7 +75,11 @@ static bf_status take_jacobian(bf_model *m, const float *x, int label, float *co
     }
     if (s == BF_OK) { /* the softmax and the loss, in double */
         double top = z[0], total = 0;
-        for (int k = 1; k < K; k++) top = fmax(top, z[k]);
+        *predicted = 0;
+        for (int k = 1; k < K; k++) {
+            top = fmax(top, z[k]);
+            if (z[k] > z[*predicted]) *predicted = k;
+        }
         for (int k = 0; k < K; k++) total += j->p[k] = exp((double)z[k] - top);
         for (int k = 0; k < K; k++) j->p[k] /= total;
         *loss = log(total) - ((double)z[label] - top);
@@ -134,7 +143,17 @@ static bf_status check_options(const bf_model *m, const bf_input_hessian_options
                         o->images, BF_INPUT_HESSIAN_MAX_IMAGES, o->top_n, BF_HESSIAN_MAX_TOP, o->power_steps,
                         o->lanczos_steps, BF_INPUT_HESSIAN_MAX_RITZ, o->surface_points, BF_INPUT_HESSIAN_MAX_SURFACE,
                         o->surface_range);
+    for (int i = 0; o->positions && i < o->images; i++)
+        if (o->positions[i] < 0) return bf_error(BF_ERR_ARG, "input hessian: position %d < 0", o->positions[i]);
     return BF_OK;
+}
+
+/* The first position still to analyse, or -1 when every one is done. */
+static int lowest_pending(const int *wanted, const unsigned char *analysed, int images) {
+    int lowest = -1;
+    for (int i = 0; i < images; i++)
+        if (!analysed[i] && (lowest < 0 || wanted[i] < lowest)) lowest = wanted[i];
+    return lowest;
 }
 
 /* surface (points^2) = the loss at x + alpha v1 + beta v2 (x, v1, v2 on the host), alpha and beta
@@ -171,7 +190,7 @@ static bf_status loss_surface(bf_model *m, const float *x, int label, const floa
 /* One image (x on the device, its label given): loss, top eigenvalues and Ritz values. */
 static bf_status analyse_image(hessian_run *r, const bf_input_hessian_options *o, const float *x, int label,
                                float *copies, float *dlogits, float **vectors, float *hv, bf_input_hessian_image *out) {
-    BF_TRY(take_jacobian(r->m, x, label, copies, dlogits, r->context, &out->loss));
+    BF_TRY(take_jacobian(r->m, x, label, copies, dlogits, r->context, &out->loss, &out->predicted));
     const uint64_t seed = bf_seed_derive(o->seed, BF_STREAM_HESSIAN, 3000000u + (uint64_t)out->position);
     bf_hessian_options power = {.top_n = o->top_n, .max_iterations = o->power_steps, .tolerance = 0,
                                 .density_iterations = o->lanczos_steps, .seed = seed};
@@ -220,35 +239,62 @@ bf_status bf_input_hessian(bf_model *m, bf_loader *loader, const bf_input_hessia
     const size_t surface = (size_t)o->images * o->surface_points * o->surface_points;
     if (s == BF_OK && surface && !(out->surface = malloc(surface * sizeof(float))))
         s = bf_error(BF_ERR_OOM, "input hessian: out of host memory for the surfaces");
+    /* slot i of the result: the image at split position wanted[i] */
+    int *wanted = malloc((size_t)o->images * sizeof *wanted);
+    unsigned char *analysed = calloc((size_t)o->images, 1);
+    if (s == BF_OK && !(wanted && analysed)) s = bf_error(BF_ERR_OOM, "input hessian: out of host memory");
+    for (int i = 0; s == BF_OK && i < o->images; i++) wanted[i] = o->positions ? o->positions[i] : i;
     const int shuffled = bf_loader_set_shuffle(loader, 0);
     if (s == BF_OK) s = bf_loader_start_epoch(loader, 0, 0);
+    int loader_batch = 0; /* the loader's batch size: its first batch's (only a last batch is smaller) */
     while (s == BF_OK && out->images < o->images) {
         bf_batch *next = NULL;
         s = bf_loader_next(loader, &next, NULL);
-        if (s != BF_OK || !next) break;
-        const int take = next->n < o->images - out->images ? next->n : o->images - out->images;
-        const uint64_t first = (uint64_t)next->position;
+        if (s != BF_OK) break;
+        if (!next) {
+            s = bf_error(BF_ERR_ARG, "input hessian: position %d is past the end of the split",
+                         lowest_pending(wanted, analysed, o->images));
+            break;
+        }
+        const int first = next->position, index = next->index;
+        if (!loader_batch) loader_batch = next->n;
         if (next->n > batch) {
             bf_loader_release(loader, next);
             s = bf_error(BF_ERR_ARG, "input hessian: batch of %d exceeds the model's %d", next->n, batch);
             break;
         }
-        s = bf_batch_upload_once(upload, loader, next, x0, device_labels, take);
-        if (s == BF_OK) s = bf_to_host(b, labels, device_labels, (size_t)take * sizeof(int32_t));
-        for (int i = 0; s == BF_OK && i < take; i++) {
-            bf_input_hessian_image *img = &out->image[out->images];
-            img->position = first + (uint64_t)i, img->label = labels[i];
+        int take = 0; /* the batch's images up to the last one wanted */
+        for (int i = 0; i < o->images; i++)
+            if (!analysed[i] && wanted[i] >= first && wanted[i] < first + next->n && wanted[i] - first >= take)
+                take = wanted[i] - first + 1;
+        if (!take) bf_loader_release(loader, next);
+        else s = bf_batch_upload_once(upload, loader, next, x0, device_labels, take);
+        if (s == BF_OK && take) s = bf_to_host(b, labels, device_labels, (size_t)take * sizeof(int32_t));
+        for (int i = 0; s == BF_OK && i < o->images; i++) {
+            const int at = wanted[i] - first;
+            if (analysed[i] || at < 0 || at >= take) continue;
+            bf_input_hessian_image *img = &out->image[i];
+            img->position = (uint64_t)wanted[i], img->label = labels[at];
             m->sample_offset = img->position;
-            s = analyse_image(&r, o, x0 + (size_t)i * n, labels[i], copies, dlogits, vectors, hv, img);
+            s = analyse_image(&r, o, x0 + (size_t)at * n, labels[at], copies, dlogits, vectors, hv, img);
             if (s == BF_OK && o->surface_points) {
-                s = bf_to_host(b, hv, x0 + (size_t)i * n, bytes); /* hv: free between products */
+                s = bf_to_host(b, hv, x0 + (size_t)at * n, bytes); /* hv: free between products */
                 if (s == BF_OK)
-                    s = loss_surface(m, hv, labels[i], vectors[0], vectors[1], o->surface_points, o->surface_range,
+                    s = loss_surface(m, hv, labels[at], vectors[0], vectors[1], o->surface_points, o->surface_range,
                                      copies, surface_scratch,
-                                     out->surface + (size_t)out->images * o->surface_points * o->surface_points);
+                                     out->surface + (size_t)i * o->surface_points * o->surface_points);
             }
+            analysed[i] = s == BF_OK;
             out->images += s == BF_OK;
         }
+        /* on to the batch of the first position still wanted: the next batch, or a jump to it */
+        const int lowest = lowest_pending(wanted, analysed, o->images);
+        if (s != BF_OK || lowest < 0 || lowest / loader_batch == index + 1) continue;
+        if (lowest / loader_batch <= index || lowest / loader_batch >= bf_loader_num_batches(loader))
+            s = bf_error(BF_ERR_ARG, "input hessian: position %d is past the end of the split (%d batches of %d images)",
+                         lowest, bf_loader_num_batches(loader), loader_batch);
+        else
+            s = bf_loader_start_epoch(loader, 0, lowest / loader_batch);
     }
     out->products = r.products;
     bf_loader_set_shuffle(loader, shuffled);
@@ -257,7 +303,7 @@ bf_status bf_input_hessian(bf_model *m, bf_loader *loader, const bf_input_hessia
     bf_batch_uploader_destroy(upload);
     bf_free(b, x0), bf_free(b, copies), bf_free(b, dlogits), bf_free(b, device_labels), bf_free(b, surface_scratch);
     for (int k = 0; vectors && k < count; k++) free(vectors[k]);
-    free(vectors), free(hv), free(labels), free(jacobian.rows), free(jacobian.p);
+    free(vectors), free(hv), free(labels), free(jacobian.rows), free(jacobian.p), free(wanted), free(analysed);
     return s != BF_OK ? bf_error_context(s, "input hessian") : BF_OK;
 }
 
@@ -268,8 +314,9 @@ bf_status bf_input_hessian_write_json(const bf_input_hessian_options *o, const b
             (unsigned long long)o->seed, r->products);
     for (int i = 0; i < r->images; i++) {
         const bf_input_hessian_image *img = &r->image[i];
-        fprintf(f, "%s\n    {\"position\": %llu, \"label\": %d, \"loss\": %.9g, \"eigenvalues\": [", i ? "," : "",
-                (unsigned long long)img->position, img->label, img->loss);
+        fprintf(f, "%s\n    {\"position\": %llu, \"label\": %d, \"predicted\": %d, \"correct\": %s, \"loss\": %.9g, "
+                "\"eigenvalues\": [", i ? "," : "", (unsigned long long)img->position, img->label, img->predicted,
+                img->predicted == img->label ? "true" : "false", img->loss);
         for (int k = 0; k < o->top_n; k++) fprintf(f, "%s%.9g", k ? ", " : "", img->eigenvalues[k]);
         fprintf(f, "], \"ritz\": [");
         for (int k = 0; k < img->ritz_count; k++) fprintf(f, "%s%.9g", k ? ", " : "", img->ritz[k]);

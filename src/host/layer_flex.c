@@ -23,6 +23,7 @@
  * The scratch (dC, dP, the mask path's gradients) is shared by all flex layers of a model, since
  * only one layer's forward or backward runs at a time. Monitors (conv wins, or the mask sum) are
  * summed on the device in training mode and read by bf_model_flex_monitor at log intervals. */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -160,8 +161,12 @@ bf_status bf_flex_forward(bf_model *m, int index) {
     if (!is_mask(l)) { /* C straight into the output, turned into y in place */
         /* [model] fold_conv_bias: the joint adds the conv's bias as it reads C, a pass fewer */
         const float *bias = bf_layer_param(m, l, 1), *joint_bias = m->fold_conv_bias ? bias : NULL;
-        BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), joint_bias ? NULL : bias, l->out));
-        if (m->on_flex_conv) BF_TRY(m->on_flex_conv(m->on_layer_forward_ctx, m, index, l->out));
+        if (!bf_flex_has_conv(l)) { /* a static pool site: a conv that never wins, so y is the widened pool */
+            BF_TRY(ops->fill(b, l->out, -FLT_MAX, (size_t)fs.n * fs.c_out * fs.hw));
+        } else {
+            BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), joint_bias ? NULL : bias, l->out));
+            if (m->on_flex_conv) BF_TRY(m->on_flex_conv(m->on_layer_forward_ctx, m, index, l->out));
+        }
         if (m->training && l->flex_gives_bn_stats && !m->sync_sums) { /* and the next batch-norm's statistics */
             bf_layer *bn = &m->layers[index + 1];
             bf_bn_shape bns = bn->bn;
@@ -271,6 +276,7 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
                 BF_TRY(ops->flex_pool_max_backward_scatter(b, &ps, &fs, l->flex_window, l->flex_winners,
                                                            l->flex_ties, l->dout, dconv, dx, route_dbias));
             }
+            if (!bf_flex_has_conv(l)) return BF_OK; /* a static pool site: dx is the pool's share alone */
             if (param_grads) /* evaluation (input_gradient): parameter gradients only when asked */
                 BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, bf_layer_grad(m, l, 0), route_dbias ? NULL : dbias));
             return ops->conv2d_backward_data_add(b, &cs, dconv, bf_layer_param(m, l, 0), dx);
@@ -283,6 +289,11 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
         } else {
             route_dbias = NULL;
             BF_TRY(ops->flex_pool_max_backward(b, &ps, &fs, l->flex_winners, l->flex_ties, l->dout, dconv, dpooled));
+        }
+        if (!bf_flex_has_conv(l)) { /* a static pool site: its dx is the pool's share alone */
+            if (!dx) return BF_OK;
+            BF_TRY(ops->fill(b, dx, 0.0f, (size_t)fs.n * fs.c_in * (size_t)cs.h_in * cs.w_in));
+            return ops->flex_pool_scatter_add(b, &ps, &fs, l->flex_window, dpooled, dx);
         }
         if (param_grads) BF_TRY(ops->conv2d_backward_filter(b, &cs, x, dconv, bf_layer_grad(m, l, 0), route_dbias ? NULL : dbias));
         if (!dx) return BF_OK;

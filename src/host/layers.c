@@ -317,8 +317,9 @@ static double layer_flops_per_step(const bf_model *m, const bf_layer *l) {
     switch (l->kind) {
     case BF_LAYER_CONV:
         return out * (2.0 * l->conv.c_in / l->conv.groups * l->conv.k_h * l->conv.k_w + (l->has_bias ? 1 : 0));
-    case BF_LAYER_FLEX: /* the conv, the pool over c_in maps, and one compare or blend per output */
-        return out * (2.0 * l->conv.c_in * l->conv.k_h * l->conv.k_w + 2) +
+    case BF_LAYER_FLEX: /* the conv (a static pool site has none), the pool over c_in maps, and one compare or
+                         * blend per output */
+        return out * (bf_flex_has_conv(l) ? 2.0 * l->conv.c_in * l->conv.k_h * l->conv.k_w + 2 : 1) +
                (double)l->flex.c_in * l->flex.hw * l->pool.k * l->pool.k;
     case BF_LAYER_LINEAR:
         return out * (2.0 * l->linear.in + (l->has_bias ? 1 : 0));

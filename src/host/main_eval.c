@@ -34,6 +34,7 @@ static const char usage[] =
     "                     the area under the top-1 curve, as [analysis] attack_* say\n"
     "  --input-hessian FILE.json  also the Hessian of each of the first [analysis] input_hessian_images\n"
     "                     test images' loss with respect to the image: top eigenvalues and Lanczos Ritz values\n"
+    "                     (or of the images [analysis] input_hessian_positions names)\n"
     "  --routing FILE.json also where each channel-wise max flex layer's conv won over its pool, per\n"
     "                     element, image, class and channel, over [analysis] routing_batches test batches\n"
     "  --subnetworks FILE.json  guided BU-TD networks: each task's instruction mask (TD activity > 0) per\n"
@@ -223,12 +224,16 @@ static bf_status write_routing(const bf_config *cfg, bf_model *m, bf_loader *loa
     return s;
 }
 
-/* --input-hessian: the test loader's first [analysis] input_hessian_images images through a model
- * with input_gradient; the results into path (analysis.h). */
+/* --input-hessian: the test loader's first [analysis] input_hessian_images images, or those
+ * input_hessian_positions names, through a model with input_gradient; the results into path
+ * (analysis.h). */
 static bf_status write_input_hessian(const bf_config *cfg, bf_backend *b, const char *dir, const bf_dataset *test,
                                      bf_loader *loader, const char *path) {
     const bf_analysis_config *a = &cfg->analysis;
-    const bf_input_hessian_options o = {.images = a->input_hessian_images, .top_n = a->input_hessian_top_n,
+    const int chosen = a->num_input_hessian_positions;
+    const bf_input_hessian_options o = {.images = chosen ? chosen : a->input_hessian_images,
+                                        .positions = chosen ? a->input_hessian_positions : NULL,
+                                        .top_n = a->input_hessian_top_n,
                                         .power_steps = a->input_hessian_power_steps,
                                         .lanczos_steps = a->input_hessian_lanczos_steps,
                                         .surface_points = a->input_hessian_surface_points,
@@ -252,6 +257,21 @@ static bf_status write_input_hessian(const bf_config *cfg, bf_backend *b, const 
     if (r) bf_input_hessian_free(r);
     free(r);
     return s;
+}
+
+/* Every position the key can list is an image bf_input_hessian can take. */
+_Static_assert(BF_LIST_MAX <= BF_INPUT_HESSIAN_MAX_IMAGES, "input_hessian_positions holds more images than an input Hessian");
+
+/* [analysis] input_hessian_positions must lie inside the test split: said before the evaluation runs,
+ * as a config error. */
+static bf_status check_input_hessian_positions(const bf_config *cfg, const bf_dataset *test) {
+    const bf_analysis_config *a = &cfg->analysis;
+    for (int i = 0; i < a->num_input_hessian_positions; i++)
+        if (a->input_hessian_positions[i] >= test->num_samples)
+            return bf_error(BF_ERR_CONFIG, "[analysis] input_hessian_positions: position %d is outside the test split "
+                            "of %d images (positions 0 to %d)", a->input_hessian_positions[i], test->num_samples,
+                            test->num_samples - 1);
+    return BF_OK;
 }
 
 /* --attack: the test loader's first [analysis] attack_samples images attacked through a model with
@@ -327,6 +347,7 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const bf_cli *cli, bf
     bf_status s = bf_checkpoint_resolve(cli->checkpoint, dir);
     if (s == BF_OK) s = bf_backend_from_config(cfg, &b);
     if (s == BF_OK) s = bf_run_open_dataset(cfg, BF_SPLIT_TEST, &test);
+    if (s == BF_OK && cli->input_hessian) s = check_input_hessian_positions(cfg, test);
     if (s == BF_OK) s = bf_run_build_model(cfg, b, test, 0, &m);
     int recalibrated = 0;
     if (s == BF_OK) s = load_weights(cfg, dir, m, &recalibrated);

@@ -285,6 +285,21 @@ int bf_model_add_add(bf_model *m, const char *name, int input0, int input1) {
 
 int bf_model_add_flex(bf_model *m, const char *name, int input, int c_out, int k, int stride, int pad,
                       bf_init weight_init, const bf_flex_options *opt) {
+    bf_flex_route route = BF_FLEX_ROUTE_LEARNED;
+    if (m->static_routes && opt->joint == BF_FLEX_JOINT_MAX && !m->build_failed &&
+        bf_static_routing_route(m->static_routes, name, &route) != BF_OK) {
+        m->build_failed = 1;
+        return -1;
+    }
+    if (route == BF_FLEX_ROUTE_CONV) { /* the flex conv alone, its tensors named as in the flex layer */
+        char conv_name[BF_NAME_MAX];
+        if (snprintf(conv_name, sizeof conv_name, "%s.flex_conv", name) >= (int)sizeof conv_name) {
+            m->build_failed = 1;
+            bf_error(BF_ERR_ARG, "model: layer name %s.flex_conv is too long", name);
+            return -1;
+        }
+        return bf_model_add_conv(m, conv_name, input, c_out, k, stride, pad, 1, 1, weight_init);
+    }
     bf_layer *l = append_layer(m, BF_LAYER_FLEX, name, input, -2);
     if (!l) return -1;
     bf_shape in = bf_model_shape_of(m, input);
@@ -298,15 +313,18 @@ int bf_model_add_flex(bf_model *m, const char *name, int input, int c_out, int k
     if (s == BF_OK) {
         int hw = l->conv.h_out * l->conv.w_out;
         l->flex_opt = *opt;
+        l->flex_opt.route = route;
         l->flex = (bf_flex_shape){.n = in.n, .c_in = in.c, .c_out = c_out, .hw = hw,
                                   .channels = opt->channels, .ties = opt->ties};
         l->out_shape = (bf_shape){in.n, c_out, l->conv.h_out, l->conv.w_out};
-        l->has_bias = 1; /* FlexNet's flex_conv always has a bias */
+        l->has_bias = route != BF_FLEX_ROUTE_POOL; /* FlexNet's flex_conv always has a bias */
         int64_t w_shape[4] = {c_out, in.c, k, k}, b_shape[1] = {c_out};
         int64_t fan_in = (int64_t)in.c * k * k, fan_out = (int64_t)c_out * k * k;
-        add_param(m, l, 0, "flex_conv.weight", 4, w_shape, weight_init, fan_in, fan_out);
-        add_param(m, l, 1, "flex_conv.bias", 1, b_shape,
-                  weight_init == BF_INIT_UNIFORM_FAN_IN ? BF_INIT_UNIFORM_FAN_IN : BF_INIT_ZEROS, fan_in, fan_out);
+        if (route != BF_FLEX_ROUTE_POOL) { /* a pool site has no conv, and so no parameters */
+            add_param(m, l, 0, "flex_conv.weight", 4, w_shape, weight_init, fan_in, fan_out);
+            add_param(m, l, 1, "flex_conv.bias", 1, b_shape,
+                      weight_init == BF_INIT_UNIFORM_FAN_IN ? BF_INIT_UNIFORM_FAN_IN : BF_INIT_ZEROS, fan_in, fan_out);
+        }
         if (opt->joint == BF_FLEX_JOINT_MASK) {
             /* threshold [c_out, h_out, w_out]: kaiming_uniform_ on a 3-D tensor takes fan_in = h*w */
             int64_t t_shape[3] = {c_out, l->conv.h_out, l->conv.w_out};

@@ -108,11 +108,12 @@ static bf_init conv_init(const bf_model_config *cfg) {
 }
 
 /* The convs built so far, flex or not ([model] flex_layers counts them from 0 in network order);
- * the flex layers that stand in for max-pools (fully_flex) are not convs. */
+ * the flex layers that stand in for max-pools (fully_flex) are not convs, nor are they when
+ * static_routing makes them plain convs. */
 static int convs_so_far(const bf_model *m) {
     int convs = 0;
     for (int i = 0; i < m->num_layers; i++)
-        convs += m->layers[i].kind == BF_LAYER_CONV || (m->layers[i].kind == BF_LAYER_FLEX && !m->layers[i].flex_pool_site);
+        convs += (m->layers[i].kind == BF_LAYER_CONV || m->layers[i].kind == BF_LAYER_FLEX) && !m->layers[i].flex_pool_site;
     return convs;
 }
 
@@ -427,7 +428,15 @@ static bf_status check_flex_sites(const bf_model *m, const bf_model_config *cfg)
 bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape input_shape, int num_classes, long seed,
                          bf_model **out) {
     bf_model *m = NULL;
-    BF_TRY(bf_model_create(b, input_shape, seed, &m));
+    bf_static_routing *routes = NULL;
+    if (cfg->flex && cfg->static_routing[0])
+        BF_TRY(bf_static_routing_read(cfg->static_routing, cfg->static_routing_threshold, &routes));
+    bf_status made = bf_model_create(b, input_shape, seed, &m);
+    if (made != BF_OK) {
+        bf_static_routing_free(routes);
+        return made;
+    }
+    m->static_routes = routes;
     static const int resnet18_blocks[4] = {2, 2, 2, 2}, resnet50_blocks[4] = {3, 4, 6, 3};
     snprintf(m->arch, sizeof m->arch, "%s", bf_arch_name(cfg->arch));
     switch (cfg->arch) {
@@ -443,20 +452,20 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
     case BF_ARCH_RESNET18:
     case BF_ARCH_RESNET50:
         if (cfg->flex && cfg->fully_flex) { /* FlexResNet makes every conv flex, and its max-pool stays */
-            bf_model_destroy(m);
+            bf_model_destroy(m), bf_static_routing_free(routes);
             return bf_error(BF_ERR_CONFIG, "[model] fully_flex = true makes the 2x2 max-pools of cnn and vgg flex; "
                             "[model] arch = %s has none (every conv is flex already with [model] flex = true)",
                             bf_arch_name(cfg->arch));
         }
         if (spiking(cfg)) {
-            bf_model_destroy(m);
+            bf_model_destroy(m), bf_static_routing_free(routes);
             return bf_error(BF_ERR_CONFIG, "[spiking] neuron = %s works with [model] arch = cnn, vgg6, vgg11, vgg16 and "
                             "plasticflex_vgg6, _vgg11, _vgg16, _simple_flex and _simple_conv, not %s",
                             cfg->spiking.neuron == BF_NEURON_LIF ? "lif" : "a spiking neuron", bf_arch_name(cfg->arch));
         }
         /* the stem (7x7, stride 2, pad 3) halves the image: 63 or 64 pixels give the polar map's 32 */
         if (cfg->cortical_magnification && ((input_shape.h + 1) / 2 != 32 || (input_shape.w + 1) / 2 != 32)) {
-            bf_model_destroy(m);
+            bf_model_destroy(m), bf_static_routing_free(routes);
             return bf_error(BF_ERR_CONFIG, "[model] cortical_magnification = true needs 64x64 images (its polar "
                             "transform resamples the stem's 32x32 maps, v1-constrained.md 1), got %dx%d ([data] "
                             "image_size)", input_shape.h, input_shape.w);
@@ -465,6 +474,8 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
         else build_resnet(m, cfg, resnet50_blocks, 1, num_classes);
         break;
     }
+    for (int i = 0; i < m->num_layers; i++) /* [model] bn_var_floor: every batch-norm's, the flex logits' too */
+        m->layers[i].bn.var_floor = cfg->bn_var_floor;
     m->keep_neuron_outputs = cfg->spiking.raster_neurons > 0; /* train.c reads them after the step */
     m->pack_spikes = cfg->spiking.pack_spikes;
     m->recompute_charge = cfg->spiking.recompute_charge;
@@ -480,6 +491,9 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
     snprintf(m->trained_only, sizeof m->trained_only, "%s", cfg->trained_only ? cfg->trained_only : "");
     mark_shared_batchnorms(m, cfg);
     bf_status s = check_flex_sites(m, cfg);
+    if (s == BF_OK && routes && bf_model_build_status(m) == BF_OK) s = bf_static_routing_check(routes, m, NULL, NULL);
+    m->static_routes = NULL;
+    bf_static_routing_free(routes);
     if (s == BF_OK) s = bf_model_finalize(m);
     if (s != BF_OK) {
         bf_model_destroy(m);
@@ -517,7 +531,9 @@ void bf_model_print_table(const bf_model *m, FILE *out) {
                            : l->charge_recomputed ? " (charge recomputed)"
                            : l->out_forward_only ? " (until the neuron's forward)"
                                                 : "";
-        const char *kind = l->kind == BF_LAYER_DROPOUT && l->dropout_group > 1 ? "dropout2d" : bf_layer_kind_name(l->kind);
+        const char *kind = l->kind == BF_LAYER_DROPOUT && l->dropout_group > 1 ? "dropout2d"
+                           : l->kind == BF_LAYER_FLEX && !bf_flex_has_conv(l) ? "flex_pool"
+                                                                               : bf_layer_kind_name(l->kind);
         fprintf(out, "%-28s %-14s %-20s %12zu %12.2f %12.1f%s\n", l->name, kind, shape, params,
                 flops / 1e6, act, note);
     }

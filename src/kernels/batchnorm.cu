@@ -216,7 +216,7 @@ __global__ void k_sync_sqdev_final(const double *__restrict__ partial, unsigned 
  * the running statistics (count >= 2 always holds under data parallelism: 2+ ranks of 1+ samples).
  * copies: bf_bn_copies, the copies of the batch the running variance's correction counts. */
 __global__ void k_sync_forward_coef(const double *__restrict__ stats, const double *__restrict__ sq, int c, float eps,
-                                    float momentum, double copies, const float *__restrict__ gamma, float *__restrict__ mean_out,
+                                    float momentum, float var_floor, double copies, const float *__restrict__ gamma, float *__restrict__ mean_out,
                                     float *__restrict__ scale_out, float *__restrict__ save_mean,
                                     float *__restrict__ save_invstd, float *__restrict__ running_mean,
                                     float *__restrict__ running_var) {
@@ -233,9 +233,11 @@ __global__ void k_sync_forward_coef(const double *__restrict__ stats, const doub
     if (save_invstd) save_invstd[ch] = invstd;
     if (running_mean) running_mean[ch] = (float)__dadd_rn(__dmul_rn(keep, (double)running_mean[ch]), __dmul_rn(mom, mean));
     const double values = __dmul_rn(count, copies);
-    if (running_var && values >= 2.0) /* the CPU refuses fewer than 2; the device cannot report it */
-        running_var[ch] = (float)__dadd_rn(__dmul_rn(keep, (double)running_var[ch]),
-                                           __dmul_rn(__dmul_rn(mom, var), values / (values - 1.0)));
+    if (running_var && values >= 2.0) { /* the CPU refuses fewer than 2; the device cannot report it */
+        const float updated = (float)__dadd_rn(__dmul_rn(keep, (double)running_var[ch]),
+                                               __dmul_rn(__dmul_rn(mom, var), values / (values - 1.0)));
+        running_var[ch] = updated < var_floor ? var_floor : updated; /* [model] bn_var_floor; NaN stays NaN */
+    }
 }
 
 /* sums[ch] = sum dy, sums[c+ch] = invstd * sum dy (x - mean), sums[2c] = count; this rank's dgamma/dbeta. */
@@ -343,7 +345,8 @@ extern "C" bf_status bf_cuda_batchnorm_forward_train(bf_backend *b, const bf_bn_
                                        &coef, &chunks));
     float *mean = coef, *scale = coef + s->c;
     k_bn_stats_final<<<(unsigned)bf_cuda_div_up((size_t)s->c, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
-        partial, chunks, s->c, count, copies / (copies - 1.0), s->eps, s->momentum, gamma, mean, gamma ? scale : NULL,
+        partial, chunks, s->c, count, copies / (copies - 1.0), s->eps, s->momentum, s->var_floor, gamma, mean,
+        gamma ? scale : NULL,
         save_mean, save_invstd, running_mean, running_var);
     BF_LAUNCH_CHECK("k_bn_stats_final");
     if (!y) return BF_OK; /* the statistics alone (ops.h) */
@@ -519,7 +522,7 @@ extern "C" bf_status bf_cuda_batchnorm_sync_forward_apply(bf_backend *b, const b
     BF_TRY(bf_cuda_scratch(im, 2 * (size_t)s->c * sizeof(float), &scratch));
     float *mean = (float *)scratch, *scale = mean + s->c;
     k_sync_forward_coef<<<channel_blocks((size_t)s->c), BF_CUDA_THREADS, 0, im->stream>>>(
-        stats, sq, s->c, s->eps, s->momentum, bf_bn_copies(s), gamma, mean, scale, save_mean, save_invstd, running_mean,
+        stats, sq, s->c, s->eps, s->momentum, s->var_floor, bf_bn_copies(s), gamma, mean, scale, save_mean, save_invstd, running_mean,
         running_var);
     BF_LAUNCH_CHECK("k_sync_forward_coef");
     if (!y) return BF_OK; /* the statistics alone (ops.h) */

@@ -61,7 +61,10 @@ bf_status bf_cpu_batchnorm_forward_train(bf_backend *b, const bf_bn_shape *s, co
         if (save_mean) save_mean[ch] = (float)mean;
         if (save_invstd) save_invstd[ch] = invstd;
         if (running_mean) running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mean);
-        if (running_var) running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * var * unbias);
+        if (running_var) {
+            const float updated = (float)((1.0 - momentum) * running_var[ch] + momentum * var * unbias);
+            running_var[ch] = updated < s->var_floor ? s->var_floor : updated; /* NaN stays NaN */
+        }
         if (y) normalise_channel(s, ch, x, (float)mean, gamma[ch] * invstd, beta[ch], y); /* NULL: statistics alone */
     }
     return BF_OK;

@@ -77,7 +77,10 @@ bf_status bf_cpu_batchnorm_sync_forward_apply(bf_backend *b, const bf_bn_shape *
         if (save_mean) save_mean[ch] = mu;
         if (save_invstd) save_invstd[ch] = invstd;
         if (running_mean) running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mean);
-        if (running_var) running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * var * unbias);
+        if (running_var) {
+            const float updated = (float)((1.0 - momentum) * running_var[ch] + momentum * var * unbias);
+            running_var[ch] = updated < s->var_floor ? s->var_floor : updated; /* NaN stays NaN */
+        }
         for (int i = 0; y && i < s->n; i++) { /* y NULL: the statistics alone */
             const float *xp = plane(s, x, i, ch);
             float *yp = plane_mut(s, y, i, ch);

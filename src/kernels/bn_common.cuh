@@ -39,9 +39,9 @@ __device__ __forceinline__ void sum_chunks(const double *partial, int ch, unsign
 /* Batch statistics from the partials of k_channel_partial<RED_STATS> (or flex_pool.cu's forward),
  * running-statistics update, and the apply coefficients mean_out/scale_out (nullable, with gamma:
  * the statistics alone). unbias: the running variance's correction, copies / (copies - 1)
- * (bf_bn_copies). */
+ * (bf_bn_copies); var_floor: the least running variance kept (bf_bn_shape). */
 __global__ void k_bn_stats_final(const double *__restrict__ partial, unsigned chunks, int c, double count,
-                                 double unbias, float eps, float momentum, const float *__restrict__ gamma,
+                                 double unbias, float eps, float momentum, float var_floor, const float *__restrict__ gamma,
                                  float *__restrict__ mean_out, float *__restrict__ scale_out,
                                  float *__restrict__ save_mean, float *__restrict__ save_invstd,
                                  float *__restrict__ running_mean, float *__restrict__ running_var) {
@@ -59,7 +59,10 @@ __global__ void k_bn_stats_final(const double *__restrict__ partial, unsigned ch
     if (save_mean) save_mean[ch] = (float)mean;
     if (save_invstd) save_invstd[ch] = invstd;
     if (running_mean) running_mean[ch] = (float)((1.0 - mom) * running_mean[ch] + mom * mean);
-    if (running_var) running_var[ch] = (float)((1.0 - mom) * running_var[ch] + mom * var * unbias);
+    if (running_var) { /* raised to the floor ([model] bn_var_floor); NaN stays NaN */
+        const float updated = (float)((1.0 - mom) * running_var[ch] + mom * var * unbias);
+        running_var[ch] = updated < var_floor ? var_floor : updated;
+    }
 }
 
 /* dgamma, dbeta (nullable) and the per-channel means of dy and dy * xhat from the partials of

@@ -621,7 +621,7 @@ static bf_status stats_finish(bf_cuda_impl *im, const bf_flex_shape *s, const bf
         sc->partial, (unsigned)chunks, s->c_out, sc->folded);
     BF_LAUNCH_CHECK("k_fold_chunks");
     k_bn_stats_final<<<(unsigned)bf_cuda_div_up((size_t)s->c_out, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(
-        sc->folded, 1, s->c_out, count, copies / (copies - 1.0), bs->eps, bs->momentum, NULL, NULL, NULL, save_mean,
+        sc->folded, 1, s->c_out, count, copies / (copies - 1.0), bs->eps, bs->momentum, bs->var_floor, NULL, NULL, NULL, save_mean,
         save_invstd, running_mean, running_var);
     BF_LAUNCH_CHECK("k_bn_stats_final");
     return BF_OK;

@@ -56,7 +56,7 @@ static inline bf_status bf_neuron_check_bn_input(const bf_neuron_params *p, cons
  * no eps or momentum; eps is PyTorch's default only so that the shape passes batch-norm's check. */
 static inline bf_bn_shape bf_neuron_bn_shape(const bf_neuron_params *p, const bf_neuron_bn_input *in, size_t n) {
     const size_t steps = p->shared_input ? 1 : (size_t)p->T;
-    bf_bn_shape s = {(int)(steps * n / ((size_t)in->c * (size_t)in->hw)), in->c, in->hw, 1e-5f, 0.1f, 0};
+    bf_bn_shape s = {(int)(steps * n / ((size_t)in->c * (size_t)in->hw)), in->c, in->hw, 1e-5f, 0.1f, 0, 0.0f};
     return s;
 }
 
