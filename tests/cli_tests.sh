@@ -93,6 +93,15 @@ expect "fragments: a threshold with Bernoulli cells" 2 "act_threshold = 0.3 is n
   "$train" --dry-run --set fragments.bernoulli=true --set fragments.act_threshold=0.3 "$src/configs/fragments/net_fragments.ini"
 expect "a [fragments] key without the network" 2 "time_steps = 4 needs \\[fragments\\] network = lateral" -- "$train" --dry-run \
   --set fragments.time_steps=4 "$tmp/tiny.ini"
+# a Net Fragments checkpoint's evaluation appends to its own run's results, whatever [run] dir says
+tiny_frag=(--set fragments.train_lines=10 --set fragments.eval_lines=2 --set fragments.eval_noise_max=0.01
+           --set fragments.eval_interrupt_max=1 --set run.epochs=1)
+"$train" --set run.dir="$tmp/frag_run" "${tiny_frag[@]}" "$src/configs/fragments/net_fragments.ini" >/dev/null 2>&1
+expect "fragments eval writes beside its checkpoint" 0 "results appended to $tmp/frag_run/fragments_results.jsonl" -- \
+  "$eval_" --checkpoint "$tmp/frag_run/checkpoints/epoch_0001" --set run.dir="$tmp/frag_elsewhere" "${tiny_frag[@]}" \
+  "$src/configs/fragments/net_fragments.ini"
+[ ! -e "$tmp/frag_elsewhere" ] && [ "$(grep -c . "$tmp/frag_run/fragments_results.jsonl" 2>/dev/null)" -ge 4 ] \
+  && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL fragments eval: results not in the checkpoint's run"; }
 expect "V1 keys on a VGG" 2 "local_rf = true applies to \\[model\\] arch = resnet50 only" -- "$train" --dry-run \
   --set model.local_rf=true "$tmp/tiny.ini"
 expect "the Dropout2d of resnet50_local_rf in a composite" 2 "local_rf_dropout = 0.2 needs \\[model\\] local_rf = true without center_surround" -- \
@@ -417,8 +426,17 @@ done > "$tmp/ema/metrics.jsonl"
 row=$(python3 "$src/tools/plot_metrics.py" "$tmp/ema" --summary --metric balanced_top1 --ema 0.5 --best-after 2 2>&1 | tail -n 1)
 grep -qE "^ *ema .* 47.50% +75.00% +2 *$" <<<"$row" && passed=$((passed + 1)) \
   || { failed=$((failed + 1)); echo "FAIL plot_metrics --metric balanced_top1 --ema 0.5: $row"; }
+# a Net Fragments run's epochs: its last weight sum and S2 support in the summary (and its panels below)
+mkdir -p "$tmp/frag_metrics"
+for e in 1:120.5:2.25:0.03 2:150:3.5:0.04; do
+  IFS=: read -r ep sum act inact <<<"$e"
+  echo "{\"type\":\"fragments_epoch\",\"epoch\":$ep,\"weight_sum\":$sum,\"avg_support_active\":$act,\"avg_support_inactive\":$inact,\"support_lambda\":14.3}"
+done > "$tmp/frag_metrics/metrics.jsonl"
+row=$(python3 "$src/tools/plot_metrics.py" "$tmp/frag_metrics" --summary 2>&1 | tail -n 1)
+grep -qE "^ *frag_metrics +0 +2 +150.00 +3.500 +0.0400 *$" <<<"$row" && passed=$((passed + 1)) \
+  || { failed=$((failed + 1)); echo "FAIL plot_metrics --summary of a Net Fragments run: $row"; }
 if python3 -c "import matplotlib" 2>/dev/null; then
-  python3 "$src/tools/plot_metrics.py" "$tmp/plot" "$tmp/run" -o "$tmp/curves.png" > /dev/null &&
+  python3 "$src/tools/plot_metrics.py" "$tmp/plot" "$tmp/run" "$tmp/frag_metrics" -o "$tmp/curves.png" > /dev/null &&
     python3 "$src/tools/plot_metrics.py" "$tmp/plot" --raster features.2 -o "$tmp/raster.png" > /dev/null
   if [ "$(head -c 4 "$tmp/curves.png" 2>/dev/null | od -An -c | tr -d ' ')" = "211PNG" ] &&
      [ "$(head -c 4 "$tmp/raster.png" 2>/dev/null | od -An -c | tr -d ' ')" = "211PNG" ]; then
@@ -514,9 +532,9 @@ torch.save({"config": {"n_alternative_cells": 10}, "feature_extractor": {}, "lat
 PY
   expect "convert Net Fragments' Fabric checkpoint" 0 "1 tensors .* -> .*fragments_converted/model.safetensors" \
     -- "$torch_python" "$src/tools/convert_reference_checkpoint.py" "$tmp/fragments.ckpt" "$tmp/fragments_converted"
-  own=$("$eval_" --checkpoint "$tmp/fragments/checkpoints/epoch_0001" --set run.dir="$tmp/fragments_eval_own" "${frag[@]}" \
+  own=$("$eval_" --checkpoint "$tmp/fragments/checkpoints/epoch_0001" "${frag[@]}" \
     "$src/configs/fragments/net_fragments.ini" 2>/dev/null | grep -E '^(noise|interrupt) ')
-  converted=$("$eval_" --checkpoint "$tmp/fragments_converted" --set run.dir="$tmp/fragments_eval_converted" "${frag[@]}" \
+  converted=$("$eval_" --checkpoint "$tmp/fragments_converted" "${frag[@]}" \
     "$src/configs/fragments/net_fragments.ini" 2>/dev/null | grep -E '^(noise|interrupt) ')
   [ -n "$own" ] && [ "$own" = "$converted" ] && passed=$((passed + 1)) ||
     { failed=$((failed + 1)); echo "FAIL converted fragments checkpoint: '$converted', its own: '$own'"; }

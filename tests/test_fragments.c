@@ -490,7 +490,99 @@ static void test_bernoulli(void) {
     bf_fragments_destroy(g);
 }
 
+/* The support monitor (bf_fragments_track_support) against the support computed here, step by step,
+ * as the spec's s = W * x with zero padding from S1 and the run's own states (x = bin(concat(S1,
+ * z^t)), z^0 = 0): a random sparse W, a horizontal line with ten S1 units flipped, two runs
+ * accumulated. Each step's s of the 40,960 cells is split by the cell's state after the step; the
+ * sums of the steps' means, unbiased standard deviations, minima and maxima per side must agree,
+ * and the normalisation: per group 1e-10 + the inhibited support of a cell whose r is 1 (the
+ * group's largest), or 1e-10 where the group has no support. */
+static void test_support_statistics(void) {
+    bf_fragments_options opt = net_fragments_options();
+    bf_fragments *f = NULL;
+    CHECK_OK(bf_fragments_create(&opt, &f));
+    if (!f) return;
+    float *w = bf_fragments_weights(f), s1[BF_FRAG_S1 * PIX];
+    for (int k = 0; k < NW; k++)
+        if (bf_uniform(5, (uint64_t)k) < 0.03) w[k] = (float)bf_uniform(6, (uint64_t)k);
+    float *z = malloc(sizeof(float) * 6 * STATE), *r = malloc(sizeof(float) * 6 * STATE);
+    double *s = malloc(sizeof(double) * STATE);
+    bf_fragments_support got = {0}, want = {0};
+    bf_fragments_track_support(f, &got);
+    const float lambda = 14.3f;
+    for (int run = 0; run < 2; run++) {
+        horizontal_line(f, s1);
+        for (int i = 0; i < 10; i++) {
+            const int u = (int)(bf_uniform(9, (uint64_t)(run * 10 + i)) * BF_FRAG_S1 * PIX);
+            s1[u] = 1 - s1[u];
+        }
+        CHECK_OK(bf_fragments_run(f, s1, (uint64_t)run, z, r));
+        for (int t = 0; t < 6; t++) {
+            memset(s, 0, sizeof(double) * STATE);
+            for (int c = 0; c < BF_FRAG_INPUTS; c++) /* scatter every active input through W */
+                for (int q = 0; q < PIX; q++) {
+                    const float x = c < BF_FRAG_S1 ? s1[c * PIX + q] : t > 0 ? z[(size_t)(t - 1) * STATE + (c - BF_FRAG_S1) * PIX + q] : 0;
+                    if (!(x > 0.5f)) continue;
+                    const int qy = q / BF_FRAG_SIZE, qx = q % BF_FRAG_SIZE;
+                    for (int o = 0; o < BF_FRAG_CELLS; o++)
+                        for (int ky = 0; ky < BF_FRAG_K; ky++)
+                            for (int kx = 0; kx < BF_FRAG_K; kx++) {
+                                const int py = qy - (ky - 5), px = qx - (kx - 5);
+                                if (py < 0 || py >= BF_FRAG_SIZE || px < 0 || px >= BF_FRAG_SIZE) continue;
+                                s[o * PIX + py * BF_FRAG_SIZE + px] += w[((o * BF_FRAG_INPUTS + c) * BF_FRAG_K + ky) * BF_FRAG_K + kx];
+                            }
+                }
+            double n[2] = {0, 0}, sum[2] = {0, 0}, lo[2] = {INFINITY, INFINITY}, hi[2] = {-INFINITY, -INFINITY};
+            const float *zt = z + (size_t)t * STATE, *rt = r + (size_t)t * STATE;
+            for (int i = 0; i < STATE; i++) {
+                const double v = (float)s[i];
+                const int side = zt[i] > 0.5f;
+                n[side]++, sum[side] += v, lo[side] = fmin(lo[side], v), hi[side] = fmax(hi[side], v);
+            }
+            want.steps++;
+            for (int side = 0; side < 2; side++) {
+                if (n[side] == 0) continue;
+                const double mean = sum[side] / n[side];
+                double dev = 0;
+                for (int i = 0; i < STATE; i++)
+                    if ((zt[i] > 0.5f) == side) dev += pow((float)s[i] - mean, 2);
+                want.sides[side]++, want.mean[side] += mean, want.std[side] += sqrt(dev / (n[side] - 1));
+                want.min[side] += lo[side], want.max[side] += hi[side];
+            }
+            for (int g = 0; g < BF_FRAG_S1; g++) {
+                float denom = 1e-10f;
+                for (int i = g * BF_FRAG_ALT * PIX; i < (g + 1) * BF_FRAG_ALT * PIX; i++)
+                    if (rt[i] == 1.0f) {
+                        const float v = (float)s[i];
+                        denom = 1e-10f + (v < lambda ? v : lambda - 0.5f * (v - lambda));
+                        break;
+                    }
+                want.norm_factor += denom / BF_FRAG_S1;
+            }
+        }
+    }
+    bf_fragments_track_support(f, NULL);
+    CHECK_OK(bf_fragments_run(f, s1, 9, z, r)); /* no longer tracked */
+    double worst = 0;
+    for (int side = 0; side < 2; side++) {
+        const double pairs[4][2] = {{got.mean[side], want.mean[side]}, {got.std[side], want.std[side]},
+                                    {got.min[side], want.min[side]}, {got.max[side], want.max[side]}};
+        for (int k = 0; k < 4; k++) worst = fmax(worst, fabs(pairs[k][0] - pairs[k][1]) / (1e-12 + fabs(pairs[k][1])));
+    }
+    worst = fmax(worst, fabs(got.norm_factor - want.norm_factor) / want.norm_factor);
+    printf("support monitor over %ld steps: active mean %.4g, max %.4g; inactive mean %.4g; norm %.4g; worst relative "
+           "difference %.3g\n", got.steps, got.mean[1] / fmax(got.sides[1], 1), got.max[1] / fmax(got.sides[1], 1),
+           got.mean[0] / fmax(got.sides[0], 1), got.norm_factor / fmax(got.steps, 1), worst);
+    CHECK(got.steps == 12 && got.sides[0] == want.sides[0] && got.sides[1] == want.sides[1] && want.sides[1] >= 6,
+          "support monitor: %ld steps (want 12), %ld / %ld with inactive cells, %ld / %ld with active ones", got.steps,
+          got.sides[0], want.sides[0], got.sides[1], want.sides[1]);
+    CHECK(worst < 1e-9, "support monitor against the support computed here: worst relative difference %.3g", worst);
+    free(z), free(r), free(s);
+    bf_fragments_destroy(f);
+}
+
 int main(void) {
+    test_support_statistics();
     test_initial_weights();
     test_ties();
     test_inhibition_limit();

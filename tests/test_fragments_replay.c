@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bioflex/checkpoint.h"
 #include "bioflex/fragments_run.h"
@@ -85,6 +86,22 @@ int main(void) {
         CHECK(nz == replay[i].nonzero && fabs(sum - replay[i].sum) < 0.005, "epoch %d: %g nonzero, sum %g; the reference's "
               "%d, %.2f", replay[i].epoch, nz, sum, replay[i].nonzero, replay[i].sum);
     }
+    /* the support monitor (test_fragments checks its values step by step): each epoch's averages in
+     * order (min <= avg <= max on both sides), lambda 14.3, and the support of active cells growing
+     * as the fragments are learned (the reference's "support strength per epoch") */
+    int ordered = 0;
+    for (int e = 1; metrics && e <= 48; e++) {
+        const double lo = epoch_value(metrics, e, "min_support_active"), mid = epoch_value(metrics, e, "avg_support_active");
+        const double hi = epoch_value(metrics, e, "max_support_active"), in = epoch_value(metrics, e, "avg_support_inactive");
+        ordered += lo <= mid && mid <= hi && in >= 0 && in < mid && epoch_value(metrics, e, "support_lambda") == 14.3;
+    }
+    const double first = metrics ? epoch_value(metrics, 1, "avg_support_active") : NAN;
+    const double last = metrics ? epoch_value(metrics, 48, "avg_support_active") : NAN;
+    printf("support of active cells: %.3f after epoch 1, %.3f after 48 (lambda 14.3); inactive %.4f, %.4f\n", first, last,
+           metrics ? epoch_value(metrics, 1, "avg_support_inactive") : NAN,
+           metrics ? epoch_value(metrics, 48, "avg_support_inactive") : NAN);
+    CHECK(ordered == 48 && last > first, "support monitor: %d of 48 epochs in order, active support %.3f -> %.3f",
+          ordered, first, last);
     free(metrics);
 
     /* the stored interrupt results at the checkpoint's theta and gamma (spec 6), 60 lines, with the
@@ -93,9 +110,18 @@ int main(void) {
     bf_fragments_result fr, scored;
     fragments_config(&cfg, "replay", 48);
     cfg.fragments.metrics = 1, cfg.fragments.noise_masks = 1; /* the reference's means and masks */
-    CHECK_OK(bf_fragments_evaluate_checkpoint(&cfg, cfg.run.dir, NULL, &fr));
+    char results_dir[BF_PATH_MAX], epoch_48[BF_PATH_MAX + 64];
+    CHECK_OK(bf_fragments_evaluate_checkpoint(&cfg, cfg.run.dir, NULL, &fr, results_dir));
+    CHECK(!strcmp(results_dir, cfg.run.dir), "the run's evaluation writes in the run: %s", results_dir);
     cfg.fragments.metrics = 0, cfg.fragments.noise_masks = 0; /* the defaults: scored means, bioflex's masks */
-    CHECK_OK(bf_fragments_evaluate_checkpoint(&cfg, cfg.run.dir, NULL, &scored));
+    /* a checkpoint of the run, with [run] dir elsewhere: its results still go to the run */
+    snprintf(epoch_48, sizeof epoch_48, "%s/checkpoints/epoch_0048", cfg.run.dir);
+    snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s/elsewhere", root);
+    CHECK_OK(bf_fragments_evaluate_checkpoint(&cfg, epoch_48, NULL, &scored, results_dir));
+    snprintf(path, sizeof path, "%s/replay", root);
+    CHECK(!strcmp(results_dir, path) && access(cfg.run.dir, F_OK) != 0,
+          "a checkpoint's evaluation writes in its run (%s), not in [run] dir", results_dir);
+    snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s", path);
     for (int k = 0; k < 7; k++) {
         const int kept = 60 - scored.interrupt_skipped[k];
         printf("gap of %d px: line reconstruction %.4f (stored %.3f); over the %d lines with an erased unit %.4f\n",

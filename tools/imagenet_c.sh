@@ -5,7 +5,7 @@
 # order stay the config's dataset's (class_list, Labels.json or its train/ folders), so an
 # ImageNet-100 model is scored on the ImageNet-100 classes of each cell, as FlexNet's loader did.
 #
-# usage: tools/imagenet_c.sh [--eval PATH] CHECKPOINT CFG.ini ROOT OUT.json [--set section.key=value]...
+# usage: tools/imagenet_c.sh [--eval PATH] CHECKPOINT CFG.ini ROOT OUT.json [section.key=value]...  (each passed on as --set)
 #   --eval PATH   the bioflex-eval program (default: bioflex-eval on PATH, else build/bioflex-eval)
 # OUT.json: {"cells": [{"corruption", "severity", "top1", "top5", "images"}...], "per_corruption":
 # {name: mean top-1}, "mean_top1": the mean over all cells}. Exit status 2 for a bad command line,

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bioflex/image.h"
 
@@ -24,7 +25,8 @@ static int usage(void) {
 int main(int argc, char **argv) {
     if (argc < 2 || argv[1][0] == '-') return usage();
     bf_jpeg_synth_options o = {.layout = BF_SYNTH_IMAGEFOLDER, .classes = 10, .train_per_class = 20,
-                               .val_per_class = 5, .quality = 90, .edge_cases = 1, .seed = 1, .progress = 1};
+                               .val_per_class = 5, .quality = 90, .edge_cases = 1, .seed = 1,
+                               .progress = isatty(fileno(stderr))}; /* redrawn in place: a terminal's only */
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--no-edge-cases") == 0) { o.edge_cases = 0; continue; }

@@ -37,8 +37,9 @@ DATASETS = {
                                    "; the reference's order, the sorted WNIDs (class_list; FlexNet's is Labels.json's), every\n"
                                    "; image squashed to 224x224 without augmentation, as its loader. Run from the repository\n"
                                    "; root, or give class_list as an absolute path. The LIF cells over 10 steps hold ten times\n"
-                                   "; the ANN's activations (--dry-run: some 350 GB at batch 256): spread them over GPUs\n"
-                                   "; (--gpus, nodes) or lower batch_size and lr together.",
+                                   "; the ANN's activations: at batch 256 --dry-run plans some 130 GB of device memory for\n"
+                                   "; snn_lif, some 560 GB with flex (its mask joint keeps every conv output of every step):\n"
+                                   "; spread them over GPUs (--gpus, nodes) or lower batch_size and lr together.",
                               reference_inputs="class_list = configs/plasticflex/imagenet100_classes_sorted.txt\n"
                                                "train_transform = squash\nval_resize = 0\nimage_size = 224\n"
                                                "loader_threads = 16"),

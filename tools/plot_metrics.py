@@ -70,6 +70,8 @@ class Run:
         evals += [r for r in records if r.get("type") == "eval" and r.get("split") == "test"]
         evals += [dict(r, top1=r["accuracy"]) for r in records if r.get("type") == "eval_tasks"]
         self.evals = last_per_key(evals, "epoch")
+        # Net Fragments: one record per epoch (its weights and the S2 support monitor)
+        self.fragments = last_per_key([r for r in records if r.get("type") == "fragments_epoch"], "epoch")
 
     def series(self, field):
         """(steps, values) of a train field; nested per-layer fields give {layer: (steps, values)}."""
@@ -88,6 +90,13 @@ class Run:
         """A dict of the figures a reader looks for first."""
         steps = [r["step"] for r in self.train + self.evals]  # BU-TD runs log evaluations only
         s = {"run": self.name, "steps": max(steps) if steps else 0}
+        if self.fragments:  # Net Fragments: the last epoch's weights and support
+            last = self.fragments[-1]
+            s["epochs"] = last["epoch"]
+            s["weight_sum"] = last["weight_sum"]
+            for field in ("avg_support_active", "avg_support_inactive"):
+                if last.get(field) is not None:
+                    s[field] = last[field]
         if self.train:
             last = self.train[-1]
             s["train_loss"] = last["loss"]
@@ -125,7 +134,8 @@ def print_summary(runs, metric="top1", ema=0.0, best_after=0):
     columns = [("run", "{}"), ("steps", "{}"), ("epochs", "{}"), ("train_loss", "{:.4f}"), ("train_acc", "{:.2%}"),
                (f"test_{metric}", "{:.2%}"), (f"best_{metric}", "{:.2%}"), ("best_epoch", "{}"), ("images_per_s", "{:.0f}"),
                ("data_wait", "{:.1%}"), ("peak_gib", "{:.2f}"), ("mean_conv_ratio", "{:.3f}"), ("mean_firing_rate", "{:.3f}"),
-               ("skipped_images", "{}")]
+               ("skipped_images", "{}"), ("weight_sum", "{:.2f}"), ("avg_support_active", "{:.3f}"),
+               ("avg_support_inactive", "{:.4f}")]
     rows = [r.summary(metric, ema, best_after) for r in runs]
     shown = [(c, f) for c, f in columns if any(c in r for r in rows)]
     table = [[c for c, _ in shown]] + [[f.format(r[c]) if c in r else "-" for c, f in shown] for r in rows]
@@ -145,10 +155,15 @@ def plot(runs, out, metric="top1", ema=0.0):
     panels = [("loss", "training loss", "step"), ("top1", "test top-1", "epoch"), ("lr", "learning rate", "step"),
               ("images_per_s", "images/s", "step"), ("data_wait_ms", "data wait (ms/step)", "step"),
               ("comm_exposed_ms", "exposed communication (ms/step)", "step"),
-              ("conv_ratio", "flex conv ratio", "step"), ("firing_rate", "firing rate", "step")]
+              ("conv_ratio", "flex conv ratio", "step"), ("firing_rate", "firing rate", "step"),
+              ("support", "S2 support (active solid, inactive dotted; lambda dashed)", "epoch"),
+              ("weight_sum", "S2 weight sum", "epoch")]
     present = []
     for field, title, x in panels:
-        if field == "top1":
+        if field in ("support", "weight_sum"):  # Net Fragments' epochs
+            if any(r.fragments for r in runs):
+                present.append((field, title, x))
+        elif field == "top1":
             if any(r.evals for r in runs):
                 present.append((field, title, x))
         elif any(any(field in t for t in r.train) for r in runs):
@@ -160,6 +175,18 @@ def plot(runs, out, metric="top1", ema=0.0):
     fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.2 * rows), squeeze=False)
     for ax, (field, title, x) in zip(axes.flat, present):
         for run in runs:
+            if field in ("support", "weight_sum") and run.fragments:
+                epochs = [r["epoch"] for r in run.fragments]
+                if field == "weight_sum":
+                    ax.plot(epochs, [r["weight_sum"] for r in run.fragments], marker="o", label=run.name)
+                    continue
+                line = ax.plot(epochs, [r.get("avg_support_active") for r in run.fragments], marker="o",
+                               label=f"{run.name} active")[0]
+                ax.plot(epochs, [r.get("avg_support_inactive") for r in run.fragments], linestyle=":",
+                        color=line.get_color(), label=f"{run.name} inactive")
+                if "support_lambda" in run.fragments[-1]:
+                    ax.axhline(run.fragments[-1]["support_lambda"], linestyle="--", color="grey", linewidth=1)
+                continue
             if field == "top1":
                 epochs, values = run.eval_series(metric, ema)
                 ax.plot(epochs, [100 * v for v in values], marker="o", label=run.name)

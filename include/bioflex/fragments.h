@@ -60,6 +60,21 @@ void bf_fragments_s1(const bf_fragments *f, const float *img, uint64_t sample, f
 bf_status bf_fragments_run(bf_fragments *f, const float *s1, uint64_t sample, float *z, float *r);
 /* the Hebbian update of section 3.3 from s1 and the T states z (y = their lower median over time) */
 bf_status bf_fragments_hebbian(bf_fragments *f, const float *s1, const float *z);
+/* The reference's support monitor (spec 3.2, logged per forward call and averaged per epoch as
+ * S2/avg|std|min|max_support_active|inactive and S2/norm_factor; plot_support.py's figure): at every
+ * step of every run while it is tracked, the raw support s = W * x of all 40 x 32 x 32 cells (before
+ * inhibition and the mask) is split by the cell's state after the step, and each side's mean,
+ * standard deviation (unbiased, torch.std's), minimum and maximum are added here, with the mean over
+ * the four groups of the step's normalisation (1e-10 + the group's largest masked, inhibited
+ * support). A step without active (or inactive) cells adds nothing to that side. */
+typedef struct bf_fragments_support {
+    long steps;                 /* steps seen */
+    long sides[2];              /* of them, those with inactive [0] and with active [1] cells */
+    double mean[2], std[2], min[2], max[2]; /* the sums of each step's statistics, [0] inactive, [1] active */
+    double norm_factor;         /* the sum over the steps of the mean normalisation */
+} bf_fragments_support;
+/* Adds the support statistics of every later bf_fragments_run to *acc (NULL: no longer). */
+void bf_fragments_track_support(bf_fragments *f, bf_fragments_support *acc);
 /* merge_alt_channels: [4][32][32] max over each group's 10 alternatives of one state [40][32][32] */
 void bf_fragments_merge(const float *z, float *merged);
 

@@ -34,9 +34,12 @@ bf_status bf_fragments_train(const bf_config *cfg, const bf_train_options *opt, 
 /* The evaluation sweep of section 5 with f's weights: one JSON line per setting appended to
  * <run.dir>/fragments_results.jsonl, a table to text (nullable). */
 bf_status bf_fragments_evaluate(const bf_config *cfg, bf_fragments *f, FILE *text, bf_fragments_result *out);
-/* The same with the weights of a checkpoint, run directory or weights file. */
+/* The same with the weights of a checkpoint, run directory or weights file; its results are appended
+ * to fragments_results.jsonl in the run the checkpoint belongs to (RUN of RUN/checkpoints/NAME), or
+ * beside a weights file in no run, whatever cfg's [run] dir says. *results_dir (nullable,
+ * BF_PATH_MAX): that directory. */
 bf_status bf_fragments_evaluate_checkpoint(const bf_config *cfg, const char *checkpoint, FILE *text,
-                                           bf_fragments_result *out);
+                                           bf_fragments_result *out, char *results_dir);
 
 #ifdef __cplusplus
 }

@@ -505,7 +505,7 @@ static bf_status score_split(butd_run *r, const bf_dataset *set, bf_loader *load
     } else {
         s = evaluate(r, loader, epoch, loss, top1, samples);
         if (s == BF_OK)
-            bf_metrics_eval(&r->log, epoch, step, *loss, *top1, 0.0, -1.0, *samples, split,
+            bf_metrics_eval(&r->log, epoch, step, *loss, *top1, -1.0, -1.0, *samples, split, /* no top-5, no balanced */
                             loader == r->test_loader ? NULL : text);
     }
     return s;

@@ -169,6 +169,57 @@ static float cell_state(const bf_fragments_options *o, float r, int t, uint64_t 
     return bf_uniform(seed, draw) < p ? 1.0f : 0.0f;
 }
 
+void bf_fragments_track_support(bf_fragments *f, bf_fragments_support *acc) { f->support = acc; }
+
+/* One step's support statistics into f->support: s of every cell split by its new state zt. The
+ * cells of untouched pixels have s = 0 and the state of r = 0 (z_zero), so they are counted at once.
+ * With z_zero = 0 the active cells are the step's list (f->active from first_s2 to n_active), marked
+ * in the support's layout so that the pass over it reads memory in order. */
+static void add_support_statistics(bf_fragments *f, const float *zt, float z_zero, const float *denom, int first_s2,
+                                   int n_active) {
+    const int listed = z_zero == 0;
+    for (int a = first_s2; listed && a < n_active; a++) {
+        const int i = f->active[a] - BF_FRAG_S1 * FRAG_PIX;
+        f->on[i % FRAG_PIX * BF_FRAG_CELLS + i / FRAG_PIX] = 1;
+    }
+    /* most cells of a touched pixel have no support: those are only counted (zeros), the rest summed */
+    double n[2] = {0, 0}, zeros[2] = {0, 0}, sum[2] = {0, 0}, sq[2] = {0, 0};
+    double lo[2] = {INFINITY, INFINITY}, hi[2] = {-INFINITY, -INFINITY};
+    for (int i = 0; i < f->n_touched; i++) {
+        const int p = f->touched_list[i];
+        for (int o = 0; o < BF_FRAG_CELLS; o++) {
+            const int side = listed ? f->on[p * BF_FRAG_CELLS + o] : zt[o * FRAG_PIX + p] > 0.5f;
+            const double s = (float)f->acc[p * BF_FRAG_CELLS + o]; /* the float the reference's conv gives */
+            if (s == 0) {
+                zeros[side]++;
+                continue;
+            }
+            n[side]++, sum[side] += s, sq[side] += s * s;
+            lo[side] = s < lo[side] ? s : lo[side], hi[side] = s > hi[side] ? s : hi[side];
+        }
+    }
+    zeros[z_zero > 0.5f] += (double)(FRAG_PIX - f->n_touched) * BF_FRAG_CELLS; /* the untouched pixels' cells */
+    for (int side = 0; side < 2; side++)
+        if (zeros[side] > 0) n[side] += zeros[side], lo[side] = fmin(lo[side], 0), hi[side] = fmax(hi[side], 0);
+    for (int a = first_s2; listed && a < n_active; a++) {
+        const int i = f->active[a] - BF_FRAG_S1 * FRAG_PIX;
+        f->on[i % FRAG_PIX * BF_FRAG_CELLS + i / FRAG_PIX] = 0;
+    }
+    bf_fragments_support *acc = f->support;
+    acc->steps++;
+    for (int side = 0; side < 2; side++) {
+        if (n[side] == 0) continue;
+        const double mean = sum[side] / n[side];
+        acc->sides[side]++;
+        acc->mean[side] += mean;
+        acc->std[side] += n[side] > 1 ? sqrt(fmax(sq[side] - n[side] * mean * mean, 0) / (n[side] - 1)) : NAN;
+        acc->min[side] += lo[side], acc->max[side] += hi[side];
+    }
+    double norm = 0;
+    for (int g = 0; g < BF_FRAG_S1; g++) norm += denom[g] / BF_FRAG_S1;
+    acc->norm_factor += norm;
+}
+
 bf_status bf_fragments_run(bf_fragments *f, const float *s1, uint64_t sample, float *z, float *r) {
     if (!f || !s1 || !z) return bf_error(BF_ERR_ARG, "bf_fragments_run: NULL argument");
     const bf_fragments_options *o = &f->opt;
@@ -214,6 +265,7 @@ bf_status bf_fragments_run(bf_fragments *f, const float *s1, uint64_t sample, fl
         if (z_zero != 0) /* theta <= 0 (or gamma <= 0): the cells nothing reaches are on too */
             for (int i = 0; i < FRAG_STATE; i++)
                 if (zt[i] > 0.5f) f->active[n_active++] = BF_FRAG_S1 * FRAG_PIX + i;
+        if (f->support) add_support_statistics(f, zt, z_zero, denom, n_s1, n_active);
     }
     return BF_OK;
 }

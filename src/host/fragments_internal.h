@@ -42,6 +42,8 @@ struct bf_fragments {
     int touched_list[FRAG_PIX], n_touched;
     uint8_t alt[BF_FRAG_S1 * FRAG_PIX]; /* the chosen alternative of each (group, pixel) */
     int active[BF_FRAG_INPUTS * FRAG_PIX];
+    bf_fragments_support *support;    /* nullable: where bf_fragments_run adds its support statistics */
+    uint8_t on[FRAG_STATE];           /* the support statistics' scratch: the step's active cells, [pixel][cell] */
     /* the Hebbian sums: zero outside hits */
     double pos[FRAG_WEIGHTS];
     int nonzero_count[FRAG_WEIGHTS];

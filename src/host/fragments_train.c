@@ -15,8 +15,9 @@
  * reduction, recall, precision and accuracy against the baseline) and each line interrupt (the gap
  * of k pixels of 1.4, and the fraction of the baseline's units in the gap that S2 fills in), every
  * metric on the last time step's S2 state merged over the alternatives. One JSON line per setting
- * goes to <run.dir>/fragments_results.jsonl. The reference drew its noise masks with torch.randperm;
- * bioflex draws them with its counter RNG (hash.h), so the noise metrics agree statistically and the
+ * goes to fragments_results.jsonl in the run (a checkpoint's evaluation: in the checkpoint's run).
+ * The reference drew its noise masks with torch.randperm; bioflex draws them with its counter RNG
+ * (hash.h) unless [fragments] noise_masks = torch, so the noise metrics agree statistically and the
  * interrupt metrics, which draw nothing, exactly. */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -113,6 +114,35 @@ static weight_stats stats_of(const float *w) {
     return s;
 }
 
+/* One of an epoch's support statistics averaged over its steps (side 1 active, 0 inactive cells);
+ * NaN when no step had such cells. */
+static double support_average(const bf_fragments_support *s, int side, const double *sums) {
+    return s->sides[side] > 0 ? sums[side] / (double)s->sides[side] : NAN;
+}
+
+/* The reference's S2 monitor, averaged per epoch (its S2/avg|std|min|max_support_active|inactive and
+ * S2/norm_factor), and lambda, the line plot_support.py draws with them. NaN (no such cell in any
+ * step) is written as null. */
+static void add_support_metrics(cJSON *o, const bf_fragments_support *s, double lambda) {
+    static const char *const sides[2] = {"inactive", "active"};
+    for (int side = 0; side < 2; side++) {
+        const double *sums[4] = {s->mean, s->std, s->min, s->max};
+        static const char *const what[4] = {"avg", "std", "min", "max"};
+        for (int k = 0; k < 4; k++) {
+            char key[48];
+            snprintf(key, sizeof key, "%s_support_%s", what[k], sides[side]);
+            const double v = support_average(s, side, sums[k]);
+            if (isnan(v)) cJSON_AddNullToObject(o, key);
+            else cJSON_AddNumberToObject(o, key, v);
+        }
+    }
+    if (s->steps > 0) cJSON_AddNumberToObject(o, "norm_factor", s->norm_factor / (double)s->steps);
+    else cJSON_AddNullToObject(o, "norm_factor");
+    char decimal[32]; /* lambda as the config's decimals give it (14.3), not its float's 17 digits */
+    snprintf(decimal, sizeof decimal, "%.7g", lambda);
+    cJSON_AddNumberToObject(o, "support_lambda", strtod(decimal, NULL));
+}
+
 static bf_status append_json_line(const char *path, cJSON *o) {
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -198,18 +228,23 @@ bf_status bf_fragments_train(const bf_config *cfg, const bf_train_options *opt, 
                 c->train_lines, c->time_steps, c->bernoulli ? "bernoulli" : "fixed", c->power_start, c->power_step,
                 c->support_factor * BF_FRAG_K, c->hebbian_lr);
     for (int epoch = start; epoch < cfg->run.epochs && s == BF_OK; epoch++) {
+        bf_fragments_support support = {0}; /* the epoch's training steps (the reference's S2 monitor) */
+        bf_fragments_track_support(f, &support);
         for (int i = 0; i < c->train_lines && s == BF_OK; i++) {
             uint64_t sample = (uint64_t)epoch * (uint64_t)c->train_lines + (uint64_t)i;
             s = run_line(f, bf_line_random(&lines), 0, 0, 0, NULL, sample, img, s1, NULL, z);
             if (s == BF_OK) s = bf_fragments_hebbian(f, s1, z);
             result->steps_done++;
         }
+        bf_fragments_track_support(f, NULL);
         for (int i = 0; i < c->valid_lines; i++) (void)bf_line_random(&lines);
         if (s != BF_OK) break;
         weight_stats ws = stats_of(w);
         if (!opt || !opt->quiet)
-            fprintf(text, "epoch %d/%d  weights: %d nonzero, sum %.2f, %d >= 0.9, max %.3f\n", epoch + 1,
-                    cfg->run.epochs, ws.nonzero, ws.sum, ws.high, ws.max);
+            fprintf(text, "epoch %d/%d  weights: %d nonzero, sum %.2f, %d >= 0.9, max %.3f; support: active %.3g, "
+                    "inactive %.3g (lambda %.3g)\n", epoch + 1, cfg->run.epochs, ws.nonzero, ws.sum, ws.high, ws.max,
+                    support_average(&support, 1, support.mean), support_average(&support, 0, support.mean),
+                    c->support_factor * BF_FRAG_K);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "type", "fragments_epoch");
         cJSON_AddNumberToObject(o, "epoch", epoch + 1);
@@ -221,6 +256,7 @@ bf_status bf_fragments_train(const bf_config *cfg, const bf_train_options *opt, 
         cJSON_AddNumberToObject(o, "weight_max", ws.max);
         cJSON_AddNumberToObject(o, "weight_frac_ge_0.9", (double)ws.high / WEIGHT_FLOATS);
         cJSON_AddNumberToObject(o, "weight_frac_le_0.1", (double)ws.low / WEIGHT_FLOATS);
+        add_support_metrics(o, &support, c->support_factor * BF_FRAG_K);
         s = append_json_line(metrics, o);
         const int last = epoch + 1 == cfg->run.epochs;
         if (s == BF_OK && (last || (cfg->run.checkpoint_every > 0 && (epoch + 1) % cfg->run.checkpoint_every == 0)))
@@ -362,15 +398,47 @@ bf_status bf_fragments_evaluate(const bf_config *cfg, bf_fragments *f, FILE *tex
     return s;
 }
 
+/* Where the evaluation of a checkpoint writes: the run directory it belongs to (RUN of
+ * RUN/checkpoints/epoch_NNNN/model.safetensors), else the directory of its weights file (a
+ * converted checkpoint, a weights file in no run). */
+static bf_status results_dir_of(const char *checkpoint, char *dir) {
+    char file[BF_PATH_MAX];
+    BF_TRY(bf_checkpoint_weights_file(checkpoint, file));
+    char *slash = strrchr(file, '/');
+    if (!slash) {
+        snprintf(dir, BF_PATH_MAX, ".");
+        return BF_OK;
+    }
+    *slash = '\0'; /* file: the weights' directory */
+    char *up = strrchr(file, '/');
+    if (up) {
+        *up = '\0'; /* file: its parent */
+        char *top = strrchr(file, '/');
+        if (strcmp(top ? top + 1 : file, "checkpoints") == 0) { /* RUN/checkpoints/NAME: RUN */
+            if (top) *top = '\0';
+            snprintf(dir, BF_PATH_MAX, "%s", !top ? "." : file[0] ? file : "/");
+            return BF_OK;
+        }
+        *up = '/';
+    }
+    snprintf(dir, BF_PATH_MAX, "%s", file);
+    return BF_OK;
+}
+
 bf_status bf_fragments_evaluate_checkpoint(const bf_config *cfg, const char *checkpoint, FILE *text,
-                                           bf_fragments_result *out) {
+                                           bf_fragments_result *out, char *results_dir) {
     bf_fragments_options fo;
     BF_TRY(bf_fragments_options_of(cfg, &fo));
+    bf_config *at = malloc(sizeof *at); /* cfg with [run] dir where the results go */
+    if (!at) return bf_error(BF_ERR_OOM, "net fragments: out of host memory");
+    *at = *cfg;
+    bf_status s = results_dir_of(checkpoint, at->run.dir);
     bf_fragments *f = NULL;
-    BF_TRY(bf_fragments_create(&fo, &f));
-    bf_status s = load_checkpoint(checkpoint, bf_fragments_weights(f), NULL);
-    if (s == BF_OK) s = bf_mkdir_p(cfg->run.dir);
-    if (s == BF_OK) s = bf_fragments_evaluate(cfg, f, text, out);
+    if (s == BF_OK) s = bf_fragments_create(&fo, &f);
+    if (s == BF_OK) s = load_checkpoint(checkpoint, bf_fragments_weights(f), NULL);
+    if (s == BF_OK) s = bf_fragments_evaluate(at, f, text, out);
+    if (s == BF_OK && results_dir) snprintf(results_dir, BF_PATH_MAX, "%s", at->run.dir);
     bf_fragments_destroy(f);
+    free(at);
     return s;
 }

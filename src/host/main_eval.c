@@ -431,12 +431,13 @@ int main(int argc, char **argv) {
             return BF_EXIT_USAGE;
         }
         bf_fragments_result fr;
-        bf_status s = bf_fragments_evaluate_checkpoint(&cfg, cli.checkpoint, stdout, &fr);
+        char results[BF_PATH_MAX];
+        bf_status s = bf_fragments_evaluate_checkpoint(&cfg, cli.checkpoint, stdout, &fr, results);
         if (s != BF_OK) {
             fprintf(stderr, "error: %s\n", bf_last_error());
             return s == BF_ERR_CONFIG ? BF_EXIT_USAGE : BF_EXIT_RUNTIME;
         }
-        printf("results appended to %s/fragments_results.jsonl\n", cfg.run.dir);
+        printf("results appended to %s/fragments_results.jsonl\n", results);
         return BF_EXIT_OK;
     }
     if (cfg.butd.network != 0 && bf_cli_analysis_option(&cli) && !(cli.subnetworks &&

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "bioflex/image.h"
 #include "fsutil.h"
@@ -33,10 +34,17 @@ static int is_jpeg(const char *name) {
     return dot && (strcasecmp(dot, ".jpg") == 0 || strcasecmp(dot, ".jpeg") == 0);
 }
 
+/* A bar redrawn in place on a terminal; in a log (stderr not a terminal) a line at each tenth. */
 static void progress(const prep *p) {
     int width = 40, filled = p->total ? (int)(width * p->done / p->total) : width;
-    fprintf(stderr, "\r[%.*s%*s] %ld/%ld files, %ld skipped", filled, "########################################",
-            width - filled, "", p->done, p->total, p->skipped);
+    if (isatty(fileno(stderr))) {
+        fprintf(stderr, "\r[%.*s%*s] %ld/%ld files, %ld skipped", filled, "########################################",
+                width - filled, "", p->done, p->total, p->skipped);
+        return;
+    }
+    const long tenth = p->total >= 10 ? p->total / 10 : 1;
+    if (p->done % tenth < 64 || p->done == p->total) /* progress() runs every 64 files */
+        fprintf(stderr, "%ld/%ld files, %ld skipped\n", p->done, p->total, p->skipped);
 }
 
 static bf_status copy_file(const char *src, const char *dst) {
@@ -142,7 +150,7 @@ int main(int argc, char **argv) {
     bf_status st = bf_jpeg_decoder_create(&p.dec);
     if (st == BF_OK) st = walk(&p, argv[1], argv[2], 1);
     if (st == BF_OK) st = walk(&p, argv[1], argv[2], 0);
-    if (p.total) fprintf(stderr, "\n");
+    if (p.total && isatty(fileno(stderr))) fprintf(stderr, "\n"); /* after the bar */
     bf_jpeg_decoder_free(p.dec);
     free(p.decoded.pixels);
     free(p.out);

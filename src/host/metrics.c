@@ -141,16 +141,17 @@ void bf_metrics_eval(bf_metrics_log *log, int epoch, long step, double loss, dou
     cJSON_AddNumberToObject(o, "step", (double)step);
     cJSON_AddNumberToObject(o, "loss", loss);
     cJSON_AddNumberToObject(o, "top1", top1);
-    cJSON_AddNumberToObject(o, "top5", top5);
+    if (top5 >= 0) cJSON_AddNumberToObject(o, "top5", top5); /* < 0: not computed (BU-TD's one accuracy) */
     if (balanced_top1 >= 0) cJSON_AddNumberToObject(o, "balanced_top1", balanced_top1);
     cJSON_AddNumberToObject(o, "samples", samples);
     write_json(log, o);
     bf_metrics_break_line(log);
     if (text) {
-        char balanced[48] = "";
+        char balanced[48] = "", top5_text[32] = "";
         if (balanced_top1 >= 0) snprintf(balanced, sizeof balanced, "  balanced %.2f%%", 100 * balanced_top1);
-        fprintf(text, "eval after epoch %d: %s loss %.4f  top-1 %.2f%%  top-5 %.2f%%%s  (%d images)\n", epoch, split, loss,
-                100 * top1, 100 * top5, balanced, samples);
+        if (top5 >= 0) snprintf(top5_text, sizeof top5_text, "  top-5 %.2f%%", 100 * top5);
+        fprintf(text, "eval after epoch %d: %s loss %.4f  top-1 %.2f%%%s%s  (%d images)\n", epoch, split, loss, 100 * top1,
+                top5_text, balanced, samples);
         fflush(text);
     }
 }

@@ -50,7 +50,6 @@ typedef struct bf_metrics_log {
 bf_status bf_metrics_open(bf_metrics_log *log, const char *run_dir, int progress);
 void bf_metrics_close(bf_metrics_log *log);
 void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text);
-/* balanced_top1 < 0: not measured (left out) */
 /* {"type":"eval_health","split":..,"epoch":..,"step":..,"max_abs_logit":..,"max_loss":..,
  * "nonfinite_losses":..,"flex_bn_min_running_var":{layer: value, ...}} beside an evaluation: what
  * shows a few exploding outputs behind a sane top-1 (flex_names may be NULL when num_flex is 0). A
@@ -58,6 +57,7 @@ void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text
 void bf_metrics_eval_health(bf_metrics_log *log, int epoch, long step, const char *split, double max_abs_logit,
                             double max_loss, int nonfinite_losses, int samples, int num_flex,
                             const char *const *flex_names, const double *flex_bn_min_var, FILE *text);
+/* {"type":"eval",...}; top5 or balanced_top1 < 0: not measured (left out of the line and the text) */
 void bf_metrics_eval(bf_metrics_log *log, int epoch, long step, double loss, double top1, double top5, double balanced_top1, int samples,
                      const char *split, FILE *text);
 /* Appends one raster {"step", "layer", "spikes": [[T rows of k 0/1]]} to spikes.jsonl. */
