@@ -472,7 +472,51 @@ def v1_flags(a):
             (["cortical_magnification"] if a.cortical_magnification else []))
 
 
+CIFAR_RESNETS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110": 18}
+
+
+class CifarBlock(nn.Module):
+    """A BasicBlock of bioflex's CIFAR ResNets: 1x1 conv + BN projection where the shape changes."""
+
+    def __init__(self, c_in, c, stride, flex):
+        super().__init__()
+        conv = (lambda a, b, k, s, p: Flex2D(a, b, k, s, p)) if flex else \
+            (lambda a, b, k, s, p: nn.Conv2d(a, b, k, stride=s, padding=p, bias=False))
+        self.conv1, self.bn1 = conv(c_in, c, 3, stride, 1), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = conv(c, c, 3, 1, 1), nn.BatchNorm2d(c)
+        self.downsample = nn.Sequential(conv(c_in, c, 1, stride, 0), nn.BatchNorm2d(c)) \
+            if stride != 1 or c_in != c else None
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class CifarResNet(nn.Module):
+    """bioflex's arch = resnet20 ... resnet110 (depth 6n + 2), every conv a Flex2D with --flex."""
+
+    def __init__(self, n, classes, flex):
+        super().__init__()
+        self.conv1 = Flex2D(3, 16, 3, 1, 1) if flex else nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        blocks, c_in = [], 16
+        for stage, c in enumerate((16, 32, 64)):
+            for i in range(n):
+                blocks.append(CifarBlock(c_in, c, 2 if stage > 0 and i == 0 else 1, flex))
+                c_in = c
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x):
+        x = self.blocks(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 def build(a):
+    if a.arch in CIFAR_RESNETS:
+        if a.spiking or v1_flags(a):
+            raise SystemExit("--spiking and the V1 flags do not apply to %s" % a.arch)
+        return CifarResNet(CIFAR_RESNETS[a.arch], a.classes, a.flex)
     if a.arch.startswith("resnet"):
         if a.flex or a.spiking:
             raise SystemExit("--flex and --spiking work with the VGGs, not %s" % a.arch)
@@ -485,7 +529,8 @@ def build(a):
     elif a.arch in VGG:
         model = vgg(a.arch, a.classes, a.size, a.flex, a.spiking)
     else:
-        raise SystemExit("unknown --arch %s (allowed: %s, resnet18, resnet50)" % (a.arch, ", ".join(list(VGG) + list(PF_VGG))))
+        raise SystemExit("unknown --arch %s (allowed: %s, resnet18, resnet50, %s)" % (
+            a.arch, ", ".join(list(VGG) + list(PF_VGG)), ", ".join(CIFAR_RESNETS)))
     return OverTime(model, a.spiking) if a.spiking else model
 
 
@@ -493,8 +538,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
-    p.add_argument("--arch", default=None, help="vgg6/11/16, resnet18/50, plasticflex_vgg6/11/16 "
-                   "(default vgg16; plasticflex_vgg11 with --spiking)")
+    p.add_argument("--arch", default=None, help="vgg6/11/16, resnet18/50, the CIFAR resnet20/32/44/56/110 (with "
+                   "--flex every conv flex), plasticflex_vgg6/11/16 (default vgg16; plasticflex_vgg11 with --spiking)")
     p.add_argument("--flex", action="store_true", help="every conv a FlexNet channel-wise max flex layer")
     p.add_argument("--spiking", type=int, default=0, metavar="T", help="LIF neurons over T time steps (0: ReLU)")
     v1 = p.add_argument_group("the V1-constrained ResNet-50 (--arch resnet50; bioflex's [model] keys of the same names)")

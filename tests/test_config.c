@@ -326,7 +326,7 @@ static void test_refused_files(void) {
     expect_refused("unknown key", "[model]\n\n\n\n\n\narhc = cnn\n", 7, "[model] unknown key \"arhc\"",
                    "allowed: arch, num_classes, dropout, channels, hidden, batchnorm, bn_momentum, bn_eps", NULL);
     expect_refused("enum", "[run]\n[model]\n\n\narch = vgg19\n", 5, "[model] arch: \"vgg19\" is not allowed",
-                   "(allowed: cnn, vgg6, vgg11, vgg16, resnet18, resnet50, plasticflex_vgg6, plasticflex_vgg11, plasticflex_vgg16, plasticflex_simple_flex, plasticflex_simple_conv)", NULL);
+                   "(allowed: cnn, vgg6, vgg11, vgg16, resnet18, resnet50, plasticflex_vgg6, plasticflex_vgg11, plasticflex_vgg16, plasticflex_simple_flex, plasticflex_simple_conv, resnet20, resnet32, resnet44, resnet56, resnet110)", NULL);
     expect_refused("out of range", "[data]\n\n\n\n\n\n\n\nbatch_size = 0\n", 9,
                    "[data] batch_size: 0 is out of range (allowed: 1..65536)", NULL);
     expect_refused("set twice", "[optim]\nlr = 0.1\n\n\n\n\n\n\nlr = 0.2\n", 9, "[optim] lr", "line 2", NULL);

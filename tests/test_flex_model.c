@@ -1,6 +1,7 @@
 /* test_flex_model.c - flex layers inside a model (layer_flex.c), on the CPU backend:
  *   - FlexNet's state_dict names and the parameter count (flex VGG-16 = vanilla VGG-16), and
  *     FlexResNet's (every one of ResNet-50's 53 convs flex, one level deeper, with a bias);
+ *     FlexResNet-20, the CIFAR path (21 flex convs, no max-pool);
  *   - finite-difference gradients of a residual network of flex layers at ResNet's sites (a 1x1,
  *     a strided 3x3 and a strided 1x1 downsample on the shortcut, outputs with two consumers);
  *   - finite-difference gradients of every parameter of small flex networks, for the channel-wise
@@ -680,6 +681,35 @@ static void test_flex_bn_sites(void) {
     }
 }
 
+/* FlexResNet's CIFAR path (arch = resnet20): every one of its 21 convs flex (the 3x3 stem, 18 in the
+ * blocks, the two 1x1 stride-2 projections), a bias each: 272,474 + 16 + 6 x 16 + 7 x 32 + 7 x 64
+ * parameters, named as FlexResNet's. */
+static void test_flex_resnet20(void) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    cfg.model.arch = BF_ARCH_RESNET20;
+    cfg.model.flex = 1;
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 32, 32}, 10, 1, &m));
+    if (!m) return;
+    int flex = 0, convs = 0, pools = 0;
+    for (int i = 0; i < m->num_layers; i++)
+        flex += m->layers[i].kind == BF_LAYER_FLEX, convs += m->layers[i].kind == BF_LAYER_CONV,
+            pools += m->layers[i].kind == BF_LAYER_MAXPOOL;
+    const size_t want = 272474 + 16 + 6 * 16 + 7 * 32 + 7 * 64;
+    CHECK(flex == 21 && convs == 0 && pools == 0 && m->num_param_floats == want,
+          "flex ResNet-20: %d flex layers, %d convs, %d max-pools, %zu parameters (expected 21, 0, 0, %zu)", flex, convs,
+          pools, m->num_param_floats, want);
+    CHECK(find_param(m, "conv1.layer.flex_conv.weight") >= 0 && find_param(m, "layer3.2.conv2.layer.flex_conv.bias") >= 0 &&
+              find_param(m, "layer2.0.downsample.0.layer.flex_conv.weight") >= 0 &&
+              find_param(m, "layer1.0.downsample.0.layer.flex_conv.weight") < 0 && find_param(m, "fc.weight") >= 0,
+          "FlexResNet-20 state_dict names; no projection in stage 1");
+    bf_shape out = bf_model_shape_of(m, m->num_layers - 1), last = bf_model_shape_of(m, m->num_layers - 4);
+    CHECK(out.c == 10 && last.c == 64 && last.h == 8 && last.w == 8, "ResNet-20 on 32x32: 64 x 8 x 8 before the pool "
+          "(got %d x %d x %d), 10 logits", last.c, last.h, last.w);
+    bf_model_destroy(m);
+}
+
 /* stem conv -> flex1 (3 -> 6, conv fraction 0.3: its pool) -> BN -> ReLU -> flex2 (6 -> 4, 3x3 stride
  * 2, 0.8: its conv) -> flex3 (4 -> 4, 2x2 stride 2, 0.5: not above the threshold, its pool) -> GAP ->
  * linear, from a routing file as bioflex-eval --routing writes it. flex2 is a plain conv named
@@ -792,6 +822,7 @@ int main(void) {
     check_gradients("mask sigmoid_hard, threshold resampled each forward", &mask_resample, 0);
     test_resampled_threshold(&mask_resample);
     test_flex_resnet50();
+    test_flex_resnet20();
     check_residual_gradients("residual flex network, channelwise_max", &max_expand);
     check_residual_gradients("residual flex network, mask sigmoid_hard with logits BN", &mask_hard);
     test_ties(BF_FLEX_TIE_SPLIT);

@@ -59,6 +59,13 @@ static void test_parameter_counts(void) {
         {BF_ARCH_PF_SIMPLE_CONV, 10, 3, 32, 388416 + 1024 * 128 + 128 + 128 * 10 + 10},
         /* CIFAR-10 VGG-16: flatten 512 <= 4096, so the classifier is 512-512-10 (flexnet.md 2.1) */
         {BF_ARCH_VGG16, 10, 3, 32, 14714688 + 8448 + 512 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10},
+        /* the CIFAR ResNets (6n + 2), by hand for n = 3: stem 432 + 32; stage 1: 3 x (2 x 2,304 + 64);
+         * stage 2: 4,608 + 9,216 + 128 + the projection 512 + 64, then 2 x (2 x 9,216 + 128); stage 3:
+         * 18,432 + 36,864 + 256 + 2,048 + 128, then 2 x (2 x 36,864 + 256); fc 650. He et al.'s
+         * option A (no projection weights) has 269,722 of them: 2,752 fewer */
+        {BF_ARCH_RESNET20, 10, 3, 32, 464 + 14016 + 51648 + 205696 + 650},
+        {BF_ARCH_RESNET56, 10, 3, 32, 855770},  /* the same sums with n = 9 */
+        {BF_ARCH_RESNET110, 100, 3, 32, 1730714 + 90 * 65},  /* n = 18, with a 100-way fc: 90 more outputs of 64 + 1 */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         bf_model *m = plan(cases[i].arch, cases[i].classes, cases[i].c, cases[i].hw, 1);

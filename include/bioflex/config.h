@@ -48,8 +48,18 @@ typedef enum {
     BF_ARCH_PF_VGG11,
     BF_ARCH_PF_VGG16,
     BF_ARCH_PF_SIMPLE_FLEX, /* PlasticFlex's SimpleFlexNet and SimpleConvNet (plasticflex.md section 4) */
-    BF_ARCH_PF_SIMPLE_CONV
+    BF_ARCH_PF_SIMPLE_CONV,
+    BF_ARCH_RESNET20,  /* the CIFAR ResNets of depth 6n + 2 (He et al. 2016, 4.2; FlexResNet's CIFAR path): */
+    BF_ARCH_RESNET32,  /* a 3x3 stem of 16, three stages of n BasicBlocks (16, 32, 64 channels), */
+    BF_ARCH_RESNET44,  /* global average pool, fc */
+    BF_ARCH_RESNET56,
+    BF_ARCH_RESNET110
 } bf_arch;
+/* n, the BasicBlocks per stage of a CIFAR ResNet (depth 6n + 2); 0 for any other arch */
+static inline int bf_arch_cifar_blocks(bf_arch a) {
+    return a == BF_ARCH_RESNET20 ? 3 : a == BF_ARCH_RESNET32 ? 5 : a == BF_ARCH_RESNET44 ? 7 : a == BF_ARCH_RESNET56 ? 9
+         : a == BF_ARCH_RESNET110 ? 18 : 0;
+}
 /* ADAM: torch.optim.Adam (weight decay coupled: added to the gradient); ADAMW: decoupled decay */
 typedef enum { BF_OPTIM_SGD = 0, BF_OPTIM_ADAMW, BF_OPTIM_ADAM } bf_optimizer_kind;
 typedef enum { BF_SCHED_CONSTANT = 0, BF_SCHED_STEP, BF_SCHED_MULTISTEP, BF_SCHED_COSINE } bf_schedule_kind;

@@ -99,7 +99,8 @@ static const enum_name arch_names[] = {
     {"vgg16", BF_ARCH_VGG16}, {"resnet18", BF_ARCH_RESNET18}, {"resnet50", BF_ARCH_RESNET50},
     {"plasticflex_vgg6", BF_ARCH_PF_VGG6}, {"plasticflex_vgg11", BF_ARCH_PF_VGG11},
     {"plasticflex_vgg16", BF_ARCH_PF_VGG16}, {"plasticflex_simple_flex", BF_ARCH_PF_SIMPLE_FLEX},
-    {"plasticflex_simple_conv", BF_ARCH_PF_SIMPLE_CONV}, {NULL, 0}};
+    {"plasticflex_simple_conv", BF_ARCH_PF_SIMPLE_CONV}, {"resnet20", BF_ARCH_RESNET20}, {"resnet32", BF_ARCH_RESNET32},
+    {"resnet44", BF_ARCH_RESNET44}, {"resnet56", BF_ARCH_RESNET56}, {"resnet110", BF_ARCH_RESNET110}, {NULL, 0}};
 static const enum_name flex_joint_names[] = {{"channelwise_max", 0}, {"mask", 1}, {NULL, 0}};
 static const enum_name flex_channel_names[] = {{"expand", 0}, {"bilinear", 1}, {NULL, 0}};
 static const enum_name flex_tie_names[] = {{"split", 0}, {"pool", 1}, {NULL, 0}};
@@ -246,7 +247,7 @@ static const key_spec key_table[] = {
     FLOAT_KEY("data", "crop_ratio_max", data.crop_ratio_max, 0, NO_MAX, MIN_OPEN, "1.3333333", "random_resized_crop: largest aspect ratio (width / height)"),
     INT_KEY("data", "val_resize", data.val_resize, 0, 4096, "0", "imagefolder, imagenet100, imagenet: 0 squashes validation images to image_size (FlexNet); N > 0 resizes the shorter side to N, then centre crops image_size (torchvision: 256)"),
 
-    ENUM_KEY("model", "arch", model.arch, arch_names, "cnn", "network architecture"),
+    ENUM_KEY("model", "arch", model.arch, arch_names, "cnn", "network architecture: resnet18 and resnet50 are torchvision's (ImageNet stem: 7x7/2 conv and 3x3/2 max-pool); resnet20 ... resnet110 the CIFAR ResNets of depth 6n + 2 (a 3x3 stem of 16 channels, 3 stages of n BasicBlocks with 16, 32 and 64 channels, 1x1 conv + BN projections where the shape changes, as FlexResNet's CIFAR path; with flex every conv a flex layer)"),
     INT_KEY("model", "num_classes", model.num_classes, 0, 100000, "0", "output classes (0 = the dataset's)"),
     FLOAT_KEY("model", "dropout", model.dropout, 0, 1, MAX_OPEN, "0.5", "classifier dropout probability"),
     LIST_KEY("model", "channels", model.channels, model.num_channels, 1, 8192, 0, 1, "32,64", "arch = cnn: channels of each conv-BN-ReLU-maxpool stage"),

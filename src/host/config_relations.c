@@ -280,6 +280,7 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
     const bf_arch arch = m->arch;
     const char *arch_name = bf_arch_name(arch);
     const int resnet = arch == BF_ARCH_RESNET18 || arch == BF_ARCH_RESNET50;
+    const int any_resnet = resnet || bf_arch_cifar_blocks(arch) > 0; /* the CIFAR ResNets have no V1 layers */
     const int vgg = arch == BF_ARCH_VGG6 || arch == BF_ARCH_VGG11 || arch == BF_ARCH_VGG16;
     const int plasticflex = arch == BF_ARCH_PF_VGG6 || arch == BF_ARCH_PF_VGG11 || arch == BF_ARCH_PF_VGG16;
     const int simple = arch == BF_ARCH_PF_SIMPLE_FLEX || arch == BF_ARCH_PF_SIMPLE_CONV;
@@ -316,7 +317,7 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
             return bf_error(BF_ERR_CONFIG, "%s applies to [model] arch = vgg6, vgg11 or vgg16 only (got %s)", text,
                             arch_name);
         /* where no dropout layer is built, dropout = 0 says what happens and is let through */
-        if (resnet && (changed_key(cfg, "model", batchnorm, text, sizeof text) ||
+        if (any_resnet && (changed_key(cfg, "model", batchnorm, text, sizeof text) ||
                        (m->dropout > 0 && changed_key(cfg, "model", dropout, text, sizeof text))))
             return bf_error(BF_ERR_CONFIG, "%s does not apply to [model] arch = %s (torchvision's ResNet: batch-norm "
                             "after every conv, no dropout)", text, arch_name);

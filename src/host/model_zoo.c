@@ -408,6 +408,26 @@ static void build_resnet(bf_model *m, const bf_model_config *cfg, const int bloc
     bf_model_add_linear(m, "fc", x, num_classes, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
 }
 
+/* The CIFAR ResNet of depth 6n + 2 (He et al. 2016, 4.2; FlexResNet's CIFAR path, flexnet.md 2.2): a
+ * 3x3 conv of 16 with its batch-norm and ReLU, three stages of n BasicBlocks of 16, 32 and 64
+ * channels (stride 2 at the first block of stages 2 and 3, with a 1x1 conv + batch-norm projection
+ * on its shortcut, He et al.'s option B as torchvision's BasicBlock has it), global average pool, fc.
+ * Named as torchvision's ResNet (conv1, bn1, layer1.0.conv1, ..., fc); with flex every conv is a flex
+ * layer as FlexResNet's (layer1.0.conv1.layer.flex_conv.weight). */
+static void build_resnet_cifar(bf_model *m, const bf_model_config *cfg, int n, int num_classes) {
+    int x = resnet_conv_bn(m, cfg, "", "conv1", "bn1", BF_MODEL_INPUT, 16, 3, 1, 1);
+    x = bf_model_add_relu(m, "relu", x);
+    for (int stage = 0; stage < 3; stage++)
+        for (int i = 0; i < n; i++) {
+            char block[BF_NAME_MAX];
+            snprintf(block, sizeof block, "layer%d.%d", stage + 1, i);
+            x = resnet_block(m, cfg, block, x, 16 << stage, (stage > 0 && i == 0) ? 2 : 1, 0, -1);
+        }
+    x = bf_model_add_global_avgpool(m, "avgpool", x);
+    x = bf_model_add_flatten(m, "flatten", x);
+    bf_model_add_linear(m, "fc", x, num_classes, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+}
+
 /* A flex_layers entry past the network's last conv, or fully_flex where there are no max-pools,
  * would otherwise be ignored without a word. */
 static bf_status check_flex_sites(const bf_model *m, const bf_model_config *cfg) {
@@ -449,6 +469,11 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
     case BF_ARCH_PF_VGG16: build_plasticflex_vgg(m, cfg, pf_vgg16_layers, 4096, num_classes); break;
     case BF_ARCH_PF_SIMPLE_FLEX: build_plasticflex_simple(m, cfg, 0, num_classes); break;
     case BF_ARCH_PF_SIMPLE_CONV: build_plasticflex_simple(m, cfg, 1, num_classes); break;
+    case BF_ARCH_RESNET20:
+    case BF_ARCH_RESNET32:
+    case BF_ARCH_RESNET44:
+    case BF_ARCH_RESNET56:
+    case BF_ARCH_RESNET110:
     case BF_ARCH_RESNET18:
     case BF_ARCH_RESNET50:
         if (cfg->flex && cfg->fully_flex) { /* FlexResNet makes every conv flex, and its max-pool stays */
@@ -470,7 +495,8 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
                             "transform resamples the stem's 32x32 maps, v1-constrained.md 1), got %dx%d ([data] "
                             "image_size)", input_shape.h, input_shape.w);
         }
-        if (cfg->arch == BF_ARCH_RESNET18) build_resnet(m, cfg, resnet18_blocks, 0, num_classes);
+        if (bf_arch_cifar_blocks(cfg->arch)) build_resnet_cifar(m, cfg, bf_arch_cifar_blocks(cfg->arch), num_classes);
+        else if (cfg->arch == BF_ARCH_RESNET18) build_resnet(m, cfg, resnet18_blocks, 0, num_classes);
         else build_resnet(m, cfg, resnet50_blocks, 1, num_classes);
         break;
     }
