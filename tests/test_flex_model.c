@@ -681,6 +681,73 @@ static void test_flex_bn_sites(void) {
     }
 }
 
+/* [model] flex_recompute_conv: stem conv -> flex mask (hard sigmoid, batch-norm on the logits) -> BN
+ * -> ReLU -> flex mask at a 2x2/2 site -> GAP -> linear, built twice from one seed, the second with
+ * every mask layer's C computed again in the backward. The plan is smaller by the two C's less the
+ * scratch's extra one; the logits, the loss's gradients of every parameter and the batch-norms'
+ * running statistics are the same bits, over two training steps with an SGD update between. */
+static bf_model *mask_net(bf_backend *b, int recompute) {
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, 23, &m));
+    if (!m) return NULL;
+    bf_flex_options opt = {.joint = BF_FLEX_JOINT_MASK, .channels = BF_FLEX_CHANNELS_EXPAND, .mask = BF_FLEX_MASK_SIGMOID_HARD,
+                           .mask_factor = 1, .logits_bn = 1, .threshold_mode = BF_THRESHOLD_LEARNED, .bn_eps = 1e-5f,
+                           .bn_momentum = 0.1f};
+    int x = bf_model_add_conv(m, "stem", BF_MODEL_INPUT, 3, 3, 1, 1, 1, 1, BF_INIT_UNIFORM_FAN_IN);
+    const int f1 = x = bf_model_add_flex(m, "flex1", x, 6, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, &opt);
+    x = bf_model_add_batchnorm(m, "bn", x, 1e-5f, 0.1f);
+    x = bf_model_add_relu(m, "relu", x);
+    const int f2 = x = bf_model_add_flex(m, "flex2", x, 6, 2, 2, 0, BF_INIT_UNIFORM_FAN_IN, &opt);
+    x = bf_model_add_global_avgpool(m, "gap", x);
+    x = bf_model_add_flatten(m, "flatten", x);
+    bf_model_add_linear(m, "fc", x, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    if (f1 >= 0 && f2 >= 0) m->layers[f1].flex_conv_recomputed = m->layers[f2].flex_conv_recomputed = recompute;
+    CHECK_OK(bf_model_finalize(m));
+    return m;
+}
+
+static void test_recompute_conv(void) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(2, &b));
+    bf_model *kept = mask_net(b, 0), *again = mask_net(b, 1);
+    if (!kept || !again || !kept->param_data || !again->param_data) return;
+    const size_t c1 = (size_t)N * 6 * H * H * sizeof(float), c2 = (size_t)N * 6 * (H / 2) * (H / 2) * sizeof(float);
+    const size_t scratch_growth = bf_arena_align(again->flex_scratch_floats * sizeof(float)) -
+                                  bf_arena_align(kept->flex_scratch_floats * sizeof(float));
+    CHECK(again->flex_scratch_floats == kept->flex_scratch_floats + c1 / sizeof(float) &&
+              kept->arena_bytes - again->arena_bytes == bf_arena_align(c1) + bf_arena_align(c2) - scratch_growth,
+          "flex_recompute_conv: the plan %zu bytes against %zu kept (want the two C's less the scratch's growth, %zu)",
+          again->arena_bytes, kept->arena_bytes, bf_arena_align(c1) + bf_arena_align(c2) - scratch_growth);
+    CHECK(again->layers[1].flex_conv == NULL && kept->layers[1].flex_conv != NULL, "no C kept under flex_recompute_conv");
+    static float xh[N * C * H * H];
+    bf_test_fill_uniform(xh, N * C * H * H, -1, 1, 17);
+    int32_t labels[N] = {1, 3, 0};
+    int same = 1;
+    for (int step = 0; step < 2; step++) {
+        bf_model *nets[2] = {kept, again};
+        float losses[N], dlogits[2][N * K], *logits_copy[2];
+        for (int k = 0; k < 2; k++) {
+            const float *logits = NULL;
+            nets[k]->step = step;
+            CHECK_OK(bf_model_forward(nets[k], xh, &logits));
+            logits_copy[k] = bf_test_download(b, logits, N * K);
+            CHECK_OK(b->ops->softmax_xent(b, N, K, logits, labels, 0.0f, 1.0f / N, losses, dlogits[k]));
+            CHECK_OK(bf_model_backward(nets[k], dlogits[k]));
+        }
+        same &= logits_copy[0] && logits_copy[1] && !memcmp(logits_copy[0], logits_copy[1], N * K * sizeof(float));
+        same &= !memcmp(kept->grad_data, again->grad_data, kept->num_param_floats * sizeof(float));
+        same &= !memcmp(kept->buffer_data, again->buffer_data, kept->num_buffer_floats * sizeof(float));
+        free(logits_copy[0]), free(logits_copy[1]);
+        for (int k = 0; k < 2; k++) /* a plain step, so that the second pass runs other weights */
+            for (size_t i = 0; i < nets[k]->num_param_floats; i++) nets[k]->param_data[i] -= 0.1f * nets[k]->grad_data[i];
+    }
+    printf("flex_recompute_conv: plan %zu bytes against %zu with C kept\n", again->arena_bytes, kept->arena_bytes);
+    CHECK(same, "flex_recompute_conv: logits, every parameter's gradient and the running statistics the same bits");
+    bf_model_destroy(kept);
+    bf_model_destroy(again);
+    bf_backend_destroy(b);
+}
+
 /* FlexResNet's CIFAR path (arch = resnet20): every one of its 21 convs flex (the 3x3 stem, 18 in the
  * blocks, the two 1x1 stride-2 projections), a bias each: 272,474 + 16 + 6 x 16 + 7 x 32 + 7 x 64
  * parameters, named as FlexResNet's. */
@@ -823,6 +890,7 @@ int main(void) {
     test_resampled_threshold(&mask_resample);
     test_flex_resnet50();
     test_flex_resnet20();
+    test_recompute_conv();
     check_residual_gradients("residual flex network, channelwise_max", &max_expand);
     check_residual_gradients("residual flex network, mask sigmoid_hard with logits BN", &mask_hard);
     test_ties(BF_FLEX_TIE_SPLIT);

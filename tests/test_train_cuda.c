@@ -179,6 +179,9 @@ int main(void) {
     cfg.model.flex_logits_bn = 1;
     cfg.model.flex_mask = BF_FLEX_MASK_SIGMOID_HARD;
     run_network("flex VGG-6, mask joint (bilinear, logits batch-norm, hard sigmoid)", &cfg, cb, gb, db, STEPS, 0);
+    cfg.model.flex_recompute_conv = 1; /* C computed again in the backward, into the shared scratch */
+    run_network("flex VGG-6, mask joint as above, flex_recompute_conv", &cfg, cb, gb, db, STEPS, 0);
+    cfg.model.flex_recompute_conv = 0;
     cfg.model.flex_channels = BF_FLEX_CHANNELS_EXPAND; /* the fused joint computing L = P~ - T itself */
     cfg.model.flex_logits_bn = 0;
     cfg.model.flex_mask = BF_FLEX_MASK_SIGMOID_MUL;

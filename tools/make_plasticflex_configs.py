@@ -38,7 +38,8 @@ DATASETS = {
                                    "; image squashed to 224x224 without augmentation, as its loader. Run from the repository\n"
                                    "; root, or give class_list as an absolute path. The LIF cells over 10 steps hold ten times\n"
                                    "; the ANN's activations: at batch 256 --dry-run plans some 130 GB of device memory for\n"
-                                   "; snn_lif, some 560 GB with flex (its mask joint keeps every conv output of every step):\n"
+                                   "; snn_lif, some 560 GB with flex (its mask joint's backward scratch holds six conv outputs\n"
+                                   "; of the first layer over the steps; --set model.flex_recompute_conv=true: 470 GB):\n"
                                    "; spread them over GPUs (--gpus, nodes) or lower batch_size and lr together.",
                               reference_inputs="class_list = configs/plasticflex/imagenet100_classes_sorted.txt\n"
                                                "train_transform = squash\nval_resize = 0\nimage_size = 224\n"

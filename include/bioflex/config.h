@@ -186,6 +186,7 @@ typedef struct bf_model_config {
     int fuse_flex_scatter;     /* flex max joint, EXPAND: route and scatter in one pass (layer_flex.c) */
     int fuse_flex_bn;          /* ... and the batch-norm after it applies its dx inside that pass (memory_plan.c) */
     int fuse_flex_bn_stats;    /* flex max joint: its forward sums the next batch-norm's statistics (memory_plan.c) */
+    int flex_recompute_conv;   /* flex mask joint: the backward computes C again instead of keeping it (layer_flex.c) */
     int flex_kernels;          /* [run] flex_kernels (kept here: the plan depends on it): CUDA 0 fused, 1 slide
                                 * (bf_cuda_set_flex_kernels) */
     int input_gradient;        /* not a key: the model's backward also gives the image's gradient

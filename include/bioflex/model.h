@@ -127,6 +127,8 @@ typedef struct bf_layer {
     bf_flex_shape flex;         /* flex: branch shapes (the pool branch is `pool`, the conv `conv`) */
     bf_flex_options flex_opt;
     int flex_pool_site;         /* flex: stands in for a 2x2 max-pool ([model] fully_flex), not for a conv */
+    int flex_conv_recomputed;   /* flex, mask joint ([model] flex_recompute_conv): C is not kept for the
+                                 * backward, which computes the conv again into the shared scratch */
     float *flex_conv;           /* flex, mask joint: conv branch output C [n, c_out, hw] */
     uint8_t *flex_window;       /* flex: each pooled element's argmax in its window (ops.h) */
     uint32_t *flex_winners;     /* flex, max joint: one bit per output element, conv won or tied */

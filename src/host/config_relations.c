@@ -32,8 +32,9 @@ static const char *changed_key(const bf_config *cfg, const char *section, const 
 static bf_status check_flex_options(const bf_config *cfg) {
     static const char *const any_flex[] = {"flex_layers", "fully_flex", "flex_joint", "flex_channels", "flex_tie",
                                            "flex_mask", "flex_mask_factor", "flex_logits_bn", "threshold_mode",
-                                           "static_routing", "static_routing_threshold", NULL};
-    static const char *const mask_only[] = {"flex_mask", "flex_mask_factor", "flex_logits_bn", "threshold_mode", NULL};
+                                           "static_routing", "static_routing_threshold", "flex_recompute_conv", NULL};
+    static const char *const mask_only[] = {"flex_mask", "flex_mask_factor", "flex_logits_bn", "threshold_mode",
+                                            "flex_recompute_conv", NULL};
     static const char *const channelwise_max_only[] = {"flex_tie", "static_routing", "static_routing_threshold", NULL};
     static const char *const static_routing_only[] = {"static_routing_threshold", NULL};
     static const char *const sigmoid_mul_only[] = {"flex_mask_factor", NULL};

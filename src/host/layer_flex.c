@@ -43,8 +43,8 @@ size_t bf_flex_arena_bytes(const bf_layer *l) {
     if (!is_mask(l))
         return bytes + bf_arena_align(pooled_floats(l)) /* window bytes */
                + 2 * bf_arena_align(winner_words(l) * sizeof(uint32_t)); /* winners and ties */
-    bytes += bf_arena_align(branch_floats(l) * sizeof(float))       /* C */
-             + bf_arena_align(pooled_floats(l));                    /* window bytes */
+    if (!l->flex_conv_recomputed) bytes += bf_arena_align(branch_floats(l) * sizeof(float)); /* C */
+    bytes += bf_arena_align(pooled_floats(l));                                               /* window bytes */
     if (l->flex_opt.logits_bn) bytes += 2 * bf_arena_align((size_t)l->flex.c_out * sizeof(float)); /* saved stats */
     return bytes;
 }
@@ -63,7 +63,7 @@ char *bf_flex_place(bf_layer *l, char *cursor) {
         l->flex_ties = (uint32_t *)take(&cursor, winner_words(l) * sizeof(uint32_t));
         return cursor;
     }
-    l->flex_conv = take(&cursor, branch_floats(l) * sizeof(float));
+    l->flex_conv = l->flex_conv_recomputed ? NULL : take(&cursor, branch_floats(l) * sizeof(float));
     if (l->flex_opt.logits_bn) {
         l->save_mean = take(&cursor, (size_t)l->flex.c_out * sizeof(float));
         l->save_invstd = take(&cursor, (size_t)l->flex.c_out * sizeof(float));
@@ -84,9 +84,10 @@ size_t bf_flex_scratch_floats(const bf_model *m, int index) {
     const bf_layer *l = &m->layers[index];
     if (l->kind != BF_LAYER_FLEX || !is_mask(l)) return 0;
     /* mask_scratch: dC, dL (post-BN), dP, P; with batch-norm on the logits also dL, P~, L, the
-     * normalised L, and dP of the logits */
-    return l->flex_opt.logits_bn ? 6 * branch_floats(l) + 3 * pooled_floats(l)
-                                 : 2 * branch_floats(l) + 2 * pooled_floats(l);
+     * normalised L, and dP of the logits; with the conv recomputed, C */
+    return (l->flex_opt.logits_bn ? 6 * branch_floats(l) + 3 * pooled_floats(l)
+                                  : 2 * branch_floats(l) + 2 * pooled_floats(l)) +
+           (l->flex_conv_recomputed ? branch_floats(l) : 0);
 }
 
 /* Whether the max joint's backward routes and scatters in one op (the model's fuse_flex_scatter;
@@ -109,6 +110,7 @@ size_t bf_flex_backward_scratch_floats(const bf_model *m, int index) {
 typedef struct mask_scratch {
     float *dconv, *dlogits_used, *dpooled, *pooled;                 /* every mask layer */
     float *dlogits, *widened, *logits, *logits_bn, *dpooled_logits; /* batch-norm on the logits */
+    float *conv;               /* C: the layer's own (kept), or the scratch's ([model] flex_recompute_conv) */
 } mask_scratch;
 
 static mask_scratch mask_scratch_of(const bf_model *m, const bf_layer *l) {
@@ -119,12 +121,16 @@ static mask_scratch mask_scratch_of(const bf_model *m, const bf_layer *l) {
     w.dlogits_used = w.dconv + branch;
     w.dpooled = w.dlogits_used + branch;
     w.pooled = w.dpooled + pooled;
-    if (!l->flex_opt.logits_bn) return w;
-    w.dlogits = w.pooled + pooled;
-    w.widened = w.dlogits + branch;
-    w.logits = w.widened + branch;
-    w.logits_bn = w.logits + branch;
-    w.dpooled_logits = w.logits_bn + branch;
+    float *end = w.pooled + pooled;
+    if (l->flex_opt.logits_bn) {
+        w.dlogits = end;
+        w.widened = w.dlogits + branch;
+        w.logits = w.widened + branch;
+        w.logits_bn = w.logits + branch;
+        w.dpooled_logits = w.logits_bn + branch;
+        end = w.dpooled_logits + pooled;
+    }
+    w.conv = l->flex_conv_recomputed ? end : l->flex_conv;
     return w;
 }
 
@@ -178,9 +184,9 @@ bf_status bf_flex_forward(bf_model *m, int index) {
         return ops->flex_pool_max_forward(b, &ps, &fs, x, joint_bias, l->out, l->flex_window, l->flex_winners,
                                           l->flex_ties, stats);
     }
-    BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), l->flex_conv));
-    if (m->on_flex_conv) BF_TRY(m->on_flex_conv(m->on_layer_forward_ctx, m, index, l->flex_conv));
     const mask_scratch w = mask_scratch_of(m, l);
+    BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), w.conv));
+    if (m->on_flex_conv) BF_TRY(m->on_flex_conv(m->on_layer_forward_ctx, m, index, w.conv));
     BF_TRY(ops->flex_pool_forward(b, &ps, &fs, x, w.pooled, l->flex_window));
     if (l->flex_opt.threshold_mode == BF_THRESHOLD_RESAMPLE) {
         /* PlasticFlex re-draws its threshold with kaiming_uniform_ on every forward pass: one for a
@@ -211,7 +217,7 @@ bf_status bf_flex_forward(bf_model *m, int index) {
     float *routing = m->training && m->flex_monitor_due ? l->flex_stats + 1 : NULL;
     return ops->flex_mask_joint_forward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor,
                                         bf_layer_draws(m, index), w.pooled, threshold(m, l), logits,
-                                        l->flex_conv, l->out, stats, routing);
+                                        w.conv, l->out, stats, routing);
 }
 
 /* P, and with batch-norm P~, the raw and the normalised L, in the scratch again as the forward
@@ -301,11 +307,13 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
         return ops->flex_pool_scatter_add(b, &ps, &fs, l->flex_window, dpooled, dx);
     }
     const mask_scratch w = mask_scratch_of(m, l);
+    if (l->flex_conv_recomputed) /* C again, as the forward computed it: the same op on the same inputs */
+        BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), w.conv));
     const float *logits;
     BF_TRY(logits_again(m, index, &w, &logits));
     BF_TRY(ops->flex_mask_joint_backward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor,
                                          bf_layer_draws(m, index), w.pooled, threshold(m, l), logits,
-                                         l->flex_conv, l->dout, w.dconv, w.dlogits_used, dx ? w.dpooled : NULL));
+                                         w.conv, l->dout, w.dconv, w.dlogits_used, dx ? w.dpooled : NULL));
     const float *dlogits = w.dlogits_used; /* the gradient of L = P~ - T */
     if (l->flex_opt.logits_bn) {
         bf_bn_sync sync = bf_model_bn_sync(m);

@@ -500,8 +500,11 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
         else build_resnet(m, cfg, resnet50_blocks, 1, num_classes);
         break;
     }
-    for (int i = 0; i < m->num_layers; i++) /* [model] bn_var_floor: every batch-norm's, the flex logits' too */
-        m->layers[i].bn.var_floor = cfg->bn_var_floor;
+    for (int i = 0; i < m->num_layers; i++) { /* [model] bn_var_floor: every batch-norm's, the flex logits' too */
+        bf_layer *l = &m->layers[i];
+        l->bn.var_floor = cfg->bn_var_floor;
+        l->flex_conv_recomputed = l->kind == BF_LAYER_FLEX && l->flex_opt.joint == BF_FLEX_JOINT_MASK && cfg->flex_recompute_conv;
+    }
     m->keep_neuron_outputs = cfg->spiking.raster_neurons > 0; /* train.c reads them after the step */
     m->pack_spikes = cfg->spiking.pack_spikes;
     m->recompute_charge = cfg->spiking.recompute_charge;
