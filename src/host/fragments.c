@@ -182,25 +182,30 @@ static void add_support_statistics(bf_fragments *f, const float *zt, float z_zer
         const int i = f->active[a] - BF_FRAG_S1 * FRAG_PIX;
         f->on[i % FRAG_PIX * BF_FRAG_CELLS + i / FRAG_PIX] = 1;
     }
-    /* most cells of a touched pixel have no support: those are only counted (zeros), the rest summed */
-    double n[2] = {0, 0}, zeros[2] = {0, 0}, sum[2] = {0, 0}, sq[2] = {0, 0};
+    /* over the touched pixels' cells, without branches: all of them, and the active ones (a = 1);
+     * the inactive side's count and sums are the differences */
+    double all = 0, sum_all = 0, sq_all = 0, n1 = 0, sum1 = 0, sq1 = 0;
     double lo[2] = {INFINITY, INFINITY}, hi[2] = {-INFINITY, -INFINITY};
     for (int i = 0; i < f->n_touched; i++) {
         const int p = f->touched_list[i];
+        uint8_t on[BF_FRAG_CELLS];
+        for (int o = 0; o < BF_FRAG_CELLS; o++)
+            on[o] = listed ? f->on[p * BF_FRAG_CELLS + o] : zt[o * FRAG_PIX + p] > 0.5f;
+        double lo0 = lo[0], hi0 = hi[0], lo1 = lo[1], hi1 = hi[1];
         for (int o = 0; o < BF_FRAG_CELLS; o++) {
-            const int side = listed ? f->on[p * BF_FRAG_CELLS + o] : zt[o * FRAG_PIX + p] > 0.5f;
-            const double s = (float)f->acc[p * BF_FRAG_CELLS + o]; /* the float the reference's conv gives */
-            if (s == 0) {
-                zeros[side]++;
-                continue;
-            }
-            n[side]++, sum[side] += s, sq[side] += s * s;
-            lo[side] = s < lo[side] ? s : lo[side], hi[side] = s > hi[side] ? s : hi[side];
+            const double s = (float)f->acc[p * BF_FRAG_CELLS + o], a = on[o]; /* the float the reference's conv gives */
+            sum_all += s, sq_all += s * s, n1 += a, sum1 += a * s, sq1 += a * s * s;
+            const double s1 = on[o] ? s : INFINITY, s0 = on[o] ? INFINITY : s;
+            const double t1 = on[o] ? s : -INFINITY, t0 = on[o] ? -INFINITY : s;
+            lo1 = s1 < lo1 ? s1 : lo1, lo0 = s0 < lo0 ? s0 : lo0, hi1 = t1 > hi1 ? t1 : hi1, hi0 = t0 > hi0 ? t0 : hi0;
         }
+        all += BF_FRAG_CELLS;
+        lo[0] = lo0, hi[0] = hi0, lo[1] = lo1, hi[1] = hi1;
     }
-    zeros[z_zero > 0.5f] += (double)(FRAG_PIX - f->n_touched) * BF_FRAG_CELLS; /* the untouched pixels' cells */
-    for (int side = 0; side < 2; side++)
-        if (zeros[side] > 0) n[side] += zeros[side], lo[side] = fmin(lo[side], 0), hi[side] = fmax(hi[side], 0);
+    double n[2] = {all - n1, n1}, sum[2] = {sum_all - sum1, sum1}, sq[2] = {sq_all - sq1, sq1};
+    const int zero_side = z_zero > 0.5f; /* the untouched pixels' cells: s = 0 */
+    const double zeros = (double)(FRAG_PIX - f->n_touched) * BF_FRAG_CELLS;
+    if (zeros > 0) n[zero_side] += zeros, lo[zero_side] = fmin(lo[zero_side], 0), hi[zero_side] = fmax(hi[zero_side], 0);
     for (int a = first_s2; listed && a < n_active; a++) {
         const int i = f->active[a] - BF_FRAG_S1 * FRAG_PIX;
         f->on[i % FRAG_PIX * BF_FRAG_CELLS + i / FRAG_PIX] = 0;
