@@ -14,8 +14,10 @@
  * 2.6e-4 at the third step); and two spiking PlasticFlex VGG-6s (LIF over T = 4 with the GPU's
  * spiking defaults, without and with flex). Skipped without a GPU. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bioflex/train.h"
 #include "testutil.h"
@@ -166,6 +168,27 @@ int main(void) {
     cfg.model.flex = 1;
     cfg.model.fully_flex = 1;
     run_network("flex VGG-6, channel-wise max, fully flex", &cfg, cb, gb, db, STEPS, 0);
+    /* [model] static_routing (MaxPrefResNet's ablation): the six sites fixed alternately to their pool
+     * (a flex layer without a conv) and their conv (a plain conv), a max-pool site among each */
+    char routing[] = "/tmp/bioflex_train_cuda_routing_XXXXXX";
+    const int routing_fd = mkstemp(routing);
+    FILE *rf = routing_fd >= 0 ? fdopen(routing_fd, "w") : NULL;
+    if (rf) {
+        const char *sites[6] = {"features.0", "features.3", "features.6", "features.7", "features.10", "features.13"};
+        fprintf(rf, "{\"layers\": [");
+        for (int i = 0; i < 6; i++)
+            fprintf(rf, "%s{\"name\": \"%s\", \"joint\": \"channelwise_max\", \"conv\": %s}", i ? ", " : "", sites[i],
+                    i % 2 ? "0.8" : "0.2");
+        fprintf(rf, "]}\n");
+        fclose(rf);
+        snprintf(cfg.model.static_routing, sizeof cfg.model.static_routing, "%s", routing);
+        cfg.model.static_routing_threshold = 0.5f;
+        run_network("flex VGG-6, fully flex, sites fixed alternately to pool and conv (static_routing)", &cfg, cb, gb, db,
+                    STEPS, 0);
+        cfg.model.static_routing[0] = '\0';
+        remove(routing);
+    }
+    CHECK(rf != NULL, "a routing file for static_routing");
     /* [run] flex_kernels = slide: the sliding-window forward and route with the scatter (dC apart from
      * dy in the plan), the batch-norms' statistics by their own pass */
     CHECK_OK(bf_cuda_set_flex_kernels(gb, 1));
