@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 bash tools/build.sh
-ctest --test-dir build --output-on-failure "$@"
+# as many tests at once as there are cores (the emulator's tests run on one core each: the suite takes
+# about half the time on two); BIOFLEX_TEST_JOBS=1 runs them one by one
+ctest --test-dir build --output-on-failure --parallel "${BIOFLEX_TEST_JOBS:-$(nproc)}" "$@"
