@@ -683,8 +683,9 @@ static void test_flex_bn_sites(void) {
 
 /* [model] flex_recompute_conv: stem conv -> flex mask (hard sigmoid, batch-norm on the logits) -> BN
  * -> ReLU -> flex mask at a 2x2/2 site -> GAP -> linear, built twice from one seed, the second with
- * every mask layer's C computed again in the backward. The plan is smaller by the two C's less the
- * scratch's extra one; the logits, the loss's gradients of every parameter and the batch-norms'
+ * every mask layer's C computed again in the backward. Each layer's scratch, forward and backward,
+ * holds its C then; the plan keeps the two C's no more, less what the scratch grew beyond the
+ * activations it lies over; the logits, the loss's gradients of every parameter and the batch-norms'
  * running statistics are the same bits, over two training steps with an SGD update between. */
 static bf_model *mask_net(bf_backend *b, int recompute) {
     bf_model *m = NULL;
@@ -712,12 +713,20 @@ static void test_recompute_conv(void) {
     bf_model *kept = mask_net(b, 0), *again = mask_net(b, 1);
     if (!kept || !again || !kept->param_data || !again->param_data) return;
     const size_t c1 = (size_t)N * 6 * H * H * sizeof(float), c2 = (size_t)N * 6 * (H / 2) * (H / 2) * sizeof(float);
-    const size_t scratch_growth = bf_arena_align(again->flex_scratch_floats * sizeof(float)) -
-                                  bf_arena_align(kept->flex_scratch_floats * sizeof(float));
-    CHECK(again->flex_scratch_floats == kept->flex_scratch_floats + c1 / sizeof(float) &&
-              kept->arena_bytes - again->arena_bytes == bf_arena_align(c1) + bf_arena_align(c2) - scratch_growth,
+    for (int k = 0; k < 2; k++) {
+        const int f = k ? 4 : 1; /* flex1, flex2 */
+        const size_t c = (k ? c2 : c1) / sizeof(float);
+        CHECK(bf_flex_forward_scratch_floats(again, f) == bf_flex_forward_scratch_floats(kept, f) + c &&
+                  bf_flex_backward_scratch_floats(again, f) == bf_flex_backward_scratch_floats(kept, f) + c,
+              "flex_recompute_conv: %s's scratch holds its C (forward %zu and backward %zu floats against %zu and %zu)",
+              again->layers[f].name, bf_flex_forward_scratch_floats(again, f), bf_flex_backward_scratch_floats(again, f),
+              bf_flex_forward_scratch_floats(kept, f), bf_flex_backward_scratch_floats(kept, f));
+    }
+    const size_t growth = again->transient_bytes + again->grad_bytes - kept->transient_bytes - kept->grad_bytes;
+    CHECK(kept->arena_bytes - again->arena_bytes == bf_arena_align(c1) + bf_arena_align(c2) - growth &&
+              again->arena_bytes < kept->arena_bytes,
           "flex_recompute_conv: the plan %zu bytes against %zu kept (want the two C's less the scratch's growth, %zu)",
-          again->arena_bytes, kept->arena_bytes, bf_arena_align(c1) + bf_arena_align(c2) - scratch_growth);
+          again->arena_bytes, kept->arena_bytes, bf_arena_align(c1) + bf_arena_align(c2) - growth);
     CHECK(again->layers[1].flex_conv == NULL && kept->layers[1].flex_conv != NULL, "no C kept under flex_recompute_conv");
     static float xh[N * C * H * H];
     bf_test_fill_uniform(xh, N * C * H * H, -1, 1, 17);
@@ -746,6 +755,43 @@ static void test_recompute_conv(void) {
     bf_model_destroy(kept);
     bf_model_destroy(again);
     bf_backend_destroy(b);
+}
+
+/* PlasticFlex's flex VGG-16 on ImageNet-100 (mask joint, hard sigmoid, batch-norm on the logits;
+ * configs/plasticflex/imagenet100_vgg16_ann_flex.ini) at its batch of 256, planned without memory: the
+ * first flex layer's scratch, the largest (its forward's P~, L and normalised L, its backward's
+ * those, dC and dL: three and five conv outputs of 64 x 224 x 224, 9.9 and 16.4 GB), lies wholly
+ * over the activations of the layers above it, not yet written in its forward and dead in its
+ * backward: it adds nothing to the plan, which once held six of those outputs apart. */
+static void test_mask_scratch_placement(void) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    cfg.model.arch = BF_ARCH_PF_VGG16;
+    cfg.model.flex = 1;
+    cfg.model.flex_joint = BF_FLEX_JOINT_MASK;
+    cfg.model.flex_logits_bn = 1;
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){256, 3, 224, 224}, 100, 1, &m));
+    if (!m) return;
+    int first = -1;
+    for (int i = 0; i < m->num_layers && first < 0; i++)
+        if (m->layers[i].kind == BF_LAYER_FLEX) first = i;
+    if (first < 0) {
+        CHECK(0, "PlasticFlex flex VGG-16: no flex layer");
+        bf_model_destroy(m);
+        return;
+    }
+    const bf_layer *l = &m->layers[first];
+    const size_t branch = (size_t)256 * 64 * 224 * 224 * sizeof(float);
+    const size_t fwd = bf_flex_forward_scratch_floats(m, first) * sizeof(float),
+                 bwd = bf_flex_backward_scratch_floats(m, first) * sizeof(float);
+    CHECK(fwd >= 3 * branch && bwd >= 5 * branch && l->fwd_scratch_at != SIZE_MAX && l->bwd_scratch_at != SIZE_MAX &&
+              l->fwd_scratch_at + fwd <= m->transient_bytes && l->bwd_scratch_at + bwd <= m->transient_bytes,
+          "PlasticFlex flex VGG-16, batch 256: %s's scratch (forward %.1f GB at %.1f, backward %.1f GB at %.1f) lies "
+          "within the %.1f GB of activations",
+          l->name, fwd / 1e9, l->fwd_scratch_at / 1e9, bwd / 1e9, l->bwd_scratch_at / 1e9, m->transient_bytes / 1e9);
+    printf("PlasticFlex flex VGG-16 (mask), ImageNet-100, batch 256: plan %.1f MiB\n", m->arena_bytes / 1048576.0);
+    bf_model_destroy(m);
 }
 
 /* FlexResNet's CIFAR path (arch = resnet20): every one of its 21 convs flex (the 3x3 stem, 18 in the
@@ -891,6 +937,7 @@ int main(void) {
     test_flex_resnet50();
     test_flex_resnet20();
     test_recompute_conv();
+    test_mask_scratch_placement();
     check_residual_gradients("residual flex network, channelwise_max", &max_expand);
     check_residual_gradients("residual flex network, mask sigmoid_hard with logits BN", &mask_hard);
     test_ties(BF_FLEX_TIE_SPLIT);

@@ -165,6 +165,8 @@ static void check_memory_plan(const bf_model *m, const char *what) {
                 live[n++] = span_of(m->layers[i].out, bf_shape_count(m->layers[i].out_shape), sizeof(float),
                                     m->layers[i].spike_bits ? "float spikes" : "forward-only output", i);
         }
+        live[n++] = span_of(m->layers[t].fwd_scratch, bf_flex_forward_scratch_floats(m, t), sizeof(float),
+                            "flex forward scratch", t);
         live[n++] = span_of(m->layers[t].ws_free[0], m->layers[t].ws_free_bytes[0], 1, "workspace hint", t);
         bad = report_overlaps(m, live, n, n, what, "forward", t);
     }
@@ -401,7 +403,7 @@ static void test_memory_plans(void) {
     bf_backend *b = NULL;
     CHECK_OK(bf_backend_create_cpu(1, &b));
     if (!b) return;
-    struct { const char *what; bf_arch arch; int c, hw, flex, neuron, raster, recompute, scatter, v1; } cases[] = {
+    struct { const char *what; bf_arch arch; int c, hw, flex, neuron, raster, recompute, scatter, v1, mask, conv_again; } cases[] = {
         {"CNN", BF_ARCH_CNN, 1, 28, 0, -1, 0, 1, 1},
         {"VGG-6", BF_ARCH_VGG6, 1, 28, 0, -1, 0, 1, 1},
         {"VGG-11", BF_ARCH_VGG11, 3, 32, 0, -1, 0, 1, 1},
@@ -412,6 +414,11 @@ static void test_memory_plans(void) {
         {"ResNet-50", BF_ARCH_RESNET50, 3, 32, 0, -1, 0, 1, 1},
         {"flex VGG-16", BF_ARCH_VGG16, 3, 32, 1, -1, 0, 1, 1},
         {"flex ResNet-50 (FlexResNet)", BF_ARCH_RESNET50, 3, 32, 1, -1, 0, 1, 1},
+        /* the mask joint's forward and backward scratch, with batch-norm on the logits, C kept or computed again */
+        {"flex VGG-16, mask joint", BF_ARCH_VGG16, 3, 32, 1, -1, 0, 1, 1, 0, 1, 0},
+        {"flex VGG-16, mask joint, C computed again", BF_ARCH_VGG16, 3, 32, 1, -1, 0, 1, 1, 0, 1, 1},
+        {"PlasticFlex VGG-6, flex mask, LIF", BF_ARCH_PF_VGG6, 1, 28, 1, BF_NEURON_LIF, 0, 1, 1, 0, 1, 0},
+        {"PlasticFlex VGG-11, flex mask, LIF, C computed again", BF_ARCH_PF_VGG11, 3, 32, 1, BF_NEURON_LIF, 0, 1, 1, 0, 1, 1},
         {"PlasticFlex VGG-6, flex, LIF", BF_ARCH_PF_VGG6, 1, 28, 1, BF_NEURON_LIF, 0, 1, 1},
         {"PlasticFlex VGG-6, flex, LIF, charge kept", BF_ARCH_PF_VGG6, 1, 28, 1, BF_NEURON_LIF, 0, 0, 1},
         {"PlasticFlex VGG-11, LIF, spike rasters", BF_ARCH_PF_VGG11, 3, 32, 0, BF_NEURON_LIF, 4, 1, 1},
@@ -436,6 +443,8 @@ static void test_memory_plans(void) {
         cfg.model.fuse_flex_scatter = cases[i].scatter;
         cfg.model.center_surround = cfg.model.local_rf = cfg.model.cortical_magnification = cases[i].v1;
         cfg.model.divisive_norm = cases[i].v1;
+        if (cases[i].mask) cfg.model.flex_joint = BF_FLEX_JOINT_MASK, cfg.model.flex_logits_bn = 1;
+        cfg.model.flex_recompute_conv = cases[i].conv_again;
         bf_model *m = NULL;
         CHECK_OK(bf_model_build(b, &cfg.model, (bf_shape){2, cases[i].c, cases[i].hw, cases[i].hw}, 10, 1, &m));
         if (!m) continue;

@@ -37,10 +37,11 @@ DATASETS = {
                                    "; the reference's order, the sorted WNIDs (class_list; FlexNet's is Labels.json's), every\n"
                                    "; image squashed to 224x224 without augmentation, as its loader. Run from the repository\n"
                                    "; root, or give class_list as an absolute path. The LIF cells over 10 steps hold ten times\n"
-                                   "; the ANN's activations: at batch 256 --dry-run plans some 130 GB of device memory for\n"
-                                   "; snn_lif, some 560 GB with flex (its mask joint's backward scratch holds six conv outputs\n"
-                                   "; of the first layer over the steps; --set model.flex_recompute_conv=true: 470 GB):\n"
-                                   "; spread them over GPUs (--gpus, nodes) or lower batch_size and lr together.",
+                                   "; the ANN's activations: at batch 256 --dry-run plans some 127 GiB of device memory for\n"
+                                   "; snn_lif, some 513 GiB with flex (its mask joint keeps each layer's conv output over the\n"
+                                   "; steps; --set model.flex_recompute_conv=true: 427 GiB): spread them over GPUs (--gpus,\n"
+                                   "; nodes) or lower batch_size and lr together. The ANN with flex plans some 57 GiB (45 with\n"
+                                   "; flex_recompute_conv), within one 80 GB GPU.",
                               reference_inputs="class_list = configs/plasticflex/imagenet100_classes_sorted.txt\n"
                                                "train_transform = squash\nval_resize = 0\nimage_size = 224\n"
                                                "loader_threads = 16"),

@@ -201,8 +201,11 @@ typedef struct bf_layer {
     float *dout;                /* gradient of the output, placed by the memory plan */
     int32_t *argmax;            /* max-pool */
     float *save_mean, *save_invstd; /* batch-norm */
-    float *bwd_scratch;         /* flex with the max joint: its backward's dC and dP, placed like a gradient */
-    size_t dout_at, bwd_scratch_at, unpack_at; /* their offsets in the arena (SIZE_MAX: none) */
+    float *bwd_scratch;         /* flex: its backward's scratch (the max joint's dC and dP; the mask joint's
+                                 * P, L, dC, dP, ...: layer_flex.c), placed like a gradient */
+    float *fwd_scratch;         /* flex with the mask joint: its forward's P, L, ..., placed over the outputs
+                                 * of layers not yet run */
+    size_t dout_at, bwd_scratch_at, fwd_scratch_at, unpack_at; /* their offsets in the arena (SIZE_MAX: none) */
     /* The largest block of the arena dead during this layer's forward ([0]) and backward ([1]):
      * its convolutions' workspace when their algorithm fits (conv_workspace_hint) */
     void *ws_free[2];
@@ -230,8 +233,8 @@ typedef struct bf_model {
      * ("transient") come first in the arena, in layer order, and every output gradient is placed
      * over those already dead when its backward writes it, or beyond them where none fits. */
     size_t transient_bytes;     /* those activations */
-    size_t grad_bytes;          /* memory beyond them: gradients that fit over no dead activation, and
-                                 * forward_only_bytes */
+    size_t grad_bytes;          /* memory beyond them: gradients and flex scratch that fit over no dead
+                                 * activation, and forward_only_bytes */
     size_t grad_live_bytes;     /* the most gradient memory live at once, wherever placed */
     int keep_neuron_outputs;    /* 1: neuron layers' outputs outlive the backward (spike rasters read them) */
     int pack_spikes;            /* 1 (the default): spiking layers keep their spikes for the backward as
@@ -272,8 +275,6 @@ typedef struct bf_model {
     size_t arena_bytes;         /* activations, gradients and scratch, as planned by bf_model_finalize */
     void *arena;                /* backend memory holding every activation and layer scratch */
     int build_failed;           /* a bf_model_add_* failed; bf_model_build_status says why */
-    float *flex_scratch;        /* backend memory for the mask joint of one flex layer at a time */
-    size_t flex_scratch_floats;
     double flex_samples;        /* training samples since the flex monitors were last reset */
     int flex_monitor_due;       /* 1 (the default): training forwards take the mask joint's routing
                                  * statistics for bf_model_flex_monitor; a loop that knows which steps

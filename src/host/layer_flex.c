@@ -16,12 +16,14 @@
  * (flex_pool_max_backward_scatter_bn), or, where the layer's input needs no gradient, the route
  * alone does (flex_pool_max_backward_bn).
  * The mask joint keeps C, the same window bytes and (with batch-norm on the logits) their batch
- * statistics: P goes to the shared scratch, and
+ * statistics: P goes to the layer's forward scratch, and
  * one fused op each way (ops.h flex_mask_joint_*) computes P~, L, M and y, or M again and the
  * gradients, without storing them; with batch-norm the raw and normalised L are in the scratch
- * too, computed again in the backward (logits_again).
- * The scratch (dC, dP, the mask path's gradients) is shared by all flex layers of a model, since
- * only one layer's forward or backward runs at a time. Monitors (conv wins, or the mask sum) are
+ * too, computed again in the backward (logits_again) into the backward scratch, which also holds
+ * dC, dP and the mask path's gradients. Both scratches are the layer's own, placed by the memory
+ * plan (memory_plan.c) over activations not yet written (forward) or already dead (backward):
+ * the first layers' scratch, the largest, then costs nothing, where one region for all layers
+ * held six of the first layer's conv outputs all the time. Monitors (conv wins, or the mask sum) are
  * summed on the device in training mode and read by bf_model_flex_monitor at log intervals. */
 #include <float.h>
 #include <math.h>
@@ -80,14 +82,16 @@ static int dconv_in_place(const bf_model *m, int index) {
            !l->flex_dconv_apart;
 }
 
-size_t bf_flex_scratch_floats(const bf_model *m, int index) {
-    const bf_layer *l = &m->layers[index];
-    if (l->kind != BF_LAYER_FLEX || !is_mask(l)) return 0;
-    /* mask_scratch: dC, dL (post-BN), dP, P; with batch-norm on the logits also dL, P~, L, the
-     * normalised L, and dP of the logits; with the conv recomputed, C */
-    return (l->flex_opt.logits_bn ? 6 * branch_floats(l) + 3 * pooled_floats(l)
-                                  : 2 * branch_floats(l) + 2 * pooled_floats(l)) +
+/* The mask joint's forward scratch (mask_scratch_at): P; with batch-norm on the logits P~, L and
+ * the normalised L; with the conv recomputed, C. */
+static size_t mask_forward_floats(const bf_layer *l) {
+    return pooled_floats(l) + (l->flex_opt.logits_bn ? 3 * branch_floats(l) : 0) +
            (l->flex_conv_recomputed ? branch_floats(l) : 0);
+}
+
+size_t bf_flex_forward_scratch_floats(const bf_model *m, int index) {
+    const bf_layer *l = &m->layers[index];
+    return l->kind == BF_LAYER_FLEX && is_mask(l) ? mask_forward_floats(l) : 0;
 }
 
 /* Whether the max joint's backward routes and scatters in one op (the model's fuse_flex_scatter;
@@ -98,39 +102,45 @@ static int route_scatter(const bf_model *m, const bf_layer *l) {
 
 size_t bf_flex_backward_scratch_floats(const bf_model *m, int index) {
     const bf_layer *l = &m->layers[index];
-    if (l->kind != BF_LAYER_FLEX || is_mask(l)) return 0;
+    if (l->kind != BF_LAYER_FLEX) return 0;
+    if (is_mask(l)) /* the forward's buffers again, then dC, dL (post-BN), dP, [dP of the logits] */
+        return mask_forward_floats(l) + 2 * branch_floats(l) + pooled_floats(l) +
+               (l->flex_opt.logits_bn ? pooled_floats(l) : 0);
     return (dconv_in_place(m, index) ? 0 : branch_floats(l)) + (route_scatter(m, l) ? 0 : pooled_floats(l)); /* [dC,] [dP] */
 }
 
 /* The mask joint's P (and, with batch-norm on the logits, P~, the raw and the normalised L) live
- * in the shared scratch beside the backward's gradients: the forward computes them there, and the
- * backward computes them again from x, the window bytes, T and the saved batch statistics (the
- * same ops on the same inputs: the same bits) rather than keeping them per layer. The fused joint
- * ops take M from L and the step's seed each time. The batch-norm buffers are NULL without it. */
+ * in the layer's forward scratch: the forward computes them there, and the backward computes them
+ * again into the same places of its backward scratch from x, the window bytes, T and the saved
+ * batch statistics (the same ops on the same inputs: the same bits) rather than keeping them. The
+ * fused joint ops take M from L and the step's seed each time. The gradients follow in the backward
+ * scratch; dL (post-BN) takes P~'s place, dead once L is computed. The batch-norm buffers are NULL
+ * without it, the gradients in the forward's layout. */
 typedef struct mask_scratch {
-    float *dconv, *dlogits_used, *dpooled, *pooled;                 /* every mask layer */
-    float *dlogits, *widened, *logits, *logits_bn, *dpooled_logits; /* batch-norm on the logits */
+    float *pooled, *dconv, *dlogits_used, *dpooled;                 /* every mask layer */
+    float *widened, *logits, *logits_bn, *dlogits, *dpooled_logits; /* batch-norm on the logits */
     float *conv;               /* C: the layer's own (kept), or the scratch's ([model] flex_recompute_conv) */
 } mask_scratch;
 
-static mask_scratch mask_scratch_of(const bf_model *m, const bf_layer *l) {
+static mask_scratch mask_scratch_at(const bf_model *m, const bf_layer *l, float *base, int with_gradients) {
     const size_t branch = (size_t)bf_layer_batch(m, l) * l->flex.c_out * l->flex.hw;
     const size_t pooled = (size_t)bf_layer_batch(m, l) * l->flex.c_in * l->flex.hw;
     mask_scratch w = {0};
-    w.dconv = m->flex_scratch;
-    w.dlogits_used = w.dconv + branch;
-    w.dpooled = w.dlogits_used + branch;
-    w.pooled = w.dpooled + pooled;
+    w.pooled = base;
     float *end = w.pooled + pooled;
     if (l->flex_opt.logits_bn) {
-        w.dlogits = end;
-        w.widened = w.dlogits + branch;
+        w.widened = end;
         w.logits = w.widened + branch;
         w.logits_bn = w.logits + branch;
-        w.dpooled_logits = w.logits_bn + branch;
-        end = w.dpooled_logits + pooled;
+        end = w.logits_bn + branch;
     }
-    w.conv = l->flex_conv_recomputed ? end : l->flex_conv;
+    w.conv = l->flex_conv;
+    if (l->flex_conv_recomputed) w.conv = end, end += branch;
+    if (!with_gradients) return w;
+    w.dconv = end;
+    w.dlogits_used = w.dconv + branch;
+    w.dpooled = w.dlogits_used + branch;
+    if (l->flex_opt.logits_bn) w.dlogits = w.widened, w.dpooled_logits = w.dpooled + pooled;
     return w;
 }
 
@@ -184,7 +194,7 @@ bf_status bf_flex_forward(bf_model *m, int index) {
         return ops->flex_pool_max_forward(b, &ps, &fs, x, joint_bias, l->out, l->flex_window, l->flex_winners,
                                           l->flex_ties, stats);
     }
-    const mask_scratch w = mask_scratch_of(m, l);
+    const mask_scratch w = mask_scratch_at(m, l, l->fwd_scratch, 0);
     BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), w.conv));
     if (m->on_flex_conv) BF_TRY(m->on_flex_conv(m->on_layer_forward_ctx, m, index, w.conv));
     BF_TRY(ops->flex_pool_forward(b, &ps, &fs, x, w.pooled, l->flex_window));
@@ -306,7 +316,7 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
         BF_TRY(ops->conv2d_backward_data(b, &cs, dconv, bf_layer_param(m, l, 0), dx));
         return ops->flex_pool_scatter_add(b, &ps, &fs, l->flex_window, dpooled, dx);
     }
-    const mask_scratch w = mask_scratch_of(m, l);
+    const mask_scratch w = mask_scratch_at(m, l, l->bwd_scratch, 1);
     if (l->flex_conv_recomputed) /* C again, as the forward computed it: the same op on the same inputs */
         BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), w.conv));
     const float *logits;

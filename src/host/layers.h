@@ -34,12 +34,12 @@ bf_status bf_layer_forward(bf_model *m, int index);
 bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written);
 
 /* The flex layer (layer_flex.c): arena bytes of its private buffers, their placement (returns
- * the advanced cursor), the scratch the mask joint needs in forward and backward (shared by all
- * flex layers: m->flex_scratch), the scratch the max joint needs in its backward alone (its own
- * l->bwd_scratch, placed by the memory plan over dead activations), and its passes. */
+ * the advanced cursor), the scratch the mask joint needs in its forward (l->fwd_scratch) and either
+ * joint in its backward (l->bwd_scratch), both placed by the memory plan over activations not yet
+ * written or already dead (0: none), and its passes. */
 size_t bf_flex_arena_bytes(const bf_layer *l);
 char *bf_flex_place(bf_layer *l, char *cursor);
-size_t bf_flex_scratch_floats(const bf_model *m, int index);
+size_t bf_flex_forward_scratch_floats(const bf_model *m, int index);
 size_t bf_flex_backward_scratch_floats(const bf_model *m, int index);
 bf_status bf_flex_forward(bf_model *m, int index);
 /* Writes the gradient of the layer's input into dx (nullable: the model input needs none). */

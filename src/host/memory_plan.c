@@ -9,8 +9,10 @@
  * live from the backward of its last consumer c down to its own, is placed at the lowest offset
  * above the activations of layers > c that no gradient live at the same time occupies; above the
  * transient activations where none fits (the classifier's first gradients, while everything below
- * is alive). A flex layer's max-joint backward scratch is placed the same way, live during that
- * backward alone. On VGG-16 this puts every gradient but the first few over dead activations, where
+ * is alive). A flex layer's backward scratch is placed the same way, live during that backward
+ * alone, and a mask-joint flex layer's forward scratch over the outputs of the layers above it,
+ * not yet written during its forward (PlasticFlex's flex VGG-16 on ImageNet-100 at batch 256: the
+ * first layer's scratch, six of its conv outputs, had 20 GB of its own). On VGG-16 this puts every gradient but the first few over dead activations, where
  * separate max-size slots cost two of the largest activation (3.1 GiB at batch 128, 224x224). The
  * price: a backward consumes its forward's activations, so a second backward needs a new forward
  * (every caller runs forward, backward, in that order); the logits stay readable after it, and
@@ -487,6 +489,33 @@ static size_t largest_gap(placed_block *blocks, int n, size_t from, size_t to, s
     return best;
 }
 
+/* The forward-only outputs live during the forward of layer t (written at or before it, read at or
+ * after it), as plan_forward_only placed them, into live; returns how many. */
+static int forward_live(const bf_model *m, int t, const size_t *fwd_at, const int *last_consumer, placed_block *live) {
+    int n = 0;
+    for (int i = 0; i <= t; i++)
+        if (output_is_forward_only(&m->layers[i]) && last_consumer[i] >= t)
+            live[n++] = (placed_block){fwd_at[i], fwd_at[i] + align_up(bf_shape_count(m->layers[i].out_shape) * sizeof(float)), i, 0};
+    return n;
+}
+
+/* Places each mask-joint flex layer's forward scratch, live during its forward alone, where the
+ * workspace of that forward could go: at or above the outputs of the layers above it (not yet
+ * written), over any gradient (none is live in a forward), clear of the forward-only outputs still
+ * to be read; beyond top where nothing fits. Returns the highest end (at least top). */
+static size_t plan_forward_scratch(bf_model *m, const size_t *region_start, const size_t *fwd_at, const int *last_consumer,
+                                   size_t top, placed_block *live) {
+    for (int t = 0; t < m->num_layers; t++) {
+        const size_t size = align_up(bf_flex_forward_scratch_floats(m, t) * sizeof(float));
+        if (!size) continue;
+        const int n = forward_live(m, t, fwd_at, last_consumer, live);
+        const size_t at = first_fit(live, n, region_start[t + 1], size);
+        m->layers[t].fwd_scratch_at = at;
+        if (at + size > top) top = at + size;
+    }
+    return top;
+}
+
 /* Workspace hints: for each layer's forward and backward, the largest block of [0, top) that no
  * buffer live during that pass holds, by replaying both passes as the plan placed them. Forward
  * of t: the outputs of the layers above t are not written yet, gradients not at all; only
@@ -496,18 +525,23 @@ static void plan_workspace_hints(bf_model *m, const size_t *region_start, const 
                                  const int *last_consumer, const int *lowest_reader, placed_block *live) {
     const int L = m->num_layers;
     for (int t = 0; t < L; t++) {
-        int n = 0;
-        for (int i = 0; i <= t; i++)
-            if (output_is_forward_only(&m->layers[i]) && last_consumer[i] >= t)
-                live[n++] = (placed_block){fwd_at[i], fwd_at[i] + align_up(bf_shape_count(m->layers[i].out_shape) * sizeof(float)), i, 0};
+        int n = forward_live(m, t, fwd_at, last_consumer, live);
         bf_layer *l = &m->layers[t];
+        if (l->fwd_scratch_at != SIZE_MAX)
+            live[n++] = (placed_block){l->fwd_scratch_at,
+                                       l->fwd_scratch_at + align_up(bf_flex_forward_scratch_floats(m, t) * sizeof(float)), t, 0};
         l->ws_free_bytes[0] = largest_gap(live, n, region_start[t + 1], top, &l->ws_free_at[0]);
         n = 0;
-        for (int i = 0; i <= t; i++) {
+        for (int i = 0; i < L; i++) {
             const bf_layer *li = &m->layers[i];
             const size_t bytes = align_up(bf_shape_count(li->out_shape) * sizeof(float));
-            if (li->dout_at != SIZE_MAX && last_consumer[i] >= t) live[n++] = (placed_block){li->dout_at, li->dout_at + bytes, i, 1};
-            if (li->unpack_at != SIZE_MAX && lowest_reader[i] <= t && li->unpack_before >= t)
+            /* a gradient lives down to its own backward, or a fused pair's down to the batch-norm's (and
+             * on to the flex layer's before it that applies that batch-norm's dx) */
+            int until = li->relu_in_bn || li->neuron_in_bn ? li->input[0] : i;
+            if (until >= 0 && m->layers[until].bn_in_flex) until = m->layers[until].input[0];
+            if (li->dout_at != SIZE_MAX && until <= t && last_consumer[i] >= t)
+                live[n++] = (placed_block){li->dout_at, li->dout_at + bytes, i, 1};
+            if (i <= t && li->unpack_at != SIZE_MAX && lowest_reader[i] <= t && li->unpack_before >= t)
                 live[n++] = (placed_block){li->unpack_at, li->unpack_at + bytes, i, 0};
         }
         if (l->bwd_scratch_at != SIZE_MAX)
@@ -587,7 +621,7 @@ bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
             region_start[i + 1] = region_start[i] + (bf_memory_plan_is_transient(m, i) ? output_bytes(&m->layers[i]) : 0);
         for (int i = 0; i < L; i++) {
             bf_layer *l = &m->layers[i];
-            l->dout_at = l->bwd_scratch_at = l->unpack_at = fwd_at[i] = SIZE_MAX;
+            l->dout_at = l->bwd_scratch_at = l->fwd_scratch_at = l->unpack_at = fwd_at[i] = SIZE_MAX;
             last_consumer[i] = -1;
         }
         for (int t = 0; t < L; t++)
@@ -597,25 +631,22 @@ bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
         m->forward_only_bytes = forward_top - region_start[L];
         plan_unpack_readers(m, lowest_reader);
         planned = plan_gradients(m, region_start, forward_top, last_consumer, lowest_reader, live);
-        if (planned == BF_OK)
-            plan_workspace_hints(m, region_start, fwd_at, m->transient_bytes + m->grad_bytes, last_consumer,
-                                 lowest_reader, live);
+        if (planned == BF_OK) {
+            const size_t top = plan_forward_scratch(m, region_start, fwd_at, last_consumer,
+                                                    m->transient_bytes + m->grad_bytes, live);
+            m->grad_bytes = top - m->transient_bytes;
+            plan_workspace_hints(m, region_start, fwd_at, top, last_consumer, lowest_reader, live);
+        }
     }
     free(region_start);
     free(last_consumer);
     free(lowest_reader);
     free(live);
     BF_TRY(planned);
-    /* 2. what every layer keeps, the accumulation scratch, the mask joint's scratch */
+    /* 2. what every layer keeps, the accumulation scratch */
     size_t arena_bytes = m->transient_bytes + m->grad_bytes;
     for (int i = 0; i < L; i++) arena_bytes += kept_bytes(m, i);
     arena_bytes += align_up(m->grad_scratch_floats * sizeof(float));
-    m->flex_scratch_floats = 0;
-    for (int i = 0; i < L; i++) {
-        size_t f = bf_flex_scratch_floats(m, i);
-        if (f > m->flex_scratch_floats) m->flex_scratch_floats = f;
-    }
-    arena_bytes += align_up(m->flex_scratch_floats * sizeof(float));
     /* Synchronised batch-norm's per-channel sums (sync_bn.c): kept even when sync_bn is off, since
      * data parallelism is attached after finalize; a few KiB at most. */
     m->bn_sync_doubles = 0;

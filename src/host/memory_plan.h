@@ -9,8 +9,8 @@
 /* Decides every layer's memory rules (in-place ReLU, the batch-norm that runs its ReLU, packed
  * spikes, the charge over its input or recomputed, forward-only outputs) and places every
  * activation, gradient and scratch of a training step: the layers' dout_at, unpack_at,
- * bwd_scratch_at and workspace blocks, and the model's transient_bytes, grad_bytes,
- * forward_only_bytes, grad_live_bytes, grad_scratch_floats, flex_scratch_floats, bn_sync_doubles
+ * bwd_scratch_at, fwd_scratch_at and workspace blocks, and the model's transient_bytes, grad_bytes,
+ * forward_only_bytes, grad_live_bytes, grad_scratch_floats, bn_sync_doubles
  * and arena_bytes. fwd_at (the caller's, one per layer): the offset of a forward-only output. */
 bf_status bf_memory_plan(bf_model *m, size_t *fwd_at);
 /* Whether layer i's output lies in the transient region (read by the step's own passes alone). */

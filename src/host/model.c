@@ -85,7 +85,7 @@ static bf_layer *append_layer(bf_model *m, bf_layer_kind kind, const char *name,
     l->input[1] = n_in == 2 ? input1 : BF_MODEL_INPUT;
     for (int i = 0; i < (int)(sizeof l->param_index / sizeof l->param_index[0]); i++) l->param_index[i] = -1;
     for (int i = 0; i < 3; i++) l->buffer_index[i] = -1;
-    l->dout_at = l->bwd_scratch_at = SIZE_MAX;
+    l->dout_at = l->bwd_scratch_at = l->fwd_scratch_at = SIZE_MAX;
     for (int i = 0; i < n_in; i++)
         if (inputs[i] >= 0) m->layers[inputs[i]].num_consumers++;
     l->time_steps = input0 >= 0 ? m->layers[input0].time_steps : 1;

@@ -133,12 +133,11 @@ bf_status bf_model_finalize(bf_model *m) {
         }
         if (l->dout_at != SIZE_MAX) l->dout = (float *)(base + l->dout_at);
         if (l->bwd_scratch_at != SIZE_MAX) l->bwd_scratch = (float *)(base + l->bwd_scratch_at);
+        if (l->fwd_scratch_at != SIZE_MAX) l->fwd_scratch = (float *)(base + l->fwd_scratch_at);
         for (int pass = 0; pass < 2; pass++) l->ws_free[pass] = l->ws_free_bytes[pass] ? base + l->ws_free_at[pass] : NULL;
     }
     m->grad_scratch = m->grad_scratch_floats ? (float *)cursor : NULL;
     cursor += bf_arena_align(m->grad_scratch_floats * sizeof(float));
-    m->flex_scratch = m->flex_scratch_floats ? (float *)cursor : NULL;
-    cursor += bf_arena_align(m->flex_scratch_floats * sizeof(float));
     m->bn_sync_sums = m->bn_sync_doubles ? (double *)cursor : NULL;
     cursor += bf_arena_align(m->bn_sync_doubles * sizeof(double));
     m->dinput = m->eval_zeros = m->eval_scratch = NULL;
