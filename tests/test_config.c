@@ -765,7 +765,7 @@ static void test_print(void) {
     }
 
     /* The reference: a table row for every key, and the allowed values. */
-    char reference[32768];
+    static char reference[1 << 20]; /* the whole reference, some 100 KB */
     mem = fmemopen(reference, sizeof reference, "w");
     bf_config_print_reference(mem);
     fclose(mem);

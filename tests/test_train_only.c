@@ -123,26 +123,9 @@ static void test_probe_gradient(bf_backend *b) {
 static char root[256];
 
 static void probe_config(bf_config *cfg, const char *run) {
-    bf_config_defaults(cfg);
-    snprintf(cfg->run.dir, sizeof cfg->run.dir, "%s/%s", root, run);
-    cfg->run.device = BF_DEVICE_SEL_CPU;
-    cfg->run.epochs = 1;
-    cfg->run.threads = 1;
-    cfg->data.dataset = BF_DATASET_PROCEDURAL;
-    cfg->data.procedural_train = 128;
-    cfg->data.procedural_test = 32;
-    cfg->data.procedural_size = 12;
-    cfg->data.procedural_classes = 4;
-    cfg->data.batch_size = 32;
-    cfg->model.arch = BF_ARCH_CNN;
-    cfg->model.channels[0] = 4;
-    cfg->model.channels[1] = 8;
-    cfg->model.num_channels = 2;
-    cfg->model.hidden = 16;
-    cfg->model.dropout = 0;
-    cfg->optim.optimizer = BF_OPTIM_SGD;
-    cfg->optim.lr = 0.05f;
-    cfg->optim.weight_decay = 1e-3f;
+    char dir[BF_PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/%s", root, run);
+    bf_test_procedural_run_config(cfg, dir);
 }
 
 static bf_st_file *weights_of(const char *run) {

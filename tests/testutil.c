@@ -178,6 +178,29 @@ bf_model_config bf_test_cnn_config(int channels, int hidden, float dropout) {
     return mc;
 }
 
+void bf_test_procedural_run_config(bf_config *cfg, const char *dir) {
+    bf_config_defaults(cfg);
+    snprintf(cfg->run.dir, sizeof cfg->run.dir, "%s", dir);
+    cfg->run.device = BF_DEVICE_SEL_CPU;
+    cfg->run.epochs = 1;
+    cfg->run.threads = 1;
+    cfg->data.dataset = BF_DATASET_PROCEDURAL;
+    cfg->data.procedural_train = 128;
+    cfg->data.procedural_test = 32;
+    cfg->data.procedural_size = 12;
+    cfg->data.procedural_classes = 4;
+    cfg->data.batch_size = 32;
+    cfg->model.arch = BF_ARCH_CNN;
+    cfg->model.channels[0] = 4;
+    cfg->model.channels[1] = 8;
+    cfg->model.num_channels = 2;
+    cfg->model.hidden = 16;
+    cfg->model.dropout = 0;
+    cfg->optim.optimizer = BF_OPTIM_SGD;
+    cfg->optim.lr = 0.05f;
+    cfg->optim.weight_decay = 1e-3f;
+}
+
 bf_dataset bf_test_noise_images(uint8_t *pixels, int32_t *labels, int samples, int s, int k, bf_split split) {
     for (int i = 0; i < samples * s * s; i++) pixels[i] = (uint8_t)(bf_uniform(3, (uint64_t)i) * 255);
     for (int i = 0; i < samples; i++) labels[i] = i % k;

@@ -40,7 +40,8 @@ DATASETS = {
                                    "; the ANN's activations: at batch 256 --dry-run plans some 127 GiB of device memory for\n"
                                    "; snn_lif, some 513 GiB with flex (its mask joint keeps each layer's conv output over the\n"
                                    "; steps; --set model.flex_recompute_conv=true: 427 GiB): spread them over GPUs (--gpus,\n"
-                                   "; nodes) or lower batch_size and lr together. The ANN with flex plans some 57 GiB (45 with\n"
+                                   "; nodes), or run each batch in slices with the same update (--set data.micro_batches=4:\n"
+                                   "; 32 GiB for snn_lif; 16: 32 GiB with flex). The ANN with flex plans some 57 GiB (45 with\n"
                                    "; flex_recompute_conv), within one 80 GB GPU.",
                               reference_inputs="class_list = configs/plasticflex/imagenet100_classes_sorted.txt\n"
                                                "train_transform = squash\nval_resize = 0\nimage_size = 224\n"

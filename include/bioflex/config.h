@@ -103,7 +103,8 @@ typedef struct bf_data_config {
     bf_dataset_kind dataset;
     char path[BF_PATH_MAX];    /* directory with the dataset files ("" = the dataset's default) */
     int batch_size;
-    int eval_batch_size;       /* 0 = batch_size */
+    int micro_batches;         /* each training step's batch runs in this many slices (gradient accumulation) */
+    int eval_batch_size;       /* 0 = the slice, batch_size / micro_batches */
     int train_limit;           /* use only the first N training samples (0 = all) */
     int test_limit;            /* use only the first N test samples (0 = all) */
     int loader_threads;
@@ -390,6 +391,11 @@ void bf_config_print_reference(FILE *out);
 /* Name of an enum value as written in INI files ("fashion_mnist", "vgg16", ...). */
 const char *bf_dataset_name(bf_dataset_kind k);
 const char *bf_arch_name(bf_arch a);
+
+/* The images the network takes at once in training: batch_size / micro_batches (a divisor, as
+ * validated); and in evaluation: eval_batch_size, by default that slice. */
+int bf_data_slice(const bf_data_config *d);
+int bf_data_eval_batch(const bf_data_config *d);
 
 #ifdef __cplusplus
 }

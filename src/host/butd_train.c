@@ -118,7 +118,7 @@ static bf_status setup(butd_run *r) {
     BF_TRY(bf_dp_create_backend(r->dp, cfg, &r->backend));
     BF_TRY(open_data(r));
     const bf_dataset *d = r->train_set;
-    int batch = cfg->data.batch_size, eval_batch = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : batch;
+    int batch = cfg->data.batch_size, eval_batch = bf_data_eval_batch(&cfg->data);
     int max_batch = batch > eval_batch ? batch : eval_batch;
     int classes = 0;
     BF_TRY(bf_butd_outputs(cfg, d->name, d->num_classes, &classes));

@@ -213,7 +213,8 @@ static const key_spec key_table[] = {
     ENUM_KEY("data", "dataset", data.dataset, dataset_names, "fashion_mnist", "which dataset to train on (imagefolder, imagenet100, imagenet: JPEG files decoded by the loader)"),
     STRING_KEY("data", "path", data.path, 0, "", "directory with the dataset files (empty = the dataset's default; multi_mnist and multi_fashion_mnist: the directory of the MNIST / Fashion-MNIST IDX files they are generated from; celeba: the directory holding img_align_celeba/, list_attr_celeba.txt and list_eval_partition.txt)"),
     INT_KEY("data", "batch_size", data.batch_size, 1, 65536, "128", "training images per step"),
-    INT_KEY("data", "eval_batch_size", data.eval_batch_size, 0, 65536, "0", "images per evaluation batch (0 = batch_size)"),
+    INT_KEY("data", "micro_batches", data.micro_batches, 1, 65536, "1", "gradient accumulation: each training step's batch runs through the network in this many equal slices whose gradients are summed before the one update: the activation memory of batch_size / micro_batches images (per rank), the update of batch_size. Batch-norm statistics are each slice's (as on that many GPUs without [run] sync_bn), the running statistics take an update per slice (as PyTorch's accumulation); dropout draws as for the whole batch. Must divide batch_size (per rank); eval_batch_size defaults to the slice, and bioflex-eval's analyses take training batches a slice at a time. Over NCCL the all-reduce runs once after the last slice"),
+    INT_KEY("data", "eval_batch_size", data.eval_batch_size, 0, 65536, "0", "images per evaluation batch (0 = batch_size / micro_batches)"),
     INT_KEY("data", "train_limit", data.train_limit, 0, NO_MAX, "0", "use only the first N training samples (0 = all; JPEG folder datasets: N spread evenly over the class-sorted files, so that every class stays)"),
     INT_KEY("data", "test_limit", data.test_limit, 0, NO_MAX, "0", "use only the first N test samples (0 = all; JPEG folder datasets: N spread evenly, as train_limit)"),
     INT_KEY("data", "loader_threads", data.loader_threads, 1, 64, "2", "threads that decode and augment batches"),
@@ -484,6 +485,10 @@ const char *bf_arch_name(bf_arch a) {
     const char *name = enum_value_name(arch_names, (int)a);
     return name ? name : "unknown";
 }
+
+int bf_data_slice(const bf_data_config *d) { return d->micro_batches > 1 ? d->batch_size / d->micro_batches : d->batch_size; }
+
+int bf_data_eval_batch(const bf_data_config *d) { return d->eval_batch_size ? d->eval_batch_size : bf_data_slice(d); }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Describing allowed values (for messages and the reference)                                 */

@@ -176,6 +176,10 @@ static bf_status check_butd_options(const bf_config *cfg) {
         return bf_error(BF_ERR_CONFIG, "%s applies to [model] networks, not [butd] network = %s, whose batch-norm "
                         "keeps the reference's eps 1e-5 and momentum 0.1", text,
                         bf_config_enum_text("butd", "network", cfg->butd.network));
+    if (cfg->data.micro_batches > 1)
+        return bf_error(BF_ERR_CONFIG, "[data] micro_batches = %d applies to [model] networks, not [butd] network = %s, "
+                        "whose step takes its whole batch at once", cfg->data.micro_batches,
+                        bf_config_enum_text("butd", "network", cfg->butd.network));
     if (cfg->run.val_batches > 0)
         return bf_error(BF_ERR_CONFIG, "[run] val_batches = %d applies to [model] networks, not [butd] network = %s, "
                         "which scores the whole test split (every task); [run] eval_every spaces its evaluations",
@@ -473,6 +477,9 @@ bf_status bf_config_check_relations(const bf_config *cfg) {
                                        "mnist, cifar10, imagefolder, imagenet100, imagenet), not %s%s",
                         multi_task ? "the multi-task " : "", bf_dataset_name(ds));
     const bf_data_config *d = &cfg->data;
+    if (d->batch_size % d->micro_batches != 0)
+        return bf_error(BF_ERR_CONFIG, "[data] micro_batches = %d must divide [data] batch_size = %d (the step's batch "
+                        "runs in equal slices)", d->micro_batches, d->batch_size);
     if (d->norm_stats != 0 && d->cifar10_std != 0)
         return bf_error(BF_ERR_CONFIG, "[data] norm_stats = %s and [data] cifar10_std = reference both set the "
                                                     "std: keep one", d->norm_stats == 1 ? "mnist" : "half");

@@ -49,7 +49,11 @@ bf_status bf_dp_start(bf_data_parallel *dp, const bf_config *cfg, bf_comm *comm,
     dp->sync_bn = cfg->run.sync_bn;
     dp->local = *cfg;
     dp->local.data.batch_size = cfg->data.batch_size / dp->world;
-    int eval = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : cfg->data.batch_size;
+    if (dp->local.data.batch_size % cfg->data.micro_batches != 0)
+        return together(dp, bf_error(BF_ERR_CONFIG, "[data] micro_batches = %d must divide each rank's batch, [data] "
+                        "batch_size = %d over %d data-parallel ranks = %d", cfg->data.micro_batches, cfg->data.batch_size,
+                        dp->world, dp->local.data.batch_size));
+    int eval = bf_data_eval_batch(&cfg->data);
     /* [run] val_batches scores that many whole evaluation batches: split unevenly, the ranks'
      * rounded-up shares would score more images than one process does */
     if (cfg->run.val_batches > 0 && eval % dp->world != 0)

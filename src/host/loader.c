@@ -385,7 +385,7 @@ bf_loader_options bf_loader_options_from_config(const bf_config *cfg, bf_split s
     int train = split == BF_SPLIT_TRAIN;
     int noisy = train ? d->noise_splits != 1 : d->noise_splits != 0;
     return (bf_loader_options){
-        .batch_size = train || !d->eval_batch_size ? d->batch_size : d->eval_batch_size,
+        .batch_size = train ? d->batch_size : bf_data_eval_batch(d),
         .threads = d->loader_threads,
         .prefetch = d->prefetch,
         .shuffle = train ? d->shuffle : cfg->run.val_batches > 0, /* a full test pass is the same in any order */

@@ -464,6 +464,11 @@ int main(int argc, char **argv) {
         }
         return BF_EXIT_OK;
     }
+    /* [data] micro_batches: the network took a slice of each training batch at once, and so do the
+     * analyses here that run training batches (bn_recalibrate_batches, the loss surface's training
+     * split, gradient flow, the Hessian); the evaluation batch defaults to that slice as in training */
+    cfg.data.batch_size = bf_data_slice(&cfg.data);
+    cfg.data.micro_batches = 1;
     bf_status s = evaluate_checkpoint(&cfg, &cli, &res, dir);
     if (s != BF_OK) {
         fprintf(stderr, "error: %s\n", bf_last_error());

@@ -80,6 +80,7 @@ typedef struct run {
     /* device buffers of the step */
     float *x, *losses, *correct1, *correct5, *dlogits, *sums, *grad_sumsq, *clip;
     int32_t *labels;
+    float *grad_sum; /* [data] micro_batches > 1: the gradients of the step's slices so far (else NULL) */
     double flops_per_image; /* forward */
     double peak_tflops;     /* the GPU's dense peak in this precision (0: a CPU, or a GPU not in the table) */
     double flex_ratio[BF_MAX_FLEX_LOG]; /* conv ratio of each flex layer over the last log interval */
@@ -102,6 +103,7 @@ static void run_free(run *r) {
         bf_free(b, r->losses);
         bf_free(b, r->dlogits);
         bf_free(b, r->sums);
+        bf_free(b, r->grad_sum);
         bf_optimizer_destroy(b, r->opt);
     }
     bf_model_destroy(r->model);
@@ -161,7 +163,8 @@ bf_status bf_run_build_model(const bf_config *cfg, bf_backend *b, const bf_datas
         model.eval_backward = cfg->optim.train_only_mode == 0;
     }
     int classes = cfg->model.num_classes ? cfg->model.num_classes : d->num_classes;
-    int batch = cfg->data.batch_size, eval_batch = cfg->data.eval_batch_size ? cfg->data.eval_batch_size : batch;
+    /* [data] micro_batches: the network takes a slice of the step's batch at once (train_step) */
+    int batch = bf_data_slice(&cfg->data), eval_batch = bf_data_eval_batch(&cfg->data);
     bf_shape in = {batch > eval_batch ? batch : eval_batch, d->c, d->h, d->w};
     bf_status s = classes < d->num_classes
                       ? bf_error(BF_ERR_CONFIG, "[model] num_classes = %d but [data] dataset = %s has %d classes",
@@ -182,8 +185,14 @@ bf_status bf_run_build_model(const bf_config *cfg, bf_backend *b, const bf_datas
 
 static bf_status alloc_step_buffers(run *r) {
     bf_backend *b = r->backend;
-    int n = r->model->input_shape.n, k = r->model->num_classes;
-    BF_TRY(bf_alloc(b, bf_shape_count(r->model->input_shape) * sizeof(float), (void **)&r->x));
+    /* the step's whole batch is uploaded at once, and with micro_batches the network takes it in slices */
+    int n = r->model->input_shape.n > r->cfg->data.batch_size ? r->model->input_shape.n : r->cfg->data.batch_size;
+    int k = r->model->num_classes;
+    bf_shape batch_shape = r->model->input_shape;
+    batch_shape.n = n;
+    BF_TRY(bf_alloc(b, bf_shape_count(batch_shape) * sizeof(float), (void **)&r->x));
+    if (r->cfg->data.micro_batches > 1)
+        BF_TRY(bf_alloc(b, r->model->num_param_floats * sizeof(float), (void **)&r->grad_sum));
     BF_TRY(bf_alloc(b, (size_t)n * sizeof(int32_t), (void **)&r->labels));
     BF_TRY(bf_alloc(b, (size_t)n * 3 * sizeof(float), (void **)&r->losses));
     r->correct1 = r->losses + n;
@@ -199,6 +208,35 @@ static bf_status alloc_step_buffers(run *r) {
     return BF_OK;
 }
 
+/* The forward and backward of images [from, from + count) of the step's n uploaded ones: the loss's
+ * scale 1/n makes the slices' summed gradients those of the batch's mean loss. With several slices
+ * ([data] micro_batches) their gradients are summed in r->grad_sum, and the last slice's get the
+ * sum of the others added; dropout draws by each image's place in the batch (sample_offset), so a
+ * slice draws what the whole batch would. */
+static bf_status slice_step(run *r, int from, int count, int n, int slice, int slices) {
+    bf_backend *b = r->backend;
+    const bf_ops *ops = b->ops;
+    const bf_config *cfg = r->cfg;
+    bf_model *m = r->model;
+    const int k = m->num_classes;
+    BF_TRY(bf_model_set_batch(m, count));
+    /* its samples' place in the global batch */
+    m->sample_offset = (uint64_t)r->dp.rank * (uint64_t)cfg->data.batch_size + (uint64_t)from;
+    const float *logits = NULL;
+    BF_TRY(bf_model_forward(m, r->x + (size_t)from * bf_shape_per_sample(m->input_shape), &logits));
+    const int32_t *labels = r->labels + from;
+    BF_TRY(ops->softmax_xent(b, count, k, logits, labels, cfg->optim.label_smoothing, 1.0f / n, r->losses, r->dlogits));
+    BF_TRY(ops->topk_correct(b, count, k, logits, labels, r->correct1, r->correct5));
+    BF_TRY(ops->accumulate_sum(b, r->losses, (size_t)count, r->sums + 0));
+    BF_TRY(ops->accumulate_sum(b, r->correct1, (size_t)count, r->sums + 1));
+    BF_TRY(bf_model_backward(m, r->dlogits));
+    if (slices == 1) return BF_OK;
+    const size_t floats = m->num_param_floats;
+    if (slice == 0) return ops->copy(b, r->grad_sum, m->grad_data, floats * sizeof(float));
+    return slice < slices - 1 ? ops->add_inplace(b, r->grad_sum, m->grad_data, floats)
+                              : ops->add_inplace(b, m->grad_data, r->grad_sum, floats);
+}
+
 /* One optimisation step on one batch (no host synchronisation, but with NCCL a wait for the previous
  * step's all-reduce). */
 static bf_status train_step(run *r, const bf_batch *batch, long step, float lr, int want_norm) {
@@ -206,7 +244,7 @@ static bf_status train_step(run *r, const bf_batch *batch, long step, float lr, 
     const bf_ops *ops = b->ops;
     const bf_config *cfg = r->cfg;
     bf_model *m = r->model;
-    int n = batch->n, k = m->num_classes;
+    int n = batch->n;
     /* NCCL: the previous step's gradient all-reduce, waited for with [run] collective_timeout (a dead
      * or stuck peer aborts the communicator with an error naming it). The host waits of this step (the
      * batch upload's ring slot, a pageable copy) queue behind that all-reduce and have no timeout of
@@ -214,20 +252,21 @@ static bf_status train_step(run *r, const bf_batch *batch, long step, float lr, 
     BF_TRY(bf_dp_check_peers(&r->dp));
     BF_TRY(bf_batch_upload(r->upload, r->train_loader, batch, r->x));
     BF_TRY(bf_to_device(b, r->labels, batch->labels, (size_t)n * sizeof(int32_t)));
-    BF_TRY(bf_model_set_batch(m, n));
     /* [optim] train_only_mode = eval: the network as evaluation runs it, the trained parameters' gradients through it */
     m->training = !m->eval_backward;
     m->eval_parameter_gradients = m->eval_backward;
     m->step = (uint64_t)step;
-    m->sample_offset = (uint64_t)r->dp.rank * (uint64_t)cfg->data.batch_size; /* its samples' place in the global batch */
     m->flex_monitor_due = want_norm; /* the steps that end a log interval */
-    const float *logits = NULL;
-    BF_TRY(bf_model_forward(m, r->x, &logits));
-    BF_TRY(ops->softmax_xent(b, n, k, logits, r->labels, cfg->optim.label_smoothing, 1.0f / n, r->losses, r->dlogits));
-    BF_TRY(ops->topk_correct(b, n, k, logits, r->labels, r->correct1, r->correct5));
-    BF_TRY(ops->accumulate_sum(b, r->losses, (size_t)n, r->sums + 0));
-    BF_TRY(ops->accumulate_sum(b, r->correct1, (size_t)n, r->sums + 1));
-    BF_TRY(bf_model_backward(m, r->dlogits));
+    /* [data] micro_batches: slices of the model's training batch (the last epoch's last batch may
+     * hold fewer); the NCCL buckets wait for the summed gradients: no all-reduce during a backward */
+    const int slice = bf_data_slice(&cfg->data), slices = (n + slice - 1) / slice;
+    bf_status (*on_layer_backward)(void *, bf_model *, int) = m->on_layer_backward;
+    if (slices > 1) m->on_layer_backward = NULL;
+    bf_status s = BF_OK;
+    for (int i = 0; i < slices && s == BF_OK; i++)
+        s = slice_step(r, i * slice, i < slices - 1 ? slice : n - i * slice, n, i, slices);
+    m->on_layer_backward = on_layer_backward;
+    BF_TRY(s);
     BF_TRY(bf_dp_average_gradients(&r->dp, m));
     for (int k = 0; k < r->num_frozen; k++) /* [optim] train_only: out of the norm (and the update) */
         BF_TRY(ops->fill(b, m->grad_data + r->frozen[2 * k], 0.0f, r->frozen[2 * k + 1]));
