@@ -13,6 +13,7 @@
  *   - a rate-coded LIF CNN with dropout ends at one process's weights too (its random draws are
  *     keyed by the sample's place in the global batch), and its 2 ranks' evaluation scores what
  *     bioflex-eval does in one process with evaluation batches of another size;
+ *   - so does the CNN with dropout trained in slices ([data] micro_batches = 2, gradient accumulation);
  *   - every metrics line of the 2-rank run logs comm_exposed_ms, the time inside the gradient
  *     all-reduce per step: > 0 and < ms_per_step; the single-process run logs none;
  *   - a BU-TD network (Counter-Hebb, separate weights; its own training loop) agrees the same way,
@@ -294,6 +295,10 @@ static void driver(const char *self) {
     const char *drawn = "--set spiking.neuron=lif --set spiking.time_steps=2 --set spiking.threshold=0.3 "
                         "--set spiking.encoding=rate --set data.normalize=false --set model.dropout=0.3";
     single_and_two_ranks("drawn", cfg, drawn, "rate-coded LIF CNN with dropout");
+    /* [data] micro_batches: one process takes its batch of 16 in 2 slices of 8, each rank its 8 in 2
+     * of 4; the all-reduce waits for the slices' summed gradients, and the draws stay the batch's */
+    single_and_two_ranks("micro", cfg, "--set data.micro_batches=2 --set model.dropout=0.3",
+                         "micro_batches = 2 with dropout");
     check_trained("drawn_single/checkpoints/epoch_0001", "drawn_single/checkpoints/epoch_0002");
     rc = run("drawn_eval.log", "%s/bioflex-eval --checkpoint %s/drawn_mpi %s %s --set data.eval_batch_size=7",
              BIOFLEX_BINARY_DIR, tmp, cfg, drawn);

@@ -793,6 +793,35 @@ static void copy_file(const char *from, const char *to) {
     CHECK(system(cmd) == 0, "%s", cmd);
 }
 
+/* Rewrites dir/state.safetensors with metadata `key` set to `value` (its checksum valid: an edit
+ * the checksum cannot catch, as a file written by another program would be). */
+static void rewrite_state_meta(const char *dir, const char *key, const char *value) {
+    static const char *keys[] = {"epoch", "step", "seed", "optimizer", "optimizer_steps", "num_params", "arch", "rng",
+                                 "data_order", "batch_in_epoch", "batches_per_epoch", "schedule_start", "eval_top1",
+                                 "config", "lr_schedule", "data", "network", "learning", "model_checksum"};
+    char path[700];
+    snprintf(path, sizeof path, "%s/state.safetensors", dir);
+    bf_st_file *f = NULL;
+    CHECK_OK(bf_safetensors_read(path, &f));
+    if (!f) return;
+    bf_st_meta meta[32];
+    int nm = 0, nt = bf_safetensors_count(f);
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        const char *v = strcmp(keys[k], key) == 0 ? value : bf_safetensors_meta(f, keys[k]);
+        if (!v) continue;
+        snprintf(meta[nm].key, sizeof meta[nm].key, "%s", keys[k]);
+        snprintf(meta[nm].value, sizeof meta[nm].value, "%s", v);
+        nm++;
+    }
+    bf_st_tensor t[2];
+    for (int i = 0; i < nt && i < 2; i++) t[i] = *bf_safetensors_at(f, i);
+    char tmp[720];
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    CHECK_OK(bf_safetensors_write(tmp, t, nt < 2 ? nt : 2, meta, nm));
+    bf_safetensors_close(f);
+    CHECK(rename(tmp, path) == 0, "rename %s", tmp);
+}
+
 static void test_refusals(void) {
     bf_config cfg;
     small_config(&cfg, "full_sgd", BF_OPTIM_SGD);
@@ -841,6 +870,30 @@ static void test_refusals(void) {
     s = load_into_fresh_model(bad, &cfg);
     CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "different checkpoints"),
           "weights and state of two checkpoints refused: %s", bf_last_error());
+
+    /* a training position no run has: refused naming the key, not taken as it is (a negative epoch
+     * failed later in the loader without naming the file, atoi read "abc" as 0, sscanf's %d and a
+     * step of LONG_MAX overflowed) */
+    static const struct { const char *key, *value; } positions[] = {
+        {"epoch", "-1"},        {"epoch", "4294967297"}, {"step", "-5"},
+        {"optimizer_steps", "9223372036854775807"},      {"batches_per_epoch", "abc"},
+        {"batch_in_epoch", "-2"}, {"schedule_start", "0 99999999999"}, {"schedule_start", "1"}};
+    for (size_t i = 0; i < sizeof positions / sizeof positions[0]; i++) {
+        snprintf(bad, sizeof bad, "%s/position_%zu", root, i);
+        copy_file(good, bad);
+        rewrite_state_meta(bad, positions[i].key, positions[i].value);
+        char quoted[64];
+        snprintf(quoted, sizeof quoted, "\"%s\"", positions[i].key);
+        s = load_into_fresh_model(bad, &cfg);
+        CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "state.safetensors") && strstr(bf_last_error(), quoted),
+              "metadata %s = \"%s\" refused naming the file and the key (got %s: %s)", positions[i].key,
+              positions[i].value, bf_status_name(s), s == BF_OK ? "" : bf_last_error());
+    }
+    /* the same rewrite with the value the file had loads: the refusals are the values' */
+    snprintf(bad, sizeof bad, "%s/position_same", root);
+    copy_file(good, bad);
+    rewrite_state_meta(bad, "epoch", "2");
+    CHECK_OK(load_into_fresh_model(bad, &cfg));
 
     /* truncated optimiser state */
     snprintf(bad, sizeof bad, "%s/truncated", root);

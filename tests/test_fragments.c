@@ -16,6 +16,7 @@
 
 #include "bioflex/fragments.h"
 #include "bioflex/safetensors.h"
+#include "bioflex/train.h"
 #include "testutil.h"
 
 #define FIXTURE BIOFLEX_SOURCE_DIR "/tests/fixtures/fragments.safetensors"
@@ -581,7 +582,50 @@ static void test_support_statistics(void) {
     bf_fragments_destroy(f);
 }
 
+/* A resumed weights file whose "epoch" metadata is no epoch count (negative, not a number, past
+ * INT_MAX) is refused naming the file and the key: atoi took "-3" as 3 epochs to train again from
+ * epoch -3, "abc" as 0, and a huge one replayed the line sequence for billions of lines. */
+static void test_resume_bad_epoch(void) {
+    char dir[] = "/tmp/bioflex_test_fragments_XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(0, "mkdtemp");
+        return;
+    }
+    float *w = bf_test_calloc(NW * sizeof(float));
+    const char *bad[] = {"-3", "abc", "99999999999"};
+    for (int i = 0; i < 3; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "%s/weights_%d.safetensors", dir, i);
+        bf_st_tensor t = {.name = "model.s2.W_lateral", .dtype = BF_DTYPE_F32, .ndim = 4,
+                          .shape = {BF_FRAG_CELLS, BF_FRAG_INPUTS * BF_FRAG_K * BF_FRAG_K, 1, 1}, .data = w,
+                          .nbytes = NW * sizeof(float)};
+        bf_st_meta meta = {.key = "epoch"};
+        snprintf(meta.value, sizeof meta.value, "%s", bad[i]);
+        CHECK_OK(bf_safetensors_write(path, &t, 1, &meta, 1));
+        bf_config cfg;
+        bf_config_defaults(&cfg);
+        snprintf(cfg.run.dir, sizeof cfg.run.dir, "%s/run_%d", dir, i);
+        cfg.run.epochs = 1;
+        cfg.fragments.network = 1;
+        cfg.fragments.train_lines = 1;
+        cfg.fragments.eval_lines = 1;
+        FILE *quiet = fopen("/dev/null", "w");
+        bf_train_options o = {.resume = path, .quiet = 1, .log = quiet};
+        bf_train_result r;
+        bf_status s = bf_train(&cfg, &o, &r);
+        fclose(quiet);
+        CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), path) && strstr(bf_last_error(), "\"epoch\""),
+              "a resume from epoch \"%s\" refused naming the file and the key (got %s: %s)", bad[i],
+              bf_status_name(s), bf_last_error());
+    }
+    free(w);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0, "%s", cmd);
+}
+
 int main(void) {
+    test_resume_bad_epoch();
     test_support_statistics();
     test_initial_weights();
     test_ties();

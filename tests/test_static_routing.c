@@ -122,6 +122,18 @@ static void expect_refused(const char *label, const char *text, const char *want
 
 static void test_bad_files(void) {
     expect_refused("a missing file", NULL, "cannot open");
+    { /* a directory given as the file: it opens, and its size read as LONG_MAX was malloc'd */
+        bf_model_config mc = bf_test_cnn_config(4, 0, 0.0f);
+        mc.channels[1] = 6;
+        mc.num_channels = 2;
+        mc.flex = 1;
+        snprintf(mc.static_routing, sizeof mc.static_routing, "%s", root);
+        bf_model *m = NULL;
+        const bf_status s = bf_model_build(NULL, &mc, (bf_shape){2, 1, 16, 16}, 3, 1, &m);
+        CHECK(s == BF_ERR_IO && !m && strstr(bf_last_error(), "not a regular file") && strstr(bf_last_error(), root),
+              "a directory as the routing file refused naming it (got %s: %s)", bf_status_name(s), bf_last_error());
+        bf_model_destroy(m);
+    }
     expect_refused("not JSON", "hello", "is not a routing file");
     expect_refused("no layers", "{\"images\": 3}", "is not a routing file");
     expect_refused("a mask-joint layer", "{\"layers\": [" SITE("features.0", "0.5") ", {\"name\": \"features.4\", \"joint\": \"mask\"}]}",

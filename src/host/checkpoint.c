@@ -515,6 +515,19 @@ static bf_status meta_long(const bf_st_file *f, const char *path, const char *ke
     return BF_OK;
 }
 
+/* The counts a run goes on adding to (epochs, steps, optimiser steps, batches): at most MAX_COUNT,
+ * far beyond any run and far enough below LONG_MAX that the additions cannot overflow. */
+#define MAX_COUNT (LONG_MAX / 4)
+
+/* meta_long, refused outside [lo, hi]: a state file edited to a negative or huge position would
+ * otherwise fail later, far from the file (the loader's epoch, the optimiser's step), or wrap. */
+static bf_status meta_long_in(const bf_st_file *f, const char *path, const char *key, long lo, long hi, long *out) {
+    BF_TRY(meta_long(f, path, key, out));
+    if (*out < lo || *out > hi)
+        return bf_error(BF_ERR_CHECKPOINT, "%s: metadata \"%s\" = %ld is out of range [%ld, %ld]", path, key, *out, lo, hi);
+    return BF_OK;
+}
+
 bf_status bf_checkpoint_network(const char *dir, char *network, size_t cap, int *recorded) {
     char path[BF_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/state.safetensors", dir);
@@ -553,15 +566,15 @@ bf_status bf_checkpoint_load_state_subject(const char *dir, const bf_config *cfg
     bf_st_file *f = NULL;
     BF_TRY(bf_safetensors_read(path, &f));
     long epoch = 0, step = 0, seed = 0, num_params = 0, opt_steps = 0;
-    bf_status s = meta_long(f, path, "epoch", &epoch);
-    if (s == BF_OK) s = meta_long(f, path, "step", &step);
+    /* the epoch is an int, and resume.c names the next one (epoch + 1) */
+    bf_status s = meta_long_in(f, path, "epoch", 0, INT_MAX - 1, &epoch);
+    if (s == BF_OK) s = meta_long_in(f, path, "step", 0, MAX_COUNT, &step);
     if (s == BF_OK) s = meta_long(f, path, "seed", &seed);
     if (s == BF_OK) s = meta_long(f, path, "num_params", &num_params);
-    if (s == BF_OK) s = meta_long(f, path, "optimizer_steps", &opt_steps);
+    if (s == BF_OK) s = meta_long_in(f, path, "optimizer_steps", 0, MAX_COUNT, &opt_steps);
     long batch_in_epoch = 0; /* absent in checkpoints written before mid-epoch ones existed: 0 */
-    if (s == BF_OK && bf_safetensors_meta(f, "batch_in_epoch")) s = meta_long(f, path, "batch_in_epoch", &batch_in_epoch);
-    if (s == BF_OK && (batch_in_epoch < 0 || batch_in_epoch > INT_MAX))
-        s = bf_error(BF_ERR_CHECKPOINT, "%s: metadata \"batch_in_epoch\" = %ld is out of range", path, batch_in_epoch);
+    if (s == BF_OK && bf_safetensors_meta(f, "batch_in_epoch"))
+        s = meta_long_in(f, path, "batch_in_epoch", 0, INT_MAX, &batch_in_epoch);
     const char *kind = bf_safetensors_meta(f, "optimizer");
     if (s == BF_OK && (!kind || strcmp(kind, optimizer_name(opt->kind)) != 0))
         s = bf_error(BF_ERR_CHECKPOINT, "%s was written by optimizer \"%s\", the config uses \"%s\" ([optim] optimizer)",
@@ -602,10 +615,16 @@ bf_status bf_checkpoint_load_state_subject(const char *dir, const bf_config *cfg
         /* absent: the schedule starts at the run's start */
         const char *start = bf_safetensors_meta(f, "schedule_start");
         state->schedule_epoch = state->schedule_batch = 0;
-        if (start && (sscanf(start, "%d %d", &state->schedule_epoch, &state->schedule_batch) != 2 ||
-                      state->schedule_epoch < 0 || state->schedule_epoch > state->epoch || state->schedule_batch < 0))
-            s = bf_error(BF_ERR_CHECKPOINT, "%s: metadata \"schedule_start\" = \"%s\" is not an epoch and a batch at or "
-                         "before the checkpoint's", path, start);
+        if (start) { /* strtol, not sscanf's %d: a number past INT_MAX is refused, not undefined */
+            char *mid = NULL, *end = NULL;
+            errno = 0;
+            long se = strtol(start, &mid, 10), sb = strtol(mid, &end, 10);
+            if (errno || mid == start || end == mid || *end || se < 0 || se > state->epoch || sb < 0 || sb > INT_MAX)
+                s = bf_error(BF_ERR_CHECKPOINT, "%s: metadata \"schedule_start\" = \"%s\" is not an epoch and a batch at or "
+                             "before the checkpoint's", path, start);
+            else
+                state->schedule_epoch = (int)se, state->schedule_batch = (int)sb;
+        }
     }
     if (s == BF_OK) {
         const char *schedule = bf_safetensors_meta(f, "lr_schedule");
@@ -613,8 +632,10 @@ bf_status bf_checkpoint_load_state_subject(const char *dir, const bf_config *cfg
         const char *data = bf_safetensors_meta(f, "data");
         snprintf(state->data, sizeof state->data, "%s", data ? data : "");
         const char *batches = bf_safetensors_meta(f, "batches_per_epoch");
-        state->batches_per_epoch = batches ? atoi(batches) : 0;
-        if (state->batches_per_epoch < 0 || (state->batches_per_epoch > 0 && state->batch_in_epoch > state->batches_per_epoch))
+        long per_epoch = 0; /* absent before it was written: 0. meta_long, not atoi: "abc" is no count */
+        if (s == BF_OK && batches) s = meta_long_in(f, path, "batches_per_epoch", 0, INT_MAX, &per_epoch);
+        state->batches_per_epoch = (int)per_epoch;
+        if (s == BF_OK && state->batches_per_epoch > 0 && state->batch_in_epoch > state->batches_per_epoch)
             s = bf_error(BF_ERR_CHECKPOINT, "%s: metadata \"batches_per_epoch\" = \"%s\" is not a count at or past its "
                          "batch_in_epoch %d", path, batches, state->batch_in_epoch);
         const char *network = bf_safetensors_meta(f, "network"), *learning = bf_safetensors_meta(f, "learning");

@@ -37,6 +37,8 @@
 enum { PIXELS = BF_FRAG_SIZE * BF_FRAG_SIZE, S1_UNITS = BF_FRAG_S1 * PIXELS, S2_UNITS = BF_FRAG_CELLS * PIXELS };
 #define WEIGHT_FLOATS ((size_t)BF_FRAG_CELLS * BF_FRAG_INPUTS * BF_FRAG_K * BF_FRAG_K)
 #define WEIGHT_NAME "model.s2.W_lateral" /* the reference checkpoint's name, shape [40, 5324, 1, 1] */
+/* The most epochs a resumed checkpoint may have done: the resume replays every line drawn up to it */
+#define MAX_RESUME_EPOCH 1000000
 
 /* gamma_t = a + b t as the reference's YAML lists hold it: the decimal value, rounded to a float
  * once (1.2 + 3 x 0.2 is the float nearest 1.8, not the sum of the floats nearest 1.2 and 0.6). */
@@ -191,8 +193,16 @@ static bf_status load_checkpoint(const char *given, float *w, int *epoch) {
     BF_TRY(bf_safetensors_read(file, &f));
     const int64_t shape[4] = {BF_FRAG_CELLS, BF_FRAG_INPUTS * BF_FRAG_K * BF_FRAG_K, 1, 1};
     bf_status s = bf_safetensors_copy_out(f, WEIGHT_NAME, BF_DTYPE_F32, 4, shape, w);
+    /* absent (the reference's own checkpoint): 0. Parsed whole, not with atoi: a negative or huge
+     * epoch would replay billions of lines (or overflow) before the first one of the resumed run. */
     const char *e = bf_safetensors_meta(f, "epoch");
-    if (epoch) *epoch = e ? atoi(e) : 0;
+    char *end = NULL;
+    errno = 0;
+    long v = e ? strtol(e, &end, 10) : 0;
+    if (s == BF_OK && e && (errno || end == e || *end || v < 0 || v > MAX_RESUME_EPOCH))
+        s = bf_error(BF_ERR_CHECKPOINT, "%s: metadata \"epoch\" = \"%s\" is not an epoch count (0..%d)", file, e,
+                     MAX_RESUME_EPOCH);
+    if (epoch) *epoch = s == BF_OK ? (int)v : 0;
     bf_safetensors_close(f);
     return s;
 }
@@ -219,7 +229,9 @@ bf_status bf_fragments_train(const bf_config *cfg, const bf_train_options *opt, 
     bf_py_random lines;
     bf_py_random_seed(&lines, (uint64_t)c->line_seed);
     /* the sequence up to where this run starts: the first validation lines, then whole epochs */
-    for (int i = 0; i < c->valid_lines + start * (c->train_lines + c->valid_lines); i++) (void)bf_line_random(&lines);
+    /* (in long long: epochs x lines may pass INT_MAX; none to replay when no epoch is left to train) */
+    const long long replay = start < cfg->run.epochs ? c->valid_lines + (long long)start * (c->train_lines + c->valid_lines) : 0;
+    for (long long i = 0; i < replay; i++) (void)bf_line_random(&lines);
     if (s == BF_OK && opt && opt->started) opt->started(opt->started_user);
     char metrics[BF_PATH_MAX + 32];
     snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", cfg->run.dir);

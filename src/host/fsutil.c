@@ -72,6 +72,12 @@ bf_status bf_read_file_text(const char *path, char **text) {
     *text = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return bf_error(BF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* A directory opens too, and its end can lie at LONG_MAX: the size would be malloc'd */
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return bf_error(BF_ERR_IO, "%s: cannot read: not a regular file", path);
+    }
     long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
     char *buf = size > 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)size + 1) : NULL;
     if (!buf || fread(buf, 1, (size_t)size, f) != (size_t)size) {
