@@ -136,9 +136,15 @@ static int dry_run(const bf_config *cfg) {
         printf("\nmodel %s for %s images %dx%dx%d, %d classes:\n", m->arch, train->name, train->c, train->h, train->w,
                m->num_classes);
         bf_model_print_table(m, stdout);
+        /* parameters, gradients, the optimiser's one or two moments, and with micro_batches the slices' sum */
+        const int param_copies = (cfg->optim.optimizer == BF_OPTIM_ADAMW || cfg->optim.optimizer == BF_OPTIM_ADAM ? 4 : 3) +
+                                 (cfg->data.micro_batches > 1);
         printf("planned device memory: %.1f MiB activations, gradients and scratch, %.1f MiB parameters + gradients + "
-               "optimizer state\n", m->arena_bytes / 1048576.0,
-               m->num_param_floats * 4.0 * (cfg->optim.optimizer == BF_OPTIM_ADAMW || cfg->optim.optimizer == BF_OPTIM_ADAM ? 4 : 3) / 1048576.0);
+               "optimizer state%s\n", m->arena_bytes / 1048576.0, m->num_param_floats * 4.0 * param_copies / 1048576.0,
+               cfg->data.micro_batches > 1 ? " + the slices' gradient sum" : "");
+        if (cfg->data.micro_batches > 1)
+            printf("([data] micro_batches = %d: the network takes %d images at a time, slices of the step's batch of %d)\n",
+                   cfg->data.micro_batches, bf_data_slice(&cfg->data), cfg->data.batch_size);
         if (cfg->run.device != BF_DEVICE_SEL_CPU) { /* chosen at the first step, within the key's limit */
             double least = -1;
             for (int i = 0; i < m->num_layers; i++)
