@@ -14,6 +14,7 @@
  * with the same global batch as one process:
  *   - a CNN with dropout, without batch-norm, ends at one process's weights (1e-6) and test score, and
  *     rank 0 alone writes the metrics lines;
+ *   - so does it trained in slices ([data] micro_batches = 2: the all-reduce after their sum);
  *   - a run resumed with the other GPU count (2 -> 1 and 1 -> 2 after the first epoch) ends there too,
  *     and one stopped on request inside an epoch and resumed ends bit for bit where it would have;
  *   - with batch-norm, [run] sync_bn = true ends there as well, local statistics do not;
@@ -158,6 +159,13 @@ static void check_two_gpus(const char *tmp, const char *const *sets, size_t num_
     CHECK(lines1 > 0 && lines1 == lines2, "--gpus 2 wrote %d train metrics lines, one process %d", lines2, lines1);
     snprintf(part, sizeof part, "%s/two", tmp);
     check_comm_exposed(part, 1);
+    /* [data] micro_batches = 2: each rank takes its batch in 2 slices, the buckets all-reduced once
+     * after their sum (no bucket from the slices' backward passes) */
+    CHECK_OK(bf_config_set(&cfg, "data.micro_batches=2"));
+    run_into(&cfg, tmp, "two_sliced", NULL, part);
+    compare_weights(one, part);
+    CHECK_OK(bf_config_set(&cfg, "data.micro_batches=1"));
+    snprintf(part, sizeof part, "%s/two", tmp);
 
     /* a stop request (bioflex-train's signal), seen by the ranks together at the first log interval
      * (step 3 of 8), then resumed: bit for bit the run above */
