@@ -180,6 +180,17 @@ bf_status bf_run_build_model(const bf_config *cfg, bf_backend *b, const bf_datas
                                                                      : "a smaller arch");
     }
     if (s == BF_ERR_CONFIG) bf_config_locate_keys(cfg); /* a relation of the [model] keys, or with the data */
+    if (s == BF_ERR_OOM && b && b->kind == BF_DEVICE_CUDA) { /* the plan does not fit: how large, and the ways out */
+        bf_model *plan = NULL;
+        const double mib = bf_model_build(NULL, &model, in, classes, cfg->run.seed, &plan) == BF_OK
+                               ? plan->arena_bytes / 1048576.0 : 0;
+        bf_model_destroy(plan);
+        s = bf_error_context(s, "the network at %d images a pass plans %.1f %s of activations, gradients and scratch "
+                             "(bioflex-train --dry-run lists it), more than the GPU could give: lower [data] batch_size, "
+                             "or keep the batch and take it in slices, [data] micro_batches = K (about 1/K of that "
+                             "memory, the same update), or spread it over GPUs (--gpus)", in.n,
+                             mib >= 1024 ? mib / 1024 : mib, mib >= 1024 ? "GiB" : "MiB");
+    }
     return s;
 }
 

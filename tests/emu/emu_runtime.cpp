@@ -344,7 +344,15 @@ struct device_block {
 };
 std::map<void *, device_block> g_blocks;
 size_t g_allocated;
-const size_t EMU_TOTAL_BYTES = (size_t)80 << 30;
+/* an H100's 80 GiB, or BF_EMU_MEMORY_MIB (a device that a test's network does not fit) */
+static size_t emu_total_bytes(void) {
+    static size_t total;
+    if (!total) {
+        const char *env = getenv("BF_EMU_MEMORY_MIB");
+        total = env && atol(env) > 0 ? (size_t)atol(env) << 20 : (size_t)80 << 30;
+    }
+    return total;
+}
 
 double now_ms(void) {
     struct timespec ts;
@@ -442,7 +450,7 @@ cudaError_t cudaMalloc(void **ptr, size_t bytes) {
     *ptr = NULL;
     if (bytes == 0) return cudaSuccess;
     std::lock_guard<std::recursive_mutex> hold(g_lock);
-    if (g_allocated + bytes > EMU_TOTAL_BYTES) return fail(cudaErrorMemoryAllocation);
+    if (g_allocated + bytes > emu_total_bytes()) return fail(cudaErrorMemoryAllocation);
     const size_t page = (size_t)sysconf(_SC_PAGESIZE);
     const size_t rounded = (bytes + 255) & ~(size_t)255; /* cudaMalloc's alignment */
     const size_t data_pages = (rounded + page - 1) / page * page;
@@ -499,8 +507,8 @@ cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *attr, const v
 }
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
     std::lock_guard<std::recursive_mutex> hold(g_lock);
-    *free_bytes = EMU_TOTAL_BYTES - g_allocated;
-    *total_bytes = EMU_TOTAL_BYTES;
+    *free_bytes = emu_total_bytes() - g_allocated;
+    *total_bytes = emu_total_bytes();
     return cudaSuccess;
 }
 
