@@ -15,7 +15,8 @@
  *     initialisation), refuses a file of another shape naming the tensor, and a run started from
  *     trained weights with a vanishing learning rate scores what they score;
  *   - a corrupted, truncated or mismatched checkpoint (also weights and state from two checkpoints)
- *     is refused with a message naming the check. */
+ *     is refused with a message naming the check; so is a resume under keep_best whose
+ *     checkpoints/best holds an eval_top1 that is no top-1 in [0, 1]. */
 #include <dirent.h>
 #include <math.h>
 #include <signal.h>
@@ -934,6 +935,51 @@ static void test_refusals(void) {
     CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "not a checkpoint"), "non-checkpoint refused: %s", bf_last_error());
 }
 
+/* checkpoints/best's eval_top1 is what a resumed keep_best run must beat: a value that is no top-1
+ * (strtod took "nan" and "abc" as they came: NaN never lost, "abc" read as 0 always did) refuses
+ * the resume naming the file and the key; a valid one edited in resumes. Uses test_keep_best's run. */
+static void test_best_top1_refused(void) {
+    static const char *values[] = {"nan", "abc", "inf", "1.5", "-0.25", "0.5x", ""};
+    FILE *log = quiet_log();
+    char cmd[1400], best[600];
+    for (size_t i = 0; i <= sizeof values / sizeof values[0]; i++) {
+        const char *value = i < sizeof values / sizeof values[0] ? values[i] : "0.25"; /* the last: valid */
+        char name[64];
+        snprintf(name, sizeof name, "bad_best_%zu", i);
+        bf_config cfg; /* test_keep_best's resumed run, one epoch further */
+        small_config(&cfg, name, BF_OPTIM_SGD);
+        cfg.run.keep_best = 1;
+        cfg.run.keep_checkpoints = 2;
+        cfg.run.epochs = 6;
+        cfg.optim.lr = 5.0f;
+        cfg.schedule.type = BF_SCHED_CONSTANT;
+        snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s/best' '%s'", cfg.run.dir, root, cfg.run.dir);
+        CHECK(system(cmd) == 0, "%s", cmd);
+        snprintf(best, sizeof best, "%s/checkpoints/best", cfg.run.dir);
+        rewrite_state_meta(best, "eval_top1", value);
+        double top1 = -2;
+        bf_status s = bf_checkpoint_read_best_top1(cfg.run.dir, &top1);
+        bf_train_options resume = {.quiet = 1, .log = log, .resume = cfg.run.dir};
+        bf_train_result r;
+        if (i == sizeof values / sizeof values[0]) {
+            CHECK(s == BF_OK && top1 == 0.25, "eval_top1 = 0.25 read back (%s, %g)", bf_status_name(s), top1);
+            CHECK_OK(bf_train(&cfg, &resume, &r));
+            continue;
+        }
+        CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "best/state.safetensors") &&
+                  strstr(bf_last_error(), "\"eval_top1\""),
+              "eval_top1 = \"%s\" refused naming the file and the key (%s: %s)", value, bf_status_name(s),
+              s == BF_OK ? "" : bf_last_error());
+        CHECK(bf_checkpoint_best_top1(cfg.run.dir) == -1, "eval_top1 = \"%s\": no best to keep", value);
+        s = bf_train(&cfg, &resume, &r);
+        CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "best/state.safetensors") &&
+                  strstr(bf_last_error(), "\"eval_top1\""),
+              "a keep_best resume under eval_top1 = \"%s\" refused naming the file and the key (%s: %s)", value,
+              bf_status_name(s), s == BF_OK ? "" : bf_last_error());
+    }
+    fclose(log);
+}
+
 /* The momentum buffer a step checkpoint holds (NULL when unreadable, CHECKed). */
 static float *momentum_of(const char *checkpoint, size_t *n) {
     char path[BF_PATH_MAX + 64];
@@ -1009,6 +1055,7 @@ int main(void) {
     test_keep_best();
     test_weights_file();
     test_refusals();
+    test_best_top1_refused();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);

@@ -7,15 +7,20 @@
  *    task; a fixed task gives the task_labels column;
  *  - per-task evaluation with a fake predictor of known accuracy, and its metrics.jsonl line;
  *  - CelebA from a fixture written here (JPEGs encoded with TurboJPEG, attribute and partition
- *    lists): splits, labels, pixels within JPEG tolerance, and clear errors;
+ *    lists): splits, labels, pixels within JPEG tolerance, and clear errors; a directory named like
+ *    an image and a JPEG of more than 500 progressive scans skipped and counted, an image count
+ *    the list cannot hold refused at the list's end without allocating it;
  *  - config: the dataset names, and subset refused for a multi-task dataset. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <turbojpeg.h>
 #include <unistd.h>
 
@@ -424,6 +429,46 @@ static void write_celeba_fixture(const char *dir, int broken_attr_line) {
     fclose(f);
 }
 
+/* A 178x218 grey progressive JPEG of `scans` DC scans, each coding every block's difference as 0
+ * (a Huffman table of the one code "0"): valid, decodable without a warning, and as costly as its
+ * scan count. tests/fixtures/jpeg_many_scans.jpg (from fuzzing) at CelebA's size. */
+static void write_many_scans_jpeg(const char *path, int scans) {
+    static const uint8_t sof[] = {0xFF, 0xC2, 0, 11, 8, 0, CH, 0, CW, 1, 1, 0x11, 0};
+    static const uint8_t sos[] = {0xFF, 0xDA, 0, 8, 1, 1, 0, 0, 0, 0};
+    uint8_t dqt[69] = {0xFF, 0xDB, 0, 67, 0}, dht[22] = {0xFF, 0xC4, 0, 20, 0, 1}; /* one code of length 1: 0 */
+    memset(dqt + 5, 1, 64);
+    uint8_t data[81] = {0}; /* 23 x 28 = 644 blocks, a 0 bit each: 80 bytes and 4 bits, padded with 1s */
+    data[80] = 0x0F;
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        perror(path);
+        exit(1);
+    }
+    fwrite("\xFF\xD8", 1, 2, f);
+    fwrite(dqt, 1, sizeof dqt, f), fwrite(sof, 1, sizeof sof, f), fwrite(dht, 1, sizeof dht, f);
+    for (int i = 0; i < scans; i++) fwrite(sos, 1, sizeof sos, f), fwrite(data, 1, sizeof data, f);
+    fwrite("\xFF\xD9", 1, 2, f);
+    fclose(f);
+}
+
+/* bf_dataset_open with stderr, where a skipped image is warned about, caught in *warnings (free it;
+ * NULL when nothing was written). */
+static bf_status open_warned(const bf_data_config *cfg, bf_split split, bf_dataset **d, const char *tmp,
+                             char **warnings) {
+    char log[600];
+    snprintf(log, sizeof log, "%s/stderr.txt", tmp);
+    fflush(stderr);
+    int saved = dup(2), fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd >= 0) dup2(fd, 2);
+    bf_status s = bf_dataset_open(cfg, 1, split, d);
+    fflush(stderr);
+    if (saved >= 0) dup2(saved, 2), close(saved);
+    if (fd >= 0) close(fd);
+    size_t n = 0;
+    *warnings = bf_test_read_file(log, &n);
+    return s;
+}
+
 static void check_celeba_split(const bf_dataset *d, int partition, const char *what) {
     int n = 0, labels_ok = 1;
     double worst = 0, sum = 0;
@@ -495,6 +540,64 @@ static void test_celeba(const char *tmp) {
         bf_dataset_free(tr);
         tr = NULL;
     }
+    /* A directory named like an image opens, and its end can lie at LONG_MAX (ext4): a bad image
+     * named as not a regular file, not a read of that size. More than 500 progressive scans (seconds
+     * of CPU each): a bad image as the other JPEG loaders have it (jpeg_decode.c's MAX_SCANS). */
+    static const char *bad_kinds[2][2] = {{"a directory", "not a regular file"}, {"600 scans", "more than 500 scans"}};
+    for (int b = 0; b < 2; b++) {
+        unlink(path);
+        rmdir(path);
+        if (b == 0) mkdir(path, 0700);
+        else write_many_scans_jpeg(path, 600);
+        char *warned = NULL;
+        s = open_warned(&cfg, BF_SPLIT_TRAIN, &tr, tmp, &warned);
+        CHECK(s == BF_OK && tr && tr->num_samples == 17 && tr->skipped_images == 1 && warned &&
+                  strstr(warned, "000002.jpg") && strstr(warned, bad_kinds[b][1]),
+              "000002.jpg as %s: skipped and counted, warned as \"%s\" (%s, %d samples, %d skipped; stderr: %s)",
+              bad_kinds[b][0], bad_kinds[b][1], s == BF_OK ? "ok" : bf_last_error(), tr ? tr->num_samples : -1,
+              tr ? tr->skipped_images : -1, warned ? warned : "");
+        free(warned);
+        bf_dataset_free(tr);
+        tr = NULL;
+    }
+    /* ... and the same file with 400 scans decodes (grey: every coefficient 0, plus the level shift) */
+    write_many_scans_jpeg(path, 400);
+    CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &tr));
+    CHECK(tr && tr->num_samples == 18 && tr->pixels[3 * CH * CW] == 128, "400 scans decode (%d samples, pixel %d)",
+          tr ? tr->num_samples : -1, tr ? tr->pixels[3 * CH * CW] : -1);
+    bf_dataset_free(tr);
+    tr = NULL;
+
+    /* An image count of 2^28 on line 1 of a 30-image list: refused when the list ends, naming the
+     * file and line, without allocating the 60 GB that count of entries would take (a child whose
+     * address space may grow by 1 GiB). */
+    char counted[512];
+    snprintf(counted, sizeof counted, "%s/celeba_count", tmp);
+    write_celeba_fixture(counted, -1);
+    snprintf(path, sizeof path, "%s/list_attr_celeba.txt", counted);
+    size_t size = 0;
+    char *list = bf_test_read_file(path, &size), *rest = list ? strchr(list, '\n') : NULL;
+    FILE *lf = rest ? fopen(path, "w") : NULL;
+    CHECK(lf != NULL, "rewrite %s", path);
+    if (lf) {
+        fprintf(lf, "268435456%s", rest);
+        fclose(lf);
+    }
+    free(list);
+    bf_data_config ccfg = data_config(BF_DATASET_CELEBA, counted);
+    pid_t child = bf_test_fork_capped((size_t)1 << 30);
+    if (child == 0) {
+        bf_dataset *cd = NULL;
+        bf_status cs = bf_dataset_open(&ccfg, 1, BF_SPLIT_TRAIN, &cd);
+        int refused = cs == BF_ERR_FORMAT && strstr(bf_last_error(), "list_attr_celeba.txt:33:") &&
+                      strstr(bf_last_error(), "268435456");
+        if (!refused) fprintf(stderr, "child: %s: %s\n", bf_status_name(cs), bf_last_error());
+        _exit(refused ? 0 : 1);
+    }
+    int child_status;
+    CHECK(bf_test_child_passed(child, &child_status),
+          "an image count of 2^28 in a 30-image list refused naming list_attr_celeba.txt:33 within 1 GiB more "
+          "address space (status %d)", child_status);
     /* A malformed attribute value: file:line. */
     char bad[512];
     snprintf(bad, sizeof bad, "%s/celeba_bad", tmp);

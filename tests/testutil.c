@@ -1,5 +1,9 @@
 #include "testutil.h"
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -176,6 +180,25 @@ bf_model_config bf_test_cnn_config(int channels, int hidden, float dropout) {
     mc.hidden = hidden;
     mc.dropout = dropout;
     return mc;
+}
+
+pid_t bf_test_fork_capped(size_t extra) {
+    pid_t child = fork();
+    if (child != 0) return child;
+    long pages = 0;
+    FILE *statm = fopen("/proc/self/statm", "r");
+    if (!statm || fscanf(statm, "%ld", &pages) != 1) pages = 0;
+    if (statm) fclose(statm);
+    const rlim_t cap = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (rlim_t)extra;
+    struct rlimit limit = {cap, cap};
+    setrlimit(RLIMIT_AS, &limit);
+    return 0;
+}
+
+int bf_test_child_passed(pid_t child, int *status) {
+    *status = -1;
+    if (child > 0) waitpid(child, status, 0);
+    return child > 0 && WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
 }
 
 void bf_test_procedural_run_config(bf_config *cfg, const char *dir) {

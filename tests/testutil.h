@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "bioflex/config.h"
 #include "bioflex/data.h"
@@ -98,6 +99,13 @@ void bf_test_noise_close(bf_test_noise *t);
 /* The [model] defaults with arch = cnn: one conv of `channels`, a hidden layer of `hidden`, the
  * given dropout; the caller changes what else it needs. */
 bf_model_config bf_test_cnn_config(int channels, int hidden, float dropout);
+
+/* fork(), with the child's address space allowed to grow by only `extra` bytes past what it has
+ * mapped (relative: a sanitizer build maps terabytes of shadow first), so that an allocation the
+ * code under test must never make fails there rather than succeed; and the wait for that child:
+ * 1 when it exited with status 0 (*status: the wait status, -1 without a child). */
+pid_t bf_test_fork_capped(size_t extra);
+int bf_test_child_passed(pid_t child, int *status);
 
 /* A whole run's config, the defaults but: run dir `dir`, one epoch on one CPU thread of 128 procedural
  * 12x12 training images of 4 classes (32 test) in batches of 32, a CNN of 4 and 8 channels and a

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -275,15 +276,33 @@ int bf_epoch_checkpoint_due(const bf_config *cfg, int epochs_done) {
     return epochs_done == cfg->run.epochs || (every > 0 && epochs_done % every == 0);
 }
 
-double bf_checkpoint_best_top1(const char *run_dir) {
+bf_status bf_checkpoint_read_best_top1(const char *run_dir, double *top1) {
+    *top1 = -1;
     char path[BF_PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/checkpoints/best/state.safetensors", run_dir);
+    if (access(path, R_OK) != 0) return BF_OK; /* no best yet */
     bf_st_file *f = NULL;
-    if (access(path, R_OK) != 0 || bf_safetensors_read(path, &f) != BF_OK) return -1;
+    BF_TRY(bf_safetensors_read(path, &f));
     const char *v = bf_safetensors_meta(f, "eval_top1");
-    double top1 = v ? strtod(v, NULL) : -1;
+    bf_status s = BF_OK;
+    if (v) {
+        /* The value every later evaluation must beat: strtod alone took "nan" (never beaten), "abc"
+         * (0, always beaten) and numbers no top-1 can be, so checked as meta_long checks integers */
+        char *end = NULL;
+        errno = 0;
+        double x = strtod(v, &end);
+        if (errno || end == v || *end || !isfinite(x) || x < 0 || x > 1)
+            s = bf_error(BF_ERR_CHECKPOINT, "%s: metadata \"eval_top1\" = \"%s\" is not a top-1 in [0, 1]", path, v);
+        else
+            *top1 = x;
+    }
     bf_safetensors_close(f);
-    return top1;
+    return s;
+}
+
+double bf_checkpoint_best_top1(const char *run_dir) {
+    double top1 = -1;
+    return bf_checkpoint_read_best_top1(run_dir, &top1) == BF_OK ? top1 : -1;
 }
 
 /* Reads a `latest` file (one checkpoint name) into dir_out: that name beside the file. */

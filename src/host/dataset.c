@@ -179,21 +179,38 @@ static bf_status idx_read(const char *dir, const char *name, uint32_t magic, int
                       out->path, header_bytes + total, header_bytes, total, (size_t)file_stat.st_size);
         goto done;
     }
-    out->data = malloc(total);
-    if (!out->data) {
-        st = bf_error(BF_ERR_OOM, "%s: cannot allocate %zu bytes", out->path, total);
-        goto done;
+    /* A gzip stream shows its length only as it is decompressed: the data is read into a buffer
+     * that doubles as it fills, up to the header's size, so a corrupt header costs at most twice
+     * what the file holds (the header's size is allocated only when that much data arrives). */
+    size_t have = 0, cap = 0;
+    for (;;) {
+        if (have == cap) {
+            if (cap == total) break;
+            size_t grown = cap ? 2 * cap : (size_t)1 << 20;
+            if (grown > total) grown = total;
+            uint8_t *p = realloc(out->data, grown);
+            if (!p) {
+                st = bf_error(BF_ERR_OOM, "%s: cannot allocate %zu bytes", out->path, grown);
+                goto done;
+            }
+            out->data = p, cap = grown;
+        }
+        got = gz_read_all(f, out->data + have, cap - have);
+        if (got < 0) {
+            st = bf_error(BF_ERR_FORMAT, "%s: cannot decompress: %s", out->path, gz_error_text(f));
+            goto done;
+        }
+        have += (size_t)got;
+        if (have < cap) break; /* the end of the data */
     }
-    got = gz_read_all(f, out->data, total);
-    if (got < 0) {
-        st = bf_error(BF_ERR_FORMAT, "%s: cannot decompress: %s", out->path, gz_error_text(f));
-        goto done;
-    }
-    if ((size_t)got < total) {
+    if (have < total) {
+        char dims[48];
+        if (rank == 3) snprintf(dims, sizeof dims, "%u x %u x %u", out->dims[0], out->dims[1], out->dims[2]);
+        else snprintf(dims, sizeof dims, "%u", out->dims[0]);
         st = bf_error(BF_ERR_FORMAT,
-                      "%s: truncated: header promises %zu bytes (%zu header + %zu data), file has %zu%s",
-                      out->path, header_bytes + total, header_bytes, total,
-                      header_bytes + (size_t)got, strstr(out->path, ".gz") ? " after decompression" : "");
+                      "%s: truncated: header promises %zu bytes (%zu header + %zu data: dimensions %s), file has %zu%s",
+                      out->path, header_bytes + total, header_bytes, total, dims, header_bytes + have,
+                      strstr(out->path, ".gz") ? " after decompression" : "");
         goto done;
     }
     unsigned char extra;

@@ -22,6 +22,7 @@
 #include <turbojpeg.h>
 
 #include "dataset_tasks.h"
+#include "fsutil.h"
 
 #define CELEBA_TASKS 40
 #define CELEBA_H 218
@@ -71,13 +72,20 @@ static bf_status read_lists(const char *dir, int want, int limit, celeba_entry *
         s = bf_error(BF_ERR_FORMAT, "%s:2: %d attribute names (expected %d)", attr_path, names, CELEBA_TASKS);
         goto done;
     }
-    entries = malloc((size_t)total * sizeof *entries);
-    if (!entries) {
-        s = bf_error(BF_ERR_OOM, "celeba: cannot allocate %ld entries", total);
-        goto done;
-    }
+    /* The entries grow as lines are read, never to the count line 1 claims: a corrupt count (up to
+     * 2^28, 60 GB of entries) ends at the list's real end with the error below, not in malloc. */
+    long cap = 0;
     for (long i = 0; i < total; i++) {
         long aline = i + 3, pline_no = i + 1;
+        if (kept == cap) {
+            long grown = cap ? 2 * cap : 1024;
+            celeba_entry *p = realloc(entries, (size_t)grown * sizeof *entries);
+            if (!p) {
+                s = bf_error(BF_ERR_OOM, "celeba: cannot allocate %ld entries (%s:%ld)", grown, attr_path, aline);
+                goto done;
+            }
+            entries = p, cap = grown;
+        }
         if (!fgets(line, sizeof line, fa)) {
             s = bf_error(BF_ERR_FORMAT, "%s:%ld: file ends after %ld of the %ld images its first line announces",
                          attr_path, aline, i, total);
@@ -152,15 +160,16 @@ static int decode_one(tjhandle tj, const char *path, uint8_t *chw, uint8_t *hwc,
         snprintf(err, err_cap, "celeba: cannot open %s: %s", path, strerror(errno));
         return -1;
     }
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
+    /* fstat's size, not fseek/ftell's: a directory named like an image opens too, and its end can
+     * lie at LONG_MAX. Not a regular file is a bad image, skipped as the loaders skip one. */
+    long size = bf_regular_file_size(f);
     unsigned char *jpeg = size > 0 ? malloc((size_t)size) : NULL;
     int ok = jpeg && fread(jpeg, 1, (size_t)size, f) == (size_t)size;
     fclose(f);
     if (!ok) {
         free(jpeg);
-        snprintf(err, err_cap, "celeba: cannot read %s (%ld bytes)", path, size);
+        if (size < 0) snprintf(err, err_cap, "celeba: cannot read %s: not a regular file", path);
+        else snprintf(err, err_cap, "celeba: cannot read %s (%ld bytes)", path, size);
         return 0;
     }
     int w = 0, h = 0, subsamp = 0, colorspace = 0;
@@ -175,7 +184,10 @@ static int decode_one(tjhandle tj, const char *path, uint8_t *chw, uint8_t *hwc,
         free(jpeg);
         return 0;
     }
-    if (tjDecompress2(tj, jpeg, (unsigned long)size, hwc, w, 0, h, TJPF_RGB, TJFLAG_ACCURATEDCT) != 0) {
+    /* TJFLAG_LIMITSCANS: a progressive file of thousands of empty scans costs seconds of CPU each;
+     * past 500 it is a bad image, as jpeg_decode.c's MAX_SCANS makes it for the other JPEG loaders */
+    int flags = TJFLAG_ACCURATEDCT | TJFLAG_LIMITSCANS;
+    if (tjDecompress2(tj, jpeg, (unsigned long)size, hwc, w, 0, h, TJPF_RGB, flags) != 0) {
         snprintf(err, err_cap, "celeba: cannot decode %s: %s", path, tjGetErrorStr2(tj));
         free(jpeg);
         return 0;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,18 +69,22 @@ void bf_fsync_dir(const char *path) {
     close(fd);
 }
 
+long bf_regular_file_size(FILE *f) {
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > LONG_MAX) return -1;
+    return (long)st.st_size;
+}
+
 bf_status bf_read_file_text(const char *path, char **text) {
     *text = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return bf_error(BF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    /* A directory opens too, and its end can lie at LONG_MAX: the size would be malloc'd */
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+    long size = bf_regular_file_size(f);
+    if (size < 0) {
         fclose(f);
         return bf_error(BF_ERR_IO, "%s: cannot read: not a regular file", path);
     }
-    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    char *buf = size > 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)size + 1) : NULL;
+    char *buf = size > 0 ? malloc((size_t)size + 1) : NULL;
     if (!buf || fread(buf, 1, (size_t)size, f) != (size_t)size) {
         free(buf);
         fclose(f);
