@@ -120,6 +120,48 @@ static void test_probe_gradient(bf_backend *b) {
     bf_model_destroy(probe);
 }
 
+/* train_only = features.0 (the first conv) in training mode: its gradients are those of the whole
+ * network's backward bit for bit, and the frozen linear layers above it get none computed (their
+ * gradient memory keeps what it held; the trainer zeroes it each step). */
+static void test_frozen_above(bf_backend *b) {
+    enum { N = 8, K = 4, S = 12 };
+    bf_model_config plain_cfg = bf_test_cnn_config(4, 16, 0.0f), first_cfg = plain_cfg;
+    first_cfg.trained_only = "features.0";
+    bf_model *plain = NULL, *first = NULL;
+    CHECK_OK(bf_model_build(b, &plain_cfg, (bf_shape){N, 1, S, S}, K, 7, &plain));
+    CHECK_OK(bf_model_build(b, &first_cfg, (bf_shape){N, 1, S, S}, K, 7, &first));
+    if (!plain || !first) return;
+    float x[N * S * S], dlogits[N * K], losses[N];
+    int32_t labels[N];
+    bf_test_fill_uniform(x, N * S * S, -1, 1, 5);
+    for (int i = 0; i < N; i++) labels[i] = i % K;
+    bf_model *nets[2] = {plain, first};
+    for (int k = 0; k < 2; k++) {
+        const float *logits;
+        nets[k]->training = 1;
+        for (size_t i = 0; i < nets[k]->num_param_floats; i++) nets[k]->grad_data[i] = 7.0f;
+        CHECK_OK(bf_model_forward(nets[k], x, &logits));
+        CHECK_OK(b->ops->softmax_xent(b, N, K, logits, labels, 0.0f, 1.0f / N, losses, dlogits));
+        CHECK_OK(bf_model_backward(nets[k], dlogits));
+    }
+    int same = 1, untouched = 1, linear = 0, conv = 0;
+    for (int i = 0; i < first->num_params; i++) {
+        const bf_param *p = &first->params[i];
+        const float *g = first->grad_data + p->offset, *want = plain->grad_data + p->offset;
+        if (!strncmp(p->name, "features.0.", 11)) {
+            same &= !memcmp(g, want, p->count * sizeof(float)) && g[0] != 7.0f, conv++;
+        } else if (!strncmp(p->name, "classifier.", 11)) {
+            for (size_t j = 0; j < p->count; j++) untouched &= g[j] == 7.0f;
+            linear++;
+        }
+    }
+    CHECK(conv == 2 && same, "train_only = features.0: its %d gradients are the whole backward's bit for bit", conv);
+    CHECK(linear >= 4 && untouched, "train_only = features.0: the %d frozen classifier tensors above it get no "
+          "gradient computed", linear);
+    bf_model_destroy(plain);
+    bf_model_destroy(first);
+}
+
 static char root[256];
 
 static void probe_config(bf_config *cfg, const char *run) {
@@ -197,6 +239,7 @@ int main(void) {
     CHECK_OK(bf_backend_create_cpu(1, &b));
     if (b) test_restricted_optimizer(b);
     if (b) test_probe_gradient(b);
+    if (b) test_frozen_above(b);
     bf_backend_destroy(b);
     snprintf(root, sizeof root, "/tmp/bioflex_train_only_XXXXXX");
     if (!mkdtemp(root)) return 1;

@@ -195,6 +195,8 @@ typedef struct bf_layer {
                                  * fold_conv_bias): in training it adds no bias and writes its bias
                                  * gradient as 0 (the batch-norm takes a per-channel constant out again),
                                  * and the batch-norm adds momentum * bias to its running mean */
+    int params_trained;         /* it has a parameter that trains (every one, or those [optim] train_only
+                                 * names): only then does its backward compute parameter gradients */
     int needs_grad;             /* its output gradient is used: it or a layer it reads (at any depth) has
                                  * trainable parameters; else no dout, and its consumers skip that dx
                                  * (a spiking net's encode layer: the first conv's backward-data) */

@@ -66,7 +66,7 @@ bf_status bf_cirincione_backward(bf_model *m, int index, float *dx) {
     const bf_ops *ops = b->ops;
     const float *x = bf_layer_input(m, l, 0);
     bf_conv2d_shape cs = layer_conv(m, l);
-    const int param_grads = bf_model_param_grads(m);
+    const int param_grads = bf_layer_param_grads(m, l);
     if (!dx && !param_grads) return BF_OK;
     BF_TRY(ops->cirincione_divide_backward(b, x, l->v1_sums, bf_layer_param(m, l, 6), l->dout, dx, l->v1_sums,
                                            param_grads ? bf_layer_grad(m, l, 6) : NULL, count_of(&cs))); /* dN over N */

@@ -281,7 +281,7 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
         const int in_place = dconv_in_place(m, index);
         float *dconv = in_place ? l->dout : l->bwd_scratch;
         /* [model] fold_conv_bias: a route that applies or scatters sums the bias gradient as it writes dconv */
-        const int param_grads = bf_model_param_grads(m);
+        const int param_grads = bf_layer_param_grads(m, l);
         float *dbias = bf_layer_grad(m, l, 1), *route_dbias = m->fold_conv_bias && param_grads ? dbias : NULL;
         if (dx && route_scatter(m, l)) { /* dx = the pool's share, then the conv's part added */
             if (l->flex_applies_bn && !m->sync_sums) { /* dy: the next batch-norm's dx, from its dy as read */
@@ -344,7 +344,7 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
             BF_TRY(ops->add_inplace(b, w.dpooled, w.dpooled_logits, (size_t)fs.n * fs.c_in * fs.hw));
         }
     }
-    const int param_grads = bf_model_param_grads(m);
+    const int param_grads = bf_layer_param_grads(m, l);
     if (param_grads && l->param_index[2] >= 0) BF_TRY(ops->flex_threshold_backward(b, &fs, dlogits, bf_layer_grad(m, l, 2)));
     if (param_grads) BF_TRY(ops->conv2d_backward_filter(b, &cs, x, w.dconv, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1)));
     if (!dx) return BF_OK;

@@ -23,7 +23,7 @@ bf_status bf_local_backward(bf_model *m, int index, float *dx) {
     bf_layer *l = &m->layers[index];
     bf_backend *b = m->backend;
     const bf_local_shape s = local_shape(m, l);
-    if (bf_model_param_grads(m))
+    if (bf_layer_param_grads(m, l))
         BF_TRY(b->ops->local_backward_filter(b, &s, bf_layer_input(m, l, 0), l->dout, bf_layer_grad(m, l, 0)));
     return dx ? b->ops->local_backward_data(b, &s, l->dout, bf_layer_param(m, l, 0), dx) : BF_OK;
 }

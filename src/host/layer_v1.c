@@ -109,7 +109,7 @@ static bf_status dog_backward(bf_model *m, bf_layer *l, float *dx) {
     const int c = l->out_shape.c, d = l->dog_channels, hw = cs.h_in * cs.w_in;
     float *dy_slice = l->v1_slice_out; /* the conv's output is not needed any more */
     BF_TRY(ops->channel_copy(b, cs.n, hw, d, l->dout, c, 0, dy_slice, d, 0));
-    if (bf_model_param_grads(m)) {
+    if (bf_layer_param_grads(m, l)) {
         BF_TRY(ops->conv2d_backward_filter(b, &cs, l->v1_slice, dy_slice, l->v1_dweights, NULL));
         BF_TRY(ops->dog_kernels_backward(b, d * d, cs.k_h, l->dog_amp_paper, bf_layer_param(m, l, 0),
                                          bf_layer_param(m, l, 1), bf_layer_param(m, l, 2), l->v1_weights, l->v1_sums,
@@ -151,7 +151,7 @@ bf_status bf_v1_backward(bf_model *m, int index, float *dx) {
     const float *x = bf_layer_input(m, l, 0);
     bf_conv2d_shape cs = layer_conv(m, l);
     const size_t count = (size_t)cs.n * cs.c_in * cs.h_in * cs.w_in;
-    const int param_grads = bf_model_param_grads(m);
+    const int param_grads = bf_layer_param_grads(m, l);
     if (!dx && !param_grads) return BF_OK;
     BF_TRY(ops->divnorm_apply_backward(b, x, l->v1_sums, l->dout, dx, l->v1_sums, count)); /* dS over S */
     if (param_grads) {

@@ -189,7 +189,7 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
          * 0 (the evaluation forward adds it, and the running mean does not take it out again) */
         const int bias_left = m->training && l->bias_in_bn;
         float *dbias = bias_left ? NULL : bf_layer_grad(m, l, 1);
-        if (bf_model_param_grads(m)) s = ops->conv2d_backward_filter(b, &cs, x, dy, bf_layer_grad(m, l, 0), dbias);
+        if (bf_layer_param_grads(m, l)) s = ops->conv2d_backward_filter(b, &cs, x, dy, bf_layer_grad(m, l, 0), dbias);
         if (s == BF_OK && bias_left) s = ops->fill(b, bf_layer_grad(m, l, 1), 0.0f, (size_t)cs.c_out);
         if (s == BF_OK && dx) s = ops->conv2d_backward_data(b, &cs, dy, bf_layer_param(m, l, 0), dx);
         break;
@@ -256,7 +256,7 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
         ls.n = bf_layer_batch(m, l);
         if (l->frozen) /* only dx: the weight and bias are not trained */
             s = dx ? ops->linear_backward(b, &ls, x, buffer(m, l, 0), dy, dx, NULL, NULL) : BF_OK;
-        else if (!bf_model_param_grads(m)) /* evaluation: the input gradient alone */
+        else if (!bf_layer_param_grads(m, l)) /* evaluation: the input gradient alone */
             s = dx ? ops->linear_backward(b, &ls, x, bf_layer_param(m, l, 0), dy, dx, NULL, NULL) : BF_OK;
         else
             s = ops->linear_backward(b, &ls, x, bf_layer_param(m, l, 0), dy, dx, bf_layer_grad(m, l, 0), bf_layer_grad(m, l, 1));

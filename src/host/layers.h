@@ -18,6 +18,11 @@ static inline float *bf_layer_grad(const bf_model *m, const bf_layer *l, int slo
 /* Whether a backward writes parameter gradients: in training, or in evaluation mode when asked
  * (bf_model.eval_parameter_gradients; input gradients alone otherwise). */
 static inline int bf_model_param_grads(const bf_model *m) { return m->training || m->eval_parameter_gradients; }
+/* ... and of layer l: not for one whose parameters all stay ([optim] train_only leaves them out; the
+ * trainer zeroes their gradients each step), nor for a layer without any. */
+static inline int bf_layer_param_grads(const bf_model *m, const bf_layer *l) {
+    return bf_model_param_grads(m) && l->params_trained;
+}
 
 /* Evaluation mode: dgamma and dbeta of a batch-norm that normalised x with its running statistics,
  * sum dy * (x - running_mean) / sqrt(running_var + eps) and sum dy per channel. */

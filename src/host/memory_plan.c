@@ -567,7 +567,8 @@ bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
         m->fuse_bn_relu = m->fuse_flex_bn = m->fuse_flex_bn_stats = m->recompute_charge = m->fuse_bn_backward = 0;
     for (int i = 0; i < L; i++) { /* inputs come before their consumers */
         bf_layer *l = &m->layers[i];
-        l->needs_grad = m->input_gradient || has_trainable_params(m, l); /* input_gradient: every path to the image */
+        l->params_trained = has_trainable_params(m, l);
+        l->needs_grad = m->input_gradient || l->params_trained; /* input_gradient: every path to the image */
         for (int j = 0; j < l->num_inputs; j++)
             if (l->input[j] >= 0 && m->layers[l->input[j]].needs_grad) l->needs_grad = 1;
     }
