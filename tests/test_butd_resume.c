@@ -4,7 +4,8 @@
  *   - a run stopped on request (bf_train_options.stop) after every step and resumed each time ends
  *     bit-identical to the straight run (every position inside an epoch resumes exactly);
  *   - a complete run resumed again trains nothing and reports the same test score;
- *   - keep_best keeps checkpoints/best at the best epoch's evaluation;
+ *   - keep_best keeps checkpoints/best at the best epoch's evaluation; a best whose eval_top1 is no
+ *     top-1 refuses a keep_best resume (naming the file and the key), and only a keep_best one;
  *   - checkpoints/epoch_0001 holds model.safetensors and state.safetensors, `latest` names the last;
  *   - a checkpoint of another network shape is refused with a message naming the tensor. */
 #include <signal.h>
@@ -112,7 +113,8 @@ int main(void) {
     CHECK_OK(bf_config_set(&cfg, "run.keep_best=true"));
     CHECK_OK(bf_config_set(&cfg, "optim.lr=0.02")); /* learns well in 3 epochs (41, 72, 87%) */
     CHECK_OK(bf_train(&cfg, &quiet, &res));
-    double before = bf_checkpoint_best_top1(best_dir);
+    double before = -1;
+    CHECK_OK(bf_checkpoint_read_best_top1(best_dir, &before));
     /* 2 more epochs with updates that wreck the network (47, 40%): they must not replace the best */
     configure(&cfg, best_dir, 5);
     CHECK_OK(bf_config_set(&cfg, "run.keep_best=true"));
@@ -129,10 +131,23 @@ int main(void) {
         if (t && atof(t + 7) > best) best = atof(t + 7);
     }
     if (f) fclose(f);
-    double stored = bf_checkpoint_best_top1(best_dir);
+    double stored = -1;
+    CHECK_OK(bf_checkpoint_read_best_top1(best_dir, &stored));
     CHECK(best > 0 && stored == best && stored == before,
           "BU-TD keep_best: checkpoints/best holds %.4f, the best evaluation %.4f, the best of the first 3 epochs %.4f",
           stored, best, before);
+    /* a best whose eval_top1 is no top-1 (NaN: never beaten) refuses a keep_best resume naming the file
+     * and the key; without keep_best it is not read, and the complete run resumes */
+    snprintf(path, sizeof path, "%s/checkpoints/best/state.safetensors", best_dir);
+    bf_st_meta nan_top1 = {"eval_top1", "nan"};
+    CHECK_OK(bf_safetensors_write(path, NULL, 0, &nan_top1, 1));
+    bf_status refused = bf_train(&cfg, &resume_best, &res);
+    CHECK(refused == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "best/state.safetensors") &&
+              strstr(bf_last_error(), "\"eval_top1\""),
+          "BU-TD keep_best resume under eval_top1 = \"nan\" refused naming the file and the key (%s: %s)",
+          bf_status_name(refused), refused == BF_OK ? "" : bf_last_error());
+    CHECK_OK(bf_config_set(&cfg, "run.keep_best=false"));
+    CHECK_OK(bf_train(&cfg, &resume_best, &res));
 
     snprintf(path, sizeof path, "%s/checkpoints/latest", split);
     char name[32] = {0};

@@ -16,7 +16,7 @@
  *     trained weights with a vanishing learning rate scores what they score;
  *   - a corrupted, truncated or mismatched checkpoint (also weights and state from two checkpoints)
  *     is refused with a message naming the check; so is a resume under keep_best whose
- *     checkpoints/best holds an eval_top1 that is no top-1 in [0, 1]. */
+ *     checkpoints/best holds an eval_top1 that is no top-1 in [0, 1] (one without keep_best goes on). */
 #include <dirent.h>
 #include <math.h>
 #include <signal.h>
@@ -692,7 +692,8 @@ static void test_keep_best(void) {
         if (top1 > best) best = top1, best_epoch = atoi(e + 8);
     }
     if (f) fclose(f);
-    double stored = bf_checkpoint_best_top1(cfg.run.dir);
+    double stored = -1;
+    CHECK_OK(bf_checkpoint_read_best_top1(cfg.run.dir, &stored));
     snprintf(path, sizeof path, "%s/checkpoints/best/state.safetensors", cfg.run.dir);
     bf_st_file *st = NULL;
     long epoch = -1;
@@ -743,7 +744,9 @@ static void test_keep_best(void) {
     small_config(&other, "no_best", BF_OPTIM_SGD);
     other.run.epochs = 1;
     CHECK_OK(bf_train(&other, &quiet, &r));
-    CHECK(bf_checkpoint_best_top1(other.run.dir) < 0, "without keep_best there is no checkpoints/best");
+    double none = 0;
+    CHECK(bf_checkpoint_read_best_top1(other.run.dir, &none) == BF_OK && none < 0,
+          "without keep_best there is no checkpoints/best (top-1 %g)", none);
     fclose(log);
 }
 
@@ -937,7 +940,8 @@ static void test_refusals(void) {
 
 /* checkpoints/best's eval_top1 is what a resumed keep_best run must beat: a value that is no top-1
  * (strtod took "nan" and "abc" as they came: NaN never lost, "abc" read as 0 always did) refuses
- * the resume naming the file and the key; a valid one edited in resumes. Uses test_keep_best's run. */
+ * the resume naming the file and the key; a valid one edited in resumes, and so does a bad one
+ * without keep_best, which does not read it. Uses test_keep_best's run. */
 static void test_best_top1_refused(void) {
     static const char *values[] = {"nan", "abc", "inf", "1.5", "-0.25", "0.5x", ""};
     FILE *log = quiet_log();
@@ -970,12 +974,18 @@ static void test_best_top1_refused(void) {
                   strstr(bf_last_error(), "\"eval_top1\""),
               "eval_top1 = \"%s\" refused naming the file and the key (%s: %s)", value, bf_status_name(s),
               s == BF_OK ? "" : bf_last_error());
-        CHECK(bf_checkpoint_best_top1(cfg.run.dir) == -1, "eval_top1 = \"%s\": no best to keep", value);
+        CHECK(top1 == -1, "eval_top1 = \"%s\": no best to keep (%g)", value, top1);
         s = bf_train(&cfg, &resume, &r);
         CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "best/state.safetensors") &&
                   strstr(bf_last_error(), "\"eval_top1\""),
               "a keep_best resume under eval_top1 = \"%s\" refused naming the file and the key (%s: %s)", value,
               bf_status_name(s), s == BF_OK ? "" : bf_last_error());
+        if (i == 0) { /* without keep_best the best is not read: the resume goes on */
+            cfg.run.keep_best = 0;
+            s = bf_train(&cfg, &resume, &r);
+            CHECK(s == BF_OK, "eval_top1 = \"%s\" without keep_best: resumed (%s: %s)", value, bf_status_name(s),
+                  s == BF_OK ? "" : bf_last_error());
+        }
     }
     fclose(log);
 }

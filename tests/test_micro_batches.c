@@ -8,6 +8,8 @@
  *     (num_batches_tracked = steps x slices), and the planned activation memory is the slice's;
  *   - a run stopped after its first epoch and resumed ends with the uninterrupted run's weights,
  *     bit for bit;
+ *   - a spiking run's [spiking] raster_neurons records the batch's first image (in the first slice),
+ *     as the whole batch does, not the last slice's;
  *   - a count that does not divide batch_size, and a BU-TD network, are refused naming the keys. */
 #include <math.h>
 #include <stdlib.h>
@@ -127,6 +129,53 @@ static void test_resume(FILE *quiet) {
           "bit for bit (largest difference %.3g)", diff);
 }
 
+/* The lines of step `step` in a run's spikes.jsonl (free them; NULL when it has none). */
+static char *raster_lines(const char *run, long step) {
+    char path[BF_PATH_MAX + 300], prefix[64];
+    snprintf(path, sizeof path, "%s/%s/spikes.jsonl", root, run);
+    snprintf(prefix, sizeof prefix, "{\"step\":%ld,", step);
+    size_t n = 0;
+    char *text = bf_test_read_file(path, &n), *kept = text ? calloc(n + 1, 1) : NULL;
+    size_t used = 0;
+    for (char *line = text, *end; kept && line && *line; line = end ? end + 1 : NULL) {
+        end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) + 1 : strlen(line);
+        if (!strncmp(line, prefix, strlen(prefix))) memcpy(kept + used, line, len), used += len;
+    }
+    free(text);
+    if (kept && !used) free(kept), kept = NULL;
+    return kept;
+}
+
+/* The raster of a log interval's step is its batch's first image's: with 2 slices, the first slice's
+ * (after the step the layers hold the last slice's outputs). Compared at step 1, where the two runs
+ * have the same weights; LIF spikes are 0 or 1, so rounding does not blur them. */
+static void test_raster(FILE *quiet) {
+    bf_train_options opt = {.quiet = 1, .log = quiet};
+    bf_train_result res;
+    bf_config cfg;
+    const char *runs[2] = {"raster_whole", "raster_two_slices"};
+    char *lines[2];
+    for (int k = 0; k < 2; k++) {
+        small_config(&cfg, runs[k], k ? 2 : 1, 0);
+        cfg.data.procedural_train = 64;
+        cfg.run.log_interval = 1;
+        cfg.model.spiking.neuron = BF_NEURON_LIF;
+        cfg.model.spiking.time_steps = 3;
+        cfg.model.spiking.threshold = 0.3f; /* spikes in every layer at this small scale */
+        cfg.model.spiking.raster_neurons = 24;
+        CHECK_OK(bf_train(&cfg, &opt, &res));
+        lines[k] = raster_lines(runs[k], 1);
+    }
+    CHECK(lines[0] && strstr(lines[0], ",1,") && strstr(lines[0], ",0,"), "the whole batch's step-1 raster has "
+          "spikes and silences: %s", lines[0] ? lines[0] : "(none)");
+    CHECK(lines[0] && lines[1] && !strcmp(lines[0], lines[1]), "micro_batches = 2 records the raster of the batch's "
+          "first image as the whole batch does:\nwhole:\n%s2 slices:\n%s", lines[0] ? lines[0] : "(none)\n",
+          lines[1] ? lines[1] : "(none)\n");
+    free(lines[0]);
+    free(lines[1]);
+}
+
 static void test_refused(void) {
     bf_config cfg;
     small_config(&cfg, "refused", 3, 0);
@@ -151,6 +200,7 @@ int main(void) {
     test_same_update(quiet);
     test_batchnorm_slices(quiet);
     test_resume(quiet);
+    test_raster(quiet);
     test_refused();
     if (quiet) fclose(quiet);
     bf_test_remove_dir_if_passed(root);

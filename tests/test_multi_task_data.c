@@ -8,8 +8,8 @@
  *  - per-task evaluation with a fake predictor of known accuracy, and its metrics.jsonl line;
  *  - CelebA from a fixture written here (JPEGs encoded with TurboJPEG, attribute and partition
  *    lists): splits, labels, pixels within JPEG tolerance, and clear errors; a directory named like
- *    an image and a JPEG of more than 500 progressive scans skipped and counted, an image count
- *    the list cannot hold refused at the list's end without allocating it;
+ *    an image, a JPEG of more than 500 progressive scans and a multi-GB file (unread) skipped and
+ *    counted, an image count the list cannot hold refused at the list's end without allocating it;
  *  - config: the dataset names, and subset refused for a multi-task dataset. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -542,13 +542,21 @@ static void test_celeba(const char *tmp) {
     }
     /* A directory named like an image opens, and its end can lie at LONG_MAX (ext4): a bad image
      * named as not a regular file, not a read of that size. More than 500 progressive scans (seconds
-     * of CPU each): a bad image as the other JPEG loaders have it (jpeg_decode.c's MAX_SCANS). */
-    static const char *bad_kinds[2][2] = {{"a directory", "not a regular file"}, {"600 scans", "more than 500 scans"}};
-    for (int b = 0; b < 2; b++) {
+     * of CPU each): a bad image as the other JPEG loaders have it (jpeg_decode.c's MAX_SCANS). A
+     * 4 GiB file (sparse, so cheap to make) where a ~10 KB JPEG belongs: skipped by its size, not
+     * read whole into memory first. */
+    static const char *bad_kinds[3][2] = {
+        {"a directory", "not a regular file"}, {"600 scans", "more than 500 scans"}, {"a 4 GiB file", "larger than an image"}};
+    for (int b = 0; b < 3; b++) {
         unlink(path);
         rmdir(path);
         if (b == 0) mkdir(path, 0700);
-        else write_many_scans_jpeg(path, 600);
+        else if (b == 1) write_many_scans_jpeg(path, 600);
+        else {
+            int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+            CHECK(fd >= 0 && ftruncate(fd, (off_t)4 << 30) == 0, "make a 4 GiB sparse %s", path);
+            if (fd >= 0) close(fd);
+        }
         char *warned = NULL;
         s = open_warned(&cfg, BF_SPLIT_TRAIN, &tr, tmp, &warned);
         CHECK(s == BF_OK && tr && tr->num_samples == 17 && tr->skipped_images == 1 && warned &&

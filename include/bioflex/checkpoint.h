@@ -55,8 +55,7 @@ void bf_resume_describe_data(const char *dataset, int train_samples, int global_
 /* After a checkpoint in `dir` loaded into `saved`: prints where the run resumes (text nullable: say
  * nothing), refuses a checkpoint inside an epoch whose data phrase differs from data_now (the rest
  * of that epoch's order would not be the one it started) or whose position is past this run's
- * batches_per_epoch, and notes a data or schedule change at an epoch boundary; under [run]
- * keep_best it refuses a checkpoints/best in cfg->run.dir that bf_checkpoint_read_best_top1 refuses.
+ * batches_per_epoch, and notes a data or schedule change at an epoch boundary.
  * Under [run] resume_schedule = restart it moves saved's schedule start to the resume position.
  * resume.c. */
 bf_status bf_resume_check(FILE *text, const char *dir, bf_train_state *saved, const char *data_now,
@@ -72,12 +71,11 @@ bf_status bf_checkpoint_save(const bf_config *cfg, const bf_model *m, const bf_o
  * other checkpoints are left as they are. */
 bf_status bf_checkpoint_save_best(const bf_config *cfg, const bf_model *m, const bf_optimizer *opt,
                                   const bf_train_state *state, char *written);
-/* The top-1 stored in run_dir's checkpoints/best (its state file's "eval_top1"), -1 when there is
- * none; an error naming the file when it cannot be read or its eval_top1 is not a number in [0, 1]
- * (a resumed keep_best run compares every evaluation with it: bf_resume_check refuses such a file). */
+/* The top-1 stored in run_dir's checkpoints/best (its state file's "eval_top1") into *top1, -1 when
+ * there is none (and when it fails); an error naming the file when it cannot be read or its
+ * eval_top1 is not a number in [0, 1] (a resumed keep_best run compares every evaluation with it:
+ * train.c and butd_train.c refuse such a file). */
 bf_status bf_checkpoint_read_best_top1(const char *run_dir, double *top1);
-/* bf_checkpoint_read_best_top1's top-1, -1 also when it fails (the message is left in bf_last_error). */
-double bf_checkpoint_best_top1(const char *run_dir);
 
 /* The epochs done when the checkpoint in `dir` (a checkpoint directory) was written: its state
  * file's "epoch" metadata. bioflex-eval evaluates with the test noise of that epoch, as the run's

@@ -547,6 +547,11 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
     if (s == BF_OK)
         bf_resume_describe_data(r.train_set->name, r.train_set->num_samples, cfg->data.batch_size * dp->world,
                                 &cfg->data, data_now, sizeof data_now);
+    /* keep_best: a resumed run goes on from the best its directory holds, refused when that is no
+     * top-1 (it would be beaten never or always); a fresh one starts over */
+    double best_top1 = -1;
+    if (s == BF_OK && opt && opt->resume && cfg->run.keep_best)
+        s = bf_checkpoint_read_best_top1(cfg->run.dir, &best_top1);
     if (s == BF_OK && opt && opt->resume) s = resume_run(&r, opt->resume, &st, data_now, text, quiet);
     snprintf(st.data, sizeof st.data, "%s", data_now); /* what this run's checkpoints store */
     if (s == BF_OK) st.batches_per_epoch = bf_loader_num_batches(r.train_loader);
@@ -556,8 +561,6 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
     if (s == BF_OK) r.net->step = (uint64_t)st.step; /* the weight-noise draws ([butd] noise_std) go on from there */
     char written[BF_PATH_MAX] = "";
     int stopped = 0;
-    /* keep_best: a resumed run goes on from the best its directory holds; a fresh one starts over */
-    double best_top1 = opt && opt->resume ? bf_checkpoint_best_top1(cfg->run.dir) : -1;
     if (s == BF_OK) s = bf_comm_broadcast(dp->comm, &best_top1, sizeof best_top1, 0); /* rank 0's files decide */
     static const char *learning[] = {"backprop", "counter_hebb"};
     const char *ch_bn = !cfg->butd.batch_norm || cfg->butd.learning != BF_BUTD_COUNTER_HEBB ? ""

@@ -300,11 +300,6 @@ bf_status bf_checkpoint_read_best_top1(const char *run_dir, double *top1) {
     return s;
 }
 
-double bf_checkpoint_best_top1(const char *run_dir) {
-    double top1 = -1;
-    return bf_checkpoint_read_best_top1(run_dir, &top1) == BF_OK ? top1 : -1;
-}
-
 /* Reads a `latest` file (one checkpoint name) into dir_out: that name beside the file. */
 static bf_status follow_latest(const char *latest, const char *given, char *dir_out) {
     FILE *f = fopen(latest, "r");

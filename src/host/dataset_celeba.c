@@ -29,6 +29,10 @@
 #define CELEBA_W 178
 #define CELEBA_NAME_MAX 64
 #define CELEBA_LINE_MAX 4096
+/* An aligned image is a 178x218 JPEG of about 10 KB (even uncompressed it is 116 KB): a file past
+ * this is not one, and is skipped unread rather than read whole into memory (a multi-GB file given
+ * where an image is expected would be read entirely before the decoder could refuse it). */
+#define CELEBA_FILE_MAX ((long)64 << 20)
 
 typedef struct celeba_entry {
     char file[CELEBA_NAME_MAX];
@@ -151,9 +155,9 @@ done:
     return BF_OK;
 }
 
-/* Decodes one JPEG into CHW uint8: 1 done, 0 a bad image (unreadable, not a JPEG, truncated, not
- * 178x218 RGB: skipped like the loader skips one), -1 a missing file (the lists and the directory
- * disagree: an error). Messages go to `err` (the caller runs in parallel). */
+/* Decodes one JPEG into CHW uint8: 1 done, 0 a bad image (unreadable, over CELEBA_FILE_MAX, not a
+ * JPEG, truncated, not 178x218 RGB: skipped like the loader skips one), -1 a missing file (the
+ * lists and the directory disagree: an error). Messages go to `err` (the caller runs in parallel). */
 static int decode_one(tjhandle tj, const char *path, uint8_t *chw, uint8_t *hwc, char *err, size_t err_cap) {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -163,6 +167,12 @@ static int decode_one(tjhandle tj, const char *path, uint8_t *chw, uint8_t *hwc,
     /* fstat's size, not fseek/ftell's: a directory named like an image opens too, and its end can
      * lie at LONG_MAX. Not a regular file is a bad image, skipped as the loaders skip one. */
     long size = bf_regular_file_size(f);
+    if (size > CELEBA_FILE_MAX) {
+        fclose(f);
+        snprintf(err, err_cap, "celeba: %s is %ld bytes, larger than an image can be (at most %ld MiB)", path, size,
+                 CELEBA_FILE_MAX >> 20);
+        return 0;
+    }
     unsigned char *jpeg = size > 0 ? malloc((size_t)size) : NULL;
     int ok = jpeg && fread(jpeg, 1, (size_t)size, f) == (size_t)size;
     fclose(f);

@@ -34,10 +34,6 @@ bf_status bf_resume_check(FILE *text, const char *dir, bf_train_state *saved, co
     char network[sizeof saved->network], learning[sizeof saved->learning], was[1024], is[1024];
     bf_config_describe_network(cfg, network, sizeof network);
     bf_config_describe_learning(cfg, learning, sizeof learning);
-    /* keep_best: the resumed run compares every evaluation with checkpoints/best's top-1 (train.c,
-     * butd_train.c); one that is no top-1 would keep it never or always, so the resume stops here */
-    double best_top1;
-    if (cfg->run.keep_best) BF_TRY(bf_checkpoint_read_best_top1(cfg->run.dir, &best_top1));
     if (saved->has_network && bf_config_phrase_differences(saved->network, network, was, is, sizeof was) > 0)
         return bf_error(BF_ERR_CHECKPOINT, "%s was trained as another network: %s, where this run has %s. A resume "
                         "goes on with the same network: resume with the checkpoint's keys, or start a new run from "

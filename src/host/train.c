@@ -81,6 +81,7 @@ typedef struct run {
     float *x, *losses, *correct1, *correct5, *dlogits, *sums, *grad_sumsq, *clip;
     int32_t *labels;
     float *grad_sum; /* [data] micro_batches > 1: the gradients of the step's slices so far (else NULL) */
+    float *raster;   /* [spiking] raster_neurons: host, each neuron layer's T x k spikes (read_rasters) */
     double flops_per_image; /* forward */
     double peak_tflops;     /* the GPU's dense peak in this precision (0: a CPU, or a GPU not in the table) */
     double flex_ratio[BF_MAX_FLEX_LOG]; /* conv ratio of each flex layer over the last log interval */
@@ -108,6 +109,7 @@ static void run_free(run *r) {
     }
     bf_model_destroy(r->model);
     free(r->frozen);
+    free(r->raster);
     bf_batch_uploader_destroy(r->upload); /* before the loaders: it waits for copies still reading their slots */
     bf_loader_destroy(r->train_loader);
     bf_loader_destroy(r->test_loader);
@@ -248,8 +250,40 @@ static bf_status slice_step(run *r, int from, int count, int n, int slice, int s
                               : ops->add_inplace(b, m->grad_data, r->grad_sum, floats);
 }
 
+/* [spiking] raster_neurons: how many of neuron layer l's first neurons a raster holds */
+static int raster_width(const run *r, const bf_layer *l) {
+    int k = r->cfg->model.spiking.raster_neurons, per_sample = (int)bf_shape_per_sample(l->out_shape);
+    return k < per_sample ? k : per_sample;
+}
+
+/* [spiking] raster_neurons: the spikes of the first neurons of every neuron layer for the batch's
+ * first image, into r->raster. Read right after the step's first slice: with [data] micro_batches
+ * the layers hold the last slice's outputs once the step ends, and the batch's first images (those
+ * an unsliced step records) are in slice 0. A host read: called at log intervals only. */
+static bf_status read_rasters(run *r) {
+    if (r->cfg->model.spiking.raster_neurons <= 0) return BF_OK;
+    bf_model *m = r->model;
+    if (!r->raster) {
+        size_t floats = 0;
+        for (int i = 0; i < m->num_layers; i++)
+            if (m->layers[i].kind == BF_LAYER_NEURON)
+                floats += (size_t)m->layers[i].neuron.T * raster_width(r, &m->layers[i]);
+        if (floats == 0) return BF_OK; /* no neuron layer: nothing to record */
+        r->raster = malloc(floats * sizeof(float));
+        if (!r->raster) return bf_error(BF_ERR_OOM, "spike raster: out of host memory");
+    }
+    float *out = r->raster;
+    for (int i = 0; i < m->num_layers; i++) {
+        const bf_layer *l = &m->layers[i];
+        if (l->kind != BF_LAYER_NEURON) continue;
+        BF_TRY(bf_model_spike_raster(m, i, raster_width(r, l), out));
+        out += (size_t)l->neuron.T * raster_width(r, l);
+    }
+    return BF_OK;
+}
+
 /* One optimisation step on one batch (no host synchronisation, but with NCCL a wait for the previous
- * step's all-reduce). */
+ * step's all-reduce; with [spiking] raster_neurons, a read of the rasters on a log interval's step). */
 static bf_status train_step(run *r, const bf_batch *batch, long step, float lr, int want_norm) {
     bf_backend *b = r->backend;
     const bf_ops *ops = b->ops;
@@ -274,8 +308,10 @@ static bf_status train_step(run *r, const bf_batch *batch, long step, float lr, 
     bf_status (*on_layer_backward)(void *, bf_model *, int) = m->on_layer_backward;
     if (slices > 1) m->on_layer_backward = NULL;
     bf_status s = BF_OK;
-    for (int i = 0; i < slices && s == BF_OK; i++)
+    for (int i = 0; i < slices && s == BF_OK; i++) {
         s = slice_step(r, i * slice, i < slices - 1 ? slice : n - i * slice, n, i, slices);
+        if (s == BF_OK && i == 0 && want_norm) s = read_rasters(r); /* before the next slice's forward */
+    }
     m->on_layer_backward = on_layer_backward;
     BF_TRY(s);
     BF_TRY(bf_dp_average_gradients(&r->dp, m));
@@ -290,23 +326,18 @@ static bf_status train_step(run *r, const bf_batch *batch, long step, float lr, 
     return bf_optimizer_step(b, r->opt, m->param_data, m->grad_data, lr, scale);
 }
 
-/* [spiking] raster_neurons: the spikes of the first neurons of every neuron layer, at log intervals. */
-static bf_status write_rasters(run *r, long step) {
-    int k = r->cfg->model.spiking.raster_neurons;
-    if (k <= 0) return BF_OK;
-    bf_model *m = r->model;
+/* [spiking] raster_neurons: the rasters read_rasters read in the log interval's last step, to
+ * spikes.jsonl. */
+static void write_rasters(run *r, long step) {
+    if (!r->raster) return;
+    const bf_model *m = r->model;
+    const float *spikes = r->raster;
     for (int i = 0; i < m->num_layers; i++) {
         const bf_layer *l = &m->layers[i];
         if (l->kind != BF_LAYER_NEURON) continue;
-        int kk = k < (int)bf_shape_per_sample(l->out_shape) ? k : (int)bf_shape_per_sample(l->out_shape);
-        float *buf = malloc((size_t)l->neuron.T * kk * sizeof(float));
-        if (!buf) return bf_error(BF_ERR_OOM, "spike raster: out of host memory");
-        bf_status s = bf_model_spike_raster(m, i, kk, buf);
-        if (s == BF_OK) bf_metrics_spikes(&r->log, step, l->name, l->neuron.T, kk, buf);
-        free(buf);
-        BF_TRY(s);
+        bf_metrics_spikes(&r->log, step, l->name, l->neuron.T, raster_width(r, l), spikes);
+        spikes += (size_t)l->neuron.T * raster_width(r, l);
     }
-    return BF_OK;
 }
 
 /* For each flex layer (up to BF_MAX_FLEX_LOG) whose output a batch-norm normalises, that batch-norm's
@@ -488,7 +519,7 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
                 int stopping = r->stop && *r->stop;
                 if (stopping) r->log.progress = 0;
                 bf_metrics_train(&r->log, &mt, stopping ? NULL : r->text);
-                BF_TRY(write_rasters(r, st->step));
+                write_rasters(r, st->step);
                 r->num_flex = mt.num_flex;
                 r->num_neuron = mt.num_neuron;
                 BF_TRY(bf_metrics_check_loss(&mt));
@@ -595,8 +626,10 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
         fprintf(r->text, "initial weights from %s%s%s\n", cfg->model.init_weights,
                 cfg->model.init_exclude[0] ? ", except " : "", cfg->model.init_exclude);
     }
-    /* keep_best: a resumed run goes on from the best its directory holds; a fresh one starts over */
-    r->best_top1 = opt && opt->resume ? bf_checkpoint_best_top1(cfg->run.dir) : -1;
+    /* keep_best: a resumed run goes on from the best its directory holds, refused when that is no
+     * top-1 (it would be beaten never or always); a fresh one starts over */
+    r->best_top1 = -1;
+    if (opt && opt->resume && cfg->run.keep_best) BF_TRY(bf_checkpoint_read_best_top1(cfg->run.dir, &r->best_top1));
     BF_TRY(bf_comm_broadcast(r->dp.comm, &r->best_top1, sizeof r->best_top1, 0)); /* rank 0's files decide */
     int batches = bf_loader_num_batches(r->train_loader);
     char data_now[sizeof st.data];
