@@ -8,7 +8,10 @@
  * for planes of 1 and 7 values (the flat kernels) and of 64 and 3136 (a block per plane), with
  * batch-norm outputs exactly 0 (masked) in channel 0, and per channel a different mean, a nonzero
  * beta and, in channel 1, a negative gamma elsewhere (so a coefficient taken from the wrong channel,
- * a dropped beta or a flipped mask shows). Skipped (exit 77) without a CUDA build or device. */
+ * a dropped beta or a flipped mask shows); and a residual add with its ReLU (add_relu_forward,
+ * add_relu_backward; [model] fuse_add_relu) against the CPU, bit for bit, on the 16-byte vector
+ * path (n a multiple of 4, aligned), the scalar one (odd n; tensors one float off alignment), with
+ * one gradient target left out and a target over dy. Skipped (exit 77) without a CUDA build or device. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -64,12 +67,50 @@ static void test_case(int n, int c, int hw) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
 }
 
+/* The residual ReLU's pair of ops on n values starting `offset` floats into each tensor (offset 1:
+ * not 16-byte aligned, the scalar kernels). Sums of exactly 0 in every 5th value. */
+static void test_add_relu(size_t n, size_t offset) {
+    const size_t total = n + offset;
+    pair x0 = pair_rand(total, -1.0f, 1.0f), x1 = pair_rand(total, -1.0f, 1.0f), dy = pair_rand(total, -1.0f, 1.0f);
+    float *neg = malloc(total * sizeof(float));
+    if (!neg) exit(1);
+    for (size_t i = 0; i < total; i++) neg[i] = i % 5 == 0 ? -x0.c[i] : x0.c[i] * 0.5f; /* the CPU's is host memory */
+    pair x1z = pair_from(neg, total);
+    free(neg);
+    pair y = pair_out(total), dx0 = pair_out(total), dx1 = pair_out(total);
+    char what[96];
+    snprintf(what, sizeof what, "add+relu [%zu, offset %zu]", n, offset);
+    for (int k = 0; k < 2; k++) {
+        pair *second = k ? &x1z : &x1;
+        CHECK_OK(cpu->ops->add_relu_forward(cpu, x0.c + offset, second->c + offset, y.c + offset, n));
+        CHECK_OK(gpu->ops->add_relu_forward(gpu, x0.g + offset, second->g + offset, y.g + offset, n));
+        pair_compare_exact(what, y);
+    }
+    CHECK_OK(cpu->ops->add_relu_backward(cpu, y.c + offset, dy.c + offset, dx0.c + offset, dx1.c + offset, n));
+    CHECK_OK(gpu->ops->add_relu_backward(gpu, y.g + offset, dy.g + offset, dx0.g + offset, dx1.g + offset, n));
+    pair_compare_exact(what, dx0);
+    pair_compare_exact(what, dx1);
+    pair dx_one = pair_out(total); /* one target: the other is not written */
+    CHECK_OK(cpu->ops->add_relu_backward(cpu, y.c + offset, dy.c + offset, NULL, dx_one.c + offset, n));
+    CHECK_OK(gpu->ops->add_relu_backward(gpu, y.g + offset, dy.g + offset, NULL, dx_one.g + offset, n));
+    pair_compare_exact(what, dx_one);
+    CHECK_OK(cpu->ops->add_relu_backward(cpu, y.c + offset, dy.c + offset, dy.c + offset, NULL, n)); /* over dy */
+    CHECK_OK(gpu->ops->add_relu_backward(gpu, y.g + offset, dy.g + offset, dy.g + offset, NULL, n));
+    pair_compare_exact(what, dy);
+    pair *all[] = {&x0, &x1, &x1z, &dy, &y, &dx0, &dx1, &dx_one};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
+}
+
 int main(void) {
     if (!pair_open(&cpu, &gpu, 9500)) return bf_test_finish();
     test_case(64, 16, 1);
     test_case(8, 5, 7);
     test_case(4, 32, 64);
     test_case(16, 64, 56 * 56);
+    test_add_relu(4096, 0);
+    test_add_relu(4096, 1);
+    test_add_relu(1001, 0);
+    test_add_relu(64 * 56 * 56, 0);
     CHECK_OK(gpu->ops->synchronize(gpu));
     bf_backend_destroy(gpu);
     bf_backend_destroy(cpu);

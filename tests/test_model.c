@@ -172,7 +172,7 @@ static void check_memory_plan(const bf_model *m, const char *what) {
     }
     for (int i = 0; i + 1 < L; i++)
         if (m->layers[i].relu_fused)
-            CHECK(m->layers[i].dout == m->layers[i + 1].dout && m->layers[i + 1].relu_in_bn,
+            CHECK(m->layers[i].dout == m->layers[i + 1].dout && m->layers[i + 1].relu_joined,
                   "%s: %s's gradient is its fused ReLU's", what, m->layers[i].name);
     for (int i = 0; i + 1 < L; i++)
         if (m->layers[i].flex_applies_bn)
@@ -187,9 +187,9 @@ static void check_memory_plan(const bf_model *m, const char *what) {
     for (int t = L - 1; t >= 0 && !bad; t--) {
         int n_grad = 0, n = 0;
         for (int i = 0; i < L - 1; i++) { /* gradients live while layer t's backward runs */
-            /* a fused batch-norm's gradient is its ReLU's or neuron's, live down to the batch-norm's
+            /* a fused batch-norm's (or add's) gradient is its ReLU's or neuron's, live down to that layer's
              * backward, or down to the flex layer's before it that applies its dx */
-            int from = m->layers[i].relu_in_bn || m->layers[i].neuron_in_bn ? m->layers[i].input[0] : i;
+            int from = m->layers[i].relu_joined || m->layers[i].neuron_in_bn ? m->layers[i].input[0] : i;
             if (m->layers[from].bn_in_flex) from = m->layers[from].input[0];
             if (from <= t && last_consumer[i] >= t && m->layers[i].num_consumers > 0 && !m->layers[i].relu_fused &&
                 !m->layers[i].bn_runs_neuron && !m->layers[i].flex_applies_bn)

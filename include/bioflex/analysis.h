@@ -208,8 +208,9 @@ void bf_input_hessian_free(bf_input_hessian_result *r);
  * after a flatten), or [T, images, ...] inside a spiking network's time steps. layers: comma-separated
  * name prefixes ("" or NULL = every layer). A chosen flex layer also gets "<layer>.flex_conv", its
  * convolution's output (with its bias) before the joint: the conv branch FlexNet's Brain-Score
- * probes read (flexnet.md 5.5). A batch-norm's own output is read before a ReLU after it
- * runs in place: build the model with fuse_bn_relu = 0 for the two to differ. *kept_layers: how many
+ * probes read (flexnet.md 5.5). A batch-norm's or residual add's own output is read before a ReLU
+ * after it runs in place: build the model with fuse_bn_relu = 0 (fuse_add_relu = 0) for the two to
+ * differ. *kept_layers: how many
  * layers the file holds. */
 bf_status bf_dump_activations(bf_model *m, bf_loader *loader, int images, const char *layers, const char *path,
                               int *kept_layers);

@@ -183,6 +183,7 @@ typedef struct bf_model_config {
     char init_exclude[BF_PATH_MAX]; /* comma-separated tensor-name prefixes kept at their random init (a new head) */
     /* flexible neurons (FlexNet): cnn and vgg convs become flex layers */
     int fuse_bn_relu;          /* a batch-norm runs the in-place ReLU after it (memory_plan.c) */
+    int fuse_add_relu;         /* a residual add runs the in-place ReLU after it (memory_plan.c) */
     int fold_conv_bias;        /* in training a conv read by a batch-norm alone adds no bias (memory_plan.c) */
     int fuse_flex_scatter;     /* flex max joint, EXPAND: route and scatter in one pass (layer_flex.c) */
     int fuse_flex_bn;          /* ... and the batch-norm after it applies its dx inside that pass (memory_plan.c) */

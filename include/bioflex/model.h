@@ -188,9 +188,10 @@ typedef struct bf_layer {
     /* memory (backend) */
     float *out;                 /* output activation; aliases the input for an in-place ReLU */
     int in_place;
-    int relu_fused;             /* batch-norm whose in-place ReLU it runs itself (the model's fuse_bn_relu):
-                                 * its output is relu(y), its backward masks dy, its dout is the ReLU's */
-    int relu_in_bn;             /* ReLU run by its input batch-norm: no pass of its own either way */
+    int relu_fused;             /* batch-norm (the model's fuse_bn_relu) or residual add (fuse_add_relu)
+                                 * whose in-place ReLU it runs itself: its output is relu(y), its
+                                 * backward masks dy, its dout is the ReLU's */
+    int relu_joined;            /* ReLU run by its input batch-norm or add: no pass of its own either way */
     int bias_in_bn;             /* conv with a bias whose output one batch-norm alone reads ([model]
                                  * fold_conv_bias): in training it adds no bias and writes its bias
                                  * gradient as 0 (the batch-norm takes a per-channel constant out again),
@@ -247,6 +248,8 @@ typedef struct bf_model {
                                  * the gradient (layer_flex.c) */
     int fuse_bn_relu;           /* 1 (the default): a batch-norm runs the in-place ReLU after it, one pass
                                  * each way (batchnorm_relu_apply/backward); read by bf_model_finalize */
+    int fuse_add_relu;          /* 1 (the default): so does a residual add (add_relu_forward/backward, in
+                                 * evaluation too); read by bf_model_finalize */
     int fuse_flex_bn;           /* 1 (the default): ... and the batch-norm after such a layer applies its dx in
                                  * that pass ([model] fuse_flex_bn); read by bf_model_finalize */
     int flex_kernels_slide;     /* [run] flex_kernels = slide as planned (also when the backend, set to it,

@@ -329,6 +329,12 @@ typedef struct bf_ops {
     /* ---- activations: y = max(x, 0); backward uses the OUTPUT y, so y may alias x and dx may alias dy */
     bf_status (*relu_forward)(bf_backend *b, const float *x, float *y, size_t n);
     bf_status (*relu_backward)(bf_backend *b, const float *y, const float *dy, float *dx, size_t n);
+    /* A residual sum and the ReLU after it as one pass each way ([model] fuse_add_relu): forward
+     * y = max(x0 + x1, 0), the bits of add then relu_forward (y may alias x0 or x1); backward
+     * dx0 = dx1 = relu_backward(y, dy), the gradient of both summands, written in the one pass that
+     * reads y and dy (either may be NULL, not wanted, and either may alias dy). */
+    bf_status (*add_relu_forward)(bf_backend *b, const float *x0, const float *x1, float *y, size_t n);
+    bf_status (*add_relu_backward)(bf_backend *b, const float *y, const float *dy, float *dx0, float *dx1, size_t n);
 
     /* ---- pooling ----
      * max: padding counts as -infinity; argmax holds, per output, the index h*w_in+w of the chosen

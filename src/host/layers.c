@@ -70,8 +70,8 @@ bf_status bf_layer_forward(bf_model *m, int index) {
         if (!m->training) return ops->relu_forward(b, l->out, l->out, count); /* evaluation: not fused */
         return ops->batchnorm_relu_apply(b, &s, x, gamma, beta, l->save_mean, l->save_invstd, l->out);
     }
-    case BF_LAYER_RELU: /* run by its batch-norm when fused */
-        return l->relu_in_bn ? BF_OK : ops->relu_forward(b, x, l->out, count);
+    case BF_LAYER_RELU: /* run by its batch-norm or add when fused */
+        return l->relu_joined ? BF_OK : ops->relu_forward(b, x, l->out, count);
     case BF_LAYER_MAXPOOL: {
         bf_pool_shape s = l->pool;
         s.n = bf_layer_batch(m, l);
@@ -99,7 +99,8 @@ bf_status bf_layer_forward(bf_model *m, int index) {
         return ops->copy(b, l->out, x, count * sizeof(float));
     case BF_LAYER_FLATTEN:
         return ops->copy(b, l->out, x, count * sizeof(float));
-    case BF_LAYER_ADD:
+    case BF_LAYER_ADD: /* and the ReLU after it when fused (its output is the ReLU's, in place) */
+        if (l->relu_fused) return ops->add_relu_forward(b, x, bf_layer_input(m, l, 1), l->out, count);
         return ops->add(b, x, bf_layer_input(m, l, 1), l->out, count);
     case BF_LAYER_FLEX:
         return bf_flex_forward(m, index);
@@ -145,6 +146,25 @@ static bf_status finish_input_grad(bf_model *m, const bf_layer *l, int j, unsign
     }
     bf_layer *src = &m->layers[in];
     return b->ops->add_inplace(b, src->dout, m->grad_scratch, per_batch(m, src));
+}
+
+/* A residual add that runs the ReLU after it ([model] fuse_add_relu): dy is the ReLU's gradient (the
+ * pair's one buffer) and l->out the ReLU's output, so both summands' gradients are dy where that
+ * output is positive, written by one pass. dx0 is summand 0's target; summand 1's is taken before
+ * summand 0's is finished, which is safe unless both would land in the one scratch buffer (both
+ * summands' gradients already written by other consumers, or x + x): then one summand at a time. */
+static bf_status add_relu_backward(bf_model *m, const bf_layer *l, float *dx0, unsigned char *grad_written) {
+    const bf_ops *ops = m->backend->ops;
+    const size_t count = per_batch(m, l);
+    float *dx1 = input_grad_target(m, l, 1, grad_written);
+    const int one_pass = l->input[0] != l->input[1] && !(dx0 && dx0 == dx1);
+    BF_TRY(ops->add_relu_backward(m->backend, l->out, l->dout, dx0, one_pass ? dx1 : NULL, count));
+    BF_TRY(finish_input_grad(m, l, 0, grad_written));
+    if (!one_pass) {
+        dx1 = input_grad_target(m, l, 1, grad_written);
+        if (dx1) BF_TRY(ops->relu_backward(m->backend, l->out, l->dout, dx1, count));
+    }
+    return finish_input_grad(m, l, 1, grad_written);
 }
 
 /* Evaluation mode (a model built with input_gradient): batch-norm with its running statistics is
@@ -231,8 +251,8 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
             s = ops->batchnorm_backward(b, &bs, x, dy, gamma, l->save_mean, l->save_invstd, dx_or_scratch, dgamma, dbeta);
         break;
     }
-    case BF_LAYER_RELU: /* fused: its batch-norm's backward masks this gradient, which is also its dout */
-        if (dx && !l->relu_in_bn) s = ops->relu_backward(b, l->out, dy, dx, count);
+    case BF_LAYER_RELU: /* fused: its batch-norm's or add's backward masks this gradient, which is also its dout */
+        if (dx && !l->relu_joined) s = ops->relu_backward(b, l->out, dy, dx, count);
         break;
     case BF_LAYER_MAXPOOL: {
         bf_pool_shape ps = l->pool;
@@ -272,6 +292,7 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
         if (dx) s = ops->copy(b, dx, dy, count * sizeof(float));
         break;
     case BF_LAYER_ADD: {
+        if (l->relu_fused) return add_relu_backward(m, l, dx, grad_written);
         if (dx) s = ops->copy(b, dx, dy, count * sizeof(float));
         if (s == BF_OK) s = finish_input_grad(m, l, 0, grad_written);
         float *dx1 = input_grad_target(m, l, 1, grad_written);

@@ -106,11 +106,11 @@ static bf_status load_as(const bf_config *cfg, const bf_model_config *mc, bf_bac
 }
 
 /* --activations: the layers' outputs into path (analysis.h), from a model that runs no ReLU inside
- * its batch-norms, so that both outputs are there. */
+ * its batch-norms and residual adds, so that both outputs are there. */
 static bf_status write_activations(const bf_config *cfg, bf_backend *b, const char *dir, const bf_dataset *test,
                                    bf_loader *loader, const char *path) {
     bf_model_config unfused = cfg->model;
-    unfused.fuse_bn_relu = 0;
+    unfused.fuse_bn_relu = unfused.fuse_add_relu = 0;
     bf_model *m = NULL;
     int layers = 0;
     bf_status s = load_as(cfg, &unfused, b, test, dir, &m);

@@ -19,8 +19,9 @@
  * with [spiking] raster_neurons the neuron layers' outputs too (the raster is read after the step).
  *
  * A ReLU runs in place when nothing else reads its input, and after a batch-norm ([model]
- * fuse_bn_relu) that batch-norm runs it (layers.c): the pair's two gradients are then one buffer,
- * the ReLU's, which lives on down to the batch-norm's backward.
+ * fuse_bn_relu) or a residual add (fuse_add_relu) that layer runs it (layers.c): the pair's two
+ * gradients are then one buffer, the ReLU's, which lives on down to the batch-norm's or add's
+ * backward.
  *
  * Spiking networks keep T times the activations, so two more rules apply there. A LIF/IF layer's
  * charge overwrites its input when nothing else reads that input afterwards (its producer's
@@ -61,14 +62,15 @@ static int relu_can_be_in_place(const bf_model *m, const bf_layer *l) {
     return m->layers[l->input[0]].num_consumers == 1;
 }
 
-/* Whether in-place ReLU l is run by the batch-norm before it (the model's fuse_bn_relu): that
- * batch-norm is a layer of its own whose output only this ReLU reads, and the ReLU's output is
- * not the logits (whose gradient the caller owns, and the fused pair shares the ReLU's) and is read
- * by a later layer (else the ReLU has no gradient to share). */
-static int relu_can_join_bn(const bf_model *m, int i) {
+/* Whether in-place ReLU l is run by the batch-norm (the model's fuse_bn_relu) or residual add
+ * (fuse_add_relu) before it: that layer is one of its own whose output only this ReLU reads, and the
+ * ReLU's output is not the logits (whose gradient the caller owns, and the fused pair shares the
+ * ReLU's) and is read by a later layer (else the ReLU has no gradient to share). */
+static int relu_can_join_input(const bf_model *m, int i) {
     const bf_layer *l = &m->layers[i];
-    return m->fuse_bn_relu && l->kind == BF_LAYER_RELU && l->in_place && i < m->num_layers - 1 && l->num_consumers > 0 &&
-           m->layers[l->input[0]].kind == BF_LAYER_BATCHNORM;
+    if (l->kind != BF_LAYER_RELU || !l->in_place || i == m->num_layers - 1 || l->num_consumers == 0) return 0;
+    const bf_layer_kind producer = m->layers[l->input[0]].kind;
+    return (m->fuse_bn_relu && producer == BF_LAYER_BATCHNORM) || (m->fuse_add_relu && producer == BF_LAYER_ADD);
 }
 
 /* Whether conv i's bias can be left to the batch-norm that alone reads it (the model's
@@ -169,7 +171,7 @@ static int neuron_can_join_bn(const bf_model *m, int i) {
 static int bn_gradient_owner(const bf_model *m, int bn) {
     if (m->layers[bn].relu_fused)
         for (int t = bn + 1; t < m->num_layers; t++)
-            if (m->layers[t].relu_in_bn && m->layers[t].input[0] == bn) return t;
+            if (m->layers[t].relu_joined && m->layers[t].input[0] == bn) return t;
     return bn;
 }
 
@@ -393,7 +395,7 @@ static bf_status plan_gradients(bf_model *m, const size_t *region_start, size_t 
         for (int j = 0; j < l->num_inputs; j++) { /* the gradients this backward writes first */
             int in = l->input[j];
             if (in < 0 || last_consumer[in] != t || !m->layers[in].needs_grad) continue;
-            if (l->relu_in_bn || l->neuron_in_bn) { /* the batch-norm reads l's gradient: it lives on until then */
+            if (l->relu_joined || l->neuron_in_bn) { /* the batch-norm or add reads l's gradient: it lives on until then */
                 for (int k = 0; k < n; k++)
                     if (blocks[k].kind == BLOCK_GRADIENT && blocks[k].layer == t) blocks[k].death = in;
                 continue;
@@ -428,8 +430,8 @@ static bf_status plan_gradients(bf_model *m, const size_t *region_start, size_t 
         else if (blocks[k].kind == BLOCK_SPIKES) l->unpack_at = blocks[k].at;
         else l->bwd_scratch_at = blocks[k].at;
     }
-    for (int t = 0; t < L; t++) /* a fused batch-norm's gradient is its ReLU's or neuron's */
-        if (m->layers[t].relu_in_bn || m->layers[t].neuron_in_bn) m->layers[m->layers[t].input[0]].dout_at = m->layers[t].dout_at;
+    for (int t = 0; t < L; t++) /* a fused batch-norm's or add's gradient is its ReLU's or neuron's */
+        if (m->layers[t].relu_joined || m->layers[t].neuron_in_bn) m->layers[m->layers[t].input[0]].dout_at = m->layers[t].dout_at;
     for (int t = 0; t < L; t++) /* and a flex layer applying its batch-norm's dx has that batch-norm's */
         if (m->layers[t].flex_applies_bn) m->layers[t].dout_at = m->layers[t + 1].dout_at;
     size_t live_peak = 0; /* gradients and scratch live at once, wherever placed */
@@ -535,9 +537,9 @@ static void plan_workspace_hints(bf_model *m, const size_t *region_start, const 
         for (int i = 0; i < L; i++) {
             const bf_layer *li = &m->layers[i];
             const size_t bytes = align_up(bf_shape_count(li->out_shape) * sizeof(float));
-            /* a gradient lives down to its own backward, or a fused pair's down to the batch-norm's (and
+            /* a gradient lives down to its own backward, or a fused pair's down to the batch-norm's or add's (and
              * on to the flex layer's before it that applies that batch-norm's dx) */
-            int until = li->relu_in_bn || li->neuron_in_bn ? li->input[0] : i;
+            int until = li->relu_joined || li->neuron_in_bn ? li->input[0] : i;
             if (until >= 0 && m->layers[until].bn_in_flex) until = m->layers[until].input[0];
             if (li->dout_at != SIZE_MAX && until <= t && last_consumer[i] >= t)
                 live[n++] = (placed_block){li->dout_at, li->dout_at + bytes, i, 1};
@@ -576,8 +578,8 @@ bf_status bf_memory_plan(bf_model *m, size_t *fwd_at) {
     for (int i = 0; i < L; i++) m->layers[i].bias_in_bn = conv_bias_can_fold(m, i);
     for (int i = 0; i < L; i++) m->layers[i].relu_fused = 0;
     for (int i = 0; i < L; i++) {
-        m->layers[i].relu_in_bn = relu_can_join_bn(m, i);
-        if (m->layers[i].relu_in_bn) m->layers[m->layers[i].input[0]].relu_fused = 1;
+        m->layers[i].relu_joined = relu_can_join_input(m, i);
+        if (m->layers[i].relu_joined) m->layers[m->layers[i].input[0]].relu_fused = 1;
     }
     for (int i = 0; i < L; i++) m->layers[i].spikes_packed = can_pack_spikes(m, i);
     for (int i = 0; i < L; i++) m->layers[i].out_forward_only = 0;

@@ -24,6 +24,7 @@ bf_status bf_model_create(bf_backend *b, bf_shape input_shape, long seed, bf_mod
     m->recompute_charge = 1; /* as [spiking] recompute_charge defaults */
     m->fuse_bn_backward = 1; /* as [spiking] fuse_bn_backward defaults */
     m->fuse_bn_relu = 1;
+    m->fuse_add_relu = 1; /* as [model] fuse_add_relu defaults */
     m->fold_conv_bias = 1; /* as [model] fold_conv_bias defaults */
     m->fuse_flex_scatter = 1; /* as [model] fuse_flex_scatter defaults */
     m->fuse_flex_bn = 1;      /* as [model] fuse_flex_bn defaults */

@@ -510,6 +510,7 @@ bf_status bf_model_build(bf_backend *b, const bf_model_config *cfg, bf_shape inp
     m->recompute_charge = cfg->spiking.recompute_charge;
     m->fuse_bn_backward = cfg->spiking.fuse_bn_backward;
     m->fuse_bn_relu = cfg->fuse_bn_relu;
+    m->fuse_add_relu = cfg->fuse_add_relu;
     m->fold_conv_bias = cfg->fold_conv_bias;
     m->fuse_flex_scatter = cfg->fuse_flex_scatter;
     m->fuse_flex_bn = cfg->fuse_flex_bn;

@@ -100,6 +100,31 @@ bf_status bf_cpu_relu_backward(bf_backend *b, const float *y, const float *dy, f
     return BF_OK;
 }
 
+/* The residual sum then the ReLU (ops.h), rounded as add then relu_forward: the sum is a float
+ * before it is compared. */
+bf_status bf_cpu_add_relu_forward(bf_backend *b, const float *x0, const float *x1, float *y, size_t n) {
+#pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        const float sum = x0[i] + x1[i];
+        y[i] = sum < 0.0f ? 0.0f : sum;
+    }
+    return BF_OK;
+}
+
+/* Both summands' gradient from one read of y and dy; a NULL target is skipped (its loop is
+ * written out, so that the common case, both wanted, vectorises without a test per element). */
+bf_status bf_cpu_add_relu_backward(bf_backend *b, const float *y, const float *dy, float *dx0, float *dx1, size_t n) {
+    if (!dx0 || !dx1) return dx0 || dx1 ? bf_cpu_relu_backward(b, y, dy, dx0 ? dx0 : dx1, n) : BF_OK;
+#pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        const float d = dy[i]; /* loaded unconditionally, so the select vectorises */
+        const float g = y[i] > 0.0f ? d : 0.0f;
+        dx0[i] = g;
+        dx1[i] = g;
+    }
+    return BF_OK;
+}
+
 /* Inverted dropout: element i survives when the draw of its group's first element,
  * bf_draw_uniform(draws, i - i % group), is >= p, and is scaled by 1/(1-p). Forward and backward are
  * the same masked scaling, so one routine serves both; the mask is recomputed from (draws, i) rather
