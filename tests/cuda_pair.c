@@ -99,6 +99,18 @@ void pair_compare_exact(const char *what, pair p) {
     free(b);
 }
 
+struct bf_model *pair_finalize_model(struct bf_model *m, int n) {
+    m->input_gradient = 1;
+    bf_status s = bf_model_finalize(m);
+    CHECK(s == BF_OK, "finalize on %s: %s", m->backend->kind == BF_DEVICE_CUDA ? "CUDA" : "CPU", bf_last_error());
+    if (s != BF_OK) {
+        bf_model_destroy(m);
+        return NULL;
+    }
+    m->training = 1, m->batch = n;
+    return m;
+}
+
 void pair_compare_model_passes(struct bf_model *cpu, struct bf_model *gpu, pair x, pair dlogits) {
     const float *lc = NULL, *lg = NULL;
     CHECK_OK(bf_model_forward(cpu, x.c, &lc));

@@ -41,6 +41,9 @@ void pair_compare_exact(const char *what, pair p);
  * and every parameter's gradient (atol 1e-6, rtol 1e-3). */
 struct bf_model;
 void pair_compare_model_passes(struct bf_model *cpu, struct bf_model *gpu, pair x, pair dlogits);
+/* Finalizes a model built for pair_compare_model_passes (with input_gradient, CHECKed, naming the
+ * backend), then sets it training at batch n; destroys it and returns NULL when that fails. */
+struct bf_model *pair_finalize_model(struct bf_model *m, int n);
 
 /* Downloads two GPU results of the same computation and demands the same bits. */
 void check_repeats(const char *what, const float *first, const float *again, size_t n);

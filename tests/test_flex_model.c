@@ -15,7 +15,11 @@
  *   - the conv-ratio monitor against a count made on the host;
  *   - [model] static_routing (FlexNet's MaxPrefResNet): sites fixed to their pool or conv branch by a
  *     routing file, the pool site's output against the plain ops and every parameter's gradient
- *     against finite differences, with the fused flex paths and without. */
+ *     against finite differences, with the fused flex paths and without;
+ *   - spatial-attention logits ([model] flex_logits = spatial_attention): the block's layers and
+ *     tensor names, no threshold, the gradients of every parameter (the block's included) against
+ *     finite differences with and without batch-norm on the logits and with zero and two blocks,
+ *     and a strided flex layer refused naming the key. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,10 +257,10 @@ static double loss_of(bf_model *m, const float *x, const int32_t *labels, float 
 }
 
 /* Forward, loss and backward at (xh, labels) with the model's step fixed, then every parameter's
- * gradient against central differences; where the one-sided differences disagree a max, a ReLU or
- * a routing switched inside the step (a kink) and the parameter is skipped. */
-static void check_model_gradients(bf_model *m, const float *xh, const int32_t *labels, const char *label,
-                                  int min_checked) {
+ * gradient against central differences of step h; where the one-sided differences disagree a max, a
+ * ReLU or a routing switched inside the step (a kink) and the parameter is skipped. */
+static void check_model_gradients_step(bf_model *m, const float *xh, const int32_t *labels, const char *label,
+                                       int min_checked, float h) {
     bf_backend *b = m->backend;
     float losses[N], dlogits[N * K];
     const float *logits = NULL;
@@ -268,9 +272,6 @@ static void check_model_gradients(bf_model *m, const float *xh, const int32_t *l
     int checked = 0, bad = 0, kinks = 0;
     for (size_t i = 0; grads && i < m->num_param_floats; i++) {
         float saved = m->param_data[i];
-        /* 5e-4: with 1e-3 the mask network at the fully_flex site moved one hard-sigmoid logit across
-         * its clamp inside the step in a way the one-sided difference test does not see */
-        const float h = 5e-4f;
         m->param_data[i] = saved + h;
         double lp = loss_of(m, xh, labels, losses);
         m->param_data[i] = saved - h;
@@ -290,6 +291,14 @@ static void check_model_gradients(bf_model *m, const float *xh, const int32_t *l
     CHECK(checked > min_checked && kinks < checked / 10, "%s: %d checked, %d kinks", label, checked, kinks);
     CHECK(bad == 0, "%s: %d of %d parameter gradients disagree with finite differences", label, bad, checked);
     free(grads);
+}
+
+/* The step of most networks here: 5e-4 (with 1e-3 the mask network at the fully_flex site moved one
+ * hard-sigmoid logit across its clamp inside the step in a way the one-sided difference test does
+ * not see). */
+static void check_model_gradients(bf_model *m, const float *xh, const int32_t *labels, const char *label,
+                                  int min_checked) {
+    check_model_gradients_step(m, xh, labels, label, min_checked, 5e-4f);
 }
 
 /* conv -> flex -> BN -> ReLU -> flex(stride 2) -> GAP -> linear; FD over every parameter. The second
@@ -908,6 +917,64 @@ static void check_static_routes(const char *label, int fused) {
     bf_test_remove_dir_if_passed(dir);
 }
 
+/* stem conv -> flex (mask joint, spatial-attention logits, 3 -> 6, stride 1) -> BN -> ReLU -> GAP ->
+ * fc; FD over every parameter: the block's convs and batch-norms get their gradient through the
+ * logits alone, the stem's through both the flex layer's input and the block. */
+static void check_attention_gradients(const char *label, const bf_flex_options *opt) {
+    bf_backend *b = NULL;
+    CHECK_OK(bf_backend_create_cpu(1, &b));
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, 11, &m));
+    int x = bf_model_add_conv(m, "stem", BF_MODEL_INPUT, 3, 3, 1, 1, 1, 1, BF_INIT_UNIFORM_FAN_IN);
+    const int flex = x = bf_model_add_flex(m, "flex1", x, 6, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, opt);
+    x = bf_model_add_batchnorm(m, "bn", x, 1e-5f, 0.1f);
+    x = bf_model_add_relu(m, "relu", x);
+    x = bf_model_add_global_avgpool(m, "gap", x);
+    x = bf_model_add_flatten(m, "flatten", x);
+    bf_model_add_linear(m, "fc", x, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    CHECK_OK(bf_model_finalize(m));
+    if (!m->param_data) {
+        bf_model_destroy(m);
+        bf_backend_destroy(b);
+        return;
+    }
+    /* the block: (blocks + 1) x [conv, LeakyReLU, BN] before the flex layer, which reads the last */
+    const int block_layers = 3 * (opt->attention_blocks + 1);
+    char name[64];
+    snprintf(name, sizeof name, "flex1.spatial_attention_block.%d.weight", block_layers - 3);
+    const int last_conv = find_param(m, name);
+    snprintf(name, sizeof name, "flex1.spatial_attention_block.%d", block_layers - 1);
+    CHECK(flex == 1 + block_layers && m->layers[flex].num_inputs == 2 && !strcmp(m->layers[flex - 1].name, name) &&
+              m->layers[flex].input[1] == flex - 1 && m->layers[flex - 2].kind == BF_LAYER_LEAKY_RELU,
+          "%s: the block's %d layers come before the flex layer, which reads the last", label, block_layers);
+    CHECK(last_conv >= 0 && m->params[last_conv].shape[0] == 6 && m->params[last_conv].shape[1] == 3 &&
+              find_param(m, "flex1.threshold") < 0 && find_buffer(m, "flex1.threshold") < 0 &&
+              (find_param(m, "flex1.bn_logits.weight") >= 0) == opt->logits_bn,
+          "%s: the block's last conv maps 3 -> 6 channels, no threshold, bn_logits as asked", label);
+    static float xh[N * C * H * H];
+    bf_test_fill_uniform(xh, N * C * H * H, -1, 1, 5);
+    int32_t labels[N] = {0, 2, 3};
+    m->step = 3;
+    /* 2e-4: the block's LeakyReLU, batch-norm over 3 small images and the mask curve the loss enough
+     * that 5e-4's central difference is off by its own truncation error (1e-3 on a stem weight; the
+     * gap shrinks with the step, so the analytic gradient is the right one) */
+    check_model_gradients_step(m, xh, labels, label, 150, 2e-4f);
+    bf_model_destroy(m);
+    bf_backend_destroy(b);
+}
+
+/* A flex layer whose output is not its input's size cannot take the block's logits. */
+static void test_attention_refused(const bf_flex_options *opt) {
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_create(NULL, (bf_shape){N, C, H, H}, 11, &m));
+    if (!m) return;
+    bf_model_add_flex(m, "flex1", BF_MODEL_INPUT, 4, 3, 2, 1, BF_INIT_UNIFORM_FAN_IN, opt);
+    CHECK(bf_model_build_status(m) == BF_ERR_CONFIG && strstr(bf_last_error(), "flex_logits = spatial_attention") &&
+              strstr(bf_last_error(), "6x6 in, 3x3 out"),
+          "a stride-2 flex layer with spatial-attention logits is refused naming the key: %s", bf_last_error());
+    bf_model_destroy(m);
+}
+
 int main(void) {
     test_names_and_counts();
     bf_flex_options max_expand = {.joint = BF_FLEX_JOINT_MAX, .channels = BF_FLEX_CHANNELS_EXPAND, .ties = BF_FLEX_TIE_SPLIT};
@@ -946,6 +1013,18 @@ int main(void) {
     test_route_scatter_same_bits(BF_FLEX_TIE_POOL, 1);
     test_route_scatter_same_bits(BF_FLEX_TIE_SPLIT, 0);
     test_flex_bn_sites();
+    bf_flex_options attention = mask_hard;
+    attention.logits = BF_FLEX_LOGITS_SPATIAL_ATTENTION;
+    attention.attention_blocks = 1;
+    check_attention_gradients("mask sigmoid_hard, spatial-attention logits, logits BN", &attention);
+    attention.logits_bn = 0;
+    attention.attention_blocks = 2;
+    check_attention_gradients("mask sigmoid_hard, spatial-attention logits (2 blocks)", &attention);
+    attention.mask = BF_FLEX_MASK_SIGMOID_MUL;
+    attention.mask_factor = 2;
+    attention.attention_blocks = 0;
+    check_attention_gradients("mask sigmoid_mul, spatial-attention logits (the last conv alone)", &attention);
+    test_attention_refused(&attention);
     check_static_routes("static routing, fused flex paths", 1);
     check_static_routes("static routing, flex paths apart", 0);
     return bf_test_finish();

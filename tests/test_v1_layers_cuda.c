@@ -24,12 +24,7 @@ static bf_model *build(bf_backend *b, bf_shape in) {
     x = bf_model_add_global_avgpool(m, "avgpool", x);
     x = bf_model_add_flatten(m, "flatten", x);
     bf_model_add_linear(m, "fc", x, 5, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
-    m->input_gradient = 1;
-    bf_status s = bf_model_finalize(m);
-    CHECK(s == BF_OK, "finalize on %s: %s", b->kind == BF_DEVICE_CUDA ? "CUDA" : "CPU", bf_last_error());
-    if (s != BF_OK) bf_model_destroy(m), m = NULL;
-    if (m) m->training = 1, m->batch = in.n;
-    return m;
+    return pair_finalize_model(m, in.n);
 }
 
 int main(void) {

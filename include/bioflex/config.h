@@ -210,6 +210,8 @@ typedef struct bf_model_config {
     int flex_mask;             /* bf_flex_mask */
     float flex_mask_factor;    /* sigmoid_mul multiplier */
     int flex_logits_bn;        /* batch-norm on the mask logits */
+    int flex_logits;           /* bf_flex_logits: 0 threshold, 1 spatial_attention */
+    int flex_attention_blocks; /* spatial_attention: its c_in -> c_in blocks */
     int threshold_mode;        /* bf_threshold_mode: learned | frozen_random */
     /* the V1-constrained ResNet (resnet18/50; ../shared/specs/v1-constrained.md) */
     int divisive_norm;         /* 0 none, 1 tuned, 2 cirincione: divisive normalisation after each layer1 block */

@@ -44,6 +44,7 @@ typedef enum bf_layer_kind {
     BF_LAYER_LOCAL,         /* locally connected: a conv with unshared weights per output position (layer_local.c) */
     BF_LAYER_CIRINCIONE,    /* Cirincione divisive normalisation, y = x / (G * x + |bias|), G a generated 3x3 conv
                              * (layer_cirincione.c: G in v1_weights, its gradient in v1_dweights, G * x in v1_sums) */
+    BF_LAYER_LEAKY_RELU,    /* y = x > 0 ? x : slope * x (the spatial-attention logits' activation) */
     BF_LAYER_KIND_COUNT
 } bf_layer_kind;
 
@@ -74,6 +75,15 @@ typedef enum bf_threshold_mode {
     BF_THRESHOLD_RESAMPLE       /* drawn anew at every forward, U(+-sqrt(6/(C*H*W))), as PlasticFlex's code does */
 } bf_threshold_mode;
 
+/* Where a mask-joint flex layer's logits come from (FlexNet's and PlasticFlex's logits_mechanism). */
+typedef enum bf_flex_logits {
+    BF_FLEX_LOGITS_THRESHOLD = 0,     /* L = P~ - T: the widened pool against a threshold (THRESHOLD) */
+    BF_FLEX_LOGITS_SPATIAL_ATTENTION  /* L = SAB(x), a small CNN of the layer's input ("SpatialAttentionBlock"):
+                                       * attention_blocks x [conv3x3 c_in -> c_in, LeakyReLU(0.01), BN(c_in)],
+                                       * then conv3x3 c_in -> c_out, LeakyReLU(0.01), BN(c_out); it keeps H x W,
+                                       * so stride-1 same-size layers only */
+} bf_flex_logits;
+
 /* Where a channel-wise max flex site takes its output from. LEARNED: per element, the larger branch
  * (the flex layer); CONV, POOL: one branch everywhere, fixed ahead of time ([model] static_routing,
  * FlexNet's MaxPrefResNet ablation, flexnet.md 2.2). A CONV site is built as a plain conv layer; a
@@ -91,6 +101,8 @@ typedef struct bf_flex_options {
     bf_flex_mask mask;
     float mask_factor;          /* SIGMOID_MUL's multiplier */
     int logits_bn;              /* batch-norm on the logits (bn_logits) */
+    bf_flex_logits logits;      /* mask joint: the threshold or a spatial-attention block */
+    int attention_blocks;       /* SPATIAL_ATTENTION: its c_in -> c_in blocks (num_spatial_attention_block) */
     bf_threshold_mode threshold_mode;
     float bn_eps, bn_momentum;
     bf_flex_route route;        /* set by bf_model_add_flex from the model's static_routes: LEARNED or POOL */
@@ -121,6 +133,7 @@ typedef struct bf_layer {
     bf_bn_shape bn;
     bf_linear_shape linear;
     float dropout_p;
+    float leaky_slope;          /* LeakyReLU's negative slope */
     int dropout_group;          /* dropout: elements sharing one draw, 1 or h*w (whole channels: Dropout2d) */
     int has_bias;
     int frozen;                 /* linear: weight and bias live in buffer slots 0 and 1, untrained */
@@ -279,7 +292,8 @@ typedef struct bf_model {
     const float *input;         /* the image batch of the last forward pass (read by backward) */
     size_t arena_bytes;         /* activations, gradients and scratch, as planned by bf_model_finalize */
     void *arena;                /* backend memory holding every activation and layer scratch */
-    int build_failed;           /* a bf_model_add_* failed; bf_model_build_status says why */
+    int build_failed;           /* a bf_model_add_* failed: 1 (BF_ERR_ARG), or BF_ERR_CONFIG where a config key
+                                 * decides; bf_model_build_status returns it */
     double flex_samples;        /* training samples since the flex monitors were last reset */
     int flex_monitor_due;       /* 1 (the default): training forwards take the mask joint's routing
                                  * statistics for bf_model_flex_monitor; a loop that knows which steps
@@ -346,6 +360,7 @@ int bf_model_add_conv(bf_model *m, const char *name, int input, int c_out, int k
                       int groups, int bias, bf_init weight_init);
 int bf_model_add_batchnorm(bf_model *m, const char *name, int input, float eps, float momentum);
 int bf_model_add_relu(bf_model *m, const char *name, int input);
+int bf_model_add_leaky_relu(bf_model *m, const char *name, int input, float slope);
 int bf_model_add_maxpool(bf_model *m, const char *name, int input, int k, int stride, int pad);
 int bf_model_add_avgpool(bf_model *m, const char *name, int input, int k, int stride, int pad);
 int bf_model_add_global_avgpool(bf_model *m, const char *name, int input);
@@ -396,7 +411,11 @@ int bf_model_add_cirincione(bf_model *m, const char *name, int input);
 
 /* A flex layer: conv (c_out, k, stride, pad, with bias) and a max-pool of the input with the same
  * window, joined per element as `opt` says. Parameters: flex_conv.weight/bias, threshold (mask
- * joint), bn_logits.* (logits_bn), under the layer's name as in FlexNet's state_dict. */
+ * joint with threshold logits), bn_logits.* (logits_bn), under the layer's name as in FlexNet's
+ * state_dict. With spatial-attention logits the block's layers come first, as ordinary layers named
+ * "<name>.spatial_attention_block.<i>" (one nn.Sequential: conv, LeakyReLU, BN per block, the
+ * bioflex reading: the specs give no module names), and the flex layer reads the last one's output
+ * as its second input, the logits; returns the flex layer's index. */
 int bf_model_add_flex(bf_model *m, const char *name, int input, int c_out, int k, int stride, int pad,
                       bf_init weight_init, const bf_flex_options *opt);
 /* [model] static_routing (static_routing.c): reads a routing JSON of bioflex-eval --routing (its

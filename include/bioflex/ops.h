@@ -335,6 +335,11 @@ typedef struct bf_ops {
      * reads y and dy (either may be NULL, not wanted, and either may alias dy). */
     bf_status (*add_relu_forward)(bf_backend *b, const float *x0, const float *x1, float *y, size_t n);
     bf_status (*add_relu_backward)(bf_backend *b, const float *y, const float *dy, float *dx0, float *dx1, size_t n);
+    /* LeakyReLU (the spatial-attention logits' activation): y = x > 0 ? x : x * slope, as PyTorch (a
+     * NaN passes); backward from the OUTPUT, which is > 0 exactly when x is (slope > 0):
+     * dx = y > 0 ? dy : dy * slope. y may alias x and dx dy. */
+    bf_status (*leaky_relu_forward)(bf_backend *b, const float *x, float *y, size_t n, float slope);
+    bf_status (*leaky_relu_backward)(bf_backend *b, const float *y, const float *dy, float *dx, size_t n, float slope);
 
     /* ---- pooling ----
      * max: padding counts as -infinity; argmax holds, per output, the index h*w_in+w of the chosen

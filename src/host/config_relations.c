@@ -31,10 +31,13 @@ static const char *changed_key(const bf_config *cfg, const char *section, const 
 /* Flex options that the chosen flex layers would ignore are refused, naming the key that decides. */
 static bf_status check_flex_options(const bf_config *cfg) {
     static const char *const any_flex[] = {"flex_layers", "fully_flex", "flex_joint", "flex_channels", "flex_tie",
-                                           "flex_mask", "flex_mask_factor", "flex_logits_bn", "threshold_mode",
-                                           "static_routing", "static_routing_threshold", "flex_recompute_conv", NULL};
-    static const char *const mask_only[] = {"flex_mask", "flex_mask_factor", "flex_logits_bn", "threshold_mode",
-                                            "flex_recompute_conv", NULL};
+                                           "flex_mask", "flex_mask_factor", "flex_logits_bn", "flex_logits",
+                                           "flex_attention_blocks", "threshold_mode", "static_routing",
+                                           "static_routing_threshold", "flex_recompute_conv", NULL};
+    static const char *const mask_only[] = {"flex_mask", "flex_mask_factor", "flex_logits_bn", "flex_logits",
+                                            "flex_attention_blocks", "threshold_mode", "flex_recompute_conv", NULL};
+    static const char *const attention_only[] = {"flex_attention_blocks", NULL};
+    static const char *const threshold_only[] = {"threshold_mode", NULL};
     static const char *const channelwise_max_only[] = {"flex_tie", "static_routing", "static_routing_threshold", NULL};
     static const char *const static_routing_only[] = {"static_routing_threshold", NULL};
     static const char *const sigmoid_mul_only[] = {"flex_mask_factor", NULL};
@@ -46,6 +49,13 @@ static bf_status check_flex_options(const bf_config *cfg) {
         return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex_joint = mask only, not channelwise_max", text);
     if (m->flex && m->flex_joint == 1 && changed_key(cfg, "model", channelwise_max_only, text, sizeof text))
         return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex_joint = channelwise_max only, not mask", text);
+    if (m->flex && m->flex_joint == 1 && m->flex_logits != 1 &&
+        changed_key(cfg, "model", attention_only, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex_logits = spatial_attention only", text);
+    if (m->flex && m->flex_joint == 1 && m->flex_logits == 1 &&
+        changed_key(cfg, "model", threshold_only, text, sizeof text))
+        return bf_error(BF_ERR_CONFIG, "%s applies to [model] flex_logits = threshold only (spatial_attention logits "
+                        "have no threshold)", text);
     if (!m->static_routing[0] && changed_key(cfg, "model", static_routing_only, text, sizeof text))
         return bf_error(BF_ERR_CONFIG, "%s applies with [model] static_routing only (a routing JSON of bioflex-eval "
                         "--routing)", text);
@@ -521,7 +531,8 @@ void bf_config_describe_network(const bf_config *cfg, char *out, size_t cap) {
     static const char *const network[] = {
         "model.arch", "model.channels", "model.hidden", "model.batchnorm", "model.bn_eps", "model.freeze_fc1",
         "model.flex", "model.flex_layers", "model.fully_flex", "model.flex_joint", "model.flex_channels",
-        "model.flex_mask", "model.flex_mask_factor", "model.flex_logits_bn", "model.threshold_mode",
+        "model.flex_mask", "model.flex_mask_factor", "model.flex_logits_bn", "model.flex_logits",
+        "model.flex_attention_blocks", "model.threshold_mode",
         "model.divisive_norm", "model.cortical_magnification", "model.polar_padding", "model.polar_antialias",
         "model.center_surround", "model.dog_amplitude", "model.local_rf",
         "spiking.neuron", "spiking.time_steps", "spiking.encoding", "spiking.readout", "spiking.decay",

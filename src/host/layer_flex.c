@@ -37,6 +37,8 @@
 static size_t branch_floats(const bf_layer *l) { return (size_t)l->flex.n * l->flex.c_out * l->flex.hw; }
 static size_t pooled_floats(const bf_layer *l) { return (size_t)l->flex.n * l->flex.c_in * l->flex.hw; }
 static int is_mask(const bf_layer *l) { return l->flex_opt.joint == BF_FLEX_JOINT_MASK; }
+/* Mask joint with spatial-attention logits: they are the layer's second input (model.h). */
+static int has_attention(const bf_layer *l) { return is_mask(l) && l->num_inputs == 2; }
 
 static size_t winner_words(const bf_layer *l) { return (branch_floats(l) + 31) / 32; }
 
@@ -83,10 +85,11 @@ static int dconv_in_place(const bf_model *m, int index) {
 }
 
 /* The mask joint's forward scratch (mask_scratch_at): P; with batch-norm on the logits P~, L and
- * the normalised L; with the conv recomputed, C. */
+ * the normalised L (with spatial-attention logits, the normalised L alone: L is the input); with the
+ * conv recomputed, C. */
 static size_t mask_forward_floats(const bf_layer *l) {
-    return pooled_floats(l) + (l->flex_opt.logits_bn ? 3 * branch_floats(l) : 0) +
-           (l->flex_conv_recomputed ? branch_floats(l) : 0);
+    const size_t logits_bn = !l->flex_opt.logits_bn ? 0 : has_attention(l) ? 1 : 3;
+    return pooled_floats(l) + logits_bn * branch_floats(l) + (l->flex_conv_recomputed ? branch_floats(l) : 0);
 }
 
 size_t bf_flex_forward_scratch_floats(const bf_model *m, int index) {
@@ -103,6 +106,8 @@ static int route_scatter(const bf_model *m, const bf_layer *l) {
 size_t bf_flex_backward_scratch_floats(const bf_model *m, int index) {
     const bf_layer *l = &m->layers[index];
     if (l->kind != BF_LAYER_FLEX) return 0;
+    if (has_attention(l)) /* the forward's buffers again, then dC, dL (post-BN), dP, [dL (pre-BN)] */
+        return mask_forward_floats(l) + (l->flex_opt.logits_bn ? 3 : 2) * branch_floats(l) + pooled_floats(l);
     if (is_mask(l)) /* the forward's buffers again, then dC, dL (post-BN), dP, [dP of the logits] */
         return mask_forward_floats(l) + 2 * branch_floats(l) + pooled_floats(l) +
                (l->flex_opt.logits_bn ? pooled_floats(l) : 0);
@@ -115,7 +120,9 @@ size_t bf_flex_backward_scratch_floats(const bf_model *m, int index) {
  * batch statistics (the same ops on the same inputs: the same bits) rather than keeping them. The
  * fused joint ops take M from L and the step's seed each time. The gradients follow in the backward
  * scratch; dL (post-BN) takes P~'s place, dead once L is computed. The batch-norm buffers are NULL
- * without it, the gradients in the forward's layout. */
+ * without it, the gradients in the forward's layout. With spatial-attention logits L is the layer's
+ * second input (logits points there), and dL (pre-BN) has a place of its own after dP, used when
+ * that input needs no gradient. */
 typedef struct mask_scratch {
     float *pooled, *dconv, *dlogits_used, *dpooled;                 /* every mask layer */
     float *widened, *logits, *logits_bn, *dlogits, *dpooled_logits; /* batch-norm on the logits */
@@ -128,19 +135,22 @@ static mask_scratch mask_scratch_at(const bf_model *m, const bf_layer *l, float 
     mask_scratch w = {0};
     w.pooled = base;
     float *end = w.pooled + pooled;
-    if (l->flex_opt.logits_bn) {
+    const int attention = has_attention(l);
+    if (attention) w.logits = (float *)bf_layer_input(m, l, 1); /* read, never written */
+    if (l->flex_opt.logits_bn && !attention) {
         w.widened = end;
         w.logits = w.widened + branch;
-        w.logits_bn = w.logits + branch;
-        end = w.logits_bn + branch;
+        end = w.logits + branch;
     }
+    if (l->flex_opt.logits_bn) w.logits_bn = end, end += branch;
     w.conv = l->flex_conv;
     if (l->flex_conv_recomputed) w.conv = end, end += branch;
     if (!with_gradients) return w;
     w.dconv = end;
     w.dlogits_used = w.dconv + branch;
     w.dpooled = w.dlogits_used + branch;
-    if (l->flex_opt.logits_bn) w.dlogits = w.widened, w.dpooled_logits = w.dpooled + pooled;
+    if (l->flex_opt.logits_bn && attention) w.dlogits = w.dpooled + pooled;
+    else if (l->flex_opt.logits_bn) w.dlogits = w.widened, w.dpooled_logits = w.dpooled + pooled;
     return w;
 }
 
@@ -198,7 +208,7 @@ bf_status bf_flex_forward(bf_model *m, int index) {
     BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), w.conv));
     if (m->on_flex_conv) BF_TRY(m->on_flex_conv(m->on_layer_forward_ctx, m, index, w.conv));
     BF_TRY(ops->flex_pool_forward(b, &ps, &fs, x, w.pooled, l->flex_window));
-    if (l->flex_opt.threshold_mode == BF_THRESHOLD_RESAMPLE) {
+    if (l->flex_opt.threshold_mode == BF_THRESHOLD_RESAMPLE && !has_attention(l)) {
         /* PlasticFlex re-draws its threshold with kaiming_uniform_ on every forward pass: one for a
          * training step's whole global batch (every rank draws it), one per evaluation batch (keyed
          * by its first sample, so its score depends on the evaluation's batches, as the reference's) */
@@ -207,10 +217,13 @@ bf_status bf_flex_forward(bf_model *m, int index) {
         if (!m->training) seed = bf_seed_derive(seed, BF_STREAM_THRESHOLD, m->sample_offset);
         BF_TRY(ops->fill_uniform(b, buffer(m, l, 2), (size_t)l->flex.c_out * l->flex.hw, -bound, bound, seed));
     }
-    const float *logits = NULL; /* without batch-norm the joint takes L = P~ - T itself */
+    /* without batch-norm the joint takes L = P~ - T itself, or the spatial-attention block's output */
+    const float *logits = has_attention(l) ? w.logits : NULL;
     if (l->flex_opt.logits_bn) {
-        BF_TRY(ops->flex_widen_forward(b, &fs, w.pooled, w.widened));
-        BF_TRY(ops->flex_logits_forward(b, &fs, w.widened, threshold(m, l), w.logits));
+        if (!has_attention(l)) {
+            BF_TRY(ops->flex_widen_forward(b, &fs, w.pooled, w.widened));
+            BF_TRY(ops->flex_logits_forward(b, &fs, w.widened, threshold(m, l), w.logits));
+        }
         bf_bn_sync sync = bf_model_bn_sync(m);
         if (m->training && m->sync_sums) /* [run] sync_bn: the logits' statistics over every rank's batch */
             BF_TRY(bf_sync_bn_forward_train(&sync, &bs, w.logits, bf_layer_param(m, l, 3), bf_layer_param(m, l, 4), w.logits_bn,
@@ -232,7 +245,8 @@ bf_status bf_flex_forward(bf_model *m, int index) {
 
 /* P, and with batch-norm P~, the raw and the normalised L, in the scratch again as the forward
  * computed them: for the backward, before the optimiser changes T, gamma and beta. *logits = the
- * logits the joint takes (NULL: it computes P~ - T itself). */
+ * logits the joint takes (NULL: it computes P~ - T itself; spatial attention: the input's, or their
+ * normalised copy). */
 static bf_status logits_again(bf_model *m, int index, const mask_scratch *w, const float **logits) {
     bf_layer *l = &m->layers[index];
     bf_backend *b = m->backend;
@@ -243,10 +257,12 @@ static bf_status logits_again(bf_model *m, int index, const mask_scratch *w, con
     bf_bn_shape bs;
     current_shapes(m, l, &cs, &ps, &fs, &bs);
     BF_TRY(ops->flex_pool_gather(b, &ps, &fs, bf_layer_input(m, l, 0), l->flex_window, w->pooled));
-    *logits = NULL;
+    *logits = has_attention(l) ? w->logits : NULL;
     if (!l->flex_opt.logits_bn) return BF_OK;
-    BF_TRY(ops->flex_widen_forward(b, &fs, w->pooled, w->widened));
-    BF_TRY(ops->flex_logits_forward(b, &fs, w->widened, threshold(m, l), w->logits));
+    if (!has_attention(l)) {
+        BF_TRY(ops->flex_widen_forward(b, &fs, w->pooled, w->widened));
+        BF_TRY(ops->flex_logits_forward(b, &fs, w->widened, threshold(m, l), w->logits));
+    }
     /* normalised with the statistics the training forward saved, or as the evaluation's was */
     if (!m->training)
         BF_TRY(ops->batchnorm_forward_eval(b, &bs, w->logits, bf_layer_param(m, l, 3), bf_layer_param(m, l, 4),
@@ -266,7 +282,7 @@ static bf_bn_grad next_bn_grad(const bf_model *m, int index) {
     return g;
 }
 
-bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
+bf_status bf_flex_backward(bf_model *m, int index, float *dx, float *dlogits_in) {
     bf_layer *l = &m->layers[index];
     bf_backend *b = m->backend;
     const bf_ops *ops = b->ops;
@@ -321,25 +337,30 @@ bf_status bf_flex_backward(bf_model *m, int index, float *dx) {
         BF_TRY(ops->conv2d_forward(b, &cs, x, bf_layer_param(m, l, 0), bf_layer_param(m, l, 1), w.conv));
     const float *logits;
     BF_TRY(logits_again(m, index, &w, &logits));
+    /* spatial attention: the gradient of the raw logits goes to the block (dlogits_in), where they
+     * are the joint's own (no batch-norm), else from the batch-norm's backward below */
+    const int attention = has_attention(l);
+    float *raw_dlogits = attention ? (dlogits_in ? dlogits_in : l->flex_opt.logits_bn ? w.dlogits : w.dlogits_used) : w.dlogits;
+    float *joint_dlogits = attention && !l->flex_opt.logits_bn ? raw_dlogits : w.dlogits_used;
     BF_TRY(ops->flex_mask_joint_backward(b, &fs, l->flex_opt.mask, l->flex_opt.mask_factor,
                                          bf_layer_draws(m, index), w.pooled, threshold(m, l), logits,
-                                         w.conv, l->dout, w.dconv, w.dlogits_used, dx ? w.dpooled : NULL));
-    const float *dlogits = w.dlogits_used; /* the gradient of L = P~ - T */
+                                         w.conv, l->dout, w.dconv, joint_dlogits, dx ? w.dpooled : NULL));
+    const float *dlogits = joint_dlogits; /* the gradient of L (P~ - T, or the block's output) */
     if (l->flex_opt.logits_bn) {
         bf_bn_sync sync = bf_model_bn_sync(m);
         if (!m->training) { /* evaluation (input_gradient): the running statistics' affine map, as layers.c */
             if (m->eval_parameter_gradients)
                 BF_TRY(bf_batchnorm_eval_param_grads(m, &bs, w.logits, w.dlogits_used, buffer(m, l, 0), buffer(m, l, 1),
                                                      bf_layer_grad(m, l, 3), bf_layer_grad(m, l, 4)));
-            BF_TRY(bf_batchnorm_eval_backward(m, &bs, w.dlogits_used, bf_layer_param(m, l, 3), buffer(m, l, 1), w.dlogits));
+            BF_TRY(bf_batchnorm_eval_backward(m, &bs, w.dlogits_used, bf_layer_param(m, l, 3), buffer(m, l, 1), raw_dlogits));
         } else if (m->sync_sums)
             BF_TRY(bf_sync_bn_backward(&sync, &bs, w.logits, w.dlogits_used, bf_layer_param(m, l, 3), l->save_mean,
-                                       l->save_invstd, w.dlogits, bf_layer_grad(m, l, 3), bf_layer_grad(m, l, 4)));
+                                       l->save_invstd, raw_dlogits, bf_layer_grad(m, l, 3), bf_layer_grad(m, l, 4)));
         else
             BF_TRY(ops->batchnorm_backward(b, &bs, w.logits, w.dlogits_used, bf_layer_param(m, l, 3), l->save_mean,
-                                           l->save_invstd, w.dlogits, bf_layer_grad(m, l, 3), bf_layer_grad(m, l, 4)));
-        dlogits = w.dlogits;
-        if (dx) { /* the joint folded back only dy (1 - M): the raw logits' gradient reaches P too */
+                                           l->save_invstd, raw_dlogits, bf_layer_grad(m, l, 3), bf_layer_grad(m, l, 4)));
+        dlogits = raw_dlogits;
+        if (dx && !attention) { /* the joint folded back only dy (1 - M): the raw logits' gradient reaches P too */
             BF_TRY(ops->flex_widen_backward(b, &fs, dlogits, w.dpooled_logits));
             BF_TRY(ops->add_inplace(b, w.dpooled, w.dpooled_logits, (size_t)fs.n * fs.c_in * fs.hw));
         }

@@ -9,7 +9,7 @@
 const char *bf_layer_kind_name(bf_layer_kind k) {
     static const char *names[BF_LAYER_KIND_COUNT] = {
         "conv2d", "batchnorm", "relu", "maxpool", "avgpool", "global_avgpool", "linear", "dropout", "flatten", "add",
-        "flex", "encode", "neuron", "time_mean", "divnorm", "polar", "dog", "local", "cirincione"};
+        "flex", "encode", "neuron", "time_mean", "divnorm", "polar", "dog", "local", "cirincione", "leaky_relu"};
     return k >= 0 && k < BF_LAYER_KIND_COUNT ? names[k] : "?";
 }
 
@@ -72,6 +72,8 @@ bf_status bf_layer_forward(bf_model *m, int index) {
     }
     case BF_LAYER_RELU: /* run by its batch-norm or add when fused */
         return l->relu_joined ? BF_OK : ops->relu_forward(b, x, l->out, count);
+    case BF_LAYER_LEAKY_RELU:
+        return ops->leaky_relu_forward(b, x, l->out, count, l->leaky_slope);
     case BF_LAYER_MAXPOOL: {
         bf_pool_shape s = l->pool;
         s.n = bf_layer_batch(m, l);
@@ -254,6 +256,9 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
     case BF_LAYER_RELU: /* fused: its batch-norm's or add's backward masks this gradient, which is also its dout */
         if (dx && !l->relu_joined) s = ops->relu_backward(b, l->out, dy, dx, count);
         break;
+    case BF_LAYER_LEAKY_RELU:
+        if (dx) s = ops->leaky_relu_backward(b, l->out, dy, dx, count, l->leaky_slope);
+        break;
     case BF_LAYER_MAXPOOL: {
         bf_pool_shape ps = l->pool;
         ps.n = bf_layer_batch(m, l);
@@ -300,9 +305,14 @@ bf_status bf_layer_backward(bf_model *m, int index, unsigned char *grad_written)
         if (s == BF_OK) s = finish_input_grad(m, l, 1, grad_written);
         return s;
     }
-    case BF_LAYER_FLEX:
-        s = bf_flex_backward(m, index, dx);
+    case BF_LAYER_FLEX: { /* with spatial-attention logits, their gradient goes to input 1, the block */
+        float *dlogits = l->num_inputs == 2 ? input_grad_target(m, l, 1, grad_written) : NULL;
+        if (dlogits && dlogits == m->grad_scratch) /* the block's output has this layer as its one reader */
+            return bf_error(BF_ERR_INTERNAL, "flex %s: its logits' gradient has another writer", l->name);
+        s = bf_flex_backward(m, index, dx, dlogits);
+        if (s == BF_OK && l->num_inputs == 2) s = finish_input_grad(m, l, 1, grad_written);
         break;
+    }
     case BF_LAYER_ENCODE:
     case BF_LAYER_NEURON:
     case BF_LAYER_TIME_MEAN:
@@ -356,6 +366,7 @@ static double layer_flops_per_step(const bf_model *m, const bf_layer *l) {
     case BF_LAYER_AVGPOOL: return out * l->pool.k * l->pool.k;
     case BF_LAYER_GLOBAL_AVGPOOL: return (double)bf_shape_per_sample(bf_model_shape_of(m, l->input[0]));
     case BF_LAYER_RELU:
+    case BF_LAYER_LEAKY_RELU:
     case BF_LAYER_DROPOUT:
     case BF_LAYER_ADD:
     case BF_LAYER_NEURON: return out;

@@ -47,8 +47,9 @@ char *bf_flex_place(bf_layer *l, char *cursor);
 size_t bf_flex_forward_scratch_floats(const bf_model *m, int index);
 size_t bf_flex_backward_scratch_floats(const bf_model *m, int index);
 bf_status bf_flex_forward(bf_model *m, int index);
-/* Writes the gradient of the layer's input into dx (nullable: the model input needs none). */
-bf_status bf_flex_backward(bf_model *m, int index, float *dx);
+/* Writes the gradient of the layer's input into dx (nullable: the model input needs none), and with
+ * spatial-attention logits that of its second input, the logits, into dlogits (nullable likewise). */
+bf_status bf_flex_backward(bf_model *m, int index, float *dx, float *dlogits);
 
 /* The spiking layers (layer_spiking.c): encode, neuron, time mean. */
 size_t bf_spiking_arena_bytes(const bf_layer *l);

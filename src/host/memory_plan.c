@@ -105,8 +105,10 @@ static int backward_reads_input(const bf_layer *l) {
     }
 }
 
-/* Whether layer l's backward reads its own output: ReLU alone. */
-static int backward_reads_output(const bf_layer *l) { return l->kind == BF_LAYER_RELU || l->flex_applies_bn; }
+/* Whether layer l's backward reads its own output: the ReLUs, and a flex layer that applies its batch-norm's dx. */
+static int backward_reads_output(const bf_layer *l) {
+    return l->kind == BF_LAYER_RELU || l->kind == BF_LAYER_LEAKY_RELU || l->flex_applies_bn;
+}
 
 static int is_stateful_neuron(const bf_layer *l) {
     return l->kind == BF_LAYER_NEURON && (l->neuron.kind == BF_NEURON_LIF || l->neuron.kind == BF_NEURON_IF);

@@ -51,7 +51,7 @@ void bf_model_destroy(bf_model *m) {
 /* ---- building ---- */
 
 bf_status bf_model_build_status(const bf_model *m) {
-    return m->build_failed ? BF_ERR_ARG : BF_OK;
+    return m->build_failed == BF_ERR_CONFIG ? BF_ERR_CONFIG : m->build_failed ? BF_ERR_ARG : BF_OK;
 }
 
 /* Appends a layer after checking its inputs; returns NULL (and marks the model failed) on error. */
@@ -187,6 +187,15 @@ int bf_model_add_relu(bf_model *m, const char *name, int input) {
     return finish_layer(m, l, BF_OK);
 }
 
+int bf_model_add_leaky_relu(bf_model *m, const char *name, int input, float slope) {
+    bf_layer *l = append_layer(m, BF_LAYER_LEAKY_RELU, name, input, -2);
+    if (!l) return -1;
+    l->out_shape = bf_model_shape_of(m, input);
+    l->leaky_slope = slope;
+    bf_status s = slope > 0 ? BF_OK : bf_error(BF_ERR_ARG, "leaky_relu %s: the slope must be > 0 (got %g)", name, slope);
+    return finish_layer(m, l, s);
+}
+
 static int add_pool(bf_model *m, bf_layer_kind kind, const char *name, int input, int k, int stride, int pad) {
     bf_layer *l = append_layer(m, kind, name, input, -2);
     if (!l) return -1;
@@ -284,6 +293,39 @@ int bf_model_add_add(bf_model *m, const char *name, int input0, int input1) {
     return finish_layer(m, l, s);
 }
 
+/* Flex layer name's spatial-attention block on input (model.h): its layers, the last one's index (-1
+ * on failure). It keeps H x W, so the flex layer's output must too. */
+static int add_spatial_attention(bf_model *m, const char *name, int input, int c_out, int k, int stride, int pad,
+                                 bf_init weight_init, const bf_flex_options *opt) {
+    const bf_shape in = bf_model_shape_of(m, input);
+    const int h_out = (in.h + 2 * pad - k) / stride + 1, w_out = (in.w + 2 * pad - k) / stride + 1;
+    if (h_out != in.h || w_out != in.w) {
+        m->build_failed = BF_ERR_CONFIG;
+        bf_error(BF_ERR_CONFIG, "[model] flex_logits = spatial_attention: flex layer %s keeps no input size (%dx%d in, "
+                 "%dx%d out: kernel %d, stride %d, padding %d), and the attention block's logits keep the input's; choose "
+                 "layers that do with [model] flex_layers, or flex_logits = threshold", name, in.h, in.w, h_out, w_out, k,
+                 stride, pad);
+        return -1;
+    }
+    if (opt->attention_blocks < 0) {
+        m->build_failed = 1;
+        bf_error(BF_ERR_ARG, "flex %s: attention_blocks must be >= 0 (got %d)", name, opt->attention_blocks);
+        return -1;
+    }
+    int x = input, index = 0;
+    for (int block = 0; block <= opt->attention_blocks && x >= 0; block++) {
+        const int width = block < opt->attention_blocks ? in.c : c_out; /* the last block maps to c_out */
+        char layer[BF_NAME_MAX];
+        snprintf(layer, sizeof layer, "%s.spatial_attention_block.%d", name, index++);
+        x = bf_model_add_conv(m, layer, x, width, 3, 1, 1, 1, 1, weight_init);
+        snprintf(layer, sizeof layer, "%s.spatial_attention_block.%d", name, index++);
+        if (x >= 0) x = bf_model_add_leaky_relu(m, layer, x, 0.01f);
+        snprintf(layer, sizeof layer, "%s.spatial_attention_block.%d", name, index++);
+        if (x >= 0) x = bf_model_add_batchnorm(m, layer, x, opt->bn_eps, opt->bn_momentum);
+    }
+    return x;
+}
+
 int bf_model_add_flex(bf_model *m, const char *name, int input, int c_out, int k, int stride, int pad,
                       bf_init weight_init, const bf_flex_options *opt) {
     bf_flex_route route = BF_FLEX_ROUTE_LEARNED;
@@ -301,7 +343,10 @@ int bf_model_add_flex(bf_model *m, const char *name, int input, int c_out, int k
         }
         return bf_model_add_conv(m, conv_name, input, c_out, k, stride, pad, 1, 1, weight_init);
     }
-    bf_layer *l = append_layer(m, BF_LAYER_FLEX, name, input, -2);
+    const int attention = opt->joint == BF_FLEX_JOINT_MASK && opt->logits == BF_FLEX_LOGITS_SPATIAL_ATTENTION;
+    const int logits_input = attention ? add_spatial_attention(m, name, input, c_out, k, stride, pad, weight_init, opt) : -2;
+    if (attention && logits_input < 0) return -1;
+    bf_layer *l = append_layer(m, BF_LAYER_FLEX, name, input, logits_input);
     if (!l) return -1;
     bf_shape in = bf_model_shape_of(m, input);
     l->conv = (bf_conv2d_shape){.n = in.n, .c_in = in.c, .h_in = in.h, .w_in = in.w, .c_out = c_out,
@@ -329,7 +374,8 @@ int bf_model_add_flex(bf_model *m, const char *name, int input, int c_out, int k
         if (opt->joint == BF_FLEX_JOINT_MASK) {
             /* threshold [c_out, h_out, w_out]: kaiming_uniform_ on a 3-D tensor takes fan_in = h*w */
             int64_t t_shape[3] = {c_out, l->conv.h_out, l->conv.w_out};
-            if (opt->threshold_mode == BF_THRESHOLD_LEARNED) {
+            if (attention) { /* the logits come from the block: no threshold (the reference makes an unused one) */
+            } else if (opt->threshold_mode == BF_THRESHOLD_LEARNED) {
                 add_param(m, l, 2, "threshold", 3, t_shape, BF_INIT_KAIMING_UNIFORM, hw, hw);
             } else {
                 l->buffer_index[2] = register_param(&m->buffers, &m->num_buffers, &m->num_buffer_floats, l->name,

@@ -132,6 +132,7 @@ static bf_flex_options flex_options(const bf_model_config *cfg) {
     return (bf_flex_options){.joint = (bf_flex_joint)cfg->flex_joint, .channels = (bf_flex_channel_rule)cfg->flex_channels,
                              .ties = (bf_flex_tie_rule)cfg->flex_tie, .mask = (bf_flex_mask)cfg->flex_mask,
                              .mask_factor = cfg->flex_mask_factor, .logits_bn = cfg->flex_logits_bn,
+                             .logits = (bf_flex_logits)cfg->flex_logits, .attention_blocks = cfg->flex_attention_blocks,
                              .threshold_mode = (bf_threshold_mode)cfg->threshold_mode, .bn_eps = cfg->bn_eps,
                              .bn_momentum = cfg->bn_momentum};
 }

@@ -98,6 +98,8 @@ static const bf_ops cpu_ops = {
     .relu_backward = bf_cpu_relu_backward,
     .add_relu_forward = bf_cpu_add_relu_forward,
     .add_relu_backward = bf_cpu_add_relu_backward,
+    .leaky_relu_forward = bf_cpu_leaky_relu_forward,
+    .leaky_relu_backward = bf_cpu_leaky_relu_backward,
 
     .maxpool_forward = bf_cpu_maxpool_forward,
     .maxpool_backward = bf_cpu_maxpool_backward,

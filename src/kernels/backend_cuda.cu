@@ -216,6 +216,8 @@ static const bf_ops cuda_ops = {
     /* .relu_backward = */ bf_cuda_relu_backward,
     /* .add_relu_forward = */ bf_cuda_add_relu_forward,
     /* .add_relu_backward = */ bf_cuda_add_relu_backward,
+    /* .leaky_relu_forward = */ bf_cuda_leaky_relu_forward,
+    /* .leaky_relu_backward = */ bf_cuda_leaky_relu_backward,
 
     /* .maxpool_forward = */ bf_cuda_maxpool_forward,
     /* .maxpool_backward = */ bf_cuda_maxpool_backward,
@@ -301,7 +303,7 @@ static const bf_ops cuda_ops = {
 };
 /* The table is filled by position (C++17 has no designated initialisers): a member added to bf_ops
  * must be added above in the same place. */
-static_assert(sizeof(bf_ops) == 101 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
+static_assert(sizeof(bf_ops) == 103 * sizeof(void (*)(void)), "bf_ops changed: update cuda_ops");
 
 /* ---- creation and teardown ---- */
 

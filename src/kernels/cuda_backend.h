@@ -219,6 +219,8 @@ bf_status bf_cuda_relu_forward(bf_backend *b, const float *x, float *y, size_t n
 bf_status bf_cuda_relu_backward(bf_backend *b, const float *y, const float *dy, float *dx, size_t n);
 bf_status bf_cuda_add_relu_forward(bf_backend *b, const float *x0, const float *x1, float *y, size_t n);
 bf_status bf_cuda_add_relu_backward(bf_backend *b, const float *y, const float *dy, float *dx0, float *dx1, size_t n);
+bf_status bf_cuda_leaky_relu_forward(bf_backend *b, const float *x, float *y, size_t n, float slope);
+bf_status bf_cuda_leaky_relu_backward(bf_backend *b, const float *y, const float *dy, float *dx, size_t n, float slope);
 bf_status bf_cuda_dropout_forward(bf_backend *b, const float *x, float *y, size_t n, size_t group, float p,
                                   bf_draws draws);
 bf_status bf_cuda_fill_uniform(bf_backend *b, float *x, size_t n, float lo, float hi, uint64_t seed);

@@ -113,6 +113,21 @@ __global__ void k_add_relu_backward(const float *y, const float *dy, float *dx0,
     }
 }
 
+/* LeakyReLU, the CPU's expressions (the product rounded on its own); y may alias x, dx dy. */
+__global__ void k_leaky_relu_forward(const float *x, float *y, size_t n, float slope) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float v = x[i];
+        y[i] = v > 0.0f ? v : __fmul_rn(v, slope);
+    }
+}
+
+__global__ void k_leaky_relu_backward(const float *y, const float *dy, float *dx, size_t n, float slope) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float g = dy[i];
+        dx[i] = y[i] > 0.0f ? g : __fmul_rn(g, slope);
+    }
+}
+
 /* Inverted dropout with the mask recomputed from (draws, i): the same expression as the CPU,
  * in * (keep * keep_scale), so the outputs are bit-identical. A dropped element is in * 0, not a
  * literal 0: a negative input gives -0 (and a NaN stays NaN) exactly as on the CPU. */
@@ -333,6 +348,27 @@ extern "C" bf_status bf_cuda_add_relu_backward(bf_backend *b, const float *y, co
     else
         k_add_relu_backward<1><<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(y, dy, dx0, dx1, n);
     BF_LAUNCH_CHECK("k_add_relu_backward");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_leaky_relu_forward(bf_backend *b, const float *x, float *y, size_t n, float slope) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (n == 0) return BF_OK;
+    ELEMENTWISE_ARGS("leaky_relu_forward", x, y);
+    k_leaky_relu_forward<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(x, y, n, slope);
+    BF_LAUNCH_CHECK("k_leaky_relu_forward");
+    return BF_OK;
+}
+
+extern "C" bf_status bf_cuda_leaky_relu_backward(bf_backend *b, const float *y, const float *dy, float *dx, size_t n,
+                                                 float slope) {
+    bf_cuda_impl *im;
+    BF_TRY(bf_cuda_enter(b, &im));
+    if (n == 0) return BF_OK;
+    ELEMENTWISE_ARGS("leaky_relu_backward", y, dy, dx);
+    k_leaky_relu_backward<<<bf_cuda_grid(im, n, BF_CUDA_THREADS), BF_CUDA_THREADS, 0, im->stream>>>(y, dy, dx, n, slope);
+    BF_LAUNCH_CHECK("k_leaky_relu_backward");
     return BF_OK;
 }
 

@@ -125,6 +125,24 @@ bf_status bf_cpu_add_relu_backward(bf_backend *b, const float *y, const float *d
     return BF_OK;
 }
 
+bf_status bf_cpu_leaky_relu_forward(bf_backend *b, const float *x, float *y, size_t n, float slope) {
+#pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        const float v = x[i], scaled = v * slope;
+        y[i] = v > 0.0f ? v : scaled;
+    }
+    return BF_OK;
+}
+
+bf_status bf_cpu_leaky_relu_backward(bf_backend *b, const float *y, const float *dy, float *dx, size_t n, float slope) {
+#pragma omp parallel for num_threads(loop_threads(b, n)) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        const float g = dy[i], scaled = g * slope;
+        dx[i] = y[i] > 0.0f ? g : scaled;
+    }
+    return BF_OK;
+}
+
 /* Inverted dropout: element i survives when the draw of its group's first element,
  * bf_draw_uniform(draws, i - i % group), is >= p, and is scaled by 1/(1-p). Forward and backward are
  * the same masked scaling, so one routine serves both; the mask is recomputed from (draws, i) rather
