@@ -48,6 +48,12 @@ Variants, each under its own prefix "<variant>.":
     mask_mul       mask joint, SIGMOID_MUL f = 2, no bn_logits, learned threshold, bilinear
     residual_max   the residual network, channel-wise max, expand
     residual_mask  the residual network, mask joint, SIGMOID_HARD, bn_logits, learned threshold, expand
+    mask_attention mask joint, SIGMOID_HARD, bn_logits, expand, the logits from a SpatialAttentionBlock
+                   of one block (flexnet.md 1.5, plasticflex.md 2.3): spatial_attention_block =
+                   Sequential(Conv2d(c_in, c_in, 3, p 1), LeakyReLU(0.01), BatchNorm2d(c_in),
+                   Conv2d(c_in, c_out, 3, p 1), LeakyReLU(0.01), BatchNorm2d(c_out)) on the layer's
+                   input, no threshold (the references make one that nothing reads; bioflex has
+                   none); flex2 then has stride 1 (the block keeps H x W)
 
 and for each the file holds:
 
@@ -68,7 +74,7 @@ difference between two implementations could change a branch: the script refuses
 seed for which, in either of the two forward passes, |C - P~| < 1e-4 somewhere in a channel-wise
 max, |L| is within 1e-4 of 3 (SIGMOID_HARD's corners), a ReLU input is within 1e-5 of 0, or the
 top two values of a max-pool window of flex2 (whose input is a ReLU output, i.e. computed, not
-given) are positive, different and within 1e-5 of each other (exact ties are plateaus of flex1's
+given) are positive, different and within 1e-5 of each other, or a LeakyReLU input is within 1e-5 of 0 (exact ties are plateaus of flex1's
 pool branch: exact on both sides, and both keep the first maximum). Change SEEDS when that happens.
 
 Needs only torch (no safetensors package): the file is written by hand (bench/parity_fixture_util.py).
@@ -88,7 +94,7 @@ SMOOTHING = 0.1
 SGD = dict(lr=0.05, momentum=0.9, nesterov=False, weight_decay=0.0)
 TIE_MARGIN = 1e-4      # |C - P~| in a channel-wise max
 CORNER_MARGIN = 1e-4   # ||L| - 3| for SIGMOID_HARD
-RELU_MARGIN = 1e-5     # |ReLU input|
+RELU_MARGIN = 1e-5     # |ReLU input| (and |LeakyReLU input|)
 POOL_MARGIN = 1e-5     # top-1 minus top-2 of a computed max-pool window with a positive max
 
 VARIANTS = {
@@ -99,13 +105,24 @@ VARIANTS = {
     "residual_max": dict(joint="max", channels="expand", residual=True),
     "residual_mask": dict(joint="mask", channels="expand", mask="SIGMOID_HARD", factor=1.0, logits_bn=True,
                           residual=True),
+    "mask_attention": dict(joint="mask", channels="expand", mask="SIGMOID_HARD", factor=1.0, logits_bn=True,
+                           attention_blocks=1),
 }
 # Seed 0 puts max_expand on a kink (min |C - P~| = 6.9e-5 in the first forward pass); seed 1 keeps
 # the VGG-like variants at least 1.7e-4 from a tie and 2e-4 from any other kink. residual_max: seeds 1,
 # 2, 4 and 5 sit within 1e-4 of a tie; seed 3 keeps 1.6e-4 (ties), 9.8e-4 (ReLU), 2.7e-4 (pools);
 # residual_mask, seed 1: 1.2e-3 from a SIGMOID_HARD corner, 9.9e-5 from ReLU's 0, 1.6e-4 (pools).
+# mask_attention: seeds 1, 4 and 8 sit within 1e-5 of a pool near-tie or a (Leaky)ReLU kink; seed 5
+# keeps 2.6e-3 (corners), 6.3e-4 (pools), 9.4e-5 (ReLU and LeakyReLU inputs).
 SEEDS = {name: 1 for name in VARIANTS}
 SEEDS["residual_max"] = 3
+SEEDS["mask_attention"] = 5
+
+
+
+
+
+
 
 
 class HardSigmoidFunc(torch.autograd.Function):
@@ -154,14 +171,23 @@ def pool_gap(x, k, s, p):
 
 
 class Flex2D(nn.Module):
-    def __init__(self, c_in, c_out, k, s, p, out_hw, joint, channels, mask=None, factor=1.0, logits_bn=False):
+    def __init__(self, c_in, c_out, k, s, p, out_hw, joint, channels, mask=None, factor=1.0, logits_bn=False,
+                 attention_blocks=None):
         super().__init__()
         self.c_out, self.k, self.s, self.p = c_out, k, s, p
         self.joint, self.channels, self.mask, self.factor = joint, channels, mask, factor
         self.flex_conv = nn.Conv2d(c_in, c_out, k, stride=s, padding=p, bias=True)
-        if joint == "mask":
+        self.spatial_attention_block = None
+        if joint == "mask" and attention_blocks is not None:
+            layers = []
+            for block in range(attention_blocks + 1):
+                width = c_in if block < attention_blocks else c_out
+                layers += [nn.Conv2d(c_in, width, 3, padding=1), nn.LeakyReLU(0.01), nn.BatchNorm2d(width)]
+            self.spatial_attention_block = nn.Sequential(*layers)
+        elif joint == "mask":
             self.threshold = nn.Parameter(torch.empty(c_out, *out_hw))
             nn.init.kaiming_uniform_(self.threshold)  # fan_in = h_out * w_out: bound sqrt(6 / (h_out w_out))
+        if joint == "mask":
             self.bn_logits = nn.BatchNorm2d(c_out) if logits_bn else None
         self.margins = None  # set by the caller to a dict to collect the distances to the kinks
 
@@ -178,7 +204,15 @@ class Flex2D(nn.Module):
                 with torch.no_grad():
                     self.margins["tie"] = min(self.margins.get("tie", float("inf")), float((conv - wide).abs().min()))
             return torch.maximum(conv, wide)
-        logits = wide - self.threshold
+        if self.spatial_attention_block is not None:
+            logits = x
+            for layer in self.spatial_attention_block:
+                if isinstance(layer, nn.LeakyReLU) and self.margins is not None:
+                    with torch.no_grad():
+                        self.margins["relu"] = min(self.margins.get("relu", float("inf")), float(logits.abs().min()))
+                logits = layer(logits)
+        else:
+            logits = wide - self.threshold
         if self.bn_logits is not None:
             logits = self.bn_logits(logits)
         if self.mask == "SIGMOID_HARD":
@@ -202,7 +236,8 @@ class Net(nn.Module):
         self.flex1 = Flex2D(C_IN, 6, 3, 1, 1, (H, W), **variant)
         self.bn = nn.BatchNorm2d(6)
         self.relu = nn.ReLU()
-        self.flex2 = Flex2D(6, 4, 3, 2, 1, ((H + 2 - 3) // 2 + 1, (W + 2 - 3) // 2 + 1), **variant)
+        s = 1 if variant.get("attention_blocks") is not None else 2  # the attention block keeps H x W
+        self.flex2 = Flex2D(6, 4, 3, s, 1, ((H + 2 - 3) // s + 1, (W + 2 - 3) // s + 1), **variant)
         self.fc = nn.Linear(4, K)
         self.margins = {}
 
@@ -293,6 +328,8 @@ def main():
                    "(SIGMOID_HARD, bn_logits, expand), mask_mul (SIGMOID_MUL f=2, bilinear); residual_max and "
                    "residual_mask (stem Flex2D(3->8,k3) -> bn0 -> relu -> [conv1 Flex2D(8->4,k1) -> bn1 -> relu -> "
                    "conv2 Flex2D(4->8,k3,s2)] + downsample Flex2D(8->8,k1,s2) -> relu -> gap -> Linear(8,5)); "
+                   "mask_attention (SIGMOID_HARD, bn_logits, expand, logits from a one-block SpatialAttentionBlock, "
+                   "no threshold, flex2 stride 1); "
                    "PyTorch default "
                    "init, thresholds kaiming_uniform_; CrossEntropyLoss(label_smoothing=0.1) mean; 2 steps of "
                    "SGD(lr=0.05, momentum=0.9) -> <v>.after2.*, BN buffers after the first forward -> "

@@ -7,7 +7,7 @@
  *     flex1 Flex2D(3 -> 6, k 3, s 1, p 1) -> bn BatchNorm2d(6) -> relu -> flex2 Flex2D(6 -> 4, k 3, s 2, p 1)
  *     -> gap (global average pool) -> flatten -> fc Linear(4, 5)         input [4, 3, 8, 8], K = 5
  *
- * for four variants, and two of a residual network with FlexResNet's sites (flexnet.md 2.2)
+ * for five variants, and two of a residual network with FlexResNet's sites (flexnet.md 2.2)
  *
  *     stem Flex2D(3 -> 8, k 3, s 1, p 1) -> bn0 -> relu0 -> trunk
  *     trunk -> conv1 Flex2D(8 -> 4, k 1) -> bn1 -> relu1 -> conv2 Flex2D(4 -> 8, k 3, s 2, p 1)
@@ -22,6 +22,9 @@
  *     mask_mul       mask joint, SIGMOID_MUL f = 2, no logits batch-norm, learned threshold, bilinear
  *     residual_max   the residual network, channel-wise max, expand
  *     residual_mask  the residual network, mask joint, SIGMOID_HARD, logits batch-norm, expand
+ *     mask_attention mask joint, SIGMOID_HARD, logits batch-norm, expand, the logits from a one-block
+ *                    SpatialAttentionBlock of the layer's input ([model] flex_logits =
+ *                    spatial_attention; no threshold), flex2 with stride 1 (the block keeps H x W)
  * with the initial state_dict, a batch, the logits, the label-smoothed cross-entropy, every
  * parameter gradient, the batch-norm buffers after the first forward pass (stats1.*) and the whole
  * state_dict after two SGD steps (lr 0.05, momentum 0.9; after2.*). No Python runs here.
@@ -30,7 +33,7 @@
  * backend and checks that
  *   - every bioflex parameter and buffer has a tensor of the same name and shape in the fixture,
  *     and every state_dict entry of the fixture is a bioflex parameter or buffer: bioflex's flex
- *     layers have FlexNet's state_dict (flex_conv.*, threshold, bn_logits.*);
+ *     layers have FlexNet's state_dict (flex_conv.*, threshold, bn_logits.*, spatial_attention_block.*);
  *   - from the fixture's weights, forward + loss + backward give PyTorch's logits, loss and
  *     gradients, and the running statistics of every batch-norm (bn and bn_logits) after it;
  *   - two SGD steps (each a forward + backward in train mode, as the script does) give PyTorch's
@@ -94,10 +97,11 @@ static void run_variant(const variant *v) {
     snprintf(prefix, sizeof prefix, "%s.", v->name);
     printf("%s: %sjoint %s, widening %s", v->name, v->residual ? "residual network, " : "", v->opt.joint == BF_FLEX_JOINT_MAX ? "channelwise_max" : "mask",
            v->opt.channels == BF_FLEX_CHANNELS_EXPAND ? "expand" : "bilinear");
+    const int attention = v->opt.joint == BF_FLEX_JOINT_MASK && v->opt.logits == BF_FLEX_LOGITS_SPATIAL_ATTENTION;
     if (v->opt.joint == BF_FLEX_JOINT_MASK)
-        printf(", mask %s (factor %g), logits BN %s, learned threshold",
+        printf(", mask %s (factor %g), logits BN %s, %s",
                v->opt.mask == BF_FLEX_MASK_SIGMOID_HARD ? "sigmoid_hard" : "sigmoid_mul", v->opt.mask_factor,
-               v->opt.logits_bn ? "on" : "off");
+               v->opt.logits_bn ? "on" : "off", attention ? "spatial-attention logits" : "learned threshold");
     printf("\n");
 
     bf_model *m = NULL;
@@ -109,7 +113,7 @@ static void run_variant(const variant *v) {
         int x = bf_model_add_flex(m, "flex1", BF_MODEL_INPUT, 6, 3, 1, 1, BF_INIT_UNIFORM_FAN_IN, &v->opt);
         x = bf_model_add_batchnorm(m, "bn", x, 1e-5f, 0.1f); /* PyTorch's BatchNorm2d defaults */
         x = bf_model_add_relu(m, "relu", x);
-        x = bf_model_add_flex(m, "flex2", x, 4, 3, 2, 1, BF_INIT_UNIFORM_FAN_IN, &v->opt);
+        x = bf_model_add_flex(m, "flex2", x, 4, 3, attention ? 1 : 2, 1, BF_INIT_UNIFORM_FAN_IN, &v->opt);
         x = bf_model_add_global_avgpool(m, "gap", x);
         x = bf_model_add_flatten(m, "flatten", x);
         bf_model_add_linear(m, "fc", x, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
@@ -145,9 +149,10 @@ int main(void) {
                                         .ties = BF_FLEX_TIE_SPLIT, .mask = BF_FLEX_MASK_SIGMOID_HARD, .mask_factor = 1,
                                         .logits_bn = 0, .threshold_mode = BF_THRESHOLD_LEARNED, .bn_eps = 1e-5f,
                                         .bn_momentum = 0.1f};
-    variant variants[6] = {{"max_expand", max_expand, 0},   {"max_bilinear", max_expand, 0},
+    variant variants[7] = {{"max_expand", max_expand, 0},   {"max_bilinear", max_expand, 0},
                            {"mask_hard_bn", max_expand, 0}, {"mask_mul", max_expand, 0},
-                           {"residual_max", max_expand, 1}, {"residual_mask", max_expand, 1}};
+                           {"residual_max", max_expand, 1}, {"residual_mask", max_expand, 1},
+                           {"mask_attention", max_expand, 0}};
     variants[1].opt.channels = BF_FLEX_CHANNELS_BILINEAR;
     variants[2].opt.joint = BF_FLEX_JOINT_MASK;
     variants[2].opt.mask = BF_FLEX_MASK_SIGMOID_HARD;
@@ -159,7 +164,10 @@ int main(void) {
     variants[5].opt.joint = BF_FLEX_JOINT_MASK;
     variants[5].opt.mask = BF_FLEX_MASK_SIGMOID_HARD;
     variants[5].opt.logits_bn = 1;
-    for (int i = 0; i < 6; i++) run_variant(&variants[i]);
+    variants[6].opt = variants[2].opt;
+    variants[6].opt.logits = BF_FLEX_LOGITS_SPATIAL_ATTENTION;
+    variants[6].opt.attention_blocks = 1;
+    for (int i = 0; i < 7; i++) run_variant(&variants[i]);
 
     bf_parity_close(&px);
     return bf_test_finish();

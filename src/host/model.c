@@ -312,18 +312,18 @@ static int add_spatial_attention(bf_model *m, const char *name, int input, int c
         bf_error(BF_ERR_ARG, "flex %s: attention_blocks must be >= 0 (got %d)", name, opt->attention_blocks);
         return -1;
     }
-    int x = input, index = 0;
-    for (int block = 0; block <= opt->attention_blocks && x >= 0; block++) {
+    int x = input, index = 0; /* x may be the image (BF_MODEL_INPUT, also -1): failures show in build_failed */
+    for (int block = 0; block <= opt->attention_blocks && !m->build_failed; block++) {
         const int width = block < opt->attention_blocks ? in.c : c_out; /* the last block maps to c_out */
         char layer[BF_NAME_MAX];
         snprintf(layer, sizeof layer, "%s.spatial_attention_block.%d", name, index++);
         x = bf_model_add_conv(m, layer, x, width, 3, 1, 1, 1, 1, weight_init);
         snprintf(layer, sizeof layer, "%s.spatial_attention_block.%d", name, index++);
-        if (x >= 0) x = bf_model_add_leaky_relu(m, layer, x, 0.01f);
+        x = bf_model_add_leaky_relu(m, layer, x, 0.01f);
         snprintf(layer, sizeof layer, "%s.spatial_attention_block.%d", name, index++);
-        if (x >= 0) x = bf_model_add_batchnorm(m, layer, x, opt->bn_eps, opt->bn_momentum);
+        x = bf_model_add_batchnorm(m, layer, x, opt->bn_eps, opt->bn_momentum);
     }
-    return x;
+    return m->build_failed ? -1 : x;
 }
 
 int bf_model_add_flex(bf_model *m, const char *name, int input, int c_out, int k, int stride, int pad,
