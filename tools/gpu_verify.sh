@@ -164,6 +164,9 @@ elif [ "$mode" = targets ] || [ "$mode" = full ]; then
   # the scaling model's other reference case (issue 7): ResNet-50's measured step time
   step resnet50_step 120 ./build/bench/bench_train_throughput --device cuda --arch resnet50 --batch 128 --size 224 \
     --classes 1000 --precision fp32
+  # and with each block's add and ReLU as two layers: what [model] fuse_add_relu (2026-12-07) saves
+  step resnet50_step_unfused_add 120 ./build/bench/bench_train_throughput --device cuda --arch resnet50 --batch 128 \
+    --size 224 --classes 1000 --precision fp32 --set model.fuse_add_relu=false
   step dp_overhead 480 bash bench/dp_overhead.sh --arch vgg16 --batch 128 --size 224 --steps 20 # issue 7
   step allreduce_nccl 120 ./build/bench/bench_allreduce --gpus "$(nvidia-smi -L | wc -l)"
   ngpu=$(nvidia-smi -L | wc -l)
