@@ -963,6 +963,35 @@ static void check_attention_gradients(const char *label, const bf_flex_options *
     bf_backend_destroy(b);
 }
 
+/* [model] flex_layers counts the network's convs: a spatial-attention block's convs are none of
+ * them. PlasticFlex's VGG-6 with sites 0 and 1 flex has the flex layers features.0 and features.3,
+ * as without the blocks, and each reads its own block. */
+static void test_attention_sites(void) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    cfg.model.arch = BF_ARCH_PF_VGG6;
+    cfg.model.flex = 1;
+    cfg.model.flex_joint = BF_FLEX_JOINT_MASK;
+    cfg.model.flex_logits = BF_FLEX_LOGITS_SPATIAL_ATTENTION;
+    cfg.model.num_flex_layers = 2;
+    cfg.model.flex_layers[0] = 0, cfg.model.flex_layers[1] = 1;
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 1, 28, 28}, 10, 1, &m));
+    if (!m) return;
+    char names[2][BF_NAME_MAX] = {"", ""};
+    int flex = 0, blocks = 0;
+    for (int i = 0; i < m->num_layers; i++) {
+        const bf_layer *l = &m->layers[i];
+        if (l->kind == BF_LAYER_FLEX && flex < 2) snprintf(names[flex++], BF_NAME_MAX, "%s", l->name);
+        else if (l->kind == BF_LAYER_FLEX) flex++;
+        blocks += l->in_logits_block && l->kind == BF_LAYER_CONV;
+    }
+    CHECK(flex == 2 && !strcmp(names[0], "features.0") && !strcmp(names[1], "features.3") && blocks == 4,
+          "flex_layers = 0,1 with spatial-attention logits: %d flex layers (%s, %s), %d block convs", flex, names[0],
+          names[1], blocks);
+    bf_model_destroy(m);
+}
+
 /* A flex layer whose output is not its input's size cannot take the block's logits. */
 static void test_attention_refused(const bf_flex_options *opt) {
     bf_model *m = NULL;
@@ -1025,6 +1054,7 @@ int main(void) {
     attention.attention_blocks = 0;
     check_attention_gradients("mask sigmoid_mul, spatial-attention logits (the last conv alone)", &attention);
     test_attention_refused(&attention);
+    test_attention_sites();
     check_static_routes("static routing, fused flex paths", 1);
     check_static_routes("static routing, flex paths apart", 0);
     return bf_test_finish();

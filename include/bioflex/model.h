@@ -140,6 +140,8 @@ typedef struct bf_layer {
     bf_flex_shape flex;         /* flex: branch shapes (the pool branch is `pool`, the conv `conv`) */
     bf_flex_options flex_opt;
     int flex_pool_site;         /* flex: stands in for a 2x2 max-pool ([model] fully_flex), not for a conv */
+    int in_logits_block;        /* a layer of a flex layer's spatial-attention block (not one of the
+                                 * network's conv sites: [model] flex_layers does not count it) */
     int flex_conv_recomputed;   /* flex, mask joint ([model] flex_recompute_conv): C is not kept for the
                                  * backward, which computes the conv again into the shared scratch */
     float *flex_conv;           /* flex, mask joint: conv branch output C [n, c_out, hw] */

@@ -322,6 +322,8 @@ static int add_spatial_attention(bf_model *m, const char *name, int input, int c
         x = bf_model_add_leaky_relu(m, layer, x, 0.01f);
         snprintf(layer, sizeof layer, "%s.spatial_attention_block.%d", name, index++);
         x = bf_model_add_batchnorm(m, layer, x, opt->bn_eps, opt->bn_momentum);
+        for (int i = m->build_failed ? m->num_layers : m->num_layers - 3; i < m->num_layers; i++)
+            m->layers[i].in_logits_block = 1;
     }
     return m->build_failed ? -1 : x;
 }

@@ -113,7 +113,8 @@ static bf_init conv_init(const bf_model_config *cfg) {
 static int convs_so_far(const bf_model *m) {
     int convs = 0;
     for (int i = 0; i < m->num_layers; i++)
-        convs += (m->layers[i].kind == BF_LAYER_CONV || m->layers[i].kind == BF_LAYER_FLEX) && !m->layers[i].flex_pool_site;
+        convs += (m->layers[i].kind == BF_LAYER_CONV || m->layers[i].kind == BF_LAYER_FLEX) && !m->layers[i].flex_pool_site &&
+                 !m->layers[i].in_logits_block; /* a spatial-attention block's convs are no sites */
     return convs;
 }
 
