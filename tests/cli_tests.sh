@@ -235,6 +235,8 @@ expect "eval writes the gradient flow in evaluation mode" 0 "gradient flow: 8 pa
 # --routing needs channel-wise max flex layers (test_routing checks its statistics)
 expect "routing refuses a network without flex layers" 1 "routing: the model has no flex layer with the channel-wise max joint" \
   -- "$eval_" --checkpoint "$tmp/run" --routing "$tmp/routing.json" "$tmp/tiny.ini"
+# and leaves no file behind (an empty one would pass for a result)
+[ ! -e "$tmp/routing.json" ] && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL refused routing left $tmp/routing.json"; }
 expect "train refuses --routing" 2 "--routing is a bioflex-eval option" -- "$train" --routing x.json --dry-run "$tmp/tiny.ini"
 # ... and on a flex network of the tiny config: its JSON and maps, read back by the summary below
 flex=(--set model.flex=true --set run.dir="$tmp/flex_run" --set run.epochs=1)

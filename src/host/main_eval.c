@@ -44,6 +44,14 @@ static const char usage[] =
     "prints test loss, top-1 and top-5 accuracy (BU-TD networks: accuracy, per task when guided);\n"
     "exit status 0 success, 2 bad command line or config, 1 failure\n";
 
+/* Closes an analysis' output file (f may be NULL: never opened). An analysis that failed leaves no
+ * file behind, rather than an empty or partial one that a later script would read as its result. */
+static bf_status close_output(FILE *f, const char *option, const char *path, bf_status s) {
+    if (f && fclose(f) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "%s: cannot write %s", option, path);
+    if (f && s != BF_OK) remove(path);
+    return s;
+}
+
 /* --loss-surface: the plane's losses into path (analysis.h), from the loaded model, over the test
  * loader or ([analysis] surface_split = train) an unshuffled training loader. */
 static bf_status write_loss_surface(const bf_config *cfg, bf_model *m, bf_loader *test_loader, const char *path) {
@@ -66,7 +74,7 @@ static bf_status write_loss_surface(const bf_config *cfg, bf_model *m, bf_loader
     if (s == BF_OK && !csv) s = bf_error(BF_ERR_IO, "--loss-surface: cannot write %s", path);
     double center = 0;
     if (s == BF_OK) s = bf_loss_surface(m, loader, cfg->optim.label_smoothing, &o, csv, &center);
-    if (csv && fclose(csv) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--loss-surface: cannot write %s", path);
+    s = close_output(csv, "--loss-surface", path, s);
     if (s == BF_OK)
         printf("loss surface: %d x %d points (%s directions, %s split, %s mode), loss %.4f at the checkpoint's "
                "weights -> %s\n", o.steps, o.steps, o.directions == BF_SURFACE_REFERENCE ? "reference" : "filter_normalized",
@@ -155,7 +163,7 @@ static bf_status write_gradient_flow(const bf_config *cfg, bf_backend *b, const 
     FILE *csv = s == BF_OK ? fopen(path, "w") : NULL;
     if (s == BF_OK && !csv) s = bf_error(BF_ERR_IO, "--gradient-flow: cannot write %s", path);
     if (s == BF_OK) s = bf_gradient_flow(m, loader, cfg->optim.label_smoothing, cfg->analysis.gradient_batches, mode, csv);
-    if (csv && fclose(csv) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--gradient-flow: cannot write %s", path);
+    s = close_output(csv, "--gradient-flow", path, s);
     if (s == BF_OK)
         printf("gradient flow: %d parameter tensors over %d training batches, %s mode -> %s\n", m->num_params,
                cfg->analysis.gradient_batches, bf_analysis_mode_name(mode), path);
@@ -186,7 +194,7 @@ static bf_status write_hessian(const bf_config *cfg, bf_backend *b, const char *
     FILE *f = s == BF_OK ? fopen(path, "w") : NULL;
     if (s == BF_OK && !f) s = bf_error(BF_ERR_IO, "--hessian: cannot write %s", path);
     if (s == BF_OK) s = bf_hessian_write_json(&o, r, f);
-    if (f && fclose(f) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--hessian: cannot write %s", path);
+    s = close_output(f, "--hessian", path, s);
     if (s == BF_OK)
         printf("hessian (%s mode): top eigenvalue %.6g, trace %.6g (%d samples), %d Hessian-vector products -> %s\n",
                bf_analysis_mode_name(o.mode), r->top_n ? r->eigenvalues[0] : NAN, r->trace, r->trace_samples,
@@ -204,7 +212,7 @@ static bf_status write_subnetworks(const bf_butd_subnetworks *r, const char *pat
     FILE *f = fopen(path, "w");
     if (!f) return bf_error(BF_ERR_IO, "--subnetworks: cannot write %s", path);
     bf_status s = bf_butd_subnetworks_write_json(r, f);
-    if (fclose(f) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--subnetworks: cannot write %s", path);
+    s = close_output(f, "--subnetworks", path, s);
     if (s != BF_OK) return s;
     bf_butd_subnetworks_print(r, stdout);
     printf("subnetworks -> %s\n", path);
@@ -218,7 +226,7 @@ static bf_status write_routing(const bf_config *cfg, bf_model *m, bf_loader *loa
     int layers = 0;
     const char *maps = cfg->analysis.routing_maps;
     bf_status s = bf_routing_statistics(m, loader, cfg->analysis.routing_batches, f, maps, &layers);
-    if (fclose(f) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--routing: cannot write %s", path);
+    s = close_output(f, "--routing", path, s);
     if (s == BF_OK)
         printf("routing: %d channel-wise max flex layers -> %s%s%s\n", layers, path, *maps ? ", maps -> " : "", maps);
     return s;
@@ -246,7 +254,7 @@ static bf_status write_input_hessian(const bf_config *cfg, bf_backend *b, const 
     FILE *f = s == BF_OK ? fopen(path, "w") : NULL;
     if (s == BF_OK && !f) s = bf_error(BF_ERR_IO, "--input-hessian: cannot write %s", path);
     if (s == BF_OK) s = bf_input_hessian_write_json(&o, r, f);
-    if (f && fclose(f) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--input-hessian: cannot write %s", path);
+    s = close_output(f, "--input-hessian", path, s);
     if (s == BF_OK) {
         double top = 0;
         for (int i = 0; i < r->images; i++) top += o.top_n ? r->image[i].eigenvalues[0] : 0;
@@ -297,7 +305,7 @@ static bf_status write_attack(const bf_config *cfg, bf_backend *b, const char *d
     FILE *f = s == BF_OK ? fopen(path, "w") : NULL;
     if (s == BF_OK && !f) s = bf_error(BF_ERR_IO, "--attack: cannot write %s", path);
     if (s == BF_OK) s = bf_attack_write_json(&o, r, f);
-    if (f && fclose(f) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "--attack: cannot write %s", path);
+    s = close_output(f, "--attack", path, s);
     if (s == BF_OK) {
         const int last = r->epsilons - 1;
         printf("%s attack (%s domain): %d images, top-1 %.2f%% at epsilon %g, %.2f%% at %.4g, AUC %.4f (normalised %.4f) -> %s\n",
