@@ -376,13 +376,15 @@ sys.exit(0 if ok else 1)
 PY
 then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL spikes.jsonl / firing_rate"; fi
 
-# SIGTERM (Slurm, kill) and SIGUSR1 (what to send through mpirun, and Slurm's --signal=USR1@...):
-# the run finishes its step, checkpoints that position, names --resume and exits 128 + the signal;
-# the resumed run completes. The signal goes once training has logged (the handler is in place by
-# then); the run is long enough that it always lands during training.
-for stop in TERM:143 USR1:138; do
+# SIGTERM (Slurm, kill), SIGUSR1 (what to send through mpirun, and Slurm's --signal=USR1@...) and
+# SIGHUP (the terminal or ssh session closed): the run finishes its step, checkpoints that position,
+# names --resume and exits 128 + the signal; the resumed run completes. The signal goes once training
+# has logged (the handler is in place by then); the run is long enough that it always lands during
+# training. env --default-signal: these tests may themselves run under nohup, whose ignored SIGHUP
+# bioflex-train keeps ignoring.
+for stop in TERM:143 USR1:138 HUP:129; do
   sig=${stop%%:*} want=${stop##*:} dir="$tmp/sig_${stop%%:*}"
-  "$train" "$tmp/tiny.ini" --set run.dir="$dir" --set run.epochs=100000 --set run.eval_every=0 \
+  env --default-signal=HUP "$train" "$tmp/tiny.ini" --set run.dir="$dir" --set run.epochs=100000 --set run.eval_every=0 \
     --set run.checkpoint_every=0 > "$dir.log" 2>&1 &
   pid=$!
   for _ in $(seq 600); do [ -s "$dir/metrics.jsonl" ] && break; sleep 0.1; done
@@ -398,6 +400,17 @@ for stop in TERM:143 USR1:138; do
   expect "resume after SIG$sig" 0 "resumed from .*$latest" -- "$train" "$tmp/tiny.ini" --set run.dir="$dir" \
     --resume "$dir" --set run.epochs="${stop_epoch:-1}" --set run.eval_every=0 --set run.checkpoint_every=0
 done
+# Under nohup (SIGHUP ignored when the run starts) a hangup leaves the run training.
+dir="$tmp/sig_nohup"
+env --ignore-signal=HUP "$train" "$tmp/tiny.ini" --set run.dir="$dir" --set run.epochs=100000 --set run.eval_every=0 \
+  --set run.checkpoint_every=0 > "$dir.log" 2>&1 &
+pid=$!
+for _ in $(seq 600); do [ -s "$dir/metrics.jsonl" ] && break; sleep 0.1; done
+kill -HUP "$pid"; sleep 1
+if kill -0 "$pid" 2>/dev/null; then alive=1; else alive=0; fi
+kill -TERM "$pid"; wait "$pid"; got=$?
+if [ "$alive" -eq 1 ] && [ "$got" -eq 143 ]; then passed=$((passed + 1)); else
+  failed=$((failed + 1)); echo "FAIL SIGHUP under nohup: alive $alive after it, exit $got after SIGTERM (want 143)"; fi
 
 # tools/plot_metrics.py: its summary agrees with what bioflex-train printed; a step logged twice
 # (a run resumed from an earlier checkpoint) counts once, the last record; plots where matplotlib is.

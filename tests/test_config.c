@@ -618,6 +618,9 @@ static void test_validate(void) {
         {{"data.multi_seed=3"}, "[data] multi_seed = 3 applies to [data] dataset = multi_mnist or multi_fashion_mnist only"},
         {{"data.subset_size=10"}, "[data] subset_size = 10 needs [data] subset = balanced or random"},
         {{"data.noise_splits=train"}, "[data] noise_splits = train needs [data] input_noise_std > 0"},
+        {{"data.val_dir=/tmp/c"}, "[data] val_dir = /tmp/c applies to the JPEG [data] dataset"},
+        {{"model.init_exclude=fc"}, "[model] init_exclude = fc needs [model] init_weights"},
+        {{"run.device=cpu", "run.rendezvous=/tmp/r"}, "[run] rendezvous = /tmp/r needs [run] device = cuda or auto"},
     };
     for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) {
         bf_config_defaults(&cfg);
@@ -627,6 +630,9 @@ static void test_validate(void) {
     }
     /* ... and the same keys where they apply, or at their defaults, are accepted. */
     const char *accepted[][4] = {{"optim.nesterov=true"},
+                                 {"data.dataset=imagefolder", "data.val_dir=/tmp/c"},
+                                 {"model.init_weights=w.safetensors", "model.init_exclude=fc"},
+                                 {"run.device=cuda", "run.rendezvous=/tmp/r"},
                                  {"schedule.type=cosine", "schedule.eta_min=0.1"},
                                  {"model.flex=true", "model.fully_flex=true", "model.flex_tie=pool"},
                                  {"model.flex=true", "model.flex_joint=mask", "model.threshold_mode=frozen_random",

@@ -392,7 +392,7 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
     const int jpeg = ds == BF_DATASET_IMAGEFOLDER || ds == BF_DATASET_IMAGENET100 || ds == BF_DATASET_IMAGENET;
     static const char *const procedural_keys[] = {"procedural_classes", "procedural_size", "procedural_channels",
                                                   "procedural_train", "procedural_test", NULL};
-    static const char *const jpeg_keys[] = {"image_size", "class_list", "train_transform", "crop_scale_min",
+    static const char *const jpeg_keys[] = {"image_size", "class_list", "val_dir", "train_transform", "crop_scale_min",
                                             "crop_scale_max", "crop_ratio_min", "crop_ratio_max", "val_resize", NULL};
     static const char *const crop_keys[] = {"crop_scale_min", "crop_scale_max", "crop_ratio_min", "crop_ratio_max", NULL};
     static const char *const val_labels[] = {"val_labels", NULL}, *const cifar10_std[] = {"cifar10_std", NULL};
@@ -458,6 +458,12 @@ bf_status bf_config_check_relations(const bf_config *cfg) {
                                      cfg->run.gpus);
     if (cfg->run.device == BF_DEVICE_SEL_CPU && cfg->run.force_nccl)
         return bf_error(BF_ERR_CONFIG, "[run] force_nccl = true needs [run] device = cuda or auto, not cpu");
+    if (cfg->run.device == BF_DEVICE_SEL_CPU && cfg->run.rendezvous[0])
+        return bf_error(BF_ERR_CONFIG, "[run] rendezvous = %s needs [run] device = cuda or auto, not cpu (it passes "
+                        "NCCL's id between GPU ranks; CPU ranks meet through mpirun)", cfg->run.rendezvous);
+    if (!cfg->model.init_weights[0] && cfg->model.init_exclude[0])
+        return bf_error(BF_ERR_CONFIG, "[model] init_exclude = %s needs [model] init_weights (the file whose tensors "
+                        "it leaves out)", cfg->model.init_exclude);
     if (cfg->optim.optimizer == BF_OPTIM_SGD && cfg->optim.nesterov && cfg->optim.momentum <= 0)
         return bf_error(BF_ERR_CONFIG, "[optim] nesterov = true needs [optim] momentum > 0");
     static const char *const train_only_mode[] = {"train_only_mode", NULL};

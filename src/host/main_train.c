@@ -27,9 +27,10 @@ static const char usage[] =
     "                     activation memory), then exit\n"
     "  --help-config      print every config section and key with its type, default and allowed values\n"
     "\n"
-    "SIGINT (Ctrl-C), SIGTERM or SIGUSR1 stops the run after the current step with a checkpoint of that\n"
-    "position (several ranks: at the next log interval); a second Ctrl-C ends it at once. Under Open MPI's\n"
-    "mpirun send SIGUSR1 to mpirun: it forwards that at once (SIGTERM only after odls_base_sigkill_timeout).\n"
+    "SIGINT (Ctrl-C), SIGTERM, SIGUSR1 or SIGHUP (the terminal closed; not under nohup) stops the run after\n"
+    "the current step with a checkpoint of that position (several ranks: at the next log interval); a second\n"
+    "Ctrl-C ends it at once. Under Open MPI's mpirun send SIGUSR1 to mpirun: it forwards that at once\n"
+    "(SIGTERM only after odls_base_sigkill_timeout).\n"
     "exit status: 0 success, 2 bad command line or config, 1 runtime failure, 128+signal stopped by a signal\n";
 
 /* The signal that asked the run to stop (0: none). A handler can only talk to the program through
@@ -44,7 +45,7 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the stop flag must be lock-free to be
  * handler for good. */
 static int note_on_signal;
 
-/* The first SIGINT, SIGTERM or SIGUSR1 asks for a clean stop. SIGINT gets its default action back,
+/* The first SIGINT, SIGTERM, SIGUSR1 or SIGHUP asks for a clean stop. SIGINT gets its default action back,
  * so a second Ctrl-C ends the run at once; SIGTERM and SIGUSR1 stay caught, because launchers repeat
  * them (Slurm may), and a repeat must not undo the stop that is under way. SIGUSR1 is the one to
  * send through Open MPI's mpirun: it forwards SIGUSR1 to the ranks at once and waits for them,
@@ -55,7 +56,7 @@ static void on_stop_signal(int sig) {
     static const char note[] = "\nbioflex-train: stopping after the current step with a checkpoint (Ctrl-C again ends "
                                "the run at once)\n";
     int none = 0;
-    /* A repeated SIGTERM or SIGUSR1, or one that landed in another thread at the same moment. */
+    /* A repeated SIGTERM, SIGUSR1 or SIGHUP, or one that landed in another thread at the same moment. */
     if (!atomic_compare_exchange_strong(&stop_signal, &none, sig)) return;
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
@@ -79,9 +80,14 @@ static void catch_stop_signals(void) {
     sigaddset(&sa.sa_mask, SIGINT); /* one handler at a time */
     sigaddset(&sa.sa_mask, SIGTERM);
     sigaddset(&sa.sa_mask, SIGUSR1);
+    sigaddset(&sa.sa_mask, SIGHUP);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
+    /* SIGHUP: the terminal or ssh session the run was started from went away, which killed the run
+     * without a checkpoint. Under nohup (SIGHUP ignored) the researcher asked for it to be ignored. */
+    struct sigaction hangup;
+    if (sigaction(SIGHUP, NULL, &hangup) == 0 && hangup.sa_handler != SIG_IGN) sigaction(SIGHUP, &sa, NULL);
     /* A launcher that is shutting down closes our stdout: a progress line must
      * then fail quietly (EPIPE) instead of killing the run before it writes its checkpoint. */
     signal(SIGPIPE, SIG_IGN);

@@ -333,7 +333,7 @@ int bf_model_add_flex(bf_model *m, const char *name, int input, int c_out, int k
     bf_flex_route route = BF_FLEX_ROUTE_LEARNED;
     if (m->static_routes && opt->joint == BF_FLEX_JOINT_MAX && !m->build_failed &&
         bf_static_routing_route(m->static_routes, name, &route) != BF_OK) {
-        m->build_failed = 1;
+        m->build_failed = BF_ERR_CONFIG; /* the routing file does not fit the model: not a shape that fails */
         return -1;
     }
     if (route == BF_FLEX_ROUTE_CONV) { /* the flex conv alone, its tensors named as in the flex layer */
