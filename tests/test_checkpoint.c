@@ -240,8 +240,20 @@ static void test_schedule_change_noted(void) {
     CHECK_OK(bf_train(&same, &resume, &r));
     fclose(text);
     CHECK(log_has_line(log_path, "resumed from", "epoch_0001") && !log_has_line(log_path, "note: ", "schedule") &&
-              !log_has_line(log_path, "note: ", "trained on"),
+              !log_has_line(log_path, "note: ", "trained on") && !log_has_line(log_path, "note: ", "nothing is left"),
           "resumed under the same schedule and data: the log says nothing of them");
+
+    /* the finished 3-epoch run resumed with fewer epochs: nothing to train, and the log says so */
+    bf_config fewer;
+    small_config(&fewer, "fewer_epochs", BF_OPTIM_SGD);
+    fewer.run.epochs = 2;
+    snprintf(from, sizeof from, "%s/full_sgd/checkpoints/epoch_0003", root);
+    text = fopen(log_path, "w");
+    resume.log = text;
+    CHECK_OK(bf_train(&fewer, &resume, &r));
+    fclose(text);
+    CHECK(log_has_line(log_path, "note: ", "has trained 3 epochs and [run] epochs = 2: nothing is left to train"),
+          "a finished run resumed with fewer epochs says that it trains nothing");
 }
 
 /* The data order inside an epoch depends on the training set and the global batch: a checkpoint
@@ -629,6 +641,15 @@ static void test_init_weights(void) {
     s = shallow ? bf_checkpoint_init_weights(trained, "classifier", shallow) : BF_ERR_INTERNAL;
     CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "does not have"),
           "a file with tensors the model lacks is refused: %s", bf_last_error());
+    other.model.num_channels = 3, other.model.channels[2] = 8; /* a conv more: a tensor the file lacks */
+    bf_model *deeper = fresh_model(&other, b);
+    s = deeper ? bf_checkpoint_init_weights(trained, "classifier", deeper) : BF_ERR_INTERNAL;
+    const char *said = bf_last_error(), *key = strstr(said, "init_weights"), *advice = strstr(said, "init_exclude");
+    CHECK(s == BF_ERR_CHECKPOINT && strstr(said, "has no tensor features.8.weight") && key &&
+              !strstr(key + 1, "init_weights") && advice && !strstr(advice + 1, "init_exclude"),
+          "a tensor the file lacks is refused naming it, the key and its advice once each (it was wrapped again as "
+          "a shape mismatch): %s", said);
+    bf_model_destroy(deeper);
     bf_model_destroy(shallow);
     bf_model_destroy(wider);
     bf_model_destroy(source);

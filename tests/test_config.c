@@ -366,7 +366,9 @@ static void test_refused_files(void) {
                    ">= 0 and < 1", NULL);
     expect_refused("gamma 0", "[schedule]\ngamma = 0\n", 2, "> 0 and <= 1", NULL);
     expect_refused("underflow", "[model]\nbn_eps = 1e-50\n", 2, "[model] bn_eps: 1e-50 is out of range", NULL);
-    expect_refused("float overflow", "[optim]\nlr = 1e39\n", 2, "[optim] lr: 1e39 is out of range", NULL);
+    expect_refused("float overflow", "[optim]\nlr = 1e39\n", 2, "[optim] lr: 1e39 is too large for a float", NULL);
+    expect_refused("float underflow", "[optim]\nlr = 1e-50\n", 2, "[optim] lr: 1e-50 is out of range",
+                   "below the smallest float", NULL);
 
     /* Lists. */
     expect_refused("empty entry", "[model]\nchannels = 32,,64\n", 2, "[model] channels", "empty entry", NULL);
@@ -406,6 +408,10 @@ static void test_refused_files(void) {
     bf_status st = bf_config_load("/tmp/bf_no_such_dir/missing.ini", &cfg);
     CHECK(st == BF_ERR_IO, "missing file: %s", bf_status_name(st));
     CHECK(strstr(bf_last_error(), "/tmp/bf_no_such_dir/missing.ini") != NULL, "missing file message: %s",
+          bf_last_error());
+    /* A directory opens for reading; it was refused as "error reading config file" with no reason. */
+    st = bf_config_load("/tmp", &cfg);
+    CHECK(st == BF_ERR_IO && strstr(bf_last_error(), "config file /tmp is a directory"), "a directory: %s",
           bf_last_error());
 
     /* Line numbers hold on a file with a byte order mark, Windows line ends and no final newline. */

@@ -444,6 +444,11 @@ static void edit_negative_dim(cJSON *h) {
 static void edit_wrong_shape(cJSON *h) {
     cJSON_ReplaceItemInArray(cJSON_GetObjectItemCaseSensitive(weight_of(h), "shape"), 3, cJSON_CreateNumber(3));
 }
+static void edit_huge_shape(cJSON *h) { /* 2^32 x 2^32 x ... elements: the byte count overflows 64 bits */
+    cJSON *shape = cJSON_GetObjectItemCaseSensitive(weight_of(h), "shape");
+    cJSON_ReplaceItemInArray(shape, 0, cJSON_CreateNumber(4294967296.0));
+    cJSON_ReplaceItemInArray(shape, 1, cJSON_CreateNumber(4294967296.0));
+}
 static void edit_offsets_past_end(cJSON *h) {
     cJSON *offsets = cJSON_GetObjectItemCaseSensitive(weight_of(h), "data_offsets");
     cJSON_ReplaceItemInArray(offsets, 0, cJSON_CreateNumber(1000000));
@@ -496,6 +501,8 @@ static void test_bad_headers(const char *path) {
     check_edited_header(path, edit_drop_offsets, "tensor features.0.weight has no \"data_offsets\"", "missing offsets");
     check_edited_header(path, edit_negative_dim, "shape[0] is not a non-negative integer", "negative dimension");
     check_edited_header(path, edit_wrong_shape, "needs 72 bytes", "offsets do not match dtype x shape");
+    check_edited_header(path, edit_huge_shape, "shape [4294967296,4294967296,1,2], whose size does not fit in 64 bits",
+                        "a shape whose byte count overflows (it was said to need 0 bytes)");
     check_edited_header(path, edit_offsets_past_end, "outside the data section", "offsets past the end");
     /* A plain safetensors file (as PyTorch writes it) has no bioflex metadata and is accepted. */
     check_edited_header(path, edit_drop_metadata, NULL, "plain safetensors without metadata");

@@ -490,7 +490,7 @@ bf_status bf_checkpoint_init_weights(const char *path, const char *exclude, bf_m
         else
             s = bf_safetensors_copy_out(f, tensors[i].name, tensors[i].dtype, tensors[i].ndim, tensors[i].shape,
                                         (void *)tensors[i].data);
-        if (s == BF_ERR_CHECKPOINT) { /* a shape or dtype mismatch: most often a head for another number of classes */
+        if (s == BF_ERR_CHECKPOINT && in_file) { /* a shape or dtype mismatch: most often a head for another number of classes */
             char why[512];
             snprintf(why, sizeof why, "%s", bf_last_error());
             s = bf_error(s, "[model] init_weights: %s (to keep this model's own %s, add its layer to [model] init_exclude)",

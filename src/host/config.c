@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <ini.h>
 
@@ -742,8 +743,11 @@ static bf_status set_value(bf_config *cfg, const key_spec *k, const char *value)
             return key_error(k, "\"%s\" is not a number (expected a float %s)", value, allowed);
         /* Check the value as it will be stored: 1e-50 becomes 0 and 1e40 infinity as floats. */
         float f = (float)d;
-        if (!isfinite(f) || !in_range(k, (double)f))
-            return key_error(k, "%s is out of range (allowed: %s)", value, allowed);
+        if (!isfinite(f))
+            return key_error(k, "%s is too large for a float (at most about 3.4e38; allowed: %s)", value, allowed);
+        if (!in_range(k, (double)f))
+            return key_error(k, "%s is out of range (allowed: %s%s)", value, allowed,
+                             f == 0 && d != 0 ? "; it is below the smallest float and reads as 0" : "");
         *(float *)field = f;
         return BF_OK;
     }
@@ -1071,6 +1075,11 @@ bf_status bf_config_load(const char *path, bf_config *cfg) {
         return bf_error(BF_ERR_ARG, "config path is longer than %d characters: %s", BF_PATH_MAX - 1, path);
     FILE *file = fopen(path, "r");
     if (!file) return bf_error(BF_ERR_IO, "cannot open config file %s: %s", path, strerror(errno));
+    struct stat info; /* a directory opens for reading on Linux, and fails only at the first read */
+    if (fstat(fileno(file), &info) == 0 && S_ISDIR(info.st_mode)) {
+        fclose(file);
+        return bf_error(BF_ERR_IO, "config file %s is a directory (give the .ini file)", path);
+    }
     bf_status ends = check_line_ends(file, path);
     if (ends != BF_OK) {
         fclose(file);
@@ -1094,7 +1103,7 @@ bf_status bf_config_load(const char *path, bf_config *cfg) {
                         "%s:%d: cannot parse this line (expected \"[section]\", \"key = value\" or a comment)",
                         path, first_error_line);
     if (ctx.failed) return BF_ERR_CONFIG;
-    if (read_failed) return bf_error(BF_ERR_IO, "error reading config file %s", path);
+    if (read_failed) return bf_error(BF_ERR_IO, "error reading config file %s: %s", path, strerror(errno));
     for (size_t i = 0; i < NUM_KEYS; i++) parsed.key_line[i] = ctx.set_on_line[i];
     *cfg = parsed;
     return BF_OK;

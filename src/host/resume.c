@@ -43,6 +43,11 @@ bf_status bf_resume_check(FILE *text, const char *dir, bf_train_state *saved, co
                 saved->batch_in_epoch, saved->step);
     else if (text)
         fprintf(text, "resumed from %s after epoch %d (step %ld)\n", dir, saved->epoch, saved->step);
+    /* a finished run resumed as it was, or with fewer epochs (which does not undo any): it only evaluates */
+    if (text && saved->batch_in_epoch == 0 && saved->epoch >= cfg->run.epochs)
+        fprintf(text, "note: %s has trained %d epochs and [run] epochs = %d: nothing is left to train, this run only "
+                "evaluates it (--set run.epochs=N with N > %d trains on)\n", dir, saved->epoch, cfg->run.epochs,
+                saved->epoch);
     int data_changed = saved->data[0] && data_now && strcmp(saved->data, data_now) != 0;
     /* a step checkpoint after an epoch's last batch (a stop there, or checkpoint_every_steps) has no
      * order left to continue: this run finishes that epoch (evaluation, epoch checkpoint) at once */

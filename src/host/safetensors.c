@@ -171,7 +171,10 @@ static bf_status check_tensor_for_write(const char *path, const bf_st_tensor *t,
     char shape[160];
     int overflow;
     uint64_t expected = tensor_bytes(t->dtype, t->ndim, t->shape, &overflow);
-    if (overflow || expected != (uint64_t)t->nbytes)
+    if (overflow)
+        return bf_error(BF_ERR_ARG, "%s: tensor %s has shape %s, whose size does not fit in 64 bits", path, t->name,
+                        format_shape(shape, sizeof shape, t->ndim, t->shape));
+    if (expected != (uint64_t)t->nbytes)
         return bf_error(BF_ERR_ARG, "%s: tensor %s has %zu bytes of data, but dtype %s x shape %s needs %" PRIu64,
                         path, t->name, t->nbytes, bf_dtype_name(t->dtype),
                         format_shape(shape, sizeof shape, t->ndim, t->shape), expected);
@@ -518,7 +521,10 @@ static bf_status parse_tensor(const char *path, const cJSON *entry, const unsign
     char shape_text[160];
     int overflow;
     uint64_t expected = tensor_bytes(t->dtype, ndim, t->shape, &overflow);
-    if (overflow || expected != end - begin)
+    if (overflow)
+        return bf_error(BF_ERR_CHECKPOINT, "%s: tensor %s has shape %s, whose size does not fit in 64 bits (corrupt "
+                        "header)", path, name, format_shape(shape_text, sizeof shape_text, ndim, t->shape));
+    if (expected != end - begin)
         return bf_error(BF_ERR_CHECKPOINT,
                         "%s: tensor %s has data_offsets [%" PRIu64 ",%" PRIu64 "] (%" PRIu64 " bytes), but dtype %s x "
                         "shape %s needs %" PRIu64 " bytes", path, name, begin, end, end - begin,
