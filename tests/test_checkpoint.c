@@ -273,12 +273,18 @@ static void test_data_change_on_resume(void) {
 
     bf_config wider = cfg;
     wider.data.batch_size = 2 * cfg.data.batch_size;
-    bf_train_options resume = {.resume = cfg.run.dir, .quiet = 1, .log = quiet};
+    char refused_log[600];
+    snprintf(refused_log, sizeof refused_log, "%s/refused_resume.log", root);
+    FILE *refused_text = fopen(refused_log, "w");
+    bf_train_options resume = {.resume = cfg.run.dir, .quiet = 1, .log = refused_text};
     bf_status s = bf_train(&wider, &resume, &r);
+    fclose(refused_text);
+    resume.log = quiet;
     CHECK(s == BF_ERR_CHECKPOINT && strstr(bf_last_error(), "inside epoch 1 (after batch 1)") &&
               strstr(bf_last_error(), "\"procedural, 200 training samples in global batches of 32\"") &&
               strstr(bf_last_error(), "\"procedural, 200 training samples in global batches of 64\""),
           "a checkpoint inside an epoch resumed with another batch size is refused, naming both: %s", bf_last_error());
+    CHECK(!log_has_line(refused_log, "resumed from", ""), "a refused resume does not say 'resumed from'");
     /* the order also depends on the shuffle and the subset, which keep the sample count */
     bf_config unshuffled = cfg;
     unshuffled.data.shuffle = 0;

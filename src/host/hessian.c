@@ -10,6 +10,7 @@
 
 #include "bioflex/hash.h"
 #include "hessian_internal.h"
+#include "json_number.h"
 
 double bf_hessian_dot(const float *a, const float *b, size_t n) {
     double s = 0;
@@ -244,18 +245,20 @@ bf_status bf_hessian(bf_model *m, bf_loader *loader, float label_smoothing, cons
 }
 
 bf_status bf_hessian_write_json(const bf_hessian_options *o, const bf_hessian_result *r, FILE *f) {
-    fprintf(f, "{\n  \"mode\": \"%s\",\n  \"batches\": %d,\n  \"samples\": %d,\n  \"loss\": %.9g,\n  \"step\": %.9g,\n"
-            "  \"tolerance\": %.9g,\n", o->mode == BF_ANALYSIS_EVAL ? "eval" : "train", o->batches, r->samples, r->loss,
-            o->step, o->tolerance);
+    fprintf(f, "{\n  \"mode\": \"%s\",\n  \"batches\": %d,\n  \"samples\": %d,\n", o->mode == BF_ANALYSIS_EVAL ? "eval" : "train",
+            o->batches, r->samples);
+    bf_json_number(f, "  \"loss\": ", r->loss, 9);
+    fprintf(f, ",\n  \"step\": %.9g,\n  \"tolerance\": %.9g,\n", o->step, o->tolerance);
     fprintf(f, "  \"eigenvalues\": [");
-    for (int k = 0; k < r->top_n; k++) fprintf(f, "%s%.9g", k ? ", " : "", r->eigenvalues[k]);
+    for (int k = 0; k < r->top_n; k++) bf_json_number(f, k ? ", " : "", r->eigenvalues[k], 9);
     fprintf(f, "],\n  \"iterations\": [");
     for (int k = 0; k < r->top_n; k++) fprintf(f, "%s%d", k ? ", " : "", r->iterations[k]);
-    fprintf(f, "],\n  \"trace\": %.9g,\n  \"trace_samples\": %d,\n", r->trace, r->trace_samples);
+    bf_json_number(f, "],\n  \"trace\": ", r->trace, 9);
+    fprintf(f, ",\n  \"trace_samples\": %d,\n", r->trace_samples);
     fprintf(f, "  \"density_nodes\": [");
-    for (int k = 0; k < r->density_points; k++) fprintf(f, "%s%.9g", k ? ", " : "", r->density_nodes[k]);
+    for (int k = 0; k < r->density_points; k++) bf_json_number(f, k ? ", " : "", r->density_nodes[k], 9);
     fprintf(f, "],\n  \"density_weights\": [");
-    for (int k = 0; k < r->density_points; k++) fprintf(f, "%s%.9g", k ? ", " : "", r->density_weights[k]);
+    for (int k = 0; k < r->density_points; k++) bf_json_number(f, k ? ", " : "", r->density_weights[k], 9);
     fprintf(f, "],\n  \"hessian_vector_products\": %d,\n  \"seed\": %llu\n}\n", r->products, (unsigned long long)o->seed);
     return ferror(f) ? bf_error(BF_ERR_IO, "hessian: writing the results failed") : BF_OK;
 }

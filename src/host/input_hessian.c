@@ -25,6 +25,7 @@
 #include "bioflex/hash.h"
 #include "bioflex/train.h"
 #include "hessian_internal.h"
+#include "json_number.h"
 
 typedef struct image_jacobian {
     int K;
@@ -314,17 +315,19 @@ bf_status bf_input_hessian_write_json(const bf_input_hessian_options *o, const b
             (unsigned long long)o->seed, r->products);
     for (int i = 0; i < r->images; i++) {
         const bf_input_hessian_image *img = &r->image[i];
-        fprintf(f, "%s\n    {\"position\": %llu, \"label\": %d, \"predicted\": %d, \"correct\": %s, \"loss\": %.9g, "
-                "\"eigenvalues\": [", i ? "," : "", (unsigned long long)img->position, img->label, img->predicted,
-                img->predicted == img->label ? "true" : "false", img->loss);
-        for (int k = 0; k < o->top_n; k++) fprintf(f, "%s%.9g", k ? ", " : "", img->eigenvalues[k]);
+        fprintf(f, "%s\n    {\"position\": %llu, \"label\": %d, \"predicted\": %d, \"correct\": %s, ", i ? "," : "",
+                (unsigned long long)img->position, img->label, img->predicted,
+                img->predicted == img->label ? "true" : "false");
+        bf_json_number(f, "\"loss\": ", img->loss, 9);
+        fprintf(f, ", \"eigenvalues\": [");
+        for (int k = 0; k < o->top_n; k++) bf_json_number(f, k ? ", " : "", img->eigenvalues[k], 9);
         fprintf(f, "], \"ritz\": [");
-        for (int k = 0; k < img->ritz_count; k++) fprintf(f, "%s%.9g", k ? ", " : "", img->ritz[k]);
+        for (int k = 0; k < img->ritz_count; k++) bf_json_number(f, k ? ", " : "", img->ritz[k], 9);
         if (r->surface) { /* points x points, alpha by rows */
             const int points = o->surface_points;
             fprintf(f, "], \"surface\": [");
             for (int k = 0; k < points * points; k++)
-                fprintf(f, "%s%.7g", k ? ", " : "", r->surface[(size_t)i * points * points + k]);
+                bf_json_number(f, k ? ", " : "", r->surface[(size_t)i * points * points + k], 7);
         }
         fprintf(f, "]}");
     }

@@ -38,16 +38,7 @@ bf_status bf_resume_check(FILE *text, const char *dir, bf_train_state *saved, co
         return bf_error(BF_ERR_CHECKPOINT, "%s was trained as another network: %s, where this run has %s. A resume "
                         "goes on with the same network: resume with the checkpoint's keys, or start a new run from "
                         "its weights with [model] init_weights", dir, was, is);
-    if (text && saved->batch_in_epoch > 0)
-        fprintf(text, "resumed from %s in epoch %d after batch %d (step %ld)\n", dir, saved->epoch + 1,
-                saved->batch_in_epoch, saved->step);
-    else if (text)
-        fprintf(text, "resumed from %s after epoch %d (step %ld)\n", dir, saved->epoch, saved->step);
-    /* a finished run resumed as it was, or with fewer epochs (which does not undo any): it only evaluates */
-    if (text && saved->batch_in_epoch == 0 && saved->epoch >= cfg->run.epochs)
-        fprintf(text, "note: %s has trained %d epochs and [run] epochs = %d: nothing is left to train, this run only "
-                "evaluates it (--set run.epochs=N with N > %d trains on)\n", dir, saved->epoch, cfg->run.epochs,
-                saved->epoch);
+    const int stopped_after_batch = saved->batch_in_epoch; /* as the checkpoint has it, for the log */
     int data_changed = saved->data[0] && data_now && strcmp(saved->data, data_now) != 0;
     /* a step checkpoint after an epoch's last batch (a stop there, or checkpoint_every_steps) has no
      * order left to continue: this run finishes that epoch (evaluation, epoch checkpoint) at once */
@@ -65,6 +56,17 @@ bf_status bf_resume_check(FILE *text, const char *dir, bf_train_state *saved, co
         return bf_error(BF_ERR_CHECKPOINT, "%s stopped after batch %d of epoch %d, but this run has %d batches per "
                         "epoch ([data] batch_size, the dataset or the number of ranks changed)", dir,
                         saved->batch_in_epoch, saved->epoch + 1, batches_per_epoch);
+    /* said once the checkpoint has passed the checks: a refused resume did not resume */
+    if (text && stopped_after_batch > 0)
+        fprintf(text, "resumed from %s in epoch %d after batch %d (step %ld)\n", dir, saved->epoch + 1,
+                stopped_after_batch, saved->step);
+    else if (text)
+        fprintf(text, "resumed from %s after epoch %d (step %ld)\n", dir, saved->epoch, saved->step);
+    /* a finished run resumed as it was, or with fewer epochs (which does not undo any): it only evaluates */
+    if (text && stopped_after_batch == 0 && saved->epoch >= cfg->run.epochs)
+        fprintf(text, "note: %s has trained %d epochs and [run] epochs = %d: nothing is left to train, this run only "
+                "evaluates it (--set run.epochs=N with N > %d trains on)\n", dir, saved->epoch, cfg->run.epochs,
+                saved->epoch);
     if (text && saved->has_network && bf_config_phrase_differences(saved->learning, learning, was, is, sizeof was) > 0)
         fprintf(text, "note: %s learned with %s; this run learns with %s from here on\n", dir, was, is);
     if (text && data_changed)

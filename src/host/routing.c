@@ -13,6 +13,7 @@
 #include "bioflex/analysis.h"
 #include "bioflex/safetensors.h"
 #include "bioflex/train.h"
+#include "json_number.h"
 
 typedef struct layer_tally {
     int layer;                 /* index in the model */
@@ -76,8 +77,8 @@ static void write_layer(FILE *f, const bf_model *m, const layer_tally *t, const 
             (double)(always_conv + always_pool) / (double)t->per);
     fprintf(f, "     \"per_image_mean\": %.7g, \"per_image_std\": %.7g,\n     \"per_class\": [", mean,
             sqrt(var > 0 ? var : 0));
-    for (int k = 0; k < r->classes; k++)
-        fprintf(f, "%s%.7g", k ? ", " : "", r->class_images[k] ? t->class_sum[k] / r->class_images[k] : NAN);
+    for (int k = 0; k < r->classes; k++) /* a class without images in the scored split: null */
+        bf_json_number(f, k ? ", " : "", r->class_images[k] ? t->class_sum[k] / r->class_images[k] : NAN, 7);
     fprintf(f, "],\n     \"per_channel\": [");
     for (int c = 0; c < s.c; c++) {
         double sum = 0;
