@@ -144,7 +144,8 @@ def print_summary(runs, metric="top1", ema=0.0, best_after=0):
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
 
 
-def plot(runs, out, metric="top1", ema=0.0):
+def import_pyplot():
+    """matplotlib's pyplot for files (no display), or a clear error where it is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")  # files only, no display needed
@@ -152,6 +153,11 @@ def plot(runs, out, metric="top1", ema=0.0):
     except ImportError:
         raise SystemExit("error: plotting needs matplotlib (apt-get install python3-matplotlib, or pip install "
                          "matplotlib); --summary works without it")
+    return plt
+
+
+def plot(runs, out, metric="top1", ema=0.0):
+    plt = import_pyplot()
     panels = [("loss", "training loss", "step"), ("top1", "test top-1", "epoch"), ("lr", "learning rate", "step"),
               ("images_per_s", "images/s", "step"), ("data_wait_ms", "data wait (ms/step)", "step"),
               ("comm_exposed_ms", "exposed communication (ms/step)", "step"),
@@ -222,9 +228,7 @@ def plot_raster(run_dir, layer, out, max_records):
     if not records:
         layers = sorted({r.get("layer") for r in read_jsonl(path)})
         raise SystemExit(f"error: no spikes of layer {layer} in {path}; it has {', '.join(layers)}")
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = import_pyplot()
     xs, ys, t0, bounds = [], [], 0, []
     for r in records:
         for t, row in enumerate(r["spikes"]):

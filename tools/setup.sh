@@ -6,9 +6,10 @@ set -euo pipefail
 # libjpeg-dev is libjpeg-turbo's libjpeg API under both distributions' names (Debian's
 # libjpeg62-turbo-dev, Ubuntu's libjpeg-turbo8-dev).
 # libdnnl-dev (oneDNN) runs the CPU convolutions (src/kernels/conv_onednn_cpu.c); the build works
-# without it, slower. python3-numpy serves tools/spectrum.py (its test is skipped without it).
+# without it, slower. python3-numpy serves tools/spectrum.py (its test is skipped without it),
+# python3-pil tools/make_celeba_fixture.py (a CelebA-format fixture for configs/butd/celeb_a.ini).
 packages=(build-essential cmake pkg-config zlib1g-dev libinih-dev libopenblas-dev libdnnl-dev libcjson-dev
-          libturbojpeg0-dev libjpeg-dev dataset-fashion-mnist python3 python3-numpy
+          libturbojpeg0-dev libjpeg-dev dataset-fashion-mnist python3 python3-numpy python3-pil
           libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do

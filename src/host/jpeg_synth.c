@@ -21,6 +21,7 @@
 
 #include "bioflex/hash.h"
 #include "bioflex/image.h"
+#include "fsutil.h"
 
 static void render(uint64_t seed, int cls, int w, int h, uint8_t *rgb) {
     float hue = (float)cls * 0.618034f;
@@ -199,7 +200,7 @@ bf_status bf_jpeg_synth_tree(const char *root, const bf_jpeg_synth_options *opt)
     if (tiny && sized.width <= 0) sized.width = sized.height = 64;
     const bf_jpeg_synth_options *o = &sized;
     char dir[BF_PATH_MAX * 2], path[BF_PATH_MAX * 3], line[256];
-    BF_TRY(make_dir(root));
+    BF_TRY(bf_mkdir_p(root)); /* its parents too, as bioflex-prep makes its DST */
     uint8_t *rgb = malloc((size_t)2048 * 2048 * 3);
     if (!rgb) return bf_error(BF_ERR_OOM, "out of memory");
     bf_status st = BF_OK;

@@ -174,9 +174,9 @@ void bf_metrics_eval_health(bf_metrics_log *log, int epoch, long step, const cha
     write_json(log, o);
     if (text && (nonfinite_losses > 0 || !(max_abs_logit <= 1e4))) {
         fprintf(text, "warning: evaluation after epoch %d (%s): %d of %d images gave a non-finite loss, the largest "
-                "|logit| was %.4g (a few exploding outputs behind the top-1; eval_health in metrics.jsonl has the "
-                "smallest running variance of the batch-norm after each flex layer)\n",
-                epoch, split, nonfinite_losses, samples, max_abs_logit);
+                "|logit| was %.4g (a few exploding outputs behind the top-1%s)\n", epoch, split, nonfinite_losses,
+                samples, max_abs_logit, num_flex > 0 ? "; eval_health in metrics.jsonl has the smallest running "
+                "variance of the batch-norm after each flex layer" : "");
         fflush(text);
     }
 }
