@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,14 +255,14 @@ static void test_idx_files(const char *tmp) {
     bf_remove_tree(bad);
     mkdir(bad, 0755);
 
-    /* A plain file whose header claims 8 GiB (512 images of 4096 x 4096) in 16 bytes is refused
+    /* A plain file whose header claims 8 GiB (10,956,550 images of 28 x 28) in 16 bytes is refused
      * from its size before that is allocated: in a child process whose address space is capped at
      * 1 GiB, the open must give the truncation error, not an out-of-memory one. */
     unsigned char huge[16];
     put_be32(huge, 0x00000803);
-    put_be32(huge + 4, 512);
-    put_be32(huge + 8, 4096);
-    put_be32(huge + 12, 4096);
+    put_be32(huge + 4, 10956550);
+    put_be32(huge + 8, 28);
+    put_be32(huge + 12, 28);
     char huge_path[600];
     snprintf(huge_path, sizeof huge_path, "%s/train-images-idx3-ubyte", bad);
     write_bytes(huge_path, huge, sizeof huge, 0);
@@ -269,7 +270,7 @@ static void test_idx_files(const char *tmp) {
     if (child == 0) {
         bf_dataset *h = NULL;
         bf_status hs = bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &h);
-        int refused = hs == BF_ERR_FORMAT && strstr(bf_last_error(), "truncated: header promises 8589934608 bytes");
+        int refused = hs == BF_ERR_FORMAT && strstr(bf_last_error(), "truncated: header promises 8589935216 bytes");
         if (!refused) fprintf(stderr, "child: %s\n", bf_last_error());
         _exit(refused ? 0 : 1);
     }
@@ -301,8 +302,8 @@ static void test_idx_files(const char *tmp) {
         bf_dataset *h = NULL;
         bf_status hs = bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &h);
         int refused = hs == BF_ERR_FORMAT && strstr(bf_last_error(), "train-images-idx3-ubyte.gz") &&
-                      strstr(bf_last_error(), "truncated: header promises 8589934608 bytes") &&
-                      strstr(bf_last_error(), "dimensions 512 x 4096 x 4096") &&
+                      strstr(bf_last_error(), "truncated: header promises 8589935216 bytes") &&
+                      strstr(bf_last_error(), "dimensions 10956550 x 28 x 28") &&
                       strstr(bf_last_error(), "has 15696 after decompression");
         if (!refused) fprintf(stderr, "child: %s: %s\n", bf_status_name(hs), bf_last_error());
         _exit(refused ? 0 : 1);
@@ -341,6 +342,208 @@ static void test_idx_files(const char *tmp) {
     cfg = base_config(BF_DATASET_FASHION_MNIST, empty);
     expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_IO, "train-images-idx3-ubyte", "missing files");
     expect_open_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_IO, "fashion-mnist", "missing files says where to get them");
+}
+
+/* Writes a plain IDX pair of `count` images of rows x cols (pixels idx_pixel, labels i % 10). */
+static void write_idx_sized(const char *dir, const char *prefix, int count, int rows, int cols) {
+    char path[512];
+    size_t plane = (size_t)rows * cols, bytes = 16 + (size_t)count * plane;
+    unsigned char *buf = malloc(bytes);
+    put_be32(buf, 0x00000803);
+    put_be32(buf + 4, (uint32_t)count);
+    put_be32(buf + 8, (uint32_t)rows);
+    put_be32(buf + 12, (uint32_t)cols);
+    for (int i = 0; i < count; i++)
+        for (size_t p = 0; p < plane; p++) buf[16 + i * plane + p] = idx_pixel(i, (int)p);
+    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, prefix);
+    write_bytes(path, buf, bytes, 0);
+    free(buf);
+    unsigned char lab[8 + 256];
+    put_be32(lab, 0x00000801);
+    put_be32(lab + 4, (uint32_t)count);
+    for (int i = 0; i < count && i < 256; i++) lab[8 + i] = (unsigned char)(i % 10);
+    snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, prefix);
+    write_bytes(path, lab, 8 + (size_t)count, 0);
+}
+
+/* Opens one split and expects BF_ERR_FORMAT with a message holding all of the NULL-ended needles. */
+static void expect_open_error_all(const bf_data_config *cfg, bf_split split, bf_status want, const char *what, ...) {
+    bf_dataset *d = NULL;
+    bf_status st = bf_dataset_open(cfg, 1, split, &d);
+    int all = 1;
+    va_list ap;
+    va_start(ap, what);
+    for (const char *needle = va_arg(ap, const char *); needle; needle = va_arg(ap, const char *))
+        all &= strstr(bf_last_error(), needle) != NULL;
+    va_end(ap);
+    CHECK(st == want && d == NULL && all, "%s: expected %s with the named details, got %s: %s", what,
+          bf_status_name(want), bf_status_name(st), st == BF_OK ? "(opened)" : bf_last_error());
+    bf_dataset_free(d);
+}
+
+/* IDX images of another size than MNIST's 28x28 (which the dataset kinds promise and the model is
+ * sized for) are refused at open, naming the file and both sizes; a test split of another size than
+ * the training split's is thereby refused too (its evaluation upload read past the test images). */
+static void test_idx_image_size(const char *tmp) {
+    char dir[512], path[600], size[32];
+    snprintf(dir, sizeof dir, "%s/idx_size", tmp);
+    mkdir(dir, 0755);
+    const int sizes[3][2] = {{32, 32}, {20, 20}, {28, 30}};
+    bf_data_config cfg = base_config(BF_DATASET_MNIST, dir);
+    for (int s = 0; s < 3; s++) {
+        write_idx_sized(dir, "train", 16, sizes[s][0], sizes[s][1]);
+        snprintf(path, sizeof path, "%s/train-images-idx3-ubyte", dir);
+        snprintf(size, sizeof size, "images are %dx%d", sizes[s][0], sizes[s][1]);
+        expect_open_error_all(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, size, path, size, "MNIST images must be 28x28",
+                              (const char *)NULL);
+    }
+    /* train 28x28 (opens), t10k 32x32 (refused, naming the t10k file) */
+    write_idx_sized(dir, "train", 16, 28, 28);
+    write_idx_sized(dir, "t10k", 8, 32, 32);
+    bf_dataset *train = NULL;
+    CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &train));
+    CHECK(train && train->h == 28 && train->w == 28 && train->num_samples == 16, "28x28 training split opens");
+    bf_dataset_free(train);
+    snprintf(path, sizeof path, "%s/t10k-images-idx3-ubyte", dir);
+    expect_open_error_all(&cfg, BF_SPLIT_TEST, BF_ERR_FORMAT, "t10k 32x32 beside train 28x28", path,
+                          "images are 32x32", "must be 28x28", (const char *)NULL);
+    cfg.dataset = BF_DATASET_FASHION_MNIST;
+    expect_open_error_all(&cfg, BF_SPLIT_TEST, BF_ERR_FORMAT, "fashion_mnist: t10k 32x32", path, "images are 32x32",
+                          "Fashion-MNIST images must be 28x28", (const char *)NULL);
+    /* Multi-MNIST is generated from the same files: refused the same way, naming the file. */
+    cfg.dataset = BF_DATASET_MULTI_MNIST;
+    expect_open_error_all(&cfg, BF_SPLIT_TEST, BF_ERR_FORMAT, "multi_mnist: t10k 32x32", path, "images are 32x32",
+                          (const char *)NULL);
+    bf_remove_tree(dir);
+}
+
+/* Reads a whole file into a malloc'd buffer; *n its size. */
+static unsigned char *read_whole(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    unsigned char *buf = NULL;
+    *n = 0;
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = malloc((size_t)size + 1);
+    if (buf) *n = fread(buf, 1, (size_t)size, f);
+    fclose(f);
+    return buf;
+}
+
+/* gzip IDX files are checked to their end: a stream cut inside its 8-byte CRC-32 / length trailer
+ * (zlib's gzread passed these as whole for files of this size), a flipped byte in the compressed
+ * data or in the trailer, and bytes after the stream are refused naming the file; a concatenated
+ * (multi-member) gzip file reads as its members' bytes one after the other. */
+static void test_idx_gzip_integrity(const char *tmp) {
+    char dir[512], images[600];
+    snprintf(dir, sizeof dir, "%s/idx_gzip", tmp);
+    mkdir(dir, 0755);
+    snprintf(images, sizeof images, "%s/train-images-idx3-ubyte.gz", dir);
+    const int n = 256; /* 200 KB of pixels: gzread reads it straight into the caller's buffer */
+    write_idx_pair(dir, "train", 1, 0x00000803, n, n, n, -1);
+    size_t whole_size = 0;
+    unsigned char *whole = read_whole(images, &whole_size);
+    CHECK(whole && whole_size > 100, "read back %s", images);
+    if (!whole) return;
+    bf_data_config cfg = base_config(BF_DATASET_MNIST, dir);
+    bf_dataset *d = NULL;
+    CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &d));
+    CHECK(d && d->num_samples == n, "the whole gzip file opens");
+    bf_dataset_free(d);
+
+    const int cuts[6] = {1, 2, 4, 5, 7, 8};
+    for (int i = 0; i < 6; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "gzip IDX cut by %d bytes", cuts[i]);
+        write_bytes(images, whole, whole_size - (size_t)cuts[i], 0);
+        expect_open_error_all(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, what, images, "truncated gzip stream",
+                              "CRC-32 and length trailer", (const char *)NULL);
+    }
+    /* A flipped bit in the middle of the compressed data: whatever inflate makes of it (an invalid
+     * code, or data whose CRC-32 does not match), the file is refused as corrupt. */
+    unsigned char *changed = malloc(whole_size + 4);
+    memcpy(changed, whole, whole_size);
+    changed[whole_size / 2] ^= 0x10;
+    write_bytes(images, changed, whole_size, 0);
+    expect_open_error_all(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, "gzip IDX with a flipped byte in its data", images,
+                          "corrupt gzip stream, cannot decompress", (const char *)NULL);
+    /* A flipped CRC-32 byte, a flipped length byte: the data is whole, its trailer does not match. */
+    memcpy(changed, whole, whole_size);
+    changed[whole_size - 6] ^= 0x01;
+    write_bytes(images, changed, whole_size, 0);
+    expect_open_error_all(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, "gzip IDX with a wrong CRC-32", images,
+                          "corrupt gzip stream, cannot decompress: incorrect data check", (const char *)NULL);
+    memcpy(changed, whole, whole_size);
+    changed[whole_size - 2] ^= 0x01;
+    write_bytes(images, changed, whole_size, 0);
+    expect_open_error_all(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, "gzip IDX with a wrong length", images,
+                          "corrupt gzip stream, cannot decompress: incorrect length check", (const char *)NULL);
+    /* Four bytes of something else after the stream. */
+    memcpy(changed, whole, whole_size);
+    memcpy(changed + whole_size, "junk", 4);
+    write_bytes(images, changed, whole_size + 4, 0);
+    expect_open_error_all(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, "gzip IDX with bytes after its stream", images,
+                          "not another gzip member", (const char *)NULL);
+    free(changed);
+    free(whole);
+    /* A whole gzip stream holding one image more than its header counts. */
+    write_idx_pair(dir, "train", 1, 0x00000803, n - 1, n, n, -1);
+    expect_open_error_all(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, "gzip IDX longer than its header", images,
+                          "longer than its header says (199936 bytes expected)", (const char *)NULL);
+
+    /* Two members, the header in one and the images in the other (cat a.gz b.gz): read as one. */
+    char part[600];
+    size_t bytes = 16 + (size_t)n * 784, size_a = 0, size_b = 0;
+    unsigned char *raw = malloc(bytes);
+    put_be32(raw, 0x00000803);
+    put_be32(raw + 4, (uint32_t)n);
+    put_be32(raw + 8, 28);
+    put_be32(raw + 12, 28);
+    for (int i = 0; i < n; i++)
+        for (int p = 0; p < 784; p++) raw[16 + (size_t)i * 784 + p] = idx_pixel(i, p);
+    snprintf(part, sizeof part, "%s/part.gz", dir);
+    write_bytes(part, raw, 16, 1);
+    unsigned char *a = read_whole(part, &size_a);
+    write_bytes(part, raw + 16, bytes - 16, 1);
+    unsigned char *b = read_whole(part, &size_b);
+    unsigned char *joined = malloc(size_a + size_b + 1);
+    if (a && b && joined) {
+        memcpy(joined, a, size_a);
+        memcpy(joined + size_a, b, size_b);
+        write_bytes(images, joined, size_a + size_b, 0);
+        d = NULL;
+        CHECK_OK(bf_dataset_open(&cfg, 1, BF_SPLIT_TRAIN, &d));
+        CHECK(d && d->num_samples == n && memcmp(d->pixels, raw + 16, bytes - 16) == 0,
+              "a two-member gzip IDX reads as its members' bytes");
+        bf_dataset_free(d);
+    }
+    free(joined);
+    free(a);
+    free(b);
+    free(raw);
+    bf_remove_tree(dir);
+}
+
+/* A directory or a symlink loop where an IDX file should be is reported as what it is, not as a
+ * file to download. */
+static void test_idx_not_a_file(const char *tmp) {
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/idx_notfile", tmp);
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/train-images-idx3-ubyte", dir);
+    mkdir(path, 0755);
+    bf_data_config cfg = base_config(BF_DATASET_FASHION_MNIST, dir);
+    expect_open_error_all(&cfg, BF_SPLIT_TRAIN, BF_ERR_IO, "a directory at the IDX path", path, "is a directory",
+                          (const char *)NULL);
+    CHECK(!strstr(bf_last_error(), "download"), "a directory is not reported as missing: %s", bf_last_error());
+    rmdir(path);
+    CHECK(symlink("train-images-idx3-ubyte", path) == 0, "self-link %s", path); /* a loop */
+    expect_open_error_all(&cfg, BF_SPLIT_TRAIN, BF_ERR_IO, "a symlink loop at the IDX path", path,
+                          "cannot be opened: Too many levels of symbolic links", (const char *)NULL);
+    CHECK(!strstr(bf_last_error(), "download"), "a link loop is not reported as missing: %s", bf_last_error());
+    bf_remove_tree(dir);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1059,6 +1262,9 @@ int main(void) {
     }
     test_fashion_mnist();
     test_idx_files(tmp);
+    test_idx_image_size(tmp);
+    test_idx_gzip_integrity(tmp);
+    test_idx_not_a_file(tmp);
     test_cifar10(tmp);
     test_procedural();
     test_loader_coverage();

@@ -348,6 +348,32 @@ static void test_tiny_imagenet(void) {
     bf_dataset_free(d);
     set(&cfg, "data.val_dir = %s", "");
 
+    /* A WNID that train/ lacks has no label: refused naming the line and train/, unless a class
+     * list selects the classes (then its images are left out like any unselected class's). */
+    char *saved = NULL;
+    CHECK_OK(bf_read_file_text(annotations, &saved));
+    f = fopen(annotations, "a");
+    if (f) {
+        fprintf(f, "val_50.JPEG\tn09999999\t0\t0\t63\t63\n");
+        fclose(f);
+    }
+    char want_message[700];
+    snprintf(want_message, sizeof want_message, "val_annotations.txt:7: WNID n09999999 is not a class folder of %s/tiny/train",
+             root);
+    d = NULL;
+    CHECK(bf_dataset_open(&cfg.data, 1, BF_SPLIT_TEST, &d) == BF_ERR_FORMAT && !d && strstr(bf_last_error(), want_message),
+          "an annotated WNID that train/ lacks: %s", bf_last_error());
+    set(&cfg, "data.class_list = %s", list);
+    d = open_split(&cfg, BF_SPLIT_TEST);
+    CHECK(d && d->num_samples == 4, "with a class list, the unknown WNID's line is left out (%d images)",
+          d ? d->num_samples : -1);
+    bf_dataset_free(d);
+    set(&cfg, "data.class_list = %s", "");
+    f = fopen(annotations, "w");
+    if (f && saved) fputs(saved, f);
+    if (f) fclose(f);
+    free(saved);
+
     /* An image without an annotation line, and a line that is not tab-separated, are refused. */
     char extra[400];
     snprintf(extra, sizeof extra, "%s/tiny/val/images/val_99.JPEG", root);
@@ -370,6 +396,110 @@ static void test_tiny_imagenet(void) {
           "a line without tabs: %s", bf_last_error());
 }
 
+/* Opens the split and expects `want` with a message holding `needle`. */
+static void expect_error(const bf_config *cfg, bf_split split, bf_status want, const char *needle, const char *what) {
+    bf_dataset *d = NULL;
+    bf_status st = bf_dataset_open(&cfg->data, 1, split, &d);
+    CHECK(st == want && !d && strstr(bf_last_error(), needle), "%s: expected %s naming '%s', got %s: %s", what,
+          bf_status_name(want), needle, bf_status_name(st), st == BF_OK ? "(opened)" : bf_last_error());
+    bf_dataset_free(d);
+}
+
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL, "create %s", path);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+/* The test split's labels are train/'s classes, by folder name: a val/ without one class is not
+ * shifted onto the next labels (it is refused: a class without validation images), a val/ (or
+ * val_dir) folder that train/ lacks is refused naming it and train/, and a class list leaves such a
+ * folder out like any class it does not select. */
+static void test_val_labels_by_name(void) {
+    char tree[300], path[500], needle[700];
+    snprintf(tree, sizeof tree, "%s/byname", root);
+    bf_jpeg_synth_options o = {.layout = BF_SYNTH_IMAGEFOLDER, .classes = CLASSES, .train_per_class = 2,
+                               .val_per_class = 2, .width = 16, .height = 12, .quality = 90, .seed = 7};
+    CHECK_OK(bf_jpeg_synth_tree(tree, &o));
+    bf_config cfg;
+    config_for(&cfg, "byname");
+    bf_dataset *d = open_split(&cfg, BF_SPLIT_TEST);
+    if (d) {
+        int consistent = d->num_samples == CLASSES * 2 && d->num_classes == CLASSES;
+        for (int i = 0; i < d->num_samples; i++) consistent &= path_class(d->files->paths[i]) == d->labels[i];
+        CHECK(consistent, "val/class_NNN is labelled NNN (%d images of %d classes)", d->num_samples, d->num_classes);
+    }
+    bf_dataset_free(d);
+
+    /* val/class_001 removed: class_002 was labelled 1 (and scored 0 %); now refused, naming it. */
+    snprintf(path, sizeof path, "%s/val/class_001", tree);
+    CHECK_OK(bf_remove_tree(path));
+    snprintf(needle, sizeof needle, "imagefolder: class class_001 (label 1) has no folder in %s/val", tree);
+    expect_error(&cfg, BF_SPLIT_TEST, BF_ERR_IO, needle, "val/ without class_001");
+    CHECK_OK(bf_remove_tree(tree));
+    CHECK_OK(bf_jpeg_synth_tree(tree, &o));
+
+    /* An extra val/class_009: it trained an epoch and then failed on "label 4 outside [0, 4)". */
+    uint8_t px[8 * 8 * 3];
+    memset(px, 70, sizeof px);
+    snprintf(path, sizeof path, "%s/val/class_009", tree);
+    CHECK_OK(bf_mkdir_p(path));
+    snprintf(path, sizeof path, "%s/val/class_009/extra.JPEG", tree);
+    CHECK_OK(bf_jpeg_write(path, px, 8, 8, 3, 90, 0));
+    snprintf(needle, sizeof needle, "imagefolder: %s/val/class_009 is a class folder that %s/train lacks", tree, tree);
+    expect_error(&cfg, BF_SPLIT_TEST, BF_ERR_FORMAT, needle, "an extra val/class_009");
+    d = open_split(&cfg, BF_SPLIT_TRAIN);
+    CHECK(d && d->num_classes == CLASSES && bf_image_class_count(&cfg.data) == CLASSES,
+          "the training split and --dry-run still count train/'s %d classes", CLASSES);
+    bf_dataset_free(d);
+    /* the same folder given as val_dir */
+    snprintf(path, sizeof path, "%s/val", tree);
+    set(&cfg, "data.val_dir = %s", path);
+    expect_error(&cfg, BF_SPLIT_TEST, BF_ERR_FORMAT, needle, "an extra class folder in val_dir");
+    set(&cfg, "data.val_dir = %s", "");
+
+    /* A class list selects: class_009 is left out, class_002 and class_000 are labelled 0 and 1. */
+    char list[400];
+    snprintf(list, sizeof list, "%s/byname_two.txt", root);
+    write_text(list, "class_002\nclass_000\n");
+    set(&cfg, "data.class_list = %s", list);
+    d = open_split(&cfg, BF_SPLIT_TEST);
+    if (d) {
+        int ok = d->num_classes == 2 && d->num_samples == 4;
+        for (int i = 0; i < d->num_samples; i++) ok &= d->labels[i] == (path_class(d->files->paths[i]) == 2 ? 0 : 1);
+        CHECK(ok, "class list of 2 beside an extra val folder: %d images, labels by name", d->num_samples);
+    }
+    bf_dataset_free(d);
+    CHECK_OK(bf_remove_tree(tree));
+}
+
+/* class_list names are single folder names: '../train/class_000' built the test split from
+ * val/../train/class_000, training images in the test set. A directory is named as one. */
+static void test_class_list_names(void) {
+    bf_config cfg;
+    config_for(&cfg, "if");
+    char list[400], needle[600];
+    snprintf(list, sizeof list, "%s/bad_names.txt", root);
+    set(&cfg, "data.class_list = %s", list);
+    const char *bad[5] = {"../train/class_000", "..", ".", "class_001/", "class_001/../class_002"};
+    for (int i = 0; i < 5; i++) {
+        char text[128];
+        snprintf(text, sizeof text, "class_003\n%s\n", bad[i]);
+        write_text(list, text);
+        snprintf(needle, sizeof needle, "%s:2: class '%s' is not a single folder name (allowed: the name of a class "
+                 "folder, without '/', not '.' or '..')", list, bad[i]);
+        expect_error(&cfg, BF_SPLIT_TEST, BF_ERR_FORMAT, needle, bad[i]);
+        expect_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_FORMAT, needle, bad[i]);
+        CHECK(bf_image_class_count(&cfg.data) == 0, "%s: --dry-run counts no classes", bad[i]);
+    }
+    snprintf(list, sizeof list, "%s/if", root);
+    set(&cfg, "data.class_list = %s", list);
+    snprintf(needle, sizeof needle, "[data] class_list = %s is a directory; expected a file of class folder names", list);
+    expect_error(&cfg, BF_SPLIT_TRAIN, BF_ERR_IO, needle, "class_list = a directory");
+}
+
 int main(void) {
     snprintf(root, sizeof root, "/tmp/bioflex_test_jpeg_datasets_%d", (int)getpid());
     bf_remove_tree(root);
@@ -385,6 +515,8 @@ int main(void) {
     CHECK_OK(bf_jpeg_synth_tree(dir, &o));
     test_subsets();
     test_tiny_imagenet();
+    test_val_labels_by_name();
+    test_class_list_names();
     bf_test_remove_dir_if_passed(root);
     return bf_test_finish();
 }

@@ -4,7 +4,7 @@
  * uint8 CHW (IDX and CIFAR-10 files) or computed on demand (procedural data, pixels == NULL).
  *
  *  - IDX (MNIST, Fashion-MNIST): train-images-idx3-ubyte / train-labels-idx1-ubyte and the t10k-
- *    pair, plain or gzip-compressed. zlib's gzread reads both transparently, so one reader serves.
+ *    pair, plain or gzip-compressed (inflated with zlib, every member's CRC-32 and length checked).
  *  - CIFAR-10 binary: data_batch_1..5.bin (train) and test_batch.bin, records of 1 label byte
  *    followed by 3072 pixel bytes (1024 red, 1024 green, 1024 blue, row-major), which is CHW.
  *  - procedural: oriented sinusoidal gratings, a pure function of (seed, split, index), for tests
@@ -65,28 +65,6 @@ static uint32_t read_be32(const unsigned char *p) {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
 }
 
-/* Reads up to `bytes` bytes, in pieces because gzread takes an unsigned int length. Returns the
- * number of bytes read (less than asked at the end of the data), or -1 on a decompression error. */
-static long long gz_read_all(gzFile f, void *buf, size_t bytes) {
-    unsigned char *p = buf;
-    size_t done = 0;
-    while (done < bytes) {
-        size_t want = bytes - done;
-        if (want > (1u << 30)) want = 1u << 30;
-        int got = gzread(f, p + done, (unsigned)want);
-        if (got < 0) return -1;
-        if (got == 0) break;
-        done += (size_t)got;
-    }
-    return (long long)done;
-}
-
-static const char *gz_error_text(gzFile f) {
-    int code = 0;
-    const char *msg = gzerror(f, &code);
-    return (msg && *msg) ? msg : "read error";
-}
-
 /* ---------------------------------------------------------------------------------------------
  * IDX files (MNIST, Fashion-MNIST)
  *
@@ -96,6 +74,7 @@ static const char *gz_error_text(gzFile f) {
 
 #define IDX_MAGIC_IMAGES 0x00000803u
 #define IDX_MAGIC_LABELS 0x00000801u
+#define IDX_IMAGE_SIDE 28u /* MNIST's and Fashion-MNIST's images, which the dataset kinds promise */
 
 typedef struct idx_file {
     char path[BF_PATH_MAX + 64]; /* the file actually read (with or without .gz) */
@@ -104,41 +83,155 @@ typedef struct idx_file {
     uint8_t *data;               /* product(dims) bytes */
 } idx_file;
 
-/* Opens dir/name, or dir/name.gz when the plain file is absent. */
-static bf_status idx_open(const char *dir, const char *name, const char *dataset_label,
-                          const char *where_to_get, char *path, size_t path_cap, gzFile *out) {
-    snprintf(path, path_cap, "%s/%s", dir, name);
-    if (!file_exists(path)) snprintf(path, path_cap, "%s/%s.gz", dir, name);
-    if (!file_exists(path))
-        return bf_error(BF_ERR_IO,
-                        "%s: cannot find %s/%s or %s/%s.gz; download %s from %s into %s "
-                        "or set data.path",
-                        dataset_label, dir, name, dir, name, dataset_label, where_to_get, dir);
-    *out = gzopen(path, "rb");
-    if (!*out) return bf_error(BF_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+/* The bytes of an IDX file, plain or gzip-compressed (told by the gzip magic 1f 8b, as gzopen
+ * does). A gzip file is inflated here rather than through gzread: inflate checks each member's
+ * CRC-32 and length trailer when it reaches the member's end, and a file that ends before that end
+ * is seen as such, whereas gzread reports a stream cut inside its trailer only for some read sizes
+ * (a 200 KB file cut by 1 to 8 bytes read back as whole, unchecked, with zlib 1.2.13). */
+typedef struct idx_stream {
+    FILE *file;
+    const char *path;
+    int gzip;           /* 1: inflated member by member; 0: the bytes as they are */
+    int member_ended;   /* gzip: the current member's trailer was read and matched its data */
+    int later_member;   /* gzip: the current member is not the file's first */
+    z_stream inflater;
+    unsigned char input[1 << 16];
+} idx_stream;
+
+static bf_status idx_stream_open(idx_stream *s, const char *path) {
+    memset(s, 0, sizeof *s);
+    s->path = path;
+    s->file = fopen(path, "rb");
+    if (!s->file) return bf_error(BF_ERR_IO, "%s: cannot be opened: %s", path, strerror(errno));
+    size_t got = fread(s->input, 1, 2, s->file);
+    if (got == 2 && s->input[0] == 0x1f && s->input[1] == 0x8b) {
+        s->gzip = 1;
+        s->inflater.next_in = s->input;
+        s->inflater.avail_in = 2;
+        /* 16 + MAX_WBITS: a gzip wrapper, whose CRC-32 and length inflate verifies itself */
+        if (inflateInit2(&s->inflater, 16 + MAX_WBITS) != Z_OK) {
+            fclose(s->file);
+            s->file = NULL;
+            return bf_error(BF_ERR_OOM, "%s: cannot start decompressing (out of memory)", path);
+        }
+    } else if (fseek(s->file, 0, SEEK_SET) != 0) {
+        bf_status st = bf_error(BF_ERR_IO, "%s: cannot rewind: %s", path, strerror(errno));
+        fclose(s->file);
+        s->file = NULL;
+        return st;
+    }
     return BF_OK;
 }
 
+static void idx_stream_close(idx_stream *s) {
+    if (s->gzip) inflateEnd(&s->inflater);
+    if (s->file) fclose(s->file);
+    s->file = NULL;
+}
+
+/* Reads up to `want` bytes into buf; *got is less than asked only at the true end of the data: the
+ * end of a plain file, or the end of a gzip file's last member after its trailer matched. A gzip
+ * file that ends inside a member (its trailer included), or whose data or trailer is corrupt, is an
+ * error naming the file. Further members (concatenated gzip) are read on, as gzip(1) does. */
+static bf_status idx_stream_read(idx_stream *s, void *buf, size_t want, size_t *got) {
+    unsigned char *out = buf;
+    *got = 0;
+    if (!s->gzip) {
+        *got = fread(out, 1, want, s->file);
+        if (*got < want && ferror(s->file)) return bf_error(BF_ERR_IO, "%s: read error: %s", s->path, strerror(errno));
+        return BF_OK;
+    }
+    z_stream *z = &s->inflater;
+    while (*got < want) {
+        if (z->avail_in == 0) {
+            size_t n = fread(s->input, 1, sizeof s->input, s->file);
+            if (n == 0 && ferror(s->file)) return bf_error(BF_ERR_IO, "%s: read error: %s", s->path, strerror(errno));
+            z->next_in = s->input;
+            z->avail_in = (uInt)n;
+        }
+        if (s->member_ended) {
+            if (z->avail_in == 0) break; /* the file's end, right after a whole member */
+            inflateReset(z);             /* another member follows */
+            s->member_ended = 0;
+            s->later_member = 1;
+        }
+        size_t chunk = want - *got;
+        if (chunk > (1u << 30)) chunk = 1u << 30; /* avail_out is an unsigned int */
+        z->next_out = out + *got;
+        z->avail_out = (uInt)chunk;
+        int rc = inflate(z, Z_NO_FLUSH);
+        *got += chunk - z->avail_out;
+        if (rc == Z_STREAM_END) s->member_ended = 1;
+        else if (rc == Z_BUF_ERROR && z->avail_in == 0 && feof(s->file))
+            return bf_error(BF_ERR_FORMAT,
+                            "%s: truncated gzip stream: the file ends before the end of its compressed data "
+                            "and its 8-byte CRC-32 and length trailer; download it again", s->path);
+        else if (rc != Z_OK && rc != Z_BUF_ERROR && s->later_member && z->total_out == 0)
+            return bf_error(BF_ERR_FORMAT, "%s: corrupt gzip file: the bytes after the end of its gzip stream are "
+                            "not another gzip member (%s)", s->path, z->msg ? z->msg : "invalid data");
+        else if (rc != Z_OK && rc != Z_BUF_ERROR)
+            return bf_error(BF_ERR_FORMAT, "%s: corrupt gzip stream, cannot decompress: %s", s->path,
+                            z->msg ? z->msg : "invalid data");
+    }
+    return BF_OK;
+}
+
+/* Finds dir/name, or dir/name.gz when the plain file is absent. A path that exists but is no
+ * regular file (a directory, a link loop, a file without read access) is reported as what it is:
+ * "cannot find" would send the user downloading what is there. */
+static bf_status idx_locate(const char *dir, const char *name, const char *dataset_label, const char *where_to_get,
+                            char *path, size_t path_cap) {
+    char candidates[2][BF_PATH_MAX + 64];
+    snprintf(candidates[0], sizeof candidates[0], "%s/%s", dir, name);
+    snprintf(candidates[1], sizeof candidates[1], "%s/%s.gz", dir, name);
+    for (int i = 0; i < 2; i++)
+        if (file_exists(candidates[i])) {
+            snprintf(path, path_cap, "%s", candidates[i]);
+            return BF_OK;
+        }
+    for (int i = 0; i < 2; i++) {
+        struct stat st;
+        if (stat(candidates[i], &st) == 0) {
+            if (S_ISDIR(st.st_mode))
+                return bf_error(BF_ERR_IO, "%s: %s is a directory, not an IDX file (expected the file %s/%s or %s/%s.gz)",
+                                dataset_label, candidates[i], dir, name, dir, name);
+            return bf_error(BF_ERR_IO, "%s: %s is not a regular file (expected the IDX file %s/%s or %s/%s.gz)",
+                            dataset_label, candidates[i], dir, name, dir, name);
+        }
+        if (errno != ENOENT)
+            return bf_error(BF_ERR_IO, "%s: %s cannot be opened: %s", dataset_label, candidates[i], strerror(errno));
+    }
+    return bf_error(BF_ERR_IO,
+                    "%s: cannot find %s/%s or %s/%s.gz; download %s from %s into %s "
+                    "or set data.path",
+                    dataset_label, dir, name, dir, name, dataset_label, where_to_get, dir);
+}
+
 /* Reads a whole IDX file of unsigned bytes with `rank` dimensions and validates it: magic,
- * non-zero sizes, exactly as many data bytes as the header promises (a short file or trailing
- * bytes both mean the file is not what its header says). */
+ * non-zero sizes, images of IDX_IMAGE_SIDE x IDX_IMAGE_SIDE pixels (the dataset kinds' shape, which
+ * sizes the model: a split of another size would be read past by the batch upload), exactly as many
+ * data bytes as the header promises (a short file or trailing bytes both mean the file is not what
+ * its header says), and for gzip the CRC-32 and length of every member. */
 static bf_status idx_read(const char *dir, const char *name, uint32_t magic, int rank,
                           const char *dataset_label, const char *where_to_get, idx_file *out) {
     memset(out, 0, sizeof *out);
     out->rank = rank;
-    gzFile f = NULL;
-    BF_TRY(idx_open(dir, name, dataset_label, where_to_get, out->path, sizeof out->path, &f));
+    BF_TRY(idx_locate(dir, name, dataset_label, where_to_get, out->path, sizeof out->path));
+    idx_stream *f = malloc(sizeof *f);
+    if (!f) return bf_error(BF_ERR_OOM, "%s: cannot allocate a read buffer", out->path);
+    bf_status st = idx_stream_open(f, out->path);
+    if (st != BF_OK) {
+        free(f);
+        return st;
+    }
 
-    bf_status st = BF_OK;
     size_t header_bytes = 4 + 4 * (size_t)rank;
     unsigned char header[16];
-    long long got = gz_read_all(f, header, header_bytes);
-    if (got < 0) {
-        st = bf_error(BF_ERR_FORMAT, "%s: cannot decompress: %s", out->path, gz_error_text(f));
-        goto done;
-    }
-    if ((size_t)got < header_bytes) {
-        st = bf_error(BF_ERR_FORMAT, "%s: truncated: expected a %zu-byte IDX header, file has %lld bytes",
+    size_t got = 0;
+    st = idx_stream_read(f, header, header_bytes, &got);
+    if (st != BF_OK) goto done;
+    if (got < header_bytes) {
+        st = bf_error(BF_ERR_FORMAT, "%s: truncated: expected a %zu-byte IDX header, file has %zu bytes",
                       out->path, header_bytes, got);
         goto done;
     }
@@ -166,15 +259,15 @@ static bf_status idx_read(const char *dir, const char *name, uint32_t magic, int
             goto done;
         }
     }
-    if (rank == 3 && (out->dims[1] > 4096 || out->dims[2] > 4096)) {
-        st = bf_error(BF_ERR_FORMAT, "%s: image size %ux%u is implausible (expected e.g. 28x28)",
-                      out->path, out->dims[1], out->dims[2]);
+    if (rank == 3 && (out->dims[1] != IDX_IMAGE_SIDE || out->dims[2] != IDX_IMAGE_SIDE)) {
+        st = bf_error(BF_ERR_FORMAT, "%s: images are %ux%u (rows x columns); %s images must be %ux%u",
+                      out->path, out->dims[1], out->dims[2], dataset_label, IDX_IMAGE_SIDE, IDX_IMAGE_SIDE);
         goto done;
     }
     /* An uncompressed file shows its size: one shorter than its header says is refused before
      * the header's size is allocated (a corrupt header can ask for gigabytes). */
     struct stat file_stat;
-    if (gzdirect(f) && stat(out->path, &file_stat) == 0 && (uint64_t)file_stat.st_size < header_bytes + total) {
+    if (!f->gzip && stat(out->path, &file_stat) == 0 && (uint64_t)file_stat.st_size < header_bytes + total) {
         st = bf_error(BF_ERR_FORMAT, "%s: truncated: header promises %zu bytes (%zu header + %zu data), file has %zu",
                       out->path, header_bytes + total, header_bytes, total, (size_t)file_stat.st_size);
         goto done;
@@ -195,12 +288,9 @@ static bf_status idx_read(const char *dir, const char *name, uint32_t magic, int
             }
             out->data = p, cap = grown;
         }
-        got = gz_read_all(f, out->data + have, cap - have);
-        if (got < 0) {
-            st = bf_error(BF_ERR_FORMAT, "%s: cannot decompress: %s", out->path, gz_error_text(f));
-            goto done;
-        }
-        have += (size_t)got;
+        st = idx_stream_read(f, out->data + have, cap - have, &got);
+        if (st != BF_OK) goto done;
+        have += got;
         if (have < cap) break; /* the end of the data */
     }
     if (have < total) {
@@ -210,27 +300,27 @@ static bf_status idx_read(const char *dir, const char *name, uint32_t magic, int
         st = bf_error(BF_ERR_FORMAT,
                       "%s: truncated: header promises %zu bytes (%zu header + %zu data: dimensions %s), file has %zu%s",
                       out->path, header_bytes + total, header_bytes, total, dims, header_bytes + have,
-                      strstr(out->path, ".gz") ? " after decompression" : "");
+                      f->gzip ? " after decompression" : "");
         goto done;
     }
-    unsigned char extra;
-    if (gz_read_all(f, &extra, 1) != 0) {
+    /* One byte more must be the end: this read also takes a gzip stream to its end, where its
+     * trailer is checked (a stream cut inside it is an error here). */
+    unsigned char extra[4096];
+    st = idx_stream_read(f, extra, 1, &got);
+    const int longer = st == BF_OK && got != 0;
+    /* More data in a gzip file may be a corrupt stream that decodes to more bytes: read on to its
+     * trailer (up to 1 GiB) so that a corrupt file is called corrupt, not a wrong header. */
+    for (size_t drained = got; longer && st == BF_OK && f->gzip && got != 0 && drained < ((size_t)1 << 30);
+         drained += got)
+        st = idx_stream_read(f, extra, sizeof extra, &got);
+    if (st == BF_OK && longer)
         st = bf_error(BF_ERR_FORMAT,
                       "%s: longer than its header says (%zu bytes expected); the header may be corrupt",
                       out->path, header_bytes + total);
-        goto done;
-    }
-    /* zlib ends a gzip stream cut inside its trailer (CRC and length) quietly, as an end of file:
-     * the data may be whole, but nothing checked it */
-    int gz_code = Z_OK;
-    gzerror(f, &gz_code);
-    if (gz_code == Z_BUF_ERROR) {
-        st = bf_error(BF_ERR_FORMAT, "%s: truncated gzip stream (it ends before its checksum)", out->path);
-        goto done;
-    }
 
 done:
-    gzclose(f);
+    idx_stream_close(f);
+    free(f);
     if (st != BF_OK) {
         free(out->data);
         out->data = NULL;
@@ -645,9 +735,23 @@ static bf_status apply_reference_inputs(const bf_data_config *cfg, bf_dataset *d
     return BF_OK;
 }
 
+static void dataset_kind_shape(const bf_data_config *cfg, int *c, int *h, int *w, int *num_classes);
+
+/* The model is sized from bf_dataset_shape (the kind's shape) and the batch upload copies that
+ * many bytes a sample, so every split must have exactly the kind's shape - which also makes the
+ * test split's the training split's. The readers check their files; this states it for all kinds. */
+static bf_status check_split_shape(const bf_data_config *cfg, bf_split split, const bf_dataset *d) {
+    int c = 0, h = 0, w = 0;
+    dataset_kind_shape(cfg, &c, &h, &w, NULL);
+    if (d->c == c && d->h == h && d->w == w) return BF_OK;
+    return bf_error(BF_ERR_FORMAT, "%s: the %s split's images are %dx%dx%d, dataset = %s has %dx%dx%d images", d->name,
+                    split == BF_SPLIT_TRAIN ? "train" : "test", d->c, d->h, d->w, bf_dataset_name(cfg->dataset), c, h, w);
+}
+
 bf_status bf_dataset_open(const bf_data_config *cfg, long seed, bf_split split, bf_dataset **out) {
     BF_TRY(open_split(cfg, seed, split, out));
-    bf_status s = cfg->subset ? apply_subset(cfg, split, *out) : BF_OK;
+    bf_status s = check_split_shape(cfg, split, *out);
+    if (s == BF_OK && cfg->subset) s = apply_subset(cfg, split, *out);
     if (s == BF_OK) s = apply_reference_inputs(cfg, *out);
     if (s != BF_OK) {
         bf_dataset_free(*out);
@@ -676,8 +780,6 @@ static bf_status open_split(const bf_data_config *cfg, long seed, bf_split split
     return bf_error(BF_ERR_ARG, "bf_dataset_open: unknown dataset kind %d", (int)cfg->dataset);
 }
 
-static void dataset_kind_shape(const bf_data_config *cfg, int *c, int *h, int *w, int *num_classes);
-
 void bf_dataset_shape(const bf_data_config *cfg, int *c, int *h, int *w, int *num_classes) {
     dataset_kind_shape(cfg, c, h, w, num_classes);
     if (cfg->gray_to_rgb && *c == 1) *c = 3;
@@ -693,22 +795,24 @@ int bf_dataset_num_tasks(const bf_data_config *cfg) {
 }
 
 static void dataset_kind_shape(const bf_data_config *cfg, int *c, int *h, int *w, int *num_classes) {
+    int classes = 0;
     switch (cfg->dataset) {
     case BF_DATASET_FASHION_MNIST:
-    case BF_DATASET_MNIST: *c = 1, *h = *w = 28, *num_classes = 10; return;
-    case BF_DATASET_CIFAR10: *c = 3, *h = *w = 32, *num_classes = 10; return;
+    case BF_DATASET_MNIST: *c = 1, *h = *w = 28, classes = 10; break;
+    case BF_DATASET_CIFAR10: *c = 3, *h = *w = 32, classes = 10; break;
     case BF_DATASET_PROCEDURAL:
-        *c = cfg->procedural_channels, *h = *w = cfg->procedural_size, *num_classes = cfg->procedural_classes;
-        return;
-    case BF_DATASET_IMAGENET100: *c = 3, *h = *w = cfg->image_size, *num_classes = 100; return;
-    case BF_DATASET_IMAGENET: *c = 3, *h = *w = cfg->image_size, *num_classes = 1000; return;
-    case BF_DATASET_IMAGEFOLDER: /* the class folders (or class_list lines) are counted */
-        *c = 3, *h = *w = cfg->image_size, *num_classes = bf_image_class_count(cfg); return;
+        *c = cfg->procedural_channels, *h = *w = cfg->procedural_size, classes = cfg->procedural_classes;
+        break;
+    case BF_DATASET_IMAGENET100: *c = 3, *h = *w = cfg->image_size, classes = 100; break;
+    case BF_DATASET_IMAGENET: *c = 3, *h = *w = cfg->image_size, classes = 1000; break;
+    case BF_DATASET_IMAGEFOLDER: /* the class folders (or class_list lines) are counted, when asked for */
+        *c = 3, *h = *w = cfg->image_size, classes = num_classes ? bf_image_class_count(cfg) : 0; break;
     case BF_DATASET_MULTI_MNIST:
-    case BF_DATASET_MULTI_FASHION_MNIST: *c = 1, *h = *w = 28, *num_classes = 10; return; /* per task (2 tasks) */
-    case BF_DATASET_CELEBA: *c = 3, *h = 218, *w = 178, *num_classes = 2; return;          /* per task (40 tasks) */
+    case BF_DATASET_MULTI_FASHION_MNIST: *c = 1, *h = *w = 28, classes = 10; break; /* per task (2 tasks) */
+    case BF_DATASET_CELEBA: *c = 3, *h = 218, *w = 178, classes = 2; break;          /* per task (40 tasks) */
+    default: *c = *h = *w = 0; break;
     }
-    *c = *h = *w = *num_classes = 0;
+    if (num_classes) *num_classes = classes;
 }
 
 void bf_dataset_sample(const bf_dataset *d, int index, float *out) {

@@ -15,6 +15,9 @@
  *  - imagenet (ILSVRC-2012): train/<wnid>/ and val/<wnid>/ (the layout torchvision and most scripts
  *    use), or the official flat val/ with [data] val_labels naming LOC_val_solution.csv (the WNID of
  *    each image is the first word of its PredictionString); labels are sorted WNIDs.
+ * Without Labels.json or a class list, both splits' classes are train/'s sorted folders: val/ (or a
+ * val_dir, or val_annotations.txt) is labelled through them by name, and a validation class that
+ * train/ lacks is an error, as is a class without validation images.
  * data.class_list (a file of folder names, one a line) selects and orders the classes of any
  * layout. Files ending .jpg/.jpeg (any case) are taken, sorted by name within a class, classes in
  * label order, so the list is the same on every machine. A limit keeps an evenly spaced subset,
@@ -103,8 +106,13 @@ static bf_status list_dir(const char *dir, int want_dirs, name_list *out) {
     return st;
 }
 
-/* Class names from a file, one a line (blank lines and '#' comments ignored). */
+/* Class names from a file, one a line (blank lines and '#' comments ignored). A name is one folder
+ * name: with a '/' or as '.' or '..' it would reach outside the split's folder (val/../train/x puts
+ * training images in the test set). */
 static bf_status read_class_list(const char *path, name_list *out) {
+    if (is_dir(path))
+        return bf_error(BF_ERR_IO, "[data] class_list = %s is a directory; expected a file of class folder names, "
+                        "one a line", path);
     FILE *f = fopen(path, "r");
     if (!f) return bf_error(BF_ERR_IO, "[data] class_list = %s: cannot open: %s", path, strerror(errno));
     char line[512];
@@ -119,11 +127,15 @@ static bf_status read_class_list(const char *path, name_list *out) {
         if (!*s || *s == '#') continue;
         int repeated = names_find(out, s); /* a class twice would give its files two labels */
         if (strlen(s) >= 64) st = bf_error(BF_ERR_FORMAT, "%s: class name '%s' is longer than 63 characters", path, s);
+        else if (strchr(s, '/') || !strcmp(s, ".") || !strcmp(s, ".."))
+            st = bf_error(BF_ERR_FORMAT, "%s:%d: class '%s' is not a single folder name (allowed: the name of a class "
+                          "folder, without '/', not '.' or '..')", path, line_no, s);
         else if (repeated >= 0)
             st = bf_error(BF_ERR_FORMAT, "%s:%d: class '%s' is listed twice (already as class %d)", path, line_no, s,
                           repeated);
         else st = names_add(out, s);
     }
+    if (st == BF_OK && ferror(f)) st = bf_error(BF_ERR_IO, "[data] class_list = %s: read error: %s", path, strerror(errno));
     fclose(f);
     if (st == BF_OK && out->count == 0) st = bf_error(BF_ERR_FORMAT, "%s: no class names (one a line expected)", path);
     return st;
@@ -203,8 +215,8 @@ static int class_index(const name_list *classes, const char *wnid) {
 /* Reads a label file, sorted by ImageId (the file name without its extension): ILSVRC's
  * LOC_val_solution.csv ("ImageId,PredictionString", the string "wnid x0 y0 x1 y1 ...") or
  * Tiny-ImageNet's val_annotations.txt ("val_0.JPEG<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1"). */
-static bf_status read_val_labels(label_source source, const char *path, const name_list *classes, val_label **out,
-                                 int *count) {
+static bf_status read_val_labels(label_source source, const char *path, const name_list *classes,
+                                 const char *train_root, val_label **out, int *count) {
     const int tiny = source == LABELS_TINY_ANNOTATIONS;
     const char separator = tiny ? '\t' : ',';
     const char *expected = tiny ? "file<TAB>WNID<TAB>box (Tiny-ImageNet's val_annotations.txt)"
@@ -244,6 +256,12 @@ static bf_status read_val_labels(label_source source, const char *path, const na
         v[n].image = strdup(line);
         v[n].label = class_index(classes, wnid);
         if (!v[n].image) st = bf_error(BF_ERR_OOM, "out of memory reading %s", path);
+        else if (v[n].label < 0 && train_root) {
+            free(v[n].image);
+            st = bf_error(BF_ERR_FORMAT, "%s:%d: WNID %s is not a class folder of %s (the labels are that folder's "
+                          "class folders, by name; set [data] class_list to evaluate on some classes only)",
+                          path, lineno, wnid, train_root);
+        }
         else n++;
     }
     fclose(f);
@@ -268,13 +286,15 @@ static bf_status read_val_labels(label_source source, const char *path, const na
 }
 
 /* The files of a flat validation folder in name order with their labels from the label file; images
- * of classes outside `classes` are left out, an image missing from the file or a class without
- * images is an error. */
+ * of classes outside a class list are left out, an image missing from the file, a WNID that is not
+ * a class folder of train/ (without a class list) or a class without images is an error. */
 static bf_status collect_flat_val(const bf_data_config *cfg, label_source source, const char *label_file,
                                   const char *root, const name_list *classes, name_list *files, int32_t **labels) {
     val_label *v = NULL;
     int nv = 0;
-    BF_TRY(read_val_labels(source, label_file, classes, &v, &nv));
+    char train_root[BF_PATH_MAX + 16];
+    snprintf(train_root, sizeof train_root, "%s/train", cfg->path);
+    BF_TRY(read_val_labels(source, label_file, classes, cfg->class_list[0] ? NULL : train_root, &v, &nv));
     const char *kind = bf_dataset_name(cfg->dataset);
     char name[BF_PATH_MAX + 64];
     label_file_name(source, label_file, name, sizeof name);
@@ -366,22 +386,22 @@ static bf_status open_layout(const bf_data_config *cfg, bf_split split, label_so
                                        "= configs/flexnet/imagenet100_classes.txt (the same order) instead", labels);
         return read_labels_json(labels, classes);
     }
-    /* All class folders of all roots, sorted and without duplicates (a flat val/ has none, and a
-     * val_dir may hold others: their classes are the training set's). */
-    name_list all = {0};
-    bf_status st = BF_OK;
-    const int train_classes = source != LABELS_FROM_FOLDERS || (split != BF_SPLIT_TRAIN && cfg->val_dir[0]);
-    if (train_classes) {
-        char train_root[BF_PATH_MAX + 16];
-        snprintf(train_root, sizeof train_root, "%s/train", base);
-        st = list_dir(train_root, 1, &all);
-    }
-    for (int r = 0; st == BF_OK && r < *num_roots && !train_classes; r++) st = list_dir(roots[r], 1, &all);
-    if (st == BF_OK && all.count > 1) qsort(all.items, (size_t)all.count, sizeof *all.items, compare_names);
-    for (int i = 0; i < all.count && st == BF_OK; i++)
-        if (i == 0 || strcmp(all.items[i], all.items[i - 1]) != 0) st = names_add(classes, all.items[i]);
-    names_free(&all);
-    if (st == BF_OK && classes->count == 0) st = bf_error(BF_ERR_IO, "%s: %s has no class folders", kind, roots[0]);
+    /* The classes are train/'s class folders, sorted, for both splits: the test split's folders are
+     * labelled by name through them (labelled by their own listing, a val/ without one class would
+     * shift every later label). A test folder that train/ lacks has no label: an error, naming it. */
+    char train_root[BF_PATH_MAX + 16];
+    snprintf(train_root, sizeof train_root, "%s/train", base);
+    BF_TRY(list_dir(train_root, 1, classes));
+    if (classes->count == 0) return bf_error(BF_ERR_IO, "%s: %s has no class folders", kind, train_root);
+    if (split == BF_SPLIT_TRAIN || source != LABELS_FROM_FOLDERS) return BF_OK;
+    name_list test_folders = {0};
+    bf_status st = list_dir(roots[0], 1, &test_folders);
+    for (int i = 0; i < test_folders.count && st == BF_OK; i++)
+        if (names_find(classes, test_folders.items[i]) < 0)
+            st = bf_error(BF_ERR_FORMAT, "%s: %s/%s is a class folder that %s lacks (the test split's labels are the "
+                          "class folders of %s, by name; remove it, or set [data] class_list to select classes)",
+                          kind, roots[0], test_folders.items[i], train_root, train_root);
+    names_free(&test_folders);
     return st;
 }
 
