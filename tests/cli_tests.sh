@@ -57,6 +57,8 @@ expect "version" 0 "bioflex-train [0-9]+\.[0-9]+" -- "$train" --version
 expect "help-config lists keys" 0 "label_smoothing" -- "$train" --help-config
 expect "no config" 2 "no config file" -- "$train"
 expect "unknown option" 2 "unknown option --frobnicate" -- "$train" --frobnicate "$tmp/tiny.ini"
+expect "a path option given twice" 2 "given twice: --gradient-flow" -- "$eval_" --checkpoint "$tmp/none" \
+  --gradient-flow "$tmp/a.csv" --gradient-flow "$tmp/b.csv" "$tmp/tiny.ini"
 expect "bad --device" 2 "--device must be cpu, cuda or auto" -- "$train" --device tpu "$tmp/tiny.ini"
 # [run] force_nccl sends a one-GPU run through the NCCL path (bench/dp_overhead.sh): refused on the
 # CPU; without a GPU, bf_train_gpus is reached and says what is missing (NCCL, or a GPU).
@@ -232,8 +234,42 @@ expect "eval writes the gradient flow" 0 "gradient flow: 8 parameter tensors ove
   && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL gradient flow CSV: want a header and 8 rows"; }
 expect "eval writes the gradient flow in evaluation mode" 0 "gradient flow: 8 parameter tensors over 1 training batches, evaluation mode" \
   -- "$eval_" --checkpoint "$tmp/run" --gradient-flow "$tmp/flow_eval.csv" --set analysis.gradient_mode=eval "$tmp/tiny.ini"
+# An analysis never writes over what the evaluation reads nor over the checkpoints and files of the
+# run it evaluates (README): refused with exit status 2 before anything runs, the file named left
+# byte for byte as it was. A new file in the run directory is written.
+weights="$tmp/run/checkpoints/epoch_0002/model.safetensors"
+weights_sum=$(cksum <"$weights"); config_sum=$(cksum <"$tmp/tiny.ini"); metrics_sum=$(cksum <"$tmp/run/metrics.jsonl")
+expect "eval refuses an output over the checkpoint's weights" 2 \
+  "--activations $weights would write into the checkpoints or the files of run .*/run " \
+  -- "$eval_" --checkpoint "$tmp/run" --activations "$weights" "$tmp/tiny.ini"
+expect "eval refuses an output over the run's metrics" 2 "--gradient-flow .*/run/metrics.jsonl would write into the checkpoints or the files of run" \
+  -- "$eval_" --checkpoint "$tmp/run/checkpoints/epoch_0001" --gradient-flow "$tmp/run/metrics.jsonl" "$tmp/tiny.ini"
+expect "eval writes a new file in the run directory" 0 "gradient flow: 8 parameter tensors" \
+  -- "$eval_" --checkpoint "$tmp/run" --gradient-flow "$tmp/run/flow.csv" "$tmp/tiny.ini"
+[ -s "$tmp/run/flow.csv" ] && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL eval wrote no $tmp/run/flow.csv"; }
+rm -f "$tmp/run/flow.csv"
+expect "eval refuses an output over its config file (another spelling of it)" 2 \
+  "--loss-surface $tmp/./tiny.ini would overwrite the config file $tmp/tiny.ini, which this evaluation reads" \
+  -- "$eval_" --checkpoint "$tmp/run" --loss-surface "$tmp/./tiny.ini" "$tmp/tiny.ini"
+[ "$(cksum <"$weights")" = "$weights_sum" ] && [ "$(cksum <"$tmp/tiny.ini")" = "$config_sum" ] \
+  && [ "$(cksum <"$tmp/run/metrics.jsonl")" = "$metrics_sum" ] && passed=$((passed + 1)) \
+  || { failed=$((failed + 1)); echo "FAIL a refused analysis output changed the weights, the config or metrics.jsonl"; }
+# two analyses into one file: the second would replace the first's result
+expect "eval refuses two analyses into one file, naming both flags" 2 \
+  "--loss-surface $tmp/same.csv and --gradient-flow $tmp/./same.csv name the same file" \
+  -- "$eval_" --checkpoint "$tmp/run" --gradient-flow "$tmp/./same.csv" --loss-surface "$tmp/same.csv" "$tmp/tiny.ini"
+[ ! -e "$tmp/same.csv" ] && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL a refused pair of analyses wrote $tmp/same.csv"; }
+expect "an unwritable output says why" 1 "--gradient-flow: cannot write $tmp/nodir/x.csv: No such file or directory" \
+  -- "$eval_" --checkpoint "$tmp/run" --gradient-flow "$tmp/nodir/x.csv" "$tmp/tiny.ini"
+# epoch 1's weights copied into epoch 2's checkpoint: refused (the check --resume makes), not scored as epoch 2
+mkdir -p "$tmp/mixed" && cp "$tmp/run/checkpoints/epoch_0002/state.safetensors" "$tmp/run/checkpoints/epoch_0001/model.safetensors" "$tmp/mixed/"
+expect "eval refuses an output inside a checkpoint directory of no run" 2 "--gradient-flow .*mixed/flow.csv lies inside checkpoint directory .*mixed" \
+  -- "$eval_" --checkpoint "$tmp/mixed" --gradient-flow "$tmp/mixed/flow.csv" "$tmp/tiny.ini"
+expect "eval refuses weights from another epoch than the state file's" 1 \
+  "mixed/state.safetensors was written beside weights with checksum [0-9a-f]{8}, but .*mixed/model.safetensors has [0-9a-f]{8}: the two files come from different checkpoints" \
+  -- "$eval_" --checkpoint "$tmp/mixed" "$tmp/tiny.ini"
 # --routing needs channel-wise max flex layers (test_routing checks its statistics)
-expect "routing refuses a network without flex layers" 1 "routing: the model has no flex layer with the channel-wise max joint" \
+expect "routing refuses a network without flex layers" 2 "--routing measures channel-wise max flex layers .*this config has no flex layers" \
   -- "$eval_" --checkpoint "$tmp/run" --routing "$tmp/routing.json" "$tmp/tiny.ini"
 # and leaves no file behind (an empty one would pass for a result)
 [ ! -e "$tmp/routing.json" ] && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL refused routing left $tmp/routing.json"; }

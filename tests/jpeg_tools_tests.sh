@@ -21,6 +21,33 @@ check "prep copies Labels.json" 'cmp -s "$dir/kg/Labels.json" "$dir/small/Labels
 check "prep shrinks the files" '[ "$(du -sk "$dir/small" | cut -f1)" -lt "$(du -sk "$dir/kg" | cut -f1)" ]'
 "$prep" "$dir/kg" "$dir/x" --bogus 1 >/dev/null 2>&1
 check "prep: unknown option exits 2" '[ $? -eq 2 ]'
+# make-jpeg-tree makes its root's missing parents, as mkdir -p
+"$make_tree" "$dir/deep/er/jt" --classes 2 --train 1 --val 1 --size 40x32 --no-edge-cases >/dev/null 2>&1
+check "make-jpeg-tree makes its root's parents" '[ $? -eq 0 ] && [ -d "$dir/deep/er/jt/train" ] && [ -d "$dir/deep/er/jt/val" ]'
+# prep refuses, before writing anything, a DST that is SRC, lies inside it or contains it (also
+# through a link or ".."), and values that are not wholly an integer in range, or two side options.
+"$make_tree" "$dir/jt" --classes 3 --train 8 --val 4 --size 40x32 --no-edge-cases 2>/dev/null
+ln -s "$dir/jt" "$dir/jt_link"
+tree_sum() { (cd "$1" && find . -type f | LC_ALL=C sort | xargs cksum); }
+jt_before=$(tree_sum "$dir/jt")
+prep_refuses() { # NAME PATTERN ARGS...: exit 2, a message matching PATTERN, SRC's tree as it was, no $dir/out
+  local name=$1 pattern=$2; shift 2
+  local msg; msg=$("$prep" "$@" 2>&1 >/dev/null); local rc=$?
+  check "prep refuses $name (exit $rc: $msg)" '[ $rc -eq 2 ] && grep -qE -- "$pattern" <<<"$msg" \
+    && [ "$(tree_sum "$dir/jt")" = "$jt_before" ] && [ ! -e "$dir/out" ]'
+}
+prep_refuses "DST = SRC" "DST $dir/jt is the same directory as SRC $dir/jt" "$dir/jt" "$dir/jt" --shorter 16
+prep_refuses "DST = SRC through a link and .." "DST $dir/jt_link/train/\\.\\./ is the same directory as SRC $dir/jt \\(resolved: DST [^,]*/jt, SRC [^)]*/jt\\)" \
+  "$dir/jt" "$dir/jt_link/train/../" --shorter 16
+prep_refuses "DST inside SRC" "DST $dir/jt/train/sub lies inside SRC $dir/jt" "$dir/jt" "$dir/jt/train/sub" --shorter 16
+check "prep: no DST made inside SRC" '[ ! -e "$dir/jt/train/sub" ]'
+prep_refuses "SRC inside DST" "DST $dir contains SRC $dir/jt/train" "$dir/jt/train" "$dir" --shorter 16
+prep_refuses "--shorter 16x" "--shorter 16x: not an integer in 8\\.\\.8192" "$dir/jt" "$dir/out" --shorter 16x
+prep_refuses "--shorter 1e9" "--shorter 1e9: not an integer in 8\\.\\.8192" "$dir/jt" "$dir/out" --shorter 1e9
+prep_refuses "--quality 101" "--quality 101: not an integer in 1\\.\\.100" "$dir/jt" "$dir/out" --quality 101
+prep_refuses "--shorter with --longest" "--shorter and --longest given together" "$dir/jt" "$dir/out" --shorter 16 --longest 16
+out=$("$prep" "$dir/jt" "$dir/out" --longest 16 2>/dev/null)
+check "prep into a separate DST still works: 36 images, longest side 16" '[ $? -eq 0 ] && [[ "$out" == "36 images written"*"longest side 16"* ]]'
 
 # A Kaggle-layout tree trains a step through the real config (reduced model and images).
 cfg=$(dirname "$0")/../configs/flexnet/exp2_vanilla_vgg16_imagenet100.ini

@@ -81,6 +81,9 @@ bf_status bf_checkpoint_read_best_top1(const char *run_dir, double *top1);
  * file's "epoch" metadata. bioflex-eval evaluates with the test noise of that epoch, as the run's
  * own evaluation there did. */
 bf_status bf_checkpoint_epoch(const char *dir, int *epoch);
+/* Whether the weights of the checkpoint in `dir` are the ones its state file was written beside
+ * (the check a resume makes); BF_OK for weights without a state file. bioflex-eval runs it. */
+bf_status bf_checkpoint_check_weights(const char *dir);
 /* The network the checkpoint in `dir` was trained as (its state file's "network" metadata,
  * bf_config_describe_network); *recorded = 0 for a checkpoint older than it. */
 bf_status bf_checkpoint_network(const char *dir, char *network, size_t cap, int *recorded);

@@ -554,6 +554,33 @@ bf_status bf_checkpoint_network(const char *dir, char *network, size_t cap, int 
     return BF_OK;
 }
 
+/* Whether dir/model.safetensors is the file the state file `f` (at `path`) was written beside: its
+ * "model_checksum" (absent before 2026-12-05: nothing to check). A checkpoint directory whose two
+ * files came from different checkpoints would resume, or be evaluated, as neither. */
+static bf_status check_weights_checksum(const bf_st_file *f, const char *path, const char *dir) {
+    const char *model_checksum = bf_safetensors_meta(f, "model_checksum");
+    if (!model_checksum) return BF_OK;
+    char model_path[BF_PATH_MAX + 64], found[9];
+    snprintf(model_path, sizeof model_path, "%s/model.safetensors", dir);
+    BF_TRY(bf_safetensors_checksum(model_path, found));
+    if (strcmp(found, model_checksum) != 0)
+        return bf_error(BF_ERR_CHECKPOINT, "%s was written beside weights with checksum %s, but %s has %s: the two "
+                        "files come from different checkpoints", path, model_checksum, model_path, found);
+    return BF_OK;
+}
+
+bf_status bf_checkpoint_check_weights(const char *dir) {
+    char path[BF_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/state.safetensors", dir);
+    struct stat st;
+    if (stat(path, &st) != 0) return BF_OK; /* weights alone (a converted checkpoint): nothing to compare */
+    bf_st_file *f = NULL;
+    BF_TRY(bf_safetensors_read(path, &f));
+    const bf_status s = check_weights_checksum(f, path, dir);
+    bf_safetensors_close(f);
+    return s;
+}
+
 bf_status bf_checkpoint_epoch(const char *dir, int *epoch) {
     char path[BF_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/state.safetensors", dir);
@@ -596,15 +623,7 @@ bf_status bf_checkpoint_load_state_subject(const char *dir, const bf_config *cfg
     if (s == BF_OK && (size_t)num_params != m->num_param_floats)
         s = bf_error(BF_ERR_CHECKPOINT, "%s is for a model with %ld parameters, this %s has %zu", path, num_params,
                      m->arch, m->num_param_floats);
-    const char *model_checksum = bf_safetensors_meta(f, "model_checksum"); /* absent before 2026-12-05 */
-    if (s == BF_OK && model_checksum) {
-        char model_path[BF_PATH_MAX + 64], found[9];
-        snprintf(model_path, sizeof model_path, "%s/model.safetensors", dir);
-        s = bf_safetensors_checksum(model_path, found);
-        if (s == BF_OK && strcmp(found, model_checksum) != 0)
-            s = bf_error(BF_ERR_CHECKPOINT, "%s was written beside weights with checksum %s, but %s has %s: the two "
-                         "files come from different checkpoints", path, model_checksum, model_path, found);
-    }
+    if (s == BF_OK) s = check_weights_checksum(f, path, dir);
     if (s == BF_OK && seed != cfg->run.seed)
         s = bf_error(BF_ERR_CHECKPOINT, "%s was trained with seed %ld but [run] seed = %ld: resuming would change the "
                      "data order (set --set run.seed=%ld)", path, seed, cfg->run.seed, seed);

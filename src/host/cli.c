@@ -1,13 +1,63 @@
 /* cli.c - argument parsing shared by the programs. */
 #include "cli.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fsutil.h"
+
 static int usage_error(const char *program, const char *usage, const char *what, const char *arg) {
     fprintf(stderr, "%s: %s%s%s\n\n%s", program, what, arg ? " " : "", arg ? arg : "", usage);
     return BF_EXIT_USAGE;
+}
+
+int bf_cli_parse_int(const char *text, long lo, long hi, long *value) {
+    char *end = NULL;
+    errno = 0;
+    const long n = strtol(text, &end, 10);
+    if (!*text || *end || errno == ERANGE || n < lo || n > hi) return 0;
+    *value = n;
+    return 1;
+}
+
+void bf_cli_analysis_outputs(const bf_cli *cli, const char *flag[BF_CLI_ANALYSES], const char *path[BF_CLI_ANALYSES]) {
+    const char *flags[BF_CLI_ANALYSES] = {"--loss-surface", "--gradient-flow", "--hessian", "--input-hessian",
+                                          "--activations", "--attack", "--routing", "--subnetworks"};
+    const char *paths[BF_CLI_ANALYSES] = {cli->loss_surface, cli->gradient_flow, cli->hessian, cli->input_hessian,
+                                          cli->activations, cli->attack, cli->routing, cli->subnetworks};
+    memcpy(flag, flags, sizeof flags);
+    memcpy(path, paths, sizeof paths);
+}
+
+/* Two analyses writing one file: the later would silently replace the earlier's result. Compared as
+ * files (bf_same_file), so "g.csv" and "./g.csv" or a link to it are one. */
+static int check_distinct_outputs(const bf_cli *cli, const char *program, const char *usage) {
+    const char *flag[BF_CLI_ANALYSES], *path[BF_CLI_ANALYSES];
+    bf_cli_analysis_outputs(cli, flag, path);
+    for (int i = 0; i < BF_CLI_ANALYSES; i++)
+        for (int j = i + 1; j < BF_CLI_ANALYSES; j++)
+            if (path[i] && path[j] && bf_same_file(path[i], path[j])) {
+                fprintf(stderr, "%s: %s %s and %s %s name the same file: each analysis needs an output file of its "
+                        "own\n\n%s", program, flag[i], path[i], flag[j], path[j], usage);
+                return BF_EXIT_USAGE;
+            }
+    return BF_EXIT_OK;
+}
+
+/* Where the options that take a path keep it (flag is one of them). */
+static const char **path_option(bf_cli *cli, const char *flag) {
+    if (!strcmp(flag, "--resume")) return &cli->resume;
+    if (!strcmp(flag, "--loss-surface")) return &cli->loss_surface;
+    if (!strcmp(flag, "--attack")) return &cli->attack;
+    if (!strcmp(flag, "--gradient-flow")) return &cli->gradient_flow;
+    if (!strcmp(flag, "--input-hessian")) return &cli->input_hessian;
+    if (!strcmp(flag, "--hessian")) return &cli->hessian;
+    if (!strcmp(flag, "--activations")) return &cli->activations;
+    if (!strcmp(flag, "--routing")) return &cli->routing;
+    if (!strcmp(flag, "--subnetworks")) return &cli->subnetworks;
+    return &cli->checkpoint;
 }
 
 int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, bf_cli *cli) {
@@ -31,33 +81,16 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
                     return usage_error(program, usage, "--device must be cpu, cuda or auto, not", value);
                 cli->device = value;
             } else if (!strcmp(a, "--gpus")) {
-                char *end = NULL;
-                long n = strtol(value, &end, 10);
-                if (!*value || *end || n < 1 || n > 64) return usage_error(program, usage, "--gpus must be an integer 1..64, not", value);
+                long n = 0;
+                if (!bf_cli_parse_int(value, 1, 64, &n)) return usage_error(program, usage, "--gpus must be an integer 1..64, not", value);
                 cli->gpus = (int)n;
             } else if (!strcmp(a, "--set")) {
                 if (cli->num_sets == BF_CLI_MAX_SETS) return usage_error(program, usage, "too many --set options", NULL);
                 cli->sets[cli->num_sets++] = value;
-            } else if (!strcmp(a, "--resume")) {
-                cli->resume = value;
-            } else if (!strcmp(a, "--loss-surface")) {
-                cli->loss_surface = value;
-            } else if (!strcmp(a, "--attack")) {
-                cli->attack = value;
-            } else if (!strcmp(a, "--gradient-flow")) {
-                cli->gradient_flow = value;
-            } else if (!strcmp(a, "--input-hessian")) {
-                cli->input_hessian = value;
-            } else if (!strcmp(a, "--hessian")) {
-                cli->hessian = value;
-            } else if (!strcmp(a, "--activations")) {
-                cli->activations = value;
-            } else if (!strcmp(a, "--routing")) {
-                cli->routing = value;
-            } else if (!strcmp(a, "--subnetworks")) {
-                cli->subnetworks = value;
-            } else {
-                cli->checkpoint = value;
+            } else { /* a path: given once (a second one silently replaced the first, an analysis' output lost) */
+                const char **slot = path_option(cli, a);
+                if (*slot) return usage_error(program, usage, "given twice:", a);
+                *slot = value;
             }
         } else if (a[0] == '-' && a[1]) {
             return usage_error(program, usage, "unknown option", a);
@@ -69,7 +102,7 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
     }
     if (!cli->help && !cli->version && !cli->help_config && !cli->config_path)
         return usage_error(program, usage, "no config file given", NULL);
-    return BF_EXIT_OK;
+    return check_distinct_outputs(cli, program, usage);
 }
 
 int bf_cli_load_config(const bf_cli *cli, bf_config *cfg) {
@@ -97,13 +130,9 @@ int bf_cli_load_config(const bf_cli *cli, bf_config *cfg) {
 }
 
 const char *bf_cli_analysis_option(const bf_cli *cli) {
-    return cli->loss_surface    ? "--loss-surface"
-           : cli->gradient_flow ? "--gradient-flow"
-           : cli->hessian       ? "--hessian"
-           : cli->input_hessian ? "--input-hessian"
-           : cli->activations   ? "--activations"
-           : cli->attack        ? "--attack"
-           : cli->routing       ? "--routing"
-           : cli->subnetworks   ? "--subnetworks"
-                                : NULL;
+    const char *flag[BF_CLI_ANALYSES], *path[BF_CLI_ANALYSES];
+    bf_cli_analysis_outputs(cli, flag, path);
+    for (int i = 0; i < BF_CLI_ANALYSES; i++)
+        if (path[i]) return flag[i];
+    return NULL;
 }

@@ -8,6 +8,7 @@
 enum { BF_EXIT_OK = 0, BF_EXIT_RUNTIME = 1, BF_EXIT_USAGE = 2 };
 
 #define BF_CLI_MAX_SETS 64
+#define BF_CLI_ANALYSES 8 /* bioflex-eval's analysis options, each with an output file */
 
 typedef struct bf_cli {
     const char *config_path;
@@ -28,7 +29,12 @@ typedef struct bf_cli {
     int dry_run, help, version, help_config;
 } bf_cli;
 
-/* Parses argv; on a usage error prints it with the usage text to stderr and returns BF_EXIT_USAGE. */
+/* Whether text is, as a whole, a decimal integer in [lo, hi] (no trailing characters, no overflow);
+ * if so *value gets it. The caller's message names the flag, the text and the range. */
+int bf_cli_parse_int(const char *text, long lo, long hi, long *value);
+
+/* Parses argv; on a usage error (two analyses given one output file among them, naming both flags)
+ * prints it with the usage text to stderr and returns BF_EXIT_USAGE. */
 int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, bf_cli *cli);
 
 /* Loads the config file, applies --device, --gpus and --set in order, and validates; on failure
@@ -39,5 +45,8 @@ int bf_cli_load_config(const bf_cli *cli, bf_config *cfg);
  * "--input-hessian", "--activations", "--attack", "--routing", then "--subnetworks", the one for
  * guided [butd] networks), or NULL. */
 const char *bf_cli_analysis_option(const bf_cli *cli);
+
+/* Every analysis option's flag and its output path (NULL where not given), in the order above. */
+void bf_cli_analysis_outputs(const bf_cli *cli, const char *flag[BF_CLI_ANALYSES], const char *path[BF_CLI_ANALYSES]);
 
 #endif

@@ -448,7 +448,7 @@ static const section_spec section_table[] = {
     {"spiking", "Spiking neurons over time (PlasticFlex); neuron = none trains the ANN."},
     {"butd", "Bottom-up/top-down networks with Counter-Hebb learning; network = none trains [model]."},
     {"fragments", "Net Fragments: S1's fixed orientation filters and the S2 lateral layer learned by its Hebbian rule on straight lines; network = none trains [model]."},
-    {"analysis", "What bioflex-eval's analyses (--loss-surface, --gradient-flow, --hessian, --activations, --attack) compute of a checkpoint."},
+    {"analysis", "What bioflex-eval's analyses (--loss-surface, --gradient-flow, --hessian, --input-hessian, --activations, --attack, --routing) compute of a checkpoint, and the batch-norm recalibration before any evaluation (bn_recalibrate_batches)."},
 };
 #define NUM_SECTIONS (sizeof section_table / sizeof section_table[0])
 

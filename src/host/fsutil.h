@@ -21,5 +21,19 @@ long bf_regular_file_size(FILE *f);
 /* The whole file as a NUL-terminated string (*text: free it); an error naming the file when it is
  * missing, empty or unreadable. */
 bf_status bf_read_file_text(const char *path, char **text);
+/* Room for a resolved path (bf_resolve_path): Linux's PATH_MAX. */
+#define BF_RESOLVED_PATH_MAX 4096
+
+/* path as an absolute path free of symbolic links, "." and "..", into out (cap bytes), also for a
+ * path that does not exist yet (an output to be written): the realpath of its nearest existing
+ * ancestor, then the rest as given. What tells whether two spellings (a link, "./", "a/../") name
+ * the same place before anything is written there. */
+bf_status bf_resolve_path(const char *path, char *out, size_t cap);
+/* Whether the resolved path resolved_path is resolved_dir or lies below it (both from
+ * bf_resolve_path): "/a/bc" is not inside "/a/b". */
+int bf_path_is_within(const char *resolved_path, const char *resolved_dir);
+/* Whether a and b name the same file: the same device and inode where both exist (hard links
+ * included), else the same resolved path (bf_resolve_path). */
+int bf_same_file(const char *a, const char *b);
 
 #endif

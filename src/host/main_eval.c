@@ -1,4 +1,5 @@
 /* bioflex-eval - accuracy and loss of a checkpoint on the test split of the config's dataset. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,9 +10,11 @@
 #include "bioflex/butd.h"
 #include "bioflex/checkpoint.h"
 #include "bioflex/fragments_run.h"
+#include "bioflex/safetensors.h"
 #include "bioflex/train.h"
 #include "cli.h"
 #include "data_parallel.h"
+#include "fsutil.h"
 #include "task_eval.h"
 
 static const char usage[] =
@@ -44,10 +47,18 @@ static const char usage[] =
     "prints test loss, top-1 and top-5 accuracy (BU-TD networks: accuracy, per task when guided);\n"
     "exit status 0 success, 2 bad command line or config, 1 failure\n";
 
+/* Opens an analysis' output file for writing; the error says why not (no such directory, no
+ * permission, ...). */
+static bf_status open_output(const char *option, const char *path, FILE **f) {
+    *f = fopen(path, "w");
+    return *f ? BF_OK : bf_error(BF_ERR_IO, "%s: cannot write %s: %s", option, path, strerror(errno));
+}
+
 /* Closes an analysis' output file (f may be NULL: never opened). An analysis that failed leaves no
  * file behind, rather than an empty or partial one that a later script would read as its result. */
 static bf_status close_output(FILE *f, const char *option, const char *path, bf_status s) {
-    if (f && fclose(f) != 0 && s == BF_OK) s = bf_error(BF_ERR_IO, "%s: cannot write %s", option, path);
+    if (f && fclose(f) != 0 && s == BF_OK)
+        s = bf_error(BF_ERR_IO, "%s: cannot write %s: %s", option, path, strerror(errno));
     if (f && s != BF_OK) remove(path);
     return s;
 }
@@ -70,8 +81,8 @@ static bf_status write_loss_surface(const bf_config *cfg, bf_model *m, bf_loader
         s = bf_run_open_dataset(cfg, BF_SPLIT_TRAIN, &train);
         if (s == BF_OK) s = bf_loader_create(train, &lo, &loader);
     }
-    FILE *csv = s == BF_OK ? fopen(path, "w") : NULL;
-    if (s == BF_OK && !csv) s = bf_error(BF_ERR_IO, "--loss-surface: cannot write %s", path);
+    FILE *csv = NULL;
+    if (s == BF_OK) s = open_output("--loss-surface", path, &csv);
     double center = 0;
     if (s == BF_OK) s = bf_loss_surface(m, loader, cfg->optim.label_smoothing, &o, csv, &center);
     s = close_output(csv, "--loss-surface", path, s);
@@ -160,8 +171,8 @@ static bf_status write_gradient_flow(const bf_config *cfg, bf_backend *b, const 
     if (s == BF_OK) s = bf_run_open_dataset(cfg, BF_SPLIT_TRAIN, &train);
     bf_loader_options o = bf_loader_options_from_config(cfg, BF_SPLIT_TRAIN);
     if (s == BF_OK) s = bf_loader_create(train, &o, &loader);
-    FILE *csv = s == BF_OK ? fopen(path, "w") : NULL;
-    if (s == BF_OK && !csv) s = bf_error(BF_ERR_IO, "--gradient-flow: cannot write %s", path);
+    FILE *csv = NULL;
+    if (s == BF_OK) s = open_output("--gradient-flow", path, &csv);
     if (s == BF_OK) s = bf_gradient_flow(m, loader, cfg->optim.label_smoothing, cfg->analysis.gradient_batches, mode, csv);
     s = close_output(csv, "--gradient-flow", path, s);
     if (s == BF_OK)
@@ -191,8 +202,8 @@ static bf_status write_hessian(const bf_config *cfg, bf_backend *b, const char *
     bf_loader_options lo = bf_loader_options_from_config(cfg, BF_SPLIT_TRAIN);
     if (s == BF_OK) s = bf_loader_create(train, &lo, &loader);
     if (s == BF_OK) s = bf_hessian(m, loader, cfg->optim.label_smoothing, &o, r);
-    FILE *f = s == BF_OK ? fopen(path, "w") : NULL;
-    if (s == BF_OK && !f) s = bf_error(BF_ERR_IO, "--hessian: cannot write %s", path);
+    FILE *f = NULL;
+    if (s == BF_OK) s = open_output("--hessian", path, &f);
     if (s == BF_OK) s = bf_hessian_write_json(&o, r, f);
     s = close_output(f, "--hessian", path, s);
     if (s == BF_OK)
@@ -209,8 +220,8 @@ static bf_status write_hessian(const bf_config *cfg, bf_backend *b, const char *
 /* --subnetworks: a guided BU-TD checkpoint's instruction masks and their overlaps into path
  * (butd.h), and one line per gated layer on stdout. */
 static bf_status write_subnetworks(const bf_butd_subnetworks *r, const char *path) {
-    FILE *f = fopen(path, "w");
-    if (!f) return bf_error(BF_ERR_IO, "--subnetworks: cannot write %s", path);
+    FILE *f = NULL;
+    BF_TRY(open_output("--subnetworks", path, &f));
     bf_status s = bf_butd_subnetworks_write_json(r, f);
     s = close_output(f, "--subnetworks", path, s);
     if (s != BF_OK) return s;
@@ -221,8 +232,8 @@ static bf_status write_subnetworks(const bf_butd_subnetworks *r, const char *pat
 
 /* --routing: the flex layers' routing statistics into path (analysis.h), on the test loader. */
 static bf_status write_routing(const bf_config *cfg, bf_model *m, bf_loader *loader, const char *path) {
-    FILE *f = fopen(path, "w");
-    if (!f) return bf_error(BF_ERR_IO, "--routing: cannot write %s", path);
+    FILE *f = NULL;
+    BF_TRY(open_output("--routing", path, &f));
     int layers = 0;
     const char *maps = cfg->analysis.routing_maps;
     bf_status s = bf_routing_statistics(m, loader, cfg->analysis.routing_batches, f, maps, &layers);
@@ -251,8 +262,8 @@ static bf_status write_input_hessian(const bf_config *cfg, bf_backend *b, const 
     bf_input_hessian_result *r = calloc(1, sizeof *r);
     bf_status s = r ? load_with_input_gradient(cfg, b, test, dir, &m) : bf_error(BF_ERR_OOM, "--input-hessian: out of host memory");
     if (s == BF_OK) s = bf_input_hessian(m, loader, &o, r);
-    FILE *f = s == BF_OK ? fopen(path, "w") : NULL;
-    if (s == BF_OK && !f) s = bf_error(BF_ERR_IO, "--input-hessian: cannot write %s", path);
+    FILE *f = NULL;
+    if (s == BF_OK) s = open_output("--input-hessian", path, &f);
     if (s == BF_OK) s = bf_input_hessian_write_json(&o, r, f);
     s = close_output(f, "--input-hessian", path, s);
     if (s == BF_OK) {
@@ -302,8 +313,8 @@ static bf_status write_attack(const bf_config *cfg, bf_backend *b, const char *d
     bf_attack_result *r = calloc(1, sizeof *r);
     bf_status s = r ? load_with_input_gradient(cfg, b, test, dir, &m) : bf_error(BF_ERR_OOM, "--attack: out of host memory");
     if (s == BF_OK) s = bf_attack(m, loader, &o, r);
-    FILE *f = s == BF_OK ? fopen(path, "w") : NULL;
-    if (s == BF_OK && !f) s = bf_error(BF_ERR_IO, "--attack: cannot write %s", path);
+    FILE *f = NULL;
+    if (s == BF_OK) s = open_output("--attack", path, &f);
     if (s == BF_OK) s = bf_attack_write_json(&o, r, f);
     s = close_output(f, "--attack", path, s);
     if (s == BF_OK) {
@@ -397,6 +408,101 @@ static void note_other_network(const bf_config *cfg, const char *checkpoint) {
         fprintf(stderr, "note: %s was trained as another network: %s; it is evaluated with %s\n", dir, was, is);
 }
 
+/* The directory an evaluation of checkpoint directory dir leaves as it is, resolved into run: the
+ * run it belongs to (RUN of RUN/checkpoints/NAME; *in_run 1), else dir itself (a converted
+ * checkpoint; *in_run 0). */
+static bf_status run_directory_of(const char *dir, char *run, size_t cap, int *in_run) {
+    *in_run = 0;
+    BF_TRY(bf_resolve_path(dir, run, cap));
+    char *name = strrchr(run, '/');
+    if (!name || name == run) return BF_OK;
+    *name = 0; /* run: the checkpoint's parent */
+    char *parent = strrchr(run, '/');
+    *in_run = parent && strcmp(parent + 1, "checkpoints") == 0;
+    if (!*in_run) *name = '/';
+    else if (parent == run) parent[1] = 0; /* /checkpoints/NAME: the root */
+    else *parent = 0;
+    return BF_OK;
+}
+
+/* Whether output (an analysis' file) is input, or lies inside input where that is a directory. */
+static int overwrites(const char *output, const char *input) {
+    struct stat st;
+    if (stat(input, &st) != 0 || !S_ISDIR(st.st_mode)) return bf_same_file(output, input);
+    char resolved_output[BF_RESOLVED_PATH_MAX], resolved_input[BF_RESOLVED_PATH_MAX];
+    return bf_resolve_path(output, resolved_output, sizeof resolved_output) == BF_OK &&
+           bf_resolve_path(input, resolved_input, sizeof resolved_input) == BF_OK &&
+           bf_path_is_within(resolved_output, resolved_input);
+}
+
+/* What an analysis' output must not touch in the run a checkpoint belongs to: its checkpoints and
+ * the files bioflex-train writes there. A new file beside them (RUN/attack.json) is the
+ * researcher's to write; a checkpoint in no run keeps its own directory whole. */
+static const char *const run_owned[] = {"checkpoints", "config.ini", "invocations.log", "metrics.jsonl",
+                                        "spikes.jsonl", "fragments_results.jsonl"};
+
+/* Whether the resolved output path lies in what the run (or the lone checkpoint directory) `run` owns. */
+static int inside_run_files(const char *resolved, const char *run, int in_run) {
+    if (!in_run) return bf_path_is_within(resolved, run);
+    for (size_t k = 0; k < sizeof run_owned / sizeof *run_owned; k++) {
+        char owned[BF_RESOLVED_PATH_MAX + 32];
+        snprintf(owned, sizeof owned, "%s/%s", strcmp(run, "/") == 0 ? "" : run, run_owned[k]);
+        if (bf_path_is_within(resolved, owned)) return 1;
+    }
+    return 0;
+}
+
+/* An analysis' output that would replace what the evaluation reads (--checkpoint's path, also a
+ * weights file in no checkpoint directory, the config file, [model] init_weights or static_routing,
+ * [data] class_list or val_labels), or what the checkpoint's run holds (its checkpoints, the files
+ * bioflex-train writes there; checkpoint_dir NULL when it did not resolve, which the evaluation then
+ * reports), or be another analysis' output, is refused before anything runs: printed, BF_EXIT_USAGE. */
+static int check_output_paths(const bf_cli *cli, const bf_config *cfg, const char *checkpoint_dir) {
+    const char *flag[BF_CLI_ANALYSES + 1], *path[BF_CLI_ANALYSES + 1];
+    bf_cli_analysis_outputs(cli, flag, path);
+    flag[BF_CLI_ANALYSES] = "[analysis] routing_maps"; /* --routing's second output */
+    path[BF_CLI_ANALYSES] = cli->routing && cfg->analysis.routing_maps[0] ? cfg->analysis.routing_maps : NULL;
+    const char *input_name[] = {"--checkpoint", "the config file", "[model] init_weights", "[model] static_routing",
+                                "[data] class_list", "[data] val_labels"};
+    /* the checkpoint as read: the directory --checkpoint resolves to (a run's: its checkpoints/...,
+     * not the whole run, whose new files are allowed), else the path as given (a weights file) */
+    const char *input[] = {checkpoint_dir ? checkpoint_dir : cli->checkpoint, cli->config_path, cfg->model.init_weights, cfg->model.static_routing,
+                           cfg->data.class_list, cfg->data.val_labels};
+    char run[BF_RESOLVED_PATH_MAX];
+    int in_run = 0;
+    const int have_run = checkpoint_dir && run_directory_of(checkpoint_dir, run, sizeof run, &in_run) == BF_OK;
+    for (int i = 0; i <= BF_CLI_ANALYSES; i++) {
+        if (!path[i]) continue;
+        char resolved[BF_RESOLVED_PATH_MAX];
+        if (have_run && bf_resolve_path(path[i], resolved, sizeof resolved) == BF_OK &&
+            inside_run_files(resolved, run, in_run)) {
+            if (in_run)
+                fprintf(stderr, "bioflex-eval: %s %s would write into the checkpoints or the files of run %s (its "
+                        "checkpoints/, config.ini, invocations.log, metrics.jsonl, spikes.jsonl, "
+                        "fragments_results.jsonl): give another path (a new file in the run directory is fine)\n",
+                        flag[i], path[i], run);
+            else
+                fprintf(stderr, "bioflex-eval: %s %s lies inside checkpoint directory %s: give a path outside it\n",
+                        flag[i], path[i], run);
+            return BF_EXIT_USAGE;
+        }
+        for (size_t k = 0; k < sizeof input / sizeof *input; k++)
+            if (input[k][0] && overwrites(path[i], input[k])) {
+                fprintf(stderr, "bioflex-eval: %s %s would overwrite %s %s, which this evaluation reads: give another "
+                        "output path\n", flag[i], path[i], input_name[k], input[k]);
+                return BF_EXIT_USAGE;
+            }
+        if (i == BF_CLI_ANALYSES)
+            for (int j = 0; j < BF_CLI_ANALYSES; j++)
+                if (path[j] && bf_same_file(path[i], path[j])) {
+                    fprintf(stderr, "bioflex-eval: %s %s and %s %s name the same file: each analysis needs an output "
+                            "file of its own\n", flag[i], path[i], flag[j], path[j]);
+                    return BF_EXIT_USAGE;
+                }
+    }
+    return BF_EXIT_OK;
+}
+
 int main(int argc, char **argv) {
     /* Line-buffered even into a file (a Slurm log): stdout and stderr lines then keep their order. */
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -425,6 +531,17 @@ int main(int argc, char **argv) {
     if (rc != BF_EXIT_OK) return rc;
     bf_eval_result res;
     char dir[BF_PATH_MAX];
+    /* Checked here, before any network kind's evaluation reads or writes anything; a checkpoint that
+     * does not resolve (or a Net Fragments weights file in no run) is left to the evaluation to report. */
+    const int resolved = bf_checkpoint_resolve(cli.checkpoint, dir) == BF_OK;
+    rc = check_output_paths(&cli, &cfg, resolved ? dir : NULL);
+    if (rc != BF_EXIT_OK) return rc;
+    /* weights copied in from another epoch would be scored under this checkpoint's name and with
+     * its epoch's test noise: refused, as a resume refuses them */
+    if (resolved && bf_checkpoint_check_weights(dir) != BF_OK) {
+        fprintf(stderr, "error: %s\n", bf_last_error());
+        return BF_EXIT_RUNTIME;
+    }
     note_other_network(&cfg, cli.checkpoint);
     if (cli.subnetworks && (cfg.butd.network == 0 || cfg.fragments.network != 0 || !cfg.butd.guided)) {
         fprintf(stderr, "bioflex-eval: --subnetworks applies to guided BU-TD networks ([butd] network != none and "
@@ -451,6 +568,14 @@ int main(int argc, char **argv) {
     if (cfg.butd.network != 0 && bf_cli_analysis_option(&cli) && !(cli.subnetworks &&
                                                                    !strcmp(bf_cli_analysis_option(&cli), "--subnetworks"))) {
         fprintf(stderr, "bioflex-eval: %s applies to [model] networks, not [butd] ones\n", bf_cli_analysis_option(&cli));
+        return BF_EXIT_USAGE;
+    }
+    /* --routing measures channel-wise max flex layers: refused before the test split is scored when
+     * the config builds none (a static_routing that fixes every site is caught by the analysis) */
+    if (cli.routing && cfg.butd.network == 0 && (!cfg.model.flex || cfg.model.flex_joint != 0)) {
+        fprintf(stderr, "bioflex-eval: --routing measures channel-wise max flex layers ([model] flex = true, "
+                "flex_joint = channelwise_max); this config has %s\n",
+                !cfg.model.flex ? "no flex layers ([model] flex = false)" : "the mask joint ([model] flex_joint = mask)");
         return BF_EXIT_USAGE;
     }
     if (cfg.butd.network != 0) { /* a BU-TD network ([butd]): one accuracy, per task when guided */

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "bioflex/image.h"
+#include "cli.h"
 #include "fsutil.h"
 
 typedef struct prep {
@@ -124,18 +125,70 @@ static bf_status walk(prep *p, const char *src, const char *dst, int count_only)
     return st;
 }
 
+/* A copy into its own source would resize the source in place (DST = SRC), read its own output back
+ * as more source, nesting DST/DST/... until the path is too long (DST inside SRC), or write over the
+ * tree it reads (SRC inside DST). Compared as resolved paths (links, "..", "./"), DST's through its
+ * nearest existing ancestor as it may not exist yet; refused before anything is written. */
+static int check_separate_trees(const char *src, const char *dst) {
+    char real_src[BF_RESOLVED_PATH_MAX], real_dst[BF_RESOLVED_PATH_MAX];
+    if (bf_resolve_path(src, real_src, sizeof real_src) != BF_OK ||
+        bf_resolve_path(dst, real_dst, sizeof real_dst) != BF_OK) {
+        fprintf(stderr, "bioflex-prep: %s\n", bf_last_error());
+        return 2;
+    }
+    const char *why = strcmp(real_src, real_dst) == 0            ? "is the same directory as"
+                      : bf_path_is_within(real_dst, real_src) ? "lies inside"
+                      : bf_path_is_within(real_src, real_dst) ? "contains"
+                                                              : NULL;
+    if (!why) return 0;
+    fprintf(stderr, "bioflex-prep: DST %s %s SRC %s (resolved: DST %s, SRC %s): the copy must go to a directory "
+            "outside SRC that does not contain it\n", dst, why, src, real_dst, real_src);
+    return 2;
+}
+
+/* One option's value into *value: the whole text an integer in [lo, hi]; else a message naming the
+ * flag, the text and the range, and 0. */
+static int option_value(const char *flag, const char *text, long lo, long hi, int *value) {
+    long n = 0;
+    if (!bf_cli_parse_int(text, lo, hi, &n)) {
+        fprintf(stderr, "bioflex-prep: %s %s: not an integer in %ld..%ld\n", flag, text, lo, hi);
+        return 0;
+    }
+    *value = (int)n;
+    return 1;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: bioflex-prep SRC DST [--shorter N | --longest N] [--quality Q]\n");
         return 2;
     }
     prep p = {.side = 256, .quality = 90};
+    const char *side_flag = NULL, *quality_flag = NULL; /* each given once: a second would silently win */
     for (int i = 3; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--shorter") == 0) p.side = atoi(argv[i + 1]), p.longest = 0;
-        else if (strcmp(argv[i], "--longest") == 0) p.side = atoi(argv[i + 1]), p.longest = 1;
-        else if (strcmp(argv[i], "--quality") == 0) p.quality = atoi(argv[i + 1]);
-        else {
-            fprintf(stderr, "bioflex-prep: unknown option %s (allowed: --shorter, --longest, --quality)\n", argv[i]);
+        const char *flag = argv[i], *text = argv[i + 1];
+        if (strcmp(flag, "--shorter") == 0 || strcmp(flag, "--longest") == 0) {
+            if (side_flag && strcmp(side_flag, flag) != 0) {
+                fprintf(stderr, "bioflex-prep: %s and %s given together: give one of --shorter N or --longest N\n",
+                        side_flag, flag);
+                return 2;
+            }
+            if (side_flag) {
+                fprintf(stderr, "bioflex-prep: %s given twice: give it once\n", flag);
+                return 2;
+            }
+            side_flag = flag;
+            p.longest = strcmp(flag, "--longest") == 0;
+            if (!option_value(flag, text, 8, 8192, &p.side)) return 2;
+        } else if (strcmp(flag, "--quality") == 0) {
+            if (quality_flag) {
+                fprintf(stderr, "bioflex-prep: --quality given twice: give it once\n");
+                return 2;
+            }
+            quality_flag = flag;
+            if (!option_value(flag, text, 1, 100, &p.quality)) return 2;
+        } else {
+            fprintf(stderr, "bioflex-prep: unknown option %s (allowed: --shorter, --longest, --quality)\n", flag);
             return 2;
         }
     }
@@ -143,10 +196,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bioflex-prep: option %s needs a value\n", argv[argc - 1]);
         return 2;
     }
-    if (p.side < 8 || p.side > 8192 || p.quality < 1 || p.quality > 100) {
-        fprintf(stderr, "bioflex-prep: side %d (allowed 8..8192), quality %d (allowed 1..100)\n", p.side, p.quality);
-        return 2;
-    }
+    if (check_separate_trees(argv[1], argv[2]) != 0) return 2;
     bf_status st = bf_jpeg_decoder_create(&p.dec);
     if (st == BF_OK) st = walk(&p, argv[1], argv[2], 1);
     if (st == BF_OK) st = walk(&p, argv[1], argv[2], 0);
