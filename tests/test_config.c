@@ -755,6 +755,26 @@ static void test_print(void) {
     CHECK_OK(bf_config_set(&cfg, "optim.weight_decay=3.4e38"));
     check_round_trip("awkward floats", &cfg);
 
+    /* What bioflex-train prints at start: the keys off their defaults, which load back to the same
+     * config (the rest are defaults), and no other key or section. */
+    {
+        char changed[2048];
+        bf_config_defaults(&cfg);
+        CHECK_OK(bf_config_set(&cfg, "data.batch_size=7"));
+        CHECK_OK(bf_config_set(&cfg, "model.channels=8,16"));
+        FILE *out = fmemopen(changed, sizeof changed, "w");
+        bf_config_print_changed(&cfg, out);
+        fclose(out);
+        bf_config loaded;
+        char where[64];
+        CHECK(load_text(changed, &loaded, where, message, sizeof message) == BF_OK &&
+                  loaded.data.batch_size == 7 && loaded.model.num_channels == 2 && loaded.model.channels[1] == 16,
+              "the changed keys load back: %s\n%s", message, changed);
+        CHECK(strstr(changed, "[data]") && strstr(changed, "[model]") && !strstr(changed, "[run]") &&
+                  !strstr(changed, "epochs") && !strstr(changed, "hidden"),
+              "only the changed keys and their sections are printed:\n%s", changed);
+    }
+
     /* Every key can be set through --set with the text the printout shows. */
     char printed[16384];
     FILE *mem = fmemopen(printed, sizeof printed, "w");

@@ -388,6 +388,9 @@ int bf_config_phrase_differences(const char *saved, const char *now, char *was, 
 bf_status bf_config_validate(const bf_config *cfg);
 /* Writes the resolved configuration as INI (every key, so the file can be re-loaded). */
 void bf_config_print(const bf_config *cfg, FILE *out);
+/* The keys whose values are not the defaults, as an INI file: what bioflex-train prints at start
+ * (the run directory's config.ini, written by bf_config_print, holds every key). */
+void bf_config_print_changed(const bf_config *cfg, FILE *out);
 /* Writes the config reference: every section and key, type, default, allowed values, meaning (Markdown). */
 void bf_config_print_reference(FILE *out);
 

@@ -1251,13 +1251,15 @@ bf_status bf_config_validate(const bf_config *cfg) {
 /* Printing                                                                                   */
 /* ------------------------------------------------------------------------------------------ */
 
-void bf_config_print(const bf_config *cfg, FILE *out) {
+/* Every key of cfg (changed_only: those whose value is not the default's) as an INI file. */
+static void print_keys(const bf_config *cfg, int changed_only, FILE *out) {
     int width = 0; /* align the '=' signs */
     for (size_t i = 0; i < NUM_KEYS; i++) {
         int len = (int)strlen(key_table[i].key);
         if (len > width) width = len;
     }
-    fprintf(out, "# bioflex configuration%s%s\n", cfg->source[0] ? " resolved from " : "", cfg->source);
+    bf_config defaults;
+    bf_config_defaults(&defaults);
     const char *section = NULL;
     for (size_t i = 0; i < NUM_KEYS; i++) {
         const key_spec *k = &key_table[i];
@@ -1266,15 +1268,28 @@ void bf_config_print(const bf_config *cfg, FILE *out) {
         int alias = 0;
         for (size_t j = 0; j < i && !alias; j++) alias = key_table[j].offset == k->offset;
         if (alias) continue;
-        if (!section || strcmp(section, k->section) != 0) {
+        char value[BF_PATH_MAX + 64], default_value[BF_PATH_MAX + 64];
+        format_value(cfg, k, value, sizeof value);
+        format_value(&defaults, k, default_value, sizeof default_value);
+        if (changed_only && strcmp(value, default_value) == 0) continue;
+        if (!section /* a section's header before its first key printed */ || strcmp(section, k->section) != 0) {
             section = k->section;
             fprintf(out, "\n[%s]\n", section);
         }
-        char value[BF_PATH_MAX + 64];
-        format_value(cfg, k, value, sizeof value);
         /* "key =" with nothing after it is how an empty string or list reads back. */
         fprintf(out, "%-*s =%s%s\n", width, k->key, value[0] ? " " : "", value);
     }
+}
+
+void bf_config_print(const bf_config *cfg, FILE *out) {
+    fprintf(out, "# bioflex configuration%s%s\n", cfg->source[0] ? " resolved from " : "", cfg->source);
+    print_keys(cfg, 0, out);
+}
+
+void bf_config_print_changed(const bf_config *cfg, FILE *out) {
+    fprintf(out, "# the keys%s%s not at their defaults (the run directory's config.ini holds every key)\n",
+            cfg->source[0] ? " of " : "", cfg->source);
+    print_keys(cfg, 1, out);
 }
 
 void bf_config_print_reference(FILE *out) {

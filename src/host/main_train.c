@@ -239,9 +239,12 @@ int main(int argc, char **argv) {
     rc = bf_cli_load_config(&cli, &cfg);
     if (rc != BF_EXIT_OK) return rc;
     int lead = bf_comm_launcher_rank() == 0; /* under mpirun/srun only rank 0 prints and writes */
-    if (lead) {
+    if (lead && cli.dry_run) {
         printf("# resolved configuration (%s)\n", cfg.source);
         bf_config_print(&cfg, stdout);
+    } else if (lead) { /* every key would bury the progress lines: config.ini in the run directory has them */
+        bf_config_print_changed(&cfg, stdout);
+        printf("\n");
     }
     if (cli.dry_run) return dry_run(&cfg);
 
