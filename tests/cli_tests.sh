@@ -121,6 +121,8 @@ expect "dry-run VGG-16 table" 0 "total: 134678692 parameters" -- "$train" --dry-
   --set data.procedural_size=224 --set data.procedural_classes=100 "$tmp/any_arch.ini"
 expect "dry-run prints the resolved config" 0 "procedural_classes *= *100" -- "$train" --dry-run --set model.arch=vgg16 \
   --set data.procedural_size=224 --set data.procedural_classes=100 "$tmp/any_arch.ini"
+expect "dry-run notes an empty JPEG dataset path" 0 "note: \\[data\\] path is empty: a training start needs it" -- \
+  "$train" --dry-run --set data.path= "$src/configs/flexnet/flex_resnet50_imagenet100.ini"
 expect "dry-run ResNet-50 table" 0 "layer4.2.conv3 +conv2d" -- "$train" --dry-run --set model.arch=resnet50 \
   --set data.procedural_size=64 "$tmp/any_arch.ini"
 expect "a model that does not fit the images is a config error" 2 \

@@ -170,6 +170,12 @@ static int dry_run(const bf_config *cfg) {
         fprintf(stderr, "error: %s\n", bf_last_error());
         return s == BF_ERR_CONFIG ? BF_EXIT_USAGE : BF_EXIT_RUNTIME;
     }
+    /* the plan needs no images, but a start does: said here rather than found at the start */
+    const bf_dataset_kind ds = cfg->data.dataset;
+    if (!cfg->data.path[0] &&
+        (ds == BF_DATASET_IMAGEFOLDER || ds == BF_DATASET_IMAGENET100 || ds == BF_DATASET_IMAGENET))
+        printf("note: [data] path is empty: a training start needs it (dataset = %s reads its images from there)\n",
+               train->name);
     return BF_EXIT_OK;
 }
 
