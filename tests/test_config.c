@@ -486,6 +486,8 @@ static void test_set(void) {
     expect_set_refused("data.batch_size=0", "--set data.batch_size=0: [data] batch_size: 0 is out of range",
                        "1..65536", NULL);
     expect_set_refused("model.arch=vgg19", "\"vgg19\" is not allowed", "resnet50", NULL);
+    /* the BU-TD reference's unread keys: another value would be ignored, so it is refused */
+    expect_set_refused("butd.non_linearity_fn=tanh", "[butd] non_linearity_fn: \"tanh\" is not allowed (allowed: relu)", NULL);
     /* PlasticFlex's documented keys: two are aliases, two its code never read are refused saying so */
     CHECK_OK(bf_config_set(&cfg, "spiking.spiking_threshold=0.75"));
     CHECK_OK(bf_config_set(&cfg, "spiking.spiking_decay=0.5"));
@@ -624,6 +626,8 @@ static void test_validate(void) {
         {{"data.multi_seed=3"}, "[data] multi_seed = 3 applies to [data] dataset = multi_mnist or multi_fashion_mnist only"},
         {{"data.subset_size=10"}, "[data] subset_size = 10 needs [data] subset = balanced or random"},
         {{"data.noise_splits=train"}, "[data] noise_splits = train needs [data] input_noise_std > 0"},
+        {{"spiking.neuron=clamp01"}, "[spiking] neuron = clamp01 is stateless, the reference's single-step activation: "
+                                     "with direct encoding its [spiking] time_steps = 10 steps"},
         {{"data.val_dir=/tmp/c"}, "[data] val_dir = /tmp/c applies to the JPEG [data] dataset"},
         {{"model.init_exclude=fc"}, "[model] init_exclude = fc needs [model] init_weights"},
         {{"run.device=cpu", "run.rendezvous=/tmp/r"}, "[run] rendezvous = /tmp/r needs [run] device = cuda or auto"},
@@ -652,6 +656,8 @@ static void test_validate(void) {
                                  {"spiking.neuron=if", "spiking.surrogate=sigmoid", "spiking.alpha=2"},
                                  {"spiking.neuron=lif", "spiking.reset=soft", "spiking.detach_reset=true"},
                                  {"butd.network=fc", "butd.depth=2", "model.num_classes=20"},
+                                 /* the reference configs' unread keys, with their one value (a ported config loads) */
+                                 {"butd.network=fc", "butd.non_linearity_fn=relu", "butd.lateral_fn=galu"},
                                  {"model.arch=vgg16", "model.linear_init=pytorch_default", "model.dropout=0.2"},
                                  {"model.arch=resnet50", "model.dropout=0"}, /* no dropout, as built */
                                  {"model.hidden=0", "model.dropout=0"},

@@ -307,6 +307,8 @@ typedef struct bf_butd_config {
     int feedback_alignment;    /* separate, counter_hebb: B is never updated (the reference's FA) */
     int td_init_legacy;        /* separate, not symmetric_init: B drawn as the older reference code did */
     int downsample_always_shared; /* separate: residual 1x1 downsample convs still share W (reference) */
+    int non_linearity_fn;      /* the reference's unread key: 0 relu, its one value */
+    int lateral_fn;            /* the reference's unread key: 0 galu, its one value */
     int guided;                /* instruction pass + GaLU (needs a multi-task dataset) */
     int hidden;                /* fc and simple: last_hidden_size */
     int depth;                 /* fc: hidden layers */

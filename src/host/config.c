@@ -150,6 +150,9 @@ static const enum_name analysis_mode_names[] = {{"train", 0}, {"eval", 1}, {NULL
 static const enum_name surface_split_names[] = {{"test", 0}, {"train", 1}, {NULL, 0}};
 static const enum_name attack_domain_names[] = {{"pixels", 0}, {"reference", 1}, {NULL, 0}};
 static const enum_name butd_learning_names[] = {{"backprop", 0}, {"counter_hebb", 1}, {NULL, 0}};
+/* the reference configs' two keys that its code never read ("not working yet"): their one value */
+static const enum_name butd_non_linearity_names[] = {{"relu", 0}, {NULL, 0}};
+static const enum_name butd_lateral_names[] = {{"galu", 0}, {NULL, 0}};
 static const enum_name butd_ch_bn_names[] = {{"exact", 0}, {"independent", 1}, {NULL, 0}};
 static const enum_name butd_weights_names[] = {{"separate", 0}, {"shared", 1}, {NULL, 0}};
 static const enum_name butd_td_init_names[] = {{"current", 0}, {"legacy", 1}, {NULL, 0}};
@@ -346,6 +349,8 @@ static const key_spec key_table[] = {
     FLOAT_KEY("butd", "symmetric_init_noise", butd.symmetric_init_noise, 0, NO_MAX, 0, "0", "symmetric_init = true: B starts as W^T x (1 + this x N(0, 1)), a draw per element (the reference's NoiseInit uses 0.05: a \"noisy symmetric\" start); 0 = exactly W^T"),
     ENUM_KEY("butd", "td_init", butd.td_init_legacy, butd_td_init_names, "current", "weights = separate, symmetric_init = false: how B is drawn; current: kaiming_uniform with a = 0 from B's own shape (the reference's current code); legacy: a = sqrt(5), U(+-1/sqrt(fan_in)) (its older code)"),
     BOOL_KEY("butd", "downsample_always_shared", butd.downsample_always_shared, "false", "network = resnet18, weights = separate: the residual 1x1 downsample convs still share W, as the reference code does (its weight-symmetry study); false: they get their own B like every other layer"),
+    ENUM_KEY("butd", "non_linearity_fn", butd.non_linearity_fn, butd_non_linearity_names, "relu", "the reference configs' key, which its code never read (butd-counterhebb.md 5): accepted with the one nonlinearity both implement, so that a ported config loads; another value is refused rather than ignored"),
+    ENUM_KEY("butd", "lateral_fn", butd.lateral_fn, butd_lateral_names, "galu", "the reference configs' key, which its code never read (butd-counterhebb.md 5): accepted with the one lateral gating both implement (GaLU, see guided), so that a ported config loads; another value is refused rather than ignored"),
     BOOL_KEY("butd", "guided", butd.guided, "false", "instruction pass (one-hot task -> fixed random task head -> TD) and GaLU-gated BU pass; needs a multi-task dataset"),
     INT_KEY("butd", "hidden", butd.hidden, 1, NO_MAX, "500", "last_hidden_size: width of the last hidden layer"),
     INT_KEY("butd", "depth", butd.depth, 1, 64, "1", "network = fc: number of hidden layers"),

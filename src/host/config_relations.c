@@ -144,6 +144,14 @@ static bf_status check_spiking_options(const bf_config *cfg) {
             return bf_error(BF_ERR_CONFIG, "%s applies to [spiking] surrogate = rectangular, triangle or tanh only "
                             "(got %s)", text, surrogate);
     }
+    /* The stateless activations are the reference's single step: with direct coding every one of T
+     * steps computes the same thing again (only dropout draws differ), T times the cost, and the
+     * default T = 10 would do so unasked. */
+    if ((sp->neuron == BF_NEURON_CLAMP01 || sp->neuron == BF_NEURON_STEP) && sp->encoding == 0 && sp->time_steps > 1)
+        return bf_error(BF_ERR_CONFIG, "[spiking] neuron = %s is stateless, the reference's single-step activation: "
+                        "with direct encoding its [spiking] time_steps = %d steps would each compute the same step; set "
+                        "time_steps = 1, as the reference ran (or encoding = rate for steps that differ)", neuron,
+                        sp->time_steps);
     /* Rate coding fires with probability clamp(pixel, 0, 1): normalised pixels (mean 0, std 1)
      * would clamp most of the image to never or always. */
     if (sp->encoding != 0 && cfg->data.normalize)
