@@ -629,6 +629,7 @@ static void test_validate(void) {
         {{"spiking.neuron=clamp01"}, "[spiking] neuron = clamp01 is stateless, the reference's single-step activation: "
                                      "with direct encoding its [spiking] time_steps = 10 steps"},
         {{"data.val_dir=/tmp/c"}, "[data] val_dir = /tmp/c applies to the JPEG [data] dataset"},
+        {{"model.arch=resnet50", "model.oci_distance=similar"}, "[model] oci_distance = similar needs [model] divisive_norm = tuned"},
         {{"model.init_exclude=fc"}, "[model] init_exclude = fc needs [model] init_weights"},
         {{"run.device=cpu", "run.rendezvous=/tmp/r"}, "[run] rendezvous = /tmp/r needs [run] device = cuda or auto"},
     };
@@ -641,6 +642,7 @@ static void test_validate(void) {
     /* ... and the same keys where they apply, or at their defaults, are accepted. */
     const char *accepted[][4] = {{"optim.nesterov=true"},
                                  {"data.dataset=imagefolder", "data.val_dir=/tmp/c"},
+                                 {"model.arch=resnet50", "model.divisive_norm=tuned", "model.oci_distance=similar"},
                                  {"model.init_weights=w.safetensors", "model.init_exclude=fc"},
                                  {"run.device=cuda", "run.rendezvous=/tmp/r"},
                                  {"schedule.type=cosine", "schedule.eta_min=0.1"},

@@ -28,7 +28,7 @@ typedef int (*add_layer_fn)(bf_model *m, int input, const char *variant);
 
 static int add_divnorm(bf_model *m, int input, const char *variant) {
     (void)variant;
-    return bf_model_add_divnorm(m, "dn", input);
+    return bf_model_add_divnorm(m, "dn", input, BF_OCI_OPPONENT);
 }
 
 /* the fixture's DoG variants: 3 of 6 channels, 3x3 (amp_paper: the paper's amplitude); v1: 16 of 64, 5x5 */
@@ -82,19 +82,21 @@ static void test_dog_polarity(bf_backend *b) {
     }
 }
 
-/* W from the spec's formula, in double, the constant factor included. */
-static void test_weights_formula(bf_backend *b) {
+/* W from the spec's formula, in double, the constant factor included; with oci_distance = similar
+ * the distance is the ring distance instead (spec 12 Q5's reading). */
+static void test_weights_formula(bf_backend *b, bf_oci_distance distance) {
     enum { C = 256 };
+    const int similar = distance == BF_OCI_SIMILAR;
     float sigma[C], *w = malloc(sizeof(float) * C * C);
     bf_test_fill_uniform(sigma, C, 32, 33, 7);
     sigma[5] = 0.2f; /* clamped to 0.5 */
-    CHECK_OK(b->ops->divnorm_weights(b, C, sigma, w));
+    CHECK_OK(b->ops->divnorm_weights(b, C, distance, sigma, w));
     double worst = 0, worst_sum = 0;
     for (int j = 0; j < C; j++) {
         double s = sigma[j] > 0.5f ? sigma[j] : 0.5, g[C], total = 0, sum = 0;
         for (int r = 0; r < C; r++) {
             int m = ((j - r) % C + C) % C;                /* base rolled by r */
-            double d = fabs((double)m - C / 2);
+            double d = similar ? (m < C - m ? m : C - m) : fabs((double)m - C / 2);
             g[r] = exp(-d * d / (2 * s * s)) / (2.5066 * s);
             total += g[r];
         }
@@ -105,24 +107,29 @@ static void test_weights_formula(bf_backend *b) {
         }
         if (fabs(sum - 1) > worst_sum) worst_sum = fabs(sum - 1);
     }
-    printf("W at 256 channels: largest violation %.3g of the spec's formula, column sums within %.2g of 1\n", worst,
-           worst_sum);
+    printf("W at 256 channels (%s): largest violation %.3g of the spec's formula, column sums within %.2g of 1\n",
+           similar ? "similar" : "opponent", worst, worst_sum);
     CHECK(worst <= 1, "W differs from the spec's formula (violation %g)", worst);
     CHECK(worst_sum < 1e-5, "W's columns sum to 1 (off by %g)", worst_sum);
-    /* the opponent channel weighs most, the channel itself least (spec 4.1: e^-8 of it at width 32) */
+    /* opponent: the channel opposite weighs most, the channel itself least (spec 4.1: e^-8 of it at
+     * width 32); similar: the other way round */
     printf("channel 0's weight on channel 128 (opposite): %.4g, on itself: %.4g\n", w[128 * C + 0], w[0 * C + 0]);
-    CHECK(w[0 * C + 0] < 1e-3f * w[128 * C + 0], "channel 0 inhibits channel 128, opposite it, most and itself least");
+    if (!similar)
+        CHECK(w[0 * C + 0] < 1e-3f * w[128 * C + 0], "channel 0 inhibits channel 128, opposite it, most and itself least");
+    else
+        CHECK(w[128 * C + 0] < 1e-3f * w[0 * C + 0] && w[1 * C + 0] == w[255 * C + 0],
+              "similar: channel 0 inhibits itself most, the opposite channel least, its two neighbours alike");
     free(w);
 }
 
 /* A network whose every gradient is checked against central differences of its loss. */
-static void test_finite_differences(bf_backend *b) {
+static void test_finite_differences(bf_backend *b, bf_oci_distance distance) {
     const bf_shape in = {2, 3, 32, 32};
     bf_model *m = NULL;
     CHECK_OK(bf_model_create(b, in, 11, &m));
     if (!m) return;
     int p = bf_model_add_polar(m, "lpp", BF_MODEL_INPUT, 0, 0);
-    int d = bf_model_add_divnorm(m, "dn", p);
+    int d = bf_model_add_divnorm(m, "dn", p, distance);
     int f = bf_model_add_flatten(m, "flatten", d);
     bf_model_add_linear(m, "fc", f, 4, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
     m->input_gradient = 1;
@@ -156,7 +163,8 @@ static void test_finite_differences(bf_backend *b) {
         double e = fabs(numeric - analytic) / (1e-4 + 1e-2 * fabs(numeric));
         if (e > worst) worst = e;
     }
-    printf("polar -> divnorm -> linear: central differences, largest violation %.3g\n", worst);
+    printf("polar -> divnorm (%s) -> linear: central differences, largest violation %.3g\n",
+           distance == BF_OCI_SIMILAR ? "similar" : "opponent", worst);
     CHECK(worst <= 1, "gradients differ from central differences (violation %g)", worst);
     free(x);
     bf_model_destroy(m);
@@ -196,7 +204,7 @@ static void test_residual_v1_gradients(bf_backend *b) {
     y = bf_model_add_batchnorm(m, "branch.bn", y, 1e-5f, 0.1f);
     y = bf_model_add_add(m, "add", y, trunk);
     y = bf_model_add_relu(m, "relu", y);
-    int dn = bf_model_add_divnorm(m, "dn", y); /* two consumers again */
+    int dn = bf_model_add_divnorm(m, "dn", y, BF_OCI_OPPONENT); /* two consumers again */
     int z = bf_model_add_local(m, "local", dn, 4, 3, 1, 1);
     z = bf_model_add_batchnorm(m, "local_bn", z, 1e-5f, 0.1f);
     z = bf_model_add_add(m, "add2", z, dn);
@@ -274,6 +282,22 @@ static int count_named(const bf_model *m, const char *suffix, size_t numel) {
         if (l >= len && !strcmp(m->params[p].name + l - len, suffix)) n += m->params[p].count == numel ? 1 : 1000;
     }
     return n;
+}
+
+/* [model] oci_distance reaches every tuned normalisation of the ResNet-50 the config builds. */
+static void test_oci_distance_key(void) {
+    bf_config cfg;
+    bf_config_defaults(&cfg);
+    CHECK_OK(bf_config_set(&cfg, "model.arch=resnet50"));
+    CHECK_OK(bf_config_set(&cfg, "model.divisive_norm=tuned"));
+    CHECK_OK(bf_config_set(&cfg, "model.oci_distance=similar"));
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_build(NULL, &cfg.model, (bf_shape){2, 3, 64, 64}, 10, 1, &m));
+    int similar = 0, dn = 0;
+    for (int l = 0; m && l < m->num_layers; l++)
+        if (m->layers[l].kind == BF_LAYER_DIVNORM) dn++, similar += m->layers[l].oci_distance == BF_OCI_SIMILAR;
+    CHECK(dn == 3 && similar == 3, "oci_distance = similar: %d of %d tuned normalisations use it (want 3 of 3)", similar, dn);
+    bf_model_destroy(m);
 }
 
 static void test_resnet50_variants(void) {
@@ -364,11 +388,14 @@ int main(void) {
     CHECK_OK(bf_backend_create_cpu(1, &b));
     if (!b) return bf_test_finish();
     test_fixtures();
-    test_weights_formula(b);
+    test_weights_formula(b, BF_OCI_OPPONENT);
+    test_weights_formula(b, BF_OCI_SIMILAR);
     test_dog_polarity(b);
-    test_finite_differences(b);
+    test_finite_differences(b, BF_OCI_OPPONENT);
+    test_finite_differences(b, BF_OCI_SIMILAR);
     test_residual_v1_gradients(b);
     test_resnet50_variants();
+    test_oci_distance_key();
     bf_backend_destroy(b);
     return bf_test_finish();
 }

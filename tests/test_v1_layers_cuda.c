@@ -20,7 +20,7 @@ static bf_model *build(bf_backend *b, bf_shape in) {
     x = bf_model_add_conv(m, "conv2", x, 8, 3, 1, 1, 1, 0, BF_INIT_KAIMING_NORMAL_FAN_OUT);
     x = bf_model_add_dog(m, "dog", x, 4, 3, 0);
     x = bf_model_add_relu(m, "relu2", x);
-    x = bf_model_add_divnorm(m, "dn", x);
+    x = bf_model_add_divnorm(m, "dn", x, BF_OCI_OPPONENT);
     x = bf_model_add_global_avgpool(m, "avgpool", x);
     x = bf_model_add_flatten(m, "flatten", x);
     bf_model_add_linear(m, "fc", x, 5, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);

@@ -1,6 +1,7 @@
 /* test_v1_ops_cuda.c - the V1 layers' ops on CUDA against the CPU reference, on the same inputs
  * (skipped, exit 77, without a GPU): the tuned divisive normalisation's weight generation and its
  * backward at the V1 ResNet-50's 256 channels and at an odd 7 (widths below the 0.5 clamp included),
+ * with both channel distances (opponent, similar),
  * its division and backward, with and without dx; the DoG kernels and their backward (256 kernels of
  * 5x5, and 9 of 3x3 with clamped widths, both amplitudes); the channel block copies. */
 #include <stdlib.h>
@@ -8,13 +9,14 @@
 #include "cuda_pair.h"
 #include "testutil.h"
 
-static void check_weights(bf_backend *cpu, bf_backend *gpu, int c, float lo, float hi) {
+static void check_weights(bf_backend *cpu, bf_backend *gpu, int c, float lo, float hi, bf_oci_distance distance) {
     pair sigma = pair_rand((size_t)c, lo, hi), w = pair_out((size_t)c * c), dw = pair_rand((size_t)c * c, -1, 1),
          ds = pair_out((size_t)c);
-    CHECK_OK(cpu->ops->divnorm_weights(cpu, c, sigma.c, w.c));
-    CHECK_OK(gpu->ops->divnorm_weights(gpu, c, sigma.g, w.g));
-    char what[96];
-    snprintf(what, sizeof what, "divnorm_weights, %d channels, widths in [%g, %g)", c, lo, hi);
+    CHECK_OK(cpu->ops->divnorm_weights(cpu, c, distance, sigma.c, w.c));
+    CHECK_OK(gpu->ops->divnorm_weights(gpu, c, distance, sigma.g, w.g));
+    char what[112];
+    snprintf(what, sizeof what, "divnorm_weights, %d channels, widths in [%g, %g)%s", c, lo, hi,
+             distance == BF_OCI_SIMILAR ? ", similar" : "");
     pair_compare(what, w, 1e-7, 1e-6);
     /* both sides read the CPU's W, so the backward is compared alone */
     float *w_host = NULL, *w_gpu = NULL;
@@ -22,8 +24,8 @@ static void check_weights(bf_backend *cpu, bf_backend *gpu, int c, float lo, flo
         CHECK_OK(bf_to_device(gpu, w.g, w_host, (size_t)c * c * sizeof(float)));
         free(w_host), free(w_gpu);
     }
-    CHECK_OK(cpu->ops->divnorm_weights_backward(cpu, c, sigma.c, w.c, dw.c, ds.c));
-    CHECK_OK(gpu->ops->divnorm_weights_backward(gpu, c, sigma.g, w.g, dw.g, ds.g));
+    CHECK_OK(cpu->ops->divnorm_weights_backward(cpu, c, distance, sigma.c, w.c, dw.c, ds.c));
+    CHECK_OK(gpu->ops->divnorm_weights_backward(gpu, c, distance, sigma.g, w.g, dw.g, ds.g));
     snprintf(what, sizeof what, "divnorm_weights_backward, %d channels", c);
     pair_compare(what, ds, 1e-7, 1e-5);
     pair_free(&sigma), pair_free(&w), pair_free(&dw), pair_free(&ds);
@@ -52,8 +54,10 @@ static void check_dog(bf_backend *cpu, bf_backend *gpu, int p, int k, int amp_pa
 int main(void) {
     bf_backend *cpu = NULL, *gpu = NULL;
     if (!pair_open(&cpu, &gpu, 5150)) return bf_test_finish();
-    check_weights(cpu, gpu, 256, 32, 33); /* the reference's initial widths */
-    check_weights(cpu, gpu, 7, 0.2f, 3);  /* some clamped at 0.5 */
+    check_weights(cpu, gpu, 256, 32, 33, BF_OCI_OPPONENT); /* the reference's initial widths */
+    check_weights(cpu, gpu, 7, 0.2f, 3, BF_OCI_OPPONENT);  /* some clamped at 0.5 */
+    check_weights(cpu, gpu, 256, 32, 33, BF_OCI_SIMILAR);  /* [model] oci_distance = similar */
+    check_weights(cpu, gpu, 7, 0.2f, 3, BF_OCI_SIMILAR);
 
     const size_t n = 100003; /* past the CPU's threading threshold, odd */
     pair x = pair_rand(n, 0, 3), s = pair_rand(n, 0, 2), y = pair_out(n), dy = pair_rand(n, -1, 1), dx = pair_out(n);

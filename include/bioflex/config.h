@@ -215,6 +215,7 @@ typedef struct bf_model_config {
     int threshold_mode;        /* bf_threshold_mode: learned | frozen_random */
     /* the V1-constrained ResNet (resnet18/50; ../shared/specs/v1-constrained.md) */
     int divisive_norm;         /* 0 none, 1 tuned, 2 cirincione: divisive normalisation after each layer1 block */
+    int oci_distance;          /* divisive_norm = tuned: bf_oci_distance, 0 opponent (the reference's), 1 similar */
     int cortical_magnification;/* the stem's max-pool becomes the polar transform */
     int polar_padding;         /* 0 angle (the repo's), 1 both (Brain-Score's LPP_v49), 2 circular (wrapped angles) */
     int polar_antialias;       /* the polar transform's resize antialiased (torchvision >= 0.17) */

@@ -187,6 +187,7 @@ typedef struct bf_layer {
      * in, 256 out) and v1_weights the constant operator, built by bf_polar_operator at finalize. */
     float *v1_weights, *v1_sums, *v1_dweights;
     int polar_padding, polar_antialias; /* bf_polar_options (src/host/polar_map.h) */
+    bf_oci_distance oci_distance;       /* DIVNORM: its channel distance ([model] oci_distance) */
     /* A DoG layer's `conv` is its DoG conv over the first dog_channels channels (in and out); its
      * kernels [dog_channels^2, k, k] are generated into v1_weights at every forward, their taps'
      * norms into v1_sums, their gradient into v1_dweights; v1_slice holds the channels it convolves
@@ -394,7 +395,7 @@ int bf_model_add_time_mean(bf_model *m, const char *name, int input);
  * operator of src/host/polar_map.c (padding: 0 the angles reflect-padded, 1 both axes as
  * Brain-Score's copy, 2 the angles wrapped around; antialias: torchvision >= 0.17's resize); no
  * parameters. */
-int bf_model_add_divnorm(bf_model *m, const char *name, int input);
+int bf_model_add_divnorm(bf_model *m, const char *name, int input, bf_oci_distance distance);
 int bf_model_add_polar(bf_model *m, const char *name, int input, int padding, int antialias);
 /* Center-surround (2): a DoG conv (k x k, stride 1, padding k/2, no bias) from dog_channels to
  * dog_channels on the input's first dog_channels channels, the others passed on unchanged;

@@ -93,6 +93,11 @@ typedef struct bf_local_shape {
  *            P~_j = (1 - t) * P_i0 + t * P_i1.
  * The backward of widening (fold-back) sums each widened gradient into the P channels it came
  * from with the same weights. */
+/* The tuned divisive normalisation's channel distance (divnorm_weights below; [model] oci_distance):
+ * opponent inhibits a channel most by the one opposite it on the ring, as the reference codes it;
+ * similar most by itself and its neighbours (v1-constrained.md 12 Q5: which was meant is unknown). */
+typedef enum bf_oci_distance { BF_OCI_OPPONENT = 0, BF_OCI_SIMILAR = 1 } bf_oci_distance;
+
 typedef enum bf_flex_channel_rule { BF_FLEX_CHANNELS_EXPAND = 0, BF_FLEX_CHANNELS_BILINEAR = 1 } bf_flex_channel_rule;
 /* Ties C == P~ of the channel-wise max: SPLIT gives each branch half the gradient (torch.maximum,
  * FlexNet); POOL gives it all to the pool branch (the older stack-and-argmax code, PlasticFlex). */
@@ -702,7 +707,10 @@ typedef struct bf_ops {
      * OpponentChannelInhibition): y = x / (1 + S), S = W x summed over channels at each position (a
      * 1x1 conv with weight W[r, j], out r, in j), W generated from c learned widths sigma:
      *   D[r, j] = |((j - r) mod c) - c/2|   (c/2 minus the ring distance of the channels: largest for
-     *                                       a channel and itself, 0 for the channel opposite it)
+     *                                       a channel and itself, 0 for the channel opposite it;
+     *                                       BF_OCI_OPPONENT, as the reference codes it), or
+     *   D[r, j] = min(m, c - m), m = (j - r) mod c   (the ring distance: 0 for the channel itself;
+     *                                       BF_OCI_SIMILAR, the "similar-feature pool" reading, spec 12 Q5)
      *   s_j = max(sigma_j, 0.5),  g[r, j] = exp(-D[r, j]^2 / (2 s_j^2)),  W[r, j] = g[r, j] / sum_q g[q, j]
      * (the reference's 1/(2.5066 s_j) factor cancels in the column's normalisation). Each column is
      * computed in double and rounded once.
@@ -711,9 +719,9 @@ typedef struct bf_ops {
      * apply: y = x / (1 + s) over n elements; apply_backward: dx = dy / (1 + s) (dx nullable: not wanted)
      * and ds = -dy x / (1 + s)^2, the gradient reaching S (ds may alias s: each element is read before
      * it is written). */
-    bf_status (*divnorm_weights)(bf_backend *b, int c, const float *sigma, float *w);
-    bf_status (*divnorm_weights_backward)(bf_backend *b, int c, const float *sigma, const float *w, const float *dw,
-                                          float *dsigma);
+    bf_status (*divnorm_weights)(bf_backend *b, int c, bf_oci_distance distance, const float *sigma, float *w);
+    bf_status (*divnorm_weights_backward)(bf_backend *b, int c, bf_oci_distance distance, const float *sigma,
+                                          const float *w, const float *dw, float *dsigma);
     bf_status (*divnorm_apply)(bf_backend *b, const float *x, const float *s, float *y, size_t n);
     bf_status (*divnorm_apply_backward)(bf_backend *b, const float *x, const float *s, const float *dy, float *dx,
                                         float *ds, size_t n);

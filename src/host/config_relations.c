@@ -314,6 +314,7 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
     static const char *const bottleneck_keys[] = {"center_surround", "local_rf", NULL};
     static const char *const polar_keys[] = {"polar_padding", "polar_antialias", NULL};
     static const char *const dog_keys[] = {"dog_amplitude", NULL};
+    static const char *const tuned_keys[] = {"oci_distance", NULL};
     static const char *const local_rf_dropout[] = {"local_rf_dropout", NULL};
     if (bt->network == 0) {
         if (!resnet && changed_key(cfg, "model", v1_keys, text, sizeof text))
@@ -329,6 +330,8 @@ static bf_status check_ignored_keys(const bf_config *cfg) {
                             "flex and V1 layers at once)", text);
         if (!m->center_surround && changed_key(cfg, "model", dog_keys, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s needs [model] center_surround = true", text);
+        if (m->divisive_norm != 1 && changed_key(cfg, "model", tuned_keys, text, sizeof text))
+            return bf_error(BF_ERR_CONFIG, "%s needs [model] divisive_norm = tuned", text);
         if ((!m->local_rf || m->center_surround || m->divisive_norm || m->cortical_magnification) &&
             changed_key(cfg, "model", local_rf_dropout, text, sizeof text))
             return bf_error(BF_ERR_CONFIG, "%s needs [model] local_rf = true without center_surround, divisive_norm and "
@@ -547,7 +550,8 @@ void bf_config_describe_network(const bf_config *cfg, char *out, size_t cap) {
         "model.flex", "model.flex_layers", "model.fully_flex", "model.flex_joint", "model.flex_channels",
         "model.flex_mask", "model.flex_mask_factor", "model.flex_logits_bn", "model.flex_logits",
         "model.flex_attention_blocks", "model.threshold_mode",
-        "model.divisive_norm", "model.cortical_magnification", "model.polar_padding", "model.polar_antialias",
+        "model.divisive_norm", "model.oci_distance", "model.cortical_magnification", "model.polar_padding",
+        "model.polar_antialias",
         "model.center_surround", "model.dog_amplitude", "model.local_rf",
         "spiking.neuron", "spiking.time_steps", "spiking.encoding", "spiking.readout", "spiking.decay",
         "spiking.threshold", "spiking.reset", "butd.network", "butd.weights", "butd.downsample_always_shared",

@@ -133,7 +133,7 @@ bf_status bf_v1_forward(bf_model *m, int index) {
         return b->ops->linear_forward(b, &s, x, l->v1_weights, NULL, l->out);
     }
     bf_conv2d_shape cs = layer_conv(m, l);
-    BF_TRY(b->ops->divnorm_weights(b, cs.c_in, bf_layer_param(m, l, 0), l->v1_weights));
+    BF_TRY(b->ops->divnorm_weights(b, cs.c_in, l->oci_distance, bf_layer_param(m, l, 0), l->v1_weights));
     BF_TRY(b->ops->conv2d_forward(b, &cs, x, l->v1_weights, NULL, l->v1_sums));
     return b->ops->divnorm_apply(b, x, l->v1_sums, l->out, (size_t)cs.n * cs.c_in * cs.h_in * cs.w_in);
 }
@@ -156,8 +156,8 @@ bf_status bf_v1_backward(bf_model *m, int index, float *dx) {
     BF_TRY(ops->divnorm_apply_backward(b, x, l->v1_sums, l->dout, dx, l->v1_sums, count)); /* dS over S */
     if (param_grads) {
         BF_TRY(ops->conv2d_backward_filter(b, &cs, x, l->v1_sums, l->v1_dweights, NULL));
-        BF_TRY(ops->divnorm_weights_backward(b, cs.c_in, bf_layer_param(m, l, 0), l->v1_weights, l->v1_dweights,
-                                             bf_layer_grad(m, l, 0)));
+        BF_TRY(ops->divnorm_weights_backward(b, cs.c_in, l->oci_distance, bf_layer_param(m, l, 0), l->v1_weights,
+                                             l->v1_dweights, bf_layer_grad(m, l, 0)));
     }
     return dx ? ops->conv2d_backward_data_add(b, &cs, l->v1_sums, l->v1_weights, dx) : BF_OK;
 }

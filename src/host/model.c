@@ -447,9 +447,10 @@ int bf_model_add_time_mean(bf_model *m, const char *name, int input) {
     return finish_layer(m, l, s);
 }
 
-int bf_model_add_divnorm(bf_model *m, const char *name, int input) {
+int bf_model_add_divnorm(bf_model *m, const char *name, int input, bf_oci_distance distance) {
     bf_layer *l = append_layer(m, BF_LAYER_DIVNORM, name, input, -2);
     if (!l) return -1;
+    l->oci_distance = distance;
     bf_shape in = bf_model_shape_of(m, input);
     l->out_shape = in;
     /* S = W x is a 1x1 conv, c channels in and out */

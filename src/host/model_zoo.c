@@ -387,7 +387,7 @@ static int resnet_block(bf_model *m, const bf_model_config *cfg, const char *blo
     if (layer1_index < 0 || !cfg->divisive_norm) return x;
     snprintf(name, sizeof name, "%s.dn", block);
     if (cfg->divisive_norm == 2) return bf_model_add_cirincione(m, name, x); /* resnet50_div_norm (4.2) */
-    return bf_model_add_divnorm(m, name, x);
+    return bf_model_add_divnorm(m, name, x, (bf_oci_distance)cfg->oci_distance);
 }
 
 static void build_resnet(bf_model *m, const bf_model_config *cfg, const int blocks[4], int bottleneck, int num_classes) {

@@ -333,8 +333,8 @@ bf_status bf_cpu_attack_step(bf_backend *b, const bf_attack_box *box, size_t n, 
                              const float *d, int use_sign, float *x);
 
 /* ---- divnorm_cpu.c ---- */
-bf_status bf_cpu_divnorm_weights(bf_backend *b, int c, const float *sigma, float *w);
-bf_status bf_cpu_divnorm_weights_backward(bf_backend *b, int c, const float *sigma, const float *w, const float *dw,
+bf_status bf_cpu_divnorm_weights(bf_backend *b, int c, bf_oci_distance distance, const float *sigma, float *w);
+bf_status bf_cpu_divnorm_weights_backward(bf_backend *b, int c, bf_oci_distance distance, const float *sigma, const float *w, const float *dw,
                                           float *dsigma);
 bf_status bf_cpu_divnorm_apply(bf_backend *b, const float *x, const float *s, float *y, size_t n);
 bf_status bf_cpu_divnorm_apply_backward(bf_backend *b, const float *x, const float *s, const float *dy, float *dx,

@@ -10,14 +10,15 @@
 
 namespace {
 
-__global__ void k_divnorm_weights(int c, const float *sigma, float *w) {
+__global__ void k_divnorm_weights(int c, int similar, const float *sigma, float *w) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j < c) bf_divnorm_column(c, j, sigma[j], w);
+    if (j < c) bf_divnorm_column(c, similar, j, sigma[j], w);
 }
 
-__global__ void k_divnorm_weights_backward(int c, const float *sigma, const float *w, const float *dw, float *dsigma) {
+__global__ void k_divnorm_weights_backward(int c, int similar, const float *sigma, const float *w, const float *dw,
+                                           float *dsigma) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j < c) dsigma[j] = bf_divnorm_column_backward(c, j, sigma[j], w, dw);
+    if (j < c) dsigma[j] = bf_divnorm_column_backward(c, similar, j, sigma[j], w, dw);
 }
 
 __global__ void k_divnorm_apply(const float *x, const float *s, float *y, size_t n) {
@@ -41,23 +42,27 @@ bf_status check_channels(const char *op, int c) {
 
 } // namespace
 
-extern "C" bf_status bf_cuda_divnorm_weights(bf_backend *b, int c, const float *sigma, float *w) {
+extern "C" bf_status bf_cuda_divnorm_weights(bf_backend *b, int c, bf_oci_distance distance, const float *sigma,
+                                             float *w) {
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
     REQUIRE("divnorm_weights", sigma, w);
     BF_TRY(check_channels("divnorm_weights", c));
-    k_divnorm_weights<<<(unsigned)bf_cuda_div_up((size_t)c, 64), 64, 0, im->stream>>>(c, sigma, w);
+    k_divnorm_weights<<<(unsigned)bf_cuda_div_up((size_t)c, 64), 64, 0, im->stream>>>(c, distance == BF_OCI_SIMILAR,
+                                                                                        sigma, w);
     BF_LAUNCH_CHECK("k_divnorm_weights");
     return BF_OK;
 }
 
-extern "C" bf_status bf_cuda_divnorm_weights_backward(bf_backend *b, int c, const float *sigma, const float *w,
-                                                      const float *dw, float *dsigma) {
+extern "C" bf_status bf_cuda_divnorm_weights_backward(bf_backend *b, int c, bf_oci_distance distance,
+                                                      const float *sigma, const float *w, const float *dw,
+                                                      float *dsigma) {
     bf_cuda_impl *im;
     BF_TRY(bf_cuda_enter(b, &im));
     REQUIRE("divnorm_weights_backward", sigma, w, dw, dsigma);
     BF_TRY(check_channels("divnorm_weights_backward", c));
-    k_divnorm_weights_backward<<<(unsigned)bf_cuda_div_up((size_t)c, 64), 64, 0, im->stream>>>(c, sigma, w, dw, dsigma);
+    k_divnorm_weights_backward<<<(unsigned)bf_cuda_div_up((size_t)c, 64), 64, 0, im->stream>>>(
+        c, distance == BF_OCI_SIMILAR, sigma, w, dw, dsigma);
     BF_LAUNCH_CHECK("k_divnorm_weights_backward");
     return BF_OK;
 }

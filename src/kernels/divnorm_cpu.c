@@ -10,20 +10,22 @@ static bf_status check_channels(const char *op, int c) {
     return c > 0 ? BF_OK : bf_error(BF_ERR_ARG, "%s: %d channels (must be > 0)", op, c);
 }
 
-bf_status bf_cpu_divnorm_weights(bf_backend *b, int c, const float *sigma, float *w) {
+bf_status bf_cpu_divnorm_weights(bf_backend *b, int c, bf_oci_distance distance, const float *sigma, float *w) {
     REQUIRE("divnorm_weights", sigma, w);
     BF_TRY(check_channels("divnorm_weights", c));
+    const int similar = distance == BF_OCI_SIMILAR;
 #pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
-    for (int j = 0; j < c; j++) bf_divnorm_column(c, j, sigma[j], w);
+    for (int j = 0; j < c; j++) bf_divnorm_column(c, similar, j, sigma[j], w);
     return BF_OK;
 }
 
-bf_status bf_cpu_divnorm_weights_backward(bf_backend *b, int c, const float *sigma, const float *w, const float *dw,
-                                          float *dsigma) {
+bf_status bf_cpu_divnorm_weights_backward(bf_backend *b, int c, bf_oci_distance distance, const float *sigma,
+                                          const float *w, const float *dw, float *dsigma) {
     REQUIRE("divnorm_weights_backward", sigma, w, dw, dsigma);
     BF_TRY(check_channels("divnorm_weights_backward", c));
+    const int similar = distance == BF_OCI_SIMILAR;
 #pragma omp parallel for num_threads(bf_cpu_threads(b)) schedule(static)
-    for (int j = 0; j < c; j++) dsigma[j] = bf_divnorm_column_backward(c, j, sigma[j], w, dw);
+    for (int j = 0; j < c; j++) dsigma[j] = bf_divnorm_column_backward(c, similar, j, sigma[j], w, dw);
     return BF_OK;
 }
 
