@@ -450,6 +450,42 @@ kill -TERM "$pid"; wait "$pid"; got=$?
 if [ "$alive" -eq 1 ] && [ "$got" -eq 143 ]; then passed=$((passed + 1)); else
   failed=$((failed + 1)); echo "FAIL SIGHUP under nohup: alive $alive after it, exit $got after SIGTERM (want 143)"; fi
 
+# A checkpoint written again (an epoch redone after resuming from an earlier one, best) waits as
+# NAME.old while its new copy is renamed into place: a crash between the two renames leaves the
+# previous copy there alone. --resume and bioflex-eval find it through `latest`, and a resumed
+# keep_best run keeps best.old's top-1 to beat: redoing epoch 2, whose score no best exceeded,
+# must not make it the best (once `latest` named a missing directory, and any score was a best).
+dir="$tmp/moved_aside"
+"$train" "$tmp/tiny.ini" --set run.dir="$dir" --set run.keep_best=true > /dev/null 2>&1
+mv "$dir/checkpoints/epoch_0002" "$dir/checkpoints/epoch_0002.old"
+mv "$dir/checkpoints/best" "$dir/checkpoints/best.old"
+expect "latest naming a checkpoint moved aside" 0 "top-1" -- "$eval_" --checkpoint "$dir" "$tmp/tiny.ini"
+out=$("$train" "$tmp/tiny.ini" --set run.dir="$dir" --set run.keep_best=true --resume "$dir/checkpoints/epoch_0001" 2>&1)
+if [ $? -eq 0 ] && ! grep -q "best top-1 so far" <<<"$out"; then passed=$((passed + 1)); else
+  failed=$((failed + 1)); echo "FAIL keep_best resumed beside best.old: took a score that beat no best as its best"; fi
+
+# Net Fragments stop on SIGTERM too, after the epoch in progress (its checkpoints hold whole epochs),
+# with exit 143 and an epoch checkpoint, and the resumed run ends with the weights of one never
+# stopped (their loop once ignored the signal and trained on to its last epoch, exit 0).
+frag_stop=(--set fragments.train_lines=10 --set fragments.eval_lines=2 --set fragments.eval_noise_max=0.01
+           --set fragments.eval_interrupt_max=1 --set run.epochs=300 --set run.checkpoint_every=0)
+"$train" --set run.dir="$tmp/frag_whole" "${frag_stop[@]}" "$src/configs/fragments/net_fragments.ini" >/dev/null 2>&1
+dir="$tmp/frag_stop"
+"$train" --set run.dir="$dir" "${frag_stop[@]}" "$src/configs/fragments/net_fragments.ini" > "$dir.log" 2>&1 &
+pid=$!
+for _ in $(seq 600); do [ -s "$dir/metrics.jsonl" ] && break; sleep 0.05; done
+kill -TERM "$pid"; wait "$pid"; got=$?
+latest=$(cat "$dir/checkpoints/latest" 2>/dev/null)
+if [ "$got" -eq 143 ] && [[ "$latest" == epoch_* ]] && [ "$latest" != epoch_0300 ] && grep -q -- "--resume $dir" "$dir.log"; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); echo "FAIL fragments SIGTERM: exit $got (want 143), latest '$latest'"; tail -n 3 "$dir.log"
+fi
+expect "fragments resume after SIGTERM" 0 "line reconstruction at a 1-pixel gap" -- "$train" --set run.dir="$dir" \
+  "${frag_stop[@]}" --resume "$dir" "$src/configs/fragments/net_fragments.ini"
+cmp -s "$tmp/frag_whole/checkpoints/epoch_0300/model.safetensors" "$dir/checkpoints/epoch_0300/model.safetensors" \
+  && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL fragments SIGTERM: resumed weights differ"; }
+
 # tools/plot_metrics.py: its summary agrees with what bioflex-train printed; a step logged twice
 # (a run resumed from an earlier checkpoint) counts once, the last record; plots where matplotlib is.
 "$train" "$tmp/tiny.ini" --set run.dir="$tmp/plot" --set model.flex=true --set spiking.neuron=lif \

@@ -280,6 +280,9 @@ bf_status bf_checkpoint_read_best_top1(const char *run_dir, double *top1) {
     *top1 = -1;
     char path[BF_PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/checkpoints/best/state.safetensors", run_dir);
+    /* best.old: a crash while best was written again left the previous best there alone
+     * (write_checkpoint_dir); without it the resumed run would take any score as its best */
+    if (access(path, R_OK) != 0) snprintf(path, sizeof path, "%s/checkpoints/best.old/state.safetensors", run_dir);
     if (access(path, R_OK) != 0) return BF_OK; /* no best yet */
     bf_st_file *f = NULL;
     BF_TRY(bf_safetensors_read(path, &f));
@@ -315,8 +318,16 @@ static bf_status follow_latest(const char *latest, const char *given, char *dir_
     char probe[BF_PATH_MAX + 64];
     struct stat st;
     snprintf(probe, sizeof probe, "%s/model.safetensors", dir_out);
-    if (stat(probe, &st) != 0) return bf_error(BF_ERR_CHECKPOINT, "%s names %s, which has no model.safetensors", given, dir_out);
-    return BF_OK;
+    if (stat(probe, &st) == 0) return BF_OK;
+    /* A checkpoint written again (an epoch redone after resuming from an earlier one, best) sits
+     * complete under NAME.old while its new copy is renamed into place (write_checkpoint_dir): a
+     * crash between the two renames leaves `latest` naming a directory that is not there. */
+    snprintf(probe, sizeof probe, "%s.old/model.safetensors", dir_out);
+    if (strlen(dir_out) + sizeof ".old" <= BF_PATH_MAX && stat(probe, &st) == 0) {
+        strcat(dir_out, ".old");
+        return BF_OK;
+    }
+    return bf_error(BF_ERR_CHECKPOINT, "%s names %s, which has no model.safetensors", given, dir_out);
 }
 
 /* Accepts what a researcher is likely to pass: a checkpoint directory, a run directory, its

@@ -271,13 +271,28 @@ bf_status bf_fragments_train(const bf_config *cfg, const bf_train_options *opt, 
         add_support_metrics(o, &support, c->support_factor * BF_FRAG_K);
         s = append_json_line(metrics, o);
         const int last = epoch + 1 == cfg->run.epochs;
-        if (s == BF_OK && (last || (cfg->run.checkpoint_every > 0 && (epoch + 1) % cfg->run.checkpoint_every == 0)))
-            s = save_checkpoint(cfg, w, epoch + 1);
+        const int due = last || (cfg->run.checkpoint_every > 0 && (epoch + 1) % cfg->run.checkpoint_every == 0);
+        if (s == BF_OK && due) s = save_checkpoint(cfg, w, epoch + 1);
         result->epochs_done = epoch + 1;
+        /* A stop request (SIGTERM, SIGINT, SIGUSR1, SIGHUP): this loop never looked, so a stopped run
+         * trained on to its last epoch (or was killed by the launcher's grace period). Looked at
+         * between epochs, since a checkpoint holds whole epochs (a resume replays the line sequence
+         * by epochs); the evaluation is the resumed run's. The run's last epoch just finishes it. */
+        if (s == BF_OK && !last && opt && opt->stop && *opt->stop) {
+            if (!due) s = save_checkpoint(cfg, w, epoch + 1);
+            if (s == BF_OK) {
+                snprintf(result->checkpoint, sizeof result->checkpoint, "%s/checkpoints/epoch_%04d", cfg->run.dir,
+                         epoch + 1);
+                fprintf(text, "stopped on request after epoch %d of %d; continue with --resume %s\n", epoch + 1,
+                        cfg->run.epochs, cfg->run.dir);
+                result->interrupted = 1;
+            }
+            break;
+        }
     }
     if (s == BF_OK && start >= cfg->run.epochs) result->epochs_done = start;
     free(img), free(s1), free(z);
-    if (s == BF_OK) { /* the robustness evaluation of the trained weights */
+    if (s == BF_OK && !result->interrupted) { /* the robustness evaluation of the trained weights */
         bf_fragments_result fr;
         s = bf_fragments_evaluate(cfg, f, text, &fr);
         result->final_eval.samples = c->eval_lines;
