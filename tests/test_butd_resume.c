@@ -59,8 +59,14 @@ int main(void) {
     bf_train_result res;
     bf_config cfg;
 
+    char straight_log[160], stepped_log[160];
+    snprintf(straight_log, sizeof straight_log, "%s/straight.log", root);
+    snprintf(stepped_log, sizeof stepped_log, "%s/stepped.log", root);
+    FILE *logs[2] = {fopen(straight_log, "w"), fopen(stepped_log, "w")};
+    CHECK(logs[0] && logs[1], "logs open in %s", root);
     configure(&cfg, straight, 2);
-    CHECK_OK(bf_train(&cfg, &quiet, &res));
+    bf_train_options logged = {.log = logs[0]};
+    CHECK_OK(bf_train(&cfg, &logged, &res));
     configure(&cfg, split, 1);
     CHECK_OK(bf_train(&cfg, &quiet, &res));
     snprintf(path, sizeof path, "%s/checkpoints/epoch_0001/state.safetensors", split);
@@ -89,7 +95,7 @@ int main(void) {
 
     /* Stopped after every one of the 2 x 20 steps (the request stays set), resumed each time. */
     atomic_int stop = 1;
-    bf_train_options stopping = {.quiet = 1, .stop = &stop};
+    bf_train_options stopping = {.log = logs[1], .stop = &stop};
     configure(&cfg, stepped, 2);
     int runs = 0, bad_steps = 0;
     do {
@@ -105,6 +111,30 @@ int main(void) {
     snprintf(b, sizeof b, "%s/butd_model.safetensors", stepped);
     differ = differing_tensors(a, b);
     CHECK(differ == 0, "2 epochs straight and stopped after every step: %d tensors differ", differ);
+    /* Its train lines (one an epoch: log_interval 50) and epoch losses average the epoch's 20 steps,
+     * though each run trained one: the checkpoints carry the sums not yet logged. */
+    fclose(logs[0]), fclose(logs[1]);
+    snprintf(a, sizeof a, "%s/metrics.jsonl", straight);
+    snprintf(b, sizeof b, "%s/metrics.jsonl", stepped);
+    int logged_steps = 0;
+    differ = bf_test_train_lines_differ(a, b, &logged_steps);
+    CHECK(logged_steps == 2 && differ == 0, "stopped after every step: the 2 train lines as straight (%d, %d differ)",
+          logged_steps, differ);
+    char want[2][64] = {"", ""}, got[2][64] = {"", ""};
+    for (int l = 0; l < 2; l++) {
+        FILE *f = fopen(l == 0 ? straight_log : stepped_log, "r");
+        char line[512];
+        while (f && fgets(line, sizeof line, f)) {
+            const char *at = strstr(line, ": train loss ");
+            int epoch = atoi(line + 6) - 1; /* "epoch N: train loss X, ..." */
+            if (strncmp(line, "epoch ", 6) == 0 && at && epoch >= 0 && epoch < 2)
+                snprintf(l == 0 ? want[epoch] : got[epoch], 64, "%.*s", (int)strcspn(at, ",("), at);
+        }
+        if (f) fclose(f);
+    }
+    for (int e = 0; e < 2; e++)
+        CHECK(want[e][0] && strcmp(want[e], got[e]) == 0, "epoch %d's train loss after a stop at every step: '%s' (want '%s')",
+              e + 1, got[e], want[e]);
 
     /* keep_best: checkpoints/best holds the best of the epochs' evaluations in metrics.jsonl */
     char best_dir[160];

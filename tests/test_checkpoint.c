@@ -429,6 +429,14 @@ static void test_stop_every_step(void) {
     }
     CHECK(r1.final_eval.loss == r2.final_eval.loss && r1.final_eval.top1 == r2.final_eval.top1,
           "stopped after every step: same final test metrics (%.6f vs %.6f)", r1.final_eval.loss, r2.final_eval.loss);
+    /* Every train line (log_interval 4) averages the interval's 4 steps, though each run trained
+     * one: the checkpoints carry the sums not yet logged (once the line averaged the last step). */
+    char metrics_full[600], metrics_stepped[600];
+    snprintf(metrics_full, sizeof metrics_full, "%s/metrics.jsonl", full.run.dir);
+    snprintf(metrics_stepped, sizeof metrics_stepped, "%s/metrics.jsonl", stepped.run.dir);
+    int lines = 0, differ = bf_test_train_lines_differ(metrics_full, metrics_stepped, &lines);
+    CHECK(lines == 8 && differ == 0, "stopped after every step: the 8 train lines' loss and accuracy as uninterrupted "
+          "(%d logged, %d differ)", lines, differ);
 
     /* checkpoint_every_steps: checkpoints inside the epoch (the log names them), none left at the end. */
     bf_config every;

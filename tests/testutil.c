@@ -61,6 +61,41 @@ double bf_test_last_json_number(const char *path, const char *key) {
     return v;
 }
 
+/* loss and accuracy of each step's last train line, indexed by step (NaN: none); the steps logged. */
+enum { TRAIN_LINES_MAX_STEP = 100000 };
+static int read_train_lines(const char *path, double *loss, double *accuracy) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    for (int i = 0; i < TRAIN_LINES_MAX_STEP; i++) loss[i] = accuracy[i] = NAN;
+    char line[8192];
+    int steps = 0;
+    while (fgets(line, sizeof line, f)) {
+        const char *step = strstr(line, "\"step\":"), *l = strstr(line, "\"loss\":"), *a = strstr(line, "\"accuracy\":");
+        if (!strstr(line, "\"type\":\"train\"") || !step || !l || !a) continue;
+        long k = strtol(step + 7, NULL, 10);
+        if (k < 0 || k >= TRAIN_LINES_MAX_STEP) continue;
+        steps += isnan(loss[k]);
+        loss[k] = strtod(l + 7, NULL), accuracy[k] = strtod(a + 11, NULL);
+    }
+    fclose(f);
+    return steps;
+}
+
+int bf_test_train_lines_differ(const char *a, const char *b, int *steps) {
+    double *v = malloc(4 * TRAIN_LINES_MAX_STEP * sizeof *v);
+    if (!v) return *steps = -1, 1;
+    double *loss_a = v, *acc_a = v + TRAIN_LINES_MAX_STEP, *loss_b = v + 2 * TRAIN_LINES_MAX_STEP,
+           *acc_b = v + 3 * TRAIN_LINES_MAX_STEP;
+    int differ = 0;
+    *steps = read_train_lines(a, loss_a, acc_a);
+    if (*steps < 0 || read_train_lines(b, loss_b, acc_b) < 0) differ = 1, *steps = -1;
+    for (int k = 0; k < TRAIN_LINES_MAX_STEP && *steps >= 0; k++)
+        if (isnan(loss_a[k]) != isnan(loss_b[k]) || (!isnan(loss_a[k]) && (loss_a[k] != loss_b[k] || acc_a[k] != acc_b[k])))
+            differ++;
+    free(v);
+    return differ;
+}
+
 double bf_test_weights_max_abs_diff(const char *path_a, const char *path_b) {
     bf_st_file *a = NULL, *b = NULL;
     CHECK_OK(bf_safetensors_read(path_a, &a));

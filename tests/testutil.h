@@ -49,6 +49,11 @@ double bf_test_weights_max_abs_diff(const char *path_a, const char *path_b);
 /* The number after "key": on the last line of a file (metrics.jsonl) that has it; -1 when none. */
 double bf_test_last_json_number(const char *path, const char *key);
 
+/* The train lines of two metrics.jsonl files compared step by step on "loss" and "accuracy" (a step
+ * logged twice: its last line, as tools/plot_metrics.py reads it): the number of steps that differ
+ * or are in one file only; *steps gets how many steps file a logged, -1 when it cannot be read. */
+int bf_test_train_lines_differ(const char *a, const char *b, int *steps);
+
 /* A whole file, NUL-terminated (n = its size); NULL when it cannot be read. free() it. */
 char *bf_test_read_file(const char *path, size_t *n);
 

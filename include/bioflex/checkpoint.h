@@ -43,6 +43,14 @@ typedef struct bf_train_state {
     int batches_per_epoch; /* the run's batches per epoch, written as metadata when set, read back
                               (0 when the checkpoint predates it): a checkpoint after an epoch's
                               last batch is at its end, whatever the next run's batch */
+    /* What a checkpoint inside a log interval has trained but metrics.jsonl not yet logged, over
+     * every rank: the training loss and correct answers summed over the interval_images images
+     * since the last train line, and (BU-TD, which prints each epoch's training loss) the loss
+     * summed over the epoch_images images of the epoch so far. A resume starts its sums from them,
+     * so that its first train line and that epoch's loss average the images an uninterrupted run
+     * averages. Zero where nothing is pending, and read back as zero from older checkpoints. */
+    double interval_loss, interval_correct, epoch_loss;
+    long interval_images, epoch_images;
 } bf_train_state;
 
 /* The training data and global batch (batch_size over all ranks) as one phrase, for

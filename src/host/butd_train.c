@@ -349,6 +349,7 @@ static double now_s(void) {
 typedef struct log_interval {
     double start, wait_ms;
     int images, steps;
+    long carried; /* every rank's images a resumed run's first interval began with (bf_train_state) */
 } log_interval;
 
 static bf_status log_train(butd_run *r, int epoch, int steps_per_epoch, const bf_train_state *st, float lr,
@@ -357,11 +358,11 @@ static bf_status log_train(butd_run *r, int epoch, int steps_per_epoch, const bf
     float sums[3]; /* the interval's loss and correct answers, the last update's sum of squares */
     BF_TRY(bf_dp_sum_floats(r->dp, b, r->sums + 4, 2)); /* not the sum of squares: every rank holds the same */
     BF_TRY(bf_to_host(b, sums, r->sums + 4, sizeof sums)); /* the one synchronisation per interval */
-    double dt = now_s() - iv->start, images = (double)iv->images * r->dp->world;
+    double dt = now_s() - iv->start, images = (double)iv->images * r->dp->world + iv->carried;
     bf_train_metrics mt = {.epoch = epoch, .epochs = r->cfg->run.epochs, .step = st->step,
                            .steps_per_epoch = steps_per_epoch, .step_in_epoch = st->batch_in_epoch,
                            .loss = sums[0] / images, .accuracy = sums[1] / images, .lr = lr, .grad_norm = sqrt(sums[2]),
-                           .ms_per_step = 1e3 * dt / iv->steps, .images_per_s = images / dt,
+                           .ms_per_step = 1e3 * dt / iv->steps, .images_per_s = (images - iv->carried) / dt,
                            .data_wait_ms = iv->wait_ms / iv->steps,
                            .eta_s = ((double)(r->cfg->run.epochs - epoch) * steps_per_epoch - st->batch_in_epoch) * dt /
                                     iv->steps}; /* in this run's steps */
@@ -376,6 +377,21 @@ static bf_status log_train(butd_run *r, int epoch, int steps_per_epoch, const bf
     return b->ops->fill(b, r->sums + 4, 0.0f, 2);
 }
 
+/* save_checkpoint inside an epoch, with what the interval and the epoch have summed (every rank's)
+ * and not yet logged: a resume starts its sums from it (bf_train_state). */
+static bf_status save_checkpoint_pending(butd_run *r, const bf_train_state *st, const log_interval *iv, long epoch_images,
+                                         char *written) {
+    bf_train_state at = *st;
+    at.interval_images = (long)iv->images * r->dp->world + iv->carried;
+    at.epoch_images = epoch_images;
+    if (at.interval_images > 0 || at.epoch_images > 0) {
+        double sums[6]; /* [0] the epoch's loss, [4] [5] the interval's loss and correct answers */
+        BF_TRY(bf_dp_pending_sums(r->dp, r->backend, r->sums, 6, sums));
+        at.epoch_loss = sums[0], at.interval_loss = sums[4], at.interval_correct = sums[5];
+    }
+    return save_checkpoint(r, &at, written);
+}
+
 /* Trains epoch `epoch` from batch st->batch_in_epoch on, advancing st. *stopped: a stop request
  * ended it early, after a checkpoint of the position (written to `written`). */
 static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double *train_loss, char *written,
@@ -388,7 +404,14 @@ static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double 
     *stopped = 0;
     BF_TRY(b->ops->fill(b, r->sums, 0.0f, 8));
     BF_TRY(bf_loader_start_epoch(r->train_loader, epoch, st->batch_in_epoch));
-    log_interval iv = {.start = now_s()};
+    log_interval iv = {.start = now_s(), .carried = st->interval_images};
+    /* A resume inside the epoch: the sums the stopped run had not logged (rank 0's start from them). */
+    const long carried_epoch = st->epoch_images;
+    if (st->interval_images > 0 || st->epoch_images > 0) {
+        const double pending[6] = {st->epoch_loss, 0, 0, 0, st->interval_loss, st->interval_correct};
+        BF_TRY(bf_dp_restore_sums(r->dp, b, r->sums, pending, 6));
+    }
+    st->interval_images = st->epoch_images = 0, st->interval_loss = st->interval_correct = st->epoch_loss = 0;
     for (;;) {
         bf_batch *batch = NULL;
         double waited = 0;
@@ -431,8 +454,9 @@ static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double 
         /* A stop request: alone looked at after every step, with several ranks at log intervals. */
         if (r->dp->world > 1 ? log_now : r->stop != NULL)
             BF_TRY(bf_dp_agree_stop(r->dp, r->stop && *r->stop, &stop));
+        const long epoch_images = (long)seen * r->dp->world + carried_epoch; /* every rank's */
         if (stop && !(last_in_epoch && epoch == cfg->run.epochs - 1)) { /* the run's last step just finishes it */
-            BF_TRY(save_checkpoint(r, st, written));
+            BF_TRY(save_checkpoint_pending(r, st, &iv, epoch_images, written));
             if (r->text)
                 fprintf(r->text, "stopped on request after step %ld (epoch %d, batch %d of %d); continue with "
                         "--resume %s\n", st->step, epoch + 1, st->batch_in_epoch, steps_per_epoch, cfg->run.dir);
@@ -441,15 +465,16 @@ static bf_status train_epoch(butd_run *r, int epoch, bf_train_state *st, double 
         }
         /* at an epoch's end only when no epoch checkpoint follows */
         if (every > 0 && st->step % every == 0 && !(last_in_epoch && bf_epoch_checkpoint_due(cfg, epoch + 1)))
-            BF_TRY(save_checkpoint(r, st, written));
+            BF_TRY(save_checkpoint_pending(r, st, &iv, epoch_images, written));
     }
     if (r->dp->world > 1) { /* the training loss of the whole epoch, every rank's shard */
         BF_TRY(bf_dp_sum_floats(r->dp, b, r->sums, 1));
         seen *= r->dp->world;
     }
+    const long images = seen + carried_epoch;
     float h;
     BF_TRY(bf_to_host(b, &h, r->sums, sizeof h));
-    *train_loss = seen ? h / seen : 0.0;
+    *train_loss = images ? h / images : 0.0;
     return BF_OK;
 }
 

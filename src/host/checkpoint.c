@@ -112,7 +112,7 @@ static bf_status write_state_file(const char *path, const bf_config *cfg, const 
             t[i].data = state + (size_t)i * opt->n;
             t[i].nbytes = opt->n * sizeof(float);
         }
-        bf_st_meta meta[20];
+        bf_st_meta meta[24];
         int nm = 0;
         meta_set(meta, &nm, "epoch", "%d", st->epoch);
         meta_set(meta, &nm, "step", "%ld", st->step);
@@ -130,6 +130,10 @@ static bf_status write_state_file(const char *path, const bf_config *cfg, const 
         if (st->schedule_epoch || st->schedule_batch) /* a schedule restarted by a resume */
             meta_set(meta, &nm, "schedule_start", "%d %d", st->schedule_epoch, st->schedule_batch);
         if (st->eval_top1 >= 0) meta_set(meta, &nm, "eval_top1", "%.17g", st->eval_top1);
+        if (st->interval_images > 0) /* %.17g: the device's float sums come back with the same bits */
+            meta_set(meta, &nm, "interval_sums", "%.17g %.17g %ld", st->interval_loss, st->interval_correct,
+                     st->interval_images);
+        if (st->epoch_images > 0) meta_set(meta, &nm, "epoch_sums", "%.17g %ld", st->epoch_loss, st->epoch_images);
         meta_set(meta, &nm, "config", "%s", cfg->source);
         char schedule[256];
         bf_schedule_describe(&cfg->optim, &cfg->schedule, cfg->run.epochs, schedule, sizeof schedule);
@@ -553,6 +557,35 @@ static bf_status meta_long_in(const bf_st_file *f, const char *path, const char 
     return BF_OK;
 }
 
+/* "interval_sums" (loss, correct answers, images) and "epoch_sums" (loss, images): what the run had
+ * trained but not yet logged (bf_train_state); absent, nothing was pending. */
+static bf_status read_pending_sums(const bf_st_file *f, const char *path, bf_train_state *state) {
+    state->interval_loss = state->interval_correct = state->epoch_loss = 0;
+    state->interval_images = state->epoch_images = 0;
+    const char *keys[2] = {"interval_sums", "epoch_sums"};
+    for (int k = 0; k < 2; k++) {
+        const char *text = bf_safetensors_meta(f, keys[k]);
+        if (!text) continue;
+        double sum[2] = {0, 0};
+        long images = 0;
+        const char *at = text;
+        char *end = NULL;
+        int sums = k == 0 ? 2 : 1, ok = 1;
+        errno = 0;
+        for (int i = 0; i < sums && ok; i++, at = end) {
+            sum[i] = strtod(at, &end);
+            ok = end != at && isfinite(sum[i]) && sum[i] >= 0;
+        }
+        if (ok) images = strtol(at, &end, 10);
+        if (!ok || errno || end == at || *end || images <= 0 || images > MAX_COUNT)
+            return bf_error(BF_ERR_CHECKPOINT, "%s: metadata \"%s\" = \"%s\" is not %s and a count of images", path,
+                            keys[k], text, k == 0 ? "two sums (loss, correct answers) >= 0" : "a loss sum >= 0");
+        if (k == 0) state->interval_loss = sum[0], state->interval_correct = sum[1], state->interval_images = images;
+        else state->epoch_loss = sum[0], state->epoch_images = images;
+    }
+    return BF_OK;
+}
+
 bf_status bf_checkpoint_network(const char *dir, char *network, size_t cap, int *recorded) {
     char path[BF_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/state.safetensors", dir);
@@ -687,6 +720,7 @@ bf_status bf_checkpoint_load_state_subject(const char *dir, const bf_config *cfg
         snprintf(state->network, sizeof state->network, "%s", network ? network : "");
         snprintf(state->learning, sizeof state->learning, "%s", learning ? learning : "");
     }
+    if (s == BF_OK) s = read_pending_sums(f, path, state);
     free(host);
     bf_safetensors_close(f);
     return s;

@@ -341,6 +341,22 @@ bf_status bf_dp_sum_floats(bf_data_parallel *dp, bf_backend *b, float *buf, size
     return on_host(dp, b, buf, n, sum_floats);
 }
 
+bf_status bf_dp_pending_sums(bf_data_parallel *dp, bf_backend *b, const float *buf, size_t n, double *out) {
+    float host[8];
+    if (n > sizeof host / sizeof host[0]) return bf_error(BF_ERR_ARG, "pending sums: %zu floats, at most 8", n);
+    BF_TRY(bf_dp_check_peers(dp)); /* the copy to the host would wait untimed for the all-reduce */
+    BF_TRY(bf_to_host(b, host, buf, n * sizeof(float)));
+    for (size_t i = 0; i < n; i++) out[i] = host[i];
+    return dp->world > 1 ? bf_comm_allreduce_double(dp->comm, out, n) : BF_OK;
+}
+
+bf_status bf_dp_restore_sums(bf_data_parallel *dp, bf_backend *b, float *buf, const double *values, size_t n) {
+    float host[8] = {0};
+    if (n > sizeof host / sizeof host[0]) return bf_error(BF_ERR_ARG, "restored sums: %zu floats, at most 8", n);
+    for (size_t i = 0; i < n && dp->rank == 0; i++) host[i] = (float)values[i];
+    return bf_to_device(b, buf, host, n * sizeof(float));
+}
+
 bf_status bf_dp_reduce_eval(bf_data_parallel *dp, bf_eval_result *res, double *class_counts, int classes) {
     if (dp->world == 1) return BF_OK;
     if (class_counts) { /* the balanced top-1 of the whole split, from every rank's per-class counts */

@@ -151,6 +151,13 @@ bf_status bf_dp_average_floats(bf_data_parallel *dp, bf_backend *b, float *buf, 
 bf_status bf_dp_check_peers(bf_data_parallel *dp);
 /* Sums n backend floats over the ranks, in place. */
 bf_status bf_dp_sum_floats(bf_data_parallel *dp, bf_backend *b, float *buf, size_t n);
+/* For a checkpoint inside a log interval (bf_train_state's pending sums): n backend floats summed
+ * over the ranks into the host doubles `out`, the backend buffer left as it is (each rank goes on
+ * adding to its own). A collective: every rank calls it at the same step. */
+bf_status bf_dp_pending_sums(bf_data_parallel *dp, bf_backend *b, const float *buf, size_t n, double *out);
+/* After a resume: rank 0's n backend floats start from the checkpoint's sums `values`, the other
+ * ranks' stay 0, so that the next log line's sum over the ranks counts them once. */
+bf_status bf_dp_restore_sums(bf_data_parallel *dp, bf_backend *b, float *buf, const double *values, size_t n);
 /* The evaluation of every rank's shard combined into the whole split's. */
 bf_status bf_dp_reduce_eval(bf_data_parallel *dp, bf_eval_result *res, double *class_counts, int classes);
 /* *stop = whether any rank asked to stop (local: this rank's request). A collective when there are

@@ -423,6 +423,18 @@ static bf_status save_checkpoint(run *r, const bf_train_state *st, bf_train_resu
     return BF_OK;
 }
 
+/* save_checkpoint inside an epoch, with the loss and correct answers the interval has summed over
+ * `images` images (every rank's) but not yet logged: a resume adds them to its first train line. */
+static bf_status save_checkpoint_pending(run *r, const bf_train_state *st, long images, bf_train_result *result) {
+    bf_train_state at = *st;
+    if (images > 0) {
+        double sums[2];
+        BF_TRY(bf_dp_pending_sums(&r->dp, r->backend, r->sums, 2, sums));
+        at.interval_loss = sums[0], at.interval_correct = sums[1], at.interval_images = images;
+    }
+    return save_checkpoint(r, &at, result);
+}
+
 /* With several ranks, the flex and spike monitors of every rank's share of the batch, averaged:
  * the shares are equal (data_parallel.c drops an incomplete last global batch), so the mean is
  * the whole batch's fraction. *skipped (JPEG datasets; NULL otherwise), the images each rank's
@@ -450,10 +462,16 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
     int last_eval_epoch = -1, last_ckpt_epoch = -1;
     double run_start = now_s();
     long first_step = st->step;
+    /* A resume inside a log interval: what the stopped run summed and did not log yet counts in the
+     * first train line (rank 0's sums start from it). */
+    long carried_images = st->interval_images;
+    const double carried[2] = {st->interval_loss, st->interval_correct};
+    st->interval_images = 0, st->interval_loss = st->interval_correct = 0;
     for (int epoch = st->epoch; epoch < epochs; epoch++) {
         int first_batch = st->batch_in_epoch; /* > 0 when resuming from a checkpoint inside this epoch */
         BF_TRY(bf_loader_start_epoch(r->train_loader, epoch, first_batch));
         BF_TRY(b->ops->fill(b, r->sums, 0.0f, 4));
+        if (carried_images > 0) BF_TRY(bf_dp_restore_sums(&r->dp, b, r->sums, carried, 2));
         double interval_start = now_s(), wait_ms = 0;
         int interval_images = 0, interval_steps = 0;
         for (int i = first_batch;; i++) {
@@ -483,10 +501,12 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
                 BF_TRY(bf_dp_sum_floats(&r->dp, b, r->sums, 2)); /* loss and top-1 of all ranks */
                 BF_TRY(bf_to_host(b, sums, r->sums, sizeof sums)); /* the one synchronisation per interval */
                 interval_images *= r->dp.world;
+                const long averaged = interval_images + carried_images; /* the sums' images */
+                carried_images = 0;
                 double t = now_s(), dt = t - interval_start;
                 bf_train_metrics mt = {
                     .epoch = epoch, .epochs = epochs, .step = st->step, .steps_per_epoch = steps_per_epoch,
-                    .step_in_epoch = i + 1, .loss = sums[0] / interval_images, .accuracy = sums[1] / interval_images,
+                    .step_in_epoch = i + 1, .loss = sums[0] / averaged, .accuracy = sums[1] / averaged,
                     .lr = lr, .grad_norm = sqrt(sums[4]), .ms_per_step = 1e3 * dt / interval_steps,
                     .images_per_s = interval_images / dt, .data_wait_ms = wait_ms / interval_steps,
                     .tflops = 3 * r->flops_per_image * interval_images / dt / 1e12};
@@ -533,8 +553,10 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
             if (r->dp.world > 1 ? log_now : r->stop != NULL)
                 BF_TRY(bf_dp_agree_stop(&r->dp, r->stop && *r->stop, &stop));
             int last_in_epoch = i == steps_per_epoch - 1, every = cfg->run.checkpoint_every_steps;
+            /* the images summed since the last train line, every rank's */
+            const long pending = (long)interval_images * r->dp.world + carried_images;
             if (stop && !(last_in_epoch && epoch == epochs - 1)) { /* the run's last step just finishes it */
-                BF_TRY(save_checkpoint(r, st, result));
+                BF_TRY(save_checkpoint_pending(r, st, pending, result));
                 fprintf(r->text, "stopped on request after step %ld (epoch %d, batch %d of %d); continue with "
                         "--resume %s\n", st->step, epoch + 1, i + 1, steps_per_epoch, cfg->run.dir);
                 result->interrupted = 1;
@@ -544,7 +566,7 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
             }
             /* at an epoch's end only when no epoch checkpoint follows */
             if (every > 0 && st->step % every == 0 && !(last_in_epoch && bf_epoch_checkpoint_due(cfg, epoch + 1)))
-                BF_TRY(save_checkpoint(r, st, result));
+                BF_TRY(save_checkpoint_pending(r, st, pending, result));
         }
         st->epoch = epoch + 1;
         st->batch_in_epoch = 0;
