@@ -51,6 +51,8 @@ typedef struct bf_train_state {
      * averages. Zero where nothing is pending, and read back as zero from older checkpoints. */
     double interval_loss, interval_correct, epoch_loss;
     long interval_images, epoch_images;
+    long skipped_images; /* file datasets: training images skipped as undecodable since the run began,
+                            every rank's (metrics.jsonl's skipped_images goes on from it) */
 } bf_train_state;
 
 /* The training data and global batch (batch_size over all ranks) as one phrase, for

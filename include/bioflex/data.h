@@ -72,6 +72,7 @@ typedef struct bf_batch {
                             else NULL */
     int32_t *labels;     /* n; for a multi-task dataset the label of sample j for task tasks[j] */
     int32_t *tasks;      /* n task indices (the BU-TD instruction); NULL for a single-task dataset */
+    int skipped;         /* file datasets: images of this batch replaced because they could not be decoded */
 } bf_batch;
 
 #define BF_TASK_RANDOM (-1) /* bf_loader_options.task: a random task per sample */
@@ -140,8 +141,9 @@ bf_status bf_loader_start_epoch(bf_loader *l, int epoch, int first_batch);
  * The batch stays valid until bf_loader_release. wait_ms (nullable) returns the time blocked. */
 bf_status bf_loader_next(bf_loader *l, bf_batch **out, double *wait_ms);
 void bf_loader_release(bf_loader *l, bf_batch *b);
-/* Images of a file-backed dataset skipped as undecodable since the loader was created (each was
- * replaced by another sample). */
+/* Images of a file-backed dataset skipped as undecodable (each replaced by another sample) in the
+ * batches bf_loader_next has handed out since the loader was created: the same in every run over
+ * the same files, however far the workers read ahead. */
 long bf_loader_skipped_images(const bf_loader *l);
 
 #ifdef __cplusplus

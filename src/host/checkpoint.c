@@ -134,6 +134,7 @@ static bf_status write_state_file(const char *path, const bf_config *cfg, const 
             meta_set(meta, &nm, "interval_sums", "%.17g %.17g %ld", st->interval_loss, st->interval_correct,
                      st->interval_images);
         if (st->epoch_images > 0) meta_set(meta, &nm, "epoch_sums", "%.17g %ld", st->epoch_loss, st->epoch_images);
+        if (st->skipped_images > 0) meta_set(meta, &nm, "skipped_images", "%ld", st->skipped_images);
         meta_set(meta, &nm, "config", "%s", cfg->source);
         char schedule[256];
         bf_schedule_describe(&cfg->optim, &cfg->schedule, cfg->run.epochs, schedule, sizeof schedule);
@@ -721,6 +722,10 @@ bf_status bf_checkpoint_load_state_subject(const char *dir, const bf_config *cfg
         snprintf(state->learning, sizeof state->learning, "%s", learning ? learning : "");
     }
     if (s == BF_OK) s = read_pending_sums(f, path, state);
+    long skipped = 0; /* absent: none skipped, or a checkpoint from before it was written */
+    if (s == BF_OK && bf_safetensors_meta(f, "skipped_images"))
+        s = meta_long_in(f, path, "skipped_images", 0, MAX_COUNT, &skipped);
+    state->skipped_images = skipped;
     free(host);
     bf_safetensors_close(f);
     return s;

@@ -66,7 +66,9 @@ struct bf_loader {
     size_t sample_floats; /* c*h*w */
     int num_batches;
     int *order;           /* position in the epoch -> sample index */
-    atomic_long skipped;  /* JPEG datasets: undecodable images replaced so far */
+    atomic_long warned;   /* JPEG datasets: undecodable images met by any worker (the first are named) */
+    long skipped;         /* those in the batches handed out (guarded by mutex): prefetching ahead
+                             does not change the count, so it is the same in every run */
 
     loader_slot *slots;
     int num_slots;
@@ -192,7 +194,7 @@ static int sample_task(const bf_loader *l, int epoch, int position) {
  * replaced by another sample chosen from (seed, epoch, position, try), so the batch keeps its shape
  * and the replacement repeats exactly - on both paths; *index and the label follow it. */
 static bf_status load_file_sample(bf_loader *l, loader_worker *w, int epoch, int position, int *index, float *img,
-                                  uint8_t *px) {
+                                  uint8_t *px, int *skipped) {
     const bf_dataset *d = l->data;
     uint64_t key = augment_key(epoch, position);
     uint64_t seed = bf_seed_derive((uint64_t)l->opt.seed, BF_STREAM_AUGMENT, key);
@@ -201,7 +203,8 @@ static bf_status load_file_sample(bf_loader *l, loader_worker *w, int epoch, int
                            : bf_image_load_sample_u8(d, *index, seed, &w->image, px);
         if (st == BF_OK) return BF_OK;
         if (st != BF_ERR_FORMAT && st != BF_ERR_IO) return st;
-        long count = atomic_fetch_add(&l->skipped, 1) + 1;
+        ++*skipped;
+        long count = atomic_fetch_add(&l->warned, 1) + 1;
         if (count <= LOADER_WARN_SKIPS)
             fprintf(stderr, "warning: skipping image (%s)%s\n", bf_last_error(),
                     count == LOADER_WARN_SKIPS ? "; further skips are only counted (skipped_images in metrics.jsonl)" : "");
@@ -212,7 +215,13 @@ static bf_status load_file_sample(bf_loader *l, loader_worker *w, int epoch, int
                                    "dataset readable?", LOADER_REPLACE_TRIES, position);
 }
 
-long bf_loader_skipped_images(const bf_loader *l) { return l ? atomic_load(&((bf_loader *)l)->skipped) : 0; }
+long bf_loader_skipped_images(const bf_loader *l) {
+    if (!l) return 0;
+    pthread_mutex_lock(&((bf_loader *)l)->mutex);
+    long n = l->skipped;
+    pthread_mutex_unlock(&((bf_loader *)l)->mutex);
+    return n;
+}
 
 /* The label (and, for a multi-task dataset, the task) of batch entry k, sample `index`. */
 static void set_label(const bf_loader *l, bf_batch *b, int k, int epoch, int position, int index) {
@@ -237,19 +246,20 @@ static bf_status fill_batch(bf_loader *l, int epoch, bf_batch *b, loader_worker 
     int augment = l->opt.augment_flip || l->opt.augment_crop_pad > 0;
     size_t plane = (size_t)d->h * d->w;
     b->n = n;
+    b->skipped = 0;
     for (int k = 0; k < n; k++) {
         int position = first + k;
         int index = l->order[position];
         if (l->opt.u8_hwc) {
             /* Bytes for the device to normalise: the same decode, crop and flip as below. */
             uint8_t *px = b->pixels + (size_t)k * l->sample_floats;
-            if (d->files) BF_TRY(load_file_sample(l, w, epoch, position, &index, NULL, px));
+            if (d->files) BF_TRY(load_file_sample(l, w, epoch, position, &index, NULL, px, &b->skipped));
             else augment_sample_u8(l, epoch, position, d->pixels + (size_t)index * l->sample_floats, px);
             set_label(l, b, k, epoch, position, index);
             continue;
         }
         float *img = b->images + (size_t)k * l->sample_floats;
-        if (d->files) BF_TRY(load_file_sample(l, w, epoch, position, &index, img, NULL));
+        if (d->files) BF_TRY(load_file_sample(l, w, epoch, position, &index, img, NULL, &b->skipped));
         set_label(l, b, k, epoch, position, index);
         if (d->files) {
             /* decoded, cropped and flipped above */
@@ -622,6 +632,7 @@ bf_status bf_loader_next(bf_loader *l, bf_batch **out, double *wait_ms) {
         return bf_error(st, "loader batch %d: %s", index, message);
     }
     slot->state = SLOT_HELD;
+    l->skipped += slot->batch.skipped;
     pthread_mutex_unlock(&l->mutex);
     *out = &slot->batch;
     return BF_OK;

@@ -77,6 +77,7 @@ typedef struct run {
     bf_data_parallel dp; /* rank and world of a data-parallel run (mpirun); one rank otherwise */
     const atomic_int *stop; /* bf_train_options.stop: asks the run to stop early */
     double best_top1;                  /* [run] keep_best: the best evaluation so far (-1: none) */
+    long skipped_before;               /* training images skipped before a resume (bf_train_state) */
     /* device buffers of the step */
     float *x, *losses, *correct1, *correct5, *dlogits, *sums, *grad_sumsq, *clip;
     int32_t *labels;
@@ -389,6 +390,17 @@ static bf_status score_split(run *r, bf_loader *loader, const bf_train_state *st
     return BF_OK;
 }
 
+/* The training images skipped as undecodable since the run began (file datasets; else 0): every
+ * rank's loader count, and what the run had skipped before a resume. A collective with ranks. */
+static bf_status skipped_so_far(run *r, long *count) {
+    *count = 0;
+    if (!r->train_set->files) return BF_OK;
+    double n = (double)bf_loader_skipped_images(r->train_loader);
+    if (r->dp.world > 1) BF_TRY(bf_comm_allreduce_double(r->dp.comm, &n, 1));
+    *count = (long)n + r->skipped_before;
+    return BF_OK;
+}
+
 /* final: the whole test set; otherwise [run] val_batches random batches when set; with [run]
  * eval_train the training split the same way, after it. With [run] keep_best, a better test top-1
  * than any before replaces checkpoints/best (st: the position there). */
@@ -406,6 +418,7 @@ static bf_status evaluate_and_log(run *r, const bf_train_state *st, int final, b
     r->best_top1 = res->top1; /* the same on every rank: the counts were reduced */
     bf_train_state best = *st;
     best.eval_top1 = res->top1;
+    BF_TRY(skipped_so_far(r, &best.skipped_images));
     char written[BF_PATH_MAX] = "";
     if (bf_dp_writes_checkpoints(&r->dp)) BF_TRY(bf_checkpoint_save_best(r->cfg, r->model, r->opt, &best, written));
     BF_TRY(bf_dp_checkpoint_written(&r->dp));
@@ -416,7 +429,9 @@ static bf_status evaluate_and_log(run *r, const bf_train_state *st, int final, b
 /* A checkpoint of st's position, written by rank 0 while the other ranks wait for it. */
 static bf_status save_checkpoint(run *r, const bf_train_state *st, bf_train_result *result) {
     BF_TRY(bf_dp_check_peers(&r->dp)); /* the copy to the host would wait untimed for the all-reduce */
-    if (bf_dp_writes_checkpoints(&r->dp)) BF_TRY(bf_checkpoint_save(r->cfg, r->model, r->opt, st, result->checkpoint));
+    bf_train_state at = *st;
+    BF_TRY(skipped_so_far(r, &at.skipped_images));
+    if (bf_dp_writes_checkpoints(&r->dp)) BF_TRY(bf_checkpoint_save(r->cfg, r->model, r->opt, &at, result->checkpoint));
     BF_TRY(bf_dp_checkpoint_written(&r->dp));
     bf_metrics_break_line(&r->log);
     fprintf(r->text, "checkpoint: %s\n", result->checkpoint);
@@ -523,6 +538,7 @@ static bf_status train_loop(run *r, bf_train_state *st, bf_train_result *result)
                 long skipped = bf_loader_skipped_images(r->train_loader);
                 if (r->train_set->files) mt.skipped_images = &skipped;
                 BF_TRY(combine_monitors(r, mt.num_flex, mt.num_neuron, r->train_set->files ? &skipped : NULL));
+                skipped += r->skipped_before; /* counted since the run began, a resume included */
                 double comm_ms = 0; /* read after the synchronisation above: its events are complete */
                 BF_TRY(bf_dp_interval_comm_ms(&r->dp, &comm_ms));
                 if (bf_dp_active(&r->dp)) mt.comm_exposed_ms = &comm_ms;
@@ -662,6 +678,7 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
         BF_TRY(bf_checkpoint_resolve(opt->resume, dir));
         BF_TRY(bf_checkpoint_load_model(dir, r->model));
         BF_TRY(bf_checkpoint_load_state(dir, cfg, r->model, r->opt, &st));
+        r->skipped_before = st.skipped_images;
         BF_TRY(bf_resume_check(r->text, dir, &st, data_now, batches, cfg));
         if (cfg->run.resume_optimizer == BF_RESUME_SCHEDULE_RESTART) { /* the V1 reference's resume: weights alone */
             BF_TRY(r->backend->ops->fill(r->backend, r->opt->state, 0.0f, bf_optimizer_state_floats(r->opt)));
