@@ -9,6 +9,9 @@
  *   - central differences of a small network, the normalisation then a linear head: the gradients
  *     of every parameter of the normalisation (clamped ones included), of a sample of the head's
  *     and of the image;
+ *   - central differences of every parameter of a residual network with the normalisation where
+ *     the V1 ResNet puts it (after a block's add and ReLU, run fused and in place, its output the next
+ *     block's identity), its input also read by a later add (its dx accumulated over two consumers);
  *   - the bias's gradient (a sum over every element) with 1 and with 3 threads: the same bits;
  *   - resnet50_div_norm: [model] divisive_norm = cirincione plans the spec's 26,736,683 parameters
  *     at 1000 classes, named as the reference's state_dict (layer1.N.dn.A ... bias) in its order;
@@ -154,6 +157,98 @@ static void test_finite_differences(bf_backend *b) {
     bf_model_destroy(m);
 }
 
+/* Mean cross-entropy of the current parameters (training mode: batch statistics), in double. */
+static double model_loss(bf_model *m, const float *x, const int32_t *labels, float *losses) {
+    const float *logits = NULL;
+    if (bf_model_forward(m, x, &logits) != BF_OK) return NAN;
+    if (m->backend->ops->softmax_xent(m->backend, m->batch, m->num_classes, logits, labels, 0, 1.0f / m->batch, losses,
+                                      NULL) != BF_OK)
+        return NAN;
+    double sum = 0;
+    for (int i = 0; i < m->batch; i++) sum += losses[i];
+    return sum / m->batch;
+}
+
+/* The normalisation inside a residual graph, as resnet50_div_norm places it: after a block's add
+ * and ReLU (one fused layer, in place), its output the next block's identity (two consumers), and
+ * here its input read again by a last add, so that the gradient of that input sums the
+ * normalisation's dx and the add's. The test of the single layer above cannot see how the layer's
+ * dx and parameter gradients meet the model's plumbing (in-place ReLU, fused add, accumulation).
+ * Every parameter's gradient against central differences of the loss; elements whose one-sided
+ * differences disagree (a ReLU kink or |A| at 0 inside the step) are skipped, as test_v1_layers. */
+static void test_residual_gradients(bf_backend *b) {
+    enum { N = 2, C = 3, H = 8, K = 3 };
+    bf_model *m = NULL;
+    CHECK_OK(bf_model_create(b, (bf_shape){N, C, H, H}, 7, &m));
+    if (!m) return;
+    int x = bf_model_add_conv(m, "stem", BF_MODEL_INPUT, 4, 3, 1, 1, 1, 0, BF_INIT_UNIFORM_FAN_IN);
+    x = bf_model_add_batchnorm(m, "stem_bn", x, 1e-5f, 0.1f);
+    const int trunk = bf_model_add_relu(m, "stem_relu", x);
+    int y = bf_model_add_conv(m, "block0.conv", trunk, 4, 3, 1, 1, 1, 0, BF_INIT_UNIFORM_FAN_IN);
+    y = bf_model_add_batchnorm(m, "block0.bn", y, 1e-5f, 0.1f);
+    y = bf_model_add_add(m, "block0.add", y, trunk);
+    const int block0 = bf_model_add_relu(m, "block0.relu", y); /* read by dn and the last add */
+    const int dn = bf_model_add_cirincione(m, "block0.dn", block0);
+    int z = bf_model_add_conv(m, "block1.conv", dn, 4, 3, 1, 1, 1, 0, BF_INIT_UNIFORM_FAN_IN);
+    z = bf_model_add_batchnorm(m, "block1.bn", z, 1e-5f, 0.1f);
+    z = bf_model_add_add(m, "block1.add", z, dn);
+    z = bf_model_add_relu(m, "block1.relu", z);
+    z = bf_model_add_add(m, "skip", z, block0);
+    z = bf_model_add_global_avgpool(m, "gap", z);
+    z = bf_model_add_flatten(m, "flatten", z);
+    bf_model_add_linear(m, "fc", z, K, 1, BF_INIT_UNIFORM_FAN_IN, BF_INIT_UNIFORM_FAN_IN);
+    bf_status s = bf_model_finalize(m);
+    CHECK(s == BF_OK, "finalize: %s", bf_last_error());
+    if (s != BF_OK) return bf_model_destroy(m);
+    CHECK(m->layers[block0].in_place && m->layers[block0].relu_joined && m->layers[dn].num_consumers == 2 &&
+              m->layers[block0].num_consumers == 2,
+          "the block's ReLU runs in place inside its add; dn's input and output have two consumers");
+    m->training = 1, m->batch = N;
+    float *xh = malloc(sizeof(float) * N * C * H * H), losses[N], dlogits[N * K];
+    bf_test_fill_uniform(xh, N * C * H * H, -1, 1, 17);
+    int32_t labels[N] = {1, 2};
+    const float *logits = NULL;
+    CHECK_OK(bf_model_forward(m, xh, &logits));
+    CHECK_OK(b->ops->softmax_xent(b, N, K, logits, labels, 0, 1.0f / N, losses, dlogits));
+    CHECK_OK(bf_model_backward(m, dlogits));
+    float *grads = malloc(m->num_param_floats * sizeof(float));
+    memcpy(grads, m->grad_data, m->num_param_floats * sizeof(float));
+    int checked = 0, bad = 0, kinks = 0, dn_checked = 0;
+    const double l0 = model_loss(m, xh, labels, losses);
+    for (int p = 0; p < m->num_params; p++) {
+        const bf_param *q = &m->params[p];
+        for (size_t j = 0; j < q->count; j++) {
+            float *v = m->param_data + q->offset + j, saved = *v;
+            /* dn's gradients are ~1e-3, the float loss's rounding ~1e-7: a wider step there (its
+             * kernels are smooth in their parameters) and an absolute tolerance to match */
+            const int in_dn = q->layer == dn;
+            const float h = in_dn ? 1e-2f : 1e-3f;
+            *v = saved + h;
+            double lp = model_loss(m, xh, labels, losses);
+            *v = saved - h;
+            double lm = model_loss(m, xh, labels, losses);
+            *v = saved;
+            double numeric = (lp - lm) / (2 * h), analytic = grads[q->offset + j];
+            double tol = (in_dn ? 3e-5 : 1e-3) + 2e-2 * fabs(analytic);
+            if (fabs((lp - l0) / h - (l0 - lm) / h) > 2 * tol) { /* a kink inside the step */
+                kinks++;
+                continue;
+            }
+            checked++;
+            dn_checked += in_dn;
+            if (fabs(numeric - analytic) > tol && bad++ < 5)
+                fprintf(stderr, "%s[%zu]: numeric %.6g analytic %.6g\n", q->name, j, numeric, analytic);
+        }
+    }
+    printf("residual network with the Cirincione normalisation: %d parameter gradients checked (%d of dn), %d "
+           "skipped at kinks, %d differ\n", checked, dn_checked, kinks, bad);
+    CHECK(checked > 300 && dn_checked > 80 && kinks < checked / 10, "%d checked (%d of dn), %d at kinks", checked,
+          dn_checked, kinks);
+    CHECK(bad == 0, "%d of %d parameter gradients differ from central differences", bad, checked);
+    free(xh), free(grads);
+    bf_model_destroy(m);
+}
+
 /* The bias's gradient is a sum over every element: the same bits with any thread count. */
 static void test_bias_grad_threads(void) {
     const size_t n = 300007;
@@ -254,6 +349,7 @@ int main(void) {
     test_fixtures();
     test_init(b);
     test_finite_differences(b);
+    test_residual_gradients(b);
     test_bias_grad_threads();
     test_resnet_div_norm();
     bf_backend_destroy(b);

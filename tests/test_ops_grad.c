@@ -230,35 +230,52 @@ static void grad_linear(bf_backend *b) {
     bf_free(b, c.x); bf_free(b, c.w); bf_free(b, c.bias); bf_free(b, c.y); bf_free(b, dy);
 }
 
-/* ---- ReLU and dropout ---- */
+/* ---- ReLU, LeakyReLU and dropout ---- */
+
+typedef enum unary_kind { UNARY_RELU, UNARY_LEAKY_RELU, UNARY_DROPOUT } unary_kind;
 
 typedef struct unary_ctx {
-    int is_relu; /* else dropout */
+    unary_kind kind;
     size_t n, group;
-    float p;
+    float p;     /* dropout's probability, or LeakyReLU's negative slope */
     uint64_t seed;
     float *x, *y;
 } unary_ctx;
 
 static bf_status unary_forward(bf_backend *b, const void *p) {
     const unary_ctx *c = p;
-    if (c->is_relu) return b->ops->relu_forward(b, c->x, c->y, c->n);
+    if (c->kind == UNARY_RELU) return b->ops->relu_forward(b, c->x, c->y, c->n);
+    if (c->kind == UNARY_LEAKY_RELU) return b->ops->leaky_relu_forward(b, c->x, c->y, c->n, c->p);
     return b->ops->dropout_forward(b, c->x, c->y, c->n, c->group, c->p, bf_draws_of(c->seed));
 }
 
-/* group: dropout's elements per draw (1 nn.Dropout, 20 planes of a Dropout2d) */
-static void grad_unary(bf_backend *b, int is_relu, size_t group) {
+/* group: dropout's elements per draw (1 nn.Dropout, 20 planes of a Dropout2d); p: dropout's
+ * probability or LeakyReLU's slope */
+static void grad_unary(bf_backend *b, unary_kind kind, size_t group, float p) {
     const size_t n = 200;
     float *r;
-    unary_ctx c = {is_relu, n, group, 0.4f, 77, random_buffer(b, n, -1, 1, 41, NULL), bf_test_upload(b, NULL, n)};
+    unary_ctx c = {kind, n, group, p, 77, random_buffer(b, n, -1, 1, 41, NULL), bf_test_upload(b, NULL, n)};
     float *dy = random_buffer(b, n, -1, 1, 42, &r), *dx = bf_test_upload(b, NULL, n);
     CHECK_OK(unary_forward(b, &c));
-    if (is_relu) CHECK_OK(b->ops->relu_backward(b, c.y, dy, dx, n));
+    if (kind == UNARY_RELU) CHECK_OK(b->ops->relu_backward(b, c.y, dy, dx, n));
+    /* the backward reads the output, as the layer keeps it (in place over x) */
+    else if (kind == UNARY_LEAKY_RELU) CHECK_OK(b->ops->leaky_relu_backward(b, c.y, dy, dx, n, p));
     else CHECK_OK(b->ops->dropout_backward(b, dy, dx, n, group, c.p, bf_draws_of(c.seed)));
     float *hdx = download_and_free(b, dx, n);
-    /* ReLU's kink at 0 is skipped, like Caffe's checker does. */
-    const char *name = is_relu ? "relu" : group > 1 ? "dropout2d p=0.4, planes of 20" : "dropout p=0.4";
-    check_gradient(b, name, unary_forward, &c, c.y, n, r, c.x, n, hdx, is_relu ? 2 * STEP : 0);
+    /* the (leaky) ReLU's kink at 0 is skipped, like Caffe's checker does */
+    char name[64];
+    if (kind == UNARY_RELU) snprintf(name, sizeof name, "relu");
+    else if (kind == UNARY_LEAKY_RELU) snprintf(name, sizeof name, "leaky_relu slope %g", p);
+    else if (group > 1) snprintf(name, sizeof name, "dropout2d p=%g, planes of %zu", p, group);
+    else snprintf(name, sizeof name, "dropout p=%g", p);
+    check_gradient(b, name, unary_forward, &c, c.y, n, r, c.x, n, hdx, kind == UNARY_DROPOUT ? 0 : 2 * STEP);
+    if (kind == UNARY_LEAKY_RELU) { /* the negative side's slope is what the check must see, not only the 1s */
+        float *hx = bf_test_download(b, c.x, n);
+        size_t negative = 0;
+        for (size_t i = 0; i < n; i++) negative += hx[i] < -2 * STEP && hdx[i] != 0;
+        CHECK(negative > n / 4, "leaky_relu: %zu of %zu inputs on the negative side with a gradient", negative, n);
+        free(hx);
+    }
     free(r); free(hdx);
     bf_free(b, c.x); bf_free(b, c.y); bf_free(b, dy);
 }
@@ -306,9 +323,11 @@ int main(void) {
     grad_conv(b, (bf_conv2d_shape){.n = 2, .c_in = 3, .h_in = 4, .w_in = 4, .c_out = 2, .k_h = 1, .k_w = 1,
                                    .stride = 1, .pad = 0, .groups = 1}, 1, "conv 1x1");
     grad_batchnorm(b);
-    grad_unary(b, 1, 1);
-    grad_unary(b, 0, 1);
-    grad_unary(b, 0, 20);
+    grad_unary(b, UNARY_RELU, 1, 0);
+    grad_unary(b, UNARY_LEAKY_RELU, 1, 0.01f); /* the spatial-attention block's LeakyReLU(0.01) */
+    grad_unary(b, UNARY_LEAKY_RELU, 1, 0.3f);  /* a slope the tolerance cannot miss */
+    grad_unary(b, UNARY_DROPOUT, 1, 0.4f);
+    grad_unary(b, UNARY_DROPOUT, 20, 0.4f);
     grad_pool(b, (bf_pool_shape){.n = 2, .c = 2, .h_in = 7, .w_in = 6, .k = 3, .stride = 2, .pad = 1}, 1, "maxpool k3 s2 p1");
     grad_pool(b, (bf_pool_shape){.n = 2, .c = 2, .h_in = 6, .w_in = 6, .k = 2, .stride = 2, .pad = 0}, 1, "maxpool k2 s2");
     grad_pool(b, (bf_pool_shape){.n = 2, .c = 2, .h_in = 7, .w_in = 6, .k = 3, .stride = 2, .pad = 1}, 0, "avgpool k3 s2 p1");
