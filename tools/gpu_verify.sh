@@ -11,7 +11,9 @@
 #   [GPU_VERIFY_BUDGET_S=SECONDS] bash tools/gpu_verify.sh [tests|quick|targets|full]
 #     tests:   build, then the `gpu` tests (every CUDA op against the CPU, the parity steps, NCCL), and
 #              compute-sanitizer's memcheck and initcheck over the flex ops' CUDA test, memcheck over the
-#              recomputed-charge LIF test's small cases and the fused batch-norm + ReLU test
+#              recomputed-charge LIF test's small cases, the fused batch-norm + ReLU test and the V1
+#              kernels' tests, synccheck over the flex and LIF-with-batch-norm tests, racecheck over the
+#              locally connected and Cirincione tests
 #     quick:   tests, the kernel labs (one batch size; the mask-joint lab both, 32 and 128) and a short dp_overhead
 #     targets: build (incremental), then the issues' target benchmarks, most important first
 #     full:    tests, then targets (the default); the memcheck steps after the first targets (the
@@ -114,6 +116,19 @@ sanitizers() { # memcheck over the new kernels' CUDA tests: out-of-bounds or uni
   step sanitize_neuron_bn 120 compute-sanitizer --tool memcheck --error-exitcode 1 ./build/tests/test_neuron_bn_ops_cuda --small
   # and the batch-norm + ReLU kernels' (their largest case is 3.2 M values)
   step sanitize_bn_relu 90 compute-sanitizer --tool memcheck --error-exitcode 1 ./build/tests/test_bn_relu_ops_cuda
+  # the V1 ResNet's kernels (divnorm, DoG, channel copy, Cirincione, the locally connected layer's
+  # layouts and tiled transpose), never yet run on a GPU: small tests, seconds each
+  step sanitize_v1 60 compute-sanitizer --tool memcheck --error-exitcode 1 ./build/tests/test_v1_ops_cuda
+  step sanitize_cirincione 60 compute-sanitizer --tool memcheck --error-exitcode 1 ./build/tests/test_cirincione_cuda
+  step sanitize_local_conv 60 compute-sanitizer --tool memcheck --error-exitcode 1 ./build/tests/test_local_conv_cuda
+  # what the kernel emulator cannot show (it runs a block's threads one by one between barriers):
+  # synccheck, barriers and shuffle/ballot masks against the lanes that really reach them (the flex
+  # kernels' ballots and segmented ORs, the LIF forward's packed bits); racecheck, shared-memory
+  # hazards between threads (the locally connected layer's tile, bf_block_sum in the bias gradient)
+  step synccheck_flex 120 compute-sanitizer --tool synccheck --error-exitcode 1 ./build/tests/test_flex_ops_cuda
+  step synccheck_neuron_bn 90 compute-sanitizer --tool synccheck --error-exitcode 1 ./build/tests/test_neuron_bn_ops_cuda --small
+  step racecheck_local_conv 90 compute-sanitizer --tool racecheck --error-exitcode 1 ./build/tests/test_local_conv_cuda
+  step racecheck_cirincione 90 compute-sanitizer --tool racecheck --error-exitcode 1 ./build/tests/test_cirincione_cuda
 }
 if [ "$mode" != targets ]; then
   step ctest_gpu 300 ctest --test-dir build -L gpu --output-on-failure --timeout 150
