@@ -506,6 +506,13 @@ if [ -n "$printed" ] && grep -q " ${printed}% " <<<"$row " && grep -q " 123.0000
 else
   failed=$((failed + 1)); echo "FAIL plot_metrics --summary (bioflex-train printed ${printed}%):"; echo "$summary"
 fi
+# A fresh run in a directory that holds a longer one: the summary is the new run's alone (its
+# "start" record; before, the older run's later steps and epochs were mixed in).
+"$train" "$tmp/tiny.ini" --set run.dir="$tmp/refresh" > /dev/null 2>&1
+"$train" "$tmp/tiny.ini" --set run.dir="$tmp/refresh" --set run.epochs=1 > /dev/null 2>&1
+row=$(python3 "$src/tools/plot_metrics.py" "$tmp/refresh" --summary 2>&1 | tail -n 1)
+[ "$(grep -c '"type":"start","resumed":false' "$tmp/refresh/metrics.jsonl")" -eq 2 ] && grep -qE "^ *refresh +6 +1 " <<<"$row" \
+  && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL plot_metrics after a fresh run in a used directory: $row"; }
 # --metric balanced_top1 --ema 0.5 --best-after 2 over evaluations of 0.5, 1.0 and 0.2 (epochs 1-3):
 # smoothed 0.5, 0.75, 0.475; the best from epoch 2 on is 0.75 at epoch 2
 mkdir -p "$tmp/ema"

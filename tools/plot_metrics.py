@@ -20,7 +20,9 @@ smooths it over the evaluations in order, s = A s + (1 - A) v from the first val
 from epoch N on (PlasticFlex's 20).
 
 A run resumed from a checkpoint logs the steps after that checkpoint again; the last record of
-each step is the one kept, as it belongs to the run that went on. Plotting needs matplotlib
+each step is the one kept, as it belongs to the run that went on. A fresh run started in a
+directory that held another appends after the older run's lines: only the records from the last
+fresh start ({"type": "start", "resumed": false}) on are read. Plotting needs matplotlib
 (Debian: python3-matplotlib); --summary needs only Python.
 """
 import argparse
@@ -61,6 +63,9 @@ class Run:
         if not os.path.exists(path):
             raise SystemExit(f"error: {path} does not exist (is {run_dir} a bioflex run directory?)")
         records = read_jsonl(path)
+        fresh = [i for i, r in enumerate(records) if r.get("type") == "start" and not r.get("resumed")]
+        if fresh:  # an older run's lines before it belong to another history
+            records = records[fresh[-1]:]
         self.dir = run_dir
         self.name = os.path.basename(os.path.normpath(run_dir))
         self.train = last_per_key([r for r in records if r.get("type") == "train"], "step")

@@ -583,6 +583,7 @@ bf_status bf_butd_train_rank(const bf_config *cfg, const bf_train_options *opt, 
     if (s == BF_OK) s = bf_dp_agree_start(dp, &st, opt && opt->resume, r.backend, r.optim);
     if (s == BF_OK) s = share_rank0_weights(&r);
     if (s == BF_OK && opt && opt->started && dp->rank == 0) opt->started(opt->started_user);
+    if (s == BF_OK) bf_metrics_start(&r.log, opt && opt->resume, st.epoch, st.step); /* rank 0's file */
     if (s == BF_OK) r.net->step = (uint64_t)st.step; /* the weight-noise draws ([butd] noise_std) go on from there */
     char written[BF_PATH_MAX] = "";
     int stopped = 0;

@@ -235,6 +235,13 @@ bf_status bf_fragments_train(const bf_config *cfg, const bf_train_options *opt, 
     if (s == BF_OK && opt && opt->started) opt->started(opt->started_user);
     char metrics[BF_PATH_MAX + 32];
     snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", cfg->run.dir);
+    if (s == BF_OK) { /* where this run begins to append (metrics.h's bf_metrics_start) */
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "type", "start");
+        cJSON_AddBoolToObject(o, "resumed", opt && opt->resume);
+        cJSON_AddNumberToObject(o, "epoch", start);
+        s = append_json_line(metrics, o);
+    }
     if (s == BF_OK && !(opt && opt->quiet))
         fprintf(text, "net fragments: %d lines an epoch, T = %d, theta %s, gamma %g + %g t, lambda %g, eta %g\n",
                 c->train_lines, c->time_steps, c->bernoulli ? "bernoulli" : "fixed", c->power_start, c->power_step,

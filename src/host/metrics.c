@@ -42,6 +42,15 @@ static void write_json(bf_metrics_log *log, cJSON *obj) {
     cJSON_Delete(obj);
 }
 
+void bf_metrics_start(bf_metrics_log *log, int resumed, int epoch, long step) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "start");
+    cJSON_AddBoolToObject(o, "resumed", resumed);
+    cJSON_AddNumberToObject(o, "epoch", epoch);
+    cJSON_AddNumberToObject(o, "from_step", (double)step); /* not "step": readers keying on it pass over */
+    write_json(log, o);
+}
+
 static void format_duration(double s, char *out, size_t n) {
     long t = s > 0 ? (long)(s + 0.5) : 0;
     if (t >= 3600) snprintf(out, n, "%ldh%02ldm", t / 3600, t / 60 % 60);

@@ -48,6 +48,10 @@ typedef struct bf_metrics_log {
 } bf_metrics_log;
 
 bf_status bf_metrics_open(bf_metrics_log *log, const char *run_dir, int progress);
+/* {"type":"start","resumed":..,"epoch":..,"from_step":..}: where a run (resumed: true) or a fresh one
+ * (false) begins to append. A fresh run in a directory that holds another's lines starts a new
+ * history: tools/plot_metrics.py reads from the last fresh start on. */
+void bf_metrics_start(bf_metrics_log *log, int resumed, int epoch, long step);
 void bf_metrics_close(bf_metrics_log *log);
 void bf_metrics_train(bf_metrics_log *log, const bf_train_metrics *m, FILE *text);
 /* {"type":"eval_health","split":..,"epoch":..,"step":..,"max_abs_logit":..,"max_loss":..,

@@ -692,6 +692,7 @@ static bf_status train_run(run *r, const bf_train_options *opt, bf_train_result 
     if (opt && opt->started && r->dp.rank == 0) opt->started(opt->started_user);
     BF_TRY(bf_dp_attach_model(&r->dp, r->model));
     BF_TRY(bf_dp_metrics_open(&r->dp, &r->log, cfg->run.dir, !(opt && opt->quiet) && isatty(fileno(stderr))));
+    bf_metrics_start(&r->log, opt && opt->resume, st.epoch, st.step);
     const int cuda = r->backend->kind == BF_DEVICE_CUDA;
     char cpu_detail[64]; /* the threads, and what runs the convolutions ([run] cpu_conv = auto decides) */
     snprintf(cpu_detail, sizeof cpu_detail, "%d threads, convolutions: %s", r->backend->num_threads,
