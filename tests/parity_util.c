@@ -331,3 +331,69 @@ bf_model *bf_parity_one_layer(const bf_parity *px, const char *variant,
     free(x), free(dy);
     return m;
 }
+
+static const char *neuron_kind_name(bf_neuron_kind k) {
+    switch (k) {
+    case BF_NEURON_LIF: return "lif";
+    case BF_NEURON_IF: return "if";
+    case BF_NEURON_CLAMP01: return "clamp01";
+    case BF_NEURON_STEP: return "step";
+    }
+    return "?";
+}
+
+static const char *reset_name(bf_reset_mode r) {
+    return r == BF_RESET_HARD ? "hard" : r == BF_RESET_SOFT ? "soft" : "none";
+}
+
+static const char *surrogate_name(bf_surrogate s) {
+    switch (s) {
+    case BF_SURROGATE_SIGMOID: return "sigmoid";
+    case BF_SURROGATE_ARCTAN: return "arctan";
+    case BF_SURROGATE_RECTANGULAR: return "rectangular";
+    case BF_SURROGATE_TRIANGLE: return "triangle";
+    case BF_SURROGATE_TANH: return "tanh";
+    }
+    return "?";
+}
+
+void bf_parity_neuron_line(const bf_neuron_params *p, int T, int encoding, char *out, size_t cap) {
+    snprintf(out, cap,
+             "kind=%s T=%d encoding=%s decay=%g threshold=%g reset=%s detach_reset=%d through_time=%d surrogate=%s "
+             "alpha=%g width=%g height=%g",
+             neuron_kind_name(p->kind), T, encoding ? "rate" : "direct", (double)p->decay, (double)p->threshold,
+             reset_name(p->reset), p->detach_reset != 0, p->through_time != 0, surrogate_name(p->surrogate),
+             (double)p->alpha, (double)p->width, (double)p->height);
+}
+
+void bf_parity_compare_fired(const bf_parity *px, bf_model *m, const char *prefix, int n, int T, int layers) {
+    enum { MAX_LAYERS = 16 };
+    double rate[MAX_LAYERS], silent[MAX_LAYERS];
+    const char *names[MAX_LAYERS];
+    int got = bf_model_spike_monitor(m, rate, silent, names, MAX_LAYERS);
+    CHECK(got == layers, "%d neuron layers (got %d)", layers, got);
+    for (int j = 0; j < got && j < MAX_LAYERS; j++) {
+        int li = -1;
+        for (int i = 0; i < m->num_layers; i++)
+            if (!strcmp(m->layers[i].name, names[j])) li = i;
+        if (li < 0) continue;
+        const bf_layer *l = &m->layers[li];
+        double elements = (double)n * (double)bf_shape_per_sample(l->out_shape);
+        double sum = rate[j] * elements * T, quiet = silent[j] * elements;
+        char name[BF_NAME_MAX + 64];
+        float ref[2] = {-1, -1};
+        int64_t shape[1] = {2};
+        snprintf(name, sizeof name, "%sfired.%s", prefix, names[j]);
+        CHECK_OK(bf_safetensors_copy_out(px->fixture, name, BF_DTYPE_F32, 1, shape, ref));
+        const int spiking = l->neuron.kind != BF_NEURON_CLAMP01;
+        printf("  spikes   %-*s outputs %.0f x %d steps: sum bioflex %.6g PyTorch %.6g, silent bioflex %.0f PyTorch %.0f\n",
+               px->name_width, name, elements, T, sum, (double)ref[0], quiet, (double)ref[1]);
+        if (spiking)
+            CHECK(llround(sum) == llround(ref[0]), "%s: %lld spikes, PyTorch %lld (a spike flipped)", name,
+                  (long long)llround(sum), (long long)llround(ref[0]));
+        else
+            CHECK_CLOSE(sum, ref[0], px->atol, px->rtol, "clamp01 output sum");
+        CHECK(llround(quiet) == llround(ref[1]), "%s: %lld silent elements, PyTorch %lld", name,
+              (long long)llround(quiet), (long long)llround(ref[1]));
+    }
+}

@@ -112,6 +112,20 @@ typedef struct bf_parity_steps {
  * with "<prefix><after>name". */
 void bf_parity_two_steps(const bf_parity *px, bf_model *m, const bf_parity_batch *bt, const bf_parity_steps *s);
 
+/* Spiking fixtures (bench/make_spiking_parity_fixture.py and the scripts that import its neurons).
+ * The neuron parameters and T as one line, the format of that script's params_string, which a
+ * fixture keeps as "params.<variant>" for the test to require its own line equal:
+ * "kind=lif T=4 encoding=direct decay=0.95 threshold=1 reset=hard detach_reset=0 through_time=1
+ * surrogate=tanh alpha=0 width=0 height=0.3" (floats "%g"; encoding 0 direct, 1 rate). */
+void bf_parity_neuron_line(const bf_neuron_params *p, int T, int encoding, char *out, size_t cap);
+
+/* The spike monitor after a first forward pass (bf_model_spike_monitor, which it resets) against
+ * "<prefix>fired.<layer>" = [sum of the layer's outputs over all T steps, elements silent at every
+ * step] of each of the model's `layers` neuron layers, n samples: the counts exactly for LIF/IF/step
+ * (integers far below 2^24; a difference is a spike flipped), clamp01's output sum within the
+ * tolerances (bioflex sums in double, PyTorch in fp32). */
+void bf_parity_compare_fired(const bf_parity *px, bf_model *m, const char *prefix, int n, int T, int layers);
+
 /* A one-layer model checked against a fixture variant (the V1 layers' tests): the model over the
  * 4-D "<variant>.input", its layer added by add(m, BF_MODEL_INPUT, variant), with the image's
  * gradient, in training mode; its parameters set from "<variant>.<last part of each parameter's

@@ -89,81 +89,16 @@ typedef struct variant {
     bf_neuron_params p;
 } variant;
 
-static const char *kind_name(bf_neuron_kind k) {
-    switch (k) {
-    case BF_NEURON_LIF: return "lif";
-    case BF_NEURON_IF: return "if";
-    case BF_NEURON_CLAMP01: return "clamp01";
-    case BF_NEURON_STEP: return "step";
-    }
-    return "?";
-}
-
-static const char *reset_name(bf_reset_mode r) {
-    return r == BF_RESET_HARD ? "hard" : r == BF_RESET_SOFT ? "soft" : "none";
-}
-
-static const char *surrogate_name(bf_surrogate s) {
-    switch (s) {
-    case BF_SURROGATE_SIGMOID: return "sigmoid";
-    case BF_SURROGATE_ARCTAN: return "arctan";
-    case BF_SURROGATE_RECTANGULAR: return "rectangular";
-    case BF_SURROGATE_TRIANGLE: return "triangle";
-    case BF_SURROGATE_TANH: return "tanh";
-    }
-    return "?";
-}
-
-/* The variant's parameters in the script's params_string format. */
-static void params_line(const variant *v, char *out, size_t cap) {
-    const bf_neuron_params *p = &v->p;
-    snprintf(out, cap,
-             "kind=%s T=%d encoding=%s decay=%g threshold=%g reset=%s detach_reset=%d through_time=%d surrogate=%s "
-             "alpha=%g width=%g height=%g",
-             kind_name(p->kind), v->T, v->encoding ? "rate" : "direct", (double)p->decay, (double)p->threshold, reset_name(p->reset),
-             p->detach_reset != 0, p->through_time != 0, surrogate_name(p->surrogate), (double)p->alpha,
-             (double)p->width, (double)p->height);
-}
-
 typedef struct fired_check {
     const variant *v;
     const char *prefix;
 } fired_check;
 
-/* The spike monitor after the first forward pass against "<prefix>fired.<layer>" = [sum of the
- * outputs over all steps, silent elements]: exact counts for spikes (integers, far below 2^24),
- * the clamp01 output sum within the tolerances (bioflex sums in double, PyTorch in fp32).
- * user: a fired_check. */
+/* The spike monitor after the first forward pass against "<prefix>fired.<layer>" (parity_util.h:
+ * exact counts for spikes, the clamp01 output sum within the tolerances). user: a fired_check. */
 static void compare_fired(void *user, bf_model *m) {
     const fired_check *fc = user;
-    const variant *v = fc->v;
-    double rate[4], silent[4];
-    const char *names[4];
-    int layers = bf_model_spike_monitor(m, rate, silent, names, 4);
-    CHECK(layers == 2, "two neuron layers (got %d)", layers);
-    for (int j = 0; j < layers && j < 2; j++) {
-        int li = -1;
-        for (int i = 0; i < m->num_layers; i++)
-            if (!strcmp(m->layers[i].name, names[j])) li = i;
-        if (li < 0) continue;
-        double elements = (double)N * (double)bf_shape_per_sample(m->layers[li].out_shape);
-        double sum = rate[j] * elements * v->T, quiet = silent[j] * elements;
-        char name[BF_NAME_MAX + 64];
-        float ref[2] = {-1, -1};
-        int64_t shape[1] = {2};
-        snprintf(name, sizeof name, "%sfired.%s", fc->prefix, names[j]);
-        CHECK_OK(bf_safetensors_copy_out(px.fixture, name, BF_DTYPE_F32, 1, shape, ref));
-        int spiking = v->p.kind == BF_NEURON_LIF || v->p.kind == BF_NEURON_IF;
-        printf("  spikes   %-40s outputs %.0f x %d steps: sum bioflex %.6g PyTorch %.6g, silent bioflex %.0f PyTorch %.0f\n",
-               name, elements, v->T, sum, (double)ref[0], quiet, (double)ref[1]);
-        if (spiking)
-            CHECK(llround(sum) == llround(ref[0]), "%s: %lld spikes, PyTorch %lld (a spike flipped)", name,
-                  (long long)llround(sum), (long long)llround(ref[0]));
-        else
-            CHECK_CLOSE(sum, ref[0], ATOL, RTOL, "clamp01 output sum");
-        CHECK(llround(quiet) == llround(ref[1]), "%s: %lld silent elements, PyTorch %lld", name,
-              (long long)llround(quiet), (long long)llround(ref[1]));
-    }
+    bf_parity_compare_fired(&px, m, fc->prefix, N, fc->v->T, 2);
 }
 
 /* Rate coding draws its spikes from (model seed, step, layer): the script uses step 0 for the first
@@ -176,7 +111,7 @@ static void next_model_step(void *user, bf_model *m, int step) {
 static void run_variant(const variant *v) {
     char prefix[64], name[BF_NAME_MAX + 64], line[256];
     snprintf(prefix, sizeof prefix, "%s.", v->name);
-    params_line(v, line, sizeof line);
+    bf_parity_neuron_line(&v->p, v->T, v->encoding, line, sizeof line);
     printf("%s: %s\n", v->name, line);
     snprintf(name, sizeof name, "params.%s", v->name);
     const char *fixture_line = bf_safetensors_meta(px.fixture, name);
