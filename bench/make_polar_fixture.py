@@ -19,10 +19,21 @@ The file holds
                           pixel = row * 32 + col), in order;   mask.value (K) F32: its fp16 value
   counts (540) F32        the fp16 counts
   input (2, 3, 32, 32)    torch.rand, seed 0
-  out.angle, out.angle_aa, out.both, out.both_aa (2, 3, 16, 16): the forward with the angle axis
-                          padded or both axes, without or with antialias
+  out.angle, out.angle_aa, out.both, out.both_aa, out.circular, out.circular_aa (2, 3, 16, 16):
+                          the forward with the angle axis reflect-padded, both axes, or the angle axis
+                          wrapped around, without or with antialias
+  grad.dy (2, 1, 16, 16)  torch.randn, seed 1: an upstream gradient of the forward of input[:, :1]
+                          (channel 0 of both samples: every operator column, two GEMM rows)
+  grad.angle, ..., grad.circular_aa (2, 1, 32, 32): autograd's gradient of sum(forward * grad.dy) with
+                          respect to input[:, :1], per variant: the resize's, the padding's and the mask
+                          sum's backward as PyTorch runs them
 
-Rerun (torch 1.13, torchvision 0.14 here):  /usr/bin/python3 bench/make_polar_fixture.py [output directory]
+The summary printed also gives each variant's largest difference of the float32 forward and gradient
+from the same computation in float64 (the fp16 masks and counts taken exactly): the rounding that the
+C test's tolerances cover.
+
+Rerun (torch 1.13 here; torchvision 0.14 when installed, else the F.interpolate call its Resize makes of a
+float tensor, which writes the same bytes):  /usr/bin/python3 bench/make_polar_fixture.py [output directory]
 """
 import os
 import sys
@@ -30,7 +41,11 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision import transforms
+
+try:
+    from torchvision import transforms
+except ImportError:  # torchvision 0.14's Resize of a float tensor is this very F.interpolate call
+    transforms = None
 
 from parity_fixture_util import fixture_path, write_fixture
 
@@ -74,8 +89,18 @@ def forward(x, masks16, counts16, padding, antialias):
     if padding == "both":
         pooled = F.pad(pooled, (0, 0, 1, 1), mode="reflect")
     pooled = F.pad(pooled, (1, 1, 0, 0), mode="circular" if padding == "circular" else "reflect")
+    if transforms is None:
+        return F.interpolate(pooled, size=[OUT, OUT], mode="bilinear", align_corners=False, antialias=antialias)
     resize = transforms.Resize((OUT, OUT), interpolation=transforms.InterpolationMode.BILINEAR, antialias=antialias)
     return resize(pooled)
+
+
+def input_gradient(x, dy, masks, counts, padding, antialias):
+    """autograd's d sum(forward(x) * dy) / dx, and the forward."""
+    x = x.detach().clone().requires_grad_(True)
+    out = forward(x, masks, counts, padding, antialias)
+    out.backward(dy)
+    return x.grad.detach().clone(), out.detach()
 
 
 def main():
@@ -88,13 +113,25 @@ def main():
     tensors = [("mask.index", nonzero.to(torch.int32)),
                ("mask.value", masks16.float()[nonzero[:, 0], nonzero[:, 1]]),
                ("counts", counts16.float()), ("input", x)]
-    for name, padding, antialias in [("angle", "angle", False), ("angle_aa", "angle", True), ("both", "both", False),
-                                     ("both_aa", "both", True), ("circular", "circular", False),
-                                     ("circular_aa", "circular", True)]:
+    variants = [("angle", "angle", False), ("angle_aa", "angle", True), ("both", "both", False),
+                ("both_aa", "both", True), ("circular", "circular", False), ("circular_aa", "circular", True)]
+    for name, padding, antialias in variants:
         tensors.append(("out." + name, forward(x, masks16, counts16, padding, antialias)))
-    metadata = {"torch_version": torch.__version__, "generator": "bench/make_polar_fixture.py",
-                "description": "the V1-constrained ResNet-50's polar transform: fp16 masks, counts, 6 forwards"}
+    torch.manual_seed(1)
+    dy = torch.randn(2, 1, OUT, OUT)
+    tensors.append(("grad.dy", dy))
     rows = []
+    for name, padding, antialias in variants:
+        dx, out = input_gradient(x[:, :1], dy, masks16, counts16, padding, antialias)
+        dx64, out64 = input_gradient(x[:, :1].double(), dy.double(), masks16.double(), counts16.double(), padding,
+                                     antialias)
+        tensors.append(("grad." + name, dx))
+        rows.append("%-11s float32 vs float64: forward %.3g (max %.3g), gradient %.3g (max %.3g)" % (
+            name, (out.double() - out64).abs().max(), out64.abs().max(), (dx.double() - dx64).abs().max(),
+            dx64.abs().max()))
+    metadata = {"torch_version": torch.__version__, "generator": "bench/make_polar_fixture.py",
+                "description": "the V1-constrained ResNet-50's polar transform: fp16 masks, counts, 6 forwards "
+                               "and their input gradients"}
     for ring in range(RINGS):
         block, cnt = masks[ring * WEDGES:(ring + 1) * WEDGES], counts[ring * WEDGES:(ring + 1) * WEDGES]
         rows.append("ring [%g,%g): count min/max %.4g/%.4g, sum %.4g, %d empty" % (

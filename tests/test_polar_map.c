@@ -4,8 +4,15 @@
  *     before the resampling (the distinct weight profiles of the ring's pixels), counts' min/max and
  *     the ring's total weight; 40 all-zero masks, total weight 1131 covering all 1024 pixels;
  *   - the fp16 masks and counts bit-equal to PyTorch's, and the operator applied to a random input
- *     against PyTorch's forward for the 4 variants (angle or both axes padded, antialias or not),
- *     from tests/fixtures/polar_transform.safetensors (bench/make_polar_fixture.py);
+ *     against PyTorch's forward for the 6 variants (polar_padding angle, both or circular, antialias
+ *     or not), from tests/fixtures/polar_transform.safetensors (bench/make_polar_fixture.py);
+ *   - the layer itself (layer_v1.c: the operator uploaded at finalize, one GEMM forward, the
+ *     transposed GEMM backward) in a one-layer model over channel 0 of the fixture's input, for each
+ *     of the 6 variants: its forward against PyTorch's, its input gradient of the fixture's upstream
+ *     gradient against PyTorch's autograd through the resize, the padding and the mask sum, and
+ *     against central differences of the model's own forward (bf_test_logits_dot_slope) at the
+ *     pixels the padding reaches (the wedges next to angle 0, the centre, the outer rings) and a
+ *     spread of others;
  *   - a constant map: every output in the rows fed by the full rings within fp16 rounding of the
  *     constant, the outputs fed only by empty wedges exactly 0 (the reference's list, per variant),
  *     no entry negative and no output above the constant;
@@ -14,7 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bioflex/model.h"
 #include "bioflex/safetensors.h"
+#include "parity_util.h"
 #include "polar_map.h"
 #include "testutil.h"
 
@@ -167,16 +176,7 @@ static int fixture_masks(const bf_st_file *f, float *masks) {
     return bad == 0;
 }
 
-static void check_fixture(const float *masks, const float *counts) {
-    const char *path = BIOFLEX_SOURCE_DIR "/tests/fixtures/polar_transform.safetensors";
-    bf_st_file *f = NULL;
-    const bf_status s = bf_safetensors_read(path, &f);
-    CHECK(s == BF_OK, "reading the fixture: %s (regenerate it with /usr/bin/python3 bench/make_polar_fixture.py)",
-          bf_last_error());
-    if (s != BF_OK) return;
-    const char *version = bf_safetensors_meta(f, "torch_version");
-    printf("fixture %s (torch %s)\n", path, version ? version : "?");
-
+static void check_fixture(const bf_st_file *f, const float *masks, const float *counts) {
     float *expected = bf_test_calloc((size_t)MASKS * PIXELS * sizeof *expected), reference_counts[MASKS];
     if (fixture_masks(f, expected)) {
         int differ = 0, first = -1;
@@ -214,14 +214,102 @@ static void check_fixture(const float *masks, const float *counts) {
         CHECK(violation <= 1, "%s: the operator reproduces PyTorch's forward: violation %g", name, violation);
     }
     free(op);
-    bf_safetensors_close(f);
+}
+
+/* The layer's model: one polar transform of VARIANTS[*variant] (bf_parity_build_one_layer's callback). */
+static int add_polar_variant(bf_model *m, int input, const char *variant) {
+    for (int v = 0; v < 6; v++)
+        if (!strcmp(VARIANTS[v].name, variant))
+            return bf_model_add_polar(m, "lpp", input, VARIANTS[v].options.padding, VARIANTS[v].options.antialias);
+    CHECK(0, "no variant %s", variant);
+    return -1;
+}
+
+/* The pixels the central differences move: rows 12..20 right of the centre column (the wedges next to
+ * angle 0 and 2 pi that the angle padding joins or mirrors, and rings 0..4 that the radial padding of
+ * "both" reflects), the corner pixels of rings 16..17 (the outer rows "both" mirrors), and every 37th
+ * other pixel; in both samples. Returns their count. */
+enum { FD_MAX = 2 * PIXELS };
+static int fd_pixels(int *at) {
+    int n = 0;
+    for (int p = 0; p < PIXELS; p++) {
+        const int row = p / 32, col = p % 32, dx = col - 16, dy = 16 - row, r2 = dx * dx + dy * dy;
+        const int near_zero_angle = row >= 12 && row <= 20 && col >= 16, outer = r2 >= 16 * 16 && r2 < 18 * 18;
+        if (near_zero_angle || (outer && (row < 4 || row > 28)) || p % 37 == 5) at[n++] = p, at[n++] = PIXELS + p;
+    }
+    return n;
+}
+
+/* The layer in a model over channel 0 of the fixture's input ([2, 1, 32, 32]): forward against
+ * out.<variant>'s channel 0, backward of grad.dy against grad.<variant> (PyTorch's autograd), and the
+ * backward against central differences of the forward. */
+static void check_layer(bf_parity *px) {
+    enum { N = 2, C = 3 };
+    const bf_shape in = {N, 1, BF_POLAR_IN_SIZE, BF_POLAR_IN_SIZE};
+    float input[N * C * PIXELS], x[N * PIXELS], dy[N * OUTPUTS], reference[N * C * OUTPUTS], expected[N * OUTPUTS];
+    float dx[N * PIXELS];
+    CHECK_OK(bf_safetensors_copy_out(px->fixture, "input", BF_DTYPE_F32, 4, (const int64_t[]){N, C, 32, 32}, input));
+    CHECK_OK(bf_safetensors_copy_out(px->fixture, "grad.dy", BF_DTYPE_F32, 4, (const int64_t[]){N, 1, 16, 16}, dy));
+    for (int n = 0; n < N; n++) memcpy(x + n * PIXELS, input + n * C * PIXELS, PIXELS * sizeof *x); /* channel 0 */
+    int at[FD_MAX];
+    const int fd_count = fd_pixels(at);
+    for (int v = 0; v < 6; v++) {
+        const char *name = VARIANTS[v].name;
+        char tensor[32];
+        printf("%s (layer, [2, 1, 32, 32]):\n", name);
+        bf_model *m = bf_parity_build_one_layer(px->backend, in, add_polar_variant, name);
+        if (!m) continue;
+        /* the forward: as the operator's above, 1024 float32 products per output on either side */
+        snprintf(tensor, sizeof tensor, "out.%s", name);
+        CHECK_OK(bf_safetensors_copy_out(px->fixture, tensor, BF_DTYPE_F32, 4, (const int64_t[]){N, C, 16, 16},
+                                         reference));
+        for (int n = 0; n < N; n++) memcpy(expected + n * OUTPUTS, reference + n * C * OUTPUTS, OUTPUTS * sizeof *expected);
+        const float *y = NULL;
+        CHECK_OK(bf_model_forward(m, x, &y));
+        if (y) {
+            size_t worst = 0;
+            const double violation = bf_test_max_violation(y, expected, N * OUTPUTS, 1e-6, 1e-5, &worst);
+            printf("  y        out.%-12s violation %.3g (output %zu: %.8g vs %.8g)\n", name, violation, worst, y[worst],
+                   expected[worst]);
+            CHECK(violation <= 1, "%s: the layer's forward reproduces PyTorch's: violation %g", name, violation);
+        }
+        /* the backward against autograd (px's tolerance) */
+        CHECK_OK(bf_model_backward(m, dy));
+        memcpy(dx, m->dinput, sizeof dx);
+        snprintf(tensor, sizeof tensor, "grad.%s", name);
+        bf_parity_compare(px, "dx", tensor, dx, N * PIXELS);
+        /* central differences: the map is linear, so the step can be large (0.25, exact in float) and
+         * the difference quotient is off only by the rounding of the few outputs the pixel feeds (the
+         * others are recomputed bit-identically): some 1e-7 of sum |dy| over them, / 0.5 */
+        double worst = 0;
+        int worst_at = 0;
+        for (int k = 0; k < fd_count; k++) {
+            const int i = at[k];
+            const double numeric = bf_test_logits_dot_slope(m, x, dy, N * OUTPUTS, &x[i], 0.25f);
+            const double e = fabs(numeric - dx[i]) / (1e-5 + 1e-4 * fabs(numeric));
+            if (e > worst) worst = e, worst_at = i;
+        }
+        printf("  central differences at %d pixels: largest violation %.3g (pixel %d of sample %d: analytic %.8g)\n",
+               fd_count, worst, worst_at % PIXELS, worst_at / PIXELS, dx[worst_at]);
+        CHECK(worst <= 1, "%s: the layer's input gradient differs from central differences (violation %g at %d)", name,
+              worst, worst_at);
+        bf_model_destroy(m);
+    }
 }
 
 int main(void) {
     float *masks = bf_test_calloc((size_t)MASKS * PIXELS * sizeof *masks), counts[MASKS];
     bf_polar_masks(masks, counts);
     check_table(masks, counts);
-    check_fixture(masks, counts);
+    /* float32 rounding of both sides' sums (a pixel's gradient gathers a few dozen products; the
+     * fixture's float32 autograd is within 4.5e-7 of float64's, |dx| up to 6.7): 2e-6 + 1e-5 relative */
+    bf_parity px = {.atol = 2e-6, .rtol = 1e-5, .name_width = 16};
+    if (bf_parity_open(&px, BIOFLEX_SOURCE_DIR "/tests/fixtures/polar_transform.safetensors",
+                       "bench/make_polar_fixture.py", 1)) {
+        check_fixture(px.fixture, masks, counts);
+        check_layer(&px);
+    }
+    bf_parity_close(&px);
     free(masks);
 
     float *op = bf_test_calloc((size_t)OUTPUTS * PIXELS * sizeof *op);
