@@ -18,9 +18,11 @@ models use, so the tensors are written as they are into DIR/model.safetensors, e
   - the V1-constrained ResNet's constant tensors, which bioflex generates instead of storing, are
     left out: the tuned normalisations' channel_distances, the DoG layers' kernel_dists and their
     zero, untrained bias, the Cirincione normalisations' x_coords and y_coords, the polar
-    transform's pooling_masks and pooling_mask_counts (its
-    resnet50_cortical_magnification model is an nn.Sequential with numeric names, '0.weight' ...,
-    which bioflex's names do not follow: convert a composite's checkpoint instead);
+    transform's pooling_masks and pooling_mask_counts;
+  - the V1-constrained resnet50_cortical_magnification's nn.Sequential(conv1, bn1, relu, polar
+    transform, layer1..4, avgpool, flatten, fc), whose names are numeric ('0.weight', '3.pooling_masks',
+    '10.weight'; v1-constrained.md 5.5 and 10), gets the names of the composite that bioflex builds for
+    [model] cortical_magnification = true (conv1, bn1, layer1..4, fc);
   - --drop NAME (repeatable) leaves out every tensor with NAME as one of its dot-separated
     components: FlexNet's channel-wise max layers carry a batch-norm on the logits they never use
     (bn_logits), which bioflex-eval's exact loading refuses and init_weights passes over.
@@ -50,12 +52,19 @@ def state_dict_of(checkpoint):
     raise SystemExit(f"error: no state_dict in the checkpoint (no model_state_dict, model or lateral_network; it holds {keys})")
 
 
+# resnet50_cortical_magnification's nn.Sequential indices (v1-constrained.md 5.5): 2 is the ReLU, 8 the
+# average pool and 9 the flatten, which hold no tensors.
+SEQUENTIAL = {"0": "conv1", "1": "bn1", "3": "lpp", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4",
+              "10": "fc"}
+
+
 def converted(state, drop, torch):
     """(name, tensor) pairs in bioflex's terms, and the names left out."""
     out, dropped = [], []
-    for name, t in state.items():
-        if name.startswith("module."):
-            name = name[len("module."):]
+    names = [n[len("module."):] if n.startswith("module.") else n for n in state]
+    if "0.weight" in names and "3.pooling_masks" in names:  # resnet50_cortical_magnification
+        names = [SEQUENTIAL.get(n.split(".")[0], n.split(".")[0]) + n[len(n.split(".")[0]):] for n in names]
+    for name, t in zip(names, state.values()):
         parts = name.split(".")
         if any(d in parts for d in drop) or parts[-1] in GENERATED or name.endswith("dog_conv.bias"):
             dropped.append(name)
@@ -101,9 +110,12 @@ def main():
     except ImportError:
         raise SystemExit("error: reading a .pth needs PyTorch (Debian: apt-get install python3-torch)")
     try:
-        checkpoint = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
-    except TypeError:  # PyTorch before 1.13 has no weights_only
-        checkpoint = torch.load(a.checkpoint, map_location="cpu")
+        try:
+            checkpoint = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
+        except TypeError:  # PyTorch before 1.13 has no weights_only
+            checkpoint = torch.load(a.checkpoint, map_location="cpu")
+    except Exception as e:  # a missing file, a file that is no checkpoint, a truncated one
+        raise SystemExit(f"error: {a.checkpoint}: not a PyTorch checkpoint that loads ({type(e).__name__}: {e})")
     tensors, dropped = converted(state_dict_of(checkpoint), a.drop, torch)
     if not tensors:
         raise SystemExit("error: no tensors left to write")

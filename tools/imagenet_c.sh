@@ -24,6 +24,11 @@ if [ -z "$eval_prog" ]; then
 fi
 [ -x "$eval_prog" ] || { echo "imagenet_c.sh: no bioflex-eval at $eval_prog (use --eval PATH)" >&2; exit 2; }
 [ -d "$root" ] || { echo "imagenet_c.sh: ROOT $root is not a directory" >&2; exit 2; }
+# OUT.json is written at the end: refuse one that cannot be before the evaluations, not after them
+out_dir=$(dirname "$out")
+if [ -d "$out" ] || [ ! -d "$out_dir" ] || [ ! -w "$out_dir" ] || { [ -e "$out" ] && [ ! -w "$out" ]; }; then
+  echo "imagenet_c.sh: cannot write OUT.json $out" >&2; exit 2
+fi
 sets=()
 for s in "$@"; do sets+=(--set "$s"); done
 
@@ -65,4 +70,9 @@ printf '%s' "$cells" | awk -v out="$out" '
     for (j = 1; j <= m; j++) printf "%s\"%s\": %.6f", (j > 1 ? ", " : ""), order[j], sum[order[j]] / k[order[j]] > out
     printf "},\n  \"mean_top1\": %.6f\n}\n", total / NR > out
     printf "mean top-1 over %d cells: %.2f%%\n", NR, 100 * total / NR
+    for (j = 2; j <= m; j++)  # a missing cell: the per-corruption means are over different severities
+      if (k[order[j]] != k[order[1]]) {
+        printf "imagenet_c.sh: note: %s has %d severities, %s %d (a cell missing?)\n", order[j], k[order[j]],
+               order[1], k[order[1]] > "/dev/stderr"
+      }
   }'

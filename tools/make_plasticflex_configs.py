@@ -13,8 +13,11 @@ again on Fashion-MNIST.
   _flex             every conv a flex layer with the reference's mask path (threshold logits,
                     batch-norm on the logits, hard sigmoid, linear channel interpolation)
 
-Run again after changing it: python3 tools/make_plasticflex_configs.py
+Run again after changing it: python3 tools/make_plasticflex_configs.py [--out DIR]
+(DIR: where to write them instead of configs/plasticflex; tests/plasticflex_configs_tests.sh diffs
+such a copy with the committed files).
 """
+import argparse
 import os
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "plasticflex")
@@ -64,7 +67,7 @@ MODES = {
 }
 
 
-def write(name, ds, mode, flex):
+def write(root, name, ds, mode, flex):
     d, m = DATASETS[ds], dict(MODES[mode])
     if m["T"] is None:  # LIF: the dataset's T
         m["T"] = d["lif_T"]
@@ -118,16 +121,19 @@ threshold = 1.0
 surrogate = tanh
 height = 0.3
 """
-    with open(os.path.join(ROOT, name + ".ini"), "w") as f:
+    with open(os.path.join(root, name + ".ini"), "w") as f:
         f.write(text)
 
 
 def main():
-    os.makedirs(ROOT, exist_ok=True)
+    p = argparse.ArgumentParser(description="Writes the PlasticFlex reference grid's configs.")
+    p.add_argument("--out", default=ROOT, help="the directory to write them into (default: configs/plasticflex)")
+    root = p.parse_args().out
+    os.makedirs(root, exist_ok=True)
     for ds in DATASETS:
         for mode in MODES:
             for flex in (False, True):
-                write(f"{ds}_{mode}{'_flex' if flex else ''}", ds, mode, flex)
+                write(root, f"{ds}_{mode}{'_flex' if flex else ''}", ds, mode, flex)
 
 
 if __name__ == "__main__":
