@@ -25,9 +25,13 @@ models use, so the tensors are written as they are into DIR/model.safetensors, e
     [model] cortical_magnification = true (conv1, bn1, layer1..4, fc);
   - --drop NAME (repeatable) leaves out every tensor with NAME as one of its dot-separated
     components: FlexNet's channel-wise max layers carry a batch-norm on the logits they never use
-    (bn_logits), which bioflex-eval's exact loading refuses and init_weights passes over.
+    (bn_logits), which bioflex's loaders (bioflex-eval and init_weights) pass over, so --drop
+    bn_logits only makes the file smaller; a release-S FlexNet model built on the CPU also holds
+    every channel-wise max layer's unused threshold [C, H, W] (flexnet.md 1.6), which bioflex
+    refuses: --drop threshold (for a network whose flex layers are all channel-wise max).
 What bioflex will not find (a checkpoint of another architecture, PlasticFlex's lazily built fc1
-missing from an epoch-0 checkpoint) it names when it loads the file. Needs PyTorch (Debian:
+missing from an epoch-0 checkpoint) it refuses when it loads the file: init_weights names the
+tensor, bioflex-eval names it where the counts agree and otherwise gives the two counts. Needs PyTorch (Debian:
 python3-torch) to read the .pth; the safetensors file is written without the safetensors package.
 """
 import argparse
