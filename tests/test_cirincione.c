@@ -157,18 +157,6 @@ static void test_finite_differences(bf_backend *b) {
     bf_model_destroy(m);
 }
 
-/* Mean cross-entropy of the current parameters (training mode: batch statistics), in double. */
-static double model_loss(bf_model *m, const float *x, const int32_t *labels, float *losses) {
-    const float *logits = NULL;
-    if (bf_model_forward(m, x, &logits) != BF_OK) return NAN;
-    if (m->backend->ops->softmax_xent(m->backend, m->batch, m->num_classes, logits, labels, 0, 1.0f / m->batch, losses,
-                                      NULL) != BF_OK)
-        return NAN;
-    double sum = 0;
-    for (int i = 0; i < m->batch; i++) sum += losses[i];
-    return sum / m->batch;
-}
-
 /* The normalisation inside a residual graph, as resnet50_div_norm places it: after a block's add
  * and ReLU (one fused layer, in place), its output the next block's identity (two consumers), and
  * here its input read again by a last add, so that the gradient of that input sums the
@@ -214,7 +202,7 @@ static void test_residual_gradients(bf_backend *b) {
     float *grads = malloc(m->num_param_floats * sizeof(float));
     memcpy(grads, m->grad_data, m->num_param_floats * sizeof(float));
     int checked = 0, bad = 0, kinks = 0, dn_checked = 0;
-    const double l0 = model_loss(m, xh, labels, losses);
+    const double l0 = bf_test_model_xent(m, xh, labels, losses);
     for (int p = 0; p < m->num_params; p++) {
         const bf_param *q = &m->params[p];
         for (size_t j = 0; j < q->count; j++) {
@@ -224,9 +212,9 @@ static void test_residual_gradients(bf_backend *b) {
             const int in_dn = q->layer == dn;
             const float h = in_dn ? 1e-2f : 1e-3f;
             *v = saved + h;
-            double lp = model_loss(m, xh, labels, losses);
+            double lp = bf_test_model_xent(m, xh, labels, losses);
             *v = saved - h;
-            double lm = model_loss(m, xh, labels, losses);
+            double lm = bf_test_model_xent(m, xh, labels, losses);
             *v = saved;
             double numeric = (lp - lm) / (2 * h), analytic = grads[q->offset + j];
             double tol = (in_dn ? 3e-5 : 1e-3) + 2e-2 * fabs(analytic);

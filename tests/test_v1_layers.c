@@ -174,18 +174,6 @@ typedef struct v1_parts {
     int dog, local, divnorm, polar;
 } v1_parts;
 
-/* Mean cross-entropy of the current parameters (training mode: batch statistics), in double. */
-static double model_loss(bf_model *m, const float *x, const int32_t *labels, float *losses) {
-    const float *logits = NULL;
-    if (bf_model_forward(m, x, &logits) != BF_OK) return NAN;
-    if (m->backend->ops->softmax_xent(m->backend, m->batch, m->num_classes, logits, labels, 0, 1.0f / m->batch, losses,
-                                      NULL) != BF_OK)
-        return NAN;
-    double sum = 0;
-    for (int i = 0; i < m->batch; i++) sum += losses[i];
-    return sum / m->batch;
-}
-
 /* Every V1 layer inside a residual graph as the ResNet places them (outputs with two consumers, an
  * in-place ReLU before the normalisation, batch-norms in training mode): each parameter's gradient
  * (every 5th) against central differences of the loss, elements at a ReLU's kink skipped as
@@ -230,7 +218,7 @@ static void test_residual_v1_gradients(bf_backend *b) {
     float *grads = malloc(m->num_param_floats * sizeof(float));
     memcpy(grads, m->grad_data, m->num_param_floats * sizeof(float));
     int checked = 0, bad = 0, kinks = 0;
-    const double l0 = model_loss(m, xh, labels, losses);
+    const double l0 = bf_test_model_xent(m, xh, labels, losses);
     for (int p = 0; p < m->num_params; p++) {
         const bf_param *q = &m->params[p];
         size_t stride = q->count > 2000 ? 97 : 5; /* the locally connected weight: a sample */
@@ -238,9 +226,9 @@ static void test_residual_v1_gradients(bf_backend *b) {
             float *v = m->param_data + q->offset + j, saved = *v;
             const float h = 5e-4f; /* larger steps cross the ReLUs' kinks of many of the 8,192 elements */
             *v = saved + h;
-            double lp = model_loss(m, xh, labels, losses);
+            double lp = bf_test_model_xent(m, xh, labels, losses);
             *v = saved - h;
-            double lm = model_loss(m, xh, labels, losses);
+            double lm = bf_test_model_xent(m, xh, labels, losses);
             *v = saved;
             double numeric = (lp - lm) / (2 * h), analytic = grads[q->offset + j], tol = 2e-4 + 2e-2 * fabs(analytic);
             if (fabs((lp - l0) / h - (l0 - lm) / h) > 2 * tol + 2e-3) { /* a kink inside the step */

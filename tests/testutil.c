@@ -96,6 +96,17 @@ int bf_test_train_lines_differ(const char *a, const char *b, int *steps) {
     return differ;
 }
 
+double bf_test_model_xent(bf_model *m, const float *x, const int32_t *labels, float *losses) {
+    const float *logits = NULL;
+    if (bf_model_forward(m, x, &logits) != BF_OK) return NAN;
+    if (m->backend->ops->softmax_xent(m->backend, m->batch, m->num_classes, logits, labels, 0, 1.0f / m->batch, losses,
+                                      NULL) != BF_OK)
+        return NAN;
+    double sum = 0;
+    for (int i = 0; i < m->batch; i++) sum += losses[i];
+    return sum / m->batch;
+}
+
 double bf_test_weights_max_abs_diff(const char *path_a, const char *path_b) {
     bf_st_file *a = NULL, *b = NULL;
     CHECK_OK(bf_safetensors_read(path_a, &a));

@@ -65,6 +65,11 @@ struct bf_model;
 double bf_test_logits_dot(struct bf_model *m, const float *x, const float *g, size_t n);
 double bf_test_logits_dot_slope(struct bf_model *m, const float *x, const float *g, size_t n, float *v, float h);
 
+/* The mean cross-entropy of a forward of x against labels (training mode: batch statistics), in
+ * double, with losses (host memory, m->batch floats) as scratch; NaN when a call fails. The model's
+ * backend must be the CPU's: the central-difference checks of whole models. */
+double bf_test_model_xent(struct bf_model *m, const float *x, const int32_t *labels, float *losses);
+
 /* Deterministic uniform floats in [lo, hi) for test inputs. */
 void bf_test_fill_uniform(float *x, size_t n, float lo, float hi, unsigned long seed);
 /* Zeroed host memory (16 spare bytes); a test without memory stops. */
