@@ -372,6 +372,9 @@ cp -r "$tmp/run/checkpoints/epoch_0002" "$tmp/corrupt"
 printf '\x55' | dd of="$tmp/corrupt/model.safetensors" bs=1 seek=2000 conv=notrunc status=none
 expect "eval refuses a corrupt checkpoint" 1 "checksum" -- "$eval_" --checkpoint "$tmp/corrupt" "$tmp/tiny.ini"
 expect "eval refuses another model" 1 "shape" -- "$eval_" --checkpoint "$tmp/run" --set model.channels=6 "$tmp/tiny.ini"
+expect "eval names a tensor another depth lacks" 1 \
+  "holds 11 tensors, the cnn model has 18; it lacks features.4.weight \\(and 6 more\\)" -- \
+  "$eval_" --checkpoint "$tmp/run" --set model.channels=4,8 "$tmp/tiny.ini"
 expect "eval as another network says so" 0 \
   "note: .* was trained as another network: spiking.neuron=none spiking.time_steps=10; it is evaluated with spiking.neuron=lif spiking.time_steps=2" \
   -- "$eval_" --checkpoint "$tmp/run" --set spiking.neuron=lif --set spiking.time_steps=2 "$tmp/tiny.ini"

@@ -429,6 +429,31 @@ static void floor_running_vars(const bf_model *m, float *host_buffers) {
     }
 }
 
+/* A file with more or fewer tensors than the model: the counts alone leave a researcher guessing
+ * which layer differs (another depth, flex on one more conv, a reference file's extra buffer), so
+ * the error names the first tensor the model wants that the file lacks and the first the file holds
+ * that the model has no place for, with how many more of each. */
+static bf_status tensor_count_error(const char *path, const bf_st_file *f, const bf_model *m,
+                                    const bf_st_tensor *tensors, int n, int held) {
+    const char *lacking = NULL, *unwanted = NULL;
+    int num_lacking = 0, num_unwanted = 0;
+    for (int i = 0; i < n; i++)
+        if (!bf_safetensors_find(f, tensors[i].name) && num_lacking++ == 0) lacking = tensors[i].name;
+    for (int i = 0; i < bf_safetensors_count(f); i++) {
+        const char *name = bf_safetensors_at(f, i)->name;
+        int wanted = absent_by_design(m, name);
+        for (int k = 0; k < n && !wanted; k++) wanted = strcmp(tensors[k].name, name) == 0;
+        if (!wanted && num_unwanted++ == 0) unwanted = name;
+    }
+    char lacks[BF_PATH_MAX] = "", extra[BF_PATH_MAX] = "", more[2][32] = {"", ""};
+    if (num_lacking > 1) snprintf(more[0], sizeof more[0], " (and %d more)", num_lacking - 1);
+    if (num_unwanted > 1) snprintf(more[1], sizeof more[1], " (and %d more)", num_unwanted - 1);
+    if (lacking) snprintf(lacks, sizeof lacks, "; it lacks %s%s", lacking, more[0]);
+    if (unwanted) snprintf(extra, sizeof extra, "; it holds %s%s, which the model does not have", unwanted, more[1]);
+    return bf_error(BF_ERR_CHECKPOINT, "%s holds %d tensors, the %s model has %d%s%s: the checkpoint is of another "
+                    "model or configuration", path, held, m->arch, n, lacks, extra);
+}
+
 bf_status bf_checkpoint_load_model(const char *dir, bf_model *m) {
     char path[BF_PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -442,9 +467,7 @@ bf_status bf_checkpoint_load_model(const char *dir, bf_model *m) {
     int n = s == BF_OK ? model_tensors(m, params, buffers, &tracked, tensors) : 0;
     int held = 0; /* the file's tensors this model has (or should have) */
     for (int i = 0; s == BF_OK && i < bf_safetensors_count(f); i++) held += !absent_by_design(m, bf_safetensors_at(f, i)->name);
-    if (s == BF_OK && held != n)
-        s = bf_error(BF_ERR_CHECKPOINT, "%s holds %d tensors, the %s model has %d: the checkpoint is of another model",
-                     path, held, m->arch, n);
+    if (s == BF_OK && held != n) s = tensor_count_error(path, f, m, tensors, n, held);
     for (int i = 0; i < n && s == BF_OK; i++)
         s = bf_safetensors_copy_out(f, tensors[i].name, tensors[i].dtype, tensors[i].ndim, tensors[i].shape,
                                     (void *)tensors[i].data);
