@@ -44,12 +44,23 @@ of a few units):
                          H, W] as its forward leaves it; [3, 28, 28] input as its MNIST
   plasticflex_vgg6_lif_mask  the same with LIF neurons (decay 0.95, threshold 1, hard reset, 0.3 tanh')
                          over T = 2 steps, direct encoding, the mean of fc3 over T (plasticflex.md 9.3)
+  flexnet_vgg6_attention FlexNet's mask joint with SpatialAttentionBlock logits (2 blocks, under
+                         LAYER.spatial_attention_block.blocks.N) and the unread CPU threshold; 16x16
+  plasticflex_vgg6_mask_epoch0  plasticflex_vgg6_mask as checkpoint_0.pth holds it: no fc1, thresholds
+                         [3, 28, 28] (compare takes fc1 and the thresholds from argv[6], a bioflex run's
+                         model.safetensors)
+  flexresnet20, flexresnet20_max, flexresnet56  FlexNet's FlexResNet on CIFAR (FlexConvWrapper.layer):
+                         plain, channel-wise max flex (S's inert bn_logits), the Bottleneck path (refused)
+    convert_reference_checkpoint_tests.py suite EVAL TRAIN SRC      (ctest convert_reference_more) those
+                         five saved, converted, scored and compared (this helper and the converter run
+                         in-process: one PyTorch import)
 The V1 models need torchvision's ResNet-50, which the ones here stand in for where torchvision is
 not installed (torchvision.models.resnet50 and its Bottleneck; transforms.Resize without antialias,
 the polar transform's, as F.interpolate).
 """
 import json
 import os
+import re
 import struct
 import sys
 import types
@@ -202,6 +213,26 @@ FLEX = {
     "plasticflex_vgg6_lif_mask": dict(family="plasticflex", arch="plasticflex_vgg6", c_in=3, size=28, classes=10,
                                       flex=dict(joint="mask", channels="bilinear", mask="SIGMOID_HARD",
                                                 factor=1.0, logits_bn=True), T=2),
+    # FlexNet's mask joint with spatial-attention logits (logits_mechanism SpatialAttentionBlock,
+    # num_spatial_attention_block 2, logits_use_batchnorm, SIGMOID_HARD) in a VGG-6 on 16x16, built on
+    # the CPU: the block's nn.Sequential under LAYER.spatial_attention_block.blocks.N, and the threshold
+    # [C, H, W] that the reference registers there and its attention logits never read
+    "flexnet_vgg6_attention": dict(family="flexnet", arch="vgg6", c_in=3, size=16, classes=10,
+                                   flex=dict(joint="mask", channels="expand", mask="SIGMOID_HARD", factor=1.0,
+                                             logits_bn=True, attention_blocks=2), cpu_threshold=True),
+    # PlasticFlex's VGG-6 as above saved at epoch 0 (checkpoint_0.pth, before the first forward pass):
+    # no fc1 (built lazily by that forward), every threshold the DimensionTracer's image shape [3, 28, 28]
+    "plasticflex_vgg6_mask_epoch0": dict(family="plasticflex", arch="plasticflex_vgg6", c_in=3, size=28, classes=10,
+                                         flex=dict(joint="mask", channels="bilinear", mask="SIGMOID_HARD",
+                                                   factor=1.0, logits_bn=True), epoch0=True),
+    # FlexNet's FlexResNet, CIFAR path at depth 20 (flexnet.md 2.2, flex_resnet.py): every conv in a
+    # FlexConvWrapper, `layer` an nn.Conv2d without bias (use_flex false) or a Flex2D (channel-wise max,
+    # expand, release S's inert bn_logits, built on CUDA: no threshold); 32x32 RGB, 10 classes
+    "flexresnet20": dict(family="flexresnet", depth=20, c_in=3, size=32, classes=10, flex=None),
+    "flexresnet20_max": dict(family="flexresnet", depth=20, c_in=3, size=32, classes=10,
+                             flex=dict(joint="max", channels="expand")),
+    # its CIFAR path above depth 50: three stages of Bottleneck blocks, which bioflex does not build
+    "flexresnet56": dict(family="flexresnet", depth=56, c_in=3, size=32, classes=10, flex=None),
 }
 LIF = dict(kind="lif", T=2, encoding="direct", decay=0.95, threshold=1.0, reset="hard", detach_reset=False,
            through_time=True, surrogate="tanh", alpha=0.0, width=0.0, height=0.3)
@@ -226,6 +257,10 @@ class FlexNetVGG(nn.Module):
             flex = Flex2D(c, width, 3, 1, 1, (hw, hw), **v["flex"])
             if v["flex"]["joint"] == "max":
                 flex.bn_logits = nn.BatchNorm2d(width)  # S builds it unconditionally; the max never uses it
+            if flex.spatial_attention_block is not None:  # the reference's module: blocks = nn.Sequential
+                flex.spatial_attention_block = SpatialAttentionBlock(flex.spatial_attention_block)
+            if v.get("cpu_threshold"):  # registered on the CPU (flexnet.md 1.6), unread by the attention logits
+                flex.threshold = nn.Parameter(torch.empty(width, hw, hw))
             layers += [flex, nn.BatchNorm2d(width), nn.ReLU()]
             c = width
         self.features = nn.Sequential(*layers)
@@ -288,6 +323,90 @@ class PlasticFlexVGG(nn.Module):
         return x.reshape(self.T, n, -1).mean(0)
 
 
+class SpatialAttentionBlock(nn.Module):
+    """FlexNet's logits/spatial_attention.py: its layers in an nn.Sequential named blocks (conv 3x3,
+    LeakyReLU, batch-norm per block), iterated by bench's Flex2D as its own Sequential."""
+
+    def __init__(self, layers):
+        super().__init__()
+        self.blocks = layers
+
+    def __iter__(self):
+        return iter(self.blocks)
+
+
+class FlexConvWrapper(nn.Module):
+    """FlexResNet's wrapper (flex_resnet.py): `layer` a Flex2D, or with use_flex false an nn.Conv2d
+    without bias."""
+
+    def __init__(self, c_in, c_out, k, s, p, hw, flex):
+        super().__init__()
+        from make_flex_parity_fixture import Flex2D
+        if flex is None:
+            self.layer = nn.Conv2d(c_in, c_out, k, s, p, bias=False)
+        else:
+            self.layer = Flex2D(c_in, c_out, k, s, p, ((hw + 2 * p - k) // s + 1,) * 2, **flex)
+            if flex["joint"] == "max":
+                self.layer.bn_logits = nn.BatchNorm2d(c_out)  # S's inert batch-norm on the logits
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+class FlexBlock(nn.Module):
+    """FlexResNet's BasicBlock (expansion 1) or Bottleneck (expansion 4, stride on the 3x3)."""
+
+    def __init__(self, c_in, planes, stride, hw, flex, bottleneck):
+        super().__init__()
+        self.expansion = 4 if bottleneck else 1
+        out = planes * self.expansion
+        if bottleneck:
+            self.conv1, self.bn1 = FlexConvWrapper(c_in, planes, 1, 1, 0, hw, flex), nn.BatchNorm2d(planes)
+            self.conv2, self.bn2 = FlexConvWrapper(planes, planes, 3, stride, 1, hw, flex), nn.BatchNorm2d(planes)
+            self.conv3 = FlexConvWrapper(planes, out, 1, 1, 0, (hw - 1) // stride + 1, flex)
+            self.bn3 = nn.BatchNorm2d(out)
+        else:
+            self.conv1, self.bn1 = FlexConvWrapper(c_in, planes, 3, stride, 1, hw, flex), nn.BatchNorm2d(planes)
+            self.conv2 = FlexConvWrapper(planes, planes, 3, 1, 1, (hw - 1) // stride + 1, flex)
+            self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = nn.Sequential(FlexConvWrapper(c_in, out, 1, stride, 0, hw, flex), nn.BatchNorm2d(out)) \
+            if stride != 1 or c_in != out else None
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        if self.expansion == 4:
+            y = F.relu(self.bn2(self.conv2(y)))
+            y = self.bn3(self.conv3(y))
+        else:
+            y = self.bn2(self.conv2(y))
+        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class FlexResNet(nn.Module):
+    """FlexNet's FlexResNet on CIFAR (flex_resnet.py): a 3x3 stem of 16 (maxpool an Identity), three
+    stages of (depth - 2) / 6 blocks of 16, 32, 64 planes (BasicBlocks below depth 50, Bottlenecks
+    above), layer4 an Identity, average pool, fc."""
+
+    def __init__(self, v, g):
+        super().__init__()
+        n, bottleneck, hw = (v["depth"] - 2) // 6, v["depth"] > 50, v["size"]
+        self.conv1, self.bn1 = FlexConvWrapper(v["c_in"], 16, 3, 1, 1, hw, v["flex"]), nn.BatchNorm2d(16)
+        c = 16
+        for stage, planes in enumerate((16, 32, 64)):
+            blocks = []
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                blocks.append(FlexBlock(c, planes, stride, hw, v["flex"], bottleneck))
+                hw, c = (hw - 1) // stride + 1, planes * blocks[-1].expansion
+            setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(c, v["classes"])
+        linear_weights(self, g, 1.0)
+
+    def forward(self, x):
+        x = self.layer3(self.layer2(self.layer1(F.relu(self.bn1(self.conv1(x))))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 def random_thresholds(model, g, shape):
     """Every flex threshold drawn N(0, 0.5^2) (the init's Kaiming bound is 0.01-0.15 here: too small to
     tell a threshold lost from one kept), as a Parameter of shape(T)."""
@@ -310,7 +429,7 @@ def build(variant):
     if variant in FLEX:
         v = FLEX[variant]
         g = torch.Generator().manual_seed(11)
-        model = (FlexNetVGG if v["family"] == "flexnet" else PlasticFlexVGG)(v, g)
+        model = {"flexnet": FlexNetVGG, "plasticflex": PlasticFlexVGG, "flexresnet": FlexResNet}[v["family"]](v, g)
         return model, (v["c_in"], v["size"], v["size"])
     torchvision_stand_in()
     import pytorch_train as pt
@@ -367,14 +486,22 @@ def read_safetensors(path):
 def main():
     torch.manual_seed(3)
     torch.set_num_threads(2)
+    if sys.argv[1] == "suite":  # suite EVAL TRAIN SRC
+        return suite(*sys.argv[2:5])
     cmd, variant = sys.argv[1], sys.argv[2]
     model, shape = build(variant)
     if cmd == "save":
         model = randomised(model, shape, read_safetensors(sys.argv[4])["input"] if len(sys.argv) > 4 else None)
         if variant in FLEX:  # FlexNet's and PlasticFlex's RunLoader.save_checkpoint (flexnet.md 7.2)
-            state = model.state_dict()
+            state, epoch = model.state_dict(), 200
+            if FLEX[variant].get("epoch0"):  # checkpoint_0.pth: no fc1 yet, the thresholds the image's shape
+                v, g, epoch = FLEX[variant], torch.Generator().manual_seed(5), 0
+                state = {k: t for k, t in state.items() if not k.startswith("fc1.")}
+                for k in state:
+                    if k.endswith(".threshold"):
+                        state[k] = 0.5 * torch.randn(v["c_in"], v["size"], v["size"], generator=g)
             optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-            torch.save({"model_state_dict": state, "optimizer_state_dict": optimizer.state_dict(), "epoch": 200,
+            torch.save({"model_state_dict": state, "optimizer_state_dict": optimizer.state_dict(), "epoch": epoch,
                         "loss": 2.25}, sys.argv[3])
         else:
             state = reference_names(variant, model.state_dict())
@@ -402,7 +529,16 @@ def main():
         return 0
     if cmd == "compare":
         checkpoint = torch.load(sys.argv[3], map_location="cpu")
-        if variant in FLEX:
+        if variant in FLEX and FLEX[variant].get("epoch0"):
+            # what the reference's first forward pass makes (fc1, the thresholds) from the bioflex run
+            # started from the converted weights (its model.safetensors, argv[6]); the rest the .pth's
+            state = {k: t for k, t in checkpoint["model_state_dict"].items() if not k.endswith(".threshold")}
+            drawn = read_safetensors(sys.argv[6])
+            for k, t in model.state_dict().items():
+                if k.startswith("fc1.") or k.endswith(".threshold"):
+                    state[k] = drawn[k].reshape(t.shape)
+            model.load_state_dict(state)
+        elif variant in FLEX:
             model.load_state_dict(checkpoint["model_state_dict"])
         else:
             model.load_state_dict(model_names(variant, checkpoint["model"]))
@@ -419,7 +555,134 @@ def main():
         print(f"{variant}: {x.shape[0]} images, logits max |bioflex - PyTorch| {err:.3g} of max |logit| {scale:.3g} "
               f"(between images up to {spread:.3g}), top-1 agreement {agree:.2f}" + firing(model))
         return 0 if err <= 1e-3 * max(scale, 1.0) and agree == 1.0 else 1
-    raise SystemExit("usage: save|compare ...")
+    raise SystemExit("usage: save|cpu_built|compare ...")
+
+
+def suite(eval_, train, src):
+    """The cases that tests/CMakeLists.txt runs as ctest convert_reference_more: FlexNet's spatial-
+    attention logits, FlexResNet-20 (plain and flex) and PlasticFlex's epoch-0 checkpoint, each
+    saved, converted, scored by bioflex-eval and compared with PyTorch; FlexResNet's Bottleneck CIFAR
+    path refused."""
+    import glob
+    import subprocess
+    import tempfile
+    py, helper, convert = sys.executable, os.path.abspath(__file__), os.path.join(src, "tools",
+                                                                                   "convert_reference_checkpoint.py")
+    small = ["--set", "data.procedural_test=4", "--set", "analysis.activation_images=4", "--set", "run.threads=2"]
+    results = []
+    d = tempfile.mkdtemp(prefix="bioflex_convert_more.")
+
+    def run(*args):
+        """A program's exit status and output; this helper and the converter run in this process (one
+        PyTorch import), as their command lines would."""
+        if args[0] == py:
+            import contextlib
+            import importlib.util
+            import io
+            argv, out = sys.argv, io.StringIO()
+            sys.argv = [str(a) for a in args[1:]]
+            try:
+                with contextlib.redirect_stdout(out):
+                    if args[1] == convert:
+                        spec = importlib.util.spec_from_file_location("convert_reference_checkpoint", convert)
+                        module = importlib.util.module_from_spec(spec)
+                        spec.loader.exec_module(module)
+                        rc = module.main() or 0
+                    else:
+                        rc = main()
+            except SystemExit as e:
+                rc = e.code if isinstance(e.code, int) else 1
+                if not isinstance(e.code, int):
+                    out.write(str(e.code) + "\n")
+            except Exception:  # as the program would end: a traceback, exit 1
+                import traceback
+                rc = 1
+                out.write(traceback.format_exc())
+            finally:
+                sys.argv = argv
+            return rc, out.getvalue()
+        p = subprocess.run([str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return p.returncode, p.stdout
+
+    def check(what, ok):
+        results.append(bool(ok))
+        if not ok:
+            print("FAIL " + what)
+
+    def scored(v, weights, cfg, layer, sets, stats=None, extra=()):
+        """bioflex-eval of weights (its --activations dump v.acts), compared with PyTorch's."""
+        rc, out = run(eval_, "--checkpoint", weights, "--activations", f"{d}/{v}.acts.safetensors", *small,
+                      "--set", f"analysis.activation_layers={layer}", *sets, cfg)
+        check(f"{v}: bioflex-eval scores the converted weights ({out.strip().splitlines()[-1:]})",
+              rc == 0 and "\ntest: loss" in "\n" + out)
+        rc, out = run(py, helper, "compare", v, f"{d}/{v}.pth", f"{d}/{v}.acts.safetensors", layer, *extra)
+        check(f"{v}: bioflex's logits are PyTorch's ({out.strip()})", rc == 0)
+        print(out.strip())
+
+    def saved(v, cfg, layer, sets, opts=(), stats=None):
+        """v saved (batch-norm statistics of the images scored: stats, else a first pass's) and converted."""
+        if stats is None:
+            run(py, helper, "save", v, f"{d}/{v}.pth")
+            run(py, convert, f"{d}/{v}.pth", f"{d}/{v}", *opts)
+            run(eval_, "--checkpoint", f"{d}/{v}", "--activations", f"{d}/{v}.input.safetensors", *small,
+                "--set", f"analysis.activation_layers={layer}", *sets, cfg)
+            stats = f"{d}/{v}.input.safetensors"
+        run(py, helper, "save", v, f"{d}/{v}.pth", *([stats] if os.path.exists(stats) else []))
+        return run(py, convert, f"{d}/{v}.pth", f"{d}/{v}", *opts)
+
+    # FlexNet's mask joint with spatial-attention logits (2 blocks) in a VGG-6 on 16x16 procedural images
+    v, cfg = "flexnet_vgg6_attention", f"{src}/configs/flexnet/flex_vgg6_fashion_mnist.ini"
+    sets = ["--set", "data.dataset=procedural", "--set", "data.procedural_size=16", "--set", "model.flex_joint=mask",
+            "--set", "model.flex_mask=sigmoid_hard", "--set", "model.flex_logits_bn=true",
+            "--set", "model.flex_logits=spatial_attention", "--set", "model.flex_attention_blocks=2"]
+    rc, out = saved(v, cfg, "classifier.6", sets)
+    check(f"{v}: converted, the blocks renamed, the 4 unread thresholds left out ({out.strip()})",
+          rc == 0 and re.match(r"^138 tensors .*; left out 4: features.0.threshold, features.3.threshold, "
+                               r"features.7.threshold, features.10.threshold$", out.strip()))
+    scored(v, f"{d}/{v}", cfg, "classifier.6", sets)
+
+    # FlexResNet-20 on 32x32: plain (FlexConvWrapper's nn.Conv2d) and every conv a channel-wise max flex layer
+    cfg = f"{src}/configs/flexnet/flex_resnet20_cifar10.ini"
+    for v, pattern, flex in (("flexresnet20", r"^128 tensors \(274,042 floats\) -> [^;]*$", "false"),
+                             ("flexresnet20_max", r"^254 tensors \(277,962 floats\) -> [^;]*$", "true")):
+        sets = ["--set", "data.dataset=procedural", "--set", "data.procedural_size=32", "--set", f"model.flex={flex}"]
+        # (the same images: the first pass of the plain network serves both)
+        rc, out = saved(v, cfg, "fc", sets, stats=None if flex == "false" else f"{d}/flexresnet20.input.safetensors")
+        check(f"{v}: converted ({out.strip()})", rc == 0 and re.match(pattern, out.strip()))
+        scored(v, f"{d}/{v}", cfg, "fc", sets)
+    # its Bottleneck CIFAR path (depth 56): no bioflex architecture, refused naming the tensor
+    run(py, helper, "save", "flexresnet56", f"{d}/flexresnet56.pth")
+    rc, out = run(py, convert, f"{d}/flexresnet56.pth", f"{d}/flexresnet56")
+    check(f"FlexResNet-56's Bottleneck CIFAR path refused naming the tensor (exit {rc}: {out.strip()})",
+          rc == 1 and out.startswith("error: layer1.0.conv3.layer.weight: a FlexResNet of three stages of Bottleneck")
+          and "Traceback" not in out and not os.path.exists(f"{d}/flexresnet56"))
+
+    # PlasticFlex's VGG-6 at epoch 0 (no fc1, thresholds [3, 28, 28]) on 28x28 procedural images: converted
+    # (thresholds left out, fc1 said), a run started from it (init_weights, fc1 and the frozen thresholds
+    # its own draw; lr 1e-30 and batch-norm momentum 0: nothing moves in its one step), its checkpoint
+    # scored and compared with PyTorch's model of the .pth, fc1 and the thresholds from the run
+    cfg = f"{src}/configs/plasticflex/fashion_mnist_vgg6_ann_flex.ini"
+    sets = ["--set", "data.dataset=procedural", "--set", "data.procedural_size=28",
+            "--set", "model.threshold_mode=frozen_random"]
+    saved("plasticflex_vgg6_mask", cfg, "fc3", sets)  # for its dump of the scored images
+    v = "plasticflex_vgg6_mask_epoch0"
+    rc, out = saved(v, cfg, "fc3", sets, stats=f"{d}/plasticflex_vgg6_mask.input.safetensors")
+    check(f"{v}: converted, the 6 image-shaped thresholds left out, the missing fc1 said ({out.strip()})",
+          rc == 0 and re.match(r"^66 tensors .*; left out 6: features.0.threshold, features.3.threshold, ", out)
+          and "note: an epoch-0 PlasticFlex checkpoint: no fc1" in out and f"init_weights = {d}/{v}" in out)
+    rc, out = run(eval_, "--checkpoint", f"{d}/{v}", *small, *sets, cfg)
+    check(f"{v}: bioflex-eval --checkpoint refuses it (exit {rc})", rc != 0 and "holds 66 tensors" in out)
+    rc, out = run(train, "--set", f"run.dir={d}/{v}.run", "--set", "run.epochs=1", "--set", "data.procedural_train=8",
+                  "--set", "optim.lr=1e-30", "--set", "model.bn_momentum=0", "--set", f"model.init_weights={d}/{v}",
+                  "--set", "model.init_exclude=fc1", "--set", "run.threads=2", *sets, cfg)
+    check(f"{v}: a run starts from it with init_exclude = fc1 (exit {rc}: {out.strip().splitlines()[-1:]})", rc == 0)
+    weights = sorted(glob.glob(f"{d}/{v}.run/checkpoints/*/model.safetensors"))
+    scored(v, f"{d}/{v}.run", cfg, "fc3", sets, extra=weights[-1:] or ["missing"])
+
+    import shutil
+    shutil.rmtree(d)
+    print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
+    return 0 if all(results) else 1
 
 
 if __name__ == "__main__":
