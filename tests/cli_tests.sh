@@ -180,6 +180,28 @@ grep -q '"spsa_samples": 4' "$tmp/spsa.json" 2>/dev/null && passed=$((passed + 1
 expect "attack_spsa_delta must be positive" 2 "attack_spsa_delta" -- "$eval_" --checkpoint "$tmp/run" \
   --attack "$tmp/x.json" --set analysis.attack_spsa_delta=0 "$tmp/tiny.ini"
 expect "train refuses --attack" 2 "--attack is a bioflex-eval option" -- "$train" --attack x.json --dry-run "$tmp/tiny.ini"
+# --results: the printed scores as JSON, the counts of correct images behind the fractions
+expect "eval --results" 0 "results -> $tmp/results.json" -- "$eval_" --checkpoint "$tmp/run" --results "$tmp/results.json" \
+  --set run.eval_train=true "$tmp/tiny.ini"
+printed=$("$eval_" --checkpoint "$tmp/run" "$tmp/tiny.ini" 2>/dev/null | sed -n 's/^test: .* top-1 \([0-9.]*\)%.*/\1/p')
+python3 - "$tmp/results.json" "$printed" <<'PY' && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL --results"; cat "$tmp/results.json"; }
+import json, sys
+r = json.load(open(sys.argv[1]))
+test, train = r["test"], r["train"]
+assert r["checkpoint"].endswith("checkpoints/epoch_0002"), r["checkpoint"]
+assert test["images"] == 32 and train["images"] == 96, (test["images"], train["images"])
+for split in (test, train):
+    assert split["correct_top1"] == round(split["top1"] * split["images"]), split
+    assert split["top1"] == split["correct_top1"] / split["images"], split  # exact, not a float's rounding
+    assert split["correct_top1"] <= split["correct_top5"] <= split["images"], split
+    assert split["nonfinite_losses"] == 0 and split["loss"] > 0, split
+assert "%.2f" % (100 * test["top1"]) == sys.argv[2], (test["top1"], sys.argv[2])
+PY
+expect "train refuses --results" 2 "--results is a bioflex-eval option" -- "$train" --results x.json --dry-run "$tmp/tiny.ini"
+expect "--results and an analysis on one file" 2 "--attack .* and --results .* name the same file" -- "$eval_" \
+  --checkpoint "$tmp/run" --attack "$tmp/same.json" --results "$tmp/same.json" "$tmp/tiny.ini"
+expect "--results into the run's files" 2 "--results .* would write into the checkpoints or the files of run" -- "$eval_" \
+  --checkpoint "$tmp/run" --results "$tmp/run/metrics.jsonl" "$tmp/tiny.ini"
 # --hessian: 2 eigenvalues, a trace and a density of 3 nodes into JSON, in evaluation mode (the default)
 expect "eval writes the Hessian" 0 "hessian \\(evaluation mode\\): top eigenvalue [0-9.e+-]+, trace" -- "$eval_" --checkpoint "$tmp/run" \
   --hessian "$tmp/hessian.json" --set analysis.hessian_top_n=2 --set analysis.hessian_max_iterations=20 \
@@ -385,6 +407,14 @@ butd=(--set butd.network=fc --set butd.hidden=16 --set butd.learning=counter_heb
 trained=$(sed -n 's/^test accuracy: \([0-9.]*%\), loss \([0-9.]*\).*/\1 \2/p' "$tmp/butd.log")
 lines=$(wc -l < "$tmp/butd/metrics.jsonl")
 expect "eval a BU-TD run" 0 "accuracy ${trained%% *}" -- "$eval_" --checkpoint "$tmp/butd" "${butd[@]}" "$tmp/any_arch.ini"
+expect "eval a BU-TD run with --results" 0 "results -> " -- "$eval_" --checkpoint "$tmp/butd" --results "$tmp/butd_results.json" \
+  "${butd[@]}" "$tmp/any_arch.ini"
+python3 - "$tmp/butd_results.json" "${trained%% *}" <<'PY' && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAIL BU-TD --results"; cat "$tmp/butd_results.json"; }
+import json, sys
+t = json.load(open(sys.argv[1]))["test"]
+assert t["correct"] == round(t["accuracy"] * t["images"]) and "top5" not in t and "tasks" not in t, t
+assert "%.2f%%" % (100 * t["accuracy"]) == sys.argv[2], (t, sys.argv[2])
+PY
 # --subnetworks: guided BU-TD networks only (test_butd_subnetworks checks what it writes)
 expect "eval refuses --subnetworks for an unguided BU-TD net" 2 "--subnetworks applies to guided BU-TD.*guided = false" \
   -- "$eval_" --checkpoint "$tmp/butd" --subnetworks "$tmp/sub.json" "${butd[@]}" "$tmp/any_arch.ini"

@@ -2,8 +2,10 @@
 # imagenet_c_tests.sh - tools/imagenet_c.sh on a tiny <corruption>/<severity>/<class> tree (ctest
 # "imagenet_c"): a 3-class imagefolder tree and a tiny CNN trained on it for one epoch; cells that are
 # copies of its val/ with some images taken out. Each cell's top-1, top-5 and image count in OUT.json
-# are bioflex-eval's on that cell run by hand (--set data.val_dir), per_corruption and mean_top1 their
-# means; a corruption with fewer severities is noted; an OUT.json that cannot be written is refused
+# are bioflex-eval's on that cell run by hand (--set data.val_dir), top-1 and top-5 exactly (the count of
+# correct images over the cell's, not the two printed decimals: cells of 11 and 9 images), per_corruption
+# and mean_top1 their means; a corruption with fewer severities is noted; a corruption named with a
+# quote, a backslash and a tab is held as it is in valid JSON, a folder name that is not UTF-8 refused; an OUT.json that cannot be written is refused
 # (exit 2) before any evaluation; a cell without one of the classes, ROOT given one level too low
 # (a corruption) or at a cell, and another checkpoint's path end with exit 1 and the reason.
 # (jpeg_tools_tests.sh runs it on Kaggle- and Tiny-ImageNet-shaped trees.)
@@ -53,34 +55,64 @@ done >"$dir/by_hand.txt"
 python3 - "$dir/out.json" "$dir/by_hand.txt" >"$dir/compare.txt" 2>&1 <<'PY'
 import json, sys
 out = json.load(open(sys.argv[1]))
-hand = {}
+hand, beyond = {}, 0
 for line in open(sys.argv[2]):
     cell, top1, top5, images = line.split()
-    hand[cell] = (float(top1) / 100, float(top5) / 100, int(images))
-bad = []
+    # bioflex-eval prints 100 * correct / images to two decimals: with under 10,000 images that
+    # fixes the count of correct images, and so the exact fraction
+    n = int(images)
+    t1, t5 = round(float(top1) * n / 100) / n, round(float(top5) * n / 100) / n
+    beyond += abs(t1 - float(top1) / 100) > 1e-6
+    hand[cell] = (t1, t5, n)
+bad = [] if beyond else ["no cell's top-1 has digits beyond the printed two decimals: the check sees no rounding"]
 got = {c["corruption"] + "/" + c["severity"]: (c["top1"], c["top5"], c["images"]) for c in out["cells"]}
 if sorted(got) != sorted(hand) or len(hand) != 6:
     bad.append(f"cells {sorted(got)}, by hand {sorted(hand)}")
 for cell, (t1, t5, n) in hand.items():
     g = got.get(cell)
-    if g is None or abs(g[0] - t1) > 1e-6 or abs(g[1] - t5) > 1e-6 or g[2] != n:
+    if g is None or abs(g[0] - t1) > 1e-9 or abs(g[1] - t5) > 1e-9 or g[2] != n:
         bad.append(f"{cell}: imagenet_c.sh {g}, bioflex-eval {(t1, t5, n)}")
 if [got[c][2] for c in sorted(got)] != [12, 12, 10, 11, 10, 9]:
     bad.append("image counts " + str([got[c][2] for c in sorted(got)]))
 for corruption, mean in out["per_corruption"].items():
     cs = [v[0] for c, v in hand.items() if c.startswith(corruption + "/")]
-    if abs(mean - sum(cs) / len(cs)) > 1e-6:
+    if abs(mean - sum(cs) / len(cs)) > 1e-9:
         bad.append(f"per_corruption {corruption}: {mean}, the cells' mean {sum(cs) / len(cs)}")
 if list(out["per_corruption"]) != ["blur", "noise", "snow"]:
     bad.append("per_corruption " + str(list(out["per_corruption"])))
 mean = sum(v[0] for v in hand.values()) / len(hand)
-if abs(out["mean_top1"] - mean) > 1e-6:
+if abs(out["mean_top1"] - mean) > 1e-9:
     bad.append(f"mean_top1 {out['mean_top1']}, the cells' mean {mean}")
 print("\n".join(bad) if bad else "as by hand")
 sys.exit(1 if bad else 0)
 PY
 rc=$?
-check "OUT.json: every cell, per_corruption and mean_top1 as bioflex-eval by hand ($(head -3 "$dir/compare.txt" | tr '\n' ';'))" '[ $rc -eq 0 ]'
+check "OUT.json: every cell, per_corruption and mean_top1 exactly the fractions bioflex-eval's counts give (to 1e-9, not its two printed decimals) ($(head -3 "$dir/compare.txt" | tr '\n' ';'))" '[ $rc -eq 0 ]'
+
+# a corruption whose folder name JSON must escape (a quote, a backslash, a tab, a space): OUT.json
+# still parses and holds the name as it is
+odd=$'odd "name"\\with\ttab'
+mkdir -p "$dir/c3/$odd/1" && cp -r "$dir/tree/val/." "$dir/c3/$odd/1/"
+bash "$script" --eval "$eval_" "$dir/run" "$dir/tiny.ini" "$dir/c3" "$dir/odd.json" >"$dir/odd.out" 2>&1
+rc=$?
+python3 - "$dir/odd.json" "$odd" >"$dir/odd.compare" 2>&1 <<'PY'
+import json, sys
+out = json.load(open(sys.argv[1]))
+name = sys.argv[2]
+ok = [c["corruption"] for c in out["cells"]] == [name] and list(out["per_corruption"]) == [name] \
+    and out["cells"][0]["severity"] == "1" and out["cells"][0]["images"] == 12
+print("as named" if ok else "cells " + repr(out["cells"]) + ", per_corruption " + repr(out["per_corruption"]))
+sys.exit(0 if ok else 1)
+PY
+check "a corruption named with a quote, a backslash and a tab: exit 0, OUT.json valid JSON naming it ($(tail -1 "$dir/odd.compare"))" \
+  '[ $rc -eq 0 ] && grep -q "^as named$" "$dir/odd.compare"'
+# a folder name that is not UTF-8 (JSON text is): refused before any evaluation (where iconv can tell)
+if command -v iconv >/dev/null; then
+  mkdir -p "$dir/c4/"$'bad\xff'"/1" && cp -r "$dir/tree/val/." "$dir/c4/"$'bad\xff'"/1/"
+  bash "$script" --eval "$eval_" "$dir/run" "$dir/tiny.ini" "$dir/c4" "$dir/bad.json" >"$dir/bad.out" 2>&1
+  check "a folder name that is not UTF-8: exit 2 naming it, nothing evaluated" '[ $? -eq 2 ] \
+    && grep -q "folder name .*bad.* is not UTF-8" "$dir/bad.out" && ! grep -q "top-1" "$dir/bad.out" && [ ! -e "$dir/bad.json" ]'
+fi
 check "the table's lines: 6 cells and the mean" '[ "$(grep -c "^[a-z]*/[0-9]: top-1 [0-9.]*% ([0-9]* images)$" "$dir/out.txt")" -eq 6 ] \
   && grep -q "^mean top-1 over 6 cells: " "$dir/out.txt"'
 check "corruptions of 1, 2 and 3 severities noted" 'grep -q "note: noise has 2 severities, blur 1" "$dir/out.err" \

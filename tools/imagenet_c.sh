@@ -8,13 +8,16 @@
 # usage: tools/imagenet_c.sh [--eval PATH] CHECKPOINT CFG.ini ROOT OUT.json [section.key=value]...  (each passed on as --set)
 #   --eval PATH   the bioflex-eval program (default: bioflex-eval on PATH, else build/bioflex-eval)
 # OUT.json: {"cells": [{"corruption", "severity", "top1", "top5", "images"}...], "per_corruption":
-# {name: mean top-1}, "mean_top1": the mean over all cells}. Exit status 2 for a bad command line,
-# 1 when a cell's evaluation fails (its output is shown).
+# {name: mean top-1}, "mean_top1": the mean over all cells}; top1 and top5 are fractions, each the
+# count of correct images over the cell's images that bioflex-eval --results writes (exact, where its
+# printed percentages have two decimals). Folder names are JSON-escaped (quotes, backslashes, control
+# characters); a name that is not UTF-8 is refused. Exit status 2 for a bad command line or such a
+# name, 1 when a cell's evaluation fails (its output is shown).
 set -u
 eval_prog=""
 if [ "${1:-}" = "--eval" ]; then eval_prog=${2:-}; shift 2; fi
 if [ $# -lt 4 ]; then
-  sed -n '8,12p' "$0" >&2
+  sed -n '8,17p' "$0" >&2
   exit 2
 fi
 checkpoint=$1 cfg=$2 root=$3 out=$4
@@ -31,44 +34,86 @@ if [ -d "$out" ] || [ ! -d "$out_dir" ] || [ ! -w "$out_dir" ] || { [ -e "$out" 
 fi
 sets=()
 for s in "$@"; do sets+=(--set "$s"); done
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/imagenet_c_XXXXXX") || exit 1
+trap 'rm -rf "$scratch"' EXIT
+# A count in the cell's --results file (cJSON's layout: one "key": value per line); the test split's
+# object comes first (a "train" one follows with [run] eval_train).
+count_of() { sed -nE "s/^[[:space:]]*\"$1\":[[:space:]]*([0-9]+),?[[:space:]]*$/\1/p" "$scratch/cell.json" | head -n 1; }
+
+# A folder name as the body of a JSON string: backslash and quote escaped, control characters as
+# \n, \t, \r or \u00XX; the name must be UTF-8 (JSON text is), which iconv checks where installed.
+json_string() {
+  local in=$1 out="" c i code
+  if command -v iconv >/dev/null && ! printf '%s' "$in" | iconv -f UTF-8 -t UTF-8 >/dev/null 2>&1; then
+    return 1
+  fi
+  in=${in//\\/\\\\}
+  in=${in//\"/\\\"}
+  if [[ $in == *[[:cntrl:]]* ]]; then
+    for ((i = 0; i < ${#in}; i++)); do
+      c=${in:i:1}
+      case $c in
+        $'\n') out+='\n' ;;
+        $'\t') out+='\t' ;;
+        $'\r') out+='\r' ;;
+        [[:cntrl:]]) printf -v code '%d' "'$c"; printf -v c '\\u%04x' "$code"; out+=$c ;;
+        *) out+=$c ;;
+      esac
+    done
+    in=$out
+  fi
+  printf '%s' "$in"
+}
+# Refused before any evaluation: a folder name that OUT.json cannot hold
+for cell_dir in "$root"/*/*/; do
+  [ -d "$cell_dir" ] || continue
+  cell=${cell_dir%/}
+  for name in "${cell##*/}" "$(c=${cell%/*}; printf '%s' "${c##*/}")"; do
+    json_string "$name" >/dev/null || {
+      printf 'imagenet_c.sh: folder name %q in %s is not UTF-8, which OUT.json (JSON) cannot hold: rename it\n' \
+        "$name" "$root" >&2
+      exit 2
+    }
+  done
+done
 
 cells=""
 count=0
 for corruption_dir in "$root"/*/; do
-  corruption=$(basename "$corruption_dir")
+  corruption=${corruption_dir%/}; corruption=${corruption##*/}
   for severity_dir in "$corruption_dir"*/; do
     [ -d "$severity_dir" ] || continue
-    severity=$(basename "$severity_dir")
-    log=$("$eval_prog" --checkpoint "$checkpoint" "${sets[@]}" --set data.val_dir="${severity_dir%/}" "$cfg" 2>&1)
+    severity=${severity_dir%/}; severity=${severity##*/}
+    rm -f "$scratch/cell.json"
+    log=$("$eval_prog" --checkpoint "$checkpoint" "${sets[@]}" --set data.val_dir="${severity_dir%/}" \
+      --results "$scratch/cell.json" "$cfg" 2>&1)
     status=$?
-    line=$(grep -E '^test: loss' <<<"$log" | tail -1)
-    if [ $status -ne 0 ] || [ -z "$line" ]; then
+    correct1=$(count_of correct_top1 2>/dev/null) correct5=$(count_of correct_top5 2>/dev/null)
+    images=$(count_of images 2>/dev/null)
+    if [ $status -ne 0 ] || [ -z "$correct1" ] || [ -z "$correct5" ] || [ -z "$images" ]; then
       echo "imagenet_c.sh: $corruption/$severity failed (exit $status):" >&2
       echo "$log" >&2
       exit 1
     fi
-    # test: loss 0.2437  top-1 91.15%  top-5 99.90%  (10000 images)
-    top1=$(sed -E 's/.*top-1 ([0-9.]+)%.*/\1/' <<<"$line")
-    top5=$(sed -E 's/.*top-5 ([0-9.]+)%.*/\1/' <<<"$line")
-    images=$(sed -E 's/.*\(([0-9]+) images\).*/\1/' <<<"$line")
-    echo "$corruption/$severity: top-1 $top1% ($images images)"
-    cells+="$corruption $severity $top1 $top5 $images"$'\n'
+    echo "$corruption/$severity: $(grep -E '^test: loss' <<<"$log" | tail -n 1 | sed -E 's/.*(top-1 [0-9.]+%).*/\1/') ($images images)"
+    # tab-separated: the escaped names hold no tab
+    cells+="$(json_string "$corruption")"$'\t'"$(json_string "$severity")"$'\t'"$correct1"$'\t'"$correct5"$'\t'"$images"$'\n'
     count=$((count + 1))
   done
 done
 [ $count -gt 0 ] || { echo "imagenet_c.sh: $root has no <corruption>/<severity>/ folders" >&2; exit 1; }
 
-printf '%s' "$cells" | awk -v out="$out" '
-  { c[NR] = $1; s[NR] = $2; t1[NR] = $3 / 100; t5[NR] = $4 / 100; n[NR] = $5
-    sum[$1] += $3 / 100; k[$1]++; if (!($1 in seen)) { seen[$1] = 1; order[++m] = $1 }; total += $3 / 100 }
+printf '%s' "$cells" | awk -F '\t' -v out="$out" '
+  { c[NR] = $1; s[NR] = $2; n[NR] = $5; t1[NR] = $3 / $5; t5[NR] = $4 / $5
+    sum[$1] += t1[NR]; k[$1]++; if (!($1 in seen)) { seen[$1] = 1; order[++m] = $1 }; total += t1[NR] }
   END {
     printf "{\n  \"cells\": [\n" > out
     for (i = 1; i <= NR; i++)
-      printf "    {\"corruption\": \"%s\", \"severity\": \"%s\", \"top1\": %.6f, \"top5\": %.6f, \"images\": %d}%s\n",
+      printf "    {\"corruption\": \"%s\", \"severity\": \"%s\", \"top1\": %.12f, \"top5\": %.12f, \"images\": %d}%s\n",
              c[i], s[i], t1[i], t5[i], n[i], (i < NR ? "," : "") > out
     printf "  ],\n  \"per_corruption\": {" > out
-    for (j = 1; j <= m; j++) printf "%s\"%s\": %.6f", (j > 1 ? ", " : ""), order[j], sum[order[j]] / k[order[j]] > out
-    printf "},\n  \"mean_top1\": %.6f\n}\n", total / NR > out
+    for (j = 1; j <= m; j++) printf "%s\"%s\": %.12f", (j > 1 ? ", " : ""), order[j], sum[order[j]] / k[order[j]] > out
+    printf "},\n  \"mean_top1\": %.12f\n}\n", total / NR > out
     printf "mean top-1 over %d cells: %.2f%%\n", NR, 100 * total / NR
     for (j = 2; j <= m; j++)  # a missing cell: the per-corruption means are over different severities
       if (k[order[j]] != k[order[1]]) {

@@ -22,22 +22,22 @@ int bf_cli_parse_int(const char *text, long lo, long hi, long *value) {
     return 1;
 }
 
-void bf_cli_analysis_outputs(const bf_cli *cli, const char *flag[BF_CLI_ANALYSES], const char *path[BF_CLI_ANALYSES]) {
-    const char *flags[BF_CLI_ANALYSES] = {"--loss-surface", "--gradient-flow", "--hessian", "--input-hessian",
-                                          "--activations", "--attack", "--routing", "--subnetworks"};
-    const char *paths[BF_CLI_ANALYSES] = {cli->loss_surface, cli->gradient_flow, cli->hessian, cli->input_hessian,
-                                          cli->activations, cli->attack, cli->routing, cli->subnetworks};
+void bf_cli_outputs(const bf_cli *cli, const char *flag[BF_CLI_OUTPUTS], const char *path[BF_CLI_OUTPUTS]) {
+    const char *flags[BF_CLI_OUTPUTS] = {"--loss-surface", "--gradient-flow", "--hessian", "--input-hessian",
+                                         "--activations", "--attack", "--routing", "--subnetworks", "--results"};
+    const char *paths[BF_CLI_OUTPUTS] = {cli->loss_surface, cli->gradient_flow, cli->hessian, cli->input_hessian,
+                                         cli->activations, cli->attack, cli->routing, cli->subnetworks, cli->results};
     memcpy(flag, flags, sizeof flags);
     memcpy(path, paths, sizeof paths);
 }
 
-/* Two analyses writing one file: the later would silently replace the earlier's result. Compared as
- * files (bf_same_file), so "g.csv" and "./g.csv" or a link to it are one. */
+/* Two analyses (or one and --results) writing one file: the later would silently replace the
+ * earlier's result. Compared as files (bf_same_file), so "g.csv" and "./g.csv" or a link to it are one. */
 static int check_distinct_outputs(const bf_cli *cli, const char *program, const char *usage) {
-    const char *flag[BF_CLI_ANALYSES], *path[BF_CLI_ANALYSES];
-    bf_cli_analysis_outputs(cli, flag, path);
-    for (int i = 0; i < BF_CLI_ANALYSES; i++)
-        for (int j = i + 1; j < BF_CLI_ANALYSES; j++)
+    const char *flag[BF_CLI_OUTPUTS], *path[BF_CLI_OUTPUTS];
+    bf_cli_outputs(cli, flag, path);
+    for (int i = 0; i < BF_CLI_OUTPUTS; i++)
+        for (int j = i + 1; j < BF_CLI_OUTPUTS; j++)
             if (path[i] && path[j] && bf_same_file(path[i], path[j])) {
                 fprintf(stderr, "%s: %s %s and %s %s name the same file: each analysis needs an output file of its "
                         "own\n\n%s", program, flag[i], path[i], flag[j], path[j], usage);
@@ -57,6 +57,7 @@ static const char **path_option(bf_cli *cli, const char *flag) {
     if (!strcmp(flag, "--activations")) return &cli->activations;
     if (!strcmp(flag, "--routing")) return &cli->routing;
     if (!strcmp(flag, "--subnetworks")) return &cli->subnetworks;
+    if (!strcmp(flag, "--results")) return &cli->results;
     return &cli->checkpoint;
 }
 
@@ -73,7 +74,7 @@ int bf_cli_parse(int argc, char **argv, const char *program, const char *usage, 
                  !strcmp(a, "--checkpoint") || !strcmp(a, "--loss-surface") || !strcmp(a, "--attack") ||
                  !strcmp(a, "--gradient-flow") || !strcmp(a, "--hessian") || !strcmp(a, "--activations") ||
                  !strcmp(a, "--input-hessian") ||
-                 !strcmp(a, "--routing") || !strcmp(a, "--subnetworks")) {
+                 !strcmp(a, "--routing") || !strcmp(a, "--subnetworks") || !strcmp(a, "--results")) {
             if (!value) return usage_error(program, usage, "missing value after", a);
             i++;
             if (!strcmp(a, "--device")) {
@@ -130,8 +131,8 @@ int bf_cli_load_config(const bf_cli *cli, bf_config *cfg) {
 }
 
 const char *bf_cli_analysis_option(const bf_cli *cli) {
-    const char *flag[BF_CLI_ANALYSES], *path[BF_CLI_ANALYSES];
-    bf_cli_analysis_outputs(cli, flag, path);
+    const char *flag[BF_CLI_OUTPUTS], *path[BF_CLI_OUTPUTS];
+    bf_cli_outputs(cli, flag, path);
     for (int i = 0; i < BF_CLI_ANALYSES; i++)
         if (path[i]) return flag[i];
     return NULL;

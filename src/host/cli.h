@@ -9,6 +9,7 @@ enum { BF_EXIT_OK = 0, BF_EXIT_RUNTIME = 1, BF_EXIT_USAGE = 2 };
 
 #define BF_CLI_MAX_SETS 64
 #define BF_CLI_ANALYSES 8 /* bioflex-eval's analysis options, each with an output file */
+#define BF_CLI_OUTPUTS (BF_CLI_ANALYSES + 1) /* and --results, the scores as JSON */
 
 typedef struct bf_cli {
     const char *config_path;
@@ -26,6 +27,7 @@ typedef struct bf_cli {
     const char *activations;             /* --activations FILE.safetensors (eval) */
     const char *routing;                 /* --routing FILE.json (eval) */
     const char *subnetworks;             /* --subnetworks FILE.json (eval, guided BU-TD) */
+    const char *results;                 /* --results FILE.json (eval): the printed scores, exactly */
     int dry_run, help, version, help_config;
 } bf_cli;
 
@@ -46,7 +48,8 @@ int bf_cli_load_config(const bf_cli *cli, bf_config *cfg);
  * guided [butd] networks), or NULL. */
 const char *bf_cli_analysis_option(const bf_cli *cli);
 
-/* Every analysis option's flag and its output path (NULL where not given), in the order above. */
-void bf_cli_analysis_outputs(const bf_cli *cli, const char *flag[BF_CLI_ANALYSES], const char *path[BF_CLI_ANALYSES]);
+/* Every bioflex-eval option that writes a file, its flag and its path (NULL where not given): the
+ * analyses in the order above, then "--results". */
+void bf_cli_outputs(const bf_cli *cli, const char *flag[BF_CLI_OUTPUTS], const char *path[BF_CLI_OUTPUTS]);
 
 #endif

@@ -122,9 +122,10 @@ static bf_status score_batches(bf_model *m, bf_loader *loader, float label_smoot
     if (s != BF_OK) return bf_error_context(s, "evaluation");
     out->samples = samples;
     out->max_abs_logit = max_abs_logit, out->max_loss = max_loss, out->nonfinite_losses = nonfinite;
-    out->loss = samples ? host[0] / samples : 0;
-    out->top1 = samples ? host[1] / samples : 0;
-    out->top5 = samples ? host[2] / samples : 0;
+    /* in double: the sums of correct images are exact counts, whose fraction a float would round */
+    out->loss = samples ? (double)host[0] / samples : 0;
+    out->top1 = samples ? (double)host[1] / samples : 0;
+    out->top5 = samples ? (double)host[2] / samples : 0;
     return BF_OK;
 }
 

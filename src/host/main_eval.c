@@ -14,6 +14,7 @@
 #include "bioflex/train.h"
 #include "cli.h"
 #include "data_parallel.h"
+#include "eval_results.h"
 #include "fsutil.h"
 #include "task_eval.h"
 
@@ -21,7 +22,7 @@ static const char usage[] =
     "usage: bioflex-eval --checkpoint DIR [--loss-surface FILE.csv] [--gradient-flow FILE.csv]\n"
     "                    [--hessian FILE.json] [--activations FILE.safetensors] [--attack FILE.json]\n"
     "                    [--routing FILE.json] [--input-hessian FILE.json] [--subnetworks FILE.json]\n"
-    "                    [--device cpu|cuda|auto] [--set section.key=value]... cfg.ini\n"
+    "                    [--results FILE.json] [--device cpu|cuda|auto] [--set section.key=value]... cfg.ini\n"
     "       bioflex-eval --help | --version\n"
     "\n"
     "  --checkpoint DIR   a checkpoint directory, or a run directory (its latest checkpoint)\n"
@@ -42,6 +43,9 @@ static const char usage[] =
     "                     element, image, class and channel, over [analysis] routing_batches test batches\n"
     "  --subnetworks FILE.json  guided BU-TD networks: each task's instruction mask (TD activity > 0) per\n"
     "                     gated layer, its active fraction, and each pair of tasks' binary cosine and Jaccard\n"
+    "  --results FILE.json  also the scores printed, as JSON: the test split's loss, top-1, top-5 and\n"
+    "                     balanced top-1 as fractions with the counts of correct images behind them\n"
+    "                     (BU-TD: accuracy, per task when guided), the training split's with eval_train\n"
     "  --device cpu|cuda|auto  backend to evaluate on (default: [run] device)\n"
     "  --set s.k=v        override a config key (e.g. data.test_limit=1000)\n"
     "prints test loss, top-1 and top-5 accuracy (BU-TD networks: accuracy, per task when guided);\n"
@@ -342,23 +346,26 @@ static bf_status checkpoint_epoch(const char *dir, int *epoch) {
 }
 
 /* [run] eval_train: the training split scored as the test split is (its loader options o: no
- * augmentation), printed as bioflex-train logs it. */
-static bf_status score_training_split(const bf_config *cfg, bf_model *m, bf_loader_options o, int epoch) {
+ * augmentation) into *r, printed as bioflex-train logs it. */
+static bf_status score_training_split(const bf_config *cfg, bf_model *m, bf_loader_options o, int epoch,
+                                      bf_eval_result *r) {
     bf_dataset *train = NULL;
     bf_loader *loader = NULL;
-    bf_eval_result r;
     bf_status s = bf_run_open_dataset(cfg, BF_SPLIT_TRAIN, &train);
     if (s == BF_OK) s = bf_loader_create(train, &o, &loader);
-    if (s == BF_OK) s = bf_evaluate_batches(m, loader, cfg->optim.label_smoothing, epoch, 0, &r);
+    if (s == BF_OK) s = bf_evaluate_batches(m, loader, cfg->optim.label_smoothing, epoch, 0, r);
     if (s == BF_OK)
-        printf("train: loss %.4f  top-1 %.2f%%  top-5 %.2f%%  balanced %.2f%%  (%d images, [run] eval_train)\n", r.loss,
-               100 * r.top1, 100 * r.top5, 100 * r.balanced_top1, r.samples);
+        printf("train: loss %.4f  top-1 %.2f%%  top-5 %.2f%%  balanced %.2f%%  (%d images, [run] eval_train)\n", r->loss,
+               100 * r->top1, 100 * r->top5, 100 * r->balanced_top1, r->samples);
     bf_loader_destroy(loader);
     bf_dataset_free(train);
     return s;
 }
 
-static bf_status evaluate_checkpoint(const bf_config *cfg, const bf_cli *cli, bf_eval_result *res, char *dir) {
+/* The test split's scores (res) and, with [run] eval_train, the training split's (*train_res; its
+ * samples stay 0 without), then the analyses the command line asks for. */
+static bf_status evaluate_checkpoint(const bf_config *cfg, const bf_cli *cli, bf_eval_result *res,
+                                     bf_eval_result *train_res, char *dir) {
     bf_backend *b = NULL;
     bf_dataset *test = NULL;
     bf_loader *loader = NULL;
@@ -379,7 +386,7 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const bf_cli *cli, bf
     o.shuffle = 0; /* the whole test split, in order, whatever [run] val_batches says */
     if (s == BF_OK) s = bf_loader_create(test, &o, &loader);
     if (s == BF_OK) s = bf_evaluate_batches(m, loader, cfg->optim.label_smoothing, epoch, 0, res);
-    if (s == BF_OK && cfg->run.eval_train) s = score_training_split(cfg, m, o, epoch);
+    if (s == BF_OK && cfg->run.eval_train) s = score_training_split(cfg, m, o, epoch, train_res);
     if (s == BF_OK && cli->loss_surface) s = write_loss_surface(cfg, m, loader, cli->loss_surface);
     if (s == BF_OK && cli->gradient_flow) s = write_gradient_flow(cfg, b, dir, test, m, cli->gradient_flow);
     if (s == BF_OK && cli->hessian) s = write_hessian(cfg, b, dir, test, m, cli->hessian);
@@ -391,6 +398,16 @@ static bf_status evaluate_checkpoint(const bf_config *cfg, const bf_cli *cli, bf
     bf_model_destroy(m);
     bf_dataset_free(test);
     if (b) bf_backend_destroy(b);
+    return s;
+}
+
+/* --results: the scores into path (eval_results.h); a failure leaves no file. */
+static bf_status write_results(const char *path, const bf_eval_results *r) {
+    FILE *f = NULL;
+    bf_status s = open_output("--results", path, &f);
+    if (s == BF_OK) s = bf_eval_results_write(f, r);
+    s = close_output(f, "--results", path, s);
+    if (s == BF_OK) printf("results -> %s\n", path);
     return s;
 }
 
@@ -458,10 +475,10 @@ static int inside_run_files(const char *resolved, const char *run, int in_run) {
  * bioflex-train writes there; checkpoint_dir NULL when it did not resolve, which the evaluation then
  * reports), or be another analysis' output, is refused before anything runs: printed, BF_EXIT_USAGE. */
 static int check_output_paths(const bf_cli *cli, const bf_config *cfg, const char *checkpoint_dir) {
-    const char *flag[BF_CLI_ANALYSES + 1], *path[BF_CLI_ANALYSES + 1];
-    bf_cli_analysis_outputs(cli, flag, path);
-    flag[BF_CLI_ANALYSES] = "[analysis] routing_maps"; /* --routing's second output */
-    path[BF_CLI_ANALYSES] = cli->routing && cfg->analysis.routing_maps[0] ? cfg->analysis.routing_maps : NULL;
+    const char *flag[BF_CLI_OUTPUTS + 1], *path[BF_CLI_OUTPUTS + 1];
+    bf_cli_outputs(cli, flag, path);
+    flag[BF_CLI_OUTPUTS] = "[analysis] routing_maps"; /* --routing's second output */
+    path[BF_CLI_OUTPUTS] = cli->routing && cfg->analysis.routing_maps[0] ? cfg->analysis.routing_maps : NULL;
     const char *input_name[] = {"--checkpoint", "the config file", "[model] init_weights", "[model] static_routing",
                                 "[data] class_list", "[data] val_labels"};
     /* the checkpoint as read: the directory --checkpoint resolves to (a run's: its checkpoints/...,
@@ -471,7 +488,7 @@ static int check_output_paths(const bf_cli *cli, const bf_config *cfg, const cha
     char run[BF_RESOLVED_PATH_MAX];
     int in_run = 0;
     const int have_run = checkpoint_dir && run_directory_of(checkpoint_dir, run, sizeof run, &in_run) == BF_OK;
-    for (int i = 0; i <= BF_CLI_ANALYSES; i++) {
+    for (int i = 0; i <= BF_CLI_OUTPUTS; i++) {
         if (!path[i]) continue;
         char resolved[BF_RESOLVED_PATH_MAX];
         if (have_run && bf_resolve_path(path[i], resolved, sizeof resolved) == BF_OK &&
@@ -492,8 +509,8 @@ static int check_output_paths(const bf_cli *cli, const bf_config *cfg, const cha
                         "output path\n", flag[i], path[i], input_name[k], input[k]);
                 return BF_EXIT_USAGE;
             }
-        if (i == BF_CLI_ANALYSES)
-            for (int j = 0; j < BF_CLI_ANALYSES; j++)
+        if (i == BF_CLI_OUTPUTS)
+            for (int j = 0; j < BF_CLI_OUTPUTS; j++)
                 if (path[j] && bf_same_file(path[i], path[j])) {
                     fprintf(stderr, "bioflex-eval: %s %s and %s %s name the same file: each analysis needs an output "
                             "file of its own\n", flag[i], path[i], flag[j], path[j]);
@@ -550,9 +567,10 @@ int main(int argc, char **argv) {
         return BF_EXIT_USAGE;
     }
     if (cfg.fragments.network != 0) { /* Net Fragments: the robustness sweep of its checkpoint */
-        if (bf_cli_analysis_option(&cli)) {
-            fprintf(stderr, "bioflex-eval: %s applies to [model] networks, not [fragments] ones\n",
-                    bf_cli_analysis_option(&cli));
+        if (bf_cli_analysis_option(&cli) || cli.results) {
+            fprintf(stderr, "bioflex-eval: %s applies to [model] and [butd] networks, not [fragments] ones%s\n",
+                    cli.results ? "--results" : bf_cli_analysis_option(&cli),
+                    cli.results ? " (their results go to RUN/fragments_results.jsonl)" : "");
             return BF_EXIT_USAGE;
         }
         bf_fragments_result fr;
@@ -590,6 +608,11 @@ int main(int argc, char **argv) {
                 printf("  task %d: accuracy %.2f%%  loss %.4f\n", k, 100 * tasks.task_accuracy[k], tasks.task_loss[k]);
         }
         if (s == BF_OK && cli.subnetworks) s = write_subnetworks(&subnetworks, cli.subnetworks);
+        if (s == BF_OK && cli.results) {
+            const bf_eval_results r = {.checkpoint = dir, .test = &res, .butd = 1,
+                                       .tasks = cfg.butd.guided ? &tasks : NULL};
+            s = write_results(cli.results, &r);
+        }
         bf_butd_subnetworks_free(&subnetworks);
         if (s != BF_OK) {
             fprintf(stderr, "error: %s\n", bf_last_error());
@@ -602,12 +625,18 @@ int main(int argc, char **argv) {
      * split, gradient flow, the Hessian); the evaluation batch defaults to that slice as in training */
     cfg.data.batch_size = bf_data_slice(&cfg.data);
     cfg.data.micro_batches = 1;
-    bf_status s = evaluate_checkpoint(&cfg, &cli, &res, dir);
+    bf_eval_result train_res = {0};
+    bf_status s = evaluate_checkpoint(&cfg, &cli, &res, &train_res, dir);
+    if (s == BF_OK)
+        printf("checkpoint %s\ntest: loss %.4f  top-1 %.2f%%  top-5 %.2f%%  balanced %.2f%%  (%d images)\n", dir,
+               res.loss, 100 * res.top1, 100 * res.top5, 100 * res.balanced_top1, res.samples);
+    if (s == BF_OK && cli.results) {
+        const bf_eval_results r = {.checkpoint = dir, .test = &res, .train = cfg.run.eval_train ? &train_res : NULL};
+        s = write_results(cli.results, &r);
+    }
     if (s != BF_OK) {
         fprintf(stderr, "error: %s\n", bf_last_error());
         return s == BF_ERR_CONFIG ? BF_EXIT_USAGE : BF_EXIT_RUNTIME;
     }
-    printf("checkpoint %s\ntest: loss %.4f  top-1 %.2f%%  top-5 %.2f%%  balanced %.2f%%  (%d images)\n", dir, res.loss,
-           100 * res.top1, 100 * res.top5, 100 * res.balanced_top1, res.samples);
     return BF_EXIT_OK;
 }

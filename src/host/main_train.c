@@ -236,9 +236,9 @@ int main(int argc, char **argv) {
                 usage);
         return BF_EXIT_USAGE;
     }
-    if (bf_cli_analysis_option(&cli)) {
-        fprintf(stderr, "bioflex-train: %s is a bioflex-eval option (of a checkpoint)\n\n%s", bf_cli_analysis_option(&cli),
-                usage);
+    if (bf_cli_analysis_option(&cli) || cli.results) {
+        fprintf(stderr, "bioflex-train: %s is a bioflex-eval option (of a checkpoint)\n\n%s",
+                cli.results ? "--results" : bf_cli_analysis_option(&cli), usage);
         return BF_EXIT_USAGE;
     }
     bf_config cfg;
