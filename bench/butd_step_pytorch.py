@@ -15,9 +15,19 @@ import torch.nn.functional as F
 
 
 def main():
-    dev = sys.argv[1] if len(sys.argv) > 1 else "cpu"
-    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 200
-    n = int(sys.argv[3]) if len(sys.argv) > 3 else 64
+    usage = "usage: butd_step_pytorch.py [cpu|cuda] [steps >= 1 (200)] [batch >= 1 (64)]"
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__)
+        return
+    try:
+        dev = sys.argv[1] if len(sys.argv) > 1 else "cpu"
+        steps = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+        n = int(sys.argv[3]) if len(sys.argv) > 3 else 64
+        if dev not in ("cpu", "cuda") or steps < 1 or n < 1 or len(sys.argv) > 4:
+            raise ValueError
+    except ValueError:
+        print(usage, file=sys.stderr)
+        sys.exit(2)
     torch.manual_seed(0)
     K, T = 10, 2
     specs = [("conv", (32, 1, 5, 5), 1, 1), ("conv", (32, 1, 2, 2), 2, 32), ("conv", (32, 32, 5, 5), 1, 1),

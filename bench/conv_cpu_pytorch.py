@@ -27,9 +27,19 @@ def per_call_ms(fn, seconds):
 
 
 def main():
-    batch = int(sys.argv[1]) if len(sys.argv) > 1 else 64
-    threads = int(sys.argv[2]) if len(sys.argv) > 2 else 0
-    seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 0.3
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__)
+        return
+    try:
+        batch = int(sys.argv[1]) if len(sys.argv) > 1 else 64
+        threads = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+        seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 0.3
+        if batch < 1 or threads < 0 or not seconds > 0 or len(sys.argv) > 4:
+            raise ValueError
+    except ValueError:
+        print("usage: conv_cpu_pytorch.py [batch >= 1 (64)] [threads >= 0 (0: PyTorch's default)] [seconds > 0 (0.3)]",
+              file=sys.stderr)
+        sys.exit(2)
     if threads:
         torch.set_num_threads(threads)
     print(f"PyTorch {torch.__version__} CPU convolutions, batch {batch}, {torch.get_num_threads()} threads: ms per call")

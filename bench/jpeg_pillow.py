@@ -68,13 +68,28 @@ def worker(args):
 
 
 def main():
-    if len(sys.argv) < 2:
-        sys.exit("usage: jpeg_pillow.py DIR [seconds_per_run] [size]")
+    usage = "usage: jpeg_pillow.py DIR [seconds_per_run (5)] [size (224)]"
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__)
+        return
+    if not 2 <= len(sys.argv) <= 4:
+        print(usage, file=sys.stderr)
+        sys.exit(2)
     root = os.path.join(sys.argv[1], "train")
-    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 5.0
-    size = int(sys.argv[3]) if len(sys.argv) > 3 else 224
+    try:
+        seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 5.0
+        size = int(sys.argv[3]) if len(sys.argv) > 3 else 224
+        if not seconds > 0 or size < 1:
+            raise ValueError
+    except ValueError:
+        print(usage, file=sys.stderr)
+        sys.exit(2)
     files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs
                    if f.lower().endswith((".jpg", ".jpeg")) and not f.startswith("zz_"))
+    if not files:
+        print(f"jpeg_pillow.py: no .jpg/.jpeg files under {root} (DIR is an imagefolder tree: DIR/train/<class>/)",
+              file=sys.stderr)
+        sys.exit(1)
     print(f"{sys.argv[1]}: {len(files)} training files, Pillow {Image.__version__} RandomResizedCrop({size}) + flip, "
           f"{seconds:.0f} s per run")
     n, dt, cpu = worker((files, seconds, size, 1))

@@ -23,7 +23,10 @@ import json
 import struct
 import sys
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:
+    sys.exit("spectrum.py: needs numpy (Debian: apt-get install python3-numpy, or pip install numpy)")
 
 DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "F16": np.float16, "U8": np.uint8}
 
