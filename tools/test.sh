@@ -4,7 +4,7 @@
 # through, e.g. `bash tools/test.sh -L unit`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tools/setup.sh
+bash tools/setup.sh --tests
 bash tools/build.sh
 # as many tests at once as there are cores (the emulator's tests run on one core each: the suite takes
 # about half the time on two); BIOFLEX_TEST_JOBS=1 runs them one by one
