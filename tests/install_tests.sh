@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# install_tests.sh BUILD_DIR SOURCE_DIR [CFLAGS] - `cmake --install` into a temporary prefix, then
+# install_tests.sh BUILD_DIR SOURCE_DIR [CFLAGS [CC]] - `cmake --install` into a temporary prefix, then
 # what a user of the installed bioflex does: run the installed programs, and build and run a program
 # of their own (tests/install_consumer.c) with `pkg-config --cflags --libs bioflex`. CFLAGS: the
 # build's own C flags, added to the consumer's (e.g. -fsanitize=address in a sanitizer build, whose
-# library needs the sanitizer's runtime at link time).
+# library needs the sanitizer's runtime at link time). CC: the build's C compiler (default cc): the
+# .pc file's OpenMP flag is that compiler's (clang's -fopenmp=libomp is no GCC option).
 set -uo pipefail
-build=$1 src=$2 build_cflags=${3:-}
+build=$1 src=$2 build_cflags=${3:-} compiler=${4:-cc}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
@@ -27,7 +28,7 @@ export PKG_CONFIG_PATH
 flags=$(pkg-config --cflags --libs bioflex) || fail "pkg-config bioflex"
 printf '[run]\nepochs = 7\n[optim]\nlr = 0.25\n' > "$tmp/my.ini"
 # shellcheck disable=SC2086 # both are lists of flags
-cc -std=c11 $build_cflags -o "$tmp/consumer" "$src/tests/install_consumer.c" $flags 2>"$tmp/cc.log" || { cat "$tmp/cc.log"; fail "building a program against the installed library: cc ... $flags"; }
+"$compiler" -std=c11 $build_cflags -o "$tmp/consumer" "$src/tests/install_consumer.c" $flags 2>"$tmp/cc.log" || { cat "$tmp/cc.log"; fail "building a program against the installed library: $compiler ... $flags"; }
 out=$("$tmp/consumer" "$tmp/my.ini") || fail "the program linked against the installed library: $out"
 echo "$out"
 grep -q "epochs 7, lr 0.25; relu: ok" <<<"$out" || fail "unexpected output: $out"
