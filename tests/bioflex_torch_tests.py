@@ -4,15 +4,18 @@
     bioflex_torch_tests.py TRAIN EVAL SRC [--keep DIR] [--only NAME,...]
 
 For each case a small network is trained for one epoch with bioflex-train (procedural data or
-Fashion-MNIST with data.train_limit / test_limit), bioflex-eval dumps the logits layer and the
-normalised input of every test image (--activations) and the exact top-1 count (--results), and the
-module tools/bioflex_torch.py builds from the run directory (config.ini, checkpoints/latest, strict
-load) must give the same logits (max |diff| <= 1e-4 x max |logit|) and the same top-1 on every test
-image, and the parameter count of bioflex-train --dry-run. Negative controls: the same checkpoint
-loaded with a detail deliberately wrong (the flex channel rule, the mask, the flex sites, the
-classifier) must fail the comparison or the strict load, and configs the tool does not build must
-be refused naming the key. Also: --dry-run counts of large VGGs (the 4096 cap of the classifier) with
-no training, the loader's normalisation of Fashion-MNIST against normalize(), and the command line
+Fashion-MNIST with data.train_limit / test_limit; the V1-constrained ResNets' components alone and
+combined, and spiking LIF / IF networks, whose logits layer is the readout), bioflex-eval dumps the
+logits layer and the normalised input of every test image (--activations) and the exact top-1 count
+(--results), and the module tools/bioflex_torch.py builds from the run directory (config.ini,
+checkpoints/latest, strict load) must give the same logits (max |diff| <= 1e-4 x max |logit|) and
+the same top-1 on every test image, and the parameter count of bioflex-train --dry-run. Negative
+controls: the same checkpoint loaded with a detail deliberately wrong (the flex channel rule, the
+mask, the flex sites, the classifier, the DoG amplitude, the channel distance, the polar padding and
+resize, the neuron's reset, decay, steps and readout) must fail the comparison or the strict load,
+and configs the tool does not build must be refused naming the key. Also: --dry-run counts of large
+VGGs (the 4096 cap of the classifier) and of the V1 ResNet-50s at ImageNet's 1000 classes with no
+training, the loader's normalisation of Fashion-MNIST against normalize(), and the command line
 (--summary, --out as torch.save and as TorchScript). Exit 0 on success, 1 on a failure.
 """
 import gzip
@@ -43,6 +46,12 @@ def proc(size, channels=3, classes=10):
                    "data.procedural_classes=%d" % classes]
 
 
+def v1(size, *keys, arch="resnet50"):
+    """A V1-constrained ResNet on size x size procedural images, 8 to train (one step), 8 to test."""
+    return proc(size) + ["data.procedural_train=8", "data.procedural_test=8", "data.batch_size=8",
+                         "model.arch=" + arch] + list(keys)
+
+
 FLEX = ["model.flex=true", "model.conv_init=fan_in"]
 # name, the keys of its run, the logits layer, negative controls (overrides that must break it)
 CASES = [
@@ -71,6 +80,28 @@ CASES = [
                                         "model.threshold_mode=frozen_random"] + FLEX, "fc3",
      [["model.flex_mask_factor=1"]]),
     ("pf_simple_conv", proc(16) + ["model.arch=plasticflex_simple_conv"], "fc2", []),
+    # spiking networks (direct encoding): LIF / IF over T steps, the readout layer the mean over the steps
+    ("snn_cnn_lif", proc(16) + ["model.arch=cnn", "model.channels=8,16", "model.hidden=32", "spiking.neuron=lif",
+                                "spiking.time_steps=4", "spiking.decay=0.9", "spiking.threshold=0.8"], "readout",
+     [["spiking.reset=soft"], ["spiking.time_steps=3"], ["spiking.decay=0.95"], ["spiking.neuron=if"]]),
+    ("snn_pf_vgg6_if_flex", proc(12) + ["model.arch=plasticflex_vgg6", "model.flex_joint=channelwise_max",
+                                        "spiking.neuron=if", "spiking.reset=soft", "spiking.readout=spike_count",
+                                        "spiking.time_steps=3"] + FLEX, "readout",
+     [["spiking.readout=mean_output"], ["spiking.reset=hard"]]),
+    # the V1-constrained ResNet's components (v1-constrained.md), each alone at the smallest size bioflex
+    # takes (cortical magnification needs 64x64), then composite a (all four), few images (ResNet-50 on the
+    # CPU); the normalisations and the polar transform apply to resnet18 too, where they cost less
+    ("v1_center_surround", v1(32, "model.center_surround=true"), "fc", [["model.dog_amplitude=paper"]]),
+    ("v1_local_rf", v1(32, "model.local_rf=true"), "fc", [["model.local_rf=false"]]),
+    ("v1_tuned", v1(32, "model.divisive_norm=tuned", arch="resnet18"), "fc", [["model.oci_distance=similar"]]),
+    ("v1_cirincione", v1(32, "model.divisive_norm=cirincione", arch="resnet18"), "fc",
+     [["model.divisive_norm=tuned"]]),
+    ("v1_cortical", v1(64, "model.cortical_magnification=true", "model.polar_padding=both",
+                       "model.polar_antialias=true", arch="resnet18"), "fc",
+     [["model.polar_padding=angle"], ["model.polar_padding=circular"], ["model.polar_antialias=false"]]),
+    ("v1_composite_a", v1(64, "model.center_surround=true", "model.local_rf=true", "model.divisive_norm=tuned",
+                          "model.cortical_magnification=true"), "fc",
+     [["model.dog_amplitude=paper"], ["model.cortical_magnification=false"]]),
 ]
 # --dry-run parameter counts only (no training): the classifier's 4096 cap, ImageNet shapes
 COUNTS = [
@@ -80,18 +111,25 @@ COUNTS = [
     ("fully flex vgg16 32x32", proc(32) + ["model.arch=vgg16", "model.flex=true", "model.fully_flex=true"]),
     ("resnet50 64x64", proc(64, classes=100) + ["model.arch=resnet50"]),
     ("flex resnet18 32x32", proc(32) + ["model.arch=resnet18", "model.flex=true"]),
+    ("V1 composite a 64x64, 1000 classes", ["data.dataset=imagenet", "data.image_size=64", "model.arch=resnet50",
+                                            "model.center_surround=true", "model.local_rf=true",
+                                            "model.divisive_norm=tuned", "model.cortical_magnification=true"]),
+    ("V1 resnet50_div_norm 64x64, 1000 classes", ["data.dataset=imagenet", "data.image_size=64",
+                                                  "model.arch=resnet50", "model.divisive_norm=cirincione"]),
 ]
 # configs the tool must refuse, and the "[section] key = value" its message must name
 REFUSALS = [
-    (["spiking.neuron=lif", "spiking.time_steps=2"], "[spiking] neuron = lif"),
+    (["spiking.neuron=lif", "spiking.encoding=rate", "data.normalize=false"], "[spiking] encoding = rate"),
+    (["spiking.neuron=lif", "model.arch=resnet18"], "[spiking] neuron = lif"),
     (["model.flex=true", "model.flex_joint=mask", "model.flex_mask=stochastic_fpbp"],
      "[model] flex_mask = stochastic_fpbp"),
     (["model.flex=true", "model.flex_joint=mask", "model.threshold_mode=resample_each_forward"],
      "[model] threshold_mode = resample_each_forward"),
     (["model.flex=true", "model.flex_joint=mask", "model.flex_logits=spatial_attention"],
      "[model] flex_logits = spatial_attention"),
-    (["model.arch=resnet50", "model.divisive_norm=tuned"], "[model] divisive_norm = tuned"),
-    (["model.arch=resnet50", "model.local_rf=true"], "[model] local_rf = true"),
+    (["model.arch=resnet50", "model.flex=true", "model.divisive_norm=tuned"], "[model] flex = true"),
+    (["model.arch=resnet18", "model.center_surround=true"], "[model] center_surround = true"),
+    (["model.arch=vgg6", "model.divisive_norm=cirincione"], "[model] divisive_norm = cirincione"),
     (["butd.network=fc"], "[butd] network = fc"),
     (["fragments.network=lateral"], "[fragments] network = lateral"),
     (["model.flex=true", "model.static_routing=routing.json"], "[model] static_routing = routing.json"),

@@ -40,14 +40,32 @@ statistics, dropout off).
 
 Covered ([model] arch): cnn, vgg6, vgg11, vgg16 (with or without [model] batchnorm), resnet18,
 resnet50 (torchvision's layout) and the CIFAR resnet20 ... resnet110, plasticflex_vgg6/11/16,
-plasticflex_simple_flex and plasticflex_simple_conv, all as ANNs ([spiking] neuron = none). Flex
+plasticflex_simple_flex and plasticflex_simple_conv. Flex
 layers ([model] flex, flex_layers, fully_flex) with flex_joint = channelwise_max (flex_channels
 expand or bilinear; the tie rule only matters for gradients), and flex_joint = mask with a
 deterministic mask (sigmoid_hard, sigmoid_mul, ste_*), threshold logits (learned or frozen_random
 threshold) and optional flex_logits_bn. [model] bn_eps and bn_var_floor are honoured.
-Refused, with an error naming the key and its value: spiking neurons, BU-TD ([butd] network), Net
-Fragments ([fragments] network), the V1-constrained ResNet's components (divisive_norm,
-cortical_magnification, center_surround, local_rf), static_routing, spatial-attention logits,
+The V1-constrained ResNet's components (README "The V1-constrained ResNet-50", v1-constrained.md), with
+the reference's names, as bioflex computes them: center_surround (DoG layers on layer1's 3x3 convs,
+dog_amplitude code or paper; alone as resnet50_center_surround, conv2.0/conv2.1, or in a composite,
+conv2.conv/conv2.dog), local_rf (the locally connected layer1.2.conv2, alone after its Dropout2d,
+conv2.1), divisive_norm = tuned (oci_distance opponent or similar) or cirincione after each layer1
+block, cortical_magnification (the polar transform lpp, polar_padding angle, both or circular,
+polar_antialias), alone or combined (composite a: all four), on resnet50 (divisive_norm and
+cortical_magnification on resnet18 too). Their constants (DoG distance grids, channel distances, tap
+coordinates, the 256 x 1024 polar operator with its float16-rounded masks) are generated here as bioflex
+generates them (they are not in the checkpoint), the generated kernels in float64 from the float32
+parameters, rounded to float32 where bioflex stores a float; they stay differentiable (captum).
+Spiking networks (cnn, the VGGs and PlasticFlex's, as bioflex builds them; [spiking] neuron = lif, if,
+clamp01 or step) with direct encoding, at evaluation: the image repeated over time_steps T (the batch
+[T*N, ...], time outer), every ReLU a neuron layer over the T steps with bioflex's arithmetic (H = decay
+V + x, a spike where H - threshold >= 0, reset hard, soft or none; IF with decay 1), readout mean_output
+(the logits' mean over the steps) or spike_count (the classes' firing rates). The spike has no gradient
+here (no surrogate): input attributions through a spiking module are zero.
+Refused, with an error naming the key and its value: [spiking] encoding = rate (Bernoulli spikes drawn
+at every evaluation), spiking neurons on the ResNets (bioflex refuses them too), BU-TD ([butd] network), Net
+Fragments ([fragments] network), flex layers together with the V1 components, static_routing,
+spatial-attention logits,
 stochastic masks and threshold_mode = resample_each_forward (bioflex draws those at every
 evaluation batch), and the multi-task datasets.
 Parameter count: parameters() with requires_grad, the trained total of bioflex-train --dry-run
@@ -75,14 +93,16 @@ DEFAULTS = {
         "flex_channels": "expand", "flex_tie": "split", "flex_mask": "sigmoid_hard", "flex_mask_factor": "1",
         "flex_logits_bn": "false", "flex_logits": "threshold", "threshold_mode": "learned",
         "divisive_norm": "none", "cortical_magnification": "false", "center_surround": "false",
-        "local_rf": "false",
+        "local_rf": "false", "local_rf_dropout": "0.5", "dog_amplitude": "code", "oci_distance": "opponent",
+        "polar_padding": "angle", "polar_antialias": "false",
     },
     "data": {
         "dataset": "fashion_mnist", "normalize": "true", "gray_to_rgb": "false", "cifar10_std": "true",
         "norm_stats": "dataset", "procedural_classes": "10", "procedural_size": "32", "procedural_channels": "3",
         "image_size": "224", "input_noise_std": "0", "noise_splits": "both",
     },
-    "spiking": {"neuron": "none"},
+    "spiking": {"neuron": "none", "time_steps": "10", "encoding": "direct", "readout": "mean_output", "decay": "0.95",
+                "threshold": "1.0", "reset": "hard"},
     "butd": {"network": "none"},
     "fragments": {"network": "none"},
 }
@@ -164,25 +184,94 @@ def _refuse(section, key, value, why):
                   "(see tools/bioflex_torch.py's docstring)" % (section, key, value, why))
 
 
+def v1_options(cfg):
+    """The V1-constrained ResNet's [model] keys (v1-constrained.md; model_zoo.c), checked: a value this
+    tool does not know is refused naming the key."""
+    o = {}
+    dn = cfg.get("model", "divisive_norm")
+    if dn not in ("none", "tuned", "cirincione"):
+        _refuse("model", "divisive_norm", dn, "unknown divisive normalisation")
+    o["divisive_norm"] = dn
+    for key in ("cortical_magnification", "center_surround", "local_rf"):
+        o[key] = cfg.bool("model", key)
+    choices = {"dog_amplitude": ("code", "paper"), "oci_distance": ("opponent", "similar"),
+               "polar_padding": ("angle", "both", "circular")}
+    for key, allowed in choices.items():
+        v = cfg.get("model", key)
+        if v not in allowed:
+            _refuse("model", key, v, "unknown value (bioflex knows %s)" % ", ".join(allowed))
+        o[key] = v
+    o["polar_antialias"] = cfg.bool("model", "polar_antialias")
+    o["local_rf_dropout"] = cfg.float("model", "local_rf_dropout")  # Dropout2d: nothing at evaluation
+    o["composite"] = dn != "none" or o["cortical_magnification"] or o["local_rf"]
+    o["any"] = o["composite"] or o["center_surround"]
+    o["first_key"] = next((k for k in ("divisive_norm", "cortical_magnification", "center_surround", "local_rf")
+                           if (o[k] != "none" if k == "divisive_norm" else o[k])), None)
+    return o
+
+
+SPIKING_ARCHS = ["cnn"] + list(VGG) + list(PF_VGG) + ["plasticflex_simple_flex", "plasticflex_simple_conv"]
+
+
+def _spiking_key(cfg, key, alias):
+    """A [spiking] key or its alias (the reference's spelling) where the config gives only that."""
+    if not cfg.cp.has_option("spiking", key) and cfg.cp.has_option("spiking", alias):
+        return cfg.get("spiking", alias)
+    return cfg.get("spiking", key)
+
+
+def spiking_options(cfg):
+    """None for an ANN ([spiking] neuron = none), else the neuron's evaluation parameters (layer_spiking.c,
+    neuron_cpu.c); refuses what is random per evaluation (rate coding) or unknown, naming the key."""
+    neuron = cfg.get("spiking", "neuron")
+    if neuron == "none":
+        return None
+    if neuron not in ("lif", "if", "clamp01", "step"):
+        _refuse("spiking", "neuron", neuron, "unknown neuron")
+    arch = cfg.get("model", "arch")
+    if arch not in SPIKING_ARCHS:
+        _refuse("spiking", "neuron", neuron, "bioflex builds spiking networks for %s only, not %s" %
+                (", ".join(SPIKING_ARCHS), arch))
+    encoding = cfg.get("spiking", "encoding")
+    if encoding != "direct":
+        _refuse("spiking", "encoding", encoding, "rate coding draws Bernoulli spikes at every evaluation (bioflex's "
+                "own random streams); only direct encoding is built")
+    readout = cfg.get("spiking", "readout")
+    if readout not in ("mean_output", "spike_count"):
+        _refuse("spiking", "readout", readout, "unknown readout")
+    reset = cfg.get("spiking", "reset")
+    if reset not in ("hard", "soft", "none"):
+        _refuse("spiking", "reset", reset, "unknown reset")
+    T = cfg.int("spiking", "time_steps")
+    if T < 1:
+        raise ValueError("[spiking] time_steps = %d: must be >= 1" % T)
+    return {"neuron": neuron, "T": T, "readout": readout, "reset": reset,
+            "decay": float(np.float32(_spiking_key(cfg, "decay", "spiking_decay"))),
+            "threshold": float(np.float32(_spiking_key(cfg, "threshold", "spiking_threshold")))}
+
+
 def check_supported(cfg):
     """Refuses every key value that changes the evaluation computation and is not implemented."""
     arch = cfg.get("model", "arch")
     if arch not in ARCHS:
         _refuse("model", "arch", arch, "unknown architecture")
-    if cfg.get("spiking", "neuron") != "none":
-        _refuse("spiking", "neuron", cfg.get("spiking", "neuron"), "spiking networks are not built (ANNs only)")
+    spiking_options(cfg)  # refuses what it does not build
     if cfg.get("butd", "network") != "none":
         _refuse("butd", "network", cfg.get("butd", "network"), "BU-TD networks are not built")
     if cfg.get("fragments", "network") != "none":
         _refuse("fragments", "network", cfg.get("fragments", "network"), "Net Fragments networks are not built")
     if cfg.get("data", "dataset") in ("multi_mnist", "multi_fashion_mnist", "celeba"):
         _refuse("data", "dataset", cfg.get("data", "dataset"), "multi-task datasets (BU-TD) are not built")
-    if cfg.get("model", "divisive_norm") != "none":
-        _refuse("model", "divisive_norm", cfg.get("model", "divisive_norm"), "the V1-constrained ResNet's "
-                "divisive normalisation is not built")
-    for key in ("cortical_magnification", "center_surround", "local_rf"):
-        if cfg.bool("model", key):
-            _refuse("model", key, cfg.get("model", key), "the V1-constrained ResNet's components are not built")
+    v1 = v1_options(cfg)
+    if v1["any"] and arch not in ("resnet18", "resnet50"):
+        _refuse("model", v1["first_key"], cfg.get("model", v1["first_key"]), "the V1 components apply to resnet18 "
+                "and resnet50 only (bioflex refuses them elsewhere)")
+    if (v1["center_surround"] or v1["local_rf"]) and arch != "resnet50":
+        key = "center_surround" if v1["center_surround"] else "local_rf"
+        _refuse("model", key, "true", "applies to resnet50 only (bioflex refuses it elsewhere)")
+    if v1["any"] and cfg.bool("model", "flex"):
+        _refuse("model", "flex", cfg.get("model", "flex"), "flex layers together with the V1 components "
+                "(%s) are not built" % v1["first_key"])
     if not cfg.bool("model", "flex"):
         return
     if cfg.get("model", "static_routing"):
@@ -425,6 +514,324 @@ class FlexConvWrapper(nn.Module):
         return self.layer(x)
 
 
+# ------------------------------------------------------------------------------------------------
+# The V1-constrained ResNet's layers (v1-constrained.md; src/host/layer_v1.c, layer_local.c,
+# layer_cirincione.c, polar_map.c; src/kernels/dog_common.h, divnorm_common.h, cirincione_common.h).
+# bioflex generates their constants (distance grids, tap coordinates, the polar operator) rather than
+# checkpointing them; so does this module, in float64 as bioflex does, rounded to float32 where
+# bioflex stores a float. The generated weights stay differentiable in the parameters.
+
+_F32 = lambda v: float(np.float32(v))  # a bound the reference applies to a float tensor, as a float
+
+
+class DoGConv(nn.Module):
+    """DoGConv2D (dog_common.h): d*d kernels of k x k generated from sigma1, sigma2_scale, total_scale
+    [d*d, 1, 1]: R = scale (amp(s1) e^(-D/s1) - amp(s2) e^(-D/max(s2, 1e-6))), s1 = max(sigma1, 0.1f),
+    s2 = s1 max(sigma2_scale, 1.0001f), amp(s) = s/pi (dog_amplitude = code) or 1/(pi s) (paper), D the
+    squared distance to the centre; each tap divided by its L2 norm over the d*d kernels (the norm
+    rounded to float, clamped at 1e-12); a conv with padding k // 2, no bias."""
+
+    def __init__(self, d, k, amp_paper):
+        super().__init__()
+        self.d, self.k, self.amp_paper = d, k, bool(amp_paper)
+        self.min_sigma1, self.min_scale = _F32(0.1), _F32(1.0001)
+        shape = (d * d, 1, 1)
+        self.sigma1 = nn.Parameter(torch.zeros(shape))
+        self.sigma2_scale = nn.Parameter(torch.zeros(shape))
+        self.total_scale = nn.Parameter(torch.zeros(shape))
+        t = torch.arange(k * k)
+        dist = ((t // k - k // 2) ** 2 + (t % k - k // 2) ** 2).to(torch.float64)
+        self.register_buffer("dist", dist.view(1, k, k), persistent=False)
+
+    def _gauss(self, s: torch.Tensor):
+        e = torch.exp(-self.dist / s)
+        return e / (math.pi * s) if self.amp_paper else s / math.pi * e
+
+    def weight(self):
+        s1 = torch.clamp(self.sigma1.double(), min=self.min_sigma1)
+        s2 = s1 * torch.clamp(self.sigma2_scale.double(), min=self.min_scale)
+        raw = self.total_scale.double() * (self._gauss(s1) - self._gauss(torch.clamp(s2, min=1e-6)))
+        norm = torch.sqrt((raw * raw).sum(0, keepdim=True)).float().double()  # stored as float
+        w = raw / torch.clamp(norm, min=1e-12)
+        return w.float().view(self.d, self.d, self.k, self.k)
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight(), padding=self.k // 2)
+
+
+class DoGLayer(nn.Module):
+    """DoGConv2DLayer: the DoG conv on the first d channels, the others passed unchanged."""
+
+    def __init__(self, d, k=5, amp_paper=False):
+        super().__init__()
+        self.d = d
+        self.dog_conv = DoGConv(d, k, amp_paper)
+
+    def forward(self, x):
+        return torch.cat([self.dog_conv(x[:, :self.d]), x[:, self.d:]], dim=1)
+
+
+class ConvDoG(nn.Module):
+    """The composites' conv2: a 3x3 conv (no bias) then the DoG layer (names conv, dog)."""
+
+    def __init__(self, c, stride, amp_paper):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, stride=stride, padding=1, bias=False)
+        self.dog = DoGLayer(c // 4, 5, amp_paper)
+
+    def forward(self, x):
+        return self.dog(self.conv(x))
+
+
+class LocallyConnected2d(nn.Module):
+    """The locally connected layer (local_conv_cpu.c): weight [1, c_out, c_in, h_out, w_out, k*k], a
+    k x k kernel per output position over the zero-padded input, taps row-major, no bias."""
+
+    def __init__(self, c_in, c_out, hw_out, k=3, stride=1, pad=1):
+        super().__init__()
+        self.k, self.stride, self.pad = k, stride, pad
+        self.weight = nn.Parameter(torch.zeros(1, c_out, c_in, hw_out[0], hw_out[1], k * k))
+
+    def forward(self, x):
+        c_out, c_in, h, w, kk = (self.weight.shape[1], self.weight.shape[2], self.weight.shape[3],
+                                 self.weight.shape[4], self.weight.shape[5])
+        cols = F.unfold(x, self.k, padding=self.pad, stride=self.stride)  # [N, c_in*k*k, h*w]
+        cols = cols.view(x.shape[0], c_in, kk, h * w)
+        wt = self.weight.view(c_out, c_in, h * w, kk)
+        return torch.einsum("nctp,ocpt->nop", cols, wt).reshape(x.shape[0], c_out, h, w)
+
+
+def _divnorm_distances(c, similar):
+    r = torch.arange(c).view(-1, 1)
+    j = torch.arange(c).view(1, -1)
+    m = (j - r) % c
+    d = torch.minimum(m, c - m) if similar else (m - c // 2).abs()
+    return d.to(torch.float64)  # [r, j]
+
+
+class TunedDivNorm(nn.Module):
+    """The tuned divisive normalisation (divnorm_common.h; OpponentChannelInhibition): W[r, j] =
+    g(r, j) / sum_q g(q, j), g = exp(-D[r, j]^2 / (2 s_j^2)), s_j = max(sigma_j, 0.5), D the opponent
+    distance |((j - r) mod c) - c//2| or the similar one (ring distance); y = x / (1 + W x) (1x1 conv)."""
+
+    def __init__(self, c, similar=False):
+        super().__init__()
+        self.sigmas = nn.Parameter(torch.zeros(c))
+        self.register_buffer("d2", _divnorm_distances(c, similar) ** 2, persistent=False)
+
+    def weight(self):
+        s = torch.clamp(self.sigmas.double(), min=0.5).view(1, -1)
+        g = torch.exp(-self.d2 / (2.0 * s * s))
+        return (g / g.sum(0, keepdim=True)).float()
+
+    def forward(self, x):
+        w = self.weight()
+        return x / (1.0 + F.conv2d(x, w[:, :, None, None]))
+
+
+class CirincioneDivNorm(nn.Module):
+    """The Cirincione divisive normalisation (cirincione_common.h): G[o, i] a 3x3 oriented Gaussian
+    |A / max(2 pi rho sigma, 0.1)| exp(-((x' - v)^2 / max(rho^2, 0.1) + (y' - w)^2 / max(sigma^2, 0.1)) / 2),
+    x' = X cos t + Y sin t, y' = -X sin t + Y cos t, X = column + 1, Y = row + 1 (bounds 0.1f);
+    y = x / (conv(x, G, padding 1) + |bias|)."""
+
+    def __init__(self, c, k=3):
+        super().__init__()
+        self.k = k
+        self.bound = _F32(0.1)
+        for name in ("A", "rho", "sigma", "theta", "v", "w"):
+            setattr(self, name, nn.Parameter(torch.zeros(c, c, 1, 1)))
+        self.bias = nn.Parameter(torch.zeros(1))
+        taps = torch.arange(1, k + 1, dtype=torch.float64)
+        self.register_buffer("X", taps.view(1, -1).repeat(k, 1), persistent=False)
+        self.register_buffer("Y", taps.view(-1, 1).repeat(1, k), persistent=False)
+
+    def weight(self):
+        b = self.bound
+        A, rho, sigma, theta = self.A.double(), self.rho.double(), self.sigma.double(), self.theta.double()
+        v, w = self.v.double(), self.w.double()
+        cos_t, sin_t = torch.cos(theta), torch.sin(theta)
+        xr = self.X * cos_t + self.Y * sin_t
+        yr = -self.X * sin_t + self.Y * cos_t
+        q = (xr - v) ** 2 / torch.clamp(rho * rho, min=b) + (yr - w) ** 2 / torch.clamp(sigma * sigma, min=b)
+        amp = torch.abs(A / torch.clamp(2.0 * math.pi * rho * sigma, min=b))
+        return (amp * torch.exp(-0.5 * q)).float()
+
+    def forward(self, x):
+        return x / (F.conv2d(x, self.weight(), padding=self.k // 2) + torch.abs(self.bias))
+
+
+_RING_EDGES = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 16, 18, 20, 23]
+
+
+def _resize_weights(n_in, n_out, antialias):
+    """torch's upsample_bilinear2d (or _upsample_bilinear2d_aa) weights along one axis, align_corners=False
+    (polar_map.c's resize_weights): w[o, i]."""
+    scale = n_in / n_out
+    w = np.zeros((n_out, n_in))
+    for o in range(n_out):
+        if not antialias:
+            src = max(scale * (o + 0.5) - 0.5, 0.0)
+            left = int(src)
+            right = left + 1 if left + 1 < n_in else n_in - 1
+            t = src - left
+            w[o, left] += 1 - t
+            w[o, right] += t
+            continue
+        support = scale if scale >= 1 else 1.0
+        inverse = 1 / scale if scale >= 1 else 1.0
+        centre = scale * (o + 0.5)
+        lo, hi = max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), n_in)
+        for i in range(lo, hi):
+            d = abs((i - centre + 0.5) * inverse)
+            w[o, i] = 1 - d if d < 1 else 0.0
+        total = w[o, lo:hi].sum()
+        if total != 0:
+            w[o, lo:hi] /= total
+    return w
+
+
+def polar_operator(padding="angle", antialias=False):
+    """The polar transform as one [256, 1024] float32 matrix (polar_map.c's bf_polar_operator): 32x32
+    pixels binned into 18 rings x 30 wedges, the foveal rings' non-empty wedges resampled to 30, masks
+    and counts rounded to float16, pooled = sum(x mask) / count, padded (angle: the wedges reflect-
+    padded; both: rings too; circular: the wedges wrapped) and resized to 16x16 bilinearly."""
+    S, R, W = 32, 18, 30
+    rows, cols = np.meshgrid(np.arange(S), np.arange(S), indexing="ij")
+    x, y = (cols - S // 2).ravel(), (S // 2 - rows).ravel()
+    sq = x * x + y * y
+    ring_of = sum((sq >= _RING_EDGES[j] ** 2).astype(int) for j in range(1, R))
+    angle = np.arctan2(y.astype(np.float64), x.astype(np.float64))
+    angle = np.where(y < 0, angle + 2 * math.pi, angle)
+    edge = lambda j: 2 * math.pi if j == W else j * (2 * math.pi / W)
+    wedge_of = sum((angle >= edge(j)).astype(int) for j in range(1, W))
+    masks = np.zeros((R * W, S * S), np.float32)
+    counts = np.zeros(R * W, np.float32)
+    for ring in range(R):
+        in_ring = ring_of == ring
+        nonempty = [wd for wd in range(W) if np.any(in_ring & (wedge_of == wd))]
+        m = len(nonempty)
+        for wedge in range(W):
+            a, b, w0, w1 = wedge, wedge, 1.0, 0.0
+            if _RING_EDGES[ring] <= S // 2:
+                src = max((wedge + 0.5) * m / W - 0.5, 0.0)
+                left = int(src)
+                w1 = src - left
+                w0 = 1 - w1
+                a, b = nonempty[left], nonempty[left + 1 if left + 1 < m else m - 1]
+            v = np.where(in_ring, (wedge_of == a) * w0 + (wedge_of == b) * w1, 0.0)
+            count = v.sum()
+            masks[ring * W + wedge] = v.astype(np.float16).astype(np.float32)
+            counts[ring * W + wedge] = np.float16(1.0 if count == 0 else count)
+    pad_rings = padding == "both"
+    height = R + 2 * pad_rings
+    reflect = lambda i, n: -i if i < 0 else (2 * (n - 1) - i if i >= n else i)
+    wrap = lambda i, n: i + n if i < 0 else (i - n if i >= n else i)
+    shares = np.zeros((height, W + 2, S * S))
+    for kk in range(height):
+        ring = reflect(kk - 1, R) if pad_rings else kk
+        for ll in range(W + 2):
+            wedge = wrap(ll - 1, W) if padding == "circular" else reflect(ll - 1, W)
+            b = ring * W + wedge
+            shares[kk, ll] = masks[b].astype(np.float64) / float(counts[b])
+    row_w = _resize_weights(height, 16, antialias)
+    col_w = _resize_weights(W + 2, 16, antialias)
+    op = np.einsum("ak,bl,klp->abp", row_w, col_w, shares)
+    return torch.from_numpy(op.reshape(256, S * S).astype(np.float32))
+
+
+class PolarTransform(nn.Module):
+    """Cortical magnification (layer lpp): every 32x32 map times the constant operator -> 16x16."""
+
+    def __init__(self, padding="angle", antialias=False):
+        super().__init__()
+        self.padding, self.antialias = padding, bool(antialias)
+        self.register_buffer("operator", polar_operator(padding, antialias), persistent=False)
+
+    def extra_repr(self):
+        return "padding=%s, antialias=%s" % (self.padding, self.antialias)
+
+    def forward(self, x):
+        n, c, h, w = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+        if h != 32 or w != 32:
+            raise RuntimeError("the polar transform takes 32x32 maps")
+        return F.linear(x.reshape(n * c, h * w), self.operator).view(n, c, 16, 16)
+
+
+# ------------------------------------------------------------------------------------------------
+# Spiking networks at evaluation (layer_spiking.c, neuron_cpu.c; README "Spiking networks"): time is
+# the outer dimension of the batch, [T*N, ...], the same image at every step (direct encoding); the
+# stateless layers run on the T*N samples, a neuron layer replaces every ReLU, and the readout is the
+# mean over the steps of the logits (or of the readout neurons' spikes, readout = spike_count).
+
+
+class Neuron(nn.Module):
+    """A neuron layer over the T steps of [T*N, ...] (neuron_cpu.c's lif_step): LIF / IF (IF: decay 1)
+    H = decay V + x (two roundings), S = 1[H - threshold >= 0], V after the reset: hard 0 where S,
+    soft H - threshold where S, none H; V starts at 0. clamp01 / step: the reference's stateless
+    clamp(x, 0, 1) and 1[x > 0]. No parameters."""
+
+    def __init__(self, kind, T, decay=0.95, threshold=1.0, reset="hard"):
+        super().__init__()
+        self.kind, self.T, self.reset = kind, int(T), reset
+        self.decay = 1.0 if kind == "if" else float(decay)
+        self.threshold = float(threshold)
+
+    def extra_repr(self):
+        if self.kind in ("clamp01", "step"):
+            return self.kind
+        return "%s, T=%d, decay=%g, threshold=%g, reset=%s" % (self.kind, self.T, self.decay, self.threshold,
+                                                               self.reset)
+
+    def forward(self, x):
+        if self.kind == "clamp01":
+            return torch.clamp(x, 0.0, 1.0)
+        if self.kind == "step":
+            return (x > 0.0).to(x.dtype)
+        xs = x.reshape([self.T, -1] + list(x.shape[1:]))
+        v = torch.zeros_like(xs[0])
+        out = []
+        for t in range(self.T):
+            h = self.decay * v + xs[t]
+            fired = (h - self.threshold) >= 0.0
+            out.append(fired.to(x.dtype))
+            if self.reset == "hard":
+                v = torch.where(fired, torch.zeros_like(h), h)
+            elif self.reset == "soft":
+                v = torch.where(fired, h - self.threshold, h)
+            else:
+                v = h
+        return torch.stack(out).reshape(x.shape)
+
+
+class TimeSteps(nn.Module):
+    """The spiking network's time axis: encode repeats the [N, ...] input T times ([T*N, ...], direct
+    encoding); decode is the readout: [readout neuron,] the sum over the steps in step order times
+    float32(1 / T) (layer_spiking.c's time mean). T = 1 with no readout neuron: an ANN, both identity."""
+
+    def __init__(self, T=1, readout_neuron=None):
+        super().__init__()
+        self.T = int(T)
+        self.readout_neuron = readout_neuron if readout_neuron is not None else nn.Identity()
+        self.spiking = readout_neuron is not None or self.T > 1
+        self.inv_T = float(np.float32(1.0 / self.T))
+
+    def encode(self, x):
+        if not self.spiking:
+            return x
+        return x.repeat([self.T] + [1] * (x.dim() - 1))  # [T*N, ...], step t at t*N
+
+    def decode(self, y):
+        if not self.spiking:
+            return y
+        y = self.readout_neuron(y)
+        ys = y.reshape([self.T, -1] + list(y.shape[1:]))
+        acc = ys[0]
+        for t in range(1, self.T):
+            acc = acc + ys[t]
+        return acc * self.inv_T
+
+
 class Builder:
     """Numbers the convs (flex sites) in network order as model_zoo.c's convs_so_far does and builds
     a conv or a flex layer for each."""
@@ -435,6 +842,20 @@ class Builder:
         self.sites = cfg.ints("model", "flex_layers")
         self.site = 0
         self.bn_eps = cfg.float("model", "bn_eps")
+        self.spiking = spiking_options(cfg)
+
+    def act(self):
+        """The activation: ReLU, or a spiking network's neuron layer."""
+        sp = self.spiking
+        if sp is None:
+            return nn.ReLU()
+        return Neuron(sp["neuron"], sp["T"], sp["decay"], sp["threshold"], sp["reset"])
+
+    def time_steps(self):
+        sp = self.spiking
+        if sp is None:
+            return TimeSteps()
+        return TimeSteps(sp["T"], self.act() if sp["readout"] == "spike_count" else None)
 
     def flex_here(self):
         here = self.flex and (not self.sites or self.site in self.sites)
@@ -485,7 +906,7 @@ def _features(b, c, hw, items, batchnorm):
             layers.append(m)
             if batchnorm:
                 layers.append(b.bn(v))
-            layers.append(nn.ReLU())
+            layers.append(b.act())
             c = v
     return nn.Sequential(*layers), c, hw
 
@@ -493,19 +914,21 @@ def _features(b, c, hw, items, batchnorm):
 class SequentialNet(nn.Module):
     """features -> flatten -> classifier (cnn, vgg: state_dict names features.N, classifier.N)."""
 
-    def __init__(self, features, classifier):
+    def __init__(self, features, classifier, time_steps=None):
         super().__init__()
         self.features = features
         self.classifier = classifier
+        self.time = time_steps if time_steps is not None else TimeSteps()
 
     def forward(self, x):
-        return self.classifier(torch.flatten(self.features(x), 1))
+        x = self.time.encode(x)
+        return self.time.decode(self.classifier(torch.flatten(self.features(x), 1)))
 
 
 class PlasticFlexNet(nn.Module):
     """features -> flatten -> fc1 act dropout fc2 act dropout [fc3] (names as bioflex's)."""
 
-    def __init__(self, features, flat, dense, classes, fc2_is_last=False, dropout=0.5):
+    def __init__(self, features, flat, dense, classes, fc2_is_last=False, dropout=0.5, b=None):
         super().__init__()
         self.features = features
         self.fc1 = nn.Linear(flat, dense)
@@ -513,19 +936,22 @@ class PlasticFlexNet(nn.Module):
         self.fc3 = nn.Identity() if fc2_is_last else nn.Linear(dense, classes)
         self.fc2_is_last = fc2_is_last
         self.drop = nn.Dropout(dropout)
+        self.fc1_act = b.act() if b is not None else nn.ReLU()
+        self.fc2_act = b.act() if b is not None and not fc2_is_last else nn.ReLU()
+        self.time = b.time_steps() if b is not None else TimeSteps()
 
     def forward(self, x):
-        x = self.drop(F.relu(self.fc1(torch.flatten(self.features(x), 1))))
+        x = self.drop(self.fc1_act(self.fc1(torch.flatten(self.features(self.time.encode(x)), 1))))
         if self.fc2_is_last:
-            return self.fc2(x)
-        return self.fc3(self.drop(F.relu(self.fc2(x))))
+            return self.time.decode(self.fc2(x))
+        return self.time.decode(self.fc3(self.drop(self.fc2_act(self.fc2(x)))))
 
 
 class Block(nn.Module):
     """torchvision's BasicBlock (bottleneck False) or Bottleneck (stride on the 3x3), bioflex's order of
     flex sites: conv1, conv2, [conv3], downsample."""
 
-    def __init__(self, b, c_in, planes, stride, bottleneck, hw):
+    def __init__(self, b, c_in, planes, stride, bottleneck, hw, layer1_index=-1, v1=None):
         super().__init__()
         wrap = dict(bias=False, wrap=True)
         self.bottleneck = bottleneck
@@ -533,7 +959,10 @@ class Block(nn.Module):
         if bottleneck:
             self.conv1, h1 = b.conv(c_in, planes, 1, 1, 0, hw, **wrap)
             self.bn1 = b.bn(planes)
-            self.conv2, h2 = b.conv(planes, planes, 3, stride, 1, h1, **wrap)
+            if v1 and (v1["center_surround"] or v1["local_rf"]):
+                self.conv2, h2 = _v1_conv2(b, v1, planes, stride, h1, layer1_index)
+            else:
+                self.conv2, h2 = b.conv(planes, planes, 3, stride, 1, h1, **wrap)
             self.bn2 = b.bn(planes)
             self.conv3, h_out = b.conv(planes, planes * 4, 1, 1, 0, h2, **wrap)
             self.bn3 = b.bn(planes * 4)
@@ -549,13 +978,42 @@ class Block(nn.Module):
         else:
             self.downsample = nn.Identity()
         self.hw_out = h_out
+        # the V1 ResNet's divisive normalisation after each layer1 block (after its add and ReLU)
+        c_out = planes * exp
+        dn = v1["divisive_norm"] if v1 and layer1_index >= 0 else "none"
+        self.dn = (TunedDivNorm(c_out, v1["oci_distance"] == "similar") if dn == "tuned" else
+                   CirincioneDivNorm(c_out) if dn == "cirincione" else nn.Identity())
 
     def forward(self, x):
         y = F.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
         if self.bottleneck:
             y = self.bn3(self.conv3(F.relu(y)))
-        return F.relu(y + self.downsample(x))
+        return self.dn(F.relu(y + self.downsample(x)))
+
+
+def _v1_conv2(b, v1, planes, stride, hw, layer1_index):
+    """A bottleneck's 3x3 conv with center_surround or local_rf (model_zoo.c's bottleneck_conv2): in
+    layer1 block 2 with local_rf the locally connected layer (alone, resnet50_local_rf: conv2.1 after
+    the Dropout2d conv2.0); in layer1 with center_surround the conv and the DoG layer on its first
+    planes/4 channels (composites: conv2.conv, conv2.dog in blocks 0 and 1; alone, resnet50_center_
+    surround: conv2.0, conv2.1 in all three blocks); elsewhere the plain conv (no flex: refused)."""
+    hw_out = tuple((v + 2 - 3) // stride + 1 for v in hw)
+    amp_paper = v1["dog_amplitude"] == "paper"
+    if layer1_index == 2 and v1["local_rf"]:
+        lc = LocallyConnected2d(planes, planes, hw_out, 3, stride, 1)
+        if v1["center_surround"] or v1["divisive_norm"] != "none" or v1["cortical_magnification"]:
+            return lc, hw_out
+        drop = v1["local_rf_dropout"]
+        return nn.Sequential(nn.Dropout2d(drop) if drop > 0 else nn.Identity(), lc), hw_out
+    if layer1_index < 0 or not v1["center_surround"] or (layer1_index == 2 and v1["composite"]):
+        b.site += 1  # a conv (flex sites: flex is refused with the V1 components)
+        return nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False), hw_out
+    b.site += 1
+    if v1["composite"]:
+        return ConvDoG(planes, stride, amp_paper), hw_out
+    return nn.Sequential(nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False),
+                         DoGLayer(planes // 4, 5, amp_paper)), hw_out
 
 
 class ResNet(nn.Module):
@@ -571,15 +1029,26 @@ class ResNet(nn.Module):
         else:
             self.conv1, hw = b.conv(c_in, 64, 7, 2, 3, hw, bias=False, wrap=True)
         self.bn1 = b.bn(width)
+        v1 = None if cifar else v1_options(b.cfg)
+        v1 = v1 if v1 and v1["any"] else None
         self.maxpool = nn.Identity() if cifar else nn.MaxPool2d(3, 2, 1)
-        if not cifar:
+        self.lpp = nn.Identity()
+        if v1 and v1["cortical_magnification"]:  # the polar transform in the max-pool's place
+            if hw != (32, 32):
+                raise ValueError("[model] cortical_magnification = true needs 64x64 images (the stem's maps 32x32), "
+                                 "got stem maps %dx%d" % hw)
+            self.maxpool = nn.Identity()
+            self.lpp = PolarTransform(v1["polar_padding"], v1["polar_antialias"])
+            hw = (16, 16)
+        elif not cifar:
             hw = tuple((v + 2 - 3) // 2 + 1 for v in hw)
         c = width
         for stage, n in enumerate(blocks):
             planes = width << stage
             layer = []
             for i in range(n):
-                blk = Block(b, c, planes, 2 if stage > 0 and i == 0 else 1, bottleneck, hw)
+                blk = Block(b, c, planes, 2 if stage > 0 and i == 0 else 1, bottleneck, hw,
+                            i if stage == 0 else -1, v1)
                 hw = blk.hw_out
                 c = planes * (4 if bottleneck else 1)
                 layer.append(blk)
@@ -590,7 +1059,7 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(c, classes)
 
     def forward(self, x):
-        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        x = self.lpp(self.maxpool(F.relu(self.bn1(self.conv1(x)))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
@@ -618,18 +1087,18 @@ def build(cfg, input_shape=None, num_classes=None):
         flat = c * hw[0] * hw[1]
         if arch == "cnn":
             hidden = cfg.int("model", "hidden")
-            head = ([nn.Linear(flat, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, k)] if hidden > 0
+            head = ([nn.Linear(flat, hidden), b.act(), nn.Dropout(dropout), nn.Linear(hidden, k)] if hidden > 0
                     else [nn.Linear(flat, k)])
         else:  # FlexNet's classifier: hidden = 4096, or the flattened size where that is <= 4096
             hidden = flat if flat <= 4096 else 4096
-            head = [nn.Linear(flat, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(),
+            head = [nn.Linear(flat, hidden), b.act(), nn.Dropout(dropout), nn.Linear(hidden, hidden), b.act(),
                     nn.Dropout(dropout), nn.Linear(hidden, k)]
-        model = SequentialNet(features, nn.Sequential(*head))
+        model = SequentialNet(features, nn.Sequential(*head), b.time_steps())
     elif arch in PF_VGG:
         spec, dense = PF_VGG[arch]
         items = [("d", -v) if v < 0 else v for v in spec]
         features, c, hw = _features(b, c, hw, items, bn)
-        model = PlasticFlexNet(features, c * hw[0] * hw[1], dense, k, dropout=dropout)
+        model = PlasticFlexNet(features, c * hw[0] * hw[1], dense, k, dropout=dropout, b=b)
     elif arch in ("plasticflex_simple_flex", "plasticflex_simple_conv"):
         conv_net = arch == "plasticflex_simple_conv"
         widths = [32, 64, 128, 256] if conv_net else [16, 32, 64, 128]
@@ -639,7 +1108,7 @@ def build(cfg, input_shape=None, num_classes=None):
             if conv_net or i % 2 == 1:
                 items.append(0)
         features, c, hw = _features(b, c, hw, items, False)  # no batch-norm in either
-        model = PlasticFlexNet(features, c * hw[0] * hw[1], 128, k, fc2_is_last=conv_net, dropout=dropout)
+        model = PlasticFlexNet(features, c * hw[0] * hw[1], 128, k, fc2_is_last=conv_net, dropout=dropout, b=b)
     elif arch in ("resnet18", "resnet50"):
         if b.flex and cfg.bool("model", "fully_flex"):
             _refuse("model", "fully_flex", "true", "bioflex refuses it for ResNets")
