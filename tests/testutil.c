@@ -107,6 +107,21 @@ double bf_test_model_xent(bf_model *m, const float *x, const int32_t *labels, fl
     return sum / m->batch;
 }
 
+float *bf_test_model_xent_grads(bf_model *m, const float *x, const int32_t *labels) {
+    const float *logits = NULL;
+    float *losses = malloc((size_t)m->batch * sizeof(float));
+    float *dlogits = malloc((size_t)m->batch * m->num_classes * sizeof(float));
+    float *grads = malloc(m->num_param_floats * sizeof(float));
+    int ok = losses && dlogits && grads && bf_model_forward(m, x, &logits) == BF_OK &&
+             m->backend->ops->softmax_xent(m->backend, m->batch, m->num_classes, logits, labels, 0, 1.0f / m->batch,
+                                           losses, dlogits) == BF_OK &&
+             bf_model_backward(m, dlogits) == BF_OK;
+    if (ok) memcpy(grads, m->grad_data, m->num_param_floats * sizeof(float));
+    free(losses), free(dlogits);
+    if (!ok) free(grads);
+    return ok ? grads : NULL;
+}
+
 double bf_test_weights_max_abs_diff(const char *path_a, const char *path_b) {
     bf_st_file *a = NULL, *b = NULL;
     CHECK_OK(bf_safetensors_read(path_a, &a));

@@ -69,6 +69,9 @@ double bf_test_logits_dot_slope(struct bf_model *m, const float *x, const float 
  * double, with losses (host memory, m->batch floats) as scratch; NaN when a call fails. The model's
  * backend must be the CPU's: the central-difference checks of whole models. */
 double bf_test_model_xent(struct bf_model *m, const float *x, const int32_t *labels, float *losses);
+/* The analytic side of those checks: forward of x, the mean cross-entropy's backward, and a malloc'd
+ * copy of the parameter gradients (NULL when a call fails). */
+float *bf_test_model_xent_grads(struct bf_model *m, const float *x, const int32_t *labels);
 
 /* Deterministic uniform floats in [lo, hi) for test inputs. */
 void bf_test_fill_uniform(float *x, size_t n, float lo, float hi, unsigned long seed);
